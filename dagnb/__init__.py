@@ -1,0 +1,1 @@
+"""dagnb: notebook-native task graphs with content-addressed caching."""

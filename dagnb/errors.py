@@ -1,0 +1,161 @@
+"""Errors raised by dagnb.
+
+Every error dagnb raises on purpose is a :class:`DagnbError`. User mistakes get a
+specific subclass whose one-sentence message names the offending value and what was
+expected; the CLI prints that sentence and exits 2, the magics show it as a UsageError.
+Step failures are data in the status table; the StepError family describes them.
+
+::
+
+    DagnbError
+    ├── ConfigError                 bad configuration key, type or value
+    ├── GraphError                  a graph that cannot run
+    │   ├── CycleError              a -> b -> a (carries the cycle)
+    │   ├── MissingDependencyError  a need that names no step
+    │   ├── DuplicateStepError      two steps with one name
+    │   ├── StepNotFoundError       a name that is not in the graph
+    │   └── InvalidStepError        a bad step field (name, params, mount, ...)
+    ├── WorkflowError               a YAML workflow that does not load
+    ├── SecretError                 a secret missing from the environment
+    ├── FingerprintError            a value that cannot be hashed
+    ├── CacheError                  a cache directory that cannot be used
+    ├── ExecutorError
+    │   ├── ExecutorUnavailable     no engine for the executor asked for
+    │   └── CircuitOpenError        the executor's breaker is open
+    ├── TransientError              a failure that may pass: retried by default
+    └── StepError                   one step did not succeed
+        ├── StepFailed              non-zero exit or exception (exit code, stderr tail)
+        ├── StepTimeout             the step ran past its timeout
+        └── StepCancelled           the run was cancelled
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheError",
+    "CircuitOpenError",
+    "ConfigError",
+    "CycleError",
+    "DagnbError",
+    "DuplicateStepError",
+    "ExecutorError",
+    "ExecutorUnavailable",
+    "FingerprintError",
+    "GraphError",
+    "InvalidStepError",
+    "MissingDependencyError",
+    "SecretError",
+    "StepCancelled",
+    "StepError",
+    "StepFailed",
+    "StepNotFoundError",
+    "StepTimeout",
+    "TransientError",
+    "WorkflowError",
+]
+
+
+class DagnbError(Exception):
+    """Base class of every error dagnb raises on purpose."""
+
+
+class ConfigError(DagnbError, ValueError):
+    """A configuration key, type or value is wrong."""
+
+
+class GraphError(DagnbError, ValueError):
+    """The graph cannot be run as it is."""
+
+
+class CycleError(GraphError):
+    """The steps' needs form a cycle; ``cycle`` lists it, first name repeated last."""
+
+    def __init__(self, cycle: list[str]) -> None:
+        self.cycle = list(cycle)
+        path = " -> ".join(self.cycle)
+        super().__init__(f"the steps' needs form a cycle: {path}; remove one of these needs")
+
+
+class MissingDependencyError(GraphError):
+    """A step needs a step that is not in the graph."""
+
+
+class DuplicateStepError(GraphError):
+    """Two steps share one name."""
+
+
+class StepNotFoundError(GraphError, KeyError):
+    """A name does not match any step in the graph."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class InvalidStepError(GraphError):
+    """A step field has a value that cannot work."""
+
+
+class WorkflowError(DagnbError, ValueError):
+    """A YAML workflow file cannot be loaded."""
+
+
+class SecretError(DagnbError):
+    """A secret a step needs is not set; the message names the variable, never a value."""
+
+
+class FingerprintError(DagnbError, TypeError):
+    """A value cannot be fingerprinted for the cache key."""
+
+
+class CacheError(DagnbError):
+    """The cache cannot be used as asked."""
+
+
+class ExecutorError(DagnbError):
+    """An executor cannot take the step."""
+
+
+class ExecutorUnavailable(ExecutorError):
+    """The executor asked for has no engine here."""
+
+
+class CircuitOpenError(ExecutorError):
+    """The executor failed too often in a row; steps fail fast until it is probed again."""
+
+
+class TransientError(DagnbError):
+    """A failure that may pass if tried again (a dropped connection, a registry time-out)."""
+
+
+class StepError(DagnbError):
+    """A step did not succeed."""
+
+    def __init__(self, message: str, *, step: str | None = None) -> None:
+        super().__init__(message)
+        self.step = step
+
+
+class StepFailed(StepError):
+    """A step exited non-zero or raised; carries the exit code and the stderr tail."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        step: str | None = None,
+        exit_code: int | None = None,
+        stdout_tail: str = "",
+        stderr_tail: str = "",
+    ) -> None:
+        super().__init__(message, step=step)
+        self.exit_code = exit_code
+        self.stdout_tail = stdout_tail
+        self.stderr_tail = stderr_tail
+
+
+class StepTimeout(StepError):
+    """A step ran past its timeout and was stopped."""
+
+
+class StepCancelled(StepError):
+    """A step was stopped because the run was cancelled."""

@@ -1,0 +1,1 @@
+"""Executors: where a step runs (the host, or containers through Dagger)."""
