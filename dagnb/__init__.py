@@ -1,1 +1,73 @@
-"""dagnb: notebook-native task graphs with content-addressed caching."""
+"""dagnb: notebook-native task graphs.
+
+Build a graph of steps (``%%dagger`` cells, ``@graph.step`` functions or a YAML
+workflow), run each step on the host or in a container through Dagger, skip what has
+not changed (a content-addressed cache), retry what fails for reasons that pass, and
+read status, logs and results as pandas DataFrames.
+"""
+
+from __future__ import annotations
+
+from .config import Settings, configure, settings
+from .context import StepContext, current
+from .errors import (
+    CacheError,
+    CircuitOpenError,
+    ConfigError,
+    CycleError,
+    DagnbError,
+    DuplicateStepError,
+    ExecutorError,
+    ExecutorUnavailable,
+    FingerprintError,
+    GraphError,
+    InvalidStepError,
+    MissingDependencyError,
+    SecretError,
+    StepCancelled,
+    StepError,
+    StepFailed,
+    StepNotFoundError,
+    StepTimeout,
+    TransientError,
+    WorkflowError,
+)
+from .graph import Graph
+from .run import Run
+from .step import Step
+from .workflow import load
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheError",
+    "CircuitOpenError",
+    "ConfigError",
+    "CycleError",
+    "DagnbError",
+    "DuplicateStepError",
+    "ExecutorError",
+    "ExecutorUnavailable",
+    "FingerprintError",
+    "Graph",
+    "GraphError",
+    "InvalidStepError",
+    "MissingDependencyError",
+    "Run",
+    "SecretError",
+    "Settings",
+    "Step",
+    "StepCancelled",
+    "StepContext",
+    "StepError",
+    "StepFailed",
+    "StepNotFoundError",
+    "StepTimeout",
+    "TransientError",
+    "WorkflowError",
+    "__version__",
+    "configure",
+    "current",
+    "load",
+    "settings",
+]

@@ -205,9 +205,9 @@ class Step:
         )
 
     def _check_policies(self, name: str) -> None:
-        if self.cache not in _CACHE_POLICIES or isinstance(self.cache, int) and not isinstance(
+        if self.cache not in _CACHE_POLICIES or (isinstance(self.cache, int) and not isinstance(
             self.cache, bool
-        ):
+        )):
             raise InvalidStepError(
                 f"step {name!r}: cache={self.cache!r} must be True, False or 'session'"
             )

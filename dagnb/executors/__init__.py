@@ -1,1 +1,85 @@
-"""Executors: where a step runs (the host, or containers through Dagger)."""
+"""Executors: where a step runs. ``local`` (this machine) or ``dagger`` (containers).
+
+``auto`` picks Dagger when an engine is reachable and the local executor otherwise,
+and says which once per process.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+
+from ..errors import ExecutorUnavailable
+from .base import NO_RESULT, Availability, Executor, Input, Outcome, Task
+from .local import LocalExecutor
+
+__all__ = [
+    "NO_RESULT",
+    "Availability",
+    "Executor",
+    "Input",
+    "LocalExecutor",
+    "Outcome",
+    "Task",
+    "get_executor",
+    "known_executors",
+]
+
+_lock = threading.Lock()
+_instances: dict[str, Executor] = {}
+_auto_choice: str | None = None
+
+
+def known_executors() -> list[str]:
+    """Names that ``get_executor`` accepts besides 'auto'."""
+    return ["local", "dagger"]
+
+
+def get_executor(name: str | Executor = "auto") -> Executor:
+    """The process-wide executor of that name ('auto', 'local' or 'dagger')."""
+    if not isinstance(name, str):
+        return name
+    if name == "auto":
+        name = _pick_auto()
+    with _lock:
+        if name not in _instances:
+            _instances[name] = _create(name)
+        return _instances[name]
+
+
+def _create(name: str) -> Executor:
+    if name == "local":
+        return LocalExecutor()
+    if name == "dagger":
+        from .dagger import DaggerExecutor
+
+        executor = DaggerExecutor()
+        availability = executor.availability()
+        if not availability.available:
+            raise ExecutorUnavailable(f"executor 'dagger' is not available: {availability.reason}")
+        return executor
+    raise ExecutorUnavailable(
+        f"unknown executor {name!r}; use 'auto', 'local' or 'dagger'"
+    )
+
+
+def _pick_auto() -> str:
+    global _auto_choice
+    if _auto_choice is None:
+        try:
+            from ..engine import pick_auto
+        except ImportError:
+            choice, reason = "local", "no Dagger support module"
+        else:
+            choice, reason = pick_auto()
+        _auto_choice = choice
+        print(f"dagnb: executor 'auto' uses {choice!r} ({reason})", file=sys.stderr)
+    return _auto_choice
+
+
+def reset_executors() -> None:
+    """Forget the executor instances and the 'auto' choice (for tests)."""
+    global _auto_choice
+    with _lock:
+        _instances.clear()
+        _auto_choice = None

@@ -1,0 +1,163 @@
+"""Why a step misses the cache, in sentences.
+
+The new key's components are compared one by one with those stored in the step's
+newest entry; each difference becomes a sentence ("image changed python:3.11 →
+python:3.12", "input data/raw.csv changed", "code changed" with a line diff). Only
+digests and the descriptions in ``StepKey.describe`` are used, and those never hold a
+secret value (secrets count by name).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .keys import StepKey
+from .store import Entry, Store
+
+__all__ = ["Change", "explain", "explain_changes", "explain_frame"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Change:
+    """One difference between a key and the newest entry (one row of explain_frame)."""
+
+    component: str
+    change: str  # "changed", "added", "removed", "cached", "expired", "missing"
+    before: str
+    after: str
+    message: str
+
+
+def explain(store: Store, step_name: str, key: StepKey) -> list[str]:
+    """Sentences saying why ``key`` is (or is not) cached for ``step_name``.
+
+    Parameters
+    ----------
+    store
+        Where to look; nothing is recorded or removed.
+    step_name, key
+        The step and its new key (from :func:`~dagnb.cache.step_key`).
+
+    Returns
+    -------
+    list of str
+        ``["entry found: it is cached"]``, ``["no entry yet for step 'x'"]``, or one
+        sentence per changed component; "code changed" carries a unified diff of the
+        normalized source on the following lines of the same string.
+    """
+    return [change.message for change in explain_changes(store, step_name, key)]
+
+
+def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
+    """:func:`explain` as a DataFrame: component, change, before, after, message."""
+    import pandas as pd
+
+    rows = [dataclasses.asdict(c) for c in explain_changes(store, step_name, key)]
+    return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(Change)])
+
+
+def explain_changes(store: Store, step_name: str, key: StepKey) -> list[Change]:
+    """The differences as :class:`Change` records."""
+    exact = store.peek(step_name, key)
+    if exact is not None:
+        if exact.expired(store.clock()):
+            return [_status("expired", f"entry {key.short} expired: it will run again")]
+        return [_status("cached", "entry found: it is cached")]
+    newest = store.newest(step_name, include_expired=True)
+    if newest is None:
+        return [_status("missing", f"no entry yet for step {step_name!r}")]
+    changes = _compare(newest, key)
+    if not changes:  # same components, other digest: a different hash algorithm
+        return [_status("changed", "the key changed but no component did (hash algorithm?)")]
+    return changes
+
+
+def _status(change: str, message: str) -> Change:
+    return Change("", change, "", "", message)
+
+
+def _compare(entry: Entry, key: StepKey) -> list[Change]:
+    old: Mapping[str, str] = entry.meta.get("components", {})
+    old_text: Mapping[str, str] = entry.meta.get("describe", {})
+    changes = []
+    for name in sorted(set(old) | set(key.components), key=_order):
+        before, after = old.get(name), key.components.get(name)
+        if before == after:
+            continue
+        change = "added" if before is None else "removed" if after is None else "changed"
+        shown_before, shown_after = old_text.get(name, ""), key.describe.get(name, "")
+        message = _sentence(name, change, shown_before, shown_after)
+        changes.append(Change(name, change, shown_before, shown_after, message))
+    return changes
+
+
+_ORDER = ("format", "cache_version", "kind", "command", "code", "key_fn", "image", "env",
+          "secrets", "workdir", "params", "services", "cache_volumes", "mount", "upstream",
+          "arg")
+
+
+def _order(name: str) -> tuple[int, str]:
+    head = name.split(":", 1)[0]
+    return (_ORDER.index(head) if head in _ORDER else len(_ORDER), name)
+
+
+def _sentence(name: str, change: str, before: str, after: str) -> str:
+    head, _, detail = name.partition(":")
+    if head == "mount":
+        return f"input {detail} {change}"
+    if head == "upstream":
+        if change == "changed":
+            return f"upstream {detail} produced different output"
+        return f"upstream {detail} {change}"
+    if head == "arg":
+        return f"argument {detail} {change}"
+    if head == "code":
+        return _code_sentence(before, after)
+    if head == "env":
+        return f"env changed ({', '.join(_changed_names(before, after)) or '?'})"
+    if head == "secrets":
+        return f"secret names changed: {_names(before)} → {_names(after)}"
+    if head == "params":
+        return f"params changed: {_as_python(before)} → {_as_python(after)}"
+    if head == "format":
+        return "the cache format changed (entries of older dagnb versions do not count)"
+    if head == "key_fn":
+        return f"key_fn value changed {before} → {after}"
+    if head == "cache_version":
+        return f"cache_version changed {_as_python(before)} → {_as_python(after)}"
+    return f"{head} changed {before or '(none)'} → {after or '(none)'}"
+
+
+def _code_sentence(before: str, after: str) -> str:
+    diff = difflib.unified_diff(
+        before.splitlines(), after.splitlines(), "cached", "now", lineterm="", n=2
+    )
+    lines = list(diff)
+    return "code changed" + ("\n" + "\n".join(lines) if lines else "")
+
+
+def _load(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _as_python(text: str) -> str:
+    return repr(_load(text))
+
+
+def _names(text: str) -> str:
+    names = _load(text)
+    return ", ".join(names) if isinstance(names, list) and names else "(none)"
+
+
+def _changed_names(before: str, after: str) -> list[str]:
+    old, new = _load(before), _load(after)
+    if not isinstance(old, dict) or not isinstance(new, dict):
+        return []
+    return sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))

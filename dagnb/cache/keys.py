@@ -1,0 +1,174 @@
+"""A step's cache key: one digest over named component digests.
+
+Each component (the image, the env, one per mounted path, one per upstream output...)
+is digested on its own and stored in the entry, so a later miss can say which one
+changed (:mod:`dagnb.cache.explain`). ``describe`` holds the human-readable value of
+each component for those sentences; it never holds a secret value (only names).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from ..errors import CacheError, FingerprintError
+from ..fingerprint import (
+    code_digest,
+    code_source_parts,
+    path_digest,
+    text_digest,
+    value_digest,
+)
+from ..step import Step
+
+__all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
+
+# Bump when what goes into a key changes meaning: every old entry then misses.
+CACHE_FORMAT = "dagnb-key-1"
+
+
+@dataclasses.dataclass(frozen=True)
+class StepKey:
+    """The cache key of one step (or one Memory call).
+
+    Attributes
+    ----------
+    digest
+        Hex digest over all components; names the entry directory.
+    components
+        Component name -> digest, e.g. ``"image"``, ``"mount:data/raw.csv"``,
+        ``"upstream:prep"``.
+    describe
+        Component name -> human-readable value (image string, env JSON, params JSON,
+        the normalized code), used only to explain a miss.
+    """
+
+    digest: str
+    components: Mapping[str, str]
+    describe: Mapping[str, str] = dataclasses.field(default_factory=dict, compare=False)
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex digits, for display."""
+        return self.digest[:12]
+
+    def __str__(self) -> str:
+        return self.digest
+
+
+def key_digest(components: Mapping[str, str]) -> str:
+    """The key digest over sorted ``name=digest`` components."""
+    return text_digest("".join(f"{name}={components[name]}\n" for name in sorted(components)))
+
+
+# Params, env and names are JSON already (Step checks): canonical JSON is their
+# fingerprint, and cheaper than value_digest. 1, 1.0 and true stay distinct.
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _canonical(value: Any) -> str:
+    if value == {} or value == []:  # most steps: no env, no params, no services
+        return "{}" if type(value) is dict else "[]"
+    return _ENCODER.encode(value)
+
+
+class _Builder:
+    """Collects components and their descriptions."""
+
+    __slots__ = ("components", "describe")
+
+    def __init__(self) -> None:
+        self.components: dict[str, str] = {}
+        self.describe: dict[str, str] = {}
+
+    def text(self, name: str, text: str, shown: str | None = None) -> None:
+        self.components[name] = text_digest(text)
+        self.describe[name] = text if shown is None else shown
+
+    def digest(self, name: str, digest: str, shown: str) -> None:
+        self.components[name] = digest
+        self.describe[name] = shown
+
+    def build(self) -> StepKey:
+        return StepKey(key_digest(self.components), self.components, self.describe)
+
+
+def step_key(
+    step: Step,
+    *,
+    upstream_digests: Mapping[str, str],
+    base_dir: Path,
+    cache_version: str = "",
+) -> StepKey:
+    """The cache key of ``step``.
+
+    Parameters
+    ----------
+    step
+        The step. When ``step.key_fn`` is set, ``key_fn(step)`` is called and the digest
+        of its return value becomes the ``key_fn`` component *instead of* ``command`` or
+        ``code``: the step is then cached on what the function returns (a version
+        string, a file's checksum...), not on its command or code. Everything else
+        (image, env, params, mounts, upstreams) still counts.
+    upstream_digests
+        Upstream step name -> that step's *output* digest (not its key), one
+        ``upstream:<name>`` component each: an upstream that re-runs and produces the
+        same output leaves this key unchanged.
+    base_dir
+        Relative mount paths resolve here.
+    cache_version
+        The run-level salt, combined with ``step.cache_version``.
+
+    Raises
+    ------
+    FingerprintError
+        A mounted path does not exist, or ``key_fn`` returned an unhashable value.
+    """
+    key = _Builder()
+    key.text("format", CACHE_FORMAT)
+    key.text("cache_version", _canonical([step.cache_version, cache_version]))
+    key.text("kind", step.kind)
+    _add_work(key, step)
+    key.text("image", step.image or "", step.image or "(none)")
+    key.text("env", _canonical(dict(step.env)))
+    key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
+    key.text("workdir", step.workdir or "", step.workdir or "(default)")
+    key.text("params", _canonical(dict(step.params)))
+    key.text("services", _canonical(list(step.services)))
+    key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
+    for host, target in step.mounts.items():
+        key.digest(f"mount:{host}", _mount_digest(step, Path(base_dir), host, target), target)
+    for name, digest in upstream_digests.items():
+        key.digest(f"upstream:{name}", digest, digest)
+    return key.build()
+
+
+def _add_work(key: _Builder, step: Step) -> None:
+    """The ``key_fn``, ``command`` or ``code`` component."""
+    if step.key_fn is not None:
+        value = step.key_fn(step)
+        key.digest("key_fn", value_digest(value), repr(value))
+    elif step.func is not None:
+        parts = code_source_parts(step.func)
+        key.digest("code", code_digest(step.func), "\n\n".join(parts.values()))
+    elif isinstance(step.run, str):
+        key.text("command", step.run)
+    else:
+        key.text("command", _canonical(list(step.run or ())))
+
+
+def _mount_digest(step: Step, base_dir: Path, host: str, target: str) -> str:
+    path = Path(host).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        content = path_digest(path)
+    except FileNotFoundError:
+        raise FingerprintError(
+            f"step {step.name!r}: mount {host!r} does not exist (looked for {str(path)!r})"
+        ) from None
+    except OSError as exc:
+        raise CacheError(f"step {step.name!r}: mount {host!r} cannot be read: {exc}") from exc
+    return text_digest(f"{target}\n{content}")

@@ -1,0 +1,639 @@
+"""The Store: cache entries keyed by (step name, key digest), on a backend.
+
+Life cycle of an entry: the runner gets a fresh output directory
+(:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
+which moves it into a temporary entry directory, writes the metadata (fsync'ed) and
+renames the whole into place: a reader sees a whole entry or none. :meth:`Store.lookup`
+is the hot path of a cached re-run: one ``stat`` of ``meta.json`` and dictionary hits
+while the file is unchanged. A damaged entry is a miss, moved aside and reported once;
+an expired one is removed. Hits are counted in memory and written to each entry's
+``access.json`` by :meth:`Store.flush` (also at exit), so a hit never writes a file.
+
+Two processes about to run the same key share one execution through
+:meth:`Store.lock` (``with``) or :meth:`Store.alock` (``async with``)::
+
+    with store.lock(step.name, key):
+        entry = store.lookup(step.name, key)
+        if entry is None:
+            ...run the step...
+            entry = store.save(step.name, key, out_dir=out, logs=lines, ...)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+import warnings
+import weakref
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+from ..errors import CacheError
+from ..fingerprint import directory_digest
+from ..results import RESULT_FILES, load_result
+from ..step import parse_duration
+from .backend import LocalBackend, Stamp, StoreBackend, get_backend
+from .keys import StepKey
+
+__all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "SessionStore", "Store"]
+
+STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
+_REQUIRED = ("step", "key", "format", "created", "expires", "output_digest", "components")
+_TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
+_REPORTED: set[str] = set()  # damaged entries already reported by this process
+
+
+class DamagedEntryWarning(UserWarning):
+    """A cache entry could not be read; it was moved aside and treated as a miss."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Entry:
+    """One cached result of one step.
+
+    Attributes
+    ----------
+    step, key
+        The step name and the key digest.
+    path
+        The entry directory; ``out_dir`` holds the output files.
+    meta
+        The metadata as saved (created, expires, duration_s, exit_code, components,
+        describe, output_digest, size_bytes, has_result, ...).
+    """
+
+    step: str
+    key: str
+    path: Path
+    meta: Mapping[str, Any]
+    stamp: Stamp = (0, 0, 0)
+
+    @property
+    def out_dir(self) -> Path:
+        """The directory of the step's output files."""
+        return self.path / "out"
+
+    @property
+    def output_digest(self) -> str:
+        """Digest of the output directory; downstream keys use it (early cutoff)."""
+        return self.meta["output_digest"]
+
+    @property
+    def created(self) -> float:
+        """When the entry was saved (seconds since the epoch, the store's clock)."""
+        return self.meta["created"]
+
+    @property
+    def expires(self) -> float | None:
+        """When the entry expires, or None."""
+        return self.meta["expires"]
+
+    def expired(self, now: float) -> bool:
+        """Whether the entry's TTL has passed at ``now``."""
+        return self.expires is not None and self.expires <= now
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The captured log lines: dicts with time, attempt, stream, line."""
+        try:
+            text = (self.path / "logs.jsonl").read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return []
+        return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+    def result(self) -> Any:
+        """The step's Python result, or ``NO_RESULT``."""
+        return load_result(self.out_dir)
+
+    def verify(self) -> bool:
+        """Re-hash the output files (no stat cache) and compare with the saved digest."""
+        try:
+            return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
+        except OSError:
+            return False
+
+
+_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+
+
+@atexit.register
+def _flush_live_stores() -> None:
+    for store in list(_LIVE):
+        with contextlib.suppress(Exception):
+            store.flush()
+
+
+def _key_text(key: StepKey | str) -> str:
+    return key if type(key) is str else key.digest  # type: ignore[union-attr]
+
+
+class Store:
+    """Cache entries of steps, in ``location``.
+
+    Parameters
+    ----------
+    location
+        The cache directory (created if needed).
+    backend
+        A registered backend name (``"local"``) or a :class:`StoreBackend` instance.
+    clock
+        Returns the current time in seconds; tests inject a fake one.
+    default_ttl
+        Seconds (or ``"1d"``) after which entries saved without a ``ttl`` expire;
+        None keeps them until removed.
+    """
+
+    def __init__(
+        self,
+        location: str | os.PathLike[str] = ".dagnb_cache",
+        backend: str | StoreBackend = "local",
+        clock: Callable[[], float] = time.time,
+        default_ttl: float | str | None = None,
+    ) -> None:
+        self.backend = backend if isinstance(backend, StoreBackend) else get_backend(backend)(
+            location
+        )
+        self.clock = clock
+        self.default_ttl = parse_duration(default_ttl, what="default_ttl")
+        self._entries: dict[tuple[str, str], Entry] = {}  # meta cache, checked by stamp
+        self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
+        self._session_hits: Counter[str] = Counter()
+        self._session_misses: Counter[str] = Counter()
+        _LIVE.add(self)
+
+    @property
+    def location(self) -> Path:
+        """The cache directory."""
+        return self.backend.root
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({str(self.location)!r})"
+
+    # ------------------------------------------------------------------ lookup
+
+    def lookup(self, step_name: str, key: StepKey | str, *, touch: bool = True) -> Entry | None:
+        """The entry of ``step_name`` under ``key``, or None for a miss.
+
+        An expired entry is removed and is a miss; a damaged one is moved aside,
+        reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
+        for what it finds on disk. ``touch=False`` neither counts nor records the use.
+        """
+        key = _key_text(key)
+        entry = self._current(step_name, key)
+        now = self.clock()
+        if entry is not None and entry.expired(now):
+            self._forget(step_name, key)
+            self.backend.remove(step_name, key)
+            entry = None
+        if touch:
+            self._count(step_name, key, entry, now)
+        return entry
+
+    def peek(self, step_name: str, key: StepKey | str) -> Entry | None:
+        """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
+        return self._current(step_name, _key_text(key))
+
+    def _count(self, step_name: str, key: str, entry: Entry | None, now: float) -> None:
+        if entry is None:
+            self._session_misses[step_name] += 1
+            return
+        self._session_hits[step_name] += 1
+        pending = self._pending.get((step_name, key))
+        if pending is None:
+            self._pending[(step_name, key)] = [1, now]
+        else:
+            pending[0] += 1
+            pending[1] = now
+
+    def _current(self, step_name: str, key: str, retry: bool = True) -> Entry | None:
+        """The entry as on disk now: from the meta cache while meta.json is unchanged."""
+        stamp = self.backend.stat_meta(step_name, key)
+        cached = self._entries.get((step_name, key))
+        # Two stats on a hit: meta.json unchanged and out/ still there (a user may have
+        # deleted it); everything else was checked when the meta was first read.
+        if cached is not None and cached.stamp == stamp and self.backend.has_out(step_name, key):
+            return cached
+        if stamp is None:
+            self._entries.pop((step_name, key), None)
+            if self.backend.entry_exists(step_name, key):
+                self._damaged(step_name, key, "meta.json is missing", None)
+            return None
+        return self._load(step_name, key, retry)
+
+    def _load(self, step_name: str, key: str, retry: bool) -> Entry | None:
+        read = self.backend.read_meta(step_name, key)
+        if read is None:  # removed between the stat and the open
+            return self._current(step_name, key, False) if retry else None
+        raw, stamp = read
+        meta, problem = _parse_meta(raw, step_name, key)
+        if problem is None and not self.backend.has_out(step_name, key):
+            problem = "its out/ directory is missing"
+        if problem is not None:
+            return self._damaged(step_name, key, problem, stamp, retry)
+        entry = Entry(step_name, key, self.backend.entry_dir(step_name, key), meta, stamp)
+        self._entries[(step_name, key)] = entry
+        return entry
+
+    def _damaged(
+        self, step_name: str, key: str, problem: str, stamp: Stamp | None, retry: bool = False
+    ) -> Entry | None:
+        # A refresh may have swapped the entry between our reads: look again before blaming.
+        if retry and self.backend.stat_meta(step_name, key) != stamp:
+            return self._current(step_name, key, False)
+        self._forget(step_name, key)
+        where = self.backend.quarantine(step_name, key)
+        ident = f"{self.location}/{step_name}/{key}"
+        if ident not in _REPORTED:
+            _REPORTED.add(ident)
+            moved = f"moved to {str(where)!r}" if where else "already gone"
+            warnings.warn(
+                f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
+                "treated as a miss",
+                DamagedEntryWarning,
+                stacklevel=4,
+            )
+        return None
+
+    def _forget(self, step_name: str, key: str) -> None:
+        self._entries.pop((step_name, key), None)
+        self._pending.pop((step_name, key), None)
+
+    # ------------------------------------------------------------------ save
+
+    def scratch_dir(self, step_name: str) -> Path:
+        """A fresh, empty directory on the store's filesystem for a step's outputs.
+
+        Passing it to :meth:`save` then moves it into the entry with a rename.
+        """
+        return self.backend.scratch_dir(step_name)
+
+    def save(
+        self,
+        step_name: str,
+        key: StepKey | str,
+        *,
+        out_dir: str | os.PathLike[str],
+        logs: Iterable[Mapping[str, Any]] = (),
+        exit_code: int = 0,
+        duration_s: float = 0.0,
+        ttl: float | str | None = None,
+    ) -> Entry:
+        """Store a step's outputs under ``key``, replacing any entry there.
+
+        Parameters
+        ----------
+        step_name, key
+            Where the entry goes; a :class:`StepKey` also stores its components.
+        out_dir
+            The step's output directory; it is *moved* (renamed when on the same
+            filesystem) into the entry, so it no longer exists afterwards.
+        logs
+            Captured lines, already masked: dicts with time, attempt, stream, line.
+        exit_code, duration_s
+            How the run ended and how long it took.
+        ttl
+            Seconds (or ``"1d"``) until the entry expires; None uses the store's
+            ``default_ttl``.
+        """
+        step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
+        build = self.backend.build_dir(step_name)
+        try:
+            shutil.move(os.fspath(out_dir), build / "out")
+            _write_logs(build / "logs.jsonl", logs)
+            meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
+            _write_synced(build / "meta.json", json.dumps(meta, indent=1).encode())
+            self.backend.publish(step_name, step_key.digest, build)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        self._forget(step_name, step_key.digest)
+        entry = self._current(step_name, step_key.digest)
+        if entry is None:
+            raise CacheError(f"entry {step_name}/{step_key.short} vanished right after saving")
+        return entry
+
+    def _new_meta(
+        self,
+        step_name: str,
+        key: StepKey,
+        build: Path,
+        exit_code: int,
+        duration_s: float,
+        ttl: float | str | None,
+    ) -> dict[str, Any]:
+        ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
+        created = self.clock()
+        out = build / "out"
+        return {
+            "format": STORE_FORMAT,
+            "step": step_name,
+            "key": key.digest,
+            "created": created,
+            "expires": None if ttl_s is None else created + ttl_s,
+            "duration_s": float(duration_s),
+            "exit_code": exit_code,
+            "components": dict(key.components),
+            "describe": dict(key.describe),
+            "output_digest": directory_digest(out, use_stat_cache=False),
+            "size_bytes": _tree_size(build),
+            "hits": 0,
+            "last_used": created,
+            "has_result": any((out / name).exists() for name in RESULT_FILES),
+        }
+
+    # ------------------------------------------------------------------ locks
+
+    def lock(self, step_name: str, key: StepKey | str, timeout: float = -1) -> filelock.FileLock:
+        """An inter-process lock for one key, to use as ``with store.lock(...):``.
+
+        Locks are ``flock``-based: the operating system releases the lock of a process
+        that dies, so a crashed holder never blocks others. ``timeout`` (seconds, -1 for
+        none) raises ``filelock.Timeout`` when exceeded.
+        """
+        path = self.backend.lock_path(step_name, _key_text(key))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # preserve_lock_file: unlinking on release races with a waiter holding the old inode.
+        return filelock.FileLock(
+            str(path), timeout=timeout, thread_local=False, preserve_lock_file=True
+        )
+
+    @contextlib.asynccontextmanager
+    async def alock(
+        self, step_name: str, key: StepKey | str, timeout: float = -1
+    ) -> AsyncIterator[filelock.FileLock]:
+        """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread."""
+        lock = self.lock(step_name, key, timeout)
+        acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+        try:
+            await asyncio.shield(acquiring)
+        except asyncio.CancelledError:
+            # The thread may still get the lock after we stop waiting: release it then.
+            acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
+            raise
+        try:
+            yield lock
+        finally:
+            lock.release()
+
+    # ------------------------------------------------------------------ management
+
+    def flush(self) -> None:
+        """Write the hits counted in memory to each entry's ``access.json``."""
+        pending, self._pending = self._pending, {}
+        for (step_name, key), (hits, last_used) in pending.items():
+            record = self.backend.read_access(step_name, key)
+            record["hits"] = int(record.get("hits", 0)) + int(hits)
+            record["last_used"] = max(float(record.get("last_used", 0.0)), last_used)
+            self.backend.write_access(step_name, key, record)
+
+    def remove(self, step_name: str, key: StepKey | str) -> bool:
+        """Remove one entry; False when there was none."""
+        key = _key_text(key)
+        self._forget(step_name, key)
+        return self.backend.remove(step_name, key)
+
+    def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
+        """Every readable entry (expired ones included), of one step or all."""
+        for step_name in [step] if step is not None else self.backend.steps():
+            for key in self.backend.keys(step_name):
+                entry = self._current(step_name, key)
+                if entry is not None:
+                    yield entry
+
+    def usage(self, entry: Entry) -> tuple[int, float]:
+        """(hits, last_used) of an entry: persisted plus counted in this process."""
+        record = self.backend.read_access(entry.step, entry.key)
+        hits = int(record.get("hits", 0))
+        last_used = max(float(record.get("last_used", 0.0)), entry.meta.get("last_used", 0.0))
+        pending = self._pending.get((entry.step, entry.key))
+        if pending is not None:
+            hits, last_used = hits + int(pending[0]), max(last_used, pending[1])
+        return hits, last_used
+
+    def newest(self, step_name: str, *, include_expired: bool = False) -> Entry | None:
+        """The most recently saved entry of ``step_name``, or None."""
+        now = self.clock()
+        candidates = [
+            e for e in self.iter_entries(step_name) if include_expired or not e.expired(now)
+        ]
+        return max(candidates, key=lambda e: e.created, default=None)
+
+    def entries(self, step: str | None = None) -> Any:
+        """A pandas DataFrame with one row per entry (see the module docs for columns)."""
+        return _entries_frame(self, step)
+
+    def stats(self) -> Any:
+        """A pandas DataFrame per step: entries, hits, misses, hit_rate, bytes."""
+        return _stats_frame(self)
+
+    def clear(self, step: str | None = None, older_than: float | str | None = None) -> int:
+        """Remove entries (of one step; created more than ``older_than`` ago); how many.
+
+        ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
+        also deletes damaged entries moved aside and leftover temporary directories.
+        """
+        seconds = parse_duration(older_than, what="older_than")
+        deadline = None if seconds is None else self.clock() - seconds
+        doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
+        removed = sum(self.remove(e.step, e.key) for e in doomed)
+        if step is None and seconds is None:
+            self.backend.clear_damaged()
+            self.backend.remove_temporaries(_TEMP_MAX_AGE)
+        return removed
+
+    def reduce_size(
+        self,
+        bytes_limit: int | str | None = None,
+        items_limit: int | None = None,
+        age_limit: timedelta | float | str | None = None,
+    ) -> int:
+        """Evict least recently used entries, with ``joblib.Memory.reduce_size`` semantics.
+
+        Parameters
+        ----------
+        bytes_limit
+            Keep at most this many bytes: an int or a string such as ``"10M"``, ``"1G"``.
+        items_limit
+            Keep at most this many entries.
+        age_limit
+            Remove entries not used for this long (timedelta, seconds or ``"7d"``).
+
+        Returns
+        -------
+        int
+            The number of entries removed.
+        """
+        doomed = _items_to_delete(
+            self._usage_items(),
+            _bytes(bytes_limit),
+            items_limit,
+            _age_seconds(age_limit),
+            self.clock(),
+        )
+        return sum(self.remove(e.step, e.key) for e in doomed)
+
+    def _usage_items(self) -> list[tuple[Entry, float, int]]:
+        items = []
+        for entry in self.iter_entries():
+            _, last_used = self.usage(entry)
+            items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
+        return items
+
+
+def _items_to_delete(
+    items: list[tuple[Entry, float, int]],
+    bytes_limit: int | None,
+    items_limit: int | None,
+    age_limit: float | None,
+    now: float,
+) -> list[Entry]:
+    """joblib's ``_get_items_to_delete``: oldest use first until every limit holds."""
+    if not items:
+        return []
+    excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
+    excess_items = len(items) - items_limit if items_limit is not None else 0
+    deadline = None if age_limit is None else now - age_limit
+    doomed: list[Entry] = []
+    freed = 0
+    for entry, last_used, size in sorted(items, key=lambda item: item[1]):
+        too_old = deadline is not None and last_used <= deadline
+        if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
+            break
+        doomed.append(entry)
+        freed += size
+    return doomed
+
+
+def _bytes(limit: int | str | None) -> int | None:
+    if limit is None or isinstance(limit, int):
+        return limit
+    from joblib.disk import memstr_to_bytes  # joblib's "10M" / "1G" parser
+
+    try:
+        return int(memstr_to_bytes(limit))
+    except ValueError:
+        raise CacheError(f"bytes_limit {limit!r} is not a size; use bytes or '10M', '1G'") from None
+
+
+def _age_seconds(limit: timedelta | float | str | None) -> float | None:
+    if isinstance(limit, timedelta):
+        return limit.total_seconds()
+    return parse_duration(limit, what="age_limit")
+
+
+def _release_if_acquired(done: asyncio.Future[Any], lock: filelock.FileLock) -> None:
+    if not done.cancelled() and done.exception() is None:
+        lock.release()
+
+
+def _parse_meta(raw: bytes, step_name: str, key: str) -> tuple[dict[str, Any], str | None]:
+    try:
+        meta = json.loads(raw)
+    except ValueError:
+        return {}, "meta.json is not valid JSON"
+    if not isinstance(meta, dict) or any(field not in meta for field in _REQUIRED):
+        return {}, "meta.json lacks required fields"
+    if meta["format"] != STORE_FORMAT:
+        return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
+    if meta["step"] != step_name or meta["key"] != key:
+        return {}, "meta.json belongs to another entry"
+    return meta, None
+
+
+def _write_synced(path: Path, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        for record in logs:
+            handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
+
+
+def _tree_size(root: Path) -> int:
+    total = 0
+    for folder, _, files in os.walk(root):
+        for name in files:
+            with contextlib.suppress(OSError):
+                total += os.stat(os.path.join(folder, name)).st_size
+    return total
+
+
+_ENTRY_COLUMNS = [
+    "step", "key", "created", "last_used", "expires", "hits", "size_bytes", "duration_s",
+    "exit_code", "path",
+]
+_STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hits"]
+
+
+def _entries_frame(store: Store, step: str | None) -> Any:
+    import pandas as pd
+
+    rows = []
+    for entry in store.iter_entries(step):
+        hits, last_used = store.usage(entry)
+        meta = entry.meta
+        rows.append({
+            "step": entry.step, "key": entry.key[:12], "created": meta["created"],
+            "last_used": last_used, "expires": meta["expires"], "hits": hits,
+            "size_bytes": int(meta.get("size_bytes", 0)),
+            "duration_s": float(meta.get("duration_s", 0.0)),
+            "exit_code": meta.get("exit_code"), "path": str(entry.path),
+        })
+    frame = pd.DataFrame(rows, columns=_ENTRY_COLUMNS)
+    for column in ("created", "last_used", "expires"):
+        frame[column] = pd.to_datetime(frame[column].astype("float64"), unit="s", utc=True)
+    return frame.sort_values(["step", "created"], ignore_index=True)
+
+
+def _stats_frame(store: Store) -> Any:
+    """Per step: entries and bytes on disk, hits recorded on them (all processes), and
+    this store's misses; ``hit_rate`` is hits / (hits + misses)."""
+    import pandas as pd
+
+    table: dict[str, dict[str, float]] = {}
+    for entry in store.iter_entries():
+        row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
+        row["entries"] += 1
+        row["hits"] += store.usage(entry)[0]
+        row["bytes"] += int(entry.meta.get("size_bytes", 0))
+    for step in set(store._session_hits) | set(store._session_misses):
+        row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
+        row["misses"] = store._session_misses[step]
+        row["session_hits"] = store._session_hits[step]
+    frame = pd.DataFrame.from_dict(table, orient="index", columns=_STATS_COLUMNS)
+    lookups = frame["hits"] + frame["misses"]
+    frame["hit_rate"] = (frame["hits"] / lookups.where(lookups > 0)).astype("float64")
+    frame.index.name = "step"
+    return frame.astype({c: "int64" for c in _STATS_COLUMNS if c != "hit_rate"}).sort_index()
+
+
+class SessionStore(Store):
+    """A store that lasts as long as the process (``cache="session"``).
+
+    Entries go through the same code as on-disk ones (so they behave the same), in a
+    private temporary directory removed at exit; metadata is served from memory after
+    the first read.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        root = tempfile.mkdtemp(prefix="dagnb-session-")
+        atexit.register(shutil.rmtree, root, True)
+        super().__init__(root, backend=LocalBackend(root), clock=clock)
+
+    def flush(self) -> None:
+        """Nothing outlives the session, so hits stay in memory."""

@@ -1,0 +1,106 @@
+"""Capture of print() output from in-process Python steps.
+
+Several steps may run at once on the loop, and the notebook keeps printing from its
+own thread, so redirecting ``sys.stdout`` wholesale would mix them. Instead a routing
+stream stands in for ``sys.stdout``/``sys.stderr`` while runs are active; it sends a
+write to the step whose context (a ContextVar, so asyncio tasks keep theirs) is current,
+and everything else to the stream it replaced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any, TextIO
+
+__all__ = ["capturing", "routed_output"]
+
+LineSink = Callable[[str, str], None]  # (stream, line)
+
+_current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
+    "dagnb_capture", default=None
+)
+_lock = threading.Lock()
+_users = 0
+_saved: dict[str, TextIO] = {}
+
+
+class _StepBuffer:
+    """Splits one step's writes into lines per stream."""
+
+    __slots__ = ("partial", "sink")
+
+    def __init__(self, sink: LineSink) -> None:
+        self.sink = sink
+        self.partial = {"stdout": "", "stderr": ""}
+
+    def write(self, stream: str, text: str) -> None:
+        lines = (self.partial[stream] + text).split("\n")
+        self.partial[stream] = lines.pop()
+        for line in lines:
+            self.sink(stream, line)
+
+    def flush_partial(self) -> None:
+        for stream, rest in self.partial.items():
+            if rest:
+                self.sink(stream, rest)
+        self.partial = {"stdout": "", "stderr": ""}
+
+
+class _RoutingStream:
+    """Stands in for sys.stdout or sys.stderr while runs capture output."""
+
+    def __init__(self, name: str, fallback: TextIO) -> None:
+        self._name = name
+        self._fallback = fallback
+
+    def write(self, text: str) -> int:
+        buffer = _current.get()
+        if buffer is None:
+            return self._fallback.write(text)
+        buffer.write(self._name, text)
+        return len(text)
+
+    def flush(self) -> None:
+        if _current.get() is None:
+            self._fallback.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fallback, name)
+
+
+@contextlib.contextmanager
+def capturing() -> Iterator[None]:
+    """Install the routing streams for the duration of a run (nesting is counted)."""
+    global _users
+    with _lock:
+        if _users == 0:
+            for name in ("stdout", "stderr"):
+                _saved[name] = getattr(sys, name)
+                setattr(sys, name, _RoutingStream(name, _saved[name]))
+        _users += 1
+    try:
+        yield
+    finally:
+        with _lock:
+            _users -= 1
+            if _users == 0:
+                for name, stream in _saved.items():
+                    if isinstance(getattr(sys, name), _RoutingStream):
+                        setattr(sys, name, stream)
+                _saved.clear()
+
+
+@contextlib.contextmanager
+def routed_output(sink: LineSink) -> Iterator[None]:
+    """Send this context's prints, line by line, to ``sink``."""
+    buffer = _StepBuffer(sink)
+    token = _current.set(buffer)
+    try:
+        yield
+    finally:
+        buffer.flush_partial()
+        _current.reset(token)

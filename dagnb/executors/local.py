@@ -1,0 +1,197 @@
+"""The local executor: steps run on this machine, the embedded default.
+
+Shell text runs with ``bash -c``, an argv list directly, each in a new process group so
+that a timeout or cancellation kills the command and everything it started. Python
+function steps run in-process on the runner's loop: coroutine functions as tasks, plain
+functions called inline (a thread hop per step would cost more than a no-op step, and the
+GIL gives Python code no parallelism); their prints are captured per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Mapping
+from typing import Any
+
+from ..capture import routed_output
+from ..context import StepContext, _current
+from ..errors import StepFailed
+from .base import NO_RESULT, Availability, Input, Outcome, Task
+
+__all__ = ["LocalExecutor"]
+
+_KILL_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+_CHUNK = 1 << 16
+
+
+class LocalExecutor:
+    """Runs steps as host processes or in-process Python calls."""
+
+    name = "local"
+    capabilities = frozenset({"shell", "argv", "python"})
+
+    def __init__(self) -> None:
+        self._noticed_image = False
+
+    def availability(self) -> Availability:
+        return Availability(True, "runs on this machine")
+
+    async def aclose(self) -> None:
+        return None
+
+    async def execute(self, task: Task) -> Outcome:
+        self._notice_image(task)
+        if task.step.func is not None:
+            return await _call_function(task)
+        return await _run_process(task)
+
+    def _notice_image(self, task: Task) -> None:
+        """Say once per process that images do not apply here (not in a step's log,
+        which the cache would keep)."""
+        if task.step.image and not self._noticed_image:
+            self._noticed_image = True
+            print(f"dagnb: the local executor ignores images such as {task.step.image!r}; "
+                  "steps run on this machine (use executor='dagger' for containers)",
+                  file=sys.__stderr__)
+
+
+# -- processes ------------------------------------------------------------------------
+async def _run_process(task: Task) -> Outcome:
+    _prepare_dirs(task)
+    step = task.step
+    argv = ["bash", "-c", step.run] if isinstance(step.run, str) else list(step.run or ())
+    process = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=_process_env(task),
+        cwd=_workdir(task),
+        start_new_session=True,  # its own process group, killed as one
+    )
+    try:
+        await asyncio.gather(
+            _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
+        )
+        return Outcome(exit_code=await process.wait())
+    except BaseException:
+        await _kill_group(process)
+        raise
+
+
+def _prepare_dirs(task: Task) -> None:
+    task.out_dir.mkdir(parents=True, exist_ok=True)
+    task.in_dir.mkdir(parents=True, exist_ok=True)
+    for name, item in task.inputs.items():
+        link = task.in_dir / name
+        if not link.exists():
+            link.symlink_to(item.path.resolve(), target_is_directory=True)
+
+
+def _process_env(task: Task) -> dict[str, str]:
+    return {**os.environ, **task.env, **task.secrets}
+
+
+def _workdir(task: Task) -> str:
+    workdir = task.step.workdir
+    if workdir is None:
+        return str(task.base_dir)
+    path = task.base_dir / workdir
+    return str(path) if path.is_dir() else str(task.base_dir)
+
+
+async def _pump(reader: asyncio.StreamReader | None, stream: str, task: Task) -> None:
+    """Forward complete lines as they come; long lines are not a problem."""
+    if reader is None:
+        return
+    pending = b""
+    while chunk := await reader.read(_CHUNK):
+        lines = (pending + chunk).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            task.log(stream, line.decode("utf-8", "replace"))
+    if pending:
+        task.log(stream, pending.decode("utf-8", "replace"))
+
+
+async def _kill_group(process: asyncio.subprocess.Process) -> None:
+    """SIGTERM the process group, SIGKILL it if it is still there shortly after."""
+    if process.returncode is not None:
+        return
+    for sig, wait in ((signal.SIGTERM, _KILL_GRACE), (signal.SIGKILL, 5.0)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            await asyncio.shield(asyncio.wait_for(process.wait(), wait))
+            _kill_stragglers(process.pid)
+            return
+        except (asyncio.TimeoutError, asyncio.CancelledError):
+            continue
+
+
+def _kill_stragglers(pgid: int) -> None:
+    """Children that ignored SIGTERM outlive their leader; finish the group."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# -- Python functions -----------------------------------------------------------------
+async def _call_function(task: Task) -> Outcome:
+    step = task.step
+    kwargs = function_arguments(step.func, task.inputs, step.params)
+    context = StepContext(
+        step.name, task.attempt, task.in_dir, step.params,
+        {name: item.path for name, item in task.inputs.items()}, task.out_dir,
+    )
+    token = _current.set(context)
+    try:
+        with routed_output(task.log):
+            if step.is_async:
+                result = await step.func(**kwargs)  # type: ignore[misc]
+            else:
+                result = step.func(**kwargs)  # type: ignore[misc]
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        raise
+    except Exception as exc:
+        raise _failure(task, exc) from exc
+    finally:
+        _current.reset(token)
+    return Outcome(exit_code=0, result=result)
+
+
+def function_arguments(
+    func: Any, inputs: Mapping[str, Input], params: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Keyword arguments for a step function: upstream results, then params.
+
+    An upstream step without a Python result (a shell step) is passed as the Path of
+    its output folder.
+    """
+    kwargs: dict[str, Any] = {}
+    for name in inspect.signature(func).parameters:
+        if name in inputs:
+            item = inputs[name]
+            kwargs[name] = item.path if item.result is NO_RESULT else item.result
+        elif name in params:
+            kwargs[name] = params[name]
+    return kwargs
+
+
+def _failure(task: Task, exc: Exception) -> StepFailed:
+    """Report the user's exception as its traceback lines, minus dagnb's own frames."""
+    frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop this module's call frame
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    text = "".join(lines).rstrip("\n")
+    for line in ["Traceback (most recent call last):", *text.split("\n")]:
+        task.log("stderr", line)
+    summary = f"{type(exc).__name__}: {exc}"
+    return StepFailed(summary, step=task.step.name, exit_code=1, stderr_tail=text[-2000:])

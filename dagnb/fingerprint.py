@@ -1,0 +1,808 @@
+"""Content digests of values, code, files and directories.
+
+Every digest is a hex string from one hasher family, xxh3_128 by default (fast,
+non-cryptographic, 128 bits) or blake3 when a cryptographic hash is wanted
+(:func:`set_hash_algorithm`). Digests are stable across processes and
+``PYTHONHASHSEED`` values: dicts and sets are fed in the order of their members'
+digests, never in hash order.
+
+- :func:`value_digest` hashes a value by content: scalars and containers directly (with
+  a type tag, so ``1``, ``1.0``, ``"1"`` and ``True`` differ), numpy and pandas objects
+  through their buffers, anything else through a pickle stream written into the hasher.
+- :func:`code_digest` hashes what a function does: its normalized AST, plus the code of
+  the module-level helpers and the values of the constants it reads, transitively.
+- :func:`path_digest` hashes a file or a directory tree; a stat cache keyed on
+  (path, size, mtime_ns, inode) makes an unchanged tree cost one ``stat`` per file.
+"""
+
+from __future__ import annotations
+
+import ast
+import atexit
+import inspect
+import json
+import os
+import pickle
+import struct
+import sys
+import textwrap
+import time
+import types
+import weakref
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import xxhash
+
+from .errors import FingerprintError
+
+__all__ = [
+    "code_digest",
+    "code_source_parts",
+    "configure_stat_cache",
+    "directory_digest",
+    "flush_stat_cache",
+    "get_hash_algorithm",
+    "new_hasher",
+    "path_digest",
+    "set_hash_algorithm",
+    "text_digest",
+    "value_digest",
+]
+
+_ALGORITHM = "xxh3_128"
+CHUNK_SIZE = 1 << 20
+# A file modified within this window of being hashed may change again without its
+# mtime moving (coarse filesystem clocks, 2 s on FAT/some NFS): such entries are re-hashed.
+RACY_WINDOW_NS = 2_000_000_000
+counters = {"files_hashed": 0, "bytes_hashed": 0}  # read by tests and the benchmark
+
+
+# --------------------------------------------------------------------------- hashers
+
+
+def set_hash_algorithm(name: str) -> None:
+    """Use ``"xxh3_128"`` (default) or ``"blake3"`` (cryptographic) for every digest."""
+    global _ALGORITHM
+    if name not in ("xxh3_128", "blake3"):
+        raise FingerprintError(f"hash algorithm {name!r} is unknown; use 'xxh3_128' or 'blake3'")
+    if name == "blake3":
+        import blake3  # noqa: F401  (fail now, not at the first digest)
+    _ALGORITHM = name
+    _CODE_CACHE.clear()
+    _STAT_CACHE.clear_memory()
+
+
+def get_hash_algorithm() -> str:
+    """The name of the algorithm in use."""
+    return _ALGORITHM
+
+
+def new_hasher() -> Any:
+    """A fresh hasher object (``update``, ``digest``, ``hexdigest``) of the current algorithm."""
+    if _ALGORITHM == "xxh3_128":
+        return xxhash.xxh3_128()
+    import blake3
+
+    return blake3.blake3()
+
+
+def text_digest(text: str) -> str:
+    """Hex digest of a string's UTF-8 bytes (one call, no type tag): for key components."""
+    data = text.encode("utf-8", "surrogatepass")
+    if _ALGORITHM == "xxh3_128":
+        return xxhash.xxh3_128_hexdigest(data)
+    h = new_hasher()
+    h.update(data)
+    return h.hexdigest()
+
+
+def _digest_bytes(obj: Any) -> bytes:
+    if type(obj) is str and _ALGORITHM == "xxh3_128":  # dict keys: the common case, fast
+        data = obj.encode("utf-8", "surrogatepass")
+        return xxhash.xxh3_128_digest(b"s%d:%s" % (len(data), data))
+    h = new_hasher()
+    _feed(h, obj, set())
+    return h.digest()
+
+
+# --------------------------------------------------------------------------- values
+
+
+def value_digest(obj: Any) -> str:
+    """Hex digest of a value's content.
+
+    Parameters
+    ----------
+    obj
+        Any picklable value; numpy arrays and pandas objects are hashed through their
+        buffers (dtype, shape, index and column names included).
+
+    Raises
+    ------
+    FingerprintError
+        The value (or something inside it) cannot be pickled.
+    """
+    h = new_hasher()
+    _feed(h, obj, set())
+    return h.hexdigest()
+
+
+_DOUBLE = struct.Struct("<d")
+
+
+def _feed_str(h: Any, obj: str, active: set[int]) -> None:
+    data = obj.encode("utf-8", "surrogatepass")
+    h.update(b"s%d:" % len(data))
+    h.update(data)
+
+
+def _feed_bytes(h: Any, obj: bytes, active: set[int]) -> None:
+    h.update(b"y%d:" % len(obj))
+    h.update(obj)
+
+
+def _feed_int(h: Any, obj: int, active: set[int]) -> None:
+    h.update(b"i%d;" % obj)
+
+
+def _feed_float(h: Any, obj: float, active: set[int]) -> None:
+    h.update(b"fnan" if obj != obj else b"f" + _DOUBLE.pack(obj))
+
+
+def _feed_sequence(h: Any, obj: list | tuple, active: set[int]) -> None:
+    h.update(b"%s%d:" % (b"l" if type(obj) is list else b"t", len(obj)))
+    with _Guard(h, obj, active) as fresh:
+        if fresh:
+            for item in obj:
+                _feed(h, item, active)
+
+
+def _feed_dict(h: Any, obj: dict, active: set[int]) -> None:
+    h.update(b"d%d:" % len(obj))
+    with _Guard(h, obj, active) as fresh:
+        if fresh:
+            # Ordered by key digest: insertion order and hash seeds must not matter.
+            for key_digest, value in sorted(
+                ((_digest_bytes(k), v) for k, v in obj.items()), key=lambda kv: kv[0]
+            ):
+                h.update(key_digest)
+                _feed(h, value, active)
+
+
+def _feed_set(h: Any, obj: set | frozenset, active: set[int]) -> None:
+    h.update(b"%s%d:" % (b"S" if type(obj) is set else b"Z", len(obj)))
+    for digest in sorted(_digest_bytes(item) for item in obj):
+        h.update(digest)
+
+
+class _Guard:
+    """Context manager marking a container as being hashed, so a cycle ends the recursion."""
+
+    __slots__ = ("active", "h", "ident")
+
+    def __init__(self, h: Any, obj: object, active: set[int]) -> None:
+        self.h, self.ident, self.active = h, id(obj), active
+
+    def __enter__(self) -> bool:
+        if self.ident in self.active:
+            self.h.update(b"<cycle>")
+            return False
+        self.active.add(self.ident)
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.active.discard(self.ident)
+
+
+def _feed_function(h: Any, obj: Callable[..., Any], active: set[int]) -> None:
+    h.update(b"fn")
+    h.update(code_digest(obj).encode())
+
+
+_DISPATCH: dict[type, Callable[[Any, Any, set[int]], None]] = {
+    str: _feed_str,
+    bytes: _feed_bytes,
+    int: _feed_int,
+    float: _feed_float,
+    list: _feed_sequence,
+    tuple: _feed_sequence,
+    dict: _feed_dict,
+    set: _feed_set,
+    frozenset: _feed_set,
+    types.FunctionType: _feed_function,
+}
+_CONSTANTS = {None: b"N", True: b"T", False: b"F"}
+
+
+def _feed(h: Any, obj: Any, active: set[int]) -> None:
+    feed = _DISPATCH.get(type(obj))
+    if feed is not None:
+        feed(h, obj, active)
+    elif obj is None or obj is True or obj is False:
+        h.update(_CONSTANTS[obj])
+    elif not _feed_array_like(h, obj):
+        _feed_pickle(h, obj)
+
+
+def _feed_array_like(h: Any, obj: Any) -> bool:
+    """Hash numpy and pandas objects through their buffers; False for anything else."""
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            _feed_ndarray(h, obj, np)
+            return True
+        if isinstance(obj, np.generic):
+            h.update(b"npg" + obj.dtype.str.encode())
+            _feed_ndarray(h, np.asarray(obj), np)
+            return True
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        if isinstance(obj, pd.DataFrame):
+            _feed_dataframe(h, obj, pd)
+            return True
+        if isinstance(obj, pd.Series):
+            h.update(b"pds")
+            _feed(h, obj.name, set())
+            _feed_index(h, obj.index, pd)
+            _feed_column(h, obj)
+            return True
+        if isinstance(obj, pd.Index):
+            _feed_index(h, obj, pd)
+            return True
+    return False
+
+
+def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
+    h.update(b"nd%s%s" % (arr.dtype.str.encode(), repr(arr.shape).encode()))
+    if arr.dtype.hasobject:
+        _feed_pickle(h, arr)
+        return
+    if arr.dtype.names:  # structured: the field layout matters, not only the bytes
+        h.update(repr(arr.dtype.descr).encode())
+    # A byte view works for every non-object dtype (datetime64 has no buffer format).
+    h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
+def _feed_column(h: Any, series: Any) -> None:
+    h.update(b"col" + str(series.dtype).encode())
+    values = series.to_numpy()
+    if values.dtype.hasobject:  # strings, categoricals, tz-aware and nullable columns
+        _feed_pickle(h, series.array)
+    else:
+        _feed_ndarray(h, values, sys.modules["numpy"])
+
+
+def _feed_dataframe(h: Any, frame: Any, pd: Any) -> None:
+    h.update(b"pdf%d" % frame.shape[1])
+    _feed_index(h, frame.columns, pd)
+    _feed_index(h, frame.index, pd)
+    for position in range(frame.shape[1]):
+        _feed_column(h, frame.iloc[:, position])
+
+
+def _feed_index(h: Any, index: Any, pd: Any) -> None:
+    h.update(b"idx" + type(index).__name__.encode())
+    _feed(h, list(index.names), set())
+    if isinstance(index, pd.RangeIndex):
+        h.update(b"%d:%d:%d" % (index.start, index.stop, index.step))
+    elif isinstance(index, pd.MultiIndex):
+        for level, codes in zip(index.levels, index.codes, strict=True):
+            _feed_index(h, level, pd)
+            _feed_ndarray(h, codes, sys.modules["numpy"])
+    else:
+        _feed_column(h, pd.Series(index, copy=False))
+
+
+class _HashingPickler(pickle.Pickler):
+    """Pickles into a hasher; sets go in digest order; big buffers are hashed in place."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        # Called for every object (reducer_override skips exact sets): a set becomes its
+        # sorted member digests, so hash seeds do not change the stream.
+        if type(obj) in (set, frozenset):
+            return (type(obj).__name__, _digest_bytes(obj))
+        return None
+
+
+def _feed_pickle(h: Any, obj: Any) -> None:
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
+        try:
+            h.update(buffer.raw())
+        except BufferError:  # not contiguous: let pickle copy it in-band
+            return True
+        return None
+
+    h.update(b"pkl" + type(obj).__qualname__.encode())
+    writer = types.SimpleNamespace(write=h.update)
+    try:
+        _HashingPickler(writer, protocol=5, buffer_callback=out_of_band).dump(obj)
+    except FingerprintError:
+        raise
+    except Exception as exc:
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        raise FingerprintError(
+            f"cannot fingerprint a value of type {kind!r} ({exc}); leave it out of the key "
+            "(for Memory: @memory.cache(ignore=['name'])) or pass it as a JSON param"
+        ) from exc
+
+
+# --------------------------------------------------------------------------- code
+
+_IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
+_MISSING = object()
+
+
+class _CodeRecord:
+    """A function's digest plus what it was computed from, to notice a stale entry."""
+
+    __slots__ = ("algorithm", "cells", "code", "deps", "digest", "parts")
+
+    def __init__(self, digest: str, code: Any, walker: _CodeWalker) -> None:
+        self.digest, self.code, self.algorithm = digest, code, _ALGORITHM
+        self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
+
+    def still_valid(self, func: types.FunctionType) -> bool:
+        if func.__code__ is not self.code or self.algorithm != _ALGORITHM:
+            return False
+        for namespace, name, obj in self.deps:
+            if namespace.get(name, _MISSING) is not obj:
+                return False
+        return all(_cell_value(cell) is obj for cell, obj in self.cells)
+
+
+_CODE_CACHE: weakref.WeakKeyDictionary[Any, _CodeRecord] = weakref.WeakKeyDictionary()
+
+
+def code_digest(func: Callable[..., Any]) -> str:
+    """Hex digest of what ``func`` does.
+
+    The digest covers the function's normalized AST (comments, docstrings, decorators and
+    formatting do not count), then transitively the code of the module-level functions
+    and classes it refers to by global name, the values of the constants it reads
+    (numbers, strings, tuples, arrays and frames, and lists/dicts/sets under UPPER_CASE
+    names; other objects by type), its closure variables and its defaults.
+    Modules count by name, builtins and objects from other modules by qualified name.
+    Without source (a function built by ``exec``), its bytecode and constants count.
+
+    The result is cached per function object and re-checked on each call by identity:
+    a global rebound to another object (a notebook cell run again), a helper redefined,
+    a name defined later or a replaced ``__code__`` computes it again. An UPPER_CASE
+    container mutated in place keeps its identity and is not re-hashed in this process.
+    """
+    target, extra = _unwrap(func)
+    if extra is not None:
+        return _combine([code_digest(target), extra])
+    if not isinstance(target, types.FunctionType):
+        return _combine(["callable", _reference(target)])
+    record = _CODE_CACHE.get(target)
+    if record is None or not record.still_valid(target):
+        record = _compute_record(target)
+        _CODE_CACHE[target] = record
+    return record.digest
+
+
+def code_source_parts(func: Callable[..., Any]) -> dict[str, str]:
+    """The normalized source of ``func`` and of what it depends on, label -> text.
+
+    Labels are ``"def <qualname>"`` for functions, ``"class <name>"`` and
+    ``"const <name>"``; ``explain`` diffs these texts to show what changed.
+    """
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return {"callable": _reference(target)}
+    code_digest(target)
+    return dict(_CODE_CACHE[target].parts)
+
+
+def _unwrap(func: Any) -> tuple[Any, str | None]:
+    """The plain function behind partials, methods and callable objects."""
+    if isinstance(func, partial):
+        bound = _soft_digest((func.args, func.keywords))
+        return func.func, _combine(["partial", bound or "unhashable-args"])
+    if isinstance(func, types.MethodType):
+        return func.__func__, None
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return func, None
+    call = inspect.getattr_static(type(func), "__call__", None)
+    if isinstance(call, types.FunctionType):
+        return call, _combine(["instance", _reference(type(func))])
+    return func, None
+
+
+def _combine(parts: list[str]) -> str:
+    h = new_hasher()
+    for part in parts:
+        h.update(b"%d:" % len(part))
+        h.update(part.encode())
+    return h.hexdigest()
+
+
+def _reference(obj: Any) -> str:
+    module = getattr(obj, "__module__", None) or type(obj).__module__
+    name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    return f"{module}.{name}"
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell (a name not assigned yet)
+        return _MISSING
+
+
+def _soft_digest(obj: Any) -> str | None:
+    """value_digest for values that hash; None for those that do not."""
+    try:
+        return value_digest(obj)
+    except FingerprintError:
+        return None
+
+
+def _compute_record(func: types.FunctionType) -> _CodeRecord:
+    walker = _CodeWalker()
+    walker.add_function(func, f"def {func.__qualname__}")
+    return _CodeRecord(walker.h.hexdigest(), func.__code__, walker)
+
+
+class _CodeWalker:
+    """Feeds a function and, transitively, its helpers and constants into one hasher."""
+
+    def __init__(self) -> None:
+        self.h = new_hasher()
+        self.seen: set[int] = set()
+        self.deps: list[tuple[dict[str, Any], str, Any]] = []
+        self.cells: list[tuple[Any, Any]] = []
+        self.parts: dict[str, str] = {}
+
+    def feed(self, *texts: str) -> None:
+        for text in texts:
+            data = text.encode("utf-8", "surrogatepass")
+            self.h.update(b"%d:" % len(data))
+            self.h.update(data)
+
+    def add_function(self, func: types.FunctionType, label: str) -> None:
+        if id(func.__code__) in self.seen:  # recursion, mutual recursion
+            self.feed("recursive", func.__qualname__)
+            return
+        self.seen.add(id(func.__code__))
+        normalized = _normalized_source(func)
+        if normalized is None:
+            self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))
+            self.parts[label] = f"<no source for {func.__qualname__}; bytecode hashed>"
+        else:
+            self.feed("ast", normalized[0])
+            self.parts[label] = normalized[1]
+        self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
+        self._add_closure(func)
+        for name in _global_names(func.__code__):
+            obj = func.__globals__.get(name, _MISSING)
+            if obj is _MISSING:
+                # Remembered so that defining it later (a notebook cell) is noticed.
+                self.deps.append((func.__globals__, name, _MISSING))
+            else:
+                self.add_global(name, obj, func)
+
+    def _add_closure(self, func: types.FunctionType) -> None:
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
+            obj = _cell_value(cell)
+            self.cells.append((cell, obj))
+            if obj is not _MISSING:
+                self.add_object(name, obj, func)
+
+    def add_global(self, name: str, obj: Any, owner: types.FunctionType) -> None:
+        self.deps.append((owner.__globals__, name, obj))
+        self.add_object(name, obj, owner)
+
+    def add_object(self, name: str, obj: Any, owner: types.FunctionType) -> None:
+        self.feed("name", name)
+        if isinstance(obj, types.ModuleType):
+            self.feed("module", obj.__name__)
+        elif isinstance(obj, types.FunctionType) and obj.__module__ == owner.__module__:
+            self.add_function(obj, f"def {obj.__qualname__}")
+        elif isinstance(obj, type) and obj.__module__ == owner.__module__:
+            self.add_class(obj)
+        elif _is_constant(name, obj):
+            digest = _soft_digest(obj)
+            self.feed("const", digest or _reference(obj))
+            self.parts[f"const {name}"] = _short_repr(obj)
+        else:  # builtins, library functions and classes, other objects: by name
+            self.feed("ref", _reference(obj))
+
+    def add_class(self, cls: type) -> None:
+        if id(cls) in self.seen:
+            self.feed("recursive", cls.__qualname__)
+            return
+        self.seen.add(id(cls))
+        normalized = _normalized_source(cls)
+        if normalized is not None:
+            self.feed("class", normalized[0])
+            self.parts[f"class {cls.__qualname__}"] = normalized[1]
+            return
+        # No source (classes defined in IPython): hash its functions' code instead.
+        self.feed("class", _reference(cls))
+        for _name, value in sorted(vars(cls).items(), key=lambda item: item[0]):
+            if isinstance(value, (staticmethod, classmethod)):
+                value = value.__func__
+            if isinstance(value, types.FunctionType):
+                self.add_function(value, f"def {value.__qualname__}")
+
+
+def _is_constant(name: str, obj: Any) -> bool:
+    """Whether a referenced value counts by content.
+
+    Immutable values and arrays/frames always do. A list, dict or set counts only under
+    an UPPER_CASE name (PEP 8's constants, ``CONFIG = {...}``): a lower-case one is
+    usually state the function updates (``calls.append(x)``), which must not change
+    the key on every call.
+    """
+    if isinstance(obj, _IMMUTABLE_TYPES):
+        return True
+    if isinstance(obj, (list, dict, set)):
+        return name.isupper()
+    return type(obj).__module__.startswith(("numpy", "pandas"))
+
+
+def _short_repr(obj: Any, limit: int = 300) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """Names the code (and its nested code) may load from globals, in a stable order.
+
+    ``co_names`` also holds attribute names; a global that happens to share one is then
+    counted too, which can only make the key more specific.
+    """
+    names: dict[str, None] = {}
+    for nested in _code_objects(code):
+        names.update(dict.fromkeys(nested.co_names))
+    return list(names)
+
+
+def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
+    h = new_hasher()
+    for nested in _code_objects(code):
+        h.update(nested.co_code)
+        h.update(repr((nested.co_names, nested.co_varnames, nested.co_freevars)).encode())
+        for index, const in enumerate(nested.co_consts):
+            is_doc = index == 0 and doc is not None and const == doc
+            if is_doc or isinstance(const, types.CodeType):
+                continue  # nested code is walked itself; docstrings do not count
+            h.update(_digest_bytes(const))
+    return h.hexdigest()
+
+
+def _normalized_source(obj: Any) -> tuple[str, str] | None:
+    """(AST dump, normalized source) of a function or class, or None without source."""
+    try:
+        source = textwrap.dedent(inspect.getsource(obj))
+    except (OSError, TypeError):
+        return None
+    node = _definition_node(source, obj)
+    if node is None:
+        return None
+    _strip_docstrings(node)
+    return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+
+
+def _definition_node(source: str, obj: Any) -> ast.AST | None:
+    if getattr(obj, "__name__", "") == "<lambda>":
+        return _lambda_node(source)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in tree.body:
+        if isinstance(node, kinds) and node.name == obj.__name__:
+            node.decorator_list = []  # @memory.cache(...) is not the function's work
+            return node
+    return None
+
+
+def _lambda_node(source: str) -> ast.AST | None:
+    """The lambda in a source line; the line may be a fragment such as ``f=lambda: 1,``."""
+    if source.count("lambda") != 1:
+        return None  # which lambda is ours is ambiguous: the bytecode decides
+    text = source[source.index("lambda") :].rstrip()
+    while text:
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError:
+            text = text[:-1].rstrip()
+            continue
+        return next((n for n in ast.walk(tree) if isinstance(n, ast.Lambda)), None)
+    return None
+
+
+def _strip_docstrings(root: ast.AST) -> None:
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in ast.walk(root):
+        if isinstance(node, kinds) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+
+
+# --------------------------------------------------------------------------- paths
+
+
+class _StatCache:
+    """(path, size, mtime_ns, inode) -> content digest, in memory and in a JSON file.
+
+    A JSON file read once per process and rewritten whole (to a temporary name, then
+    renamed) when something changed: lookups are then plain dict hits, and a concurrent
+    writer can only lose entries (each is re-validated by its stat signature), never
+    corrupt them. sqlite would cost a query per file for the same result.
+    """
+
+    def __init__(self) -> None:
+        self.entries: dict[str, list[Any]] = {}
+        self.file: Path | None = None
+        self.loaded = False
+        self.dirty = False
+
+    def configure(self, file: Path | None) -> None:
+        if file != self.file:
+            self.flush()
+            self.file, self.loaded = file, False
+
+    def clear_memory(self) -> None:
+        self.entries, self.dirty, self.loaded = {}, False, False
+
+    def get(self, path: str, st: os.stat_result) -> str | None:
+        if not self.loaded:
+            self._load()
+        entry = self.entries.get(path)
+        if entry is None or entry[:3] != [st.st_size, st.st_mtime_ns, st.st_ino]:
+            return None
+        if st.st_mtime_ns + RACY_WINDOW_NS >= entry[3]:
+            return None  # modified close to when it was hashed: its mtime cannot be trusted
+        return entry[4]
+
+    def put(self, path: str, st: os.stat_result, digest: str) -> None:
+        self.entries[path] = [st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest]
+        self.dirty = True
+
+    def _load(self) -> None:
+        self.loaded = True
+        if self.file is None:
+            return
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return  # best effort: a missing or damaged file is an empty cache
+        if isinstance(data, dict) and data.get("algorithm") == _ALGORITHM:
+            self.entries = {**data.get("entries", {}), **self.entries}
+
+    def flush(self) -> None:
+        if not self.dirty or self.file is None:
+            return
+        self.dirty = False
+        payload = {"version": 1, "algorithm": _ALGORITHM, "entries": self.entries}
+        temp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
+        try:
+            self.file.parent.mkdir(parents=True, exist_ok=True)
+            temp.write_text(json.dumps(payload, separators=(",", ":")), encoding="utf-8")
+            os.replace(temp, self.file)
+        except OSError:
+            temp.unlink(missing_ok=True)  # best effort: the cache only saves time
+
+
+_STAT_CACHE = _StatCache()
+atexit.register(_STAT_CACHE.flush)
+
+
+def configure_stat_cache(file: str | os.PathLike[str] | None) -> None:
+    """Persist the stat cache in ``file`` (for example ``<cache>/stat-cache.json``).
+
+    ``None`` keeps it in memory only. The file is read on first use and written after
+    each :func:`path_digest` that hashed something, and at exit.
+    """
+    _STAT_CACHE.configure(None if file is None else Path(file).absolute())
+
+
+def flush_stat_cache() -> None:
+    """Write the stat cache file now if it changed."""
+    _STAT_CACHE.flush()
+
+
+def _hash_file(path: str) -> str:
+    """Digest of a file's bytes, read in 1 MiB chunks into one reused buffer."""
+    h = new_hasher()
+    buffer = bytearray(CHUNK_SIZE)
+    view = memoryview(buffer)
+    total = 0
+    with open(path, "rb", buffering=0) as handle:
+        while count := handle.readinto(buffer):
+            h.update(view[:count])
+            total += count
+    counters["files_hashed"] += 1
+    counters["bytes_hashed"] += total
+    return h.hexdigest()
+
+
+def _file_digest(path: str, st: os.stat_result, use_cache: bool) -> str:
+    if use_cache:
+        digest = _STAT_CACHE.get(path, st)
+        if digest is not None:
+            return digest
+    digest = _hash_file(path)
+    if use_cache:
+        _STAT_CACHE.put(path, st, digest)
+    return digest
+
+
+def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) -> str:
+    """Hex digest of a file's content, or of a directory tree.
+
+    A directory's digest covers every relative name (files, subdirectories, empty ones
+    too) with each file's content digest, in sorted order. Symlinks are followed.
+
+    Parameters
+    ----------
+    path
+        A file or a directory.
+    use_stat_cache
+        Reuse a file's digest while its (path, size, mtime_ns, inode) is unchanged.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist.
+    """
+    absolute = os.path.abspath(os.fspath(path))
+    st = os.stat(absolute)
+    if not os.path.isdir(absolute):
+        digest = _file_digest(absolute, st, use_stat_cache)
+    else:
+        h = new_hasher()
+        _feed_directory(h, absolute, "", use_stat_cache, {os.path.realpath(absolute)})
+        digest = h.hexdigest()
+    if use_stat_cache:
+        _STAT_CACHE.flush()
+    return digest
+
+
+def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) -> str:
+    """:func:`path_digest` of a directory (a step's output digest)."""
+    if not os.path.isdir(path):
+        raise NotADirectoryError(f"{os.fspath(path)!r} is not a directory")
+    return path_digest(path, use_stat_cache=use_stat_cache)
+
+
+def _feed_directory(h: Any, root: str, rel: str, use_cache: bool, visiting: set[str]) -> None:
+    h.update(b"D%d:%s" % (len(rel), os.fsencode(rel)))
+    with os.scandir(root) as scan:
+        entries = sorted(scan, key=lambda entry: entry.name)
+    for entry in entries:
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        raw = os.fsencode(name)
+        if entry.is_dir():
+            real = os.path.realpath(entry.path)
+            if real in visiting:  # a symlink loop
+                h.update(b"L%d:%s" % (len(raw), raw))
+                continue
+            _feed_directory(h, entry.path, name, use_cache, visiting | {real})
+        elif entry.is_file():
+            digest = _file_digest(entry.path, entry.stat(), use_cache)
+            h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))
+        else:  # a broken symlink, a socket: its name still counts
+            h.update(b"X%d:%s" % (len(raw), raw))

@@ -1,0 +1,78 @@
+"""The one long-lived event loop that every run in this process uses.
+
+A Dagger connection belongs to the loop that opened it, and a notebook kernel already
+runs a loop of its own. So dagnb runs all of its async work on one background thread's
+loop: synchronous callers (magics, the CLI, scripts) submit to it and wait, async
+callers (``await graph.arun()``) submit to it and await, and a run started in the
+background keeps going while the kernel stays free. We chose this over nest-asyncio,
+which patches the kernel's loop in place and is no longer maintained.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+__all__ = ["get_loop", "in_loop_thread", "run_async", "run_sync", "submit"]
+
+T = TypeVar("T")
+_lock = threading.Lock()
+_loop: asyncio.AbstractEventLoop | None = None
+_thread: threading.Thread | None = None
+
+
+def get_loop() -> asyncio.AbstractEventLoop:
+    """The background loop, started on first use (a daemon thread)."""
+    global _loop, _thread
+    with _lock:
+        if _loop is None or _thread is None or not _thread.is_alive():
+            _loop = asyncio.new_event_loop()
+            _thread = threading.Thread(target=_loop.run_forever, name="dagnb-loop", daemon=True)
+            _thread.start()
+        return _loop
+
+
+def in_loop_thread() -> bool:
+    """True when called from the background loop's own thread."""
+    return _thread is not None and threading.current_thread() is _thread
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+    """Schedule ``coro`` on the background loop; returns a thread-safe future."""
+    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+
+
+def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
+    """Run ``coro`` on the background loop and wait for it.
+
+    Ctrl-C (or a kernel interrupt) cancels the coroutine, waits up to ``grace``
+    seconds for it to clean up (kill its processes), then re-raises KeyboardInterrupt.
+    """
+    if in_loop_thread():
+        coro.close()
+        raise RuntimeError("run_sync() called from dagnb's own loop; use 'await' there instead")
+    future = submit(coro)
+    try:
+        return future.result()
+    except KeyboardInterrupt:
+        future.cancel()
+        try:
+            future.result(timeout=grace)
+        except BaseException:  # the cancellation itself, or what cleanup raised
+            pass
+        raise
+
+
+async def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    """Await ``coro`` on the background loop from any loop (or directly when on it)."""
+    if in_loop_thread():
+        return await coro
+    future = submit(coro)
+    try:
+        return await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        future.cancel()
+        raise

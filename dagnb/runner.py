@@ -1,0 +1,195 @@
+"""Running a graph: preparation, then the scheduler on dagnb's one event loop.
+
+``run_graph_sync`` (behind ``graph.run()``) waits for the run, ``run_graph_async``
+(behind ``await graph.arun()``) awaits it from any loop, ``start_background`` returns
+the Run at once. All three validate first: bad input raises a DagnbError before any
+step starts and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import secrets as _random
+import shutil
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from . import loop
+from .capture import capturing
+from .config import settings
+from .errors import InvalidStepError
+from .executors import get_executor
+from .run import Run
+from .scheduler import RunOptions, Scheduler
+from .step import Step, parse_duration
+from .taskenv import resolve_secrets
+
+if TYPE_CHECKING:
+    from .graph import Graph
+
+__all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
+
+_KEEP_RUNS = 20  # run folders kept under <cache>/runs
+
+
+def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+                   ) -> Run:
+    """Run and wait. Options are those of :func:`prepare`."""
+    run, scheduler = prepare(graph, targets, **options)
+    loop.run_sync(_execute(run, scheduler))
+    return run
+
+
+async def run_graph_async(graph: Graph, targets: Iterable[str] | str | None = None,
+                          **options: Any) -> Run:
+    """Run from async code; the work happens on dagnb's loop whatever loop awaits."""
+    run, scheduler = prepare(graph, targets, **options)
+    await loop.run_async(_execute(run, scheduler))
+    return run
+
+
+def start_background(graph: Graph, targets: Iterable[str] | str | None = None,
+                     **options: Any) -> Run:
+    """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops."""
+    run, scheduler = prepare(graph, targets, **options)
+    run._future = loop.submit(_execute(run, scheduler))
+    return run
+
+
+async def _execute(run: Run, scheduler: Scheduler) -> Run:
+    task = asyncio.current_task()
+    running_loop = asyncio.get_running_loop()
+    run._cancel_hook = lambda: running_loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+    if run._cancel.is_set():
+        task.cancel()  # type: ignore[union-attr]
+    with capturing():
+        try:
+            return await scheduler.execute()
+        except asyncio.CancelledError:
+            if run._cancel.is_set():
+                return run  # cancelled on request: the Run records it, nothing to raise
+            raise
+
+
+def prepare(
+    graph: Graph,
+    targets: Iterable[str] | str | None = None,
+    *,
+    tags: Iterable[str] | str | None = None,
+    only_failed: bool = False,
+    max_concurrency: int | None = None,
+    timeout: float | str | None = None,
+    fail_fast: bool = False,
+    executor: Any = None,
+    cache: bool | None = None,
+    refresh: bool | Iterable[str] = False,
+    skip_cache: bool | Iterable[str] | None = None,
+    cache_directory: str | Path | None = None,
+    cache_version: str | None = None,
+    retries: Any = None,
+    sleep: Any = None,
+) -> tuple[Run, Scheduler]:
+    """Validate the graph, select the steps and build the Run and its Scheduler.
+
+    Parameters
+    ----------
+    targets, tags, only_failed
+        Which steps (always with their upstream): names, tags, or those of the last
+        run that did not succeed. Nothing given: every step.
+    max_concurrency
+        Steps running at once (default: the ``max_concurrent_executions`` setting).
+    timeout
+        Limit for the whole run (seconds or '10m'); steps still running are cancelled.
+    fail_fast
+        Stop everything at the first failure instead of finishing independent branches.
+    executor
+        'auto', 'local', 'dagger' or an Executor; a step's own ``executor`` wins.
+    cache, refresh, skip_cache, cache_directory, cache_version
+        Caching for this run: off with ``cache=False``; ``refresh`` (alias
+        ``skip_cache``) runs steps again and overwrites their entries (True for all, or
+        names).
+    retries
+        Default retry policy for steps that set none (a number or a mapping).
+    """
+    config = settings()
+    graph.validate()
+    order = graph.select(targets, tags=tags, only_failed=only_failed)
+    steps = {name: graph[name] for name in order}
+    base_dir = (graph.base_dir or Path.cwd()).resolve()
+    graph.check_mounts(order, base_dir)
+    secret_values = resolve_secrets(steps.values())
+    cache_dir = Path(cache_directory or config.cache_directory).resolve()
+    run_id = _new_run_id()
+    run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
+    options = RunOptions(
+        max_concurrency=max_concurrency or config.max_concurrent_executions,
+        timeout=parse_duration(timeout if timeout is not None else config.timeout_seconds,
+                               what="run timeout"),
+        fail_fast=fail_fast,
+        executor_for=_executor_chooser(executor or config.executor),
+        cache=_step_cache(cache, cache_dir, refresh if skip_cache is None else skip_cache,
+                          cache_version),
+        retry_defaults=_retry_defaults(retries),
+        base_dir=base_dir,
+    )
+    if sleep is not None:
+        options.sleep = sleep
+    graph.last_run = run
+    return run, Scheduler(run, options, secret_values)
+
+
+def _executor_chooser(default: Any) -> Any:
+    chosen = get_executor(default) if not isinstance(default, str) or default != "auto" else None
+
+    def executor_for(step: Step) -> Any:
+        if step.executor:
+            return get_executor(step.executor)
+        return chosen if chosen is not None else get_executor(default)
+
+    if isinstance(default, str) and default not in ("auto", "local", "dagger"):
+        get_executor(default)  # raises the one-line error now, before any step runs
+    return executor_for
+
+
+def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None
+                ) -> Any:
+    config = settings()
+    if enabled is None:
+        enabled = config.caching_enabled
+    if not enabled:
+        return None
+    from .stepcache import StepCache
+
+    return StepCache(cache_dir, refresh=refresh, version=version or config.cache_version,
+                     ttl=config.cache_ttl_seconds)
+
+
+def _retry_defaults(retries: Any) -> dict[str, Any]:
+    defaults = settings().retry_defaults()
+    if retries is None:
+        return defaults
+    if isinstance(retries, int) and not isinstance(retries, bool):
+        return {**defaults, "max_retries": retries}
+    if isinstance(retries, dict):
+        return {**defaults, **retries}
+    raise InvalidStepError(f"retries={retries!r} must be a number or a mapping of retry settings")
+
+
+def _new_run_id() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{_random.token_hex(3)}"
+
+
+def _workspace(cache_dir: Path, run_id: str) -> Path:
+    """A fresh folder for this run's step directories; old ones are pruned."""
+    runs = cache_dir / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for stale in old[:-_KEEP_RUNS] if len(old) >= _KEEP_RUNS else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    workspace = runs / run_id
+    workspace.mkdir()
+    return workspace
+

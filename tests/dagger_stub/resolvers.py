@@ -1,0 +1,525 @@
+"""The stub engine's objects: immutable states behind opaque IDs, evaluated lazily.
+
+Every object is a ``(type name, state)`` pair. The state is a plain JSON value (for a
+container: image, env, secret names -> secret IDs, mounts, files, workdir, cache mounts,
+service bindings, registry auth and the last exec); its ID is ``Type:<digest of the
+state>`` and the state itself stays in a server-side table, so an ID never carries a
+secret. Secret plaintext lives only in :attr:`StubEngine.secrets`, keyed by an opaque
+handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
+``export``, ...), and an exec runs once per distinct state (the stub's own cache).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import json
+import os
+import secrets as secrets_module
+import shutil
+import socket
+import tempfile
+import threading
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from . import sandbox
+
+__all__ = ["ExecFailure", "Obj", "StubEngine"]
+
+VERSION = "v0.21.8"
+_DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+_EMPTY_CONTAINER: dict[str, Any] = {
+    "image": None,
+    "env": {},
+    "secrets": {},
+    "workdir": "/",
+    "files": {},
+    "mounts": {},
+    "services": {},
+    "auth": {},
+    "ports": [],
+    "exec": None,
+}
+
+
+class ExecFailure(Exception):
+    """An exec that exited outside its ``expect``; graphql-core copies ``extensions``."""
+
+    def __init__(self, argv: list[str], result: sandbox.ExecResult) -> None:
+        super().__init__(
+            f"process {json.dumps(argv)} did not complete successfully: "
+            f"exit code: {result.exit_code}"
+        )
+        self.extensions = {
+            "_type": "EXEC_ERROR",
+            "cmd": argv,
+            "exitCode": result.exit_code,
+            "stdout": result.stdout,
+            "stderr": result.stderr,
+        }
+
+
+class StubEngine:
+    """All server-side state of one stub: objects, secrets, exec results, counters."""
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.objects: dict[str, tuple[str, Any]] = {}
+        self.secrets: dict[str, str] = {}  # opaque handle -> plaintext
+        self._secret_key = secrets_module.token_bytes(16)
+        self._lock = threading.Lock()
+        self._exec_locks: dict[str, threading.Lock] = {}
+        self.exec_results: dict[str, tuple[sandbox.ExecResult, Path]] = {}
+        self.services: dict[str, dict[str, Any]] = {}  # service ID -> runtime record
+        self.exec_log: list[dict[str, Any]] = []
+        self.active_execs = 0
+        self.max_active_execs = 0
+
+    # -- identity ---------------------------------------------------------------------
+
+    def make(self, type_name: str, state: Any) -> Obj:
+        """The object of this type and state (the same state gives the same ID)."""
+        blob = json.dumps([type_name, state], sort_keys=True)
+        ident = f"{type_name}:{hashlib.sha256(blob.encode()).hexdigest()[:32]}"
+        with self._lock:
+            self.objects.setdefault(ident, (type_name, state))
+        return Obj(self, type_name, state, ident)
+
+    def load(self, ident: str) -> Obj:
+        """The object behind an ID the stub handed out."""
+        try:
+            type_name, state = self.objects[ident]
+        except KeyError:
+            raise ValueError(f"unknown ID {ident!r}") from None
+        return Obj(self, type_name, state, ident)
+
+    def describe(self, ident: str) -> tuple[str, Any]:
+        """(type name, state) behind an ID, for tests."""
+        return self.objects[ident]
+
+    def secret_handle(self, name: str, plaintext: str) -> str:
+        """An opaque, deterministic handle; the plaintext stays in this table only."""
+        digest = hmac.new(self._secret_key, f"{name}\0{plaintext}".encode(), "sha256")
+        handle = digest.hexdigest()[:32]
+        self.secrets[handle] = plaintext
+        return handle
+
+    def reset(self) -> None:
+        """Forget exec results, services and counters (objects and secrets stay)."""
+        with self._lock:
+            self.exec_results.clear()
+            self.services.clear()
+            self.exec_log.clear()
+            self.active_execs = self.max_active_execs = 0
+
+    # -- storage ----------------------------------------------------------------------
+
+    def new_dir(self, prefix: str) -> Path:
+        """A fresh directory in the stub's store."""
+        return Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
+
+    def snapshot_host(self, path: str, is_file: bool) -> str:
+        """Copy a host path into the store now, as Dagger uploads it; keyed by content."""
+        source = Path(path)
+        if not source.exists():
+            raise ValueError(f"{path!r} does not exist on the host")
+        target = self.workdir / f"host-{_content_digest(source)}"
+        with self._lock:
+            if not target.exists():
+                staging = self.new_dir("upload-")
+                if is_file:
+                    shutil.copy2(source, staging / source.name)
+                else:
+                    shutil.copytree(source, staging / "d", symlinks=True)
+                staging.rename(target)
+        return str(target)
+
+    # -- execs ------------------------------------------------------------------------
+
+    def exec_result(self, ctr_id: str) -> tuple[sandbox.ExecResult, Path]:
+        """Run the last exec of a container once; later calls reuse the result."""
+        with self._lock:
+            lock = self._exec_locks.setdefault(ctr_id, threading.Lock())
+        with lock:
+            if ctr_id not in self.exec_results:
+                self.exec_results[ctr_id] = self._run_exec(self.load(ctr_id))
+            return self.exec_results[ctr_id]
+
+    def _run_exec(self, ctr: Obj) -> tuple[sandbox.ExecResult, Path]:
+        spec = ctr.state["exec"]
+        parent = self.load(spec["parent"])
+        root = self.new_dir("root-")
+        parent.build_rootfs(root)
+        parent.build_mounts(root)
+        env = parent.exec_env()
+        with self._counting():
+            result = sandbox.run(root, spec["args"], env, parent.state["workdir"], parent.binds())
+        self.exec_log.append(
+            {"args": spec["args"], "image": parent.state["image"], "exit_code": result.exit_code}
+        )
+        parent.drop_mounts(root)
+        return result, root
+
+    @contextlib.contextmanager
+    def _counting(self):
+        with self._lock:
+            self.active_execs += 1
+            self.max_active_execs = max(self.max_active_execs, self.active_execs)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.active_execs -= 1
+
+
+def _expected(expect: str, code: int) -> bool:
+    """Dagger's ReturnType: ANY is 0-127 and 192-255, so a signal (128-191) still fails."""
+    normal = code <= 127 or code >= 192
+    return {"SUCCESS": code == 0, "FAILURE": code != 0 and normal, "ANY": normal}[expect]
+
+
+def _content_digest(path: Path) -> str:
+    """Digest of names and bytes under path, so an unchanged upload keeps its ID."""
+    digest = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for file in files:
+        digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
+        digest.update(hashlib.sha256(file.read_bytes()).digest())
+    return digest.hexdigest()[:32]
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _norm(path: str, workdir: str = "/") -> str:
+    return str(PurePosixPath(workdir, path))
+
+
+class Obj:
+    """One API object; resolvers are the ``r_<field>`` methods (arguments as GraphQL names)."""
+
+    __slots__ = ("engine", "ident", "state", "type_name")
+
+    def __init__(self, engine: StubEngine, type_name: str, state: Any, ident: str) -> None:
+        self.engine, self.type_name, self.state, self.ident = engine, type_name, state, ident
+
+    def derive(self, **changes: Any) -> Obj:
+        """The same type with some state keys replaced."""
+        return self.engine.make(self.type_name, {**self.state, **changes})
+
+    def with_entry(self, key: str, name: str, value: Any) -> Obj:
+        return self.derive(**{key: {**self.state[key], name: value}})
+
+    # -- every object -----------------------------------------------------------------
+
+    def r_id(self) -> str:
+        return self.ident
+
+    def r_sync(self) -> str:
+        if self.type_name == "Container" and self.state["exec"]:
+            self.check_exec()
+        elif self.type_name == "Directory":
+            with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+                self.materialize(Path(tmp) / "d")
+        return self.ident
+
+    # -- Query ------------------------------------------------------------------------
+
+    def r_version(self) -> str:
+        return VERSION
+
+    def r_container(self, platform: str | None = None) -> Obj:
+        return self.engine.make("Container", _EMPTY_CONTAINER)
+
+    def r_host(self) -> Obj:
+        return self.engine.make("Host", {})
+
+    def r_directory(self, path: str | None = None, **_: Any) -> Obj:
+        if self.type_name == "Query":
+            return self.engine.make("Directory", {"empty": True})
+        if self.type_name == "Host":
+            return self.engine.make("Directory", {"store": self.engine.snapshot_host(path, False)})
+        return self.engine.make("Directory", {"ctr": self.ident, "path": self.abs(path)})
+
+    def r_setSecret(self, name: str, plaintext: str) -> Obj:
+        handle = self.engine.secret_handle(name, plaintext)
+        return self.engine.make("Secret", {"name": name, "handle": handle})
+
+    def r_cacheVolume(self, key: str, **_: Any) -> Obj:
+        return self.engine.make("CacheVolume", {"key": key})
+
+    def r_node(self, id: str) -> Obj:
+        return self.engine.load(id)
+
+    def r_name(self) -> str:
+        if self.type_name == "File":
+            return PurePosixPath(self.state["path"]).name
+        return self.state["name"]
+
+    # -- Container: building ----------------------------------------------------------
+
+    def r_from(self, address: str, registryService: str | None = None) -> Obj:
+        return self.derive(image=address)
+
+    def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
+        return self.with_entry("env", name, value)
+
+    def r_withSecretVariable(self, name: str, secret: str) -> Obj:
+        self.engine.load(secret)  # an unknown secret fails here, as in Dagger
+        return self.with_entry("secrets", name, secret)
+
+    def r_withDirectory(self, path: str, source: str, **_: Any) -> Obj:
+        return self.with_entry("files", self.abs(path), {"dir": self.engine.load(source).ident})
+
+    def r_withMountedDirectory(self, path: str, source: str, **_: Any) -> Obj:
+        return self.with_entry("mounts", self.abs(path), {"dir": self.engine.load(source).ident})
+
+    def r_withMountedFile(self, path: str, source: str, **_: Any) -> Obj:
+        return self.with_entry("mounts", self.abs(path), {"file": self.engine.load(source).ident})
+
+    def r_withMountedCache(self, path: str, cache: str, **_: Any) -> Obj:
+        key = self.engine.load(cache).state["key"]
+        return self.with_entry("mounts", self.abs(path), {"cache": key})
+
+    def r_withNewFile(self, path: str, contents: str, permissions: int = 0o644, **_: Any) -> Obj:
+        return self.with_entry("files", self.abs(path), {"text": contents, "mode": permissions})
+
+    def r_withWorkdir(self, path: str, expand: bool = False) -> Obj:
+        return self.derive(workdir=self.abs(path))
+
+    def r_withServiceBinding(self, alias: str, service: str) -> Obj:
+        return self.with_entry("services", alias, self.engine.load(service).ident)
+
+    def r_withRegistryAuth(self, address: str, username: str, secret: str) -> Obj:
+        return self.with_entry("auth", address, {"username": username, "secret": secret})
+
+    def r_withExposedPort(self, port: int, protocol: str = "TCP", **_: Any) -> Obj:
+        return self.derive(ports=[*self.state["ports"], {"port": port, "protocol": protocol}])
+
+    def r_withExec(self, args: list[str], expect: str = "SUCCESS", **_: Any) -> Obj:
+        exec_ = {"args": list(args), "expect": expect, "parent": self.ident}
+        return self.derive(exec=exec_, files={})
+
+    def r_asService(self, args: list[str] | None = None, **_: Any) -> Obj:
+        return self.engine.make("Service", {"ctr": self.ident, "args": list(args or [])})
+
+    def abs(self, path: str) -> str:
+        return _norm(path, self.state["workdir"])
+
+    # -- Container: results -----------------------------------------------------------
+
+    def check_exec(self) -> sandbox.ExecResult:
+        """The last exec's result; outside ``expect`` it is the EXEC_ERROR of Dagger."""
+        spec = self.state["exec"]
+        if spec is None:
+            raise ValueError("no command has been executed")
+        result, _ = self.engine.exec_result(self.ident)
+        if not _expected(spec["expect"], result.exit_code):
+            raise ExecFailure(spec["args"], result)
+        return result
+
+    def r_stdout(self) -> str:
+        return self.check_exec().stdout
+
+    def r_stderr(self) -> str:
+        return self.check_exec().stderr
+
+    def r_exitCode(self) -> int:
+        return self.check_exec().exit_code
+
+    def r_workdir(self) -> str:
+        return self.state["workdir"]
+
+    def r_envVariable(self, name: str) -> str | None:
+        return self.state["env"].get(name)
+
+    def r_file(self, path: str, **_: Any) -> Obj:
+        if self.type_name == "Host":
+            stored = Path(self.engine.snapshot_host(path, True))
+            return self.engine.make("File", {"store": str(next(stored.iterdir())), "path": path})
+        if self.type_name == "Directory":
+            return self.engine.make("File", {"dir": self.ident, "path": _norm(path)})
+        return self.engine.make("File", {"ctr": self.ident, "path": self.abs(path)})
+
+    # -- Container: filesystem --------------------------------------------------------
+
+    def build_rootfs(self, root: Path) -> None:
+        """Write the container's files (last exec's output plus new files) into root."""
+        if self.state["exec"]:
+            self.check_exec()
+            _, snapshot = self.engine.exec_result(self.ident)
+            shutil.copytree(snapshot, root, symlinks=True, dirs_exist_ok=True)
+        root.mkdir(parents=True, exist_ok=True)
+        for path, spec in sorted(self.state["files"].items()):
+            target = root / path.lstrip("/")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if "dir" in spec:
+                self.engine.load(spec["dir"]).materialize(target)
+            else:
+                target.write_text(spec["text"])
+                target.chmod(spec["mode"])
+
+    def build_mounts(self, root: Path) -> None:
+        """Copy mounted directories and files into root (cache volumes are binds)."""
+        for path, spec in sorted(self.state["mounts"].items()):
+            target = root / path.lstrip("/")
+            if "dir" in spec:
+                self.engine.load(spec["dir"]).materialize(target)
+            elif "file" in spec:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                self.engine.load(spec["file"]).materialize_file(target)
+
+    def drop_mounts(self, root: Path) -> None:
+        """Remove mounts from an exec's snapshot: they are not part of the rootfs."""
+        for path in sorted(self.state["mounts"], key=len, reverse=True):
+            target = root / path.lstrip("/")
+            if target.is_dir() and not target.is_symlink():
+                shutil.rmtree(target)
+            elif target.exists():
+                target.unlink()
+
+    def binds(self) -> dict[str, Path]:
+        """Cache volumes: one host directory per key, shared by every exec."""
+        binds = {}
+        for path, spec in self.state["mounts"].items():
+            if "cache" in spec:
+                binds[path] = self.engine.workdir / "caches" / spec["cache"]
+                binds[path].mkdir(parents=True, exist_ok=True)
+        return binds
+
+    def exec_env(self) -> dict[str, str]:
+        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"]}
+        for name, secret_id in self.state["secrets"].items():
+            env[name] = self.engine.secrets[self.engine.load(secret_id).state["handle"]]
+        for alias in self.state["services"]:
+            self.engine.services.setdefault(self.state["services"][alias], {"state": "bound"})
+        return env
+
+    # -- Directory and File -----------------------------------------------------------
+
+    def materialize(self, target: Path) -> None:
+        """Write this directory's contents to a new host directory ``target``."""
+        if "empty" in self.state:
+            target.mkdir(parents=True, exist_ok=True)
+            return
+        if "store" in self.state:
+            shutil.copytree(Path(self.state["store"]) / "d", target, symlinks=True,
+                            dirs_exist_ok=True)
+            return
+        ctr = self.engine.load(self.state["ctr"])
+        path = self.state["path"]
+        for mount, spec in ctr.state["mounts"].items():
+            if "dir" in spec and (path == mount or path.startswith(mount + "/")):
+                with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+                    self.engine.load(spec["dir"]).materialize(Path(tmp) / "m")
+                    sub = Path(tmp) / "m" / os.path.relpath(path, mount)
+                    shutil.copytree(sub, target, symlinks=True, dirs_exist_ok=True)
+                return
+        with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+            ctr.build_rootfs(Path(tmp))
+            source = Path(tmp) / path.lstrip("/")
+            if not source.is_dir():
+                raise ValueError(f"{path!r} is not a directory in the container")
+            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+
+    def materialize_file(self, target: Path) -> None:
+        """Write this file's contents to host path ``target``."""
+        if "store" in self.state:
+            shutil.copy2(self.state["store"], target)
+            return
+        with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+            if "dir" in self.state:
+                self.engine.load(self.state["dir"]).materialize(Path(tmp) / "d")
+                shutil.copy2(Path(tmp) / "d" / self.state["path"].lstrip("/"), target)
+            else:
+                self.engine.load(self.state["ctr"]).build_rootfs(Path(tmp))
+                shutil.copy2(Path(tmp) / self.state["path"].lstrip("/"), target)
+
+    def r_export(self, path: str, wipe: bool = False, **_: Any) -> str:
+        target = Path(path)
+        if self.type_name == "File":
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self.materialize_file(target)
+            return path
+        with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+            self.materialize(Path(tmp) / "d")
+            if wipe and target.exists():
+                shutil.rmtree(target)
+            shutil.copytree(Path(tmp) / "d", target, symlinks=True, dirs_exist_ok=True)
+        return path
+
+    def r_entries(self, path: str | None = None) -> list[str]:
+        with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+            self.materialize(Path(tmp) / "d")
+            base = Path(tmp) / "d" / (path or "").lstrip("/")
+            return sorted(p.name + ("/" if p.is_dir() else "") for p in base.iterdir())
+
+    def r_contents(self, offsetLines: int | None = None, limitLines: int | None = None) -> str:
+        with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
+            self.materialize_file(Path(tmp) / "f")
+            return (Path(tmp) / "f").read_text()
+
+    # -- Service ----------------------------------------------------------------------
+
+    def r_tunnel(self, service: str, ports: list[dict[str, Any]] | None = None, **_: Any) -> Obj:
+        forwards = [dict(p) for p in ports or []]
+        target = self.engine.load(service).ident
+        return self.engine.make("Service", {"tunnel": target, "ports": forwards})
+
+    def runtime(self) -> dict[str, Any]:
+        return self.engine.services.setdefault(self.ident, {"state": "created"})
+
+    def r_start(self) -> str:
+        record = self.runtime()
+        record["state"] = "running"
+        if "tunnel" in self.state:
+            self.engine.load(self.state["tunnel"]).r_start()
+            record["frontends"] = [p.get("frontend") or _free_port() for p in self.state["ports"]]
+        return self.ident
+
+    def r_stop(self, kill: bool = False) -> str:
+        self.runtime()["state"] = "stopped"
+        if "tunnel" in self.state:
+            self.engine.load(self.state["tunnel"]).r_stop(kill)
+        return self.ident
+
+    def r_endpoint(self, port: int | None = None, scheme: str = "") -> str:
+        record = self.runtime()
+        if "tunnel" in self.state:
+            if record["state"] != "running":
+                raise ValueError("the tunnel is not running; start it first")
+            address = f"localhost:{record['frontends'][0]}"
+        else:
+            address = f"{self.r_hostname()}:{port or self.service_ports()[0]}"
+        return f"{scheme}://{address}" if scheme else address
+
+    def r_hostname(self) -> str:
+        return "stub-" + self.ident.split(":")[1][:12]
+
+    def service_ports(self) -> list[int]:
+        if "tunnel" in self.state:
+            return [p["backend"] for p in self.state["ports"]]
+        return [p["port"] for p in self.engine.load(self.state["ctr"]).state["ports"]]
+
+    def r_ports(self) -> list[Obj]:
+        return [
+            self.engine.make("Port", {"port": port, "protocol": "TCP"})
+            for port in self.service_ports()
+        ]
+
+    def r_port(self) -> int:
+        return self.state["port"]
+
+    def r_protocol(self) -> str:
+        return self.state["protocol"]
+
+    def r_description(self) -> str | None:
+        return None
+
+    def r_experimentalSkipHealthcheck(self) -> bool:
+        return False

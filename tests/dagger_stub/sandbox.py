@@ -1,0 +1,206 @@
+"""Run one stub "container" exec on the host, inside a temporary root.
+
+The stub has no images: a container's files live in a temporary directory ``root``
+(``root/dagnb/out`` is the container's ``/dagnb/out``) and commands run with the host's
+tools. Two ways make the container's absolute paths real:
+
+``namespace``
+    In a private mount namespace (``unshare --mount``), every host entry that the
+    container does not own is bind-mounted into ``root`` and the command runs
+    ``chroot``-ed there, so ``/dagnb/out`` *is* ``root/dagnb/out`` while ``sh``,
+    ``python3`` and ``/tmp`` still come from the host. The binds vanish with the
+    namespace; nothing is mounted on the host, and no directory is created outside
+    ``root``. Needs root and a kernel that allows it (probed once).
+``rewrite``
+    The fallback: the known container paths are replaced by their host paths in the
+    argv and the environment values, and the command runs on the host.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+__all__ = ["ExecResult", "mode", "run"]
+
+# Forced with DAGNB_STUB_SANDBOX=rewrite|namespace (tests exercise both paths).
+_MODE_ENV = "DAGNB_STUB_SANDBOX"
+
+
+@dataclasses.dataclass(frozen=True)
+class ExecResult:
+    """What an exec left behind."""
+
+    stdout: str
+    stderr: str
+    exit_code: int
+
+
+@functools.lru_cache(maxsize=1)
+def _namespace_works() -> bool:
+    unshare, chroot = shutil.which("unshare"), shutil.which("chroot")
+    if os.geteuid() != 0 or not unshare or not chroot:
+        return False
+    probe = [unshare, "--mount", "--propagation", "private", chroot, "/", "true"]
+    try:
+        return subprocess.run(probe, capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def mode() -> str:
+    """'namespace' where private mount namespaces work here, else 'rewrite'."""
+    forced = os.environ.get(_MODE_ENV)
+    if forced in ("namespace", "rewrite"):
+        return forced
+    return "namespace" if _namespace_works() else "rewrite"
+
+
+def run(
+    root: Path,
+    argv: list[str],
+    env: dict[str, str],
+    workdir: str,
+    binds: dict[str, Path],
+) -> ExecResult:
+    """Run ``argv`` as if ``root`` were the container's filesystem.
+
+    ``binds`` maps container paths to host directories shared between execs (cache
+    volumes): they are bind-mounted, or rewritten, instead of copied.
+    """
+    (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    if mode() == "namespace":
+        return _run_namespace(root, argv, env, workdir, binds)
+    return _run_rewrite(root, argv, env, workdir, binds)
+
+
+def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
+    text = functools.partial(bytes.decode, encoding="utf-8", errors="replace")
+    code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode  # as a shell
+    return ExecResult(text(proc.stdout), text(proc.stderr), code)
+
+
+# -- namespace mode ---------------------------------------------------------------------
+
+
+def _run_namespace(
+    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path]
+) -> ExecResult:
+    created: list[Path] = []
+    lines = ["set -e"]
+    for target, source in binds.items():
+        point = root / target.lstrip("/")
+        point.mkdir(parents=True, exist_ok=True)
+        lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(point))}")
+    lines += _union_with_host(Path("/"), root, created)
+    # `cd` inside the chroot so a missing workdir fails like it would in a container.
+    inner = 'cd "$1" || exit 126; shift; exec "$@"'
+    chroot_argv = [shutil.which("chroot") or "chroot", str(root), "/bin/sh", "-c", inner, "sh"]
+    lines.append("exec " + shlex.join([*chroot_argv, workdir, *argv]))
+    unshare = shutil.which("unshare") or "unshare"
+    cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)]
+    try:
+        return _finish(subprocess.run(cmd, env=env, capture_output=True, check=False))
+    finally:
+        _remove_mount_points(created)
+
+
+def _union_with_host(host: Path, root: Path, created: list[Path]) -> list[str]:
+    """Mount commands that show every host entry the container does not own in root."""
+    lines: list[str] = []
+    for entry in sorted(host.iterdir()):
+        point = root / entry.name
+        if point.exists() or point.is_symlink():
+            if point.is_dir() and not point.is_symlink() and entry.is_dir():
+                # Both have it (a workdir /usr/src/app): merge one level further down.
+                lines += _union_with_host(entry, point, created)
+            continue
+        lines += _mount_point(entry, point, created)
+    return lines
+
+
+def _mount_point(entry: Path, point: Path, created: list[Path]) -> list[str]:
+    if entry.is_symlink():
+        point.symlink_to(os.readlink(entry))
+        created.append(point)
+        return []
+    if entry.is_dir():
+        point.mkdir()
+    elif entry.is_file():
+        point.touch()
+    else:
+        return []  # sockets and fifos at the top level are of no use to a step
+    created.append(point)
+    quoted = f"{shlex.quote(str(entry))} {shlex.quote(str(point))}"
+    return [f"mount --rbind {quoted} 2>/dev/null || true"]
+
+
+def _remove_mount_points(created: list[Path]) -> None:
+    # Only ever rmdir/unlink: a mount point is empty once its namespace has gone, and a
+    # recursive delete must never be able to reach through a bind into the host.
+    for point in reversed(created):
+        try:
+            if point.is_symlink() or point.is_file():
+                point.unlink()
+            else:
+                point.rmdir()
+        except OSError:
+            pass
+
+
+# -- rewrite mode -----------------------------------------------------------------------
+
+
+def _run_rewrite(
+    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path]
+) -> ExecResult:
+    mapping = {target: str(source) for target, source in binds.items()}
+    for owned in _owned_paths(Path("/"), root):
+        mapping.setdefault("/" + str(owned.relative_to(root)), str(owned))
+    rewrite = functools.partial(_rewrite, mapping=mapping)
+    cwd = rewrite(workdir) if workdir != "/" else str(root)
+    new_env = {key: rewrite(value) for key, value in env.items()}
+    try:
+        proc = subprocess.run(
+            [rewrite(a) for a in argv], env=new_env, cwd=cwd, capture_output=True, check=False
+        )
+    except FileNotFoundError as exc:
+        return ExecResult("", f"exec: {exc}\n", 127)
+    return _finish(proc)
+
+
+def _owned_paths(host: Path, root: Path) -> list[Path]:
+    """Entries of root with no host counterpart (the same merge as namespace mode)."""
+    owned: list[Path] = []
+    for entry in sorted(root.iterdir()):
+        twin = host / entry.name
+        if entry.is_dir() and twin.is_dir() and not twin.is_symlink():
+            owned += _owned_paths(twin, entry)
+        elif not twin.exists():
+            owned.append(entry)
+    return owned
+
+
+def _rewrite(text: str, mapping: dict[str, str]) -> str:
+    # Longest prefixes first, so /dagnb/in/x wins over /dagnb; only at path starts.
+    for target in sorted(mapping, key=len, reverse=True):
+        text = _replace_path(text, target, mapping[target])
+    return text
+
+
+def _replace_path(text: str, target: str, source: str) -> str:
+    out, start = [], 0
+    while (i := text.find(target, start)) >= 0:
+        end = i + len(target)
+        before_ok = i == 0 or not (text[i - 1].isalnum() or text[i - 1] in "_./-")
+        after_ok = end == len(text) or text[end] in "/ \"':;\n\t)"
+        out.append(text[start:i])
+        out.append(source if before_ok and after_ok else target)
+        start = end
+    out.append(text[start:])
+    return "".join(out)

@@ -1,0 +1,213 @@
+from __future__ import annotations
+
+import importlib.util
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from dagnb.cache import CACHE_FORMAT, Store, step_key
+from dagnb.cache.explain import explain, explain_frame
+from dagnb.errors import FingerprintError
+from dagnb.step import Step
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.csv").write_text("a,b\n1,2\n")
+    return tmp_path
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    return Store(tmp_path / "cache", clock=Clock())
+
+
+BASE_STEP = dict(
+    name="train",
+    run="python train.py",
+    image="python:3.11",
+    env={"VAR": "1"},
+    secrets=("TOKEN",),
+    mounts={"data/raw.csv": "/in/raw.csv"},
+    params={"n": 1},
+    workdir="/work",
+    services=("db",),
+    cache_volumes={"pip": "/root/.cache/pip"},
+)
+
+
+def key_of(base: Path, upstream: dict | None = None, run_version: str = "", **changes):
+    step = Step(**{**BASE_STEP, **changes})
+    return step_key(
+        step, upstream_digests=upstream or {"prep": "a" * 32}, base_dir=base,
+        cache_version=run_version,
+    )
+
+
+def save(store: Store, key, tmp_path: Path, name: str = "train"):
+    out = store.scratch_dir(name)
+    (out / "model.txt").write_text("weights")
+    return store.save(name, key, out_dir=out)
+
+
+def test_same_inputs_same_key(base):
+    first, second = key_of(base), key_of(base)
+    assert first == second
+    assert first.digest == second.digest and len(first.digest) == 32
+    assert first.components["format"] != ""
+    assert set(first.components) == {
+        "format", "cache_version", "kind", "command", "image", "env", "secrets", "workdir",
+        "params", "services", "cache_volumes", "mount:data/raw.csv", "upstream:prep",
+    }
+    assert first.describe["image"] == "python:3.11"
+    assert first.describe["secrets"] == '["TOKEN"]'
+    assert CACHE_FORMAT in first.describe["format"]
+
+
+CASES = [
+    ("image", dict(image="python:3.12"), "image changed python:3.11 → python:3.12"),
+    ("env", dict(env={"VAR": "2"}), "env changed (VAR)"),
+    ("secrets", dict(secrets=("TOKEN", "KEY")), "secret names changed: TOKEN → KEY, TOKEN"),
+    ("workdir", dict(workdir="/src"), "workdir changed /work → /src"),
+    ("params", dict(params={"n": 2}), "params changed: {'n': 1} → {'n': 2}"),
+    ("command", dict(run="python train.py --fast"),
+     "command changed python train.py → python train.py --fast"),
+    ("services", dict(services=("db", "cache")), 'services changed ["db"] → ["db","cache"]'),
+    ("cache_volumes", dict(cache_volumes={"pip": "/pip"}), "cache_volumes changed"),
+    ("cache_version", dict(cache_version="v2"), "cache_version changed ['', ''] → ['v2', '']"),
+]
+
+
+@pytest.mark.parametrize(("component", "change", "sentence"), CASES, ids=[c[0] for c in CASES])
+def test_each_component_changes_the_key_and_is_explained(
+    base, store, component, change, sentence
+):
+    old = key_of(base)
+    save(store, old, base)
+    new = key_of(base, **change)
+    assert new.digest != old.digest
+    differing = {n for n in old.components if old.components[n] != new.components.get(n)}
+    assert differing == {component}
+    messages = explain(store, "train", new)
+    assert len(messages) == 1
+    assert messages[0].startswith(sentence)
+
+
+def test_argv_command_is_a_kind_and_command_change(base):
+    shell = key_of(base, run="echo hi")
+    argv = key_of(base, run=["echo", "hi"])
+    assert shell.components["kind"] != argv.components["kind"]
+    assert shell.components["command"] != argv.components["command"]
+
+
+def test_run_level_cache_version_counts(base, store):
+    save(store, key_of(base), base)
+    new = key_of(base, run_version="2024")
+    assert explain(store, "train", new) == ["cache_version changed ['', ''] → ['', '2024']"]
+
+
+def test_mounted_input_change_is_named(base, store):
+    save(store, key_of(base), base)
+    (base / "data" / "raw.csv").write_text("a,b\n1,3\n")
+    assert explain(store, "train", key_of(base)) == ["input data/raw.csv changed"]
+
+
+def test_missing_mount_is_a_clear_error(base):
+    with pytest.raises(FingerprintError, match=r"mount 'nope\.csv' does not exist"):
+        key_of(base, mounts={"nope.csv": "/in"})
+
+
+def test_upstream_output_digest_is_what_counts(base, store):
+    save(store, key_of(base, upstream={"prep": "1" * 32}), base)
+    # the upstream re-ran (its key changed) but produced the same output: still cached
+    assert explain(store, "train", key_of(base, upstream={"prep": "1" * 32})) == [
+        "entry found: it is cached"
+    ]
+    changed = key_of(base, upstream={"prep": "2" * 32})
+    assert explain(store, "train", changed) == ["upstream prep produced different output"]
+    added = key_of(base, upstream={"prep": "1" * 32, "other": "3" * 32})
+    assert explain(store, "train", added) == ["upstream other added"]
+
+
+def test_key_fn_replaces_the_command(base, store):
+    step = Step(**{**BASE_STEP, "key_fn": lambda s: "v1"})
+    key = step_key(step, upstream_digests={}, base_dir=base)
+    assert "command" not in key.components and "key_fn" in key.components
+    other = step_key(step.replace(run="something else"), upstream_digests={}, base_dir=base)
+    assert other.digest == key.digest
+    bumped = step_key(
+        step.replace(key_fn=lambda s: "v2"), upstream_digests={}, base_dir=base
+    )
+    assert bumped.digest != key.digest
+    save(store, key, base)
+    assert explain(store, "train", bumped) == ["key_fn value changed 'v1' → 'v2'"]
+
+
+CODE = '''
+def train(prep):
+    """Train."""
+    return prep + 1
+'''
+
+
+def python_step(tmp_path: Path, name: str, source: str) -> Step:
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return Step("fit", func=module.train, needs=("prep",))
+
+
+def test_code_change_is_explained_with_a_diff(tmp_path, store):
+    one = python_step(tmp_path, "keys_code_1", CODE)
+    two = python_step(tmp_path, "keys_code_2", CODE.replace('"""Train."""', "# just a comment"))
+    three = python_step(tmp_path, "keys_code_3", CODE.replace("prep + 1", "prep + 2"))
+    key_one = step_key(one, upstream_digests={"prep": "a" * 32}, base_dir=tmp_path)
+    key_two = step_key(two, upstream_digests={"prep": "a" * 32}, base_dir=tmp_path)
+    key_three = step_key(three, upstream_digests={"prep": "a" * 32}, base_dir=tmp_path)
+    assert key_one.digest == key_two.digest
+    assert "command" not in key_one.components
+    save(store, key_one, tmp_path, name="fit")
+    (message,) = explain(store, "fit", key_three)
+    lines = message.splitlines()
+    assert lines[0] == "code changed"
+    assert "-    return prep + 1" in lines
+    assert "+    return prep + 2" in lines
+
+
+def test_explain_states(base, store):
+    key = key_of(base)
+    assert explain(store, "train", key) == ["no entry yet for step 'train'"]
+    entry = store.save("train", key, out_dir=store.scratch_dir("train"), ttl=10)
+    assert explain(store, "train", key) == ["entry found: it is cached"]
+    store.clock.now += 11
+    assert explain(store, "train", key)[0].startswith(f"entry {key.short} expired")
+    assert entry.path.exists()  # explain never removes anything
+
+
+def test_explain_frame_has_one_row_per_change(base, store):
+    save(store, key_of(base), base)
+    frame = explain_frame(store, "train", key_of(base, image="python:3.12", params={"n": 5}))
+    assert list(frame.columns) == ["component", "change", "before", "after", "message"]
+    assert frame["component"].tolist() == ["image", "params"]
+    assert frame.loc[0, "before"] == "python:3.11" and frame.loc[0, "after"] == "python:3.12"
+
+
+def test_secret_values_never_reach_the_key(base, monkeypatch):
+    monkeypatch.setenv("TOKEN", "hunter2")
+    key = key_of(base)
+    text = repr(key.components) + repr(key.describe)
+    assert "hunter2" not in text

@@ -1,0 +1,292 @@
+from __future__ import annotations
+
+import asyncio
+import math
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from dagnb import cache
+from dagnb.cache import (
+    LocalBackend,
+    SessionStore,
+    StepKey,
+    Store,
+    StoreBackend,
+    get_backend,
+    register_backend,
+)
+from dagnb.errors import CacheError
+from dagnb.executors.base import NO_RESULT
+from dagnb.fingerprint import directory_digest
+from dagnb.results import RESULT_FILES, load_result, save_result
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Path, clock: Clock) -> Store:
+    return Store(tmp_path / "cache", clock=clock)
+
+
+def key(n: int) -> StepKey:
+    digest = f"{n:032x}"
+    return StepKey(digest, {"format": "f", "params": digest}, {"params": str(n)})
+
+
+def save(store: Store, step: str, k: StepKey, content: str = "data", **kwargs):
+    out = store.scratch_dir(step)
+    (out / "file.txt").write_text(content)
+    return store.save(step, k, out_dir=out, **kwargs)
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@pytest.mark.parametrize(
+    ("value", "file"),
+    [
+        ({"a": [1, 2.5, "x", None, True]}, "result.json"),
+        ((1, 2), "result.pkl"),
+        ({1: "int key"}, "result.pkl"),
+        (float("nan"), "result.pkl"),
+        ({"s": {1, 2}}, "result.pkl"),
+    ],
+)
+def test_results_keep_their_types(tmp_path, value, file):
+    path = save_result(tmp_path, value)
+    assert path.name == file
+    loaded = load_result(tmp_path)
+    if isinstance(value, float):
+        assert math.isnan(loaded)
+    else:
+        assert loaded == value and type(loaded) is type(value)
+
+
+def test_missing_result_is_no_result(tmp_path):
+    assert load_result(tmp_path) is NO_RESULT
+    assert RESULT_FILES == ("result.json", "result.pkl")
+
+
+# ----------------------------------------------------------------------------- store
+
+
+def test_save_then_lookup(store, clock, tmp_path):
+    out = store.scratch_dir("prep")
+    (out / "sub").mkdir()
+    (out / "sub" / "a.txt").write_text("hello")
+    save_result(out, {"rows": 3})
+    logs = [{"time": 1.0, "attempt": 1, "stream": "stdout", "line": "hi"}]
+    entry = store.save(
+        "prep", key(1), out_dir=out, logs=logs, exit_code=0, duration_s=2.5
+    )
+    assert not out.exists()  # moved, not copied
+    assert entry.path == store.location / "prep" / key(1).digest
+    assert (entry.out_dir / "sub" / "a.txt").read_text() == "hello"
+    assert entry.result() == {"rows": 3}
+    assert entry.logs() == logs
+    assert entry.output_digest == directory_digest(entry.out_dir)
+    meta = entry.meta
+    assert meta["created"] == clock.now and meta["expires"] is None
+    assert meta["duration_s"] == 2.5 and meta["exit_code"] == 0 and meta["has_result"]
+    assert meta["components"] == {"format": "f", "params": key(1).digest}
+    assert meta["size_bytes"] > 0
+    found = store.lookup("prep", key(1))
+    assert found is not None and found.output_digest == entry.output_digest
+    assert store.lookup("prep", key(2)) is None
+    assert store.lookup("prep", key(1).digest) is not None  # a plain digest works too
+
+
+def test_lookup_notices_a_removed_entry(store):
+    entry = save(store, "s", key(1))
+    assert store.lookup("s", key(1)) is not None
+    shutil.rmtree(entry.path)
+    assert store.lookup("s", key(1)) is None
+
+
+def test_ttl_expiry_removes_the_entry(store, clock):
+    entry = save(store, "s", key(1), ttl="1h")
+    assert entry.expires == clock.now + 3600
+    clock.now += 3599
+    assert store.lookup("s", key(1)) is not None
+    clock.now += 1
+    assert store.lookup("s", key(1)) is None
+    assert not entry.path.exists()
+
+
+def test_default_ttl(tmp_path, clock):
+    store = Store(tmp_path / "c", clock=clock, default_ttl=10)
+    assert save(store, "s", key(1)).expires == clock.now + 10
+    assert save(store, "s", key(2), ttl=20).expires == clock.now + 20
+
+
+def test_refresh_replaces_the_entry_atomically(store):
+    save(store, "s", key(1), "old")
+    assert store.lookup("s", key(1)) is not None
+    entry = save(store, "s", key(1), "new")
+    assert (entry.out_dir / "file.txt").read_text() == "new"
+    found = store.lookup("s", key(1))
+    assert (found.out_dir / "file.txt").read_text() == "new"
+    assert found.output_digest == entry.output_digest
+    assert sorted(p.name for p in (store.location / "s").iterdir()) == [key(1).digest]
+
+
+def test_hits_are_counted_and_persisted(store, clock, tmp_path):
+    save(store, "s", key(1))
+    clock.now += 5
+    for _ in range(3):
+        store.lookup("s", key(1))
+    store.lookup("s", key(9))
+    assert (store.location / "s" / key(1).digest / "access.json").exists() is False
+    store.flush()
+    other = Store(store.location, clock=clock)
+    row = other.entries().iloc[0]
+    assert row["hits"] == 3
+    assert row["last_used"] == pd.Timestamp(clock.now, unit="s", tz="UTC")
+    stats = store.stats()
+    assert stats.loc["s", "entries"] == 1 and stats.loc["s", "hits"] == 3
+    assert stats.loc["s", "misses"] == 1 and stats.loc["s", "hit_rate"] == 0.75
+
+
+def test_entries_frame(store, clock):
+    save(store, "a", key(1), ttl=60)
+    clock.now += 1
+    save(store, "b", key(2), duration_s=1.5)
+    frame = store.entries()
+    assert list(frame.columns) == [
+        "step", "key", "created", "last_used", "expires", "hits", "size_bytes",
+        "duration_s", "exit_code", "path",
+    ]
+    assert frame["step"].tolist() == ["a", "b"]
+    assert frame["key"].tolist() == [key(1).digest[:12], key(2).digest[:12]]
+    assert frame.loc[1, "duration_s"] == 1.5
+    assert frame.loc[0, "expires"] == pd.Timestamp(1_000_060.0, unit="s", tz="UTC")
+    assert pd.isna(frame.loc[1, "expires"])
+    assert store.entries("b")["step"].tolist() == ["b"]
+    assert store.entries("nothing").empty
+
+
+def test_clear(store, clock):
+    save(store, "a", key(1))
+    clock.now += 2 * 86400
+    save(store, "a", key(2))
+    save(store, "b", key(3))
+    assert store.clear(older_than="1d") == 1
+    assert store.lookup("a", key(1)) is None and store.lookup("a", key(2)) is not None
+    assert store.clear("a") == 1
+    assert store.lookup("b", key(3)) is not None
+    assert store.clear() == 1
+    assert store.entries().empty
+
+
+def test_reduce_size_evicts_least_recently_used(store, clock):
+    for n in (1, 2, 3):
+        clock.now += 10
+        save(store, "s", key(n))
+    clock.now += 10
+    store.lookup("s", key(1))  # 1 is now the most recently used, 2 the least
+    assert store.reduce_size(items_limit=2) == 1
+    assert store.lookup("s", key(2), touch=False) is None
+    assert store.lookup("s", key(1), touch=False) is not None
+    assert store.lookup("s", key(3), touch=False) is not None
+
+
+def test_reduce_size_by_bytes_and_age(store, clock):
+    for n in (1, 2, 3):
+        clock.now += 100
+        save(store, "s", key(n), "x" * 1000)
+    size = store.entries()["size_bytes"].iloc[0]
+    assert store.reduce_size(bytes_limit=int(size * 2)) == 1
+    assert store.lookup("s", key(1), touch=False) is None
+    assert store.reduce_size(bytes_limit="1M") == 0
+    clock.now += 150  # entry 2 last used 250 s ago, entry 3 150 s ago
+    assert store.reduce_size(age_limit=200) == 1
+    assert store.lookup("s", key(3), touch=False) is not None
+    with pytest.raises(CacheError, match="'lots'"):
+        store.reduce_size(bytes_limit="lots")
+
+
+def test_newest(store, clock):
+    assert store.newest("s") is None
+    save(store, "s", key(1), ttl=5)
+    clock.now += 1
+    save(store, "s", key(2), ttl=5)
+    assert store.newest("s").key == key(2).digest
+    clock.now += 10
+    assert store.newest("s") is None
+    assert store.newest("s", include_expired=True).key == key(2).digest
+
+
+def test_session_store_lives_in_a_temporary_directory(clock):
+    session = SessionStore(clock=clock)
+    assert session.location.name.startswith("dagnb-session-")
+    entry = save(session, "s", key(1))
+    assert session.lookup("s", key(1)) is entry
+    assert session.entries()["hits"].tolist() == [1]
+    session.flush()
+    assert not (entry.path / "access.json").exists()
+    assert cache.session_store() is cache.session_store()
+
+
+def test_lock_and_alock_exclude_each_other(store):
+    order = []
+
+    async def worker(name: str) -> None:
+        async with store.alock("s", key(1), timeout=5):
+            order.append(f"{name} in")
+            await asyncio.sleep(0.05)
+            order.append(f"{name} out")
+
+    async def main() -> None:
+        await asyncio.gather(worker("a"), worker("b"))
+
+    asyncio.run(main())
+    assert order in (["a in", "a out", "b in", "b out"], ["b in", "b out", "a in", "a out"])
+    with store.lock("s", key(1), timeout=1) as lock:
+        assert lock.is_locked
+
+
+def test_backends_are_registered_by_name(tmp_path):
+    assert get_backend("local") is LocalBackend
+    with pytest.raises(CacheError, match="backend 'nope' is not registered"):
+        Store(tmp_path, backend="nope")
+    with pytest.raises(CacheError, match="must be a StoreBackend subclass"):
+        register_backend("bad", dict)  # type: ignore[arg-type]
+
+    class Mine(LocalBackend):
+        name = "mine"
+
+    register_backend("mine", Mine)
+    assert isinstance(Store(tmp_path / "m", backend="mine").backend, Mine)
+    assert issubclass(Mine, StoreBackend)
+
+
+def test_default_store_functions(tmp_path):
+    cache.set_default_location(tmp_path / "default")
+    try:
+        store = cache.default_store()
+        assert store.location == tmp_path / "default"
+        save(store, "s", key(1))
+        assert cache.entries()["step"].tolist() == ["s"]
+        assert cache.stats().loc["s", "entries"] == 1
+        assert cache.explain("s", key(1)) == ["entry found: it is cached"]
+        assert cache.reduce_size(items_limit=0) == 1
+        assert cache.clear() == 0
+    finally:
+        cache.set_default_location(".dagnb_cache")
+        from dagnb import fingerprint
+
+        fingerprint.configure_stat_cache(None)

@@ -1,0 +1,354 @@
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagnb import fingerprint
+from dagnb.errors import FingerprintError
+from dagnb.fingerprint import (
+    code_digest,
+    code_source_parts,
+    directory_digest,
+    path_digest,
+    value_digest,
+)
+
+HELPERS = '''
+import dataclasses
+
+@dataclasses.dataclass
+class Box:
+    tags: set
+    names: frozenset
+
+def f(x):
+    return {x, "alpha", "beta"}
+'''
+
+
+def load_module(tmp_path: Path, name: str, source: str):
+    path = tmp_path / f"{name}.py"
+    path.write_text(textwrap.dedent(source))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- values
+
+
+def test_scalars_are_type_tagged():
+    values = [1, "1", 1.0, True, b"1", None, (1,), [1], {1}, frozenset({1}), {"1": 1}]
+    digests = {value_digest(v) for v in values}
+    assert len(digests) == len(values)
+    assert value_digest(0) != value_digest(False)
+    assert value_digest(float("nan")) == value_digest(float("nan"))
+
+
+def test_digest_is_a_128_bit_hex_string():
+    digest = value_digest({"a": [1, 2.5, "x"]})
+    assert len(digest) == 32
+    int(digest, 16)
+
+
+def test_dict_and_set_order_do_not_matter():
+    assert value_digest({"a": 1, "b": 2}) == value_digest({"b": 2, "a": 1})
+    assert value_digest({3, 1, 2}) == value_digest({2, 3, 1})
+    assert value_digest({"a": 1, "b": 2}) != value_digest({"a": 2, "b": 1})
+    assert value_digest([1, 2]) != value_digest([2, 1])
+
+
+def test_self_referencing_list_terminates():
+    items: list = [1]
+    items.append(items)
+    assert value_digest(items) == value_digest(items)
+
+
+def test_same_digest_across_processes_and_hash_seeds(tmp_path):
+    load_module(tmp_path, "fp_helpers", HELPERS)
+    script = textwrap.dedent(
+        """
+        import sys
+        sys.path.insert(0, sys.argv[1])
+        import fp_helpers
+        from dagnb.fingerprint import value_digest, code_digest
+        box = fp_helpers.Box({"x", "y", "zeta", "omega"}, frozenset({"p", "q", "r"}))
+        print(value_digest({"s": {"a", "b", "c", "d"}, "d": {"k": 1, "j": 2}}))
+        print(value_digest(box))
+        print(code_digest(fp_helpers.f))
+        """
+    )
+    outputs = []
+    for seed in ("1", "12345", "999"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        done = subprocess.run(
+            [sys.executable, "-c", script, str(tmp_path)],
+            env=env, capture_output=True, text=True, check=True,
+        )
+        outputs.append(done.stdout.split())
+    assert outputs[0] == outputs[1] == outputs[2]
+    import fp_helpers
+
+    box = fp_helpers.Box({"x", "y", "zeta", "omega"}, frozenset({"p", "q", "r"}))
+    assert outputs[0][1] == value_digest(box)
+    assert outputs[0][2] == code_digest(fp_helpers.f)
+
+
+def test_numpy_arrays_hash_by_content_dtype_and_shape():
+    a = np.arange(12, dtype="float64").reshape(3, 4)
+    assert value_digest(a) == value_digest(a.copy())
+    assert value_digest(a) == value_digest(np.asfortranarray(a))
+    assert value_digest(a) != value_digest(a.astype("float32"))
+    assert value_digest(a) != value_digest(a.reshape(4, 3))
+    b = a.copy()
+    b[2, 3] = -1
+    assert value_digest(a) != value_digest(b)
+    dates = np.array(["2020-01-01", "2021-01-01"], dtype="datetime64[ns]")
+    assert value_digest(dates) != value_digest(dates[::-1])
+    assert value_digest(np.array(["a", None], dtype=object)) != value_digest(
+        np.array(["b", None], dtype=object)
+    )
+
+
+def test_pandas_objects_include_index_and_names():
+    frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
+    assert value_digest(frame) == value_digest(frame.copy())
+    assert value_digest(frame) != value_digest(frame.rename(columns={"a": "c"}))
+    assert value_digest(frame) != value_digest(frame.set_axis([5, 6]))
+    changed = frame.copy()
+    changed.loc[1, "b"] = "z"  # object column: pickled
+    assert value_digest(frame) != value_digest(changed)
+    series = frame["a"]
+    assert value_digest(series) != value_digest(series.rename("other"))
+    assert value_digest(pd.Index([1, 2])) != value_digest(pd.Index([1, 3]))
+    multi = pd.MultiIndex.from_tuples([("a", 1), ("b", 2)])
+    assert value_digest(multi) != value_digest(pd.MultiIndex.from_tuples([("a", 1), ("b", 3)]))
+    cats = pd.Series(pd.Categorical(["x", "y"]))
+    assert value_digest(cats) != value_digest(pd.Series(["x", "y"]))
+
+
+def test_unpicklable_value_raises_with_advice():
+    with pytest.raises(FingerprintError, match=r"type '_thread\.lock'.*ignore=\['name'\]"):
+        value_digest({"lock": threading.Lock()})
+
+
+def test_functions_as_values_hash_by_code():
+    assert value_digest(lambda x: x + 1) != value_digest(lambda x: x + 2)
+
+
+def test_blake3_is_available(monkeypatch):
+    before = value_digest("x")
+    try:
+        fingerprint.set_hash_algorithm("blake3")
+        assert fingerprint.get_hash_algorithm() == "blake3"
+        assert len(value_digest("x")) == 64
+    finally:
+        fingerprint.set_hash_algorithm("xxh3_128")
+    assert value_digest("x") == before
+    with pytest.raises(FingerprintError, match="'md5'"):
+        fingerprint.set_hash_algorithm("md5")
+
+
+# ----------------------------------------------------------------------------- code
+
+BASE = '''
+SCALE = 3
+
+def helper(x):
+    return x + 1
+
+def compute(x):
+    """Docstring."""
+    # a comment
+    return helper(x) * SCALE
+'''
+
+
+def test_comments_docstrings_and_formatting_do_not_count(tmp_path):
+    one = load_module(tmp_path, "code_v1", BASE)
+    edited = BASE.replace('"""Docstring."""', '"""Another docstring."""').replace(
+        "# a comment", "# another comment\n\n"
+    ).replace("helper(x) * SCALE", "helper( x )*SCALE")
+    two = load_module(tmp_path, "code_v2", edited)
+    assert code_digest(one.compute) == code_digest(two.compute)
+
+
+def test_helper_edit_changes_the_digest(tmp_path):
+    one = load_module(tmp_path, "code_h1", BASE)
+    two = load_module(tmp_path, "code_h2", BASE.replace("x + 1", "x + 2"))
+    assert code_digest(one.compute) != code_digest(two.compute)
+
+
+def test_constant_changes_the_digest(tmp_path):
+    module = load_module(tmp_path, "code_c1", BASE)
+    before = code_digest(module.compute)
+    module.SCALE = 4  # a notebook cell run again rebinds it
+    assert code_digest(module.compute) != before
+    module.SCALE = 3
+    assert code_digest(module.compute) == before
+
+
+def test_upper_case_containers_count_lower_case_state_does_not(tmp_path):
+    source = """
+    CONFIG = {"n": 1}
+    calls = []
+
+    def run(x):
+        calls.append(x)
+        return CONFIG["n"] * x
+    """
+    module = load_module(tmp_path, "code_state", source)
+    before = code_digest(module.run)
+    module.run(1)
+    other = load_module(tmp_path, "code_state_2", source)
+    other.calls.extend([1, 2, 3])  # state: not part of the code
+    assert code_digest(other.run) == before
+    other.CONFIG = {"n": 2}  # a constant: part of it
+    assert code_digest(other.run) != before
+
+
+def test_redefined_helper_is_noticed(tmp_path):
+    module = load_module(tmp_path, "code_r1", BASE)
+    before = code_digest(module.compute)
+    exec("def helper(x):\n    return x - 1\n", module.__dict__)
+    assert code_digest(module.compute) != before
+
+
+def test_source_parts_show_normalized_code(tmp_path):
+    module = load_module(tmp_path, "code_p1", BASE)
+    parts = code_source_parts(module.compute)
+    assert parts["def compute"] == "def compute(x):\n    return helper(x) * SCALE"
+    assert parts["def helper"] == "def helper(x):\n    return x + 1"
+    assert parts["const SCALE"] == "3"
+
+
+def test_recursion_terminates(tmp_path):
+    module = load_module(
+        tmp_path,
+        "code_rec",
+        """
+        def even(n):
+            return n == 0 or odd(n - 1)
+
+        def odd(n):
+            return n != 0 and even(n - 1)
+        """,
+    )
+    assert code_digest(module.even) == code_digest(module.even)
+    assert code_digest(module.even) != code_digest(module.odd)
+
+
+def test_lambdas_hash_by_their_own_source():
+    first = lambda x: x + 1  # noqa: E731
+    same = lambda x: x + 1  # noqa: E731
+    other = lambda x: x + 2  # noqa: E731
+    assert code_digest(first) == code_digest(same)
+    assert code_digest(first) != code_digest(other)
+    assert list(code_source_parts(first).values()) == ["lambda x: x + 1"]
+
+
+def test_without_source_the_bytecode_counts():
+    namespace: dict = {}
+    exec('def f(x):\n    "doc"\n    return x + 1\n', namespace)
+    exec('def f(x):\n    "other doc"\n    return x + 1\n', (same := {}))
+    exec("def f(x):\n    return x + 2\n", (other := {}))
+    assert code_digest(namespace["f"]) == code_digest(same["f"])
+    assert code_digest(namespace["f"]) != code_digest(other["f"])
+
+
+def test_partials_methods_and_builtins():
+    from functools import partial
+
+    assert code_digest(partial(int, base=2)) != code_digest(partial(int, base=8))
+    assert code_digest(len) == code_digest(len)
+    assert code_digest(len) != code_digest(sum)
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def make_tree(root: Path, count: int) -> None:
+    old = 1_600_000_000  # long ago, so the stat cache may trust the mtimes
+    for index in range(count):
+        folder = root / f"d{index % 20:02d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"f{index:04d}.txt"
+        path.write_text(f"content {index}")
+        os.utime(path, (old, old))
+
+
+def test_directory_digest_covers_names_contents_and_empty_dirs(tmp_path):
+    make_tree(tmp_path / "t", 10)
+    first = directory_digest(tmp_path / "t")
+    (tmp_path / "t" / "empty").mkdir()
+    with_empty = directory_digest(tmp_path / "t")
+    assert with_empty != first
+    (tmp_path / "t" / "empty").rmdir()
+    assert directory_digest(tmp_path / "t") == first
+    (tmp_path / "t" / "d00" / "f0000.txt").rename(tmp_path / "t" / "d00" / "g0000.txt")
+    assert directory_digest(tmp_path / "t") != first
+
+
+def test_file_digest_follows_symlinks(tmp_path):
+    (tmp_path / "a.txt").write_text("hello")
+    (tmp_path / "link.txt").symlink_to(tmp_path / "a.txt")
+    assert path_digest(tmp_path / "link.txt") == path_digest(tmp_path / "a.txt")
+    with pytest.raises(FileNotFoundError):
+        path_digest(tmp_path / "missing")
+
+
+def test_stat_cache_rechecks_an_unchanged_tree_without_reading(tmp_path, monkeypatch):
+    fingerprint.configure_stat_cache(tmp_path / "cache" / "stat-cache.json")
+    try:
+        make_tree(tmp_path / "tree", 2000)
+        first = path_digest(tmp_path / "tree")
+        reads = []
+        real = fingerprint._hash_file
+        monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+        assert path_digest(tmp_path / "tree") == first
+        assert reads == []
+        target = tmp_path / "tree" / "d05" / "f0005.txt"
+        target.write_text("changed!")
+        os.utime(target, (1_600_000_100, 1_600_000_100))
+        changed = path_digest(tmp_path / "tree")
+        assert changed != first
+        assert reads == [str(target)]
+        # persisted: a fresh process memory reads no content either
+        fingerprint._STAT_CACHE.clear_memory()
+        reads.clear()
+        assert path_digest(tmp_path / "tree") == changed
+        assert reads == []
+        assert (tmp_path / "cache" / "stat-cache.json").exists()
+    finally:
+        fingerprint.configure_stat_cache(None)
+        fingerprint._STAT_CACHE.clear_memory()
+
+
+def test_recently_modified_files_are_rehashed(tmp_path, monkeypatch):
+    path = tmp_path / "fresh.txt"
+    path.write_text("new")  # mtime is now: within the racy window
+    first = path_digest(path)
+    reads = []
+    real = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    assert path_digest(path) == first
+    assert reads == [str(path)]
+
+
+def test_file_larger_than_a_chunk(tmp_path):
+    data = os.urandom(fingerprint.CHUNK_SIZE * 2 + 17)
+    (tmp_path / "big").write_bytes(data)
+    import xxhash
+
+    assert path_digest(tmp_path / "big", use_stat_cache=False) == xxhash.xxh3_128_hexdigest(data)

@@ -1,0 +1,220 @@
+from __future__ import annotations
+
+import asyncio
+import importlib
+import inspect
+import shutil
+import sys
+import textwrap
+import threading
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dagnb.errors import DagnbError, FingerprintError
+from dagnb.memory import Memory
+
+
+class Clock:
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def memory(tmp_path, clock) -> Memory:
+    return Memory(str(tmp_path / "cache"), clock=clock)
+
+
+def test_sync_function_runs_once_per_arguments(memory):
+    calls = []
+
+    @memory.cache
+    def add(x: int, y: int = 2) -> int:
+        """Add."""
+        calls.append((x, y))
+        return x + y
+
+    assert add(1) == 3
+    assert add(1) == 3
+    assert add(1, 2) == 3 and add(x=1, y=2) == 3  # defaults and keywords bind alike
+    assert add(2) == 4
+    assert calls == [(1, 2), (2, 2)]
+    assert add.__name__ == "add" and add.__doc__ == "Add."
+    assert inspect.signature(add) == inspect.signature(add.__wrapped__)
+    assert list(inspect.signature(add).parameters) == ["x", "y"]
+
+
+def test_async_function_is_cached_and_stays_async(memory):
+    calls = []
+
+    @memory.cache(ignore=["verbose"])
+    async def fetch(url: str, verbose: bool = False) -> dict:
+        calls.append(url)
+        await asyncio.sleep(0)
+        return {"url": url}
+
+    assert inspect.iscoroutinefunction(fetch)
+
+    async def main():
+        return [await fetch("a"), await fetch("a", verbose=True), await fetch("b")]
+
+    assert asyncio.run(main()) == [{"url": "a"}, {"url": "a"}, {"url": "b"}]
+    assert calls == ["a", "b"]
+    assert fetch.check_call_in_cache("a", verbose=True)
+
+
+def test_call_check_and_clear(memory):
+    calls = []
+
+    @memory.cache
+    def square(x):
+        calls.append(x)
+        return x * x
+
+    assert not square.check_call_in_cache(3)
+    assert calls == []  # checking runs nothing
+    square(3)
+    assert square.check_call_in_cache(3)
+    assert square.call(3) == 9  # forced
+    assert calls == [3, 3]
+    square.clear()
+    assert not square.check_call_in_cache(3)
+    square(3)
+    memory.clear()
+    assert not square.check_call_in_cache(3)
+
+
+def test_ttl_with_injected_clock(memory, clock):
+    calls = []
+
+    @memory.cache(ttl="1m")
+    def now(x):
+        calls.append(x)
+        return len(calls)
+
+    assert now(1) == 1 and now(1) == 1
+    clock.now += 61
+    assert not now.check_call_in_cache(1)
+    assert now(1) == 2
+
+
+def test_repeat_hit_returns_the_loaded_result_until_the_entry_changes(memory):
+    @memory.cache
+    def frame(n):
+        return pd.DataFrame({"a": np.arange(n)})
+
+    first = frame(3)
+    assert frame(3) is first  # no unpickling on a repeat hit
+    entry = memory.store.lookup(frame.store_name, memory.store.newest(frame.store_name).key)
+    shutil.rmtree(entry.path)  # removed behind our back: noticed with one stat
+    again = frame(3)
+    assert again is not first
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_results_survive_a_new_memory(tmp_path, clock):
+    calls = []
+
+    def build():
+        memory = Memory(str(tmp_path / "c"), clock=clock)
+
+        @memory.cache
+        def compute(values):
+            calls.append(1)
+            return {"sum": float(np.sum(values)), "tuple": (1, 2)}
+
+        return compute
+
+    data = np.arange(10.0)
+    assert build()(data) == {"sum": 45.0, "tuple": (1, 2)}
+    assert build()(data) == {"sum": 45.0, "tuple": (1, 2)}
+    assert len(calls) == 1
+
+
+def test_dataframe_arguments_hash_by_content(memory):
+    calls = []
+
+    @memory.cache
+    def total(df):
+        calls.append(1)
+        return float(df["a"].sum())
+
+    df = pd.DataFrame({"a": [1.0, 2.0]})
+    assert total(df) == 3.0 and total(df.copy()) == 3.0
+    assert total(pd.DataFrame({"a": [1.0, 5.0]})) == 6.0
+    assert len(calls) == 2
+
+
+def test_unhashable_argument_and_ignore(memory):
+    @memory.cache
+    def locked(lock, x):
+        return x
+
+    with pytest.raises(FingerprintError, match=r"_thread\.lock"):
+        locked(threading.Lock(), 1)
+
+    @memory.cache(ignore=["lock"])
+    def ignoring(lock, x):
+        return x
+
+    assert ignoring(threading.Lock(), 1) == 1
+    with pytest.raises(DagnbError, match=r"ignore=\['nope'\] names no parameter"):
+        memory.cache(ignore=["nope"])(lambda x: x)
+
+
+SOURCE = '''
+FACTOR = 2
+
+def work(x):
+    """Doc."""
+    return x * FACTOR
+'''
+
+
+def test_code_edits_invalidate_but_comments_do_not(memory, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(tmp_path))
+    path = tmp_path / "mem_mod.py"
+    path.write_text(textwrap.dedent(SOURCE))
+    module = importlib.import_module("mem_mod")
+    cached = memory.cache(module.work)
+    assert cached(3) == 6
+    path.write_text(textwrap.dedent(SOURCE).replace('"""Doc."""', "# comment only"))
+    importlib.reload(module)
+    assert memory.cache(module.work).check_call_in_cache(3)
+    path.write_text(textwrap.dedent(SOURCE).replace("x * FACTOR", "x * FACTOR + 1"))
+    importlib.reload(module)
+    assert not memory.cache(module.work).check_call_in_cache(3)
+    assert memory.cache(module.work)(3) == 7
+    del sys.modules["mem_mod"]
+
+
+def test_reduce_size(memory, clock):
+    @memory.cache
+    def ident(x):
+        return x
+
+    for n in range(4):
+        clock.now += 1
+        ident(n)
+    assert memory.reduce_size(items_limit=1) == 3
+    assert ident.check_call_in_cache(3)
+    assert not ident.check_call_in_cache(0)
+
+
+def test_step_name_is_module_and_qualname(memory):
+    @memory.cache
+    def inner(x):
+        return x
+
+    expected = "test_memory.test_step_name_is_module_and_qualname.locals.inner"
+    assert inner.store_name.endswith(expected)
+    assert "." in inner.store_name  # never collides with a step name

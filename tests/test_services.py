@@ -1,0 +1,63 @@
+"""dagnb.services: service containers started through Dagger (against the stub engine)."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from dagnb import services
+from dagnb.errors import ConfigError, ExecutorError
+
+# The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
+pytest_plugins = ["dagger_stub.fixtures"]
+
+
+@pytest.fixture(autouse=True)
+def _clean_registry():
+    yield
+    services._forget_all()
+
+
+def test_start_list_logs_stop(stub):
+    info = services.start("db", "postgres:16", ports=[5432], env={"POSTGRES_PASSWORD": "pw"})
+    assert info.state == "running" and info.image == "postgres:16" and info.ports == (5432,)
+    assert re.fullmatch(r"localhost:\d+", info.endpoint)
+    assert info.endpoints == {5432: info.endpoint}
+    assert stub.texts("withExposedPort") and stub.texts("tunnel")
+    started = [r["state"] for r in stub.engine.services.values()]
+    assert started.count("running") == 2  # the service and its tunnel
+
+    table = services.list()
+    assert list(table.columns) == ["name", "image", "ports", "endpoint", "state", "started"]
+    assert table.loc[0, "name"] == "db" and table.loc[0, "state"] == "running"
+    assert "started postgres:16" in services.logs("db")
+    assert f"port 5432 -> {info.endpoint}" in services.logs("db")
+
+    stopped = services.stop("db")
+    assert stopped.state == "stopped"
+    assert services.list().loc[0, "state"] == "stopped"
+    assert set(r["state"] for r in stub.engine.services.values()) == {"stopped"}
+    assert services.logs("db").endswith("stopped")
+    with pytest.raises(ExecutorError, match="service 'db' is stopped"):
+        services.get("db")
+
+
+def test_service_with_args_and_no_ports(stub):
+    info = services.start("web", "python:3.12-slim", args=["python", "-m", "http.server"])
+    assert info.endpoint is None and info.endpoints == {}
+    assert "asService" in stub.texts("asService")[0]
+    assert services.get("web") is not None
+
+
+def test_bad_requests(stub):
+    with pytest.raises(ConfigError, match="service name 'my db' must be an identifier"):
+        services.start("my db", "postgres:16")
+    with pytest.raises(ConfigError, match="port 70000 must be a number 1-65535"):
+        services.start("db", "postgres:16", ports=[70000])
+    services.start("db", "postgres:16", ports=[5432])
+    with pytest.raises(ConfigError, match="'db' is already running"):
+        services.start("db", "postgres:16")
+    with pytest.raises(ExecutorError, match=r"no service named 'cache' \(started: \['db'\]\)"):
+        services.get("cache")
+    services.stop("db")
