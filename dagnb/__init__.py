@@ -32,7 +32,10 @@ from .errors import (
     TransientError,
     WorkflowError,
 )
+from . import cache, executors
 from .graph import Graph
+from .memory import Memory
+from .retries import RetryPolicy, retry
 from .run import Run
 from .step import Step
 from .workflow import load
@@ -50,9 +53,11 @@ __all__ = [
     "ExecutorUnavailable",
     "FingerprintError",
     "Graph",
+    "Memory",
     "GraphError",
     "InvalidStepError",
     "MissingDependencyError",
+    "RetryPolicy",
     "Run",
     "SecretError",
     "Settings",
@@ -66,8 +71,11 @@ __all__ = [
     "TransientError",
     "WorkflowError",
     "__version__",
+    "cache",
     "configure",
     "current",
+    "executors",
     "load",
+    "retry",
     "settings",
 ]

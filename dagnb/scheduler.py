@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .errors import DagnbError, StepCancelled, StepError, StepFailed, StepTimeout
+from .executors import track
 from .executors.base import Executor, Input, Outcome, Task
 from .masking import Masker
 from .run import Run
@@ -201,7 +202,7 @@ class Scheduler:
 
     # -- attempts -------------------------------------------------------------------
     async def _attempts(self, step: Step, lines: list[dict[str, Any]] | None = None) -> Outcome:
-        from .retry import run_with_retries
+        from .retries import run_with_retries
 
         executor = self._executor(step)
         policy = self._policy(step)
@@ -222,7 +223,7 @@ class Scheduler:
 
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
-        from .retry import RetryPolicy
+        from .retries import RetryPolicy
 
         value = step.retries
         if isinstance(value, RetryPolicy):
@@ -241,6 +242,7 @@ class Scheduler:
         task = self._task(step, number, lines)
         self._emit("state", step.name, number, state="running", executor=executor.name,
                    image=step.image)
+        track(executor.name, 1)
         try:
             outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
         except asyncio.TimeoutError:
@@ -248,6 +250,8 @@ class Scheduler:
                 f"step {step.name!r} ran past its timeout of {step.timeout:g} s and was stopped",
                 step=step.name,
             ) from None
+        finally:
+            track(executor.name, -1)
         if outcome.exit_code not in (0, None):
             raise StepFailed(self._exit_message(step.name, number, outcome.exit_code),
                              step=step.name, exit_code=outcome.exit_code,

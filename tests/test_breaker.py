@@ -10,7 +10,7 @@ import pytest
 
 from dagnb.breaker import CircuitBreaker, breaker_for, breakers, reset_breakers
 from dagnb.errors import CircuitOpenError, ConfigError
-from dagnb.retry import run_with_retries
+from dagnb.retries import run_with_retries
 
 
 class Clock:

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import sys
 import threading
+import types
+
+import pandas as pd
 
 from ..errors import ExecutorUnavailable
 from .base import NO_RESULT, Availability, Executor, Input, Outcome, Task
@@ -23,6 +26,9 @@ __all__ = [
     "Task",
     "get_executor",
     "known_executors",
+    "reset_executors",
+    "status",
+    "track",
 ]
 
 _lock = threading.Lock()
@@ -83,3 +89,62 @@ def reset_executors() -> None:
     with _lock:
         _instances.clear()
         _auto_choice = None
+
+
+# -- the executor status table --------------------------------------------------------
+_running: dict[str, int] = {}
+
+
+def track(name: str, delta: int) -> None:
+    """Count steps running on an executor (called by the scheduler around each attempt)."""
+    with _lock:
+        _running[name] = _running.get(name, 0) + delta
+
+
+def status() -> pd.DataFrame:
+    """One row per executor: name, available, reason, capabilities, running, capacity,
+    breaker (its state) and retry_in (seconds until an open breaker is probed)."""
+    from ..breaker import breaker_for
+    from ..config import settings
+
+    rows = []
+    for name in known_executors():
+        executor = _peek(name)
+        availability = executor.availability() if executor else Availability(False, "")
+        snapshot = breaker_for(name).snapshot()
+        rows.append({
+            "name": name,
+            "available": availability.available,
+            "reason": availability.reason,
+            "capabilities": ", ".join(sorted(executor.capabilities)) if executor else "",
+            "running": _running.get(name, 0),
+            "capacity": settings().max_concurrent_executions,
+            "breaker": snapshot["state"],
+            "retry_in": snapshot["retry_in"],
+        })
+    return pd.DataFrame(rows)
+
+
+def _peek(name: str) -> Executor | None:
+    """The executor, created without side effects when it can be."""
+    if name in _instances:
+        return _instances[name]
+    if name == "local":
+        return LocalExecutor()
+    try:
+        from .dagger import DaggerExecutor
+    except ImportError:
+        return None
+    return DaggerExecutor()
+
+
+class _CallableModule(types.ModuleType):
+    """Lets ``dagnb.executors()`` show the status table while ``dagnb.executors`` stays
+    the package that holds ``local`` and ``dagger`` (importing a submodule would
+    otherwise rebind a function of that name back to the package)."""
+
+    def __call__(self) -> pd.DataFrame:
+        return status()
+
+
+sys.modules[__name__].__class__ = _CallableModule

@@ -19,7 +19,7 @@ from dagnb.errors import (
     StepTimeout,
     TransientError,
 )
-from dagnb.retry import (
+from dagnb.retries import (
     DEFAULT_RETRIES,
     RetryPolicy,
     classify,
