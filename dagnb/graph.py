@@ -278,6 +278,19 @@ class Graph:
 
         return dump(self, path)
 
+    # -- the cache ------------------------------------------------------------------
+    def plan(self, targets: Iterable[str] | str | None = None, **options: Any) -> Any:
+        """DataFrame of what a run would do now: step, cached, key, reason."""
+        from .plan import plan
+
+        return plan(self, targets, **options)
+
+    def explain(self, name: str, **options: Any) -> list[str]:
+        """Why step ``name`` would run, or that it is cached, in sentences."""
+        from .plan import explain
+
+        return explain(self, name, **options)
+
     # -- running --------------------------------------------------------------------
     def run(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
         """Run the selected steps and wait; see :func:`dagnb.runner.run_graph`."""
