@@ -8,6 +8,7 @@ read status, logs and results as pandas DataFrames.
 
 from __future__ import annotations
 
+from . import cache, executors
 from .config import Settings, configure, settings
 from .context import StepContext, current
 from .errors import (
@@ -32,7 +33,6 @@ from .errors import (
     TransientError,
     WorkflowError,
 )
-from . import cache, executors
 from .graph import Graph
 from .memory import Memory
 from .retries import RetryPolicy, retry
@@ -53,9 +53,9 @@ __all__ = [
     "ExecutorUnavailable",
     "FingerprintError",
     "Graph",
-    "Memory",
     "GraphError",
     "InvalidStepError",
+    "Memory",
     "MissingDependencyError",
     "RetryPolicy",
     "Run",

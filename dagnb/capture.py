@@ -94,13 +94,21 @@ def capturing() -> Iterator[None]:
                 _saved.clear()
 
 
-@contextlib.contextmanager
-def routed_output(sink: LineSink) -> Iterator[None]:
-    """Send this context's prints, line by line, to ``sink``."""
-    buffer = _StepBuffer(sink)
-    token = _current.set(buffer)
-    try:
-        yield
-    finally:
-        buffer.flush_partial()
-        _current.reset(token)
+class routed_output:
+    """``with routed_output(sink):`` sends this context's prints, line by line, to ``sink``.
+
+    A class rather than ``@contextmanager``: it is entered once per Python step, and
+    the generator machinery would cost more than a no-op step.
+    """
+
+    __slots__ = ("_buffer", "_token")
+
+    def __init__(self, sink: LineSink) -> None:
+        self._buffer = _StepBuffer(sink)
+
+    def __enter__(self) -> None:
+        self._token = _current.set(self._buffer)
+
+    def __exit__(self, *exc: object) -> None:
+        self._buffer.flush_partial()
+        _current.reset(self._token)

@@ -35,11 +35,19 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
     run.add_argument("workflow", help="a workflow YAML file")
-    run.add_argument("--target", action="append", default=None, metavar="NAME",
-                     help="run this step and its upstream (repeatable)")
+    run.add_argument(
+        "--target",
+        action="append",
+        default=None,
+        metavar="NAME",
+        help="run this step and its upstream (repeatable)",
+    )
     run.add_argument("--tag", action="append", default=None, help="run steps with this tag")
-    run.add_argument("--only-failed", action="store_true",
-                     help="run the steps that did not succeed last time (cache makes the rest free)")
+    run.add_argument(
+        "--only-failed",
+        action="store_true",
+        help="run the steps that did not succeed last time (cache makes the rest free)",
+    )
     run.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None)
     run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
@@ -62,15 +70,21 @@ _EXTENSIONS: list[Callable[[Any], None]] = []
 @command("run")
 def _run(args: argparse.Namespace) -> int:
     graph = load(args.workflow)
-    from .runner import prepare
     from . import loop
-    from .runner import _execute
+    from .runner import _execute, prepare
 
     run, scheduler = prepare(
-        graph, args.target, tags=args.tag, only_failed=False,
-        max_concurrency=args.max_concurrency, executor=args.executor,
-        cache=False if args.no_cache else None, refresh=args.refresh, timeout=args.timeout,
-        fail_fast=args.fail_fast, cache_directory=args.cache_dir,
+        graph,
+        args.target,
+        tags=args.tag,
+        only_failed=False,
+        max_concurrency=args.max_concurrency,
+        executor=args.executor,
+        cache=False if args.no_cache else None,
+        refresh=args.refresh,
+        timeout=args.timeout,
+        fail_fast=args.fail_fast,
+        cache_directory=args.cache_dir,
     )
     printer = ProgressPrinter(run, sys.stdout)
     unsubscribe = run.events.subscribe(printer.on_event)

@@ -7,30 +7,53 @@ its own environment variables, so it calls :func:`current` instead.
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .executors.base import Task
 
 __all__ = ["StepContext", "current"]
 
 
-@dataclasses.dataclass(frozen=True)
 class StepContext:
     """Where the running step writes and reads (the step contract's paths)."""
 
-    step: str
-    attempt: int
-    in_dir: Path
-    params: Mapping[str, Any]
-    inputs: Mapping[str, Path]
-    _out_dir: Path
+    __slots__ = ("_task",)
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    @property
+    def step(self) -> str:
+        """The step's name."""
+        return self._task.step.name
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self._task.attempt
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The step's params."""
+        return self._task.step.params
+
+    @property
+    def inputs(self) -> dict[str, Path]:
+        """Upstream step name -> the folder holding its outputs."""
+        return {name: item.path for name, item in self._task.inputs.items()}
 
     @property
     def out_dir(self) -> Path:
         """The step's output folder, created on first use."""
-        self._out_dir.mkdir(parents=True, exist_ok=True)
-        return self._out_dir
+        out_dir = self._task.out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
+
+    def __repr__(self) -> str:
+        return f"<StepContext {self.step!r} attempt {self.attempt}>"
 
 
 _current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(

@@ -14,8 +14,15 @@ from typing import Any, NamedTuple
 __all__ = ["STATES", "TERMINAL_STATES", "Event", "EventLog"]
 
 STATES = (
-    "pending", "queued", "running", "succeeded", "cached",
-    "failed", "retrying", "skipped", "cancelled",
+    "pending",
+    "queued",
+    "running",
+    "succeeded",
+    "cached",
+    "failed",
+    "retrying",
+    "skipped",
+    "cancelled",
 )
 TERMINAL_STATES = frozenset({"succeeded", "cached", "failed", "skipped", "cancelled"})
 

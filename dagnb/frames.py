@@ -16,8 +16,17 @@ from .events import Event
 __all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "logs_frame", "status_frame", "status_rows"]
 
 STATUS_COLUMNS = [
-    "step", "state", "cached", "attempts", "exit_code", "started", "finished",
-    "duration_s", "executor", "image", "error",
+    "step",
+    "state",
+    "cached",
+    "attempts",
+    "exit_code",
+    "started",
+    "finished",
+    "duration_s",
+    "executor",
+    "image",
+    "error",
 ]
 LOG_COLUMNS = ["time", "step", "attempt", "stream", "line"]
 
@@ -64,9 +73,7 @@ def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataF
     rows = list(status_rows(events, order).values())
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     for column in ("started", "finished"):
-        frame[column] = pd.to_datetime(
-            [_local(t) for t in frame[column]], errors="coerce"
-        )
+        frame[column] = pd.to_datetime([_local(t) for t in frame[column]], errors="coerce")
     frame["exit_code"] = frame["exit_code"].astype("Int64")
     frame["attempts"] = frame["attempts"].astype("int64")
     frame["cached"] = frame["cached"].astype(bool)
@@ -89,7 +96,8 @@ def logs_frame(
     rows = [
         (_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
         for e in events
-        if e.kind == "log" and (step is None or e.step == step)
+        if e.kind == "log"
+        and (step is None or e.step == step)
         and (stream is None or e.data["stream"] == stream)
     ]
     if tail is not None:

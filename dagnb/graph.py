@@ -88,7 +88,11 @@ class Graph:
         return self._steps.pop(self._known(name))
 
     def step(
-        self, func: F | None = None, *, name: str | None = None, needs: Iterable[str] | None = None,
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        needs: Iterable[str] | None = None,
         **fields: Any,
     ) -> Any:
         """Decorator adding (or redefining) a Python function step.
@@ -151,8 +155,9 @@ class Graph:
         if check_host:
             self.check_mounts()
 
-    def check_mounts(self, names: Iterable[str] | None = None, base_dir: Path | None = None
-                     ) -> None:
+    def check_mounts(
+        self, names: Iterable[str] | None = None, base_dir: Path | None = None
+    ) -> None:
         """Raise InvalidStepError for the first mount whose host path does not exist."""
         base = base_dir or self.base_dir or Path.cwd()
         for name in self._steps if names is None else names:
@@ -167,7 +172,11 @@ class Graph:
         """Topological order (graphlib), ties broken by the order steps were added."""
         wanted = set(self._steps) if names is None else set(names)
         sorter = graphlib.TopologicalSorter(
-            {n: [d for d in self._steps[n].needs if d in wanted] for n in self._steps if n in wanted}
+            {
+                n: [d for d in self._steps[n].needs if d in wanted]
+                for n in self._steps
+                if n in wanted
+            }
         )
         position = {n: i for i, n in enumerate(self._steps)}
         try:
@@ -183,13 +192,17 @@ class Graph:
 
     def upstream(self, name: str) -> set[str]:
         """Every step ``name`` depends on, directly or not."""
+        return self._with_upstream(self[name].needs)
+
+    def _with_upstream(self, names: Iterable[str]) -> set[str]:
+        """The names and everything they depend on, in one walk."""
         seen: set[str] = set()
-        stack = list(self[name].needs)
+        stack = list(names)
         while stack:
-            need = stack.pop()
-            if need not in seen:
-                seen.add(need)
-                stack.extend(self[need].needs)
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self._steps[name].needs)
         return seen
 
     def downstream(self, name: str) -> set[str]:
@@ -220,10 +233,7 @@ class Graph:
         cancelled (with their upstream, which the cache makes cheap).
         """
         chosen = self._chosen(targets, tags, only_failed)
-        closure = set(chosen)
-        for name in chosen:
-            closure |= self.upstream(name)
-        return self.order(closure)
+        return self.order(self._with_upstream(chosen))
 
     def _chosen(self, targets: Any, tags: Any, only_failed: bool) -> list[str]:
         if isinstance(targets, str):
@@ -247,7 +257,8 @@ class Graph:
             return []
         states = self.last_run.states()
         return [
-            n for n, state in states.items()
+            n
+            for n, state in states.items()
             if state in ("failed", "skipped", "cancelled") and n in self._steps
         ]
 
@@ -309,8 +320,10 @@ def _inferred_needs(fn: Callable[..., Any], params: Mapping[str, Any] | None) ->
     """Parameters without defaults that are not params name upstream steps."""
     params = params or {}
     return [
-        p.name for p in inspect.signature(fn).parameters.values()
-        if p.default is p.empty and p.name not in params
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is p.empty
+        and p.name not in params
         and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
 

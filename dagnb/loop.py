@@ -11,6 +11,7 @@ which patches the kernel's loop in place and is no longer maintained.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import concurrent.futures
 import threading
 from collections.abc import Coroutine
@@ -59,10 +60,9 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
         return future.result()
     except KeyboardInterrupt:
         future.cancel()
-        try:
+        # the cancellation itself, or what cleanup raised: the interrupt is what matters
+        with contextlib.suppress(BaseException):
             future.result(timeout=grace)
-        except BaseException:  # the cancellation itself, or what cleanup raised
-            pass
         raise
 
 

@@ -41,15 +41,28 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
         waiting = [n for n in step.needs if digests.get(n) is None]
         if waiting:
             digests[name] = None
-            rows.append({"step": name, "cached": False, "key": None,
-                         "reason": f"runs after {', '.join(waiting)}, which will run"})
+            rows.append(
+                {
+                    "step": name,
+                    "cached": False,
+                    "key": None,
+                    "reason": f"runs after {', '.join(waiting)}, which will run",
+                }
+            )
             continue
         key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
         entry = cache._store(step).peek(name, key) if cache.enabled_for(step) else None
         digests[name] = entry.output_digest if entry is not None else None
         reason = "cached" if entry is not None else _first(explain_key(cache.store, name, key))
-        rows.append({"step": name, "cached": entry is not None, "key": key.short,
-                     "reason": reason, "_key": key})
+        rows.append(
+            {
+                "step": name,
+                "cached": entry is not None,
+                "key": key.short,
+                "reason": reason,
+                "_key": key,
+            }
+        )
     return rows
 
 
@@ -57,8 +70,12 @@ def _first(lines: list[str]) -> str:
     return lines[0] if lines else "will run"
 
 
-def plan(graph: Graph, targets: Iterable[str] | str | None = None, *,
-         cache_directory: str | Path | None = None) -> pd.DataFrame:
+def plan(
+    graph: Graph,
+    targets: Iterable[str] | str | None = None,
+    *,
+    cache_directory: str | Path | None = None,
+) -> pd.DataFrame:
     """What a run would do now: one row per step with cached (True/False) and why."""
     graph.validate()
     rows = _walk(graph, graph.select(targets), _step_cache(cache_directory))

@@ -11,8 +11,16 @@ from .run import Run
 
 __all__ = ["ProgressPrinter"]
 
-_TABLE_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s",
-                  "executor", "error"]
+_TABLE_COLUMNS = [
+    "step",
+    "state",
+    "cached",
+    "attempts",
+    "exit_code",
+    "duration_s",
+    "executor",
+    "error",
+]
 _BAR_WIDTH = 24
 
 
@@ -57,8 +65,11 @@ class ProgressPrinter:
         elif event.data.get("error"):
             extra = f": {event.data['error']}"
         total = len(self.run.order)
-        print(f"{stamp} [{len(self._done)}/{total}] {event.step} {state}{extra}",
-              file=self.stream, flush=True)
+        print(
+            f"{stamp} [{len(self._done)}/{total}] {event.step} {state}{extra}",
+            file=self.stream,
+            flush=True,
+        )
 
     def _draw(self, force: bool = False) -> None:
         now = time.monotonic()

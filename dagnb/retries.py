@@ -507,9 +507,15 @@ async def run_with_retries(
         The last attempt's error, as it was raised, once it is not retried or the
         retries are used up (never tenacity's ``RetryError``).
     """
-    numbers = itertools.count(1)
+    try:  # most attempts succeed: tenacity's machinery is only built after a failure
+        return await _guarded(attempt_fn, 1, breaker)
+    except Exception as error:
+        first_failure = [error]
+    numbers = itertools.count(2)
 
     async def attempt() -> T:
+        if first_failure:  # replay attempt 1 so tenacity's counting and waits are exact
+            raise first_failure.pop()
         return await _guarded(attempt_fn, next(numbers), breaker)
 
     kwargs = RetryPolicy.from_value(policy).tenacity_kwargs(on_retry)

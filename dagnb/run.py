@@ -26,8 +26,14 @@ __all__ = ["Run"]
 class Run:
     """The record of one run. Returned by ``graph.run()`` and ``await graph.arun()``."""
 
-    def __init__(self, run_id: str, graph_name: str, steps: Mapping[str, Step],
-                 order: list[str], workspace: Path) -> None:
+    def __init__(
+        self,
+        run_id: str,
+        graph_name: str,
+        steps: Mapping[str, Step],
+        order: list[str],
+        workspace: Path,
+    ) -> None:
         self.id = run_id
         self.graph_name = graph_name
         self.steps = dict(steps)
@@ -35,7 +41,7 @@ class Run:
         self.workspace = workspace
         self.events = EventLog()
         self._results: dict[str, Any] = {}
-        self._outputs: dict[str, Path] = {}
+        self._outputs: dict[str, Any] = {}  # Path, or a record with .path
         self._loaders: dict[str, Any] = {}
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancel = threading.Event()
@@ -47,8 +53,9 @@ class Run:
         finished, duration_s, executor, image, error."""
         return status_frame(self.events, self.order)
 
-    def logs(self, step: str | None = None, stream: str | None = None,
-             tail: int | None = None) -> pd.DataFrame:
+    def logs(
+        self, step: str | None = None, stream: str | None = None, tail: int | None = None
+    ) -> pd.DataFrame:
         """Captured lines: time, step, attempt, stream, line (secrets masked)."""
         if step is not None:
             self._known(step)
@@ -74,7 +81,8 @@ class Run:
             raise StepNotFoundError(
                 f"step {step!r} has no outputs in this run (state {self.states()[step]!r})"
             )
-        return self._outputs[step]
+        found = self._outputs[step]
+        return found if isinstance(found, Path) else found.path  # the scheduler's record
 
     def _known(self, step: str) -> None:
         if step not in self.steps:
@@ -126,6 +134,7 @@ class Run:
         return f"<Run {self.id} {self.graph_name!r}: {self.summary()}>"
 
     def _repr_html_(self) -> str:
-        table = self.status()[["step", "state", "cached", "attempts", "exit_code",
-                               "duration_s", "error"]]
+        table = self.status()[
+            ["step", "state", "cached", "attempts", "exit_code", "duration_s", "error"]
+        ]
         return f"<p>{self.summary()}</p>" + table.to_html(index=False, na_rep="")

@@ -34,24 +34,25 @@ __all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
 _KEEP_RUNS = 20  # run folders kept under <cache>/runs
 
 
-def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
-                   ) -> Run:
+def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
     """Run and wait. Options are those of :func:`prepare`."""
     run, scheduler = prepare(graph, targets, **options)
     loop.run_sync(_execute(run, scheduler))
     return run
 
 
-async def run_graph_async(graph: Graph, targets: Iterable[str] | str | None = None,
-                          **options: Any) -> Run:
+async def run_graph_async(
+    graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+) -> Run:
     """Run from async code; the work happens on dagnb's loop whatever loop awaits."""
     run, scheduler = prepare(graph, targets, **options)
     await loop.run_async(_execute(run, scheduler))
     return run
 
 
-def start_background(graph: Graph, targets: Iterable[str] | str | None = None,
-                     **options: Any) -> Run:
+def start_background(
+    graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops."""
     run, scheduler = prepare(graph, targets, **options)
     run._future = loop.submit(_execute(run, scheduler))
@@ -125,12 +126,14 @@ def prepare(
     run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
     options = RunOptions(
         max_concurrency=max_concurrency or config.max_concurrent_executions,
-        timeout=parse_duration(timeout if timeout is not None else config.timeout_seconds,
-                               what="run timeout"),
+        timeout=parse_duration(
+            timeout if timeout is not None else config.timeout_seconds, what="run timeout"
+        ),
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
-        cache=_step_cache(cache, cache_dir, refresh if skip_cache is None else skip_cache,
-                          cache_version),
+        cache=_step_cache(
+            cache, cache_dir, refresh if skip_cache is None else skip_cache, cache_version
+        ),
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
     )
@@ -153,8 +156,7 @@ def _executor_chooser(default: Any) -> Any:
     return executor_for
 
 
-def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None
-                ) -> Any:
+def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None) -> Any:
     config = settings()
     if enabled is None:
         enabled = config.caching_enabled
@@ -162,8 +164,12 @@ def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: st
         return None
     from .stepcache import StepCache
 
-    return StepCache(cache_dir, refresh=refresh, version=version or config.cache_version,
-                     ttl=config.cache_ttl_seconds)
+    return StepCache(
+        cache_dir,
+        refresh=refresh,
+        version=version or config.cache_version,
+        ttl=config.cache_ttl_seconds,
+    )
 
 
 def _retry_defaults(retries: Any) -> dict[str, Any]:
@@ -192,4 +198,3 @@ def _workspace(cache_dir: Path, run_id: str) -> Path:
     workspace = runs / run_id
     workspace.mkdir()
     return workspace
-

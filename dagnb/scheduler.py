@@ -27,7 +27,7 @@ from .executors.base import Executor, Input, Outcome, Task
 from .masking import Masker
 from .run import Run
 from .step import Step
-from .taskenv import contract_env, write_params
+from .taskenv import write_params
 
 if TYPE_CHECKING:
     from .stepcache import StepCache
@@ -43,26 +43,33 @@ class RunOptions:
     timeout: float | None = None
     fail_fast: bool = False
     executor_for: Callable[[Step], Executor] | None = None
-    cache: StepCache | None = None  # noqa: F821 (imported for type checkers)
+    cache: StepCache | None = None
     retry_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     sleep: Callable[[float], Any] = asyncio.sleep
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
 
 
 class _Outcome:
-    """What a finished step hands its dependents."""
+    """What a finished step hands its dependents (its folder's Path made on demand)."""
 
-    __slots__ = ("digest", "handle", "path", "result")
+    __slots__ = ("_path", "digest", "handle", "result")
 
-    def __init__(self, path: Path, result: Any, handle: Any, digest: str | None) -> None:
-        self.path, self.result, self.handle, self.digest = path, result, handle, digest
+    def __init__(self, path: Path | str, result: Any, handle: Any, digest: str | None) -> None:
+        self._path, self.result, self.handle, self.digest = path, result, handle, digest
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
 
 
 class Scheduler:
     """Runs ``run.order`` once; create one per run."""
 
-    def __init__(self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]]
-                 ) -> None:
+    def __init__(
+        self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]]
+    ) -> None:
         self.run = run
         self.options = options
         self.secrets = secrets
@@ -80,6 +87,7 @@ class Scheduler:
         self._all_done: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
+        self._policies: dict[str, Any] = {}
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -111,7 +119,13 @@ class Scheduler:
 
     def _start(self, name: str) -> None:
         self._emit("state", name, state="queued")
-        self._tasks[name] = asyncio.ensure_future(self._step(name))
+        self._tasks[name] = asyncio.ensure_future(self._chain_from(name))
+
+    async def _chain_from(self, name: str | None) -> None:
+        """Run a step, then go on with one child it released in this same task, so a
+        chain of steps costs no new task and no loop turn per step."""
+        while name is not None:
+            name = await self._step(name)
 
     async def _stop_all(self, reason: str) -> None:
         running = [t for t in self._tasks.values() if not t.done()]
@@ -123,7 +137,8 @@ class Scheduler:
                 self._settle(name, "cancelled", error=reason)
 
     # -- one step -------------------------------------------------------------------
-    async def _step(self, name: str) -> None:
+    async def _step(self, name: str) -> str | None:
+        """Run one step; returns the child to continue with, if any."""
         step = self.run.steps[name]
         try:
             async with self._semaphore:  # type: ignore[union-attr]
@@ -139,7 +154,8 @@ class Scheduler:
             self._fail(step, StepFailed(f"{type(exc).__name__}: {exc}", step=name))
         else:
             self._finished[name] = outcome
-            self._release(name)
+            return self._release(name)
+        return None
 
     async def _cached_or_run(self, step: Step) -> _Outcome:
         cache = self.options.cache
@@ -160,9 +176,15 @@ class Scheduler:
         lines: list[dict[str, Any]] = []
         outcome = await self._attempts(step, lines)
         out_dir = self._out_dir(step.name)
-        entry = cache.save(step, key, out_dir=out_dir, result=outcome.result, logs=lines,
-                           exit_code=outcome.exit_code or 0,
-                           duration_s=time.monotonic() - started)
+        entry = cache.save(
+            step,
+            key,
+            out_dir=out_dir,
+            result=outcome.result,
+            logs=lines,
+            exit_code=outcome.exit_code or 0,
+            duration_s=time.monotonic() - started,
+        )
         if entry is None:  # not storable (an unpicklable result): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
         self.run._outputs[step.name] = entry.out_dir
@@ -172,20 +194,32 @@ class Scheduler:
     def _restore(self, step: Step, entry: Any) -> _Outcome:
         name = step.name
         for line in entry.logs():
-            self._emit("log", name, line.get("attempt", 1), stream=line["stream"],
-                       line=line["line"], cached=True)
-        self._emit("state", name, state="cached", executor="cache", image=step.image,
-                   exit_code=entry.meta.get("exit_code", 0))
+            self._emit(
+                "log",
+                name,
+                line.get("attempt", 1),
+                stream=line["stream"],
+                line=line["line"],
+                cached=True,
+            )
+        self._emit(
+            "state",
+            name,
+            state="cached",
+            executor="cache",
+            image=step.image,
+            exit_code=entry.meta.get("exit_code", 0),
+        )
         self._settled.add(name)
         self.run._outputs[name] = entry.out_dir
         self.run._loaders[name] = entry.result
         return _Outcome(entry.out_dir, _Lazy(entry.result), None, entry.output_digest)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
-        out_dir = self._out_dir(step.name)
-        self.run._outputs[step.name] = out_dir
+        done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
+        self.run._outputs[step.name] = done
         self.run._results[step.name] = outcome.result
-        return _Outcome(out_dir, outcome.result, outcome.handle, digest)
+        return done
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
         cache = self.options.cache
@@ -213,19 +247,37 @@ class Scheduler:
             return await self._attempt(step, executor, number, lines)
 
         def on_retry(number: int, error: BaseException, delay: float) -> None:
-            self._emit("state", step.name, number - 1, state="retrying",
-                       error=self.mask(_one_line(error)), delay=round(delay, 3))
-            self._emit("retry", step.name, number - 1, error=self.mask(_one_line(error)),
-                       delay=delay, next_attempt=number)
+            self._emit(
+                "state",
+                step.name,
+                number - 1,
+                state="retrying",
+                error=self.mask(_one_line(error)),
+                delay=round(delay, 3),
+            )
+            self._emit(
+                "retry",
+                step.name,
+                number - 1,
+                error=self.mask(_one_line(error)),
+                delay=delay,
+                next_attempt=number,
+            )
 
-        return await run_with_retries(policy, attempt, on_retry=on_retry,
-                                      sleep=self.options.sleep, breaker=_breaker(executor))
+        return await run_with_retries(
+            policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=_breaker(executor)
+        )
 
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
+        memo = repr(step.retries)  # most steps share one setting: build each policy once
+        if memo not in self._policies:
+            self._policies[memo] = self._build_policy(step.retries)
+        return self._policies[memo]
+
+    def _build_policy(self, value: Any) -> Any:
         from .retries import RetryPolicy
 
-        value = step.retries
         if isinstance(value, RetryPolicy):
             return value
         defaults = dict(self.options.retry_defaults)
@@ -237,11 +289,13 @@ class Scheduler:
             value = defaults or None
         return RetryPolicy.from_value(value)
 
-    async def _attempt(self, step: Step, executor: Executor, number: int,
-                       lines: list[dict[str, Any]] | None) -> Outcome:
+    async def _attempt(
+        self, step: Step, executor: Executor, number: int, lines: list[dict[str, Any]] | None
+    ) -> Outcome:
         task = self._task(step, number, lines)
-        self._emit("state", step.name, number, state="running", executor=executor.name,
-                   image=step.image)
+        self._emit(
+            "state", step.name, number, state="running", executor=executor.name, image=step.image
+        )
         track(executor.name, 1)
         try:
             outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
@@ -253,42 +307,55 @@ class Scheduler:
         finally:
             track(executor.name, -1)
         if outcome.exit_code not in (0, None):
-            raise StepFailed(self._exit_message(step.name, number, outcome.exit_code),
-                             step=step.name, exit_code=outcome.exit_code,
-                             stderr_tail=self._stderr_tail(step.name, number))
+            raise StepFailed(
+                self._exit_message(step.name, number, outcome.exit_code),
+                step=step.name,
+                exit_code=outcome.exit_code,
+                stderr_tail=self._stderr_tail(step.name, number),
+            )
         return outcome
 
     def _task(self, step: Step, number: int, lines: list[dict[str, Any]] | None) -> Task:
-        run_dir = self.run.workspace / step.name
-        out_dir, in_dir, params_file = run_dir / "out", run_dir / "in", run_dir / "params.json"
-        if out_dir.exists():  # an earlier attempt's leftovers
-            shutil.rmtree(out_dir)
+        task = Task(
+            step=step,
+            attempt=number,
+            step_dir=f"{self.run.workspace}/{step.name}",
+            inputs=self._inputs(step),
+            secrets=self.secrets.get(step.name, {}),
+            base_dir=self.options.base_dir,
+            run_id=self.run.id,
+            log=self._log_sink(step.name, number, lines),
+        )
+        if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
+            shutil.rmtree(task.out_dir)
         if step.func is None:
-            write_params(step, params_file)
-        env = contract_env(step, out_dir=out_dir, in_dir=in_dir, params_file=params_file,
-                           run_id=self.run.id, attempt=number)
-        return Task(step=step, attempt=number, out_dir=out_dir, in_dir=in_dir,
-                    params_file=params_file, inputs=self._inputs(step), env=env,
-                    secrets=self.secrets.get(step.name, {}), base_dir=self.options.base_dir,
-                    log=self._log_sink(step.name, number, lines))
+            write_params(step, task.params_file)
+        return task
 
     def _inputs(self, step: Step) -> dict[str, Input]:
         inputs = {}
         for need in step.needs:
             done = self._finished.get(need)
             if done is not None:
-                inputs[need] = Input(need, done.path, _value(done.result), done.handle)
+                inputs[need] = Input(need, done._path, _value(done.result), done.handle)
         return inputs
 
-    def _log_sink(self, name: str, number: int, lines: list[dict[str, Any]] | None
-                  ) -> Callable[[str, str], None]:
+    def _log_sink(
+        self, name: str, number: int, lines: list[dict[str, Any]] | None
+    ) -> Callable[[str, str], None]:
         emit, mask = self._emit, self.mask
 
         def log(stream: str, line: str) -> None:
             event = emit("log", name, number, stream=stream, line=mask(line) if mask else line)
             if lines is not None:
-                lines.append({"time": event.time, "attempt": number, "stream": stream,
-                              "line": event.data["line"]})
+                lines.append(
+                    {
+                        "time": event.time,
+                        "attempt": number,
+                        "stream": stream,
+                        "line": event.data["line"],
+                    }
+                )
 
         return log
 
@@ -297,7 +364,10 @@ class Scheduler:
         return self.options.executor_for(step)
 
     def _out_dir(self, name: str) -> Path:
-        return self.run.workspace / name / "out"
+        return Path(self._out_text(name))
+
+    def _out_text(self, name: str) -> str:
+        return f"{self.run.workspace}/{name}/out"
 
     # -- endings --------------------------------------------------------------------
     def _exit_message(self, name: str, attempt: int, code: int) -> str:
@@ -319,8 +389,13 @@ class Scheduler:
     def _fail(self, step: Step, exc: StepError) -> None:
         exit_code = getattr(exc, "exit_code", None)
         state = "cancelled" if isinstance(exc, StepCancelled) else "failed"
-        self._settle(step.name, state, error=self.mask(_one_line(exc)), exit_code=exit_code,
-                     error_type=type(exc).__name__)
+        self._settle(
+            step.name,
+            state,
+            error=self.mask(_one_line(exc)),
+            exit_code=exit_code,
+            error_type=type(exc).__name__,
+        )
         for name in self._skippable(step.name):
             self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}")
         if self.options.fail_fast and not self._failed_fast and state == "failed":
@@ -340,14 +415,24 @@ class Scheduler:
                 stack.extend(self._dependents[child])
         return seen
 
-    def _release(self, name: str) -> None:
+    def _release(self, name: str) -> str | None:
+        """Mark ``name`` done and start the children it made ready; the first of them
+        is returned for the calling task to run next."""
         if name not in self._settled:
             self._settle(name, "succeeded", exit_code=0)
+        ready = []
         for child in self._dependents[name]:
             self._waiting[child] -= 1
             if self._waiting[child] == 0 and child not in self._settled and not self._failed_fast:
-                self._start(child)
+                ready.append(child)
+        for child in ready[1:]:
+            self._start(child)
         self._check_done()
+        if not ready:
+            return None
+        self._emit("state", ready[0], state="queued")
+        self._tasks[ready[0]] = asyncio.current_task()  # type: ignore[assignment]
+        return ready[0]
 
     def _settle(self, name: str, state: str, **data: Any) -> None:
         if name in self._settled:

@@ -8,6 +8,7 @@ notebook cell that runs again builds a new Step and the graph replaces the old o
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 import json
 import keyword
@@ -21,7 +22,7 @@ from .errors import InvalidStepError
 
 __all__ = ["CachePolicy", "Step", "parse_duration"]
 
-CachePolicy = Union[bool, str]  # True, False or "session"
+CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
@@ -205,9 +206,9 @@ class Step:
         )
 
     def _check_policies(self, name: str) -> None:
-        if self.cache not in _CACHE_POLICIES or (isinstance(self.cache, int) and not isinstance(
-            self.cache, bool
-        )):
+        if self.cache not in _CACHE_POLICIES or (
+            isinstance(self.cache, int) and not isinstance(self.cache, bool)
+        ):
             raise InvalidStepError(
                 f"step {name!r}: cache={self.cache!r} must be True, False or 'session'"
             )
@@ -232,7 +233,7 @@ class Step:
     @property
     def is_async(self) -> bool:
         """True for a coroutine function step."""
-        return self.func is not None and inspect.iscoroutinefunction(self.func)
+        return _is_coroutine_function(self.func)
 
     def replace(self, **changes: Any) -> Step:
         """A copy with some fields changed (validated again)."""
@@ -254,6 +255,11 @@ class Step:
                 continue
             data[field.name] = _plain(value)
         return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_coroutine_function(func: Callable[..., Any] | None) -> bool:
+    return func is not None and inspect.iscoroutinefunction(func)
 
 
 def _default(field: dataclasses.Field[Any]) -> Any:

@@ -7,6 +7,7 @@ cached (early cutoff).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import pickle
 import threading
@@ -23,10 +24,11 @@ from .fingerprint import directory_digest, text_digest, value_digest
 from .results import save_result
 from .step import Step
 
-__all__ = ["StepCache", "store_at"]
+__all__ = ["StepCache", "store_at", "wait_for_flushes"]
 
 _lock = threading.Lock()
 _stores: dict[Path, Store] = {}
+_flushing: list[threading.Thread] = []
 
 
 def store_at(location: Path, ttl: float | None = None) -> Store:
@@ -43,8 +45,14 @@ def store_at(location: Path, ttl: float | None = None) -> Store:
 class StepCache:
     """Cache decisions for one run: the store, refresh, the version salt."""
 
-    def __init__(self, location: Path, *, refresh: bool | Any = False, version: str = "",
-                 ttl: float | None = None) -> None:
+    def __init__(
+        self,
+        location: Path,
+        *,
+        refresh: bool | Any = False,
+        version: str = "",
+        ttl: float | None = None,
+    ) -> None:
         self.store = store_at(location, ttl)
         self.session: SessionStore = _cache.session_store()
         self.version = version
@@ -60,8 +68,9 @@ class StepCache:
 
     def key(self, step: Step, upstream_digests: Mapping[str, str], base_dir: Path) -> StepKey:
         """The step's key from its spec, inputs and upstream output digests."""
-        return step_key(step, upstream_digests=upstream_digests, base_dir=base_dir,
-                        cache_version=self.version)
+        return step_key(
+            step, upstream_digests=upstream_digests, base_dir=base_dir, cache_version=self.version
+        )
 
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
         """The entry to reuse, or None (always None for steps being refreshed)."""
@@ -78,14 +87,30 @@ class StepCache:
         async with self.store.alock(step.name, key):
             yield
 
-    def save(self, step: Step, key: StepKey, *, out_dir: Path, result: Any,
-             logs: list[dict[str, Any]], exit_code: int, duration_s: float) -> Entry | None:
+    def save(
+        self,
+        step: Step,
+        key: StepKey,
+        *,
+        out_dir: Path,
+        result: Any,
+        logs: list[dict[str, Any]],
+        exit_code: int,
+        duration_s: float,
+    ) -> Entry | None:
         """Store the outputs (and the Python result); None if the result cannot be stored."""
         out_dir.mkdir(parents=True, exist_ok=True)
         if result is not NO_RESULT and not _saved(step, out_dir, result):
             return None
-        return self._store(step).save(step.name, key, out_dir=out_dir, logs=logs,
-                                      exit_code=exit_code, duration_s=duration_s, ttl=step.ttl)
+        return self._store(step).save(
+            step.name,
+            key,
+            out_dir=out_dir,
+            logs=logs,
+            exit_code=exit_code,
+            duration_s=duration_s,
+            ttl=step.ttl,
+        )
 
     @staticmethod
     def digest_of(out_dir: Path, result: Any) -> str:
@@ -95,8 +120,21 @@ class StepCache:
         return text_digest(files + value)
 
     def close(self) -> None:
-        """Write the hit counts kept in memory."""
-        self.store.flush()
+        """Write the hit counts kept in memory, off the run's path: a file per entry
+        would cost a fully cached re-run more than all its lookups (the store also
+        flushes at exit)."""
+        thread = threading.Thread(target=self.store.flush, name="dagnb-cache-flush")
+        with _lock:
+            _flushing.append(thread)
+        thread.start()
+
+
+def wait_for_flushes() -> None:
+    """Wait until hit counts of finished runs are written (before removing a cache)."""
+    with _lock:
+        threads, _flushing[:] = list(_flushing), []
+    for thread in threads:
+        thread.join()
 
 
 def _result_digest(result: Any) -> str:
@@ -117,3 +155,6 @@ def _saved(step: Step, out_dir: Path, result: Any) -> bool:
             stacklevel=2,
         )
         return False
+
+
+atexit.register(wait_for_flushes)

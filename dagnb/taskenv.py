@@ -26,8 +26,9 @@ def _param_text(value: Any) -> str:
     return json.dumps(value, sort_keys=True)
 
 
-def contract_env(step: Step, *, out_dir: Path, in_dir: Path, params_file: Path,
-                 run_id: str, attempt: int) -> dict[str, str]:
+def contract_env(
+    step: Step, *, out_dir: Path, in_dir: Path, params_file: Path, run_id: str, attempt: int
+) -> dict[str, str]:
     """The step's own env plus the contract's variables (no secrets)."""
     env = dict(step.env)
     env.update(
@@ -49,8 +50,9 @@ def write_params(step: Step, path: Path) -> None:
     path.write_text(json.dumps(dict(step.params), sort_keys=True, indent=1), encoding="utf-8")
 
 
-def resolve_secrets(steps: Iterable[Step], environ: Mapping[str, str] | None = None
-                    ) -> dict[str, dict[str, str]]:
+def resolve_secrets(
+    steps: Iterable[Step], environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, str]]:
     """Step name -> {secret name: value}, read from the environment now.
 
     A missing variable is a SecretError naming the step and the variable, never a value.

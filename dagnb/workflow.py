@@ -84,9 +84,13 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph
     _check_keys(data, WORKFLOW_KEYS, f"{source}: unknown workflow key")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
-        raise WorkflowError(f"{source}: defaults must be a mapping of step fields, got {defaults!r}")
+        raise WorkflowError(
+            f"{source}: defaults must be a mapping of step fields, got {defaults!r}"
+        )
     _check_keys(defaults, STEP_FIELDS, f"{source}: defaults: unknown key")
-    graph = Graph(str(data.get("name") or "workflow"), description=str(data.get("description") or ""))
+    graph = Graph(
+        str(data.get("name") or "workflow"), description=str(data.get("description") or "")
+    )
     for name, fields in _step_items(data.get("steps"), source):
         _check_keys(fields, STEP_FIELDS, f"{source}: step {name!r}: unknown key")
         merged = {**defaults, **fields}
@@ -98,13 +102,18 @@ def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
     if isinstance(steps, Mapping):
         items = list(steps.items())
     elif isinstance(steps, list):
-        items = [(_listed_name(s, source), {k: v for k, v in s.items() if k != "name"})
-                 for s in steps]
+        items = [
+            (_listed_name(s, source), {k: v for k, v in s.items() if k != "name"}) for s in steps
+        ]
     else:
-        raise WorkflowError(f"{source}: 'steps' must be a mapping of step name -> fields, got {steps!r}")
+        raise WorkflowError(
+            f"{source}: 'steps' must be a mapping of step name -> fields, got {steps!r}"
+        )
     for name, fields in items:
         if not isinstance(fields, Mapping):
-            raise WorkflowError(f"{source}: step {name!r} must be a mapping of fields, got {fields!r}")
+            raise WorkflowError(
+                f"{source}: step {name!r} must be a mapping of fields, got {fields!r}"
+            )
     return items
 
 

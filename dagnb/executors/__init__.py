@@ -64,9 +64,7 @@ def _create(name: str) -> Executor:
         if not availability.available:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {availability.reason}")
         return executor
-    raise ExecutorUnavailable(
-        f"unknown executor {name!r}; use 'auto', 'local' or 'dagger'"
-    )
+    raise ExecutorUnavailable(f"unknown executor {name!r}; use 'auto', 'local' or 'dagger'")
 
 
 def _pick_auto() -> str:
@@ -112,16 +110,18 @@ def status() -> pd.DataFrame:
         executor = _peek(name)
         availability = executor.availability() if executor else Availability(False, "")
         snapshot = breaker_for(name).snapshot()
-        rows.append({
-            "name": name,
-            "available": availability.available,
-            "reason": availability.reason,
-            "capabilities": ", ".join(sorted(executor.capabilities)) if executor else "",
-            "running": _running.get(name, 0),
-            "capacity": settings().max_concurrent_executions,
-            "breaker": snapshot["state"],
-            "retry_in": snapshot["retry_in"],
-        })
+        rows.append(
+            {
+                "name": name,
+                "available": availability.available,
+                "reason": availability.reason,
+                "capabilities": ", ".join(sorted(executor.capabilities)) if executor else "",
+                "running": _running.get(name, 0),
+                "capacity": settings().max_concurrent_executions,
+                "breaker": snapshot["state"],
+                "retry_in": snapshot["retry_in"],
+            }
+        )
     return pd.DataFrame(rows)
 
 

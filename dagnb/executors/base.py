@@ -15,6 +15,7 @@ machinery that may pass (a dropped engine connection) raises
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -49,30 +50,109 @@ NO_RESULT: Any = _NoResult()
 LogSink = Callable[[str, str], None]  # (stream, line) -> None
 
 
-@dataclasses.dataclass(frozen=True)
 class Input:
     """One upstream step's outputs as a downstream step receives them."""
 
-    name: str
-    path: Path  # host directory holding the upstream outputs
-    result: Any = NO_RESULT  # the upstream Python result, when it has one
-    handle: Any = None  # the executor's own handle (a dagger Directory), when it has one
+    __slots__ = ("_path", "handle", "name", "result")
+
+    def __init__(
+        self, name: str, path: Path | str, result: Any = NO_RESULT, handle: Any = None
+    ) -> None:
+        self.name = name
+        self._path = path  # text until asked for: most Python steps never look
+        self.result = result  # the upstream Python result, when it has one
+        self.handle = handle  # the executor's own handle (a dagger Directory), if any
+
+    @property
+    def path(self) -> Path:
+        """The host folder holding the upstream step's outputs."""
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"Input({self.name!r}, {str(self._path)!r})"
 
 
-@dataclasses.dataclass
 class Task:
-    """Everything one attempt of a step needs; built by the runner."""
+    """Everything one attempt of a step needs; built by the runner.
 
-    step: Step
-    attempt: int
-    out_dir: Path  # fresh, empty, for the step's outputs ($DAGNB_OUT)
-    in_dir: Path  # holds one entry per upstream step ($DAGNB_IN)
-    params_file: Path  # the step's params as JSON ($DAGNB_PARAMS)
-    inputs: Mapping[str, Input]
-    env: Mapping[str, str]  # step env plus the contract's DAGNB_* variables
-    secrets: Mapping[str, str]  # secret name -> value, never logged or stored
-    base_dir: Path  # relative host paths (mounts, workdir) resolve here
-    log: LogSink  # stream is "stdout" or "stderr"; masking is done by the runner
+    The contract's paths and environment are made on first use: an in-process Python
+    step reads none of them, and building them for every step would cost more than a
+    no-op step itself.
+    """
+
+    __slots__ = (
+        "__dict__",
+        "attempt",
+        "base_dir",
+        "inputs",
+        "log",
+        "run_id",
+        "secrets",
+        "step",
+        "step_dir",
+    )
+
+    def __init__(
+        self,
+        *,
+        step: Step,
+        attempt: int,
+        inputs: Mapping[str, Input],
+        secrets: Mapping[str, str],
+        base_dir: Path,
+        log: LogSink,
+        step_dir: Path | str | None = None,
+        run_id: str = "",
+        out_dir: Path | None = None,
+        in_dir: Path | None = None,
+        params_file: Path | None = None,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
+        self.step, self.attempt, self.inputs = step, attempt, inputs
+        self.secrets, self.base_dir, self.log, self.run_id = secrets, base_dir, log, run_id
+        if step_dir is None and out_dir is None:
+            raise TypeError("Task needs step_dir= or out_dir=")
+        # kept as given (often text): a Path is made only if a path is asked for
+        self.step_dir = step_dir if step_dir is not None else Path(out_dir).parent  # type: ignore[arg-type]
+        for name, value in (
+            ("out_dir", out_dir),
+            ("in_dir", in_dir),
+            ("params_file", params_file),
+            ("env", env),
+        ):
+            if value is not None:
+                self.__dict__[name] = value
+
+    @functools.cached_property
+    def out_dir(self) -> Path:
+        """Fresh, empty folder for the step's outputs ($DAGNB_OUT); made by the executor."""
+        return Path(f"{self.step_dir}/out")
+
+    @functools.cached_property
+    def in_dir(self) -> Path:
+        """Holds one entry per upstream step ($DAGNB_IN)."""
+        return Path(f"{self.step_dir}/in")
+
+    @functools.cached_property
+    def params_file(self) -> Path:
+        """The step's params as JSON ($DAGNB_PARAMS)."""
+        return Path(f"{self.step_dir}/params.json")
+
+    @functools.cached_property
+    def env(self) -> Mapping[str, str]:
+        """The step's env plus the contract's DAGNB_* variables (no secrets)."""
+        from ..taskenv import contract_env
+
+        return contract_env(
+            self.step,
+            out_dir=self.out_dir,
+            in_dir=self.in_dir,
+            params_file=self.params_file,
+            run_id=self.run_id,
+            attempt=self.attempt,
+        )
 
 
 @dataclasses.dataclass

@@ -10,6 +10,8 @@ GIL gives Python code no parallelism); their prints are captured per step.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import inspect
 import os
 import signal
@@ -55,9 +57,11 @@ class LocalExecutor:
         which the cache would keep)."""
         if task.step.image and not self._noticed_image:
             self._noticed_image = True
-            print(f"dagnb: the local executor ignores images such as {task.step.image!r}; "
-                  "steps run on this machine (use executor='dagger' for containers)",
-                  file=sys.__stderr__)
+            print(
+                f"dagnb: the local executor ignores images such as {task.step.image!r}; "
+                "steps run on this machine (use executor='dagger' for containers)",
+                file=sys.__stderr__,
+            )
 
 
 # -- processes ------------------------------------------------------------------------
@@ -138,21 +142,15 @@ async def _kill_group(process: asyncio.subprocess.Process) -> None:
 
 def _kill_stragglers(pgid: int) -> None:
     """Children that ignored SIGTERM outlive their leader; finish the group."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 # -- Python functions -----------------------------------------------------------------
 async def _call_function(task: Task) -> Outcome:
     step = task.step
     kwargs = function_arguments(step.func, task.inputs, step.params)
-    context = StepContext(
-        step.name, task.attempt, task.in_dir, step.params,
-        {name: item.path for name, item in task.inputs.items()}, task.out_dir,
-    )
-    token = _current.set(context)
+    token = _current.set(StepContext(task))
     try:
         with routed_output(task.log):
             if step.is_async:
@@ -177,13 +175,18 @@ def function_arguments(
     its output folder.
     """
     kwargs: dict[str, Any] = {}
-    for name in inspect.signature(func).parameters:
+    for name in _parameter_names(func):
         if name in inputs:
             item = inputs[name]
             kwargs[name] = item.path if item.result is NO_RESULT else item.result
         elif name in params:
             kwargs[name] = params[name]
     return kwargs
+
+
+@functools.lru_cache(maxsize=4096)
+def _parameter_names(func: Any) -> tuple[str, ...]:
+    return tuple(inspect.signature(func).parameters)
 
 
 def _failure(task: Task, exc: Exception) -> StepFailed:

@@ -1,0 +1,305 @@
+"""Settings: file discovery, precedence, typed env vars, origins and every error."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dagnb
+import dagnb.cache
+from dagnb import (
+    cli_extra,  # noqa: F401  (registers the config subcommand)
+    config,
+)
+from dagnb.cli import main
+
+
+@pytest.fixture(autouse=True)
+def clean(tmp_path, monkeypatch):
+    """Each test starts in an empty folder with no DAGNB_* variables and fresh settings."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("DAGNB_"):
+            monkeypatch.delenv(name)
+    (tmp_path / ".git").mkdir()  # the search stops here
+    monkeypatch.chdir(tmp_path)
+    saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
+    config.reload()
+    yield
+    monkeypatch.undo()
+    config.reload()
+    dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+FULL = """
+executor: local
+container_registry: ghcr.io
+container_credentials:
+  username: me
+  token_env: GHCR_TOKEN
+workflow_directory: flows
+max_concurrent_executions: 3
+timeout_seconds: 10m
+workflow_defaults:
+  max_retries: 2
+  retry_backoff_factor: 1.5
+  retry_jitter: 0
+  enable_retry: false
+  caching_enabled: false
+  cache_directory: cache
+  cache_ttl_seconds: 1h
+  cache_version: v2
+"""
+
+
+def test_defaults_without_a_file():
+    current = config.reload()
+    assert current.executor == "auto"
+    assert current.cache_directory == ".dagnb_cache"
+    assert set(config.origins().values()) == {"default"}
+    assert config.find_config_file() is None
+
+
+def test_every_key_of_dagnb_yaml(tmp_path):
+    path = write(tmp_path / "dagnb.yaml", FULL)
+    current = config.reload()
+    assert current.executor == "local"
+    assert current.max_concurrent_executions == 3
+    assert current.timeout_seconds == 600
+    assert current.max_retries == 2 and current.retry_backoff_factor == 1.5
+    assert current.retry_jitter == 0 and current.enable_retry is False
+    assert current.caching_enabled is False and current.cache_version == "v2"
+    assert current.cache_ttl_seconds == 3600
+    assert current.cache_directory == str(tmp_path / "cache")  # relative to the file
+    assert current.workflow_directory == str(tmp_path / "flows")
+    assert current.retry_defaults() == {"max_retries": 0, "backoff_factor": 1.5, "jitter": 0.0}
+    assert config.origins()["max_retries"] == str(path)
+
+
+def test_registry_auth_for_the_dagger_executor(tmp_path):
+    write(tmp_path / "dagnb.yaml", FULL)
+    assert config.reload().registry_auth() == {
+        "address": "ghcr.io", "username": "me", "token_env": "GHCR_TOKEN"
+    }
+    from dagnb.executors.dagger_translate import RegistryAuth
+
+    assert RegistryAuth.parse(config.settings().registry_auth()).secret_env == "GHCR_TOKEN"
+
+
+def test_registry_auth_defaults_to_docker_hub_and_none_without_credentials():
+    assert config.settings().registry_auth() is None
+    dagnb.configure(container_credentials={"username": "u", "password_env": "PW"})
+    assert config.settings().registry_auth()["address"] == "docker.io"
+
+
+def test_found_in_a_parent_folder_but_not_beyond_git(tmp_path, monkeypatch):
+    write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 5\n")
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "a" / "b")
+    assert config.reload().max_concurrent_executions == 5
+    (tmp_path / "a" / ".git").mkdir()  # a nested repository ends the search first
+    assert config.find_config_file() is None
+
+
+def test_pyproject_tool_table(tmp_path):
+    write(tmp_path / "pyproject.toml",
+          '[project]\nname = "x"\n\n[tool.dagnb]\nmax_concurrent_executions = 6\n'
+          '[tool.dagnb.workflow_defaults]\nmax_retries = 4\n')
+    current = config.reload()
+    assert (current.max_concurrent_executions, current.max_retries) == (6, 4)
+    assert config.origins()["max_retries"].endswith("pyproject.toml [tool.dagnb]")
+
+
+def test_pyproject_without_the_table_is_not_a_config(tmp_path):
+    write(tmp_path / "pyproject.toml", '[project]\nname = "x"\n')
+    assert config.find_config_file() is None
+
+
+def test_two_configs_in_one_folder_is_an_error(tmp_path):
+    write(tmp_path / "dagnb.yaml", "executor: local\n")
+    write(tmp_path / "pyproject.toml", "[tool.dagnb]\nexecutor = 'local'\n")
+    with pytest.raises(dagnb.ConfigError, match="more than one dagnb config"):
+        config.reload()
+
+
+def test_dagnb_config_names_the_file_or_none(tmp_path, monkeypatch):
+    write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 5\n")
+    other = write(tmp_path / "other.yml", "max_concurrent_executions: 9\n")
+    monkeypatch.setenv("DAGNB_CONFIG", str(other))
+    assert config.reload().max_concurrent_executions == 9
+    monkeypatch.setenv("DAGNB_CONFIG", "none")
+    assert config.reload().max_concurrent_executions != 5
+    monkeypatch.setenv("DAGNB_CONFIG", str(tmp_path / "missing.yml"))
+    with pytest.raises(dagnb.ConfigError, match=r"DAGNB_CONFIG names .*missing\.yml"):
+        config.reload()
+
+
+def test_precedence_default_file_env_argument(tmp_path, monkeypatch):
+    path = write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 3\n"
+                 "workflow_defaults: {max_retries: 1, retry_jitter: 0.5}\n")
+    monkeypatch.setenv("DAGNB_MAX_CONCURRENT_EXECUTIONS", "8")
+    monkeypatch.setenv("DAGNB_RETRY_JITTER", "0.25")
+    config.reload()
+    dagnb.configure(retry_jitter=0.0)
+    current = config.settings()
+    assert current.max_concurrent_executions == 8  # env over file
+    assert current.max_retries == 1  # file over default
+    assert current.retry_jitter == 0.0  # argument over env
+    assert config.origins() | {} == {
+        **dict.fromkeys(config.origins(), "default"),
+        "max_concurrent_executions": "DAGNB_MAX_CONCURRENT_EXECUTIONS",
+        "max_retries": str(path),
+        "retry_jitter": "argument",
+    }
+
+
+@pytest.mark.parametrize(("name", "text", "field", "value"), [
+    ("DAGNB_CACHING_ENABLED", "false", "caching_enabled", False),
+    ("DAGNB_ENABLE_RETRY", "YES", "enable_retry", True),
+    ("DAGNB_MAX_RETRIES", "3", "max_retries", 3),
+    ("DAGNB_RETRY_BACKOFF_FACTOR", "2.5", "retry_backoff_factor", 2.5),
+    ("DAGNB_TIMEOUT_SECONDS", "90", "timeout_seconds", 90.0),
+    ("DAGNB_CACHE_TTL_SECONDS", "1d", "cache_ttl_seconds", 86400.0),
+    ("DAGNB_CACHE_TTL_SECONDS", "none", "cache_ttl_seconds", None),
+    ("DAGNB_EXECUTOR", "local", "executor", "local"),
+    ("DAGNB_CACHE_VERSION", "7", "cache_version", "7"),
+    ("DAGNB_CONTAINER_REGISTRY", "ghcr.io", "container_registry", "ghcr.io"),
+])
+def test_env_values_are_typed(monkeypatch, name, text, field, value):
+    monkeypatch.setenv(name, text)
+    assert getattr(config.reload(), field) == value
+    assert config.origins()[field] == name
+
+
+@pytest.mark.parametrize(("name", "text", "expected"), [
+    ("DAGNB_MAX_CONCURRENT_EXECUTIONS", "many", "a whole number >= 1"),
+    ("DAGNB_MAX_CONCURRENT_EXECUTIONS", "0", "a whole number >= 1"),
+    ("DAGNB_CACHING_ENABLED", "maybe", "true or false"),
+    ("DAGNB_RETRY_JITTER", "-1", "a number >= 0"),
+    ("DAGNB_TIMEOUT_SECONDS", "soon", "seconds or a duration"),
+    ("DAGNB_EXECUTOR", "k8s", "'auto', 'local' or 'dagger'"),
+])
+def test_bad_env_values_name_the_variable(monkeypatch, name, text, expected):
+    monkeypatch.setenv(name, text)
+    with pytest.raises(dagnb.ConfigError, match=f"environment variable {name}: .*{text!r}.*"
+                       f"expected {expected}"):
+        config.reload()
+
+
+def test_env_cache_directory_is_made_absolute_and_synced(tmp_path, monkeypatch):
+    monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", "envcache")
+    monkeypatch.setenv("DAGNB_CACHE_TTL_SECONDS", "60")
+    current = config.reload()
+    assert current.cache_directory == str(tmp_path / "envcache")
+    assert dagnb.cache.default_location() == tmp_path / "envcache"
+    assert dagnb.cache._ttl == 60
+
+
+def test_configure_syncs_the_cache_module(tmp_path):
+    dagnb.configure(cache_directory=tmp_path / "c", cache_ttl_seconds="2h")
+    assert dagnb.cache.default_location() == tmp_path / "c"
+    assert dagnb.cache._ttl == 7200
+    assert config.settings().cache_directory == str(tmp_path / "c")
+
+
+def test_configure_changes_the_same_settings_object():
+    held = dagnb.settings()
+    dagnb.configure(max_retries=5)
+    assert held.max_retries == 5 and dagnb.settings() is held
+
+
+def test_reload_forgets_arguments():
+    dagnb.configure(max_retries=5)
+    assert config.reload().max_retries == 0
+
+
+def test_runner_uses_the_configured_cache(tmp_path):
+    dagnb.configure(cache_directory=tmp_path / "shared", executor="local")
+    graph = dagnb.Graph("g")
+    graph.add(dagnb.Step("hello", run="echo hi"))
+    assert graph.run().ok
+    assert list(dagnb.cache.entries()["step"]) == ["hello"]
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("max_concurent_executions: 3\n",
+     "unknown key 'max_concurent_executions'; did you mean 'max_concurrent_executions'"),
+    ("workflow_defaults: {cache_dir: x}\n",
+     "workflow_defaults: unknown key 'cache_dir'; did you mean 'cache_directory'"),
+    ("max_retries: 3\n", "key 'max_retries' belongs under 'workflow_defaults'"),
+    ("max_concurrent_executions: lots\n",
+     "max_concurrent_executions = 'lots' is not valid; expected a whole number >= 1"),
+    ("max_concurrent_executions: true\n", "expected a whole number >= 1"),
+    ("timeout_seconds: -5\n", "timeout_seconds = -5 is not valid"),
+    ("workflow_defaults: {caching_enabled: sometimes}\n", "expected true or false"),
+    ("workflow_defaults: {retry_backoff_factor: [1]}\n", "expected a number >= 0"),
+    ("workflow_defaults: []\n", "workflow_defaults = \\[\\] must be a mapping"),
+    ("workflow_directory: ''\n", "expected a non-empty string"),
+    ("executor: docker\n", "expected 'auto', 'local' or 'dagger'"),
+    ("container_credentials: {username: me, password: hunter2}\n",
+     "container_credentials.password is refused because a plaintext secret"),
+    ("container_credentials: {username: me, token: abc}\n", "give token_env: VARIABLE_NAME"),
+    ("container_credentials: {username: me}\n",
+     "expected a mapping with 'username' and one of 'password_env' or 'token_env'"),
+    ("container_credentials: {username: me, password_env: A, token_env: B}\n",
+     "one of 'password_env' or 'token_env'"),
+    ("container_credentials: {user: me, password_env: A}\n",
+     "unknown key 'user'; did you mean 'username'"),
+    ("- a\n- b\n", "the config must be a mapping"),
+    ("a: [\n", "YAML does not parse"),
+])
+def test_file_errors_name_the_key_and_the_file(tmp_path, text, message):
+    path = write(tmp_path / "dagnb.yaml", text)
+    with pytest.raises(dagnb.ConfigError, match=message) as info:
+        config.reload()
+    assert str(path) in str(info.value)
+    assert "hunter2" not in str(info.value)
+
+
+def test_bad_toml_is_a_config_error(tmp_path):
+    write(tmp_path / "pyproject.toml", "[tool.dagnb\n")
+    with pytest.raises(dagnb.ConfigError, match="is not valid TOML"):
+        config.reload()
+
+
+def test_configure_errors():
+    with pytest.raises(dagnb.ConfigError, match="unknown key 'max_retrys'; did you mean"):
+        dagnb.configure(max_retrys=1)
+    with pytest.raises(dagnb.ConfigError, match="max_retries = -1 is not valid"):
+        dagnb.configure(max_retries=-1)
+    with pytest.raises(dagnb.ConfigError, match="plaintext secret"):
+        dagnb.configure(container_credentials={"username": "u", "password": "p"})
+
+
+def test_settings_load_lazily(tmp_path, monkeypatch):
+    monkeypatch.setattr(config, "_settings", None)
+    write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 2\n")
+    assert config._settings is None
+    assert dagnb.settings().max_concurrent_executions == 2
+
+
+def test_cli_config_show_and_path(tmp_path, monkeypatch, capsys):
+    path = write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 2\n")
+    monkeypatch.setenv("DAGNB_MAX_RETRIES", "1")
+    config.reload()
+    assert main(["config", "show"]) == 0
+    out = capsys.readouterr().out
+    lines = {line.split()[0]: line for line in out.splitlines()[1:]}
+    assert lines["max_concurrent_executions"].endswith(str(path))
+    assert lines["max_retries"].endswith("DAGNB_MAX_RETRIES")
+    assert lines["executor"].split()[1:] == ["'auto'", "default"]
+    assert main(["config", "path"]) == 0
+    assert capsys.readouterr().out.strip() == str(path)
+
+
+def test_cli_bad_config_exits_2(tmp_path, capsys):
+    write(tmp_path / "dagnb.yaml", "bogus: 1\n")
+    assert main(["config", "show"]) == 2
+    assert "unknown key 'bogus'" in capsys.readouterr().err

@@ -1,0 +1,211 @@
+"""The example workflow on the Dagger executor, end to end, against the stub engine.
+
+The stub (tests/dagger_stub) answers the real dagger-io client and runs each exec on this
+machine, so a Dagger run and a local run of the same workflow must agree: states, exit
+codes, attempts, log lines and output files. Runs go through ``graph.run`` and the
+``dagnb`` CLI in a subprocess.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+import dagnb
+from dagnb import Step
+from dagnb.breaker import reset_breakers
+from dagnb.executors import reset_executors
+from dagger_stub.queries import exec_calls_of, uploads
+from dagger_stub.server import StubServer
+
+# The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
+pytest_plugins = ["dagger_stub.fixtures"]
+
+WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "example_workflow.yml"
+STEPS = ["generate", "total", "largest", "histogram", "report"]
+STATUS = ["step", "state", "exit_code", "attempts"]
+ENGINE_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN")
+
+# A bug this module found, with the fix proposed in the report; strict, so that the marker
+# has to go when the fix lands.
+needs_lazy_executor_fix = pytest.mark.xfail(
+    strict=True, reason="runner._executor_chooser creates the 'dagger' executor before the "
+    "run, which raises ExecutorUnavailable without an engine even when every step is cached")
+
+
+@pytest.fixture(autouse=True)
+def fresh(monkeypatch, tmp_path) -> Iterator[None]:
+    monkeypatch.chdir(tmp_path)
+    reset_breakers()
+    reset_executors()
+    yield
+    reset_breakers()
+    reset_executors()
+
+
+def log_rows(run: dagnb.Run) -> list[list[Any]]:
+    """(step, attempt, stream, line) sorted by step, in order within a step."""
+    frame = run.logs()[["step", "attempt", "stream", "line"]]
+    return frame.sort_values("step", kind="stable").values.tolist()
+
+
+def report(run: dagnb.Run) -> str:
+    return (run.outputs("report") / "report.md").read_text()
+
+
+def without_engine(environ: dict[str, str]) -> dict[str, str]:
+    """The environment with no Dagger session, CLI variable or dagger CLI on PATH."""
+    env = {k: v for k, v in environ.items() if k not in ENGINE_VARIABLES}
+    path = env.get("PATH", os.defpath).split(os.pathsep)
+    env["PATH"] = os.pathsep.join(p for p in path if not shutil.which("dagger", path=p))
+    return env
+
+
+# -- in process: graph.run ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def example_runs(dagger_stub: StubServer, tmp_path_factory) -> SimpleNamespace:
+    """The example workflow run once locally and once on the stub, without the cache."""
+    root = tmp_path_factory.mktemp("example")
+    graph = dagnb.load(WORKFLOW)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN", raising=False)
+        for key, value in dagger_stub.env().items():
+            patch.setenv(key, value)
+        reset_executors()
+        local = graph.run(executor="local", cache=False, cache_directory=root / "local")
+        dagger_stub.reset()
+        remote = graph.run(executor="dagger", cache=False, cache_directory=root / "dagger")
+        texts = dagger_stub.texts()
+        reset_executors()
+    return SimpleNamespace(local=local, dagger=remote, texts=texts)
+
+
+def test_dagger_run_matches_the_local_run(example_runs):
+    local, remote = example_runs.local, example_runs.dagger
+    assert remote.ok, remote.status()
+    assert remote.status()[STATUS].equals(local.status()[STATUS])
+    assert remote.status()["step"].tolist() == STEPS
+    assert set(remote.status()["executor"]) == {"dagger"}
+    assert log_rows(remote) == log_rows(local)
+    assert "wrote 1000 numbers" in remote.logs("generate")["line"].tolist()
+    assert report(remote) == report(local)
+    assert report(remote).startswith("# Report\ntotal:")
+
+
+def test_upstream_outputs_pass_container_to_container(example_runs, dagger_stub):
+    chain = exec_calls_of(example_runs.texts, "report")
+    mounts = {args["path"]: args["source"] for name, args in chain
+              if name == "withMountedDirectory"}
+    assert sorted(mounts) == ["/dagnb/in/histogram", "/dagnb/in/largest", "/dagnb/in/total"]
+    for upstream, source in mounts.items():
+        kind, state = dagger_stub.engine.describe(source)
+        assert kind == "Directory" and state["path"] == "/dagnb/out", (upstream, state)
+        maker = dict(exec_calls_of(example_runs.texts, upstream.rsplit("/", 1)[1]))
+        assert dagger_stub.engine.describe(state["ctr"])[1]["exec"]["args"] == maker[
+            "withExec"]["args"]  # the upstream step's own container
+    assert uploads(example_runs.texts) == []  # nothing went through the host
+    workspace = str(example_runs.dagger.workspace)
+    assert not [text for text in example_runs.texts if workspace in text and "export" not in text]
+
+
+def test_dropped_connection_is_retried(stub):
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    # The SDK tries a query twice (dagnb.engine._config); both drops fail attempt 1.
+    stub.fail("drop", match="withExec", times=2)
+    graph = dagnb.Graph("drop", [Step("hello", run="echo hello")])
+    run = graph.run(executor="dagger", cache=False, sleep=no_wait)
+
+    status = run.status().iloc[0]
+    assert (status["state"], status["attempts"]) == ("succeeded", 2)
+    retrying = [e for e in run.events if e.kind == "state" and e.data["state"] == "retrying"]
+    assert len(retrying) == 1 and retrying[0].attempt == 1
+    assert "lost the Dagger engine" in retrying[0].data["error"]
+    assert run.logs("hello")[["attempt", "line"]].values.tolist() == [[2, "hello"]]
+
+
+def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
+    barrier = tmp_path / "barrier"
+    barrier.mkdir()
+    # Each step waits (at most 10 s) until all eight have started: only steps that run at
+    # the same time can pass, so the stub must see eight execs at once.
+    wait = ('touch "$BARRIER/$DAGNB_STEP"; i=0; '
+            'while [ "$(ls "$BARRIER" | wc -l)" -lt 8 ] && [ $i -lt 200 ]; '
+            'do sleep 0.05; i=$((i+1)); done; ls "$BARRIER" | wc -l')
+    steps = [Step(f"s{n}", run=wait, env={"BARRIER": str(barrier)}) for n in range(8)]
+    run = dagnb.Graph("fan", steps).run(executor="dagger", cache=False, max_concurrency=8)
+
+    assert run.ok, run.status()
+    assert stub.engine.max_active_execs == 8
+    assert set(run.logs()["line"].str.strip()) == {"8"}
+
+
+# -- the CLI -----------------------------------------------------------------------------
+
+
+def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dagnb.cli", "run", str(WORKFLOW), *args],
+                          env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+
+
+def table(output: str) -> list[list[str]]:
+    """The printed status table's step, state, cached, attempts and exit_code columns."""
+    lines = output.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["step", "state"])
+    return [line.split()[:5] for line in lines[start + 1:start + 1 + len(STEPS)]]
+
+
+@pytest.fixture(scope="module")
+def cli_runs(tmp_path_factory) -> SimpleNamespace:
+    """``dagnb run`` locally and on a stub of its own, which is stopped afterwards."""
+    root = tmp_path_factory.mktemp("cli")
+    server = StubServer().start()
+    try:
+        env = {**without_engine(dict(os.environ)), **server.env()}
+        local = cli("--executor", "local", "--cache-dir", str(root / "local"), env=env, cwd=root)
+        remote = cli("--executor", "dagger", "--cache-dir", str(root / "dagger"), env=env,
+                     cwd=root)
+        execs = len(server.engine.exec_log)
+    finally:
+        server.stop()
+    return SimpleNamespace(root=root, local=local, dagger=remote, execs=execs)
+
+
+def test_cli_runs_the_example_workflow_on_dagger(cli_runs, example_runs):
+    local, remote = cli_runs.local, cli_runs.dagger
+    assert remote.returncode == 0, remote.stdout + remote.stderr
+    assert cli_runs.execs == len(STEPS)
+    assert table(remote.stdout) == table(local.stdout)
+    assert [r[:2] for r in table(remote.stdout)] == [[s, "succeeded"] for s in STEPS]
+    assert "5 succeeded" in remote.stdout
+    # The logs the CLI's Dagger run stored are the lines of a local run.
+    replay = dagnb.load(WORKFLOW).run(executor="local", cache_directory=cli_runs.root / "dagger")
+    assert set(replay.states().values()) == {"cached"}
+    assert log_rows(replay) == log_rows(example_runs.local)
+    assert report(replay) == report(example_runs.local)
+
+
+@needs_lazy_executor_fix
+def test_cached_rerun_needs_no_engine(cli_runs, monkeypatch):
+    env = without_engine(dict(os.environ))  # and the CLI's stub has been stopped
+    again = cli("--executor", "dagger", "--cache-dir", str(cli_runs.root / "dagger"),
+                env=env, cwd=cli_runs.root)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert [r[:3] for r in table(again.stdout)] == [[s, "cached", "True"] for s in STEPS]
+
+    for key in ENGINE_VARIABLES:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("PATH", env["PATH"])
+    run = dagnb.load(WORKFLOW).run(executor="dagger", cache_directory=cli_runs.root / "dagger")
+    assert set(run.states().values()) == {"cached"}

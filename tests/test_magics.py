@@ -1,0 +1,389 @@
+"""The %%dagger and %dagger magics in a real IPython shell (plain-text views)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from IPython.core.error import UsageError
+from IPython.core.interactiveshell import InteractiveShell
+
+import dagnb
+import dagnb.widgets
+from dagnb.dagview import DagView
+from dagnb.display import TextView
+from dagnb.session import get_session, reset_session
+
+
+@pytest.fixture
+def shell(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dagnb.widgets, "ENABLED", False)
+    old = dagnb.settings().executor
+    dagnb.configure(executor="local")
+    reset_session()
+    ip = InteractiveShell.instance()
+    ip.user_ns.pop("_dagger", None)
+    ip.run_line_magic("load_ext", "dagnb.magics")
+    ip.run_line_magic("dagger", "reset")
+    yield ip
+    dagnb.configure(executor=old)
+    reset_session()
+
+
+def cell(ip, line, body=""):
+    return ip.run_cell_magic("dagger", line, body)
+
+
+def line(ip, text):
+    return ip.run_line_magic("dagger", text)
+
+
+def graph():
+    return get_session().graph
+
+
+def last_run():
+    return get_session().last_run
+
+
+# -- %%dagger cells -----------------------------------------------------------------
+def test_shell_cell_prints_output_then_status_row(shell, capsys):
+    cell(shell, "hello", "echo hello world\necho to-stderr >&2\n")
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0] == "hello world"
+    assert "to-stderr" in err
+    assert "hello  succeeded" in out.splitlines()[-1]
+    assert last_run().states() == {"hello": "succeeded"}
+    assert isinstance(shell.user_ns["_dagger"]["hello"], Path)
+
+
+def test_rerun_replaces_step_then_hits_cache(shell, capsys):
+    cell(shell, "greet", "echo one\n")
+    cell(shell, "greet", "echo two\n")
+    assert graph()["greet"].run == "echo two\n"
+    assert last_run().states() == {"greet": "succeeded"}
+    capsys.readouterr()
+    cell(shell, "greet", "echo two\n")
+    out = capsys.readouterr().out
+    assert last_run().states() == {"greet": "cached"}
+    assert "── greet (cached output) ──\ntwo" in out
+    assert "cached  ✓" in out
+
+
+def test_upstream_runs_with_target_and_python_gets_results(shell):
+    cell(shell, "numbers --define-only", 'seq 1 4 > "$DAGNB_OUT/n.txt"\n')
+    assert last_run() is None
+    cell(shell, "total --python --needs numbers --outputs total,count",
+         "values = [int(x) for x in (numbers / 'n.txt').read_text().split()]\n"
+         "total = sum(values)\ncount = len(values)\n")
+    assert last_run().states() == {"numbers": "succeeded", "total": "succeeded"}
+    assert shell.user_ns["total"] == 10 and shell.user_ns["count"] == 4
+    assert shell.user_ns["_dagger"]["total"] == {"total": 10, "count": 4}
+
+
+def test_python_cell_single_output_and_user_namespace(shell):
+    shell.user_ns["FACTOR"] = 3
+    cell(shell, "base --python --outputs x", "x = 7\n")
+    cell(shell, "scaled --python --needs base --outputs y", "y = base * FACTOR\n")
+    assert shell.user_ns["y"] == 21
+    assert shell.user_ns["_dagger"]["scaled"] == 21
+
+
+def test_python_cell_comment_edit_hits_and_code_edit_runs(shell):
+    cell(shell, "calc --python --outputs v", "v = 1 + 1  # first\n")
+    cell(shell, "calc --python --outputs v", "# a new comment\nv = 1 + 1  # second\n")
+    assert last_run().states() == {"calc": "cached"}
+    assert shell.user_ns["v"] == 2
+    cell(shell, "calc --python --outputs v", "v = 1 + 2\n")
+    assert last_run().states() == {"calc": "succeeded"}
+    assert shell.user_ns["v"] == 3
+
+
+def test_python_cell_helper_change_invalidates(shell):
+    shell.run_cell("def helper():\n    return 1\n")
+    cell(shell, "use --python --outputs v", "v = helper()\n")
+    cell(shell, "use --python --outputs v", "v = helper()\n")
+    assert last_run().states() == {"use": "cached"}
+    shell.run_cell("def helper():\n    return 2\n")
+    cell(shell, "use --python --outputs v", "v = helper()\n")
+    assert last_run().states() == {"use": "succeeded"} and shell.user_ns["v"] == 2
+
+
+def test_python_cell_print_is_step_output(shell, capsys):
+    cell(shell, "talk --python", "print('from python')\n")
+    assert "from python" in capsys.readouterr().out
+    assert list(last_run().logs("talk")["line"]) == ["from python"]
+
+
+def test_step_options_build_the_step(shell, tmp_path, monkeypatch):
+    (tmp_path / "data").mkdir()
+    monkeypatch.setenv("TOKEN", "s3cret")
+    cell(shell, "opts --image alpine:3.20 --env A=1 --env B=two --secret TOKEN "
+         "--mount data:/data --param n=3 --param name=bob --param xs=[1,2] --retries 2 "
+         "--timeout 10m --ttl 1h --tags x,y --no-cache --executor local --define-only",
+         "echo $A $B\n")
+    step = graph()["opts"]
+    assert step.image == "alpine:3.20"
+    assert dict(step.env) == {"A": "1", "B": "two"}
+    assert step.secrets == ("TOKEN",)
+    assert dict(step.mounts) == {"data": "/data"}
+    assert dict(step.params) == {"n": 3, "name": "bob", "xs": [1, 2]}
+    assert (step.retries, step.timeout, step.ttl) == (2, 600.0, 3600.0)
+    assert step.tags == ("x", "y") and step.cache is False and step.executor == "local"
+
+
+def test_env_param_and_secret_reach_the_step(shell, capsys, monkeypatch):
+    monkeypatch.setenv("TOKEN", "s3cret")
+    cell(shell, "show --env A=1 --param n=5 --secret TOKEN",
+         'echo "A=$A N=$DAGNB_PARAM_N T=$TOKEN"\n')
+    assert "A=1 N=5 T=***" in capsys.readouterr().out
+
+
+def test_refresh_runs_a_cached_step_again(shell):
+    cell(shell, "r", "echo r\n")
+    cell(shell, "r --refresh", "echo r\n")
+    assert last_run().states() == {"r": "succeeded"}
+    cell(shell, "r", "echo r\n")
+    assert last_run().states() == {"r": "cached"}
+
+
+def test_no_cache_always_runs(shell):
+    cell(shell, "nc --no-cache", "echo x\n")
+    cell(shell, "nc --no-cache", "echo x\n")
+    assert last_run().states() == {"nc": "succeeded"}
+
+
+def test_failed_step_shows_stderr_tail_and_row_not_traceback(shell, capsys):
+    result = shell.run_cell("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
+    out, err = capsys.readouterr()
+    assert result.success  # a failed step is data, not an exception
+    assert "── broken failed; last lines of stderr ──\nbad thing" in out
+    assert out.rstrip().splitlines()[-1].startswith("broken  failed")
+    assert "Traceback" not in out + err
+    assert last_run().failed == ["broken"]
+
+
+def test_python_failure_shows_user_traceback_only(shell, capsys):
+    cell(shell, "oops --python", "x = 1 / 0\n")
+    out, _ = capsys.readouterr()
+    assert "ZeroDivisionError: division by zero" in out
+    assert "dagnb/" not in out
+    assert last_run().states() == {"oops": "failed"}
+
+
+def test_retries_option_sets_the_policy(shell):
+    cell(shell, "flaky --retries 3 --define-only", "echo\n")
+    assert graph()["flaky"].retries == 3
+
+
+def test_timeout_option_stops_the_step(shell):
+    started = time.monotonic()
+    cell(shell, "slow --timeout 0.3s --no-cache", "sleep 20\n")
+    assert time.monotonic() - started < 10
+    assert last_run().states() == {"slow": "failed"}
+    assert "timeout" in last_run().status()["error"][0]
+
+
+# -- usage errors -------------------------------------------------------------------
+@pytest.mark.parametrize(("magic_line", "body", "message"), [
+    ("", "echo", "the following arguments are required: name"),
+    ("x --bogus", "echo", "unrecognized arguments: --bogus"),
+    ("x --env NOEQUALS", "echo", "--env 'NOEQUALS' is not KEY=VALUE"),
+    ("x --mount nocolon", "echo", "--mount 'nocolon' is not HOST:PATH"),
+    ("x --outputs a", "echo", "--outputs names Python variables; add --python"),
+    ("x --python", "x = (\n", "line 1 of the cell is not valid Python"),
+    ("x", "  \n", "the cell is empty"),
+    ("bad name", "echo", "unrecognized arguments: name"),
+    ("9bad", "echo", "step name '9bad' is not valid"),
+    ("x --needs ghost", "echo", "step 'x' needs 'ghost', which is not a step"),
+    ("x --timeout soon", "echo", "timeout 'soon' is not a duration"),
+    ("x --executor mars", "echo", "invalid choice: 'mars'"),
+])
+def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
+    with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        cell(shell, magic_line, body)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("", "%dagger needs a command"),
+    ("fly", "unknown %dagger command 'fly'"),
+    ("status", "no run yet in this session"),
+    ("cache shred", "is not a cache command"),
+    ("save", "takes one path"),
+    ("load missing.yml", "workflow file 'missing.yml' does not exist"),
+    ("config colour=blue", "unknown key 'colour'"),
+    ("config nonsense", "is not KEY=VALUE"),
+    ("run ghost", "no step named 'ghost'"),
+    ("logs --tail x", "argument --tail: invalid int value"),
+])
+def test_bad_line_input_is_a_usage_error(shell, text, message):
+    with pytest.raises(UsageError, match=message):
+        line(shell, text)
+
+
+def test_usage_error_shows_one_line_in_the_shell(shell, capsys):
+    result = shell.run_cell("%dagger run ghost")
+    assert isinstance(result.error_in_exec, UsageError)
+    assert "Traceback" not in capsys.readouterr().err
+
+
+# -- line magics --------------------------------------------------------------------
+def _two_steps(ip):
+    cell(ip, "a --define-only", "echo from-a\n")
+    cell(ip, "b --needs a --define-only", "echo from-b; echo warn >&2\n")
+
+
+def test_run_all_and_names(shell):
+    _two_steps(shell)
+    assert line(shell, "run") is None
+    assert last_run().states() == {"a": "succeeded", "b": "succeeded"}
+    line(shell, "run a --max-concurrency 1")
+    assert last_run().states() == {"a": "cached"}
+    line(shell, "run b --refresh")
+    assert last_run().states() == {"a": "cached", "b": "succeeded"}
+
+
+def test_run_only_failed_and_tags(shell, tmp_path):
+    flag = tmp_path / "ok"
+    cell(shell, "good --tags fast --define-only", "echo good\n")
+    cell(shell, "shaky --define-only --no-cache", f"test -e {flag}\n")
+    line(shell, "run")
+    assert last_run().states() == {"good": "succeeded", "shaky": "failed"}
+    flag.touch()
+    line(shell, "run --only-failed")
+    assert last_run().states() == {"shaky": "succeeded"}
+    line(shell, "run --tags fast")
+    assert last_run().states() == {"good": "cached"}
+
+
+def test_status_and_logs_are_dataframes(shell):
+    _two_steps(shell)
+    line(shell, "run")
+    status = line(shell, "status")
+    assert isinstance(status, pd.DataFrame)
+    assert list(status["step"]) == ["a", "b"]
+    logs = line(shell, "logs b")
+    assert list(logs["line"]) == ["from-b", "warn"]
+    assert list(line(shell, "logs b --stream stderr")["line"]) == ["warn"]
+    assert list(line(shell, "logs b --tail 1")["line"]) == ["warn"]
+
+
+def test_graph_returns_a_view(shell):
+    _two_steps(shell)
+    line(shell, "run a")
+    view = line(shell, "graph")
+    assert isinstance(view, DagView)
+    assert repr(view) == "graph 'notebook' (2 steps)\n  a [succeeded]\n  b  <- a"
+
+
+def test_plan_and_cache_commands(shell):
+    _two_steps(shell)
+    assert list(line(shell, "plan")["cached"]) == [False, False]
+    line(shell, "run")
+    assert list(line(shell, "plan")["cached"]) == [True, True]
+    stats = line(shell, "cache")
+    assert isinstance(stats, pd.DataFrame) and set(stats.index) >= {"a", "b"}
+    entries = line(shell, "cache entries a")
+    assert set(entries["step"]) == {"a"}
+    assert "cached" in line(shell, "cache explain b")
+    assert line(shell, "cache clear a") == "removed 1 cache entries of 'a'"
+    assert line(shell, "cache explain a") == "no entry yet for step 'a'"
+    assert line(shell, "cache clear").startswith("removed 1 cache entries")
+
+
+def test_services_table(shell):
+    assert isinstance(line(shell, "services"), pd.DataFrame)
+
+
+def test_save_load_reset(shell, tmp_path):
+    _two_steps(shell)
+    assert line(shell, "save flow.yml") == "saved 2 steps to flow.yml"
+    assert (tmp_path / "flow.yml").exists()
+    assert line(shell, "reset") == "the notebook's graph is empty again"
+    assert len(graph()) == 0
+    assert line(shell, "load flow.yml") == "loaded 2 steps from flow.yml: a, b"
+    assert graph()["b"].needs == ("a",)
+
+
+def test_save_python_step_is_a_usage_error(shell):
+    cell(shell, "p --python --define-only", "x = 1\n")
+    with pytest.raises(UsageError, match="cannot be written to YAML"):
+        line(shell, "save flow.yml")
+
+
+def test_config_shows_and_changes_settings(shell):
+    old = dagnb.settings().max_concurrent_executions
+    try:
+        table = line(shell, "config max_concurrent_executions=3 cache_version=v2")
+        assert dagnb.settings().max_concurrent_executions == 3
+        row = table.set_index("setting").loc["max_concurrent_executions", "value"]
+        assert row == "3"
+    finally:
+        dagnb.configure(max_concurrent_executions=old, cache_version="")
+
+
+def test_help_is_written_for_users(shell):
+    line_help = shell.find_line_magic("dagger").__doc__
+    cell_help = shell.find_cell_magic("dagger").__doc__
+    assert "%dagger run [NAMES ...]" in line_help and "%dagger cache" in line_help
+    assert "%%dagger [--python] [--outputs VARS]" in cell_help and "--needs A,B" in cell_help
+    assert "Define a step from this cell" in cell_help
+
+
+# -- background, loops, interrupts --------------------------------------------------
+def test_background_returns_at_once_and_publishes(shell):
+    started = time.monotonic()
+    cell(shell, "bg --python --background --outputs v",
+         "import time\ntime.sleep(0.5)\nv = 42\n")
+    assert time.monotonic() - started < 0.4
+    run = last_run()
+    assert not run.done
+    run.wait(10)
+    assert run.states() == {"bg": "succeeded"}
+    assert shell.user_ns["v"] == 42
+
+
+def test_background_line_run(shell):
+    cell(shell, "s --define-only", "sleep 0.3; echo done\n")
+    line(shell, "run --background")
+    assert not last_run().done
+    assert last_run().wait(10).ok
+
+
+def test_magic_inside_a_running_event_loop(shell):
+    async def main():
+        cell(shell, "inloop --python --outputs v", "v = 'ok'\n")
+        return shell.user_ns["v"]
+
+    assert asyncio.run(main()) == "ok"
+
+
+def test_top_level_await_of_arun(shell):
+    result = shell.run_cell(
+        "import dagnb\n"
+        "g = dagnb.Graph('aw')\n"
+        "g.replace(dagnb.Step('one', run='echo one'))\n"
+        "run = await g.arun()\n"
+    )
+    assert result.success, result.error_in_exec
+    assert shell.user_ns["run"].states() == {"one": "succeeded"}
+
+
+def test_interrupt_cancels_the_run(shell, monkeypatch):
+    calls = []
+
+    def interrupt(self):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(TextView, "tick", interrupt)
+    started = time.monotonic()
+    with pytest.raises(UsageError, match="interrupted: the run was cancelled"):
+        cell(shell, "long --no-cache", "sleep 30\n")
+    assert time.monotonic() - started < 10
+    assert last_run().states() == {"long": "cancelled"}

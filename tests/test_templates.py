@@ -1,0 +1,266 @@
+"""Pipeline templates: the catalogue, parameters, substitution, and every shipped
+template running to success on the local executor."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+import dagnb
+import dagnb.cache
+from dagnb import (
+    cli_extra,  # noqa: F401  (registers the templates subcommand)
+    config,
+    templates,
+)
+from dagnb.cli import main
+
+SHIPPED = ["ml-train-evaluate", "pandas-etl", "parameter-sweep", "python-lint-test"]
+
+
+@pytest.fixture(autouse=True)
+def workspace(tmp_path, monkeypatch):
+    """A temp working dir and cache; python3 in steps is this interpreter (with pandas)."""
+    monkeypatch.delenv("DAGNB_TEMPLATE_PATH", raising=False)
+    monkeypatch.setenv("DAGNB_CONFIG", "none")
+    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+    monkeypatch.chdir(tmp_path)
+    saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
+    config.reload()
+    dagnb.configure(cache_directory=tmp_path / "cache", executor="local")
+    yield tmp_path
+    monkeypatch.undo()
+    config.reload()
+    dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
+
+
+def user_template(folder: Path, text: str, name: str = "mine.yml") -> Path:
+    folder.mkdir(exist_ok=True)
+    (folder / name).write_text(text, encoding="utf-8")
+    return folder
+
+
+MINE = """
+id: mine
+name: Mine
+category: custom
+description: A test template.
+parameters:
+  count: {type: int, default: 2}
+  ratio: {type: float, default: 0.5}
+  label: {type: str}
+  loud: {type: bool, default: false}
+  words: {type: list, items: str, default: [a, b]}
+workflow:
+  name: mine-${label}
+  steps:
+    first:
+      params: {count: "${count}", ratio: "${ratio}", loud: "${loud}", label: "${label}"}
+      description: made for ${label}
+      run: echo "$DAGNB_PARAM_LABEL" > "$DAGNB_OUT/label.txt"
+    each:
+      for_each: "${words}"
+      needs: [first]
+      run: echo "$DAGNB_PARAM_ITEM" > "$DAGNB_OUT/word.txt"
+    last:
+      needs: [each]
+      run: cat "$DAGNB_IN"/*/word.txt
+"""
+
+
+def test_list_and_categories():
+    frame = templates.list()
+    assert list(frame.columns) == ["id", "name", "category", "description", "parameters"]
+    assert set(SHIPPED) <= set(frame["id"])
+    assert {"data", "ml", "testing"} <= set(templates.categories())
+    row = frame.set_index("id").loc["parameter-sweep"]
+    assert "alphas: list[float] = [0.0, 0.1, 1.0, 10.0]" in row["parameters"]
+    assert set(templates.table("ml")["id"]) == {"ml-train-evaluate", "parameter-sweep"}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("template_id", SHIPPED)
+def test_every_shipped_template_runs_locally(template_id):
+    graph = templates.instantiate(template_id)
+    run = graph.run()
+    assert run.ok, run.status()[["step", "state", "error"]].to_string()
+    assert graph.run().states() == dict.fromkeys(graph.names, "cached")
+
+
+@pytest.mark.slow
+def test_template_outputs(workspace):
+    etl = templates.instantiate("pandas-etl", rows=50, group_by="product", title="Q3")
+    run = etl.run()
+    report = (run.outputs("report") / "report.md").read_text()
+    assert report.startswith("# Q3\n") and "apples" in report
+    sweep = templates.instantiate("parameter-sweep", alphas=[0.0, 100.0]).run()
+    best = json.loads((sweep.outputs("gather") / "sweep.json").read_text())
+    assert [s["alpha"] for s in best["scores"]] == [0.0, 100.0]
+    assert best["best"]["alpha"] == 0.0
+    ml = templates.instantiate("ml-train-evaluate", samples=120).run()
+    metrics = json.loads((ml.outputs("evaluate") / "metrics.json").read_text())
+    assert metrics["test_rows"] == 30 and metrics["r2"] > 0.9
+
+
+@pytest.mark.slow
+def test_lint_test_template_with_a_bug_fails_the_tests():
+    run = templates.instantiate("python-lint-test", with_bug=True).run()
+    assert run.states() == {"scaffold": "succeeded", "lint": "succeeded",
+                            "test": "failed", "report": "skipped"}
+
+
+def test_typed_substitution_and_for_each(workspace, monkeypatch):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", MINE)))
+    graph = templates.instantiate("mine", label="x", words=["p", "q", "r"])
+    assert graph.name == "mine-x"
+    assert graph.names == ["first", "each_0", "each_1", "each_2", "last"]
+    assert dict(graph["first"].params) == {"count": 2, "ratio": 0.5, "loud": False, "label": "x"}
+    assert graph["first"].description == "made for x"
+    assert dict(graph["each_1"].params) == {"item": "q", "index": 1}
+    assert graph["last"].needs == ("each_0", "each_1", "each_2")
+    run = graph.run()
+    assert run.ok
+    assert run.logs("last")["line"].tolist() == ["p", "q", "r"]
+
+
+def test_values_never_reach_shell_text(workspace, monkeypatch):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", MINE)))
+    nasty = "$(touch pwned); `touch pwned2` ' \" ;"
+    run = templates.instantiate("mine", label=nasty).run()
+    assert (run.outputs("first") / "label.txt").read_text() == nasty + "\n"
+    assert not (workspace / "pwned").exists() and not (workspace / "pwned2").exists()
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({}, "template 'mine' needs parameter 'label' \\(a str\\)"),
+    ({"label": 3}, "parameter 'label' = 3 is not valid; expected a str"),
+    ({"label": "x", "count": "2"}, "'count' = '2' is not valid; expected an int"),
+    ({"label": "x", "count": True}, "expected an int"),
+    ({"label": "x", "ratio": "big"}, "expected a float"),
+    ({"label": "x", "loud": 1}, "expected a bool"),
+    ({"label": "x", "words": "a"}, "expected a list of str"),
+    ({"label": "x", "words": [1]}, "expected a list of str"),
+    ({"label": "x", "words": []}, "step 'each' has for_each \\[\\]; give a non-empty list"),
+    ({"label": "x", "cont": 1}, "has no parameter 'cont'; did you mean 'count'"),
+])
+def test_parameter_errors(workspace, monkeypatch, params, message):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", MINE)))
+    with pytest.raises(dagnb.ConfigError, match=message):
+        templates.instantiate("mine", **params)
+
+
+def test_ints_pass_as_floats(workspace, monkeypatch):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", MINE)))
+    graph = templates.instantiate("mine", label="x", ratio=2)
+    assert graph["first"].params["ratio"] == 2.0
+
+
+@pytest.mark.parametrize(("kind", "text", "value"), [
+    ("int", "12", 12), ("float", "0.5", 0.5), ("bool", "true", True), ("bool", "off", False),
+    ("str", "a b", "a b"), ("list", "1,2", ["1", "2"]),
+])
+def test_parse_from_text(kind, text, value):
+    assert templates.Parameter("p", kind).parse(text) == value
+    numbers = templates.Parameter("p", "list", items="float")
+    assert numbers.parse("[1, 2.5]") == [1.0, 2.5] and numbers.parse("1, 2") == [1.0, 2.0]
+    with pytest.raises(dagnb.ConfigError, match="expected a list of float"):
+        numbers.parse("a,b")
+
+
+def test_unknown_template_suggests():
+    with pytest.raises(dagnb.ConfigError, match="no pipeline template 'pandas-elt'; did you mean"):
+        templates.get("pandas-elt")
+
+
+def test_user_templates_override_built_in(workspace, monkeypatch):
+    text = MINE.replace("id: mine", "id: pandas-etl")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.get("pandas-etl").category == "custom"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("id: x\nname: X\nworkflow: {steps: {a: {run: 'echo ${p}'}}}\nparameters: {p: {default: '1'}}",
+     "run text uses \\$\\{p\\}, which would put a parameter into shell code"),
+    ("id: x\nname: X\nworkflow: {steps: {a: {run: echo, image: '${nope}'}}}",
+     "\\$\\{nope\\} names no parameter"),
+    ("id: x\nname: X\nworkflow: {steps: {}}\nparameters: {p: {type: dict}}",
+     "type 'dict' .* is not one of"),
+    ("id: x\nname: X\nworkflow: {steps: {}}\nparameters: {p: {type: int, default: a}}",
+     "default: template parameter 'p' = 'a' is not valid; expected an int"),
+    ("id: x\nname: X\nworkflow: {steps: {}}\nparameters: {p: {type: int, required: false}}",
+     "is optional but has no default"),
+    ("id: x\nname: X\nworkflow: {steps: {}}\nparameters: {p: {typ: int}}",
+     "unknown key 'typ'; did you mean 'type'"),
+    ("id: x\nname: X\nworkflow: {steps: {}}\ncategroy: y", "unknown key 'categroy'"),
+    ("id: x\nworkflow: {steps: {}}", "has no 'name'"),
+    ("[1]", "must be a mapping"),
+    ("id: [", "is not valid YAML"),
+])
+def test_bad_template_files(workspace, monkeypatch, text, message):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.WorkflowError, match=message):
+        templates.table()
+
+
+def test_shell_variables_stay_in_run_text(workspace, monkeypatch):
+    text = ("id: x\nname: X\nworkflow:\n  steps:\n    a:\n      run: 'echo ${HOME}'\n")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.instantiate("x")["a"].run == "echo ${HOME}"
+
+
+def test_search_path_has_the_checkout_folder():
+    checkout = Path(__file__).resolve().parent.parent / "templates" / "pipelines"
+    assert checkout in templates.search_path()
+    assert {p.stem for p in checkout.glob("*.yml")} >= set(SHIPPED)
+
+
+def test_list_is_not_a_module_global():
+    assert "list" not in vars(templates) and templates.list is templates.table
+
+
+# -- the CLI --------------------------------------------------------------------------
+def test_cli_list_and_show(capsys):
+    assert main(["templates", "list"]) == 0
+    out = capsys.readouterr().out
+    assert all(t in out for t in SHIPPED)
+    assert main(["templates", "show", "parameter-sweep"]) == 0
+    out = capsys.readouterr().out
+    assert "alphas: list[float]" in out
+    assert "steps: prepare, fit_0, fit_1, fit_2, fit_3, gather" in out
+
+
+@pytest.mark.slow
+def test_cli_new_then_run(workspace, capsys):
+    target = workspace / "workflows" / "sweep.yml"
+    argv = ["templates", "new", "parameter-sweep", "--param", "alphas=0.5,5", "-p", "seed=3",
+            "-o", str(target)]
+    assert main(argv) == 0
+    assert f"wrote {target}" in capsys.readouterr().out
+    graph = dagnb.load(target)
+    assert graph.names == ["prepare", "fit_0", "fit_1", "gather"]
+    assert graph["fit_1"].params["item"] == 5.0 and graph["prepare"].params["seed"] == 3
+    assert main(["run", str(target), "--executor", "local"]) == 0
+    assert main(argv) == 2
+    assert "already exists; pass --force" in capsys.readouterr().err
+    assert main([*argv, "--force"]) == 0
+
+
+def test_cli_new_defaults_to_the_workflow_directory(workspace, capsys):
+    dagnb.configure(workflow_directory=workspace / "flows")
+    assert main(["templates", "new", "pandas-etl"]) == 0
+    assert (workspace / "flows" / "pandas-etl.yml").is_file()
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["templates", "new", "pandas-etl", "-p", "rows"], "--param 'rows' is not NAME=VALUE"),
+    (["templates", "new", "pandas-etl", "-p", "rows=many"], "'rows' = 'many' is not valid"),
+    (["templates", "new", "pandas-etl", "-p", "row=1"], "did you mean 'rows'"),
+    (["templates", "show", "nope"], "no pipeline template 'nope'"),
+])
+def test_cli_errors_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
