@@ -39,37 +39,55 @@ STATE_COLOURS = {
 
 
 class LiveState:
-    """A run's events folded for display; call :meth:`pull` before each render."""
+    """A run's events folded for display; call :meth:`pull` before each render.
+
+    Parameters
+    ----------
+    run
+        The run to follow.
+    tail
+        Log lines kept per step (0: none, for views that print every line).
+    """
 
     def __init__(self, run: Run, tail: int = TAIL_LINES) -> None:
         self.run = run
         self.cursor = 0
         self.state_events: list[Event] = []
+        self.tail = tail
         self.tails: dict[str, collections.deque[str]] = {
             name: collections.deque(maxlen=tail) for name in run.order
         }
-        self.replayed: set[str] = set()  # steps whose log came from the cache
         self.finished = False
 
     def pull(self) -> list[Event]:
         """Fold the events appended since the last call; returns them."""
         new = self.run.events.since(self.cursor)
         self.cursor += len(new)
-        for event in new:
-            if event.kind == "log":
-                self._log(event)
-            elif event.kind == "state":
-                self.state_events.append(event)
-            elif event.kind == "run" and event.data.get("state") == "finished":
-                self.finished = True
+        # Comprehensions, not a Python call per event: this runs while the run does,
+        # and every microsecond here is one the run's thread waits for the GIL.
+        changes = [e for e in new if e.kind != "log"]
+        self.state_events += [e for e in changes if e.kind == "state"]
+        self.finished = self.finished or any(
+            e.kind == "run" and e.data.get("state") == "finished" for e in changes)
+        if self.tail and len(changes) < len(new):
+            self._fold_tails(new)
         return new
 
-    def _log(self, event: Event) -> None:
-        tail = self.tails.get(event.step or "")
-        if tail is not None:
-            tail.append(event.data["line"])
-        if event.data.get("cached"):
-            self.replayed.add(event.step or "")
+    def _fold_tails(self, new: list[Event]) -> None:
+        """Keep the last lines per step, walking back only as far as needed."""
+        found: dict[str, list[str]] = {name: [] for name in self.tails}
+        wanting = len(found)
+        for event in reversed(new):
+            lines = found.get(event.step) if event.kind == "log" else None  # type: ignore[arg-type]
+            if lines is None or len(lines) >= self.tail:
+                continue
+            lines.append(event.data["line"])
+            if len(lines) == self.tail:
+                wanting -= 1
+                if not wanting:
+                    break
+        for name, lines in found.items():
+            self.tails[name].extend(reversed(lines))
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Status rows by step name, as in ``run.status()``."""
@@ -122,13 +140,19 @@ class TextView:
         Where to print (default: ``sys.stdout``/``sys.stderr`` at print time).
     """
 
-    def __init__(self, run: Run, focus: str | None = None, *,
+    def __init__(self, run: Run | None = None, focus: str | None = None, *,
                  stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
-        self.state = LiveState(run)
         self.focus = focus
         self._out, self._err = stdout, stderr
         self._headed: set[str] = set()
         self.throttle = Throttle(self.render)
+        self._unsubscribe: Any = None
+        if run is not None:
+            self.follow(run)
+
+    def follow(self, run: Run) -> None:
+        """Print the output of ``run`` from now on."""
+        self.state = LiveState(run, tail=0)
         self._unsubscribe = run.events.subscribe(self.throttle.poke)
 
     def tick(self) -> bool:
@@ -137,12 +161,14 @@ class TextView:
 
     def close(self) -> None:
         """Stop following the run and print its ending (see :meth:`finish`)."""
-        self._unsubscribe()
+        self.close_quietly()
         self.finish()
 
     def close_quietly(self) -> None:
         """Stop following the run without printing anything."""
-        self._unsubscribe()
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
 
     def render(self) -> None:
         """Print the lines logged since the last render."""
@@ -150,16 +176,17 @@ class TextView:
         err: list[str] = []
         for event in self.state.pull():
             if event.kind == "log":
-                self._header(event, out)
+                if event.step not in self._headed:
+                    self._header(event, out)
                 (err if event.data["stream"] == "stderr" else out).append(event.data["line"])
         self._write(out, err)
 
     def _header(self, event: Event, out: list[str]) -> None:
         step = event.step or ""
-        cached = bool(event.data.get("cached"))
-        if step in self._headed or (step == self.focus and not cached):
-            return
+        cached = "cached" in event.data
         self._headed.add(step)
+        if step == self.focus and not cached:
+            return
         out.append(f"── {step}" + (" (cached output)" if cached else "") + " ──")
 
     def _write(self, out: Sequence[str], err: Sequence[str]) -> None:

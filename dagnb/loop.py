@@ -11,8 +11,8 @@ which patches the kernel's loop in place and is no longer maintained.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar

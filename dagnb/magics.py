@@ -24,7 +24,7 @@ from .config import configure, settings
 from .errors import DagnbError
 from .magic_args import parse_assignments, parse_names, step_from_options
 from .session import Session, get_session
-from .widgets import watch
+from .widgets import live_view, watch
 from .workflow import load
 
 __all__ = ["DaggerMagics", "Text", "load_ipython_extension", "unload_ipython_extension"]
@@ -154,9 +154,12 @@ class DaggerMagics(Magics):
             options["refresh"] = targets if targets else True
         if args.max_concurrency:
             options["max_concurrency"] = args.max_concurrency
-        run = self.session.start(targets, **options)
-        watch(run, focus=focus, background=args.background, start=self.session.start,
-              clear_cache=self.session.clear_cache)
+        view = live_view(focus=focus, start=self.session.start,
+                         clear_cache=self.session.clear_cache)
+        run = self.session.start(targets, background=args.background, **options)
+        watch(run, view, background=args.background)
+        if not args.background:
+            self.session.publish(run)
 
     @line_magic("dagger")
     @_usage_errors

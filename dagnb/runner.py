@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import loop
 from .capture import capturing
 from .config import settings
-from .errors import InvalidStepError
+from .errors import ExecutorUnavailable, InvalidStepError
 from .executors import get_executor
 from .run import Run
 from .scheduler import RunOptions, Scheduler
@@ -137,6 +137,7 @@ def prepare(
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
     )
+    _require_engine(graph, order, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
     graph.last_run = run
@@ -144,16 +145,37 @@ def prepare(
 
 
 def _executor_chooser(default: Any) -> Any:
-    chosen = get_executor(default) if not isinstance(default, str) or default != "auto" else None
-
-    def executor_for(step: Step) -> Any:
-        if step.executor:
-            return get_executor(step.executor)
-        return chosen if chosen is not None else get_executor(default)
-
+    """Executors are made when a step first needs one, so a fully cached run works
+    with no engine at all."""
     if isinstance(default, str) and default not in ("auto", "local", "dagger"):
         get_executor(default)  # raises the one-line error now, before any step runs
+
+    def executor_for(step: Step) -> Any:
+        return get_executor(step.executor or default)
+
     return executor_for
+
+
+def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) -> None:
+    """Raise ExecutorUnavailable now if a step must run on an engine that is absent."""
+    names = {graph[n].executor or default for n in order}
+    if "dagger" not in names:
+        return
+    from .engine import detect
+
+    availability = detect()
+    if availability.available:
+        return
+    needing = [n for n in order if (graph[n].executor or default) == "dagger"]
+    if cache is not None:
+        from .plan import plan
+
+        cached = plan(graph, order).set_index("step")["cached"]
+        needing = [n for n in needing if not cached.get(n, False)]
+    if needing:
+        raise ExecutorUnavailable(
+            f"executor 'dagger' is needed for step {needing[0]!r} but {availability.reason}"
+        )
 
 
 def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None) -> Any:
@@ -190,7 +212,7 @@ def _new_run_id() -> str:
 
 def _workspace(cache_dir: Path, run_id: str) -> Path:
     """A fresh folder for this run's step directories; old ones are pruned."""
-    runs = cache_dir / "runs"
+    runs = cache_dir / ".runs"  # dot folders are not steps to the store
     runs.mkdir(parents=True, exist_ok=True)
     old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
     for stale in old[:-_KEEP_RUNS] if len(old) >= _KEEP_RUNS else []:

@@ -88,6 +88,7 @@ class Scheduler:
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
         self._policies: dict[str, Any] = {}
+        self._stop_reason = "the run was cancelled"
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -128,6 +129,7 @@ class Scheduler:
             name = await self._step(name)
 
     async def _stop_all(self, reason: str) -> None:
+        self._stop_reason = reason
         running = [t for t in self._tasks.values() if not t.done()]
         for task in running:
             task.cancel()
@@ -144,7 +146,7 @@ class Scheduler:
             async with self._semaphore:  # type: ignore[union-attr]
                 outcome = await self._cached_or_run(step)
         except asyncio.CancelledError:
-            self._settle(name, "cancelled", error="the run was cancelled")
+            self._settle(name, "cancelled", error=self._stop_reason)
             raise
         except StepError as exc:
             self._fail(step, exc)

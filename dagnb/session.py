@@ -9,6 +9,7 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Iterable, MutableMapping
 from pathlib import Path
@@ -59,22 +60,27 @@ class Session:
             self.recent_images = images[:_RECENT_IMAGES]
         return step
 
-    def start(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-        """Start a run of the session graph and return at once; results are published
-        to the namespace when it finishes."""
+    def start(self, targets: Iterable[str] | str | None = None, *,
+              background: bool = True, **options: Any) -> Run:
+        """Start a run of the session graph and return at once.
+
+        With ``background`` (the default, used by the widget's buttons) a waiting
+        thread publishes the results to the namespace when the run ends; otherwise the
+        caller waits and calls :meth:`publish` itself.
+        """
         self.use_configured_store()
         run = start_background(self.graph, targets, **options)
-
-        def on_event(event: Any) -> None:
-            if event.kind == "run" and event.data.get("state") == "finished":
-                try:
-                    self.publish(run)
-                except Exception as exc:  # never break the run from a listener
-                    warnings.warn(f"dagnb: results of run {run.id} were not published to "
-                                  f"the namespace: {exc}", stacklevel=1)
-
-        run.events.subscribe(on_event)
+        if background:
+            threading.Thread(target=self._publish_later, args=(run,), daemon=True,
+                             name="dagnb-publish").start()
         return run
+
+    def _publish_later(self, run: Run) -> None:
+        try:
+            self.publish(run.wait())
+        except Exception as exc:  # a thread has nobody to raise to
+            warnings.warn(f"dagnb: results of run {run.id} were not published to the "
+                          f"namespace: {exc}", stacklevel=1)
 
     def publish(self, run: Run) -> dict[str, Any]:
         """Put the results of the run's finished steps into the namespace."""

@@ -45,36 +45,52 @@ def frontend_available() -> bool:
     return shell is not None and getattr(shell, "kernel", None) is not None
 
 
-def live_view(run: Run, *, focus: str | None = None, start: Callable[..., Run] | None = None,
+def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
               clear_cache: Callable[[str], int] | None = None) -> Any:
-    """A StatusWidget or a TextView following ``run`` (not displayed yet)."""
+    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`)."""
     if frontend_available():
         from .status import StatusWidget
 
-        return StatusWidget(run, focus=focus, start=start, clear_cache=clear_cache)
-    return TextView(run, focus)
+        return StatusWidget(focus=focus, start=start, clear_cache=clear_cache)
+    return TextView(focus=focus)
 
 
-def watch(run: Run, *, focus: str | None = None, background: bool = False,
+def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,
           start: Callable[..., Run] | None = None,
           clear_cache: Callable[[str], int] | None = None, interval: float = 0.1) -> Any:
     """Display a live view of ``run``; wait for it unless ``background``.
 
-    Returns the view. A background run's widget renders from a thread; in plain text a
-    background run prints one line saying how to look at it later.
+    Parameters
+    ----------
+    run
+        The run, started already (``start_background``).
+    view
+        A view from :func:`live_view`; built here if None. Building it before starting
+        the run keeps the widget's construction out of the run's time.
+    focus, start, clear_cache
+        As for :func:`live_view`.
+    background
+        Return at once; a widget keeps rendering from its own thread, plain text prints
+        one line saying how to look at the run later.
+    interval
+        How often to look while waiting.
+
+    Returns
+    -------
+    The view.
     """
-    view = live_view(run, focus=focus, start=start, clear_cache=clear_cache)
+    if view is None:
+        view = live_view(focus=focus, start=start, clear_cache=clear_cache)
     if isinstance(view, TextView):
         if background:
-            view.close_quietly()
             print(f"run {run.id} started in the background; %dagger status shows it")
             return view
+        view.follow(run)
     else:
         _display(view)
-        if background:
-            view.throttle.start()
-            return view
-    _wait(run, view, interval)
+        view.follow(run, live=background)
+    if not background:
+        _wait(run, view, interval)
     return view
 
 

@@ -38,7 +38,8 @@ class StatusWidget(w.VBox):
     Parameters
     ----------
     run
-        The run to show first.
+        The run to show first (or call :meth:`follow` later: building the widget
+        before starting the run keeps that work out of the run's time).
     focus
         A step whose log tail starts expanded (the step a ``%%dagger`` cell defined).
     start
@@ -51,7 +52,8 @@ class StatusWidget(w.VBox):
         Minimum seconds between two renders.
     """
 
-    def __init__(self, run: Run, *, focus: str | None = None, start: StartRun | None = None,
+    def __init__(self, run: Run | None = None, *, focus: str | None = None,
+                 start: StartRun | None = None,
                  clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
                  **kwargs: Any) -> None:
         self.focus = focus
@@ -69,7 +71,9 @@ class StatusWidget(w.VBox):
         super().__init__(children=[self.header, self.progress, self.table, self.tails,
                                    self.buttons, self.message], **kwargs)
         self.add_class("dagnb-status")
-        self.follow(run)
+        self.throttle = Throttle(self.render, interval)
+        if run is not None:
+            self.follow(run)
 
     # -- following a run ---------------------------------------------------------------
     def follow(self, run: Run, *, live: bool = False) -> None:
@@ -82,17 +86,14 @@ class StatusWidget(w.VBox):
         self.tails.children = list(self._tail_views.values())
         self.tails.selected_index = run.order.index(self.focus) if self.focus in run.order else None
         self.step_picker.options = list(run.order)
-        self._unsubscribe = run.events.subscribe(self._on_event)
+        # The listener runs on dagnb's loop thread for every event: only a poke (a C
+        # call), never drawing; the throttle renders later from the waiting thread.
+        self._unsubscribe = run.events.subscribe(self.throttle.poke)
+        self.throttle.poke(None)
         if live:
             self.throttle.start()
-        self.throttle.poke()
-        self.throttle.flush()
-
-    def _on_event(self, event: Any) -> None:
-        # Called on dagnb's loop thread for every event: no drawing here, only a poke.
-        self.throttle.poke()
-        if event.kind == "run" and event.data.get("state") == "finished":
-            self.throttle.stop()
+        else:
+            self.throttle.flush()
 
     def tick(self) -> bool:
         """Render if due (for a caller that waits on the run and ticks in between)."""
@@ -117,14 +118,16 @@ class StatusWidget(w.VBox):
         self.progress.value = done
         self.progress.bar_style = _bar_style(rows)
         self.table.value = _table_html(rows.values(), now)
-        self.tails.titles = tuple(_tail_title(r, name in self.state.replayed)
-                                  for name, r in rows.items() if name in self._tail_views)
+        self.tails.titles = tuple(_tail_title(r) for name, r in rows.items()
+                                  if name in self._tail_views)
         for name, view in self._tail_views.items():
             view.value = _tail_html(self.state.tails[name])
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
         self.cancel_button.disabled = not running or self.state.finished
         for button in (self.run_all_button, self.run_failed_button):
             button.disabled = self._start is None or (running and not self.state.finished)
+        if self.state.finished:
+            self.throttle.stop()  # a render thread, if any, ends after this frame
 
     # -- buttons -----------------------------------------------------------------------
     def _make_buttons(self) -> w.HBox:
@@ -206,8 +209,8 @@ def _table_html(rows: Any, now: float) -> str:
             f"<tbody>{''.join(body)}</tbody></table>")
 
 
-def _tail_title(row: dict[str, Any], replayed: bool) -> str:
-    mark = " (cached output)" if replayed else ""
+def _tail_title(row: dict[str, Any]) -> str:
+    mark = " (cached output)" if row["cached"] else ""
     return f"{row['step']} · {row['state']}{mark}"
 
 

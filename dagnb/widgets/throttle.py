@@ -1,14 +1,15 @@
 """Throttle: turn a stream of "something changed" pokes into at most one render per interval.
 
 A run can emit 100,000 log events a second; a browser can draw perhaps ten updates.
-So the event listener (called on dagnb's loop thread for every event) only calls
-:meth:`Throttle.poke`, which sets a flag. Rendering happens elsewhere, at most once per
+So the event listener, called on dagnb's loop thread for every event, is
+:attr:`Throttle.poke`: the ``append`` of a one-item deque, a C call that costs the run
+about 50 ns per event and takes no lock. Rendering happens elsewhere, at most once per
 ``interval``:
 
 - ``tick()`` from a caller's own wait loop (the magics wait for a synchronous run on the
   kernel's main thread and tick in between, so output lands in the running cell);
-- or a daemon thread started with ``start()`` (background runs, button-started runs),
-  which sleeps until poked and then renders no more often than ``interval``.
+- or a daemon thread started with ``start()`` (background runs, button-started runs)
+  that looks every ``interval`` and renders when poked.
 
 ``flush()`` renders now if anything is pending (the final frame). A lock keeps the
 thread and a flushing caller from rendering at the same time.
@@ -16,6 +17,7 @@ thread and a flushing caller from rendering at the same time.
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +26,7 @@ __all__ = ["Throttle"]
 
 
 class Throttle:
-    """Calls ``render()`` at most once per ``interval`` seconds after :meth:`poke`.
+    """Calls ``render()`` at most once per ``interval`` seconds after a :attr:`poke`.
 
     Parameters
     ----------
@@ -36,8 +38,8 @@ class Throttle:
         Monotonic clock, injectable for tests.
     """
 
-    __slots__ = ("_clock", "_dirty", "_last", "_lock", "_stop", "_thread", "_wake",
-                 "interval", "render", "renders")
+    __slots__ = ("_clock", "_last", "_lock", "_pokes", "_stop", "_thread", "interval",
+                 "poke", "render", "renders")
 
     def __init__(self, render: Callable[[], None], interval: float = 0.1,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -45,73 +47,59 @@ class Throttle:
         self.interval = interval
         self.renders = 0  # how many times render() ran (read by tests)
         self._clock = clock
-        self._dirty = False
+        self._pokes: collections.deque[object] = collections.deque(maxlen=1)
+        #: Note that something changed: ``poke(anything)``; the listener to subscribe.
+        self.poke: Callable[..., None] = self._pokes.append
         self._last = float("-inf")
         self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._stop = False
+        self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-
-    def poke(self, *_: object) -> None:
-        """Note that something changed; cheap enough to call for every event."""
-        self._dirty = True
-        if self._thread is not None and not self._wake.is_set():
-            self._wake.set()
 
     @property
     def pending(self) -> bool:
         """True when a change has not been rendered yet."""
-        return self._dirty
+        return bool(self._pokes)
 
     def tick(self) -> bool:
         """Render if something changed and ``interval`` has passed; True if it rendered."""
-        if not self._dirty or self._clock() - self._last < self.interval:
+        if not self._pokes or self._clock() - self._last < self.interval:
             return False
         return self.flush()
 
     def flush(self) -> bool:
         """Render now if something changed; True if it rendered."""
         with self._lock:
-            if not self._dirty:
+            if not self._pokes:
                 return False
-            self._dirty = False
+            self._pokes.clear()  # before rendering: a poke meanwhile is seen next time
             self._last = self._clock()
             self.renders += 1
             self.render()
             return True
 
     def start(self) -> Throttle:
-        """Render from a daemon thread until :meth:`close` (for runs nobody waits on)."""
+        """Render from a daemon thread until :meth:`stop` (for runs nobody waits on)."""
         if self._thread is None:
-            self._stop = False
             self._thread = threading.Thread(target=self._work, name="dagnb-render", daemon=True)
             self._thread.start()
         return self
 
     def _work(self) -> None:
-        while True:
-            self._wake.wait()
-            self._wake.clear()
-            delay = self.interval - (self._clock() - self._last)
-            if delay > 0 and not self._stop:
-                time.sleep(delay)  # the rate limit itself: changes accumulate meanwhile
-            try:
+        try:
+            while not self._stop.wait(self.interval):
                 self.flush()
-            except Exception:  # a widget closed under us: nothing left to draw on
-                return
-            if self._stop:
-                return
+            self.flush()
+        except Exception:  # a widget closed under us: nothing left to draw on
+            return
 
     def stop(self) -> None:
-        """Let the thread render once more and end; returns at once (safe from a listener)."""
-        self._stop = True
-        self._wake.set()
+        """Let the thread render once more and end; returns at once (safe from render)."""
+        self._stop.set()
 
     def close(self) -> None:
         """Stop the thread (if any), wait for it, and render what is pending."""
         thread, self._thread = self._thread, None
-        if thread is not None:
-            self.stop()
-            if thread is not threading.current_thread():
-                thread.join(timeout=2 * self.interval + 1)
+        self.stop()
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout=self.interval + 2)
         self.flush()

@@ -1,0 +1,22 @@
+"""Shared fixtures: every test runs in its own folder with its own cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dagnb
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A fresh current directory whose cache is empty."""
+    monkeypatch.chdir(tmp_path)
+    before = dagnb.settings().cache_directory
+    dagnb.configure(cache_directory=str(tmp_path / ".dagnb_cache"))
+    yield tmp_path
+    dagnb.configure(cache_directory=before)

@@ -1,0 +1,81 @@
+"""The dagnb command: run, validate, graph; exit codes and one-line errors."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+EXAMPLE = REPO / "workflows" / "example_workflow.yml"
+
+
+def dagnb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dagnb.cli", *args], cwd=cwd,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_run_example_prints_the_status_table_then_all_cached(tmp_path: Path) -> None:
+    first = dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    table = first.stdout.splitlines()
+    header = next(line for line in table if line.split()[:2] == ["step", "state"])
+    assert "exit_code" in header
+    for step in ("generate", "total", "largest", "histogram", "report"):
+        assert any(line.split()[:2] == [step, "succeeded"] for line in table), step
+    second = dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
+    rows = [line.split() for line in second.stdout.splitlines()]
+    assert sum(row[:2] == [row[0], "cached"] for row in rows if row) == 5
+    assert "5 cached" in second.stdout
+
+
+def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:
+    done = dagnb("run", str(EXAMPLE), "--no-cache", "--executor", "local", cwd=tmp_path)
+    assert "[5/5] report succeeded" in done.stdout
+
+
+def test_a_failed_step_exits_1(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  bad: {run: 'exit 4'}\n")
+    result = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "exit code 4" in result.stdout
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("steps:\n  a: {run: 'true', needs: [b]}\n  b: {run: 'true', needs: [a]}\n",
+     "the steps' needs form a cycle"),
+    ("steps:\n  a: {run: 'true', needs: [bb]}\n  b: {run: 'true'}\n",
+     "step 'a' needs 'bb', which is not a step; did you mean 'b'?"),
+    ("steps:\n  a: {run: 'true', colour: red}\n", "step 'a': unknown key 'colour'"),
+    ("steps: [\n", "line 2: YAML does not parse"),
+    ("steps:\n  a: {run: 'true', mounts: {nowhere: /data}}\n", "mounts 'nowhere'"),
+    ("steps:\n  a: {run: 'true', secrets: [DAGNB_TEST_MISSING]}\n",
+     "needs secret 'DAGNB_TEST_MISSING'"),
+    ("steps:\n  9a: {run: 'true'}\n", "step name '9a' is not valid"),
+])
+def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "wf.yml").write_text(text)
+    result = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+def test_validate_and_graph(tmp_path: Path) -> None:
+    valid = dagnb("validate", str(EXAMPLE), cwd=tmp_path)
+    assert valid.returncode == 0 and "5 steps, valid" in valid.stdout
+    listing = dagnb("graph", str(EXAMPLE), cwd=tmp_path).stdout.splitlines()
+    assert listing[0] == "generate"
+    assert listing[-1] == "report  <- total, largest, histogram"
+
+
+def test_targets_and_tags_select_upstream(tmp_path: Path) -> None:
+    pipeline = REPO / "workflows" / "example_pipeline.yml"
+    result = dagnb("run", str(pipeline), "--tag", "etl", "--executor", "local", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "report" not in {line.split()[0] for line in result.stdout.splitlines()[-8:] if line}
+    target = dagnb("run", str(EXAMPLE), "--target", "total", "--executor", "local", cwd=tmp_path)
+    names = {line.split()[0] for line in target.stdout.splitlines() if line.strip()}
+    assert {"generate", "total"} <= names and "report" not in names

@@ -1,0 +1,96 @@
+"""Graph: add/replace/remove, validation errors, order and selection."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagnb import (
+    CycleError,
+    DuplicateStepError,
+    Graph,
+    InvalidStepError,
+    MissingDependencyError,
+    Step,
+    StepNotFoundError,
+)
+
+
+def diamond() -> Graph:
+    return Graph("d", [
+        Step("load", run="true", tags=["io"]),
+        Step("left", run="true", needs=["load"]),
+        Step("right", run="true", needs=["load"], tags=["slow"]),
+        Step("join", run="true", needs=["left", "right"]),
+        Step("other", run="true"),
+    ])
+
+
+def test_order_is_topological_and_stable() -> None:
+    assert diamond().order() == ["load", "other", "left", "right", "join"]
+
+
+def test_cycle_names_the_cycle() -> None:
+    graph = Graph("c", [Step("a", run="true", needs=["b"]), Step("b", run="true", needs=["a"])])
+    with pytest.raises(CycleError, match=r"cycle: (a -> b -> a|b -> a -> b)") as info:
+        graph.validate()
+    assert info.value.cycle[0] == info.value.cycle[-1]
+
+
+def test_unknown_need_suggests_the_closest_name() -> None:
+    graph = Graph("g", [Step("prepare", run="true"), Step("train", run="true", needs=["prepar"])])
+    with pytest.raises(MissingDependencyError,
+                       match=r"step 'train' needs 'prepar', which is not a step; did you mean 'prepare'"):
+        graph.validate()
+
+
+def test_duplicate_name_and_replace() -> None:
+    graph = diamond()
+    with pytest.raises(DuplicateStepError, match=r"step name 'load' is already in graph"):
+        graph.add(Step("load", run="false"))
+    graph.replace(Step("load", run="echo new"))
+    assert graph["load"].run == "echo new" and graph.names[0] == "load"
+
+
+def test_remove_and_unknown_name() -> None:
+    graph = diamond()
+    graph.remove("other")
+    assert "other" not in graph
+    with pytest.raises(StepNotFoundError, match=r"no step named 'lef' in the graph; did you mean 'left'"):
+        graph["lef"]
+
+
+def test_select_targets_with_upstream_tags_and_failed() -> None:
+    graph = diamond()
+    assert graph.select("left") == ["load", "left"]
+    assert graph.select(tags="slow") == ["load", "right"]
+    assert graph.select() == graph.order()
+    with pytest.raises(StepNotFoundError, match=r"no step has tag \['nope'\]"):
+        graph.select(tags="nope")
+
+
+def test_function_steps_infer_needs_from_parameters() -> None:
+    graph = Graph("f")
+
+    @graph.step
+    def numbers() -> list[int]:
+        return [1, 2]
+
+    @graph.step(params={"k": 2})
+    def scaled(numbers: list[int], k: int) -> list[int]:
+        return [n * k for n in numbers]
+
+    assert graph["scaled"].needs == ("numbers",)
+    assert scaled([1], 3) == [3]  # the function stays callable
+
+
+def test_function_parameter_that_matches_nothing_is_an_error() -> None:
+    graph = Graph("f")
+    graph.replace(Step("use", func=lambda missing: missing, needs=()))
+    with pytest.raises(InvalidStepError, match=r"parameter 'missing' of <lambda>\(\) names no upstream"):
+        graph.validate()
+
+
+def test_upstream_and_downstream() -> None:
+    graph = diamond()
+    assert graph.upstream("join") == {"load", "left", "right"}
+    assert graph.downstream("load") == {"left", "right", "join"}

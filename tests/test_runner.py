@@ -1,0 +1,248 @@
+"""The runner on the local executor: the step contract, concurrency, failures,
+cancellation, timeouts, secrets and the frames."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb import Graph, InvalidStepError, SecretError, Step
+from dagnb.frames import LOG_COLUMNS, STATUS_COLUMNS
+from dagnb.runner import start_background
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def run(graph: Graph, **options: object) -> dagnb.Run:
+    options.setdefault("cache", False)
+    options.setdefault("executor", "local")
+    return graph.run(**options)  # type: ignore[arg-type]
+
+
+def test_files_pass_through_out_and_in() -> None:
+    graph = Graph("files", [
+        Step("make", run='echo 41 > "$DAGNB_OUT/n.txt"'),
+        Step("add", run='echo $(( $(cat "$DAGNB_IN/make/n.txt") + 1 )) > "$DAGNB_OUT/n.txt"',
+             needs=["make"]),
+    ])
+    result = run(graph)
+    assert result.ok
+    assert (result.outputs("add") / "n.txt").read_text().strip() == "42"
+
+
+def test_params_reach_the_step_as_file_and_variables() -> None:
+    graph = Graph("p", [Step(
+        "show", params={"rows": 3, "name": "x y", "cols": [1, 2]},
+        run='echo "$DAGNB_PARAM_ROWS|$DAGNB_PARAM_NAME|$DAGNB_PARAM_COLS"; cat "$DAGNB_PARAMS"',
+    )])
+    lines = run(graph).logs("show")["line"].tolist()
+    assert lines[0] == "3|x y|[1, 2]"
+    assert '"rows": 3' in "".join(lines)
+
+
+def test_python_steps_receive_upstream_results_sync_and_async() -> None:
+    graph = Graph("py")
+
+    @graph.step
+    def numbers() -> list[int]:
+        print("making numbers")
+        return [1, 2, 3]
+
+    @graph.step
+    async def total(numbers: list[int]) -> int:
+        await asyncio.sleep(0)
+        return sum(numbers)
+
+    @graph.step(params={"factor": 10})
+    def scaled(total: int, factor: int) -> int:
+        return total * factor
+
+    result = run(graph)
+    assert result.result("scaled") == 60
+    assert result.logs("numbers")["line"].tolist() == ["making numbers"]
+
+
+def test_shell_step_output_reaches_python_step_as_a_folder() -> None:
+    graph = Graph("mix", [Step("write", run='echo hello > "$DAGNB_OUT/greeting.txt"')])
+    graph.step(lambda write: (write / "greeting.txt").read_text().strip(), name="read",
+               needs=["write"])
+    assert run(graph).result("read") == "hello"
+
+
+def test_failure_skips_dependents_and_independent_branches_finish() -> None:
+    graph = Graph("fail", [
+        Step("bad", run="echo broken >&2; exit 3"),
+        Step("after", run="true", needs=["bad"]),
+        Step("later", run="true", needs=["after"]),
+        Step("alone", run="echo fine"),
+    ])
+    result = run(graph)
+    states = result.states()
+    assert states == {"bad": "failed", "alone": "succeeded", "after": "skipped",
+                      "later": "skipped"}
+    row = result.status().set_index("step").loc["bad"]
+    assert row["exit_code"] == 3 and row["error"] == "exit code 3: broken"
+    assert not result.ok and result.failed == ["bad"]
+
+
+def test_python_exception_is_a_failed_step_with_its_traceback_in_stderr() -> None:
+    graph = Graph("exc")
+
+    @graph.step
+    def broken() -> None:
+        raise ValueError("bad value 7")
+
+    result = run(graph)
+    assert result.status().loc[0, "error"] == "ValueError: bad value 7"
+    stderr = result.logs("broken", stream="stderr")["line"].tolist()
+    assert stderr[0] == "Traceback (most recent call last):" and "bad value 7" in stderr[-1]
+    assert not any("dagnb/executors" in line for line in stderr)
+
+
+def test_fail_fast_stops_everything() -> None:
+    graph = Graph("ff", [Step("bad", run="exit 1"), Step("slow", run="sleep 30")])
+    started = time.monotonic()
+    result = run(graph, fail_fast=True)
+    assert time.monotonic() - started < 5
+    assert result.states() == {"bad": "failed", "slow": "cancelled"}
+
+
+def test_four_one_second_sleeps_run_concurrently() -> None:
+    graph = Graph("par", [Step(f"s{i}", run="sleep 1") for i in range(4)])
+    started = time.monotonic()
+    result = run(graph, max_concurrency=4)
+    elapsed = time.monotonic() - started
+    assert result.ok and elapsed < 1.8, elapsed
+
+
+def test_max_concurrency_limits_steps_at_once() -> None:
+    graph = Graph("lim", [Step(f"s{i}", run="sleep 0.3") for i in range(4)])
+    started = time.monotonic()
+    run(graph, max_concurrency=2)
+    assert time.monotonic() - started >= 0.55
+
+
+def _processes_with(marker: str) -> list[str]:
+    out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
+    return out.split()
+
+
+def test_cancel_kills_the_process_group_within_a_second() -> None:
+    marker = "sleep 100.4242"
+    graph = Graph("cancel", [Step("long", run=f"{marker} & {marker}; wait")])
+    background = start_background(graph, cache=False, executor="local")
+    deadline = time.monotonic() + 5
+    while not _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert _processes_with(marker), "the step never started"
+    cancelled_at = time.monotonic()
+    background.cancel()
+    background.wait(timeout=5)
+    assert time.monotonic() - cancelled_at < 1.0
+    assert background.states() == {"long": "cancelled"}
+    assert _processes_with(marker) == []
+
+
+def test_step_timeout_stops_the_step() -> None:
+    graph = Graph("to", [Step("long", run="sleep 100.4343", timeout=0.5)])
+    started = time.monotonic()
+    result = run(graph)
+    assert time.monotonic() - started < 1.5
+    assert result.states() == {"long": "failed"}
+    assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
+    assert _processes_with("sleep 100.4343") == []
+
+
+def test_run_timeout_cancels_what_is_left() -> None:
+    graph = Graph("rt", [Step("a", run="sleep 30"), Step("b", run="true", needs=["a"])])
+    result = run(graph, timeout=0.5)
+    assert result.states() == {"a": "cancelled", "b": "cancelled"}
+    assert "timeout of 0.5 s" in result.status().loc[0, "error"]
+
+
+def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
+    graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],
+                               run='echo "token=$API_TOKEN"; echo "$API_TOKEN" >&2; exit 1')])
+    result = run(graph)
+    lines = result.logs("use")["line"].tolist()
+    assert lines and all("s3cr3t-value" not in line for line in lines)
+    assert "token=***" in lines
+    assert "s3cr3t-value" not in str(result.status().to_dict())
+    monkeypatch.delenv("API_TOKEN")
+    with pytest.raises(SecretError, match=r"step 'use' needs secret 'API_TOKEN', which is not set"):
+        run(graph)
+
+
+def test_a_mount_that_does_not_exist_is_an_error_before_anything_runs(workdir: Path) -> None:
+    graph = Graph("m", [Step("a", run="touch ran", mounts={"data/raw": "/data"})])
+    with pytest.raises(InvalidStepError, match=r"step 'a' mounts 'data/raw', which does not exist"):
+        run(graph)
+    assert not (workdir / "ran").exists()
+
+
+def test_frames_have_the_documented_columns() -> None:
+    graph = Graph("cols", [Step("a", run="echo out; echo err >&2")])
+    result = run(graph)
+    status, logs = result.status(), result.logs()
+    assert list(status.columns) == STATUS_COLUMNS
+    assert list(logs.columns) == LOG_COLUMNS
+    assert status.loc[0, "executor"] == "local" and status.loc[0, "attempts"] == 1
+    assert status.loc[0, "duration_s"] >= 0
+    assert set(logs["stream"]) == {"stdout", "stderr"}
+    assert result.logs(stream="stderr")["line"].tolist() == ["err"]
+    assert result.logs(tail=1)["line"].tolist()[-1] in {"out", "err"}
+
+
+def test_frames_are_pure_functions_of_the_event_log() -> None:
+    graph = Graph("pure", [Step("a", run="echo 1"), Step("b", run="echo 2", needs=["a"])])
+    result = run(graph)
+    replay = dagnb.frames.status_frame(list(result.events), result.order)
+    assert replay.equals(result.status())
+
+
+def test_only_failed_reruns_what_did_not_succeed(workdir: Path) -> None:
+    flag = workdir / "ok"
+    graph = Graph("again", [
+        Step("first", run="echo first"),
+        Step("flaky", run=f"test -e {flag}", needs=["first"]),
+        Step("last", run="echo last", needs=["flaky"]),
+    ])
+    assert graph.run(executor="local").states()["last"] == "skipped"
+    flag.touch()
+    second = graph.run(only_failed=True, executor="local")
+    assert second.states() == {"first": "cached", "flaky": "succeeded", "last": "succeeded"}
+
+
+def test_arun_works_from_another_event_loop() -> None:
+    graph = Graph("a", [Step("x", run="echo from-async")])
+    result = asyncio.run(graph.arun(cache=False, executor="local"))
+    assert result.logs("x")["line"].tolist() == ["from-async"]
+
+
+def test_prints_outside_steps_are_not_captured(capsys: pytest.CaptureFixture[str]) -> None:
+    graph = Graph("pr")
+    graph.step(lambda: print("inside"), name="talk")
+    seen = threading.Event()
+
+    def chatter() -> None:
+        print("outside")
+        seen.set()
+
+    run(graph)
+    chatter()
+    assert seen.is_set() and "outside" in capsys.readouterr().out
+
+
+def test_no_orphans_and_env_of_the_host_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOST_ONLY", "kept")
+    graph = Graph("env", [Step("e", run='echo "$HOST_ONLY $DAGNB_STEP"', env={"X": 1})])
+    assert run(graph).logs("e")["line"].tolist() == ["kept e"]
+    assert os.environ["HOST_ONLY"] == "kept"

@@ -1,0 +1,100 @@
+"""The runner with the cache: hits, early cutoff, refresh, session, explain, no engine."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb import ExecutorUnavailable, Graph, Step
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def test_example_workflow_twice_second_run_all_cached() -> None:
+    graph = dagnb.load(REPO / "workflows" / "example_workflow.yml")
+    first = graph.run(executor="local")
+    second = graph.run(executor="local")
+    assert set(first.states().values()) == {"succeeded"}
+    assert set(second.states().values()) == {"cached"}
+    assert second.status()["cached"].all()
+    # the replayed logs and outputs are those of the first run
+    assert second.logs("report")["line"].tolist() == first.logs("report")["line"].tolist()
+    assert (second.outputs("report") / "report.md").read_text() == \
+        (first.outputs("report") / "report.md").read_text()
+
+
+def test_python_results_come_back_from_the_cache() -> None:
+    graph = Graph("py")
+    graph.step(lambda: {"rows": 3, "names": ("a", "b")}, name="make")
+    first = graph.run(executor="local")
+    second = graph.run(executor="local")
+    assert second.states() == {"make": "cached"}
+    assert second.result("make") == first.result("make") == {"rows": 3, "names": ("a", "b")}
+
+
+def test_early_cutoff_keeps_dependents_cached() -> None:
+    graph = Graph("cut", [
+        Step("up", run='echo 1 > "$DAGNB_OUT/x"'),
+        Step("down", run='cat "$DAGNB_IN/up/x"', needs=["up"]),
+    ])
+    graph.run(executor="local")
+    graph.replace(Step("up", run='echo 1 > "$DAGNB_OUT/x"  # same output, new command'))
+    again = graph.run(executor="local")
+    assert again.states() == {"up": "succeeded", "down": "cached"}
+    graph.replace(Step("up", run='echo 2 > "$DAGNB_OUT/x"'))
+    changed = graph.run(executor="local")
+    assert changed.states() == {"up": "succeeded", "down": "succeeded"}
+
+
+def test_refresh_runs_again_and_skip_cache_is_an_alias() -> None:
+    graph = Graph("r", [Step("a", run="echo a"), Step("b", run="echo b", needs=["a"])])
+    graph.run(executor="local")
+    assert graph.run(executor="local", refresh=["b"]).states() == {"a": "cached",
+                                                                    "b": "succeeded"}
+    assert set(graph.run(executor="local", skip_cache=True).states().values()) == {"succeeded"}
+
+
+def test_cache_false_and_session_policies(workdir: Path) -> None:
+    graph = Graph("p", [Step("never", run="echo n", cache=False),
+                        Step("memory", run="echo m", cache="session")])
+    graph.run(executor="local")
+    assert graph.run(executor="local").states() == {"never": "succeeded", "memory": "cached"}
+    on_disk = dagnb.cache.entries()
+    assert "memory" not in set(on_disk["step"]) and "never" not in set(on_disk["step"])
+
+
+def test_explain_names_what_changed() -> None:
+    graph = Graph("e", [Step("a", run="echo a", image="python:3.11", params={"n": 1})])
+    graph.run(executor="local")
+    assert graph.explain("a") == ["entry found: it is cached"]
+    graph.replace(graph["a"].replace(image="python:3.12", params={"n": 2}))
+    reasons = " | ".join(graph.explain("a"))
+    assert "image changed python:3.11 → python:3.12" in reasons
+    assert "params changed" in reasons
+    plan = graph.plan()
+    assert plan.loc[0, "cached"] == False  # noqa: E712 - a numpy bool
+
+
+def test_comment_only_edit_of_a_function_step_is_a_hit() -> None:
+    namespace: dict[str, object] = {}
+    exec("def work():\n    return 41 + 1\n", namespace)
+    graph = Graph("code")
+    graph.step(namespace["work"], name="work")  # type: ignore[arg-type]
+    graph.run(executor="local")
+    exec("def work():\n    # a comment\n    return 41 + 1\n", namespace)
+    graph.step(namespace["work"], name="work")  # type: ignore[arg-type]
+    assert graph.run(executor="local").states() == {"work": "cached"}
+
+
+def test_a_cached_run_needs_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    graph = Graph("noengine", [Step("a", run="echo a")])
+    with pytest.raises(ExecutorUnavailable, match=r"executor 'dagger' is needed for step 'a'"):
+        graph.run(executor="dagger")
+    graph.run(executor="local")
+    assert graph.run(executor="dagger").states() == {"a": "cached"}

@@ -1,0 +1,69 @@
+"""Step: validation of every field, durations, YAML data."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagnb import InvalidStepError, Step
+from dagnb.step import parse_duration
+
+
+def test_shell_and_argv_and_function_kinds() -> None:
+    assert Step("a", run="echo hi").kind == "shell"
+    assert Step("b", run=["echo", "hi"]).kind == "argv"
+    assert Step("c", func=lambda: 1).kind == "python"
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "has space", "a.b", "class", None, "x" * 101])
+def test_invalid_names_are_rejected_with_the_name(name: object) -> None:
+    with pytest.raises(InvalidStepError, match=r"step name .* is not valid"):
+        Step(name, run="true")  # type: ignore[arg-type]
+
+
+def test_exactly_one_of_run_and_func() -> None:
+    with pytest.raises(InvalidStepError, match="exactly one of run="):
+        Step("a")
+    with pytest.raises(InvalidStepError, match="exactly one of run="):
+        Step("a", run="true", func=lambda: 1)
+
+
+def test_params_must_be_json() -> None:
+    with pytest.raises(InvalidStepError, match=r"step 'a': params must be JSON values"):
+        Step("a", run="true", params={"when": object()})
+
+
+def test_env_names_and_values_are_checked() -> None:
+    with pytest.raises(InvalidStepError, match=r"env name 'BAD-NAME' is not a variable name"):
+        Step("a", run="true", env={"BAD-NAME": "1"})
+    assert Step("a", run="true", env={"N": 3}).env["N"] == "3"
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [(30, 30.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0),
+                          ("250ms", 0.25), ("2d", 172800.0)]
+)
+def test_durations(text: object, seconds: float) -> None:
+    assert parse_duration(text) == seconds  # type: ignore[arg-type]
+
+
+def test_bad_duration_names_the_value() -> None:
+    with pytest.raises(InvalidStepError, match=r"step 'a' timeout 'soon' is not a duration"):
+        Step("a", run="true", timeout="soon")
+
+
+def test_steps_are_frozen_and_hashable() -> None:
+    step = Step("a", run="true", needs=["b"], tags="x, y")
+    assert step.needs == ("b",) and step.tags == ("x", "y")
+    with pytest.raises(AttributeError):
+        step.name = "z"  # type: ignore[misc]
+    assert {step: 1}[Step("a", run="true", needs=["b"], tags="x, y")] == 1
+
+
+def test_to_dict_leaves_out_defaults() -> None:
+    data = Step("a", run="echo", needs=["b"], params={"n": 1}).to_dict()
+    assert data == {"run": "echo", "needs": ["b"], "params": {"n": 1}}
+
+
+def test_cache_policy_is_checked() -> None:
+    with pytest.raises(InvalidStepError, match=r"cache='sometimes' must be True, False"):
+        Step("a", run="true", cache="sometimes")

@@ -1,0 +1,320 @@
+"""The live status widget without a browser: model state, buttons, throttling, overhead.
+
+A dummy comm (as in ipywidgets' ``widgets/tests/utils.py``) records every message a
+widget sends, so the tests can count what would reach the browser.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+
+import comm
+import pytest
+
+import dagnb
+import dagnb.widgets
+from dagnb import Graph, Step
+from dagnb.runner import start_background
+from dagnb.widgets import live_view, watch
+from dagnb.widgets.status import StatusWidget
+from dagnb.widgets.throttle import Throttle
+
+
+class DummyComm:
+    comm_id = "a-b-c-d"
+    kernel = "Truthy"
+
+    def __init__(self) -> None:
+        self.messages: list[object] = []
+
+    def open(self, *args, **kwargs):
+        pass
+
+    def on_msg(self, *args, **kwargs):
+        pass
+
+    def send(self, *args, **kwargs):
+        self.messages.append((args, kwargs))
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture
+def comms(monkeypatch):
+    created: list[DummyComm] = []
+
+    def create_comm(**kwargs):
+        created.append(DummyComm())
+        return created[-1]
+
+    monkeypatch.setattr(comm, "create_comm", create_comm)
+    return created
+
+
+def sent(created: list[DummyComm]) -> int:
+    return sum(len(c.messages) for c in created)
+
+
+@pytest.fixture
+def local(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    # dagnb.cache's default store remembers the folder it first saw: point it here.
+    dagnb.cache.set_default_location(tmp_path / ".dagnb_cache")
+    old = dagnb.settings().executor
+    dagnb.configure(executor="local")
+    yield tmp_path
+    dagnb.configure(executor=old)
+
+
+def two_step_graph(fail: bool = False) -> Graph:
+    graph = Graph("demo")
+    graph.replace(Step("make", run="echo made; echo note >&2"))
+    graph.replace(Step("use", run="echo used" + ("; echo broke >&2; exit 2" if fail else ""),
+                       needs=("make",)))
+    return graph
+
+
+def finished_widget(graph: Graph, **kwargs) -> StatusWidget:
+    run = start_background(graph)
+    widget = StatusWidget(run, **kwargs)
+    run.wait(30)
+    widget.stop_following()
+    return widget
+
+
+# -- model state ----------------------------------------------------------------------
+def test_rows_progress_and_tails_after_a_run(comms, local):
+    widget = finished_widget(two_step_graph(), focus="use")
+    assert widget.table.value.count("class='dagnb-row dagnb-state-succeeded'") == 2
+    assert (widget.progress.value, widget.progress.max) == (2, 2)
+    assert widget.progress.bar_style == "success"
+    assert widget.tails.titles == ("make · succeeded", "use · succeeded")
+    assert widget.tails.selected_index == 1
+    assert "made\nnote" in widget.tails.children[0].value
+    assert widget.cancel_button.disabled
+    assert "2 succeeded" in widget.header.value
+    assert sent(comms) > 0
+
+
+def test_cached_steps_are_marked(comms, local):
+    graph = two_step_graph()
+    graph.run()
+    widget = finished_widget(graph)
+    assert widget.table.value.count("dagnb-state-cached") == 2
+    assert "<td style='padding:0 0.6em'>✓</td>" in widget.table.value
+    assert widget.tails.titles[0] == "make · cached (cached output)"
+
+
+def test_failure_is_red_with_stderr_tail(comms, local):
+    widget = finished_widget(two_step_graph(fail=True))
+    assert "dagnb-state-failed" in widget.table.value
+    assert "exit code 2: broke" in widget.table.value
+    assert widget.progress.bar_style == "danger"
+    assert widget.tails.children[1].value.endswith("used\nbroke</pre>")
+
+
+def test_state_colours_follow_the_state(comms, local):
+    widget = finished_widget(two_step_graph(fail=True))
+    assert "background:#c62828" in widget.table.value  # failed is red
+    assert "background:#2e7d32" in widget.table.value  # succeeded is green
+
+
+# -- buttons ----------------------------------------------------------------------------
+def test_run_all_button_starts_and_follows_a_new_run(comms, local):
+    graph = two_step_graph()
+    widget = finished_widget(graph, start=lambda targets, **o: start_background(graph, targets,
+                                                                                 **o))
+    first = widget.run
+    widget.run_all_button.click()
+    assert widget.run is not first
+    widget.run.wait(30)
+    widget.stop_following()
+    assert widget.run.states() == {"make": "cached", "use": "cached"}
+    assert widget.table.value.count("dagnb-state-cached") == 2
+
+
+def test_run_failed_button_runs_only_what_failed(comms, local):
+    graph = two_step_graph(fail=True)
+    widget = finished_widget(graph, start=lambda targets, **o: start_background(graph, targets,
+                                                                                 **o))
+    graph.replace(Step("use", run="echo fixed", needs=("make",)))
+    widget.run_failed_button.click()
+    widget.run.wait(30)
+    widget.stop_following()
+    assert widget.run.states() == {"make": "cached", "use": "succeeded"}
+
+
+def test_buttons_without_start_are_disabled(comms, local):
+    widget = finished_widget(two_step_graph())
+    assert widget.run_all_button.disabled and widget.run_failed_button.disabled
+    widget.run_all_button.click()  # a no-op, not an error
+
+
+def test_cancel_button_cancels_the_run(comms, local):
+    graph = Graph("slow")
+    graph.replace(Step("nap", run="sleep 30", cache=False))
+    run = start_background(graph)
+    widget = StatusWidget(run)
+    deadline = time.monotonic() + 10
+    while run.states()["nap"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    widget.render()
+    assert not widget.cancel_button.disabled
+    widget.cancel_button.click()
+    run.wait(10)
+    widget.stop_following()
+    assert run.states() == {"nap": "cancelled"}
+    assert "dagnb-state-cancelled" in widget.table.value
+
+
+def test_clear_cache_button_forwards_the_step(comms, local):
+    cleared = []
+    widget = finished_widget(two_step_graph(), clear_cache=lambda s: cleared.append(s) or 1)
+    widget.step_picker.value = "use"
+    widget.clear_button.click()
+    assert cleared == ["use"]
+    assert "cleared 1 cache entries of &#x27;use&#x27;" in widget.message.value
+
+
+def test_clear_cache_button_default_clears_the_store(comms, local):
+    from dagnb.session import Session
+
+    session = Session()
+    session.define(Step("keep", run="echo k"))
+    session.start().wait(30)
+    widget = finished_widget(session.graph, clear_cache=session.clear_cache)
+    assert len(dagnb.cache.entries("keep")) == 1
+    widget.step_picker.value = "keep"
+    widget.clear_button.click()
+    assert len(dagnb.cache.entries("keep")) == 0
+
+
+# -- throttling -----------------------------------------------------------------------
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_throttle_renders_at_most_once_per_interval():
+    clock = FakeClock()
+    renders = []
+    throttle = Throttle(lambda: renders.append(clock.now), interval=0.1, clock=clock)
+    assert not throttle.tick()  # nothing changed yet
+    for step in range(1000):  # 1 s of pokes, one per millisecond
+        clock.now = step / 1000
+        throttle.poke(None)
+        throttle.tick()
+    throttle.flush()
+    assert len(renders) <= 11
+    assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(renders[:-1]))
+
+
+def test_throttle_thread_renders_pending_changes_and_stops():
+    renders = []
+    throttle = Throttle(lambda: renders.append(time.monotonic()), interval=0.05).start()
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        throttle.poke(None)
+    throttle.close()
+    assert 2 <= len(renders) <= 0.5 / 0.05 + 3
+    assert not throttle.pending
+
+
+def test_throttle_stop_from_a_listener_does_not_block():
+    throttle = Throttle(lambda: None, interval=0.05).start()
+    throttle.poke(None)
+    started = time.monotonic()
+    throttle.stop()
+    assert time.monotonic() - started < 0.01
+    throttle.close()
+
+
+def test_background_widget_keeps_updating_from_its_thread(comms, local, monkeypatch):
+    monkeypatch.setattr(dagnb.widgets, "ENABLED", True)
+    monkeypatch.setattr(dagnb.widgets, "_display", lambda view: None)
+    graph = Graph("bg")
+    graph.replace(Step("tick", run="for i in 1 2 3; do echo $i; sleep 0.1; done", cache=False))
+    run = start_background(graph)
+    widget = watch(run, background=True)
+    assert not run.done
+    run.wait(30)
+    deadline = time.monotonic() + 5
+    while "dagnb-state-succeeded" not in widget.table.value and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert "1\n2\n3" in widget.tails.children[0].value
+
+
+# -- overhead -------------------------------------------------------------------------
+LINES = 100_000
+
+
+def _run_seconds(run) -> float:
+    """The run's own duration, from its first to its last event."""
+    events = [e for e in run.events if e.kind == "run"]
+    return events[-1].time - events[0].time
+
+
+def _timed_run(with_widget: bool, comms) -> tuple[float, int, int, float]:
+    graph = Graph("loud")
+    graph.replace(Step("loud", run=f"seq {LINES}", cache=False))
+    started = time.perf_counter()
+    renders = messages = 0
+    if with_widget:  # as a %%dagger cell does: build the view, start, display, wait, tick
+        view = live_view(focus="loud")
+        before = sent(comms)
+        run = start_background(graph)
+        watch(run, view)
+        renders, messages = view.throttle.renders, sent(comms) - before
+    else:
+        run = start_background(graph)
+        run.wait(60)
+    wall = time.perf_counter() - started
+    assert run.ok and len(run.logs("loud")) == LINES
+    return _run_seconds(run), renders, messages, wall
+
+
+def test_widget_overhead_on_a_100000_line_step(comms, local, monkeypatch):
+    monkeypatch.setattr(dagnb.widgets, "ENABLED", True)
+    monkeypatch.setattr(dagnb.widgets, "_display", lambda view: None)
+    plain, widget = [], []
+    for _ in range(5):  # alternate, keep the best of each: less noise from the machine
+        plain.append(_timed_run(False, comms))
+        widget.append(_timed_run(True, comms))
+    best_plain = min(r[0] for r in plain)
+    best_widget = min(r[0] for r in widget)
+    ratio = best_widget / best_plain
+    print(f"\n100k lines: run {best_plain:.3f}s plain, {best_widget:.3f}s with the widget "
+          f"(ratio {ratio:.3f}); wall {min(r[3] for r in plain):.3f}s vs "
+          f"{min(r[3] for r in widget):.3f}s; renders {[r[1] for r in widget]}, "
+          f"messages {[r[2] for r in widget]}")
+    assert ratio <= 1.10
+    for _, renders, messages, wall in widget:
+        assert renders <= wall * 10 + 2
+        assert messages <= renders * 12  # a handful of changed traits per render
+
+
+def test_listener_is_cheap_and_never_renders_on_the_loop(comms, local):
+    graph = Graph("q")
+    graph.replace(Step("q", run="seq 1000", cache=False))
+    run = start_background(graph)
+    widget = StatusWidget(run)
+    threads = set()
+    original = widget.render
+
+    def spy():
+        threads.add(threading.current_thread().name)
+        original()
+
+    widget.throttle.render = spy
+    run.wait(30)
+    while widget.throttle.pending:
+        widget.tick()
+        time.sleep(0.01)
+    widget.stop_following()
+    assert "dagnb-loop" not in threads

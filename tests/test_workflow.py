@@ -1,0 +1,71 @@
+"""YAML workflows: loading, the errors that name file, step, key and line, round trip."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb import WorkflowError
+from dagnb.workflow import dump, loads
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["example_workflow.yml", "example_pipeline.yml"])
+def test_examples_load_and_validate(name: str) -> None:
+    graph = dagnb.load(REPO / "workflows" / name)
+    graph.validate(check_host=True)
+    assert len(graph) >= 4 and graph.base_dir == REPO / "workflows"
+
+
+def test_example_workflow_fans_out_and_in() -> None:
+    graph = dagnb.load(REPO / "workflows" / "example_workflow.yml")
+    fan_in = [s for s in graph if len(s.needs) >= 3]
+    fanned = [s for s in graph if s.needs == ("generate",)]
+    assert len(fan_in) == 1 and len(fanned) >= 3
+
+
+def test_defaults_apply_where_a_step_is_silent() -> None:
+    graph = loads("defaults: {image: alpine, timeout: 5m}\n"
+                  "steps:\n  a: {run: 'true'}\n  b: {run: 'true', image: busybox}\n")
+    assert graph["a"].image == "alpine" and graph["b"].image == "busybox"
+    assert graph["a"].timeout == 300.0
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yml"
+    path.write_text("steps:\n  a:\n    run: [unclosed\n  b: {}\n")
+    with pytest.raises(WorkflowError, match=r"bad\.yml, line \d+: YAML does not parse"):
+        dagnb.load(path)
+
+
+def test_unknown_step_key_names_file_step_and_key() -> None:
+    with pytest.raises(WorkflowError,
+                       match=r"wf\.yml: step 'a': unknown key 'neds'; did you mean 'needs'"):
+        loads("steps:\n  a: {run: 'true', neds: [b]}\n", source="wf.yml")
+
+
+def test_unknown_workflow_key() -> None:
+    with pytest.raises(WorkflowError, match=r"unknown workflow key 'stpes'; did you mean 'steps'"):
+        loads("stpes: {}\n")
+
+
+def test_missing_file_is_one_line() -> None:
+    with pytest.raises(WorkflowError, match=r"workflow file 'nope\.yml' does not exist"):
+        dagnb.load("nope.yml")
+
+
+def test_steps_as_a_list_and_bad_field_value() -> None:
+    graph = loads("steps:\n  - name: a\n    run: 'true'\n")
+    assert graph.names == ["a"]
+    with pytest.raises(WorkflowError, match=r"<string>: step 'a' timeout 'x' is not a duration"):
+        loads("steps:\n  a: {run: 'true', timeout: x}\n")
+
+
+def test_round_trip_keeps_every_field() -> None:
+    graph = dagnb.load(REPO / "workflows" / "example_pipeline.yml")
+    again = loads(dump(graph))
+    assert [again[n] for n in again.names] == [graph[n] for n in graph.names]
+    assert "run: |" in dump(graph)  # scripts stay readable blocks
