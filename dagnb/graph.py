@@ -8,6 +8,7 @@ replaces its step), ``validate`` (unknown needs, cycles, host paths), ``order`` 
 from __future__ import annotations
 
 import difflib
+import functools
 import graphlib
 import inspect
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,7 +46,7 @@ class Graph:
         else the current directory at run time.
     """
 
-    __slots__ = ("_steps", "base_dir", "description", "last_run", "name")
+    __slots__ = ("_order", "_steps", "base_dir", "description", "last_run", "name")
 
     def __init__(
         self,
@@ -60,6 +61,7 @@ class Graph:
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.last_run: Run | None = None
         self._steps: dict[str, Step] = {}
+        self._order: list[str] | None = None  # the whole graph's order, until it changes
         for step in steps:
             self.add(step)
 
@@ -74,17 +76,22 @@ class Graph:
                 "use graph.replace() to redefine it"
             )
         self._steps[step.name] = step
+        self._order = None
         return step
 
     def replace(self, step: Step) -> Step:
         """Add ``step`` or redefine the step of the same name, keeping its position."""
         if not isinstance(step, Step):
             raise InvalidStepError(f"graph.replace() takes a Step, got {step!r}")
+        old = self._steps.get(step.name)
+        if old is None or old.needs != step.needs:  # the order depends on nothing else
+            self._order = None
         self._steps[step.name] = step
         return step
 
     def remove(self, name: str) -> Step:
         """Remove a step; steps that need it will fail validation until fixed."""
+        self._order = None
         return self._steps.pop(self._known(name))
 
     def step(
@@ -170,7 +177,13 @@ class Graph:
 
     def order(self, names: Iterable[str] | None = None) -> list[str]:
         """Topological order (graphlib), ties broken by the order steps were added."""
-        wanted = set(self._steps) if names is None else set(names)
+        if names is None:
+            if self._order is None:
+                self._order = self._sorted(set(self._steps))
+            return list(self._order)
+        return self._sorted(set(names))
+
+    def _sorted(self, wanted: set[str]) -> list[str]:
         sorter = graphlib.TopologicalSorter(
             {
                 n: [d for d in self._steps[n].needs if d in wanted]
@@ -233,6 +246,8 @@ class Graph:
         cancelled (with their upstream, which the cache makes cheap).
         """
         chosen = self._chosen(targets, tags, only_failed)
+        if len(chosen) == len(self._steps):
+            return self.order()
         return self.order(self._with_upstream(chosen))
 
     def _chosen(self, targets: Any, tags: Any, only_failed: bool) -> list[str]:
@@ -328,13 +343,19 @@ def _inferred_needs(fn: Callable[..., Any], params: Mapping[str, Any] | None) ->
     ]
 
 
+@functools.lru_cache(maxsize=4096)
+def _required_parameters(func: Callable[..., Any]) -> tuple[str, ...]:
+    return tuple(
+        p.name for p in inspect.signature(func).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is p.empty
+    )
+
+
 def _check_signature(step: Step) -> None:
-    for p in inspect.signature(step.func).parameters.values():  # type: ignore[arg-type]
-        if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD) or p.default is not p.empty:
-            continue
-        if p.name not in step.needs and p.name not in step.params:
+    for name in _required_parameters(step.func):  # type: ignore[arg-type]
+        if name not in step.needs and name not in step.params:
             raise InvalidStepError(
-                f"step {step.name!r}: parameter {p.name!r} of {step.func.__name__}() names "  # type: ignore[union-attr]
+                f"step {step.name!r}: parameter {name!r} of {step.func.__name__}() names "  # type: ignore[union-attr]
                 "no upstream step in needs and no param; add it to needs or params"
             )
 

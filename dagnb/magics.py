@@ -27,7 +27,9 @@ from .session import Session, get_session
 from .widgets import live_view, watch
 from .workflow import load
 
-__all__ = ["DaggerMagics", "Text", "load_ipython_extension", "unload_ipython_extension"]
+__all__ = [
+    "DaggerMagics", "Text", "load_ipython_extension", "parse_line", "unload_ipython_extension",
+]
 
 
 class Text(str):
@@ -51,6 +53,16 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
                              "stopped; %dagger status shows where it got to") from None
 
     return wrapper
+
+
+def parse_line(magic: Callable[..., Any], line: str) -> Any:
+    """A magic's options with POSIX shell quoting (``--env "A=x y"``), unlike
+    ``parse_argstring``, which keeps the quotes in the values."""
+    try:
+        words = shlex.split(line)
+    except ValueError as exc:  # an unclosed quote
+        raise UsageError(f"cannot read the options {line!r}: {exc}") from None
+    return magic.parser.parse_args(words)
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -142,7 +154,7 @@ class DaggerMagics(Magics):
             %%dagger total --python --needs fetch --outputs total
             total = sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
-        args = ma.parse_argstring(self.dagger_cell, line)
+        args = parse_line(self.dagger_cell, line)
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
         self.session.define(step, parse_names(args.outputs))
         if not args.define_only:
@@ -207,7 +219,7 @@ class DaggerMagics(Magics):
 @ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 @_run_options
 def _cmd_run(self: DaggerMagics, rest: str) -> None:
-    args = ma.parse_argstring(_cmd_run, rest)
+    args = parse_line(_cmd_run, rest)
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
@@ -223,7 +235,7 @@ def _cmd_status(self: DaggerMagics, rest: str) -> pd.DataFrame:
 @ma.argument("--tail", type=int, metavar="N", help="Only the last N lines.")
 @ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
 def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    args = ma.parse_argstring(_cmd_logs, rest)
+    args = parse_line(_cmd_logs, rest)
     return self._last_run().logs(args.name, stream=args.stream, tail=args.tail)
 
 

@@ -18,13 +18,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from dagger_stub.queries import exec_calls_of, uploads
+from dagger_stub.server import StubServer
 
 import dagnb
 from dagnb import Step
 from dagnb.breaker import reset_breakers
 from dagnb.executors import reset_executors
-from dagger_stub.queries import exec_calls_of, uploads
-from dagger_stub.server import StubServer
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]

@@ -26,7 +26,8 @@ def shell(tmp_path, monkeypatch):
     dagnb.configure(executor="local")
     reset_session()
     ip = InteractiveShell.instance()
-    ip.user_ns.pop("_dagger", None)
+    for name in ("_dagger", "v", "x", "y", "total", "count"):
+        ip.user_ns.pop(name, None)
     ip.run_line_magic("load_ext", "dagnb.magics")
     ip.run_line_magic("dagger", "reset")
     yield ip
@@ -344,6 +345,9 @@ def test_background_returns_at_once_and_publishes(shell):
     assert not run.done
     run.wait(10)
     assert run.states() == {"bg": "succeeded"}
+    deadline = time.monotonic() + 5  # a waiting thread publishes just after the end
+    while shell.user_ns.get("v") != 42 and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert shell.user_ns["v"] == 42
 
 

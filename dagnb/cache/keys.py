@@ -128,22 +128,44 @@ def step_key(
         A mounted path does not exist, or ``key_fn`` returned an unhashable value.
     """
     key = _Builder()
-    key.text("format", CACHE_FORMAT)
-    key.text("cache_version", _canonical([step.cache_version, cache_version]))
-    key.text("kind", step.kind)
-    _add_work(key, step)
-    key.text("image", step.image or "", step.image or "(none)")
-    key.text("env", _canonical(dict(step.env)))
-    key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
-    key.text("workdir", step.workdir or "", step.workdir or "(default)")
-    key.text("params", _canonical(dict(step.params)))
-    key.text("services", _canonical(list(step.services)))
-    key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
+    key.components, key.describe = _spec_components(step, cache_version)
+    if step.key_fn is not None or step.func is not None:
+        _add_work(key, step)
     for host, target in step.mounts.items():
         key.digest(f"mount:{host}", _mount_digest(step, Path(base_dir), host, target), target)
     for name, digest in upstream_digests.items():
         key.digest(f"upstream:{name}", digest, digest)
     return key.build()
+
+
+_SPEC_MEMO: dict[tuple[Step, str, bool], tuple[dict[str, str], dict[str, str]]] = {}
+_SPEC_MEMO_LIMIT = 100_000
+
+
+def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The components that depend on the step's fields alone, memoized per (equal) step:
+    a fully cached re-run then hashes only what can change (upstreams, mounts, code)."""
+    plain = step.key_fn is None and step.func is None  # functions vary beyond equality
+    memo_key = (step, cache_version, plain)
+    found = _SPEC_MEMO.get(memo_key)
+    if found is None:
+        key = _Builder()
+        key.text("format", CACHE_FORMAT)
+        key.text("cache_version", _canonical([step.cache_version, cache_version]))
+        key.text("kind", step.kind)
+        if plain:
+            _add_work(key, step)
+        key.text("image", step.image or "", step.image or "(none)")
+        key.text("env", _canonical(dict(step.env)))
+        key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
+        key.text("workdir", step.workdir or "", step.workdir or "(default)")
+        key.text("params", _canonical(dict(step.params)))
+        key.text("services", _canonical(list(step.services)))
+        key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
+        if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
+            _SPEC_MEMO.clear()
+        found = _SPEC_MEMO[memo_key] = (key.components, key.describe)
+    return dict(found[0]), dict(found[1])
 
 
 def _add_work(key: _Builder, step: Step) -> None:

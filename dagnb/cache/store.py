@@ -106,6 +106,8 @@ class Entry:
 
     def logs(self) -> list[dict[str, Any]]:
         """The captured log lines: dicts with time, attempt, stream, line."""
+        if self.meta.get("log_lines") == 0:
+            return []
         try:
             text = (self.path / "logs.jsonl").read_text(encoding="utf-8")
         except FileNotFoundError:
@@ -310,8 +312,10 @@ class Store:
         build = self.backend.build_dir(step_name)
         try:
             shutil.move(os.fspath(out_dir), build / "out")
+            logs = list(logs)
             _write_logs(build / "logs.jsonl", logs)
             meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
+            meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
             _write_synced(build / "meta.json", json.dumps(meta, indent=1).encode())
             self.backend.publish(step_name, step_key.digest, build)
         except BaseException:

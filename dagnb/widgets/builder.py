@@ -11,7 +11,6 @@ import shlex
 from typing import Any
 
 import ipywidgets as w
-from IPython.core import magic_arguments as ma
 from IPython.core.error import UsageError
 
 from ..errors import DagnbError
@@ -51,6 +50,7 @@ class Builder(w.VBox):
         self.exported = w.Textarea(layout=w.Layout(width="40em", height="8em"))
         self.message = w.HTML()
         self.existing.observe(lambda change: self.load(change["new"]), names="value")
+        self.name.observe(lambda _: self._offer_needs(), names="value")
         self.save_button.on_click(lambda _: self._save())
         self.export_button.on_click(lambda _: self._export())
         super().__init__(children=[
@@ -63,17 +63,22 @@ class Builder(w.VBox):
     # -- the form <-> steps ----------------------------------------------------------
     def refresh(self) -> None:
         """Update the choices from the graph (steps to edit, needs, recent images)."""
-        names = self.session.graph.names
-        self.existing.options = [_NEW, *names]
-        self.needs.options = [n for n in names if n != self.name.value]
+        self.existing.options = [_NEW, *self.session.graph.names]
+        self._offer_needs()
         recent = self.session.recent_images
         self.image.options = [*recent, *(i for i in COMMON_IMAGES if i not in recent)]
+
+    def _offer_needs(self) -> None:
+        """Every other step of the graph can be needed; keep the valid choices."""
+        chosen = self.needs.value
+        options = [n for n in self.session.graph.names if n != self.name.value.strip()]
+        self.needs.options = options
+        self.needs.value = tuple(n for n in chosen if n in options)
 
     def load(self, name: str) -> None:
         """Fill the form from the graph's step ``name`` (or clear it for a new step)."""
         step = self.session.graph[name] if name in self.session.graph.names else None
         self.name.value = step.name if step else ""
-        self.needs.options = [n for n in self.session.graph.names if n != self.name.value]
         self.image.value = (step.image or "") if step else ""
         self.command.value = str(step.run or "") if step and step.run else ""
         self.needs.value = tuple(step.needs) if step else ()
@@ -116,12 +121,12 @@ class Builder(w.VBox):
 
 def step_from_cell(text: str) -> Step:
     """The Step a ``%%dagger`` cell's text defines (its first line holds the options)."""
-    from ..magics import DaggerMagics
+    from ..magics import DaggerMagics, parse_line
 
     first, _, body = text.partition("\n")
     if not first.startswith("%%dagger"):
         raise ValueError(f"a %%dagger cell starts with '%%dagger NAME', not {first!r}")
-    args = ma.parse_argstring(DaggerMagics.dagger_cell, first[len("%%dagger"):])
+    args = parse_line(DaggerMagics.dagger_cell, first[len("%%dagger"):])
     return step_from_options(args.name, body, args)
 
 

@@ -86,6 +86,8 @@ class StatusWidget(w.VBox):
         self.tails.children = list(self._tail_views.values())
         self.tails.selected_index = run.order.index(self.focus) if self.focus in run.order else None
         self.step_picker.options = list(run.order)
+        if run.order:
+            self.step_picker.value = self.focus if self.focus in run.order else run.order[-1]
         # The listener runs on dagnb's loop thread for every event: only a poke (a C
         # call), never drawing; the throttle renders later from the waiting thread.
         self._unsubscribe = run.events.subscribe(self.throttle.poke)

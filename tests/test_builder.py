@@ -1,0 +1,113 @@
+"""The graph builder form: it edits the session graph and exports equivalent cells."""
+
+from __future__ import annotations
+
+import comm
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import dagnb
+import dagnb.widgets
+from dagnb.magic_args import cell_text
+from dagnb.session import Session, get_session, reset_session
+from dagnb.widgets.builder import Builder, builder, step_from_cell
+
+
+class DummyComm:
+    comm_id = "a-b-c-d"
+    kernel = "Truthy"
+
+    def open(self, *args, **kwargs):
+        pass
+
+    def on_msg(self, *args, **kwargs):
+        pass
+
+    def send(self, *args, **kwargs):
+        pass
+
+    def close(self, *args, **kwargs):
+        pass
+
+
+@pytest.fixture(autouse=True)
+def dummy_comm(monkeypatch, tmp_path):
+    monkeypatch.setattr(comm, "create_comm", lambda **kwargs: DummyComm())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(dagnb.widgets, "ENABLED", False)
+    reset_session()
+    yield
+    reset_session()
+
+
+def fill(form: Builder, name="fetch", image="alpine:3.20", command="echo hi", needs=(),
+         retries=0, ttl="") -> Builder:
+    form.name.value = name
+    form.image.value = image
+    form.command.value = command
+    form.needs.value = tuple(needs)
+    form.retries.value = retries
+    form.ttl.value = ttl
+    return form
+
+
+def test_save_adds_the_step_to_the_session_graph():
+    session = Session()
+    form = fill(Builder(session))
+    form.save_button.click()
+    step = session.graph["fetch"]
+    assert (step.run, step.image) == ("echo hi\n", "alpine:3.20")
+    assert "step 'fetch' is in the graph" in form.message.value.replace("&#x27;", "'")
+    assert form.existing.options == ("(new step)", "fetch")
+    assert "alpine:3.20" in form.image.options
+
+
+def test_needs_offer_existing_steps_and_edit_loads_a_step():
+    session = Session()
+    form = fill(Builder(session))
+    form.save_button.click()
+    fill(form, name="shout", command="tr a-z A-Z", needs=("fetch",), retries=2, ttl="1h")
+    form.save_button.click()
+    assert session.graph["shout"].needs == ("fetch",)
+    form.existing.value = "fetch"
+    assert (form.name.value, form.command.value) == ("fetch", "echo hi\n")
+    form.existing.value = "shout"
+    assert form.needs.value == ("fetch",) and form.retries.value == 2
+    assert form.ttl.value == "3600s"
+
+
+def test_export_round_trips_through_the_magic():
+    session = get_session()
+    form = fill(Builder(session), name="clean", image="python:3.12-slim",
+                command="python -c 'print(1)'\necho \"done\"", retries=3, ttl="2h")
+    form.save_button.click()
+    fill(form, name="report", command="cat $DAGNB_IN/clean/x", needs=("clean",))
+    form.export_button.click()
+    exported = form.exported.value
+    assert exported.startswith("%%dagger report --image alpine:3.20 --needs clean\n")
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "dagnb.magics")
+    first, _, body = exported.partition("\n")
+    shell.run_cell_magic("dagger", first[len("%%dagger "):] + " --define-only", body)
+    assert session.graph["report"] == form.step()
+    assert step_from_cell(fill(form, name="clean", image="python:3.12-slim",
+                               command="python -c 'print(1)'\necho \"done\"", retries=3,
+                               ttl="2h").cell_text()) == session.graph["clean"]
+
+
+def test_cell_text_of_a_step_round_trips():
+    step = dagnb.Step("full", run="echo $A\n", image="alpine:3.20", needs=("a", "b"),
+                      env={"A": "x y"}, secrets=("TOKEN",), mounts={"data": "/data"},
+                      params={"n": 3, "s": "text", "xs": [1, 2]}, retries=2, timeout="10m",
+                      ttl=0.5, tags=("t",), cache=False, executor="local")
+    assert step_from_cell(cell_text(step)) == step
+
+
+def test_bad_form_shows_a_message_not_an_exception():
+    form = fill(Builder(Session()), name="9 bad")
+    form.save_button.click()
+    assert "color:#c62828" in form.message.value
+
+
+def test_builder_function_uses_the_notebook_session():
+    assert builder().session is get_session()
