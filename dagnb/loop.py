@@ -17,7 +17,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-__all__ = ["get_loop", "in_loop_thread", "run_async", "run_sync", "submit"]
+__all__ = ["TaskFuture", "get_loop", "in_loop_thread", "run_async", "run_sync", "submit"]
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -41,9 +41,48 @@ def in_loop_thread() -> bool:
     return _thread is not None and threading.current_thread() is _thread
 
 
-def submit(coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
+    """A thread-safe future for a task on the loop whose ``cancel()`` cancels the task
+    and completes only once the task has finished cleaning up (killed its processes).
+    ``asyncio.run_coroutine_threadsafe``'s future is marked cancelled at once instead."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
+        super().__init__()
+        self._loop = loop
+        self._task: asyncio.Task[Any] | None = None
+        self._cancel_requested = False
+        loop.call_soon_threadsafe(self._start, coro)
+
+    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+        self._task = self._loop.create_task(coro)
+        self._task.add_done_callback(self._finish)
+        if self._cancel_requested:
+            self._task.cancel()
+
+    def _finish(self, task: asyncio.Task[Any]) -> None:
+        if task.cancelled():
+            super().cancel()
+            self.set_running_or_notify_cancel()
+        elif task.exception() is not None:
+            self.set_exception(task.exception())
+        else:
+            self.set_result(task.result())
+
+    def cancel(self) -> bool:
+        if self.done():
+            return False
+        self._loop.call_soon_threadsafe(self._cancel_task)
+        return True
+
+    def _cancel_task(self) -> None:
+        self._cancel_requested = True
+        if self._task is not None:
+            self._task.cancel()
+
+
+def submit(coro: Coroutine[Any, Any, T]) -> TaskFuture:
     """Schedule ``coro`` on the background loop; returns a thread-safe future."""
-    return asyncio.run_coroutine_threadsafe(coro, get_loop())
+    return TaskFuture(get_loop(), coro)
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:

@@ -36,9 +36,10 @@ ENGINE_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTA
 
 # A bug this module found, with the fix proposed in the report; strict, so that the marker
 # has to go when the fix lands.
-needs_lazy_executor_fix = pytest.mark.xfail(
-    strict=True, reason="runner._executor_chooser creates the 'dagger' executor before the "
-    "run, which raises ExecutorUnavailable without an engine even when every step is cached")
+needs_run_cache_in_require_engine = pytest.mark.xfail(
+    strict=True, reason="runner._require_engine plans against the default cache directory, "
+    "not the run's (--cache-dir / cache_directory=), so it finds nothing cached and raises "
+    "ExecutorUnavailable")
 
 
 @pytest.fixture(autouse=True)
@@ -196,7 +197,7 @@ def test_cli_runs_the_example_workflow_on_dagger(cli_runs, example_runs):
     assert report(replay) == report(example_runs.local)
 
 
-@needs_lazy_executor_fix
+@needs_run_cache_in_require_engine
 def test_cached_rerun_needs_no_engine(cli_runs, monkeypatch):
     env = without_engine(dict(os.environ))  # and the CLI's stub has been stopped
     again = cli("--executor", "dagger", "--cache-dir", str(cli_runs.root / "dagger"),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
+import signal
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -129,13 +132,18 @@ def test_max_concurrency_limits_steps_at_once() -> None:
     assert time.monotonic() - started >= 0.55
 
 
+def _unique_sleep() -> str:
+    """A sleep command no other process has (pgrep finds exactly ours)."""
+    return f"sleep 100.{random.randrange(10**6):06d}"
+
+
 def _processes_with(marker: str) -> list[str]:
     out = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True).stdout
     return out.split()
 
 
 def test_cancel_kills_the_process_group_within_a_second() -> None:
-    marker = "sleep 100.4242"
+    marker = _unique_sleep()
     graph = Graph("cancel", [Step("long", run=f"{marker} & {marker}; wait")])
     background = start_background(graph, cache=False, executor="local")
     deadline = time.monotonic() + 5
@@ -151,13 +159,14 @@ def test_cancel_kills_the_process_group_within_a_second() -> None:
 
 
 def test_step_timeout_stops_the_step() -> None:
-    graph = Graph("to", [Step("long", run="sleep 100.4343", timeout=0.5)])
+    marker = _unique_sleep()
+    graph = Graph("to", [Step("long", run=marker, timeout=0.5)])
     started = time.monotonic()
     result = run(graph)
     assert time.monotonic() - started < 1.5
     assert result.states() == {"long": "failed"}
     assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
-    assert _processes_with("sleep 100.4343") == []
+    assert _processes_with(marker) == []
 
 
 def test_run_timeout_cancels_what_is_left() -> None:
@@ -246,3 +255,26 @@ def test_no_orphans_and_env_of_the_host_is_kept(monkeypatch: pytest.MonkeyPatch)
     graph = Graph("env", [Step("e", run='echo "$HOST_ONLY $DAGNB_STEP"', env={"X": 1})])
     assert run(graph).logs("e")["line"].tolist() == ["kept e"]
     assert os.environ["HOST_ONLY"] == "kept"
+
+
+def test_ctrl_c_cancels_the_run_and_kills_its_processes(workdir: Path) -> None:
+    marker = _unique_sleep()
+    script = (
+        "import dagnb\n"
+        "g = dagnb.Graph('i', [dagnb.Step('long', run='sleep $MARK')])\n"
+        "try:\n"
+        "    g.run(cache=False, executor='local')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', g.last_run.states())\n"
+    )
+    env = {**os.environ, "MARK": marker.split()[1]}  # the marker is not in the script's argv
+    child = subprocess.Popen([sys.executable, "-c", script], cwd=workdir, env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 10
+    while not _processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _processes_with(marker), "the step never started"
+    child.send_signal(signal.SIGINT)
+    out, err = child.communicate(timeout=5)
+    assert "interrupted {'long': 'cancelled'}" in out, err
+    assert _processes_with(marker) == []

@@ -126,6 +126,7 @@ class StatusWidget(w.VBox):
             view.value = _tail_html(self.state.tails[name])
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
         self.cancel_button.disabled = not running or self.state.finished
+        self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
         for button in (self.run_all_button, self.run_failed_button):
             button.disabled = self._start is None or (running and not self.state.finished)
         if self.state.finished:
