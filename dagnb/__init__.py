@@ -8,7 +8,9 @@ read status, logs and results as pandas DataFrames.
 
 from __future__ import annotations
 
-from . import cache, executors
+from typing import Any
+
+from . import cache, config, executors, templates
 from .config import Settings, configure, settings
 from .context import StepContext, current
 from .errors import (
@@ -34,6 +36,7 @@ from .errors import (
     WorkflowError,
 )
 from .graph import Graph
+from .magics import load_ipython_extension, unload_ipython_extension
 from .memory import Memory
 from .retries import RetryPolicy, retry
 from .run import Run
@@ -41,6 +44,14 @@ from .step import Step
 from .workflow import load
 
 __version__ = "0.1.0"
+
+
+def builder() -> Any:
+    """The graph builder form for the notebook's graph (ipywidgets)."""
+    from .widgets.builder import builder as _builder
+
+    return _builder()
+
 
 __all__ = [
     "CacheError",
@@ -71,11 +82,16 @@ __all__ = [
     "TransientError",
     "WorkflowError",
     "__version__",
+    "builder",
     "cache",
+    "config",
     "configure",
     "current",
     "executors",
     "load",
+    "load_ipython_extension",
     "retry",
     "settings",
+    "templates",
+    "unload_ipython_extension",
 ]

@@ -120,6 +120,9 @@ def _graph(args: argparse.Namespace) -> int:
     return 0
 
 
+from . import cli_extra  # noqa: E402, F401 - registers the templates and config commands
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagnb`` console script."""
     args = build_parser().parse_args(argv)
@@ -131,4 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # run the imported module, where the extra commands registered themselves
+    from dagnb.cli import main as _main
+
+    sys.exit(_main())

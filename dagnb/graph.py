@@ -304,6 +304,12 @@ class Graph:
 
         return dump(self, path)
 
+    def show(self) -> Any:
+        """Draw the graph (SVG with Graphviz, else a text tree), coloured by the last run."""
+        from .dagview import DagView
+
+        return DagView(self)
+
     # -- the cache ------------------------------------------------------------------
     def plan(self, targets: Iterable[str] | str | None = None, **options: Any) -> Any:
         """DataFrame of what a run would do now: step, cached, key, reason."""

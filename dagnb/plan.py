@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from .graph import Graph
     from .run import Run
 
-__all__ = ["explain", "plan", "warm"]
+__all__ = ["cached_steps", "explain", "plan", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 
@@ -68,6 +68,16 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
 
 def _first(lines: list[str]) -> str:
     return lines[0] if lines else "will run"
+
+
+def cached_steps(graph: Graph, names: list[str], cache: StepCache) -> set[str]:
+    """The steps among ``names`` (in order, with their upstream) that a run with
+    ``cache`` would restore rather than run."""
+    return {
+        row["step"]
+        for row in _walk(graph, names, cache)
+        if row["cached"] and cache.lookup(graph[row["step"]], row["_key"]) is not None
+    }
 
 
 def plan(

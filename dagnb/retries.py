@@ -272,10 +272,12 @@ class RetryPolicy:
         ... plus a uniformly random ``0..jitter`` **seconds** (absolute, not a fraction),
         so every wait lies in :meth:`delay_bounds`.
     retry_on
-        Items naming more errors to retry: an exception type (matching the error or, for
-        a ``StepFailed`` raised ``from`` a Python step's exception, that exception), an
-        int exit code of a ``StepFailed`` (a signal ``-9`` counts as ``137``), or a
-        predicate ``error -> bool``. Put ``StepFailed`` here to retry every failure.
+        Narrows which failures ``max_retries`` applies to: an exception type (matching
+        the error or, for a ``StepFailed`` raised ``from`` a Python step's exception,
+        that exception), an int exit code of a ``StepFailed`` (a signal ``-9`` counts as
+        ``137``), or a predicate ``error -> bool``. Empty (the default): every failure
+        but a timeout is retried ``max_retries`` times; with ``max_retries=0`` (the
+        default policy) a non-zero exit is therefore never retried.
     retry_on_timeout
         Retry :class:`~dagnb.errors.StepTimeout` (``max_retries`` times).
     retry_transient
@@ -369,7 +371,10 @@ class RetryPolicy:
             return 0
         if kind == "timeout":
             return self.max_retries if self.retry_on_timeout else 0
-        retries = self.max_retries if any(_matches(i, exc) for i in self.retry_on) else 0
+        # retries=N alone retries any failure, as users of other schedulers expect;
+        # naming retry_on narrows it to those errors and exit codes.
+        named = not self.retry_on or any(_matches(i, exc) for i in self.retry_on)
+        retries = self.max_retries if named else 0
         if kind == "transient" and self.retry_transient:
             retries = max(retries, self.max_retries, self.transient_retries)
         return retries
@@ -675,3 +680,29 @@ def retry(
             "as @retry(max_retries=3)"
         )
     return decorate(func)
+
+
+def layered(base: Mapping[str, Any], value: Any) -> Any:
+    """Retry settings ``value`` (None, a count, a mapping or a RetryPolicy) over ``base``.
+
+    Settings < run < step: each level overrides the keys it names. A mapping that names
+    ``retry_on`` or ``retry_on_timeout`` but no count does not inherit a count of 0,
+    since naming what to retry means retrying it (``from_value`` then gives 2).
+    """
+    if isinstance(value, RetryPolicy):
+        return value
+    if isinstance(base, RetryPolicy):
+        if value is None:
+            return base
+        base = dataclasses.asdict(base)
+    merged = dict(base)
+    if value is None:
+        return merged
+    if isinstance(value, bool) or not isinstance(value, (int, Mapping)):
+        return RetryPolicy.from_value(value)  # True/False, or the one-line error
+    if isinstance(value, int):
+        return {**merged, "max_retries": value}
+    if {"retry_on", "retry_on_timeout"} & value.keys() and "max_retries" not in value:
+        merged.pop("max_retries", None)
+    return {**merged, **value}
+

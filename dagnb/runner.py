@@ -167,11 +167,11 @@ def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) ->
     if availability.available:
         return
     needing = [n for n in order if (graph[n].executor or default) == "dagger"]
-    if cache is not None:
-        from .plan import plan
+    if cache is not None:  # this run's cache: its folder, version and refresh
+        from .plan import cached_steps
 
-        cached = plan(graph, order).set_index("step")["cached"]
-        needing = [n for n in needing if not cached.get(n, False)]
+        restorable = cached_steps(graph, order, cache)
+        needing = [n for n in needing if n not in restorable]
     if needing:
         raise ExecutorUnavailable(
             f"executor 'dagger' is needed for step {needing[0]!r} but {availability.reason}"
@@ -194,15 +194,10 @@ def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: st
     )
 
 
-def _retry_defaults(retries: Any) -> dict[str, Any]:
-    defaults = settings().retry_defaults()
-    if retries is None:
-        return defaults
-    if isinstance(retries, int) and not isinstance(retries, bool):
-        return {**defaults, "max_retries": retries}
-    if isinstance(retries, dict):
-        return {**defaults, **retries}
-    raise InvalidStepError(f"retries={retries!r} must be a number or a mapping of retry settings")
+def _retry_defaults(retries: Any) -> Any:
+    from .retries import layered
+
+    return layered(settings().retry_defaults(), retries)
 
 
 def _new_run_id() -> str:

@@ -278,17 +278,9 @@ class Scheduler:
         return self._policies[memo]
 
     def _build_policy(self, value: Any) -> Any:
-        from .retries import RetryPolicy
+        from .retries import RetryPolicy, layered
 
-        if isinstance(value, RetryPolicy):
-            return value
-        defaults = dict(self.options.retry_defaults)
-        if isinstance(value, int) and not isinstance(value, bool):
-            value = {**defaults, "max_retries": value}
-        elif isinstance(value, Mapping):
-            value = {**defaults, **value}
-        elif value is None:
-            value = defaults or None
+        value = layered(self.options.retry_defaults, value)
         return RetryPolicy.from_value(value)
 
     async def _attempt(

@@ -197,7 +197,6 @@ def test_cli_runs_the_example_workflow_on_dagger(cli_runs, example_runs):
     assert report(replay) == report(example_runs.local)
 
 
-@needs_run_cache_in_require_engine
 def test_cached_rerun_needs_no_engine(cli_runs, monkeypatch):
     env = without_engine(dict(os.environ))  # and the CLI's stub has been stopped
     again = cli("--executor", "dagger", "--cache-dir", str(cli_runs.root / "dagger"),

@@ -90,12 +90,18 @@ def test_default_policy_retries_transient_errors_twice():
 
 
 def test_step_failed_is_not_retried_by_default():
-    for spec in (None, 3, {"max_retries": 3}):
+    rec = Recorder([failed(1)])
+    with pytest.raises(StepFailed, match="exited 1"):
+        rec.run(None)
+    assert rec.attempts == [1]
+    assert rec.retries == [] and rec.sleeps == []
+
+
+def test_a_bare_retry_count_retries_any_failure():
+    for spec in (3, {"max_retries": 3}):
         rec = Recorder([failed(1)])
-        with pytest.raises(StepFailed, match="exited 1"):
-            rec.run(spec)
-        assert rec.attempts == [1]
-        assert rec.retries == [] and rec.sleeps == []
+        assert rec.run(spec) == "ok on 2"
+        assert rec.attempts == [1, 2]
 
 
 def test_step_failed_is_retried_when_retry_on_names_its_exit_code():
@@ -414,7 +420,15 @@ def test_decorator_max_retries_is_exact_and_other_errors_pass_through():
         always(ConnectionError)
     with pytest.raises(KeyError):
         always(KeyError)
-    assert calls == [ConnectionError, ConnectionError, KeyError]
+    assert calls == [ConnectionError, ConnectionError, KeyError, KeyError]
+
+    calls.clear()
+    narrowed = retry(max_retries=1, retry_on=(ConnectionError,), sleep=lambda s: None)(
+        always.__wrapped__
+    )
+    with pytest.raises(KeyError):
+        narrowed(KeyError)
+    assert calls == [KeyError]
 
 
 def test_decorator_keeps_signatures():

@@ -75,7 +75,6 @@ def default_policy() -> RetryPolicy:
 # -- transient errors -------------------------------------------------------------------
 
 
-@needs_transient_cause_fix
 def test_transient_error_is_retried_until_the_third_attempt_succeeds(sleeps):
     calls: list[int] = []
 
@@ -121,7 +120,6 @@ def test_exit_code_1_is_retried_when_retry_on_names_it(sleeps):
     assert len(sleeps) == 2 and len(state_events(run, "retrying")) == 2
 
 
-@needs_retry_on_overlay_fix
 def test_retry_on_without_a_count_retries(sleeps):
     # RetryPolicy.from_value: naming errors to retry without max_retries gives 2 retries.
     run = run_graph([Step("bad", run="exit 1", retries={"retry_on": [1]})], sleeps)

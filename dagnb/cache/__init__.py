@@ -77,7 +77,8 @@ def default_location() -> Path:
 def default_store() -> Store:
     """The store in the configured directory (created on first use)."""
     global _default
-    if _default is None:
+    # a relative default follows the working directory (a notebook may chdir)
+    if _default is None or _default.location != default_location():
         _default = Store(default_location(), default_ttl=_ttl)
         fingerprint.configure_stat_cache(_default.location / "stat-cache.json")
     return _default

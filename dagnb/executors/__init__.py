@@ -59,7 +59,9 @@ def _create(name: str) -> Executor:
     if name == "dagger":
         from .dagger import DaggerExecutor
 
-        executor = DaggerExecutor()
+        from ..config import settings
+
+        executor = DaggerExecutor(registry_auth=settings().registry_auth())
         availability = executor.availability()
         if not availability.available:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {availability.reason}")

@@ -22,7 +22,8 @@ from typing import Any
 
 from ..capture import routed_output
 from ..context import StepContext, _current
-from ..errors import StepFailed
+from ..errors import StepFailed, TransientError
+from ..retries import classify
 from .base import NO_RESULT, Availability, Input, Outcome, Task
 
 __all__ = ["LocalExecutor"]
@@ -47,6 +48,12 @@ class LocalExecutor:
         return None
 
     async def execute(self, task: Task) -> Outcome:
+        if task.step.services:
+            raise StepFailed(
+                f"step {task.step.name!r} binds services {list(task.step.services)!r}, "
+                "which need the dagger executor; run it with executor='dagger'",
+                step=task.step.name,
+            )
         self._notice_image(task)
         if task.step.func is not None:
             return await _call_function(task)
@@ -60,7 +67,7 @@ class LocalExecutor:
             print(
                 f"dagnb: the local executor ignores images such as {task.step.image!r}; "
                 "steps run on this machine (use executor='dagger' for containers)",
-                file=sys.__stderr__,
+                file=sys.stderr,
             )
 
 
@@ -98,7 +105,11 @@ def _prepare_dirs(task: Task) -> None:
 
 
 def _process_env(task: Task) -> dict[str, str]:
-    return {**os.environ, **task.env, **task.secrets}
+    """The host's environment, with this Python's folder first on PATH: ``python3`` in
+    a step is then the interpreter (and packages) dagnb runs in, as in a notebook."""
+    env = {**os.environ, **task.env, **task.secrets}
+    env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
+    return env
 
 
 def _workdir(task: Task) -> str:
@@ -160,7 +171,10 @@ async def _call_function(task: Task) -> Outcome:
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:
-        raise _failure(task, exc) from exc
+        failure = _failure(task, exc)
+        if classify(exc) == "transient":  # a dropped connection in user code may pass
+            raise TransientError(str(failure)) from exc
+        raise failure from exc
     finally:
         _current.reset(token)
     return Outcome(exit_code=0, result=result)
