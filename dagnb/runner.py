@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from . import loop
 from .capture import capturing
 from .config import settings
-from .errors import ExecutorUnavailable, InvalidStepError
+from .errors import ExecutorUnavailable
 from .executors import get_executor
 from .run import Run
 from .scheduler import RunOptions, Scheduler

@@ -34,13 +34,6 @@ STEPS = ["generate", "total", "largest", "histogram", "report"]
 STATUS = ["step", "state", "exit_code", "attempts"]
 ENGINE_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN")
 
-# A bug this module found, with the fix proposed in the report; strict, so that the marker
-# has to go when the fix lands.
-needs_run_cache_in_require_engine = pytest.mark.xfail(
-    strict=True, reason="runner._require_engine plans against the default cache directory, "
-    "not the run's (--cache-dir / cache_directory=), so it finds nothing cached and raises "
-    "ExecutorUnavailable")
-
 
 @pytest.fixture(autouse=True)
 def fresh(monkeypatch, tmp_path) -> Iterator[None]:
@@ -105,15 +98,18 @@ def test_dagger_run_matches_the_local_run(example_runs):
 
 def test_upstream_outputs_pass_container_to_container(example_runs, dagger_stub):
     chain = exec_calls_of(example_runs.texts, "report")
-    mounts = {args["path"]: args["source"] for name, args in chain
-              if name == "withMountedDirectory"}
+    mounts = {
+        args["path"]: args["source"] for name, args in chain if name == "withMountedDirectory"
+    }
     assert sorted(mounts) == ["/dagnb/in/histogram", "/dagnb/in/largest", "/dagnb/in/total"]
     for upstream, source in mounts.items():
         kind, state = dagger_stub.engine.describe(source)
         assert kind == "Directory" and state["path"] == "/dagnb/out", (upstream, state)
         maker = dict(exec_calls_of(example_runs.texts, upstream.rsplit("/", 1)[1]))
-        assert dagger_stub.engine.describe(state["ctr"])[1]["exec"]["args"] == maker[
-            "withExec"]["args"]  # the upstream step's own container
+        assert (
+            dagger_stub.engine.describe(state["ctr"])[1]["exec"]["args"]
+            == maker["withExec"]["args"]
+        )  # the upstream step's own container
     assert uploads(example_runs.texts) == []  # nothing went through the host
     workspace = str(example_runs.dagger.workspace)
     assert not [text for text in example_runs.texts if workspace in text and "export" not in text]
@@ -141,9 +137,11 @@ def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
     barrier.mkdir()
     # Each step waits (at most 10 s) until all eight have started: only steps that run at
     # the same time can pass, so the stub must see eight execs at once.
-    wait = ('touch "$BARRIER/$DAGNB_STEP"; i=0; '
-            'while [ "$(ls "$BARRIER" | wc -l)" -lt 8 ] && [ $i -lt 200 ]; '
-            'do sleep 0.05; i=$((i+1)); done; ls "$BARRIER" | wc -l')
+    wait = (
+        'touch "$BARRIER/$DAGNB_STEP"; i=0; '
+        'while [ "$(ls "$BARRIER" | wc -l)" -lt 8 ] && [ $i -lt 200 ]; '
+        'do sleep 0.05; i=$((i+1)); done; ls "$BARRIER" | wc -l'
+    )
     steps = [Step(f"s{n}", run=wait, env={"BARRIER": str(barrier)}) for n in range(8)]
     run = dagnb.Graph("fan", steps).run(executor="dagger", cache=False, max_concurrency=8)
 
@@ -156,15 +154,21 @@ def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
 
 
 def cli(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "dagnb.cli", "run", str(WORKFLOW), *args],
-                          env=env, cwd=cwd, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "dagnb.cli", "run", str(WORKFLOW), *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def table(output: str) -> list[list[str]]:
     """The printed status table's step, state, cached, attempts and exit_code columns."""
     lines = output.splitlines()
     start = next(i for i, line in enumerate(lines) if line.split()[:2] == ["step", "state"])
-    return [line.split()[:5] for line in lines[start + 1:start + 1 + len(STEPS)]]
+    return [line.split()[:5] for line in lines[start + 1 : start + 1 + len(STEPS)]]
 
 
 @pytest.fixture(scope="module")
@@ -175,8 +179,7 @@ def cli_runs(tmp_path_factory) -> SimpleNamespace:
     try:
         env = {**without_engine(dict(os.environ)), **server.env()}
         local = cli("--executor", "local", "--cache-dir", str(root / "local"), env=env, cwd=root)
-        remote = cli("--executor", "dagger", "--cache-dir", str(root / "dagger"), env=env,
-                     cwd=root)
+        remote = cli("--executor", "dagger", "--cache-dir", str(root / "dagger"), env=env, cwd=root)
         execs = len(server.engine.exec_log)
     finally:
         server.stop()
@@ -199,8 +202,14 @@ def test_cli_runs_the_example_workflow_on_dagger(cli_runs, example_runs):
 
 def test_cached_rerun_needs_no_engine(cli_runs, monkeypatch):
     env = without_engine(dict(os.environ))  # and the CLI's stub has been stopped
-    again = cli("--executor", "dagger", "--cache-dir", str(cli_runs.root / "dagger"),
-                env=env, cwd=cli_runs.root)
+    again = cli(
+        "--executor",
+        "dagger",
+        "--cache-dir",
+        str(cli_runs.root / "dagger"),
+        env=env,
+        cwd=cli_runs.root,
+    )
     assert again.returncode == 0, again.stdout + again.stderr
     assert [r[:3] for r in table(again.stdout)] == [[s, "cached", "True"] for s in STEPS]
 

@@ -16,13 +16,16 @@ from dagnb import (
 
 
 def diamond() -> Graph:
-    return Graph("d", [
-        Step("load", run="true", tags=["io"]),
-        Step("left", run="true", needs=["load"]),
-        Step("right", run="true", needs=["load"], tags=["slow"]),
-        Step("join", run="true", needs=["left", "right"]),
-        Step("other", run="true"),
-    ])
+    return Graph(
+        "d",
+        [
+            Step("load", run="true", tags=["io"]),
+            Step("left", run="true", needs=["load"]),
+            Step("right", run="true", needs=["load"], tags=["slow"]),
+            Step("join", run="true", needs=["left", "right"]),
+            Step("other", run="true"),
+        ],
+    )
 
 
 def test_order_is_topological_and_stable() -> None:
@@ -38,8 +41,10 @@ def test_cycle_names_the_cycle() -> None:
 
 def test_unknown_need_suggests_the_closest_name() -> None:
     graph = Graph("g", [Step("prepare", run="true"), Step("train", run="true", needs=["prepar"])])
-    with pytest.raises(MissingDependencyError,
-                       match=r"step 'train' needs 'prepar', which is not a step; did you mean 'prepare'"):
+    with pytest.raises(
+        MissingDependencyError,
+        match=r"step 'train' needs 'prepar', which is not a step; did you mean 'prepare'",
+    ):
         graph.validate()
 
 
@@ -55,7 +60,9 @@ def test_remove_and_unknown_name() -> None:
     graph = diamond()
     graph.remove("other")
     assert "other" not in graph
-    with pytest.raises(StepNotFoundError, match=r"no step named 'lef' in the graph; did you mean 'left'"):
+    with pytest.raises(
+        StepNotFoundError, match=r"no step named 'lef' in the graph; did you mean 'left'"
+    ):
         graph["lef"]
 
 
@@ -86,7 +93,9 @@ def test_function_steps_infer_needs_from_parameters() -> None:
 def test_function_parameter_that_matches_nothing_is_an_error() -> None:
     graph = Graph("f")
     graph.replace(Step("use", func=lambda missing: missing, needs=()))
-    with pytest.raises(InvalidStepError, match=r"parameter 'missing' of <lambda>\(\) names no upstream"):
+    with pytest.raises(
+        InvalidStepError, match=r"parameter 'missing' of <lambda>\(\) names no upstream"
+    ):
         graph.validate()
 
 

@@ -57,16 +57,6 @@ def state_events(run: dagnb.Run, state: str) -> list[Any]:
     return [e for e in run.events if e.kind == "state" and e.data["state"] == state]
 
 
-# Bugs these tests found, with fixes proposed in the report; strict, so that the marker
-# has to go when the fix lands.
-needs_transient_cause_fix = pytest.mark.xfail(
-    strict=True, reason="retries.RetryPolicy.retries_for: a Python step's TransientError "
-    "reaches the retry policy as a StepFailed raised from it, classified permanent")
-needs_retry_on_overlay_fix = pytest.mark.xfail(
-    strict=True, reason="scheduler/runner merge the settings' max_retries=0 over a mapping "
-    "that names retry_on without a count, so nothing is retried")
-
-
 def default_policy() -> RetryPolicy:
     """The policy a step with no ``retries`` gets: the settings' defaults."""
     return RetryPolicy.from_value(dagnb.settings().retry_defaults())
@@ -113,8 +103,9 @@ def test_exit_code_1_is_not_retried_by_default(sleeps):
 
 
 def test_exit_code_1_is_retried_when_retry_on_names_it(sleeps):
-    run = run_graph([Step("bad", run="exit 1")], sleeps,
-                    retries={"max_retries": 2, "retry_on": [1]})
+    run = run_graph(
+        [Step("bad", run="exit 1")], sleeps, retries={"max_retries": 2, "retry_on": [1]}
+    )
     status = row(run, "bad")
     assert (status["state"], status["attempts"], status["exit_code"]) == ("failed", 3, 1)
     assert len(sleeps) == 2 and len(state_events(run, "retrying")) == 2
@@ -132,16 +123,20 @@ def test_retry_on_without_a_count_retries(sleeps):
 def test_killed_step_is_retried_with_retry_on_137(sleeps, command):
     plain = run_graph([Step("oom", run=command)], sleeps)
     assert row(plain, "oom")["attempts"] == 1
-    run = run_graph([Step("oom", run=command, retries={"max_retries": 1, "retry_on": [137]})],
-                    sleeps)
+    run = run_graph(
+        [Step("oom", run=command, retries={"max_retries": 1, "retry_on": [137]})], sleeps
+    )
     status = row(run, "oom")
     assert (status["state"], status["attempts"]) == ("failed", 2)
     assert status["exit_code"] in (137, -9)  # a signal is reported as the OS gives it
 
 
 def test_exhausted_retries_keep_every_attempt_in_the_logs(sleeps):
-    step = Step("flaky", run='echo "try $DAGNB_ATTEMPT"; echo "boom $DAGNB_ATTEMPT" >&2; exit 3',
-                retries={"max_retries": 2, "retry_on": [3]})
+    step = Step(
+        "flaky",
+        run='echo "try $DAGNB_ATTEMPT"; echo "boom $DAGNB_ATTEMPT" >&2; exit 3',
+        retries={"max_retries": 2, "retry_on": [3]},
+    )
     run = run_graph([step], sleeps)
 
     status = row(run, "flaky")
@@ -150,7 +145,8 @@ def test_exhausted_retries_keep_every_attempt_in_the_logs(sleeps):
     logs = run.logs("flaky")
     assert logs[["attempt", "stream", "line"]].values.tolist() == [
         [n, stream, f"{word} {n}"]
-        for n in (1, 2, 3) for stream, word in (("stdout", "try"), ("stderr", "boom"))
+        for n in (1, 2, 3)
+        for stream, word in (("stdout", "try"), ("stderr", "boom"))
     ]
 
 
@@ -228,8 +224,7 @@ class FlakyExecutor:
 
 def test_breaker_opens_fails_fast_and_a_probe_closes_it(sleeps):
     now = [1000.0]
-    breaker = breaker_for("flaky", failure_threshold=3, reset_timeout=30,
-                          clock=lambda: now[0])
+    breaker = breaker_for("flaky", failure_threshold=3, reset_timeout=30, clock=lambda: now[0])
     executor = FlakyExecutor()
     steps = [Step(name, run="true") for name in ("a", "b", "c")]
 
@@ -256,8 +251,7 @@ def test_breaker_opens_fails_fast_and_a_probe_closes_it(sleeps):
 
 def test_failed_probe_opens_the_breaker_again(sleeps):
     now = [0.0]
-    breaker = breaker_for("flaky", failure_threshold=1, reset_timeout=10,
-                          clock=lambda: now[0])
+    breaker = breaker_for("flaky", failure_threshold=1, reset_timeout=10, clock=lambda: now[0])
     executor = FlakyExecutor()
     run_graph([Step("a", run="true")], sleeps, executor=executor)
     assert breaker.state == "open" and executor.calls == ["a"]  # the retry failed fast

@@ -57,9 +57,8 @@ def _create(name: str) -> Executor:
     if name == "local":
         return LocalExecutor()
     if name == "dagger":
-        from .dagger import DaggerExecutor
-
         from ..config import settings
+        from .dagger import DaggerExecutor
 
         executor = DaggerExecutor(registry_auth=settings().registry_auth())
         availability = executor.availability()
