@@ -168,7 +168,7 @@ class Scheduler:
         entry = cache.lookup(step, key)
         if entry is None:
             async with cache.lock(step, key):
-                entry = cache.lookup(step, key)
+                entry = cache.lookup(step, key, recheck=True)  # another process may have run it
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
         return self._restore(step, entry)

@@ -72,11 +72,17 @@ class StepCache:
             step, upstream_digests=upstream_digests, base_dir=base_dir, cache_version=self.version
         )
 
-    def lookup(self, step: Step, key: StepKey) -> Entry | None:
-        """The entry to reuse, or None (always None for steps being refreshed)."""
+    def lookup(self, step: Step, key: StepKey, *, recheck: bool = False) -> Entry | None:
+        """The entry to reuse, or None (always None for steps being refreshed).
+
+        ``recheck`` is the second look, under the lock: a miss there was counted already.
+        """
         if self._refresh_all or step.name in self._refresh:
             return None
-        return self._store(step).lookup(step.name, key)
+        store = self._store(step)
+        if recheck and store.peek(step.name, key) is None:
+            return None
+        return store.lookup(step.name, key)
 
     @contextlib.asynccontextmanager
     async def lock(self, step: Step, key: StepKey) -> AsyncIterator[None]:

@@ -79,3 +79,29 @@ def test_targets_and_tags_select_upstream(tmp_path: Path) -> None:
     target = dagnb("run", str(EXAMPLE), "--target", "total", "--executor", "local", cwd=tmp_path)
     names = {line.split()[0] for line in target.stdout.splitlines() if line.strip()}
     assert {"generate", "total"} <= names and "report" not in names
+
+
+def test_progress_bar_on_a_terminal_redraws_one_line(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    import dagnb
+    from dagnb.progress import ProgressPrinter
+    from dagnb.runner import prepare
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.chdir(tmp_path)
+    graph = dagnb.Graph("bar", [dagnb.Step(f"s{i}", run="true") for i in range(3)])
+    run, _ = prepare(graph, cache=False, executor="local")
+    screen = Terminal()
+    printer = ProgressPrinter(run, screen, min_interval=0)
+    for name in run.order:
+        printer.on_event(run.events.emit("state", name, 1, state="running"))
+        printer.on_event(run.events.emit("state", name, 1, state="succeeded"))
+    printer.finish()
+    frames = screen.getvalue().split("\r")
+    assert frames[-1].startswith("[" + "#" * 24 + "] 3/3")
+    assert screen.getvalue().count("\n") == 1  # one line, redrawn in place

@@ -98,3 +98,12 @@ def test_a_cached_run_needs_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
         graph.run(executor="dagger")
     graph.run(executor="local")
     assert graph.run(executor="dagger").states() == {"a": "cached"}
+
+
+def test_warm_fills_the_cache_for_a_later_run() -> None:
+    graph = Graph("w", [Step("a", run="echo a"), Step("b", run="echo b", needs=["a"])])
+    assert not graph.plan()["cached"].any()
+    dagnb.cache.warm(graph, executor="local")
+    assert graph.plan()["cached"].all()
+    stats = dagnb.cache.stats()
+    assert set(stats.index) == {"a", "b"} and stats["misses"].tolist() == [1, 1]

@@ -48,6 +48,7 @@ __all__ = [
     "set_default_ttl",
     "stats",
     "step_key",
+    "warm",
 ]
 
 _location = Path(".dagnb_cache")
@@ -124,3 +125,11 @@ def explain(step_name: str, key: StepKey) -> list[str]:
 def explain_frame(step_name: str, key: StepKey) -> Any:
     """:func:`explain` as a DataFrame."""
     return _explain_module.explain_frame(default_store(), step_name, key)
+
+
+def warm(graph: Any, targets: Any = None, **options: Any) -> Any:
+    """Pre-fill the cache for a graph's steps (runs what is missing); returns the Run."""
+    from ..plan import warm as _warm
+
+    return _warm(graph, targets, **options)
+
