@@ -290,3 +290,24 @@ def test_default_store_functions(tmp_path):
         from dagnb import fingerprint
 
         fingerprint.configure_stat_cache(None)
+
+
+def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
+    from dagnb.cache import backend as backend_module
+    from dagnb.cache.keys import StepKey
+
+    store = Store(tmp_path / "c")
+    keys = []
+    for i in range(5):
+        out = tmp_path / f"o{i}"
+        out.mkdir()
+        keys.append(StepKey(f"k{i}", {}, {}))
+        store.save("s", keys[-1], out_dir=out)
+    for _ in range(backend_module._JOURNAL_COMPACT_AT + 2):
+        for key in keys:
+            assert store.lookup("s", key) is not None
+        store.flush()
+    journal = list((tmp_path / "c" / ".access").glob("*.jsonl"))
+    assert 1 <= len(journal) <= backend_module._JOURNAL_COMPACT_AT
+    hits = store.entries().set_index("key")["hits"]
+    assert set(hits) == {backend_module._JOURNAL_COMPACT_AT + 2}

@@ -29,6 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Any, ClassVar
 
+import filelock
+
 from ..errors import CacheError
 
 __all__ = ["LocalBackend", "Stamp", "StoreBackend", "get_backend", "register_backend"]
@@ -65,12 +67,12 @@ class StoreBackend(abc.ABC):
         """Whether the entry's ``out/`` directory exists."""
 
     @abc.abstractmethod
-    def read_access(self, step: str, key: str) -> dict[str, Any]:
-        """The entry's access record ({"hits", "last_used"}), {} when there is none."""
+    def append_access(self, records: list[dict[str, Any]]) -> None:
+        """Record uses of entries ({"step", "key", "hits", "last_used"}), all at once."""
 
     @abc.abstractmethod
-    def write_access(self, step: str, key: str, record: dict[str, Any]) -> None:
-        """Replace the entry's access record atomically (no-op if the entry is gone)."""
+    def read_access(self) -> dict[tuple[str, str], tuple[int, float]]:
+        """(step, key) -> (hits, last_used), summed over every recorded use."""
 
     @abc.abstractmethod
     def build_dir(self, step: str) -> Path:
@@ -153,6 +155,7 @@ class LocalBackend(StoreBackend):
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self._root_text = str(self.root)
+        self._access_memo: tuple[int, dict[tuple[str, str], tuple[int, float]]] | None = None
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -182,22 +185,41 @@ class LocalBackend(StoreBackend):
     def has_out(self, step: str, key: str) -> bool:
         return os.path.isdir(f"{self._root_text}/{step}/{key}/out")
 
-    def read_access(self, step: str, key: str) -> dict[str, Any]:
-        try:
-            record = json.loads((self.entry_dir(step, key) / "access.json").read_bytes())
-        except (OSError, ValueError):
-            return {}
-        return record if isinstance(record, dict) else {}
+    # Uses are a journal, one small file per flush, rather than a file per entry: a
+    # fully cached re-run of 10,000 steps then writes one file, not 10,000.
+    def append_access(self, records: list[dict[str, Any]]) -> None:
+        if not records:
+            return
+        folder = self.root / ".access"
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_journal(folder, f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", records)
+        if len(_journal_files(folder)) > _JOURNAL_COMPACT_AT:
+            lock = filelock.FileLock(str(folder / ".compact.lock"), timeout=0)
+            with contextlib.suppress(filelock.Timeout), lock:  # one compacts, others go on
+                self._compact(folder)
 
-    def write_access(self, step: str, key: str, record: dict[str, Any]) -> None:
-        entry = self.entry_dir(step, key)
-        temp = entry / f".access.{uuid.uuid4().hex}"
+    def read_access(self) -> dict[tuple[str, str], tuple[int, float]]:
+        folder = self.root / ".access"
         try:
-            temp.write_text(json.dumps(record), encoding="utf-8")
-            os.replace(temp, entry / "access.json")
-        except OSError:  # the entry was removed meanwhile: nothing to record
+            stamp = folder.stat().st_mtime_ns  # a new or compacted file changes it
+        except OSError:
+            return {}
+        if self._access_memo is None or self._access_memo[0] != stamp:
+            self._access_memo = (stamp, _sum_journals(_journal_files(folder)))
+        return self._access_memo[1]
+
+    def _compact(self, folder: Path) -> None:
+        """Fold the journal into one file; uses of removed entries are dropped."""
+        files = _journal_files(folder)
+        live = [
+            {"step": step, "key": key, "hits": hits, "last_used": last_used}
+            for (step, key), (hits, last_used) in _sum_journals(files).items()
+            if self.entry_dir(step, key).is_dir()
+        ]
+        _write_journal(folder, f"{time.time_ns()}-{os.getpid()}-compact", live)
+        for path in files:  # only what was read: a concurrent writer's file stays
             with contextlib.suppress(OSError):
-                temp.unlink()
+                path.unlink()
 
     def build_dir(self, step: str) -> Path:
         path = self.root / step / f".tmp-{uuid.uuid4().hex}"
@@ -293,3 +315,40 @@ def _mtime(path: Path) -> float:
 
 
 register_backend("local", LocalBackend)
+
+
+_JOURNAL_COMPACT_AT = 64
+
+
+def _write_journal(folder: Path, name: str, records: list[dict[str, Any]]) -> None:
+    """One journal file, written whole under a temporary name, then renamed."""
+    temp = folder / f".{name}.tmp"
+    temp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    os.replace(temp, folder / f"{name}.jsonl")
+
+
+def _journal_files(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if p.suffix == ".jsonl")
+    except OSError:
+        return []
+
+
+def _sum_journals(files: list[Path]) -> dict[tuple[str, str], tuple[int, float]]:
+    totals: dict[tuple[str, str], tuple[int, float]] = {}
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except OSError:  # compacted away meanwhile
+            continue
+        for line in lines:
+            try:
+                record = json.loads(line)
+                where = (str(record["step"]), str(record["key"]))
+                hits, last = int(record["hits"]), float(record["last_used"])
+            except (ValueError, KeyError, TypeError):  # a damaged line counts for nothing
+                continue
+            before = totals.get(where, (0, 0.0))
+            totals[where] = (before[0] + hits, max(before[1], last))
+    return totals
+

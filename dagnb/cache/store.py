@@ -25,6 +25,7 @@ import asyncio
 import atexit
 import contextlib
 import dataclasses
+import functools
 import json
 import os
 import shutil
@@ -80,7 +81,7 @@ class Entry:
     meta: Mapping[str, Any]
     stamp: Stamp = (0, 0, 0)
 
-    @property
+    @functools.cached_property
     def out_dir(self) -> Path:
         """The directory of the step's output files."""
         return self.path / "out"
@@ -393,13 +394,12 @@ class Store:
     # ------------------------------------------------------------------ management
 
     def flush(self) -> None:
-        """Write the hits counted in memory to each entry's ``access.json``."""
+        """Write the hits counted in memory to the store's access journal."""
         pending, self._pending = self._pending, {}
-        for (step_name, key), (hits, last_used) in pending.items():
-            record = self.backend.read_access(step_name, key)
-            record["hits"] = int(record.get("hits", 0)) + int(hits)
-            record["last_used"] = max(float(record.get("last_used", 0.0)), last_used)
-            self.backend.write_access(step_name, key, record)
+        self.backend.append_access([
+            {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
+            for (step_name, key), (hits, last_used) in pending.items()
+        ])
 
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
@@ -417,9 +417,8 @@ class Store:
 
     def usage(self, entry: Entry) -> tuple[int, float]:
         """(hits, last_used) of an entry: persisted plus counted in this process."""
-        record = self.backend.read_access(entry.step, entry.key)
-        hits = int(record.get("hits", 0))
-        last_used = max(float(record.get("last_used", 0.0)), entry.meta.get("last_used", 0.0))
+        hits, last_used = self.backend.read_access().get((entry.step, entry.key), (0, 0.0))
+        last_used = max(last_used, entry.meta.get("last_used", 0.0))
         pending = self._pending.get((entry.step, entry.key))
         if pending is not None:
             hits, last_used = hits + int(pending[0]), max(last_used, pending[1])
