@@ -94,4 +94,5 @@ class ProgressPrinter:
     def table(self) -> str:
         """The final status table as text."""
         frame = self.run.status()[_TABLE_COLUMNS]
-        return frame.to_string(index=False, na_rep="")
+        frame = frame.astype(object).where(frame.notna(), "")  # blank, not None/<NA>
+        return frame.to_string(index=False)
