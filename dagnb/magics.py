@@ -83,7 +83,7 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--param", action="append", default=[], metavar="K=V",
                     help="Parameter; the value is JSON when it parses, else text."),
         ma.argument("--retries", type=int, metavar="N",
-                    help="retry a failed run of the step up to N times, with backoff."),
+                    help="Retry a failed run of the step up to N times, with backoff."),
         ma.argument("--timeout", help="Time limit, such as 10m."),
         ma.argument("--ttl", help="How long the cached result stays valid, such as 1h."),
         ma.argument("--no-cache", action="store_true", help="Never cache this step."),
