@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["capturing", "routed_output"]
+__all__ = ["capturing", "current_context", "routed_output"]
 
 LineSink = Callable[[str, str], None]  # (stream, line)
 
@@ -29,12 +29,14 @@ _saved: dict[str, TextIO] = {}
 
 
 class _StepBuffer:
-    """Splits one step's writes into lines per stream."""
+    """Splits one step's writes into lines per stream; also carries the step's
+    context object, so that entering a step sets one ContextVar, not two."""
 
-    __slots__ = ("partial", "sink")
+    __slots__ = ("context", "partial", "sink")
 
-    def __init__(self, sink: LineSink) -> None:
+    def __init__(self, sink: LineSink, context: object = None) -> None:
         self.sink = sink
+        self.context = context
         self.partial = {"stdout": "", "stderr": ""}
 
     def write(self, stream: str, text: str) -> None:
@@ -103,8 +105,8 @@ class routed_output:
 
     __slots__ = ("_buffer", "_token")
 
-    def __init__(self, sink: LineSink) -> None:
-        self._buffer = _StepBuffer(sink)
+    def __init__(self, sink: LineSink, context: object = None) -> None:
+        self._buffer = _StepBuffer(sink, context)
 
     def __enter__(self) -> None:
         self._token = _current.set(self._buffer)
@@ -112,3 +114,10 @@ class routed_output:
     def __exit__(self, *exc: object) -> None:
         self._buffer.flush_partial()
         _current.reset(self._token)
+
+
+def current_context() -> object:
+    """The context object given to the innermost ``routed_output``, or None."""
+    buffer = _current.get()
+    return None if buffer is None else buffer.context
+

@@ -6,10 +6,11 @@ its own environment variables, so it calls :func:`current` instead.
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .capture import current_context
 
 if TYPE_CHECKING:
     from .executors.base import Task
@@ -56,14 +57,9 @@ class StepContext:
         return f"<StepContext {self.step!r} attempt {self.attempt}>"
 
 
-_current: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
-    "dagnb_step", default=None
-)
-
-
 def current() -> StepContext:
     """The context of the Python step running now; raises outside a step."""
-    context = _current.get()
-    if context is None:
+    context = current_context()  # set with the step's output capture
+    if not isinstance(context, StepContext):
         raise RuntimeError("dagnb.current() is only available inside a running Python step")
     return context

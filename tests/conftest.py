@@ -16,7 +16,6 @@ REPO = Path(__file__).resolve().parents[1]
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh current directory whose cache is empty."""
     monkeypatch.chdir(tmp_path)
-    before = dagnb.settings().cache_directory
     dagnb.configure(cache_directory=str(tmp_path / ".dagnb_cache"))
     yield tmp_path
-    dagnb.configure(cache_directory=before)
+    dagnb.config.reload()  # drop configure()'s arguments: no test sees another's cache

@@ -60,8 +60,9 @@ _session: SessionStore | None = None
 def set_default_location(path: str | os.PathLike[str]) -> None:
     """Use ``path`` as the cache directory of the default store (and its stat cache)."""
     global _location, _default
-    _location, _default = Path(path).expanduser().absolute(), None
-    fingerprint.configure_stat_cache(_location / "stat-cache.json")
+    # a relative path stays relative: it follows the working directory, as the runner's does
+    _location, _default = Path(path).expanduser(), None
+    fingerprint.configure_stat_cache(_location.absolute() / "stat-cache.json")
 
 
 def set_default_ttl(ttl: float | str | None) -> None:

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..capture import routed_output
-from ..context import StepContext, _current
+from ..context import StepContext
 from ..errors import StepFailed, TransientError
 from ..retries import classify
 from .base import NO_RESULT, Availability, Input, Outcome, Task
@@ -161,9 +161,8 @@ def _kill_stragglers(pgid: int) -> None:
 async def _call_function(task: Task) -> Outcome:
     step = task.step
     kwargs = function_arguments(step.func, task.inputs, step.params)
-    token = _current.set(StepContext(task))
     try:
-        with routed_output(task.log):
+        with routed_output(task.log, StepContext(task)):
             if step.is_async:
                 result = await step.func(**kwargs)  # type: ignore[misc]
             else:
@@ -175,8 +174,6 @@ async def _call_function(task: Task) -> Outcome:
         if classify(exc) == "transient":  # a dropped connection in user code may pass
             raise TransientError(str(failure)) from exc
         raise failure from exc
-    finally:
-        _current.reset(token)
     return Outcome(exit_code=0, result=result)
 
 
