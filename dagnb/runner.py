@@ -111,6 +111,7 @@ def prepare(
     skip_cache: bool | Iterable[str] | None = None,
     cache_directory: str | Path | None = None,
     cache_version: str | None = None,
+    ttl: float | str | None = None,
     retries: Any = None,
     sleep: Any = None,
 ) -> tuple[Run, Scheduler]:
@@ -129,10 +130,10 @@ def prepare(
         Stop everything at the first failure instead of finishing independent branches.
     executor
         'auto', 'local', 'dagger' or an Executor; a step's own ``executor`` wins.
-    cache, refresh, skip_cache, cache_directory, cache_version
+    cache, refresh, skip_cache, cache_directory, cache_version, ttl
         Caching for this run: off with ``cache=False``; ``refresh`` (alias
         ``skip_cache``) runs steps again and overwrites their entries (True for all, or
-        names).
+        names); ``ttl`` (seconds or '1h') for the entries of steps that set none.
     retries
         Default retry policy for steps that set none (a number or a mapping).
     """
@@ -154,7 +155,7 @@ def prepare(
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
         cache=_step_cache(
-            cache, cache_dir, refresh if skip_cache is None else skip_cache, cache_version
+            cache, cache_dir, refresh if skip_cache is None else skip_cache, cache_version, ttl
         ),
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
@@ -200,7 +201,9 @@ def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) ->
         )
 
 
-def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None) -> Any:
+def _step_cache(
+    enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None, ttl: Any
+) -> Any:
     config = settings()
     if enabled is None:
         enabled = config.caching_enabled
@@ -212,7 +215,7 @@ def _step_cache(enabled: bool | None, cache_dir: Path, refresh: Any, version: st
         cache_dir,
         refresh=refresh,
         version=version or config.cache_version,
-        ttl=config.cache_ttl_seconds,
+        ttl=parse_duration(ttl, what="ttl") if ttl is not None else config.cache_ttl_seconds,
     )
 
 

@@ -31,14 +31,14 @@ _stores: dict[Path, Store] = {}
 _flushing: list[threading.Thread] = []
 
 
-def store_at(location: Path, ttl: float | None = None) -> Store:
+def store_at(location: Path) -> Store:
     """The process-wide Store for ``location`` (one per folder keeps its memory warm)."""
     location = location.absolute()
     if location == _cache.default_location():
         return _cache.default_store()
     with _lock:
         if location not in _stores:
-            _stores[location] = Store(location, default_ttl=ttl)
+            _stores[location] = Store(location)
         return _stores[location]
 
 
@@ -53,7 +53,8 @@ class StepCache:
         version: str = "",
         ttl: float | None = None,
     ) -> None:
-        self.store = store_at(location, ttl)
+        self.store = store_at(location)
+        self.ttl = ttl  # for steps that set none; a Store is shared, so not its default
         self.session: SessionStore = _cache.session_store()
         self.version = version
         self._refresh_all = refresh is True
@@ -115,7 +116,7 @@ class StepCache:
             logs=logs,
             exit_code=exit_code,
             duration_s=duration_s,
-            ttl=step.ttl,
+            ttl=step.ttl if step.ttl is not None else self.ttl,
         )
 
     @staticmethod

@@ -64,12 +64,33 @@ def load(path: str | Path) -> Graph:
 def loads(text: str, *, source: str = "<string>") -> Graph:
     """Parse workflow YAML text."""
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         raise WorkflowError(_yaml_message(exc, source)) from None
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
     return graph_from_dict(data, source=source)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (two steps of one name
+    would otherwise silently become the last one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice in one mapping; rename one",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
 def _yaml_message(exc: yaml.YAMLError, source: str) -> str:

@@ -107,3 +107,11 @@ def test_warm_fills_the_cache_for_a_later_run() -> None:
     assert graph.plan()["cached"].all()
     stats = dagnb.cache.stats()
     assert set(stats.index) == {"a", "b"} and stats["misses"].tolist() == [1, 1]
+
+
+def test_run_level_ttl_applies_to_steps_that_set_none() -> None:
+    graph = Graph("t", [Step("short", run="echo s"), Step("own", run="echo o", ttl="1d")])
+    graph.run(executor="local", ttl="1h")
+    entries = dagnb.cache.entries().set_index("step")
+    lifetimes = (entries["expires"] - entries["created"]).dt.total_seconds()
+    assert round(lifetimes["short"]) == 3600 and round(lifetimes["own"]) == 86400

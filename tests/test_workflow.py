@@ -69,3 +69,9 @@ def test_round_trip_keeps_every_field() -> None:
     again = loads(dump(graph))
     assert [again[n] for n in again.names] == [graph[n] for n in graph.names]
     assert "run: |" in dump(graph)  # scripts stay readable blocks
+
+
+def test_a_step_name_given_twice_is_an_error_with_its_line() -> None:
+    text = "steps:\n  a: {run: 'true'}\n  a: {run: 'false'}\n"
+    with pytest.raises(WorkflowError, match=r"line 3: YAML does not parse \('a' is given twice"):
+        loads(text)
