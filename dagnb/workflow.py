@@ -64,7 +64,7 @@ def load(path: str | Path) -> Graph:
 def loads(text: str, *, source: str = "<string>") -> Graph:
     """Parse workflow YAML text."""
     try:
-        data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
     except yaml.YAMLError as exc:
         raise WorkflowError(_yaml_message(exc, source)) from None
     if not isinstance(data, Mapping):
