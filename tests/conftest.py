@@ -19,3 +19,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     dagnb.configure(cache_directory=str(tmp_path / ".dagnb_cache"))
     yield tmp_path
     dagnb.config.reload()  # drop configure()'s arguments: no test sees another's cache
+
+
+@pytest.fixture
+def fresh_executors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A fresh folder, and no breaker or executor state left by another test."""
+    from dagnb.breaker import reset_breakers
+    from dagnb.executors import reset_executors
+
+    monkeypatch.chdir(tmp_path)
+    reset_breakers()
+    reset_executors()
+    yield
+    reset_breakers()
+    reset_executors()
+

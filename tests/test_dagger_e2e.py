@@ -12,7 +12,6 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -23,7 +22,6 @@ from dagger_stub.server import StubServer
 
 import dagnb
 from dagnb import Step
-from dagnb.breaker import reset_breakers
 from dagnb.executors import reset_executors
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
@@ -35,14 +33,7 @@ STATUS = ["step", "state", "exit_code", "attempts"]
 ENGINE_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN")
 
 
-@pytest.fixture(autouse=True)
-def fresh(monkeypatch, tmp_path) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    reset_breakers()
-    reset_executors()
-    yield
-    reset_breakers()
-    reset_executors()
+pytestmark = pytest.mark.usefixtures("fresh_executors")
 
 
 def log_rows(run: dagnb.Run) -> list[list[Any]]:

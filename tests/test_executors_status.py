@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 import dagnb
 from dagnb import Graph, Step
-from dagnb.breaker import breaker_for, reset_breakers
-from dagnb.executors import reset_executors
+from dagnb.breaker import breaker_for
 from dagnb.runner import start_background
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
@@ -21,14 +20,7 @@ COLUMNS = ["name", "available", "reason", "capabilities", "running", "capacity",
            "retry_in"]
 
 
-@pytest.fixture(autouse=True)
-def fresh(tmp_path, monkeypatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    reset_breakers()
-    reset_executors()
-    yield
-    reset_breakers()
-    reset_executors()
+pytestmark = pytest.mark.usefixtures("fresh_executors")
 
 
 def no_engine(monkeypatch, tmp_path) -> None:

@@ -9,15 +9,13 @@ from __future__ import annotations
 import secrets
 import subprocess
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 import dagnb
 from dagnb import Graph, RetryPolicy, Step, TransientError
-from dagnb.breaker import breaker_for, reset_breakers
-from dagnb.executors import reset_executors
+from dagnb.breaker import breaker_for
 from dagnb.executors.base import Availability, Outcome, Task
 
 
@@ -28,14 +26,7 @@ class Sleeps(list):
         self.append(seconds)
 
 
-@pytest.fixture(autouse=True)
-def fresh(tmp_path, monkeypatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)
-    reset_breakers()
-    reset_executors()
-    yield
-    reset_breakers()
-    reset_executors()
+pytestmark = pytest.mark.usefixtures("fresh_executors")
 
 
 @pytest.fixture
