@@ -17,11 +17,12 @@ import asyncio
 import dataclasses
 import shutil
 import time
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import DagnbError, StepCancelled, StepError, StepFailed, StepTimeout
+from .errors import CacheError, DagnbError, StepCancelled, StepError, StepFailed, StepTimeout
 from .executors import track
 from .executors.base import Executor, Input, Outcome, Task
 from .masking import Masker
@@ -89,6 +90,7 @@ class Scheduler:
         self._failed_fast = False
         self._policies: dict[str, Any] = {}
         self._stop_reason = "the run was cancelled"
+        self._stopper: asyncio.Task[None] | None = None
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -178,15 +180,19 @@ class Scheduler:
         lines: list[dict[str, Any]] = []
         outcome = await self._attempts(step, lines)
         out_dir = self._out_dir(step.name)
-        entry = cache.save(
-            step,
-            key,
-            out_dir=out_dir,
-            result=outcome.result,
-            logs=lines,
-            exit_code=outcome.exit_code or 0,
-            duration_s=time.monotonic() - started,
-        )
+        try:
+            entry = cache.save(
+                step,
+                key,
+                out_dir=out_dir,
+                result=outcome.result,
+                logs=lines,
+                exit_code=outcome.exit_code or 0,
+                duration_s=time.monotonic() - started,
+            )
+        except (OSError, CacheError) as exc:  # a full disk must not fail a step that worked
+            warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=1)
+            entry = None
         if entry is None:  # not storable (an unpicklable result): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
         self.run._outputs[step.name] = entry.out_dir
@@ -394,9 +400,9 @@ class Scheduler:
             self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}")
         if self.options.fail_fast and not self._failed_fast and state == "failed":
             self._failed_fast = True
-            asyncio.get_running_loop().create_task(
-                self._stop_all(f"stopped after step {step.name!r} failed (fail_fast)")
-            )
+            reason = f"stopped after step {step.name!r} failed (fail_fast)"
+            # kept: the loop holds tasks weakly, and this one must finish
+            self._stopper = asyncio.get_running_loop().create_task(self._stop_all(reason))
         self._check_done()
 
     def _skippable(self, name: str) -> list[str]:

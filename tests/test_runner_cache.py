@@ -115,3 +115,20 @@ def test_run_level_ttl_applies_to_steps_that_set_none() -> None:
     entries = dagnb.cache.entries().set_index("step")
     lifetimes = (entries["expires"] - entries["created"]).dt.total_seconds()
     assert round(lifetimes["short"]) == 3600 and round(lifetimes["own"]) == 86400
+
+
+def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagnb.stepcache import StepCache
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(StepCache, "save", full_disk)
+    graph = Graph("full", [Step("a", run='echo hi > "$DAGNB_OUT/x"'),
+                           Step("b", run='cat "$DAGNB_IN/a/x"', needs=["a"])])
+    with pytest.warns(UserWarning, match=r"step 'a' ran but was not cached: .*No space left"):
+        run = graph.run(executor="local")
+    assert run.states() == {"a": "succeeded", "b": "succeeded"}
+    assert run.logs("b")["line"].tolist() == ["hi"]
