@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from . import loop
 from .capture import capturing
 from .config import settings
-from .errors import ExecutorUnavailable
+from .errors import ConfigError, ExecutorUnavailable
 from .executors import get_executor
 from .run import Run
 from .scheduler import RunOptions, Scheduler
@@ -145,8 +145,11 @@ def prepare(
     graph.check_mounts(order, base_dir)
     secret_values = resolve_secrets(steps.values())
     cache_dir = Path(cache_directory or config.cache_directory).resolve()
-    run_id = _new_run_id()
-    run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
     options = RunOptions(
         max_concurrency=max_concurrency or config.max_concurrent_executions,
         timeout=parse_duration(
@@ -163,6 +166,8 @@ def prepare(
     _require_engine(graph, order, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
+    run_id = _new_run_id()  # only now, so that bad input leaves no run folder behind
+    run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
     graph.last_run = run
     return run, Scheduler(run, options, secret_values)
 

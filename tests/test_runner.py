@@ -278,3 +278,9 @@ def test_ctrl_c_cancels_the_run_and_kills_its_processes(workdir: Path) -> None:
     out, err = child.communicate(timeout=5)
     assert "interrupted {'long': 'cancelled'}" in out, err
     assert _processes_with(marker) == []
+
+
+def test_bad_max_concurrency_is_one_line() -> None:
+    graph = Graph("c", [Step("a", run="true")])
+    with pytest.raises(dagnb.ConfigError, match=r"max_concurrency=0 must be a whole number >= 1"):
+        run(graph, max_concurrency=0)
