@@ -71,8 +71,14 @@ def _show(args: argparse.Namespace) -> int:
     return 0
 
 
+_SAMPLES = {"str": "x", "int": 1, "float": 1.0, "bool": False, None: "x"}
+
+
 def _placeholder(parameter: templates.Parameter) -> Any:
-    return {"str": "x", "int": 1, "float": 1.0, "bool": False, "list": [1]}[parameter.type]
+    """A value of the parameter's type (lists: one item of the item type)."""
+    if parameter.type == "list":
+        return [_SAMPLES[parameter.items]]
+    return _SAMPLES[parameter.type]
 
 
 def _new(args: argparse.Namespace) -> int:

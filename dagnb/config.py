@@ -254,15 +254,16 @@ DEFAULT_KEYS = (
 )
 _PATH_KEYS = ("cache_directory", "workflow_directory")
 _NOT_FROM_ENV = ("container_credentials",)
+_SECRET_KEYS = ("container_credentials",)
 
 
 def _checked(key: str, value: Any, where: str) -> Any:
     try:
         return _CHECKS[key](value)
     except _Bad as bad:
-        raise ConfigError(
-            f"{where}: {key} = {value!r} is not valid; expected {bad.expected}"
-        ) from None
+        # A misplaced token is the likely mistake here: never echo what was given.
+        shown = "" if key in _SECRET_KEYS else f" = {value!r}"
+        raise ConfigError(f"{where}: {key}{shown} is not valid; expected {bad.expected}") from None
 
 
 def _unknown(key: Any, known: tuple[str, ...], where: str) -> ConfigError:

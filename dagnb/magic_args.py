@@ -30,7 +30,9 @@ from .step import Step
 
 __all__ = [
     "cell_function",
+    "cell_options",
     "cell_text",
+    "duration_text",
     "parse_assignments",
     "parse_names",
     "parse_value",
@@ -177,7 +179,7 @@ def cell_text(step: Step) -> str:
     options = [f"%%dagger {step.name}"]
     if step.func is not None:
         options.append("--python")
-    options += _options(step)
+    options += cell_options(step)
     if step.func is not None:
         outputs = cell_outputs(step)
         if outputs:
@@ -192,7 +194,8 @@ def cell_body(step: Step) -> str:
     return textwrap.dedent("".join(lines[1:-1])).rstrip("\n") + "\n"
 
 
-def _options(step: Step) -> list[str]:
+def cell_options(step: Step) -> list[str]:
+    """The ``%%dagger`` options (after the name and ``--python``) that rebuild ``step``."""
     q = shlex.quote
     opts = []
     if step.image:
@@ -206,9 +209,9 @@ def _options(step: Step) -> list[str]:
     if step.retries is not None:
         opts.append(f"--retries {step.retries}")
     if step.timeout is not None:
-        opts.append(f"--timeout {_seconds(step.timeout)}")
+        opts.append(f"--timeout {duration_text(step.timeout)}")
     if step.ttl is not None:
-        opts.append(f"--ttl {_seconds(step.ttl)}")
+        opts.append(f"--ttl {duration_text(step.ttl)}")
     if step.tags:
         opts.append(f"--tags {','.join(step.tags)}")
     if step.cache is False:
@@ -218,6 +221,6 @@ def _options(step: Step) -> list[str]:
     return opts
 
 
-def _seconds(value: float) -> str:
+def duration_text(value: float) -> str:
     """A duration option that parses back to the same number of seconds."""
     return f"{int(value)}s" if float(value).is_integer() else f"{value!r}s"

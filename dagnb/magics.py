@@ -55,14 +55,18 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def split_words(line: str) -> list[str]:
+    """``shlex.split``, with an unclosed quote as a UsageError rather than a traceback."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options {line!r}: {exc}; close the quote") from None
+
+
 def parse_line(magic: Callable[..., Any], line: str) -> Any:
     """A magic's options with POSIX shell quoting (``--env "A=x y"``), unlike
     ``parse_argstring``, which keeps the quotes in the values."""
-    try:
-        words = shlex.split(line)
-    except ValueError as exc:  # an unclosed quote
-        raise UsageError(f"cannot read the options {line!r}: {exc}") from None
-    return magic.parser.parse_args(words)
+    return magic.parser.parse_args(split_words(line))
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -164,7 +168,7 @@ class DaggerMagics(Magics):
              **options: Any) -> None:
         if args.refresh:
             options["refresh"] = targets if targets else True
-        if args.max_concurrency:
+        if args.max_concurrency is not None:
             options["max_concurrency"] = args.max_concurrency
         view = live_view(focus=focus, start=self.session.start,
                          clear_cache=self.session.clear_cache)
@@ -194,11 +198,11 @@ class DaggerMagics(Magics):
 
         Define steps with ``%%dagger NAME`` cells (see ``%%dagger?``).
         """
-        words = shlex.split(line)
+        words = split_words(line)
         if not words:
             raise UsageError("%dagger needs a command: run, status, logs, graph, plan, "
                              "cache, services, save, load, reset or config (see %dagger?)")
-        command, rest = words[0], line.strip()[len(words[0]):].strip()
+        command, rest = words[0], shlex.join(words[1:])
         handler = _COMMANDS.get(command)
         if handler is None:
             raise UsageError(f"unknown %dagger command {command!r}; use one of "
@@ -247,11 +251,11 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
 
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
     self.session.use_configured_store()
-    return self.session.graph.plan(shlex.split(rest) or None)
+    return self.session.graph.plan(split_words(rest) or None)
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
-    words = shlex.split(rest) or ["stats"]
+    words = split_words(rest) or ["stats"]
     store = self.session.use_configured_store()
     action, names = words[0], words[1:]
     if action == "stats" and not names:
@@ -272,7 +276,7 @@ def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
 
 
 def _one_path(rest: str, command: str) -> str:
-    words = shlex.split(rest)
+    words = split_words(rest)
     if len(words) != 1:
         raise UsageError(f"%dagger {command} takes one path, such as %dagger {command} "
                          f"pipeline.yml; got {rest!r}")
@@ -299,7 +303,7 @@ def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
 
 
 def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    changes = parse_assignments(shlex.split(rest), "%dagger config", as_json=True)
+    changes = parse_assignments(split_words(rest), "%dagger config", as_json=True)
     if changes:
         configure(**changes)
     values = dataclasses.asdict(settings())

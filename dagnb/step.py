@@ -212,6 +212,11 @@ class Step:
             raise InvalidStepError(
                 f"step {name!r}: cache={self.cache!r} must be True, False or 'session'"
             )
+        retries = self.retries
+        if isinstance(retries, bool) or (isinstance(retries, int) and retries < 0):
+            raise InvalidStepError(
+                f"step {name!r}: retries {retries!r} must be a whole number >= 0"
+            )
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         for alias, path in self.cache_volumes.items():

@@ -112,9 +112,12 @@ class Parameter:
     def parse(self, text: str) -> Any:
         """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
         if self.type == "list":
-            parsed = yaml.safe_load(text) if text.strip().startswith("[") else [
-                item.strip() for item in text.split(",") if item.strip()
-            ]
+            try:
+                parsed = yaml.safe_load(text) if text.strip().startswith("[") else [
+                    item.strip() for item in text.split(",") if item.strip()
+                ]
+            except yaml.YAMLError:  # "[1," : an unclosed list
+                raise self._mistyped(text) from None
             if not isinstance(parsed, list):
                 raise self._mistyped(text)
             return [_from_text(self.items, item, self._mistyped) for item in parsed]
@@ -245,6 +248,9 @@ def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
     expanded: dict[str, Any] = {}
     copies: dict[str, list[str]] = {}
     for name, fields in steps.items():
+        if not isinstance(fields, Mapping):  # graph_from_dict says what a step must be
+            expanded[name] = fields
+            continue
         fields = dict(fields)
         items = fields.pop("for_each", _MISSING)
         if items is _MISSING:
@@ -256,12 +262,21 @@ def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
                 "give a non-empty list"
             )
         copies[name] = [f"{name}_{i}" for i in range(len(items))]
+        for copy in copies[name]:
+            if copy in steps:
+                raise ConfigError(
+                    f"template {template_id!r}: step {name!r} has for_each copy {copy!r}, "
+                    "which is also a step; rename one of them"
+                )
         for index, item in enumerate(items):
             params = {**(fields.get("params") or {}), "item": item, "index": index}
             expanded[f"{name}_{index}"] = {**fields, "params": params}
     for fields in expanded.values():
-        if "needs" in fields:
-            fields["needs"] = [c for n in fields["needs"] for c in copies.get(n, [n])]
+        needs = fields.get("needs") if isinstance(fields, dict) else None
+        if isinstance(needs, str):  # "needs: prep", one name
+            needs = [needs]
+        if isinstance(needs, list):
+            fields["needs"] = [c for n in needs for c in copies.get(n, [n])]
     return expanded
 
 
@@ -281,6 +296,9 @@ def load_template(path: str | Path) -> Template:
         if not data.get(key):
             raise WorkflowError(f"template {source!r} has no {key!r}; add it")
     specs = data.get("parameters") or {}
+    if not isinstance(specs, Mapping):
+        raise WorkflowError(f"template {source!r}: 'parameters' must be a mapping of name: "
+                            f"{{type, default, ...}}, got {specs!r}")
     parameters = {name: _parameter(name, spec, source) for name, spec in specs.items()}
     _check_placeholders(data["workflow"], parameters, source)
     return Template(

@@ -111,3 +111,27 @@ def test_bad_form_shows_a_message_not_an_exception():
 
 def test_builder_function_uses_the_notebook_session():
     assert builder().session is get_session()
+
+
+def test_ttl_of_weeks_round_trips_through_the_form():
+    session = Session()
+    session.define(dagnb.Step("slow", run="echo\n", ttl="14d"))
+    form = Builder(session)
+    form.existing.value = "slow"
+    assert form.step().ttl == 14 * 86400
+
+
+def test_editing_a_step_keeps_the_options_the_form_does_not_show():
+    session = Session()
+    session.define(dagnb.Step("a", run="echo a\n", env={"X": "1"}, secrets=("TOKEN",),
+                              params={"n": 3}, tags=("etl",), timeout=60, cache=False))
+    form = Builder(session)
+    form.existing.value = "a"
+    form.command.value = "echo changed"
+    form.save_button.click()
+    step = session.graph["a"]
+    assert step.run == "echo changed\n"
+    assert (dict(step.env), step.secrets, dict(step.params), step.tags, step.timeout,
+            step.cache) == ({"X": "1"}, ("TOKEN",), {"n": 3}, ("etl",), 60, False)
+    form.existing.value = "(new step)"
+    assert "--param" not in fill(form, name="b").cell_text()

@@ -303,3 +303,16 @@ def test_cli_bad_config_exits_2(tmp_path, capsys):
     write(tmp_path / "dagnb.yaml", "bogus: 1\n")
     assert main(["config", "show"]) == 2
     assert "unknown key 'bogus'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "value", ["ghp_SECRET123", ["ghp_SECRET123"], {"username": "ghp_SECRET123"}]
+)
+def test_bad_credentials_never_echo_the_value(tmp_path, value):
+    with pytest.raises(dagnb.ConfigError, match="container_credentials is not valid") as caught:
+        dagnb.configure(container_credentials=value)
+    assert "SECRET123" not in str(caught.value)
+    write(tmp_path / "dagnb.yaml", "container_credentials: ghp_SECRET123\n")
+    with pytest.raises(dagnb.ConfigError, match="container_credentials is not valid") as caught:
+        config.reload()
+    assert "SECRET123" not in str(caught.value)

@@ -391,3 +391,15 @@ def test_interrupt_cancels_the_run(shell, monkeypatch):
         cell(shell, "long --no-cache", "sleep 30\n")
     assert time.monotonic() - started < 10
     assert last_run().states() == {"long": "cancelled"}
+
+
+@pytest.mark.parametrize("text", ['save "flow.yml', 'plan "a', 'cache clear "a', '"run',
+                                  "config 'x=1"])
+def test_unclosed_quote_in_a_line_is_a_usage_error(shell, text):
+    with pytest.raises(UsageError, match=r"cannot read the options .*: No closing quotation"):
+        line(shell, text)
+
+
+def test_max_concurrency_zero_is_refused_not_ignored(shell):
+    with pytest.raises(UsageError, match="max_concurrency=0"):
+        cell(shell, "x --max-concurrency 0", "echo hi\n")

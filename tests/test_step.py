@@ -67,3 +67,8 @@ def test_to_dict_leaves_out_defaults() -> None:
 def test_cache_policy_is_checked() -> None:
     with pytest.raises(InvalidStepError, match=r"cache='sometimes' must be True, False"):
         Step("a", run="true", cache="sometimes")
+
+
+def test_negative_retries_are_refused_when_the_step_is_defined() -> None:
+    with pytest.raises(InvalidStepError, match=r"step 'a': retries -2 must be a whole number >= 0"):
+        Step("a", run="true", retries=-2)

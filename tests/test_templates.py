@@ -264,3 +264,53 @@ def test_cli_new_defaults_to_the_workflow_directory(workspace, capsys):
 def test_cli_errors_exit_2(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_unparsable_list_text_is_a_config_error():
+    numbers = templates.Parameter("p", "list", items="float")
+    with pytest.raises(dagnb.ConfigError, match="'p' = '\\[1,' is not valid; expected a list"):
+        numbers.parse("[1,")
+
+
+def test_cli_new_with_unparsable_list_prints_one_line(capsys):
+    assert main(["templates", "new", "parameter-sweep", "-p", "alphas=[1,"]) == 2
+    assert "Traceback" not in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("id: x\nname: X\nworkflow: {steps: {a: }}", "step 'a' must be a mapping of fields"),
+    ("id: x\nname: X\nworkflow: {steps: {a: {for_each: [1, 2], run: echo}, a_0: {run: echo}}}",
+     "step 'a' has for_each copy 'a_0', which is also a step; rename one of them"),
+])
+def test_bad_steps_in_templates_are_errors(workspace, monkeypatch, text, message):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.DagnbError, match=message):
+        templates.instantiate("x")
+
+
+def test_parameters_must_be_a_mapping(workspace, monkeypatch):
+    text = "id: x\nname: X\nworkflow: {steps: {}}\nparameters: [a, b]"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.WorkflowError, match="'parameters' must be a mapping"):
+        templates.table()
+
+
+def test_cli_show_fills_required_lists_with_the_item_type(workspace, monkeypatch, capsys):
+    text = ("id: x\nname: X\nparameters: {files: {type: list, items: str}}\n"
+            "workflow: {steps: {a: {for_each: '${files}', run: echo}}}")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert main(["templates", "show", "x"]) == 0
+    assert "steps: a_0" in capsys.readouterr().out
+
+
+def test_needs_given_as_one_name_is_not_split_into_letters(workspace, monkeypatch):
+    text = "id: x\nname: X\nworkflow: {steps: {prep: {run: echo}, use: {needs: prep, run: echo}}}"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.instantiate("x")["use"].needs == ("prep",)
+
+
+def test_needs_given_as_one_name_reaches_every_for_each_copy(workspace, monkeypatch):
+    text = ("id: x\nname: X\nworkflow: {steps: {fit: {for_each: [1, 2], run: echo}, "
+            "use: {needs: fit, run: echo}}}")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.instantiate("x")["use"].needs == ("fit_0", "fit_1")

@@ -308,3 +308,30 @@ def test_listener_is_cheap_and_never_renders_on_the_loop(comms, local):
         time.sleep(0.01)
     widget.stop_following()
     assert "dagnb-loop" not in threads
+
+
+def test_interrupt_stays_an_interrupt_when_the_run_outlives_the_grace(monkeypatch):
+    class StuckRun:
+        done = False
+        cancelled = False
+
+        def wait(self, timeout=None):
+            raise TimeoutError("still running")
+
+        def cancel(self):
+            self.cancelled = True
+
+    class View:
+        closed = False
+
+        def tick(self):
+            raise KeyboardInterrupt
+
+        def stop_following(self):
+            self.closed = True
+
+    monkeypatch.setattr(dagnb.widgets, "CANCEL_GRACE", 0.01)
+    run, view = StuckRun(), View()
+    with pytest.raises(KeyboardInterrupt):
+        dagnb.widgets._wait(run, view, 0.01)
+    assert run.cancelled and view.closed

@@ -103,7 +103,9 @@ def _wait(run: Run, view: Any, interval: float) -> None:
     except KeyboardInterrupt:
         run.cancel()
         try:
-            run.wait(CANCEL_GRACE)
+            # A process slow to die must not turn the interrupt into a TimeoutError.
+            with contextlib.suppress(TimeoutError):
+                run.wait(CANCEL_GRACE)
         finally:
             _close(view)
         raise

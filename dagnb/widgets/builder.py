@@ -6,6 +6,7 @@ magic's own parser, so a step built here equals the step its exported cell build
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import shlex
 from typing import Any
@@ -14,7 +15,7 @@ import ipywidgets as w
 from IPython.core.error import UsageError
 
 from ..errors import DagnbError
-from ..magic_args import step_from_options
+from ..magic_args import cell_options, duration_text, step_from_options
 from ..session import Session, get_session
 from ..step import Step
 
@@ -49,6 +50,7 @@ class Builder(w.VBox):
         self.export_button = w.Button(description="Export as %%dagger cell", icon="code")
         self.exported = w.Textarea(layout=w.Layout(width="40em", height="8em"))
         self.message = w.HTML()
+        self.loaded: Step | None = None  # the step being edited, for the options not shown
         self.existing.observe(lambda change: self.load(change["new"]), names="value")
         self.name.observe(lambda _: self._offer_needs(), names="value")
         self.save_button.on_click(lambda _: self._save())
@@ -78,13 +80,14 @@ class Builder(w.VBox):
     def load(self, name: str) -> None:
         """Fill the form from the graph's step ``name`` (or clear it for a new step)."""
         step = self.session.graph[name] if name in self.session.graph.names else None
+        self.loaded = step
         self.name.value = step.name if step else ""
         self.image.value = (step.image or "") if step else ""
         self.command.value = str(step.run or "") if step and step.run else ""
         self.needs.value = tuple(step.needs) if step else ()
         retries = step.retries if step and isinstance(step.retries, int) else 0
         self.retries.value = retries
-        self.ttl.value = f"{step.ttl:g}s" if step and step.ttl else ""
+        self.ttl.value = duration_text(step.ttl) if step and step.ttl else ""
 
     def cell_text(self) -> str:
         """The ``%%dagger`` cell equivalent to the form."""
@@ -97,7 +100,15 @@ class Builder(w.VBox):
             options.append(f"--retries {self.retries.value}")
         if self.ttl.value.strip():
             options.append(f"--ttl {shlex.quote(self.ttl.value.strip())}")
+        options += self._hidden_options()
         return " ".join(options) + "\n" + self.command.value.strip("\n") + "\n"
+
+    def _hidden_options(self) -> list[str]:
+        """The edited step's options the form has no field for (env, params, tags, ...)."""
+        if self.loaded is None or self.loaded.func is not None:
+            return []
+        shown = dataclasses.replace(self.loaded, image=None, needs=(), retries=None, ttl=None)
+        return cell_options(shown)
 
     def step(self) -> Step:
         """The Step the form describes, built by the ``%%dagger`` parser."""
