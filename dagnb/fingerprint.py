@@ -338,15 +338,24 @@ _MISSING = object()
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "code", "deps", "digest", "parts")
+    __slots__ = ("algorithm", "cells", "deps", "digest", "functions", "parts")
 
-    def __init__(self, digest: str, code: Any, walker: _CodeWalker) -> None:
-        self.digest, self.code, self.algorithm = digest, code, _ALGORITHM
+    def __init__(self, digest: str, walker: _CodeWalker) -> None:
+        self.digest, self.algorithm = digest, _ALGORITHM
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
+        # The function itself is not kept: the record is the value of a weak-keyed cache.
+        self.functions = [(None, *state) for _, *state in walker.functions[:1]]
+        self.functions += walker.functions[1:]
 
     def still_valid(self, func: types.FunctionType) -> bool:
-        if func.__code__ is not self.code or self.algorithm != _ALGORITHM:
+        if self.algorithm != _ALGORITHM:
             return False
+        # The function and every helper walked: same code, same defaults (by identity).
+        for walked, code, defaults, kwdefaults in self.functions:
+            walked = func if walked is None else walked
+            if (walked.__code__ is not code or walked.__defaults__ is not defaults
+                    or walked.__kwdefaults__ is not kwdefaults):
+                return False
         for namespace, name, obj in self.deps:
             if namespace.get(name, _MISSING) is not obj:
                 return False
@@ -444,7 +453,7 @@ def _soft_digest(obj: Any) -> str | None:
 def _compute_record(func: types.FunctionType) -> _CodeRecord:
     walker = _CodeWalker()
     walker.add_function(func, f"def {func.__qualname__}")
-    return _CodeRecord(walker.h.hexdigest(), func.__code__, walker)
+    return _CodeRecord(walker.h.hexdigest(), walker)
 
 
 class _CodeWalker:
@@ -456,6 +465,7 @@ class _CodeWalker:
         self.deps: list[tuple[dict[str, Any], str, Any]] = []
         self.cells: list[tuple[Any, Any]] = []
         self.parts: dict[str, str] = {}
+        self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
 
     def feed(self, *texts: str) -> None:
         for text in texts:
@@ -468,6 +478,7 @@ class _CodeWalker:
             self.feed("recursive", func.__qualname__)
             return
         self.seen.add(id(func.__code__))
+        self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
         normalized = _normalized_source(func)
         if normalized is None:
             self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))

@@ -26,7 +26,9 @@ from __future__ import annotations
 import functools
 import inspect
 import re
+import shutil
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
@@ -45,6 +47,7 @@ R = TypeVar("R")
 R_co = TypeVar("R_co", covariant=True)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
+_LOADED_LIMIT = 128  # results kept in memory per function, most recently used
 
 
 class CachedFunction(Protocol[P, R_co]):
@@ -210,15 +213,36 @@ class _CachedCall:
         known = self.loaded.get(key)
         if known is not None and known[0] is entry:  # same meta.json: same result
             return known[1]
-        value = entry.result()
-        self.loaded[key] = (entry, value)
+        try:
+            value = entry.result()
+        except Exception as exc:  # a torn or foreign result file: a miss, as the design says
+            self.loaded.pop(key, None)
+            self.store.quarantine(self.name, key, f"its result cannot be loaded: {exc}")
+            return NO_RESULT
+        self.remember(key, entry, value)
         return value
+
+    def remember(self, key: str, entry: Entry, value: Any) -> None:
+        """Keep the result for repeat hits; only the most recent few, not every call's."""
+        self.loaded.pop(key, None)
+        if len(self.loaded) >= _LOADED_LIMIT:
+            del self.loaded[next(iter(self.loaded))]
+        self.loaded[key] = (entry, value)
 
     def save(self, key: StepKey, value: Any, took: float) -> Any:
         out = self.store.scratch_dir(self.name)
-        save_result(out, value)
+        try:
+            save_result(out, value)
+        except Exception as exc:  # the call worked: return its value, uncached (joblib's way)
+            shutil.rmtree(out, ignore_errors=True)
+            warnings.warn(
+                f"{self.name}: the result cannot be stored ({exc}), so this call is not "
+                "cached; return a picklable value to cache it",
+                stacklevel=4,
+            )
+            return value
         entry = self.store.save(self.name, key, out_dir=out, duration_s=took, ttl=self.ttl)
-        self.loaded[key.digest] = (entry, value)
+        self.remember(key.digest, entry, value)
         return value
 
     def note(self, args: tuple[Any, ...]) -> None:

@@ -220,8 +220,25 @@ class Scheduler:
         )
         self._settled.add(name)
         self.run._outputs[name] = entry.out_dir
-        self.run._loaders[name] = entry.result
-        return _Outcome(entry.out_dir, _Lazy(entry.result), None, entry.output_digest)
+        self.run._loaders[name] = self._loader(step, entry)
+        return _Outcome(entry.out_dir, _Lazy(self._loader(step, entry)), None,
+                        entry.output_digest)
+
+    def _loader(self, step: Step, entry: Any) -> Callable[[], Any]:
+        """Loads a cached result; a damaged one is set aside and named, never a traceback."""
+
+        def load() -> Any:
+            try:
+                return entry.result()
+            except Exception as exc:
+                problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
+                self.options.cache._store(step).quarantine(step.name, entry.key, problem)  # type: ignore[union-attr]
+                raise StepFailed(
+                    f"the cached result of step {step.name!r} was damaged and has been set "
+                    "aside; run again to rebuild it", step=step.name,
+                ) from None
+
+        return load
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)

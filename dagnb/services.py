@@ -16,6 +16,7 @@ what dagnb saw: the start, the endpoints and the stop.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import threading
@@ -63,6 +64,7 @@ class _Running:
 
 _lock = threading.Lock()
 _running: dict[str, _Running] = {}
+_starting: set[str] = set()  # names being started
 
 
 def _now() -> datetime.datetime:
@@ -83,18 +85,13 @@ async def astart(
     args: Sequence[str] | None = None,
 ) -> ServiceInfo:
     """Coroutine of :func:`start`."""
-    _check_start(name, ports)
-    dag = await engine.client()
-    ctr = dag.container().from_(image)
-    for key, value in sorted((env or {}).items()):
-        ctr = ctr.with_env_variable(key, str(value))
-    for port in ports:
-        ctr = ctr.with_exposed_port(port)
-    # Without args, run the image's entrypoint and command as `docker run` would.
-    service = ctr.as_service(args=_builtin_list(args)) if args else ctr.as_service(
-        use_entrypoint=True)
-    service = await service.start()
-    tunnels, endpoints = await _open_tunnels(dag, service, ports)
+    _reserve(name, ports)
+    try:
+        dag = await engine.client()
+        service, tunnels, endpoints = await _start_service(dag, image, ports, env, args)
+    finally:
+        with _lock:
+            _starting.discard(name)
     started = _now()
     first = endpoints[ports[0]] if ports else None
     info = ServiceInfo(name, image, tuple(ports), first, endpoints, "running", started)
@@ -105,19 +102,45 @@ async def astart(
     return info
 
 
-async def _open_tunnels(dag: Any, service: Any, ports: Sequence[int]
-                        ) -> tuple[_builtin_list[Any], dict[int, str]]:
+async def _start_service(dag: Any, image: str, ports: Sequence[int],
+                         env: Mapping[str, str] | None, args: Sequence[str] | None
+                         ) -> tuple[Any, _builtin_list[Any], dict[int, str]]:
+    """The started service and its tunnels; on a failure, what was started is stopped."""
+    ctr = dag.container().from_(image)
+    for key, value in sorted((env or {}).items()):
+        ctr = ctr.with_env_variable(key, str(value))
+    for port in ports:
+        ctr = ctr.with_exposed_port(port)
+    # Without args, run the image's entrypoint and command as `docker run` would.
+    service = ctr.as_service(args=_builtin_list(args)) if args else ctr.as_service(
+        use_entrypoint=True)
+    service = await service.start()
+    tunnels: _builtin_list[Any] = []
+    try:
+        endpoints = await _open_tunnels(dag, service, ports, tunnels)
+    except BaseException:
+        for handle in [*tunnels, service]:
+            with contextlib.suppress(Exception):
+                await handle.stop()
+        raise
+    return service, tunnels, endpoints
+
+
+async def _open_tunnels(dag: Any, service: Any, ports: Sequence[int],
+                        tunnels: _builtin_list[Any]) -> dict[int, str]:
+    """Endpoints by port; each started tunnel is appended to ``tunnels`` at once."""
     import dagger
 
-    tunnels, endpoints = [], {}
+    endpoints = {}
     for port in ports:  # one tunnel per port, so each endpoint maps to a known port
         tunnel = await dag.host().tunnel(service, ports=[dagger.PortForward(backend=port)]).start()
         tunnels.append(tunnel)
         endpoints[port] = await tunnel.endpoint()
-    return tunnels, endpoints
+    return endpoints
 
 
-def _check_start(name: str, ports: Sequence[int]) -> None:
+def _reserve(name: str, ports: Sequence[int]) -> None:
+    """Check a start request and hold ``name`` while it starts (two starts cannot race)."""
     if not isinstance(name, str) or not name.isidentifier():
         raise ConfigError(f"service name {name!r} must be an identifier such as 'db'")
     for port in ports:
@@ -125,8 +148,9 @@ def _check_start(name: str, ports: Sequence[int]) -> None:
             raise ConfigError(f"service {name!r}: port {port!r} must be a number 1-65535")
     with _lock:
         running = _running.get(name)
-    if running and running.info.state == "running":
-        raise ConfigError(f"service {name!r} is already running; stop({name!r}) it first")
+        if name in _starting or (running and running.info.state == "running"):
+            raise ConfigError(f"service {name!r} is already running; stop({name!r}) it first")
+        _starting.add(name)
 
 
 def start(
@@ -212,9 +236,8 @@ def get(alias: str) -> Any:
 
 def _lookup(name: str) -> _Running:
     with _lock:
-        running = _running.get(name)
+        running, known = _running.get(name), sorted(_running) or "none"
     if running is None:
-        known = sorted(_running) or "none"
         raise ExecutorError(
             f"no service named {name!r} (started: {known}); start it with "
             f"dagnb.services.start({name!r}, image=...)"
@@ -226,3 +249,4 @@ def _forget_all() -> None:
     """Drop every record (for tests; the connection closing stops the services)."""
     with _lock:
         _running.clear()
+        _starting.clear()

@@ -311,3 +311,46 @@ def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
     assert 1 <= len(journal) <= backend_module._JOURNAL_COMPACT_AT
     hits = store.entries().set_index("key")["hits"]
     assert set(hits) == {backend_module._JOURNAL_COMPACT_AT + 2}
+
+
+# ----------------------------------------------------------------------------- review
+
+
+class _RefreshedMeanwhile(LocalBackend):
+    """A backend whose next stat of meta.json falls in another process's refresh."""
+
+    racing = False
+
+    def stat_meta(self, step, key):
+        stamp = super().stat_meta(step, key)
+        if self.racing:  # the old entry was moved aside; the new one lands right after
+            self.racing = False
+            return None
+        return stamp
+
+
+def test_a_refresh_between_two_stats_is_not_mistaken_for_damage(tmp_path, recwarn):
+    backend = _RefreshedMeanwhile(tmp_path / "cache")
+    save(Store(tmp_path / "cache", backend=backend), "s", key(1))
+    reader = Store(tmp_path / "cache", backend=backend)
+    backend.racing = True
+    entry = reader.lookup("s", key(1))
+    assert entry is not None and (entry.out_dir / "file.txt").read_text() == "data"
+    assert not [w for w in recwarn if issubclass(w.category, cache.DamagedEntryWarning)]
+    assert not (tmp_path / "cache" / ".damaged").exists()
+
+
+def test_damaged_log_lines_are_skipped_not_raised(store):
+    lines = [{"time": 0.0, "attempt": 1, "stream": "stdout", "line": f"l{i}"} for i in range(2)]
+    entry = save(store, "s", key(1), logs=lines)
+    with open(entry.path / "logs.jsonl", "a", encoding="utf-8") as handle:
+        handle.write('{"time": 0, "att')  # a torn last line
+    assert [line["line"] for line in store.lookup("s", key(1)).logs()] == ["l0", "l1"]
+
+
+def test_quarantine_sets_a_damaged_entry_aside(store):
+    save(store, "s", key(1))
+    with pytest.warns(cache.DamagedEntryWarning, match=r"s/000000000000 is damaged \(bad\)"):
+        store.quarantine("s", key(1), "bad")
+    assert store.lookup("s", key(1)) is None
+    assert len(list((store.location / ".damaged").iterdir())) == 1

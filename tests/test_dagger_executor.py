@@ -485,3 +485,50 @@ def test_graph_runs_the_same_on_dagger_and_locally(stub, tmp_path):
     assert rows(remote_logs) == rows(local_logs)
     assert set(remote.status()["executor"].dropna()) == {"dagger"}
     assert stub.engine.exec_log  # the steps really went through the engine
+
+
+# -- review ---------------------------------------------------------------------------
+
+
+def leaky():
+    import os
+
+    print("token", os.environ["TOKEN"])
+    raise ValueError(f"rejected {os.environ['TOKEN']}")
+
+
+def test_python_step_failure_masks_secrets_in_its_tails(stub, make_task):
+    task = make_task(Step("leaky", func=leaky, secrets=["TOKEN"]), secrets={"TOKEN": SECRET})
+    with pytest.raises(StepFailed, match="raised") as caught:
+        run(DaggerExecutor(), task)
+    error = caught.value
+    assert "token ***" in error.stdout_tail and "rejected ***" in error.stderr_tail
+    assert SECRET not in error.stdout_tail + error.stderr_tail + str(error)
+
+
+def test_home_relative_mount_resolves_as_the_cache_key_does(stub, make_task, tmp_path,
+                                                            monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "cfg.ini").write_text("k=home\n")
+    step = Step("cfg", run="cat /etc/app.ini", mounts={"~/cfg.ini": "/etc/app.ini"})
+    task = make_task(step, base_dir=tmp_path)
+    assert run(DaggerExecutor(), task).exit_code == 0
+    assert task.log.of("stdout") == ["k=home"]
+
+
+def _doubled(x):
+    return 2 * x
+
+
+twice = _doubled  # a module-level alias of a helper
+
+
+def calls_an_alias(n):
+    return twice(n) + 1
+
+
+def test_python_step_reaching_a_helper_through_an_alias(stub, make_task):
+    outcome = run(DaggerExecutor(), make_task(Step("alias", func=calls_an_alias,
+                                                   params={"n": 4})))
+    assert outcome.result == 9

@@ -352,3 +352,43 @@ def test_file_larger_than_a_chunk(tmp_path):
     import xxhash
 
     assert path_digest(tmp_path / "big", use_stat_cache=False) == xxhash.xxh3_128_hexdigest(data)
+
+
+# ----------------------------------------------------------------------------- review
+
+
+def test_replaced_defaults_or_helper_code_change_the_digest():
+    from dagnb.fingerprint import code_digest
+
+    def scale(x, factor=1):
+        return x * factor
+
+    before = code_digest(scale)
+    scale.__defaults__ = (2,)
+    assert code_digest(scale) != before
+
+    def helper():
+        return 1
+
+    def uses():
+        return helper()
+
+    before = code_digest(uses)
+    helper.__code__ = (lambda: 2).__code__
+    assert code_digest(uses) != before
+
+
+def test_the_code_cache_does_not_keep_its_function_alive():
+    import gc
+    import weakref
+
+    from dagnb.fingerprint import code_digest
+
+    def short_lived(x):
+        return x + 1
+
+    code_digest(short_lived)
+    ref = weakref.ref(short_lived)
+    del short_lived
+    gc.collect()
+    assert ref() is None

@@ -218,3 +218,48 @@ def test_step_name_is_module_and_qualname(memory):
     expected = "test_memory.test_step_name_is_module_and_qualname.locals.inner"
     assert inner.store_name.endswith(expected)
     assert "." in inner.store_name  # never collides with a step name
+
+
+# ----------------------------------------------------------------------------- review
+
+
+def _returns_a_set(x):
+    return {x, x + 1}
+
+
+def test_a_damaged_result_is_a_miss_not_an_exception(tmp_path):
+    from dagnb.cache import DamagedEntryWarning
+
+    Memory(str(tmp_path)).cache(_returns_a_set)(3)
+    [pkl] = tmp_path.glob("*/*/out/result.pkl")
+    pkl.write_bytes(b"\x80\x05truncated")
+    again = Memory(str(tmp_path)).cache(_returns_a_set)
+    with pytest.warns(DamagedEntryWarning, match="result cannot be loaded"):
+        assert again(3) == {3, 4}
+    assert again(3) == {3, 4} and pkl.exists()  # saved again in place
+    assert len(list((tmp_path / ".damaged").iterdir())) == 1
+
+
+def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_path):
+    memory = Memory(str(tmp_path))
+
+    @memory.cache
+    def make_lambda(x):
+        return lambda: x
+
+    with pytest.warns(UserWarning, match=r"make_lambda.* result cannot be stored"):
+        assert make_lambda(1)() == 1
+    assert not list((tmp_path / ".scratch").iterdir())
+    assert not make_lambda.check_call_in_cache(1)
+
+
+def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
+    from dagnb import memory as memory_module
+
+    cached = Memory(str(tmp_path)).cache(_returns_a_set)
+    for x in range(memory_module._LOADED_LIMIT + 50):
+        cached(x)
+    holder = next(c.cell_contents for c in cached.__closure__
+                  if isinstance(c.cell_contents, memory_module._CachedCall))
+    assert len(holder.loaded) == memory_module._LOADED_LIMIT
+    assert cached(memory_module._LOADED_LIMIT + 49) is cached(memory_module._LOADED_LIMIT + 49)

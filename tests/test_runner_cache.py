@@ -132,3 +132,19 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
         run = graph.run(executor="local")
     assert run.states() == {"a": "succeeded", "b": "succeeded"}
     assert run.logs("b")["line"].tolist() == ["hi"]
+
+
+def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:
+    graph = Graph("dmg")
+    graph.step(lambda: {"n": (1, 2)}, name="make")  # a tuple: stored as a pickle
+    graph.step(lambda make: make["n"][0], name="use", needs=["make"])
+    first = graph.run(executor="local")
+    (first.outputs("make") / "result.pkl").write_bytes(b"\x80\x05torn")
+    with pytest.warns(UserWarning, match="damaged"):
+        broken = graph.run(executor="local", refresh=["use"])
+    assert broken.states()["use"] == "failed"
+    error = broken.status().set_index("step").loc["use", "error"]
+    assert "cached result of step 'make' was damaged" in error
+    again = graph.run(executor="local")  # make runs again, same output: use stays cached
+    assert again.states() == {"make": "succeeded", "use": "cached"}
+    assert again.result("use") == 1

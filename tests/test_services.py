@@ -61,3 +61,29 @@ def test_bad_requests(stub):
     with pytest.raises(ExecutorError, match=r"no service named 'cache' \(started: \['db'\]\)"):
         services.get("cache")
     services.stop("db")
+
+
+def test_a_failed_tunnel_stops_the_service_it_started(stub):
+    stub.fail("error", match="tunnel", times=5)
+    with pytest.raises(Exception, match="injected"):
+        services.start("db", "postgres:16", ports=[5432])
+    assert [r["state"] for r in stub.engine.services.values()] == ["stopped"]
+    stub.faults.clear()
+    assert services.start("db", "postgres:16", ports=[5432]).state == "running"
+
+
+def test_two_starts_of_one_name_at_once_leave_one_service(stub):
+    import asyncio
+
+    from dagnb.loop import run_sync
+
+    async def both():
+        return await asyncio.gather(services.astart("db", "postgres:16", ports=[5432]),
+                                    services.astart("db", "postgres:16", ports=[5432]),
+                                    return_exceptions=True)
+
+    first, second = run_sync(both())
+    assert first.state == "running"
+    assert isinstance(second, ConfigError) and "'db' is already" in str(second)
+    running = [r for r in stub.engine.services.values() if r["state"] == "running"]
+    assert len(running) == 2  # the one service and its tunnel, nothing orphaned

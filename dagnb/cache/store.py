@@ -113,7 +113,7 @@ class Entry:
             text = (self.path / "logs.jsonl").read_text(encoding="utf-8")
         except FileNotFoundError:
             return []
-        return [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [record for record in map(_log_record, text.splitlines()) if record]
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT``."""
@@ -230,7 +230,8 @@ class Store:
         if stamp is None:
             self._entries.pop((step_name, key), None)
             if self.backend.entry_exists(step_name, key):
-                self._damaged(step_name, key, "meta.json is missing", None)
+                # A refresh may have put a whole entry there since the stat: look again.
+                return self._damaged(step_name, key, "meta.json is missing", None, retry)
             return None
         return self._load(step_name, key, retry)
 
@@ -267,6 +268,11 @@ class Store:
                 stacklevel=4,
             )
         return None
+
+    def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
+        """Set aside an entry found damaged after lookup (its result cannot be read, ...):
+        it is moved under ``.damaged/``, reported once, and the next lookup misses."""
+        self._damaged(step_name, _key_text(key), problem, None)
 
     def _forget(self, step_name: str, key: str) -> None:
         self._entries.pop((step_name, key), None)
@@ -552,6 +558,15 @@ def _parse_meta(raw: bytes, step_name: str, key: str) -> tuple[dict[str, Any], s
     if meta["step"] != step_name or meta["key"] != key:
         return {}, "meta.json belongs to another entry"
     return meta, None
+
+
+def _log_record(line: str) -> dict[str, Any] | None:
+    """One captured line, or None for a blank or torn one (a damaged log is not an error)."""
+    try:
+        record = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def _write_synced(path: Path, data: bytes) -> None:

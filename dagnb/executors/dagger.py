@@ -94,7 +94,7 @@ class DaggerExecutor:
             dag = await engine.client()
             ctr = build_container(dag, task, default_image=self.default_image,
                                   registry_auth=self.registry_auth, services=self._services)
-            return await _run(ctr, task)
+            return await _run(ctr, task, secrets)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
@@ -110,7 +110,7 @@ class DaggerExecutor:
         return [v for v in values if v]
 
 
-async def _run(ctr: Any, task: Task) -> Outcome:
+async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
     ctr = await ctr.sync()  # one query runs the exec; the rest load it by ID
     stdout, stderr, code = await asyncio.gather(ctr.stdout(), ctr.stderr(), ctr.exit_code())
     _log(task, "stdout", stdout)
@@ -121,7 +121,8 @@ async def _run(ctr: Any, task: Task) -> Outcome:
                 f"step {task.step.name!r}: the Python function raised (exit code {code}); "
                 "see its stderr",
                 step=task.step.name, exit_code=code,
-                stdout_tail=stdout[-_TAIL:], stderr_tail=stderr[-_TAIL:],
+                stdout_tail=_mask(stdout, secrets)[-_TAIL:],
+                stderr_tail=_mask(stderr, secrets)[-_TAIL:],
             )
         return Outcome(exit_code=code)
     out = await ctr.directory(CONTAINER_OUT).sync()

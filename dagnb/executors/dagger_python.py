@@ -120,31 +120,42 @@ def python_argv() -> list[str]:
 
 def function_module(func: Callable[..., Any], step: str) -> str:
     """Source text of a module defining ``func`` and what it needs from its globals."""
-    header: list[str] = []
-    bodies: list[str] = []
-    seen: set[str] = set()
-    _collect(func, step, header, bodies, seen)
-    return "\n".join([*sorted(set(header)), "", *reversed(bodies)]) + "\n"
+    parts = _ModuleParts()
+    parts.collect(func, step)
+    # Helpers known by another name (``twice = _doubled``) are bound once all are defined.
+    lines = [*sorted(parts.header), "", *reversed(parts.bodies), *sorted(parts.aliases)]
+    return "\n".join(lines) + "\n"
 
 
-def _collect(func: Callable[..., Any], step: str, header: list[str], bodies: list[str],
-             seen: set[str]) -> None:
-    if func.__name__ in seen:
-        return
-    seen.add(func.__name__)
-    bodies.append(_undecorated_source(func, step))
-    for name in _global_names(func):
-        if name not in func.__globals__:  # a builtin, an attribute name, or undefined
-            continue
-        value = func.__globals__[name]
+class _ModuleParts:
+    """The imports and constants, function bodies and aliases of a step's module."""
+
+    def __init__(self) -> None:
+        self.header: set[str] = set()
+        self.bodies: list[str] = []
+        self.aliases: set[str] = set()
+        self.seen: set[str] = set()
+
+    def collect(self, func: Callable[..., Any], step: str) -> None:
+        if func.__name__ in self.seen:
+            return
+        self.seen.add(func.__name__)
+        self.bodies.append(_undecorated_source(func, step))
+        for name in _global_names(func):
+            if name in func.__globals__:  # else a builtin, an attribute name, or undefined
+                self.add_global(name, func.__globals__[name], func, step)
+
+    def add_global(self, name: str, value: Any, func: Callable[..., Any], step: str) -> None:
         if isinstance(value, types.ModuleType):
-            header.append(_import_line(name, value))
+            self.header.add(_import_line(name, value))
         elif isinstance(value, types.FunctionType) and value.__module__ == func.__module__:
-            _collect(value, step, header, bodies, seen)
+            self.collect(value, step)
+            if name != value.__name__:
+                self.aliases.add(f"{name} = {value.__name__}")
         elif isinstance(value, _CONSTANTS) or _is_plain(value):
-            header.append(f"{name} = {value!r}")
+            self.header.add(f"{name} = {value!r}")
         elif _importable(value, func.__module__):
-            header.append(f"from {value.__module__} import {value.__qualname__} as {name}")
+            self.header.add(f"from {value.__module__} import {value.__qualname__} as {name}")
 
 
 def _undecorated_source(func: Callable[..., Any], step: str) -> str:

@@ -170,7 +170,7 @@ def _params_text(task: Task) -> str:
 
 def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
     for host, target in sorted(task.step.mounts.items()):
-        path = (task.base_dir / host).resolve()
+        path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
         if path.is_dir():
             ctr = ctr.with_mounted_directory(target, dag.host().directory(str(path)),
                                              read_only=True)
