@@ -220,25 +220,20 @@ class Scheduler:
         )
         self._settled.add(name)
         self.run._outputs[name] = entry.out_dir
-        self.run._loaders[name] = self._loader(step, entry)
-        return _Outcome(entry.out_dir, _Lazy(self._loader(step, entry)), None,
-                        entry.output_digest)
+        lazy = _Lazy(entry, self._damaged_result)
+        self.run._loaders[name] = lazy.get
+        return _Outcome(entry.out_dir, lazy, None, entry.output_digest)
 
-    def _loader(self, step: Step, entry: Any) -> Callable[[], Any]:
-        """Loads a cached result; a damaged one is set aside and named, never a traceback."""
-
-        def load() -> Any:
-            try:
-                return entry.result()
-            except Exception as exc:
-                problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
-                self.options.cache._store(step).quarantine(step.name, entry.key, problem)  # type: ignore[union-attr]
-                raise StepFailed(
-                    f"the cached result of step {step.name!r} was damaged and has been set "
-                    "aside; run again to rebuild it", step=step.name,
-                ) from None
-
-        return load
+    def _damaged_result(self, entry: Any, exc: Exception) -> StepFailed:
+        """Set a cached result that cannot be loaded aside; name it, never a traceback."""
+        problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
+        step = self.run.steps[entry.step]
+        self.options.cache._store(step).quarantine(entry.step, entry.key, problem)  # type: ignore[union-attr]
+        return StepFailed(
+            f"the cached result of step {entry.step!r} was damaged and has been set aside; "
+            "run again to rebuild it",
+            step=entry.step,
+        )
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
@@ -464,16 +459,19 @@ class Scheduler:
 
 
 class _Lazy:
-    """A cached result loaded only when a downstream step asks for it."""
+    """A cached result loaded only when a downstream step (or the user) asks for it."""
 
-    __slots__ = ("_load", "_value")
+    __slots__ = ("_entry", "_on_damage", "_value")
 
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self._load, self._value = load, _UNSET
+    def __init__(self, entry: Any, on_damage: Callable[[Any, Exception], Exception]) -> None:
+        self._entry, self._on_damage, self._value = entry, on_damage, _UNSET
 
     def get(self) -> Any:
         if self._value is _UNSET:
-            self._value = self._load()
+            try:
+                self._value = self._entry.result()
+            except Exception as exc:
+                raise self._on_damage(self._entry, exc) from None
         return self._value
 
 
