@@ -34,3 +34,18 @@ def fresh_executors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator
     reset_breakers()
     reset_executors()
 
+
+class Clock:
+    """A clock the test moves by hand (``clock.now += 60``)."""
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+

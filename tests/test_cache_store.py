@@ -4,6 +4,7 @@ import asyncio
 import math
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -24,21 +25,8 @@ from dagnb.fingerprint import directory_digest
 from dagnb.results import RESULT_FILES, load_result, save_result
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def store(tmp_path: Path, clock: Clock) -> Store:
+def store(tmp_path: Path, clock: Any) -> Store:
     return Store(tmp_path / "cache", clock=clock)
 
 

@@ -9,8 +9,8 @@ import logging
 import time
 
 import dagger
-import graphql
 import pytest
+from dagger_stub.queries import calls
 
 from dagnb import engine
 from dagnb.errors import (
@@ -33,24 +33,6 @@ SECRET = "s3cr3t-Value-42"
 
 def run(executor: DaggerExecutor, task):
     return run_sync(executor.execute(task))
-
-
-def calls(query: str) -> list[tuple[str, dict]]:
-    """The (field, arguments) of a query, outermost first: the call chain it re-sends."""
-    found: list[tuple[str, dict]] = []
-
-    def walk(selections) -> None:
-        for node in selections.selections:
-            if isinstance(node, graphql.FieldNode):
-                args = {a.name.value: graphql.value_from_ast_untyped(a.value)
-                        for a in node.arguments or ()}
-                found.append((node.name.value, args))
-            if node.selection_set:
-                walk(node.selection_set)
-
-    for definition in graphql.parse(query).definitions:
-        walk(definition.selection_set)
-    return found
 
 
 def exec_query(stub) -> str:

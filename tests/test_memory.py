@@ -16,19 +16,6 @@ from dagnb.errors import DagnbError, FingerprintError
 from dagnb.memory import Memory
 
 
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
-@pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
 @pytest.fixture
 def memory(tmp_path, clock) -> Memory:
     return Memory(str(tmp_path / "cache"), clock=clock)
