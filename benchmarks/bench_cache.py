@@ -25,7 +25,7 @@ import pandas as pd
 from joblib import Memory as JoblibMemory
 
 from dagnb import fingerprint
-from dagnb.memory import Memory
+from dagnb.cache.memory import Memory
 
 
 def per_call(func: Callable[[], Any], repeat: int) -> float:

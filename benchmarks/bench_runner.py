@@ -22,7 +22,7 @@ from collections.abc import Callable
 import dask
 
 import dagnb
-from dagnb.stepcache import wait_for_flushes
+from dagnb.cache.steps import wait_for_flushes
 
 
 def noop(*_args: object, **_kwargs: object) -> int:

@@ -18,10 +18,10 @@ import comm
 from comm import base_comm
 
 import dagnb
-import dagnb.widgets
+import dagnb.notebook.widgets
 from dagnb import Graph, Step
-from dagnb.runner import start_background
-from dagnb.widgets import live_view, watch
+from dagnb.notebook.widgets import live_view, watch
+from dagnb.runtime.prepare import start_background
 
 
 class CountingComm(base_comm.BaseComm):
@@ -62,8 +62,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=5)
     args = parser.parse_args()
     comm.create_comm = lambda **kwargs: CountingComm(**kwargs)
-    dagnb.widgets.ENABLED = True
-    dagnb.widgets._display = lambda view: None
+    dagnb.notebook.widgets.ENABLED = True
+    dagnb.notebook.widgets._display = lambda view: None
     with tempfile.TemporaryDirectory() as tmp:
         os.chdir(tmp)
         plain, widget = [], []

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import cache, config, executors, templates
-from .config import Settings, configure, settings
-from .context import StepContext, current
-from .errors import (
+from dagnb import cache, config, executors
+from dagnb.cache.memory import Memory
+from dagnb.config import Settings, configure, settings
+from dagnb.errors import (
     CacheError,
     CircuitOpenError,
     ConfigError,
@@ -35,20 +35,21 @@ from .errors import (
     TransientError,
     WorkflowError,
 )
-from .graph import Graph
-from .magics import load_ipython_extension, unload_ipython_extension
-from .memory import Memory
-from .retries import RetryPolicy, retry
-from .run import Run
-from .step import Step
-from .workflow import load
+from dagnb.executors.context import StepContext, current
+from dagnb.model.graph import Graph
+from dagnb.model.step import Step
+from dagnb.notebook.magics import load_ipython_extension, unload_ipython_extension
+from dagnb.retry.policy import RetryPolicy, retry
+from dagnb.runtime.run import Run
+from dagnb.workflows import templates
+from dagnb.workflows.loader import load
 
 __version__ = "0.1.0"
 
 
 def builder() -> Any:
     """The graph builder form for the notebook's graph (ipywidgets)."""
-    from .widgets.builder import builder as _builder
+    from dagnb.notebook.widgets.builder import builder as _builder
 
     return _builder()
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import xxhash
 
-from .errors import FingerprintError
+from dagnb.errors import FingerprintError
 
 __all__ = [
     "code_digest",

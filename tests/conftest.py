@@ -24,8 +24,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
 @pytest.fixture
 def fresh_executors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """A fresh folder, and no breaker or executor state left by another test."""
-    from dagnb.breaker import reset_breakers
     from dagnb.executors import reset_executors
+    from dagnb.retry.breaker import reset_breakers
 
     monkeypatch.chdir(tmp_path)
     reset_breakers()

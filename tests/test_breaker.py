@@ -8,9 +8,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dagnb.breaker import CircuitBreaker, breaker_for, breakers, reset_breakers
 from dagnb.errors import CircuitOpenError, ConfigError
-from dagnb.retries import run_with_retries
+from dagnb.retry.breaker import CircuitBreaker, breaker_for, breakers, reset_breakers
+from dagnb.retry.policy import run_with_retries
 
 
 class Clock:

@@ -7,10 +7,10 @@ import pytest
 from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
-import dagnb.widgets
-from dagnb.magic_args import cell_text
-from dagnb.session import Session, get_session, reset_session
-from dagnb.widgets.builder import Builder, builder, step_from_cell
+import dagnb.notebook.widgets
+from dagnb.notebook.cells import cell_text
+from dagnb.notebook.session import Session, get_session, reset_session
+from dagnb.notebook.widgets.builder import Builder, builder, step_from_cell
 
 
 class DummyComm:
@@ -34,7 +34,7 @@ class DummyComm:
 def dummy_comm(monkeypatch, tmp_path):
     monkeypatch.setattr(comm, "create_comm", lambda **kwargs: DummyComm())
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dagnb.widgets, "ENABLED", False)
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
     reset_session()
     yield
     reset_session()
@@ -86,7 +86,7 @@ def test_export_round_trips_through_the_magic():
     exported = form.exported.value
     assert exported.startswith("%%dagger report --image alpine:3.20 --needs clean\n")
     shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "dagnb.magics")
+    shell.run_line_magic("load_ext", "dagnb.notebook.magics")
     first, _, body = exported.partition("\n")
     shell.run_cell_magic("dagger", first[len("%%dagger "):] + " --define-only", body)
     assert session.graph["report"] == form.step()

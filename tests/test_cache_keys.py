@@ -10,7 +10,7 @@ import pytest
 from dagnb.cache import CACHE_FORMAT, Store, step_key
 from dagnb.cache.explain import explain, explain_frame
 from dagnb.errors import FingerprintError
-from dagnb.step import Step
+from dagnb.model.step import Step
 
 
 class Clock:

@@ -20,9 +20,8 @@ from dagnb.cache import (
     register_backend,
 )
 from dagnb.errors import CacheError
-from dagnb.executors.base import NO_RESULT
 from dagnb.fingerprint import directory_digest
-from dagnb.results import RESULT_FILES, load_result, save_result
+from dagnb.model.results import NO_RESULT, RESULT_FILES, load_result, save_result
 
 
 @pytest.fixture

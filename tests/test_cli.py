@@ -86,8 +86,8 @@ def test_progress_bar_on_a_terminal_redraws_one_line(tmp_path: Path,
     import io
 
     import dagnb
-    from dagnb.progress import ProgressPrinter
-    from dagnb.runner import prepare
+    from dagnb.runtime.prepare import prepare
+    from dagnb.views.progress import ProgressPrinter
 
     class Terminal(io.StringIO):
         def isatty(self) -> bool:

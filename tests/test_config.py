@@ -8,10 +8,7 @@ import pytest
 
 import dagnb
 import dagnb.cache
-from dagnb import (
-    cli_extra,  # noqa: F401  (registers the config subcommand)
-    config,
-)
+from dagnb import config
 from dagnb.cli import main
 
 
@@ -88,7 +85,7 @@ def test_registry_auth_for_the_dagger_executor(tmp_path):
     assert config.reload().registry_auth() == {
         "address": "ghcr.io", "username": "me", "token_env": "GHCR_TOKEN"
     }
-    from dagnb.executors.dagger_translate import RegistryAuth
+    from dagnb.executors.dagger.translate import RegistryAuth
 
     assert RegistryAuth.parse(config.settings().registry_auth()).secret_env == "GHCR_TOKEN"
 

@@ -110,7 +110,7 @@ def test_dropped_connection_is_retried(stub):
     async def no_wait(seconds: float) -> None:
         return None
 
-    # The SDK tries a query twice (dagnb.engine._config); both drops fail attempt 1.
+    # The SDK tries a query twice (connection._config); both drops fail attempt 1.
     stub.fail("drop", match="withExec", times=2)
     graph = dagnb.Graph("drop", [Step("hello", run="echo hello")])
     run = graph.run(executor="dagger", cache=False, sleep=no_wait)

@@ -12,7 +12,6 @@ import dagger
 import pytest
 from dagger_stub.queries import calls
 
-from dagnb import engine
 from dagnb.errors import (
     ConfigError,
     ExecutorUnavailable,
@@ -21,9 +20,10 @@ from dagnb.errors import (
     TransientError,
 )
 from dagnb.executors.base import Input
-from dagnb.executors.dagger import DEFAULT_IMAGE, DaggerExecutor
-from dagnb.loop import run_sync
-from dagnb.step import Step
+from dagnb.executors.dagger import connection
+from dagnb.executors.dagger.executor import DEFAULT_IMAGE, DaggerExecutor
+from dagnb.executors.loop import run_sync
+from dagnb.model.step import Step
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]
@@ -323,10 +323,10 @@ def test_unavailable_without_engine(monkeypatch, make_task, tmp_path):
     for key in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN"):
         monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
-    found = engine.detect()
+    found = connection.detect()
     assert not found.available
     assert "install the dagger CLI" in found.reason and "DAGGER_SESSION_PORT" in found.reason
-    assert engine.pick_auto() == ("local", found.reason)
+    assert connection.pick_auto() == ("local", found.reason)
     with pytest.raises(ExecutorUnavailable, match="install the dagger CLI"):
         run(DaggerExecutor(), make_task(Step("s", run="true")))
 
@@ -338,17 +338,17 @@ def test_detect_finds_cli_or_session(monkeypatch, tmp_path):
     cli.write_text("#!/bin/sh\n")
     cli.chmod(0o755)
     monkeypatch.setenv("PATH", str(tmp_path))
-    assert engine.detect().available and "on PATH" in engine.detect().reason
-    assert engine.pick_auto().executor == "dagger"
+    assert connection.detect().available and "on PATH" in connection.detect().reason
+    assert connection.pick_auto().executor == "dagger"
     monkeypatch.setenv("PATH", "/nonexistent")
     monkeypatch.setenv("_EXPERIMENTAL_DAGGER_CLI_BIN", "/opt/dagger")
-    assert "_EXPERIMENTAL_DAGGER_CLI_BIN" in engine.detect().reason
+    assert "_EXPERIMENTAL_DAGGER_CLI_BIN" in connection.detect().reason
     monkeypatch.setenv("DAGGER_SESSION_PORT", "1234")
-    assert engine.detect().available  # a port without a token is not a session
+    assert connection.detect().available  # a port without a token is not a session
     monkeypatch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN")
-    assert not engine.detect().available
+    assert not connection.detect().available
     monkeypatch.setenv("DAGGER_SESSION_TOKEN", "t")
-    assert "127.0.0.1:1234" in engine.detect().reason
+    assert "127.0.0.1:1234" in connection.detect().reason
 
 
 def test_missing_sdk_names_the_extra(monkeypatch):
@@ -356,18 +356,18 @@ def test_missing_sdk_names_the_extra(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "dagger", None)  # what an uninstalled package looks like
     with pytest.raises(ExecutorUnavailable, match=r"pip install 'dagnb\[dagger\]'"):
-        engine.require_sdk()
+        connection.require_sdk()
 
 
 def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplog):
     executor = DaggerExecutor()
     run(executor, make_task(Step("a", run="true")))
-    first = engine._connection.client
+    first = connection._connection.client
     run(executor, make_task(Step("b", run="true")))
-    assert engine._connection.client is first
+    assert connection._connection.client is first
     assert stub.texts("version") == [] or len(stub.texts("{\n  version")) <= 1
 
-    with caplog.at_level(logging.WARNING, logger="dagnb.engine"):
+    with caplog.at_level(logging.WARNING, logger="dagnb.executors.dagger.connection"):
         outcome = asyncio.run(executor.execute(make_task(Step("c", run="echo other"))))
     assert outcome.exit_code == 0
     assert "event loop changed" in caplog.text
@@ -376,9 +376,9 @@ def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplo
 
 def test_exit_hook_closes_on_the_owning_loop(stub, make_task):
     run(DaggerExecutor(), make_task(Step("a", run="true")))
-    assert engine._connection.client is not None
-    engine._close_at_exit()
-    assert engine._connection.client is None
+    assert connection._connection.client is not None
+    connection._close_at_exit()
+    assert connection._connection.client is None
     assert run(DaggerExecutor(), make_task(Step("b", run="true"))).exit_code == 0
 
 
@@ -396,7 +396,7 @@ def test_rewrite_sandbox_fallback(stub, make_task, tmp_path, monkeypatch):
 
 
 def test_service_binding(stub, make_task):
-    from dagnb import services
+    from dagnb.executors.dagger import services
 
     services.start("db", "postgres:16", ports=[5432])
     try:
@@ -426,7 +426,7 @@ def total(prep, k):
 
 
 def _example_graph(base_dir):
-    from dagnb.graph import Graph
+    from dagnb.model.graph import Graph
 
     return Graph("e2e", [
         Step("prep", run='echo prepping; echo 5 > "$DAGNB_OUT/n.txt"'),
@@ -438,7 +438,7 @@ def _example_graph(base_dir):
 
 
 def _run_graph(tmp_path, executor: str):
-    from dagnb.runner import start_background
+    from dagnb.runtime.prepare import start_background
 
     run = start_background(_example_graph(tmp_path), executor=executor, cache=False,
                            cache_directory=tmp_path / executor)

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from dagnb import engine
-from dagnb.breaker import reset_breakers
 from dagnb.executors import reset_executors
-from dagnb.graph import Graph
+from dagnb.executors.dagger import connection
+from dagnb.model.graph import Graph
+from dagnb.retry.breaker import reset_breakers
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "example_workflow.yml"
 
@@ -30,7 +30,7 @@ def _asked_for(request: pytest.FixtureRequest) -> bool:
 def test_example_workflow_on_a_real_engine(request, tmp_path, monkeypatch):
     if not _asked_for(request):
         pytest.skip("needs a real Dagger engine; run it with: pytest -m dagger_live")
-    found = engine.detect()
+    found = connection.detect()
     if not found.available:
         pytest.skip(f"no Dagger engine here: {found.reason}")
     monkeypatch.chdir(tmp_path)

@@ -63,9 +63,9 @@ def test_enum_and_input_members_exist(reference):
 def test_queries_the_sdk_sends_validate_against_dagger(reference, stub, make_task, tmp_path):
     """Every query of a real executor run is valid against Dagger's own schema."""
     from dagnb.executors.base import Input
-    from dagnb.executors.dagger import DaggerExecutor
-    from dagnb.loop import run_sync
-    from dagnb.step import Step
+    from dagnb.executors.dagger.executor import DaggerExecutor
+    from dagnb.executors.loop import run_sync
+    from dagnb.model.step import Step
 
     (tmp_path / "in").mkdir()
     step = Step("all", run="echo hi > $DAGNB_OUT/x", secrets=["T"], mounts={"in": "/in"},

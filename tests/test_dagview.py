@@ -8,7 +8,7 @@ import pytest
 
 import dagnb
 from dagnb import Graph, Step
-from dagnb.dagview import DagView, dot_source, text_tree
+from dagnb.views.picture import DagView, dot_source, text_tree
 
 
 @pytest.fixture
@@ -58,5 +58,5 @@ def test_text_fallback_without_graphviz(graph, monkeypatch):
 
 
 def test_broken_dot_falls_back(graph, monkeypatch):
-    monkeypatch.setattr("dagnb.dagview._DOT_TIMEOUT", 0.000001)
+    monkeypatch.setattr("dagnb.views.picture._DOT_TIMEOUT", 0.000001)
     assert DagView(graph).svg is None or "<svg" in DagView(graph).svg

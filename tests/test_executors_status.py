@@ -10,8 +10,8 @@ import pytest
 
 import dagnb
 from dagnb import Graph, Step
-from dagnb.breaker import breaker_for
-from dagnb.runner import start_background
+from dagnb.retry.breaker import breaker_for
+from dagnb.runtime.prepare import start_background
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]

@@ -12,23 +12,23 @@ from IPython.core.error import UsageError
 from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
-import dagnb.widgets
-from dagnb.dagview import DagView
-from dagnb.display import TextView
-from dagnb.session import get_session, reset_session
+import dagnb.notebook.widgets
+from dagnb.notebook.session import get_session, reset_session
+from dagnb.views.live import TextView
+from dagnb.views.picture import DagView
 
 
 @pytest.fixture
 def shell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dagnb.widgets, "ENABLED", False)
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
     old = dagnb.settings().executor
     dagnb.configure(executor="local")
     reset_session()
     ip = InteractiveShell.instance()
     for name in ("_dagger", "v", "x", "y", "total", "count"):
         ip.user_ns.pop(name, None)
-    ip.run_line_magic("load_ext", "dagnb.magics")
+    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
     ip.run_line_magic("dagger", "reset")
     yield ip
     dagnb.configure(executor=old)

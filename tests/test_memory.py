@@ -12,8 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from dagnb.cache.memory import Memory
 from dagnb.errors import DagnbError, FingerprintError
-from dagnb.memory import Memory
 
 
 @pytest.fixture
@@ -241,7 +241,7 @@ def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_pa
 
 
 def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
-    from dagnb import memory as memory_module
+    from dagnb.cache import memory as memory_module
 
     cached = Memory(str(tmp_path)).cache(_returns_a_set)
     for x in range(memory_module._LOADED_LIMIT + 50):

@@ -10,7 +10,6 @@ import time
 
 import pytest
 
-from dagnb.breaker import CircuitBreaker
 from dagnb.errors import (
     CircuitOpenError,
     ConfigError,
@@ -19,7 +18,8 @@ from dagnb.errors import (
     StepTimeout,
     TransientError,
 )
-from dagnb.retries import (
+from dagnb.retry.breaker import CircuitBreaker
+from dagnb.retry.policy import (
     DEFAULT_RETRIES,
     RetryPolicy,
     classify,

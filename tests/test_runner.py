@@ -17,8 +17,8 @@ import pytest
 
 import dagnb
 from dagnb import Graph, InvalidStepError, SecretError, Step
-from dagnb.frames import LOG_COLUMNS, STATUS_COLUMNS
-from dagnb.runner import start_background
+from dagnb.runtime.frames import LOG_COLUMNS, STATUS_COLUMNS
+from dagnb.runtime.prepare import start_background
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -213,7 +213,7 @@ def test_frames_have_the_documented_columns() -> None:
 def test_frames_are_pure_functions_of_the_event_log() -> None:
     graph = Graph("pure", [Step("a", run="echo 1"), Step("b", run="echo 2", needs=["a"])])
     result = run(graph)
-    replay = dagnb.frames.status_frame(list(result.events), result.order)
+    replay = dagnb.runtime.frames.status_frame(list(result.events), result.order)
     assert replay.equals(result.status())
 
 

@@ -120,7 +120,7 @@ def test_run_level_ttl_applies_to_steps_that_set_none() -> None:
 def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dagnb.stepcache import StepCache
+    from dagnb.cache.steps import StepCache
 
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")

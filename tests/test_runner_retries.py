@@ -15,8 +15,8 @@ import pytest
 
 import dagnb
 from dagnb import Graph, RetryPolicy, Step, TransientError
-from dagnb.breaker import breaker_for
 from dagnb.executors.base import Availability, Outcome, Task
+from dagnb.retry.breaker import breaker_for
 
 
 class Sleeps(list):

@@ -1,4 +1,4 @@
-"""dagnb.services: service containers started through Dagger (against the stub engine)."""
+"""Service containers started through Dagger (against the stub engine)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import re
 
 import pytest
 
-from dagnb import services
 from dagnb.errors import ConfigError, ExecutorError
+from dagnb.executors.dagger import services
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]
@@ -75,7 +75,7 @@ def test_a_failed_tunnel_stops_the_service_it_started(stub):
 def test_two_starts_of_one_name_at_once_leave_one_service(stub):
     import asyncio
 
-    from dagnb.loop import run_sync
+    from dagnb.executors.loop import run_sync
 
     async def both():
         return await asyncio.gather(services.astart("db", "postgres:16", ports=[5432]),

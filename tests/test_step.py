@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dagnb import InvalidStepError, Step
-from dagnb.step import parse_duration
+from dagnb.model.step import parse_duration
 
 
 def test_shell_and_argv_and_function_kinds() -> None:

@@ -12,12 +12,9 @@ import pytest
 
 import dagnb
 import dagnb.cache
-from dagnb import (
-    cli_extra,  # noqa: F401  (registers the templates subcommand)
-    config,
-    templates,
-)
+from dagnb import config
 from dagnb.cli import main
+from dagnb.workflows import templates
 
 SHIPPED = ["ml-train-evaluate", "pandas-etl", "parameter-sweep", "python-lint-test"]
 

@@ -14,12 +14,12 @@ import comm
 import pytest
 
 import dagnb
-import dagnb.widgets
+import dagnb.notebook.widgets
 from dagnb import Graph, Step
-from dagnb.runner import start_background
-from dagnb.widgets import live_view, watch
-from dagnb.widgets.status import StatusWidget
-from dagnb.widgets.throttle import Throttle
+from dagnb.notebook.widgets import live_view, watch
+from dagnb.notebook.widgets.status import StatusWidget
+from dagnb.runtime.prepare import start_background
+from dagnb.views.throttle import Throttle
 
 
 class DummyComm:
@@ -180,7 +180,7 @@ def test_clear_cache_button_forwards_the_step(comms, local):
 
 
 def test_clear_cache_button_default_clears_the_store(comms, local):
-    from dagnb.session import Session
+    from dagnb.notebook.session import Session
 
     session = Session()
     session.define(Step("keep", run="echo k"))
@@ -236,8 +236,8 @@ def test_throttle_stop_from_a_listener_does_not_block():
 
 
 def test_background_widget_keeps_updating_from_its_thread(comms, local, monkeypatch):
-    monkeypatch.setattr(dagnb.widgets, "ENABLED", True)
-    monkeypatch.setattr(dagnb.widgets, "_display", lambda view: None)
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", True)
+    monkeypatch.setattr(dagnb.notebook.widgets, "_display", lambda view: None)
     graph = Graph("bg")
     graph.replace(Step("tick", run="for i in 1 2 3; do echo $i; sleep 0.1; done", cache=False))
     run = start_background(graph)
@@ -282,8 +282,8 @@ def _timed_run(with_widget: bool, comms) -> tuple[float, int, int, float]:
 def test_a_100000_line_step_renders_at_most_ten_times_a_second(comms, local, monkeypatch):
     """Throttling bounds what reaches the browser; the run-time overhead (target <= 10%)
     is measured side by side in benchmarks/bench_widgets.py, not asserted here."""
-    monkeypatch.setattr(dagnb.widgets, "ENABLED", True)
-    monkeypatch.setattr(dagnb.widgets, "_display", lambda view: None)
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", True)
+    monkeypatch.setattr(dagnb.notebook.widgets, "_display", lambda view: None)
     _, renders, messages, wall = _timed_run(True, comms)
     assert 1 <= renders <= wall * 10 + 2
     assert messages <= renders * 12  # a handful of changed traits per render
@@ -330,8 +330,8 @@ def test_interrupt_stays_an_interrupt_when_the_run_outlives_the_grace(monkeypatc
         def stop_following(self):
             self.closed = True
 
-    monkeypatch.setattr(dagnb.widgets, "CANCEL_GRACE", 0.01)
+    monkeypatch.setattr(dagnb.notebook.widgets, "CANCEL_GRACE", 0.01)
     run, view = StuckRun(), View()
     with pytest.raises(KeyboardInterrupt):
-        dagnb.widgets._wait(run, view, 0.01)
+        dagnb.notebook.widgets._wait(run, view, 0.01)
     assert run.cancelled and view.closed

@@ -8,7 +8,7 @@ import pytest
 
 import dagnb
 from dagnb import WorkflowError
-from dagnb.workflow import dump, loads
+from dagnb.workflows.loader import dump, loads
 
 REPO = Path(__file__).resolve().parents[1]
 

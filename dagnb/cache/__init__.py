@@ -17,11 +17,11 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from .. import fingerprint
-from . import explain as _explain_module
-from .backend import LocalBackend, StoreBackend, get_backend, register_backend
-from .keys import CACHE_FORMAT, StepKey, key_digest, step_key
-from .store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
+from dagnb import fingerprint
+from dagnb.cache import explain as _explain_module
+from dagnb.cache.backend import LocalBackend, StoreBackend, get_backend, register_backend
+from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
+from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 
 __all__ = [
     "CACHE_FORMAT",
@@ -130,7 +130,7 @@ def explain_frame(step_name: str, key: StepKey) -> Any:
 
 def warm(graph: Any, targets: Any = None, **options: Any) -> Any:
     """Pre-fill the cache for a graph's steps (runs what is missing); returns the Run."""
-    from ..plan import warm as _warm
+    from dagnb.runtime.plan import warm as _warm
 
     return _warm(graph, targets, **options)
 

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 
 import filelock
 
-from ..errors import CacheError
+from dagnb.errors import CacheError
 
 __all__ = ["LocalBackend", "Stamp", "StoreBackend", "get_backend", "register_backend"]
 

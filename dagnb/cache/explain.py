@@ -15,8 +15,8 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .keys import StepKey
-from .store import Entry, Store
+from dagnb.cache.keys import StepKey
+from dagnb.cache.store import Entry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
 

@@ -14,15 +14,15 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from ..errors import CacheError, FingerprintError
-from ..fingerprint import (
+from dagnb.errors import CacheError, FingerprintError
+from dagnb.fingerprint import (
     code_digest,
     code_source_parts,
     path_digest,
     text_digest,
     value_digest,
 )
-from ..step import Step
+from dagnb.model.step import Step
 
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
 

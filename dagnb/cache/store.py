@@ -41,12 +41,12 @@ from typing import Any
 
 import filelock
 
-from ..errors import CacheError
-from ..fingerprint import directory_digest
-from ..results import RESULT_FILES, load_result
-from ..step import parse_duration
-from .backend import LocalBackend, Stamp, StoreBackend, get_backend
-from .keys import StepKey
+from dagnb.cache.backend import LocalBackend, Stamp, StoreBackend, get_backend
+from dagnb.cache.keys import StepKey
+from dagnb.errors import CacheError
+from dagnb.fingerprint import directory_digest
+from dagnb.model.results import RESULT_FILES, load_result
+from dagnb.model.step import parse_duration
 
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "SessionStore", "Store"]
 

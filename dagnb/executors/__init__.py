@@ -12,9 +12,9 @@ import types
 
 import pandas as pd
 
-from ..errors import ExecutorUnavailable
-from .base import NO_RESULT, Availability, Executor, Input, Outcome, Task
-from .local import LocalExecutor
+from dagnb.errors import ExecutorUnavailable
+from dagnb.executors.base import NO_RESULT, Availability, Executor, Input, Outcome, Task
+from dagnb.executors.local import LocalExecutor
 
 __all__ = [
     "NO_RESULT",
@@ -57,8 +57,8 @@ def _create(name: str) -> Executor:
     if name == "local":
         return LocalExecutor()
     if name == "dagger":
-        from ..config import settings
-        from .dagger import DaggerExecutor
+        from dagnb.config import settings
+        from dagnb.executors.dagger.executor import DaggerExecutor
 
         executor = DaggerExecutor(registry_auth=settings().registry_auth())
         availability = executor.availability()
@@ -72,7 +72,7 @@ def _pick_auto() -> str:
     global _auto_choice
     if _auto_choice is None:
         try:
-            from ..engine import pick_auto
+            from dagnb.executors.dagger.connection import pick_auto
         except ImportError:
             choice, reason = "local", "no Dagger support module"
         else:
@@ -103,8 +103,8 @@ def track(name: str, delta: int) -> None:
 def status() -> pd.DataFrame:
     """One row per executor: name, available, reason, capabilities, running, capacity,
     breaker (its state) and retry_in (seconds until an open breaker is probed)."""
-    from ..breaker import breaker_for
-    from ..config import settings
+    from dagnb.config import settings
+    from dagnb.retry.breaker import breaker_for
 
     rows = []
     for name in known_executors():
@@ -133,7 +133,7 @@ def _peek(name: str) -> Executor | None:
     if name == "local":
         return LocalExecutor()
     try:
-        from .dagger import DaggerExecutor
+        from dagnb.executors.dagger.executor import DaggerExecutor
     except ImportError:
         return None
     return DaggerExecutor()

@@ -20,32 +20,12 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ..step import Step
+from dagnb.model.results import NO_RESULT
+from dagnb.model.step import Step
 
 __all__ = ["NO_RESULT", "Availability", "Executor", "Input", "Outcome", "Task"]
 
 
-class _NoResult:
-    """Marker for a step that produced no Python result."""
-
-    _instance: _NoResult | None = None
-
-    def __new__(cls) -> _NoResult:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "NO_RESULT"
-
-    def __bool__(self) -> bool:
-        return False
-
-    def __reduce__(self) -> str:
-        return "NO_RESULT"
-
-
-NO_RESULT: Any = _NoResult()
 
 LogSink = Callable[[str, str], None]  # (stream, line) -> None
 
@@ -143,7 +123,7 @@ class Task:
     @functools.cached_property
     def env(self) -> Mapping[str, str]:
         """The step's env plus the contract's DAGNB_* variables (no secrets)."""
-        from ..taskenv import contract_env
+        from dagnb.model.contract import contract_env
 
         return contract_env(
             self.step,

@@ -20,11 +20,11 @@ import traceback
 from collections.abc import Mapping
 from typing import Any
 
-from ..capture import routed_output
-from ..context import StepContext
-from ..errors import StepFailed, TransientError
-from ..retries import classify
-from .base import NO_RESULT, Availability, Input, Outcome, Task
+from dagnb.errors import StepFailed, TransientError
+from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
+from dagnb.executors.capture import routed_output
+from dagnb.executors.context import StepContext
+from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 CELLS = [
     "import dagnb\n"
-    "%load_ext " + "dagnb.magics",
+    "%load_ext " + "dagnb.notebook.magics",
     "%%dagger hello\n"
     "echo hello from the browser\n"
     'echo 42 > "$DAGNB_OUT/answer.txt"',

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 from dagnb.executors.base import Input, Task
-from dagnb.step import Step
-from dagnb.taskenv import contract_env, write_params
+from dagnb.model.contract import contract_env, write_params
+from dagnb.model.step import Step
 
 from .server import StubServer
 
@@ -49,10 +49,11 @@ def stub(dagger_stub: StubServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[S
 
 
 def _close_connection() -> None:
-    from dagnb import engine, loop
+    from dagnb.executors import loop
+    from dagnb.executors.dagger import connection
 
-    if engine._connection.client is not None:
-        loop.run_sync(engine.aclose())
+    if connection._connection.client is not None:
+        loop.run_sync(connection.aclose())
 
 
 class LogLines:

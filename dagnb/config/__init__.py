@@ -1,0 +1,519 @@
+"""Settings: the defaults every run starts from, and where each one came from.
+
+Precedence, lowest first:
+
+1. built-in defaults (the :class:`Settings` field defaults);
+2. the project's config file: ``dagnb.yaml`` (or ``dagnb.yml``), else ``[tool.dagnb]``
+   in ``pyproject.toml``, found in the current directory or the nearest parent, stopping
+   at the first folder that holds ``.git`` (the repository root) or at the filesystem
+   root. ``DAGNB_CONFIG=path`` names the file instead; ``DAGNB_CONFIG=none`` skips it;
+3. ``DAGNB_*`` environment variables, one per setting (``DAGNB_MAX_CONCURRENT_EXECUTIONS=8``,
+   ``DAGNB_CACHE_DIRECTORY=/scratch/cache``, ``DAGNB_CACHING_ENABLED=false``);
+4. explicit arguments: :func:`configure`, magic options, CLI flags.
+
+The file format (every key optional)::
+
+    executor: auto                      # auto, local or dagger
+    container_registry: ghcr.io
+    container_credentials:
+      username: me
+      token_env: GHCR_TOKEN             # the *name* of a variable; never the token
+    workflow_directory: workflows
+    max_concurrent_executions: 8
+    timeout_seconds: 3600               # or "1h"
+    workflow_defaults:
+      max_retries: 2
+      retry_backoff_factor: 0.5
+      retry_jitter: 0.1
+      enable_retry: true
+      caching_enabled: true
+      cache_directory: .dagnb_cache     # relative paths: relative to the config file
+      cache_ttl_seconds: 7d
+      cache_version: ""
+
+Settings load lazily, on the first :func:`settings` call; :func:`reload` reads the file
+and the environment again (and forgets :func:`configure` arguments).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dagnb.config.live import Context, context, use_context
+from dagnb.errors import ConfigError, DagnbError
+from dagnb.model.step import parse_duration
+
+__all__ = [
+    "CONFIG_FILES",
+    "ENV_PREFIX",
+    "Context",
+    "Settings",
+    "configure",
+    "context",
+    "find_config_file",
+    "origins",
+    "reload",
+    "settings",
+    "show",
+    "use_context",
+]
+
+CONFIG_FILES = ("dagnb.yaml", "dagnb.yml")
+ENV_PREFIX = "DAGNB_"
+DEFAULT = "default"
+ARGUMENT = "argument"
+
+
+@dataclasses.dataclass
+class Settings:
+    """Process-wide defaults for runs. Field names follow the config file's keys."""
+
+    executor: str = "auto"
+    max_concurrent_executions: int = dataclasses.field(
+        default_factory=lambda: max(4, os.cpu_count() or 1)
+    )
+    timeout_seconds: float | None = None  # whole-run limit
+    caching_enabled: bool = True
+    cache_directory: str = ".dagnb_cache"
+    cache_ttl_seconds: float | None = None
+    cache_version: str = ""
+    max_retries: int = 0
+    retry_backoff_factor: float = 0.5
+    retry_jitter: float = 0.1
+    enable_retry: bool = True
+    workflow_directory: str = "workflows"
+    container_registry: str | None = None
+    container_credentials: dict[str, str] | None = None
+
+    def retry_defaults(self) -> dict[str, Any]:
+        """The retry settings as RetryPolicy keyword arguments."""
+        return {
+            "max_retries": self.max_retries if self.enable_retry else 0,
+            "backoff_factor": self.retry_backoff_factor,
+            "jitter": self.retry_jitter,
+        }
+
+    def registry_auth(self) -> dict[str, str] | None:
+        """Credentials for the Dagger executor, or None when none are configured.
+
+        Returns
+        -------
+        dict or None
+            ``{"address", "username", "password_env" | "token_env"}``: the address is
+            ``container_registry`` (``docker.io`` when unset); the password stays in the
+            variable named, read only when an image is pulled.
+        """
+        if not self.container_credentials:
+            return None
+        return {"address": self.container_registry or "docker.io", **self.container_credentials}
+
+
+# -- checking values ------------------------------------------------------------------
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+_NONE = {"", "none", "null"}
+
+
+class _Bad(Exception):
+    """A value of the wrong type; ``expected`` says what would do."""
+
+    def __init__(self, expected: str) -> None:
+        super().__init__(expected)
+        self.expected = expected
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise _Bad("a non-empty string")
+
+
+def _optional_text(value: Any) -> str | None:
+    return None if value is None or (isinstance(value, str) and not value.strip()) else _text(value)
+
+
+def _version(value: Any) -> str:
+    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+        return str(value)
+    raise _Bad("a string")
+
+
+def _path(value: Any) -> str:
+    if isinstance(value, os.PathLike):
+        value = os.fspath(value)
+    return _text(value)
+
+
+def _flag(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise _Bad("true or false")
+
+
+def _count(least: int) -> Callable[[Any], int]:
+    def check(value: Any) -> int:
+        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            value = int(value)
+        if isinstance(value, int) and not isinstance(value, bool) and value >= least:
+            return value
+        raise _Bad(f"a whole number >= {least}")
+
+    return check
+
+
+def _fraction(value: Any) -> float:
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise _Bad("a number >= 0") from None
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    raise _Bad("a number >= 0")
+
+
+def _duration(value: Any) -> float | None:
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        return None
+    if isinstance(value, str) and _is_number(value):
+        value = float(value)
+    try:
+        return parse_duration(value)
+    except DagnbError:
+        raise _Bad("seconds or a duration such as '30m' (none for no limit)") from None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _executor(value: Any) -> str:
+    if value in ("auto", "local", "dagger"):
+        return value
+    raise _Bad("'auto', 'local' or 'dagger'")
+
+
+_CREDENTIAL_KEYS = ("username", "password_env", "token_env")
+_PLAINTEXT = ("password", "token")
+
+
+def _credentials(value: Any) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise _Bad("a mapping with 'username' and 'password_env' or 'token_env'")
+    secret = [k for k in ("password_env", "token_env") if value.get(k)]
+    if not value.get("username") or len(secret) != 1:
+        raise _Bad("a mapping with 'username' and one of 'password_env' or 'token_env'")
+    return {k: _text(value[k]) for k in ("username", secret[0])}
+
+
+_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "executor": _executor,
+    "max_concurrent_executions": _count(1),
+    "timeout_seconds": _duration,
+    "caching_enabled": _flag,
+    "cache_directory": _path,
+    "cache_ttl_seconds": _duration,
+    "cache_version": _version,
+    "max_retries": _count(0),
+    "retry_backoff_factor": _fraction,
+    "retry_jitter": _fraction,
+    "enable_retry": _flag,
+    "workflow_directory": _path,
+    "container_registry": _optional_text,
+    "container_credentials": _credentials,
+}
+TOP_KEYS = (
+    "executor",
+    "container_registry",
+    "container_credentials",
+    "workflow_directory",
+    "max_concurrent_executions",
+    "timeout_seconds",
+    "workflow_defaults",
+)
+DEFAULT_KEYS = (
+    "max_retries",
+    "retry_backoff_factor",
+    "retry_jitter",
+    "enable_retry",
+    "caching_enabled",
+    "cache_directory",
+    "cache_ttl_seconds",
+    "cache_version",
+)
+_PATH_KEYS = ("cache_directory", "workflow_directory")
+_NOT_FROM_ENV = ("container_credentials",)
+_SECRET_KEYS = ("container_credentials",)
+
+
+def _checked(key: str, value: Any, where: str) -> Any:
+    try:
+        return _CHECKS[key](value)
+    except _Bad as bad:
+        # A misplaced token is the likely mistake here: never echo what was given.
+        shown = "" if key in _SECRET_KEYS else f" = {value!r}"
+        raise ConfigError(f"{where}: {key}{shown} is not valid; expected {bad.expected}") from None
+
+
+def _unknown(key: Any, known: tuple[str, ...], where: str) -> ConfigError:
+    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
+    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
+    return ConfigError(f"{where}: unknown key {key!r}; {hint}")
+
+
+# -- the config file ------------------------------------------------------------------
+def find_config_file(start: str | Path | None = None) -> Path | None:
+    """The config file in force: ``$DAGNB_CONFIG``, else the nearest one upwards.
+
+    The search looks in ``start`` (the current directory) and its parents for
+    ``dagnb.yaml``, ``dagnb.yml`` or a ``pyproject.toml`` with a ``[tool.dagnb]`` table,
+    and stops after the first folder holding ``.git``, or at the filesystem root.
+    """
+    named = os.environ.get(f"{ENV_PREFIX}CONFIG")
+    if named is not None:
+        return _named_file(named)
+    folder = Path(start or Path.cwd()).absolute()
+    for candidate in (folder, *folder.parents):
+        found = _file_in(candidate)
+        if found is not None or (candidate / ".git").exists():
+            return found
+    return None
+
+
+def _named_file(named: str) -> Path | None:
+    if named.strip().lower() in _NONE:
+        return None
+    path = Path(named).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"DAGNB_CONFIG names {named!r}, which is not a file; fix the path or unset it"
+        )
+    return path.absolute()
+
+
+def _file_in(folder: Path) -> Path | None:
+    found = [folder / name for name in CONFIG_FILES if (folder / name).is_file()]
+    pyproject = folder / "pyproject.toml"
+    if pyproject.is_file() and _read_pyproject(pyproject) is not None:
+        found.append(pyproject)
+    if len(found) > 1:
+        names = ", ".join(p.name for p in found)
+        raise ConfigError(f"{str(folder)!r} holds more than one dagnb config ({names}); keep one")
+    return found[0] if found else None
+
+
+def _read_pyproject(path: Path) -> dict[str, Any] | None:
+    try:
+        import tomllib
+    except ImportError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{str(path)!r} is not valid TOML ({exc}); fix the syntax") from None
+    return data.get("tool", {}).get("dagnb")
+
+
+def _read_file(path: Path) -> Mapping[str, Any]:
+    if path.name == "pyproject.toml":
+        data: Any = _read_pyproject(path) or {}
+    else:
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            line = f", line {mark.line + 1}" if mark is not None else ""
+            raise ConfigError(f"{str(path)!r}{line}: YAML does not parse; fix the syntax") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{str(path)!r}: the config must be a mapping of keys, got {data!r}")
+    return data
+
+
+def file_values(path: Path) -> dict[str, Any]:
+    """The checked settings of one config file (keys are Settings field names)."""
+    where = _describe(path)
+    data = _read_file(path)
+    values: dict[str, Any] = {}
+    for key, raw in data.items():
+        if key in DEFAULT_KEYS:
+            raise ConfigError(
+                f"{where}: key {key!r} belongs under 'workflow_defaults'; indent it there"
+            )
+        if key not in TOP_KEYS:
+            raise _unknown(key, TOP_KEYS, where)
+        if key == "workflow_defaults":
+            values.update(_defaults_values(raw, where))
+        elif key == "container_credentials":
+            values[key] = _file_credentials(raw, where)
+        else:
+            values[key] = _checked(key, raw, where)
+    for key in _PATH_KEYS:
+        if key in values:
+            values[key] = str((path.parent / values[key]).resolve())
+    return values
+
+
+def _defaults_values(raw: Any, where: str) -> dict[str, Any]:
+    if raw is None:
+        return {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where}: workflow_defaults = {raw!r} must be a mapping of settings")
+    for key in raw:
+        if key not in DEFAULT_KEYS:
+            raise _unknown(key, DEFAULT_KEYS, f"{where}: workflow_defaults")
+    return {key: _checked(key, value, where) for key, value in raw.items()}
+
+
+def _file_credentials(raw: Any, where: str) -> dict[str, str] | None:
+    if isinstance(raw, Mapping):
+        for key in raw:
+            if key in _PLAINTEXT:
+                raise ConfigError(
+                    f"{where}: container_credentials.{key} is refused because a plaintext "
+                    f"secret in settings ends up in files, history and logs; put it in an "
+                    f"environment variable and give {key}_env: VARIABLE_NAME instead"
+                )
+            if key not in _CREDENTIAL_KEYS:
+                raise _unknown(key, _CREDENTIAL_KEYS, f"{where}: container_credentials")
+    return _checked("container_credentials", raw, where)
+
+
+def _describe(path: Path) -> str:
+    return f"{path} [tool.dagnb]" if path.name == "pyproject.toml" else str(path)
+
+
+# -- the environment ------------------------------------------------------------------
+def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any, str]]:
+    """Settings given as ``DAGNB_<KEY>`` variables: key -> (value, variable name)."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for key in _CHECKS:
+        name = ENV_PREFIX + key.upper()
+        if key in _NOT_FROM_ENV or name not in environ:
+            continue
+        value = _checked(key, environ[name], f"environment variable {name}")
+        if key in _PATH_KEYS:
+            value = str(Path(value).expanduser().absolute())
+        values[key] = (value, name)
+    return values
+
+
+# -- the process-wide settings --------------------------------------------------------
+_settings: Settings | None = None
+_origins: dict[str, str] = {}
+
+
+def _load() -> Settings:
+    """Defaults < file < environment, with each value's origin recorded."""
+    loaded, origin = Settings(), dict.fromkeys(_CHECKS, DEFAULT)
+    path = find_config_file()
+    if path is not None:
+        for key, value in file_values(path).items():
+            setattr(loaded, key, value)
+            origin[key] = _describe(path)
+    for key, (value, name) in env_values().items():
+        setattr(loaded, key, value)
+        origin[key] = name
+    return _install(loaded, origin)
+
+
+def _install(values: Settings, origin: dict[str, str]) -> Settings:
+    """Copy ``values`` into the one Settings object (callers may hold it) and sync."""
+    global _settings
+    if _settings is None:
+        _settings, before = values, None
+    else:
+        before = dataclasses.replace(_settings)
+        for field in dataclasses.fields(Settings):
+            setattr(_settings, field.name, getattr(values, field.name))
+    _origins.clear()
+    _origins.update(origin)
+    _sync_cache(before, _settings)
+    return _settings
+
+
+def _sync_cache(old: Settings | None, new: Settings) -> None:
+    """Point :mod:`dagnb.cache`'s default store where the runner will look.
+
+    At first load the built-in defaults are already :mod:`dagnb.cache`'s own, and the
+    relative default directory must stay relative to the working directory of each run.
+    """
+    from dagnb import cache
+
+    base = old or Settings()
+    if old is None and new.cache_directory == base.cache_directory:
+        pass
+    elif old is None or old.cache_directory != new.cache_directory:
+        cache.set_default_location(new.cache_directory)
+    if base.cache_ttl_seconds != new.cache_ttl_seconds:
+        cache.set_default_ttl(new.cache_ttl_seconds)
+
+
+def settings() -> Settings:
+    """The settings in force for this process (loaded on the first call)."""
+    return _settings if _settings is not None else _load()
+
+
+def reload() -> Settings:
+    """Read the config file and the environment again; :func:`configure` calls are lost."""
+    return _load()
+
+
+def configure(**changes: Any) -> Settings:
+    """Change settings for this process (explicit arguments win over file and env).
+
+    Parameters
+    ----------
+    **changes
+        Settings field names and values, checked as the config file's are; a relative
+        ``cache_directory`` or ``workflow_directory`` is made absolute now.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown name or a value of the wrong type.
+    """
+    current = settings()
+    checked = {}
+    for key, value in changes.items():
+        if key not in _CHECKS:
+            raise _unknown(key, tuple(_CHECKS), "dagnb.configure()")
+        if key == "container_credentials":
+            checked[key] = _file_credentials(value, "dagnb.configure()")
+        else:
+            checked[key] = _checked(key, value, "dagnb.configure()")
+        if key in _PATH_KEYS:
+            checked[key] = str(Path(checked[key]).expanduser().absolute())
+    new = dataclasses.replace(current, **checked)
+    return _install(new, {**_origins, **dict.fromkeys(checked, ARGUMENT)})
+
+
+def origins() -> dict[str, str]:
+    """Setting name -> where its value came from: 'default', a file, a variable name
+    or 'argument'."""
+    settings()
+    return dict(_origins)
+
+
+def show() -> Any:
+    """The effective settings as a DataFrame: key, value, source."""
+    import pandas as pd
+
+    current, where = settings(), origins()
+    rows = [{"key": key, "value": getattr(current, key), "source": where[key]} for key in _CHECKS]
+    return pd.DataFrame(rows, columns=["key", "value", "source"])

@@ -1,0 +1,65 @@
+"""The running step's context, for in-process Python steps.
+
+A shell step reads ``$DAGNB_OUT``; a Python function running in-process cannot have
+its own environment variables, so it calls :func:`current` instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagnb.executors.capture import current_context
+
+if TYPE_CHECKING:
+    from dagnb.executors.base import Task
+
+__all__ = ["StepContext", "current"]
+
+
+class StepContext:
+    """Where the running step writes and reads (the step contract's paths)."""
+
+    __slots__ = ("_task",)
+
+    def __init__(self, task: Task) -> None:
+        self._task = task
+
+    @property
+    def step(self) -> str:
+        """The step's name."""
+        return self._task.step.name
+
+    @property
+    def attempt(self) -> int:
+        """1 for the first attempt, 2 for the first retry, ..."""
+        return self._task.attempt
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        """The step's params."""
+        return self._task.step.params
+
+    @property
+    def inputs(self) -> dict[str, Path]:
+        """Upstream step name -> the folder holding its outputs."""
+        return {name: item.path for name, item in self._task.inputs.items()}
+
+    @property
+    def out_dir(self) -> Path:
+        """The step's output folder, created on first use."""
+        out_dir = self._task.out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        return out_dir
+
+    def __repr__(self) -> str:
+        return f"<StepContext {self.step!r} attempt {self.attempt}>"
+
+
+def current() -> StepContext:
+    """The context of the Python step running now; raises outside a step."""
+    context = current_context()  # set with the step's output capture
+    if not isinstance(context, StepContext):
+        raise RuntimeError("dagnb.current() is only available inside a running Python step")
+    return context

@@ -1,0 +1,260 @@
+"""The Dagger engine: whether one is reachable, and the one connection to it per process.
+
+Detection is cheap and opens nothing: an engine is assumed reachable when a ``dagger``
+CLI is on ``PATH`` (the SDK starts a session with it), when ``_EXPERIMENTAL_DAGGER_CLI_BIN``
+names one, or when ``DAGGER_SESSION_PORT`` and ``DAGGER_SESSION_TOKEN`` point at a running
+session (``dagger run``, or a test's stub engine).
+
+The connection is opened on first use, explicitly, before the first query: a lazily
+connected client whose first query resolves several IDs at once opens the session
+twice and fails. It belongs to the event loop that opened it (dagnb runs everything on
+one background loop, see :mod:`dagnb.executors.loop`); a call from another loop reconnects, with a
+log line, instead of hanging in the SDK's retries. It is closed at interpreter exit on
+its own loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import importlib.util
+import logging
+import os
+import shutil
+import threading
+import weakref
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from dagnb.errors import DagnbError, ExecutorUnavailable, TransientError
+from dagnb.executors.base import Availability
+
+if TYPE_CHECKING:
+    import dagger
+
+__all__ = [
+    "INSTALL_HINT",
+    "AutoChoice",
+    "aclose",
+    "client",
+    "detect",
+    "is_transient",
+    "pick_auto",
+    "require_sdk",
+]
+
+log = logging.getLogger("dagnb.executors.dagger.connection")
+
+INSTALL_HINT = "pip install 'dagnb[dagger]'"
+_NO_ENGINE = (
+    "no Dagger engine found: install the dagger CLI (https://docs.dagger.io/install) and a "
+    "container runtime such as Docker, or point DAGGER_SESSION_PORT and "
+    "DAGGER_SESSION_TOKEN at a running session"
+)
+_CLOSE_TIMEOUT = 10.0  # seconds the exit hook waits for the session to close
+
+
+def require_sdk() -> Any:
+    """The ``dagger`` module, or ExecutorUnavailable naming the extra to install."""
+    try:
+        import dagger
+    except ImportError:
+        raise ExecutorUnavailable(
+            f"executor 'dagger' needs the Dagger SDK, which is not installed; run {INSTALL_HINT}"
+        ) from None
+    return dagger
+
+
+def detect() -> Availability:
+    """Whether a Dagger engine can be reached from here (cheap; opens no connection)."""
+    if importlib.util.find_spec("dagger") is None:
+        return Availability(False, f"the Dagger SDK is not installed; run {INSTALL_HINT}")
+    if os.environ.get("DAGGER_SESSION_PORT") and os.environ.get("DAGGER_SESSION_TOKEN"):
+        port = os.environ["DAGGER_SESSION_PORT"]
+        return Availability(True, f"Dagger session on 127.0.0.1:{port} (DAGGER_SESSION_PORT)")
+    if cli := os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        return Availability(True, f"Dagger CLI {cli} (_EXPERIMENTAL_DAGGER_CLI_BIN)")
+    if cli := shutil.which("dagger"):
+        return Availability(True, f"Dagger CLI {cli} on PATH")
+    return Availability(False, _NO_ENGINE)
+
+
+class AutoChoice(NamedTuple):
+    """What ``executor='auto'`` resolves to, and why (printed once by the caller)."""
+
+    executor: str  # "dagger" or "local"
+    reason: str
+
+
+def pick_auto() -> AutoChoice:
+    """'dagger' when an engine is reachable, else 'local', with the reason."""
+    found = detect()
+    if found.available:
+        return AutoChoice("dagger", found.reason)
+    return AutoChoice("local", found.reason)
+
+
+# -- errors ----------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures of the connection rather than of the work (retry them)."""
+    dagger = require_sdk()
+    import httpx
+    import tenacity
+    from gql.transport.exceptions import TransportClosed, TransportConnectionFailed
+
+    transient = (
+        dagger.TransportError,
+        dagger.ClientConnectionError,
+        httpx.TransportError,
+        TransportClosed,
+        TransportConnectionFailed,
+        ConnectionError,
+        tenacity.RetryError,  # the SDK's own retries gave up on one of the above
+    )
+    return isinstance(exc, transient)
+
+
+# -- the connection --------------------------------------------------------------------
+
+
+class _Connection:
+    """The process's one session: its client, the loop it belongs to, its exit stack."""
+
+    def __init__(self) -> None:
+        self.client: dagger.Client | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stack: contextlib.AsyncExitStack | None = None
+        # Weak, so the loops of finished asyncio.run() calls are not kept alive.
+        self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+            weakref.WeakKeyDictionary())
+        self._guard = threading.Lock()
+
+    def lock(self, loop: asyncio.AbstractEventLoop) -> asyncio.Lock:
+        """One opening at a time per loop; queries themselves never take it."""
+        with self._guard:
+            lock = self._locks.get(loop)
+            if lock is None:
+                lock = self._locks[loop] = asyncio.Lock()
+            return lock
+
+    async def open(self, loop: asyncio.AbstractEventLoop) -> None:
+        dagger = require_sdk()
+        _prefer_cli_on_path()
+        stack = contextlib.AsyncExitStack()
+        try:
+            client = await stack.enter_async_context(dagger.Connection(_config(dagger)))
+        except BaseException as exc:
+            await stack.aclose()
+            if not isinstance(exc, Exception):  # cancelled or interrupted: as it is
+                raise
+            raise _connect_error(dagger, exc) from exc
+        self.client, self.loop, self.stack = client, loop, stack
+
+    def abandon(self) -> None:
+        """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
+        loop, stack = self.loop, self.stack
+        self.client = self.loop = self.stack = None
+        if stack is not None and loop is not None and loop.is_running():
+            with contextlib.suppress(RuntimeError):
+                asyncio.run_coroutine_threadsafe(stack.aclose(), loop)
+
+    async def close(self) -> None:
+        stack = self.stack
+        self.client = self.loop = self.stack = None
+        if stack is not None:
+            with contextlib.suppress(Exception):
+                await stack.aclose()
+
+
+_connection = _Connection()
+
+
+async def client() -> dagger.Client:
+    """The connected Dagger client of this process, opened on first use.
+
+    Raises
+    ------
+    ExecutorUnavailable
+        No SDK, or no engine could be started or reached.
+    TransientError
+        The engine was reachable but the connection failed (worth retrying).
+    """
+    loop = asyncio.get_running_loop()
+    conn = _connection
+    if conn.client is not None and conn.loop is loop:
+        return conn.client
+    async with conn.lock(loop):
+        if conn.client is not None and conn.loop is not loop:
+            log.warning(
+                "dagnb: the event loop changed since the Dagger connection was opened; "
+                "reconnecting on the new loop"
+            )
+            conn.abandon()
+        if conn.client is None:
+            await conn.open(loop)
+    assert conn.client is not None
+    return conn.client
+
+
+async def aclose() -> None:
+    """Close the connection (on its own loop); the next :func:`client` reopens it."""
+    if _connection.loop is asyncio.get_running_loop():
+        await _connection.close()
+    else:
+        _connection.abandon()
+
+
+def _close_at_exit() -> None:
+    """Close the session on the loop that owns it (a background thread's, usually)."""
+    loop = _connection.loop
+    if _connection.client is None or loop is None or loop.is_closed():
+        return
+    try:
+        if loop.is_running():
+            future = asyncio.run_coroutine_threadsafe(_connection.close(), loop)
+            future.result(timeout=_CLOSE_TIMEOUT)
+        else:
+            loop.run_until_complete(_connection.close())
+    except Exception as exc:  # exiting anyway; say why the engine may log a lost client
+        log.debug("dagnb: closing the Dagger connection at exit failed: %s", exc)
+
+
+atexit.register(_close_at_exit)
+
+
+def _prefer_cli_on_path() -> None:
+    # The SDK only uses a CLI named by this variable and would otherwise download one
+    # (which fails offline); a user who installed `dagger` expects that one to be used.
+    if os.environ.get("DAGGER_SESSION_PORT") or os.environ.get("_EXPERIMENTAL_DAGGER_CLI_BIN"):
+        return
+    if cli := shutil.which("dagger"):
+        os.environ["_EXPERIMENTAL_DAGGER_CLI_BIN"] = cli
+
+
+def _config(dagger: Any) -> Any:
+    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once."""
+    import tenacity
+    from gql.transport.exceptions import TransportQueryError
+
+    execute = tenacity.retry(
+        retry=tenacity.retry_if_not_exception_type(TransportQueryError),
+        stop=tenacity.stop_after_attempt(2),
+        wait=tenacity.wait_fixed(0.5),
+        reraise=True,
+    )
+    connect = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(0.5),
+                             reraise=True)
+    return dagger.Config(retry=dagger.Retry(connect=connect, execute=execute))
+
+
+def _connect_error(dagger: Any, exc: Exception) -> DagnbError:
+    found = detect()
+    if not found.available:
+        return ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
+    provisioning = (dagger.ProvisionError, dagger.SessionError, dagger.DownloadError)
+    if isinstance(exc, provisioning):
+        # The CLI is there but could not start an engine (no container runtime, ...).
+        return ExecutorUnavailable(f"executor 'dagger' could not start an engine: {exc}")
+    return TransientError(f"could not connect to the Dagger engine: {exc}")

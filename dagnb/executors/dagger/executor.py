@@ -1,0 +1,173 @@
+"""The Dagger executor: each step runs in a container through the Dagger engine.
+
+Steps without an ``image`` run in ``python:3.12-slim`` (:data:`DEFAULT_IMAGE`). The
+pipeline a task becomes is described in :mod:`dagnb.executors.dagger.translate`. All
+steps share the process's one engine connection (:mod:`dagnb.executors.dagger.connection`) and run
+concurrently on it; the runner decides how many at once.
+
+Output: Dagger hands over a command's stdout and stderr when it has finished, not as it
+runs, so a step's log lines arrive together at its end (the engine's own progress
+output, with ``dagger run``, is live). The output directory is exported into the task's
+``out_dir`` for the cache, and also returned as ``Outcome.handle`` so that downstream
+Dagger steps mount it directly.
+
+Errors: an exec's non-zero exit is an ``Outcome`` (a Python step's is ``StepFailed``);
+``dagger.ExecError`` becomes ``StepFailed``; a dropped or refused connection becomes
+``TransientError``, which the runner retries and the circuit breaker counts. Secret
+values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
+in-flight request, and the engine stops the work of a request whose client went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
+from dagnb.executors.base import NO_RESULT, Availability, Outcome, Task
+from dagnb.executors.dagger import connection
+from dagnb.executors.dagger.translate import (
+    CONTAINER_OUT,
+    DEFAULT_IMAGE,
+    ServiceLookup,
+    build_container,
+    parse_registry_auth,
+)
+from dagnb.model.results import load_result
+
+__all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
+
+_TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
+# Engine errors that are about the network rather than the step (a registry hiccup).
+_TRANSIENT_HINT = re.compile(
+    r"timeout|timed out|connection reset|connection refused|temporarily unavailable|"
+    r"too many requests|\b429\b|\b50[234]\b|TLS handshake|i/o timeout|EOF",
+    re.IGNORECASE,
+)
+
+
+class DaggerExecutor:
+    """Runs steps in containers on a Dagger engine.
+
+    Parameters
+    ----------
+    default_image
+        Image for steps that name none (``python:3.12-slim``).
+    registry_auth
+        ``{"address", "username", "password_env" | "token_env"}`` or a list of them;
+        the password is read from that variable at run time and sent as a Dagger secret.
+    services
+        ``alias -> dagger.Service`` for steps with ``services=[...]``; defaults to the
+        services started with :func:`dagnb.executors.dagger.services.start`.
+    """
+
+    name = "dagger"
+    capabilities = frozenset({"shell", "argv", "python", "containers", "services"})
+
+    def __init__(
+        self,
+        *,
+        default_image: str = DEFAULT_IMAGE,
+        registry_auth: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None = None,
+        services: ServiceLookup | None = None,
+    ) -> None:
+        self.default_image = default_image
+        self.registry_auth = parse_registry_auth(registry_auth)
+        self._services = services
+
+    def availability(self) -> Availability:
+        return connection.detect()
+
+    async def aclose(self) -> None:
+        await connection.aclose()
+
+    async def execute(self, task: Task) -> Outcome:
+        found = self.availability()
+        if not found.available:
+            raise ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
+        dagger = connection.require_sdk()
+        secrets = self._secret_values(task)
+        try:
+            dag = await connection.client()
+            ctr = build_container(dag, task, default_image=self.default_image,
+                                  registry_auth=self.registry_auth, services=self._services)
+            return await _run(ctr, task, secrets)
+        except DagnbError as exc:
+            raise _masked(exc, secrets) from None
+        except dagger.ExecError as exc:
+            raise _exec_failed(task, exc, secrets) from None
+        except Exception as exc:
+            raise _classified(task, exc, secrets, dagger) from None
+
+    def _secret_values(self, task: Task) -> list[str]:
+        values = list(task.secrets.values())
+        for auth in self.registry_auth:
+            with contextlib.suppress(DagnbError):  # build_container names the variable
+                values.append(auth.secret_value())
+        return [v for v in values if v]
+
+
+async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
+    ctr = await ctr.sync()  # one query runs the exec; the rest load it by ID
+    stdout, stderr, code = await asyncio.gather(ctr.stdout(), ctr.stderr(), ctr.exit_code())
+    _log(task, "stdout", stdout)
+    _log(task, "stderr", stderr)
+    if code != 0:
+        if task.step.func is not None:  # the shim exits 1 after printing the traceback
+            raise StepFailed(
+                f"step {task.step.name!r}: the Python function raised (exit code {code}); "
+                "see its stderr",
+                step=task.step.name, exit_code=code,
+                stdout_tail=_mask(stdout, secrets)[-_TAIL:],
+                stderr_tail=_mask(stderr, secrets)[-_TAIL:],
+            )
+        return Outcome(exit_code=code)
+    out = await ctr.directory(CONTAINER_OUT).sync()
+    await out.export(str(task.out_dir))
+    result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
+    return Outcome(exit_code=0, result=result, handle=out)
+
+
+def _log(task: Task, stream: str, text: str) -> None:
+    if not text:
+        return
+    for line in text.removesuffix("\n").split("\n"):
+        task.log(stream, line)
+
+
+def _mask(text: str, secrets: list[str]) -> str:
+    for value in sorted(secrets, key=len, reverse=True):
+        text = text.replace(value, "***")
+    return text
+
+
+def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:
+    message = str(exc)
+    if any(value in message for value in secrets):
+        exc.args = (_mask(message, secrets), *exc.args[1:])
+    return exc
+
+
+def _exec_failed(task: Task, exc: Any, secrets: list[str]) -> StepFailed:
+    stderr = _mask(exc.stderr or "", secrets)
+    last = stderr.strip().splitlines()[-1:] or [""]
+    return StepFailed(
+        _mask(f"step {task.step.name!r} exited with code {exc.exit_code}: {last[0]}", secrets),
+        step=task.step.name,
+        exit_code=exc.exit_code,
+        stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
+        stderr_tail=stderr[-_TAIL:],
+    )
+
+
+def _classified(task: Task, exc: Exception, secrets: list[str], dagger: Any) -> DagnbError:
+    name = task.step.name
+    if connection.is_transient(exc):
+        return TransientError(_mask(f"step {name!r}: lost the Dagger engine: {exc}", secrets))
+    message = _mask(str(exc), secrets)
+    if isinstance(exc, dagger.QueryError) and _TRANSIENT_HINT.search(message):
+        return TransientError(f"step {name!r}: Dagger engine error: {message}")
+    return StepFailed(f"step {name!r}: Dagger engine error: {message}", step=name)

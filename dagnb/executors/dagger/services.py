@@ -1,0 +1,252 @@
+"""Long-running service containers (a database, an API) for steps and for the notebook.
+
+``start("db", "postgres:16", ports=[5432], env={...})`` starts the image as a Dagger
+service and opens a tunnel from this machine to each of its ports, so the notebook can
+connect to ``info.endpoint`` (``localhost:<random port>``) while Dagger steps declared
+with ``services=["db"]`` reach it as host ``db`` inside their containers.
+
+Services live on the process's Dagger connection and stop with it. The functions here
+are synchronous and run on dagnb's background loop (:mod:`dagnb.executors.loop`); each has an
+``a``-prefixed coroutine twin for code already running there.
+
+Limits: the Dagger API offers no stream of a service's output. It goes to the engine's
+progress display (``dagger run`` or the SDK's ``log_output``), so :func:`logs` returns
+what dagnb saw: the start, the endpoints and the stop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+import threading
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from dagnb.errors import ConfigError, ExecutorError
+from dagnb.executors.dagger import connection
+
+__all__ = [
+    "ServiceInfo",
+    "alogs",
+    "astart",
+    "astop",
+    "get",
+    "list",
+    "logs",
+    "start",
+    "stop",
+]
+
+_builtin_list = list
+
+
+@dataclasses.dataclass(frozen=True)
+class ServiceInfo:
+    """A service as :func:`start` left it."""
+
+    name: str
+    image: str
+    ports: tuple[int, ...]
+    endpoint: str | None  # host:port on this machine for the first port
+    endpoints: Mapping[int, str]  # service port -> host:port on this machine
+    state: str  # "running" or "stopped"
+    started: datetime.datetime
+
+
+@dataclasses.dataclass
+class _Running:
+    info: ServiceInfo
+    service: Any  # the dagger.Service steps bind
+    tunnels: _builtin_list[Any]
+    events: _builtin_list[str]
+
+
+_lock = threading.Lock()
+_running: dict[str, _Running] = {}
+_starting: set[str] = set()  # names being started
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def _run_sync(coro: Any) -> Any:
+    from dagnb.executors.loop import run_sync
+
+    return run_sync(coro)
+
+
+async def astart(
+    name: str,
+    image: str,
+    ports: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] | None = None,
+) -> ServiceInfo:
+    """Coroutine of :func:`start`."""
+    _reserve(name, ports)
+    try:
+        dag = await connection.client()
+        service, tunnels, endpoints = await _start_service(dag, image, ports, env, args)
+    finally:
+        with _lock:
+            _starting.discard(name)
+    started = _now()
+    first = endpoints[ports[0]] if ports else None
+    info = ServiceInfo(name, image, tuple(ports), first, endpoints, "running", started)
+    events = [f"{started:%H:%M:%S} started {image}"]
+    events += [f"{started:%H:%M:%S} port {p} -> {e}" for p, e in endpoints.items()]
+    with _lock:
+        _running[name] = _Running(info, service, tunnels, events)
+    return info
+
+
+async def _start_service(dag: Any, image: str, ports: Sequence[int],
+                         env: Mapping[str, str] | None, args: Sequence[str] | None
+                         ) -> tuple[Any, _builtin_list[Any], dict[int, str]]:
+    """The started service and its tunnels; on a failure, what was started is stopped."""
+    ctr = dag.container().from_(image)
+    for key, value in sorted((env or {}).items()):
+        ctr = ctr.with_env_variable(key, str(value))
+    for port in ports:
+        ctr = ctr.with_exposed_port(port)
+    # Without args, run the image's entrypoint and command as `docker run` would.
+    service = ctr.as_service(args=_builtin_list(args)) if args else ctr.as_service(
+        use_entrypoint=True)
+    service = await service.start()
+    tunnels: _builtin_list[Any] = []
+    try:
+        endpoints = await _open_tunnels(dag, service, ports, tunnels)
+    except BaseException:
+        for handle in [*tunnels, service]:
+            with contextlib.suppress(Exception):
+                await handle.stop()
+        raise
+    return service, tunnels, endpoints
+
+
+async def _open_tunnels(dag: Any, service: Any, ports: Sequence[int],
+                        tunnels: _builtin_list[Any]) -> dict[int, str]:
+    """Endpoints by port; each started tunnel is appended to ``tunnels`` at once."""
+    import dagger
+
+    endpoints = {}
+    for port in ports:  # one tunnel per port, so each endpoint maps to a known port
+        tunnel = await dag.host().tunnel(service, ports=[dagger.PortForward(backend=port)]).start()
+        tunnels.append(tunnel)
+        endpoints[port] = await tunnel.endpoint()
+    return endpoints
+
+
+def _reserve(name: str, ports: Sequence[int]) -> None:
+    """Check a start request and hold ``name`` while it starts (two starts cannot race)."""
+    if not isinstance(name, str) or not name.isidentifier():
+        raise ConfigError(f"service name {name!r} must be an identifier such as 'db'")
+    for port in ports:
+        if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+            raise ConfigError(f"service {name!r}: port {port!r} must be a number 1-65535")
+    with _lock:
+        running = _running.get(name)
+        if name in _starting or (running and running.info.state == "running"):
+            raise ConfigError(f"service {name!r} is already running; stop({name!r}) it first")
+        _starting.add(name)
+
+
+def start(
+    name: str,
+    image: str,
+    ports: Sequence[int] = (),
+    env: Mapping[str, str] | None = None,
+    args: Sequence[str] | None = None,
+) -> ServiceInfo:
+    """Start ``image`` as service ``name`` and tunnel its ports to this machine.
+
+    Parameters
+    ----------
+    name
+        The alias steps bind (``services=["db"]``) and the name used here.
+    image
+        Image reference, e.g. ``"postgres:16"``.
+    ports
+        Ports the service listens on; each gets a tunnel from ``localhost``.
+    env
+        Environment of the service container.
+    args
+        Command to run instead of the image's entrypoint and default command.
+
+    Returns
+    -------
+    ServiceInfo
+        With ``endpoint``, the ``host:port`` to connect to from the notebook.
+    """
+    return _run_sync(astart(name, image, ports, env, args))
+
+
+async def astop(name: str) -> ServiceInfo:
+    """Coroutine of :func:`stop`."""
+    running = _lookup(name)
+    for handle in [*running.tunnels, running.service]:
+        await handle.stop()
+    info = dataclasses.replace(running.info, state="stopped")
+    with _lock:
+        running.info = info
+        running.events.append(f"{_now():%H:%M:%S} stopped")
+    return info
+
+
+def stop(name: str) -> ServiceInfo:
+    """Stop service ``name`` and its tunnels."""
+    return _run_sync(astop(name))
+
+
+def list() -> Any:
+    """Services started in this process: name, image, ports, endpoint, state, started."""
+    import pandas as pd
+
+    columns = ["name", "image", "ports", "endpoint", "state", "started"]
+    with _lock:
+        infos = [r.info for r in _running.values()]
+    rows = [{c: getattr(info, c) for c in columns} for info in infos]
+    return pd.DataFrame(rows, columns=columns)
+
+
+async def alogs(name: str) -> str:
+    """Coroutine of :func:`logs`."""
+    return logs(name)
+
+
+def logs(name: str) -> str:
+    """What dagnb saw of service ``name`` (Dagger's API does not stream service output)."""
+    running = _lookup(name)
+    with _lock:
+        return "\n".join(running.events)
+
+
+def get(alias: str) -> Any:
+    """The running ``dagger.Service`` named ``alias``, for steps that bind it."""
+    running = _lookup(alias)
+    if running.info.state != "running":
+        raise ExecutorError(
+            f"service {alias!r} is stopped; start it again with "
+            f"dagnb.services.start({alias!r}, image=...) before running steps that bind it"
+        )
+    return running.service
+
+
+def _lookup(name: str) -> _Running:
+    with _lock:
+        running, known = _running.get(name), sorted(_running) or "none"
+    if running is None:
+        raise ExecutorError(
+            f"no service named {name!r} (started: {known}); start it with "
+            f"dagnb.executors.dagger.services.start({name!r}, image=...)"
+        )
+    return running
+
+
+def _forget_all() -> None:
+    """Drop every record (for tests; the connection closing stops the services)."""
+    with _lock:
+        _running.clear()
+        _starting.clear()

@@ -1,0 +1,195 @@
+"""Translate a :class:`~dagnb.executors.base.Task` into a Dagger container pipeline.
+
+The step contract inside the container::
+
+    /dagnb/out           $DAGNB_OUT, empty, exported to the task's out_dir afterwards
+    /dagnb/in/<name>     $DAGNB_IN/<name>, each upstream's outputs (read-only)
+    /dagnb/params.json   $DAGNB_PARAMS; params also as DAGNB_PARAM_<NAME>
+
+An upstream that ran on Dagger is mounted from its output ``Directory`` itself, so its
+files go container to container and never through the host; other upstreams are
+uploaded from their host folders. Secrets become Dagger secrets (``setSecret`` is the
+only query that carries a value); they are never plain environment variables. Building
+the pipeline sends nothing: the SDK is lazy until a field is awaited.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagnb.errors import ConfigError, InvalidStepError, SecretError
+from dagnb.executors.base import Task
+from dagnb.executors.dagger.shim import python_argv, python_files
+
+__all__ = [
+    "CONTAINER_IN",
+    "CONTAINER_OUT",
+    "CONTAINER_PARAMS",
+    "DEFAULT_IMAGE",
+    "RegistryAuth",
+    "build_container",
+    "command_argv",
+    "container_env",
+]
+
+DEFAULT_IMAGE = "python:3.12-slim"
+CONTAINER_OUT = "/dagnb/out"
+CONTAINER_IN = "/dagnb/in"
+CONTAINER_PARAMS = "/dagnb/params.json"
+_CONTRACT_PATHS = {"DAGNB_OUT": CONTAINER_OUT, "DAGNB_IN": CONTAINER_IN,
+                   "DAGNB_PARAMS": CONTAINER_PARAMS}
+
+ServiceLookup = Callable[[str], Any]  # alias -> dagger.Service
+
+
+@dataclasses.dataclass(frozen=True)
+class RegistryAuth:
+    """Credentials for one registry; the password is read from the environment at run time."""
+
+    address: str
+    username: str
+    secret_env: str  # the variable holding the password or token
+
+    @classmethod
+    def parse(cls, value: Mapping[str, Any]) -> RegistryAuth:
+        """From ``{"address", "username", "password_env" | "token_env"}``."""
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"registry_auth entry {value!r} must be a mapping")
+        env_keys = [key for key in ("password_env", "token_env") if value.get(key)]
+        unknown = set(value) - {"address", "username", "password_env", "token_env"}
+        if unknown or len(env_keys) != 1 or not value.get("address") or not value.get("username"):
+            raise ConfigError(
+                f"registry_auth entry {dict(value)!r} must have 'address', 'username' and one "
+                "of 'password_env' or 'token_env' (the name of a variable, not the password)"
+            )
+        return cls(str(value["address"]), str(value["username"]), str(value[env_keys[0]]))
+
+    def secret_value(self) -> str:
+        try:
+            return os.environ[self.secret_env]
+        except KeyError:
+            raise SecretError(
+                f"registry_auth for {self.address!r} reads its password from "
+                f"{self.secret_env!r}, which is not set in the environment"
+            ) from None
+
+
+def parse_registry_auth(value: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None
+                        ) -> tuple[RegistryAuth, ...]:
+    """One mapping or a list of them (one per registry)."""
+    if value is None:
+        return ()
+    if isinstance(value, Mapping):
+        value = [value]
+    return tuple(RegistryAuth.parse(item) for item in value)
+
+
+def command_argv(task: Task) -> list[str]:
+    """The exec's argv: shell text through ``sh -c`` (every image has sh), or as given."""
+    step = task.step
+    if step.func is not None:
+        return python_argv()
+    if isinstance(step.run, str):
+        return ["sh", "-c", step.run]
+    return list(step.run or ())
+
+
+def container_env(task: Task) -> dict[str, str]:
+    """The task's env with the contract's paths rewritten to their container paths."""
+    env = dict(task.env)
+    for name, path in _CONTRACT_PATHS.items():
+        env[name] = path
+    return env
+
+
+def build_container(
+    dag: Any,
+    task: Task,
+    *,
+    default_image: str = DEFAULT_IMAGE,
+    registry_auth: Iterable[RegistryAuth] = (),
+    services: ServiceLookup | None = None,
+) -> Any:
+    """The lazy pipeline for one attempt, ending with its exec (any exit code allowed)."""
+    dagger = _sdk()
+    step = task.step
+    ctr = dag.container()
+    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
+        secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
+        ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
+    ctr = ctr.from_(step.image or default_image)
+    for name, value in sorted(container_env(task).items()):
+        ctr = ctr.with_env_variable(name, value)
+    for name, value in sorted(task.secrets.items()):
+        ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
+    ctr = _with_contract_dirs(ctr, dag, task, dagger)
+    ctr = _with_mounts(ctr, dag, task)
+    for alias, path in sorted(step.cache_volumes.items()):
+        ctr = ctr.with_mounted_cache(path, dag.cache_volume(alias))
+    ctr = _with_services(ctr, task, services)
+    if step.func is not None:
+        for path, text in python_files(step, list(task.inputs)).items():
+            ctr = ctr.with_new_file(path, text)
+    if step.workdir:
+        ctr = ctr.with_workdir(step.workdir)
+    return ctr.with_exec(command_argv(task), expect=dagger.ReturnType.ANY)
+
+
+def _sdk() -> Any:
+    import dagger
+
+    return dagger
+
+
+def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any) -> Any:
+    # Real (empty) directories, so they exist for commands and for export even when a
+    # step has no upstreams or writes nothing.
+    ctr = ctr.with_directory(CONTAINER_OUT, dag.directory())
+    ctr = ctr.with_directory(CONTAINER_IN, dag.directory())
+    for name, item in sorted(task.inputs.items()):
+        if isinstance(item.handle, dagger.Directory):
+            source = item.handle  # container to container, no trip through the host
+        else:
+            source = dag.host().directory(str(Path(item.path).resolve()))
+        ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, read_only=True)
+    return ctr.with_new_file(CONTAINER_PARAMS, _params_text(task))
+
+
+def _params_text(task: Task) -> str:
+    try:
+        return task.params_file.read_text(encoding="utf-8")
+    except FileNotFoundError:  # a runner that did not write one: the step's own params
+        import json
+
+        return json.dumps(dict(task.step.params), sort_keys=True)
+
+
+def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
+    for host, target in sorted(task.step.mounts.items()):
+        path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
+        if path.is_dir():
+            ctr = ctr.with_mounted_directory(target, dag.host().directory(str(path)),
+                                             read_only=True)
+        elif path.is_file():
+            ctr = ctr.with_mounted_file(target, dag.host().file(str(path)))
+        else:
+            raise InvalidStepError(
+                f"step {task.step.name!r}: mount source {host!r} does not exist (looked for "
+                f"{str(path)!r}); give a file or directory relative to {str(task.base_dir)!r}"
+            )
+    return ctr
+
+
+def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:
+    if not task.step.services:
+        return ctr
+    if services is None:
+        from dagnb.executors.dagger.services import get as services
+
+    for alias in task.step.services:
+        ctr = ctr.with_service_binding(alias, services(alias))
+    return ctr

@@ -1,0 +1,72 @@
+"""The step contract's environment: DAGNB_* variables, params file, secrets."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagnb.errors import SecretError
+from dagnb.model.step import Step
+
+__all__ = ["contract_env", "param_env_name", "resolve_secrets", "write_params"]
+
+
+def param_env_name(name: str) -> str:
+    """``DAGNB_PARAM_<NAME>``: upper case, anything but letters and digits as '_'."""
+    return "DAGNB_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
+def _param_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def contract_env(
+    step: Step, *, out_dir: Path, in_dir: Path, params_file: Path, run_id: str, attempt: int
+) -> dict[str, str]:
+    """The step's own env plus the contract's variables (no secrets)."""
+    env = dict(step.env)
+    env.update(
+        DAGNB_OUT=str(out_dir),
+        DAGNB_IN=str(in_dir),
+        DAGNB_PARAMS=str(params_file),
+        DAGNB_STEP=step.name,
+        DAGNB_RUN_ID=run_id,
+        DAGNB_ATTEMPT=str(attempt),
+    )
+    for name, value in step.params.items():
+        env[param_env_name(name)] = _param_text(value)
+    return env
+
+
+def write_params(step: Step, path: Path) -> None:
+    """Write the step's params as JSON for ``$DAGNB_PARAMS``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(dict(step.params), sort_keys=True, indent=1), encoding="utf-8")
+
+
+def resolve_secrets(
+    steps: Iterable[Step], environ: Mapping[str, str] | None = None
+) -> dict[str, dict[str, str]]:
+    """Step name -> {secret name: value}, read from the environment now.
+
+    A missing variable is a SecretError naming the step and the variable, never a value.
+    """
+    environ = os.environ if environ is None else environ
+    resolved: dict[str, dict[str, str]] = {}
+    for step in steps:
+        values = {}
+        for name in step.secrets:
+            if name not in environ:
+                raise SecretError(
+                    f"step {step.name!r} needs secret {name!r}, which is not set in the "
+                    f"environment; set it (export {name}=...) before running"
+                )
+            values[name] = environ[name]
+        resolved[step.name] = values
+    return resolved

@@ -1,0 +1,375 @@
+"""Graph: the steps of a pipeline and the needs between them.
+
+Life cycle: ``add``/``replace``/``remove`` steps (a notebook cell that runs again
+replaces its step), ``validate`` (unknown needs, cycles, host paths), ``order`` and
+``select`` the steps to run, then ``run`` (synchronous) or ``await arun`` (async).
+"""
+
+from __future__ import annotations
+
+import difflib
+import functools
+import graphlib
+import inspect
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from dagnb.errors import (
+    CycleError,
+    DuplicateStepError,
+    InvalidStepError,
+    MissingDependencyError,
+    StepNotFoundError,
+)
+from dagnb.model.step import Step
+
+if TYPE_CHECKING:
+    from dagnb.runtime.run import Run
+
+__all__ = ["Graph"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class Graph:
+    """An ordered set of :class:`Step` objects joined by their ``needs``.
+
+    Parameters
+    ----------
+    name
+        Shown in status output and written to YAML.
+    steps
+        Initial steps, added in order.
+    base_dir
+        Where relative host paths (mounts, workdirs) resolve; a workflow file's folder,
+        else the current directory at run time.
+    """
+
+    __slots__ = ("_order", "_steps", "base_dir", "description", "last_run", "name")
+
+    def __init__(
+        self,
+        name: str = "graph",
+        steps: Iterable[Step] = (),
+        *,
+        base_dir: str | Path | None = None,
+        description: str = "",
+    ) -> None:
+        self.name = name
+        self.description = description
+        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.last_run: Run | None = None
+        self._steps: dict[str, Step] = {}
+        self._order: list[str] | None = None  # the whole graph's order, until it changes
+        for step in steps:
+            self.add(step)
+
+    # -- building -------------------------------------------------------------------
+    def add(self, step: Step) -> Step:
+        """Add a new step; a name already in the graph is a DuplicateStepError."""
+        if not isinstance(step, Step):
+            raise InvalidStepError(f"graph.add() takes a Step, got {step!r}")
+        if step.name in self._steps:
+            raise DuplicateStepError(
+                f"step name {step.name!r} is already in graph {self.name!r}; rename it or "
+                "use graph.replace() to redefine it"
+            )
+        self._steps[step.name] = step
+        self._order = None
+        return step
+
+    def replace(self, step: Step) -> Step:
+        """Add ``step`` or redefine the step of the same name, keeping its position."""
+        if not isinstance(step, Step):
+            raise InvalidStepError(f"graph.replace() takes a Step, got {step!r}")
+        old = self._steps.get(step.name)
+        if old is None or old.needs != step.needs:  # the order depends on nothing else
+            self._order = None
+        self._steps[step.name] = step
+        return step
+
+    def remove(self, name: str) -> Step:
+        """Remove a step; steps that need it will fail validation until fixed."""
+        self._order = None
+        return self._steps.pop(self._known(name))
+
+    def step(
+        self,
+        func: F | None = None,
+        *,
+        name: str | None = None,
+        needs: Iterable[str] | None = None,
+        **fields: Any,
+    ) -> Any:
+        """Decorator adding (or redefining) a Python function step.
+
+        Parameters named after upstream steps receive their results; parameters named
+        after ``params`` keys receive those values. Without ``needs``, the needs are the
+        parameters that have no default and are not params. The function is returned
+        unchanged, so it can still be called directly.
+        """
+
+        def register(fn: F) -> F:
+            step_needs = _inferred_needs(fn, fields.get("params")) if needs is None else needs
+            self.replace(Step(name or fn.__name__, func=fn, needs=tuple(step_needs), **fields))
+            return fn
+
+        return register(func) if func is not None else register
+
+    # -- reading --------------------------------------------------------------------
+    def __contains__(self, name: object) -> bool:
+        return name in self._steps
+
+    def __getitem__(self, name: str) -> Step:
+        return self._steps[self._known(name)]
+
+    def __iter__(self) -> Iterator[Step]:
+        return iter(list(self._steps.values()))
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def __repr__(self) -> str:
+        return f"Graph({self.name!r}, steps={list(self._steps)})"
+
+    @property
+    def names(self) -> list[str]:
+        """Step names in the order they were added."""
+        return list(self._steps)
+
+    def _known(self, name: str) -> str:
+        if name not in self._steps:
+            raise StepNotFoundError(_unknown_message(name, self._steps, "in the graph"))
+        return name
+
+    # -- validation and order -------------------------------------------------------
+    def validate(self, *, check_host: bool = False) -> None:
+        """Raise the first problem found: unknown needs, a cycle, a bad function step.
+
+        With ``check_host``, also check that every mount's host path exists.
+        """
+        for step in self._steps.values():
+            for need in step.needs:
+                if need not in self._steps:
+                    raise MissingDependencyError(
+                        f"step {step.name!r} needs {need!r}, which is not a step"
+                        + _suggestion(need, self._steps)
+                    )
+            if step.func is not None:
+                _check_signature(step)
+        self.order()
+        if check_host:
+            self.check_mounts()
+
+    def check_mounts(
+        self, names: Iterable[str] | None = None, base_dir: Path | None = None
+    ) -> None:
+        """Raise InvalidStepError for the first mount whose host path does not exist."""
+        base = base_dir or self.base_dir or Path.cwd()
+        for name in self._steps if names is None else names:
+            for host in self[name].mounts:
+                if not (base / host).exists():
+                    raise InvalidStepError(
+                        f"step {name!r} mounts {host!r}, which does not exist in {base}; "
+                        "create it or fix the path"
+                    )
+
+    def order(self, names: Iterable[str] | None = None) -> list[str]:
+        """Topological order (graphlib), ties broken by the order steps were added."""
+        if names is None:
+            if self._order is None:
+                self._order = self._sorted(set(self._steps))
+            return list(self._order)
+        return self._sorted(set(names))
+
+    def _sorted(self, wanted: set[str]) -> list[str]:
+        sorter = graphlib.TopologicalSorter(
+            {
+                n: [d for d in self._steps[n].needs if d in wanted]
+                for n in self._steps
+                if n in wanted
+            }
+        )
+        position = {n: i for i, n in enumerate(self._steps)}
+        try:
+            sorter.prepare()
+        except graphlib.CycleError as exc:
+            raise CycleError(list(reversed(exc.args[1]))) from None
+        ordered: list[str] = []
+        while sorter.is_active():
+            ready = sorted(sorter.get_ready(), key=position.__getitem__)
+            ordered.extend(ready)
+            sorter.done(*ready)
+        return ordered
+
+    def upstream(self, name: str) -> set[str]:
+        """Every step ``name`` depends on, directly or not."""
+        return self._with_upstream(self[name].needs)
+
+    def _with_upstream(self, names: Iterable[str]) -> set[str]:
+        """The names and everything they depend on, in one walk."""
+        seen: set[str] = set()
+        stack = list(names)
+        while stack:
+            name = stack.pop()
+            if name not in seen:
+                seen.add(name)
+                stack.extend(self._steps[name].needs)
+        return seen
+
+    def downstream(self, name: str) -> set[str]:
+        """Every step that depends on ``name``, directly or not."""
+        dependents: dict[str, list[str]] = {n: [] for n in self._steps}
+        for step in self._steps.values():
+            for need in step.needs:
+                dependents.setdefault(need, []).append(step.name)
+        seen: set[str] = set()
+        stack = list(dependents.get(self._known(name), []))
+        while stack:
+            child = stack.pop()
+            if child not in seen:
+                seen.add(child)
+                stack.extend(dependents[child])
+        return seen
+
+    def select(
+        self,
+        targets: Iterable[str] | str | None = None,
+        *,
+        tags: Iterable[str] | str | None = None,
+        only_failed: bool = False,
+    ) -> list[str]:
+        """Names to run, in order: the targets (or tagged steps) with all their upstream.
+
+        ``only_failed`` picks the steps of the last run that failed, were skipped or were
+        cancelled (with their upstream, which the cache makes cheap).
+        """
+        chosen = self._chosen(targets, tags, only_failed)
+        if len(chosen) == len(self._steps):
+            return self.order()
+        return self.order(self._with_upstream(chosen))
+
+    def _chosen(self, targets: Any, tags: Any, only_failed: bool) -> list[str]:
+        if isinstance(targets, str):
+            targets = [targets]
+        if isinstance(tags, str):
+            tags = [tags]
+        chosen = [self._known(t) for t in targets or ()]
+        if tags:
+            tagged = [s.name for s in self._steps.values() if set(tags) & set(s.tags)]
+            if not tagged:
+                raise StepNotFoundError(f"no step has tag {sorted(tags)!r}; check the step tags")
+            chosen += tagged
+        if only_failed:
+            chosen += self._unfinished_of_last_run()
+        if targets is None and not tags and not only_failed:
+            chosen = list(self._steps)
+        return chosen
+
+    def _unfinished_of_last_run(self) -> list[str]:
+        if self.last_run is None:
+            return []
+        states = self.last_run.states()
+        return [
+            n
+            for n, state in states.items()
+            if state in ("failed", "skipped", "cancelled") and n in self._steps
+        ]
+
+    # -- data -----------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data in the workflow format (see :mod:`dagnb.workflows.loader`)."""
+        from dagnb.workflows.loader import graph_to_dict
+
+        return graph_to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "<dict>") -> Graph:
+        """A graph from workflow-format data; ``source`` names it in errors."""
+        from dagnb.workflows.loader import graph_from_dict
+
+        return graph_from_dict(data, source=source)
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Graph:
+        """Load a YAML workflow file."""
+        from dagnb.workflows.loader import load
+
+        return load(path)
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        """YAML text of the workflow; written to ``path`` when given."""
+        from dagnb.workflows.loader import dump
+
+        return dump(self, path)
+
+    def show(self) -> Any:
+        """Draw the graph (SVG with Graphviz, else a text tree), coloured by the last run."""
+        from dagnb.views.picture import DagView
+
+        return DagView(self)
+
+    # -- the cache ------------------------------------------------------------------
+    def plan(self, targets: Iterable[str] | str | None = None, **options: Any) -> Any:
+        """DataFrame of what a run would do now: step, cached, key, reason."""
+        from dagnb.runtime.plan import plan
+
+        return plan(self, targets, **options)
+
+    def explain(self, name: str, **options: Any) -> list[str]:
+        """Why step ``name`` would run, or that it is cached, in sentences."""
+        from dagnb.runtime.plan import explain
+
+        return explain(self, name, **options)
+
+    # -- running --------------------------------------------------------------------
+    def run(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+        """Run the selected steps and wait; see :func:`dagnb.runtime.prepare.run_graph`."""
+        from dagnb.runtime.prepare import run_graph_sync
+
+        return run_graph_sync(self, targets, **options)
+
+    async def arun(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+        """Run the selected steps from async code (``await graph.arun()``)."""
+        from dagnb.runtime.prepare import run_graph_async
+
+        return await run_graph_async(self, targets, **options)
+
+
+def _inferred_needs(fn: Callable[..., Any], params: Mapping[str, Any] | None) -> list[str]:
+    """Parameters without defaults that are not params name upstream steps."""
+    params = params or {}
+    return [
+        p.name
+        for p in inspect.signature(fn).parameters.values()
+        if p.default is p.empty
+        and p.name not in params
+        and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+@functools.lru_cache(maxsize=4096)
+def _required_parameters(func: Callable[..., Any]) -> tuple[str, ...]:
+    return tuple(
+        p.name for p in inspect.signature(func).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is p.empty
+    )
+
+
+def _check_signature(step: Step) -> None:
+    for name in _required_parameters(step.func):  # type: ignore[arg-type]
+        if name not in step.needs and name not in step.params:
+            raise InvalidStepError(
+                f"step {step.name!r}: parameter {name!r} of {step.func.__name__}() names "  # type: ignore[union-attr]
+                "no upstream step in needs and no param; add it to needs or params"
+            )
+
+
+def _suggestion(name: str, known: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f"; did you mean {close[0]!r}?" if close else "; check the step names"
+
+
+def _unknown_message(name: str, known: Iterable[str], where: str) -> str:
+    return f"no step named {name!r} {where}" + _suggestion(name, known)

@@ -1,0 +1,99 @@
+"""A step's Python result as a file in its output directory.
+
+JSON when the value survives a JSON round trip with its exact types (so a downstream step
+in any language can read it), pickle protocol 5 otherwise. Executors write results with
+:func:`save_result`; the cache and the runner read them back with :func:`load_result`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import pickle
+from pathlib import Path
+from typing import Any
+
+__all__ = ["NO_RESULT", "RESULT_FILES", "load_result", "save_result"]
+
+RESULT_FILES = ("result.json", "result.pkl")
+
+
+class _NoResult:
+    """Marker for a step that produced no Python result."""
+
+    _instance: _NoResult | None = None
+
+    def __new__(cls) -> _NoResult:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "NO_RESULT"
+
+    def __bool__(self) -> bool:
+        return False
+
+    def __reduce__(self) -> str:
+        return "NO_RESULT"
+
+
+NO_RESULT: Any = _NoResult()
+
+
+def _json_exact(value: Any) -> bool:
+    """True when JSON gives back this value with the same types (no tuples, int keys, NaN)."""
+    kind = type(value)
+    if value is None or kind in (str, bool, int):
+        return True
+    if kind is float:
+        return math.isfinite(value)
+    if kind is list:
+        return all(_json_exact(item) for item in value)
+    if kind is dict:
+        return all(type(k) is str and _json_exact(v) for k, v in value.items())
+    return False
+
+
+def save_result(out_dir: Path, value: Any) -> Path:
+    """Write ``value`` into ``out_dir`` as ``result.json`` or ``result.pkl``.
+
+    Parameters
+    ----------
+    out_dir
+        The step's output directory (``$DAGNB_OUT``); it must exist.
+    value
+        Any picklable value.
+
+    Returns
+    -------
+    Path
+        The file written.
+    """
+    out_dir = Path(out_dir)
+    if _json_exact(value):
+        text = json.dumps(value, allow_nan=False)
+        # The structural check already guarantees this; the comparison guards float repr.
+        if json.loads(text) == value:
+            path = out_dir / RESULT_FILES[0]
+            path.write_text(text, encoding="utf-8")
+            return path
+    path = out_dir / RESULT_FILES[1]
+    with open(path, "wb") as handle:
+        pickle.dump(value, handle, protocol=5)
+    return path
+
+
+def load_result(out_dir: Path) -> Any:
+    """The value saved in ``out_dir``, or ``NO_RESULT`` when there is none."""
+    out_dir = Path(out_dir)
+    json_path = out_dir / RESULT_FILES[0]
+    try:
+        return json.loads(json_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        pass
+    try:
+        with open(out_dir / RESULT_FILES[1], "rb") as handle:
+            return pickle.load(handle)
+    except FileNotFoundError:
+        return NO_RESULT

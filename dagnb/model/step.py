@@ -1,0 +1,281 @@
+"""Step: the frozen description of one unit of work.
+
+A step is either a command (shell text, run with ``bash -c``, or an argv list) or a
+Python function. Everything else says where and how it runs. Steps are immutable: a
+notebook cell that runs again builds a new Step and the graph replaces the old one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+import json
+import keyword
+import re
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import PurePosixPath
+from types import MappingProxyType
+from typing import Any, Union
+
+from dagnb.errors import InvalidStepError
+
+__all__ = ["CachePolicy", "Step", "parse_duration"]
+
+CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
+
+_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+_CACHE_POLICIES = (True, False, "session")
+
+
+def parse_duration(value: float | int | str | None, *, what: str = "duration") -> float | None:
+    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1h"``, ``"2d"`` or ``"250ms"``."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise InvalidStepError(f"{what} {value!r} is not a duration; use seconds or '10m', '1h'")
+    if isinstance(value, (int, float)):
+        seconds = float(value)
+    else:
+        match = _DURATION.match(str(value))
+        if not match:
+            raise InvalidStepError(
+                f"{what} {value!r} is not a duration; use seconds or a number with "
+                "ms, s, m, h or d such as '10m'"
+            )
+        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+    if seconds <= 0:
+        raise InvalidStepError(f"{what} {value!r} must be greater than zero")
+    return seconds
+
+
+def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
+    if value is None:
+        return MappingProxyType({})
+    if not isinstance(value, Mapping):
+        raise InvalidStepError(f"step {step!r}: {field} must be a mapping, got {value!r}")
+    return MappingProxyType(dict(value))
+
+
+def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [v for v in re.split(r"[,\s]+", value) if v]
+    items = tuple(value)
+    for item in items:
+        if not isinstance(item, str) or not item:
+            raise InvalidStepError(f"step {step!r}: {field} must be names, got {item!r}")
+    return items
+
+
+def _check_name(name: object) -> str:
+    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
+        raise InvalidStepError(
+            f"step name {name!r} is not valid; use letters, digits, '_' or '-', "
+            "starting with a letter or '_' (for example 'clean_data')"
+        )
+    return name
+
+
+def _check_params(params: Mapping[str, Any], step: str) -> None:
+    try:
+        json.dumps(dict(params), allow_nan=False, sort_keys=True)
+    except (TypeError, ValueError) as exc:
+        raise InvalidStepError(
+            f"step {step!r}: params must be JSON values (str, number, bool, None, list, "
+            f"dict); {exc}"
+        ) from None
+
+
+def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
+    for key, value in env.items():
+        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+            raise InvalidStepError(f"step {step!r}: env name {key!r} is not a variable name")
+        if not isinstance(value, (str, int, float, bool)):
+            raise InvalidStepError(
+                f"step {step!r}: env {key}={value!r} must be a string or a number"
+            )
+    return MappingProxyType({k: str(v) for k, v in env.items()})
+
+
+def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:
+    checked = {}
+    for host, target in mounts.items():
+        if not isinstance(host, str) or not host or not isinstance(target, str) or not target:
+            raise InvalidStepError(
+                f"step {step!r}: mount {host!r}: {target!r} must map a host path to a path "
+                "in the step"
+            )
+        checked[host] = target
+    return MappingProxyType(checked)
+
+
+@dataclasses.dataclass(frozen=True, eq=True)
+class Step:
+    """One unit of work in a :class:`~dagnb.Graph`.
+
+    Parameters
+    ----------
+    name
+        Identifier-like name, unique in its graph; downstream Python steps receive this
+        step's result as the argument of this name.
+    run
+        Shell text (run with ``bash -c``) or an argv list. Exactly one of ``run`` and
+        ``func`` is given.
+    func
+        A sync or async Python function; its parameters named after upstream steps
+        receive their results, parameters named after params receive those values.
+    image
+        Container image for container executors (ignored on the host, with a notice).
+    needs
+        Names of upstream steps.
+    env
+        Environment variables (plain values, part of the cache key).
+    secrets
+        Names of environment variables whose values are read at run time and never
+        stored, logged or hashed.
+    mounts
+        Host path -> path in the step, read-only inputs whose contents are hashed.
+    params
+        JSON-able values, given as ``$DAGNB_PARAMS`` and ``DAGNB_PARAM_<NAME>``.
+    workdir, timeout, tags
+        Working directory, time limit (seconds or '10m'), labels for selection.
+    cache, ttl, retries, cache_version, key_fn, services, cache_volumes, executor
+        Policies for the cache, retries and executors.
+    """
+
+    name: str
+    run: str | tuple[str, ...] | None = None
+    func: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
+    image: str | None = None
+    needs: tuple[str, ...] = ()
+    env: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    secrets: tuple[str, ...] = ()
+    mounts: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    params: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    workdir: str | None = None
+    timeout: float | None = None
+    tags: tuple[str, ...] = ()
+    cache: CachePolicy = True
+    ttl: float | None = None
+    retries: Any = None
+    cache_version: str = ""
+    key_fn: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
+    services: tuple[str, ...] = ()
+    cache_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    executor: str | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        name = _check_name(self.name)
+        set_ = object.__setattr__
+        set_(self, "run", self._normalized_run(name))
+        if self.func is not None and not callable(self.func):
+            raise InvalidStepError(f"step {name!r}: func {self.func!r} is not callable")
+        if (self.run is None) == (self.func is None):
+            raise InvalidStepError(
+                f"step {name!r} needs exactly one of run= (a shell command) or func= "
+                "(a Python function)"
+            )
+        set_(self, "needs", _names(self.needs, "needs", name))
+        set_(self, "secrets", _names(self.secrets, "secrets", name))
+        set_(self, "tags", _names(self.tags, "tags", name))
+        set_(self, "services", _names(self.services, "services", name))
+        set_(self, "env", _check_env(_frozen_map(self.env, "env", name), name))
+        set_(self, "mounts", _check_mounts(_frozen_map(self.mounts, "mounts", name), name))
+        set_(self, "params", _frozen_map(self.params, "params", name))
+        _check_params(self.params, name)
+        set_(self, "cache_volumes", _frozen_map(self.cache_volumes, "cache_volumes", name))
+        set_(self, "timeout", parse_duration(self.timeout, what=f"step {name!r} timeout"))
+        set_(self, "ttl", parse_duration(self.ttl, what=f"step {name!r} ttl"))
+        self._check_policies(name)
+
+    def _normalized_run(self, name: str) -> str | tuple[str, ...] | None:
+        run = self.run
+        if run is None or isinstance(run, str):
+            if isinstance(run, str) and not run.strip():
+                raise InvalidStepError(f"step {name!r}: run is empty; give a shell command")
+            return run
+        if isinstance(run, (list, tuple)) and run and all(isinstance(a, str) for a in run):
+            return tuple(run)
+        raise InvalidStepError(
+            f"step {name!r}: run {run!r} must be shell text or a non-empty list of strings"
+        )
+
+    def _check_policies(self, name: str) -> None:
+        if self.cache not in _CACHE_POLICIES or (
+            isinstance(self.cache, int) and not isinstance(self.cache, bool)
+        ):
+            raise InvalidStepError(
+                f"step {name!r}: cache={self.cache!r} must be True, False or 'session'"
+            )
+        retries = self.retries
+        if isinstance(retries, bool) or (isinstance(retries, int) and retries < 0):
+            raise InvalidStepError(
+                f"step {name!r}: retries {retries!r} must be a whole number >= 0"
+            )
+        if self.workdir is not None and not isinstance(self.workdir, str):
+            raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
+        for alias, path in self.cache_volumes.items():
+            if not PurePosixPath(str(path)).is_absolute():
+                raise InvalidStepError(
+                    f"step {name!r}: cache volume {alias!r} path {path!r} must be absolute"
+                )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.run))
+
+    @property
+    def kind(self) -> str:
+        """'shell' for shell text, 'argv' for an argv list, 'python' for a function."""
+        if self.func is not None:
+            return "python"
+        return "shell" if isinstance(self.run, str) else "argv"
+
+    @property
+    def is_async(self) -> bool:
+        """True for a coroutine function step."""
+        return _is_coroutine_function(self.func)
+
+    def replace(self, **changes: Any) -> Step:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data for YAML; fields left at their defaults are left out."""
+        if self.func is not None:
+            raise InvalidStepError(
+                f"step {self.name!r} is a Python function and cannot be written to YAML; "
+                "use run= with a command instead"
+            )
+        data: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            if field.name in ("name", "func", "key_fn"):
+                continue
+            value = getattr(self, field.name)
+            if value == _default(field):
+                continue
+            data[field.name] = _plain(value)
+        return data
+
+
+@functools.lru_cache(maxsize=4096)
+def _is_coroutine_function(func: Callable[..., Any] | None) -> bool:
+    return func is not None and inspect.iscoroutinefunction(func)
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, tuple):
+        return [_plain(v) for v in value]
+    return value

@@ -1,0 +1,226 @@
+"""From ``%%dagger`` options and cell text to a Step, and from a Step back to cell text.
+
+The magics and the graph builder share this module, so a step built in the builder and
+exported as a ``%%dagger`` cell comes back as an equal Step.
+
+A ``--python`` cell becomes a real function whose body is the cell, compiled from
+source registered with :mod:`linecache` (as IPython does for cells). So
+:func:`dagnb.fingerprint.code_digest` sees its source: a comment-only edit keeps the
+cache key, a code edit changes it, and the notebook helpers and values the cell reads
+count too. Its parameters are the upstream steps (their results arrive as variables of
+those names) and its globals are the user namespace; it returns the ``--outputs``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import itertools
+import json
+import linecache
+import re
+import shlex
+import textwrap
+import types
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from dagnb.errors import InvalidStepError
+from dagnb.model.step import Step
+
+__all__ = [
+    "cell_function",
+    "cell_options",
+    "cell_text",
+    "duration_text",
+    "parse_assignments",
+    "parse_names",
+    "parse_value",
+    "step_from_options",
+]
+
+_counter = itertools.count(1)
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def parse_value(text: str) -> Any:
+    """JSON when the text parses as JSON (``3``, ``true``, ``[1, 2]``), else the string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False
+                      ) -> dict[str, Any]:
+    """``["K=V", ...]`` -> ``{"K": "V"}``; a missing ``=`` is an InvalidStepError."""
+    parsed: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise InvalidStepError(f"{what} {item!r} is not KEY=VALUE; write it like {what} x=1")
+        parsed[key.strip()] = parse_value(value) if as_json else value
+    return parsed
+
+
+def parse_mounts(items: Iterable[str]) -> dict[str, str]:
+    """``["data:/data"]`` -> ``{"data": "/data"}`` (host path, then path in the step)."""
+    mounts = {}
+    for item in items:
+        host, sep, target = item.rpartition(":")
+        if not sep or not host or not target:
+            raise InvalidStepError(f"--mount {item!r} is not HOST:PATH; write it like "
+                                   "--mount data:/data")
+        mounts[host] = target
+    return mounts
+
+
+def parse_names(text: str | None) -> tuple[str, ...]:
+    """``"a,b c"`` -> ``("a", "b", "c")``."""
+    return tuple(n for n in re.split(r"[,\s]+", text or "") if n)
+
+
+def step_from_options(name: str, body: str, args: argparse.Namespace,
+                      namespace: Mapping[str, Any] | None = None) -> Step:
+    """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``)."""
+    needs = parse_names(args.needs)
+    outputs = parse_names(args.outputs)
+    if outputs and not args.python:
+        raise InvalidStepError("--outputs names Python variables; add --python to the cell")
+    fields: dict[str, Any] = {
+        "image": args.image, "needs": needs, "env": parse_assignments(args.env, "--env"),
+        "secrets": tuple(args.secret), "mounts": parse_mounts(args.mount),
+        "params": parse_assignments(args.param, "--param", as_json=True),
+        "timeout": args.timeout, "ttl": args.ttl, "tags": parse_names(args.tags),
+        "cache": not args.no_cache, "retries": args.retries, "executor": args.executor,
+    }
+    if args.python:
+        fields["func"] = cell_function(name, body, needs, outputs, namespace or {})
+    else:
+        fields["run"] = _shell_text(name, body)
+    return Step(name, **fields)
+
+
+def _shell_text(name: str, body: str) -> str:
+    if not body.strip():
+        raise InvalidStepError(f"step {name!r}: the cell is empty; write the shell commands "
+                               "to run below the %%dagger line")
+    return body.strip("\n") + "\n"
+
+
+def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterable[str],
+                  namespace: Mapping[str, Any]) -> types.FunctionType:
+    """A function running ``source`` with upstream results as variables.
+
+    Parameters
+    ----------
+    name
+        The step name (the function is called ``<name>_cell``).
+    source
+        The cell's Python code.
+    needs
+        Upstream step names; those that are identifiers become parameters.
+    outputs
+        Variables to return: one name returns its value, several a dict.
+    namespace
+        The globals the cell reads (the notebook's user namespace).
+    """
+    params = [n for n in needs if _IDENTIFIER.match(n)]
+    func_name = re.sub(r"\W", "_", name) + "_cell"
+    text = _function_source(func_name, params, source, tuple(outputs))
+    filename = f"<dagger-cell {name} #{next(_counter)}>"
+    try:
+        code = compile(text, filename, "exec")
+    except SyntaxError as exc:
+        line = (exc.lineno or 2) - 1  # the def line comes first
+        raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
+                               f"Python: {exc.msg}") from None
+    linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    scope: dict[str, Any] = {}
+    exec(code, namespace if isinstance(namespace, dict) else dict(namespace), scope)
+    return scope[func_name]
+
+
+def _function_source(func_name: str, params: list[str], source: str,
+                     outputs: tuple[str, ...]) -> str:
+    body = textwrap.dedent(source).strip("\n") or "pass"
+    if len(outputs) == 1:
+        ret = f"return {outputs[0]}"
+    elif outputs:
+        ret = "return {" + ", ".join(f"{o!r}: {o}" for o in outputs) + "}"
+    else:
+        ret = "return None"
+    for output in outputs:
+        if not _IDENTIFIER.match(output):
+            raise InvalidStepError(f"--outputs {output!r} is not a variable name")
+    return (f"def {func_name}({', '.join(params)}):\n"
+            f"{textwrap.indent(body, '    ')}\n    {ret}\n")
+
+
+def cell_outputs(step: Step) -> tuple[str, ...]:
+    """The ``--outputs`` of a step built from a ``--python`` cell (from its return)."""
+    func = step.func
+    if func is None:
+        return ()
+    source = linecache.getlines(func.__code__.co_filename)
+    tree = ast.parse("".join(source)) if source else None
+    if tree is None or not isinstance(tree.body[0], ast.FunctionDef):
+        return ()
+    value = tree.body[0].body[-1].value if isinstance(tree.body[0].body[-1], ast.Return) else None
+    if isinstance(value, ast.Name):
+        return (value.id,)
+    if isinstance(value, ast.Dict):
+        return tuple(k.value for k in value.keys if isinstance(k, ast.Constant))
+    return ()
+
+
+def cell_text(step: Step) -> str:
+    """The ``%%dagger`` cell that defines ``step`` (shell steps and ``--python`` cells)."""
+    options = [f"%%dagger {step.name}"]
+    if step.func is not None:
+        options.append("--python")
+    options += cell_options(step)
+    if step.func is not None:
+        outputs = cell_outputs(step)
+        if outputs:
+            options.append(f"--outputs {','.join(outputs)}")
+        return " ".join(options) + "\n" + cell_body(step)
+    return " ".join(options) + "\n" + str(step.run).rstrip("\n") + "\n"
+
+
+def cell_body(step: Step) -> str:
+    """The cell code of a ``--python`` step (its function body minus the return)."""
+    lines = linecache.getlines(step.func.__code__.co_filename)  # type: ignore[union-attr]
+    return textwrap.dedent("".join(lines[1:-1])).rstrip("\n") + "\n"
+
+
+def cell_options(step: Step) -> list[str]:
+    """The ``%%dagger`` options (after the name and ``--python``) that rebuild ``step``."""
+    q = shlex.quote
+    opts = []
+    if step.image:
+        opts.append(f"--image {q(step.image)}")
+    if step.needs:
+        opts.append(f"--needs {','.join(step.needs)}")
+    opts += [f"--env {q(f'{k}={v}')}" for k, v in step.env.items()]
+    opts += [f"--secret {q(s)}" for s in step.secrets]
+    opts += [f"--mount {q(f'{h}:{p}')}" for h, p in step.mounts.items()]
+    opts += [f"--param {q(f'{k}=' + json.dumps(v))}" for k, v in step.params.items()]
+    if step.retries is not None:
+        opts.append(f"--retries {step.retries}")
+    if step.timeout is not None:
+        opts.append(f"--timeout {duration_text(step.timeout)}")
+    if step.ttl is not None:
+        opts.append(f"--ttl {duration_text(step.ttl)}")
+    if step.tags:
+        opts.append(f"--tags {','.join(step.tags)}")
+    if step.cache is False:
+        opts.append("--no-cache")
+    if step.executor:
+        opts.append(f"--executor {step.executor}")
+    return opts
+
+
+def duration_text(value: float) -> str:
+    """A duration option that parses back to the same number of seconds."""
+    return f"{int(value)}s" if float(value).is_integer() else f"{value!r}s"

@@ -1,0 +1,326 @@
+"""IPython magics: ``%%dagger`` cells define and run steps, ``%dagger`` inspects them.
+
+``%load_ext dagnb`` registers them on the kernel's :class:`~dagnb.notebook.session.Session`.
+Each magic parses its options and calls the public API; a bad option or a
+:class:`~dagnb.DagnbError` is shown as a one-line ``UsageError``, and a failed step is
+data (its status row and stderr tail), never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import shlex
+from collections.abc import Callable
+from typing import Any
+
+import pandas as pd
+from IPython.core import magic_arguments as ma
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+
+from dagnb.config import configure, settings
+from dagnb.errors import DagnbError
+from dagnb.executors.dagger import services
+from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
+from dagnb.notebook.session import Session, get_session
+from dagnb.notebook.widgets import live_view, watch
+from dagnb.workflows.loader import load
+
+__all__ = [
+    "DaggerMagics", "Text", "load_ipython_extension", "parse_line", "unload_ipython_extension",
+]
+
+
+class Text(str):
+    """A message a magic returns: shown as plain text, without quotes."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
+def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """DagnbErrors become UsageErrors: one line in the notebook, no traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DagnbError as exc:
+            raise UsageError(str(exc)) from None
+        except KeyboardInterrupt:
+            raise UsageError("interrupted: the run was cancelled and its processes "
+                             "stopped; %dagger status shows where it got to") from None
+
+    return wrapper
+
+
+def split_words(line: str) -> list[str]:
+    """``shlex.split``, with an unclosed quote as a UsageError rather than a traceback."""
+    try:
+        return shlex.split(line)
+    except ValueError as exc:
+        raise UsageError(f"cannot read the options {line!r}: {exc}; close the quote") from None
+
+
+def parse_line(magic: Callable[..., Any], line: str) -> Any:
+    """A magic's options with POSIX shell quoting (``--env "A=x y"``), unlike
+    ``parse_argstring``, which keeps the quotes in the values."""
+    return magic.parser.parse_args(split_words(line))
+
+
+def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of a step (shared by %%dagger and the builder's export)."""
+    arguments = [
+        ma.argument("--python", action="store_true",
+                    help="The cell is Python, not shell; upstream results are variables."),
+        ma.argument("--outputs", metavar="VARS",
+                    help="With --python: the variables kept as the step's result."),
+        ma.argument("--image", help="Container image (Dagger executor)."),
+        ma.argument("--needs", metavar="A,B", help="Upstream steps."),
+        ma.argument("--env", action="append", default=[], metavar="K=V",
+                    help="Environment variable (repeatable)."),
+        ma.argument("--secret", action="append", default=[], metavar="NAME",
+                    help="Environment variable passed as a secret (repeatable)."),
+        ma.argument("--mount", action="append", default=[], metavar="HOST:PATH",
+                    help="Read-only input file or folder (repeatable)."),
+        ma.argument("--param", action="append", default=[], metavar="K=V",
+                    help="Parameter; the value is JSON when it parses, else text."),
+        ma.argument("--retries", type=int, metavar="N",
+                    help="Retry a failed run of the step up to N times, with backoff."),
+        ma.argument("--timeout", help="Time limit, such as 10m."),
+        ma.argument("--ttl", help="How long the cached result stays valid, such as 1h."),
+        ma.argument("--no-cache", action="store_true", help="Never cache this step."),
+        ma.argument("--tags", metavar="A,B", help="Labels, for %%dagger run --tags."),
+        ma.argument("--executor", choices=["auto", "local", "dagger"],
+                    help="Where the step runs (default: the executor setting)."),
+    ]
+    for argument in reversed(arguments):
+        func = argument(func)
+    return func
+
+
+def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Options of a run (shared by %%dagger and %dagger run)."""
+    arguments = [
+        ma.argument("--refresh", action="store_true",
+                    help="Run again even if cached, and overwrite the cache entry."),
+        ma.argument("--background", action="store_true",
+                    help="Return at once; the status widget keeps updating."),
+        ma.argument("--max-concurrency", type=int, metavar="N", help="Steps at once."),
+    ]
+    for argument in reversed(arguments):
+        func = argument(func)
+    return func
+
+
+@magics_class
+class DaggerMagics(Magics):
+    """``%%dagger`` and ``%dagger``, bound to one :class:`~dagnb.notebook.session.Session`."""
+
+    def __init__(self, shell: Any, session: Session | None = None) -> None:
+        super().__init__(shell)
+        self._session = session
+
+    @property
+    def session(self) -> Session:
+        """The session given, else the process's (looked up each time: it can be reset)."""
+        if self._session is not None:
+            return self._session
+        return get_session(self.shell.user_ns if self.shell is not None else None)
+
+    @ma.magic_arguments("%dagger")
+    @ma.argument("name", help="Step name; running the cell again redefines the step.")
+    @_step_options
+    @_run_options
+    @ma.argument("--define-only", action="store_true",
+                 help="Add the step to the graph without running it.")
+    @cell_magic("dagger")
+    @_usage_errors
+    def dagger_cell(self, line: str, cell: str) -> None:
+        """Define a step from this cell and run it with what it needs.
+
+        The cell is a shell script (or Python with --python). Running the cell adds the
+        step to the notebook's graph, or replaces it, then runs it together with any
+        upstream step whose result is not cached. Unchanged steps are cache hits: their
+        output is replayed, marked as cached. The output appears below the cell as it is
+        produced, then the status; a failed step shows the end of its stderr.
+
+        With --python, upstream results are variables named after the upstream steps,
+        and the --outputs variables come back into the notebook. Every step's result is
+        also in the dict ``_dagger`` (a shell step's is its output folder).
+
+        Examples::
+
+            %%dagger fetch --param n=3
+            seq $DAGNB_PARAM_N > "$DAGNB_OUT/numbers.txt"
+
+            %%dagger total --python --needs fetch --outputs total
+            total = sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
+        """
+        args = parse_line(self.dagger_cell, line)
+        step = step_from_options(args.name, cell, args, self.shell.user_ns)
+        self.session.define(step, parse_names(args.outputs))
+        if not args.define_only:
+            self._run([step.name], args, focus=step.name)
+
+    def _run(self, targets: list[str] | None, args: Any, focus: str | None = None,
+             **options: Any) -> None:
+        if args.refresh:
+            options["refresh"] = targets if targets else True
+        if args.max_concurrency is not None:
+            options["max_concurrency"] = args.max_concurrency
+        view = live_view(focus=focus, start=self.session.start,
+                         clear_cache=self.session.clear_cache)
+        run = self.session.start(targets, background=args.background, **options)
+        watch(run, view, background=args.background)
+        if not args.background:
+            self.session.publish(run)
+
+    @line_magic("dagger")
+    @_usage_errors
+    def dagger_line(self, line: str) -> Any:
+        """Run and inspect the notebook's graph.
+
+        Commands::
+
+            %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
+                        [--refresh] [--background]    run steps (all by default)
+            %dagger status                            status of the last run (DataFrame)
+            %dagger logs NAME [--tail N] [--stream stdout|stderr]   captured lines
+            %dagger graph                             draw the graph, coloured by state
+            %dagger plan                              what a run would do now
+            %dagger cache [stats|entries|clear [NAME]|explain NAME]
+            %dagger services                          running service containers
+            %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
+            %dagger reset                             forget the graph and results
+            %dagger config [key=value ...]            show or change settings
+
+        Define steps with ``%%dagger NAME`` cells (see ``%%dagger?``).
+        """
+        words = split_words(line)
+        if not words:
+            raise UsageError("%dagger needs a command: run, status, logs, graph, plan, "
+                             "cache, services, save, load, reset or config (see %dagger?)")
+        command, rest = words[0], shlex.join(words[1:])
+        handler = _COMMANDS.get(command)
+        if handler is None:
+            raise UsageError(f"unknown %dagger command {command!r}; use one of "
+                             f"{', '.join(sorted(_COMMANDS))} (see %dagger?)")
+        return handler(self, rest)
+
+    # -- commands --------------------------------------------------------------------
+    def _last_run(self) -> Any:
+        run = self.session.last_run
+        if run is None:
+            raise UsageError("no run yet in this session; run a %%dagger cell or %dagger run")
+        return run
+
+
+@ma.magic_arguments("dagger run")
+@ma.argument("names", nargs="*", help="Steps to run (with their upstream); all if none.")
+@ma.argument("--only-failed", action="store_true", help="Steps that did not succeed last.")
+@ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
+@_run_options
+def _cmd_run(self: DaggerMagics, rest: str) -> None:
+    args = parse_line(_cmd_run, rest)
+    options: dict[str, Any] = {"only_failed": args.only_failed}
+    if args.tags:
+        options["tags"] = parse_names(args.tags)
+    self._run(args.names or None, args, **options)
+
+
+def _cmd_status(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    return self._last_run().status()
+
+
+@ma.magic_arguments("dagger logs")
+@ma.argument("name", help="The step.")
+@ma.argument("--tail", type=int, metavar="N", help="Only the last N lines.")
+@ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
+def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    args = parse_line(_cmd_logs, rest)
+    return self._last_run().logs(args.name, stream=args.stream, tail=args.tail)
+
+
+def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
+    from dagnb.views.picture import DagView
+
+    return DagView(self.session.graph)
+
+
+def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    self.session.use_configured_store()
+    return self.session.graph.plan(split_words(rest) or None)
+
+
+def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
+    words = split_words(rest) or ["stats"]
+    store = self.session.use_configured_store()
+    action, names = words[0], words[1:]
+    if action == "stats" and not names:
+        return store.stats()
+    if action == "entries" and len(names) <= 1:
+        return store.entries(*names)
+    if action == "clear" and len(names) <= 1:
+        removed = self.session.clear_cache(*names)
+        return Text(f"removed {removed} cache entries" + (f" of {names[0]!r}" if names else ""))
+    if action == "explain" and len(names) == 1:
+        return Text("\n".join(self.session.graph.explain(names[0])))
+    raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
+                     "[NAME], clear [NAME] or explain NAME")
+
+
+def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    return services.list()
+
+
+def _one_path(rest: str, command: str) -> str:
+    words = split_words(rest)
+    if len(words) != 1:
+        raise UsageError(f"%dagger {command} takes one path, such as %dagger {command} "
+                         f"pipeline.yml; got {rest!r}")
+    return words[0]
+
+
+def _cmd_save(self: DaggerMagics, rest: str) -> Text:
+    path = _one_path(rest, "save")
+    self.session.graph.to_yaml(path)
+    return Text(f"saved {len(self.session.graph)} steps to {path}")
+
+
+def _cmd_load(self: DaggerMagics, rest: str) -> Text:
+    path = _one_path(rest, "load")
+    graph = load(path)
+    self.session.reset()
+    self.session.graph = graph
+    return Text(f"loaded {len(graph)} steps from {path}: {', '.join(graph.names)}")
+
+
+def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
+    self.session.reset()
+    return Text("the notebook's graph is empty again")
+
+
+def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    changes = parse_assignments(split_words(rest), "%dagger config", as_json=True)
+    if changes:
+        configure(**changes)
+    values = dataclasses.asdict(settings())
+    return pd.DataFrame({"setting": list(values), "value": [repr(v) for v in values.values()]})
+
+
+_COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
+    "run": _cmd_run, "status": _cmd_status, "logs": _cmd_logs, "graph": _cmd_graph,
+    "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services, "save": _cmd_save,
+    "load": _cmd_load, "reset": _cmd_reset, "config": _cmd_config,
+}
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext dagnb``: register the magics on this kernel's session."""
+    ipython.register_magics(DaggerMagics(ipython))
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext dagnb``: nothing to undo beyond IPython's own bookkeeping."""

@@ -1,0 +1,150 @@
+"""The notebook's session: one graph per kernel, its last run, results in the namespace.
+
+``%%dagger`` cells and the graph builder add steps to the same :class:`Session` graph;
+runs use the process-wide settings (``dagnb.configure`` or ``%dagger config``), hence one
+cache store and one executor per kernel. After a run, each step's result is in the
+user namespace as ``_dagger[NAME]`` (a shell step's is the Path of its output folder),
+and the ``--outputs`` variables of ``--python`` cells under their own names.
+"""
+
+from __future__ import annotations
+
+import threading
+import warnings
+from collections.abc import Iterable, MutableMapping
+from pathlib import Path
+from typing import Any
+
+from dagnb import cache as _cache
+from dagnb.config import settings
+from dagnb.model.graph import Graph
+from dagnb.model.step import Step
+from dagnb.runtime.prepare import start_background
+from dagnb.runtime.run import Run
+
+__all__ = ["RESULTS_NAME", "Session", "get_session", "reset_session"]
+
+RESULTS_NAME = "_dagger"
+_RECENT_IMAGES = 10
+
+
+class Session:
+    """One kernel's graph, its last run, and where results are published.
+
+    Parameters
+    ----------
+    namespace
+        The user namespace results go to (``shell.user_ns``); a fresh dict if None.
+    name
+        The graph's name.
+    """
+
+    def __init__(self, namespace: MutableMapping[str, Any] | None = None,
+                 name: str = "notebook") -> None:
+        self.namespace = namespace if namespace is not None else {}
+        self.graph = Graph(name)
+        self.outputs: dict[str, tuple[str, ...]] = {}  # --outputs of --python cells
+        self.recent_images: list[str] = []
+
+    @property
+    def last_run(self) -> Run | None:
+        """The most recent run of the session graph."""
+        return self.graph.last_run
+
+    def define(self, step: Step, outputs: Iterable[str] = ()) -> Step:
+        """Add ``step`` to the graph, or replace the step of that name."""
+        self.graph.replace(step)
+        self.outputs[step.name] = tuple(outputs)
+        if step.image:
+            images = [step.image, *(i for i in self.recent_images if i != step.image)]
+            self.recent_images = images[:_RECENT_IMAGES]
+        return step
+
+    def start(self, targets: Iterable[str] | str | None = None, *,
+              background: bool = True, **options: Any) -> Run:
+        """Start a run of the session graph and return at once.
+
+        With ``background`` (the default, used by the widget's buttons) a waiting
+        thread publishes the results to the namespace when the run ends; otherwise the
+        caller waits and calls :meth:`publish` itself.
+        """
+        self.use_configured_store()
+        run = start_background(self.graph, targets, **options)
+        if background:
+            threading.Thread(target=self._publish_later, args=(run,), daemon=True,
+                             name="dagnb-publish").start()
+        return run
+
+    def _publish_later(self, run: Run) -> None:
+        try:
+            self.publish(run.wait())
+        except Exception as exc:  # a thread has nobody to raise to
+            warnings.warn(f"dagnb: results of run {run.id} were not published to the "
+                          f"namespace: {exc}", stacklevel=1)
+
+    def publish(self, run: Run) -> dict[str, Any]:
+        """Put the results of the run's finished steps into the namespace."""
+        results = self.namespace.setdefault(RESULTS_NAME, {})
+        for name, state in run.states().items():
+            if state not in ("succeeded", "cached"):
+                continue
+            value = run.result(name)
+            results[name] = value if value is not None else _outputs_or_none(run, name)
+            self._publish_outputs(name, value)
+        return results
+
+    def _publish_outputs(self, name: str, value: Any) -> None:
+        outputs = self.outputs.get(name, ())
+        if len(outputs) == 1:
+            self.namespace[outputs[0]] = value
+        elif outputs and isinstance(value, dict):
+            for key in outputs:
+                self.namespace[key] = value.get(key)
+
+    def clear_cache(self, step: str | None = None) -> int:
+        """Remove cache entries (of one step); how many."""
+        return self.use_configured_store().clear(step)
+
+    def use_configured_store(self) -> Any:
+        """The default cache store, moved to the configured ``cache_directory`` first.
+
+        The runner resolves ``cache_directory`` at each run; ``dagnb.cache``'s default
+        store keeps the folder it first saw, so follow the setting (and the current
+        directory, when it is relative).
+        """
+        location = Path(settings().cache_directory).resolve()
+        if _cache.default_location() != location or _cache.default_store().location != location:
+            _cache.set_default_location(location)
+        return _cache.default_store()
+
+    def reset(self) -> None:
+        """Forget the graph, the last run and the published results."""
+        self.graph = Graph(self.graph.name)
+        self.outputs.clear()
+        self.namespace.pop(RESULTS_NAME, None)
+
+
+def _outputs_or_none(run: Run, name: str) -> Path | None:
+    try:
+        return run.outputs(name)
+    except Exception:
+        return None
+
+
+_session: Session | None = None
+
+
+def get_session(namespace: MutableMapping[str, Any] | None = None) -> Session:
+    """The session of this process (created on first use, bound to ``namespace``)."""
+    global _session
+    if _session is None:
+        _session = Session(namespace)
+    elif namespace is not None and _session.namespace is not namespace:
+        _session.namespace = namespace
+    return _session
+
+
+def reset_session() -> None:
+    """Drop the session entirely (tests; ``%dagger reset`` keeps the object)."""
+    global _session
+    _session = None

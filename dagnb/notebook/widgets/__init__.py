@@ -1,0 +1,138 @@
+"""Live views of runs in the notebook: the status widget, or plain text without widgets.
+
+:func:`live_view` picks the view: the ipywidgets :class:`StatusWidget` when a widget
+front end is there to draw it (a Jupyter kernel), else :class:`dagnb.views.live.TextView`
+(terminal IPython, the CLI, nbval). ``DAGNB_WIDGETS=0|1`` in the environment or
+:data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides the detection.
+:func:`watch` shows a run: it waits on a synchronous run from the calling thread and
+renders in between, so the output lands in the running cell; a Ctrl-C or kernel
+interrupt there cancels the run and waits for its processes to be killed.
+
+ipywidgets is imported only when a widget is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from dagnb.views.live import TextView
+
+if TYPE_CHECKING:
+    from dagnb.notebook.widgets.builder import Builder
+    from dagnb.notebook.widgets.status import StatusWidget
+    from dagnb.runtime.run import Run
+
+__all__ = ["ENABLED", "Builder", "StatusWidget", "frontend_available", "live_view", "watch"]
+
+ENABLED: bool | None = None
+CANCEL_GRACE = 5.0  # seconds a cancelled run gets to kill its processes
+
+
+def frontend_available() -> bool:
+    """Whether widgets can be drawn here (see the module docs for the overrides)."""
+    if ENABLED is not None:
+        return ENABLED
+    env = os.environ.get("DAGNB_WIDGETS", "").strip()
+    if env in ("0", "1"):
+        return env == "1"
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    # Terminal IPython has no kernel; a Jupyter kernel has one with a comm manager.
+    return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
+              clear_cache: Callable[[str], int] | None = None) -> Any:
+    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`)."""
+    if frontend_available():
+        from dagnb.notebook.widgets.status import StatusWidget
+
+        return StatusWidget(focus=focus, start=start, clear_cache=clear_cache)
+    return TextView(focus=focus)
+
+
+def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,
+          start: Callable[..., Run] | None = None,
+          clear_cache: Callable[[str], int] | None = None, interval: float = 0.1) -> Any:
+    """Display a live view of ``run``; wait for it unless ``background``.
+
+    Parameters
+    ----------
+    run
+        The run, started already (``start_background``).
+    view
+        A view from :func:`live_view`; built here if None. Building it before starting
+        the run keeps the widget's construction out of the run's time.
+    focus, start, clear_cache
+        As for :func:`live_view`.
+    background
+        Return at once; a widget keeps rendering from its own thread, plain text prints
+        one line saying how to look at the run later.
+    interval
+        How often to look while waiting.
+
+    Returns
+    -------
+    The view.
+    """
+    if view is None:
+        view = live_view(focus=focus, start=start, clear_cache=clear_cache)
+    if isinstance(view, TextView):
+        if background:
+            print(f"run {run.id} started in the background; %dagger status shows it")
+            return view
+        view.follow(run)
+    else:
+        _display(view)
+        view.follow(run, live=background)
+    if not background:
+        _wait(run, view, interval)
+    return view
+
+
+def _wait(run: Run, view: Any, interval: float) -> None:
+    try:
+        while not run.done:
+            with contextlib.suppress(TimeoutError):
+                run.wait(interval)
+            view.tick()
+    except KeyboardInterrupt:
+        run.cancel()
+        try:
+            # A process slow to die must not turn the interrupt into a TimeoutError.
+            with contextlib.suppress(TimeoutError):
+                run.wait(CANCEL_GRACE)
+        finally:
+            _close(view)
+        raise
+    _close(view)
+
+
+def _close(view: Any) -> None:
+    if isinstance(view, TextView):
+        view.close()
+    else:
+        view.stop_following()
+
+
+def _display(view: Any) -> None:
+    from IPython.display import display
+
+    display(view)
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy: importing dagnb.notebook.widgets must not import ipywidgets (the CLI, plain scripts).
+    if name == "StatusWidget":
+        from dagnb.notebook.widgets.status import StatusWidget
+
+        return StatusWidget
+    if name == "Builder":
+        from dagnb.notebook.widgets.builder import Builder
+
+        return Builder
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,223 @@
+"""The live status widget: one row per step, a progress bar, log tails and run buttons.
+
+Everything it shows is folded from the run's event log (:class:`dagnb.views.live.LiveState`);
+the buttons call the public API (start a run, ``run.cancel()``, clear a step's cache)
+and the widget then follows the new run. The event listener only pokes a
+:class:`~dagnb.views.throttle.Throttle`, so however fast a step prints, the widget
+sends at most about ten updates a second to the browser.
+
+Only standard ipywidgets 8 controls are used (VBox, HTML, IntProgress, Accordion,
+Button, Dropdown), which JupyterLab draws without any extra extension.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import ipywidgets as w
+
+from dagnb.runtime.events import TERMINAL_STATES
+from dagnb.views.live import STATE_COLOURS, LiveState, row_cells
+from dagnb.views.throttle import Throttle
+
+if TYPE_CHECKING:
+    from dagnb.runtime.run import Run
+
+__all__ = ["STATE_COLOURS", "StatusWidget"]
+
+_COLUMNS = ("step", "state", "cached", "attempt", "duration", "exit", "error")
+StartRun = Callable[..., "Run"]
+
+
+class StatusWidget(w.VBox):
+    """Live view of a :class:`~dagnb.Run`.
+
+    Parameters
+    ----------
+    run
+        The run to show first (or call :meth:`follow` later: building the widget
+        before starting the run keeps that work out of the run's time).
+    focus
+        A step whose log tail starts expanded (the step a ``%%dagger`` cell defined).
+    start
+        ``start(targets, only_failed=...) -> Run`` starts a run without waiting; the
+        Run all and Run failed buttons call it. Without it those buttons are disabled.
+    clear_cache
+        ``clear_cache(step) -> int`` removes a step's cache entries (default
+        :func:`dagnb.cache.clear`).
+    interval
+        Minimum seconds between two renders.
+    """
+
+    def __init__(self, run: Run | None = None, *, focus: str | None = None,
+                 start: StartRun | None = None,
+                 clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
+                 **kwargs: Any) -> None:
+        self.focus = focus
+        self._start = start
+        self._clear_cache = clear_cache or _default_clear
+        self._interval = interval
+        self._unsubscribe: Callable[[], None] | None = None
+        self.header = w.HTML()
+        self.progress = w.IntProgress(value=0, min=0, max=1, description="",
+                                      layout=w.Layout(width="100%"))
+        self.table = w.HTML()
+        self.tails = w.Accordion()
+        self.buttons = self._make_buttons()
+        self.message = w.HTML()
+        super().__init__(children=[self.header, self.progress, self.table, self.tails,
+                                   self.buttons, self.message], **kwargs)
+        self.add_class("dagnb-status")
+        self.throttle = Throttle(self.render, interval)
+        if run is not None:
+            self.follow(run)
+
+    # -- following a run ---------------------------------------------------------------
+    def follow(self, run: Run, *, live: bool = False) -> None:
+        """Show ``run`` from now on; ``live`` renders from a thread (nobody waits on it)."""
+        self.stop_following()
+        self.run = run
+        self.state = LiveState(run)
+        self.throttle = Throttle(self.render, self._interval)
+        self._tail_views = {name: w.HTML() for name in run.order}
+        self.tails.children = list(self._tail_views.values())
+        self.tails.selected_index = run.order.index(self.focus) if self.focus in run.order else None
+        self.step_picker.options = list(run.order)
+        if run.order:
+            self.step_picker.value = self.focus if self.focus in run.order else run.order[-1]
+        # The listener runs on dagnb's loop thread for every event: only a poke (a C
+        # call), never drawing; the throttle renders later from the waiting thread.
+        self._unsubscribe = run.events.subscribe(self.throttle.poke)
+        self.throttle.poke(None)
+        if live:
+            self.throttle.start()
+        else:
+            self.throttle.flush()
+
+    def tick(self) -> bool:
+        """Render if due (for a caller that waits on the run and ticks in between)."""
+        return self.throttle.tick()
+
+    def stop_following(self) -> None:
+        """Unsubscribe from the current run and draw its last state."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+            self.throttle.close()
+
+    # -- drawing -----------------------------------------------------------------------
+    def render(self) -> None:
+        """Draw the state folded from the events seen so far."""
+        self.state.pull()
+        rows = self.state.rows()
+        done, total = self.state.progress()
+        now = time.time()
+        self.header.value = _header_html(self.run, rows)
+        self.progress.max = max(total, 1)
+        self.progress.value = done
+        self.progress.bar_style = _bar_style(rows)
+        self.table.value = _table_html(rows.values(), now)
+        self.tails.titles = tuple(_tail_title(r) for name, r in rows.items()
+                                  if name in self._tail_views)
+        for name, view in self._tail_views.items():
+            view.value = _tail_html(self.state.tails[name])
+        running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
+        self.cancel_button.disabled = not running or self.state.finished
+        self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
+        for button in (self.run_all_button, self.run_failed_button):
+            button.disabled = self._start is None or (running and not self.state.finished)
+        if self.state.finished:
+            self.throttle.stop()  # a render thread, if any, ends after this frame
+
+    # -- buttons -----------------------------------------------------------------------
+    def _make_buttons(self) -> w.HBox:
+        self.run_all_button = w.Button(description="Run all", icon="play",
+                                       tooltip="Run every step (cached steps are free)")
+        self.run_failed_button = w.Button(description="Run failed", icon="redo",
+                                          tooltip="Run the steps that failed, were skipped "
+                                          "or cancelled")
+        self.cancel_button = w.Button(description="Cancel", icon="stop",
+                                      button_style="warning", tooltip="Cancel this run")
+        self.step_picker = w.Dropdown(description="", layout=w.Layout(width="12em"))
+        self.clear_button = w.Button(description="Clear cache", icon="trash",
+                                     tooltip="Remove the picked step's cache entries")
+        self.run_all_button.on_click(lambda _: self._restart(only_failed=False))
+        self.run_failed_button.on_click(lambda _: self._restart(only_failed=True))
+        self.cancel_button.on_click(lambda _: self.run.cancel())
+        self.clear_button.on_click(lambda _: self._clear())
+        return w.HBox([self.run_all_button, self.run_failed_button, self.cancel_button,
+                       self.step_picker, self.clear_button])
+
+    def _restart(self, *, only_failed: bool) -> None:
+        if self._start is None:
+            return
+        try:
+            run = self._start(None, only_failed=only_failed)
+        except Exception as exc:  # a DagnbError from validation: show, do not raise
+            self.message.value = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
+            return
+        self.message.value = ""
+        self.follow(run, live=True)
+
+    def _clear(self) -> None:
+        step = self.step_picker.value
+        if step:
+            removed = self._clear_cache(step)
+            self.message.value = html.escape(f"cleared {removed} cache entries of {step!r}")
+
+
+def _default_clear(step: str) -> int:
+    from dagnb import cache
+
+    return cache.clear(step)
+
+
+def _bar_style(rows: dict[str, dict[str, Any]]) -> str:
+    states = {r["state"] for r in rows.values()}
+    if states & {"failed", "cancelled", "skipped"}:
+        return "danger"
+    return "success" if states <= {"succeeded", "cached"} else "info"
+
+
+def _header_html(run: Run, rows: dict[str, dict[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for row in rows.values():
+        counts[row["state"]] = counts.get(row["state"], 0) + 1
+    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
+    return (f"<div class='dagnb-header'><b>{html.escape(run.graph_name)}</b> "
+            f"<code>{html.escape(run.id)}</code>: {html.escape(parts)}</div>")
+
+
+def _state_badge(state: str) -> str:
+    colour = STATE_COLOURS.get(state, "#9e9e9e")
+    return (f"<span class='dagnb-state' style='background:{colour};color:white;"
+            f"padding:0 0.5em;border-radius:0.6em'>{state}</span>")
+
+
+def _table_html(rows: Any, now: float) -> str:
+    head = "".join(f"<th style='text-align:left;padding:0 0.6em'>{c}</th>" for c in _COLUMNS)
+    body = []
+    for row in rows:
+        cells = row_cells(row, now)
+        tds = [f"<td style='padding:0 0.6em'>{html.escape(cells['step'])}</td>",
+               f"<td style='padding:0 0.6em'>{_state_badge(cells['state'])}</td>"]
+        tds += [f"<td style='padding:0 0.6em'>{html.escape(cells[c])}</td>"
+                for c in _COLUMNS[2:]]
+        body.append(f"<tr class='dagnb-row dagnb-state-{cells['state']}' "
+                    f"data-step='{html.escape(cells['step'])}'>{''.join(tds)}</tr>")
+    return (f"<table class='dagnb-table'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>")
+
+
+def _tail_title(row: dict[str, Any]) -> str:
+    mark = " (cached output)" if row["cached"] else ""
+    return f"{row['step']} · {row['state']}{mark}"
+
+
+def _tail_html(lines: Any) -> str:
+    text = html.escape("\n".join(lines)) if lines else "(no output yet)"
+    return (f"<pre class='dagnb-log' style='max-height:16em;overflow:auto;margin:0'>"
+            f"{text}</pre>")

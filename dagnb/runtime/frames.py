@@ -1,0 +1,108 @@
+"""pandas DataFrames derived from a run's event log: status and logs.
+
+Each function is pure: the same events give the same frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import pandas as pd
+
+from dagnb.runtime.events import Event
+
+__all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "logs_frame", "status_frame", "status_rows"]
+
+STATUS_COLUMNS = [
+    "step",
+    "state",
+    "cached",
+    "attempts",
+    "exit_code",
+    "started",
+    "finished",
+    "duration_s",
+    "executor",
+    "image",
+    "error",
+]
+LOG_COLUMNS = ["time", "step", "attempt", "stream", "line"]
+
+
+def _blank_row(step: str) -> dict[str, Any]:
+    row = dict.fromkeys(STATUS_COLUMNS)
+    row.update(step=step, state="pending", cached=False, attempts=0)
+    return row
+
+
+def status_rows(events: Iterable[Event], order: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """One row per step, keyed by name: the latest state and what led to it."""
+    rows = {name: _blank_row(name) for name in order}
+    for event in events:
+        if event.kind != "state" or event.step is None:
+            continue
+        row = rows.get(event.step) or rows.setdefault(event.step, _blank_row(event.step))
+        _apply(row, event)
+    return rows
+
+
+def _apply(row: dict[str, Any], event: Event) -> None:
+    data = event.data
+    state = data["state"]
+    row["state"] = state
+    if state == "running":
+        row["attempts"] = max(row["attempts"], event.attempt)
+        row["started"] = row["started"] or event.time
+    if state == "cached":
+        row["cached"] = True
+        row["started"] = row["started"] or event.time
+    for key in ("executor", "image", "exit_code", "error"):
+        if key in data:
+            row[key] = data[key]
+    if state in ("succeeded", "cached", "failed", "cancelled", "skipped"):
+        row["finished"] = event.time
+        if row["started"] is not None:
+            row["duration_s"] = round(event.time - row["started"], 3)
+
+
+def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataFrame:
+    """Columns: step, state, cached, attempts, exit_code, started, finished,
+    duration_s, executor, image, error (one row per step, in ``order``)."""
+    rows = list(status_rows(events, order).values())
+    frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
+    for column in ("started", "finished"):
+        frame[column] = pd.to_datetime([_local(t) for t in frame[column]], errors="coerce")
+    frame["exit_code"] = frame["exit_code"].astype("Int64")
+    frame["attempts"] = frame["attempts"].astype("int64")
+    frame["cached"] = frame["cached"].astype(bool)
+    frame["duration_s"] = frame["duration_s"].astype("float64")
+    return frame
+
+
+def _local(timestamp: float | None) -> datetime | None:
+    return None if timestamp is None or pd.isna(timestamp) else datetime.fromtimestamp(timestamp)
+
+
+def logs_frame(
+    events: Iterable[Event],
+    step: str | None = None,
+    stream: str | None = None,
+    tail: int | None = None,
+) -> pd.DataFrame:
+    """Columns: time, step, attempt, stream, line; optionally one step, one stream,
+    and only the last ``tail`` lines."""
+    rows = [
+        (_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
+        for e in events
+        if e.kind == "log"
+        and (step is None or e.step == step)
+        and (stream is None or e.data["stream"] == stream)
+    ]
+    if tail is not None:
+        rows = rows[-tail:] if tail > 0 else []
+    frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
+    frame["time"] = pd.to_datetime(frame["time"])
+    frame["attempt"] = frame["attempt"].astype("int64")
+    return frame

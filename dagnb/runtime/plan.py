@@ -1,0 +1,109 @@
+"""Looking ahead without running: which steps the cache would skip, and why a step runs.
+
+``plan`` walks the selected steps in order and computes each key as the runner would,
+from the upstream entries' output digests. A step whose upstream would run cannot be
+known to hit (its input is not made yet), so it is reported as such.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from dagnb.cache.explain import explain as explain_key
+from dagnb.cache.steps import StepCache
+from dagnb.config import settings
+
+if TYPE_CHECKING:
+    from dagnb.model.graph import Graph
+    from dagnb.runtime.run import Run
+
+__all__ = ["cached_steps", "explain", "plan", "warm"]
+
+PLAN_COLUMNS = ["step", "cached", "key", "reason"]
+
+
+def _step_cache(cache_directory: str | Path | None) -> StepCache:
+    config = settings()
+    location = Path(cache_directory or config.cache_directory).resolve()
+    return StepCache(location, version=config.cache_version, ttl=config.cache_ttl_seconds)
+
+
+def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, Any]]:
+    base_dir = (graph.base_dir or Path.cwd()).resolve()
+    digests: dict[str, str | None] = {}
+    rows = []
+    for name in names:
+        step = graph[name]
+        waiting = [n for n in step.needs if digests.get(n) is None]
+        if waiting:
+            digests[name] = None
+            rows.append(
+                {
+                    "step": name,
+                    "cached": False,
+                    "key": None,
+                    "reason": f"runs after {', '.join(waiting)}, which will run",
+                }
+            )
+            continue
+        key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
+        entry = cache._store(step).peek(name, key) if cache.enabled_for(step) else None
+        digests[name] = entry.output_digest if entry is not None else None
+        reason = "cached" if entry is not None else _first(explain_key(cache.store, name, key))
+        rows.append(
+            {
+                "step": name,
+                "cached": entry is not None,
+                "key": key.short,
+                "reason": reason,
+                "_key": key,
+            }
+        )
+    return rows
+
+
+def _first(lines: list[str]) -> str:
+    return lines[0] if lines else "will run"
+
+
+def cached_steps(graph: Graph, names: list[str], cache: StepCache) -> set[str]:
+    """The steps among ``names`` (in order, with their upstream) that a run with
+    ``cache`` would restore rather than run."""
+    return {
+        row["step"]
+        for row in _walk(graph, names, cache)
+        if row["cached"] and cache.lookup(graph[row["step"]], row["_key"]) is not None
+    }
+
+
+def plan(
+    graph: Graph,
+    targets: Iterable[str] | str | None = None,
+    *,
+    cache_directory: str | Path | None = None,
+) -> pd.DataFrame:
+    """What a run would do now: one row per step with cached (True/False) and why."""
+    graph.validate()
+    rows = _walk(graph, graph.select(targets), _step_cache(cache_directory))
+    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+
+
+def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
+    """Why ``step`` would run (or that it is cached), in sentences."""
+    graph.validate()
+    cache = _step_cache(cache_directory)
+    rows = _walk(graph, graph.select(step), cache)
+    row = rows[-1]
+    if "_key" not in row:
+        return [row["reason"]]
+    return explain_key(cache.store, step, row["_key"])
+
+
+def warm(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+    """Fill the cache for the selected steps (runs what is missing); returns the Run."""
+    options.pop("cache", None)
+    return graph.run(targets, cache=True, **options)

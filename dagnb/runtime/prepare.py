@@ -1,0 +1,246 @@
+"""Running a graph: preparation, then the scheduler on dagnb's one event loop.
+
+``run_graph_sync`` (behind ``graph.run()``) waits for the run, ``run_graph_async``
+(behind ``await graph.arun()``) awaits it from any loop, ``start_background`` returns
+the Run at once. All three validate first: bad input raises a DagnbError before any
+step starts and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime
+import gc
+import secrets as _random
+import shutil
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagnb.config import settings
+from dagnb.errors import ConfigError, ExecutorUnavailable
+from dagnb.executors import get_executor, loop
+from dagnb.executors.capture import capturing
+from dagnb.model.contract import resolve_secrets
+from dagnb.model.step import Step, parse_duration
+from dagnb.runtime.run import Run
+from dagnb.runtime.scheduler import RunOptions, Scheduler
+
+if TYPE_CHECKING:
+    from dagnb.model.graph import Graph
+
+__all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
+
+_KEEP_RUNS = 20  # run folders kept under <cache>/runs
+
+
+def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+    """Run and wait. Options are those of :func:`prepare`."""
+    run, scheduler = prepare(graph, targets, **options)
+    loop.run_sync(_execute(run, scheduler))
+    return run
+
+
+async def run_graph_async(
+    graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+) -> Run:
+    """Run from async code; the work happens on dagnb's loop whatever loop awaits."""
+    run, scheduler = prepare(graph, targets, **options)
+    await loop.run_async(_execute(run, scheduler))
+    return run
+
+
+def start_background(
+    graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+) -> Run:
+    """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops."""
+    run, scheduler = prepare(graph, targets, **options)
+    run._future = loop.submit(_execute(run, scheduler))
+    return run
+
+
+async def _execute(run: Run, scheduler: Scheduler) -> Run:
+    task = asyncio.current_task()
+    running_loop = asyncio.get_running_loop()
+    run._cancel_hook = lambda: running_loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
+    if run._cancel.is_set():
+        task.cancel()  # type: ignore[union-attr]
+    with capturing(), _heap_frozen():
+        try:
+            return await scheduler.execute()
+        except asyncio.CancelledError:
+            if run._cancel.is_set():
+                return run  # cancelled on request: the Run records it, nothing to raise
+            raise
+
+
+_frozen_runs = 0
+
+
+@contextlib.contextmanager
+def _heap_frozen() -> Iterator[None]:
+    """Keep the objects that existed before the run out of the collector's full passes
+    while it runs: a large graph (or notebook) is not re-scanned on every gen-2
+    collection the run's own allocations trigger. Garbage is still collected after."""
+    global _frozen_runs
+    if _frozen_runs == 0:
+        gc.freeze()
+    _frozen_runs += 1
+    try:
+        yield
+    finally:
+        _frozen_runs -= 1
+        if _frozen_runs == 0:
+            gc.unfreeze()
+
+
+def prepare(
+    graph: Graph,
+    targets: Iterable[str] | str | None = None,
+    *,
+    tags: Iterable[str] | str | None = None,
+    only_failed: bool = False,
+    max_concurrency: int | None = None,
+    timeout: float | str | None = None,
+    fail_fast: bool = False,
+    executor: Any = None,
+    cache: bool | None = None,
+    refresh: bool | Iterable[str] = False,
+    skip_cache: bool | Iterable[str] | None = None,
+    cache_directory: str | Path | None = None,
+    cache_version: str | None = None,
+    ttl: float | str | None = None,
+    retries: Any = None,
+    sleep: Any = None,
+) -> tuple[Run, Scheduler]:
+    """Validate the graph, select the steps and build the Run and its Scheduler.
+
+    Parameters
+    ----------
+    targets, tags, only_failed
+        Which steps (always with their upstream): names, tags, or those of the last
+        run that did not succeed. Nothing given: every step.
+    max_concurrency
+        Steps running at once (default: the ``max_concurrent_executions`` setting).
+    timeout
+        Limit for the whole run (seconds or '10m'); steps still running are cancelled.
+    fail_fast
+        Stop everything at the first failure instead of finishing independent branches.
+    executor
+        'auto', 'local', 'dagger' or an Executor; a step's own ``executor`` wins.
+    cache, refresh, skip_cache, cache_directory, cache_version, ttl
+        Caching for this run: off with ``cache=False``; ``refresh`` (alias
+        ``skip_cache``) runs steps again and overwrites their entries (True for all, or
+        names); ``ttl`` (seconds or '1h') for the entries of steps that set none.
+    retries
+        Default retry policy for steps that set none (a number or a mapping).
+    """
+    config = settings()
+    graph.validate()
+    order = graph.select(targets, tags=tags, only_failed=only_failed)
+    steps = {name: graph[name] for name in order}
+    base_dir = (graph.base_dir or Path.cwd()).resolve()
+    graph.check_mounts(order, base_dir)
+    secret_values = resolve_secrets(steps.values())
+    cache_dir = Path(cache_directory or config.cache_directory).resolve()
+    if max_concurrency is not None and (
+        isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
+        or max_concurrency < 1
+    ):
+        raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
+    options = RunOptions(
+        max_concurrency=max_concurrency or config.max_concurrent_executions,
+        timeout=parse_duration(
+            timeout if timeout is not None else config.timeout_seconds, what="run timeout"
+        ),
+        fail_fast=fail_fast,
+        executor_for=_executor_chooser(executor or config.executor),
+        cache=_step_cache(
+            cache, cache_dir, refresh if skip_cache is None else skip_cache, cache_version, ttl
+        ),
+        retry_defaults=_retry_defaults(retries),
+        base_dir=base_dir,
+    )
+    _require_engine(graph, order, executor or config.executor, options.cache)
+    if sleep is not None:
+        options.sleep = sleep
+    run_id = _new_run_id()  # only now, so that bad input leaves no run folder behind
+    run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
+    graph.last_run = run
+    return run, Scheduler(run, options, secret_values)
+
+
+def _executor_chooser(default: Any) -> Any:
+    """Executors are made when a step first needs one, so a fully cached run works
+    with no engine at all."""
+    if isinstance(default, str) and default not in ("auto", "local", "dagger"):
+        get_executor(default)  # raises the one-line error now, before any step runs
+
+    def executor_for(step: Step) -> Any:
+        return get_executor(step.executor or default)
+
+    return executor_for
+
+
+def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) -> None:
+    """Raise ExecutorUnavailable now if a step must run on an engine that is absent."""
+    names = {graph[n].executor or default for n in order}
+    if "dagger" not in names:
+        return
+    from dagnb.executors.dagger.connection import detect
+
+    availability = detect()
+    if availability.available:
+        return
+    needing = [n for n in order if (graph[n].executor or default) == "dagger"]
+    if cache is not None:  # this run's cache: its folder, version and refresh
+        from dagnb.runtime.plan import cached_steps
+
+        restorable = cached_steps(graph, order, cache)
+        needing = [n for n in needing if n not in restorable]
+    if needing:
+        raise ExecutorUnavailable(
+            f"executor 'dagger' is needed for step {needing[0]!r} but {availability.reason}"
+        )
+
+
+def _step_cache(
+    enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None, ttl: Any
+) -> Any:
+    config = settings()
+    if enabled is None:
+        enabled = config.caching_enabled
+    if not enabled:
+        return None
+    from dagnb.cache.steps import StepCache
+
+    return StepCache(
+        cache_dir,
+        refresh=refresh,
+        version=version or config.cache_version,
+        ttl=parse_duration(ttl, what="ttl") if ttl is not None else config.cache_ttl_seconds,
+    )
+
+
+def _retry_defaults(retries: Any) -> Any:
+    from dagnb.retry.policy import layered
+
+    return layered(settings().retry_defaults(), retries)
+
+
+def _new_run_id() -> str:
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{_random.token_hex(3)}"
+
+
+def _workspace(cache_dir: Path, run_id: str) -> Path:
+    """A fresh folder for this run's step directories; old ones are pruned."""
+    runs = cache_dir / ".runs"  # dot folders are not steps to the store
+    runs.mkdir(parents=True, exist_ok=True)
+    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
+    for stale in old[:-_KEEP_RUNS] if len(old) >= _KEEP_RUNS else []:
+        shutil.rmtree(stale, ignore_errors=True)
+    workspace = runs / run_id
+    workspace.mkdir()
+    return workspace

@@ -1,0 +1,140 @@
+"""Run: one execution of a graph's selected steps, and everything it produced.
+
+A Run holds the event log (from which its status and log tables derive), the results
+and output folders of its steps, and a handle to cancel it or wait for it.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from dagnb.errors import StepNotFoundError
+from dagnb.model.results import NO_RESULT
+from dagnb.model.step import Step
+from dagnb.runtime.events import TERMINAL_STATES, EventLog
+from dagnb.runtime.frames import logs_frame, status_frame, status_rows
+
+__all__ = ["Run"]
+
+
+class Run:
+    """The record of one run. Returned by ``graph.run()`` and ``await graph.arun()``."""
+
+    def __init__(
+        self,
+        run_id: str,
+        graph_name: str,
+        steps: Mapping[str, Step],
+        order: list[str],
+        workspace: Path,
+    ) -> None:
+        self.id = run_id
+        self.graph_name = graph_name
+        self.steps = dict(steps)
+        self.order = list(order)
+        self.workspace = workspace
+        self.events = EventLog()
+        self._results: dict[str, Any] = {}
+        self._outputs: dict[str, Any] = {}  # Path, or a record with .path
+        self._loaders: dict[str, Any] = {}
+        self._future: concurrent.futures.Future[Any] | None = None
+        self._cancel = threading.Event()
+        self._cancel_hook: Any = None
+
+    # -- tables ---------------------------------------------------------------------
+    def status(self) -> pd.DataFrame:
+        """One row per step: step, state, cached, attempts, exit_code, started,
+        finished, duration_s, executor, image, error."""
+        return status_frame(self.events, self.order)
+
+    def logs(
+        self, step: str | None = None, stream: str | None = None, tail: int | None = None
+    ) -> pd.DataFrame:
+        """Captured lines: time, step, attempt, stream, line (secrets masked)."""
+        if step is not None:
+            self._known(step)
+        return logs_frame(self.events, step=step, stream=stream, tail=tail)
+
+    def states(self) -> dict[str, str]:
+        """Step name -> current state."""
+        return {name: row["state"] for name, row in status_rows(self.events, self.order).items()}
+
+    # -- products -------------------------------------------------------------------
+    def result(self, step: str) -> Any:
+        """The step's Python result (``None`` for a step that has none)."""
+        self._known(step)
+        if step not in self._results and step in self._loaders:
+            self._results[step] = self._loaders.pop(step)()
+        value = self._results.get(step, NO_RESULT)
+        return None if value is NO_RESULT else value
+
+    def outputs(self, step: str) -> Path:
+        """The folder holding the step's output files (``$DAGNB_OUT``)."""
+        self._known(step)
+        if step not in self._outputs:
+            raise StepNotFoundError(
+                f"step {step!r} has no outputs in this run (state {self.states()[step]!r})"
+            )
+        found = self._outputs[step]
+        return found if isinstance(found, Path) else found.path  # the scheduler's record
+
+    def _known(self, step: str) -> None:
+        if step not in self.steps:
+            from dagnb.model.graph import _unknown_message
+
+            raise StepNotFoundError(_unknown_message(step, self.steps, f"in run {self.id}"))
+
+    # -- control --------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        """True once every step has reached a final state."""
+        return self._future is None or self._future.done()
+
+    @property
+    def ok(self) -> bool:
+        """True when every step succeeded or was cached."""
+        return all(state in ("succeeded", "cached") for state in self.states().values())
+
+    @property
+    def failed(self) -> list[str]:
+        """Names of the steps that failed."""
+        return [n for n, state in self.states().items() if state == "failed"]
+
+    def cancel(self) -> None:
+        """Stop the run: running processes are killed, waiting steps are cancelled."""
+        self._cancel.set()
+        if self._cancel_hook is not None:
+            self._cancel_hook()
+
+    def wait(self, timeout: float | None = None) -> Run:
+        """Block until a background run ends (``TimeoutError`` after ``timeout``)."""
+        if self._future is not None:
+            concurrent.futures.wait([self._future], timeout=timeout)
+            if not self._future.done():
+                raise TimeoutError(f"run {self.id} still running after {timeout} s")
+        return self
+
+    # -- display --------------------------------------------------------------------
+    def summary(self) -> str:
+        """One line: how many steps ended in each state."""
+        counts: dict[str, int] = {}
+        for state in self.states().values():
+            counts[state] = counts.get(state, 0) + 1
+        parts = ", ".join(f"{n} {state}" for state, n in counts.items())
+        finished = all(s in TERMINAL_STATES for s in self.states().values())
+        return f"run {self.id} ({self.graph_name}): {parts}" + ("" if finished else " ...")
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self.graph_name!r}: {self.summary()}>"
+
+    def _repr_html_(self) -> str:
+        table = self.status()[
+            ["step", "state", "cached", "attempts", "exit_code", "duration_s", "error"]
+        ]
+        return f"<p>{self.summary()}</p>" + table.to_html(index=False, na_rep="")

@@ -1,0 +1,493 @@
+"""The async scheduler: one run of a graph's selected steps.
+
+Design, in the spirit of ``dask/local.py``: the scheduler is handed the executor it
+submits to. A step starts the moment its last need finishes (done-callbacks, no polling,
+so a 10,000-step fan-out costs the same per step as a chain); a semaphore bounds how many
+run at once. For each step it asks the cache first (a hit restores the result, outputs
+and logs and never touches the executor), then runs attempts through the retry policy,
+and records every state change, retry and captured line as an event. A failure marks the
+step's dependents ``skipped`` and independent branches go on, unless ``fail_fast``.
+Cancellation (``run.cancel()``, Ctrl-C, the run's timeout) cancels the step tasks; each
+executor kills what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import shutil
+import time
+import warnings
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dagnb.errors import CacheError, DagnbError, StepCancelled, StepError, StepFailed, StepTimeout
+from dagnb.executors import track
+from dagnb.executors.base import Executor, Input, Outcome, Task
+from dagnb.model.contract import write_params
+from dagnb.model.masking import Masker
+from dagnb.model.step import Step
+from dagnb.runtime.run import Run
+
+if TYPE_CHECKING:
+    from dagnb.cache.steps import StepCache
+
+__all__ = ["RunOptions", "Scheduler"]
+
+
+@dataclasses.dataclass
+class RunOptions:
+    """How to run: concurrency, limits, the executor, cache and retry defaults."""
+
+    max_concurrency: int = 4
+    timeout: float | None = None
+    fail_fast: bool = False
+    executor_for: Callable[[Step], Executor] | None = None
+    cache: StepCache | None = None
+    retry_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    sleep: Callable[[float], Any] = asyncio.sleep
+    base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+
+
+class _Outcome:
+    """What a finished step hands its dependents (its folder's Path made on demand)."""
+
+    __slots__ = ("_path", "digest", "handle", "result")
+
+    def __init__(self, path: Path | str, result: Any, handle: Any, digest: str | None) -> None:
+        self._path, self.result, self.handle, self.digest = path, result, handle, digest
+
+    @property
+    def path(self) -> Path:
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
+
+
+class Scheduler:
+    """Runs ``run.order`` once; create one per run."""
+
+    def __init__(
+        self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        self.run = run
+        self.options = options
+        self.secrets = secrets
+        self.mask = Masker(v for values in secrets.values() for v in values.values())
+        self._emit = run.events.emit
+        self._finished: dict[str, _Outcome] = {}
+        self._waiting = {n: sum(d in run.steps for d in run.steps[n].needs) for n in run.order}
+        self._dependents: dict[str, list[str]] = {n: [] for n in run.order}
+        for name in run.order:
+            for need in run.steps[name].needs:
+                if need in self._dependents:
+                    self._dependents[need].append(name)
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._settled: set[str] = set()
+        self._all_done: asyncio.Event | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._failed_fast = False
+        self._policies: dict[str, Any] = {}
+        self._stop_reason = "the run was cancelled"
+        self._stopper: asyncio.Task[None] | None = None
+
+    # -- the run --------------------------------------------------------------------
+    async def execute(self) -> Run:
+        """Run every selected step; returns the Run (failures are data, not errors)."""
+        self._all_done = asyncio.Event()
+        self._semaphore = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        self._emit("run", None, state="started", steps=len(self.run.order))
+        try:
+            await asyncio.wait_for(self._drive(), self.options.timeout)
+        except asyncio.TimeoutError:
+            await self._stop_all(f"the run's timeout of {self.options.timeout:g} s was reached")
+        except asyncio.CancelledError:
+            await self._stop_all("the run was cancelled")
+            raise
+        finally:
+            if self.options.cache is not None:
+                self.options.cache.close()
+            self._emit("run", None, state="finished")
+        return self.run
+
+    async def _drive(self) -> None:
+        assert self._all_done is not None
+        if not self.run.order:
+            return
+        for name in self.run.order:
+            if self._waiting[name] == 0:
+                self._start(name)
+        await self._all_done.wait()
+
+    def _start(self, name: str) -> None:
+        self._emit("state", name, state="queued")
+        self._tasks[name] = asyncio.ensure_future(self._chain_from(name))
+
+    async def _chain_from(self, name: str | None) -> None:
+        """Run a step, then go on with one child it released in this same task, so a
+        chain of steps costs no new task and no loop turn per step."""
+        while name is not None:
+            name = await self._step(name)
+
+    async def _stop_all(self, reason: str) -> None:
+        self._stop_reason = reason
+        running = [t for t in self._tasks.values() if not t.done()]
+        for task in running:
+            task.cancel()
+        await asyncio.gather(*running, return_exceptions=True)
+        for name in self.run.order:
+            if name not in self._settled:
+                self._settle(name, "cancelled", error=reason)
+
+    # -- one step -------------------------------------------------------------------
+    async def _step(self, name: str) -> str | None:
+        """Run one step; returns the child to continue with, if any."""
+        step = self.run.steps[name]
+        try:
+            async with self._semaphore:  # type: ignore[union-attr]
+                outcome = await self._cached_or_run(step)
+        except asyncio.CancelledError:
+            self._settle(name, "cancelled", error=self._stop_reason)
+            raise
+        except StepError as exc:
+            self._fail(step, exc)
+        except DagnbError as exc:  # the breaker, retries of a transient error exhausted
+            self._fail(step, StepFailed(str(exc), step=name))
+        except Exception as exc:  # an executor's own failure still ends only this step
+            self._fail(step, StepFailed(f"{type(exc).__name__}: {exc}", step=name))
+        else:
+            self._finished[name] = outcome
+            return self._release(name)
+        return None
+
+    async def _cached_or_run(self, step: Step) -> _Outcome:
+        cache = self.options.cache
+        if cache is None or not cache.enabled_for(step):
+            outcome = await self._attempts(step)
+            return self._record(step, outcome, None)
+        key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
+        entry = cache.lookup(step, key)
+        if entry is None:
+            async with cache.lock(step, key):
+                entry = cache.lookup(step, key, recheck=True)  # another process may have run it
+                if entry is None:
+                    return await self._run_and_store(step, cache, key)
+        return self._restore(step, entry)
+
+    async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
+        started = time.monotonic()
+        lines: list[dict[str, Any]] = []
+        outcome = await self._attempts(step, lines)
+        out_dir = self._out_dir(step.name)
+        try:
+            entry = cache.save(
+                step,
+                key,
+                out_dir=out_dir,
+                result=outcome.result,
+                logs=lines,
+                exit_code=outcome.exit_code or 0,
+                duration_s=time.monotonic() - started,
+            )
+        except (OSError, CacheError) as exc:  # a full disk must not fail a step that worked
+            warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=1)
+            entry = None
+        if entry is None:  # not storable (an unpicklable result): keep it in memory
+            return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
+        self.run._outputs[step.name] = entry.out_dir
+        self.run._results[step.name] = outcome.result
+        return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
+
+    def _restore(self, step: Step, entry: Any) -> _Outcome:
+        name = step.name
+        for line in entry.logs():
+            self._emit(
+                "log",
+                name,
+                line.get("attempt", 1),
+                stream=line["stream"],
+                line=line["line"],
+                cached=True,
+            )
+        self._emit(
+            "state",
+            name,
+            state="cached",
+            executor="cache",
+            image=step.image,
+            exit_code=entry.meta.get("exit_code", 0),
+        )
+        self._settled.add(name)
+        self.run._outputs[name] = entry.out_dir
+        lazy = _Lazy(entry, self._damaged_result)
+        self.run._loaders[name] = lazy.get
+        return _Outcome(entry.out_dir, lazy, None, entry.output_digest)
+
+    def _damaged_result(self, entry: Any, exc: Exception) -> StepFailed:
+        """Set a cached result that cannot be loaded aside; name it, never a traceback."""
+        problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
+        step = self.run.steps[entry.step]
+        self.options.cache._store(step).quarantine(entry.step, entry.key, problem)  # type: ignore[union-attr]
+        return StepFailed(
+            f"the cached result of step {entry.step!r} was damaged and has been set aside; "
+            "run again to rebuild it",
+            step=entry.step,
+        )
+
+    def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
+        done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
+        self.run._outputs[step.name] = done
+        self.run._results[step.name] = outcome.result
+        return done
+
+    def _upstream_digests(self, step: Step) -> dict[str, str]:
+        cache = self.options.cache
+        assert cache is not None
+        digests = {}
+        for need in step.needs:
+            done = self._finished.get(need)
+            if done is None:  # outside the selection: not run now
+                continue
+            if done.digest is None:
+                done.digest = cache.digest_of(done.path, _value(done.result))
+            digests[need] = done.digest
+        return digests
+
+    # -- attempts -------------------------------------------------------------------
+    async def _attempts(self, step: Step, lines: list[dict[str, Any]] | None = None) -> Outcome:
+        from dagnb.retry.policy import run_with_retries
+
+        executor = self._executor(step)
+        policy = self._policy(step)
+
+        async def attempt(number: int) -> Outcome:
+            if lines is not None:
+                lines.clear()  # the stored logs are those of the attempt that succeeded
+            return await self._attempt(step, executor, number, lines)
+
+        def on_retry(number: int, error: BaseException, delay: float) -> None:
+            self._emit(
+                "state",
+                step.name,
+                number - 1,
+                state="retrying",
+                error=self.mask(_one_line(error)),
+                delay=round(delay, 3),
+            )
+            self._emit(
+                "retry",
+                step.name,
+                number - 1,
+                error=self.mask(_one_line(error)),
+                delay=delay,
+                next_attempt=number,
+            )
+
+        return await run_with_retries(
+            policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=_breaker(executor)
+        )
+
+    def _policy(self, step: Step) -> Any:
+        """The step's retries over the run's defaults (settings < run < step)."""
+        memo = repr(step.retries)  # most steps share one setting: build each policy once
+        if memo not in self._policies:
+            self._policies[memo] = self._build_policy(step.retries)
+        return self._policies[memo]
+
+    def _build_policy(self, value: Any) -> Any:
+        from dagnb.retry.policy import RetryPolicy, layered
+
+        value = layered(self.options.retry_defaults, value)
+        return RetryPolicy.from_value(value)
+
+    async def _attempt(
+        self, step: Step, executor: Executor, number: int, lines: list[dict[str, Any]] | None
+    ) -> Outcome:
+        task = self._task(step, number, lines)
+        self._emit(
+            "state", step.name, number, state="running", executor=executor.name, image=step.image
+        )
+        track(executor.name, 1)
+        try:
+            outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
+        except asyncio.TimeoutError:
+            raise StepTimeout(
+                f"step {step.name!r} ran past its timeout of {step.timeout:g} s and was stopped",
+                step=step.name,
+            ) from None
+        finally:
+            track(executor.name, -1)
+        if outcome.exit_code not in (0, None):
+            raise StepFailed(
+                self._exit_message(step.name, number, outcome.exit_code),
+                step=step.name,
+                exit_code=outcome.exit_code,
+                stderr_tail=self._stderr_tail(step.name, number),
+            )
+        return outcome
+
+    def _task(self, step: Step, number: int, lines: list[dict[str, Any]] | None) -> Task:
+        task = Task(
+            step=step,
+            attempt=number,
+            step_dir=f"{self.run.workspace}/{step.name}",
+            inputs=self._inputs(step),
+            secrets=self.secrets.get(step.name, {}),
+            base_dir=self.options.base_dir,
+            run_id=self.run.id,
+            log=self._log_sink(step.name, number, lines),
+        )
+        if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
+            shutil.rmtree(task.out_dir)
+        if step.func is None:
+            write_params(step, task.params_file)
+        return task
+
+    def _inputs(self, step: Step) -> dict[str, Input]:
+        inputs = {}
+        for need in step.needs:
+            done = self._finished.get(need)
+            if done is not None:
+                inputs[need] = Input(need, done._path, _value(done.result), done.handle)
+        return inputs
+
+    def _log_sink(
+        self, name: str, number: int, lines: list[dict[str, Any]] | None
+    ) -> Callable[[str, str], None]:
+        emit, mask = self._emit, self.mask
+
+        def log(stream: str, line: str) -> None:
+            event = emit("log", name, number, stream=stream, line=mask(line) if mask else line)
+            if lines is not None:
+                lines.append(
+                    {
+                        "time": event.time,
+                        "attempt": number,
+                        "stream": stream,
+                        "line": event.data["line"],
+                    }
+                )
+
+        return log
+
+    def _executor(self, step: Step) -> Executor:
+        assert self.options.executor_for is not None
+        return self.options.executor_for(step)
+
+    def _out_dir(self, name: str) -> Path:
+        return Path(self._out_text(name))
+
+    def _out_text(self, name: str) -> str:
+        return f"{self.run.workspace}/{name}/out"
+
+    # -- endings --------------------------------------------------------------------
+    def _exit_message(self, name: str, attempt: int, code: int) -> str:
+        tail = self._stderr_tail(name, attempt, lines=1)
+        return f"exit code {code}" + (f": {tail}" if tail else "")
+
+    def _stderr_tail(self, name: str, attempt: int, lines: int = 20) -> str:
+        found: list[str] = []
+        for event in reversed(self.run.events.since(0)):
+            if event.kind == "log" and event.step == name and event.attempt == attempt:
+                if event.data["stream"] == "stderr" and event.data["line"].strip():
+                    found.append(event.data["line"])
+                    if len(found) >= lines:
+                        break
+            elif event.kind == "state" and event.step == name and event.attempt < attempt:
+                break
+        return "\n".join(reversed(found))
+
+    def _fail(self, step: Step, exc: StepError) -> None:
+        exit_code = getattr(exc, "exit_code", None)
+        state = "cancelled" if isinstance(exc, StepCancelled) else "failed"
+        self._settle(
+            step.name,
+            state,
+            error=self.mask(_one_line(exc)),
+            exit_code=exit_code,
+            error_type=type(exc).__name__,
+        )
+        for name in self._skippable(step.name):
+            self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}")
+        if self.options.fail_fast and not self._failed_fast and state == "failed":
+            self._failed_fast = True
+            reason = f"stopped after step {step.name!r} failed (fail_fast)"
+            # kept: the loop holds tasks weakly, and this one must finish
+            self._stopper = asyncio.get_running_loop().create_task(self._stop_all(reason))
+        self._check_done()
+
+    def _skippable(self, name: str) -> list[str]:
+        seen: list[str] = []
+        stack = list(self._dependents[name])
+        while stack:
+            child = stack.pop()
+            if child not in seen and child not in self._settled:
+                seen.append(child)
+                stack.extend(self._dependents[child])
+        return seen
+
+    def _release(self, name: str) -> str | None:
+        """Mark ``name`` done and start the children it made ready; the first of them
+        is returned for the calling task to run next."""
+        if name not in self._settled:
+            self._settle(name, "succeeded", exit_code=0)
+        ready = []
+        for child in self._dependents[name]:
+            self._waiting[child] -= 1
+            if self._waiting[child] == 0 and child not in self._settled and not self._failed_fast:
+                ready.append(child)
+        for child in ready[1:]:
+            self._start(child)
+        self._check_done()
+        if not ready:
+            return None
+        self._emit("state", ready[0], state="queued")
+        self._tasks[ready[0]] = asyncio.current_task()  # type: ignore[assignment]
+        return ready[0]
+
+    def _settle(self, name: str, state: str, **data: Any) -> None:
+        if name in self._settled:
+            return
+        self._settled.add(name)
+        self._emit("state", name, state=state, **data)
+        self._check_done()
+
+    def _check_done(self) -> None:
+        if self._all_done is not None and len(self._settled) == len(self.run.order):
+            self._all_done.set()
+
+
+class _Lazy:
+    """A cached result loaded only when a downstream step (or the user) asks for it."""
+
+    __slots__ = ("_entry", "_on_damage", "_value")
+
+    def __init__(self, entry: Any, on_damage: Callable[[Any, Exception], Exception]) -> None:
+        self._entry, self._on_damage, self._value = entry, on_damage, _UNSET
+
+    def get(self) -> Any:
+        if self._value is _UNSET:
+            try:
+                self._value = self._entry.result()
+            except Exception as exc:
+                raise self._on_damage(self._entry, exc) from None
+        return self._value
+
+
+_UNSET = object()
+
+
+def _value(result: Any) -> Any:
+    return result.get() if isinstance(result, _Lazy) else result
+
+
+def _one_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__
+
+
+def _breaker(executor: Executor) -> Any:
+    from dagnb.retry.breaker import breaker_for
+
+    return breaker_for(executor.name)

@@ -1,0 +1,213 @@
+"""What a live view of a run shows, and the plain-text view used without widgets.
+
+:class:`LiveState` folds a run's events into what both views draw: the status rows
+(through :func:`dagnb.runtime.frames.status_rows`, so the numbers are those of ``run.status()``),
+the last lines of each step's log, and the new events since the last look. It reads the
+event log from a cursor, so it costs nothing between renders however many lines a step
+prints.
+
+:class:`TextView` is the view for terminals, nbval and the CLI: new log lines are
+printed as they come (stdout to stdout, stderr to stderr, like ``%%bash``), replayed
+cached output under a "cached" header, and at the end the stderr tail of each failed
+step and a status table.
+"""
+
+from __future__ import annotations
+
+import collections
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dagnb.runtime.events import TERMINAL_STATES, Event
+from dagnb.runtime.frames import status_rows
+from dagnb.views.throttle import Throttle
+
+if TYPE_CHECKING:
+    from dagnb.runtime.run import Run
+
+__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "row_cells"]
+
+TAIL_LINES = 20  # log lines kept per step for the live tail
+FAILED_TAIL = 10  # stderr lines shown under a failed step
+STATE_COLOURS = {
+    "pending": "#9e9e9e", "queued": "#78909c", "running": "#1e88e5",
+    "succeeded": "#2e7d32", "cached": "#00897b", "failed": "#c62828",
+    "retrying": "#ef6c00", "skipped": "#757575", "cancelled": "#6d4c41",
+}
+
+
+class LiveState:
+    """A run's events folded for display; call :meth:`pull` before each render.
+
+    Parameters
+    ----------
+    run
+        The run to follow.
+    tail
+        Log lines kept per step (0: none, for views that print every line).
+    """
+
+    def __init__(self, run: Run, tail: int = TAIL_LINES) -> None:
+        self.run = run
+        self.cursor = 0
+        self.state_events: list[Event] = []
+        self.tail = tail
+        self.tails: dict[str, collections.deque[str]] = {
+            name: collections.deque(maxlen=tail) for name in run.order
+        }
+        self.finished = False
+
+    def pull(self) -> list[Event]:
+        """Fold the events appended since the last call; returns them."""
+        new = self.run.events.since(self.cursor)
+        self.cursor += len(new)
+        # Comprehensions, not a Python call per event: this runs while the run does,
+        # and every microsecond here is one the run's thread waits for the GIL.
+        changes = [e for e in new if e.kind != "log"]
+        self.state_events += [e for e in changes if e.kind == "state"]
+        self.finished = self.finished or any(
+            e.kind == "run" and e.data.get("state") == "finished" for e in changes)
+        if self.tail and len(changes) < len(new):
+            self._fold_tails(new)
+        return new
+
+    def _fold_tails(self, new: list[Event]) -> None:
+        """Keep the last lines per step, walking back only as far as needed."""
+        found: dict[str, list[str]] = {name: [] for name in self.tails}
+        wanting = len(found)
+        for event in reversed(new):
+            lines = found.get(event.step) if event.kind == "log" else None  # type: ignore[arg-type]
+            if lines is None or len(lines) >= self.tail:
+                continue
+            lines.append(event.data["line"])
+            if len(lines) == self.tail:
+                wanting -= 1
+                if not wanting:
+                    break
+        for name, lines in found.items():
+            self.tails[name].extend(reversed(lines))
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """Status rows by step name, as in ``run.status()``."""
+        return status_rows(self.state_events, self.run.order)
+
+    def progress(self) -> tuple[int, int]:
+        """(steps in a final state, steps in the run)."""
+        rows = self.rows()
+        return sum(r["state"] in TERMINAL_STATES for r in rows.values()), len(rows)
+
+
+def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:
+    """Display strings of one status row: state, cached mark, attempt, duration, error."""
+    duration = row["duration_s"]
+    if duration is None and row["started"] is not None and row["state"] not in TERMINAL_STATES:
+        duration = (now or time.time()) - row["started"]
+    return {
+        "step": row["step"],
+        "state": row["state"],
+        "cached": "✓" if row["cached"] else "",
+        "attempt": str(row["attempts"] or ""),
+        "duration": "" if duration is None else f"{duration:.1f}s",
+        "exit": "" if row["exit_code"] is None else str(row["exit_code"]),
+        "error": row["error"] or "",
+    }
+
+
+def format_rows(rows: Iterable[dict[str, Any]]) -> str:
+    """A plain-text status table (step, state, cached, attempt, duration, exit, error)."""
+    cells = [row_cells(r) for r in rows]
+    columns = ["step", "state", "cached", "attempt", "duration", "exit", "error"]
+    widths = {c: max([len(c), *(len(x[c]) for x in cells)]) for c in columns}
+    lines = ["  ".join(c.ljust(widths[c]) for c in columns).rstrip()]
+    for x in cells:
+        lines.append("  ".join(x[c].ljust(widths[c]) for c in columns).rstrip())
+    return "\n".join(lines)
+
+
+class TextView:
+    """Prints a run's output as it comes, then its failures and status table.
+
+    Parameters
+    ----------
+    run
+        The run to follow.
+    focus
+        The step a ``%%dagger`` cell defined: its lines print bare; other steps' lines
+        and headers name their step.
+    stdout, stderr
+        Where to print (default: ``sys.stdout``/``sys.stderr`` at print time).
+    """
+
+    def __init__(self, run: Run | None = None, focus: str | None = None, *,
+                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+        self.focus = focus
+        self._out, self._err = stdout, stderr
+        self._headed: set[str] = set()
+        self.throttle = Throttle(self.render)
+        self._unsubscribe: Any = None
+        if run is not None:
+            self.follow(run)
+
+    def follow(self, run: Run) -> None:
+        """Print the output of ``run`` from now on."""
+        self.state = LiveState(run, tail=0)
+        self._unsubscribe = run.events.subscribe(self.throttle.poke)
+
+    def tick(self) -> bool:
+        """Print new lines if due (at most ten times a second)."""
+        return self.throttle.tick()
+
+    def close(self) -> None:
+        """Stop following the run and print its ending (see :meth:`finish`)."""
+        self.close_quietly()
+        self.finish()
+
+    def close_quietly(self) -> None:
+        """Stop following the run without printing anything."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+
+    def render(self) -> None:
+        """Print the lines logged since the last render."""
+        out: list[str] = []
+        err: list[str] = []
+        for event in self.state.pull():
+            if event.kind == "log":
+                if event.step not in self._headed:
+                    self._header(event, out)
+                (err if event.data["stream"] == "stderr" else out).append(event.data["line"])
+        self._write(out, err)
+
+    def _header(self, event: Event, out: list[str]) -> None:
+        step = event.step or ""
+        cached = "cached" in event.data
+        self._headed.add(step)
+        if step == self.focus and not cached:
+            return
+        out.append(f"── {step}" + (" (cached output)" if cached else "") + " ──")
+
+    def _write(self, out: Sequence[str], err: Sequence[str]) -> None:
+        if out:
+            stream = self._out or sys.stdout
+            stream.write("\n".join(out) + "\n")
+            stream.flush()
+        if err:
+            stream = self._err or sys.stderr
+            stream.write("\n".join(err) + "\n")
+            stream.flush()
+
+    def finish(self) -> None:
+        """Print what is left, the stderr tail of failed steps and the status table."""
+        self.render()
+        run = self.state.run
+        lines: list[str] = []
+        for name in run.failed:
+            tail = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+            if tail:
+                lines.append(f"── {name} failed; last lines of stderr ──")
+                lines.extend(tail)
+        lines.append(format_rows(self.state.rows().values()))
+        self._write(lines, [])

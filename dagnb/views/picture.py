@@ -1,0 +1,116 @@
+"""A drawing of a graph, its nodes coloured by the state of the last run.
+
+:class:`DagView` renders SVG with Graphviz's ``dot`` program when it is installed (called
+as a subprocess: no Python dependency), and a text tree otherwise. Notebooks show the
+SVG (``_repr_svg_``) or, without ``dot``, the tree in a ``<pre>`` (``_repr_html_``);
+``repr()`` is always the text tree.
+"""
+
+from __future__ import annotations
+
+import html
+import shutil
+import subprocess
+from typing import TYPE_CHECKING
+
+from dagnb.views.live import STATE_COLOURS
+
+if TYPE_CHECKING:
+    from dagnb.model.graph import Graph
+
+__all__ = ["DagView", "dot_source", "text_tree"]
+
+_DOT_TIMEOUT = 20.0
+
+
+def _states(graph: Graph) -> dict[str, str]:
+    run = graph.last_run
+    return run.states() if run is not None else {}
+
+
+def dot_source(graph: Graph, states: dict[str, str] | None = None) -> str:
+    """The graph in Graphviz's DOT language, one node per step, edges need -> step."""
+    states = _states(graph) if states is None else states
+    lines = [f"digraph {_quote(graph.name)} {{", "  rankdir=LR;",
+             '  node [shape=box, style="rounded,filled", fontname="sans-serif", '
+             'fontcolor=white, color="#424242"];']
+    for step in graph:
+        state = states.get(step.name, "")
+        colour = STATE_COLOURS.get(state, "#607d8b")
+        label = step.name + (f"\\n{state}" if state else "")
+        lines.append(f'  {_quote(step.name)} [label="{label}", fillcolor="{colour}", '
+                     f'tooltip="{step.kind}: {state or "not run"}"];')
+    for step in graph:
+        lines += [f"  {_quote(need)} -> {_quote(step.name)};" for need in step.needs]
+    lines.append("}")
+    return "\n".join(lines)
+
+
+def _quote(name: str) -> str:
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def text_tree(graph: Graph, states: dict[str, str] | None = None) -> str:
+    """Steps in run order, each under the steps it needs, with its last state."""
+    states = _states(graph) if states is None else states
+    if not len(graph):
+        return f"graph {graph.name!r}: no steps yet"
+    lines = [f"graph {graph.name!r} ({len(graph)} steps)"]
+    try:
+        order = graph.order()
+    except Exception:  # a cycle or a missing need: list the steps as they are
+        order = graph.names
+    for name in order:
+        step = graph[name]
+        state = f" [{states[name]}]" if name in states else ""
+        needs = f"  <- {', '.join(step.needs)}" if step.needs else ""
+        lines.append(f"  {name}{state}{needs}")
+    return "\n".join(lines)
+
+
+def render_svg(dot: str) -> str | None:
+    """SVG text from ``dot -Tsvg``, or None when ``dot`` is missing or fails."""
+    program = shutil.which("dot")
+    if program is None:
+        return None
+    try:
+        done = subprocess.run([program, "-Tsvg"], input=dot, capture_output=True, text=True,
+                              timeout=_DOT_TIMEOUT, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.stdout if done.returncode == 0 and "<svg" in done.stdout else None
+
+
+class DagView:
+    """A graph drawing: SVG when Graphviz is installed, a text tree otherwise.
+
+    Parameters
+    ----------
+    graph
+        The graph to draw; states come from ``graph.last_run`` when it ran.
+    """
+
+    def __init__(self, graph: Graph) -> None:
+        self.graph = graph
+        self.states = _states(graph)
+        self.dot = dot_source(graph, self.states)
+        self.text = text_tree(graph, self.states)
+        self._svg: str | bool | None = False  # False: not rendered yet
+
+    @property
+    def svg(self) -> str | None:
+        """The SVG drawing, or None without Graphviz."""
+        if self._svg is False:
+            self._svg = render_svg(self.dot)
+        return self._svg  # type: ignore[return-value]
+
+    def _repr_svg_(self) -> str | None:
+        return self.svg
+
+    def _repr_html_(self) -> str | None:
+        if self.svg is not None:
+            return None  # the SVG says it all; avoid drawing the graph twice
+        return f"<pre class='dagnb-tree'>{html.escape(self.text)}</pre>"
+
+    def __repr__(self) -> str:
+        return self.text

@@ -1,0 +1,98 @@
+"""Progress for terminals and logs: a redrawn bar on a TTY, plain lines otherwise."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import TextIO
+
+from dagnb.runtime.events import TERMINAL_STATES, Event
+from dagnb.runtime.run import Run
+
+__all__ = ["ProgressPrinter"]
+
+_TABLE_COLUMNS = [
+    "step",
+    "state",
+    "cached",
+    "attempts",
+    "exit_code",
+    "duration_s",
+    "executor",
+    "error",
+]
+_BAR_WIDTH = 24
+
+
+class ProgressPrinter:
+    """Listens to a run's events and reports them to ``stream``."""
+
+    def __init__(self, run: Run, stream: TextIO, *, min_interval: float = 0.1) -> None:
+        self.run = run
+        self.stream = stream
+        self.tty = bool(getattr(stream, "isatty", lambda: False)())
+        self._done: set[str] = set()
+        self._running: set[str] = set()
+        self._last_draw = 0.0
+        self._min_interval = min_interval
+        self._lock = threading.Lock()
+
+    def on_event(self, event: Event) -> None:
+        """Event listener; called on the runner's loop."""
+        if event.kind != "state" or event.step is None:
+            return
+        state = event.data["state"]
+        with self._lock:
+            self._track(event.step, state)
+            if self.tty:
+                self._draw()
+            elif state in TERMINAL_STATES or state in ("running", "retrying"):
+                self._line(event)
+
+    def _track(self, step: str, state: str) -> None:
+        if state == "running":
+            self._running.add(step)
+        elif state in TERMINAL_STATES:
+            self._running.discard(step)
+            self._done.add(step)
+
+    def _line(self, event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        state = event.data["state"]
+        extra = ""
+        if state == "running" and event.attempt > 1:
+            extra = f" (attempt {event.attempt})"
+        elif event.data.get("error"):
+            extra = f": {event.data['error']}"
+        total = len(self.run.order)
+        print(
+            f"{stamp} [{len(self._done)}/{total}] {event.step} {state}{extra}",
+            file=self.stream,
+            flush=True,
+        )
+
+    def _draw(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._last_draw < self._min_interval:
+            return
+        self._last_draw = now
+        total = len(self.run.order) or 1
+        filled = int(_BAR_WIDTH * len(self._done) / total)
+        running = ", ".join(sorted(self._running))[:60]
+        bar = "#" * filled + "." * (_BAR_WIDTH - filled)
+        self.stream.write(f"\r[{bar}] {len(self._done)}/{total} {running:<60}")
+        self.stream.flush()
+
+    def finish(self) -> None:
+        """End the bar's line (on a TTY)."""
+        if self.tty:
+            with self._lock:
+                self._draw(force=True)
+                self.stream.write("\n")
+                self.stream.flush()
+
+    def table(self) -> str:
+        """The final status table as text."""
+        frame = self.run.status()[_TABLE_COLUMNS]
+        frame = frame.astype(object).where(frame.notna(), "")  # blank, not None/<NA>
+        return frame.to_string(index=False)

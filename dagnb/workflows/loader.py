@@ -1,0 +1,198 @@
+"""YAML workflows: the file format that runs the same graphs outside notebooks.
+
+Format::
+
+    name: example                 # optional, defaults to the file name
+    description: what it does     # optional
+    defaults:                     # optional; any step field, applied where a step is silent
+      image: python:3.12-slim
+      timeout: 10m
+    steps:                        # a mapping of step name -> fields (order is kept)
+      fetch:
+        run: |
+          echo hello > "$DAGNB_OUT/greeting.txt"
+      shout:
+        needs: [fetch]
+        run: tr a-z A-Z < "$DAGNB_IN/fetch/greeting.txt"
+
+Step fields: run (shell text or argv list), image, needs, env, secrets, mounts (host
+path: path in the step), params, workdir, timeout, tags, cache (true, false or
+session), ttl, retries (a number or a mapping of retry settings), cache_version,
+services, cache_volumes, executor, description. ``steps`` may also be a list of
+mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dagnb.errors import DagnbError, WorkflowError
+from dagnb.model.graph import Graph
+from dagnb.model.step import Step
+
+__all__ = ["STEP_FIELDS", "dump", "graph_from_dict", "graph_to_dict", "load", "loads"]
+
+STEP_FIELDS = tuple(
+    f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")
+)
+WORKFLOW_KEYS = ("name", "description", "defaults", "steps")
+_TUPLE_FIELDS = ("needs", "secrets", "tags", "services")
+
+
+def load(path: str | Path) -> Graph:
+    """Load a workflow file; errors name the file (and line, for YAML syntax)."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError(f"workflow file {str(path)!r} does not exist; check the path") from None
+    except IsADirectoryError:
+        raise WorkflowError(f"workflow path {str(path)!r} is a folder; name a .yml file") from None
+    graph = loads(text, source=str(path))
+    graph.base_dir = path.resolve().parent
+    if graph.name == "workflow":
+        graph.name = path.stem
+    return graph
+
+
+def loads(text: str, *, source: str = "<string>") -> Graph:
+    """Parse workflow YAML text."""
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as exc:
+        raise WorkflowError(_yaml_message(exc, source)) from None
+    if not isinstance(data, Mapping):
+        raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
+    return graph_from_dict(data, source=source)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (two steps of one name
+    would otherwise silently become the last one)."""
+
+
+def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"{key!r} is given twice in one mapping; rename one",
+                key_node.start_mark,
+            )
+        seen.add(key)
+    return loader.construct_mapping(node, deep=True)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
+
+
+def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    where = f"{source}, line {mark.line + 1}" if mark is not None else source
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"{where}: YAML does not parse ({problem}); fix the syntax there"
+
+
+def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph:
+    """Build a Graph from workflow-format data; errors name ``source``, step and key."""
+    _check_keys(data, WORKFLOW_KEYS, f"{source}: unknown workflow key")
+    defaults = data.get("defaults") or {}
+    if not isinstance(defaults, Mapping):
+        raise WorkflowError(
+            f"{source}: defaults must be a mapping of step fields, got {defaults!r}"
+        )
+    _check_keys(defaults, STEP_FIELDS, f"{source}: defaults: unknown key")
+    graph = Graph(
+        str(data.get("name") or "workflow"), description=str(data.get("description") or "")
+    )
+    for name, fields in _step_items(data.get("steps"), source):
+        _check_keys(fields, STEP_FIELDS, f"{source}: step {name!r}: unknown key")
+        merged = {**defaults, **fields}
+        graph.add(_make_step(name, merged, source))
+    return graph
+
+
+def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
+    if isinstance(steps, Mapping):
+        items = list(steps.items())
+    elif isinstance(steps, list):
+        items = [
+            (_listed_name(s, source), {k: v for k, v in s.items() if k != "name"}) for s in steps
+        ]
+    else:
+        raise WorkflowError(
+            f"{source}: 'steps' must be a mapping of step name -> fields, got {steps!r}"
+        )
+    for name, fields in items:
+        if not isinstance(fields, Mapping):
+            raise WorkflowError(
+                f"{source}: step {name!r} must be a mapping of fields, got {fields!r}"
+            )
+    return items
+
+
+def _listed_name(item: Any, source: str) -> str:
+    if not isinstance(item, Mapping) or "name" not in item:
+        raise WorkflowError(f"{source}: each item of a 'steps' list needs a 'name', got {item!r}")
+    return item["name"]
+
+
+def _make_step(name: Any, fields: Mapping[str, Any], source: str) -> Step:
+    values = dict(fields)
+    for key in _TUPLE_FIELDS:
+        if isinstance(values.get(key), list):
+            values[key] = tuple(values[key])
+    if isinstance(values.get("run"), list):
+        values["run"] = tuple(str(a) for a in values["run"])
+    try:
+        return Step(name, **values)
+    except DagnbError as exc:
+        raise WorkflowError(f"{source}: {exc}") from None
+    except TypeError as exc:
+        raise WorkflowError(f"{source}: step {name!r}: {exc}") from None
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
+            raise WorkflowError(f"{prefix} {key!r}{hint}")
+
+
+def graph_to_dict(graph: Graph) -> dict[str, Any]:
+    """Workflow-format data for ``graph`` (function steps cannot be written)."""
+    data: dict[str, Any] = {"name": graph.name}
+    if graph.description:
+        data["description"] = graph.description
+    data["steps"] = {step.name: step.to_dict() for step in graph}
+    return data
+
+
+class _BlockDumper(yaml.SafeDumper):
+    """Writes multi-line strings (shell scripts) as ``|`` blocks, as people write them."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_BlockDumper.add_representer(str, _str_representer)
+
+
+def dump(graph: Graph, path: str | Path | None = None) -> str:
+    """YAML text for ``graph``; also written to ``path`` when given."""
+    text = yaml.dump(
+        graph_to_dict(graph), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+    )
+    if path is not None:
+        Path(path).write_text(text, encoding="utf-8")
+    return text

@@ -1,0 +1,442 @@
+"""Pipeline templates: parameterized YAML workflows to start a project from.
+
+A template file (``templates/pipelines/*.yml``)::
+
+    id: sweep
+    name: Parameter sweep
+    category: ml
+    description: One branch per value, then a gather step.
+    parameters:
+      values: {type: list, items: float, default: [0.1, 1.0], description: ...}
+      seed:   {type: int, default: 0}
+    workflow:                    # the workflow format of dagnb.workflows.loader
+      steps:
+        train:
+          for_each: ${values}    # one copy per item: train_0, train_1, ...
+          params: {seed: ${seed}}
+          run: python3 train.py  # reads $DAGNB_PARAM_ITEM and $DAGNB_PARAM_SEED
+        gather:
+          needs: [train]         # a for_each step's name stands for all its copies
+          run: ls "$DAGNB_IN"
+
+Parameter values never enter shell text. A field whose whole value is ``${name}``
+becomes the typed value (so ``params: {seed: ${seed}}`` gives the step the int, read
+as ``$DAGNB_PARAM_SEED``, safely quoted by the shell's own variable expansion); other
+strings (names, descriptions, images, paths) get ``string.Template`` substitution. A
+``run`` text that mentions ``${parameter}`` is refused: it would splice user text into
+shell code. A ``for_each`` step is copied once per list item with params ``item`` and
+``index``.
+
+Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
+their templates win over built-in ones of the same id), then in the checkout's
+``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import os
+import re
+import string
+import sysconfig
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from dagnb.errors import ConfigError, WorkflowError
+from dagnb.model.graph import Graph
+from dagnb.workflows.loader import dump, graph_from_dict
+
+__all__ = [
+    "TYPES",
+    "Parameter",
+    "Template",
+    "categories",
+    "get",
+    "instantiate",
+    "list",  # served by __getattr__, so this module never shadows the builtin
+    "search_path",
+    "table",
+]
+
+TYPES = ("str", "int", "float", "bool", "list")
+_TEMPLATE_KEYS = ("id", "name", "category", "description", "parameters", "workflow")
+_PARAMETER_KEYS = ("type", "default", "required", "description", "items")
+_WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
+_MISSING: Any = object()
+
+
+# -- parameters -----------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Parameter:
+    """One typed template parameter.
+
+    Parameters
+    ----------
+    name
+        Used as ``${name}`` in the template and as a keyword of :func:`instantiate`.
+    type
+        One of ``str``, ``int``, ``float``, ``bool``, ``list``.
+    default
+        The value when none is given; a parameter without one is required.
+    required
+        True when the caller must give a value.
+    description
+        Help shown by ``dagnb templates show``.
+    items
+        For lists: the type of each item (``str``, ``int``, ``float`` or ``bool``).
+    """
+
+    name: str
+    type: str = "str"
+    default: Any = None
+    required: bool = False
+    description: str = ""
+    items: str | None = None
+
+    def check(self, value: Any) -> Any:
+        """``value`` if it has this parameter's type (ints pass as floats), else ConfigError."""
+        if self.type == "list":
+            if not isinstance(value, (list, tuple)):
+                raise self._mistyped(value)
+            return [_typed(self.items, item, self._mistyped) for item in value]
+        return _typed(self.type, value, self._mistyped)
+
+    def parse(self, text: str) -> Any:
+        """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
+        if self.type == "list":
+            try:
+                parsed = yaml.safe_load(text) if text.strip().startswith("[") else [
+                    item.strip() for item in text.split(",") if item.strip()
+                ]
+            except yaml.YAMLError:  # "[1," : an unclosed list
+                raise self._mistyped(text) from None
+            if not isinstance(parsed, list):
+                raise self._mistyped(text)
+            return [_from_text(self.items, item, self._mistyped) for item in parsed]
+        return _from_text(self.type, text, self._mistyped)
+
+    def _mistyped(self, value: Any) -> ConfigError:
+        expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
+        article = "an" if expected[0] in "aeiou" else "a"
+        return ConfigError(
+            f"template parameter {self.name!r} = {value!r} is not valid; expected "
+            f"{article} {expected}"
+        )
+
+
+def _typed(kind: str | None, value: Any, bad: Any) -> Any:
+    if kind is None:
+        return value
+    ok = {
+        "str": isinstance(value, str),
+        "int": isinstance(value, int) and not isinstance(value, bool),
+        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "bool": isinstance(value, bool),
+    }[kind]
+    if not ok:
+        raise bad(value)
+    return float(value) if kind == "float" else value
+
+
+def _from_text(kind: str | None, text: Any, bad: Any) -> Any:
+    if not isinstance(text, str):
+        return _typed(kind, text, bad)
+    try:
+        if kind == "int":
+            return int(text)
+        if kind == "float":
+            return float(text)
+    except ValueError:
+        raise bad(text) from None
+    if kind == "bool":
+        if text.strip().lower() not in _TRUE | _FALSE:
+            raise bad(text)
+        return text.strip().lower() in _TRUE
+    return text
+
+
+# -- templates ------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Template:
+    """A parameterized workflow, loaded from a template file."""
+
+    id: str
+    name: str
+    category: str
+    description: str
+    parameters: Mapping[str, Parameter]
+    workflow: Mapping[str, Any]
+    path: Path | None = None
+
+    def values(self, given: Mapping[str, Any], *, from_text: bool = False) -> dict[str, Any]:
+        """Every parameter's value: ``given`` (checked, or parsed when ``from_text``)
+        over the defaults."""
+        unknown = [name for name in given if name not in self.parameters]
+        if unknown:
+            raise ConfigError(_unknown_parameter(self, unknown[0]))
+        values = {}
+        for name, parameter in self.parameters.items():
+            if name in given:
+                raw = given[name]
+                values[name] = parameter.parse(raw) if from_text else parameter.check(raw)
+            elif parameter.required:
+                raise ConfigError(
+                    f"template {self.id!r} needs parameter {name!r} (a {parameter.type}); "
+                    f"give {name}=..."
+                )
+            else:
+                values[name] = parameter.default
+        return values
+
+    def render(self, **params: Any) -> dict[str, Any]:
+        """The workflow data with the parameters filled in and ``for_each`` expanded."""
+        values = self.values(params)
+        data = _substitute(self.workflow, values)
+        data.setdefault("name", self.id)
+        data["steps"] = _expand(data.get("steps") or {}, self.id)
+        return data
+
+    def instantiate(self, **params: Any) -> Graph:
+        """A :class:`~dagnb.Graph` of this template with ``params`` (defaults for the rest)."""
+        return graph_from_dict(self.render(**params), source=f"template {self.id!r}")
+
+    def to_yaml(self, path: str | Path | None = None, **params: Any) -> str:
+        """The instantiated workflow as YAML text; written to ``path`` when given."""
+        return dump(self.instantiate(**params), path)
+
+
+def _unknown_parameter(template: Template, name: str) -> str:
+    close = difflib.get_close_matches(name, list(template.parameters), n=1)
+    hint = f"did you mean {close[0]!r}?" if close else (
+        f"its parameters are {', '.join(template.parameters) or 'none'}"
+    )
+    return f"template {template.id!r} has no parameter {name!r}; {hint}"
+
+
+def _substitute(value: Any, values: Mapping[str, Any], key: str = "") -> Any:
+    """Fill ``${name}`` everywhere except in ``run`` shell text."""
+    if isinstance(value, Mapping):
+        return {
+            _substitute(k, values): v if k == "run" else _substitute(v, values, k)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_substitute(item, values) for item in value]
+    if isinstance(value, str):
+        whole = _WHOLE.match(value)
+        if whole:
+            return values[whole.group(1)]
+        text = {name: _as_text(v) for name, v in values.items()}
+        return string.Template(value).safe_substitute(text)
+    return value
+
+
+def _as_text(value: Any) -> str:
+    return json.dumps(value) if isinstance(value, (list, bool)) else str(value)
+
+
+def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
+    """Copy each ``for_each`` step per item and point ``needs`` at every copy."""
+    expanded: dict[str, Any] = {}
+    copies: dict[str, list[str]] = {}
+    for name, fields in steps.items():
+        if not isinstance(fields, Mapping):  # graph_from_dict says what a step must be
+            expanded[name] = fields
+            continue
+        fields = dict(fields)
+        items = fields.pop("for_each", _MISSING)
+        if items is _MISSING:
+            expanded[name] = fields
+            continue
+        if not isinstance(items, list) or not items:
+            raise ConfigError(
+                f"template {template_id!r}: step {name!r} has for_each {items!r}; "
+                "give a non-empty list"
+            )
+        copies[name] = [f"{name}_{i}" for i in range(len(items))]
+        for copy in copies[name]:
+            if copy in steps:
+                raise ConfigError(
+                    f"template {template_id!r}: step {name!r} has for_each copy {copy!r}, "
+                    "which is also a step; rename one of them"
+                )
+        for index, item in enumerate(items):
+            params = {**(fields.get("params") or {}), "item": item, "index": index}
+            expanded[f"{name}_{index}"] = {**fields, "params": params}
+    for fields in expanded.values():
+        needs = fields.get("needs") if isinstance(fields, dict) else None
+        if isinstance(needs, str):  # "needs: prep", one name
+            needs = [needs]
+        if isinstance(needs, list):
+            fields["needs"] = [c for n in needs for c in copies.get(n, [n])]
+    return expanded
+
+
+# -- loading --------------------------------------------------------------------------
+def load_template(path: str | Path) -> Template:
+    """Read and check one template file; problems are WorkflowErrors naming the file."""
+    path = Path(path)
+    source = str(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise WorkflowError(f"template {source!r} is not valid YAML ({exc}); fix it") from None
+    if not isinstance(data, Mapping):
+        raise WorkflowError(f"template {source!r} must be a mapping, got {data!r}")
+    _check_keys(data, _TEMPLATE_KEYS, f"template {source!r}")
+    for key in ("id", "name", "workflow"):
+        if not data.get(key):
+            raise WorkflowError(f"template {source!r} has no {key!r}; add it")
+    specs = data.get("parameters") or {}
+    if not isinstance(specs, Mapping):
+        raise WorkflowError(f"template {source!r}: 'parameters' must be a mapping of name: "
+                            f"{{type, default, ...}}, got {specs!r}")
+    parameters = {name: _parameter(name, spec, source) for name, spec in specs.items()}
+    _check_placeholders(data["workflow"], parameters, source)
+    return Template(
+        id=str(data["id"]), name=str(data["name"]), category=str(data.get("category") or "other"),
+        description=str(data.get("description") or "").strip(), parameters=parameters,
+        workflow=data["workflow"], path=path.absolute(),
+    )
+
+
+def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
+    for key in data:
+        if key not in allowed:
+            close = difflib.get_close_matches(str(key), allowed, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
+            raise WorkflowError(f"{where}: unknown key {key!r}; {hint}")
+
+
+def _parameter(name: str, spec: Any, source: str) -> Parameter:
+    where = f"template {source!r}: parameter {name!r}"
+    if not isinstance(spec, Mapping):
+        raise WorkflowError(f"{where} must be a mapping with a 'type', got {spec!r}")
+    _check_keys(spec, _PARAMETER_KEYS, where)
+    kind, items = spec.get("type", "str"), spec.get("items")
+    if kind not in TYPES or items not in (None, "str", "int", "float", "bool"):
+        raise WorkflowError(f"{where}: type {kind!r} (items {items!r}) is not one of {TYPES}")
+    required = bool(spec.get("required", "default" not in spec))
+    parameter = Parameter(name, kind, None, required, str(spec.get("description") or ""), items)
+    if "default" in spec:
+        try:
+            parameter = dataclasses.replace(parameter, default=parameter.check(spec["default"]))
+        except ConfigError as exc:
+            raise WorkflowError(f"template {source!r}: default: {exc}") from None
+    elif not required:
+        raise WorkflowError(f"{where} is optional but has no default; give one")
+    return parameter
+
+
+def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], source: str,
+                        key: str = "") -> None:
+    """Every ``${name}`` names a parameter; none appears in ``run`` shell text."""
+    if isinstance(workflow, Mapping):
+        for k, v in workflow.items():
+            _check_placeholders(k, parameters, source)
+            _check_placeholders(v, parameters, source, str(k))
+    elif isinstance(workflow, list):
+        for item in workflow:
+            _check_placeholders(item, parameters, source, key)
+    elif isinstance(workflow, str):
+        for name in _PLACEHOLDER.findall(workflow):
+            if key == "run" and name in parameters:
+                raise WorkflowError(
+                    f"template {source!r}: run text uses ${{{name}}}, which would put a "
+                    f"parameter into shell code; pass it in params and read $DAGNB_PARAM_"
+                    f"{name.upper()} instead"
+                )
+            if key != "run" and name not in parameters:
+                raise WorkflowError(
+                    f"template {source!r}: ${{{name}}} names no parameter; declare it under "
+                    "'parameters'"
+                )
+
+
+# -- the catalogue --------------------------------------------------------------------
+def search_path() -> list[Path]:
+    """Folders searched for ``*.yml`` templates, first match of an id wins."""
+    user = [Path(p).expanduser() for p in os.environ.get("DAGNB_TEMPLATE_PATH", "").split(
+        os.pathsep) if p.strip()]
+    checkout = Path(__file__).resolve().parent.parent / "templates" / "pipelines"
+    installed = Path(sysconfig.get_path("data")) / "share" / "dagnb" / "templates" / "pipelines"
+    return [*user, checkout, installed]
+
+
+def _catalogue() -> dict[str, Template]:
+    found: dict[str, Template] = {}
+    for folder in search_path():
+        for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
+            template = load_template(path)
+            found.setdefault(template.id, template)
+    return found
+
+
+def get(template_id: str) -> Template:
+    """The template with this id.
+
+    Raises
+    ------
+    ConfigError
+        When no template on the search path has that id (naming the closest one).
+    """
+    known = _catalogue()
+    if template_id not in known:
+        close = difflib.get_close_matches(template_id, list(known), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+        raise ConfigError(f"no pipeline template {template_id!r}; {hint}")
+    return known[template_id]
+
+
+def table(category: str | None = None) -> pd.DataFrame:
+    """The templates as a DataFrame: id, name, category, description, parameters.
+
+    ``parameters`` lists each parameter as ``name: type = default`` (``name: type`` when
+    required). ``dagnb.workflows.templates.list()`` is this function.
+    """
+    rows = [
+        {"id": t.id, "name": t.name, "category": t.category,
+         "description": t.description.splitlines()[0] if t.description else "",
+         "parameters": ", ".join(_signature(p) for p in t.parameters.values())}
+        for t in _catalogue().values() if category in (None, t.category)
+    ]
+    columns = ["id", "name", "category", "description", "parameters"]
+    return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
+
+
+def _signature(parameter: Parameter) -> str:
+    kind = f"list[{parameter.items}]" if parameter.items else parameter.type
+    if parameter.required:
+        return f"{parameter.name}: {kind}"
+    return f"{parameter.name}: {kind} = {parameter.default!r}"
+
+
+def categories() -> list[str]:
+    """The template categories, sorted."""
+    return sorted({t.category for t in _catalogue().values()})
+
+
+def instantiate(template_id: str, **params: Any) -> Graph:
+    """A Graph from template ``template_id`` with ``params`` (defaults for the rest).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown template or parameter, a required parameter left out, or a value
+        of the wrong type (naming the parameter and the type expected).
+    """
+    return get(template_id).instantiate(**params)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "list":  # dagnb.workflows.templates.list() without shadowing the builtin here
+        return table
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
