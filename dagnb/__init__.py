@@ -8,11 +8,9 @@ read status, logs and results as pandas DataFrames.
 
 from __future__ import annotations
 
-from typing import Any
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from dagnb import cache, config, executors
-from dagnb.cache.memory import Memory
-from dagnb.config import Settings, configure, settings
 from dagnb.errors import (
     CacheError,
     CircuitOpenError,
@@ -35,23 +33,81 @@ from dagnb.errors import (
     TransientError,
     WorkflowError,
 )
-from dagnb.executors.context import StepContext, current
-from dagnb.model.graph import Graph
-from dagnb.model.step import Step
-from dagnb.notebook.magics import load_ipython_extension, unload_ipython_extension
+
+# ``dagnb.retry`` is the decorator, not the ``dagnb/retry/`` layer package: binding it here,
+# after the package is imported, keeps it so (later submodule imports do not rebind it).
 from dagnb.retry.policy import RetryPolicy, retry
-from dagnb.runtime.run import Run
-from dagnb.workflows import templates
-from dagnb.workflows.loader import load
 
 __version__ = "0.1.0"
+
+# Everything else loads on first use, so that ``import dagnb`` stays light in a plain
+# script, the CLI and CI: no pandas, IPython or ipywidgets until something needs them.
+_LAZY = {
+    "Graph": ("dagnb.model.graph", "Graph"),
+    "Step": ("dagnb.model.step", "Step"),
+    "Run": ("dagnb.runtime.run", "Run"),
+    "Memory": ("dagnb.cache.memory", "Memory"),
+    "Settings": ("dagnb.config", "Settings"),
+    "configure": ("dagnb.config", "configure"),
+    "settings": ("dagnb.config", "settings"),
+    "StepContext": ("dagnb.executors.context", "StepContext"),
+    "current": ("dagnb.executors.context", "current"),
+    "load": ("dagnb.workflows.loader", "load"),
+    "cache": ("dagnb.cache", None),
+    "config": ("dagnb.config", None),
+    "executors": ("dagnb.executors", None),
+    "templates": ("dagnb.workflows.templates", None),
+    "services": ("dagnb.executors.dagger.services", None),
+    "testing": ("dagnb.testing", None),
+}
+
+if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
+    from dagnb import cache, config, executors, testing
+    from dagnb.cache.memory import Memory
+    from dagnb.config import Settings, configure, settings
+    from dagnb.executors.context import StepContext, current
+    from dagnb.executors.dagger import services
+    from dagnb.model.graph import Graph
+    from dagnb.model.step import Step
+    from dagnb.runtime.run import Run
+    from dagnb.workflows import templates
+    from dagnb.workflows.loader import load
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module_name, attribute = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'dagnb' has no attribute {name!r}") from None
+    module = importlib.import_module(module_name)
+    value = module if attribute is None else getattr(module, attribute)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+def load_ipython_extension(ipython: Any) -> None:
+    """``%load_ext dagnb``: register the ``%%dagger`` magics (loads IPython's side only now)."""
+    from dagnb.notebook.magics import load_ipython_extension as load_extension
+
+    load_extension(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """``%unload_ext dagnb``."""
+    from dagnb.notebook.magics import unload_ipython_extension as unload_extension
+
+    unload_extension(ipython)
 
 
 def builder() -> Any:
     """The graph builder form for the notebook's graph (ipywidgets)."""
-    from dagnb.notebook.widgets.builder import builder as _builder
+    from dagnb.notebook.widgets.builder import builder as make_builder
 
-    return _builder()
+    return make_builder()
 
 
 __all__ = [
@@ -92,7 +148,9 @@ __all__ = [
     "load",
     "load_ipython_extension",
     "retry",
+    "services",
     "settings",
     "templates",
+    "testing",
     "unload_ipython_extension",
 ]

@@ -366,7 +366,7 @@ def search_path() -> list[Path]:
     """Folders searched for ``*.yml`` templates, first match of an id wins."""
     user = [Path(p).expanduser() for p in os.environ.get("DAGNB_TEMPLATE_PATH", "").split(
         os.pathsep) if p.strip()]
-    checkout = Path(__file__).resolve().parent.parent / "templates" / "pipelines"
+    checkout = Path(__file__).resolve().parents[2] / "templates" / "pipelines"
     installed = Path(sysconfig.get_path("data")) / "share" / "dagnb" / "templates" / "pipelines"
     return [*user, checkout, installed]
 
