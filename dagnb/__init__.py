@@ -62,15 +62,18 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from dagnb import cache, config, executors, testing
+    import dagnb.cache as cache
+    import dagnb.config as config
+    import dagnb.executors as executors
+    import dagnb.executors.dagger.services as services
+    import dagnb.testing as testing
+    import dagnb.workflows.templates as templates
     from dagnb.cache.memory import Memory
     from dagnb.config import Settings, configure, settings
     from dagnb.executors.context import StepContext, current
-    from dagnb.executors.dagger import services
     from dagnb.model.graph import Graph
     from dagnb.model.step import Step
     from dagnb.runtime.run import Run
-    from dagnb.workflows import templates
     from dagnb.workflows.loader import load
 
 

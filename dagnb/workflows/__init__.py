@@ -1,0 +1,2 @@
+"""The workflows layer: YAML workflow files (`loader`) and pipeline templates. Imports
+`runtime` and below."""

@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 from dagnb.views.live import TextView
 
 if TYPE_CHECKING:
-    from dagnb.notebook.widgets.builder import Builder
     from dagnb.notebook.widgets.status import StatusWidget
     from dagnb.runtime.run import Run
 
@@ -131,8 +130,4 @@ def __getattr__(name: str) -> Any:
         from dagnb.notebook.widgets.status import StatusWidget
 
         return StatusWidget
-    if name == "Builder":
-        from dagnb.notebook.widgets.builder import Builder
-
-        return Builder
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

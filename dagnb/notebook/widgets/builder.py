@@ -17,6 +17,7 @@ from IPython.core.error import UsageError
 from dagnb.errors import DagnbError
 from dagnb.model.step import Step
 from dagnb.notebook.cells import cell_options, duration_text, step_from_options
+from dagnb.notebook.magics import DaggerMagics, parse_line
 from dagnb.notebook.session import Session, get_session
 
 __all__ = ["COMMON_IMAGES", "Builder", "builder"]
@@ -132,8 +133,6 @@ class Builder(w.VBox):
 
 def step_from_cell(text: str) -> Step:
     """The Step a ``%%dagger`` cell's text defines (its first line holds the options)."""
-    from dagnb.notebook.magics import DaggerMagics, parse_line
-
     first, _, body = text.partition("\n")
     if not first.startswith("%%dagger"):
         raise ValueError(f"a %%dagger cell starts with '%%dagger NAME', not {first!r}")
