@@ -20,7 +20,7 @@ from typing import Any
 
 from dagnb import config
 from dagnb.errors import ConfigError, DagnbError
-from dagnb.views.progress import ProgressPrinter
+from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
 from dagnb.workflows.loader import load
 
@@ -43,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagnb", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
-    run.add_argument("workflow", help="a workflow YAML file")
+    run.add_argument("workflow", help="a workflow YAML file, or a notebook (.ipynb, percent .py)")
     run.add_argument(
         "--target",
         action="append",
@@ -64,6 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--timeout", default=None, help="limit for the whole run, e.g. 30m")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     run.add_argument("--cache-dir", default=None, help="cache folder (default .dagnb_cache)")
+    run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                     help="notebooks: a value for the cell tagged 'parameters' (papermill's "
+                          "convention; JSON when it parses, else text)")
+    run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
+                     help="notebooks: write the executed notebook here")
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
     graph = sub.add_parser("graph", help="list the steps in order with their needs")
@@ -74,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("run")
 def _run(args: argparse.Namespace) -> int:
+    if _is_notebook(args.workflow):
+        return _run_notebook(args)
     graph = load(args.workflow)
     from dagnb.executors import loop
     from dagnb.runtime.prepare import _execute, prepare
@@ -109,7 +116,7 @@ def _run(args: argparse.Namespace) -> int:
 
 @command("validate")
 def _validate(args: argparse.Namespace) -> int:
-    graph = load(args.workflow)
+    graph = _load_any(args.workflow)
     graph.validate(check_host=True)
     print(f"{args.workflow}: {len(graph)} steps, valid")
     return 0
@@ -117,7 +124,7 @@ def _validate(args: argparse.Namespace) -> int:
 
 @command("graph")
 def _graph(args: argparse.Namespace) -> int:
-    graph = load(args.workflow)
+    graph = _load_any(args.workflow)
     graph.validate()
     for name in graph.order():
         needs = ", ".join(graph[name].needs)
@@ -217,6 +224,38 @@ def _config(args: argparse.Namespace) -> int:
     return 0
 
 
+
+
+def _is_notebook(path: str) -> bool:
+    return Path(path).suffix in (".ipynb", ".py")
+
+
+def _load_any(path: str) -> Any:
+    """The graph of a workflow file, or the one a notebook's %%dagger cells define."""
+    if not _is_notebook(path):
+        return load(path)
+    from dagnb.notebook.document import dagger_cells, read_notebook
+    from dagnb.notebook.magics import graph_from_cells
+
+    return graph_from_cells(dagger_cells(read_notebook(path)), name=Path(path).stem)
+
+
+def _run_notebook(args: argparse.Namespace) -> int:
+    """`dagnb run NOTEBOOK`: execute it headless, then the steps' status table."""
+    import pandas as pd
+
+    from dagnb.notebook.cells import parse_assignments
+    from dagnb.notebook.headless import run_notebook
+
+    params = parse_assignments(args.param, "--param", as_json=True)
+    outcome = run_notebook(args.workflow, params=params, targets=args.target,
+                           output=args.output)
+    if outcome.rows:
+        frame = pd.DataFrame(outcome.rows).reindex(columns=TABLE_COLUMNS)
+        print(frame.astype(object).where(frame.notna(), "").to_string(index=False))
+    if outcome.error is not None:
+        print(f"dagnb: a cell of {args.workflow} failed:\n{outcome.error}", file=sys.stderr)
+    return 0 if outcome.ok else 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:

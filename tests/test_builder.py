@@ -9,8 +9,9 @@ from IPython.core.interactiveshell import InteractiveShell
 import dagnb
 import dagnb.notebook.widgets
 from dagnb.notebook.cells import cell_text
+from dagnb.notebook.magics import step_from_cell
 from dagnb.notebook.session import Session, get_session, reset_session
-from dagnb.notebook.widgets.builder import Builder, builder, step_from_cell
+from dagnb.notebook.widgets.builder import Builder, builder
 
 
 class DummyComm:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import shlex
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -20,15 +22,25 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from dagnb.config import configure, settings
-from dagnb.errors import DagnbError
+from dagnb.errors import DagnbError, WorkflowError
 from dagnb.executors.dagger import services
+from dagnb.model.graph import Graph
+from dagnb.model.step import Step
 from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
+from dagnb.notebook.document import (
+    MAGIC,
+    DaggerCell,
+    dagger_cells,
+    kernel_notebook_path,
+    read_notebook,
+)
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.widgets import live_view, watch
 from dagnb.workflows.loader import load
 
 __all__ = [
-    "DaggerMagics", "Text", "load_ipython_extension", "parse_line", "unload_ipython_extension",
+    "DaggerMagics", "Text", "adopt_notebook", "graph_from_cells", "load_ipython_extension",
+    "parse_line", "step_from_cell", "unload_ipython_extension",
 ]
 
 
@@ -161,7 +173,7 @@ class DaggerMagics(Magics):
         args = parse_line(self.dagger_cell, line)
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
         self.session.define(step, parse_names(args.outputs))
-        if not args.define_only:
+        if not args.define_only and _selected(step.name):
             self._run([step.name], args, focus=step.name)
 
     def _run(self, targets: list[str] | None, args: Any, focus: str | None = None,
@@ -317,9 +329,85 @@ _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
 }
 
 
+# -- a notebook's cells read as steps (dagnb graph/validate/run NOTEBOOK, kernel start) --
+
+
+def step_from_cell(text: str, namespace: Mapping[str, Any] | None = None) -> Step:
+    """The Step a ``%%dagger`` cell's text defines (its first line holds the options)."""
+    return _definition(text, namespace)[0]
+
+
+def _definition(text: str, namespace: Mapping[str, Any] | None
+                ) -> tuple[Step, tuple[str, ...]]:
+    """The cell's Step and its ``--outputs`` (the magic's own parser and codec)."""
+    first, _, body = text.partition("\n")
+    if not first.startswith(MAGIC):
+        raise ValueError(f"a %%dagger cell starts with '%%dagger NAME', not {first!r}")
+    args = parse_line(DaggerMagics.dagger_cell, first[len(MAGIC):])
+    return step_from_options(args.name, body, args, namespace), parse_names(args.outputs)
+
+
+def adopt_notebook(session: Any, path: str | Path,
+                   namespace: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+    """Define in ``session`` each step the notebook's cells define, as after running them.
+
+    Used when a kernel starts (or restarts) and knows its notebook: the graph is whole
+    before any cell runs, so a downstream cell run first finds its upstream steps (and
+    their cached results). A cell that does not parse is passed over, with one line
+    among the problems returned beside the names defined.
+    """
+    defined, problems = [], []
+    for cell in dagger_cells(read_notebook(path)):
+        try:
+            step, outputs = _definition(f"{cell.line}\n{cell.body}", namespace)
+            session.define(step, outputs)
+        except (DagnbError, UsageError) as exc:
+            problems.append(f"cell {cell.index + 1} ({cell.line.strip()!r}): {exc}")
+        else:
+            defined.append(step.name)
+    return defined, problems
+
+
+def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
+                     namespace: Mapping[str, Any] | None = None) -> Graph:
+    """The graph the cells define, in order; a later cell of the same name replaces one."""
+    graph = Graph(name)
+    for cell in cells:
+        where = f"cell {cell.index + 1} ({cell.line.strip()!r})"
+        try:
+            graph.replace(step_from_cell(f"{cell.line}\n{cell.body}", namespace))
+        except DagnbError as exc:
+            raise type(exc)(f"{where}: {exc}") from None
+        except UsageError as exc:  # the magic's parser refusing an option
+            raise WorkflowError(f"{where}: {exc}") from None
+    return graph
+
+
+
+ONLY_STEPS_VARIABLE = "DAGNB_ONLY_STEPS"  # set by `dagnb run NOTEBOOK --target`
+
+
+def _selected(name: str) -> bool:
+    """False for a step that ``dagnb run NOTEBOOK --target`` does not need (it is defined only)."""
+    only = os.environ.get(ONLY_STEPS_VARIABLE)
+    return only is None or name in only.split(",")
+
+
 def load_ipython_extension(ipython: Any) -> None:
-    """``%load_ext dagnb``: register the magics on this kernel's session."""
-    ipython.register_magics(DaggerMagics(ipython))
+    """``%load_ext dagnb``: register the magics; read the notebook's steps when it is known.
+
+    A kernel that knows its notebook file (JupyterLab, VS Code: see
+    :func:`dagnb.notebook.document.kernel_notebook_path`) starts with the graph its
+    ``%%dagger`` cells define, so after a restart any cell can run first.
+    """
+    magics = DaggerMagics(ipython)
+    ipython.register_magics(magics)
+    path = kernel_notebook_path(ipython.user_ns)
+    if path is not None and not len(magics.session.graph):
+        defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
+        note = f"dagnb: {len(defined)} steps read from {path.name}"
+        print(note + "".join(f"; skipped {p}" for p in problems) if defined or problems else "",
+              end="\n" if defined or problems else "")
 
 
 def unload_ipython_extension(ipython: Any) -> None:

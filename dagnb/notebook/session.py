@@ -9,6 +9,7 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 
 from __future__ import annotations
 
+import json
 import threading
 import warnings
 from collections.abc import Iterable, MutableMapping
@@ -22,7 +23,7 @@ from dagnb.model.step import Step
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
 
-__all__ = ["RESULTS_NAME", "Session", "get_session", "reset_session"]
+__all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary", "reset_session"]
 
 RESULTS_NAME = "_dagger"
 _RECENT_IMAGES = 10
@@ -45,6 +46,7 @@ class Session:
         self.graph = Graph(name)
         self.outputs: dict[str, tuple[str, ...]] = {}  # --outputs of --python cells
         self.recent_images: list[str] = []
+        self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
 
     @property
     def last_run(self) -> Run | None:
@@ -85,6 +87,7 @@ class Session:
     def publish(self, run: Run) -> dict[str, Any]:
         """Put the results of the run's finished steps into the namespace."""
         results = self.namespace.setdefault(RESULTS_NAME, {})
+        self._remember_rows(run)
         for name, state in run.states().items():
             if state not in ("succeeded", "cached"):
                 continue
@@ -92,6 +95,10 @@ class Session:
             results[name] = value if value is not None else _outputs_or_none(run, name)
             self._publish_outputs(name, value)
         return results
+
+    def _remember_rows(self, run: Run) -> None:
+        for row in run.status().to_dict("records"):
+            self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
 
     def _publish_outputs(self, name: str, value: Any) -> None:
         outputs = self.outputs.get(name, ())
@@ -121,7 +128,24 @@ class Session:
         """Forget the graph, the last run and the published results."""
         self.graph = Graph(self.graph.name)
         self.outputs.clear()
+        self.latest.clear()
         self.namespace.pop(RESULTS_NAME, None)
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-friendly cell of a status row (pandas' NA and numpy scalars included)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return None if isinstance(value, float) and value != value else value
+    item = getattr(value, "item", None)
+    return item() if callable(item) else str(value)
+
+
+def notebook_summary(session: Session | None = None) -> str:
+    """Every step's row from its latest run, in graph order, as JSON (``dagnb run NB``)."""
+    session = session or get_session()
+    rows = [session.latest.get(name, {"step": name, "state": "not run"})
+            for name in session.graph.order()]
+    return json.dumps(rows)
 
 
 def _outputs_or_none(run: Run, name: str) -> Path | None:

@@ -9,9 +9,9 @@ from typing import TextIO
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.run import Run
 
-__all__ = ["ProgressPrinter"]
+__all__ = ["TABLE_COLUMNS", "ProgressPrinter"]
 
-_TABLE_COLUMNS = [
+TABLE_COLUMNS = [
     "step",
     "state",
     "cached",
@@ -93,6 +93,6 @@ class ProgressPrinter:
 
     def table(self) -> str:
         """The final status table as text."""
-        frame = self.run.status()[_TABLE_COLUMNS]
+        frame = self.run.status()[TABLE_COLUMNS]
         frame = frame.astype(object).where(frame.notna(), "")  # blank, not None/<NA>
         return frame.to_string(index=False)

@@ -16,8 +16,8 @@ from IPython.core.error import UsageError
 
 from dagnb.errors import DagnbError
 from dagnb.model.step import Step
-from dagnb.notebook.cells import cell_options, duration_text, step_from_options
-from dagnb.notebook.magics import DaggerMagics, parse_line
+from dagnb.notebook.cells import cell_options, duration_text
+from dagnb.notebook.magics import step_from_cell
 from dagnb.notebook.session import Session, get_session
 
 __all__ = ["COMMON_IMAGES", "Builder", "builder"]
@@ -129,15 +129,6 @@ class Builder(w.VBox):
 
     def _export(self) -> None:
         self.exported.value = self.cell_text()
-
-
-def step_from_cell(text: str) -> Step:
-    """The Step a ``%%dagger`` cell's text defines (its first line holds the options)."""
-    first, _, body = text.partition("\n")
-    if not first.startswith("%%dagger"):
-        raise ValueError(f"a %%dagger cell starts with '%%dagger NAME', not {first!r}")
-    args = parse_line(DaggerMagics.dagger_cell, first[len("%%dagger"):])
-    return step_from_options(args.name, body, args)
 
 
 def _error_html(exc: BaseException) -> str:

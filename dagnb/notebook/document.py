@@ -1,0 +1,123 @@
+"""A notebook file as a pipeline: its ``%%dagger`` cells read without running anything.
+
+``dagnb graph``/``validate NOTEBOOK`` and the kernel's session after a restart read the
+steps a notebook defines from the file itself: each ``%%dagger`` cell, in order, is then
+parsed by the magic's own option parser and cell codec
+(:func:`dagnb.notebook.magics.graph_from_cells`), so a step read from the file is the
+step the cell defines when it runs. ``.ipynb`` files are JSON; jupytext's percent format
+(``.py`` with ``# %%`` cell markers, magics commented out as ``# %%dagger ...``) is read
+too, by hand: the two rules below are all this needs, not a jupytext dependency.
+
+Where the kernel learns its notebook's path (:func:`kernel_notebook_path`): Jupyter Server
+(2.x) starts a session's kernel with ``JPY_SESSION_NAME`` set to the notebook's path and
+ipykernel copies it into ``__session__``; VS Code sets ``__vsc_ipynb_file__``. A kernel
+started any other way (``jupyter console``, nbclient) does not know it, and dagnb then
+reads nothing: the cells define the graph as they run, as before.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dagnb.errors import WorkflowError
+
+__all__ = ["MAGIC", "DaggerCell", "dagger_cells", "kernel_notebook_path", "read_notebook"]
+
+MAGIC = "%%dagger"
+_PERCENT_MARKER = re.compile(r"^# %%(?:\s|$)")
+_COMMENTED_MAGIC = re.compile(r"^# (%%?\w)")
+
+
+@dataclass(frozen=True)
+class DaggerCell:
+    """One ``%%dagger`` cell: its index among the notebook's cells, first line and body."""
+
+    index: int
+    line: str
+    body: str
+
+    @property
+    def name(self) -> str:
+        """The step name (the first word after ``%%dagger``), or '' when there is none."""
+        words = self.line[len(MAGIC):].split()
+        return words[0] if words else ""
+
+
+def read_notebook(path: str | Path) -> list[tuple[str, str]]:
+    """``(cell_type, source)`` for each cell of an ``.ipynb`` or percent-format ``.py`` file."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise WorkflowError(f"notebook {str(path)!r} does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise WorkflowError(f"notebook {str(path)!r} cannot be read: {exc}") from None
+    if path.suffix == ".py":
+        return _percent_cells(text)
+    return _ipynb_cells(text, path)
+
+
+def _ipynb_cells(text: str, path: Path) -> list[tuple[str, str]]:
+    try:
+        cells = json.loads(text)["cells"]
+        return [(c["cell_type"], _joined(c.get("source", ""))) for c in cells]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise WorkflowError(f"{str(path)!r} is not a notebook (.ipynb JSON with cells): "
+                            f"{exc}") from None
+
+
+def _joined(source: str | list[str]) -> str:
+    return source if isinstance(source, str) else "".join(source)
+
+
+def _percent_cells(text: str) -> list[tuple[str, str]]:
+    """Cells of jupytext's percent format: ``# %%`` starts a cell, ``# %%dagger`` is a magic."""
+    cells: list[tuple[str, list[str]]] = []
+    for line in text.splitlines(keepends=True):
+        if _PERCENT_MARKER.match(line):
+            cells.append(("markdown" if "[markdown]" in line else "code", []))
+        elif cells:
+            cells[-1][1].append(line)
+    return [(kind, _unescaped("".join(lines).strip("\n"))) for kind, lines in cells]
+
+
+def _unescaped(source: str) -> str:
+    """Undo jupytext's escaping of magics: ``# %%dagger`` (and a body commented in full)."""
+    first, _, body = source.partition("\n")
+    if not _COMMENTED_MAGIC.match(first):
+        return source
+    first = _COMMENTED_MAGIC.sub(r"\1", first, count=1)
+    lines = body.splitlines()
+    if first.startswith(MAGIC) and all(not s.strip() or s.startswith("#") for s in lines):
+        lines = [re.sub(r"^# ?", "", s) for s in lines]
+    return "\n".join([first, *lines])
+
+
+def dagger_cells(cells: Iterable[tuple[str, str]]) -> list[DaggerCell]:
+    """The ``%%dagger`` code cells, in order."""
+    found = []
+    for index, (kind, source) in enumerate(cells):
+        first, _, body = source.lstrip("\n").partition("\n")
+        if kind == "code" and first.startswith(MAGIC + " "):
+            found.append(DaggerCell(index, first, body))
+    return found
+
+
+def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:
+    """The notebook file this kernel runs, when the front end said so (see module doc)."""
+    namespace = namespace or {}
+    for candidate in (namespace.get("__vsc_ipynb_file__"), namespace.get("__session__"),
+                      os.environ.get("JPY_SESSION_NAME")):
+        if isinstance(candidate, str) and candidate.endswith((".ipynb", ".py")):
+            # an absolute path from JupyterLab; else relative to the server's root, while
+            # the kernel runs in the notebook's folder
+            for path in (Path(candidate), Path(Path(candidate).name)):
+                if path.is_file():
+                    return path.absolute()
+    return None

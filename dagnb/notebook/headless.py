@@ -1,0 +1,181 @@
+"""``dagnb run NOTEBOOK``: a notebook executed headless in a kernel, as the pipeline it is.
+
+The notebook runs top to bottom in a fresh kernel (nbclient, the library nbconvert and
+papermill use), in the notebook's folder, so its ``%%dagger`` cells meet the same cache
+as an interactive session there: a notebook already run in JupyterLab runs again all
+``cached``. The kernel works in text mode (``DAGNB_WIDGETS=0``), and each cell's output
+is printed as the cell finishes. At the end the kernel reports every step's latest state,
+printed as the same status table as a YAML run.
+
+- ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
+  is put after the cell tagged ``parameters`` (at the top when there is none), so
+  notebooks written for papermill work unchanged.
+- ``targets`` run only what those steps need: the cells up to the last one a target
+  needs run (plain cells too: they define what steps read), but only the ``%%dagger``
+  cells of the targets and their upstream steps run their step; the others only define
+  it (``DAGNB_ONLY_STEPS`` tells the magic). Cells after the last needed one do not run.
+- ``output`` receives the executed notebook, with its cells' lasting outputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+from dagnb.errors import DagnbError, WorkflowError
+from dagnb.notebook.document import dagger_cells, read_notebook
+from dagnb.notebook.magics import ONLY_STEPS_VARIABLE, graph_from_cells
+
+__all__ = ["NotebookOutcome", "check_notebook_file", "run_notebook", "selected_steps"]
+
+_SUMMARY_MARK = "\x1edagnb-summary "
+_SUMMARY_CODE = (
+    "from dagnb.notebook.session import notebook_summary as _dagnb_summary\n"
+    f"print({_SUMMARY_MARK!r} + _dagnb_summary())"
+)
+_FAILED = ("failed", "cancelled", "skipped")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+class NotebookOutcome:
+    """What a headless run of a notebook ended with: the steps' rows, or the failing cell."""
+
+    def __init__(self, rows: list[dict[str, Any]], error: str | None = None) -> None:
+        self.rows = rows
+        self.error = error
+
+    @property
+    def ok(self) -> bool:
+        """True when no cell raised and no step failed, was cancelled or skipped."""
+        return self.error is None and not any(r.get("state") in _FAILED for r in self.rows)
+
+
+def selected_steps(path: str | Path, targets: Sequence[str]) -> list[str]:
+    """The targets and every step they need, by the notebook's own ``%%dagger`` cells."""
+    graph = graph_from_cells(dagger_cells(read_notebook(path)))
+    return graph.select(list(targets))
+
+
+def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
+                 targets: Sequence[str] | None = None, output: str | Path | None = None,
+                 stream: TextIO = sys.stdout, timeout: float | None = None) -> NotebookOutcome:
+    """Execute the notebook at ``path`` in a new kernel; see the module docstring."""
+    nbformat, client_class = _notebook_libraries()
+    path = Path(path)
+    notebook = _load(nbformat, path)
+    _inject_parameters(nbformat, notebook, params or {})
+    only = selected_steps(path, targets) if targets else None
+    unneeded = _cells_after_selection(notebook, only)
+    notebook.cells.append(nbformat.v4.new_code_cell(_SUMMARY_CODE))
+    client = client_class(
+        notebook, timeout=timeout, kernel_name="python3", allow_errors=False,
+        extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
+        resources={"metadata": {"path": str(path.parent.absolute())}},
+        on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
+    )
+    error = _execute(client, _kernel_env(only))
+    summary = notebook.cells.pop()
+    notebook.cells.extend(unneeded)
+    if output is not None:
+        nbformat.write(notebook, str(output))
+    return NotebookOutcome(_summary_rows(summary), error)
+
+
+def _notebook_libraries() -> tuple[Any, Any]:
+    try:
+        import nbformat
+        from nbclient import NotebookClient
+    except ImportError:
+        raise DagnbError("running a notebook needs nbclient and ipykernel; install them with "
+                         "pip install 'dagnb[notebook]'") from None
+    return nbformat, NotebookClient
+
+
+def _load(nbformat: Any, path: Path) -> Any:
+    if path.suffix == ".py":
+        cells = [nbformat.v4.new_code_cell(src) if kind == "code"
+                 else nbformat.v4.new_markdown_cell(src) for kind, src in read_notebook(path)]
+        return nbformat.v4.new_notebook(cells=cells)
+    read_notebook(path)  # the same one-line errors as `dagnb validate` for a bad file
+    return nbformat.read(str(path), as_version=4)
+
+
+def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any]) -> None:
+    """papermill's convention: assignments in a cell after the one tagged ``parameters``."""
+    if not params:
+        return
+    source = "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in params.items())
+    cell = nbformat.v4.new_code_cell(source)
+    cell.metadata["tags"] = ["injected-parameters"]
+    tagged = [i for i, c in enumerate(notebook.cells)
+              if "parameters" in c.get("metadata", {}).get("tags", [])]
+    notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+
+
+def _cells_after_selection(notebook: Any, only: list[str] | None) -> list[Any]:
+    """Remove (and return) the cells after the last one a target needs: none of them runs."""
+    if only is None:
+        return []
+    sources = [(c.cell_type, c.source) for c in notebook.cells]
+    needed = [c.index for c in dagger_cells(sources) if c.name in only]
+    cut = (needed[-1] + 1) if needed else len(notebook.cells)
+    tail = notebook.cells[cut:]
+    del notebook.cells[cut:]
+    return tail
+
+
+def _kernel_env(only: list[str] | None) -> dict[str, str]:
+    env = {**os.environ, "DAGNB_WIDGETS": "0"}
+    env.pop(ONLY_STEPS_VARIABLE, None)
+    if only is not None:
+        env[ONLY_STEPS_VARIABLE] = ",".join(only)
+    return env
+
+
+def _execute(client: Any, env: dict[str, str]) -> str | None:
+    """Run every cell; the failing cell's error text, or None."""
+    from nbclient.exceptions import CellExecutionError
+
+    try:
+        client.execute(env=env)
+    except CellExecutionError as exc:
+        return _short_error(exc)
+    return None
+
+
+def _short_error(exc: Exception) -> str:
+    """The error's last lines (nbclient's message holds the whole cell and traceback)."""
+    text = _ANSI.sub("", str(exc))
+    lines = [line for line in text.splitlines() if line.strip()]
+    return "\n".join(lines[-12:])
+
+
+def _echo(cell: Any, stream: TextIO) -> None:
+    """Print what a finished cell wrote (its text outputs), as ``%%bash`` would."""
+    if cell.cell_type != "code" or cell.source.startswith("from dagnb.notebook.session"):
+        return
+    for out in cell.get("outputs", []):
+        text = out.get("text") or out.get("data", {}).get("text/plain", "")
+        if out.get("output_type") == "stream" and text:
+            stream.write(text if text.endswith("\n") else text + "\n")
+    stream.flush()
+
+
+def _summary_rows(cell: Any) -> list[dict[str, Any]]:
+    for out in cell.get("outputs", []):
+        text = out.get("text", "")
+        if _SUMMARY_MARK in text:
+            return json.loads(text.split(_SUMMARY_MARK, 1)[1])
+    return []
+
+
+def check_notebook_file(path: str | Path) -> None:
+    """Refuse what is not a notebook file before starting a kernel."""
+    if Path(path).suffix not in (".ipynb", ".py"):
+        raise WorkflowError(f"{str(path)!r} is not a notebook; name an .ipynb or a "
+                            "percent-format .py file")

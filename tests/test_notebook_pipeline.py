@@ -1,0 +1,155 @@
+"""The notebook is the pipeline: `dagnb run/graph/validate NOTEBOOK`, and a kernel restart."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat as nbf
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow
+
+
+def _notebook(folder: Path, *, failing: bool = False) -> Path:
+    """Two steps: `make` (shell) and `total` (Python, reads the parameter `scale`)."""
+    parameters = nbf.v4.new_code_cell(f"scale = 2\ncounter = {str(folder / 'runs.txt')!r}")
+    parameters.metadata["tags"] = ["parameters"]
+    make = (f"%%dagger make --param rows=3 --param counter={folder / 'runs.txt'}\n"
+            'echo make >> "$DAGNB_PARAM_COUNTER"\n'
+            'seq "$DAGNB_PARAM_ROWS" > "$DAGNB_OUT/n.txt"\n')
+    total = ("%%dagger total --python --needs make --outputs total\n"
+             "open(counter, 'a').write('total\\n')\n"
+             "total = sum(int(x) for x in (make / 'n.txt').read_text().split()) * scale\n")
+    cells = [nbf.v4.new_code_cell("%load_ext dagnb"), parameters,
+             nbf.v4.new_code_cell(make), nbf.v4.new_code_cell(total),
+             nbf.v4.new_code_cell("print('total is', total)")]
+    if failing:
+        cells.insert(4, nbf.v4.new_code_cell(
+            "%%dagger broken --needs make\necho 'about to fail' >&2\nexit 3\n"))
+    path = folder / "pipe.ipynb"
+    nbf.write(nbf.v4.new_notebook(cells=cells), path)
+    return path
+
+
+def _runs(folder: Path) -> list[str]:
+    counter = folder / "runs.txt"
+    return counter.read_text().split() if counter.exists() else []
+
+
+def _dagnb(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DAGNB_CONFIG": "none"}
+    return subprocess.run([sys.executable, "-m", "dagnb.cli", *argv], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def _interactive(path: Path, env: dict[str, str] | None = None) -> None:
+    """Run the notebook top to bottom in a kernel, as JupyterLab's Run All does."""
+    notebook = nbf.read(path, as_version=4)
+    client = NotebookClient(notebook, kernel_name="python3",
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute(env={**os.environ, "DAGNB_CONFIG": "none", **(env or {})})
+
+
+def test_a_notebook_run_interactively_runs_all_cached_from_the_cli(tmp_path):
+    path = _notebook(tmp_path)
+    _interactive(path)
+    assert _runs(tmp_path) == ["make", "total"]
+    done = _dagnb("run", str(path), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _runs(tmp_path) == ["make", "total"]  # zero executions
+    table = done.stdout.splitlines()
+    assert any(line.split()[:2] == ["make", "cached"] for line in table)
+    assert any(line.split()[:2] == ["total", "cached"] for line in table)
+
+
+def test_a_changed_parameter_runs_only_the_steps_that_read_it(tmp_path):
+    path = _notebook(tmp_path)
+    assert _dagnb("run", str(path), cwd=tmp_path).returncode == 0
+    done = _dagnb("run", str(path), "--param", "scale=10", "-o", "out.ipynb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _runs(tmp_path) == ["make", "total", "total"]
+    assert "total is 60" in done.stdout
+    executed = nbf.read(tmp_path / "out.ipynb", as_version=4)
+    assert "injected-parameters" in executed.cells[2].metadata["tags"]
+    assert "total is 60" in executed.cells[-1].outputs[0]["text"]
+
+
+def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
+    path = _notebook(tmp_path, failing=True)
+    done = _dagnb("run", str(path), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "about to fail" in done.stdout + done.stderr
+    assert any(line.split()[:2] == ["broken", "failed"] for line in done.stdout.splitlines())
+
+
+def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):
+    path = _notebook(tmp_path)
+    done = _dagnb("run", str(path), "--target", "make", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _runs(tmp_path) == ["make"]
+    assert "total is" not in done.stdout
+
+
+def test_graph_and_validate_read_the_cells_without_running_them(tmp_path):
+    path = _notebook(tmp_path)
+    graph = _dagnb("graph", str(path), cwd=tmp_path)
+    assert graph.stdout.split("\n")[:2] == ["make", "total  <- make"]
+    assert _dagnb("validate", str(path), cwd=tmp_path).stdout.strip().endswith("2 steps, valid")
+    assert _runs(tmp_path) == []
+
+
+def test_a_bad_cell_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "bad.ipynb"
+    cells = [nbf.v4.new_code_cell("%%dagger a --neds b\necho a")]
+    nbf.write(nbf.v4.new_notebook(cells=cells), path)
+    done = _dagnb("validate", str(path), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "cell 1" in done.stderr and "--neds" in done.stderr
+
+
+def test_a_percent_format_py_notebook_works_the_same(tmp_path):
+    script = tmp_path / "pipe.py"
+    script.write_text("# %%\n# %load_ext dagnb\n\n# %% [markdown]\n# A pipeline\n\n"
+                      "# %%\n# %%dagger hello\n# echo hello > \"$DAGNB_OUT/h.txt\"\n\n"
+                      "# %%\n# %%dagger shout --needs hello\n"
+                      "# tr a-z A-Z < \"$DAGNB_IN/hello/h.txt\"\n")
+    assert _dagnb("graph", str(script), cwd=tmp_path).stdout.split("\n")[:2] == [
+        "hello", "shout  <- hello"]
+    done = _dagnb("run", str(script), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "HELLO" in done.stdout
+
+
+def test_after_a_kernel_restart_the_last_cell_alone_is_served_from_the_cache(tmp_path):
+    path = _notebook(tmp_path)
+    notebook = nbf.read(path, as_version=4)
+    report = nbf.v4.new_code_cell("%%dagger report --python --needs total --outputs text\n"
+                                  "open(counter, 'a').write('report\\n')\n"
+                                  "text = f'total={total}'")
+    final = nbf.v4.new_code_cell("%%dagger final --python --needs report --outputs line\n"
+                                 "open(counter, 'a').write('final\\n')\n"
+                                 "line = report.upper()")
+    notebook.cells[4:4] = [report, final]
+    nbf.write(notebook, path)
+    env = {"JPY_SESSION_NAME": str(path)}  # what Jupyter Server tells a session's kernel
+    _interactive(path, env)
+    assert _runs(tmp_path) == ["make", "total", "report", "final"]
+    restarted = nbf.v4.new_notebook(cells=[
+        nbf.v4.new_code_cell("%load_ext dagnb"),
+        notebook.cells[1],  # the parameters: the plain cell the steps read
+        final,
+        nbf.v4.new_code_cell("from dagnb.notebook.session import get_session\n"
+                             "print(get_session().graph.order(), line)"),
+    ])
+    client = NotebookClient(restarted, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_CONFIG": "none", **env})
+    assert _runs(tmp_path) == ["make", "total", "report", "final"]  # nothing ran again
+    load_text = "".join(o.get("text", "") for o in restarted.cells[0].outputs)
+    assert "4 steps read from pipe.ipynb" in load_text
+    last = restarted.cells[3].outputs[0]["text"]
+    assert last.strip() == "['make', 'total', 'report', 'final'] TOTAL=12"
