@@ -1,0 +1,294 @@
+"""Checks: the one set of validators every layer shares, and one "did you mean".
+
+A validator takes a value and returns it parsed (``"30s"`` -> 30.0, ``"yes"`` -> True,
+``"8"`` -> 8 where text is allowed) or raises :class:`Invalid`, a ``ValueError`` whose
+``expected`` says what would pass. Only the caller knows what the value *is* (a config
+key, a retry setting, a step field), so the caller turns :class:`Invalid` into its own
+error class and sentence, most often with :func:`checked`::
+
+    >>> checked(count, "-1", "dagnb.yaml: max_retries", ConfigError, text=True)
+    Traceback (most recent call last):
+    ConfigError: dagnb.yaml: max_retries = -1 is not valid; expected a whole number >= 0
+
+Validators never accept a bool where a number is asked for (``True`` is an ``int`` in
+Python, never a count in a config file), and accept text only when asked to
+(``text=True``: values read from files and environment variables).
+
+This module sits at the bottom of the layers, beside :mod:`dagnb.errors`: it imports
+nothing else from dagnb.
+"""
+
+from __future__ import annotations
+
+import difflib
+import keyword
+import math
+import os
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from dagnb.errors import InvalidStepError
+
+__all__ = [
+    "Invalid",
+    "checked",
+    "count",
+    "did_you_mean",
+    "duration",
+    "flag",
+    "known_keys",
+    "mapping_of_str",
+    "name",
+    "number",
+    "one_of",
+    "parse_duration",
+    "path",
+    "text",
+    "variable_name",
+]
+
+T = TypeVar("T")
+
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+_NONE = frozenset({"", "none", "null"})
+# fullmatch, not "^...$": "$" also matches before a trailing newline
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,99}")
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class Invalid(ValueError):
+    """A value that fails a check; ``expected`` says what would pass.
+
+    Its own message, ``"<value!r> is not valid; expected <expected>"``, is for a caller
+    that does not wrap it; callers that know the value's name use :func:`checked`.
+    """
+
+    def __init__(self, value: Any, expected: str) -> None:
+        super().__init__(f"{value!r} is not valid; expected {expected}")
+        self.value = value
+        self.expected = expected
+
+
+def checked(
+    check: Callable[..., T],
+    value: Any,
+    what: str,
+    error: Callable[[str], Exception] = ValueError,
+    *,
+    sep: str = " = ",
+    show: bool = True,
+    **options: Any,
+) -> T:
+    """``check(value, **options)``, with a failure raised as ``error`` naming ``what``.
+
+    Parameters
+    ----------
+    check
+        A validator of this module (or any callable raising :class:`Invalid`).
+    value
+        The value to check.
+    what
+        What the value is, as the message starts: ``"dagnb.yaml: max_retries"``.
+    error
+        The caller's error class (``ConfigError``, ``InvalidStepError``, ...).
+    sep
+        Between ``what`` and the value: ``" = "`` for a file key, ``"="`` for a keyword.
+    show
+        False leaves the value out of the message (a misplaced secret).
+    **options
+        Passed on to ``check`` (``least=1``, ``text=True``, ...).
+
+    Raises
+    ------
+    error
+        ``"<what><sep><value!r> is not valid; expected <expected>"``.
+    """
+    try:
+        return check(value, **options)
+    except Invalid as bad:
+        shown = f"{sep}{value!r}" if show else ""
+        raise error(f"{what}{shown} is not valid; expected {bad.expected}") from None
+
+
+def did_you_mean(
+    word: object, choices: Iterable[str], *, otherwise: str = "", cutoff: float = 0.6
+) -> str:
+    """``"did you mean 'x'?"`` for the choice closest to ``word``, else ``otherwise``.
+
+    The one place a mistyped key, name or option gets its suggestion (``difflib``);
+    callers put it after their own sentence: ``f"unknown key {key!r}; {hint}"``.
+    """
+    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    return f"did you mean {close[0]!r}?" if close else otherwise
+
+
+def known_keys(
+    keys: Iterable[Any],
+    known: Sequence[str],
+    where: str,
+    error: Callable[[str], Exception] = ValueError,
+    *,
+    noun: str = "key",
+    cutoff: float = 0.6,
+) -> None:
+    """Raise ``error`` for the first of ``keys`` (a mapping's, say) that is not ``known``.
+
+    The message is ``"<where>: unknown <noun> 'x'; did you mean 'y'?"``, listing the
+    known keys instead when none is close.
+    """
+    for key in keys:
+        if key not in known:
+            otherwise = f"known {noun}s: {', '.join(known)}"
+            hint = did_you_mean(key, known, otherwise=otherwise, cutoff=cutoff)
+            raise error(f"{where}: unknown {noun} {key!r}; {hint}")
+
+
+# -- text -----------------------------------------------------------------------------
+def text(value: Any) -> str:
+    """A non-empty string, stripped of surrounding white space."""
+    if isinstance(value, str) and value.strip():
+        return value.strip()
+    raise Invalid(value, "a non-empty string")
+
+
+def path(value: Any) -> str:
+    """A non-empty path as text (``os.PathLike`` objects are accepted)."""
+    return text(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+def name(value: Any) -> str:
+    """An identifier-like name: letters, digits, ``_`` and ``-``, up to 100 characters.
+
+    Names become folder names, argument names and table rows, so a keyword, a space, a
+    newline or any other control character is refused.
+    """
+    if isinstance(value, str) and _NAME.fullmatch(value) and not keyword.iskeyword(value):
+        return value
+    raise Invalid(
+        value,
+        "letters, digits, '_' or '-', starting with a letter or '_' (for example 'clean_data')",
+    )
+
+
+def variable_name(value: Any) -> str:
+    """An environment variable name: letters, digits and ``_``, not starting with a digit."""
+    if isinstance(value, str) and _VARIABLE.fullmatch(value):
+        return value
+    raise Invalid(value, "a variable name (letters, digits and '_', not starting with a digit)")
+
+
+def one_of(value: Any, choices: Sequence[Any]) -> Any:
+    """``value`` if it is one of ``choices`` (of the same type: ``1`` is not ``True``)."""
+    if any(value == choice and type(value) is type(choice) for choice in choices):
+        return value
+    raise Invalid(value, _alternatives(choices))
+
+
+def _alternatives(choices: Sequence[Any]) -> str:
+    """``"'auto', 'local' or 'dagger'"``."""
+    shown = [repr(choice) for choice in choices]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+def mapping_of_str(value: Any) -> dict[str, str]:
+    """A mapping of non-empty strings to strings (numbers and bools become text)."""
+    if isinstance(value, Mapping) and all(
+        isinstance(k, str) and k and isinstance(v, (str, int, float)) for k, v in value.items()
+    ):
+        return {k: str(v) for k, v in value.items()}
+    raise Invalid(value, "a mapping of names to strings")
+
+
+# -- numbers and flags ----------------------------------------------------------------
+def flag(value: Any, *, text: bool = False) -> bool:
+    """A bool; with ``text=True`` also ``true/false``, ``yes/no``, ``on/off``, ``1/0``."""
+    if isinstance(value, bool):
+        return value
+    if text and isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
+        return value.strip().lower() in _TRUE
+    raise Invalid(value, "true or false" if text else "True or False")
+
+
+def count(value: Any, *, least: int = 0, text: bool = False) -> int:
+    """A whole number >= ``least`` (never a bool); with ``text=True`` also ``"8"``."""
+    parsed = value
+    if text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+        parsed = int(value)
+    if isinstance(parsed, int) and not isinstance(parsed, bool) and parsed >= least:
+        return parsed
+    raise Invalid(value, f"a whole number >= {least}")
+
+
+def number(
+    value: Any, *, least: float = 0, text: bool = False, kind: str = "a number"
+) -> float:
+    """A finite number >= ``least`` as a float (never a bool); ``text=True`` also ``"0.5"``.
+
+    ``kind`` names it in the message: ``"a number of seconds"``.
+    """
+    parsed = _float_or_none(value) if text and isinstance(value, str) else value
+    is_number = isinstance(parsed, (int, float)) and not isinstance(parsed, bool)
+    if is_number and math.isfinite(parsed) and parsed >= least:
+        return float(parsed)
+    raise Invalid(value, f"{kind} >= {least:g}")
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+# -- durations ------------------------------------------------------------------------
+def _seconds(value: Any) -> float | None:
+    """Seconds of a number or of ``"30s"``-style text; None when it is neither."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    match = _DURATION.fullmatch(str(value))  # str(): numpy integers read as text
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
+
+
+def parse_duration(
+    value: float | int | str | None,
+    *,
+    what: str = "duration",
+    error: Callable[[str], Exception] = InvalidStepError,
+) -> float | None:
+    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1.5h"``, ``"2d"`` or ``"250ms"``.
+
+    None stays None (no limit). ``what`` starts the message of ``error``, raised for
+    anything else and for durations that are not greater than zero.
+    """
+    if value is None:
+        return None
+    seconds = _seconds(value)
+    if seconds is None:
+        raise error(
+            f"{what} {value!r} is not a duration; use seconds or a number with "
+            "ms, s, m, h or d such as '10m'"
+        )
+    if not seconds > 0:  # NaN too
+        raise error(f"{what} {value!r} must be greater than zero")
+    return seconds
+
+
+def duration(value: Any) -> float | None:
+    """Seconds for a setting read from a file or the environment; None for no limit.
+
+    Accepts what :func:`parse_duration` accepts plus number text (``"1e3"``) and
+    ``None``, ``""``, ``"none"`` or ``"null"`` for no limit.
+    """
+    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
+        return None
+    number_text = _float_or_none(value) if isinstance(value, str) else None
+    seconds = _seconds(value if number_text is None else number_text)
+    if seconds is None or not seconds > 0:
+        raise Invalid(value, "seconds or a duration such as '30m' (none for no limit)")
+    return seconds

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dagnb import InvalidStepError, Step
@@ -72,3 +74,62 @@ def test_cache_policy_is_checked() -> None:
 def test_negative_retries_are_refused_when_the_step_is_defined() -> None:
     with pytest.raises(InvalidStepError, match=r"step 'a': retries -2 must be a whole number >= 0"):
         Step("a", run="true", retries=-2)
+
+
+@pytest.mark.parametrize("name", ["abc\n", "a\tb", "a\x00", "line\r"])
+def test_names_with_control_characters_are_refused_on_one_line(name: str) -> None:
+    with pytest.raises(InvalidStepError, match=r"step name .* is not valid") as caught:
+        Step(name, run="true")
+    assert repr(name) in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_steps_with_different_functions_differ() -> None:
+    def f() -> int:
+        return 1
+
+    def g() -> int:
+        return 1
+
+    assert Step("a", func=f) != Step("a", func=g)
+    assert len({Step("a", func=f), Step("a", func=g)}) == 2
+    assert Step("a", func=f, key_fn=f) != Step("a", func=f, key_fn=g)
+
+
+def test_a_step_equals_itself_and_copies_that_keep_its_function() -> None:
+    def f() -> int:
+        return 1
+
+    step = Step("a", func=f, tags="x")
+    copy = dataclasses.replace(step, description="same work")
+    assert step == Step("a", func=f, tags="x") and hash(step) == hash(Step("a", func=f, tags="x"))
+    assert copy != step  # description is compared, as before
+    assert dataclasses.replace(copy, description="") == step
+    assert step.replace(needs=()) == step
+
+
+def test_bound_methods_of_one_object_make_equal_steps() -> None:
+    class Job:
+        def run(self) -> int:
+            return 1
+
+    job = Job()
+    assert Step("a", func=job.run) == Step("a", func=job.run)
+    assert hash(Step("a", func=job.run)) == hash(Step("a", func=job.run))
+    assert Step("a", func=job.run) != Step("a", func=Job().run)
+
+
+def test_an_unhashable_callable_still_makes_a_hashable_step() -> None:
+    class Call:
+        __hash__ = None  # type: ignore[assignment]
+
+        def __call__(self) -> int:
+            return 1
+
+    call = Call()
+    assert {Step("a", func=call): 1}[Step("a", func=call)] == 1
+
+
+def test_durations_take_fractions_and_refuse_nan() -> None:
+    assert parse_duration("1.5h") == 5400.0
+    with pytest.raises(InvalidStepError, match=r"step 'a' ttl nan must be greater than zero"):
+        Step("a", run="true", ttl=float("nan"))

@@ -38,7 +38,7 @@ and the environment again (and forgets :func:`configure` arguments).
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -46,9 +46,9 @@ from typing import Any
 
 import yaml
 
+from dagnb import checks
 from dagnb.config.live import Context, context, use_context
-from dagnb.errors import ConfigError, DagnbError
-from dagnb.model.step import parse_duration
+from dagnb.errors import ConfigError
 
 __all__ = [
     "CONFIG_FILES",
@@ -115,95 +115,20 @@ class Settings:
         return {"address": self.container_registry or "docker.io", **self.container_credentials}
 
 
-# -- checking values ------------------------------------------------------------------
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+# -- checking values (the validators are dagnb.checks'; these few are config's own) --
 _NONE = {"", "none", "null"}
 
 
-class _Bad(Exception):
-    """A value of the wrong type; ``expected`` says what would do."""
-
-    def __init__(self, expected: str) -> None:
-        super().__init__(expected)
-        self.expected = expected
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str) and value.strip():
-        return value.strip()
-    raise _Bad("a non-empty string")
-
-
 def _optional_text(value: Any) -> str | None:
-    return None if value is None or (isinstance(value, str) and not value.strip()) else _text(value)
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return checks.text(value)
 
 
 def _version(value: Any) -> str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
-    raise _Bad("a string")
-
-
-def _path(value: Any) -> str:
-    if isinstance(value, os.PathLike):
-        value = os.fspath(value)
-    return _text(value)
-
-
-def _flag(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
-        return value.strip().lower() in _TRUE
-    raise _Bad("true or false")
-
-
-def _count(least: int) -> Callable[[Any], int]:
-    def check(value: Any) -> int:
-        if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            value = int(value)
-        if isinstance(value, int) and not isinstance(value, bool) and value >= least:
-            return value
-        raise _Bad(f"a whole number >= {least}")
-
-    return check
-
-
-def _fraction(value: Any) -> float:
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            raise _Bad("a number >= 0") from None
-    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
-        return float(value)
-    raise _Bad("a number >= 0")
-
-
-def _duration(value: Any) -> float | None:
-    if value is None or (isinstance(value, str) and value.strip().lower() in _NONE):
-        return None
-    if isinstance(value, str) and _is_number(value):
-        value = float(value)
-    try:
-        return parse_duration(value)
-    except DagnbError:
-        raise _Bad("seconds or a duration such as '30m' (none for no limit)") from None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True
-
-
-def _executor(value: Any) -> str:
-    if value in ("auto", "local", "dagger"):
-        return value
-    raise _Bad("'auto', 'local' or 'dagger'")
+    raise checks.Invalid(value, "a string")
 
 
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
@@ -214,26 +139,31 @@ def _credentials(value: Any) -> dict[str, str] | None:
     if value is None:
         return None
     if not isinstance(value, Mapping):
-        raise _Bad("a mapping with 'username' and 'password_env' or 'token_env'")
+        raise checks.Invalid(value, "a mapping with 'username' and 'password_env' or 'token_env'")
     secret = [k for k in ("password_env", "token_env") if value.get(k)]
     if not value.get("username") or len(secret) != 1:
-        raise _Bad("a mapping with 'username' and one of 'password_env' or 'token_env'")
-    return {k: _text(value[k]) for k in ("username", secret[0])}
+        raise checks.Invalid(
+            value, "a mapping with 'username' and one of 'password_env' or 'token_env'"
+        )
+    return {k: checks.text(value[k]) for k in ("username", secret[0])}
 
 
+_COUNT = functools.partial(checks.count, text=True)
+_FLAG = functools.partial(checks.flag, text=True)
+_NUMBER = functools.partial(checks.number, text=True)
 _CHECKS: dict[str, Callable[[Any], Any]] = {
-    "executor": _executor,
-    "max_concurrent_executions": _count(1),
-    "timeout_seconds": _duration,
-    "caching_enabled": _flag,
-    "cache_directory": _path,
-    "cache_ttl_seconds": _duration,
+    "executor": functools.partial(checks.one_of, choices=("auto", "local", "dagger")),
+    "max_concurrent_executions": functools.partial(_COUNT, least=1),
+    "timeout_seconds": checks.duration,
+    "caching_enabled": _FLAG,
+    "cache_directory": checks.path,
+    "cache_ttl_seconds": checks.duration,
     "cache_version": _version,
-    "max_retries": _count(0),
-    "retry_backoff_factor": _fraction,
-    "retry_jitter": _fraction,
-    "enable_retry": _flag,
-    "workflow_directory": _path,
+    "max_retries": _COUNT,
+    "retry_backoff_factor": _NUMBER,
+    "retry_jitter": _NUMBER,
+    "enable_retry": _FLAG,
+    "workflow_directory": checks.path,
     "container_registry": _optional_text,
     "container_credentials": _credentials,
 }
@@ -262,18 +192,13 @@ _SECRET_KEYS = ("container_credentials",)
 
 
 def _checked(key: str, value: Any, where: str) -> Any:
-    try:
-        return _CHECKS[key](value)
-    except _Bad as bad:
-        # A misplaced token is the likely mistake here: never echo what was given.
-        shown = "" if key in _SECRET_KEYS else f" = {value!r}"
-        raise ConfigError(f"{where}: {key}{shown} is not valid; expected {bad.expected}") from None
+    # A misplaced token is the likely mistake in a secret key: never echo what was given.
+    show = key not in _SECRET_KEYS
+    return checks.checked(_CHECKS[key], value, f"{where}: {key}", ConfigError, show=show)
 
 
-def _unknown(key: Any, known: tuple[str, ...], where: str) -> ConfigError:
-    close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.5)
-    hint = f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
-    return ConfigError(f"{where}: unknown key {key!r}; {hint}")
+def _known(keys: Any, known: tuple[str, ...], where: str) -> None:
+    checks.known_keys(keys, known, where, ConfigError, cutoff=0.5)
 
 
 # -- the config file ------------------------------------------------------------------
@@ -354,8 +279,7 @@ def file_values(path: Path) -> dict[str, Any]:
             raise ConfigError(
                 f"{where}: key {key!r} belongs under 'workflow_defaults'; indent it there"
             )
-        if key not in TOP_KEYS:
-            raise _unknown(key, TOP_KEYS, where)
+        _known([key], TOP_KEYS, where)
         if key == "workflow_defaults":
             values.update(_defaults_values(raw, where))
         elif key == "container_credentials":
@@ -373,9 +297,7 @@ def _defaults_values(raw: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: workflow_defaults = {raw!r} must be a mapping of settings")
-    for key in raw:
-        if key not in DEFAULT_KEYS:
-            raise _unknown(key, DEFAULT_KEYS, f"{where}: workflow_defaults")
+    _known(raw, DEFAULT_KEYS, f"{where}: workflow_defaults")
     return {key: _checked(key, value, where) for key, value in raw.items()}
 
 
@@ -388,8 +310,7 @@ def _file_credentials(raw: Any, where: str) -> dict[str, str] | None:
                     f"secret in settings ends up in files, history and logs; put it in an "
                     f"environment variable and give {key}_env: VARIABLE_NAME instead"
                 )
-            if key not in _CREDENTIAL_KEYS:
-                raise _unknown(key, _CREDENTIAL_KEYS, f"{where}: container_credentials")
+        _known(raw, _CREDENTIAL_KEYS, f"{where}: container_credentials")
     return _checked("container_credentials", raw, where)
 
 
@@ -491,8 +412,7 @@ def configure(**changes: Any) -> Settings:
     current = settings()
     checked = {}
     for key, value in changes.items():
-        if key not in _CHECKS:
-            raise _unknown(key, tuple(_CHECKS), "dagnb.configure()")
+        _known([key], tuple(_CHECKS), "dagnb.configure()")
         if key == "container_credentials":
             checked[key] = _file_credentials(value, "dagnb.configure()")
         else:

@@ -7,7 +7,6 @@ replaces its step), ``validate`` (unknown needs, cycles, host paths), ``order`` 
 
 from __future__ import annotations
 
-import difflib
 import functools
 import graphlib
 import inspect
@@ -15,6 +14,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from dagnb import checks
 from dagnb.errors import (
     CycleError,
     DuplicateStepError,
@@ -367,8 +367,7 @@ def _check_signature(step: Step) -> None:
 
 
 def _suggestion(name: str, known: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
-    return f"; did you mean {close[0]!r}?" if close else "; check the step names"
+    return "; " + checks.did_you_mean(name, known, otherwise="check the step names")
 
 
 def _unknown_message(name: str, known: Iterable[str], where: str) -> str:

@@ -11,44 +11,21 @@ import dataclasses
 import functools
 import inspect
 import json
-import keyword
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import PurePosixPath
 from types import MappingProxyType
 from typing import Any, Union
 
+from dagnb import checks
+from dagnb.checks import parse_duration
 from dagnb.errors import InvalidStepError
 
 __all__ = ["CachePolicy", "Step", "parse_duration"]
 
 CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
-_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,99}$")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
 _CACHE_POLICIES = (True, False, "session")
-
-
-def parse_duration(value: float | int | str | None, *, what: str = "duration") -> float | None:
-    """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1h"``, ``"2d"`` or ``"250ms"``."""
-    if value is None:
-        return None
-    if isinstance(value, bool):
-        raise InvalidStepError(f"{what} {value!r} is not a duration; use seconds or '10m', '1h'")
-    if isinstance(value, (int, float)):
-        seconds = float(value)
-    else:
-        match = _DURATION.match(str(value))
-        if not match:
-            raise InvalidStepError(
-                f"{what} {value!r} is not a duration; use seconds or a number with "
-                "ms, s, m, h or d such as '10m'"
-            )
-        seconds = float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
-    if seconds <= 0:
-        raise InvalidStepError(f"{what} {value!r} must be greater than zero")
-    return seconds
 
 
 def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
@@ -72,12 +49,7 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
 
 
 def _check_name(name: object) -> str:
-    if not isinstance(name, str) or not _NAME.match(name) or keyword.iskeyword(name):
-        raise InvalidStepError(
-            f"step name {name!r} is not valid; use letters, digits, '_' or '-', "
-            "starting with a letter or '_' (for example 'clean_data')"
-        )
-    return name
+    return checks.checked(checks.name, name, "step name", InvalidStepError, sep=" ")
 
 
 def _check_params(params: Mapping[str, Any], step: str) -> None:
@@ -92,8 +64,12 @@ def _check_params(params: Mapping[str, Any], step: str) -> None:
 
 def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
     for key, value in env.items():
-        if not isinstance(key, str) or not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
-            raise InvalidStepError(f"step {step!r}: env name {key!r} is not a variable name")
+        try:
+            checks.variable_name(key)
+        except checks.Invalid:
+            raise InvalidStepError(
+                f"step {step!r}: env name {key!r} is not a variable name"
+            ) from None
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidStepError(
                 f"step {step!r}: env {key}={value!r} must be a string or a number"
@@ -149,7 +125,7 @@ class Step:
 
     name: str
     run: str | tuple[str, ...] | None = None
-    func: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
+    func: Callable[..., Any] | None = None  # compared as == compares functions: by identity
     image: str | None = None
     needs: tuple[str, ...] = ()
     env: Mapping[str, str] = dataclasses.field(default_factory=dict)
@@ -163,7 +139,7 @@ class Step:
     ttl: float | None = None
     retries: Any = None
     cache_version: str = ""
-    key_fn: Callable[..., Any] | None = dataclasses.field(default=None, compare=False)
+    key_fn: Callable[..., Any] | None = None
     services: tuple[str, ...] = ()
     cache_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     executor: str | None = None
@@ -206,17 +182,19 @@ class Step:
         )
 
     def _check_policies(self, name: str) -> None:
-        if self.cache not in _CACHE_POLICIES or (
-            isinstance(self.cache, int) and not isinstance(self.cache, bool)
-        ):
+        try:
+            checks.one_of(self.cache, _CACHE_POLICIES)
+        except checks.Invalid as bad:
             raise InvalidStepError(
-                f"step {name!r}: cache={self.cache!r} must be True, False or 'session'"
-            )
-        retries = self.retries
-        if isinstance(retries, bool) or (isinstance(retries, int) and retries < 0):
-            raise InvalidStepError(
-                f"step {name!r}: retries {retries!r} must be a whole number >= 0"
-            )
+                f"step {name!r}: cache={self.cache!r} must be {bad.expected}"
+            ) from None
+        if isinstance(self.retries, int):  # other retry settings are the retry layer's
+            try:
+                checks.count(self.retries)
+            except checks.Invalid as bad:
+                raise InvalidStepError(
+                    f"step {name!r}: retries {self.retries!r} must be {bad.expected}"
+                ) from None
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         for alias, path in self.cache_volumes.items():
@@ -226,7 +204,9 @@ class Step:
                 )
 
     def __hash__(self) -> int:
-        return hash((self.name, self.run))
+        # Cheap (steps are dict keys in the scheduler and the cache) and consistent with
+        # __eq__: a function hashes by identity, as it compares.
+        return hash((self.name, self.run, _hashable(self.func)))
 
     @property
     def kind(self) -> str:
@@ -260,6 +240,15 @@ class Step:
                 continue
             data[field.name] = _plain(value)
         return data
+
+
+def _hashable(func: Callable[..., Any] | None) -> object:
+    """``func`` itself, or None for a callable object that cannot be hashed."""
+    try:
+        hash(func)
+    except TypeError:
+        return None
+    return func
 
 
 @functools.lru_cache(maxsize=4096)

@@ -23,6 +23,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from dagnb import checks
 from dagnb.errors import CircuitOpenError, ConfigError
 
 __all__ = ["BreakerState", "CircuitBreaker", "breaker_for", "breakers", "reset_breakers"]
@@ -166,18 +167,10 @@ class CircuitBreaker:
 
 def _check_settings(failure_threshold: object, reset_timeout: object) -> None:
     """Raise ConfigError for a threshold below 1 or a negative timeout."""
-    threshold_ok = isinstance(failure_threshold, int) and not isinstance(failure_threshold, bool)
-    if not threshold_ok or failure_threshold < 1:  # type: ignore[operator]
-        raise ConfigError(
-            f"breaker failure_threshold={failure_threshold!r} is not valid; "
-            "expected a whole number >= 1"
-        )
-    number = isinstance(reset_timeout, (int, float)) and not isinstance(reset_timeout, bool)
-    if not number or not 0 <= reset_timeout < math.inf:  # type: ignore[operator]
-        raise ConfigError(
-            f"breaker reset_timeout={reset_timeout!r} is not valid; "
-            "expected a number of seconds >= 0"
-        )
+    what = "breaker failure_threshold"
+    checks.checked(checks.count, failure_threshold, what, ConfigError, sep="=", least=1)
+    what, kind = "breaker reset_timeout", "a number of seconds"
+    checks.checked(checks.number, reset_timeout, what, ConfigError, sep="=", kind=kind)
 
 
 _REGISTRY: dict[str, CircuitBreaker] = {}

@@ -31,12 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import difflib
 import errno
 import functools
 import inspect
 import itertools
-import math
 import subprocess
 import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -47,6 +45,7 @@ from tenacity import RetryCallState, stop_after_attempt, wait_exponential, wait_
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
+from dagnb import checks
 from dagnb.errors import (
     CircuitOpenError,
     ConfigError,
@@ -172,51 +171,44 @@ def _matches(item: RetryOnItem, exc: BaseException) -> bool:
 # ---------------------------------------------------------------- validation
 
 
-def _bad(key: str, value: object, expected: str) -> ConfigError:
-    return ConfigError(f"retry setting {key}={value!r} is not valid; expected {expected}")
+def _checker(check: Callable[..., Any], **options: Any) -> Callable[[str, Any], Any]:
+    """A check of one retry setting, failing as ConfigError('retry setting key=...')."""
+
+    def check_setting(key: str, value: Any) -> Any:
+        what = f"retry setting {key}"
+        return checks.checked(check, value, what, ConfigError, sep="=", **options)
+
+    return check_setting
 
 
-def _whole(key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise _bad(key, value, "a whole number >= 0")
-    return value
+_whole = _checker(checks.count)
+_seconds = _checker(checks.number, kind="a number of seconds")
+_flag = _checker(checks.flag)
 
 
-def _number(key: str, value: object) -> float:
-    is_number = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not is_number or not 0 <= value < math.inf:  # type: ignore[operator]
-        raise _bad(key, value, "a number of seconds >= 0")
-    return float(value)
-
-
-def _flag(key: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise _bad(key, value, "True or False")
-    return value
-
-
-def _retry_on(key: str, value: object) -> RetryOn:
+def _error_matchers(value: object) -> RetryOn:
+    """``retry_on`` items: exception types, exit codes or predicates (see RetryPolicy)."""
     items = tuple(value) if isinstance(value, (list, tuple, set, frozenset)) else (value,)
     for item in items:
         is_error_type = isinstance(item, type) and issubclass(item, BaseException)
         is_code = isinstance(item, int) and not isinstance(item, bool)
         if not (is_error_type or is_code or (callable(item) and not isinstance(item, type))):
-            raise _bad(
-                key,
+            raise checks.Invalid(
                 value,
-                (
-                    "exception types, exit codes such as 137, or predicates taking the error; "
-                    f"{item!r} is none of these"
-                ),
+                "exception types, exit codes such as 137, or predicates taking the error; "
+                f"{item!r} is none of these",
             )
     return cast(RetryOn, items)
 
 
+_retry_on = _checker(_error_matchers)
+
+
 _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_retries": _whole,
-    "backoff_factor": _number,
-    "max_delay": _number,
-    "jitter": _number,
+    "backoff_factor": _seconds,
+    "max_delay": _seconds,
+    "jitter": _seconds,
     "retry_on": _retry_on,
     "retry_on_timeout": _flag,
     "retry_transient": _flag,
@@ -232,8 +224,8 @@ def _canonical(key: object) -> str:
         return _ALIASES[key]
     if isinstance(key, str) and key in _KNOWN:
         return key
-    close = difflib.get_close_matches(str(key), _KNOWN, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = checks.did_you_mean(key, _KNOWN)
+    hint = f" ({hint})" if hint else ""
     raise ConfigError(
         f"retry setting {key!r} is not known{hint}; expected one of {', '.join(_KNOWN)}"
     )

@@ -25,13 +25,13 @@ mappings, each with a ``name``. Relative mount paths resolve against the file's 
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from dagnb import checks
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -102,18 +102,18 @@ def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
 
 def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph:
     """Build a Graph from workflow-format data; errors name ``source``, step and key."""
-    _check_keys(data, WORKFLOW_KEYS, f"{source}: unknown workflow key")
+    checks.known_keys(data, WORKFLOW_KEYS, source, WorkflowError, noun="workflow key")
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise WorkflowError(
             f"{source}: defaults must be a mapping of step fields, got {defaults!r}"
         )
-    _check_keys(defaults, STEP_FIELDS, f"{source}: defaults: unknown key")
+    checks.known_keys(defaults, STEP_FIELDS, f"{source}: defaults", WorkflowError)
     graph = Graph(
         str(data.get("name") or "workflow"), description=str(data.get("description") or "")
     )
     for name, fields in _step_items(data.get("steps"), source):
-        _check_keys(fields, STEP_FIELDS, f"{source}: step {name!r}: unknown key")
+        checks.known_keys(fields, STEP_FIELDS, f"{source}: step {name!r}", WorkflowError)
         merged = {**defaults, **fields}
         graph.add(_make_step(name, merged, source))
     return graph
@@ -157,14 +157,6 @@ def _make_step(name: Any, fields: Mapping[str, Any], source: str) -> Step:
         raise WorkflowError(f"{source}: {exc}") from None
     except TypeError as exc:
         raise WorkflowError(f"{source}: step {name!r}: {exc}") from None
-
-
-def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], prefix: str) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(allowed)}"
-            raise WorkflowError(f"{prefix} {key!r}{hint}")
 
 
 def graph_to_dict(graph: Graph) -> dict[str, Any]:

@@ -35,19 +35,20 @@ their templates win over built-in ones of the same id), then in the checkout's
 from __future__ import annotations
 
 import dataclasses
-import difflib
+import functools
 import json
 import os
 import re
 import string
 import sysconfig
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
+from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import dump, graph_from_dict
@@ -69,7 +70,6 @@ _TEMPLATE_KEYS = ("id", "name", "category", "description", "parameters", "workfl
 _PARAMETER_KEYS = ("type", "default", "required", "description", "items")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-_TRUE, _FALSE = {"true", "yes", "on", "1"}, {"false", "no", "off", "0"}
 _MISSING: Any = object()
 
 
@@ -146,21 +146,21 @@ def _typed(kind: str | None, value: Any, bad: Any) -> Any:
     return float(value) if kind == "float" else value
 
 
+_PARSERS: dict[str | None, Callable[[str], Any]] = {
+    "int": int,
+    "float": float,
+    "bool": functools.partial(checks.flag, text=True),
+}
+
+
 def _from_text(kind: str | None, text: Any, bad: Any) -> Any:
     if not isinstance(text, str):
         return _typed(kind, text, bad)
+    parse = _PARSERS.get(kind)
     try:
-        if kind == "int":
-            return int(text)
-        if kind == "float":
-            return float(text)
-    except ValueError:
+        return text if parse is None else parse(text)
+    except ValueError:  # checks.Invalid is one
         raise bad(text) from None
-    if kind == "bool":
-        if text.strip().lower() not in _TRUE | _FALSE:
-            raise bad(text)
-        return text.strip().lower() in _TRUE
-    return text
 
 
 # -- templates ------------------------------------------------------------------------
@@ -214,10 +214,8 @@ class Template:
 
 
 def _unknown_parameter(template: Template, name: str) -> str:
-    close = difflib.get_close_matches(name, list(template.parameters), n=1)
-    hint = f"did you mean {close[0]!r}?" if close else (
-        f"its parameters are {', '.join(template.parameters) or 'none'}"
-    )
+    known = f"its parameters are {', '.join(template.parameters) or 'none'}"
+    hint = checks.did_you_mean(name, template.parameters, otherwise=known)
     return f"template {template.id!r} has no parameter {name!r}; {hint}"
 
 
@@ -291,7 +289,7 @@ def load_template(path: str | Path) -> Template:
         raise WorkflowError(f"template {source!r} is not valid YAML ({exc}); fix it") from None
     if not isinstance(data, Mapping):
         raise WorkflowError(f"template {source!r} must be a mapping, got {data!r}")
-    _check_keys(data, _TEMPLATE_KEYS, f"template {source!r}")
+    checks.known_keys(data, _TEMPLATE_KEYS, f"template {source!r}", WorkflowError)
     for key in ("id", "name", "workflow"):
         if not data.get(key):
             raise WorkflowError(f"template {source!r} has no {key!r}; add it")
@@ -308,19 +306,11 @@ def load_template(path: str | Path) -> Template:
     )
 
 
-def _check_keys(data: Mapping[str, Any], allowed: tuple[str, ...], where: str) -> None:
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), allowed, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(allowed)}"
-            raise WorkflowError(f"{where}: unknown key {key!r}; {hint}")
-
-
 def _parameter(name: str, spec: Any, source: str) -> Parameter:
     where = f"template {source!r}: parameter {name!r}"
     if not isinstance(spec, Mapping):
         raise WorkflowError(f"{where} must be a mapping with a 'type', got {spec!r}")
-    _check_keys(spec, _PARAMETER_KEYS, where)
+    checks.known_keys(spec, _PARAMETER_KEYS, where, WorkflowError)
     kind, items = spec.get("type", "str"), spec.get("items")
     if kind not in TYPES or items not in (None, "str", "int", "float", "bool"):
         raise WorkflowError(f"{where}: type {kind!r} (items {items!r}) is not one of {TYPES}")
@@ -390,8 +380,8 @@ def get(template_id: str) -> Template:
     """
     known = _catalogue()
     if template_id not in known:
-        close = difflib.get_close_matches(template_id, list(known), n=1)
-        hint = f"did you mean {close[0]!r}?" if close else f"known: {', '.join(sorted(known))}"
+        listed = f"known: {', '.join(sorted(known))}"
+        hint = checks.did_you_mean(template_id, known, otherwise=listed)
         raise ConfigError(f"no pipeline template {template_id!r}; {hint}")
     return known[template_id]
 
