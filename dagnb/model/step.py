@@ -52,6 +52,14 @@ def _check_name(name: object) -> str:
     return checks.checked(checks.name, name, "step name", InvalidStepError, sep=" ")
 
 
+def _must(check: Callable[..., Any], value: Any, what: str, **options: Any) -> None:
+    """``check(value)``, or InvalidStepError("<what> must be <what would pass>")."""
+    try:
+        check(value, **options)
+    except checks.Invalid as bad:
+        raise InvalidStepError(f"{what} must be {bad.expected}") from None
+
+
 def _check_params(params: Mapping[str, Any], step: str) -> None:
     try:
         json.dumps(dict(params), allow_nan=False, sort_keys=True)
@@ -182,19 +190,10 @@ class Step:
         )
 
     def _check_policies(self, name: str) -> None:
-        try:
-            checks.one_of(self.cache, _CACHE_POLICIES)
-        except checks.Invalid as bad:
-            raise InvalidStepError(
-                f"step {name!r}: cache={self.cache!r} must be {bad.expected}"
-            ) from None
+        _must(checks.one_of, self.cache, f"step {name!r}: cache={self.cache!r}",
+              choices=_CACHE_POLICIES)
         if isinstance(self.retries, int):  # other retry settings are the retry layer's
-            try:
-                checks.count(self.retries)
-            except checks.Invalid as bad:
-                raise InvalidStepError(
-                    f"step {name!r}: retries {self.retries!r} must be {bad.expected}"
-                ) from None
+            _must(checks.count, self.retries, f"step {name!r}: retries {self.retries!r}")
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         for alias, path in self.cache_volumes.items():
@@ -206,7 +205,10 @@ class Step:
     def __hash__(self) -> int:
         # Cheap (steps are dict keys in the scheduler and the cache) and consistent with
         # __eq__: a function hashes by identity, as it compares.
-        return hash((self.name, self.run, _hashable(self.func)))
+        try:
+            return hash((self.name, self.run, self.func))
+        except TypeError:  # a callable object that cannot be hashed: equal steps still agree
+            return hash((self.name, self.run))
 
     @property
     def kind(self) -> str:
@@ -240,15 +242,6 @@ class Step:
                 continue
             data[field.name] = _plain(value)
         return data
-
-
-def _hashable(func: Callable[..., Any] | None) -> object:
-    """``func`` itself, or None for a callable object that cannot be hashed."""
-    try:
-        hash(func)
-    except TypeError:
-        return None
-    return func
 
 
 @functools.lru_cache(maxsize=4096)

@@ -167,10 +167,12 @@ class CircuitBreaker:
 
 def _check_settings(failure_threshold: object, reset_timeout: object) -> None:
     """Raise ConfigError for a threshold below 1 or a negative timeout."""
-    what = "breaker failure_threshold"
-    checks.checked(checks.count, failure_threshold, what, ConfigError, sep="=", least=1)
-    what, kind = "breaker reset_timeout", "a number of seconds"
-    checks.checked(checks.number, reset_timeout, what, ConfigError, sep="=", kind=kind)
+    _setting(checks.count, failure_threshold, "failure_threshold", least=1)
+    _setting(checks.number, reset_timeout, "reset_timeout", kind="a number of seconds")
+
+
+def _setting(check: Callable[..., Any], value: object, key: str, **options: Any) -> None:
+    checks.checked(check, value, f"breaker {key}", ConfigError, sep="=", **options)
 
 
 _REGISTRY: dict[str, CircuitBreaker] = {}
