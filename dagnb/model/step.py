@@ -49,7 +49,10 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
 
 
 def _check_name(name: object) -> str:
-    return checks.checked(checks.name, name, "step name", InvalidStepError, sep=" ")
+    try:
+        return checks.name(name)
+    except checks.Invalid as bad:
+        raise InvalidStepError(f"step name {name!r} is not valid; use {bad.expected}") from None
 
 
 def _must(check: Callable[..., Any], value: Any, what: str, **options: Any) -> None:
