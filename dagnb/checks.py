@@ -6,16 +6,31 @@ A validator takes a value and returns it parsed (``"30s"`` -> 30.0, ``"yes"`` ->
 key, a retry setting, a step field), so the caller turns :class:`Invalid` into its own
 error class and sentence, most often with :func:`checked`::
 
-    >>> checked(count, "-1", "dagnb.yaml: max_retries", ConfigError, text=True)
-    Traceback (most recent call last):
-    ConfigError: dagnb.yaml: max_retries = -1 is not valid; expected a whole number >= 0
+    checked(count, "-1", "dagnb.yaml: max_retries", ConfigError, text=True)
+    # ConfigError: dagnb.yaml: max_retries = '-1' is not valid; expected a whole number >= 0
 
+==================  =====================================================================
+validator           passes
+==================  =====================================================================
+``text``, ``path``  a non-empty string (stripped); a path may be ``os.PathLike``
+``name``            an identifier-like step name (no keyword, no space or control character)
+``variable_name``   an environment variable name
+``one_of``          one of ``choices``, of the same type (``1`` is not ``True``)
+``mapping_of_str``  a mapping of non-empty strings to strings or numbers
+``flag``            a bool (``text=True``: also yes/no, on/off, true/false, 1/0)
+``count``           a whole number >= ``least`` (``text=True``: also ``"8"``)
+``number``          a finite number >= ``least`` (``text=True``: also ``"0.5"``)
+``duration``        a setting's duration: seconds, ``"30m"``, or none for no limit
+==================  =====================================================================
+
+:func:`parse_duration` is the duration of a Python argument (a step's ``timeout``), with
+its own messages; :func:`did_you_mean` and :func:`known_keys` suggest the closest key.
 Validators never accept a bool where a number is asked for (``True`` is an ``int`` in
 Python, never a count in a config file), and accept text only when asked to
 (``text=True``: values read from files and environment variables).
 
-This module sits at the bottom of the layers, beside :mod:`dagnb.errors`: it imports
-nothing else from dagnb.
+This module sits at the bottom of the layers, above :mod:`dagnb.errors` (the only part of
+dagnb it imports).
 """
 
 from __future__ import annotations
