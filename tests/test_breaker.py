@@ -9,33 +9,19 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from dagnb.errors import CircuitOpenError, ConfigError
-from dagnb.retry.breaker import CircuitBreaker, breaker_for, breakers, reset_breakers
+from dagnb.retry.breaker import CircuitBreaker, breaker_for, breakers
 from dagnb.retry.policy import run_with_retries
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 500.0
-
-    def __call__(self) -> float:
-        return self.now
+from dagnb.testing import Clock, isolated
 
 
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(now=500.0)
 
 
 @pytest.fixture
 def breaker(clock: Clock) -> CircuitBreaker:
     return CircuitBreaker("dagger", failure_threshold=5, reset_timeout=30, clock=clock)
-
-
-@pytest.fixture(autouse=True)
-def _fresh_registry():
-    reset_breakers()
-    yield
-    reset_breakers()
 
 
 def open_(breaker: CircuitBreaker) -> None:
@@ -150,8 +136,9 @@ def test_registry_returns_one_breaker_per_executor(clock):
     assert breaker_for("dagger") is first and first.failure_threshold == 2
     assert breaker_for("local") is not first
     assert [b.name for b in breakers()] == ["dagger", "local"]
-    reset_breakers()
-    assert breakers() == [] and breaker_for("dagger") is not first
+    with isolated():
+        assert breakers() == [] and breaker_for("dagger") is not first
+    assert breaker_for("dagger") is first  # the outer context's breaker is back
 
 
 def test_only_one_thread_gets_the_probe(breaker, clock):

@@ -22,7 +22,7 @@ from dagger_stub.server import StubServer
 
 import dagnb
 from dagnb import Step
-from dagnb.executors import reset_executors
+from dagnb.testing import isolated
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]
@@ -33,7 +33,7 @@ STATUS = ["step", "state", "exit_code", "attempts"]
 ENGINE_VARIABLES = ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN")
 
 
-pytestmark = pytest.mark.usefixtures("fresh_executors")
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
 def log_rows(run: dagnb.Run) -> list[list[Any]]:
@@ -62,16 +62,14 @@ def example_runs(dagger_stub: StubServer, tmp_path_factory) -> SimpleNamespace:
     """The example workflow run once locally and once on the stub, without the cache."""
     root = tmp_path_factory.mktemp("example")
     graph = dagnb.load(WORKFLOW)
-    with pytest.MonkeyPatch.context() as patch:
+    with pytest.MonkeyPatch.context() as patch, isolated():
         patch.delenv("_EXPERIMENTAL_DAGGER_CLI_BIN", raising=False)
         for key, value in dagger_stub.env().items():
             patch.setenv(key, value)
-        reset_executors()
         local = graph.run(executor="local", cache=False, cache_directory=root / "local")
         dagger_stub.reset()
         remote = graph.run(executor="dagger", cache=False, cache_directory=root / "dagger")
         texts = dagger_stub.texts()
-        reset_executors()
     return SimpleNamespace(local=local, dagger=remote, texts=texts)
 
 

@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from dagnb.executors import reset_executors
 from dagnb.executors.dagger import connection
 from dagnb.model.graph import Graph
-from dagnb.retry.breaker import reset_breakers
 
 WORKFLOW = Path(__file__).resolve().parents[1] / "workflows" / "example_workflow.yml"
 
@@ -34,8 +32,6 @@ def test_example_workflow_on_a_real_engine(request, tmp_path, monkeypatch):
     if not found.available:
         pytest.skip(f"no Dagger engine here: {found.reason}")
     monkeypatch.chdir(tmp_path)
-    reset_breakers()
-    reset_executors()
 
     graph = Graph.from_yaml(WORKFLOW)
     run = graph.run(executor="dagger", cache_directory=tmp_path / "cache")

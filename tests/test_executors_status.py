@@ -1,9 +1,7 @@
-"""``dagnb.executors()``: one row per executor, with what is running and the breakers."""
+"""``dagnb.executors.status()``: one row per executor, with what is running and the breakers."""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -12,6 +10,7 @@ import dagnb
 from dagnb import Graph, Step
 from dagnb.retry.breaker import breaker_for
 from dagnb.runtime.prepare import start_background
+from dagnb.testing import wait_until
 
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]
@@ -20,7 +19,7 @@ COLUMNS = ["name", "available", "reason", "capabilities", "running", "capacity",
            "retry_in"]
 
 
-pytestmark = pytest.mark.usefixtures("fresh_executors")
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
 def no_engine(monkeypatch, tmp_path) -> None:
@@ -31,22 +30,13 @@ def no_engine(monkeypatch, tmp_path) -> None:
 
 
 def row(name: str) -> dict[str, Any]:
-    frame = dagnb.executors()
+    frame = dagnb.executors.status()
     return frame[frame["name"] == name].iloc[0].to_dict()
-
-
-def wait_for(condition: Callable[[], bool], within: float = 5.0) -> bool:
-    deadline = time.monotonic() + within
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
 
 
 def test_table_has_one_row_per_executor(monkeypatch, tmp_path):
     no_engine(monkeypatch, tmp_path)
-    frame = dagnb.executors()
+    frame = dagnb.executors.status()
     assert list(frame.columns) == COLUMNS
     assert frame["name"].tolist() == ["local", "dagger"]
     local, dagger = row("local"), row("dagger")
@@ -65,7 +55,7 @@ def test_running_counts_a_step_while_it_runs(tmp_path):
     step = Step("wait", run=f'for i in $(seq 500); do [ -e "{gate}" ] && exit 0; sleep 0.02; done')
     run = start_background(Graph("g", [step]), executor="local", cache=False)
     try:
-        assert wait_for(lambda: row("local")["running"] == 1), run.status()
+        assert wait_until(lambda: row("local")["running"] == 1), run.status()
         assert row("dagger")["running"] == 0
     finally:
         gate.touch()

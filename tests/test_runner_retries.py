@@ -15,8 +15,8 @@ import pytest
 
 import dagnb
 from dagnb import Graph, RetryPolicy, Step, TransientError
-from dagnb.executors.base import Availability, Outcome, Task
 from dagnb.retry.breaker import breaker_for
+from dagnb.testing import FakeExecutor, wait_until
 
 
 class Sleeps(list):
@@ -26,7 +26,7 @@ class Sleeps(list):
         self.append(seconds)
 
 
-pytestmark = pytest.mark.usefixtures("fresh_executors")
+pytestmark = pytest.mark.usefixtures("workdir")
 
 
 @pytest.fixture
@@ -150,12 +150,10 @@ def _sleeping(marker: str, **fields: Any) -> Step:
 
 
 def _no_process_matches(marker: str, within: float = 1.0) -> bool:
-    deadline = time.monotonic() + within
-    while subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode == 0:
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.05)
-    return True
+    def gone() -> bool:
+        return subprocess.run(["pgrep", "-f", marker], capture_output=True).returncode != 0
+
+    return wait_until(gone, timeout=within, interval=0.05)
 
 
 def test_timeout_stops_the_step_and_its_children(sleeps):
@@ -190,33 +188,10 @@ def test_timeout_is_retried_only_with_retry_on_timeout(sleeps):
 # -- the circuit breaker ----------------------------------------------------------------
 
 
-class FlakyExecutor:
-    """An executor whose engine is down until ``up`` is set."""
-
-    name = "flaky"
-    capabilities = frozenset({"shell"})
-
-    def __init__(self) -> None:
-        self.up = False
-        self.calls: list[str] = []
-
-    def availability(self) -> Availability:
-        return Availability(True, "a test double")
-
-    async def aclose(self) -> None:
-        return None
-
-    async def execute(self, task: Task) -> Outcome:
-        self.calls.append(task.step.name)
-        if not self.up:
-            raise TransientError("flaky: lost the engine")
-        return Outcome(exit_code=0)
-
-
 def test_breaker_opens_fails_fast_and_a_probe_closes_it(sleeps):
     now = [1000.0]
     breaker = breaker_for("flaky", failure_threshold=3, reset_timeout=30, clock=lambda: now[0])
-    executor = FlakyExecutor()
+    executor = FakeExecutor("flaky", up=False)  # the engine is down until `up` is set
     steps = [Step(name, run="true") for name in ("a", "b", "c")]
 
     first = run_graph(steps, sleeps, executor=executor, max_concurrency=1)
@@ -243,7 +218,7 @@ def test_breaker_opens_fails_fast_and_a_probe_closes_it(sleeps):
 def test_failed_probe_opens_the_breaker_again(sleeps):
     now = [0.0]
     breaker = breaker_for("flaky", failure_threshold=1, reset_timeout=10, clock=lambda: now[0])
-    executor = FlakyExecutor()
+    executor = FakeExecutor("flaky", up=False)
     run_graph([Step("a", run="true")], sleeps, executor=executor)
     assert breaker.state == "open" and executor.calls == ["a"]  # the retry failed fast
     now[0] += 10

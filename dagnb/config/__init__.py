@@ -31,8 +31,10 @@ The file format (every key optional)::
       cache_ttl_seconds: 7d
       cache_version: ""
 
-Settings load lazily, on the first :func:`settings` call; :func:`reload` reads the file
-and the environment again (and forgets :func:`configure` arguments).
+Settings load lazily, on the first :func:`settings` call, and live in the current
+:class:`Context` (:mod:`dagnb.config.live`): a fresh context (:func:`use_context`,
+``dagnb.testing.isolated()``) reads them afresh. :func:`reload` reads the file and the
+environment again (and forgets :func:`configure` arguments).
 """
 
 from __future__ import annotations
@@ -335,8 +337,17 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any,
 
 
 # -- the process-wide settings --------------------------------------------------------
-_settings: Settings | None = None
-_origins: dict[str, str] = {}
+@dataclasses.dataclass
+class _Loaded:
+    """The context's settings (one object callers may hold) and each value's origin."""
+
+    settings: Settings | None = None
+    origins: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _loaded() -> _Loaded:
+    """The current context's settings holder (empty until the first :func:`settings`)."""
+    return context().get("settings", _Loaded)
 
 
 def _load() -> Settings:
@@ -355,17 +366,16 @@ def _load() -> Settings:
 
 def _install(values: Settings, origin: dict[str, str]) -> Settings:
     """Copy ``values`` into the one Settings object (callers may hold it) and sync."""
-    global _settings
-    if _settings is None:
-        _settings, before = values, None
+    held = _loaded()
+    if held.settings is None:
+        held.settings, before = values, None
     else:
-        before = dataclasses.replace(_settings)
+        before = dataclasses.replace(held.settings)
         for field in dataclasses.fields(Settings):
-            setattr(_settings, field.name, getattr(values, field.name))
-    _origins.clear()
-    _origins.update(origin)
-    _sync_cache(before, _settings)
-    return _settings
+            setattr(held.settings, field.name, getattr(values, field.name))
+    held.origins = dict(origin)
+    _sync_cache(before, held.settings)
+    return held.settings
 
 
 def _sync_cache(old: Settings | None, new: Settings) -> None:
@@ -386,8 +396,13 @@ def _sync_cache(old: Settings | None, new: Settings) -> None:
 
 
 def settings() -> Settings:
-    """The settings in force for this process (loaded on the first call)."""
-    return _settings if _settings is not None else _load()
+    """The settings of the current context (loaded on its first call).
+
+    The same object is returned until the context is replaced (:func:`use_context`):
+    :func:`configure` and :func:`reload` change it in place, so callers may hold it.
+    """
+    current = _loaded().settings
+    return current if current is not None else _load()
 
 
 def reload() -> Settings:
@@ -420,14 +435,14 @@ def configure(**changes: Any) -> Settings:
         if key in _PATH_KEYS:
             checked[key] = str(Path(checked[key]).expanduser().absolute())
     new = dataclasses.replace(current, **checked)
-    return _install(new, {**_origins, **dict.fromkeys(checked, ARGUMENT)})
+    return _install(new, {**_loaded().origins, **dict.fromkeys(checked, ARGUMENT)})
 
 
 def origins() -> dict[str, str]:
     """Setting name -> where its value came from: 'default', a file, a variable name
     or 'argument'."""
     settings()
-    return dict(_origins)
+    return dict(_loaded().origins)
 
 
 def show() -> Any:

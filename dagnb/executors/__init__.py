@@ -1,20 +1,26 @@
 """Executors: where a step runs. ``local`` (this machine) or ``dagger`` (containers).
 
 ``auto`` picks Dagger when an engine is reachable and the local executor otherwise,
-and says which once per process.
+and says which once per context. The executors made so far, that choice and the count
+of steps running on each live in the current :func:`dagnb.config.context`, so a fresh
+context (``dagnb.testing.isolated()``) starts with none. :func:`status` shows them.
 """
 
 from __future__ import annotations
 
 import sys
 import threading
-import types
+from typing import TYPE_CHECKING
 
-import pandas as pd
-
+# Not plain ``context``: the ``dagnb.executors.context`` submodule takes that name here.
+from dagnb.config import context as live_context
+from dagnb.config import settings
 from dagnb.errors import ExecutorUnavailable
 from dagnb.executors.base import NO_RESULT, Availability, Executor, Input, Outcome, Task
 from dagnb.executors.local import LocalExecutor
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "NO_RESULT",
@@ -26,14 +32,27 @@ __all__ = [
     "Task",
     "get_executor",
     "known_executors",
-    "reset_executors",
     "status",
     "track",
 ]
 
 _lock = threading.Lock()
-_instances: dict[str, Executor] = {}
-_auto_choice: str | None = None
+
+
+class _Registry:
+    """The context's executors by name, its 'auto' choice, and the steps running on each."""
+
+    __slots__ = ("auto_choice", "instances", "running")
+
+    def __init__(self) -> None:
+        self.instances: dict[str, Executor] = {}
+        self.auto_choice: str | None = None
+        self.running: dict[str, int] = {}
+
+
+def _registry() -> _Registry:
+    """The registry of the current context (a fresh context starts with no executors)."""
+    return live_context().get("executors", _Registry)
 
 
 def known_executors() -> list[str]:
@@ -42,22 +61,22 @@ def known_executors() -> list[str]:
 
 
 def get_executor(name: str | Executor = "auto") -> Executor:
-    """The process-wide executor of that name ('auto', 'local' or 'dagger')."""
+    """The executor of that name ('auto', 'local' or 'dagger') in the current context."""
     if not isinstance(name, str):
         return name
     if name == "auto":
         name = _pick_auto()
+    instances = _registry().instances
     with _lock:
-        if name not in _instances:
-            _instances[name] = _create(name)
-        return _instances[name]
+        if name not in instances:
+            instances[name] = _create(name)
+        return instances[name]
 
 
 def _create(name: str) -> Executor:
     if name == "local":
         return LocalExecutor()
     if name == "dagger":
-        from dagnb.config import settings
         from dagnb.executors.dagger.executor import DaggerExecutor
 
         executor = DaggerExecutor(registry_auth=settings().registry_auth())
@@ -69,43 +88,48 @@ def _create(name: str) -> Executor:
 
 
 def _pick_auto() -> str:
-    global _auto_choice
-    if _auto_choice is None:
+    """Dagger when an engine is reachable, else local; chosen (and said) once per context."""
+    registry = _registry()
+    if registry.auto_choice is None:
         try:
             from dagnb.executors.dagger.connection import pick_auto
         except ImportError:
             choice, reason = "local", "no Dagger support module"
         else:
             choice, reason = pick_auto()
-        _auto_choice = choice
+        registry.auto_choice = choice
         print(f"dagnb: executor 'auto' uses {choice!r} ({reason})", file=sys.stderr)
-    return _auto_choice
-
-
-def reset_executors() -> None:
-    """Forget the executor instances and the 'auto' choice (for tests)."""
-    global _auto_choice
-    with _lock:
-        _instances.clear()
-        _auto_choice = None
+    return registry.auto_choice
 
 
 # -- the executor status table --------------------------------------------------------
-_running: dict[str, int] = {}
-
-
 def track(name: str, delta: int) -> None:
     """Count steps running on an executor (called by the scheduler around each attempt)."""
+    running = _registry().running
     with _lock:
-        _running[name] = _running.get(name, 0) + delta
+        running[name] = running.get(name, 0) + delta
 
 
 def status() -> pd.DataFrame:
-    """One row per executor: name, available, reason, capabilities, running, capacity,
-    breaker (its state) and retry_in (seconds until an open breaker is probed)."""
-    from dagnb.config import settings
+    """The executors of the current context and their state, one row per executor.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``name``, ``available``, ``reason``, ``capabilities``, ``running`` (steps
+        running on it now), ``capacity`` (``max_concurrent_executions``), ``breaker``
+        (its circuit breaker's state) and ``retry_in`` (seconds until an open breaker
+        lets a probe through, else None).
+
+    Examples
+    --------
+    >>> dagnb.executors.status()[["name", "available", "breaker"]]  # doctest: +SKIP
+    """
+    import pandas as pd
+
     from dagnb.retry.breaker import breaker_for
 
+    running = _registry().running
     rows = []
     for name in known_executors():
         executor = _peek(name)
@@ -117,7 +141,7 @@ def status() -> pd.DataFrame:
                 "available": availability.available,
                 "reason": availability.reason,
                 "capabilities": ", ".join(sorted(executor.capabilities)) if executor else "",
-                "running": _running.get(name, 0),
+                "running": running.get(name, 0),
                 "capacity": settings().max_concurrent_executions,
                 "breaker": snapshot["state"],
                 "retry_in": snapshot["retry_in"],
@@ -128,8 +152,9 @@ def status() -> pd.DataFrame:
 
 def _peek(name: str) -> Executor | None:
     """The executor, created without side effects when it can be."""
-    if name in _instances:
-        return _instances[name]
+    instances = _registry().instances
+    if name in instances:
+        return instances[name]
     if name == "local":
         return LocalExecutor()
     try:
@@ -137,15 +162,3 @@ def _peek(name: str) -> Executor | None:
     except ImportError:
         return None
     return DaggerExecutor()
-
-
-class _CallableModule(types.ModuleType):
-    """Lets ``dagnb.executors()`` show the status table while ``dagnb.executors`` stays
-    the package that holds ``local`` and ``dagger`` (importing a submodule would
-    otherwise rebind a function of that name back to the package)."""
-
-    def __call__(self) -> pd.DataFrame:
-        return status()
-
-
-sys.modules[__name__].__class__ = _CallableModule

@@ -17,13 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from dagnb import cache as _cache
-from dagnb.config import settings
+from dagnb.config import context, settings
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
 
-__all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary", "reset_session"]
+__all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
 RESULTS_NAME = "_dagger"
 _RECENT_IMAGES = 10
@@ -155,20 +155,13 @@ def _outputs_or_none(run: Run, name: str) -> Path | None:
         return None
 
 
-_session: Session | None = None
-
-
 def get_session(namespace: MutableMapping[str, Any] | None = None) -> Session:
-    """The session of this process (created on first use, bound to ``namespace``)."""
-    global _session
-    if _session is None:
-        _session = Session(namespace)
-    elif namespace is not None and _session.namespace is not namespace:
-        _session.namespace = namespace
-    return _session
+    """The session of the current context (created on first use, bound to ``namespace``).
 
-
-def reset_session() -> None:
-    """Drop the session entirely (tests; ``%dagger reset`` keeps the object)."""
-    global _session
-    _session = None
+    A fresh context (``dagnb.testing.isolated()``) starts a fresh session; ``%dagger
+    reset`` keeps the object and empties it (:meth:`Session.reset`).
+    """
+    session = context().get("session", lambda: Session(namespace))
+    if namespace is not None and session.namespace is not namespace:
+        session.namespace = namespace
+    return session

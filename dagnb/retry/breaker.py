@@ -11,7 +11,7 @@
 The breaker never sleeps and reads time only through its injectable ``clock``; its
 methods are short, non-blocking critical sections under a ``threading.Lock``, so the
 runner may call them from the event loop or from worker threads alike. One breaker per
-executor lives in a process-wide registry (:func:`breaker_for`).
+executor lives in the current :func:`dagnb.config.context` (:func:`breaker_for`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,10 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from dagnb import checks
+from dagnb.config import context
 from dagnb.errors import CircuitOpenError, ConfigError
 
-__all__ = ["BreakerState", "CircuitBreaker", "breaker_for", "breakers", "reset_breakers"]
+__all__ = ["BreakerState", "CircuitBreaker", "breaker_for", "breakers"]
 
 BreakerState = Literal["closed", "open", "half_open"]
 
@@ -175,8 +176,12 @@ def _setting(check: Callable[..., Any], value: object, key: str, **options: Any)
     checks.checked(check, value, f"breaker {key}", ConfigError, sep="=", **options)
 
 
-_REGISTRY: dict[str, CircuitBreaker] = {}
 _REGISTRY_LOCK = threading.Lock()
+
+
+def _registry() -> dict[str, CircuitBreaker]:
+    """The current context's breakers by executor name (a fresh context has none)."""
+    return context().get("breakers", dict)
 
 
 def breaker_for(
@@ -186,25 +191,23 @@ def breaker_for(
     reset_timeout: float = 30.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> CircuitBreaker:
-    """The process-wide breaker of ``executor``, made with these settings on first use.
+    """The breaker of ``executor`` in the current context, made with these settings on
+    first use.
 
-    Later calls return the same breaker and ignore the settings.
+    Later calls return the same breaker and ignore the settings; a fresh context
+    (``dagnb.testing.isolated()``) starts with every breaker closed.
     """
+    registry = _registry()
     with _REGISTRY_LOCK:
-        breaker = _REGISTRY.get(executor)
+        breaker = registry.get(executor)
         if breaker is None:
             breaker = CircuitBreaker(executor, failure_threshold, reset_timeout, clock)
-            _REGISTRY[executor] = breaker
+            registry[executor] = breaker
         return breaker
 
 
 def breakers() -> list[CircuitBreaker]:
-    """Every registered breaker, by executor name (for the executor status table)."""
+    """Every breaker of the current context, by executor name (for the status table)."""
+    registry = _registry()
     with _REGISTRY_LOCK:
-        return [_REGISTRY[name] for name in sorted(_REGISTRY)]
-
-
-def reset_breakers() -> None:
-    """Forget every registered breaker (tests; a fresh session)."""
-    with _REGISTRY_LOCK:
-        _REGISTRY.clear()
+        return [registry[name] for name in sorted(registry)]

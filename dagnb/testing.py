@@ -1,0 +1,240 @@
+"""Test doubles for code that builds and runs dagnb graphs, as httpx ships ``MockTransport``.
+
+dagnb's own tests use them, and so can yours::
+
+    from dagnb.testing import Clock, FakeExecutor, isolated, wait_until
+
+    def test_my_pipeline_retries_a_lost_engine(tmp_path):
+        engine = FakeExecutor()
+        engine.script("load", TransientError("engine went away"), 0)
+        clock = Clock()
+        with isolated(cache_directory=tmp_path / "cache"):
+            run = my_graph().run(executor=engine, sleep=clock.async_sleep)
+        assert run.states()["load"] == "succeeded" and engine.calls == ["load", "load"]
+
+- :func:`isolated` runs a block in a fresh :class:`~dagnb.config.Context`: settings read
+  afresh, and none of the executors, circuit breakers, notebook session or other
+  process-wide objects made before it; the previous context is back afterwards.
+- :class:`Clock` is a clock moved by hand, with a ``sleep`` that moves it instead of
+  waiting: pass it wherever dagnb takes ``clock=`` or ``sleep=``.
+- :class:`FakeExecutor` runs nothing: each attempt of a step ends as its script says
+  (an exit code, an :class:`~dagnb.executors.base.Outcome` or an exception), and it can
+  be taken "down" to make every attempt lose the engine, which trips the circuit breaker.
+- :func:`wait_until` polls a condition that another thread makes true (a background
+  run, a widget), up to a timeout, instead of a fixed ``time.sleep``.
+
+This module imports neither IPython nor ipywidgets, nor pytest.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict, deque
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from dagnb.config import Context, configure, use_context
+from dagnb.errors import TransientError
+from dagnb.executors.base import Availability, Outcome, Task
+
+__all__ = ["Clock", "FakeExecutor", "isolated", "wait_until"]
+
+T = TypeVar("T")
+Scripted = int | Outcome | BaseException
+
+
+@contextmanager
+def isolated(**settings: Any) -> Iterator[Context]:
+    """Run the block in a fresh dagnb context, then put the previous one back.
+
+    Inside, settings are read again from the config file and the environment (then
+    changed by ``settings``, as :func:`dagnb.configure` would), and every process-wide
+    object (executors, circuit breakers, the notebook session...) is made anew on first
+    use. Nothing made inside leaks out.
+
+    Parameters
+    ----------
+    **settings
+        Settings to :func:`dagnb.configure` in the fresh context, for example
+        ``cache_directory=tmp_path / "cache"`` or ``executor="local"``.
+
+    Yields
+    ------
+    Context
+        The fresh context (``context.names()`` lists what was made in it).
+
+    Examples
+    --------
+    >>> with isolated(max_retries=2):
+    ...     dagnb.settings().max_retries
+    2
+    """
+    with use_context() as fresh:
+        if settings:
+            configure(**settings)
+        yield fresh
+
+
+class Clock:
+    """A clock moved by hand, and a ``sleep`` that moves it instead of waiting.
+
+    Parameters
+    ----------
+    now
+        The time the clock starts at, in seconds.
+
+    Attributes
+    ----------
+    now : float
+        The current time; set it or add to it (``clock.now += 60``).
+    slept : list of float
+        Every delay asked of :meth:`sleep` or :meth:`async_sleep`, in order.
+
+    Examples
+    --------
+    >>> clock = Clock(now=100.0)
+    >>> clock.sleep(5)
+    >>> clock(), clock.slept
+    (105.0, [5])
+    """
+
+    def __init__(self, now: float = 1_000_000.0) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def __call__(self) -> float:
+        """The current time (use the clock itself where a ``clock=`` callable is asked)."""
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        """Move the clock forward by ``seconds``; the new time."""
+        self.now += seconds
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        """Record the delay and move the clock by it, at once (a ``time.sleep`` twin)."""
+        self.slept.append(seconds)
+        self.advance(seconds)
+
+    async def async_sleep(self, seconds: float) -> None:
+        """:meth:`sleep` for async callers (an ``asyncio.sleep`` twin, as ``run(sleep=)``)."""
+        self.sleep(seconds)
+
+
+class FakeExecutor:
+    """An executor that runs nothing: each attempt of a step ends as scripted.
+
+    An attempt with nothing scripted succeeds (exit code 0). Every attempt is recorded
+    in :attr:`calls`, and the step's output folder is made, as a real executor would.
+
+    Parameters
+    ----------
+    name
+        The executor's name (its circuit breaker and status rows use it).
+    up
+        False makes every attempt raise :class:`~dagnb.errors.TransientError`, as an
+        engine that went away does, until :attr:`up` is set again.
+    capabilities
+        What it claims to run (``"shell"``, ``"argv"``, ``"python"``, ``"containers"``).
+
+    Attributes
+    ----------
+    calls : list of str
+        The step name of every attempt, in the order they were made.
+    up : bool
+        Whether the fake engine answers.
+
+    Examples
+    --------
+    >>> engine = FakeExecutor().script("train", 1, 0)  # fails once, then succeeds
+    >>> graph.run(executor=engine, retries={"max_retries": 1})  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        name: str = "fake",
+        *,
+        up: bool = True,
+        capabilities: Iterable[str] = ("shell", "argv", "python"),
+    ) -> None:
+        self.name = name
+        self.up = up
+        self.capabilities = frozenset(capabilities)
+        self.calls: list[str] = []
+        self._scripts: defaultdict[str, deque[Scripted]] = defaultdict(deque)
+
+    def script(self, step: str, *attempts: Scripted) -> FakeExecutor:
+        """Queue how the next attempts of ``step`` end; the executor itself (to chain).
+
+        Parameters
+        ----------
+        step
+            The step's name.
+        *attempts
+            One per attempt, in order: an exit code, an :class:`Outcome`, or an
+            exception instance to raise (``TransientError(...)`` is retried).
+        """
+        self._scripts[step].extend(attempts)
+        return self
+
+    def availability(self) -> Availability:
+        """Always available: the fake never needs an engine to be found."""
+        return Availability(True, "a test double (dagnb.testing.FakeExecutor)")
+
+    async def execute(self, task: Task) -> Outcome:
+        """End this attempt of ``task.step`` as scripted."""
+        self.calls.append(task.step.name)
+        if not self.up:
+            raise TransientError(f"{self.name}: lost the engine (FakeExecutor.up is False)")
+        task.out_dir.mkdir(parents=True, exist_ok=True)
+        queued = self._scripts[task.step.name]
+        scripted = queued.popleft() if queued else 0
+        if isinstance(scripted, BaseException):
+            raise scripted
+        return scripted if isinstance(scripted, Outcome) else Outcome(exit_code=scripted)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 5.0,
+    *,
+    interval: float = 0.01,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> T:
+    """Call ``predicate`` until it returns something true, or ``timeout`` seconds pass.
+
+    For a condition another thread makes true: a background run reaching a state, a
+    widget showing it. Like :meth:`threading.Condition.wait_for`, it returns the last
+    value, so ``assert wait_until(...)`` fails when time runs out.
+
+    Parameters
+    ----------
+    predicate
+        Called with no arguments, first at once, then every ``interval`` seconds.
+    timeout
+        Seconds to keep trying.
+    interval
+        Seconds between calls.
+    clock, sleep
+        Where time comes from and how to wait; inject a :class:`Clock` and its
+        ``sleep`` to test code that uses this without waiting.
+
+    Returns
+    -------
+    object
+        The predicate's last value: true, or false when the timeout passed.
+
+    Examples
+    --------
+    >>> run = graph.run(background=True)  # doctest: +SKIP
+    >>> assert wait_until(lambda: run.states()["train"] == "running", timeout=10)  # doctest: +SKIP
+    """
+    deadline = clock() + timeout
+    while not (value := predicate()) and clock() < deadline:
+        sleep(interval)
+    return value
