@@ -10,7 +10,7 @@ import dagnb
 import dagnb.notebook.widgets
 from dagnb.notebook.cells import cell_text
 from dagnb.notebook.magics import step_from_cell
-from dagnb.notebook.session import Session, get_session, reset_session
+from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.widgets.builder import Builder, builder
 
 
@@ -36,9 +36,6 @@ def dummy_comm(monkeypatch, tmp_path):
     monkeypatch.setattr(comm, "create_comm", lambda **kwargs: DummyComm())
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    reset_session()
-    yield
-    reset_session()
 
 
 def fill(form: Builder, name="fetch", image="alpine:3.20", command="echo hi", needs=(),

@@ -14,7 +14,8 @@ from dagnb.cli import main
 
 @pytest.fixture(autouse=True)
 def clean(tmp_path, monkeypatch):
-    """Each test starts in an empty folder with no DAGNB_* variables and fresh settings."""
+    """Each test starts in an empty folder with no DAGNB_* variables (and, as every test
+    does, in a fresh context: its settings load on first use)."""
     import os
 
     for name in list(os.environ):
@@ -23,10 +24,8 @@ def clean(tmp_path, monkeypatch):
     (tmp_path / ".git").mkdir()  # the search stops here
     monkeypatch.chdir(tmp_path)
     saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
-    config.reload()
     yield
     monkeypatch.undo()
-    config.reload()
     dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
@@ -275,11 +274,23 @@ def test_configure_errors():
         dagnb.configure(container_credentials={"username": "u", "password": "p"})
 
 
-def test_settings_load_lazily(tmp_path, monkeypatch):
-    monkeypatch.setattr(config, "_settings", None)
-    write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 2\n")
-    assert config._settings is None
-    assert dagnb.settings().max_concurrent_executions == 2
+def test_settings_load_lazily(tmp_path):
+    with config.use_context() as fresh:
+        write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 2\n")
+        assert "settings" not in fresh.names()
+        assert dagnb.settings().max_concurrent_executions == 2
+        assert "settings" in fresh.names()
+
+
+def test_a_fresh_context_has_its_own_settings_and_origins():
+    held = dagnb.configure(max_retries=5)
+    with config.use_context():
+        assert dagnb.settings() is not held and dagnb.settings().max_retries == 0
+        dagnb.configure(max_retries=2)
+        assert config.origins()["max_retries"] == "argument"
+    assert dagnb.settings() is held and held.max_retries == 5
+    with config.use_context():
+        assert config.origins()["max_retries"] == "default"
 
 
 def test_cli_config_show_and_path(tmp_path, monkeypatch, capsys):

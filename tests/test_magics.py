@@ -13,7 +13,8 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
 import dagnb.notebook.widgets
-from dagnb.notebook.session import get_session, reset_session
+from dagnb.notebook.session import get_session
+from dagnb.testing import wait_until
 from dagnb.views.live import TextView
 from dagnb.views.picture import DagView
 
@@ -22,17 +23,13 @@ from dagnb.views.picture import DagView
 def shell(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    old = dagnb.settings().executor
-    dagnb.configure(executor="local")
-    reset_session()
+    dagnb.configure(executor="local")  # in the test's own context (conftest)
     ip = InteractiveShell.instance()
     for name in ("_dagger", "v", "x", "y", "total", "count"):
         ip.user_ns.pop(name, None)
     ip.run_line_magic("load_ext", "dagnb.notebook.magics")
     ip.run_line_magic("dagger", "reset")
-    yield ip
-    dagnb.configure(executor=old)
-    reset_session()
+    return ip
 
 
 def cell(ip, line, body=""):
@@ -345,10 +342,8 @@ def test_background_returns_at_once_and_publishes(shell):
     assert not run.done
     run.wait(10)
     assert run.states() == {"bg": "succeeded"}
-    deadline = time.monotonic() + 5  # a waiting thread publishes just after the end
-    while shell.user_ns.get("v") != 42 and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert shell.user_ns["v"] == 42
+    # a waiting thread publishes just after the end
+    assert wait_until(lambda: shell.user_ns.get("v") == 42)
 
 
 def test_background_line_run(shell):

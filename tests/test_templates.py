@@ -12,7 +12,6 @@ import pytest
 
 import dagnb
 import dagnb.cache
-from dagnb import config
 from dagnb.cli import main
 from dagnb.workflows import templates
 
@@ -27,11 +26,9 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     monkeypatch.chdir(tmp_path)
     saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
-    config.reload()
     dagnb.configure(cache_directory=tmp_path / "cache", executor="local")
     yield tmp_path
     monkeypatch.undo()
-    config.reload()
     dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
