@@ -15,6 +15,7 @@ import filelock
 import pytest
 
 from dagnb.cache import DamagedEntryWarning, StepKey, Store
+from dagnb.testing import wait_until
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses fork and SIGKILL")
 FORK = multiprocessing.get_context("fork")
@@ -107,8 +108,7 @@ def test_lock_of_a_killed_holder_is_released(tmp_path):
     holder = FORK.Process(target=_hold_lock, args=(root, str(ready)), daemon=True)
     holder.start()
     try:
-        while not ready.exists():
-            time.sleep(0.01)
+        assert wait_until(ready.exists, timeout=10), "the lock holder never started"
         store = Store(root)
         with pytest.raises(filelock.Timeout):
             store.lock("s", "k" * 32, timeout=0.2).acquire()

@@ -11,14 +11,7 @@ from dagnb.cache import CACHE_FORMAT, Store, step_key
 from dagnb.cache.explain import explain, explain_frame
 from dagnb.errors import FingerprintError
 from dagnb.model.step import Step
-
-
-class Clock:
-    def __init__(self, now: float = 1_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from dagnb.testing import Clock
 
 
 @pytest.fixture

@@ -27,6 +27,7 @@ from dagnb.retry.policy import (
     run_with_retries,
     run_with_retries_sync,
 )
+from dagnb.testing import Clock
 
 
 class Recorder:
@@ -177,14 +178,6 @@ def test_sync_twin_retries_with_injected_sleep():
 
 
 # ---------------------------------------------------------------- breaker
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_run_with_retries_consults_the_breaker():

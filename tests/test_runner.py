@@ -19,6 +19,7 @@ import dagnb
 from dagnb import Graph, InvalidStepError, SecretError, Step
 from dagnb.runtime.frames import LOG_COLUMNS, STATUS_COLUMNS
 from dagnb.runtime.prepare import start_background
+from dagnb.testing import wait_until
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -146,10 +147,7 @@ def test_cancel_kills_the_process_group_within_a_second() -> None:
     marker = _unique_sleep()
     graph = Graph("cancel", [Step("long", run=f"{marker} & {marker}; wait")])
     background = start_background(graph, cache=False, executor="local")
-    deadline = time.monotonic() + 5
-    while not _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert _processes_with(marker), "the step never started"
+    assert wait_until(lambda: _processes_with(marker)), "the step never started"
     cancelled_at = time.monotonic()
     background.cancel()
     background.wait(timeout=5)
@@ -270,10 +268,7 @@ def test_ctrl_c_cancels_the_run_and_kills_its_processes(workdir: Path) -> None:
     env = {**os.environ, "MARK": marker.split()[1]}  # the marker is not in the script's argv
     child = subprocess.Popen([sys.executable, "-c", script], cwd=workdir, env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 10
-    while not _processes_with(marker) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert _processes_with(marker), "the step never started"
+    assert wait_until(lambda: _processes_with(marker), timeout=10), "the step never started"
     child.send_signal(signal.SIGINT)
     out, err = child.communicate(timeout=5)
     assert "interrupted {'long': 'cancelled'}" in out, err

@@ -19,6 +19,7 @@ from dagnb import Graph, Step
 from dagnb.notebook.widgets import live_view, watch
 from dagnb.notebook.widgets.status import StatusWidget
 from dagnb.runtime.prepare import start_background
+from dagnb.testing import Clock, wait_until
 from dagnb.views.throttle import Throttle
 
 
@@ -158,9 +159,7 @@ def test_cancel_button_cancels_the_run(comms, local):
     graph.replace(Step("nap", run="sleep 30", cache=False))
     run = start_background(graph)
     widget = StatusWidget(run)
-    deadline = time.monotonic() + 10
-    while run.states()["nap"] != "running" and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert wait_until(lambda: run.states()["nap"] == "running", timeout=10)
     widget.render()
     assert not widget.cancel_button.disabled
     widget.cancel_button.click()
@@ -193,16 +192,8 @@ def test_clear_cache_button_default_clears_the_store(comms, local):
 
 
 # -- throttling -----------------------------------------------------------------------
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 def test_throttle_renders_at_most_once_per_interval():
-    clock = FakeClock()
+    clock = Clock(now=0.0)
     renders = []
     throttle = Throttle(lambda: renders.append(clock.now), interval=0.1, clock=clock)
     assert not throttle.tick()  # nothing changed yet
@@ -244,9 +235,7 @@ def test_background_widget_keeps_updating_from_its_thread(comms, local, monkeypa
     widget = watch(run, background=True)
     assert not run.done
     run.wait(30)
-    deadline = time.monotonic() + 5
-    while "dagnb-state-succeeded" not in widget.table.value and time.monotonic() < deadline:
-        time.sleep(0.02)
+    assert wait_until(lambda: "dagnb-state-succeeded" in widget.table.value)
     assert "1\n2\n3" in widget.tails.children[0].value
 
 

@@ -12,11 +12,12 @@ import shutil
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from dagnb.testing import wait_until
 
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -50,18 +51,19 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _answers(url: str, process: subprocess.Popen, log: Path) -> bool:
+    if process.poll() is not None:
+        pytest.fail(f"JupyterLab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
 def _wait_for(url: str, process: subprocess.Popen, log: Path, timeout: float = 40) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"JupyterLab exited with {process.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"JupyterLab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
+    if not wait_until(lambda: _answers(url, process, log), timeout=timeout, interval=0.2):
+        pytest.fail(f"JupyterLab did not answer within {timeout} s:\n{log.read_text()[-3000:]}")
 
 
 @pytest.fixture
