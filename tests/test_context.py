@@ -48,10 +48,13 @@ def test_running_steps_are_counted_in_the_context_that_started_them(tmp_path, mo
         assert wait_until(lambda: _running("local") == 1), run.status()
         with isolated():
             assert _running("local") == 0
+            gate.touch()
+            run.wait(timeout=10)  # the step ends while another context is current
+            assert _running("local") == 0
     finally:
         gate.touch()
         run.wait(timeout=10)
-    assert _running("local") == 0
+    assert run.states() == {"wait": "succeeded"} and _running("local") == 0
 
 
 def _running(name: str) -> int:

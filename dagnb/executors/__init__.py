@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 # Not plain ``context``: the ``dagnb.executors.context`` submodule takes that name here.
@@ -103,11 +105,19 @@ def _pick_auto() -> str:
 
 
 # -- the executor status table --------------------------------------------------------
-def track(name: str, delta: int) -> None:
-    """Count steps running on an executor (called by the scheduler around each attempt)."""
+@contextmanager
+def track(name: str) -> Iterator[None]:
+    """Count a step as running on executor ``name`` for the block (the scheduler wraps
+    each attempt in it); the count is of the context current when the block began, even
+    if another is made current before it ends."""
     running = _registry().running
     with _lock:
-        running[name] = running.get(name, 0) + delta
+        running[name] = running.get(name, 0) + 1
+    try:
+        yield
+    finally:
+        with _lock:
+            running[name] -= 1
 
 
 def status() -> pd.DataFrame:

@@ -308,16 +308,14 @@ class Scheduler:
         self._emit(
             "state", step.name, number, state="running", executor=executor.name, image=step.image
         )
-        track(executor.name, 1)
         try:
-            outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
+            with track(executor.name):
+                outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
         except asyncio.TimeoutError:
             raise StepTimeout(
                 f"step {step.name!r} ran past its timeout of {step.timeout:g} s and was stopped",
                 step=step.name,
             ) from None
-        finally:
-            track(executor.name, -1)
         if outcome.exit_code not in (0, None):
             raise StepFailed(
                 self._exit_message(step.name, number, outcome.exit_code),
