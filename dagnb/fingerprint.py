@@ -36,6 +36,7 @@ from typing import Any
 
 import xxhash
 
+from dagnb.config import context
 from dagnb.errors import FingerprintError
 
 __all__ = [
@@ -72,7 +73,7 @@ def set_hash_algorithm(name: str) -> None:
         import blake3  # noqa: F401  (fail now, not at the first digest)
     _ALGORITHM = name
     _CODE_CACHE.clear()
-    _STAT_CACHE.clear_memory()
+    _stat_cache().clear_memory()
 
 
 def get_hash_algorithm() -> str:
@@ -717,22 +718,26 @@ class _StatCache:
             temp.unlink(missing_ok=True)  # best effort: the cache only saves time
 
 
-_STAT_CACHE = _StatCache()
-atexit.register(_STAT_CACHE.flush)
+def _stat_cache() -> _StatCache:
+    """The stat cache of the current context (a fresh context starts in memory only)."""
+    return context().get("stat_cache", _StatCache)
 
 
 def configure_stat_cache(file: str | os.PathLike[str] | None) -> None:
-    """Persist the stat cache in ``file`` (for example ``<cache>/stat-cache.json``).
+    """Persist the current context's stat cache in ``file`` (``<cache>/stat-cache.json``).
 
     ``None`` keeps it in memory only. The file is read on first use and written after
     each :func:`path_digest` that hashed something, and at exit.
     """
-    _STAT_CACHE.configure(None if file is None else Path(file).absolute())
+    _stat_cache().configure(None if file is None else Path(file).absolute())
 
 
 def flush_stat_cache() -> None:
     """Write the stat cache file now if it changed."""
-    _STAT_CACHE.flush()
+    _stat_cache().flush()
+
+
+atexit.register(flush_stat_cache)
 
 
 def _hash_file(path: str) -> str:
@@ -752,12 +757,12 @@ def _hash_file(path: str) -> str:
 
 def _file_digest(path: str, st: os.stat_result, use_cache: bool) -> str:
     if use_cache:
-        digest = _STAT_CACHE.get(path, st)
+        digest = _stat_cache().get(path, st)
         if digest is not None:
             return digest
     digest = _hash_file(path)
     if use_cache:
-        _STAT_CACHE.put(path, st, digest)
+        _stat_cache().put(path, st, digest)
     return digest
 
 
@@ -788,7 +793,7 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
         _feed_directory(h, absolute, "", use_stat_cache, {os.path.realpath(absolute)})
         digest = h.hexdigest()
     if use_stat_cache:
-        _STAT_CACHE.flush()
+        flush_stat_cache()
     return digest
 
 

@@ -21,6 +21,7 @@ from dagnb.fingerprint import (
     path_digest,
     value_digest,
 )
+from dagnb.testing import isolated
 
 HELPERS = '''
 import dataclasses
@@ -309,30 +310,44 @@ def test_file_digest_follows_symlinks(tmp_path):
 
 
 def test_stat_cache_rechecks_an_unchanged_tree_without_reading(tmp_path, monkeypatch):
-    fingerprint.configure_stat_cache(tmp_path / "cache" / "stat-cache.json")
-    try:
-        make_tree(tmp_path / "tree", 2000)
-        first = path_digest(tmp_path / "tree")
-        reads = []
-        real = fingerprint._hash_file
-        monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
-        assert path_digest(tmp_path / "tree") == first
-        assert reads == []
-        target = tmp_path / "tree" / "d05" / "f0005.txt"
-        target.write_text("changed!")
-        os.utime(target, (1_600_000_100, 1_600_000_100))
-        changed = path_digest(tmp_path / "tree")
-        assert changed != first
-        assert reads == [str(target)]
-        # persisted: a fresh process memory reads no content either
-        fingerprint._STAT_CACHE.clear_memory()
+    stat_file = tmp_path / "cache" / "stat-cache.json"
+    fingerprint.configure_stat_cache(stat_file)
+    make_tree(tmp_path / "tree", 2000)
+    first = path_digest(tmp_path / "tree")
+    reads = []
+    real = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    assert path_digest(tmp_path / "tree") == first
+    assert reads == []
+    target = tmp_path / "tree" / "d05" / "f0005.txt"
+    target.write_text("changed!")
+    os.utime(target, (1_600_000_100, 1_600_000_100))
+    changed = path_digest(tmp_path / "tree")
+    assert changed != first
+    assert reads == [str(target)]
+    assert stat_file.exists()
+    # persisted: a fresh context (as a fresh process) reads no content either
+    with isolated():
+        fingerprint.configure_stat_cache(stat_file)
         reads.clear()
         assert path_digest(tmp_path / "tree") == changed
         assert reads == []
-        assert (tmp_path / "cache" / "stat-cache.json").exists()
-    finally:
-        fingerprint.configure_stat_cache(None)
-        fingerprint._STAT_CACHE.clear_memory()
+
+
+def test_a_fresh_context_starts_with_an_empty_stat_cache_in_memory(tmp_path, monkeypatch):
+    fingerprint.configure_stat_cache(tmp_path / "stat-cache.json")
+    path = tmp_path / "old.txt"
+    path.write_text("old")
+    os.utime(path, (1_600_000_000, 1_600_000_000))  # outside the racy window
+    path_digest(path)
+    reads = []
+    real = fingerprint._hash_file
+    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    with isolated():
+        path_digest(path)
+        assert reads == [str(path)]  # nothing known here, and no file configured
+    path_digest(path)
+    assert reads == [str(path)]  # the outer context's cache is untouched
 
 
 def test_recently_modified_files_are_rehashed(tmp_path, monkeypatch):
