@@ -34,6 +34,11 @@ def row(name: str) -> dict[str, Any]:
     return frame[frame["name"] == name].iloc[0].to_dict()
 
 
+def test_executors_is_a_plain_module_with_a_status_function():
+    assert not callable(dagnb.executors)
+    assert list(dagnb.executors.status()["name"]) == dagnb.executors.known_executors()
+
+
 def test_table_has_one_row_per_executor(monkeypatch, tmp_path):
     no_engine(monkeypatch, tmp_path)
     frame = dagnb.executors.status()
