@@ -69,8 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "convention; JSON when it parses, else text)")
     run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
                      help="notebooks: write the executed notebook here")
+    _add_switches(run)
     validate = sub.add_parser("validate", help="check a workflow without running it")
     validate.add_argument("workflow")
+    validate.add_argument("--explain", action="store_true",
+                          help="print the aliases read and the workflow in dagnb's spelling")
     graph = sub.add_parser("graph", help="list the steps in order with their needs")
     graph.add_argument("workflow")
     add_subcommands(sub)
@@ -97,6 +100,7 @@ def _run(args: argparse.Namespace) -> int:
         timeout=args.timeout,
         fail_fast=args.fail_fast,
         cache_directory=args.cache_dir,
+        **_switches(args),
     )
     printer = ProgressPrinter(run, sys.stdout)
     unsubscribe = run.events.subscribe(printer.on_event)
@@ -114,10 +118,36 @@ def _run(args: argparse.Namespace) -> int:
     return 0 if run.ok else 1
 
 
+def _add_switches(run: argparse.ArgumentParser) -> None:
+    """The platform's per-execution switches, under their own names."""
+    run.add_argument("--skip-cache", action="store_true", help="same as --refresh")
+    run.add_argument("--enable-retry", action=argparse.BooleanOptionalAction, default=None,
+                     help="--no-enable-retry retries no step")
+    run.add_argument("--use-circuit-breaker", action=argparse.BooleanOptionalAction,
+                     default=None, help="--no-use-circuit-breaker ignores open breakers")
+
+
+def _switches(args: argparse.Namespace) -> dict[str, Any]:
+    given = {"enable_retry": args.enable_retry, "use_circuit_breaker": args.use_circuit_breaker}
+    switches = {key: value for key, value in given.items() if value is not None}
+    return {**switches, "skip_cache": True} if args.skip_cache else switches
+
+
 @command("validate")
 def _validate(args: argparse.Namespace) -> int:
+    if args.explain and _is_notebook(args.workflow):
+        raise ConfigError(
+            f"--explain reads workflow YAML; {args.workflow!r} is a notebook, whose %%dagger "
+            "cells are in dagnb's spelling already"
+        )
     graph = _load_any(args.workflow)
     graph.validate(check_host=True)
+    if args.explain:  # valid YAML on stdout: the verdict and the notes are comments
+        from dagnb.workflows.loader import explain
+
+        print(f"# {args.workflow}: {len(graph)} steps, valid")
+        print(explain(args.workflow), end="")
+        return 0
     print(f"{args.workflow}: {len(graph)} steps, valid")
     return 0
 

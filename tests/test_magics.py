@@ -398,3 +398,12 @@ def test_unclosed_quote_in_a_line_is_a_usage_error(shell, text):
 def test_max_concurrency_zero_is_refused_not_ignored(shell):
     with pytest.raises(UsageError, match="max_concurrency=0"):
         cell(shell, "x --max-concurrency 0", "echo hi\n")
+
+
+def test_run_takes_the_platforms_per_execution_switches(shell):
+    cell(shell, "flaky --retries 2 --define-only", "exit 3\n")
+    shell.run_line_magic("dagger", "run flaky --no-enable-retry --no-use-circuit-breaker")
+    assert last_run().status().set_index("step").loc["flaky", "attempts"] == 1
+    cell(shell, "s", "echo s\n")
+    cell(shell, "s --skip-cache", "echo s\n")
+    assert last_run().states() == {"s": "succeeded"}  # run again, not replayed

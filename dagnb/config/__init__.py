@@ -22,14 +22,19 @@ The file format (every key optional)::
     max_concurrent_executions: 8
     timeout_seconds: 3600               # or "1h"
     workflow_defaults:
+      step_timeout_seconds: 10m         # each step's limit unless it sets its own
       max_retries: 2
       retry_backoff_factor: 0.5
-      retry_jitter: 0.1
+      retry_jitter: 0.1                 # seconds; true = 0.1, false = none
       enable_retry: true
       caching_enabled: true
       cache_directory: .dagnb_cache     # relative paths: relative to the config file
       cache_ttl_seconds: 7d
       cache_version: ""
+
+The orchestration platform's spelling is accepted too and read as dagnb's
+(:mod:`dagnb.config.aliases`): ``workflow_defaults.timeout_seconds`` is
+``step_timeout_seconds`` and ``jitter`` is ``retry_jitter``.
 
 Settings load lazily, on the first :func:`settings` call, and live in the current
 :class:`Context` (:mod:`dagnb.config.live`): a fresh context (:func:`use_context`,
@@ -49,6 +54,7 @@ from typing import Any
 import yaml
 
 from dagnb import checks
+from dagnb.config.aliases import DEFAULTS_ALIASES, canonical_file
 from dagnb.config.live import Context, context, use_context
 from dagnb.errors import ConfigError
 
@@ -82,13 +88,14 @@ class Settings:
         default_factory=lambda: max(4, os.cpu_count() or 1)
     )
     timeout_seconds: float | None = None  # whole-run limit
+    step_timeout_seconds: float | None = None  # limit of a step that sets none
     caching_enabled: bool = True
     cache_directory: str = ".dagnb_cache"
     cache_ttl_seconds: float | None = None
     cache_version: str = ""
     max_retries: int = 0
     retry_backoff_factor: float = 0.5
-    retry_jitter: float = 0.1
+    retry_jitter: float = 0.1  # seconds
     enable_retry: bool = True
     workflow_directory: str = "workflows"
     container_registry: str | None = None
@@ -133,6 +140,21 @@ def _version(value: Any) -> str:
     raise checks.Invalid(value, "a string")
 
 
+_SWITCH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
+
+
+def _jitter(value: Any) -> float:
+    """Seconds, or a switch as the platform writes it: true is the default jitter, false
+    none (a number, even ``"1"``, is always seconds)."""
+    words = isinstance(value, str) and value.strip().lower() in _SWITCH_WORDS
+    if isinstance(value, bool) or words:
+        return Settings.retry_jitter if checks.flag(value, text=True) else 0.0
+    try:
+        return checks.number(value, text=True)
+    except checks.Invalid:
+        raise checks.Invalid(value, "a number >= 0 (seconds), or true/false") from None
+
+
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
 _PLAINTEXT = ("password", "token")
 
@@ -157,13 +179,14 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "executor": functools.partial(checks.one_of, choices=("auto", "local", "dagger")),
     "max_concurrent_executions": functools.partial(_COUNT, least=1),
     "timeout_seconds": checks.duration,
+    "step_timeout_seconds": checks.duration,
     "caching_enabled": _FLAG,
     "cache_directory": checks.path,
     "cache_ttl_seconds": checks.duration,
     "cache_version": _version,
     "max_retries": _COUNT,
     "retry_backoff_factor": _NUMBER,
-    "retry_jitter": _NUMBER,
+    "retry_jitter": _jitter,
     "enable_retry": _FLAG,
     "workflow_directory": checks.path,
     "container_registry": _optional_text,
@@ -179,6 +202,7 @@ TOP_KEYS = (
     "workflow_defaults",
 )
 DEFAULT_KEYS = (
+    "step_timeout_seconds",
     "max_retries",
     "retry_backoff_factor",
     "retry_jitter",
@@ -274,7 +298,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
 def file_values(path: Path) -> dict[str, Any]:
     """The checked settings of one config file (keys are Settings field names)."""
     where = _describe(path)
-    data = _read_file(path)
+    data = canonical_file(_read_file(path), where)
     values: dict[str, Any] = {}
     for key, raw in data.items():
         if key in DEFAULT_KEYS:
@@ -299,7 +323,7 @@ def _defaults_values(raw: Any, where: str) -> dict[str, Any]:
         return {}
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{where}: workflow_defaults = {raw!r} must be a mapping of settings")
-    _known(raw, DEFAULT_KEYS, f"{where}: workflow_defaults")
+    _known(raw, (*DEFAULT_KEYS, *DEFAULTS_ALIASES), f"{where}: workflow_defaults")
     return {key: _checked(key, value, where) for key, value in raw.items()}
 
 

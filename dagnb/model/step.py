@@ -132,6 +132,9 @@ class Step:
         Working directory, time limit (seconds or '10m'), labels for selection.
     cache, ttl, retries, cache_version, key_fn, services, cache_volumes, executor
         Policies for the cache, retries and executors.
+    circuit_breaker
+        False runs the step even while its executor's circuit breaker is open, and
+        leaves the breaker out of its attempts (the platform's ``use_circuit_breaker``).
     """
 
     name: str
@@ -155,6 +158,7 @@ class Step:
     cache_volumes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     executor: str | None = None
     description: str = ""
+    circuit_breaker: bool = True
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -197,6 +201,8 @@ class Step:
               choices=_CACHE_POLICIES)
         if isinstance(self.retries, int):  # other retry settings are the retry layer's
             _must(checks.count, self.retries, f"step {name!r}: retries {self.retries!r}")
+        _must(checks.flag, self.circuit_breaker,
+              f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         for alias, path in self.cache_volumes.items():

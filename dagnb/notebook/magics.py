@@ -8,6 +8,7 @@ data (its status row and stderr tail), never a traceback.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import functools
 import os
@@ -120,6 +121,11 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--background", action="store_true",
                     help="Return at once; the status widget keeps updating."),
         ma.argument("--max-concurrency", type=int, metavar="N", help="Steps at once."),
+        ma.argument("--skip-cache", action="store_true", help="Same as --refresh."),
+        ma.argument("--enable-retry", action=argparse.BooleanOptionalAction, default=None,
+                    help="--no-enable-retry: retry no step in this run."),
+        ma.argument("--use-circuit-breaker", action=argparse.BooleanOptionalAction,
+                    default=None, help="--no-use-circuit-breaker: ignore open breakers."),
     ]
     for argument in reversed(arguments):
         func = argument(func)
@@ -178,8 +184,11 @@ class DaggerMagics(Magics):
 
     def _run(self, targets: list[str] | None, args: Any, focus: str | None = None,
              **options: Any) -> None:
-        if args.refresh:
+        if args.refresh or args.skip_cache:
             options["refresh"] = targets if targets else True
+        for switch in ("enable_retry", "use_circuit_breaker"):
+            if getattr(args, switch) is not None:
+                options[switch] = getattr(args, switch)
         if args.max_concurrency is not None:
             options["max_concurrency"] = args.max_concurrency
         view = live_view(focus=focus, start=self.session.start,

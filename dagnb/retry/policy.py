@@ -81,6 +81,9 @@ OnRetry = Callable[[int, BaseException, float], None]
 DEFAULT_RETRIES = 2
 """Retries of transient errors by default, and of ``@retry`` and ``retry_on`` errors."""
 
+DEFAULT_JITTER = 0.1
+"""Seconds of random jitter added to each wait; ``jitter=True`` means this."""
+
 # ---------------------------------------------------------------- classification
 
 
@@ -186,6 +189,16 @@ _seconds = _checker(checks.number, kind="a number of seconds")
 _flag = _checker(checks.flag)
 
 
+def _jitter_seconds(value: object) -> float:
+    """Seconds, or a switch as other schedulers spell it: True (the default), False (none)."""
+    if isinstance(value, bool):
+        return DEFAULT_JITTER if value else 0.0
+    return checks.number(value, kind="a number of seconds")
+
+
+_jitter = _checker(_jitter_seconds)
+
+
 def _error_matchers(value: object) -> RetryOn:
     """``retry_on`` items: exception types, exit codes or predicates (see RetryPolicy)."""
     items = tuple(value) if isinstance(value, (list, tuple, set, frozenset)) else (value,)
@@ -208,7 +221,7 @@ _CHECKS: dict[str, Callable[[str, Any], Any]] = {
     "max_retries": _whole,
     "backoff_factor": _seconds,
     "max_delay": _seconds,
-    "jitter": _seconds,
+    "jitter": _jitter,
     "retry_on": _retry_on,
     "retry_on_timeout": _flag,
     "retry_transient": _flag,
@@ -262,7 +275,8 @@ class RetryPolicy:
         ... capped at ``max_delay`` seconds ...
     jitter
         ... plus a uniformly random ``0..jitter`` **seconds** (absolute, not a fraction),
-        so every wait lies in :meth:`delay_bounds`.
+        so every wait lies in :meth:`delay_bounds`. ``True`` is the default 0.1 s,
+        ``False`` none (stored as seconds).
     retry_on
         Narrows which failures ``max_retries`` applies to: an exception type (matching
         the error or, for a ``StepFailed`` raised ``from`` a Python step's exception,
@@ -284,7 +298,7 @@ class RetryPolicy:
     max_retries: int = 0
     backoff_factor: float = 0.5
     max_delay: float = 30.0
-    jitter: float = 0.1
+    jitter: float | bool = DEFAULT_JITTER
     retry_on: RetryOn = ()
     retry_on_timeout: bool = False
     retry_transient: bool = True
@@ -596,7 +610,7 @@ def retry(
     max_retries: int = DEFAULT_RETRIES,
     backoff_factor: float = 0.5,
     max_delay: float = 30.0,
-    jitter: float = 0.1,
+    jitter: float | bool = DEFAULT_JITTER,
     retry_on: RetryOnItem | RetryOn = (),
     retry_transient: bool = True,
     on_retry: OnRetry | None = None,
@@ -612,7 +626,7 @@ def retry(
     max_retries: int = DEFAULT_RETRIES,
     backoff_factor: float = 0.5,
     max_delay: float = 30.0,
-    jitter: float = 0.1,
+    jitter: float | bool = DEFAULT_JITTER,
     retry_on: RetryOnItem | RetryOn = (),
     retry_transient: bool = True,
     on_retry: OnRetry | None = None,
@@ -631,7 +645,7 @@ def retry(
     max_retries
         Retries after the first call (exactly; no transient floor here). Default 2.
     backoff_factor, max_delay, jitter
-        The waits, as in :class:`RetryPolicy` (jitter in seconds).
+        The waits, as in :class:`RetryPolicy` (jitter in seconds, or True/False).
     retry_on
         Errors to retry besides the transient ones (``TransientError``,
         ``ConnectionError``, ``TimeoutError`` and the others :func:`classify` calls

@@ -112,6 +112,8 @@ def prepare(
     cache_version: str | None = None,
     ttl: float | str | None = None,
     retries: Any = None,
+    enable_retry: bool = True,
+    use_circuit_breaker: bool = True,
     sleep: Any = None,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
@@ -135,6 +137,9 @@ def prepare(
         names); ``ttl`` (seconds or '1h') for the entries of steps that set none.
     retries
         Default retry policy for steps that set none (a number or a mapping).
+    enable_retry, use_circuit_breaker
+        False retries no step at all / lets no executor's circuit breaker hold a step
+        back, whatever the steps ask (the platform's per-execution switches).
     """
     config = settings()
     graph.validate()
@@ -161,6 +166,9 @@ def prepare(
         ),
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
+        step_timeout=config.step_timeout_seconds,
+        retries_enabled=_switch("enable_retry", enable_retry),
+        circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
     )
     _require_engine(graph, order, executor or config.executor, options.cache)
     if sleep is not None:
@@ -169,6 +177,12 @@ def prepare(
     run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
     graph.last_run = run
     return run, Scheduler(run, options, secret_values)
+
+
+def _switch(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} is not valid; expected True or False")
+    return value
 
 
 def _executor_chooser(default: Any) -> Any:

@@ -42,10 +42,13 @@ class RunOptions:
 
     max_concurrency: int = 4
     timeout: float | None = None
+    step_timeout: float | None = None  # for steps that set no timeout of their own
     fail_fast: bool = False
     executor_for: Callable[[Step], Executor] | None = None
     cache: StepCache | None = None
     retry_defaults: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    retries_enabled: bool = True  # False: no step is retried, whatever it asks
+    circuit_breaker: bool = True  # False: no step waits on its executor's breaker
     sleep: Callable[[float], Any] = asyncio.sleep
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
 
@@ -284,9 +287,14 @@ class Scheduler:
                 next_attempt=number,
             )
 
+        guard = _breaker(executor) if self._uses_breaker(step) else None
         return await run_with_retries(
-            policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=_breaker(executor)
+            policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=guard
         )
+
+    def _uses_breaker(self, step: Step) -> bool:
+        """The run's and the step's ``use_circuit_breaker`` switches, both on by default."""
+        return self.options.circuit_breaker and step.circuit_breaker
 
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
@@ -298,6 +306,8 @@ class Scheduler:
     def _build_policy(self, value: Any) -> Any:
         from dagnb.retry.policy import RetryPolicy, layered
 
+        if not self.options.retries_enabled:
+            return RetryPolicy.disabled()
         value = layered(self.options.retry_defaults, value)
         return RetryPolicy.from_value(value)
 
@@ -308,12 +318,13 @@ class Scheduler:
         self._emit(
             "state", step.name, number, state="running", executor=executor.name, image=step.image
         )
+        limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
             with track(executor.name):
-                outcome = await asyncio.wait_for(executor.execute(task), step.timeout)
+                outcome = await asyncio.wait_for(executor.execute(task), limit)
         except asyncio.TimeoutError:
             raise StepTimeout(
-                f"step {step.name!r} ran past its timeout of {step.timeout:g} s and was stopped",
+                f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",
                 step=step.name,
             ) from None
         if outcome.exit_code not in (0, None):

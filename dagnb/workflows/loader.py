@@ -20,6 +20,10 @@ path: path in the step), params, workdir, timeout, tags, cache (true, false or
 session), ttl, retries (a number or a mapping of retry settings), cache_version,
 services, cache_volumes, executor, description. ``steps`` may also be a list of
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
+
+The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
+``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
+:mod:`dagnb.workflows.aliases`. Written files use dagnb's spelling.
 """
 
 from __future__ import annotations
@@ -35,8 +39,11 @@ from dagnb import checks
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
+from dagnb.workflows.aliases import canonical_workflow
 
-__all__ = ["STEP_FIELDS", "dump", "graph_from_dict", "graph_to_dict", "load", "loads"]
+__all__ = [
+    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads"
+]
 
 STEP_FIELDS = tuple(
     f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")
@@ -102,7 +109,9 @@ def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
 
 def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph:
     """Build a Graph from workflow-format data; errors name ``source``, step and key."""
-    checks.known_keys(data, WORKFLOW_KEYS, source, WorkflowError, noun="workflow key")
+    known = (*WORKFLOW_KEYS, "workflow_defaults")  # the platform's name of defaults
+    checks.known_keys(data, known, source, WorkflowError, noun="workflow key")
+    data = canonical_workflow(data, source).data
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
         raise WorkflowError(
@@ -166,6 +175,15 @@ def graph_to_dict(graph: Graph) -> dict[str, Any]:
         data["description"] = graph.description
     data["steps"] = {step.name: step.to_dict() for step in graph}
     return data
+
+
+def explain(path: str | Path) -> str:
+    """What loading ``path`` rewrites (one line per alias), then the file in dagnb's spelling."""
+    graph = load(path)  # first: a bad file raises here, naming the problem
+    data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
+    notes = canonical_workflow(data, str(path)).notes
+    said = "\n".join(f"# {note}" for note in notes) if notes else "# already in dagnb's spelling"
+    return f"{said}\n{dump(graph)}"
 
 
 class _BlockDumper(yaml.SafeDumper):
