@@ -1,4 +1,4 @@
-"""Memory: joblib.Memory-style caching of Python function calls on dagnb's store.
+"""Memory: joblib.Memory's interface for caching Python function calls, on dagnb's store.
 
 ::
 
@@ -9,6 +9,13 @@
 
     @memory.cache(ignore=["verbose"], ttl="1d")
     async def fetch(url, verbose=False): ...
+
+Code written for ``joblib.Memory`` runs unchanged: ``Memory(location=None)`` caches
+nothing, ``mmap_mode`` memory-maps numpy results, ``cache_validation_callback`` takes
+``joblib.expires_after(...)``, and a cached function has joblib's ``func``, ``ignore``,
+``call`` (returning ``(result, metadata)``), ``check_call_in_cache``, ``clear`` and
+``call_and_shelve`` (returning a :class:`ShelvedResult` with ``get()`` and ``clear()``).
+What differs from joblib is listed in the README's Memory section.
 
 A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
@@ -25,21 +32,23 @@ from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import re
 import shutil
 import time
 import warnings
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
-from dagnb.errors import DagnbError
+from dagnb.errors import CacheError, ConfigError, DagnbError
 from dagnb.fingerprint import code_digest, code_source_parts, value_digest
 from dagnb.model.results import NO_RESULT, save_result
 
-__all__ = ["CachedFunction", "Memory"]
+__all__ = ["CachedFunction", "Memory", "ShelvedResult"]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -47,30 +56,63 @@ R_co = TypeVar("R_co", covariant=True)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LOADED_LIMIT = 128  # results kept in memory per function, most recently used
+_MMAP_MODES = (None, "r+", "r", "w+", "c")
+_MMAP_FILE = "result.joblib"  # joblib's own format: arrays stored raw, so they can be mapped
+_log = logging.getLogger("dagnb.memory")
+Validity = Callable[[Mapping[str, Any]], Any]
 
 
 class CachedFunction(Protocol[P, R_co]):
-    """What ``@memory.cache`` returns: the function, plus cache controls."""
+    """What ``@memory.cache`` returns: the function, plus joblib's cache controls."""
+
+    func: Callable[..., Any]
+    ignore: list[str]
+    mmap_mode: str | None
 
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
-    def call(self, *args: P.args, **kwargs: P.kwargs) -> R_co:
-        """Run the function even if cached, store and return its result."""
+    def call(self, *args: P.args, **kwargs: P.kwargs) -> tuple[R_co, dict[str, Any]]:
+        """Run the function even if cached, store its result; ``(result, metadata)``."""
         ...
 
     def check_call_in_cache(self, *args: P.args, **kwargs: P.kwargs) -> bool:
         """Whether this call has a valid entry (nothing runs, nothing is recorded)."""
         ...
 
-    def clear(self) -> None:
+    def call_and_shelve(self, *args: P.args, **kwargs: P.kwargs) -> ShelvedResult:
+        """Run the call unless cached; a handle on the stored result, not the result."""
+        ...
+
+    def clear(self, warn: bool = True) -> None:
         """Remove every cached call of this function."""
         ...
 
 
+def _target(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a ``functools.partial`` (however nested) ends up calling."""
+    while isinstance(func, functools.partial):
+        func = func.func
+    return func
+
+
 def _step_name(func: Callable[..., Any]) -> str:
-    """``module.qualname`` made safe as a directory name."""
-    name = f"{func.__module__}.{func.__qualname__}"
+    """``module.qualname`` made safe as a directory name.
+
+    A partial is named after the function it wraps (its bound arguments are in the
+    key); a callable object with no ``__qualname__`` after its class.
+    """
+    target = _target(func)
+    module = getattr(target, "__module__", None) or type(target).__module__
+    qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
+    suffix = ".partial" if target is not func else ""
+    name = f"{module}.{qualname}{suffix}"
     return _UNSAFE.sub("_", name.replace("<locals>", "locals").replace("<lambda>", "lambda"))
+
+
+def _label(func: Callable[..., Any]) -> str:
+    """A short name for messages."""
+    target = _target(func)
+    return getattr(target, "__name__", None) or type(target).__name__
 
 
 class _CallKeys(Generic[P]):
@@ -85,17 +127,20 @@ class _CallKeys(Generic[P]):
         unknown = self.ignore - set(self.signature.parameters)
         if unknown:
             raise DagnbError(
-                f"ignore={sorted(unknown)!r} names no parameter of {func.__qualname__}; "
+                f"ignore={sorted(unknown)!r} names no parameter of {_label(func)}; "
                 f"its parameters are {list(self.signature.parameters)!r}"
             )
 
-    def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
+    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
+        """The bound arguments that count (defaults applied, ignored ones left out)."""
         bound = self.signature.bind(*args, **kwargs)
         bound.apply_defaults()
+        return {k: v for k, v in bound.arguments.items() if k not in self.ignore}
+
+    def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
-        for name, value in bound.arguments.items():
-            if name not in self.ignore:
-                components[f"arg:{name}"] = value_digest(value)
+        for name, value in self.arguments(args, kwargs).items():
+            components[f"arg:{name}"] = value_digest(value)
         return components
 
     def step_key(
@@ -103,11 +148,8 @@ class _CallKeys(Generic[P]):
     ) -> StepKey:
         """The full key, with descriptions for explain (only built on a miss)."""
         describe = {"code": "\n\n".join(code_source_parts(self.func).values())}
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        for name, value in bound.arguments.items():
-            if name not in self.ignore:
-                describe[f"arg:{name}"] = _short_repr(value)
+        for name, value in self.arguments(args, kwargs).items():
+            describe[f"arg:{name}"] = _short_repr(value)
         return StepKey(key_digest(components), components, describe)
 
 
@@ -119,65 +161,151 @@ def _short_repr(value: Any, limit: int = 200) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _mmap_mode(value: Any) -> str | None:
+    if value not in _MMAP_MODES:
+        raise ConfigError(
+            f"mmap_mode={value!r} is not valid; use None, 'r+', 'r', 'w+' or 'c' (numpy.load's)"
+        )
+    return value
+
+
+def _validity(value: Any) -> Validity | None:
+    if value is not None and not callable(value):
+        # joblib's words, so code that matches joblib's message keeps working
+        raise ConfigError(
+            f"cache_validation_callback needs to be callable. Got {value!r}. Pass a "
+            "function of the call's metadata, such as joblib.expires_after(hours=1)."
+        )
+    return value
+
+
+def _metadata(entry: Entry) -> dict[str, Any]:
+    """joblib's metadata of a cached call: duration, input_args (reprs) and time."""
+    describe = entry.meta.get("describe") or {}
+    inputs = {k[4:]: v for k, v in describe.items() if k.startswith("arg:")}
+    return {"duration": entry.meta["duration_s"], "input_args": inputs, "time": entry.created}
+
+
 class Memory:
     """Cache function results on disk, keyed by code and arguments.
 
     Parameters
     ----------
     location
-        Cache directory (shared with dagnb steps' cache if you like).
+        Cache directory (shared with dagnb steps' cache if you like). None caches
+        nothing: decorated functions simply run, as with ``joblib.Memory(None)``.
     ttl
         Default time to live of entries (seconds or ``"1d"``); None keeps them.
     backend
         A registered store backend name.
     verbose
-        0 is silent; 1 prints a line when a call runs instead of hitting the cache.
+        0 is silent; 1 prints each call that runs and its duration (joblib's lines);
+        above 4 also cache loads, above 10 what is computed where, 20 logs each query.
     clock
         Current time in seconds; tests inject a fake one.
+    mmap_mode
+        None, or a ``numpy.load`` mode ('r', 'r+', 'w+', 'c'): numpy arrays in results
+        come back memory-mapped, from the first call on.
+    bytes_limit
+        The size :meth:`reduce_size` keeps when called with no limit (``"1G"`` or bytes).
     """
 
     def __init__(
         self,
-        location: str = ".dagnb_cache",
+        location: str | Path | None = ".dagnb_cache",
         ttl: float | str | None = None,
         backend: str = "local",
         verbose: int = 0,
         clock: Callable[[], float] = time.time,
+        *,
+        mmap_mode: str | None = None,
+        bytes_limit: int | str | None = None,
     ) -> None:
-        self.store = Store(location, backend=backend, clock=clock, default_ttl=ttl)
+        self.location = location
+        self.store = (
+            None
+            if location is None
+            else Store(location, backend=backend, clock=clock, default_ttl=ttl)
+        )
         self.verbose = verbose
+        self.mmap_mode = _mmap_mode(mmap_mode)
+        self.bytes_limit = bytes_limit
         self._names: set[str] = set()
 
     def __repr__(self) -> str:
-        return f"Memory(location={str(self.store.location)!r})"
+        where = None if self.store is None else str(self.store.location)
+        return f"Memory(location={where!r})"
 
     @overload
     def cache(self, func: Callable[P, R]) -> CachedFunction[P, R]: ...
 
     @overload
     def cache(
-        self, func: None = None, *, ignore: Iterable[str] = (), ttl: float | str | None = None
+        self,
+        func: None = None,
+        *,
+        ignore: Iterable[str] | None = None,
+        ttl: float | str | None = None,
+        verbose: int | None = None,
+        mmap_mode: str | bool | None = False,
+        cache_validation_callback: Validity | None = None,
     ) -> Callable[[Callable[P, R]], CachedFunction[P, R]]: ...
 
     def cache(
         self,
         func: Callable[P, R] | None = None,
         *,
-        ignore: Iterable[str] = (),
+        ignore: Iterable[str] | None = None,
         ttl: float | str | None = None,
+        verbose: int | None = None,
+        mmap_mode: str | bool | None = False,
+        cache_validation_callback: Validity | None = None,
     ) -> Any:
-        """Decorate a sync or async function so its results are cached.
+        """Decorate a sync or async function (or a partial, or a callable) to cache it.
 
-        Usable bare (``@memory.cache``) or with options
-        (``@memory.cache(ignore=["verbose"], ttl="1h")``). The wrapper keeps the
-        function's signature and adds ``call``, ``check_call_in_cache`` and ``clear``.
+        Usable bare (``@memory.cache``) or with options (``@memory.cache(ignore=["v"],
+        ttl="1h")``). The wrapper keeps the function's signature.
+
+        Parameters
+        ----------
+        ignore
+            Parameter names left out of the key.
+        ttl
+            Time to live of this function's entries.
+        verbose, mmap_mode
+            This function's own, instead of the Memory's (``mmap_mode=False``: the
+            Memory's).
+        cache_validation_callback
+            ``callback(metadata) -> bool``: a stored call whose metadata (``duration``,
+            ``input_args``, ``time``) it does not accept runs again, as in joblib
+            (``joblib.expires_after(minutes=5)`` works).
         """
+        options = {
+            "ignore": list(ignore or []),
+            "ttl": ttl,
+            "verbose": self.verbose if verbose is None else verbose,
+            "mmap_mode": self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode),
+            "valid": _validity(cache_validation_callback),
+        }
         if func is None:
-            return lambda f: self.cache(f, ignore=ignore, ttl=ttl)
-        return _CachedCall(self, func, ignore, ttl).wrapper()
+            return lambda f: self.cache(f, **_cache_kwargs(options))
+        if self.store is None:
+            return _Uncached(func, options).wrapper()
+        return _CachedCall(self, self.store, func, options).wrapper()
 
-    def clear(self) -> None:
-        """Remove the entries of every function cached through this Memory."""
+    def eval(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
+        """``func(*args, **kwargs)`` through the cache (joblib's ``Memory.eval``)."""
+        return self.cache(func)(*args, **kwargs)  # type: ignore[no-any-return]
+
+    def clear(self, warn: bool = True) -> None:
+        """Remove the entries of every function cached through this Memory.
+
+        Unlike joblib's, the rest of the cache directory (steps' entries) is kept.
+        """
+        if self.store is None:
+            return
+        if warn and self.verbose:
+            print(f"[Memory] Clearing the cache of {len(self._names)} functions")
         for name in self._names:
             self.store.clear(name)
 
@@ -187,39 +315,216 @@ class Memory:
         items_limit: int | None = None,
         age_limit: timedelta | float | str | None = None,
     ) -> int:
-        """Evict least recently used entries (``joblib.Memory.reduce_size`` semantics)."""
+        """Evict least recently used entries until every limit given holds.
+
+        As ``joblib.Memory.reduce_size``: ``bytes_limit`` (bytes or ``"10M"``) and
+        ``items_limit`` cap the whole cache directory, ``age_limit`` (timedelta, seconds
+        or ``"7d"``) removes entries not used for that long. With no limit given, the
+        Memory's ``bytes_limit`` applies, else nothing is removed. Returns how many were.
+        """
+        if isinstance(age_limit, timedelta) and age_limit < timedelta(0):
+            raise CacheError(
+                f"age_limit has to be a positive timedelta, got {age_limit!r}; "
+                "use timedelta(days=7) or '7d'"
+            )
+        if bytes_limit is None and items_limit is None and age_limit is None:
+            bytes_limit = self.bytes_limit
+        if self.store is None:
+            return 0
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
 
 
-class _CachedCall:
+def _cache_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` as ``Memory.cache`` keyword arguments again."""
+    return {
+        "ignore": options["ignore"],
+        "ttl": options["ttl"],
+        "verbose": options["verbose"],
+        "mmap_mode": options["mmap_mode"],
+        "cache_validation_callback": options["valid"],
+    }
+
+
+class ShelvedResult:
+    """A handle on one stored call's result (joblib's ``MemorizedResult``).
+
+    ``get()`` loads the result (KeyError once it is gone from the cache), ``clear()``
+    removes it. The result is not loaded until ``get()`` asks for it.
+    """
+
+    def __init__(self, call: _CachedCall, key: str) -> None:
+        self._call, self.args_id = call, key
+        self.func = call.name
+
+    def get(self) -> Any:
+        """The stored result; KeyError when it is no longer in the cache."""
+        value = self._call.cached(self.args_id, check=False)
+        if value is NO_RESULT:
+            raise KeyError(
+                f"the result of {self.func} with argument hash {self.args_id[:12]} is no "
+                "longer in the cache; call the function again"
+            )
+        return value
+
+    def clear(self) -> None:
+        """Remove the stored result (nothing happens if it is already gone)."""
+        self._call.loaded.pop(self.args_id, None)
+        self._call.store.remove(self.func, self.args_id)
+
+    def __repr__(self) -> str:
+        return (
+            f'ShelvedResult(location="{self._call.store.location}", func="{self.func}", '
+            f'args_id="{self.args_id}")'
+        )
+
+
+class _Value:
+    """A result kept only in memory: ``Memory(location=None)``'s shelved result."""
+
+    def __init__(self, value: Any) -> None:
+        self.value, self.valid = value, True
+
+    def get(self) -> Any:
+        if not self.valid:
+            raise KeyError("this result was cleared; Memory(location=None) keeps nothing")
+        return self.value
+
+    def clear(self) -> None:
+        self.valid = False
+        self.value = None
+
+    def __repr__(self) -> str:
+        return f"ShelvedResult(value={_short_repr(self.value, 60)})"
+
+
+class _Calls:
+    """What cached and uncached functions share: options, messages, the wrapper."""
+
+    name: str
+
+    def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        self.func, self.options = func, options
+        self.verbose: int = options["verbose"]
+        self.keys = _CallKeys(func, options["ignore"])
+
+    def before(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.verbose > 0:
+            shown = ", ".join([*map(_short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            print("_" * 80)
+            print(f"[Memory] Calling {self.name}...")
+            print(f"{_label(self.func)}({shown})")
+
+    def after(self, took: float, context: str = "") -> None:
+        if self.verbose > 0:
+            line = f"{_label(self.func)} {context}- {took:.1f}s, {took / 60:.1f}min"
+            print("_" * max(0, 80 - len(line)) + line)
+
+    def metadata(self, args: Any, kwargs: Any, took: float, start: float) -> dict[str, Any]:
+        inputs = {k: repr(v) for k, v in self.keys.arguments(args, kwargs).items()}
+        return {"duration": took, "input_args": inputs, "time": start}
+
+    def decorate(self, run: Any, call: Any, shelve: Any) -> Any:
+        functools.update_wrapper(run, self.func)  # skips what a partial lacks
+        run.func = self.func
+        run.ignore = self.options["ignore"]
+        run.mmap_mode = self.options["mmap_mode"]
+        run.call = call
+        run.call_and_shelve = shelve
+        run.store_name = self.name
+        return run
+
+
+class _Uncached(_Calls):
+    """``Memory(location=None)``: the function runs every time, nothing is stored."""
+
+    def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
+        super().__init__(func, options)
+        self.name = _step_name(func)
+
+    def wrapper(self) -> Any:
+        func = self.func
+        if inspect.iscoroutinefunction(_target(func)):
+
+            async def call(*args: Any, **kwargs: Any) -> Any:
+                start = time.time()
+                value = await func(*args, **kwargs)
+                return value, self.metadata(args, kwargs, time.time() - start, start)
+
+            async def run(*args: Any, **kwargs: Any) -> Any:
+                return (await call(*args, **kwargs))[0]
+
+            async def shelve(*args: Any, **kwargs: Any) -> Any:
+                return _Value((await call(*args, **kwargs))[0])
+
+        else:
+
+            def call(*args: Any, **kwargs: Any) -> Any:
+                start = time.time()
+                value = func(*args, **kwargs)
+                return value, self.metadata(args, kwargs, time.time() - start, start)
+
+            def run(*args: Any, **kwargs: Any) -> Any:
+                return call(*args, **kwargs)[0]
+
+            def shelve(*args: Any, **kwargs: Any) -> Any:
+                return _Value(call(*args, **kwargs)[0])
+
+        run = self.decorate(run, call, shelve)
+        run.check_call_in_cache = lambda *args, **kwargs: False
+        run.clear = lambda warn=True: None
+        return run
+
+
+class _CachedCall(_Calls):
     """The lookup/run/save logic behind one decorated function."""
 
     def __init__(
-        self, memory: Memory, func: Callable[..., Any], ignore: Iterable[str], ttl: Any
+        self, memory: Memory, store: Store, func: Callable[..., Any], options: Mapping[str, Any]
     ) -> None:
-        self.memory, self.store, self.func, self.ttl = memory, memory.store, func, ttl
+        super().__init__(func, options)
+        self.store, self.ttl = store, options["ttl"]
+        self.mmap_mode: str | None = options["mmap_mode"]
+        self.valid: Validity | None = options["valid"]
         self.name = _step_name(func)
-        self.keys = _CallKeys(func, ignore)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
         memory._names.add(self.name)
 
-    def cached(self, key: str) -> Any:
-        """The cached result for ``key``, or NO_RESULT on a miss."""
+    def entry(self, key: str, *, check: bool = True) -> Entry | None:
+        """The entry for ``key`` if there is one that ``cache_validation_callback`` accepts."""
         entry = self.store.lookup(self.name, key)
+        if entry is None or not check or self.valid is None:
+            return entry
+        return entry if self.valid(_metadata(entry)) else None
+
+    def cached(self, key: str, *, check: bool = True) -> Any:
+        """The cached result for ``key``, or NO_RESULT on a miss."""
+        entry = self.entry(key, check=check)
         if entry is None:
             self.loaded.pop(key, None)
             return NO_RESULT
         known = self.loaded.get(key)
         if known is not None and known[0] is entry:  # same meta.json: same result
             return known[1]
+        start = time.perf_counter()
         try:
-            value = entry.result()
+            value = self.load(entry)
         except Exception as exc:  # a torn or foreign result file: a miss, as the design says
             self.loaded.pop(key, None)
             self.store.quarantine(self.name, key, f"its result cannot be loaded: {exc}")
             return NO_RESULT
+        if self.verbose > 4:
+            self.after(time.perf_counter() - start, "cache loaded ")
         self.remember(key, entry, value)
         return value
+
+    def load(self, entry: Entry) -> Any:
+        """The entry's result; memory-mapped arrays under ``mmap_mode``."""
+        path = entry.out_dir / _MMAP_FILE
+        if not path.exists():
+            return entry.result()
+        import joblib
+
+        return joblib.load(path, mmap_mode=self.mmap_mode)
 
     def remember(self, key: str, entry: Entry, value: Any) -> None:
         """Keep the result for repeat hits; only the most recent few, not every call's."""
@@ -229,9 +534,10 @@ class _CachedCall:
         self.loaded[key] = (entry, value)
 
     def save(self, key: StepKey, value: Any, took: float) -> Any:
+        """Store the result; the value returned (memory-mapped under ``mmap_mode``)."""
         out = self.store.scratch_dir(self.name)
         try:
-            save_result(out, value)
+            self.write(out, value)
         except Exception as exc:  # the call worked: return its value, uncached (joblib's way)
             shutil.rmtree(out, ignore_errors=True)
             warnings.warn(
@@ -241,62 +547,120 @@ class _CachedCall:
             )
             return value
         entry = self.store.save(self.name, key, out_dir=out, duration_s=took, ttl=self.ttl)
+        if self.mmap_mode is not None:  # mapped from the first call on, as joblib does
+            value = self.load(entry)
         self.remember(key.digest, entry, value)
         return value
 
-    def note(self, args: tuple[Any, ...]) -> None:
-        if self.memory.verbose:
-            print(f"[Memory] calling {self.name}{_short_repr(args, 80)}")
+    def write(self, out: Path, value: Any) -> None:
+        if self.mmap_mode is None:
+            save_result(out, value)
+            return
+        import joblib
+
+        joblib.dump(value, out / _MMAP_FILE)
+
+    def query(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self.verbose >= 20:
+            _log.info(
+                "Querying %s with signature %s(%s).\n(argument hash %s)\n"
+                "The store location is %s.",
+                self.name, _label(self.func), _short_repr(args, 80), key, self.store.location,
+            )
+
+    def computing(self, key: str) -> None:
+        if self.verbose > 10:
+            _log.warning(
+                "[Memory] Computing func %s, argument hash %s in location %s",
+                self.name, key, self.store.location,
+            )
 
     def wrapper(self) -> Any:
         # The key is computed once, before running: the call may mutate its arguments
         # or the globals its code reads.
         func, keys = self.func, self.keys
-        if inspect.iscoroutinefunction(func):
+        if inspect.iscoroutinefunction(_target(func)):
 
             async def run(*args: Any, **kwargs: Any) -> Any:
                 components = keys.components(args, kwargs)
-                value = self.cached(key_digest(components))
-                return await execute(components, args, kwargs) if value is NO_RESULT else value
+                value = self.lookup(components, args, kwargs)
+                if value is NO_RESULT:
+                    value, _ = await execute(components, args, kwargs)
+                return value
 
             async def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
                 key = keys.step_key(components, args, kwargs)
-                self.note(args)
-                start = time.perf_counter()
+                self.computing(key.digest)
+                self.before(args, kwargs)
+                start, clock = time.time(), time.perf_counter()
                 value = await func(*args, **kwargs)
-                return self.save(key, value, time.perf_counter() - start)
+                took = time.perf_counter() - clock
+                self.after(took)
+                value = self.save(key, value, took)
+                return value, self.metadata(args, kwargs, took, start)
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 return await execute(keys.components(args, kwargs), args, kwargs)
+
+            async def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
+                components = keys.components(args, kwargs)
+                digest = key_digest(components)
+                if self.entry(digest) is None:
+                    await execute(components, args, kwargs)
+                return ShelvedResult(self, digest)
 
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
                 components = keys.components(args, kwargs)
-                value = self.cached(key_digest(components))
-                return execute(components, args, kwargs) if value is NO_RESULT else value
+                value = self.lookup(components, args, kwargs)
+                if value is NO_RESULT:
+                    value, _ = execute(components, args, kwargs)
+                return value
 
             def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
                 key = keys.step_key(components, args, kwargs)
-                self.note(args)
-                start = time.perf_counter()
+                self.computing(key.digest)
+                self.before(args, kwargs)
+                start, clock = time.time(), time.perf_counter()
                 value = func(*args, **kwargs)
-                return self.save(key, value, time.perf_counter() - start)
+                took = time.perf_counter() - clock
+                self.after(took)
+                value = self.save(key, value, took)
+                return value, self.metadata(args, kwargs, took, start)
 
             def call(*args: Any, **kwargs: Any) -> Any:
                 return execute(keys.components(args, kwargs), args, kwargs)
 
-        return self.decorate(run, call)
+            def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
+                components = keys.components(args, kwargs)
+                digest = key_digest(components)
+                if self.entry(digest) is None:
+                    execute(components, args, kwargs)
+                return ShelvedResult(self, digest)
 
-    def decorate(self, run: Any, call: Any) -> Any:
-        functools.update_wrapper(run, self.func)
-        run.call = call
+        run = self.decorate(run, call, shelve)
         run.check_call_in_cache = self.check_call_in_cache
-        run.clear = functools.partial(self.store.clear, self.name)
-        run.store_name = self.name
+        run.clear = self.clear
         return run
+
+    def lookup(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
+        """The cached value of a call, or NO_RESULT; verbose callers hear of the query."""
+        key = key_digest(components)
+        if self.verbose >= 20:
+            self.query(key, args, kwargs)
+        return self.cached(key)
 
     def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
         now = self.store.clock()
         entry = self.store.peek(self.name, key_digest(self.keys.components(args, kwargs)))
-        return entry is not None and not entry.expired(now)
+        if entry is None or entry.expired(now):
+            return False
+        return self.valid is None or bool(self.valid(_metadata(entry)))
+
+    def clear(self, warn: bool = True) -> None:
+        """Remove every cached call of this function."""
+        if warn and self.verbose > 0:
+            print(f"[Memory] Clearing function cache identified by {self.name}")
+        self.loaded.clear()
+        self.store.clear(self.name)
