@@ -248,7 +248,7 @@ def test_validate_explain_prints_the_rewrites_and_canonical_yaml(tmp_path, capsy
     ("fields", "message"),
     [
         ("comand: 'true'", r"step 'a': unknown key 'comand'; did you mean 'command'\?"),
-        ("run: 'true'\n    command: 'true'", r"step 'a': 'command' sets 'run', which is already"),
+        ("run: 'true'\n    command: 'true'", r"step 'a': 'run' and 'command' both set 'run'"),
         ("command: 'true'\n    volumes: [{source: d, target: /d, read_only: false}]",
          r"volume 'd' has read_only: false, but dagnb mounts are read-only inputs"),
         ("command: 'true'\n    volumes: [{source: d, targt: /d}]",
@@ -379,3 +379,20 @@ def test_cli_switches_reach_the_run(tmp_path, monkeypatch):
     assert main(argv) == 0
     assert seen["skip_cache"] is True
     assert seen["enable_retry"] is False and seen["use_circuit_breaker"] is False
+
+
+def test_validate_explain_of_a_file_in_dagnbs_spelling_says_so(tmp_path, capsys):
+    write(tmp_path / "flow.yml", "steps:\n  a: {run: 'true'}\n")
+    assert main(["validate", "--explain", str(tmp_path / "flow.yml")]) == 0
+    assert "# already in dagnb's spelling" in capsys.readouterr().out
+
+
+def test_workflow_defaults_beside_defaults_is_refused():
+    text = "workflow_defaults: {timeout: 1}\ndefaults: {timeout: 2}\nsteps: {a: {run: 'true'}}\n"
+    with pytest.raises(WorkflowError, match=r"'workflow_defaults' and 'defaults' both set"):
+        loads(text)
+
+
+def test_configure_takes_jitter_as_a_switch():
+    assert dagnb.configure(retry_jitter=False).retry_defaults()["jitter"] == 0.0
+    assert dagnb.configure(retry_jitter=True).retry_jitter == 0.1

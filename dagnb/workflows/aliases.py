@@ -144,11 +144,16 @@ def _renamed(
     data: Mapping[str, Any], renamed: Mapping[str, str], where: str, notes: list[str]
 ) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    given: dict[str, Any] = {}  # dagnb's name -> the key that set it
     for key, value in data.items():
         name = renamed.get(key, key) if isinstance(key, str) else key
+        if name in out:
+            raise WorkflowError(
+                f"{where}: {given[name]!r} and {key!r} both set {name!r}; keep one of the two"
+            )
         if name != key:
             notes.append(f"{where}: {key} -> {name}")
-        out = _with(out, name, value, where, key)
+        out[name], given[name] = value, key
     return out
 
 
