@@ -396,3 +396,10 @@ def test_workflow_defaults_beside_defaults_is_refused():
 def test_configure_takes_jitter_as_a_switch():
     assert dagnb.configure(retry_jitter=False).retry_defaults()["jitter"] == 0.0
     assert dagnb.configure(retry_jitter=True).retry_jitter == 0.1
+
+
+def test_validate_explain_refuses_a_notebook_in_one_line(tmp_path, capsys):
+    write(tmp_path / "analysis.ipynb", '{"cells": [], "metadata": {}, "nbformat": 4, '
+          '"nbformat_minor": 5}')
+    assert main(["validate", "--explain", str(tmp_path / "analysis.ipynb")]) == 2
+    assert "--explain reads workflow YAML" in capsys.readouterr().err
