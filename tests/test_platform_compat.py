@@ -254,7 +254,7 @@ def test_validate_explain_prints_the_rewrites_and_canonical_yaml(tmp_path, capsy
         ("command: 'true'\n    volumes: [{source: d, targt: /d}]",
          r"volume .* needs a 'source' \(host path\) and a 'target'"),
         ("command: 'true'\n    volumes: [{source: d, target: /d, mode: ro}]",
-         r"volume key 'mode' is not known"),
+         r"unknown volume key 'mode'; known volume keys: source, target, read_only"),
         ("command: 'true'\n    skip_cache: yes please",
          r"skip_cache='yes please' is not valid; expected true or false"),
     ],

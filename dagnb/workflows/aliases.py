@@ -32,10 +32,10 @@ A switch left at its default (``skip_cache: false``, ``enable_retry: true``,
 from __future__ import annotations
 
 import dataclasses
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.step import Step
 from dagnb.retry.policy import DEFAULT_JITTER
@@ -132,12 +132,7 @@ def canonical_step(
 
 
 def _check_known(fields: Mapping[str, Any], where: str) -> None:
-    known = (*_STEP_FIELDS, *ALIASES)
-    for key in fields:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else f"; allowed: {', '.join(known)}"
-            raise WorkflowError(f"{where}: unknown key {key!r}{hint}")
+    checks.known_keys(fields, (*_STEP_FIELDS, *ALIASES), where, WorkflowError)
 
 
 def _renamed(
@@ -217,11 +212,7 @@ def _volume(volume: Any, where: str) -> tuple[str, str]:
             f"{where}: volume {volume!r} needs a 'source' (host path) and a 'target' "
             "(path in the step)"
         )
-    for key in volume:
-        if key not in _VOLUME_KEYS:
-            close = difflib.get_close_matches(str(key), _VOLUME_KEYS, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else f"allowed: {', '.join(_VOLUME_KEYS)}"
-            raise WorkflowError(f"{where}: volume key {key!r} is not known; {hint}")
+    checks.known_keys(volume, _VOLUME_KEYS, where, WorkflowError, noun="volume key")
     if _flag("read_only", volume.get("read_only", True), where) is False:
         raise WorkflowError(
             f"{where}: volume {volume['source']!r} has read_only: false, but dagnb mounts "
