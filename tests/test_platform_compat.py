@@ -69,21 +69,16 @@ steps:
 
 @pytest.fixture(autouse=True)
 def clean(tmp_path, monkeypatch):
-    """An empty folder, no DAGNB_* variables, fresh settings and breakers."""
-    from dagnb.retry.breaker import reset_breakers
-
+    """An empty folder and no DAGNB_* variables (and, as every test has, a fresh context:
+    settings load on first use, no breaker is open)."""
     for name in list(os.environ):
         if name.startswith("DAGNB_"):
             monkeypatch.delenv(name)
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
     saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
-    reset_breakers()
-    dagnb_config.reload()
     yield
     monkeypatch.undo()
-    reset_breakers()
-    dagnb_config.reload()
     dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
