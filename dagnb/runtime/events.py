@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["STATES", "TERMINAL_STATES", "Event", "EventLog"]
+__all__ = ["STATES", "TERMINAL_STATES", "Event", "EventLog", "Listener"]
 
 STATES = (
     "pending",

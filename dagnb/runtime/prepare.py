@@ -13,7 +13,6 @@ import contextlib
 import datetime
 import gc
 import secrets as _random
-import shutil
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +23,8 @@ from dagnb.executors import get_executor, loop
 from dagnb.executors.capture import capturing
 from dagnb.model.contract import resolve_secrets
 from dagnb.model.step import Step, parse_duration
+from dagnb.runtime.events import Listener
+from dagnb.runtime.history import RunFolder, last_states, unfinished
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
 
@@ -31,8 +32,6 @@ if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
 __all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
-
-_KEEP_RUNS = 20  # run folders kept under <cache>/runs
 
 
 def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
@@ -56,23 +55,24 @@ def start_background(
 ) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops."""
     run, scheduler = prepare(graph, targets, **options)
-    run._future = loop.submit(_execute(run, scheduler))
+    run.follow(loop.submit(_execute(run, scheduler)))
     return run
 
 
 async def _execute(run: Run, scheduler: Scheduler) -> Run:
     task = asyncio.current_task()
+    assert task is not None
     running_loop = asyncio.get_running_loop()
-    run._cancel_hook = lambda: running_loop.call_soon_threadsafe(task.cancel)  # type: ignore[union-attr]
-    if run._cancel.is_set():
-        task.cancel()  # type: ignore[union-attr]
+    run.on_cancel(lambda: running_loop.call_soon_threadsafe(task.cancel))
     with capturing(), _heap_frozen():
         try:
             return await scheduler.execute()
         except asyncio.CancelledError:
-            if run._cancel.is_set():
+            if run.cancel_requested:
                 return run  # cancelled on request: the Run records it, nothing to raise
             raise
+        finally:
+            run.finish()
 
 
 _frozen_runs = 0
@@ -115,6 +115,7 @@ def prepare(
     enable_retry: bool = True,
     use_circuit_breaker: bool = True,
     sleep: Any = None,
+    on_event: Listener | None = None,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
 
@@ -140,15 +141,18 @@ def prepare(
     enable_retry, use_circuit_breaker
         False retries no step at all / lets no executor's circuit breaker hold a step
         back, whatever the steps ask (the platform's per-execution switches).
+    on_event
+        Called with each of the run's events from its first (the CLI's progress
+        lines); ``run.events.subscribe`` does the same once the Run exists.
     """
     config = settings()
     graph.validate()
-    order = graph.select(targets, tags=tags, only_failed=only_failed)
+    cache_dir = Path(cache_directory or config.cache_directory).resolve()
+    order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = {name: graph[name] for name in order}
     base_dir = (graph.base_dir or Path.cwd()).resolve()
     graph.check_mounts(order, base_dir)
     secret_values = resolve_secrets(steps.values())
-    cache_dir = Path(cache_directory or config.cache_directory).resolve()
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
         or max_concurrency < 1
@@ -173,10 +177,25 @@ def prepare(
     _require_engine(graph, order, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
-    run_id = _new_run_id()  # only now, so that bad input leaves no run folder behind
-    run = Run(run_id, graph.name, steps, order, _workspace(cache_dir, run_id))
+    run_id = _new_run_id()
+    run = Run(run_id, graph.name, steps, order, RunFolder(cache_dir, run_id))
+    if on_event is not None:
+        run.events.subscribe(on_event)
     graph.last_run = run
     return run, Scheduler(run, options, secret_values)
+
+
+def _selection(
+    graph: Graph, targets: Any, tags: Any, only_failed: bool, cache_dir: Path
+) -> list[str]:
+    """The steps to run. ``only_failed`` in a process that has not run the graph yet
+    (the CLI, a restarted kernel) reads the last run's states from the run history."""
+    if not only_failed or graph.last_run is not None:
+        return graph.select(targets, tags=tags, only_failed=only_failed)
+    states = last_states(cache_dir, graph.name) or {}
+    again = unfinished(states, (step.name for step in graph))
+    named = [targets] if isinstance(targets, str) else list(targets or ())
+    return graph.select([*named, *again], tags=tags)
 
 
 def _switch(name: str, value: Any) -> bool:
@@ -247,14 +266,3 @@ def _new_run_id() -> str:
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     return f"{stamp}-{_random.token_hex(3)}"
 
-
-def _workspace(cache_dir: Path, run_id: str) -> Path:
-    """A fresh folder for this run's step directories; old ones are pruned."""
-    runs = cache_dir / ".runs"  # dot folders are not steps to the store
-    runs.mkdir(parents=True, exist_ok=True)
-    old = sorted((p for p in runs.iterdir() if p.is_dir()), key=lambda p: p.name)
-    for stale in old[:-_KEEP_RUNS] if len(old) >= _KEEP_RUNS else []:
-        shutil.rmtree(stale, ignore_errors=True)
-    workspace = runs / run_id
-    workspace.mkdir()
-    return workspace

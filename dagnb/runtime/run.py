@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, EventLog
 from dagnb.runtime.frames import logs_frame, status_frame, status_rows
+from dagnb.runtime.history import RunFolder
 
 __all__ = ["Run"]
 
@@ -32,13 +33,13 @@ class Run:
         graph_name: str,
         steps: Mapping[str, Step],
         order: list[str],
-        workspace: Path,
+        folder: RunFolder,
     ) -> None:
         self.id = run_id
         self.graph_name = graph_name
         self.steps = dict(steps)
         self.order = list(order)
-        self.workspace = workspace
+        self._folder = folder
         self.events = EventLog()
         self._results: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}  # Path, or a record with .path
@@ -46,6 +47,11 @@ class Run:
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancel = threading.Event()
         self._cancel_hook: Any = None
+
+    @property
+    def workspace(self) -> Path:
+        """This run's folder of step directories, made when first needed."""
+        return self._folder.make()
 
     # -- tables ---------------------------------------------------------------------
     def status(self) -> pd.DataFrame:
@@ -89,6 +95,41 @@ class Run:
             from dagnb.model.graph import _unknown_message
 
             raise StepNotFoundError(_unknown_message(step, self.steps, f"in run {self.id}"))
+
+    # -- what the scheduler records (the only writers of a Run's state) --------------
+    def record(self, step: str, outputs: Any, result: Any = NO_RESULT) -> None:
+        """Keep what step ``step`` produced: its output folder (a Path, or a record with
+        ``.path``) and its Python result."""
+        self._outputs[step] = outputs
+        self._results[step] = result
+
+    def record_lazy(self, step: str, outputs: Any, load: Callable[[], Any]) -> None:
+        """Keep a step's outputs and a ``load()`` that reads its result when first asked
+        for: a cached result nobody uses is never unpickled."""
+        self._outputs[step] = outputs
+        self._loaders[step] = load
+
+    def follow(self, future: concurrent.futures.Future[Any]) -> None:
+        """Let ``done`` and ``wait()`` follow ``future``, this run's background execution."""
+        self._future = future
+
+    def on_cancel(self, hook: Callable[[], Any]) -> None:
+        """Call ``hook`` when the run is cancelled (at once if it already was)."""
+        self._cancel_hook = hook
+        if self._cancel.is_set():
+            hook()
+
+    def finish(self) -> None:
+        """Record the final states in the run's folder (what ``--only-failed`` reads
+        later) and let old run folders be pruned; called once, as the run ends. A run
+        of no steps leaves no trace."""
+        if self.order:
+            self._folder.close(self.states(), self.graph_name)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once :meth:`cancel` was called."""
+        return self._cancel.is_set()
 
     # -- control --------------------------------------------------------------------
     @property

@@ -198,8 +198,7 @@ class Scheduler:
             entry = None
         if entry is None:  # not storable (an unpicklable result): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
-        self.run._outputs[step.name] = entry.out_dir
-        self.run._results[step.name] = outcome.result
+        self.run.record(step.name, entry.out_dir, outcome.result)
         return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
 
     def _restore(self, step: Step, entry: Any) -> _Outcome:
@@ -222,9 +221,8 @@ class Scheduler:
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
-        self.run._outputs[name] = entry.out_dir
         lazy = _Lazy(entry, self._damaged_result)
-        self.run._loaders[name] = lazy.get
+        self.run.record_lazy(name, entry.out_dir, lazy.get)
         return _Outcome(entry.out_dir, lazy, None, entry.output_digest)
 
     def _damaged_result(self, entry: Any, exc: Exception) -> StepFailed:
@@ -240,8 +238,7 @@ class Scheduler:
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
-        self.run._outputs[step.name] = done
-        self.run._results[step.name] = outcome.result
+        self.run.record(step.name, done, outcome.result)
         return done
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:

@@ -1,0 +1,156 @@
+"""The run history on disk: one folder per run under ``<cache>/.runs/``.
+
+A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in``,
+``params.json``) and, once the run ends, ``run.json``: the graph's name, when it ended
+and each step's final state. ``dagnb run --only-failed`` reads the newest record of a
+workflow from here, so it works in a new process.
+
+The folder is made only when something needs it (a step that executes, or the record at
+the end), so a fully cached run's start costs no disk work. While a run is live it holds
+a lock on ``<run>/.lease``; pruning, which keeps the newest ``KEEP_RUNS`` folders, skips
+any folder whose lease is held, so a long run's outputs are never deleted under it.
+Pruning happens when a run ends, and only once the folders outnumber ``KEEP_RUNS`` by
+``PRUNE_SLACK``: one listing per run, and the deleting in batches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import filelock
+
+__all__ = [
+    "KEEP_RUNS",
+    "PRUNE_SLACK",
+    "RECORD_NAME",
+    "RunFolder",
+    "last_states",
+    "prune",
+    "unfinished",
+]
+
+KEEP_RUNS = 20  # run folders kept under <cache>/.runs
+PRUNE_SLACK = 10  # pruning waits until this many more have gathered
+RECORD_NAME = "run.json"
+_LEASE_NAME = ".lease"
+_NOT_DONE = ("failed", "skipped", "cancelled")
+
+
+class RunFolder:
+    """One run's folder, made on first use and leased while the run is live."""
+
+    __slots__ = ("_lease", "path", "runs")
+
+    def __init__(self, cache_dir: Path, run_id: str) -> None:
+        self.runs = cache_dir / ".runs"  # dot folders are not steps to the store
+        self.path = self.runs / run_id
+        self._lease: filelock.BaseFileLock | None = None
+
+    def make(self) -> Path:
+        """Create the folder (once) and take its lease; returns its path."""
+        if self._lease is None:
+            self.path.mkdir(parents=True, exist_ok=True)
+            self._lease = filelock.FileLock(str(self.path / _LEASE_NAME), timeout=0)
+            self._lease.acquire()
+        return self.path
+
+    def close(self, states: Mapping[str, str], graph_name: str) -> None:
+        """Write the run's record, give up the lease and prune old runs.
+
+        Housekeeping never fails a run: a problem here is one warning.
+        """
+        try:
+            self.make()
+            _write_json(self.path / RECORD_NAME, {
+                "graph": graph_name, "finished": time.time(), "states": dict(states),
+            })
+        except OSError as exc:
+            warnings.warn(f"dagnb: run record {str(self.path)!r} not written: {exc}",
+                          stacklevel=2)
+        finally:
+            self._release()
+        prune(self.runs)
+
+    def _release(self) -> None:
+        if self._lease is not None:
+            self._lease.release()
+            self._lease = None
+
+
+def prune(runs: Path, keep: int | None = None, slack: int | None = None) -> list[Path]:
+    """Remove the oldest run folders beyond ``keep`` (default ``KEEP_RUNS``) once there
+    are ``keep + slack``, skipping live runs (their lease is held); returns what went."""
+    keep = KEEP_RUNS if keep is None else keep
+    slack = PRUNE_SLACK if slack is None else slack
+    try:
+        folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
+    except OSError:
+        return []
+    if len(folders) < keep + slack:
+        return []
+    removed = []
+    for name in folders[keep:]:
+        if _remove_unless_live(runs / name):
+            removed.append(runs / name)
+    return removed
+
+
+def _remove_unless_live(folder: Path) -> bool:
+    lease = filelock.FileLock(str(folder / _LEASE_NAME), timeout=0)
+    try:
+        with lease:
+            shutil.rmtree(folder, ignore_errors=True)
+    except filelock.Timeout:
+        return False  # a run still in progress owns it
+    except OSError:
+        return False
+    with contextlib.suppress(OSError):  # where an open lock file could not be deleted
+        shutil.rmtree(folder)
+    return True
+
+
+def last_states(cache_dir: Path, graph_name: str) -> dict[str, str] | None:
+    """Final states of the newest recorded run of ``graph_name``; None when there is none."""
+    newest: dict[str, Any] | None = None
+    for record in _records(cache_dir / ".runs"):
+        if record.get("graph") != graph_name:
+            continue
+        if newest is None or record.get("finished", 0) > newest.get("finished", 0):
+            newest = record
+    return None if newest is None else dict(newest.get("states", {}))
+
+
+def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
+    """The steps among ``names`` that failed, were skipped or were cancelled."""
+    return [n for n in names if states.get(n) in _NOT_DONE]
+
+
+def _records(runs: Path) -> list[dict[str, Any]]:
+    try:
+        entries = list(os.scandir(runs))
+    except OSError:
+        return []
+    found = []
+    for entry in entries:
+        try:
+            record = json.loads(Path(entry.path, RECORD_NAME).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # no record (an old or a live run), or a damaged one
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+def _write_json(path: Path, data: Any) -> None:
+    """Write by renaming into place: a reader sees the whole record or none."""
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    os.replace(partial, path)
