@@ -85,35 +85,32 @@ def _run(args: argparse.Namespace) -> int:
     if _is_notebook(args.workflow):
         return _run_notebook(args)
     graph = load(args.workflow)
-    from dagnb.executors import loop
-    from dagnb.runtime.prepare import _execute, prepare
-
-    run, scheduler = prepare(
-        graph,
-        args.target,
-        tags=args.tag,
-        only_failed=False,
-        max_concurrency=args.max_concurrency,
-        executor=args.executor,
-        cache=False if args.no_cache else None,
-        refresh=args.refresh,
-        timeout=args.timeout,
-        fail_fast=args.fail_fast,
-        cache_directory=args.cache_dir,
-        **_switches(args),
-    )
-    printer = ProgressPrinter(run, sys.stdout)
-    unsubscribe = run.events.subscribe(printer.on_event)
+    printer = ProgressPrinter(sys.stdout)
     try:
-        loop.run_sync(_execute(run, scheduler))
+        run = graph.run(
+            args.target,
+            tags=args.tag,
+            only_failed=args.only_failed,
+            max_concurrency=args.max_concurrency,
+            executor=args.executor,
+            cache=False if args.no_cache else None,
+            refresh=args.refresh,
+            timeout=args.timeout,
+            fail_fast=args.fail_fast,
+            cache_directory=args.cache_dir,
+            on_event=printer.on_event,
+            **_switches(args),
+        )
     except KeyboardInterrupt:
         printer.finish()
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
         return 130
-    finally:
-        unsubscribe()
+    if args.only_failed and not run.order:
+        print(f"dagnb: the last run of {graph.name!r} has no failed, skipped or cancelled "
+              "steps; nothing to re-run")
+        return 0
     printer.finish()
-    print(printer.table())
+    print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
 

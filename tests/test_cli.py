@@ -97,7 +97,8 @@ def test_progress_bar_on_a_terminal_redraws_one_line(tmp_path: Path,
     graph = dagnb.Graph("bar", [dagnb.Step(f"s{i}", run="true") for i in range(3)])
     run, _ = prepare(graph, cache=False, executor="local")
     screen = Terminal()
-    printer = ProgressPrinter(run, screen, min_interval=0)
+    printer = ProgressPrinter(screen, min_interval=0)
+    printer.on_event(run.events.emit("run", None, state="started", steps=len(run.order)))
     for name in run.order:
         printer.on_event(run.events.emit("state", name, 1, state="running"))
         printer.on_event(run.events.emit("state", name, 1, state="succeeded"))
@@ -105,3 +106,30 @@ def test_progress_bar_on_a_terminal_redraws_one_line(tmp_path: Path,
     frames = screen.getvalue().split("\r")
     assert frames[-1].startswith("[" + "#" * 24 + "] 3/3")
     assert screen.getvalue().count("\n") == 1  # one line, redrawn in place
+
+
+def test_only_failed_reruns_the_last_failures_read_from_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n"
+        "  first: {run: 'echo one'}\n"
+        "  second: {run: 'echo two'}\n"
+        "  shaky: {run: 'test -f fixed', needs: [first]}\n"
+        "  after: {run: 'echo after', needs: [shaky]}\n"
+    )
+    common = ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["run", *common]) == 1
+    capsys.readouterr()
+    (tmp_path / "fixed").write_text("")
+    assert main(["run", *common, "--only-failed"]) == 0
+    rows = {line.split()[0]: line.split()[1] for line in capsys.readouterr().out.splitlines()
+            if line.split()[:1] and line.split()[0] in ("first", "second", "shaky", "after")}
+    assert rows == {"first": "cached", "shaky": "succeeded", "after": "succeeded"}
+    assert main(["run", *common, "--only-failed"]) == 0
+    again = capsys.readouterr().out.splitlines()
+    assert again == ["dagnb: the last run of 'wf' has no failed, skipped or cancelled steps; "
+                     "nothing to re-run"]

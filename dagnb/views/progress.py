@@ -25,11 +25,15 @@ _BAR_WIDTH = 24
 
 
 class ProgressPrinter:
-    """Listens to a run's events and reports them to ``stream``."""
+    """Listens to a run's events and reports them to ``stream``.
 
-    def __init__(self, run: Run, stream: TextIO, *, min_interval: float = 0.1) -> None:
-        self.run = run
+    Subscribe it before the run starts (``graph.run(on_event=printer.on_event)``): the
+    run's first event tells it how many steps there are.
+    """
+
+    def __init__(self, stream: TextIO, *, min_interval: float = 0.1) -> None:
         self.stream = stream
+        self.total = 0
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._done: set[str] = set()
         self._running: set[str] = set()
@@ -39,6 +43,8 @@ class ProgressPrinter:
 
     def on_event(self, event: Event) -> None:
         """Event listener; called on the runner's loop."""
+        if event.kind == "run" and event.data.get("state") == "started":
+            self.total = event.data.get("steps", 0)
         if event.kind != "state" or event.step is None:
             return
         state = event.data["state"]
@@ -64,7 +70,7 @@ class ProgressPrinter:
             extra = f" (attempt {event.attempt})"
         elif event.data.get("error"):
             extra = f": {event.data['error']}"
-        total = len(self.run.order)
+        total = self.total
         print(
             f"{stamp} [{len(self._done)}/{total}] {event.step} {state}{extra}",
             file=self.stream,
@@ -76,7 +82,7 @@ class ProgressPrinter:
         if not force and now - self._last_draw < self._min_interval:
             return
         self._last_draw = now
-        total = len(self.run.order) or 1
+        total = self.total or 1
         filled = int(_BAR_WIDTH * len(self._done) / total)
         running = ", ".join(sorted(self._running))[:60]
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
@@ -91,8 +97,8 @@ class ProgressPrinter:
                 self.stream.write("\n")
                 self.stream.flush()
 
-    def table(self) -> str:
-        """The final status table as text."""
-        frame = self.run.status()[TABLE_COLUMNS]
+    def table(self, run: Run) -> str:
+        """The run's final status table as text."""
+        frame = run.status()[TABLE_COLUMNS]
         frame = frame.astype(object).where(frame.notna(), "")  # blank, not None/<NA>
         return frame.to_string(index=False)
