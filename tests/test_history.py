@@ -92,3 +92,9 @@ def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,
         assert long.wait(30).ok
     assert Graph("short", [Step("s", run="true")]).run(cache=False, executor="local").ok
     assert long.id not in {p.name for p in runs_folder(workdir).iterdir()}
+
+
+def test_a_finished_runs_folder_is_not_leased_again(workdir: Path) -> None:
+    run = Graph("done", [Step("a", run="true")]).run(cache=False, executor="local")
+    folder = run.workspace  # read after the run: must not hold the folder as live
+    assert history.prune(folder.parent, keep=0, slack=0) == [folder]

@@ -47,19 +47,23 @@ _NOT_DONE = ("failed", "skipped", "cancelled")
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_lease", "path", "runs")
+    __slots__ = ("_closed", "_lease", "path", "runs")
 
     def __init__(self, cache_dir: Path, run_id: str) -> None:
         self.runs = cache_dir / ".runs"  # dot folders are not steps to the store
         self.path = self.runs / run_id
         self._lease: filelock.BaseFileLock | None = None
+        self._closed = False
 
     def make(self) -> Path:
-        """Create the folder (once) and take its lease; returns its path."""
-        if self._lease is None:
+        """Create the folder (once) and, while the run is live, take its lease."""
+        if self._lease is None and not self._closed:
             self.path.mkdir(parents=True, exist_ok=True)
-            self._lease = filelock.FileLock(str(self.path / _LEASE_NAME), timeout=0)
-            self._lease.acquire()
+            # taken on the loop's thread, let go on another's at times: not thread-local
+            lease = filelock.FileLock(str(self.path / _LEASE_NAME), timeout=0,
+                                      thread_local=False)
+            lease.acquire()
+            self._lease = lease
         return self.path
 
     def close(self, states: Mapping[str, str], graph_name: str) -> None:
@@ -67,8 +71,9 @@ class RunFolder:
 
         Housekeeping never fails a run: a problem here is one warning.
         """
+        self._closed = True
         try:
-            self.make()
+            self.path.mkdir(parents=True, exist_ok=True)
             _write_json(self.path / RECORD_NAME, {
                 "graph": graph_name, "finished": time.time(), "states": dict(states),
             })
@@ -76,13 +81,10 @@ class RunFolder:
             warnings.warn(f"dagnb: run record {str(self.path)!r} not written: {exc}",
                           stacklevel=2)
         finally:
-            self._release()
+            if self._lease is not None:
+                self._lease.release()
+                self._lease = None
         prune(self.runs)
-
-    def _release(self) -> None:
-        if self._lease is not None:
-            self._lease.release()
-            self._lease = None
 
 
 def prune(runs: Path, keep: int | None = None, slack: int | None = None) -> list[Path]:
@@ -104,7 +106,7 @@ def prune(runs: Path, keep: int | None = None, slack: int | None = None) -> list
 
 
 def _remove_unless_live(folder: Path) -> bool:
-    lease = filelock.FileLock(str(folder / _LEASE_NAME), timeout=0)
+    lease = filelock.FileLock(str(folder / _LEASE_NAME), timeout=0, thread_local=False)
     try:
         with lease:
             shutil.rmtree(folder, ignore_errors=True)
