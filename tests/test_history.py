@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Callable
 from pathlib import Path
+from threading import current_thread
 
 import pytest
 
@@ -26,6 +27,10 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30) -> None:
 
 def runs_folder(workdir: Path) -> Path:
     return workdir / ".dagnb_cache" / ".runs"
+
+
+def run_names(workdir: Path) -> set[str]:
+    return {p.name for p in runs_folder(workdir).iterdir() if p.is_dir()}
 
 
 def test_a_run_records_its_final_states_in_its_folder(workdir: Path) -> None:
@@ -63,19 +68,32 @@ def test_every_event_reaches_on_event_from_the_first(workdir: Path) -> None:
     assert seen[0] == ("run", None) and ("state", "a") in seen and seen[-1] == ("run", None)
 
 
-def test_pruning_waits_for_slack_then_keeps_the_newest(tmp_path: Path) -> None:
+def test_pruning_keeps_the_newest(tmp_path: Path) -> None:
     for i in range(5):
         (tmp_path / f"2026-{i}").mkdir()
-    assert history.prune(tmp_path, keep=2, slack=4) == []
-    removed = history.prune(tmp_path, keep=2, slack=3)
+    removed = history.prune(tmp_path, keep=2)
     assert sorted(p.name for p in removed) == ["2026-0", "2026-1", "2026-2"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-3", "2026-4"]
+
+
+def test_one_run_in_slack_prunes_and_in_a_thread_off_the_hot_path(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pruned: list[str] = []
+    monkeypatch.setattr(history, "prune", lambda runs: pruned.append(current_thread().name))
+    one_in = history.PRUNE_SLACK + 1
+    monkeypatch.setattr(history, "_draw", iter([1.5 / one_in, 0.5 / one_in]).__next__)
+    graph = Graph("two", [Step("a", run="true")])
+    graph.run(cache=False, executor="local")
+    graph.run(cache=False, executor="local")
+    wait_until(lambda: len(pruned) == 1)
+    assert pruned == ["dagnb-prune"]
 
 
 def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(history, "KEEP_RUNS", 1)
-    monkeypatch.setattr(history, "PRUNE_SLACK", 0)
+    monkeypatch.setattr(history, "PRUNE_SLACK", 0)  # every run prunes as it ends
     release = workdir / "release"
     waiting = f"for i in $(seq 600); do [ -f {release} ] && exit 0; sleep 0.05; done; exit 1"
     long = start_background(Graph("long", [Step("wait", run=waiting)]),
@@ -85,16 +103,16 @@ def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,
         for _ in range(3):  # each ends by pruning down to the newest folder
             assert Graph("short", [Step("s", run="true")]).run(cache=False,
                                                                executor="local").ok
-        names = sorted(p.name for p in runs_folder(workdir).iterdir())
-        assert long.id in names and len(names) == 2  # the live one and the newest
+        wait_until(lambda: len(run_names(workdir)) <= 2)  # the live one and the newest
+        assert long.id in run_names(workdir)
     finally:
         release.write_text("")
         assert long.wait(30).ok
     assert Graph("short", [Step("s", run="true")]).run(cache=False, executor="local").ok
-    assert long.id not in {p.name for p in runs_folder(workdir).iterdir()}
+    wait_until(lambda: long.id not in run_names(workdir))  # ended: an old run like any
 
 
 def test_a_finished_runs_folder_is_not_leased_again(workdir: Path) -> None:
     run = Graph("done", [Step("a", run="true")]).run(cache=False, executor="local")
     folder = run.workspace  # read after the run: must not hold the folder as live
-    assert history.prune(folder.parent, keep=0, slack=0) == [folder]
+    assert history.prune(folder.parent, keep=0) == [folder]

@@ -9,8 +9,11 @@ The folder is made only when something needs it (a step that executes, or the re
 the end), so a fully cached run's start costs no disk work. While a run is live it holds
 a lock on ``<run>/.lease``; pruning, which keeps the newest ``KEEP_RUNS`` folders, skips
 any folder whose lease is held, so a long run's outputs are never deleted under it.
-Pruning happens when a run ends, and only once the folders outnumber ``KEEP_RUNS`` by
-``PRUNE_SLACK``: one listing per run, and the deleting in batches.
+
+Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so
+it works the same when every run is a new ``dagnb run`` process) starts it in a
+background thread as it ends. A prune cut short by the process exiting is finished by a
+later one.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import random
 import shutil
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -38,9 +43,10 @@ __all__ = [
 ]
 
 KEEP_RUNS = 20  # run folders kept under <cache>/.runs
-PRUNE_SLACK = 10  # pruning waits until this many more have gathered
+PRUNE_SLACK = 10  # about this many runs end without pruning between two that prune
 RECORD_NAME = "run.json"
 _LEASE_NAME = ".lease"
+_draw = random.random  # whether this run prunes (tests replace it)
 _NOT_DONE = ("failed", "skipped", "cancelled")
 
 
@@ -84,19 +90,18 @@ class RunFolder:
             if self._lease is not None:
                 self._lease.release()
                 self._lease = None
-        prune(self.runs)
+        if _draw() * (PRUNE_SLACK + 1) < 1:
+            threading.Thread(target=prune, args=(self.runs,), daemon=True,
+                             name="dagnb-prune").start()
 
 
-def prune(runs: Path, keep: int | None = None, slack: int | None = None) -> list[Path]:
-    """Remove the oldest run folders beyond ``keep`` (default ``KEEP_RUNS``) once there
-    are ``keep + slack``, skipping live runs (their lease is held); returns what went."""
+def prune(runs: Path, keep: int | None = None) -> list[Path]:
+    """Remove the run folders older than the newest ``keep`` (default ``KEEP_RUNS``),
+    skipping live runs (their lease is held); returns what was removed."""
     keep = KEEP_RUNS if keep is None else keep
-    slack = PRUNE_SLACK if slack is None else slack
     try:
         folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
     except OSError:
-        return []
-    if len(folders) < keep + slack:
         return []
     removed = []
     for name in folders[keep:]:

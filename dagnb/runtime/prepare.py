@@ -263,6 +263,7 @@ def _retry_defaults(retries: Any) -> Any:
 
 
 def _new_run_id() -> str:
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return f"{stamp}-{_random.token_hex(3)}"
+    """Ids sort in the order runs started (to the millisecond): pruning keeps the newest."""
+    now = datetime.datetime.now()
+    return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{_random.token_hex(3)}"
 
