@@ -325,7 +325,8 @@ class Graph:
 
     # -- running --------------------------------------------------------------------
     def run(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-        """Run the selected steps and wait; see :func:`dagnb.runtime.prepare.run_graph`."""
+        """Run the selected steps and wait; the options are :func:`dagnb.runtime.prepare.prepare`'s
+        (``on_event=`` sees every event, as the CLI's progress lines do)."""
         from dagnb.runtime.prepare import run_graph_sync
 
         return run_graph_sync(self, targets, **options)

@@ -7,8 +7,9 @@ workflow from here, so it works in a new process.
 
 The folder is made only when something needs it (a step that executes, or the record at
 the end), so a fully cached run's start costs no disk work. While a run is live it holds
-a lock on ``<run>/.lease``; pruning, which keeps the newest ``KEEP_RUNS`` folders, skips
-any folder whose lease is held, so a long run's outputs are never deleted under it.
+a lock on its folder (POSIX ``flock``, let go by the system if the process dies);
+pruning, which keeps the newest ``KEEP_RUNS`` folders, skips any folder whose lock is
+held, so a long run's outputs are never deleted under it.
 
 Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so
 it works the same when every run is a new ``dagnb run`` process) starts it in a
@@ -18,7 +19,7 @@ later one.
 
 from __future__ import annotations
 
-import contextlib
+import fcntl
 import json
 import os
 import random
@@ -29,8 +30,6 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
-
-import filelock
 
 __all__ = [
     "KEEP_RUNS",
@@ -45,7 +44,6 @@ __all__ = [
 KEEP_RUNS = 20  # run folders kept under <cache>/.runs
 PRUNE_SLACK = 10  # about this many runs end without pruning between two that prune
 RECORD_NAME = "run.json"
-_LEASE_NAME = ".lease"
 _draw = random.random  # whether this run prunes (tests replace it)
 _NOT_DONE = ("failed", "skipped", "cancelled")
 
@@ -58,22 +56,18 @@ class RunFolder:
     def __init__(self, cache_dir: Path, run_id: str) -> None:
         self.runs = cache_dir / ".runs"  # dot folders are not steps to the store
         self.path = self.runs / run_id
-        self._lease: filelock.BaseFileLock | None = None
+        self._lease: int | None = None
         self._closed = False
 
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""
         if self._lease is None and not self._closed:
             self.path.mkdir(parents=True, exist_ok=True)
-            # taken on the loop's thread, let go on another's at times: not thread-local
-            lease = filelock.FileLock(str(self.path / _LEASE_NAME), timeout=0,
-                                      thread_local=False)
-            lease.acquire()
-            self._lease = lease
+            self._lease = _lease(self.path)
         return self.path
 
     def close(self, states: Mapping[str, str], graph_name: str) -> None:
-        """Write the run's record, give up the lease and prune old runs.
+        """Write the run's record, give up the lease, and now and then prune old runs.
 
         Housekeeping never fails a run: a problem here is one warning.
         """
@@ -88,11 +82,23 @@ class RunFolder:
                           stacklevel=2)
         finally:
             if self._lease is not None:
-                self._lease.release()
+                os.close(self._lease)  # closing lets go of the lock
                 self._lease = None
         if _draw() * (PRUNE_SLACK + 1) < 1:
             threading.Thread(target=prune, args=(self.runs,), daemon=True,
                              name="dagnb-prune").start()
+
+
+def _lease(folder: Path) -> int | None:
+    """Lock ``folder`` itself (flock on its descriptor: no file to create, gone with the
+    process); None where the file system cannot lock, and the run goes on unleased."""
+    descriptor = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(descriptor)
+        return None
+    return descriptor
 
 
 def prune(runs: Path, keep: int | None = None) -> list[Path]:
@@ -103,24 +109,20 @@ def prune(runs: Path, keep: int | None = None) -> list[Path]:
         folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
     except OSError:
         return []
-    removed = []
-    for name in folders[keep:]:
-        if _remove_unless_live(runs / name):
-            removed.append(runs / name)
-    return removed
+    return [runs / name for name in folders[keep:] if _remove_unless_live(runs / name)]
 
 
 def _remove_unless_live(folder: Path) -> bool:
-    lease = filelock.FileLock(str(folder / _LEASE_NAME), timeout=0, thread_local=False)
     try:
-        with lease:
-            shutil.rmtree(folder, ignore_errors=True)
-    except filelock.Timeout:
-        return False  # a run still in progress owns it
+        lease = _lease(folder)
     except OSError:
-        return False
-    with contextlib.suppress(OSError):  # where an open lock file could not be deleted
-        shutil.rmtree(folder)
+        return False  # gone already, or not ours to open
+    if lease is None:
+        return False  # a run still in progress holds it (or it cannot be told)
+    try:
+        shutil.rmtree(folder, ignore_errors=True)
+    finally:
+        os.close(lease)
     return True
 
 
@@ -159,5 +161,5 @@ def _records(runs: Path) -> list[dict[str, Any]]:
 def _write_json(path: Path, data: Any) -> None:
     """Write by renaming into place: a reader sees the whole record or none."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data, indent=1), encoding="utf-8")
+    partial.write_text(json.dumps(data), encoding="utf-8")
     os.replace(partial, path)

@@ -1,9 +1,11 @@
 """Running a graph: preparation, then the scheduler on dagnb's one event loop.
 
-``run_graph_sync`` (behind ``graph.run()``) waits for the run, ``run_graph_async``
-(behind ``await graph.arun()``) awaits it from any loop, ``start_background`` returns
-the Run at once. All three validate first: bad input raises a DagnbError before any
-step starts and nothing is lost.
+One way in, as ``dask/local.py`` has: :func:`prepare` validates, selects the steps and
+builds the Run and its Scheduler (the executor is one of its options); ``_execute`` runs
+them. Three ways to wait share it: ``run_graph_sync`` (behind ``graph.run()``, ``warm``
+and the ``dagnb`` command) waits, ``run_graph_async`` (behind ``await graph.arun()``)
+awaits from any loop, ``start_background`` (the notebook) returns the Run at once. Bad
+input raises a DagnbError before any step starts and nothing is lost.
 """
 
 from __future__ import annotations
