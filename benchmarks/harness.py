@@ -1,0 +1,225 @@
+"""Side-by-side measurement: dagnb against a named peer, interleaved, medians.
+
+Every benchmark in this folder measures through here, so that all figures obey the
+same rules (see README.md):
+
+- contenders run interleaved in one process run, A, B, A, B..., one *trial* each per
+  round, so that a load spike or a CPU-frequency change hits both alike;
+- ``gc.collect()`` before each trial, and the same repeat count inside each trial;
+- at least 5 rounds; the median and the minimum are both printed, the ratio is the
+  ratio of the medians;
+- a *cold* figure runs each trial in a fresh Python process (`child` / `wall`), a
+  *warm* one in this process (`timed`);
+- the clock stops when the call returns; work a contender deferred to a background
+  thread is waited for (`settle`) off the clock, before the next trial starts.
+
+A trial is any callable returning seconds per unit of work (per call, per step...).
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "BENCH_DIR",
+    "Figure",
+    "Trial",
+    "child",
+    "column",
+    "compare",
+    "interleave",
+    "machine_note",
+    "report",
+    "run_child",
+    "settle",
+    "summary",
+    "timed",
+    "wall",
+]
+
+BENCH_DIR = Path(__file__).resolve().parent
+MIN_ROUNDS = 5
+
+Trial = Callable[[], Any]  # seconds per unit, or a dict of such figures (see `column`)
+
+_figures: list[Figure] = []
+
+
+@dataclass
+class Figure:
+    """One printed comparison: dagnb's samples against a peer's, with a target ratio."""
+
+    name: str
+    ours: list[float]
+    peer: list[float]
+    peer_name: str
+    target: float | None  # dagnb/peer must be at most this; None: shown for information
+    note: str = ""
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ours) / statistics.median(self.peer)
+
+    @property
+    def met(self) -> bool | None:
+        return None if self.target is None else self.ratio <= self.target
+
+    def line(self) -> str:
+        """``name: dagnb X, peer Y, ratio R (median of N), target T met|MISSED [min ...]``."""
+        ours, peer = statistics.median(self.ours), statistics.median(self.peer)
+        verdict = "(information)" if self.target is None else (
+            f"target <= {self.target:g} {'met' if self.met else 'MISSED'}"
+        )
+        low_ours, low_peer = min(self.ours), min(self.peer)
+        text = (
+            f"{self.name}: dagnb {_show(ours)}, peer {self.peer_name} {_show(peer)}, "
+            f"ratio {self.ratio:.2f} (median of {len(self.ours)}), {verdict}"
+            f"  [min {_show(low_ours)} / {_show(low_peer)} = {low_ours / low_peer:.2f}]"
+        )
+        return f"{text}  {self.note}" if self.note else text
+
+
+def _show(seconds: float) -> str:
+    """Seconds in the unit that gives 3 significant digits."""
+    for scale, unit in ((1, "s"), (1e-3, "ms"), (1e-6, "us")):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def interleave(trials: Mapping[str, Trial], rounds: int) -> dict[str, list[Any]]:
+    """Run each trial once per round, in the given order, gc.collect() before each."""
+    if rounds < MIN_ROUNDS:
+        raise ValueError(f"rounds={rounds!r} is too few to take a median; use >= {MIN_ROUNDS}")
+    samples: dict[str, list[Any]] = {name: [] for name in trials}
+    for _ in range(rounds):
+        for name, trial in trials.items():
+            gc.collect()
+            samples[name].append(trial())
+            settle()
+    return samples
+
+
+def timed(func: Callable[[], Any], repeat: int = 1, per: int = 1) -> Trial:
+    """A warm trial: ``func`` called ``repeat`` times; seconds per ``repeat * per`` units."""
+
+    def trial() -> float:
+        start = time.perf_counter()
+        for _ in range(repeat):
+            func()
+        return (time.perf_counter() - start) / (repeat * per)
+
+    return trial
+
+
+def child(function: str, *args: Any, key: str | None = None) -> Trial:
+    """A cold trial: ``workloads.<function>(*args)`` in a fresh interpreter.
+
+    The function measures itself (after its imports) and returns seconds, or a dict of
+    figures from which ``key`` picks one (no key: the whole dict, see `column`).
+    """
+
+    def trial() -> Any:
+        result = run_child(function, *args)
+        return result if key is None else float(result[key])
+
+    return trial
+
+
+def column(samples: Sequence[Mapping[str, Any]], key: str) -> list[float]:
+    """One figure out of trials that each returned several."""
+    return [float(sample[key]) for sample in samples]
+
+
+def run_child(function: str, *args: Any) -> Any:
+    """Call ``workloads.<function>(*args)`` in a new process and return its JSON answer."""
+    code = (
+        "import json, sys; sys.path.insert(0, sys.argv[1]); import workloads; "
+        "print(json.dumps(getattr(workloads, sys.argv[2])(*json.loads(sys.argv[3]))))"
+    )
+    argv = [sys.executable, "-c", code, str(BENCH_DIR), function, json.dumps(args)]
+    done = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"workloads.{function}{tuple(args)!r} failed:\n{done.stderr}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def wall(argv: Sequence[str], cwd: str | Path, env: Mapping[str, str] | None = None) -> Trial:
+    """A cold trial timed from outside: the wall time of a whole command."""
+
+    def trial() -> float:
+        start = time.perf_counter()
+        done = subprocess.run(
+            list(argv), cwd=cwd, env=None if env is None else {**os.environ, **env},
+            capture_output=True, text=True, check=False,
+        )
+        seconds = time.perf_counter() - start
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(argv)!r} failed:\n{done.stdout}{done.stderr}")
+        return seconds
+
+    return trial
+
+
+def settle() -> None:
+    """Wait for work dagnb deferred to background threads (hit counts), off the clock.
+
+    Looked up by name because the cache code is being rewritten: when the hook moves
+    or goes, there is simply nothing to wait for.
+    """
+    for module_name in ("dagnb.cache.steps", "dagnb.cache"):
+        module = sys.modules.get(module_name)
+        wait = getattr(module, "wait_for_flushes", None)
+        if wait is not None:
+            wait()
+            return
+
+
+def report(figure: Figure) -> Figure:
+    """Print a figure's line and keep it for the summary."""
+    _figures.append(figure)
+    print(figure.line(), flush=True)
+    return figure
+
+
+def compare(
+    name: str,
+    ours: Trial,
+    peer: Trial,
+    peer_name: str,
+    target: float | None,
+    rounds: int,
+    note: str = "",
+) -> Figure:
+    """Interleave dagnb's trial with the peer's and report the figure."""
+    samples = interleave({"dagnb": ours, "peer": peer}, rounds)
+    return report(Figure(name, samples["dagnb"], samples["peer"], peer_name, target,
+                         note=note))
+
+
+def machine_note() -> str:
+    """The load the figures were taken under: they are only comparable side by side."""
+    load = ", ".join(f"{value:.1f}" for value in os.getloadavg())
+    return (
+        f"# {os.cpu_count()} cores, load average {load} (1/5/15 min); Python "
+        f"{sys.version.split()[0]}. Absolute times move with the load; the ratios, "
+        "taken from interleaved trials, are what to compare."
+    )
+
+
+def summary() -> str:
+    """How many targets were met, and which were missed."""
+    judged = [figure for figure in _figures if figure.target is not None]
+    missed = [figure.name for figure in judged if not figure.met]
+    text = f"# targets met: {len(judged) - len(missed)} of {len(judged)}"
+    return text + (f"; MISSED: {', '.join(missed)}" if missed else "")
