@@ -24,7 +24,6 @@ import argparse
 import itertools
 import os
 import pickle
-import tempfile
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from harness import (
     machine_note,
     report,
     run_child,
+    scratch,
     timed,
 )
 from workloads import DAGNB, JOBLIB
@@ -206,14 +206,13 @@ def main() -> None:
     args = parser.parse_args()
     print(machine_note())
     rounds = 5 if args.quick else 9
-    with tempfile.TemporaryDirectory(prefix="dagnb-bench-") as folder:
-        tmp = Path(folder)
-        memory_hits(tmp, rounds)
-        memory_misses(tmp, rounds)
-        first_run(tmp, rounds)
-        frame_hits(tmp, 5)
+    with scratch() as (disk, memory):
+        memory_hits(memory, rounds)
+        memory_misses(disk, rounds)
+        first_run(disk, rounds)
+        frame_hits(memory, 5)
         if args.extras:
-            hashing_extras(tmp, rounds)
+            hashing_extras(disk, rounds)
 
 
 if __name__ == "__main__":

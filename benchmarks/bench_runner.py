@@ -1,117 +1,191 @@
-"""Scheduler overhead: 10,000 no-op Python steps, dagnb vs dask's synchronous scheduler.
+"""Running graphs: a run's fixed cost, shell steps, scheduling, and cold cached re-runs.
 
-Both run the same shapes in the same process, caching off:
-  chain   step i needs step i-1
-  fanout  one root, 10,000 steps that need it, one gather that needs them all
+    python benchmarks/bench_runner.py [--quick] [--sizes 1000,10000]
 
-Prints microseconds per step for each and the ratio dagnb/dask (target <= 1.0), then
-a fully cached re-run of the chain (target <= 30 us per step).
+- run_fixed_cost           a 1-step graph, cache off, vs dask.threaded.get of a 1-task
+                           graph (<= 2; dask's synchronous get shown for information)
+- shell_steps_cache_off    200 steps running ``true``, 8 at once, per step, vs asyncio
+                           starting the same ``bash -c true`` with pipes, 8 at once (<= 1.2)
+- shell_steps_cache_on     the same first run with the cache on (new folder each; <= 1.2)
+- scheduling_chain_N       N no-op Python steps, step i needs step i-1, cache off, per
+                           step, vs dask's get_sync of the same tasks (<= 1.0)
+- scheduling_fanout_N      one root, N steps that need it, one gather (<= 1.0)
+- cold_rerun_N             a fully cached run of an N-step chain in a fresh process, per
+                           step, vs graphlib ordering the chain and a joblib hit per step,
+                           also in a fresh process (<= 0.5)
+- cold_rerun_flatness      per step at the largest size vs the smallest (<= 1.2)
 
-    python benchmarks/bench_runner.py [--steps N] [--repeat R]
+Sizes default to 1,000 and 10,000; add 100000 with ``--sizes 1000,10000,100000`` (its
+cache fill alone takes minutes).
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
-import os
-import tempfile
+import asyncio
+import itertools
 import time
-from collections.abc import Callable
+from pathlib import Path
 
-import dask
+import workloads
+from harness import (
+    Figure,
+    child,
+    compare,
+    interleave,
+    machine_note,
+    report,
+    run_child,
+    scratch,
+    timed,
+)
+from workloads import DAGNB, JOBLIB
 
-import dagnb
-from dagnb.cache.steps import wait_for_flushes
-
-
-def noop(*_args: object, **_kwargs: object) -> int:
-    return 1
-
-
-def chain_graph(n: int) -> dagnb.Graph:
-    graph = dagnb.Graph("chain")
-    graph.add(dagnb.Step("s0", func=noop))
-    for i in range(1, n):
-        graph.add(dagnb.Step(f"s{i}", func=noop, needs=(f"s{i - 1}",)))
-    return graph
-
-
-def fanout_graph(n: int) -> dagnb.Graph:
-    graph = dagnb.Graph("fanout")
-    graph.add(dagnb.Step("root", func=noop))
-    for i in range(n):
-        graph.add(dagnb.Step(f"s{i}", func=noop, needs=("root",)))
-    graph.add(dagnb.Step("gather", func=noop, needs=tuple(f"s{i}" for i in range(n))))
-    return graph
+SHELL_STEPS, SHELL_CONCURRENCY = 200, 8
+FIXED_REPEAT = 20
 
 
-def chain_dask(n: int) -> dict:
-    tasks: dict = {"s0": (noop,)}
-    for i in range(1, n):
-        tasks[f"s{i}"] = (noop, f"s{i - 1}")
-    return tasks
+def fixed_cost(tmp: Path, rounds: int) -> None:
+    """What a run costs beyond its steps: one no-op step, the cache off."""
+    import dask.local
+    import dask.threaded
 
+    import dagnb
 
-def fanout_dask(n: int) -> dict:
-    tasks: dict = {"root": (noop,)}
-    for i in range(n):
-        tasks[f"s{i}"] = (noop, "root")
-    tasks["gather"] = (noop, *[f"s{i}" for i in range(n)])
-    return tasks
-
-
-def best_of(repeat: int, run: Callable[[], object]) -> float:
-    times = []
-    for _ in range(repeat):
-        wait_for_flushes()  # the last run's hit counts are written off the clock
-        gc.collect()  # each contender starts with the same clean heap
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def measure_shape(name: str, graph: dagnb.Graph, tasks: dict, repeat: int) -> None:
-    steps = len(graph)
-    keys = list(tasks)
-    dagnb_s = best_of(repeat, lambda: graph.run(cache=False, executor="local",
-                                                max_concurrency=steps))
-    dask_s = best_of(repeat, lambda: dask.get(tasks, keys, scheduler="sync"))
-    assert graph.last_run is not None and graph.last_run.ok
-    ours, theirs = dagnb_s / steps * 1e6, dask_s / steps * 1e6
-    print(f"{name}: dagnb {ours:.1f} us/step  dask.get {theirs:.1f} us/step  "
-          f"ratio {ours / theirs:.2f} (target <= 1.0)")
-
-
-def measure_cached_rerun(n: int, repeat: int) -> None:
-    graph = dagnb.Graph("cached")
-    graph.add(dagnb.Step("s0", run="true"))
-    for i in range(1, n):
-        graph.add(dagnb.Step(f"s{i}", run="true", needs=(f"s{i - 1}",)))
-    graph.run(executor="local", max_concurrency=8)  # fill the cache (real processes)
-    seconds = best_of(repeat, lambda: graph.run(executor="local"))
-    assert graph.last_run is not None and all(
-        state == "cached" for state in graph.last_run.states().values()
+    graph = dagnb.Graph("one", [dagnb.Step("a", func=workloads.noop)])
+    folder = tmp / "fixed"  # one folder: old runs pile up and get pruned, as in real use
+    tasks = {"a": (workloads.noop,)}
+    samples = interleave(
+        {
+            "dagnb": timed(lambda: graph.run(cache=False, cache_directory=folder,
+                                             executor="local"), repeat=FIXED_REPEAT),
+            "threaded": timed(lambda: dask.threaded.get(tasks, "a"), repeat=FIXED_REPEAT),
+            "sync": timed(lambda: dask.local.get_sync(tasks, "a"), repeat=FIXED_REPEAT),
+        },
+        rounds,
     )
-    print(f"cached_rerun: {seconds / n * 1e6:.1f} us/step for {n} steps, all cached "
-          "(target <= 30)")
+    report(Figure("run_fixed_cost", samples["dagnb"], samples["threaded"],
+                  "dask.threaded.get", 2.0, note=f"(1-step graph, {FIXED_REPEAT} runs a trial)"))
+    report(Figure("run_fixed_cost_vs_sync", samples["dagnb"], samples["sync"],
+                  "dask get_sync", None))
+
+
+def shell_steps(tmp: Path, rounds: int) -> None:
+    """Steps that start a process: dagnb's local executor against bare asyncio."""
+    import dagnb
+
+    graph = dagnb.Graph("shell", [
+        dagnb.Step(f"s{i}", run="true") for i in range(SHELL_STEPS)
+    ])
+    folders = (tmp / f"shell-{n}" for n in itertools.count())
+    options = {"executor": "local", "max_concurrency": SHELL_CONCURRENCY}
+
+    def run(cache: bool) -> float:
+        folder = next(folders)  # with the cache on, a first run: every step starts bash
+        start = time.perf_counter()
+        done = graph.run(cache=cache, cache_directory=folder, **options)
+        seconds = time.perf_counter() - start
+        assert set(done.states().values()) == {"succeeded"}, done.states()
+        return seconds / SHELL_STEPS
+
+    samples = interleave(
+        {
+            "off": lambda: run(False),
+            "on": lambda: run(True),
+            "asyncio": timed(lambda: asyncio.run(_spawn_all(SHELL_STEPS)), per=SHELL_STEPS),
+        },
+        rounds,
+    )
+    peer = f"asyncio, {SHELL_CONCURRENCY} at once"
+    for cache in ("off", "on"):
+        report(Figure(f"shell_steps_cache_{cache}", samples[cache], samples["asyncio"], peer,
+                      1.2, note=f"(per step, {SHELL_STEPS} x `true`)"))
+
+
+async def _spawn_all(count: int) -> None:
+    """``bash -c true`` ``count`` times, as the local executor starts a step: its own
+    session, stdin closed, stdout and stderr read to the end."""
+    limit = asyncio.Semaphore(SHELL_CONCURRENCY)
+
+    async def one() -> None:
+        async with limit:
+            process = await asyncio.create_subprocess_exec(
+                "bash", "-c", "true", stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+            )
+            await asyncio.gather(process.stdout.read(), process.stderr.read())
+            await process.wait()
+
+    await asyncio.gather(*(one() for _ in range(count)))
+
+
+def scheduling(tmp: Path, rounds: int, sizes: list[int]) -> None:
+    """The scheduler alone: no-op steps, the cache off, against dask's get_sync."""
+    import dask.local
+
+    for n in sizes:
+        shapes = (
+            ("chain", workloads.chain_graph(n), workloads.chain_dask(n)),
+            ("fanout", workloads.fanout_graph(n), workloads.fanout_dask(n)),
+        )
+        for shape, graph, tasks in shapes:
+            keys, steps = list(tasks), len(tasks)
+            folder = tmp / f"scheduling-{shape}-{n}"
+            compare(
+                f"scheduling_{shape}_{n}",
+                timed(lambda g=graph, f=folder, s=steps: g.run(
+                    cache=False, cache_directory=f, executor="local", max_concurrency=s),
+                    per=steps),
+                timed(lambda t=tasks, k=keys: dask.local.get_sync(t, k), per=steps),
+                "dask get_sync", 1.0, rounds, note="(per step)",
+            )
+
+
+def cold_reruns(tmp: Path, rounds: int, sizes: list[int]) -> None:
+    """Fully cached re-runs in fresh processes, and how the cost per step grows.
+
+    One fill of the longest chain serves every size: a shorter chain is its prefix,
+    with the same steps and so the same entries.
+    """
+    locations = {lib: str(tmp / f"rerun-{lib}") for lib in (DAGNB, JOBLIB)}
+    for lib, location in locations.items():
+        run_child("rerun_fill", lib, location, max(sizes))
+    per_size = {
+        n: compare(
+            f"cold_rerun_{n}",
+            child("rerun_cold", DAGNB, locations[DAGNB], n),
+            child("rerun_cold", JOBLIB, locations[JOBLIB], n),
+            "graphlib + a joblib hit per step", 0.5, rounds,
+            note="(per step, fresh process each)",
+        )
+        for n in sizes
+    }
+    if len(sizes) > 1:
+        low, high = min(sizes), max(sizes)
+        report(Figure(f"cold_rerun_flatness_{low}_to_{high}", per_size[high].ours,
+                      per_size[low].ours, f"dagnb at {low} steps", 1.2,
+                      note="(per step at the largest size over the smallest)"))
+
+
+def sizes_option(text: str) -> list[int]:
+    """``1000,10000`` -> [1000, 10000]."""
+    return sorted(int(part) for part in text.split(",") if part.strip())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=10_000)
-    parser.add_argument("--cached-steps", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="5 rounds instead of 9")
+    parser.add_argument("--sizes", type=sizes_option, default=[1000, 10000],
+                        help="step counts for scheduling and cold re-runs (default 1000,10000)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        os.chdir(tmp)
-        dagnb.configure(cache_directory=os.path.join(tmp, "cache"))
-        measure_shape("chain", chain_graph(args.steps), chain_dask(args.steps), args.repeat)
-        measure_shape("fanout", fanout_graph(args.steps), fanout_dask(args.steps), args.repeat)
-        measure_cached_rerun(args.cached_steps, args.repeat)
-        wait_for_flushes()
-        os.chdir("/")
+    print(machine_note())
+    rounds = 5 if args.quick else 9
+    with scratch() as (disk, memory):
+        fixed_cost(disk, rounds)
+        shell_steps(disk, 5)
+        scheduling(disk, 5, args.sizes)
+        cold_reruns(memory, 5, args.sizes)
 
 
 if __name__ == "__main__":

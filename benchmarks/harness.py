@@ -18,14 +18,16 @@ A trial is any callable returning seconds per unit of work (per call, per step..
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +43,7 @@ __all__ = [
     "machine_note",
     "report",
     "run_child",
+    "scratch",
     "settle",
     "summary",
     "timed",
@@ -169,6 +172,21 @@ def wall(argv: Sequence[str], cwd: str | Path, env: Mapping[str, str] | None = N
         return seconds
 
     return trial
+
+
+@contextlib.contextmanager
+def scratch() -> Iterator[tuple[Path, Path]]:
+    """Two temporary folders: ``(disk, memory)``.
+
+    Figures that write entries (misses, first runs) use the disk one: writing durably
+    is part of what they measure. Figures that only read entries (hits, cached re-runs)
+    use the memory one (/dev/shm when there is one), where reads cost what they cost from
+    the page cache anyway, and the cache fill before them takes seconds, not minutes.
+    """
+    shm = "/dev/shm" if os.access("/dev/shm", os.W_OK) else None
+    with tempfile.TemporaryDirectory(prefix="dagnb-bench-") as disk, \
+            tempfile.TemporaryDirectory(prefix="dagnb-bench-", dir=shm) as memory:
+        yield Path(disk), Path(memory)
 
 
 def settle() -> None:

@@ -1,0 +1,69 @@
+"""Every figure of issue #16, each as a ratio to a named peer, with its target.
+
+    python benchmarks/run_all.py [--quick] [--sizes 1000,10000] [--only REGEX]
+
+Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T met|MISSED
+[min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
+figure instead of 9 for the cheap ones (the expensive ones always take 5). Step counts
+for scheduling and cold re-runs default to 1,000 and 10,000; 100,000 is left out by
+default because filling its cache alone takes minutes: ask for it with
+``--sizes 1000,10000,100000``. See README.md for what each peer is and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import bench_cache
+import bench_runner
+import bench_startup
+import bench_widgets
+from harness import machine_note, scratch, summary
+
+
+def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Callable[[], object]]:
+    """The figures in the order of the issue's table, by group name (for ``--only``)."""
+    cheap, heavy = (5 if args.quick else 9), 5
+    return {
+        "import": lambda: bench_startup.import_figures(cheap),
+        "cli_run": lambda: bench_startup.run_figure(disk, cheap, args.baseline),
+        "memory_hits": lambda: bench_cache.memory_hits(memory, cheap),
+        "memory_misses": lambda: bench_cache.memory_misses(disk, cheap),
+        "first_run": lambda: bench_cache.first_run(disk, heavy),
+        "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
+        "fixed_cost": lambda: bench_runner.fixed_cost(disk, cheap),
+        "shell": lambda: bench_runner.shell_steps(disk, heavy),
+        "scheduling": lambda: bench_runner.scheduling(disk, heavy, args.sizes),
+        "frame": lambda: bench_cache.frame_hits(memory, heavy),
+        "widgets": lambda: bench_widgets.widget_overhead(100_000, heavy),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="5 rounds of every figure")
+    parser.add_argument("--sizes", type=bench_runner.sizes_option, default=[1000, 10000],
+                        help="step counts for scheduling and cold re-runs (default 1000,10000)")
+    parser.add_argument("--only", default="", help="run the groups whose name matches")
+    parser.add_argument("--baseline", default=bench_startup.BASELINE,
+                        help="the commit `dagnb run` is compared to")
+    args = parser.parse_args()
+    print(machine_note(), flush=True)
+    started = time.perf_counter()
+    with scratch() as (disk, memory):
+        for name, figures in groups(args, disk, memory).items():
+            if re.search(args.only, name):
+                begin = time.perf_counter()
+                figures()
+                print(f"#   ({name}: {time.perf_counter() - begin:.0f} s)", flush=True)
+    print(summary())
+    print(machine_note().replace("# ", "# at the end: ", 1).split(";")[0]
+          + f"; {time.perf_counter() - started:.0f} s in all")
+
+
+if __name__ == "__main__":
+    main()
