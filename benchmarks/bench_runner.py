@@ -165,7 +165,7 @@ def cold_reruns(tmp: Path, rounds: int, sizes: list[int]) -> None:
         low, high = min(sizes), max(sizes)
         report(Figure(f"cold_rerun_flatness_{low}_to_{high}", per_size[high].ours,
                       per_size[low].ours, f"dagnb at {low} steps", 1.2,
-                      note="(per step at the largest size over the smallest)"))
+                      note="(per step at the largest size over the smallest)", paired=False))
 
 
 def sizes_option(text: str) -> list[int]:

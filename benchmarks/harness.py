@@ -60,7 +60,12 @@ _figures: list[Figure] = []
 
 @dataclass
 class Figure:
-    """One printed comparison: dagnb's samples against a peer's, with a target ratio."""
+    """One printed comparison: dagnb's samples against a peer's, with a target ratio.
+
+    The ratio is the median of the per-round ratios: a round's two trials ran back to
+    back and saw alike load, so their ratio is steadier than either time. Samples that
+    were not taken in the same rounds (``paired=False``) give the ratio of the medians.
+    """
 
     name: str
     ours: list[float]
@@ -68,10 +73,13 @@ class Figure:
     peer_name: str
     target: float | None  # dagnb/peer must be at most this; None: shown for information
     note: str = ""
+    paired: bool = True
 
     @property
     def ratio(self) -> float:
-        return statistics.median(self.ours) / statistics.median(self.peer)
+        if not self.paired:
+            return statistics.median(self.ours) / statistics.median(self.peer)
+        return statistics.median(a / b for a, b in zip(self.ours, self.peer, strict=True))
 
     @property
     def met(self) -> bool | None:
