@@ -1,0 +1,72 @@
+"""The benchmark harness compares fairly: interleaved trials, medians, named verdicts.
+
+No timing is asserted here: the trials are fakes that return fixed numbers.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import harness
+
+
+def test_contenders_take_turns_round_by_round_with_a_collection_before_each(monkeypatch):
+    calls = []
+    monkeypatch.setattr(harness.gc, "collect", lambda: calls.append("gc"))
+
+    def trial(name):
+        return lambda: calls.append(name) or 1.0
+
+    samples = harness.interleave({"a": trial("a"), "b": trial("b")}, rounds=5)
+
+    assert calls == ["gc", "a", "gc", "b"] * 5
+    assert samples == {"a": [1.0] * 5, "b": [1.0] * 5}
+
+
+def test_fewer_than_five_rounds_are_refused():
+    with pytest.raises(ValueError, match=r"rounds=4 is too few"):
+        harness.interleave({"a": lambda: 1.0}, rounds=4)
+
+
+def test_the_ratio_is_the_median_of_the_per_round_ratios():
+    figure = harness.Figure("x", [2, 4, 9, 2, 3], [1, 2, 3, 1, 1], "peer", 2.5)
+
+    assert figure.ratio == 2.0  # rounds: 2, 2, 3, 2, 3
+    assert figure.met
+
+
+def test_unpaired_samples_give_the_ratio_of_the_medians():
+    figure = harness.Figure("x", [2, 4, 6, 8, 10], [1, 1, 3, 3, 3], "peer", 1.0, paired=False)
+
+    assert figure.ratio == 2.0
+    assert not figure.met
+
+
+def test_a_line_names_both_contenders_the_ratio_the_target_and_the_verdict():
+    figure = harness.Figure("hit", [3e-3] * 5, [1e-3] * 5, "joblib", 1.5, note="(cold)")
+
+    assert figure.line() == (
+        "hit: dagnb 3 ms, peer joblib 1 ms, ratio 3.00 (median of 5), target <= 1.5 MISSED"
+        "  [min 3 ms / 1 ms = 3.00]  (cold)"
+    )
+
+
+def test_a_figure_without_a_target_is_shown_for_information():
+    figure = harness.Figure("x", [2e-6] * 5, [4e-6] * 5, "dask", None)
+
+    assert figure.met is None
+    assert "ratio 0.50 (median of 5), (information)" in figure.line()
+
+
+def test_a_timed_trial_returns_seconds_per_unit(monkeypatch):
+    ticks = iter([10.0, 10.5])
+    monkeypatch.setattr(harness.time, "perf_counter", lambda: next(ticks))
+
+    seconds = harness.timed(lambda: None, repeat=5, per=10)()
+
+    assert seconds == pytest.approx(0.01)
