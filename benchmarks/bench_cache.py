@@ -4,9 +4,12 @@
 
 - memory_hit_distinct_warm   Memory hits, each call with different small arguments,
                              stored by another process, in a warm process (<= 0.25)
-- memory_first_hit_cold      a fresh process: Memory made, function wrapped, one hit
+- memory_first_hit_cold      a fresh process, modules loaded by a call on another folder:
+                             Memory made, function wrapped, one hit (<= 0.25)
 - memory_hit_distinct_cold   the next 49 hits in that process, each with different
                              arguments (<= 0.25)
+- memory_first_result_from_import  a fresh process: from ``import`` to the first hit's
+                             result, lazy loading included (<= 1.3, the start-up target)
 - memory_miss_warm           a miss with small arguments (<= 1.5)
 - memory_first_miss_cold     the first miss in a fresh process (<= 1.5)
 - first_run_cache_on         a first run of 100 Python steps with the cache on, per step,
@@ -79,7 +82,11 @@ def memory_hits(tmp: Path, rounds: int) -> None:
     )
     for key, name in (("first", "memory_first_hit_cold"), ("rest", "memory_hit_distinct_cold")):
         report(Figure(name, column(samples[DAGNB], key), column(samples[JOBLIB], key),
-                      "joblib", 0.25, note="(fresh process each)"))
+                      "joblib", 0.25, note="(fresh process each, modules loaded first)"))
+    compare("memory_first_result_from_import",
+            child("first_result", DAGNB, locations[DAGNB], 0),
+            child("first_result", JOBLIB, locations[JOBLIB], 0), "joblib", 1.3, rounds,
+            note="(fresh process each: import, Memory, one hit)")
 
 
 def memory_misses(tmp: Path, rounds: int) -> None:
