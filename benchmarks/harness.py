@@ -109,7 +109,8 @@ def _show(seconds: float) -> str:
 
 
 def interleave(trials: Mapping[str, Trial], rounds: int) -> dict[str, list[Any]]:
-    """Run each trial once per round, in the given order, gc.collect() before each."""
+    """Run each trial once per round, in the given order, gc.collect() before each and
+    `settle` after each (off the clock)."""
     if rounds < MIN_ROUNDS:
         raise ValueError(f"rounds={rounds!r} is too few to take a median; use >= {MIN_ROUNDS}")
     samples: dict[str, list[Any]] = {name: [] for name in trials}
@@ -136,7 +137,7 @@ def timed(func: Callable[[], Any], repeat: int = 1, per: int = 1) -> Trial:
 def child(function: str, *args: Any, key: str | None = None) -> Trial:
     """A cold trial: ``workloads.<function>(*args)`` in a fresh interpreter.
 
-    The function measures itself (after its imports) and returns seconds, or a dict of
+    The function measures itself (after loading what it needs) and returns seconds, or a dict of
     figures from which ``key`` picks one (no key: the whole dict, see `column`).
     """
 
