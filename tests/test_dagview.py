@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import shutil
+from xml.etree import ElementTree
 
 import pytest
 
 import dagnb
 from dagnb import Graph, Step
+from dagnb.views.layout import layout, layout_svg
 from dagnb.views.picture import DagView, dot_source, text_tree
 
 
@@ -47,14 +51,52 @@ def test_svg_with_graphviz(graph):
     view = DagView(graph)
     svg = view._repr_svg_()
     assert svg.lstrip().startswith("<?xml") and "<svg" in svg and ">fetch<" in svg
-    assert view._repr_html_() is None
 
 
-def test_text_fallback_without_graphviz(graph, monkeypatch):
+def test_without_graphviz_the_picture_is_dagnbs_own_svg(graph, monkeypatch):
     monkeypatch.setattr("shutil.which", lambda name: None)
-    view = DagView(graph)
-    assert view._repr_svg_() is None
-    assert view._repr_html_().startswith("<pre class='dagnb-tree'>graph &#x27;flow&#x27;")
+    graph.run(executor="local")
+    svg = DagView(graph)._repr_svg_()
+    assert svg.startswith("<svg") and svg.rstrip().endswith("</svg>")
+    ElementTree.fromstring(svg)  # well-formed XML
+    assert '<g class="node" data-step="fetch" data-state="succeeded">' in svg
+    assert 'data-step="clean" data-state="failed"' in svg and 'fill="#c62828"' in svg
+    assert svg.count('class="edge"') == 2
+
+
+def _fifty_steps() -> Graph:
+    rng = random.Random(7)
+    graph = Graph("fifty")
+    for i in range(50):
+        needs = tuple(f"step_{j:02d}" for j in rng.sample(range(i), min(i, rng.randint(0, 3))))
+        graph.add(Step(f"step_{i:02d}", run="true", needs=needs))
+    return graph
+
+
+def test_the_layout_of_fifty_steps_is_readable():
+    graph = _fifty_steps()
+    boxes = layout(graph)
+    assert sorted(boxes) == sorted(graph.names)
+    for step in graph:  # every arrow points right: upstream columns come first
+        assert all(boxes[need].right < boxes[step.name].left for need in step.needs)
+    placed = sorted(boxes.values(), key=lambda b: (b.left, b.top))
+    for a, b in itertools.pairwise(placed):  # no two boxes overlap
+        assert a.left != b.left or a.top + a.height <= b.top
+    svg = layout_svg(graph, {}, {})
+    root = ElementTree.fromstring(svg)
+    width, height = float(root.get("width")), float(root.get("height"))
+    assert all(b.right <= width and b.top + b.height <= height for b in boxes.values())
+    assert svg.count('class="node"') == 50
+
+
+def test_barycentre_ordering_uncrosses_a_simple_case():
+    graph = Graph("x")
+    for name in ("a", "b"):
+        graph.add(Step(name, run="true"))
+    graph.add(Step("from_b", run="true", needs=("b",)))
+    graph.add(Step("from_a", run="true", needs=("a",)))
+    boxes = layout(graph)
+    assert (boxes["from_a"].top < boxes["from_b"].top) == (boxes["a"].top < boxes["b"].top)
 
 
 def test_broken_dot_falls_back(graph, monkeypatch):

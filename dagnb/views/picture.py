@@ -8,11 +8,11 @@ SVG (``_repr_svg_``) or, without ``dot``, the tree in a ``<pre>`` (``_repr_html_
 
 from __future__ import annotations
 
-import html
 import shutil
 import subprocess
 from typing import TYPE_CHECKING
 
+from dagnb.views.layout import layout_svg
 from dagnb.views.live import STATE_COLOURS
 
 if TYPE_CHECKING:
@@ -82,7 +82,7 @@ def render_svg(dot: str) -> str | None:
 
 
 class DagView:
-    """A graph drawing: SVG when Graphviz is installed, a text tree otherwise.
+    """A graph drawing: SVG (by Graphviz when installed, else dagnb's layout), and a text tree.
 
     Parameters
     ----------
@@ -98,19 +98,15 @@ class DagView:
         self._svg: str | bool | None = False  # False: not rendered yet
 
     @property
-    def svg(self) -> str | None:
-        """The SVG drawing, or None without Graphviz."""
+    def svg(self) -> str:
+        """The SVG drawing: Graphviz's where ``dot`` works, else dagnb's own layout."""
         if self._svg is False:
-            self._svg = render_svg(self.dot)
+            self._svg = render_svg(self.dot) or layout_svg(self.graph, self.states,
+                                                           STATE_COLOURS)
         return self._svg  # type: ignore[return-value]
 
-    def _repr_svg_(self) -> str | None:
+    def _repr_svg_(self) -> str:
         return self.svg
-
-    def _repr_html_(self) -> str | None:
-        if self.svg is not None:
-            return None  # the SVG says it all; avoid drawing the graph twice
-        return f"<pre class='dagnb-tree'>{html.escape(self.text)}</pre>"
 
     def __repr__(self) -> str:
         return self.text
