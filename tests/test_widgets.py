@@ -324,3 +324,20 @@ def test_interrupt_stays_an_interrupt_when_the_run_outlives_the_grace(monkeypatc
     with pytest.raises(KeyboardInterrupt):
         dagnb.notebook.widgets._wait(run, view, 0.01)
     assert run.cancelled and view.closed
+
+
+def test_text_mode_shows_a_cached_upstream_step_as_one_line(tmp_path, monkeypatch, capsys):
+    from dagnb.views.live import TextView
+
+    monkeypatch.chdir(tmp_path)
+    graph = dagnb.Graph("once")
+    graph.add(dagnb.Step("prepare", run="for i in 1 2 3; do echo line$i; done"))
+    graph.add(dagnb.Step("train", run="echo trained", needs=("prepare",)))
+    graph.run("prepare")
+    capsys.readouterr()
+    run = graph.run("train", on_event=None)
+    view = TextView(run, focus="train")
+    view.close()
+    out = capsys.readouterr().out
+    assert "line1" not in out
+    assert "── prepare: cached, 3 lines; %dagger logs prepare ──" in out

@@ -7,9 +7,10 @@ event log from a cursor, so it costs nothing between renders however many lines 
 prints.
 
 :class:`TextView` is the view for terminals, nbval and the CLI: new log lines are
-printed as they come (stdout to stdout, stderr to stderr, like ``%%bash``), replayed
-cached output under a "cached" header, and at the end the stderr tail of each failed
-step and a status table.
+printed as they come (stdout to stdout, stderr to stderr, like ``%%bash``), the
+replayed output of the cell's own step when it is cached (under a "cached" header), one
+line for any other cached step, and at the end the stderr tail of a failed step whose
+lines were not printed, and a status table.
 """
 
 from __future__ import annotations
@@ -145,6 +146,7 @@ class TextView:
         self.focus = focus
         self._out, self._err = stdout, stderr
         self._headed: set[str] = set()
+        self._folded: dict[str, int] = {}  # cached lines of other steps, counted not printed
         self.throttle = Throttle(self.render)
         self._unsubscribe: Any = None
         if run is not None:
@@ -171,15 +173,34 @@ class TextView:
             self._unsubscribe = None
 
     def render(self) -> None:
-        """Print the lines logged since the last render."""
+        """Print the lines logged since the last render.
+
+        Each output shows once: a cached step other than the cell's own is one line (its
+        output was shown when it ran, and ``%dagger logs`` has it), not a replay.
+        """
         out: list[str] = []
         err: list[str] = []
         for event in self.state.pull():
-            if event.kind == "log":
+            if event.kind == "log" and self._folds(event):
+                self._folded[event.step] = self._folded.get(event.step, 0) + 1  # type: ignore[index]
+            elif event.kind == "log":
                 if event.step not in self._headed:
                     self._header(event, out)
                 (err if event.data["stream"] == "stderr" else out).append(event.data["line"])
+            elif event.kind == "state" and event.data.get("state") == "cached":
+                self._cached_line(event.step or "", out)
         self._write(out, err)
+
+    def _folds(self, event: Event) -> bool:
+        return "cached" in event.data and event.step != self.focus
+
+    def _cached_line(self, step: str, out: list[str]) -> None:
+        if step == self.focus:
+            return
+        lines = self._folded.pop(step, 0)
+        if lines:  # a step that printed nothing stays silent, as when it ran
+            plural = "s" if lines != 1 else ""
+            out.append(f"── {step}: cached, {lines} line{plural}; %dagger logs {step} ──")
 
     def _header(self, event: Event, out: list[str]) -> None:
         step = event.step or ""
@@ -205,6 +226,8 @@ class TextView:
         run = self.state.run
         lines: list[str] = []
         for name in run.failed:
+            if name in self._headed:  # its lines, traceback included, were printed live
+                continue
             tail = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
             if tail:
                 lines.append(f"── {name} failed; last lines of stderr ──")
