@@ -100,8 +100,16 @@ def _pick_auto() -> str:
         else:
             choice, reason = pick_auto()
         registry.auto_choice = choice
-        print(f"dagnb: executor 'auto' uses {choice!r} ({reason})", file=sys.stderr)
+        print(_notice(choice, reason), file=sys.stderr)
     return registry.auto_choice
+
+
+def _notice(choice: str, reason: str) -> str:
+    """One short line; the long reason is in ``dagnb.executors.status()``."""
+    if choice == "local":
+        return ("dagnb: no Dagger engine found; steps run on this machine "
+                "(dagnb.executors.status() says why)")
+    return f"dagnb: steps run in containers through Dagger ({reason})"
 
 
 # -- the executor status table --------------------------------------------------------
