@@ -201,6 +201,8 @@ def test_timeout_option_stops_the_step(shell):
     ("x --needs ghost", "echo", "step 'x' needs 'ghost', which is not a step"),
     ("x --timeout soon", "echo", "timeout 'soon' is not a duration"),
     ("x --executor mars", "echo", "invalid choice: 'mars'"),
+    ("x --neds a", "echo", "unrecognized arguments: --neds a; did you mean '--needs'?"),
+    ("x --imag=alpine", "echo", "did you mean '--image'?"),
 ])
 def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):

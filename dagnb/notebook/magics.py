@@ -22,6 +22,7 @@ from IPython.core import magic_arguments as ma
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from dagnb.checks import did_you_mean
 from dagnb.config import configure, settings
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.executors.dagger import services
@@ -78,8 +79,21 @@ def split_words(line: str) -> list[str]:
 
 def parse_line(magic: Callable[..., Any], line: str) -> Any:
     """A magic's options with POSIX shell quoting (``--env "A=x y"``), unlike
-    ``parse_argstring``, which keeps the quotes in the values."""
-    return magic.parser.parse_args(split_words(line))
+    ``parse_argstring``, which keeps the quotes in the values; a mistyped option gets
+    a suggestion, as a mistyped step name does."""
+    words = split_words(line)
+    try:
+        return magic.parser.parse_args(words)
+    except UsageError as exc:
+        raise UsageError(_with_suggestion(str(exc), words, magic.parser)) from None
+
+
+def _with_suggestion(message: str, words: list[str], parser: Any) -> str:
+    known = [s for action in parser._actions for s in action.option_strings]
+    unknown = [w.split("=")[0] for w in words if w.startswith("--") and
+               w.split("=")[0] not in known]
+    hint = did_you_mean(unknown[0], known) if unknown else ""
+    return f"{message}; {hint}" if hint else message
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
