@@ -202,7 +202,7 @@ def test_timeout_option_stops_the_step(shell):
     ("x --timeout soon", "echo", "timeout 'soon' is not a duration"),
     ("x --executor mars", "echo", "invalid choice: 'mars'"),
     ("x --neds a", "echo", "unrecognized arguments: --neds a; did you mean '--needs'?"),
-    ("x --imag=alpine", "echo", "did you mean '--image'?"),
+    ("x --tmeout=5s", "echo", "did you mean '--timeout'?"),
 ])
 def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):
