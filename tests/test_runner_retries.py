@@ -226,3 +226,20 @@ def test_failed_probe_opens_the_breaker_again(sleeps):
     assert executor.calls == ["a", "probe"]
     assert breaker.state == "open" and breaker.opened_at == 10
     assert "fail fast" in row(run, "probe")["error"]
+
+
+def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_there(
+        sleeps, tmp_path, capsys):
+    from dagnb.views.live import TextView
+
+    flag = tmp_path / "tries"
+    step = Step("flaky", run=f'echo x >> "{flag}"; [ "$(wc -l < "{flag}")" -ge 3 ] || exit 1',
+                retries=3)
+    run = run_graph([step], sleeps)
+    status = row(run, "flaky")
+    assert (status["state"], status["attempts"], status["error"]) == ("succeeded", 3, None)
+    TextView(run, focus="flaky").close()
+    err = capsys.readouterr().err.splitlines()
+    retries = [line for line in err if "retrying" in line]
+    assert retries[0].startswith("── flaky: retrying 2/4 in ") and "exit code 1" in retries[0]
+    assert retries[1].startswith("── flaky: retrying 3/4 in ")

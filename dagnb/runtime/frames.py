@@ -58,6 +58,8 @@ def _apply(row: dict[str, Any], event: Event) -> None:
     if state == "cached":
         row["cached"] = True
         row["started"] = row["started"] or event.time
+    if state in ("succeeded", "cached"):
+        row["error"] = None  # an attempt that failed before the one that worked is history
     for key in ("executor", "image", "exit_code", "error"):
         if key in data:
             row[key] = data[key]

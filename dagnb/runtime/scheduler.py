@@ -282,6 +282,7 @@ class Scheduler:
                 error=self.mask(_one_line(error)),
                 delay=delay,
                 next_attempt=number,
+                attempt_limit=_attempt_limit(policy),
             )
 
         guard = _breaker(executor) if self._uses_breaker(step) else None
@@ -497,3 +498,9 @@ def _breaker(executor: Executor) -> Any:
     from dagnb.retry.breaker import breaker_for
 
     return breaker_for(executor.name)
+
+
+def _attempt_limit(policy: Any) -> int:
+    """The most attempts the policy allows (transient errors may have the higher floor)."""
+    floor = policy.transient_retries if policy.retry_transient else 0
+    return 1 + max(policy.max_retries, floor)

@@ -28,7 +28,7 @@ from dagnb.views.throttle import Throttle
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "row_cells"]
+__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "retry_line", "row_cells"]
 
 TAIL_LINES = 20  # log lines kept per step for the live tail
 FAILED_TAIL = 10  # stderr lines shown under a failed step
@@ -116,6 +116,14 @@ def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:
     }
 
 
+def retry_line(event: Event) -> str:
+    """``── fetch: retrying 2/4 in 1.3 s: <reason> ──`` for a ``retry`` event."""
+    data = event.data
+    limit = data.get("attempt_limit")
+    count = f"{data['next_attempt']}/{limit}" if limit else str(data["next_attempt"])
+    return f"── {event.step}: retrying {count} in {data['delay']:.1f} s: {data['error']} ──"
+
+
 def format_rows(rows: Iterable[dict[str, Any]]) -> str:
     """A plain-text status table (step, state, cached, attempt, duration, exit, error)."""
     cells = [row_cells(r) for r in rows]
@@ -189,6 +197,8 @@ class TextView:
                 (err if event.data["stream"] == "stderr" else out).append(event.data["line"])
             elif event.kind == "state" and event.data.get("state") == "cached":
                 self._cached_line(event.step or "", out)
+            elif event.kind == "retry":
+                err.append(retry_line(event))
         self._write(out, err)
 
     def _folds(self, event: Event) -> bool:
