@@ -139,6 +139,9 @@ def _validate(args: argparse.Namespace) -> int:
         )
     graph = _load_any(args.workflow)
     graph.validate(check_host=True)
+    from dagnb.runtime.prepare import check_retries
+
+    check_retries(graph)  # all that a run would refuse, refused now
     if args.explain:  # valid YAML on stdout: the verdict and the notes are comments
         from dagnb.workflows.loader import explain
 

@@ -20,6 +20,7 @@ from dagnb.config import settings
 from dagnb.errors import ExecutorUnavailable
 from dagnb.executors.base import NO_RESULT, Availability, Executor, Input, Outcome, Task
 from dagnb.executors.local import LocalExecutor
+from dagnb.model.step import EXECUTOR_NAMES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -59,7 +60,7 @@ def _registry() -> _Registry:
 
 def known_executors() -> list[str]:
     """Names that ``get_executor`` accepts besides 'auto'."""
-    return ["local", "dagger"]
+    return [name for name in EXECUTOR_NAMES if name != "auto"]
 
 
 def get_executor(name: str | Executor = "auto") -> Executor:

@@ -26,6 +26,9 @@ __all__ = ["CachePolicy", "Step", "parse_duration"]
 CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
 _CACHE_POLICIES = (True, False, "session")
+# The executors a step may name; dagnb.executors builds them (the names live here so that a
+# workflow naming another is refused when it is read, not when the step is reached).
+EXECUTOR_NAMES = ("auto", "local", "dagger")
 
 
 def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
@@ -64,6 +67,10 @@ def _must(check: Callable[..., Any], value: Any, what: str, **options: Any) -> N
 
 
 def _check_params(params: Mapping[str, Any], step: str) -> None:
+    for key in params:
+        if not isinstance(key, str):  # it becomes DAGNB_PARAM_<NAME>: a name, not a number
+            raise InvalidStepError(f"step {step!r}: param name {key!r} is not text; "
+                                   f"quote it: '{key}'")
     try:
         json.dumps(dict(params), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
@@ -203,6 +210,12 @@ class Step:
             _must(checks.count, self.retries, f"step {name!r}: retries {self.retries!r}")
         _must(checks.flag, self.circuit_breaker,
               f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")
+        if self.image is not None and (not isinstance(self.image, str) or not self.image):
+            raise InvalidStepError(f"step {name!r}: image {self.image!r} is not an image "
+                                   "reference; write it like 'python:3.12-slim'")
+        if self.executor is not None:
+            _must(checks.one_of, self.executor, f"step {name!r}: executor={self.executor!r}",
+                  choices=EXECUTOR_NAMES)
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         for alias, path in self.cache_volumes.items():

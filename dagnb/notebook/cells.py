@@ -49,6 +49,9 @@ def parse_value(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return text
+    except RecursionError:
+        raise InvalidStepError(f"value {text[:20]!r}... nests too deeply; pass it as a "
+                               "file instead") from None
 
 
 def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False

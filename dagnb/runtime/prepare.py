@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.config import settings
-from dagnb.errors import ConfigError, ExecutorUnavailable
+from dagnb.errors import ConfigError, DagnbError, ExecutorUnavailable, InvalidStepError
 from dagnb.executors import get_executor, loop
 from dagnb.executors.capture import capturing
 from dagnb.model.contract import resolve_secrets
@@ -97,6 +97,18 @@ def _heap_frozen() -> Iterator[None]:
             gc.unfreeze()
 
 
+def check_retries(steps: Iterable[Step]) -> None:
+    """Refuse, before anything runs, a step whose ``retries`` the retry layer would refuse."""
+    from dagnb.retry.policy import RetryPolicy
+
+    for step in steps:
+        if step.retries is not None and not isinstance(step.retries, int):
+            try:
+                RetryPolicy.from_value(step.retries)
+            except DagnbError as exc:
+                raise InvalidStepError(f"step {step.name!r}: {exc}") from None
+
+
 def prepare(
     graph: Graph,
     targets: Iterable[str] | str | None = None,
@@ -154,6 +166,7 @@ def prepare(
     steps = {name: graph[name] for name in order}
     base_dir = (graph.base_dir or Path.cwd()).resolve()
     graph.check_mounts(order, base_dir)
+    check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)

@@ -29,6 +29,7 @@ The orchestration platform's spelling (``command``, ``container_image``, ``envir
 from __future__ import annotations
 
 import dataclasses
+import stat
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -52,31 +53,112 @@ WORKFLOW_KEYS = ("name", "description", "defaults", "steps")
 _TUPLE_FIELDS = ("needs", "secrets", "tags", "services")
 
 
+# Far above any real workflow, far below what hurts: a file this big, or YAML whose
+# aliases expand to this many values or nest this deep, is refused before it is built.
+MAX_WORKFLOW_BYTES = 4 * 2**20
+MAX_YAML_VALUES = 200_000
+MAX_YAML_DEPTH = 64
+
+
 def load(path: str | Path) -> Graph:
     """Load a workflow file; errors name the file (and line, for YAML syntax)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowError(f"workflow file {str(path)!r} does not exist; check the path") from None
-    except IsADirectoryError:
-        raise WorkflowError(f"workflow path {str(path)!r} is a folder; name a .yml file") from None
-    graph = loads(text, source=str(path))
+    graph = loads(read_text(path, "workflow file"), source=str(path))
     graph.base_dir = path.resolve().parent
     if graph.name == "workflow":
         graph.name = path.stem
     return graph
 
 
+def read_text(path: Path, what: str) -> str:
+    """The UTF-8 text of a regular file of sensible size; one-line errors otherwise."""
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise WorkflowError(f"{what} {str(path)!r} does not exist; check the path") from None
+    except OSError as exc:
+        raise WorkflowError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        raise WorkflowError(f"{what} {str(path)!r} is a folder; name a .yml file")
+    if not stat.S_ISREG(info.st_mode):
+        raise WorkflowError(f"{what} {str(path)!r} is not a regular file (a pipe or a "
+                            "device); name a .yml file")
+    if info.st_size > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(f"{what} {str(path)!r} is {info.st_size} bytes; a workflow is "
+                            f"at most {MAX_WORKFLOW_BYTES // 2**20} MiB")
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise WorkflowError(f"{what} {str(path)!r} is not UTF-8 text (byte {exc.start}); "
+                            "save it as UTF-8") from None
+    except OSError as exc:
+        raise WorkflowError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
+
+
 def loads(text: str, *, source: str = "<string>") -> Graph:
     """Parse workflow YAML text."""
-    try:
-        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
-    except yaml.YAMLError as exc:
-        raise WorkflowError(_yaml_message(exc, source)) from None
+    data = _safe_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
     return graph_from_dict(data, source=source)
+
+
+def _safe_yaml(text: str, source: str) -> Any:
+    """YAML data, refused before it is built when aliases would blow it up or it nests
+    absurdly deep (a few hundred bytes of aliases can expand to billions of values)."""
+    loader = _StrictLoader(text)  # a SafeLoader: no arbitrary objects
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_expansion(node, source)
+        return loader.construct_document(node)
+    except yaml.YAMLError as exc:
+        raise WorkflowError(_yaml_message(exc, source)) from None
+    except DagnbError:
+        raise
+    except RecursionError:
+        raise WorkflowError(f"{source}: YAML nests too deeply; a workflow nests at most "
+                            f"{MAX_YAML_DEPTH} levels") from None
+    except (TypeError, ValueError) as exc:  # an unhashable key, a 5,000-digit number
+        problem = str(exc).split(":")[0] if "digits" in str(exc) else str(exc)
+        raise WorkflowError(f"{source}: YAML does not load ({problem}); fix that value") from None
+    finally:
+        loader.dispose()
+
+
+def _check_expansion(root: yaml.Node, source: str) -> None:
+    """Count the values the document expands to (aliases counted each time they are used)."""
+    sizes: dict[int, int] = {}
+    open_: set[int] = set()
+    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    while stack:
+        node, depth, children_done = stack.pop()
+        kids = _children(node)
+        if children_done:
+            open_.discard(id(node))
+            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
+            if sizes[id(node)] > MAX_YAML_VALUES:
+                raise WorkflowError(f"{source}: YAML aliases expand to more than "
+                                    f"{MAX_YAML_VALUES} values; write the data out instead")
+        elif id(node) in open_:
+            raise WorkflowError(f"{source}, line {node.start_mark.line + 1}: a YAML alias "
+                                "refers to the value that contains it")
+        elif id(node) not in sizes:
+            if depth > MAX_YAML_DEPTH:
+                raise WorkflowError(f"{source}, line {node.start_mark.line + 1}: YAML nests "
+                                    f"more than {MAX_YAML_DEPTH} levels deep")
+            open_.add(id(node))
+            stack.append((node, depth, True))
+            stack.extend((kid, depth + 1, False) for kid in kids)
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.MappingNode):
+        return [part for pair in node.value for part in pair]
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    return []
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -204,5 +286,9 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
         graph_to_dict(graph), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
     )
     if path is not None:
-        Path(path).write_text(text, encoding="utf-8")
+        try:
+            Path(path).write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise WorkflowError(f"cannot write {str(path)!r}: {exc.strerror}; check that its "
+                                "folder exists and is writable") from None
     return text
