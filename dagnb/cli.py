@@ -13,7 +13,9 @@ traceback), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -101,10 +103,10 @@ def _run(args: argparse.Namespace) -> int:
             on_event=printer.on_event,
             **_switches(args),
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         printer.finish()
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
-        return 130
+        return 128 + getattr(stop, "signal", signal.SIGINT)
     if args.only_failed and not run.order:
         print(f"dagnb: the last run of {graph.name!r} has no failed, skipped or cancelled "
               "steps; nothing to re-run")
@@ -288,9 +290,31 @@ def _run_notebook(args: argparse.Namespace) -> int:
     return 0 if outcome.ok else 1
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP, stopping the run as Ctrl-C does (its number decides the exit code)."""
+
+    def __init__(self, signal_number: int) -> None:
+        super().__init__(signal.Signals(signal_number).name)
+        self.signal = signal_number
+
+
+def _stop_like_ctrl_c(signal_number: int, frame: Any) -> None:
+    raise Terminated(signal_number)
+
+
+def _handle_termination() -> None:
+    """``timeout``, a CI cancel and a closed terminal send SIGTERM or SIGHUP: without this
+    Python dies at once and every step process lives on; with it the run stops its steps
+    (their whole process groups) as for Ctrl-C, then exits 128 + the signal's number."""
+    for number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, _stop_like_ctrl_c)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagnb`` console script."""
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        _handle_termination()
     try:
         return _COMMANDS[args.command](args)
     except DagnbError as exc:
