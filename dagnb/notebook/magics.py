@@ -24,7 +24,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from dagnb.checks import did_you_mean
 from dagnb.config import configure, settings
-from dagnb.errors import DagnbError, WorkflowError
+from dagnb.errors import DagnbError, RunFailed, WorkflowError
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -60,6 +60,8 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except RunFailed:
+            raise  # shown by its _render_traceback_: status rows and stderr, no frames
         except DagnbError as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
@@ -140,6 +142,9 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                     help="--no-enable-retry: retry no step in this run."),
         ma.argument("--use-circuit-breaker", action=argparse.BooleanOptionalAction,
                     default=None, help="--no-use-circuit-breaker: ignore open breakers."),
+        ma.argument("--no-raise", action="store_true",
+                    help="A failed, cancelled or skipped step does not raise RunFailed "
+                         "(for every cell: %%dagger config raise_on_failure=false)."),
     ]
     for argument in reversed(arguments):
         func = argument(func)
@@ -176,7 +181,9 @@ class DaggerMagics(Magics):
         step to the notebook's graph, or replaces it, then runs it together with any
         upstream step whose result is not cached. Unchanged steps are cache hits: their
         output is replayed, marked as cached. The output appears below the cell as it is
-        produced, then the status; a failed step shows the end of its stderr.
+        produced, then the status. When a step fails, is cancelled or is skipped, the
+        cell raises ``RunFailed`` after the run, showing the status rows and the end of
+        the stderr (so Run All stops there); ``--no-raise`` shows them without raising.
 
         With --python, upstream results are variables named after the upstream steps,
         and the --outputs variables come back into the notebook. Every step's result is
@@ -205,12 +212,15 @@ class DaggerMagics(Magics):
                 options[switch] = getattr(args, switch)
         if args.max_concurrency is not None:
             options["max_concurrency"] = args.max_concurrency
+        raising = not (args.background or args.no_raise) and settings().raise_on_failure
         view = live_view(focus=focus, start=self.session.start,
-                         clear_cache=self.session.clear_cache)
+                         clear_cache=self.session.clear_cache, failed_tails=not raising)
         run = self.session.start(targets, background=args.background, **options)
         watch(run, view, background=args.background)
         if not args.background:
             self.session.publish(run)
+        if raising:
+            run.raise_for_status()
 
     @line_magic("dagger")
     @_usage_errors
@@ -220,7 +230,8 @@ class DaggerMagics(Magics):
         Commands::
 
             %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
-                        [--refresh] [--background]    run steps (all by default)
+                        [--refresh] [--background] [--no-raise]
+                                                      run steps (all by default)
             %dagger status                            status of the last run (DataFrame)
             %dagger logs NAME [--tail N] [--stream stdout|stderr]   captured lines
             %dagger graph                             draw the graph, coloured by state

@@ -45,13 +45,18 @@ def frontend_available() -> bool:
 
 
 def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
-              clear_cache: Callable[[str], int] | None = None) -> Any:
-    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`)."""
+              clear_cache: Callable[[str], int] | None = None,
+              failed_tails: bool = True) -> Any:
+    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`).
+
+    ``failed_tails=False``: the plain-text view leaves the stderr tails of failed steps
+    to the :class:`~dagnb.RunFailed` the caller raises after the run.
+    """
     if frontend_available():
         from dagnb.notebook.widgets.status import StatusWidget
 
         return StatusWidget(focus=focus, start=start, clear_cache=clear_cache)
-    return TextView(focus=focus)
+    return TextView(focus=focus, failed_tails=failed_tails)
 
 
 def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,
