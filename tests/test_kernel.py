@@ -1,7 +1,9 @@
-"""What a user sees in a real Jupyter kernel (nbclient): failures that fail the cell.
+"""What a user sees in a real Jupyter kernel (nbclient): failures that fail the cell,
+refused cells that change nothing, a restart that tells which cell to run first.
 
 One kernel serves the module; each test gets its own folder (so its own cache) and an
 empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests read.
+``JPY_SESSION_NAME`` names the notebook file, as Jupyter does for the kernels it starts.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+from nbclient.util import run_sync
 
 pytestmark = pytest.mark.slow
 
@@ -22,8 +25,15 @@ pytestmark = pytest.mark.slow
 class Kernel:
     """A live kernel: :meth:`run` executes one cell and returns its outputs."""
 
-    def __init__(self, client: NotebookClient) -> None:
+    def __init__(self, client: NotebookClient, home: Path) -> None:
         self.client = client
+        self.home = home  # the folder the kernel started in
+
+    def restart(self) -> None:
+        """Restart the kernel, as the Restart button does, and load dagnb again."""
+        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.kc.wait_for_ready)(timeout=60)
+        self.run("%load_ext dagnb")
 
     def run(self, source: str) -> list[dict]:
         cell = nbformat.v4.new_code_cell(source)
@@ -43,6 +53,13 @@ def text(outputs: list[dict]) -> str:
     return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
 
 
+def usage_error(outputs: list[dict]) -> str:
+    """The one line IPython prints (to stderr, not as an error output) for a UsageError."""
+    stderr = "".join(o["text"] for o in outputs
+                     if o["output_type"] == "stream" and o["name"] == "stderr")
+    return stderr.partition("UsageError: ")[2].strip()
+
+
 def error(outputs: list[dict]) -> dict | None:
     errors = [o for o in outputs if o["output_type"] == "error"]
     assert len(errors) <= 1
@@ -52,13 +69,15 @@ def error(outputs: list[dict]) -> dict | None:
 @pytest.fixture(scope="module")
 def live_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     home = tmp_path_factory.mktemp("kernel")
-    saved = {k: os.environ.get(k) for k in ("DAGNB_WIDGETS", "DAGNB_CONFIG", "DAGNB_EXECUTOR")}
-    os.environ.update(DAGNB_WIDGETS="0", DAGNB_CONFIG="none", DAGNB_EXECUTOR="local")
+    names = ("DAGNB_WIDGETS", "DAGNB_CONFIG", "DAGNB_EXECUTOR", "JPY_SESSION_NAME")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(DAGNB_WIDGETS="0", DAGNB_CONFIG="none", DAGNB_EXECUTOR="local",
+                      JPY_SESSION_NAME=str(home / "pipeline.ipynb"))
     client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, allow_errors=True,
                             kernel_name="python3", resources={"metadata": {"path": str(home)}})
     try:
         with client.setup_kernel():
-            kernel = Kernel(client)
+            kernel = Kernel(client, home)
             kernel.run("%load_ext dagnb")
             yield kernel
     finally:
@@ -113,3 +132,51 @@ def test_nbconvert_execute_exits_non_zero_on_a_failed_step(tmp_path: Path) -> No
     )
     assert done.returncode != 0
     assert "RunFailed" in done.stderr and "bad thing" in done.stderr
+
+
+# -- defining a step is all or nothing ----------------------------------------------------
+def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
+    assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None
+    refused = usage_error(kernel.run("%%dagger c2 --python --needs aa\ny = 2\n"))
+    assert refused == "step 'c2' needs 'aa', which is not a step; did you mean 'a'?"
+    assert "c2" not in kernel.value("%dagger status")
+    outputs = kernel.run("%%dagger b --python --needs a --outputs y\ny = a + 1\n")
+    assert error(outputs) is None, outputs
+    assert kernel.value("y") == "2"
+    assert "c2" not in kernel.value("sorted(_dagger)")
+
+
+def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "%%dagger prep --python --outputs n\nn = 3\n",
+             "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
+    saved = kernel.home / "pipeline.ipynb"
+    saved.unlink(missing_ok=True)
+    kernel.restart()  # the cells are saved only after the kernel read its notebook
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, saved)
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    refused = usage_error(kernel.run(cells[2]))
+    assert refused == ("step 'total' needs 'prep', which is not defined in this kernel yet; run "
+                       "cell 2 of pipeline.ipynb (%%dagger prep --python --outputs n) first")
+    assert usage_error(kernel.run("%dagger status")).startswith("no run yet")
+    assert error(kernel.run(cells[1])) is None
+    assert error(kernel.run(cells[2])) is None
+    assert kernel.value("t") == "6"
+
+
+def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "%%dagger c2 --python --needs aa\ny = 2\n",
+             "%%dagger prep --python --outputs n\nn = 3\n",
+             "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    kernel.restart()  # reads the notebook's cells: the broken c2 is passed over
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert kernel.value("get_session().graph.names") == "['prep', 'total']"
+    assert error(kernel.run(cells[3])) is None
+    assert kernel.value("t") == "6"
