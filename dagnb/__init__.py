@@ -32,6 +32,7 @@ from dagnb.errors import (
     StepNotFoundError,
     StepTimeout,
     TransientError,
+    UnfingerprintableVariable,
     WorkflowError,
 )
 
@@ -142,6 +143,7 @@ __all__ = [
     "StepNotFoundError",
     "StepTimeout",
     "TransientError",
+    "UnfingerprintableVariable",
     "WorkflowError",
     "__version__",
     "builder",

@@ -18,6 +18,7 @@ Step failures are data in the status table; the StepError family describes them.
     ├── WorkflowError               a YAML workflow that does not load
     ├── SecretError                 a secret missing from the environment
     ├── FingerprintError            a value that cannot be hashed
+    │   └── UnfingerprintableVariable   ... read by a step from the notebook: not cached
     ├── CacheError                  a cache directory that cannot be used
     ├── ExecutorError
     │   ├── ExecutorUnavailable     no engine for the executor asked for
@@ -53,6 +54,7 @@ __all__ = [
     "StepNotFoundError",
     "StepTimeout",
     "TransientError",
+    "UnfingerprintableVariable",
     "WorkflowError",
 ]
 
@@ -107,6 +109,19 @@ class SecretError(DagnbError):
 
 class FingerprintError(DagnbError, TypeError):
     """A value cannot be fingerprinted for the cache key."""
+
+
+class UnfingerprintableVariable(FingerprintError):
+    """A global a Python step reads cannot be hashed: the step runs uncached this time.
+
+    The key would otherwise leave that value out and could restore a stale result;
+    ``step`` and ``variable`` name them, the message says why in one line.
+    """
+
+    def __init__(self, message: str, *, step: str, variable: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.variable = variable
 
 
 class CacheError(DagnbError):

@@ -1,5 +1,6 @@
-"""What a user sees in a real Jupyter kernel (nbclient): failures that fail the cell,
-refused cells that change nothing, a restart that tells which cell to run first.
+"""What a user sees in a real Jupyter kernel (nbclient): keys that see notebook
+variables, failures that fail the cell, refused cells that change nothing, a restart
+that tells which cell to run first.
 
 One kernel serves the module; each test gets its own folder (so its own cache) and an
 empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests read.
@@ -91,9 +92,54 @@ def live_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
 @pytest.fixture
 def kernel(live_kernel: Kernel, tmp_path: Path) -> Kernel:
     """The module's kernel, in a fresh folder with an empty graph."""
-    outputs = live_kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n%dagger reset")
+    outputs = live_kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n%dagger reset\n"
+                              "from dagnb.notebook.session import get_session")
     assert error(outputs) is None, outputs
     return live_kernel
+
+
+# -- keys see notebook variables -------------------------------------------------------
+def states(kernel: Kernel) -> str:
+    return kernel.value("get_session().last_run.states()")
+
+
+@pytest.mark.parametrize(("setup", "change", "body", "before", "after"), [
+    ("PARAMS = {'alpha': 0.1}", "PARAMS['alpha'] = 0.5",
+     "out = PARAMS['alpha'] * 10", "1.0", "5.0"),
+    ("params = {'alpha': 0.1}", "params = {'alpha': 0.5}",
+     "out = params['alpha'] * 10", "1.0", "5.0"),
+    ("import pandas as pd\nframe = pd.DataFrame({'v': [1, 2]})", "frame.loc[0, 'v'] = 100",
+     "out = int(frame['v'].sum())", "3", "102"),
+    ("items = [1, 2]", "items.append(3)", "out = len(items)", "2", "3"),
+], ids=["mutated-dict", "rebound-lower-case-dict", "dataframe-edited-in-place", "list-append"])
+def test_a_changed_notebook_variable_reruns_the_step(kernel: Kernel, setup: str, change: str,
+                                                     body: str, before: str, after: str) -> None:
+    kernel.run(setup)
+    cell = f"%%dagger s --python --outputs out\n{body}\n"
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("out") == before
+    kernel.run("%dagger run")
+    assert states(kernel) == "{'s': 'cached'}"
+    kernel.run(change)
+    explained = kernel.value("%dagger cache explain s")
+    name = setup.splitlines()[-1].split(" = ")[0]
+    assert explained.startswith(f"notebook variable `{name}` changed")
+    assert error(kernel.run("%dagger run")) is None
+    assert states(kernel) == "{'s': 'succeeded'}"
+    assert kernel.value("out") == after
+
+
+def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("import threading\nlock = threading.Lock()")
+    outputs = kernel.run("%%dagger l --python --outputs z\nz = lock.locked()\n")
+    assert error(outputs) is None
+    lines = [line for line in text(outputs).splitlines() if line.startswith("dagnb:")]
+    assert lines == ["dagnb: step 'l' is not cached this run: notebook variable 'lock' "
+                     "(_thread.lock) cannot be fingerprinted (cannot pickle '_thread.lock' "
+                     "object)"]
+    assert kernel.value("z") == "False"
+    assert not (tmp_path / ".dagnb_cache" / "l").exists()
 
 
 # -- failures fail the cell ---------------------------------------------------------------
