@@ -226,3 +226,11 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
     assert kernel.value("get_session().graph.names") == "['prep', 'total']"
     assert error(kernel.run(cells[3])) is None
     assert kernel.value("t") == "6"
+
+
+# -- params and IPython syntax in --python cells ------------------------------------------
+def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
+    outputs = kernel.run("%%dagger listing --python --param n=2 --outputs found\n"
+                         "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
+    assert error(outputs) is None, outputs
+    assert kernel.value("found") == "['a', 'b']"

@@ -114,7 +114,8 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--mount", action="append", default=[], metavar="HOST:PATH",
                     help="Read-only input file or folder (repeatable)."),
         ma.argument("--param", action="append", default=[], metavar="K=V",
-                    help="Parameter; the value is JSON when it parses, else text."),
+                    help="Parameter; the value is JSON when it parses, else text. A --python "
+                         "cell reads it as the variable K, a shell cell as $DAGNB_PARAM_K."),
         ma.argument("--retries", type=int, metavar="N",
                     help="Retry a failed run of the step up to N times, with backoff."),
         ma.argument("--timeout", help="Time limit, such as 10m."),
@@ -196,15 +197,20 @@ class DaggerMagics(Magics):
 
         With --python, upstream results are variables named after the upstream steps,
         and the --outputs variables come back into the notebook. Every step's result is
-        also in the dict ``_dagger`` (a shell step's is its output folder).
+        also in the dict ``_dagger`` (a shell step's is its output folder). IPython
+        syntax works in a --python cell as in any cell (``files = !ls``, ``%time``).
+
+        Params: ``--param n=3`` is the variable ``n`` in a --python cell (also
+        ``dagnb.current().params["n"]``); a shell cell reads ``$DAGNB_PARAM_N``, or all
+        params as JSON from the file ``$DAGNB_PARAMS``. Changing a param re-runs the step.
 
         Examples::
 
             %%dagger fetch --param n=3
             seq $DAGNB_PARAM_N > "$DAGNB_OUT/numbers.txt"
 
-            %%dagger total --python --needs fetch --outputs total
-            total = sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
+            %%dagger total --python --needs fetch --outputs total --param scale=2
+            total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
         args = parse_line(self.dagger_cell, line)
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
