@@ -1,6 +1,6 @@
 """What a user sees in a real Jupyter kernel (nbclient): keys that see notebook
 variables, failures that fail the cell, refused cells that change nothing, a restart
-that tells which cell to run first.
+that tells which cell to run first, an interrupt that stops a Python step.
 
 One kernel serves the module; each test gets its own folder (so its own cache) and an
 empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests read.
@@ -10,8 +10,11 @@ empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests r
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -234,3 +237,45 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
                          "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
     assert error(outputs) is None, outputs
     assert kernel.value("found") == "['a', 'b']"
+
+
+# -- interrupts ---------------------------------------------------------------------------
+def interrupt_when(path: Path, kernel: Kernel, sent: list[float]) -> threading.Thread:
+    """Press the kernel's stop button (SIGINT) once ``path`` exists."""
+
+    def wait_then_interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent.append(time.monotonic())
+        os.kill(kernel.client.km.provisioner.process.pid, signal.SIGINT)
+
+    thread = threading.Thread(target=wait_then_interrupt, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_interrupt_stops_a_python_step_within_a_second(kernel: Kernel, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    sent: list[float] = []
+    thread = interrupt_when(marker, kernel, sent)
+    outputs = kernel.run(
+        "%%dagger loop --python --no-cache\n"
+        "import time\n"
+        f"open({str(marker)!r}, 'w').close()\n"
+        "for _ in range(300):\n"
+        "    print('tick')\n"
+        "    time.sleep(0.1)\n"
+    )
+    returned = time.monotonic()
+    thread.join(5)
+    assert sent and returned - sent[0] < 1.0
+    assert usage_error(outputs).startswith("interrupted: the run was cancelled")
+    assert states(kernel) == "{'loop': 'cancelled'}"
+    ticks = kernel.value("len(get_session().last_run.logs('loop'))")
+    time.sleep(0.3)
+    assert kernel.value("len(get_session().last_run.logs('loop'))") == ticks  # it stopped
+    begun = time.monotonic()
+    assert error(kernel.run("%%dagger next --no-cache\necho next\n")) is None
+    assert time.monotonic() - begun < 2
+    assert states(kernel) == "{'next': 'succeeded'}"

@@ -15,6 +15,7 @@ from typing import Any
 import pandas as pd
 
 from dagnb.errors import RunFailed, StepNotFoundError
+from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, EventLog
@@ -184,6 +185,7 @@ class Run:
         self._cancel.set()
         if self._cancel_hook is not None:
             self._cancel_hook()
+        loop.interrupt(self._future)  # a Python step blocking the loop stops now, too
 
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run ends (``TimeoutError`` after ``timeout``)."""

@@ -6,7 +6,9 @@ front end is there to draw it (a Jupyter kernel), else :class:`dagnb.views.live.
 :data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides the detection.
 :func:`watch` shows a run: it waits on a synchronous run from the calling thread and
 renders in between, so the output lands in the running cell; a Ctrl-C or kernel
-interrupt there cancels the run and waits for its processes to be killed.
+interrupt there cancels the run (in-process Python steps included) and waits for its
+processes to be killed. Meanwhile the kernel reads no widget clicks, so the widget's
+Cancel button is disabled and its tooltip points at the kernel's interrupt.
 
 ipywidgets is imported only when a widget is built.
 """
@@ -91,6 +93,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
             return view
         view.follow(run)
     else:
+        view.cell_waiting = not background  # Cancel cannot be clicked then: say so
         _display(view)
         view.follow(run, live=background)
     if not background:
@@ -120,6 +123,7 @@ def _close(view: Any) -> None:
     if isinstance(view, TextView):
         view.close()
     else:
+        view.cell_waiting = False
         view.stop_following()
 
 
