@@ -100,6 +100,14 @@ def test_var_components_describe_the_value_shortly():
     assert key.describe["var:frame"] == "<pandas.DataFrame shape (1, 1)>"
 
 
+def test_a_variable_named_like_a_credential_is_described_by_type_only():
+    scope = namespace("api_token = 's3cr3t'\nparams = {'a': 's3cr3t'}\n"
+                      "def compute():\n    return api_token, params\n")
+    key = key_of(scope["compute"])
+    assert key.describe["var:api_token"] == "<str>"
+    assert key.describe["var:params"] == "{'a': 's3cr3t'}"  # by name only: a plain dict shows
+
+
 def test_an_unfingerprintable_global_names_the_variable_and_why():
     scope = namespace("lock = None\ndef compute():\n    return lock\n")
     scope["lock"] = threading.Lock()

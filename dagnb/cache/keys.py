@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import reprlib
 from collections.abc import Mapping
 from pathlib import Path
@@ -201,7 +202,7 @@ def _add_variables(key: _Builder, step: Step) -> None:
                 f"({_type_name(value)}) cannot be fingerprinted ({why})",
                 step=step.name, variable=name,
             ) from None
-        key.digest(f"var:{name}", digest, _shown(value))
+        key.digest(f"var:{name}", digest, _shown(name, value))
 
 
 def _type_name(value: Any) -> str:
@@ -211,9 +212,14 @@ def _type_name(value: Any) -> str:
     return f"{kind.__module__}.{kind.__qualname__}"
 
 
-def _shown(value: Any) -> str:
+# A variable named like a credential keeps its value out of the entry's metadata.
+_SECRET_NAME = re.compile(r"token|secret|passw|credential|api_?key|private", re.IGNORECASE)
+
+
+def _shown(name: str, value: Any) -> str:
     """A short description for explain: the repr of plain data, else type and shape."""
-    if isinstance(value, (str, bytes, int, float, bool, type(None), list, tuple, dict, set)):
+    plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
+    if isinstance(value, plain) and not _SECRET_NAME.search(name):
         return reprlib.repr(value)
     shape = getattr(value, "shape", None)
     return f"<{_type_name(value)}" + (f" shape {tuple(shape)!r}>" if shape is not None else ">")
