@@ -24,6 +24,7 @@ from dagnb.errors import (
     GraphError,
     InvalidStepError,
     MissingDependencyError,
+    RunFailed,
     SecretError,
     StepCancelled,
     StepError,
@@ -31,6 +32,7 @@ from dagnb.errors import (
     StepNotFoundError,
     StepTimeout,
     TransientError,
+    UnfingerprintableVariable,
     WorkflowError,
 )
 
@@ -130,6 +132,7 @@ __all__ = [
     "MissingDependencyError",
     "RetryPolicy",
     "Run",
+    "RunFailed",
     "SecretError",
     "Settings",
     "Step",
@@ -140,6 +143,7 @@ __all__ = [
     "StepNotFoundError",
     "StepTimeout",
     "TransientError",
+    "UnfingerprintableVariable",
     "WorkflowError",
     "__version__",
     "builder",

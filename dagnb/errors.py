@@ -18,11 +18,13 @@ Step failures are data in the status table; the StepError family describes them.
     ├── WorkflowError               a YAML workflow that does not load
     ├── SecretError                 a secret missing from the environment
     ├── FingerprintError            a value that cannot be hashed
+    │   └── UnfingerprintableVariable   ... read by a step from the notebook: not cached
     ├── CacheError                  a cache directory that cannot be used
     ├── ExecutorError
     │   ├── ExecutorUnavailable     no engine for the executor asked for
     │   └── CircuitOpenError        the executor's breaker is open
     ├── TransientError              a failure that may pass: retried by default
+    ├── RunFailed                   a run ended with steps that did not succeed
     └── StepError                   one step did not succeed
         ├── StepFailed              non-zero exit or exception (exit code, stderr tail)
         ├── StepTimeout             the step ran past its timeout
@@ -44,6 +46,7 @@ __all__ = [
     "GraphError",
     "InvalidStepError",
     "MissingDependencyError",
+    "RunFailed",
     "SecretError",
     "StepCancelled",
     "StepError",
@@ -51,6 +54,7 @@ __all__ = [
     "StepNotFoundError",
     "StepTimeout",
     "TransientError",
+    "UnfingerprintableVariable",
     "WorkflowError",
 ]
 
@@ -107,6 +111,19 @@ class FingerprintError(DagnbError, TypeError):
     """A value cannot be fingerprinted for the cache key."""
 
 
+class UnfingerprintableVariable(FingerprintError):
+    """A global a Python step reads cannot be hashed: the step runs uncached this time.
+
+    The key would otherwise leave that value out and could restore a stale result;
+    ``step`` and ``variable`` name them, the message says why in one line.
+    """
+
+    def __init__(self, message: str, *, step: str, variable: str) -> None:
+        super().__init__(message)
+        self.step = step
+        self.variable = variable
+
+
 class CacheError(DagnbError):
     """The cache cannot be used as asked."""
 
@@ -125,6 +142,26 @@ class CircuitOpenError(ExecutorError):
 
 class TransientError(DagnbError):
     """A failure that may pass if tried again (a dropped connection, a registry time-out)."""
+
+
+class RunFailed(DagnbError):
+    """A run ended with failed, cancelled or skipped steps (``Run.raise_for_status()``).
+
+    ``states`` maps those steps to their state; ``details`` holds the lines a notebook
+    shows instead of a traceback (their status rows and stderr tails), through IPython's
+    ``_render_traceback_`` hook, so no frame of dagnb's is printed.
+    """
+
+    def __init__(self, message: str, *, run_id: str = "", states: dict[str, str] | None = None,
+                 details: list[str] | None = None) -> None:
+        super().__init__(message)
+        self.run_id = run_id
+        self.states = dict(states or {})
+        self.details = list(details or [])
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error: the details, then one ``RunFailed:`` line."""
+        return [*self.details, f"{type(self).__name__}: {self}"]
 
 
 class StepError(DagnbError):

@@ -11,6 +11,9 @@ digests, never in hash order.
   through their buffers, anything else through a pickle stream written into the hasher.
 - :func:`code_digest` hashes what a function does: its normalized AST, plus the code of
   the module-level helpers and the values of the constants it reads, transitively.
+  ``code_digest(func, values=False)`` leaves the data out (names only) and
+  :func:`global_values` hands over the data itself, read afresh at each call: a step's
+  key hashes those values each time, so a notebook variable mutated in place counts.
 - :func:`path_digest` hashes a file or a directory tree; a stat cache keyed on
   (path, size, mtime_ns, inode) makes an unchanged tree cost one ``stat`` per file.
 """
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import ast
 import atexit
+import dis
 import inspect
 import json
 import os
@@ -46,6 +50,7 @@ __all__ = [
     "directory_digest",
     "flush_stat_cache",
     "get_hash_algorithm",
+    "global_values",
     "new_hasher",
     "path_digest",
     "set_hash_algorithm",
@@ -305,7 +310,19 @@ class _HashingPickler(pickle.Pickler):
         # sorted member digests, so hash seeds do not change the stream.
         if type(obj) in (set, frozenset):
             return (type(obj).__name__, _digest_bytes(obj))
+        if isinstance(obj, type) and not _importable(obj):
+            # A class pickle cannot look up (one made by exec, as a notebook's can be):
+            # by name, so that its instances still hash by content.
+            return ("class", obj.__module__, obj.__qualname__)
         return None
+
+
+def _importable(cls: type) -> bool:
+    """Whether pickle finds ``cls`` again by its module and qualified name."""
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
 
 
 def _feed_pickle(h: Any, obj: Any) -> None:
@@ -339,11 +356,14 @@ _MISSING = object()
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "deps", "digest", "functions", "parts")
+    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
+                 "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, _ALGORITHM
+        self.code_only = walker.h_code.hexdigest()
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
+        self.variables = walker.variables
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -366,7 +386,7 @@ class _CodeRecord:
 _CODE_CACHE: weakref.WeakKeyDictionary[Any, _CodeRecord] = weakref.WeakKeyDictionary()
 
 
-def code_digest(func: Callable[..., Any]) -> str:
+def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
     """Hex digest of what ``func`` does.
 
     The digest covers the function's normalized AST (comments, docstrings, decorators and
@@ -381,17 +401,45 @@ def code_digest(func: Callable[..., Any]) -> str:
     a global rebound to another object (a notebook cell run again), a helper redefined,
     a name defined later or a replaced ``__code__`` computes it again. An UPPER_CASE
     container mutated in place keeps its identity and is not re-hashed in this process.
+
+    With ``values=False`` the data the function reads from globals (whatever its case
+    or type: anything but modules, functions and classes) counts by name only; the
+    caller hashes :func:`global_values` itself, at the time it needs the digest.
     """
     target, extra = _unwrap(func)
     if extra is not None:
-        return _combine([code_digest(target), extra])
+        return _combine([code_digest(target, values=values), extra])
     if not isinstance(target, types.FunctionType):
         return _combine(["callable", _reference(target)])
+    record = _record(target)
+    return record.digest if values else record.code_only
+
+
+def global_values(func: Callable[..., Any]) -> dict[str, Any]:
+    """The data ``func`` and its module-level helpers read from globals, name -> value now.
+
+    Every global name the code loads counts, whatever its case or type, except
+    modules, functions and classes (those count in :func:`code_digest` by their code or
+    name). The values are looked up at each call, so a dict mutated in place or a name
+    rebound is seen; hash them with :func:`value_digest`.
+    """
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return {}
+    found = {}
+    for name, namespace in _record(target).variables.items():
+        value = namespace.get(name, _MISSING)
+        if value is not _MISSING:
+            found[name] = value
+    return found
+
+
+def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
     if record is None or not record.still_valid(target):
         record = _compute_record(target)
         _CODE_CACHE[target] = record
-    return record.digest
+    return record
 
 
 def code_source_parts(func: Callable[..., Any]) -> dict[str, str]:
@@ -462,17 +510,20 @@ class _CodeWalker:
 
     def __init__(self) -> None:
         self.h = new_hasher()
+        self.h_code = new_hasher()  # the same, with global data by name only
+        self.variables: dict[str, dict[str, Any]] = {}  # global data read: name -> globals
         self.seen: set[int] = set()
         self.deps: list[tuple[dict[str, Any], str, Any]] = []
         self.cells: list[tuple[Any, Any]] = []
         self.parts: dict[str, str] = {}
         self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
 
-    def feed(self, *texts: str) -> None:
-        for text in texts:
-            data = text.encode("utf-8", "surrogatepass")
-            self.h.update(b"%d:" % len(data))
-            self.h.update(data)
+    def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
+        for h in into or (self.h, self.h_code):
+            for text in texts:
+                data = text.encode("utf-8", "surrogatepass")
+                h.update(b"%d:" % len(data))
+                h.update(data)
 
     def add_function(self, func: types.FunctionType, label: str) -> None:
         if id(func.__code__) in self.seen:  # recursion, mutual recursion
@@ -489,13 +540,14 @@ class _CodeWalker:
             self.parts[label] = normalized[1]
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
+        loaded = _loaded_globals(func.__code__)
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
                 # Remembered so that defining it later (a notebook cell) is noticed.
                 self.deps.append((func.__globals__, name, _MISSING))
             else:
-                self.add_global(name, obj, func)
+                self.add_global(name, obj, func, read=name in loaded)
 
     def _add_closure(self, func: types.FunctionType) -> None:
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
@@ -504,11 +556,22 @@ class _CodeWalker:
             if obj is not _MISSING:
                 self.add_object(name, obj, func)
 
-    def add_global(self, name: str, obj: Any, owner: types.FunctionType) -> None:
+    def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
+                   read: bool = False) -> None:
         self.deps.append((owner.__globals__, name, obj))
-        self.add_object(name, obj, owner)
+        if read and not _is_code(obj):
+            self.variables.setdefault(name, owner.__globals__)
+            self.feed("var", name, into=(self.h_code,))
+            self.add_object(name, obj, owner, into=(self.h,))
+        else:
+            self.add_object(name, obj, owner)
 
-    def add_object(self, name: str, obj: Any, owner: types.FunctionType) -> None:
+    def add_object(self, name: str, obj: Any, owner: types.FunctionType, *,
+                   into: tuple[Any, ...] | None = None) -> None:
+        if into is not None:  # data read from globals: its value goes to ``h`` only
+            self.feed("name", name, into=into)
+            self._add_data(name, obj, into)
+            return
         self.feed("name", name)
         if isinstance(obj, types.ModuleType):
             self.feed("module", obj.__name__)
@@ -516,12 +579,16 @@ class _CodeWalker:
             self.add_function(obj, f"def {obj.__qualname__}")
         elif isinstance(obj, type) and obj.__module__ == owner.__module__:
             self.add_class(obj)
-        elif _is_constant(name, obj):
+        else:
+            self._add_data(name, obj, None)
+
+    def _add_data(self, name: str, obj: Any, into: tuple[Any, ...] | None) -> None:
+        if _is_constant(name, obj):
             digest = _soft_digest(obj)
-            self.feed("const", digest or _reference(obj))
+            self.feed("const", digest or _reference(obj), into=into)
             self.parts[f"const {name}"] = _short_repr(obj)
         else:  # builtins, library functions and classes, other objects: by name
-            self.feed("ref", _reference(obj))
+            self.feed("ref", _reference(obj), into=into)
 
     def add_class(self, cls: type) -> None:
         if id(cls) in self.seen:
@@ -557,6 +624,11 @@ def _is_constant(name: str, obj: Any) -> bool:
     return type(obj).__module__.startswith(("numpy", "pandas"))
 
 
+def _is_code(obj: Any) -> bool:
+    """Modules, functions and classes: what counts by code or name, not by content."""
+    return isinstance(obj, (types.ModuleType, type)) or inspect.isroutine(obj)
+
+
 def _short_repr(obj: Any, limit: int = 300) -> str:
     try:
         text = repr(obj)
@@ -582,6 +654,19 @@ def _global_names(code: types.CodeType) -> list[str]:
     for nested in _code_objects(code):
         names.update(dict.fromkeys(nested.co_names))
     return list(names)
+
+
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+
+
+def _loaded_globals(code: types.CodeType) -> set[str]:
+    """The names the code (and its nested code) loads as globals: not attribute names."""
+    return {
+        instruction.argval
+        for nested in _code_objects(code)
+        for instruction in dis.get_instructions(nested)
+        if instruction.opname in _GLOBAL_LOADS
+    }
 
 
 def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:

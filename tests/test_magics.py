@@ -156,9 +156,10 @@ def test_no_cache_always_runs(shell):
 
 
 def test_failed_step_shows_stderr_tail_and_row_not_traceback(shell, capsys):
-    result = shell.run_cell("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
+    result = shell.run_cell(
+        "%%dagger broken --no-raise\necho partial\necho 'bad thing' >&2\nexit 3\n")
     out, err = capsys.readouterr()
-    assert result.success  # a failed step is data, not an exception
+    assert result.success  # with --no-raise a failed step is data, not an exception
     assert err.count("bad thing") == 1  # printed once, as it came; the row names it too
     assert "last lines of stderr" not in out
     assert out.rstrip().splitlines()[-1].startswith("broken  failed")
@@ -167,7 +168,7 @@ def test_failed_step_shows_stderr_tail_and_row_not_traceback(shell, capsys):
 
 
 def test_python_failure_shows_user_traceback_only(shell, capsys):
-    cell(shell, "oops --python", "x = 1 / 0\n")
+    cell(shell, "oops --python --no-raise", "x = 1 / 0\n")
     out, _ = capsys.readouterr()
     assert "ZeroDivisionError: division by zero" in out
     assert "dagnb/" not in out
@@ -181,7 +182,7 @@ def test_retries_option_sets_the_policy(shell):
 
 def test_timeout_option_stops_the_step(shell):
     started = time.monotonic()
-    cell(shell, "slow --timeout 0.3s --no-cache", "sleep 20\n")
+    cell(shell, "slow --timeout 0.3s --no-cache --no-raise", "sleep 20\n")
     assert time.monotonic() - started < 10
     assert last_run().states() == {"slow": "failed"}
     assert "timeout" in last_run().status()["error"][0]
@@ -252,7 +253,7 @@ def test_run_only_failed_and_tags(shell, tmp_path):
     flag = tmp_path / "ok"
     cell(shell, "good --tags fast --define-only", "echo good\n")
     cell(shell, "shaky --define-only --no-cache", f"test -e {flag}\n")
-    line(shell, "run")
+    line(shell, "run --no-raise")
     assert last_run().states() == {"good": "succeeded", "shaky": "failed"}
     flag.touch()
     line(shell, "run --only-failed")
@@ -405,7 +406,8 @@ def test_max_concurrency_zero_is_refused_not_ignored(shell):
 
 def test_run_takes_the_platforms_per_execution_switches(shell):
     cell(shell, "flaky --retries 2 --define-only", "exit 3\n")
-    shell.run_line_magic("dagger", "run flaky --no-enable-retry --no-use-circuit-breaker")
+    shell.run_line_magic("dagger",
+                         "run flaky --no-enable-retry --no-use-circuit-breaker --no-raise")
     assert last_run().status().set_index("step").loc["flaky", "attempts"] == 1
     cell(shell, "s", "echo s\n")
     cell(shell, "s --skip-cache", "echo s\n")

@@ -341,3 +341,43 @@ def test_text_mode_shows_a_cached_upstream_step_as_one_line(tmp_path, monkeypatc
     out = capsys.readouterr().out
     assert "line1" not in out
     assert "── prepare: cached, 3 lines; %dagger logs prepare ──" in out
+
+
+def test_cancel_is_disabled_while_its_cell_waits_and_says_why(comms, local, monkeypatch):
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", True)
+    graph = Graph("slow")
+    graph.replace(Step("nap", run="sleep 0.5", cache=False))
+    seen = []
+    original = dagnb.notebook.widgets._wait
+
+    def spy(run, view, interval):
+        deadline = time.monotonic() + 10
+        while run.states()["nap"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.01)
+        view.render()
+        seen.append((view.cancel_button.disabled, view.cancel_button.tooltip))
+        original(run, view, interval)
+
+    monkeypatch.setattr(dagnb.notebook.widgets, "_wait", spy)
+    monkeypatch.setattr(dagnb.notebook.widgets, "_display", lambda view: None)
+    view = watch(start_background(graph), live_view())
+    assert seen == [(True, "Interrupt the kernel (the stop button) to cancel a run while "
+                           "its cell is running")]
+    assert not view.cell_waiting
+
+
+def test_cancel_stays_enabled_for_a_background_run(comms, local, monkeypatch):
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", True)
+    monkeypatch.setattr(dagnb.notebook.widgets, "_display", lambda view: None)
+    graph = Graph("slow")
+    graph.replace(Step("nap", run="sleep 30", cache=False))
+    run = start_background(graph)
+    view = watch(run, live_view(), background=True)
+    deadline = time.monotonic() + 10
+    while run.states()["nap"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.01)
+    view.render()
+    assert not view.cancel_button.disabled and view.cancel_button.tooltip == "Cancel this run"
+    run.cancel()
+    run.wait(10)
+    view.stop_following()

@@ -2,7 +2,8 @@
 
 The new key's components are compared one by one with those stored in the step's
 newest entry; each difference becomes a sentence ("image changed python:3.11 →
-python:3.12", "input data/raw.csv changed", "code changed" with a line diff). Only
+python:3.12", "input data/raw.csv changed", "code changed" with a line diff,
+"notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}"). Only
 digests and the descriptions in ``StepKey.describe`` are used, and those never hold a
 secret value (secrets count by name).
 """
@@ -95,7 +96,7 @@ def _compare(entry: Entry, key: StepKey) -> list[Change]:
     return changes
 
 
-_ORDER = ("format", "cache_version", "kind", "command", "code", "key_fn", "image", "env",
+_ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "image", "env",
           "secrets", "workdir", "params", "services", "cache_volumes", "mount", "upstream",
           "arg")
 
@@ -117,6 +118,8 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         return f"argument {detail} {change}"
     if head == "code":
         return _code_sentence(before, after)
+    if head == "var":
+        return _variable_sentence(detail, change, before, after)
     if head == "env":
         return f"env changed ({', '.join(_changed_names(before, after)) or '?'})"
     if head == "secrets":
@@ -130,6 +133,14 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
     if head == "cache_version":
         return f"cache_version changed {_as_python(before)} → {_as_python(after)}"
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"
+
+
+def _variable_sentence(name: str, change: str, before: str, after: str) -> str:
+    """``notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}``."""
+    sentence = f"notebook variable `{name}` {change}"
+    if change == "changed" and before != after and not before.startswith("<"):
+        sentence += f": {before} → {after}"
+    return sentence
 
 
 def _code_sentence(before: str, after: str) -> str:

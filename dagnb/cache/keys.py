@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
+import reprlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from dagnb.errors import CacheError, FingerprintError
+from dagnb.errors import CacheError, FingerprintError, UnfingerprintableVariable
 from dagnb.fingerprint import (
     code_digest,
     code_source_parts,
+    global_values,
     path_digest,
     text_digest,
     value_digest,
@@ -27,7 +30,8 @@ from dagnb.model.step import Step
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
 
 # Bump when what goes into a key changes meaning: every old entry then misses.
-CACHE_FORMAT = "dagnb-key-1"
+# 2: a Python step's globals count as ``var:<name>`` components, hashed at each run.
+CACHE_FORMAT = "dagnb-key-2"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,7 +44,7 @@ class StepKey:
         Hex digest over all components; names the entry directory.
     components
         Component name -> digest, e.g. ``"image"``, ``"mount:data/raw.csv"``,
-        ``"upstream:prep"``.
+        ``"upstream:prep"``, ``"var:params"`` (a global a Python step reads).
     describe
         Component name -> human-readable value (image string, env JSON, params JSON,
         the normalized code), used only to explain a miss.
@@ -124,6 +128,8 @@ def step_key(
 
     Raises
     ------
+    UnfingerprintableVariable
+        A global the step's code reads cannot be hashed (the step runs uncached).
     FingerprintError
         A mounted path does not exist, or ``key_fn`` returned an unhashable value.
     """
@@ -175,11 +181,48 @@ def _add_work(key: _Builder, step: Step) -> None:
         key.digest("key_fn", value_digest(value), repr(value))
     elif step.func is not None:
         parts = code_source_parts(step.func)
-        key.digest("code", code_digest(step.func), "\n\n".join(parts.values()))
+        code = "\n\n".join(text for label, text in parts.items() if not label.startswith("const "))
+        key.digest("code", code_digest(step.func, values=False), code)
+        _add_variables(key, step)
     elif isinstance(step.run, str):
         key.text("command", step.run)
     else:
         key.text("command", _canonical(list(step.run or ())))
+
+
+def _add_variables(key: _Builder, step: Step) -> None:
+    """One ``var:<name>`` component per global the code reads, hashed now (mutations count)."""
+    for name, value in global_values(step.func).items():  # type: ignore[arg-type]
+        try:
+            digest = value_digest(value)
+        except FingerprintError as exc:
+            why = exc.__cause__ or exc
+            raise UnfingerprintableVariable(
+                f"step {step.name!r} is not cached this run: notebook variable {name!r} "
+                f"({_type_name(value)}) cannot be fingerprinted ({why})",
+                step=step.name, variable=name,
+            ) from None
+        key.digest(f"var:{name}", digest, _shown(name, value))
+
+
+def _type_name(value: Any) -> str:
+    kind = type(value)
+    if kind.__module__ == "builtins":
+        return kind.__qualname__
+    return f"{kind.__module__}.{kind.__qualname__}"
+
+
+# A variable named like a credential keeps its value out of the entry's metadata.
+_SECRET_NAME = re.compile(r"token|secret|passw|credential|api_?key|private", re.IGNORECASE)
+
+
+def _shown(name: str, value: Any) -> str:
+    """A short description for explain: the repr of plain data, else type and shape."""
+    plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
+    if isinstance(value, plain) and not _SECRET_NAME.search(name):
+        return reprlib.repr(value)
+    shape = getattr(value, "shape", None)
+    return f"<{_type_name(value)}" + (f" shape {tuple(shape)!r}>" if shape is not None else ">")
 
 
 def _mount_digest(step: Step, base_dir: Path, host: str, target: str) -> str:

@@ -19,6 +19,7 @@ The file format (every key optional)::
       username: me
       token_env: GHCR_TOKEN             # the *name* of a variable; never the token
     workflow_directory: workflows
+    raise_on_failure: true              # a %%dagger cell raises when a step fails
     max_concurrent_executions: 8
     timeout_seconds: 3600               # or "1h"
     workflow_defaults:
@@ -98,6 +99,7 @@ class Settings:
     retry_jitter: float = 0.1  # seconds
     enable_retry: bool = True
     workflow_directory: str = "workflows"
+    raise_on_failure: bool = True  # %%dagger cells and %dagger run raise RunFailed
     container_registry: str | None = None
     container_credentials: dict[str, str] | None = None
 
@@ -189,6 +191,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_jitter": _jitter,
     "enable_retry": _FLAG,
     "workflow_directory": checks.path,
+    "raise_on_failure": _FLAG,
     "container_registry": _optional_text,
     "container_credentials": _credentials,
 }
@@ -197,6 +200,7 @@ TOP_KEYS = (
     "container_registry",
     "container_credentials",
     "workflow_directory",
+    "raise_on_failure",
     "max_concurrent_executions",
     "timeout_seconds",
     "workflow_defaults",

@@ -4,7 +4,9 @@ Shell text runs with ``bash -c``, an argv list directly, each in a new process g
 that a timeout or cancellation kills the command and everything it started. Python
 function steps run in-process on the runner's loop: coroutine functions as tasks, plain
 functions called inline (a thread hop per step would cost more than a no-op step, and the
-GIL gives Python code no parallelism); their prints are captured per step.
+GIL gives Python code no parallelism); their prints are captured per step. A kernel
+interrupt or ``run.cancel()`` stops an inline call as Ctrl-C stops plain Python
+(:func:`dagnb.executors.loop.call_interruptibly`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dagnb.errors import StepFailed, TransientError
 from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
+from dagnb.executors.loop import call_interruptibly
 from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
@@ -166,7 +169,7 @@ async def _call_function(task: Task) -> Outcome:
             if step.is_async:
                 result = await step.func(**kwargs)  # type: ignore[misc]
             else:
-                result = step.func(**kwargs)  # type: ignore[misc]
+                result = call_interruptibly(step.func, kwargs)  # type: ignore[arg-type]
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:
@@ -200,9 +203,18 @@ def _parameter_names(func: Any) -> tuple[str, ...]:
     return tuple(inspect.signature(func).parameters)
 
 
+_PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _is_ours(filename: str) -> bool:
+    return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
+
+
 def _failure(task: Task, exc: Exception) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
-    frames = traceback.extract_tb(exc.__traceback__)[1:]  # drop this module's call frame
+    frames = traceback.extract_tb(exc.__traceback__)
+    while frames and _is_ours(frames[0].filename):  # the calls that led into the step
+        frames = frames[1:]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     text = "".join(lines).rstrip("\n")
     for line in ["Traceback (most recent call last):", *text.split("\n")]:

@@ -6,6 +6,16 @@ loop: synchronous callers (magics, the CLI, scripts) submit to it and wait, asyn
 callers (``await graph.arun()``) submit to it and await, and a run started in the
 background keeps going while the kernel stays free. We chose this over nest-asyncio,
 which patches the kernel's loop in place and is no longer maintained.
+
+Plain (not async) Python steps are called inline on that loop: a thread hop per step
+would cost more than a no-op step. While one runs, the loop cannot take a cancellation,
+so :func:`call_interruptibly` marks the call as the one the loop thread is in, and
+:func:`interrupt` (from ``TaskFuture.cancel()`` or ``Run.cancel()``, on the thread that
+was interrupted) raises ``KeyboardInterrupt`` inside it with ``PyThreadState_SetAsyncExc``,
+as Ctrl-C stops plain Python. The exception arrives between two bytecodes: a loop of
+short sleeps stops at once, one long C call (``time.sleep(30)``, a blocking socket read)
+only when it returns. Only the call a run's own steps are in is interrupted: each task
+submitted here knows its :class:`TaskFuture` (a ContextVar its steps inherit).
 """
 
 from __future__ import annotations
@@ -13,11 +23,22 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
+import ctypes
 import threading
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
-__all__ = ["TaskFuture", "get_loop", "in_loop_thread", "run_async", "run_sync", "submit"]
+__all__ = [
+    "TaskFuture",
+    "call_interruptibly",
+    "get_loop",
+    "in_loop_thread",
+    "interrupt",
+    "run_async",
+    "run_sync",
+    "submit",
+]
 
 T = TypeVar("T")
 _lock = threading.Lock()
@@ -54,7 +75,9 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         loop.call_soon_threadsafe(self._start, coro)
 
     def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
-        self._task = self._loop.create_task(coro)
+        context = contextvars.copy_context()
+        context.run(_owner.set, self)  # the task and the steps it starts know their future
+        self._task = context.run(self._loop.create_task, coro)
         self._task.add_done_callback(self._finish)
         if self._cancel_requested:
             self._task.cancel()
@@ -72,12 +95,94 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         if self.done():
             return False
         self._loop.call_soon_threadsafe(self._cancel_task)
+        interrupt(self)  # a Python step blocking the loop would hold the cancellation up
         return True
 
     def _cancel_task(self) -> None:
         self._cancel_requested = True
         if self._task is not None:
             self._task.cancel()
+
+
+_owner: contextvars.ContextVar[TaskFuture | None] = contextvars.ContextVar(
+    "dagnb_task_future", default=None
+)
+
+
+class _InlineCall:
+    """The Python step the loop thread is calling now, and whether it was interrupted.
+
+    ``owner`` is written only by the loop thread and read by interrupters under
+    ``lock``; the loop thread takes ``lock`` to leave, so no interrupt can be sent
+    after it has left, and one sent just before is cleared or caught there.
+    """
+
+    __slots__ = ("fired", "lock", "owner")
+
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.owner: TaskFuture | None = None
+        self.fired = False
+
+    def leave(self) -> bool:
+        """Stop being interruptible; True if an interrupt was sent meanwhile."""
+        fired = False
+        while True:
+            try:
+                with self.lock:
+                    self.owner = None
+                    fired, self.fired = fired or self.fired, False
+                    if fired:  # sent but perhaps not raised yet: take it back
+                        _set_async_exc(threading.get_ident(), None)
+                return fired
+            except KeyboardInterrupt:  # it arrived right here: it is ours, not the user's
+                fired = True
+                if self.lock._is_owned():  # type: ignore[attr-defined]
+                    self.lock.release()
+
+
+_inline = _InlineCall()
+
+
+def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in that thread at its next bytecode (None takes a pending one back)."""
+    value = None if exc is None else ctypes.py_object(exc)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), value)
+
+
+def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
+    """``func(**kwargs)`` on the loop thread, stoppable by :func:`interrupt`.
+
+    An interrupt raises ``KeyboardInterrupt`` in ``func`` (so its ``finally`` blocks
+    and ``except KeyboardInterrupt`` run, as with Ctrl-C); it leaves here as
+    ``asyncio.CancelledError``, whatever ``func`` did with it.
+    """
+    owner = _owner.get()
+    if owner is None or not in_loop_thread():
+        return func(**kwargs)
+    _inline.owner = owner
+    try:
+        try:
+            result = func(**kwargs)
+        finally:
+            fired = _inline.leave()
+    except KeyboardInterrupt:
+        fired = True
+    if fired:
+        raise asyncio.CancelledError("interrupted")
+    return result
+
+
+def interrupt(owner: Any) -> bool:
+    """Interrupt the Python step the loop thread is calling if it belongs to ``owner``
+    (the TaskFuture of a run); True if one was."""
+    thread = _thread
+    with _inline.lock:
+        if owner is None or _inline.owner is not owner or thread is None:
+            return False
+        _set_async_exc(thread.ident, KeyboardInterrupt)  # type: ignore[arg-type]
+        _inline.fired = True
+        return True
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> TaskFuture:

@@ -324,18 +324,26 @@ class Graph:
         return explain(self, name, **options)
 
     # -- running --------------------------------------------------------------------
-    def run(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+    def run(self, targets: Iterable[str] | str | None = None, *,
+            raise_on_failure: bool = False, **options: Any) -> Run:
         """Run the selected steps and wait; the options are :func:`dagnb.runtime.prepare.prepare`'s
-        (``on_event=`` sees every event, as the CLI's progress lines do)."""
+        (``on_event=`` sees every event, as the CLI's progress lines do).
+
+        A failed step is data in the returned Run; with ``raise_on_failure`` the run
+        ends with :meth:`Run.raise_for_status` (:class:`~dagnb.RunFailed`) instead.
+        """
         from dagnb.runtime.prepare import run_graph_sync
 
-        return run_graph_sync(self, targets, **options)
+        run = run_graph_sync(self, targets, **options)
+        return run.raise_for_status() if raise_on_failure else run
 
-    async def arun(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-        """Run the selected steps from async code (``await graph.arun()``)."""
+    async def arun(self, targets: Iterable[str] | str | None = None, *,
+                   raise_on_failure: bool = False, **options: Any) -> Run:
+        """Run the selected steps from async code (``await graph.arun()``); as :meth:`run`."""
         from dagnb.runtime.prepare import run_graph_async
 
-        return await run_graph_async(self, targets, **options)
+        run = await run_graph_async(self, targets, **options)
+        return run.raise_for_status() if raise_on_failure else run
 
 
 def _inferred_needs(fn: Callable[..., Any], params: Mapping[str, Any] | None) -> list[str]:

@@ -7,8 +7,10 @@ A ``--python`` cell becomes a real function whose body is the cell, compiled fro
 source registered with :mod:`linecache` (as IPython does for cells). So
 :func:`dagnb.fingerprint.code_digest` sees its source: a comment-only edit keeps the
 cache key, a code edit changes it, and the notebook helpers and values the cell reads
-count too. Its parameters are the upstream steps (their results arrive as variables of
-those names) and its globals are the user namespace; it returns the ``--outputs``.
+count too. Its parameters are the upstream steps and the ``--param`` names (upstream
+results and param values arrive as variables of those names) and its globals are the
+user namespace; it returns the ``--outputs``. IPython syntax in the cell (``!ls``,
+``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import ast
 import itertools
 import json
+import keyword
 import linecache
 import re
 import shlex
@@ -98,7 +101,8 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
         "cache": not args.no_cache, "retries": args.retries, "executor": args.executor,
     }
     if args.python:
-        fields["func"] = cell_function(name, body, needs, outputs, namespace or {})
+        fields["func"] = cell_function(name, body, needs, outputs, namespace or {},
+                                       params=fields["params"])
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
@@ -112,8 +116,9 @@ def _shell_text(name: str, body: str) -> str:
 
 
 def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterable[str],
-                  namespace: Mapping[str, Any]) -> types.FunctionType:
-    """A function running ``source`` with upstream results as variables.
+                  namespace: Mapping[str, Any], params: Iterable[str] = ()
+                  ) -> types.FunctionType:
+    """A function running ``source`` with upstream results and params as variables.
 
     Parameters
     ----------
@@ -127,10 +132,16 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         Variables to return: one name returns its value, several a dict.
     namespace
         The globals the cell reads (the notebook's user namespace).
+    params
+        Param names; those that are identifiers (and not upstream names) become
+        parameters too, so the executor passes their values.
     """
-    params = [n for n in needs if _IDENTIFIER.match(n)]
+    arguments = [n for n in needs if _IDENTIFIER.match(n)]
+    arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
+                  and p not in arguments]
     func_name = re.sub(r"\W", "_", name) + "_cell"
-    text = _function_source(func_name, params, source, tuple(outputs))
+    python = ipython_to_python(source)
+    text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     try:
         code = compile(text, filename, "exec")
@@ -141,7 +152,20 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     scope: dict[str, Any] = {}
     exec(code, namespace if isinstance(namespace, dict) else dict(namespace), scope)
-    return scope[func_name]
+    function = scope[func_name]
+    if python != source:  # keep what the user wrote, for cell_text
+        function._dagnb_cell_source = source
+    return function
+
+
+def ipython_to_python(source: str) -> str:
+    """The cell as Python: ``!cmd``, ``x = !cmd`` and ``%magic`` lines become calls on
+    ``get_ipython()``, exactly as IPython transforms a cell it runs."""
+    if "!" not in source and "%" not in source:
+        return source  # nothing to transform: skip importing IPython (the CLI, scripts)
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager().transform_cell(textwrap.dedent(source))
 
 
 def _function_source(func_name: str, params: list[str], source: str,
@@ -193,6 +217,9 @@ def cell_text(step: Step) -> str:
 
 def cell_body(step: Step) -> str:
     """The cell code of a ``--python`` step (its function body minus the return)."""
+    original = getattr(step.func, "_dagnb_cell_source", None)
+    if original is not None:
+        return textwrap.dedent(original).strip("\n") + "\n"
     lines = linecache.getlines(step.func.__code__.co_filename)  # type: ignore[union-attr]
     return textwrap.dedent("".join(lines[1:-1])).rstrip("\n") + "\n"
 

@@ -24,7 +24,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from dagnb.checks import did_you_mean
 from dagnb.config import configure, settings
-from dagnb.errors import DagnbError, WorkflowError
+from dagnb.errors import DagnbError, RunFailed, WorkflowError
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -60,6 +60,8 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
+        except RunFailed:
+            raise  # shown by its _render_traceback_: status rows and stderr, no frames
         except DagnbError as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
@@ -112,7 +114,8 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--mount", action="append", default=[], metavar="HOST:PATH",
                     help="Read-only input file or folder (repeatable)."),
         ma.argument("--param", action="append", default=[], metavar="K=V",
-                    help="Parameter; the value is JSON when it parses, else text."),
+                    help="Parameter; the value is JSON when it parses, else text. A --python "
+                         "cell reads it as the variable K, a shell cell as $DAGNB_PARAM_K."),
         ma.argument("--retries", type=int, metavar="N",
                     help="Retry a failed run of the step up to N times, with backoff."),
         ma.argument("--timeout", help="Time limit, such as 10m."),
@@ -125,6 +128,11 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
     for argument in reversed(arguments):
         func = argument(func)
     return func
+
+
+def _raises(args: Any) -> bool:
+    """Whether a run of these options ends with ``raise_for_status`` (not in background)."""
+    return not (args.background or args.no_raise) and settings().raise_on_failure
 
 
 def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -140,6 +148,9 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                     help="--no-enable-retry: retry no step in this run."),
         ma.argument("--use-circuit-breaker", action=argparse.BooleanOptionalAction,
                     default=None, help="--no-use-circuit-breaker: ignore open breakers."),
+        ma.argument("--no-raise", action="store_true",
+                    help="A failed, cancelled or skipped step does not raise RunFailed "
+                         "(for every cell: %%dagger config raise_on_failure=false)."),
     ]
     for argument in reversed(arguments):
         func = argument(func)
@@ -174,30 +185,50 @@ class DaggerMagics(Magics):
 
         The cell is a shell script (or Python with --python). Running the cell adds the
         step to the notebook's graph, or replaces it, then runs it together with any
-        upstream step whose result is not cached. Unchanged steps are cache hits: their
-        output is replayed, marked as cached. The output appears below the cell as it is
-        produced, then the status; a failed step shows the end of its stderr.
+        upstream step whose result is not cached. A cell that is refused (a bad option,
+        an unknown upstream step) changes nothing in the graph; after a kernel restart
+        the message says which cell to run first. ``%dagger remove NAME`` takes a step
+        out. Unchanged steps are cache hits: their output is replayed, marked as cached.
+
+        The output appears below the cell as it is produced, then the status. When a
+        step fails, is cancelled or is skipped, the cell raises ``RunFailed`` after the
+        run, showing the status rows and the end of the stderr, so Run All stops there;
+        ``--no-raise`` shows them without raising.
 
         With --python, upstream results are variables named after the upstream steps,
         and the --outputs variables come back into the notebook. Every step's result is
-        also in the dict ``_dagger`` (a shell step's is its output folder).
+        also in the dict ``_dagger`` (a shell step's is its output folder). IPython
+        syntax works in a --python cell as in any cell (``files = !ls``, ``%time``).
+
+        Params: ``--param n=3`` is the variable ``n`` in a --python cell (also
+        ``dagnb.current().params["n"]``); a shell cell reads ``$DAGNB_PARAM_N``, or all
+        params as JSON from the file ``$DAGNB_PARAMS``. Changing a param re-runs the step.
 
         Examples::
 
             %%dagger fetch --param n=3
             seq $DAGNB_PARAM_N > "$DAGNB_OUT/numbers.txt"
 
-            %%dagger total --python --needs fetch --outputs total
-            total = sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
+            %%dagger total --python --needs fetch --outputs total --param scale=2
+            total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
         args = parse_line(self.dagger_cell, line)
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
-        self.session.define(step, parse_names(args.outputs))
-        if not args.define_only and _selected(step.name):
-            self._run([step.name], args, focus=step.name)
+        outputs = parse_names(args.outputs)
+        if args.define_only or not _selected(step.name):
+            self.session.define(step, outputs)
+            return
+        with self.session.defining(step, outputs):  # a run that cannot start undoes it
+            run, view = self._start([step.name], args, focus=step.name)
+        self._follow(run, view, args)
 
-    def _run(self, targets: list[str] | None, args: Any, focus: str | None = None,
-             **options: Any) -> None:
+    def _run(self, targets: list[str] | None, args: Any, **options: Any) -> None:
+        run, view = self._start(targets, args, **options)
+        self._follow(run, view, args)
+
+    def _start(self, targets: list[str] | None, args: Any, focus: str | None = None,
+               **options: Any) -> tuple[Any, Any]:
+        """Build the view, then start the run (a DagnbError here means nothing ran)."""
         if args.refresh or args.skip_cache:
             options["refresh"] = targets if targets else True
         for switch in ("enable_retry", "use_circuit_breaker"):
@@ -206,11 +237,17 @@ class DaggerMagics(Magics):
         if args.max_concurrency is not None:
             options["max_concurrency"] = args.max_concurrency
         view = live_view(focus=focus, start=self.session.start,
-                         clear_cache=self.session.clear_cache)
-        run = self.session.start(targets, background=args.background, **options)
+                         clear_cache=self.session.clear_cache,
+                         failed_tails=not _raises(args))
+        return self.session.start(targets, background=args.background, **options), view
+
+    def _follow(self, run: Any, view: Any, args: Any) -> None:
+        """Show the run until it ends, publish its results, then raise if a step failed."""
         watch(run, view, background=args.background)
         if not args.background:
             self.session.publish(run)
+        if _raises(args):
+            run.raise_for_status()
 
     @line_magic("dagger")
     @_usage_errors
@@ -220,7 +257,8 @@ class DaggerMagics(Magics):
         Commands::
 
             %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
-                        [--refresh] [--background]    run steps (all by default)
+                        [--refresh] [--background] [--no-raise]
+                                                      run steps (all by default)
             %dagger status                            status of the last run (DataFrame)
             %dagger logs NAME [--tail N] [--stream stdout|stderr]   captured lines
             %dagger graph                             draw the graph, coloured by state
@@ -228,6 +266,7 @@ class DaggerMagics(Magics):
             %dagger cache [stats|entries|clear [NAME]|explain NAME]
             %dagger services                          running service containers
             %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
+            %dagger remove NAME                       take one step out of the graph
             %dagger reset                             forget the graph and results
             %dagger config [key=value ...]            show or change settings
 
@@ -236,7 +275,8 @@ class DaggerMagics(Magics):
         words = split_words(line)
         if not words:
             raise UsageError("%dagger needs a command: run, status, logs, graph, plan, "
-                             "cache, services, save, load, reset or config (see %dagger?)")
+                             "cache, services, save, load, remove, reset or config "
+                             "(see %dagger?)")
         command, rest = words[0], shlex.join(words[1:])
         handler = _COMMANDS.get(command)
         if handler is None:
@@ -311,10 +351,14 @@ def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
 
 
 def _one_path(rest: str, command: str) -> str:
+    return _one_word(rest, command, "pipeline.yml", what="path")
+
+
+def _one_word(rest: str, command: str, example: str, what: str = "step name") -> str:
     words = split_words(rest)
     if len(words) != 1:
-        raise UsageError(f"%dagger {command} takes one path, such as %dagger {command} "
-                         f"pipeline.yml; got {rest!r}")
+        raise UsageError(f"%dagger {command} takes one {what}, such as %dagger {command} "
+                         f"{example}; got {rest!r}")
     return words[0]
 
 
@@ -330,6 +374,12 @@ def _cmd_load(self: DaggerMagics, rest: str) -> Text:
     self.session.reset()
     self.session.graph = graph
     return Text(f"loaded {len(graph)} steps from {path}: {', '.join(graph.names)}")
+
+
+def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
+    name = _one_word(rest, "remove", "NAME")
+    self.session.remove(name)
+    return Text(f"removed step {name!r}; the graph has {len(self.session.graph)} steps")
 
 
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
@@ -348,7 +398,7 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
 _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
     "run": _cmd_run, "status": _cmd_status, "logs": _cmd_logs, "graph": _cmd_graph,
     "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services, "save": _cmd_save,
-    "load": _cmd_load, "reset": _cmd_reset, "config": _cmd_config,
+    "load": _cmd_load, "remove": _cmd_remove, "reset": _cmd_reset, "config": _cmd_config,
 }
 
 

@@ -1,6 +1,8 @@
 """The notebook's session: one graph per kernel, its last run, results in the namespace.
 
-``%%dagger`` cells and the graph builder add steps to the same :class:`Session` graph;
+``%%dagger`` cells and the graph builder add steps to the same :class:`Session` graph,
+all or nothing: a step that cannot join the graph (an unknown need, a cycle) is refused
+and leaves the graph as it was, so one bad cell cannot break the cells after it;
 runs use the process-wide settings (``dagnb.configure`` or ``%dagger config``), hence one
 cache store and one executor per kernel. After a run, each step's result is in the
 user namespace as ``_dagger[NAME]`` (a shell step's is the Path of its output folder),
@@ -9,17 +11,21 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 
 from __future__ import annotations
 
+import contextlib
+import difflib
 import json
 import threading
 import warnings
-from collections.abc import Iterable, MutableMapping
+from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
 from dagnb import cache as _cache
 from dagnb.config import context, settings
+from dagnb.errors import DagnbError, GraphError, MissingDependencyError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
+from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
 
@@ -54,13 +60,98 @@ class Session:
         return self.graph.last_run
 
     def define(self, step: Step, outputs: Iterable[str] = ()) -> Step:
-        """Add ``step`` to the graph, or replace the step of that name."""
+        """Add ``step`` to the graph, or replace the step of that name.
+
+        All or nothing: a step whose needs name no step (the message says which cell
+        to run first), that closes a cycle or whose function does not fit its needs is
+        refused with a :class:`~dagnb.GraphError`, and the graph stays as it was.
+        """
+        previous = self._definition(step.name)
+        self._put(step, tuple(outputs))
+        try:
+            self._check(step)
+        except DagnbError:
+            self._restore(step.name, previous)
+            raise
+        self._remember_image(step)
+        return step
+
+    @contextlib.contextmanager
+    def defining(self, step: Step, outputs: Iterable[str] = ()) -> Iterator[Step]:
+        """Define ``step`` for the ``with`` block; a DagnbError raised in the block (a run
+        that could not start) undoes the definition too, so a refused cell changes nothing."""
+        previous = self._definition(step.name)
+        self.define(step, outputs)
+        try:
+            yield step
+        except DagnbError:
+            self._restore(step.name, previous)
+            raise
+
+    def remove(self, name: str) -> Step:
+        """Take one step out of the graph; refused while other steps need it."""
+        needing = [s.name for s in self.graph if name in s.needs]
+        if needing:
+            raise GraphError(f"step {name!r} is needed by {', '.join(map(repr, needing))}; "
+                             "remove or redefine those steps first")
+        step = self.graph.remove(name)
+        self.outputs.pop(name, None)
+        self.namespace.get(RESULTS_NAME, {}).pop(name, None)
+        return step
+
+    def _definition(self, name: str) -> tuple[Step, tuple[str, ...]] | None:
+        if name not in self.graph:
+            return None
+        return self.graph[name], self.outputs.get(name, ())
+
+    def _put(self, step: Step, outputs: tuple[str, ...]) -> None:
         self.graph.replace(step)
-        self.outputs[step.name] = tuple(outputs)
+        self.outputs[step.name] = outputs
+
+    def _restore(self, name: str, previous: tuple[Step, tuple[str, ...]] | None) -> None:
+        if previous is not None:
+            self._put(*previous)
+            return
+        self.graph.remove(name)
+        self.outputs.pop(name, None)
+
+    def _check(self, step: Step) -> None:
+        for need in step.needs:
+            if need not in self.graph:
+                raise MissingDependencyError(self._missing_need(step.name, need))
+        self.graph.validate()
+
+    def _missing_need(self, name: str, need: str) -> str:
+        """Which cell to run first (after a kernel restart), else "did you mean"."""
+        cell = self._defining_cell(need)
+        if cell is not None:
+            return (f"step {name!r} needs {need!r}, which is not defined in this kernel yet; "
+                    f"run {cell} first")
+        close = difflib.get_close_matches(need, self.graph.names, n=1, cutoff=0.6)
+        if close:
+            return f"step {name!r} needs {need!r}, which is not a step; did you mean {close[0]!r}?"
+        return (f"step {name!r} needs {need!r}, which is not a step yet; run the cell that "
+                f"defines it (%%dagger {need}) first, or check the name")
+
+    def _defining_cell(self, name: str) -> str | None:
+        """``cell 3 of pipeline.ipynb (%%dagger prep ...)`` when the kernel knows its file."""
+        path = kernel_notebook_path(self.namespace)
+        if path is None:
+            return None
+        try:
+            cells = dagger_cells(read_notebook(path))
+        except WorkflowError:
+            return None  # unreadable now: the message says less, nothing else changes
+        found = next((c for c in cells if c.name == name), None)
+        if found is None:
+            return None
+        return f"cell {found.index + 1} of {path.name} ({found.line.strip()})"
+
+    def _remember_image(self, step: Step) -> None:
+        """The builder offers recently used images first."""
         if step.image:
             images = [step.image, *(i for i in self.recent_images if i != step.image)]
             self.recent_images = images[:_RECENT_IMAGES]
-        return step
 
     def start(self, targets: Iterable[str] | str | None = None, *,
               background: bool = True, **options: Any) -> Run:

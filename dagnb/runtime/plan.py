@@ -16,6 +16,7 @@ import pandas as pd
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.steps import StepCache
 from dagnb.config import settings
+from dagnb.errors import UnfingerprintableVariable
 
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
@@ -50,7 +51,12 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
                 }
             )
             continue
-        key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
+        try:
+            key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
+        except UnfingerprintableVariable as exc:  # it will run uncached, as the run says
+            digests[name] = None
+            rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
+            continue
         entry = cache._store(step).peek(name, key) if cache.enabled_for(step) else None
         digests[name] = entry.output_digest if entry is not None else None
         reason = "cached" if entry is not None else _first(explain_key(cache.store, name, key))

@@ -14,7 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from dagnb.errors import StepNotFoundError
+from dagnb.errors import RunFailed, StepNotFoundError
+from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, EventLog
@@ -22,6 +23,9 @@ from dagnb.runtime.frames import logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
 
 __all__ = ["Run"]
+
+NOT_OK = ("failed", "cancelled", "skipped")
+FAILED_TAIL = 10  # stderr lines of each failed step in a RunFailed
 
 
 class Run:
@@ -147,11 +151,41 @@ class Run:
         """Names of the steps that failed."""
         return [n for n, state in self.states().items() if state == "failed"]
 
+    def raise_for_status(self) -> Run:
+        """Raise :class:`~dagnb.RunFailed` if a step failed, was cancelled or was skipped.
+
+        httpx's idiom: ``graph.run().raise_for_status()`` returns the run when every
+        step succeeded or was cached. The error carries the steps' status rows and the
+        stderr tail of each failed one; a notebook shows those and no traceback.
+        """
+        bad = {n: state for n, state in self.states().items() if state in NOT_OK}
+        if not bad:
+            return self
+        raise RunFailed(_failure_sentence(self.id, bad), run_id=self.id, states=bad,
+                        details=self._failure_details(bad))
+
+    def _failure_details(self, bad: Mapping[str, str]) -> list[str]:
+        """The status rows of the ``bad`` steps, then each failed step's stderr tail."""
+        rows = status_rows(self.events, self.order)
+        table = [["step", "state", "exit", "error"]] + [
+            [name, state, _blank(rows[name]["exit_code"]), _blank(rows[name]["error"])]
+            for name, state in bad.items()
+        ]
+        widths = [max(len(row[i]) for row in table) for i in range(4)]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+                 for row in table]
+        for name, state in bad.items():
+            tail = self.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+            if state == "failed" and tail:
+                lines += [f"── {name} failed; last lines of stderr ──", *tail]
+        return lines
+
     def cancel(self) -> None:
         """Stop the run: running processes are killed, waiting steps are cancelled."""
         self._cancel.set()
         if self._cancel_hook is not None:
             self._cancel_hook()
+        loop.interrupt(self._future)  # a Python step blocking the loop stops now, too
 
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run ends (``TimeoutError`` after ``timeout``)."""
@@ -179,3 +213,14 @@ class Run:
             ["step", "state", "cached", "attempts", "exit_code", "duration_s", "error"]
         ]
         return f"<p>{self.summary()}</p>" + table.to_html(index=False, na_rep="")
+
+
+def _failure_sentence(run_id: str, bad: Mapping[str, str]) -> str:
+    """``run X: step 'a' failed, 'b' skipped; ...`` in one sentence."""
+    parts = [f"{name!r} {state}" for name, state in bad.items()]
+    noun = "step" if len(parts) == 1 else "steps"
+    return f"run {run_id}: {noun} {', '.join(parts)}; the status rows and stderr tails say why"
+
+
+def _blank(value: Any) -> str:
+    return "" if value is None else str(value)

@@ -22,7 +22,15 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagnb.errors import CacheError, DagnbError, StepCancelled, StepError, StepFailed, StepTimeout
+from dagnb.errors import (
+    CacheError,
+    DagnbError,
+    StepCancelled,
+    StepError,
+    StepFailed,
+    StepTimeout,
+    UnfingerprintableVariable,
+)
 from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
 from dagnb.model.contract import write_params
@@ -169,7 +177,11 @@ class Scheduler:
         if cache is None or not cache.enabled_for(step):
             outcome = await self._attempts(step)
             return self._record(step, outcome, None)
-        key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
+        try:
+            key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
+        except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
+            self._emit("log", step.name, 1, stream="stderr", line=f"dagnb: {exc}")
+            return self._record(step, await self._attempts(step), None)
         entry = cache.lookup(step, key)
         if entry is None:
             async with cache.lock(step, key):

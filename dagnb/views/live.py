@@ -147,11 +147,16 @@ class TextView:
         and headers name their step.
     stdout, stderr
         Where to print (default: ``sys.stdout``/``sys.stderr`` at print time).
+    failed_tails
+        Print the stderr tail of each failed step at the end; off when the caller
+        raises :class:`~dagnb.RunFailed`, which shows them itself.
     """
 
     def __init__(self, run: Run | None = None, focus: str | None = None, *,
-                 stdout: TextIO | None = None, stderr: TextIO | None = None) -> None:
+                 stdout: TextIO | None = None, stderr: TextIO | None = None,
+                 failed_tails: bool = True) -> None:
         self.focus = focus
+        self.failed_tails = failed_tails
         self._out, self._err = stdout, stderr
         self._headed: set[str] = set()
         self._folded: dict[str, int] = {}  # cached lines of other steps, counted not printed
@@ -235,7 +240,7 @@ class TextView:
         self.render()
         run = self.state.run
         lines: list[str] = []
-        for name in run.failed:
+        for name in run.failed if self.failed_tails else ():
             if name in self._headed:  # its lines, traceback included, were printed live
                 continue
             tail = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()

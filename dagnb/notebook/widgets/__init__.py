@@ -6,7 +6,9 @@ front end is there to draw it (a Jupyter kernel), else :class:`dagnb.views.live.
 :data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides the detection.
 :func:`watch` shows a run: it waits on a synchronous run from the calling thread and
 renders in between, so the output lands in the running cell; a Ctrl-C or kernel
-interrupt there cancels the run and waits for its processes to be killed.
+interrupt there cancels the run (in-process Python steps included) and waits for its
+processes to be killed. Meanwhile the kernel reads no widget clicks, so the widget's
+Cancel button is disabled and its tooltip points at the kernel's interrupt.
 
 ipywidgets is imported only when a widget is built.
 """
@@ -45,13 +47,18 @@ def frontend_available() -> bool:
 
 
 def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
-              clear_cache: Callable[[str], int] | None = None) -> Any:
-    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`)."""
+              clear_cache: Callable[[str], int] | None = None,
+              failed_tails: bool = True) -> Any:
+    """A StatusWidget or a TextView, not following any run yet (see :func:`watch`).
+
+    ``failed_tails=False``: the plain-text view leaves the stderr tails of failed steps
+    to the :class:`~dagnb.RunFailed` the caller raises after the run.
+    """
     if frontend_available():
         from dagnb.notebook.widgets.status import StatusWidget
 
         return StatusWidget(focus=focus, start=start, clear_cache=clear_cache)
-    return TextView(focus=focus)
+    return TextView(focus=focus, failed_tails=failed_tails)
 
 
 def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,
@@ -86,6 +93,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
             return view
         view.follow(run)
     else:
+        view.cell_waiting = not background  # Cancel cannot be clicked then: say so
         _display(view)
         view.follow(run, live=background)
     if not background:
@@ -115,6 +123,7 @@ def _close(view: Any) -> None:
     if isinstance(view, TextView):
         view.close()
     else:
+        view.cell_waiting = False
         view.stop_following()
 
 

@@ -57,6 +57,7 @@ class StatusWidget(w.VBox):
                  clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
                  **kwargs: Any) -> None:
         self.focus = focus
+        self.cell_waiting = False  # its cell waits on the run: the kernel reads no clicks
         self._start = start
         self._clear_cache = clear_cache or _default_clear
         self._interval = interval
@@ -125,8 +126,9 @@ class StatusWidget(w.VBox):
         for name, view in self._tail_views.items():
             view.value = _tail_html(self.state.tails[name])
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
-        self.cancel_button.disabled = not running or self.state.finished
+        self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
         self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
+        self.cancel_button.tooltip = _CANCEL_TIPS[self.cell_waiting and running]
         for button in (self.run_all_button, self.run_failed_button):
             button.disabled = self._start is None or (running and not self.state.finished)
         if self.state.finished:
@@ -167,6 +169,13 @@ class StatusWidget(w.VBox):
         if step:
             removed = self._clear_cache(step)
             self.message.value = html.escape(f"cleared {removed} cache entries of {step!r}")
+
+
+# While a cell runs, the kernel handles no widget messages, so a click would only land
+# after the run: the button is disabled then, and says what does work.
+_CANCEL_TIPS = {False: "Cancel this run",
+                True: "Interrupt the kernel (the stop button) to cancel a run while its "
+                      "cell is running"}
 
 
 def _default_clear(step: str) -> int:

@@ -1,0 +1,129 @@
+"""Cancelling a run stops an in-process Python step that is blocking dagnb's loop."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Step
+from dagnb.executors import loop
+from dagnb.runtime.prepare import start_background
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def sleeper(progress: list[int], cleanup: list[str] | None = None, swallow: bool = False):
+    def slow() -> int:
+        try:
+            for i in range(300):  # 30 s in short sleeps: interruptible between them
+                progress.append(i)
+                try:
+                    time.sleep(0.1)
+                except Exception:  # user code catching Exception must not eat the interrupt
+                    if swallow:
+                        continue
+                    raise
+        except KeyboardInterrupt:
+            if cleanup is not None:
+                cleanup.append("cleaned up")
+            raise
+        return 1
+
+    return slow
+
+
+def started(progress: list[int]) -> None:
+    deadline = time.monotonic() + 10
+    while not progress and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert progress, "the step never started"
+
+
+def test_cancel_stops_a_running_python_step_within_a_second() -> None:
+    progress: list[int] = []
+    cleanup: list[str] = []
+    run = start_background(Graph("g", [Step("slow", func=sleeper(progress, cleanup, True),
+                                            cache=False)]), executor="local")
+    started(progress)
+    begun = time.monotonic()
+    run.cancel()
+    run.wait(5)
+    assert time.monotonic() - begun < 1
+    assert run.states() == {"slow": "cancelled"}
+    assert cleanup == ["cleaned up"]
+    count = len(progress)
+    time.sleep(0.3)
+    assert len(progress) == count  # it really stopped
+
+
+def test_the_next_run_starts_at_once_after_a_cancel() -> None:
+    progress: list[int] = []
+    run = start_background(Graph("g", [Step("slow", func=sleeper(progress), cache=False)]),
+                           executor="local")
+    started(progress)
+    run.cancel()
+    begun = time.monotonic()
+    after = Graph("h", [Step("echo", run="echo hi")]).run(executor="local", cache=False)
+    assert after.ok and time.monotonic() - begun < 1
+
+
+def test_cancelling_another_run_leaves_a_running_step_alone() -> None:
+    progress: list[int] = []
+    first = start_background(Graph("a", [Step("slow", func=sleeper(progress), cache=False)]),
+                             executor="local")
+    started(progress)
+    second = start_background(Graph("b", [Step("quick", func=lambda: 1, cache=False)]),
+                              executor="local")
+    second.cancel()
+    count = len(progress)
+    time.sleep(0.3)
+    assert len(progress) > count and not first.done
+    first.cancel()
+    first.wait(5)
+    second.wait(5)
+    assert first.states() == {"slow": "cancelled"}
+
+
+def test_cancels_racing_the_end_of_steps_leave_the_loop_working() -> None:
+    for attempt in range(60):
+        graph = Graph("r", [Step(f"s{i}", func=lambda: sum(range(2000)), cache=False)
+                            for i in range(5)])
+        run = start_background(graph, executor="local")
+        time.sleep((attempt % 6) * 0.0005)
+        run.cancel()
+        run.wait(5)
+    assert not loop._inline.fired and loop._inline.owner is None
+    assert Graph("ok", [Step("f", func=lambda: 2)]).run(executor="local", cache=False).ok
+
+
+def test_ctrl_c_during_graph_run_stops_a_python_step(workdir: Path) -> None:
+    script = (
+        "import time, dagnb\n"
+        "def slow():\n"
+        "    open('started', 'w').close()\n"
+        "    while True:\n"
+        "        time.sleep(0.05)\n"
+        "g = dagnb.Graph('i', [dagnb.Step('slow', func=slow)])\n"
+        "try:\n"
+        "    g.run(cache=False, executor='local')\n"
+        "except KeyboardInterrupt:\n"
+        "    print('interrupted', g.last_run.states(), flush=True)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-u", "-c", script], cwd=workdir,
+                             env=os.environ.copy(), stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not (workdir / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    begun = time.monotonic()
+    out, err = child.communicate(timeout=10)
+    assert time.monotonic() - begun < 2
+    assert "interrupted {'slow': 'cancelled'}" in out, err

@@ -1,0 +1,281 @@
+"""What a user sees in a real Jupyter kernel (nbclient): keys that see notebook
+variables, failures that fail the cell, refused cells that change nothing, a restart
+that tells which cell to run first, an interrupt that stops a Python step.
+
+One kernel serves the module; each test gets its own folder (so its own cache) and an
+empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests read.
+``JPY_SESSION_NAME`` names the notebook file, as Jupyter does for the kernels it starts.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.util import run_sync
+
+pytestmark = pytest.mark.slow
+
+
+class Kernel:
+    """A live kernel: :meth:`run` executes one cell and returns its outputs."""
+
+    def __init__(self, client: NotebookClient, home: Path) -> None:
+        self.client = client
+        self.home = home  # the folder the kernel started in
+
+    def restart(self) -> None:
+        """Restart the kernel, as the Restart button does, and load dagnb again."""
+        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.kc.wait_for_ready)(timeout=60)
+        self.run("%load_ext dagnb")
+
+    def run(self, source: str) -> list[dict]:
+        cell = nbformat.v4.new_code_cell(source)
+        self.client.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
+        return cell.outputs
+
+    def value(self, expression: str) -> str:
+        """The repr of ``expression`` in the kernel."""
+        outputs = self.run(expression)
+        results = [o for o in outputs if o["output_type"] == "execute_result"]
+        assert results, outputs
+        return results[0]["data"]["text/plain"]
+
+
+def text(outputs: list[dict]) -> str:
+    return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+
+
+def usage_error(outputs: list[dict]) -> str:
+    """The one line IPython prints (to stderr, not as an error output) for a UsageError."""
+    stderr = "".join(o["text"] for o in outputs
+                     if o["output_type"] == "stream" and o["name"] == "stderr")
+    return stderr.partition("UsageError: ")[2].strip()
+
+
+def error(outputs: list[dict]) -> dict | None:
+    errors = [o for o in outputs if o["output_type"] == "error"]
+    assert len(errors) <= 1
+    return errors[0] if errors else None
+
+
+@pytest.fixture(scope="module")
+def live_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
+    home = tmp_path_factory.mktemp("kernel")
+    names = ("DAGNB_WIDGETS", "DAGNB_CONFIG", "DAGNB_EXECUTOR", "JPY_SESSION_NAME")
+    saved = {k: os.environ.get(k) for k in names}
+    os.environ.update(DAGNB_WIDGETS="0", DAGNB_CONFIG="none", DAGNB_EXECUTOR="local",
+                      JPY_SESSION_NAME=str(home / "pipeline.ipynb"))
+    client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, allow_errors=True,
+                            kernel_name="python3", resources={"metadata": {"path": str(home)}})
+    try:
+        with client.setup_kernel():
+            kernel = Kernel(client, home)
+            kernel.run("%load_ext dagnb")
+            yield kernel
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+@pytest.fixture
+def kernel(live_kernel: Kernel, tmp_path: Path) -> Kernel:
+    """The module's kernel, in a fresh folder with an empty graph."""
+    outputs = live_kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n%dagger reset\n"
+                              "from dagnb.notebook.session import get_session")
+    assert error(outputs) is None, outputs
+    return live_kernel
+
+
+# -- keys see notebook variables -------------------------------------------------------
+def states(kernel: Kernel) -> str:
+    return kernel.value("get_session().last_run.states()")
+
+
+@pytest.mark.parametrize(("setup", "change", "body", "before", "after"), [
+    ("PARAMS = {'alpha': 0.1}", "PARAMS['alpha'] = 0.5",
+     "out = PARAMS['alpha'] * 10", "1.0", "5.0"),
+    ("params = {'alpha': 0.1}", "params = {'alpha': 0.5}",
+     "out = params['alpha'] * 10", "1.0", "5.0"),
+    ("import pandas as pd\nframe = pd.DataFrame({'v': [1, 2]})", "frame.loc[0, 'v'] = 100",
+     "out = int(frame['v'].sum())", "3", "102"),
+    ("items = [1, 2]", "items.append(3)", "out = len(items)", "2", "3"),
+], ids=["mutated-dict", "rebound-lower-case-dict", "dataframe-edited-in-place", "list-append"])
+def test_a_changed_notebook_variable_reruns_the_step(kernel: Kernel, setup: str, change: str,
+                                                     body: str, before: str, after: str) -> None:
+    kernel.run(setup)
+    cell = f"%%dagger s --python --outputs out\n{body}\n"
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("out") == before
+    kernel.run("%dagger run")
+    assert states(kernel) == "{'s': 'cached'}"
+    kernel.run(change)
+    explained = kernel.value("%dagger cache explain s")
+    name = setup.splitlines()[-1].split(" = ")[0]
+    assert explained.startswith(f"notebook variable `{name}` changed")
+    assert error(kernel.run("%dagger run")) is None
+    assert states(kernel) == "{'s': 'succeeded'}"
+    assert kernel.value("out") == after
+
+
+def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("import threading\nlock = threading.Lock()")
+    outputs = kernel.run("%%dagger l --python --outputs z\nz = lock.locked()\n")
+    assert error(outputs) is None
+    lines = [line for line in text(outputs).splitlines() if line.startswith("dagnb:")]
+    assert lines == ["dagnb: step 'l' is not cached this run: notebook variable 'lock' "
+                     "(_thread.lock) cannot be fingerprinted (cannot pickle '_thread.lock' "
+                     "object)"]
+    assert kernel.value("z") == "False"
+    assert not (tmp_path / ".dagnb_cache" / "l").exists()
+
+
+# -- failures fail the cell ---------------------------------------------------------------
+def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel) -> None:
+    outputs = kernel.run("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
+    failure = error(outputs)
+    assert failure is not None and failure["ename"] == "RunFailed"
+    shown = "\n".join(failure["traceback"])
+    assert "broken  failed  3" in shown
+    assert "── broken failed; last lines of stderr ──\nbad thing" in shown
+    assert "dagnb/" not in shown and "File " not in shown and "Traceback" not in shown
+    assert "partial" in text(outputs)
+
+
+def test_no_raise_option_keeps_the_failure_as_data(kernel: Kernel) -> None:
+    outputs = kernel.run("%%dagger broken --no-raise\nexit 3\n")
+    assert error(outputs) is None
+    assert "broken  failed" in text(outputs)
+
+
+def test_nbconvert_execute_exits_non_zero_on_a_failed_step(tmp_path: Path) -> None:
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in (
+        "%load_ext dagnb",
+        "%%dagger broken\necho 'bad thing' >&2\nexit 3\n",
+        "print('after the failure')",
+    )]
+    path = tmp_path / "failing.ipynb"
+    nbformat.write(notebook, path)
+    env = {**os.environ, "DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none",
+           "DAGNB_EXECUTOR": "local"}
+    done = subprocess.run(
+        [sys.executable, "-m", "jupyter", "nbconvert", "--to", "notebook", "--execute",
+         "--output", "out.ipynb", str(path)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode != 0
+    assert "RunFailed" in done.stderr and "bad thing" in done.stderr
+
+
+# -- defining a step is all or nothing ----------------------------------------------------
+def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
+    assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None
+    refused = usage_error(kernel.run("%%dagger c2 --python --needs aa\ny = 2\n"))
+    assert refused == "step 'c2' needs 'aa', which is not a step; did you mean 'a'?"
+    assert "c2" not in kernel.value("%dagger status")
+    outputs = kernel.run("%%dagger b --python --needs a --outputs y\ny = a + 1\n")
+    assert error(outputs) is None, outputs
+    assert kernel.value("y") == "2"
+    assert "c2" not in kernel.value("sorted(_dagger)")
+
+
+def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "%%dagger prep --python --outputs n\nn = 3\n",
+             "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
+    saved = kernel.home / "pipeline.ipynb"
+    saved.unlink(missing_ok=True)
+    kernel.restart()  # the cells are saved only after the kernel read its notebook
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, saved)
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    refused = usage_error(kernel.run(cells[2]))
+    assert refused == ("step 'total' needs 'prep', which is not defined in this kernel yet; run "
+                       "cell 2 of pipeline.ipynb (%%dagger prep --python --outputs n) first")
+    assert usage_error(kernel.run("%dagger status")).startswith("no run yet")
+    assert error(kernel.run(cells[1])) is None
+    assert error(kernel.run(cells[2])) is None
+    assert kernel.value("t") == "6"
+
+
+def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "%%dagger c2 --python --needs aa\ny = 2\n",
+             "%%dagger prep --python --outputs n\nn = 3\n",
+             "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    kernel.restart()  # reads the notebook's cells: the broken c2 is passed over
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert kernel.value("get_session().graph.names") == "['prep', 'total']"
+    assert error(kernel.run(cells[3])) is None
+    assert kernel.value("t") == "6"
+
+
+# -- params and IPython syntax in --python cells ------------------------------------------
+def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
+    outputs = kernel.run("%%dagger listing --python --param n=2 --outputs found\n"
+                         "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
+    assert error(outputs) is None, outputs
+    assert kernel.value("found") == "['a', 'b']"
+
+
+# -- interrupts ---------------------------------------------------------------------------
+def interrupt_when(path: Path, kernel: Kernel, sent: list[float]) -> threading.Thread:
+    """Press the kernel's stop button (SIGINT) once ``path`` exists."""
+
+    def wait_then_interrupt() -> None:
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sent.append(time.monotonic())
+        os.kill(kernel.client.km.provisioner.process.pid, signal.SIGINT)
+
+    thread = threading.Thread(target=wait_then_interrupt, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_an_interrupt_stops_a_python_step_within_a_second(kernel: Kernel, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    sent: list[float] = []
+    thread = interrupt_when(marker, kernel, sent)
+    outputs = kernel.run(
+        "%%dagger loop --python --no-cache\n"
+        "import time\n"
+        f"open({str(marker)!r}, 'w').close()\n"
+        "for _ in range(300):\n"
+        "    print('tick')\n"
+        "    time.sleep(0.1)\n"
+    )
+    returned = time.monotonic()
+    thread.join(5)
+    assert sent and returned - sent[0] < 1.0
+    assert usage_error(outputs).startswith("interrupted: the run was cancelled")
+    assert states(kernel) == "{'loop': 'cancelled'}"
+    ticks = kernel.value("len(get_session().last_run.logs('loop'))")
+    time.sleep(0.3)
+    assert kernel.value("len(get_session().last_run.logs('loop'))") == ticks  # it stopped
+    begun = time.monotonic()
+    assert error(kernel.run("%%dagger next --no-cache\necho next\n")) is None
+    assert time.monotonic() - begun < 2
+    assert states(kernel) == "{'next': 'succeeded'}"

@@ -1,0 +1,152 @@
+"""A Python step's key sees the globals it reads, by value, when it runs."""
+
+from __future__ import annotations
+
+import threading
+import types
+
+import pandas as pd
+import pytest
+
+from dagnb import Graph, Step, UnfingerprintableVariable
+from dagnb.cache.keys import step_key
+from dagnb.fingerprint import code_digest, global_values
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def namespace(source: str) -> dict:
+    """A fresh module namespace (a notebook's, in effect) holding ``source``."""
+    scope: dict = {"__name__": "__main__"}
+    exec(compile(source, "<notebook>", "exec"), scope)
+    return scope
+
+
+SOURCE = """
+import math
+params = {"alpha": 0.1}
+calls = []
+
+class Model:
+    pass
+
+def helper():
+    return calls
+
+def compute():
+    frame = params["alpha"] * math.pi
+    frame.loc = 1 if False else None
+    return helper(), Model, frame
+"""
+
+
+def test_global_values_are_the_data_read_by_the_code_and_its_helpers():
+    scope = namespace(SOURCE + "loc = object()\n")
+    values = global_values(scope["compute"])
+    assert values == {"params": scope["params"], "calls": scope["calls"]}  # not loc: an attribute
+
+
+def test_values_are_read_at_each_call_so_mutation_is_seen():
+    scope = namespace(SOURCE)
+    scope["params"]["alpha"] = 0.5
+    assert global_values(scope["compute"])["params"] == {"alpha": 0.5}
+    scope["params"] = {"beta": 1}
+    assert global_values(scope["compute"])["params"] == {"beta": 1}
+
+
+def test_code_only_digest_ignores_data_but_not_code():
+    scope = namespace(SOURCE)
+    before = code_digest(scope["compute"], values=False)
+    scope["params"] = {"alpha": 0.9}
+    scope["calls"].append(1)
+    assert code_digest(scope["compute"], values=False) == before
+    exec("def helper():\n    return 2\n", scope)
+    assert code_digest(scope["compute"], values=False) != before
+
+
+def key_of(func: types.FunctionType) -> object:
+    return step_key(Step("s", func=func), upstream_digests={}, base_dir=".")
+
+
+@pytest.mark.parametrize("change", [
+    "params['alpha'] = 0.5",           # a dict mutated in place
+    "params = {'alpha': 0.5}",         # a lower-case dict rebound
+    "frame.loc[0, 'v'] = 100",         # a DataFrame edited in place
+    "items.append(4)",                 # a list appended to
+    "tags.add('new')",                 # a set
+    "box.value = 2",                   # an object, by content
+])
+def test_every_kind_of_change_changes_the_key(change):
+    scope = namespace(
+        "import pandas as pd\n"
+        "class Box:\n    def __init__(self):\n        self.value = 1\n"
+        "params = {'alpha': 0.1}\nframe = pd.DataFrame({'v': [1, 2]})\nitems = [1, 2, 3]\n"
+        "tags = {'a'}\nbox = Box()\n"
+        "def compute():\n    return params, frame, items, tags, box.value\n"
+    )
+    before = key_of(scope["compute"])
+    exec(change, scope)
+    after = key_of(scope["compute"])
+    assert after.digest != before.digest
+    changed = [n for n in after.components if after.components[n] != before.components.get(n)]
+    assert len(changed) == 1 and changed[0].startswith("var:")
+
+
+def test_var_components_describe_the_value_shortly():
+    scope = namespace("import pandas as pd\nparams = {'a': 1}\nframe = pd.DataFrame({'v': [1]})\n"
+                      "def compute():\n    return params, frame\n")
+    key = key_of(scope["compute"])
+    assert key.describe["var:params"] == "{'a': 1}"
+    assert key.describe["var:frame"] == "<pandas.DataFrame shape (1, 1)>"
+
+
+def test_a_variable_named_like_a_credential_is_described_by_type_only():
+    scope = namespace("api_token = 's3cr3t'\nparams = {'a': 's3cr3t'}\n"
+                      "def compute():\n    return api_token, params\n")
+    key = key_of(scope["compute"])
+    assert key.describe["var:api_token"] == "<str>"
+    assert key.describe["var:params"] == "{'a': 's3cr3t'}"  # by name only: a plain dict shows
+
+
+def test_an_unfingerprintable_global_names_the_variable_and_why():
+    scope = namespace("lock = None\ndef compute():\n    return lock\n")
+    scope["lock"] = threading.Lock()
+    with pytest.raises(UnfingerprintableVariable,
+                       match=r"step 's' is not cached this run: notebook variable 'lock' "
+                             r"\(_thread.lock\) cannot be fingerprinted \(cannot pickle"):
+        key_of(scope["compute"])
+
+
+def test_explain_names_the_notebook_variable(workdir):
+    scope = namespace("params = {'alpha': 0.1}\ndef compute():\n    return params['alpha'] * 10\n")
+    graph = Graph("g", [Step("s", func=scope["compute"])])
+    assert graph.run(executor="local").result("s") == 1.0
+    scope["params"]["alpha"] = 0.5
+    assert graph.explain("s") == [
+        "notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}"]
+    assert graph.run(executor="local").result("s") == 5.0
+
+
+def test_a_step_reading_an_unfingerprintable_global_runs_uncached_with_one_line(workdir):
+    scope = namespace("lock = None\ndef compute():\n    return lock.locked()\n")
+    scope["lock"] = threading.Lock()
+    graph = Graph("g", [Step("s", func=scope["compute"])])
+    for _ in range(2):
+        run = graph.run(executor="local")
+        assert run.states() == {"s": "succeeded"} and run.result("s") is False
+        lines = run.logs("s")["line"].tolist()
+        assert lines == ["dagnb: step 's' is not cached this run: notebook variable 'lock' "
+                         "(_thread.lock) cannot be fingerprinted (cannot pickle "
+                         "'_thread.lock' object)"]
+    assert not (workdir / ".dagnb_cache" / "s").exists()
+    plan = graph.plan()
+    assert plan["cached"].tolist() == [False]
+    assert plan["reason"][0].startswith("step 's' is not cached this run")
+
+
+def test_frames_count_by_content_not_identity():
+    scope = namespace("import pandas as pd\nframe = pd.DataFrame({'v': [1, 2]})\n"
+                      "def compute():\n    return frame['v'].sum()\n")
+    before = key_of(scope["compute"])
+    scope["frame"] = pd.DataFrame({"v": [1, 2]})  # an equal copy
+    assert key_of(scope["compute"]).digest == before.digest

@@ -1,0 +1,79 @@
+"""--python cells: params are variables, IPython syntax works as in any cell."""
+
+from __future__ import annotations
+
+import pytest
+from IPython.core.interactiveshell import InteractiveShell
+
+import dagnb
+import dagnb.notebook.widgets
+from dagnb.notebook.cells import cell_text, ipython_to_python
+from dagnb.notebook.session import get_session
+
+
+@pytest.fixture
+def shell(workdir, monkeypatch):
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
+    dagnb.configure(executor="local")  # in the test's own context (conftest)
+    ip = InteractiveShell.instance()
+    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
+    ip.run_line_magic("dagger", "reset")
+    return ip
+
+
+def cell(ip, line, body):
+    return ip.run_cell_magic("dagger", line, body)
+
+
+def test_params_are_variables_in_a_python_cell(shell):
+    shell.run_cell("import dagnb")
+    cell(shell, "scaled --python --param scale=3 --param label=x --outputs v",
+         "v = (label, scale * 2, dagnb.current().params['scale'])\n")
+    assert shell.user_ns["v"] == ("x", 6, 3)
+
+
+def test_a_changed_param_reruns_with_the_new_value(shell):
+    cell(shell, "p --python --param n=1 --outputs v", "v = n\n")
+    cell(shell, "p --python --param n=2 --outputs v", "v = n\n")
+    assert get_session().last_run.states() == {"p": "succeeded"}
+    assert shell.user_ns["v"] == 2
+
+
+def test_upstream_result_wins_over_a_param_of_the_same_name(shell):
+    cell(shell, "a --python --outputs x", "x = 'from a'\n")
+    cell(shell, "b --python --needs a --param a=1 --outputs y", "y = a\n")
+    assert shell.user_ns["y"] == "from a"
+
+
+def test_shell_escape_and_captured_output_in_a_python_cell(shell, capsys):
+    cell(shell, "listing --python --outputs files",
+         "files = !echo one; echo two\n!echo shown\n")
+    assert list(shell.user_ns["files"]) == ["one", "two"]
+
+
+def test_line_magic_in_a_python_cell(shell):
+    cell(shell, "timed --python --outputs v", "%time w = 1\nv = 41 + 1\n")
+    assert shell.user_ns["v"] == 42
+
+
+def test_comment_only_edit_of_a_magic_cell_still_hits_the_cache(shell):
+    cell(shell, "m --python --outputs v", "files = !echo a\nv = len(files)\n")
+    cell(shell, "m --python --outputs v", "# why\nfiles = !echo a\nv = len(files)  # n\n")
+    assert get_session().last_run.states() == {"m": "cached"}
+
+
+def test_exported_cell_keeps_the_ipython_syntax(shell):
+    cell(shell, "m --python --outputs v --define-only", "files = !ls\nv = len(files)\n")
+    assert cell_text(get_session().graph["m"]) == (
+        "%%dagger m --python --outputs v\nfiles = !ls\nv = len(files)\n")
+
+
+def test_plain_python_is_left_alone():
+    source = "x = '100%'\nif x != '!':\n    y = 1\n"
+    assert ipython_to_python(source) == source
+
+
+def test_help_says_how_to_read_params(shell):
+    help_text = shell.find_cell_magic("dagger").__doc__
+    assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text
+    assert "$DAGNB_PARAM_N" in help_text and "files = !ls" in help_text
