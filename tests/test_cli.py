@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import random
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from dagnb.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "workflows" / "example_workflow.yml"
@@ -133,3 +137,23 @@ def test_only_failed_reruns_the_last_failures_read_from_disk(
     again = capsys.readouterr().out.splitlines()
     assert again == ["dagnb: the last run of 'wf' has no failed, skipped or cancelled steps; "
                      "nothing to re-run"]
+
+
+@pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_the_run_and_its_processes_like_ctrl_c(number, tmp_path):
+    marker = f"sleep 100.{random.randrange(10**6):06d}"
+    (tmp_path / "w.yml").write_text(f"steps:\n  long:\n    run: {marker} & {marker}; wait\n")
+
+    def running() -> list[str]:
+        found = subprocess.run(["pgrep", "-f", marker], capture_output=True, text=True)
+        return found.stdout.split()
+
+    child = subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--no-cache"],
+                             cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    assert wait_until(lambda: len(running()) >= 2, timeout=15), "the step never started"
+    child.send_signal(number)
+    _, err = child.communicate(timeout=10)
+    assert child.returncode == 128 + number, err
+    assert "running steps were stopped" in err
+    assert wait_until(lambda: running() == [], timeout=2), running()
