@@ -262,10 +262,13 @@ def test_backends_are_registered_by_name(tmp_path):
 
 
 def test_default_store_functions(tmp_path):
-    cache.set_default_location(tmp_path / "default")
+    import dagnb
+
+    dagnb.configure(cache_directory=tmp_path / "default")
     try:
         store = cache.default_store()
         assert store.location == tmp_path / "default"
+        assert cache.store_for() is store and cache.store_for(tmp_path / "default") is store
         save(store, "s", key(1))
         assert cache.entries()["step"].tolist() == ["s"]
         assert cache.stats().loc["s", "entries"] == 1
@@ -273,10 +276,44 @@ def test_default_store_functions(tmp_path):
         assert cache.reduce_size(items_limit=0) == 1
         assert cache.clear() == 0
     finally:
-        cache.set_default_location(".dagnb_cache")
+        dagnb.config.reload()
         from dagnb import fingerprint
 
         fingerprint.configure_stat_cache(None)
+
+
+def test_the_store_follows_the_settings_and_the_working_directory(tmp_path, monkeypatch):
+    import dagnb
+
+    monkeypatch.chdir(tmp_path)
+    dagnb.configure(cache_directory=tmp_path / "one")
+    try:
+        assert cache.store_for().location == tmp_path / "one"
+        dagnb.configure(cache_directory=tmp_path / "two", cache_ttl_seconds=60)
+        assert cache.store_for().location == tmp_path / "two"
+        assert cache.store_for().default_ttl == 60
+        dagnb.config.reload()  # the built-in default: relative to the working directory
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")
+        assert cache.store_for().location == tmp_path / "sub" / ".dagnb_cache"
+        assert cache.store_for("rel").location == tmp_path / "sub" / "rel"
+        assert cache.store_for().default_ttl is None
+    finally:
+        dagnb.config.reload()
+        from dagnb import fingerprint
+
+        fingerprint.configure_stat_cache(None)
+
+
+def test_stores_live_in_the_context_not_in_module_globals(tmp_path):
+    from dagnb.config import use_context
+
+    first = cache.store_for(tmp_path / "c")
+    with use_context() as fresh:
+        second = cache.store_for(tmp_path / "c")
+        assert second is not first and cache.session_store() is cache.session_store()
+        assert {"cache.session", f"cache.store:{tmp_path / 'c'}"} <= set(fresh.names())
+    assert cache.store_for(tmp_path / "c") is first
 
 
 def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
