@@ -11,6 +11,7 @@ import pytest
 
 from dagnb import cache
 from dagnb.cache import (
+    Item,
     LocalBackend,
     SessionStore,
     StepKey,
@@ -317,7 +318,7 @@ def test_stores_live_in_the_context_not_in_module_globals(tmp_path):
 
 
 def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
-    from dagnb.cache import backend as backend_module
+    from dagnb.cache import journal as journal_module
     from dagnb.cache.keys import StepKey
 
     store = Store(tmp_path / "c")
@@ -327,30 +328,29 @@ def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
         out.mkdir()
         keys.append(StepKey(f"k{i}", {}, {}))
         store.save("s", keys[-1], out_dir=out)
-    for _ in range(backend_module._JOURNAL_COMPACT_AT + 2):
+    for _ in range(journal_module.COMPACT_AT + 2):
         for key in keys:
             assert store.lookup("s", key) is not None
         store.flush()
-    journal = list((tmp_path / "c" / ".access").glob("*.jsonl"))
-    assert 1 <= len(journal) <= backend_module._JOURNAL_COMPACT_AT
+    journal = list((tmp_path / "c" / ".access").glob("*/journal.jsonl"))
+    assert 1 <= len(journal) <= journal_module.COMPACT_AT
     hits = store.entries().set_index("key")["hits"]
-    assert set(hits) == {backend_module._JOURNAL_COMPACT_AT + 2}
+    assert set(hits) == {journal_module.COMPACT_AT + 2}
 
 
 # ----------------------------------------------------------------------------- review
 
 
 class _RefreshedMeanwhile(LocalBackend):
-    """A backend whose next stat of meta.json falls in another process's refresh."""
+    """A backend whose next read of an entry falls in another process's refresh."""
 
     racing = False
 
-    def stat_meta(self, step, key):
-        stamp = super().stat_meta(step, key)
+    def read(self, step, key):
         if self.racing:  # the old entry was moved aside; the new one lands right after
             self.racing = False
-            return None
-        return stamp
+            return Item(self.root / step / key, None, None)
+        return super().read(step, key)
 
 
 def test_a_refresh_between_two_stats_is_not_mistaken_for_damage(tmp_path, recwarn):

@@ -20,7 +20,7 @@ from typing import Any
 
 from dagnb import fingerprint
 from dagnb.cache import explain as _explain_module
-from dagnb.cache.backend import LocalBackend, StoreBackend, get_backend, register_backend
+from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.config import context, settings
@@ -30,6 +30,7 @@ __all__ = [
     "STORE_FORMAT",
     "DamagedEntryWarning",
     "Entry",
+    "Item",
     "LocalBackend",
     "SessionStore",
     "StepKey",
