@@ -4,11 +4,13 @@
 ``warm`` ask, for one run, about steps and the cache::
 
     key = cache.key(step, upstream_digests, base_dir)
-    async with cache.claim(step, key) as entry:   # a miss holds the key's lock
-        if entry is None:
-            ...run the step into out_dir...
-            entry = cache.save(step, key, out_dir=out_dir, result=result, ...)
-    result = cache.restore(step, entry)           # a hit: the result, loaded lazily
+    entry = cache.lookup(step, key)
+    if entry is None:
+        async with cache.claim(step, key) as entry:   # the key's lock, and a second look
+            if entry is None:
+                ...run the step into out_dir...
+                entry = cache.save(step, key, out_dir=out_dir, result=result, ...)
+    result = cache.restore(step, entry)               # a hit: the result, loaded lazily
 
 A step's key is made from its own spec and its upstream steps' *output* digests, so
 an upstream step that runs again and writes the same outputs leaves its dependents
@@ -90,7 +92,7 @@ class StepCache:
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
         """The entry a run restores, or None (always for refreshed or uncached steps);
         the use is counted."""
-        if not self._reusable(step):
+        if step.cache is False or self._refresh_all or step.name in self._refresh:
             return None
         return self._store_of(step).lookup(step.name, key)
 
@@ -102,17 +104,14 @@ class StepCache:
 
     @contextlib.asynccontextmanager
     async def claim(self, step: Step, key: StepKey) -> AsyncIterator[Entry | None]:
-        """``async with cache.claim(step, key) as entry``: the entry to restore, or None.
-
-        On None this process holds the key's lock for the block, to run the step and
-        :meth:`save` it: another process running the same key waits, then hits.
-        """
-        entry = self.lookup(step, key)
-        if entry is not None or step.cache == "session":
-            yield entry
+        """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
+        lock for the block and look again. The entry another process stored meanwhile,
+        or None: then run the step and :meth:`save` it (others wait, then hit)."""
+        if step.cache == "session":  # one process: nobody else can be running it
+            yield None
             return
         async with self.store.alock(step.name, key):
-            # another process may have run it meanwhile; a miss here was counted already
+            # a second miss is not counted: the lookup before this one counted it
             found = self.store.peek(step.name, key) is not None
             yield self.lookup(step, key) if found else None
 
@@ -179,10 +178,6 @@ class StepCache:
         with _lock:
             _flushing.append(thread)
         thread.start()
-
-    def _reusable(self, step: Step) -> bool:
-        refreshed = self._refresh_all or step.name in self._refresh
-        return self.enabled_for(step) and not refreshed
 
     def _store_of(self, step: Step) -> Store:
         return self.session if step.cache == "session" else self.store

@@ -92,6 +92,10 @@ class Entry:
         """The directory of the step's output files."""
         return self.path / "out"
 
+    @functools.cached_property
+    def _out_text(self) -> str:
+        return f"{self.path}/out"  # a str: checked on every hit, Path costs two calls
+
     @property
     def output_digest(self) -> str:
         """Digest of the output directory; downstream keys use it (early cutoff)."""
@@ -235,8 +239,10 @@ class Store:
         cached = self._entries.get((step_name, key))
         # On a hit, also check that out/ is still there (a user may have deleted it);
         # everything else was checked when the entry was first read.
-        if cached is not None and cached.version == item.version and os.path.isdir(
-            cached.out_dir
+        if (
+            cached is not None
+            and cached.version == item.version
+            and os.path.isdir(cached._out_text)
         ):
             return cached
         return self._load(step_name, key, item, retry)

@@ -171,9 +171,11 @@ class Scheduler:
             outcome = await self._attempts(step)
             return self._record(step, outcome, None)
         key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
-        async with cache.claim(step, key) as entry:
-            if entry is None:
-                return await self._run_and_store(step, cache, key)
+        entry = cache.lookup(step, key)
+        if entry is None:
+            async with cache.claim(step, key) as entry:  # another process may have run it
+                if entry is None:
+                    return await self._run_and_store(step, cache, key)
         return self._restore(step, entry, cache.restore(step, entry))
 
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
