@@ -378,3 +378,33 @@ def test_quarantine_sets_a_damaged_entry_aside(store):
         store.quarantine("s", key(1), "bad")
     assert store.lookup("s", key(1)) is None
     assert len(list((store.location / ".damaged").iterdir())) == 1
+
+
+def test_the_local_backend_reads_an_unchanged_entry_with_one_stat(store):
+    save(store, "s", key(1))
+    backend = store.backend
+    first = backend.read("s", key(1).digest)
+    assert first is not None and first.meta is not None
+    assert backend.read("s", key(1).digest) is first  # same stamp: not read again
+    save(store, "s", key(1), content="new")  # a refresh writes a new meta.json
+    again = backend.read("s", key(1).digest)
+    assert again is not first and again.version != first.version
+    (again.path / "meta.json").unlink()
+    assert backend.read("s", key(1).digest).meta is None  # there, but damaged
+    assert backend.read("s", key(2).digest) is None
+
+
+def test_clearing_everything_removes_old_leftovers_of_crashed_writers(store):
+    import os
+    import time
+
+    scratch = store.location / ".scratch"
+    old = [store.scratch_dir("s"), scratch / ".old-1", scratch / ".trash-2"]
+    for path in old[1:]:
+        path.mkdir()
+    long_ago = time.time() - 7200
+    for path in old:
+        os.utime(path, (long_ago, long_ago))
+    fresh = store.scratch_dir("s")  # another process may be writing into this one
+    store.clear()
+    assert [p.name for p in scratch.iterdir()] == [fresh.name]

@@ -72,7 +72,9 @@ class Item:
 class Lock(Protocol):
     """An inter-process lock of one key (``filelock.FileLock`` is one)."""
 
-    is_locked: bool
+    @property
+    def is_locked(self) -> bool:
+        """Whether someone holds it."""
 
     def acquire(self) -> Any:
         """Wait for the lock; raise a ``TimeoutError`` past the lock's timeout."""
