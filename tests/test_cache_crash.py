@@ -51,7 +51,7 @@ def test_killed_writer_never_leaves_an_accepted_half_entry(tmp_path):
             os.kill(process.pid, signal.SIGKILL)
             process.join()
             store = Store(root)  # a fresh reader: nothing cached in memory
-            for key in store.backend.keys("w"):
+            for key in store.backend.names("w"):
                 entry = store.lookup("w", key)
                 if entry is None:
                     continue

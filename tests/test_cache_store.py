@@ -11,6 +11,7 @@ import pytest
 
 from dagnb import cache
 from dagnb.cache import (
+    Item,
     LocalBackend,
     SessionStore,
     StepKey,
@@ -262,10 +263,13 @@ def test_backends_are_registered_by_name(tmp_path):
 
 
 def test_default_store_functions(tmp_path):
-    cache.set_default_location(tmp_path / "default")
+    import dagnb
+
+    dagnb.configure(cache_directory=tmp_path / "default")
     try:
         store = cache.default_store()
         assert store.location == tmp_path / "default"
+        assert cache.store_for() is store and cache.store_for(tmp_path / "default") is store
         save(store, "s", key(1))
         assert cache.entries()["step"].tolist() == ["s"]
         assert cache.stats().loc["s", "entries"] == 1
@@ -273,14 +277,48 @@ def test_default_store_functions(tmp_path):
         assert cache.reduce_size(items_limit=0) == 1
         assert cache.clear() == 0
     finally:
-        cache.set_default_location(".dagnb_cache")
+        dagnb.config.reload()
         from dagnb import fingerprint
 
         fingerprint.configure_stat_cache(None)
 
 
+def test_the_store_follows_the_settings_and_the_working_directory(tmp_path, monkeypatch):
+    import dagnb
+
+    monkeypatch.chdir(tmp_path)
+    dagnb.configure(cache_directory=tmp_path / "one")
+    try:
+        assert cache.store_for().location == tmp_path / "one"
+        dagnb.configure(cache_directory=tmp_path / "two", cache_ttl_seconds=60)
+        assert cache.store_for().location == tmp_path / "two"
+        assert cache.store_for().default_ttl == 60
+        dagnb.config.reload()  # the built-in default: relative to the working directory
+        (tmp_path / "sub").mkdir()
+        monkeypatch.chdir(tmp_path / "sub")
+        assert cache.store_for().location == tmp_path / "sub" / ".dagnb_cache"
+        assert cache.store_for("rel").location == tmp_path / "sub" / "rel"
+        assert cache.store_for().default_ttl is None
+    finally:
+        dagnb.config.reload()
+        from dagnb import fingerprint
+
+        fingerprint.configure_stat_cache(None)
+
+
+def test_stores_live_in_the_context_not_in_module_globals(tmp_path):
+    from dagnb.config import use_context
+
+    first = cache.store_for(tmp_path / "c")
+    with use_context() as fresh:
+        second = cache.store_for(tmp_path / "c")
+        assert second is not first and cache.session_store() is cache.session_store()
+        assert {"cache.session", f"cache.store:{tmp_path / 'c'}"} <= set(fresh.names())
+    assert cache.store_for(tmp_path / "c") is first
+
+
 def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
-    from dagnb.cache import backend as backend_module
+    from dagnb.cache import journal as journal_module
     from dagnb.cache.keys import StepKey
 
     store = Store(tmp_path / "c")
@@ -290,30 +328,29 @@ def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
         out.mkdir()
         keys.append(StepKey(f"k{i}", {}, {}))
         store.save("s", keys[-1], out_dir=out)
-    for _ in range(backend_module._JOURNAL_COMPACT_AT + 2):
+    for _ in range(journal_module.COMPACT_AT + 2):
         for key in keys:
             assert store.lookup("s", key) is not None
         store.flush()
-    journal = list((tmp_path / "c" / ".access").glob("*.jsonl"))
-    assert 1 <= len(journal) <= backend_module._JOURNAL_COMPACT_AT
+    journal = list((tmp_path / "c" / ".access").glob("*/journal.jsonl"))
+    assert 1 <= len(journal) <= journal_module.COMPACT_AT
     hits = store.entries().set_index("key")["hits"]
-    assert set(hits) == {backend_module._JOURNAL_COMPACT_AT + 2}
+    assert set(hits) == {journal_module.COMPACT_AT + 2}
 
 
 # ----------------------------------------------------------------------------- review
 
 
 class _RefreshedMeanwhile(LocalBackend):
-    """A backend whose next stat of meta.json falls in another process's refresh."""
+    """A backend whose next read of an entry falls in another process's refresh."""
 
     racing = False
 
-    def stat_meta(self, step, key):
-        stamp = super().stat_meta(step, key)
+    def read(self, step, key):
         if self.racing:  # the old entry was moved aside; the new one lands right after
             self.racing = False
-            return None
-        return stamp
+            return Item(self.root / step / key, None, None)
+        return super().read(step, key)
 
 
 def test_a_refresh_between_two_stats_is_not_mistaken_for_damage(tmp_path, recwarn):
@@ -341,3 +378,33 @@ def test_quarantine_sets_a_damaged_entry_aside(store):
         store.quarantine("s", key(1), "bad")
     assert store.lookup("s", key(1)) is None
     assert len(list((store.location / ".damaged").iterdir())) == 1
+
+
+def test_the_local_backend_reads_an_unchanged_entry_with_one_stat(store):
+    save(store, "s", key(1))
+    backend = store.backend
+    first = backend.read("s", key(1).digest)
+    assert first is not None and first.meta is not None
+    assert backend.read("s", key(1).digest) is first  # same stamp: not read again
+    save(store, "s", key(1), content="new")  # a refresh writes a new meta.json
+    again = backend.read("s", key(1).digest)
+    assert again is not first and again.version != first.version
+    (again.path / "meta.json").unlink()
+    assert backend.read("s", key(1).digest).meta is None  # there, but damaged
+    assert backend.read("s", key(2).digest) is None
+
+
+def test_clearing_everything_removes_old_leftovers_of_crashed_writers(store):
+    import os
+    import time
+
+    scratch = store.location / ".scratch"
+    old = [store.scratch_dir("s"), scratch / ".old-1", scratch / ".trash-2"]
+    for path in old[1:]:
+        path.mkdir()
+    long_ago = time.time() - 7200
+    for path in old:
+        os.utime(path, (long_ago, long_ago))
+    fresh = store.scratch_dir("s")  # another process may be writing into this one
+    store.clear()
+    assert [p.name for p in scratch.iterdir()] == [fresh.name]

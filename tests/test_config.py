@@ -23,10 +23,8 @@ def clean(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     (tmp_path / ".git").mkdir()  # the search stops here
     monkeypatch.chdir(tmp_path)
-    saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
     yield
     monkeypatch.undo()
-    dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
 def write(path: Path, text: str) -> Path:
@@ -189,19 +187,21 @@ def test_bad_env_values_name_the_variable(monkeypatch, name, text, expected):
         config.reload()
 
 
-def test_env_cache_directory_is_made_absolute_and_synced(tmp_path, monkeypatch):
+def test_env_cache_directory_is_made_absolute_and_used_by_the_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", "envcache")
     monkeypatch.setenv("DAGNB_CACHE_TTL_SECONDS", "60")
     current = config.reload()
     assert current.cache_directory == str(tmp_path / "envcache")
     assert dagnb.cache.default_location() == tmp_path / "envcache"
-    assert dagnb.cache._ttl == 60
+    assert dagnb.cache.store_for().location == tmp_path / "envcache"
+    assert dagnb.cache.store_for().default_ttl == 60
 
 
-def test_configure_syncs_the_cache_module(tmp_path):
+def test_the_cache_reads_configure_when_used(tmp_path):
     dagnb.configure(cache_directory=tmp_path / "c", cache_ttl_seconds="2h")
     assert dagnb.cache.default_location() == tmp_path / "c"
-    assert dagnb.cache._ttl == 7200
+    assert dagnb.cache.store_for().location == tmp_path / "c"
+    assert dagnb.cache.store_for().default_ttl == 7200
     assert config.settings().cache_directory == str(tmp_path / "c")
 
 

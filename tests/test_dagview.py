@@ -9,7 +9,6 @@ from xml.etree import ElementTree
 
 import pytest
 
-import dagnb
 from dagnb import Graph, Step
 from dagnb.views.layout import layout, layout_svg
 from dagnb.views.picture import DagView, dot_source, text_tree
@@ -18,7 +17,6 @@ from dagnb.views.picture import DagView, dot_source, text_tree
 @pytest.fixture
 def graph(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    dagnb.cache.set_default_location(tmp_path / ".dagnb_cache")
     graph = Graph("flow")
     graph.replace(Step("fetch", run="echo f"))
     graph.replace(Step("clean", run="exit 1", needs=("fetch",)))

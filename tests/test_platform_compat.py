@@ -76,10 +76,8 @@ def clean(tmp_path, monkeypatch):
             monkeypatch.delenv(name)
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
-    saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
     yield
     monkeypatch.undo()
-    dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
 def write(path: Path, text: str) -> Path:

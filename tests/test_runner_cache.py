@@ -103,7 +103,7 @@ def test_a_cached_run_needs_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_warm_fills_the_cache_for_a_later_run() -> None:
     graph = Graph("w", [Step("a", run="echo a"), Step("b", run="echo b", needs=["a"])])
     assert not graph.plan()["cached"].any()
-    dagnb.cache.warm(graph, executor="local")
+    graph.warm(executor="local")
     assert graph.plan()["cached"].all()
     stats = dagnb.cache.stats()
     assert set(stats.index) == {"a", "b"} and stats["misses"].tolist() == [1, 1]
@@ -120,12 +120,12 @@ def test_run_level_ttl_applies_to_steps_that_set_none() -> None:
 def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from dagnb.cache.steps import StepCache
+    from dagnb.cache.store import Store
 
     def full_disk(*args: object, **kwargs: object) -> None:
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(StepCache, "save", full_disk)
+    monkeypatch.setattr(Store, "save", full_disk)
     graph = Graph("full", [Step("a", run='echo hi > "$DAGNB_OUT/x"'),
                            Step("b", run='cat "$DAGNB_IN/a/x"', needs=["a"])])
     with pytest.warns(UserWarning, match=r"ran but was not cached: .*No space left") as caught:

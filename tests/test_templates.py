@@ -25,11 +25,9 @@ def workspace(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGNB_CONFIG", "none")
     monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     monkeypatch.chdir(tmp_path)
-    saved = (dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default)
     dagnb.configure(cache_directory=tmp_path / "cache", executor="local")
     yield tmp_path
     monkeypatch.undo()
-    dagnb.cache._location, dagnb.cache._ttl, dagnb.cache._default = saved
 
 
 def user_template(folder: Path, text: str, name: str = "mine.yml") -> Path:

@@ -62,8 +62,6 @@ def sent(created: list[DummyComm]) -> int:
 @pytest.fixture
 def local(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    # dagnb.cache's default store remembers the folder it first saw: point it here.
-    dagnb.cache.set_default_location(tmp_path / ".dagnb_cache")
     old = dagnb.settings().executor
     dagnb.configure(executor="local")
     yield tmp_path

@@ -1,8 +1,9 @@
 """The content-addressed cache: keys, the store of entries, and why a step misses.
 
-The module-level functions act on the default store, in the configured cache
-directory (``.dagnb_cache`` in the working directory unless
-:func:`set_default_location` says otherwise)::
+:func:`store_for` is the one way to the store of a folder: it reads the settings when
+called (``cache_directory`` unless a folder is named; a relative one follows the working
+directory) and keeps one :class:`Store` per folder in :func:`dagnb.config.context`. The
+module-level functions act on the store of the configured directory::
 
     import dagnb.cache
     dagnb.cache.entries()            # one row per entry
@@ -19,15 +20,17 @@ from typing import Any
 
 from dagnb import fingerprint
 from dagnb.cache import explain as _explain_module
-from dagnb.cache.backend import LocalBackend, StoreBackend, get_backend, register_backend
+from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
+from dagnb.config import context, settings
 
 __all__ = [
     "CACHE_FORMAT",
     "STORE_FORMAT",
     "DamagedEntryWarning",
     "Entry",
+    "Item",
     "LocalBackend",
     "SessionStore",
     "StepKey",
@@ -44,54 +47,47 @@ __all__ = [
     "reduce_size",
     "register_backend",
     "session_store",
-    "set_default_location",
-    "set_default_ttl",
     "stats",
     "step_key",
-    "warm",
+    "store_for",
 ]
-
-_location = Path(".dagnb_cache")
-_ttl: float | str | None = None
-_default: Store | None = None
-_session: SessionStore | None = None
-
-
-def set_default_location(path: str | os.PathLike[str]) -> None:
-    """Use ``path`` as the cache directory of the default store (and its stat cache)."""
-    global _location, _default
-    # a relative path stays relative: it follows the working directory, as the runner's does
-    _location, _default = Path(path).expanduser(), None
-    fingerprint.configure_stat_cache(_location.absolute() / "stat-cache.json")
-
-
-def set_default_ttl(ttl: float | str | None) -> None:
-    """Seconds (or ``"1d"``) after which entries saved by the default store expire."""
-    global _ttl, _default
-    _ttl, _default = ttl, None
 
 
 def default_location() -> Path:
-    """The cache directory of the default store."""
-    return _location.absolute()
+    """The configured cache directory (``cache_directory``), as an absolute path."""
+    return _absolute(settings().cache_directory)
+
+
+def store_for(directory: str | os.PathLike[str] | None = None) -> Store:
+    """The process-wide store of ``directory`` (the configured one when None).
+
+    One store per folder keeps its memory of entries warm across runs; entries saved
+    without a ``ttl`` expire after the ``cache_ttl_seconds`` setting in force now.
+    """
+    config = settings()
+    configured = _absolute(config.cache_directory)
+    location = configured if directory is None else _absolute(directory)
+    store = context().get(f"cache.store:{location}", lambda: Store(location))
+    store.default_ttl = config.cache_ttl_seconds
+    if location == configured:
+        # file digests are remembered beside the configured cache (a no-op when unchanged)
+        fingerprint.configure_stat_cache(location / "stat-cache.json")
+    return store
+
+
+def _absolute(directory: str | os.PathLike[str]) -> Path:
+    # resolved at each call: a relative directory follows the working directory
+    return Path(directory).expanduser().resolve()
 
 
 def default_store() -> Store:
-    """The store in the configured directory (created on first use)."""
-    global _default
-    # a relative default follows the working directory (a notebook may chdir)
-    if _default is None or _default.location != default_location():
-        _default = Store(default_location(), default_ttl=_ttl)
-        fingerprint.configure_stat_cache(_default.location / "stat-cache.json")
-    return _default
+    """The store of the configured cache directory: :func:`store_for` with no folder."""
+    return store_for()
 
 
 def session_store() -> SessionStore:
     """The process-wide store of ``cache="session"`` steps."""
-    global _session
-    if _session is None:
-        _session = SessionStore()
-    return _session
+    return context().get("cache.session", SessionStore)
 
 
 def entries(step: str | None = None) -> Any:
@@ -126,11 +122,4 @@ def explain(step_name: str, key: StepKey) -> list[str]:
 def explain_frame(step_name: str, key: StepKey) -> Any:
     """:func:`explain` as a DataFrame."""
     return _explain_module.explain_frame(default_store(), step_name, key)
-
-
-def warm(graph: Any, targets: Any = None, **options: Any) -> Any:
-    """Pre-fill the cache for a graph's steps (runs what is missing); returns the Run."""
-    from dagnb.runtime.plan import warm as _warm
-
-    return _warm(graph, targets, **options)
 

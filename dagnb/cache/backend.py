@@ -1,118 +1,132 @@
-"""Where cache entries live: a small backend interface and the local filesystem one.
+"""Where cache entries live: a six-method backend interface and the local filesystem one.
 
-Modeled on joblib's ``StoreBackendBase``: the backend knows files and directories
-(read, write atomically, publish, move aside, list), the :class:`~dagnb.cache.Store`
-on top knows entries, keys, TTLs and statistics. Every method the store calls is
-declared on :class:`StoreBackend`; backends are registered by name.
+Modeled on joblib's ``StoreBackendBase``: a backend keeps *folders* addressed by a step
+name and a key, and can read one, write one whole (atomically), tell whether one exists,
+list them, remove one and lock one; nothing more. The :class:`~dagnb.cache.Store` on
+top knows entries, TTLs, damaged entries, the journal of hits and statistics, written
+once for every backend, so an object-storage backend (with a local folder to stage and
+read through) implements the same six methods. Names starting with a dot
+(``.damaged``, ``.access``) hold the store's own folders and are never listed as steps.
+Backends are registered by name.
 
 Layout of the local backend::
 
-    <root>/<step>/<key>/meta.json    the entry's metadata (written once)
-    <root>/<step>/<key>/access.json  hits and last use (rewritten on flush)
-    <root>/<step>/<key>/out/         the step's output files, result.json / result.pkl
-    <root>/<step>/<key>/logs.jsonl   captured log lines
-    <root>/<step>/.tmp-*             entries being written (renamed into place)
-    <root>/.damaged/                 entries found damaged, moved aside
-    <root>/.locks/<step>/<key>.lock  per-key inter-process locks
-    <root>/.scratch/                 fresh output directories on the store's filesystem
+    <root>/<step>/<key>/meta.json         the entry's metadata (written once)
+    <root>/<step>/<key>/out/              the step's output files, result.json / result.pkl
+    <root>/<step>/<key>/logs.jsonl        captured log lines
+    <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
+    <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
+    <root>/.locks/<step>/<key>.lock       per-key inter-process locks
+    <root>/.scratch/                      folders being assembled, fresh output folders,
+                                          and replaced or removed entries being deleted
 """
 
 from __future__ import annotations
 
 import abc
 import contextlib
-import json
+import dataclasses
 import os
 import shutil
-import time
 import uuid
+from collections.abc import Hashable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import filelock
 
 from dagnb.errors import CacheError
 
-__all__ = ["LocalBackend", "Stamp", "StoreBackend", "get_backend", "register_backend"]
+__all__ = [
+    "Item",
+    "LocalBackend",
+    "Lock",
+    "Stamp",
+    "StoreBackend",
+    "get_backend",
+    "register_backend",
+]
 
 Stamp = tuple[int, int, int]  # (mtime_ns, size, inode) of meta.json: changes when rewritten
 
-_TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Item:
+    """One folder as a backend read it.
+
+    Attributes
+    ----------
+    path
+        A local folder holding the item's files (for a remote backend, its local copy).
+    meta
+        The bytes of the folder's ``meta.json``, or None when it has none.
+    version
+        Equal for two reads of an unchanged folder, different once it was rewritten.
+    """
+
+    path: Path
+    meta: bytes | None
+    version: Hashable
+
+
+class Lock(Protocol):
+    """An inter-process lock of one key (``filelock.FileLock`` is one)."""
+
+    @property
+    def is_locked(self) -> bool:
+        """Whether someone holds it."""
+
+    def acquire(self) -> Any:
+        """Wait for the lock; raise a ``TimeoutError`` past the lock's timeout."""
+
+    def release(self) -> None:
+        """Let the next waiter in."""
+
+    def __enter__(self) -> Any: ...
+
+    def __exit__(self, *exc_info: object) -> None: ...
 
 
 class StoreBackend(abc.ABC):
-    """The operations a :class:`~dagnb.cache.Store` needs from where entries live."""
+    """The operations a :class:`~dagnb.cache.Store` needs from where entries live.
+
+    Attributes
+    ----------
+    name
+        The name the backend is registered under.
+    root
+        A local folder the store stages new folders in (``<root>/.scratch``): for the
+        local backend the cache itself, for a remote one its local tier.
+    """
 
     name: ClassVar[str]
     root: Path
 
     @abc.abstractmethod
-    def entry_dir(self, step: str, key: str) -> Path:
-        """The directory of one entry (it may not exist)."""
+    def read(self, step: str, key: str) -> Item | None:
+        """The folder ``step/key``, or None when there is none."""
 
     @abc.abstractmethod
-    def entry_exists(self, step: str, key: str) -> bool:
-        """Whether the entry directory exists, whole or damaged."""
+    def write(self, step: str, key: str, folder: Path) -> None:
+        """Put the finished local ``folder`` in place as ``step/key``, replacing any
+        folder there, so that a reader sees the old one or the new one, whole. The
+        ``folder`` is consumed (moved or deleted)."""
 
     @abc.abstractmethod
-    def stat_meta(self, step: str, key: str) -> Stamp | None:
-        """The stamp of the entry's meta.json, or None when there is none (one stat)."""
+    def exists(self, step: str, key: str) -> bool:
+        """Whether the folder ``step/key`` is there (whole or damaged)."""
 
     @abc.abstractmethod
-    def read_meta(self, step: str, key: str) -> tuple[bytes, Stamp] | None:
-        """The bytes of meta.json and their stamp, or None when it is missing."""
-
-    @abc.abstractmethod
-    def has_out(self, step: str, key: str) -> bool:
-        """Whether the entry's ``out/`` directory exists."""
-
-    @abc.abstractmethod
-    def append_access(self, records: list[dict[str, Any]]) -> None:
-        """Record uses of entries ({"step", "key", "hits", "last_used"}), all at once."""
-
-    @abc.abstractmethod
-    def read_access(self) -> dict[tuple[str, str], tuple[int, float]]:
-        """(step, key) -> (hits, last_used), summed over every recorded use."""
-
-    @abc.abstractmethod
-    def build_dir(self, step: str) -> Path:
-        """A fresh directory in which a new entry of ``step`` is assembled."""
-
-    @abc.abstractmethod
-    def scratch_dir(self, step: str) -> Path:
-        """A fresh empty directory on the store's filesystem, for a step's outputs."""
-
-    @abc.abstractmethod
-    def publish(self, step: str, key: str, build: Path) -> None:
-        """Move a finished build directory into place atomically, replacing any entry."""
+    def names(self, step: str | None = None) -> list[str]:
+        """The sorted steps, or the keys of ``step``; never a name starting with a dot."""
 
     @abc.abstractmethod
     def remove(self, step: str, key: str) -> bool:
-        """Remove an entry so no reader sees it half-deleted; False if it was not there."""
+        """Remove ``step/key`` so no reader sees it half-deleted; False if it was not there."""
 
     @abc.abstractmethod
-    def quarantine(self, step: str, key: str) -> Path | None:
-        """Move a damaged entry under ``.damaged/``; where it went, or None if it vanished."""
-
-    @abc.abstractmethod
-    def steps(self) -> list[str]:
-        """Names of the steps that have a directory."""
-
-    @abc.abstractmethod
-    def keys(self, step: str) -> list[str]:
-        """Keys of the entries of ``step`` (not the temporary directories)."""
-
-    @abc.abstractmethod
-    def lock_path(self, step: str, key: str) -> Path:
-        """The lock file of one key."""
-
-    @abc.abstractmethod
-    def remove_temporaries(self, older_than: float) -> int:
-        """Delete leftover build/scratch directories older than ``older_than`` seconds."""
-
-    @abc.abstractmethod
-    def clear_damaged(self) -> None:
-        """Delete the entries moved aside as damaged."""
+    def lock(self, step: str, key: str, timeout: float = -1) -> Lock:
+        """The inter-process lock of ``step/key`` (``timeout`` in seconds, -1 for none)."""
 
 
 _BACKENDS: dict[str, type[StoreBackend]] = {}
@@ -148,207 +162,103 @@ def _fsync_dir(path: Path) -> None:
 
 
 class LocalBackend(StoreBackend):
-    """Entries as directories on a local (or network) filesystem."""
+    """Entries as directories on a local (or network) filesystem.
+
+    A read of an unchanged entry costs one ``stat``: the item read last is kept while
+    the (mtime, size, inode) stamp of its ``meta.json`` is the same.
+    """
 
     name = "local"
 
     def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root).expanduser().absolute()
         self._root_text = str(self.root)
-        self._access_memo: tuple[int, dict[tuple[str, str], tuple[int, float]]] | None = None
+        self._read: dict[tuple[str, str], Item] = {}
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             message = f"cache directory {self._root_text!r} cannot be created: {exc}"
             raise CacheError(message) from exc
 
-    def entry_dir(self, step: str, key: str) -> Path:
-        return self.root / step / key
-
-    def entry_exists(self, step: str, key: str) -> bool:
-        return os.path.isdir(f"{self._root_text}/{step}/{key}")
-
-    def stat_meta(self, step: str, key: str) -> Stamp | None:
+    def read(self, step: str, key: str) -> Item | None:
         # String paths: this is the cache-hit path, Path objects cost microseconds.
+        folder = f"{self._root_text}/{step}/{key}"
         try:
-            return _stamp(os.stat(f"{self._root_text}/{step}/{key}/meta.json"))
+            stamp = _stamp(os.stat(f"{folder}/meta.json"))
         except (FileNotFoundError, NotADirectoryError):
-            return None
-
-    def read_meta(self, step: str, key: str) -> tuple[bytes, Stamp] | None:
+            return self._without_meta(step, key, folder)
+        known = self._read.get((step, key))
+        if known is not None and known.version == stamp:
+            return known
         try:
-            with open(f"{self._root_text}/{step}/{key}/meta.json", "rb") as handle:
-                return handle.read(), _stamp(os.fstat(handle.fileno()))
-        except (FileNotFoundError, NotADirectoryError):
-            return None
+            with open(f"{folder}/meta.json", "rb") as handle:
+                item = Item(Path(folder), handle.read(), _stamp(os.fstat(handle.fileno())))
+        except (FileNotFoundError, NotADirectoryError):  # removed since the stat
+            return self._without_meta(step, key, folder)
+        self._read[(step, key)] = item
+        return item
 
-    def has_out(self, step: str, key: str) -> bool:
-        return os.path.isdir(f"{self._root_text}/{step}/{key}/out")
+    def _without_meta(self, step: str, key: str, folder: str) -> Item | None:
+        self._read.pop((step, key), None)
+        return Item(Path(folder), None, None) if os.path.isdir(folder) else None
 
-    # Uses are a journal, one small file per flush, rather than a file per entry: a
-    # fully cached re-run of 10,000 steps then writes one file, not 10,000.
-    def append_access(self, records: list[dict[str, Any]]) -> None:
-        if not records:
-            return
-        folder = self.root / ".access"
-        folder.mkdir(parents=True, exist_ok=True)
-        _write_journal(folder, f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", records)
-        if len(_journal_files(folder)) > _JOURNAL_COMPACT_AT:
-            lock = filelock.FileLock(str(folder / ".compact.lock"), timeout=0)
-            with contextlib.suppress(filelock.Timeout), lock:  # one compacts, others go on
-                self._compact(folder)
-
-    def read_access(self) -> dict[tuple[str, str], tuple[int, float]]:
-        folder = self.root / ".access"
-        try:
-            stamp = folder.stat().st_mtime_ns  # a new or compacted file changes it
-        except OSError:
-            return {}
-        if self._access_memo is None or self._access_memo[0] != stamp:
-            self._access_memo = (stamp, _sum_journals(_journal_files(folder)))
-        return self._access_memo[1]
-
-    def _compact(self, folder: Path) -> None:
-        """Fold the journal into one file; uses of removed entries are dropped."""
-        files = _journal_files(folder)
-        live = [
-            {"step": step, "key": key, "hits": hits, "last_used": last_used}
-            for (step, key), (hits, last_used) in _sum_journals(files).items()
-            if self.entry_dir(step, key).is_dir()
-        ]
-        _write_journal(folder, f"{time.time_ns()}-{os.getpid()}-compact", live)
-        for path in files:  # only what was read: a concurrent writer's file stays
-            with contextlib.suppress(OSError):
-                path.unlink()
-
-    def build_dir(self, step: str) -> Path:
-        path = self.root / step / f".tmp-{uuid.uuid4().hex}"
-        path.mkdir(parents=True)
-        return path
-
-    def scratch_dir(self, step: str) -> Path:
-        path = self.root / ".scratch" / f".tmp-{step}-{uuid.uuid4().hex}"
-        path.mkdir(parents=True)
-        return path
-
-    def publish(self, step: str, key: str, build: Path) -> None:
-        target = self.entry_dir(step, key)
+    def write(self, step: str, key: str, folder: Path) -> None:
+        target = self.root / step / key
+        target.parent.mkdir(parents=True, exist_ok=True)
         aside: list[Path] = []
-        for _attempt in range(5):  # another process may publish the same key meanwhile
+        for _attempt in range(5):  # another process may write the same key meanwhile
             try:
-                os.rename(build, target)
+                os.rename(folder, target)
                 break
             except OSError:
                 if not target.exists():
                     raise
-            # Refresh: move the old entry aside, rename the new one in, then delete.
-            old = target.parent / f".old-{uuid.uuid4().hex}"
+            # Replace: move the old folder aside, rename the new one in, then delete.
+            old = self._scratch(".old-")
             with contextlib.suppress(FileNotFoundError):
                 os.rename(target, old)
                 aside.append(old)
         else:
             raise CacheError(f"entry {str(target)!r} could not be replaced")
+        self._read.pop((step, key), None)
         _fsync_dir(target.parent)
         for old in aside:
             shutil.rmtree(old, ignore_errors=True)
 
-    def remove(self, step: str, key: str) -> bool:
-        target = self.entry_dir(step, key)
-        trash = target.parent / f".trash-{uuid.uuid4().hex}"
+    def exists(self, step: str, key: str) -> bool:
+        return os.path.isdir(f"{self._root_text}/{step}/{key}")
+
+    def names(self, step: str | None = None) -> list[str]:
+        folder = self.root if step is None else self.root / step
         try:
-            os.rename(target, trash)  # readers see the entry whole or not at all
+            children = list(os.scandir(folder))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        return sorted(c.name for c in children if not c.name.startswith(".") and c.is_dir())
+
+    def remove(self, step: str, key: str) -> bool:
+        trash = self._scratch(".trash-")
+        try:
+            os.rename(self.root / step / key, trash)  # readers see it whole or not at all
         except (FileNotFoundError, NotADirectoryError):
             return False
+        self._read.pop((step, key), None)
         shutil.rmtree(trash, ignore_errors=True)
         return True
 
-    def quarantine(self, step: str, key: str) -> Path | None:
-        damaged = self.root / ".damaged"
-        damaged.mkdir(exist_ok=True)
-        destination = damaged / f"{step}--{key}--{uuid.uuid4().hex[:8]}"
-        try:
-            os.rename(self.entry_dir(step, key), destination)
-        except OSError:
-            return None
-        return destination
+    def lock(self, step: str, key: str, timeout: float = -1) -> filelock.FileLock:
+        path = self.root / ".locks" / step / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # preserve_lock_file: unlinking on release races with a waiter holding the old inode.
+        return filelock.FileLock(
+            str(path), timeout=timeout, thread_local=False, preserve_lock_file=True
+        )
 
-    def steps(self) -> list[str]:
-        return sorted(_visible(self.root))
-
-    def keys(self, step: str) -> list[str]:
-        return sorted(_visible(self.root / step))
-
-    def lock_path(self, step: str, key: str) -> Path:
-        return self.root / ".locks" / step / f"{key}.lock"
-
-    def remove_temporaries(self, older_than: float) -> int:
-        deadline = time.time() - older_than
-        candidates = [self.root / ".scratch"] + [self.root / s for s in self.steps()]
-        removed = 0
-        for folder in candidates:
-            for path in _children(folder):
-                if path.name.startswith(_TEMP_PREFIXES) and _mtime(path) < deadline:
-                    shutil.rmtree(path, ignore_errors=True)
-                    removed += 1
-        return removed
-
-    def clear_damaged(self) -> None:
-        shutil.rmtree(self.root / ".damaged", ignore_errors=True)
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _visible(folder: Path) -> list[str]:
-    return [p.name for p in _children(folder) if not p.name.startswith(".") and p.is_dir()]
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return float("inf")
+    def _scratch(self, prefix: str) -> Path:
+        """A fresh name under ``.scratch`` (same filesystem: a rename moves it there)."""
+        scratch = self.root / ".scratch"
+        scratch.mkdir(exist_ok=True)
+        return scratch / f"{prefix}{uuid.uuid4().hex}"
 
 
 register_backend("local", LocalBackend)
-
-
-_JOURNAL_COMPACT_AT = 64
-
-
-def _write_journal(folder: Path, name: str, records: list[dict[str, Any]]) -> None:
-    """One journal file, written whole under a temporary name, then renamed."""
-    temp = folder / f".{name}.tmp"
-    temp.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
-    os.replace(temp, folder / f"{name}.jsonl")
-
-
-def _journal_files(folder: Path) -> list[Path]:
-    try:
-        return sorted(p for p in folder.iterdir() if p.suffix == ".jsonl")
-    except OSError:
-        return []
-
-
-def _sum_journals(files: list[Path]) -> dict[tuple[str, str], tuple[int, float]]:
-    totals: dict[tuple[str, str], tuple[int, float]] = {}
-    for path in files:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except OSError:  # compacted away meanwhile
-            continue
-        for line in lines:
-            try:
-                record = json.loads(line)
-                where = (str(record["step"]), str(record["key"]))
-                hits, last = int(record["hits"]), float(record["last_used"])
-            except (ValueError, KeyError, TypeError):  # a damaged line counts for nothing
-                continue
-            before = totals.get(where, (0, 0.0))
-            totals[where] = (before[0] + hits, max(before[1], last))
-    return totals
-

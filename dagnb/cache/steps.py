@@ -1,4 +1,16 @@
-"""The runner's side of the cache: which store a step uses, its key, save and restore.
+"""Where a step meets the cache: its key, the entry to restore, storing what it made.
+
+:class:`StepCache` is the one object that the scheduler, ``plan``/``explain`` and
+``warm`` ask, for one run, about steps and the cache::
+
+    key = cache.key(step, upstream_digests, base_dir)
+    entry = cache.lookup(step, key)
+    if entry is None:
+        async with cache.claim(step, key) as entry:   # the key's lock, and a second look
+            if entry is None:
+                ...run the step into out_dir...
+                entry = cache.save(step, key, out_dir=out_dir, result=result, ...)
+    result = cache.restore(step, entry)               # a hit: the result, loaded lazily
 
 A step's key is made from its own spec and its upstream steps' *output* digests, so
 an upstream step that runs again and writes the same outputs leaves its dependents
@@ -9,6 +21,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import os
 import pickle
 import threading
 import warnings
@@ -16,55 +29,59 @@ from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from dagnb import cache as _cache
+from dagnb.cache import session_store, store_for
+from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, SessionStore, Store
+from dagnb.config import settings
+from dagnb.errors import CacheError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
 from dagnb.model.results import NO_RESULT, save_result
-from dagnb.model.step import Step
+from dagnb.model.step import Step, parse_duration
 
-__all__ = ["StepCache", "store_at", "wait_for_flushes"]
+__all__ = ["CachedResult", "StepCache", "wait_for_flushes"]
 
 _lock = threading.Lock()
-_stores: dict[Path, Store] = {}
 _flushing: list[threading.Thread] = []
 
 
-def store_at(location: Path) -> Store:
-    """The process-wide Store for ``location`` (one per folder keeps its memory warm)."""
-    location = location.absolute()
-    if location == _cache.default_location():
-        return _cache.default_store()
-    with _lock:
-        if location not in _stores:
-            _stores[location] = Store(location)
-        return _stores[location]
-
-
 class StepCache:
-    """Cache decisions for one run: the store, refresh, the version salt."""
+    """The cache as one run sees it: the store, what to refresh, the version salt.
+
+    Parameters
+    ----------
+    directory
+        The cache directory; None for the ``cache_directory`` setting.
+    refresh
+        True to run every step again and overwrite its entry, or the names of such steps.
+    version
+        A salt mixed into every key; empty for the ``cache_version`` setting.
+    ttl
+        Seconds (or ``"1h"``) until the entries of steps that set no ``ttl`` expire;
+        None for the ``cache_ttl_seconds`` setting.
+    """
 
     def __init__(
         self,
-        location: Path,
+        directory: str | os.PathLike[str] | None = None,
         *,
         refresh: bool | Any = False,
-        version: str = "",
-        ttl: float | None = None,
+        version: str | None = None,
+        ttl: float | str | None = None,
     ) -> None:
-        self.store = store_at(location)
-        self.ttl = ttl  # for steps that set none; a Store is shared, so not its default
-        self.session: SessionStore = _cache.session_store()
-        self.version = version
+        config = settings()
+        self.store: Store = store_for(directory)
+        self.session: SessionStore = session_store()
+        self.version = version or config.cache_version
+        # for steps that set none; a Store is shared, so not its default
+        self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
         self._refresh_all = refresh is True
         self._refresh = set() if isinstance(refresh, bool) else set(refresh)
 
+    # -- looking up -----------------------------------------------------------------
     def enabled_for(self, step: Step) -> bool:
         """False for ``cache=False`` steps."""
         return step.cache is not False
-
-    def _store(self, step: Step) -> Store | SessionStore:
-        return self.session if step.cache == "session" else self.store
 
     def key(self, step: Step, upstream_digests: Mapping[str, str], base_dir: Path) -> StepKey:
         """The step's key from its spec, inputs and upstream output digests."""
@@ -72,27 +89,37 @@ class StepCache:
             step, upstream_digests=upstream_digests, base_dir=base_dir, cache_version=self.version
         )
 
-    def lookup(self, step: Step, key: StepKey, *, recheck: bool = False) -> Entry | None:
-        """The entry to reuse, or None (always None for steps being refreshed).
+    def lookup(self, step: Step, key: StepKey) -> Entry | None:
+        """The entry a run restores, or None (always for refreshed or uncached steps);
+        the use is counted."""
+        if step.cache is False or self._refresh_all or step.name in self._refresh:
+            return None
+        return self._store_of(step).lookup(step.name, key)
 
-        ``recheck`` is the second look, under the lock: a miss there was counted already.
-        """
-        if self._refresh_all or step.name in self._refresh:
+    def peek(self, step: Step, key: StepKey) -> Entry | None:
+        """The entry under ``key`` (expired ones too), counting nothing: for a plan."""
+        if not self.enabled_for(step):
             return None
-        store = self._store(step)
-        if recheck and store.peek(step.name, key) is None:
-            return None
-        return store.lookup(step.name, key)
+        return self._store_of(step).peek(step.name, key)
 
     @contextlib.asynccontextmanager
-    async def lock(self, step: Step, key: StepKey) -> AsyncIterator[None]:
-        """Across processes, one runs a key while the others wait, then hit."""
-        if step.cache == "session":
-            yield
+    async def claim(self, step: Step, key: StepKey) -> AsyncIterator[Entry | None]:
+        """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
+        lock for the block and look again. The entry another process stored meanwhile,
+        or None: then run the step and :meth:`save` it (others wait, then hit)."""
+        if step.cache == "session":  # one process: nobody else can be running it
+            yield None
             return
         async with self.store.alock(step.name, key):
-            yield
+            # a second miss is not counted: the lookup before this one counted it
+            found = self.store.peek(step.name, key) is not None
+            yield self.lookup(step, key) if found else None
 
+    def explain(self, step: Step, key: StepKey) -> list[str]:
+        """Why ``key`` misses for ``step`` (or that it is cached), in sentences."""
+        return explain_key(self._store_of(step), step.name, key)
+
+    # -- storing and restoring ------------------------------------------------------
     def save(
         self,
         step: Step,
@@ -104,19 +131,37 @@ class StepCache:
         exit_code: int,
         duration_s: float,
     ) -> Entry | None:
-        """Store the outputs (and the Python result); None if the result cannot be stored."""
-        out_dir.mkdir(parents=True, exist_ok=True)
-        if result is not NO_RESULT and not _saved(step, out_dir, result):
+        """Store the outputs (and the Python result) of a step that ran.
+
+        Returns None, with a warning saying why, when nothing was stored: a result that
+        cannot be pickled, or a store that cannot be written (a full disk). The step
+        still succeeded; its result stays in memory.
+        """
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if result is not NO_RESULT and not _saved(step, out_dir, result):
+                return None
+            return self._store_of(step).save(
+                step.name,
+                key,
+                out_dir=out_dir,
+                logs=logs,
+                exit_code=exit_code,
+                duration_s=duration_s,
+                ttl=step.ttl if step.ttl is not None else self.ttl,
+            )
+        except (OSError, CacheError) as exc:
+            warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)
             return None
-        return self._store(step).save(
-            step.name,
-            key,
-            out_dir=out_dir,
-            logs=logs,
-            exit_code=exit_code,
-            duration_s=duration_s,
-            ttl=step.ttl if step.ttl is not None else self.ttl,
-        )
+
+    def restore(self, step: Step, entry: Entry) -> CachedResult:
+        """The result of a hit, loaded when first asked for (most are never read)."""
+        return CachedResult(self, step, entry)
+
+    def quarantine(self, step: Step, entry: Entry, problem: str) -> None:
+        """Set aside an entry found damaged after lookup; reported once, the next run
+        misses and rebuilds it."""
+        self._store_of(step).quarantine(entry.step, entry.key, problem)
 
     @staticmethod
     def digest_of(out_dir: Path, result: Any) -> str:
@@ -133,6 +178,45 @@ class StepCache:
         with _lock:
             _flushing.append(thread)
         thread.start()
+
+    def _store_of(self, step: Step) -> Store:
+        return self.session if step.cache == "session" else self.store
+
+
+class CachedResult:
+    """A cached step's Python result, loaded only when a downstream step (or the user)
+    asks for it.
+
+    A result that cannot be loaded sets its entry aside and raises one
+    :class:`~dagnb.errors.StepFailed` naming the step, never a traceback from unpickling.
+    """
+
+    __slots__ = ("_cache", "_entry", "_step", "_value")
+
+    def __init__(self, cache: StepCache, step: Step, entry: Entry) -> None:
+        self._cache, self._step, self._entry, self._value = cache, step, entry, _UNSET
+
+    def get(self) -> Any:
+        """The result (``NO_RESULT`` for a step that returned none)."""
+        if self._value is _UNSET:
+            try:
+                self._value = self._entry.result()
+            except Exception as exc:
+                raise self._damaged(exc) from None
+        return self._value
+
+    def _damaged(self, exc: Exception) -> StepFailed:
+        problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
+        self._cache.quarantine(self._step, self._entry, problem)
+        name = self._step.name
+        return StepFailed(
+            f"the cached result of step {name!r} was damaged and has been set aside; "
+            "run again to rebuild it",
+            step=name,
+        )
+
+
+_UNSET = object()
 
 
 def wait_for_flushes() -> None:
@@ -158,7 +242,7 @@ def _saved(step: Step, out_dir: Path, result: Any) -> bool:
         warnings.warn(
             f"step {step.name!r}: its result cannot be pickled ({exc}), so it is not cached; "
             "return plain data or write files to dagnb.current().out_dir",
-            stacklevel=2,
+            stacklevel=3,
         )
         return False
 

@@ -3,11 +3,13 @@
 Life cycle of an entry: the runner gets a fresh output directory
 (:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
 which moves it into a temporary entry directory, writes the metadata (fsync'ed) and
-renames the whole into place: a reader sees a whole entry or none. :meth:`Store.lookup`
-is the hot path of a cached re-run: one ``stat`` of ``meta.json`` and dictionary hits
-while the file is unchanged. A damaged entry is a miss, moved aside and reported once;
-an expired one is removed. Hits are counted in memory and written to each entry's
-``access.json`` by :meth:`Store.flush` (also at exit), so a hit never writes a file.
+has the backend put the whole into place: a reader sees a whole entry or none.
+:meth:`Store.lookup` is the hot path of a cached re-run: one backend read (one ``stat``
+on the local backend) and dictionary hits while the entry is unchanged. A damaged entry
+is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
+Hits are counted in memory and written to the journal of uses
+(:mod:`dagnb.cache.journal`) by :meth:`Store.flush` (also at exit), so a hit never
+writes a file.
 
 Two processes about to run the same key share one execution through
 :meth:`Store.lock` (``with``) or :meth:`Store.alock` (``async with``)::
@@ -31,17 +33,17 @@ import os
 import shutil
 import tempfile
 import time
+import uuid
 import warnings
 import weakref
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import filelock
-
-from dagnb.cache.backend import LocalBackend, Stamp, StoreBackend, get_backend
+from dagnb.cache.backend import Item, LocalBackend, Lock, StoreBackend, get_backend
+from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
@@ -53,6 +55,8 @@ __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "SessionStore", "Stor
 STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
 _REQUIRED = ("step", "key", "format", "created", "expires", "output_digest", "components")
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
+_TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
+_DAMAGED = ".damaged"
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
@@ -73,18 +77,24 @@ class Entry:
     meta
         The metadata as saved (created, expires, duration_s, exit_code, components,
         describe, output_digest, size_bytes, has_result, ...).
+    version
+        The backend's version of the entry when it was read.
     """
 
     step: str
     key: str
     path: Path
     meta: Mapping[str, Any]
-    stamp: Stamp = (0, 0, 0)
+    version: Hashable = None
 
     @functools.cached_property
     def out_dir(self) -> Path:
         """The directory of the step's output files."""
         return self.path / "out"
+
+    @functools.cached_property
+    def _out_text(self) -> str:
+        return f"{self.path}/out"  # a str: checked on every hit, Path costs two calls
 
     @property
     def output_digest(self) -> str:
@@ -169,7 +179,8 @@ class Store:
         )
         self.clock = clock
         self.default_ttl = parse_duration(default_ttl, what="default_ttl")
-        self._entries: dict[tuple[str, str], Entry] = {}  # meta cache, checked by stamp
+        self._journal = AccessJournal(self.backend, lambda: self._new_folder(".tmp-"))
+        self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._session_hits: Counter[str] = Counter()
         self._session_misses: Counter[str] = Counter()
@@ -220,43 +231,44 @@ class Store:
             pending[1] = now
 
     def _current(self, step_name: str, key: str, retry: bool = True) -> Entry | None:
-        """The entry as on disk now: from the meta cache while meta.json is unchanged."""
-        stamp = self.backend.stat_meta(step_name, key)
-        cached = self._entries.get((step_name, key))
-        # Two stats on a hit: meta.json unchanged and out/ still there (a user may have
-        # deleted it); everything else was checked when the meta was first read.
-        if cached is not None and cached.stamp == stamp and self.backend.has_out(step_name, key):
-            return cached
-        if stamp is None:
+        """The entry as stored now: from memory while the backend's version is the same."""
+        item = self.backend.read(step_name, key)
+        if item is None:
             self._entries.pop((step_name, key), None)
-            if self.backend.entry_exists(step_name, key):
-                # A refresh may have put a whole entry there since the stat: look again.
-                return self._damaged(step_name, key, "meta.json is missing", None, retry)
             return None
-        return self._load(step_name, key, retry)
+        cached = self._entries.get((step_name, key))
+        # On a hit, also check that out/ is still there (a user may have deleted it);
+        # everything else was checked when the entry was first read.
+        if (
+            cached is not None
+            and cached.version == item.version
+            and os.path.isdir(cached._out_text)
+        ):
+            return cached
+        return self._load(step_name, key, item, retry)
 
-    def _load(self, step_name: str, key: str, retry: bool) -> Entry | None:
-        read = self.backend.read_meta(step_name, key)
-        if read is None:  # removed between the stat and the open
-            return self._current(step_name, key, False) if retry else None
-        raw, stamp = read
-        meta, problem = _parse_meta(raw, step_name, key)
-        if problem is None and not self.backend.has_out(step_name, key):
+    def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
+        if item.meta is None:
+            return self._damaged(step_name, key, "meta.json is missing", None, retry)
+        meta, problem = _parse_meta(item.meta, step_name, key)
+        if problem is None and not os.path.isdir(item.path / "out"):
             problem = "its out/ directory is missing"
         if problem is not None:
-            return self._damaged(step_name, key, problem, stamp, retry)
-        entry = Entry(step_name, key, self.backend.entry_dir(step_name, key), meta, stamp)
+            return self._damaged(step_name, key, problem, item.version, retry)
+        entry = Entry(step_name, key, item.path, meta, item.version)
         self._entries[(step_name, key)] = entry
         return entry
 
     def _damaged(
-        self, step_name: str, key: str, problem: str, stamp: Stamp | None, retry: bool = False
+        self, step_name: str, key: str, problem: str, version: Hashable, retry: bool = False
     ) -> Entry | None:
         # A refresh may have swapped the entry between our reads: look again before blaming.
-        if retry and self.backend.stat_meta(step_name, key) != stamp:
-            return self._current(step_name, key, False)
+        if retry:
+            again = self.backend.read(step_name, key)
+            if again is not None and again.version != version:
+                return self._current(step_name, key, False)
         self._forget(step_name, key)
-        where = self.backend.quarantine(step_name, key)
+        where = self._set_aside(step_name, key)
         ident = f"{self.location}/{step_name}/{key}"
         if ident not in _REPORTED:
             _REPORTED.add(ident)
@@ -268,6 +280,19 @@ class Store:
                 stacklevel=4,
             )
         return None
+
+    def _set_aside(self, step_name: str, key: str) -> Path | None:
+        """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished."""
+        item = self.backend.read(step_name, key)
+        if item is None:
+            return None
+        name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
+        try:
+            self.backend.write(_DAMAGED, name, item.path)
+        except OSError:  # removed meanwhile
+            return None
+        self.backend.remove(step_name, key)  # what is left of it, if the write copied
+        return self.location / _DAMAGED / name
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
         """Set aside an entry found damaged after lookup (its result cannot be read, ...):
@@ -285,7 +310,13 @@ class Store:
 
         Passing it to :meth:`save` then moves it into the entry with a rename.
         """
-        return self.backend.scratch_dir(step_name)
+        return self._new_folder(f".tmp-{step_name}-")
+
+    def _new_folder(self, prefix: str) -> Path:
+        """A fresh folder in ``<location>/.scratch``, where new entries are assembled."""
+        path = self.location / ".scratch" / f"{prefix}{uuid.uuid4().hex}"
+        path.mkdir(parents=True)
+        return path
 
     def save(
         self,
@@ -316,7 +347,7 @@ class Store:
             ``default_ttl``.
         """
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
-        build = self.backend.build_dir(step_name)
+        build = self._new_folder(".tmp-")
         try:
             shutil.move(os.fspath(out_dir), build / "out")
             logs = list(logs)
@@ -324,7 +355,7 @@ class Store:
             meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
             meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
             _write_synced(build / "meta.json", json.dumps(meta, indent=1).encode())
-            self.backend.publish(step_name, step_key.digest, build)
+            self.backend.write(step_name, step_key.digest, build)
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
             raise
@@ -365,24 +396,20 @@ class Store:
 
     # ------------------------------------------------------------------ locks
 
-    def lock(self, step_name: str, key: StepKey | str, timeout: float = -1) -> filelock.FileLock:
+    def lock(self, step_name: str, key: StepKey | str, timeout: float = -1) -> Lock:
         """An inter-process lock for one key, to use as ``with store.lock(...):``.
 
-        Locks are ``flock``-based: the operating system releases the lock of a process
-        that dies, so a crashed holder never blocks others. ``timeout`` (seconds, -1 for
-        none) raises ``filelock.Timeout`` when exceeded.
+        The local backend's locks are ``flock``-based: the operating system releases the
+        lock of a process that dies, so a crashed holder never blocks others. ``timeout``
+        (seconds, -1 for none) raises a ``TimeoutError`` (``filelock.Timeout``) when
+        exceeded.
         """
-        path = self.backend.lock_path(step_name, _key_text(key))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # preserve_lock_file: unlinking on release races with a waiter holding the old inode.
-        return filelock.FileLock(
-            str(path), timeout=timeout, thread_local=False, preserve_lock_file=True
-        )
+        return self.backend.lock(step_name, _key_text(key), timeout)
 
     @contextlib.asynccontextmanager
     async def alock(
         self, step_name: str, key: StepKey | str, timeout: float = -1
-    ) -> AsyncIterator[filelock.FileLock]:
+    ) -> AsyncIterator[Lock]:
         """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread."""
         lock = self.lock(step_name, key, timeout)
         acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
@@ -402,7 +429,7 @@ class Store:
     def flush(self) -> None:
         """Write the hits counted in memory to the store's access journal."""
         pending, self._pending = self._pending, {}
-        self.backend.append_access([
+        self._journal.append([
             {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
             for (step_name, key), (hits, last_used) in pending.items()
         ])
@@ -415,15 +442,18 @@ class Store:
 
     def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
         """Every readable entry (expired ones included), of one step or all."""
-        for step_name in [step] if step is not None else self.backend.steps():
-            for key in self.backend.keys(step_name):
+        for step_name in [step] if step is not None else self.backend.names():
+            for key in self.backend.names(step_name):
                 entry = self._current(step_name, key)
                 if entry is not None:
                     yield entry
 
     def usage(self, entry: Entry) -> tuple[int, float]:
         """(hits, last_used) of an entry: persisted plus counted in this process."""
-        hits, last_used = self.backend.read_access().get((entry.step, entry.key), (0, 0.0))
+        return self._usage(entry, self._journal.totals())
+
+    def _usage(self, entry: Entry, totals: Totals) -> tuple[int, float]:
+        hits, last_used = totals.get((entry.step, entry.key), (0, 0.0))
         last_used = max(last_used, entry.meta.get("last_used", 0.0))
         pending = self._pending.get((entry.step, entry.key))
         if pending is not None:
@@ -457,8 +487,19 @@ class Store:
         doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
         removed = sum(self.remove(e.step, e.key) for e in doomed)
         if step is None and seconds is None:
-            self.backend.clear_damaged()
-            self.backend.remove_temporaries(_TEMP_MAX_AGE)
+            for name in self.backend.names(_DAMAGED):
+                self.backend.remove(_DAMAGED, name)
+            self._remove_temporaries(_TEMP_MAX_AGE)
+        return removed
+
+    def _remove_temporaries(self, older_than: float) -> int:
+        """Delete folders left in ``.scratch`` by a crash more than ``older_than`` s ago."""
+        deadline = time.time() - older_than
+        removed = 0
+        for path in _children(self.location / ".scratch"):
+            if path.name.startswith(_TEMP_PREFIXES) and _mtime(path) < deadline:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
         return removed
 
     def reduce_size(
@@ -493,9 +534,9 @@ class Store:
         return sum(self.remove(e.step, e.key) for e in doomed)
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
-        items = []
+        items, totals = [], self._journal.totals()
         for entry in self.iter_entries():
-            _, last_used = self.usage(entry)
+            _, last_used = self._usage(entry, totals)
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 
@@ -541,7 +582,7 @@ def _age_seconds(limit: timedelta | float | str | None) -> float | None:
     return parse_duration(limit, what="age_limit")
 
 
-def _release_if_acquired(done: asyncio.Future[Any], lock: filelock.FileLock) -> None:
+def _release_if_acquired(done: asyncio.Future[Any], lock: Lock) -> None:
     if not done.cancelled() and done.exception() is None:
         lock.release()
 
@@ -582,6 +623,20 @@ def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> None:
             handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
 
 
+def _children(folder: Path) -> list[Path]:
+    try:
+        return list(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return float("inf")
+
+
 def _tree_size(root: Path) -> int:
     total = 0
     for folder, _, files in os.walk(root):
@@ -601,9 +656,9 @@ _STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hit
 def _entries_frame(store: Store, step: str | None) -> Any:
     import pandas as pd
 
-    rows = []
+    rows, totals = [], store._journal.totals()
     for entry in store.iter_entries(step):
-        hits, last_used = store.usage(entry)
+        hits, last_used = store._usage(entry, totals)
         meta = entry.meta
         rows.append({
             "step": entry.step, "key": entry.key[:12], "created": meta["created"],
@@ -624,10 +679,11 @@ def _stats_frame(store: Store) -> Any:
     import pandas as pd
 
     table: dict[str, dict[str, float]] = {}
+    totals = store._journal.totals()
     for entry in store.iter_entries():
         row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
         row["entries"] += 1
-        row["hits"] += store.usage(entry)[0]
+        row["hits"] += store._usage(entry, totals)[0]
         row["bytes"] += int(entry.meta.get("size_bytes", 0))
     for step in set(store._session_hits) | set(store._session_misses):
         row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))

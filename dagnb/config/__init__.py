@@ -393,34 +393,15 @@ def _load() -> Settings:
 
 
 def _install(values: Settings, origin: dict[str, str]) -> Settings:
-    """Copy ``values`` into the one Settings object (callers may hold it) and sync."""
+    """Copy ``values`` into the one Settings object (callers may hold it)."""
     held = _loaded()
     if held.settings is None:
-        held.settings, before = values, None
+        held.settings = values
     else:
-        before = dataclasses.replace(held.settings)
         for field in dataclasses.fields(Settings):
             setattr(held.settings, field.name, getattr(values, field.name))
     held.origins = dict(origin)
-    _sync_cache(before, held.settings)
     return held.settings
-
-
-def _sync_cache(old: Settings | None, new: Settings) -> None:
-    """Point :mod:`dagnb.cache`'s default store where the runner will look.
-
-    At first load the built-in defaults are already :mod:`dagnb.cache`'s own, and the
-    relative default directory must stay relative to the working directory of each run.
-    """
-    from dagnb import cache
-
-    base = old or Settings()
-    if old is None and new.cache_directory == base.cache_directory:
-        pass
-    elif old is None or old.cache_directory != new.cache_directory:
-        cache.set_default_location(new.cache_directory)
-    if base.cache_ttl_seconds != new.cache_ttl_seconds:
-        cache.set_default_ttl(new.cache_ttl_seconds)
 
 
 def settings() -> Settings:

@@ -323,6 +323,12 @@ class Graph:
 
         return explain(self, name, **options)
 
+    def warm(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
+        """Fill the cache for the selected steps (runs what is missing); the Run."""
+        from dagnb.runtime.plan import warm
+
+        return warm(self, targets, **options)
+
     # -- running --------------------------------------------------------------------
     def run(self, targets: Iterable[str] | str | None = None, *,
             raise_on_failure: bool = False, **options: Any) -> Run:

@@ -22,6 +22,7 @@ from IPython.core import magic_arguments as ma
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
+from dagnb.cache import store_for
 from dagnb.checks import did_you_mean
 from dagnb.config import configure, settings
 from dagnb.errors import DagnbError, RunFailed, WorkflowError
@@ -325,13 +326,12 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
 
 
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    self.session.use_configured_store()
     return self.session.graph.plan(split_words(rest) or None)
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     words = split_words(rest) or ["stats"]
-    store = self.session.use_configured_store()
+    store = store_for()
     action, names = words[0], words[1:]
     if action == "stats" and not names:
         return store.stats()

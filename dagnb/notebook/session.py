@@ -20,8 +20,8 @@ from collections.abc import Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-from dagnb import cache as _cache
-from dagnb.config import context, settings
+from dagnb.cache import store_for
+from dagnb.config import context
 from dagnb.errors import DagnbError, GraphError, MissingDependencyError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -161,7 +161,6 @@ class Session:
         thread publishes the results to the namespace when the run ends; otherwise the
         caller waits and calls :meth:`publish` itself.
         """
-        self.use_configured_store()
         run = start_background(self.graph, targets, **options)
         if background:
             threading.Thread(target=self._publish_later, args=(run,), daemon=True,
@@ -200,20 +199,8 @@ class Session:
                 self.namespace[key] = value.get(key)
 
     def clear_cache(self, step: str | None = None) -> int:
-        """Remove cache entries (of one step); how many."""
-        return self.use_configured_store().clear(step)
-
-    def use_configured_store(self) -> Any:
-        """The default cache store, moved to the configured ``cache_directory`` first.
-
-        The runner resolves ``cache_directory`` at each run; ``dagnb.cache``'s default
-        store keeps the folder it first saw, so follow the setting (and the current
-        directory, when it is relative).
-        """
-        location = Path(settings().cache_directory).resolve()
-        if _cache.default_location() != location or _cache.default_store().location != location:
-            _cache.set_default_location(location)
-        return _cache.default_store()
+        """Remove entries (of one step) from the configured cache; how many."""
+        return store_for().clear(step)
 
     def reset(self) -> None:
         """Forget the graph, the last run and the published results."""

@@ -1,4 +1,5 @@
-"""Looking ahead without running: which steps the cache would skip, and why a step runs.
+"""Looking ahead without running: which steps the cache would skip, and why a step runs;
+and ``warm``, which fills the cache ahead of a later run.
 
 ``plan`` walks the selected steps in order and computes each key as the runner would,
 from the upstream entries' output digests. A step whose upstream would run cannot be
@@ -13,9 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.steps import StepCache
-from dagnb.config import settings
 from dagnb.errors import UnfingerprintableVariable
 
 if TYPE_CHECKING:
@@ -25,12 +24,6 @@ if TYPE_CHECKING:
 __all__ = ["cached_steps", "explain", "plan", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
-
-
-def _step_cache(cache_directory: str | Path | None) -> StepCache:
-    config = settings()
-    location = Path(cache_directory or config.cache_directory).resolve()
-    return StepCache(location, version=config.cache_version, ttl=config.cache_ttl_seconds)
 
 
 def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, Any]]:
@@ -57,9 +50,9 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
             digests[name] = None
             rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
             continue
-        entry = cache._store(step).peek(name, key) if cache.enabled_for(step) else None
+        entry = cache.peek(step, key)
         digests[name] = entry.output_digest if entry is not None else None
-        reason = "cached" if entry is not None else _first(explain_key(cache.store, name, key))
+        reason = "cached" if entry is not None else _first(cache.explain(step, key))
         rows.append(
             {
                 "step": name,
@@ -94,22 +87,25 @@ def plan(
 ) -> pd.DataFrame:
     """What a run would do now: one row per step with cached (True/False) and why."""
     graph.validate()
-    rows = _walk(graph, graph.select(targets), _step_cache(cache_directory))
+    rows = _walk(graph, graph.select(targets), StepCache(cache_directory))
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
 
 
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences."""
     graph.validate()
-    cache = _step_cache(cache_directory)
+    cache = StepCache(cache_directory)
     rows = _walk(graph, graph.select(step), cache)
     row = rows[-1]
     if "_key" not in row:
         return [row["reason"]]
-    return explain_key(cache.store, step, row["_key"])
+    return cache.explain(graph[step], row["_key"])
 
 
 def warm(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-    """Fill the cache for the selected steps (runs what is missing); returns the Run."""
+    """Fill the cache for the selected steps (runs what is missing); returns the Run.
+
+    A run with the cache on whatever the settings say; also ``graph.warm(...)``.
+    """
     options.pop("cache", None)
     return graph.run(targets, cache=True, **options)

@@ -19,6 +19,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.steps import StepCache
 from dagnb.config import settings
 from dagnb.errors import ConfigError, DagnbError, ExecutorUnavailable, InvalidStepError
 from dagnb.executors import get_executor, loop
@@ -180,9 +181,10 @@ def prepare(
         ),
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
-        cache=_step_cache(
-            cache, cache_dir, refresh if skip_cache is None else skip_cache, cache_version, ttl
-        ),
+        cache=StepCache(
+            cache_dir, refresh=refresh if skip_cache is None else skip_cache,
+            version=cache_version, ttl=ttl,
+        ) if (config.caching_enabled if cache is None else cache) else None,
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
         step_timeout=config.step_timeout_seconds,
@@ -251,24 +253,6 @@ def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) ->
         raise ExecutorUnavailable(
             f"executor 'dagger' is needed for step {needing[0]!r} but {availability.reason}"
         )
-
-
-def _step_cache(
-    enabled: bool | None, cache_dir: Path, refresh: Any, version: str | None, ttl: Any
-) -> Any:
-    config = settings()
-    if enabled is None:
-        enabled = config.caching_enabled
-    if not enabled:
-        return None
-    from dagnb.cache.steps import StepCache
-
-    return StepCache(
-        cache_dir,
-        refresh=refresh,
-        version=version or config.cache_version,
-        ttl=parse_duration(ttl, what="ttl") if ttl is not None else config.cache_ttl_seconds,
-    )
 
 
 def _retry_defaults(retries: Any) -> Any:

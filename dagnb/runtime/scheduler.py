@@ -17,13 +17,12 @@ import asyncio
 import dataclasses
 import shutil
 import time
-import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.steps import CachedResult
 from dagnb.errors import (
-    CacheError,
     DagnbError,
     StepCancelled,
     StepError,
@@ -40,6 +39,7 @@ from dagnb.runtime.run import Run
 
 if TYPE_CHECKING:
     from dagnb.cache.steps import StepCache
+    from dagnb.cache.store import Entry
 
 __all__ = ["RunOptions", "Scheduler"]
 
@@ -184,36 +184,31 @@ class Scheduler:
             return self._record(step, await self._attempts(step), None)
         entry = cache.lookup(step, key)
         if entry is None:
-            async with cache.lock(step, key):
-                entry = cache.lookup(step, key, recheck=True)  # another process may have run it
+            async with cache.claim(step, key) as entry:  # another process may have run it
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
-        return self._restore(step, entry)
+        return self._restore(step, entry, cache.restore(step, entry))
 
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
         started = time.monotonic()
         lines: list[dict[str, Any]] = []
         outcome = await self._attempts(step, lines)
         out_dir = self._out_dir(step.name)
-        try:
-            entry = cache.save(
-                step,
-                key,
-                out_dir=out_dir,
-                result=outcome.result,
-                logs=lines,
-                exit_code=outcome.exit_code or 0,
-                duration_s=time.monotonic() - started,
-            )
-        except (OSError, CacheError) as exc:  # a full disk must not fail a step that worked
-            warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=1)
-            entry = None
-        if entry is None:  # not storable (an unpicklable result): keep it in memory
+        entry = cache.save(
+            step,
+            key,
+            out_dir=out_dir,
+            result=outcome.result,
+            logs=lines,
+            exit_code=outcome.exit_code or 0,
+            duration_s=time.monotonic() - started,
+        )
+        if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
         self.run.record(step.name, entry.out_dir, outcome.result)
         return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
 
-    def _restore(self, step: Step, entry: Any) -> _Outcome:
+    def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
         for line in entry.logs():
             self._emit(
@@ -233,20 +228,8 @@ class Scheduler:
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
-        lazy = _Lazy(entry, self._damaged_result)
-        self.run.record_lazy(name, entry.out_dir, lazy.get)
-        return _Outcome(entry.out_dir, lazy, None, entry.output_digest)
-
-    def _damaged_result(self, entry: Any, exc: Exception) -> StepFailed:
-        """Set a cached result that cannot be loaded aside; name it, never a traceback."""
-        problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
-        step = self.run.steps[entry.step]
-        self.options.cache._store(step).quarantine(entry.step, entry.key, problem)  # type: ignore[union-attr]
-        return StepFailed(
-            f"the cached result of step {entry.step!r} was damaged and has been set aside; "
-            "run again to rebuild it",
-            step=entry.step,
-        )
+        self.run.record_lazy(name, entry.out_dir, result.get)
+        return _Outcome(entry.out_dir, result, None, entry.output_digest)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
@@ -477,28 +460,8 @@ class Scheduler:
             self._all_done.set()
 
 
-class _Lazy:
-    """A cached result loaded only when a downstream step (or the user) asks for it."""
-
-    __slots__ = ("_entry", "_on_damage", "_value")
-
-    def __init__(self, entry: Any, on_damage: Callable[[Any, Exception], Exception]) -> None:
-        self._entry, self._on_damage, self._value = entry, on_damage, _UNSET
-
-    def get(self) -> Any:
-        if self._value is _UNSET:
-            try:
-                self._value = self._entry.result()
-            except Exception as exc:
-                raise self._on_damage(self._entry, exc) from None
-        return self._value
-
-
-_UNSET = object()
-
-
 def _value(result: Any) -> Any:
-    return result.get() if isinstance(result, _Lazy) else result
+    return result.get() if isinstance(result, CachedResult) else result
 
 
 def _one_line(error: BaseException) -> str:

@@ -1,0 +1,106 @@
+"""Uses of cache entries (hits and last use), kept as a journal on any store backend.
+
+A hit writes nothing: the store counts hits in memory and :meth:`AccessJournal.append`
+writes them all at once, as one small folder per flush under ``.access``, so a fully
+cached re-run of 10,000 steps writes one file, not 10,000. Past
+:data:`COMPACT_AT` folders, one process folds them into one while the others go on.
+Journal folders never change once written, so their sums are remembered for as long as
+the list of folders is the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from dagnb.cache.backend import StoreBackend
+
+__all__ = ["COMPACT_AT", "AccessJournal", "Totals"]
+
+COMPACT_AT = 64
+FOLDER = ".access"
+_FILE = "journal.jsonl"
+
+Totals = dict[tuple[str, str], tuple[int, float]]  # (step, key) -> (hits, last_used)
+
+
+class AccessJournal:
+    """The journal of entry uses of one backend.
+
+    Parameters
+    ----------
+    backend
+        Where the journal folders are written.
+    new_folder
+        Returns a fresh, empty local folder to assemble a journal folder in.
+    """
+
+    def __init__(self, backend: StoreBackend, new_folder: Callable[[], Path]) -> None:
+        self.backend = backend
+        self._new_folder = new_folder
+        self._memo: tuple[tuple[str, ...], Totals] | None = None
+
+    def append(self, records: list[dict[str, Any]]) -> None:
+        """Record uses of entries (``{"step", "key", "hits", "last_used"}``), all at once."""
+        if not records:
+            return
+        self._write(f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", records)
+        if len(self.backend.names(FOLDER)) > COMPACT_AT:
+            lock = self.backend.lock(FOLDER, "compact", timeout=0)
+            with contextlib.suppress(TimeoutError), lock:  # one compacts, others go on
+                self._compact()
+
+    def totals(self) -> Totals:
+        """(step, key) -> (hits, last_used), summed over every recorded use."""
+        names = tuple(self.backend.names(FOLDER))
+        if self._memo is None or self._memo[0] != names:
+            self._memo = (names, self._sum(names))
+        return self._memo[1]
+
+    def _compact(self) -> None:
+        """Fold the journal into one folder; uses of removed entries are dropped."""
+        names = self.backend.names(FOLDER)
+        live = [
+            {"step": step, "key": key, "hits": hits, "last_used": last_used}
+            for (step, key), (hits, last_used) in self._sum(names).items()
+            if self.backend.exists(step, key)
+        ]
+        self._write(f"{time.time_ns()}-{os.getpid()}-compact", live)
+        for name in names:  # only what was read: a concurrent writer's folder stays
+            self.backend.remove(FOLDER, name)
+
+    def _write(self, name: str, records: Iterable[dict[str, Any]]) -> None:
+        folder = self._new_folder()
+        text = "".join(json.dumps(record) + "\n" for record in records)
+        (folder / _FILE).write_text(text, encoding="utf-8")
+        self.backend.write(FOLDER, name, folder)
+
+    def _sum(self, names: Iterable[str]) -> Totals:
+        totals: Totals = {}
+        for name in names:
+            for where, hits, last in self._records(name):
+                before = totals.get(where, (0, 0.0))
+                totals[where] = (before[0] + hits, max(before[1], last))
+        return totals
+
+    def _records(self, name: str) -> list[tuple[tuple[str, str], int, float]]:
+        item = self.backend.read(FOLDER, name)
+        try:
+            lines = (item.path / _FILE).read_text(encoding="utf-8").splitlines() if item else []
+        except OSError:  # compacted away meanwhile
+            return []
+        records = []
+        for line in lines:
+            try:
+                record = json.loads(line)
+                where = (str(record["step"]), str(record["key"]))
+                records.append((where, int(record["hits"]), float(record["last_used"])))
+            except (ValueError, KeyError, TypeError):  # a damaged line counts for nothing
+                continue
+        return records
