@@ -213,7 +213,6 @@ def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
 @pytest.mark.parametrize(("text", "message"), [
     ("", "%dagger needs a command"),
     ("fly", "unknown %dagger command 'fly'"),
-    ("status", "no run yet in this session"),
     ("cache shred", "is not a cache command"),
     ("save", "takes one path"),
     ("load missing.yml", "workflow file 'missing.yml' does not exist"),
@@ -279,7 +278,7 @@ def test_graph_returns_a_view(shell):
     line(shell, "run a")
     view = line(shell, "graph")
     assert isinstance(view, DagView)
-    assert repr(view) == "graph 'notebook' (2 steps)\n  a [succeeded]\n  b  <- a"
+    assert repr(view) == "graph 'notebook' (2 steps)\n  a [succeeded]\n  b [never run]  <- a"
 
 
 def test_plan_and_cache_commands(shell):
@@ -412,3 +411,28 @@ def test_run_takes_the_platforms_per_execution_switches(shell):
     cell(shell, "s", "echo s\n")
     cell(shell, "s --skip-cache", "echo s\n")
     assert last_run().states() == {"s": "succeeded"}  # run again, not replayed
+
+
+def test_views_cover_the_notebook_not_the_last_cell(shell, tmp_path):
+    assert str(line(shell, "status")) == "no steps yet: define one with a %%dagger cell"
+    assert str(line(shell, "history")) == "no run yet in this session"
+    cell(shell, "clean", "echo cleaned")
+    cell(shell, "train --needs clean", "echo trained")
+    cell(shell, "other", "echo other >&2")
+    cell(shell, "later --define-only", "echo later")
+    status = line(shell, "status").set_index("step")
+    assert status["state"].to_dict() == {
+        "clean": "cached", "train": "succeeded", "other": "succeeded", "later": "never run"}
+    assert "image" not in status.columns  # no step sets one
+    assert list(line(shell, "logs clean")["line"]) == ["cleaned"]  # a cell run before
+    assert str(line(shell, "logs later")).startswith("step 'later' has not run")
+    with pytest.raises(UsageError, match="did you mean 'clean'"):
+        line(shell, "logs claen")
+    runs = line(shell, "history")
+    assert list(runs["steps"]) == ["clean", "clean, train", "other"]
+    assert list(runs["cached"]) == [0, 1, 0]
+    view = line(shell, "graph")
+    assert view.states == {"clean": "cached", "train": "succeeded", "other": "succeeded",
+                           "later": "never run"}
+    cell(shell, "clean --define-only", "echo cleaned differently")
+    assert line(shell, "status").set_index("step").loc["clean", "state"] == "stale"

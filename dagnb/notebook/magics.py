@@ -37,6 +37,7 @@ from dagnb.notebook.document import (
     kernel_notebook_path,
     read_notebook,
 )
+from dagnb.notebook.overview import history, notebook_logs, notebook_states, notebook_status
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.widgets import live_view, watch
 from dagnb.workflows.loader import load
@@ -260,8 +261,9 @@ class DaggerMagics(Magics):
             %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
                         [--refresh] [--background] [--no-raise]
                                                       run steps (all by default)
-            %dagger status                            status of the last run (DataFrame)
-            %dagger logs NAME [--tail N] [--stream stdout|stderr]   captured lines
+            %dagger status                            every step: its latest state
+            %dagger history                           every run of the session
+            %dagger logs NAME [--tail N] [--stream stdout|stderr]   its latest lines
             %dagger graph                             draw the graph, coloured by state
             %dagger plan                              what a run would do now
             %dagger cache [stats|entries|clear [NAME]|explain NAME]
@@ -286,11 +288,7 @@ class DaggerMagics(Magics):
         return handler(self, rest)
 
     # -- commands --------------------------------------------------------------------
-    def _last_run(self) -> Any:
-        run = self.session.last_run
-        if run is None:
-            raise UsageError("no run yet in this session; run a %%dagger cell or %dagger run")
-        return run
+
 
 
 @ma.magic_arguments("dagger run")
@@ -306,8 +304,17 @@ def _cmd_run(self: DaggerMagics, rest: str) -> None:
     self._run(args.names or None, args, **options)
 
 
-def _cmd_status(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    return self._last_run().status()
+def _cmd_status(self: DaggerMagics, rest: str) -> Any:
+    return _shown(notebook_status(self.session))
+
+
+def _cmd_history(self: DaggerMagics, rest: str) -> Any:
+    return _shown(history(self.session))
+
+
+def _shown(answer: Any) -> Any:
+    """Empty answers are sentences, shown as text (a DataFrame shows as itself)."""
+    return Text(answer) if isinstance(answer, str) else answer
 
 
 @ma.magic_arguments("dagger logs")
@@ -316,13 +323,13 @@ def _cmd_status(self: DaggerMagics, rest: str) -> pd.DataFrame:
 @ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
 def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
     args = parse_line(_cmd_logs, rest)
-    return self._last_run().logs(args.name, stream=args.stream, tail=args.tail)
+    return _shown(notebook_logs(self.session, args.name, stream=args.stream, tail=args.tail))
 
 
 def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
     from dagnb.views.picture import DagView
 
-    return DagView(self.session.graph)
+    return DagView(self.session.graph, states=notebook_states(self.session))
 
 
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
@@ -397,6 +404,7 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
 
 _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
     "run": _cmd_run, "status": _cmd_status, "logs": _cmd_logs, "graph": _cmd_graph,
+    "history": _cmd_history,
     "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services, "save": _cmd_save,
     "load": _cmd_load, "remove": _cmd_remove, "reset": _cmd_reset, "config": _cmd_config,
 }

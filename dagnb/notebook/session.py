@@ -53,6 +53,8 @@ class Session:
         self.outputs: dict[str, tuple[str, ...]] = {}  # --outputs of --python cells
         self.recent_images: list[str] = []
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
+        self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
+        self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
 
     @property
     def last_run(self) -> Run | None:
@@ -187,8 +189,18 @@ class Session:
         return results
 
     def _remember_rows(self, run: Run) -> None:
-        for row in run.status().to_dict("records"):
+        rows = run.status().to_dict("records")
+        for row in rows:
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
+            self.step_runs[row["step"]] = run
+        states = [r["state"] for r in rows]
+        self.runs.append({
+            "run": run.id, "started": min((r["started"] for r in rows if r["started"] is not
+                                           None and r["started"] == r["started"]), default=None),
+            "steps": ", ".join(r["step"] for r in rows),
+            **{state: states.count(state) for state in
+               ("succeeded", "cached", "failed", "skipped", "cancelled")},
+        })
 
     def _publish_outputs(self, name: str, value: Any) -> None:
         outputs = self.outputs.get(name, ())
@@ -207,6 +219,8 @@ class Session:
         self.graph = Graph(self.graph.name)
         self.outputs.clear()
         self.latest.clear()
+        self.step_runs.clear()
+        self.runs.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 

@@ -87,12 +87,14 @@ class DagView:
     Parameters
     ----------
     graph
-        The graph to draw; states come from ``graph.last_run`` when it ran.
+        The graph to draw.
+    states
+        Each step's state to colour it by; by default those of ``graph.last_run``.
     """
 
-    def __init__(self, graph: Graph) -> None:
+    def __init__(self, graph: Graph, states: dict[str, str] | None = None) -> None:
         self.graph = graph
-        self.states = _states(graph)
+        self.states = _states(graph) if states is None else states
         self.dot = dot_source(graph, self.states)
         self.text = text_tree(graph, self.states)
         self._svg: str | bool | None = False  # False: not rendered yet

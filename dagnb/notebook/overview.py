@@ -1,0 +1,88 @@
+"""Views of the notebook, not of the last cell: every step the session knows, and its runs.
+
+``%dagger status`` lists each step of the session's graph with the row of its latest run
+(whichever cell ran it), ``never run`` for a step defined but not run yet, and ``stale``
+for one whose inputs changed since (its key is no longer in the cache: ``%dagger plan``
+says why). ``%dagger logs NAME`` reads the latest run that had the step, and
+``%dagger history`` lists every run of the session. Empty answers are sentences.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from dagnb.errors import DagnbError
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from dagnb.notebook.session import Session
+
+__all__ = ["STATUS_COLUMNS", "history", "notebook_logs", "notebook_states", "notebook_status"]
+
+STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
+                  "image", "error"]
+_DONE = ("succeeded", "cached")
+
+
+def _names(session: Session) -> list[str]:
+    try:
+        return session.graph.order()
+    except DagnbError:  # a cycle or a missing upstream: the steps as defined
+        return list(session.graph.names)
+
+
+def _stale(session: Session, names: list[str]) -> set[str]:
+    """Steps that ended well but whose key is no longer cached (their inputs changed)."""
+    done = [n for n in names if session.latest.get(n, {}).get("state") in _DONE]
+    if not done:
+        return set()
+    try:
+        plan = session.graph.plan(done)
+    except DagnbError:
+        return set()
+    return {row.step for row in plan.itertuples() if not row.cached}
+
+
+def notebook_states(session: Session) -> dict[str, str]:
+    """Each step's latest state, ``never run`` or ``stale`` (what the graph picture colours)."""
+    names = _names(session)
+    stale = _stale(session, names)
+    return {n: "stale" if n in stale else session.latest.get(n, {}).get("state", "never run")
+            for n in names}
+
+
+def notebook_status(session: Session) -> pd.DataFrame | str:
+    """One row per step of the session (see the module docstring); a sentence when empty."""
+    import pandas as pd
+
+    if not len(session.graph):
+        return "no steps yet: define one with a %%dagger cell"
+    states = notebook_states(session)
+    rows = [{**session.latest.get(n, {"step": n}), "state": state} for n, state in states.items()]
+    frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
+    frame["cached"] = frame["cached"].fillna(False).astype(bool)
+    frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
+    frame["exit_code"] = frame["exit_code"].astype("Int64")
+    if frame["image"].isna().all():  # a local notebook: no column of blanks
+        frame = frame.drop(columns="image")
+    return frame
+
+
+def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:
+    """The step's lines in the latest run that had it (run or replayed from the cache)."""
+    session.graph[name]  # an unknown name: StepNotFoundError with "did you mean"
+    run = session.step_runs.get(name)
+    if run is None:
+        return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
+    frame = run.logs(name, **options)
+    return frame if len(frame) else f"step {name!r} printed nothing in run {run.id}"
+
+
+def history(session: Session) -> pd.DataFrame | str:
+    """Every run of the session: id, when, which steps, how each ended."""
+    import pandas as pd
+
+    if not session.runs:
+        return "no run yet in this session"
+    return pd.DataFrame(session.runs)
