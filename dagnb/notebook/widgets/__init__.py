@@ -5,7 +5,9 @@ front end is there to draw it (a Jupyter kernel), else :class:`dagnb.views.live.
 (terminal IPython, the CLI, nbval). ``DAGNB_WIDGETS=0|1`` in the environment or
 :data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides the detection.
 :func:`watch` shows a run: it waits on a synchronous run from the calling thread and
-renders in between, so the output lands in the running cell; a Ctrl-C or kernel
+renders in between, so the output lands in the running cell, and when the run ends it
+replaces the widget by a static snapshot (:class:`dagnb.views.snapshot.RunSnapshot`) that
+a saved notebook keeps; a Ctrl-C or kernel
 interrupt there cancels the run (in-process Python steps included) and waits for its
 processes to be killed. Meanwhile the kernel reads no widget clicks, so the widget's
 Cancel button is disabled and its tooltip points at the kernel's interrupt.
@@ -94,7 +96,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
         view.follow(run)
     else:
         view.cell_waiting = not background  # Cancel cannot be clicked then: say so
-        _display(view)
+        view.display_handle = _display(view)
         view.follow(run, live=background)
     if not background:
         _wait(run, view, interval)
@@ -125,12 +127,34 @@ def _close(view: Any) -> None:
     else:
         view.cell_waiting = False
         view.stop_following()
+        _settle(view)
 
 
-def _display(view: Any) -> None:
+def _settle(view: Any) -> None:
+    """Replace the widget by its lasting form, and close its models.
+
+    The saved notebook then holds static HTML and text that any reader draws, instead of
+    widget models that only a live kernel can (and whose state would bloat the file).
+    """
+    from dagnb.views.snapshot import RunSnapshot
+
+    handle = getattr(view, "display_handle", None)
+    if handle is None:
+        return
+    handle.update(RunSnapshot(view.run, view.focus))
+    _close_models(view)
+
+
+def _close_models(widget: Any) -> None:
+    for child in getattr(widget, "children", ()):
+        _close_models(child)
+    widget.close()
+
+
+def _display(view: Any) -> Any:
     from IPython.display import display
 
-    display(view)
+    return display(view, display_id=True)
 
 
 def __getattr__(name: str) -> Any:

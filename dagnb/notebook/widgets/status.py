@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 
 from dagnb.runtime.events import TERMINAL_STATES
-from dagnb.views.live import STATE_COLOURS, LiveState, row_cells
+from dagnb.views.html import header_html, table_html, tail_html
+from dagnb.views.live import STATE_COLOURS, LiveState
 from dagnb.views.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -28,7 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_COLOURS", "StatusWidget"]
 
-_COLUMNS = ("step", "state", "cached", "attempt", "duration", "exit", "error")
 StartRun = Callable[..., "Run"]
 
 
@@ -116,15 +116,15 @@ class StatusWidget(w.VBox):
         rows = self.state.rows()
         done, total = self.state.progress()
         now = time.time()
-        self.header.value = _header_html(self.run, rows)
+        self.header.value = header_html(self.run, rows)
         self.progress.max = max(total, 1)
         self.progress.value = done
         self.progress.bar_style = _bar_style(rows)
-        self.table.value = _table_html(rows.values(), now)
+        self.table.value = table_html(rows.values(), now)
         self.tails.titles = tuple(_tail_title(r) for name, r in rows.items()
                                   if name in self._tail_views)
         for name, view in self._tail_views.items():
-            view.value = _tail_html(self.state.tails[name])
+            view.value = tail_html(self.state.tails[name])
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
         self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
         self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
@@ -191,42 +191,6 @@ def _bar_style(rows: dict[str, dict[str, Any]]) -> str:
     return "success" if states <= {"succeeded", "cached"} else "info"
 
 
-def _header_html(run: Run, rows: dict[str, dict[str, Any]]) -> str:
-    counts: dict[str, int] = {}
-    for row in rows.values():
-        counts[row["state"]] = counts.get(row["state"], 0) + 1
-    parts = ", ".join(f"{n} {s}" for s, n in counts.items())
-    return (f"<div class='dagnb-header'><b>{html.escape(run.graph_name)}</b> "
-            f"<code>{html.escape(run.id)}</code>: {html.escape(parts)}</div>")
-
-
-def _state_badge(state: str) -> str:
-    colour = STATE_COLOURS.get(state, "#9e9e9e")
-    return (f"<span class='dagnb-state' style='background:{colour};color:white;"
-            f"padding:0 0.5em;border-radius:0.6em'>{state}</span>")
-
-
-def _table_html(rows: Any, now: float) -> str:
-    head = "".join(f"<th style='text-align:left;padding:0 0.6em'>{c}</th>" for c in _COLUMNS)
-    body = []
-    for row in rows:
-        cells = row_cells(row, now)
-        tds = [f"<td style='padding:0 0.6em'>{html.escape(cells['step'])}</td>",
-               f"<td style='padding:0 0.6em'>{_state_badge(cells['state'])}</td>"]
-        tds += [f"<td style='padding:0 0.6em'>{html.escape(cells[c])}</td>"
-                for c in _COLUMNS[2:]]
-        body.append(f"<tr class='dagnb-row dagnb-state-{cells['state']}' "
-                    f"data-step='{html.escape(cells['step'])}'>{''.join(tds)}</tr>")
-    return (f"<table class='dagnb-table'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
-
-
 def _tail_title(row: dict[str, Any]) -> str:
     mark = " (cached output)" if row["cached"] else ""
     return f"{row['step']} · {row['state']}{mark}"
-
-
-def _tail_html(lines: Any) -> str:
-    text = html.escape("\n".join(lines)) if lines else "(no output yet)"
-    return (f"<pre class='dagnb-log' style='max-height:16em;overflow:auto;margin:0'>"
-            f"{text}</pre>")
