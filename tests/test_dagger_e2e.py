@@ -121,6 +121,23 @@ def test_dropped_connection_is_retried(stub):
     assert run.logs("hello")[["attempt", "line"]].values.tolist() == [[2, "hello"]]
 
 
+def test_a_step_timeout_stops_the_exec(stub):
+    import time
+
+    dagnb.Graph("warm", [Step("warm", run="true")]).run(executor="dagger", cache=False)
+    graph = dagnb.Graph("slow", [Step("slow", run="sleep 3; echo done", timeout=0.7,
+                                      retries=0)])
+    started = time.monotonic()
+    run = graph.run(executor="dagger", cache=False)
+    assert time.monotonic() - started < 1.5  # the run's own bookkeeping included
+    assert run.states() == {"slow": "failed"}
+    assert "ran past its timeout of 0.7 s" in run.status().iloc[0]["error"]
+    deadline = time.monotonic() + 3
+    while not stub.engine.exec_log[-1].get("cancelled") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stub.engine.exec_log[-1].get("cancelled")  # the exec was killed, not left running
+
+
 def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()

@@ -239,6 +239,40 @@ def test_engine_errors_are_classified(stub, make_task):
                                         secrets={"T": SECRET}))
 
 
+def _wait_until(condition, seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_timeout_or_cancel_stops_the_exec_at_once(stub, make_task, how):
+    executor = DaggerExecutor()
+    run(executor, make_task(Step("warm", run="true")))  # connected: time only the step
+    task = make_task(Step("slow", run="sleep 3; echo done"))
+
+    async def stopped_after() -> float:
+        started = time.monotonic()
+        job = asyncio.ensure_future(executor.execute(task))
+        if how == "timeout":
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(job, 0.7)
+        else:
+            await asyncio.sleep(0.7)
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+        return time.monotonic() - started
+
+    assert run_sync(stopped_after()) < 1.0
+    sent = len(stub.queries)
+    assert _wait_until(lambda: stub.engine.exec_log[-1].get("cancelled"))  # killed, not left
+    time.sleep(0.3)
+    assert len(stub.queries) == sent  # no query after the cancel (no retry, no sync)
+    assert task.log.lines == []
+
+
 # -- concurrency ----------------------------------------------------------------------
 
 

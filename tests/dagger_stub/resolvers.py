@@ -76,6 +76,12 @@ class StubEngine:
         self.exec_log: list[dict[str, Any]] = []
         self.active_execs = 0
         self.max_active_execs = 0
+        self.request = threading.local()  # .alive(): is the asking client still connected
+
+    def client_alive(self) -> bool:
+        """Whether the client of the request being answered is still connected."""
+        alive = getattr(self.request, "alive", None)
+        return alive() if alive else True
 
     # -- identity ---------------------------------------------------------------------
 
@@ -154,11 +160,16 @@ class StubEngine:
         parent.build_rootfs(root)
         parent.build_mounts(root)
         env = parent.exec_env()
-        with self._counting():
-            result = sandbox.run(root, spec["args"], env, parent.state["workdir"], parent.binds())
-        self.exec_log.append(
-            {"args": spec["args"], "image": parent.state["image"], "exit_code": result.exit_code}
-        )
+        entry = {"args": spec["args"], "image": parent.state["image"], "exit_code": None}
+        self.exec_log.append(entry)
+        try:
+            with self._counting():
+                result = sandbox.run(root, spec["args"], env, parent.state["workdir"],
+                                     parent.binds(), alive=self.client_alive)
+        except sandbox.Cancelled:
+            entry["cancelled"] = True  # like the engine: the work of a gone client stops
+            raise
+        entry["exit_code"] = result.exit_code
         parent.drop_mounts(root)
         return result, root
 

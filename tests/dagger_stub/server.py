@@ -6,6 +6,9 @@ then one query per awaited call with the whole call chain and its arguments inli
 Like the engine, every GraphQL answer is HTTP 200 (the client retries anything else);
 failures are ``errors`` entries. Every request is recorded for the tests to inspect.
 
+Like the engine, an exec whose client goes away (a cancelled request, a client-side
+timeout) is killed and its result is not kept.
+
 Faults for tests: :meth:`StubServer.fail` makes the next matching requests drop the
 connection without an answer, answer HTTP 500, or answer a GraphQL error.
 """
@@ -16,6 +19,7 @@ import base64
 import dataclasses
 import json
 import secrets
+import select
 import socket
 import tempfile
 import threading
@@ -161,7 +165,20 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             fault = server.take_fault(body.get("query", ""))
             if fault:
                 return self._inject(fault)
-            self._answer(200, server.execute(body))
+            server.engine.request.alive = self._client_alive
+            try:
+                answer = server.execute(body)
+            finally:
+                server.engine.request.alive = None
+            self._answer(200, answer)
+
+        def _client_alive(self) -> bool:
+            """False once the client closed its end (a cancelled request, a timeout)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+            except OSError:
+                return False
 
         def _authorized(self) -> bool:
             expected = base64.b64encode(f"{server.token}:".encode()).decode()
@@ -178,10 +195,13 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away (it was cancelled)
 
     return Handler

@@ -234,12 +234,19 @@ def _prefer_cli_on_path() -> None:
 
 
 def _config(dagger: Any) -> Any:
-    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once."""
+    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once.
+
+    Only ``Exception``s are retried: tenacity catches ``BaseException``, and retrying a
+    ``CancelledError`` would swallow a step's timeout or cancel (the request would be
+    sent again and awaited to its end). An answered query (``TransportQueryError``,
+    an exec that failed) is never sent twice.
+    """
     import tenacity
     from gql.transport.exceptions import TransportQueryError
 
     execute = tenacity.retry(
-        retry=tenacity.retry_if_not_exception_type(TransportQueryError),
+        retry=(tenacity.retry_if_exception_type(Exception)
+               & tenacity.retry_if_not_exception_type(TransportQueryError)),
         stop=tenacity.stop_after_attempt(2),
         wait=tenacity.wait_fixed(0.5),
         reraise=True,
