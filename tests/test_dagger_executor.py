@@ -118,6 +118,52 @@ def test_file_mount_and_missing_mount(stub, make_task, tmp_path):
         run(DaggerExecutor(), missing)
 
 
+def test_host_files_and_folders_are_read_fresh_on_each_run(stub, make_task, tmp_path):
+    # The engine caches host reads per client: without noCache an edit in the same
+    # kernel would be served from the first upload.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("one\n")
+    (tmp_path / "cfg.ini").write_text("k=1\n")
+    step = Step("read", run="cat /data/a.txt /etc/app.ini",
+                mounts={"data": "/data", "cfg.ini": "/etc/app.ini"})
+    first = make_task(step, base_dir=tmp_path)
+    run(DaggerExecutor(), first)
+    (tmp_path / "data" / "a.txt").write_text("two\n")
+    (tmp_path / "cfg.ini").write_text("k=2\n")
+    second = make_task(step, base_dir=tmp_path, attempt=2)
+    run(DaggerExecutor(), second)
+    assert first.log.of("stdout") == ["one", "k=1"]
+    assert second.log.of("stdout") == ["two", "k=2"]
+
+
+def test_host_folders_leave_out_vcs_venvs_caches_and_step_excludes(stub, make_task, tmp_path):
+    src = tmp_path / "src"
+    for relative in [".git/HEAD", ".venv/bin/python", "env311/pyvenv.cfg", ".dagnb_cache/x",
+                     "pkg/__pycache__/m.pyc", "pkg/m.py", "notes.tmp", "keep.txt"]:
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        (src / relative).write_text("x")
+    step = Step("ls", run="cd /src && find . -type f | sort", mounts={"src": "/src"},
+                exclude=["*.tmp"])
+    task = make_task(step, base_dir=tmp_path)
+    run(DaggerExecutor(), task)
+    assert task.log.of("stdout") == ["./keep.txt", "./pkg/m.py"]
+    [read] = [args for text in stub.texts("host {") for name, args in calls(text)
+              if name == "directory"]
+    assert read["noCache"] is True and ".git" in " ".join(read["exclude"])
+
+
+def test_exclude_is_a_validated_step_field_in_the_key(tmp_path):
+    from dagnb.cache.keys import step_key
+    from dagnb.errors import InvalidStepError
+
+    assert Step("s", run="true", exclude="*.tmp, raw").exclude == ("*.tmp", "raw")
+    with pytest.raises(InvalidStepError, match="exclude must be names, got 3"):
+        Step("s", run="true", exclude=[3])
+    plain, excluding = Step("s", run="true"), Step("s", run="true", exclude=["*.tmp"])
+    keys = [step_key(s, upstream_digests={}, base_dir=tmp_path) for s in (plain, excluding)]
+    assert keys[0].digest != keys[1].digest
+
+
 def test_nonzero_exit_is_an_outcome_with_logs(stub, make_task):
     task = make_task(Step("bad", run="echo out; echo oops >&2; exit 3"))
     outcome = run(DaggerExecutor(), task)

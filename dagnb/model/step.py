@@ -135,6 +135,9 @@ class Step:
     circuit_breaker
         False runs the step even while its executor's circuit breaker is open, and
         leaves the breaker out of its attempts (the platform's ``use_circuit_breaker``).
+    exclude
+        Patterns (``"*.tmp"``, ``"**/raw"``) of files left out of mounted host folders on
+        container executors, besides version control, virtual environments and caches.
     """
 
     name: str
@@ -159,6 +162,7 @@ class Step:
     executor: str | None = None
     description: str = ""
     circuit_breaker: bool = True
+    exclude: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -175,6 +179,7 @@ class Step:
         set_(self, "secrets", _names(self.secrets, "secrets", name))
         set_(self, "tags", _names(self.tags, "tags", name))
         set_(self, "services", _names(self.services, "services", name))
+        set_(self, "exclude", _names(self.exclude, "exclude", name))
         set_(self, "env", _check_env(_frozen_map(self.env, "env", name), name))
         set_(self, "mounts", _check_mounts(_frozen_map(self.mounts, "mounts", name), name))
         set_(self, "params", _frozen_map(self.params, "params", name))

@@ -12,6 +12,7 @@ handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -72,6 +73,7 @@ class StubEngine:
         self._lock = threading.Lock()
         self._exec_locks: dict[str, threading.Lock] = {}
         self.exec_results: dict[str, tuple[sandbox.ExecResult, Path]] = {}
+        self.host_reads: dict[str, str] = {}  # request -> stored snapshot (per client)
         self.services: dict[str, dict[str, Any]] = {}  # service ID -> runtime record
         self.exec_log: list[dict[str, Any]] = []
         self.active_execs = 0
@@ -116,6 +118,7 @@ class StubEngine:
         """Forget exec results, services and counters (objects and secrets stay)."""
         with self._lock:
             self.exec_results.clear()
+            self.host_reads.clear()
             self.services.clear()
             self.exec_log.clear()
             self.active_execs = self.max_active_execs = 0
@@ -126,19 +129,35 @@ class StubEngine:
         """A fresh directory in the stub's store."""
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
 
-    def snapshot_host(self, path: str, is_file: bool) -> str:
+    def read_host(self, path: str, is_file: bool, no_cache: bool = False,
+                  exclude: list[str] | None = None, gitignore: bool = False) -> str:
+        """``host.directory/file``: like the engine, a read is cached per client (here:
+        until :meth:`reset`) unless ``noCache``, so an edit can go unseen."""
+        request = json.dumps([path, is_file, exclude or [], gitignore])
+        with self._lock:
+            cached = None if no_cache else self.host_reads.get(request)
+        if cached is None:
+            cached = self.snapshot_host(path, is_file, _host_excludes(path, exclude, gitignore))
+            with self._lock:
+                self.host_reads[request] = cached
+        return cached
+
+    def snapshot_host(self, path: str, is_file: bool, exclude: list[str] | None = None) -> str:
         """Copy a host path into the store now, as Dagger uploads it; keyed by content."""
         source = Path(path)
         if not source.exists():
             raise ValueError(f"{path!r} does not exist on the host")
-        target = self.workdir / f"host-{_content_digest(source)}"
+        staging = self.new_dir("upload-")
+        copy = staging / (source.name if is_file else "d")
+        if is_file:
+            shutil.copy2(source, copy)
+        else:
+            shutil.copytree(source, copy, symlinks=True, ignore=_ignoring(source, exclude or []))
+        target = self.workdir / f"host-{_content_digest(copy)}"
         with self._lock:
-            if not target.exists():
-                staging = self.new_dir("upload-")
-                if is_file:
-                    shutil.copy2(source, staging / source.name)
-                else:
-                    shutil.copytree(source, staging / "d", symlinks=True)
+            if target.exists():
+                shutil.rmtree(staging)
+            else:
                 staging.rename(target)
         return str(target)
 
@@ -201,6 +220,40 @@ def _content_digest(path: Path) -> str:
     return digest.hexdigest()[:32]
 
 
+def _host_excludes(path: str, exclude: list[str] | None, gitignore: bool) -> list[str]:
+    """The exclude patterns plus, with ``gitignore``, the folder's own .gitignore lines."""
+    patterns = list(exclude or [])
+    ignore_file = Path(path) / ".gitignore"
+    if gitignore and ignore_file.is_file():
+        lines = ignore_file.read_text().splitlines()
+        patterns += [line.strip() for line in lines if line.strip() and line[0] != "#"]
+    return patterns
+
+
+def _excluded(relative: str, patterns: list[str]) -> bool:
+    """Dagger-style patterns (``.git``, ``**/.venv``, ``*.tmp``) against a relative path."""
+    parts = relative.split("/")
+    for pattern in patterns:
+        pattern = pattern.strip("/").removeprefix("./")
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatchcase("/".join(parts[:n]), pattern)
+                 for n in range(1, len(parts) + 1)):
+            return True
+    return False
+
+
+def _ignoring(root: Path, patterns: list[str]) -> Any:
+    """A ``shutil.copytree`` ignore function for ``patterns``, relative to ``root``."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        base = os.path.relpath(folder, root)
+        prefix = "" if base == "." else base + "/"
+        return {name for name in names if _excluded(prefix + name, patterns)}
+
+    return ignore
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -250,11 +303,14 @@ class Obj:
     def r_host(self) -> Obj:
         return self.engine.make("Host", {})
 
-    def r_directory(self, path: str | None = None, **_: Any) -> Obj:
+    def r_directory(self, path: str | None = None, noCache: bool = False,
+                    exclude: list[str] | None = None, gitignore: bool = False,
+                    **_: Any) -> Obj:
         if self.type_name == "Query":
             return self.engine.make("Directory", {"empty": True})
         if self.type_name == "Host":
-            return self.engine.make("Directory", {"store": self.engine.snapshot_host(path, False)})
+            stored = self.engine.read_host(path, False, noCache, exclude, gitignore)
+            return self.engine.make("Directory", {"store": stored})
         return self.engine.make("Directory", {"ctr": self.ident, "path": self.abs(path)})
 
     def r_setSecret(self, name: str, plaintext: str) -> Obj:
@@ -349,9 +405,9 @@ class Obj:
     def r_envVariable(self, name: str) -> str | None:
         return self.state["env"].get(name)
 
-    def r_file(self, path: str, **_: Any) -> Obj:
+    def r_file(self, path: str, noCache: bool = False, **_: Any) -> Obj:
         if self.type_name == "Host":
-            stored = Path(self.engine.snapshot_host(path, True))
+            stored = Path(self.engine.read_host(path, True, noCache))
             return self.engine.make("File", {"store": str(next(stored.iterdir())), "path": path})
         if self.type_name == "Directory":
             return self.engine.make("File", {"dir": self.ident, "path": _norm(path)})

@@ -11,10 +11,21 @@ files go container to container and never through the host; other upstreams are
 uploaded from their host folders. Secrets become Dagger secrets (``setSecret`` is the
 only query that carries a value); they are never plain environment variables. Building
 the pipeline sends nothing: the SDK is lazy until a field is awaited.
+
+Host reads: the engine caches ``host.directory``/``host.file`` per client, so within one
+kernel an edited file could be served from an earlier read while dagnb's key (which
+did see the edit) stores the stale result under the new key. Every host read therefore
+passes ``no_cache=True``; the upload is still content-digested, so Dagger's own exec
+cache is not defeated. Folders leave out what no step should need and that can be
+large: version control, virtual environments, bytecode, notebook checkpoints and
+dagnb's cache (:data:`DEFAULT_EXCLUDES`), plus the step's ``exclude`` patterns.
+``.gitignore`` is not applied: data folders are commonly ignored by git, and a step
+that mounts ``data/`` must see its files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -24,16 +35,19 @@ from typing import Any
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Task
 from dagnb.executors.dagger.shim import python_argv, python_files
+from dagnb.model.step import Step
 
 __all__ = [
     "CONTAINER_IN",
     "CONTAINER_OUT",
     "CONTAINER_PARAMS",
+    "DEFAULT_EXCLUDES",
     "DEFAULT_IMAGE",
     "RegistryAuth",
     "build_container",
     "command_argv",
     "container_env",
+    "host_excludes",
 ]
 
 DEFAULT_IMAGE = "python:3.12-slim"
@@ -42,6 +56,10 @@ CONTAINER_IN = "/dagnb/in"
 CONTAINER_PARAMS = "/dagnb/params.json"
 _CONTRACT_PATHS = {"DAGNB_OUT": CONTAINER_OUT, "DAGNB_IN": CONTAINER_IN,
                    "DAGNB_PARAMS": CONTAINER_PARAMS}
+
+# Dagger (buildkit) patterns, relative to the mounted folder.
+DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
+                    "**/.dagnb_cache")
 
 ServiceLookup = Callable[[str], Any]  # alias -> dagger.Service
 
@@ -154,7 +172,7 @@ def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any) -> Any:
         if isinstance(item.handle, dagger.Directory):
             source = item.handle  # container to container, no trip through the host
         else:
-            source = dag.host().directory(str(Path(item.path).resolve()))
+            source = dag.host().directory(str(Path(item.path).resolve()), no_cache=True)
         ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, read_only=True)
     return ctr.with_new_file(CONTAINER_PARAMS, _params_text(task))
 
@@ -172,16 +190,29 @@ def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
     for host, target in sorted(task.step.mounts.items()):
         path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
         if path.is_dir():
-            ctr = ctr.with_mounted_directory(target, dag.host().directory(str(path)),
-                                             read_only=True)
+            folder = dag.host().directory(str(path), exclude=host_excludes(task.step, path),
+                                          no_cache=True)
+            ctr = ctr.with_mounted_directory(target, folder, read_only=True)
         elif path.is_file():
-            ctr = ctr.with_mounted_file(target, dag.host().file(str(path)))
+            ctr = ctr.with_mounted_file(target, dag.host().file(str(path), no_cache=True))
         else:
             raise InvalidStepError(
                 f"step {task.step.name!r}: mount source {host!r} does not exist (looked for "
                 f"{str(path)!r}); give a file or directory relative to {str(task.base_dir)!r}"
             )
     return ctr
+
+
+def host_excludes(step: Step, folder: Path) -> list[str]:
+    """What an upload of ``folder`` leaves out: the defaults, the configured cache folder,
+    virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
+    from dagnb.config import settings
+
+    patterns = [*DEFAULT_EXCLUDES, f"**/{Path(settings().cache_directory).name}"]
+    with contextlib.suppress(OSError):
+        patterns += sorted(entry.name for entry in os.scandir(folder)
+                           if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
+    return list(dict.fromkeys([*patterns, *step.exclude]))
 
 
 def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:
