@@ -6,7 +6,12 @@ service bindings, registry auth and the last exec); its ID is ``Type:<digest of 
 state>`` and the state itself stays in a server-side table, so an ID never carries a
 secret. Secret plaintext lives only in :attr:`StubEngine.secrets`, keyed by an opaque
 handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
-``export``, ...), and an exec runs once per distinct state (the stub's own cache).
+``export``, ...).
+
+The exec cache, as the engine's: an exec runs once per container definition (image,
+env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); variables set
+with ``withVolatileVariable`` are not part of it, so a cached exec keeps the values of
+the run that made it.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _EMPTY_CONTAINER: dict[str, Any] = {
     "image": None,
     "env": {},
+    "volatile": {},
     "secrets": {},
     "workdir": "/",
     "files": {},
@@ -79,6 +85,8 @@ class StubEngine:
         self.active_execs = 0
         self.max_active_execs = 0
         self.request = threading.local()  # .alive(): is the asking client still connected
+        self.version = VERSION
+        self._cache_keys: dict[str, str] = {}
 
     def client_alive(self) -> bool:
         """Whether the client of the request being answered is still connected."""
@@ -103,6 +111,27 @@ class StubEngine:
             raise ValueError(f"unknown ID {ident!r}") from None
         return Obj(self, type_name, state, ident)
 
+    def cache_key(self, ident: str) -> str:
+        """The engine's cache key of an object: its definition without volatile
+        variables, with every object it refers to replaced by that object's key."""
+        found = self._cache_keys.get(ident)
+        if found is None:
+            type_name, state = self.objects[ident]
+            if type_name == "Container":
+                state = {k: v for k, v in state.items() if k != "volatile"}
+            blob = json.dumps([type_name, self._keyed(state)], sort_keys=True)
+            found = self._cache_keys[ident] = hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return found
+
+    def _keyed(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._keyed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._keyed(v) for v in value]
+        if isinstance(value, str) and value in self.objects:
+            return self.cache_key(value)
+        return value
+
     def describe(self, ident: str) -> tuple[str, Any]:
         """(type name, state) behind an ID, for tests."""
         return self.objects[ident]
@@ -122,6 +151,7 @@ class StubEngine:
             self.services.clear()
             self.exec_log.clear()
             self.active_execs = self.max_active_execs = 0
+            self.version = VERSION
 
     # -- storage ----------------------------------------------------------------------
 
@@ -164,13 +194,14 @@ class StubEngine:
     # -- execs ------------------------------------------------------------------------
 
     def exec_result(self, ctr_id: str) -> tuple[sandbox.ExecResult, Path]:
-        """Run the last exec of a container once; later calls reuse the result."""
+        """Run the last exec of a container once per cache key; later calls reuse it."""
+        key = self.cache_key(ctr_id)
         with self._lock:
-            lock = self._exec_locks.setdefault(ctr_id, threading.Lock())
+            lock = self._exec_locks.setdefault(key, threading.Lock())
         with lock:
-            if ctr_id not in self.exec_results:
-                self.exec_results[ctr_id] = self._run_exec(self.load(ctr_id))
-            return self.exec_results[ctr_id]
+            if key not in self.exec_results:
+                self.exec_results[key] = self._run_exec(self.load(ctr_id))
+            return self.exec_results[key]
 
     def _run_exec(self, ctr: Obj) -> tuple[sandbox.ExecResult, Path]:
         spec = ctr.state["exec"]
@@ -179,7 +210,8 @@ class StubEngine:
         parent.build_rootfs(root)
         parent.build_mounts(root)
         env = parent.exec_env()
-        entry = {"args": spec["args"], "image": parent.state["image"], "exit_code": None}
+        entry = {"args": spec["args"], "image": parent.state["image"], "exit_code": None,
+                 "volatile": parent.state["volatile"]}
         self.exec_log.append(entry)
         try:
             with self._counting():
@@ -295,7 +327,7 @@ class Obj:
     # -- Query ------------------------------------------------------------------------
 
     def r_version(self) -> str:
-        return VERSION
+        return self.engine.version
 
     def r_container(self, platform: str | None = None) -> Obj:
         return self.engine.make("Container", _EMPTY_CONTAINER)
@@ -335,6 +367,9 @@ class Obj:
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
         return self.with_entry("env", name, value)
+
+    def r_withVolatileVariable(self, name: str, value: str) -> Obj:
+        return self.with_entry("volatile", name, value)
 
     def r_withSecretVariable(self, name: str, secret: str) -> Obj:
         self.engine.load(secret)  # an unknown secret fails here, as in Dagger
@@ -460,7 +495,8 @@ class Obj:
         return binds
 
     def exec_env(self) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"]}
+        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"],
+               **self.state["volatile"]}
         for name, secret_id in self.state["secrets"].items():
             env[name] = self.engine.secrets[self.engine.load(secret_id).state["handle"]]
         for alias in self.state["services"]:

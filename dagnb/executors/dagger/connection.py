@@ -21,6 +21,7 @@ import contextlib
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import threading
 import weakref
@@ -38,6 +39,7 @@ __all__ = [
     "aclose",
     "client",
     "detect",
+    "engine_version",
     "is_transient",
     "pick_auto",
     "require_sdk",
@@ -126,6 +128,7 @@ class _Connection:
         self.client: dagger.Client | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stack: contextlib.AsyncExitStack | None = None
+        self.version: tuple[int, ...] | None = None  # the engine's, asked once per session
         # Weak, so the loops of finished asyncio.run() calls are not kept alive.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -155,14 +158,14 @@ class _Connection:
     def abandon(self) -> None:
         """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
         loop, stack = self.loop, self.stack
-        self.client = self.loop = self.stack = None
+        self.client = self.loop = self.stack = self.version = None
         if stack is not None and loop is not None and loop.is_running():
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(stack.aclose(), loop)
 
     async def close(self) -> None:
         stack = self.stack
-        self.client = self.loop = self.stack = None
+        self.client = self.loop = self.stack = self.version = None
         if stack is not None:
             with contextlib.suppress(Exception):
                 await stack.aclose()
@@ -196,6 +199,22 @@ async def client() -> dagger.Client:
             await conn.open(loop)
     assert conn.client is not None
     return conn.client
+
+
+async def engine_version() -> tuple[int, ...]:
+    """The engine's version as numbers (``v0.21.8`` -> ``(0, 21, 8)``), asked once per
+    session: features such as ``withVolatileVariable`` (0.21.4) depend on it."""
+    dag = await client()
+    conn = _connection
+    if conn.version is None:
+        conn.version = _version_numbers(await dag.version())
+    return conn.version
+
+
+def _version_numbers(text: str) -> tuple[int, ...]:
+    """``"v0.21.8"`` -> ``(0, 21, 8)``; a development build (no numbers) counts as newest."""
+    numbers = re.findall(r"\d+", text.split("-", 1)[0])
+    return tuple(int(n) for n in numbers[:3]) or (999,)
 
 
 async def aclose() -> None:

@@ -32,6 +32,7 @@ from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.translate import (
     CONTAINER_OUT,
     DEFAULT_IMAGE,
+    VOLATILE_SINCE,
     ServiceLookup,
     build_container,
     parse_registry_auth,
@@ -92,8 +93,10 @@ class DaggerExecutor:
         secrets = self._secret_values(task)
         try:
             dag = await connection.client()
+            volatile = await connection.engine_version() >= VOLATILE_SINCE
             ctr = build_container(dag, task, default_image=self.default_image,
-                                  registry_auth=self.registry_auth, services=self._services)
+                                  registry_auth=self.registry_auth, services=self._services,
+                                  volatile_variables=volatile)
             return await _run(ctr, task, secrets)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None

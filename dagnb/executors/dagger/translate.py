@@ -43,6 +43,8 @@ __all__ = [
     "CONTAINER_PARAMS",
     "DEFAULT_EXCLUDES",
     "DEFAULT_IMAGE",
+    "VOLATILE",
+    "VOLATILE_SINCE",
     "RegistryAuth",
     "build_container",
     "command_argv",
@@ -56,6 +58,10 @@ CONTAINER_IN = "/dagnb/in"
 CONTAINER_PARAMS = "/dagnb/params.json"
 _CONTRACT_PATHS = {"DAGNB_OUT": CONTAINER_OUT, "DAGNB_IN": CONTAINER_IN,
                    "DAGNB_PARAMS": CONTAINER_PARAMS}
+
+# Set without entering the exec's cache key: they change every run and every attempt.
+VOLATILE = ("DAGNB_RUN_ID", "DAGNB_ATTEMPT")
+VOLATILE_SINCE = (0, 21, 4)  # the engine version that added withVolatileVariable
 
 # Dagger (buildkit) patterns, relative to the mounted folder.
 DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
@@ -117,11 +123,25 @@ def command_argv(task: Task) -> list[str]:
 
 
 def container_env(task: Task) -> dict[str, str]:
-    """The task's env with the contract's paths rewritten to their container paths."""
-    env = dict(task.env)
+    """The task's env with the contract's paths rewritten to their container paths,
+    without the values that change every run (:data:`VOLATILE`)."""
+    env = {name: value for name, value in task.env.items() if name not in VOLATILE}
     for name, path in _CONTRACT_PATHS.items():
         env[name] = path
     return env
+
+
+def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
+    """Plain variables are part of the exec's cache key; the run id and attempt are set
+    with ``withVolatileVariable`` so that they are not (engines before 0.21.4 lack it:
+    there a step gets neither, rather than an exec cache defeated on every run)."""
+    for name, value in sorted(container_env(task).items()):
+        ctr = ctr.with_env_variable(name, value)
+    if volatile_variables:
+        for name in VOLATILE:
+            if name in task.env:
+                ctr = ctr.with_volatile_variable(name, task.env[name])
+    return ctr
 
 
 def build_container(
@@ -131,8 +151,12 @@ def build_container(
     default_image: str = DEFAULT_IMAGE,
     registry_auth: Iterable[RegistryAuth] = (),
     services: ServiceLookup | None = None,
+    volatile_variables: bool = True,
 ) -> Any:
-    """The lazy pipeline for one attempt, ending with its exec (any exit code allowed)."""
+    """The lazy pipeline for one attempt, ending with its exec (any exit code allowed).
+
+    ``volatile_variables``: whether the engine has ``withVolatileVariable`` (0.21.4+).
+    """
     dagger = _sdk()
     step = task.step
     ctr = dag.container()
@@ -140,8 +164,7 @@ def build_container(
         secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
         ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
     ctr = ctr.from_(step.image or default_image)
-    for name, value in sorted(container_env(task).items()):
-        ctr = ctr.with_env_variable(name, value)
+    ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
     ctr = _with_contract_dirs(ctr, dag, task, dagger)
