@@ -156,6 +156,24 @@ def test_an_engine_without_volatile_variables_gets_neither(stub, tmp_path):
     run_sync(connection.aclose())
 
 
+def test_a_failed_exec_is_not_cached_and_its_retry_runs_again(stub, tmp_path):
+    flaky = 'test -e "$MARK" || { touch "$MARK"; echo first >&2; exit 3; }; echo second'
+    step = Step("flaky", run=flaky, env={"MARK": str(tmp_path / "mark")}, retries=1)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    run = dagnb.Graph("flaky", [step]).run(executor="dagger", cache=False, sleep=no_wait)
+    status = run.status().iloc[0]
+    assert (status["state"], status["attempts"]) == ("succeeded", 2), run.status()
+    assert [e["exit_code"] for e in stub.engine.exec_log] == [3, 0]  # both really ran
+    assert run.logs("flaky")[["attempt", "line"]].values.tolist() == [[1, "first"],
+                                                                      [2, "second"]]
+    [expect] = {args.get("expect") for name, args in exec_calls_of(stub.texts(), "flaky")
+                if name == "withExec"}
+    assert expect is None  # the default, SUCCESS: a failure is an error, shown as one
+
+
 def test_a_step_timeout_stops_the_exec(stub):
     import time
 

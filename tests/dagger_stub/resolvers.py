@@ -11,7 +11,8 @@ handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
 The exec cache, as the engine's: an exec runs once per container definition (image,
 env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); variables set
 with ``withVolatileVariable`` are not part of it, so a cached exec keeps the values of
-the run that made it.
+the run that made it. An exec that ends outside its ``expect`` (an ``ExecError``)
+is not cached: asked again, it runs again.
 """
 
 from __future__ import annotations
@@ -199,9 +200,13 @@ class StubEngine:
         with self._lock:
             lock = self._exec_locks.setdefault(key, threading.Lock())
         with lock:
-            if key not in self.exec_results:
-                self.exec_results[key] = self._run_exec(self.load(ctr_id))
-            return self.exec_results[key]
+            found = self.exec_results.get(key)
+            if found is None:
+                ctr = self.load(ctr_id)
+                found = self._run_exec(ctr)
+                if _expected(ctr.state["exec"]["expect"], found[0].exit_code):
+                    self.exec_results[key] = found  # dagql caches no errors
+            return found
 
     def _run_exec(self, ctr: Obj) -> tuple[sandbox.ExecResult, Path]:
         spec = ctr.state["exec"]

@@ -11,8 +11,11 @@ output, with ``dagger run``, is live). The output directory is exported into the
 ``out_dir`` for the cache, and also returned as ``Outcome.handle`` so that downstream
 Dagger steps mount it directly.
 
-Errors: an exec's non-zero exit is an ``Outcome`` (a Python step's is ``StepFailed``);
-``dagger.ExecError`` becomes ``StepFailed``; a dropped or refused connection becomes
+Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
+``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
+``dagger run`` and Dagger Cloud show as a failure. It becomes an ``Outcome`` with that
+exit code and the logs, as on the local executor; a Python step's failure, or a kill by
+a signal, becomes ``StepFailed`` with the output's tails; a dropped or refused connection becomes
 ``TransientError``, which the runner retries and the circuit breaker counts. Secret
 values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
 in-flight request, and the engine stops the work of a request whose client went away.
@@ -42,6 +45,7 @@ from dagnb.model.results import load_result
 __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
 
 _TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
+_SIGNALLED = range(128, 192)  # exit codes of a process killed by a signal (137: OOM kill)
 # Engine errors that are about the network rather than the step (a registry hiccup).
 _TRANSIENT_HINT = re.compile(
     r"timeout|timed out|connection reset|connection refused|temporarily unavailable|"
@@ -101,9 +105,12 @@ class DaggerExecutor:
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
-            raise _exec_failed(task, exc, secrets) from None
+            failed = _failed_exec(task, exc, secrets)
         except Exception as exc:
             raise _classified(task, exc, secrets, dagger) from None
+        if isinstance(failed, StepFailed):
+            raise failed
+        return failed
 
     def _secret_values(self, task: Task) -> list[str]:
         values = list(task.secrets.values())
@@ -114,24 +121,33 @@ class DaggerExecutor:
 
 
 async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
-    ctr = await ctr.sync()  # one query runs the exec; the rest load it by ID
-    stdout, stderr, code = await asyncio.gather(ctr.stdout(), ctr.stderr(), ctr.exit_code())
+    ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
+    stdout, stderr = await asyncio.gather(ctr.stdout(), ctr.stderr())
     _log(task, "stdout", stdout)
     _log(task, "stderr", stderr)
-    if code != 0:
-        if task.step.func is not None:  # the shim exits 1 after printing the traceback
-            raise StepFailed(
-                f"step {task.step.name!r}: the Python function raised (exit code {code}); "
-                "see its stderr",
-                step=task.step.name, exit_code=code,
-                stdout_tail=_mask(stdout, secrets)[-_TAIL:],
-                stderr_tail=_mask(stderr, secrets)[-_TAIL:],
-            )
-        return Outcome(exit_code=code)
-    out = await ctr.directory(CONTAINER_OUT).sync()
+    out = ctr.directory(CONTAINER_OUT)
     await out.export(str(task.out_dir))
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:
+    """A command's non-zero exit is an Outcome with its logs, as on the local executor;
+    a Python step's (its function raised) or a signal's is a StepFailed."""
+    code = exc.exit_code
+    if task.step.func is not None:  # the shim exits 1 after printing the traceback
+        return StepFailed(
+            f"step {task.step.name!r}: the Python function raised (exit code {code}); "
+            "see its stderr",
+            step=task.step.name, exit_code=code,
+            stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
+            stderr_tail=_mask(exc.stderr or "", secrets)[-_TAIL:],
+        )
+    if code in _SIGNALLED:
+        return _exec_failed(task, exc, secrets)
+    _log(task, "stdout", exc.stdout or "")
+    _log(task, "stderr", exc.stderr or "")
+    return Outcome(exit_code=code)
 
 
 def _log(task: Task, stream: str, text: str) -> None:

@@ -153,7 +153,7 @@ def build_container(
     services: ServiceLookup | None = None,
     volatile_variables: bool = True,
 ) -> Any:
-    """The lazy pipeline for one attempt, ending with its exec (any exit code allowed).
+    """The lazy pipeline for one attempt, ending with its exec.
 
     ``volatile_variables``: whether the engine has ``withVolatileVariable`` (0.21.4+).
     """
@@ -177,7 +177,9 @@ def build_container(
             ctr = ctr.with_new_file(path, text)
     if step.workdir:
         ctr = ctr.with_workdir(step.workdir)
-    return ctr.with_exec(command_argv(task), expect=dagger.ReturnType.ANY)
+    # The default expect (SUCCESS): a non-zero exit is an ExecError, which the engine
+    # does not cache (a retry really runs again) and its UI shows as a failure.
+    return ctr.with_exec(command_argv(task))
 
 
 def _sdk() -> Any:
