@@ -164,6 +164,42 @@ def test_exclude_is_a_validated_step_field_in_the_key(tmp_path):
     assert keys[0].digest != keys[1].digest
 
 
+def _needs_namespaces():
+    from dagger_stub import sandbox
+
+    if sandbox.mode() != "namespace":
+        pytest.skip("the stub runs execs as another user only in mount-namespace mode")
+
+
+WRITES = 'id -u; echo hi > "$DAGNB_OUT/o.txt"; touch /cache/x && echo cache-ok'
+
+
+def test_a_non_root_image_user_can_write_its_outputs_and_cache_volumes(stub, make_task):
+    _needs_namespaces()
+    stub.engine.images["quay.io/jupyter/base-notebook"] = {"user": "1000:100"}
+    step = Step("nb", run=WRITES, image="quay.io/jupyter/base-notebook",
+                cache_volumes={"nonroot-cache": "/cache"})
+    task = make_task(step)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["1000", "cache-ok"]
+    assert (task.out_dir / "o.txt").read_text() == "hi\n"
+    assert {a.get("owner") for a in call_args(stub, "withMountedCache")} == {"1000:100"}
+    run(DaggerExecutor(), make_task(Step("nb2", run="true", image=step.image)))
+    assert len(stub.texts("user: user")) == 1  # the image's user is asked once per session
+
+
+def test_the_step_user_option_runs_as_that_user(stub, make_task):
+    _needs_namespaces()
+    step = Step("runas", run=WRITES, user="1234:1234", cache_volumes={"user-cache": "/cache"})
+    task = make_task(step)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["1234", "cache-ok"]
+    assert ("withUser", {"name": "1234:1234"}) in exec_calls(stub)
+    assert not stub.texts("user: user")  # nothing to ask: the step says who runs it
+    with pytest.raises(Exception, match="user '' must be a user name or id"):
+        Step("bad", run="true", user="")
+
+
 def test_nonzero_exit_is_an_outcome_with_logs(stub, make_task):
     task = make_task(Step("bad", run="echo out; echo oops >&2; exit 3"))
     outcome = run(DaggerExecutor(), task)

@@ -164,6 +164,8 @@ def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], di
         key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
         if step.exclude:  # what a container step sees of its mounts (absent: keys unchanged)
             key.text("exclude", _canonical(list(step.exclude)))
+        if step.user:  # who runs a container step
+            key.text("user", step.user)
         if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
             _SPEC_MEMO.clear()
         found = _SPEC_MEMO[memo_key] = (key.components, key.describe)

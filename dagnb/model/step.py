@@ -135,6 +135,9 @@ class Step:
     circuit_breaker
         False runs the step even while its executor's circuit breaker is open, and
         leaves the breaker out of its attempts (the platform's ``use_circuit_breaker``).
+    user
+        The user a container step runs as (``"1000:100"``, ``"jovyan"``), instead of
+        its image's ``USER``; its outputs folder and cache volumes belong to it.
     exclude
         Patterns (``"*.tmp"``, ``"**/raw"``) of files left out of mounted host folders on
         container executors, besides version control, virtual environments and caches.
@@ -163,6 +166,7 @@ class Step:
     description: str = ""
     circuit_breaker: bool = True
     exclude: tuple[str, ...] = ()
+    user: str | None = None
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -210,6 +214,11 @@ class Step:
               f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
+        if self.user is not None and (not isinstance(self.user, str) or not self.user.strip()):
+            raise InvalidStepError(
+                f"step {name!r}: user {self.user!r} must be a user name or id such as "
+                "'1000:100'"
+            )
         for alias, path in self.cache_volumes.items():
             if not PurePosixPath(str(path)).is_absolute():
                 raise InvalidStepError(

@@ -43,6 +43,7 @@ _EMPTY_CONTAINER: dict[str, Any] = {
     "volatile": {},
     "secrets": {},
     "workdir": "/",
+    "user": "",
     "files": {},
     "mounts": {},
     "services": {},
@@ -87,6 +88,7 @@ class StubEngine:
         self.max_active_execs = 0
         self.request = threading.local()  # .alive(): is the asking client still connected
         self.version = VERSION
+        self.images: dict[str, dict[str, str]] = {}  # address -> image config ({"user": ...})
         self._cache_keys: dict[str, str] = {}
 
     def client_alive(self) -> bool:
@@ -153,6 +155,7 @@ class StubEngine:
             self.exec_log.clear()
             self.active_execs = self.max_active_execs = 0
             self.version = VERSION
+            self.images.clear()
 
     # -- storage ----------------------------------------------------------------------
 
@@ -221,7 +224,8 @@ class StubEngine:
         try:
             with self._counting():
                 result = sandbox.run(root, spec["args"], env, parent.state["workdir"],
-                                     parent.binds(), alive=self.client_alive)
+                                     parent.binds(), alive=self.client_alive,
+                                     user=_ids(parent.state["user"]))
         except sandbox.Cancelled:
             entry["cancelled"] = True  # like the engine: the work of a gone client stops
             raise
@@ -289,6 +293,37 @@ def _ignoring(root: Path, patterns: list[str]) -> Any:
         return {name for name in names if _excluded(prefix + name, patterns)}
 
     return ignore
+
+
+def _ids(user: str) -> str:
+    """``"uid:gid"`` for a user spec (``"1000"``, ``"1000:100"``, ``"jovyan"``); "" for root."""
+    import grp
+    import pwd
+
+    if user in ("", "root", "0", "0:0", "root:root"):
+        return ""
+    name, _, group = user.partition(":")
+    uid = int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    else:
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            gid = 0  # a uid the image's /etc/passwd does not name: group root, as runc
+    return f"{uid}:{gid}"
+
+
+def _chown(path: Path, owner: str) -> None:
+    """Give ``path`` and everything under it to ``owner`` (nothing for root)."""
+    ids = _ids(owner)
+    if not ids:
+        return
+    uid, gid = (int(n) for n in ids.split(":"))
+    for folder, _, files in os.walk(path):
+        os.chown(folder, uid, gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), uid, gid)
 
 
 def _free_port() -> int:
@@ -368,7 +403,14 @@ class Obj:
     # -- Container: building ----------------------------------------------------------
 
     def r_from(self, address: str, registryService: str | None = None) -> Obj:
-        return self.derive(image=address)
+        user = self.engine.images.get(address, {}).get("user", "")
+        return self.derive(image=address, user=user)
+
+    def r_withUser(self, name: str) -> Obj:
+        return self.derive(user=name)
+
+    def r_user(self) -> str:
+        return self.state["user"]
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
         return self.with_entry("env", name, value)
@@ -380,8 +422,10 @@ class Obj:
         self.engine.load(secret)  # an unknown secret fails here, as in Dagger
         return self.with_entry("secrets", name, secret)
 
-    def r_withDirectory(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_entry("files", self.abs(path), {"dir": self.engine.load(source).ident})
+    def r_withDirectory(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
+        # Like the engine: a new directory belongs to root unless an owner is given.
+        spec = {"dir": self.engine.load(source).ident, "owner": owner}
+        return self.with_entry("files", self.abs(path), spec)
 
     def r_withMountedDirectory(self, path: str, source: str, **_: Any) -> Obj:
         return self.with_entry("mounts", self.abs(path), {"dir": self.engine.load(source).ident})
@@ -389,9 +433,11 @@ class Obj:
     def r_withMountedFile(self, path: str, source: str, **_: Any) -> Obj:
         return self.with_entry("mounts", self.abs(path), {"file": self.engine.load(source).ident})
 
-    def r_withMountedCache(self, path: str, cache: str, **_: Any) -> Obj:
+    def r_withMountedCache(self, path: str, cache: str, owner: str = "",
+                           sharing: str = "SHARED", **_: Any) -> Obj:
         key = self.engine.load(cache).state["key"]
-        return self.with_entry("mounts", self.abs(path), {"cache": key})
+        spec = {"cache": key, "owner": owner, "sharing": sharing}
+        return self.with_entry("mounts", self.abs(path), spec)
 
     def r_withNewFile(self, path: str, contents: str, permissions: int = 0o644, **_: Any) -> Obj:
         return self.with_entry("files", self.abs(path), {"text": contents, "mode": permissions})
@@ -467,6 +513,7 @@ class Obj:
             target.parent.mkdir(parents=True, exist_ok=True)
             if "dir" in spec:
                 self.engine.load(spec["dir"]).materialize(target)
+                _chown(target, spec.get("owner", ""))
             else:
                 target.write_text(spec["text"])
                 target.chmod(spec["mode"])
@@ -496,7 +543,9 @@ class Obj:
         for path, spec in self.state["mounts"].items():
             if "cache" in spec:
                 binds[path] = self.engine.workdir / "caches" / spec["cache"]
-                binds[path].mkdir(parents=True, exist_ok=True)
+                if not binds[path].exists():  # the owner applies when a volume is made
+                    binds[path].mkdir(parents=True)
+                    _chown(binds[path], spec.get("owner", ""))
         return binds
 
     def exec_env(self) -> dict[str, str]:

@@ -95,16 +95,22 @@ def run(
     workdir: str,
     binds: dict[str, Path],
     alive: Callable[[], bool] = _always,
+    user: str = "",
 ) -> ExecResult:
     """Run ``argv`` as if ``root`` were the container's filesystem.
+
+    ``user`` (``"uid:gid"``, empty for root) runs the command as that user, as an image's
+    ``USER`` does; only in namespace mode (in rewrite mode the stub's own folders are
+    not reachable for another user, so the command runs as root there).
 
     ``binds`` maps container paths to host directories shared between execs (cache
     volumes): they are bind-mounted, or rewritten, instead of copied. The exec is
     killed, raising :class:`Cancelled`, once ``alive()`` returns False.
     """
     (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)  # a container's / is readable by every user (mkdtemp made it 0700)
     if mode() == "namespace":
-        return _run_namespace(root, argv, env, workdir, binds, alive)
+        return _run_namespace(root, argv, env, workdir, binds, alive, user)
     return _run_rewrite(root, argv, env, workdir, binds, alive)
 
 
@@ -119,7 +125,7 @@ def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
 
 def _run_namespace(
     root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path],
-    alive: Callable[[], bool],
+    alive: Callable[[], bool], user: str,
 ) -> ExecResult:
     created: list[Path] = []
     lines = ["set -e"]
@@ -130,7 +136,8 @@ def _run_namespace(
     lines += _union_with_host(Path("/"), root, created)
     # `cd` inside the chroot so a missing workdir fails like it would in a container.
     inner = 'cd "$1" || exit 126; shift; exec "$@"'
-    chroot_argv = [shutil.which("chroot") or "chroot", str(root), "/bin/sh", "-c", inner, "sh"]
+    chroot = [shutil.which("chroot") or "chroot", *([f"--userspec={user}"] if user else [])]
+    chroot_argv = [*chroot, str(root), "/bin/sh", "-c", inner, "sh"]
     lines.append("exec " + shlex.join([*chroot_argv, workdir, *argv]))
     unshare = shutil.which("unshare") or "unshare"
     cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)]

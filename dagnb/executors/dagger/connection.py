@@ -25,6 +25,7 @@ import re
 import shutil
 import threading
 import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagnb.errors import DagnbError, ExecutorUnavailable, TransientError
@@ -42,6 +43,7 @@ __all__ = [
     "engine_version",
     "is_transient",
     "pick_auto",
+    "remembered",
     "require_sdk",
 ]
 
@@ -128,7 +130,7 @@ class _Connection:
         self.client: dagger.Client | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stack: contextlib.AsyncExitStack | None = None
-        self.version: tuple[int, ...] | None = None  # the engine's, asked once per session
+        self.memo: dict[Any, Any] = {}  # answers that hold for the session (see remembered)
         # Weak, so the loops of finished asyncio.run() calls are not kept alive.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -158,14 +160,16 @@ class _Connection:
     def abandon(self) -> None:
         """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
         loop, stack = self.loop, self.stack
-        self.client = self.loop = self.stack = self.version = None
+        self.client = self.loop = self.stack = None
+        self.memo = {}
         if stack is not None and loop is not None and loop.is_running():
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(stack.aclose(), loop)
 
     async def close(self) -> None:
         stack = self.stack
-        self.client = self.loop = self.stack = self.version = None
+        self.client = self.loop = self.stack = None
+        self.memo = {}
         if stack is not None:
             with contextlib.suppress(Exception):
                 await stack.aclose()
@@ -201,14 +205,21 @@ async def client() -> dagger.Client:
     return conn.client
 
 
+async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:
+    """``await ask()`` once per session: the engine's version, an image's user (tags
+    resolve once per session in the engine too). A new session asks again."""
+    await client()
+    memo = _connection.memo
+    if key not in memo:
+        memo[key] = await ask()
+    return memo[key]
+
+
 async def engine_version() -> tuple[int, ...]:
     """The engine's version as numbers (``v0.21.8`` -> ``(0, 21, 8)``), asked once per
     session: features such as ``withVolatileVariable`` (0.21.4) depend on it."""
     dag = await client()
-    conn = _connection
-    if conn.version is None:
-        conn.version = _version_numbers(await dag.version())
-    return conn.version
+    return _version_numbers(await remembered("version", dag.version))
 
 
 def _version_numbers(text: str) -> tuple[int, ...]:

@@ -38,6 +38,7 @@ from dagnb.executors.dagger.translate import (
     VOLATILE_SINCE,
     ServiceLookup,
     build_container,
+    image_container,
     parse_registry_auth,
 )
 from dagnb.model.results import load_result
@@ -98,9 +99,11 @@ class DaggerExecutor:
         try:
             dag = await connection.client()
             volatile = await connection.engine_version() >= VOLATILE_SINCE
-            ctr = build_container(dag, task, default_image=self.default_image,
-                                  registry_auth=self.registry_auth, services=self._services,
-                                  volatile_variables=volatile)
+            image = image_container(dag, task, default_image=self.default_image,
+                                    registry_auth=self.registry_auth)
+            ctr = build_container(dag, task, image=image, services=self._services,
+                                  volatile_variables=volatile,
+                                  owner=await self._user(task, image))
             return await _run(ctr, task, secrets)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
@@ -111,6 +114,14 @@ class DaggerExecutor:
         if isinstance(failed, StepFailed):
             raise failed
         return failed
+
+    async def _user(self, task: Task, image: Any) -> str:
+        """Who runs the step: its ``user``, else the image's ``USER`` (asked once per
+        image and session; "" is root)."""
+        if task.step.user:
+            return task.step.user
+        return await connection.remembered(("user", task.step.image or self.default_image),
+                                           image.user)
 
     def _secret_values(self, task: Task) -> list[str]:
         values = list(task.secrets.values())

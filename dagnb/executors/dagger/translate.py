@@ -50,6 +50,7 @@ __all__ = [
     "command_argv",
     "container_env",
     "host_excludes",
+    "image_container",
 ]
 
 DEFAULT_IMAGE = "python:3.12-slim"
@@ -144,6 +145,16 @@ def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
     return ctr
 
 
+def image_container(dag: Any, task: Task, *, default_image: str = DEFAULT_IMAGE,
+                    registry_auth: Iterable[RegistryAuth] = ()) -> Any:
+    """The step's image (lazy), pulled with the registries' credentials."""
+    ctr = dag.container()
+    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
+        secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
+        ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
+    return ctr.from_(task.step.image or default_image)
+
+
 def build_container(
     dag: Any,
     task: Task,
@@ -152,25 +163,32 @@ def build_container(
     registry_auth: Iterable[RegistryAuth] = (),
     services: ServiceLookup | None = None,
     volatile_variables: bool = True,
+    owner: str = "",
+    image: Any = None,
 ) -> Any:
     """The lazy pipeline for one attempt, ending with its exec.
 
     ``volatile_variables``: whether the engine has ``withVolatileVariable`` (0.21.4+).
+    ``owner``: the user that runs the step (the image's ``USER`` or the step's
+    ``user``); ``$DAGNB_OUT`` and cache volumes are given to it, since the engine makes
+    new directories and volumes root's and a non-root user could not write them.
+    ``image``: the :func:`image_container` to start from, when the caller has one (the
+    SDK resolves an argument's ID once per pipeline object it has built, so sharing it
+    saves the round trips).
     """
     dagger = _sdk()
     step = task.step
-    ctr = dag.container()
-    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
-        secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
-        ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
-    ctr = ctr.from_(step.image or default_image)
+    ctr = image if image is not None else image_container(
+        dag, task, default_image=default_image, registry_auth=registry_auth)
+    if step.user:
+        ctr = ctr.with_user(step.user)
     ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
-    ctr = _with_contract_dirs(ctr, dag, task, dagger)
+    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner))
     ctr = _with_mounts(ctr, dag, task)
     for alias, path in sorted(step.cache_volumes.items()):
-        ctr = ctr.with_mounted_cache(path, dag.cache_volume(alias))
+        ctr = ctr.with_mounted_cache(path, dag.cache_volume(alias), owner=_owner(owner))
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
         for path, text in python_files(step, list(task.inputs)).items():
@@ -182,16 +200,22 @@ def build_container(
     return ctr.with_exec(command_argv(task))
 
 
+def _owner(user: str) -> str:
+    """The ``owner=`` argument for ``user``: "" (the default, left out of the query) for
+    root."""
+    return "" if user.split(":")[0] in ("", "root", "0") else user
+
+
 def _sdk() -> Any:
     import dagger
 
     return dagger
 
 
-def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any) -> Any:
+def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str) -> Any:
     # Real (empty) directories, so they exist for commands and for export even when a
     # step has no upstreams or writes nothing.
-    ctr = ctr.with_directory(CONTAINER_OUT, dag.directory())
+    ctr = ctr.with_directory(CONTAINER_OUT, dag.directory(), owner=owner)
     ctr = ctr.with_directory(CONTAINER_IN, dag.directory())
     for name, item in sorted(task.inputs.items()):
         if isinstance(item.handle, dagger.Directory):
