@@ -23,6 +23,7 @@ from dagnb.executors.base import Input
 from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.executor import DEFAULT_IMAGE, DaggerExecutor
 from dagnb.executors.loop import run_sync
+from dagnb.executors.shell import container_argv
 from dagnb.model.step import Step
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
@@ -85,7 +86,7 @@ def test_shell_step_runs_with_the_contract_in_the_container(stub, make_task, tmp
         ("withEnvVariable", {"name": "DAGNB_PARAMS", "value": "/dagnb/params.json"}),
         ("withEnvVariable", {"name": "DAGNB_PARAM_N", "value": "3"}),
         ("withWorkdir", {"path": "/work"}),
-        ("withExec", {"args": ["sh", "-c", step.run]}),  # expect: the default, SUCCESS
+        ("withExec", {"args": container_argv(step)}),  # expect: the default, SUCCESS
     ]:
         assert call in chain
     params = call_args(stub, "withNewFile")

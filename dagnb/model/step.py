@@ -1,6 +1,7 @@
 """Step: the frozen description of one unit of work.
 
-A step is either a command (shell text, run with ``bash -c``, or an argv list) or a
+A step is either a command (shell text, run with ``bash -e -o pipefail -c``, or an argv
+list) or a
 Python function. Everything else says where and how it runs. Steps are immutable: a
 notebook cell that runs again builds a new Step and the graph replaces the old one.
 """
@@ -138,6 +139,9 @@ class Step:
     user
         The user a container step runs as (``"1000:100"``, ``"jovyan"``), instead of
         its image's ``USER``; its outputs folder and cache volumes belong to it.
+    errexit
+        Shell text stops at its first failing command (``bash -e -o pipefail``, or
+        ``sh -e`` where there is no bash); False runs it as plain ``bash -c``.
     exclude
         Patterns (``"*.tmp"``, ``"**/raw"``) of files left out of mounted host folders on
         container executors, besides version control, virtual environments and caches.
@@ -167,6 +171,7 @@ class Step:
     circuit_breaker: bool = True
     exclude: tuple[str, ...] = ()
     user: str | None = None
+    errexit: bool = True
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -214,6 +219,7 @@ class Step:
               f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
+        _must(checks.flag, self.errexit, f"step {name!r}: errexit {self.errexit!r}")
         if self.user is not None and (not isinstance(self.user, str) or not self.user.strip()):
             raise InvalidStepError(
                 f"step {name!r}: user {self.user!r} must be a user name or id such as "

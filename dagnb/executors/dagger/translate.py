@@ -35,6 +35,7 @@ from typing import Any
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Task
 from dagnb.executors.dagger.shim import python_argv, python_files
+from dagnb.executors.shell import container_argv
 from dagnb.model.step import Step
 
 __all__ = [
@@ -114,12 +115,13 @@ def parse_registry_auth(value: Mapping[str, Any] | Iterable[Mapping[str, Any]] |
 
 
 def command_argv(task: Task) -> list[str]:
-    """The exec's argv: shell text through ``sh -c`` (every image has sh), or as given."""
+    """The exec's argv: shell text as on every executor (bash -e -o pipefail where the
+    image has bash, sh -e where not; :mod:`dagnb.executors.shell`), or as given."""
     step = task.step
     if step.func is not None:
         return python_argv()
     if isinstance(step.run, str):
-        return ["sh", "-c", step.run]
+        return container_argv(step)
     return list(step.run or ())
 
 
