@@ -491,6 +491,37 @@ def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplo
     run(executor, make_task(Step("d", run="true")))  # and back on dagnb's loop
 
 
+def test_a_lost_session_is_reopened_once_and_its_objects_dropped(stub, make_task, caplog):
+    from dagnb.executors.dagger import services
+
+    executor = DaggerExecutor()
+    up_task = make_task(Step("up", run='echo 42 > "$DAGNB_OUT/n.txt"'))
+    up = run(executor, up_task)
+    services.start("db", "postgres:16", ports=[5432])
+    stub.lose_session()  # old client's requests are dropped; a new session knows no old ID
+    inputs = {"up": Input("up", up_task.out_dir, handle=up.handle)}
+    down = Step("down", run="cat $DAGNB_IN/up/n.txt", needs=["up"])
+
+    async def three_at_once():
+        tasks = [make_task(down.replace(name=f"down{i}"), inputs=inputs) for i in range(3)]
+        return await asyncio.gather(*(executor.execute(t) for t in tasks),
+                                    return_exceptions=True)
+
+    with caplog.at_level(logging.WARNING, logger="dagnb.executors.dagger.connection"):
+        failures = run_sync(three_at_once())
+    assert all(isinstance(f, TransientError) for f in failures), failures
+    assert caplog.text.count("lost the Dagger session") == 1  # reopened once, not per step
+    task = make_task(down, inputs=inputs, attempt=2)  # the runner's retry
+    assert run(executor, task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["42"]
+    assert str(up_task.out_dir) in uploads(stub)  # the old handle dropped, uploaded instead
+    try:
+        assert services.running().loc[0, "state"] == "stopped"
+        assert services.logs("db").endswith("stopped: the Dagger session was lost")
+    finally:
+        services._forget_all()
+
+
 def test_exit_hook_closes_on_the_owning_loop(stub, make_task):
     run(DaggerExecutor(), make_task(Step("a", run="true")))
     assert connection._connection.client is not None

@@ -28,7 +28,7 @@ def test_start_list_logs_stop(stub):
     started = [r["state"] for r in stub.engine.services.values()]
     assert started.count("running") == 2  # the service and its tunnel
 
-    table = services.list()
+    table = services.running()
     assert list(table.columns) == ["name", "image", "ports", "endpoint", "state", "started"]
     assert table.loc[0, "name"] == "db" and table.loc[0, "state"] == "running"
     assert "started postgres:16" in services.logs("db")
@@ -36,11 +36,15 @@ def test_start_list_logs_stop(stub):
 
     stopped = services.stop("db")
     assert stopped.state == "stopped"
-    assert services.list().loc[0, "state"] == "stopped"
+    assert services.running().loc[0, "state"] == "stopped"
     assert set(r["state"] for r in stub.engine.services.values()) == {"stopped"}
     assert services.logs("db").endswith("stopped")
     with pytest.raises(ExecutorError, match="service 'db' is stopped"):
         services.get("db")
+
+
+def test_running_is_the_table_and_list_its_old_name(stub):
+    assert "list" not in vars(services) and services.list is services.running
 
 
 def test_service_with_args_and_no_ports(stub):

@@ -146,6 +146,15 @@ class StubEngine:
         self.secrets[handle] = plaintext
         return handle
 
+    def restart(self) -> None:
+        """The engine restarts: every object, secret, cached exec and service is gone (an
+        ID from before is unknown), as for a client whose session died."""
+        with self._lock:
+            self.objects.clear()
+            self.secrets.clear()
+            self._cache_keys.clear()
+        self.reset()
+
     def reset(self) -> None:
         """Forget exec results, services and counters (objects and secrets stay)."""
         with self._lock:

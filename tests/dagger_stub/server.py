@@ -80,6 +80,7 @@ class StubServer:
         self.token = secrets.token_hex(16)
         self.queries: list[RecordedQuery] = []
         self.faults: list[Fault] = []
+        self.session_lost = False  # see lose_session
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -108,7 +109,15 @@ class StubServer:
         with self._lock:
             self.queries.clear()
             self.faults.clear()
+            self.session_lost = False
         self.engine.reset()
+
+    def lose_session(self) -> None:
+        """The session dies and the engine restarts: every request of the old client is
+        dropped, and a new session (which starts by introspecting the schema) finds an
+        engine that knows none of the old objects."""
+        self.engine.restart()
+        self.session_lost = True
 
     def fail(self, kind: str, match: str = "", times: int = 1, message: str = "") -> None:
         """Inject a fault; see :class:`Fault`."""
@@ -162,6 +171,9 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
                 return self._answer(401, {"message": "invalid session token"})
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             server.record(body)
+            if server.session_lost and "IntrospectionQuery" not in body.get("query", ""):
+                return self._inject(Fault("drop"))
+            server.session_lost = False
             fault = server.take_fault(body.get("query", ""))
             if fault:
                 return self._inject(fault)

@@ -11,6 +11,13 @@ twice and fails. It belongs to the event loop that opened it (dagnb runs everyth
 one background loop, see :mod:`dagnb.executors.loop`); a call from another loop reconnects, with a
 log line, instead of hanging in the SDK's retries. It is closed at interpreter exit on
 its own loop.
+
+A lost session (the engine restarted, the ``dagger`` session process died) fails every
+query on the old client: the first step that sees such a failure calls :func:`reopen`,
+which drops that client once, whichever step saw it first, so the runner's retry opens a
+new session. Objects of the old session are no use in the new one: each session has a
+number (:func:`session_number`), and the pipeline objects dagnb keeps between steps
+(an upstream step's output directory) are checked with :func:`from_this_session`.
 """
 
 from __future__ import annotations
@@ -38,13 +45,17 @@ __all__ = [
     "INSTALL_HINT",
     "AutoChoice",
     "aclose",
+    "adopt",
     "client",
     "detect",
     "engine_version",
+    "from_this_session",
     "is_transient",
     "pick_auto",
     "remembered",
+    "reopen",
     "require_sdk",
+    "session_number",
 ]
 
 log = logging.getLogger("dagnb.executors.dagger.connection")
@@ -131,6 +142,8 @@ class _Connection:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stack: contextlib.AsyncExitStack | None = None
         self.memo: dict[Any, Any] = {}  # answers that hold for the session (see remembered)
+        self.number = 0  # of the session; 0 before the first
+        self.handles: dict[int, weakref.ref[Any]] = {}  # objects made in this session
         # Weak, so the loops of finished asyncio.run() calls are not kept alive.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -156,20 +169,24 @@ class _Connection:
                 raise
             raise _connect_error(dagger, exc) from exc
         self.client, self.loop, self.stack = client, loop, stack
+        self.number += 1
 
     def abandon(self) -> None:
         """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
         loop, stack = self.loop, self.stack
-        self.client = self.loop = self.stack = None
-        self.memo = {}
+        self.forget()
         if stack is not None and loop is not None and loop.is_running():
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(stack.aclose(), loop)
 
+    def forget(self) -> None:
+        """Drop everything that belongs to the session (the caller closes its stack)."""
+        self.client = self.loop = self.stack = None
+        self.memo, self.handles = {}, {}
+
     async def close(self) -> None:
         stack = self.stack
-        self.client = self.loop = self.stack = None
-        self.memo = {}
+        self.forget()
         if stack is not None:
             with contextlib.suppress(Exception):
                 await stack.aclose()
@@ -213,6 +230,43 @@ async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:
     if key not in memo:
         memo[key] = await ask()
     return memo[key]
+
+
+async def reopen(stale: Any) -> bool:
+    """After a connection failure on client ``stale``: close that session, once, so the
+    next :func:`client` opens a new one. False when another step already did."""
+    conn = _connection
+    if stale is None or conn.client is not stale:
+        return False
+    log.warning("dagnb: lost the Dagger session; the next step opens a new one")
+    if conn.loop is asyncio.get_running_loop():
+        stack = conn.stack
+        conn.forget()
+        if stack is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(stack.aclose(), _CLOSE_TIMEOUT)
+    else:
+        conn.abandon()
+    return True
+
+
+def session_number() -> int:
+    """The current session's number (0: none yet); each new session counts one more."""
+    return _connection.number if _connection.client is not None else 0
+
+
+def adopt(handle: Any) -> Any:
+    """Note that ``handle`` (a Directory, a Service) was made in the current session."""
+    handles = _connection.handles
+    key = id(handle)
+    handles[key] = weakref.ref(handle, lambda _ref: handles.pop(key, None))
+    return handle
+
+
+def from_this_session(handle: Any) -> bool:
+    """Whether ``handle`` was :func:`adopt`-ed in the current session (usable in it)."""
+    ref = _connection.handles.get(id(handle))
+    return ref is not None and ref() is handle
 
 
 async def engine_version() -> tuple[int, ...]:

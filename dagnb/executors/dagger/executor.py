@@ -96,6 +96,7 @@ class DaggerExecutor:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
         dagger = connection.require_sdk()
         secrets = self._secret_values(task)
+        dag = None
         try:
             dag = await connection.client()
             volatile = await connection.engine_version() >= VOLATILE_SINCE
@@ -110,6 +111,8 @@ class DaggerExecutor:
         except dagger.ExecError as exc:
             failed = _failed_exec(task, exc, secrets)
         except Exception as exc:
+            if connection.is_transient(exc):  # the session may be gone: a retry gets a new one
+                await connection.reopen(dag)
             raise _classified(task, exc, secrets, dagger) from None
         if isinstance(failed, StepFailed):
             raise failed
@@ -136,7 +139,7 @@ async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
     stdout, stderr = await asyncio.gather(ctr.stdout(), ctr.stderr())
     _log(task, "stdout", stdout)
     _log(task, "stderr", stderr)
-    out = ctr.directory(CONTAINER_OUT)
+    out = connection.adopt(ctr.directory(CONTAINER_OUT))
     await out.export(str(task.out_dir))
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)

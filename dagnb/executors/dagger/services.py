@@ -32,14 +32,11 @@ __all__ = [
     "astart",
     "astop",
     "get",
-    "list",
     "logs",
+    "running",
     "start",
     "stop",
 ]
-
-_builtin_list = list
-
 
 @dataclasses.dataclass(frozen=True)
 class ServiceInfo:
@@ -58,8 +55,9 @@ class ServiceInfo:
 class _Running:
     info: ServiceInfo
     service: Any  # the dagger.Service steps bind
-    tunnels: _builtin_list[Any]
-    events: _builtin_list[str]
+    tunnels: list[Any]
+    events: list[str]
+    session: int  # connection.session_number() it was started in; it dies with that session
 
 
 _lock = threading.Lock()
@@ -98,13 +96,13 @@ async def astart(
     events = [f"{started:%H:%M:%S} started {image}"]
     events += [f"{started:%H:%M:%S} port {p} -> {e}" for p, e in endpoints.items()]
     with _lock:
-        _running[name] = _Running(info, service, tunnels, events)
+        _running[name] = _Running(info, service, tunnels, events, connection.session_number())
     return info
 
 
 async def _start_service(dag: Any, image: str, ports: Sequence[int],
                          env: Mapping[str, str] | None, args: Sequence[str] | None
-                         ) -> tuple[Any, _builtin_list[Any], dict[int, str]]:
+                         ) -> tuple[Any, list[Any], dict[int, str]]:
     """The started service and its tunnels; on a failure, what was started is stopped."""
     ctr = dag.container().from_(image)
     for key, value in sorted((env or {}).items()):
@@ -112,10 +110,10 @@ async def _start_service(dag: Any, image: str, ports: Sequence[int],
     for port in ports:
         ctr = ctr.with_exposed_port(port)
     # Without args, run the image's entrypoint and command as `docker run` would.
-    service = ctr.as_service(args=_builtin_list(args)) if args else ctr.as_service(
+    service = ctr.as_service(args=list(args)) if args else ctr.as_service(
         use_entrypoint=True)
     service = await service.start()
-    tunnels: _builtin_list[Any] = []
+    tunnels: list[Any] = []
     try:
         endpoints = await _open_tunnels(dag, service, ports, tunnels)
     except BaseException:
@@ -127,7 +125,7 @@ async def _start_service(dag: Any, image: str, ports: Sequence[int],
 
 
 async def _open_tunnels(dag: Any, service: Any, ports: Sequence[int],
-                        tunnels: _builtin_list[Any]) -> dict[int, str]:
+                        tunnels: list[Any]) -> dict[int, str]:
     """Endpoints by port; each started tunnel is appended to ``tunnels`` at once."""
     import dagger
 
@@ -200,11 +198,13 @@ def stop(name: str) -> ServiceInfo:
     return _run_sync(astop(name))
 
 
-def list() -> Any:
-    """Services started in this process: name, image, ports, endpoint, state, started."""
+def running() -> Any:
+    """Services started in this process: name, image, ports, endpoint, state, started
+    (a pandas DataFrame; stopped ones too, with ``state`` saying so)."""
     import pandas as pd
 
     columns = ["name", "image", "ports", "endpoint", "state", "started"]
+    _mark_lost()
     with _lock:
         infos = [r.info for r in _running.values()]
     rows = [{c: getattr(info, c) for c in columns} for info in infos]
@@ -234,7 +234,18 @@ def get(alias: str) -> Any:
     return running.service
 
 
+def _mark_lost() -> None:
+    """Services of a session that has gone (the engine restarted) are stopped."""
+    session = connection.session_number()
+    with _lock:
+        for running in _running.values():
+            if running.info.state == "running" and running.session != session:
+                running.info = dataclasses.replace(running.info, state="stopped")
+                running.events.append(f"{_now():%H:%M:%S} stopped: the Dagger session was lost")
+
+
 def _lookup(name: str) -> _Running:
+    _mark_lost()
     with _lock:
         running, known = _running.get(name), sorted(_running) or "none"
     if running is None:
@@ -250,3 +261,9 @@ def _forget_all() -> None:
     with _lock:
         _running.clear()
         _starting.clear()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "list":  # the old name, served without shadowing the builtin in this module
+        return running
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

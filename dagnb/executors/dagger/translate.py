@@ -34,6 +34,7 @@ from typing import Any
 
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Task
+from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
 from dagnb.model.step import Step
@@ -220,7 +221,7 @@ def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str)
     ctr = ctr.with_directory(CONTAINER_OUT, dag.directory(), owner=owner)
     ctr = ctr.with_directory(CONTAINER_IN, dag.directory())
     for name, item in sorted(task.inputs.items()):
-        if isinstance(item.handle, dagger.Directory):
+        if isinstance(item.handle, dagger.Directory) and from_this_session(item.handle):
             source = item.handle  # container to container, no trip through the host
         else:
             source = dag.host().directory(str(Path(item.path).resolve()), no_cache=True)
