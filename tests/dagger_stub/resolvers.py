@@ -44,6 +44,7 @@ _EMPTY_CONTAINER: dict[str, Any] = {
     "secrets": {},
     "workdir": "/",
     "user": "",
+    "labels": {},
     "files": {},
     "mounts": {},
     "services": {},
@@ -414,6 +415,9 @@ class Obj:
     def r_from(self, address: str, registryService: str | None = None) -> Obj:
         user = self.engine.images.get(address, {}).get("user", "")
         return self.derive(image=address, user=user)
+
+    def r_withLabel(self, name: str, value: str) -> Obj:
+        return self.with_entry("labels", name, value)
 
     def r_withUser(self, name: str) -> Obj:
         return self.derive(user=name)

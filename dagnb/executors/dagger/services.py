@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -60,6 +61,8 @@ class _Running:
     session: int  # connection.session_number() it was started in; it dies with that session
 
 
+SERVICE_LABEL = "dev.dagnb.service"  # the container label holding a service's name
+
 _lock = threading.Lock()
 _running: dict[str, _Running] = {}
 _starting: set[str] = set()  # names being started
@@ -75,18 +78,49 @@ def _run_sync(coro: Any) -> Any:
     return run_sync(coro)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Definition:
+    """What :func:`start` was asked for."""
+
+    name: str
+    image: str
+    ports: Sequence[int]
+    env: Mapping[str, str]
+    secrets: Mapping[str, str]  # name -> value, sent only as Dagger secrets
+    args: Sequence[str] | None
+
+
+def _secret_values(name: str, secrets: Mapping[str, str] | Sequence[str] | None
+                   ) -> dict[str, str]:
+    """``{"PW": value}`` as given, or names read from the environment now."""
+    if secrets is None:
+        return {}
+    if isinstance(secrets, Mapping):
+        return {str(k): str(v) for k, v in secrets.items()}
+    missing = [n for n in secrets if n not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"service {name!r}: secret {missing[0]!r} is not set in the environment; set it "
+            f"(export {missing[0]}=...) or pass secrets={{{missing[0]!r}: value}}"
+        )
+    return {n: os.environ[n] for n in secrets}
+
+
 async def astart(
     name: str,
     image: str,
     ports: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     args: Sequence[str] | None = None,
+    secrets: Mapping[str, str] | Sequence[str] | None = None,
 ) -> ServiceInfo:
     """Coroutine of :func:`start`."""
     _reserve(name, ports)
     try:
+        definition = _Definition(name, image, ports, dict(env or {}),
+                                 _secret_values(name, secrets), args)
         dag = await connection.client()
-        service, tunnels, endpoints = await _start_service(dag, image, ports, env, args)
+        service, tunnels, endpoints = await _start_service(dag, definition)
     finally:
         with _lock:
             _starting.discard(name)
@@ -100,19 +134,27 @@ async def astart(
     return info
 
 
-async def _start_service(dag: Any, image: str, ports: Sequence[int],
-                         env: Mapping[str, str] | None, args: Sequence[str] | None
-                         ) -> tuple[Any, list[Any], dict[int, str]]:
-    """The started service and its tunnels; on a failure, what was started is stopped."""
-    ctr = dag.container().from_(image)
-    for key, value in sorted((env or {}).items()):
+def _service(dag: Any, spec: _Definition) -> Any:
+    """The lazy service. Dagger keys services by definition and session, so two names
+    with the same image, env and ports would be one service (stopping one would stop
+    both): the name is a label of the container, which keeps them apart."""
+    ctr = dag.container().from_(spec.image).with_label(SERVICE_LABEL, spec.name)
+    for key, value in sorted(spec.env.items()):
         ctr = ctr.with_env_variable(key, str(value))
-    for port in ports:
+    for key, value in sorted(spec.secrets.items()):  # never in a query but setSecret's
+        ctr = ctr.with_secret_variable(key, dag.set_secret(f"service-{spec.name}-{key}", value))
+    for port in spec.ports:
         ctr = ctr.with_exposed_port(port)
     # Without args, run the image's entrypoint and command as `docker run` would.
-    service = ctr.as_service(args=list(args)) if args else ctr.as_service(
-        use_entrypoint=True)
-    service = await service.start()
+    if spec.args:
+        return ctr.as_service(args=list(spec.args))
+    return ctr.as_service(use_entrypoint=True)
+
+
+async def _start_service(dag: Any, spec: _Definition) -> tuple[Any, list[Any], dict[int, str]]:
+    """The started service and its tunnels; on a failure, what was started is stopped."""
+    ports = spec.ports
+    service = await _service(dag, spec).start()
     tunnels: list[Any] = []
     try:
         endpoints = await _open_tunnels(dag, service, ports, tunnels)
@@ -157,6 +199,7 @@ def start(
     ports: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     args: Sequence[str] | None = None,
+    secrets: Mapping[str, str] | Sequence[str] | None = None,
 ) -> ServiceInfo:
     """Start ``image`` as service ``name`` and tunnel its ports to this machine.
 
@@ -172,13 +215,17 @@ def start(
         Environment of the service container.
     args
         Command to run instead of the image's entrypoint and default command.
+    secrets
+        Variables whose values must stay out of queries and IDs (``POSTGRES_PASSWORD``):
+        ``{"NAME": value}``, or names read from this process's environment. They reach
+        the service as Dagger secrets; ``env`` values are plain text in every query.
 
     Returns
     -------
     ServiceInfo
         With ``endpoint``, the ``host:port`` to connect to from the notebook.
     """
-    return _run_sync(astart(name, image, ports, env, args))
+    return _run_sync(astart(name, image, ports, env, args, secrets))
 
 
 async def astop(name: str) -> ServiceInfo:
