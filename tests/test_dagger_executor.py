@@ -237,6 +237,22 @@ def test_upstream_without_handle_is_uploaded_from_host(stub, make_task, tmp_path
     assert str(folder) in uploads(stub)
 
 
+def _ending_in(texts: list[str], field: str) -> list[str]:
+    return [t for t in texts if "IntrospectionQuery" not in t and calls(t)[-1][0] == field]
+
+
+def test_a_step_costs_one_sync_and_no_id_round_trips_for_session_constants(stub, make_task):
+    executor = DaggerExecutor()
+    step = Step("c", run='echo hi > "$DAGNB_OUT/x"', cache_volumes={"pip": "/root/.cache/pip"})
+    run(executor, make_task(step))  # the session's first: asks version, user, IDs once
+    before = len(stub.queries)
+    run(executor, make_task(step.replace(name="c2")))
+    texts = [q.query for q in stub.queries[before:]]
+    assert len(_ending_in(texts, "sync")) == 1
+    assert _ending_in(texts, "id") == []  # the empty folders and the volume: known IDs
+    assert len(texts) == 4  # sync, stdout, stderr, export
+
+
 # -- secrets and registry auth --------------------------------------------------------
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
@@ -47,6 +48,7 @@ __all__ = [
     "aclose",
     "adopt",
     "client",
+    "constant",
     "detect",
     "engine_version",
     "from_this_session",
@@ -267,6 +269,27 @@ def from_this_session(handle: Any) -> bool:
     """Whether ``handle`` was :func:`adopt`-ed in the current session (usable in it)."""
     ref = _connection.handles.get(id(handle))
     return ref is not None and ref() is handle
+
+
+async def constant(key: Hashable, make: Callable[[], Any]) -> Any:
+    """``make()``, an object that stays the same all session (an empty directory, a
+    cache volume), whose ID is asked once: the SDK otherwise resolves every object
+    argument with a round trip of its own, for every step that uses it."""
+    obj = make()
+    ident = await remembered(("id", key), obj.id)
+    known = _known_id_type(type(obj))(obj._ctx)  # the SDK's query context, as it copies it
+    known._dagnb_id = ident
+    return known
+
+
+@functools.cache
+def _known_id_type(cls: type) -> type:
+    """A subclass of an SDK type whose ``id()`` answers from memory."""
+    async def id(self: Any) -> str:
+        return self._dagnb_id
+
+    return type(cls.__name__, (cls,), {"__slots__": ("_dagnb_id",), "id": id,
+                                       "__module__": __name__})
 
 
 async def engine_version() -> tuple[int, ...]:

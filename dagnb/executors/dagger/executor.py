@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -104,7 +105,9 @@ class DaggerExecutor:
                                     registry_auth=self.registry_auth)
             ctr = build_container(dag, task, image=image, services=self._services,
                                   volatile_variables=volatile,
-                                  owner=await self._user(task, image))
+                                  owner=await self._user(task, image),
+                                  empty=await connection.constant("empty", dag.directory),
+                                  volumes=await _volumes(dag, task))
             return await _run(ctr, task, secrets)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
@@ -143,6 +146,13 @@ async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
     await out.export(str(task.out_dir))
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
+    """The step's cache volumes, each ID asked once per session."""
+    return {alias: await connection.constant(("volume", alias),
+                                             functools.partial(dag.cache_volume, alias))
+            for alias in task.step.cache_volumes}
 
 
 def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:

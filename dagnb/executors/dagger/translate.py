@@ -168,6 +168,8 @@ def build_container(
     volatile_variables: bool = True,
     owner: str = "",
     image: Any = None,
+    empty: Any = None,
+    volumes: Mapping[str, Any] | None = None,
 ) -> Any:
     """The lazy pipeline for one attempt, ending with its exec.
 
@@ -177,7 +179,8 @@ def build_container(
     new directories and volumes root's and a non-root user could not write them.
     ``image``: the :func:`image_container` to start from, when the caller has one (the
     SDK resolves an argument's ID once per pipeline object it has built, so sharing it
-    saves the round trips).
+    saves the round trips). ``empty`` (an empty Directory) and ``volumes`` (alias ->
+    CacheVolume): objects whose IDs the caller already knows (:func:`connection.constant`).
     """
     dagger = _sdk()
     step = task.step
@@ -188,10 +191,11 @@ def build_container(
     ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
-    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner))
+    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty)
     ctr = _with_mounts(ctr, dag, task)
     for alias, path in sorted(step.cache_volumes.items()):
-        ctr = ctr.with_mounted_cache(path, dag.cache_volume(alias), owner=_owner(owner))
+        volume = volumes[alias] if volumes else dag.cache_volume(alias)
+        ctr = ctr.with_mounted_cache(path, volume, owner=_owner(owner))
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
         for path, text in python_files(step, list(task.inputs)).items():
@@ -215,11 +219,13 @@ def _sdk() -> Any:
     return dagger
 
 
-def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str) -> Any:
+def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str,
+                        empty: Any) -> Any:
     # Real (empty) directories, so they exist for commands and for export even when a
     # step has no upstreams or writes nothing.
-    ctr = ctr.with_directory(CONTAINER_OUT, dag.directory(), owner=owner)
-    ctr = ctr.with_directory(CONTAINER_IN, dag.directory())
+    empty = empty if empty is not None else dag.directory()
+    ctr = ctr.with_directory(CONTAINER_OUT, empty, owner=owner)
+    ctr = ctr.with_directory(CONTAINER_IN, empty)
     for name, item in sorted(task.inputs.items()):
         if isinstance(item.handle, dagger.Directory) and from_this_session(item.handle):
             source = item.handle  # container to container, no trip through the host
