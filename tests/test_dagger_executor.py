@@ -253,6 +253,34 @@ def test_a_step_costs_one_sync_and_no_id_round_trips_for_session_constants(stub,
     assert len(texts) == 4  # sync, stdout, stderr, export
 
 
+def test_cache_volumes_are_the_projects_with_their_sharing(stub, make_task, tmp_path):
+    import dagnb
+
+    step = Step("v", run="true", cache_volumes={"pip": "/root/.cache/pip:locked",
+                                                "npm": "/root/.npm"})
+    run(DaggerExecutor(), make_task(step, base_dir=tmp_path / "my project"))
+    keys = [args["key"] for text in stub.texts("cacheVolume") for name, args in calls(text)
+            if name == "cacheVolume"]
+    assert sorted(keys) == ["dagnb-my-project-npm", "dagnb-my-project-pip"]
+    sharing = {a["path"]: a.get("sharing") for a in call_args(stub, "withMountedCache")}
+    assert sharing == {"/root/.cache/pip": "LOCKED", "/root/.npm": None}  # None: SHARED
+    try:
+        dagnb.configure(project="forecast")
+        run(DaggerExecutor(), make_task(step.replace(name="v2"), base_dir=tmp_path))
+        assert any('key: "dagnb-forecast-pip"' in t for t in stub.texts("cacheVolume"))
+    finally:
+        dagnb.config.reload()
+
+
+def test_platform_option_and_the_image_digest_that_ran(stub, make_task):
+    step = Step("arm", run="true", image="alpine:3.20", platform="linux/arm64")
+    outcome = run(DaggerExecutor(), make_task(step))
+    assert ("container", {"platform": "linux/arm64"}) in exec_calls(stub)
+    assert outcome.image_ref.startswith("alpine:3.20@sha256:")
+    with pytest.raises(Exception, match="platform 'arm64' must be os/architecture"):
+        Step("bad", run="true", platform="arm64")
+
+
 # -- secrets and registry auth --------------------------------------------------------
 
 

@@ -166,6 +166,8 @@ def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], di
             key.text("exclude", _canonical(list(step.exclude)))
         if step.user:  # who runs a container step
             key.text("user", step.user)
+        if step.platform:  # the architecture a container step's image runs as
+            key.text("platform", step.platform)
         if not step.errexit:  # shell text that carries on after a failing command
             key.text("errexit", "false")
         if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:

@@ -139,6 +139,9 @@ class Step:
     user
         The user a container step runs as (``"1000:100"``, ``"jovyan"``), instead of
         its image's ``USER``; its outputs folder and cache volumes belong to it.
+    platform
+        The platform a container step's image runs as (``"linux/arm64"``); the engine's
+        own by default.
     errexit
         Shell text stops at its first failing command (``bash -e -o pipefail``, or
         ``sh -e`` where there is no bash); False runs it as plain ``bash -c``.
@@ -172,6 +175,7 @@ class Step:
     exclude: tuple[str, ...] = ()
     user: str | None = None
     errexit: bool = True
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -220,12 +224,18 @@ class Step:
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         _must(checks.flag, self.errexit, f"step {name!r}: errexit {self.errexit!r}")
+        if self.platform is not None and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/\w+)?",
+                                                          str(self.platform)):
+            raise InvalidStepError(
+                f"step {name!r}: platform {self.platform!r} must be os/architecture such as "
+                "'linux/amd64' or 'linux/arm64'"
+            )
         if self.user is not None and (not isinstance(self.user, str) or not self.user.strip()):
             raise InvalidStepError(
                 f"step {name!r}: user {self.user!r} must be a user name or id such as "
                 "'1000:100'"
             )
-        for alias, path in self.cache_volumes.items():
+        for alias, path in self.cache_volumes.items():  # "/path" or "/path:locked"
             if not PurePosixPath(str(path)).is_absolute():
                 raise InvalidStepError(
                     f"step {name!r}: cache volume {alias!r} path {path!r} must be absolute"

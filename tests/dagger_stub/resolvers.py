@@ -380,7 +380,7 @@ class Obj:
         return self.engine.version
 
     def r_container(self, platform: str | None = None) -> Obj:
-        return self.engine.make("Container", _EMPTY_CONTAINER)
+        return self.engine.make("Container", {**_EMPTY_CONTAINER, "platform": platform})
 
     def r_host(self) -> Obj:
         return self.engine.make("Host", {})
@@ -424,6 +424,10 @@ class Obj:
 
     def r_user(self) -> str:
         return self.state["user"]
+
+    def r_imageRef(self) -> str:
+        digest = hashlib.sha256(f"{self.state['image']}|{self.state['platform']}".encode())
+        return f"{self.state['image']}@sha256:{digest.hexdigest()}"
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
         return self.with_entry("env", name, value)

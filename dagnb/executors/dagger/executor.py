@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Mapping
@@ -41,6 +42,7 @@ from dagnb.executors.dagger.translate import (
     build_container,
     image_container,
     parse_registry_auth,
+    volume_key,
 )
 from dagnb.model.results import load_result
 
@@ -108,7 +110,10 @@ class DaggerExecutor:
                                   owner=await self._user(task, image),
                                   empty=await connection.constant("empty", dag.directory),
                                   volumes=await _volumes(dag, task))
-            return await _run(ctr, task, secrets)
+            outcome = await _run(ctr, task, secrets)
+            # Tags resolve once per session; the digest that ran, for the step's record.
+            ref = await connection.remembered(("ref", *self._image_key(task)), image.image_ref)
+            return dataclasses.replace(outcome, image_ref=ref)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
@@ -126,8 +131,10 @@ class DaggerExecutor:
         image and session; "" is root)."""
         if task.step.user:
             return task.step.user
-        return await connection.remembered(("user", task.step.image or self.default_image),
-                                           image.user)
+        return await connection.remembered(("user", *self._image_key(task)), image.user)
+
+    def _image_key(self, task: Task) -> tuple[str, str | None]:
+        return task.step.image or self.default_image, task.step.platform
 
     def _secret_values(self, task: Task) -> list[str]:
         values = list(task.secrets.values())
@@ -150,9 +157,10 @@ async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
 
 async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
     """The step's cache volumes, each ID asked once per session."""
-    return {alias: await connection.constant(("volume", alias),
-                                             functools.partial(dag.cache_volume, alias))
-            for alias in task.step.cache_volumes}
+    keys = {alias: volume_key(task, alias) for alias in task.step.cache_volumes}
+    return {alias: await connection.constant(("volume", key),
+                                             functools.partial(dag.cache_volume, key))
+            for alias, key in keys.items()}
 
 
 def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:

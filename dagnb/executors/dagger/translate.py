@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -49,10 +50,12 @@ __all__ = [
     "VOLATILE_SINCE",
     "RegistryAuth",
     "build_container",
+    "cache_volume",
     "command_argv",
     "container_env",
     "host_excludes",
     "image_container",
+    "volume_key",
 ]
 
 DEFAULT_IMAGE = "python:3.12-slim"
@@ -150,8 +153,9 @@ def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
 
 def image_container(dag: Any, task: Task, *, default_image: str = DEFAULT_IMAGE,
                     registry_auth: Iterable[RegistryAuth] = ()) -> Any:
-    """The step's image (lazy), pulled with the registries' credentials."""
-    ctr = dag.container()
+    """The step's image (lazy) for its platform, pulled with the registries' credentials."""
+    platform = task.step.platform
+    ctr = dag.container(platform=_sdk().Platform(platform)) if platform else dag.container()
     for auth in registry_auth:  # before from_(), so the pull itself is authenticated
         secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
         ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
@@ -193,9 +197,11 @@ def build_container(
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
     ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty)
     ctr = _with_mounts(ctr, dag, task)
-    for alias, path in sorted(step.cache_volumes.items()):
-        volume = volumes[alias] if volumes else dag.cache_volume(alias)
-        ctr = ctr.with_mounted_cache(path, volume, owner=_owner(owner))
+    for alias, value in sorted(step.cache_volumes.items()):
+        path, sharing = cache_volume(value)
+        volume = volumes[alias] if volumes else dag.cache_volume(volume_key(task, alias))
+        ctr = ctr.with_mounted_cache(path, volume, owner=_owner(owner),
+                                     sharing=getattr(dagger.CacheSharingMode, sharing))
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
         for path, text in python_files(step, list(task.inputs)).items():
@@ -205,6 +211,32 @@ def build_container(
     # The default expect (SUCCESS): a non-zero exit is an ExecError, which the engine
     # does not cache (a retry really runs again) and its UI shows as a failure.
     return ctr.with_exec(command_argv(task))
+
+
+_SHARING = {"shared": "SHARED", "private": "PRIVATE", "locked": "LOCKED"}
+
+
+def cache_volume(value: str) -> tuple[str, str]:
+    """``"/root/.cache/pip"`` or ``"/root/.cache/pip:locked"`` -> (path, Dagger sharing).
+
+    ``shared`` (the default) lets concurrent steps use the volume at once, ``locked``
+    one at a time (for tools that do not lock their cache), ``private`` gives each
+    concurrent step its own copy.
+    """
+    path, _, mode = value.rpartition(":")
+    if path and mode.lower() in _SHARING:
+        return path, _SHARING[mode.lower()]
+    return value, "SHARED"
+
+
+def volume_key(task: Task, alias: str) -> str:
+    """The engine-wide name of cache volume ``alias``: the engine is shared by every
+    notebook and CI job that uses it, so the name says whose volume it is (the
+    ``project`` setting, else the project folder's name)."""
+    from dagnb.config import settings
+
+    project = settings().project or Path(task.base_dir).resolve().name or "dagnb"
+    return "dagnb-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{project}-{alias}")
 
 
 def _owner(user: str) -> str:
