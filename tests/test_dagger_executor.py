@@ -706,3 +706,23 @@ def test_python_step_reaching_a_helper_through_an_alias(stub, make_task):
     outcome = run(DaggerExecutor(), make_task(Step("alias", func=calls_an_alias,
                                                    params={"n": 4})))
     assert outcome.result == 9
+
+
+def test_each_step_is_an_opentelemetry_span_the_queries_carry(stub, make_task):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # as dagger run's environment would
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    run(DaggerExecutor(), make_task(Step("traced", run="true")))
+    [span] = [s for s in exported.get_finished_spans() if s.name == "traced"]
+    assert span.attributes["dagnb.step"] == "traced"
+    trace_id = format(span.context.trace_id, "032x")
+    execs = [q for q in stub.queries if "withExec" in q.query]
+    assert execs and all(trace_id in (q.traceparent or "") for q in execs)

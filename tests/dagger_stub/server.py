@@ -44,6 +44,7 @@ class RecordedQuery:
     query: str
     variables: dict[str, Any] | None
     at: float
+    traceparent: str | None = None  # the OpenTelemetry context the client sent
 
 
 @dataclasses.dataclass
@@ -139,8 +140,9 @@ class StubServer:
                     return fault
         return None
 
-    def record(self, body: dict[str, Any]) -> RecordedQuery:
-        entry = RecordedQuery(body.get("query", ""), body.get("variables"), time.monotonic())
+    def record(self, body: dict[str, Any], traceparent: str | None = None) -> RecordedQuery:
+        entry = RecordedQuery(body.get("query", ""), body.get("variables"), time.monotonic(),
+                              traceparent)
         with self._lock:
             self.queries.append(entry)
         return entry
@@ -170,7 +172,7 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return self._answer(401, {"message": "invalid session token"})
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            server.record(body)
+            server.record(body, self.headers.get("traceparent"))
             if server.session_lost and "IntrospectionQuery" not in body.get("query", ""):
                 return self._inject(Fault("drop"))
             server.session_lost = False

@@ -97,6 +97,14 @@ class DaggerExecutor:
         found = self.availability()
         if not found.available:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
+        # One span per step: dagger-io sends the trace context with every query, so
+        # `dagger run` and Dagger Cloud group the step's execs under its name.
+        attributes = {"dagnb.step": task.step.name, "dagnb.attempt": task.attempt,
+                      "dagnb.run_id": task.run_id}
+        with _tracer().start_as_current_span(task.step.name, attributes=attributes):
+            return await self._execute(task)
+
+    async def _execute(self, task: Task) -> Outcome:
         dagger = connection.require_sdk()
         secrets = self._secret_values(task)
         dag = None
@@ -153,6 +161,15 @@ async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
     await out.export(str(task.out_dir))
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+@functools.cache
+def _tracer() -> Any:
+    """dagger-io's OpenTelemetry tracer (configured from OTEL_* variables, as under
+    ``dagger run``; without them its spans cost next to nothing)."""
+    from dagger import telemetry
+
+    return telemetry.get_tracer()
 
 
 async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
