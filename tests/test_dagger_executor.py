@@ -566,6 +566,17 @@ def test_a_lost_session_is_reopened_once_and_its_objects_dropped(stub, make_task
         services._forget_all()
 
 
+def test_a_passing_connection_failure_keeps_the_session(stub, make_task):
+    executor = DaggerExecutor()
+    run(executor, make_task(Step("a", run="true")))
+    session = connection.session_number()
+    stub.fail("http500", match="withExec", times=2)  # one step's query fails, twice
+    with pytest.raises(TransientError):
+        run(executor, make_task(Step("b", run="true")))
+    assert connection.session_number() == session  # it still answered: services live on
+    assert run(executor, make_task(Step("c", run="true"))).exit_code == 0
+
+
 def test_exit_hook_closes_on_the_owning_loop(stub, make_task):
     run(DaggerExecutor(), make_task(Step("a", run="true")))
     assert connection._connection.client is not None

@@ -69,6 +69,7 @@ _NO_ENGINE = (
     "DAGGER_SESSION_TOKEN at a running session"
 )
 _CLOSE_TIMEOUT = 10.0  # seconds the exit hook waits for the session to close
+_PROBE_TIMEOUT = 5.0  # seconds a session that may be lost has to answer
 
 
 def require_sdk() -> Any:
@@ -235,10 +236,16 @@ async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:
 
 
 async def reopen(stale: Any) -> bool:
-    """After a connection failure on client ``stale``: close that session, once, so the
-    next :func:`client` opens a new one. False when another step already did."""
+    """After a connection failure on client ``stale``: if the session does not answer
+    any more, close it, once, so that the next :func:`client` opens a new one.
+
+    False when the session still answers (a passing hiccup: its services and objects
+    stay) or another step already closed it.
+    """
     conn = _connection
     if stale is None or conn.client is not stale:
+        return False
+    if await _answers(stale) or conn.client is not stale:
         return False
     log.warning("dagnb: lost the Dagger session; the next step opens a new one")
     if conn.loop is asyncio.get_running_loop():
@@ -249,6 +256,15 @@ async def reopen(stale: Any) -> bool:
                 await asyncio.wait_for(stack.aclose(), _CLOSE_TIMEOUT)
     else:
         conn.abandon()
+    return True
+
+
+async def _answers(dag: Any) -> bool:
+    """Whether the session still answers a trivial query (within a few seconds)."""
+    try:
+        await asyncio.wait_for(dag.version(), _PROBE_TIMEOUT)
+    except Exception:
+        return False
     return True
 
 
