@@ -59,8 +59,6 @@ def live(request, tmp_path, monkeypatch):
     if not found.available:
         pytest.skip(f"no Dagger engine here: {found.reason}")
     monkeypatch.chdir(tmp_path)
-    reset_breakers()
-    reset_executors()
     return tmp_path
 
 

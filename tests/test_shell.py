@@ -15,7 +15,7 @@ from dagnb.executors.shell import container_argv, host_argv
 # The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
 pytest_plugins = ["dagger_stub.fixtures"]
 
-pytestmark = pytest.mark.usefixtures("fresh_executors")
+pytestmark = pytest.mark.usefixtures("workdir")
 
 MIDDLE_FAILS = "echo one\npython3 -c 'import sys; sys.exit(4)'\necho three"
 PIPE_FAILS = "false | cat\necho after"
