@@ -153,6 +153,18 @@ def test_host_folders_leave_out_vcs_venvs_caches_and_step_excludes(stub, make_ta
     assert read["noCache"] is True and ".git" in " ".join(read["exclude"])
 
 
+def test_the_configured_cache_folder_is_left_out_and_no_other_of_its_name(tmp_path):
+    import dagnb
+    from dagnb.executors.dagger.translate import host_excludes
+
+    dagnb.configure(cache_directory=str(tmp_path / "src" / "results" / "cache"))
+    patterns = host_excludes(Step("s", run="true"), tmp_path / "src")
+    assert "results/cache" in patterns and "**/cache" not in patterns
+    dagnb.configure(cache_directory="/elsewhere/cache")
+    assert not [p for p in host_excludes(Step("s", run="true"), tmp_path / "src")
+                if p.endswith("cache") and p != "**/.dagnb_cache"]
+
+
 def test_exclude_is_a_validated_step_field_in_the_key(tmp_path):
     from dagnb.cache.keys import step_key
     from dagnb.errors import InvalidStepError

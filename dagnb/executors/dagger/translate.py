@@ -298,7 +298,10 @@ def host_excludes(step: Step, folder: Path) -> list[str]:
     virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
     from dagnb.config import settings
 
-    patterns = [*DEFAULT_EXCLUDES, f"**/{Path(settings().cache_directory).name}"]
+    patterns = list(DEFAULT_EXCLUDES)
+    cache = Path(settings().cache_directory).expanduser().resolve()  # relative: to the cwd
+    if cache.is_relative_to(folder.resolve()) and cache != folder.resolve():
+        patterns.append(cache.relative_to(folder.resolve()).as_posix())  # only that folder
     with contextlib.suppress(OSError):
         patterns += sorted(entry.name for entry in os.scandir(folder)
                            if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
