@@ -121,6 +121,76 @@ def test_dropped_connection_is_retried(stub):
     assert run.logs("hello")[["attempt", "line"]].values.tolist() == [[2, "hello"]]
 
 
+def _variables(stub, step: str) -> dict[str, list[str]]:
+    """Names set on step's exec, by how: withEnvVariable or withVolatileVariable."""
+    chain = exec_calls_of(stub.texts(), step)
+    return {how: [args["name"] for name, args in chain if name == how]
+            for how in ("withEnvVariable", "withVolatileVariable")}
+
+
+def test_a_rerun_without_dagnbs_cache_is_served_by_the_engine_cache(stub, tmp_path):
+    graph = dagnb.Graph("again", [Step("hello", run="echo hello")])
+    first = graph.run(executor="dagger", cache_directory=tmp_path / "one")
+    second = graph.run(executor="dagger", cache_directory=tmp_path / "two")
+    assert first.states() == second.states() == {"hello": "succeeded"}
+    assert second.logs("hello")["line"].tolist() == ["hello"]
+    assert len(stub.engine.exec_log) == 1  # the second run's exec came from the engine's cache
+    assert stub.engine.exec_log[0]["volatile"]["DAGNB_RUN_ID"] == first.id
+    names = _variables(stub, "hello")
+    assert sorted(names["withVolatileVariable"]) == ["DAGNB_ATTEMPT", "DAGNB_RUN_ID"]
+    assert not {"DAGNB_ATTEMPT", "DAGNB_RUN_ID"} & set(names["withEnvVariable"])
+
+
+def test_an_engine_without_volatile_variables_gets_neither(stub, tmp_path):
+    from dagnb.executors.dagger import connection
+    from dagnb.executors.loop import run_sync
+
+    run_sync(connection.aclose())  # the version is asked once per session
+    stub.engine.version = "v0.21.3"
+    graph = dagnb.Graph("old", [Step("hello", run='echo "${DAGNB_RUN_ID:-none}"')])
+    runs = [graph.run(executor="dagger", cache_directory=tmp_path / n) for n in ("a", "b")]
+    assert [r.logs("hello")["line"].tolist() for r in runs] == [["none"], ["none"]]
+    assert len(stub.engine.exec_log) == 1
+    assert _variables(stub, "hello")["withVolatileVariable"] == []
+    assert "DAGNB_RUN_ID" not in _variables(stub, "hello")["withEnvVariable"]
+    run_sync(connection.aclose())
+
+
+def test_a_failed_exec_is_not_cached_and_its_retry_runs_again(stub, tmp_path):
+    flaky = 'test -e "$MARK" || { touch "$MARK"; echo first >&2; exit 3; }; echo second'
+    step = Step("flaky", run=flaky, env={"MARK": str(tmp_path / "mark")}, retries=1)
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    run = dagnb.Graph("flaky", [step]).run(executor="dagger", cache=False, sleep=no_wait)
+    status = run.status().iloc[0]
+    assert (status["state"], status["attempts"]) == ("succeeded", 2), run.status()
+    assert [e["exit_code"] for e in stub.engine.exec_log] == [3, 0]  # both really ran
+    assert run.logs("flaky")[["attempt", "line"]].values.tolist() == [[1, "first"],
+                                                                      [2, "second"]]
+    [expect] = {args.get("expect") for name, args in exec_calls_of(stub.texts(), "flaky")
+                if name == "withExec"}
+    assert expect is None  # the default, SUCCESS: a failure is an error, shown as one
+
+
+def test_a_step_timeout_stops_the_exec(stub):
+    import time
+
+    dagnb.Graph("warm", [Step("warm", run="true")]).run(executor="dagger", cache=False)
+    graph = dagnb.Graph("slow", [Step("slow", run="sleep 3; echo done", timeout=0.7,
+                                      retries=0)])
+    started = time.monotonic()
+    run = graph.run(executor="dagger", cache=False)
+    assert time.monotonic() - started < 1.5  # the run's own bookkeeping included
+    assert run.states() == {"slow": "failed"}
+    assert "ran past its timeout of 0.7 s" in run.status().iloc[0]["error"]
+    deadline = time.monotonic() + 3
+    while not stub.engine.exec_log[-1].get("cancelled") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert stub.engine.exec_log[-1].get("cancelled")  # the exec was killed, not left running
+
+
 def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()

@@ -23,6 +23,7 @@ from dagnb.executors.base import Input
 from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.executor import DEFAULT_IMAGE, DaggerExecutor
 from dagnb.executors.loop import run_sync
+from dagnb.executors.shell import container_argv
 from dagnb.model.step import Step
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
@@ -85,7 +86,7 @@ def test_shell_step_runs_with_the_contract_in_the_container(stub, make_task, tmp
         ("withEnvVariable", {"name": "DAGNB_PARAMS", "value": "/dagnb/params.json"}),
         ("withEnvVariable", {"name": "DAGNB_PARAM_N", "value": "3"}),
         ("withWorkdir", {"path": "/work"}),
-        ("withExec", {"args": ["sh", "-c", step.run], "expect": "ANY"}),
+        ("withExec", {"args": container_argv(step)}),  # expect: the default, SUCCESS
     ]:
         assert call in chain
     params = call_args(stub, "withNewFile")
@@ -102,7 +103,7 @@ def test_default_image_and_argv_steps(stub, make_task):
     outcome = run(DaggerExecutor(), make_task(Step("argv", run=["echo", "a b"])))
     assert outcome.exit_code == 0
     assert ("from", {"address": DEFAULT_IMAGE}) in exec_calls(stub)
-    assert call_args(stub, "withExec") == [{"args": ["echo", "a b"], "expect": "ANY"}]
+    assert call_args(stub, "withExec") == [{"args": ["echo", "a b"]}]
     assert stub.engine.exec_log[-1]["image"] == "python:3.12-slim"
 
 
@@ -116,6 +117,100 @@ def test_file_mount_and_missing_mount(stub, make_task, tmp_path):
     missing = make_task(Step("gone", run="true", mounts={"nope": "/x"}), base_dir=tmp_path)
     with pytest.raises(Exception, match="mount source 'nope' does not exist"):
         run(DaggerExecutor(), missing)
+
+
+def test_host_files_and_folders_are_read_fresh_on_each_run(stub, make_task, tmp_path):
+    # The engine caches host reads per client: without noCache an edit in the same
+    # kernel would be served from the first upload.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "a.txt").write_text("one\n")
+    (tmp_path / "cfg.ini").write_text("k=1\n")
+    step = Step("read", run="cat /data/a.txt /etc/app.ini",
+                mounts={"data": "/data", "cfg.ini": "/etc/app.ini"})
+    first = make_task(step, base_dir=tmp_path)
+    run(DaggerExecutor(), first)
+    (tmp_path / "data" / "a.txt").write_text("two\n")
+    (tmp_path / "cfg.ini").write_text("k=2\n")
+    second = make_task(step, base_dir=tmp_path, attempt=2)
+    run(DaggerExecutor(), second)
+    assert first.log.of("stdout") == ["one", "k=1"]
+    assert second.log.of("stdout") == ["two", "k=2"]
+
+
+def test_host_folders_leave_out_vcs_venvs_caches_and_step_excludes(stub, make_task, tmp_path):
+    src = tmp_path / "src"
+    for relative in [".git/HEAD", ".venv/bin/python", "env311/pyvenv.cfg", ".dagnb_cache/x",
+                     "pkg/__pycache__/m.pyc", "pkg/m.py", "notes.tmp", "keep.txt"]:
+        (src / relative).parent.mkdir(parents=True, exist_ok=True)
+        (src / relative).write_text("x")
+    step = Step("ls", run="cd /src && find . -type f | sort", mounts={"src": "/src"},
+                exclude=["*.tmp"])
+    task = make_task(step, base_dir=tmp_path)
+    run(DaggerExecutor(), task)
+    assert task.log.of("stdout") == ["./keep.txt", "./pkg/m.py"]
+    [read] = [args for text in stub.texts("host {") for name, args in calls(text)
+              if name == "directory"]
+    assert read["noCache"] is True and ".git" in " ".join(read["exclude"])
+
+
+def test_the_configured_cache_folder_is_left_out_and_no_other_of_its_name(tmp_path):
+    import dagnb
+    from dagnb.executors.dagger.translate import host_excludes
+
+    dagnb.configure(cache_directory=str(tmp_path / "src" / "results" / "cache"))
+    patterns = host_excludes(Step("s", run="true"), tmp_path / "src")
+    assert "results/cache" in patterns and "**/cache" not in patterns
+    dagnb.configure(cache_directory="/elsewhere/cache")
+    assert not [p for p in host_excludes(Step("s", run="true"), tmp_path / "src")
+                if p.endswith("cache") and p != "**/.dagnb_cache"]
+
+
+def test_exclude_is_a_validated_step_field_in_the_key(tmp_path):
+    from dagnb.cache.keys import step_key
+    from dagnb.errors import InvalidStepError
+
+    assert Step("s", run="true", exclude="*.tmp, raw").exclude == ("*.tmp", "raw")
+    with pytest.raises(InvalidStepError, match="exclude must be names, got 3"):
+        Step("s", run="true", exclude=[3])
+    plain, excluding = Step("s", run="true"), Step("s", run="true", exclude=["*.tmp"])
+    keys = [step_key(s, upstream_digests={}, base_dir=tmp_path) for s in (plain, excluding)]
+    assert keys[0].digest != keys[1].digest
+
+
+def _needs_namespaces():
+    from dagger_stub import sandbox
+
+    if sandbox.mode() != "namespace":
+        pytest.skip("the stub runs execs as another user only in mount-namespace mode")
+
+
+WRITES = 'id -u; echo hi > "$DAGNB_OUT/o.txt"; touch /cache/x && echo cache-ok'
+
+
+def test_a_non_root_image_user_can_write_its_outputs_and_cache_volumes(stub, make_task):
+    _needs_namespaces()
+    stub.engine.images["quay.io/jupyter/base-notebook"] = {"user": "1000:100"}
+    step = Step("nb", run=WRITES, image="quay.io/jupyter/base-notebook",
+                cache_volumes={"nonroot-cache": "/cache"})
+    task = make_task(step)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["1000", "cache-ok"]
+    assert (task.out_dir / "o.txt").read_text() == "hi\n"
+    assert {a.get("owner") for a in call_args(stub, "withMountedCache")} == {"1000:100"}
+    run(DaggerExecutor(), make_task(Step("nb2", run="true", image=step.image)))
+    assert len(stub.texts("user: user")) == 1  # the image's user is asked once per session
+
+
+def test_the_step_user_option_runs_as_that_user(stub, make_task):
+    _needs_namespaces()
+    step = Step("runas", run=WRITES, user="1234:1234", cache_volumes={"user-cache": "/cache"})
+    task = make_task(step)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["1234", "cache-ok"]
+    assert ("withUser", {"name": "1234:1234"}) in exec_calls(stub)
+    assert not stub.texts("user: user")  # nothing to ask: the step says who runs it
+    with pytest.raises(Exception, match="user '' must be a user name or id"):
+        Step("bad", run="true", user="")
 
 
 def test_nonzero_exit_is_an_outcome_with_logs(stub, make_task):
@@ -152,6 +247,50 @@ def test_upstream_without_handle_is_uploaded_from_host(stub, make_task, tmp_path
     run(DaggerExecutor(), task)
     assert task.log.of("stdout") == ["7"]
     assert str(folder) in uploads(stub)
+
+
+def _ending_in(texts: list[str], field: str) -> list[str]:
+    return [t for t in texts if "IntrospectionQuery" not in t and calls(t)[-1][0] == field]
+
+
+def test_a_step_costs_one_sync_and_no_id_round_trips_for_session_constants(stub, make_task):
+    executor = DaggerExecutor()
+    step = Step("c", run='echo hi > "$DAGNB_OUT/x"', cache_volumes={"pip": "/root/.cache/pip"})
+    run(executor, make_task(step))  # the session's first: asks version, user, IDs once
+    before = len(stub.queries)
+    run(executor, make_task(step.replace(name="c2")))
+    texts = [q.query for q in stub.queries[before:]]
+    assert len(_ending_in(texts, "sync")) == 1
+    assert _ending_in(texts, "id") == []  # the empty folders and the volume: known IDs
+    assert len(texts) == 4  # sync, stdout, stderr, export
+
+
+def test_cache_volumes_are_the_projects_with_their_sharing(stub, make_task, tmp_path):
+    import dagnb
+
+    step = Step("v", run="true", cache_volumes={"pip": "/root/.cache/pip:locked",
+                                                "npm": "/root/.npm"})
+    run(DaggerExecutor(), make_task(step, base_dir=tmp_path / "my project"))
+    keys = [args["key"] for text in stub.texts("cacheVolume") for name, args in calls(text)
+            if name == "cacheVolume"]
+    assert sorted(keys) == ["dagnb-my-project-npm", "dagnb-my-project-pip"]
+    sharing = {a["path"]: a.get("sharing") for a in call_args(stub, "withMountedCache")}
+    assert sharing == {"/root/.cache/pip": "LOCKED", "/root/.npm": None}  # None: SHARED
+    try:
+        dagnb.configure(project="forecast")
+        run(DaggerExecutor(), make_task(step.replace(name="v2"), base_dir=tmp_path))
+        assert any('key: "dagnb-forecast-pip"' in t for t in stub.texts("cacheVolume"))
+    finally:
+        dagnb.config.reload()
+
+
+def test_platform_option_and_the_image_digest_that_ran(stub, make_task):
+    step = Step("arm", run="true", image="alpine:3.20", platform="linux/arm64")
+    outcome = run(DaggerExecutor(), make_task(step))
+    assert ("container", {"platform": "linux/arm64"}) in exec_calls(stub)
+    assert outcome.image_ref.startswith("alpine:3.20@sha256:")
+    with pytest.raises(Exception, match="platform 'arm64' must be os/architecture"):
+        Step("bad", run="true", platform="arm64")
 
 
 # -- secrets and registry auth --------------------------------------------------------
@@ -237,6 +376,40 @@ def test_engine_errors_are_classified(stub, make_task):
     with pytest.raises(StepFailed, match=r"image not found \(token \*\*\*\)"):
         run(DaggerExecutor(), make_task(Step("b", run="true", secrets=["T"]),
                                         secrets={"T": SECRET}))
+
+
+def _wait_until(condition, seconds: float = 3.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.mark.parametrize("how", ["timeout", "cancel"])
+def test_a_timeout_or_cancel_stops_the_exec_at_once(stub, make_task, how):
+    executor = DaggerExecutor()
+    run(executor, make_task(Step("warm", run="true")))  # connected: time only the step
+    task = make_task(Step("slow", run="sleep 3; echo done"))
+
+    async def stopped_after() -> float:
+        started = time.monotonic()
+        job = asyncio.ensure_future(executor.execute(task))
+        if how == "timeout":
+            with pytest.raises(asyncio.TimeoutError):
+                await asyncio.wait_for(job, 0.7)
+        else:
+            await asyncio.sleep(0.7)
+            job.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await job
+        return time.monotonic() - started
+
+    assert run_sync(stopped_after()) < 1.0
+    sent = len(stub.queries)
+    assert _wait_until(lambda: stub.engine.exec_log[-1].get("cancelled"))  # killed, not left
+    time.sleep(0.3)
+    assert len(stub.queries) == sent  # no query after the cancel (no retry, no sync)
+    assert task.log.lines == []
 
 
 # -- concurrency ----------------------------------------------------------------------
@@ -372,6 +545,48 @@ def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplo
     assert outcome.exit_code == 0
     assert "event loop changed" in caplog.text
     run(executor, make_task(Step("d", run="true")))  # and back on dagnb's loop
+
+
+def test_a_lost_session_is_reopened_once_and_its_objects_dropped(stub, make_task, caplog):
+    from dagnb.executors.dagger import services
+
+    executor = DaggerExecutor()
+    up_task = make_task(Step("up", run='echo 42 > "$DAGNB_OUT/n.txt"'))
+    up = run(executor, up_task)
+    services.start("db", "postgres:16", ports=[5432])
+    stub.lose_session()  # old client's requests are dropped; a new session knows no old ID
+    inputs = {"up": Input("up", up_task.out_dir, handle=up.handle)}
+    down = Step("down", run="cat $DAGNB_IN/up/n.txt", needs=["up"])
+
+    async def three_at_once():
+        tasks = [make_task(down.replace(name=f"down{i}"), inputs=inputs) for i in range(3)]
+        return await asyncio.gather(*(executor.execute(t) for t in tasks),
+                                    return_exceptions=True)
+
+    with caplog.at_level(logging.WARNING, logger="dagnb.executors.dagger.connection"):
+        failures = run_sync(three_at_once())
+    assert all(isinstance(f, TransientError) for f in failures), failures
+    assert caplog.text.count("lost the Dagger session") == 1  # reopened once, not per step
+    task = make_task(down, inputs=inputs, attempt=2)  # the runner's retry
+    assert run(executor, task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["42"]
+    assert str(up_task.out_dir) in uploads(stub)  # the old handle dropped, uploaded instead
+    try:
+        assert services.running().loc[0, "state"] == "stopped"
+        assert services.logs("db").endswith("stopped: the Dagger session was lost")
+    finally:
+        services._forget_all()
+
+
+def test_a_passing_connection_failure_keeps_the_session(stub, make_task):
+    executor = DaggerExecutor()
+    run(executor, make_task(Step("a", run="true")))
+    session = connection.session_number()
+    stub.fail("http500", match="withExec", times=2)  # one step's query fails, twice
+    with pytest.raises(TransientError):
+        run(executor, make_task(Step("b", run="true")))
+    assert connection.session_number() == session  # it still answered: services live on
+    assert run(executor, make_task(Step("c", run="true"))).exit_code == 0
 
 
 def test_exit_hook_closes_on_the_owning_loop(stub, make_task):
@@ -514,3 +729,23 @@ def test_python_step_reaching_a_helper_through_an_alias(stub, make_task):
     outcome = run(DaggerExecutor(), make_task(Step("alias", func=calls_an_alias,
                                                    params={"n": 4})))
     assert outcome.result == 9
+
+
+def test_each_step_is_an_opentelemetry_span_the_queries_carry(stub, make_task):
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exported = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):  # as dagger run's environment would
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exported))
+    run(DaggerExecutor(), make_task(Step("traced", run="true")))
+    [span] = [s for s in exported.get_finished_spans() if s.name == "traced"]
+    assert span.attributes["dagnb.step"] == "traced"
+    trace_id = format(span.context.trace_id, "032x")
+    execs = [q for q in stub.queries if "withExec" in q.query]
+    assert execs and all(trace_id in (q.traceparent or "") for q in execs)

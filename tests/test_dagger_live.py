@@ -45,3 +45,121 @@ def test_example_workflow_on_a_real_engine(request, tmp_path, monkeypatch):
 
     again = graph.run(executor="dagger", cache_directory=tmp_path / "cache")
     assert set(again.states().values()) == {"cached"}
+
+
+# -- the engine behaviours the stub models (issue 14), checked on a real engine ---------
+
+
+@pytest.fixture
+def live(request, tmp_path, monkeypatch):
+    """A real engine, or a skip saying how to ask for one."""
+    if not _asked_for(request):
+        pytest.skip("needs a real Dagger engine; run it with: pytest -m dagger_live")
+    found = connection.detect()
+    if not found.available:
+        pytest.skip(f"no Dagger engine here: {found.reason}")
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+def _run(graph_steps, tmp_path, cache_dir="cache", **options):
+    return Graph("live", graph_steps, base_dir=tmp_path).run(
+        executor="dagger", cache_directory=tmp_path / cache_dir, **options)
+
+
+def _unique() -> str:
+    import uuid
+
+    return uuid.uuid4().hex[:12]
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_a_timeout_stops_the_step_at_once(live):
+    import time
+
+    from dagnb.model.step import Step
+
+    _run([Step("warm", run="true")], live, cache=False)
+    started = time.monotonic()
+    run = _run([Step("slow", run=f"sleep 30; echo {_unique()}", timeout=2, retries=0)], live,
+               cache=False)
+    assert run.states() == {"slow": "failed"}
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_host_files_are_read_fresh_and_excluded(live):
+    from dagnb.model.step import Step
+
+    (live / "data").mkdir()
+    (live / "data" / ".git").mkdir()
+    (live / "data" / "a.txt").write_text("one\n")
+    step = Step("read", run="cat /data/a.txt; ls -A /data", mounts={"data": "/data"})
+    first = _run([step], live, cache=False)
+    (live / "data" / "a.txt").write_text("two\n")
+    second = _run([step], live, cache=False)
+    assert first.logs("read")["line"].tolist() == ["one", "a.txt"]
+    assert second.logs("read")["line"].tolist() == ["two", "a.txt"]
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_the_engine_cache_serves_a_rerun_and_failures_run_again(live):
+    from dagnb.model.step import Step
+
+    stamp = Step("stamp", run=f'echo {_unique()}; date +%s%N > "$DAGNB_OUT/t"')
+    one, two = _run([stamp], live, "one"), _run([stamp], live, "two")
+    assert (one.outputs("stamp") / "t").read_text() == (two.outputs("stamp") / "t").read_text()
+
+    async def no_wait(seconds: float) -> None:
+        return None
+
+    mark = f"mark-{_unique()}"  # a cache volume survives the failed attempt
+    flaky = Step("flaky", run='test -e /m/x || { touch /m/x; exit 3; }; echo second',
+                 cache_volumes={mark: "/m"}, retries=1)
+    run = _run([flaky], live, cache=False, sleep=no_wait)
+    assert run.status().iloc[0][["state", "attempts"]].tolist() == ["succeeded", 2]
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_a_non_root_user_writes_outputs_and_cache_volumes(live):
+    from dagnb.model.step import Step
+
+    step = Step("nobody", run='id -u; echo hi > "$DAGNB_OUT/o"; touch /c/x',
+                user="65534:65534", cache_volumes={f"c-{_unique()}": "/c"})
+    run = _run([step], live, cache=False)
+    assert run.ok, run.status()
+    assert run.logs("nobody")["line"].tolist() == ["65534"]
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("image", ["python:3.12-slim", "alpine:3.20"])  # bash, and none
+def test_live_a_failing_middle_command_fails_the_step(live, image):
+    from dagnb.model.step import Step
+
+    step = Step("multi", run="echo one\nfalse\necho three", image=image)
+    run = _run([step], live, cache=False)
+    assert run.states() == {"multi": "failed"}
+    assert run.logs("multi")["line"].tolist() == ["one"]
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_identical_services_under_two_names_are_two(live):
+    from dagnb.executors.dagger import services
+
+    args = ["python", "-m", "http.server", "8000"]
+    try:
+        services.start("web1", "python:3.12-slim", ports=[8000], args=args)
+        services.start("web2", "python:3.12-slim", ports=[8000], args=args)
+        services.stop("web1")
+        import urllib.request
+
+        endpoint = services.running().set_index("name").loc["web2", "endpoint"]
+        assert urllib.request.urlopen(f"http://{endpoint}/", timeout=10).status == 200
+    finally:
+        services._forget_all()

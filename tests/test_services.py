@@ -28,7 +28,7 @@ def test_start_list_logs_stop(stub):
     started = [r["state"] for r in stub.engine.services.values()]
     assert started.count("running") == 2  # the service and its tunnel
 
-    table = services.list()
+    table = services.running()
     assert list(table.columns) == ["name", "image", "ports", "endpoint", "state", "started"]
     assert table.loc[0, "name"] == "db" and table.loc[0, "state"] == "running"
     assert "started postgres:16" in services.logs("db")
@@ -36,11 +36,44 @@ def test_start_list_logs_stop(stub):
 
     stopped = services.stop("db")
     assert stopped.state == "stopped"
-    assert services.list().loc[0, "state"] == "stopped"
+    assert services.running().loc[0, "state"] == "stopped"
     assert set(r["state"] for r in stub.engine.services.values()) == {"stopped"}
     assert services.logs("db").endswith("stopped")
     with pytest.raises(ExecutorError, match="service 'db' is stopped"):
         services.get("db")
+
+
+def test_running_is_the_table_and_list_its_old_name(stub):
+    assert "list" not in vars(services) and services.list is services.running
+
+
+def test_identical_definitions_under_two_names_are_two_services(stub):
+    # The engine keys services by definition: without something that tells them apart,
+    # stopping one would stop the other.
+    one = services.start("db1", "postgres:16", ports=[5432])
+    two = services.start("db2", "postgres:16", ports=[5432])
+    assert one.endpoint != two.endpoint
+    services.stop("db1")
+    running = [r for r in stub.engine.services.values() if r["state"] == "running"]
+    assert len(running) == 2  # db2 and its tunnel
+    assert services.get("db2") is not None
+    services.stop("db2")
+
+
+def test_service_secrets_stay_out_of_queries(stub, monkeypatch):
+    secret = "pg-S3cret-value"
+    services.start("db", "postgres:16", ports=[5432], env={"POSTGRES_USER": "me"},
+                   secrets={"POSTGRES_PASSWORD": secret})
+    carrying = [q.query for q in stub.queries if secret in q.query]
+    assert len(carrying) == 1 and "setSecret" in carrying[0]
+    assert "withSecretVariable" in stub.texts("asService")[-1]
+    services.stop("db")
+    monkeypatch.setenv("PG_TOKEN", secret)
+    services.start("db", "postgres:16", secrets=["PG_TOKEN"])
+    assert len([q for q in stub.queries if secret in q.query]) == 2  # its own setSecret
+    services.stop("db")
+    with pytest.raises(ConfigError, match="secret 'NOPE_UNSET' is not set"):
+        services.start("db3", "postgres:16", secrets=["NOPE_UNSET"])
 
 
 def test_service_with_args_and_no_ports(stub):

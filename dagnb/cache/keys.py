@@ -168,6 +168,14 @@ def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], di
         key.text("params", _canonical(dict(step.params)))
         key.text("services", _canonical(list(step.services)))
         key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
+        if step.exclude:  # what a container step sees of its mounts (absent: keys unchanged)
+            key.text("exclude", _canonical(list(step.exclude)))
+        if step.user:  # who runs a container step
+            key.text("user", step.user)
+        if step.platform:  # the architecture a container step's image runs as
+            key.text("platform", step.platform)
+        if not step.errexit:  # shell text that carries on after a failing command
+            key.text("errexit", "false")
         if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
             _SPEC_MEMO.clear()
         found = _SPEC_MEMO[memo_key] = (key.components, key.describe)

@@ -15,6 +15,7 @@ The file format (every key optional)::
 
     executor: auto                      # auto, local or dagger
     container_registry: ghcr.io
+    project: sales-forecast             # names Dagger cache volumes (default: the folder's)
     container_credentials:
       username: me
       token_env: GHCR_TOKEN             # the *name* of a variable; never the token
@@ -102,6 +103,7 @@ class Settings:
     raise_on_failure: bool = True  # %%dagger cells and %dagger run raise RunFailed
     container_registry: str | None = None
     container_credentials: dict[str, str] | None = None
+    project: str | None = None  # Dagger cache volumes are this project's (None: the folder)
 
     def retry_defaults(self) -> dict[str, Any]:
         """The retry settings as RetryPolicy keyword arguments."""
@@ -194,11 +196,13 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "raise_on_failure": _FLAG,
     "container_registry": _optional_text,
     "container_credentials": _credentials,
+    "project": _optional_text,
 }
 TOP_KEYS = (
     "executor",
     "container_registry",
     "container_credentials",
+    "project",
     "workflow_directory",
     "raise_on_failure",
     "max_concurrent_executions",

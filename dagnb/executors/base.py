@@ -142,6 +142,7 @@ class Outcome:
     exit_code: int | None
     result: Any = NO_RESULT
     handle: Any = None  # passed to downstream steps on the same executor
+    image_ref: str | None = None  # the image that ran, by digest (container executors)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The local executor: steps run on this machine, the embedded default.
 
-Shell text runs with ``bash -c``, an argv list directly, each in a new process group so
+Shell text runs with ``bash -e -o pipefail -c`` (see :mod:`dagnb.executors.shell`), an
+argv list directly, each in a new process group so
 that a timeout or cancellation kills the command and everything it started. Python
 function steps run in-process on the runner's loop: coroutine functions as tasks, plain
 functions called inline (a thread hop per step would cost more than a no-op step, and the
@@ -27,6 +28,7 @@ from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
 from dagnb.executors.loop import call_interruptibly
+from dagnb.executors.shell import host_argv
 from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
@@ -78,7 +80,7 @@ class LocalExecutor:
 async def _run_process(task: Task) -> Outcome:
     _prepare_dirs(task)
     step = task.step
-    argv = ["bash", "-c", step.run] if isinstance(step.run, str) else list(step.run or ())
+    argv = host_argv(step) if isinstance(step.run, str) else list(step.run or ())
     process = await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,

@@ -1,6 +1,7 @@
 """Step: the frozen description of one unit of work.
 
-A step is either a command (shell text, run with ``bash -c``, or an argv list) or a
+A step is either a command (shell text, run with ``bash -e -o pipefail -c``, or an argv
+list) or a
 Python function. Everything else says where and how it runs. Steps are immutable: a
 notebook cell that runs again builds a new Step and the graph replaces the old one.
 """
@@ -142,6 +143,18 @@ class Step:
     circuit_breaker
         False runs the step even while its executor's circuit breaker is open, and
         leaves the breaker out of its attempts (the platform's ``use_circuit_breaker``).
+    user
+        The user a container step runs as (``"1000:100"``, ``"jovyan"``), instead of
+        its image's ``USER``; its outputs folder and cache volumes belong to it.
+    platform
+        The platform a container step's image runs as (``"linux/arm64"``); the engine's
+        own by default.
+    errexit
+        Shell text stops at its first failing command (``bash -e -o pipefail``, or
+        ``sh -e`` where there is no bash); False runs it as plain ``bash -c``.
+    exclude
+        Patterns (``"*.tmp"``, ``"**/raw"``) of files left out of mounted host folders on
+        container executors, besides version control, virtual environments and caches.
     """
 
     name: str
@@ -166,6 +179,10 @@ class Step:
     executor: str | None = None
     description: str = ""
     circuit_breaker: bool = True
+    exclude: tuple[str, ...] = ()
+    user: str | None = None
+    errexit: bool = True
+    platform: str | None = None
 
     def __post_init__(self) -> None:
         name = _check_name(self.name)
@@ -182,6 +199,7 @@ class Step:
         set_(self, "secrets", _names(self.secrets, "secrets", name))
         set_(self, "tags", _names(self.tags, "tags", name))
         set_(self, "services", _names(self.services, "services", name))
+        set_(self, "exclude", _names(self.exclude, "exclude", name))
         set_(self, "env", _check_env(_frozen_map(self.env, "env", name), name))
         set_(self, "mounts", _check_mounts(_frozen_map(self.mounts, "mounts", name), name))
         set_(self, "params", _frozen_map(self.params, "params", name))
@@ -218,7 +236,19 @@ class Step:
                   choices=EXECUTOR_NAMES)
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
-        for alias, path in self.cache_volumes.items():
+        _must(checks.flag, self.errexit, f"step {name!r}: errexit {self.errexit!r}")
+        if self.platform is not None and not re.fullmatch(r"[a-z0-9]+/[a-z0-9_]+(/\w+)?",
+                                                          str(self.platform)):
+            raise InvalidStepError(
+                f"step {name!r}: platform {self.platform!r} must be os/architecture such as "
+                "'linux/amd64' or 'linux/arm64'"
+            )
+        if self.user is not None and (not isinstance(self.user, str) or not self.user.strip()):
+            raise InvalidStepError(
+                f"step {name!r}: user {self.user!r} must be a user name or id such as "
+                "'1000:100'"
+            )
+        for alias, path in self.cache_volumes.items():  # "/path" or "/path:locked"
             if not PurePosixPath(str(path)).is_absolute():
                 raise InvalidStepError(
                     f"step {name!r}: cache volume {alias!r} path {path!r} must be absolute"

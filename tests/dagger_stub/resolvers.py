@@ -6,12 +6,19 @@ service bindings, registry auth and the last exec); its ID is ``Type:<digest of 
 state>`` and the state itself stays in a server-side table, so an ID never carries a
 secret. Secret plaintext lives only in :attr:`StubEngine.secrets`, keyed by an opaque
 handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
-``export``, ...), and an exec runs once per distinct state (the stub's own cache).
+``export``, ...).
+
+The exec cache, as the engine's: an exec runs once per container definition (image,
+env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); variables set
+with ``withVolatileVariable`` are not part of it, so a cached exec keeps the values of
+the run that made it. An exec that ends outside its ``expect`` (an ``ExecError``)
+is not cached: asked again, it runs again.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fnmatch
 import hashlib
 import hmac
 import json
@@ -33,8 +40,11 @@ _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _EMPTY_CONTAINER: dict[str, Any] = {
     "image": None,
     "env": {},
+    "volatile": {},
     "secrets": {},
     "workdir": "/",
+    "user": "",
+    "labels": {},
     "files": {},
     "mounts": {},
     "services": {},
@@ -72,10 +82,20 @@ class StubEngine:
         self._lock = threading.Lock()
         self._exec_locks: dict[str, threading.Lock] = {}
         self.exec_results: dict[str, tuple[sandbox.ExecResult, Path]] = {}
+        self.host_reads: dict[str, str] = {}  # request -> stored snapshot (per client)
         self.services: dict[str, dict[str, Any]] = {}  # service ID -> runtime record
         self.exec_log: list[dict[str, Any]] = []
         self.active_execs = 0
         self.max_active_execs = 0
+        self.request = threading.local()  # .alive(): is the asking client still connected
+        self.version = VERSION
+        self.images: dict[str, dict[str, str]] = {}  # address -> image config ({"user": ...})
+        self._cache_keys: dict[str, str] = {}
+
+    def client_alive(self) -> bool:
+        """Whether the client of the request being answered is still connected."""
+        alive = getattr(self.request, "alive", None)
+        return alive() if alive else True
 
     # -- identity ---------------------------------------------------------------------
 
@@ -95,6 +115,27 @@ class StubEngine:
             raise ValueError(f"unknown ID {ident!r}") from None
         return Obj(self, type_name, state, ident)
 
+    def cache_key(self, ident: str) -> str:
+        """The engine's cache key of an object: its definition without volatile
+        variables, with every object it refers to replaced by that object's key."""
+        found = self._cache_keys.get(ident)
+        if found is None:
+            type_name, state = self.objects[ident]
+            if type_name == "Container":
+                state = {k: v for k, v in state.items() if k != "volatile"}
+            blob = json.dumps([type_name, self._keyed(state)], sort_keys=True)
+            found = self._cache_keys[ident] = hashlib.sha256(blob.encode()).hexdigest()[:32]
+        return found
+
+    def _keyed(self, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: self._keyed(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._keyed(v) for v in value]
+        if isinstance(value, str) and value in self.objects:
+            return self.cache_key(value)
+        return value
+
     def describe(self, ident: str) -> tuple[str, Any]:
         """(type name, state) behind an ID, for tests."""
         return self.objects[ident]
@@ -106,13 +147,25 @@ class StubEngine:
         self.secrets[handle] = plaintext
         return handle
 
+    def restart(self) -> None:
+        """The engine restarts: every object, secret, cached exec and service is gone (an
+        ID from before is unknown), as for a client whose session died."""
+        with self._lock:
+            self.objects.clear()
+            self.secrets.clear()
+            self._cache_keys.clear()
+        self.reset()
+
     def reset(self) -> None:
         """Forget exec results, services and counters (objects and secrets stay)."""
         with self._lock:
             self.exec_results.clear()
+            self.host_reads.clear()
             self.services.clear()
             self.exec_log.clear()
             self.active_execs = self.max_active_execs = 0
+            self.version = VERSION
+            self.images.clear()
 
     # -- storage ----------------------------------------------------------------------
 
@@ -120,32 +173,53 @@ class StubEngine:
         """A fresh directory in the stub's store."""
         return Path(tempfile.mkdtemp(prefix=prefix, dir=self.workdir))
 
-    def snapshot_host(self, path: str, is_file: bool) -> str:
+    def read_host(self, path: str, is_file: bool, no_cache: bool = False,
+                  exclude: list[str] | None = None, gitignore: bool = False) -> str:
+        """``host.directory/file``: like the engine, a read is cached per client (here:
+        until :meth:`reset`) unless ``noCache``, so an edit can go unseen."""
+        request = json.dumps([path, is_file, exclude or [], gitignore])
+        with self._lock:
+            cached = None if no_cache else self.host_reads.get(request)
+        if cached is None:
+            cached = self.snapshot_host(path, is_file, _host_excludes(path, exclude, gitignore))
+            with self._lock:
+                self.host_reads[request] = cached
+        return cached
+
+    def snapshot_host(self, path: str, is_file: bool, exclude: list[str] | None = None) -> str:
         """Copy a host path into the store now, as Dagger uploads it; keyed by content."""
         source = Path(path)
         if not source.exists():
             raise ValueError(f"{path!r} does not exist on the host")
-        target = self.workdir / f"host-{_content_digest(source)}"
+        staging = self.new_dir("upload-")
+        copy = staging / (source.name if is_file else "d")
+        if is_file:
+            shutil.copy2(source, copy)
+        else:
+            shutil.copytree(source, copy, symlinks=True, ignore=_ignoring(source, exclude or []))
+        target = self.workdir / f"host-{_content_digest(copy)}"
         with self._lock:
-            if not target.exists():
-                staging = self.new_dir("upload-")
-                if is_file:
-                    shutil.copy2(source, staging / source.name)
-                else:
-                    shutil.copytree(source, staging / "d", symlinks=True)
+            if target.exists():
+                shutil.rmtree(staging)
+            else:
                 staging.rename(target)
         return str(target)
 
     # -- execs ------------------------------------------------------------------------
 
     def exec_result(self, ctr_id: str) -> tuple[sandbox.ExecResult, Path]:
-        """Run the last exec of a container once; later calls reuse the result."""
+        """Run the last exec of a container once per cache key; later calls reuse it."""
+        key = self.cache_key(ctr_id)
         with self._lock:
-            lock = self._exec_locks.setdefault(ctr_id, threading.Lock())
+            lock = self._exec_locks.setdefault(key, threading.Lock())
         with lock:
-            if ctr_id not in self.exec_results:
-                self.exec_results[ctr_id] = self._run_exec(self.load(ctr_id))
-            return self.exec_results[ctr_id]
+            found = self.exec_results.get(key)
+            if found is None:
+                ctr = self.load(ctr_id)
+                found = self._run_exec(ctr)
+                if _expected(ctr.state["exec"]["expect"], found[0].exit_code):
+                    self.exec_results[key] = found  # dagql caches no errors
+            return found
 
     def _run_exec(self, ctr: Obj) -> tuple[sandbox.ExecResult, Path]:
         spec = ctr.state["exec"]
@@ -154,11 +228,18 @@ class StubEngine:
         parent.build_rootfs(root)
         parent.build_mounts(root)
         env = parent.exec_env()
-        with self._counting():
-            result = sandbox.run(root, spec["args"], env, parent.state["workdir"], parent.binds())
-        self.exec_log.append(
-            {"args": spec["args"], "image": parent.state["image"], "exit_code": result.exit_code}
-        )
+        entry = {"args": spec["args"], "image": parent.state["image"], "exit_code": None,
+                 "volatile": parent.state["volatile"]}
+        self.exec_log.append(entry)
+        try:
+            with self._counting():
+                result = sandbox.run(root, spec["args"], env, parent.state["workdir"],
+                                     parent.binds(), alive=self.client_alive,
+                                     user=_ids(parent.state["user"]))
+        except sandbox.Cancelled:
+            entry["cancelled"] = True  # like the engine: the work of a gone client stops
+            raise
+        entry["exit_code"] = result.exit_code
         parent.drop_mounts(root)
         return result, root
 
@@ -188,6 +269,71 @@ def _content_digest(path: Path) -> str:
         digest.update(str(file.relative_to(path.parent if path.is_file() else path)).encode())
         digest.update(hashlib.sha256(file.read_bytes()).digest())
     return digest.hexdigest()[:32]
+
+
+def _host_excludes(path: str, exclude: list[str] | None, gitignore: bool) -> list[str]:
+    """The exclude patterns plus, with ``gitignore``, the folder's own .gitignore lines."""
+    patterns = list(exclude or [])
+    ignore_file = Path(path) / ".gitignore"
+    if gitignore and ignore_file.is_file():
+        lines = ignore_file.read_text().splitlines()
+        patterns += [line.strip() for line in lines if line.strip() and line[0] != "#"]
+    return patterns
+
+
+def _excluded(relative: str, patterns: list[str]) -> bool:
+    """Dagger-style patterns (``.git``, ``**/.venv``, ``*.tmp``) against a relative path."""
+    parts = relative.split("/")
+    for pattern in patterns:
+        pattern = pattern.strip("/").removeprefix("./")
+        if pattern.startswith("**/"):
+            if any(fnmatch.fnmatchcase(part, pattern[3:]) for part in parts):
+                return True
+        elif any(fnmatch.fnmatchcase("/".join(parts[:n]), pattern)
+                 for n in range(1, len(parts) + 1)):
+            return True
+    return False
+
+
+def _ignoring(root: Path, patterns: list[str]) -> Any:
+    """A ``shutil.copytree`` ignore function for ``patterns``, relative to ``root``."""
+    def ignore(folder: str, names: list[str]) -> set[str]:
+        base = os.path.relpath(folder, root)
+        prefix = "" if base == "." else base + "/"
+        return {name for name in names if _excluded(prefix + name, patterns)}
+
+    return ignore
+
+
+def _ids(user: str) -> str:
+    """``"uid:gid"`` for a user spec (``"1000"``, ``"1000:100"``, ``"jovyan"``); "" for root."""
+    import grp
+    import pwd
+
+    if user in ("", "root", "0", "0:0", "root:root"):
+        return ""
+    name, _, group = user.partition(":")
+    uid = int(name) if name.isdigit() else pwd.getpwnam(name).pw_uid
+    if group:
+        gid = int(group) if group.isdigit() else grp.getgrnam(group).gr_gid
+    else:
+        try:
+            gid = pwd.getpwuid(uid).pw_gid
+        except KeyError:
+            gid = 0  # a uid the image's /etc/passwd does not name: group root, as runc
+    return f"{uid}:{gid}"
+
+
+def _chown(path: Path, owner: str) -> None:
+    """Give ``path`` and everything under it to ``owner`` (nothing for root)."""
+    ids = _ids(owner)
+    if not ids:
+        return
+    uid, gid = (int(n) for n in ids.split(":"))
+    for folder, _, files in os.walk(path):
+        os.chown(folder, uid, gid)
+        for name in files:
+            os.chown(os.path.join(folder, name), uid, gid)
 
 
 def _free_port() -> int:
@@ -231,19 +377,22 @@ class Obj:
     # -- Query ------------------------------------------------------------------------
 
     def r_version(self) -> str:
-        return VERSION
+        return self.engine.version
 
     def r_container(self, platform: str | None = None) -> Obj:
-        return self.engine.make("Container", _EMPTY_CONTAINER)
+        return self.engine.make("Container", {**_EMPTY_CONTAINER, "platform": platform})
 
     def r_host(self) -> Obj:
         return self.engine.make("Host", {})
 
-    def r_directory(self, path: str | None = None, **_: Any) -> Obj:
+    def r_directory(self, path: str | None = None, noCache: bool = False,
+                    exclude: list[str] | None = None, gitignore: bool = False,
+                    **_: Any) -> Obj:
         if self.type_name == "Query":
             return self.engine.make("Directory", {"empty": True})
         if self.type_name == "Host":
-            return self.engine.make("Directory", {"store": self.engine.snapshot_host(path, False)})
+            stored = self.engine.read_host(path, False, noCache, exclude, gitignore)
+            return self.engine.make("Directory", {"store": stored})
         return self.engine.make("Directory", {"ctr": self.ident, "path": self.abs(path)})
 
     def r_setSecret(self, name: str, plaintext: str) -> Obj:
@@ -264,17 +413,36 @@ class Obj:
     # -- Container: building ----------------------------------------------------------
 
     def r_from(self, address: str, registryService: str | None = None) -> Obj:
-        return self.derive(image=address)
+        user = self.engine.images.get(address, {}).get("user", "")
+        return self.derive(image=address, user=user)
+
+    def r_withLabel(self, name: str, value: str) -> Obj:
+        return self.with_entry("labels", name, value)
+
+    def r_withUser(self, name: str) -> Obj:
+        return self.derive(user=name)
+
+    def r_user(self) -> str:
+        return self.state["user"]
+
+    def r_imageRef(self) -> str:
+        digest = hashlib.sha256(f"{self.state['image']}|{self.state['platform']}".encode())
+        return f"{self.state['image']}@sha256:{digest.hexdigest()}"
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
         return self.with_entry("env", name, value)
+
+    def r_withVolatileVariable(self, name: str, value: str) -> Obj:
+        return self.with_entry("volatile", name, value)
 
     def r_withSecretVariable(self, name: str, secret: str) -> Obj:
         self.engine.load(secret)  # an unknown secret fails here, as in Dagger
         return self.with_entry("secrets", name, secret)
 
-    def r_withDirectory(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_entry("files", self.abs(path), {"dir": self.engine.load(source).ident})
+    def r_withDirectory(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
+        # Like the engine: a new directory belongs to root unless an owner is given.
+        spec = {"dir": self.engine.load(source).ident, "owner": owner}
+        return self.with_entry("files", self.abs(path), spec)
 
     def r_withMountedDirectory(self, path: str, source: str, **_: Any) -> Obj:
         return self.with_entry("mounts", self.abs(path), {"dir": self.engine.load(source).ident})
@@ -282,9 +450,11 @@ class Obj:
     def r_withMountedFile(self, path: str, source: str, **_: Any) -> Obj:
         return self.with_entry("mounts", self.abs(path), {"file": self.engine.load(source).ident})
 
-    def r_withMountedCache(self, path: str, cache: str, **_: Any) -> Obj:
+    def r_withMountedCache(self, path: str, cache: str, owner: str = "",
+                           sharing: str = "SHARED", **_: Any) -> Obj:
         key = self.engine.load(cache).state["key"]
-        return self.with_entry("mounts", self.abs(path), {"cache": key})
+        spec = {"cache": key, "owner": owner, "sharing": sharing}
+        return self.with_entry("mounts", self.abs(path), spec)
 
     def r_withNewFile(self, path: str, contents: str, permissions: int = 0o644, **_: Any) -> Obj:
         return self.with_entry("files", self.abs(path), {"text": contents, "mode": permissions})
@@ -338,9 +508,9 @@ class Obj:
     def r_envVariable(self, name: str) -> str | None:
         return self.state["env"].get(name)
 
-    def r_file(self, path: str, **_: Any) -> Obj:
+    def r_file(self, path: str, noCache: bool = False, **_: Any) -> Obj:
         if self.type_name == "Host":
-            stored = Path(self.engine.snapshot_host(path, True))
+            stored = Path(self.engine.read_host(path, True, noCache))
             return self.engine.make("File", {"store": str(next(stored.iterdir())), "path": path})
         if self.type_name == "Directory":
             return self.engine.make("File", {"dir": self.ident, "path": _norm(path)})
@@ -360,6 +530,7 @@ class Obj:
             target.parent.mkdir(parents=True, exist_ok=True)
             if "dir" in spec:
                 self.engine.load(spec["dir"]).materialize(target)
+                _chown(target, spec.get("owner", ""))
             else:
                 target.write_text(spec["text"])
                 target.chmod(spec["mode"])
@@ -389,11 +560,14 @@ class Obj:
         for path, spec in self.state["mounts"].items():
             if "cache" in spec:
                 binds[path] = self.engine.workdir / "caches" / spec["cache"]
-                binds[path].mkdir(parents=True, exist_ok=True)
+                if not binds[path].exists():  # the owner applies when a volume is made
+                    binds[path].mkdir(parents=True)
+                    _chown(binds[path], spec.get("owner", ""))
         return binds
 
     def exec_env(self) -> dict[str, str]:
-        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"]}
+        env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"],
+               **self.state["volatile"]}
         for name, secret_id in self.state["secrets"].items():
             env[name] = self.engine.secrets[self.engine.load(secret_id).state["handle"]]
         for alias in self.state["services"]:

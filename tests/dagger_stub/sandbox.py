@@ -23,10 +23,12 @@ import functools
 import os
 import shlex
 import shutil
+import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ExecResult", "mode", "run"]
+__all__ = ["Cancelled", "ExecResult", "mode", "run"]
 
 # Forced with DAGNB_STUB_SANDBOX=rewrite|namespace (tests exercise both paths).
 _MODE_ENV = "DAGNB_STUB_SANDBOX"
@@ -39,6 +41,31 @@ class ExecResult:
     stdout: str
     stderr: str
     exit_code: int
+
+
+class Cancelled(Exception):
+    """The client that asked for the exec went away; the exec was killed (as Dagger does)."""
+
+
+def _always() -> bool:
+    return True
+
+
+def _communicate(cmd: list[str], alive: Callable[[], bool], **options: object
+                 ) -> subprocess.CompletedProcess[bytes]:
+    """subprocess.run, but the process group is killed as soon as ``alive()`` says no."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            start_new_session=True, **options)  # type: ignore[call-overload]
+    while True:
+        try:
+            stdout, stderr = proc.communicate(timeout=0.05)
+            return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+        except subprocess.TimeoutExpired:
+            if alive():
+                continue
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise Cancelled(f"exec {cmd!r} killed: its client went away")
 
 
 @functools.lru_cache(maxsize=1)
@@ -67,16 +94,24 @@ def run(
     env: dict[str, str],
     workdir: str,
     binds: dict[str, Path],
+    alive: Callable[[], bool] = _always,
+    user: str = "",
 ) -> ExecResult:
     """Run ``argv`` as if ``root`` were the container's filesystem.
 
+    ``user`` (``"uid:gid"``, empty for root) runs the command as that user, as an image's
+    ``USER`` does; only in namespace mode (in rewrite mode the stub's own folders are
+    not reachable for another user, so the command runs as root there).
+
     ``binds`` maps container paths to host directories shared between execs (cache
-    volumes): they are bind-mounted, or rewritten, instead of copied.
+    volumes): they are bind-mounted, or rewritten, instead of copied. The exec is
+    killed, raising :class:`Cancelled`, once ``alive()`` returns False.
     """
     (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)  # a container's / is readable by every user (mkdtemp made it 0700)
     if mode() == "namespace":
-        return _run_namespace(root, argv, env, workdir, binds)
-    return _run_rewrite(root, argv, env, workdir, binds)
+        return _run_namespace(root, argv, env, workdir, binds, alive, user)
+    return _run_rewrite(root, argv, env, workdir, binds, alive)
 
 
 def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
@@ -89,7 +124,8 @@ def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
 
 
 def _run_namespace(
-    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path]
+    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path],
+    alive: Callable[[], bool], user: str,
 ) -> ExecResult:
     created: list[Path] = []
     lines = ["set -e"]
@@ -100,12 +136,13 @@ def _run_namespace(
     lines += _union_with_host(Path("/"), root, created)
     # `cd` inside the chroot so a missing workdir fails like it would in a container.
     inner = 'cd "$1" || exit 126; shift; exec "$@"'
-    chroot_argv = [shutil.which("chroot") or "chroot", str(root), "/bin/sh", "-c", inner, "sh"]
+    chroot = [shutil.which("chroot") or "chroot", *([f"--userspec={user}"] if user else [])]
+    chroot_argv = [*chroot, str(root), "/bin/sh", "-c", inner, "sh"]
     lines.append("exec " + shlex.join([*chroot_argv, workdir, *argv]))
     unshare = shutil.which("unshare") or "unshare"
     cmd = [unshare, "--mount", "--propagation", "private", "sh", "-c", "\n".join(lines)]
     try:
-        return _finish(subprocess.run(cmd, env=env, capture_output=True, check=False))
+        return _finish(_communicate(cmd, alive, env=env))
     finally:
         _remove_mount_points(created)
 
@@ -157,7 +194,8 @@ def _remove_mount_points(created: list[Path]) -> None:
 
 
 def _run_rewrite(
-    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path]
+    root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path],
+    alive: Callable[[], bool],
 ) -> ExecResult:
     mapping = {target: str(source) for target, source in binds.items()}
     for owned in _owned_paths(Path("/"), root):
@@ -166,9 +204,7 @@ def _run_rewrite(
     cwd = rewrite(workdir) if workdir != "/" else str(root)
     new_env = {key: rewrite(value) for key, value in env.items()}
     try:
-        proc = subprocess.run(
-            [rewrite(a) for a in argv], env=new_env, cwd=cwd, capture_output=True, check=False
-        )
+        proc = _communicate([rewrite(a) for a in argv], alive, env=new_env, cwd=cwd)
     except FileNotFoundError as exc:
         return ExecResult("", f"exec: {exc}\n", 127)
     return _finish(proc)

@@ -6,6 +6,9 @@ then one query per awaited call with the whole call chain and its arguments inli
 Like the engine, every GraphQL answer is HTTP 200 (the client retries anything else);
 failures are ``errors`` entries. Every request is recorded for the tests to inspect.
 
+Like the engine, an exec whose client goes away (a cancelled request, a client-side
+timeout) is killed and its result is not kept.
+
 Faults for tests: :meth:`StubServer.fail` makes the next matching requests drop the
 connection without an answer, answer HTTP 500, or answer a GraphQL error.
 """
@@ -16,6 +19,7 @@ import base64
 import dataclasses
 import json
 import secrets
+import select
 import socket
 import tempfile
 import threading
@@ -40,6 +44,7 @@ class RecordedQuery:
     query: str
     variables: dict[str, Any] | None
     at: float
+    traceparent: str | None = None  # the OpenTelemetry context the client sent
 
 
 @dataclasses.dataclass
@@ -76,6 +81,7 @@ class StubServer:
         self.token = secrets.token_hex(16)
         self.queries: list[RecordedQuery] = []
         self.faults: list[Fault] = []
+        self.session_lost = False  # see lose_session
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -104,7 +110,15 @@ class StubServer:
         with self._lock:
             self.queries.clear()
             self.faults.clear()
+            self.session_lost = False
         self.engine.reset()
+
+    def lose_session(self) -> None:
+        """The session dies and the engine restarts: every request of the old client is
+        dropped, and a new session (which starts by introspecting the schema) finds an
+        engine that knows none of the old objects."""
+        self.engine.restart()
+        self.session_lost = True
 
     def fail(self, kind: str, match: str = "", times: int = 1, message: str = "") -> None:
         """Inject a fault; see :class:`Fault`."""
@@ -126,8 +140,9 @@ class StubServer:
                     return fault
         return None
 
-    def record(self, body: dict[str, Any]) -> RecordedQuery:
-        entry = RecordedQuery(body.get("query", ""), body.get("variables"), time.monotonic())
+    def record(self, body: dict[str, Any], traceparent: str | None = None) -> RecordedQuery:
+        entry = RecordedQuery(body.get("query", ""), body.get("variables"), time.monotonic(),
+                              traceparent)
         with self._lock:
             self.queries.append(entry)
         return entry
@@ -157,11 +172,27 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if not self._authorized():
                 return self._answer(401, {"message": "invalid session token"})
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-            server.record(body)
+            server.record(body, self.headers.get("traceparent"))
+            if server.session_lost and "IntrospectionQuery" not in body.get("query", ""):
+                return self._inject(Fault("drop"))
+            server.session_lost = False
             fault = server.take_fault(body.get("query", ""))
             if fault:
                 return self._inject(fault)
-            self._answer(200, server.execute(body))
+            server.engine.request.alive = self._client_alive
+            try:
+                answer = server.execute(body)
+            finally:
+                server.engine.request.alive = None
+            self._answer(200, answer)
+
+        def _client_alive(self) -> bool:
+            """False once the client closed its end (a cancelled request, a timeout)."""
+            try:
+                readable, _, _ = select.select([self.connection], [], [], 0)
+                return not readable or self.connection.recv(1, socket.MSG_PEEK) != b""
+            except OSError:
+                return False
 
         def _authorized(self) -> bool:
             expected = base64.b64encode(f"{server.token}:".encode()).decode()
@@ -178,10 +209,13 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
 
         def _answer(self, status: int, payload: dict[str, Any]) -> None:
             data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                self.close_connection = True  # the client went away (it was cancelled)
 
     return Handler

@@ -11,6 +11,13 @@ twice and fails. It belongs to the event loop that opened it (dagnb runs everyth
 one background loop, see :mod:`dagnb.executors.loop`); a call from another loop reconnects, with a
 log line, instead of hanging in the SDK's retries. It is closed at interpreter exit on
 its own loop.
+
+A lost session (the engine restarted, the ``dagger`` session process died) fails every
+query on the old client: the first step that sees such a failure calls :func:`reopen`,
+which drops that client once, whichever step saw it first, so the runner's retry opens a
+new session. Objects of the old session are no use in the new one: each session has a
+number (:func:`session_number`), and the pipeline objects dagnb keeps between steps
+(an upstream step's output directory) are checked with :func:`from_this_session`.
 """
 
 from __future__ import annotations
@@ -18,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import importlib.util
 import logging
 import os
+import re
 import shutil
 import threading
 import weakref
+from collections.abc import Awaitable, Callable, Hashable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagnb.errors import DagnbError, ExecutorUnavailable, TransientError
@@ -36,11 +46,18 @@ __all__ = [
     "INSTALL_HINT",
     "AutoChoice",
     "aclose",
+    "adopt",
     "client",
+    "constant",
     "detect",
+    "engine_version",
+    "from_this_session",
     "is_transient",
     "pick_auto",
+    "remembered",
+    "reopen",
     "require_sdk",
+    "session_number",
 ]
 
 log = logging.getLogger("dagnb.executors.dagger.connection")
@@ -52,6 +69,7 @@ _NO_ENGINE = (
     "DAGGER_SESSION_TOKEN at a running session"
 )
 _CLOSE_TIMEOUT = 10.0  # seconds the exit hook waits for the session to close
+_PROBE_TIMEOUT = 5.0  # seconds a session that may be lost has to answer
 
 
 def require_sdk() -> Any:
@@ -126,6 +144,9 @@ class _Connection:
         self.client: dagger.Client | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stack: contextlib.AsyncExitStack | None = None
+        self.memo: dict[Any, Any] = {}  # answers that hold for the session (see remembered)
+        self.number = 0  # of the session; 0 before the first
+        self.handles: dict[int, weakref.ref[Any]] = {}  # objects made in this session
         # Weak, so the loops of finished asyncio.run() calls are not kept alive.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -151,18 +172,24 @@ class _Connection:
                 raise
             raise _connect_error(dagger, exc) from exc
         self.client, self.loop, self.stack = client, loop, stack
+        self.number += 1
 
     def abandon(self) -> None:
         """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
         loop, stack = self.loop, self.stack
-        self.client = self.loop = self.stack = None
+        self.forget()
         if stack is not None and loop is not None and loop.is_running():
             with contextlib.suppress(RuntimeError):
                 asyncio.run_coroutine_threadsafe(stack.aclose(), loop)
 
+    def forget(self) -> None:
+        """Drop everything that belongs to the session (the caller closes its stack)."""
+        self.client = self.loop = self.stack = None
+        self.memo, self.handles = {}, {}
+
     async def close(self) -> None:
         stack = self.stack
-        self.client = self.loop = self.stack = None
+        self.forget()
         if stack is not None:
             with contextlib.suppress(Exception):
                 await stack.aclose()
@@ -196,6 +223,102 @@ async def client() -> dagger.Client:
             await conn.open(loop)
     assert conn.client is not None
     return conn.client
+
+
+async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:
+    """``await ask()`` once per session: the engine's version, an image's user (tags
+    resolve once per session in the engine too). A new session asks again."""
+    await client()
+    memo = _connection.memo
+    if key not in memo:
+        memo[key] = await ask()
+    return memo[key]
+
+
+async def reopen(stale: Any) -> bool:
+    """After a connection failure on client ``stale``: if the session does not answer
+    any more, close it, once, so that the next :func:`client` opens a new one.
+
+    False when the session still answers (a passing hiccup: its services and objects
+    stay) or another step already closed it.
+    """
+    conn = _connection
+    if stale is None or conn.client is not stale:
+        return False
+    if await _answers(stale) or conn.client is not stale:
+        return False
+    log.warning("dagnb: lost the Dagger session; the next step opens a new one")
+    if conn.loop is asyncio.get_running_loop():
+        stack = conn.stack
+        conn.forget()
+        if stack is not None:
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(stack.aclose(), _CLOSE_TIMEOUT)
+    else:
+        conn.abandon()
+    return True
+
+
+async def _answers(dag: Any) -> bool:
+    """Whether the session still answers a trivial query (within a few seconds)."""
+    try:
+        await asyncio.wait_for(dag.version(), _PROBE_TIMEOUT)
+    except Exception:
+        return False
+    return True
+
+
+def session_number() -> int:
+    """The current session's number (0: none yet); each new session counts one more."""
+    return _connection.number if _connection.client is not None else 0
+
+
+def adopt(handle: Any) -> Any:
+    """Note that ``handle`` (a Directory, a Service) was made in the current session."""
+    handles = _connection.handles
+    key = id(handle)
+    handles[key] = weakref.ref(handle, lambda _ref: handles.pop(key, None))
+    return handle
+
+
+def from_this_session(handle: Any) -> bool:
+    """Whether ``handle`` was :func:`adopt`-ed in the current session (usable in it)."""
+    ref = _connection.handles.get(id(handle))
+    return ref is not None and ref() is handle
+
+
+async def constant(key: Hashable, make: Callable[[], Any]) -> Any:
+    """``make()``, an object that stays the same all session (an empty directory, a
+    cache volume), whose ID is asked once: the SDK otherwise resolves every object
+    argument with a round trip of its own, for every step that uses it."""
+    obj = make()
+    ident = await remembered(("id", key), obj.id)
+    known = _known_id_type(type(obj))(obj._ctx)  # the SDK's query context, as it copies it
+    known._dagnb_id = ident
+    return known
+
+
+@functools.cache
+def _known_id_type(cls: type) -> type:
+    """A subclass of an SDK type whose ``id()`` answers from memory."""
+    async def id(self: Any) -> str:
+        return self._dagnb_id
+
+    return type(cls.__name__, (cls,), {"__slots__": ("_dagnb_id",), "id": id,
+                                       "__module__": __name__})
+
+
+async def engine_version() -> tuple[int, ...]:
+    """The engine's version as numbers (``v0.21.8`` -> ``(0, 21, 8)``), asked once per
+    session: features such as ``withVolatileVariable`` (0.21.4) depend on it."""
+    dag = await client()
+    return _version_numbers(await remembered("version", dag.version))
+
+
+def _version_numbers(text: str) -> tuple[int, ...]:
+    """``"v0.21.8"`` -> ``(0, 21, 8)``; a development build (no numbers) counts as newest."""
+    numbers = re.findall(r"\d+", text.split("-", 1)[0])
+    return tuple(int(n) for n in numbers[:3]) or (999,)
 
 
 async def aclose() -> None:
@@ -234,12 +357,19 @@ def _prefer_cli_on_path() -> None:
 
 
 def _config(dagger: Any) -> Any:
-    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once."""
+    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once.
+
+    Only ``Exception``s are retried: tenacity catches ``BaseException``, and retrying a
+    ``CancelledError`` would swallow a step's timeout or cancel (the request would be
+    sent again and awaited to its end). An answered query (``TransportQueryError``,
+    an exec that failed) is never sent twice.
+    """
     import tenacity
     from gql.transport.exceptions import TransportQueryError
 
     execute = tenacity.retry(
-        retry=tenacity.retry_if_not_exception_type(TransportQueryError),
+        retry=(tenacity.retry_if_exception_type(Exception)
+               & tenacity.retry_if_not_exception_type(TransportQueryError)),
         stop=tenacity.stop_after_attempt(2),
         wait=tenacity.wait_fixed(0.5),
         reraise=True,

@@ -11,8 +11,11 @@ output, with ``dagger run``, is live). The output directory is exported into the
 ``out_dir`` for the cache, and also returned as ``Outcome.handle`` so that downstream
 Dagger steps mount it directly.
 
-Errors: an exec's non-zero exit is an ``Outcome`` (a Python step's is ``StepFailed``);
-``dagger.ExecError`` becomes ``StepFailed``; a dropped or refused connection becomes
+Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
+``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
+``dagger run`` and Dagger Cloud show as a failure. It becomes an ``Outcome`` with that
+exit code and the logs, as on the local executor; a Python step's failure, or a kill by
+a signal, becomes ``StepFailed`` with the output's tails; a dropped or refused connection becomes
 ``TransientError``, which the runner retries and the circuit breaker counts. Secret
 values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
 in-flight request, and the engine stops the work of a request whose client went away.
@@ -22,6 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -32,15 +37,19 @@ from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.translate import (
     CONTAINER_OUT,
     DEFAULT_IMAGE,
+    VOLATILE_SINCE,
     ServiceLookup,
     build_container,
+    image_container,
     parse_registry_auth,
+    volume_key,
 )
 from dagnb.model.results import load_result
 
 __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
 
 _TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
+_SIGNALLED = range(128, 192)  # exit codes of a process killed by a signal (137: OOM kill)
 # Engine errors that are about the network rather than the step (a registry hiccup).
 _TRANSIENT_HINT = re.compile(
     r"timeout|timed out|connection reset|connection refused|temporarily unavailable|"
@@ -88,19 +97,52 @@ class DaggerExecutor:
         found = self.availability()
         if not found.available:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
+        # One span per step: dagger-io sends the trace context with every query, so
+        # `dagger run` and Dagger Cloud group the step's execs under its name.
+        attributes = {"dagnb.step": task.step.name, "dagnb.attempt": task.attempt,
+                      "dagnb.run_id": task.run_id}
+        with _tracer().start_as_current_span(task.step.name, attributes=attributes):
+            return await self._execute(task)
+
+    async def _execute(self, task: Task) -> Outcome:
         dagger = connection.require_sdk()
         secrets = self._secret_values(task)
+        dag = None
         try:
             dag = await connection.client()
-            ctr = build_container(dag, task, default_image=self.default_image,
-                                  registry_auth=self.registry_auth, services=self._services)
-            return await _run(ctr, task, secrets)
+            volatile = await connection.engine_version() >= VOLATILE_SINCE
+            image = image_container(dag, task, default_image=self.default_image,
+                                    registry_auth=self.registry_auth)
+            ctr = build_container(dag, task, image=image, services=self._services,
+                                  volatile_variables=volatile,
+                                  owner=await self._user(task, image),
+                                  empty=await connection.constant("empty", dag.directory),
+                                  volumes=await _volumes(dag, task))
+            outcome = await _run(ctr, task, secrets)
+            # Tags resolve once per session; the digest that ran, for the step's record.
+            ref = await connection.remembered(("ref", *self._image_key(task)), image.image_ref)
+            return dataclasses.replace(outcome, image_ref=ref)
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
-            raise _exec_failed(task, exc, secrets) from None
+            failed = _failed_exec(task, exc, secrets)
         except Exception as exc:
+            if connection.is_transient(exc):  # the session may be gone: a retry gets a new one
+                await connection.reopen(dag)
             raise _classified(task, exc, secrets, dagger) from None
+        if isinstance(failed, StepFailed):
+            raise failed
+        return failed
+
+    async def _user(self, task: Task, image: Any) -> str:
+        """Who runs the step: its ``user``, else the image's ``USER`` (asked once per
+        image and session; "" is root)."""
+        if task.step.user:
+            return task.step.user
+        return await connection.remembered(("user", *self._image_key(task)), image.user)
+
+    def _image_key(self, task: Task) -> tuple[str, str | None]:
+        return task.step.image or self.default_image, task.step.platform
 
     def _secret_values(self, task: Task) -> list[str]:
         values = list(task.secrets.values())
@@ -111,24 +153,50 @@ class DaggerExecutor:
 
 
 async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
-    ctr = await ctr.sync()  # one query runs the exec; the rest load it by ID
-    stdout, stderr, code = await asyncio.gather(ctr.stdout(), ctr.stderr(), ctr.exit_code())
+    ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
+    stdout, stderr = await asyncio.gather(ctr.stdout(), ctr.stderr())
     _log(task, "stdout", stdout)
     _log(task, "stderr", stderr)
-    if code != 0:
-        if task.step.func is not None:  # the shim exits 1 after printing the traceback
-            raise StepFailed(
-                f"step {task.step.name!r}: the Python function raised (exit code {code}); "
-                "see its stderr",
-                step=task.step.name, exit_code=code,
-                stdout_tail=_mask(stdout, secrets)[-_TAIL:],
-                stderr_tail=_mask(stderr, secrets)[-_TAIL:],
-            )
-        return Outcome(exit_code=code)
-    out = await ctr.directory(CONTAINER_OUT).sync()
+    out = connection.adopt(ctr.directory(CONTAINER_OUT))
     await out.export(str(task.out_dir))
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+@functools.cache
+def _tracer() -> Any:
+    """dagger-io's OpenTelemetry tracer (configured from OTEL_* variables, as under
+    ``dagger run``; without them its spans cost next to nothing)."""
+    from dagger import telemetry
+
+    return telemetry.get_tracer()
+
+
+async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
+    """The step's cache volumes, each ID asked once per session."""
+    keys = {alias: volume_key(task, alias) for alias in task.step.cache_volumes}
+    return {alias: await connection.constant(("volume", key),
+                                             functools.partial(dag.cache_volume, key))
+            for alias, key in keys.items()}
+
+
+def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:
+    """A command's non-zero exit is an Outcome with its logs, as on the local executor;
+    a Python step's (its function raised) or a signal's is a StepFailed."""
+    code = exc.exit_code
+    if task.step.func is not None:  # the shim exits 1 after printing the traceback
+        return StepFailed(
+            f"step {task.step.name!r}: the Python function raised (exit code {code}); "
+            "see its stderr",
+            step=task.step.name, exit_code=code,
+            stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
+            stderr_tail=_mask(exc.stderr or "", secrets)[-_TAIL:],
+        )
+    if code in _SIGNALLED:
+        return _exec_failed(task, exc, secrets)
+    _log(task, "stdout", exc.stdout or "")
+    _log(task, "stderr", exc.stderr or "")
+    return Outcome(exit_code=code)
 
 
 def _log(task: Task, stream: str, text: str) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import os
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,14 +33,11 @@ __all__ = [
     "astart",
     "astop",
     "get",
-    "list",
     "logs",
+    "running",
     "start",
     "stop",
 ]
-
-_builtin_list = list
-
 
 @dataclasses.dataclass(frozen=True)
 class ServiceInfo:
@@ -58,9 +56,12 @@ class ServiceInfo:
 class _Running:
     info: ServiceInfo
     service: Any  # the dagger.Service steps bind
-    tunnels: _builtin_list[Any]
-    events: _builtin_list[str]
+    tunnels: list[Any]
+    events: list[str]
+    session: int  # connection.session_number() it was started in; it dies with that session
 
+
+SERVICE_LABEL = "dev.dagnb.service"  # the container label holding a service's name
 
 _lock = threading.Lock()
 _running: dict[str, _Running] = {}
@@ -77,18 +78,49 @@ def _run_sync(coro: Any) -> Any:
     return run_sync(coro)
 
 
+@dataclasses.dataclass(frozen=True)
+class _Definition:
+    """What :func:`start` was asked for."""
+
+    name: str
+    image: str
+    ports: Sequence[int]
+    env: Mapping[str, str]
+    secrets: Mapping[str, str]  # name -> value, sent only as Dagger secrets
+    args: Sequence[str] | None
+
+
+def _secret_values(name: str, secrets: Mapping[str, str] | Sequence[str] | None
+                   ) -> dict[str, str]:
+    """``{"PW": value}`` as given, or names read from the environment now."""
+    if secrets is None:
+        return {}
+    if isinstance(secrets, Mapping):
+        return {str(k): str(v) for k, v in secrets.items()}
+    missing = [n for n in secrets if n not in os.environ]
+    if missing:
+        raise ConfigError(
+            f"service {name!r}: secret {missing[0]!r} is not set in the environment; set it "
+            f"(export {missing[0]}=...) or pass secrets={{{missing[0]!r}: value}}"
+        )
+    return {n: os.environ[n] for n in secrets}
+
+
 async def astart(
     name: str,
     image: str,
     ports: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     args: Sequence[str] | None = None,
+    secrets: Mapping[str, str] | Sequence[str] | None = None,
 ) -> ServiceInfo:
     """Coroutine of :func:`start`."""
     _reserve(name, ports)
     try:
+        definition = _Definition(name, image, ports, dict(env or {}),
+                                 _secret_values(name, secrets), args)
         dag = await connection.client()
-        service, tunnels, endpoints = await _start_service(dag, image, ports, env, args)
+        service, tunnels, endpoints = await _start_service(dag, definition)
     finally:
         with _lock:
             _starting.discard(name)
@@ -98,24 +130,32 @@ async def astart(
     events = [f"{started:%H:%M:%S} started {image}"]
     events += [f"{started:%H:%M:%S} port {p} -> {e}" for p, e in endpoints.items()]
     with _lock:
-        _running[name] = _Running(info, service, tunnels, events)
+        _running[name] = _Running(info, service, tunnels, events, connection.session_number())
     return info
 
 
-async def _start_service(dag: Any, image: str, ports: Sequence[int],
-                         env: Mapping[str, str] | None, args: Sequence[str] | None
-                         ) -> tuple[Any, _builtin_list[Any], dict[int, str]]:
-    """The started service and its tunnels; on a failure, what was started is stopped."""
-    ctr = dag.container().from_(image)
-    for key, value in sorted((env or {}).items()):
+def _service(dag: Any, spec: _Definition) -> Any:
+    """The lazy service. Dagger keys services by definition and session, so two names
+    with the same image, env and ports would be one service (stopping one would stop
+    both): the name is a label of the container, which keeps them apart."""
+    ctr = dag.container().from_(spec.image).with_label(SERVICE_LABEL, spec.name)
+    for key, value in sorted(spec.env.items()):
         ctr = ctr.with_env_variable(key, str(value))
-    for port in ports:
+    for key, value in sorted(spec.secrets.items()):  # never in a query but setSecret's
+        ctr = ctr.with_secret_variable(key, dag.set_secret(f"service-{spec.name}-{key}", value))
+    for port in spec.ports:
         ctr = ctr.with_exposed_port(port)
     # Without args, run the image's entrypoint and command as `docker run` would.
-    service = ctr.as_service(args=_builtin_list(args)) if args else ctr.as_service(
-        use_entrypoint=True)
-    service = await service.start()
-    tunnels: _builtin_list[Any] = []
+    if spec.args:
+        return ctr.as_service(args=list(spec.args))
+    return ctr.as_service(use_entrypoint=True)
+
+
+async def _start_service(dag: Any, spec: _Definition) -> tuple[Any, list[Any], dict[int, str]]:
+    """The started service and its tunnels; on a failure, what was started is stopped."""
+    ports = spec.ports
+    service = await _service(dag, spec).start()
+    tunnels: list[Any] = []
     try:
         endpoints = await _open_tunnels(dag, service, ports, tunnels)
     except BaseException:
@@ -127,7 +167,7 @@ async def _start_service(dag: Any, image: str, ports: Sequence[int],
 
 
 async def _open_tunnels(dag: Any, service: Any, ports: Sequence[int],
-                        tunnels: _builtin_list[Any]) -> dict[int, str]:
+                        tunnels: list[Any]) -> dict[int, str]:
     """Endpoints by port; each started tunnel is appended to ``tunnels`` at once."""
     import dagger
 
@@ -159,6 +199,7 @@ def start(
     ports: Sequence[int] = (),
     env: Mapping[str, str] | None = None,
     args: Sequence[str] | None = None,
+    secrets: Mapping[str, str] | Sequence[str] | None = None,
 ) -> ServiceInfo:
     """Start ``image`` as service ``name`` and tunnel its ports to this machine.
 
@@ -174,13 +215,17 @@ def start(
         Environment of the service container.
     args
         Command to run instead of the image's entrypoint and default command.
+    secrets
+        Variables whose values must stay out of queries and IDs (``POSTGRES_PASSWORD``):
+        ``{"NAME": value}``, or names read from this process's environment. They reach
+        the service as Dagger secrets; ``env`` values are plain text in every query.
 
     Returns
     -------
     ServiceInfo
         With ``endpoint``, the ``host:port`` to connect to from the notebook.
     """
-    return _run_sync(astart(name, image, ports, env, args))
+    return _run_sync(astart(name, image, ports, env, args, secrets))
 
 
 async def astop(name: str) -> ServiceInfo:
@@ -200,11 +245,13 @@ def stop(name: str) -> ServiceInfo:
     return _run_sync(astop(name))
 
 
-def list() -> Any:
-    """Services started in this process: name, image, ports, endpoint, state, started."""
+def running() -> Any:
+    """Services started in this process: name, image, ports, endpoint, state, started
+    (a pandas DataFrame; stopped ones too, with ``state`` saying so)."""
     import pandas as pd
 
     columns = ["name", "image", "ports", "endpoint", "state", "started"]
+    _mark_lost()
     with _lock:
         infos = [r.info for r in _running.values()]
     rows = [{c: getattr(info, c) for c in columns} for info in infos]
@@ -234,7 +281,18 @@ def get(alias: str) -> Any:
     return running.service
 
 
+def _mark_lost() -> None:
+    """Services of a session that has gone (the engine restarted) are stopped."""
+    session = connection.session_number()
+    with _lock:
+        for running in _running.values():
+            if running.info.state == "running" and running.session != session:
+                running.info = dataclasses.replace(running.info, state="stopped")
+                running.events.append(f"{_now():%H:%M:%S} stopped: the Dagger session was lost")
+
+
 def _lookup(name: str) -> _Running:
+    _mark_lost()
     with _lock:
         running, known = _running.get(name), sorted(_running) or "none"
     if running is None:
@@ -250,3 +308,9 @@ def _forget_all() -> None:
     with _lock:
         _running.clear()
         _starting.clear()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "list":  # the old name, served without shadowing the builtin in this module
+        return running
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -11,29 +11,51 @@ files go container to container and never through the host; other upstreams are
 uploaded from their host folders. Secrets become Dagger secrets (``setSecret`` is the
 only query that carries a value); they are never plain environment variables. Building
 the pipeline sends nothing: the SDK is lazy until a field is awaited.
+
+Host reads: the engine caches ``host.directory``/``host.file`` per client, so within one
+kernel an edited file could be served from an earlier read while dagnb's key (which
+did see the edit) stores the stale result under the new key. Every host read therefore
+passes ``no_cache=True``; the upload is still content-digested, so Dagger's own exec
+cache is not defeated. Folders leave out what no step should need and that can be
+large: version control, virtual environments, bytecode, notebook checkpoints and
+dagnb's cache (:data:`DEFAULT_EXCLUDES`), plus the step's ``exclude`` patterns.
+``.gitignore`` is not applied: data folders are commonly ignored by git, and a step
+that mounts ``data/`` must see its files.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Task
+from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
+from dagnb.executors.shell import container_argv
+from dagnb.model.step import Step
 
 __all__ = [
     "CONTAINER_IN",
     "CONTAINER_OUT",
     "CONTAINER_PARAMS",
+    "DEFAULT_EXCLUDES",
     "DEFAULT_IMAGE",
+    "VOLATILE",
+    "VOLATILE_SINCE",
     "RegistryAuth",
     "build_container",
+    "cache_volume",
     "command_argv",
     "container_env",
+    "host_excludes",
+    "image_container",
+    "volume_key",
 ]
 
 DEFAULT_IMAGE = "python:3.12-slim"
@@ -42,6 +64,14 @@ CONTAINER_IN = "/dagnb/in"
 CONTAINER_PARAMS = "/dagnb/params.json"
 _CONTRACT_PATHS = {"DAGNB_OUT": CONTAINER_OUT, "DAGNB_IN": CONTAINER_IN,
                    "DAGNB_PARAMS": CONTAINER_PARAMS}
+
+# Set without entering the exec's cache key: they change every run and every attempt.
+VOLATILE = ("DAGNB_RUN_ID", "DAGNB_ATTEMPT")
+VOLATILE_SINCE = (0, 21, 4)  # the engine version that added withVolatileVariable
+
+# Dagger (buildkit) patterns, relative to the mounted folder.
+DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
+                    "**/.dagnb_cache")
 
 ServiceLookup = Callable[[str], Any]  # alias -> dagger.Service
 
@@ -89,21 +119,47 @@ def parse_registry_auth(value: Mapping[str, Any] | Iterable[Mapping[str, Any]] |
 
 
 def command_argv(task: Task) -> list[str]:
-    """The exec's argv: shell text through ``sh -c`` (every image has sh), or as given."""
+    """The exec's argv: shell text as on every executor (bash -e -o pipefail where the
+    image has bash, sh -e where not; :mod:`dagnb.executors.shell`), or as given."""
     step = task.step
     if step.func is not None:
         return python_argv()
     if isinstance(step.run, str):
-        return ["sh", "-c", step.run]
+        return container_argv(step)
     return list(step.run or ())
 
 
 def container_env(task: Task) -> dict[str, str]:
-    """The task's env with the contract's paths rewritten to their container paths."""
-    env = dict(task.env)
+    """The task's env with the contract's paths rewritten to their container paths,
+    without the values that change every run (:data:`VOLATILE`)."""
+    env = {name: value for name, value in task.env.items() if name not in VOLATILE}
     for name, path in _CONTRACT_PATHS.items():
         env[name] = path
     return env
+
+
+def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
+    """Plain variables are part of the exec's cache key; the run id and attempt are set
+    with ``withVolatileVariable`` so that they are not (engines before 0.21.4 lack it:
+    there a step gets neither, rather than an exec cache defeated on every run)."""
+    for name, value in sorted(container_env(task).items()):
+        ctr = ctr.with_env_variable(name, value)
+    if volatile_variables:
+        for name in VOLATILE:
+            if name in task.env:
+                ctr = ctr.with_volatile_variable(name, task.env[name])
+    return ctr
+
+
+def image_container(dag: Any, task: Task, *, default_image: str = DEFAULT_IMAGE,
+                    registry_auth: Iterable[RegistryAuth] = ()) -> Any:
+    """The step's image (lazy) for its platform, pulled with the registries' credentials."""
+    platform = task.step.platform
+    ctr = dag.container(platform=_sdk().Platform(platform)) if platform else dag.container()
+    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
+        secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
+        ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
+    return ctr.from_(task.step.image or default_image)
 
 
 def build_container(
@@ -113,30 +169,80 @@ def build_container(
     default_image: str = DEFAULT_IMAGE,
     registry_auth: Iterable[RegistryAuth] = (),
     services: ServiceLookup | None = None,
+    volatile_variables: bool = True,
+    owner: str = "",
+    image: Any = None,
+    empty: Any = None,
+    volumes: Mapping[str, Any] | None = None,
 ) -> Any:
-    """The lazy pipeline for one attempt, ending with its exec (any exit code allowed)."""
+    """The lazy pipeline for one attempt, ending with its exec.
+
+    ``volatile_variables``: whether the engine has ``withVolatileVariable`` (0.21.4+).
+    ``owner``: the user that runs the step (the image's ``USER`` or the step's
+    ``user``); ``$DAGNB_OUT`` and cache volumes are given to it, since the engine makes
+    new directories and volumes root's and a non-root user could not write them.
+    ``image``: the :func:`image_container` to start from, when the caller has one (the
+    SDK resolves an argument's ID once per pipeline object it has built, so sharing it
+    saves the round trips). ``empty`` (an empty Directory) and ``volumes`` (alias ->
+    CacheVolume): objects whose IDs the caller already knows (:func:`connection.constant`).
+    """
     dagger = _sdk()
     step = task.step
-    ctr = dag.container()
-    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
-        secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
-        ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
-    ctr = ctr.from_(step.image or default_image)
-    for name, value in sorted(container_env(task).items()):
-        ctr = ctr.with_env_variable(name, value)
+    ctr = image if image is not None else image_container(
+        dag, task, default_image=default_image, registry_auth=registry_auth)
+    if step.user:
+        ctr = ctr.with_user(step.user)
+    ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
-    ctr = _with_contract_dirs(ctr, dag, task, dagger)
+    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty)
     ctr = _with_mounts(ctr, dag, task)
-    for alias, path in sorted(step.cache_volumes.items()):
-        ctr = ctr.with_mounted_cache(path, dag.cache_volume(alias))
+    for alias, value in sorted(step.cache_volumes.items()):
+        path, sharing = cache_volume(value)
+        volume = volumes[alias] if volumes else dag.cache_volume(volume_key(task, alias))
+        ctr = ctr.with_mounted_cache(path, volume, owner=_owner(owner),
+                                     sharing=getattr(dagger.CacheSharingMode, sharing))
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
         for path, text in python_files(step, list(task.inputs)).items():
             ctr = ctr.with_new_file(path, text)
     if step.workdir:
         ctr = ctr.with_workdir(step.workdir)
-    return ctr.with_exec(command_argv(task), expect=dagger.ReturnType.ANY)
+    # The default expect (SUCCESS): a non-zero exit is an ExecError, which the engine
+    # does not cache (a retry really runs again) and its UI shows as a failure.
+    return ctr.with_exec(command_argv(task))
+
+
+_SHARING = {"shared": "SHARED", "private": "PRIVATE", "locked": "LOCKED"}
+
+
+def cache_volume(value: str) -> tuple[str, str]:
+    """``"/root/.cache/pip"`` or ``"/root/.cache/pip:locked"`` -> (path, Dagger sharing).
+
+    ``shared`` (the default) lets concurrent steps use the volume at once, ``locked``
+    one at a time (for tools that do not lock their cache), ``private`` gives each
+    concurrent step its own copy.
+    """
+    path, _, mode = value.rpartition(":")
+    if path and mode.lower() in _SHARING:
+        return path, _SHARING[mode.lower()]
+    return value, "SHARED"
+
+
+def volume_key(task: Task, alias: str) -> str:
+    """The engine-wide name of cache volume ``alias``: the engine is shared by every
+    notebook and CI job that uses it, so the name says whose volume it is (the
+    ``project`` setting, else the project folder's name)."""
+    from dagnb.config import settings
+
+    project = settings().project or Path(task.base_dir).resolve().name or "dagnb"
+    return "dagnb-" + re.sub(r"[^A-Za-z0-9_.-]+", "-", f"{project}-{alias}")
+
+
+def _owner(user: str) -> str:
+    """The ``owner=`` argument for ``user``: "" (the default, left out of the query) for
+    root."""
+    return "" if user.split(":")[0] in ("", "root", "0") else user
 
 
 def _sdk() -> Any:
@@ -145,16 +251,18 @@ def _sdk() -> Any:
     return dagger
 
 
-def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any) -> Any:
+def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str,
+                        empty: Any) -> Any:
     # Real (empty) directories, so they exist for commands and for export even when a
     # step has no upstreams or writes nothing.
-    ctr = ctr.with_directory(CONTAINER_OUT, dag.directory())
-    ctr = ctr.with_directory(CONTAINER_IN, dag.directory())
+    empty = empty if empty is not None else dag.directory()
+    ctr = ctr.with_directory(CONTAINER_OUT, empty, owner=owner)
+    ctr = ctr.with_directory(CONTAINER_IN, empty)
     for name, item in sorted(task.inputs.items()):
-        if isinstance(item.handle, dagger.Directory):
+        if isinstance(item.handle, dagger.Directory) and from_this_session(item.handle):
             source = item.handle  # container to container, no trip through the host
         else:
-            source = dag.host().directory(str(Path(item.path).resolve()))
+            source = dag.host().directory(str(Path(item.path).resolve()), no_cache=True)
         ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, read_only=True)
     return ctr.with_new_file(CONTAINER_PARAMS, _params_text(task))
 
@@ -172,16 +280,32 @@ def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
     for host, target in sorted(task.step.mounts.items()):
         path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
         if path.is_dir():
-            ctr = ctr.with_mounted_directory(target, dag.host().directory(str(path)),
-                                             read_only=True)
+            folder = dag.host().directory(str(path), exclude=host_excludes(task.step, path),
+                                          no_cache=True)
+            ctr = ctr.with_mounted_directory(target, folder, read_only=True)
         elif path.is_file():
-            ctr = ctr.with_mounted_file(target, dag.host().file(str(path)))
+            ctr = ctr.with_mounted_file(target, dag.host().file(str(path), no_cache=True))
         else:
             raise InvalidStepError(
                 f"step {task.step.name!r}: mount source {host!r} does not exist (looked for "
                 f"{str(path)!r}); give a file or directory relative to {str(task.base_dir)!r}"
             )
     return ctr
+
+
+def host_excludes(step: Step, folder: Path) -> list[str]:
+    """What an upload of ``folder`` leaves out: the defaults, the configured cache folder,
+    virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
+    from dagnb.config import settings
+
+    patterns = list(DEFAULT_EXCLUDES)
+    cache = Path(settings().cache_directory).expanduser().resolve()  # relative: to the cwd
+    if cache.is_relative_to(folder.resolve()) and cache != folder.resolve():
+        patterns.append(cache.relative_to(folder.resolve()).as_posix())  # only that folder
+    with contextlib.suppress(OSError):
+        patterns += sorted(entry.name for entry in os.scandir(folder)
+                           if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
+    return list(dict.fromkeys([*patterns, *step.exclude]))
 
 
 def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:

@@ -1,0 +1,69 @@
+"""Shell text stops at its first failing command, the same on every executor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+
+import dagnb
+from dagnb import Step
+from dagnb.errors import InvalidStepError
+from dagnb.executors.shell import container_argv, host_argv
+
+# The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
+pytest_plugins = ["dagger_stub.fixtures"]
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+MIDDLE_FAILS = "echo one\npython3 -c 'import sys; sys.exit(4)'\necho three"
+PIPE_FAILS = "false | cat\necho after"
+
+
+@pytest.mark.parametrize("executor", ["local", "dagger"])
+@pytest.mark.parametrize("text", [MIDDLE_FAILS, PIPE_FAILS], ids=["middle", "pipe"])
+def test_a_failing_command_fails_the_step(stub, executor, text):
+    run = dagnb.Graph("sh", [Step("multi", run=text)]).run(executor=executor, cache=False)
+    status = run.status().iloc[0]
+    assert status["state"] == "failed", run.status()
+    assert run.logs("multi")["line"].tolist() == (["one"] if text == MIDDLE_FAILS else [])
+
+
+@pytest.mark.parametrize("executor", ["local", "dagger"])
+def test_errexit_false_carries_on_and_bash_runs_on_both(stub, executor):
+    text = MIDDLE_FAILS + '\n[[ -n "$BASH_VERSION" ]] && echo bash'
+    run = dagnb.Graph("sh", [Step("lax", run=text, errexit=False)]).run(
+        executor=executor, cache=False)
+    assert run.states() == {"lax": "succeeded"}
+    assert run.logs("lax")["line"].tolist() == ["one", "three", "bash"]
+
+
+def _only_sh(tmp_path) -> dict[str, str]:
+    """An environment whose PATH has sh and python3 but no bash (a slim image)."""
+    folder = tmp_path / "bin"
+    folder.mkdir()
+    for tool in ("sh", "python3"):
+        os.symlink(subprocess.check_output(["sh", "-c", f"command -v {tool}"], text=True)
+                   .strip(), folder / tool)
+    return {"PATH": str(folder)}
+
+
+def test_without_bash_a_container_falls_back_to_sh_e(tmp_path):
+    env = _only_sh(tmp_path)
+    strict = subprocess.run(container_argv(Step("s", run=MIDDLE_FAILS)), env=env,
+                            capture_output=True, text=True)
+    assert (strict.returncode, strict.stdout) == (4, "one\n")
+    lax = subprocess.run(container_argv(Step("s", run=MIDDLE_FAILS, errexit=False)), env=env,
+                         capture_output=True, text=True)
+    assert (lax.returncode, lax.stdout) == (0, "one\nthree\n")
+
+
+def test_the_argvs(monkeypatch, tmp_path):
+    assert host_argv(Step("s", run="x")) == ["bash", "-e", "-o", "pipefail", "-c", "x"]
+    assert host_argv(Step("s", run="x", errexit=False)) == ["bash", "-c", "x"]
+    monkeypatch.setenv("PATH", _only_sh(tmp_path)["PATH"])
+    assert host_argv(Step("s", run="x")) == ["sh", "-e", "-c", "x"]
+    assert container_argv(Step("s", run="x"))[-2:] == ["dagnb", "x"]
+    with pytest.raises(InvalidStepError, match="errexit 'no' must be True or False"):
+        Step("s", run="x", errexit="no")
