@@ -74,11 +74,12 @@ def test_an_oversized_workflow_is_refused_unread(tmp_path, capsys):
 
 
 @pytest.fixture
-def ip():
-    from IPython.testing.globalipapp import get_ipython
+def ip(tmp_path, monkeypatch):
+    from IPython.core.interactiveshell import InteractiveShell
 
-    shell = get_ipython()
-    shell.run_line_magic("load_ext", "dagnb")
+    monkeypatch.chdir(tmp_path)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "dagnb.notebook.magics")
     return shell
 
 

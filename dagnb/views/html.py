@@ -34,18 +34,17 @@ def state_badge(state: str) -> str:
 
 def table_html(rows: Any, now: float) -> str:
     """The status rows as a table (durations of running steps measured to ``now``)."""
-    head = "".join(f"<th style='text-align:left;padding:0 0.6em'>{c}</th>" for c in COLUMNS)
+    head = "".join(f"<th style='text-align:left'>{c}</th>" for c in COLUMNS)
     body = []
     for row in rows:
         cells = row_cells(row, now)
-        tds = [f"<td style='padding:0 0.6em'>{html.escape(cells['step'])}</td>",
-               f"<td style='padding:0 0.6em'>{state_badge(cells['state'])}</td>"]
-        tds += [f"<td style='padding:0 0.6em'>{html.escape(cells[c])}</td>"
-                for c in COLUMNS[2:]]
+        tds = [html.escape(cells["step"]), state_badge(cells["state"]),
+               *(html.escape(cells[c]) for c in COLUMNS[2:])]
         body.append(f"<tr class='dagnb-row dagnb-state-{cells['state']}' "
-                    f"data-step='{html.escape(cells['step'])}'>{''.join(tds)}</tr>")
-    return (f"<table class='dagnb-table'><thead><tr>{head}</tr></thead>"
-            f"<tbody>{''.join(body)}</tbody></table>")
+                    f"data-step='{html.escape(cells['step'])}'>"
+                    + "".join(f"<td>{td}</td>" for td in tds) + "</tr>")
+    return (f"<table class='dagnb-table' style='border-spacing:0.6em 0'><thead><tr>{head}"
+            f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
 def tail_html(lines: Any) -> str:

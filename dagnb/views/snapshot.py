@@ -31,12 +31,18 @@ class RunSnapshot:
         state = LiveState(run, tail=OUTPUT_TAIL)
         state.pull()
         rows = state.rows()
+        # Each output once, as in text mode: upstream steps served from the cache are one
+        # line (their rows are in the cells that ran them, and in %dagger status).
+        shown = [r for r in rows.values() if not r["cached"] or r["step"] == focus]
+        cached = [r["step"] for r in rows.values() if r["cached"] and r["step"] != focus]
+        note = f"cached: {', '.join(cached)}" if cached else ""
         sections = self._sections(run, state, focus)
-        self.html = (header_html(run, rows) + table_html(rows.values(), time.time())
+        self.html = (header_html(run, rows) + table_html(shown, time.time())
+                     + (f"<div class='dagnb-cached'>{html.escape(note)}</div>" if note else "")
                      + "".join(f"<div class='dagnb-tail'><b>{html.escape(title)}</b>"
                                f"{tail_html(lines)}</div>" for title, lines in sections))
         text = [f"{title}\n" + "\n".join(lines) for title, lines in sections]
-        self.text = "\n".join([*text, format_rows(rows.values())])
+        self.text = "\n".join([*text, format_rows(shown), *([note] if note else [])])
 
     @staticmethod
     def _sections(run: Run, state: LiveState, focus: str | None) -> list[tuple[str, list[str]]]:

@@ -1,0 +1,72 @@
+"""What a saved notebook keeps: static snapshots of each run, readable with no kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat as nbf
+import pytest
+from nbclient import NotebookClient
+
+pytestmark = pytest.mark.slow
+STEPS = 20
+
+
+def _chain(steps: int = STEPS) -> nbf.NotebookNode:
+    cells = [nbf.v4.new_code_cell("%load_ext dagnb")]
+    for i in range(steps):
+        needs = f" --needs s{i - 1}" if i else ""
+        cells.append(nbf.v4.new_code_cell(f"%%dagger s{i}{needs}\necho output of step {i}"))
+    return nbf.v4.new_notebook(cells=cells)
+
+
+def _execute(folder: Path, widgets: str) -> Path:
+    """Run All in a kernel; JupyterLab saves no widget state by default, nor does this."""
+    folder.mkdir()
+    notebook = _chain()
+    client = NotebookClient(notebook, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(folder)}})
+    client.execute(env={**os.environ, "DAGNB_WIDGETS": widgets, "DAGNB_CONFIG": "none"})
+    path = folder / "chain.ipynb"
+    nbf.write(notebook, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def saved(tmp_path_factory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("lasting")
+    return {mode: _execute(root / mode, flag) for mode, flag in (("widgets", "1"),
+                                                                  ("text", "0"))}
+
+
+def test_each_cell_keeps_a_static_snapshot_and_no_widget(saved):
+    notebook = json.loads(saved["widgets"].read_text())
+    for index, cell in enumerate(notebook["cells"][1:]):
+        kinds = [set(out.get("data", {})) for out in cell["outputs"]]
+        assert {"text/html", "text/plain"} in kinds, cell["outputs"]
+        assert not any("application/vnd.jupyter.widget-view+json" in k for k in kinds)
+        bundle = next(out["data"] for out in cell["outputs"] if "data" in out)
+        plain, markup = ("".join(bundle[kind]) for kind in ("text/plain", "text/html"))
+        assert f"output of step {index}" in plain
+        assert "dagnb-snapshot" in markup
+        if index:
+            assert f"cached: {', '.join(f's{i}' for i in range(index))}" in plain
+
+
+def test_the_saved_notebook_is_no_bigger_than_text_mode_and_a_half(saved):
+    widgets, text = (saved[m].stat().st_size for m in ("widgets", "text"))
+    assert widgets <= 1.5 * text, (widgets, text)
+
+
+def test_nbconvert_html_holds_every_steps_output(saved, tmp_path):
+    done = subprocess.run([sys.executable, "-m", "jupyter", "nbconvert", "--to", "html",
+                           "--output-dir", str(tmp_path), str(saved["widgets"])],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "chain.html").read_text()
+    assert all(f"output of step {i}" in page for i in range(STEPS))
+    assert page.count("dagnb-snapshot") == STEPS
