@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +27,18 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh current directory whose cache is empty."""
     monkeypatch.chdir(tmp_path)
     dagnb.configure(cache_directory=str(tmp_path / ".dagnb_cache"))
+    return tmp_path
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An empty project folder (a repository root: the config search stops there), the
+    current directory, with no DAGNB_* variables set."""
+    for name in list(os.environ):
+        if name.startswith("DAGNB_"):
+            monkeypatch.delenv(name)
+    (tmp_path / ".git").mkdir()
+    monkeypatch.chdir(tmp_path)
     return tmp_path
 
 

@@ -100,8 +100,8 @@ def test_import_dagnb_loads_no_notebook_side_and_no_pandas():
     assert done.stdout.strip() == ""
 
 
-def test_the_cli_starts_without_the_notebook_side():
+def test_the_cli_starts_without_the_notebook_side_or_pandas():
     code = ("import sys; from dagnb.cli import build_parser; build_parser(); "
-            "print(','.join(m for m in ('IPython', 'ipywidgets') if m in sys.modules))")
+            "print(','.join(m for m in ('IPython', 'ipywidgets', 'pandas') if m in sys.modules))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""

@@ -11,20 +11,9 @@ import dagnb.cache
 from dagnb import config
 from dagnb.cli import main
 
-
-@pytest.fixture(autouse=True)
-def clean(tmp_path, monkeypatch):
-    """Each test starts in an empty folder with no DAGNB_* variables (and, as every test
-    does, in a fresh context: its settings load on first use)."""
-    import os
-
-    for name in list(os.environ):
-        if name.startswith("DAGNB_"):
-            monkeypatch.delenv(name)
-    (tmp_path / ".git").mkdir()  # the search stops here
-    monkeypatch.chdir(tmp_path)
-    yield
-    monkeypatch.undo()
+# Each test starts in an empty project folder with no DAGNB_* variables (and, as every
+# test does, in a fresh context: its settings load on first use).
+pytestmark = pytest.mark.usefixtures("project")
 
 
 def write(path: Path, text: str) -> Path:

@@ -6,7 +6,6 @@ own spelling (dagnb.config.aliases, dagnb.workflows.aliases) and runs the pipeli
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -67,17 +66,9 @@ steps:
 """
 
 
-@pytest.fixture(autouse=True)
-def clean(tmp_path, monkeypatch):
-    """An empty folder and no DAGNB_* variables (and, as every test has, a fresh context:
-    settings load on first use, no breaker is open)."""
-    for name in list(os.environ):
-        if name.startswith("DAGNB_"):
-            monkeypatch.delenv(name)
-    (tmp_path / ".git").mkdir()
-    monkeypatch.chdir(tmp_path)
-    yield
-    monkeypatch.undo()
+# Each test starts in an empty project folder with no DAGNB_* variables (and, as every
+# test does, in a fresh context: its settings load on first use).
+pytestmark = pytest.mark.usefixtures("project")
 
 
 def write(path: Path, text: str) -> Path:

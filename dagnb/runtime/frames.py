@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from dagnb.runtime.events import Event
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "logs_frame", "status_frame", "status_rows"]
 
@@ -72,6 +73,8 @@ def _apply(row: dict[str, Any], event: Event) -> None:
 def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataFrame:
     """Columns: step, state, cached, attempts, exit_code, started, finished,
     duration_s, executor, image, error (one row per step, in ``order``)."""
+    import pandas as pd  # on first use: the CLI and plain scripts start without it
+
     rows = list(status_rows(events, order).values())
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     for column in ("started", "finished"):
@@ -84,7 +87,9 @@ def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataF
 
 
 def _local(timestamp: float | None) -> datetime | None:
-    return None if timestamp is None or pd.isna(timestamp) else datetime.fromtimestamp(timestamp)
+    if timestamp is None or timestamp != timestamp:  # None or NaN
+        return None
+    return datetime.fromtimestamp(timestamp)
 
 
 def logs_frame(
@@ -95,6 +100,8 @@ def logs_frame(
 ) -> pd.DataFrame:
     """Columns: time, step, attempt, stream, line; optionally one step, one stream,
     and only the last ``tail`` lines."""
+    import pandas as pd
+
     rows = [
         (_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
         for e in events

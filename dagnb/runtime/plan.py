@@ -12,12 +12,12 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import pandas as pd
-
 from dagnb.cache.steps import StepCache
 from dagnb.errors import UnfingerprintableVariable
 
 if TYPE_CHECKING:
+    import pandas as pd
+
     from dagnb.model.graph import Graph
     from dagnb.runtime.run import Run
 
@@ -88,6 +88,8 @@ def plan(
     """What a run would do now: one row per step with cached (True/False) and why."""
     graph.validate()
     rows = _walk(graph, graph.select(targets), StepCache(cache_directory))
+    import pandas as pd
+
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
 
 

@@ -10,9 +10,7 @@ import concurrent.futures
 import threading
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
@@ -21,6 +19,9 @@ from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, EventLog
 from dagnb.runtime.frames import logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["Run"]
 
@@ -71,9 +72,13 @@ class Run:
             self._known(step)
         return logs_frame(self.events, step=step, stream=stream, tail=tail)
 
+    def status_rows(self) -> dict[str, dict[str, Any]]:
+        """:meth:`status` as plain dicts by step name (no pandas; times as epoch seconds)."""
+        return status_rows(self.events, self.order)
+
     def states(self) -> dict[str, str]:
         """Step name -> current state."""
-        return {name: row["state"] for name, row in status_rows(self.events, self.order).items()}
+        return {name: row["state"] for name, row in self.status_rows().items()}
 
     # -- products -------------------------------------------------------------------
     def result(self, step: str) -> Any:

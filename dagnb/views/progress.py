@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TextIO
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.run import Run
 
-__all__ = ["TABLE_COLUMNS", "ProgressPrinter"]
+__all__ = ["TABLE_COLUMNS", "ProgressPrinter", "text_table"]
 
 TABLE_COLUMNS = [
     "step",
@@ -98,7 +99,20 @@ class ProgressPrinter:
                 self.stream.flush()
 
     def table(self, run: Run) -> str:
-        """The run's final status table as text."""
-        frame = run.status()[TABLE_COLUMNS]
-        frame = frame.astype(object).where(frame.notna(), "")  # blank, not None/<NA>
-        return frame.to_string(index=False)
+        """The run's final status table as text (without pandas: the CLI starts faster)."""
+        return text_table(run.status_rows().values(), TABLE_COLUMNS)
+
+
+def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
+    """Rows as left-aligned text columns; None is blank, floats keep three decimals."""
+    cells = [[_cell(row.get(c)) for c in columns] for row in rows]
+    widths = [max([len(c), *(len(r[i]) for r in cells)]) for i, c in enumerate(columns)]
+    lines = [list(columns), *cells]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(line, widths, strict=True)).rstrip()
+                     for line in lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None or value != value:  # None or NaN
+        return ""
+    return f"{value:.3f}" if isinstance(value, float) else str(value)

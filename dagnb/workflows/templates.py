@@ -43,15 +43,17 @@ import string
 import sysconfig
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
 import yaml
 
 from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import dump, graph_from_dict
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = [
     "TYPES",
@@ -399,6 +401,8 @@ def table(category: str | None = None) -> pd.DataFrame:
         for t in _catalogue().values() if category in (None, t.category)
     ]
     columns = ["id", "name", "category", "description", "parameters"]
+    import pandas as pd  # on first use: `dagnb run` does not need it
+
     return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
 
 
