@@ -53,8 +53,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dagnb import checks
 from dagnb.config.aliases import DEFAULTS_ALIASES, canonical_file
 from dagnb.config.live import Context, context, use_context
@@ -292,6 +290,8 @@ def _read_file(path: Path) -> Mapping[str, Any]:
     if path.name == "pyproject.toml":
         data: Any = _read_pyproject(path) or {}
     else:
+        import yaml  # only a project with a config file pays for it
+
         try:
             data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as exc:
