@@ -436,3 +436,15 @@ def test_views_cover_the_notebook_not_the_last_cell(shell, tmp_path):
                            "later": "never run"}
     cell(shell, "clean --define-only", "echo cleaned differently")
     assert line(shell, "status").set_index("step").loc["clean", "state"] == "stale"
+
+
+def test_hits_count_lookups_that_served_a_result_and_nothing_else(shell):
+    cell(shell, "a", "echo a")  # a miss
+    cell(shell, "b --needs a", "echo b")  # a served from the cache for b: a hit; b a miss
+    cell(shell, "a", "echo a")  # a hit
+    for command in ("status", "plan", "graph", "logs a", "cache explain a"):
+        line(shell, command)  # looking is not using
+    stats = line(shell, "cache stats")
+    assert stats.loc["a", ["hits", "misses"]].tolist() == [2, 1]
+    assert stats.loc["a", "hit_rate"] == pytest.approx(2 / 3)
+    assert stats.loc["b", ["hits", "misses"]].tolist() == [0, 1]
