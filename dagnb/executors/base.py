@@ -72,6 +72,7 @@ class Task:
         "secrets",
         "step",
         "step_dir",
+        "withheld",
     )
 
     def __init__(
@@ -89,8 +90,11 @@ class Task:
         in_dir: Path | None = None,
         params_file: Path | None = None,
         env: Mapping[str, str] | None = None,
+        withheld: frozenset[str] = frozenset(),
     ) -> None:
         self.step, self.attempt, self.inputs = step, attempt, inputs
+        # secrets other steps declare: removed from the host environment this step sees
+        self.withheld = withheld
         self.secrets, self.base_dir, self.log, self.run_id = secrets, base_dir, log, run_id
         if step_dir is None and out_dir is None:
             raise TypeError("Task needs step_dir= or out_dir=")

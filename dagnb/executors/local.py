@@ -110,9 +110,11 @@ def _prepare_dirs(task: Task) -> None:
 
 
 def _process_env(task: Task) -> dict[str, str]:
-    """The host's environment, with this Python's folder first on PATH: ``python3`` in
-    a step is then the interpreter (and packages) dagnb runs in, as in a notebook."""
-    env = {**os.environ, **task.env, **task.secrets}
+    """The host's environment less the secrets other steps declare, with this Python's
+    folder first on PATH: ``python3`` in a step is then the interpreter (and packages)
+    dagnb runs in, as in a notebook."""
+    host = {k: v for k, v in os.environ.items() if k not in task.withheld}
+    env = {**host, **task.env, **task.secrets}
     env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
     return env
 

@@ -1,22 +1,46 @@
-"""Masking of secret values in captured text."""
+"""Masking of secret values in captured text, in the forms a secret leaks in.
+
+A step that prints a secret rarely prints it bare: a key is written in lines (a PEM file
+line by line, since logs are captured a line at a time), a token goes through base64 or
+URL-encoding, a value is dumped as JSON or ``repr``. Each declared secret is masked in all
+of those forms; the lines of a multi-line secret count one by one (those of at least
+``MIN_LINE`` characters, so that a secret's blank or one-letter lines do not blank out
+ordinary output).
+"""
 
 from __future__ import annotations
 
+import base64
+import json
 import re
+import urllib.parse
 from collections.abc import Iterable
 
-__all__ = ["MASK", "Masker"]
+__all__ = ["MASK", "MIN_LINE", "Masker", "leak_forms"]
 
 MASK = "***"
+MIN_LINE = 6
+
+
+def leak_forms(secret: str) -> set[str]:
+    """The secret and the spellings it commonly leaks in."""
+    raw = secret.encode()
+    forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+    for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
+        forms |= {encoded.decode(), encoded.decode().rstrip("=")}
+    forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
+    return {form for form in forms if form}
 
 
 class Masker:
-    """Replaces every occurrence of the given secret values with ``***``."""
+    """Replaces every occurrence of the given secret values (in any leak form) with ``***``."""
 
     __slots__ = ("_pattern",)
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
-        values = sorted({s for s in secrets if s}, key=len, reverse=True)
+        forms = set().union(*(leak_forms(s) for s in secrets if s))
+        values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
 
     def __call__(self, text: str) -> str:

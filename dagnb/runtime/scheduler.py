@@ -86,6 +86,7 @@ class Scheduler:
         self.options = options
         self.secrets = secrets
         self.mask = Masker(v for values in secrets.values() for v in values.values())
+        self._secret_names = frozenset(n for values in secrets.values() for n in values)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._waiting = {n: sum(d in run.steps for d in run.steps[n].needs) for n in run.order}
@@ -336,6 +337,7 @@ class Scheduler:
             step_dir=f"{self.run.workspace}/{step.name}",
             inputs=self._inputs(step),
             secrets=self.secrets.get(step.name, {}),
+            withheld=self._secret_names.difference(step.secrets),
             base_dir=self.options.base_dir,
             run_id=self.run.id,
             log=self._log_sink(step.name, number, lines),

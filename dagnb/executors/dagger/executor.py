@@ -44,6 +44,7 @@ from dagnb.executors.dagger.translate import (
     parse_registry_auth,
     volume_key,
 )
+from dagnb.model.masking import Masker
 from dagnb.model.results import load_result
 
 __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
@@ -207,9 +208,7 @@ def _log(task: Task, stream: str, text: str) -> None:
 
 
 def _mask(text: str, secrets: list[str]) -> str:
-    for value in sorted(secrets, key=len, reverse=True):
-        text = text.replace(value, "***")
-    return text
+    return Masker(secrets)(text)
 
 
 def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:

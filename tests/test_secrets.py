@@ -1,0 +1,61 @@
+"""Secrets never reach logs, events or other steps, whatever form they are printed in."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.parse
+
+import pytest
+
+from dagnb import Graph, Step
+from dagnb.model.masking import Masker
+
+PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
+       "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize("form", [
+    PEM,
+    base64.b64encode(PEM.encode()).decode(),
+    urllib.parse.quote(PEM, safe=""),
+    json.dumps(PEM),
+    repr(PEM),
+])
+def test_every_leak_form_of_a_multiline_secret_is_masked(form):
+    masked = Masker([PEM])(form)
+    assert "MIIEvQIBADANBgkqhkiG9w0BAQEFAASC" not in masked
+    assert "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj" not in masked
+    assert "***" in masked
+
+
+def test_short_lines_of_a_secret_do_not_blank_ordinary_output():
+    assert Masker(["a\nlong-enough-line"])("a cat sat") == "a cat sat"
+
+
+def _leaks(run, value: str) -> list[str]:
+    lines = run.logs()["line"].tolist()
+    events = [repr(e.data) for e in run.events]
+    return [text for text in lines + events if value in text]
+
+
+def test_a_pem_key_printed_line_by_line_or_encoded_leaks_nowhere(workdir, monkeypatch):
+    monkeypatch.setenv("DEPLOY_KEY", PEM)
+    step = Step("deploy", secrets=("DEPLOY_KEY",),
+                run='printf "%s\\n" "$DEPLOY_KEY"; printf "%s" "$DEPLOY_KEY" | base64 -w0; echo')
+    run = Graph("s", [step]).run(executor="local", cache=False)
+    assert run.states() == {"deploy": "succeeded"}
+    for secret_line in PEM.splitlines()[1:3]:
+        assert _leaks(run, secret_line) == []
+    assert _leaks(run, base64.b64encode(PEM.encode()).decode()) == []
+
+
+def test_a_step_sees_only_the_secrets_it_declares(workdir, monkeypatch):
+    monkeypatch.setenv("API_TOKEN", "tok-123456789")
+    graph = Graph("s", [
+        Step("uses", secrets=("API_TOKEN",), run='test -n "$API_TOKEN" && echo has'),
+        Step("other", run='echo "token=[${API_TOKEN:-}]"'),
+    ])
+    run = graph.run(executor="local", cache=False)
+    assert run.logs("uses")["line"].tolist() == ["has"]
+    assert run.logs("other")["line"].tolist() == ["token=[]"]
