@@ -4,6 +4,7 @@ import asyncio
 import importlib
 import inspect
 import shutil
+import subprocess
 import sys
 import textwrap
 import threading
@@ -250,3 +251,30 @@ def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
                   if isinstance(c.cell_contents, memory_module._CachedCall))
     assert len(holder.loaded) == memory_module._LOADED_LIMIT
     assert cached(memory_module._LOADED_LIMIT + 49) is cached(memory_module._LOADED_LIMIT + 49)
+
+
+def test_processes_calling_one_key_at_once_compute_it_once(tmp_path):
+    """A per-key lock, as the step cache has: N processes, one computation, N results."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import os, sys, time\n"
+        "import dagnb\n"
+        "memory = dagnb.Memory(sys.argv[1])\n"
+        "@memory.cache\n"
+        "def slow(x):\n"
+        "    with open(sys.argv[2], 'a') as log:\n"
+        "        log.write(f'{os.getpid()}\\n')\n"
+        "    time.sleep(0.5)\n"
+        "    return x * 2\n"
+        "while not os.path.exists(sys.argv[3]):\n"
+        "    time.sleep(0.01)\n"
+        "print(slow(21))\n"
+    )
+    runs, go = tmp_path / "runs.txt", tmp_path / "go"
+    workers = [subprocess.Popen([sys.executable, str(script), str(tmp_path / "cache"),
+                                 str(runs), str(go)], stdout=subprocess.PIPE, text=True)
+               for _ in range(4)]
+    go.touch()
+    outputs = [w.communicate(timeout=60)[0].strip() for w in workers]
+    assert outputs == ["42"] * 4
+    assert len(runs.read_text().split()) == 1

@@ -585,7 +585,10 @@ class _CachedCall(_Calls):
                 components = keys.components(args, kwargs)
                 value = self.lookup(components, args, kwargs)
                 if value is NO_RESULT:
-                    value, _ = await execute(components, args, kwargs)
+                    async with self.store.alock(self.name, key_digest(components)):
+                        value = self.computed_meanwhile(components, args, kwargs)
+                        if value is NO_RESULT:
+                            value, _ = await execute(components, args, kwargs)
                 return value
 
             async def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
@@ -615,7 +618,11 @@ class _CachedCall(_Calls):
                 components = keys.components(args, kwargs)
                 value = self.lookup(components, args, kwargs)
                 if value is NO_RESULT:
-                    value, _ = execute(components, args, kwargs)
+                    # one process computes a key at a time; the others wait, then hit
+                    with self.store.lock(self.name, key_digest(components)):
+                        value = self.computed_meanwhile(components, args, kwargs)
+                        if value is NO_RESULT:
+                            value, _ = execute(components, args, kwargs)
                 return value
 
             def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
@@ -643,6 +650,13 @@ class _CachedCall(_Calls):
         run.check_call_in_cache = self.check_call_in_cache
         run.clear = self.clear
         return run
+
+    def computed_meanwhile(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
+        """After a miss, with the key's lock held: the result another process stored while
+        this one waited, or NO_RESULT (a second miss is not counted twice)."""
+        if self.store.peek(self.name, key_digest(components)) is None:
+            return NO_RESULT
+        return self.lookup(components, args, kwargs)
 
     def lookup(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
         """The cached value of a call, or NO_RESULT; verbose callers hear of the query."""
