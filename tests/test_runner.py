@@ -279,3 +279,29 @@ def test_bad_max_concurrency_is_one_line() -> None:
     graph = Graph("c", [Step("a", run="true")])
     with pytest.raises(dagnb.ConfigError, match=r"max_concurrency=0 must be a whole number >= 1"):
         run(graph, max_concurrency=0)
+
+
+@pytest.mark.parametrize("leftover", [
+    "{marker} &",  # a background child holding the step's output pipes
+    "{marker} >/dev/null 2>&1 &",  # one that let go of them
+])
+def test_no_process_outlives_a_finished_step(leftover: str) -> None:
+    marker = _unique_sleep()
+    script = leftover.format(marker=marker) + "\necho done"
+    started = time.monotonic()
+    graph = Graph("left", [Step("bg", run=script)])
+    finished = run(graph, cache=False)
+    assert finished.states() == {"bg": "succeeded"}
+    assert finished.logs("bg")["line"].tolist() == ["done"]
+    assert time.monotonic() - started < 5  # not held by the child's open pipes
+    assert wait_until(lambda: _processes_with(marker) == [], timeout=2)
+
+
+def test_a_timeout_kills_children_even_after_the_main_process_exited() -> None:
+    marker = _unique_sleep()
+    graph = Graph("t", [Step("bg", run=f"{marker} & sleep 3; exit 0", timeout=1)])
+    started = time.monotonic()
+    finished = run(graph, cache=False)
+    assert finished.states() == {"bg": "failed"}
+    assert time.monotonic() - started < 3
+    assert wait_until(lambda: _processes_with(marker) == [], timeout=2)

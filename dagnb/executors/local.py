@@ -34,6 +34,7 @@ from dagnb.retry.policy import classify
 __all__ = ["LocalExecutor"]
 
 _KILL_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
+_DRAIN_GRACE = 0.5  # seconds a finished step's pipes may still deliver output
 _CHUNK = 1 << 16
 
 
@@ -90,14 +91,52 @@ async def _run_process(task: Task) -> Outcome:
         cwd=_workdir(task),
         start_new_session=True,  # its own process group, killed as one
     )
+    pumps = asyncio.gather(
+        _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
+    )
     try:
-        await asyncio.gather(
-            _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
-        )
+        await _exited(process.pid, pumps)
+        await _end_group(process.pid, pumps)
         return Outcome(exit_code=await process.wait())
     except BaseException:
         await _kill_group(process)
+        pumps.cancel()
         raise
+
+
+async def _exited(pid: int, pumps: asyncio.Future[Any]) -> None:
+    """Return once the process has exited, even if a child of it keeps its pipes open.
+
+    asyncio's ``Process.wait()`` also waits for the pipes to close, so a background child
+    holding them would hold the step; a pidfd says when the process itself is done.
+    Without pidfds (not Linux), the pipes closing is the signal, as before.
+    """
+    try:
+        fd = os.pidfd_open(pid)
+    except (AttributeError, OSError):  # no pidfd here, or already reaped: pipes decide
+        await asyncio.shield(pumps)
+        return
+    loop = asyncio.get_running_loop()
+    gone = loop.create_future()
+    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
+    try:
+        await gone
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+
+
+async def _end_group(pgid: int, pumps: asyncio.Future[Any]) -> None:
+    """The step's main process has exited: what it left running goes too.
+
+    A background child (``server &``) may still hold the output pipes, and would keep the
+    step, and its timeout, waiting for an end of file that never comes; it gets a moment
+    to finish writing, then its process group is killed, so no process outlives its step.
+    """
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
+    _kill_stragglers(pgid)
+    await pumps
 
 
 def _prepare_dirs(task: Task) -> None:
@@ -142,8 +181,10 @@ async def _pump(reader: asyncio.StreamReader | None, stream: str, task: Task) ->
 
 
 async def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGTERM the process group, SIGKILL it if it is still there shortly after."""
+    """SIGTERM the process group, SIGKILL it if it is still there shortly after (its
+    leader may be gone already while children of the group live on)."""
     if process.returncode is not None:
+        _kill_stragglers(process.pid)
         return
     for sig, wait in ((signal.SIGTERM, _KILL_GRACE), (signal.SIGKILL, 5.0)):
         try:
