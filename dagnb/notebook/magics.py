@@ -354,7 +354,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
 
 
 def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    return services.list()
+    return services.running()
 
 
 def _one_path(rest: str, command: str) -> str:

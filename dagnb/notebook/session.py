@@ -12,7 +12,6 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import json
 import threading
 import warnings
@@ -21,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache import store_for
+from dagnb.checks import did_you_mean
 from dagnb.config import context
 from dagnb.errors import DagnbError, GraphError, MissingDependencyError, WorkflowError
 from dagnb.model.graph import Graph
@@ -129,9 +129,9 @@ class Session:
         if cell is not None:
             return (f"step {name!r} needs {need!r}, which is not defined in this kernel yet; "
                     f"run {cell} first")
-        close = difflib.get_close_matches(need, self.graph.names, n=1, cutoff=0.6)
-        if close:
-            return f"step {name!r} needs {need!r}, which is not a step; did you mean {close[0]!r}?"
+        hint = did_you_mean(need, self.graph.names)
+        if hint:
+            return f"step {name!r} needs {need!r}, which is not a step; {hint}"
         return (f"step {name!r} needs {need!r}, which is not a step yet; run the cell that "
                 f"defines it (%%dagger {need}) first, or check the name")
 
