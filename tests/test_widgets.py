@@ -379,3 +379,24 @@ def test_cancel_stays_enabled_for_a_background_run(comms, local, monkeypatch):
     run.cancel()
     run.wait(10)
     view.stop_following()
+
+
+def test_the_widget_says_which_attempt_comes_next_and_why(comms, local, tmp_path):
+    from dagnb.testing import wait_until
+
+    tries = tmp_path / "tries"
+    script = f'echo x >> "{tries}"; [ "$(wc -l < "{tries}")" -ge 3 ] || {{ echo nope >&2; exit 1; }}'
+    graph = Graph("flaky", [Step("flaky", retries=3, run=script)])
+    run = start_background(graph)
+    widget = StatusWidget(run)
+
+    def shows_retry() -> bool:
+        widget.throttle.flush()
+        return "dagnb-retry" in widget.header.value
+
+    assert wait_until(shows_retry, timeout=20)
+    assert "flaky: retrying 2/4 in " in widget.header.value
+    assert "exit code 1: nope" in widget.header.value
+    run.wait(30)
+    widget.stop_following()
+    assert "dagnb-retry" not in widget.header.value  # it succeeded: nothing is pending

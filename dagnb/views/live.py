@@ -60,6 +60,7 @@ class LiveState:
             name: collections.deque(maxlen=tail) for name in run.order
         }
         self.finished = False
+        self.retrying: dict[str, Event] = {}
 
     def pull(self) -> list[Event]:
         """Fold the events appended since the last call; returns them."""
@@ -69,6 +70,11 @@ class LiveState:
         # and every microsecond here is one the run's thread waits for the GIL.
         changes = [e for e in new if e.kind != "log"]
         self.state_events += [e for e in changes if e.kind == "state"]
+        for event in changes:  # a step waiting for its next attempt, and why
+            if event.kind == "retry":
+                self.retrying[event.step] = event  # type: ignore[index]
+            elif event.kind == "state" and event.data.get("state") != "retrying":
+                self.retrying.pop(event.step, None)  # type: ignore[arg-type]
         self.finished = self.finished or any(
             e.kind == "run" and e.data.get("state") == "finished" for e in changes)
         if self.tail and len(changes) < len(new):

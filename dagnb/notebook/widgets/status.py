@@ -21,7 +21,7 @@ import ipywidgets as w
 
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.views.html import header_html, table_html, tail_html
-from dagnb.views.live import STATE_COLOURS, LiveState
+from dagnb.views.live import STATE_COLOURS, LiveState, retry_line
 from dagnb.views.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -116,7 +116,9 @@ class StatusWidget(w.VBox):
         rows = self.state.rows()
         done, total = self.state.progress()
         now = time.time()
-        self.header.value = header_html(self.run, rows)
+        self.header.value = header_html(self.run, rows) + "".join(
+            f"<div class='dagnb-retry'>{html.escape(retry_line(event))}</div>"
+            for event in self.state.retrying.values())
         self.progress.max = max(total, 1)
         self.progress.value = done
         self.progress.bar_style = _bar_style(rows)
