@@ -385,7 +385,8 @@ def test_the_widget_says_which_attempt_comes_next_and_why(comms, local, tmp_path
     from dagnb.testing import wait_until
 
     tries = tmp_path / "tries"
-    script = f'echo x >> "{tries}"; [ "$(wc -l < "{tries}")" -ge 3 ] || {{ echo nope >&2; exit 1; }}'
+    script = (f'echo x >> "{tries}"; '
+              f'[ "$(wc -l < "{tries}")" -ge 3 ] || {{ echo nope >&2; exit 1; }}')
     graph = Graph("flaky", [Step("flaky", retries=3, run=script)])
     run = start_background(graph)
     widget = StatusWidget(run)
