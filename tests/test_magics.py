@@ -448,3 +448,13 @@ def test_hits_count_lookups_that_served_a_result_and_nothing_else(shell):
     assert stats.loc["a", ["hits", "misses"]].tolist() == [2, 1]
     assert stats.loc["a", "hit_rate"] == pytest.approx(2 / 3)
     assert stats.loc["b", ["hits", "misses"]].tolist() == [0, 1]
+
+
+def test_logs_read_left_aligned_and_stay_a_dataframe(shell):
+    cell(shell, "c", "echo short; echo 'a much longer line'")
+    logs = line(shell, "logs c")
+    assert isinstance(logs, pd.DataFrame) and list(logs["line"]) == ["short", "a much longer line"]
+    rows = repr(logs).splitlines()
+    assert rows[1].rstrip().endswith("stdout short")  # not pushed right by the longer line
+    assert "<td style='text-align:left'>short</td>" in logs._repr_html_()
+    assert type(logs[logs["stream"] == "stdout"]) is pd.DataFrame  # slices are plain frames

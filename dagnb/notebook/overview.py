@@ -76,7 +76,29 @@ def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame |
     if run is None:
         return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
     frame = run.logs(name, **options)
-    return frame if len(frame) else f"step {name!r} printed nothing in run {run.id}"
+    return left_aligned(frame) if len(frame) else f"step {name!r} printed nothing in run {run.id}"
+
+
+def left_aligned(frame: pd.DataFrame) -> pd.DataFrame:
+    """The same frame, displayed with its text left-aligned (log lines read as lines)."""
+    import pandas as pd
+
+    class LeftAligned(pd.DataFrame):
+        @property
+        def _constructor(self) -> type[pd.DataFrame]:
+            return pd.DataFrame  # a slice or a computation is a plain frame again
+
+        def __repr__(self) -> str:
+            widths = {c: int(self[c].astype(str).str.len().max()) for c in self.columns}
+            formatters = {c: (lambda w: lambda v: f"{v!s:<{w}}")(widths[c])
+                          for c in self.columns}
+            return self.to_string(index=False, justify="left", formatters=formatters)
+
+        def _repr_html_(self) -> str:
+            html = self.to_html(index=False, justify="left")
+            return html.replace("<td>", "<td style='text-align:left'>")
+
+    return LeftAligned(frame)
 
 
 def history(session: Session) -> pd.DataFrame | str:
