@@ -32,7 +32,7 @@ from typing import Any
 from dagnb.cache import session_store, store_for
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.keys import StepKey, step_key
-from dagnb.cache.store import Entry, SessionStore, Store
+from dagnb.cache.store import Entry, Store
 from dagnb.config import settings
 from dagnb.errors import CacheError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
@@ -71,7 +71,6 @@ class StepCache:
     ) -> None:
         config = settings()
         self.store: Store = store_for(directory)
-        self.session: SessionStore = session_store()
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
@@ -180,7 +179,8 @@ class StepCache:
         thread.start()
 
     def _store_of(self, step: Step) -> Store:
-        return self.session if step.cache == "session" else self.store
+        # made on first use: most runs have no session step, and it is a temporary folder
+        return session_store() if step.cache == "session" else self.store
 
 
 class CachedResult:

@@ -157,7 +157,7 @@ def _short_error(exc: Exception) -> str:
 
 def _echo(cell: Any, stream: TextIO) -> None:
     """Print what a finished cell wrote (its text outputs), as ``%%bash`` would."""
-    if cell.cell_type != "code" or cell.source.startswith("from dagnb.notebook.session"):
+    if cell.cell_type != "code" or cell.source == _SUMMARY_CODE:
         return
     for out in cell.get("outputs", []):
         text = out.get("text") or out.get("data", {}).get("text/plain", "")
