@@ -434,6 +434,19 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     return found
 
 
+def missing_globals(func: Callable[..., Any]) -> list[str]:
+    """Global names ``func``'s own code loads that are not defined now (nor builtins):
+    a notebook cell that defines them has not run yet."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return []
+    known = target.__globals__
+    builtins_ = known.get("__builtins__", __builtins__)
+    builtin_names = builtins_ if isinstance(builtins_, dict) else vars(builtins_)
+    return sorted(name for name in _loaded_globals(target.__code__)
+                  if name not in known and name not in builtin_names)
+
+
 def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
     if record is None or not record.still_valid(target):

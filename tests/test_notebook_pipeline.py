@@ -153,3 +153,18 @@ def test_after_a_kernel_restart_the_last_cell_alone_is_served_from_the_cache(tmp
     assert "4 steps read from pipe.ipynb" in load_text
     last = restarted.cells[3].outputs[0]["text"]
     assert last.strip() == "['make', 'total', 'report', 'final'] TOTAL=12"
+
+
+def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_path):
+    path = _notebook(tmp_path)
+    restarted = nbf.v4.new_notebook(cells=[
+        nbf.v4.new_code_cell("%load_ext dagnb"),
+        nbf.v4.new_code_cell("status = %dagger status\n"
+                             "print(status.set_index('step').loc['total', 'note'])"),
+    ])
+    client = NotebookClient(restarted, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_CONFIG": "none", "JPY_SESSION_NAME": str(path)})
+    note = restarted.cells[1].outputs[0]["text"].strip()
+    assert note == ("needs variable `counter` (cell 2 of pipe.ipynb), "
+                    "`scale` (cell 2 of pipe.ipynb)")

@@ -17,6 +17,7 @@ reads nothing: the cells define the graph as they run, as before.
 
 from __future__ import annotations
 
+import ast
 import json
 import os
 import re
@@ -27,7 +28,10 @@ from typing import Any
 
 from dagnb.errors import WorkflowError
 
-__all__ = ["MAGIC", "DaggerCell", "dagger_cells", "kernel_notebook_path", "read_notebook"]
+__all__ = [
+    "MAGIC", "DaggerCell", "dagger_cells", "defining_cell", "kernel_notebook_path",
+    "read_notebook",
+]
 
 MAGIC = "%%dagger"
 _PERCENT_MARKER = re.compile(r"^# %%(?:\s|$)")
@@ -107,6 +111,32 @@ def dagger_cells(cells: Iterable[tuple[str, str]]) -> list[DaggerCell]:
         if kind == "code" and first.startswith(MAGIC + " "):
             found.append(DaggerCell(index, first, body))
     return found
+
+
+def defining_cell(path: str | Path, name: str) -> int | None:
+    """The index of the first code cell that binds ``name`` at its top level, or None."""
+    for index, (kind, source) in enumerate(read_notebook(path)):
+        if kind == "code" and not source.lstrip().startswith("%%") and name in _bound(source):
+            return index
+    return None
+
+
+def _bound(source: str) -> set[str]:
+    """Names a cell binds: assignments, imports, defs, for targets (IPython lines skipped)."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    try:
+        tree = ast.parse("\n".join(lines))
+    except SyntaxError:
+        return set()
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            names.add(node.id)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names |= {(a.asname or a.name).split(".")[0] for a in node.names}
+    return names
 
 
 def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:

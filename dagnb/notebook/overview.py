@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 __all__ = ["STATUS_COLUMNS", "history", "notebook_logs", "notebook_states", "notebook_status"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
-                  "image", "error"]
+                  "image", "error", "note"]
 _DONE = ("succeeded", "cached")
 
 
@@ -60,13 +60,33 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
         return "no steps yet: define one with a %%dagger cell"
     states = notebook_states(session)
     rows = [{**session.latest.get(n, {"step": n}), "state": state} for n, state in states.items()]
+    for row in rows:
+        row["note"] = _waiting_for(session, row["step"]) if row["state"] != "succeeded" else None
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
     frame["cached"] = frame["cached"].fillna(False).astype(bool)
     frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
     frame["exit_code"] = frame["exit_code"].astype("Int64")
-    if frame["image"].isna().all():  # a local notebook: no column of blanks
-        frame = frame.drop(columns="image")
-    return frame
+    blank = [c for c in ("image", "note") if frame[c].isna().all()]
+    return frame.drop(columns=blank)  # no column of blanks (image: a local notebook)
+
+
+def _waiting_for(session: Session, name: str) -> str | None:
+    """``needs variable `scale` (cell 2 of pipeline.ipynb)`` for a Python step whose code
+    reads notebook variables that do not exist yet (a kernel that just started)."""
+    from dagnb.fingerprint import missing_globals
+    from dagnb.notebook.document import defining_cell, kernel_notebook_path
+
+    step = session.graph[name]
+    missing = [n for n in missing_globals(step.func) if n not in step.params] if step.func else []
+    if not missing:
+        return None
+    path = kernel_notebook_path(session.namespace)
+    where = []
+    for variable in missing:
+        index = defining_cell(path, variable) if path is not None else None
+        place = f"cell {index + 1} of {path.name}" if index is not None else "not defined yet"
+        where.append(f"`{variable}` ({place})")  # type: ignore[union-attr]
+    return "needs variable " + ", ".join(where)
 
 
 def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:
