@@ -310,9 +310,31 @@ def test_save_load_reset(shell, tmp_path):
     assert graph()["b"].needs == ("a",)
 
 
-def test_save_python_step_is_a_usage_error(shell):
-    cell(shell, "p --python --define-only", "x = 1\n")
-    with pytest.raises(UsageError, match="cannot be written to YAML"):
+def test_save_exports_python_steps_and_the_cli_runs_them_all_cached(shell, tmp_path):
+    import subprocess
+    import sys
+
+    shell.run_cell("import json\nSCALE = {'factor': 3}\nrows = [1, 2, 3]\n"
+                   "def helper(values):\n    return [v * SCALE['factor'] for v in values]\n")
+    cell(shell, "make --param n=4", 'seq "$DAGNB_PARAM_N" > "$DAGNB_OUT/n.txt"; echo made')
+    cell(shell, "scaled --python --needs make --outputs total",
+         "numbers = [int(x) for x in (make / 'n.txt').read_text().split()]\n"
+         "total = sum(helper(numbers + rows))\nprint(json.dumps(total))")
+    assert shell.user_ns["total"] == 48
+    assert str(line(shell, "save flow.yml")) == "saved 2 steps to flow.yml"
+    assert "python: flow_steps.py:scaled_cell" in (tmp_path / "flow.yml").read_text()
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().endswith("2 cached"), done.stdout  # same keys: nothing ran
+    reloaded = dagnb.load(tmp_path / "flow.yml")
+    assert reloaded.run(cache=False).result("scaled") == 48  # and the code runs alone
+
+
+def test_a_notebook_variable_that_cannot_be_saved_is_one_line(shell):
+    shell.run_cell("import threading\nlock = threading.Lock()\n")
+    cell(shell, "p --python --define-only", "with lock:\n    x = 1\n")
+    with pytest.raises(UsageError, match=r"notebook variable 'lock' .* cannot be saved"):
         line(shell, "save flow.yml")
 
 

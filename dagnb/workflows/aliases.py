@@ -63,8 +63,9 @@ _RETRY_KEYS = {
 }
 _SWITCHES = ("skip_cache", "caching_enabled", "use_circuit_breaker")
 _VOLUME_KEYS = ("source", "target", "read_only")
-_STEP_FIELDS = tuple(
-    f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")
+_STEP_FIELDS = (
+    *(f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")),
+    "python",  # a Python step's FILE.py:FUNCTION (dagnb.workflows.pyfunctions)
 )
 ALIASES = (*RENAMED, "volumes", *_SWITCHES, *_RETRY_KEYS)
 

@@ -41,6 +41,7 @@ from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.workflows.aliases import canonical_workflow
+from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
 
 __all__ = [
     "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads"
@@ -63,7 +64,8 @@ MAX_YAML_DEPTH = 64
 def load(path: str | Path) -> Graph:
     """Load a workflow file; errors name the file (and line, for YAML syntax)."""
     path = Path(path)
-    graph = loads(read_text(path, "workflow file"), source=str(path))
+    graph = loads(read_text(path, "workflow file"), source=str(path),
+                  base_dir=path.resolve().parent)
     graph.base_dir = path.resolve().parent
     if graph.name == "workflow":
         graph.name = path.stem
@@ -95,12 +97,12 @@ def read_text(path: Path, what: str) -> str:
         raise WorkflowError(f"{what} {str(path)!r} cannot be read: {exc.strerror}") from None
 
 
-def loads(text: str, *, source: str = "<string>") -> Graph:
-    """Parse workflow YAML text."""
+def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Graph:
+    """Parse workflow YAML text (``python:`` steps import their module from ``base_dir``)."""
     data = _safe_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
-    return graph_from_dict(data, source=source)
+    return graph_from_dict(data, source=source, base_dir=base_dir)
 
 
 def _safe_yaml(text: str, source: str) -> Any:
@@ -189,7 +191,8 @@ def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
     return f"{where}: YAML does not parse ({problem}); fix the syntax there"
 
 
-def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph:
+def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
+                    base_dir: Path | None = None) -> Graph:
     """Build a Graph from workflow-format data; errors name ``source``, step and key."""
     known = (*WORKFLOW_KEYS, "workflow_defaults")  # the platform's name of defaults
     checks.known_keys(data, known, source, WorkflowError, noun="workflow key")
@@ -204,8 +207,13 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>") -> Graph
         str(data.get("name") or "workflow"), description=str(data.get("description") or "")
     )
     for name, fields in _step_items(data.get("steps"), source):
-        checks.known_keys(fields, STEP_FIELDS, f"{source}: step {name!r}", WorkflowError)
+        checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
+                          WorkflowError)
         merged = {**defaults, **fields}
+        if PYTHON_KEY in merged:  # a Python step: its function from the module beside
+            where = f"{source}: step {name!r}"
+            merged["func"] = import_function(merged.pop(PYTHON_KEY), base_dir or Path.cwd(),
+                                             where)
         graph.add(_make_step(name, merged, source))
     return graph
 
@@ -250,12 +258,13 @@ def _make_step(name: Any, fields: Mapping[str, Any], source: str) -> Step:
         raise WorkflowError(f"{source}: step {name!r}: {exc}") from None
 
 
-def graph_to_dict(graph: Graph) -> dict[str, Any]:
-    """Workflow-format data for ``graph`` (function steps cannot be written)."""
+def graph_to_dict(graph: Graph, functions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Workflow-format data for ``graph``; a Python step needs its ``functions`` reference
+    (``file.py:name``, from :func:`dagnb.workflows.pyfunctions.write_module`)."""
     data: dict[str, Any] = {"name": graph.name}
     if graph.description:
         data["description"] = graph.description
-    data["steps"] = {step.name: step.to_dict() for step in graph}
+    data["steps"] = {step.name: _step_data(step, functions or {}) for step in graph}
     return data
 
 
@@ -280,10 +289,31 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 _BlockDumper.add_representer(str, _str_representer)
 
 
+def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:
+    if step.func is None:
+        return step.to_dict()
+    if step.name not in functions:
+        raise WorkflowError(f"step {step.name!r} is a Python function; write the workflow to a "
+                            "file (its code goes to a module beside it)")
+    return {PYTHON_KEY: functions[step.name], **_fields_of(step)}
+
+
+def _fields_of(step: Step) -> dict[str, Any]:
+    """A Python step's fields other than its function, as YAML data."""
+    stand_in = dataclasses.replace(step, func=None, run="true")
+    data = stand_in.to_dict()
+    data.pop("run", None)
+    return data
+
+
 def dump(graph: Graph, path: str | Path | None = None) -> str:
-    """YAML text for ``graph``; also written to ``path`` when given."""
+    """YAML text for ``graph``; also written to ``path`` when given (with the module of its
+    Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
+    functions = {s.name: s.func for s in graph if s.func is not None}
+    refs = write_module(functions, Path(path)) if functions and path is not None else {}
     text = yaml.dump(
-        graph_to_dict(graph), Dumper=_BlockDumper, sort_keys=False, default_flow_style=False
+        graph_to_dict(graph, refs), Dumper=_BlockDumper, sort_keys=False,
+        default_flow_style=False,
     )
     if path is not None:
         try:

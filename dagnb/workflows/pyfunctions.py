@@ -1,0 +1,161 @@
+"""Python steps in workflow files: their code in a module beside the YAML.
+
+``graph.to_yaml("pipeline.yml")`` (and ``%dagger save``) writes each Python step's function
+into ``pipeline_steps.py`` and names it in the YAML as ``python: pipeline_steps.py:fit``.
+What the function reads goes into the module too, so that ``dagnb run pipeline.yml``
+computes the same results under the same cache keys as the notebook did:
+
+- modules by their import (``import numpy as np``);
+- functions and classes defined in the notebook, by their source (and what they read);
+- data by value: a literal when it reads back equal, else pickled into
+  ``pipeline_steps.pkl`` (a DataFrame, an array), loaded by the module.
+
+A value that can neither be written nor pickled is refused with one line naming it.
+Loading a workflow imports the module from the workflow's folder.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.util
+import inspect
+import linecache
+import pickle
+import types
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from dagnb.errors import WorkflowError
+
+__all__ = ["PYTHON_KEY", "import_function", "write_module"]
+
+PYTHON_KEY = "python"
+
+
+def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path) -> dict[str, str]:
+    """Write the functions (step name -> function) beside ``yaml_path``; step -> reference."""
+    module = yaml_path.with_name(f"{yaml_path.stem}_steps.py")
+    collected = _Collected()
+    for func in functions.values():
+        collected.add_function(func)
+    pickled = module.with_suffix(".pkl")
+    module.write_text(collected.text(pickled.name), encoding="utf-8")
+    if collected.pickled:
+        pickled.write_bytes(pickle.dumps(collected.pickled))
+    return {step: f"{module.name}:{func.__name__}" for step, func in functions.items()}
+
+
+def import_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
+    """The function ``file.py:name`` names, from a module in ``base_dir``."""
+    file, sep, name = str(reference).partition(":")
+    path = base_dir / file
+    if not sep or not name or not path.is_file():
+        raise WorkflowError(f"{where}: python {reference!r} is not FILE.py:FUNCTION of a file "
+                            f"in {str(base_dir)!r}")
+    spec = importlib.util.spec_from_file_location(f"dagnb_steps_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    func = getattr(module, name, None)
+    if not callable(func):
+        raise WorkflowError(f"{where}: {file} has no function {name!r}")
+    return func
+
+
+class _Collected:
+    """Imports, definitions and values a set of functions needs, in dependency order."""
+
+    def __init__(self) -> None:
+        self.imports: dict[str, str] = {}
+        self.values: dict[str, str] = {}
+        self.pickled: dict[str, Any] = {}
+        self.definitions: dict[str, str] = {}
+
+    def add_function(self, func: Any) -> None:
+        name = func.__name__
+        if name in self.definitions:
+            return
+        self.definitions[name] = ""  # placeholder: breaks cycles, keeps the order
+        for global_name in _globals_read(func):
+            self._add_global(global_name, func.__globals__)
+        self.definitions[name] = _source(func)
+
+    def _add_global(self, name: str, namespace: dict[str, Any]) -> None:
+        if name not in namespace or name in self.imports or name in self.values:
+            return
+        value = namespace[name]
+        if isinstance(value, types.ModuleType):
+            real = value.__name__
+            self.imports[name] = f"import {real}" + (f" as {name}" if real != name else "")
+        elif isinstance(value, (types.FunctionType, type)) and _from_notebook(value):
+            self.add_function(value)
+        elif isinstance(value, (types.FunctionType, type, types.BuiltinFunctionType)):
+            module = getattr(value, "__module__", None)
+            self.imports[name] = f"from {module} import {value.__name__}" + (
+                f" as {name}" if value.__name__ != name else "")
+        else:
+            self._add_value(name, value)
+
+    def _add_value(self, name: str, value: Any) -> None:
+        text = repr(value)
+        try:
+            back = ast.literal_eval(text)
+            literal = type(back) is type(value) and back == value
+        except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+            literal = False
+        if literal:
+            self.values[name] = f"{name} = {text}"
+            return
+        try:
+            pickle.dumps(value)
+        except Exception as exc:
+            raise WorkflowError(f"a Python step reads notebook variable {name!r} "
+                                f"({type(value).__name__}), which cannot be saved: {exc}; "
+                                "make it a param or build it inside the step") from None
+        self.pickled[name] = value
+        self.values[name] = f"{name} = _values[{name!r}]"
+
+    def text(self, pickle_name: str) -> str:
+        head = ['"""Python steps exported by dagnb with their workflow; loaded by it."""', ""]
+        imports = sorted(set(self.imports.values()))
+        if self.pickled:
+            imports = ["import pickle", "from pathlib import Path", *imports]
+        lines = [*head, *imports, ""]
+        if self.pickled:
+            lines += [f"_values = pickle.loads((Path(__file__).parent / {pickle_name!r})"
+                      ".read_bytes())", ""]
+        lines += [*self.values.values(), ""]
+        lines += [f"\n{source.rstrip()}\n" for source in self.definitions.values()]
+        return "\n".join(lines)
+
+
+def _globals_read(func: Any) -> list[str]:
+    """Global names the function's code loads (not attribute names), in a stable order."""
+    import dis
+
+    names: dict[str, None] = {}
+    stack = [func.__code__]
+    while stack:
+        code = stack.pop()
+        for instruction in dis.get_instructions(code):
+            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
+                names[instruction.argval] = None
+        stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
+    return list(names)
+
+
+def _from_notebook(obj: Any) -> bool:
+    """Defined in the notebook (or another script), not importable from a module file."""
+    return getattr(obj, "__module__", None) in ("__main__", None) or obj.__module__.startswith(
+        "dagnb_steps_")
+
+
+def _source(obj: Any) -> str:
+    code = getattr(obj, "__code__", None)
+    if code is not None and code.co_filename.startswith("<dagger-cell"):
+        return "".join(linecache.getlines(code.co_filename))  # a %%dagger --python cell
+    try:
+        return inspect.getsource(obj)
+    except (OSError, TypeError) as exc:
+        raise WorkflowError(f"the source of {getattr(obj, '__name__', obj)!r} cannot be "
+                            f"found ({exc}); define it in a cell or a module") from None
