@@ -282,8 +282,8 @@ class Step:
         """Plain data for YAML; fields left at their defaults are left out."""
         if self.func is not None:
             raise InvalidStepError(
-                f"step {self.name!r} is a Python function and cannot be written to YAML; "
-                "use run= with a command instead"
+                f"step {self.name!r} is a Python function: write its graph to a file with "
+                "graph.to_yaml(path), which puts its code in a module beside the YAML"
             )
         data: dict[str, Any] = {}
         for field in dataclasses.fields(self):
