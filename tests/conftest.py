@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,6 +41,26 @@ def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     (tmp_path / ".git").mkdir()
     monkeypatch.chdir(tmp_path)
     return tmp_path
+
+
+@pytest.fixture
+def shell(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+    """IPython's shell with the magics loaded, an empty graph, plain-text views and the
+    local executor, in a fresh folder (the shell is a process-wide singleton: names a
+    test leaves behind are cleared)."""
+    from IPython.core.interactiveshell import InteractiveShell
+
+    import dagnb.notebook.widgets
+
+    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
+    dagnb.configure(executor="local")  # in the test's own context
+    ip = InteractiveShell.instance()
+    for name in ("_dagger", "__session__", "v", "x", "y", "total", "count"):
+        ip.user_ns.pop(name, None)
+    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
+    ip.run_line_magic("dagger", "reset")
+    yield ip
+    ip.user_ns.pop("__session__", None)
 
 
 @pytest.fixture

@@ -6,24 +6,11 @@ import json
 
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
 import dagnb.notebook.widgets
 from dagnb import Step
 from dagnb.notebook.session import Session, get_session
-
-
-@pytest.fixture
-def shell(workdir, monkeypatch):
-    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    dagnb.configure(executor="local")  # in the test's own context (conftest)
-    ip = InteractiveShell.instance()
-    ip.user_ns.pop("__session__", None)
-    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
-    ip.run_line_magic("dagger", "reset")
-    yield ip
-    ip.user_ns.pop("__session__", None)
 
 
 def cell(ip, line, body="echo hi\n"):

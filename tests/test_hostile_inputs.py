@@ -73,17 +73,8 @@ def test_an_oversized_workflow_is_refused_unread(tmp_path, capsys):
     assert "a workflow is at most 4 MiB" in capsys.readouterr().err
 
 
-@pytest.fixture
-def ip(tmp_path, monkeypatch):
-    from IPython.core.interactiveshell import InteractiveShell
-
-    monkeypatch.chdir(tmp_path)
-    shell = InteractiveShell.instance()
-    shell.run_line_magic("load_ext", "dagnb.notebook.magics")
-    return shell
-
-
-def test_notebook_paths_give_one_line(ip, tmp_path):
+def test_notebook_paths_give_one_line(shell, tmp_path):
+    ip = shell
     binary = tmp_path / "binary.yml"
     binary.write_bytes(bytes(range(256)))
     with pytest.raises(UsageError, match="is not UTF-8 text"):

@@ -9,7 +9,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 from IPython.core.error import UsageError
-from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
 import dagnb.notebook.widgets
@@ -17,19 +16,6 @@ from dagnb.notebook.session import get_session
 from dagnb.testing import wait_until
 from dagnb.views.live import TextView
 from dagnb.views.picture import DagView
-
-
-@pytest.fixture
-def shell(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    dagnb.configure(executor="local")  # in the test's own context (conftest)
-    ip = InteractiveShell.instance()
-    for name in ("_dagger", "v", "x", "y", "total", "count"):
-        ip.user_ns.pop(name, None)
-    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
-    ip.run_line_magic("dagger", "reset")
-    return ip
 
 
 def cell(ip, line, body=""):

@@ -2,23 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-from IPython.core.interactiveshell import InteractiveShell
-
-import dagnb
-import dagnb.notebook.widgets
 from dagnb.notebook.cells import cell_text, ipython_to_python
 from dagnb.notebook.session import get_session
-
-
-@pytest.fixture
-def shell(workdir, monkeypatch):
-    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    dagnb.configure(executor="local")  # in the test's own context (conftest)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
-    ip.run_line_magic("dagger", "reset")
-    return ip
 
 
 def cell(ip, line, body):

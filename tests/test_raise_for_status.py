@@ -4,7 +4,6 @@ RunFailed after a run whose steps did not all succeed."""
 from __future__ import annotations
 
 import pytest
-from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
 import dagnb.notebook.widgets
@@ -61,16 +60,6 @@ def test_run_failed_is_a_dagnb_error_exported_from_the_package() -> None:
 
 
 # -- the magics -----------------------------------------------------------------------
-@pytest.fixture
-def shell(monkeypatch):
-    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
-    dagnb.configure(executor="local")  # in the test's own context (conftest)
-    ip = InteractiveShell.instance()
-    ip.run_line_magic("load_ext", "dagnb.notebook.magics")
-    ip.run_line_magic("dagger", "reset")
-    return ip
-
-
 def test_failing_cell_raises_once_showing_rows_and_stderr_without_frames(shell, capsys):
     result = shell.run_cell("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
     out, err = capsys.readouterr()
