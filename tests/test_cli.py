@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from dagnb.cli import main
 from dagnb.testing import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
@@ -157,3 +158,24 @@ def test_sigterm_and_sighup_stop_the_run_and_its_processes_like_ctrl_c(number, t
     assert child.returncode == 128 + number, err
     assert "running steps were stopped" in err
     assert wait_until(lambda: running() == [], timeout=2), running()
+
+
+def test_cache_verify_sets_aside_entries_whose_files_changed(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.yml").write_text(
+        "steps:\n  a:\n    run: echo aaaa > \"$DAGNB_OUT/a.txt\"\n"
+        "  b:\n    run: echo bbbb > \"$DAGNB_OUT/b.txt\"\n")
+    assert main(["run", "w.yml"]) == 0
+    assert main(["cache", "verify"]) == 0
+    assert "verified 2 cache entries" in capsys.readouterr().out
+    [written] = tmp_path.glob(".dagnb_cache/a/*/out/a.txt")
+    written.write_text("AAAA\n")  # same size, other content: only a re-hash sees it
+    from dagnb.cache import DamagedEntryWarning
+
+    with pytest.warns(DamagedEntryWarning, match="no longer match their digest"):
+        assert main(["cache", "verify"]) == 1
+    assert "1 damaged, set aside" in capsys.readouterr().out
+    assert main(["run", "w.yml"]) == 0
+    out = capsys.readouterr().out
+    assert any(line.split()[:2] == ["a", "succeeded"] for line in out.splitlines())
+    assert any(line.split()[:2] == ["b", "cached"] for line in out.splitlines())

@@ -220,12 +220,26 @@ def test_a_damaged_result_is_a_miss_not_an_exception(tmp_path):
 
     Memory(str(tmp_path)).cache(_returns_a_set)(3)
     [pkl] = tmp_path.glob("*/*/out/result.pkl")
-    pkl.write_bytes(b"\x80\x05truncated")
+    pkl.write_bytes(b"\x80\x05" + b"?" * (pkl.stat().st_size - 2))  # same size, unreadable
     again = Memory(str(tmp_path)).cache(_returns_a_set)
     with pytest.warns(DamagedEntryWarning, match="result cannot be loaded"):
         assert again(3) == {3, 4}
     assert again(3) == {3, 4} and pkl.exists()  # saved again in place
     assert len(list((tmp_path / ".damaged").iterdir())) == 1
+
+
+def test_a_truncated_file_under_a_finished_entry_is_a_miss_by_its_size(tmp_path):
+    """What a power loss can leave (nothing is fsync'ed): caught by the recorded sizes."""
+    from dagnb.cache import DamagedEntryWarning
+
+    Memory(str(tmp_path)).cache(_returns_a_set)(3)
+    [pkl] = tmp_path.glob("*/*/out/result.pkl")
+    with pkl.open("r+b") as handle:
+        handle.truncate(5)
+    again = Memory(str(tmp_path)).cache(_returns_a_set)
+    with pytest.warns(DamagedEntryWarning, match=r"out/result\.pkl is 5 bytes, not the"):
+        assert again(3) == {3, 4}
+    assert again(3) == {3, 4}
 
 
 def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_path):

@@ -152,13 +152,6 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):  # not every filesystem lets a directory be opened
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 class LocalBackend(StoreBackend):
@@ -221,7 +214,6 @@ class LocalBackend(StoreBackend):
         else:
             raise CacheError(f"entry {str(target)!r} could not be replaced")
         self._read.pop((step, key), None)
-        _fsync_dir(target.parent)
         for old in aside:
             shutil.rmtree(old, ignore_errors=True)
 

@@ -2,8 +2,11 @@
 
 Life cycle of an entry: the runner gets a fresh output directory
 (:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
-which moves it into a temporary entry directory, writes the metadata (fsync'ed) and
-has the backend put the whole into place: a reader sees a whole entry or none.
+which moves it into a temporary entry directory, writes the metadata (with each file's
+size) and has the backend put the whole into place: a reader sees a whole entry or none.
+Nothing is fsync'ed: a crash or power loss may tear a file of a finished entry, and a
+lookup then finds a size that differs from the recorded one and treats the entry as
+damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every file.
 :meth:`Store.lookup` is the hot path of a cached re-run: one backend read (one ``stat``
 on the local backend) and dictionary hits while the entry is unchanged. A damaged entry
 is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
@@ -253,6 +256,8 @@ class Store:
         meta, problem = _parse_meta(item.meta, step_name, key)
         if problem is None and not os.path.isdir(item.path / "out"):
             problem = "its out/ directory is missing"
+        if problem is None:
+            problem = _size_problem(item.path, meta.get("files"))
         if problem is not None:
             return self._damaged(step_name, key, problem, item.version, retry)
         entry = Entry(step_name, key, item.path, meta, item.version)
@@ -354,7 +359,7 @@ class Store:
             _write_logs(build / "logs.jsonl", logs)
             meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
             meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
-            _write_synced(build / "meta.json", json.dumps(meta, indent=1).encode())
+            _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
             shutil.rmtree(build, ignore_errors=True)
@@ -388,7 +393,8 @@ class Store:
             "components": dict(key.components),
             "describe": dict(key.describe),
             "output_digest": directory_digest(out, use_stat_cache=False),
-            "size_bytes": _tree_size(build),
+            "files": (files := _file_sizes(build)),
+            "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,
             "has_result": any((out / name).exists() for name in RESULT_FILES),
@@ -610,11 +616,38 @@ def _log_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
+def _file_sizes(root: Path) -> dict[str, int]:
+    """Every file of an entry (relative path -> bytes), what a hit checks it against."""
+    sizes = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            sizes[os.path.relpath(path, root)] = os.stat(path).st_size
+    return sizes
+
+
+def _size_problem(root: Path, files: Any) -> str | None:
+    """Why the entry's files are not those it was saved with (sizes), or None.
+
+    This is what lets a save skip fsync: after a power loss or a hand edit, a torn,
+    truncated or deleted file no longer has its recorded size, so the entry is a miss,
+    set aside, instead of being served. (Same-size damage is ``dagnb cache verify``'s,
+    which re-hashes the files.) Entries from before the manifest have none to check.
+    """
+    if not isinstance(files, dict):
+        return None
+    for relative, size in files.items():
+        try:
+            actual = os.stat(root / relative).st_size
+        except OSError:
+            return f"its file {relative} is missing"
+        if actual != size:
+            return f"its file {relative} is {actual} bytes, not the {size} it was saved with"
+    return None
+
+
+def _write_meta(path: Path, data: bytes) -> None:
+    path.write_bytes(data)
 
 
 def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> None:
@@ -637,13 +670,6 @@ def _mtime(path: Path) -> float:
         return float("inf")
 
 
-def _tree_size(root: Path) -> int:
-    total = 0
-    for folder, _, files in os.walk(root):
-        for name in files:
-            with contextlib.suppress(OSError):
-                total += os.stat(os.path.join(folder, name)).st_size
-    return total
 
 
 _ENTRY_COLUMNS = [
