@@ -51,6 +51,8 @@ __all__ = [
     "flush_stat_cache",
     "get_hash_algorithm",
     "global_values",
+    "loaded_globals",
+    "missing_globals",
     "new_hasher",
     "path_digest",
     "set_hash_algorithm",
@@ -443,7 +445,7 @@ def missing_globals(func: Callable[..., Any]) -> list[str]:
     known = target.__globals__
     builtins_ = known.get("__builtins__", __builtins__)
     builtin_names = builtins_ if isinstance(builtins_, dict) else vars(builtins_)
-    return sorted(name for name in _loaded_globals(target.__code__)
+    return sorted(name for name in loaded_globals(target.__code__)
                   if name not in known and name not in builtin_names)
 
 
@@ -553,7 +555,7 @@ class _CodeWalker:
             self.parts[label] = normalized[1]
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
-        loaded = _loaded_globals(func.__code__)
+        loaded = loaded_globals(func.__code__)
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
@@ -672,7 +674,7 @@ def _global_names(code: types.CodeType) -> list[str]:
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
 
 
-def _loaded_globals(code: types.CodeType) -> set[str]:
+def loaded_globals(code: types.CodeType) -> set[str]:
     """The names the code (and its nested code) loads as globals: not attribute names."""
     return {
         instruction.argval

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.errors import WorkflowError
+from dagnb.fingerprint import loaded_globals
 
 __all__ = ["PYTHON_KEY", "import_function", "write_module"]
 
@@ -76,7 +77,7 @@ class _Collected:
         if name in self.definitions:
             return
         self.definitions[name] = ""  # placeholder: breaks cycles, keeps the order
-        for global_name in _globals_read(func):
+        for global_name in sorted(loaded_globals(func.__code__)):
             self._add_global(global_name, func.__globals__)
         self.definitions[name] = _source(func)
 
@@ -129,19 +130,6 @@ class _Collected:
         return "\n".join(lines)
 
 
-def _globals_read(func: Any) -> list[str]:
-    """Global names the function's code loads (not attribute names), in a stable order."""
-    import dis
-
-    names: dict[str, None] = {}
-    stack = [func.__code__]
-    while stack:
-        code = stack.pop()
-        for instruction in dis.get_instructions(code):
-            if instruction.opname in ("LOAD_GLOBAL", "LOAD_NAME"):
-                names[instruction.argval] = None
-        stack += [c for c in code.co_consts if isinstance(c, types.CodeType)]
-    return list(names)
 
 
 def _from_notebook(obj: Any) -> bool:
