@@ -113,7 +113,9 @@ async def _exited(pid: int, pumps: asyncio.Future[Any]) -> None:
     """
     try:
         fd = os.pidfd_open(pid)
-    except (AttributeError, OSError):  # no pidfd here, or already reaped: pipes decide
+    except ProcessLookupError:  # it exited and asyncio's child watcher reaped it already
+        return
+    except (AttributeError, OSError):  # no pidfds here: the pipes closing decides
         await asyncio.shield(pumps)
         return
     loop = asyncio.get_running_loop()
