@@ -90,9 +90,11 @@ def test_rows_progress_and_tails_after_a_run(comms, local):
     assert widget.table.value.count("class='dagnb-row dagnb-state-succeeded'") == 2
     assert (widget.progress.value, widget.progress.max) == (2, 2)
     assert widget.progress.bar_style == "success"
-    assert widget.tails.titles == ("make · succeeded", "use · succeeded")
-    assert widget.tails.selected_index == 1
-    assert "made\nnote" in widget.tails.children[0].value
+    assert widget.step_picker.value == "use"  # the cell's own step shows first
+    assert "use · succeeded" in widget.log_view.value and "used" in widget.log_view.value
+    widget.step_picker.value = "make"
+    assert "make · succeeded" in widget.log_view.value
+    assert "made\nnote" in widget.log_view.value
     assert widget.cancel_button.disabled
     assert "2 succeeded" in widget.header.value
     assert sent(comms) > 0
@@ -104,7 +106,8 @@ def test_cached_steps_are_marked(comms, local):
     widget = finished_widget(graph)
     assert widget.table.value.count("dagnb-state-cached") == 2
     assert "<td>✓</td>" in widget.table.value
-    assert widget.tails.titles[0] == "make · cached (cached output)"
+    widget.step_picker.value = "make"
+    assert "make · cached (cached output)" in widget.log_view.value
 
 
 def test_failure_is_red_with_stderr_tail(comms, local):
@@ -112,13 +115,40 @@ def test_failure_is_red_with_stderr_tail(comms, local):
     assert "dagnb-state-failed" in widget.table.value
     assert "exit code 2: broke" in widget.table.value
     assert widget.progress.bar_style == "danger"
-    assert widget.tails.children[1].value.endswith("used\nbroke</pre>")
+    assert widget.step_picker.value == "use"  # a failed step's output shows unasked
+    assert widget.log_view.value.endswith("used\nbroke</pre>")
 
 
 def test_state_colours_follow_the_state(comms, local):
     widget = finished_widget(two_step_graph(fail=True))
     assert "background:#c62828" in widget.table.value  # failed is red
     assert "background:#2e7d32" in widget.table.value  # succeeded is green
+
+
+def test_widget_models_do_not_grow_with_the_graph(comms, local):
+    def graph_of(n: int) -> Graph:
+        graph = Graph(f"g{n}")
+        for i in range(n):
+            graph.replace(Step(f"s{i}", run="true", cache=False))
+        return graph
+
+    opened = []
+    for n in (1, 100):
+        before = len(comms)
+        finished_widget(graph_of(n))
+        opened.append(len(comms) - before)  # one comm per widget model
+    assert opened[0] == opened[1] <= 20  # nbconvert --execute stores each in the notebook
+
+
+def test_a_picked_step_is_not_replaced_by_a_failure(comms, local):
+    graph = two_step_graph(fail=True)
+    run = start_background(graph)
+    widget = StatusWidget(run)  # shows the last step, "use", first
+    widget.step_picker.value = "make"  # the user picks while the run goes on
+    run.wait(30)
+    widget.stop_following()
+    assert widget.step_picker.value == "make"
+    assert "made\nnote" in widget.log_view.value
 
 
 # -- buttons ----------------------------------------------------------------------------
@@ -234,7 +264,7 @@ def test_background_widget_keeps_updating_from_its_thread(comms, local, monkeypa
     assert not run.done
     run.wait(30)
     assert wait_until(lambda: "dagnb-state-succeeded" in widget.table.value)
-    assert "1\n2\n3" in widget.tails.children[0].value
+    assert "1\n2\n3" in widget.log_view.value
 
 
 # -- overhead -------------------------------------------------------------------------

@@ -486,7 +486,8 @@ def load_ipython_extension(ipython: Any) -> None:
     path = kernel_notebook_path(ipython.user_ns)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
-        note = f"dagnb: {len(defined)} steps read from {path.name}"
+        noun = "step" if len(defined) == 1 else "steps"
+        note = f"dagnb: {len(defined)} {noun} read from {path.name}"
         print(note + "".join(f"; skipped {p}" for p in problems) if defined or problems else "",
               end="\n" if defined or problems else "")
 

@@ -6,8 +6,11 @@ and the widget then follows the new run. The event listener only pokes a
 :class:`~dagnb.views.throttle.Throttle`, so however fast a step prints, the widget
 sends at most about ten updates a second to the browser.
 
-Only standard ipywidgets 8 controls are used (VBox, HTML, IntProgress, Accordion,
-Button, Dropdown), which JupyterLab draws without any extra extension.
+Only standard ipywidgets 8 controls are used (VBox, HTML, IntProgress, Button,
+Dropdown), which JupyterLab draws without any extra extension. The number of widget
+models is the same for 1 step or 1,000 (one log pane follows the step picker, and
+controls share their layout and style models): ``nbconvert --execute`` stores every
+model it saw, so models per step would grow saved notebooks with the graph.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import ipywidgets as w
+from ipywidgets.widgets.widget_string import HTMLStyle  # not exported by ipywidgets 8.1
 
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.views.html import header_html, table_html, tail_html
@@ -62,15 +66,16 @@ class StatusWidget(w.VBox):
         self._clear_cache = clear_cache or _default_clear
         self._interval = interval
         self._unsubscribe: Callable[[], None] | None = None
-        self.header = w.HTML()
+        self._picked = False  # the user chose the log's step: stop following failures
+        self._picking = False  # dagnb, not the user, is setting the picker
+        shared = _SharedModels()
+        self.header, self.table, self.log_view, self.message = (shared.html() for _ in range(4))
         self.progress = w.IntProgress(value=0, min=0, max=1, description="",
                                       layout=w.Layout(width="100%"))
-        self.table = w.HTML()
-        self.tails = w.Accordion()
-        self.buttons = self._make_buttons()
-        self.message = w.HTML()
-        super().__init__(children=[self.header, self.progress, self.table, self.tails,
-                                   self.buttons, self.message], **kwargs)
+        self.buttons = self._make_buttons(shared)
+        kwargs.setdefault("layout", shared.layout)
+        super().__init__(children=[self.header, self.progress, self.table, self.buttons,
+                                   self.log_view, self.message], **kwargs)
         self.add_class("dagnb-status")
         self.throttle = Throttle(self.render, interval)
         if run is not None:
@@ -83,12 +88,12 @@ class StatusWidget(w.VBox):
         self.run = run
         self.state = LiveState(run)
         self.throttle = Throttle(self.render, self._interval)
-        self._tail_views = {name: w.HTML() for name in run.order}
-        self.tails.children = list(self._tail_views.values())
-        self.tails.selected_index = run.order.index(self.focus) if self.focus in run.order else None
+        self._picked = False
+        self._picking = True  # setting the options below is not the user's choice
         self.step_picker.options = list(run.order)
         if run.order:
             self.step_picker.value = self.focus if self.focus in run.order else run.order[-1]
+        self._picking = False
         # The listener runs on dagnb's loop thread for every event: only a poke (a C
         # call), never drawing; the throttle renders later from the waiting thread.
         self._unsubscribe = run.events.subscribe(self.throttle.poke)
@@ -123,10 +128,7 @@ class StatusWidget(w.VBox):
         self.progress.value = done
         self.progress.bar_style = _bar_style(rows)
         self.table.value = table_html(rows.values(), now)
-        self.tails.titles = tuple(_tail_title(r) for name, r in rows.items()
-                                  if name in self._tail_views)
-        for name, view in self._tail_views.items():
-            view.value = tail_html(self.state.tails[name])
+        self._render_log(rows)
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
         self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
         self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
@@ -136,24 +138,48 @@ class StatusWidget(w.VBox):
         if self.state.finished:
             self.throttle.stop()  # a render thread, if any, ends after this frame
 
+    def _render_log(self, rows: dict[str, dict[str, Any]]) -> None:
+        """The picked step's output tail; until the user picks, a failed step's."""
+        if not self._picked:
+            failed = [name for name, r in rows.items() if r["state"] == "failed"]
+            if failed and self.step_picker.value not in failed:
+                self._picking = True
+                self.step_picker.value = failed[0]
+                self._picking = False
+        name = self.step_picker.value
+        if name in rows:
+            title = html.escape(_tail_title(rows[name]))
+            self.log_view.value = (f"<div class='dagnb-log-title'><b>{title}</b></div>"
+                                   f"{tail_html(self.state.tails[name])}")
+
     # -- buttons -----------------------------------------------------------------------
-    def _make_buttons(self) -> w.HBox:
-        self.run_all_button = w.Button(description="Run all", icon="play",
-                                       tooltip="Run every step (cached steps are free)")
-        self.run_failed_button = w.Button(description="Run failed", icon="redo",
-                                          tooltip="Run the steps that failed, were skipped "
-                                          "or cancelled")
-        self.cancel_button = w.Button(description="Cancel", icon="stop",
-                                      button_style="warning", tooltip="Cancel this run")
-        self.step_picker = w.Dropdown(description="", layout=w.Layout(width="12em"))
-        self.clear_button = w.Button(description="Clear cache", icon="trash",
-                                     tooltip="Remove the picked step's cache entries")
+    def _make_buttons(self, shared: _SharedModels) -> w.HBox:
+        self.run_all_button = shared.button(description="Run all", icon="play",
+                                            tooltip="Run every step (cached steps are free)")
+        self.run_failed_button = shared.button(description="Run failed", icon="redo",
+                                               tooltip="Run the steps that failed, were "
+                                               "skipped or cancelled")
+        self.cancel_button = shared.button(description="Cancel", icon="stop",
+                                           button_style="warning", tooltip="Cancel this run")
+        self.step_picker = w.Dropdown(description="", layout=w.Layout(width="12em"),
+                                      tooltip="The step whose output shows below, and whose "
+                                      "cache Clear cache removes")
+        self.clear_button = shared.button(description="Clear cache", icon="trash",
+                                          tooltip="Remove the picked step's cache entries")
         self.run_all_button.on_click(lambda _: self._restart(only_failed=False))
         self.run_failed_button.on_click(lambda _: self._restart(only_failed=True))
         self.cancel_button.on_click(lambda _: self.run.cancel())
         self.clear_button.on_click(lambda _: self._clear())
+        self.step_picker.observe(self._on_pick, names="value")
         return w.HBox([self.run_all_button, self.run_failed_button, self.cancel_button,
-                       self.step_picker, self.clear_button])
+                       self.step_picker, self.clear_button], layout=shared.layout)
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if self._picking:
+            return
+        self._picked = True
+        if getattr(self, "state", None) is not None:
+            self._render_log(self.state.rows())
 
     def _restart(self, *, only_failed: bool) -> None:
         if self._start is None:
@@ -171,6 +197,25 @@ class StatusWidget(w.VBox):
         if step:
             removed = self._clear_cache(step)
             self.message.value = html.escape(f"cleared {removed} cache entries of {step!r}")
+
+
+class _SharedModels:
+    """One layout and one style model per kind of control, shared by its instances.
+
+    Every ipywidgets control otherwise opens its own Layout and Style models: three
+    models a control, all of which ``nbconvert --execute`` stores in the notebook.
+    """
+
+    def __init__(self) -> None:
+        self.layout = w.Layout()
+        self._html_style = HTMLStyle()
+        self._button_style = w.ButtonStyle()
+
+    def html(self) -> w.HTML:
+        return w.HTML(layout=self.layout, style=self._html_style)
+
+    def button(self, **kwargs: Any) -> w.Button:
+        return w.Button(layout=self.layout, style=self._button_style, **kwargs)
 
 
 # While a cell runs, the kernel handles no widget messages, so a click would only land
