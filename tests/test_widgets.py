@@ -234,6 +234,37 @@ def test_throttle_renders_at_most_once_per_interval():
     assert all(b - a >= 0.1 - 1e-9 for a, b in itertools.pairwise(renders[:-1]))
 
 
+def test_throttle_heartbeat_renders_a_quiet_stretch_once_a_second():
+    clock = Clock(now=0.0)
+    renders = []
+    throttle = Throttle(lambda: renders.append(clock.now), interval=0.1, clock=clock)
+    throttle.poke(None)
+    throttle.tick()
+    for step in range(1, 31):  # 3 s without a poke
+        clock.now = step / 10
+        throttle.tick()
+    assert renders == [0.0]  # no heartbeat: nothing changed, nothing drawn
+    throttle.heartbeat = 1.0
+    for step in range(31, 61):
+        clock.now = step / 10
+        throttle.tick()
+    assert len(renders) == 4 and renders[1] == pytest.approx(3.1)
+    assert all(0.99 <= b - a <= 1.11 for a, b in itertools.pairwise(renders[1:]))
+
+
+def test_a_running_step_keeps_its_widget_beating(comms, local):
+    graph = Graph("quiet")
+    graph.replace(Step("nap", run="sleep 1", cache=False))
+    run = start_background(graph)
+    widget = StatusWidget(run)
+    assert wait_until(lambda: run.states()["nap"] == "running", timeout=10)
+    widget.render()
+    assert widget.throttle.heartbeat == 1.0
+    run.wait(30)
+    widget.stop_following()
+    assert widget.throttle.heartbeat is None
+
+
 def test_throttle_thread_renders_pending_changes_and_stops():
     renders = []
     throttle = Throttle(lambda: renders.append(time.monotonic()), interval=0.05).start()

@@ -12,7 +12,9 @@ about 50 ns per event and takes no lock. Rendering happens elsewhere, at most on
   that looks every ``interval`` and renders when poked.
 
 ``flush()`` renders now if anything is pending (the final frame). A lock keeps the
-thread and a flushing caller from rendering at the same time.
+thread and a flushing caller from rendering at the same time. While ``heartbeat`` is
+set, a quiet stretch counts as a poke every ``heartbeat`` seconds, so a view's running
+durations keep moving while a step prints nothing.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ class Throttle:
         Monotonic clock, injectable for tests.
     """
 
-    __slots__ = ("_clock", "_last", "_lock", "_pokes", "_stop", "_thread", "interval",
-                 "poke", "render", "renders")
+    __slots__ = ("_clock", "_last", "_lock", "_pokes", "_stop", "_thread", "heartbeat",
+                 "interval", "poke", "render", "renders")
 
     def __init__(self, render: Callable[[], None], interval: float = 0.1,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.render = render
         self.interval = interval
         self.renders = 0  # how many times render() ran (read by tests)
+        self.heartbeat: float | None = None  # seconds; None: render only when poked
         self._clock = clock
         self._pokes: collections.deque[object] = collections.deque(maxlen=1)
         #: Note that something changed: ``poke(anything)``; the listener to subscribe.
@@ -62,9 +65,14 @@ class Throttle:
 
     def tick(self) -> bool:
         """Render if something changed and ``interval`` has passed; True if it rendered."""
+        self._beat()
         if not self._pokes or self._clock() - self._last < self.interval:
             return False
         return self.flush()
+
+    def _beat(self) -> None:
+        if self.heartbeat is not None and self._clock() - self._last >= self.heartbeat:
+            self.poke(None)
 
     def flush(self) -> bool:
         """Render now if something changed; True if it rendered."""
@@ -87,6 +95,7 @@ class Throttle:
     def _work(self) -> None:
         try:
             while not self._stop.wait(self.interval):
+                self._beat()
                 self.flush()
             self.flush()
         except Exception:  # a widget closed under us: nothing left to draw on

@@ -130,6 +130,7 @@ class StatusWidget(w.VBox):
         self.table.value = table_html(rows.values(), now)
         self._render_log(rows)
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
+        self.throttle.heartbeat = 1.0 if running else None  # durations move while quiet
         self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
         self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
         self.cancel_button.tooltip = _CANCEL_TIPS[self.cell_waiting and running]
