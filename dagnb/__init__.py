@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.errors import (
     CacheError,
+    CacheMissError,
     CircuitOpenError,
     ConfigError,
     CycleError,
@@ -117,6 +118,7 @@ def builder() -> Any:
 
 __all__ = [
     "CacheError",
+    "CacheMissError",
     "CircuitOpenError",
     "ConfigError",
     "CycleError",

@@ -20,6 +20,7 @@ Step failures are data in the status table; the StepError family describes them.
     ├── FingerprintError            a value that cannot be hashed
     │   └── UnfingerprintableVariable   ... read by a step from the notebook: not cached
     ├── CacheError                  a cache directory that cannot be used
+    │   └── CacheMissError          cache_mode fail-on-miss: steps that would run
     ├── ExecutorError
     │   ├── ExecutorUnavailable     no engine for the executor asked for
     │   └── CircuitOpenError        the executor's breaker is open
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 __all__ = [
     "CacheError",
+    "CacheMissError",
     "CircuitOpenError",
     "ConfigError",
     "CycleError",
@@ -126,6 +128,23 @@ class UnfingerprintableVariable(FingerprintError):
 
 class CacheError(DagnbError):
     """The cache cannot be used as asked."""
+
+
+class CacheMissError(CacheError):
+    """``cache_mode="fail-on-miss"`` refused a run that would execute steps.
+
+    ``misses`` lists ``(step, reason)`` for every step that would run, with the reason
+    ``explain`` gives; the message is one line saying so, then one line per step. A
+    notebook shows just that (``_render_traceback_``), with no frames.
+    """
+
+    def __init__(self, message: str, *, misses: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.misses = list(misses)
+
+    def _render_traceback_(self) -> list[str]:
+        """What IPython shows for this error: ``CacheMissError: <header>``, the list."""
+        return f"{type(self).__name__}: {self}".splitlines()
 
 
 class ExecutorError(DagnbError):

@@ -12,7 +12,7 @@ import pytest
 import dagnb
 
 PUBLIC = [
-    "CacheError", "CircuitOpenError", "ConfigError", "CycleError", "DagnbError",
+    "CacheError", "CacheMissError", "CircuitOpenError", "ConfigError", "CycleError", "DagnbError",
     "DuplicateStepError", "ExecutorError", "ExecutorUnavailable", "FingerprintError", "Graph",
     "GraphError", "InvalidStepError", "Memory", "MissingDependencyError", "RetryPolicy", "Run",
     "RunFailed", "UnfingerprintableVariable",

@@ -58,18 +58,25 @@ def default_location() -> Path:
     return _absolute(settings().cache_directory)
 
 
-def store_for(directory: str | os.PathLike[str] | None = None) -> Store:
+def store_for(
+    directory: str | os.PathLike[str] | None = None, *, read_only: bool = False
+) -> Store:
     """The process-wide store of ``directory`` (the configured one when None).
 
     One store per folder keeps its memory of entries warm across runs; entries saved
     without a ``ttl`` expire after the ``cache_ttl_seconds`` setting in force now.
+    ``read_only=True`` gives the folder's read-only store (``cache_mode: read-only``),
+    which writes nothing there, not even the file digests remembered beside it.
     """
     config = settings()
     configured = _absolute(config.cache_directory)
     location = configured if directory is None else _absolute(directory)
-    store = context().get(f"cache.store:{location}", lambda: Store(location))
+    name = f"cache.store{'-read-only' if read_only else ''}:{location}"
+    store = context().get(name, lambda: Store(location, read_only=read_only))
     store.default_ttl = config.cache_ttl_seconds
-    if location == configured:
+    if read_only:  # digests of files are kept in memory only
+        fingerprint.configure_stat_cache(None)
+    elif location == configured:
         # file digests are remembered beside the configured cache (a no-op when unchanged)
         fingerprint.configure_stat_cache(location / "stat-cache.json")
     return store

@@ -15,6 +15,12 @@
 A step's key is made from its own spec and its upstream steps' *output* digests, so
 an upstream step that runs again and writes the same outputs leaves its dependents
 cached (early cutoff).
+
+The run's ``cache_mode`` decides what it may write: ``read-only`` restores hits from a
+read-only store and stores, locks and counts nothing (a step that runs keeps its
+outputs in the run's folder); ``fail-on-miss`` reads and writes as ``read-write``, and a
+step found missing when it is claimed fails instead of running (the run checks every
+step before it starts: :func:`dagnb.runtime.plan.misses`).
 """
 
 from __future__ import annotations
@@ -33,8 +39,8 @@ from dagnb.cache import session_store, store_for
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, Store
-from dagnb.config import settings
-from dagnb.errors import CacheError, StepFailed
+from dagnb.config import check_cache_mode, settings
+from dagnb.errors import CacheError, CacheMissError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
 from dagnb.model.results import NO_RESULT, save_result
 from dagnb.model.step import Step, parse_duration
@@ -59,6 +65,9 @@ class StepCache:
     ttl
         Seconds (or ``"1h"``) until the entries of steps that set no ``ttl`` expire;
         None for the ``cache_ttl_seconds`` setting.
+    mode
+        ``"read-write"``, ``"read-only"`` or ``"fail-on-miss"`` (a run with the cache
+        ``"off"`` has no StepCache); None for the ``cache_mode`` setting.
     """
 
     def __init__(
@@ -68,9 +77,14 @@ class StepCache:
         refresh: bool | Any = False,
         version: str | None = None,
         ttl: float | str | None = None,
+        mode: str | None = None,
     ) -> None:
         config = settings()
-        self.store: Store = store_for(directory)
+        self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
+        if self.mode == "off":
+            raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
+        self.writes = self.mode != "read-only"
+        self.store: Store = store_for(directory, read_only=not self.writes)
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
@@ -91,9 +105,21 @@ class StepCache:
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
         """The entry a run restores, or None (always for refreshed or uncached steps);
         the use is counted."""
-        if step.cache is False or self._refresh_all or step.name in self._refresh:
+        if step.cache is False or self.refreshes(step):
             return None
         return self._store_of(step).lookup(step.name, key)
+
+    def refreshes(self, step: Step) -> bool:
+        """Whether this run runs ``step`` again whatever the cache holds (``refresh``)."""
+        return self._refresh_all or step.name in self._refresh
+
+    def passed_over(self, step: Step, entry: Entry) -> str | None:
+        """Why a run would not restore ``entry`` though it is stored, or None."""
+        if self.refreshes(step):
+            return "refresh asks to run it again"
+        if entry.expired(self._store_of(step).clock()):
+            return "its cache entry has expired"
+        return None
 
     def peek(self, step: Step, key: StepKey) -> Entry | None:
         """The entry under ``key`` (expired ones too), counting nothing: for a plan."""
@@ -105,14 +131,28 @@ class StepCache:
     async def claim(self, step: Step, key: StepKey) -> AsyncIterator[Entry | None]:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,
-        or None: then run the step and :meth:`save` it (others wait, then hit)."""
-        if step.cache == "session":  # one process: nobody else can be running it
-            yield None
+        or None: then run the step and :meth:`save` it (others wait, then hit).
+
+        A read-only run takes no lock (a lock is a file); a ``fail-on-miss`` run raises
+        :class:`~dagnb.errors.CacheMissError` rather than let the step run.
+        """
+        if step.cache == "session" or not self.writes:  # nothing will be stored
+            yield self._refused(step, key, None)
             return
         async with self.store.alock(step.name, key):
             # a second miss is not counted: the lookup before this one counted it
             found = self.store.peek(step.name, key) is not None
-            yield self.lookup(step, key) if found else None
+            yield self._refused(step, key, self.lookup(step, key) if found else None)
+
+    def _refused(self, step: Step, key: StepKey, entry: Entry | None) -> Entry | None:
+        """``entry``; but a miss of a ``fail-on-miss`` run is an error, never a run."""
+        if entry is None and self.mode == "fail-on-miss":
+            reason = (self.explain(step, key) or ["it is not cached"])[0].splitlines()[0]
+            raise CacheMissError(
+                f"step {step.name!r} is not cached and cache_mode is 'fail-on-miss': {reason}",
+                misses=[(step.name, reason)],
+            )
+        return entry
 
     def explain(self, step: Step, key: StepKey) -> list[str]:
         """Why ``key`` misses for ``step`` (or that it is cached), in sentences."""
@@ -134,8 +174,11 @@ class StepCache:
 
         Returns None, with a warning saying why, when nothing was stored: a result that
         cannot be pickled, or a store that cannot be written (a full disk). The step
-        still succeeded; its result stays in memory.
+        still succeeded; its result stays in memory. A read-only run stores nothing and
+        says nothing.
         """
+        if not self.writes:
+            return None
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             if result is not NO_RESULT and not _saved(step, out_dir, result):

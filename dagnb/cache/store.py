@@ -14,6 +14,11 @@ Hits are counted in memory and written to the journal of uses
 (:mod:`dagnb.cache.journal`) by :meth:`Store.flush` (also at exit), so a hit never
 writes a file.
 
+A store made with ``read_only=True`` (``cache_mode: read-only``) writes nothing through
+its backend, whatever the backend is: hits are served but not journalled, an expired
+entry is a miss left in place, a damaged one is a miss reported and left where it is,
+and saving, removing or locking raises :class:`~dagnb.errors.CacheError`.
+
 Two processes about to run the same key share one execution through
 :meth:`Store.lock` (``with``) or :meth:`Store.alock` (``async with``)::
 
@@ -168,6 +173,8 @@ class Store:
     default_ttl
         Seconds (or ``"1d"``) after which entries saved without a ``ttl`` expire;
         None keeps them until removed.
+    read_only
+        Serve hits and write nothing (see the module docstring).
     """
 
     def __init__(
@@ -176,7 +183,10 @@ class Store:
         backend: str | StoreBackend = "local",
         clock: Callable[[], float] = time.time,
         default_ttl: float | str | None = None,
+        *,
+        read_only: bool = False,
     ) -> None:
+        self.read_only = read_only
         self.backend = backend if isinstance(backend, StoreBackend) else get_backend(backend)(
             location
         )
@@ -195,7 +205,16 @@ class Store:
         return self.backend.root
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({str(self.location)!r})"
+        shown = ", read_only=True" if self.read_only else ""
+        return f"{type(self).__name__}({str(self.location)!r}{shown})"
+
+    def _writable(self, action: str) -> None:
+        """Refuse ``action`` in a read-only store: nothing reaches the backend."""
+        if self.read_only:
+            raise CacheError(
+                f"cannot {action}: the cache {str(self.location)!r} is read-only "
+                "(cache_mode 'read-only'); use cache_mode 'read-write' to change it"
+            )
 
     # ------------------------------------------------------------------ lookup
 
@@ -211,7 +230,8 @@ class Store:
         now = self.clock()
         if entry is not None and entry.expired(now):
             self._forget(step_name, key)
-            self.backend.remove(step_name, key)
+            if not self.read_only:
+                self.backend.remove(step_name, key)
             entry = None
         if touch:
             self._count(step_name, key, entry, now)
@@ -273,11 +293,13 @@ class Store:
             if again is not None and again.version != version:
                 return self._current(step_name, key, False)
         self._forget(step_name, key)
-        where = self._set_aside(step_name, key)
+        where = None if self.read_only else self._set_aside(step_name, key)
         ident = f"{self.location}/{step_name}/{key}"
         if ident not in _REPORTED:
             _REPORTED.add(ident)
             moved = f"moved to {str(where)!r}" if where else "already gone"
+            if self.read_only:
+                moved = "left in place (the cache is read-only)"
             warnings.warn(
                 f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
                 "treated as a miss",
@@ -315,6 +337,7 @@ class Store:
 
         Passing it to :meth:`save` then moves it into the entry with a rename.
         """
+        self._writable(f"make a folder for step {step_name!r}")
         return self._new_folder(f".tmp-{step_name}-")
 
     def _new_folder(self, prefix: str) -> Path:
@@ -351,6 +374,7 @@ class Store:
             Seconds (or ``"1d"``) until the entry expires; None uses the store's
             ``default_ttl``.
         """
+        self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
         build = self._new_folder(".tmp-")
         try:
@@ -410,6 +434,7 @@ class Store:
         (seconds, -1 for none) raises a ``TimeoutError`` (``filelock.Timeout``) when
         exceeded.
         """
+        self._writable(f"lock step {step_name!r}")
         return self.backend.lock(step_name, _key_text(key), timeout)
 
     @contextlib.asynccontextmanager
@@ -433,8 +458,11 @@ class Store:
     # ------------------------------------------------------------------ management
 
     def flush(self) -> None:
-        """Write the hits counted in memory to the store's access journal."""
+        """Write the hits counted in memory to the store's access journal (a read-only
+        store forgets them: they are not its to record)."""
         pending, self._pending = self._pending, {}
+        if self.read_only:
+            return
         self._journal.append([
             {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
             for (step_name, key), (hits, last_used) in pending.items()
@@ -442,6 +470,7 @@ class Store:
 
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
+        self._writable(f"remove an entry of step {step_name!r}")
         key = _key_text(key)
         self._forget(step_name, key)
         return self.backend.remove(step_name, key)
@@ -488,6 +517,7 @@ class Store:
         ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
         also deletes damaged entries moved aside and leftover temporary directories.
         """
+        self._writable("clear entries")
         seconds = parse_duration(older_than, what="older_than")
         deadline = None if seconds is None else self.clock() - seconds
         doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
@@ -530,6 +560,7 @@ class Store:
         int
             The number of entries removed.
         """
+        self._writable("evict entries")
         doomed = _items_to_delete(
             self._usage_items(),
             _bytes(bytes_limit),

@@ -8,7 +8,7 @@ Precedence, lowest first:
    at the first folder that holds ``.git`` (the repository root) or at the filesystem
    root. ``DAGNB_CONFIG=path`` names the file instead; ``DAGNB_CONFIG=none`` skips it;
 3. ``DAGNB_*`` environment variables, one per setting (``DAGNB_MAX_CONCURRENT_EXECUTIONS=8``,
-   ``DAGNB_CACHE_DIRECTORY=/scratch/cache``, ``DAGNB_CACHING_ENABLED=false``);
+   ``DAGNB_CACHE_DIRECTORY=/scratch/cache``, ``DAGNB_CACHE_MODE=read-only``);
 4. explicit arguments: :func:`configure`, magic options, CLI flags.
 
 The file format (every key optional)::
@@ -29,10 +29,18 @@ The file format (every key optional)::
       retry_backoff_factor: 0.5
       retry_jitter: 0.1                 # seconds; true = 0.1, false = none
       enable_retry: true
-      caching_enabled: true
+      cache_mode: read-write            # read-only, fail-on-miss or off (see below)
       cache_directory: .dagnb_cache     # relative paths: relative to the config file
       cache_ttl_seconds: 7d
       cache_version: ""
+
+``cache_mode`` says what a run does with the cache: ``read-write`` uses hits and stores
+what runs; ``read-only`` uses hits and writes nothing at all to the cache folder (pull
+request builds); ``fail-on-miss`` refuses, before anything runs, a run that would execute
+a step, listing each with why it misses (CI after the cache was filled or pulled);
+``off`` neither looks up nor writes. ``caching_enabled: false`` (and
+``DAGNB_CACHING_ENABLED``, ``configure(caching_enabled=...)``) is the older spelling of
+``cache_mode: off``; ``true`` turns ``off`` back into ``read-write``.
 
 The orchestration platform's spelling is accepted too and read as dagnb's
 (:mod:`dagnb.config.aliases`): ``workflow_defaults.timeout_seconds`` is
@@ -59,10 +67,12 @@ from dagnb.config.live import Context, context, use_context
 from dagnb.errors import ConfigError
 
 __all__ = [
+    "CACHE_MODES",
     "CONFIG_FILES",
     "ENV_PREFIX",
     "Context",
     "Settings",
+    "check_cache_mode",
     "configure",
     "context",
     "find_config_file",
@@ -74,6 +84,7 @@ __all__ = [
 ]
 
 CONFIG_FILES = ("dagnb.yaml", "dagnb.yml")
+CACHE_MODES = ("read-write", "read-only", "fail-on-miss", "off")
 ENV_PREFIX = "DAGNB_"
 DEFAULT = "default"
 ARGUMENT = "argument"
@@ -89,7 +100,7 @@ class Settings:
     )
     timeout_seconds: float | None = None  # whole-run limit
     step_timeout_seconds: float | None = None  # limit of a step that sets none
-    caching_enabled: bool = True
+    cache_mode: str = "read-write"  # one of CACHE_MODES
     cache_directory: str = ".dagnb_cache"
     cache_ttl_seconds: float | None = None
     cache_version: str = ""
@@ -102,6 +113,19 @@ class Settings:
     container_registry: str | None = None
     container_credentials: dict[str, str] | None = None
     project: str | None = None  # Dagger cache volumes are this project's (None: the folder)
+
+    @property
+    def caching_enabled(self) -> bool:
+        """The older spelling of ``cache_mode``: False is ``"off"``."""
+        return self.cache_mode != "off"
+
+    @caching_enabled.setter
+    def caching_enabled(self, on: bool) -> None:
+        # True leaves read-only and fail-on-miss as they are: only "off" is not enabled
+        if not on:
+            self.cache_mode = "off"
+        elif self.cache_mode == "off":
+            self.cache_mode = "read-write"
 
     def retry_defaults(self) -> dict[str, Any]:
         """The retry settings as RetryPolicy keyword arguments."""
@@ -157,6 +181,24 @@ def _jitter(value: Any) -> float:
         raise checks.Invalid(value, "a number >= 0 (seconds), or true/false") from None
 
 
+def _cache_mode(value: Any) -> str:
+    """One of :data:`CACHE_MODES` (any case, ``_`` for ``-``), with a suggestion."""
+    if isinstance(value, str):
+        mode = value.strip().lower().replace("_", "-")
+        if mode in CACHE_MODES:
+            return mode
+    hint = checks.did_you_mean(value, CACHE_MODES)
+    expected = "'read-write', 'read-only', 'fail-on-miss' or 'off'"
+    raise checks.Invalid(value, f"{expected}; {hint}" if hint else expected)
+
+
+def check_cache_mode(value: Any, what: str = "cache_mode") -> str:
+    """``value`` as a cache mode, or a ConfigError naming ``what`` (``"--cache-mode"``)
+    and the valid modes."""
+    sep = "=" if what.isidentifier() else " "
+    return checks.checked(_cache_mode, value, what, ConfigError, sep=sep)
+
+
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
 _PLAINTEXT = ("password", "token")
 
@@ -182,7 +224,8 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "max_concurrent_executions": functools.partial(_COUNT, least=1),
     "timeout_seconds": checks.duration,
     "step_timeout_seconds": checks.duration,
-    "caching_enabled": _FLAG,
+    "caching_enabled": _FLAG,  # the older spelling of cache_mode (False: "off")
+    "cache_mode": _cache_mode,
     "cache_directory": checks.path,
     "cache_ttl_seconds": checks.duration,
     "cache_version": _version,
@@ -214,6 +257,7 @@ DEFAULT_KEYS = (
     "retry_jitter",
     "enable_retry",
     "caching_enabled",
+    "cache_mode",
     "cache_directory",
     "cache_ttl_seconds",
     "cache_version",
@@ -388,12 +432,18 @@ def _load() -> Settings:
     path = find_config_file()
     if path is not None:
         for key, value in file_values(path).items():
-            setattr(loaded, key, value)
-            origin[key] = _describe(path)
+            _set(loaded, origin, key, value, _describe(path))
     for key, (value, name) in env_values().items():
-        setattr(loaded, key, value)
-        origin[key] = name
+        _set(loaded, origin, key, value, name)
     return _install(loaded, origin)
+
+
+def _set(values: Settings, origin: dict[str, str], key: str, value: Any, where: str) -> None:
+    """One setting and where it came from (an older spelling also marks what it sets)."""
+    setattr(values, key, value)
+    origin[key] = where
+    if key == "caching_enabled":
+        origin["cache_mode"] = where
 
 
 def _install(values: Settings, origin: dict[str, str]) -> Settings:
@@ -447,8 +497,11 @@ def configure(**changes: Any) -> Settings:
             checked[key] = _checked(key, value, "dagnb.configure()")
         if key in _PATH_KEYS:
             checked[key] = str(Path(checked[key]).expanduser().absolute())
-    new = dataclasses.replace(current, **checked)
-    return _install(new, {**_loaded().origins, **dict.fromkeys(checked, ARGUMENT)})
+    fields = {key: value for key, value in checked.items() if key != "caching_enabled"}
+    new, origin = dataclasses.replace(current, **fields), dict(_loaded().origins)
+    for key, value in checked.items():
+        _set(new, origin, key, value, ARGUMENT)
+    return _install(new, origin)
 
 
 def origins() -> dict[str, str]:

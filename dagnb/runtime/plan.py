@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from dagnb.model.graph import Graph
     from dagnb.runtime.run import Run
 
-__all__ = ["cached_steps", "explain", "plan", "warm"]
+__all__ = ["cached_steps", "explain", "misses", "plan", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 
@@ -60,6 +60,7 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
                 "key": key.short,
                 "reason": reason,
                 "_key": key,
+                "_entry": entry,
             }
         )
     return rows
@@ -77,6 +78,24 @@ def cached_steps(graph: Graph, names: list[str], cache: StepCache) -> set[str]:
         for row in _walk(graph, names, cache)
         if row["cached"] and cache.lookup(graph[row["step"]], row["_key"]) is not None
     }
+
+
+def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, str]]:
+    """The steps among ``names`` (in order, with their upstream) that a run with
+    ``cache`` would execute, each with the first reason ``explain`` gives; counts nothing.
+    """
+    found = []
+    for row in _walk(graph, names, cache):
+        step, entry = graph[row["step"]], row.get("_entry")
+        if not cache.enabled_for(step):
+            reason: str | None = "it is never cached (cache=False)"
+        elif entry is None:
+            reason = row["reason"].splitlines()[0] if row["reason"] else "it is not cached"
+        else:
+            reason = cache.passed_over(step, entry)
+        if reason is not None:
+            found.append((row["step"], reason))
+    return found
 
 
 def plan(
@@ -110,4 +129,5 @@ def warm(graph: Graph, targets: Iterable[str] | str | None = None, **options: An
     A run with the cache on whatever the settings say; also ``graph.warm(...)``.
     """
     options.pop("cache", None)
-    return graph.run(targets, cache=True, **options)
+    options.pop("cache_mode", None)
+    return graph.run(targets, cache_mode="read-write", **options)

@@ -11,17 +11,26 @@ input raises a DagnbError before any step starts and nothing is lost.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import datetime
 import gc
 import secrets as _random
+import shutil
+import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.steps import StepCache
-from dagnb.config import settings
-from dagnb.errors import ConfigError, DagnbError, ExecutorUnavailable, InvalidStepError
+from dagnb.config import check_cache_mode, context, settings
+from dagnb.errors import (
+    CacheMissError,
+    ConfigError,
+    DagnbError,
+    ExecutorUnavailable,
+    InvalidStepError,
+)
 from dagnb.executors import get_executor, loop
 from dagnb.executors.capture import capturing
 from dagnb.model.contract import resolve_secrets
@@ -121,6 +130,7 @@ def prepare(
     fail_fast: bool = False,
     executor: Any = None,
     cache: bool | None = None,
+    cache_mode: str | None = None,
     refresh: bool | Iterable[str] = False,
     skip_cache: bool | Iterable[str] | None = None,
     cache_directory: str | Path | None = None,
@@ -147,10 +157,17 @@ def prepare(
         Stop everything at the first failure instead of finishing independent branches.
     executor
         'auto', 'local', 'dagger' or an Executor; a step's own ``executor`` wins.
-    cache, refresh, skip_cache, cache_directory, cache_version, ttl
-        Caching for this run: off with ``cache=False``; ``refresh`` (alias
-        ``skip_cache``) runs steps again and overwrites their entries (True for all, or
-        names); ``ttl`` (seconds or '1h') for the entries of steps that set none.
+    cache_mode, cache
+        What the run does with the cache (default: the ``cache_mode`` setting):
+        ``"read-write"``; ``"read-only"`` (hits are used, nothing is written to the
+        cache folder, not even the run's history); ``"fail-on-miss"`` (a
+        :class:`~dagnb.errors.CacheMissError` listing every step that would run, with
+        why, before anything runs); ``"off"``. ``cache=False`` is the older spelling of
+        ``"off"``; ``cache=True`` turns an ``"off"`` setting into ``"read-write"``.
+    refresh, skip_cache, cache_directory, cache_version, ttl
+        ``refresh`` (alias ``skip_cache``) runs steps again and overwrites their entries
+        (True for all, or names); ``ttl`` (seconds or '1h') for the entries of steps
+        that set none.
     retries
         Default retry policy for steps that set none (a number or a mapping).
     enable_retry, use_circuit_breaker
@@ -168,6 +185,7 @@ def prepare(
     base_dir = (graph.base_dir or Path.cwd()).resolve()
     graph.check_mounts(order, base_dir)
     check_retries(steps.values())
+    mode = _cache_mode(cache, cache_mode)
     secret_values = resolve_secrets(steps.values())
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -183,19 +201,22 @@ def prepare(
         executor_for=_executor_chooser(executor or config.executor),
         cache=StepCache(
             cache_dir, refresh=refresh if skip_cache is None else skip_cache,
-            version=cache_version, ttl=ttl,
-        ) if (config.caching_enabled if cache is None else cache) else None,
+            version=cache_version, ttl=ttl, mode=mode,
+        ) if mode != "off" else None,
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
         step_timeout=config.step_timeout_seconds,
         retries_enabled=_switch("enable_retry", enable_retry),
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
     )
+    if mode == "fail-on-miss":
+        _refuse_misses(graph, order, options.cache)
     _require_engine(graph, order, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
-    run = Run(run_id, graph.name, steps, order, RunFolder(cache_dir, run_id))
+    home = cache_dir if mode in ("read-write", "fail-on-miss") else _scratch_home()
+    run = Run(run_id, graph.name, steps, order, RunFolder(home, run_id))
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.last_run = run
@@ -213,6 +234,50 @@ def _selection(
     again = unfinished(states, (step.name for step in graph))
     named = [targets] if isinstance(targets, str) else list(targets or ())
     return graph.select([*named, *again], tags=tags)
+
+
+def _cache_mode(cache: bool | None, cache_mode: str | None) -> str:
+    """The run's cache mode: ``cache_mode``, else ``cache`` (the older switch), else the
+    setting."""
+    setting = settings().cache_mode
+    if cache_mode is not None:
+        mode = check_cache_mode(cache_mode)
+        if cache is not None and (mode != "off") != cache:
+            raise ConfigError(f"cache={cache!r} and cache_mode={mode!r} disagree; give one")
+        return mode
+    if cache is None:
+        return setting
+    _switch("cache", cache)
+    return ("read-write" if setting == "off" else setting) if cache else "off"
+
+
+def _refuse_misses(graph: Graph, order: list[str], cache: Any) -> None:
+    """``fail-on-miss``: raise CacheMissError naming every step the run would execute."""
+    from dagnb.runtime.plan import misses
+
+    found = misses(graph, order, cache)
+    if not found:
+        return
+    steps = "1 step" if len(found) == 1 else f"{len(found)} steps"
+    lines = [f"  {name}: {reason}" for name, reason in found]
+    raise CacheMissError(
+        f"cache_mode is 'fail-on-miss' and {steps} would run; fill the cache first (run "
+        "with cache_mode 'read-write', or pull it), or run with another cache_mode:\n"
+        + "\n".join(lines),
+        misses=found,
+    )
+
+
+def _scratch_home() -> Path:
+    """Where runs that write nothing to the cache (``read-only``, ``off``) keep their
+    folders: a temporary folder of this process, removed at exit."""
+
+    def make() -> Path:
+        folder = Path(tempfile.mkdtemp(prefix="dagnb-runs-"))
+        atexit.register(shutil.rmtree, folder, True)
+        return folder
+
+    return context().get("runs.scratch", make)
 
 
 def _switch(name: str, value: Any) -> bool:
