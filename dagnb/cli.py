@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None)
-    run.add_argument("--no-cache", action="store_true", help="do not read or write the cache")
+    run.add_argument("--cache-mode", default=None, metavar="MODE",
+                     help="read-write (default), read-only (use hits, write nothing), "
+                          "fail-on-miss (exit 2 listing the steps that would run) or off")
+    run.add_argument("--no-cache", action="store_true", help="same as --cache-mode off")
     run.add_argument("--refresh", action="store_true", help="run every step, overwrite the cache")
     run.add_argument("--timeout", default=None, help="limit for the whole run, e.g. 30m")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
@@ -84,8 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 @command("run")
 def _run(args: argparse.Namespace) -> int:
+    mode = _cache_mode(args)
     if _is_notebook(args.workflow):
-        return _run_notebook(args)
+        return _run_notebook(args, mode)
     graph = load(args.workflow)
     printer = ProgressPrinter(sys.stdout)
     try:
@@ -95,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
             only_failed=args.only_failed,
             max_concurrency=args.max_concurrency,
             executor=args.executor,
-            cache=False if args.no_cache else None,
+            cache_mode=mode,
             refresh=args.refresh,
             timeout=args.timeout,
             fail_fast=args.fail_fast,
@@ -115,6 +119,15 @@ def _run(args: argparse.Namespace) -> int:
     print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
+
+
+def _cache_mode(args: argparse.Namespace) -> str | None:
+    """``--cache-mode``, checked; ``--no-cache`` is its older spelling of ``off``."""
+    mode = None if args.cache_mode is None else config.check_cache_mode(args.cache_mode,
+                                                                          "--cache-mode")
+    if args.no_cache and mode not in (None, "off"):
+        raise ConfigError(f"--no-cache and --cache-mode {mode} disagree; give one")
+    return "off" if args.no_cache else mode
 
 
 def _add_switches(run: argparse.ArgumentParser) -> None:
@@ -293,8 +306,9 @@ def _load_any(path: str) -> Any:
     return graph_from_cells(dagger_cells(read_notebook(path)), name=Path(path).stem)
 
 
-def _run_notebook(args: argparse.Namespace) -> int:
-    """`dagnb run NOTEBOOK`: execute it headless, then the steps' status table."""
+def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
+    """`dagnb run NOTEBOOK`: execute it headless, then the steps' status table; a cell
+    refused by ``fail-on-miss`` exits 2, as a YAML run does."""
     import pandas as pd
 
     from dagnb.notebook.cells import parse_assignments
@@ -302,13 +316,13 @@ def _run_notebook(args: argparse.Namespace) -> int:
 
     params = parse_assignments(args.param, "--param", as_json=True)
     outcome = run_notebook(args.workflow, params=params, targets=args.target,
-                           output=args.output)
+                           output=args.output, cache_mode=cache_mode)
     if outcome.rows:
         frame = pd.DataFrame(outcome.rows).reindex(columns=TABLE_COLUMNS)
         print(frame.astype(object).where(frame.notna(), "").to_string(index=False))
     if outcome.error is not None:
         print(f"dagnb: a cell of {args.workflow} failed:\n{outcome.error}", file=sys.stderr)
-    return 0 if outcome.ok else 1
+    return outcome.exit_code
 
 
 class Terminated(KeyboardInterrupt):

@@ -17,6 +17,11 @@ nothing, ``mmap_mode`` memory-maps numpy results, ``cache_validation_callback`` 
 ``call_and_shelve`` (returning a :class:`ShelvedResult` with ``get()`` and ``clear()``).
 What differs from joblib is listed in the README's Memory section.
 
+``cache_mode`` (default: the setting) works as for runs: ``read-only`` serves hits and
+runs a miss without storing it (no entry, lock or hit count is written), ``fail-on-miss``
+raises :class:`~dagnb.errors.CacheMissError` instead of running a miss, ``off`` is
+``location=None``.
+
 A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
 components, so :func:`dagnb.cache.explain` can name the argument that changed). Results
@@ -30,6 +35,7 @@ time: do not mutate a cached result in place.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -44,7 +50,8 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
-from dagnb.errors import CacheError, ConfigError, DagnbError
+from dagnb.config import check_cache_mode, settings
+from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import code_digest, code_source_parts, value_digest
 from dagnb.model.results import NO_RESULT, save_result
 
@@ -208,6 +215,9 @@ class Memory:
         come back memory-mapped, from the first call on.
     bytes_limit
         The size :meth:`reduce_size` keeps when called with no limit (``"1G"`` or bytes).
+    cache_mode
+        ``"read-write"``, ``"read-only"``, ``"fail-on-miss"`` or ``"off"`` (see the
+        module docstring); None for the ``cache_mode`` setting.
     """
 
     def __init__(
@@ -220,12 +230,16 @@ class Memory:
         *,
         mmap_mode: str | None = None,
         bytes_limit: int | str | None = None,
+        cache_mode: str | None = None,
     ) -> None:
         self.location = location
+        mode = settings().cache_mode if cache_mode is None else cache_mode
+        self.cache_mode = check_cache_mode(mode, "cache_mode")
         self.store = (
             None
-            if location is None
-            else Store(location, backend=backend, clock=clock, default_ttl=ttl)
+            if location is None or self.cache_mode == "off"
+            else Store(location, backend=backend, clock=clock, default_ttl=ttl,
+                       read_only=self.cache_mode == "read-only")
         )
         self.verbose = verbose
         self.mmap_mode = _mmap_mode(mmap_mode)
@@ -487,6 +501,7 @@ class _CachedCall(_Calls):
         self.valid: Validity | None = options["valid"]
         self.name = _step_name(func)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
+        self.fail_on_miss = memory.cache_mode == "fail-on-miss"
         memory._names.add(self.name)
 
     def entry(self, key: str, *, check: bool = True) -> Entry | None:
@@ -534,7 +549,10 @@ class _CachedCall(_Calls):
         self.loaded[key] = (entry, value)
 
     def save(self, key: StepKey, value: Any, took: float) -> Any:
-        """Store the result; the value returned (memory-mapped under ``mmap_mode``)."""
+        """Store the result; the value returned (memory-mapped under ``mmap_mode``).
+        A read-only store keeps nothing."""
+        if self.store.read_only:
+            return value
         out = self.store.scratch_dir(self.name)
         try:
             self.write(out, value)
@@ -585,7 +603,7 @@ class _CachedCall(_Calls):
                 components = keys.components(args, kwargs)
                 value = self.lookup(components, args, kwargs)
                 if value is NO_RESULT:
-                    async with self.store.alock(self.name, key_digest(components)):
+                    async with self.claim(components, asynchronous=True):
                         value = self.computed_meanwhile(components, args, kwargs)
                         if value is NO_RESULT:
                             value, _ = await execute(components, args, kwargs)
@@ -609,7 +627,10 @@ class _CachedCall(_Calls):
                 components = keys.components(args, kwargs)
                 digest = key_digest(components)
                 if self.entry(digest) is None:
-                    await execute(components, args, kwargs)
+                    self.refuse_miss()
+                    value, _ = await execute(components, args, kwargs)
+                    if self.store.read_only:
+                        return _Value(value)
                 return ShelvedResult(self, digest)
 
         else:
@@ -619,7 +640,7 @@ class _CachedCall(_Calls):
                 value = self.lookup(components, args, kwargs)
                 if value is NO_RESULT:
                     # one process computes a key at a time; the others wait, then hit
-                    with self.store.lock(self.name, key_digest(components)):
+                    with self.claim(components):
                         value = self.computed_meanwhile(components, args, kwargs)
                         if value is NO_RESULT:
                             value, _ = execute(components, args, kwargs)
@@ -643,13 +664,36 @@ class _CachedCall(_Calls):
                 components = keys.components(args, kwargs)
                 digest = key_digest(components)
                 if self.entry(digest) is None:
-                    execute(components, args, kwargs)
+                    self.refuse_miss()
+                    value, _ = execute(components, args, kwargs)
+                    if self.store.read_only:
+                        return _Value(value)
                 return ShelvedResult(self, digest)
 
         run = self.decorate(run, call, shelve)
         run.check_call_in_cache = self.check_call_in_cache
         run.clear = self.clear
         return run
+
+    def claim(self, components: dict[str, str], *, asynchronous: bool = False) -> Any:
+        """After a miss: the key's lock (``with`` or ``async with``); none in a read-only
+        store, which stores nothing. ``fail-on-miss`` raises CacheMissError instead."""
+        key = key_digest(components)
+        self.refuse_miss()
+        if self.store.read_only:
+            return contextlib.nullcontext()
+        if asynchronous:
+            return self.store.alock(self.name, key)
+        return self.store.lock(self.name, key)
+
+    def refuse_miss(self) -> None:
+        """Under ``fail-on-miss``, a call that is not stored raises CacheMissError."""
+        if self.fail_on_miss:
+            reason = "no stored call with these arguments"
+            raise CacheMissError(
+                f"{self.name}: {reason}, and cache_mode is 'fail-on-miss'",
+                misses=[(self.name, reason)],
+            )
 
     def computed_meanwhile(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
         """After a miss, with the key's lock held: the result another process stored while

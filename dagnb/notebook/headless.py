@@ -15,6 +15,9 @@ printed as the same status table as a YAML run.
   cells of the targets and their upstream steps run their step; the others only define
   it (``DAGNB_ONLY_STEPS`` tells the magic). Cells after the last needed one do not run.
 - ``output`` receives the executed notebook, with its cells' lasting outputs.
+- ``cache_mode`` reaches the kernel as ``DAGNB_CACHE_MODE``. With ``fail-on-miss`` each
+  ``%%dagger`` cell refuses to run a step that misses: the steps of the cells before it
+  come from the cache, and the plain cells before it run (they define what steps read).
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dagnb.errors import DagnbError, WorkflowError
+from dagnb.config import ENV_PREFIX, check_cache_mode
+from dagnb.errors import CacheMissError, DagnbError, WorkflowError
 from dagnb.notebook.document import dagger_cells, read_notebook
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE, graph_from_cells
 
@@ -45,14 +49,23 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 class NotebookOutcome:
     """What a headless run of a notebook ended with: the steps' rows, or the failing cell."""
 
-    def __init__(self, rows: list[dict[str, Any]], error: str | None = None) -> None:
+    def __init__(self, rows: list[dict[str, Any]], error: str | None = None,
+                 error_name: str | None = None) -> None:
         self.rows = rows
         self.error = error
+        self.error_name = error_name
 
     @property
     def ok(self) -> bool:
         """True when no cell raised and no step failed, was cancelled or skipped."""
         return self.error is None and not any(r.get("state") in _FAILED for r in self.rows)
+
+    @property
+    def exit_code(self) -> int:
+        """The CLI's: 0 ok, 2 when ``fail-on-miss`` refused a cell, else 1."""
+        if self.ok:
+            return 0
+        return 2 if self.error_name == CacheMissError.__name__ else 1
 
 
 def selected_steps(path: str | Path, targets: Sequence[str]) -> list[str]:
@@ -63,7 +76,8 @@ def selected_steps(path: str | Path, targets: Sequence[str]) -> list[str]:
 
 def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
                  targets: Sequence[str] | None = None, output: str | Path | None = None,
-                 stream: TextIO = sys.stdout, timeout: float | None = None) -> NotebookOutcome:
+                 stream: TextIO = sys.stdout, timeout: float | None = None,
+                 cache_mode: str | None = None) -> NotebookOutcome:
     """Execute the notebook at ``path`` in a new kernel; see the module docstring."""
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
@@ -78,12 +92,15 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
         resources={"metadata": {"path": str(path.parent.absolute())}},
         on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
     )
-    error = _execute(client, _kernel_env(only))
+    env = _kernel_env(only)
+    if cache_mode is not None:
+        env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
+    error, error_name = _execute(client, env)
     summary = notebook.cells.pop()
     notebook.cells.extend(unneeded)
     if output is not None:
         nbformat.write(notebook, str(output))
-    return NotebookOutcome(_summary_rows(summary), error)
+    return NotebookOutcome(_summary_rows(summary), error, error_name)
 
 
 def _notebook_libraries() -> tuple[Any, Any]:
@@ -137,15 +154,15 @@ def _kernel_env(only: list[str] | None) -> dict[str, str]:
     return env
 
 
-def _execute(client: Any, env: dict[str, str]) -> str | None:
-    """Run every cell; the failing cell's error text, or None."""
+def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
+    """Run every cell; the failing cell's error text and error name, or None twice."""
     from nbclient.exceptions import CellExecutionError
 
     try:
         client.execute(env=env)
     except CellExecutionError as exc:
-        return _short_error(exc)
-    return None
+        return _short_error(exc), getattr(exc, "ename", None)
+    return None, None
 
 
 def _short_error(exc: Exception) -> str:

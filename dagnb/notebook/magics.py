@@ -24,8 +24,8 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from dagnb.cache import store_for
 from dagnb.checks import did_you_mean
-from dagnb.config import configure, settings
-from dagnb.errors import DagnbError, RunFailed, WorkflowError
+from dagnb.config import check_cache_mode, configure, settings
+from dagnb.errors import CacheMissError, DagnbError, RunFailed, WorkflowError
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -62,8 +62,8 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except RunFailed:
-            raise  # shown by its _render_traceback_: status rows and stderr, no frames
+        except (RunFailed, CacheMissError):
+            raise  # shown by their _render_traceback_ (status rows, misses), no frames
         except DagnbError as exc:
             raise UsageError(str(exc)) from None
         except KeyboardInterrupt:
@@ -146,6 +146,10 @@ def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                     help="Return at once; the status widget keeps updating."),
         ma.argument("--max-concurrency", type=int, metavar="N", help="Steps at once."),
         ma.argument("--skip-cache", action="store_true", help="Same as --refresh."),
+        ma.argument("--cache-mode", metavar="MODE",
+                    help="read-write, read-only (use hits, write nothing), fail-on-miss "
+                         "(refuse the run, listing each step that would run) or off; "
+                         "default: the cache_mode setting."),
         ma.argument("--enable-retry", action=argparse.BooleanOptionalAction, default=None,
                     help="--no-enable-retry: retry no step in this run."),
         ma.argument("--use-circuit-breaker", action=argparse.BooleanOptionalAction,
@@ -238,6 +242,8 @@ class DaggerMagics(Magics):
                 options[switch] = getattr(args, switch)
         if args.max_concurrency is not None:
             options["max_concurrency"] = args.max_concurrency
+        if args.cache_mode is not None:
+            options["cache_mode"] = check_cache_mode(args.cache_mode, "--cache-mode")
         view = live_view(focus=focus, start=self.session.start,
                          clear_cache=self.session.clear_cache,
                          failed_tails=not _raises(args))
@@ -259,7 +265,7 @@ class DaggerMagics(Magics):
         Commands::
 
             %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
-                        [--refresh] [--background] [--no-raise]
+                        [--refresh] [--cache-mode MODE] [--background] [--no-raise]
                                                       run steps (all by default)
             %dagger status                            every step: its latest state
             %dagger history                           every run of the session
