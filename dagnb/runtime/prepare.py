@@ -162,7 +162,8 @@ def prepare(
         ``"read-write"``; ``"read-only"`` (hits are used, nothing is written to the
         cache folder, not even the run's history); ``"fail-on-miss"`` (a
         :class:`~dagnb.errors.CacheMissError` listing every step that would run, with
-        why, before anything runs); ``"off"``. ``cache=False`` is the older spelling of
+        why, before anything runs); ``"off"`` (no lookups, no entries; the run's record
+        is kept under ``.runs`` for ``only_failed``). ``cache=False`` is the older spelling of
         ``"off"``; ``cache=True`` turns an ``"off"`` setting into ``"read-write"``.
     refresh, skip_cache, cache_directory, cache_version, ttl
         ``refresh`` (alias ``skip_cache``) runs steps again and overwrites their entries
@@ -215,7 +216,8 @@ def prepare(
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
-    home = cache_dir if mode in ("read-write", "fail-on-miss") else _scratch_home()
+    # off keeps the run's record (dagnb run --only-failed reads it), as it always did
+    home = _scratch_home() if mode == "read-only" else cache_dir
     run = Run(run_id, graph.name, steps, order, RunFolder(home, run_id))
     if on_event is not None:
         run.events.subscribe(on_event)
@@ -269,7 +271,7 @@ def _refuse_misses(graph: Graph, order: list[str], cache: Any) -> None:
 
 
 def _scratch_home() -> Path:
-    """Where runs that write nothing to the cache (``read-only``, ``off``) keep their
+    """Where ``read-only`` runs, which write nothing to the cache folder, keep their
     folders: a temporary folder of this process, removed at exit."""
 
     def make() -> Path:
