@@ -184,6 +184,18 @@ def test_off_in_an_empty_folder_writes_only_the_run_record(workdir: Path) -> Non
     assert os.listdir(workdir / ".dagnb_cache") == [".runs"]
 
 
+def test_plan_and_explain_write_nothing_and_work_whatever_the_mode(workdir: Path) -> None:
+    _graph(workdir).run(executor="local")
+    wait_for_flushes()
+    before = _tree(workdir / ".dagnb_cache")
+    changed = _graph(workdir, b_value="2")
+    for mode in ("off", "read-only", "fail-on-miss"):
+        dagnb.configure(cache_mode=mode)
+        assert changed.plan()["cached"].tolist() == [True, False, False]
+        assert changed.explain("b")[0].startswith("command changed")
+    assert _tree(workdir / ".dagnb_cache") == before
+
+
 # -- where the mode comes from ----------------------------------------------------------
 def test_the_environment_variable_sets_the_mode(
         project: Path, monkeypatch: pytest.MonkeyPatch) -> None:

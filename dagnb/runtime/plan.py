@@ -98,6 +98,12 @@ def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, 
     return found
 
 
+def _looking(cache_directory: str | Path | None) -> StepCache:
+    """The cache as ``plan`` and ``explain`` read it: whatever the ``cache_mode``
+    setting, looking ahead writes nothing."""
+    return StepCache(cache_directory, mode="read-only")
+
+
 def plan(
     graph: Graph,
     targets: Iterable[str] | str | None = None,
@@ -106,7 +112,7 @@ def plan(
 ) -> pd.DataFrame:
     """What a run would do now: one row per step with cached (True/False) and why."""
     graph.validate()
-    rows = _walk(graph, graph.select(targets), StepCache(cache_directory))
+    rows = _walk(graph, graph.select(targets), _looking(cache_directory))
     import pandas as pd
 
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
@@ -115,7 +121,7 @@ def plan(
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences."""
     graph.validate()
-    cache = StepCache(cache_directory)
+    cache = _looking(cache_directory)
     rows = _walk(graph, graph.select(step), cache)
     row = rows[-1]
     if "_key" not in row:
