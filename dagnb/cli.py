@@ -7,7 +7,8 @@
     dagnb config show|path
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
-traceback), 130 interrupted.
+traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
+then one per step), 130 interrupted.
 """
 
 from __future__ import annotations
