@@ -5,6 +5,7 @@
     dagnb run|validate|graph WORKFLOW
     dagnb templates list|show|new ...
     dagnb config show|path
+    dagnb images list|refresh [IMAGE ...]
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
@@ -202,6 +203,14 @@ def add_subcommands(sub: Any) -> None:
     verify = cache_actions.add_parser(
         "verify", help="re-hash every entry's files; set aside those that changed")
     verify.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
+    images = sub.add_parser("images", help="the image tags pinned to digests (pin_images)")
+    image_actions = images.add_subparsers(dest="action", required=True, metavar="ACTION")
+    image_actions.add_parser("list", help="each pinned tag and its digest")
+    again = image_actions.add_parser(
+        "refresh", help="resolve the pinned tags again in a new engine session; say which moved")
+    again.add_argument("images", nargs="*", metavar="IMAGE", help="only these tags")
+    for parser in image_actions.choices.values():
+        parser.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
 
 
 @command("templates")
@@ -276,6 +285,24 @@ def _cache(args: argparse.Namespace) -> int:
           + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
              else "all intact"))
     return 1 if damaged else 0
+
+
+@command("images")
+def _images(args: argparse.Namespace) -> int:
+    """`dagnb images list|refresh`: the tags pin_images pinned, and pinning them again."""
+    if args.action == "refresh":
+        from dagnb.executors.dagger.images import refresh
+        from dagnb.executors.loop import run_sync
+
+        print("\n".join(run_sync(refresh(args.cache_dir, args.images))))
+        return 0
+    from dagnb.cache import store_for
+    from dagnb.cache.images import ImagePins
+
+    table = ImagePins(store_for(args.cache_dir).location).table()
+    print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
+                    for label, pin in table.items()) or "no pinned images")
+    return 0
 
 
 @command("config")

@@ -16,6 +16,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+from dagnb.cache.images import moved
 from dagnb.cache.keys import StepKey
 from dagnb.cache.store import Entry, Store
 
@@ -132,6 +133,8 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         return f"key_fn value changed {before} → {after}"
     if head == "cache_version":
         return f"cache_version changed {_as_python(before)} → {_as_python(after)}"
+    if head == "image" and (sentence := moved(before, after)):  # a pinned tag moved
+        return sentence
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"
 
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.explain import explain as explain_key
+from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, Store
 from dagnb.config import check_cache_mode, settings
@@ -90,6 +91,8 @@ class StepCache:
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
         self._refresh_all = refresh is True
         self._refresh = set() if isinstance(refresh, bool) else set(refresh)
+        # pin_images: tags count by the digest pinned in <cache>/images.json
+        self.images = ImagePins(self.store.location) if config.pin_images else None
 
     # -- looking up -----------------------------------------------------------------
     def enabled_for(self, step: Step) -> bool:
@@ -97,7 +100,10 @@ class StepCache:
         return step.cache is not False
 
     def key(self, step: Step, upstream_digests: Mapping[str, str], base_dir: Path) -> StepKey:
-        """The step's key from its spec, inputs and upstream output digests."""
+        """The step's key from its spec, inputs and upstream output digests (its image
+        by digest when ``pin_images`` pinned its tag)."""
+        if self.images is not None:
+            step = self.images.pinned(step)
         return step_key(
             step, upstream_digests=upstream_digests, base_dir=base_dir, cache_version=self.version
         )
@@ -169,8 +175,10 @@ class StepCache:
         logs: list[dict[str, Any]],
         exit_code: int,
         duration_s: float,
+        provenance: Mapping[str, Any] | None = None,
     ) -> Entry | None:
-        """Store the outputs (and the Python result) of a step that ran.
+        """Store the outputs (and the Python result) of a step that ran; ``provenance``
+        (the image digest that ran) goes into the entry's metadata.
 
         Returns None, with a warning saying why, when nothing was stored: a result that
         cannot be pickled, or a store that cannot be written (a full disk). The step
@@ -191,6 +199,7 @@ class StepCache:
                 exit_code=exit_code,
                 duration_s=duration_s,
                 ttl=step.ttl if step.ttl is not None else self.ttl,
+                provenance=provenance,
             )
         except (OSError, CacheError) as exc:
             warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)

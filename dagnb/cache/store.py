@@ -356,6 +356,7 @@ class Store:
         exit_code: int = 0,
         duration_s: float = 0.0,
         ttl: float | str | None = None,
+        provenance: Mapping[str, Any] | None = None,
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there.
 
@@ -373,6 +374,9 @@ class Store:
         ttl
             Seconds (or ``"1d"``) until the entry expires; None uses the store's
             ``default_ttl``.
+        provenance
+            What ran, beyond the key (``{"image_ref": "…@sha256:…"}``), kept in the
+            metadata as ``provenance``.
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
@@ -383,6 +387,8 @@ class Store:
             _write_logs(build / "logs.jsonl", logs)
             meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
             meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
+            if provenance:
+                meta["provenance"] = dict(provenance)
             _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:

@@ -33,6 +33,7 @@ The file format (every key optional)::
       cache_directory: .dagnb_cache     # relative paths: relative to the config file
       cache_ttl_seconds: 7d
       cache_version: ""
+      pin_images: false                 # key container steps by image digest (images.json)
 
 ``cache_mode`` says what a run does with the cache: ``read-write`` uses hits and stores
 what runs; ``read-only`` uses hits and writes nothing at all to the cache folder (pull
@@ -113,6 +114,7 @@ class Settings:
     container_registry: str | None = None
     container_credentials: dict[str, str] | None = None
     project: str | None = None  # Dagger cache volumes are this project's (None: the folder)
+    pin_images: bool = False  # key container steps by image digest (<cache>/images.json)
 
     @property
     def caching_enabled(self) -> bool:
@@ -238,6 +240,7 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "container_registry": _optional_text,
     "container_credentials": _credentials,
     "project": _optional_text,
+    "pin_images": _FLAG,
 }
 TOP_KEYS = (
     "executor",
@@ -261,6 +264,7 @@ DEFAULT_KEYS = (
     "cache_directory",
     "cache_ttl_seconds",
     "cache_version",
+    "pin_images",
 )
 _PATH_KEYS = ("cache_directory", "workflow_directory")
 _NOT_FROM_ENV = ("container_credentials",)

@@ -21,6 +21,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.images import image_label
 from dagnb.cache.steps import CachedResult
 from dagnb.errors import (
     DagnbError,
@@ -38,6 +39,7 @@ from dagnb.model.step import Step
 from dagnb.runtime.run import Run
 
 if TYPE_CHECKING:
+    from dagnb.cache.images import ImagePins
     from dagnb.cache.steps import StepCache
     from dagnb.cache.store import Entry
 
@@ -103,6 +105,7 @@ class Scheduler:
         self._policies: dict[str, Any] = {}
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
+        self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -175,6 +178,8 @@ class Scheduler:
 
     async def _cached_or_run(self, step: Step) -> _Outcome:
         cache = self.options.cache
+        if cache is not None and cache.images is not None:
+            step = await self._pinned(step, cache.images)
         if cache is None or not cache.enabled_for(step):
             outcome = await self._attempts(step)
             return self._record(step, outcome, None)
@@ -190,6 +195,18 @@ class Scheduler:
                     return await self._run_and_store(step, cache, key)
         return self._restore(step, entry, cache.restore(step, entry))
 
+    async def _pinned(self, step: Step, images: ImagePins) -> Step:
+        """With ``pin_images``: the step with its image tag pinned to a digest, resolved
+        by its executor the first time (only the Dagger executor resolves images)."""
+        if images.wants(step) and images.digest(step) is None:
+            from dagnb.executors.dagger.executor import DaggerExecutor
+
+            executor = self._executor(step)
+            if isinstance(executor, DaggerExecutor):
+                reference = await executor.image_ref(step.image, step.platform)  # type: ignore[arg-type]
+                images.add(step.image, step.platform, reference)  # type: ignore[arg-type]
+        return images.pinned(step)
+
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
         started = time.monotonic()
         lines: list[dict[str, Any]] = []
@@ -203,9 +220,11 @@ class Scheduler:
             logs=lines,
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
+            provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
+        self._ran(step, outcome)
         self.run.record(step.name, entry.out_dir, outcome.result)
         return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
 
@@ -225,7 +244,7 @@ class Scheduler:
             name,
             state="cached",
             executor="cache",
-            image=step.image,
+            image=image_label(step.image, entry.meta.get("provenance", {}).get("image_ref")),
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
@@ -233,9 +252,15 @@ class Scheduler:
         return _Outcome(entry.out_dir, result, None, entry.output_digest)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
+        self._ran(step, outcome)
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
         self.run.record(step.name, done, outcome.result)
         return done
+
+    def _ran(self, step: Step, outcome: Outcome) -> None:
+        """Keep the image that ran (by digest, when the executor says) for the status."""
+        if outcome.image_ref or step.image:
+            self._images[step.name] = image_label(step.image, outcome.image_ref)
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
         cache = self.options.cache
@@ -310,7 +335,8 @@ class Scheduler:
     ) -> Outcome:
         task = self._task(step, number, lines)
         self._emit(
-            "state", step.name, number, state="running", executor=executor.name, image=step.image
+            "state", step.name, number, state="running", executor=executor.name,
+            image=image_label(step.image),
         )
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
@@ -435,7 +461,8 @@ class Scheduler:
         """Mark ``name`` done and start the children it made ready; the first of them
         is returned for the calling task to run next."""
         if name not in self._settled:
-            self._settle(name, "succeeded", exit_code=0)
+            shown = {"image": self._images[name]} if name in self._images else {}
+            self._settle(name, "succeeded", exit_code=0, **shown)
         ready = []
         for child in self._dependents[name]:
             self._waiting[child] -= 1

@@ -13,6 +13,12 @@ env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); variable
 with ``withVolatileVariable`` are not part of it, so a cached exec keeps the values of
 the run that made it. An exec that ends outside its ``expect`` (an ``ExecError``)
 is not cached: asked again, it runs again.
+
+Images, as the engine's: ``from(address)`` resolves a tag to a digest once per session
+(:meth:`StubEngine.new_session`; a digest address is taken as it is), the digest is part
+of the container's definition (so of the exec cache key), and ``imageRef`` answers only
+right after ``from``: a container whose files, mounts or secrets changed since has none.
+:meth:`StubEngine.move_tag` makes a tag point at another digest, as a push would.
 """
 
 from __future__ import annotations
@@ -51,7 +57,13 @@ _EMPTY_CONTAINER: dict[str, Any] = {
     "auth": {},
     "ports": [],
     "exec": None,
+    "digest": None,  # of the image, resolved by from()
+    "ref": None,  # imageRef: set by from(), dropped by a change other than _KEEPS_REF's
 }
+# Changes after which the engine still answers imageRef (it clears it on the others).
+_KEEPS_REF = frozenset({"image", "digest", "ref", "user", "env", "workdir", "platform"})
+_NO_REF = ("Image reference can only be retrieved immediately after the 'Container.From' "
+           "call. Error in fetching imageRef as the container image is changed")
 
 
 class ExecFailure(Exception):
@@ -90,6 +102,8 @@ class StubEngine:
         self.request = threading.local()  # .alive(): is the asking client still connected
         self.version = VERSION
         self.images: dict[str, dict[str, str]] = {}  # address -> image config ({"user": ...})
+        self.tags: dict[tuple[str, str | None], str] = {}  # moved tags: -> their new digest
+        self.resolved: dict[tuple[str, str | None], str] = {}  # this session's resolutions
         self._cache_keys: dict[str, str] = {}
 
     def client_alive(self) -> bool:
@@ -166,6 +180,34 @@ class StubEngine:
             self.active_execs = self.max_active_execs = 0
             self.version = VERSION
             self.images.clear()
+            self.tags.clear()
+            self.resolved.clear()
+
+    def new_session(self) -> None:
+        """A client opened a session: its tags resolve afresh (the engine keys a tag's
+        resolution by session; a digest needs none)."""
+        with self._lock:
+            self.resolved.clear()
+
+    def move_tag(self, address: str, platform: str | None = None) -> str:
+        """Point tag ``address`` at a new digest, as a push to the registry would; a
+        session that resolved it already keeps the old one. Returns the new digest."""
+        name = _normalized(address)
+        with self._lock:
+            old = self.tags.get((name, platform)) or _tag_digest(name, platform)
+            self.tags[(name, platform)] = _tag_digest(old, platform)
+            return self.tags[(name, platform)]
+
+    def resolve(self, address: str, platform: str | None) -> tuple[str, str]:
+        """(digest, imageRef) of ``address``: a tag resolves once per session."""
+        name, _, pinned = address.partition("@")
+        name = _normalized(name)
+        if pinned:
+            return pinned, f"{name}@{pinned}"
+        with self._lock:
+            current = self.tags.get((name, platform)) or _tag_digest(name, platform)
+            digest = self.resolved.setdefault((name, platform), current)
+        return digest, f"{name}@{digest}"
 
     # -- storage ----------------------------------------------------------------------
 
@@ -259,6 +301,23 @@ def _expected(expect: str, code: int) -> bool:
     """Dagger's ReturnType: ANY is 0-127 and 192-255, so a signal (128-191) still fails."""
     normal = code <= 127 or code >= 192
     return {"SUCCESS": code == 0, "FAILURE": code != 0 and normal, "ANY": normal}[expect]
+
+
+def _normalized(name: str) -> str:
+    """A reference as the engine spells it: ``python:3.12`` is
+    ``docker.io/library/python:3.12``; no tag is ``:latest``."""
+    first, _, rest = name.partition("/")
+    if not rest:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    if ":" not in name.rsplit("/", 1)[-1]:
+        name += ":latest"
+    return name
+
+
+def _tag_digest(seed: str, platform: str | None) -> str:
+    return "sha256:" + hashlib.sha256(f"{seed}|{platform}".encode()).hexdigest()
 
 
 def _content_digest(path: Path) -> str:
@@ -355,7 +414,10 @@ class Obj:
         self.engine, self.type_name, self.state, self.ident = engine, type_name, state, ident
 
     def derive(self, **changes: Any) -> Obj:
-        """The same type with some state keys replaced."""
+        """The same type with some state keys replaced (a container's imageRef is
+        dropped by most changes, as the engine's)."""
+        if self.type_name == "Container" and not changes.keys() <= _KEEPS_REF:
+            changes["ref"] = None
         return self.engine.make(self.type_name, {**self.state, **changes})
 
     def with_entry(self, key: str, name: str, value: Any) -> Obj:
@@ -413,8 +475,9 @@ class Obj:
     # -- Container: building ----------------------------------------------------------
 
     def r_from(self, address: str, registryService: str | None = None) -> Obj:
-        user = self.engine.images.get(address, {}).get("user", "")
-        return self.derive(image=address, user=user)
+        user = self.engine.images.get(address.split("@")[0], {}).get("user", "")
+        digest, ref = self.engine.resolve(address, self.state["platform"])
+        return self.derive(image=address, user=user, digest=digest, ref=ref)
 
     def r_withLabel(self, name: str, value: str) -> Obj:
         return self.with_entry("labels", name, value)
@@ -426,8 +489,9 @@ class Obj:
         return self.state["user"]
 
     def r_imageRef(self) -> str:
-        digest = hashlib.sha256(f"{self.state['image']}|{self.state['platform']}".encode())
-        return f"{self.state['image']}@sha256:{digest.hexdigest()}"
+        if not self.state.get("ref"):
+            raise ValueError(_NO_REF)
+        return self.state["ref"]
 
     def r_withEnvVariable(self, name: str, value: str, expand: bool = False) -> Obj:
         return self.with_entry("env", name, value)

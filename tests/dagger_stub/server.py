@@ -176,6 +176,8 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if server.session_lost and "IntrospectionQuery" not in body.get("query", ""):
                 return self._inject(Fault("drop"))
             server.session_lost = False
+            if "IntrospectionQuery" in body.get("query", ""):  # a client's new session
+                server.engine.new_session()
             fault = server.take_fault(body.get("query", ""))
             if fault:
                 return self._inject(fault)

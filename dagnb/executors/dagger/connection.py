@@ -51,6 +51,7 @@ __all__ = [
     "constant",
     "detect",
     "engine_version",
+    "fresh_session",
     "from_this_session",
     "is_transient",
     "pick_auto",
@@ -223,6 +224,25 @@ async def client() -> dagger.Client:
             await conn.open(loop)
     assert conn.client is not None
     return conn.client
+
+
+@contextlib.asynccontextmanager
+async def fresh_session() -> Any:
+    """``async with fresh_session() as dag``: a client of its own in a new engine
+    session, closed after; the engine resolves tags once per session, so only a new
+    one sees a tag that moved. Under ``dagger run`` (``DAGGER_SESSION_PORT``) every
+    client joins that run's session, and a moved tag is seen after it restarts."""
+    dagger = require_sdk()
+    _prefer_cli_on_path()
+    try:
+        opened = dagger.Connection(_config(dagger))
+        dag = await opened.__aenter__()
+    except Exception as exc:
+        raise _connect_error(dagger, exc) from exc
+    try:
+        yield dag
+    finally:
+        await opened.close()
 
 
 async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:

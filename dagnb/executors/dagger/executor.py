@@ -41,6 +41,7 @@ from dagnb.executors.dagger.translate import (
     ServiceLookup,
     build_container,
     image_container,
+    image_from,
     parse_registry_auth,
     volume_key,
 )
@@ -114,15 +115,14 @@ class DaggerExecutor:
             volatile = await connection.engine_version() >= VOLATILE_SINCE
             image = image_container(dag, task, default_image=self.default_image,
                                     registry_auth=self.registry_auth)
+            facts = await self._image_facts(self._image_key(task), image)
             ctr = build_container(dag, task, image=image, services=self._services,
                                   volatile_variables=volatile,
-                                  owner=await self._user(task, image),
+                                  owner=task.step.user or facts["user"],
                                   empty=await connection.constant("empty", dag.directory),
                                   volumes=await _volumes(dag, task))
             outcome = await _run(ctr, task, secrets)
-            # Tags resolve once per session; the digest that ran, for the step's record.
-            ref = await connection.remembered(("ref", *self._image_key(task)), image.image_ref)
-            return dataclasses.replace(outcome, image_ref=ref)
+            return dataclasses.replace(outcome, image_ref=facts["image_ref"])
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
@@ -135,12 +135,22 @@ class DaggerExecutor:
             raise failed
         return failed
 
-    async def _user(self, task: Task, image: Any) -> str:
-        """Who runs the step: its ``user``, else the image's ``USER`` (asked once per
-        image and session; "" is root)."""
-        if task.step.user:
-            return task.step.user
-        return await connection.remembered(("user", *self._image_key(task)), image.user)
+    async def image_ref(self, image: str, platform: str | None = None) -> str:
+        """The digest reference tag ``image`` resolves to on the engine now
+        (``docker.io/library/python:3.12-slim@sha256:…``); what ``pin_images`` pins."""
+        dag = await connection.client()
+        container = image_from(dag, image, platform, self.registry_auth)
+        facts = await self._image_facts((image, platform), container)
+        return facts["image_ref"]
+
+    async def _image_facts(self, key: tuple[str, str | None], image: Any) -> dict[str, str]:
+        """The image's ``USER`` ("" is root) and ``imageRef`` (the digest it resolved
+        to), both in one query, asked once per image and session (tags resolve once per
+        session in the engine too). The engine answers ``imageRef`` only right after
+        ``from``, so it cannot ride on the exec's query."""
+        facts = image._select_multiple(user="user", image_ref="imageRef")
+        return await connection.remembered(("image", *key),
+                                           functools.partial(facts.execute, dict[str, str]))
 
     def _image_key(self, task: Task) -> tuple[str, str | None]:
         return task.step.image or self.default_image, task.step.platform

@@ -55,6 +55,7 @@ __all__ = [
     "container_env",
     "host_excludes",
     "image_container",
+    "image_from",
     "volume_key",
 ]
 
@@ -154,12 +155,17 @@ def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
 def image_container(dag: Any, task: Task, *, default_image: str = DEFAULT_IMAGE,
                     registry_auth: Iterable[RegistryAuth] = ()) -> Any:
     """The step's image (lazy) for its platform, pulled with the registries' credentials."""
-    platform = task.step.platform
+    return image_from(dag, task.step.image or default_image, task.step.platform, registry_auth)
+
+
+def image_from(dag: Any, image: str, platform: str | None = None,
+               registry_auth: Iterable[RegistryAuth] = ()) -> Any:
+    """``container(platform).from(image)`` (lazy), pulled with the registries' credentials."""
     ctr = dag.container(platform=_sdk().Platform(platform)) if platform else dag.container()
     for auth in registry_auth:  # before from_(), so the pull itself is authenticated
         secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
         ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
-    return ctr.from_(task.step.image or default_image)
+    return ctr.from_(image)
 
 
 def build_container(
