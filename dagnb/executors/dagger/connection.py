@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagnb.errors import DagnbError, ExecutorUnavailable, TransientError
 from dagnb.executors.base import Availability
+from dagnb.executors.dagger.enginelog import EngineLog
 
 if TYPE_CHECKING:
     import dagger
@@ -50,6 +51,7 @@ __all__ = [
     "client",
     "constant",
     "detect",
+    "engine_log",
     "engine_version",
     "fresh_session",
     "from_this_session",
@@ -148,6 +150,7 @@ class _Connection:
         self.memo: dict[Any, Any] = {}  # answers that hold for the session (see remembered)
         self.number = 0  # of the session; 0 before the first
         self.handles: dict[int, weakref.ref[Any]] = {}  # objects made in this session
+        self.log = EngineLog()  # the SDK's log_output, for every session of the process
         # Weak, so the loops of finished asyncio.run() calls are not kept alive.
         self._locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
             weakref.WeakKeyDictionary())
@@ -288,6 +291,12 @@ async def _answers(dag: Any) -> bool:
     return True
 
 
+def engine_log() -> EngineLog:
+    """The stream the engine's progress output goes to (see
+    :mod:`dagnb.executors.dagger.enginelog`): attach a run's folder to keep it."""
+    return _connection.log
+
+
 def session_number() -> int:
     """The current session's number (0: none yet); each new session counts one more."""
     return _connection.number if _connection.client is not None else 0
@@ -377,7 +386,8 @@ def _prefer_cli_on_path() -> None:
 
 
 def _config(dagger: Any) -> Any:
-    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once.
+    """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once;
+    the engine's progress output goes to the runs' ``engine.log`` (:func:`engine_log`).
 
     Only ``Exception``s are retried: tenacity catches ``BaseException``, and retrying a
     ``CancelledError`` would swallow a step's timeout or cancel (the request would be
@@ -396,7 +406,8 @@ def _config(dagger: Any) -> Any:
     )
     connect = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(0.5),
                              reraise=True)
-    return dagger.Config(retry=dagger.Retry(connect=connect, execute=execute))
+    return dagger.Config(retry=dagger.Retry(connect=connect, execute=execute),
+                         log_output=_connection.log)
 
 
 def _connect_error(dagger: Any, exc: Exception) -> DagnbError:

@@ -29,6 +29,7 @@ import dataclasses
 import functools
 import re
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
@@ -103,7 +104,10 @@ class DaggerExecutor:
         # `dagger run` and Dagger Cloud group the step's execs under its name.
         attributes = {"dagnb.step": task.step.name, "dagnb.attempt": task.attempt,
                       "dagnb.run_id": task.run_id}
-        with _tracer().start_as_current_span(task.step.name, attributes=attributes):
+        # The engine's progress output, while the step runs, goes to its run's folder.
+        engine_log = connection.engine_log().attached(Path(task.step_dir).parent,
+                                                      self._secret_values(task))
+        with engine_log, _tracer().start_as_current_span(task.step.name, attributes=attributes):
             return await self._execute(task)
 
     async def _execute(self, task: Task) -> Outcome:

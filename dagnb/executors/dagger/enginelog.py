@@ -1,0 +1,84 @@
+"""The engine's progress output, kept in each run's folder as ``engine.log``.
+
+dagger-io sends what the engine's session prints (the ``dagger session`` process's
+progress and errors) and its own console output to ``Config(log_output=...)``; without
+one they are dropped. The connection is the process's and outlives runs, so its
+``log_output`` is one :class:`EngineLog` whose lines go to the ``engine.log`` of every
+run that has a Dagger step under way (:meth:`EngineLog.attached`, by the executor around
+each step); between such steps they are dropped, as before. Each line is masked with
+every secret a Dagger step of this process was given, before it reaches the disk.
+
+The stream has no file descriptor on purpose: the SDK then pipes the session's stderr
+through :meth:`write` (from a thread of its own) instead of handing the child the file,
+which would bypass the masking.
+
+What appears depends on how the engine was reached: a session the SDK starts (the
+``dagger`` CLI) writes its progress here; under ``dagger run`` the progress is the TUI's,
+and the file holds only what the SDK itself prints.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import io
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO
+
+from dagnb.model.masking import Masker
+
+__all__ = ["ENGINE_LOG", "EngineLog"]
+
+ENGINE_LOG = "engine.log"
+
+
+class EngineLog(io.TextIOBase):
+    """A text stream that writes, masked, to the ``engine.log`` of each attached run."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._files: dict[Path, IO[str]] = {}
+        self._users: collections.Counter[Path] = collections.Counter()
+        self._secrets: set[str] = set()
+        self._mask = Masker()
+
+    @contextlib.contextmanager
+    def attached(self, run_folder: Path, secrets: Iterable[str] = ()) -> Iterator[Path]:
+        """While the block runs, the engine's lines also go to ``run_folder/engine.log``
+        (opened for appending on the first of the run's steps, closed after its last)."""
+        path = Path(run_folder) / ENGINE_LOG
+        with self._lock:
+            self._learn(secrets)
+            if not self._users[path]:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._files[path] = path.open("a", encoding="utf-8")
+            self._users[path] += 1
+        try:
+            yield path
+        finally:
+            with self._lock:
+                self._users[path] -= 1
+                if not self._users[path]:
+                    del self._users[path]
+                    self._files.pop(path).close()
+
+    def _learn(self, secrets: Iterable[str]) -> None:
+        new = {value for value in secrets if value} - self._secrets
+        if new:
+            self._secrets |= new
+            self._mask = Masker(self._secrets)
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            if self._files:
+                masked = self._mask(text)
+                for file in self._files.values():
+                    file.write(masked)
+                    file.flush()
+        return len(text)
+
+    def writable(self) -> bool:
+        return True

@@ -1,0 +1,109 @@
+"""The engine's progress output lands in the run's folder as ``engine.log``, masked.
+
+The stub engine has no session process, so one test starts a stand-in ``dagger`` CLI
+(``_EXPERIMENTAL_DAGGER_CLI_BIN``): the real dagger-io client runs it as ``BIN session``,
+reads its connection line, and pipes its stderr (the engine's progress) to the
+connection's ``log_output``.
+"""
+
+from __future__ import annotations
+
+import stat
+import sys
+from pathlib import Path
+
+import dagger
+import pytest
+
+import dagnb
+from dagnb import Step
+from dagnb.executors.dagger import connection
+from dagnb.executors.dagger.enginelog import EngineLog
+from dagnb.executors.loop import run_sync
+
+pytest_plugins = ["dagger_stub.fixtures"]
+pytestmark = pytest.mark.usefixtures("workdir")
+
+SECRET = "s3cr3t-engine-value-42"
+FAKE_CLI = '''#!%(python)s
+"""A `dagger session` stand-in: progress on stderr, the stub's address on stdout."""
+import json, os, sys, threading, time
+
+def say(text):
+    sys.stderr.write(text + "\\n")
+    sys.stderr.flush()
+
+say("engine: session started")
+print(json.dumps({"port": int(os.environ["FAKE_PORT"]),
+                  "session_token": os.environ["FAKE_TOKEN"]}), flush=True)
+
+def progress():
+    while True:
+        say("progress: exec with API_TOKEN=" + os.environ.get("API_TOKEN", ""))
+        time.sleep(0.05)
+
+threading.Thread(target=progress, daemon=True).start()
+sys.stdin.read()  # the SDK closes stdin to end the session
+'''
+
+
+def engine_log_of(run: dagnb.Run, workdir: Path) -> Path:
+    return workdir / ".dagnb_cache" / ".runs" / run.id / "engine.log"
+
+
+@pytest.fixture
+def session_cli(stub, tmp_path, monkeypatch):
+    """The SDK starts its session with the stand-in CLI (connected to the stub)."""
+    cli = tmp_path / "fake-dagger"
+    cli.write_text(FAKE_CLI % {"python": sys.executable})
+    cli.chmod(cli.stat().st_mode | stat.S_IXUSR)
+    for name in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("FAKE_PORT", str(stub.port))
+    monkeypatch.setenv("FAKE_TOKEN", stub.token)
+    monkeypatch.setenv("_EXPERIMENTAL_DAGGER_CLI_BIN", str(cli))
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    run_sync(connection.aclose())
+    yield cli
+    run_sync(connection.aclose())
+
+
+def test_the_sessions_progress_goes_to_the_runs_engine_log_with_secrets_masked(
+        session_cli, workdir):
+    step = Step("hello", run="sleep 0.3; echo hi", secrets=["API_TOKEN"])
+    run = dagnb.Graph("logged", [step]).run(executor="dagger", cache=False)
+    assert run.ok, run.status()
+    text = engine_log_of(run, workdir).read_text()
+    assert "engine: session started" in text
+    assert "progress: exec with API_TOKEN=***" in text
+    assert SECRET not in text
+
+
+def test_the_connection_passes_the_stream_and_each_run_gets_its_file(stub, workdir):
+    assert connection._config(dagger).log_output is connection.engine_log()
+    run = dagnb.Graph("plain", [Step("hello", run="true")]).run(executor="dagger", cache=False)
+    path = engine_log_of(run, workdir)
+    assert path.exists()  # under `dagger run` (as here) the engine's progress is the TUI's
+    connection.engine_log().write("between runs: dropped\n")
+    assert "dropped" not in path.read_text()
+
+
+def test_lines_go_to_every_attached_run_masked_and_the_file_closes_after_its_last_step(
+        tmp_path):
+    log = EngineLog()
+    first, second = tmp_path / "run1", tmp_path / "run2"
+    with log.attached(first, [SECRET]), log.attached(first), log.attached(second):
+        log.writelines([f"token {SECRET}\n", "pulled alpine\n"])
+    log.write("after the runs\n")
+    for folder in (first, second):
+        assert (folder / "engine.log").read_text() == "token ***\npulled alpine\n"
+    assert not log._files  # closed
+    assert log.fileno is not None and not _has_fileno(log)  # the SDK must pipe it
+
+
+def _has_fileno(stream) -> bool:
+    try:
+        stream.fileno()
+    except (AttributeError, OSError):
+        return False
+    return True
