@@ -7,6 +7,7 @@ move a tag to a new digest (``stub.engine.move_tag``), as a push to a registry w
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -24,6 +25,7 @@ from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.executor import DaggerExecutor
 from dagnb.executors.dagger.images import refresh
 from dagnb.executors.loop import run_sync
+from dagnb.views.progress import ProgressPrinter
 
 pytest_plugins = ["dagger_stub.fixtures"]
 pytestmark = pytest.mark.usefixtures("workdir", "own_session")
@@ -92,6 +94,9 @@ def test_a_run_records_the_digest_that_ran_and_status_shows_it(stub):
     again = graph().run(executor="dagger")  # cached: the record says which digest made it
     assert again.status().loc[0, "cached"]
     assert again.status().loc[0, "image"] == run.status().loc[0, "image"]
+    table = ProgressPrinter(io.StringIO()).table(again)  # what `dagnb run` prints
+    assert table.split("\n")[0].split()[-3:] == ["executor", "image", "error"]
+    assert run.status().loc[0, "image"] in table
 
 
 def test_without_pin_images_the_key_is_the_tag_and_status_shows_the_new_digest(stub):

@@ -163,3 +163,72 @@ def test_live_identical_services_under_two_names_are_two(live):
         assert urllib.request.urlopen(f"http://{endpoint}/", timeout=10).status == 200
     finally:
         services._forget_all()
+
+
+# -- which image ran, pin_images, engine.log (issue 14; tests/test_dagger_images.py and
+# -- tests/test_dagger_engine_log.py run the same cases on the stub) ---------------------
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_the_digest_that_ran_is_recorded_and_shown(live):
+    import re
+
+    from dagnb.cache import store_for
+    from dagnb.model.step import Step
+
+    run = _run([Step("which", run="cat /etc/alpine-release", image="alpine:3.20")], live)
+    assert run.ok, run.status()
+    assert re.fullmatch(r"alpine:3\.20@sha256:[0-9a-f]{12}…", run.status().loc[0, "image"])
+    entry = store_for(live / "cache").newest("which")
+    assert entry.meta["provenance"]["image_ref"].startswith(
+        "docker.io/library/alpine:3.20@sha256:")
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(900)
+def test_live_pin_images_keys_by_digest_and_a_refresh_sees_a_moved_tag(live):
+    import dagnb
+    from dagnb.cache.images import ImagePins, digest_of
+    from dagnb.executors.dagger.executor import DaggerExecutor
+    from dagnb.executors.dagger.images import refresh
+    from dagnb.executors.loop import run_sync
+    from dagnb.model.step import Step
+
+    dagnb.configure(pin_images=True)
+    try:
+        # alpine:3.20 "was pinned when it pointed at" 3.19's image: a tag that moved since
+        older = run_sync(DaggerExecutor().image_ref("alpine:3.19"))
+        ImagePins(live / "cache").add("alpine:3.20", None,
+                                      f"docker.io/library/alpine:3.20@{digest_of(older)}")
+        step = Step("release", run="cat /etc/alpine-release", image="alpine:3.20")
+        first = _run([step], live)
+        assert first.logs("release")["line"].tolist()[0].startswith("3.19")
+        said = run_sync(refresh(live / "cache"))
+        assert said[0].startswith("image alpine:3.20 moved: sha256:")
+        graph = Graph("live", [step], base_dir=live)
+        assert graph.explain("release", cache_directory=live / "cache") == said
+        again = _run([step], live)
+        assert again.states() == {"release": "succeeded"}
+        assert again.logs("release")["line"].tolist()[0].startswith("3.20")
+        assert _run([step], live).states() == {"release": "cached"}
+    finally:
+        dagnb.config.reload()
+
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(600)
+def test_live_the_engines_progress_is_in_the_runs_engine_log(live, monkeypatch):
+    import os
+
+    from dagnb.model.step import Step
+
+    secret = f"live-secret-{_unique()}"
+    monkeypatch.setenv("LIVE_TOKEN", secret)
+    step = Step("logged", run=f'echo "{_unique()}"; test -n "$LIVE_TOKEN"', secrets=["LIVE_TOKEN"])
+    run = _run([step], live, cache=False)
+    assert run.ok, run.status()
+    text = (live / "cache" / ".runs" / run.id / "engine.log").read_text()
+    assert secret not in text
+    if not os.environ.get("DAGGER_SESSION_PORT"):  # a session the SDK started: its progress
+        assert text.strip(), "the engine's session printed nothing"

@@ -99,8 +99,13 @@ class ProgressPrinter:
                 self.stream.flush()
 
     def table(self, run: Run) -> str:
-        """The run's final status table as text (without pandas: the CLI starts faster)."""
-        return text_table(run.status_rows().values(), TABLE_COLUMNS)
+        """The run's final status table as text (without pandas: the CLI starts faster);
+        with an ``image`` column (the digest that ran) when a step ran in a container."""
+        rows = run.status_rows().values()
+        columns = list(TABLE_COLUMNS)
+        if any(row.get("image") for row in rows):
+            columns.insert(columns.index("executor") + 1, "image")
+        return text_table(rows, columns)
 
 
 def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:
