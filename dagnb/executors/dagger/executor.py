@@ -7,9 +7,11 @@ concurrently on it; the runner decides how many at once.
 
 Output: Dagger hands over a command's stdout and stderr when it has finished, not as it
 runs, so a step's log lines arrive together at its end (the engine's own progress
-output, with ``dagger run``, is live). The output directory is exported into the task's
-``out_dir`` for the cache, and also returned as ``Outcome.handle`` so that downstream
-Dagger steps mount it directly.
+output is live in ``dagger run``'s view, and otherwise goes to the run folder's
+``engine.log``: :mod:`dagnb.executors.dagger.enginelog`). The output directory is
+exported into the task's ``out_dir`` for the cache, and also returned as
+``Outcome.handle`` so that downstream Dagger steps mount it directly. ``Outcome.image_ref``
+is the digest the image resolved to (asked with its ``USER``, once per image and session).
 
 Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
 ``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
