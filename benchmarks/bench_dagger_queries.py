@@ -5,8 +5,9 @@
 Runs a few step shapes through the real dagger-io client against the test stub
 (tests/dagger_stub) and prints, per step: queries in all, ``sync`` queries, ``id``
 round trips (an object argument resolved on its own) and the others. The first step
-of a session also pays for the connection (introspection, version, the image's user),
-which is printed separately.
+of a session also pays for the connection (introspection, version) and for its image
+(its USER and the digest it resolved to, in one query per image and session); a step
+that pins a new tag (``pin_images``) asks that query before its key is made, instead.
 """
 
 from __future__ import annotations
@@ -57,10 +58,15 @@ def main() -> None:
         print(f"{'step':28} {'queries':>7} {'sync':>5} {'id':>4} {'other':>6}")
         for label, step, secrets in [*steps, ("downstream (no upload)",
                                               Step("down", run="ls $DAGNB_IN", needs=["shell"]),
-                                              {})]:
+                                              {}),
+                                     ("pin a new tag + shell", Step("pin", run="true",
+                                                                    image="alpine:3.20"), {})]:
             inputs = {n: Input(n, root / n, handle=handles[n]) for n in step.needs}
-            task = new_task(root / "tasks", step, secrets=secrets, inputs=inputs, base_dir=root)
             before = len(server.queries)
+            if label.startswith("pin"):  # what the scheduler does with pin_images
+                ref = run_sync(executor.image_ref(step.image))
+                step = step.replace(image=f"{step.image}@{ref.rpartition('@')[2]}")
+            task = new_task(root / "tasks", step, secrets=secrets, inputs=inputs, base_dir=root)
             outcome = run_sync(executor.execute(task))
             handles[step.name] = outcome.handle
             texts = [q.query for q in server.queries[before:]]

@@ -135,6 +135,7 @@ def test_pin_images_runs_and_keys_the_digest_and_a_moved_tag_reruns(stub, workdi
     first = graph().run(executor="dagger")
     assert first.ok, first.status()
     assert from_address(stub) == f"{IMAGE}@{digest}"  # what ran is what the key says
+    assert len(stub.texts("imageRef")) == 1  # the pin's answer serves the pinned step too
     table = json.loads((workdir / ".dagnb_cache" / "images.json").read_text())["images"]
     assert table[IMAGE]["digest"] == digest
     assert entry_meta(first)["describe"]["image"] == f"{IMAGE}@{digest}"

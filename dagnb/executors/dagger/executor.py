@@ -34,6 +34,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dagnb.cache.images import digest_of
 from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
 from dagnb.executors.base import NO_RESULT, Availability, Outcome, Task
 from dagnb.executors.dagger import connection
@@ -147,6 +148,9 @@ class DaggerExecutor:
         dag = await connection.client()
         container = image_from(dag, image, platform, self.registry_auth)
         facts = await self._image_facts((image, platform), container)
+        # The pinned reference names the same image: its steps need not ask again.
+        pinned = f"{image.partition('@')[0]}@{digest_of(facts['image_ref'])}"
+        await connection.remembered(("image", pinned, platform), functools.partial(_same, facts))
         return facts["image_ref"]
 
     async def _image_facts(self, key: tuple[str, str | None], image: Any) -> dict[str, str]:
@@ -167,6 +171,10 @@ class DaggerExecutor:
             with contextlib.suppress(DagnbError):  # build_container names the variable
                 values.append(auth.secret_value())
         return [v for v in values if v]
+
+
+async def _same(value: Any) -> Any:
+    return value
 
 
 async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
