@@ -107,3 +107,12 @@ def _has_fileno(stream) -> bool:
     except (AttributeError, OSError):
         return False
     return True
+
+
+def test_a_folder_that_cannot_take_the_file_does_not_fail_the_step(tmp_path, caplog):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    log = EngineLog()
+    with log.attached(blocked):
+        log.write("dropped\n")
+    assert "the engine's output is not kept" in caplog.text

@@ -22,6 +22,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import io
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -32,6 +33,7 @@ from dagnb.model.masking import Masker
 __all__ = ["ENGINE_LOG", "EngineLog"]
 
 ENGINE_LOG = "engine.log"
+log = logging.getLogger("dagnb.executors.dagger.enginelog")
 
 
 class EngineLog(io.TextIOBase):
@@ -52,10 +54,12 @@ class EngineLog(io.TextIOBase):
         path = Path(run_folder) / ENGINE_LOG
         with self._lock:
             self._learn(secrets)
-            if not self._users[path]:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._files[path] = path.open("a", encoding="utf-8")
-            self._users[path] += 1
+            kept = bool(self._users[path]) or self._open(path)
+            if kept:
+                self._users[path] += 1
+        if not kept:  # no file (a folder that cannot take one): the lines are dropped
+            yield path
+            return
         try:
             yield path
         finally:
@@ -64,6 +68,16 @@ class EngineLog(io.TextIOBase):
                 if not self._users[path]:
                     del self._users[path]
                     self._files.pop(path).close()
+
+    def _open(self, path: Path) -> bool:
+        """Open ``path`` for appending; a folder that cannot take it never fails a step."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._files[path] = path.open("a", encoding="utf-8")
+        except OSError as exc:
+            log.warning("dagnb: the engine's output is not kept: %s", exc)
+            return False
+        return True
 
     def _learn(self, secrets: Iterable[str]) -> None:
         new = {value for value in secrets if value} - self._secrets
