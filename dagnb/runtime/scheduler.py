@@ -201,10 +201,9 @@ class Scheduler:
         if images.wants(step) and images.digest(step) is None:
             from dagnb.executors.dagger.executor import DaggerExecutor
 
-            executor = self._executor(step)
+            executor, image = self._executor(step), step.image or ""
             if isinstance(executor, DaggerExecutor):
-                reference = await executor.image_ref(step.image, step.platform)  # type: ignore[arg-type]
-                images.add(step.image, step.platform, reference)  # type: ignore[arg-type]
+                images.add(image, step.platform, await executor.image_ref(image, step.platform))
         return images.pinned(step)
 
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
