@@ -48,6 +48,8 @@ def image_label(image: str | None, reference: str | None = None) -> str | None:
     (``python:3.12-slim@sha256:ab12cd34ef56…``). ``reference`` is the engine's
     (``docker.io/library/python:3.12-slim@sha256:…``), used for the digest, and for the
     name when the step named no image (the executor's default ran)."""
+    if reference is None and (image is None or "@" not in image):
+        return image  # a host step, or a tag whose digest is not known
     digest = digest_of(reference or "") or digest_of(image or "")
     name = (image or reference or "").partition("@")[0]
     if image is None and name:
