@@ -200,3 +200,11 @@ def test_pin_images_is_a_setting(monkeypatch, workdir):
     dagnb.config.reload()
     assert dagnb.config.settings().pin_images is True
     Path(workdir / "dagnb.yaml").unlink()
+
+
+@pytest.mark.usefixtures("pinning")
+def test_a_read_only_cache_pins_a_new_tag_for_the_run_only(stub, workdir):
+    run = graph().run(executor="dagger", cache_mode="read-only")
+    assert run.ok, run.status()
+    assert from_address(stub) == f"{IMAGE}@{stub.engine.resolve(IMAGE, None)[0]}"
+    assert not (workdir / ".dagnb_cache" / "images.json").exists()

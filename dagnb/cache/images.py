@@ -71,10 +71,11 @@ def moved(before: str, after: str) -> str | None:
 class ImagePins:
     """The tag -> digest table of one cache folder (``images.json``), read once."""
 
-    __slots__ = ("_table", "path")
+    __slots__ = ("_table", "path", "writes")
 
-    def __init__(self, folder: str | os.PathLike[str]) -> None:
+    def __init__(self, folder: str | os.PathLike[str], *, writes: bool = True) -> None:
         self.path = Path(folder) / PINS_FILE
+        self.writes = writes  # False (a read-only cache): new pins stay in memory
         self._table: dict[str, dict[str, Any]] | None = None
 
     @staticmethod
@@ -108,11 +109,13 @@ class ImagePins:
     def add(self, image: str, platform: str | None, reference: str) -> str | None:
         """Pin ``image`` to the digest of ``reference``; returns the digest it had."""
         label = self.label(image, platform)
-        fresh = _read(self.path)  # another process may have pinned other tags meanwhile
+        # another process may have pinned other tags meanwhile
+        fresh = _read(self.path) if self.writes else dict(self.table())
         old = fresh.get(label, {}).get("digest")
         fresh[label] = {"ref": reference, "digest": digest_of(reference),
                         "resolved": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-        _write(self.path, fresh)
+        if self.writes:
+            _write(self.path, fresh)
         self._table = fresh
         return old
 

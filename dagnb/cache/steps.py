@@ -91,8 +91,10 @@ class StepCache:
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
         self._refresh_all = refresh is True
         self._refresh = set() if isinstance(refresh, bool) else set(refresh)
-        # pin_images: tags count by the digest pinned in <cache>/images.json
-        self.images = ImagePins(self.store.location) if config.pin_images else None
+        # pin_images: tags count by the digest pinned in <cache>/images.json (read-only:
+        # a new tag is pinned for this run only)
+        self.images = (ImagePins(self.store.location, writes=self.writes)
+                       if config.pin_images else None)
 
     # -- looking up -----------------------------------------------------------------
     def enabled_for(self, step: Step) -> bool:
