@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 from dagger_stub.queries import calls, exec_calls_of
+from IPython.core.error import UsageError
 
 import dagnb
 from dagnb import Step
@@ -174,6 +175,19 @@ def test_refresh_of_a_tag_not_pinned_pins_it_and_refuses_a_digest(stub):
     assert "unchanged" in run_sync(refresh())[0]
     with pytest.raises(dagnb.DagnbError, match="is not a tag to pin"):
         run_sync(refresh(images=[f"{IMAGE}@sha256:" + "0" * 64]))
+
+
+@pytest.mark.usefixtures("pinning")
+def test_dagger_images_magic_lists_and_refreshes(stub, shell):
+    assert str(shell.run_line_magic("dagger", "images")) == "no pinned images"
+    assert graph().run(executor="dagger").ok
+    digest = stub.engine.resolve(IMAGE, None)[0]
+    assert str(shell.run_line_magic("dagger", "images list")).startswith(f"{IMAGE}  {digest}")
+    new = stub.engine.move_tag(IMAGE)
+    said = str(shell.run_line_magic("dagger", f"images refresh {IMAGE}"))
+    assert said == f"image {IMAGE} moved: {digest[:19]}… → {new[:19]}…"
+    with pytest.raises(UsageError, match="use list or refresh"):
+        shell.run_line_magic("dagger", "images pull")
 
 
 def test_dagnb_images_refresh_on_the_command_line(stub, workdir):

@@ -274,6 +274,7 @@ class DaggerMagics(Magics):
             %dagger plan                              what a run would do now
             %dagger cache [stats|entries|clear [NAME]|explain NAME]
             %dagger services                          running service containers
+            %dagger images [list|refresh [IMAGE ...]] tags pinned to digests (pin_images)
             %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
             %dagger remove NAME                       take one step out of the graph
             %dagger reset                             forget the graph and results
@@ -284,7 +285,7 @@ class DaggerMagics(Magics):
         words = split_words(line)
         if not words:
             raise UsageError("%dagger needs a command: run, status, logs, graph, plan, "
-                             "cache, services, save, load, remove, reset or config "
+                             "cache, services, images, save, load, remove, reset or config "
                              "(see %dagger?)")
         command, rest = words[0], shlex.join(words[1:])
         handler = _COMMANDS.get(command)
@@ -359,6 +360,25 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
                      "[NAME], clear [NAME] or explain NAME")
 
 
+def _cmd_images(self: DaggerMagics, rest: str) -> Text:
+    """``%dagger images [list]`` / ``%dagger images refresh [IMAGE ...]`` (pin_images)."""
+    words = split_words(rest) or ["list"]
+    action, names = words[0], words[1:]
+    if action == "refresh":
+        from dagnb.executors.dagger.images import refresh
+        from dagnb.executors.loop import run_sync
+
+        return Text("\n".join(run_sync(refresh(images=names))) or "no pinned images")
+    if action == "list" and not names:
+        from dagnb.cache.images import ImagePins
+
+        table = ImagePins(store_for().location).table()
+        return Text("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
+                               for label, pin in table.items()) or "no pinned images")
+    raise UsageError(f"%dagger images {rest!r} is not an images command; use list or "
+                     "refresh [IMAGE ...]")
+
+
 def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
     return services.running()
 
@@ -413,6 +433,7 @@ _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
     "history": _cmd_history,
     "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services, "save": _cmd_save,
     "load": _cmd_load, "remove": _cmd_remove, "reset": _cmd_reset, "config": _cmd_config,
+    "images": _cmd_images,
 }
 
 
