@@ -28,7 +28,7 @@ from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
-from dagnb.executors.reaper import TOKEN_VARIABLE, kill_tagged, running_step, sweep
+from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
 from dagnb.executors.shell import host_argv
 from dagnb.retry.policy import classify
 
@@ -85,7 +85,7 @@ async def _run_process(task: Task) -> Outcome:
         process = await _start(task, processes.token)
         processes.pgid = process.pid
         try:
-            return await _finish(process, task, processes.token)
+            return await _finish(process, task, processes)
         finally:
             await sweep(processes, leader_reaped=process.returncode is not None)
 
@@ -104,14 +104,16 @@ async def _start(task: Task, token: str) -> asyncio.subprocess.Process:
     )
 
 
-async def _finish(process: asyncio.subprocess.Process, task: Task, token: str) -> Outcome:
+async def _finish(
+    process: asyncio.subprocess.Process, task: Task, processes: StepProcesses
+) -> Outcome:
     """Stream the step's output until it exits; kill its group if stopped before."""
     pumps = asyncio.gather(
         _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
     )
     try:
         await _exited(process.pid, pumps)
-        await _end_group(process.pid, token, pumps)
+        await _end_group(process.pid, processes, pumps)
         return Outcome(exit_code=await process.wait())
     except BaseException:
         await _kill_group(process)
@@ -143,7 +145,7 @@ async def _exited(pid: int, pumps: asyncio.Future[Any]) -> None:
         os.close(fd)
 
 
-async def _end_group(pgid: int, token: str, pumps: asyncio.Future[Any]) -> None:
+async def _end_group(pgid: int, processes: StepProcesses, pumps: asyncio.Future[Any]) -> None:
     """The step's main process has exited: what it left running goes too.
 
     A background child (``server &``, or a daemon that left the group) may still hold the
@@ -155,7 +157,7 @@ async def _end_group(pgid: int, token: str, pumps: asyncio.Future[Any]) -> None:
         await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
     _kill_stragglers(pgid)
     if not pumps.done():
-        kill_tagged([token])
+        processes.kill_escaped()
     await pumps
 
 

@@ -75,13 +75,19 @@ def new_token() -> str:
 
 
 class StepProcesses:
-    """One step attempt's processes: its token, and its group once started."""
+    """One step attempt's processes: its token, its group once started, and the pids
+    killed for carrying the token (to reap)."""
 
-    __slots__ = ("pgid", "token")
+    __slots__ = ("killed", "pgid", "token")
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.pgid: int | None = None
+        self.killed: set[int] = set()
+
+    def kill_escaped(self) -> None:
+        """SIGKILL every process with the step's token, in its group or not."""
+        self.killed |= kill_tagged([self.token])
 
 
 @contextlib.contextmanager
@@ -118,10 +124,10 @@ async def sweep(step: StepProcesses, *, leader_reaped: bool) -> None:
     The group's leader (the step's main process) is asyncio's to reap: until it has
     been, the group is not waited for here, or asyncio would lose its exit status.
     """
-    killed = kill_tagged([step.token])
+    step.kill_escaped()
     if step.pgid is not None:
         _kill_group(step.pgid)
-    await _reap(step.pgid if leader_reaped else None, killed)
+    await _reap(step.pgid if leader_reaped else None, step.killed)
 
 
 def kill_everything() -> None:
