@@ -33,12 +33,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import functools
 import os
 import secrets
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 __all__ = [
     "TOKEN_VARIABLE",
@@ -53,6 +56,8 @@ TOKEN_VARIABLE = "DAGNB_STEP_TOKEN"
 _PR_SET_CHILD_SUBREAPER = 36
 _ROUNDS = 50  # kill rounds before giving up on a process that forks faster than that
 _REAP_WAIT = 1.0  # seconds a killed process may take to become a zombie we can reap
+_RECENT = 1.0  # seconds: a step younger than this has its processes looked for by pid
+_PROBE = 24  # up to this many new pids are tried one by one instead of listing /proc
 _LINUX = sys.platform.startswith("linux")
 
 
@@ -75,19 +80,23 @@ def new_token() -> str:
 
 
 class StepProcesses:
-    """One step attempt's processes: its token, its group once started, and the pids
-    killed for carrying the token (to reap)."""
+    """One step attempt's processes: its token, its group once started (its leader's
+    pid), and the pids killed for carrying the token (to reap)."""
 
-    __slots__ = ("killed", "pgid", "token")
+    __slots__ = ("killed", "pgid", "started", "token")
 
     def __init__(self, token: str) -> None:
         self.token = token
         self.pgid: int | None = None
+        self.started = time.monotonic()
         self.killed: set[int] = set()
 
     def kill_escaped(self) -> None:
         """SIGKILL every process with the step's token, in its group or not."""
-        self.killed |= kill_tagged([self.token])
+        if self.pgid is None:  # nothing started
+            return
+        recent = time.monotonic() - self.started < _RECENT
+        self.killed |= kill_tagged([self.token], after=self.pgid if recent else None)
 
 
 @contextlib.contextmanager
@@ -113,9 +122,13 @@ def _set_subreaper(on: bool) -> None:
     if not _LINUX or _steps.subreaper == on:
         return
     with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.prctl(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0:
+        if _prctl()(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0:
             _steps.subreaper = on
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Any:
+    return ctypes.CDLL(None, use_errno=True).prctl
 
 
 async def sweep(step: StepProcesses, *, leader_reaped: bool) -> None:
@@ -141,15 +154,21 @@ def kill_everything() -> None:
     kill_tagged(step.token for step in steps)
 
 
-def kill_tagged(tokens: Iterable[str]) -> set[int]:
+def kill_tagged(tokens: Iterable[str], *, after: int | None = None) -> set[int]:
     """SIGKILL every process whose environment carries one of the tokens, round after
-    round until none is found; returns the pids killed."""
+    round until none is found; returns the pids killed.
+
+    ``after``: only processes started after that pid was, which saves reading every
+    process's environment (pids are handed out in increasing order, wrapping at
+    ``pid_max``; so only for a step younger than ``_RECENT`` seconds, which cannot have
+    seen the pids wrap twice).
+    """
     marks = [f"{TOKEN_VARIABLE}={token}\0".encode() for token in tokens]
     killed: set[int] = set()
     if not marks or not _LINUX:
         return killed
     for _ in range(_ROUNDS):
-        found = [pid for pid in _tagged(marks) if pid not in killed]
+        found = [pid for pid in _tagged(marks, _candidates(after)) if pid not in killed]
         if not found:
             break
         for pid in found:
@@ -159,24 +178,48 @@ def kill_tagged(tokens: Iterable[str]) -> set[int]:
     return killed
 
 
-def _tagged(marks: list[bytes]) -> list[int]:
-    """Live processes whose environment holds one of the marks (zombies have none)."""
-    found = []
+def _candidates(after: int | None) -> Iterable[int]:
+    """The pids that may carry a token: those handed out after ``after`` (up to the last
+    one handed out), else every process's."""
+    last = _last_pid()
+    if after is not None and last is not None:
+        if last >= after and last - after <= _PROBE:  # few: try each rather than list all
+            return range(after + 1, last + 1)
+        if last == after:
+            return ()
     try:
-        names = os.listdir("/proc")
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
     except OSError:
-        return found
+        return ()
+    if after is None or last is None:
+        return pids
+    if last >= after:
+        return [pid for pid in pids if after < pid <= last]
+    return [pid for pid in pids if pid > after or pid <= last]  # wrapped around pid_max
+
+
+def _last_pid() -> int | None:
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _tagged(marks: list[bytes], pids: Iterable[int]) -> list[int]:
+    """Live processes whose environment holds one of the marks (zombies have none)."""
+    found: list[int] = []
     me = os.getpid()
-    for name in names:
-        if not name.isdigit() or int(name) == me:
+    for pid in pids:
+        if pid == me:
             continue
         try:
-            with open(f"/proc/{name}/environ", "rb") as file:
+            with open(f"/proc/{pid}/environ", "rb") as file:
                 environ = b"\0" + file.read()
-        except OSError:  # gone, or another user's
+        except OSError:  # gone, never was, or another user's
             continue
         if any(b"\0" + mark in environ for mark in marks):
-            found.append(int(name))
+            found.append(pid)
     return found
 
 
