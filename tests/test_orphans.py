@@ -156,6 +156,15 @@ def test_a_process_with_another_token_is_left_alone(workdir: Path) -> None:
         other.wait()
 
 
+def test_the_pids_looked_at_wrap_around_pid_max(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reaper, "_last_pid", lambda: 5)
+    monkeypatch.setattr(reaper.os, "listdir", lambda path: ["3", "5", "6", "900", "self"])
+    assert sorted(reaper._candidates(800)) == [3, 5, 900]  # handed out after 800, then 1..5
+    assert list(reaper._candidates(3)) == [4, 5]  # few new ones: tried one by one
+    assert list(reaper._candidates(5)) == []
+    assert sorted(reaper._candidates(None)) == [3, 5, 6, 900]
+
+
 # -- Python steps called inline --------------------------------------------------------
 def short_sleeps(progress: list[int]):
     def slow() -> int:

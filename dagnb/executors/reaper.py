@@ -71,7 +71,7 @@ class _Steps:
         self.subreaper = False
 
 
-_steps = _Steps()
+_steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag is the process's
 
 
 def new_token() -> str:
