@@ -6,8 +6,8 @@ that a timeout or cancellation kills the command and everything it started. Pyth
 function steps run in-process on the runner's loop: coroutine functions as tasks, plain
 functions called inline (a thread hop per step would cost more than a no-op step, and the
 GIL gives Python code no parallelism); their prints are captured per step. A kernel
-interrupt or ``run.cancel()`` stops an inline call as Ctrl-C stops plain Python
-(:func:`dagnb.executors.loop.call_interruptibly`).
+interrupt, ``run.cancel()``, the step's timeout and the run's stop an inline call as
+Ctrl-C stops plain Python (:func:`dagnb.executors.loop.call_interruptibly`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from dagnb.errors import StepFailed, TransientError
 from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
-from dagnb.executors.loop import call_interruptibly
+from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
+from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
 from dagnb.executors.shell import host_argv
 from dagnb.retry.policy import classify
 
@@ -80,23 +81,39 @@ class LocalExecutor:
 # -- processes ------------------------------------------------------------------------
 async def _run_process(task: Task) -> Outcome:
     _prepare_dirs(task)
+    with running_step() as processes:  # see dagnb.executors.reaper
+        process = await _start(task, processes.token)
+        processes.pgid = process.pid
+        try:
+            return await _finish(process, task, processes)
+        finally:
+            await sweep(processes, leader_reaped=process.returncode is not None)
+
+
+async def _start(task: Task, token: str) -> asyncio.subprocess.Process:
     step = task.step
     argv = host_argv(step) if isinstance(step.run, str) else list(step.run or ())
-    process = await asyncio.create_subprocess_exec(
+    return await asyncio.create_subprocess_exec(
         *argv,
         stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env=_process_env(task),
+        env={**_process_env(task), TOKEN_VARIABLE: token},  # what escapes its group has it
         cwd=_workdir(task),
         start_new_session=True,  # its own process group, killed as one
     )
+
+
+async def _finish(
+    process: asyncio.subprocess.Process, task: Task, processes: StepProcesses
+) -> Outcome:
+    """Stream the step's output until it exits; kill its group if stopped before."""
     pumps = asyncio.gather(
         _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
     )
     try:
         await _exited(process.pid, pumps)
-        await _end_group(process.pid, pumps)
+        await _end_group(process.pid, processes, pumps)
         return Outcome(exit_code=await process.wait())
     except BaseException:
         await _kill_group(process)
@@ -128,16 +145,19 @@ async def _exited(pid: int, pumps: asyncio.Future[Any]) -> None:
         os.close(fd)
 
 
-async def _end_group(pgid: int, pumps: asyncio.Future[Any]) -> None:
+async def _end_group(pgid: int, processes: StepProcesses, pumps: asyncio.Future[Any]) -> None:
     """The step's main process has exited: what it left running goes too.
 
-    A background child (``server &``) may still hold the output pipes, and would keep the
-    step, and its timeout, waiting for an end of file that never comes; it gets a moment
-    to finish writing, then its process group is killed, so no process outlives its step.
+    A background child (``server &``, or a daemon that left the group) may still hold the
+    output pipes, and would keep the step, and its timeout, waiting for an end of file
+    that never comes; it gets a moment to finish writing, then its process group and
+    every process with the step's token are killed, so no process outlives its step.
     """
     with contextlib.suppress(asyncio.TimeoutError):
         await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
     _kill_stragglers(pgid)
+    if not pumps.done():
+        processes.kill_escaped()
     await pumps
 
 
@@ -217,6 +237,9 @@ async def _call_function(task: Task) -> Outcome:
                 result = await step.func(**kwargs)  # type: ignore[misc]
             else:
                 result = call_interruptibly(step.func, kwargs)  # type: ignore[arg-type]
+    except Interrupted:  # by a timeout or a cancel: it reaches this task now
+        await until_cancelled()
+        raise
     except (asyncio.CancelledError, KeyboardInterrupt):
         raise
     except Exception as exc:

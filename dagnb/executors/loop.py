@@ -16,6 +16,13 @@ as Ctrl-C stops plain Python. The exception arrives between two bytecodes: a loo
 short sleeps stops at once, one long C call (``time.sleep(30)``, a blocking socket read)
 only when it returns. Only the call a run's own steps are in is interrupted: each task
 submitted here knows its :class:`TaskFuture` (a ContextVar its steps inherit).
+
+Timeouts are timers on the loop, which cannot fire while an inline call holds it. So
+the runner waits with :func:`wait_for`, which also records the deadline (a ContextVar
+the step inherits); a watchdog thread interrupts an inline call that passes it. The
+interrupted step then waits on the loop for the cancellation that the timeout, or
+``cancel()``, sends it (:func:`until_cancelled`), so it ends as any step stopped by a
+timeout or a cancel does: ``failed`` with ``StepTimeout``, or ``cancelled``.
 """
 
 from __future__ import annotations
@@ -26,10 +33,14 @@ import contextlib
 import contextvars
 import ctypes
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, TypeVar
 
+from dagnb.executors.reaper import kill_everything
+
 __all__ = [
+    "Interrupted",
     "TaskFuture",
     "call_interruptibly",
     "get_loop",
@@ -38,6 +49,8 @@ __all__ = [
     "run_async",
     "run_sync",
     "submit",
+    "until_cancelled",
+    "wait_for",
 ]
 
 T = TypeVar("T")
@@ -109,20 +122,46 @@ _owner: contextvars.ContextVar[TaskFuture | None] = contextvars.ContextVar(
 )
 
 
+_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "dagnb_inline_deadline", default=None
+)
+_UNOWNED = object()  # the owner of an inline call that only a deadline can interrupt
+
+
+class Interrupted(asyncio.CancelledError):
+    """An inline Python step was interrupted (a cancel, a timeout)."""
+
+
 class _InlineCall:
     """The Python step the loop thread is calling now, and whether it was interrupted.
 
-    ``owner`` is written only by the loop thread and read by interrupters under
-    ``lock``; the loop thread takes ``lock`` to leave, so no interrupt can be sent
-    after it has left, and one sent just before is cleared or caught there.
+    ``owner`` and ``serial`` (which call this is) are written only by the loop thread
+    and read by interrupters under ``lock``; the loop thread takes ``lock`` to leave, so
+    no interrupt can be sent after it has left, and one sent just before is cleared or
+    caught there.
     """
 
-    __slots__ = ("fired", "lock", "owner")
+    __slots__ = ("fired", "lock", "owner", "serial")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
-        self.owner: TaskFuture | None = None
+        self.owner: object | None = None
         self.fired = False
+        self.serial = 0
+
+    def fire(self, owner: object | None = None, serial: int | None = None) -> bool:
+        """Interrupt the call if it is ``owner``'s or the ``serial``-th; True if so."""
+        thread = _thread
+        with self.lock:
+            if self.owner is None or thread is None:
+                return False
+            if (owner is not None and self.owner is not owner) or (
+                serial is not None and self.serial != serial
+            ):
+                return False
+            _set_async_exc(thread.ident, KeyboardInterrupt)  # type: ignore[arg-type]
+            self.fired = True
+            return True
 
     def leave(self) -> bool:
         """Stop being interruptible; True if an interrupt was sent meanwhile."""
@@ -151,38 +190,97 @@ def _set_async_exc(thread_id: int, exc: type[BaseException] | None) -> None:
 
 
 def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
-    """``func(**kwargs)`` on the loop thread, stoppable by :func:`interrupt`.
+    """``func(**kwargs)`` on the loop thread, stoppable by :func:`interrupt` and by the
+    deadline of the :func:`wait_for` it runs under.
 
     An interrupt raises ``KeyboardInterrupt`` in ``func`` (so its ``finally`` blocks
     and ``except KeyboardInterrupt`` run, as with Ctrl-C); it leaves here as
-    ``asyncio.CancelledError``, whatever ``func`` did with it.
+    :class:`Interrupted`, whatever ``func`` did with it: await :func:`until_cancelled`.
     """
-    owner = _owner.get()
-    if owner is None or not in_loop_thread():
+    owner, deadline = _owner.get(), _deadline.get()
+    if (owner is None and deadline is None) or not in_loop_thread():
         return func(**kwargs)
-    _inline.owner = owner
     try:
         try:
+            _inline.owner = _UNOWNED if owner is None else owner
+            _inline.serial += 1
+            if deadline is not None:
+                _watchdog.arm(_inline.serial, deadline)
             result = func(**kwargs)
         finally:
             fired = _inline.leave()
     except KeyboardInterrupt:
         fired = True
     if fired:
-        raise asyncio.CancelledError("interrupted")
+        raise Interrupted("interrupted")
     return result
 
 
 def interrupt(owner: Any) -> bool:
     """Interrupt the Python step the loop thread is calling if it belongs to ``owner``
     (the TaskFuture of a run); True if one was."""
-    thread = _thread
-    with _inline.lock:
-        if owner is None or _inline.owner is not owner or thread is None:
-            return False
-        _set_async_exc(thread.ident, KeyboardInterrupt)  # type: ignore[arg-type]
-        _inline.fired = True
-        return True
+    return owner is not None and _inline.fire(owner=owner)
+
+
+async def until_cancelled(grace: float = 1.0) -> None:
+    """After an :class:`Interrupted`: give the loop the turns in which the cancel or the
+    passed timeout that caused it reaches this task (as ``CancelledError``); returns if
+    none has after ``grace`` seconds."""
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + grace
+    while loop.time() < give_up:
+        await asyncio.sleep(0.005)
+
+
+async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """``asyncio.wait_for``, whose timeout also interrupts a Python step called inline
+    under it (the earliest deadline of nested calls counts)."""
+    if timeout is None:
+        return await awaitable
+    deadline = time.monotonic() + timeout
+    earlier = _deadline.get()
+    token = _deadline.set(deadline if earlier is None else min(earlier, deadline))
+    try:
+        return await asyncio.wait_for(awaitable, timeout)
+    finally:
+        _deadline.reset(token)
+
+
+class _Watchdog:
+    """One thread that interrupts the inline call that passes its deadline; started on
+    first use, and armed with each call that has a deadline (one at a time: the loop
+    thread makes one inline call at a time)."""
+
+    def __init__(self) -> None:
+        self.wake = threading.Condition()
+        self.serial: int | None = None
+        self.deadline = 0.0
+        self.thread: threading.Thread | None = None
+
+    def arm(self, serial: int, deadline: float) -> None:
+        with self.wake:
+            self.serial, self.deadline = serial, deadline
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._watch, name="dagnb-watchdog",
+                                               daemon=True)
+                self.thread.start()
+            self.wake.notify()
+
+    def _watch(self) -> None:
+        with self.wake:
+            while True:
+                if self.serial is None:
+                    self.wake.wait()
+                    continue
+                remaining = self.deadline - time.monotonic()
+                if remaining > 0:
+                    self.wake.wait(remaining)
+                    continue
+                serial, self.serial = self.serial, None
+                _inline.fire(serial=serial)  # a no-op if that call has left already
+
+
+_watchdog = _Watchdog()
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> TaskFuture:
@@ -194,7 +292,8 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
     """Run ``coro`` on the background loop and wait for it.
 
     Ctrl-C (or a kernel interrupt) cancels the coroutine, waits up to ``grace``
-    seconds for it to clean up (kill its processes), then re-raises KeyboardInterrupt.
+    seconds for it to clean up (kill its processes), then re-raises KeyboardInterrupt;
+    a second Ctrl-C meanwhile kills every step process at once.
     """
     if in_loop_thread():
         coro.close()
@@ -204,10 +303,30 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
         return future.result()
     except KeyboardInterrupt:
         future.cancel()
-        # the cancellation itself, or what cleanup raised: the interrupt is what matters
-        with contextlib.suppress(BaseException):
-            future.result(timeout=grace)
+        _wait_for_cleanup(future, grace)
         raise
+
+
+def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
+    """Give a cancelled task ``grace`` seconds to stop its steps (SIGTERM, then SIGKILL
+    a moment later). A second Ctrl-C (or SIGTERM) meanwhile, or the grace running out,
+    SIGKILLs every step process at once: the caller is leaving, perhaps the process too,
+    and must not leave the SIGKILL undone."""
+    try:
+        future.result(timeout=grace)
+        return
+    except (KeyboardInterrupt, concurrent.futures.TimeoutError):
+        pass
+    except BaseException:  # the cancellation itself, or what cleanup raised: it is done
+        return
+    while True:
+        try:
+            kill_everything()
+            break
+        except KeyboardInterrupt:  # a third one: kill all the same
+            continue
+    with contextlib.suppress(BaseException):  # the cleanup records the steps' ends
+        future.result(timeout=0.5)
 
 
 async def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -33,6 +33,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
+from dagnb.executors.loop import wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker
 from dagnb.model.step import Step
@@ -114,7 +115,7 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(max(1, self.options.max_concurrency))
         self._emit("run", None, state="started", steps=len(self.run.order))
         try:
-            await asyncio.wait_for(self._drive(), self.options.timeout)
+            await wait_for(self._drive(), self.options.timeout)  # inline steps too
         except asyncio.TimeoutError:
             await self._stop_all(f"the run's timeout of {self.options.timeout:g} s was reached")
         except asyncio.CancelledError:
@@ -340,7 +341,7 @@ class Scheduler:
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
             with track(executor.name):
-                outcome = await asyncio.wait_for(executor.execute(task), limit)
+                outcome = await wait_for(executor.execute(task), limit)
         except asyncio.TimeoutError:
             raise StepTimeout(
                 f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",

@@ -1,0 +1,274 @@
+"""No process outlives its step: the processes a step left behind are found and killed.
+
+Each local step runs in a process group of its own, killed when the step ends. A process
+can leave that group: ``setsid``, a double-forking daemon. On Linux two more things
+catch those:
+
+- **A token in the environment.** Every step process gets ``DAGNB_STEP_TOKEN=<random>``
+  in its environment, which its descendants inherit. When the step ends, every process
+  whose ``/proc/<pid>/environ`` carries the token is killed (readable for processes of
+  the same user, and for all when dagnb runs as root), until none is left (a process
+  forking meanwhile only makes another round). A process that rewrites its environment
+  (``env -i``, ``sudo``) escapes it.
+- **A child subreaper.** While a local step process runs, this process is a child
+  subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``): an orphan of a step is reparented here,
+  not to init, so that what is killed is reaped here. It is switched off again once no
+  step process runs, since in a notebook kernel it would make every orphan of the
+  kernel's own children (``!server &``) the kernel's to reap.
+
+Reaping only what is surely a step's: the members of a step's process group
+(``waitpid(-pgid)``; no process of ours can join that group) and the tagged processes
+killed here. A step's child that started its own session and then ended by itself is
+left a zombie of this process (an entry in the process table, not a running process)
+until this process ends: it cannot be told apart from a child that code in this process
+started with ``start_new_session`` and will wait for itself.
+
+cgroups would contain a step without a token, but need a delegated, writable cgroup
+(rarely there for a user, in a notebook or in CI containers); they are not used. Not on
+Linux: the group kill only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+__all__ = [
+    "TOKEN_VARIABLE",
+    "StepProcesses",
+    "kill_everything",
+    "kill_tagged",
+    "running_step",
+    "sweep",
+]
+
+TOKEN_VARIABLE = "DAGNB_STEP_TOKEN"
+_PR_SET_CHILD_SUBREAPER = 36
+_ROUNDS = 50  # kill rounds before giving up on a process that forks faster than that
+_REAP_WAIT = 1.0  # seconds a killed process may take to become a zombie we can reap
+_RECENT = 1.0  # seconds: a step younger than this has its processes looked for by pid
+_PROBE = 24  # up to this many new pids are tried one by one instead of listing /proc
+_LINUX = sys.platform.startswith("linux")
+
+
+class _Steps:
+    """The step processes running now, by token, and whether this process is a child
+    subreaper for them."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.running: dict[str, StepProcesses] = {}
+        self.subreaper = False
+
+
+_steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag is the process's
+
+
+def new_token() -> str:
+    """A token for one step attempt's processes."""
+    return secrets.token_hex(12)
+
+
+class StepProcesses:
+    """One step attempt's processes: its token, its group once started (its leader's
+    pid), and the pids killed for carrying the token (to reap)."""
+
+    __slots__ = ("killed", "pgid", "started", "token")
+
+    def __init__(self, token: str) -> None:
+        self.token = token
+        self.pgid: int | None = None
+        self.started = time.monotonic()
+        self.killed: set[int] = set()
+
+    def kill_escaped(self) -> None:
+        """SIGKILL every process with the step's token, in its group or not."""
+        if self.pgid is None:  # nothing started
+            return
+        recent = time.monotonic() - self.started < _RECENT
+        self.killed |= kill_tagged([self.token], after=self.pgid if recent else None)
+
+
+@contextlib.contextmanager
+def running_step() -> Iterator[StepProcesses]:
+    """Count a step's processes as running for the block (start them inside it and set
+    ``pgid``): this process adopts orphans meanwhile, and :func:`kill_everything` kills
+    them."""
+    step = StepProcesses(new_token())
+    with _steps.lock:
+        _steps.running[step.token] = step
+        _set_subreaper(True)
+    try:
+        yield step
+    finally:
+        with _steps.lock:
+            _steps.running.pop(step.token, None)
+            if not _steps.running:
+                _set_subreaper(False)
+
+
+def _set_subreaper(on: bool) -> None:
+    """Switch the child subreaper on or off (Linux; a no-op elsewhere or if refused)."""
+    if not _LINUX or _steps.subreaper == on:
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        if _prctl()(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0:
+            _steps.subreaper = on
+
+
+@functools.lru_cache(maxsize=1)
+def _prctl() -> Any:
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+async def sweep(step: StepProcesses, *, leader_reaped: bool) -> None:
+    """Kill every process the step left, then reap what is ours to reap.
+
+    The group's leader (the step's main process) is asyncio's to reap: until it has
+    been, the group is not waited for here, or asyncio would lose its exit status.
+    """
+    step.kill_escaped()
+    if step.pgid is not None:
+        _kill_group(step.pgid)
+    await _reap(step.pgid if leader_reaped else None, step.killed)
+
+
+def kill_everything() -> None:
+    """SIGKILL every running step's processes at once (a second Ctrl-C): no grace, no
+    reaping (the loop's own cleanup of each step does that if it still runs)."""
+    with _steps.lock:
+        steps = list(_steps.running.values())
+    for step in steps:
+        if step.pgid is not None:
+            _kill_group(step.pgid)
+    kill_tagged(step.token for step in steps)
+
+
+def kill_tagged(tokens: Iterable[str], *, after: int | None = None) -> set[int]:
+    """SIGKILL every process whose environment carries one of the tokens, round after
+    round until none is found; returns the pids killed.
+
+    ``after``: only processes started after that pid was, which saves reading every
+    process's environment (pids are handed out in increasing order, wrapping at
+    ``pid_max``; so only for a step younger than ``_RECENT`` seconds, which cannot have
+    seen the pids wrap twice).
+    """
+    marks = [f"{TOKEN_VARIABLE}={token}\0".encode() for token in tokens]
+    killed: set[int] = set()
+    if not marks or not _LINUX:
+        return killed
+    for _ in range(_ROUNDS):
+        found = [pid for pid in _tagged(marks, _candidates(after)) if pid not in killed]
+        if not found:
+            break
+        for pid in found:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            killed.add(pid)
+    return killed
+
+
+def _candidates(after: int | None) -> Iterable[int]:
+    """The pids that may carry a token: those handed out after ``after`` (up to the last
+    one handed out), else every process's."""
+    last = _last_pid()
+    if after is not None and last is not None:
+        if last >= after and last - after <= _PROBE:  # few: try each rather than list all
+            return range(after + 1, last + 1)
+        if last == after:
+            return ()
+    try:
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return ()
+    if after is None or last is None:
+        return pids
+    if last >= after:
+        return [pid for pid in pids if after < pid <= last]
+    return [pid for pid in pids if pid > after or pid <= last]  # wrapped around pid_max
+
+
+def _last_pid() -> int | None:
+    try:
+        with open("/proc/sys/kernel/ns_last_pid", "rb") as file:
+            return int(file.read())
+    except (OSError, ValueError):
+        return None
+
+
+def _tagged(marks: list[bytes], pids: Iterable[int]) -> list[int]:
+    """Live processes whose environment holds one of the marks (zombies have none)."""
+    found: list[int] = []
+    me = os.getpid()
+    for pid in pids:
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as file:
+                environ = b"\0" + file.read()
+        except OSError:  # gone, never was, or another user's
+            continue
+        if any(b"\0" + mark in environ for mark in marks):
+            found.append(pid)
+    return found
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
+
+
+async def _reap(pgid: int | None, killed: set[int]) -> None:
+    """Wait (briefly) for the step's group and the killed processes to be reaped: ours
+    by ``waitpid`` here, the others by their parents."""
+    pending = set(killed)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + _REAP_WAIT
+    while True:
+        if pgid is not None:
+            _reap_group(pgid)
+        pending = {pid for pid in pending if not _reaped(pid)}
+        group_left = pgid is not None and _group_alive(pgid)
+        if (not pending and not group_left) or loop.time() > deadline:
+            return
+        await asyncio.sleep(0.005)
+
+
+def _reap_group(pgid: int) -> None:
+    """Reap the group's members that are zombies of this process."""
+    with contextlib.suppress(ChildProcessError):
+        while os.waitpid(-pgid, os.WNOHANG)[0] > 0:
+            pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _reaped(pid: int) -> bool:
+    """True once ``pid`` is gone; reaps it if it is a zombie child of this process."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return True
+    state, ppid = stat.rsplit(b")", 1)[1].split()[:2]
+    if state == b"Z" and int(ppid) == os.getpid():
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+        return True
+    return state == b"Z"  # another's zombie: its parent reaps it
