@@ -94,8 +94,8 @@ def test_the_cycle_finder_finds_a_circle():
 
 
 def test_import_dagnb_loads_no_notebook_side_and_no_pandas():
-    code = ("import sys, dagnb; print(','.join(m for m in ('IPython', 'ipywidgets', 'pandas') "
-            "if m in sys.modules))")
+    heavy = ('IPython', 'ipywidgets', 'pandas', 'distributed', 'cloudpickle')
+    code = f"import sys, dagnb; print(','.join(m for m in {heavy!r} if m in sys.modules))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
 

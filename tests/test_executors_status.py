@@ -43,7 +43,7 @@ def test_table_has_one_row_per_executor(monkeypatch, tmp_path):
     no_engine(monkeypatch, tmp_path)
     frame = dagnb.executors.status()
     assert list(frame.columns) == COLUMNS
-    assert frame["name"].tolist() == ["local", "dagger"]
+    assert frame["name"].tolist() == ["local", "dagger", "dask"]
     local, dagger = row("local"), row("dagger")
     assert local["available"] and local["capabilities"] == "argv, python, shell"
     assert (local["running"], local["breaker"], local["retry_in"]) == (0, "closed", None)

@@ -16,6 +16,8 @@ The file format (every key optional)::
     executor: auto                      # auto, local or dagger
     container_registry: ghcr.io
     project: sales-forecast             # names Dagger cache volumes (default: the folder's)
+    dask_scheduler: tcp://10.0.0.5:8786 # executor="dask" steps run there (default: a
+                                        # LocalCluster started on first use)
     container_credentials:
       username: me
       token_env: GHCR_TOKEN             # the *name* of a variable; never the token
@@ -115,6 +117,7 @@ class Settings:
     container_credentials: dict[str, str] | None = None
     project: str | None = None  # Dagger cache volumes are this project's (None: the folder)
     pin_images: bool = False  # key container steps by image digest (<cache>/images.json)
+    dask_scheduler: str | None = None  # executor="dask": its address (None: a LocalCluster)
 
     @property
     def caching_enabled(self) -> bool:
@@ -241,12 +244,14 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "container_credentials": _credentials,
     "project": _optional_text,
     "pin_images": _FLAG,
+    "dask_scheduler": _optional_text,
 }
 TOP_KEYS = (
     "executor",
     "container_registry",
     "container_credentials",
     "project",
+    "dask_scheduler",
     "workflow_directory",
     "raise_on_failure",
     "max_concurrent_executions",

@@ -1,4 +1,5 @@
-"""Executors: where a step runs. ``local`` (this machine) or ``dagger`` (containers).
+"""Executors: where a step runs. ``local`` (this machine), ``dagger`` (containers) or
+``dask`` (Python steps on a dask.distributed cluster).
 
 ``auto`` picks Dagger when an engine is reachable and the local executor otherwise,
 and says which once per context. The executors made so far, that choice and the count
@@ -64,7 +65,8 @@ def known_executors() -> list[str]:
 
 
 def get_executor(name: str | Executor = "auto") -> Executor:
-    """The executor of that name ('auto', 'local' or 'dagger') in the current context."""
+    """The executor of that name ('auto', 'local', 'dagger' or 'dask') in the current
+    context."""
     if not isinstance(name, str):
         return name
     if name == "auto":
@@ -87,7 +89,13 @@ def _create(name: str) -> Executor:
         if not availability.available:
             raise ExecutorUnavailable(f"executor 'dagger' is not available: {availability.reason}")
         return executor
-    raise ExecutorUnavailable(f"unknown executor {name!r}; use 'auto', 'local' or 'dagger'")
+    if name == "dask":
+        from dagnb.executors.dask import DaskExecutor
+
+        return DaskExecutor()
+    raise ExecutorUnavailable(
+        f"unknown executor {name!r}; use 'auto', 'local', 'dagger' or 'dask'"
+    )
 
 
 def _pick_auto() -> str:
@@ -176,6 +184,10 @@ def _peek(name: str) -> Executor | None:
         return instances[name]
     if name == "local":
         return LocalExecutor()
+    if name == "dask":
+        from dagnb.executors.dask import DaskExecutor
+
+        return DaskExecutor()
     try:
         from dagnb.executors.dagger.executor import DaggerExecutor
     except ImportError:

@@ -29,7 +29,7 @@ CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 _CACHE_POLICIES = (True, False, "session")
 # The executors a step may name; dagnb.executors builds them (the names live here so that a
 # workflow naming another is refused when it is read, not when the step is reached).
-EXECUTOR_NAMES = ("auto", "local", "dagger")
+EXECUTOR_NAMES = ("auto", "local", "dagger", "dask")
 
 
 def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
@@ -234,6 +234,11 @@ class Step:
         if self.executor is not None:
             _must(checks.one_of, self.executor, f"step {name!r}: executor={self.executor!r}",
                   choices=EXECUTOR_NAMES)
+        if self.executor == "dask" and self.func is None:
+            raise InvalidStepError(
+                f"step {name!r} is a command and executor='dask' runs Python functions "
+                "only; give it executor='local' or 'dagger', or leave executor unset"
+            )
         if self.workdir is not None and not isinstance(self.workdir, str):
             raise InvalidStepError(f"step {name!r}: workdir {self.workdir!r} must be a path")
         _must(checks.flag, self.errexit, f"step {name!r}: errexit {self.errexit!r}")

@@ -1,0 +1,420 @@
+"""The dask executor: Python steps on a dask.distributed cluster.
+
+What runs where. A step with ``executor="dask"`` is a Python function; each attempt of it
+is one dask task. The runner, the cache and the shell steps stay on this machine: the
+function and its arguments (upstream results, params) travel to a worker by value
+(cloudpickle), its return value travels back by value and is cached here like any other.
+Files a step writes to its output folder (``dagnb.current().out_dir``, ``$DAGNB_OUT``)
+are written by the worker at the path the runner gave: the worker must share that
+filesystem (a ``LocalCluster`` does; a remote cluster needs a shared mount).
+
+The cluster is the ``dask_scheduler`` setting's (``DAGNB_DASK_SCHEDULER``: an address
+such as ``tcp://10.0.0.5:8786``), or else a ``LocalCluster`` of two single-threaded
+worker processes started on first use. The client (and the cluster it started) lives in
+the current :func:`dagnb.config.context`, one per process, and is closed at exit.
+
+Why a child process on the worker. dask cannot stop a task that is running:
+``Future.cancel()`` only forgets its result, and the worker's thread runs on. So the
+task starts the step in a child process of its own (a new process group), and a
+cancellation or a timeout kills that group through ``Client.run`` on the workers: the
+step stops, whatever it was doing. The price is a Python start (tens of milliseconds)
+per attempt, small next to the steps worth sending to a cluster. The child's stdout and
+stderr are captured and come back with the result, line by line, into the run's logs
+(masked there as every executor's are).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import ctypes
+import importlib.util
+import linecache
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import uuid
+from pathlib import Path
+from typing import Any, ClassVar
+
+from dagnb.config import context, settings
+from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError
+from dagnb.executors.base import Availability, Input, Outcome, Task
+from dagnb.executors.local import function_arguments
+
+__all__ = ["DaskExecutor", "close"]
+
+_INSTALL = "pip install 'dagnb[dask]'"
+_CONTEXT_NAME = "dask"
+
+
+class DaskExecutor:
+    """Runs Python function steps on a dask.distributed cluster (module docstring)."""
+
+    name = "dask"
+    capabilities = frozenset({"python"})
+
+    def availability(self) -> Availability:
+        if importlib.util.find_spec("distributed") is None:
+            return Availability(False, f"dask.distributed is not installed; {_INSTALL}")
+        address = settings().dask_scheduler
+        if address:
+            return Availability(True, f"runs Python steps on the dask scheduler {address}")
+        return Availability(True, "runs Python steps on a LocalCluster started on first use")
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(close)
+
+    async def execute(self, task: Task) -> Outcome:
+        _refuse_commands(task)
+        payload = _payload(task)
+        cluster = await asyncio.to_thread(_cluster)
+        future = cluster.submit(payload, _key(task))
+        try:
+            await _done(future)
+            report = await asyncio.to_thread(future.result)
+        except (asyncio.CancelledError, KeyboardInterrupt):
+            await asyncio.shield(asyncio.to_thread(cluster.stop, [future]))
+            raise
+        except Exception as exc:  # the worker died, the connection dropped: may pass
+            raise TransientError(
+                f"step {task.step.name!r} was lost on the dask cluster: "
+                f"{type(exc).__name__}: {exc}"
+            ) from exc
+        finally:
+            cluster.running.discard(future)
+        return _outcome(task, report)
+
+
+# -- the client side ------------------------------------------------------------------
+def _refuse_commands(task: Task) -> None:
+    step = task.step
+    if step.func is None:
+        raise StepFailed(
+            f"step {step.name!r} is a command and executor 'dask' runs Python functions "
+            "only; give it executor='local' or 'dagger'",
+            step=step.name,
+        )
+    if step.services:
+        raise StepFailed(
+            f"step {step.name!r} binds services {list(step.services)!r}, which need the "
+            "dagger executor; run it with executor='dagger'",
+            step=step.name,
+        )
+
+
+def _payload(task: Task) -> bytes:
+    """The function, its arguments and the step's paths, pickled for a worker."""
+    step = task.step
+    kwargs = function_arguments(step.func, task.inputs, step.params)
+    spec: dict[str, Any] = {
+        "name": step.name,
+        "attempt": task.attempt,
+        "params": dict(step.params),
+        "inputs": {name: str(item.path) for name, item in task.inputs.items()},
+        "out_dir": str(task.out_dir),
+        "cwd": str(task.base_dir / (step.workdir or "")),
+        "env": {**task.env, **task.secrets},
+        "is_async": step.is_async,
+    }
+    try:
+        return _dumps((step.func, kwargs, spec))
+    except Exception as exc:
+        raise StepFailed(
+            f"step {step.name!r} cannot be sent to dask workers: its function or "
+            f"arguments do not pickle ({type(exc).__name__}: {exc}); make open files, "
+            "locks and connections inside the step instead of passing or capturing them",
+            step=step.name,
+        ) from exc
+
+
+def _dumps(value: Any) -> bytes:
+    """cloudpickle, but keeping the file names of the code it sends by value (cloudpickle
+    writes ``<dynamic-code>``) and those files' lines, so that a traceback on a worker
+    names the notebook cell or file and shows the line, as it would here."""
+    import io
+    import linecache
+    import types
+    from collections import ChainMap
+
+    import cloudpickle
+
+    sources: dict[str, list[str]] = {}
+
+    def reduce_code(code: types.CodeType) -> Any:
+        make, args = cloudpickle.cloudpickle._code_reduce(code)
+        sources.setdefault(code.co_filename, linecache.getlines(code.co_filename))
+        return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
+
+    class Pickler(cloudpickle.Pickler):
+        dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
+            {types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table
+        )
+
+    buffer = io.BytesIO()
+    Pickler(buffer).dump(value)
+    return pickle.dumps((buffer.getvalue(), sources))
+
+
+def _key(task: Task) -> str:
+    """A task name that reads well on the dask dashboard and is unique per attempt."""
+    return f"dagnb-{task.step.name}-{task.attempt}-{uuid.uuid4().hex[:12]}"
+
+
+async def _done(future: Any) -> None:
+    """Wait for a dask future from asyncio without holding a thread."""
+    loop = asyncio.get_running_loop()
+    done = loop.create_future()
+
+    def settle(_: Any) -> None:
+        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+
+    future.add_done_callback(settle)
+    await done
+
+
+def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
+    """Replay the step's captured output into its log, then say how it ended."""
+    for stream, line in report["lines"]:
+        task.log(stream, line)
+    status = report["status"]
+    if status == "ok":
+        import cloudpickle
+
+        return Outcome(exit_code=0, result=cloudpickle.loads(report["result"]))
+    if status == "error":  # its traceback is the last of the lines above
+        if report["transient"]:
+            raise TransientError(report["summary"])
+        raise StepFailed(
+            report["summary"], step=task.step.name, exit_code=1,
+            stderr_tail=report["tail"],
+        )
+    return Outcome(exit_code=report["exit_code"])  # the child died: exit code or -signal
+
+
+# -- the cluster ----------------------------------------------------------------------
+class _Cluster:
+    """The client of this context, the LocalCluster it started (if it started one), and
+    the tasks it has running."""
+
+    def __init__(self, client: Any, local: Any = None) -> None:
+        self.client = client
+        self.local = local
+        self.running: set[Any] = set()
+
+    def submit(self, payload: bytes, key: str) -> Any:
+        """Send one attempt to the cluster; its future."""
+        future = self.client.submit(_run_on_worker, payload, key, key=key, pure=False)
+        self.running.add(future)
+        return future
+
+    def stop(self, futures: Any) -> None:
+        """Forget the tasks and kill their steps' processes on whichever workers hold them."""
+        futures = list(futures)
+        for future in futures:
+            with contextlib.suppress(Exception):
+                future.cancel()
+        with contextlib.suppress(Exception):
+            self.client.run(_kill_on_worker, [f.key for f in futures], on_error="ignore")
+
+    def close(self) -> None:
+        """Stop the steps still running (a worker finishes a task before it closes), then
+        close the client and the cluster."""
+        if self.running:
+            self.stop(self.running)
+        for part in (self.client, self.local):
+            if part is not None:
+                with contextlib.suppress(Exception):
+                    part.close()
+
+
+def _cluster() -> _Cluster:
+    """The context's cluster connection, made on first use."""
+    return context().get(_CONTEXT_NAME, _connect)
+
+
+def _connect() -> _Cluster:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ExecutorUnavailable(
+            f"executor 'dask' needs dask.distributed, which is not installed; {_INSTALL}"
+        ) from None
+    address = settings().dask_scheduler
+    if address:
+        try:
+            cluster = _Cluster(Client(address, set_as_default=False, timeout="10s"))
+        except OSError as exc:
+            raise ExecutorUnavailable(
+                f"executor 'dask' cannot reach the scheduler {address!r} ({exc}); start it "
+                "or fix the dask_scheduler setting (DAGNB_DASK_SCHEDULER)"
+            ) from None
+    else:
+        local = LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True,
+            dashboard_address=":0", silence_logs=logging.ERROR,
+        )
+        cluster = _Cluster(Client(local, set_as_default=False), local)
+    atexit.register(cluster.close)
+    return cluster
+
+
+def close() -> None:
+    """Close the current context's dask client (and the LocalCluster it started)."""
+    cluster = context().pop(_CONTEXT_NAME)
+    if cluster is not None:
+        cluster.close()
+        atexit.unregister(cluster.close)
+
+
+# -- the worker side ------------------------------------------------------------------
+_children: dict[str, subprocess.Popen[bytes]] = {}  # task key -> its running child
+_cancelled: set[str] = set()  # keys cancelled before their child started
+_children_lock = threading.Lock()
+
+
+def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
+    """The dask task: run the step in a child process, return what became of it."""
+    with tempfile.TemporaryDirectory(prefix="dagnb-") as scratch:
+        result_file = os.path.join(scratch, "result")
+        child = _start_child(key, payload, result_file)
+        if child is None:
+            return {"status": "cancelled", "lines": [], "exit_code": -signal.SIGKILL}
+        try:
+            stdout, stderr = child.communicate(pickle.dumps((os.getpid(), sys.path, payload)))
+        finally:
+            with _children_lock:
+                _children.pop(key, None)
+        lines = _lines("stdout", stdout) + _lines("stderr", stderr)
+        if child.returncode == 0 and os.path.exists(result_file):
+            with open(result_file, "rb") as handle:
+                report = pickle.load(handle)
+            return {**report, "lines": lines + report.pop("lines", [])}
+        return {"status": "exit", "lines": lines, "exit_code": child.returncode}
+
+
+def _start_child(key: str, payload: bytes, result_file: str) -> subprocess.Popen[bytes] | None:
+    """Start the step's process unless its task was cancelled already."""
+    with _children_lock:
+        if key in _cancelled:
+            _cancelled.discard(key)
+            return None
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_MAIN, result_file],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, killed as one
+        )
+        _children[key] = child
+        return child
+
+
+def _kill_on_worker(keys: list[str]) -> None:
+    """Run on every worker by ``Client.run``: kill the steps' process groups found here."""
+    for key in keys:
+        with _children_lock:
+            child = _children.get(key)
+            if child is None:
+                _cancelled.add(key)  # not started yet here (or finished, or elsewhere)
+                continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+
+
+def _lines(stream: str, data: bytes) -> list[tuple[str, str]]:
+    text = data.decode("utf-8", "replace")
+    if text.endswith("\n"):
+        text = text[:-1]
+    return [(stream, line) for line in text.split("\n")] if text else []
+
+
+# The child's whole program: it imports no more than the step needs.
+_PR_SET_PDEATHSIG = 1
+_CHILD_MAIN = "from dagnb.executors.dask import child_main; child_main()"
+
+
+def child_main() -> None:
+    """In the child: read the step from stdin, call it, write how it ended (argv[1])."""
+    worker, paths, payload = pickle.load(sys.stdin.buffer)
+    _die_with(worker)
+    sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p not in paths]
+    import cloudpickle
+
+    pickled, sources = pickle.loads(payload)
+    for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
+        linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
+    func, kwargs, spec = cloudpickle.loads(pickled)
+    os.environ.update(spec["env"])
+    if os.path.isdir(spec["cwd"]):
+        os.chdir(spec["cwd"])
+    report = _call(func, kwargs, spec)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    with open(sys.argv[1], "wb") as handle:
+        pickle.dump(report, handle)
+
+
+def _die_with(worker: int) -> None:
+    """On Linux, the child is killed when its worker process ends: a closed or lost
+    worker leaves no step running (the child has a process group of its own)."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the worker's kill on cancel still works
+        return
+    if os.getppid() != worker:  # it ended before the prctl call took effect
+        os._exit(1)
+
+
+def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, Any]:
+    """Call the step function with ``dagnb.current()`` set up; a report of the ending."""
+    import cloudpickle
+
+    from dagnb.executors.capture import routed_output
+    from dagnb.executors.context import StepContext
+
+    lines: list[tuple[str, str]] = []
+    task = _child_task(func, spec, lambda stream, line: lines.append((stream, line)))
+    try:
+        with routed_output(lambda stream, line: None, StepContext(task)):
+            result = asyncio.run(func(**kwargs)) if spec["is_async"] else func(**kwargs)
+    except Exception as exc:
+        return {**_error_report(task, exc), "lines": lines}
+    try:
+        return {"status": "ok", "result": cloudpickle.dumps(result)}
+    except Exception as exc:
+        return {**_error_report(task, TypeError(
+            f"step {spec['name']!r} returned {type(result).__name__} that cannot be pickled "
+            f"back from the worker ({exc}); return plain data or write files to its out_dir"
+        )), "lines": lines}
+
+
+def _child_task(func: Any, spec: dict[str, Any], log: Any) -> Task:
+    """A Task as ``dagnb.current()`` and the failure report read it."""
+    from dagnb.model.step import Step
+
+    step = Step(spec["name"], func=func, params=spec["params"])
+    inputs = {name: Input(name, path) for name, path in spec["inputs"].items()}
+    return Task(step=step, attempt=spec["attempt"], inputs=inputs, secrets={},
+                base_dir=Path.cwd(), log=log,
+                out_dir=Path(spec["out_dir"]))
+
+
+def _error_report(task: Task, exc: Exception) -> dict[str, Any]:
+    """The failure in a line, whether a retry may pass; the task's log gets the user's
+    traceback, less dagnb's frames, as the local executor writes it."""
+    from dagnb.executors.local import _failure
+    from dagnb.retry.policy import classify
+
+    failure = _failure(task, exc)
+    return {
+        "status": "error",
+        "summary": str(failure),
+        "tail": failure.stderr_tail,
+        "transient": classify(exc) == "transient",
+    }

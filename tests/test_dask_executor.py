@@ -1,0 +1,302 @@
+"""executor="dask": Python steps on a real dask.distributed LocalCluster (2 worker
+processes, one thread each), shell steps on this machine, one cache."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+import dagnb
+from dagnb import Graph, Step
+from dagnb.errors import InvalidStepError, WorkflowError
+from dagnb.executors import dask as dask_executor
+from dagnb.runtime.prepare import start_background
+from dagnb.testing import wait_until
+from dagnb.workflows.loader import load
+
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """One LocalCluster for the module: starting one takes seconds."""
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+    ) as local:
+        yield local
+
+
+@pytest.fixture
+def on_dask(cluster, workdir: Path):
+    """This test's context runs dask steps on the module's cluster; its client is closed
+    after."""
+    dagnb.configure(dask_scheduler=cluster.scheduler_address)
+    yield workdir
+    dask_executor.close()
+
+
+def count(path: Path) -> int:
+    return len(path.read_text().splitlines()) if path.exists() else 0
+
+
+def ticker(ticks: Path):
+    """A step that writes a tick every 0.1 s for a minute."""
+    def tick() -> None:
+        for i in range(600):
+            with open(ticks, "a") as handle:
+                handle.write(f"{i}\n")
+            time.sleep(0.1)
+    return tick
+
+
+def stops_ticking(ticks: Path, within: float = 2.0) -> bool:
+    """The tick file stops growing within ``within`` seconds (and stays still)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        before = count(ticks)
+        time.sleep(0.5)
+        if count(ticks) == before:
+            return True
+    return False
+
+
+def test_a_graph_mixing_shell_and_dask_steps_runs_caches_and_reruns_cached(on_dask):
+    executions = on_dask / "executions.txt"
+
+    def enrich(fetch):
+        with open(executions, "a") as handle:
+            handle.write("enrich\n")
+        text = (fetch / "raw.txt").read_text().strip()
+        (dagnb.current().out_dir / "enriched.txt").write_text(text.upper())
+        return {"length": len(text)}
+
+    def summarize(enrich):
+        with open(executions, "a") as handle:
+            handle.write("summarize\n")
+        return enrich["length"] * 10
+
+    graph = Graph("mixed", [
+        Step("fetch", run=f'echo fetch >> {executions}; echo hello > "$DAGNB_OUT/raw.txt"'),
+        Step("enrich", func=enrich, needs=["fetch"], executor="dask"),
+        Step("summarize", func=summarize, needs=["enrich"], executor="dask"),
+        Step("report", needs=["enrich"],
+             run=f'echo report >> {executions}; cat "$DAGNB_IN/enrich/enriched.txt"'),
+    ])
+    first = graph.run(executor="local")
+    assert set(first.states().values()) == {"succeeded"}, first.status()
+    assert first.result("summarize") == 50
+    assert "HELLO" in first.logs("report")["line"].tolist()
+    assert sorted(executions.read_text().split()) == ["enrich", "fetch", "report", "summarize"]
+
+    again = graph.run(executor="local")
+    assert set(again.states().values()) == {"cached"}, again.status()
+    assert again.result("summarize") == 50
+    assert count(executions) == 4  # nothing ran a second time
+
+
+def test_python_steps_run_in_the_cluster_s_worker_processes(cluster, on_dask):
+    def where() -> tuple[int, int]:
+        return os.getpid(), os.getppid()
+
+    run = Graph("g", [Step("where", func=where, executor="dask", cache=False)]).run()
+    pid, parent = run.result("where")
+    with distributed.Client(cluster) as client:
+        workers = set(client.run(os.getpid).values())
+    assert pid != os.getpid()
+    assert parent in workers  # the step's process is a child of a dask worker
+
+
+def test_print_output_reaches_the_run_logs_with_secrets_masked(on_dask, monkeypatch):
+    monkeypatch.setenv("DASK_TEST_TOKEN", "s3cr3t-value")
+
+    def chatty() -> str:
+        import sys
+
+        print("hello from the worker")
+        print("token is", os.environ["DASK_TEST_TOKEN"])
+        print("a warning", file=sys.stderr)
+        return "done"
+
+    step = Step("chatty", func=chatty, executor="dask", secrets=["DASK_TEST_TOKEN"], cache=False)
+    run = Graph("g", [step]).run()
+    assert run.result("chatty") == "done"
+    logs = run.logs("chatty")
+    assert logs[logs.stream == "stdout"]["line"].tolist() == [
+        "hello from the worker", "token is ***"
+    ]
+    assert logs[logs.stream == "stderr"]["line"].tolist() == ["a warning"]
+
+
+def test_a_failing_step_fails_with_its_traceback_tail(on_dask):
+    def broken() -> None:
+        raise ValueError("the input is malformed")
+
+    run = Graph("g", [Step("broken", func=broken, executor="dask", cache=False)]).run()
+    assert run.states() == {"broken": "failed"}
+    assert "ValueError: the input is malformed" in run.status_rows()["broken"]["error"]
+    lines = run.logs("broken", stream="stderr")["line"].tolist()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert any("in broken" in line and __file__ in line for line in lines)
+    assert 'raise ValueError("the input is malformed")' in "\n".join(lines)
+    assert lines[-1] == "ValueError: the input is malformed"
+
+
+def test_a_step_past_its_timeout_is_stopped_on_the_worker(on_dask):
+    ticks = on_dask / "ticks.txt"
+    step = Step("tick", func=ticker(ticks), executor="dask", timeout=1.5, cache=False)
+    run = Graph("g", [step]).run()
+    assert run.states() == {"tick": "failed"}
+    assert "timeout" in run.status_rows()["tick"]["error"]
+    assert count(ticks) > 0
+    assert stops_ticking(ticks)
+
+
+def test_a_cancelled_dask_step_stops(on_dask):
+    ticks = on_dask / "ticks.txt"
+    step = Step("tick", func=ticker(ticks), executor="dask", cache=False)
+    run = start_background(Graph("g", [step]), executor="local")
+    assert wait_until(lambda: count(ticks) >= 3, timeout=20)
+    run.cancel()
+    run.wait(10)
+    assert run.states() == {"tick": "cancelled"}
+    assert stops_ticking(ticks)
+
+
+def test_retries_run_the_step_again_on_dask(on_dask, clock):
+    attempts = on_dask / "attempts.txt"
+
+    def flaky() -> int:
+        with open(attempts, "a") as handle:
+            handle.write(f"{os.getppid()}\n")
+        if count(attempts) < 2:
+            raise RuntimeError("first attempt fails")
+        return count(attempts)
+
+    step = Step("flaky", func=flaky, executor="dask", retries=1, cache=False)
+    run = Graph("g", [step]).run(sleep=clock.async_sleep)
+    assert run.states() == {"flaky": "succeeded"}, run.status()
+    assert run.result("flaky") == 2
+    first = run.logs("flaky", stream="stderr")
+    assert first[first.attempt == 1]["line"].tolist()[-1] == "RuntimeError: first attempt fails"
+    assert os.getpid() not in {int(pid) for pid in attempts.read_text().split()}
+
+
+def test_two_cpu_bound_steps_run_at_the_same_time(on_dask):
+    def busy() -> tuple[float, float]:
+        begun = time.time()
+        while time.time() - begun < 1.5:
+            sum(range(1000))
+        return begun, time.time()
+
+    graph = Graph("g", [Step(name, func=busy, executor="dask", cache=False)
+                        for name in ("one", "two")])
+    run = graph.run()
+    (start_one, end_one), (start_two, end_two) = run.result("one"), run.result("two")
+    assert max(start_one, start_two) < min(end_one, end_two)  # the intervals overlap
+
+
+def test_a_function_that_does_not_pickle_fails_with_the_fix(on_dask):
+    lock = threading.Lock()
+
+    def locked() -> None:
+        with lock:
+            pass
+
+    run = Graph("g", [Step("locked", func=locked, executor="dask", cache=False)]).run()
+    assert run.states() == {"locked": "failed"}
+    error = run.status_rows()["locked"]["error"]
+    assert "cannot be sent to dask workers" in error
+    assert "lock" in error
+
+
+def test_the_executor_table_shows_dask(cluster, on_dask):
+    Graph("g", [Step("noop", func=lambda: None, executor="dask", cache=False)]).run()
+    row = dagnb.executors.status().set_index("name").loc["dask"]
+    assert row["available"] and row["capabilities"] == "python"
+    assert cluster.scheduler_address in row["reason"]
+
+
+def test_a_shell_step_on_dask_is_refused_with_the_fix():
+    with pytest.raises(InvalidStepError, match=r"executor='dask' runs Python functions only; "
+                                               r"give it executor='local' or 'dagger'"):
+        Step("build", run="make", executor="dask")
+
+
+def test_a_run_on_dask_fails_its_shell_steps_and_names_the_fix(workdir):
+    run = Graph("g", [Step("build", run="echo hi", cache=False)]).run(executor="dask")
+    assert run.states() == {"build": "failed"}
+    assert "give it executor='local' or 'dagger'" in run.status_rows()["build"]["error"]
+
+
+def test_a_workflow_file_runs_python_steps_on_dask(on_dask):
+    (on_dask / "steps.py").write_text("import os\n\ndef where():\n    return os.getpid()\n")
+    (on_dask / "flow.yml").write_text(
+        "steps:\n"
+        "  where:\n    python: steps.py:where\n    executor: dask\n    cache: false\n"
+    )
+    graph = load(on_dask / "flow.yml")
+    assert graph["where"].executor == "dask"
+    run = graph.run()
+    assert run.states() == {"where": "succeeded"}, run.status()
+    assert run.result("where") != os.getpid()
+
+
+def test_a_workflow_file_with_a_shell_step_on_dask_is_refused(workdir):
+    (workdir / "flow.yml").write_text("steps:\n  build:\n    run: make\n    executor: dask\n")
+    with pytest.raises(WorkflowError, match="executor='dask' runs Python functions only"):
+        load(workdir / "flow.yml")
+
+
+def alive(pid: int) -> bool:
+    """The process runs (a zombie waiting to be reaped does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (FileNotFoundError, IndexError):
+        return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_step_dies_with_its_worker(cluster, on_dask):
+    ticks = on_dask / "ticks.txt"
+
+    def tick() -> None:
+        while True:
+            with open(ticks, "a") as handle:
+                handle.write(f"{os.getpid()} {os.getppid()}\n")
+            time.sleep(0.1)
+
+    step = Step("tick", func=tick, executor="dask", cache=False, retries=0)
+    run = start_background(Graph("g", [step]), executor="local")
+    try:
+        assert wait_until(lambda: count(ticks) >= 2, timeout=20)
+        child, worker = map(int, ticks.read_text().split()[:2])
+        os.kill(worker, signal.SIGKILL)
+        assert wait_until(lambda: not alive(child), timeout=3)
+    finally:
+        run.cancel()
+        run.wait(10)
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+
+
+@pytest.mark.slow
+def test_without_a_scheduler_a_local_cluster_starts_once_and_closes(workdir, monkeypatch):
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+
+    def where() -> int:
+        return os.getppid()
+
+    graph = Graph("g", [Step("where", func=where, executor="dask", cache=False)])
+    first, second = graph.run().result("where"), graph.run().result("where")
+    cluster = dagnb.config.context().peek("dask")
+    workers = cluster.client.run(os.getpid)
+    assert len(workers) == 2
+    assert {first, second} <= set(workers.values())  # one cluster served both runs
+    dask_executor.close()
+    assert cluster.local.status.name == "closed"
+    assert dagnb.config.context().peek("dask") is None
