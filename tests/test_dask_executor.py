@@ -13,7 +13,7 @@ import pytest
 
 import dagnb
 from dagnb import Graph, Step
-from dagnb.errors import InvalidStepError, WorkflowError
+from dagnb.errors import ExecutorUnavailable, InvalidStepError, WorkflowError
 from dagnb.executors import dask as dask_executor
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import wait_until
@@ -200,6 +200,24 @@ def test_two_cpu_bound_steps_run_at_the_same_time(on_dask):
     assert max(start_one, start_two) < min(end_one, end_two)  # the intervals overlap
 
 
+def test_functions_defined_in_a_notebook_run_on_dask_and_show_their_cell_in_tracebacks(
+    cluster, shell
+):
+    dagnb.configure(dask_scheduler=cluster.scheduler_address)
+    shell.run_cell("SCALE = 7\n"
+                   "def scaled(x):\n    return x * SCALE\n"
+                   "def grow():\n    return scaled(6)\n"
+                   "def fail():\n    raise KeyError('missing column')\n")
+    grow, fail = shell.user_ns["grow"], shell.user_ns["fail"]
+    run = Graph("nb", [Step("grow", func=grow, executor="dask", cache=False),
+                       Step("fail", func=fail, executor="dask", cache=False)]).run()
+    dask_executor.close()
+    assert run.result("grow") == 42
+    lines = run.logs("fail", stream="stderr")["line"].tolist()
+    assert "    raise KeyError('missing column')" in lines  # the cell's line, read here
+    assert not any("<dynamic-code>" in line for line in lines)
+
+
 def test_a_function_that_does_not_pickle_fails_with_the_fix(on_dask):
     lock = threading.Lock()
 
@@ -219,6 +237,15 @@ def test_the_executor_table_shows_dask(cluster, on_dask):
     row = dagnb.executors.status().set_index("name").loc["dask"]
     assert row["available"] and row["capabilities"] == "python"
     assert cluster.scheduler_address in row["reason"]
+
+
+def test_without_distributed_a_run_on_dask_is_refused_with_the_install_command(
+    workdir, monkeypatch
+):
+    monkeypatch.setattr(dask_executor, "_installed", lambda: False)
+    graph = Graph("g", [Step("fit", func=lambda: 1, executor="dask", cache=False)])
+    with pytest.raises(ExecutorUnavailable, match=r"pip install 'dagnb\[dask\]'"):
+        graph.run(executor="dask")
 
 
 def test_a_shell_step_on_dask_is_refused_with_the_fix():

@@ -84,18 +84,24 @@ def _create(name: str) -> Executor:
     if name == "dagger":
         from dagnb.executors.dagger.executor import DaggerExecutor
 
-        executor = DaggerExecutor(registry_auth=settings().registry_auth())
-        availability = executor.availability()
-        if not availability.available:
-            raise ExecutorUnavailable(f"executor 'dagger' is not available: {availability.reason}")
-        return executor
+        return _usable(DaggerExecutor(registry_auth=settings().registry_auth()))
     if name == "dask":
         from dagnb.executors.dask import DaskExecutor
 
-        return DaskExecutor()
+        return _usable(DaskExecutor())
     raise ExecutorUnavailable(
         f"unknown executor {name!r}; use 'auto', 'local', 'dagger' or 'dask'"
     )
+
+
+def _usable(executor: Executor) -> Executor:
+    """The executor, or ExecutorUnavailable saying why it cannot run here."""
+    availability = executor.availability()
+    if not availability.available:
+        raise ExecutorUnavailable(
+            f"executor {executor.name!r} is not available: {availability.reason}"
+        )
+    return executor
 
 
 def _pick_auto() -> str:

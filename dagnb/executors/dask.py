@@ -14,13 +14,14 @@ worker processes started on first use. The client (and the cluster it started) l
 the current :func:`dagnb.config.context`, one per process, and is closed at exit.
 
 Why a child process on the worker. dask cannot stop a task that is running:
-``Future.cancel()`` only forgets its result, and the worker's thread runs on. So the
-task starts the step in a child process of its own (a new process group), and a
-cancellation or a timeout kills that group through ``Client.run`` on the workers: the
-step stops, whatever it was doing. The price is a Python start (tens of milliseconds)
-per attempt, small next to the steps worth sending to a cluster. The child's stdout and
-stderr are captured and come back with the result, line by line, into the run's logs
-(masked there as every executor's are).
+``Future.cancel()`` marks it cancelled on its worker, and the worker's thread runs on.
+So the task starts the step in a child process of its own (a new process group), waits
+for it while looking every 0.1 s whether the task is still wanted, and kills the group
+once it is not: a cancel, a timeout, a client that went away. The step stops, whatever it
+was doing; on Linux the child also dies with its worker. The price is a Python start
+per attempt (0.1 to 0.3 s), small next to the steps worth sending to a cluster. The
+child's stdout and stderr are captured and come back with the result, line by line,
+into the run's logs (masked there as every executor's are).
 """
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -52,6 +53,7 @@ __all__ = ["DaskExecutor", "close"]
 
 _INSTALL = "pip install 'dagnb[dask]'"
 _CONTEXT_NAME = "dask"
+_STOP_GRACE = 5.0  # seconds a cancel waits for the scheduler to take it
 
 
 class DaskExecutor:
@@ -61,7 +63,7 @@ class DaskExecutor:
     capabilities = frozenset({"python"})
 
     def availability(self) -> Availability:
-        if importlib.util.find_spec("distributed") is None:
+        if not _installed():
             return Availability(False, f"dask.distributed is not installed; {_INSTALL}")
         address = settings().dask_scheduler
         if address:
@@ -80,7 +82,10 @@ class DaskExecutor:
             await _done(future)
             report = await asyncio.to_thread(future.result)
         except (asyncio.CancelledError, KeyboardInterrupt):
-            await asyncio.shield(asyncio.to_thread(cluster.stop, [future]))
+            with contextlib.suppress(asyncio.TimeoutError):  # an unreachable scheduler
+                await asyncio.wait_for(
+                    asyncio.shield(asyncio.to_thread(cluster.stop, [future])), _STOP_GRACE
+                )
             raise
         except Exception as exc:  # the worker died, the connection dropped: may pass
             raise TransientError(
@@ -93,6 +98,10 @@ class DaskExecutor:
 
 
 # -- the client side ------------------------------------------------------------------
+def _installed() -> bool:
+    return importlib.util.find_spec("distributed") is not None
+
+
 def _refuse_commands(task: Task) -> None:
     step = task.step
     if step.func is None:
@@ -215,19 +224,16 @@ class _Cluster:
         return future
 
     def stop(self, futures: Any) -> None:
-        """Forget the tasks and kill their steps' processes on whichever workers hold them."""
-        futures = list(futures)
-        for future in futures:
-            with contextlib.suppress(Exception):
-                future.cancel()
+        """Cancel the tasks; their workers then kill the steps' processes."""
         with contextlib.suppress(Exception):
-            self.client.run(_kill_on_worker, [f.key for f in futures], on_error="ignore")
+            self.client.cancel(list(futures))
 
     def close(self) -> None:
         """Stop the steps still running (a worker finishes a task before it closes), then
         close the client and the cluster."""
-        if self.running:
-            self.stop(self.running)
+        running = self.running.copy()  # steps may end meanwhile, on the run's thread
+        if running:
+            self.stop(running)
         for part in (self.client, self.local):
             if part is not None:
                 with contextlib.suppress(Exception):
@@ -274,23 +280,23 @@ def close() -> None:
 
 
 # -- the worker side ------------------------------------------------------------------
-_children: dict[str, subprocess.Popen[bytes]] = {}  # task key -> its running child
-_cancelled: set[str] = set()  # keys cancelled before their child started
-_children_lock = threading.Lock()
+_POLL = 0.1  # seconds between looks at whether the task is still wanted
 
 
 def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
+    from distributed import get_worker
+
+    worker = get_worker()
     with tempfile.TemporaryDirectory(prefix="dagnb-") as scratch:
         result_file = os.path.join(scratch, "result")
-        child = _start_child(key, payload, result_file)
-        if child is None:
-            return {"status": "cancelled", "lines": [], "exit_code": -signal.SIGKILL}
-        try:
-            stdout, stderr = child.communicate(pickle.dumps((os.getpid(), sys.path, payload)))
-        finally:
-            with _children_lock:
-                _children.pop(key, None)
+        child = subprocess.Popen(
+            [sys.executable, "-c", _CHILD_MAIN, result_file],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            start_new_session=True,  # its own process group, killed as one
+        )
+        stdout, stderr = _wait(child, pickle.dumps((os.getpid(), sys.path, payload)),
+                               lambda: _wanted(worker, key))
         lines = _lines("stdout", stdout) + _lines("stderr", stderr)
         if child.returncode == 0 and os.path.exists(result_file):
             with open(result_file, "rb") as handle:
@@ -299,31 +305,24 @@ def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
         return {"status": "exit", "lines": lines, "exit_code": child.returncode}
 
 
-def _start_child(key: str, payload: bytes, result_file: str) -> subprocess.Popen[bytes] | None:
-    """Start the step's process unless its task was cancelled already."""
-    with _children_lock:
-        if key in _cancelled:
-            _cancelled.discard(key)
-            return None
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_MAIN, result_file],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group, killed as one
-        )
-        _children[key] = child
-        return child
+def _wait(child: subprocess.Popen[bytes], message: bytes | None,
+          wanted: Callable[[], bool]) -> tuple[bytes, bytes]:
+    """Send the step, collect its output; kill its process group once it is unwanted."""
+    while True:
+        try:
+            return child.communicate(message, timeout=_POLL)
+        except subprocess.TimeoutExpired:
+            message = None  # sent; communicate() goes on where it was
+            if not wanted():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(child.pid, signal.SIGKILL)
 
 
-def _kill_on_worker(keys: list[str]) -> None:
-    """Run on every worker by ``Client.run``: kill the steps' process groups found here."""
-    for key in keys:
-        with _children_lock:
-            child = _children.get(key)
-            if child is None:
-                _cancelled.add(key)  # not started yet here (or finished, or elsewhere)
-                continue
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(child.pid, signal.SIGKILL)
+def _wanted(worker: Any, key: str) -> bool:
+    """Whether the worker still runs ``key``: a cancelled future, a client gone or a
+    worker closing marks its task 'cancelled' (or forgets it) but lets the thread run."""
+    task = worker.state.tasks.get(key)
+    return task is not None and task.state not in ("cancelled", "released")
 
 
 def _lines(stream: str, data: bytes) -> list[tuple[str, str]]:
