@@ -96,6 +96,7 @@ def test_a_graph_mixing_shell_and_dask_steps_runs_caches_and_reruns_cached(on_da
     again = graph.run(executor="local")
     assert set(again.states().values()) == {"cached"}, again.status()
     assert again.result("summarize") == 50
+    assert (again.outputs("enrich") / "enriched.txt").read_text() == "HELLO"  # from the cache
     assert count(executions) == 4  # nothing ran a second time
 
 

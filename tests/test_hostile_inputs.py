@@ -28,7 +28,7 @@ CASES = {
                        "param name 1 is not text"),
     "image_number": ("steps:\n  a:\n    run: echo\n    image: 5\n", "image 5 is not an image"),
     "unknown_executor": ("steps:\n  a:\n    run: echo\n    executor: foo\n",
-                         "executor='foo' must be 'auto', 'local' or 'dagger'"),
+                         "executor='foo' must be 'auto', 'local', 'dagger' or 'dask'"),
     "bad_retries": ("steps:\n  a:\n    run: echo\n    retries: {max_retries: lots}\n",
                     "max_retries='lots' is not valid"),
     "newline_name": ('steps:\n  "abc\\n":\n    run: echo\n', "step name 'abc\\n' is not valid"),
