@@ -24,11 +24,14 @@ distributed = pytest.importorskip("distributed")
 
 @pytest.fixture(scope="module")
 def cluster():
-    """One LocalCluster for the module: starting one takes seconds."""
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as local:
-        yield local
+    """One LocalCluster for the module: starting one takes seconds. Its workers inherit
+    a secret, as workers started from a notebook inherit the notebook's environment."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DASK_OTHER_TOKEN", "inherited-secret")
+        with distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
+        ) as local:
+            yield local
 
 
 @pytest.fixture
@@ -112,7 +115,9 @@ def test_python_steps_run_in_the_cluster_s_worker_processes(cluster, on_dask):
     assert parent in workers  # the step's process is a child of a dask worker
 
 
-def test_print_output_reaches_the_run_logs_with_secrets_masked(on_dask, monkeypatch):
+def test_print_output_reaches_the_run_logs_with_secrets_masked_and_others_withheld(
+    on_dask, monkeypatch
+):
     monkeypatch.setenv("DASK_TEST_TOKEN", "s3cr3t-value")
 
     def chatty() -> str:
@@ -121,11 +126,12 @@ def test_print_output_reaches_the_run_logs_with_secrets_masked(on_dask, monkeypa
         print("hello from the worker")
         print("token is", os.environ["DASK_TEST_TOKEN"])
         print("a warning", file=sys.stderr)
-        return "done"
+        return os.environ.get("DASK_OTHER_TOKEN", "withheld")
 
     step = Step("chatty", func=chatty, executor="dask", secrets=["DASK_TEST_TOKEN"], cache=False)
-    run = Graph("g", [step]).run()
-    assert run.result("chatty") == "done"
+    other = Step("other", run="true", secrets=["DASK_OTHER_TOKEN"], cache=False)
+    run = Graph("g", [step, other]).run(executor="local")
+    assert run.result("chatty") == "withheld"  # another step's secret, though inherited
     logs = run.logs("chatty")
     assert logs[logs.stream == "stdout"]["line"].tolist() == [
         "hello from the worker", "token is ***"

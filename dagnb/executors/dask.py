@@ -130,6 +130,7 @@ def _payload(task: Task) -> bytes:
         "out_dir": str(task.out_dir),
         "cwd": str(task.base_dir / (step.workdir or "")),
         "env": {**task.env, **task.secrets},
+        "withheld": sorted(task.withheld),  # other steps' secrets, as the local executor
         "is_async": step.is_async,
     }
     try:
@@ -348,6 +349,8 @@ def child_main() -> None:
     for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
         linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
     func, kwargs, spec = cloudpickle.loads(pickled)
+    for name in spec["withheld"]:  # the worker may have inherited them
+        os.environ.pop(name, None)
     os.environ.update(spec["env"])
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
