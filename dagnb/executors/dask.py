@@ -156,9 +156,12 @@ def _dumps(value: Any) -> bytes:
     import cloudpickle
 
     sources: dict[str, list[str]] = {}
+    code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)  # private there
+    if code_reduce is None:
+        return pickle.dumps((cloudpickle.dumps(value), sources))
 
     def reduce_code(code: types.CodeType) -> Any:
-        make, args = cloudpickle.cloudpickle._code_reduce(code)
+        make, args = code_reduce(code)
         sources.setdefault(code.co_filename, linecache.getlines(code.co_filename))
         return make, tuple(code.co_filename if a == "<dynamic-code>" else a for a in args)
 
