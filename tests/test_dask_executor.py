@@ -225,6 +225,19 @@ def test_functions_defined_in_a_notebook_run_on_dask_and_show_their_cell_in_trac
     assert not any("<dynamic-code>" in line for line in lines)
 
 
+def test_a_python_cell_runs_on_dask_and_a_shell_cell_there_is_refused(cluster, shell):
+    from IPython.core.error import UsageError
+
+    dagnb.configure(dask_scheduler=cluster.scheduler_address)
+    shell.run_cell("import os")
+    shell.run_cell_magic("dagger", "where --python --executor dask --outputs v",
+                         "v = os.getpid()\n")
+    dask_executor.close()
+    assert shell.user_ns["v"] != os.getpid()
+    with pytest.raises(UsageError, match="executor='dask' runs Python functions only"):
+        shell.run_cell_magic("dagger", "build --executor dask", "echo hi\n")
+
+
 def test_a_function_that_does_not_pickle_fails_with_the_fix(on_dask):
     lock = threading.Lock()
 

@@ -124,8 +124,9 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--ttl", help="How long the cached result stays valid, such as 1h."),
         ma.argument("--no-cache", action="store_true", help="Never cache this step."),
         ma.argument("--tags", metavar="A,B", help="Labels, for %%dagger run --tags."),
-        ma.argument("--executor", choices=["auto", "local", "dagger"],
-                    help="Where the step runs (default: the executor setting)."),
+        ma.argument("--executor", choices=["auto", "local", "dagger", "dask"],
+                    help="Where the step runs (default: the executor setting); dask "
+                         "takes --python cells only."),
     ]
     for argument in reversed(arguments):
         func = argument(func)
