@@ -153,6 +153,26 @@ def test_a_failing_step_fails_with_its_traceback_tail(on_dask):
     assert lines[-1] == "ValueError: the input is malformed"
 
 
+def test_async_steps_run_and_a_step_that_exits_fails_with_its_exit_code(on_dask):
+    async def fetch() -> int:
+        import asyncio
+
+        await asyncio.sleep(0.01)
+        return 5
+
+    def leave() -> None:
+        import sys
+
+        print("leaving", file=sys.stderr)
+        sys.exit(3)
+
+    run = Graph("g", [Step("fetch", func=fetch, executor="dask", cache=False),
+                      Step("leave", func=leave, executor="dask", cache=False)]).run()
+    assert run.result("fetch") == 5
+    assert run.states()["leave"] == "failed"
+    assert run.status_rows()["leave"]["error"] == "exit code 3: leaving"
+
+
 def test_a_step_past_its_timeout_is_stopped_on_the_worker(on_dask):
     ticks = on_dask / "ticks.txt"
     step = Step("tick", func=ticker(ticks), executor="dask", timeout=1.5, cache=False)
