@@ -266,6 +266,7 @@ def test_the_magic_option_refuses_a_miss_and_the_cell_changes_nothing(shell: Any
     assert _executions(workdir) == []
     shell.run_cell_magic("dagger", "a", f"echo a >> {counter}\n")
     shell.run_line_magic("dagger", "run --cache-mode fail-on-miss")  # all cached: runs
+    wait_for_flushes()  # the hit counts of that run are written after it ends
     before = _tree(workdir / ".dagnb_cache")
     shell.run_line_magic("dagger", "run a --refresh --cache-mode read-only")
     assert _executions(workdir) == ["a", "a"]
