@@ -54,7 +54,7 @@ from dagnb.cache.backend import Item, LocalBackend, Lock, StoreBackend, get_back
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.errors import CacheError
-from dagnb.fingerprint import directory_digest
+from dagnb.fingerprint import directory_digest, path_digest
 from dagnb.model.results import RESULT_FILES, load_result
 from dagnb.model.step import parse_duration
 
@@ -125,13 +125,22 @@ class Entry:
 
     def logs(self) -> list[dict[str, Any]]:
         """The captured log lines: dicts with time, attempt, stream, line."""
+        return list(self.iter_logs())
+
+    def iter_logs(self) -> Iterator[dict[str, Any]]:
+        """:meth:`logs` one line at a time, read as they are asked for: replaying a
+        gigabyte of logs costs one line of memory. Undecodable bytes are replaced and
+        torn lines skipped (a damaged log is not an error)."""
         if self.meta.get("log_lines") == 0:
-            return []
+            return
         try:
-            text = (self.path / "logs.jsonl").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        return [record for record in map(_log_record, text.splitlines()) if record]
+            with open(self.path / "logs.jsonl", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    record = _log_record(line)
+                    if record:
+                        yield record
+        except OSError:  # gone or unreadable: nothing to replay
+            return
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT``."""
@@ -197,6 +206,7 @@ class Store:
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._session_hits: Counter[str] = Counter()
         self._session_misses: Counter[str] = Counter()
+        self._flush_failed = False  # warned once already
         _LIVE.add(self)
 
     @property
@@ -278,6 +288,8 @@ class Store:
             problem = "its out/ directory is missing"
         if problem is None:
             problem = _size_problem(item.path, meta.get("files"))
+        if problem is None:
+            problem = _digest_problem(item.path, meta.get("digests"))
         if problem is not None:
             return self._damaged(step_name, key, problem, item.version, retry)
         entry = Entry(step_name, key, item.path, meta, item.version)
@@ -314,11 +326,15 @@ class Store:
         if item is None:
             return None
         name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
+        _let_owner_in(item.path)
         try:
             self.backend.write(_DAMAGED, name, item.path)
-        except OSError:  # removed meanwhile
+        except OSError:  # removed meanwhile, or it cannot be moved: then it goes
+            with contextlib.suppress(OSError):
+                self.backend.remove(step_name, key)
             return None
-        self.backend.remove(step_name, key)  # what is left of it, if the write copied
+        with contextlib.suppress(OSError):
+            self.backend.remove(step_name, key)  # what is left of it, if the write copied
         return self.location / _DAMAGED / name
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
@@ -424,6 +440,7 @@ class Store:
             "describe": dict(key.describe),
             "output_digest": directory_digest(out, use_stat_cache=False),
             "files": (files := _file_sizes(build)),
+            "digests": _small_digests(build, files),
             "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,
@@ -469,10 +486,18 @@ class Store:
         pending, self._pending = self._pending, {}
         if self.read_only:
             return
-        self._journal.append([
-            {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
-            for (step_name, key), (hits, last_used) in pending.items()
-        ])
+        try:
+            self._journal.append([
+                {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
+                for (step_name, key), (hits, last_used) in pending.items()
+            ])
+        except OSError as exc:  # a full disk, a read-only cache: the entries still serve
+            for where, counts in pending.items():
+                self._pending.setdefault(where, counts)  # a later flush may write them
+            if not self._flush_failed:
+                self._flush_failed = True
+                warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
+                              f"written ({exc}); its entries are still used", stacklevel=2)
 
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
@@ -641,7 +666,15 @@ def _parse_meta(raw: bytes, step_name: str, key: str) -> tuple[dict[str, Any], s
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
     if meta["step"] != step_name or meta["key"] != key:
         return {}, "meta.json belongs to another entry"
+    if not _is_time(meta["created"]) or not (meta["expires"] is None or _is_time(meta["expires"])):
+        return {}, f"its times are not numbers (expires {meta['expires']!r})"
+    if not isinstance(meta["output_digest"], str):
+        return {}, "its output digest is not text"
     return meta, None
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _log_record(line: str) -> dict[str, Any] | None:
@@ -681,6 +714,40 @@ def _size_problem(root: Path, files: Any) -> str | None:
         if actual != size:
             return f"its file {relative} is {actual} bytes, not the {size} it was saved with"
     return None
+
+
+DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
+
+
+def _small_digests(root: Path, sizes: Mapping[str, int]) -> dict[str, str]:
+    """Content digests of an entry's small files (``result.json``, ``logs.jsonl``, small
+    outputs): cheap to check on a hit, and what catches same-size edits there."""
+    return {
+        relative: path_digest(root / relative, use_stat_cache=False)
+        for relative, size in sizes.items()
+        if size <= DIGEST_LIMIT
+    }
+
+
+def _digest_problem(root: Path, digests: Any) -> str | None:
+    """Which small file no longer has the content it was saved with, or None."""
+    if not isinstance(digests, dict):
+        return None  # an entry saved before digests were recorded
+    for relative, digest in digests.items():
+        try:
+            if path_digest(root / relative, use_stat_cache=False) != digest:
+                return f"its file {relative} was changed since it was saved"
+        except OSError:
+            return f"its file {relative} cannot be read"
+    return None
+
+
+def _let_owner_in(folder: Path) -> None:
+    """Give back the owner's access to an entry whose mode was changed (``chmod 000``),
+    so it can be moved aside; a folder of someone else stays as it is."""
+    with contextlib.suppress(OSError):
+        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            os.chmod(folder, 0o700)
 
 
 def _write_meta(path: Path, data: bytes) -> None:

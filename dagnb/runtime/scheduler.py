@@ -230,7 +230,7 @@ class Scheduler:
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
-        for line in entry.logs():
+        for line in entry.iter_logs():
             self._emit(
                 "log",
                 name,
