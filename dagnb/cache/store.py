@@ -396,18 +396,21 @@ class Store:
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
+        out = Path(out_dir)
         build = self._new_folder(".tmp-")
         try:
-            shutil.move(os.fspath(out_dir), build / "out")
-            logs = list(logs)
-            _write_logs(build / "logs.jsonl", logs)
-            meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
-            meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
+            # Everything but the outputs first: a full disk then fails here, and the
+            # outputs are still where the step wrote them (the run folder).
+            count = _write_logs(build / "logs.jsonl", logs)
+            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
+            meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
                 meta["provenance"] = dict(provenance)
             _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
+            shutil.move(os.fspath(out), build / "out")
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
+            _put_back(build / "out", out)
             shutil.rmtree(build, ignore_errors=True)
             raise
         self._forget(step_name, step_key.digest)
@@ -421,13 +424,16 @@ class Store:
         step_name: str,
         key: StepKey,
         build: Path,
+        out: Path,
         exit_code: int,
         duration_s: float,
         ttl: float | str | None,
     ) -> dict[str, Any]:
+        """The metadata of an entry assembled in ``build``, whose outputs, still in
+        ``out``, will be its ``out/``."""
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        out = build / "out"
+        files = {**_file_sizes(build), **_file_sizes(out, "out")}
         return {
             "format": STORE_FORMAT,
             "step": step_name,
@@ -439,8 +445,8 @@ class Store:
             "components": dict(key.components),
             "describe": dict(key.describe),
             "output_digest": directory_digest(out, use_stat_cache=False),
-            "files": (files := _file_sizes(build)),
-            "digests": _small_digests(build, files),
+            "files": files,
+            "digests": _small_digests(build, out, files),
             "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,
@@ -686,14 +692,22 @@ def _log_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _file_sizes(root: Path) -> dict[str, int]:
-    """Every file of an entry (relative path -> bytes), what a hit checks it against."""
+def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
+    """Every file under ``root`` (``prefix/`` + relative path -> bytes), what a hit
+    checks the entry's files against."""
     sizes = {}
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            sizes[os.path.relpath(path, root)] = os.stat(path).st_size
+            sizes[os.path.join(prefix, os.path.relpath(path, root))] = os.stat(path).st_size
     return sizes
+
+
+def _put_back(moved: Path, out: Path) -> None:
+    """After a failed save, return the outputs to where the step wrote them."""
+    if os.path.isdir(moved) and not os.path.exists(out):
+        with contextlib.suppress(OSError):
+            shutil.move(os.fspath(moved), out)
 
 
 def _size_problem(root: Path, files: Any) -> str | None:
@@ -719,11 +733,16 @@ def _size_problem(root: Path, files: Any) -> str | None:
 DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
 
 
-def _small_digests(root: Path, sizes: Mapping[str, int]) -> dict[str, str]:
+def _small_digests(build: Path, out: Path, sizes: Mapping[str, int]) -> dict[str, str]:
     """Content digests of an entry's small files (``result.json``, ``logs.jsonl``, small
-    outputs): cheap to check on a hit, and what catches same-size edits there."""
+    outputs), read from ``build`` and (for ``out/...``) from ``out``: cheap to check on
+    a hit, and what catches same-size edits there."""
+    def where(relative: str) -> Path:
+        head, _, rest = relative.partition(os.sep)
+        return out / rest if head == "out" and rest else build / relative
+
     return {
-        relative: path_digest(root / relative, use_stat_cache=False)
+        relative: path_digest(where(relative), use_stat_cache=False)
         for relative, size in sizes.items()
         if size <= DIGEST_LIMIT
     }
@@ -754,10 +773,21 @@ def _write_meta(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> int:
+    """Write the lines as they come (never all in memory); how many. No lines, no file:
+    a silent step's entry costs one inode less."""
+    count = 0
+    handle = None
+    try:
         for record in logs:
+            if handle is None:
+                handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
             handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if handle is not None:
+            handle.close()
+    return count
 
 
 def _children(folder: Path) -> list[Path]:
