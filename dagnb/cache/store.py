@@ -100,6 +100,11 @@ class Entry:
         """The directory of the step's output files."""
         return self.path / "out"
 
+    @property
+    def log_file(self) -> Path:
+        """The file of the captured lines (absent when the step printed nothing)."""
+        return self.path / "logs.jsonl"
+
     @functools.cached_property
     def _out_text(self) -> str:
         return f"{self.path}/out"  # a str: checked on every hit, Path costs two calls
@@ -368,7 +373,7 @@ class Store:
         key: StepKey | str,
         *,
         out_dir: str | os.PathLike[str],
-        logs: Iterable[Mapping[str, Any]] = (),
+        logs: Iterable[Mapping[str, Any]] | os.PathLike[str] = (),
         exit_code: int = 0,
         duration_s: float = 0.0,
         ttl: float | str | None = None,
@@ -384,7 +389,8 @@ class Store:
             The step's output directory; it is *moved* (renamed when on the same
             filesystem) into the entry, so it no longer exists afterwards.
         logs
-            Captured lines, already masked: dicts with time, attempt, stream, line.
+            Captured lines, already masked: dicts with time, attempt, stream, line; or
+            a file of them, one JSON object a line, *moved* into the entry.
         exit_code, duration_s
             How the run ended and how long it took.
         ttl
@@ -401,7 +407,10 @@ class Store:
         try:
             # Everything but the outputs first: a full disk then fails here, and the
             # outputs are still where the step wrote them (the run folder).
-            count = _write_logs(build / "logs.jsonl", logs)
+            if isinstance(logs, os.PathLike):
+                count = _move_logs(Path(logs), build / "logs.jsonl")
+            else:
+                count = _write_logs(build / "logs.jsonl", logs)
             meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
@@ -411,6 +420,8 @@ class Store:
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
             _put_back(build / "out", out)
+            if isinstance(logs, os.PathLike):
+                _put_back(build / "logs.jsonl", Path(logs))
             shutil.rmtree(build, ignore_errors=True)
             raise
         self._forget(step_name, step_key.digest)
@@ -705,7 +716,7 @@ def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
 
 def _put_back(moved: Path, out: Path) -> None:
     """After a failed save, return the outputs to where the step wrote them."""
-    if os.path.isdir(moved) and not os.path.exists(out):
+    if os.path.exists(moved) and not os.path.exists(out):
         with contextlib.suppress(OSError):
             shutil.move(os.fspath(moved), out)
 
@@ -788,6 +799,18 @@ def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> int:
         if handle is not None:
             handle.close()
     return count
+
+
+def _move_logs(source: Path, target: Path) -> int:
+    """Move a file of log records into an entry (a rename); how many lines it has."""
+    if not source.exists() or source.stat().st_size == 0:
+        return 0
+    shutil.move(os.fspath(source), target)
+    lines = 0
+    with open(target, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines
 
 
 def _children(folder: Path) -> list[Path]:
