@@ -895,7 +895,13 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
         digest = _file_digest(absolute, st, use_stat_cache)
     else:
         h = new_hasher()
-        _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""})
+        try:
+            _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""})
+        except _TooDeep:
+            raise FingerprintError(
+                f"folder {absolute!r} nests more than {MAX_DEPTH} levels deep; dagnb walks "
+                f"at most {MAX_DEPTH} (use a shallower folder)"
+            ) from None
         digest = h.hexdigest()
     if use_stat_cache:
         flush_stat_cache()
@@ -909,6 +915,10 @@ def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = Tru
     return path_digest(path, use_stat_cache=use_stat_cache)
 
 
+class _TooDeep(Exception):
+    """Raised by the walk past ``MAX_DEPTH``; :func:`path_digest` names the root."""
+
+
 def _feed_directory(
     h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str]
 ) -> None:
@@ -917,10 +927,7 @@ def _feed_directory(
     then only as a link to where it was first seen; trees deeper than ``MAX_DEPTH`` are
     refused."""
     if rel.count("/") >= MAX_DEPTH:
-        raise FingerprintError(
-            f"folder {root!r} is more than {MAX_DEPTH} levels deep; dagnb does not walk "
-            "deeper (mount a shallower folder)"
-        )
+        raise _TooDeep
     h.update(b"D%d:%s" % (len(rel), os.fsencode(rel)))
     with os.scandir(root) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
