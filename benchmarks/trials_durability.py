@@ -253,6 +253,7 @@ def _inodes(folder: Path) -> None:
 # ---------------------------------------------------------------- damage
 
 def trial_damage() -> None:
+    from dagnb.cache.steps import wait_for_flushes
     from dagnb.testing import isolated
 
     damage = _test_module("test_cache_damage")
@@ -266,6 +267,7 @@ def trial_damage() -> None:
                 warnings.simplefilter("always")
                 try:
                     run = damage._graph().run(executor="local")
+                    wait_for_flushes()  # before the folder goes
                     bad = (run.result("value") != {"n": 1}
                            or (run.outputs("make") / "a.txt").read_text() != "hello"
                            or run.logs("use")["line"].tolist() != ["hello"])
@@ -436,7 +438,7 @@ from dagnb import Graph, Step
 dagnb.configure(cache_directory=sys.argv[1])
 mb, width = int(sys.argv[2]), int(sys.argv[3])
 fold = f" | fold -w {width - 1}" if width else ""  # width 0: one line
-step = Step("big", run=f"head -c {mb}000000 /dev/zero | tr '\\\\\\\\0' x" + fold)
+step = Step("big", run=f"head -c {mb}000000 /dev/zero | tr '\\\\0' x" + fold)
 run = Graph("big", [step]).run(executor="local")
 lines = sum(1 for _ in run.logs("big", tail=1)["line"])
 print(run.states()["big"], lines)

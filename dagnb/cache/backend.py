@@ -13,7 +13,7 @@ Layout of the local backend::
 
     <root>/<step>/<key>/meta.json         the entry's metadata (written once)
     <root>/<step>/<key>/out/              the step's output files, result.json / result.pkl
-    <root>/<step>/<key>/logs.jsonl        captured log lines
+    <root>/<step>/<key>/logs.jsonl        captured log lines (none for a silent step)
     <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
     <root>/.locks/<step>/<key>.lock       per-key inter-process locks

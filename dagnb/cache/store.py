@@ -2,11 +2,14 @@
 
 Life cycle of an entry: the runner gets a fresh output directory
 (:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
-which moves it into a temporary entry directory, writes the metadata (with each file's
-size) and has the backend put the whole into place: a reader sees a whole entry or none.
-Nothing is fsync'ed: a crash or power loss may tear a file of a finished entry, and a
-lookup then finds a size that differs from the recorded one and treats the entry as
-damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every file.
+which writes the logs and the metadata (each file's size, and the digest of each file
+up to ``DIGEST_LIMIT``) into a temporary entry directory, only then moves the outputs in
+(so a full disk leaves them where the step wrote them), and has the backend put the
+whole into place: a reader sees a whole entry or none. Nothing is fsync'ed: a crash or
+power loss may tear a file of a finished entry, and the first lookup in a process then
+finds a size or a small file's digest that differs from the recorded one and treats the
+entry as damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every
+file.
 :meth:`Store.lookup` is the hot path of a cached re-run: one backend read (one ``stat``
 on the local backend) and dictionary hits while the entry is unchanged. A damaged entry
 is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
