@@ -62,6 +62,7 @@ __all__ = [
 
 _ALGORITHM = "xxh3_128"
 CHUNK_SIZE = 1 << 20
+MAX_DEPTH = 256  # folders nested deeper are refused by the directory walk
 # A file modified within this window of being hashed may change again without its
 # mtime moving (coarse filesystem clocks, 2 s on FAT/some NFS): such entries are re-hashed.
 RACY_WINDOW_NS = 2_000_000_000
@@ -870,7 +871,9 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
     """Hex digest of a file's content, or of a directory tree.
 
     A directory's digest covers every relative name (files, subdirectories, empty ones
-    too) with each file's content digest, in sorted order. Symlinks are followed.
+    too) with each file's content digest, in sorted order. Symlinks are followed, and
+    each folder (by device and inode) is walked once: a symlink loop or many links to
+    one folder cost nothing more. Trees deeper than ``MAX_DEPTH`` are refused.
 
     Parameters
     ----------
@@ -883,6 +886,8 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
     ------
     FileNotFoundError
         ``path`` does not exist.
+    FingerprintError
+        The tree is more than ``MAX_DEPTH`` folders deep.
     """
     absolute = os.path.abspath(os.fspath(path))
     st = os.stat(absolute)
@@ -890,7 +895,13 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
         digest = _file_digest(absolute, st, use_stat_cache)
     else:
         h = new_hasher()
-        _feed_directory(h, absolute, "", use_stat_cache, {os.path.realpath(absolute)})
+        try:
+            _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""})
+        except _TooDeep:
+            raise FingerprintError(
+                f"folder {absolute!r} nests more than {MAX_DEPTH} levels deep; dagnb walks "
+                f"at most {MAX_DEPTH} (use a shallower folder)"
+            ) from None
         digest = h.hexdigest()
     if use_stat_cache:
         flush_stat_cache()
@@ -904,7 +915,19 @@ def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = Tru
     return path_digest(path, use_stat_cache=use_stat_cache)
 
 
-def _feed_directory(h: Any, root: str, rel: str, use_cache: bool, visiting: set[str]) -> None:
+class _TooDeep(Exception):
+    """Raised by the walk past ``MAX_DEPTH``; :func:`path_digest` names the root."""
+
+
+def _feed_directory(
+    h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str]
+) -> None:
+    """Feed one folder's tree. A folder reached again through a symlink (a loop, or two
+    links to one folder: a "DAG" that would double the work per level) is fed once,
+    then only as a link to where it was first seen; trees deeper than ``MAX_DEPTH`` are
+    refused."""
+    if rel.count("/") >= MAX_DEPTH:
+        raise _TooDeep
     h.update(b"D%d:%s" % (len(rel), os.fsencode(rel)))
     with os.scandir(root) as scan:
         entries = sorted(scan, key=lambda entry: entry.name)
@@ -912,11 +935,12 @@ def _feed_directory(h: Any, root: str, rel: str, use_cache: bool, visiting: set[
         name = f"{rel}/{entry.name}" if rel else entry.name
         raw = os.fsencode(name)
         if entry.is_dir():
-            real = os.path.realpath(entry.path)
-            if real in visiting:  # a symlink loop
-                h.update(b"L%d:%s" % (len(raw), raw))
+            st = entry.stat()
+            first = seen.setdefault((st.st_dev, st.st_ino), name)
+            if first != name:  # seen before: a symlink loop or a second link
+                h.update(b"L%d:%s>%s" % (len(raw), raw, os.fsencode(first)))
                 continue
-            _feed_directory(h, entry.path, name, use_cache, visiting | {real})
+            _feed_directory(h, entry.path, name, use_cache, seen)
         elif entry.is_file():
             digest = _file_digest(entry.path, entry.stat(), use_cache)
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))

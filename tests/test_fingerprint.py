@@ -309,6 +309,49 @@ def test_file_digest_follows_symlinks(tmp_path):
         path_digest(tmp_path / "missing")
 
 
+def _symlink_dag(root: Path, levels: int) -> Path:
+    """``levels`` folders, each holding two links to the next: 2**levels paths."""
+    root.mkdir()
+    (root / f"d{levels}").mkdir()
+    (root / f"d{levels}" / "leaf.txt").write_text("leaf")
+    for level in range(levels - 1, -1, -1):
+        (root / f"d{level}").mkdir()
+        for link in ("a", "b"):
+            (root / f"d{level}" / link).symlink_to(root / f"d{level + 1}")
+    return root / "d0"
+
+
+def test_a_symlink_dag_is_walked_once_per_folder(tmp_path):
+    import time
+
+    top = _symlink_dag(tmp_path / "dag", 18)
+    started = time.perf_counter()
+    first = directory_digest(top)
+    assert time.perf_counter() - started < 2
+    (tmp_path / "dag" / "d18" / "leaf.txt").write_text("LEAF")
+    assert directory_digest(top) != first  # still covers what the links reach
+
+
+def test_a_symlink_loop_is_walked_once_and_a_retarget_counts(tmp_path):
+    (tmp_path / "t" / "sub").mkdir(parents=True)
+    (tmp_path / "t" / "sub" / "x.txt").write_text("x")
+    (tmp_path / "t" / "sub" / "up").symlink_to(tmp_path / "t")
+    (tmp_path / "other").mkdir()
+    first = directory_digest(tmp_path / "t")
+    (tmp_path / "t" / "sub" / "up").unlink()
+    (tmp_path / "t" / "sub" / "up").symlink_to(tmp_path / "t" / "sub")
+    assert directory_digest(tmp_path / "t") != first
+
+
+def test_a_tree_deeper_than_the_limit_is_one_error_naming_it(tmp_path):
+    deep = tmp_path / "deep"
+    os.makedirs(os.path.join(deep, *["d"] * (fingerprint.MAX_DEPTH + 5)))
+    with pytest.raises(FingerprintError, match=r"deep.* nests more than 256 levels deep"):
+        directory_digest(deep)
+    os.makedirs(os.path.join(tmp_path / "ok", *["d"] * 200))
+    directory_digest(tmp_path / "ok")
+
+
 def test_stat_cache_rechecks_an_unchanged_tree_without_reading(tmp_path, monkeypatch):
     stat_file = tmp_path / "cache" / "stat-cache.json"
     fingerprint.configure_stat_cache(stat_file)

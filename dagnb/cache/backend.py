@@ -13,7 +13,7 @@ Layout of the local backend::
 
     <root>/<step>/<key>/meta.json         the entry's metadata (written once)
     <root>/<step>/<key>/out/              the step's output files, result.json / result.pkl
-    <root>/<step>/<key>/logs.jsonl        captured log lines
+    <root>/<step>/<key>/logs.jsonl        captured log lines (none for a silent step)
     <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
     <root>/.locks/<step>/<key>.lock       per-key inter-process locks
@@ -44,6 +44,7 @@ __all__ = [
     "Stamp",
     "StoreBackend",
     "get_backend",
+    "make_folder",
     "register_backend",
 ]
 
@@ -152,6 +153,24 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def make_folder(path: Path) -> Path:
+    """``mkdir -p path``, moving aside a *file* found where a folder of the cache must be
+    (``.runs``, ``.access``, ``.damaged``, a step's folder): renamed to
+    ``<name>.not-a-folder-<id>`` next to it, kept for whoever put it there, so the cache
+    repairs itself instead of failing on every run."""
+    for _attempt in range(3):
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            return path
+        except (FileExistsError, NotADirectoryError):
+            blocker = next((p for p in (path, *path.parents) if p.is_file()), None)
+            if blocker is None:
+                continue  # a folder appeared meanwhile: try again
+            with contextlib.suppress(FileNotFoundError):
+                os.rename(blocker, blocker.with_name(
+                    f"{blocker.name}.not-a-folder-{uuid.uuid4().hex[:8]}"))
+    path.mkdir(parents=True, exist_ok=True)  # the error of the last try, if it fails
+    return path
 
 
 class LocalBackend(StoreBackend):
@@ -178,7 +197,8 @@ class LocalBackend(StoreBackend):
         folder = f"{self._root_text}/{step}/{key}"
         try:
             stamp = _stamp(os.stat(f"{folder}/meta.json"))
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            # PermissionError: a folder whose mode was changed, damaged to us
             return self._without_meta(step, key, folder)
         known = self._read.get((step, key))
         if known is not None and known.version == stamp:
@@ -188,16 +208,20 @@ class LocalBackend(StoreBackend):
                 item = Item(Path(folder), handle.read(), _stamp(os.fstat(handle.fileno())))
         except (FileNotFoundError, NotADirectoryError):  # removed since the stat
             return self._without_meta(step, key, folder)
+        except OSError:  # a folder named meta.json, a file we may not read: damaged
+            return self._without_meta(step, key, folder, stamp)
         self._read[(step, key)] = item
         return item
 
-    def _without_meta(self, step: str, key: str, folder: str) -> Item | None:
+    def _without_meta(
+        self, step: str, key: str, folder: str, version: Hashable = None
+    ) -> Item | None:
         self._read.pop((step, key), None)
-        return Item(Path(folder), None, None) if os.path.isdir(folder) else None
+        return Item(Path(folder), None, version) if os.path.isdir(folder) else None
 
     def write(self, step: str, key: str, folder: Path) -> None:
         target = self.root / step / key
-        target.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(target.parent)
         aside: list[Path] = []
         for _attempt in range(5):  # another process may write the same key meanwhile
             try:
@@ -240,7 +264,7 @@ class LocalBackend(StoreBackend):
 
     def lock(self, step: str, key: str, timeout: float = -1) -> filelock.FileLock:
         path = self.root / ".locks" / step / f"{key}.lock"
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_folder(path.parent)
         # preserve_lock_file: unlinking on release races with a waiter holding the old inode.
         return filelock.FileLock(
             str(path), timeout=timeout, thread_local=False, preserve_lock_file=True
@@ -248,8 +272,7 @@ class LocalBackend(StoreBackend):
 
     def _scratch(self, prefix: str) -> Path:
         """A fresh name under ``.scratch`` (same filesystem: a rename moves it there)."""
-        scratch = self.root / ".scratch"
-        scratch.mkdir(exist_ok=True)
+        scratch = make_folder(self.root / ".scratch")
         return scratch / f"{prefix}{uuid.uuid4().hex}"
 
 

@@ -2,11 +2,14 @@
 
 Life cycle of an entry: the runner gets a fresh output directory
 (:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
-which moves it into a temporary entry directory, writes the metadata (with each file's
-size) and has the backend put the whole into place: a reader sees a whole entry or none.
-Nothing is fsync'ed: a crash or power loss may tear a file of a finished entry, and a
-lookup then finds a size that differs from the recorded one and treats the entry as
-damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every file.
+which writes the logs and the metadata (each file's size, and the digest of each file
+up to ``DIGEST_LIMIT``) into a temporary entry directory, only then moves the outputs in
+(so a full disk leaves them where the step wrote them), and has the backend put the
+whole into place: a reader sees a whole entry or none. Nothing is fsync'ed: a crash or
+power loss may tear a file of a finished entry, and the first lookup in a process then
+finds a size or a small file's digest that differs from the recorded one and treats the
+entry as damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every
+file.
 :meth:`Store.lookup` is the hot path of a cached re-run: one backend read (one ``stat``
 on the local backend) and dictionary hits while the entry is unchanged. A damaged entry
 is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
@@ -54,7 +57,7 @@ from dagnb.cache.backend import Item, LocalBackend, Lock, StoreBackend, get_back
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.errors import CacheError
-from dagnb.fingerprint import directory_digest
+from dagnb.fingerprint import directory_digest, path_digest
 from dagnb.model.results import RESULT_FILES, load_result
 from dagnb.model.step import parse_duration
 
@@ -100,6 +103,11 @@ class Entry:
         """The directory of the step's output files."""
         return self.path / "out"
 
+    @property
+    def log_file(self) -> Path:
+        """The file of the captured lines (absent when the step printed nothing)."""
+        return self.path / "logs.jsonl"
+
     @functools.cached_property
     def _out_text(self) -> str:
         return f"{self.path}/out"  # a str: checked on every hit, Path costs two calls
@@ -125,13 +133,22 @@ class Entry:
 
     def logs(self) -> list[dict[str, Any]]:
         """The captured log lines: dicts with time, attempt, stream, line."""
+        return list(self.iter_logs())
+
+    def iter_logs(self) -> Iterator[dict[str, Any]]:
+        """:meth:`logs` one line at a time, read as they are asked for: replaying a
+        gigabyte of logs costs one line of memory. Undecodable bytes are replaced and
+        torn lines skipped (a damaged log is not an error)."""
         if self.meta.get("log_lines") == 0:
-            return []
+            return
         try:
-            text = (self.path / "logs.jsonl").read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return []
-        return [record for record in map(_log_record, text.splitlines()) if record]
+            with open(self.path / "logs.jsonl", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    record = _log_record(line)
+                    if record:
+                        yield record
+        except OSError:  # gone or unreadable: nothing to replay
+            return
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT``."""
@@ -197,6 +214,7 @@ class Store:
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._session_hits: Counter[str] = Counter()
         self._session_misses: Counter[str] = Counter()
+        self._flush_failed = False  # warned once already
         _LIVE.add(self)
 
     @property
@@ -278,6 +296,8 @@ class Store:
             problem = "its out/ directory is missing"
         if problem is None:
             problem = _size_problem(item.path, meta.get("files"))
+        if problem is None:
+            problem = _digest_problem(item.path, meta.get("digests"))
         if problem is not None:
             return self._damaged(step_name, key, problem, item.version, retry)
         entry = Entry(step_name, key, item.path, meta, item.version)
@@ -314,11 +334,15 @@ class Store:
         if item is None:
             return None
         name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
+        _let_owner_in(item.path)
         try:
             self.backend.write(_DAMAGED, name, item.path)
-        except OSError:  # removed meanwhile
+        except OSError:  # removed meanwhile, or it cannot be moved: then it goes
+            with contextlib.suppress(OSError):
+                self.backend.remove(step_name, key)
             return None
-        self.backend.remove(step_name, key)  # what is left of it, if the write copied
+        with contextlib.suppress(OSError):
+            self.backend.remove(step_name, key)  # what is left of it, if the write copied
         return self.location / _DAMAGED / name
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
@@ -352,7 +376,7 @@ class Store:
         key: StepKey | str,
         *,
         out_dir: str | os.PathLike[str],
-        logs: Iterable[Mapping[str, Any]] = (),
+        logs: Iterable[Mapping[str, Any]] | os.PathLike[str] = (),
         exit_code: int = 0,
         duration_s: float = 0.0,
         ttl: float | str | None = None,
@@ -368,7 +392,8 @@ class Store:
             The step's output directory; it is *moved* (renamed when on the same
             filesystem) into the entry, so it no longer exists afterwards.
         logs
-            Captured lines, already masked: dicts with time, attempt, stream, line.
+            Captured lines, already masked: dicts with time, attempt, stream, line; or
+            a file of them, one JSON object a line, *moved* into the entry.
         exit_code, duration_s
             How the run ended and how long it took.
         ttl
@@ -380,18 +405,26 @@ class Store:
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
+        out = Path(out_dir)
         build = self._new_folder(".tmp-")
         try:
-            shutil.move(os.fspath(out_dir), build / "out")
-            logs = list(logs)
-            _write_logs(build / "logs.jsonl", logs)
-            meta = self._new_meta(step_name, step_key, build, exit_code, duration_s, ttl)
-            meta["log_lines"] = len(logs)  # a hit on a silent step then opens no file
+            # Everything but the outputs first: a full disk then fails here, and the
+            # outputs are still where the step wrote them (the run folder).
+            if isinstance(logs, os.PathLike):
+                count = _move_logs(Path(logs), build / "logs.jsonl")
+            else:
+                count = _write_logs(build / "logs.jsonl", logs)
+            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
+            meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
                 meta["provenance"] = dict(provenance)
             _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
+            shutil.move(os.fspath(out), build / "out")
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
+            _put_back(build / "out", out)
+            if isinstance(logs, os.PathLike):
+                _put_back(build / "logs.jsonl", Path(logs))
             shutil.rmtree(build, ignore_errors=True)
             raise
         self._forget(step_name, step_key.digest)
@@ -405,13 +438,16 @@ class Store:
         step_name: str,
         key: StepKey,
         build: Path,
+        out: Path,
         exit_code: int,
         duration_s: float,
         ttl: float | str | None,
     ) -> dict[str, Any]:
+        """The metadata of an entry assembled in ``build``, whose outputs, still in
+        ``out``, will be its ``out/``."""
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        out = build / "out"
+        files = {**_file_sizes(build), **_file_sizes(out, "out")}
         return {
             "format": STORE_FORMAT,
             "step": step_name,
@@ -423,7 +459,8 @@ class Store:
             "components": dict(key.components),
             "describe": dict(key.describe),
             "output_digest": directory_digest(out, use_stat_cache=False),
-            "files": (files := _file_sizes(build)),
+            "files": files,
+            "digests": _small_digests(build, out, files),
             "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,
@@ -469,10 +506,18 @@ class Store:
         pending, self._pending = self._pending, {}
         if self.read_only:
             return
-        self._journal.append([
-            {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
-            for (step_name, key), (hits, last_used) in pending.items()
-        ])
+        try:
+            self._journal.append([
+                {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
+                for (step_name, key), (hits, last_used) in pending.items()
+            ])
+        except OSError as exc:  # a full disk, a read-only cache: the entries still serve
+            for where, counts in pending.items():
+                self._pending.setdefault(where, counts)  # a later flush may write them
+            if not self._flush_failed:
+                self._flush_failed = True
+                warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
+                              f"written ({exc}); its entries are still used", stacklevel=2)
 
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
@@ -641,7 +686,15 @@ def _parse_meta(raw: bytes, step_name: str, key: str) -> tuple[dict[str, Any], s
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
     if meta["step"] != step_name or meta["key"] != key:
         return {}, "meta.json belongs to another entry"
+    if not _is_time(meta["created"]) or not (meta["expires"] is None or _is_time(meta["expires"])):
+        return {}, f"its times are not numbers (expires {meta['expires']!r})"
+    if not isinstance(meta["output_digest"], str):
+        return {}, "its output digest is not text"
     return meta, None
+
+
+def _is_time(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
 def _log_record(line: str) -> dict[str, Any] | None:
@@ -653,14 +706,22 @@ def _log_record(line: str) -> dict[str, Any] | None:
     return record if isinstance(record, dict) else None
 
 
-def _file_sizes(root: Path) -> dict[str, int]:
-    """Every file of an entry (relative path -> bytes), what a hit checks it against."""
+def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
+    """Every file under ``root`` (``prefix/`` + relative path -> bytes), what a hit
+    checks the entry's files against."""
     sizes = {}
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            sizes[os.path.relpath(path, root)] = os.stat(path).st_size
+            sizes[os.path.join(prefix, os.path.relpath(path, root))] = os.stat(path).st_size
     return sizes
+
+
+def _put_back(moved: Path, out: Path) -> None:
+    """After a failed save, return the outputs to where the step wrote them."""
+    if os.path.exists(moved) and not os.path.exists(out):
+        with contextlib.suppress(OSError):
+            shutil.move(os.fspath(moved), out)
 
 
 def _size_problem(root: Path, files: Any) -> str | None:
@@ -683,14 +744,76 @@ def _size_problem(root: Path, files: Any) -> str | None:
     return None
 
 
+DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
+
+
+def _small_digests(build: Path, out: Path, sizes: Mapping[str, int]) -> dict[str, str]:
+    """Content digests of an entry's small files (``result.json``, ``logs.jsonl``, small
+    outputs), read from ``build`` and (for ``out/...``) from ``out``: cheap to check on
+    a hit, and what catches same-size edits there."""
+    def where(relative: str) -> Path:
+        head, _, rest = relative.partition(os.sep)
+        return out / rest if head == "out" and rest else build / relative
+
+    return {
+        relative: path_digest(where(relative), use_stat_cache=False)
+        for relative, size in sizes.items()
+        if size <= DIGEST_LIMIT
+    }
+
+
+def _digest_problem(root: Path, digests: Any) -> str | None:
+    """Which small file no longer has the content it was saved with, or None."""
+    if not isinstance(digests, dict):
+        return None  # an entry saved before digests were recorded
+    for relative, digest in digests.items():
+        try:
+            if path_digest(root / relative, use_stat_cache=False) != digest:
+                return f"its file {relative} was changed since it was saved"
+        except OSError:
+            return f"its file {relative} cannot be read"
+    return None
+
+
+def _let_owner_in(folder: Path) -> None:
+    """Give back the owner's access to an entry whose mode was changed (``chmod 000``),
+    so it can be moved aside; a folder of someone else stays as it is."""
+    with contextlib.suppress(OSError):
+        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
+            os.chmod(folder, 0o700)
+
+
 def _write_meta(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
+def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> int:
+    """Write the lines as they come (never all in memory); how many. No lines, no file:
+    a silent step's entry costs one inode less."""
+    count = 0
+    handle = None
+    try:
         for record in logs:
+            if handle is None:
+                handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
             handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
+            count += 1
+    finally:
+        if handle is not None:
+            handle.close()
+    return count
+
+
+def _move_logs(source: Path, target: Path) -> int:
+    """Move a file of log records into an entry (a rename); how many lines it has."""
+    if not source.exists() or source.stat().st_size == 0:
+        return 0
+    shutil.move(os.fspath(source), target)
+    lines = 0
+    with open(target, "rb") as handle:
+        while block := handle.read(1 << 20):
+            lines += block.count(b"\n")
+    return lines
 
 
 def _children(folder: Path) -> list[Path]:

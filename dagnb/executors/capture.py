@@ -37,19 +37,25 @@ class _StepBuffer:
     def __init__(self, sink: LineSink, context: object = None) -> None:
         self.sink = sink
         self.context = context
-        self.partial = {"stdout": "", "stderr": ""}
+        # the unfinished line of each stream, in pieces: joined once it ends, so a long
+        # line written a bit at a time costs linear time, not quadratic
+        self.partial: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
     def write(self, stream: str, text: str) -> None:
-        lines = (self.partial[stream] + text).split("\n")
-        self.partial[stream] = lines.pop()
+        if "\n" not in text:
+            self.partial[stream].append(text)
+            return
+        lines = text.split("\n")
+        lines[0] = "".join([*self.partial[stream], lines[0]])
+        self.partial[stream] = [lines.pop()]
         for line in lines:
             self.sink(stream, line)
 
     def flush_partial(self) -> None:
-        for stream, rest in self.partial.items():
-            if rest:
+        for stream, pieces in self.partial.items():
+            if rest := "".join(pieces):
                 self.sink(stream, rest)
-        self.partial = {"stdout": "", "stderr": ""}
+        self.partial = {"stdout": [], "stderr": []}
 
 
 class _RoutingStream:

@@ -192,14 +192,18 @@ async def _pump(reader: asyncio.StreamReader | None, stream: str, task: Task) ->
     """Forward complete lines as they come; long lines are not a problem."""
     if reader is None:
         return
-    pending = b""
+    pending: list[bytes] = []  # the line so far, in chunks: joined once, so linear
     while chunk := await reader.read(_CHUNK):
-        lines = (pending + chunk).split(b"\n")
-        pending = lines.pop()
+        if b"\n" not in chunk:
+            pending.append(chunk)
+            continue
+        lines = chunk.split(b"\n")
+        lines[0] = b"".join([*pending, lines[0]])
+        pending = [lines.pop()]
         for line in lines:
             task.log(stream, line.decode("utf-8", "replace"))
-    if pending:
-        task.log(stream, pending.decode("utf-8", "replace"))
+    if rest := b"".join(pending):
+        task.log(stream, rest.decode("utf-8", "replace"))
 
 
 async def _kill_group(process: asyncio.subprocess.Process) -> None:

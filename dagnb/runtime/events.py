@@ -3,15 +3,33 @@
 The status table, the log table, the history and the widgets are views of this log;
 they compute nothing of their own. Events are appended from the runner's event loop
 and read from any thread (appending to a list is atomic in CPython).
+
+Memory stays bounded whatever a step prints: the log keeps the first
+``LOG_LINES_KEPT`` lines (and at most ``LOG_BYTES_KEPT`` of text) of each step; later
+lines still reach the listeners (the live views) but are only counted
+(:meth:`EventLog.spilled`). Every line is also in the step's log file on disk, which is
+where :meth:`~dagnb.Run.logs` reads a step whose lines were not all kept.
 """
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-__all__ = ["STATES", "TERMINAL_STATES", "Event", "EventLog", "Listener"]
+__all__ = [
+    "LOG_BYTES_KEPT",
+    "LOG_LINES_KEPT",
+    "STATES",
+    "TERMINAL_STATES",
+    "Event",
+    "EventLog",
+    "Listener",
+]
+
+LOG_LINES_KEPT = 10_000  # log lines of one step kept in memory
+LOG_BYTES_KEPT = 1 << 20  # ... and characters of them
 
 STATES = (
     "pending",
@@ -43,20 +61,39 @@ Listener = Callable[[Event], None]
 class EventLog:
     """Append-only list of events with listeners called on every append."""
 
-    __slots__ = ("_clock", "_events", "_listeners")
+    __slots__ = ("_clock", "_events", "_kept", "_listeners", "_spilled")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._events: list[Event] = []
         self._listeners: list[Listener] = []
         self._clock = clock
+        self._kept: dict[str | None, list[int]] = {}  # step -> [lines, characters] kept
+        self._spilled: Counter[str | None] = Counter()
 
     def emit(self, kind: str, step: str | None, attempt: int = 0, **data: Any) -> Event:
-        """Append an event stamped with the clock and tell the listeners."""
+        """Append an event stamped with the clock and tell the listeners (a log line
+        past its step's memory budget is only told)."""
         event = Event(self._clock(), step, kind, attempt, data)
-        self._events.append(event)
+        if kind != "log" or self._keep(step, data["line"]):
+            self._events.append(event)
         for listener in self._listeners:
             listener(event)
         return event
+
+    def _keep(self, step: str | None, line: str) -> bool:
+        kept = self._kept.get(step)
+        if kept is None:
+            kept = self._kept[step] = [0, 0]
+        if kept[0] >= LOG_LINES_KEPT or kept[1] + len(line) > LOG_BYTES_KEPT:
+            self._spilled[step] += 1
+            return False
+        kept[0] += 1
+        kept[1] += len(line)
+        return True
+
+    def spilled(self, step: str | None) -> int:
+        """How many log lines of ``step`` were not kept in memory."""
+        return self._spilled[step]
 
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for each new event; returns a function that unsubscribes."""

@@ -5,6 +5,7 @@ Each function is pure: the same events give the same frame.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -102,15 +103,16 @@ def logs_frame(
     and only the last ``tail`` lines."""
     import pandas as pd
 
-    rows = [
-        (_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
-        for e in events
+    chosen = (
+        e for e in events
         if e.kind == "log"
         and (step is None or e.step == step)
         and (stream is None or e.data["stream"] == stream)
-    ]
-    if tail is not None:
-        rows = rows[-tail:] if tail > 0 else []
+    )
+    if tail is not None:  # only the last lines in memory, however many there are
+        chosen = iter(deque(chosen, maxlen=max(tail, 0)))
+    rows = [(_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
+            for e in chosen]
     frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
     frame["time"] = pd.to_datetime(frame["time"])
     frame["attempt"] = frame["attempt"].astype("int64")

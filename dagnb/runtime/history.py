@@ -31,6 +31,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dagnb.cache.backend import make_folder
+
 __all__ = [
     "KEEP_RUNS",
     "PRUNE_SLACK",
@@ -62,7 +64,7 @@ class RunFolder:
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""
         if self._lease is None and not self._closed:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path)  # a file named .runs is moved aside, not an error
             self._lease = _lease(self.path)
         return self.path
 
@@ -73,7 +75,7 @@ class RunFolder:
         """
         self._closed = True
         try:
-            self.path.mkdir(parents=True, exist_ok=True)
+            make_folder(self.path)
             _write_json(self.path / RECORD_NAME, {
                 "graph": graph_name, "finished": time.time(), "states": dict(states),
             })

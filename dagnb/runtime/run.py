@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -16,9 +16,10 @@ from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
-from dagnb.runtime.events import TERMINAL_STATES, EventLog
+from dagnb.runtime.events import TERMINAL_STATES, Event, EventLog
 from dagnb.runtime.frames import logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
+from dagnb.runtime.logfile import read_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -52,6 +53,7 @@ class Run:
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancel = threading.Event()
         self._cancel_hook: Any = None
+        self._log_files: dict[str, list[Path]] = {}  # step -> files of all its lines
 
     @property
     def workspace(self) -> Path:
@@ -67,10 +69,15 @@ class Run:
     def logs(
         self, step: str | None = None, stream: str | None = None, tail: int | None = None
     ) -> pd.DataFrame:
-        """Captured lines: time, step, attempt, stream, line (secrets masked)."""
+        """Captured lines: time, step, attempt, stream, line (secrets masked).
+
+        A step that printed more than the event log keeps in memory is read from its
+        log files (``tail`` then keeps only that many lines in memory)."""
         if step is not None:
             self._known(step)
-        return logs_frame(self.events, step=step, stream=stream, tail=tail)
+        spilled = {n for n in ([step] if step else self._log_files) if self.events.spilled(n)}
+        events = _from_files(self.events, spilled, self._log_files) if spilled else self.events
+        return logs_frame(events, step=step, stream=stream, tail=tail)
 
     def status_rows(self) -> dict[str, dict[str, Any]]:
         """:meth:`status` as plain dicts by step name (no pandas; times as epoch seconds)."""
@@ -117,6 +124,11 @@ class Run:
         for: a cached result nobody uses is never unpickled."""
         self._outputs[step] = outputs
         self._loaders[step] = load
+
+    def record_log_files(self, step: str, paths: Sequence[Path]) -> None:
+        """Where all of ``step``'s lines are on disk, in order (its attempts' files, or
+        its cache entry's)."""
+        self._log_files[step] = list(paths)
 
     def follow(self, future: concurrent.futures.Future[Any]) -> None:
         """Let ``done`` and ``wait()`` follow ``future``, this run's background execution."""
@@ -225,6 +237,31 @@ def _failure_sentence(run_id: str, bad: Mapping[str, str]) -> str:
     parts = [f"{name!r} {state}" for name, state in bad.items()]
     noun = "step" if len(parts) == 1 else "steps"
     return f"run {run_id}: {noun} {', '.join(parts)}; the status rows and stderr tails say why"
+
+
+def _from_files(
+    events: EventLog, steps: set[str], files: Mapping[str, list[Path]]
+) -> Iterator[Event]:
+    """The events, with the lines of ``steps`` read from their files instead (where
+    their first line was), one at a time."""
+    done: set[str] = set()
+    last = 0.0
+    for event in events:
+        last = event.time
+        if event.kind != "log" or event.step not in steps:
+            yield event
+        elif event.step not in done:
+            done.add(event.step)
+            yield from _file_events(event.step, files.get(event.step, []), last)
+    for step in sorted(steps - done):  # none of its lines was kept (one huge line)
+        yield from _file_events(step, files.get(step, []), last)
+
+
+def _file_events(step: str, paths: list[Path], default_time: float) -> Iterator[Event]:
+    for record in read_records(paths):
+        data = {"stream": record.get("stream", "stdout"), "line": record["line"]}
+        yield Event(record.get("time", default_time), step, "log", record.get("attempt", 1),
+                    data)
 
 
 def _blank(value: Any) -> str:

@@ -14,9 +14,13 @@ executor kills what it started.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import os
 import shutil
 import time
+import warnings
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -37,6 +41,7 @@ from dagnb.executors.loop import wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker
 from dagnb.model.step import Step
+from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
 if TYPE_CHECKING:
@@ -45,6 +50,8 @@ if TYPE_CHECKING:
     from dagnb.cache.store import Entry
 
 __all__ = ["RunOptions", "Scheduler"]
+
+STDERR_TAIL = 20  # stderr lines of a failed attempt in its StepFailed
 
 
 @dataclasses.dataclass
@@ -107,6 +114,7 @@ class Scheduler:
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
         self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
+        self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -209,15 +217,20 @@ class Scheduler:
 
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
         started = time.monotonic()
-        lines: list[dict[str, Any]] = []
-        outcome = await self._attempts(step, lines)
+        files: list[LogFile] = []
+        outcome = await self._attempts(step, files)
         out_dir = self._out_dir(step.name)
+        last = files[-1]  # the attempt that succeeded: its lines are the entry's
+        if last.error is not None:  # an entry without all its lines would replay them so
+            warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
+                          f"written ({last.error})", stacklevel=2)
+            return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
         entry = cache.save(
             step,
             key,
             out_dir=out_dir,
             result=outcome.result,
-            logs=lines,
+            logs=last.path if last.count else [],  # type: ignore[arg-type]  # moved in
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
@@ -225,12 +238,16 @@ class Scheduler:
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
         self._ran(step, outcome)
+        self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
+        with contextlib.suppress(OSError):  # left empty by the save: one inode less
+            os.rmdir(out_dir.parent)
         self.run.record(step.name, entry.out_dir, outcome.result)
         return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
-        for line in entry.logs():
+        self.run.record_log_files(name, [entry.log_file])
+        for line in entry.iter_logs():
             self._emit(
                 "log",
                 name,
@@ -276,16 +293,22 @@ class Scheduler:
         return digests
 
     # -- attempts -------------------------------------------------------------------
-    async def _attempts(self, step: Step, lines: list[dict[str, Any]] | None = None) -> Outcome:
+    async def _attempts(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
+        """Run the attempts; each writes its lines to a file of ``files`` (the last is
+        that of the attempt that succeeded)."""
         from dagnb.retry.policy import run_with_retries
 
         executor = self._executor(step)
         policy = self._policy(step)
+        files = [] if files is None else files
 
         async def attempt(number: int) -> Outcome:
-            if lines is not None:
-                lines.clear()  # the stored logs are those of the attempt that succeeded
-            return await self._attempt(step, executor, number, lines)
+            files.append(LogFile(Path(f"{self.run.workspace}/{step.name}/logs-{number}.jsonl")))
+            self.run.record_log_files(step.name, [f.path for f in files])
+            try:
+                return await self._attempt(step, executor, number, files[-1])
+            finally:
+                files[-1].close()
 
         def on_retry(number: int, error: BaseException, delay: float) -> None:
             self._emit(
@@ -331,9 +354,9 @@ class Scheduler:
         return RetryPolicy.from_value(value)
 
     async def _attempt(
-        self, step: Step, executor: Executor, number: int, lines: list[dict[str, Any]] | None
+        self, step: Step, executor: Executor, number: int, log_file: LogFile
     ) -> Outcome:
-        task = self._task(step, number, lines)
+        task = self._task(step, number, log_file)
         self._emit(
             "state", step.name, number, state="running", executor=executor.name,
             image=image_label(step.image),
@@ -356,7 +379,7 @@ class Scheduler:
             )
         return outcome
 
-    def _task(self, step: Step, number: int, lines: list[dict[str, Any]] | None) -> Task:
+    def _task(self, step: Step, number: int, log_file: LogFile) -> Task:
         task = Task(
             step=step,
             attempt=number,
@@ -366,7 +389,7 @@ class Scheduler:
             withheld=self._secret_names.difference(step.secrets),
             base_dir=self.options.base_dir,
             run_id=self.run.id,
-            log=self._log_sink(step.name, number, lines),
+            log=self._log_sink(step.name, number, log_file),
         )
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
             shutil.rmtree(task.out_dir)
@@ -382,22 +405,18 @@ class Scheduler:
                 inputs[need] = Input(need, done._path, _value(done.result), done.handle)
         return inputs
 
-    def _log_sink(
-        self, name: str, number: int, lines: list[dict[str, Any]] | None
-    ) -> Callable[[str, str], None]:
-        emit, mask = self._emit, self.mask
+    def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
+        """Where an attempt's lines go: masked, to the event log (a bounded head), to
+        the attempt's log file (all of them), and the last stderr ones to a short tail."""
+        emit, mask, write = self._emit, self.mask, log_file.write
+        tail = self._tails[name] = deque(maxlen=STDERR_TAIL)
 
         def log(stream: str, line: str) -> None:
             event = emit("log", name, number, stream=stream, line=mask(line) if mask else line)
-            if lines is not None:
-                lines.append(
-                    {
-                        "time": event.time,
-                        "attempt": number,
-                        "stream": stream,
-                        "line": event.data["line"],
-                    }
-                )
+            masked = event.data["line"]
+            if stream == "stderr" and masked.strip():
+                tail.append(masked)
+            write({"time": event.time, "attempt": number, "stream": stream, "line": masked})
 
         return log
 
@@ -416,17 +435,10 @@ class Scheduler:
         tail = self._stderr_tail(name, attempt, lines=1)
         return f"exit code {code}" + (f": {tail}" if tail else "")
 
-    def _stderr_tail(self, name: str, attempt: int, lines: int = 20) -> str:
-        found: list[str] = []
-        for event in reversed(self.run.events.since(0)):
-            if event.kind == "log" and event.step == name and event.attempt == attempt:
-                if event.data["stream"] == "stderr" and event.data["line"].strip():
-                    found.append(event.data["line"])
-                    if len(found) >= lines:
-                        break
-            elif event.kind == "state" and event.step == name and event.attempt < attempt:
-                break
-        return "\n".join(reversed(found))
+    def _stderr_tail(self, name: str, attempt: int, lines: int = STDERR_TAIL) -> str:
+        """The last non-blank stderr lines of the step's current attempt."""
+        found = list(self._tails.get(name, ()))
+        return "\n".join(found[-lines:])
 
     def _fail(self, step: Step, exc: StepError) -> None:
         exit_code = getattr(exc, "exit_code", None)

@@ -1,0 +1,80 @@
+"""A step's captured lines on disk, written as they come: what keeps a run's memory
+bounded whatever its steps print.
+
+Each attempt that prints writes ``<run folder>/<step>/logs-<attempt>.jsonl`` (one JSON
+record a line: time, attempt, stream, line; already masked); a silent attempt leaves no
+file. The cache moves the file of the attempt that succeeded into the step's entry, so
+a stored step's lines are written once. The event log keeps only a bounded head of each
+step's lines (:mod:`dagnb.runtime.events`); :meth:`dagnb.Run.logs` reads these files for
+a step whose lines were not all kept.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["LogFile", "read_records"]
+
+
+class LogFile:
+    """The lines of one attempt of one step, appended to a file opened on the first."""
+
+    __slots__ = ("_closed", "_handle", "count", "error", "path")
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.count = 0
+        self.error: OSError | None = None  # why the file is not whole (a full disk)
+        self._handle: IO[str] | None = None
+        self._closed = False
+
+    def write(self, record: dict[str, Any]) -> None:
+        """Append one line's record (none once closed: the file may have moved). A
+        write that fails is kept in ``error``, never raised: the step goes on."""
+        if self._closed or self.error is not None:
+            return
+        try:
+            if self._handle is None:
+                os.makedirs(self.path.parent, exist_ok=True)
+                self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
+            self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+        except OSError as exc:
+            self.error = exc
+            return
+        self.count += 1
+
+    def close(self) -> None:
+        """Flush and close the file (nothing happens for a silent attempt)."""
+        self._closed = True
+        if self._handle is not None:
+            try:
+                self._handle.close()
+            except OSError as exc:  # the last buffered lines did not fit
+                self.error = self.error or exc
+            self._handle = None
+
+
+def read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
+    """The records of log files, one at a time; undecodable bytes are replaced, torn
+    lines and missing files skipped (a damaged log is not an error)."""
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8", errors="replace") as handle:
+                for text in handle:
+                    record = _record(text)
+                    if record is not None:
+                        yield record
+        except OSError:
+            continue
+
+
+def _record(text: str) -> dict[str, Any] | None:
+    try:
+        record = json.loads(text)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) and "line" in record else None

@@ -1,0 +1,255 @@
+"""Every kind of damage to a cache is a miss, set aside and rebuilt: never served, never
+an exception (issue 13, problem 4). Housekeeping that cannot write is one warning."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Run, Step
+from dagnb.cache import DamagedEntryWarning, Store
+from dagnb.testing import isolated
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+MAKE = ('printf hello > "$DAGNB_OUT/a.txt"; printf "%s" "$(seq 1 5000)" > "$DAGNB_OUT/big.txt";'
+        " echo made")
+
+
+def _run(workdir: Path) -> Run:
+    """One run as a new process makes it (a fresh context: nothing read before is
+    remembered), failing on any step that did not succeed."""
+    with isolated(cache_directory=str(workdir / ".dagnb_cache")):
+        return _graph().run(executor="local").raise_for_status()
+
+
+def _graph() -> Graph:
+    graph = Graph("dmg", [
+        Step("make", run=MAKE),
+        Step("use", run='cat "$DAGNB_IN/make/a.txt"', needs=["make"]),
+    ])
+    graph.step(lambda: {"n": 1}, name="value")
+    return graph
+
+
+def _entry(cache: Path, step: str) -> Path:
+    (key,) = Store(cache).backend.names(step)
+    return cache / step / key
+
+
+def _write_same_size(path: Path, text: str) -> None:
+    assert len(text) == path.stat().st_size
+    path.write_text(text)
+
+
+def _edit(cache: Path) -> None:
+    _write_same_size(_entry(cache, "make") / "out" / "a.txt", "HELLO")
+
+
+def _truncate(cache: Path) -> None:
+    (_entry(cache, "make") / "out" / "big.txt").write_text("1\n2")
+
+
+def _delete_output(cache: Path) -> None:
+    (_entry(cache, "make") / "out" / "a.txt").unlink()
+
+
+def _replace_result(cache: Path) -> None:
+    _write_same_size(_entry(cache, "value") / "out" / "result.json", '{"n": 2}')
+
+
+def _delete_result(cache: Path) -> None:
+    (_entry(cache, "value") / "out" / "result.json").unlink()
+
+
+def _meta_folder(cache: Path) -> None:
+    meta = _entry(cache, "make") / "meta.json"
+    meta.unlink()
+    meta.mkdir()
+
+
+def _bad_expires(cache: Path) -> None:
+    meta = _entry(cache, "make") / "meta.json"
+    data = json.loads(meta.read_text())
+    data["expires"] = "tomorrow"
+    meta.write_text(json.dumps(data))
+
+
+def _bad_utf8_logs(cache: Path) -> None:
+    logs = _entry(cache, "make") / "logs.jsonl"
+    data = logs.read_bytes()
+    logs.write_bytes(data[:-4] + b"\xff\xfe\n" + data[-1:])
+
+
+def _damaged_is_a_file(cache: Path) -> None:
+    _meta_folder(cache)
+    (cache / ".damaged").write_text("not a folder")
+
+
+def _runs_is_a_file(cache: Path) -> None:
+    shutil.rmtree(cache / ".runs")
+    (cache / ".runs").write_text("not a folder")
+    _edit(cache)  # and a step to run again, so a run folder is needed
+
+
+def _access_is_a_file(cache: Path) -> None:
+    shutil.rmtree(cache / ".access", ignore_errors=True)
+    (cache / ".access").write_text("not a folder")
+
+
+DAMAGE: dict[str, tuple[Callable[[Path], None], set[str]]] = {
+    # kind: (damage, the steps that must run again)
+    "edited output": (_edit, {"make"}),
+    "truncated output": (_truncate, {"make"}),
+    "deleted output": (_delete_output, {"make"}),
+    "replaced result.json": (_replace_result, {"value"}),
+    "deleted result.json": (_delete_result, {"value"}),
+    "meta.json is a folder": (_meta_folder, {"make"}),
+    "bad expires": (_bad_expires, {"make"}),
+    "invalid UTF-8 in logs.jsonl": (_bad_utf8_logs, {"make"}),
+    ".damaged is a file": (_damaged_is_a_file, {"make"}),
+    ".runs is a file": (_runs_is_a_file, {"make"}),
+    ".access is a file": (_access_is_a_file, set()),
+}
+
+
+@pytest.mark.parametrize("kind", list(DAMAGE))
+def test_damage_is_a_miss_set_aside_and_rebuilt(kind: str, workdir: Path) -> None:
+    damage, rebuilt = DAMAGE[kind]
+    cache = workdir / ".dagnb_cache"
+    first = _run(workdir)
+    first.logs()
+    damage(cache)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        again = _run(workdir)
+    ran = {name for name, state in again.states().items() if state == "succeeded"}
+    assert ran == rebuilt
+    assert again.result("value") == {"n": 1}
+    assert (again.outputs("make") / "a.txt").read_text() == "hello"
+    assert again.logs("use")["line"].tolist() == ["hello"]
+    third = _run(workdir)
+    assert set(third.states().values()) == {"cached"}, "the rebuilt entry is served again"
+
+
+def test_a_digest_mismatch_of_a_small_file_is_reported_as_damage(workdir: Path) -> None:
+    _run(workdir)
+    _edit(workdir / ".dagnb_cache")
+    with pytest.warns(DamagedEntryWarning, match="a.txt"):
+        _run(workdir)
+
+
+def test_hit_counts_that_cannot_be_written_are_one_warning(workdir: Path, monkeypatch) -> None:
+    from dagnb.cache import journal
+    from dagnb.cache.steps import wait_for_flushes
+
+    _run(workdir)
+    wait_for_flushes()
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(journal.AccessJournal, "_write", full)
+    with warnings.catch_warnings(record=True) as caught, \
+            isolated(cache_directory=str(workdir / ".dagnb_cache")):
+        warnings.simplefilter("always")
+        for _ in range(3):  # one process, three runs
+            again = _graph().run(executor="local").raise_for_status()
+            wait_for_flushes()
+    assert set(again.states().values()) == {"cached"}
+    messages = [str(w.message) for w in caught]
+    assert len([m for m in messages if "hit counts" in m]) == 1, messages
+
+
+AS_NOBODY = """
+import json, os, sys, tempfile, warnings
+import dagnb
+from dagnb import Graph, Step
+from dagnb.cache.steps import wait_for_flushes
+
+def graph():
+    made = Graph("dmg", [Step("make", run={make!r}),
+                         Step("use", run='cat "$DAGNB_IN/make/a.txt"', needs=["make"])])
+    made.step(lambda: {{"n": 1}}, name="value")
+    return made
+
+# Python's own library is under /root here, out of nobody's reach: a first run as root
+# imports every module a run needs, then the process becomes nobody.
+with dagnb.testing.isolated(cache_directory=tempfile.mkdtemp()):
+    graph().run(executor="local").raise_for_status()
+os.setgid(65534); os.setuid(65534)
+os.chdir(sys.argv[1])
+with dagnb.testing.isolated(cache_directory=sys.argv[2]), \\
+        warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    run = graph().run(executor="local")
+    wait_for_flushes()
+    print(json.dumps({{"states": run.states(), "value": run.result("value"),
+                      "warnings": [str(w.message) for w in caught]}}))
+"""
+
+
+def _as_nobody(folder: Path, cache: Path) -> dict:
+    script = AS_NOBODY.format(make=MAKE)
+    done = subprocess.run([sys.executable, "-c", script, str(folder), str(cache)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+needs_root = pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="runs a child as 'nobody' (mode bits bind only non-root users)",
+)
+
+
+@pytest.fixture
+def shared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder that user 'nobody' can reach (pytest's own are private to root)."""
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="dagnb-nobody-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    for folder, dirs, files in os.walk(root):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs + files)]:
+            os.chown(name, uid, uid)
+
+
+@needs_root
+def test_an_entry_of_mode_000_is_a_miss_for_a_user_bound_by_mode_bits(shared: Path) -> None:
+    cache = shared / "cache"
+    _chown_tree(shared, 65534)
+    first = _as_nobody(shared, cache)
+    assert set(first["states"].values()) == {"succeeded"}
+    _entry(cache, "make").chmod(0)
+    again = _as_nobody(shared, cache)
+    assert again["states"] == {"make": "succeeded", "use": "cached", "value": "cached"}
+    assert any("damaged" in w for w in again["warnings"])
+
+
+@needs_root
+def test_a_read_only_cache_serves_its_entries_with_one_warning(shared: Path) -> None:
+    cache = shared / "cache"
+    _chown_tree(shared, 65534)
+    _as_nobody(shared, cache)
+    _chown_tree(cache, 0)  # now root's, and nobody may not write in it
+    for folder, dirs, _ in os.walk(cache):
+        for name in [folder, *(os.path.join(folder, n) for n in dirs)]:
+            os.chmod(name, 0o555)
+    again = _as_nobody(shared, cache)
+    assert set(again["states"].values()) == {"cached"} and again["value"] == {"n": 1}
+    assert len(again["warnings"]) <= 2, again["warnings"]

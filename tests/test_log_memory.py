@@ -1,0 +1,112 @@
+"""Memory stays bounded whatever a step prints (issue 13, problem 8): lines stream to a
+file, the event log keeps a bounded head, a hit replays its file lazily, long lines cost
+linear time."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Step
+from dagnb.runtime import events
+from dagnb.testing import isolated
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def _log_events(run, step: str) -> int:
+    return sum(1 for e in run.events if e.kind == "log" and e.step == step)
+
+
+def test_a_step_that_prints_more_than_memory_keeps_is_read_back_whole(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 100)
+    graph = Graph("many", [Step("loud", run="seq 1 5000; echo oops >&2")])
+    first = graph.run(executor="local").raise_for_status()
+    assert _log_events(first, "loud") == 100
+    assert first.events.spilled("loud") == 4_901
+    lines = first.logs("loud")["line"].tolist()
+    assert lines[:3] == ["1", "2", "3"] and len(lines) == 5001
+    assert first.logs("loud", stream="stderr")["line"].tolist() == ["oops"]
+    assert first.logs("loud", tail=2)["line"].tolist()[-1] in ("5000", "oops")
+    again = graph.run(executor="local")
+    assert again.states() == {"loud": "cached"}
+    assert _log_events(again, "loud") == 100
+    assert again.logs("loud")["line"].tolist() == lines
+
+
+def test_a_failed_step_names_its_last_stderr_lines_however_long_its_log(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 10)
+    run = Graph("f", [Step("bad", run="seq 1 1000 >&2; exit 3")]).run(executor="local")
+    assert run.states() == {"bad": "failed"}
+    assert run.status_rows()["bad"]["error"] == "exit code 3: 1000"
+    assert run.logs("bad", stream="stderr", tail=2)["line"].tolist() == ["999", "1000"]
+
+
+def _quiet() -> int:
+    return 1
+
+
+def test_a_silent_step_leaves_no_log_file_and_no_empty_run_folder(workdir: Path):
+    graph = Graph("quiet")
+    graph.step(_quiet, name="q")
+    run = graph.run(executor="local")
+    (key,) = [p for p in (workdir / ".dagnb_cache" / "q").iterdir()]
+    assert sorted(p.name for p in key.iterdir()) == ["meta.json", "out"]
+    assert not (workdir / ".dagnb_cache" / ".runs" / run.id / "q").exists()
+
+
+def test_each_attempt_writes_its_own_lines_and_the_entry_keeps_the_last(workdir: Path):
+    marker = workdir / "tried"
+    step = Step("flaky", retries={"max_retries": 1, "backoff_factor": 0},
+                run=f'echo try; if [ ! -e {marker} ]; then touch {marker}; exit 1; fi')
+    run = Graph("r", [step]).run(executor="local")
+    assert run.states() == {"flaky": "succeeded"}
+    entry_logs = next((workdir / ".dagnb_cache" / "flaky").iterdir()) / "logs.jsonl"
+    assert [json.loads(line)["attempt"] for line in entry_logs.read_text().splitlines()] == [2]
+
+
+RSS_SCRIPT = """
+import resource, sys
+import dagnb
+from dagnb import Graph, Step
+dagnb.configure(cache_directory=sys.argv[1])
+graph = Graph("big", [Step("big", run="head -c 60000000 /dev/zero | tr '\\\\0' x | fold -w 99")])
+base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+state = graph.run(executor="local").states()["big"]
+print(state, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)
+"""
+
+
+def test_sixty_megabytes_of_output_cost_little_memory_live_and_replayed(tmp_path):
+    def grown() -> tuple[str, int]:
+        done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "c")],
+                              capture_output=True, text=True, timeout=300)
+        state, megabytes = done.stdout.split()
+        return state, int(megabytes)
+
+    live, replayed = grown(), grown()
+    assert live[0] == "succeeded" and replayed[0] == "cached"
+    assert live[1] < 60 and replayed[1] < 60, (live, replayed)  # was 6.7x the output
+
+
+def test_a_hundred_megabyte_line_takes_linear_time():
+    from dagnb.executors.capture import capturing
+
+    graph = Graph("long", [Step("shell", run="head -c 100000000 /dev/zero | tr '\\0' x")])
+
+    def python_line() -> None:
+        for _ in range(20_000):
+            sys.stdout.write("y" * 1_000)  # 20 MB written a bit at a time
+
+    graph.step(python_line, name="python", cache=False)
+    started = time.perf_counter()
+    with isolated(), capturing():
+        run = graph.run(executor="local").raise_for_status()
+    assert time.perf_counter() - started < 10
+    assert len(run.logs("shell")["line"][0]) == 100_000_000
+    assert len(run.logs("python")["line"][0]) == 20_000_000
