@@ -13,6 +13,7 @@ error class and sentence, most often with :func:`checked`::
 validator           passes
 ==================  =====================================================================
 ``text``, ``path``  a non-empty string (stripped); a path may be ``os.PathLike``
+``location``        a path, or a store URL (``s3://bucket/prefix``) that holds no credentials
 ``name``            an identifier-like step name (no keyword, no space or control character)
 ``variable_name``   an environment variable name
 ``one_of``          one of ``choices``, of the same type (``1`` is not ``True``)
@@ -52,7 +53,9 @@ __all__ = [
     "did_you_mean",
     "duration",
     "flag",
+    "is_url",
     "known_keys",
+    "location",
     "mapping_of_str",
     "name",
     "number",
@@ -73,6 +76,10 @@ _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_\-]{0,99}")
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class Redacted(str):
+    """The value an :class:`Invalid` reports for one that holds a secret: never shown."""
 
 
 class Invalid(ValueError):
@@ -125,7 +132,7 @@ def checked(
     try:
         return check(value, **options)
     except Invalid as bad:
-        shown = f"{sep}{value!r}" if show else ""
+        shown = f"{sep}{value!r}" if show and not isinstance(bad.value, Redacted) else ""
         raise error(f"{what}{shown} is not valid; expected {bad.expected}") from None
 
 
@@ -173,6 +180,26 @@ def text(value: Any) -> str:
 def path(value: Any) -> str:
     """A non-empty path as text (``os.PathLike`` objects are accepted)."""
     return text(os.fspath(value) if isinstance(value, os.PathLike) else value)
+
+
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
+
+
+def is_url(value: Any) -> bool:
+    """Whether ``value`` is a store URL (``s3://...``, ``file://...``), not a path."""
+    return isinstance(value, str) and _URL.match(value) is not None
+
+
+def location(value: Any) -> str:
+    """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``)."""
+    checked = path(value)
+    if is_url(checked) and "@" in checked.split("://", 1)[1].split("/", 1)[0]:
+        raise Invalid(
+            Redacted("<a URL with credentials>"),
+            "a URL without user or password; the store library reads credentials "
+            "from the environment or a profile",
+        )
+    return checked
 
 
 def name(value: Any) -> str:

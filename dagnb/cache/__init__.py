@@ -22,7 +22,9 @@ from dagnb import fingerprint
 from dagnb.cache import explain as _explain_module
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
+from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
+from dagnb.checks import is_url
 from dagnb.config import context, settings
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "Entry",
     "Item",
     "LocalBackend",
+    "RemoteBackend",
     "SessionStore",
     "StepKey",
     "Store",
@@ -44,6 +47,7 @@ __all__ = [
     "explain_frame",
     "get_backend",
     "key_digest",
+    "local_folder",
     "reduce_size",
     "register_backend",
     "session_store",
@@ -54,14 +58,25 @@ __all__ = [
 
 
 def default_location() -> Path:
-    """The configured cache directory (``cache_directory``), as an absolute path."""
-    return _absolute(settings().cache_directory)
+    """The configured cache folder, as an absolute path (a store URL's local tier)."""
+    return local_folder(settings().cache_directory)
+
+
+def local_folder(directory: str | os.PathLike[str] | None = None) -> Path:
+    """The local folder of a cache directory: itself, or the local tier of a store URL
+    (the ``cache_local_directory`` setting), where run records and locks live too."""
+    config = settings()
+    location = _absolute(config.cache_directory if directory is None else directory)
+    return _absolute(config.cache_local_directory) if isinstance(location, str) else location
 
 
 def store_for(
     directory: str | os.PathLike[str] | None = None, *, read_only: bool = False
 ) -> Store:
     """The process-wide store of ``directory`` (the configured one when None).
+
+    A store URL (``s3://bucket/prefix``, any fsspec URL) gives a store on object storage
+    with a local read-through tier (:mod:`dagnb.cache.remote`).
 
     One store per folder keeps its memory of entries warm across runs; entries saved
     without a ``ttl`` expire after the ``cache_ttl_seconds`` setting in force now.
@@ -78,13 +93,15 @@ def store_for(
         fingerprint.configure_stat_cache(None)
     elif location == configured:
         # file digests are remembered beside the configured cache (a no-op when unchanged)
-        fingerprint.configure_stat_cache(location / "stat-cache.json")
+        fingerprint.configure_stat_cache(store.location / "stat-cache.json")
     return store
 
 
-def _absolute(directory: str | os.PathLike[str]) -> Path:
-    # resolved at each call: a relative directory follows the working directory
-    return Path(directory).expanduser().resolve()
+def _absolute(directory: str | os.PathLike[str]) -> Path | str:
+    """A folder resolved now (a relative one follows the working directory), or a
+    store URL as given."""
+    text = os.fspath(directory)
+    return text if is_url(text) else Path(text).expanduser().resolve()
 
 
 def default_store() -> Store:

@@ -56,6 +56,7 @@ from typing import Any
 from dagnb.cache.backend import Item, LocalBackend, Lock, StoreBackend, get_backend
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
+from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, path_digest
 from dagnb.model.results import RESULT_FILES, load_result
@@ -182,7 +183,8 @@ class Store:
     Parameters
     ----------
     location
-        The cache directory (created if needed).
+        The cache directory (created if needed), or a store URL (``s3://bucket/prefix``):
+        then :class:`~dagnb.cache.remote.RemoteBackend`, with a local read-through tier.
     backend
         A registered backend name (``"local"``) or a :class:`StoreBackend` instance.
     clock
@@ -204,6 +206,8 @@ class Store:
         read_only: bool = False,
     ) -> None:
         self.read_only = read_only
+        if backend == "local" and is_url(os.fspath(location)):
+            backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
         self.backend = backend if isinstance(backend, StoreBackend) else get_backend(backend)(
             location
         )

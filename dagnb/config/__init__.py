@@ -32,7 +32,11 @@ The file format (every key optional)::
       retry_jitter: 0.1                 # seconds; true = 0.1, false = none
       enable_retry: true
       cache_mode: read-write            # read-only, fail-on-miss or off (see below)
-      cache_directory: .dagnb_cache     # relative paths: relative to the config file
+      cache_directory: .dagnb_cache     # relative paths: relative to the config file;
+                                        # or a store URL: s3://bucket/prefix, gs://, az://
+      cache_local_directory: .dagnb_cache   # a URL's local read-through tier
+      cache_storage_options:            # passed to the store library (fsspec); never
+        endpoint_url: http://minio:9000 # credentials: those come from its environment
       cache_ttl_seconds: 7d
       cache_version: ""
       pin_images: false                 # key container steps by image digest (images.json)
@@ -104,7 +108,9 @@ class Settings:
     timeout_seconds: float | None = None  # whole-run limit
     step_timeout_seconds: float | None = None  # limit of a step that sets none
     cache_mode: str = "read-write"  # one of CACHE_MODES
-    cache_directory: str = ".dagnb_cache"
+    cache_directory: str = ".dagnb_cache"  # or a store URL (s3://bucket/prefix, ...)
+    cache_local_directory: str = ".dagnb_cache"  # the local tier of a store URL
+    cache_storage_options: dict[str, Any] | None = None  # fsspec options, no credentials
     cache_ttl_seconds: float | None = None
     cache_version: str = ""
     max_retries: int = 0
@@ -204,6 +210,40 @@ def check_cache_mode(value: Any, what: str = "cache_mode") -> str:
     return checks.checked(_cache_mode, value, what, ConfigError, sep=sep)
 
 
+# Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs) that carry credentials.
+_STORE_CREDENTIALS = frozenset({
+    "key", "secret", "token", "password", "access_key", "secret_key", "session_token",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "account_key",
+    "sas_token", "client_secret", "connection_string", "credentials",
+})
+
+
+def _storage_options(value: Any) -> dict[str, Any] | None:
+    """Options for the cache's store library; credentials in them are refused."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise checks.Invalid(value, "a mapping of store options (endpoint_url, profile, ...)")
+    found = _credential_in(value)
+    if found is not None:
+        raise checks.Invalid(
+            checks.Redacted("<options with a credential>"),
+            f"no {found!r} option: dagnb's config never holds credentials; set them where "
+            "the store library reads them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            "or profile: NAME for ~/.aws/credentials)",
+        )
+    return dict(value)
+
+
+def _credential_in(options: Mapping[str, Any]) -> str | None:
+    for key, value in options.items():
+        if str(key).lower() in _STORE_CREDENTIALS:
+            return str(key)
+        if isinstance(value, Mapping) and (found := _credential_in(value)) is not None:
+            return found
+    return None
+
+
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
 _PLAINTEXT = ("password", "token")
 
@@ -231,7 +271,9 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "step_timeout_seconds": checks.duration,
     "caching_enabled": _FLAG,  # the older spelling of cache_mode (False: "off")
     "cache_mode": _cache_mode,
-    "cache_directory": checks.path,
+    "cache_directory": checks.location,
+    "cache_local_directory": checks.path,
+    "cache_storage_options": _storage_options,
     "cache_ttl_seconds": checks.duration,
     "cache_version": _version,
     "max_retries": _COUNT,
@@ -267,12 +309,14 @@ DEFAULT_KEYS = (
     "caching_enabled",
     "cache_mode",
     "cache_directory",
+    "cache_local_directory",
+    "cache_storage_options",
     "cache_ttl_seconds",
     "cache_version",
     "pin_images",
 )
-_PATH_KEYS = ("cache_directory", "workflow_directory")
-_NOT_FROM_ENV = ("container_credentials",)
+_PATH_KEYS = ("cache_directory", "cache_local_directory", "workflow_directory")
+_NOT_FROM_ENV = ("container_credentials", "cache_storage_options")
 _SECRET_KEYS = ("container_credentials",)
 
 
@@ -374,7 +418,7 @@ def file_values(path: Path) -> dict[str, Any]:
         else:
             values[key] = _checked(key, raw, where)
     for key in _PATH_KEYS:
-        if key in values:
+        if key in values and not checks.is_url(values[key]):
             values[key] = str((path.parent / values[key]).resolve())
     return values
 
@@ -415,7 +459,7 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any,
         if key in _NOT_FROM_ENV or name not in environ:
             continue
         value = _checked(key, environ[name], f"environment variable {name}")
-        if key in _PATH_KEYS:
+        if key in _PATH_KEYS and not checks.is_url(value):
             value = str(Path(value).expanduser().absolute())
         values[key] = (value, name)
     return values
@@ -504,7 +548,7 @@ def configure(**changes: Any) -> Settings:
             checked[key] = _file_credentials(value, "dagnb.configure()")
         else:
             checked[key] = _checked(key, value, "dagnb.configure()")
-        if key in _PATH_KEYS:
+        if key in _PATH_KEYS and not checks.is_url(checked[key]):
             checked[key] = str(Path(checked[key]).expanduser().absolute())
     fields = {key: value for key, value in checked.items() if key != "caching_enabled"}
     new, origin = dataclasses.replace(current, **fields), dict(_loaded().origins)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache import local_folder
 from dagnb.cache.steps import StepCache
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
@@ -180,7 +181,8 @@ def prepare(
     """
     config = settings()
     graph.validate()
-    cache_dir = Path(cache_directory or config.cache_directory).resolve()
+    cache_directory = cache_directory or None  # None: the setting
+    cache_dir = local_folder(cache_directory)  # a store URL's local tier
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = {name: graph[name] for name in order}
     base_dir = (graph.base_dir or Path.cwd()).resolve()
@@ -201,7 +203,7 @@ def prepare(
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
         cache=StepCache(
-            cache_dir, refresh=refresh if skip_cache is None else skip_cache,
+            cache_directory, refresh=refresh if skip_cache is None else skip_cache,
             version=cache_version, ttl=ttl, mode=mode,
         ) if mode != "off" else None,
         retry_defaults=_retry_defaults(retries),

@@ -1,0 +1,483 @@
+"""A cache on object storage: a local read-through tier in front of blobs and manifests.
+
+``cache_directory: s3://bucket/prefix`` (or any fsspec URL: ``gs://``, ``az://``,
+``file://``, ``memory://``) makes :class:`RemoteBackend` the store's backend. It keeps the
+six-method backend interface by putting a :class:`~dagnb.cache.backend.LocalBackend` (the
+local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
+
+- a read of an entry in the local tier costs what it costs today (one ``stat``); a local
+  miss looks remote, downloads the entry into the local tier, and then hits there;
+- a new entry is written to the local tier, then uploaded;
+- names, removals, locks, the journal of hits and damaged entries stay local: the remote
+  store is shared, what it keeps is the bucket's business (lifecycle rules).
+
+Layout of the remote store::
+
+    <url>/blobs/<digest>               one object per distinct file content
+    <url>/entries/<step>/<key>.json    the manifest: every file of the entry by digest
+                                       and size, and every folder; written last
+
+An upload puts the blobs a store lacks (identical outputs of different steps are stored
+once), then the manifest, created only if absent (S3's ``If-None-Match: *`` through
+s3fs' ``mode="create"``; stores without a conditional write check, then write). A reader
+trusts an entry only when its manifest parses and every blob it names exists with the
+recorded size, so an upload cut short (process killed, server gone) leaves nothing a
+reader accepts: blobs without a manifest are ignored, and an S3 object only exists once
+its PUT (or multipart upload) completed. Two writers of one key leave one good entry:
+the first manifest stays, unless it is broken or expired, then it is replaced. Files
+move through ``put_file``/``get_file``, which stream in chunks: memory stays bounded
+whatever a file's size.
+
+Credentials come from the store library's usual places (environment variables, profiles,
+instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`).
+:func:`push` and :func:`pull` copy entries between a local cache and a remote store.
+
+fsspec with s3fs was chosen over obstore: one API for every store fsspec knows (local
+files and memory included, which the tests use), the conditional create that S3 offers,
+streaming ``put_file``/``get_file``, and credentials resolved by botocore as the AWS CLI
+does; obstore is faster per request but adds a Rust build and its own credential story.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import time
+import uuid
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from dagnb.cache.backend import Item, LocalBackend, StoreBackend, register_backend
+from dagnb.errors import CacheError
+from dagnb.fingerprint import new_hasher
+
+if TYPE_CHECKING:
+    from dagnb.cache.store import Store
+
+__all__ = [
+    "MANIFEST_FORMAT",
+    "ObjectStore",
+    "RemoteBackend",
+    "RemoteCacheWarning",
+    "Transfer",
+    "progress_line",
+    "pull",
+    "push",
+]
+
+MANIFEST_FORMAT = 1
+_CHUNK = 1 << 20  # bytes read at a time when hashing
+_S3_CHUNK = 16 << 20  # s3fs part size: an upload holds at most a few of these in memory
+_WARNED: set[tuple[str, str]] = set()
+
+Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
+
+
+class RemoteCacheWarning(UserWarning):
+    """The remote store could not be reached or written; the local tier went on alone."""
+
+
+def file_digest(path: str | os.PathLike[str]) -> str:
+    """The content digest that names a file's blob (read in chunks)."""
+    hasher = new_hasher()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
+
+
+def _fsspec(url: str) -> Any:
+    try:
+        import fsspec
+    except ImportError:  # pragma: no cover - fsspec comes with the extra
+        raise CacheError(
+            f"cache directory {url!r} needs fsspec; install it with pip install 'dagnb[s3]'"
+        ) from None
+    return fsspec
+
+
+class ObjectStore:
+    """Cache entries on an fsspec filesystem: blobs by content digest, manifests last.
+
+    Parameters
+    ----------
+    url
+        Where the store is: ``s3://bucket/prefix``, ``gs://...``, ``file:///path``...
+    storage_options
+        Keyword arguments for the filesystem (``endpoint_url``, ``profile``, ...).
+    """
+
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+        self.url = url.rstrip("/")
+        options = dict(storage_options or {})
+        if url.split("://", 1)[0] in ("file", "local"):
+            options.setdefault("auto_mkdir", True)  # object stores have no folders to make
+        try:
+            self.fs, path = _fsspec(url).core.url_to_fs(self.url, **options)
+        except ImportError as exc:  # s3fs, gcsfs or adlfs missing
+            raise CacheError(
+                f"cache directory {url!r} needs {exc.name or 'its store library'}; install "
+                "it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
+            ) from None
+        self.path = path.rstrip("/")
+        is_s3 = "s3" in _protocols(self.fs)
+        self._put_options = {"chunksize": _S3_CHUNK} if is_s3 else {}
+
+    def __repr__(self) -> str:
+        return f"ObjectStore({self.url!r})"
+
+    def blob_path(self, digest: str) -> str:
+        """Where the blob of ``digest`` is."""
+        return f"{self.path}/blobs/{digest}"
+
+    def manifest_path(self, step: str, key: str) -> str:
+        """Where the manifest of ``step/key`` is."""
+        return f"{self.path}/entries/{step}/{key}.json"
+
+    # -- reading ----------------------------------------------------------------------
+    def manifest(self, step: str, key: str) -> dict[str, Any] | None:
+        """The parsed manifest of ``step/key``, or None when absent or unreadable."""
+        try:
+            raw = self.fs.cat_file(self.manifest_path(step, key))
+        except FileNotFoundError:
+            return None
+        return _parse_manifest(raw, step, key)
+
+    def download(self, step: str, key: str, into: Path) -> int | None:
+        """Rebuild the entry ``step/key`` in the empty local folder ``into``; the bytes
+        moved, or None when there is no entry a reader may trust (nothing absent,
+        expired, or with a blob missing or of the wrong size)."""
+        manifest = self.manifest(step, key)
+        if manifest is None or _expired(manifest, time.time()):
+            return None
+        for folder in manifest["dirs"]:
+            (into / folder).mkdir(parents=True, exist_ok=True)
+        fetched: dict[str, Path] = {}
+        for relative, (digest, size) in manifest["files"].items():
+            target = into / relative
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not self._fetch_blob(digest, target, fetched):
+                return None
+            if os.stat(target).st_size != size:
+                return None
+        return sum(size for _, size in manifest["files"].values())
+
+    def _fetch_blob(self, digest: str, target: Path, fetched: dict[str, Path]) -> bool:
+        """Download one blob (once per entry: a repeated digest is copied locally)."""
+        if digest in fetched:
+            shutil.copyfile(fetched[digest], target)
+            return True
+        try:
+            self.fs.get_file(self.blob_path(digest), os.fspath(target))
+        except FileNotFoundError:
+            return False
+        fetched[digest] = target
+        return True
+
+    def keys(self) -> Iterator[tuple[str, str]]:
+        """Every (step, key) with a manifest, whether or not its blobs are all there."""
+        prefix = f"{self.path}/entries/"
+        try:
+            paths = self.fs.find(f"{self.path}/entries")
+        except FileNotFoundError:
+            return
+        for path in sorted(paths):
+            relative = path[path.find(prefix) + len(prefix):] if prefix in path else ""
+            step, _, name = relative.partition("/")
+            if step and name.endswith(".json") and "/" not in name:
+                yield step, name[: -len(".json")]
+
+    # -- writing ----------------------------------------------------------------------
+    def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any]) -> int:
+        """Upload the local entry ``folder``: missing blobs first, the manifest last.
+
+        ``meta`` is the entry's metadata (its ``expires`` goes into the manifest).
+        Returns the bytes sent; 0 when another writer's good entry was already there.
+        """
+        files, dirs = _entry_files(folder)
+        manifest = {
+            "format": MANIFEST_FORMAT,
+            "step": step,
+            "key": key,
+            "created": meta.get("created"),
+            "expires": meta.get("expires"),
+            "dirs": dirs,
+            "files": {rel: [file_digest(folder / rel), size] for rel, size in files.items()},
+        }
+        sent = 0
+        for relative, (digest, size) in _distinct(manifest["files"]).items():
+            sent += self._put_blob(folder / relative, digest, size)
+        return sent if self._put_manifest(step, key, manifest) else 0
+
+    def _put_blob(self, path: Path, digest: str, size: int) -> int:
+        """Upload one blob unless the store has it whole already; the bytes sent."""
+        target = self.blob_path(digest)
+        if self._size(target) == size:
+            return 0  # stored once, whatever step made it
+        self.fs.put_file(os.fspath(path), target, **self._put_options)
+        return size
+
+    def _size(self, path: str) -> int | None:
+        try:
+            return int(self.fs.info(path)["size"])
+        except FileNotFoundError:
+            return None
+
+    def _put_manifest(self, step: str, key: str, manifest: dict[str, Any]) -> bool:
+        """Create the manifest if absent; replace one no reader would trust. False when
+        another writer's good entry stays."""
+        path, data = self.manifest_path(step, key), json.dumps(manifest).encode()
+        try:
+            self.fs.pipe_file(path, data, mode="create")
+            return True
+        except FileExistsError:
+            pass
+        except OSError as exc:  # S3's 412 PreconditionFailed, as s3fs translates it
+            if "Precondition" not in str(exc) and "exists" not in str(exc).lower():
+                raise
+        if self.trusted(step, key):
+            return False
+        self.fs.pipe_file(path, data)
+        return True
+
+    def trusted(self, step: str, key: str) -> bool:
+        """Whether ``step/key`` has a manifest a reader accepts: parsed, not expired,
+        every blob present with its recorded size."""
+        manifest = self.manifest(step, key)
+        if manifest is None or _expired(manifest, time.time()):
+            return False
+        return all(
+            self._size(self.blob_path(digest)) == size
+            for digest, size in set(map(tuple, manifest["files"].values()))
+        )
+
+
+def _protocols(fs: Any) -> tuple[str, ...]:
+    protocol = fs.protocol
+    return (protocol,) if isinstance(protocol, str) else tuple(protocol)
+
+
+def _parse_manifest(raw: bytes, step: str, key: str) -> dict[str, Any] | None:
+    """A manifest that is whole and names only safe relative paths, or None."""
+    try:
+        manifest = json.loads(raw)
+        ok = (
+            manifest["format"] == MANIFEST_FORMAT
+            and manifest["step"] == step
+            and manifest["key"] == key
+            and all(_safe(rel) for rel in [*manifest["files"], *manifest["dirs"]])
+            and all(_is_blob_ref(ref) for ref in manifest["files"].values())
+        )
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None
+    return manifest if ok else None
+
+
+def _is_blob_ref(ref: Any) -> bool:
+    return (
+        isinstance(ref, list) and len(ref) == 2 and isinstance(ref[0], str)
+        and ref[0].isalnum() and isinstance(ref[1], int) and ref[1] >= 0
+    )
+
+
+def _safe(relative: Any) -> bool:
+    """A path inside the entry (a manifest never writes outside its folder)."""
+    return (
+        isinstance(relative, str) and bool(relative) and not os.path.isabs(relative)
+        and ".." not in Path(relative).parts
+    )
+
+
+def _expired(manifest: Mapping[str, Any], now: float) -> bool:
+    expires = manifest.get("expires")
+    return isinstance(expires, (int, float)) and expires <= now
+
+
+def _entry_files(folder: Path) -> tuple[dict[str, int], list[str]]:
+    """(relative file -> size, relative folders) of a local entry."""
+    files, dirs = {}, []
+    for root, subdirs, names in os.walk(folder):
+        dirs += [os.path.relpath(os.path.join(root, d), folder) for d in subdirs]
+        for name in names:
+            path = os.path.join(root, name)
+            files[os.path.relpath(path, folder)] = os.stat(path).st_size
+    return files, sorted(dirs)
+
+
+def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
+    """One file per distinct digest: relative path -> (digest, size)."""
+    seen: dict[str, tuple[str, str, int]] = {}
+    for relative, (digest, size) in files.items():
+        seen.setdefault(digest, (relative, digest, size))
+    return {relative: (digest, size) for relative, digest, size in seen.values()}
+
+
+def _warn_once(url: str, what: str, exc: BaseException) -> None:
+    if (url, what) in _WARNED:
+        return
+    _WARNED.add((url, what))
+    warnings.warn(
+        f"remote cache {url!r}: {what} failed ({type(exc).__name__}: {exc}); the local "
+        "tier goes on alone (dagnb cache push uploads later)",
+        RemoteCacheWarning,
+        stacklevel=3,
+    )
+
+
+def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str) -> int | None:
+    """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
+    or None when the remote has no entry to trust."""
+    folder = backend.root / ".scratch" / f".tmp-pull-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True)
+    try:
+        moved = remote.download(step, key, folder)
+        if moved is not None:
+            backend.write(step, key, folder)
+        return moved
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+class RemoteBackend(StoreBackend):
+    """A store URL behind a local read-through tier (see the module's docs).
+
+    Parameters
+    ----------
+    url
+        The remote store (any fsspec URL).
+    local
+        The local tier's folder; None for the ``cache_local_directory`` setting.
+    storage_options
+        Options for the store library; None for the ``cache_storage_options`` setting.
+    """
+
+    name = "remote"
+
+    def __init__(
+        self,
+        url: str,
+        local: str | os.PathLike[str] | None = None,
+        storage_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        from dagnb.config import settings
+
+        config = settings()
+        options = config.cache_storage_options if storage_options is None else storage_options
+        self.remote = ObjectStore(url, options)
+        self.local = LocalBackend(config.cache_local_directory if local is None else local)
+        self.root = self.local.root
+
+    def __repr__(self) -> str:
+        return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
+
+    def read(self, step: str, key: str) -> Item | None:
+        item = self.local.read(step, key)
+        if item is not None or step.startswith("."):  # the store's own folders are local
+            return item
+        try:
+            moved = fetch_into(self.remote, self.local, step, key)
+        except Exception as exc:  # an unreachable store is a miss, never a failed run
+            _warn_once(self.remote.url, "a download", exc)
+            return None
+        return None if moved is None else self.local.read(step, key)
+
+    def write(self, step: str, key: str, folder: Path) -> None:
+        self.local.write(step, key, folder)
+        item = self.local.read(step, key)
+        if step.startswith(".") or item is None or item.meta is None:
+            return
+        try:
+            self.remote.upload(step, key, item.path, meta=json.loads(item.meta))
+        except Exception as exc:  # the entry is saved locally; push uploads it later
+            _warn_once(self.remote.url, "an upload", exc)
+
+    def exists(self, step: str, key: str) -> bool:
+        if self.local.exists(step, key) or step.startswith("."):
+            return self.local.exists(step, key)
+        with contextlib.suppress(Exception):
+            return self.remote.manifest(step, key) is not None
+        return False
+
+    def names(self, step: str | None = None) -> list[str]:
+        """The local tier's names: listing, clearing and evicting act on this machine."""
+        return self.local.names(step)
+
+    def remove(self, step: str, key: str) -> bool:
+        return self.local.remove(step, key)
+
+    def lock(self, step: str, key: str, timeout: float = -1) -> Any:
+        return self.local.lock(step, key, timeout)
+
+
+register_backend("remote", RemoteBackend)
+
+
+# -- explicit sync ------------------------------------------------------------------------
+class Transfer:
+    """What a :func:`push` or :func:`pull` did: entries copied, skipped, bytes moved."""
+
+    __slots__ = ("bytes", "copied", "skipped")
+
+    def __init__(self) -> None:
+        self.copied = self.skipped = self.bytes = 0
+
+    def __repr__(self) -> str:
+        return f"Transfer(copied={self.copied}, skipped={self.skipped}, bytes={self.bytes})"
+
+
+def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfer:
+    """Upload every unexpired entry of the ``local`` store that ``url`` lacks."""
+    remote = _object_store(url)
+    now = local.clock()
+    entries = [entry for entry in local.iter_entries() if not entry.expired(now)]
+    done = Transfer()
+    for number, entry in enumerate(entries, 1):
+        if remote.trusted(entry.step, entry.key):
+            done.skipped += 1
+        else:
+            done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta)
+            done.copied += 1
+        if progress is not None:
+            progress(number, len(entries), done.bytes)
+    return done
+
+
+def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
+    """Download every entry of ``url`` that the ``local`` store lacks (trusted ones)."""
+    remote = _object_store(url)
+    keys = list(remote.keys())
+    done = Transfer()
+    for number, (step, key) in enumerate(keys, 1):
+        if local.peek(step, key) is not None:
+            done.skipped += 1
+        else:
+            moved = fetch_into(remote, local.backend, step, key)
+            done.copied += moved is not None
+            done.skipped += moved is None
+            done.bytes += moved or 0
+        if progress is not None:
+            progress(number, len(keys), done.bytes)
+    return done
+
+
+def _object_store(url: str) -> ObjectStore:
+    from dagnb.config import settings
+
+    return ObjectStore(url, settings().cache_storage_options)
+
+
+def progress_line(verb: str, stream: TextIO | None = None) -> Progress:
+    """A progress callback drawing one line (``push: 3/10 entries, 1.2 MB``) on stderr."""
+    out = sys.stderr if stream is None else stream
+
+    def show(done: int, total: int, moved: int) -> None:
+        end = "\n" if done == total else ""
+        out.write(f"\r{verb}: {done}/{total} entries, {moved / 1e6:.1f} MB{end}")
+        out.flush()
+
+    return show
