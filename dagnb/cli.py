@@ -6,6 +6,7 @@
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
+    dagnb cache verify|push|pull
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
@@ -211,6 +212,13 @@ def add_subcommands(sub: Any) -> None:
     again.add_argument("images", nargs="*", metavar="IMAGE", help="only these tags")
     for parser in image_actions.choices.values():
         parser.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
+    for action, where in (("push", "to"), ("pull", "from")):
+        sync = cache_actions.add_parser(
+            action, help=f"copy entries {where} a remote store (s3://bucket/prefix, ...)")
+        sync.add_argument("url", nargs="?", default=None,
+                          help="the remote store (default: cache_directory when it is a URL)")
+        sync.add_argument("--cache-dir", default=None,
+                          help="the local cache folder (default: the setting's local folder)")
 
 
 @command("templates")
@@ -276,6 +284,8 @@ def _cache(args: argparse.Namespace) -> int:
     """`dagnb cache verify`: what a hit checks by size, checked by content."""
     from dagnb.cache import store_for
 
+    if args.action in ("push", "pull"):
+        return _cache_sync(args)
     store = store_for(args.cache_dir)
     entries = list(store.iter_entries())
     damaged = [e for e in entries if not e.verify()]
@@ -302,6 +312,16 @@ def _images(args: argparse.Namespace) -> int:
     table = ImagePins(store_for(args.cache_dir).location).table()
     print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
                     for label, pin in table.items()) or "no pinned images")
+    return 0
+
+
+def _cache_sync(args: argparse.Namespace) -> int:
+    """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
+    from dagnb.cache.remote import sync
+
+    done = sync(args.action, args.url, args.cache_dir)
+    print(f"{args.action}: {done.copied} entries copied, {done.skipped} already there, "
+          f"{done.bytes / 1e6:.1f} MB")
     return 0
 
 

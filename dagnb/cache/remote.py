@@ -68,6 +68,7 @@ __all__ = [
     "progress_line",
     "pull",
     "push",
+    "sync",
 ]
 
 MANIFEST_FORMAT = 1
@@ -126,7 +127,8 @@ class ObjectStore:
             ) from None
         self.path = path.rstrip("/")
         is_s3 = "s3" in _protocols(self.fs)
-        self._put_options = {"chunksize": _S3_CHUNK} if is_s3 else {}
+        # parts of _S3_CHUNK bytes, two in flight: what an upload holds in memory
+        self._put_options = {"chunksize": _S3_CHUNK, "max_concurrency": 2} if is_s3 else {}
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
@@ -179,7 +181,7 @@ class ObjectStore:
         fetched[digest] = target
         return True
 
-    def keys(self) -> Iterator[tuple[str, str]]:
+    def entries(self) -> Iterator[tuple[str, str]]:
         """Every (step, key) with a manifest, whether or not its blobs are all there."""
         prefix = f"{self.path}/entries/"
         try:
@@ -223,6 +225,7 @@ class ObjectStore:
         return size
 
     def _size(self, path: str) -> int | None:
+        self.fs.invalidate_cache(path)  # a listing made earlier must not answer for now
         try:
             return int(self.fs.info(path)["size"])
         except FileNotFoundError:
@@ -450,7 +453,7 @@ def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfe
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
     """Download every entry of ``url`` that the ``local`` store lacks (trusted ones)."""
     remote = _object_store(url)
-    keys = list(remote.keys())
+    keys = list(remote.entries())
     done = Transfer()
     for number, (step, key) in enumerate(keys, 1):
         if local.peek(step, key) is not None:
@@ -463,6 +466,36 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
         if progress is not None:
             progress(number, len(keys), done.bytes)
     return done
+
+
+def sync(
+    action: str,
+    url: str | None = None,
+    local: str | os.PathLike[str] | None = None,
+    stream: TextIO | None = None,
+) -> Transfer:
+    """``dagnb cache push|pull``: copy entries between the local cache folder (the
+    setting's when None) and the store ``url`` (``cache_directory`` when None), with a
+    progress line on ``stream`` (stderr)."""
+    from dagnb.cache import local_folder, store_for
+    from dagnb.checks import Invalid, is_url, location
+    from dagnb.config import settings
+
+    url = settings().cache_directory if url is None else url
+    try:
+        url = location(url)
+    except Invalid as bad:
+        raise CacheError(f"the remote store is not valid; expected {bad.expected}") from None
+    if not is_url(url):
+        raise CacheError(
+            f"cache {action} needs a store URL, not {url!r}; name one "
+            f"(dagnb cache {action} s3://bucket/prefix) or set cache_directory to it"
+        )
+    store = store_for(local_folder(local))
+    show = progress_line(action, stream)
+    if action == "push":
+        return push(store, url, progress=show)
+    return pull(url, store, progress=show)
 
 
 def _object_store(url: str) -> ObjectStore:

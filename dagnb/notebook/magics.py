@@ -23,6 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
 from dagnb.cache import store_for
+from dagnb.cache.remote import sync
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, RunFailed, WorkflowError
@@ -274,6 +275,7 @@ class DaggerMagics(Magics):
             %dagger graph                             draw the graph, coloured by state
             %dagger plan                              what a run would do now
             %dagger cache [stats|entries|clear [NAME]|explain NAME]
+            %dagger cache push|pull [URL]             copy entries to / from a store URL
             %dagger services                          running service containers
             %dagger images [list|refresh [IMAGE ...]] tags pinned to digests (pin_images)
             %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
@@ -357,8 +359,11 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         return Text(f"removed {removed} cache entries" + (f" of {names[0]!r}" if names else ""))
     if action == "explain" and len(names) == 1:
         return Text("\n".join(self.session.graph.explain(names[0])))
+    if action in ("push", "pull") and len(names) <= 1:
+        done = sync(action, *names)
+        return Text(f"{action}: {done.copied} entries copied, {done.skipped} already there")
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
-                     "[NAME], clear [NAME] or explain NAME")
+                     "[NAME], clear [NAME], explain NAME, push [URL] or pull [URL]")
 
 
 def _cmd_images(self: DaggerMagics, rest: str) -> Text:

@@ -1,0 +1,482 @@
+"""A cache on object storage: moto's S3 server on 127.0.0.1, reached through real s3fs.
+
+The server runs in this process (``ThreadedMotoServer``): stopping it cuts every upload
+off, and starting it again on the same port finds what it stored (moto keeps its state in
+the process), so a reader can then look at what an interrupted upload left.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import dagnb
+from dagnb.cache import Store
+from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
+from dagnb.cli import main
+from dagnb.errors import ConfigError
+
+moto_server = pytest.importorskip("moto.server")
+s3fs = pytest.importorskip("s3fs")
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class S3Server:
+    """moto's S3 server on a fixed port of 127.0.0.1, which can be stopped and started."""
+
+    def __init__(self) -> None:
+        logging.getLogger("werkzeug").setLevel(logging.ERROR)
+        self._server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0,
+                                                      verbose=False)
+        self._server.start()
+        self.port = self._server.get_host_and_port()[1]
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def start(self) -> None:
+        self._server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=self.port,
+                                                      verbose=False)
+        self._server.start()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[S3Server]:
+    running = S3Server()
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def url(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """A fresh bucket; dummy credentials and the endpoint in the environment (where
+    botocore reads them), so that subprocesses reach the same server."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_ENDPOINT_URL": server.endpoint,
+        "AWS_MAX_ATTEMPTS": "1",  # a stopped server fails an upload at once
+    }.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    bucket = f"dagnb-{uuid.uuid4().hex[:12]}"
+    s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+    return f"s3://{bucket}/cache"
+
+
+def listing(url: str) -> list[str]:
+    """Every object under the store, relative to it (a fresh client: no listing cache)."""
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    root = url.removeprefix("s3://")
+    return sorted(path[len(root) + 1:] for path in fs.find(root))
+
+
+def store(url: str, local: Path) -> Store:
+    return Store(url, backend=RemoteBackend(url, local=local))
+
+
+def save(target: Store, step: str, key: str, files: dict[str, bytes]) -> None:
+    out = target.scratch_dir(step)
+    for name, data in files.items():
+        (out / name).write_bytes(data)
+    target.save(step, key, out_dir=out)
+
+
+# -- one store, two processes -------------------------------------------------------------
+WORKFLOW = """\
+name: shared
+steps:
+  make:
+    run: |
+      echo make >> {counter}
+      echo same > "$DAGNB_OUT/data.txt"
+  copy:
+    run: |
+      echo copy >> {counter}
+      echo same > "$DAGNB_OUT/data.txt"
+  report:
+    needs: [make, copy]
+    run: |
+      echo report >> {counter}
+      cat "$DAGNB_IN/make/data.txt" "$DAGNB_IN/copy/data.txt" > "$DAGNB_OUT/report.txt"
+"""
+
+
+def run_workflow(folder: Path, local: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DAGNB_CACHE_LOCAL_DIRECTORY": str(folder / local),
+           "DAGNB_CONFIG": str(folder / "dagnb.yaml")}
+    return subprocess.run(
+        [sys.executable, "-m", "dagnb.cli", "run", "wf.yml", "--executor", "local"],
+        cwd=folder, env=env, capture_output=True, text=True, timeout=120,
+    )
+
+
+def test_a_second_process_with_its_own_local_folder_runs_every_step_cached(
+    url: str, tmp_path: Path
+) -> None:
+    counter = tmp_path / "executions.txt"
+    (tmp_path / "wf.yml").write_text(WORKFLOW.format(counter=counter))
+    (tmp_path / "dagnb.yaml").write_text(f"workflow_defaults:\n  cache_directory: {url}\n")
+    first = run_workflow(tmp_path, "local-a")
+    assert first.returncode == 0, first.stdout + first.stderr
+    assert sorted(counter.read_text().split()) == ["copy", "make", "report"]
+    second = run_workflow(tmp_path, "local-b")
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "3 cached" in second.stdout, second.stdout
+    assert sorted(counter.read_text().split()) == ["copy", "make", "report"]  # none ran again
+    assert (tmp_path / "local-b" / "report").is_dir()  # downloaded into the local tier
+    objects = listing(url)
+    assert sum(o.startswith("entries/") for o in objects) == 3
+    # make's and copy's identical data.txt (and the empty logs) are stored once
+    data = file_digest(next((tmp_path / "local-a" / "make").iterdir()) / "out" / "data.txt")
+    assert objects.count(f"blobs/{data}") == 1
+    files = sum(len(json.loads(fs_cat(url, o))["files"]) for o in objects if "entries/" in o)
+    assert sum(o.startswith("blobs/") for o in objects) < files
+
+
+def fs_cat(url: str, relative: str) -> bytes:
+    root = url.removeprefix("s3://")
+    return s3fs.S3FileSystem(skip_instance_cache=True).cat_file(f"{root}/{relative}")
+
+
+MEMORY_SCRIPT = """\
+import sys
+import dagnb
+
+memory = dagnb.Memory(location=sys.argv[1])
+
+@memory.cache
+def slow_square(x):
+    with open(sys.argv[2], "a") as counter:
+        counter.write("ran\\n")
+    return x * x
+
+print(slow_square(12))
+"""
+
+
+def test_memory_on_a_store_url_hits_across_processes(url: str, tmp_path: Path) -> None:
+    script, counter = tmp_path / "square.py", tmp_path / "calls.txt"
+    script.write_text(MEMORY_SCRIPT)
+    for folder in ("first", "second"):  # each its own .dagnb_cache local tier
+        (tmp_path / folder).mkdir()
+        done = subprocess.run([sys.executable, str(script), url, str(counter)],
+                              cwd=tmp_path / folder, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "144"
+    assert counter.read_text().split() == ["ran"]
+    assert any(o.startswith("entries/") for o in listing(url))
+
+
+# -- the layout ---------------------------------------------------------------------------
+class Recording:
+    """The real filesystem, with the order of its writes written down."""
+
+    def __init__(self, fs: Any) -> None:
+        self.fs, self.writes = fs, []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.fs, name)
+
+    def put_file(self, local: str, remote: str, **options: Any) -> Any:
+        self.writes.append(remote)
+        return self.fs.put_file(local, remote, **options)
+
+    def pipe_file(self, path: str, data: bytes, **options: Any) -> Any:
+        self.writes.append(path)
+        return self.fs.pipe_file(path, data, **options)
+
+
+def test_the_manifest_is_written_after_every_blob_it_names(url: str, tmp_path: Path) -> None:
+    writer = store(url, tmp_path / "a")
+    remote = writer.backend.remote
+    remote.fs = Recording(remote.fs)
+    save(writer, "step", "k1", {"a.bin": os.urandom(1000), "b.bin": os.urandom(2000)})
+    writes = remote.fs.writes
+    assert writes[-1].endswith("entries/step/k1.json")
+    assert all("/blobs/" in w for w in writes[:-1]) and len(writes) == 5  # meta, logs, a, b
+    manifest = json.loads(fs_cat(url, "entries/step/k1.json"))
+    objects = listing(url)
+    assert {f"blobs/{d}" for d, _ in manifest["files"].values()} <= set(objects)
+
+
+def test_readers_trust_no_entry_with_a_missing_or_short_blob(url: str, tmp_path: Path) -> None:
+    writer = store(url, tmp_path / "a")
+    save(writer, "step", "k1", {"x.bin": b"x" * 500})
+    save(writer, "step", "k2", {"y.bin": b"y" * 700})
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    root = url.removeprefix("s3://")
+    first = json.loads(fs_cat(url, "entries/step/k1.json"))["files"]["out/x.bin"][0]
+    fs.rm(f"{root}/blobs/{first}")
+    second = json.loads(fs_cat(url, "entries/step/k2.json"))["files"]["out/y.bin"][0]
+    fs.pipe_file(f"{root}/blobs/{second}", b"y" * 699)
+    reader = store(url, tmp_path / "b")
+    assert reader.lookup("step", "k1") is None
+    assert reader.lookup("step", "k2") is None
+    assert reader.backend.names() == []  # nothing half-downloaded left in the local tier
+
+
+def test_two_writers_of_one_key_leave_one_good_entry(url: str, tmp_path: Path) -> None:
+    writers = [store(url, tmp_path / name) for name in ("a", "b")]
+    barrier = threading.Barrier(2)
+
+    def write(number: int) -> None:
+        barrier.wait()
+        save(writers[number], "step", "same", {"out.bin": bytes([number]) * 100_000})
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    entry = store(url, tmp_path / "c").lookup("step", "same")
+    assert entry is not None
+    assert (entry.out_dir / "out.bin").read_bytes() in (b"\0" * 100_000, b"\1" * 100_000)
+    assert entry.verify()
+    assert listing(url).count("entries/step/same.json") == 1
+
+
+def test_a_conditional_create_keeps_the_first_entry(url: str, tmp_path: Path) -> None:
+    save(store(url, tmp_path / "a"), "step", "k", {"out.txt": b"first"})
+    save(store(url, tmp_path / "b"), "step", "k", {"out.txt": b"second"})
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "out.txt").read_bytes() == b"first"
+
+
+def test_an_expired_remote_entry_is_a_miss_and_is_replaced(url: str, tmp_path: Path) -> None:
+    clock = [1000.0]
+    old = Store(url, backend=RemoteBackend(url, local=tmp_path / "a"), clock=lambda: clock[0])
+    out = old.scratch_dir("step")
+    (out / "v.txt").write_text("old")
+    old.save("step", "k", out_dir=out, ttl=10)  # expired long ago in real time
+    assert store(url, tmp_path / "b").lookup("step", "k") is None
+    save(store(url, tmp_path / "c"), "step", "k", {"v.txt": b"new"})
+    entry = store(url, tmp_path / "d").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "v.txt").read_text() == "new"
+
+
+def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    monkeypatch.setattr("dagnb.cache.remote._WARNED", set())
+    closed = Store("s3://nowhere/cache", backend=RemoteBackend(
+        "s3://nowhere/cache", local=tmp_path / "a",
+        storage_options={"endpoint_url": "http://127.0.0.1:9", "retries": 1}))
+    with pytest.warns(RemoteCacheWarning, match="a download failed"):
+        assert closed.lookup("step", "k") is None
+    with pytest.warns(RemoteCacheWarning, match="an upload failed.*dagnb cache push"):
+        save(closed, "step", "k", {"v.txt": b"kept"})
+    assert closed.lookup("step", "k") is not None
+
+
+# -- settings ---------------------------------------------------------------------------
+def test_a_store_url_is_accepted_from_the_file_the_environment_and_configure(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (project / "dagnb.yaml").write_text(
+        "workflow_defaults:\n  cache_directory: s3://bucket/team\n"
+        "  cache_local_directory: tier\n"
+        "  cache_storage_options:\n    endpoint_url: http://127.0.0.1:9000\n")
+    current = dagnb.config.reload()
+    assert current.cache_directory == "s3://bucket/team"
+    assert current.cache_local_directory == str(project / "tier")
+    assert current.cache_storage_options == {"endpoint_url": "http://127.0.0.1:9000"}
+    assert dagnb.cache.local_folder() == project / "tier"
+    monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", "gs://other/prefix")
+    assert dagnb.config.reload().cache_directory == "gs://other/prefix"
+    dagnb.configure(cache_directory="memory://bucket/x")
+    assert dagnb.config.settings().cache_directory == "memory://bucket/x"
+    backend = dagnb.cache.store_for().backend
+    assert isinstance(backend, RemoteBackend) and backend.root == project / "tier"
+
+
+@pytest.mark.parametrize("option", ["secret", "key", "token"])
+def test_credentials_in_the_config_are_refused_with_the_fix(project: Path, option: str) -> None:
+    (project / "dagnb.yaml").write_text(
+        f"workflow_defaults:\n  cache_storage_options:\n    {option}: hunter2-value\n")
+    with pytest.raises(ConfigError, match=rf"no {option!r} option.*AWS_SECRET_ACCESS_KEY") as err:
+        dagnb.config.reload()
+    assert "hunter2" not in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_url_holding_credentials_is_refused_without_echoing_them(project: Path) -> None:
+    with pytest.raises(ConfigError, match="without user or password") as err:
+        dagnb.configure(cache_directory="s3://AKIAXXX:hunter2@bucket/x")
+    assert "hunter2" not in str(err.value)
+
+
+# -- push and pull ------------------------------------------------------------------------
+def test_push_then_pull_copies_entries_between_local_folders(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = Store(tmp_path / "a")
+    save(local, "make", "k1", {"data.txt": b"one"})
+    save(local, "make", "k2", {"data.txt": b"two"})
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    captured = capsys.readouterr()
+    assert "push: 2 entries copied, 0 already there" in captured.out
+    assert "push: 2/2 entries" in captured.err  # the progress line
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    assert "0 entries copied, 2 already there" in capsys.readouterr().out
+    assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 0
+    assert "pull: 2 entries copied" in capsys.readouterr().out
+    pulled = Store(tmp_path / "b")
+    assert (pulled.lookup("make", "k2").out_dir / "data.txt").read_bytes() == b"two"
+
+
+def test_push_needs_a_store_url(project: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["cache", "push"]) == 2
+    assert "dagnb cache push s3://bucket/prefix" in capsys.readouterr().err
+
+
+def test_the_magic_pushes_and_pulls(url: str, shell: Any, tmp_path: Path) -> None:
+    local = dagnb.cache.store_for()
+    save(local, "make", "k1", {"data.txt": b"one"})
+    pushed = shell.run_line_magic("dagger", f"cache push {url}")
+    assert "push: 1 entries copied" in str(pushed)
+    local.clear()
+    pulled = shell.run_line_magic("dagger", f"cache pull {url}")
+    assert "pull: 1 entries copied" in str(pulled)
+    assert local.lookup("make", "k1") is not None
+
+
+# -- interrupted uploads ------------------------------------------------------------------
+WRITER = """\
+import os, sys
+import dagnb.cache.remote as remote
+remote._S3_CHUNK = 5 << 20  # small parts: a 12 MB file goes up in a multipart upload
+from dagnb.cache import Store
+url, local = sys.argv[1], sys.argv[2]
+store = Store(url, backend=remote.RemoteBackend(url, local=local))
+print("ready", flush=True)
+for line in sys.stdin:
+    key, seed = line.split()
+    out = store.scratch_dir("big")
+    for name, size in (("small.txt", 100), ("medium.bin", 3 << 20), ("large.bin", 12 << 20)):
+        (out / name).write_bytes(seed.encode() * (size // len(seed)))
+    store.save("big", key, out_dir=out)
+    print("done", flush=True)
+"""
+
+
+def expected_files(seed: str) -> dict[str, bytes]:
+    return {name: seed.encode() * (size // len(seed))
+            for name, size in (("small.txt", 100), ("medium.bin", 3 << 20),
+                               ("large.bin", 12 << 20))}
+
+
+class Writer:
+    """A writer process that saves an entry on the store for each line it reads."""
+
+    def __init__(self, url: str, local: Path) -> None:
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", WRITER, url, str(local)], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout.readline().strip() == "ready"
+
+    def save(self, key: str, seed: str) -> None:
+        self.process.stdin.write(f"{key} {seed}\n")
+        self.process.stdin.flush()
+
+    def wait_done(self) -> str:
+        return self.process.stdout.readline().strip()
+
+    def kill(self) -> None:
+        self.process.kill()
+        self.process.wait()
+
+
+def check_store(url: str, tmp_path: Path, key: str, seed: str) -> str:
+    """What a reader sees of ``big/key``: 'none', or 'whole' (and then the right bytes);
+    also every manifest in the bucket names blobs that are all there, whole."""
+    fresh = {"skip_instance_cache": True}  # the server restarted: no pooled connection
+    remote = ObjectStore(url, fresh)
+    for step, name in remote.entries():
+        assert remote.trusted(step, name), f"a manifest of {step}/{name} was written too early"
+    reader = RemoteBackend(url, local=tmp_path / f"reader-{key}", storage_options=fresh)
+    entry = Store(url, backend=reader).lookup("big", key)
+    if entry is None:
+        return "none"
+    for name, data in expected_files(seed).items():
+        assert (entry.out_dir / name).read_bytes() == data
+    return "whole"
+
+
+@pytest.mark.slow
+def test_interrupted_uploads_leave_nothing_a_reader_accepts(
+    url: str, server: S3Server, tmp_path: Path
+) -> None:
+    rng = random.Random(18)
+    writer = Writer(url, tmp_path / "w0")
+    started = time.perf_counter()
+    writer.save("calibrate", "c")
+    assert writer.wait_done() == "done"
+    upload = time.perf_counter() - started
+    outcomes = []
+    try:
+        for trial in range(10):  # the server is stopped mid-upload
+            key, seed = f"srv{trial}", f"s{trial}"
+            writer.save(key, seed)
+            time.sleep(rng.uniform(0.05, 1.0) * upload)
+            server.stop()
+            writer.wait_done()  # the save ends (the upload failed: the local entry stays)
+            server.start()
+            outcomes.append(check_store(url, tmp_path, key, seed))
+    finally:
+        writer.kill()
+    for trial in range(10):  # the writer process is SIGKILLed mid-upload
+        key, seed = f"kill{trial}", f"k{trial}"
+        writer = Writer(url, tmp_path / f"w{trial + 1}")
+        writer.save(key, seed)
+        time.sleep(rng.uniform(0.05, 1.0) * upload)
+        os.kill(writer.process.pid, signal.SIGKILL)
+        writer.kill()
+        outcomes.append(check_store(url, tmp_path, key, seed))
+    assert len(outcomes) == 20
+    assert outcomes.count("none") >= 5, outcomes  # most were cut off before the manifest
+    blobs = [o for o in listing(url) if o.startswith("blobs/")]
+    manifests = [o for o in listing(url) if o.startswith("entries/")]
+    assert len(manifests) == 1 + outcomes.count("whole")
+    assert len(blobs) > 3 * len(manifests)  # some cut uploads left blobs, never a manifest
+
+
+def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
+    script = textwrap.dedent("""\
+        import resource, sys
+        import dagnb.cache.remote as remote
+        from dagnb.cache import Store
+        url, local, other = sys.argv[1:4]
+        store = Store(url, backend=remote.RemoteBackend(url, local=local))
+        out = store.scratch_dir("big")
+        with open(out / "big.bin", "wb") as handle:
+            for _ in range(96):
+                handle.write(bytes(1 << 20))
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        store.save("big", "k", out_dir=out)
+        reader = Store(url, backend=remote.RemoteBackend(url, local=other))
+        assert reader.lookup("big", "k") is not None
+        grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+        print(grown // 1024)
+    """)
+    done = subprocess.run([sys.executable, "-c", script, url, str(tmp_path / "a"),
+                           str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) < 80  # MB: a 96 MB file goes up and down in 16 MB parts
