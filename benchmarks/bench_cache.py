@@ -1,6 +1,6 @@
 """The cache, dagnb against joblib (and against no cache), warm and in fresh processes.
 
-    python benchmarks/bench_cache.py [--quick] [--extras]
+    python benchmarks/bench_cache.py [--quick] [--extras] [--only-remote]
 
 - memory_hit_distinct_warm   Memory hits, each call with different small arguments,
                              stored by another process, in a warm process (<= 0.25)
@@ -16,6 +16,12 @@
                              vs the same run with the cache off plus writing each
                              step's pickled result to its own file (<= 1.5)
 - frame_hit_warm / _cold     a hit with a 1e6 x 4 float DataFrame argument (<= 0.1)
+- remote_hit_cold_tier       a hit on an S3 store (moto's server on 127.0.0.1, through
+                             s3fs) with an empty local tier: the entry is downloaded, vs
+                             a hit on a local cache folder (information)
+- remote_upload_32MB         saving an entry with one 32 MB file to the S3 store (local
+                             tier, hash, blob, manifest) vs s3fs' put_file of the same
+                             bytes (<= 1.5); the note gives both throughputs
 
 ``--extras`` adds the two file-hashing figures this script has always printed
 (dir_recheck_2000_files, full_hash_64MB; they use dagnb.fingerprint directly).
@@ -27,6 +33,7 @@ import argparse
 import itertools
 import os
 import pickle
+import statistics
 import time
 from pathlib import Path
 
@@ -193,6 +200,99 @@ def hashing_extras(tmp: Path, rounds: int) -> None:
     fingerprint.configure_stat_cache(None)
 
 
+REMOTE_MB = 32
+
+
+def remote_cache(tmp: Path, rounds: int) -> None:
+    """A store on S3: a hit that downloads, and an upload, against local and plain s3fs."""
+    try:
+        from moto.server import ThreadedMotoServer
+    except ImportError:
+        print("# remote_cache: skipped (pip install 'moto[server]' s3fs)")
+        return
+    import logging
+    import uuid
+
+    from dagnb.cache import RemoteBackend, Store
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server.get_host_and_port()[1]
+    os.environ.update(AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                      AWS_DEFAULT_REGION="us-east-1", AWS_ENDPOINT_URL=f"http://127.0.0.1:{port}")
+    try:
+        url = f"s3://bench-{uuid.uuid4().hex[:8]}/cache"
+        tiers = (tmp / f"tier-{n}" for n in itertools.count())
+
+        def remote_store() -> Store:
+            return Store(url, backend=RemoteBackend(url, local=next(tiers)))
+
+        remote_store().backend.remote.fs.mkdir(url.removeprefix("s3://").split("/")[0])
+        _remote_hits(tmp, rounds, remote_store)
+        _remote_uploads(tmp, rounds, remote_store)
+    finally:
+        server.stop()
+
+
+def _remote_hits(tmp: Path, rounds: int, remote_store: object) -> None:
+    from dagnb.cache import Store
+
+    local = Store(tmp / "remote-local")
+    for store in (local, remote_store()):  # type: ignore[operator]
+        out = store.scratch_dir("step")
+        (out / "data.bin").write_bytes(os.urandom(1 << 20))
+        store.save("step", "k", out_dir=out)
+
+    def hit(make: object) -> Trial:
+        def trial() -> float:
+            store = make()  # type: ignore[operator]
+            start = time.perf_counter()
+            entry = store.lookup("step", "k")
+            _read(entry.out_dir / "data.bin")
+            return time.perf_counter() - start
+
+        return trial
+
+    compare("remote_hit_cold_tier", hit(remote_store),
+            hit(lambda: Store(tmp / "remote-local")), "local cache folder", None, rounds,
+            note="(a 1 MB output; the remote's local tier empty each time)")
+
+
+def _remote_uploads(tmp: Path, rounds: int, remote_store: object) -> None:
+    store = remote_store()  # type: ignore[operator]
+    fs, root = store.backend.remote.fs, store.backend.remote.path
+    names = itertools.count()
+
+    def fresh_file() -> Path:
+        path = tmp / f"upload-{next(names)}.bin"
+        with open(path, "wb") as handle:
+            for _ in range(REMOTE_MB):
+                handle.write(os.urandom(1 << 20))  # new content: no blob is there yet
+        return path
+
+    def dagnb_save() -> float:
+        out = store.scratch_dir("big")
+        os.replace(fresh_file(), out / "data.bin")
+        start = time.perf_counter()
+        store.save("big", f"k{next(names)}", out_dir=out)
+        return time.perf_counter() - start
+
+    def plain_put() -> float:
+        path = fresh_file()
+        start = time.perf_counter()
+        fs.put_file(str(path), f"{root}/plain/{path.name}")
+        seconds = time.perf_counter() - start
+        path.unlink()
+        return seconds
+
+    samples = interleave({"dagnb": dagnb_save, "peer": plain_put}, rounds)
+    mb_s = [REMOTE_MB / statistics.median(samples[k]) for k in ("dagnb", "peer")]
+    report(Figure("remote_upload_32MB", samples["dagnb"], samples["peer"],
+                  "s3fs put_file", 1.5,
+                  note=f"(throughput {mb_s[0]:.0f} vs {mb_s[1]:.0f} MB/s)"))
+
+
 def _seconds(func: object, *args: object, **kwargs: object) -> float:
     start = time.perf_counter()
     func(*args, **kwargs)  # type: ignore[operator]
@@ -210,14 +310,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="5 rounds instead of 9")
     parser.add_argument("--extras", action="store_true", help="also the file-hashing figures")
+    parser.add_argument("--only-remote", action="store_true", help="only the S3 figures")
     args = parser.parse_args()
     print(machine_note())
     rounds = 5 if args.quick else 9
     with scratch() as (disk, memory):
+        if args.only_remote:
+            remote_cache(disk, rounds)
+            return
         memory_hits(memory, rounds)
         memory_misses(disk, rounds)
         first_run(disk, rounds)
         frame_hits(memory, 5)
+        remote_cache(disk, rounds)
         if args.extras:
             hashing_extras(disk, rounds)
 

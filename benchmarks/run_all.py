@@ -39,6 +39,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "shell": lambda: bench_runner.shell_steps(disk, heavy),
         "scheduling": lambda: bench_runner.scheduling(disk, heavy, args.sizes),
         "frame": lambda: bench_cache.frame_hits(memory, heavy),
+        "remote": lambda: bench_cache.remote_cache(disk, heavy),
         "widgets": lambda: (bench_widgets.widget_overhead(100_000, heavy),
                             bench_widgets.notebook_size()),
     }
