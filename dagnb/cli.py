@@ -317,7 +317,7 @@ def _images(args: argparse.Namespace) -> int:
 
 def _cache_sync(args: argparse.Namespace) -> int:
     """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
-    from dagnb.cache.remote import sync
+    from dagnb.cache import sync
 
     done = sync(args.action, args.url, args.cache_dir)
     print(f"{args.action}: {done.copied} entries copied, {done.skipped} already there, "

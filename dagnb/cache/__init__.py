@@ -16,16 +16,18 @@ from __future__ import annotations
 import os
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
-from dagnb import fingerprint
+from dagnb import checks, fingerprint
 from dagnb.cache import explain as _explain_module
+from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
 from dagnb.config import context, settings
+from dagnb.errors import CacheError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -54,6 +56,7 @@ __all__ = [
     "stats",
     "step_key",
     "store_for",
+    "sync",
 ]
 
 
@@ -147,3 +150,28 @@ def explain_frame(step_name: str, key: StepKey) -> Any:
     """:func:`explain` as a DataFrame."""
     return _explain_module.explain_frame(default_store(), step_name, key)
 
+
+def sync(
+    action: str,
+    url: str | None = None,
+    local: str | os.PathLike[str] | None = None,
+    stream: TextIO | None = None,
+) -> _remote.Transfer:
+    """``dagnb cache push|pull``: copy entries between the local cache folder (the
+    setting's when None) and the store ``url`` (``cache_directory`` when None), with a
+    progress line on ``stream`` (stderr)."""
+    url = settings().cache_directory if url is None else url
+    try:
+        url = checks.location(url)
+    except checks.Invalid as bad:
+        raise CacheError(f"the remote store is not valid; expected {bad.expected}") from None
+    if not is_url(url):
+        raise CacheError(
+            f"cache {action} needs a store URL, not {url!r}; name one "
+            f"(dagnb cache {action} s3://bucket/prefix) or set cache_directory to it"
+        )
+    store = store_for(local_folder(local))
+    show = _remote.progress_line(action, stream)
+    if action == "push":
+        return _remote.push(store, url, progress=show)
+    return _remote.pull(url, store, progress=show)

@@ -68,7 +68,6 @@ __all__ = [
     "progress_line",
     "pull",
     "push",
-    "sync",
 ]
 
 MANIFEST_FORMAT = 1
@@ -466,36 +465,6 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
         if progress is not None:
             progress(number, len(keys), done.bytes)
     return done
-
-
-def sync(
-    action: str,
-    url: str | None = None,
-    local: str | os.PathLike[str] | None = None,
-    stream: TextIO | None = None,
-) -> Transfer:
-    """``dagnb cache push|pull``: copy entries between the local cache folder (the
-    setting's when None) and the store ``url`` (``cache_directory`` when None), with a
-    progress line on ``stream`` (stderr)."""
-    from dagnb.cache import local_folder, store_for
-    from dagnb.checks import Invalid, is_url, location
-    from dagnb.config import settings
-
-    url = settings().cache_directory if url is None else url
-    try:
-        url = location(url)
-    except Invalid as bad:
-        raise CacheError(f"the remote store is not valid; expected {bad.expected}") from None
-    if not is_url(url):
-        raise CacheError(
-            f"cache {action} needs a store URL, not {url!r}; name one "
-            f"(dagnb cache {action} s3://bucket/prefix) or set cache_directory to it"
-        )
-    store = store_for(local_folder(local))
-    show = progress_line(action, stream)
-    if action == "push":
-        return push(store, url, progress=show)
-    return pull(url, store, progress=show)
 
 
 def _object_store(url: str) -> ObjectStore:

@@ -22,8 +22,7 @@ from IPython.core import magic_arguments as ma
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 
-from dagnb.cache import store_for
-from dagnb.cache.remote import sync
+from dagnb.cache import store_for, sync
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, RunFailed, WorkflowError
