@@ -234,14 +234,11 @@ class ObjectStore:
         """Create the manifest if absent; replace one no reader would trust. False when
         another writer's good entry stays."""
         path, data = self.manifest_path(step, key), json.dumps(manifest).encode()
-        try:
+        try:  # s3fs sends If-None-Match: * and turns S3's 412 into FileExistsError
             self.fs.pipe_file(path, data, mode="create")
             return True
         except FileExistsError:
             pass
-        except OSError as exc:  # S3's 412 PreconditionFailed, as s3fs translates it
-            if "Precondition" not in str(exc) and "exists" not in str(exc).lower():
-                raise
         if self.trusted(step, key):
             return False
         self.fs.pipe_file(path, data)
@@ -399,9 +396,11 @@ class RemoteBackend(StoreBackend):
             _warn_once(self.remote.url, "an upload", exc)
 
     def exists(self, step: str, key: str) -> bool:
-        if self.local.exists(step, key) or step.startswith("."):
-            return self.local.exists(step, key)
-        with contextlib.suppress(Exception):
+        if self.local.exists(step, key):
+            return True
+        if step.startswith("."):
+            return False
+        with contextlib.suppress(Exception):  # unreachable: as good as absent
             return self.remote.manifest(step, key) is not None
         return False
 
