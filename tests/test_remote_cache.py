@@ -117,11 +117,11 @@ steps:
 """
 
 
-def run_workflow(folder: Path, local: str) -> subprocess.CompletedProcess[str]:
+def run_workflow(folder: Path, local: str, *options: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DAGNB_CACHE_LOCAL_DIRECTORY": str(folder / local),
            "DAGNB_CONFIG": str(folder / "dagnb.yaml")}
     return subprocess.run(
-        [sys.executable, "-m", "dagnb.cli", "run", "wf.yml", "--executor", "local"],
+        [sys.executable, "-m", "dagnb.cli", "run", "wf.yml", "--executor", "local", *options],
         cwd=folder, env=env, capture_output=True, text=True, timeout=120,
     )
 
@@ -480,3 +480,17 @@ def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
                            str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 80  # MB: a 96 MB file goes up and down in 16 MB parts
+
+
+def test_read_only_runs_use_the_store_and_write_nothing_to_it(url: str, tmp_path: Path) -> None:
+    counter = tmp_path / "executions.txt"
+    (tmp_path / "wf.yml").write_text(WORKFLOW.format(counter=counter))
+    (tmp_path / "dagnb.yaml").write_text(f"workflow_defaults:\n  cache_directory: {url}\n")
+    assert run_workflow(tmp_path, "local-a").returncode == 0
+    before = listing(url)
+    extra = f"  extra:\n    run: echo extra >> {counter}\n"
+    (tmp_path / "wf.yml").write_text(WORKFLOW.format(counter=counter) + extra)
+    done = run_workflow(tmp_path, "local-b", "--cache-mode", "read-only")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 cached" in done.stdout and "1 succeeded" in done.stdout
+    assert listing(url) == before  # the new step's entry was not uploaded

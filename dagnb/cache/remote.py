@@ -10,6 +10,8 @@ local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
 - a new entry is written to the local tier, then uploaded;
 - names, removals, locks, the journal of hits and damaged entries stay local: the remote
   store is shared, what it keeps is the bucket's business (lifecycle rules).
+- a read-only store (``cache_mode: read-only``) never writes to the remote store; a hit
+  found there is still downloaded into the local tier, which is how it is served.
 
 Layout of the remote store::
 
