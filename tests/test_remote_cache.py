@@ -18,6 +18,7 @@ import textwrap
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -276,7 +277,6 @@ def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    monkeypatch.setattr("dagnb.cache.remote._WARNED", set())
     closed = Store("s3://nowhere/cache", backend=RemoteBackend(
         "s3://nowhere/cache", local=tmp_path / "a",
         storage_options={"endpoint_url": "http://127.0.0.1:9", "retries": 1}))
@@ -285,6 +285,9 @@ def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
     with pytest.warns(RemoteCacheWarning, match="an upload failed.*dagnb cache push"):
         save(closed, "step", "k", {"v.txt": b"kept"})
     assert closed.lookup("step", "k") is not None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # reported once per store, not at every miss
+        assert closed.lookup("step", "other") is None
 
 
 # -- settings ---------------------------------------------------------------------------

@@ -75,7 +75,6 @@ __all__ = [
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _S3_CHUNK = 16 << 20  # s3fs part size: an upload holds at most a few of these in memory
-_WARNED: set[tuple[str, str]] = set()
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
 
@@ -318,18 +317,6 @@ def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
     return {relative: (digest, size) for relative, digest, size in seen.values()}
 
 
-def _warn_once(url: str, what: str, exc: BaseException) -> None:
-    if (url, what) in _WARNED:
-        return
-    _WARNED.add((url, what))
-    warnings.warn(
-        f"remote cache {url!r}: {what} failed ({type(exc).__name__}: {exc}); the local "
-        "tier goes on alone (dagnb cache push uploads later)",
-        RemoteCacheWarning,
-        stacklevel=3,
-    )
-
-
 def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str) -> int | None:
     """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
     or None when the remote has no entry to trust."""
@@ -372,6 +359,7 @@ class RemoteBackend(StoreBackend):
         self.remote = ObjectStore(url, options)
         self.local = LocalBackend(config.cache_local_directory if local is None else local)
         self.root = self.local.root
+        self._warned: set[str] = set()  # what failed already: one warning each
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
@@ -383,7 +371,7 @@ class RemoteBackend(StoreBackend):
         try:
             moved = fetch_into(self.remote, self.local, step, key)
         except Exception as exc:  # an unreachable store is a miss, never a failed run
-            _warn_once(self.remote.url, "a download", exc)
+            self._warn_once("a download", exc)
             return None
         return None if moved is None else self.local.read(step, key)
 
@@ -395,7 +383,18 @@ class RemoteBackend(StoreBackend):
         try:
             self.remote.upload(step, key, item.path, meta=json.loads(item.meta))
         except Exception as exc:  # the entry is saved locally; push uploads it later
-            _warn_once(self.remote.url, "an upload", exc)
+            self._warn_once("an upload", exc)
+
+    def _warn_once(self, what: str, exc: BaseException) -> None:
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        warnings.warn(
+            f"remote cache {self.remote.url!r}: {what} failed ({type(exc).__name__}: {exc}); "
+            "the local tier goes on alone (dagnb cache push uploads later)",
+            RemoteCacheWarning,
+            stacklevel=4,
+        )
 
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
