@@ -15,7 +15,8 @@ local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
 
 Layout of the remote store::
 
-    <url>/blobs/<digest>               one object per distinct file content
+    <url>/blobs/<digest>               one object per distinct file content (empty
+                                       files have none: the manifest says enough)
     <url>/entries/<step>/<key>.json    the manifest: every file of the entry by digest
                                        and size, and every folder; written last
 
@@ -163,7 +164,9 @@ class ObjectStore:
         for relative, (digest, size) in manifest["files"].items():
             target = into / relative
             target.parent.mkdir(parents=True, exist_ok=True)
-            if not self._fetch_blob(digest, target, fetched):
+            if size == 0:
+                target.touch()  # empty files have no blob: nothing to fetch
+            elif not self._fetch_blob(digest, target, fetched):
                 return None
             if os.stat(target).st_size != size:
                 return None
@@ -219,7 +222,7 @@ class ObjectStore:
     def _put_blob(self, path: Path, digest: str, size: int) -> int:
         """Upload one blob unless the store has it whole already; the bytes sent."""
         target = self.blob_path(digest)
-        if self._size(target) == size:
+        if size == 0 or self._size(target) == size:
             return 0  # stored once, whatever step made it
         self.fs.put_file(os.fspath(path), target, **self._put_options)
         return size
@@ -252,7 +255,7 @@ class ObjectStore:
         if manifest is None or _expired(manifest, time.time()):
             return False
         return all(
-            self._size(self.blob_path(digest)) == size
+            size == 0 or self._size(self.blob_path(digest)) == size
             for digest, size in set(map(tuple, manifest["files"].values()))
         )
 
