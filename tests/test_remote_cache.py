@@ -475,7 +475,7 @@ def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
         store = Store(url, backend=remote.RemoteBackend(url, local=local))
         out = store.scratch_dir("big")
         with open(out / "big.bin", "wb") as handle:
-            for _ in range(96):
+            for _ in range(192):
                 handle.write(bytes(1 << 20))
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         store.save("big", "k", out_dir=out)
@@ -487,7 +487,7 @@ def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, "-c", script, url, str(tmp_path / "a"),
                            str(tmp_path / "b")], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert int(done.stdout) < 80  # MB: a 96 MB file goes up and down in 16 MB parts
+    assert int(done.stdout) < 120  # MB: a 192 MB file moves in 32 MB parts, two at a time
 
 
 def test_read_only_runs_use_the_store_and_write_nothing_to_it(url: str, tmp_path: Path) -> None:

@@ -75,7 +75,7 @@ __all__ = [
 
 MANIFEST_FORMAT = 1
 _CHUNK = 1 << 20  # bytes read at a time when hashing
-_S3_CHUNK = 16 << 20  # s3fs part size: an upload holds at most a few of these in memory
+_S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
 
@@ -128,8 +128,9 @@ class ObjectStore:
             ) from None
         self.path = path.rstrip("/")
         is_s3 = "s3" in _protocols(self.fs)
-        # parts of _S3_CHUNK bytes, two in flight: what an upload holds in memory
-        self._put_options = {"chunksize": _S3_CHUNK, "max_concurrency": 2} if is_s3 else {}
+        # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
+        # defaults read ten 50 MB parts of a download at once)
+        self._part_options = {"chunksize": _S3_CHUNK, "max_concurrency": 2} if is_s3 else {}
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
@@ -178,7 +179,7 @@ class ObjectStore:
             shutil.copyfile(fetched[digest], target)
             return True
         try:
-            self.fs.get_file(self.blob_path(digest), os.fspath(target))
+            self.fs.get_file(self.blob_path(digest), os.fspath(target), **self._part_options)
         except FileNotFoundError:
             return False
         fetched[digest] = target
@@ -224,7 +225,7 @@ class ObjectStore:
         target = self.blob_path(digest)
         if size == 0 or self._size(target) == size:
             return 0  # stored once, whatever step made it
-        self.fs.put_file(os.fspath(path), target, **self._put_options)
+        self.fs.put_file(os.fspath(path), target, **self._part_options)
         return size
 
     def _size(self, path: str) -> int | None:
