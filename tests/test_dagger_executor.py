@@ -164,6 +164,9 @@ def test_the_configured_cache_folder_is_left_out_and_no_other_of_its_name(tmp_pa
     dagnb.configure(cache_directory="/elsewhere/cache")
     assert not [p for p in host_excludes(Step("s", run="true"), tmp_path / "src")
                 if p.endswith("cache") and p != "**/.dagnb_cache"]
+    dagnb.configure(cache_directory="s3://bucket/team",  # a store URL: its local tier
+                    cache_local_directory=str(tmp_path / "src" / "tier"))
+    assert "tier" in host_excludes(Step("s", run="true"), tmp_path / "src")
 
 
 def test_exclude_is_a_validated_step_field_in_the_key(tmp_path):

@@ -302,10 +302,10 @@ def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
 def host_excludes(step: Step, folder: Path) -> list[str]:
     """What an upload of ``folder`` leaves out: the defaults, the configured cache folder,
     virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
-    from dagnb.config import settings
+    from dagnb.cache import local_folder
 
     patterns = list(DEFAULT_EXCLUDES)
-    cache = Path(settings().cache_directory).expanduser().resolve()  # relative: to the cwd
+    cache = local_folder().resolve()  # a store URL's local tier; relative: to the cwd
     if cache.is_relative_to(folder.resolve()) and cache != folder.resolve():
         patterns.append(cache.relative_to(folder.resolve()).as_posix())  # only that folder
     with contextlib.suppress(OSError):
