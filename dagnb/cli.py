@@ -160,14 +160,34 @@ def _validate(args: argparse.Namespace) -> int:
     from dagnb.runtime.prepare import check_retries
 
     check_retries(graph)  # all that a run would refuse, refused now
+    _check_mounted_trees(graph)
     if args.explain:  # valid YAML on stdout: the verdict and the notes are comments
         from dagnb.workflows.loader import explain
 
-        print(f"# {args.workflow}: {len(graph)} steps, valid")
+        print(f"# {args.workflow}: {_steps(len(graph))}, valid")
         print(explain(args.workflow), end="")
         return 0
-    print(f"{args.workflow}: {len(graph)} steps, valid")
+    print(f"{args.workflow}: {_steps(len(graph))}, valid")
     return 0
+
+
+def _steps(count: int) -> str:
+    return f"{count} step" if count == 1 else f"{count} steps"
+
+
+def _check_mounted_trees(graph: Any) -> None:
+    """Walk each mounted folder as a run's key would (no file read): too deep is refused
+    now, not when the step runs."""
+    from dagnb.errors import FingerprintError, InvalidStepError
+    from dagnb.fingerprint import check_tree
+
+    base = graph.base_dir or Path.cwd()
+    for name in graph.order():
+        for host in graph[name].mounts:
+            try:
+                check_tree(base / host)
+            except FingerprintError as exc:
+                raise InvalidStepError(f"step {name!r} mounts {host!r}: {exc}") from None
 
 
 @command("graph")

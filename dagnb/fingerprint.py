@@ -898,10 +898,7 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
         try:
             _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""})
         except _TooDeep:
-            raise FingerprintError(
-                f"folder {absolute!r} nests more than {MAX_DEPTH} levels deep; dagnb walks "
-                f"at most {MAX_DEPTH} (use a shallower folder)"
-            ) from None
+            raise _depth_error(absolute) from None
         digest = h.hexdigest()
     if use_stat_cache:
         flush_stat_cache()
@@ -915,12 +912,39 @@ def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = Tru
     return path_digest(path, use_stat_cache=use_stat_cache)
 
 
+def check_tree(path: str | os.PathLike[str]) -> None:
+    """Walk a folder as :func:`path_digest` would, reading no file: raise what it would
+    raise past ``MAX_DEPTH`` (for ``dagnb validate``, before any step runs)."""
+    absolute = os.path.abspath(os.fspath(path))
+    if not os.path.isdir(absolute):
+        return
+    st = os.stat(absolute)
+    try:
+        _feed_directory(_NoHash(), absolute, "", False, {(st.st_dev, st.st_ino): ""},
+                        read=False)
+    except _TooDeep:
+        raise _depth_error(absolute) from None
+
+
+def _depth_error(folder: str) -> FingerprintError:
+    return FingerprintError(f"folder {folder!r} nests more than {MAX_DEPTH} levels deep; "
+                            f"dagnb walks at most {MAX_DEPTH} (use a shallower folder)")
+
+
+class _NoHash:
+    """A hasher that keeps nothing (a walk that only checks the tree's shape)."""
+
+    def update(self, data: bytes) -> None:
+        pass
+
+
 class _TooDeep(Exception):
     """Raised by the walk past ``MAX_DEPTH``; :func:`path_digest` names the root."""
 
 
 def _feed_directory(
-    h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str]
+    h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str],
+    *, read: bool = True,
 ) -> None:
     """Feed one folder's tree. A folder reached again through a symlink (a loop, or two
     links to one folder: a "DAG" that would double the work per level) is fed once,
@@ -940,8 +964,8 @@ def _feed_directory(
             if first != name:  # seen before: a symlink loop or a second link
                 h.update(b"L%d:%s>%s" % (len(raw), raw, os.fsencode(first)))
                 continue
-            _feed_directory(h, entry.path, name, use_cache, seen)
-        elif entry.is_file():
+            _feed_directory(h, entry.path, name, use_cache, seen, read=read)
+        elif entry.is_file() and read:
             digest = _file_digest(entry.path, entry.stat(), use_cache)
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))
         else:  # a broken symlink, a socket: its name still counts

@@ -65,6 +65,38 @@ def test_a_pipe_or_a_device_is_refused_at_once(path, tmp_path, capsys):
     assert "is not a regular file" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("command", ["validate", "run"])
+@pytest.mark.parametrize("mount", ["fifo", "/dev/zero"])
+def test_a_pipe_or_a_device_as_a_mount_is_refused_at_once(command, mount, tmp_path,
+                                                          monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    if mount == "fifo":
+        os.mkfifo(tmp_path / "fifo")
+    (tmp_path / "w.yml").write_text(f"steps:\n  a:\n    run: ls /m\n    mounts: {{{mount}: /m}}\n")
+    started = time.monotonic()
+    assert main([command, "w.yml"]) == 2  # hashing it for the key would never end
+    assert time.monotonic() - started < 5
+    kind = "a FIFO" if mount == "fifo" else "a device"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"which is {kind}, not a file or folder" in err, err
+
+
+def test_validate_walks_a_mounted_folder_and_refuses_one_too_deep(tmp_path, monkeypatch,
+                                                                  capsys):
+    from dagnb.fingerprint import MAX_DEPTH
+
+    monkeypatch.chdir(tmp_path)
+    os.makedirs(os.path.join("deep", *["d"] * (MAX_DEPTH + 2)))
+    os.makedirs("loop/inner")
+    os.symlink("..", "loop/inner/up")  # a symlink loop is walked once, not refused
+    (tmp_path / "w.yml").write_text("steps:\n  a:\n    run: ls\n    mounts: {loop: /l}\n"
+                                    "  b:\n    run: ls\n    mounts: {deep: /m}\n")
+    assert main(["validate", "w.yml"]) == 2  # a run would fail step b on its key
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert f"step 'b' mounts 'deep': folder '{tmp_path / 'deep'}' nests more than" in err
+
+
 def test_an_oversized_workflow_is_refused_unread(tmp_path, capsys):
     big = tmp_path / "w.yml"
     with big.open("wb") as handle:

@@ -165,14 +165,21 @@ class Graph:
     def check_mounts(
         self, names: Iterable[str] | None = None, base_dir: Path | None = None
     ) -> None:
-        """Raise InvalidStepError for the first mount whose host path does not exist."""
+        """Raise InvalidStepError for the first mount whose host path does not exist or is
+        neither a file nor a folder (reading a FIFO or a device would never end)."""
         base = base_dir or self.base_dir or Path.cwd()
         for name in self._steps if names is None else names:
             for host in self[name].mounts:
-                if not (base / host).exists():
+                path = base / host
+                if not path.exists():
                     raise InvalidStepError(
                         f"step {name!r} mounts {host!r}, which does not exist in {base}; "
                         "create it or fix the path"
+                    )
+                if not (path.is_dir() or path.is_file()):
+                    raise InvalidStepError(
+                        f"step {name!r} mounts {host!r}, which is {_kind(path)}, not a file "
+                        "or folder; mount a file or a folder"
                     )
 
     def order(self, names: Iterable[str] | None = None) -> list[str]:
@@ -387,3 +394,12 @@ def _suggestion(name: str, known: Iterable[str]) -> str:
 
 def _unknown_message(name: str, known: Iterable[str], where: str) -> str:
     return f"no step named {name!r} {where}" + _suggestion(name, known)
+
+
+def _kind(path: Path) -> str:
+    """What a path that is neither file nor folder is, for an error message."""
+    if path.is_fifo():
+        return "a FIFO"
+    if path.is_socket():
+        return "a socket"
+    return "a device" if path.is_char_device() or path.is_block_device() else "not readable"
