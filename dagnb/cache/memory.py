@@ -122,10 +122,19 @@ def _label(func: Callable[..., Any]) -> str:
     return getattr(target, "__name__", None) or type(target).__name__
 
 
-class _CallKeys(Generic[P]):
-    """Turns a call's arguments into a key; the signature is bound once."""
+_PLAIN = inspect.Parameter.POSITIONAL_OR_KEYWORD
+_NO_DEFAULT = inspect.Parameter.empty
 
-    __slots__ = ("func", "ignore", "signature")
+
+class _CallKeys(Generic[P]):
+    """Turns a call's arguments into a key; the signature is bound once.
+
+    A function whose parameters are all plain (no ``*args``, ``**kwargs``, positional- or
+    keyword-only ones) has its calls bound without ``Signature.bind``, which costs more
+    than hashing small arguments: every hit pays for the binding.
+    """
+
+    __slots__ = ("defaults", "func", "ignore", "names", "signature")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
@@ -137,12 +146,42 @@ class _CallKeys(Generic[P]):
                 f"ignore={sorted(unknown)!r} names no parameter of {_label(func)}; "
                 f"its parameters are {list(self.signature.parameters)!r}"
             )
+        parameters = self.signature.parameters.values()
+        plain = all(p.kind is _PLAIN for p in parameters)
+        self.names = tuple(p.name for p in parameters) if plain else None  # None: bind()
+        self.defaults = {p.name: p.default for p in parameters if p.default is not _NO_DEFAULT}
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The bound arguments that count (defaults applied, ignored ones left out)."""
-        bound = self.signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        return {k: v for k, v in bound.arguments.items() if k not in self.ignore}
+        bound = self._plain(args, kwargs) if self.names is not None else None
+        if bound is None:
+            signature = self.signature.bind(*args, **kwargs)
+            signature.apply_defaults()
+            bound = signature.arguments
+        if not self.ignore:
+            return bound
+        return {k: v for k, v in bound.items() if k not in self.ignore}
+
+    def _plain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        """``bind`` for plain parameters, in their order; None when the call does not fit
+        them (then ``bind`` raises the TypeError Python would)."""
+        names = self.names
+        assert names is not None
+        if len(args) > len(names):
+            return None
+        bound = dict(zip(names, args, strict=False))  # fewer args: the rest below
+        if not kwargs and len(args) == len(names):
+            return bound
+        if any(name in kwargs for name in bound) or not kwargs.keys() <= set(names):
+            return None  # given twice, or unknown
+        for name in names[len(args):]:
+            if name in kwargs:
+                bound[name] = kwargs[name]
+            elif name in self.defaults:
+                bound[name] = self.defaults[name]
+            else:
+                return None  # missing
+        return bound
 
     def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
@@ -534,6 +573,9 @@ class _CachedCall(_Calls):
 
     def load(self, entry: Entry) -> Any:
         """The entry's result; memory-mapped arrays under ``mmap_mode``."""
+        files = entry.meta.get("files")  # the entry's manifest spares a stat per hit
+        if isinstance(files, dict) and f"out/{_MMAP_FILE}" not in files:
+            return entry.result()
         path = entry.out_dir / _MMAP_FILE
         if not path.exists():
             return entry.result()

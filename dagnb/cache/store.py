@@ -153,7 +153,7 @@ class Entry:
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT``."""
-        return load_result(self.out_dir)
+        return load_result(self._out_text)
 
     def verify(self) -> bool:
         """Re-hash the output files (no stat cache) and compare with the saved digest."""
@@ -423,7 +423,7 @@ class Store:
             if provenance:
                 meta["provenance"] = dict(provenance)
             _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
-            shutil.move(os.fspath(out), build / "out")
+            _move(os.fspath(out), f"{build}/out")
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
             _put_back(build / "out", out)
@@ -740,7 +740,7 @@ def _size_problem(root: Path, files: Any) -> str | None:
         return None
     for relative, size in files.items():
         try:
-            actual = os.stat(root / relative).st_size
+            actual = os.stat(f"{root}/{relative}").st_size  # text: a hit's path
         except OSError:
             return f"its file {relative} is missing"
         if actual != size:
@@ -785,6 +785,14 @@ def _let_owner_in(folder: Path) -> None:
     with contextlib.suppress(OSError):
         if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
             os.chmod(folder, 0o700)
+
+
+def _move(source: str, target: str) -> None:
+    """Move a folder: a rename on one file system (always, for a scratch folder)."""
+    try:
+        os.rename(source, target)
+    except OSError:
+        shutil.move(source, target)
 
 
 def _write_meta(path: Path, data: bytes) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import pickle
 from pathlib import Path
 from typing import Any
@@ -84,16 +85,17 @@ def save_result(out_dir: Path, value: Any) -> Path:
     return path
 
 
-def load_result(out_dir: Path) -> Any:
+def load_result(out_dir: Path | str) -> Any:
     """The value saved in ``out_dir``, or ``NO_RESULT`` when there is none."""
-    out_dir = Path(out_dir)
-    json_path = out_dir / RESULT_FILES[0]
+    # Text paths and bytes: this is every cache hit's path, Path objects cost microseconds.
+    folder = os.fspath(out_dir)
     try:
-        return json.loads(json_path.read_text(encoding="utf-8"))
+        with open(f"{folder}/{RESULT_FILES[0]}", "rb") as handle:
+            return json.loads(handle.read())
     except FileNotFoundError:
         pass
     try:
-        with open(out_dir / RESULT_FILES[1], "rb") as handle:
+        with open(f"{folder}/{RESULT_FILES[1]}", "rb") as handle:
             return pickle.load(handle)
     except FileNotFoundError:
         return NO_RESULT
