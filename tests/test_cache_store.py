@@ -408,3 +408,25 @@ def test_clearing_everything_removes_old_leftovers_of_crashed_writers(store):
     fresh = store.scratch_dir("s")  # another process may be writing into this one
     store.clear()
     assert [p.name for p in scratch.iterdir()] == [fresh.name]
+
+
+def test_a_silent_step_s_entry_has_no_log_file(store):
+    entry = save(store, "s", key(1))
+    assert not (entry.path / "logs.jsonl").exists()
+    assert store.lookup("s", key(1)).logs() == []
+
+
+def test_a_saved_entry_is_whole_without_being_read_back(store):
+    entry = save(store, "s", key(1))
+    assert entry.meta["files"] == {"out/file.txt": 4} and not entry.meta["has_result"]
+    assert store.lookup("s", key(1)) is entry  # the entry saved is the one served
+
+
+def test_key_locks_exclude_each_other_per_key_and_need_no_file_per_key(store):
+    with store.lock("s", key(1)), store.lock("s", key(2), timeout=1) as other:
+        assert other.is_locked  # another key: not held up
+        with pytest.raises(TimeoutError):
+            store.lock("s", key(1), timeout=0.05).acquire()
+    with store.lock("s", key(1), timeout=1) as again:  # let go on leaving
+        assert again.is_locked
+    assert sorted(p.name for p in (store.location / ".locks").iterdir()) == ["s.lock"]

@@ -292,3 +292,24 @@ def test_processes_calling_one_key_at_once_compute_it_once(tmp_path):
     outputs = [w.communicate(timeout=60)[0].strip() for w in workers]
     assert outputs == ["42"] * 4
     assert len(runs.read_text().split()) == 1
+
+
+def test_plain_signatures_bind_as_python_does(memory):
+    calls = []
+
+    @memory.cache
+    def scale(x: int, factor: int = 2, *, label: str = "") -> int:  # keyword-only: bind()
+        calls.append((x, factor, label))
+        return x * factor
+
+    @memory.cache
+    def add(x: int, y: int = 2) -> int:
+        calls.append((x, y))
+        return x + y
+
+    assert [add(1, 2), add(1), add(x=1), add(y=2, x=1), add(1, y=2)] == [3] * 5
+    assert scale(3) == scale(3, factor=2) == 6
+    assert calls == [(1, 2), (3, 2, "")]
+    for bad_args, bad_kwargs in (((1, 2, 3), {}), ((), {}), ((1,), {"x": 1}), ((1,), {"z": 0})):
+        with pytest.raises(TypeError):
+            add(*bad_args, **bad_kwargs)

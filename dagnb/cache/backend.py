@@ -16,7 +16,8 @@ Layout of the local backend::
     <root>/<step>/<key>/logs.jsonl        captured log lines (none for a silent step)
     <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
-    <root>/.locks/<step>/<key>.lock       per-key inter-process locks
+    <root>/.locks/<step>.lock             per-key inter-process locks: a byte each (Linux)
+    <root>/.locks/<step>/<key>.lock       per-key inter-process locks elsewhere
     <root>/.scratch/                      folders being assembled, fresh output folders,
                                           and replaced or removed entries being deleted
 """
@@ -26,19 +27,26 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import fcntl
 import os
+import platform
 import shutil
+import struct
+import sys
+import time
 import uuid
 from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import filelock
+import xxhash
 
 from dagnb.errors import CacheError
 
 __all__ = [
     "Item",
+    "KeyRangeLock",
     "LocalBackend",
     "Lock",
     "Stamp",
@@ -262,7 +270,9 @@ class LocalBackend(StoreBackend):
         shutil.rmtree(trash, ignore_errors=True)
         return True
 
-    def lock(self, step: str, key: str, timeout: float = -1) -> filelock.FileLock:
+    def lock(self, step: str, key: str, timeout: float = -1) -> Lock:
+        if _RANGE_LOCKS:  # one file per step, made once: a miss creates no lock file
+            return KeyRangeLock(f"{self._root_text}/.locks/{step}.lock", key, timeout)
         path = self.root / ".locks" / step / f"{key}.lock"
         make_folder(path.parent)
         # preserve_lock_file: unlinking on release races with a waiter holding the old inode.
@@ -274,6 +284,99 @@ class LocalBackend(StoreBackend):
         """A fresh name under ``.scratch`` (same filesystem: a rename moves it there)."""
         scratch = make_folder(self.root / ".scratch")
         return scratch / f"{prefix}{uuid.uuid4().hex}"
+
+
+# Open-file-description byte-range locks (Linux): owned by an open file like flock's, so
+# released when the holder dies and exclusive between threads, but one byte per key.
+_RANGE_LOCKS = (
+    sys.platform == "linux" and hasattr(fcntl, "F_OFD_SETLKW")
+    and platform.machine() in ("x86_64", "aarch64")  # struct flock as packed below
+)
+_FLOCK = struct.Struct("hhqqi4x")  # l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
+_POLL_S = 0.01
+
+
+class KeyRangeLock:
+    """The inter-process lock of one key: one byte of its step's lock file, locked with
+    an OFD lock (``F_OFD_SETLKW``).
+
+    Behaves as the ``filelock.FileLock`` it replaces: reentrant, not tied to a thread,
+    ``filelock.Timeout`` past ``timeout`` seconds (-1 waits for ever), let go by the
+    system when its process dies. Unlike a lock file per key, a miss creates no file.
+    """
+
+    __slots__ = ("_count", "_descriptor", "_offset", "path", "timeout")
+
+    def __init__(self, path: str, key: str, timeout: float = -1) -> None:
+        self.path, self.timeout = path, timeout
+        self._offset = xxhash.xxh3_64_intdigest(key.encode()) >> 1  # a byte per key
+        self._descriptor: int | None = None
+        self._count = 0
+
+    @property
+    def is_locked(self) -> bool:
+        return self._count > 0
+
+    def acquire(self) -> KeyRangeLock:
+        if self._count == 0:
+            self._descriptor = self._lock()
+        self._count += 1
+        return self
+
+    def release(self) -> None:
+        if self._count == 0:
+            return
+        self._count -= 1
+        if self._count == 0 and self._descriptor is not None:
+            os.close(self._descriptor)  # closing the description lets go of its lock
+            self._descriptor = None
+
+    def _lock(self) -> int:
+        descriptor = self._open()
+        try:
+            if self.timeout < 0:
+                fcntl.fcntl(descriptor, fcntl.F_OFD_SETLKW, self._request())
+                return descriptor
+            deadline = time.monotonic() + self.timeout
+            while not self._try(descriptor):
+                if time.monotonic() >= deadline:
+                    raise filelock.Timeout(self.path)
+                time.sleep(_POLL_S)
+            return descriptor
+        except BaseException:
+            os.close(descriptor)
+            raise
+
+    def _try(self, descriptor: int) -> bool:
+        try:
+            fcntl.fcntl(descriptor, fcntl.F_OFD_SETLK, self._request())
+        except (BlockingIOError, PermissionError):
+            return False
+        return True
+
+    def _request(self) -> bytes:
+        return _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, self._offset, 1, 0)
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            return os.open(self.path, flags, 0o666)
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(self.path), exist_ok=True)
+            return os.open(self.path, flags, 0o666)
+
+    def __enter__(self) -> KeyRangeLock:
+        return self.acquire()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
+
+    def __del__(self) -> None:
+        if self._descriptor is not None:
+            os.close(self._descriptor)
+
+    def __repr__(self) -> str:
+        return f"KeyRangeLock({self.path!r}, offset={self._offset})"
 
 
 register_backend("local", LocalBackend)

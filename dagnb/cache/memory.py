@@ -648,10 +648,11 @@ class _CachedCall(_Calls):
                     async with self.claim(components, asynchronous=True):
                         value = self.computed_meanwhile(components, args, kwargs)
                         if value is NO_RESULT:
-                            value, _ = await execute(components, args, kwargs)
+                            value, _, _ = await execute(components, args, kwargs)
                 return value
 
             async def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
+                """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
                 key = keys.step_key(components, args, kwargs)
                 self.computing(key.digest)
                 self.before(args, kwargs)
@@ -659,11 +660,11 @@ class _CachedCall(_Calls):
                 value = await func(*args, **kwargs)
                 took = time.perf_counter() - clock
                 self.after(took)
-                value = self.save(key, value, took)
-                return value, self.metadata(args, kwargs, took, start)
+                return self.save(key, value, took), took, start
 
             async def call(*args: Any, **kwargs: Any) -> Any:
-                return await execute(keys.components(args, kwargs), args, kwargs)
+                value, took, start = await execute(keys.components(args, kwargs), args, kwargs)
+                return value, self.metadata(args, kwargs, took, start)
 
             async def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
                 components = keys.components(args, kwargs)
@@ -685,10 +686,11 @@ class _CachedCall(_Calls):
                     with self.claim(components):
                         value = self.computed_meanwhile(components, args, kwargs)
                         if value is NO_RESULT:
-                            value, _ = execute(components, args, kwargs)
+                            value, _, _ = execute(components, args, kwargs)
                 return value
 
             def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
+                """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
                 key = keys.step_key(components, args, kwargs)
                 self.computing(key.digest)
                 self.before(args, kwargs)
@@ -696,11 +698,11 @@ class _CachedCall(_Calls):
                 value = func(*args, **kwargs)
                 took = time.perf_counter() - clock
                 self.after(took)
-                value = self.save(key, value, took)
-                return value, self.metadata(args, kwargs, took, start)
+                return self.save(key, value, took), took, start
 
             def call(*args: Any, **kwargs: Any) -> Any:
-                return execute(keys.components(args, kwargs), args, kwargs)
+                value, took, start = execute(keys.components(args, kwargs), args, kwargs)
+                return value, self.metadata(args, kwargs, took, start)
 
             def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
                 components = keys.components(args, kwargs)

@@ -422,7 +422,8 @@ class Store:
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
                 meta["provenance"] = dict(provenance)
-            _write_meta(build / "meta.json", json.dumps(meta, indent=1).encode())
+            data = json.dumps(meta, separators=(",", ":")).encode()  # the C encoder
+            _write_meta(build / "meta.json", data)
             _move(os.fspath(out), f"{build}/out")
             self.backend.write(step_name, step_key.digest, build)
         except BaseException:
@@ -432,9 +433,19 @@ class Store:
             shutil.rmtree(build, ignore_errors=True)
             raise
         self._forget(step_name, step_key.digest)
-        entry = self._current(step_name, step_key.digest)
+        return self._saved(step_name, step_key, meta, data)
+
+    def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
+        """The entry just saved: its metadata is known, so it is not parsed and checked
+        again unless another writer replaced it meanwhile."""
+        item = self.backend.read(step_name, key.digest)
+        if item is not None and item.meta == data:
+            entry = Entry(step_name, key.digest, item.path, meta, item.version)
+            self._entries[(step_name, key.digest)] = entry
+            return entry
+        entry = self._current(step_name, key.digest)
         if entry is None:
-            raise CacheError(f"entry {step_name}/{step_key.short} vanished right after saving")
+            raise CacheError(f"entry {step_name}/{key.short} vanished right after saving")
         return entry
 
     def _new_meta(
@@ -468,7 +479,7 @@ class Store:
             "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,
-            "has_result": any((out / name).exists() for name in RESULT_FILES),
+            "has_result": any(f"out/{name}" in files for name in RESULT_FILES),
         }
 
     # ------------------------------------------------------------------ locks
