@@ -33,12 +33,52 @@ def run_names(workdir: Path) -> set[str]:
     return {p.name for p in runs_folder(workdir).iterdir() if p.is_dir()}
 
 
-def test_a_run_records_its_final_states_in_its_folder(workdir: Path) -> None:
+def test_a_run_records_its_final_states_in_the_records_log(workdir: Path) -> None:
     graph = Graph("rec", [Step("ok", run="true"), Step("bad", run="exit 3")])
     run = graph.run(cache=False, executor="local")
-    record = json.loads((run.workspace / history.RECORD_NAME).read_text())
-    assert record["graph"] == "rec"
+    lines = (runs_folder(workdir) / history.RECORDS_NAME).read_text().splitlines()
+    record = json.loads(lines[-1])
+    assert record["run"] == run.id and record["graph"] == "rec"
     assert record["states"] == {"ok": "succeeded", "bad": "failed"}
+    assert history.last_states(workdir / ".dagnb_cache", "rec") == record["states"]
+
+
+def test_a_run_of_python_steps_that_write_no_file_makes_no_run_folder(workdir: Path) -> None:
+    def write(name: str) -> None:
+        from dagnb import current
+
+        (current().out_dir / "f.txt").write_text(name)
+
+    quiet = Graph("quiet", [Step("a", func=lambda: 1)]).run(cache=False, executor="local")
+    assert quiet.ok and run_names(workdir) == set()
+    wrote = Graph("wrote", [Step("b", func=lambda: write("b"))]).run(cache=False,
+                                                                      executor="local")
+    assert (wrote.outputs("b") / "f.txt").read_text() == "b"
+    assert run_names(workdir) == {wrote.id}
+
+
+def test_records_of_older_runs_in_their_folders_are_still_read(workdir: Path) -> None:
+    folder = runs_folder(workdir) / "20260101-000000-000-abcdef"
+    folder.mkdir(parents=True)
+    (folder / history.RECORD_NAME).write_text(
+        json.dumps({"graph": "old", "finished": 1.0, "states": {"a": "failed"}}))
+    assert history.last_states(workdir / ".dagnb_cache", "old") == {"a": "failed"}
+
+
+def test_pruning_compacts_the_log_keeping_each_graphs_newest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "_COMPACT_AT", 3)
+    log = tmp_path / history.RECORDS_NAME
+    for i, graph in enumerate(["g", "h", "h", "h", "h"]):
+        history._append_record(log, {"graph": graph, "finished": float(i), "states": {}})
+    with open(log, "a") as handle:
+        handle.write('{"graph": "torn", "fini')  # a crash mid-record spoils only itself
+    history._append_record(log, {"graph": "h", "finished": 9.0, "states": {"x": "failed"}})
+    history.prune(tmp_path, keep=2)
+    kept = [json.loads(line) for line in log.read_text().splitlines() if line]
+    assert [(r["graph"], r["finished"]) for r in kept] == [("g", 0.0), ("h", 4.0), ("h", 9.0)]
+    assert history.last_states(tmp_path.parent, "h") is None  # another cache folder
 
 
 def test_only_failed_in_a_new_graph_object_reads_the_last_run_from_disk(workdir: Path) -> None:
@@ -116,3 +156,15 @@ def test_a_finished_runs_folder_is_not_leased_again(workdir: Path) -> None:
     run = Graph("done", [Step("a", run="true")]).run(cache=False, executor="local")
     folder = run.workspace  # read after the run: must not hold the folder as live
     assert history.prune(folder.parent, keep=0) == [folder]
+
+
+def test_a_run_that_made_no_folder_starts_no_prune(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pruned: list[Path] = []
+    monkeypatch.setattr(history, "prune", pruned.append)
+    monkeypatch.setattr(history, "_draw", lambda: 0.0)  # every run that may prune does
+    assert Graph("py", [Step("a", func=lambda: 1)]).run(cache=False, executor="local").ok
+    assert Graph("sh", [Step("s", run="true")]).run(cache=False, executor="local").ok
+    wait_until(lambda: len(pruned) == 1)
+    assert pruned == [runs_folder(workdir)]

@@ -68,6 +68,7 @@ class Task:
         "base_dir",
         "inputs",
         "log",
+        "make_folder",
         "run_id",
         "secrets",
         "step",
@@ -91,8 +92,12 @@ class Task:
         params_file: Path | None = None,
         env: Mapping[str, str] | None = None,
         withheld: frozenset[str] = frozenset(),
+        make_folder: Callable[[], object] | None = None,
     ) -> None:
         self.step, self.attempt, self.inputs = step, attempt, inputs
+        # makes (and leases) the run's folder when a path under step_dir is first asked
+        # for: an in-process Python step that writes no file then costs no disk work
+        self.make_folder = make_folder
         # secrets other steps declare: removed from the host environment this step sees
         self.withheld = withheld
         self.secrets, self.base_dir, self.log, self.run_id = secrets, base_dir, log, run_id
@@ -112,17 +117,24 @@ class Task:
     @functools.cached_property
     def out_dir(self) -> Path:
         """Fresh, empty folder for the step's outputs ($DAGNB_OUT); made by the executor."""
+        self._folder_made()
         return Path(f"{self.step_dir}/out")
 
     @functools.cached_property
     def in_dir(self) -> Path:
         """Holds one entry per upstream step ($DAGNB_IN)."""
+        self._folder_made()
         return Path(f"{self.step_dir}/in")
 
     @functools.cached_property
     def params_file(self) -> Path:
         """The step's params as JSON ($DAGNB_PARAMS)."""
+        self._folder_made()
         return Path(f"{self.step_dir}/params.json")
+
+    def _folder_made(self) -> None:
+        if self.make_folder is not None:
+            self.make_folder()
 
     @functools.cached_property
     def env(self) -> Mapping[str, str]:

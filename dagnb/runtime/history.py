@@ -1,15 +1,24 @@
-"""The run history on disk: one folder per run under ``<cache>/.runs/``.
+"""The run history on disk: one folder per run under ``<cache>/.runs/``, and one log
+of run records, ``<cache>/.runs/records.jsonl``.
 
 A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in``,
-``params.json``) and, once the run ends, ``run.json``: the graph's name, when it ended
-and each step's final state. ``dagnb run --only-failed`` reads the newest record of a
-workflow from here, so it works in a new process.
+``params.json``). When a run ends, one line is appended to the records log: the run's
+id, the graph's name, when it ended and each step's final state. ``dagnb run
+--only-failed`` reads the newest record of a workflow from there, so it works in a new
+process. (Runs of older versions left ``run.json`` in their folder; those are read too.)
 
-The folder is made only when something needs it (a step that executes, or the record at
-the end), so a fully cached run's start costs no disk work. While a run is live it holds
-a lock on its folder (POSIX ``flock``, let go by the system if the process dies);
-pruning, which keeps the newest ``KEEP_RUNS`` folders, skips any folder whose lock is
-held, so a long run's outputs are never deleted under it.
+The folder is made only when something needs it (a step that executes a command, or
+one that asks for its output folder), and the record is an append to a file that
+exists already: a run of in-process Python steps that write no files creates no file.
+While a run is live it holds a lock on its folder (POSIX ``flock``, let go by the system
+if the process dies); pruning, which keeps the newest ``KEEP_RUNS`` folders, skips any
+folder whose lock is held, so a long run's outputs are never deleted under it.
+
+Records are appended under an exclusive ``flock`` on the log, one ``write`` each,
+between newlines (a record torn by a crash spoils no other); pruning rewrites
+the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` records
+and the newest of each graph, and renames the copy into place (a writer that finds the
+file replaced under its lock opens it again).
 
 Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so
 it works the same when every run is a new ``dagnb run`` process) starts it in a
@@ -19,9 +28,11 @@ later one.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
+import queue
 import random
 import shutil
 import threading
@@ -36,6 +47,7 @@ from dagnb.cache.backend import make_folder
 __all__ = [
     "KEEP_RUNS",
     "PRUNE_SLACK",
+    "RECORDS_NAME",
     "RECORD_NAME",
     "RunFolder",
     "last_states",
@@ -45,7 +57,11 @@ __all__ = [
 
 KEEP_RUNS = 20  # run folders kept under <cache>/.runs
 PRUNE_SLACK = 10  # about this many runs end without pruning between two that prune
-RECORD_NAME = "run.json"
+RECORD_NAME = "run.json"  # a run's record in its folder, before the records log
+RECORDS_NAME = "records.jsonl"
+_COMPACT_AT = 4 * KEEP_RUNS  # records in the log before a prune rewrites it
+_COMPACT_BYTES = 4 << 20  # or bytes (runs of many steps have long records)
+_PRUNE_LOG_BYTES = 32 << 10  # runs that made no folder prune once the log is this big
 _draw = random.random  # whether this run prunes (tests replace it)
 _NOT_DONE = ("failed", "skipped", "cancelled")
 
@@ -53,11 +69,13 @@ _NOT_DONE = ("failed", "skipped", "cancelled")
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_closed", "_lease", "path", "runs")
+    __slots__ = ("_closed", "_lease", "path", "run_id", "runs", "text")
 
     def __init__(self, cache_dir: Path, run_id: str) -> None:
         self.runs = cache_dir / ".runs"  # dot folders are not steps to the store
         self.path = self.runs / run_id
+        self.text = str(self.path)
+        self.run_id = run_id
         self._lease: int | None = None
         self._closed = False
 
@@ -74,21 +92,48 @@ class RunFolder:
         Housekeeping never fails a run: a problem here is one warning.
         """
         self._closed = True
+        record = {"run": self.run_id, "graph": graph_name, "finished": time.time(),
+                  "states": dict(states)}
+        made, log_size = self._lease is not None, 0
         try:
-            make_folder(self.path)
-            _write_json(self.path / RECORD_NAME, {
-                "graph": graph_name, "finished": time.time(), "states": dict(states),
-            })
+            log_size = _append_record(self.runs / RECORDS_NAME, record)
         except OSError as exc:
-            warnings.warn(f"dagnb: run record {str(self.path)!r} not written: {exc}",
+            warnings.warn(f"dagnb: run record in {str(self.runs)!r} not written: {exc}",
                           stacklevel=2)
         finally:
             if self._lease is not None:
                 os.close(self._lease)  # closing lets go of the lock
                 self._lease = None
-        if _draw() * (PRUNE_SLACK + 1) < 1:
-            threading.Thread(target=prune, args=(self.runs,), daemon=True,
-                             name="dagnb-prune").start()
+        # a run that made no folder and left the log small leaves nothing to prune
+        if (made or log_size > _PRUNE_LOG_BYTES) and _draw() * (PRUNE_SLACK + 1) < 1:
+            _pruner.ask(self.runs)
+
+
+class _Pruner:
+    """One daemon thread that prunes the folders it is handed, started on first use:
+    starting a thread costs a run more than everything else it does at its end."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def ask(self, runs: Path) -> None:
+        self._queue.put(runs)
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._serve, daemon=True,
+                                                name="dagnb-prune")
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            runs = self._queue.get()
+            with contextlib.suppress(Exception):  # housekeeping never fails a run
+                prune(runs)
+
+
+_pruner = _Pruner()
 
 
 def _lease(folder: Path) -> int | None:
@@ -107,6 +152,8 @@ def prune(runs: Path, keep: int | None = None) -> list[Path]:
     """Remove the run folders older than the newest ``keep`` (default ``KEEP_RUNS``),
     skipping live runs (their lease is held); returns what was removed."""
     keep = KEEP_RUNS if keep is None else keep
+    with contextlib.suppress(OSError):
+        _compact_records(runs / RECORDS_NAME, keep)
     try:
         folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
     except OSError:
@@ -145,12 +192,15 @@ def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
 
 
 def _records(runs: Path) -> list[dict[str, Any]]:
+    """Every run record: the log's, then those older runs left in their folders."""
     try:
         entries = list(os.scandir(runs))
     except OSError:
         return []
-    found = []
+    found = _logged(runs / RECORDS_NAME)
     for entry in entries:
+        if not entry.is_dir():
+            continue
         try:
             record = json.loads(Path(entry.path, RECORD_NAME).read_text(encoding="utf-8"))
         except (OSError, ValueError):
@@ -160,8 +210,69 @@ def _records(runs: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _write_json(path: Path, data: Any) -> None:
-    """Write by renaming into place: a reader sees the whole record or none."""
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(json.dumps(data), encoding="utf-8")
-    os.replace(partial, path)
+def _logged(path: Path) -> list[dict[str, Any]]:
+    """The records in the log; a torn or damaged line is skipped."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    found = []
+    for line in text.splitlines():
+        try:
+            record = json.loads(line) if line.strip() else None
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            found.append(record)
+    return found
+
+
+def _append_record(path: Path, record: Mapping[str, Any]) -> int:
+    """Append one record, in one write, under the log's lock; the log's size after."""
+    data = f"\n{json.dumps(record, separators=(',', ':'))}\n".encode()
+    descriptor = _open_locked(path)
+    try:
+        os.write(descriptor, data)
+        return os.fstat(descriptor).st_size
+    finally:
+        os.close(descriptor)
+
+
+def _open_locked(path: Path) -> int:
+    """The log open for appending, its lock held; made (with its folder) if missing."""
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    for _attempt in range(10):  # each retry follows a prune's rewrite or a made folder
+        try:
+            descriptor = os.open(path, flags, 0o666)
+        except (FileNotFoundError, NotADirectoryError):
+            make_folder(path.parent)  # a file named .runs is moved aside, not an error
+            continue
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        try:
+            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+                return descriptor  # still the log: not replaced by a prune meanwhile
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    raise OSError(f"the run records {str(path)!r} kept changing while being opened")
+
+
+def _compact_records(path: Path, keep: int) -> None:
+    """Rewrite the log with the newest ``keep`` records and the newest of each graph,
+    once it holds more than ``_COMPACT_AT``; renamed into place under its lock."""
+    if not path.exists():
+        return
+    descriptor = _open_locked(path)
+    try:
+        records = _logged(path)
+        if len(records) <= max(_COMPACT_AT, keep) and path.stat().st_size <= _COMPACT_BYTES:
+            return
+        newest = {record.get("graph"): index for index, record in enumerate(records)}
+        kept = [r for i, r in enumerate(records)
+                if i >= len(records) - keep or newest.get(r.get("graph")) == i]
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text("".join(f"{json.dumps(r, separators=(',', ':'))}\n" for r in kept),
+                           encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        os.close(descriptor)

@@ -15,6 +15,7 @@ import atexit
 import contextlib
 import datetime
 import gc
+import os
 import secrets as _random
 import shutil
 import tempfile
@@ -185,7 +186,7 @@ def prepare(
     cache_dir = local_folder(cache_directory)  # a store URL's local tier
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = {name: graph[name] for name in order}
-    base_dir = (graph.base_dir or Path.cwd()).resolve()
+    base_dir = _resolved(graph.base_dir or ".")
     graph.check_mounts(order, base_dir)
     check_retries(steps.values())
     mode = _cache_mode(cache, cache_mode)
@@ -225,6 +226,22 @@ def prepare(
         run.events.subscribe(on_event)
     graph.last_run = run
     return run, Scheduler(run, options, secret_values)
+
+
+_RESOLVED: dict[tuple[str, str], Path] = {}
+
+
+def _resolved(path: str | Path) -> Path:
+    """``Path(path).resolve()``, remembered per working directory: resolving costs a
+    ``stat`` per path component, on every run. (A symlink re-pointed while the process
+    runs is not seen: the cache and base folders are not moved under a live session.)"""
+    memo = (os.fspath(path), os.getcwd())
+    found = _RESOLVED.get(memo)
+    if found is None:
+        if len(_RESOLVED) > 256:
+            _RESOLVED.clear()
+        found = _RESOLVED[memo] = Path(path).resolve()
+    return found
 
 
 def _selection(

@@ -60,6 +60,15 @@ class Run:
         """This run's folder of step directories, made when first needed."""
         return self._folder.make()
 
+    @property
+    def workspace_text(self) -> str:
+        """:attr:`workspace` as text, not made: where steps' folders go once needed."""
+        return self._folder.text
+
+    def make_workspace(self) -> None:
+        """Make this run's folder if it is not made yet (a step is about to use it)."""
+        self._folder.make()
+
     # -- tables ---------------------------------------------------------------------
     def status(self) -> pd.DataFrame:
         """One row per step: step, state, cached, attempts, exit_code, started,

@@ -71,6 +71,11 @@ class RunOptions:
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
 
 
+# Retry policies (immutable) built from plain settings, shared by every run.
+_POLICIES: dict[str, Any] = {}
+_PLAIN = (int, float, bool, str, type(None))
+
+
 class _Outcome:
     """What a finished step hands its dependents (its folder's Path made on demand)."""
 
@@ -351,7 +356,14 @@ class Scheduler:
         if not self.options.retries_enabled:
             return RetryPolicy.disabled()
         value = layered(self.options.retry_defaults, value)
-        return RetryPolicy.from_value(value)
+        plain = isinstance(value, Mapping) and all(type(v) in _PLAIN for v in value.values())
+        memo = repr(sorted(value.items())) if plain else None
+        policy = _POLICIES.get(memo) if memo is not None else None
+        if policy is None:
+            policy = RetryPolicy.from_value(value)  # checks every field: not on every run
+            if memo is not None and len(_POLICIES) < 256:
+                _POLICIES[memo] = policy
+        return policy
 
     async def _attempt(
         self, step: Step, executor: Executor, number: int, log_file: LogFile
@@ -383,7 +395,8 @@ class Scheduler:
         task = Task(
             step=step,
             attempt=number,
-            step_dir=f"{self.run.workspace}/{step.name}",
+            step_dir=f"{self.run.workspace_text}/{step.name}",
+            make_folder=self.run.make_workspace,
             inputs=self._inputs(step),
             secrets=self.secrets.get(step.name, {}),
             withheld=self._secret_names.difference(step.secrets),
@@ -425,10 +438,11 @@ class Scheduler:
         return self.options.executor_for(step)
 
     def _out_dir(self, name: str) -> Path:
-        return Path(self._out_text(name))
+        return self.run.workspace / name / "out"  # made (and leased): it is saved from
 
     def _out_text(self, name: str) -> str:
-        return f"{self.run.workspace}/{name}/out"
+        """Where a step's outputs are, whether or not it made the folder."""
+        return f"{self.run.workspace_text}/{name}/out"
 
     # -- endings --------------------------------------------------------------------
     def _exit_message(self, name: str, attempt: int, code: int) -> str:
