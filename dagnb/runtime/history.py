@@ -69,15 +69,27 @@ _NOT_DONE = ("failed", "skipped", "cancelled")
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_closed", "_lease", "path", "run_id", "runs", "text")
+    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "run_id", "text")
 
     def __init__(self, cache_dir: Path, run_id: str) -> None:
-        self.runs = cache_dir / ".runs"  # dot folders are not steps to the store
-        self.path = self.runs / run_id
-        self.text = str(self.path)
+        self._cache_dir = cache_dir
         self.run_id = run_id
+        self.text = f"{cache_dir}/.runs/{run_id}"  # Paths made when asked for: most runs never
+        self._path: Path | None = None
         self._lease: int | None = None
         self._closed = False
+
+    @property
+    def runs(self) -> Path:
+        """The folder of all runs' folders (dot folders are not steps to the store)."""
+        return self._cache_dir / ".runs"
+
+    @property
+    def path(self) -> Path:
+        """This run's folder."""
+        if self._path is None:
+            self._path = Path(self.text)
+        return self._path
 
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""

@@ -7,7 +7,6 @@ and output folders of its steps, and a handle to cancel it or wait for it.
 from __future__ import annotations
 
 import concurrent.futures
-import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,7 +50,7 @@ class Run:
         self._outputs: dict[str, Any] = {}  # Path, or a record with .path
         self._loaders: dict[str, Any] = {}
         self._future: concurrent.futures.Future[Any] | None = None
-        self._cancel = threading.Event()
+        self._cancelled = False  # set once, from any thread
         self._cancel_hook: Any = None
         self._log_files: dict[str, list[Path]] = {}  # step -> files of all its lines
 
@@ -146,7 +145,7 @@ class Run:
     def on_cancel(self, hook: Callable[[], Any]) -> None:
         """Call ``hook`` when the run is cancelled (at once if it already was)."""
         self._cancel_hook = hook
-        if self._cancel.is_set():
+        if self._cancelled:
             hook()
 
     def finish(self) -> None:
@@ -159,7 +158,7 @@ class Run:
     @property
     def cancel_requested(self) -> bool:
         """True once :meth:`cancel` was called."""
-        return self._cancel.is_set()
+        return self._cancelled
 
     # -- control --------------------------------------------------------------------
     @property
@@ -208,7 +207,7 @@ class Run:
 
     def cancel(self) -> None:
         """Stop the run: running processes are killed, waiting steps are cancelled."""
-        self._cancel.set()
+        self._cancelled = True
         if self._cancel_hook is not None:
             self._cancel_hook()
         loop.interrupt(self._future)  # a Python step blocking the loop stops now, too
