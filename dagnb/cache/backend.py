@@ -161,6 +161,13 @@ def _stamp(st: os.stat_result) -> Stamp:
     return (st.st_mtime_ns, st.st_size, st.st_ino)
 
 
+def _stamp_or_none(path: str) -> Stamp | None:
+    try:
+        return _stamp(os.stat(path))
+    except OSError:
+        return None
+
+
 def make_folder(path: Path) -> Path:
     """``mkdir -p path``, moving aside a *file* found where a folder of the cache must be
     (``.runs``, ``.access``, ``.damaged``, a step's folder): renamed to
@@ -203,21 +210,22 @@ class LocalBackend(StoreBackend):
     def read(self, step: str, key: str) -> Item | None:
         # String paths: this is the cache-hit path, Path objects cost microseconds.
         folder = f"{self._root_text}/{step}/{key}"
-        try:
-            stamp = _stamp(os.stat(f"{folder}/meta.json"))
-        except (FileNotFoundError, NotADirectoryError, PermissionError):
-            # PermissionError: a folder whose mode was changed, damaged to us
-            return self._without_meta(step, key, folder)
         known = self._read.get((step, key))
-        if known is not None and known.version == stamp:
-            return known
-        try:
+        if known is not None:  # read before: unchanged if its stamp is (one stat)
+            try:
+                stamp = _stamp(os.stat(f"{folder}/meta.json"))
+            except (FileNotFoundError, NotADirectoryError, PermissionError):
+                # PermissionError: a folder whose mode was changed, damaged to us
+                return self._without_meta(step, key, folder)
+            if known.version == stamp:
+                return known
+        try:  # a first read opens the file without a stat first: a cold re-run's path
             with open(f"{folder}/meta.json", "rb") as handle:
                 item = Item(Path(folder), handle.read(), _stamp(os.fstat(handle.fileno())))
-        except (FileNotFoundError, NotADirectoryError):  # removed since the stat
+        except (FileNotFoundError, NotADirectoryError):
             return self._without_meta(step, key, folder)
-        except OSError:  # a folder named meta.json, a file we may not read: damaged
-            return self._without_meta(step, key, folder, stamp)
+        except OSError:  # a folder named meta.json, one we may not read or enter: damaged
+            return self._without_meta(step, key, folder, _stamp_or_none(f"{folder}/meta.json"))
         self._read[(step, key)] = item
         return item
 

@@ -89,7 +89,7 @@ class _Builder:
         self.describe: dict[str, str] = {}
 
     def text(self, name: str, text: str, shown: str | None = None) -> None:
-        self.components[name] = text_digest(text)
+        self.components[name] = _text_digest(text)
         self.describe[name] = text if shown is None else shown
 
     def digest(self, name: str, digest: str, shown: str) -> None:
@@ -188,14 +188,46 @@ def _add_work(key: _Builder, step: Step) -> None:
         value = step.key_fn(step)
         key.digest("key_fn", value_digest(value), repr(value))
     elif step.func is not None:
-        parts = code_source_parts(step.func)
-        code = "\n\n".join(text for label, text in parts.items() if not label.startswith("const "))
-        key.digest("code", code_digest(step.func, values=False), code)
+        digest = code_digest(step.func, values=False)
+        key.digest("code", digest, _code_text(digest, step.func))
         _add_variables(key, step)
     elif isinstance(step.run, str):
         key.text("command", step.run)
     else:
         key.text("command", _canonical(list(step.run or ())))
+
+
+# Digests of the short texts most steps share (an empty env, no image, the format...):
+# a cold re-run of many steps would otherwise hash the same ten texts for each.
+_TEXT_MEMO: dict[str, str] = {}
+_TEXT_MEMO_LIMIT, _TEXT_MEMO_LONGEST = 4096, 1024
+
+
+def _text_digest(text: str) -> str:
+    found = _TEXT_MEMO.get(text)
+    if found is None:
+        found = text_digest(text)
+        if len(text) <= _TEXT_MEMO_LONGEST:
+            if len(_TEXT_MEMO) >= _TEXT_MEMO_LIMIT:
+                _TEXT_MEMO.clear()
+            _TEXT_MEMO[text] = found
+    return found
+
+
+# The normalized code shown for a ``code`` digest (the digest names that text exactly).
+_CODE_TEXTS: dict[str, str] = {}
+
+
+def _code_text(digest: str, func: Any) -> str:
+    found = _CODE_TEXTS.get(digest)
+    if found is None:
+        parts = code_source_parts(func)
+        found = "\n\n".join(text for label, text in parts.items()
+                             if not label.startswith("const "))
+        if len(_CODE_TEXTS) >= _TEXT_MEMO_LIMIT:
+            _CODE_TEXTS.clear()
+        _CODE_TEXTS[digest] = found
+    return found
 
 
 def _add_variables(key: _Builder, step: Step) -> None:

@@ -296,8 +296,8 @@ class Store:
         if item.meta is None:
             return self._damaged(step_name, key, "meta.json is missing", None, retry)
         meta, problem = _parse_meta(item.meta, step_name, key)
-        if problem is None and not os.path.isdir(item.path / "out"):
-            problem = "its out/ directory is missing"
+        if problem is None and not _has_out_files(meta) and not os.path.isdir(f"{item.path}/out"):
+            problem = "its out/ directory is missing"  # (a file under out/ is checked below)
         if problem is None:
             problem = _size_problem(item.path, meta.get("files"))
         if problem is None:
@@ -737,6 +737,12 @@ def _put_back(moved: Path, out: Path) -> None:
     if os.path.exists(moved) and not os.path.exists(out):
         with contextlib.suppress(OSError):
             shutil.move(os.fspath(moved), out)
+
+
+def _has_out_files(meta: Mapping[str, Any]) -> bool:
+    """Whether the manifest lists a file under ``out/`` (whose size check finds out/)."""
+    files = meta.get("files")
+    return isinstance(files, dict) and any(name.startswith("out/") for name in files)
 
 
 def _size_problem(root: Path, files: Any) -> str | None:

@@ -270,8 +270,9 @@ class Scheduler:
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
-        self.run.record_lazy(name, entry.out_dir, result.get)
-        return _Outcome(entry.out_dir, result, None, entry.output_digest)
+        done = _Outcome(f"{entry.path}/out", result, None, entry.output_digest)
+        self.run.record_lazy(name, done, result.get)
+        return done
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         self._ran(step, outcome)
