@@ -430,3 +430,17 @@ def test_key_locks_exclude_each_other_per_key_and_need_no_file_per_key(store):
     with store.lock("s", key(1), timeout=1) as again:  # let go on leaving
         assert again.is_locked
     assert sorted(p.name for p in (store.location / ".locks").iterdir()) == ["s.lock"]
+
+
+def test_alock_of_a_free_key_takes_it_without_a_thread(store, monkeypatch):
+    def no_thread(*args, **kwargs):
+        raise AssertionError("a free key's lock needs no worker thread")
+
+    async def hold() -> bool:
+        async with store.alock("s", key(1), timeout=1) as lock:
+            return lock.is_locked
+
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    assert asyncio.run(hold())
+    with store.lock("s", key(1), timeout=1) as again:  # and it was let go
+        assert again.is_locked

@@ -331,6 +331,17 @@ class KeyRangeLock:
         self._count += 1
         return self
 
+    def acquire_now(self) -> bool:
+        """Take the lock if nobody holds it, without waiting; whether it was taken."""
+        if self._count == 0:
+            descriptor = self._open()
+            if not self._try(descriptor):
+                os.close(descriptor)
+                return False
+            self._descriptor = descriptor
+        self._count += 1
+        return True
+
     def release(self) -> None:
         if self._count == 0:
             return

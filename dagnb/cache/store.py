@@ -53,7 +53,14 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from dagnb.cache.backend import Item, LocalBackend, Lock, StoreBackend, get_backend
+from dagnb.cache.backend import (
+    Item,
+    KeyRangeLock,
+    LocalBackend,
+    Lock,
+    StoreBackend,
+    get_backend,
+)
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.checks import is_url
@@ -499,15 +506,17 @@ class Store:
     async def alock(
         self, step_name: str, key: StepKey | str, timeout: float = -1
     ) -> AsyncIterator[Lock]:
-        """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread."""
+        """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread
+        unless it is free (then at once: most misses meet no other process)."""
         lock = self.lock(step_name, key, timeout)
-        acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
-        try:
-            await asyncio.shield(acquiring)
-        except asyncio.CancelledError:
-            # The thread may still get the lock after we stop waiting: release it then.
-            acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
-            raise
+        if not (isinstance(lock, KeyRangeLock) and lock.acquire_now()):
+            acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+            try:
+                await asyncio.shield(acquiring)
+            except asyncio.CancelledError:
+                # The thread may still get the lock after we stop waiting: release it then.
+                acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
+                raise
         try:
             yield lock
         finally:
