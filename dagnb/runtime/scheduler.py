@@ -116,6 +116,8 @@ class Scheduler:
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
         self._policies: dict[str, Any] = {}
+        self._executors: dict[Any, Executor] = {}
+        self._breakers: dict[str, Any] = {}
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
         self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
@@ -125,7 +127,9 @@ class Scheduler:
     async def execute(self) -> Run:
         """Run every selected step; returns the Run (failures are data, not errors)."""
         self._all_done = asyncio.Event()
-        self._semaphore = asyncio.Semaphore(max(1, self.options.max_concurrency))
+        limit = max(1, self.options.max_concurrency)
+        # no semaphore when every step may run at once: it would only cost each step
+        self._semaphore = asyncio.Semaphore(limit) if limit < len(self.run.order) else None
         self._emit("run", None, state="started", steps=len(self.run.order))
         try:
             await wait_for(self._drive(), self.options.timeout)  # inline steps too
@@ -174,8 +178,11 @@ class Scheduler:
         """Run one step; returns the child to continue with, if any."""
         step = self.run.steps[name]
         try:
-            async with self._semaphore:  # type: ignore[union-attr]
+            if self._semaphore is None:
                 outcome = await self._cached_or_run(step)
+            else:
+                async with self._semaphore:
+                    outcome = await self._cached_or_run(step)
         except asyncio.CancelledError:
             self._settle(name, "cancelled", error=self._stop_reason)
             raise
@@ -335,7 +342,7 @@ class Scheduler:
                 attempt_limit=_attempt_limit(policy),
             )
 
-        guard = _breaker(executor) if self._uses_breaker(step) else None
+        guard = self._breaker_of(executor) if self._uses_breaker(step) else None
         return await run_with_retries(
             policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=guard
         )
@@ -435,8 +442,19 @@ class Scheduler:
         return log
 
     def _executor(self, step: Step) -> Executor:
-        assert self.options.executor_for is not None
-        return self.options.executor_for(step)
+        """The step's executor, looked up once per executor name in a run."""
+        found = self._executors.get(step.executor)
+        if found is None:
+            assert self.options.executor_for is not None
+            found = self._executors[step.executor] = self.options.executor_for(step)
+        return found
+
+    def _breaker_of(self, executor: Executor) -> Any:
+        """The executor's circuit breaker, looked up once per run."""
+        found = self._breakers.get(executor.name)
+        if found is None:
+            found = self._breakers[executor.name] = _breaker(executor)
+        return found
 
     def _out_dir(self, name: str) -> Path:
         return self.run.workspace / name / "out"  # made (and leased): it is saved from
