@@ -444,3 +444,16 @@ def test_alock_of_a_free_key_takes_it_without_a_thread(store, monkeypatch):
     assert asyncio.run(hold())
     with store.lock("s", key(1), timeout=1) as again:  # and it was let go
         assert again.is_locked
+
+
+def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
+    import threading
+
+    from dagnb.model.results import decode_inline, encode_inline
+
+    assert encode_inline({"a": [1]}, 100) == {"json": {"a": [1]}}
+    assert decode_inline(encode_inline({1, 2}, 100)) == {1, 2}
+    assert decode_inline(encode_inline((1.5, None), 100)) == (1.5, None)  # tuple: pickled
+    assert encode_inline("x" * 200, 100) is None
+    assert encode_inline(set(range(10**6)), 100) is None  # sized by its first frame only
+    assert encode_inline(threading.Lock(), 100) is None

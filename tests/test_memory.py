@@ -215,16 +215,21 @@ def _returns_a_set(x):
     return {x, x + 1}
 
 
+def _returns_a_big_set(x):
+    """A result too big to live in the entry's metadata: it gets a result file."""
+    return {x, x + 1, *range(1000, 2000)}
+
+
 def test_a_damaged_result_is_a_miss_not_an_exception(tmp_path):
     from dagnb.cache import DamagedEntryWarning
 
-    Memory(str(tmp_path)).cache(_returns_a_set)(3)
+    Memory(str(tmp_path)).cache(_returns_a_big_set)(3)
     [pkl] = tmp_path.glob("*/*/out/result.pkl")
     pkl.write_bytes(b"\x80\x05" + b"?" * (pkl.stat().st_size - 2))  # same size, unreadable
-    again = Memory(str(tmp_path)).cache(_returns_a_set)
+    again = Memory(str(tmp_path)).cache(_returns_a_big_set)
     with pytest.warns(DamagedEntryWarning, match="result.pkl was changed since it was saved"):
-        assert again(3) == {3, 4}
-    assert again(3) == {3, 4} and pkl.exists()  # saved again in place
+        assert again(3) == _returns_a_big_set(3)
+    assert again(3) == _returns_a_big_set(3) and pkl.exists()  # saved again in place
     assert len(list((tmp_path / ".damaged").iterdir())) == 1
 
 
@@ -232,14 +237,14 @@ def test_a_truncated_file_under_a_finished_entry_is_a_miss_by_its_size(tmp_path)
     """What a power loss can leave (nothing is fsync'ed): caught by the recorded sizes."""
     from dagnb.cache import DamagedEntryWarning
 
-    Memory(str(tmp_path)).cache(_returns_a_set)(3)
+    Memory(str(tmp_path)).cache(_returns_a_big_set)(3)
     [pkl] = tmp_path.glob("*/*/out/result.pkl")
     with pkl.open("r+b") as handle:
         handle.truncate(5)
-    again = Memory(str(tmp_path)).cache(_returns_a_set)
+    again = Memory(str(tmp_path)).cache(_returns_a_big_set)
     with pytest.warns(DamagedEntryWarning, match=r"out/result\.pkl is 5 bytes, not the"):
-        assert again(3) == {3, 4}
-    assert again(3) == {3, 4}
+        assert again(3) == _returns_a_big_set(3)
+    assert again(3) == _returns_a_big_set(3)
 
 
 def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_path):
@@ -313,3 +318,26 @@ def test_plain_signatures_bind_as_python_does(memory):
     for bad_args, bad_kwargs in (((1, 2, 3), {}), ((), {}), ((1,), {"x": 1}), ((1,), {"z": 0})):
         with pytest.raises(TypeError):
             add(*bad_args, **bad_kwargs)
+
+
+def test_a_small_result_lives_in_the_entrys_metadata_and_a_torn_one_is_a_miss(tmp_path):
+    from dagnb.cache import DamagedEntryWarning
+
+    calls = []
+
+    def small(x):
+        calls.append(x)
+        return {"x": x} if x else {x, x + 1}  # JSON as is, or pickled
+
+    first = Memory(str(tmp_path)).cache(small)
+    assert first(1) == {"x": 1} and first(0) == {0, 1}
+    assert not list(tmp_path.glob("*/*/out/*"))  # no result file to create or open
+    again = Memory(str(tmp_path)).cache(small)
+    assert again(1) == {"x": 1} and again(0) == {0, 1} and calls == [1, 0]
+    for meta in tmp_path.glob("*/*/meta.json"):
+        with meta.open("r+b") as handle:  # what a power loss can leave of it
+            handle.truncate(meta.stat().st_size // 2)
+    third = Memory(str(tmp_path)).cache(small)
+    with pytest.warns(DamagedEntryWarning):
+        assert third(1) == {"x": 1} and third(0) == {0, 1}
+    assert calls == [1, 0, 1, 0]

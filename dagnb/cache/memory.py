@@ -53,7 +53,7 @@ from dagnb.cache.store import Entry, Store
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import code_digest, code_source_parts, value_digest
-from dagnb.model.results import NO_RESULT, save_result
+from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
 
@@ -65,6 +65,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LOADED_LIMIT = 128  # results kept in memory per function, most recently used
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _MMAP_FILE = "result.joblib"  # joblib's own format: arrays stored raw, so they can be mapped
+_INLINE_LIMIT = 2048  # bytes: a result this small lives in meta.json, with no file of its own
 _log = logging.getLogger("dagnb.memory")
 Validity = Callable[[Mapping[str, Any]], Any]
 
@@ -573,6 +574,9 @@ class _CachedCall(_Calls):
 
     def load(self, entry: Entry) -> Any:
         """The entry's result; memory-mapped arrays under ``mmap_mode``."""
+        inline = entry.meta.get("inline")
+        if inline is not None:  # a small result, kept in meta.json itself
+            return decode_inline(inline)
         files = entry.meta.get("files")  # the entry's manifest spares a stat per hit
         if isinstance(files, dict) and f"out/{_MMAP_FILE}" not in files:
             return entry.result()
@@ -595,9 +599,11 @@ class _CachedCall(_Calls):
         A read-only store keeps nothing."""
         if self.store.read_only:
             return value
+        inline = None if self.mmap_mode is not None else encode_inline(value, _INLINE_LIMIT)
         out = self.store.scratch_dir(self.name)
         try:
-            self.write(out, value)
+            if inline is None:
+                self.write(out, value)
         except Exception as exc:  # the call worked: return its value, uncached (joblib's way)
             shutil.rmtree(out, ignore_errors=True)
             warnings.warn(
@@ -606,7 +612,8 @@ class _CachedCall(_Calls):
                 stacklevel=4,
             )
             return value
-        entry = self.store.save(self.name, key, out_dir=out, duration_s=took, ttl=self.ttl)
+        entry = self.store.save(self.name, key, out_dir=out, duration_s=took, ttl=self.ttl,
+                                inline=inline)
         if self.mmap_mode is not None:  # mapped from the first call on, as joblib does
             value = self.load(entry)
         self.remember(key.digest, entry, value)

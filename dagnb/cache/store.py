@@ -392,6 +392,7 @@ class Store:
         duration_s: float = 0.0,
         ttl: float | str | None = None,
         provenance: Mapping[str, Any] | None = None,
+        inline: Mapping[str, Any] | None = None,
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there.
 
@@ -413,6 +414,10 @@ class Store:
         provenance
             What ran, beyond the key (``{"image_ref": "…@sha256:…"}``), kept in the
             metadata as ``provenance``.
+        inline
+            A few JSON fields kept in the metadata itself, as ``entry.meta["inline"]``:
+            :class:`~dagnb.Memory` keeps a small result there, so that its entry has
+            no result file to create on a miss or to open on a hit.
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
@@ -429,6 +434,9 @@ class Store:
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
                 meta["provenance"] = dict(provenance)
+            if inline:
+                meta["inline"] = dict(inline)
+                meta["size_bytes"] += len(json.dumps(meta["inline"]))  # what reduce_size frees
             data = json.dumps(meta, separators=(",", ":")).encode()  # the C encoder
             _write_meta(build / "meta.json", data)
             _move(os.fspath(out), f"{build}/out")

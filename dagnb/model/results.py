@@ -7,6 +7,8 @@ in any language can read it), pickle protocol 5 otherwise. Executors write resul
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import math
 import os
@@ -14,7 +16,14 @@ import pickle
 from pathlib import Path
 from typing import Any
 
-__all__ = ["NO_RESULT", "RESULT_FILES", "load_result", "save_result"]
+__all__ = [
+    "NO_RESULT",
+    "RESULT_FILES",
+    "decode_inline",
+    "encode_inline",
+    "load_result",
+    "save_result",
+]
 
 RESULT_FILES = ("result.json", "result.pkl")
 
@@ -99,3 +108,50 @@ def load_result(out_dir: Path | str) -> Any:
             return pickle.load(handle)
     except FileNotFoundError:
         return NO_RESULT
+
+
+class _TooBig(Exception):
+    """Raised by `_Bounded` once more than its limit was written."""
+
+
+class _Bounded(io.RawIOBase):
+    """A bytes sink that gives up past ``limit`` bytes, so sizing a large value's pickle
+    stops at its first frame instead of pickling it whole."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit, self.parts, self.size = limit, [], 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self.size += len(data)
+        if self.size > self.limit:
+            raise _TooBig
+        self.parts.append(bytes(data))
+        return len(data)
+
+
+def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
+    """``value`` as a few JSON fields, if it takes at most ``limit`` bytes: ``{"json": v}``
+    when JSON gives it back exactly, else ``{"pickle": base64}``; None when larger (or not
+    picklable). A cache entry keeps so small a result in its metadata, not in a file."""
+    if len(value) > limit if isinstance(value, (str, bytes, list, dict)) else False:
+        return None
+    if _json_exact(value):
+        text = json.dumps(value, allow_nan=False)
+        if len(text) <= limit and json.loads(text) == value:
+            return {"json": value}
+    sink = _Bounded(limit * 3 // 4)  # base64 takes 4 characters per 3 bytes
+    try:
+        pickle.Pickler(sink, protocol=5).dump(value)
+    except Exception:  # too big, or not picklable: the caller writes a file (and says why)
+        return None
+    return {"pickle": base64.b64encode(b"".join(sink.parts)).decode("ascii")}
+
+
+def decode_inline(fields: Any) -> Any:
+    """The value :func:`encode_inline` described."""
+    if "json" in fields:
+        return fields["json"]
+    return pickle.loads(base64.b64decode(fields["pickle"]))
