@@ -678,7 +678,7 @@ class _CachedCall(_Calls):
                 digest = key_digest(components)
                 if self.entry(digest) is None:
                     self.refuse_miss()
-                    value, _ = await execute(components, args, kwargs)
+                    value, _, _ = await execute(components, args, kwargs)
                     if self.store.read_only:
                         return _Value(value)
                 return ShelvedResult(self, digest)
@@ -716,7 +716,7 @@ class _CachedCall(_Calls):
                 digest = key_digest(components)
                 if self.entry(digest) is None:
                     self.refuse_miss()
-                    value, _ = execute(components, args, kwargs)
+                    value, _, _ = execute(components, args, kwargs)
                     if self.store.read_only:
                         return _Value(value)
                 return ShelvedResult(self, digest)
