@@ -19,6 +19,7 @@ from dagnb import CacheError, CacheMissError, ConfigError, Graph, Step
 from dagnb.cache import Store
 from dagnb.cache.steps import wait_for_flushes
 from dagnb.cli import main
+from dagnb.runtime.history import last_states
 
 
 def _counted(counter: Path, name: str, value: str = "1") -> str:
@@ -176,7 +177,7 @@ def test_off_runs_everything_and_writes_nothing_but_its_run_record(workdir: Path
     assert _executions(workdir) == ["a", "b", "1", "a", "b", "1"]
     # no entry, lock, hit count or file digest; the run's record is kept (--only-failed)
     assert _outside_runs(_tree(cache)) == _outside_runs(before)
-    assert (run.workspace / "run.json").exists() and run.workspace.parent == cache / ".runs"
+    assert last_states(cache, "modes") == run.states() and run.workspace.parent == cache / ".runs"
 
 
 def test_off_in_an_empty_folder_writes_only_the_run_record(workdir: Path) -> None:

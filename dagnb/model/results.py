@@ -136,8 +136,8 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
     """``value`` as a few JSON fields, if it takes at most ``limit`` bytes: ``{"json": v}``
     when JSON gives it back exactly, else ``{"pickle": base64}``; None when larger (or not
     picklable). A cache entry keeps so small a result in its metadata, not in a file."""
-    if len(value) > limit if isinstance(value, (str, bytes, list, dict)) else False:
-        return None
+    if isinstance(value, (str, bytes, list, dict)) and len(value) > limit:
+        return None  # too big for sure: not worth encoding to find out
     if _json_exact(value):
         text = json.dumps(value, allow_nan=False)
         if len(text) <= limit and json.loads(text) == value:
