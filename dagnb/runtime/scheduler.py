@@ -376,6 +376,8 @@ class Scheduler:
     async def _attempt(
         self, step: Step, executor: Executor, number: int, log_file: LogFile
     ) -> Outcome:
+        if step.func is None or executor.name != "local":  # only inline Python makes none
+            self.run.make_workspace()  # its folder, leased before an executor writes there
         task = self._task(step, number, log_file)
         self._emit(
             "state", step.name, number, state="running", executor=executor.name,
