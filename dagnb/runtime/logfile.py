@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -23,10 +23,11 @@ __all__ = ["LogFile", "read_records"]
 class LogFile:
     """The lines of one attempt of one step, appended to a file opened on the first."""
 
-    __slots__ = ("_closed", "_handle", "count", "error", "path")
+    __slots__ = ("_closed", "_handle", "_make_folder", "count", "error", "path")
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, make_folder: Callable[[], object] | None = None) -> None:
         self.path = path
+        self._make_folder = make_folder  # called before the first line makes the file
         self.count = 0
         self.error: OSError | None = None  # why the file is not whole (a full disk)
         self._handle: IO[str] | None = None
@@ -39,6 +40,8 @@ class LogFile:
             return
         try:
             if self._handle is None:
+                if self._make_folder is not None:
+                    self._make_folder()
                 os.makedirs(self.path.parent, exist_ok=True)
                 self._handle = open(self.path, "w", encoding="utf-8")  # noqa: SIM115
             self._handle.write(json.dumps(record, ensure_ascii=False) + "\n")

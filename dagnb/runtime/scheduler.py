@@ -316,7 +316,9 @@ class Scheduler:
         files = [] if files is None else files
 
         async def attempt(number: int) -> Outcome:
-            files.append(LogFile(Path(f"{self.run.workspace}/{step.name}/logs-{number}.jsonl")))
+            # the run's folder is made (and leased) only if the attempt prints
+            path = Path(f"{self.run.workspace_text}/{step.name}/logs-{number}.jsonl")
+            files.append(LogFile(path, self.run.make_workspace))
             self.run.record_log_files(step.name, [f.path for f in files])
             try:
                 return await self._attempt(step, executor, number, files[-1])
