@@ -232,9 +232,9 @@ _RESOLVED: dict[tuple[str, str], Path] = {}
 
 
 def _resolved(path: str | Path) -> Path:
-    """``Path(path).resolve()``, remembered per working directory: resolving costs a
-    ``stat`` per path component, on every run. (A symlink re-pointed while the process
-    runs is not seen: the cache and base folders are not moved under a live session.)"""
+    """``Path(path).resolve()`` of the base folder, remembered per working directory:
+    resolving costs a ``stat`` per path component, on every run. (A symlink re-pointed
+    while the process runs is not seen: a base folder is not moved under a session.)"""
     memo = (os.fspath(path), os.getcwd())
     found = _RESOLVED.get(memo)
     if found is None:
