@@ -457,3 +457,13 @@ def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
     assert encode_inline("x" * 200, 100) is None
     assert encode_inline(set(range(10**6)), 100) is None  # sized by its first frame only
     assert encode_inline(threading.Lock(), 100) is None
+
+
+def test_a_hit_checks_small_files_with_the_digest_they_were_saved_with(tmp_path):
+    from dagnb.cache.store import _small_file_digest
+    from dagnb.fingerprint import path_digest
+
+    for data in (b"", b"12", bytes(range(256)) * 20):
+        (tmp_path / "f").write_bytes(data)
+        assert _small_file_digest(str(tmp_path / "f")) == path_digest(tmp_path / "f",
+                                                                      use_stat_cache=False)

@@ -65,7 +65,7 @@ from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
-from dagnb.fingerprint import directory_digest, path_digest
+from dagnb.fingerprint import directory_digest, new_hasher, path_digest
 from dagnb.model.results import RESULT_FILES, load_result
 from dagnb.model.step import parse_duration
 
@@ -806,11 +806,21 @@ def _digest_problem(root: Path, digests: Any) -> str | None:
         return None  # an entry saved before digests were recorded
     for relative, digest in digests.items():
         try:
-            if path_digest(root / relative, use_stat_cache=False) != digest:
+            if _small_file_digest(f"{root}/{relative}") != digest:
                 return f"its file {relative} was changed since it was saved"
         except OSError:
             return f"its file {relative} cannot be read"
     return None
+
+
+def _small_file_digest(path: str) -> str:
+    """``path_digest`` of a small file, read whole: one open and one read, no walk (a
+    cold re-run checks one such file per step)."""
+    with open(path, "rb") as handle:
+        data = handle.read()
+    hasher = new_hasher()
+    hasher.update(data)
+    return hasher.hexdigest()
 
 
 def _let_owner_in(folder: Path) -> None:
