@@ -110,3 +110,17 @@ def test_a_hundred_megabyte_line_takes_linear_time():
     assert time.perf_counter() - started < 10
     assert len(run.logs("shell")["line"][0]) == 100_000_000
     assert len(run.logs("python")["line"][0]) == 20_000_000
+
+
+@pytest.mark.parametrize("line", ["plain", 'quote " and \\ back', "tab\tnew\u2028line é ☃ \x00",
+                                  "\ud800 lone surrogate"])
+def test_a_line_record_is_the_json_dumps_would_write(tmp_path: Path, line: str):
+    from dagnb.runtime.logfile import LogFile
+
+    fast, slow = LogFile(tmp_path / "fast.jsonl"), LogFile(tmp_path / "slow.jsonl")
+    fast.write_line(1764400000.123456, 2, "stderr", line)
+    slow.write({"time": 1764400000.123456, "attempt": 2, "stream": "stderr", "line": line})
+    fast.close(), slow.close()
+    written = (tmp_path / "fast.jsonl").read_bytes()
+    assert written == (tmp_path / "slow.jsonl").read_bytes()
+    assert json.loads(written)["line"] == line

@@ -433,7 +433,7 @@ class Scheduler:
     def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
         """Where an attempt's lines go: masked, to the event log (a bounded head), to
         the attempt's log file (all of them), and the last stderr ones to a short tail."""
-        emit, mask, write = self._emit, self.mask, log_file.write
+        emit, mask, write = self._emit, self.mask, log_file.write_line
         tail = self._tails[name] = deque(maxlen=STDERR_TAIL)
 
         def log(stream: str, line: str) -> None:
@@ -441,7 +441,7 @@ class Scheduler:
             masked = event.data["line"]
             if stream == "stderr" and masked.strip():
                 tail.append(masked)
-            write({"time": event.time, "attempt": number, "stream": stream, "line": masked})
+            write(event.time, number, stream, masked)
 
         return log
 
