@@ -28,12 +28,14 @@ def test_run_example_prints_the_status_table_then_all_cached(tmp_path: Path) -> 
     table = first.stdout.splitlines()
     header = next(line for line in table if line.split()[:2] == ["step", "state"])
     assert "exit_code" in header
+    assert "image" not in header  # the steps name an image, but ran on this machine
     for step in ("generate", "total", "largest", "histogram", "report"):
         assert any(line.split()[:2] == [step, "succeeded"] for line in table), step
     second = dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
     rows = [line.split() for line in second.stdout.splitlines()]
     assert sum(row[:2] == [row[0], "cached"] for row in rows if row) == 5
     assert "5 cached" in second.stdout
+    assert "python:3.12-slim" not in second.stdout
 
 
 def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:

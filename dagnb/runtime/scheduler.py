@@ -273,7 +273,7 @@ class Scheduler:
             name,
             state="cached",
             executor="cache",
-            image=image_label(step.image, entry.meta.get("provenance", {}).get("image_ref")),
+            image=_ran_image(step, entry.meta.get("provenance", {}).get("image_ref")),
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
@@ -289,7 +289,7 @@ class Scheduler:
 
     def _ran(self, step: Step, outcome: Outcome) -> None:
         """Keep the image that ran (by digest, when the executor says) for the status."""
-        if outcome.image_ref or step.image:
+        if outcome.image_ref:
             self._images[step.name] = image_label(step.image, outcome.image_ref)
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
@@ -381,9 +381,11 @@ class Scheduler:
         if step.func is None or executor.name != "local":  # only inline Python makes none
             self.run.make_workspace()  # its folder, leased before an executor writes there
         task = self._task(step, number, log_file)
+        image = None  # a step on the host ran in no image, whatever it names
+        if "containers" in executor.capabilities:
+            image = self._images[step.name] = image_label(step.image)
         self._emit(
-            "state", step.name, number, state="running", executor=executor.name,
-            image=image_label(step.image),
+            "state", step.name, number, state="running", executor=executor.name, image=image,
         )
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
@@ -557,3 +559,9 @@ def _attempt_limit(policy: Any) -> int:
     """The most attempts the policy allows (transient errors may have the higher floor)."""
     floor = policy.transient_retries if policy.retry_transient else 0
     return 1 + max(policy.max_retries, floor)
+
+
+def _ran_image(step: Step, reference: str | None) -> str | None:
+    """A cached step's image, when its entry was made in a container (the engine's
+    reference in its provenance): a step run on the host ran in no image."""
+    return image_label(step.image, reference) if reference else None
