@@ -351,6 +351,41 @@ def test_a_step_dies_with_its_worker(cluster, on_dask):
             client.wait_for_workers(2, timeout=30)
 
 
+def starts_sleep(**popen: object):
+    """A step that starts ``sleep 30`` in the background and returns its pid."""
+    def background() -> int:
+        import subprocess
+
+        return subprocess.Popen(["sleep", "30"], **popen).pid
+    return background
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_step_that_leaves_a_process_running_ends_when_it_returns_and_kills_it(on_dask):
+    started = time.monotonic()
+    step = Step("background", func=starts_sleep(), executor="dask", cache=False, timeout=20)
+    run = Graph("g", [step]).run()
+    assert run.states() == {"background": "succeeded"}, run.status()
+    assert time.monotonic() - started < 10  # not waiting for the sleep's end of output
+    assert wait_until(lambda: not alive(run.result("background")), timeout=3)
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
+def test_a_process_a_step_started_in_a_new_session_is_killed_and_frees_the_worker(on_dask):
+    escaping = starts_sleep(start_new_session=True)
+    step = Step("escape", func=escaping, executor="dask", cache=False, timeout=5)
+    run = Graph("g", [step]).run()
+    assert run.states() == {"escape": "succeeded"}, run.status()
+    assert wait_until(lambda: not alive(run.result("escape")), timeout=3)
+
+    def after() -> int:
+        return 2
+
+    steps = [Step(name, func=after, executor="dask", cache=False, timeout=5)
+             for name in ("one", "two")]  # two at once: one per worker, none stuck
+    assert set(Graph("g2", steps).run().states().values()) == {"succeeded"}
+
+
 @pytest.mark.slow
 def test_without_a_scheduler_a_local_cluster_starts_once_and_closes(workdir, monkeypatch):
     monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)

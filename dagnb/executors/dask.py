@@ -18,10 +18,16 @@ Why a child process on the worker. dask cannot stop a task that is running:
 So the task starts the step in a child process of its own (a new process group), waits
 for it while looking every 0.1 s whether the task is still wanted, and kills the group
 once it is not: a cancel, a timeout, a client that went away. The step stops, whatever it
-was doing; on Linux the child also dies with its worker. The price is a Python start
-per attempt (0.1 to 0.3 s), small next to the steps worth sending to a cluster. The
-child's stdout and stderr are captured and come back with the result, line by line,
-into the run's logs (masked there as every executor's are).
+was doing. Once the child has ended, what it started is killed too: its process group,
+and on Linux every process carrying the attempt's token in its environment
+(:mod:`dagnb.executors.reaper`), so a ``setsid`` escapee as well. On Linux the child also
+dies with its worker (a parent-death signal, which reaches the child only: its own
+subprocesses are swept at the end of the attempt, which a worker killed outright never
+reaches). The price is a Python start per attempt (0.1 to 0.3 s), small next to the
+steps worth sending to a cluster. The child's stdout and stderr go to files, not pipes (a
+process it left running would hold a pipe open, and the task would wait for it), and
+come back with the result, line by line, into the run's logs (masked there as every
+executor's are).
 """
 
 from __future__ import annotations
@@ -291,35 +297,64 @@ def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
+    from dagnb.executors.reaper import new_token
+
     worker = get_worker()
+    token = new_token()  # in the child's environment, inherited by what it starts
     with tempfile.TemporaryDirectory(prefix="dagnb-") as scratch:
-        result_file = os.path.join(scratch, "result")
-        child = subprocess.Popen(
-            [sys.executable, "-c", _CHILD_MAIN, result_file],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            start_new_session=True,  # its own process group, killed as one
-        )
-        stdout, stderr = _wait(child, pickle.dumps((os.getpid(), sys.path, payload)),
-                               lambda: _wanted(worker, key))
-        lines = _lines("stdout", stdout) + _lines("stderr", stderr)
-        if child.returncode == 0 and os.path.exists(result_file):
-            with open(result_file, "rb") as handle:
+        files = {name: os.path.join(scratch, name) for name in _FILES}
+        with open(files["step"], "wb") as handle:
+            pickle.dump((os.getpid(), sys.path, payload), handle)
+        child = _start(files, token)
+        _wait(child, token, lambda: _wanted(worker, key))
+        lines = _read_lines(files, "stdout") + _read_lines(files, "stderr")
+        if child.returncode == 0 and os.path.exists(files["result"]):
+            with open(files["result"], "rb") as handle:
                 report = pickle.load(handle)
             return {**report, "lines": lines + report.pop("lines", [])}
         return {"status": "exit", "lines": lines, "exit_code": child.returncode}
 
 
-def _wait(child: subprocess.Popen[bytes], message: bytes | None,
-          wanted: Callable[[], bool]) -> tuple[bytes, bytes]:
-    """Send the step, collect its output; kill its process group once it is unwanted."""
-    while True:
-        try:
-            return child.communicate(message, timeout=_POLL)
-        except subprocess.TimeoutExpired:
-            message = None  # sent; communicate() goes on where it was
-            if not wanted():
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(child.pid, signal.SIGKILL)
+_FILES = ("step", "stdout", "stderr", "result")
+
+
+def _start(files: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+    """Start the child with files for its streams, not pipes: a process the step leaves
+    running inherits them, and a pipe would keep the task waiting for that process."""
+    from dagnb.executors.reaper import TOKEN_VARIABLE
+
+    env = {**os.environ, TOKEN_VARIABLE: token}
+    with open(files["step"], "rb") as stdin, open(files["stdout"], "wb") as stdout, \
+            open(files["stderr"], "wb") as stderr:
+        return subprocess.Popen(
+            [sys.executable, "-c", _CHILD_MAIN, files["result"]],
+            stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+            start_new_session=True,  # its own process group, killed as one
+        )
+
+
+def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool]) -> None:
+    """Wait for the child to exit, killing it once the task is unwanted; then kill what
+    it left: its process group, and (Linux) every process carrying its token."""
+    from dagnb.executors.reaper import kill_tagged
+
+    try:
+        while True:
+            try:
+                child.wait(timeout=_POLL)
+                return
+            except subprocess.TimeoutExpired:
+                if not wanted():
+                    _kill_group(child.pid)
+    finally:
+        _kill_group(child.pid)
+        child.wait()
+        kill_tagged([token])  # those that left the group (setsid); a no-op off Linux
+
+
+def _kill_group(pgid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, signal.SIGKILL)
 
 
 def _wanted(worker: Any, key: str) -> bool:
@@ -329,8 +364,9 @@ def _wanted(worker: Any, key: str) -> bool:
     return task is not None and task.state not in ("cancelled", "released")
 
 
-def _lines(stream: str, data: bytes) -> list[tuple[str, str]]:
-    text = data.decode("utf-8", "replace")
+def _read_lines(files: dict[str, str], stream: str) -> list[tuple[str, str]]:
+    with open(files[stream], "rb") as handle:
+        text = handle.read().decode("utf-8", "replace")
     if text.endswith("\n"):
         text = text[:-1]
     return [(stream, line) for line in text.split("\n")] if text else []
@@ -366,7 +402,8 @@ def child_main() -> None:
 
 def _die_with(worker: int) -> None:
     """On Linux, the child is killed when its worker process ends: a closed or lost
-    worker leaves no step running (the child has a process group of its own)."""
+    worker leaves no step running (the child has a process group of its own). The signal
+    reaches the child only, not the processes it started."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
