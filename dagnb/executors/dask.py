@@ -45,6 +45,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -339,17 +340,23 @@ def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool]
     from dagnb.executors.reaper import kill_tagged
 
     try:
-        while True:
-            try:
-                child.wait(timeout=_POLL)
-                return
-            except subprocess.TimeoutExpired:
-                if not wanted():
-                    _kill_group(child.pid)
+        while not _exited(child):
+            time.sleep(_POLL)
+            if not wanted():
+                _kill_group(child.pid)
     finally:
-        _kill_group(child.pid)
+        _kill_group(child.pid)  # before the reap: the pid cannot name another group yet
+        child.wait()
         child.wait()
         kill_tagged([token])  # those that left the group (setsid); a no-op off Linux
+
+
+def _exited(child: subprocess.Popen[bytes]) -> bool:
+    """Whether the child has exited; on Linux it is left unreaped, so its pid (its group's
+    id) stays reserved until the group is killed."""
+    if not hasattr(os, "waitid") or not hasattr(os, "WNOWAIT"):
+        return child.poll() is not None
+    return os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
 
 
 def _kill_group(pgid: int) -> None:
