@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -14,6 +15,7 @@ import pytest
 
 from dagnb import Graph, Step
 from dagnb.runtime import events
+from dagnb.runtime.prepare import start_background
 from dagnb.testing import isolated
 
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -124,3 +126,51 @@ def test_a_line_record_is_the_json_dumps_would_write(tmp_path: Path, line: str):
     written = (tmp_path / "fast.jsonl").read_bytes()
     assert written == (tmp_path / "slow.jsonl").read_bytes()
     assert json.loads(written)["line"] == line
+
+
+_printed, _release = threading.Event(), threading.Event()
+
+
+def _chatty() -> None:
+    for i in range(1_000):
+        print(f"line {i}")
+    _printed.set()
+    _release.wait(20)
+
+
+def test_a_running_step_past_the_kept_head_shows_its_last_printed_line(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 100)
+    _printed.clear(), _release.clear()
+    run = start_background(Graph("live", [Step("chatty", func=_chatty, cache=False)]),
+                           executor="local")
+    try:
+        assert _printed.wait(20)
+        assert run.states() == {"chatty": "running"}
+        assert run.logs("chatty", tail=1)["line"].tolist() == ["line 999"]
+        assert len(run.logs("chatty")) == 1_000
+    finally:
+        _release.set()
+        run.wait(20)
+    assert run.states() == {"chatty": "succeeded"}
+    assert run.logs("chatty", tail=1)["line"].tolist() == ["line 999"]
+
+
+def test_flush_is_safe_on_a_file_never_opened_or_closed_and_keeps_its_error(tmp_path: Path):
+    from dagnb.runtime.logfile import LogFile
+
+    silent = LogFile(tmp_path / "silent.jsonl")
+    silent.flush()
+    assert not silent.path.exists() and silent.error is None
+    log = LogFile(tmp_path / "log.jsonl")
+    log.write_line(1.0, 1, "stdout", "one")
+    log.flush()
+    assert json.loads(log.path.read_text())["line"] == "one"
+    log.close()
+    log.flush()
+    full = LogFile(tmp_path / "full.jsonl")
+    full.write_line(1.0, 1, "stdout", "one")
+    full._handle = open("/dev/full", "w")  # noqa: SIM115  # a disk with no room left
+    full.write_line(1.0, 1, "stdout", "two")
+    full.flush()
+    assert isinstance(full.error, OSError)
+    full.close()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring  # C; json.dumps of a dict costs 4x more
 from pathlib import Path
@@ -24,7 +25,7 @@ __all__ = ["LogFile", "read_records"]
 class LogFile:
     """The lines of one attempt of one step, appended to a file opened on the first."""
 
-    __slots__ = ("_closed", "_handle", "_make_folder", "count", "error", "path")
+    __slots__ = ("_closed", "_handle", "_lock", "_make_folder", "count", "error", "path")
 
     def __init__(self, path: Path, make_folder: Callable[[], object] | None = None) -> None:
         self.path = path
@@ -33,6 +34,10 @@ class LogFile:
         self.error: OSError | None = None  # why the file is not whole (a full disk)
         self._handle: IO[str] | None = None
         self._closed = False
+        # flush() comes from the user's thread (Run.logs) while the loop thread writes,
+        # and a TextIOWrapper is not safe to flush during a write; an inline Python step
+        # may hold the loop for as long as it likes, so the flush cannot wait for it
+        self._lock = threading.Lock()
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one line's record (none once closed: the file may have moved). A
@@ -46,32 +51,51 @@ class LogFile:
                      f'{encode_basestring(stream)}, "line": {encode_basestring(line)}}}\n')
 
     def _append(self, text: str) -> None:
-        if self._closed or self.error is not None:
-            return
+        lock = self._lock
+        lock.acquire()  # not ``with``: half the cost, on the path of every line
         try:
+            if self._closed or self.error is not None:
+                return
             if self._handle is None:
-                if self._make_folder is not None:
-                    self._make_folder()
-                os.makedirs(self.path.parent, exist_ok=True)
-                # a lone surrogate (a str, not bytes, that a Python step printed) becomes
-                # its JSON escape \udXXX, which reads back as the same str
-                self._handle = open(self.path, "w", encoding="utf-8",  # noqa: SIM115
-                                    errors="backslashreplace")
-            self._handle.write(text)
+                self._open()
+            self._handle.write(text)  # type: ignore[union-attr]  # opened just above
+            self.count += 1
         except OSError as exc:
             self.error = exc
-            return
-        self.count += 1
+        finally:
+            lock.release()
+
+    def _open(self) -> None:
+        if self._make_folder is not None:
+            self._make_folder()
+        os.makedirs(self.path.parent, exist_ok=True)
+        # a lone surrogate (a str, not bytes, that a Python step printed) becomes its
+        # JSON escape \udXXX, which reads back as the same str
+        self._handle = open(self.path, "w", encoding="utf-8",  # noqa: SIM115
+                            errors="backslashreplace")
+
+    def flush(self) -> None:
+        """Write the buffered lines to the file, so a reader sees every line written so
+        far (nothing happens once closed or before the first line); from any thread. A
+        flush that fails is kept in ``error``, as a failed write is."""
+        with self._lock:
+            if self._handle is None:
+                return
+            try:
+                self._handle.flush()
+            except OSError as exc:  # the buffered lines did not fit
+                self.error = self.error or exc
 
     def close(self) -> None:
         """Flush and close the file (nothing happens for a silent attempt)."""
-        self._closed = True
-        if self._handle is not None:
-            try:
-                self._handle.close()
-            except OSError as exc:  # the last buffered lines did not fit
-                self.error = self.error or exc
-            self._handle = None
+        with self._lock:
+            self._closed = True
+            if self._handle is not None:
+                try:
+                    self._handle.close()
+                except OSError as exc:  # the last buffered lines did not fit
+                    self.error = self.error or exc
+                self._handle = None
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:

@@ -53,6 +53,7 @@ class Run:
         self._cancelled = False  # set once, from any thread
         self._cancel_hook: Any = None
         self._log_files: dict[str, list[Path]] = {}  # step -> files of all its lines
+        self._flushes: dict[str, Callable[[], None]] = {}  # step -> flush its open file
 
     @property
     def workspace(self) -> Path:
@@ -84,6 +85,10 @@ class Run:
         if step is not None:
             self._known(step)
         spilled = {n for n in ([step] if step else self._log_files) if self.events.spilled(n)}
+        for name in spilled:  # a running step's latest lines may still be in its buffer
+            flush = self._flushes.get(name)
+            if flush is not None:
+                flush()
         events = _from_files(self.events, spilled, self._log_files) if spilled else self.events
         return logs_frame(events, step=step, stream=stream, tail=tail)
 
@@ -133,10 +138,17 @@ class Run:
         self._outputs[step] = outputs
         self._loaders[step] = load
 
-    def record_log_files(self, step: str, paths: Sequence[Path]) -> None:
+    def record_log_files(
+        self, step: str, paths: Sequence[Path], flush: Callable[[], None] | None = None
+    ) -> None:
         """Where all of ``step``'s lines are on disk, in order (its attempts' files, or
-        its cache entry's)."""
+        its cache entry's), and ``flush``, which writes out the lines the last of them
+        still buffers (for a step still running; safe from any thread)."""
         self._log_files[step] = list(paths)
+        if flush is None:
+            self._flushes.pop(step, None)
+        else:
+            self._flushes[step] = flush
 
     def follow(self, future: concurrent.futures.Future[Any]) -> None:
         """Let ``done`` and ``wait()`` follow ``future``, this run's background execution."""

@@ -319,7 +319,7 @@ class Scheduler:
             # the run's folder is made (and leased) only if the attempt prints
             path = Path(f"{self.run.workspace_text}/{step.name}/logs-{number}.jsonl")
             files.append(LogFile(path, self.run.make_workspace))
-            self.run.record_log_files(step.name, [f.path for f in files])
+            self.run.record_log_files(step.name, [f.path for f in files], files[-1].flush)
             try:
                 return await self._attempt(step, executor, number, files[-1])
             finally:
