@@ -127,3 +127,31 @@ def test_ctrl_c_during_graph_run_stops_a_python_step(workdir: Path) -> None:
     out, err = child.communicate(timeout=10)
     assert time.monotonic() - begun < 2
     assert "interrupted {'slow': 'cancelled'}" in out, err
+
+
+def test_an_interrupt_landing_as_the_step_returns_leaves_no_stale_state(monkeypatch):
+    """The async KeyboardInterrupt can land at leave()'s first bytecode, before its own
+    guard: the call still ends as Interrupted and the next inline call is not hit."""
+    inline_call = type(loop._inline)
+    real_leave = inline_call.leave
+    hits = []
+
+    def leave_hit_at_entry(self):
+        if not hits:
+            hits.append(1)
+            raise KeyboardInterrupt  # as if fire() landed right here
+        return real_leave(self)
+
+    async def inline_twice():
+        token = loop._owner.set(object())
+        try:
+            monkeypatch.setattr(inline_call, "leave", leave_hit_at_entry)
+            with pytest.raises(loop.Interrupted):
+                loop.call_interruptibly(lambda: 1, {})
+            monkeypatch.setattr(inline_call, "leave", real_leave)
+            assert loop._inline.owner is None and not loop._inline.fired
+            return loop.call_interruptibly(lambda: 2, {})  # not interrupted
+        finally:
+            loop._owner.reset(token)
+
+    assert loop.run_sync(inline_twice()) == 2

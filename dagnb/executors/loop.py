@@ -209,7 +209,8 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
             result = func(**kwargs)
         finally:
             fired = _inline.leave()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # ours, landed before leave() could catch it: leave again
+        _inline.leave()  # (idempotent), or the next inline call would see it fired
         fired = True
     if fired:
         raise Interrupted("interrupted")
