@@ -55,7 +55,7 @@ class MemoryBackend(StoreBackend):
                 target.write_bytes(data)
         return Item(path, files.get("meta.json"), version)
 
-    def write(self, step: str, key: str, folder: Path) -> None:
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         files: Files = {}
         for where, dirs, names in os.walk(folder):
             base = Path(where).relative_to(folder)

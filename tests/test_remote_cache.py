@@ -28,6 +28,7 @@ import pytest
 import dagnb
 from dagnb.cache import Store
 from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
+from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
 from dagnb.errors import ConfigError
 
@@ -264,6 +265,34 @@ def test_a_conditional_create_keeps_the_first_entry(url: str, tmp_path: Path) ->
     assert entry is not None and (entry.out_dir / "out.txt").read_bytes() == b"first"
 
 
+def test_a_refresh_replaces_the_stores_entry(url: str, tmp_path: Path) -> None:
+    first = store(url, tmp_path / "a")
+    save(first, "step", "k", {"v.txt": b"first"})
+    save(first, "step", "k", {"v.txt": b"again"})  # this machine replaces its own entry
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "v.txt").read_bytes() == b"again"
+    fresh = store(url, tmp_path / "b")  # a tier that never saw the key: refresh says so
+    out = fresh.scratch_dir("step")
+    (out / "v.txt").write_bytes(b"refreshed")
+    fresh.save("step", "k", out_dir=out, refresh=True)
+    entry = store(url, tmp_path / "d").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "v.txt").read_bytes() == b"refreshed"
+
+
+def test_an_entry_set_aside_is_not_fetched_again_and_its_rebuild_replaces_it(
+    url: str, tmp_path: Path
+) -> None:
+    save(store(url, tmp_path / "a"), "step", "k", {"v.txt": b"unloadable"})
+    reader = store(url, tmp_path / "b")
+    assert reader.lookup("step", "k") is not None  # downloaded into b's tier
+    with pytest.warns(DamagedEntryWarning):
+        reader.quarantine("step", "k", "its result cannot be loaded")
+    assert reader.lookup("step", "k") is None  # not the same bad entry again
+    save(reader, "step", "k", {"v.txt": b"rebuilt"})
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "v.txt").read_bytes() == b"rebuilt"
+
+
 def test_an_expired_remote_entry_is_a_miss_and_is_replaced(url: str, tmp_path: Path) -> None:
     clock = [1000.0]
     old = Store(url, backend=RemoteBackend(url, local=tmp_path / "a"), clock=lambda: clock[0])
@@ -348,6 +377,21 @@ def test_push_then_pull_copies_entries_between_local_folders(
     assert "pull: 2 entries copied" in capsys.readouterr().out
     pulled = Store(tmp_path / "b")
     assert (pulled.lookup("make", "k2").out_dir / "data.txt").read_bytes() == b"two"
+
+
+@pytest.mark.parametrize("action", ["push", "pull"])
+def test_a_store_that_fails_is_one_line_and_exit_2(
+    action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    save(Store(tmp_path / "a"), "make", "k1", {"data.txt": b"one"})
+    missing = f"file://{tmp_path}/no/such/store" if action == "pull" else "file:///proc/nope/x"
+    (tmp_path / "empty").mkdir()
+    if action == "pull":  # a store nothing was pushed to yet is no error: nothing to pull
+        assert main(["cache", "pull", f"file://{tmp_path}/empty/store",
+                     "--cache-dir", str(tmp_path / "a")]) == 0
+    assert main(["cache", action, missing, "--cache-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"cache {action} {missing}" in err, err
 
 
 def test_push_needs_a_store_url(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

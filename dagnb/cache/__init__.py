@@ -172,6 +172,12 @@ def sync(
         )
     store = store_for(local_folder(local))
     show = _remote.progress_line(action, stream)
-    if action == "push":
-        return _remote.push(store, url, progress=show)
-    return _remote.pull(url, store, progress=show)
+    try:
+        if action == "push":
+            return _remote.push(store, url, progress=show)
+        return _remote.pull(url, store, progress=show)
+    except (CacheError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # the store library's own: no route, no bucket, no rights
+        raise CacheError(f"cache {action} {url}: {type(exc).__name__}: {exc}; check the "
+                         "URL, the network and the store's credentials") from None

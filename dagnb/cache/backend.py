@@ -116,10 +116,12 @@ class StoreBackend(abc.ABC):
         """The folder ``step/key``, or None when there is none."""
 
     @abc.abstractmethod
-    def write(self, step: str, key: str, folder: Path) -> None:
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         """Put the finished local ``folder`` in place as ``step/key``, replacing any
         folder there, so that a reader sees the old one or the new one, whole. The
-        ``folder`` is consumed (moved or deleted)."""
+        ``folder`` is consumed (moved or deleted). ``refresh``: the step ran again on
+        purpose, so a copy shared with other machines is replaced too (a shared store
+        otherwise keeps the first writer's entry of a key)."""
 
     @abc.abstractmethod
     def exists(self, step: str, key: str) -> bool:
@@ -235,7 +237,7 @@ class LocalBackend(StoreBackend):
         self._read.pop((step, key), None)
         return Item(Path(folder), None, version) if os.path.isdir(folder) else None
 
-    def write(self, step: str, key: str, folder: Path) -> None:
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         target = self.root / step / key
         make_folder(target.parent)
         aside: list[Path] = []

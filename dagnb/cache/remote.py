@@ -199,11 +199,13 @@ class ObjectStore:
                 yield step, name[: -len(".json")]
 
     # -- writing ----------------------------------------------------------------------
-    def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any]) -> int:
+    def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any],
+               replace: bool = False) -> int:
         """Upload the local entry ``folder``: missing blobs first, the manifest last.
 
         ``meta`` is the entry's metadata (its ``expires`` goes into the manifest).
-        Returns the bytes sent; 0 when another writer's good entry was already there.
+        Returns the bytes sent; 0 when another writer's good entry was already there
+        (kept unless ``replace``: a refresh, or a rebuild of an entry found damaged).
         """
         files, dirs = _entry_files(folder)
         manifest = {
@@ -218,7 +220,7 @@ class ObjectStore:
         sent = 0
         for relative, (digest, size) in _distinct(manifest["files"]).items():
             sent += self._put_blob(folder / relative, digest, size)
-        return sent if self._put_manifest(step, key, manifest) else 0
+        return sent if self._put_manifest(step, key, manifest, replace) else 0
 
     def _put_blob(self, path: Path, digest: str, size: int) -> int:
         """Upload one blob unless the store has it whole already; the bytes sent."""
@@ -235,10 +237,14 @@ class ObjectStore:
         except FileNotFoundError:
             return None
 
-    def _put_manifest(self, step: str, key: str, manifest: dict[str, Any]) -> bool:
-        """Create the manifest if absent; replace one no reader would trust. False when
-        another writer's good entry stays."""
+    def _put_manifest(self, step: str, key: str, manifest: dict[str, Any],
+                      replace: bool = False) -> bool:
+        """Create the manifest if absent; replace one no reader would trust, or any one
+        when ``replace``. False when another writer's good entry stays."""
         path, data = self.manifest_path(step, key), json.dumps(manifest).encode()
+        if replace:  # the blobs are up already: a reader sees the old entry or this one
+            self.fs.pipe_file(path, data)
+            return True
         try:  # s3fs sends If-None-Match: * and turns S3's 412 into FileExistsError
             self.fs.pipe_file(path, data, mode="create")
             return True
@@ -364,14 +370,17 @@ class RemoteBackend(StoreBackend):
         self.local = LocalBackend(config.cache_local_directory if local is None else local)
         self.root = self.local.root
         self._warned: set[str] = set()  # what failed already: one warning each
+        # keys removed from the tier here (set aside as damaged, cleared): the store's copy
+        # is not fetched again, and the next save of the key replaces it
+        self._distrusted: set[tuple[str, str]] = set()
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
 
     def read(self, step: str, key: str) -> Item | None:
         item = self.local.read(step, key)
-        if item is not None or step.startswith("."):  # the store's own folders are local
-            return item
+        if item is not None or step.startswith(".") or (step, key) in self._distrusted:
+            return item  # the store's own folders are local
         try:
             moved = fetch_into(self.remote, self.local, step, key)
         except Exception as exc:  # an unreachable store is a miss, never a failed run
@@ -379,13 +388,18 @@ class RemoteBackend(StoreBackend):
             return None
         return None if moved is None else self.local.read(step, key)
 
-    def write(self, step: str, key: str, folder: Path) -> None:
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
+        # an entry this machine replaces (a refresh, a rebuild of a damaged or cleared
+        # one) replaces the store's copy too; a first save keeps another writer's
+        replace = refresh or (step, key) in self._distrusted or self.local.exists(step, key)
+        self._distrusted.discard((step, key))
         self.local.write(step, key, folder)
         item = self.local.read(step, key)
         if step.startswith(".") or item is None or item.meta is None:
             return
         try:
-            self.remote.upload(step, key, item.path, meta=json.loads(item.meta))
+            self.remote.upload(step, key, item.path, meta=json.loads(item.meta),
+                               replace=replace)
         except Exception as exc:  # the entry is saved locally; push uploads it later
             self._warn_once("an upload", exc)
 
@@ -403,7 +417,7 @@ class RemoteBackend(StoreBackend):
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
             return True
-        if step.startswith("."):
+        if step.startswith(".") or (step, key) in self._distrusted:
             return False
         with contextlib.suppress(Exception):  # unreachable: as good as absent
             return self.remote.manifest(step, key) is not None
@@ -414,6 +428,7 @@ class RemoteBackend(StoreBackend):
         return self.local.names(step)
 
     def remove(self, step: str, key: str) -> bool:
+        self._distrusted.add((step, key))
         return self.local.remove(step, key)
 
     def lock(self, step: str, key: str, timeout: float = -1) -> Any:
@@ -456,6 +471,9 @@ def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfe
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
     """Download every entry of ``url`` that the ``local`` store lacks (trusted ones)."""
     remote = _object_store(url)
+    fs, path = remote.fs, remote.path
+    if not (fs.exists(path) or fs.exists(fs._parent(path))):  # a mistyped bucket: say so
+        raise FileNotFoundError(f"neither {url!r} nor its parent exists")
     keys = list(remote.entries())
     done = Transfer()
     for number, (step, key) in enumerate(keys, 1):

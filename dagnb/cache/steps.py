@@ -202,6 +202,7 @@ class StepCache:
                 duration_s=duration_s,
                 ttl=step.ttl if step.ttl is not None else self.ttl,
                 provenance=provenance,
+                refresh=self.refreshes(step),
             )
         except (OSError, CacheError) as exc:
             warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)

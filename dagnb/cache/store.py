@@ -393,8 +393,10 @@ class Store:
         ttl: float | str | None = None,
         provenance: Mapping[str, Any] | None = None,
         inline: Mapping[str, Any] | None = None,
+        refresh: bool = False,
     ) -> Entry:
-        """Store a step's outputs under ``key``, replacing any entry there.
+        """Store a step's outputs under ``key``, replacing any entry there (``refresh``:
+        in a store shared with other machines too).
 
         Parameters
         ----------
@@ -440,7 +442,7 @@ class Store:
             data = json.dumps(meta, separators=(",", ":")).encode()  # the C encoder
             _write_meta(build / "meta.json", data)
             _move(os.fspath(out), f"{build}/out")
-            self.backend.write(step_name, step_key.digest, build)
+            self.backend.write(step_name, step_key.digest, build, refresh=refresh)
         except BaseException:
             _put_back(build / "out", out)
             if isinstance(logs, os.PathLike):
