@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -96,7 +97,11 @@ def _damaged_is_a_file(cache: Path) -> None:
 
 
 def _runs_is_a_file(cache: Path) -> None:
-    shutil.rmtree(cache / ".runs")
+    for _ in range(100):  # the last run's pruning thread may still be writing there
+        shutil.rmtree(cache / ".runs", ignore_errors=True)
+        if not (cache / ".runs").exists():
+            break
+        time.sleep(0.02)
     (cache / ".runs").write_text("not a folder")
     _edit(cache)  # and a step to run again, so a run folder is needed
 

@@ -101,7 +101,7 @@ def test_when_metadata_cannot_be_written_the_outputs_stay_in_the_run_folder(
 def test_when_the_final_rename_fails_the_outputs_go_back(workdir: Path, monkeypatch) -> None:
     from dagnb.cache.backend import LocalBackend
 
-    def full(self: object, step: str, key: str, folder: Path) -> None:
+    def full(self: object, step: str, key: str, folder: Path, **options: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(LocalBackend, "write", full)
