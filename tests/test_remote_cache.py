@@ -26,6 +26,7 @@ from typing import Any
 import pytest
 
 import dagnb
+import dagnb.cache.remote as remote_module
 from dagnb.cache import Store
 from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
 from dagnb.cache.store import DamagedEntryWarning
@@ -314,14 +315,23 @@ def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
     closed = Store("s3://nowhere/cache", backend=RemoteBackend(
         "s3://nowhere/cache", local=tmp_path / "a",
         storage_options={"endpoint_url": "http://127.0.0.1:9", "retries": 1}))
-    with pytest.warns(RemoteCacheWarning, match="a download failed"):
+    with pytest.warns(RemoteCacheWarning, match="a download failed.*dagnb cache push"):
         assert closed.lookup("step", "k") is None
-    with pytest.warns(RemoteCacheWarning, match="an upload failed.*dagnb cache push"):
-        save(closed, "step", "k", {"v.txt": b"kept"})
-    assert closed.lookup("step", "k") is not None
+    calls = []
+    real_fetch = remote_module.fetch_into
+    monkeypatch.setattr(remote_module, "fetch_into", lambda *a: calls.append(a) or real_fetch(*a))
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # reported once per store, not at every miss
+        save(closed, "step", "k", {"v.txt": b"kept"})
+        assert closed.lookup("step", "k") is not None
         assert closed.lookup("step", "other") is None
+    assert calls == []  # the store rests after a failure: no lookup waits on it
+    monkeypatch.setattr(remote_module, "RETRY_AFTER", 0.0)
+    closed.backend._down_until = 0.0  # the rest is over: the store is asked again
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert closed.lookup("step", "again") is None
+    assert len(calls) == 1
 
 
 # -- settings ---------------------------------------------------------------------------

@@ -43,7 +43,6 @@ does; obstore is faster per request but adds a Rust build and its own credential
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
@@ -74,6 +73,7 @@ __all__ = [
 ]
 
 MANIFEST_FORMAT = 1
+RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
 
@@ -369,7 +369,8 @@ class RemoteBackend(StoreBackend):
         self.remote = ObjectStore(url, options)
         self.local = LocalBackend(config.cache_local_directory if local is None else local)
         self.root = self.local.root
-        self._warned: set[str] = set()  # what failed already: one warning each
+        self._warned = False  # one warning per store object
+        self._down_until = 0.0  # after a failure the store rests: no call waits on it
         # keys removed from the tier here (set aside as damaged, cleared): the store's copy
         # is not fetched again, and the next save of the key replaces it
         self._distrusted: set[tuple[str, str]] = set()
@@ -381,10 +382,12 @@ class RemoteBackend(StoreBackend):
         item = self.local.read(step, key)
         if item is not None or step.startswith(".") or (step, key) in self._distrusted:
             return item  # the store's own folders are local
+        if not self._reachable():
+            return None
         try:
             moved = fetch_into(self.remote, self.local, step, key)
         except Exception as exc:  # an unreachable store is a miss, never a failed run
-            self._warn_once("a download", exc)
+            self._failed("a download", exc)
             return None
         return None if moved is None else self.local.read(step, key)
 
@@ -395,21 +398,28 @@ class RemoteBackend(StoreBackend):
         self._distrusted.discard((step, key))
         self.local.write(step, key, folder)
         item = self.local.read(step, key)
-        if step.startswith(".") or item is None or item.meta is None:
+        if step.startswith(".") or item is None or item.meta is None or not self._reachable():
             return
         try:
             self.remote.upload(step, key, item.path, meta=json.loads(item.meta),
                                replace=replace)
         except Exception as exc:  # the entry is saved locally; push uploads it later
-            self._warn_once("an upload", exc)
+            self._failed("an upload", exc)
 
-    def _warn_once(self, what: str, exc: BaseException) -> None:
-        if what in self._warned:
+    def _reachable(self) -> bool:
+        return time.monotonic() >= self._down_until
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """Rest the store for ``RETRY_AFTER`` seconds (an offline laptop must not wait on
+        each lookup for the library's connect timeouts and retries); warn once."""
+        self._down_until = time.monotonic() + RETRY_AFTER
+        if self._warned:
             return
-        self._warned.add(what)
+        self._warned = True
         warnings.warn(
             f"remote cache {self.remote.url!r}: {what} failed ({type(exc).__name__}: {exc}); "
-            "the local tier goes on alone (dagnb cache push uploads later)",
+            f"the local tier goes on alone, asking the store again every {RETRY_AFTER:g} s "
+            "(entries saved meanwhile stay local: dagnb cache push uploads them later)",
             RemoteCacheWarning,
             stacklevel=4,
         )
@@ -417,11 +427,13 @@ class RemoteBackend(StoreBackend):
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
             return True
-        if step.startswith(".") or (step, key) in self._distrusted:
+        if step.startswith(".") or (step, key) in self._distrusted or not self._reachable():
             return False
-        with contextlib.suppress(Exception):  # unreachable: as good as absent
+        try:
             return self.remote.manifest(step, key) is not None
-        return False
+        except Exception as exc:  # unreachable: as good as absent
+            self._failed("a lookup", exc)
+            return False
 
     def names(self, step: str | None = None) -> list[str]:
         """The local tier's names: listing, clearing and evicting act on this machine."""
