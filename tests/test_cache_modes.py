@@ -131,6 +131,12 @@ def test_read_only_serves_hits_runs_misses_and_writes_nothing(workdir: Path) -> 
     assert _tree(cache) == before
 
 
+def test_read_only_makes_no_cache_folder(workdir: Path) -> None:
+    run = _graph(workdir).run(executor="local", cache_mode="read-only")
+    assert set(run.states().values()) == {"succeeded"}
+    assert not (workdir / ".dagnb_cache").exists()
+
+
 def test_read_only_leaves_expired_and_damaged_entries_where_they_are(tmp_path: Path) -> None:
     now = [1000.0]
     writer = Store(tmp_path, clock=lambda: now[0])

@@ -199,10 +199,12 @@ class LocalBackend(StoreBackend):
 
     name = "local"
 
-    def __init__(self, root: str | os.PathLike[str]) -> None:
+    def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self.root = Path(root).expanduser().absolute()
         self._root_text = str(self.root)
         self._read: dict[tuple[str, str], Item] = {}
+        if not create:  # a read-only store: a missing folder is an empty cache
+            return
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:

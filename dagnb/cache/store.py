@@ -215,9 +215,12 @@ class Store:
         self.read_only = read_only
         if backend == "local" and is_url(os.fspath(location)):
             backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
-        self.backend = backend if isinstance(backend, StoreBackend) else get_backend(backend)(
-            location
-        )
+        if isinstance(backend, StoreBackend):
+            self.backend = backend
+        elif backend == "local" and read_only:  # writes nothing, not even its folder
+            self.backend = LocalBackend(location, create=False)
+        else:
+            self.backend = get_backend(backend)(location)
         self.clock = clock
         self.default_ttl = parse_duration(default_ttl, what="default_ttl")
         self._journal = AccessJournal(self.backend, lambda: self._new_folder(".tmp-"))
