@@ -23,16 +23,22 @@ def _asked_for(request: pytest.FixtureRequest) -> bool:
     return "dagger_live" in expression and "not dagger_live" not in expression
 
 
-@pytest.mark.dagger_live
-@pytest.mark.timeout(900)  # a cold engine pulls its image and python:3.12-slim
-def test_example_workflow_on_a_real_engine(request, tmp_path, monkeypatch):
+@pytest.fixture
+def live(request, tmp_path, monkeypatch):
+    """A real engine, or a skip saying how to ask for one."""
     if not _asked_for(request):
         pytest.skip("needs a real Dagger engine; run it with: pytest -m dagger_live")
     found = connection.detect()
     if not found.available:
         pytest.skip(f"no Dagger engine here: {found.reason}")
     monkeypatch.chdir(tmp_path)
+    return tmp_path
 
+
+@pytest.mark.dagger_live
+@pytest.mark.timeout(900)  # a cold engine pulls its image and python:3.12-slim
+def test_example_workflow_on_a_real_engine(live):
+    tmp_path = live
     graph = Graph.from_yaml(WORKFLOW)
     run = graph.run(executor="dagger", cache_directory=tmp_path / "cache")
     assert run.ok, run.status()[["step", "state", "exit_code", "error"]]
@@ -50,16 +56,6 @@ def test_example_workflow_on_a_real_engine(request, tmp_path, monkeypatch):
 # -- the engine behaviours the stub models (issue 14), checked on a real engine ---------
 
 
-@pytest.fixture
-def live(request, tmp_path, monkeypatch):
-    """A real engine, or a skip saying how to ask for one."""
-    if not _asked_for(request):
-        pytest.skip("needs a real Dagger engine; run it with: pytest -m dagger_live")
-    found = connection.detect()
-    if not found.available:
-        pytest.skip(f"no Dagger engine here: {found.reason}")
-    monkeypatch.chdir(tmp_path)
-    return tmp_path
 
 
 def _run(graph_steps, tmp_path, cache_dir="cache", **options):

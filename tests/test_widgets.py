@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from typing import Any
 
 import comm
 import pytest
@@ -74,6 +75,17 @@ def two_step_graph(fail: bool = False) -> Graph:
     graph.replace(Step("use", run="echo used" + ("; echo broke >&2; exit 2" if fail else ""),
                        needs=("make",)))
     return graph
+
+
+def running_widget(command: str) -> tuple[Any, StatusWidget]:
+    """A widget following a one-step run, drawn once its step is running."""
+    graph = Graph("nap")
+    graph.replace(Step("nap", run=command, cache=False))
+    run = start_background(graph)
+    widget = StatusWidget(run)
+    assert wait_until(lambda: run.states()["nap"] == "running", timeout=10)
+    widget.render()
+    return run, widget
 
 
 def finished_widget(graph: Graph, **kwargs) -> StatusWidget:
@@ -183,12 +195,7 @@ def test_buttons_without_start_are_disabled(comms, local):
 
 
 def test_cancel_button_cancels_the_run(comms, local):
-    graph = Graph("slow")
-    graph.replace(Step("nap", run="sleep 30", cache=False))
-    run = start_background(graph)
-    widget = StatusWidget(run)
-    assert wait_until(lambda: run.states()["nap"] == "running", timeout=10)
-    widget.render()
+    run, widget = running_widget("sleep 30")
     assert not widget.cancel_button.disabled
     widget.cancel_button.click()
     run.wait(10)
@@ -253,12 +260,7 @@ def test_throttle_heartbeat_renders_a_quiet_stretch_once_a_second():
 
 
 def test_a_running_step_keeps_its_widget_beating(comms, local):
-    graph = Graph("quiet")
-    graph.replace(Step("nap", run="sleep 1", cache=False))
-    run = start_background(graph)
-    widget = StatusWidget(run)
-    assert wait_until(lambda: run.states()["nap"] == "running", timeout=10)
-    widget.render()
+    run, widget = running_widget("sleep 1")
     assert widget.throttle.heartbeat == 1.0
     run.wait(30)
     widget.stop_following()
