@@ -46,6 +46,7 @@ from dagnb.errors import FingerprintError
 __all__ = [
     "code_digest",
     "code_source_parts",
+    "code_with_values",
     "configure_stat_cache",
     "directory_digest",
     "flush_stat_cache",
@@ -123,6 +124,10 @@ def _digest_bytes(obj: Any) -> bytes:
 def value_digest(obj: Any) -> str:
     """Hex digest of a value's content.
 
+    Small plain values (str, bytes, int, float, bool, None, and tuples and lists of them)
+    are encoded in one ``bytes`` and hashed in one call: the same bytes the hasher would
+    be fed piece by piece, so the same digest, at a fraction of the cost.
+
     Parameters
     ----------
     obj
@@ -134,12 +139,56 @@ def value_digest(obj: Any) -> str:
     FingerprintError
         The value (or something inside it) cannot be pickled.
     """
+    data = _plain_bytes(obj, 0)
+    if data is not None:
+        if _ALGORITHM == "xxh3_128":
+            return xxhash.xxh3_128_hexdigest(data)
+        h = new_hasher()
+        h.update(data)
+        return h.hexdigest()
     h = new_hasher()
     _feed(h, obj, set())
     return h.hexdigest()
 
 
 _DOUBLE = struct.Struct("<d")
+# The fast path's limits: longer texts are hashed in place (no copy), deeper or longer
+# sequences (a list that contains itself too) go through _feed, which stops cycles.
+_PLAIN_LONGEST, _PLAIN_ITEMS, _PLAIN_DEPTH = 4096, 64, 8
+_PLAIN_CONSTANTS = {None: b"N", True: b"T", False: b"F"}
+
+
+def _plain_bytes(obj: Any, depth: int) -> bytes | None:
+    """What ``_feed`` would feed for a small plain value, in one piece; None otherwise."""
+    kind = type(obj)
+    if kind is int:
+        return b"i%d;" % obj
+    if kind is str:
+        if len(obj) > _PLAIN_LONGEST:
+            return None
+        data = obj.encode("utf-8", "surrogatepass")
+        return b"s%d:%s" % (len(data), data)
+    if kind is float:
+        return b"fnan" if obj != obj else b"f" + _DOUBLE.pack(obj)
+    if kind is bool or obj is None:
+        return _PLAIN_CONSTANTS[obj]
+    if kind is tuple or kind is list:
+        return _plain_sequence(obj, depth)
+    if kind is bytes and len(obj) <= _PLAIN_LONGEST:
+        return b"y%d:%s" % (len(obj), obj)
+    return None
+
+
+def _plain_sequence(obj: list | tuple, depth: int) -> bytes | None:
+    if depth >= _PLAIN_DEPTH or len(obj) > _PLAIN_ITEMS:
+        return None
+    parts = [b"%s%d:" % (b"l" if type(obj) is list else b"t", len(obj))]
+    for item in obj:
+        data = _plain_bytes(item, depth + 1)
+        if data is None:
+            return None
+        parts.append(data)
+    return b"".join(parts)
 
 
 def _feed_str(h: Any, obj: str, active: set[int]) -> None:
@@ -386,7 +435,45 @@ class _CodeRecord:
         return all(_cell_value(cell) is obj for cell, obj in self.cells)
 
 
-_CODE_CACHE: weakref.WeakKeyDictionary[Any, _CodeRecord] = weakref.WeakKeyDictionary()
+class _Records:
+    """Function -> its :class:`_CodeRecord`, by identity, forgotten with the function.
+
+    A ``WeakKeyDictionary`` makes a weak reference on every lookup, which was a good part
+    of a cached step's key; here a lookup is a dict hit on ``id(func)`` and one check
+    that the weak reference stored still points at that very function.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[weakref.ref[Any], _CodeRecord]] = {}
+
+    def get(self, func: types.FunctionType) -> _CodeRecord | None:
+        entry = self.entries.get(id(func))
+        if entry is not None and entry[0]() is func:
+            return entry[1]
+        return None
+
+    def put(self, func: types.FunctionType, record: _CodeRecord) -> None:
+        entries, ident = self.entries, id(func)
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            if entries.get(ident, (None,))[0] is ref:
+                del entries[ident]
+
+        entries[ident] = (weakref.ref(func, forget), record)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def __getitem__(self, func: types.FunctionType) -> _CodeRecord:
+        record = self.get(func)
+        if record is None:
+            raise KeyError(func)
+        return record
+
+
+_CODE_CACHE = _Records()
 
 
 def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
@@ -409,6 +496,9 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
     or type: anything but modules, functions and classes) counts by name only; the
     caller hashes :func:`global_values` itself, at the time it needs the digest.
     """
+    if type(func) is types.FunctionType:  # the common case: no unwrapping to do
+        record = _record(func)
+        return record.digest if values else record.code_only
     target, extra = _unwrap(func)
     if extra is not None:
         return _combine([code_digest(target, values=values), extra])
@@ -429,8 +519,21 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     target, _ = _unwrap(func)
     if not isinstance(target, types.FunctionType):
         return {}
+    return _values_now(_record(target).variables)
+
+
+def code_with_values(func: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+    """``(code_digest(func, values=False), global_values(func))``, checking once whether
+    the cached record of ``func`` still holds (a step's key needs both)."""
+    if type(func) is types.FunctionType:
+        record = _record(func)
+        return record.code_only, _values_now(record.variables) if record.variables else {}
+    return code_digest(func, values=False), global_values(func)
+
+
+def _values_now(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:
     found = {}
-    for name, namespace in _record(target).variables.items():
+    for name, namespace in variables.items():
         value = namespace.get(name, _MISSING)
         if value is not _MISSING:
             found[name] = value
@@ -454,7 +557,7 @@ def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
     if record is None or not record.still_valid(target):
         record = _compute_record(target)
-        _CODE_CACHE[target] = record
+        _CODE_CACHE.put(target, record)
     return record
 
 

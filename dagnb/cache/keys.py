@@ -18,9 +18,9 @@ from typing import Any
 
 from dagnb.errors import CacheError, FingerprintError, UnfingerprintableVariable
 from dagnb.fingerprint import (
-    code_digest,
     code_source_parts,
-    global_values,
+    code_with_values,
+    get_hash_algorithm,
     path_digest,
     text_digest,
     value_digest,
@@ -65,7 +65,7 @@ class StepKey:
 
 def key_digest(components: Mapping[str, str]) -> str:
     """The key digest over sorted ``name=digest`` components."""
-    return text_digest("".join(f"{name}={components[name]}\n" for name in sorted(components)))
+    return text_digest("".join([f"{name}={components[name]}\n" for name in sorted(components)]))
 
 
 # Params, env and names are JSON already (Step checks): canonical JSON is their
@@ -84,9 +84,10 @@ class _Builder:
 
     __slots__ = ("components", "describe")
 
-    def __init__(self) -> None:
-        self.components: dict[str, str] = {}
-        self.describe: dict[str, str] = {}
+    def __init__(self, components: dict[str, str] | None = None,
+                 describe: dict[str, str] | None = None) -> None:
+        self.components: dict[str, str] = {} if components is None else components
+        self.describe: dict[str, str] = {} if describe is None else describe
 
     def text(self, name: str, text: str, shown: str | None = None) -> None:
         self.components[name] = _text_digest(text)
@@ -133,53 +134,88 @@ def step_key(
     FingerprintError
         A mounted path does not exist, or ``key_fn`` returned an unhashable value.
     """
-    key = _Builder()
-    key.components, key.describe = _spec_components(step, cache_version)
+    if get_hash_algorithm() != _MEMO_ALGORITHM[0]:
+        _forget_digests()
+    key = _Builder(*_spec_components(step, cache_version))
     if step.key_fn is not None or step.func is not None:
         _add_work(key, step)
+    components, describe = key.components, key.describe
     for host, target in step.mounts.items():
         key.digest(f"mount:{host}", _mount_digest(step, Path(base_dir), host, target), target)
     for name, digest in upstream_digests.items():
-        key.digest(f"upstream:{name}", digest, digest)
-    return key.build()
+        label = f"upstream:{name}"
+        components[label] = describe[label] = digest
+    return StepKey(key_digest(components), components, describe)
 
 
-_SPEC_MEMO: dict[tuple[Step, str, bool], tuple[dict[str, str], dict[str, str]]] = {}
+# What a step's fields alone give (every component but params, code, mounts and
+# upstreams), by the fields' values: the steps of a chain share one entry, whatever
+# their names, and a step met for the first time (a re-run in a new process) costs a
+# tuple and a dict hit. Params are not in it: their JSON is their digest's input anyway,
+# and 1, 1.0 and True are equal as Python values but not as JSON.
+_SPEC_MEMO: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, str]]] = {}
 _SPEC_MEMO_LIMIT = 100_000
+_NO_PARAMS = "{}"
+
+
+def _spec_signature(step: Step, kind: str, plain: bool, cache_version: str) -> tuple[Any, ...]:
+    """The fields ``_spec`` reads, as a hashable tuple that is equal only where the
+    components are (the versions with their types: ``"1"`` and ``1`` differ in JSON)."""
+    return (
+        kind, step.run if plain else None, step.image, tuple(step.env.items()),
+        step.secrets, step.workdir, step.services, tuple(step.cache_volumes.items()),
+        step.exclude, step.user, step.platform, not step.errexit,
+        step.cache_version, type(step.cache_version), cache_version, type(cache_version),
+    )
 
 
 def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
-    """The components that depend on the step's fields alone, memoized per (equal) step:
-    a fully cached re-run then hashes only what can change (upstreams, mounts, code)."""
-    plain = step.key_fn is None and step.func is None  # functions vary beyond equality
-    memo_key = (step, cache_version, plain)
-    found = _SPEC_MEMO.get(memo_key)
+    """The components that depend on the step's fields alone (new dicts, to add to)."""
+    plain = step.key_fn is None and step.func is None  # else _add_work adds the work
+    kind = "python" if step.func is not None else step.kind
+    try:
+        signature: tuple[Any, ...] | None = _spec_signature(step, kind, plain, cache_version)
+        found = _SPEC_MEMO.get(signature)  # type: ignore[arg-type]
+    except TypeError:  # an unhashable field value (Step checks most): not memoized
+        signature = found = None
     if found is None:
-        key = _Builder()
-        key.text("format", CACHE_FORMAT)
-        key.text("cache_version", _canonical([step.cache_version, cache_version]))
-        key.text("kind", step.kind)
-        if plain:
-            _add_work(key, step)
-        key.text("image", step.image or "", step.image or "(none)")
-        key.text("env", _canonical(dict(step.env)))
-        key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
-        key.text("workdir", step.workdir or "", step.workdir or "(default)")
-        key.text("params", _canonical(dict(step.params)))
-        key.text("services", _canonical(list(step.services)))
-        key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
-        if step.exclude:  # what a container step sees of its mounts (absent: keys unchanged)
-            key.text("exclude", _canonical(list(step.exclude)))
-        if step.user:  # who runs a container step
-            key.text("user", step.user)
-        if step.platform:  # the architecture a container step's image runs as
-            key.text("platform", step.platform)
-        if not step.errexit:  # shell text that carries on after a failing command
-            key.text("errexit", "false")
-        if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
-            _SPEC_MEMO.clear()
-        found = _SPEC_MEMO[memo_key] = (key.components, key.describe)
-    return dict(found[0]), dict(found[1])
+        found = _spec(step, kind, plain, cache_version)
+        if signature is not None:
+            if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
+                _SPEC_MEMO.clear()
+            _SPEC_MEMO[signature] = found
+    components, describe = found[0].copy(), found[1].copy()
+    if step.params:  # in its place among the components (the order is kept)
+        text = _canonical(dict(step.params))
+        components["params"], describe["params"] = _text_digest(text), text
+    return components, describe
+
+
+def _spec(step: Step, kind: str, plain: bool,
+          cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The components ``_spec_components`` memoizes, with no params (``{}``)."""
+    key = _Builder()
+    key.text("format", CACHE_FORMAT)
+    key.text("cache_version", _canonical([step.cache_version, cache_version]))
+    key.text("kind", kind)
+    if plain:
+        _add_work(key, step)
+    key.text("image", step.image or "", step.image or "(none)")
+    key.text("env", _canonical(dict(step.env)))
+    key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
+    key.text("workdir", step.workdir or "", step.workdir or "(default)")
+    key.text("params", _NO_PARAMS)
+    key.text("services", _canonical(list(step.services)))
+    key.text("cache_volumes", _canonical(dict(step.cache_volumes)))
+    if step.exclude:  # what a container step sees of its mounts (absent: keys unchanged)
+        key.text("exclude", _canonical(list(step.exclude)))
+    if step.user:  # who runs a container step
+        key.text("user", step.user)
+    if step.platform:  # the architecture a container step's image runs as
+        key.text("platform", step.platform)
+    if not step.errexit:  # shell text that carries on after a failing command
+        key.text("errexit", "false")
+    return key.components, key.describe
 
 
 def _add_work(key: _Builder, step: Step) -> None:
@@ -188,9 +224,10 @@ def _add_work(key: _Builder, step: Step) -> None:
         value = step.key_fn(step)
         key.digest("key_fn", value_digest(value), repr(value))
     elif step.func is not None:
-        digest = code_digest(step.func, values=False)
+        digest, variables = code_with_values(step.func)
         key.digest("code", digest, _code_text(digest, step.func))
-        _add_variables(key, step)
+        if variables:
+            _add_variables(key, step, variables)
     elif isinstance(step.run, str):
         key.text("command", step.run)
     else:
@@ -201,6 +238,16 @@ def _add_work(key: _Builder, step: Step) -> None:
 # a cold re-run of many steps would otherwise hash the same ten texts for each.
 _TEXT_MEMO: dict[str, str] = {}
 _TEXT_MEMO_LIMIT, _TEXT_MEMO_LONGEST = 4096, 1024
+
+
+# The algorithm the memos above were filled with: another one empties them.
+_MEMO_ALGORITHM = [get_hash_algorithm()]
+
+
+def _forget_digests() -> None:
+    _SPEC_MEMO.clear()
+    _TEXT_MEMO.clear()
+    _MEMO_ALGORITHM[0] = get_hash_algorithm()
 
 
 def _text_digest(text: str) -> str:
@@ -230,9 +277,9 @@ def _code_text(digest: str, func: Any) -> str:
     return found
 
 
-def _add_variables(key: _Builder, step: Step) -> None:
+def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any]) -> None:
     """One ``var:<name>`` component per global the code reads, hashed now (mutations count)."""
-    for name, value in global_values(step.func).items():  # type: ignore[arg-type]
+    for name, value in variables.items():
         try:
             digest = value_digest(value)
         except FingerprintError as exc:

@@ -1,0 +1,251 @@
+"""Cache keys are persisted: the same inputs must give the very same digests forever.
+
+The digests below were computed by dagnb's main (f0d3d67, key format ``dagnb-key-2``)
+before key computation was made faster; any change to them invalidates every user's
+cache, so it must come with a new ``CACHE_FORMAT``. The functions the steps run are
+defined here, once, and must not be edited (their source is part of their keys).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from dagnb.cache import CACHE_FORMAT, key_digest, step_key
+from dagnb.cache.memory import _CallKeys
+from dagnb.fingerprint import set_hash_algorithm, value_digest
+from dagnb.model.step import Step
+
+OFFSET = 3
+SETTINGS = {"alpha": 1, "beta": [1, 2]}
+
+
+def noop(*_args: object, **_kwargs: object) -> int:
+    return 1
+
+
+def value(i: int) -> int:
+    return i * 2
+
+
+def helper(x: int) -> int:
+    return x + OFFSET
+
+
+def work(a: int, b: int = 2) -> int:
+    return helper(a) * b
+
+
+def reads_settings(prep: int) -> int:
+    return SETTINGS["alpha"] + prep
+
+
+def small(x: int, name: str) -> int:
+    return x + len(name)
+
+
+def many(a, b=None, *rest, c=1, **more):
+    return a
+
+
+def version_of(step: Step) -> str:
+    return "v1"
+
+
+def steps() -> dict[str, tuple[Step, dict[str, str]]]:
+    """Name -> (step, upstream digests)."""
+    up = {"s0": "0" * 32}
+    return {
+        "shell": (Step("a", run="echo hi"), {}),
+        "argv": (Step("a", run=["python", "-c", "print(1)"]), {}),
+        "shell_full": (Step(
+            "train", run="python train.py", image="python:3.11", env={"VAR": "1", "A": "x"},
+            secrets=("TOKEN",), mounts={"data/raw.csv": "/in/raw.csv"},
+            params={"n": 1, "f": 1.0, "t": True, "l": [1, "two"], "d": {"z": None}},
+            workdir="/work", services=("db",), cache_volumes={"pip": "/root/.cache/pip"},
+            exclude=("*.tmp",), user="1000:100", platform="linux/arm64", errexit=False,
+            cache_version="7",
+        ), {"prep": "a" * 32, "other": "b" * 32}),
+        "noop_first": (Step("s0", func=noop), {}),
+        "noop_chain": (Step("s1", func=noop, needs=("s0",)), up),
+        "noop_chain_other_name": (Step("s2", func=noop, needs=("s1",)), {"s1": "1" * 32}),
+        "value_params": (Step("s5", func=value, params={"i": 5}), {}),
+        "value_params_unicode": (Step("s5", func=value, params={"i": "été ☃"}), {}),
+        "helpers": (Step("w", func=work, params={"a": 1}), {}),
+        "reads_global": (Step("r", func=reads_settings, needs=("prep",)),
+                         {"prep": "c" * 32}),
+        "key_fn": (Step("k", run="make", key_fn=version_of), {}),
+        "key_fn_python": (Step("k", func=noop, key_fn=version_of), {}),
+    }
+
+
+PINNED_STEPS = {
+    "shell": "70b44aad68b3d67f1102533f4740b992",
+    "argv": "b7c312e692149f3e48cf78db9298f8c9",
+    "shell_full": "92a4ca6aebe339ef9fc35a21acae410b",
+    "noop_first": "66bce55b7051df5551f7579225e62021",
+    "noop_chain": "924e58394e622a50ffb3030dfa0cee6d",
+    "noop_chain_other_name": "79cb9b3b0242609d8341fdff6d7a5749",
+    "value_params": "c7cdca9f23c80b579f6283747d19bc04",
+    "value_params_unicode": "91c17282d20ddb59635827f5be271848",
+    "helpers": "f6d0cd5703e138a33f6604eb073d7e25",
+    "reads_global": "2172b7a1f89e92127793761bf02e7437",
+    "key_fn": "714990d0b426ae84185dbb1f64f7d766",
+    "key_fn_python": "13dda9097c621e54242a11ebdf1c6f88",
+}
+
+CALLS = {
+    "small": (small, (1, "abc"), {}),
+    "small_kwargs": (small, (), {"name": "abc", "x": -12345678901234567890}),
+    "small_float": (small, (0.1, "é"), {}),
+    "work_default": (work, (1,), {}),
+    "work_tuple": (work, ((1, 2.5, "x", (None, True)),), {"b": False}),
+    "many": (many, (1, 2, 3), {"c": b"raw", "d": [1.5, {"k": {1, 2}}]}),
+}
+
+PINNED_RUN_SALTED = {
+    "shell": "4b5d61543a4df5b0ebe122fd322dcbd6",
+    "argv": "4036c97d1370e43a0ace0b8511a8764a",
+    "shell_full": "9b858db8b3145b5e72a79497ec1a7492",
+    "noop_first": "db30b7fe5675b4eaca4b142313e2ae4b",
+    "noop_chain": "35dc737cc758d2459c620eb1f7eb381a",
+    "noop_chain_other_name": "f8ae02f3eaf5406732e2079509d57621",
+    "value_params": "8f0917096deeae174dc850078f499e8e",
+    "value_params_unicode": "ae58f375f0794d2bb457a5fd5033cec1",
+    "helpers": "73f1d8b9f147443e6f54d2510c6a80e2",
+    "reads_global": "bd163116a03e5fbc694797e2b1337101",
+    "key_fn": "3f1319133e0e13af0cb0595180b09af5",
+    "key_fn_python": "9999f3c19ee60cf3c8b8bc8698256563",
+}
+
+PINNED_CALLS = {
+    "small": "60a2d513932437812634e875ce69bc09",
+    "small_kwargs": "e3f704c574f3d65a66117f8dcffe7ad6",
+    "small_float": "918258476673c61f7ec6fda519471a0b",
+    "work_default": "0127ebedea8a25e77b568a8c6cd9a8a1",
+    "work_tuple": "701b8cf20f136a69b032f6bb1b3d44e1",
+    "many": "e1051a649356b5f4a63456acb09c4ebd",
+}
+
+VALUES = {
+    "int": 1,
+    "zero": 0,
+    "negative": -7,
+    "big": 2**100,
+    "true": True,
+    "none": None,
+    "float": 0.1,
+    "minus_zero": -0.0,
+    "nan": math.nan,
+    "inf": math.inf,
+    "str": "abc",
+    "empty_str": "",
+    "unicode": "été ☃ \U0001f600",
+    "surrogate": "\udcff",
+    "bytes": b"\x00\xff",
+    "tuple": (1, "a", 2.0),
+    "empty_tuple": (),
+    "nested_tuple": ((1, 2), ("x",), ()),
+    "list": [1, [2, (3,)]],
+    "dict": {"b": 1, "a": (2, 3)},
+    "set": {3, 1, 2},
+    "frozenset": frozenset({"x", "y"}),
+    "complex": 1 + 2j,
+    "range": range(3),
+}
+
+PINNED_VALUES = {
+    "int": "c3d8523c272c18fb5f79164a38c7d984",
+    "zero": "01a41b02c0179938ca8a72a37d855c3b",
+    "negative": "eefebb6968bf57d42b4ef50bd0a8b3a1",
+    "big": "9b8eace68d753933c014c6d025c448f4",
+    "true": "1d33c0bd3511c80d20948828081ddcb4",
+    "none": "626d368fe0e74b4f1a038927df1311d6",
+    "float": "67e16bb2a22b77a8bc8edae175803a79",
+    "minus_zero": "f6b43928ce5e5192820ab6b29963bd6b",
+    "nan": "3ae82a08ba2149526bdaa8092bd62f35",
+    "inf": "7a8db524dbae2e094b793d59b1f88687",
+    "str": "ba81a507f5acb97373d1ec6a875e9719",
+    "empty_str": "5c8eef17b21d97c28e748bb28b3d062b",
+    "unicode": "7c645364bd7ca89b5d939b17c6fdff57",
+    "surrogate": "e03797cad73dd80dccad88254cc3847f",
+    "bytes": "470cf5e77c5eee6dacc381c23710529d",
+    "tuple": "6dbb387779c7eaccc513ced8097e5839",
+    "empty_tuple": "aa5cda2551d8a6a2bb2f8cd794352756",
+    "nested_tuple": "4e941026f52e31ddf97f2402d7c3cda5",
+    "list": "e4fa628b630fa219bdf71d445133975c",
+    "dict": "a723e6e81ec6f2207dd911882937e9b5",
+    "set": "cc622a9d133dee8217d1b8a0be50a1ba",
+    "frozenset": "a493a6cc6dad252fdeecfb687888f7d1",
+    "complex": "69a59b59aacf1413c6054d6238699b6c",
+    "range": "567423998faa2838be9c5282a8ccbc8c",
+}
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "raw.csv").write_text("a,b\n1,2\n")
+    return tmp_path
+
+
+def step_digests(base: Path, run_version: str = "") -> dict[str, str]:
+    return {
+        name: step_key(step, upstream_digests=up, base_dir=base,
+                       cache_version=run_version).digest
+        for name, (step, up) in steps().items()
+    }
+
+
+def call_digests() -> dict[str, str]:
+    return {
+        name: key_digest(_CallKeys(func, ()).components(args, kwargs))
+        for name, (func, args, kwargs) in CALLS.items()
+    }
+
+
+def test_the_key_format_is_unchanged():
+    assert CACHE_FORMAT == "dagnb-key-2"
+
+
+def test_step_keys_are_those_main_computed(base):
+    assert step_digests(base) == PINNED_STEPS
+
+
+def test_a_run_level_cache_version_gives_the_keys_main_computed(base):
+    assert step_digests(base, "run-salt") == PINNED_RUN_SALTED
+    assert step_digests(base) == PINNED_STEPS
+
+
+def test_step_keys_are_the_same_when_computed_again(base):
+    first = step_digests(base)
+    assert step_digests(base) == first == PINNED_STEPS
+
+
+def test_memory_call_keys_are_those_main_computed():
+    assert call_digests() == PINNED_CALLS
+    assert call_digests() == PINNED_CALLS  # again, from whatever was memoized
+
+
+def test_value_digests_are_those_main_computed():
+    assert {name: value_digest(v) for name, v in VALUES.items()} == PINNED_VALUES
+
+
+def test_blake3_digests_are_those_main_computed(base):
+    pytest.importorskip("blake3")
+    set_hash_algorithm("blake3")
+    try:
+        found = {"value": value_digest(VALUES["tuple"]), "call": call_digests()["small"],
+                 "step": step_digests(base)["noop_chain"]}
+    finally:
+        set_hash_algorithm("xxh3_128")
+    assert found == PINNED_BLAKE3
+
+
+PINNED_BLAKE3 = {
+    "value": "7d23d5c1db46bfbcd4e9d3b56187294b1d2116274f04a3d28162b07a4fff6cdf",
+    "call": "0875242af4f592ff41a8dd503cab6724b6f0834ef13e5cf2548b4db8a844c794",
+    "step": "86c7bc321fc901b9f3f5e3d80882a516d1d3c743ca554b2424cf127f64754245",
+}
