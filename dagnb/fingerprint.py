@@ -432,7 +432,8 @@ class _CodeRecord:
         for namespace, name, obj in self.deps:
             if namespace.get(name, _MISSING) is not obj:
                 return False
-        return all(_cell_value(cell) is obj for cell, obj in self.cells)
+        # Most functions have no closure: no generator made for them (this runs per key).
+        return not self.cells or all(_cell_value(cell) is obj for cell, obj in self.cells)
 
 
 class _Records:

@@ -136,12 +136,13 @@ def step_key(
     """
     if get_hash_algorithm() != _MEMO_ALGORITHM[0]:
         _forget_digests()
-    key = _Builder(*_spec_components(step, cache_version))
+    components, describe = _spec_components(step, cache_version)
     if step.key_fn is not None or step.func is not None:
-        _add_work(key, step)
-    components, describe = key.components, key.describe
+        _add_work(_Builder(components, describe), step)
     for host, target in step.mounts.items():
-        key.digest(f"mount:{host}", _mount_digest(step, Path(base_dir), host, target), target)
+        label = f"mount:{host}"
+        components[label] = _mount_digest(step, Path(base_dir), host, target)
+        describe[label] = target
     for name, digest in upstream_digests.items():
         label = f"upstream:{name}"
         components[label] = describe[label] = digest

@@ -135,7 +135,7 @@ class _CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "names", "signature")
+    __slots__ = ("defaults", "func", "ignore", "labels", "names", "signature")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
@@ -151,6 +151,7 @@ class _CallKeys(Generic[P]):
         plain = all(p.kind is _PLAIN for p in parameters)
         self.names = tuple(p.name for p in parameters) if plain else None  # None: bind()
         self.defaults = {p.name: p.default for p in parameters if p.default is not _NO_DEFAULT}
+        self.labels = {p.name: f"arg:{p.name}" for p in parameters}  # component names
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The bound arguments that count (defaults applied, ignored ones left out)."""
@@ -186,8 +187,13 @@ class _CallKeys(Generic[P]):
 
     def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
+        names, labels = self.names, self.labels
+        if names is not None and not kwargs and len(args) == len(names) and not self.ignore:
+            for name, value in zip(names, args, strict=True):  # every hit: no binding
+                components[labels[name]] = value_digest(value)
+            return components
         for name, value in self.arguments(args, kwargs).items():
-            components[f"arg:{name}"] = value_digest(value)
+            components[labels[name]] = value_digest(value)
         return components
 
     def step_key(
