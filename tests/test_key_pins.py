@@ -4,16 +4,21 @@ The digests below were computed by dagnb's main (f0d3d67, key format ``dagnb-key
 before key computation was made faster; any change to them invalidates every user's
 cache, so it must come with a new ``CACHE_FORMAT``. The functions the steps run are
 defined here, once, and must not be edited (their source is part of their keys).
+
+The second half checks what keys memoize: a memo may only ever give the key a new
+process would compute.
 """
 
 from __future__ import annotations
 
+import gc
 import math
 from pathlib import Path
 
 import pytest
 
-from dagnb.cache import CACHE_FORMAT, key_digest, step_key
+from dagnb import fingerprint
+from dagnb.cache import CACHE_FORMAT, key_digest, keys, step_key
 from dagnb.cache.memory import _CallKeys
 from dagnb.fingerprint import set_hash_algorithm, value_digest
 from dagnb.model.step import Step
@@ -249,3 +254,140 @@ PINNED_BLAKE3 = {
     "call": "0875242af4f592ff41a8dd503cab6724b6f0834ef13e5cf2548b4db8a844c794",
     "step": "86c7bc321fc901b9f3f5e3d80882a516d1d3c743ca554b2424cf127f64754245",
 }
+
+
+# -------------------------------------------------------------------- what is memoized
+
+
+def fresh_key(step: Step, base: Path, **options) -> str:
+    """The key with every memo of dagnb.cache.keys emptied first, as a new process."""
+    keys._forget_digests()
+    return step_key(step, upstream_digests={}, base_dir=base, **options).digest
+
+
+def test_params_equal_in_python_but_not_in_json_get_their_own_keys(base):
+    variants = [{"n": 1}, {"n": True}, {"n": 1.0}, {"n": [1]}, {"n": [True]}]
+    in_turn = [step_key(Step("a", run="x", params=params), upstream_digests={},
+                        base_dir=base).digest for params in variants]
+    assert len(set(in_turn)) == len(variants)
+    assert in_turn == [fresh_key(Step("a", run="x", params=p), base) for p in variants]
+
+
+def test_a_step_keyed_in_turn_with_others_gets_the_key_a_new_process_gives(base):
+    variants = [
+        dict(run="x"), dict(run="x", cache_version="1"), dict(run="x", cache_version=1),
+        dict(run=["x"]), dict(run="x", env={"A": "1"}), dict(run="x", env={"A": 1}),
+        dict(run="x", errexit=False), dict(run="x", user="1000"), dict(func=noop),
+        dict(func=value), dict(run="x", key_fn=version_of), dict(func=noop, image="py"),
+        dict(run="x", secrets=("A", "B")), dict(run="x", secrets=("B", "A")),
+    ]
+    for salt in ("", "1"):
+        in_turn = [step_key(Step(f"s{i}", **fields), upstream_digests={}, base_dir=base,
+                            cache_version=salt).digest for i, fields in enumerate(variants)]
+        alone = [fresh_key(Step(f"s{i}", **fields), base, cache_version=salt)
+                 for i, fields in enumerate(variants)]
+        assert in_turn == alone
+    assert len(set(in_turn)) == len(variants) - 2  # env 1 is "1"; secrets are a set
+
+
+def test_nested_params_mutated_in_place_change_the_key(base):
+    layers = [1, 2]
+    step = Step("a", run="x", params={"layers": layers})
+    before = step_key(step, upstream_digests={}, base_dir=base).digest
+    layers.append(3)
+    assert step_key(step, upstream_digests={}, base_dir=base).digest != before
+
+
+def test_a_function_redefined_in_a_cell_changes_the_key_and_the_same_source_does_not(
+    shell, base
+):
+    def key_of_cell(source: str) -> str:
+        shell.run_cell(source)
+        step = Step("f", func=shell.user_ns["f"])
+        return step_key(step, upstream_digests={}, base_dir=base).digest
+
+    first = key_of_cell("def f():\n    return 1\n")
+    first_function = shell.user_ns["f"]
+    assert key_of_cell("def f():\n    return 2\n") != first
+    assert key_of_cell("def f():\n    return 1\n") == first
+    assert shell.user_ns["f"] is not first_function
+
+
+def test_a_helper_or_a_variable_redefined_in_a_cell_changes_the_key(shell, base):
+    shell.run_cell("SCALE = 2\ndef helper(x):\n    return x\n"
+                   "def f():\n    return helper(SCALE)\n")
+    step = Step("f", func=shell.user_ns["f"])
+    digests = [step_key(step, upstream_digests={}, base_dir=base).digest]
+    for cell in ("SCALE = 3", "def helper(x):\n    return -x\n"):
+        shell.run_cell(cell)
+        digests.append(step_key(step, upstream_digests={}, base_dir=base).digest)
+    assert len(set(digests)) == 3
+
+
+def test_a_memory_call_key_follows_its_arguments_and_the_function_code(shell):
+    shell.run_cell("def g(x, y=1):\n    return x\n")
+    calls = _CallKeys(shell.user_ns["g"], ())
+    seen = {key_digest(calls.components(args, kwargs))
+            for args, kwargs in [((1,), {}), ((1, 1), {}), ((), {"x": 1}), ((True,), {}),
+                                 ((1.0,), {}), ((1, 2), {}), (("1",), {})]}
+    assert len(seen) == 5  # the first three bind alike
+    before = key_digest(calls.components((1,), {}))
+    shell.run_cell("def g(x, y=1):\n    return y\n")
+    assert key_digest(_CallKeys(shell.user_ns["g"], ()).components((1,), {})) != before
+
+
+def test_the_code_records_forget_a_function_and_never_serve_another_one():
+    records = fingerprint._CODE_CACHE
+
+    def short_lived():
+        return 1
+
+    def other():
+        return 2
+
+    digest = fingerprint.code_digest(short_lived)
+    assert records.get(short_lived) is not None
+    ident = id(short_lived)
+    records.entries[id(other)] = records.entries[ident]  # as if the id were reused
+    assert records.get(other) is None
+    assert fingerprint.code_digest(other) != digest
+    del short_lived
+    gc.collect()
+    assert ident not in records.entries
+
+
+class IntSub(int):
+    pass
+
+
+class StrSub(str):
+    pass
+
+
+class FloatSub(float):
+    pass
+
+
+# Around the fast path's limits (4096 characters, 64 items, 8 levels) and outside it.
+SMALL_VALUES = [
+    0, -1, 2**70, "", "x" * 4096, "x" * 4097, "é\udcff", b"", b"y" * 5000, 0.0, -0.0,
+    math.nan, math.inf, True, False, None, (), [], (1, "a", 2.5, None, True, b"b"),
+    [(1,), [2, [3]]], tuple(range(64)), tuple(range(65)), ((((((((((1,),),),),),),),),),),
+    (1, {"a": 1}), [1, {2}], (1, 2.5j), (1, IntSub(2)), StrSub("a"), (1, FloatSub(1.5)),
+]
+
+
+
+@pytest.mark.parametrize(("algorithm", "module"), [("xxh3_128", "xxhash"), ("blake3", "blake3")])
+def test_small_values_hashed_in_one_piece_digest_as_when_fed_piece_by_piece(algorithm, module):
+    pytest.importorskip(module)
+    cyclic: list = [1]
+    cyclic.append(cyclic)
+    set_hash_algorithm(algorithm)
+    try:
+        for value in [*SMALL_VALUES, cyclic]:
+            h = fingerprint.new_hasher()
+            fingerprint._feed(h, value, set())
+            assert value_digest(value) == h.hexdigest(), value
+    finally:
+        set_hash_algorithm("xxh3_128")
