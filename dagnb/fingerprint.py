@@ -946,12 +946,17 @@ atexit.register(flush_stat_cache)
 
 
 def _hash_file(path: str) -> str:
-    """Digest of a file's bytes, read in 1 MiB chunks into one reused buffer."""
+    """Digest of a file's bytes, read in chunks of at most 1 MiB into one reused buffer.
+
+    The buffer is no larger than the file and one byte (the read that finds the end):
+    a zeroed MiB per small file (a step's result, a metadata file) cost more than
+    reading and hashing it. A file that grows meanwhile is still read whole.
+    """
     h = new_hasher()
-    buffer = bytearray(CHUNK_SIZE)
-    view = memoryview(buffer)
     total = 0
     with open(path, "rb", buffering=0) as handle:
+        buffer = bytearray(min(CHUNK_SIZE, os.fstat(handle.fileno()).st_size + 1))
+        view = memoryview(buffer)
         while count := handle.readinto(buffer):
             h.update(view[:count])
             total += count

@@ -16,11 +16,12 @@ import math
 from pathlib import Path
 
 import pytest
+import xxhash
 
 from dagnb import fingerprint
 from dagnb.cache import CACHE_FORMAT, key_digest, keys, step_key
 from dagnb.cache.memory import _CallKeys
-from dagnb.fingerprint import set_hash_algorithm, value_digest
+from dagnb.fingerprint import CHUNK_SIZE, path_digest, set_hash_algorithm, value_digest
 from dagnb.model.step import Step
 
 OFFSET = 3
@@ -391,3 +392,21 @@ def test_small_values_hashed_in_one_piece_digest_as_when_fed_piece_by_piece(algo
             assert value_digest(value) == h.hexdigest(), value
     finally:
         set_hash_algorithm("xxh3_128")
+
+
+def test_file_and_folder_digests_are_those_main_computed(tmp_path):
+    (tmp_path / "t" / "sub" / "empty").mkdir(parents=True)
+    (tmp_path / "t" / "a.txt").write_text("alpha\n")
+    (tmp_path / "t" / "sub" / "b.bin").write_bytes(bytes(range(256)) * 4097)  # over 1 MiB
+    (tmp_path / "t" / "sub" / "zero").write_bytes(b"")
+    assert path_digest(tmp_path / "t", use_stat_cache=False) == "f4895f7d78d39ef4695a68d13a1aceac"
+    assert (path_digest(tmp_path / "t" / "sub" / "b.bin", use_stat_cache=False)
+            == "3898db5d5b4a87468b544a01c6d30e1c")
+
+
+@pytest.mark.parametrize("size", [0, 1, 4095, CHUNK_SIZE - 1, CHUNK_SIZE, CHUNK_SIZE + 1,
+                                  2 * CHUNK_SIZE + 7])
+def test_a_file_digest_is_its_bytes_digest_whatever_its_size(tmp_path, size):
+    data = bytes(range(251)) * (size // 251) + bytes(range(size % 251))
+    (tmp_path / "f").write_bytes(data)
+    assert path_digest(tmp_path / "f", use_stat_cache=False) == xxhash.xxh3_128_hexdigest(data)
