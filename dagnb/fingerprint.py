@@ -174,6 +174,8 @@ def _plain_bytes(obj: Any, depth: int) -> bytes | None:
         return _PLAIN_CONSTANTS[obj]
     if kind is tuple or kind is list:
         return _plain_sequence(obj, depth)
+    if kind is dict:
+        return _plain_dict(obj, depth)
     if kind is bytes and len(obj) <= _PLAIN_LONGEST:
         return b"y%d:%s" % (len(obj), obj)
     return None
@@ -189,6 +191,24 @@ def _plain_sequence(obj: list | tuple, depth: int) -> bytes | None:
             return None
         parts.append(data)
     return b"".join(parts)
+
+
+def _plain_dict(obj: dict, depth: int) -> bytes | None:
+    """As ``_feed_dict``: each key's digest then its value, in the order of key digests."""
+    if depth >= _PLAIN_DEPTH or len(obj) > _PLAIN_ITEMS:
+        return None
+    pairs = []
+    for key, item in obj.items():
+        data = _plain_bytes(item, depth + 1)
+        if data is None:
+            return None
+        pairs.append((_digest_bytes(key), data))
+    pairs.sort(key=_first)
+    return b"d%d:%s" % (len(obj), b"".join([key + data for key, data in pairs]))
+
+
+def _first(pair: tuple[bytes, bytes]) -> bytes:
+    return pair[0]
 
 
 def _feed_str(h: Any, obj: str, active: set[int]) -> None:

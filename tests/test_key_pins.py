@@ -160,6 +160,13 @@ VALUES = {
     "frozenset": frozenset({"x", "y"}),
     "complex": 1 + 2j,
     "range": range(3),
+    "dict_str": {"b": 1, "a": "x", "c": 2.5},
+    "dict_int_keys": {2: "b", 1: "a"},
+    "dict_nested": {"k": {"j": (1, [2])}, "l": [None]},
+    "dict_empty": {},
+    "dict_tuple_key": {(1, 2): 3},
+    "dict_of_set": {"s": {1, 2}},
+    "tuple_of_dicts": ({"a": 1}, {"a": 2}),
 }
 
 PINNED_VALUES = {
@@ -187,6 +194,13 @@ PINNED_VALUES = {
     "frozenset": "a493a6cc6dad252fdeecfb687888f7d1",
     "complex": "69a59b59aacf1413c6054d6238699b6c",
     "range": "567423998faa2838be9c5282a8ccbc8c",
+    "dict_str": "59e515a8fee0cd60e8333adf9b9202fc",
+    "dict_int_keys": "e0db143742c465fbae8c26ce58f30074",
+    "dict_nested": "732e334e3d5179f32d71a8e71a6c30a7",
+    "dict_empty": "776e4f1075e7179032d33b3a2e26d054",
+    "dict_tuple_key": "c7870451dc95f5f8d4170f27318a4444",
+    "dict_of_set": "5fb2f2889d9df0f177e6edd12f5007a2",
+    "tuple_of_dicts": "76a1c15d38f02ddf00be5a857bb435aa",
 }
 
 
@@ -375,6 +389,9 @@ SMALL_VALUES = [
     math.nan, math.inf, True, False, None, (), [], (1, "a", 2.5, None, True, b"b"),
     [(1,), [2, [3]]], tuple(range(64)), tuple(range(65)), ((((((((((1,),),),),),),),),),),
     (1, {"a": 1}), [1, {2}], (1, 2.5j), (1, IntSub(2)), StrSub("a"), (1, FloatSub(1.5)),
+    {}, {"b": 1, "a": [2.5, "x"]}, {1: "a", "1": "b", 1.5: None}, {(1,): {"k": ()}},
+    {f"k{i}": i for i in range(64)}, {f"k{i}": i for i in range(65)}, {"s": {1}},
+    {StrSub("k"): 1}, {"k": IntSub(1)},
 ]
 
 
@@ -384,9 +401,11 @@ def test_small_values_hashed_in_one_piece_digest_as_when_fed_piece_by_piece(algo
     pytest.importorskip(module)
     cyclic: list = [1]
     cyclic.append(cyclic)
+    cyclic_dict: dict = {"a": 1}
+    cyclic_dict["self"] = [cyclic_dict]
     set_hash_algorithm(algorithm)
     try:
-        for value in [*SMALL_VALUES, cyclic]:
+        for value in [*SMALL_VALUES, cyclic, cyclic_dict]:
             h = fingerprint.new_hasher()
             fingerprint._feed(h, value, set())
             assert value_digest(value) == h.hexdigest(), value

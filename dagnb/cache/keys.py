@@ -97,9 +97,6 @@ class _Builder:
         self.components[name] = digest
         self.describe[name] = shown
 
-    def build(self) -> StepKey:
-        return StepKey(key_digest(self.components), self.components, self.describe)
-
 
 def step_key(
     step: Step,
