@@ -11,6 +11,7 @@ process would compute.
 
 from __future__ import annotations
 
+import functools
 import gc
 import math
 from pathlib import Path
@@ -60,6 +61,14 @@ def version_of(step: Step) -> str:
     return "v1"
 
 
+class Scaler:
+    def scale(self, x: int) -> int:
+        return x * OFFSET
+
+    def __call__(self, x: int) -> int:
+        return x + OFFSET
+
+
 def steps() -> dict[str, tuple[Step, dict[str, str]]]:
     """Name -> (step, upstream digests)."""
     up = {"s0": "0" * 32}
@@ -84,6 +93,9 @@ def steps() -> dict[str, tuple[Step, dict[str, str]]]:
                          {"prep": "c" * 32}),
         "key_fn": (Step("k", run="make", key_fn=version_of), {}),
         "key_fn_python": (Step("k", func=noop, key_fn=version_of), {}),
+        "partial": (Step("p", func=functools.partial(work, b=3), params={"a": 2}), {}),
+        "method": (Step("m", func=Scaler().scale, params={"x": 2}), {}),
+        "callable_object": (Step("o", func=Scaler(), params={"x": 2}), {}),
     }
 
 
@@ -100,6 +112,9 @@ PINNED_STEPS = {
     "reads_global": "2172b7a1f89e92127793761bf02e7437",
     "key_fn": "714990d0b426ae84185dbb1f64f7d766",
     "key_fn_python": "13dda9097c621e54242a11ebdf1c6f88",
+    "partial": "38a1d95599966c007d3a6e94dc187a67",
+    "method": "fc7e0fbb72ec3f15cdeaed7cef8e9454",
+    "callable_object": "b4b0bd81bc67a73f6f4bb1cb21ae2860",
 }
 
 CALLS = {
@@ -124,6 +139,9 @@ PINNED_RUN_SALTED = {
     "reads_global": "bd163116a03e5fbc694797e2b1337101",
     "key_fn": "3f1319133e0e13af0cb0595180b09af5",
     "key_fn_python": "9999f3c19ee60cf3c8b8bc8698256563",
+    "partial": "ae50682c235276b04f80c867cb39b3b5",
+    "method": "9de52a7af17e2e68819b011d3004011a",
+    "callable_object": "02bbf8bab23d86812c4931695af43399",
 }
 
 PINNED_CALLS = {
