@@ -33,7 +33,7 @@ import textwrap
 import time
 import types
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -543,13 +543,16 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     return _values_now(_record(target).variables)
 
 
-def code_with_values(func: Callable[..., Any]) -> tuple[str, dict[str, Any]]:
+def code_with_values(func: Callable[..., Any]) -> tuple[str, Mapping[str, Any]]:
     """``(code_digest(func, values=False), global_values(func))``, checking once whether
     the cached record of ``func`` still holds (a step's key needs both)."""
     if type(func) is types.FunctionType:
         record = _record(func)
-        return record.code_only, _values_now(record.variables) if record.variables else {}
+        return record.code_only, _values_now(record.variables) if record.variables else _NONE
     return code_digest(func, values=False), global_values(func)
+
+
+_NONE: Mapping[str, Any] = types.MappingProxyType({})  # shared: most functions read no data
 
 
 def _values_now(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:

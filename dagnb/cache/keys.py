@@ -34,7 +34,7 @@ __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
 CACHE_FORMAT = "dagnb-key-2"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, slots=True)
 class StepKey:
     """The cache key of one step (or one Memory call).
 
@@ -134,7 +134,9 @@ def step_key(
     if get_hash_algorithm() != _MEMO_ALGORITHM[0]:
         _forget_digests()
     components, describe = _spec_components(step, cache_version)
-    if step.key_fn is not None or step.func is not None:
+    if step.key_fn is None and step.func is not None:  # most steps of a notebook
+        _add_code(components, describe, step)
+    elif step.key_fn is not None:
         _add_work(_Builder(components, describe), step)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
@@ -160,11 +162,15 @@ def _spec_signature(step: Step, kind: str, plain: bool, cache_version: str) -> t
     """The fields ``_spec`` reads, as a hashable tuple that is equal only where the
     components are (the versions with their types: ``"1"`` and ``1`` differ in JSON)."""
     return (
-        kind, step.run if plain else None, step.image, tuple(step.env.items()),
-        step.secrets, step.workdir, step.services, tuple(step.cache_volumes.items()),
+        kind, step.run if plain else None, step.image, _items(step.env),
+        step.secrets, step.workdir, step.services, _items(step.cache_volumes),
         step.exclude, step.user, step.platform, not step.errexit,
         step.cache_version, type(step.cache_version), cache_version, type(cache_version),
     )
+
+
+def _items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
+    return tuple(mapping.items()) if mapping else ()
 
 
 def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
@@ -222,14 +228,19 @@ def _add_work(key: _Builder, step: Step) -> None:
         value = step.key_fn(step)
         key.digest("key_fn", value_digest(value), repr(value))
     elif step.func is not None:
-        digest, variables = code_with_values(step.func)
-        key.digest("code", digest, _code_text(digest, step.func))
-        if variables:
-            _add_variables(key, step, variables)
+        _add_code(key.components, key.describe, step)
     elif isinstance(step.run, str):
         key.text("command", step.run)
     else:
         key.text("command", _canonical(list(step.run or ())))
+
+
+def _add_code(components: dict[str, str], describe: dict[str, str], step: Step) -> None:
+    """The ``code`` component and a ``var:<name>`` one per global the code reads."""
+    digest, variables = code_with_values(step.func)  # type: ignore[arg-type]
+    components["code"], describe["code"] = digest, _code_text(digest, step.func)
+    if variables:
+        _add_variables(_Builder(components, describe), step, variables)
 
 
 # Digests of the short texts most steps share (an empty env, no image, the format...):
