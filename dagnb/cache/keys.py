@@ -134,10 +134,11 @@ def step_key(
     if get_hash_algorithm() != _MEMO_ALGORITHM[0]:
         _forget_digests()
     components, describe = _spec_components(step, cache_version)
-    if step.key_fn is None and step.func is not None:  # most steps of a notebook
+    if step.key_fn is not None:  # instead of the code or the command
+        value = step.key_fn(step)
+        components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
+    elif step.func is not None:
         _add_code(components, describe, step)
-    elif step.key_fn is not None:
-        _add_work(_Builder(components, describe), step)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
         components[label] = _mount_digest(step, Path(base_dir), host, target)
@@ -175,8 +176,8 @@ def _items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
 
 def _spec_components(step: Step, cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
     """The components that depend on the step's fields alone (new dicts, to add to)."""
-    plain = step.key_fn is None and step.func is None  # else _add_work adds the work
-    kind = "python" if step.func is not None else step.kind
+    plain = step.key_fn is None and step.func is None  # a command: part of the spec
+    kind = step.kind
     try:
         signature: tuple[Any, ...] | None = _spec_signature(step, kind, plain, cache_version)
         found = _SPEC_MEMO.get(signature)  # type: ignore[arg-type]
@@ -202,8 +203,10 @@ def _spec(step: Step, kind: str, plain: bool,
     key.text("format", CACHE_FORMAT)
     key.text("cache_version", _canonical([step.cache_version, cache_version]))
     key.text("kind", kind)
-    if plain:
-        _add_work(key, step)
+    if plain and isinstance(step.run, str):
+        key.text("command", step.run)
+    elif plain:
+        key.text("command", _canonical(list(step.run or ())))
     key.text("image", step.image or "", step.image or "(none)")
     key.text("env", _canonical(dict(step.env)))
     key.text("secrets", _canonical(sorted(step.secrets)))  # names only, never values
@@ -220,19 +223,6 @@ def _spec(step: Step, kind: str, plain: bool,
     if not step.errexit:  # shell text that carries on after a failing command
         key.text("errexit", "false")
     return key.components, key.describe
-
-
-def _add_work(key: _Builder, step: Step) -> None:
-    """The ``key_fn``, ``command`` or ``code`` component."""
-    if step.key_fn is not None:
-        value = step.key_fn(step)
-        key.digest("key_fn", value_digest(value), repr(value))
-    elif step.func is not None:
-        _add_code(key.components, key.describe, step)
-    elif isinstance(step.run, str):
-        key.text("command", step.run)
-    else:
-        key.text("command", _canonical(list(step.run or ())))
 
 
 def _add_code(components: dict[str, str], describe: dict[str, str], step: Step) -> None:
