@@ -57,6 +57,7 @@ __all__ = [
     "new_hasher",
     "path_digest",
     "set_hash_algorithm",
+    "signature_of",
     "text_digest",
     "value_digest",
 ]
@@ -553,6 +554,25 @@ def code_with_values(func: Callable[..., Any]) -> tuple[str, Mapping[str, Any]]:
 
 
 _NONE: Mapping[str, Any] = types.MappingProxyType({})  # shared: most functions read no data
+
+
+# Signatures by function, with the objects they were made of (Memory's binding).
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], inspect.Signature]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def signature_of(func: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(func)``, made once per plain function while its code and
+    defaults stay the same objects (each ``Memory(...).cache(func)`` asks again)."""
+    if (type(func) is not types.FunctionType or "__wrapped__" in func.__dict__
+            or "__signature__" in func.__dict__):
+        return inspect.signature(func)
+    made_of = (func.__code__, func.__defaults__, func.__kwdefaults__)
+    found = _SIGNATURES.get(func)
+    if found is None or any(a is not b for a, b in zip(found[0], made_of, strict=True)):
+        found = _SIGNATURES[func] = (made_of, inspect.signature(func))
+    return found[1]
 
 
 def _values_now(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -447,3 +447,20 @@ def test_a_file_digest_is_its_bytes_digest_whatever_its_size(tmp_path, size):
     data = bytes(range(251)) * (size // 251) + bytes(range(size % 251))
     (tmp_path / "f").write_bytes(data)
     assert path_digest(tmp_path / "f", use_stat_cache=False) == xxhash.xxh3_128_hexdigest(data)
+
+
+def test_a_memory_call_binds_with_the_signature_the_function_has_now():
+    def h(x, y=1):
+        return x + y
+
+    assert _CallKeys(h, ()).signature is _CallKeys(h, ()).signature  # inspected once
+    h.__defaults__ = (2,)
+    assert _CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "y": 2}
+    h.__code__ = (lambda x, z=3: x).__code__
+    assert _CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "z": 2}
+
+    @functools.wraps(h)
+    def wrapper(*args, **kwargs):
+        return h(*args, **kwargs)
+
+    assert list(_CallKeys(wrapper, ()).signature.parameters) == ["x", "z"]

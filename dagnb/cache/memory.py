@@ -52,7 +52,7 @@ from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
-from dagnb.fingerprint import code_digest, code_source_parts, value_digest
+from dagnb.fingerprint import code_digest, code_source_parts, signature_of, value_digest
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
@@ -139,7 +139,7 @@ class _CallKeys(Generic[P]):
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
-        self.signature = inspect.signature(func)
+        self.signature = signature_of(func)
         self.ignore = frozenset(ignore)
         unknown = self.ignore - set(self.signature.parameters)
         if unknown:
