@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -56,12 +56,13 @@ class Event(NamedTuple):
 
 
 Listener = Callable[[Event], None]
+_new_event = tuple.__new__
 
 
 class EventLog:
     """Append-only list of events with listeners called on every append."""
 
-    __slots__ = ("_clock", "_events", "_kept", "_listeners", "_spilled")
+    __slots__ = ("_clock", "_events", "_kept", "_listeners", "_spilled", "_states")
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._events: list[Event] = []
@@ -69,16 +70,33 @@ class EventLog:
         self._clock = clock
         self._kept: dict[str | None, list[int]] = {}  # step -> [lines, characters] kept
         self._spilled: Counter[str | None] = Counter()
+        self._states: dict[str, str] = {}  # step -> its latest state, kept as they come
 
     def emit(self, kind: str, step: str | None, attempt: int = 0, **data: Any) -> Event:
         """Append an event stamped with the clock and tell the listeners (a log line
         past its step's memory budget is only told)."""
-        event = Event(self._clock(), step, kind, attempt, data)
-        if kind != "log" or self._keep(step, data["line"]):
+        # tuple.__new__: the NamedTuple's own __new__ is a Python call, on every event
+        event = _new_event(Event, (self._clock(), step, kind, attempt, data))
+        if kind == "log":
+            if self._keep(step, data["line"]):
+                self._events.append(event)
+        else:
             self._events.append(event)
+            if kind == "state" and step is not None:
+                self._states[step] = data["state"]
         for listener in self._listeners:
             listener(event)
         return event
+
+    def states(self, order: Iterable[str] = ()) -> dict[str, str]:
+        """Step name -> latest state: the steps of ``order`` first ('pending' until their
+        first state event), then any other step with a state event. The same states as
+        the status table's, without folding every event again."""
+        found = self._states.copy()  # the loop thread may add to it meanwhile
+        states = {name: found.get(name, "pending") for name in order}
+        for name, state in found.items():
+            states.setdefault(name, state)
+        return states
 
     def _keep(self, step: str | None, line: str) -> bool:
         kept = self._kept.get(step)

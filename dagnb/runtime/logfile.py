@@ -25,11 +25,18 @@ __all__ = ["LogFile", "read_records"]
 class LogFile:
     """The lines of one attempt of one step, appended to a file opened on the first."""
 
-    __slots__ = ("_closed", "_handle", "_lock", "_make_folder", "count", "error", "path")
+    __slots__ = ("_closed", "_handle", "_lock", "_make_folder", "_on_open", "_path", "count",
+                 "error")
 
-    def __init__(self, path: Path, make_folder: Callable[[], object] | None = None) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path | str,
+        make_folder: Callable[[], object] | None = None,
+        on_open: Callable[[], object] | None = None,
+    ) -> None:
+        self._path = path  # text until asked for: most attempts print nothing
         self._make_folder = make_folder  # called before the first line makes the file
+        self._on_open = on_open  # called once the file is open (its lines can be read)
         self.count = 0
         self.error: OSError | None = None  # why the file is not whole (a full disk)
         self._handle: IO[str] | None = None
@@ -38,6 +45,13 @@ class LogFile:
         # and a TextIOWrapper is not safe to flush during a write; an inline Python step
         # may hold the loop for as long as it likes, so the flush cannot wait for it
         self._lock = threading.Lock()
+
+    @property
+    def path(self) -> Path:
+        """The file (it exists once a line was written)."""
+        if not isinstance(self._path, Path):
+            self._path = Path(self._path)
+        return self._path
 
     def write(self, record: dict[str, Any]) -> None:
         """Append one line's record (none once closed: the file may have moved). A
@@ -73,6 +87,8 @@ class LogFile:
         # JSON escape \udXXX, which reads back as the same str
         self._handle = open(self.path, "w", encoding="utf-8",  # noqa: SIM115
                             errors="backslashreplace")
+        if self._on_open is not None:
+            self._on_open()
 
     def flush(self) -> None:
         """Write the buffered lines to the file, so a reader sees every line written so

@@ -98,7 +98,7 @@ class Run:
 
     def states(self) -> dict[str, str]:
         """Step name -> current state."""
-        return {name: row["state"] for name, row in self.status_rows().items()}
+        return self.events.states(self.order)
 
     # -- products -------------------------------------------------------------------
     def result(self, step: str) -> Any:

@@ -41,6 +41,7 @@ from dagnb.executors.loop import wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker
 from dagnb.model.step import Step
+from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
@@ -74,6 +75,8 @@ class RunOptions:
 # Retry policies (immutable) built from plain settings, shared by every run.
 _POLICIES: dict[str, Any] = {}
 _PLAIN = (int, float, bool, str, type(None))
+_NONE: Mapping[str, str] = {}  # a step's secrets when it has none (never written to)
+_NO_NAMES: frozenset[str] = frozenset()
 
 
 class _Outcome:
@@ -309,26 +312,25 @@ class Scheduler:
     async def _attempts(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts; each writes its lines to a file of ``files`` (the last is
         that of the attempt that succeeded)."""
-        from dagnb.retry.policy import run_with_retries
-
         executor = self._executor(step)
         policy = self._policy(step)
         files = [] if files is None else files
+        name = step.name
 
         async def attempt(number: int) -> Outcome:
-            # the run's folder is made (and leased) only if the attempt prints
-            path = Path(f"{self.run.workspace_text}/{step.name}/logs-{number}.jsonl")
-            files.append(LogFile(path, self.run.make_workspace))
-            self.run.record_log_files(step.name, [f.path for f in files], files[-1].flush)
+            # no Path, no folder, no file until the attempt prints its first line
+            log_file = LogFile(f"{self.run.workspace_text}/{name}/logs-{number}.jsonl",
+                               self.run.make_workspace, on_open=self._opened(name, files))
+            files.append(log_file)
             try:
-                return await self._attempt(step, executor, number, files[-1])
+                return await self._attempt(step, executor, number, log_file)
             finally:
-                files[-1].close()
+                log_file.close()
 
         def on_retry(number: int, error: BaseException, delay: float) -> None:
             self._emit(
                 "state",
-                step.name,
+                name,
                 number - 1,
                 state="retrying",
                 error=self.mask(_one_line(error)),
@@ -336,7 +338,7 @@ class Scheduler:
             )
             self._emit(
                 "retry",
-                step.name,
+                name,
                 number - 1,
                 error=self.mask(_one_line(error)),
                 delay=delay,
@@ -348,6 +350,15 @@ class Scheduler:
         return await run_with_retries(
             policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=guard
         )
+
+    def _opened(self, name: str, files: list[LogFile]) -> Callable[[], None]:
+        """What an attempt's log file does as it opens: tell the Run where the step's
+        lines are (its attempts' files so far) and how to flush the open one."""
+
+        def opened() -> None:
+            self.run.record_log_files(name, [f.path for f in files], files[-1].flush)
+
+        return opened
 
     def _uses_breaker(self, step: Step) -> bool:
         """The run's and the step's ``use_circuit_breaker`` switches, both on by default."""
@@ -390,7 +401,10 @@ class Scheduler:
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
             with track(executor.name):
-                outcome = await wait_for(executor.execute(task), limit)
+                if limit is None:  # wait_for would only await it
+                    outcome = await executor.execute(task)
+                else:
+                    outcome = await wait_for(executor.execute(task), limit)
         except asyncio.TimeoutError:
             raise StepTimeout(
                 f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",
@@ -411,9 +425,10 @@ class Scheduler:
             attempt=number,
             step_dir=f"{self.run.workspace_text}/{step.name}",
             make_folder=self.run.make_workspace,
-            inputs=self._inputs(step),
-            secrets=self.secrets.get(step.name, {}),
-            withheld=self._secret_names.difference(step.secrets),
+            inputs=self._inputs(step) if step.needs else {},
+            secrets=self.secrets.get(step.name, _NONE),
+            withheld=self._secret_names.difference(step.secrets) if self._secret_names
+            else _NO_NAMES,
             base_dir=self.options.base_dir,
             run_id=self.run.id,
             log=self._log_sink(step.name, number, log_file),
@@ -434,14 +449,18 @@ class Scheduler:
 
     def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
         """Where an attempt's lines go: masked, to the event log (a bounded head), to
-        the attempt's log file (all of them), and the last stderr ones to a short tail."""
-        emit, mask, write = self._emit, self.mask, log_file.write_line
-        tail = self._tails[name] = deque(maxlen=STDERR_TAIL)
+        the attempt's log file (all of them), and the last stderr ones to a short tail
+        (made on the first: most steps print nothing)."""
+        emit, mask, write, tails = self._emit, self.mask, log_file.write_line, self._tails
+        tails.pop(name, None)  # a new attempt's tail
 
         def log(stream: str, line: str) -> None:
             event = emit("log", name, number, stream=stream, line=mask(line) if mask else line)
             masked = event.data["line"]
             if stream == "stderr" and masked.strip():
+                tail = tails.get(name)
+                if tail is None:
+                    tail = tails[name] = deque(maxlen=STDERR_TAIL)
                 tail.append(masked)
             write(event.time, number, stream, masked)
 
