@@ -151,10 +151,18 @@ class Scheduler:
         assert self._all_done is not None
         if not self.run.order:
             return
-        for name in self.run.order:
-            if self._waiting[name] == 0:
+        roots = [name for name in self.run.order if self._waiting[name] == 0]
+        if self.options.timeout is not None or self.options.fail_fast:
+            for name in roots:  # each in a task of its own: stopping them never stops this one
                 self._start(name)
-        await self._all_done.wait()
+        else:  # the first root runs in this task: a 1-step run makes no task, no loop turn
+            self._emit("state", roots[0], state="queued")
+            self._tasks[roots[0]] = asyncio.current_task()  # type: ignore[assignment]
+            for name in roots[1:]:
+                self._start(name)
+            await self._chain_from(roots[0])
+        if not self._all_done.is_set():
+            await self._all_done.wait()
 
     def _start(self, name: str) -> None:
         self._emit("state", name, state="queued")
@@ -168,7 +176,8 @@ class Scheduler:
 
     async def _stop_all(self, reason: str) -> None:
         self._stop_reason = reason
-        running = [t for t in self._tasks.values() if not t.done()]
+        this = asyncio.current_task()  # the run's own task, when it ran a step inline
+        running = [t for t in dict.fromkeys(self._tasks.values()) if not t.done() and t is not this]
         for task in running:
             task.cancel()
         await asyncio.gather(*running, return_exceptions=True)
