@@ -4,6 +4,7 @@ live runs alone."""
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -168,3 +169,18 @@ def test_a_run_that_made_no_folder_starts_no_prune(
     assert Graph("sh", [Step("s", run="true")]).run(cache=False, executor="local").ok
     wait_until(lambda: len(pruned) == 1)
     assert pruned == [runs_folder(workdir)]
+
+
+def test_a_record_appended_after_the_log_was_rewritten_or_removed_is_kept(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "_COMPACT_AT", 1)
+    log = tmp_path / ".runs" / history.RECORDS_NAME
+    for i in range(3):  # the log is kept open between appends
+        history._append_record(log, {"graph": f"g{i}", "finished": float(i), "states": {}})
+    history.prune(tmp_path / ".runs", keep=1)  # rewritten and renamed into place
+    history._append_record(log, {"graph": "after", "finished": 9.0, "states": {"a": "failed"}})
+    assert history.last_states(tmp_path, "after") == {"a": "failed"}
+    shutil.rmtree(tmp_path / ".runs")
+    history._append_record(log, {"graph": "again", "finished": 10.0, "states": {}})
+    assert [json.loads(line)["graph"] for line in log.read_text().split()] == ["again"]

@@ -174,3 +174,31 @@ def test_flush_is_safe_on_a_file_never_opened_or_closed_and_keeps_its_error(tmp_
     full.flush()
     assert isinstance(full.error, OSError)
     full.close()
+
+
+_attempts: list[int] = []
+
+
+def _loud_then_quiet() -> int:
+    _attempts.append(1)
+    if len(_attempts) == 1:
+        for i in range(500):
+            print(f"first {i}")
+        raise RuntimeError("once")
+    return 1  # the retry prints nothing: it makes no file, the first one's stays listed
+
+
+def test_lines_of_an_earlier_attempt_are_read_back_when_the_last_printed_nothing(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 100)
+    _attempts.clear()
+    graph = Graph("retry", [Step("flaky", func=_loud_then_quiet, retries=1, cache=False)])
+    run = graph.run(executor="local", sleep=_no_wait).raise_for_status()
+    lines = run.logs("flaky")
+    assert lines["line"].tolist()[:500] == [f"first {i}" for i in range(500)]
+    assert set(lines["attempt"]) == {1}
+    step_dir = Path(run.workspace_text) / "flaky"
+    assert sorted(p.name for p in step_dir.iterdir()) == ["logs-1.jsonl"]
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None

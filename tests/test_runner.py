@@ -174,6 +174,38 @@ def test_run_timeout_cancels_what_is_left() -> None:
     assert "timeout of 0.5 s" in result.status().loc[0, "error"]
 
 
+def _sleepy() -> None:
+    for _ in range(300):  # 30 s in short sleeps: an interrupt lands between two
+        time.sleep(0.1)
+
+
+def test_a_python_step_stopped_by_the_run_timeout_is_cancelled_with_its_reason() -> None:
+    graph = Graph("rtp", [Step("a", func=_sleepy), Step("b", func=lambda: 1, needs=["a"])])
+    result = run(graph, timeout=0.5)
+    assert result.states() == {"a": "cancelled", "b": "cancelled"}
+    assert result.status()["error"].tolist() == ["the run's timeout of 0.5 s was reached"] * 2
+
+
+def test_fail_fast_stops_a_python_step_and_the_run_returns() -> None:
+    graph = Graph("ffp", [Step("bad", func=lambda: 1 / 0), Step("slow", run="sleep 30"),
+                          Step("after", func=lambda: 1, needs=["slow"])])
+    started = time.monotonic()
+    result = run(graph, fail_fast=True)
+    assert time.monotonic() - started < 5
+    assert result.states() == {"bad": "failed", "slow": "cancelled", "after": "cancelled"}
+    assert result.status()["error"].tolist()[1:] == ["stopped after step 'bad' failed "
+                                                     "(fail_fast)"] * 2
+
+
+def test_states_are_those_of_the_status_table_for_every_ending() -> None:
+    graph = Graph("ends", [Step("ok", func=lambda: 1), Step("bad", func=lambda: 1 / 0),
+                           Step("skipped", func=lambda: 1, needs=["bad"])])
+    result = run(graph)
+    table = result.status()
+    assert result.states() == dict(zip(table["step"], table["state"], strict=True))
+    assert result.states() == {"ok": "succeeded", "bad": "failed", "skipped": "skipped"}
+
+
 def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
     graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],

@@ -52,6 +52,8 @@ class _StepBuffer:
             self.sink(stream, line)
 
     def flush_partial(self) -> None:
+        if not (self.partial["stdout"] or self.partial["stderr"]):  # most steps: nothing
+            return
         for stream, pieces in self.partial.items():
             if rest := "".join(pieces):
                 self.sink(stream, rest)

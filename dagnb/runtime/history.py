@@ -108,7 +108,7 @@ class RunFolder:
                   "states": dict(states)}
         made, log_size = self._lease is not None, 0
         try:
-            log_size = _append_record(self.runs / RECORDS_NAME, record)
+            log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
         except OSError as exc:
             warnings.warn(f"dagnb: run record in {str(self.runs)!r} not written: {exc}",
                           stacklevel=2)
@@ -239,15 +239,60 @@ def _logged(path: Path) -> list[dict[str, Any]]:
     return found
 
 
-def _append_record(path: Path, record: Mapping[str, Any]) -> int:
+def _append_record(path: Path | str, record: Mapping[str, Any]) -> int:
     """Append one record, in one write, under the log's lock; the log's size after."""
     data = f"\n{json.dumps(record, separators=(',', ':'))}\n".encode()
-    descriptor = _open_locked(path)
-    try:
-        os.write(descriptor, data)
-        return os.fstat(descriptor).st_size
-    finally:
-        os.close(descriptor)
+    with _appender.lock:
+        descriptor, size = _appender.locked(os.fspath(path))
+        try:
+            os.write(descriptor, data)
+        finally:
+            fcntl.flock(descriptor, fcntl.LOCK_UN)
+    return size + len(data)
+
+
+class _Appender:
+    """The records logs this process appends to, each kept open between runs: opening
+    the log costs a run more than appending to it. A log replaced by a prune's rewrite
+    (or removed) has no link left, and is opened again."""
+
+    KEEP = 8  # logs kept open (a process rarely uses more than one cache folder)
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self._open: dict[str, tuple[int, int]] = {}  # path -> (pid, descriptor)
+
+    def locked(self, path: str) -> tuple[int, int]:
+        """The log open for appending with its lock held, and its size."""
+        for _attempt in range(10):
+            descriptor = self._descriptor(path)
+            fcntl.flock(descriptor, fcntl.LOCK_EX)
+            status = os.fstat(descriptor)
+            if status.st_nlink > 0:
+                return descriptor, status.st_size
+            self._forget(path)  # replaced meanwhile: open the new one
+        raise OSError(f"the run records {path!r} kept changing while being opened")
+
+    def _descriptor(self, path: str) -> int:
+        found = self._open.get(path)
+        if found is not None and found[0] == os.getpid():
+            return found[1]
+        if found is not None:  # a forked child's copy: its own, opened again
+            self._forget(path)
+        if len(self._open) >= self.KEEP:
+            self._forget(next(iter(self._open)))
+        descriptor = _open_locked(Path(path))  # made (with its folder) if missing
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        self._open[path] = (os.getpid(), descriptor)
+        return descriptor
+
+    def _forget(self, path: str) -> None:
+        _pid, descriptor = self._open.pop(path)
+        with contextlib.suppress(OSError):
+            os.close(descriptor)
+
+
+_appender = _Appender()
 
 
 def _open_locked(path: Path) -> int:

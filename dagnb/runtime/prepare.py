@@ -183,7 +183,7 @@ def prepare(
     config = settings()
     graph.validate()
     cache_directory = cache_directory or None  # None: the setting
-    cache_dir = local_folder(cache_directory)  # a store URL's local tier
+    cache_dir = _local_folder(cache_directory, config)  # a store URL's local tier
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = {name: graph[name] for name in order}
     base_dir = _resolved(graph.base_dir or ".")
@@ -229,6 +229,21 @@ def prepare(
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}
+_LOCAL: dict[tuple[Any, ...], Path] = {}
+
+
+def _local_folder(directory: str | Path | None, config: Any) -> Path:
+    """:func:`~dagnb.cache.local_folder`, remembered per folder, settings, working
+    directory and home, as :func:`_resolved` is: it resolves a path on every run
+    otherwise."""
+    memo = (None if directory is None else os.fspath(directory), config.cache_directory,
+            config.cache_local_directory, os.getcwd(), os.environ.get("HOME"))  # for "~"
+    found = _LOCAL.get(memo)
+    if found is None:
+        if len(_LOCAL) > 256:
+            _LOCAL.clear()
+        found = _LOCAL[memo] = local_folder(directory)
+    return found
 
 
 def _resolved(path: str | Path) -> Path:
