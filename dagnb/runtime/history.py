@@ -15,7 +15,8 @@ if the process dies); pruning, which keeps the newest ``KEEP_RUNS`` folders, ski
 folder whose lock is held, so a long run's outputs are never deleted under it.
 
 Records are appended under an exclusive ``flock`` on the log, one ``write`` each,
-between newlines (a record torn by a crash spoils no other); pruning rewrites
+between newlines (a record torn by a crash spoils no other); the process keeps the log
+open between runs (opening it cost a run more than the append). Pruning rewrites
 the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` records
 and the newest of each graph, and renames the copy into place (a writer that finds the
 file replaced under its lock opens it again).

@@ -52,7 +52,8 @@ class Run:
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancelled = False  # set once, from any thread
         self._cancel_hook: Any = None
-        self._log_files: dict[str, list[Path]] = {}  # step -> files of all its lines
+        # step -> files of all its lines (or what lists them, asked when first needed)
+        self._log_files: dict[str, Sequence[Path] | Callable[[], Sequence[Path]]] = {}
         self._flushes: dict[str, Callable[[], None]] = {}  # step -> flush its open file
 
     @property
@@ -89,8 +90,13 @@ class Run:
             flush = self._flushes.get(name)
             if flush is not None:
                 flush()
-        events = _from_files(self.events, spilled, self._log_files) if spilled else self.events
+        files = {name: self._files_of(name) for name in spilled}
+        events = _from_files(self.events, spilled, files) if spilled else self.events
         return logs_frame(events, step=step, stream=stream, tail=tail)
+
+    def _files_of(self, step: str) -> list[Path]:
+        found = self._log_files.get(step, [])
+        return list(found() if callable(found) else found)
 
     def status_rows(self) -> dict[str, dict[str, Any]]:
         """:meth:`status` as plain dicts by step name (no pandas; times as epoch seconds)."""
@@ -139,12 +145,16 @@ class Run:
         self._loaders[step] = load
 
     def record_log_files(
-        self, step: str, paths: Sequence[Path], flush: Callable[[], None] | None = None
+        self,
+        step: str,
+        paths: Sequence[Path] | Callable[[], Sequence[Path]],
+        flush: Callable[[], None] | None = None,
     ) -> None:
         """Where all of ``step``'s lines are on disk, in order (its attempts' files, or
-        its cache entry's), and ``flush``, which writes out the lines the last of them
-        still buffers (for a step still running; safe from any thread)."""
-        self._log_files[step] = list(paths)
+        its cache entry's; or a function that lists them when first needed), and
+        ``flush``, which writes out the lines the last of them still buffers (for a step
+        still running; safe from any thread)."""
+        self._log_files[step] = paths if callable(paths) else list(paths)
         if flush is None:
             self._flushes.pop(step, None)
         else:

@@ -270,7 +270,7 @@ class Scheduler:
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
-        self.run.record_log_files(name, [entry.log_file])
+        self.run.record_log_files(name, lambda: [entry.log_file])  # rarely read: no Path yet
         for line in entry.iter_logs():
             self._emit(
                 "log",
