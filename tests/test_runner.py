@@ -126,6 +126,30 @@ def test_four_one_second_sleeps_run_concurrently() -> None:
     assert result.ok and elapsed < 1.8, elapsed
 
 
+def test_steps_a_python_step_releases_still_run_concurrently() -> None:
+    async def nap() -> int:
+        await asyncio.sleep(1)
+        return 1
+
+    graph = Graph("fan", [Step("root", func=lambda: 1)]
+                  + [Step(f"nap{i}", func=nap, needs=["root"]) for i in range(3)]
+                  + [Step(f"sh{i}", run="sleep 1", needs=["root"]) for i in range(3)])
+    started = time.monotonic()
+    result = run(graph, max_concurrency=6)
+    assert result.ok and time.monotonic() - started < 1.8
+
+
+def test_a_fan_out_of_plain_python_steps_runs_in_one_task() -> None:
+    tasks: list[int] = []
+
+    def where() -> None:
+        tasks.append(id(asyncio.current_task()))
+
+    graph = Graph("fan1", [Step("root", func=where)]
+                  + [Step(f"s{i}", func=where, needs=["root"]) for i in range(50)])
+    assert run(graph, max_concurrency=51).ok and len(set(tasks)) == 1
+
+
 def test_max_concurrency_limits_steps_at_once() -> None:
     graph = Graph("lim", [Step(f"s{i}", run="sleep 0.3") for i in range(4)])
     started = time.monotonic()

@@ -123,6 +123,8 @@ class Scheduler:
         self._breakers: dict[str, Any] = {}
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
+        self._ready: deque[str] = deque()  # ready steps no task has taken yet
+        self._handoff = False  # whether _hand_off is scheduled
         self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
 
@@ -170,12 +172,35 @@ class Scheduler:
 
     async def _chain_from(self, name: str | None) -> None:
         """Run a step, then go on with one child it released in this same task, so a
-        chain of steps costs no new task and no loop turn per step."""
+        chain of steps costs no new task and no loop turn per step; then with the
+        steps waiting in ``_ready`` that no task has taken yet."""
+        this = asyncio.current_task()
         while name is not None:
             name = await self._step(name)
+            if name is None and self._ready and not self._failed_fast:
+                name = self._ready.popleft()
+                self._tasks[name] = this  # type: ignore[assignment]
+
+    def _wait_ready(self, name: str) -> None:
+        """Queue a ready step for the task that made it ready, which takes it once done
+        with its own chain; should that task wait for anything first (a process, an
+        async step), the loop is free, and :meth:`_hand_off` gives the queued steps tasks
+        of their own. A fan-out of inline steps so costs no task per step."""
+        self._emit("state", name, state="queued")
+        self._ready.append(name)
+        if not self._handoff:
+            self._handoff = True
+            asyncio.get_running_loop().call_soon(self._hand_off)
+
+    def _hand_off(self) -> None:
+        self._handoff = False
+        while self._ready:
+            name = self._ready.popleft()
+            self._tasks[name] = asyncio.ensure_future(self._chain_from(name))
 
     async def _stop_all(self, reason: str) -> None:
         self._stop_reason = reason
+        self._ready.clear()  # none of them starts now: settled as cancelled below
         this = asyncio.current_task()  # the run's own task, when it ran a step inline
         running = [t for t in dict.fromkeys(self._tasks.values()) if not t.done() and t is not this]
         for task in running:
@@ -548,7 +573,7 @@ class Scheduler:
             if self._waiting[child] == 0 and child not in self._settled and not self._failed_fast:
                 ready.append(child)
         for child in ready[1:]:
-            self._start(child)
+            self._wait_ready(child)
         self._check_done()
         if not ready:
             return None
