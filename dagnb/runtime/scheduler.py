@@ -159,9 +159,8 @@ class Scheduler:
                 self._start(name)
         else:  # the first root runs in this task: a 1-step run makes no task, no loop turn
             self._emit("state", roots[0], state="queued")
-            self._tasks[roots[0]] = asyncio.current_task()  # type: ignore[assignment]
             for name in roots[1:]:
-                self._start(name)
+                self._wait_ready(name)
             await self._chain_from(roots[0])
         if not self._all_done.is_set():
             await self._all_done.wait()
@@ -176,10 +175,10 @@ class Scheduler:
         steps waiting in ``_ready`` that no task has taken yet."""
         this = asyncio.current_task()
         while name is not None:
+            self._tasks[name] = this  # type: ignore[assignment]  # what _stop_all cancels
             name = await self._step(name)
             if name is None and self._ready and not self._failed_fast:
                 name = self._ready.popleft()
-                self._tasks[name] = this  # type: ignore[assignment]
 
     def _wait_ready(self, name: str) -> None:
         """Queue a ready step for the task that made it ready, which takes it once done
@@ -578,8 +577,7 @@ class Scheduler:
         if not ready:
             return None
         self._emit("state", ready[0], state="queued")
-        self._tasks[ready[0]] = asyncio.current_task()  # type: ignore[assignment]
-        return ready[0]
+        return ready[0]  # the calling task records it as its own
 
     def _settle(self, name: str, state: str, **data: Any) -> None:
         if name in self._settled:
