@@ -230,6 +230,17 @@ def test_states_are_those_of_the_status_table_for_every_ending() -> None:
     assert result.states() == {"ok": "succeeded", "bad": "failed", "skipped": "skipped"}
 
 
+def test_no_full_collection_pass_runs_while_a_run_does() -> None:
+    import gc
+
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+    graph = Graph("gc", [Step("look", func=lambda: seen.append(gc.get_threshold()))])
+    assert run(graph).ok
+    assert seen[0][:2] == before[:2] and seen[0][2] >= 1 << 30  # gens 0 and 1 as they were
+    assert gc.get_threshold() == before
+
+
 def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
     graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],
