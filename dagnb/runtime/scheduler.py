@@ -216,9 +216,12 @@ class Scheduler:
         try:
             if self._semaphore is None:
                 outcome = await self._cached_or_run(step)
-            else:
-                async with self._semaphore:
+            else:  # not ``async with``: two coroutines less per step
+                await self._semaphore.acquire()
+                try:
                     outcome = await self._cached_or_run(step)
+                finally:
+                    self._semaphore.release()
         except asyncio.CancelledError:
             self._settle(name, "cancelled", error=self._stop_reason)
             raise
