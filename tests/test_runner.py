@@ -157,6 +157,16 @@ def test_max_concurrency_limits_steps_at_once() -> None:
     assert time.monotonic() - started >= 0.55
 
 
+def test_max_concurrency_holds_where_a_step_releases_several() -> None:
+    graph = Graph("diamond", [Step("a", run="true"),
+                              Step("b", run="sleep 0.3", needs=["a"]),
+                              Step("c", run="sleep 0.3", needs=["a"]),
+                              Step("d", run="true", needs=["b", "c"])])
+    started = time.monotonic()
+    assert run(graph, max_concurrency=1).ok
+    assert time.monotonic() - started >= 0.55
+
+
 def _unique_sleep() -> str:
     """A sleep command no other process has (pgrep finds exactly ours)."""
     return f"sleep 100.{random.randrange(10**6):06d}"

@@ -134,7 +134,7 @@ class Scheduler:
         self._all_done = asyncio.Event()
         limit = max(1, self.options.max_concurrency)
         # no semaphore when every step may run at once: it would only cost each step
-        self._semaphore = asyncio.Semaphore(limit) if limit < len(self.run.order) else None
+        self._semaphore = asyncio.Semaphore(limit) if limit < self._widest() else None
         self._emit("run", None, state="started", steps=len(self.run.order))
         try:
             await wait_for(self._drive(), self.options.timeout)  # inline steps too
@@ -148,6 +148,13 @@ class Scheduler:
                 self.options.cache.close()
             self._emit("run", None, state="finished")
         return self.run
+
+    def _widest(self) -> int:
+        """The most steps that can ever run at once, or more: the roots, plus for each
+        step releasing k steps, k - 1 new branches (a chain is one, whatever its length)."""
+        branches = sum(1 for name in self.run.order if self._waiting[name] == 0)
+        branches += sum(len(children) - 1 for children in self._dependents.values() if children)
+        return min(branches, len(self.run.order))
 
     async def _drive(self) -> None:
         assert self._all_done is not None
