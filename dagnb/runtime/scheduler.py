@@ -1,9 +1,13 @@
 """The async scheduler: one run of a graph's selected steps.
 
 Design, in the spirit of ``dask/local.py``: the scheduler is handed the executor it
-submits to. A step starts the moment its last need finishes (done-callbacks, no polling,
-so a 10,000-step fan-out costs the same per step as a chain); a semaphore bounds how many
-run at once. For each step it asks the cache first (a hit restores the result, outputs
+submits to. A step starts the moment its last need finishes (no polling, so a 10,000-step
+fan-out costs the same per step as a chain): the task that finished it goes on with one
+of the steps it released, and queues the others; they get tasks of their own as soon as
+that task waits for anything (a process, an async step), and otherwise it runs them
+too, so plain Python steps called inline cost no task and no loop turn each. The first
+step runs in the run's own task unless a run timeout or ``fail_fast`` must be able to
+stop it alone. A semaphore bounds how many run at once, when more than that could. For each step it asks the cache first (a hit restores the result, outputs
 and logs and never touches the executor), then runs attempts through the retry policy,
 and records every state change, retry and captured line as an event. A failure marks the
 step's dependents ``skipped`` and independent branches go on, unless ``fail_fast``.
