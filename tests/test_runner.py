@@ -251,6 +251,25 @@ def test_no_full_collection_pass_runs_while_a_run_does() -> None:
     assert gc.get_threshold() == before
 
 
+def test_a_long_run_lets_full_collection_passes_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import gc
+
+    from dagnb.runtime import prepare
+
+    monkeypatch.setattr(prepare, "FULL_PASSES_AFTER", 0.05)
+    before = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    async def late() -> None:
+        await asyncio.sleep(0.3)
+        seen.append(gc.get_threshold())
+
+    assert run(Graph("long", [Step("late", func=late)])).ok
+    assert seen == [before] and gc.get_threshold() == before
+
+
 def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
     graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],

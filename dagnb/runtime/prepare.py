@@ -79,6 +79,9 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
     running_loop = asyncio.get_running_loop()
     run.on_cancel(lambda: running_loop.call_soon_threadsafe(task.cancel))
     with capturing(), _heap_frozen():
+        # a long run collects its old garbage as any program does: it is the short
+        # ones whose cost the full passes would multiply
+        valve = running_loop.call_later(FULL_PASSES_AFTER, _allow_full_passes)
         try:
             return await scheduler.execute()
         except asyncio.CancelledError:
@@ -86,12 +89,14 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
                 return run  # cancelled on request: the Run records it, nothing to raise
             raise
         finally:
+            valve.cancel()
             run.finish()
 
 
 _frozen_runs = 0
 _saved_threshold = (700, 10, 10)
 _NO_FULL_PASS = 1 << 30  # gen-2 threshold while runs are live: never reached
+FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let run again
 
 
 @contextlib.contextmanager
@@ -101,7 +106,8 @@ def _heap_frozen() -> Iterator[None]:
     gen-2 threshold is out of reach, so the run's own objects (an entry, events and an
     outcome per step) are not scanned again and again as they grow: full passes over
     them made a 10,000-step run cost a fifth more per step than a 1,000-step one.
-    Young objects are still collected (gens 0 and 1), and so is everything after."""
+    Young objects are still collected (gens 0 and 1), and so is everything after (or
+    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`)."""
     global _frozen_runs, _saved_threshold
     if _frozen_runs == 0:
         gc.freeze()
@@ -115,6 +121,13 @@ def _heap_frozen() -> Iterator[None]:
         if _frozen_runs == 0:
             gc.set_threshold(*_saved_threshold)
             gc.unfreeze()
+
+
+def _allow_full_passes() -> None:
+    """Let full passes run again while runs are still live (the run's objects are still
+    not scanned if frozen before; old garbage of a long run is collected)."""
+    if _frozen_runs:
+        gc.set_threshold(*_saved_threshold)
 
 
 def check_retries(steps: Iterable[Step]) -> None:

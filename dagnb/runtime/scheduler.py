@@ -7,9 +7,11 @@ of the steps it released, and queues the others; they get tasks of their own as 
 that task waits for anything (a process, an async step), and otherwise it runs them
 too, so plain Python steps called inline cost no task and no loop turn each. The first
 step runs in the run's own task unless a run timeout or ``fail_fast`` must be able to
-stop it alone. A semaphore bounds how many run at once, when more than that could. For each step it asks the cache first (a hit restores the result, outputs
-and logs and never touches the executor), then runs attempts through the retry policy,
-and records every state change, retry and captured line as an event. A failure marks the
+stop it alone. A semaphore bounds how many run at once, when more than that could.
+
+For each step it asks the cache first (a hit restores the result, outputs and logs and
+never touches the executor), then runs attempts through the retry policy, and records
+every state change, retry and captured line as an event. A failure marks the
 step's dependents ``skipped`` and independent branches go on, unless ``fail_fast``.
 Cancellation (``run.cancel()``, Ctrl-C, the run's timeout) cancels the step tasks; each
 executor kills what it started.
