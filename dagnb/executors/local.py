@@ -13,12 +13,15 @@ Ctrl-C stops plain Python (:func:`dagnb.executors.loop.call_interruptibly`).
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import functools
 import inspect
 import os
 import signal
+import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Mapping
 from typing import Any
@@ -30,6 +33,7 @@ from dagnb.executors.context import StepContext
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
 from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
 from dagnb.executors.shell import host_argv
+from dagnb.model.contract import make_step_folders
 from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
@@ -80,9 +84,9 @@ class LocalExecutor:
 
 # -- processes ------------------------------------------------------------------------
 async def _run_process(task: Task) -> Outcome:
-    _prepare_dirs(task)
     with running_step() as processes:  # see dagnb.executors.reaper
-        process = await _start(task, processes.token)
+        await _make_folders(task)
+        process = _start(task, processes.token)
         processes.pgid = process.pid
         try:
             return await _finish(process, task, processes)
@@ -90,62 +94,152 @@ async def _run_process(task: Task) -> Outcome:
             await sweep(processes, leader_reaped=process.returncode is not None)
 
 
-async def _start(task: Task, token: str) -> asyncio.subprocess.Process:
+def _start(task: Task, token: str) -> _Child:
     step = task.step
     argv = host_argv(step) if isinstance(step.run, str) else list(step.run or ())
-    return await asyncio.create_subprocess_exec(
-        *argv,
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    popen = subprocess.Popen(
+        argv,
+        bufsize=0,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         env={**_process_env(task), TOKEN_VARIABLE: token},  # what escapes its group has it
         cwd=_workdir(task),
         start_new_session=True,  # its own process group, killed as one
     )
+    return _Child(popen)
 
 
-async def _finish(
-    process: asyncio.subprocess.Process, task: Task, processes: StepProcesses
-) -> Outcome:
-    """Stream the step's output until it exits; kill its group if stopped before."""
-    pumps = asyncio.gather(
-        _pump(process.stdout, "stdout", task), _pump(process.stderr, "stderr", task)
-    )
+class _Child:
+    """A step's main process, whose exit is awaited through a pidfd on the loop.
+
+    asyncio's subprocesses (before Python 3.12) start a thread per process to wait for
+    it, which costs more than running ``true``; a pidfd becomes readable when the
+    process exits, even if a child of it keeps the output pipes open. Without pidfds
+    (not Linux), a thread waits, as asyncio's would.
+    """
+
+    __slots__ = ("_exit", "_loop", "_popen", "pid")
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen, self.pid = popen, popen.pid
+        self._loop = asyncio.get_running_loop()
+        self._exit: asyncio.Future[int] = self._loop.create_future()
+        try:
+            fd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):
+            threading.Thread(target=self._wait_in_thread, daemon=True).start()
+        else:
+            self._loop.add_reader(fd, self._on_pidfd, fd)
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    @property
+    def outputs(self) -> tuple[Any, Any]:
+        return self._popen.stdout, self._popen.stderr
+
+    async def wait(self) -> int:
+        """The exit code (negative: the signal that ended it), once it has exited."""
+        return await asyncio.shield(self._exit)
+
+    def _on_pidfd(self, fd: int) -> None:
+        self._loop.remove_reader(fd)
+        os.close(fd)
+        self._exited(_wait(self.pid))
+
+    def _wait_in_thread(self) -> None:
+        code = _wait(self.pid)
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+            self._loop.call_soon_threadsafe(self._exited, code)
+
+    def _exited(self, code: int) -> None:
+        self._popen.returncode = code  # reaped: Popen must not wait for it again
+        if not self._exit.done():
+            self._exit.set_result(code)
+
+
+def _wait(pid: int) -> int:
+    """Reap ``pid`` (it has exited, or is about to) and return its exit code."""
     try:
-        await _exited(process.pid, pumps)
-        await _end_group(process.pid, processes, pumps)
-        return Outcome(exit_code=await process.wait())
+        _, status = os.waitpid(pid, 0)
+    except ChildProcessError:  # reaped by someone else: asyncio says 255 too
+        return 255
+    return os.waitstatus_to_exitcode(status)
+
+
+class _Pipe:
+    """One output pipe of the step, read on the loop as data comes; complete lines go
+    to the step's log, long lines are no problem."""
+
+    __slots__ = ("_file", "_loop", "_pending", "_stream", "_task", "done")
+
+    def __init__(self, file: Any, stream: str, task: Task) -> None:
+        self._file, self._stream, self._task = file, stream, task
+        self._pending: list[bytes] = []  # the line so far, in chunks: joined once
+        self._loop = asyncio.get_running_loop()
+        self.done: asyncio.Future[None] = self._loop.create_future()
+        os.set_blocking(file.fileno(), False)
+        self._loop.add_reader(file.fileno(), self._read)
+
+    def _read(self) -> None:
+        try:
+            chunk = os.read(self._file.fileno(), _CHUNK)
+        except BlockingIOError:
+            return
+        except OSError:
+            chunk = b""
+        try:
+            if chunk:
+                self._lines(chunk)
+                return
+            if rest := b"".join(self._pending):
+                self._task.log(self._stream, rest.decode("utf-8", "replace"))
+        except Exception as exc:  # a failing log sink fails the step, as it would inline
+            self.close()
+            if not self.done.done():
+                self.done.set_exception(exc)
+            return
+        self.close()
+
+    def _lines(self, chunk: bytes) -> None:
+        if b"\n" not in chunk:
+            self._pending.append(chunk)
+            return
+        lines = chunk.split(b"\n")
+        lines[0] = b"".join([*self._pending, lines[0]])
+        self._pending = [lines.pop()]
+        for line in lines:
+            self._task.log(self._stream, line.decode("utf-8", "replace"))
+
+    def close(self) -> None:
+        """Stop reading (at the end of the output, or when the step is stopped)."""
+        if not self._file.closed:
+            self._loop.remove_reader(self._file.fileno())
+            self._file.close()
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+async def _finish(process: _Child, task: Task, processes: StepProcesses) -> Outcome:
+    """Stream the step's output until it exits; kill its group if stopped before."""
+    stdout, stderr = process.outputs
+    pipes = (_Pipe(stdout, "stdout", task), _Pipe(stderr, "stderr", task))
+    output = asyncio.gather(*(pipe.done for pipe in pipes))
+    try:
+        code = await process.wait()  # not the pipes: a background child may hold them
+        await _end_group(process.pid, processes, output)
+        return Outcome(exit_code=code)
     except BaseException:
         await _kill_group(process)
-        pumps.cancel()
         raise
-
-
-async def _exited(pid: int, pumps: asyncio.Future[Any]) -> None:
-    """Return once the process has exited, even if a child of it keeps its pipes open.
-
-    asyncio's ``Process.wait()`` also waits for the pipes to close, so a background child
-    holding them would hold the step; a pidfd says when the process itself is done.
-    Without pidfds (not Linux), the pipes closing is the signal, as before.
-    """
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:  # it exited and asyncio's child watcher reaped it already
-        return
-    except (AttributeError, OSError):  # no pidfds here: the pipes closing decides
-        await asyncio.shield(pumps)
-        return
-    loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(fd, lambda: gone.done() or gone.set_result(None))
-    try:
-        await gone
     finally:
-        loop.remove_reader(fd)
-        os.close(fd)
+        for pipe in pipes:
+            pipe.close()
 
 
-async def _end_group(pgid: int, processes: StepProcesses, pumps: asyncio.Future[Any]) -> None:
+async def _end_group(pgid: int, processes: StepProcesses, output: asyncio.Future[Any]) -> None:
     """The step's main process has exited: what it left running goes too.
 
     A background child (``server &``, or a daemon that left the group) may still hold the
@@ -154,20 +248,33 @@ async def _end_group(pgid: int, processes: StepProcesses, pumps: asyncio.Future[
     every process with the step's token are killed, so no process outlives its step.
     """
     with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(pumps), _DRAIN_GRACE)
+        await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
     _kill_stragglers(pgid)
-    if not pumps.done():
+    if not output.done():
         processes.kill_escaped()
-    await pumps
+    await output
 
 
-def _prepare_dirs(task: Task) -> None:
-    task.out_dir.mkdir(parents=True, exist_ok=True)
-    task.in_dir.mkdir(parents=True, exist_ok=True)
-    for name, item in task.inputs.items():
-        link = task.in_dir / name
-        if not link.exists():
-            link.symlink_to(item.path.resolve(), target_is_directory=True)
+async def _make_folders(task: Task) -> None:
+    """The step's folders and params file (:func:`make_step_folders`), made in a worker
+    thread: on a busy disk they cost more than starting the process, and the event loop
+    meanwhile starts and follows the other steps."""
+    make = functools.partial(
+        make_step_folders,
+        task.step,
+        out_dir=str(task.out_dir),  # asked for here, on the loop: the run's folder is made
+        in_dir=str(task.in_dir),
+        params_file=str(task.params_file),
+        inputs={name: item.path for name, item in task.inputs.items()},
+    )
+    await asyncio.get_running_loop().run_in_executor(_folder_makers(), make)
+
+
+@functools.lru_cache(maxsize=1)
+def _folder_makers() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads of their own, so that no long task in the loop's default pool delays a
+    step's start."""
+    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dagnb-folders")
 
 
 def _process_env(task: Task) -> dict[str, str]:
@@ -188,25 +295,7 @@ def _workdir(task: Task) -> str:
     return str(path) if path.is_dir() else str(task.base_dir)
 
 
-async def _pump(reader: asyncio.StreamReader | None, stream: str, task: Task) -> None:
-    """Forward complete lines as they come; long lines are not a problem."""
-    if reader is None:
-        return
-    pending: list[bytes] = []  # the line so far, in chunks: joined once, so linear
-    while chunk := await reader.read(_CHUNK):
-        if b"\n" not in chunk:
-            pending.append(chunk)
-            continue
-        lines = chunk.split(b"\n")
-        lines[0] = b"".join([*pending, lines[0]])
-        pending = [lines.pop()]
-        for line in lines:
-            task.log(stream, line.decode("utf-8", "replace"))
-    if rest := b"".join(pending):
-        task.log(stream, rest.decode("utf-8", "replace"))
-
-
-async def _kill_group(process: asyncio.subprocess.Process) -> None:
+async def _kill_group(process: _Child) -> None:
     """SIGTERM the process group, SIGKILL it if it is still there shortly after (its
     leader may be gone already while children of the group live on)."""
     if process.returncode is not None:

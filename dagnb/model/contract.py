@@ -12,7 +12,13 @@ from typing import Any
 from dagnb.errors import SecretError
 from dagnb.model.step import Step
 
-__all__ = ["contract_env", "param_env_name", "resolve_secrets", "write_params"]
+__all__ = [
+    "contract_env",
+    "make_step_folders",
+    "param_env_name",
+    "resolve_secrets",
+    "write_params",
+]
 
 
 def param_env_name(name: str) -> str:
@@ -47,7 +53,44 @@ def contract_env(
 def write_params(step: Step, path: Path) -> None:
     """Write the step's params as JSON for ``$DAGNB_PARAMS``."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(dict(step.params), sort_keys=True, indent=1), encoding="utf-8")
+    path.write_text(_params_json(step), encoding="utf-8")
+
+
+def _params_json(step: Step) -> str:
+    return json.dumps(dict(step.params), sort_keys=True, indent=1)
+
+
+def make_step_folders(
+    step: Step, *, out_dir: str, in_dir: str, params_file: str, inputs: Mapping[str, Path]
+) -> None:
+    """Make what a step's process finds when it starts: ``out_dir`` (empty), ``in_dir``
+    with a link per upstream step to its outputs, and the params file.
+
+    Three folders and a file per step, each a journaled change that costs 0.1–0.3 ms on
+    a busy disk: the local executor calls this off its event loop. The step's folder
+    (the parent of all three) is made first and once; the run's folder is already there.
+    """
+    _mkdir(os.path.dirname(out_dir))
+    with open(params_file, "w", encoding="utf-8") as file:
+        file.write(_params_json(step))
+    _mkdir(out_dir)
+    _mkdir(in_dir)
+    for name, path in inputs.items():
+        link = os.path.join(in_dir, name)
+        if not os.path.exists(link):
+            os.symlink(os.path.realpath(path), link, target_is_directory=True)
+
+
+def _mkdir(path: str) -> None:
+    """``Path(path).mkdir(parents=True, exist_ok=True)`` in one system call when, as
+    almost always, the parent is there and the folder is not."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
 
 
 def resolve_secrets(

@@ -440,7 +440,7 @@ class Scheduler:
     ) -> Outcome:
         if step.func is None or executor.name != "local":  # only inline Python makes none
             self.run.make_workspace()  # its folder, leased before an executor writes there
-        task = self._task(step, number, log_file)
+        task = self._task(step, number, log_file, params=executor.name != "local")
         image = None  # a step on the host ran in no image, whatever it names
         if "containers" in executor.capabilities:
             image = self._images[step.name] = image_label(step.image)
@@ -468,7 +468,7 @@ class Scheduler:
             )
         return outcome
 
-    def _task(self, step: Step, number: int, log_file: LogFile) -> Task:
+    def _task(self, step: Step, number: int, log_file: LogFile, params: bool = True) -> Task:
         task = Task(
             step=step,
             attempt=number,
@@ -484,7 +484,7 @@ class Scheduler:
         )
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
             shutil.rmtree(task.out_dir)
-        if step.func is None:
+        if step.func is None and params:  # the local executor writes it with the folders
             write_params(step, task.params_file)
         return task
 
