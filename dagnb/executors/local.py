@@ -100,7 +100,7 @@ def _start(task: Task, token: str) -> _Child:
     popen = subprocess.Popen(
         argv,
         bufsize=0,
-        stdin=subprocess.DEVNULL,
+        stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env={**_process_env(task), TOKEN_VARIABLE: token},  # what escapes its group has it
@@ -108,6 +108,12 @@ def _start(task: Task, token: str) -> _Child:
         start_new_session=True,  # its own process group, killed as one
     )
     return _Child(popen)
+
+
+@functools.lru_cache(maxsize=1)
+def _devnull() -> int:
+    """Every step's stdin: opened once, not once per step as ``subprocess.DEVNULL``."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 
 class _Child:
