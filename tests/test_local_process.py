@@ -1,0 +1,132 @@
+"""How the local executor starts and follows a step's process: its folders, its exit
+and its output, at the cost of starting the process and little more."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import threading
+from pathlib import Path
+
+import pytest
+
+import dagnb.executors.local as local
+from dagnb import Graph, Step
+from dagnb.executors import reaper
+
+pytestmark = pytest.mark.usefixtures("workdir")
+
+
+def run(*steps: Step, **options: object):
+    return Graph("g", list(steps)).run(cache=False, executor="local", **options)
+
+
+def test_a_running_step_process_is_waited_for_without_a_thread_of_its_own() -> None:
+    names: list[str] = []
+
+    async def look() -> None:
+        await asyncio.sleep(0.3)  # "s" is running by then
+        names.extend(thread.name for thread in threading.enumerate())
+
+    result = run(Step("s", run="sleep 0.8"), Step("look", func=look))
+    assert result.ok
+    assert names and not [name for name in names if "waitpid" in name], names
+
+
+def test_without_pidfds_a_thread_waits_and_exit_codes_are_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.delattr(os, "pidfd_open", raising=False)
+    result = run(Step("ok", run="echo fine"), Step("bad", run="exit 3"),
+                 Step("killed", run="kill -9 $$"))
+    status = result.status().set_index("step")
+    assert result.states() == {"ok": "succeeded", "bad": "failed", "killed": "failed"}
+    assert status.loc["bad", "exit_code"] == 3
+    assert status.loc["killed", "exit_code"] == -9
+    assert result.logs("ok")["line"].tolist() == ["fine"]
+
+
+def test_output_keeps_its_lines_whatever_the_chunks() -> None:
+    long = "x" * 300_000  # more than one read of a pipe
+    command = ("printf 'a\\nb\\n'; head -c 300000 /dev/zero | tr '\\0' x; echo; "
+               "printf 'err' >&2; printf 'tail'")
+    result = run(Step("s", run=command))
+    assert result.logs("s", stream="stdout")["line"].tolist() == ["a", "b", long, "tail"]
+    assert result.logs("s", stream="stderr")["line"].tolist() == ["err"]
+
+
+def test_a_steps_folders_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    threads: list[str] = []
+    make = local.make_step_folders
+
+    def recorded(*args: object, **kwargs: object) -> None:
+        threads.append(threading.current_thread().name)
+        make(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local, "make_step_folders", recorded)
+    assert run(Step("a", run='test -d "$DAGNB_OUT" && test -d "$DAGNB_IN"')).ok
+    assert len(threads) == 1 and threads[0].startswith("dagnb-folders")
+
+
+def test_every_step_has_its_own_folders_and_params_file() -> None:
+    result = run(
+        Step("a", run='ls -A "$DAGNB_OUT" "$DAGNB_IN"; cat "$DAGNB_PARAMS"'),
+        Step("b", run='ls "$DAGNB_IN"; cat "$DAGNB_PARAMS"', needs=["a"]),
+        Step("c", run='cat "$DAGNB_PARAMS"', params={"n": 1}),
+        Step("d", run='cat "$DAGNB_PARAMS"'),
+    )
+    assert result.ok
+    workspace = Path(result.workspace)
+    for name in "abcd":
+        made = {p.name for p in (workspace / name).iterdir()}
+        assert {"in", "out", "params.json"} <= made, made
+    assert result.logs("a")["line"].tolist()[-1] == "{}"
+    assert result.logs("b")["line"].tolist() == ["a", "{}"]
+    assert "".join(result.logs("c")["line"]) == '{ "n": 1}'
+    assert result.logs("d")["line"].tolist() == ["{}"]
+
+
+def test_steps_without_params_share_one_params_file_written_once() -> None:
+    result = run(*(Step(f"s{i}", run='cat "$DAGNB_PARAMS"') for i in range(4)),
+                 Step("p", run="true", params={"n": 1}), max_concurrency=1)
+    workspace = Path(result.workspace)
+    inodes = {os.stat(workspace / f"s{i}" / "params.json").st_ino for i in range(4)}
+    assert len(inodes) == 1
+    assert os.stat(workspace / "p" / "params.json").st_ino not in inodes
+    assert all(result.logs(f"s{i}")["line"].tolist() == ["{}"] for i in range(4))
+
+
+def test_a_retried_step_without_params_still_reads_them(workdir: Path) -> None:
+    marker = workdir / "tried"
+    command = f'cat "$DAGNB_PARAMS"; test -e {marker} || {{ touch {marker}; exit 3; }}'
+    step = Step("flaky", run=command, retries={"max_retries": 1, "retry_on": [3]})
+
+    async def no_sleep(seconds: float) -> None:
+        return None
+
+    result = run(Step("first", run="true"), step, max_concurrency=1, sleep=no_sleep)
+    assert result.ok
+    assert result.logs("flaky")["line"].tolist() == ["{}", "{}"]
+
+
+def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
+    token = reaper.new_token()
+    env = {**os.environ, reaper.TOKEN_VARIABLE: token}
+    skipped = subprocess.Popen(["sleep", "30"], env=env)
+    tagged = subprocess.Popen(["sleep", "30"], env=env)
+    try:
+        killed = reaper.kill_tagged([token], skip={skipped.pid})
+        assert killed == {tagged.pid}
+        assert tagged.wait(5) == -9 and skipped.poll() is None
+    finally:
+        skipped.kill()
+        tagged.kill()
+        skipped.wait()
+
+
+def test_the_last_pid_handed_out_is_read_afresh_each_time() -> None:
+    first = reaper._last_pid()
+    process = subprocess.Popen(["true"])
+    process.wait()
+    assert first is not None and reaper._last_pid() >= process.pid > first
