@@ -253,8 +253,9 @@ async def _end_group(pgid: int, processes: StepProcesses, output: asyncio.Future
     that never comes; it gets a moment to finish writing, then its process group and
     every process with the step's token are killed, so no process outlives its step.
     """
-    with contextlib.suppress(asyncio.TimeoutError):
-        await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
+    if not output.done():
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
     _kill_stragglers(pgid)
     if not output.done():
         processes.kill_escaped()
@@ -281,6 +282,10 @@ def _folder_makers() -> concurrent.futures.ThreadPoolExecutor:
     """Threads of their own, so that no long task in the loop's default pool delays a
     step's start."""
     return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dagnb-folders")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_folder_makers.cache_clear)
 
 
 def _process_env(task: Task) -> dict[str, str]:
