@@ -130,3 +130,18 @@ def test_the_last_pid_handed_out_is_read_afresh_each_time() -> None:
     process = subprocess.Popen(["true"])
     process.wait()
     assert first is not None and reaper._last_pid() >= process.pid > first
+
+
+def test_the_executor_itself_makes_a_hand_made_tasks_folders_and_params(tmp_path: Path) -> None:
+    from dagnb.executors.base import Task
+    from dagnb.executors.local import LocalExecutor
+
+    lines: list[str] = []
+    command = 'cat "$DAGNB_PARAMS"; echo; test -d "$DAGNB_OUT" && test -d "$DAGNB_IN"'
+    step = Step("a", run=command, params={"n": 2})
+    task = Task(step=step, attempt=1, inputs={}, secrets={}, base_dir=tmp_path,
+                log=lambda stream, line: lines.append(line), out_dir=tmp_path / "o" / "out",
+                in_dir=tmp_path / "i" / "in", params_file=tmp_path / "p" / "params.json")
+    outcome = asyncio.run(LocalExecutor().execute(task))
+    assert outcome.exit_code == 0, lines
+    assert "".join(lines) == '{ "n": 2}'

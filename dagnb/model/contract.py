@@ -71,7 +71,7 @@ def make_step_folders(
     steps without params share one file. The step's folder (the parent of all three) is
     made first and once; the run's folder is already there.
     """
-    step_dir = os.path.dirname(out_dir)
+    step_dir = os.path.dirname(params_file)  # out_dir's and in_dir's too, in a run
     run_dir = os.path.dirname(step_dir)
     _mkdir(step_dir)
     if step.params or not _link_no_params(run_dir, params_file):
