@@ -7,6 +7,7 @@ import asyncio
 import os
 import subprocess
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -66,7 +67,7 @@ def test_a_steps_folders_are_made_off_the_event_loop(monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(local, "make_step_folders", recorded)
     assert run(Step("a", run='test -d "$DAGNB_OUT" && test -d "$DAGNB_IN"')).ok
-    assert len(threads) == 1 and threads[0].startswith("dagnb-folders")
+    assert len(threads) == 1 and threads[0].startswith("dagnb-start")
 
 
 def test_every_step_has_its_own_folders_and_params_file() -> None:
@@ -145,3 +146,43 @@ def test_the_executor_itself_makes_a_hand_made_tasks_folders_and_params(tmp_path
     outcome = asyncio.run(LocalExecutor().execute(task))
     assert outcome.exit_code == 0, lines
     assert "".join(lines) == '{ "n": 2}'
+
+
+def test_a_step_stopped_while_its_process_starts_leaves_no_process(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagnb.runtime.prepare import start_background
+    from dagnb.testing import wait_until
+
+    entered = threading.Event()
+    make = local.make_step_folders
+
+    def slow(*args: object, **kwargs: object) -> None:
+        entered.set()
+        time.sleep(0.5)  # the run is cancelled meanwhile; the process starts after
+        make(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(local, "make_step_folders", slow)
+    marker = "31.4159"
+    run = start_background(Graph("g", [Step("s", run=f"sleep {marker}")]),
+                           executor="local", cache=False)
+    assert entered.wait(10)
+    run.cancel()
+    run.wait(10)
+    assert run.states() == {"s": "cancelled"}
+    time.sleep(0.6)  # the process has started by now, and been killed
+    assert wait_until(lambda: not _running(marker), timeout=3), _running(marker)
+
+
+def _running(marker: str) -> list[int]:
+    """Live processes whose command line holds ``marker`` (zombies have none)."""
+    found = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                cmdline = Path(f"/proc/{name}/cmdline").read_bytes()
+            except OSError:
+                continue
+            if marker.encode() in cmdline and int(name) != os.getpid():
+                found.append(int(name))
+    return found

@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.errors import StepFailed, TransientError
@@ -85,29 +85,81 @@ class LocalExecutor:
 # -- processes ------------------------------------------------------------------------
 async def _run_process(task: Task) -> Outcome:
     with running_step() as processes:  # see dagnb.executors.reaper
-        await _make_folders(task)
-        process = _start(task, processes.token)
-        processes.pgid = process.pid
+        process = _Child(await _launch(task, processes))
         try:
             return await _finish(process, task, processes)
         finally:
             await sweep(processes, leader_reaped=process.returncode is not None)
 
 
-def _start(task: Task, token: str) -> _Child:
-    step = task.step
-    argv = host_argv(step) if isinstance(step.run, str) else list(step.run or ())
-    popen = subprocess.Popen(
+async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[bytes]:
+    """Make the step's folders and start its process, in a worker thread.
+
+    Both wait on the system (the disk; the new process's ``exec``) for longer than
+    anything else a step costs the event loop, and neither holds the GIL meanwhile: off
+    the loop, they overlap with the other steps' work. A step stopped meanwhile has its
+    process killed as soon as it is there.
+    """
+    argv = host_argv(task.step) if isinstance(task.step.run, str) else list(task.step.run or ())
+    folders = functools.partial(
+        make_step_folders,
+        task.step,
+        out_dir=str(task.out_dir),  # asked for here, on the loop: the run's folder is made
+        in_dir=str(task.in_dir),
+        params_file=str(task.params_file),
+        inputs={name: item.path for name, item in task.inputs.items()},
+    )
+    start = functools.partial(
+        subprocess.Popen,
         argv,
         bufsize=0,
         stdin=_devnull(),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        env={**_process_env(task), TOKEN_VARIABLE: token},  # what escapes its group has it
+        env={**_process_env(task), TOKEN_VARIABLE: processes.token},  # escapees have it
         cwd=_workdir(task),
         start_new_session=True,  # its own process group, killed as one
     )
-    return _Child(popen)
+    loop = asyncio.get_running_loop()
+    future = loop.run_in_executor(_starters(), _make_and_start, folders, start)
+    try:
+        popen = await asyncio.shield(future)
+    except asyncio.CancelledError:
+        future.add_done_callback(functools.partial(_abandon, processes))
+        raise
+    processes.pgid = popen.pid
+    return popen
+
+
+def _make_and_start(
+    folders: Callable[[], None], start: Callable[[], subprocess.Popen[bytes]]
+) -> subprocess.Popen[bytes]:
+    folders()
+    return start()
+
+
+def _abandon(processes: StepProcesses, started: asyncio.Future[Any]) -> None:
+    """The step was stopped while its process started: kill what it started."""
+    if started.cancelled() or started.exception() is not None:
+        return
+    popen = started.result()
+    processes.pgid = popen.pid
+    _kill_stragglers(popen.pid)
+    processes.kill_escaped()
+    popen.stdout.close()  # type: ignore[union-attr]
+    popen.stderr.close()  # type: ignore[union-attr]
+    _Child(popen)  # reaps it once it is gone
+
+
+@functools.lru_cache(maxsize=1)
+def _starters() -> concurrent.futures.ThreadPoolExecutor:
+    """Threads of their own, so that no long task in the loop's default pool delays a
+    step's start."""
+    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dagnb-start")
+
+
+if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
+    os.register_at_fork(after_in_child=_starters.cache_clear)
 
 
 @functools.lru_cache(maxsize=1)
@@ -260,32 +312,6 @@ async def _end_group(pgid: int, processes: StepProcesses, output: asyncio.Future
     if not output.done():
         processes.kill_escaped()
     await output
-
-
-async def _make_folders(task: Task) -> None:
-    """The step's folders and params file (:func:`make_step_folders`), made in a worker
-    thread: on a busy disk they cost more than starting the process, and the event loop
-    meanwhile starts and follows the other steps."""
-    make = functools.partial(
-        make_step_folders,
-        task.step,
-        out_dir=str(task.out_dir),  # asked for here, on the loop: the run's folder is made
-        in_dir=str(task.in_dir),
-        params_file=str(task.params_file),
-        inputs={name: item.path for name, item in task.inputs.items()},
-    )
-    await asyncio.get_running_loop().run_in_executor(_folder_makers(), make)
-
-
-@functools.lru_cache(maxsize=1)
-def _folder_makers() -> concurrent.futures.ThreadPoolExecutor:
-    """Threads of their own, so that no long task in the loop's default pool delays a
-    step's start."""
-    return concurrent.futures.ThreadPoolExecutor(4, thread_name_prefix="dagnb-folders")
-
-
-if hasattr(os, "register_at_fork"):  # a forked child has none of its parent's threads
-    os.register_at_fork(after_in_child=_folder_makers.cache_clear)
 
 
 def _process_env(task: Task) -> dict[str, str]:
