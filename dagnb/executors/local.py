@@ -120,12 +120,11 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
         cwd=_workdir(task),
         start_new_session=True,  # its own process group, killed as one
     )
-    loop = asyncio.get_running_loop()
-    future = loop.run_in_executor(_starters(), _make_and_start, folders, start)
+    started = _starters().submit(_make_and_start, folders, start)
     try:
-        popen = await asyncio.shield(future)
+        popen = await asyncio.wrap_future(started)  # cancelled too if not begun yet
     except asyncio.CancelledError:
-        future.add_done_callback(functools.partial(_abandon, processes))
+        started.add_done_callback(functools.partial(_abandon, processes))
         raise
     processes.pgid = popen.pid
     return popen
@@ -138,17 +137,20 @@ def _make_and_start(
     return start()
 
 
-def _abandon(processes: StepProcesses, started: asyncio.Future[Any]) -> None:
-    """The step was stopped while its process started: kill what it started."""
+def _abandon(processes: StepProcesses, started: concurrent.futures.Future[Any]) -> None:
+    """The step was stopped while its process started: kill what it started, as soon as
+    it has (in the thread that started it; here, if it has already). Not on the loop,
+    which may be gone by then."""
     if started.cancelled() or started.exception() is not None:
         return
     popen = started.result()
     processes.pgid = popen.pid
     _kill_stragglers(popen.pid)
     processes.kill_escaped()
-    popen.stdout.close()  # type: ignore[union-attr]
-    popen.stderr.close()  # type: ignore[union-attr]
-    _Child(popen)  # reaps it once it is gone
+    for pipe in (popen.stdout, popen.stderr):
+        pipe.close()  # type: ignore[union-attr]
+    with contextlib.suppress(subprocess.TimeoutExpired):  # else subprocess reaps it later
+        popen.wait(1.0)
 
 
 @functools.lru_cache(maxsize=1)
