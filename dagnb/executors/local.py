@@ -2,7 +2,10 @@
 
 Shell text runs with ``bash -e -o pipefail -c`` (see :mod:`dagnb.executors.shell`), an
 argv list directly, each in a new process group so
-that a timeout or cancellation kills the command and everything it started. Python
+that a timeout or cancellation kills the command and everything it started. A step's
+folders are made and its process started in a worker thread (both wait on the system,
+not on Python), its exit is awaited through a pidfd and its output read on the loop, so
+that a step costs little more than starting its process. Python
 function steps run in-process on the runner's loop: coroutine functions as tasks, plain
 functions called inline (a thread hop per step would cost more than a no-op step, and the
 GIL gives Python code no parallelism); their prints are captured per step. A kernel
