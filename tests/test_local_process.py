@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -17,6 +18,7 @@ from dagnb import Graph, Step
 from dagnb.executors import reaper
 
 pytestmark = pytest.mark.usefixtures("workdir")
+linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc")
 
 
 def run(*steps: Step, **options: object):
@@ -111,6 +113,7 @@ def test_a_retried_step_without_params_still_reads_them(workdir: Path) -> None:
     assert result.logs("flaky")["line"].tolist() == ["{}", "{}"]
 
 
+@linux
 def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
     token = reaper.new_token()
     env = {**os.environ, reaper.TOKEN_VARIABLE: token}
@@ -126,6 +129,7 @@ def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
         skipped.wait()
 
 
+@linux
 def test_the_last_pid_handed_out_is_read_afresh_each_time() -> None:
     first = reaper._last_pid()
     process = subprocess.Popen(["true"])
@@ -148,6 +152,7 @@ def test_the_executor_itself_makes_a_hand_made_tasks_folders_and_params(tmp_path
     assert "".join(lines) == '{ "n": 2}'
 
 
+@linux
 def test_a_step_stopped_while_its_process_starts_leaves_no_process(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
