@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import contextvars
 import functools
 import inspect
 import os
@@ -369,9 +370,11 @@ async def _call_function(task: Task) -> Outcome:
     try:
         with routed_output(task.log, StepContext(task)):
             if step.is_async:
-                result = await step.func(**kwargs)  # type: ignore[misc]
+                result = await asyncio.get_running_loop().create_task(
+                    step.func(**kwargs), context=contextvars.copy_context())  # type: ignore[misc]
             else:
-                result = call_interruptibly(step.func, kwargs)  # type: ignore[arg-type]
+                result = contextvars.copy_context().run(
+                    call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
     except Interrupted:  # by a timeout or a cancel: it reaches this task now
         await until_cancelled()
         raise

@@ -44,9 +44,9 @@ class LogFile:
         # flush() comes from the user's thread (Run.logs) while the loop thread writes,
         # and a TextIOWrapper is not safe to flush during a write; an inline Python step
         # may hold the loop for as long as it likes, so the flush cannot wait for it.
-        # Made with the first line: until the file opens (and ``on_open`` hands out
-        # ``flush``) only the loop thread knows this object, and most attempts print nothing
-        self._lock: threading.Lock | None = None
+        # Made now, not with the first line: lines may come from two threads at once
+        # (an async step's to_thread workers), and each would make its own lock.
+        self._lock = threading.Lock()
 
     @property
     def path(self) -> Path:
@@ -68,8 +68,6 @@ class LogFile:
 
     def _append(self, text: str) -> None:
         lock = self._lock
-        if lock is None:
-            lock = self._lock = threading.Lock()
         lock.acquire()  # not ``with``: half the cost, on the path of every line
         try:
             if self._closed or self.error is not None:
@@ -98,10 +96,8 @@ class LogFile:
         """Write the buffered lines to the file, so a reader sees every line written so
         far (nothing happens once closed or before the first line); from any thread. A
         flush that fails is kept in ``error``, as a failed write is."""
-        if self._lock is None:  # no line yet
-            return
         with self._lock:
-            if self._handle is None:
+            if self._handle is None:  # no line yet
                 return
             try:
                 self._handle.flush()
@@ -110,9 +106,6 @@ class LogFile:
 
     def close(self) -> None:
         """Flush and close the file (nothing happens for a silent attempt)."""
-        if self._lock is None:  # no line yet: no file, and no other thread knows of it
-            self._closed = True
-            return
         with self._lock:
             self._closed = True
             if self._handle is not None:
