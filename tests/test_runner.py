@@ -270,6 +270,33 @@ def test_a_long_run_lets_full_collection_passes_run_again(
     assert seen == [before] and gc.get_threshold() == before
 
 
+def test_runs_that_overlap_back_to_back_let_full_passes_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The limit counts from when the first live run froze the heap, not per run: runs
+    that keep overlapping, each shorter than it, do not hold full passes off for ever."""
+    import gc
+
+    from dagnb.runtime import prepare
+    from dagnb.runtime.prepare import start_background
+
+    monkeypatch.setattr(prepare, "FULL_PASSES_AFTER", 0.3)
+    before = gc.get_threshold()
+    first = start_background(Graph("first", [Step("a", run="sleep 0.5")]), cache=False,
+                             executor="local")
+    time.sleep(0.25)  # the first run is live; the second starts, and outlives it
+    seen: list[tuple[int, int, int]] = []
+
+    async def late() -> None:
+        await asyncio.sleep(0.2)  # 0.45 s after the freeze: past the limit
+        seen.append(gc.get_threshold())
+
+    second = start_background(Graph("second", [Step("late", func=late)]), cache=False,
+                              executor="local")
+    assert second.wait().ok and first.wait().ok
+    assert seen == [before] and gc.get_threshold() == before
+
+
 def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
     graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],

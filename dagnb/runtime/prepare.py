@@ -19,6 +19,7 @@ import os
 import secrets as _random
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,7 +82,7 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
     with capturing(), _heap_frozen():
         # a long run collects its old garbage as any program does: it is the short
         # ones whose cost the full passes would multiply
-        valve = running_loop.call_later(FULL_PASSES_AFTER, _allow_full_passes)
+        valve = running_loop.call_later(_until_full_passes(), _allow_full_passes)
         try:
             return await scheduler.execute()
         except asyncio.CancelledError:
@@ -94,6 +95,7 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
 
 
 _frozen_runs = 0
+_frozen_at = 0.0  # when the first of the live runs froze the heap (time.monotonic)
 _saved_threshold = (700, 10, 10)
 _NO_FULL_PASS = 1 << 30  # gen-2 threshold while runs are live: never reached
 FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let run again
@@ -108,8 +110,9 @@ def _heap_frozen() -> Iterator[None]:
     them made a 10,000-step run cost a fifth more per step than a 1,000-step one.
     Young objects are still collected (gens 0 and 1), and so is everything after (or
     after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`)."""
-    global _frozen_runs, _saved_threshold
+    global _frozen_runs, _saved_threshold, _frozen_at
     if _frozen_runs == 0:
+        _frozen_at = time.monotonic()
         gc.freeze()
         _saved_threshold = gc.get_threshold()
         gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
@@ -121,6 +124,12 @@ def _heap_frozen() -> Iterator[None]:
         if _frozen_runs == 0:
             gc.set_threshold(*_saved_threshold)
             gc.unfreeze()
+
+
+def _until_full_passes() -> float:
+    """Seconds until full passes may run again: counted from when the heap was frozen,
+    so that runs that overlap back to back do not keep them away for ever."""
+    return max(0.0, FULL_PASSES_AFTER - (time.monotonic() - _frozen_at))
 
 
 def _allow_full_passes() -> None:
