@@ -280,15 +280,17 @@ def test_runs_that_overlap_back_to_back_let_full_passes_run_again(
     from dagnb.runtime import prepare
     from dagnb.runtime.prepare import start_background
 
-    monkeypatch.setattr(prepare, "FULL_PASSES_AFTER", 0.3)
+    monkeypatch.setattr(prepare, "FULL_PASSES_AFTER", 1.0)
     before = gc.get_threshold()
-    first = start_background(Graph("first", [Step("a", run="sleep 0.5")]), cache=False,
+    # The first run ends before the limit; the second starts while it is live and
+    # looks 1.2 s after the freeze: past the limit, but 0.7 s into its own run.
+    first = start_background(Graph("first", [Step("a", run="sleep 0.8")]), cache=False,
                              executor="local")
-    time.sleep(0.25)  # the first run is live; the second starts, and outlives it
+    time.sleep(0.5)
     seen: list[tuple[int, int, int]] = []
 
     async def late() -> None:
-        await asyncio.sleep(0.2)  # 0.45 s after the freeze: past the limit
+        await asyncio.sleep(0.7)
         seen.append(gc.get_threshold())
 
     second = start_background(Graph("second", [Step("late", func=late)]), cache=False,
