@@ -4,6 +4,7 @@ live runs alone."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -184,3 +185,18 @@ def test_a_record_appended_after_the_log_was_rewritten_or_removed_is_kept(
     shutil.rmtree(tmp_path / ".runs")
     history._append_record(log, {"graph": "again", "finished": 10.0, "states": {}})
     assert [json.loads(line)["graph"] for line in log.read_text().split()] == ["again"]
+
+
+def test_a_record_goes_to_the_log_that_replaced_the_open_one_while_it_kept_a_link(
+    tmp_path: Path,
+) -> None:
+    """As on a network file system, where a file replaced from another host lives on
+    under a ``.nfs`` name: the open log still has a link, yet is no longer the log."""
+    log = tmp_path / ".runs" / history.RECORDS_NAME
+    history._append_record(log, {"graph": "before", "finished": 1.0, "states": {}})
+    os.link(log, tmp_path / "old-log")  # the replaced file keeps a link
+    replacement = tmp_path / "new-log"
+    replacement.write_text("")
+    os.replace(replacement, log)
+    history._append_record(log, {"graph": "after", "finished": 2.0, "states": {}})
+    assert [json.loads(line)["graph"] for line in log.read_text().split()] == ["after"]

@@ -269,7 +269,7 @@ class _Appender:
             descriptor = self._descriptor(path)
             fcntl.flock(descriptor, fcntl.LOCK_EX)
             status = os.fstat(descriptor)
-            if status.st_nlink > 0:
+            if status.st_nlink > 0 and _same_file(path, status):
                 return descriptor, status.st_size
             self._forget(path)  # replaced meanwhile: open the new one
         raise OSError(f"the run records {path!r} kept changing while being opened")
@@ -294,6 +294,16 @@ class _Appender:
 
 
 _appender = _Appender()
+
+
+def _same_file(path: str, status: os.stat_result) -> bool:
+    """Whether ``path`` still names the open file: a link count alone misses a file
+    replaced from another host of a network file system (it keeps its .nfs name)."""
+    try:
+        now = os.stat(path)
+    except OSError:
+        return False
+    return (now.st_ino, now.st_dev) == (status.st_ino, status.st_dev)
 
 
 def _open_locked(path: Path) -> int:
