@@ -38,7 +38,8 @@ def _graph() -> Graph:
         Step("make", run=MAKE),
         Step("use", run='cat "$DAGNB_IN/make/a.txt"', needs=["make"]),
     ])
-    graph.step(lambda: {"n": 1}, name="value")
+    graph.step(lambda: {"n": 1}, name="value")  # small: a record of a pack
+    graph.step(lambda: {"n": 1, "pad": "x" * 4096}, name="large")  # its own result.json
     return graph
 
 
@@ -65,11 +66,20 @@ def _delete_output(cache: Path) -> None:
 
 
 def _replace_result(cache: Path) -> None:
-    _write_same_size(_entry(cache, "value") / "out" / "result.json", '{"n": 2}')
+    path = _entry(cache, "large") / "out" / "result.json"
+    _write_same_size(path, path.read_text().replace('"n": 1', '"n": 2'))
 
 
 def _delete_result(cache: Path) -> None:
-    (_entry(cache, "value") / "out" / "result.json").unlink()
+    (_entry(cache, "large") / "out" / "result.json").unlink()
+
+
+def _change_record(cache: Path) -> None:
+    """A byte of the small step's pack record changed (its length still holds)."""
+    (pack,) = (cache / ".packs").glob("*.pack")
+    data = pack.read_bytes()
+    assert data.count(b'"json":{"n":1}') == 1
+    pack.write_bytes(data.replace(b'"json":{"n":1}', b'"json":{"n":2}'))
 
 
 def _meta_folder(cache: Path) -> None:
@@ -116,8 +126,9 @@ DAMAGE: dict[str, tuple[Callable[[Path], None], set[str]]] = {
     "edited output": (_edit, {"make"}),
     "truncated output": (_truncate, {"make"}),
     "deleted output": (_delete_output, {"make"}),
-    "replaced result.json": (_replace_result, {"value"}),
-    "deleted result.json": (_delete_result, {"value"}),
+    "replaced result.json": (_replace_result, {"large"}),
+    "deleted result.json": (_delete_result, {"large"}),
+    "changed pack record": (_change_record, {"value"}),
     "meta.json is a folder": (_meta_folder, {"make"}),
     "bad expires": (_bad_expires, {"make"}),
     "invalid UTF-8 in logs.jsonl": (_bad_utf8_logs, {"make"}),
@@ -140,6 +151,7 @@ def test_damage_is_a_miss_set_aside_and_rebuilt(kind: str, workdir: Path) -> Non
     ran = {name for name, state in again.states().items() if state == "succeeded"}
     assert ran == rebuilt
     assert again.result("value") == {"n": 1}
+    assert again.result("large")["n"] == 1
     assert (again.outputs("make") / "a.txt").read_text() == "hello"
     assert again.logs("use")["line"].tolist() == ["hello"]
     third = _run(workdir)

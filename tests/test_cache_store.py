@@ -429,7 +429,7 @@ def test_key_locks_exclude_each_other_per_key_and_need_no_file_per_key(store):
             store.lock("s", key(1), timeout=0.05).acquire()
     with store.lock("s", key(1), timeout=1) as again:  # let go on leaving
         assert again.is_locked
-    assert sorted(p.name for p in (store.location / ".locks").iterdir()) == ["s.lock"]
+    assert sorted(p.name for p in (store.location / ".locks").iterdir()) == ["keys.lock"]
 
 
 def test_alock_of_a_free_key_takes_it_without_a_thread(store, monkeypatch):

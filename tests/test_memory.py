@@ -14,7 +14,9 @@ import pandas as pd
 import pytest
 
 from dagnb.cache.memory import Memory
+from dagnb.cache.store import Store
 from dagnb.errors import DagnbError, FingerprintError
+from dagnb.testing import isolated
 
 
 @pytest.fixture
@@ -100,10 +102,24 @@ def test_repeat_hit_returns_the_loaded_result_until_the_entry_changes(memory):
     def frame(n):
         return pd.DataFrame({"a": np.arange(n)})
 
-    first = frame(3)
-    assert frame(3) is first  # no unpickling on a repeat hit
+    first = frame(1000)  # too big to be inline: a folder entry
+    assert frame(1000) is first  # no unpickling on a repeat hit
     entry = memory.store.lookup(frame.store_name, memory.store.newest(frame.store_name).key)
     shutil.rmtree(entry.path)  # removed behind our back: noticed with one stat
+    again = frame(1000)
+    assert again is not first
+    pd.testing.assert_frame_equal(again, first)
+
+
+def test_repeat_hit_on_a_packed_entry_is_the_same_object_until_it_is_removed(memory):
+    @memory.cache
+    def frame(n):
+        return pd.DataFrame({"a": np.arange(n)})
+
+    first = frame(3)  # small: a pack record
+    assert frame(3) is first
+    other = Store(memory.store.location)  # another store of the folder, this process
+    assert other.remove(frame.store_name, other.newest(frame.store_name).key)
     again = frame(3)
     assert again is not first
     pd.testing.assert_frame_equal(again, first)
@@ -329,15 +345,20 @@ def test_a_small_result_lives_in_the_entrys_metadata_and_a_torn_one_is_a_miss(tm
         calls.append(x)
         return {"x": x} if x else {x, x + 1}  # JSON as is, or pickled
 
-    first = Memory(str(tmp_path)).cache(small)
+    writer = Memory(str(tmp_path))
+    first = writer.cache(small)
     assert first(1) == {"x": 1} and first(0) == {0, 1}
     assert not list(tmp_path.glob("*/*/out/*"))  # no result file to create or open
-    again = Memory(str(tmp_path)).cache(small)
-    assert again(1) == {"x": 1} and again(0) == {0, 1} and calls == [1, 0]
-    for meta in tmp_path.glob("*/*/meta.json"):
-        with meta.open("r+b") as handle:  # what a power loss can leave of it
-            handle.truncate(meta.stat().st_size // 2)
-    third = Memory(str(tmp_path)).cache(small)
-    with pytest.warns(DamagedEntryWarning):
-        assert third(1) == {"x": 1} and third(0) == {0, 1}
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]  # a pack
+    writer.store.close()  # as a process that ended
+    with isolated():  # a new process: the packs are read again
+        again = Memory(str(tmp_path)).cache(small)
+        assert again(1) == {"x": 1} and again(0) == {0, 1} and calls == [1, 0]
+    (pack,) = tmp_path.glob(".packs/*.pack")
+    with pack.open("r+b") as handle:  # what a power loss can leave of it
+        handle.truncate(20)
+    with isolated():
+        third = Memory(str(tmp_path)).cache(small)
+        with pytest.warns(DamagedEntryWarning):
+            assert third(1) == {"x": 1} and third(0) == {0, 1}
     assert calls == [1, 0, 1, 0]

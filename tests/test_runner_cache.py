@@ -137,7 +137,8 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
 
 def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:
     graph = Graph("dmg")
-    graph.step(lambda: {"n": (1, 2)}, name="make")  # a tuple: stored as a pickle
+    # a tuple: stored as a pickle; large: a file of its own, not a pack record
+    graph.step(lambda: {"n": (1, 2), "pad": "x" * 4096}, name="make")
     graph.step(lambda make: make["n"][0], name="use", needs=["make"])
     first = graph.run(executor="local")
     (first.outputs("make") / "result.pkl").write_bytes(b"\x80\x05torn")

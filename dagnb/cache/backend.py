@@ -16,7 +16,9 @@ Layout of the local backend::
     <root>/<step>/<key>/logs.jsonl        captured log lines (none for a silent step)
     <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
-    <root>/.locks/<step>.lock             per-key inter-process locks: a byte each (Linux)
+    <root>/.packs/<name>.pack             small entries, as records (dagnb.cache.pack)
+    <root>/.unpacked/<step>/<key>-<stamp>/ folders of packed entries, made when asked for
+    <root>/.locks/keys.lock               per-key inter-process locks: a byte each (Linux)
     <root>/.locks/<step>/<key>.lock       per-key inter-process locks elsewhere
     <root>/.scratch/                      folders being assembled, fresh output folders,
                                           and replaced or removed entries being deleted
@@ -283,8 +285,8 @@ class LocalBackend(StoreBackend):
         return True
 
     def lock(self, step: str, key: str, timeout: float = -1) -> Lock:
-        if _RANGE_LOCKS:  # one file per step, made once: a miss creates no lock file
-            return KeyRangeLock(f"{self._root_text}/.locks/{step}.lock", key, timeout)
+        if _RANGE_LOCKS:  # one file for the cache, made once: a miss creates no file
+            return KeyRangeLock(f"{self._root_text}/.locks/keys.lock", f"{step}/{key}", timeout)
         path = self.root / ".locks" / step / f"{key}.lock"
         make_folder(path.parent)
         # preserve_lock_file: unlinking on release races with a waiter holding the old inode.

@@ -39,11 +39,20 @@ class AccessJournal:
         Where the journal folders are written.
     new_folder
         Returns a fresh, empty local folder to assemble a journal folder in.
+    exists
+        Whether an entry is still there (compaction drops the uses of removed ones);
+        the backend's ``exists`` when None.
     """
 
-    def __init__(self, backend: StoreBackend, new_folder: Callable[[], Path]) -> None:
+    def __init__(
+        self,
+        backend: StoreBackend,
+        new_folder: Callable[[], Path],
+        exists: Callable[[str, str], bool] | None = None,
+    ) -> None:
         self.backend = backend
         self._new_folder = new_folder
+        self._exists = backend.exists if exists is None else exists
         self._memo: tuple[tuple[str, ...], Totals] | None = None
 
     def append(self, records: list[dict[str, Any]]) -> None:
@@ -69,7 +78,7 @@ class AccessJournal:
         live = [
             {"step": step, "key": key, "hits": hits, "last_used": last_used}
             for (step, key), (hits, last_used) in self._sum(names).items()
-            if self.backend.exists(step, key)
+            if self._exists(step, key)
         ]
         self._write(f"{time.time_ns()}-{os.getpid()}-compact", live)
         for name in names:  # only what was read: a concurrent writer's folder stays

@@ -606,12 +606,13 @@ class _CachedCall(_Calls):
         if self.store.read_only:
             return value
         inline = None if self.mmap_mode is not None else encode_inline(value, _INLINE_LIMIT)
-        out = self.store.scratch_dir(self.name)
+        out = None if inline is not None else self.store.scratch_dir(self.name)
         try:
-            if inline is None:
+            if out is not None:
                 self.write(out, value)
         except Exception as exc:  # the call worked: return its value, uncached (joblib's way)
-            shutil.rmtree(out, ignore_errors=True)
+            if out is not None:
+                shutil.rmtree(out, ignore_errors=True)
             warnings.warn(
                 f"{self.name}: the result cannot be stored ({exc}), so this call is not "
                 "cached; return a picklable value to cache it",

@@ -43,7 +43,7 @@ from dagnb.cache.store import Entry, Store
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
-from dagnb.model.results import NO_RESULT, save_result
+from dagnb.model.results import NO_RESULT, encode_inline, save_result
 from dagnb.model.step import Step, parse_duration
 
 __all__ = ["CachedResult", "StepCache", "wait_for_flushes"]
@@ -190,9 +190,13 @@ class StepCache:
         if not self.writes:
             return None
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
-            if result is not NO_RESULT and not _saved(step, out_dir, result):
-                return None
+            # a step that wrote no files and returned a small result: the result goes
+            # into the entry's record (a pack record: no folder, no file of its own)
+            inline = _inline(result) if not out_dir.is_dir() else None
+            if inline is None:
+                out_dir.mkdir(parents=True, exist_ok=True)
+                if result is not NO_RESULT and not _saved(step, out_dir, result):
+                    return None
             return self._store_of(step).save(
                 step.name,
                 key,
@@ -203,6 +207,8 @@ class StepCache:
                 ttl=step.ttl if step.ttl is not None else self.ttl,
                 provenance=provenance,
                 refresh=self.refreshes(step),
+                inline=inline or None,
+                result_file=True,
             )
         except (OSError, CacheError) as exc:
             warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)
@@ -287,6 +293,16 @@ def _result_digest(result: Any) -> str:
         return value_digest(result)
     except Exception:  # an unhashable result: downstream keys cannot be trusted
         return "unhashable-" + str(id(result))
+
+
+_INLINE_LIMIT = 2048  # bytes: a result this small is kept in the entry's metadata
+
+
+def _inline(result: Any) -> dict[str, Any] | None:
+    """A small result as inline fields (``{}`` for no result), or None: a file then."""
+    if result is NO_RESULT:
+        return {}
+    return encode_inline(result, _INLINE_LIMIT)
 
 
 def _saved(step: Step, out_dir: Path, result: Any) -> bool:

@@ -37,7 +37,6 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
-import dataclasses
 import functools
 import json
 import os
@@ -60,22 +59,41 @@ from dagnb.cache.backend import (
     Lock,
     StoreBackend,
     get_backend,
+    make_folder,
 )
 from dagnb.cache.journal import AccessJournal, Totals
+from dagnb.cache.pack import (
+    ENTRY,
+    FOLDER as PACKS,
+    RECORD_LIMIT,
+    TOMBSTONE,
+    PackWriter,
+    Record,
+    encode,
+    index_of,
+    iter_pack_files,
+)
 from dagnb.cache.keys import StepKey
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
-from dagnb.fingerprint import directory_digest, new_hasher, path_digest
-from dagnb.model.results import RESULT_FILES, load_result
+from dagnb.fingerprint import directory_digest, new_hasher, path_digest, text_digest
+from dagnb.model.results import (
+    NO_RESULT,
+    RESULT_FILES,
+    decode_inline,
+    load_result,
+    save_result,
+)
 from dagnb.model.step import parse_duration
 
-__all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "SessionStore", "Store"]
+__all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "SessionStore", "Store"]
 
 STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
 _REQUIRED = ("step", "key", "format", "created", "expires", "output_digest", "components")
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 _DAMAGED = ".damaged"
+_UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
@@ -83,7 +101,6 @@ class DamagedEntryWarning(UserWarning):
     """A cache entry could not be read; it was moved aside and treated as a miss."""
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
 class Entry:
     """One cached result of one step.
 
@@ -100,16 +117,28 @@ class Entry:
         The backend's version of the entry when it was read.
     """
 
-    step: str
-    key: str
-    path: Path
-    meta: Mapping[str, Any]
-    version: Hashable = None
+    def __init__(
+        self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
+    ) -> None:
+        self.step, self.key, self._path, self.meta, self.version = step, key, path, meta, version
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(step={self.step!r}, key={self.key!r}, path={self._path!r})"
+
+    @property
+    def path(self) -> Path:
+        """The entry directory."""
+        return self._path
 
     @functools.cached_property
     def out_dir(self) -> Path:
         """The directory of the step's output files."""
         return self.path / "out"
+
+    @property
+    def out_ref(self) -> str | os.PathLike[str]:
+        """Where the outputs are, as text (a packed entry's folder made when first used)."""
+        return self._out_text
 
     @property
     def log_file(self) -> Path:
@@ -118,7 +147,7 @@ class Entry:
 
     @functools.cached_property
     def _out_text(self) -> str:
-        return f"{self.path}/out"  # a str: checked on every hit, Path costs two calls
+        return f"{self._path}/out"  # a str: checked on every hit, Path costs two calls
 
     @property
     def output_digest(self) -> str:
@@ -160,6 +189,9 @@ class Entry:
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT``."""
+        inline = self.meta.get("inline")
+        if inline is not None:  # a small result kept in the metadata itself
+            return decode_inline(inline)
         return load_result(self._out_text)
 
     def verify(self) -> bool:
@@ -168,6 +200,77 @@ class Entry:
             return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
         except OSError:
             return False
+
+
+class PackedEntry(Entry):
+    """An entry kept as a record of a pack (:mod:`dagnb.cache.pack`): its metadata, logs
+    and result are in memory; its folder (``path``, ``out_dir``, ``log_file``) is made
+    from them under ``.unpacked`` the first time someone asks for it."""
+
+    def __init__(
+        self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable,
+        unpack: Callable[[PackedEntry], None],
+    ) -> None:
+        super().__init__(step, key, path, meta, version)
+        self._unpack = unpack
+        self._unpacked = False
+
+    @property
+    def path(self) -> Path:
+        if not self._unpacked:
+            self._unpack(self)
+            self._unpacked = True
+        return self._path
+
+    @property
+    def out_ref(self) -> os.PathLike[str]:
+        return _Unpacked(self, "out")
+
+    @property
+    def log_file(self) -> Path:
+        return _Unpacked(self, "logs.jsonl")  # type: ignore[return-value]  # Path-like
+
+    def iter_logs(self) -> Iterator[dict[str, Any]]:
+        yield from self.meta.get("packed_logs") or ()
+
+    def result(self) -> Any:
+        inline = self.meta.get("inline")
+        return NO_RESULT if inline is None else decode_inline(inline)
+
+    def verify(self) -> bool:
+        """The record was checked against its digest when read; its result still gives
+        the output digest it was saved with."""
+        return _packed_digest(self.meta.get("inline")) == self.output_digest
+
+
+class _Unpacked(os.PathLike):  # type: ignore[type-arg]
+    """A file or folder of a packed entry, made only when used as a path."""
+
+    __slots__ = ("_entry", "_name")
+
+    def __init__(self, entry: PackedEntry, name: str) -> None:
+        self._entry, self._name = entry, name
+
+    def __fspath__(self) -> str:
+        return f"{self._entry.path}/{self._name}"
+
+    def __str__(self) -> str:
+        return f"{self._entry._path}/{self._name}"
+
+    def __repr__(self) -> str:
+        return f"<packed {self._name} of {self._entry.step}/{self._entry.key[:12]}>"
+
+    def __getattr__(self, name: str) -> Any:  # exists(), read_text(), ... on the made folder
+        return getattr(Path(self.__fspath__()), name)
+
+    def __truediv__(self, other: str) -> Path:
+        return Path(self.__fspath__()) / other
+
+
+def _packed_digest(inline: Any) -> str:
+    """The output digest of a packed entry: of its inline result (it has no files)."""
+    body = "none" if inline is None else json.dumps(inline, sort_keys=True)
+    return text_digest("packed:" + body)
 
 
 _LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -223,7 +326,14 @@ class Store:
             self.backend = get_backend(backend)(location)
         self.clock = clock
         self.default_ttl = parse_duration(default_ttl, what="default_ttl")
-        self._journal = AccessJournal(self.backend, lambda: self._new_folder(".tmp-"))
+        self._journal = AccessJournal(
+            self.backend, lambda: self._new_folder(".tmp-"), exists=self._exists
+        )
+        # small entries as records of packs: the local backend only (a remote store
+        # shares folders); see dagnb.cache.pack
+        self._packs = (index_of(f"{self.backend.root}/{PACKS}")
+                       if type(self.backend) is LocalBackend else None)
+        self._writer: PackWriter | None = None
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._session_hits: Counter[str] = Counter()
@@ -263,6 +373,7 @@ class Store:
         if entry is not None and entry.expired(now):
             self._forget(step_name, key)
             if not self.read_only:
+                self._drop_packed(step_name, key)
                 self.backend.remove(step_name, key)
             entry = None
         if touch:
@@ -286,11 +397,17 @@ class Store:
             pending[1] = now
 
     def _current(self, step_name: str, key: str, retry: bool = True) -> Entry | None:
-        """The entry as stored now: from memory while the backend's version is the same."""
+        """The entry as stored now: a packed one from the index (no system call), else
+        from memory while the backend's version is the same."""
+        packs = self._packs
+        if packs is not None:
+            record = packs.get(step_name, key)
+            if record is not None:
+                return self._packed(record)
         item = self.backend.read(step_name, key)
         if item is None:
             self._entries.pop((step_name, key), None)
-            return None
+            return self._fresh_packed(step_name, key) if packs is not None else None
         cached = self._entries.get((step_name, key))
         # On a hit, also check that out/ is still there (a user may have deleted it);
         # everything else was checked when the entry was first read.
@@ -301,6 +418,70 @@ class Store:
         ):
             return cached
         return self._load(step_name, key, item, retry)
+
+    def _fresh_packed(self, step_name: str, key: str) -> Entry | None:
+        """After a miss: what the packs gained meanwhile (another process's saves)."""
+        assert self._packs is not None
+        self._packs.refresh()
+        self._report_pack_damage()
+        record = self._packs.get(step_name, key)
+        return None if record is None else self._packed(record)
+
+    def _packed(self, record: Record) -> Entry | None:
+        """The entry of a pack record, parsed once per record."""
+        where = (record.step, record.key)
+        cached = self._entries.get(where)
+        if cached is not None and cached.version is record:
+            return cached
+        meta, problem = _parse_meta(record.body, record.step, record.key)
+        if problem is not None:
+            return self._damaged(record.step, record.key, problem, record)
+        folder = Path(f"{self._unpack_root()}/{record.step}/{record.key}-{record.stamp}")
+        entry = PackedEntry(record.step, record.key, folder, meta, record, self._unpack)
+        self._entries[where] = entry
+        return entry
+
+    def _unpack_root(self) -> str:
+        if self.read_only:  # writes nothing in the cache: a folder of this process
+            return _read_only_unpack_root()
+        return f"{self.location}/{_UNPACKED}"
+
+    def _unpack(self, entry: PackedEntry) -> None:
+        """Make the folder of a packed entry (once: it is never changed afterwards)."""
+        target = entry._path
+        if os.path.isdir(target):
+            return
+        build = Path(tempfile.mkdtemp(prefix=".tmp-", dir=make_folder(target.parent)))
+        try:
+            (build / "out").mkdir()
+            inline = entry.meta.get("inline")
+            if inline is not None:
+                save_result(build / "out", decode_inline(inline))
+            _write_logs(build / "logs.jsonl", entry.meta.get("packed_logs") or ())
+            meta = {k: v for k, v in entry.meta.items() if k != "packed_logs"}
+            (build / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            os.rename(build, target)
+        except OSError:
+            if not os.path.isdir(target):  # nobody else made it either
+                raise
+        finally:
+            shutil.rmtree(build, ignore_errors=True)
+
+    def _report_pack_damage(self) -> None:
+        assert self._packs is not None
+        for pack, problem in self._packs.take_problems():
+            warnings.warn(
+                f"cache pack {pack!r} is damaged ({problem}); its records from there on "
+                "are treated as misses",
+                DamagedEntryWarning,
+                stacklevel=4,
+            )
+
+    def _exists(self, step_name: str, key: str) -> bool:
+        """Whether ``step/key`` has an entry, packed or in a folder."""
+        if self._packs is not None and self._packs.get(step_name, key) is not None:
+            return True
+        return self.backend.exists(step_name, key)
 
     def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
         if item.meta is None:
@@ -322,7 +503,7 @@ class Store:
         self, step_name: str, key: str, problem: str, version: Hashable, retry: bool = False
     ) -> Entry | None:
         # A refresh may have swapped the entry between our reads: look again before blaming.
-        if retry:
+        if retry and not isinstance(version, Record):
             again = self.backend.read(step_name, key)
             if again is not None and again.version != version:
                 return self._current(step_name, key, False)
@@ -331,7 +512,7 @@ class Store:
         ident = f"{self.location}/{step_name}/{key}"
         if ident not in _REPORTED:
             _REPORTED.add(ident)
-            moved = f"moved to {str(where)!r}" if where else "already gone"
+            moved = f"moved to {str(where)!r}" if where else "dropped"
             if self.read_only:
                 moved = "left in place (the cache is read-only)"
             warnings.warn(
@@ -343,7 +524,10 @@ class Store:
         return None
 
     def _set_aside(self, step_name: str, key: str) -> Path | None:
-        """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished."""
+        """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished.
+        A packed one is dropped from its pack (a tombstone)."""
+        if self._drop_packed(step_name, key):
+            return None
         item = self.backend.read(step_name, key)
         if item is None:
             return None
@@ -389,7 +573,7 @@ class Store:
         step_name: str,
         key: StepKey | str,
         *,
-        out_dir: str | os.PathLike[str],
+        out_dir: str | os.PathLike[str] | None,
         logs: Iterable[Mapping[str, Any]] | os.PathLike[str] = (),
         exit_code: int = 0,
         duration_s: float = 0.0,
@@ -397,6 +581,7 @@ class Store:
         provenance: Mapping[str, Any] | None = None,
         inline: Mapping[str, Any] | None = None,
         refresh: bool = False,
+        result_file: bool = False,
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there (``refresh``:
         in a store shared with other machines too).
@@ -407,7 +592,8 @@ class Store:
             Where the entry goes; a :class:`StepKey` also stores its components.
         out_dir
             The step's output directory; it is *moved* (renamed when on the same
-            filesystem) into the entry, so it no longer exists afterwards.
+            filesystem) into the entry, so it no longer exists afterwards. None (or
+            a folder not made): the step wrote no files.
         logs
             Captured lines, already masked: dicts with time, attempt, stream, line; or
             a file of them, one JSON object a line, *moved* into the entry.
@@ -422,11 +608,30 @@ class Store:
         inline
             A few JSON fields kept in the metadata itself, as ``entry.meta["inline"]``:
             :class:`~dagnb.Memory` keeps a small result there, so that its entry has
-            no result file to create on a miss or to open on a hit.
+            no result file to create on a miss or to open on a hit. It is the entry's
+            result (:meth:`Entry.result`).
+        result_file
+            An entry that gets a folder after all (too big for a pack) gets the
+            ``inline`` result as a file of its ``out/``, for steps downstream to read.
+
+        An entry with no output files (``out_dir`` None, missing or empty) whose record
+        is under 64 KiB is appended to this store's pack instead of getting a folder.
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
+        if self._packs is not None and _no_files(out_dir):
+            entry = self._save_packed(step_name, step_key, out_dir, logs, inline, exit_code,
+                                      duration_s, ttl, provenance)
+            if entry is not None:
+                return entry
+        if self._packs is not None:
+            self._drop_packed(step_name, step_key.digest)  # the folder takes its place
+        if out_dir is None or not os.path.isdir(out_dir):
+            out_dir = self._new_folder(".tmp-out-")
         out = Path(out_dir)
+        if inline and result_file:
+            save_result(out, decode_inline(inline))
+            inline = None
         build = self._new_folder(".tmp-")
         try:
             # Everything but the outputs first: a full disk then fails here, and the
@@ -454,6 +659,55 @@ class Store:
             raise
         self._forget(step_name, step_key.digest)
         return self._saved(step_name, step_key, meta, data)
+
+    def _save_packed(
+        self,
+        step_name: str,
+        key: StepKey,
+        out_dir: str | os.PathLike[str] | None,
+        logs: Iterable[Mapping[str, Any]] | os.PathLike[str],
+        inline: Mapping[str, Any] | None,
+        exit_code: int,
+        duration_s: float,
+        ttl: float | str | None,
+        provenance: Mapping[str, Any] | None,
+    ) -> Entry | None:
+        """Append the entry as one record of this store's pack; None when it is too big
+        for one (then it gets a folder)."""
+        lines = _small_logs(logs)
+        if lines is None:
+            return None
+        ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
+        created = self.clock()
+        meta: dict[str, Any] = {
+            "format": STORE_FORMAT, "step": step_name, "key": key.digest,
+            "created": created, "expires": None if ttl_s is None else created + ttl_s,
+            "duration_s": float(duration_s), "exit_code": exit_code,
+            "components": dict(key.components), "describe": dict(key.describe),
+            "output_digest": _packed_digest(inline), "files": {}, "digests": {},
+            "size_bytes": 0, "hits": 0, "last_used": created,
+            "has_result": inline is not None, "log_lines": len(lines), "packed": True,
+        }
+        if inline is not None:
+            meta["inline"] = dict(inline)
+        if provenance:
+            meta["provenance"] = dict(provenance)
+        if lines:
+            meta["packed_logs"] = lines
+        # what reduce_size frees, counted as a folder entry's files would be
+        meta["size_bytes"] = (len(json.dumps(inline)) if inline else 0) + (
+            len(json.dumps(lines, ensure_ascii=False)) if lines else 0)
+        body = json.dumps(meta, separators=(",", ":")).encode()
+        if len(body) > RECORD_LIMIT:
+            return None
+        record = self._append(step_name, key.digest, ENTRY, body)
+        if self.backend.exists(step_name, key.digest):  # a folder entry it replaces
+            self.backend.remove(step_name, key.digest)
+        _consume(out_dir, logs)
+        self._forget(step_name, key.digest)
+        entry = self._packed(record)
+        assert entry is not None
+        return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
         """The entry just saved: its metadata is known, so it is not parsed and checked
@@ -556,17 +810,55 @@ class Store:
                 warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
                               f"written ({exc}); its entries are still used", stacklevel=2)
 
+    def close(self) -> None:
+        """Write the hits counted so far and let go of this store's pack (another
+        writer may then append there); the store still works, it takes a pack again
+        when it next saves."""
+        self.flush()
+        if self._writer is not None:
+            self._writer.close()
+
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
         self._writable(f"remove an entry of step {step_name!r}")
         key = _key_text(key)
         self._forget(step_name, key)
-        return self.backend.remove(step_name, key)
+        packed = self._drop_packed(step_name, key)
+        return self.backend.remove(step_name, key) or packed
+
+    def _drop_packed(self, step_name: str, key: str) -> bool:
+        """Append a tombstone for a packed entry of ``step/key``; whether there was one."""
+        record = None if self._packs is None else self._packs.get(step_name, key)
+        if record is None or self.read_only:
+            return False
+        self._append(step_name, key, TOMBSTONE, b"")
+        shutil.rmtree(f"{self.location}/{_UNPACKED}/{step_name}/{key}-{record.stamp}",
+                      ignore_errors=True)
+        return True
+
+    def _append(self, step_name: str, key: str, kind: int, body: bytes) -> Record:
+        """Append one record to this store's pack."""
+        assert self._packs is not None
+        if self._writer is None:
+            self._writer = PackWriter(self._packs)
+        stamp = time.time_ns()
+        record = Record(step_name, key, kind, stamp, body, "")
+        self._writer.append(encode(step_name, key, kind, body, stamp), record)
+        return record
 
     def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
         """Every readable entry (expired ones included), of one step or all."""
+        seen: set[tuple[str, str]] = set()
+        if self._packs is not None:
+            for record in self._packs.live(step):
+                entry = self._packed(record)
+                if entry is not None:
+                    seen.add((record.step, record.key))
+                    yield entry
         for step_name in [step] if step is not None else self.backend.names():
             for key in self.backend.names(step_name):
+                if (step_name, key) in seen:
+                    continue
                 entry = self._current(step_name, key)
                 if entry is not None:
                     yield entry
@@ -611,10 +903,22 @@ class Store:
         doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
         removed = sum(self.remove(e.step, e.key) for e in doomed)
         if step is None and seconds is None:
+            self._remove_packs()
             for name in self.backend.names(_DAMAGED):
                 self.backend.remove(_DAMAGED, name)
             self._remove_temporaries(_TEMP_MAX_AGE)
         return removed
+
+    def _remove_packs(self) -> None:
+        """Clearing everything: the packs go whole (writers notice and start new ones)."""
+        if self._packs is None:
+            return
+        for path in iter_pack_files(self._packs.folder):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        self._packs.reset()
+        self._entries.clear()
+        shutil.rmtree(self.location / _UNPACKED, ignore_errors=True)
 
     def _remove_temporaries(self, older_than: float) -> int:
         """Delete folders left in ``.scratch`` by a crash more than ``older_than`` s ago."""
@@ -836,12 +1140,60 @@ def _let_owner_in(folder: Path) -> None:
             os.chmod(folder, 0o700)
 
 
+@functools.lru_cache(maxsize=1)
+def _read_only_unpack_root() -> str:
+    root = tempfile.mkdtemp(prefix="dagnb-unpacked-")
+    atexit.register(shutil.rmtree, root, True)
+    return root
+
+
 def _move(source: str, target: str) -> None:
     """Move a folder: a rename on one file system (always, for a scratch folder)."""
     try:
         os.rename(source, target)
     except OSError:
         shutil.move(source, target)
+
+
+def _no_files(out_dir: str | os.PathLike[str] | None) -> bool:
+    """Whether a step wrote no output files (no folder, or an empty one)."""
+    if out_dir is None:
+        return True
+    try:
+        return not os.listdir(out_dir)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+
+
+def _small_logs(
+    logs: Iterable[Mapping[str, Any]] | os.PathLike[str],
+) -> list[dict[str, Any]] | None:
+    """The captured lines, if they are few enough for a pack record; else None."""
+    if not isinstance(logs, os.PathLike):
+        if isinstance(logs, (list, tuple)):
+            lines = [dict(record) for record in logs]
+            return lines if len(lines) < 1000 else None
+        return None  # a stream of lines: written as it comes, into a folder
+    try:
+        if os.stat(logs).st_size > RECORD_LIMIT // 2:
+            return None
+        with open(logs, encoding="utf-8", errors="replace") as handle:
+            return [r for r in map(_log_record, handle) if r]
+    except FileNotFoundError:
+        return []
+    except OSError:
+        return None
+
+
+def _consume(out_dir: str | os.PathLike[str] | None, logs: Any) -> None:
+    """A packed entry took what was handed to it: its empty out folder and log file go,
+    as :meth:`Store.save` moves them into a folder entry."""
+    if isinstance(logs, os.PathLike):
+        with contextlib.suppress(OSError):
+            os.unlink(logs)
+    if out_dir is not None:
+        with contextlib.suppress(OSError):
+            os.rmdir(out_dir)
 
 
 def _write_meta(path: Path, data: bytes) -> None:

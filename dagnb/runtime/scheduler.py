@@ -283,7 +283,7 @@ class Scheduler:
         started = time.monotonic()
         files: list[LogFile] = []
         outcome = await self._attempts(step, files)
-        out_dir = self._out_dir(step.name)
+        out_dir = Path(self._out_text(step.name))  # made only if the step wrote files
         last = files[-1]  # the attempt that succeeded: its lines are the entry's
         if last.error is not None:  # an entry without all its lines would replay them so
             warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
@@ -305,8 +305,10 @@ class Scheduler:
         self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
         with contextlib.suppress(OSError):  # left empty by the save: one inode less
             os.rmdir(out_dir.parent)
-        self.run.record(step.name, entry.out_dir, outcome.result)
-        return _Outcome(entry.out_dir, outcome.result, outcome.handle, entry.output_digest)
+        # a packed entry's folder is made only if a downstream step or the user asks
+        done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest)
+        self.run.record(step.name, done, outcome.result)
+        return done
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
@@ -329,7 +331,7 @@ class Scheduler:
             exit_code=entry.meta.get("exit_code", 0),
         )
         self._settled.add(name)
-        done = _Outcome(f"{entry.path}/out", result, None, entry.output_digest)
+        done = _Outcome(entry.out_ref, result, None, entry.output_digest)
         self.run.record_lazy(name, done, result.get)
         return done
 
