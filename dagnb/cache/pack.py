@@ -55,7 +55,7 @@ _HEAD = struct.Struct("<4sIQ")  # magic, length of the rest, xxh3_64 of the rest
 _FIXED = struct.Struct("<QBHH")  # stamp (ns), kind, step length, key length
 ENTRY, TOMBSTONE = 1, 0
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
-FOLDER = ".packs"
+PACKS = ".packs"  # the folder of the packs, in the cache folder
 SUFFIX = ".pack"
 
 
@@ -299,7 +299,9 @@ class PackWriter:
 
     def _hold(self, name: str, create: bool = False) -> int | None:
         """The pack opened for appending with its ``flock`` taken, or None if held."""
-        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0) | (os.O_CREAT | os.O_EXCL if create else 0)
+        flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
+        if create:
+            flags |= os.O_CREAT | os.O_EXCL
         try:
             descriptor = os.open(f"{self.index.folder}/{name}", flags, 0o666)
         except FileNotFoundError:

@@ -62,9 +62,10 @@ from dagnb.cache.backend import (
     make_folder,
 )
 from dagnb.cache.journal import AccessJournal, Totals
+from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
     ENTRY,
-    FOLDER as PACKS,
+    PACKS,
     RECORD_LIMIT,
     TOMBSTONE,
     PackWriter,
@@ -73,7 +74,6 @@ from dagnb.cache.pack import (
     index_of,
     iter_pack_files,
 )
-from dagnb.cache.keys import StepKey
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, new_hasher, path_digest, text_digest

@@ -1,0 +1,244 @@
+"""Small entries as records of packs (dagnb.cache.pack): what they save a first run, that
+every part of the cache sees them as entries, and that a torn or changed record is a
+miss, never an error and never a wrong result."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+import warnings
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Step
+from dagnb.cache import DamagedEntryWarning, Store
+from dagnb.cache.explain import explain
+from dagnb.cache.keys import StepKey
+from dagnb.cache.pack import decode
+from dagnb.model.results import NO_RESULT
+from dagnb.testing import isolated
+
+
+def _save(store: Store, step: str, key: str, value: object, **kwargs: object):
+    return store.save(step, key, out_dir=None, inline={"json": value}, **kwargs)
+
+
+def _packs(location: Path) -> list[Path]:
+    return sorted((location / ".packs").glob("*.pack"))
+
+
+def test_a_small_entry_is_a_pack_record_with_no_folder(tmp_path):
+    store = Store(tmp_path / "c")
+    entry = _save(store, "s", "k1", {"a": 1}, logs=[{"time": 1.0, "attempt": 1,
+                                                     "stream": "stdout", "line": "hi"}])
+    assert [p.name for p in (tmp_path / "c").iterdir()] == [".packs"]
+    assert entry.result() == {"a": 1} and [r["line"] for r in entry.logs()] == ["hi"]
+    assert store.lookup("s", "k1") is entry  # from the index: no folder, no file read
+    with isolated():  # another process reads the pack
+        again = Store(tmp_path / "c").lookup("s", "k1")
+        assert again.result() == {"a": 1} and again.logs() == entry.logs()
+        assert again.output_digest == entry.output_digest and again.verify()
+
+
+def test_a_packed_entrys_folder_is_made_when_first_asked_for(tmp_path):
+    store = Store(tmp_path / "c")
+    entry = _save(store, "s", "k1", [1, 2], logs=[{"stream": "stdout", "line": "x"}])
+    assert not (tmp_path / "c" / ".unpacked").exists()
+    assert json.loads((entry.out_dir / "result.json").read_text()) == [1, 2]
+    assert Path(entry.log_file).read_text().count("\n") == 1
+    assert entry.path.parent == tmp_path / "c" / ".unpacked" / "s"
+    assert json.loads((entry.path / "meta.json").read_text())["key"] == "k1"
+
+
+def test_packed_entries_are_listed_counted_cleared_and_explained_like_folders(tmp_path):
+    store = Store(tmp_path / "c")
+    key = StepKey("k" * 32, {"code": "1", "arg:x": "2"}, {"code": "f", "arg:x": "2"})
+    _save(store, "s", key, 1)
+    _save(store, "s", "other", 2)
+    _save(store, "t", "k3", 3)
+    assert store.lookup("s", key) is not None
+    store.flush()
+    frame = store.entries()
+    assert sorted(frame["step"]) == ["s", "s", "t"] and frame["hits"].sum() == 1
+    assert store.stats().loc["s", "entries"] == 2
+    assert store.newest("s").key == "other"
+    changed = StepKey("j" * 32, {"code": "1", "arg:x": "3"}, {"code": "f", "arg:x": "3"})
+    assert "x" in " ".join(explain(store, "s", changed))
+    assert store.clear("s") == 2
+    assert store.lookup("s", key) is None and store.lookup("t", "k3").result() == 3
+    with isolated():  # the tombstones are seen by another process too
+        other = Store(tmp_path / "c")
+        assert other.lookup("s", key) is None and other.lookup("t", "k3").result() == 3
+    assert store.clear() == 1 and _packs(tmp_path / "c") == []
+    _save(store, "t", "k4", 4)  # the writer notices its pack went and starts another
+    with isolated():
+        assert Store(tmp_path / "c").lookup("t", "k4").result() == 4
+
+
+def test_reduce_size_and_expiry_remove_packed_entries(tmp_path, clock):
+    store = Store(tmp_path / "c", clock=clock)
+    for i in range(4):
+        _save(store, "s", f"k{i}", "x" * 500)
+        clock.advance(1)
+    store.lookup("s", "k0")  # the most recently used with k3
+    assert store.reduce_size(items_limit=2) == 2
+    assert sorted(e.key for e in store.iter_entries()) == ["k0", "k3"]
+    _save(store, "s", "short", 1, ttl=5)
+    clock.advance(10)
+    assert store.lookup("s", "short") is None
+    with isolated():
+        assert Store(tmp_path / "c", clock=clock).peek("s", "short") is None
+
+
+def test_the_newest_record_of_a_key_wins_across_stores(tmp_path):
+    first, second = Store(tmp_path / "c"), Store(tmp_path / "c")
+    _save(first, "s", "k", 1)
+    assert second.remove("s", "k") and first.lookup("s", "k") is None  # shared index
+    _save(second, "s", "k", 2)
+    assert len(_packs(tmp_path / "c")) == 2  # one pack per writing store
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k").result() == 2
+
+
+def test_a_closed_stores_pack_is_adopted_so_packs_do_not_pile_up(tmp_path):
+    for i in range(3):
+        with isolated():
+            store = Store(tmp_path / "c")
+            _save(store, "s", f"k{i}", i)
+            store.close()
+    assert len(_packs(tmp_path / "c")) == 1
+    with isolated():
+        assert [Store(tmp_path / "c").lookup("s", f"k{i}").result() for i in range(3)] == [
+            0, 1, 2]
+
+
+def test_a_big_entry_keeps_its_folder_and_replaces_a_packed_one(tmp_path):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k", 1)
+    big = _save(store, "s", "k", "x" * 100_000)  # over a record's limit
+    assert (tmp_path / "c" / "s" / "k" / "meta.json").is_file()
+    with isolated():
+        entry = Store(tmp_path / "c").lookup("s", "k")
+        assert entry.result() == "x" * 100_000 and entry.path == big.path
+
+
+def _filled(location: Path) -> tuple[Path, list[int]]:
+    """A pack of three records, and its size after each."""
+    store = Store(location)
+    sizes = []
+    for i in range(3):
+        _save(store, "s", f"k{i}", {"value": i})
+        sizes.append(_packs(location)[0].stat().st_size)
+    store.close()
+    return _packs(location)[0], sizes
+
+
+def _served(location: Path) -> list[object]:
+    """What a new process finds under k0, k1, k2 (None for a miss)."""
+    with isolated(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DamagedEntryWarning)
+        store = Store(location, read_only=True)
+        found = [store.lookup("s", f"k{i}") for i in range(3)]
+        return [None if e is None else e.result() for e in found]
+
+
+def test_a_pack_torn_anywhere_in_its_last_record_serves_only_the_records_before(tmp_path):
+    pack, sizes = _filled(tmp_path / "c")
+    whole = pack.read_bytes()
+    good = [{"value": 0}, {"value": 1}]
+    for cut in range(sizes[1], sizes[2]):  # what a power loss can leave
+        pack.write_bytes(whole[:cut])
+        assert _served(tmp_path / "c") == [*good, None], cut
+
+
+def test_a_changed_byte_in_a_record_is_a_miss_never_a_wrong_result(tmp_path):
+    pack, sizes = _filled(tmp_path / "c")
+    whole = pack.read_bytes()
+    for offset in range(sizes[1], sizes[2]):
+        damaged = bytearray(whole)
+        damaged[offset] ^= 0x41
+        pack.write_bytes(bytes(damaged))
+        assert _served(tmp_path / "c") == [{"value": 0}, {"value": 1}, None], offset
+    middle = bytearray(whole)
+    middle[sizes[0] + 40] ^= 0x41  # in the body of the middle record: only it is lost
+    pack.write_bytes(bytes(middle))
+    assert _served(tmp_path / "c") == [{"value": 0}, None, {"value": 2}]
+
+
+def test_a_torn_pack_is_reported_once_as_damage(tmp_path):
+    pack, sizes = _filled(tmp_path / "c")
+    pack.write_bytes(pack.read_bytes()[: sizes[2] - 3])
+    with isolated():
+        store = Store(tmp_path / "c")
+        with pytest.warns(DamagedEntryWarning, match="torn"):
+            assert store.lookup("s", "k2") is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert store.lookup("s", "k2") is None
+        _save(store, "s", "k2", {"value": 2})  # the writer cuts the torn tail off
+    records, _, problems, torn = decode(pack.read_bytes(), pack.name)
+    assert [r.key for r in records] == ["k0", "k1", "k2"] and not problems and not torn
+
+
+_WRITER = textwrap.dedent("""
+    import sys, time
+    from dagnb.cache import Store
+    location, me, other = sys.argv[1:]
+    store = Store(location)
+    for i in range(20):
+        store.save(me, f"k{i}", out_dir=None, inline={"json": [me, i]})
+    deadline = time.monotonic() + 60
+    while any(store.lookup(other, f"k{i}") is None for i in range(20)):
+        assert time.monotonic() < deadline, "the other process's entries never came"
+        time.sleep(0.01)
+    assert [store.lookup(other, f"k{i}").result() for i in range(20)] == [
+        [other, i] for i in range(20)]
+    print("ok")
+""")
+
+
+def test_two_processes_write_their_own_packs_and_read_each_others(tmp_path):
+    location = str(tmp_path / "c")
+    processes = [
+        subprocess.Popen([sys.executable, "-c", _WRITER, location, me, other],
+                         stdout=subprocess.PIPE, text=True)
+        for me, other in (("a", "b"), ("b", "a"))
+    ]
+    assert [p.communicate(timeout=120)[0].strip() for p in processes] == ["ok", "ok"]
+    assert len(_packs(tmp_path / "c")) == 2  # both wrote at once: a pack each
+    store = Store(location)
+    assert len(list(store.iter_entries())) == 40
+
+
+def test_a_first_run_of_python_steps_makes_no_entry_folder(workdir):
+    graph = Graph("p", [Step("a", func=lambda: {"n": 1}),
+                        Step("b", func=lambda a: print(a["n"] + 1), needs=["a"])])
+    cache = workdir / "c"
+    first = graph.run(executor="local", cache_directory=cache).raise_for_status()
+    assert first.result("a") == {"n": 1}
+    assert sorted(p.name for p in cache.iterdir() if p.name in ("a", "b", ".scratch")) == []
+    again = graph.run(executor="local", cache_directory=cache).raise_for_status()
+    assert set(again.states().values()) == {"cached"}
+    assert again.result("a") == {"n": 1} and again.result("b") is None
+    assert again.logs("b")["line"].tolist() == ["2"]
+    assert json.loads((again.outputs("a") / "result.json").read_text()) == {"n": 1}
+
+
+def test_a_shell_step_reads_a_packed_upstream_result_from_its_folder(workdir):
+    graph = Graph("p", [Step("a", func=lambda: {"n": 1}),
+                        Step("use", run='cat "$DAGNB_IN/a/result.json"', needs=["a"])])
+    cache = workdir / "c"
+    graph.run(executor="local", cache_directory=cache).raise_for_status()
+    again = graph.run(executor="local", cache_directory=cache, refresh=["use"])
+    assert again.raise_for_status().states() == {"a": "cached", "use": "succeeded"}
+    assert json.loads(again.logs("use")["line"].iloc[0]) == {"n": 1}
+
+
+def test_a_step_without_result_or_lines_is_packed_too(tmp_path):
+    store = Store(tmp_path / "c")
+    entry = store.save("s", "k", out_dir=tmp_path / "never-made")
+    assert entry.result() is NO_RESULT and entry.logs() == [] and not entry.meta["has_result"]
+    assert entry.verify()
