@@ -580,8 +580,8 @@ class _CachedCall(_Calls):
 
     def load(self, entry: Entry) -> Any:
         """The entry's result; memory-mapped arrays under ``mmap_mode``."""
-        inline = entry.meta.get("inline")
-        if inline is not None:  # a small result, kept in meta.json itself
+        inline = entry.inline
+        if inline is not None:  # a small result, kept in the entry's metadata itself
             return decode_inline(inline)
         files = entry.meta.get("files")  # the entry's manifest spares a stat per hit
         if isinstance(files, dict) and f"out/{_MMAP_FILE}" not in files:

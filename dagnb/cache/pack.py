@@ -5,9 +5,14 @@ step, and a fresh process an ``open`` and a parse per hit. An entry with no outp
 and a small record (:data:`RECORD_LIMIT`: metadata, logs and an inline result) is instead
 one record appended with one ``write()`` to ``<cache>/.packs/<name>.pack``::
 
-    magic "DGPK" | length u32 | xxh3_64 of the rest u64 |
-    stamp u64 (ns) | kind u8 (1 entry, 0 tombstone) | step length u16 | key length u16 |
-    step | key | body (JSON: {"meta": ..., "logs": [...]}; empty for a tombstone)
+    magic "DGPK" | length u32 of the rest | xxh3_64 of the rest u64 |
+    rest: stamp u64 (ns) | kind u8 (1 entry, 0 tombstone) | step length u16 |
+          key length u16 | step | key | body |
+    the record's whole length u32 | "KPGD"
+
+The body of an entry is its metadata as two JSON lines: the head (what a hit reads:
+times, exit code, output digest, the inline result) and the rest (components,
+descriptions, captured lines), parsed only when asked for. A tombstone has none.
 
 One writer appends to a pack at a time: it holds the pack's ``flock`` while it writes
 there, and a store that needs a pack adopts one nobody holds (cut back to its last whole
@@ -16,11 +21,14 @@ at the same time. Readers take no lock.
 
 :class:`PackIndex` (one per cache folder and process) reads every pack once, then only
 what packs grew by: ``(step, key)`` -> the newest record (by stamp) of that key; a
-tombstone hides what came before it. A record is used only if its magic, its length
-and its digest hold: a torn or changed record is never served. Reading a pack stops at
-its first record that does not hold (a power loss tears the last records: those are
-misses; a record changed in the middle ends what is read of that pack and is reported
-once). Nothing is fsync'ed.
+tombstone hides what came before it.
+
+Durability: nothing is fsync'ed. A record is used only if its magic, its length, its
+end and its digest hold, so a torn or changed record is never served: it is a miss. A
+power loss can cost the last records written (they are then misses, and run again); a
+record whose digest does not hold is skipped and reading goes on after it; one whose
+framing is lost ends what is read of that pack. Damage is reported once, as a
+:class:`~dagnb.cache.store.DamagedEntryWarning`.
 """
 
 from __future__ import annotations
@@ -53,7 +61,12 @@ __all__ = [
 MAGIC = b"DGPK"
 _HEAD = struct.Struct("<4sIQ")  # magic, length of the rest, xxh3_64 of the rest
 _FIXED = struct.Struct("<QBHH")  # stamp (ns), kind, step length, key length
+_NAMES = struct.Struct("<HH")  # the step and key lengths, searched for with the names
+_NAMES_AT = _HEAD.size + 9  # where they are in a record (after the stamp and kind)
+_TAIL = struct.Struct("<I4s")  # the record's whole length, and "KPGD": read backwards
+END = b"KPGD"
 ENTRY, TOMBSTONE = 1, 0
+INDEX_AFTER = 64  # searches (in bytes of packs) worth one indexing of every record
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 SUFFIX = ".pack"
@@ -79,7 +92,8 @@ def encode(step: str, key: str, kind: int, body: bytes, stamp: int | None = None
     rest = b"".join([
         _FIXED.pack(stamp, kind, len(step_bytes), len(key_bytes)), step_bytes, key_bytes, body,
     ])
-    return _HEAD.pack(MAGIC, len(rest), xxhash.xxh3_64_intdigest(rest)) + rest
+    head = _HEAD.pack(MAGIC, len(rest), xxhash.xxh3_64_intdigest(rest))
+    return b"".join([head, rest, _TAIL.pack(_HEAD.size + len(rest) + _TAIL.size, END)])
 
 
 def decode(data: bytes, pack: str) -> tuple[list[Record], int, list[str], bool]:
@@ -99,8 +113,12 @@ def decode(data: bytes, pack: str) -> tuple[list[Record], int, list[str], bool]:
         if magic != MAGIC or length < fixed:
             problems.append(f"no record starts at byte {offset}")
             return records, offset, problems, False
-        if start + length > end:
+        after = start + length + _TAIL.size
+        if after > end:
             return records, offset, problems, True
+        if _TAIL.unpack_from(data, start + length) != (after - offset, END):
+            problems.append(f"the record at byte {offset} has no end")
+            return records, offset, problems, False
         rest = data[start:start + length]
         record = None
         if xxhash.xxh3_64_intdigest(rest) == digest:
@@ -109,7 +127,7 @@ def decode(data: bytes, pack: str) -> tuple[list[Record], int, list[str], bool]:
             problems.append(f"the record at byte {offset} does not match its digest")
         else:
             records.append(record)
-        offset = start + length
+        offset = after
     return records, offset, problems, False
 
 
@@ -131,6 +149,12 @@ class PackIndex:
     Shared by the stores of that folder in this process (:func:`index_of`), so that a
     removal through one is seen by the others at once. A removal by another process is
     seen at this process's next miss (a hit reads nothing).
+
+    A fresh process asks for a few keys before it asks for many: the packs are first
+    read whole and *searched* for each key asked for (``bytes.rfind`` of its step and
+    key, then the record there checked), and only indexed record by record once the
+    searches have cost about as much as indexing would (:data:`INDEX_AFTER`), or when
+    every entry is listed, or a pack grows.
     """
 
     def __init__(self, folder: str) -> None:
@@ -141,13 +165,35 @@ class PackIndex:
         self.problems: list[tuple[str, str]] = []  # (pack, why), each reported once
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not yet indexed
+        self._searched = 0  # bytes searched since they were read
 
     def get(self, step: str, key: str) -> Record | None:
         """The live record of ``step/key`` (a dictionary lookup once loaded), or None."""
         if not self.loaded:
             self.refresh()
         record = self.records.get((step, key))
+        if self._blobs:
+            record = self._search(step, key, record)
         return record if record is not None and record.kind == ENTRY else None
+
+    def _search(self, step: str, key: str, known: Record | None) -> Record | None:
+        """The newest record of ``step/key`` in the packs not indexed yet, or ``known``."""
+        with self._lock:
+            step_bytes, key_bytes = step.encode(), key.encode()
+            needle = _NAMES.pack(len(step_bytes), len(key_bytes)) + step_bytes + key_bytes
+            best = known
+            for name, blob in self._blobs.items():
+                found = _last_record(blob, needle, name)
+                if found is not None and (best is None or found.stamp >= best.stamp):
+                    best = found
+            if best is not None and best is not known:
+                self.add(best)
+            total = sum(len(blob) for blob in self._blobs.values())
+            self._searched += total
+            if self._searched > INDEX_AFTER * total:
+                self._index_blobs()
+            return best
 
     def refresh(self) -> None:
         """Read what the packs gained since the last read; start over if one vanished."""
@@ -167,6 +213,8 @@ class PackIndex:
         with self._lock:
             self.records.clear()
             self.sizes.clear()
+            self._blobs.clear()
+            self._searched = 0
             self.loaded = False
 
     def _read(self, name: str) -> None:
@@ -175,26 +223,53 @@ class PackIndex:
         try:
             if os.stat(path).st_size <= done:  # most packs did not grow: one stat
                 return
+            if name in self._blobs:  # it grew: index what was read, then read on
+                self._index_blobs()
+                done = self.sizes.get(name, 0)
             with open(path, "rb") as handle:
                 handle.seek(done)
                 data = handle.read()
         except OSError:  # removed meanwhile, or unreadable: nothing from it
             return
+        if done == 0 and not self.records and data:  # searched by key until indexed
+            self._blobs[name] = data
+            self.sizes[name] = len(data)
+            if not _ends_whole(data) and not _held(path):
+                self._problem(name, "its last record is torn")
+            return
+        self._take(name, path, done, data)
+
+    def _take(self, name: str, path: str, done: int, data: bytes) -> None:
+        """Index the records of ``data``, read from byte ``done`` of pack ``name``."""
         records, used, problems, torn = decode(data, name)
         self.sizes[name] = done + used
         for record in records:
             self.add(record)
         if torn and not _held(path):  # nobody is writing there: torn for good
-            problems.append(f"its last record, at byte {done + used}, is torn")
+            problems.append("its last record is torn")
         for problem in problems:
-            if (name, problem) not in self._seen_problems:
-                self._seen_problems.add((name, problem))
-                self.problems.append((name, problem))
+            self._problem(name, problem)
+
+    def _problem(self, name: str, problem: str) -> None:
+        if (name, problem) not in self._seen_problems:
+            self._seen_problems.add((name, problem))
+            self.problems.append((name, problem))
+
+    def _index_blobs(self) -> None:
+        """Index the packs that were only searched so far, record by record."""
+        blobs, self._blobs = self._blobs, {}
+        for name, blob in blobs.items():
+            self._take(name, f"{self.folder}/{name}", 0, blob)
 
     def settle(self, name: str) -> int:
         """Read pack ``name`` to its end (its writer holds it now); the bytes of its
         whole records."""
         with self._lock:
+            blob = self._blobs.get(name)
+            path = f"{self.folder}/{name}"
+            if blob is not None and os.stat(path).st_size == len(blob) and _ends_whole(blob):
+                return len(blob)  # whole: no need to index it now
+            self._index_blobs()
             self._read(name)
             return self.sizes.get(name, 0)
 
@@ -209,7 +284,7 @@ class PackIndex:
         """A writer of this process appended ``data`` at ``before`` in pack ``name``:
         take it in without reading it back (unless something else came first)."""
         with self._lock:
-            if self.sizes.get(name, 0) == before:
+            if self.sizes.get(name, 0) == before and name not in self._blobs:
                 self.sizes[name] = before + len(data)
                 self.add(record)
             else:
@@ -217,7 +292,9 @@ class PackIndex:
 
     def live(self, step: str | None = None) -> list[Record]:
         """Every live record (of one step), after reading what the packs gained."""
-        self.refresh()
+        with self._lock:
+            self.refresh()
+            self._index_blobs()
         return [
             r for r in list(self.records.values())
             if r.kind == ENTRY and (step is None or r.step == step)
@@ -228,6 +305,40 @@ class PackIndex:
         with self._lock:
             found, self.problems = self.problems, []
         return found
+
+
+def _ends_whole(blob: bytes) -> bool:
+    """Whether ``blob`` ends with a whole record (read backwards from its end)."""
+    if len(blob) < _HEAD.size + _FIXED.size + _TAIL.size:
+        return not blob
+    size, end = _TAIL.unpack_from(blob, len(blob) - _TAIL.size)
+    start = len(blob) - size
+    if end != END or start < 0 or blob[start:start + 4] != MAGIC:
+        return False
+    _, length, digest = _HEAD.unpack_from(blob, start)
+    rest = blob[start + _HEAD.size:len(blob) - _TAIL.size]
+    return len(rest) == length and xxhash.xxh3_64_intdigest(rest) == digest
+
+
+def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
+    """The last whole record of ``blob`` whose step and key are ``needle``'s, or None."""
+    end = len(blob)
+    while (at := blob.rfind(needle, 0, end)) >= 0:
+        start = at - _NAMES_AT
+        if start >= 0 and blob[start:start + 4] == MAGIC:
+            _, length, digest = _HEAD.unpack_from(blob, start)
+            after = start + _HEAD.size + length + _TAIL.size
+            rest = blob[start + _HEAD.size:after - _TAIL.size]
+            if (
+                after <= len(blob)
+                and _TAIL.unpack_from(blob, after - _TAIL.size) == (after - start, END)
+                and xxhash.xxh3_64_intdigest(rest) == digest
+            ):
+                record = _record(rest, pack)
+                if record is not None:
+                    return record
+        end = at + len(needle) - 1
+    return None
 
 
 def _held(path: str) -> bool:

@@ -90,6 +90,14 @@ __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "Sessi
 
 STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
 _REQUIRED = ("step", "key", "format", "created", "expires", "output_digest", "components")
+_HEAD_REQUIRED = _REQUIRED[:-1]  # a packed entry's head; its components are in the rest
+# What a hit reads of a packed entry: parsed at once; the rest (components, describe,
+# files, logs) only when someone reads ``entry.meta``.
+_HEAD_FIELDS = frozenset({
+    "format", "step", "key", "created", "expires", "duration_s", "exit_code",
+    "output_digest", "size_bytes", "hits", "last_used", "has_result", "log_lines",
+    "packed", "inline", "provenance",
+})
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 _DAMAGED = ".damaged"
@@ -144,6 +152,11 @@ class Entry:
     def log_file(self) -> Path:
         """The file of the captured lines (absent when the step printed nothing)."""
         return self.path / "logs.jsonl"
+
+    @property
+    def inline(self) -> Mapping[str, Any] | None:
+        """The result kept in the metadata itself (``meta["inline"]``), or None."""
+        return self.meta.get("inline")
 
     @functools.cached_property
     def _out_text(self) -> str:
@@ -208,12 +221,34 @@ class PackedEntry(Entry):
     from them under ``.unpacked`` the first time someone asks for it."""
 
     def __init__(
-        self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable,
-        unpack: Callable[[PackedEntry], None],
+        self, step: str, key: str, path: Path, head: dict[str, Any], rest: bytes,
+        version: Hashable, unpack: Callable[[PackedEntry], None],
     ) -> None:
-        super().__init__(step, key, path, meta, version)
+        self.step, self.key, self._path, self.version = step, key, path, version
+        self._head, self._rest = head, rest
         self._unpack = unpack
         self._unpacked = False
+
+    @functools.cached_property
+    def meta(self) -> Mapping[str, Any]:  # type: ignore[override]
+        """The metadata: the head at once, the rest of the record parsed on first use."""
+        return _PackedMeta(self._head, self._rest)
+
+    @property
+    def inline(self) -> Mapping[str, Any] | None:
+        return self._head.get("inline")
+
+    @property
+    def output_digest(self) -> str:
+        return self._head["output_digest"]
+
+    @property
+    def created(self) -> float:
+        return self._head["created"]
+
+    @property
+    def expires(self) -> float | None:
+        return self._head["expires"]
 
     @property
     def path(self) -> Path:
@@ -231,16 +266,52 @@ class PackedEntry(Entry):
         return _Unpacked(self, "logs.jsonl")  # type: ignore[return-value]  # Path-like
 
     def iter_logs(self) -> Iterator[dict[str, Any]]:
+        if self._head.get("log_lines") == 0:
+            return
         yield from self.meta.get("packed_logs") or ()
 
     def result(self) -> Any:
-        inline = self.meta.get("inline")
+        inline = self._head.get("inline")
         return NO_RESULT if inline is None else decode_inline(inline)
 
     def verify(self) -> bool:
         """The record was checked against its digest when read; its result still gives
         the output digest it was saved with."""
-        return _packed_digest(self.meta.get("inline")) == self.output_digest
+        return _packed_digest(self._head.get("inline")) == self.output_digest
+
+
+class _PackedMeta(Mapping[str, Any]):
+    """A packed entry's metadata: what a hit reads (exit code, provenance, inline result,
+    times) from the head parsed with the entry; components, descriptions and logs from
+    the rest of the record, parsed only if someone asks for them."""
+
+    __slots__ = ("_head", "_rest", "_whole")
+
+    def __init__(self, head: dict[str, Any], rest: bytes) -> None:
+        self._head, self._rest = head, rest
+        self._whole: dict[str, Any] | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._head:
+            return self._head[name]
+        if name in _HEAD_FIELDS:
+            raise KeyError(name)  # a head field the entry has not: no need for the rest
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def _all(self) -> dict[str, Any]:
+        if self._whole is None:
+            try:
+                rest = json.loads(self._rest) if self._rest else {}
+            except ValueError:  # the record's digest held: a record of another format
+                rest = {}
+            self._whole = {**(rest if isinstance(rest, dict) else {}), **self._head}
+        return self._whole
 
 
 class _Unpacked(os.PathLike):  # type: ignore[type-arg]
@@ -265,6 +336,14 @@ class _Unpacked(os.PathLike):  # type: ignore[type-arg]
 
     def __truediv__(self, other: str) -> Path:
         return Path(self.__fspath__()) / other
+
+
+def _packed_body(meta: Mapping[str, Any]) -> bytes:
+    """A packed entry's record body: its head (what a hit reads), a newline, the rest."""
+    head = {k: v for k, v in meta.items() if k in _HEAD_FIELDS}
+    rest = {k: v for k, v in meta.items() if k not in _HEAD_FIELDS}
+    return b"\n".join([json.dumps(head, separators=(",", ":")).encode(),
+                       json.dumps(rest, separators=(",", ":")).encode()])
 
 
 def _packed_digest(inline: Any) -> str:
@@ -433,11 +512,12 @@ class Store:
         cached = self._entries.get(where)
         if cached is not None and cached.version is record:
             return cached
-        meta, problem = _parse_meta(record.body, record.step, record.key)
+        head_bytes, _, rest = record.body.partition(b"\n")
+        head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
         folder = Path(f"{self._unpack_root()}/{record.step}/{record.key}-{record.stamp}")
-        entry = PackedEntry(record.step, record.key, folder, meta, record, self._unpack)
+        entry = PackedEntry(record.step, record.key, folder, head, rest, record, self._unpack)
         self._entries[where] = entry
         return entry
 
@@ -697,7 +777,7 @@ class Store:
         # what reduce_size frees, counted as a folder entry's files would be
         meta["size_bytes"] = (len(json.dumps(inline)) if inline else 0) + (
             len(json.dumps(lines, ensure_ascii=False)) if lines else 0)
-        body = json.dumps(meta, separators=(",", ":")).encode()
+        body = _packed_body(meta)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
@@ -1016,12 +1096,14 @@ def _release_if_acquired(done: asyncio.Future[Any], lock: Lock) -> None:
         lock.release()
 
 
-def _parse_meta(raw: bytes, step_name: str, key: str) -> tuple[dict[str, Any], str | None]:
+def _parse_meta(
+    raw: bytes, step_name: str, key: str, required: tuple[str, ...] = _REQUIRED
+) -> tuple[dict[str, Any], str | None]:
     try:
         meta = json.loads(raw)
     except ValueError:
         return {}, "meta.json is not valid JSON"
-    if not isinstance(meta, dict) or any(field not in meta for field in _REQUIRED):
+    if not isinstance(meta, dict) or any(field not in meta for field in required):
         return {}, "meta.json lacks required fields"
     if meta["format"] != STORE_FORMAT:
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
