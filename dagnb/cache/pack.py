@@ -61,12 +61,15 @@ __all__ = [
 MAGIC = b"DGPK"
 _HEAD = struct.Struct("<4sIQ")  # magic, length of the rest, xxh3_64 of the rest
 _FIXED = struct.Struct("<QBHH")  # stamp (ns), kind, step length, key length
+_FRAME = struct.Struct("<4sIQQBHH")  # _HEAD and _FIXED together: what a walk reads
 _NAMES = struct.Struct("<HH")  # the step and key lengths, searched for with the names
 _NAMES_AT = _HEAD.size + 9  # where they are in a record (after the stamp and kind)
+WALK_AFTER = 2  # a fresh process searches packs for keys until it searched them this
+#                 many times over, then walks them (a walk costs about that much)
 _TAIL = struct.Struct("<I4s")  # the record's whole length, and "KPGD": read backwards
 END = b"KPGD"
 ENTRY, TOMBSTONE = 1, 0
-INDEX_AFTER = 64  # searches (in bytes of packs) worth one indexing of every record
+_DAMAGED = 255  # the kind the index gives a record found damaged: a miss
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 SUFFIX = ".pack"
@@ -143,6 +146,10 @@ def _record(rest: bytes, pack: str) -> Record | None:
     return Record(step, key, kind, stamp, rest[names:], pack)
 
 
+_Slot = tuple[bytes, int, int, int, str]  # a record found, not checked yet: data, offset,
+#                                           stamp, kind, pack
+
+
 class PackIndex:
     """The newest record of every key in the packs of one cache folder.
 
@@ -150,50 +157,78 @@ class PackIndex:
     removal through one is seen by the others at once. A removal by another process is
     seen at this process's next miss (a hit reads nothing).
 
-    A fresh process asks for a few keys before it asks for many: the packs are first
-    read whole and *searched* for each key asked for (``bytes.rfind`` of its step and
-    key, then the record there checked), and only indexed record by record once the
-    searches have cost about as much as indexing would (:data:`INDEX_AFTER`), or when
-    every entry is listed, or a pack grows.
+    Reading a pack only walks its records' headers (about half a microsecond each); a
+    record's end and digest are checked, and its body cut out, the first time it is
+    asked for. A fresh process asks for a few keys before it asks for many: until
+    searching (``bytes.rfind`` of a key's names) has cost about what a walk costs
+    (:data:`WALK_AFTER`), the packs it read are searched for each key asked for.
     """
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
-        self.records: dict[tuple[str, str], Record] = {}
+        self.records: dict[tuple[str, str], Record | _Slot] = {}
         self.sizes: dict[str, int] = {}  # pack name -> bytes read (whole records)
         self.loaded = False
         self.problems: list[tuple[str, str]] = []  # (pack, why), each reported once
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
-        self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not yet indexed
+        self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._searched = 0  # bytes searched since they were read
 
     def get(self, step: str, key: str) -> Record | None:
         """The live record of ``step/key`` (a dictionary lookup once loaded), or None."""
         if not self.loaded:
             self.refresh()
-        record = self.records.get((step, key))
+        found = self.records.get((step, key))
         if self._blobs:
-            record = self._search(step, key, record)
-        return record if record is not None and record.kind == ENTRY else None
+            found = self._search(step, key, found)
+        if found is None:
+            return None
+        if type(found) is tuple:
+            found = self._check((step, key), found)
+            if found is None:
+                return None
+        return found if found.kind == ENTRY else None  # type: ignore[union-attr]
 
-    def _search(self, step: str, key: str, known: Record | None) -> Record | None:
-        """The newest record of ``step/key`` in the packs not indexed yet, or ``known``."""
+    def _check(self, where: tuple[str, str], slot: _Slot) -> Record | None:
+        """The record of a slot, once its end and digest hold; None (a problem reported,
+        the key a miss) when they do not."""
+        data, offset, stamp, _, pack = slot
+        record = _whole_record(data, offset, pack)
+        with self._lock:
+            if self.records.get(where) is not slot:  # replaced meanwhile: ask again
+                return self.get(*where)
+            if record is None:
+                self._problem(pack, f"a record of {where[0]}/{where[1][:12]} is damaged")
+                self.records[where] = Record(where[0], where[1], _DAMAGED, stamp, b"", pack)
+                return None
+            self.records[where] = record
+        return record
+
+    def _search(self, step: str, key: str, known: Record | _Slot | None) -> Record | _Slot | None:
+        """The newest record of ``step/key``, ``known`` or one found by searching the packs
+        not walked yet; they are walked once the searches cost about as much."""
         with self._lock:
             step_bytes, key_bytes = step.encode(), key.encode()
             needle = _NAMES.pack(len(step_bytes), len(key_bytes)) + step_bytes + key_bytes
             best = known
             for name, blob in self._blobs.items():
                 found = _last_record(blob, needle, name)
-                if found is not None and (best is None or found.stamp >= best.stamp):
+                if found is not None and (best is None or _stamp_of(best) <= found.stamp):
                     best = found
             if best is not None and best is not known:
-                self.add(best)
+                self.add(best)  # type: ignore[arg-type]
             total = sum(len(blob) for blob in self._blobs.values())
             self._searched += total
-            if self._searched > INDEX_AFTER * total:
-                self._index_blobs()
+            if self._searched > WALK_AFTER * total:
+                self._walk_blobs()
             return best
+
+    def _walk_blobs(self) -> None:
+        """Walk the packs that were only searched so far."""
+        blobs, self._blobs = self._blobs, {}
+        for name, blob in blobs.items():
+            self._take(name, 0, blob)
 
     def refresh(self) -> None:
         """Read what the packs gained since the last read; start over if one vanished."""
@@ -223,53 +258,66 @@ class PackIndex:
         try:
             if os.stat(path).st_size <= done:  # most packs did not grow: one stat
                 return
-            if name in self._blobs:  # it grew: index what was read, then read on
-                self._index_blobs()
+            if name in self._blobs:  # it grew: walk what was read, then read on
+                self._walk_blobs()
                 done = self.sizes.get(name, 0)
             with open(path, "rb") as handle:
                 handle.seek(done)
                 data = handle.read()
         except OSError:  # removed meanwhile, or unreadable: nothing from it
             return
-        if done == 0 and not self.records and data:  # searched by key until indexed
+        if done == 0 and not self.records:  # a fresh process: searched for a few keys
             self._blobs[name] = data
             self.sizes[name] = len(data)
             if not _ends_whole(data) and not _held(path):
                 self._problem(name, "its last record is torn")
             return
-        self._take(name, path, done, data)
+        self._take(name, done, data)
 
-    def _take(self, name: str, path: str, done: int, data: bytes) -> None:
-        """Index the records of ``data``, read from byte ``done`` of pack ``name``."""
-        records, used, problems, torn = decode(data, name)
+    def _take(self, name: str, done: int, data: bytes) -> None:
+        """Walk ``data``, read from byte ``done`` of pack ``name``."""
+        path = f"{self.folder}/{name}"
+        used, problem = self._scan(data, name)
         self.sizes[name] = done + used
-        for record in records:
-            self.add(record)
-        if torn and not _held(path):  # nobody is writing there: torn for good
-            problems.append("its last record is torn")
-        for problem in problems:
+        if problem is None and used < len(data) and not _held(path):
+            problem = "its last record is torn"  # nobody is writing there: for good
+        if problem is not None:
             self._problem(name, problem)
+
+    def _scan(self, data: bytes, pack: str) -> tuple[int, str | None]:
+        """Take in the records of ``data`` by their headers; the bytes they take, and
+        why the walk stopped early (None: at the end, or at a record still written)."""
+        unpack, records = _FRAME.unpack_from, self.records
+        offset, end, frame = 0, len(data), _FRAME.size
+        while offset + frame <= end:
+            magic, length, _, stamp, kind, step_length, key_length = unpack(data, offset)
+            after = offset + _HEAD.size + length + _TAIL.size
+            if magic != MAGIC:
+                return offset, f"no record starts at byte {offset}"
+            if after > end:
+                break
+            names = offset + frame
+            middle = names + step_length
+            try:
+                where = (data[names:middle].decode(), data[middle:middle + key_length].decode())
+            except UnicodeDecodeError:
+                where = ("", "")  # a damaged record: a miss whatever was asked
+            known = records.get(where)
+            if known is None or _stamp_of(known) <= stamp:
+                records[where] = (data, offset, stamp, kind, pack)
+            offset = after
+        return offset, None
 
     def _problem(self, name: str, problem: str) -> None:
         if (name, problem) not in self._seen_problems:
             self._seen_problems.add((name, problem))
             self.problems.append((name, problem))
 
-    def _index_blobs(self) -> None:
-        """Index the packs that were only searched so far, record by record."""
-        blobs, self._blobs = self._blobs, {}
-        for name, blob in blobs.items():
-            self._take(name, f"{self.folder}/{name}", 0, blob)
-
     def settle(self, name: str) -> int:
         """Read pack ``name`` to its end (its writer holds it now); the bytes of its
         whole records."""
         with self._lock:
-            blob = self._blobs.get(name)
-            path = f"{self.folder}/{name}"
-            if blob is not None and os.stat(path).st_size == len(blob) and _ends_whole(blob):
-                return len(blob)  # whole: no need to index it now
-            self._index_blobs()
+            self._walk_blobs()
             self._read(name)
             return self.sizes.get(name, 0)
 
@@ -277,14 +325,14 @@ class PackIndex:
         """Keep ``record`` if it is the newest of its key."""
         where = (record.step, record.key)
         known = self.records.get(where)
-        if known is None or record.stamp >= known.stamp:
+        if known is None or _stamp_of(known) <= record.stamp:
             self.records[where] = record
 
     def grew(self, name: str, before: int, data: bytes, record: Record) -> None:
         """A writer of this process appended ``data`` at ``before`` in pack ``name``:
         take it in without reading it back (unless something else came first)."""
         with self._lock:
-            if self.sizes.get(name, 0) == before and name not in self._blobs:
+            if self.sizes.get(name, 0) == before:
                 self.sizes[name] = before + len(data)
                 self.add(record)
             else:
@@ -294,11 +342,14 @@ class PackIndex:
         """Every live record (of one step), after reading what the packs gained."""
         with self._lock:
             self.refresh()
-            self._index_blobs()
-        return [
-            r for r in list(self.records.values())
-            if r.kind == ENTRY and (step is None or r.step == step)
-        ]
+            self._walk_blobs()
+        found = []
+        for where in list(self.records):
+            if step is None or where[0] == step:
+                record = self.get(*where)
+                if record is not None:
+                    found.append(record)
+        return found
 
     def take_problems(self) -> list[tuple[str, str]]:
         """The damage found since the last call (each reported once)."""
@@ -307,17 +358,17 @@ class PackIndex:
         return found
 
 
+def _stamp_of(known: Record | _Slot) -> int:
+    return known[2] if type(known) is tuple else known.stamp  # type: ignore[union-attr,index]
+
+
 def _ends_whole(blob: bytes) -> bool:
     """Whether ``blob`` ends with a whole record (read backwards from its end)."""
-    if len(blob) < _HEAD.size + _FIXED.size + _TAIL.size:
+    if len(blob) < _FRAME.size + _TAIL.size:
         return not blob
     size, end = _TAIL.unpack_from(blob, len(blob) - _TAIL.size)
     start = len(blob) - size
-    if end != END or start < 0 or blob[start:start + 4] != MAGIC:
-        return False
-    _, length, digest = _HEAD.unpack_from(blob, start)
-    rest = blob[start + _HEAD.size:len(blob) - _TAIL.size]
-    return len(rest) == length and xxhash.xxh3_64_intdigest(rest) == digest
+    return end == END and start >= 0 and _whole_record(blob, start, "") is not None
 
 
 def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
@@ -326,19 +377,25 @@ def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
     while (at := blob.rfind(needle, 0, end)) >= 0:
         start = at - _NAMES_AT
         if start >= 0 and blob[start:start + 4] == MAGIC:
-            _, length, digest = _HEAD.unpack_from(blob, start)
-            after = start + _HEAD.size + length + _TAIL.size
-            rest = blob[start + _HEAD.size:after - _TAIL.size]
-            if (
-                after <= len(blob)
-                and _TAIL.unpack_from(blob, after - _TAIL.size) == (after - start, END)
-                and xxhash.xxh3_64_intdigest(rest) == digest
-            ):
-                record = _record(rest, pack)
-                if record is not None:
-                    return record
+            record = _whole_record(blob, start, pack)
+            if record is not None:
+                return record
         end = at + len(needle) - 1
     return None
+
+
+def _whole_record(data: bytes, offset: int, pack: str) -> Record | None:
+    """The record at ``offset`` of ``data`` if its end and digest hold, else None."""
+    _, length, digest = _HEAD.unpack_from(data, offset)
+    after = offset + _HEAD.size + length + _TAIL.size
+    if after > len(data) or _TAIL.unpack_from(data, after - _TAIL.size) != (
+        after - offset, END
+    ):
+        return None
+    rest = data[offset + _HEAD.size:after - _TAIL.size]
+    if xxhash.xxh3_64_intdigest(rest) != digest:
+        return None
+    return _record(rest, pack)
 
 
 def _held(path: str) -> bool:
