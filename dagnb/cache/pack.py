@@ -172,6 +172,8 @@ class PackIndex:
         self.problems: list[tuple[str, str]] = []  # (pack, why), each reported once
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        self.refreshed = 0.0  # time.monotonic() of the last refresh
+        self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._searched = 0  # bytes searched since they were read
 
@@ -228,7 +230,10 @@ class PackIndex:
         """Walk the packs that were only searched so far."""
         blobs, self._blobs = self._blobs, {}
         for name, blob in blobs.items():
+            known = self.sizes.get(name, 0)
             self._take(name, 0, blob)
+            if known > len(blob) and self.sizes[name] == len(blob):  # a writer here added
+                self.sizes[name] = known
 
     def refresh(self) -> None:
         """Read what the packs gained since the last read; start over if one vanished."""
@@ -240,8 +245,10 @@ class PackIndex:
             if any(name not in names for name in self.sizes):
                 self.reset()
             for name in names:
-                self._read(name)
+                if name not in self.own or name not in self.sizes:  # (own: known already)
+                    self._read(name)
             self.loaded = True
+            self.refreshed = time.monotonic()
 
     def reset(self) -> None:
         """Forget everything read (the packs were removed or rewritten)."""
@@ -337,6 +344,7 @@ class PackIndex:
                 self.add(record)
             else:
                 self.refresh()
+                self._read(name)
 
     def live(self, step: str | None = None) -> list[Record]:
         """Every live record (of one step), after reading what the packs gained."""
@@ -457,12 +465,15 @@ class PackWriter:
                 # what the last holder wrote is read first; a torn tail is cut off, as
                 # it would hide every record after it
                 os.ftruncate(descriptor, self.index.settle(name))
-                self._descriptor, self._name = descriptor, name
-                return descriptor
+                return self._held_now(descriptor, name)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         descriptor = self._hold(name, create=True)
         assert descriptor is not None  # a new file: nobody else holds it
+        return self._held_now(descriptor, name)
+
+    def _held_now(self, descriptor: int, name: str) -> int:
         self._descriptor, self._name = descriptor, name
+        self.index.own.add(name)
         return descriptor
 
     def _hold(self, name: str, create: bool = False) -> int | None:
@@ -484,6 +495,7 @@ class PackWriter:
     def close(self) -> None:
         """Let go of the pack (another writer may adopt it)."""
         if self._descriptor is not None:
+            self.index.own.discard(self._name)
             with contextlib.suppress(OSError):
                 os.close(self._descriptor)
             self._descriptor = None

@@ -192,7 +192,8 @@ class StepCache:
         try:
             # a step that wrote no files and returned a small result: the result goes
             # into the entry's record (a pack record: no folder, no file of its own)
-            inline = _inline(result) if not out_dir.is_dir() else None
+            wrote_files = out_dir.is_dir()
+            inline = _inline(result) if not wrote_files else None
             if inline is None:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if result is not NO_RESULT and not _saved(step, out_dir, result):
@@ -200,7 +201,7 @@ class StepCache:
             return self._store_of(step).save(
                 step.name,
                 key,
-                out_dir=out_dir,
+                out_dir=out_dir if wrote_files or inline is None else None,
                 logs=logs,
                 exit_code=exit_code,
                 duration_s=duration_s,

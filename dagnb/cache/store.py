@@ -101,6 +101,7 @@ _HEAD_FIELDS = frozenset({
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 _DAMAGED = ".damaged"
+_RECENT_S = 0.05  # a lookup's miss reads the packs again only if read longer ago
 _UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
@@ -221,10 +222,11 @@ class PackedEntry(Entry):
     from them under ``.unpacked`` the first time someone asks for it."""
 
     def __init__(
-        self, step: str, key: str, path: Path, head: dict[str, Any], rest: bytes,
+        self, step: str, key: str, path: str, head: dict[str, Any], rest: bytes,
         version: Hashable, unpack: Callable[[PackedEntry], None],
     ) -> None:
-        self.step, self.key, self._path, self.version = step, key, path, version
+        self.step, self.key, self.version = step, key, version
+        self._folder = path  # text: a Path is made only if the folder is asked for
         self._head, self._rest = head, rest
         self._unpack = unpack
         self._unpacked = False
@@ -249,6 +251,10 @@ class PackedEntry(Entry):
     @property
     def expires(self) -> float | None:
         return self._head["expires"]
+
+    @functools.cached_property
+    def _path(self) -> Path:  # type: ignore[override]
+        return Path(self._folder)
 
     @property
     def path(self) -> Path:
@@ -277,7 +283,9 @@ class PackedEntry(Entry):
     def verify(self) -> bool:
         """The record was checked against its digest when read; its result still gives
         the output digest it was saved with."""
-        return _packed_digest(self._head.get("inline")) == self.output_digest
+        inline = self._head.get("inline")
+        text = None if inline is None else _SORTED(inline)
+        return _packed_digest(text) == self.output_digest
 
 
 class _PackedMeta(Mapping[str, Any]):
@@ -326,7 +334,7 @@ class _Unpacked(os.PathLike):  # type: ignore[type-arg]
         return f"{self._entry.path}/{self._name}"
 
     def __str__(self) -> str:
-        return f"{self._entry._path}/{self._name}"
+        return f"{self._entry._folder}/{self._name}"
 
     def __repr__(self) -> str:
         return f"<packed {self._name} of {self._entry.step}/{self._entry.key[:12]}>"
@@ -338,18 +346,19 @@ class _Unpacked(os.PathLike):  # type: ignore[type-arg]
         return Path(self.__fspath__()) / other
 
 
-def _packed_body(meta: Mapping[str, Any]) -> bytes:
-    """A packed entry's record body: its head (what a hit reads), a newline, the rest."""
-    head = {k: v for k, v in meta.items() if k in _HEAD_FIELDS}
-    rest = {k: v for k, v in meta.items() if k not in _HEAD_FIELDS}
-    return b"\n".join([json.dumps(head, separators=(",", ":")).encode(),
-                       json.dumps(rest, separators=(",", ":")).encode()])
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+_SORTED = json.JSONEncoder(sort_keys=True).encode  # made once: json.dumps with options
+#                                                   makes an encoder per call
 
 
-def _packed_digest(inline: Any) -> str:
-    """The output digest of a packed entry: of its inline result (it has no files)."""
-    body = "none" if inline is None else json.dumps(inline, sort_keys=True)
-    return text_digest("packed:" + body)
+def _json_bytes(value: Any) -> bytes:
+    return _COMPACT(value).encode()
+
+
+def _packed_digest(inline_text: str | None) -> str:
+    """The output digest of a packed entry: of its inline result (it has no files), as
+    JSON with sorted keys."""
+    return text_digest("packed:" + ("none" if inline_text is None else inline_text))
 
 
 _LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -413,6 +422,7 @@ class Store:
         self._packs = (index_of(f"{self.backend.root}/{PACKS}")
                        if type(self.backend) is LocalBackend else None)
         self._writer: PackWriter | None = None
+        self._absent: tuple[str, str] | None = None  # the last key found with no folder
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._session_hits: Counter[str] = Counter()
@@ -447,7 +457,8 @@ class Store:
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         """
         key = _key_text(key)
-        entry = self._current(step_name, key)
+        # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
+        entry = self._current(step_name, key, recent=True)
         now = self.clock()
         if entry is not None and entry.expired(now):
             self._forget(step_name, key)
@@ -475,7 +486,9 @@ class Store:
             pending[0] += 1
             pending[1] = now
 
-    def _current(self, step_name: str, key: str, retry: bool = True) -> Entry | None:
+    def _current(
+        self, step_name: str, key: str, retry: bool = True, recent: bool = False
+    ) -> Entry | None:
         """The entry as stored now: a packed one from the index (no system call), else
         from memory while the backend's version is the same."""
         packs = self._packs
@@ -486,7 +499,8 @@ class Store:
         item = self.backend.read(step_name, key)
         if item is None:
             self._entries.pop((step_name, key), None)
-            return self._fresh_packed(step_name, key) if packs is not None else None
+            self._absent = (step_name, key)  # no folder: a save next need not look again
+            return self._fresh_packed(step_name, key, recent) if packs is not None else None
         cached = self._entries.get((step_name, key))
         # On a hit, also check that out/ is still there (a user may have deleted it);
         # everything else was checked when the entry was first read.
@@ -498,10 +512,12 @@ class Store:
             return cached
         return self._load(step_name, key, item, retry)
 
-    def _fresh_packed(self, step_name: str, key: str) -> Entry | None:
-        """After a miss: what the packs gained meanwhile (another process's saves)."""
+    def _fresh_packed(self, step_name: str, key: str, recent: bool = False) -> Entry | None:
+        """After a miss: what the packs gained meanwhile (another process's saves);
+        ``recent``: unless they were read in the last few milliseconds."""
         assert self._packs is not None
-        self._packs.refresh()
+        if not recent or time.monotonic() - self._packs.refreshed > _RECENT_S:
+            self._packs.refresh()
         self._report_pack_damage()
         record = self._packs.get(step_name, key)
         return None if record is None else self._packed(record)
@@ -516,7 +532,7 @@ class Store:
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
-        folder = Path(f"{self._unpack_root()}/{record.step}/{record.key}-{record.stamp}")
+        folder = f"{self._unpack_root()}/{record.step}/{record.key}-{record.stamp}"
         entry = PackedEntry(record.step, record.key, folder, head, rest, record, self._unpack)
         self._entries[where] = entry
         return entry
@@ -759,34 +775,40 @@ class Store:
             return None
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        meta: dict[str, Any] = {
+        inline_text = None if inline is None else _SORTED(inline)
+        head: dict[str, Any] = {
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
             "created": created, "expires": None if ttl_s is None else created + ttl_s,
             "duration_s": float(duration_s), "exit_code": exit_code,
-            "components": dict(key.components), "describe": dict(key.describe),
-            "output_digest": _packed_digest(inline), "files": {}, "digests": {},
-            "size_bytes": 0, "hits": 0, "last_used": created,
-            "has_result": inline is not None, "log_lines": len(lines), "packed": True,
+            "output_digest": _packed_digest(inline_text),
+            # what reduce_size frees, counted as a folder entry's files would be
+            "size_bytes": (len(inline_text) if inline_text else 0) + (
+                len(_COMPACT(lines)) if lines else 0),
+            "hits": 0, "last_used": created, "has_result": inline is not None,
+            "log_lines": len(lines), "packed": True,
         }
         if inline is not None:
-            meta["inline"] = dict(inline)
+            head["inline"] = dict(inline)
         if provenance:
-            meta["provenance"] = dict(provenance)
+            head["provenance"] = dict(provenance)
+        rest_fields = {"components": key.components, "describe": key.describe,
+                       "files": {}, "digests": {}}
         if lines:
-            meta["packed_logs"] = lines
-        # what reduce_size frees, counted as a folder entry's files would be
-        meta["size_bytes"] = (len(json.dumps(inline)) if inline else 0) + (
-            len(json.dumps(lines, ensure_ascii=False)) if lines else 0)
-        body = _packed_body(meta)
+            rest_fields["packed_logs"] = lines
+        rest = _json_bytes(rest_fields)
+        body = b"%s\n%s" % (_json_bytes(head), rest)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
-        if self.backend.exists(step_name, key.digest):  # a folder entry it replaces
+        if self._absent != (step_name, key.digest) and self.backend.exists(
+            step_name, key.digest
+        ):  # a folder entry it replaces
             self.backend.remove(step_name, key.digest)
         _consume(out_dir, logs)
         self._forget(step_name, key.digest)
-        entry = self._packed(record)
-        assert entry is not None
+        folder = f"{self._unpack_root()}/{step_name}/{key.digest}-{record.stamp}"
+        entry = PackedEntry(step_name, key.digest, folder, head, rest, record, self._unpack)
+        self._entries[(step_name, key.digest)] = entry
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:

@@ -65,6 +65,18 @@ def _json_exact(value: Any) -> bool:
     return False
 
 
+def _has_float(value: Any) -> bool:
+    """Whether a value that JSON gives back exactly holds a float somewhere."""
+    kind = type(value)
+    if kind is float:
+        return True
+    if kind is list:
+        return any(_has_float(item) for item in value)
+    if kind is dict:
+        return any(_has_float(item) for item in value.values())
+    return False
+
+
 def save_result(out_dir: Path, value: Any) -> Path:
     """Write ``value`` into ``out_dir`` as ``result.json`` or ``result.pkl``.
 
@@ -140,7 +152,8 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
         return None  # too big for sure: not worth encoding to find out
     if _json_exact(value):
         text = json.dumps(value, allow_nan=False)
-        if len(text) <= limit and json.loads(text) == value:
+        # only a float's text may not give it back: no need to read the others back
+        if len(text) <= limit and (not _has_float(value) or json.loads(text) == value):
             return {"json": value}
     sink = _Bounded(limit * 3 // 4)  # base64 takes 4 characters per 3 bytes
     try:
