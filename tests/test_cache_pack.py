@@ -249,3 +249,16 @@ def test_a_step_without_result_or_lines_is_packed_too(tmp_path):
     entry = store.save("s", "k", out_dir=tmp_path / "never-made")
     assert entry.result() is NO_RESULT and entry.logs() == [] and not entry.meta["has_result"]
     assert entry.verify()
+
+
+def test_compacting_the_journal_keeps_the_hits_of_packed_entries(tmp_path, monkeypatch):
+    from dagnb.cache import journal
+
+    monkeypatch.setattr(journal, "COMPACT_AT", 1)
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k", 1)
+    for _ in range(3):
+        store.lookup("s", "k")
+        store.flush()  # the second and third flush compact the journal
+    assert len(store.backend.names(".access")) == 1
+    assert store.usage(store.peek("s", "k"))[0] == 3

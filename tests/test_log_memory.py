@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dagnb import Graph, Step
+from dagnb.cache import Store
 from dagnb.runtime import events
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import isolated
@@ -57,8 +58,10 @@ def test_a_silent_step_leaves_no_log_file_and_no_empty_run_folder(workdir: Path)
     graph = Graph("quiet")
     graph.step(_quiet, name="q")
     run = graph.run(executor="local")
-    (key,) = [p for p in (workdir / ".dagnb_cache" / "q").iterdir()]
-    assert sorted(p.name for p in key.iterdir()) == ["meta.json", "out"]
+    assert not (workdir / ".dagnb_cache" / "q").exists()  # a record of a pack: no folder
+    entry = Store(workdir / ".dagnb_cache").newest("q")
+    assert entry.meta["log_lines"] == 0 and entry.logs() == []
+    assert sorted(p.name for p in entry.path.iterdir()) == ["meta.json", "out"]  # made
     assert not (workdir / ".dagnb_cache" / ".runs" / run.id / "q").exists()
 
 
@@ -68,7 +71,7 @@ def test_each_attempt_writes_its_own_lines_and_the_entry_keeps_the_last(workdir:
                 run=f'echo try; if [ ! -e {marker} ]; then touch {marker}; exit 1; fi')
     run = Graph("r", [step]).run(executor="local")
     assert run.states() == {"flaky": "succeeded"}
-    entry_logs = next((workdir / ".dagnb_cache" / "flaky").iterdir()) / "logs.jsonl"
+    entry_logs = Path(Store(workdir / ".dagnb_cache").newest("flaky").log_file)
     assert [json.loads(line)["attempt"] for line in entry_logs.read_text().splitlines()] == [2]
 
 

@@ -28,9 +28,12 @@ components, so :func:`dagnb.cache.explain` can name the argument that changed). 
 go into the same store layout as steps, under ``<module>.<qualname>`` (step names never
 contain a dot, so the two never collide).
 
-A repeat hit is a dictionary lookup and one ``stat``: the loaded result is kept in
-memory while the entry's ``meta.json`` is unchanged, so it is the *same object* each
-time: do not mutate a cached result in place.
+A small result (up to 2 KiB) is kept in the entry's record of a pack
+(:mod:`dagnb.cache.pack`): a miss appends one record, and a hit on a call stored by
+another process is a dictionary lookup once this process has read the packs. A repeat
+hit returns the loaded result kept in memory while the entry is the same (for an entry
+with a folder, one ``stat`` of its ``meta.json`` says so), so it is the *same object*
+each time: do not mutate a cached result in place.
 """
 
 from __future__ import annotations

@@ -10,8 +10,18 @@ power loss may tear a file of a finished entry, and the first lookup in a proces
 finds a size or a small file's digest that differs from the recorded one and treats the
 entry as damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every
 file.
-:meth:`Store.lookup` is the hot path of a cached re-run: one backend read (one ``stat``
-on the local backend) and dictionary hits while the entry is unchanged. A damaged entry
+A *small* entry (no output files, a record under 64 KiB with its metadata, lines and
+an inline result) is not a folder on the local backend: it is one record appended to
+this store's pack (:mod:`dagnb.cache.pack`), no ``mkdir``, no ``rename``, one
+``write()``. Records are not fsync'ed either: a power loss can cost the last records
+written (misses: those steps run again) and cannot serve a torn or changed record (each
+has its length, an end mark and a digest, checked before it is used). Its folder
+(:attr:`Entry.path`, ``out_dir``, ``log_file``) is made under ``.unpacked`` when first
+asked for. Removing one appends a tombstone; clearing everything deletes the packs.
+:meth:`Store.lookup` is the hot path of a cached re-run: a dictionary lookup for a packed
+entry (the packs are read once per process, then what they gained, on a miss), and for
+a folder one backend read (one ``stat`` on the local backend) and dictionary hits while
+the entry is unchanged. A damaged entry
 is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
 Hits are counted in memory and written to the journal of uses
 (:mod:`dagnb.cache.journal`) by :meth:`Store.flush` (also at exit), so a hit never
