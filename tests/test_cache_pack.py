@@ -262,3 +262,38 @@ def test_compacting_the_journal_keeps_the_hits_of_packed_entries(tmp_path, monke
         store.flush()  # the second and third flush compact the journal
     assert len(store.backend.names(".access")) == 1
     assert store.usage(store.peek("s", "k"))[0] == 3
+
+
+def test_packs_mostly_removed_records_are_rewritten_by_clear_and_reduce_size(tmp_path):
+    store = Store(tmp_path / "c")
+    for i in range(300):
+        _save(store, "s", f"k{i}", "x" * 1000)
+    _save(store, "t", "kept", 1)
+    (before,) = _packs(tmp_path / "c")
+    assert store.clear("s", older_than=None) == 300
+    (after,) = _packs(tmp_path / "c")
+    assert after != before and after.stat().st_size < 2000  # one record, no tombstones
+    assert store.lookup("t", "kept").result() == 1 and store.lookup("s", "k1") is None
+    with isolated():
+        other = Store(tmp_path / "c")
+        assert other.lookup("t", "kept").result() == 1 and other.lookup("s", "k1") is None
+    _save(store, "t", "new", 2)  # saving goes on after the rewrite
+    with isolated():
+        assert Store(tmp_path / "c").lookup("t", "new").result() == 2
+
+
+def test_a_pack_another_process_writes_to_is_not_rewritten(tmp_path):
+    import fcntl
+
+    store = Store(tmp_path / "c")
+    for i in range(300):
+        _save(store, "s", f"k{i}", "x" * 1000)
+    store.close()
+    (pack,) = _packs(tmp_path / "c")
+    with open(pack, "rb") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # as a writer in another process
+        assert store.clear("s") == 300
+    assert pack in _packs(tmp_path / "c")  # kept: the tombstones went to another pack
+    assert len(_packs(tmp_path / "c")) == 2
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1") is None

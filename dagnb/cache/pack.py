@@ -53,6 +53,7 @@ __all__ = [
     "PackIndex",
     "PackWriter",
     "Record",
+    "compact",
     "decode",
     "encode",
     "index_of",
@@ -70,6 +71,7 @@ _TAIL = struct.Struct("<I4s")  # the record's whole length, and "KPGD": read bac
 END = b"KPGD"
 ENTRY, TOMBSTONE = 1, 0
 _DAMAGED = 255  # the kind the index gives a record found damaged: a miss
+COMPACT_FROM = 256 * 1024  # packs smaller than this in all are not worth rewriting
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 SUFFIX = ".pack"
@@ -404,6 +406,72 @@ def _whole_record(data: bytes, offset: int, pack: str) -> Record | None:
     if xxhash.xxh3_64_intdigest(rest) != digest:
         return None
     return _record(rest, pack)
+
+
+def compact(index: PackIndex) -> bool:
+    """Rewrite the packs of ``index``'s folder as one pack of their live records, when
+    removed and replaced records take most of their bytes; whether it did.
+
+    Only packs that no writer holds can be rewritten, so it is all or nothing: with
+    another process writing there, nothing is done (a later clear compacts). Records
+    keep their stamps, so a reader that meets the old and the new pack at once keeps
+    the same newest record of each key.
+    """
+    with index._lock:
+        index.refresh()
+        if sum(index.sizes.values()) < COMPACT_FROM:
+            return False
+        held = _hold_all(index.folder, list(index.sizes))
+        if held is None:
+            return False
+        try:
+            for name in held:  # what was written there before they were held
+                index._read(name)
+            index._walk_blobs()
+            total = sum(index.sizes.get(name, 0) for name in held)
+            live = [r for r in (index.get(*where) for where in list(index.records))
+                    if r is not None and r.pack in held]
+            if sum(len(r.body) + 64 for r in live) * 2 > total:
+                return False
+            _write_pack(index.folder, live)
+            for name in held:
+                os.unlink(f"{index.folder}/{name}")
+        finally:
+            for descriptor in held.values():
+                os.close(descriptor)
+        index.reset()
+    return True
+
+
+def _hold_all(folder: str, names: list[str]) -> dict[str, int] | None:
+    """The ``flock`` of every pack named, or None (and none held) if one is taken."""
+    held: dict[str, int] = {}
+    for name in names:
+        try:
+            descriptor = os.open(f"{folder}/{name}", os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            descriptor = -1
+        if descriptor >= 0:
+            try:
+                fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(descriptor)
+                descriptor = -1
+        if descriptor < 0:
+            for other in held.values():
+                os.close(other)
+            return None
+        held[name] = descriptor
+    return held
+
+
+def _write_pack(folder: str, records: list[Record]) -> None:
+    """A new pack of ``records`` (stamps kept), put in place whole with a rename."""
+    name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
+    data = b"".join(encode(r.step, r.key, r.kind, r.body, r.stamp) for r in records)
+    with open(f"{folder}/{name}.tmp", "wb") as handle:
+        handle.write(data)
+    os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{SUFFIX}")
 
 
 def _held(path: str) -> bool:

@@ -80,6 +80,7 @@ from dagnb.cache.pack import (
     TOMBSTONE,
     PackWriter,
     Record,
+    compact,
     encode,
     index_of,
     iter_pack_files,
@@ -1013,13 +1014,27 @@ class Store:
         seconds = parse_duration(older_than, what="older_than")
         deadline = None if seconds is None else self.clock() - seconds
         doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
-        removed = sum(self.remove(e.step, e.key) for e in doomed)
-        if step is None and seconds is None:
+        if step is None and seconds is None:  # the packs go whole: no tombstone each
+            removed = sum(isinstance(e, PackedEntry) for e in doomed)
             self._remove_packs()
+            removed += sum(self.remove(e.step, e.key) for e in doomed
+                           if not isinstance(e, PackedEntry))
             for name in self.backend.names(_DAMAGED):
                 self.backend.remove(_DAMAGED, name)
             self._remove_temporaries(_TEMP_MAX_AGE)
+        else:
+            removed = sum(self.remove(e.step, e.key) for e in doomed)
+            self._compact()
         return removed
+
+    def _compact(self) -> None:
+        """After removals: rewrite the packs if removed records take most of them."""
+        if self._packs is None:
+            return
+        if self._writer is not None:
+            self._writer.close()  # its pack too; it takes a pack again when it saves
+        if compact(self._packs):
+            self._entries.clear()
 
     def _remove_packs(self) -> None:
         """Clearing everything: the packs go whole (writers notice and start new ones)."""
@@ -1072,7 +1087,9 @@ class Store:
             _age_seconds(age_limit),
             self.clock(),
         )
-        return sum(self.remove(e.step, e.key) for e in doomed)
+        removed = sum(self.remove(e.step, e.key) for e in doomed)
+        self._compact()
+        return removed
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
         items, totals = [], self._journal.totals()
