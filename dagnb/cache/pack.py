@@ -395,12 +395,15 @@ def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
 
 
 def _whole_record(data: bytes, offset: int, pack: str) -> Record | None:
-    """The record at ``offset`` of ``data`` if its end and digest hold, else None."""
-    _, length, digest = _HEAD.unpack_from(data, offset)
+    """The record at ``offset`` of ``data`` if its framing, end and digest hold, else
+    None (whatever bytes are there)."""
+    if offset < 0 or offset + _FRAME.size > len(data):
+        return None
+    magic, length, digest = _HEAD.unpack_from(data, offset)
     after = offset + _HEAD.size + length + _TAIL.size
-    if after > len(data) or _TAIL.unpack_from(data, after - _TAIL.size) != (
-        after - offset, END
-    ):
+    if magic != MAGIC or length < _FIXED.size or after > len(data):
+        return None
+    if _TAIL.unpack_from(data, after - _TAIL.size) != (after - offset, END):
         return None
     rest = data[offset + _HEAD.size:after - _TAIL.size]
     if xxhash.xxh3_64_intdigest(rest) != digest:
