@@ -188,9 +188,12 @@ def test_a_torn_pack_is_reported_once_as_damage(tmp_path):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             assert store.lookup("s", "k2") is None
-        _save(store, "s", "k2", {"value": 2})  # the writer cuts the torn tail off
-    records, _, problems, torn = decode(pack.read_bytes(), pack.name)
-    assert [r.key for r in records] == ["k0", "k1", "k2"] and not problems and not torn
+        _save(store, "s", "k2", {"value": 2})  # in a new pack: the torn one is left
+    records, _, _, torn = decode(pack.read_bytes(), pack.name)
+    assert [r.key for r in records] == ["k0", "k1"] and torn
+    (new,) = set(_packs(tmp_path / "c")) - {pack}
+    assert [r.key for r in decode(new.read_bytes(), new.name)[0]] == ["k2"]
+    assert _served(tmp_path / "c") == [{"value": 0}, {"value": 1}, {"value": 2}]
 
 
 _WRITER = textwrap.dedent("""

@@ -15,9 +15,10 @@ times, exit code, output digest, the inline result) and the rest (components,
 descriptions, captured lines), parsed only when asked for. A tombstone has none.
 
 One writer appends to a pack at a time: it holds the pack's ``flock`` while it writes
-there, and a store that needs a pack adopts one nobody holds (cut back to its last whole
+there, and a store that needs a pack adopts one nobody holds (if it ends with a whole
 record) or starts a new one, so there are about as many packs as processes that wrote
-at the same time. Readers take no lock.
+at the same time. Readers take no lock and map packs into memory: a pack is only ever
+appended to, unlinked or replaced by a rename, never cut short.
 
 :class:`PackIndex` (one per cache folder and process) reads every pack once, then only
 what packs grew by: ``(step, key)`` -> the newest record (by stamp) of that key; a
@@ -35,6 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import mmap
 import os
 import struct
 import threading
@@ -270,10 +272,8 @@ class PackIndex:
             if name in self._blobs:  # it grew: walk what was read, then read on
                 self._walk_blobs()
                 done = self.sizes.get(name, 0)
-            with open(path, "rb") as handle:
-                handle.seek(done)
-                data = handle.read()
-        except OSError:  # removed meanwhile, or unreadable: nothing from it
+            data = _mapped(path) if done == 0 else _tail(path, done)
+        except (OSError, ValueError):  # removed meanwhile, or unreadable: nothing from it
             return
         if done == 0 and not self.records:  # a fresh process: searched for a few keys
             self._blobs[name] = data
@@ -477,6 +477,21 @@ def _write_pack(folder: str, records: list[Record]) -> None:
     os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{SUFFIX}")
 
 
+def _mapped(path: str) -> mmap.mmap:
+    """A whole pack, mapped rather than read: a fresh process searching a large pack for
+    one key touches it once, with no copy. Packs are only ever appended to, unlinked or
+    replaced by a rename, never cut short by dagnb, so the mapping stays valid."""
+    with open(path, "rb") as handle:
+        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+
+
+def _tail(path: str, done: int) -> bytes:
+    """What a pack gained past byte ``done``."""
+    with open(path, "rb") as handle:
+        handle.seek(done)
+        return handle.read()
+
+
 def _held(path: str) -> bool:
     """Whether a writer holds the pack (its last record may be half written)."""
     try:
@@ -512,10 +527,13 @@ class PackWriter:
         with self._lock:
             descriptor = self._open()
             before = os.lseek(descriptor, 0, os.SEEK_END)
-            written = os.write(descriptor, record_bytes)
-            if written != len(record_bytes):  # a full disk: cut the torn record off
-                with contextlib.suppress(OSError):
-                    os.ftruncate(descriptor, before)
+            try:
+                written = os.write(descriptor, record_bytes)
+            except OSError:
+                self.close()  # what it wrote may be torn: never appended to again
+                raise
+            if written != len(record_bytes):  # a full disk: this pack ends torn
+                self.close()
                 raise OSError(f"pack {self._name!r}: only {written} of "
                               f"{len(record_bytes)} bytes written")
             record.pack = self._name
@@ -532,11 +550,13 @@ class PackWriter:
         self.index.refresh()
         for name in sorted(self.index.sizes):
             descriptor = self._hold(name)
-            if descriptor is not None:
-                # what the last holder wrote is read first; a torn tail is cut off, as
-                # it would hide every record after it
-                os.ftruncate(descriptor, self.index.settle(name))
+            if descriptor is None:
+                continue
+            # what the last holder wrote is read first; a pack ending torn (a crash) is
+            # left as it is: a record after the torn one would never be read
+            if self.index.settle(name) == os.fstat(descriptor).st_size:
                 return self._held_now(descriptor, name)
+            os.close(descriptor)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         descriptor = self._hold(name, create=True)
         assert descriptor is not None  # a new file: nobody else holds it
