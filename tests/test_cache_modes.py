@@ -8,6 +8,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -103,6 +104,7 @@ def test_fail_on_miss_counts_expired_refreshed_and_uncached_steps_as_misses(
     graph = Graph("g", [Step("old", run="true", ttl=0.001), Step("fresh", run="true"),
                         Step("never", run="true", cache=False)])
     graph.run(executor="local")
+    time.sleep(0.01)  # past old's 1 ms ttl, however fast the first run ended
     with pytest.raises(CacheMissError) as refused:
         graph.run(executor="local", cache_mode="fail-on-miss", refresh=["fresh"])
     assert dict(refused.value.misses) == {
