@@ -311,10 +311,14 @@ def _cache(args: argparse.Namespace) -> int:
     damaged = [e for e in entries if not e.verify()]
     for entry in damaged:
         store.quarantine(entry.step, entry.key, "its files no longer match their digest")
-    print(f"verified {len(entries)} cache entries in {store.location}: "
-          + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
+    records = store.damaged_records()  # skipped while listing: never served
+    for record in records:
+        print(f"damaged pack record: {record}")
+    count = len(damaged) + len(records)
+    print(f"verified {len(entries) + len(records)} cache entries in {store.location}: "
+          + (f"{count} damaged, set aside (their steps run again)" if count
              else "all intact"))
-    return 1 if damaged else 0
+    return 1 if count else 0
 
 
 @command("images")

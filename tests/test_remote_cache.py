@@ -32,6 +32,7 @@ from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, f
 from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
 from dagnb.errors import ConfigError
+from dagnb.testing import isolated
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -556,3 +557,21 @@ def test_read_only_runs_use_the_store_and_write_nothing_to_it(url: str, tmp_path
     assert done.returncode == 0, done.stdout + done.stderr
     assert "3 cached" in done.stdout and "1 succeeded" in done.stdout
     assert listing(url) == before  # the new step's entry was not uploaded
+
+
+def test_a_packed_entry_pushed_and_pulled_stays_intact(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A packed entry travels as a folder; `verify` checks it against its inline result."""
+    local = Store(tmp_path / "a")
+    local.save("s", "k1", out_dir=None, inline={"json": {"v": 1}},
+               logs=[{"time": 1.0, "attempt": 1, "stream": "stdout", "line": "hi"}])
+    local.close()
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 0
+    assert "1 entries copied" in capsys.readouterr().out
+    with isolated():
+        pulled = Store(tmp_path / "b").lookup("s", "k1")
+        assert pulled.result() == {"v": 1} and [r["line"] for r in pulled.logs()] == ["hi"]
+    assert main(["cache", "verify", "--cache-dir", str(tmp_path / "b")]) == 0
+    assert "all intact" in capsys.readouterr().out

@@ -221,6 +221,8 @@ class Entry:
 
     def verify(self) -> bool:
         """Re-hash the output files (no stat cache) and compare with the saved digest."""
+        if self.meta.get("packed"):  # a packed entry pushed or pulled as a folder
+            return _inline_digest(self.meta.get("inline")) == self.output_digest
         try:
             return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
         except OSError:
@@ -294,9 +296,7 @@ class PackedEntry(Entry):
     def verify(self) -> bool:
         """The record was checked against its digest when read; its result still gives
         the output digest it was saved with."""
-        inline = self._head.get("inline")
-        text = None if inline is None else _SORTED(inline)
-        return _packed_digest(text) == self.output_digest
+        return _inline_digest(self._head.get("inline")) == self.output_digest
 
 
 class _PackedMeta(Mapping[str, Any]):
@@ -357,13 +357,19 @@ class _Unpacked(os.PathLike):  # type: ignore[type-arg]
         return Path(self.__fspath__()) / other
 
 
-_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+# ASCII out: a str may hold lone surrogates (os.fsdecode of a non-UTF-8 file name),
+# which a UTF-8 encode refuses and a \u escape keeps
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
 _SORTED = json.JSONEncoder(sort_keys=True).encode  # made once: json.dumps with options
 #                                                   makes an encoder per call
 
 
 def _json_bytes(value: Any) -> bytes:
     return _COMPACT(value).encode()
+
+
+def _inline_digest(inline: Any) -> str:
+    return _packed_digest(None if inline is None else _SORTED(inline))
 
 
 def _packed_digest(inline_text: str | None) -> str:
@@ -573,6 +579,13 @@ class Store:
                 raise
         finally:
             shutil.rmtree(build, ignore_errors=True)
+
+    def damaged_records(self) -> list[str]:
+        """The damaged pack records found so far and not yet reported, each as
+        ``pack: problem`` (``dagnb cache verify``: they are misses, never served)."""
+        if self._packs is None:
+            return []
+        return [f"{pack}: {problem}" for pack, problem in self._packs.take_problems()]
 
     def _report_pack_damage(self) -> None:
         assert self._packs is not None

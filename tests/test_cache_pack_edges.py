@@ -1,0 +1,69 @@
+"""Packed entries at the edges: results no UTF-8 encoder takes, and damage that
+`dagnb cache verify` must report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Memory
+from dagnb.cache import Store
+from dagnb.cli import main
+from dagnb.testing import isolated
+
+# A str os.fsdecode makes of a non-UTF-8 file name: it holds a lone surrogate.
+SURROGATE = os.fsdecode(b"caf\xe9.csv")
+
+
+def test_a_result_with_a_lone_surrogate_is_packed_and_read_back(tmp_path: Path) -> None:
+    store = Store(tmp_path / "c")
+    store.save("s", "k1", out_dir=None, inline={"json": SURROGATE})
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1").result() == SURROGATE
+
+
+def test_a_memory_result_with_a_lone_surrogate_is_cached(tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def name(x: int) -> str:
+        calls.append(x)
+        return SURROGATE + str(x)
+
+    cached = Memory(tmp_path / "c").cache(name)
+    assert cached(1) == cached(1) == SURROGATE + "1"
+    assert calls == [1]
+
+
+@pytest.mark.usefixtures("workdir")
+def test_a_step_returning_a_lone_surrogate_succeeds_then_is_cached() -> None:
+    def graph() -> Graph:
+        made = Graph("g")
+        made.step(lambda: os.fsdecode(b"caf\xe9.csv"), name="n")
+        return made
+
+    assert graph().run(executor="local").states() == {"n": "succeeded"}
+    again = graph().run(executor="local")
+    assert again.states() == {"n": "cached"} and again.result("n") == SURROGATE
+
+
+def test_verify_reports_a_damaged_pack_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with isolated():
+        store = Store(tmp_path / "c")
+        store.save("s", "k1", out_dir=None, inline={"json": "a" * 50})
+        store.save("s", "k2", out_dir=None, inline={"json": "b" * 50})
+        store.close()
+    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[data.index(b"a" * 50) + 10] = ord("z")  # bit rot inside k1's record
+    pack.write_bytes(bytes(data))
+    with isolated():
+        code = main(["cache", "verify", "--cache-dir", str(tmp_path / "c")])
+    out = capsys.readouterr().out
+    assert code == 1 and "1 damaged" in out and "damaged pack record" in out, out
+    with isolated():
+        store = Store(tmp_path / "c")
+        assert store.lookup("s", "k1") is None and store.lookup("s", "k2").result() == "b" * 50
