@@ -150,3 +150,28 @@ def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:
     again = graph.run(executor="local")  # make runs again, same output: use stays cached
     assert again.states() == {"make": "succeeded", "use": "cached"}
     assert again.result("use") == 1
+
+
+def test_hit_counts_are_written_by_one_thread_and_a_first_run_hands_over_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    from dagnb.cache import steps
+    from dagnb.cache.steps import wait_for_flushes
+
+    handed: list[object] = []
+    ask = steps._flusher.ask
+    monkeypatch.setattr(steps._flusher, "ask", lambda store: (handed.append(store), ask(store)))
+    graph = Graph("flush", [Step("a", func=lambda: 1), Step("b", func=lambda: 2)])
+    graph.run(executor="local")
+    assert handed == []  # a first run counted no hit: no thread is woken, none started
+    for _ in range(3):
+        assert set(graph.run(executor="local").states().values()) == {"cached"}
+    wait_for_flushes()
+    assert len(handed) == 3
+    flushers = [t for t in threading.enumerate() if t.name == "dagnb-cache-flush"]
+    assert len(flushers) == 1  # one thread for every run, not one per run
+    assert handed[0].pending_hits == 0  # type: ignore[attr-defined]
+    stats = handed[0].stats()  # type: ignore[attr-defined]
+    assert sorted(stats["hits"]) == [3, 3]

@@ -25,17 +25,19 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
-import contextlib
+import collections
 import os
 import pickle
 import threading
 import warnings
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from dagnb.cache import session_store, store_for
+from dagnb.cache.backend import KeyRangeLock
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
@@ -47,10 +49,6 @@ from dagnb.model.results import NO_RESULT, encode_inline, save_result
 from dagnb.model.step import Step, parse_duration
 
 __all__ = ["CachedResult", "StepCache", "wait_for_flushes"]
-
-_lock = threading.Lock()
-_flushing: list[threading.Thread] = []
-
 
 class StepCache:
     """The cache as one run sees it: the store, what to refresh, the version salt.
@@ -135,8 +133,7 @@ class StepCache:
             return None
         return self._store_of(step).peek(step.name, key)
 
-    @contextlib.asynccontextmanager
-    async def claim(self, step: Step, key: StepKey) -> AsyncIterator[Entry | None]:
+    def claim(self, step: Step, key: StepKey) -> _Claim:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,
         or None: then run the step and :meth:`save` it (others wait, then hit).
@@ -144,13 +141,7 @@ class StepCache:
         A read-only run takes no lock (a lock is a file); a ``fail-on-miss`` run raises
         :class:`~dagnb.errors.CacheMissError` rather than let the step run.
         """
-        if step.cache == "session" or not self.writes:  # nothing will be stored
-            yield self._refused(step, key, None)
-            return
-        async with self.store.alock(step.name, key):
-            # a second miss is not counted: the lookup before this one counted it
-            found = self.store.peek(step.name, key) is not None
-            yield self._refused(step, key, self.lookup(step, key) if found else None)
+        return _Claim(self, step, key)
 
     def _refused(self, step: Step, key: StepKey, entry: Entry | None) -> Entry | None:
         """``entry``; but a miss of a ``fail-on-miss`` run is an error, never a run."""
@@ -172,7 +163,7 @@ class StepCache:
         step: Step,
         key: StepKey,
         *,
-        out_dir: Path,
+        out_dir: Path | str,
         result: Any,
         logs: list[dict[str, Any]],
         exit_code: int,
@@ -192,9 +183,10 @@ class StepCache:
         try:
             # a step that wrote no files and returned a small result: the result goes
             # into the entry's record (a pack record: no folder, no file of its own)
-            wrote_files = out_dir.is_dir()
+            wrote_files = os.path.isdir(out_dir)
             inline = _inline(result) if not wrote_files else None
             if inline is None:
+                out_dir = Path(out_dir)
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if result is not NO_RESULT and not _saved(step, out_dir, result):
                     return None
@@ -234,11 +226,9 @@ class StepCache:
     def close(self) -> None:
         """Write the hit counts kept in memory, off the run's path: a file per entry
         would cost a fully cached re-run more than all its lookups (the store also
-        flushes at exit)."""
-        thread = threading.Thread(target=self.store.flush, name="dagnb-cache-flush")
-        with _lock:
-            _flushing.append(thread)
-        thread.start()
+        flushes at exit). A run that hit nothing (a first run) hands nothing over."""
+        if self.store.pending_hits:
+            _flusher.ask(self.store)
 
     def _store_of(self, step: Step) -> Store:
         # made on first use: most runs have no session step, and it is a temporary folder
@@ -281,12 +271,109 @@ class CachedResult:
 _UNSET = object()
 
 
+class _Claim:
+    """:meth:`StepCache.claim` as a plain async context manager: on every miss of a
+    first run, two generator-based ones cost as much as the lock itself. The lock is
+    taken at once when free (most misses meet no other process), else in a thread."""
+
+    __slots__ = ("_cache", "_key", "_lock", "_step")
+
+    def __init__(self, cache: StepCache, step: Step, key: StepKey) -> None:
+        self._cache, self._step, self._key = cache, step, key
+        self._lock: Any = None
+
+    async def __aenter__(self) -> Entry | None:
+        cache, step, key = self._cache, self._step, self._key
+        if step.cache == "session" or not cache.writes:  # nothing will be stored
+            return cache._refused(step, key, None)
+        lock = cache.store.lock(step.name, key)
+        if not (isinstance(lock, KeyRangeLock) and lock.acquire_now()):
+            await _acquired(lock)
+        self._lock = lock
+        try:
+            # a second miss is not counted: the lookup before this one counted it
+            found = cache.store.peek(step.name, key) is not None
+            return cache._refused(step, key, cache.lookup(step, key) if found else None)
+        except BaseException:
+            self._release()
+            raise
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        lock, self._lock = self._lock, None
+        if lock is not None:
+            lock.release()
+
+
+async def _acquired(lock: Any) -> None:
+    """Wait for ``lock`` in a worker thread; should the wait be cancelled, the thread
+    may still get it: it is released then."""
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
+        raise
+
+
+def _release_if_acquired(done: asyncio.Future[Any], lock: Any) -> None:
+    if not done.cancelled() and done.exception() is None:
+        lock.release()
+
+
+class _Flusher:
+    """One daemon thread that writes the hit counts of the stores it is handed,
+    started on first use: starting a thread per run cost a 1,000-step cached re-run
+    more than a tenth of its time."""
+
+    def __init__(self) -> None:
+        self._queue: collections.deque[Store] = collections.deque()
+        self._busy = 0  # stores taken from the queue, not flushed yet
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+
+    def ask(self, store: Store) -> None:
+        with self._cond:
+            self._queue.append(store)
+            self._cond.notify()
+            if self._thread is None or not self._thread.is_alive():  # (or after a fork)
+                self._thread = threading.Thread(target=self._serve, daemon=True,
+                                                name="dagnb-cache-flush")
+                self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue:
+                    self._cond.wait()
+                store = self._queue.popleft()
+                self._busy += 1
+            try:
+                store.flush()  # warns of what it cannot write; never raises for it
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+    def wait(self) -> None:
+        """Until every store handed over so far is flushed."""
+        with self._cond:
+            while self._queue or self._busy:
+                if self._thread is None or not self._thread.is_alive():
+                    while self._queue:  # no thread to do it (a fork): here then
+                        self._queue.popleft().flush()
+                    return
+                self._cond.wait(0.1)
+
+
+_flusher = _Flusher()
+
+
 def wait_for_flushes() -> None:
     """Wait until hit counts of finished runs are written (before removing a cache)."""
-    with _lock:
-        threads, _flushing[:] = list(_flushing), []
-    for thread in threads:
-        thread.join()
+    _flusher.wait()
 
 
 def _result_digest(result: Any) -> str:

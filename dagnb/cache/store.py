@@ -917,6 +917,11 @@ class Store:
 
     # ------------------------------------------------------------------ management
 
+    @property
+    def pending_hits(self) -> int:
+        """How many entries have hits counted in memory and not written yet."""
+        return len(self._pending)
+
     def flush(self) -> None:
         """Write the hits counted in memory to the store's access journal (a read-only
         store forgets them: they are not its to record)."""

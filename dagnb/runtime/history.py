@@ -92,6 +92,11 @@ class RunFolder:
             self._path = Path(self.text)
         return self._path
 
+    @property
+    def made(self) -> bool:
+        """Whether the folder was made (and is leased) by this live run."""
+        return self._lease is not None
+
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""
         if self._lease is None and not self._closed:

@@ -66,6 +66,11 @@ class Run:
         """:attr:`workspace` as text, not made: where steps' folders go once needed."""
         return self._folder.text
 
+    @property
+    def workspace_made(self) -> bool:
+        """Whether a step made this run's folder yet (if not, no step wrote a file)."""
+        return self._folder.made
+
     def make_workspace(self) -> None:
         """Make this run's folder if it is not made yet (a step is about to use it)."""
         self._folder.make()

@@ -283,12 +283,12 @@ class Scheduler:
         started = time.monotonic()
         files: list[LogFile] = []
         outcome = await self._attempts(step, files)
-        out_dir = Path(self._out_text(step.name))  # made only if the step wrote files
+        out_dir = self._out_text(step.name)  # made only if the step wrote files
         last = files[-1]  # the attempt that succeeded: its lines are the entry's
         if last.error is not None:  # an entry without all its lines would replay them so
             warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
                           f"written ({last.error})", stacklevel=2)
-            return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
+            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         entry = cache.save(
             step,
             key,
@@ -300,11 +300,12 @@ class Scheduler:
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
-            return self._record(step, outcome, cache.digest_of(out_dir, outcome.result))
+            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
         self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
-        with contextlib.suppress(OSError):  # left empty by the save: one inode less
-            os.rmdir(out_dir.parent)
+        if self.run.workspace_made:  # else no step has a folder to remove
+            with contextlib.suppress(OSError):  # left empty by the save: one inode less
+                os.rmdir(f"{self.run.workspace_text}/{step.name}")
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest)
         self.run.record(step.name, done, outcome.result)
