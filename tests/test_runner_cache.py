@@ -175,3 +175,43 @@ def test_hit_counts_are_written_by_one_thread_and_a_first_run_hands_over_nothing
     assert handed[0].pending_hits == 0  # type: ignore[attr-defined]
     stats = handed[0].stats()  # type: ignore[attr-defined]
     assert sorted(stats["hits"]) == [3, 3]
+
+
+def test_a_run_whose_steps_miss_claims_first_and_looks_once_under_the_lock(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagnb.cache.store import Store
+
+    looks: list[str] = []
+    lookup = Store.lookup
+    monkeypatch.setattr(Store, "lookup", lambda self, step, key, **kw: (
+        looks.append(step), lookup(self, step, key, **kw))[1])
+    graph = Graph("claims", [Step(f"s{i}", func=lambda i=i: i) for i in range(4)])
+    graph.add(Step("t", func=lambda s3: s3 + 1, needs=["s3"]))
+    graph.run(executor="local")
+    assert looks == ["s0"]  # after a miss, the look under the lock is the only one
+    graph.add(Step("u", func=lambda: 9))
+    again = graph.run(executor="local")  # hits, then a miss: claimed, found missing, run
+    assert set(again.states().values()) == {"cached", "succeeded"}
+    assert again.states()["u"] == "succeeded" and again.result("t") == 4
+    from dagnb import cache
+
+    stats = cache.stats()
+    assert stats.loc["s0", ["hits", "misses"]].tolist() == [1, 1]  # each look counted once
+    assert stats.loc["u", ["hits", "misses"]].tolist() == [0, 1]
+
+
+def test_a_shell_step_that_wrote_nothing_is_packed_and_its_empty_out_folder_stays(
+    workdir: Path,
+) -> None:
+    from dagnb import cache
+    from dagnb.cache.store import PackedEntry
+
+    run = Graph("quiet", [Step("q", run="true")]).run(executor="local")
+    assert run.states() == {"q": "succeeded"}
+    assert (Path(run.workspace_text) / "q" / "out").is_dir()  # as with the cache off
+    assert not (workdir / ".dagnb_cache" / "q").exists()  # a pack record, not a folder
+    (entry,) = cache.default_store().iter_entries("q")
+    assert isinstance(entry, PackedEntry)
+    assert Graph("quiet", [Step("q", run="true")]).run(executor="local").states() == {
+        "q": "cached"}

@@ -133,15 +133,18 @@ class StepCache:
             return None
         return self._store_of(step).peek(step.name, key)
 
-    def claim(self, step: Step, key: StepKey) -> _Claim:
+    def claim(self, step: Step, key: StepKey, *, looked: bool = True) -> _Claim:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,
         or None: then run the step and :meth:`save` it (others wait, then hit).
 
+        ``looked=False``: no :meth:`lookup` came first (a run whose steps keep missing
+        claims first): the look under the lock is the only one, and counts the use.
+
         A read-only run takes no lock (a lock is a file); a ``fail-on-miss`` run raises
         :class:`~dagnb.errors.CacheMissError` rather than let the step run.
         """
-        return _Claim(self, step, key)
+        return _Claim(self, step, key, looked)
 
     def _refused(self, step: Step, key: StepKey, entry: Entry | None) -> Entry | None:
         """``entry``; but a miss of a ``fail-on-miss`` run is an error, never a run."""
@@ -183,7 +186,10 @@ class StepCache:
         try:
             # a step that wrote no files and returned a small result: the result goes
             # into the entry's record (a pack record: no folder, no file of its own)
-            wrote_files = os.path.isdir(out_dir)
+            # an empty out/ (a shell step's, made before it ran) stays in the run's
+            # folder, as with the cache off: removing it cost a shell step more on the
+            # loop than its whole record
+            wrote_files = _has_files(out_dir)
             inline = _inline(result) if not wrote_files else None
             if inline is None:
                 out_dir = Path(out_dir)
@@ -276,23 +282,25 @@ class _Claim:
     first run, two generator-based ones cost as much as the lock itself. The lock is
     taken at once when free (most misses meet no other process), else in a thread."""
 
-    __slots__ = ("_cache", "_key", "_lock", "_step")
+    __slots__ = ("_cache", "_key", "_lock", "_looked", "_step")
 
-    def __init__(self, cache: StepCache, step: Step, key: StepKey) -> None:
-        self._cache, self._step, self._key = cache, step, key
+    def __init__(self, cache: StepCache, step: Step, key: StepKey, looked: bool) -> None:
+        self._cache, self._step, self._key, self._looked = cache, step, key, looked
         self._lock: Any = None
 
     async def __aenter__(self) -> Entry | None:
         cache, step, key = self._cache, self._step, self._key
         if step.cache == "session" or not cache.writes:  # nothing will be stored
-            return cache._refused(step, key, None)
-        lock = cache.store.lock(step.name, key)
+            return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
+        store = cache.store
+        lock = store.lock(step.name, key)
         if not (isinstance(lock, KeyRangeLock) and lock.acquire_now()):
             await _acquired(lock)
         self._lock = lock
         try:
-            # a second miss is not counted: the lookup before this one counted it
-            found = cache.store.peek(step.name, key) is not None
+            found = store.peek(step.name, key) is not None
+            if not found and not self._looked:
+                store.count_miss(step.name)  # else the lookup before this one counted it
             return cache._refused(step, key, cache.lookup(step, key) if found else None)
         except BaseException:
             self._release()
@@ -391,6 +399,15 @@ def _inline(result: Any) -> dict[str, Any] | None:
     if result is NO_RESULT:
         return {}
     return encode_inline(result, _INLINE_LIMIT)
+
+
+def _has_files(out_dir: Path | str) -> bool:
+    """Whether the step wrote anything into its output folder (made or not)."""
+    try:
+        with os.scandir(out_dir) as found:
+            return next(found, None) is not None
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def _saved(step: Step, out_dir: Path, result: Any) -> bool:

@@ -487,6 +487,11 @@ class Store:
             self._count(step_name, key, entry, now)
         return entry
 
+    def count_miss(self, step_name: str) -> None:
+        """Count a miss found by :meth:`peek` rather than :meth:`lookup` (a run's look
+        under the key's lock, when it took the lock first)."""
+        self._session_misses[step_name] += 1
+
     def peek(self, step_name: str, key: StepKey | str) -> Entry | None:
         """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
         return self._current(step_name, _key_text(key))

@@ -133,6 +133,7 @@ class Scheduler:
         self._handoff = False  # whether _hand_off is scheduled
         self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
+        self._missing = False  # whether the last cache look missed
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -261,11 +262,16 @@ class Scheduler:
         except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
             self._emit("log", step.name, 1, stream="stderr", line=f"dagnb: {exc}")
             return self._record(step, await self._attempts(step), None)
-        entry = cache.lookup(step, key)
+        # a run whose last look missed (a first run) takes the key's lock first and
+        # looks once, under it: a look before the lock would only miss again
+        looked = not self._missing
+        entry = cache.lookup(step, key) if looked else None
         if entry is None:
-            async with cache.claim(step, key) as entry:  # another process may have run it
+            async with cache.claim(step, key, looked=looked) as entry:  # another process
+                self._missing = entry is None  # may have run it meanwhile
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
+        self._missing = False
         return self._restore(step, entry, cache.restore(step, entry))
 
     async def _pinned(self, step: Step, images: ImagePins) -> Step:
