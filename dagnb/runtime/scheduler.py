@@ -309,8 +309,10 @@ class Scheduler:
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
         self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
-        if self.run.workspace_made:  # else no step has a folder to remove
-            with contextlib.suppress(OSError):  # left empty by the save: one inode less
+        # left empty by the save (one inode less): only a Python step's folder can be,
+        # and only if the run made its folder (a command's keeps params.json and in/)
+        if step.func is not None and self.run.workspace_made:
+            with contextlib.suppress(OSError):
                 os.rmdir(f"{self.run.workspace_text}/{step.name}")
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest)
