@@ -342,11 +342,16 @@ class _Flusher:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
 
+    def forked(self) -> None:
+        """In a forked child: none of the parent's thread, lock or stores (the parent
+        writes its own counts)."""
+        self.__init__()  # type: ignore[misc]
+
     def ask(self, store: Store) -> None:
         with self._cond:
             self._queue.append(store)
             self._cond.notify()
-            if self._thread is None or not self._thread.is_alive():  # (or after a fork)
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._serve, daemon=True,
                                                 name="dagnb-cache-flush")
                 self._thread.start()
@@ -370,13 +375,15 @@ class _Flusher:
         with self._cond:
             while self._queue or self._busy:
                 if self._thread is None or not self._thread.is_alive():
-                    while self._queue:  # no thread to do it (a fork): here then
+                    while self._queue:  # its thread ended (an error): here then
                         self._queue.popleft().flush()
                     return
                 self._cond.wait(0.1)
 
 
 _flusher = _Flusher()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_flusher.forked)
 
 
 def wait_for_flushes() -> None:
