@@ -195,7 +195,9 @@ def test_a_run_whose_steps_miss_claims_first_and_looks_once_under_the_lock(
     assert set(again.states().values()) == {"cached", "succeeded"}
     assert again.states()["u"] == "succeeded" and again.result("t") == 4
     from dagnb import cache
+    from dagnb.cache.steps import wait_for_flushes
 
+    wait_for_flushes()  # the hits are written after the run
     stats = cache.stats()
     assert stats.loc["s0", ["hits", "misses"]].tolist() == [1, 1]  # each look counted once
     assert stats.loc["u", ["hits", "misses"]].tolist() == [0, 1]
