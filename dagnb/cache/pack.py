@@ -35,6 +35,7 @@ framing is lost ends what is read of that pack. Damage is reported once, as a
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import mmap
 import os
@@ -76,6 +77,9 @@ _DAMAGED = 255  # the kind the index gives a record found damaged: a miss
 COMPACT_FROM = 256 * 1024  # packs smaller than this in all are not worth rewriting
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
 PACKS = ".packs"  # the folder of the packs, in the cache folder
+GENERATION = "generation"  # a file of the packs folder that grows by a byte whenever a
+#                            record others may serve is removed or replaced (see get())
+_RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over this often
 SUFFIX = ".pack"
 
 
@@ -180,9 +184,49 @@ class PackIndex:
         self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._searched = 0  # bytes searched since they were read
+        self._generation_path = f"{folder}/{GENERATION}"
+        self._generation_file = -1  # kept open: an fstat costs half what a stat does
+        self.generation: os.stat_result | None = None  # as seen by the last refresh
+
+    def _generation_now(self) -> os.stat_result | None:
+        """The generation file's status now (its size grows at every bump; replaced or
+        removed, it is opened again); None when there is none."""
+        if self._generation_file >= 0:
+            found = os.fstat(self._generation_file)
+            if found.st_nlink:
+                return found
+            os.close(self._generation_file)
+            self._generation_file = -1
+        try:
+            self._generation_file = os.open(
+                self._generation_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        except OSError:
+            return None
+        return os.fstat(self._generation_file)
+
+    def __del__(self) -> None:
+        if self._generation_file >= 0:
+            with contextlib.suppress(OSError):
+                os.close(self._generation_file)
 
     def get(self, step: str, key: str) -> Record | None:
-        """The live record of ``step/key`` (a dictionary lookup once loaded), or None."""
+        """The live record of ``step/key`` (a dictionary lookup once loaded), or None.
+
+        A record about to be served costs one ``stat`` of the generation file: when
+        another process removed or replaced something since the packs were read, they
+        are read again first (what they gained: a tombstone, a newer record)."""
+        record = self._lookup(step, key)
+        if record is None:
+            return None
+        seen = self._generation_file  # (the usual case inline: one fstat)
+        now = os.fstat(seen) if seen >= 0 else self._generation_now()
+        if now != self.generation or (now is not None and not now.st_nlink):
+            self.refresh()
+            record = self._lookup(step, key)
+        return record
+
+    def _lookup(self, step: str, key: str) -> Record | None:
+        """The live record of ``step/key`` as read so far, or None."""
         if not self.loaded:
             self.refresh()
         found = self.records.get((step, key))
@@ -203,7 +247,7 @@ class PackIndex:
         record = _whole_record(data, offset, pack)
         with self._lock:
             if self.records.get(where) is not slot:  # replaced meanwhile: ask again
-                return self.get(*where)
+                return self._lookup(*where)
             if record is None:
                 self._problem(pack, f"a record of {where[0]}/{where[1][:12]} is damaged")
                 self.records[where] = Record(where[0], where[1], _DAMAGED, stamp, b"", pack)
@@ -220,7 +264,7 @@ class PackIndex:
             best = known
             for name, blob in self._blobs.items():
                 found = _last_record(blob, needle, name)
-                if found is not None and (best is None or _stamp_of(best) <= found.stamp):
+                if found is not None and _wins(best, found.stamp, name):
                     best = found
             if best is not None and best is not known:
                 self.add(best)  # type: ignore[arg-type]
@@ -240,19 +284,67 @@ class PackIndex:
                 self.sizes[name] = known
 
     def refresh(self) -> None:
-        """Read what the packs gained since the last read; start over if one vanished."""
+        """Read what the packs gained since the last read; start over if one vanished.
+
+        A compaction replaces packs while this reads them: a pack that vanishes midway
+        or a listing that changed meanwhile means starting over, else records a removed
+        pack's tombstones hid would be served."""
         with self._lock:
-            try:
-                names = [n for n in os.listdir(self.folder) if n.endswith(SUFFIX)]
-            except (FileNotFoundError, NotADirectoryError):
-                names = []
-            if any(name not in names for name in self.sizes):
+            for _ in range(_RELIST):
+                self.generation = self._generation_now()
+                names = self._names()
+                if any(name not in names for name in self.sizes):
+                    self.reset()
+                whole = all([self._read(name) for name in names
+                             if name not in self.own or name not in self.sizes])
+                if whole and set(names) <= set(self._names()):  # (new packs: read next time)
+                    break
                 self.reset()
-            for name in names:
-                if name not in self.own or name not in self.sizes:  # (own: known already)
-                    self._read(name)
             self.loaded = True
             self.refreshed = time.monotonic()
+
+    def _names(self) -> list[str]:
+        """The packs of the folder now."""
+        try:
+            return sorted(n for n in os.listdir(self.folder) if n.endswith(SUFFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def bump(self) -> None:
+        """Tell the other processes that a record they may serve was removed or
+        replaced: the generation file grows by a byte (replaced whole if it is not ours
+        to append to)."""
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+        try:
+            descriptor = os.open(self._generation_path, flags, 0o666)
+        except PermissionError:
+            temporary = f"{self._generation_path}.{os.getpid()}-{uuid.uuid4().hex[:8]}"
+            with open(temporary, "wb") as handle:
+                handle.write(b"." * (os.stat(self._generation_path).st_size + 1))
+            os.replace(temporary, self._generation_path)
+            return
+        try:
+            os.write(descriptor, b".")
+        finally:
+            os.close(descriptor)
+
+    def touch(self) -> None:
+        """Make the generation file if there is none (readers then fstat it)."""
+        if self._generation_file < 0 and not os.path.exists(self._generation_path):
+            with contextlib.suppress(OSError):
+                os.close(os.open(self._generation_path, os.O_WRONLY | os.O_CREAT, 0o666))
+
+    def next_stamp(self, step: str, key: str) -> tuple[int, bool]:
+        """The stamp of a record about to be written for ``step/key``: later than the
+        one it replaces whatever the clock says (stepped back, skewed), and whether it
+        replaces a live one (then the others must be told: :meth:`bump`)."""
+        stamp = time.time_ns()
+        known = self.records.get((step, key))
+        if self._blobs:
+            known = self._search(step, key, known)
+        if known is None:
+            return stamp, False
+        return max(stamp, _stamp_of(known) + 1), _kind_of(known) == ENTRY
 
     def reset(self) -> None:
         """Forget everything read (the packs were removed or rewritten)."""
@@ -263,25 +355,29 @@ class PackIndex:
             self._searched = 0
             self.loaded = False
 
-    def _read(self, name: str) -> None:
+    def _read(self, name: str) -> bool:
+        """Take in what pack ``name`` gained; False if it vanished (a compaction)."""
         done = self.sizes.get(name, 0)
         path = f"{self.folder}/{name}"
         try:
             if os.stat(path).st_size <= done:  # most packs did not grow: one stat
-                return
+                return True
             if name in self._blobs:  # it grew: walk what was read, then read on
                 self._walk_blobs()
                 done = self.sizes.get(name, 0)
             data = _mapped(path) if done == 0 else _tail(path, done)
-        except (OSError, ValueError):  # removed meanwhile, or unreadable: nothing from it
-            return
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError):  # unreadable: nothing from it
+            return True
         if done == 0 and not self.records:  # a fresh process: searched for a few keys
             self._blobs[name] = data
             self.sizes[name] = len(data)
             if not _ends_whole(data) and not _held(path):
                 self._problem(name, "its last record is torn")
-            return
+            return True
         self._take(name, done, data)
+        return True
 
     def _take(self, name: str, done: int, data: bytes) -> None:
         """Walk ``data``, read from byte ``done`` of pack ``name``."""
@@ -311,8 +407,7 @@ class PackIndex:
                 where = (data[names:middle].decode(), data[middle:middle + key_length].decode())
             except UnicodeDecodeError:
                 where = ("", "")  # a damaged record: a miss whatever was asked
-            known = records.get(where)
-            if known is None or _stamp_of(known) <= stamp:
+            if _wins(records.get(where), stamp, pack):
                 records[where] = (data, offset, stamp, kind, pack)
             offset = after
         return offset, None
@@ -326,15 +421,14 @@ class PackIndex:
         """Read pack ``name`` to its end (its writer holds it now); the bytes of its
         whole records."""
         with self._lock:
-            self._walk_blobs()
             self._read(name)
+            self._walk_blobs()  # (its own records then never meet a search of it)
             return self.sizes.get(name, 0)
 
     def add(self, record: Record) -> None:
         """Keep ``record`` if it is the newest of its key."""
         where = (record.step, record.key)
-        known = self.records.get(where)
-        if known is None or _stamp_of(known) <= record.stamp:
+        if _wins(self.records.get(where), record.stamp, record.pack):
             self.records[where] = record
 
     def grew(self, name: str, before: int, data: bytes, record: Record) -> None:
@@ -356,7 +450,7 @@ class PackIndex:
         found = []
         for where in list(self.records):
             if step is None or where[0] == step:
-                record = self.get(*where)
+                record = self._lookup(*where)
                 if record is not None:
                     found.append(record)
         return found
@@ -370,6 +464,28 @@ class PackIndex:
 
 def _stamp_of(known: Record | _Slot) -> int:
     return known[2] if type(known) is tuple else known.stamp  # type: ignore[union-attr,index]
+
+
+def _kind_of(known: Record | _Slot) -> int:
+    return known[3] if type(known) is tuple else known.kind  # type: ignore[union-attr,index]
+
+
+def _pack_of(known: Record | _Slot) -> str:
+    return known[4] if type(known) is tuple else known.pack  # type: ignore[union-attr,index]
+
+
+def _wins(known: Record | _Slot | None, stamp: int, pack: str) -> bool:
+    """Whether a record of ``pack`` met after ``known`` (of the same key) takes its
+    place: in one pack the later one (packs are appended to); across packs the newer
+    stamp, a tie to the larger pack name, so that every process and every way of
+    reading picks the same."""
+    if known is None:
+        return True
+    known_pack = _pack_of(known)
+    if known_pack == pack:
+        return True
+    known_stamp = _stamp_of(known)
+    return known_stamp < stamp or (known_stamp == stamp and known_pack < pack)
 
 
 def _ends_whole(blob: bytes) -> bool:
@@ -432,13 +548,14 @@ def compact(index: PackIndex) -> bool:
                 index._read(name)
             index._walk_blobs()
             total = sum(index.sizes.get(name, 0) for name in held)
-            live = [r for r in (index.get(*where) for where in list(index.records))
+            live = [r for r in (index._lookup(*where) for where in list(index.records))
                     if r is not None and r.pack in held]
             if sum(len(r.body) + 64 for r in live) * 2 > total:
                 return False
             _write_pack(index.folder, live)
             for name in held:
                 os.unlink(f"{index.folder}/{name}")
+            index.bump()
         finally:
             for descriptor in held.values():
                 os.close(descriptor)
@@ -474,6 +591,8 @@ def _write_pack(folder: str, records: list[Record]) -> None:
     data = b"".join(encode(r.step, r.key, r.kind, r.body, r.stamp) for r in records)
     with open(f"{folder}/{name}.tmp", "wb") as handle:
         handle.write(data)
+        os.fsync(handle.fileno())  # before the packs it replaces go: a power loss then
+        #                            costs nothing that was in them
     os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{SUFFIX}")
 
 
@@ -482,7 +601,10 @@ def _mapped(path: str) -> mmap.mmap:
     one key touches it once, with no copy. Packs are only ever appended to, unlinked or
     replaced by a rename, never cut short by dagnb, so the mapping stays valid."""
     with open(path, "rb") as handle:
-        return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            return mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError:  # a file system that cannot map (some FUSE and 9p mounts)
+            return handle.read()
 
 
 def _tail(path: str, done: int) -> bytes:
@@ -490,6 +612,16 @@ def _tail(path: str, done: int) -> bytes:
     with open(path, "rb") as handle:
         handle.seek(done)
         return handle.read()
+
+
+def _still_named(descriptor: int, path: str) -> bool:
+    """Whether ``path`` still names the file open as ``descriptor``."""
+    opened = os.fstat(descriptor)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    return opened.st_nlink > 0 and (opened.st_ino, opened.st_dev) == (named.st_ino, named.st_dev)
 
 
 def _held(path: str) -> bool:
@@ -547,6 +679,7 @@ class PackWriter:
                 return self._descriptor
             self.close()
         os.makedirs(self.index.folder, exist_ok=True)
+        self.index.touch()
         self.index.refresh()
         for name in sorted(self.index.sizes):
             descriptor = self._hold(name)
@@ -559,7 +692,11 @@ class PackWriter:
             os.close(descriptor)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         descriptor = self._hold(name, create=True)
-        assert descriptor is not None  # a new file: nobody else holds it
+        if descriptor is None:  # a new file nobody else holds: this file system has no flock
+            with contextlib.suppress(OSError):
+                os.unlink(f"{self.index.folder}/{name}")
+            raise OSError(errno.ENOLCK, f"cannot lock a new pack in {self.index.folder!r}; "
+                          "this entry gets a folder")
         return self._held_now(descriptor, name)
 
     def _held_now(self, descriptor: int, name: str) -> int:
@@ -568,16 +705,22 @@ class PackWriter:
         return descriptor
 
     def _hold(self, name: str, create: bool = False) -> int | None:
-        """The pack opened for appending with its ``flock`` taken, or None if held."""
+        """The pack opened for appending with its ``flock`` taken, or None if it is
+        held, gone, or not ours to write (another user's)."""
         flags = os.O_WRONLY | getattr(os, "O_CLOEXEC", 0)
         if create:
             flags |= os.O_CREAT | os.O_EXCL
+        path = f"{self.index.folder}/{name}"
         try:
-            descriptor = os.open(f"{self.index.folder}/{name}", flags, 0o666)
-        except FileNotFoundError:
+            descriptor = os.open(path, flags, 0o666)
+        except OSError:
+            if create:
+                raise
             return None
         try:
             fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if not _still_named(descriptor, path):  # compacted away before the lock
+                raise FileNotFoundError(path)
         except OSError:
             os.close(descriptor)
             return None

@@ -436,7 +436,8 @@ class Store:
         )
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
-        self._packs = (index_of(f"{self.backend.root}/{PACKS}")
+        # (the folder resolved: two spellings of it, through a symlink, share one index)
+        self._packs = (index_of(os.path.realpath(f"{self.backend.root}/{PACKS}"))
                        if type(self.backend) is LocalBackend else None)
         self._writer: PackWriter | None = None
         self._absent: tuple[str, str] | None = None  # the last key found with no folder
@@ -604,8 +605,13 @@ class Store:
 
     def _exists(self, step_name: str, key: str) -> bool:
         """Whether ``step/key`` has an entry, packed or in a folder."""
-        if self._packs is not None and self._packs.get(step_name, key) is not None:
-            return True
+        if self._packs is not None:
+            if self._packs.get(step_name, key) is None and (
+                time.monotonic() - self._packs.refreshed > _RECENT_S
+            ):
+                self._packs.refresh()  # another process may have packed it since
+            if self._packs.get(step_name, key) is not None:
+                return True
         return self.backend.exists(step_name, key)
 
     def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
@@ -744,11 +750,14 @@ class Store:
         """
         self._writable(f"save step {step_name!r}")
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
+        if self._packs is not None and refresh:
+            self._packs.refresh()  # what it replaces may be another process's record
         if self._packs is not None and _no_files(out_dir):
-            entry = self._save_packed(step_name, step_key, out_dir, logs, inline, exit_code,
-                                      duration_s, ttl, provenance)
-            if entry is not None:
-                return entry
+            with contextlib.suppress(OSError):  # no flock here: the entry gets a folder
+                entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
+                                          exit_code, duration_s, ttl, provenance)
+                if entry is not None:
+                    return entry
         if self._packs is not None:
             self._drop_packed(step_name, step_key.digest)  # the folder takes its place
         if out_dir is None or not os.path.isdir(out_dir):
@@ -964,8 +973,11 @@ class Store:
 
     def _drop_packed(self, step_name: str, key: str) -> bool:
         """Append a tombstone for a packed entry of ``step/key``; whether there was one."""
-        record = None if self._packs is None else self._packs.get(step_name, key)
-        if record is None or self.read_only:
+        if self._packs is None or self.read_only:
+            return False
+        self._packs.refresh()  # the entry may be another process's, written since
+        record = self._packs.get(step_name, key)
+        if record is None:
             return False
         self._append(step_name, key, TOMBSTONE, b"")
         shutil.rmtree(f"{self.location}/{_UNPACKED}/{step_name}/{key}-{record.stamp}",
@@ -977,9 +989,11 @@ class Store:
         assert self._packs is not None
         if self._writer is None:
             self._writer = PackWriter(self._packs)
-        stamp = time.time_ns()
+        stamp, replaces = self._packs.next_stamp(step_name, key)
         record = Record(step_name, key, kind, stamp, body, "")
         self._writer.append(encode(step_name, key, kind, body, stamp), record)
+        if replaces:  # other processes may serve what it replaces: they stat, then read
+            self._packs.bump()
         return record
 
     def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
@@ -1066,6 +1080,8 @@ class Store:
         for path in iter_pack_files(self._packs.folder):
             with contextlib.suppress(OSError):
                 os.unlink(path)
+        if os.path.isdir(self._packs.folder):
+            self._packs.bump()  # other processes' indexes: they read the packs again
         self._packs.reset()
         self._entries.clear()
         shutil.rmtree(self.location / _UNPACKED, ignore_errors=True)
