@@ -1,0 +1,321 @@
+"""Packs shared by processes (dagnb.cache.pack): another process's removal, refresh,
+clear and compaction are never served around, whatever the clocks say, and a file
+system without flock or mmap, or another user's pack, costs no entry. ``isolated()``
+stands for another process: it reads the packs with an index of its own."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+from pathlib import Path
+
+import dagnb.cache.pack as pack
+import dagnb.cache.store as store_module
+from dagnb.cache import Store
+from dagnb.cache.pack import ENTRY, Record, encode
+from dagnb.testing import isolated
+
+BIG = "x" * 1500  # records big enough for a compaction to be worth it
+
+
+def _save(store: Store, step: str, key: str, value: object, **kwargs: object):
+    return store.save(step, key, out_dir=None, inline={"json": value}, **kwargs)
+
+
+def _packs(location: Path) -> list[Path]:
+    return sorted((location / ".packs").glob("*.pack"))
+
+
+# ---------------------------------------------------------------- another process's writes
+
+
+def test_a_removal_by_another_process_is_seen_at_the_next_hit(tmp_path):
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", 1)
+    assert a.lookup("s", "k1").result() == 1
+    with isolated():
+        assert Store(tmp_path / "c").remove("s", "k1")
+    assert a.lookup("s", "k1") is None
+
+
+def test_a_refresh_by_another_process_is_seen_at_the_next_hit(tmp_path):
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", "old")
+    assert a.lookup("s", "k1").result() == "old"
+    with isolated():
+        b = Store(tmp_path / "c")
+        _save(b, "s", "k1", "new", refresh=True)
+        b.close()
+    assert a.lookup("s", "k1").result() == "new"
+
+
+def test_a_clear_by_another_process_is_seen_at_the_next_hit(tmp_path):
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", 1)
+    assert a.lookup("s", "k1") is not None
+    with isolated():
+        Store(tmp_path / "c").clear()
+    assert a.lookup("s", "k1") is None
+
+
+def test_two_spellings_of_one_cache_folder_share_one_index(tmp_path):
+    (tmp_path / "c").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "c")
+    a, b = Store(tmp_path / "c"), Store(tmp_path / "link")
+    _save(a, "s", "k1", 1)
+    assert b.lookup("s", "k1") is not None
+    assert a.remove("s", "k1")
+    assert b.lookup("s", "k1") is None
+    assert a._packs is b._packs
+
+
+def test_a_hit_with_nothing_removed_reads_no_pack_again(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    assert store.lookup("s", "k1") is not None
+    monkeypatch.setattr(pack.PackIndex, "refresh", lambda self: 1 / 0)
+    for _ in range(3):
+        assert store.lookup("s", "k1").result() == 1
+
+
+def test_a_folder_refresh_replaces_a_packed_entry_another_process_wrote(tmp_path):
+    b = Store(tmp_path / "c")
+    assert b.lookup("s", "other") is None  # b has read the packs (none yet)
+    with isolated():
+        a = Store(tmp_path / "c")
+        _save(a, "s", "K", "old")
+        a.close()
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "data.txt").write_text("new")
+    b.save("s", "K", out_dir=out, refresh=True)
+    assert (b.lookup("s", "K").out_dir / "data.txt").read_text() == "new"
+    b.close()
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "K").inline is None  # the folder's
+
+
+def test_removing_an_entry_another_process_packed_since_removes_it(tmp_path):
+    b = Store(tmp_path / "c")
+    assert b.lookup("s", "other") is None
+    with isolated():
+        a = Store(tmp_path / "c")
+        _save(a, "s", "K", 1)
+        a.close()
+    assert b.remove("s", "K")
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "K") is None
+
+
+def test_journal_compaction_counts_an_entry_another_process_packed_since(tmp_path):
+    a = Store(tmp_path / "c")
+    assert a.lookup("s", "other") is None
+    with isolated():
+        _save(Store(tmp_path / "c"), "s", "K", 1)
+    a._packs.refreshed = 0.0  # read longer ago than a moment
+    assert a._exists("s", "K")
+
+
+# ---------------------------------------------------------------- which record is newest
+
+
+def test_a_removal_wins_when_the_clock_stepped_back(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    real = time.time_ns
+    monkeypatch.setattr(store_module.time, "time_ns", lambda: real() - 5 * 10**9)
+    assert store.remove("s", "k1")
+    assert store.lookup("s", "k1") is None
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1") is None
+
+
+def test_a_refresh_wins_when_the_clock_stepped_back(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", "old")
+    real = time.time_ns
+    monkeypatch.setattr(store_module.time, "time_ns", lambda: real() - 5 * 10**9)
+    _save(store, "s", "k1", "new", refresh=True)
+    assert store.lookup("s", "k1").result() == "new"
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1").result() == "new"
+
+
+def _write_records(path: Path, *records: tuple[str, int]) -> None:
+    """Records of one key ``s/k`` in one pack: (result, stamp) in that order."""
+    body = b'{"format":%d}'  # never parsed: the tests look at which record wins
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "ab") as handle:
+        for value, stamp in records:
+            handle.write(encode("s", "k", ENTRY, (body % 0) + value.encode(), stamp))
+
+
+def _winner(folder: Path, walk: bool) -> bytes:
+    index = pack.PackIndex(str(folder))
+    if walk:
+        index.refresh()
+        index._walk_blobs()
+    record = index.get("s", "k")
+    assert isinstance(record, Record)
+    return record.body
+
+
+def test_in_one_pack_the_later_record_wins_in_search_and_walk_alike(tmp_path):
+    folder = tmp_path / ".packs"
+    _write_records(folder / "a.pack", ("first", 200), ("second", 100))  # clock stepped back
+    assert _winner(folder, walk=False).endswith(b"second")
+    assert _winner(folder, walk=True).endswith(b"second")
+
+
+def test_equal_stamps_in_two_packs_pick_one_record_whatever_the_listing(tmp_path, monkeypatch):
+    folder = tmp_path / ".packs"
+    _write_records(folder / "a.pack", ("in a", 100))
+    _write_records(folder / "b.pack", ("in b", 100))
+    real = os.listdir
+    for order in (sorted, lambda names: sorted(names, reverse=True)):
+        monkeypatch.setattr(pack.os, "listdir", lambda path, order=order: order(real(path)))
+        assert _winner(folder, walk=False).endswith(b"in b")
+        assert _winner(folder, walk=True).endswith(b"in b")
+
+
+# ---------------------------------------------------------------- compaction races
+
+
+def _entries_then_tombstones(location: Path) -> tuple[str, str]:
+    """200 entries in one pack, 190 of them removed by tombstones in another."""
+    with isolated():
+        a = Store(location)
+        for i in range(200):
+            _save(a, "s", f"k{i}", BIG + str(i))
+        a.close()
+    entries = _packs(location)[0].name
+    with isolated():
+        b = Store(location)
+        with isolated():
+            holder = Store(location)  # holds the first pack: the tombstones go elsewhere
+            _save(holder, "t", "hold", 0)
+            for i in range(190):
+                assert b.remove("s", f"k{i}")
+            holder.close()
+        b.close()
+    tombstones = next(p.name for p in _packs(location) if p.name != entries)
+    return entries, tombstones
+
+
+def test_a_reader_racing_a_compaction_never_serves_a_removed_entry(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    entries, tombstones = _entries_then_tombstones(location)
+    real_listdir, real_mapped = os.listdir, pack._mapped
+    state = {"mapped": 0}
+
+    def listdir(path):  # the pack of entries first, its tombstones next
+        order = [entries, tombstones]
+        return sorted(real_listdir(path), key=lambda n: order.index(n) if n in order else 9)
+
+    def mapped(path):
+        data = real_mapped(path)
+        state["mapped"] += 1
+        if state["mapped"] == 1:  # another process compacts while this one reads
+            with isolated():
+                assert pack.compact(pack.index_of(f"{location}/.packs"))
+        return data
+
+    with isolated():
+        monkeypatch.setattr(pack.os, "listdir", listdir)
+        monkeypatch.setattr(pack, "_mapped", mapped)
+        store = Store(location)
+        assert store.lookup("s", "k3") is None
+        assert store.lookup("s", "k195").result() == BIG + "195"
+
+
+def test_a_writer_never_adopts_a_pack_a_compaction_just_removed(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    with isolated():
+        a = Store(location)
+        for i in range(200):
+            _save(a, "s", f"k{i}", BIG + str(i))
+        for i in range(190):
+            a.remove("s", f"k{i}")
+        a.close()
+    with isolated():
+        b = Store(location)
+        assert b.lookup("s", "k199") is not None  # b knows the pack
+        real_flock = fcntl.flock
+        state = {"done": False}
+
+        def flock(descriptor, operation):
+            if not state["done"] and operation == fcntl.LOCK_EX | fcntl.LOCK_NB:
+                state["done"] = True  # another process compacts between open and flock
+                with isolated():
+                    assert pack.compact(pack.index_of(f"{location}/.packs"))
+            return real_flock(descriptor, operation)
+
+        monkeypatch.setattr(pack.fcntl, "flock", flock)
+        _save(b, "s", "new", 1)
+        monkeypatch.undo()
+        b.close()
+    with isolated():
+        assert Store(location).lookup("s", "new") is not None
+
+
+def test_a_compaction_syncs_its_pack_before_it_removes_the_old_ones(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    store = Store(location)
+    for i in range(200):
+        _save(store, "s", f"k{i}", BIG + str(i))
+    events = []
+    real_fsync, real_unlink = os.fsync, os.unlink
+    monkeypatch.setattr(pack.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(pack.os, "unlink", lambda p: (events.append("unlink"), real_unlink(p)))
+    store.clear(step="s")  # by tombstones, then a compaction
+    assert events and events[0] == "fsync" and "unlink" in events
+
+
+# ---------------------------------------------------------------- file systems and owners
+
+
+def test_another_users_pack_is_skipped_not_an_error(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    store.close()
+    real_open = os.open
+
+    def open_as_another_user(path, flags, *args):
+        if str(path).endswith(".pack") and flags & os.O_WRONLY and not flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    with isolated():
+        monkeypatch.setattr(os, "open", open_as_another_user)
+        other = Store(tmp_path / "c")
+        assert other.lookup("s", "k1").result() == 1
+        _save(other, "s", "k2", 2)
+        assert other.lookup("s", "k2").result() == 2
+    assert len(_packs(tmp_path / "c")) == 2
+
+
+def test_no_flock_gives_the_entry_a_folder(tmp_path, monkeypatch):
+    def no_flock(descriptor, operation):
+        raise OSError(errno.ENOLCK, "No locks available")
+
+    monkeypatch.setattr(pack.fcntl, "flock", no_flock)
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    assert store.lookup("s", "k1").result() == 1
+    assert (tmp_path / "c" / "s" / "k1" / "meta.json").exists()
+    assert _packs(tmp_path / "c") == []  # no empty pack left behind
+
+
+def test_a_file_system_without_mmap_reads_the_packs(tmp_path, monkeypatch):
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    store.close()
+
+    def no_mmap(*args, **kwargs):
+        raise OSError(errno.ENODEV, "No such device")  # some FUSE and 9p mounts
+
+    monkeypatch.setattr(pack.mmap, "mmap", no_mmap)
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1").result() == 1
