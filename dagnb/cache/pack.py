@@ -16,15 +16,29 @@ descriptions, captured lines), parsed only when asked for. A tombstone has none.
 
 One writer appends to a pack at a time: it holds the pack's ``flock`` while it writes
 there, and a store that needs a pack adopts one nobody holds (if it ends with a whole
-record) or starts a new one, so there are about as many packs as processes that wrote
-at the same time. Readers take no lock and map packs into memory: a pack is only ever
+record, is its to write, and is still in the folder once locked) or starts a new one,
+so there are about as many packs as processes that wrote at the same time. On a file
+system with no ``flock`` an entry gets a folder instead. Readers take no lock and map
+packs into memory (or read them, where a file system cannot map): a pack is only ever
 appended to, unlinked or replaced by a rename, never cut short.
 
 :class:`PackIndex` (one per cache folder and process) reads every pack once, then only
-what packs grew by: ``(step, key)`` -> the newest record (by stamp) of that key; a
-tombstone hides what came before it.
+what packs grew by: ``(step, key)`` -> the newest record of that key; a tombstone hides
+what came before it. Newest: in one pack the later one; across packs the larger stamp
+(ties to the larger pack name). A record that replaces or removes one known to its
+writer is stamped past it (``max(now, known + 1)``), so a clock stepped back or skewed
+across the hosts of a shared folder never lets a removed entry win.
 
-Durability: nothing is fsync'ed. A record is used only if its magic, its length, its
+Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
+most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
+a replacement, a clear and a compaction grow by a byte, and the packs are read again
+when it changed. A reading that meets a pack vanishing (a compaction) starts over.
+What is left: a process that lists the packs while a compaction is removing the old
+ones, after it removed the one holding a tombstone and before the one holding the
+entry, can serve that entry until the compaction's own bump (its last step).
+
+Durability: records are not fsync'ed (a compaction's new pack is, before the packs it
+replaces are removed). A record is used only if its magic, its length, its
 end and its digest hold, so a torn or changed record is never served: it is a miss. A
 power loss can cost the last records written (they are then misses, and run again); a
 record whose digest does not hold is skipped and reading goes on after it; one whose
@@ -163,7 +177,7 @@ class PackIndex:
 
     Shared by the stores of that folder in this process (:func:`index_of`), so that a
     removal through one is seen by the others at once. A removal by another process is
-    seen at this process's next miss (a hit reads nothing).
+    seen at this process's next lookup (a hit costs one ``fstat``: :meth:`get`).
 
     Reading a pack only walks its records' headers (about half a microsecond each); a
     record's end and digest are checked, and its body cut out, the first time it is

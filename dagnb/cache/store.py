@@ -19,7 +19,8 @@ has its length, an end mark and a digest, checked before it is used). Its folder
 (:attr:`Entry.path`, ``out_dir``, ``log_file``) is made under ``.unpacked`` when first
 asked for. Removing one appends a tombstone; clearing everything deletes the packs.
 :meth:`Store.lookup` is the hot path of a cached re-run: a dictionary lookup for a packed
-entry (the packs are read once per process, then what they gained, on a miss), and for
+entry (the packs are read once per process, then what they gained, on a miss or when
+another process removed or replaced a packed entry: one ``fstat`` per hit), and for
 a folder one backend read (one ``stat`` on the local backend) and dictionary hits while
 the entry is unchanged. A damaged entry
 is a miss, moved aside under ``.damaged`` and reported once; an expired one is removed.
