@@ -309,9 +309,11 @@ class PackIndex:
                 names = self._names()
                 if any(name not in names for name in self.sizes):
                     self.reset()
+                before = sum(self.sizes.values())
                 whole = all([self._read(name) for name in names
                              if name not in self.own or name not in self.sizes])
-                if whole and set(names) <= set(self._names()):  # (new packs: read next time)
+                if whole and (sum(self.sizes.values()) == before  # nothing taken in, or
+                              or set(names) <= set(self._names())):  # none gone since
                     break
                 self.reset()
             self.loaded = True
@@ -320,7 +322,7 @@ class PackIndex:
     def _names(self) -> list[str]:
         """The packs of the folder now."""
         try:
-            return sorted(n for n in os.listdir(self.folder) if n.endswith(SUFFIX))
+            return [n for n in os.listdir(self.folder) if n.endswith(SUFFIX)]
         except (FileNotFoundError, NotADirectoryError):
             return []
 
