@@ -319,3 +319,28 @@ def test_a_file_system_without_mmap_reads_the_packs(tmp_path, monkeypatch):
     monkeypatch.setattr(pack.mmap, "mmap", no_mmap)
     with isolated():
         assert Store(tmp_path / "c").lookup("s", "k1").result() == 1
+
+
+def test_a_reader_between_a_compactions_removals_never_serves_a_removed_entry(
+    tmp_path, monkeypatch
+):
+    location = tmp_path / "c"
+    entries, tombstones = _entries_then_tombstones(location)
+    real_unlink = os.unlink
+    kept = []
+
+    def unlink(path):  # the compaction is slow: the pack of entries is still there
+        if str(path).endswith(entries):
+            kept.append(path)
+        else:
+            real_unlink(path)
+
+    with isolated():
+        monkeypatch.setattr(pack.os, "unlink", unlink)
+        assert pack.compact(pack.index_of(f"{location}/.packs"))
+        monkeypatch.undo()
+    assert kept and tombstones not in [p.name for p in _packs(location)]
+    with isolated():  # the compacted pack and the entries: the tombstones came along
+        store = Store(location)
+        assert store.lookup("s", "k3") is None
+        assert store.lookup("s", "k195").result() == BIG + "195"

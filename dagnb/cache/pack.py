@@ -32,10 +32,9 @@ across the hosts of a shared folder never lets a removed entry win.
 Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
 most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
 a replacement, a clear and a compaction grow by a byte, and the packs are read again
-when it changed. A reading that meets a pack vanishing (a compaction) starts over.
-What is left: a process that lists the packs while a compaction is removing the old
-ones, after it removed the one holding a tombstone and before the one holding the
-entry, can serve that entry until the compaction's own bump (its last step).
+when it changed. A reading that meets a pack vanishing (a compaction) starts over, and
+a compaction keeps the tombstones that hide entries of other old packs, so a reader
+that lists the packs halfway through its removals still sees every removal.
 
 Durability: records are not fsync'ed (a compaction's new pack is, before the packs it
 replaces are removed). A record is used only if its magic, its length, its
@@ -550,7 +549,9 @@ def compact(index: PackIndex) -> bool:
     Only packs that no writer holds can be rewritten, so it is all or nothing: with
     another process writing there, nothing is done (a later clear compacts). Records
     keep their stamps, so a reader that meets the old and the new pack at once keeps
-    the same newest record of each key.
+    the same newest record of each key; a tombstone that hides an entry of another old
+    pack is kept too (until the next compaction), so a reader that meets the new pack
+    and only that old pack (the tombstone's already removed) does not serve it.
     """
     with index._lock:
         index.refresh()
@@ -568,7 +569,7 @@ def compact(index: PackIndex) -> bool:
                     if r is not None and r.pack in held]
             if sum(len(r.body) + 64 for r in live) * 2 > total:
                 return False
-            _write_pack(index.folder, live)
+            _write_pack(index.folder, live + _hiding(index, held))
             for name in held:
                 os.unlink(f"{index.folder}/{name}")
             index.bump()
@@ -577,6 +578,21 @@ def compact(index: PackIndex) -> bool:
                 os.close(descriptor)
         index.reset()
     return True
+
+
+def _hiding(index: PackIndex, held: dict[str, int]) -> list[Record]:
+    """The tombstones of packs ``held`` that hide an entry of another of them."""
+    entries: dict[tuple[str, str], set[str]] = {}
+    for name in held:
+        for record in decode(_tail(f"{index.folder}/{name}", 0), name)[0]:
+            if record.kind == ENTRY:
+                entries.setdefault((record.step, record.key), set()).add(name)
+    kept = []
+    for where, known in index.records.items():
+        pack = _pack_of(known)
+        if _kind_of(known) == TOMBSTONE and pack in held and entries.get(where, set()) - {pack}:
+            kept.append(Record(where[0], where[1], TOMBSTONE, _stamp_of(known), b"", pack))
+    return kept
 
 
 def _hold_all(folder: str, names: list[str]) -> dict[str, int] | None:
