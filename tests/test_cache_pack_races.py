@@ -344,3 +344,21 @@ def test_a_reader_between_a_compactions_removals_never_serves_a_removed_entry(
         store = Store(location)
         assert store.lookup("s", "k3") is None
         assert store.lookup("s", "k195").result() == BIG + "195"
+
+
+def test_a_removal_is_seen_when_the_generation_file_is_another_users(tmp_path, monkeypatch):
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", 1)
+    assert a.lookup("s", "k1") is not None
+    real_open = os.open
+
+    def open_as_another_user(path, flags, *args):
+        if str(path).endswith(pack.GENERATION) and flags & os.O_WRONLY:
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        return real_open(path, flags, *args)
+
+    with isolated():
+        monkeypatch.setattr(pack.os, "open", open_as_another_user)
+        assert Store(tmp_path / "c").remove("s", "k1")
+        monkeypatch.undo()
+    assert a.lookup("s", "k1") is None
