@@ -279,6 +279,8 @@ def test_packs_mostly_removed_records_are_rewritten_by_clear_and_reduce_size(tmp
     assert store.clear("s", older_than=None) == 300
     (after,) = _packs(tmp_path / "c")
     assert after != before and after.stat().st_size < 2000  # one record, no tombstones
+    assert {p.name for p in (tmp_path / "c" / ".packs").iterdir()} == {
+        after.name, _keys(after).name, "generation"}
     assert store.lookup("t", "kept").result() == 1 and store.lookup("s", "k1") is None
     with isolated():
         other = Store(tmp_path / "c")
@@ -314,3 +316,143 @@ def test_garbage_after_the_records_is_never_an_error(tmp_path, garbage):
         pack.write_bytes(data)
         served = _served(tmp_path / "c", same=False)
         assert all(v in (None, {"value": i}) for i, v in enumerate(served))
+
+
+# -- keys files: <pack>.keys, where a fresh process looks keys up ------------------------
+
+def _keys(pack: Path) -> Path:
+    return pack.with_name(pack.name + ".keys")
+
+
+def _rechained(entries: list[bytes], head: bytes) -> bytes:
+    """A keys file of ``entries`` (their chains made anew): one that lies, yet holds."""
+    import xxhash
+
+    hasher, out = xxhash.xxh3_64(head), [head]
+    for entry in entries:
+        start = entry[:-8]
+        hasher.update(start)
+        chain = hasher.intdigest().to_bytes(8, "little")
+        hasher.update(chain)
+        out.append(start + chain)
+    return b"".join(out)
+
+
+def test_each_pack_has_a_keys_file_a_fresh_process_finds_keys_in(tmp_path, monkeypatch):
+    pack, _ = _filled(tmp_path / "c")
+    assert _keys(pack).stat().st_size == 16 + 3 * 36  # a head, an entry per record
+    from dagnb.cache import pack as packs
+
+    searched = []
+    monkeypatch.setattr(packs, "_last_record", lambda *a: searched.append(a))
+    assert _served(tmp_path / "c") == [{"value": i} for i in range(3)]
+    assert searched == []  # found through the keys file: the pack was not searched
+
+
+def test_a_keys_file_torn_or_changed_anywhere_never_changes_what_is_served(tmp_path):
+    pack, _ = _filled(tmp_path / "c")
+    keys = _keys(pack)
+    whole = keys.read_bytes()
+    every = [{"value": i} for i in range(3)]
+    for cut in range(len(whole)):
+        keys.write_bytes(whole[:cut])
+        assert _served(tmp_path / "c") == every, cut
+    for offset in range(len(whole)):
+        damaged = bytearray(whole)
+        damaged[offset] ^= 0x41
+        keys.write_bytes(bytes(damaged))
+        assert _served(tmp_path / "c") == every, offset
+    keys.unlink()
+    assert _served(tmp_path / "c") == every
+
+
+def test_records_a_keys_file_does_not_cover_are_walked(tmp_path):
+    """An old copy of the keys file (or a crash between a record and its entry): the
+    tombstone after what it covers still hides the entry."""
+    pack, _ = _filled(tmp_path / "c")
+    old = _keys(pack).read_bytes()
+    store = Store(tmp_path / "c")
+    assert store.remove("s", "k1")
+    store.close()
+    _keys(pack).write_bytes(old)
+    assert _served(tmp_path / "c") == [{"value": 0}, None, {"value": 2}]
+
+
+def test_a_keys_file_that_lies_is_never_a_wrong_hit(tmp_path):
+    pack, _ = _filled(tmp_path / "c")
+    data = _keys(pack).read_bytes()
+    head, entries = data[:16], [data[16 + 36 * i:16 + 36 * (i + 1)] for i in range(3)]
+    # k0's and k1's entries point at each other's records
+    swapped = [entries[0][:16] + entries[1][16:], entries[1][:16] + entries[0][16:], entries[2]]
+    _keys(pack).write_bytes(_rechained(swapped, head))
+    assert _served(tmp_path / "c") == [{"value": i} for i in range(3)]
+    # the keys file of another pack
+    other, _ = _filled(tmp_path / "d")
+    _keys(pack).write_bytes(_keys(other).read_bytes())
+    assert _served(tmp_path / "c") == [{"value": i} for i in range(3)]
+    # entries past the end of the pack
+    late = [e[:16] + (10**6).to_bytes(8, "little") + e[24:] for e in entries]
+    _keys(pack).write_bytes(_rechained(late, head))
+    assert _served(tmp_path / "c") == [{"value": i} for i in range(3)]
+    # lengths of 4 GB: no more than the pack is read
+    long = [entries[0][:24] + (2**32 - 1).to_bytes(4, "little") + entries[0][28:], *entries[1:]]
+    _keys(pack).write_bytes(_rechained(long, head))
+    assert _served(tmp_path / "c") == [{"value": i} for i in range(3)]
+
+
+def test_a_pack_whose_keys_file_does_not_cover_it_is_not_adopted(tmp_path):
+    pack, _ = _filled(tmp_path / "c")
+    _keys(pack).write_bytes(_keys(pack).read_bytes()[:-36])
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k3", 3)
+    store.close()
+    (new,) = set(_packs(tmp_path / "c")) - {pack}
+    assert _keys(new).stat().st_size == 16 + 36
+    adopting = Store(tmp_path / "c")  # the new pack, whole: adopted
+    _save(adopting, "s", "k4", 4)
+    adopting.close()
+    assert set(_packs(tmp_path / "c")) == {pack, new}
+    assert _keys(new).stat().st_size == 16 + 2 * 36
+    with isolated():
+        found = Store(tmp_path / "c")
+        assert [found.lookup("s", f"k{i}").result() for i in range(5)] == [
+            {"value": 0}, {"value": 1}, {"value": 2}, 3, 4]
+
+
+def test_many_keys_looked_up_in_a_fresh_process_are_found_through_a_dict(tmp_path):
+    from dagnb.cache import pack as packs
+
+    store = Store(tmp_path / "c")
+    for i in range(100):
+        _save(store, "s", f"k{i}", i)
+    store.remove("s", "k7")
+    store.close()
+    with isolated():
+        fresh = Store(tmp_path / "c")
+        found = [fresh.lookup("s", f"k{i}") for i in range(100)]
+        (keys,) = fresh._packs._keyed.values()
+        assert keys.found is not None  # searched often enough: made a dict
+        assert [None if e is None else e.result() for e in found] == [
+            None if i == 7 else i for i in range(100)]
+        assert fresh.lookup("s", "k100") is None
+    assert packs.SEARCH_KEYS < 100  # (what makes the dict: searches over the file)
+
+
+def test_a_pack_another_process_starts_later_is_searched_for_keys_looked_up_before(tmp_path):
+    _filled(tmp_path / "c")
+    with isolated():
+        reader = Store(tmp_path / "c")
+        assert reader.peek("s", "k0").result() == {"value": 0}
+        assert reader.peek("s", "new") is None
+        with isolated():  # another process: the pack is held, so it starts its own
+            holder = Store(tmp_path / "c")
+            _save(holder, "s", "held", 1)
+            with isolated():
+                writer = Store(tmp_path / "c")
+                _save(writer, "s", "new", 2)
+                writer.remove("s", "k0")
+                writer.close()
+            holder.close()
+        assert len(_packs(tmp_path / "c")) == 2
+        assert reader.peek("s", "new").result() == 2
+        assert reader.peek("s", "k0") is None

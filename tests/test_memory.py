@@ -362,3 +362,22 @@ def test_a_small_result_lives_in_the_entrys_metadata_and_a_torn_one_is_a_miss(tm
         with pytest.warns(DamagedEntryWarning):
             assert third(1) == {"x": 1} and third(0) == {0, 1}
     assert calls == [1, 0, 1, 0]
+
+
+def test_a_plain_functions_parameters_are_read_from_its_code_as_inspect_reads_them():
+    from dagnb.cache.memory import _CallKeys, _plain_parameters
+
+    def f(a, b=2, c=None):
+        return a
+
+    def g(a, *rest, key=1):
+        return a
+
+    names, defaults = _plain_parameters(f)
+    signature = inspect.signature(f)
+    assert names == tuple(signature.parameters) and defaults == {"b": 2, "c": None}
+    assert _plain_parameters(g) is None and _CallKeys(g, []).names is None
+    keys = _CallKeys(f, ["c"])
+    assert keys.arguments((1,), {"c": 5}) == {"a": 1, "b": 2}
+    with pytest.raises(TypeError):
+        keys.arguments((), {"b": 1})  # a missing argument: bind()'s error

@@ -17,6 +17,7 @@ Layout of the local backend::
     <root>/.access/<name>/journal.jsonl   uses of entries, one folder per flush
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
     <root>/.packs/<name>.pack             small entries, as records (dagnb.cache.pack)
+    <root>/.packs/<name>.pack.keys        where each record of that pack is, by key
     <root>/.unpacked/<step>/<key>-<stamp>/ folders of packed entries, made when asked for
     <root>/.locks/keys.lock               per-key inter-process locks: a byte each (Linux)
     <root>/.locks/<step>/<key>.lock       per-key inter-process locks elsewhere
@@ -30,6 +31,7 @@ import abc
 import contextlib
 import dataclasses
 import fcntl
+import functools
 import os
 import platform
 import shutil
@@ -192,6 +194,16 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+def _absolute(root: str | os.PathLike[str]) -> str:
+    """``str(Path(root).expanduser().absolute())``, without a Path when ``root`` is an
+    absolute path that a Path would not change (what ``Memory(location)`` gets)."""
+    text = os.fspath(root)
+    if (type(text) is str and text.startswith("/") and "//" not in text
+            and "/./" not in text and not text.endswith(("/", "/."))):
+        return text
+    return str(Path(text).expanduser().absolute())
+
+
 class LocalBackend(StoreBackend):
     """Entries as directories on a local (or network) filesystem.
 
@@ -202,16 +214,21 @@ class LocalBackend(StoreBackend):
     name = "local"
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
-        self.root = Path(root).expanduser().absolute()
-        self._root_text = str(self.root)
+        self._root_text = _absolute(root)
         self._read: dict[tuple[str, str], Item] = {}
-        if not create:  # a read-only store: a missing folder is an empty cache
-            return
+        if not create or os.path.isdir(self._root_text):  # read-only: a missing folder is
+            return                                         # an empty cache
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             message = f"cache directory {self._root_text!r} cannot be created: {exc}"
             raise CacheError(message) from exc
+
+    @functools.cached_property
+    def root(self) -> Path:  # type: ignore[override]
+        """The cache folder (a Path made when first asked for: a fresh process's first
+        hit on a packed entry needs none)."""
+        return Path(self._root_text)
 
     def read(self, step: str, key: str) -> Item | None:
         # String paths: this is the cache-hit path, Path objects cost microseconds.

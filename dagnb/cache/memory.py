@@ -45,6 +45,7 @@ import logging
 import re
 import shutil
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
@@ -53,7 +54,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
-from dagnb.config import check_cache_mode, settings
+from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import code_digest, code_source_parts, signature_of, value_digest
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
@@ -138,23 +139,34 @@ class _CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "labels", "names", "signature")
+    __slots__ = ("defaults", "func", "ignore", "labels", "names")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
-        self.signature = signature_of(func)
         self.ignore = frozenset(ignore)
-        unknown = self.ignore - set(self.signature.parameters)
+        plain = _plain_parameters(func)
+        if plain is None:
+            parameters = list(self.signature.parameters.values())
+            every = tuple(p.name for p in parameters)
+            simple = all(p.kind is _PLAIN for p in parameters)
+            self.names = every if simple else None  # None: bind()
+            self.defaults = {p.name: p.default for p in parameters
+                             if p.default is not _NO_DEFAULT}
+        else:
+            every, self.defaults = plain
+            self.names = every
+        unknown = self.ignore.difference(every)
         if unknown:
             raise DagnbError(
                 f"ignore={sorted(unknown)!r} names no parameter of {_label(func)}; "
-                f"its parameters are {list(self.signature.parameters)!r}"
+                f"its parameters are {list(every)!r}"
             )
-        parameters = self.signature.parameters.values()
-        plain = all(p.kind is _PLAIN for p in parameters)
-        self.names = tuple(p.name for p in parameters) if plain else None  # None: bind()
-        self.defaults = {p.name: p.default for p in parameters if p.default is not _NO_DEFAULT}
-        self.labels = {p.name: f"arg:{p.name}" for p in parameters}  # component names
+        self.labels = {name: f"arg:{name}" for name in every}  # component names
+
+    @property
+    def signature(self) -> inspect.Signature:
+        """The function's signature (a call that does not fit plain parameters binds)."""
+        return signature_of(self.func)
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The bound arguments that count (defaults applied, ignored ones left out)."""
@@ -207,6 +219,24 @@ class _CallKeys(Generic[P]):
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = _short_repr(value)
         return StepKey(key_digest(components), components, describe)
+
+
+_NOT_PLAIN = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
+
+
+def _plain_parameters(func: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
+    """The parameter names and defaults of a plain function (no ``*args``, ``**kwargs``,
+    positional- or keyword-only parameters, no signature of its own), read from its
+    code: cheaper than ``inspect.signature``. None for anything else."""
+    if type(func) is not types.FunctionType or "__wrapped__" in func.__dict__ or (
+            "__signature__" in func.__dict__):
+        return None
+    code = func.__code__
+    if code.co_flags & _NOT_PLAIN or code.co_posonlyargcount or code.co_kwonlyargcount:
+        return None
+    names = code.co_varnames[:code.co_argcount]
+    values = func.__defaults__ or ()
+    return names, dict(zip(names[len(names) - len(values):], values, strict=True))
 
 
 def _short_repr(value: Any, limit: int = 200) -> str:
@@ -283,7 +313,9 @@ class Memory:
     ) -> None:
         self.location = location
         mode = settings().cache_mode if cache_mode is None else cache_mode
-        self.cache_mode = check_cache_mode(mode, "cache_mode")
+        if type(mode) is not str or mode not in CACHE_MODES:  # (spelled otherwise, or wrong)
+            mode = check_cache_mode(mode, "cache_mode")
+        self.cache_mode = mode
         self.store = (
             None
             if location is None or self.cache_mode == "off"

@@ -29,15 +29,28 @@ what came before it. Newest: in one pack the later one; across packs the larger 
 writer is stamped past it (``max(now, known + 1)``), so a clock stepped back or skewed
 across the hosts of a shared folder never lets a removed entry win.
 
+Each pack has a keys file, ``<name>.pack.keys`` (see :class:`PackWriter`): an entry per
+record, appended after it, with the xxh3_128 of its step and key, its offset and length,
+and a chain digest. A fresh process reads the keys files rather than the packs, finds
+the keys it is asked for there (``rfind``, then a dict after :data:`SEARCH_KEYS` keys)
+and reads only those records (one ``pread`` each, from the pack opened when its keys
+file was read), checked as any record is; what a keys file does not cover (records
+written since, or after a crash) is walked. The record a keys file gives a key is that
+pack's last of it, and takes the place of another pack's by the same rule as a walk. A
+keys file is believed only whole: of its pack (its head names it), its last entry's
+chain holding over everything before it, covering no more than the pack holds; a record
+it points to that is not the key's makes the index walk the packs instead.
+
 Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
 most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
 a replacement, a clear and a compaction grow by a byte, and the packs are read again
-when it changed. A reading that meets a pack vanishing (a compaction) starts over, and
-a compaction keeps the tombstones that hide entries of other old packs, so a reader
-that lists the packs halfway through its removals still sees every removal.
+when it changed (a hit found through a keys file too). A reading that meets a pack
+vanishing (a compaction) starts over, and a compaction keeps the tombstones that hide
+entries of other old packs, so a reader that lists the packs halfway through its
+removals still sees every removal.
 
-Durability: records are not fsync'ed (a compaction's new pack is, before the packs it
-replaces are removed). A record is used only if its magic, its length, its
+Durability: records are not fsync'ed (a compaction's new pack and its keys file are,
+before the packs they replace are removed). A record is used only if its magic, its length, its
 end and its digest hold, so a torn or changed record is never served: it is a miss. A
 power loss can cost the last records written (they are then misses, and run again); a
 record whose digest does not hold is skipped and reading goes on after it; one whose
@@ -56,7 +69,7 @@ import struct
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import xxhash
 
@@ -94,6 +107,13 @@ GENERATION = "generation"  # a file of the packs folder that grows by a byte whe
 #                            record others may serve is removed or replaced (see get())
 _RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over this often
 SUFFIX = ".pack"
+KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
+_KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
+_KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
+_CHAIN_AT = _KEY.size - 8
+SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
+#                  then makes dicts of them (costs about 28 searches, then each lookup is
+#                  15 times cheaper: a process that looked up 8 keys looks up more)
 
 
 class Record:
@@ -200,6 +220,10 @@ class PackIndex:
         self._generation_path = f"{folder}/{GENERATION}"
         self._generation_file = -1  # kept open: an fstat costs half what a stat does
         self.generation: os.stat_result | None = None  # as seen by the last refresh
+        self._keyed: dict[str, _Keys] = {}  # packs found through their keys files
+        self._resolved: set[tuple[str, str]] = set()  # keys looked up in those already
+        self._keys_searched = 0  # searches of the keys files
+        self._trust_keys = True  # (False while reading again after one lied)
 
     def _generation_now(self) -> os.stat_result | None:
         """The generation file's status now (its size grows at every bump; replaced or
@@ -243,6 +267,8 @@ class PackIndex:
         if not self.loaded:
             self.refresh()
         found = self.records.get((step, key))
+        if self._keyed and (step, key) not in self._resolved:
+            found = self._resolve((step, key), found)
         if self._blobs:
             found = self._search(step, key, found)
         if found is None:
@@ -261,12 +287,71 @@ class PackIndex:
         with self._lock:
             if self.records.get(where) is not slot:  # replaced meanwhile: ask again
                 return self._lookup(*where)
+            if record is not None and (record.step, record.key) != where:
+                self._distrust()  # a keys file that lies: the packs say which
+                return self._lookup(*where)
             if record is None:
                 self._problem(pack, f"a record of {where[0]}/{where[1][:12]} is damaged")
                 self.records[where] = Record(where[0], where[1], _DAMAGED, stamp, b"", pack)
                 return None
             self.records[where] = record
         return record
+
+    def _resolve(
+        self, where: tuple[str, str], known: Record | _Slot | None
+    ) -> Record | _Slot | None:
+        """The newest record of ``where``: ``known`` (read past what the keys files
+        cover) or the last one of a pack a keys file points to, the winner by
+        :func:`_wins` as a walk would choose. It is checked at once: one that is damaged
+        or not the key's makes the index walk the packs (:meth:`_distrust`), so a keys
+        file never changes what is served."""
+        with self._lock:
+            if where in self._resolved:
+                return self.records.get(where)
+            digest = xxhash.xxh3_128_digest(_needle(*where))
+            best = known
+            for name, keys in self._keyed.items():
+                found = keys.offset(digest)
+                if found is None:
+                    continue
+                try:
+                    data = keys.read(*found)
+                except OSError:
+                    data = b""
+                if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
+                    self._distrust()
+                    return self.records.get(where)
+                stamp = _FRAME.unpack_from(data)[3]
+                if best is not None and (_pack_of(best) == name or not _wins(best, stamp, name)):
+                    continue  # (one of this pack known already: read past its keys file)
+                record = _whole_record(data, 0, name)  # checked now: it is at hand
+                if record is None or (record.step, record.key) != where:
+                    self._distrust()  # damaged, or a keys file that lies: walk the packs
+                    return self.records.get(where)
+                best = record
+            if best is not None and best is not known:
+                self.records[where] = best
+            self._resolved.add(where)
+            self._count_keys_search()
+            return best
+
+    def _distrust(self) -> None:
+        """Forget what was read and read the packs again without their keys files (one
+        pointed at a record that is damaged or not the key's): the packs say which."""
+        self._trust_keys = False
+        try:
+            self.reset()
+            self.refresh()
+        finally:
+            self._trust_keys = True
+
+    def _count_keys_search(self) -> None:
+        """Once searching the keys files cost about what making dicts of them costs
+        (:data:`SEARCH_KEYS` searches of each), make them."""
+        self._keys_searched += 1
+        if self._keys_searched >= SEARCH_KEYS:
+            for keys in self._keyed.values():
+                keys.index()
 
     def _search(self, step: str, key: str, known: Record | _Slot | None) -> Record | _Slot | None:
         """The newest record of ``step/key``, ``known`` or one found by searching the packs
@@ -288,7 +373,17 @@ class PackIndex:
             return best
 
     def _walk_blobs(self) -> None:
-        """Walk the packs that were only searched so far."""
+        """Walk the packs that were only searched so far (or looked up in their keys
+        files): every record is then in :attr:`records`."""
+        keyed, self._keyed = self._keyed, {}
+        self._resolved.clear()
+        for name, keys in keyed.items():  # from the start: a record past what the keys
+            try:                          # file covers is later than those it covers
+                problem = self._scan(keys.data(), name, self.sizes.get(name, keys.covered))[1]
+            except (OSError, ValueError):  # unreadable: nothing from it
+                continue
+            if problem is not None:
+                self._problem(name, problem)
         blobs, self._blobs = self._blobs, {}
         for name, blob in blobs.items():
             known = self.sizes.get(name, 0)
@@ -355,6 +450,8 @@ class PackIndex:
         replaces a live one (then the others must be told: :meth:`bump`)."""
         stamp = time.time_ns()
         known = self.records.get((step, key))
+        if self._keyed and (step, key) not in self._resolved:
+            known = self._resolve((step, key), known)
         if self._blobs:
             known = self._search(step, key, known)
         if known is None:
@@ -368,6 +465,9 @@ class PackIndex:
             self.sizes.clear()
             self._blobs.clear()
             self._searched = 0
+            self._keyed.clear()
+            self._resolved.clear()
+            self._keys_searched = 0
             self.loaded = False
 
     def _read(self, name: str) -> bool:
@@ -375,17 +475,29 @@ class PackIndex:
         done = self.sizes.get(name, 0)
         path = f"{self.folder}/{name}"
         try:
-            if os.stat(path).st_size <= done:  # most packs did not grow: one stat
+            size = os.stat(path).st_size
+            if size <= done:  # most packs did not grow: one stat
                 return True
             if name in self._blobs:  # it grew: walk what was read, then read on
                 self._walk_blobs()
                 done = self.sizes.get(name, 0)
+            fresh = done == 0 and (self._keyed or not self.records)
+            keys = _read_keys(path, name, size) if fresh and self._trust_keys else None
+            if keys is not None:
+                keys.open()  # a fresh process: keys looked up in its keys file, and the
+                #              pack as it is now (a compaction may remove it later)
+                self._keyed[name] = keys
+                self._resolved.clear()  # keys looked up already: in this pack too
+                self.sizes[name] = keys.covered
+                if size > keys.covered:  # (written since, or after a crash): walked
+                    self._take(name, keys.covered, keys.tail(size))
+                return True
             data = _mapped(path) if done == 0 else _tail(path, done)
         except FileNotFoundError:
             return False
         except (OSError, ValueError):  # unreadable: nothing from it
             return True
-        if done == 0 and not self.records:  # a fresh process: searched for a few keys
+        if fresh:  # a fresh process, a pack with no keys file: searched for a few keys
             self._blobs[name] = data
             self.sizes[name] = len(data)
             if not _ends_whole(data) and not _held(path):
@@ -404,11 +516,12 @@ class PackIndex:
         if problem is not None:
             self._problem(name, problem)
 
-    def _scan(self, data: bytes, pack: str) -> tuple[int, str | None]:
-        """Take in the records of ``data`` by their headers; the bytes they take, and
-        why the walk stopped early (None: at the end, or at a record still written)."""
+    def _scan(self, data: bytes, pack: str, end: int | None = None) -> tuple[int, str | None]:
+        """Take in the records of ``data`` (up to byte ``end``) by their headers; the
+        bytes they take, and why the walk stopped early (None: at the end, or at a
+        record still written)."""
         unpack, records = _FRAME.unpack_from, self.records
-        offset, end, frame = 0, len(data), _FRAME.size
+        offset, end, frame = 0, len(data) if end is None else min(end, len(data)), _FRAME.size
         while offset + frame <= end:
             magic, length, _, stamp, kind, step_length, key_length = unpack(data, offset)
             after = offset + _HEAD.size + length + _TAIL.size
@@ -503,6 +616,149 @@ def _wins(known: Record | _Slot | None, stamp: int, pack: str) -> bool:
     return known_stamp < stamp or (known_stamp == stamp and known_pack < pack)
 
 
+def _needle(step: str, key: str) -> bytes:
+    """What a record holds of its step and key, lengths first: searched for in a pack,
+    and hashed for its keys file."""
+    step_bytes, key_bytes = step.encode(), key.encode()
+    return _NAMES.pack(len(step_bytes), len(key_bytes)) + step_bytes + key_bytes
+
+
+def _record_needle(record_bytes: bytes | memoryview, offset: int = 0) -> bytes:
+    """The needle of the (whole, checked) record at ``offset``."""
+    step_length, key_length = _NAMES.unpack_from(record_bytes, offset + _NAMES_AT)
+    start = offset + _NAMES_AT
+    return bytes(record_bytes[start:start + _NAMES.size + step_length + key_length])
+
+
+class _Keys:
+    """A pack's keys file, read whole (see :class:`PackWriter`): where each record of
+    the pack's first ``covered`` bytes starts, by the xxh3_128 of its step and key.
+
+    Looking a key up costs a ``bytes.rfind`` over the file (about 1.5 µs for 500
+    records), and a dict lookup once :meth:`index` made one. The records it points to
+    are checked (framing, digest, step and key) before they are used.
+    """
+
+    __slots__ = ("blob", "covered", "descriptor", "found", "mapped", "path")
+
+    def __init__(self, blob: bytes, covered: int, path: str) -> None:
+        self.blob, self.covered, self.path = blob, covered, path
+        self.found: dict[bytes, tuple[bytes, int, int, int]] | None = None  # entries
+        self.mapped: mmap.mmap | None = None
+        self.descriptor: int | None = None
+
+    def offset(self, digest: bytes) -> tuple[int, int] | None:
+        """Where the last record whose names hash to ``digest`` starts, and its
+        length; or None."""
+        if self.found is not None:
+            entry = self.found.get(digest)
+            return None if entry is None else (entry[1], entry[2])
+        blob, start, size = self.blob, _KEYS_HEAD.size, _KEY.size
+        end = len(blob)
+        while (at := blob.rfind(digest, start, end)) >= 0:
+            if (at - start) % size == 0:
+                return _KEY.unpack_from(blob, at)[1:3]  # type: ignore[return-value]
+            end = at + len(digest) - 1
+        return None
+
+    def index(self) -> None:
+        """Make a dict of the file (the last record of a key wins, as with rfind)."""
+        if self.found is None:
+            view = memoryview(self.blob)[_KEYS_HEAD.size:]
+            self.found = {entry[0]: entry for entry in _KEY.iter_unpack(view)}
+
+    def open(self) -> None:
+        """Open the pack now, as its keys file is read: what is read of it later is of
+        this file even if a compaction removes it meanwhile (as a mapping would be)."""
+        if self.descriptor is None:
+            self.descriptor = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
+        one ``pread``, cheaper than mapping the pack for the first few keys."""
+        self.open()
+        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
+
+    def tail(self, size: int) -> bytes:
+        """The pack's bytes past what the keys file covers, up to byte ``size``."""
+        self.open()
+        return os.pread(self.descriptor, size - self.covered, self.covered)  # type: ignore[arg-type]
+
+    def data(self) -> mmap.mmap | bytes:
+        """The pack, mapped on first use (read, where the file system cannot map)."""
+        if self.mapped is None:
+            self.open()
+            try:
+                self.mapped = mmap.mmap(self.descriptor, 0, access=mmap.ACCESS_READ)  # type: ignore[arg-type]
+            except OSError:  # a file system that cannot map (some FUSE and 9p mounts)
+                return os.pread(self.descriptor, os.fstat(self.descriptor).st_size, 0)  # type: ignore[arg-type]
+        return self.mapped
+
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        # (``close`` bound now: at exit the module's globals may be gone already)
+        if self.descriptor is not None:
+            try:  # noqa: SIM105
+                close(self.descriptor)
+            except OSError:
+                pass
+            self.descriptor = None
+
+
+def _keys_head(pack: str) -> bytes:
+    """The start of a keys file: it names the pack it is of (the pack's file name)."""
+    return _KEYS_HEAD.pack(b"DGKY", _KEY.size, xxhash.xxh3_64_intdigest(pack.encode()))
+
+
+def _read_keys(path: str, name: str, size: int) -> _Keys | None:
+    """The keys file of pack ``name`` (``size`` bytes now), or None if there is none or
+    it cannot be trusted: not of this pack, its last whole entry's chain (the xxh3_64 of
+    everything before it) does not hold, or it covers more than the pack holds. A torn
+    last entry is left out."""
+    try:
+        blob = _read_whole(path + KEYS)
+    except OSError:
+        return None
+    head = _KEYS_HEAD.size
+    if len(blob) < head or blob[:head] != _keys_head(name):
+        return None
+    whole = head + (len(blob) - head) // _KEY.size * _KEY.size
+    if whole < len(blob):
+        blob = blob[:whole]
+    covered = 0
+    if whole > head:
+        _, offset, length, chain = _KEY.unpack_from(blob, whole - _KEY.size)
+        if xxhash.xxh3_64_intdigest(memoryview(blob)[:whole - 8]) != chain:
+            return None
+        covered = offset + length
+    if covered > size:
+        return None
+    return _Keys(blob, covered, path)
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's bytes, with no file object (a fresh process's first hit reads one)."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = os.fstat(descriptor).st_size
+        chunks = [os.read(descriptor, size)]
+        done = len(chunks[0])
+        while chunks[-1] and done < size:  # (a short read: rare)
+            chunks.append(os.read(descriptor, size - done))
+            done += len(chunks[-1])
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def _key_entry(hasher: xxhash.xxh3_64, needle: bytes, offset: int, length: int) -> bytes:
+    """The keys file's entry of a record; ``hasher`` has hashed the file so far."""
+    start = _KEY.pack(xxhash.xxh3_128_digest(needle), offset, length, 0)[:_CHAIN_AT]
+    hasher.update(start)
+    chain = hasher.intdigest().to_bytes(8, "little")
+    hasher.update(chain)
+    return start + chain
+
+
 def _ends_whole(blob: bytes) -> bool:
     """Whether ``blob`` ends with a whole record (read backwards from its end)."""
     if len(blob) < _FRAME.size + _TAIL.size:
@@ -572,6 +828,8 @@ def compact(index: PackIndex) -> bool:
             _write_pack(index.folder, live + _hiding(index, held))
             for name in held:
                 os.unlink(f"{index.folder}/{name}")
+                with contextlib.suppress(OSError):
+                    os.unlink(f"{index.folder}/{name}{KEYS}")
             index.bump()
         finally:
             for descriptor in held.values():
@@ -618,14 +876,23 @@ def _hold_all(folder: str, names: list[str]) -> dict[str, int] | None:
 
 
 def _write_pack(folder: str, records: list[Record]) -> None:
-    """A new pack of ``records`` (stamps kept), put in place whole with a rename."""
+    """A new pack of ``records`` (stamps kept), and its keys file, each put in place
+    whole with a rename (the keys file first)."""
     name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-    data = b"".join(encode(r.step, r.key, r.kind, r.body, r.stamp) for r in records)
-    with open(f"{folder}/{name}.tmp", "wb") as handle:
-        handle.write(data)
-        os.fsync(handle.fileno())  # before the packs it replaces go: a power loss then
-        #                            costs nothing that was in them
-    os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{SUFFIX}")
+    head = _keys_head(f"{name}{SUFFIX}")
+    hasher = xxhash.xxh3_64(head)
+    chunks, keys, offset = [], [head], 0
+    for r in records:
+        chunk = encode(r.step, r.key, r.kind, r.body, r.stamp)
+        keys.append(_key_entry(hasher, _record_needle(chunk), offset, len(chunk)))
+        chunks.append(chunk)
+        offset += len(chunk)
+    for suffix, data in ((f"{SUFFIX}{KEYS}", keys), (SUFFIX, chunks)):
+        with open(f"{folder}/{name}.tmp", "wb") as handle:
+            handle.write(b"".join(data))
+            os.fsync(handle.fileno())  # before the packs it replaces go: a power loss
+            #                            then costs nothing that was in them
+        os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{suffix}")
 
 
 def _mapped(path: str) -> mmap.mmap:
@@ -678,13 +945,28 @@ def index_of(folder: str) -> PackIndex:
 
 
 class PackWriter:
-    """Appends records to a pack this writer holds (see the module docstring)."""
+    """Appends records to a pack this writer holds (see the module docstring), and an
+    entry per record to the pack's keys file (``<name>.pack.keys``)::
+
+        "DGKY" | entry size u32 | xxh3_64 of the pack's name u64 |
+        entries: xxh3_128 of the record's step and key | offset u64 | length u32 |
+                 chain u64: xxh3_64 of the file before it
+
+    so that a fresh process finds a key's record by searching a file some 20 times
+    smaller than the pack. The entry is written after the record: the file covers a
+    whole first part of the pack, and a reader walks what comes after it. A writer
+    only adopts a pack its keys file covers whole; if the file cannot be written to,
+    the writer stops writing it (readers walk the rest of the pack).
+    """
 
     def __init__(self, index: PackIndex) -> None:
         self.index = index
         self._descriptor: int | None = None
         self._name = ""
         self._lock = threading.Lock()
+        self._keys: int | None = None  # the keys file's descriptor
+        self._hasher = xxhash.xxh3_64()  # of the keys file so far
+        self._covered = 0  # the bytes of the pack the keys file covers
 
     def append(self, record_bytes: bytes, record: Record) -> None:
         """Write one record with one ``write()``; the index takes it in."""
@@ -702,6 +984,30 @@ class PackWriter:
                               f"{len(record_bytes)} bytes written")
             record.pack = self._name
             self.index.grew(self._name, before, record_bytes, record)
+            self._add_key(record_bytes, before)
+
+    def _add_key(self, record_bytes: bytes, before: int) -> None:
+        """The keys file's entry of the record just written at ``before``."""
+        if self._keys is None:
+            return
+        if before != self._covered:  # the file would skip records: it ends here
+            self._close_keys()
+            return
+        entry = _key_entry(self._hasher, _record_needle(record_bytes), before, len(record_bytes))
+        try:
+            written = os.write(self._keys, entry)
+        except OSError:
+            written = -1
+        if written != len(entry):  # (a torn last entry is left out by readers)
+            self._close_keys()
+            return
+        self._covered = before + len(record_bytes)
+
+    def _close_keys(self) -> None:
+        if self._keys is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._keys)
+            self._keys = None
 
     def _open(self) -> int:
         """The descriptor of the pack held, opened (or adopted) on first use, and again
@@ -718,8 +1024,10 @@ class PackWriter:
             if descriptor is None:
                 continue
             # what the last holder wrote is read first; a pack ending torn (a crash) is
-            # left as it is: a record after the torn one would never be read
-            if self.index.settle(name) == os.fstat(descriptor).st_size:
+            # left as it is: a record after the torn one would never be read; nor is
+            # one whose keys file does not cover it whole
+            size = os.fstat(descriptor).st_size
+            if self.index.settle(name) == size and self._adopt_keys(name, size):
                 return self._held_now(descriptor, name)
             os.close(descriptor)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
@@ -729,12 +1037,48 @@ class PackWriter:
                 os.unlink(f"{self.index.folder}/{name}")
             raise OSError(errno.ENOLCK, f"cannot lock a new pack in {self.index.folder!r}; "
                           "this entry gets a folder")
+        self._new_keys(name)
         return self._held_now(descriptor, name)
 
     def _held_now(self, descriptor: int, name: str) -> int:
         self._descriptor, self._name = descriptor, name
         self.index.own.add(name)
         return descriptor
+
+    def _new_keys(self, name: str) -> None:
+        """Start the keys file of a new pack (none, if it cannot be made)."""
+        self._close_keys()
+        path = f"{self.index.folder}/{name}{KEYS}"
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+        head = _keys_head(name)
+        try:
+            self._keys = os.open(path, flags, 0o666)
+            if os.write(self._keys, head) != len(head):
+                self._close_keys()
+        except OSError:
+            self._close_keys()
+            return
+        self._hasher = xxhash.xxh3_64(head)
+        self._covered = 0
+
+    def _adopt_keys(self, name: str, size: int) -> bool:
+        """Whether the keys file of pack ``name`` covers its ``size`` bytes whole (then
+        this writer appends to it)."""
+        self._close_keys()
+        path = f"{self.index.folder}/{name}"
+        keys = _read_keys(path, name, size)
+        if keys is None or keys.covered != size:
+            return False
+        try:
+            flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            descriptor = os.open(path + KEYS, flags)
+        except OSError:
+            return False
+        if os.fstat(descriptor).st_size != len(keys.blob):  # a torn entry at its end
+            os.close(descriptor)
+            return False
+        self._keys, self._hasher, self._covered = descriptor, xxhash.xxh3_64(keys.blob), size
+        return True
 
     def _hold(self, name: str, create: bool = False) -> int | None:
         """The pack opened for appending with its ``flock`` taken, or None if it is
@@ -760,6 +1104,7 @@ class PackWriter:
 
     def close(self) -> None:
         """Let go of the pack (another writer may adopt it)."""
+        self._close_keys()
         if self._descriptor is not None:
             self.index.own.discard(self._name)
             with contextlib.suppress(OSError):
@@ -771,11 +1116,11 @@ class PackWriter:
 
 
 def iter_pack_files(folder: str) -> Iterator[str]:
-    """The paths of the packs in ``folder``."""
+    """The paths of the packs in ``folder``, and of their keys files."""
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.endswith(SUFFIX):
+        if name.endswith((SUFFIX, f"{SUFFIX}{KEYS}")):
             yield f"{folder}/{name}"

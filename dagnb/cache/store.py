@@ -101,8 +101,9 @@ from dagnb.model.step import parse_duration
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "SessionStore", "Store"]
 
 STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
-_REQUIRED = ("step", "key", "format", "created", "expires", "output_digest", "components")
-_HEAD_REQUIRED = _REQUIRED[:-1]  # a packed entry's head; its components are in the rest
+_REQUIRED = frozenset(
+    {"step", "key", "format", "created", "expires", "output_digest", "components"})
+_HEAD_REQUIRED = _REQUIRED - {"components"}  # a packed entry's head: components in the rest
 # What a hit reads of a packed entry: parsed at once; the rest (components, describe,
 # files, logs) only when someone reads ``entry.meta``.
 _HEAD_FIELDS = frozenset({
@@ -424,7 +425,7 @@ class Store:
         self.read_only = read_only
         if backend == "local" and is_url(os.fspath(location)):
             backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
-        if isinstance(backend, StoreBackend):
+        if type(backend) is not str and isinstance(backend, StoreBackend):
             self.backend = backend
         elif backend == "local" and read_only:  # writes nothing, not even its folder
             self.backend = LocalBackend(location, create=False)
@@ -438,7 +439,7 @@ class Store:
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (the folder resolved: two spellings of it, through a symlink, share one index)
-        self._packs = (index_of(os.path.realpath(f"{self.backend.root}/{PACKS}"))
+        self._packs = (index_of(os.path.realpath(f"{self.backend._root_text}/{PACKS}"))
                        if type(self.backend) is LocalBackend else None)
         self._writer: PackWriter | None = None
         self._absent: tuple[str, str] | None = None  # the last key found with no folder
@@ -556,15 +557,18 @@ class Store:
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
-        folder = f"{self._unpack_root()}/{record.step}/{record.key}-{record.stamp}"
+        folder = f"{self._unpack_root}/{record.step}/{record.key}-{record.stamp}"
         entry = PackedEntry(record.step, record.key, folder, head, rest, record, self._unpack)
         self._entries[where] = entry
         return entry
 
+    @functools.cached_property
     def _unpack_root(self) -> str:
         if self.read_only:  # writes nothing in the cache: a folder of this process
             return _read_only_unpack_root()
-        return f"{self.location}/{_UNPACKED}"
+        backend = self.backend  # (a local one's text: no Path made on a first hit)
+        root = backend._root_text if type(backend) is LocalBackend else str(self.location)
+        return f"{root}/{_UNPACKED}"
 
     def _unpack(self, entry: PackedEntry) -> None:
         """Make the folder of a packed entry (once: it is never changed afterwards)."""
@@ -845,7 +849,7 @@ class Store:
             self.backend.remove(step_name, key.digest)
         _consume(out_dir, logs)
         self._forget(step_name, key.digest)
-        folder = f"{self._unpack_root()}/{step_name}/{key.digest}-{record.stamp}"
+        folder = f"{self._unpack_root}/{step_name}/{key.digest}-{record.stamp}"
         entry = PackedEntry(step_name, key.digest, folder, head, rest, record, self._unpack)
         self._entries[(step_name, key.digest)] = entry
         return entry
@@ -1185,14 +1189,30 @@ def _release_if_acquired(done: asyncio.Future[Any], lock: Lock) -> None:
         lock.release()
 
 
+_SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
+
+
+def _json(raw: bytes) -> Any:
+    """``json.loads(raw)``, by its C scanner alone when ``raw`` is UTF-8 JSON with
+    nothing around it (what dagnb writes): a hit parses one such head."""
+    try:
+        text = raw.decode()
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):
+        pass
+    return json.loads(raw)  # whitespace around it, another encoding, or the error
+
+
 def _parse_meta(
-    raw: bytes, step_name: str, key: str, required: tuple[str, ...] = _REQUIRED
+    raw: bytes, step_name: str, key: str, required: frozenset[str] = _REQUIRED
 ) -> tuple[dict[str, Any], str | None]:
     try:
-        meta = json.loads(raw)
+        meta = _json(raw)
     except ValueError:
         return {}, "meta.json is not valid JSON"
-    if not isinstance(meta, dict) or any(field not in meta for field in required):
+    if type(meta) is not dict or not required <= meta.keys():
         return {}, "meta.json lacks required fields"
     if meta["format"] != STORE_FORMAT:
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
