@@ -362,3 +362,106 @@ def test_a_removal_is_seen_when_the_generation_file_is_another_users(tmp_path, m
         assert Store(tmp_path / "c").remove("s", "k1")
         monkeypatch.undo()
     assert a.lookup("s", "k1") is None
+
+
+# ---------------------------------------------------------------- keys files
+
+
+def _write_keyed(path: Path, covered: int, *records: tuple[str, int]) -> None:
+    """As :func:`_write_records`, and a keys file covering the first ``covered``."""
+    import xxhash
+
+    _write_records(path, *records)
+    data = path.read_bytes()
+    head = pack._keys_head(path.name)
+    hasher, entries, offset = xxhash.xxh3_64(head), [head], 0
+    for _ in range(covered):
+        record_end = _record_end(data, offset)
+        entries.append(pack._key_entry(hasher, pack._record_needle(data, offset), offset,
+                                       record_end - offset))
+        offset = record_end
+    path.with_name(path.name + ".keys").write_bytes(b"".join(entries))
+
+
+def _record_end(data: bytes, offset: int) -> int:
+    length = pack._FRAME.unpack_from(data, offset)[1]
+    return offset + pack._HEAD.size + length + pack._TAIL.size
+
+
+def test_in_one_pack_the_later_record_wins_through_its_keys_file(tmp_path):
+    folder = tmp_path / ".packs"
+    for covered in (1, 2):  # the later record past what the keys file covers, or in it
+        for name in ("a.pack", "a.pack.keys"):
+            (folder / name).unlink(missing_ok=True)
+        _write_keyed(folder / "a.pack", covered, ("first", 200), ("second", 100))
+        index = pack.PackIndex(str(folder))
+        index.refresh()
+        assert "a.pack" in index._keyed  # found through the keys file
+        assert _winner(folder, walk=False).endswith(b"second")
+        assert _winner(folder, walk=True).endswith(b"second")
+
+
+def test_equal_stamps_in_keyed_packs_pick_what_a_walk_picks(tmp_path, monkeypatch):
+    folder = tmp_path / ".packs"
+    _write_keyed(folder / "a.pack", 1, ("in a", 100))
+    _write_keyed(folder / "b.pack", 1, ("in b", 100))
+    _write_records(folder / "c.pack", ("older in c", 99))  # no keys file: searched
+    real = os.listdir
+    for order in (sorted, lambda names: sorted(names, reverse=True)):
+        monkeypatch.setattr(pack.os, "listdir", lambda path, order=order: order(real(path)))
+        assert _winner(folder, walk=False).endswith(b"in b")
+        assert _winner(folder, walk=True).endswith(b"in b")
+
+
+def test_a_compaction_syncs_the_new_packs_keys_file_before_putting_it_in_place(
+    tmp_path, monkeypatch
+):
+    location = tmp_path / "c"
+    store = Store(location)
+    for i in range(200):
+        _save(store, "s", f"k{i}", BIG + str(i))
+    events = []
+    real_fsync, real_rename = os.fsync, os.rename
+    monkeypatch.setattr(pack.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
+    monkeypatch.setattr(pack.os, "rename", lambda a, b: (
+        events.append(str(b).rsplit(".", 1)[-1]), real_rename(a, b)))
+    store.clear(step="s")
+    events = [e for e in events if e in ("fsync", "keys", "pack")]  # (not the folders')
+    assert events[:4] == ["fsync", "keys", "fsync", "pack"]
+    (new,) = _packs(location)
+    assert pack._read_keys(str(new), new.name, new.stat().st_size) is not None
+
+
+def test_a_hit_found_through_a_keys_file_sees_another_process_remove_it(tmp_path):
+    location = tmp_path / "c"
+    with isolated():
+        writer = Store(location)
+        _save(writer, "s", "k", 1)
+        writer.close()
+    with isolated():
+        reader = Store(location)
+        assert reader.lookup("s", "k").result() == 1
+        assert reader._packs._keyed  # the hit came through the keys file
+        with isolated():
+            other = Store(location)
+            assert other.remove("s", "k")
+            other.close()
+        assert reader.lookup("s", "k") is None
+
+
+def test_a_fresh_process_stamps_past_a_record_it_knows_only_through_a_keys_file(
+    tmp_path, monkeypatch
+):
+    with isolated():
+        _save(Store(tmp_path / "c"), "s", "k1", "old")
+    real = time.time_ns
+    with isolated():
+        monkeypatch.setattr(store_module.time, "time_ns", lambda: real() - 5 * 10**9)
+        store = Store(tmp_path / "c")
+        store._packs.refresh()
+        assert store._packs._keyed and not store._packs.records  # nothing walked
+        _save(store, "s", "k1", "new")
+        store.close()
+    monkeypatch.undo()
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1").result() == "new"
