@@ -241,10 +241,14 @@ class PackIndex:
             return None
         return os.fstat(self._generation_file)
 
-    def __del__(self) -> None:
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        # (``close`` bound now: at exit the module's globals may be gone already)
         if self._generation_file >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._generation_file)
+            try:  # noqa: SIM105
+                close(self._generation_file)
+            except OSError:
+                pass
+            self._generation_file = -1
 
     def get(self, step: str, key: str) -> Record | None:
         """The live record of ``step/key`` (a dictionary lookup once loaded), or None.
