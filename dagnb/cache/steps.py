@@ -25,7 +25,6 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import collections
 import os
@@ -37,11 +36,10 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache import session_store, store_for
-from dagnb.cache.backend import KeyRangeLock
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
-from dagnb.cache.store import Entry, Store
+from dagnb.cache.store import Entry, Store, acquire
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
@@ -294,8 +292,7 @@ class _Claim:
             return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
         store = cache.store
         lock = store.lock(step.name, key)
-        if not (isinstance(lock, KeyRangeLock) and lock.acquire_now()):
-            await _acquired(lock)
+        await acquire(lock)
         self._lock = lock
         try:
             found = store.peek(step.name, key) is not None
@@ -313,22 +310,6 @@ class _Claim:
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
-
-
-async def _acquired(lock: Any) -> None:
-    """Wait for ``lock`` in a worker thread; should the wait be cancelled, the thread
-    may still get it: it is released then."""
-    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
-    try:
-        await asyncio.shield(acquiring)
-    except asyncio.CancelledError:
-        acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
-        raise
-
-
-def _release_if_acquired(done: asyncio.Future[Any], lock: Any) -> None:
-    if not done.cancelled() and done.exception() is None:
-        lock.release()
 
 
 class _Flusher:

@@ -921,14 +921,7 @@ class Store:
         """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread
         unless it is free (then at once: most misses meet no other process)."""
         lock = self.lock(step_name, key, timeout)
-        if not (isinstance(lock, KeyRangeLock) and lock.acquire_now()):
-            acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
-            try:
-                await asyncio.shield(acquiring)
-            except asyncio.CancelledError:
-                # The thread may still get the lock after we stop waiting: release it then.
-                acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
-                raise
+        await acquire(lock)
         try:
             yield lock
         finally:
@@ -1182,6 +1175,20 @@ def _age_seconds(limit: timedelta | float | str | None) -> float | None:
     if isinstance(limit, timedelta):
         return limit.total_seconds()
     return parse_duration(limit, what="age_limit")
+
+
+async def acquire(lock: Lock) -> None:
+    """Take ``lock``: at once when it is free (most misses meet no other process), else
+    in a worker thread. Should the wait be cancelled, the thread may still get it: it
+    is released then."""
+    if isinstance(lock, KeyRangeLock) and lock.acquire_now():
+        return
+    acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
+    try:
+        await asyncio.shield(acquiring)
+    except asyncio.CancelledError:
+        acquiring.add_done_callback(lambda done: _release_if_acquired(done, lock))
+        raise
 
 
 def _release_if_acquired(done: asyncio.Future[Any], lock: Lock) -> None:
