@@ -67,50 +67,21 @@ def make_step_folders(
     with a link per upstream step to its outputs, and the params file.
 
     Three folders and a file per step, each a journaled change that costs 0.1–0.3 ms of
-    system time on a busy disk: the local executor calls this off its event loop, and
-    steps without params share one file. The step's folder (the parent of all three) is
-    made first and once; the run's folder is already there.
+    system time on a busy disk: the local executor calls this off its event loop. Each
+    step gets a params file of its own, even an empty one (a hard link to one shared
+    ``{}`` would let a step that writes it change its siblings' input). The step's
+    folder (the parent of all three) is made first and once; the run's folder is
+    already there.
     """
-    step_dir = os.path.dirname(params_file)  # out_dir's and in_dir's too, in a run
-    run_dir = os.path.dirname(step_dir)
-    _mkdir(step_dir)
-    if step.params or not _link_no_params(run_dir, params_file):
-        with open(params_file, "w", encoding="utf-8") as file:
-            file.write(_params_json(step))
-        if not step.params:  # written: the next steps without params may link to it
-            _remember_no_params(run_dir, params_file)
+    _mkdir(os.path.dirname(params_file))  # out_dir's and in_dir's too, in a run
+    with open(params_file, "w", encoding="utf-8") as file:
+        file.write(_params_json(step))
     _mkdir(out_dir)
     _mkdir(in_dir)
     for name, path in inputs.items():
         link = os.path.join(in_dir, name)
         if not os.path.exists(link):
             os.symlink(os.path.realpath(path), link, target_is_directory=True)
-
-
-_NO_PARAMS: dict[str, str] = {}  # a run's folder -> a params file in it holding "{}"
-
-
-def _link_no_params(run_dir: str, params_file: str) -> bool:
-    """Give a step without params the run's ``{}`` params file, as a hard link: the
-    same name and text for a fraction of the cost of writing a file. False when there
-    is none to link to (yet)."""
-    source = _NO_PARAMS.get(run_dir)
-    if source is None:
-        return False
-    try:
-        os.link(source, params_file)
-    except FileExistsError:  # a retry: the first attempt's is there, with that text
-        return True
-    except OSError:  # gone, or no links on that file system: write one
-        _NO_PARAMS.pop(run_dir, None)
-        return False
-    return True
-
-
-def _remember_no_params(run_dir: str, params_file: str) -> None:
-    if len(_NO_PARAMS) >= 8:  # only the runs going on now matter
-        _NO_PARAMS.clear()
-    _NO_PARAMS[run_dir] = params_file
 
 
 def _mkdir(path: str) -> None:
