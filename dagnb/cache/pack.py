@@ -270,11 +270,7 @@ class PackIndex:
         """The live record of ``step/key`` as read so far, or None."""
         if not self.loaded:
             self.refresh()
-        found = self.records.get((step, key))
-        if self._keyed and (step, key) not in self._resolved:
-            found = self._resolve((step, key), found)
-        if self._blobs:
-            found = self._search(step, key, found)
+        found = self._known(step, key)
         if found is None:
             return None
         if type(found) is tuple:
@@ -453,14 +449,20 @@ class PackIndex:
         one it replaces whatever the clock says (stepped back, skewed), and whether it
         replaces a live one (then the others must be told: :meth:`bump`)."""
         stamp = time.time_ns()
-        known = self.records.get((step, key))
-        if self._keyed and (step, key) not in self._resolved:
-            known = self._resolve((step, key), known)
-        if self._blobs:
-            known = self._search(step, key, known)
+        known = self._known(step, key)
         if known is None:
             return stamp, False
         return max(stamp, _stamp_of(known) + 1), _kind_of(known) == ENTRY
+
+    def _known(self, step: str, key: str) -> Record | _Slot | None:
+        """The newest record of ``step/key`` known so far, through the index, then the
+        keys files and the packs searched by key (not checked yet)."""
+        found = self.records.get((step, key))
+        if self._keyed and (step, key) not in self._resolved:
+            found = self._resolve((step, key), found)
+        if self._blobs:
+            found = self._search(step, key, found)
+        return found
 
     def reset(self) -> None:
         """Forget everything read (the packs were removed or rewritten)."""
