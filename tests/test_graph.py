@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import graphlib
+import random
+
 import pytest
 
 from dagnb import (
@@ -30,6 +33,41 @@ def diamond() -> Graph:
 
 def test_order_is_topological_and_stable() -> None:
     assert diamond().order() == ["load", "other", "left", "right", "join"]
+
+
+def _graphlib_order(graph: Graph, wanted: set[str]) -> list[str]:
+    """The order as graphlib's get_ready/done loop gives it, each batch by position."""
+    needs = {s.name: [d for d in s.needs if d in wanted] for s in graph if s.name in wanted}
+    position = {name: i for i, name in enumerate(graph.names)}
+    sorter = graphlib.TopologicalSorter(needs)
+    sorter.prepare()
+    ordered: list[str] = []
+    while sorter.is_active():
+        ready = sorted(sorter.get_ready(), key=position.__getitem__)
+        ordered.extend(ready)
+        sorter.done(*ready)
+    return ordered
+
+
+def test_order_is_graphlibs_batches_in_the_order_steps_were_added() -> None:
+    rng = random.Random(7)
+    for _ in range(300):
+        names = [f"n{i}" for i in range(rng.randint(1, 25))]
+        graph = Graph("g")
+        for name in rng.sample(names, len(names)):  # added in another order than needed
+            i = names.index(name)
+            needs = rng.sample(names[:i], min(i, rng.randint(0, 3)))
+            graph.add(Step(name, run="true", needs=needs))
+        wanted = set(rng.sample(names, rng.randint(1, len(names))))
+        assert graph.order() == _graphlib_order(graph, set(names))
+        assert graph.order(wanted) == _graphlib_order(graph, wanted)
+
+
+def test_a_cycle_in_a_selection_is_named() -> None:
+    graph = Graph("c", [Step("x", run="true"), Step("a", run="true", needs=["b", "x"]),
+                        Step("b", run="true", needs=["a"])])
+    with pytest.raises(CycleError, match=r"cycle: (a -> b -> a|b -> a -> b)"):
+        graph.order({"a", "b"})
 
 
 def test_cycle_names_the_cycle() -> None:

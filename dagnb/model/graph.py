@@ -191,24 +191,45 @@ class Graph:
         return self._sorted(set(names))
 
     def _sorted(self, wanted: set[str]) -> list[str]:
+        """Kahn's algorithm in waves, as graphlib's get_ready/done loop orders them
+        (each wave in the order steps were added), without the cycle search graphlib's
+        ``prepare`` always makes: that one runs only when a cycle is left over."""
+        unmet: dict[str, int] = {}
+        dependents: dict[str, list[str]] = {}
+        for name, step in self._steps.items():
+            if name in wanted:
+                needs = [need for need in step.needs if need in wanted]
+                unmet[name] = len(needs)
+                for need in needs:
+                    dependents.setdefault(need, []).append(name)
+        wave = [name for name, count in unmet.items() if count == 0]
+        ordered: list[str] = []
+        position: dict[str, int] | None = None
+        while wave:
+            ordered.extend(wave)
+            ready = []
+            for name in wave:
+                for child in dependents.get(name, ()):
+                    unmet[child] -= 1
+                    if unmet[child] == 0:
+                        ready.append(child)
+            if len(ready) > 1:
+                position = position or {name: i for i, name in enumerate(unmet)}
+                ready.sort(key=position.__getitem__)
+            wave = ready
+        if len(ordered) < len(unmet):
+            self._raise_cycle(unmet)
+        return ordered
+
+    def _raise_cycle(self, wanted: Iterable[str]) -> None:
+        """Raise CycleError naming a cycle among ``wanted`` (graphlib finds it)."""
         sorter = graphlib.TopologicalSorter(
-            {
-                n: [d for d in self._steps[n].needs if d in wanted]
-                for n in self._steps
-                if n in wanted
-            }
+            {name: [d for d in self._steps[name].needs if d in wanted] for name in wanted}
         )
-        position = {n: i for i, n in enumerate(self._steps)}
         try:
             sorter.prepare()
         except graphlib.CycleError as exc:
             raise CycleError(list(reversed(exc.args[1]))) from None
-        ordered: list[str] = []
-        while sorter.is_active():
-            ready = sorted(sorter.get_ready(), key=position.__getitem__)
-            ordered.extend(ready)
-            sorter.done(*ready)
-        return ordered
 
     def upstream(self, name: str) -> set[str]:
         """Every step ``name`` depends on, directly or not."""
