@@ -346,6 +346,85 @@ def test_a_reader_between_a_compactions_removals_never_serves_a_removed_entry(
         assert store.lookup("s", "k195").result() == BIG + "195"
 
 
+def test_a_listing_that_missed_a_compactions_packs_is_taken_again(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    entries, tombstones = _entries_then_tombstones(location)
+    real_listdir, real_unlink = os.listdir, os.unlink
+    state = {"lists": 0}
+
+    def unlink(path):  # the compaction is slow: the pack of entries is still there
+        if not str(path).endswith(entries):
+            real_unlink(path)
+
+    def listdir(path):  # a compaction runs while the listing does, which misses its
+        state["lists"] += 1  # new pack and the tombstones it removed
+        if state["lists"] == 1:
+            with isolated():
+                monkeypatch.setattr(pack.os, "unlink", unlink)
+                assert pack.compact(pack.index_of(f"{location}/.packs"))
+                monkeypatch.setattr(pack.os, "unlink", real_unlink)
+            return [entries]
+        return real_listdir(path)
+
+    with isolated():
+        monkeypatch.setattr(pack.os, "listdir", listdir)
+        index = pack.index_of(f"{location}/.packs")
+        index.refresh()  # what it read, before a hit's own check of the generation
+        assert index._lookup("s", "k3") is None
+        assert index._lookup("s", "k195") is not None
+    assert state["lists"] >= 2
+
+
+def test_a_compaction_bumps_the_generation_before_it_removes_a_pack(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    _entries_then_tombstones(location)
+    generation = location / ".packs" / "generation"
+    before = generation.stat().st_size
+    seen = []
+    real_unlink = os.unlink
+    monkeypatch.setattr(
+        pack.os, "unlink", lambda p: (seen.append(generation.stat().st_size), real_unlink(p))
+    )
+    with isolated():
+        assert pack.compact(pack.index_of(f"{location}/.packs"))
+    assert seen and all(size > before for size in seen)
+
+
+def test_a_fresh_reader_lists_the_packs_once_when_nothing_changes(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    _entries_then_tombstones(location)
+    calls = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(pack.os, "listdir", lambda p: (calls.append(p), real_listdir(p))[1])
+    with isolated():
+        assert Store(location).lookup("s", "k195").result() == BIG + "195"
+    assert len(calls) == 1
+
+
+def test_a_cache_folder_made_again_in_its_place_gets_an_index_of_its_own(tmp_path):
+    import shutil
+
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", 1)
+    shutil.rmtree(tmp_path / "c")
+    b = Store(tmp_path / "c")
+    assert b.lookup("s", "k1") is None
+    _save(b, "s", "k2", 2)
+    assert b.lookup("s", "k2").result() == 2
+
+
+def test_an_index_whose_folder_went_is_not_given_to_another_with_its_inode(
+    tmp_path, monkeypatch
+):
+    (tmp_path / "a").mkdir()
+    first = pack.index_of(f"{tmp_path}/a/.packs")
+    identity = pack.folder_identity(str(tmp_path / "a"))
+    (tmp_path / "a").rmdir()
+    (tmp_path / "b").mkdir()  # as if the file system gave b the inode a had
+    other = pack.index_of(f"{tmp_path}/b/.packs", identity)
+    assert other is not first and other.folder == f"{tmp_path}/b/.packs"
+
+
 def test_a_removal_is_seen_when_the_generation_file_is_another_users(tmp_path, monkeypatch):
     a = Store(tmp_path / "c")
     _save(a, "s", "k1", 1)

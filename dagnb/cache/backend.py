@@ -35,6 +35,7 @@ import functools
 import os
 import platform
 import shutil
+import stat
 import struct
 import sys
 import time
@@ -194,6 +195,17 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+def folder_identity(path: str) -> tuple[int, int] | None:
+    """The (device, inode) of folder ``path``: the same for every spelling of it (a
+    symlink, a relative path), with one ``stat`` where ``realpath`` takes one per part
+    of the path. None when there is no such folder."""
+    try:
+        found = os.stat(path)
+    except OSError:
+        return None
+    return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
+
+
 def _absolute(root: str | os.PathLike[str]) -> str:
     """``str(Path(root).expanduser().absolute())``, without a Path when ``root`` is an
     absolute path that a Path would not change (what ``Memory(location)`` gets)."""
@@ -216,13 +228,15 @@ class LocalBackend(StoreBackend):
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
         self._root_text = _absolute(root)
         self._read: dict[tuple[str, str], Item] = {}
-        if not create or os.path.isdir(self._root_text):  # read-only: a missing folder is
-            return                                         # an empty cache
+        self.identity = folder_identity(self._root_text)  # (None: no folder yet)
+        if not create or self.identity is not None:  # read-only: a missing folder is
+            return                                    # an empty cache
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             message = f"cache directory {self._root_text!r} cannot be created: {exc}"
             raise CacheError(message) from exc
+        self.identity = folder_identity(self._root_text)
 
     @functools.cached_property
     def root(self) -> Path:  # type: ignore[override]

@@ -73,6 +73,7 @@ from collections.abc import Callable, Iterator
 
 import xxhash
 
+from dagnb.cache.backend import folder_identity
 from dagnb.config import context
 
 __all__ = [
@@ -396,7 +397,10 @@ class PackIndex:
 
         A compaction replaces packs while this reads them: a pack that vanishes midway
         or a listing that changed meanwhile means starting over, else records a removed
-        pack's tombstones hid would be served."""
+        pack's tombstones hid would be served. A listing can miss only packs renamed in
+        or removed while it ran; a compaction bumps the generation between the two, so
+        a listing that missed both (the new pack, an old one) is followed by a changed
+        generation, and one that began after the bump sees the new pack."""
         with self._lock:
             for _ in range(_RELIST):
                 self.generation = self._generation_now()
@@ -407,11 +411,20 @@ class PackIndex:
                 whole = all([self._read(name) for name in names
                              if name not in self.own or name not in self.sizes])
                 if whole and (sum(self.sizes.values()) == before  # nothing taken in, or
-                              or set(names) <= set(self._names())):  # none gone since
+                              or self._listing_held(names)):   # no change since
                     break
                 self.reset()
             self.loaded = True
             self.refreshed = time.monotonic()
+
+    def _listing_held(self, names: list[str]) -> bool:
+        """Whether a listing taken after :attr:`generation` was read still holds: the
+        generation is the same (one ``fstat``), or a listing now names the same packs
+        (a writer's bump, or no generation file). Not merely none gone: a listing that
+        missed a compaction's new pack and an old one it removed sees the new one now."""
+        if self.generation is not None and self._generation_now() == self.generation:
+            return True
+        return set(names) == set(self._names())
 
     def _names(self) -> list[str]:
         """The packs of the folder now."""
@@ -832,6 +845,7 @@ def compact(index: PackIndex) -> bool:
             if sum(len(r.body) + 64 for r in live) * 2 > total:
                 return False
             _write_pack(index.folder, live + _hiding(index, held))
+            index.bump()  # before the old packs go: see refresh
             for name in held:
                 os.unlink(f"{index.folder}/{name}")
                 with contextlib.suppress(OSError):
@@ -944,10 +958,18 @@ def _held(path: str) -> bool:
     return False
 
 
-def index_of(folder: str) -> PackIndex:
+def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     """The process-wide index of the packs in ``folder`` (one per dagnb context: a test's
-    fresh context reads the packs anew, as a new process would)."""
-    return context().get(f"cache.packs:{folder}", lambda: PackIndex(folder))
+    fresh context reads the packs anew, as a new process would), whatever the spelling
+    of the cache folder: found by the folder's ``identity`` (device and inode, taken
+    here when not given)."""
+    identity = identity or folder_identity(os.path.dirname(folder))
+    name = f"cache.packs:{folder if identity is None else identity}"
+    index = context().get(name, lambda: PackIndex(folder))
+    if index.folder != folder and folder_identity(os.path.dirname(index.folder)) != identity:
+        index = PackIndex(folder)  # its folder is gone, and its inode is this one's now
+        context().set(name, index)
+    return index
 
 
 class PackWriter:

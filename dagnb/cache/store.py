@@ -438,8 +438,8 @@ class Store:
         )
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
-        # (the folder resolved: two spellings of it, through a symlink, share one index)
-        self._packs = (index_of(os.path.realpath(f"{self.backend._root_text}/{PACKS}"))
+        # (two spellings of the folder, through a symlink, share one index)
+        self._packs = (index_of(f"{self.backend._root_text}/{PACKS}", self.backend.identity)
                        if type(self.backend) is LocalBackend else None)
         self._writer: PackWriter | None = None
         self._absent: tuple[str, str] | None = None  # the last key found with no folder
