@@ -348,7 +348,7 @@ def test_a_reader_between_a_compactions_removals_never_serves_a_removed_entry(
 
 def test_a_listing_that_missed_a_compactions_packs_is_taken_again(tmp_path, monkeypatch):
     location = tmp_path / "c"
-    entries, tombstones = _entries_then_tombstones(location)
+    entries, _ = _entries_then_tombstones(location)
     real_listdir, real_unlink = os.listdir, os.unlink
     state = {"lists": 0}
 
