@@ -187,7 +187,7 @@ _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]+://")
 
 def is_url(value: Any) -> bool:
     """Whether ``value`` is a store URL (``s3://...``, ``file://...``), not a path."""
-    return isinstance(value, str) and _URL.match(value) is not None
+    return isinstance(value, str) and "://" in value and _URL.match(value) is not None
 
 
 def location(value: Any) -> str:

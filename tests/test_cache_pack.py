@@ -456,3 +456,26 @@ def test_a_pack_another_process_starts_later_is_searched_for_keys_looked_up_befo
         assert len(_packs(tmp_path / "c")) == 2
         assert reader.peek("s", "new").result() == 2
         assert reader.peek("s", "k0") is None
+
+
+@pytest.mark.parametrize("size", [0, 100, 65535, 65536, 65537, 200_000])
+def test_a_keys_file_is_read_whole_whatever_its_size(tmp_path, size):
+    from dagnb.cache.pack import _read_whole
+
+    path = tmp_path / "f"
+    data = bytes(i % 251 for i in range(size))
+    path.write_bytes(data)
+    assert _read_whole(str(path)) == data
+
+
+def test_a_fresh_process_finds_keys_of_a_keys_file_longer_than_one_read(tmp_path):
+    store = Store(tmp_path / "c")
+    for i in range(2500):  # 2,500 x 36 bytes: a keys file of more than 64 KiB
+        store.save("s", f"k{i}", out_dir=None, inline={"json": i})
+    store.close()
+    keys = next((tmp_path / "c" / ".packs").glob("*.pack.keys"))
+    assert keys.stat().st_size > 1 << 16
+    with isolated():
+        fresh = Store(tmp_path / "c")
+        assert [fresh.lookup("s", f"k{i}").result() for i in (0, 1900, 2499)] == [0, 1900, 2499]
+        assert fresh._packs._keyed  # found through the keys file, not a walk

@@ -401,6 +401,26 @@ def test_a_fresh_reader_lists_the_packs_once_when_nothing_changes(tmp_path, monk
     assert len(calls) == 1
 
 
+def test_a_removal_while_a_fresh_reader_reads_the_packs_is_not_served(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    with isolated():
+        writer = Store(location)
+        _save(writer, "s", "k1", 1)
+        writer.close()
+    real_read = pack.PackIndex._read
+
+    def read(self, name):  # another process removes k1 once this one read the pack
+        done = real_read(self, name)
+        monkeypatch.setattr(pack.PackIndex, "_read", real_read)
+        with isolated():
+            assert Store(location).remove("s", "k1")
+        return done
+
+    with isolated():
+        monkeypatch.setattr(pack.PackIndex, "_read", read)
+        assert Store(location).lookup("s", "k1") is None
+
+
 def test_a_cache_folder_made_again_in_its_place_gets_an_index_of_its_own(tmp_path):
     import shutil
 

@@ -225,6 +225,7 @@ class PackIndex:
         self._resolved: set[tuple[str, str]] = set()  # keys looked up in those already
         self._keys_searched = 0  # searches of the keys files
         self._trust_keys = True  # (False while reading again after one lied)
+        self._read_at_generation = False  # the last refresh saw the generation hold
 
     def _generation_now(self) -> os.stat_result | None:
         """The generation file's status now (its size grows at every bump; replaced or
@@ -257,9 +258,10 @@ class PackIndex:
         A record about to be served costs one ``stat`` of the generation file: when
         another process removed or replaced something since the packs were read, they
         are read again first (what they gained: a tombstone, a newer record)."""
+        fresh = not self.loaded
         record = self._lookup(step, key)
-        if record is None:
-            return None
+        if record is None or (fresh and self._read_at_generation):
+            return record  # (read just now, the generation the same all along)
         seen = self._generation_file  # (the usual case inline: one fstat)
         now = os.fstat(seen) if seen >= 0 else self._generation_now()
         if now != self.generation or (now is not None and not now.st_nlink):
@@ -403,6 +405,7 @@ class PackIndex:
         generation, and one that began after the bump sees the new pack."""
         with self._lock:
             for _ in range(_RELIST):
+                self._read_at_generation = False
                 self.generation = self._generation_now()
                 names = self._names()
                 if any(name not in names for name in self.sizes):
@@ -422,9 +425,9 @@ class PackIndex:
         generation is the same (one ``fstat``), or a listing now names the same packs
         (a writer's bump, or no generation file). Not merely none gone: a listing that
         missed a compaction's new pack and an old one it removed sees the new one now."""
-        if self.generation is not None and self._generation_now() == self.generation:
-            return True
-        return set(names) == set(self._names())
+        self._read_at_generation = (
+            self.generation is not None and self._generation_now() == self.generation)
+        return self._read_at_generation or set(names) == set(self._names())
 
     def _names(self) -> list[str]:
         """The packs of the folder now."""
@@ -681,10 +684,13 @@ class _Keys:
         return None
 
     def index(self) -> None:
-        """Make a dict of the file (the last record of a key wins, as with rfind)."""
+        """Make a dict of the file (the last record of a key wins, as with rfind), and
+        map the pack: many keys are looked up, each then read without a system call."""
         if self.found is None:
             view = memoryview(self.blob)[_KEYS_HEAD.size:]
             self.found = {entry[0]: entry for entry in _KEY.iter_unpack(view)}
+            with contextlib.suppress(OSError, ValueError):  # (cannot map: pread on)
+                self.data()
 
     def open(self) -> None:
         """Open the pack now, as its keys file is read: what is read of it later is of
@@ -694,9 +700,13 @@ class _Keys:
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
-        one ``pread``, cheaper than mapping the pack for the first few keys."""
+        one ``pread``, cheaper than mapping the pack for the first few keys; from the
+        mapping once :meth:`index` made one."""
+        length = max(0, min(length, self.covered - offset))
+        if self.mapped is not None:
+            return self.mapped[offset:offset + length]
         self.open()
-        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
+        return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:
         """The pack's bytes past what the keys file covers, up to byte ``size``."""
@@ -754,16 +764,18 @@ def _read_keys(path: str, name: str, size: int) -> _Keys | None:
     return _Keys(blob, covered, path)
 
 
+_READ_AT_ONCE = 1 << 16  # a keys file of up to ~1,800 records is read with one read()
+
+
 def _read_whole(path: str) -> bytes:
-    """A file's bytes, with no file object (a fresh process's first hit reads one)."""
+    """A file's bytes, with no file object and no ``fstat`` (a fresh process's first
+    hit reads one): a read that returns less than it asked for ended the file."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
-        size = os.fstat(descriptor).st_size
-        chunks = [os.read(descriptor, size)]
-        done = len(chunks[0])
-        while chunks[-1] and done < size:  # (a short read: rare)
-            chunks.append(os.read(descriptor, size - done))
-            done += len(chunks[-1])
+        chunks = [os.read(descriptor, _READ_AT_ONCE)]
+        while len(chunks[-1]) == _READ_AT_ONCE or (  # more to read, or interrupted:
+                len(chunks) > 1 and chunks[-1]):        # read until read() says the end
+            chunks.append(os.read(descriptor, _READ_AT_ONCE))
         return b"".join(chunks)
     finally:
         os.close(descriptor)

@@ -57,7 +57,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections import Counter
+from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -445,8 +445,8 @@ class Store:
         self._absent: tuple[str, str] | None = None  # the last key found with no folder
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
-        self._session_hits: Counter[str] = Counter()
-        self._session_misses: Counter[str] = Counter()
+        self._session_hits: defaultdict[str, int] = defaultdict(int)
+        self._session_misses: defaultdict[str, int] = defaultdict(int)
         self._flush_failed = False  # warned once already
         _LIVE.add(self)
 
