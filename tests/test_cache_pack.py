@@ -458,6 +458,27 @@ def test_a_pack_another_process_starts_later_is_searched_for_keys_looked_up_befo
         assert reader.peek("s", "k0") is None
 
 
+def test_a_pack_read_after_the_dicts_were_made_gets_one_at_once(tmp_path):
+    from dagnb.cache import pack as packs
+
+    _filled(tmp_path / "c")
+    with isolated():
+        reader = Store(tmp_path / "c")
+        for i in range(packs.SEARCH_KEYS):  # enough keys looked up: dicts made
+            assert reader.peek("s", f"absent{i}") is None
+        with isolated():  # another process: the pack is held, so it starts its own
+            holder = Store(tmp_path / "c")
+            _save(holder, "s", "held", 1)
+            with isolated():
+                writer = Store(tmp_path / "c")
+                _save(writer, "s", "new", 2)
+                writer.close()
+            holder.close()
+        assert reader.peek("s", "new").result() == 2
+        keyed = reader._packs._keyed
+        assert len(keyed) == 2 and all(keys.found is not None for keys in keyed.values())
+
+
 @pytest.mark.parametrize("size", [0, 100, 65535, 65536, 65537, 200_000])
 def test_a_keys_file_is_read_whole_whatever_its_size(tmp_path, size):
     from dagnb.cache.pack import _read_whole

@@ -113,8 +113,9 @@ _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pa
 _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
-#                  then makes dicts of them (costs about 28 searches, then each lookup is
-#                  15 times cheaper: a process that looked up 8 keys looks up more)
+#                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
+#                  keys, then each lookup is 15 times cheaper: a process that looked up 8
+#                  keys looks up more; 32 made 49 distinct hits a tenth slower)
 
 
 class Record:
@@ -311,7 +312,8 @@ class PackIndex:
         with self._lock:
             if where in self._resolved:
                 return self.records.get(where)
-            digest = xxhash.xxh3_128_digest(_needle(*where))
+            needle = _needle(*where)
+            digest = xxhash.xxh3_128_digest(needle)
             best = known
             for name, keys in self._keyed.items():
                 found = keys.offset(digest)
@@ -327,8 +329,8 @@ class PackIndex:
                 stamp = _FRAME.unpack_from(data)[3]
                 if best is not None and (_pack_of(best) == name or not _wins(best, stamp, name)):
                     continue  # (one of this pack known already: read past its keys file)
-                record = _whole_record(data, 0, name)  # checked now: it is at hand
-                if record is None or (record.step, record.key) != where:
+                record = _record_of(data, where, needle, name)  # checked now: at hand
+                if record is None:
                     self._distrust()  # damaged, or a keys file that lies: walk the packs
                     return self.records.get(where)
                 best = record
@@ -352,7 +354,7 @@ class PackIndex:
         """Once searching the keys files cost about what making dicts of them costs
         (:data:`SEARCH_KEYS` searches of each), make them."""
         self._keys_searched += 1
-        if self._keys_searched >= SEARCH_KEYS:
+        if self._keys_searched == SEARCH_KEYS:
             for keys in self._keyed.values():
                 keys.index()
 
@@ -509,6 +511,8 @@ class PackIndex:
                 keys.open()  # a fresh process: keys looked up in its keys file, and the
                 #              pack as it is now (a compaction may remove it later)
                 self._keyed[name] = keys
+                if self._keys_searched >= SEARCH_KEYS:  # the others have dicts already
+                    keys.index()
                 self._resolved.clear()  # keys looked up already: in this pack too
                 self.sizes[name] = keys.covered
                 if size > keys.covered:  # (written since, or after a crash): walked
@@ -684,13 +688,10 @@ class _Keys:
         return None
 
     def index(self) -> None:
-        """Make a dict of the file (the last record of a key wins, as with rfind), and
-        map the pack: many keys are looked up, each then read without a system call."""
+        """Make a dict of the file (the last record of a key wins, as with rfind)."""
         if self.found is None:
             view = memoryview(self.blob)[_KEYS_HEAD.size:]
             self.found = {entry[0]: entry for entry in _KEY.iter_unpack(view)}
-            with contextlib.suppress(OSError, ValueError):  # (cannot map: pread on)
-                self.data()
 
     def open(self) -> None:
         """Open the pack now, as its keys file is read: what is read of it later is of
@@ -700,13 +701,9 @@ class _Keys:
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
-        one ``pread``, cheaper than mapping the pack for the first few keys; from the
-        mapping once :meth:`index` made one."""
-        length = max(0, min(length, self.covered - offset))
-        if self.mapped is not None:
-            return self.mapped[offset:offset + length]
+        one ``pread`` (mapping a pack costs some 20 of them: it pays only for many)."""
         self.open()
-        return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
+        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:
         """The pack's bytes past what the keys file covers, up to byte ``size``."""
@@ -810,6 +807,26 @@ def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
                 return record
         end = at + len(needle) - 1
     return None
+
+
+def _record_of(data: bytes, where: tuple[str, str], needle: bytes, pack: str) -> Record | None:
+    """The record at the start of ``data`` if its framing, end and digest hold and it is
+    of ``where`` (its names are ``needle``), else None: :func:`_whole_record` for a key
+    known, with no names decoded."""
+    if len(data) < _FRAME.size:
+        return None
+    magic, length, digest = _HEAD.unpack_from(data)
+    after = _HEAD.size + length + _TAIL.size
+    if magic != MAGIC or length < _FIXED.size or after > len(data):
+        return None
+    if _TAIL.unpack_from(data, after - _TAIL.size) != (after, END):
+        return None
+    rest = data[_HEAD.size:after - _TAIL.size]
+    names_end = _NAMES_AT - _HEAD.size + len(needle)
+    if xxhash.xxh3_64_intdigest(rest) != digest or rest[names_end - len(needle):names_end] != needle:
+        return None
+    stamp, kind = _FIXED.unpack_from(rest)[:2]
+    return Record(where[0], where[1], kind, stamp, rest[names_end:], pack)
 
 
 def _whole_record(data: bytes, offset: int, pack: str) -> Record | None:
