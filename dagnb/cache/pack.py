@@ -822,8 +822,9 @@ def _record_of(data: bytes, where: tuple[str, str], needle: bytes, pack: str) ->
     if _TAIL.unpack_from(data, after - _TAIL.size) != (after, END):
         return None
     rest = data[_HEAD.size:after - _TAIL.size]
-    names_end = _NAMES_AT - _HEAD.size + len(needle)
-    if xxhash.xxh3_64_intdigest(rest) != digest or rest[names_end - len(needle):names_end] != needle:
+    names_at = _NAMES_AT - _HEAD.size
+    names_end = names_at + len(needle)
+    if xxhash.xxh3_64_intdigest(rest) != digest or rest[names_at:names_end] != needle:
         return None
     stamp, kind = _FIXED.unpack_from(rest)[:2]
     return Record(where[0], where[1], kind, stamp, rest[names_end:], pack)
