@@ -64,6 +64,7 @@ import contextlib
 import errno
 import fcntl
 import mmap
+import operator
 import os
 import struct
 import threading
@@ -112,6 +113,8 @@ KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
 _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
+_DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
+_FIRST = operator.itemgetter(0)
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
@@ -337,7 +340,9 @@ class PackIndex:
             if best is not None and best is not known:
                 self.records[where] = best
             self._resolved.add(where)
-            self._count_keys_search()
+            self._keys_searched += 1
+            if self._keys_searched == SEARCH_KEYS:
+                self._index_keys()
             return best
 
     def _distrust(self) -> None:
@@ -350,13 +355,11 @@ class PackIndex:
         finally:
             self._trust_keys = True
 
-    def _count_keys_search(self) -> None:
-        """Once searching the keys files cost about what making dicts of them costs
-        (:data:`SEARCH_KEYS` searches of each), make them."""
-        self._keys_searched += 1
-        if self._keys_searched == SEARCH_KEYS:
-            for keys in self._keyed.values():
-                keys.index()
+    def _index_keys(self) -> None:
+        """Make dicts of the keys files: searching them (:data:`SEARCH_KEYS` times) cost
+        about what making them costs."""
+        for keys in self._keyed.values():
+            keys.index()
 
     def _search(self, step: str, key: str, known: Record | _Slot | None) -> Record | _Slot | None:
         """The newest record of ``step/key``, ``known`` or one found by searching the packs
@@ -669,7 +672,7 @@ class _Keys:
 
     def __init__(self, blob: bytes, covered: int, path: str) -> None:
         self.blob, self.covered, self.path = blob, covered, path
-        self.found: dict[bytes, tuple[bytes, int, int, int]] | None = None  # entries
+        self.found: dict[bytes, int] | None = None  # digest -> where its entry starts
         self.mapped: mmap.mmap | None = None
         self.descriptor: int | None = None
 
@@ -677,8 +680,8 @@ class _Keys:
         """Where the last record whose names hash to ``digest`` starts, and its
         length; or None."""
         if self.found is not None:
-            entry = self.found.get(digest)
-            return None if entry is None else (entry[1], entry[2])
+            at = self.found.get(digest)
+            return None if at is None else _KEY.unpack_from(self.blob, at)[1:3]  # type: ignore[return-value]
         blob, start, size = self.blob, _KEYS_HEAD.size, _KEY.size
         end = len(blob)
         while (at := blob.rfind(digest, start, end)) >= 0:
@@ -688,10 +691,12 @@ class _Keys:
         return None
 
     def index(self) -> None:
-        """Make a dict of the file (the last record of a key wins, as with rfind)."""
+        """Make a dict of the file (the last record of a key wins, as with rfind), with
+        no Python loop: a fresh process makes it once, before any loop is specialized."""
         if self.found is None:
-            view = memoryview(self.blob)[_KEYS_HEAD.size:]
-            self.found = {entry[0]: entry for entry in _KEY.iter_unpack(view)}
+            digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[_KEYS_HEAD.size:]))
+            starts = range(_KEYS_HEAD.size, len(self.blob), _KEY.size)
+            self.found = dict(zip(digests, starts, strict=True))
 
     def open(self) -> None:
         """Open the pack now, as its keys file is read: what is read of it later is of
@@ -701,8 +706,8 @@ class _Keys:
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
-        one ``pread`` (mapping a pack costs some 20 of them: it pays only for many)."""
-        self.open()
+        one ``pread`` (mapping a pack costs some 20 of them: it pays only for many). The
+        pack was opened when its keys file was taken in (:meth:`open`)."""
         return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:

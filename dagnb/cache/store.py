@@ -476,11 +476,11 @@ class Store:
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         """
-        key = _key_text(key)
+        key = key if type(key) is str else key.digest  # type: ignore[union-attr]
         # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
         entry = self._current(step_name, key, recent=True)
         now = self.clock()
-        if entry is not None and entry.expired(now):
+        if entry is not None and entry.expires is not None and entry.expires <= now:
             self._forget(step_name, key)
             if not self.read_only:
                 self._drop_packed(step_name, key)
@@ -1225,15 +1225,15 @@ def _parse_meta(
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
     if meta["step"] != step_name or meta["key"] != key:
         return {}, "meta.json belongs to another entry"
-    if not _is_time(meta["created"]) or not (meta["expires"] is None or _is_time(meta["expires"])):
-        return {}, f"its times are not numbers (expires {meta['expires']!r})"
+    created, expires = meta["created"], meta["expires"]
+    if type(created) not in _TIMES or not (expires is None or type(expires) in _TIMES):
+        return {}, f"its times are not numbers (expires {expires!r})"
     if not isinstance(meta["output_digest"], str):
         return {}, "its output digest is not text"
     return meta, None
 
 
-def _is_time(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+_TIMES = (int, float)  # (not bool, nor a subclass: what json.loads makes of a number)
 
 
 def _log_record(line: str) -> dict[str, Any] | None:
