@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import inspect
 import shutil
@@ -60,6 +61,27 @@ def test_async_function_is_cached_and_stays_async(memory):
     assert asyncio.run(main()) == [{"url": "a"}, {"url": "a"}, {"url": "b"}]
     assert calls == ["a", "b"]
     assert fetch.check_call_in_cache("a", verbose=True)
+
+
+def test_async_functions_are_told_from_sync_ones_however_they_come(memory):
+    async def double(x):
+        return 2 * x
+
+    async def tagged(x):
+        return 3 * x
+
+    tagged.tag = "with attributes: inspect decides"
+
+    def plain(x):
+        return 4 * x
+
+    wrapped = [memory.cache(f) for f in (double, functools.partial(double), tagged, plain)]
+    assert [inspect.iscoroutinefunction(w) for w in wrapped] == [True, True, True, False]
+
+    async def main():
+        return [await w(1) for w in wrapped[:3]]
+
+    assert asyncio.run(main()) == [2, 2, 3] and wrapped[3](1) == 4
 
 
 def test_call_check_and_clear(memory):

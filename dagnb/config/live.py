@@ -31,13 +31,13 @@ class Context:
 
     def get(self, name: str, factory: Callable[[], T]) -> T:
         """The object named ``name``, made by ``factory()`` if there is none yet."""
-        try:
+        found = self._objects.get(name, _NONE)
+        if found is not _NONE:
+            return found
+        with self._lock:  # (no KeyError raised: a fresh process makes a few of them)
+            if name not in self._objects:
+                self._objects[name] = factory()
             return self._objects[name]
-        except KeyError:
-            with self._lock:
-                if name not in self._objects:
-                    self._objects[name] = factory()
-                return self._objects[name]
 
     def peek(self, name: str) -> Any | None:
         """The object named ``name`` if it was made, else None (makes nothing)."""
@@ -58,6 +58,7 @@ class Context:
         return sorted(self._objects)
 
 
+_NONE = object()  # (None may be an object's value)
 _current = Context()
 
 
