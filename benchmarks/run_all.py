@@ -33,7 +33,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "cli_run": lambda: bench_startup.run_figure(disk, cheap, args.baseline),
         "memory_hits": lambda: bench_cache.memory_hits(memory, cheap),
         "memory_misses": lambda: bench_cache.memory_misses(disk, cheap),
-        "first_run": lambda: bench_cache.first_run(disk, heavy),
+        "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, cheap),
         "shell": lambda: bench_runner.shell_steps(disk, heavy),
