@@ -421,6 +421,84 @@ def test_a_removal_while_a_fresh_reader_reads_the_packs_is_not_served(tmp_path, 
         assert Store(location).lookup("s", "k1") is None
 
 
+def test_a_reader_lists_the_folder_again_only_when_the_generation_changed(tmp_path, monkeypatch):
+    location = tmp_path / "c"
+    with isolated():
+        first = Store(location)
+        _save(first, "s", "k1", 1)
+        first.close()
+    calls = []
+    real_listdir = os.listdir
+    monkeypatch.setattr(pack.os, "listdir", lambda p: (calls.append(p), real_listdir(p))[1])
+    with isolated():
+        reader = Store(location)
+        for i in range(3):  # misses: each reads what the packs gained, none lists again
+            assert reader.peek("s", f"absent{i}") is None
+        assert len(calls) == 1
+        with isolated():  # another process: the pack is held, so it makes one of its own
+            holder = Store(location)
+            _save(holder, "s", "held", 1)
+            with isolated():
+                writer = Store(location)
+                _save(writer, "s", "new", 2)
+                writer.close()
+            holder.close()
+        listed = len(calls)
+        assert reader.peek("s", "new").result() == 2  # the folder listed again
+        assert len(calls) > listed
+
+
+def test_a_symlink_removed_after_two_spellings_shared_an_index_moves_nothing(tmp_path):
+    real, link = tmp_path / "real", tmp_path / "link"
+    real.mkdir()
+    link.symlink_to(real)
+    via_link, direct = Store(link), Store(real)
+    assert via_link._packs is direct._packs
+    link.unlink()
+    with isolated():  # another process writes to the real folder
+        _save(Store(real), "s", "k3", 3)
+    assert direct.lookup("s", "k3").result() == 3
+    _save(direct, "s", "k4", 4)
+    assert not link.exists()  # (no folder made where the symlink was)
+    with isolated():
+        assert Store(real).lookup("s", "k4").result() == 4
+
+
+def test_a_read_only_store_made_before_its_folder_shares_the_index_of_the_folder(tmp_path):
+    location = tmp_path / "c"
+    reader = Store(location, read_only=True)
+    assert reader.lookup("s", "k1") is None  # no folder yet
+    writer = Store(location)  # makes it
+    assert reader._packs is writer._packs
+    _save(writer, "s", "k1", 1)
+    assert reader.lookup("s", "k1").result() == 1  # at once: one index in one process
+
+
+def test_packs_made_between_a_fresh_readers_listings_do_not_empty_its_index(
+    tmp_path, monkeypatch
+):
+    location = tmp_path / "c"
+    with isolated():
+        first = Store(location)
+        _save(first, "s", "k1", 1)
+        first.close()
+    folder = location / ".packs"
+    real_names = pack.PackIndex._names
+    made = []
+
+    def busy_names(self):  # other processes between two listings: a bump, a new pack
+        found = real_names(self)
+        made.append(1)
+        with open(folder / "generation", "ab") as handle:
+            handle.write(b".")
+        (folder / f"other-{len(made)}.pack").write_bytes(b"")
+        return found
+
+    monkeypatch.setattr(pack.PackIndex, "_names", busy_names)
+    with isolated():
+        assert Store(location).lookup("s", "k1").result() == 1
+
+
 def test_a_cache_folder_made_again_in_its_place_gets_an_index_of_its_own(tmp_path):
     import shutil
 

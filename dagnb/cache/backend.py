@@ -256,6 +256,8 @@ class LocalBackend(StoreBackend):
                 return self._without_meta(step, key, folder)
             if known.version == stamp:
                 return known
+        if not os.access(folder, os.F_OK):  # no folder: a miss, told without an
+            return None                      # exception (a first run's path)
         try:  # a first read opens the file without a stat first: a cold re-run's path
             with open(f"{folder}/meta.json", "rb") as handle:
                 item = Item(Path(folder), handle.read(), _stamp(os.fstat(handle.fileno())))

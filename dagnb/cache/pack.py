@@ -230,6 +230,15 @@ class PackIndex:
         self._keys_searched = 0  # searches of the keys files
         self._trust_keys = True  # (False while reading again after one lied)
         self._read_at_generation = False  # the last refresh saw the generation hold
+        self._listed: list[str] = []  # the packs the folder held at the last listing,
+        self._listed_at: os.stat_result | None = None  # the generation then
+
+    def settle_folder(self, real: str) -> None:
+        """Use ``real``, the folder without symlinks, from now on (once a second
+        spelling of it shares this index: a symlink removed or pointed elsewhere then
+        moves neither)."""
+        with self._lock:
+            self.folder, self._generation_path = real, f"{real}/{GENERATION}"
 
     def _generation_now(self) -> os.stat_result | None:
         """The generation file's status now (its size grows at every bump; replaced or
@@ -262,10 +271,11 @@ class PackIndex:
         A record about to be served costs one ``stat`` of the generation file: when
         another process removed or replaced something since the packs were read, they
         are read again first (what they gained: a tombstone, a newer record)."""
-        fresh = not self.loaded
+        # read just now by this call, the generation the same all along: no fstat again
+        fresh = not self.loaded and self.refresh()
         record = self._lookup(step, key)
-        if record is None or (fresh and self._read_at_generation):
-            return record  # (read just now, the generation the same all along)
+        if record is None or fresh:
+            return record
         seen = self._generation_file  # (the usual case inline: one fstat)
         now = os.fstat(seen) if seen >= 0 else self._generation_now()
         if now != self.generation or (now is not None and not now.st_nlink):
@@ -399,31 +409,37 @@ class PackIndex:
             if known > len(blob) and self.sizes[name] == len(blob):  # a writer here added
                 self.sizes[name] = known
 
-    def refresh(self) -> None:
+    def refresh(self) -> bool:
         """Read what the packs gained since the last read; start over if one vanished.
+        Whether the generation held all along (nothing removed or replaced meanwhile).
 
         A compaction replaces packs while this reads them: a pack that vanishes midway
-        or a listing that changed meanwhile means starting over, else records a removed
-        pack's tombstones hid would be served. A listing can miss only packs renamed in
-        or removed while it ran; a compaction bumps the generation between the two, so
-        a listing that missed both (the new pack, an old one) is followed by a changed
-        generation, and one that began after the bump sees the new pack."""
+        means starting over, else records a removed pack's tombstones hid would be
+        served. A listing can miss only packs renamed in or removed while it ran; a
+        compaction bumps the generation between the two, so a listing that missed both
+        (the new pack, an old one) is followed by a changed generation, and the folder
+        is listed again: the new pack read then holds the tombstones of the old ones.
+        Rounds that meet packs vanishing end with nothing read (then the next lookup
+        reads again): a miss, never an entry a removed tombstone hid."""
         with self._lock:
+            self.loaded = False
             for _ in range(_RELIST):
                 self._read_at_generation = False
                 self.generation = self._generation_now()
-                names = self._names()
+                names = self._listing()
                 if any(name not in names for name in self.sizes):
                     self.reset()
                 before = sum(self.sizes.values())
-                whole = all([self._read(name) for name in names
-                             if name not in self.own or name not in self.sizes])
-                if whole and (sum(self.sizes.values()) == before  # nothing taken in, or
-                              or self._listing_held(names)):   # no change since
+                if not all([self._read(name) for name in names
+                            if name not in self.own or name not in self.sizes]):
+                    self.reset()  # one vanished while read: a compaction, read anew
+                    continue
+                if sum(self.sizes.values()) == before or self._listing_held(names):
+                    self.loaded = True  # nothing taken in, or no change since
                     break
-                self.reset()
-            self.loaded = True
+                self._listed_at = None  # packs came or went meanwhile: list again
             self.refreshed = time.monotonic()
+            return self.loaded and self._read_at_generation
 
     def _listing_held(self, names: list[str]) -> bool:
         """Whether a listing taken after :attr:`generation` was read still holds: the
@@ -433,6 +449,17 @@ class PackIndex:
         self._read_at_generation = (
             self.generation is not None and self._generation_now() == self.generation)
         return self._read_at_generation or set(names) == set(self._names())
+
+    def _listing(self) -> list[str]:
+        """The packs of the folder: those of the last listing while the generation is
+        what it was before that listing (a writer bumps it once it made a pack; a
+        compaction, before it removes packs), else listed now. A pack removed some
+        other way is found gone when read, and the folder listed again."""
+        if self.generation is not None and self.generation == self._listed_at:
+            return self._listed
+        names = self._names()
+        self._listed, self._listed_at = names, self.generation
+        return names
 
     def _names(self) -> list[str]:
         """The packs of the folder now."""
@@ -495,6 +522,7 @@ class PackIndex:
             self._keyed.clear()
             self._resolved.clear()
             self._keys_searched = 0
+            self._listed_at = None  # (list again)
             self.loaded = False
 
     def _read(self, name: str) -> bool:
@@ -997,13 +1025,21 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     """The process-wide index of the packs in ``folder`` (one per dagnb context: a test's
     fresh context reads the packs anew, as a new process would), whatever the spelling
     of the cache folder: found by the folder's ``identity`` (device and inode, taken
-    here when not given)."""
+    here when not given), or by its spelling while there is no such folder (then the
+    index made meanwhile is the one found once the folder is made)."""
     identity = identity or folder_identity(os.path.dirname(folder))
-    name = f"cache.packs:{folder if identity is None else identity}"
-    index = context().get(name, lambda: PackIndex(folder))
-    if index.folder != folder and folder_identity(os.path.dirname(index.folder)) != identity:
+    spelled = f"cache.packs:{folder}"
+    if identity is None:
+        return context().get(spelled, lambda: PackIndex(folder))
+    name = f"cache.packs:{identity}"
+    index = context().get(name, lambda: context().peek(spelled) or PackIndex(folder))
+    if index.folder == folder:
+        return index
+    if folder_identity(os.path.dirname(index.folder)) != identity:
         index = PackIndex(folder)  # its folder is gone, and its inode is this one's now
         context().set(name, index)
+    else:  # two spellings of one folder: the one no symlink changed afterwards can move
+        index.settle_folder(os.path.realpath(folder))
     return index
 
 
@@ -1101,6 +1137,7 @@ class PackWriter:
             raise OSError(errno.ENOLCK, f"cannot lock a new pack in {self.index.folder!r}; "
                           "this entry gets a folder")
         self._new_keys(name)
+        self.index.bump()  # a pack more: the other processes list the folder again
         return self._held_now(descriptor, name)
 
     def _held_now(self, descriptor: int, name: str) -> int:
