@@ -499,6 +499,84 @@ def test_packs_made_between_a_fresh_readers_listings_do_not_empty_its_index(
         assert Store(location).lookup("s", "k1").result() == 1
 
 
+def test_two_spellings_share_one_index_when_packs_is_a_symlink(tmp_path):
+    (tmp_path / "root" / "c").mkdir(parents=True)
+    (tmp_path / "fast" / "packs").mkdir(parents=True)
+    (tmp_path / "root" / "c" / ".packs").symlink_to(tmp_path / "fast" / "packs")
+    (tmp_path / "link").symlink_to(tmp_path / "root")
+    a, b, c = (Store(tmp_path / "root" / "c"), Store(tmp_path / "link" / "c"),
+               Store(tmp_path / "root" / "c"))
+    assert a._packs is b._packs is c._packs
+    _save(a, "s", "k", 1)
+    assert c.remove("s", "k") and a.lookup("s", "k") is None
+
+
+def test_a_hit_in_one_thread_waits_for_a_refresh_under_way_in_another(tmp_path, monkeypatch):
+    import threading
+
+    a = Store(tmp_path / "c")
+    _save(a, "s", "k1", 1)
+    assert a.lookup("s", "k1").result() == 1
+    with isolated():  # another process removes it before thread B asks
+        assert Store(tmp_path / "c").remove("s", "k1")
+    index = a._packs
+    b_knows, a_reads, b_done = threading.Event(), threading.Event(), threading.Event()
+    real_known, real_read = pack.PackIndex._known, pack.PackIndex._read
+
+    def known(self, step, key):  # B found the old record; A refreshes meanwhile
+        found = real_known(self, step, key)
+        if threading.current_thread().name == "B":
+            b_knows.set()
+            a_reads.wait(5)
+        return found
+
+    def read(self, name):  # A has begun its round, not read the tombstone yet
+        if threading.current_thread().name == "A" and not a_reads.is_set():
+            a_reads.set()
+            b_done.wait(0.5)
+        return real_read(self, name)
+
+    monkeypatch.setattr(pack.PackIndex, "_known", known)
+    monkeypatch.setattr(pack.PackIndex, "_read", read)
+    found = {}
+
+    def thread_b():
+        found["b"] = index.get("s", "k1")
+        b_done.set()
+
+    threads = [threading.Thread(target=thread_b, name="B"),
+               threading.Thread(target=lambda: (b_knows.wait(5), index.refresh()), name="A")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(10)
+    assert found == {"b": None}
+
+
+def test_the_entry_folder_check_sees_what_the_effective_user_sees(tmp_path):
+    if os.geteuid() != 0:
+        import pytest
+
+        pytest.skip("needs root: the test sets the real user apart from the effective one")
+    script = f"""
+import os
+from dagnb.cache.backend import LocalBackend
+from dagnb.cache.steps import _has_files
+base = {str(tmp_path)!r}
+os.chmod(base, 0o700)  # root's: a real user nobody may not search it
+os.makedirs(base + "/out"); open(base + "/out/result.csv", "w").close()
+backend = LocalBackend(base + "/cache")
+os.makedirs(base + "/cache/s/k1"); open(base + "/cache/s/k1/meta.json", "w").write("{{}}")
+os.setresuid(65534, 0, 0)  # real user nobody, effective user root (the owner)
+print(_has_files(base + "/out"), backend.read("s", "k1") is not None)
+"""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.split() == ["True", "True"], done.stderr
+
+
 def test_a_cache_folder_made_again_in_its_place_gets_an_index_of_its_own(tmp_path):
     import shutil
 

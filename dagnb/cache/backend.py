@@ -206,6 +206,16 @@ def folder_identity(path: str) -> tuple[int, int] | None:
     return (found.st_dev, found.st_ino) if stat.S_ISDIR(found.st_mode) else None
 
 
+_ACCESS_AS_EFFECTIVE = os.access in os.supports_effective_ids
+
+
+def _surely_absent(path: str) -> bool:
+    """Whether nothing is at ``path`` as this process's effective user sees it (access
+    as the real user may not search where the effective one can), told without raising
+    an exception; False where it cannot be told that way."""
+    return _ACCESS_AS_EFFECTIVE and not os.access(path, os.F_OK, effective_ids=True)
+
+
 def _absolute(root: str | os.PathLike[str]) -> str:
     """``str(Path(root).expanduser().absolute())``, without a Path when ``root`` is an
     absolute path that a Path would not change (what ``Memory(location)`` gets)."""
@@ -256,8 +266,8 @@ class LocalBackend(StoreBackend):
                 return self._without_meta(step, key, folder)
             if known.version == stamp:
                 return known
-        if not os.access(folder, os.F_OK):  # no folder: a miss, told without an
-            return None                      # exception (a first run's path)
+        if _surely_absent(folder):  # a miss told without an exception (a first run's)
+            return None
         try:  # a first read opens the file without a stat first: a cold re-run's path
             with open(f"{folder}/meta.json", "rb") as handle:
                 item = Item(Path(folder), handle.read(), _stamp(os.fstat(handle.fileno())))

@@ -192,6 +192,8 @@ def _record(rest: bytes, pack: str) -> Record | None:
     return Record(step, key, kind, stamp, rest[names:], pack)
 
 
+_REFRESHING = object()  # PackIndex.generation while a refresh is under way
+
 _Slot = tuple[bytes, int, int, int, str]  # a record found, not checked yet: data, offset,
 #                                           stamp, kind, pack
 
@@ -224,7 +226,8 @@ class PackIndex:
         self._searched = 0  # bytes searched since they were read
         self._generation_path = f"{folder}/{GENERATION}"
         self._generation_file = -1  # kept open: an fstat costs half what a stat does
-        self.generation: os.stat_result | None = None  # as seen by the last refresh
+        # as seen by the last refresh (_REFRESHING: none whole, or one under way)
+        self.generation: os.stat_result | object | None = None
         self._keyed: dict[str, _Keys] = {}  # packs found through their keys files
         self._resolved: set[tuple[str, str]] = set()  # keys looked up in those already
         self._keys_searched = 0  # searches of the keys files
@@ -420,13 +423,18 @@ class PackIndex:
         (the new pack, an old one) is followed by a changed generation, and the folder
         is listed again: the new pack read then holds the tombstones of the old ones.
         Rounds that meet packs vanishing end with nothing read (then the next lookup
-        reads again): a miss, never an entry a removed tombstone hid."""
+        reads again): a miss, never an entry a removed tombstone hid.
+
+        The generation a round began with is published when the refresh ends; until
+        then :attr:`generation` matches no file, so a hit in another thread meanwhile
+        reads again (waiting for this one) rather than trust what is half read."""
         with self._lock:
-            self.loaded = False
+            self.loaded, self.generation = False, _REFRESHING
+            generation = None
             for _ in range(_RELIST):
                 self._read_at_generation = False
-                self.generation = self._generation_now()
-                names = self._listing()
+                generation = self._generation_now()
+                names = self._listing(generation)
                 if any(name not in names for name in self.sizes):
                     self.reset()
                 before = sum(self.sizes.values())
@@ -434,31 +442,32 @@ class PackIndex:
                             if name not in self.own or name not in self.sizes]):
                     self.reset()  # one vanished while read: a compaction, read anew
                     continue
-                if sum(self.sizes.values()) == before or self._listing_held(names):
+                if sum(self.sizes.values()) == before or self._listing_held(names, generation):
                     self.loaded = True  # nothing taken in, or no change since
                     break
                 self._listed_at = None  # packs came or went meanwhile: list again
+            self.generation = generation if self.loaded else _REFRESHING
             self.refreshed = time.monotonic()
             return self.loaded and self._read_at_generation
 
-    def _listing_held(self, names: list[str]) -> bool:
-        """Whether a listing taken after :attr:`generation` was read still holds: the
+    def _listing_held(self, names: list[str], generation: os.stat_result | None) -> bool:
+        """Whether a listing taken after ``generation`` was read still holds: the
         generation is the same (one ``fstat``), or a listing now names the same packs
         (a writer's bump, or no generation file). Not merely none gone: a listing that
         missed a compaction's new pack and an old one it removed sees the new one now."""
         self._read_at_generation = (
-            self.generation is not None and self._generation_now() == self.generation)
+            generation is not None and self._generation_now() == generation)
         return self._read_at_generation or set(names) == set(self._names())
 
-    def _listing(self) -> list[str]:
+    def _listing(self, generation: os.stat_result | None) -> list[str]:
         """The packs of the folder: those of the last listing while the generation is
         what it was before that listing (a writer bumps it once it made a pack; a
         compaction, before it removes packs), else listed now. A pack removed some
         other way is found gone when read, and the folder listed again."""
-        if self.generation is not None and self.generation == self._listed_at:
+        if generation is not None and generation == self._listed_at:
             return self._listed
         names = self._names()
-        self._listed, self._listed_at = names, self.generation
+        self._listed, self._listed_at = names, generation
         return names
 
     def _names(self) -> list[str]:
@@ -1039,7 +1048,8 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
         index = PackIndex(folder)  # its folder is gone, and its inode is this one's now
         context().set(name, index)
     else:  # two spellings of one folder: the one no symlink changed afterwards can move
-        index.settle_folder(os.path.realpath(folder))
+        real_root = os.path.realpath(os.path.dirname(folder))  # (.packs may be a link)
+        index.settle_folder(os.path.join(real_root, os.path.basename(folder)))
     return index
 
 
