@@ -807,14 +807,17 @@ _READ_AT_ONCE = 1 << 16  # a keys file of up to ~1,800 records is read with one 
 
 
 def _read_whole(path: str) -> bytes:
-    """A file's bytes, with no file object and no ``fstat`` (a fresh process's first
-    hit reads one): a read that returns less than it asked for ended the file."""
+    """A file's bytes, with no file object: a small one with one ``read`` and no
+    ``fstat`` (a fresh process's first hit reads one; a read that returns less than it
+    asked for ended the file), a large one in one more ``read`` of the size it has."""
     descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     try:
         chunks = [os.read(descriptor, _READ_AT_ONCE)]
-        while len(chunks[-1]) == _READ_AT_ONCE or (  # more to read, or interrupted:
-                len(chunks) > 1 and chunks[-1]):        # read until read() says the end
-            chunks.append(os.read(descriptor, _READ_AT_ONCE))
+        if len(chunks[0]) == _READ_AT_ONCE:
+            rest = os.fstat(descriptor).st_size - _READ_AT_ONCE
+            while rest > 0 and (chunk := os.read(descriptor, rest)):
+                chunks.append(chunk)
+                rest -= len(chunk)
         return b"".join(chunks)
     finally:
         os.close(descriptor)
