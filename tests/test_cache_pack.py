@@ -12,6 +12,9 @@ import warnings
 from pathlib import Path
 
 import pytest
+from pack_helpers import packs as _packs
+from pack_helpers import save as _save
+from pack_helpers import save_in_a_new_pack
 
 from dagnb import Graph, Step
 from dagnb.cache import DamagedEntryWarning, Store
@@ -20,14 +23,6 @@ from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import decode
 from dagnb.model.results import NO_RESULT
 from dagnb.testing import isolated
-
-
-def _save(store: Store, step: str, key: str, value: object, **kwargs: object):
-    return store.save(step, key, out_dir=None, inline={"json": value}, **kwargs)
-
-
-def _packs(location: Path) -> list[Path]:
-    return sorted((location / ".packs").glob("*.pack"))
 
 
 def test_a_small_entry_is_a_pack_record_with_no_folder(tmp_path):
@@ -444,15 +439,7 @@ def test_a_pack_another_process_starts_later_is_searched_for_keys_looked_up_befo
         reader = Store(tmp_path / "c")
         assert reader.peek("s", "k0").result() == {"value": 0}
         assert reader.peek("s", "new") is None
-        with isolated():  # another process: the pack is held, so it starts its own
-            holder = Store(tmp_path / "c")
-            _save(holder, "s", "held", 1)
-            with isolated():
-                writer = Store(tmp_path / "c")
-                _save(writer, "s", "new", 2)
-                writer.remove("s", "k0")
-                writer.close()
-            holder.close()
+        save_in_a_new_pack(tmp_path / "c", "new", 2, remove=["k0"])
         assert len(_packs(tmp_path / "c")) == 2
         assert reader.peek("s", "new").result() == 2
         assert reader.peek("s", "k0") is None
@@ -466,14 +453,7 @@ def test_a_pack_read_after_the_dicts_were_made_gets_one_at_once(tmp_path):
         reader = Store(tmp_path / "c")
         for i in range(packs.SEARCH_KEYS):  # enough keys looked up: dicts made
             assert reader.peek("s", f"absent{i}") is None
-        with isolated():  # another process: the pack is held, so it starts its own
-            holder = Store(tmp_path / "c")
-            _save(holder, "s", "held", 1)
-            with isolated():
-                writer = Store(tmp_path / "c")
-                _save(writer, "s", "new", 2)
-                writer.close()
-            holder.close()
+        save_in_a_new_pack(tmp_path / "c", "new", 2)
         assert reader.peek("s", "new").result() == 2
         keyed = reader._packs._keyed
         assert len(keyed) == 2 and all(keys.found is not None for keys in keyed.values())

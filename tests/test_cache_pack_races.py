@@ -11,6 +11,10 @@ import os
 import time
 from pathlib import Path
 
+from pack_helpers import count_listings, save_in_a_new_pack, saved_elsewhere
+from pack_helpers import packs as _packs
+from pack_helpers import save as _save
+
 import dagnb.cache.pack as pack
 import dagnb.cache.store as store_module
 from dagnb.cache import Store
@@ -18,14 +22,6 @@ from dagnb.cache.pack import ENTRY, Record, encode
 from dagnb.testing import isolated
 
 BIG = "x" * 1500  # records big enough for a compaction to be worth it
-
-
-def _save(store: Store, step: str, key: str, value: object, **kwargs: object):
-    return store.save(step, key, out_dir=None, inline={"json": value}, **kwargs)
-
-
-def _packs(location: Path) -> list[Path]:
-    return sorted((location / ".packs").glob("*.pack"))
 
 
 # ---------------------------------------------------------------- another process's writes
@@ -393,9 +389,7 @@ def test_a_compaction_bumps_the_generation_before_it_removes_a_pack(tmp_path, mo
 def test_a_fresh_reader_lists_the_packs_once_when_nothing_changes(tmp_path, monkeypatch):
     location = tmp_path / "c"
     _entries_then_tombstones(location)
-    calls = []
-    real_listdir = os.listdir
-    monkeypatch.setattr(pack.os, "listdir", lambda p: (calls.append(p), real_listdir(p))[1])
+    calls = count_listings(monkeypatch)
     with isolated():
         assert Store(location).lookup("s", "k195").result() == BIG + "195"
     assert len(calls) == 1
@@ -403,10 +397,7 @@ def test_a_fresh_reader_lists_the_packs_once_when_nothing_changes(tmp_path, monk
 
 def test_a_removal_while_a_fresh_reader_reads_the_packs_is_not_served(tmp_path, monkeypatch):
     location = tmp_path / "c"
-    with isolated():
-        writer = Store(location)
-        _save(writer, "s", "k1", 1)
-        writer.close()
+    saved_elsewhere(location)
     real_read = pack.PackIndex._read
 
     def read(self, name):  # another process removes k1 once this one read the pack
@@ -423,26 +414,14 @@ def test_a_removal_while_a_fresh_reader_reads_the_packs_is_not_served(tmp_path, 
 
 def test_a_reader_lists_the_folder_again_only_when_the_generation_changed(tmp_path, monkeypatch):
     location = tmp_path / "c"
-    with isolated():
-        first = Store(location)
-        _save(first, "s", "k1", 1)
-        first.close()
-    calls = []
-    real_listdir = os.listdir
-    monkeypatch.setattr(pack.os, "listdir", lambda p: (calls.append(p), real_listdir(p))[1])
+    saved_elsewhere(location)
+    calls = count_listings(monkeypatch)
     with isolated():
         reader = Store(location)
         for i in range(3):  # misses: each reads what the packs gained, none lists again
             assert reader.peek("s", f"absent{i}") is None
         assert len(calls) == 1
-        with isolated():  # another process: the pack is held, so it makes one of its own
-            holder = Store(location)
-            _save(holder, "s", "held", 1)
-            with isolated():
-                writer = Store(location)
-                _save(writer, "s", "new", 2)
-                writer.close()
-            holder.close()
+        save_in_a_new_pack(location, "new", 2)
         listed = len(calls)
         assert reader.peek("s", "new").result() == 2  # the folder listed again
         assert len(calls) > listed
@@ -478,10 +457,7 @@ def test_packs_made_between_a_fresh_readers_listings_do_not_empty_its_index(
     tmp_path, monkeypatch
 ):
     location = tmp_path / "c"
-    with isolated():
-        first = Store(location)
-        _save(first, "s", "k1", 1)
-        first.close()
+    saved_elsewhere(location)
     folder = location / ".packs"
     real_names = pack.PackIndex._names
     made = []
