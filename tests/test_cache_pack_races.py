@@ -179,12 +179,17 @@ def test_equal_stamps_in_two_packs_pick_one_record_whatever_the_listing(tmp_path
 # ---------------------------------------------------------------- compaction races
 
 
+def _big_entries(store: Store) -> Store:
+    """``store`` with 200 entries big enough for a compaction to be worth it."""
+    for i in range(200):
+        _save(store, "s", f"k{i}", BIG + str(i))
+    return store
+
+
 def _entries_then_tombstones(location: Path) -> tuple[str, str]:
     """200 entries in one pack, 190 of them removed by tombstones in another."""
     with isolated():
-        a = Store(location)
-        for i in range(200):
-            _save(a, "s", f"k{i}", BIG + str(i))
+        a = _big_entries(Store(location))
         a.close()
     entries = _packs(location)[0].name
     with isolated():
@@ -229,9 +234,7 @@ def test_a_reader_racing_a_compaction_never_serves_a_removed_entry(tmp_path, mon
 def test_a_writer_never_adopts_a_pack_a_compaction_just_removed(tmp_path, monkeypatch):
     location = tmp_path / "c"
     with isolated():
-        a = Store(location)
-        for i in range(200):
-            _save(a, "s", f"k{i}", BIG + str(i))
+        a = _big_entries(Store(location))
         for i in range(190):
             a.remove("s", f"k{i}")
         a.close()
@@ -257,10 +260,7 @@ def test_a_writer_never_adopts_a_pack_a_compaction_just_removed(tmp_path, monkey
 
 
 def test_a_compaction_syncs_its_pack_before_it_removes_the_old_ones(tmp_path, monkeypatch):
-    location = tmp_path / "c"
-    store = Store(location)
-    for i in range(200):
-        _save(store, "s", f"k{i}", BIG + str(i))
+    store = _big_entries(Store(tmp_path / "c"))
     events = []
     real_fsync, real_unlink = os.fsync, os.unlink
     monkeypatch.setattr(pack.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
@@ -647,10 +647,7 @@ def test_equal_stamps_in_keyed_packs_pick_what_a_walk_picks(tmp_path, monkeypatc
 def test_a_compaction_syncs_the_new_packs_keys_file_before_putting_it_in_place(
     tmp_path, monkeypatch
 ):
-    location = tmp_path / "c"
-    store = Store(location)
-    for i in range(200):
-        _save(store, "s", f"k{i}", BIG + str(i))
+    store = _big_entries(Store(tmp_path / "c"))
     events = []
     real_fsync, real_rename = os.fsync, os.rename
     monkeypatch.setattr(pack.os, "fsync", lambda fd: (events.append("fsync"), real_fsync(fd)))
@@ -659,7 +656,7 @@ def test_a_compaction_syncs_the_new_packs_keys_file_before_putting_it_in_place(
     store.clear(step="s")
     events = [e for e in events if e in ("fsync", "keys", "pack")]  # (not the folders')
     assert events[:4] == ["fsync", "keys", "fsync", "pack"]
-    (new,) = _packs(location)
+    (new,) = _packs(tmp_path / "c")
     assert pack._read_keys(str(new), new.name, new.stat().st_size) is not None
 
 
