@@ -43,10 +43,11 @@ it points to that is not the key's makes the index walk the packs instead.
 
 Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
 most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
-a replacement, a clear and a compaction grow by a byte, and the packs are read again
-when it changed (a hit found through a keys file too). A reading that meets a pack
-vanishing (a compaction) starts over, and a compaction keeps the tombstones that hide
-entries of other old packs, so a reader that lists the packs halfway through its
+a replacement, a clear, a compaction and a new pack grow by a byte, and the packs are
+read again when it changed (a hit found through a keys file too). The folder is listed
+again only then: while the generation holds, no pack came or went. A reading that meets
+a pack vanishing (a compaction) starts over, and a compaction keeps the tombstones that
+hide entries of other old packs, so a reader that lists the packs halfway through its
 removals still sees every removal.
 
 Durability: records are not fsync'ed (a compaction's new pack and its keys file are,
@@ -235,6 +236,7 @@ class PackIndex:
         self._read_at_generation = False  # the last refresh saw the generation hold
         self._listed: list[str] = []  # the packs the folder held at the last listing,
         self._listed_at: os.stat_result | None = None  # the generation then
+        self.settled = False  # folder has no symlink in it (see settle_folder)
 
     def settle_folder(self, real: str) -> None:
         """Use ``real``, the folder without symlinks, from now on (once a second
@@ -242,6 +244,7 @@ class PackIndex:
         moves neither)."""
         with self._lock:
             self.folder, self._generation_path = real, f"{real}/{GENERATION}"
+            self.settled = True
 
     def _generation_now(self) -> os.stat_result | None:
         """The generation file's status now (its size grows at every bump; replaced or
@@ -1050,7 +1053,7 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     if folder_identity(os.path.dirname(index.folder)) != identity:
         index = PackIndex(folder)  # its folder is gone, and its inode is this one's now
         context().set(name, index)
-    else:  # two spellings of one folder: the one no symlink changed afterwards can move
+    elif not index.settled:  # two spellings of one folder: the one no symlink can move
         real_root = os.path.realpath(os.path.dirname(folder))  # (.packs may be a link)
         index.settle_folder(os.path.join(real_root, os.path.basename(folder)))
     return index
