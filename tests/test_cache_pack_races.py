@@ -427,6 +427,28 @@ def test_a_reader_lists_the_folder_again_only_when_the_generation_changed(tmp_pa
         assert len(calls) > listed
 
 
+def test_a_writers_look_in_a_folder_of_its_own_packs_reads_nothing_until_one_comes(
+    tmp_path, monkeypatch
+):
+    location = tmp_path / "c"
+    writer = Store(location)
+    _save(writer, "s", "k1", 1)  # its own pack, held
+    assert writer.peek("s", "absent") is None  # (made it, bumped: listed once more)
+    reads = []
+    real_read = pack.PackIndex._read
+    monkeypatch.setattr(
+        pack.PackIndex, "_read", lambda self, name: (reads.append(name), real_read(self, name))[1]
+    )
+    calls = count_listings(monkeypatch)
+    for i in range(3):
+        assert writer.peek("s", f"absent{i}") is None
+    assert calls == [] and reads == []
+    with isolated():  # another process: the pack is held, so it makes one of its own
+        _save(Store(location), "s", "new", 2)
+    assert writer.peek("s", "new").result() == 2
+    assert calls and reads
+
+
 def test_a_symlink_removed_after_two_spellings_shared_an_index_moves_nothing(tmp_path):
     real, link = tmp_path / "real", tmp_path / "link"
     real.mkdir()

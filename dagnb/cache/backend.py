@@ -209,7 +209,7 @@ def folder_identity(path: str) -> tuple[int, int] | None:
 _ACCESS_AS_EFFECTIVE = os.access in os.supports_effective_ids
 
 
-def _surely_absent(path: str) -> bool:
+def surely_absent(path: str) -> bool:
     """Whether nothing is at ``path`` as this process's effective user sees it (access
     as the real user may not search where the effective one can), told without raising
     an exception; False where it cannot be told that way."""
@@ -266,7 +266,7 @@ class LocalBackend(StoreBackend):
                 return self._without_meta(step, key, folder)
             if known.version == stamp:
                 return known
-        if _surely_absent(folder):  # a miss told without an exception (a first run's)
+        if surely_absent(folder):  # a miss told without an exception (a first run's)
             return None
         try:  # a first read opens the file without a stat first: a cold re-run's path
             with open(f"{folder}/meta.json", "rb") as handle:

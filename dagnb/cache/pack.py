@@ -432,6 +432,9 @@ class PackIndex:
         then :attr:`generation` matches no file, so a hit in another thread meanwhile
         reads again (waiting for this one) rather than trust what is half read."""
         with self._lock:
+            if self._only_own_since():
+                self.refreshed = time.monotonic()
+                return True
             self.loaded, self.generation = False, _REFRESHING
             generation = None
             for _ in range(_RELIST):
@@ -452,6 +455,15 @@ class PackIndex:
             self.generation = generation if self.loaded else _REFRESHING
             self.refreshed = time.monotonic()
             return self.loaded and self._read_at_generation
+
+    def _only_own_since(self) -> bool:
+        """Whether the packs read are all this process's and the generation is what
+        the last whole refresh saw: then no other process wrote here since (one that
+        makes a pack bumps the generation), and there is nothing to read (one
+        ``fstat``: a first run's look under each key's lock)."""
+        return (self.loaded and type(self.generation) is os.stat_result
+                and self.own.issuperset(self.sizes)
+                and self._generation_now() == self.generation)
 
     def _listing_held(self, names: list[str], generation: os.stat_result | None) -> bool:
         """Whether a listing taken after ``generation`` was read still holds: the

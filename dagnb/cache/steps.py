@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache import session_store, store_for
+from dagnb.cache.backend import surely_absent
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
@@ -391,6 +392,8 @@ def _inline(result: Any) -> dict[str, Any] | None:
 
 def _has_files(out_dir: Path | str) -> bool:
     """Whether the step wrote anything into its output folder (made or not)."""
+    if surely_absent(os.fspath(out_dir)):  # not made: told without an exception
+        return False
     try:
         with os.scandir(out_dir) as found:
             return next(found, None) is not None
