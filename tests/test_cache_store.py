@@ -149,6 +149,28 @@ def test_hits_are_counted_and_persisted(store, clock, tmp_path):
     assert stats.loc["s", "misses"] == 1 and stats.loc["s", "hit_rate"] == 0.75
 
 
+def test_stats_during_another_threads_flush_count_every_hit(store, clock):
+    import threading
+
+    save(store, "s", key(1))
+    for _ in range(2):
+        store.lookup("s", key(1))
+    writing, real_append = threading.Event(), store._journal.append
+
+    def slow_append(records):  # the flush has taken the counts, not written them yet
+        writing.set()
+        threading.Event().wait(0.3)
+        return real_append(records)
+
+    store._journal.append = slow_append
+    flusher = threading.Thread(target=store.flush)
+    flusher.start()
+    assert writing.wait(5)
+    assert store.stats().loc["s", "hits"] == 2
+    flusher.join()
+    assert store.stats().loc["s", "hits"] == 2
+
+
 def test_entries_frame(store, clock):
     save(store, "a", key(1), ttl=60)
     clock.now += 1

@@ -53,6 +53,7 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
 import uuid
 import warnings
@@ -445,6 +446,7 @@ class Store:
         self._absent: tuple[str, str] | None = None  # the last key found with no folder
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
+        self._moving_counts = threading.Lock()  # held while a flush writes _pending out
         self._session_hits: defaultdict[str, int] = defaultdict(int)
         self._session_misses: defaultdict[str, int] = defaultdict(int)
         self._flush_failed = False  # warned once already
@@ -937,21 +939,28 @@ class Store:
     def flush(self) -> None:
         """Write the hits counted in memory to the store's access journal (a read-only
         store forgets them: they are not its to record)."""
-        pending, self._pending = self._pending, {}
-        if self.read_only:
-            return
-        try:
-            self._journal.append([
-                {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
-                for (step_name, key), (hits, last_used) in pending.items()
-            ])
-        except OSError as exc:  # a full disk, a read-only cache: the entries still serve
-            for where, counts in pending.items():
-                self._pending.setdefault(where, counts)  # a later flush may write them
-            if not self._flush_failed:
-                self._flush_failed = True
-                warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
-                              f"written ({exc}); its entries are still used", stacklevel=2)
+        with self._moving_counts:  # (from memory to the journal: see _counts)
+            pending, self._pending = self._pending, {}
+            if self.read_only:
+                return
+            try:
+                self._journal.append([
+                    {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
+                    for (step_name, key), (hits, last_used) in pending.items()
+                ])
+            except OSError as exc:  # a full disk, a read-only cache: entries still serve
+                for where, counts in pending.items():
+                    self._pending.setdefault(where, counts)  # a later flush may write them
+                if not self._flush_failed:
+                    self._flush_failed = True
+                    warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
+                                  f"written ({exc}); its entries are still used", stacklevel=2)
+
+    def _counts(self) -> tuple[Totals, dict[tuple[str, str], list[float]]]:
+        """The hits the journal holds and those counted here, not written yet, read
+        together: a flush (another thread's) moves them from one to the other."""
+        with self._moving_counts:
+            return self._journal.totals(), dict(self._pending)
 
     def close(self) -> None:
         """Write the hits counted so far and let go of this store's pack (another
@@ -1013,12 +1022,15 @@ class Store:
 
     def usage(self, entry: Entry) -> tuple[int, float]:
         """(hits, last_used) of an entry: persisted plus counted in this process."""
-        return self._usage(entry, self._journal.totals())
+        return self._usage(entry, self._counts())
 
-    def _usage(self, entry: Entry, totals: Totals) -> tuple[int, float]:
+    def _usage(
+        self, entry: Entry, counts: tuple[Totals, dict[tuple[str, str], list[float]]]
+    ) -> tuple[int, float]:
+        totals, unwritten = counts
         hits, last_used = totals.get((entry.step, entry.key), (0, 0.0))
         last_used = max(last_used, entry.meta.get("last_used", 0.0))
-        pending = self._pending.get((entry.step, entry.key))
+        pending = unwritten.get((entry.step, entry.key))
         if pending is not None:
             hits, last_used = hits + int(pending[0]), max(last_used, pending[1])
         return hits, last_used
@@ -1129,9 +1141,9 @@ class Store:
         return removed
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
-        items, totals = [], self._journal.totals()
+        items, counts = [], self._counts()
         for entry in self.iter_entries():
-            _, last_used = self._usage(entry, totals)
+            _, last_used = self._usage(entry, counts)
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 
@@ -1453,9 +1465,9 @@ _STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hit
 def _entries_frame(store: Store, step: str | None) -> Any:
     import pandas as pd
 
-    rows, totals = [], store._journal.totals()
+    rows, counts = [], store._counts()
     for entry in store.iter_entries(step):
-        hits, last_used = store._usage(entry, totals)
+        hits, last_used = store._usage(entry, counts)
         meta = entry.meta
         rows.append({
             "step": entry.step, "key": entry.key[:12], "created": meta["created"],
@@ -1476,11 +1488,11 @@ def _stats_frame(store: Store) -> Any:
     import pandas as pd
 
     table: dict[str, dict[str, float]] = {}
-    totals = store._journal.totals()
+    counts = store._counts()
     for entry in store.iter_entries():
         row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
         row["entries"] += 1
-        row["hits"] += store._usage(entry, totals)[0]
+        row["hits"] += store._usage(entry, counts)[0]
         row["bytes"] += int(entry.meta.get("size_bytes", 0))
     for step in set(store._session_hits) | set(store._session_misses):
         row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
