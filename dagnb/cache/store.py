@@ -382,6 +382,8 @@ def _packed_digest(inline_text: str | None) -> str:
 
 
 _LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+# the hits a store's journal holds, and those it counted and has not written yet
+_Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
 
 
 @atexit.register
@@ -478,11 +480,11 @@ class Store:
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         """
-        key = key if type(key) is str else key.digest  # type: ignore[union-attr]
+        key = _key_text(key)
         # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
         entry = self._current(step_name, key, recent=True)
         now = self.clock()
-        if entry is not None and entry.expires is not None and entry.expires <= now:
+        if entry is not None and entry.expired(now):
             self._forget(step_name, key)
             if not self.read_only:
                 self._drop_packed(step_name, key)
@@ -956,7 +958,7 @@ class Store:
                     warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
                                   f"written ({exc}); its entries are still used", stacklevel=2)
 
-    def _counts(self) -> tuple[Totals, dict[tuple[str, str], list[float]]]:
+    def _counts(self) -> _Counts:
         """The hits the journal holds and those counted here, not written yet, read
         together: a flush (another thread's) moves them from one to the other."""
         with self._moving_counts:
@@ -1024,9 +1026,7 @@ class Store:
         """(hits, last_used) of an entry: persisted plus counted in this process."""
         return self._usage(entry, self._counts())
 
-    def _usage(
-        self, entry: Entry, counts: tuple[Totals, dict[tuple[str, str], list[float]]]
-    ) -> tuple[int, float]:
+    def _usage(self, entry: Entry, counts: _Counts) -> tuple[int, float]:
         totals, unwritten = counts
         hits, last_used = totals.get((entry.step, entry.key), (0, 0.0))
         last_used = max(last_used, entry.meta.get("last_used", 0.0))
