@@ -8,6 +8,7 @@ import pytest
 
 import dagnb
 from dagnb import ExecutorUnavailable, Graph, Step
+from dagnb.config import use_context
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -217,3 +218,24 @@ def test_a_shell_step_that_wrote_nothing_is_packed_and_its_empty_out_folder_stay
     assert isinstance(entry, PackedEntry)
     assert Graph("quiet", [Step("q", run="true")]).run(executor="local").states() == {
         "q": "cached"}
+
+
+def _writes_a_file(text: str) -> str:
+    (dagnb.current().out_dir / "f.txt").write_text(text)
+    return text
+
+
+def test_python_steps_files_are_cached_once_a_step_made_the_run_folder() -> None:
+    # "a" writes no file (the run's folder is not made yet: nothing is looked at),
+    # "b" makes it; each is stored as it is, and a new process restores both
+    graph = Graph("files", [
+        Step("a", func=lambda: 1),
+        Step("b", func=_writes_a_file, params={"text": "hi"}, needs=["a"]),
+    ])
+    first = graph.run(executor="local")
+    assert first.ok and (first.outputs("b") / "f.txt").read_text() == "hi"
+    with use_context():  # a fresh process's view of the cache
+        second = graph.run(executor="local")
+    assert second.states() == {"a": "cached", "b": "cached"}
+    assert (second.outputs("b") / "f.txt").read_text() == "hi"
+    assert second.result("a") == 1 and second.result("b") == "hi"

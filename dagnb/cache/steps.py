@@ -171,9 +171,11 @@ class StepCache:
         exit_code: int,
         duration_s: float,
         provenance: Mapping[str, Any] | None = None,
+        folder_made: bool = True,
     ) -> Entry | None:
         """Store the outputs (and the Python result) of a step that ran; ``provenance``
-        (the image digest that ran) goes into the entry's metadata.
+        (the image digest that ran) goes into the entry's metadata. ``folder_made=False``:
+        the run made no folder for its steps, so ``out_dir`` holds nothing (not looked at).
 
         Returns None, with a warning saying why, when nothing was stored: a result that
         cannot be pickled, or a store that cannot be written (a full disk). The step
@@ -188,7 +190,7 @@ class StepCache:
             # an empty out/ (a shell step's, made before it ran) stays in the run's
             # folder, as with the cache off: removing it cost a shell step more on the
             # loop than its whole record
-            wrote_files = _has_files(out_dir)
+            wrote_files = folder_made and _has_files(out_dir)
             inline = _inline(result) if not wrote_files else None
             if inline is None:
                 out_dir = Path(out_dir)

@@ -26,6 +26,8 @@ __all__ = [
 ]
 
 RESULT_FILES = ("result.json", "result.pkl")
+# made once: json.dumps(value, allow_nan=False) makes an encoder per call
+_STRICT = json.JSONEncoder(allow_nan=False).encode
 
 
 class _NoResult:
@@ -94,7 +96,7 @@ def save_result(out_dir: Path, value: Any) -> Path:
     """
     out_dir = Path(out_dir)
     if _json_exact(value):
-        text = json.dumps(value, allow_nan=False)
+        text = _STRICT(value)
         # The structural check already guarantees this; the comparison guards float repr.
         if json.loads(text) == value:
             path = out_dir / RESULT_FILES[0]
@@ -151,7 +153,7 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
     if isinstance(value, (str, bytes, list, dict)) and len(value) > limit:
         return None  # too big for sure: not worth encoding to find out
     if _json_exact(value):
-        text = json.dumps(value, allow_nan=False)
+        text = _STRICT(value)
         # only a float's text may not give it back: no need to read the others back
         if len(text) <= limit and (not _has_float(value) or json.loads(text) == value):
             return {"json": value}

@@ -304,6 +304,7 @@ class Scheduler:
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
+            folder_made=self.run.workspace_made,  # else no step has a folder: no look
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
