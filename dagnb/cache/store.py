@@ -463,11 +463,14 @@ class Store:
         shown = ", read_only=True" if self.read_only else ""
         return f"{type(self).__name__}({str(self.location)!r}{shown})"
 
-    def _writable(self, action: str) -> None:
-        """Refuse ``action`` in a read-only store: nothing reaches the backend."""
+    def _writable(self, action: str, step_name: str | None = None) -> None:
+        """Refuse ``action`` (of step ``step_name``) in a read-only store: nothing
+        reaches the backend. (The message is made only then: a first run asks twice
+        per step.)"""
         if self.read_only:
+            of = "" if step_name is None else f" {step_name!r}"
             raise CacheError(
-                f"cannot {action}: the cache {str(self.location)!r} is read-only "
+                f"cannot {action}{of}: the cache {str(self.location)!r} is read-only "
                 "(cache_mode 'read-only'); use cache_mode 'read-write' to change it"
             )
 
@@ -699,7 +702,7 @@ class Store:
 
         Passing it to :meth:`save` then moves it into the entry with a rename.
         """
-        self._writable(f"make a folder for step {step_name!r}")
+        self._writable("make a folder for step", step_name)
         return self._new_folder(f".tmp-{step_name}-")
 
     def _new_folder(self, prefix: str) -> Path:
@@ -757,16 +760,18 @@ class Store:
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder.
         """
-        self._writable(f"save step {step_name!r}")
+        self._writable("save step", step_name)
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
         if self._packs is not None and refresh:
             self._packs.refresh()  # what it replaces may be another process's record
         if self._packs is not None and _no_files(out_dir):
-            with contextlib.suppress(OSError):  # no flock here: the entry gets a folder
+            try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
                                           exit_code, duration_s, ttl, provenance)
-                if entry is not None:
-                    return entry
+            except OSError:  # no flock here: the entry gets a folder
+                entry = None
+            if entry is not None:
+                return entry
         if self._packs is not None:
             self._drop_packed(step_name, step_key.digest)  # the folder takes its place
         if out_dir is None or not os.path.isdir(out_dir):
@@ -915,7 +920,7 @@ class Store:
         (seconds, -1 for none) raises a ``TimeoutError`` (``filelock.Timeout``) when
         exceeded.
         """
-        self._writable(f"lock step {step_name!r}")
+        self._writable("lock step", step_name)
         return self.backend.lock(step_name, _key_text(key), timeout)
 
     @contextlib.asynccontextmanager
@@ -974,7 +979,7 @@ class Store:
 
     def remove(self, step_name: str, key: StepKey | str) -> bool:
         """Remove one entry; False when there was none."""
-        self._writable(f"remove an entry of step {step_name!r}")
+        self._writable("remove an entry of step", step_name)
         key = _key_text(key)
         self._forget(step_name, key)
         packed = self._drop_packed(step_name, key)
@@ -1379,6 +1384,8 @@ def _small_logs(
     logs: Iterable[Mapping[str, Any]] | os.PathLike[str],
 ) -> list[dict[str, Any]] | None:
     """The captured lines, if they are few enough for a pack record; else None."""
+    if type(logs) is list and not logs:  # (most steps print nothing)
+        return []
     if not isinstance(logs, os.PathLike):
         if isinstance(logs, (list, tuple)):
             lines = [dict(record) for record in logs]
@@ -1398,7 +1405,7 @@ def _small_logs(
 def _consume(out_dir: str | os.PathLike[str] | None, logs: Any) -> None:
     """A packed entry took what was handed to it: its empty out folder and log file go,
     as :meth:`Store.save` moves them into a folder entry."""
-    if isinstance(logs, os.PathLike):
+    if type(logs) is not list and isinstance(logs, os.PathLike):
         with contextlib.suppress(OSError):
             os.unlink(logs)
     if out_dir is not None:
