@@ -14,7 +14,7 @@ from pathlib import Path
 import filelock
 import pytest
 
-from dagnb.cache import DamagedEntryWarning, StepKey, Store, backend
+from dagnb.cache import DamagedEntryWarning, StepKey, Store
 from dagnb.testing import wait_until
 
 pytestmark = pytest.mark.skipif(os.name != "posix", reason="uses fork and SIGKILL")
@@ -171,79 +171,3 @@ def test_damaged_entry_is_a_miss_moved_aside_and_reported_once(tmp_path, damage)
     assert not entry.path.exists()
     assert len(list((tmp_path / "cache" / ".damaged").iterdir())) == 1
     assert store.entries().empty
-
-
-def _try_lock(root: str, key: str, answer: str) -> None:
-    """In another process: whether the lock of ``key`` can be taken now."""
-    taken = Store(root).lock("s", key).acquire_now()
-    Path(answer).write_text("taken" if taken else "held")
-
-
-def _another_process_takes(root: str, key: str, answer: Path) -> bool:
-    child = FORK.Process(target=_try_lock, args=(root, key, str(answer)))
-    child.start()
-    child.join(10)
-    taken = answer.read_text() == "taken"
-    answer.unlink()
-    return taken
-
-
-range_locks = pytest.mark.skipif(not backend._RANGE_LOCKS, reason="byte-range locks: Linux")
-
-
-@range_locks
-def test_a_released_lock_kept_open_for_the_next_lets_other_processes_in(tmp_path):
-    root, answer = str(tmp_path / "cache"), tmp_path / "answer"
-    store = Store(root)
-    lock = store.lock("s", "k" * 32)
-    assert lock.acquire_now()
-    assert not _another_process_takes(root, "k" * 32, answer)
-    lock.release()  # unlocked, its description kept for the next lock
-    assert backend._IDLE[lock.path], "the description was closed, not kept"
-    assert _another_process_takes(root, "k" * 32, answer)
-    again = store.lock("s", "j" * 32)  # the kept description, locking another key
-    assert again.acquire_now() and not backend._IDLE[lock.path]
-    assert not _another_process_takes(root, "j" * 32, answer)
-    assert _another_process_takes(root, "k" * 32, answer)
-    again.release()
-
-
-@range_locks
-def test_a_kept_description_of_a_removed_lock_file_is_not_used(tmp_path):
-    root, answer = str(tmp_path / "cache"), tmp_path / "answer"
-    store = Store(root)
-    lock = store.lock("s", "k" * 32)
-    lock.acquire()
-    lock.release()
-    os.unlink(lock.path)  # the cache cleared: a new lock file for everyone after
-    lock.acquire()  # on the new file, or the other process would not be kept out
-    try:
-        assert not _another_process_takes(root, "k" * 32, answer)
-    finally:
-        lock.release()
-
-
-def _lock_in_child(root: str, key: str, ready: str) -> None:
-    lock = Store(root).lock("s", key)
-    lock.acquire()
-    Path(ready).write_text("held")
-    time.sleep(60)  # killed by the test
-    lock.release()
-
-
-@range_locks
-def test_a_forked_child_shares_no_kept_description_with_its_parent(tmp_path):
-    root, ready = str(tmp_path / "cache"), tmp_path / "ready"
-    store = Store(root)
-    lock = store.lock("s", "k" * 32)
-    lock.acquire()
-    lock.release()  # kept: a child sharing it would hold its locks as the parent's
-    child = FORK.Process(target=_lock_in_child, args=(root, "k" * 32, str(ready)),
-                         daemon=True)
-    child.start()
-    try:
-        assert wait_until(ready.exists, timeout=10), "the child never took the lock"
-        assert not store.lock("s", "k" * 32).acquire_now()
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.join()

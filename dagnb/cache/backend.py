@@ -360,11 +360,6 @@ class KeyRangeLock:
     Behaves as the ``filelock.FileLock`` it replaces: reentrant, not tied to a thread,
     ``filelock.Timeout`` past ``timeout`` seconds (-1 waits for ever), let go by the
     system when its process dies. Unlike a lock file per key, a miss creates no file.
-
-    The file is opened once per lock held at a time, not once per lock: a released
-    lock's description is unlocked and kept for the next (:data:`_IDLE`), so a first
-    run's miss costs two ``fcntl`` and an ``fstat`` rather than an ``open`` and a
-    ``close`` more. One whose file was removed (the cache cleared) is not used again.
     """
 
     __slots__ = ("_count", "_descriptor", "_offset", "path", "timeout")
@@ -390,7 +385,7 @@ class KeyRangeLock:
         if self._count == 0:
             descriptor = self._open()
             if not self._try(descriptor):
-                _put_back(self.path, descriptor)  # (it holds nothing)
+                os.close(descriptor)
                 return False
             self._descriptor = descriptor
         self._count += 1
@@ -401,8 +396,8 @@ class KeyRangeLock:
             return
         self._count -= 1
         if self._count == 0 and self._descriptor is not None:
-            descriptor, self._descriptor = self._descriptor, None
-            _put_back(self.path, descriptor, self._offset)
+            os.close(self._descriptor)  # closing the description lets go of its lock
+            self._descriptor = None
 
     def _lock(self) -> int:
         descriptor = self._open()
@@ -431,15 +426,6 @@ class KeyRangeLock:
         return _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, self._offset, 1, 0)
 
     def _open(self) -> int:
-        idle = _IDLE.get(self.path)
-        while idle:
-            try:
-                descriptor = idle.pop()
-            except IndexError:  # another thread took the last one
-                break
-            if os.fstat(descriptor).st_nlink:
-                return descriptor
-            os.close(descriptor)  # its file was removed: locks on it exclude nobody
         flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
         try:
             return os.open(self.path, flags, 0o666)
@@ -459,41 +445,6 @@ class KeyRangeLock:
 
     def __repr__(self) -> str:
         return f"KeyRangeLock({self.path!r}, offset={self._offset})"
-
-
-# lock file -> open descriptions of it that hold no lock, for the next lock to take
-_IDLE: dict[str, list[int]] = {}
-_IDLE_MAX = 16  # per file: as many as locks held at once, about
-
-
-def _put_back(path: str, descriptor: int, offset: int | None = None) -> None:
-    """Unlock ``offset`` of ``descriptor`` (a lock it held), then keep it for the next
-    lock of ``path``; closed instead if that fails or enough are kept."""
-    idle = _IDLE.setdefault(path, [])
-    try:
-        if offset is not None:
-            unlock = _FLOCK.pack(fcntl.F_UNLCK, os.SEEK_SET, offset, 1, 0)
-            fcntl.fcntl(descriptor, fcntl.F_OFD_SETLK, unlock)
-        if len(idle) < _IDLE_MAX:
-            idle.append(descriptor)
-            return
-    except OSError:
-        pass
-    os.close(descriptor)  # (closing the description lets go of any lock it holds)
-
-
-def _forget_idle() -> None:
-    """In a forked child: the parent's descriptions are shared with it, so a lock the
-    child took through one would be the parent's too. Closed here (the parent's stay)."""
-    for idle in _IDLE.values():
-        for descriptor in idle:
-            with contextlib.suppress(OSError):
-                os.close(descriptor)
-    _IDLE.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_idle)
 
 
 register_backend("local", LocalBackend)
