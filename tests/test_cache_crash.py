@@ -10,6 +10,7 @@ import signal
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import filelock
 import pytest
@@ -171,3 +172,49 @@ def test_damaged_entry_is_a_miss_moved_aside_and_reported_once(tmp_path, damage)
     assert not entry.path.exists()
     assert len(list((tmp_path / "cache" / ".damaged").iterdir())) == 1
     assert store.entries().empty
+
+
+def _try_lock(root: str, key: str, answer: str) -> None:
+    """In another process: whether the lock of ``key`` can be taken now."""
+    lock = Store(root).lock("s", key)
+    Path(answer).write_text("taken" if lock.acquire_now() else "held")
+    lock.release()
+
+
+def _another_process_takes(root: str, key: str, answer: Path) -> bool:
+    child = FORK.Process(target=_try_lock, args=(root, key, str(answer)))
+    child.start()
+    child.join(10)
+    taken = answer.read_text() == "taken"
+    answer.unlink()
+    return taken
+
+
+def _release_inherited(lock: Any) -> None:
+    lock.release()  # the child's copy: as a forked child leaving ``with lock:`` does
+
+
+def test_a_lock_released_lets_other_processes_in_and_a_child_cannot_release_it(tmp_path):
+    root, answer = str(tmp_path / "cache"), tmp_path / "answer"
+    lock = Store(root).lock("s", "k" * 32)
+    assert lock.acquire_now()
+    assert not _another_process_takes(root, "k" * 32, answer)
+    # a forked child that lets go of the lock it inherited leaves the parent's held
+    child = FORK.Process(target=_release_inherited, args=(lock,))
+    child.start()
+    child.join(10)
+    assert child.exitcode == 0
+    assert not _another_process_takes(root, "k" * 32, answer)
+    lock.release()
+    assert _another_process_takes(root, "k" * 32, answer)
+
+
+def test_the_lock_file_removed_meanwhile_is_made_again_and_locks(tmp_path):
+    root, answer = str(tmp_path / "cache"), tmp_path / "answer"
+    lock = Store(root).lock("s", "k" * 32)
+    lock.acquire()
+    lock.release()
+    os.unlink(lock.path)  # the cache's locks folder emptied by hand
+    with lock:
+        assert not _another_process_takes(root, "k" * 32, answer)
+    assert _another_process_takes(root, "k" * 32, answer)

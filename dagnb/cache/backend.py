@@ -384,7 +384,12 @@ class KeyRangeLock:
         """Take the lock if nobody holds it, without waiting; whether it was taken."""
         if self._count == 0:
             descriptor = self._open()
-            if not self._try(descriptor):
+            try:
+                taken = self._try(descriptor)
+            except BaseException:  # (ENOLCK, an interrupt): not leaked
+                os.close(descriptor)
+                raise
+            if not taken:
                 os.close(descriptor)
                 return False
             self._descriptor = descriptor
@@ -396,8 +401,11 @@ class KeyRangeLock:
             return
         self._count -= 1
         if self._count == 0 and self._descriptor is not None:
-            os.close(self._descriptor)  # closing the description lets go of its lock
-            self._descriptor = None
+            descriptor = self._descriptor
+            try:
+                os.close(descriptor)  # closing the description lets go of its lock
+            finally:  # even if interrupted: __del__ must not close a reused number
+                self._descriptor = None
 
     def _lock(self) -> int:
         descriptor = self._open()
