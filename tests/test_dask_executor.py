@@ -332,23 +332,28 @@ def test_a_step_dies_with_its_worker(cluster, on_dask):
     ticks = on_dask / "ticks.txt"
 
     def tick() -> None:
+        scratch = os.path.dirname(os.readlink("/proc/self/fd/1"))  # its stdout's folder
         while True:
             with open(ticks, "a") as handle:
-                handle.write(f"{os.getpid()} {os.getppid()}\n")
+                handle.write(f"{os.getpid()} {os.getppid()} {scratch}\n")
             time.sleep(0.1)
 
     step = Step("tick", func=tick, executor="dask", cache=False, retries=0)
     run = start_background(Graph("g", [step]), executor="local")
     try:
         assert wait_until(lambda: count(ticks) >= 2, timeout=20)
-        child, worker = map(int, ticks.read_text().split()[:2])
-        os.kill(worker, signal.SIGKILL)
-        assert wait_until(lambda: not alive(child), timeout=3)
+        child, worker, scratch = ticks.read_text().split()[:3]
+        assert os.path.isdir(scratch)
+        os.kill(int(worker), signal.SIGKILL)
+        assert wait_until(lambda: not alive(int(child)), timeout=3)
     finally:
         run.cancel()
         run.wait(10)
         with distributed.Client(cluster) as client:
             client.wait_for_workers(2, timeout=30)
+    # the step's files were in the killed worker's folder, removed by the one after it
+    # (in the system's temporary folder they would stay until the machine restarts)
+    assert wait_until(lambda: not os.path.exists(scratch), timeout=10), scratch
 
 
 def starts_sleep(**popen: object):

@@ -302,7 +302,10 @@ def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
 
     worker = get_worker()
     token = new_token()  # in the child's environment, inherited by what it starts
-    with tempfile.TemporaryDirectory(prefix="dagnb-") as scratch:
+    # in the worker's own folder: dask removes it when the worker closes, and a killed
+    # worker's when the next one starts, with the step's files in it
+    where = getattr(worker, "local_directory", None)
+    with tempfile.TemporaryDirectory(prefix="dagnb-", dir=where) as scratch:
         files = {name: os.path.join(scratch, name) for name in _FILES}
         with open(files["step"], "wb") as handle:
             pickle.dump((os.getpid(), sys.path, payload), handle)
