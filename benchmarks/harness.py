@@ -22,6 +22,7 @@ import contextlib
 import gc
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -39,6 +40,7 @@ __all__ = [
     "child",
     "column",
     "compare",
+    "disk_note",
     "interleave",
     "machine_note",
     "report",
@@ -242,6 +244,33 @@ def machine_note() -> str:
         f"{sys.version.split()[0]}. Absolute times move with the load; the ratios, "
         "taken from interleaved trials, are what to compare."
     )
+
+
+def disk_note(folder: Path, count: int = 100) -> str:
+    """How fast the disk under ``folder`` makes files and folders now (medians of
+    ``count``). Figures that make files (first runs: the peer's file per result; shell
+    steps: three folders and a file each) move with it, and on a virtual machine it can
+    change tenfold within minutes, as its I/O budget empties and refills."""
+    probe = Path(tempfile.mkdtemp(prefix="disk-probe-", dir=folder))
+    try:
+        files, folders = [], []
+        for index in range(count):
+            path = probe / f"f{index}"
+            start = time.perf_counter()
+            path.with_suffix(".tmp").write_bytes(b"probe")
+            os.replace(path.with_suffix(".tmp"), path)
+            files.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            (probe / f"d{index}").mkdir()
+            folders.append(time.perf_counter() - start)
+    finally:
+        shutil.rmtree(probe, ignore_errors=True)
+    return (f"# disk: a file written and renamed in {_us(statistics.median(files))}, "
+            f"a folder made in {_us(statistics.median(folders))} (medians of {count})")
+
+
+def _us(seconds: float) -> str:
+    return f"{seconds * 1e6:.0f} us"
 
 
 def summary() -> str:

@@ -22,7 +22,7 @@ import bench_cache
 import bench_runner
 import bench_startup
 import bench_widgets
-from harness import machine_note, scratch, summary
+from harness import disk_note, machine_note, scratch, summary
 
 
 def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Callable[[], object]]:
@@ -57,11 +57,13 @@ def main() -> None:
     print(machine_note(), flush=True)
     started = time.perf_counter()
     with scratch() as (disk, memory):
+        print(disk_note(disk), flush=True)
         for name, figures in groups(args, disk, memory).items():
             if re.search(args.only, name):
                 begin = time.perf_counter()
                 figures()
                 print(f"#   ({name}: {time.perf_counter() - begin:.0f} s)", flush=True)
+        print(disk_note(disk).replace("# ", "# at the end, ", 1))
     print(summary())
     print(machine_note().replace("# ", "# at the end: ", 1).split(";")[0]
           + f"; {time.perf_counter() - started:.0f} s in all")

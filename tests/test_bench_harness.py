@@ -70,3 +70,10 @@ def test_a_timed_trial_returns_seconds_per_unit(monkeypatch):
     seconds = harness.timed(lambda: None, repeat=5, per=10)()
 
     assert seconds == pytest.approx(0.01)
+
+
+def test_the_disk_note_measures_in_the_folder_it_is_given_and_leaves_nothing(tmp_path):
+    note = harness.disk_note(tmp_path, count=5)
+    assert note.startswith("# disk: a file written and renamed in ")
+    assert note.endswith("(medians of 5)") and note.count(" us") == 2
+    assert list(tmp_path.iterdir()) == []  # its probe folder removed
