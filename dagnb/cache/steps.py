@@ -26,10 +26,8 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 from __future__ import annotations
 
 import atexit
-import collections
 import os
 import pickle
-import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -37,6 +35,7 @@ from typing import Any
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import KeyRangeLock, surely_absent
+from dagnb.cache.background import Background
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
@@ -316,59 +315,12 @@ class _Claim:
             lock.release()
 
 
-class _Flusher:
-    """One daemon thread that writes the hit counts of the stores it is handed,
-    started on first use: starting a thread per run cost a 1,000-step cached re-run
-    more than a tenth of its time."""
-
-    def __init__(self) -> None:
-        self._queue: collections.deque[Store] = collections.deque()
-        self._busy = 0  # stores taken from the queue, not flushed yet
-        self._cond = threading.Condition()
-        self._thread: threading.Thread | None = None
-
-    def forked(self) -> None:
-        """In a forked child: none of the parent's thread, lock or stores (the parent
-        writes its own counts)."""
-        self.__init__()  # type: ignore[misc]
-
-    def ask(self, store: Store) -> None:
-        with self._cond:
-            self._queue.append(store)
-            self._cond.notify()
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, daemon=True,
-                                                name="dagnb-cache-flush")
-                self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            with self._cond:
-                while not self._queue:
-                    self._cond.wait()
-                store = self._queue.popleft()
-                self._busy += 1
-            try:
-                store.flush()  # warns of what it cannot write; never raises for it
-            finally:
-                with self._cond:
-                    self._busy -= 1
-                    self._cond.notify_all()
-
-    def wait(self) -> None:
-        """Until every store handed over so far is flushed."""
-        with self._cond:
-            while self._queue or self._busy:
-                if self._thread is None or not self._thread.is_alive():
-                    while self._queue:  # its thread ended (an error): here then
-                        self._queue.popleft().flush()
-                    return
-                self._cond.wait(0.1)
+def _flush(store: Store) -> None:
+    store.flush()  # warns of what it cannot write; never raises for it
 
 
-_flusher = _Flusher()
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_flusher.forked)
+# writes the hit counts of the stores handed over, off the run's path (see close)
+_flusher: Background[Store] = Background("dagnb-cache-flush", _flush)
 
 
 def wait_for_flushes() -> None:

@@ -33,7 +33,6 @@ import contextlib
 import fcntl
 import json
 import os
-import queue
 import random
 import shutil
 import threading
@@ -44,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache.backend import make_folder
+from dagnb.cache.background import Background
 
 __all__ = [
     "KEEP_RUNS",
@@ -127,31 +127,12 @@ class RunFolder:
             _pruner.ask(self.runs)
 
 
-class _Pruner:
-    """One daemon thread that prunes the folders it is handed, started on first use:
-    starting a thread costs a run more than everything else it does at its end."""
-
-    def __init__(self) -> None:
-        self._queue: queue.SimpleQueue[Path] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
-
-    def ask(self, runs: Path) -> None:
-        self._queue.put(runs)
-        with self._lock:
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(target=self._serve, daemon=True,
-                                                name="dagnb-prune")
-                self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            runs = self._queue.get()
-            with contextlib.suppress(Exception):  # housekeeping never fails a run
-                prune(runs)
+def _prune_quietly(runs: Path) -> None:
+    with contextlib.suppress(Exception):  # housekeeping never fails a run
+        prune(runs)
 
 
-_pruner = _Pruner()
+_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly)
 
 
 def _lease(folder: Path) -> int | None:
