@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache import session_store, store_for
-from dagnb.cache.backend import KeyRangeLock, surely_absent
+from dagnb.cache.backend import surely_absent
 from dagnb.cache.background import Background
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
@@ -294,8 +294,7 @@ class _Claim:
             return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
         store = cache.store
         lock = store.lock(step.name, key)
-        if type(lock) is not KeyRangeLock or not lock.acquire_now():  # (at once: no await)
-            await acquire(lock)
+        await acquire(lock)  # at once when free: most misses meet no other process
         self._lock = lock
         try:
             found = store.peek(step.name, key) is not None
