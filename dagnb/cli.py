@@ -356,7 +356,7 @@ def _config(args: argparse.Namespace) -> int:
         print(path if path is not None else "no config file (built-in defaults and DAGNB_* only)")
         return 0
     config.reload()  # what a fresh process sees: the file and the environment as they are now
-    frame = config.show()
+    frame = config.show(short_paths=False)  # a terminal shows them whole
     frame["value"] = frame["value"].map(repr)
     print(frame.to_string(index=False))
     return 0

@@ -313,3 +313,22 @@ def test_bad_credentials_never_echo_the_value(tmp_path, value):
     with pytest.raises(dagnb.ConfigError, match="container_credentials is not valid") as caught:
         config.reload()
     assert "SECRET123" not in str(caught.value)
+
+
+def test_the_table_names_a_file_by_where_it_is_from_here(tmp_path, monkeypatch):
+    # a notebook cuts a long cell short: the file's name must not be what is cut
+    write(tmp_path / "pyproject.toml", "[tool.dagnb]\nmax_concurrent_executions = 6\n")
+    (tmp_path / "sub").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path / "sub"))
+    monkeypatch.chdir(tmp_path)
+    config.reload()
+    sources = config.show().set_index("key")["source"]
+    assert sources["max_concurrent_executions"] == "pyproject.toml [tool.dagnb]"
+    assert sources["executor"] == "default"
+    assert config.origins()["max_concurrent_executions"].startswith(str(tmp_path))
+    monkeypatch.chdir(tmp_path / "sub")  # the file one folder up, outside home: as found
+    assert config.show().set_index("key")["source"]["max_concurrent_executions"] == (
+        f"{tmp_path}/pyproject.toml [tool.dagnb]")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert config.show().set_index("key")["source"]["max_concurrent_executions"] == (
+        "~/pyproject.toml [tool.dagnb]")

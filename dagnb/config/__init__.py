@@ -564,10 +564,29 @@ def origins() -> dict[str, str]:
     return dict(_loaded().origins)
 
 
-def show() -> Any:
-    """The effective settings as a DataFrame: key, value, source."""
+def show(*, short_paths: bool = True) -> Any:
+    """The effective settings as a DataFrame: key, value, source. With ``short_paths`` a
+    file in the current folder is named by its relative path and one in the home folder
+    with ``~``: a notebook's table cuts a long cell short, and the end of a path is what
+    names the file (``dagnb config show`` prints whole paths)."""
     import pandas as pd
 
     current, where = settings(), origins()
-    rows = [{"key": key, "value": getattr(current, key), "source": where[key]} for key in _CHECKS]
+    shown = _readable if short_paths else str
+    rows = [{"key": key, "value": getattr(current, key), "source": shown(where[key])}
+            for key in _CHECKS]
     return pd.DataFrame(rows, columns=["key", "value", "source"])
+
+
+def _readable(source: str) -> str:
+    """An origin as :func:`show` prints it (see there); 'default', a variable name and
+    'argument' as they are."""
+    path, bracket, section = source.partition(" [")  # "pyproject.toml [tool.dagnb]"
+    if not os.path.isabs(path):
+        return source
+    here, home = os.getcwd(), os.path.expanduser("~")
+    if path.startswith(here + os.sep):
+        path = os.path.relpath(path, here)
+    elif home not in ("", "/") and path.startswith(home + os.sep):
+        path = "~" + path[len(home):]
+    return path + bracket + section
