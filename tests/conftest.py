@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +16,32 @@ from dagnb.config import Context
 from dagnb.testing import Clock, isolated
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """One temporary folder for everything this session's processes make in theirs,
+    removed at its end: nbval kills the notebooks' kernels and tests kill dask workers,
+    so what they meant to remove at exit would otherwise stay in /tmp, run after run."""
+    folder = tempfile.mkdtemp(prefix="dagnb-tests-")
+    os.chmod(folder, 0o1777)  # as /tmp: tests that run as another user make folders here
+    config.stash[_TEMPORARY] = (folder, os.environ.get("TMPDIR"))
+    os.environ["TMPDIR"] = folder  # for the processes started from here on
+    tempfile.tempdir = None  # and this one: gettempdir() looks again
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder, before = config.stash.get(_TEMPORARY, (None, None))
+    if folder is None:
+        return
+    if before is None:
+        os.environ.pop("TMPDIR", None)
+    else:
+        os.environ["TMPDIR"] = before
+    tempfile.tempdir = None
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_TEMPORARY = pytest.StashKey[tuple[str, "str | None"]]()
 
 
 @pytest.fixture(autouse=True)
