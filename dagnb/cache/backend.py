@@ -18,6 +18,7 @@ Layout of the local backend::
     <root>/.damaged/<step>--<key>--<id>/  entries found damaged, moved aside
     <root>/.packs/<name>.pack             small entries, as records (dagnb.cache.pack)
     <root>/.packs/<name>.pack.keys        where each record of that pack is, by key
+    <root>/.packs/<name>.pack.idx         the same, one per key, sorted (dagnb.cache.sealed)
     <root>/.unpacked/<step>/<key>-<stamp>/ folders of packed entries, made when asked for
     <root>/.locks/keys.lock               per-key inter-process locks: a byte each (Linux)
     <root>/.locks/<step>/<key>.lock       per-key inter-process locks elsewhere

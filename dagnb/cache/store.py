@@ -387,10 +387,11 @@ _Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
 
 
 @atexit.register
-def _flush_live_stores() -> None:
+def _close_live_stores() -> None:
+    """At exit: write the hits counted, and let go of (and seal) the packs written to."""
     for store in list(_LIVE):
         with contextlib.suppress(Exception):
-            store.flush()
+            store.close()
 
 
 def _key_text(key: StepKey | str) -> str:
@@ -1084,7 +1085,7 @@ class Store:
         if self._packs is None:
             return
         if self._writer is not None:
-            self._writer.close()  # its pack too; it takes a pack again when it saves
+            self._writer.close(seal=False)  # (its pack may be rewritten: not sealed)
         if compact(self._packs):
             self._entries.clear()
 
