@@ -8,6 +8,9 @@
                              Memory made, function wrapped, one hit (<= 0.25)
 - memory_hit_distinct_cold   the next 49 hits in that process, each with different
                              arguments (<= 0.25)
+- memory_first_hit_cold_20000 / memory_hit_distinct_cold_20000  the same two in caches
+                             of 20,000 entries each (information: a fresh dagnb process
+                             finds keys through each pack's sealed index)
 - memory_first_result_from_import  a fresh process: from ``import`` to the first hit's
                              result, lazy loading included (<= 1.3, the start-up target)
 - memory_miss_warm           a miss with small arguments (<= 1.5)
@@ -59,6 +62,7 @@ COLD_CALLS = 50  # calls per fresh process
 MISSES_PER_TRIAL = 50
 MISS_ARGS = 10**7  # misses use arguments from here up, never stored before
 STEPS = 100
+LARGE = 20_000  # entries of the large caches
 
 
 def memory_hits(tmp: Path, rounds: int) -> None:
@@ -94,6 +98,22 @@ def memory_hits(tmp: Path, rounds: int) -> None:
             child("first_result", DAGNB, locations[DAGNB], 0),
             child("first_result", JOBLIB, locations[JOBLIB], 0), "joblib", 1.3, rounds,
             note="(fresh process each: import, Memory, one hit)")
+
+
+def memory_hits_large(tmp: Path, rounds: int) -> None:
+    """The first hit, and the hits after it, in a fresh process, in caches of
+    :data:`LARGE` entries (information: how a fresh process's lookups scale)."""
+    locations = {lib: str(tmp / f"large-{lib}") for lib in LIBS}
+    for lib in LIBS:
+        run_child("memory_fill", lib, locations[lib], 0, LARGE)
+    samples = interleave(
+        {lib: child("memory_cold", lib, locations[lib], 0, COLD_CALLS) for lib in LIBS},
+        rounds,
+    )
+    for key, name in (("first", f"memory_first_hit_cold_{LARGE}"),
+                      ("rest", f"memory_hit_distinct_cold_{LARGE}")):
+        report(Figure(name, column(samples[DAGNB], key), column(samples[JOBLIB], key),
+                      "joblib", None, note=f"(fresh process each, caches of {LARGE:,} entries)"))
 
 
 def memory_misses(tmp: Path, rounds: int) -> None:
@@ -327,6 +347,7 @@ def main() -> None:
             remote_cache(disk, rounds)
             return
         memory_hits(memory, rounds)
+        memory_hits_large(memory, 5)
         memory_misses(disk, rounds)
         first_run(disk, rounds, memory)
         frame_hits(memory, 5)

@@ -32,6 +32,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "import": lambda: bench_startup.import_figures(cheap),
         "cli_run": lambda: bench_startup.run_figure(disk, cheap, args.baseline),
         "memory_hits": lambda: bench_cache.memory_hits(memory, cheap),
+        "memory_large": lambda: bench_cache.memory_hits_large(memory, heavy),
         "memory_misses": lambda: bench_cache.memory_misses(disk, cheap),
         "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),

@@ -5,9 +5,11 @@ never a reason to serve what is not the key's."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import warnings
 from pathlib import Path
 
@@ -34,15 +36,15 @@ def _filled(location: Path, count: int, close: bool = True) -> Store:
     return store
 
 
-def _fresh(location: Path, keys: list[str]) -> tuple[list[object], type]:
+def _fresh(location: Path, keys: list[str]) -> tuple[list[object], set[type]]:
     """What a new process finds under ``keys`` (None for a miss), and how it looked the
-    pack up (its keys file, or its sealed index)."""
+    packs up (their keys files, or their sealed indexes)."""
     with isolated(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DamagedEntryWarning)
         store = Store(location, read_only=True)
         found = [store.lookup("s", key) for key in keys]
         kinds = {type(keys) for keys in store._packs._keyed.values()}
-        return [None if e is None else e.result() for e in found], (kinds or {None}).pop()
+        return [None if e is None else e.result() for e in found], kinds
 
 
 def test_sealing_waits_for_enough_entries_then_for_growth_by_a_quarter():
@@ -64,7 +66,7 @@ def test_a_pack_let_go_of_with_enough_entries_is_found_without_its_keys_file(
     monkeypatch.setattr(pack_module, "_read_whole", lambda p: (read.append(p), real(p))[1])
     keys = ["k0", f"k{SEAL_FROM // 2}", f"k{SEAL_FROM - 1}", "absent"]
     assert _fresh(tmp_path / "c", keys) == (
-        [0, SEAL_FROM // 2, SEAL_FROM - 1, None], pack_module._SealedKeys)
+        [0, SEAL_FROM // 2, SEAL_FROM - 1, None], {pack_module._SealedKeys})
     assert read == []  # no keys file read
 
 
@@ -72,7 +74,7 @@ def test_a_small_pack_is_not_sealed(tmp_path):
     _filled(tmp_path / "c", SEAL_FROM - 1)
     (pack,) = packs(tmp_path / "c")
     assert not _index(pack).exists()
-    assert _fresh(tmp_path / "c", ["k0"]) == ([0], pack_module._Keys)
+    assert _fresh(tmp_path / "c", ["k0"]) == ([0], {pack_module._Keys})
 
 
 def test_a_pack_written_to_since_it_was_sealed_is_read_through_its_keys_file(tmp_path):
@@ -85,10 +87,10 @@ def test_a_pack_written_to_since_it_was_sealed_is_read_through_its_keys_file(tmp
         assert writer.remove("s", "k0")
         save(writer, "s", "k1", "replaced")
         keys = ["k0", "k1", "k2", "new"]
-        assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], pack_module._Keys)
+        assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._Keys})
         writer.close()  # three entries more: not worth sealing again
     assert _index(pack).read_bytes() == sealed
-    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], pack_module._Keys)
+    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._Keys})
 
 
 def test_a_pack_that_grew_by_enough_is_sealed_again(tmp_path):
@@ -102,7 +104,7 @@ def test_a_pack_that_grew_by_enough_is_sealed_again(tmp_path):
         writer.close()
     assert packs(tmp_path / "c") == [pack]
     assert _fresh(tmp_path / "c", ["k0", "k1", f"more{SEAL_FROM - 1}"]) == (
-        [None, 1, SEAL_FROM - 1], pack_module._SealedKeys)
+        [None, 1, SEAL_FROM - 1], {pack_module._SealedKeys})
 
 
 def test_process_exit_seals_the_pack_a_memory_wrote(tmp_path):
@@ -118,19 +120,58 @@ def test_process_exit_seals_the_pack_a_memory_wrote(tmp_path):
     assert _index(pack).exists()
 
 
-def test_a_forked_child_letting_go_of_the_pack_seals_nothing(tmp_path):
+def _exited_within(child: int, seconds: float) -> bool:
+    """Whether forked ``child`` exited (with status 0) within ``seconds``; killed if not."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(child, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        time.sleep(0.01)
+    os.kill(child, signal.SIGKILL)
+    os.waitpid(child, 0)
+    return False
+
+
+def test_a_forked_child_letting_go_of_the_pack_seals_nothing_and_never_hangs(tmp_path):
     store = _filled(tmp_path / "c", SEAL_FROM, close=False)
     (pack,) = packs(tmp_path / "c")
-    child = os.fork()
-    if child == 0:  # pragma: no cover - the child
-        try:
-            store.close()
-        finally:
-            os._exit(0)
-    os.waitpid(child, 0)
+    writer = store._writer
+    with writer._lock:  # as another thread in the middle of a save at the fork
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            try:
+                store.close()
+            finally:
+                os._exit(0)
+    assert _exited_within(child, 10)
     assert not _index(pack).exists()
     store.close()
     assert _index(pack).exists()
+
+
+def test_a_forked_child_saves_to_a_pack_of_its_own_and_seals_it(tmp_path):
+    store = _filled(tmp_path / "c", 1, close=False)  # the parent holds its pack
+    with store._writer._lock:  # (another thread mid-save at the fork)
+        child = os.fork()
+        if child == 0:  # pragma: no cover - the child
+            code = 1
+            try:
+                for i in range(SEAL_FROM):
+                    save(store, "t", f"c{i}", i)
+                store.close()
+                code = 0
+            finally:
+                os._exit(code)
+    assert _exited_within(child, 20)
+    save(store, "s", "parent", "p")
+    store.close()
+    mine, its = sorted(packs(tmp_path / "c"), key=lambda p: p.stat().st_size)
+    assert _index(its).exists() and not _index(mine).exists()
+    with isolated():
+        fresh = Store(tmp_path / "c", read_only=True)
+        assert fresh.lookup("s", "parent").result() == "p"
+        assert fresh.lookup("t", f"c{SEAL_FROM - 1}").result() == SEAL_FROM - 1
 
 
 def test_many_lookups_through_a_sealed_index_make_a_dict(tmp_path):
@@ -144,48 +185,101 @@ def test_many_lookups_through_a_sealed_index_make_a_dict(tmp_path):
         assert fresh.lookup("s", "absent") is None
 
 
-def _entry_fields(size: int, start: int) -> dict[int, str]:
-    """Which field of an entry each byte of a sealed index past ``start`` is in."""
-    fields = {}
-    for at in range(start, size):
-        within = (at - start) % 36
-        fields[at] = "digest" if within < 16 else "place" if within < 28 else "chain"
-    return fields
-
-
 @pytest.fixture
 def small_seals(monkeypatch):
     """Sealing from 4 entries: an index small enough to damage byte by byte."""
     monkeypatch.setattr(sealed_module, "SEAL_FROM", 4)
 
 
-def test_a_damaged_or_cut_sealed_index_never_serves_what_is_not_the_keys(
-    tmp_path, small_seals
-):
+def test_a_damaged_or_cut_sealed_index_never_changes_what_is_served(tmp_path, small_seals):
     _filled(tmp_path / "c", 8)
     (pack,) = packs(tmp_path / "c")
     index = _index(pack)
     whole = index.read_bytes()
     keys = [f"k{i}" for i in range(8)]
     right = list(range(8))
-    assert _fresh(tmp_path / "c", keys) == (right, pack_module._SealedKeys)
+    assert _fresh(tmp_path / "c", keys) == (right, {pack_module._SealedKeys})
     for cut in range(len(whole)):
         index.write_bytes(whole[:cut])
         assert _fresh(tmp_path / "c", keys)[0] == right, cut
-    start = len(whole) - 8 * 36
-    fields = _entry_fields(len(whole), start)
     for offset in range(len(whole)):
-        damaged = bytearray(whole)
-        damaged[offset] ^= 0x41
-        index.write_bytes(bytes(damaged))
-        served = _fresh(tmp_path / "c", keys)[0]
-        assert all(got in (want, None) for got, want in zip(served, right, strict=True)), offset
-        if fields.get(offset, "head") in ("head", "place", "chain") and offset >= 32:
-            assert served == right, offset  # found damaged: the packs say
-        if offset < 32:
-            assert served == right, offset  # not this pack's index: its keys file
+        for change in (0x01, 0x80):  # (one bit, low and high)
+            damaged = bytearray(whole)
+            damaged[offset] ^= change
+            index.write_bytes(bytes(damaged))
+            assert _fresh(tmp_path / "c", keys)[0] == right, offset
+    index.write_bytes(bytes(len(whole)))  # blocks that read as zeros after a power loss
+    assert _fresh(tmp_path / "c", keys)[0] == right
     index.unlink()
-    assert _fresh(tmp_path / "c", keys) == (right, pack_module._Keys)
+    assert _fresh(tmp_path / "c", keys) == (right, {pack_module._Keys})
+
+
+def _older_elsewhere(location: Path, remove: bool) -> Path:
+    """Pack Q holds s/K = "old"; sealed pack P holds enough entries and then s/K
+    replaced by "new" (or removed). P's index, which a damaged bucket must not turn into
+    "P does not hold K" (Q's older record would then win)."""
+    with isolated():
+        holder = Store(location)
+        save(holder, "s", "K", "old")
+        with isolated():
+            writer = Store(location)  # Q is held: a pack of its own
+            for i in range(SEAL_FROM):
+                save(writer, "s", f"k{i}", i)
+            if remove:
+                assert writer.remove("s", "K")
+            else:
+                save(writer, "s", "K", "new")
+            writer.close()
+        holder.close()
+    (index,) = (location / ".packs").glob("*.pack.idx")
+    return index
+
+
+@pytest.mark.parametrize("remove", [False, True], ids=["replaced", "removed"])
+def test_damage_to_a_sealed_index_never_lets_an_older_record_of_another_pack_win(
+    tmp_path, remove
+):
+    import xxhash
+
+    index = _older_elsewhere(tmp_path / "c", remove)
+    want = [None if remove else "new", 5]
+    assert _fresh(tmp_path / "c", ["K", "k5"]) == (
+        want, {pack_module._Keys, pack_module._SealedKeys})  # (Q is too small to seal)
+    whole = index.read_bytes()
+    at = whole.find(xxhash.xxh3_128_digest(pack_module._needle("s", "K")))
+    assert at > 0
+    for where in (at, at + 15, at + 20):  # K's digest, its place
+        damaged = bytearray(whole)
+        damaged[where] ^= 0x01
+        index.write_bytes(bytes(damaged))
+        assert _fresh(tmp_path / "c", ["K", "k5"])[0] == want, where
+    zeroed = bytearray(whole)
+    zeroed[-36 * 50:] = bytes(36 * 50)  # the last entries' blocks lost
+    index.write_bytes(bytes(zeroed))
+    assert _fresh(tmp_path / "c", ["K", "k5"])[0] == want
+
+
+def test_a_pack_whose_last_record_is_not_the_one_its_index_names_is_read_through_its_keys(
+    tmp_path,
+):
+    """A pack cut short by a power loss and grown back to the very size its index
+    covers holds other records than the index was made of: the index is not used."""
+    from dagnb.cache.pack import ENTRY, encode
+
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    data = pack.read_bytes()
+    (record,), _, _, _ = pack_module.decode(data[-_last_length(data):], pack.name)
+    other = encode("s", record.key, ENTRY, record.body, record.stamp + 1)  # same length
+    assert len(other) == _last_length(data)
+    pack.write_bytes(data[:-len(other)] + other)
+    assert _fresh(tmp_path / "c", [record.key, "k0"]) == (
+        [SEAL_FROM - 1, 0], {pack_module._Keys})
+
+
+def _last_length(pack_bytes: bytes) -> int:
+    """The length of a pack's last record (its tail says)."""
+    return int.from_bytes(pack_bytes[-8:-4], "little")
 
 
 def test_a_sealed_index_that_lies_is_never_a_wrong_hit(tmp_path, small_seals):
@@ -213,10 +307,26 @@ def test_compaction_seals_the_new_pack_and_removes_the_old_ones_index(
     (new,) = packs(tmp_path / "c")
     assert new != old and not _index(old).exists() and _index(new).exists()
     assert _fresh(tmp_path / "c", ["k0", "k30", "k39"]) == (
-        [None, 30, 39], pack_module._SealedKeys)
+        [None, 30, 39], {pack_module._SealedKeys})
 
 
 def test_clearing_the_cache_removes_the_sealed_indexes(tmp_path):
     store = _filled(tmp_path / "c", SEAL_FROM)
     store.clear()
+    assert sorted(p.name for p in (tmp_path / "c" / ".packs").iterdir()) == ["generation"]
+
+
+def test_an_index_sealed_while_another_process_clears_the_cache_is_not_left_behind(
+    tmp_path, monkeypatch
+):
+    store = _filled(tmp_path / "c", SEAL_FROM, close=False)
+    real = pack_module.write_sealed
+
+    def cleared_meanwhile(*args, **kwargs):  # the clear lists the folder before the rename
+        with isolated():
+            Store(tmp_path / "c").clear()
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(pack_module, "write_sealed", cleared_meanwhile)
+    store.close()
     assert sorted(p.name for p in (tmp_path / "c" / ".packs").iterdir()) == ["generation"]

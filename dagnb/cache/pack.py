@@ -46,7 +46,8 @@ index, ``<name>.pack.idx`` (:mod:`dagnb.cache.sealed`), when its writer lets go 
 (at a run's end, at exit) and it grew by a quarter since it was last sealed, and when
 compaction writes it: a fresh process then finds a key in two small reads, not by
 reading the whole keys file (at 20,000 entries a first hit went from 1 ms to 0.14 ms).
-It is used only while the pack holds exactly what it covers.
+It is used only while the pack holds exactly what it covers and ends with the record it
+names; each bucket of it is checked against its digest when read.
 
 Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
 most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
@@ -78,6 +79,7 @@ import struct
 import threading
 import time
 import uuid
+import weakref
 from collections.abc import Callable, Iterator
 
 import xxhash
@@ -86,6 +88,7 @@ from dagnb.cache.backend import folder_identity
 from dagnb.cache.sealed import (
     SEALED,
     SealedIndex,
+    is_seal_temporary,
     sealed_entries,
     should_seal,
     write_sealed,
@@ -130,6 +133,8 @@ _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
+_DICT_AFTER = 32  # a sealed index makes a dict after a lookup per this many of its
+#                  entries: about 0.1 us an entry to make, 3 us saved a lookup
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
@@ -809,37 +814,51 @@ class _SealedKeys(_Keys):
     """A pack found through its sealed index (:mod:`dagnb.cache.sealed`): a key's entry
     in two small reads rather than the whole keys file read."""
 
-    __slots__ = ("sealed",)
+    __slots__ = ("lookups", "sealed")
 
     def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
         super().__init__(b"", covered, path)
         self.sealed = sealed
+        self.lookups = 0
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged."""
-        if self.found is not None:
-            return super().offset(digest)
-        found = self.sealed.find(digest)
-        return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
+        if self.found is None:
+            self.lookups += 1
+            if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
+                found = self.sealed.find(digest)
+                return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
+            self._make_dict()
+        return super().offset(digest) if self.found is not None else None
 
     def index(self) -> None:
-        """Make a dict of the index's entries (read whole), as of a keys file: a process
-        that looked up this many keys looks up more."""
-        if self.found is None:
-            try:
-                self.blob, start = self.sealed.entries()
-            except (OSError, ValueError):  # damaged: looked up bucket by bucket (each
-                return                     # lookup that meets the damage walks the packs)
-            digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[start:]))
-            self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
+        """Nothing yet: a lookup costs two small reads, so the dict waits until lookups
+        have cost about what making it costs (:data:`_DICT_AFTER`)."""
+
+    def _make_dict(self) -> None:
+        """A dict of the index's entries (read whole, checked against its digest); a
+        damaged index raises ValueError (the caller then walks the packs)."""
+        self.blob, start = self.sealed.entries()
+        digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[start:]))
+        self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
+        self.sealed.close()  # (read whole: not read again)
 
 
 def _keys_of(path: str, name: str, size: int) -> _Keys | None:
     """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
-    it covers those bytes exactly, else its keys file (None: neither can be trusted)."""
+    it covers those bytes exactly and the pack's last record is the one it names, else
+    its keys file (None: neither can be trusted)."""
     sealed = SealedIndex.open(path, _name_digest(name), size, _KEY.size)
     if sealed is not None:
-        return _SealedKeys(sealed, size, path)
+        keys = _SealedKeys(sealed, size, path)
+        at, head = sealed.last
+        try:
+            keys.open()
+            if at <= size - len(head) and keys.read(at, len(head)) == head:
+                return keys
+        except OSError:
+            pass
+        sealed.close()
     return _read_keys(path, name, size)
 
 
@@ -1065,18 +1084,28 @@ def _write_pack(folder: str, records: list[Record]) -> None:
             handle.write(data)
             os.fsync(handle.fileno())  # before the packs it replaces go: a power loss
             #                            then costs nothing that was in them
-        if suffix == SUFFIX and should_seal(len(records), 0):  # (before the pack is seen)
-            _seal(f"{folder}/{name}{SUFFIX}", keys_blob, offset)
         os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{suffix}")
+    if should_seal(len(records), 0):
+        _seal(f"{folder}/{name}{SUFFIX}", keys_blob, offset)
 
 
 def _seal(path: str, keys_blob: bytes, covered: int) -> None:
-    """Write the sealed index of pack ``path`` from its whole keys file (a failure
-    leaves the pack without one: readers read its keys file)."""
-    with contextlib.suppress(OSError):
+    """Write the sealed index of pack ``path`` (``covered`` bytes) from its whole keys
+    file; a failure leaves the pack without one (readers read its keys file). An index
+    put in place after the pack was removed (a clear meanwhile) is removed."""
+    last_at = _KEY.unpack_from(keys_blob, len(keys_blob) - _KEY.size)[1]
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            last_head = os.pread(descriptor, _HEAD.size, last_at)
+        finally:
+            os.close(descriptor)
         write_sealed(path, _name_digest(os.path.basename(path)), keys_blob, _KEYS_HEAD.size,
-                     _KEY, covered)
-
+                     _KEY, covered, last_head)
+        if not os.path.exists(path):
+            os.unlink(path + SEALED)
+    except OSError:
+        pass
 
 def _mapped(path: str) -> mmap.mmap:
     """A whole pack, mapped rather than read: a fresh process searching a large pack for
@@ -1169,7 +1198,9 @@ class PackWriter:
         self._covered = 0  # the bytes of the pack the keys file covers
         self._entries = 0  # in the keys file
         self._sealed = 0  # of them, those its sealed index was made of
-        self._pid = os.getpid()  # (a forked child seals nothing: the pack is not its own)
+        self._pid = os.getpid()  # of the process that took the pack (a forked child's
+        #                          copy of this writer neither seals nor writes there)
+        _WRITERS.add(self)
 
     def append(self, record_bytes: bytes, record: Record) -> None:
         """Write one record with one ``write()``; the index takes it in."""
@@ -1217,9 +1248,9 @@ class PackWriter:
         """The descriptor of the pack held, opened (or adopted) on first use, and again
         if the pack was removed meanwhile (``dagnb cache clear``)."""
         if self._descriptor is not None:
-            if os.fstat(self._descriptor).st_nlink > 0:
+            if os.getpid() == self._pid and os.fstat(self._descriptor).st_nlink > 0:
                 return self._descriptor
-            self._release()
+            self._release()  # removed meanwhile, or a forked child's: a pack of its own
         os.makedirs(self.index.folder, exist_ok=True)
         self.index.touch()
         self.index.refresh()
@@ -1246,7 +1277,7 @@ class PackWriter:
         return self._held_now(descriptor, name)
 
     def _held_now(self, descriptor: int, name: str) -> int:
-        self._descriptor, self._name = descriptor, name
+        self._descriptor, self._name, self._pid = descriptor, name, os.getpid()
         self.index.own.add(name)
         return descriptor
 
@@ -1313,6 +1344,9 @@ class PackWriter:
         """Let go of the pack (another writer may adopt it), sealed first if it grew
         enough since it last was (:func:`~dagnb.cache.sealed.should_seal`) unless
         ``seal`` is False (a compaction is about to rewrite it)."""
+        if os.getpid() != self._pid:  # a forked child's copy (its lock may have been
+            self._release()           # held by another thread at the fork): let go only
+            return
         with self._lock:
             if seal:
                 self._seal()
@@ -1321,7 +1355,7 @@ class PackWriter:
     def _seal(self) -> None:
         """Write the pack's sealed index if its keys file covers it whole and it grew
         enough; this process's own writer only (a forked child's copy is not)."""
-        if (self._keys is None or self._descriptor is None or os.getpid() != self._pid
+        if (self._keys is None or self._descriptor is None
                 or not should_seal(self._entries, self._sealed)):
             return
         path = f"{self.index.folder}/{self._name}"
@@ -1347,12 +1381,28 @@ class PackWriter:
         self._release()
 
 
+_WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
+
+
+def _unlock_writers_in_child() -> None:
+    """After a fork: a writer's lock held by another thread of the parent is held for
+    good in the child (no thread there to let it go); each gets a new one."""
+    for writer in list(_WRITERS):
+        writer._lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_unlock_writers_in_child)
+
+
 def iter_pack_files(folder: str) -> Iterator[str]:
-    """The paths of the packs in ``folder``, and of their keys files."""
+    """The paths of the packs in ``folder``, of their keys files and sealed indexes, and
+    of sealed indexes being written."""
     try:
         names = os.listdir(folder)
     except (FileNotFoundError, NotADirectoryError):
         return
     for name in names:
-        if name.endswith((SUFFIX, f"{SUFFIX}{KEYS}", f"{SUFFIX}{SEALED}", ".tmp")):
+        if name.endswith((SUFFIX, f"{SUFFIX}{KEYS}", f"{SUFFIX}{SEALED}")) or (
+                is_seal_temporary(name)):
             yield f"{folder}/{name}"

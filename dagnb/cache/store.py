@@ -972,8 +972,9 @@ class Store:
 
     def close(self) -> None:
         """Write the hits counted so far and let go of this store's pack (another
-        writer may then append there); the store still works, it takes a pack again
-        when it next saves."""
+        writer may then append there), sealing it first if it grew enough (a sort of
+        its keys: see :mod:`dagnb.cache.sealed`); the store still works, it takes a
+        pack again when it next saves."""
         self.flush()
         if self._writer is not None:
             self._writer.close()
