@@ -42,8 +42,10 @@ from pathlib import Path
 
 import workloads
 from harness import (
+    BENCH_DIR,
     Figure,
     Trial,
+    byte_compiled,
     child,
     column,
     compare,
@@ -341,6 +343,7 @@ def main() -> None:
     parser.add_argument("--only-remote", action="store_true", help="only the S3 figures")
     args = parser.parse_args()
     print(machine_note())
+    print(byte_compiled(BENCH_DIR.parent / "dagnb"))
     rounds = 5 if args.quick else 9
     with scratch() as (disk, memory):
         if args.only_remote:

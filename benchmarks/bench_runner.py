@@ -29,7 +29,9 @@ from pathlib import Path
 
 import workloads
 from harness import (
+    BENCH_DIR,
     Figure,
+    byte_compiled,
     child,
     compare,
     interleave,
@@ -190,6 +192,7 @@ def main() -> None:
                         help="step counts for scheduling and cold re-runs (default 1000,10000)")
     args = parser.parse_args()
     print(machine_note())
+    print(byte_compiled(BENCH_DIR.parent / "dagnb"))
     rounds = 5 if args.quick else 9
     with scratch() as (disk, memory):
         fixed_cost(disk, rounds)

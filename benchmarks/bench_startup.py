@@ -18,7 +18,17 @@ import sys
 import tempfile
 from pathlib import Path
 
-from harness import BENCH_DIR, Figure, child, column, interleave, machine_note, report, wall
+from harness import (
+    BENCH_DIR,
+    Figure,
+    byte_compiled,
+    child,
+    column,
+    interleave,
+    machine_note,
+    report,
+    wall,
+)
 
 REPO = BENCH_DIR.parent
 EXAMPLE = REPO / "workflows" / "example_workflow.yml"
@@ -51,6 +61,7 @@ def run_figure(tmp: Path, rounds: int, baseline: str) -> None:
     if base_tree is None:
         print(f"dagnb_run_cached: skipped, cannot extract {baseline!r} with git archive")
         return
+    byte_compiled(base_tree / "dagnb")  # (as this tree's: see byte_compiled)
     trials = {}
     for name, tree in (("dagnb", REPO), ("baseline", base_tree)):
         folder = tmp / f"run-{name}"
@@ -80,6 +91,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=BASELINE, help="commit to compare `dagnb run` to")
     args = parser.parse_args()
     print(machine_note())
+    print(byte_compiled(BENCH_DIR.parent / "dagnb"))
     rounds = 5 if args.quick else 9
     import_figures(rounds)
     with tempfile.TemporaryDirectory(prefix="dagnb-bench-") as folder:

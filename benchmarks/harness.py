@@ -246,6 +246,19 @@ def machine_note() -> str:
     )
 
 
+def byte_compiled(tree: Path) -> str:
+    """Byte-compile the Python modules under ``tree`` (as ``pip install`` does for the
+    peers' packages) and say so: where ``PYTHONDONTWRITEBYTECODE`` is set, an editable
+    install is compiled from source in every fresh process, which start-up figures
+    would count against dagnb alone."""
+    import compileall
+
+    compileall.compile_dir(str(tree), quiet=2, force=False)
+    unset = "set" if os.environ.get("PYTHONDONTWRITEBYTECODE") else "not set"
+    return (f"# {tree.name} byte-compiled first, as pip does for the peers' packages "
+            f"(PYTHONDONTWRITEBYTECODE is {unset} here)")
+
+
 def disk_note(folder: Path, count: int = 100) -> str:
     """How fast the disk under ``folder`` makes files and folders now (medians of
     ``count``). Figures that make files (first runs: the peer's file per result; shell

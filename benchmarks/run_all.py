@@ -22,7 +22,7 @@ import bench_cache
 import bench_runner
 import bench_startup
 import bench_widgets
-from harness import disk_note, machine_note, scratch, summary
+from harness import BENCH_DIR, byte_compiled, disk_note, machine_note, scratch, summary
 
 
 def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Callable[[], object]]:
@@ -56,6 +56,7 @@ def main() -> None:
                         help="the commit `dagnb run` is compared to")
     args = parser.parse_args()
     print(machine_note(), flush=True)
+    print(byte_compiled(BENCH_DIR.parent / "dagnb"), flush=True)
     started = time.perf_counter()
     with scratch() as (disk, memory):
         print(disk_note(disk), flush=True)

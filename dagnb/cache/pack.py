@@ -133,8 +133,10 @@ _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
-_DICT_AFTER = 32  # a sealed index makes a dict after a lookup per this many of its
-#                  entries: about 0.1 us an entry to make, 3 us saved a lookup
+_DICT_AFTER = 256  # a sealed index makes a dict after SEARCH_KEYS lookups, or one per
+#                   this many of its entries if more: at 20,000 entries making it costs
+#                   what 50 lookups in two reads cost (a fresh process's first 50 hits
+#                   then cost 18 us each, not 80)
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
@@ -1356,8 +1358,9 @@ class PackWriter:
         """Write the pack's sealed index if its keys file covers it whole and it grew
         enough; this process's own writer only (a forked child's copy is not)."""
         if (self._keys is None or self._descriptor is None
-                or not should_seal(self._entries, self._sealed)):
-            return
+                or not should_seal(self._entries, self._sealed)
+                or not os.access(self.index.folder, os.W_OK)):  # (no index can be put
+            return                                              # there: sort nothing)
         path = f"{self.index.folder}/{self._name}"
         try:
             size = os.fstat(self._descriptor).st_size
