@@ -133,6 +133,17 @@ def _exited_within(child: int, seconds: float) -> bool:
     return False
 
 
+def test_a_store_dropped_without_closing_it_seals_its_pack(tmp_path):
+    import gc
+
+    store = _filled(tmp_path / "c", SEAL_FROM, close=False)
+    (pack,) = packs(tmp_path / "c")
+    assert not _index(pack).exists()
+    del store
+    gc.collect()  # (a store is in a reference cycle: only the collector frees it)
+    assert _index(pack).exists()
+
+
 def test_a_forked_child_letting_go_of_the_pack_seals_nothing_and_never_hangs(tmp_path):
     store = _filled(tmp_path / "c", SEAL_FROM, close=False)
     (pack,) = packs(tmp_path / "c")
