@@ -77,20 +77,32 @@ def test_a_small_pack_is_not_sealed(tmp_path):
     assert _fresh(tmp_path / "c", ["k0"]) == ([0], {pack_module._Keys})
 
 
-def test_a_pack_written_to_since_it_was_sealed_is_read_through_its_keys_file(tmp_path):
+def test_what_a_pack_gained_since_it_was_sealed_is_read_from_the_pack(tmp_path):
     _filled(tmp_path / "c", SEAL_FROM)
     (pack,) = packs(tmp_path / "c")
     sealed = _index(pack).read_bytes()
+    keys = ["k0", "k1", "k2", "new"]
     with isolated():
         writer = Store(tmp_path / "c")  # adopts the sealed pack
         save(writer, "s", "new", "n")
         assert writer.remove("s", "k0")
         save(writer, "s", "k1", "replaced")
-        keys = ["k0", "k1", "k2", "new"]
-        assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._Keys})
+        assert _fresh(tmp_path / "c", keys) == (
+            [None, "replaced", 2, "n"], {pack_module._SealedKeys})
         writer.close()  # three entries more: not worth sealing again
     assert _index(pack).read_bytes() == sealed
-    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._Keys})
+    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._SealedKeys})
+
+
+def test_a_pack_that_gained_more_than_a_short_tail_is_read_through_its_keys_file(tmp_path):
+    _filled(tmp_path / "c", SEAL_FROM)
+    with isolated():
+        writer = Store(tmp_path / "c")
+        for i in range(SEAL_FROM // 2):  # ~90 KiB: more than a walk is worth
+            save(writer, "t", f"more{i}", "x" * 500)
+        assert writer.remove("s", "k0")
+        assert _fresh(tmp_path / "c", ["k0", "k1"]) == ([None, 1], {pack_module._Keys})
+        writer.close()
 
 
 def test_a_pack_that_grew_by_enough_is_sealed_again(tmp_path):
@@ -161,6 +173,34 @@ def test_a_forked_child_letting_go_of_the_pack_seals_nothing_and_never_hangs(tmp
     assert _index(pack).exists()
 
 
+def test_a_forked_child_works_though_another_thread_held_the_index_at_the_fork(tmp_path):
+    import threading
+
+    store = _filled(tmp_path / "c", 1, close=False)
+    held, release = threading.Event(), threading.Event()
+
+    def inside_the_index() -> None:  # (a lookup or a refresh in another thread)
+        with store._packs._lock:
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=inside_the_index)
+    thread.start()
+    held.wait()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            save(store, "t", "c", 2)
+            code = 0 if store.lookup("s", "k0").result() == 0 else 1
+            store.close()
+        finally:
+            os._exit(code)
+    release.set()
+    thread.join()
+    assert _exited_within(child, 10)
+
+
 def test_a_forked_child_saves_to_a_pack_of_its_own_and_seals_it(tmp_path):
     store = _filled(tmp_path / "c", 1, close=False)  # the parent holds its pack
     with store._writer._lock:  # (another thread mid-save at the fork)
@@ -225,21 +265,26 @@ def test_a_damaged_or_cut_sealed_index_never_changes_what_is_served(tmp_path, sm
     assert _fresh(tmp_path / "c", keys) == (right, {pack_module._Keys})
 
 
+_OLDER = [f"K{i}" for i in range(20)]
+
+
 def _older_elsewhere(location: Path, remove: bool) -> Path:
-    """Pack Q holds s/K = "old"; sealed pack P holds enough entries and then s/K
-    replaced by "new" (or removed). P's index, which a damaged bucket must not turn into
+    """Pack Q holds s/K0..K19 = "old"; sealed pack P holds enough entries and then
+    those replaced by "new" (or removed). P's index, which damage must not turn into
     "P does not hold K" (Q's older record would then win)."""
     with isolated():
         holder = Store(location)
-        save(holder, "s", "K", "old")
+        for key in _OLDER:
+            save(holder, "s", key, "old")
         with isolated():
             writer = Store(location)  # Q is held: a pack of its own
             for i in range(SEAL_FROM):
                 save(writer, "s", f"k{i}", i)
-            if remove:
-                assert writer.remove("s", "K")
-            else:
-                save(writer, "s", "K", "new")
+            for key in _OLDER:
+                if remove:
+                    assert writer.remove("s", key)
+                else:
+                    save(writer, "s", key, "new")
             writer.close()
         holder.close()
     (index,) = (location / ".packs").glob("*.pack.idx")
@@ -249,25 +294,52 @@ def _older_elsewhere(location: Path, remove: bool) -> Path:
 @pytest.mark.parametrize("remove", [False, True], ids=["replaced", "removed"])
 def test_damage_to_a_sealed_index_never_lets_an_older_record_of_another_pack_win(
     tmp_path, remove
-):
+):  # (a real index: larger than the first read, so its length is not checked there)
     import xxhash
 
     index = _older_elsewhere(tmp_path / "c", remove)
     want = [None if remove else "new", 5]
-    assert _fresh(tmp_path / "c", ["K", "k5"]) == (
+    assert _fresh(tmp_path / "c", ["K0", "k5"]) == (
         want, {pack_module._Keys, pack_module._SealedKeys})  # (Q is too small to seal)
     whole = index.read_bytes()
-    at = whole.find(xxhash.xxh3_128_digest(pack_module._needle("s", "K")))
+    at = whole.find(xxhash.xxh3_128_digest(pack_module._needle("s", "K0")))
     assert at > 0
     for where in (at, at + 15, at + 20):  # K's digest, its place
         damaged = bytearray(whole)
         damaged[where] ^= 0x01
         index.write_bytes(bytes(damaged))
-        assert _fresh(tmp_path / "c", ["K", "k5"])[0] == want, where
+        assert _fresh(tmp_path / "c", ["K0", "k5"])[0] == want, where
+    every = [want[0]] * len(_OLDER)
+    assert _fresh(tmp_path / "c", _OLDER)[0] == every
+    for where in range(72 * 8):  # each bit of the head (the fanout's bits among them)
+        damaged = bytearray(whole)
+        damaged[where // 8] ^= 1 << where % 8
+        index.write_bytes(bytes(damaged))
+        assert _fresh(tmp_path / "c", _OLDER)[0] == every, where
     zeroed = bytearray(whole)
     zeroed[-36 * 50:] = bytes(36 * 50)  # the last entries' blocks lost
     index.write_bytes(bytes(zeroed))
-    assert _fresh(tmp_path / "c", ["K", "k5"])[0] == want
+    assert _fresh(tmp_path / "c", ["K0", "k5"])[0] == want
+
+
+def test_an_index_naming_a_place_past_what_a_read_can_reach_is_not_an_error(tmp_path):
+    """Digests that hold, an offset of 2**64 - 1: crafted, yet a lookup only walks."""
+    import xxhash
+
+    from dagnb.cache.sealed import write_sealed
+
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    keys_file = pack.with_name(pack.name + ".keys")
+    blob = bytearray(keys_file.read_bytes())
+    target = xxhash.xxh3_128_digest(pack_module._needle("s", "k5"))
+    at = blob.rfind(target)
+    blob[at + 16:at + 24] = (2**64 - 1).to_bytes(8, "little")
+    size = pack.stat().st_size
+    last = int.from_bytes(blob[-20:-12], "little")
+    write_sealed(str(pack), pack_module._name_digest(pack.name), bytes(blob), 16,
+                 pack_module._KEY, size, pack.read_bytes()[last:last + 16])
+    assert _fresh(tmp_path / "c", ["k5", "k6"])[0] == [5, 6]
 
 
 def test_a_pack_whose_last_record_is_not_the_one_its_index_names_is_read_through_its_keys(

@@ -43,11 +43,14 @@ it points to that is not the key's makes the index walk the packs instead.
 
 A pack of :data:`~dagnb.cache.sealed.SEAL_FROM` records or more also gets a sealed
 index, ``<name>.pack.idx`` (:mod:`dagnb.cache.sealed`), when its writer lets go of it
-(at a run's end, at exit) and it grew by a quarter since it was last sealed, and when
-compaction writes it: a fresh process then finds a key in two small reads, not by
-reading the whole keys file (at 20,000 entries a first hit went from 1 ms to 0.14 ms).
-It is used only while the pack holds exactly what it covers and ends with the record it
-names; each bucket of it is checked against its digest when read.
+(at a run's end, at exit, or when its store is garbage-collected) and it grew by a
+quarter since it was last sealed, and when compaction writes it: a fresh process then
+finds a key in two or three small reads, not by reading the whole keys file (at 20,000
+entries a first hit went from 1 ms to 0.14 ms).
+It is used while the pack holds what it covers (and at most 64 KiB more, walked) and the
+record it names last is there; each bucket of it is checked against its digest when
+read. A process that ends with ``os._exit`` (a ``multiprocessing`` fork worker) seals
+nothing: the next process to write there and let go of the pack does.
 
 Seeing another process's changes: a miss reads what the packs gained (a few ms apart at
 most); a hit reads nothing but one ``fstat`` of the ``generation`` file, which a removal,
@@ -243,6 +246,7 @@ class PackIndex:
         self.problems: list[tuple[str, str]] = []  # (pack, why), each reported once
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
+        _INDEXES.add(self)
         self.refreshed = 0.0  # time.monotonic() of the last refresh
         self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
@@ -366,7 +370,7 @@ class PackIndex:
                     continue
                 try:
                     data = keys.read(*found)
-                except OSError:
+                except (OSError, OverflowError):  # (an offset past what pread takes)
                     data = b""
                 if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
                     self._distrust()
@@ -849,15 +853,15 @@ class _SealedKeys(_Keys):
 
 def _keys_of(path: str, name: str, size: int) -> _Keys | None:
     """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
-    it covers those bytes exactly and the pack's last record is the one it names, else
-    its keys file (None: neither can be trusted)."""
+    it covers those bytes (but a short tail, walked) and the record it names last is
+    there, else its keys file (None: neither can be trusted)."""
     sealed = SealedIndex.open(path, _name_digest(name), size, _KEY.size)
     if sealed is not None:
-        keys = _SealedKeys(sealed, size, path)
+        keys = _SealedKeys(sealed, sealed.covered, path)
         at, head = sealed.last
         try:
             keys.open()
-            if at <= size - len(head) and keys.read(at, len(head)) == head:
+            if at <= sealed.covered - len(head) and keys.read(at, len(head)) == head:
                 return keys
         except OSError:
             pass
@@ -1393,17 +1397,21 @@ class PackWriter:
 
 
 _WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
+_INDEXES: weakref.WeakSet[PackIndex] = weakref.WeakSet()
 
 
-def _unlock_writers_in_child() -> None:
-    """After a fork: a writer's lock held by another thread of the parent is held for
-    good in the child (no thread there to let it go); each gets a new one."""
+def _unlock_in_child() -> None:
+    """After a fork: a lock held by another thread of the parent is held for good in
+    the child (no thread there to let it go); each writer and index gets a new one. (An
+    index a refresh was reading at the fork reads again: it was not loaded.)"""
     for writer in list(_WRITERS):
         writer._lock = threading.Lock()
+    for index in list(_INDEXES):
+        index._lock = threading.RLock()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_unlock_writers_in_child)
+    os.register_at_fork(after_in_child=_unlock_in_child)
 
 
 def iter_pack_files(folder: str) -> Iterator[str]:

@@ -9,17 +9,20 @@ a pack that grew by :data:`SEAL_FROM` entries and a quarter since it was sealed
     "DGIX" | version u16 | bits u16 | xxh3_64 of the pack's name u64 | covered u64 |
     count u32 | entries u32 (of the keys file it was made of) |
     last u64 | last head 16 bytes (where the pack's last record starts, and its first
-    16 bytes: magic, length, digest) | xxh3_64 of everything after the head u64
+    16 bytes: magic, length, digest) | xxh3_64 of everything after the head u64 |
+    xxh3_64 of the head before this u64
     fanout: 2**bits x (u32: how many entries' digests start with a number, their first
             ``bits`` bits, of at most i | u64: xxh3_64 of bucket i's entries, seeded i)
     entries: count x the keys file's entry (xxh3_128 of the record's step and key,
              offset u64, length u32, chain u64), one per key, the last of each,
              sorted by digest
 
-A reader uses it only while the pack holds exactly ``covered`` bytes and its last record
-starts with the bytes the head names (a pack cut short by a power loss and grown back to
-the same size is not the pack it was made of). It reads the head and fanout with one
-``pread``, then the key's bucket with another, checked against its digest: damage
+A reader uses it while the pack holds its ``covered`` bytes, and at most
+:data:`TAIL_WALK` bytes more (records written since: walked, as past a keys file), and
+the record at ``last`` starts with the bytes the head names (a pack cut short by a power
+loss and grown back is not the pack it was made of). It reads the head (checked against
+its digest) and the fanout with one ``pread`` (two past 336 buckets, about 1,000
+entries), then the key's bucket with another, checked against its digest: damage
 anywhere in the index is found (the caller then reads the packs whole), not taken for a
 key the pack does not hold, which would let another pack's older record win. What an
 entry points to is then checked as a keys file's entry is (framing, digest, step and
@@ -45,8 +48,9 @@ __all__ = [
 
 SEALED = ".idx"  # a pack's sealed index: <name>.pack.idx
 SEAL_FROM = 256  # a keys file of fewer entries (9 KB) costs a fresh process little to read
-_HEAD = struct.Struct("<4sHHQQIIQ16sQ")
-_MAGIC, _VERSION = b"DGIX", 2
+_HEAD = struct.Struct("<4sHHQQIIQ16sQQ")
+_MAGIC, _VERSION = b"DGIX", 3
+TAIL_WALK = 64 * 1024  # a pack grown by more since it was sealed: its keys file is read
 _BUCKET = struct.Struct("<IQ")  # entries up to and in this bucket, digest of its entries
 _PAIR = struct.Struct("<IQIQ")  # the bucket before, and this one
 _PAGE = 4096  # the first read: the head, and the whole fanout up to 336 buckets (bits <= 8:
@@ -85,8 +89,9 @@ def write_sealed(
     last = sorted(dict(zip(map(_FIRST, rows), rows, strict=True)).values())  # one per key
     bits = _bits(len(last))
     body = b"".join([_fanout(last, bits, entry), *itertools.starmap(entry.pack, last)])
-    head = _HEAD.pack(_MAGIC, _VERSION, bits, name_digest, covered, len(last), len(rows),
-                      rows[-1][1], last_head, xxhash.xxh3_64_intdigest(body))
+    fields = _HEAD.pack(_MAGIC, _VERSION, bits, name_digest, covered, len(last), len(rows),
+                        rows[-1][1], last_head, xxhash.xxh3_64_intdigest(body), 0)[:-8]
+    head = fields + xxhash.xxh3_64_intdigest(fields).to_bytes(8, "little")
     temporary = f"{path}{SEALED}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(temporary, "wb") as handle:
@@ -120,27 +125,35 @@ def sealed_entries(path: str, name_digest: int) -> int:
             page = handle.read(_HEAD.size)
     except OSError:
         return 0
-    if len(page) < _HEAD.size:
+    if len(page) < _HEAD.size or not _head_digest_holds(page):
         return 0
     magic, version, _, digest, _, _, entries, *_ = _HEAD.unpack(page)
     return entries if (magic, version, digest) == (_MAGIC, _VERSION, name_digest) else 0
 
 
+def _head_digest_holds(page: bytes) -> bool:
+    """Whether the head at the start of ``page`` matches its own digest."""
+    end = _HEAD.size - 8
+    return xxhash.xxh3_64_intdigest(page[:end]) == int.from_bytes(page[end:_HEAD.size], "little")
+
+
 class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
-    __slots__ = ("bits", "count", "descriptor", "entry_size", "last", "page")
+    __slots__ = ("bits", "count", "covered", "descriptor", "entry_size", "last", "page")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int) -> None:
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
-        _, _, self.bits, _, _, self.count, _, at, head, _ = _HEAD.unpack_from(page)
-        self.last: tuple[int, bytes] = (at, head)  # (checked by the caller, in the pack)
+        fields = _HEAD.unpack_from(page)
+        self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
+        self.last: tuple[int, bytes] = fields[7:9]  # (checked by the caller, in the pack)
 
     @classmethod
     def open(cls, path: str, name_digest: int, size: int, entry_size: int) -> SealedIndex | None:
-        """The sealed index of pack ``path`` if there is one for its ``size`` bytes now
-        and its head holds (of this pack, as long as it says where one read shows it
-        whole); else None. The caller checks :attr:`last` against the pack."""
+        """The sealed index of pack ``path`` (``size`` bytes now) if its head holds (its
+        digest; of this pack; as long as it says where one read shows it whole) and it
+        covers all of the pack but at most :data:`TAIL_WALK` bytes; else None. The
+        caller checks :attr:`last` against the pack, and walks what it does not cover."""
         try:
             descriptor = os.open(path + SEALED, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         except OSError:
@@ -195,7 +208,7 @@ class SealedIndex:
         data = os.pread(self.descriptor, total + 1, 0)
         if len(data) != total or (
                 xxhash.xxh3_64_intdigest(memoryview(data)[_HEAD.size:])
-                != _HEAD.unpack_from(data)[-1]):
+                != _HEAD.unpack_from(data)[-2]):
             raise ValueError("a sealed index does not match its digest")
         return data, start
 
@@ -216,13 +229,15 @@ class SealedIndex:
 
 
 def _head_holds(page: bytes, name_digest: int, size: int, entry_size: int) -> bool:
-    """Whether an index whose first page is ``page`` is of this pack (its name), covers
-    the pack's ``size`` bytes exactly, and is as long as its head says (when the page
-    holds all of it)."""
-    if len(page) < _HEAD.size:
+    """Whether an index whose first page is ``page`` has a whole head, is of this pack
+    (its name), covers the pack's ``size`` bytes but at most :data:`TAIL_WALK`, and is
+    as long as its head says (when the page holds all of it)."""
+    if len(page) < _HEAD.size or not _head_digest_holds(page):
         return False
     magic, version, bits, digest, covered, count, *_ = _HEAD.unpack_from(page)
-    if (magic, version, digest, covered) != (_MAGIC, _VERSION, name_digest, size):
+    if (magic, version, digest) != (_MAGIC, _VERSION, name_digest):
+        return False
+    if not covered <= size <= covered + TAIL_WALK:
         return False
     if not 1 <= bits <= 24:
         return False
