@@ -365,6 +365,26 @@ def _last_length(pack_bytes: bytes) -> int:
     return int.from_bytes(pack_bytes[-8:-4], "little")
 
 
+def test_a_damaged_sealed_index_is_reported_once_as_an_index_not_as_lost_entries(
+    tmp_path, small_seals
+):
+    _filled(tmp_path / "c", 8)
+    (pack,) = packs(tmp_path / "c")
+    data = bytearray(_index(pack).read_bytes())
+    data[-1] ^= 0x01  # the last entry's bucket no longer matches its digest
+    _index(pack).write_bytes(bytes(data))
+    with isolated(), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        store = Store(tmp_path / "c", read_only=True)
+        found = [store.lookup("s", f"k{i}") for i in range(8)]
+        assert store.lookup("s", "absent") is None  # (a miss reports what was found)
+        assert store.lookup("s", "absent2") is None
+    assert [e.result() for e in found] == list(range(8))
+    messages = [str(w.message) for w in caught if w.category is DamagedEntryWarning]
+    assert len(messages) == 1 and "cache index" in messages[0], messages
+    assert "read whole instead" in messages[0] and ".pack.idx" in messages[0]
+
+
 def test_a_sealed_index_that_lies_is_never_a_wrong_hit(tmp_path, small_seals):
     _filled(tmp_path / "c", 8)
     (pack,) = packs(tmp_path / "c")

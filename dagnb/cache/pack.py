@@ -363,7 +363,8 @@ class PackIndex:
             for name, keys in self._keyed.items():
                 try:
                     found = keys.offset(digest)
-                except (OSError, ValueError):  # a damaged sealed index: walk the packs
+                except (OSError, ValueError) as exc:  # a damaged sealed index: the packs
+                    self._problem(f"{name}{SEALED}", str(exc))  # are read whole instead
                     self._distrust()
                     return self.records.get(where)
                 if found is None:

@@ -87,6 +87,7 @@ from dagnb.cache.pack import (
     index_of,
     iter_pack_files,
 )
+from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, new_hasher, path_digest, text_digest
@@ -609,12 +610,13 @@ class Store:
     def _report_pack_damage(self) -> None:
         assert self._packs is not None
         for pack, problem in self._packs.take_problems():
-            warnings.warn(
-                f"cache pack {pack!r} is damaged ({problem}); its records from there on "
-                "are treated as misses",
-                DamagedEntryWarning,
-                stacklevel=4,
-            )
+            if pack.endswith(SEALED):  # (an index: nothing is lost, lookups read more)
+                message = (f"cache index {pack!r} is damaged ({problem}); the packs are "
+                           "read whole instead until the pack is sealed again")
+            else:
+                message = (f"cache pack {pack!r} is damaged ({problem}); its records from "
+                           "there on are treated as misses")
+            warnings.warn(message, DamagedEntryWarning, stacklevel=4)
 
     def _exists(self, step_name: str, key: str) -> bool:
         """Whether ``step/key`` has an entry, packed or in a folder."""
