@@ -136,11 +136,9 @@ _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
-_DICT_AFTER = 256  # a sealed index makes a dict after SEARCH_KEYS lookups (a process
-#                   that looked up that many looks up more, as with keys files), or one
-#                   per this many of its entries if more: a dict costs 0.075 us an entry
-#                   (68 us at 900, 1.5 ms at 20,000) and saves 2 us a lookup, so a large
-#                   one waits for lookups worth a tenth of it
+_DICT_AFTER = 13  # a sealed index read whole makes a dict after a lookup per this many
+#                  of its entries: a dict costs 0.075 us an entry (68 us at 900, 1.5 ms
+#                  at 20,000) and saves about 1 us a lookup over searching the index
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
@@ -830,26 +828,28 @@ class _SealedKeys(_Keys):
         self.lookups = 0
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
-        """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged."""
+        """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
+        The first :data:`SEARCH_KEYS` lookups read the key's bucket; then the index is
+        read whole and searched in memory; a dict is made once lookups have cost about
+        what making it costs (:data:`_DICT_AFTER`)."""
         if self.found is None:
             self.lookups += 1
+            if self.lookups >= SEARCH_KEYS:
+                self.sealed.load()
             if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
                 found = self.sealed.find(digest)
                 return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
             self._make_dict()
-        return super().offset(digest) if self.found is not None else None
+        return super().offset(digest)
 
     def index(self) -> None:
-        """Nothing yet: a lookup costs two small reads, so the dict waits until lookups
-        have cost about what making it costs (:data:`_DICT_AFTER`)."""
+        """Nothing: searching the index costs little, the dict waits (see offset)."""
 
     def _make_dict(self) -> None:
-        """A dict of the index's entries (read whole, checked against its digest); a
-        damaged index raises ValueError (the caller then walks the packs)."""
-        self.blob, start = self.sealed.entries()
+        """A dict of the index's entries (read whole before)."""
+        self.blob, start = self.sealed.page, self.sealed.entries_start
         digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[start:]))
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
-        self.sealed.close()  # (read whole: not read again)
 
 
 def _keys_of(path: str, name: str, size: int) -> _Keys | None:

@@ -140,10 +140,12 @@ def _head_digest_holds(page: bytes) -> bool:
 class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
-    __slots__ = ("bits", "count", "covered", "descriptor", "entry_size", "last", "page")
+    __slots__ = ("bits", "count", "covered", "descriptor", "entry_size", "last", "page",
+                 "whole")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int) -> None:
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
+        self.whole = False  # page holds the whole index, checked (see load)
         fields = _HEAD.unpack_from(page)
         self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
         self.last: tuple[int, bytes] = fields[7:9]  # (checked by the caller, in the pack)
@@ -176,9 +178,12 @@ class SealedIndex:
             raise ValueError("a sealed index's fanout is out of bounds")
         size = self.entry_size
         first = _HEAD.size + _BUCKET.size * (1 << self.bits) + start * size
-        data = os.pread(self.descriptor, (end - start) * size, first)
-        if xxhash.xxh3_64_intdigest(data, seed=bucket) != check:
-            raise ValueError("a bucket of a sealed index does not match its digest")
+        if self.whole:  # (checked whole already)
+            data = self.page[first:first + (end - start) * size]
+        else:
+            data = os.pread(self.descriptor, (end - start) * size, first)
+            if xxhash.xxh3_64_intdigest(data, seed=bucket) != check:
+                raise ValueError("a bucket of a sealed index does not match its digest")
         for at in range(0, len(data), size):
             if data[at:at + 16] == digest:
                 return data[at:at + size]
@@ -200,17 +205,26 @@ class SealedIndex:
         start, _, end, check = _PAIR.unpack(pair)
         return start, end, check
 
-    def entries(self) -> tuple[bytes, int]:
-        """The whole index, and where its entries start; ValueError when its digest does
-        not hold (or it is not as long as its head says)."""
-        start = _HEAD.size + _BUCKET.size * (1 << self.bits)
-        total = start + self.count * self.entry_size
+    def load(self) -> None:
+        """Read the whole index (one ``pread``, checked against its digest) and look
+        keys up there from now on, with no more reads: a process that looked up a few
+        keys looks up more. ValueError when the digest does not hold (or the index is
+        not as long as its head says)."""
+        if self.whole:
+            return
+        total = self.entries_start + self.count * self.entry_size
         data = os.pread(self.descriptor, total + 1, 0)
         if len(data) != total or (
                 xxhash.xxh3_64_intdigest(memoryview(data)[_HEAD.size:])
                 != _HEAD.unpack_from(data)[-2]):
             raise ValueError("a sealed index does not match its digest")
-        return data, start
+        self.page, self.whole = data, True
+        self.close()
+
+    @property
+    def entries_start(self) -> int:
+        """Where the entries start (after the head and the fanout)."""
+        return _HEAD.size + _BUCKET.size * (1 << self.bits)
 
     def close(self) -> None:
         if self.descriptor >= 0:
