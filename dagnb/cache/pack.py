@@ -92,6 +92,7 @@ from dagnb.cache.sealed import (
     SEALED,
     SealedIndex,
     is_seal_temporary,
+    may_be_sealed,
     sealed_entries,
     should_seal,
     write_sealed,
@@ -136,9 +137,11 @@ _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
-_DICT_AFTER = 13  # a sealed index read whole makes a dict after a lookup per this many
-#                  of its entries: a dict costs 0.075 us an entry (68 us at 900, 1.5 ms
-#                  at 20,000) and saves about 1 us a lookup over searching the index
+_DICT_AFTER = 256  # a sealed index makes a dict after SEARCH_KEYS lookups (a process
+#                   that looked up that many looks up more, as with keys files), or one
+#                   per this many of its entries if more: a dict costs 0.075 us an entry
+#                   (68 us at 900, 1.5 ms at 20,000), so a large one waits for lookups
+#                   worth a tenth of it (two reads each, about 2 us)
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
@@ -829,13 +832,11 @@ class _SealedKeys(_Keys):
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
-        The first :data:`SEARCH_KEYS` lookups read the key's bucket; then the index is
-        read whole and searched in memory; a dict is made once lookups have cost about
-        what making it costs (:data:`_DICT_AFTER`)."""
+        Lookups read the key's bucket; after :data:`SEARCH_KEYS` of them (or one per
+        :data:`_DICT_AFTER` entries of a large index) the index is read whole and made a
+        dict, as a keys file is."""
         if self.found is None:
             self.lookups += 1
-            if self.lookups >= SEARCH_KEYS:
-                self.sealed.load()
             if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
                 found = self.sealed.find(digest)
                 return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
@@ -846,7 +847,9 @@ class _SealedKeys(_Keys):
         """Nothing: searching the index costs little, the dict waits (see offset)."""
 
     def _make_dict(self) -> None:
-        """A dict of the index's entries (read whole before)."""
+        """A dict of the index's entries, read whole (checked against its digest: a
+        damaged index raises ValueError, and the caller walks the packs)."""
+        self.sealed.load()
         self.blob, start = self.sealed.page, self.sealed.entries_start
         digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[start:]))
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
@@ -856,7 +859,8 @@ def _keys_of(path: str, name: str, size: int) -> _Keys | None:
     """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
     it covers those bytes (but a short tail, walked) and the record it names last is
     there, else its keys file (None: neither can be trusted)."""
-    sealed = SealedIndex.open(path, _name_digest(name), size, _KEY.size)
+    sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
+              if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
     if sealed is not None:
         keys = _SealedKeys(sealed, sealed.covered, path)
         at, head = sealed.last
