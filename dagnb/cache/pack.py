@@ -137,11 +137,11 @@ _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
-_DICT_AFTER = 256  # a sealed index makes a dict after SEARCH_KEYS lookups (a process
-#                   that looked up that many looks up more, as with keys files), or one
-#                   per this many of its entries if more: a dict costs 0.075 us an entry
-#                   (68 us at 900, 1.5 ms at 20,000), so a large one waits for lookups
-#                   worth a tenth of it (two reads each, about 2 us)
+_DICT_AFTER = 16  # a sealed index makes a dict after SEARCH_KEYS lookups, or one per
+#                  this many of its entries if more: a dict costs 0.075 us an entry warm
+#                  and twice that in a fresh process (112 us at 900 entries, 1.5 ms at
+#                  20,000), a lookup in two reads 2 us more than in a dict, so it waits
+#                  until the reads have cost about what the dict costs
 SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
 #                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
 #                  keys, then each lookup is 15 times cheaper: a process that looked up 8
