@@ -433,3 +433,142 @@ def test_an_index_sealed_while_another_process_clears_the_cache_is_not_left_behi
     monkeypatch.setattr(pack_module, "write_sealed", cleared_meanwhile)
     store.close()
     assert sorted(p.name for p in (tmp_path / "c" / ".packs").iterdir()) == ["generation"]
+
+
+def _child_says(code_in_child) -> str:
+    """Fork; the child runs ``code_in_child()`` and writes what it returns to a pipe."""
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.write(write_end, str(code_in_child()).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    assert _exited_within(child, 10), "the child hung"
+    with os.fdopen(read_end, "rb") as pipe:
+        return pipe.read().decode()
+
+
+def test_a_forked_child_never_serves_what_a_walk_cut_short_at_the_fork_left(
+    tmp_path, monkeypatch
+):
+    import threading
+
+    _older_elsewhere(tmp_path / "c", remove=True)  # K0 removed in the sealed pack
+    with isolated():
+        store = Store(tmp_path / "c", read_only=True)
+        assert store.lookup("s", "k1").result() == 1
+        index = store._packs
+        sealed = next(n for n, k in index._keyed.items()
+                      if isinstance(k, pack_module._SealedKeys))
+        others = {n: k for n, k in index._keyed.items() if n != sealed}
+        index._keyed = {**others, sealed: index._keyed[sealed]}  # the other pack first
+        inside, go = threading.Event(), threading.Event()
+        real_scan = pack_module.PackIndex._scan
+
+        def scan(self, data, pack, end=None):  # another thread, stopped mid-walk
+            if pack == sealed and threading.current_thread().name == "walker":
+                inside.set()
+                go.wait()
+            return real_scan(self, data, pack, end)
+
+        monkeypatch.setattr(pack_module.PackIndex, "_scan", scan)
+        walker = threading.Thread(target=index.live, name="walker")
+        walker.start()
+        inside.wait()
+        try:
+            said = _child_says(lambda: store.lookup("s", "K0"))
+        finally:
+            go.set()
+            walker.join()
+    assert said == "None"  # removed: never the older pack's "old"
+
+
+def test_a_forked_child_sees_what_the_parent_saves_after_the_fork(tmp_path):
+    store = _filled(tmp_path / "c", 1, close=False)  # the parent holds its pack
+    read_end, write_end = os.pipe()
+    answer_read, answer_write = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - the child
+        try:
+            os.read(read_end, 1)  # the parent saved
+            entry = store.lookup("s", "after")
+            os.write(answer_write, repr(None if entry is None else entry.result()).encode())
+        finally:
+            os._exit(0)
+    save(store, "s", "after", "p")
+    os.write(write_end, b"x")
+    assert _exited_within(child, 10)
+    assert os.read(answer_read, 100) == b"'p'"
+    store.close()
+
+
+def test_a_forked_child_closes_its_store_though_a_flush_was_under_way_at_the_fork(tmp_path):
+    store = _filled(tmp_path / "c", 1, close=False)
+    with store._moving_counts:  # (another thread writing the hit counts at the fork)
+        said = _child_says(lambda: (store.close(), "closed")[1])
+    assert said == "closed"
+    store.close()
+
+
+def _recrafted_head(data: bytearray, **changes: int) -> None:
+    """Change fields of an index's head in place, its digest made anew (crafted)."""
+    import xxhash
+
+    head = sealed_module._HEAD
+    names = ["magic", "version", "bits", "name", "covered", "count", "entries", "last",
+             "last_head", "body", "head"]
+    fields = dict(zip(names, head.unpack_from(data), strict=True))
+    fields.update(changes)
+    raw = head.pack(*fields.values())[:-8]
+    data[:head.size] = raw + xxhash.xxh3_64_intdigest(raw).to_bytes(8, "little")
+
+
+def test_a_crafted_index_with_a_huge_or_cut_bucket_is_not_an_error(tmp_path):
+    """Digests recomputed over a bucket that claims 2**32 - 1 entries, or over one cut
+    short: found damaged (the packs are read), not a MemoryError or a struct.error."""
+    import struct
+
+    import xxhash
+
+    _filled(tmp_path / "c", 600)
+    (pack,) = packs(tmp_path / "c")
+    whole = bytearray(_index(pack).read_bytes())
+    head, bucket_size = sealed_module._HEAD, sealed_module._BUCKET
+    bits, count = head.unpack_from(whole)[2], head.unpack_from(whole)[5]
+    target = xxhash.xxh3_128_digest(pack_module._needle("s", "k5"))
+    bucket = int.from_bytes(target[:4], "big") >> (32 - bits)
+    huge = bytearray(whole)
+    _recrafted_head(huge, count=2**32 - 1)
+    struct.pack_into("<I", huge, head.size + bucket_size.size * bucket, 2**32 - 1)
+    _index(pack).write_bytes(bytes(huge))
+    assert _fresh(tmp_path / "c", ["k5"])[0] == [5]
+    entries_at = head.size + bucket_size.size * (1 << bits)
+    last = bytes(whole[-36:-20])  # the last entry's digest: its bucket is the last one
+    last_bucket = int.from_bytes(last[:4], "big") >> (32 - bits)
+    start = 0 if last_bucket == 0 else bucket_size.unpack_from(
+        whole, head.size + bucket_size.size * (last_bucket - 1))[0]
+    cut = whole[:-10]
+    struct.pack_into("<IQ", cut, head.size + bucket_size.size * last_bucket, count,
+                     xxhash.xxh3_64_intdigest(bytes(cut[entries_at + start * 36:]),
+                                              seed=last_bucket))
+    _index(pack).write_bytes(bytes(cut))
+    key = next(f"k{i}" for i in range(600)
+               if xxhash.xxh3_128_digest(pack_module._needle("s", f"k{i}")) == last)
+    assert _fresh(tmp_path / "c", [key])[0] == [int(key[1:])]
+
+
+def test_a_writer_seals_again_a_pack_whose_index_is_damaged(tmp_path):
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    damaged = bytearray(_index(pack).read_bytes())
+    damaged[-1] ^= 0x01  # an entry's byte: the head still holds
+    _index(pack).write_bytes(bytes(damaged))
+    with isolated():
+        writer = Store(tmp_path / "c")  # adopts the pack, reads its index whole
+        save(writer, "s", "new", "n")
+        writer.close()
+    assert _index(pack).read_bytes() != bytes(damaged)
+    # (a damaged index would be distrusted: the packs walked, no index in use)
+    assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_module._SealedKeys})

@@ -832,9 +832,9 @@ class _SealedKeys(_Keys):
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
-        Lookups read the key's bucket; after :data:`SEARCH_KEYS` of them (or one per
-        :data:`_DICT_AFTER` entries of a large index) the index is read whole and made a
-        dict, as a keys file is."""
+        Lookups read the key's bucket; the :data:`SEARCH_KEYS`-th of them (or, for a
+        large index, the one that makes one per :data:`_DICT_AFTER` entries) reads the
+        index whole and makes a dict of it, as of a keys file."""
         if self.found is None:
             self.lookups += 1
             if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
@@ -1407,12 +1407,16 @@ _INDEXES: weakref.WeakSet[PackIndex] = weakref.WeakSet()
 
 def _unlock_in_child() -> None:
     """After a fork: a lock held by another thread of the parent is held for good in
-    the child (no thread there to let it go); each writer and index gets a new one. (An
-    index a refresh was reading at the fork reads again: it was not loaded.)"""
+    the child (no thread there to let it go), and what that thread was doing is half
+    done (a walk of the packs, a refresh): each writer and index gets a new lock, and
+    each index forgets what it read, and that the parent's packs were its own, and
+    reads the packs again when next asked."""
     for writer in list(_WRITERS):
         writer._lock = threading.Lock()
     for index in list(_INDEXES):
         index._lock = threading.RLock()
+        index.own.clear()
+        index.reset()
 
 
 if hasattr(os, "register_at_fork"):

@@ -21,7 +21,7 @@ A reader uses it while the pack holds its ``covered`` bytes, and at most
 :data:`TAIL_WALK` bytes more (records written since: walked, as past a keys file), and
 the record at ``last`` starts with the bytes the head names (a pack cut short by a power
 loss and grown back is not the pack it was made of). It reads the head (checked against
-its digest) and the fanout with one ``pread`` (two past 336 buckets, about 1,000
+its digest) and the fanout with one ``pread`` (two past 335 buckets, about 1,000
 entries), then the key's bucket with another, checked against its digest: damage
 anywhere in the index is found (the caller then reads the packs whole), not taken for a
 key the pack does not hold, which would let another pack's older record win. What an
@@ -53,8 +53,10 @@ _MAGIC, _VERSION = b"DGIX", 3
 TAIL_WALK = 64 * 1024  # a pack grown by more since it was sealed: its keys file is read
 _BUCKET = struct.Struct("<IQ")  # entries up to and in this bucket, digest of its entries
 _PAIR = struct.Struct("<IQIQ")  # the bucket before, and this one
-_PAGE = 4096  # the first read: the head, and the whole fanout up to 336 buckets (bits <= 8:
+_PAGE = 4096  # the first read: the head, and the whole fanout up to 335 buckets (bits <= 8:
 #               fewer than 1,024 entries); a larger index reads a bucket's bounds apart
+_BUCKET_MOST = 4096  # entries a bucket can hold (2 to 4 on average): more is damage, not a
+#                      read of that many
 _FIRST = operator.itemgetter(0)
 
 
@@ -125,16 +127,21 @@ def _fanout(last: list[tuple], bits: int, entry: struct.Struct) -> bytes:
 
 def sealed_entries(path: str, name_digest: int) -> int:
     """How many keys-file entries the sealed index of pack ``path`` was made of (0: none,
-    or not this pack's): a writer seals again once the pack grew enough past them."""
+    not this pack's, or damaged anywhere: read whole and checked, as a writer adopting
+    the pack reads its keys file whole): a writer seals again once the pack grew enough
+    past them, and at once when the index is damaged."""
     try:
         with open(path + SEALED, "rb") as handle:
-            page = handle.read(_HEAD.size)
+            data = handle.read()
     except OSError:
         return 0
-    if len(page) < _HEAD.size or not _head_digest_holds(page):
+    if len(data) < _HEAD.size or not _head_digest_holds(data):
         return 0
-    magic, version, _, digest, _, _, entries, *_ = _HEAD.unpack(page)
-    return entries if (magic, version, digest) == (_MAGIC, _VERSION, name_digest) else 0
+    fields = _HEAD.unpack_from(data)
+    magic, version, _, digest, _, _, entries, _, _, body, _ = fields
+    if (magic, version, digest) != (_MAGIC, _VERSION, name_digest):
+        return 0
+    return entries if xxhash.xxh3_64_intdigest(memoryview(data)[_HEAD.size:]) == body else 0
 
 
 def _head_digest_holds(page: bytes) -> bool:
@@ -180,7 +187,7 @@ class SealedIndex:
         index turns out damaged (its bucket's digest, or its bounds, do not hold)."""
         bucket = int.from_bytes(digest[:4], "big") >> (32 - self.bits)
         start, end, check = self._bounds(bucket)
-        if not 0 <= start <= end <= self.count:
+        if not 0 <= start <= end <= min(self.count, start + _BUCKET_MOST):
             raise ValueError("a sealed index's fanout is out of bounds")
         size = self.entry_size
         first = _HEAD.size + _BUCKET.size * (1 << self.bits) + start * size
@@ -188,7 +195,8 @@ class SealedIndex:
             data = self.page[first:first + (end - start) * size]
         else:
             data = os.pread(self.descriptor, (end - start) * size, first)
-            if xxhash.xxh3_64_intdigest(data, seed=bucket) != check:
+            if (len(data) != (end - start) * size
+                    or xxhash.xxh3_64_intdigest(data, seed=bucket) != check):
                 raise ValueError("a bucket of a sealed index does not match its digest")
         for at in range(0, len(data), size):
             if data[at:at + 16] == digest:

@@ -395,6 +395,17 @@ def _close_live_stores() -> None:
             store.close()
 
 
+def _renew_locks_in_child() -> None:
+    """After a fork: a store's lock that another thread of the parent held (a flush)
+    would be held for good in the child; each live store gets a new one."""
+    for store in list(_LIVE):
+        store._moving_counts = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_locks_in_child)
+
+
 def _key_text(key: StepKey | str) -> str:
     return key if type(key) is str else key.digest  # type: ignore[union-attr]
 
