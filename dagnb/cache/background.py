@@ -8,10 +8,12 @@ of its parent's threads, and a lock one of them held would never be let go).
 from __future__ import annotations
 
 import collections
-import os
 import threading
+import weakref
 from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from dagnb.cache.forks import renew_in_child
 
 __all__ = ["Background"]
 
@@ -26,8 +28,7 @@ class Background(Generic[T]):
     def __init__(self, name: str, handle: Callable[[T], None]) -> None:
         self._name, self._handle = name, handle
         self._reset()
-        if hasattr(os, "register_at_fork"):
-            os.register_at_fork(after_in_child=self._reset)
+        _LIVE.add(self)
 
     def _reset(self) -> None:
         self._queue: collections.deque[T] = collections.deque()
@@ -67,3 +68,7 @@ class Background(Generic[T]):
                         self._handle(self._queue.popleft())
                     return
                 self._cond.wait(0.1)
+
+
+_LIVE: weakref.WeakSet[Background] = weakref.WeakSet()
+renew_in_child(_LIVE, Background._reset)

@@ -88,6 +88,7 @@ from collections.abc import Callable, Iterator
 import xxhash
 
 from dagnb.cache.backend import folder_identity
+from dagnb.cache.forks import renew_in_child
 from dagnb.cache.sealed import (
     SEALED,
     SealedIndex,
@@ -1119,6 +1120,7 @@ def _seal(path: str, keys_blob: bytes, covered: int) -> None:
     except OSError:
         pass
 
+
 def _mapped(path: str) -> mmap.mmap:
     """A whole pack, mapped rather than read: a fresh process searching a large pack for
     one key touches it once, with no copy. Packs are only ever appended to, unlinked or
@@ -1401,26 +1403,25 @@ class PackWriter:
         self._release()
 
 
+def _renew_writer(writer: PackWriter) -> None:
+    """In a forked child (see :mod:`dagnb.cache.forks`): a new lock (its copy of the
+    parent's pack is let go of at its next use, see :meth:`PackWriter._open`)."""
+    writer._lock = threading.Lock()
+
+
+def _renew_index(index: PackIndex) -> None:
+    """In a forked child: a new lock, and what a thread of the parent half read (a walk
+    of the packs, a refresh) and the packs it held as its own are forgotten: the packs
+    are read again when next asked."""
+    index._lock = threading.RLock()
+    index.own.clear()
+    index.reset()
+
+
 _WRITERS: weakref.WeakSet[PackWriter] = weakref.WeakSet()
 _INDEXES: weakref.WeakSet[PackIndex] = weakref.WeakSet()
-
-
-def _unlock_in_child() -> None:
-    """After a fork: a lock held by another thread of the parent is held for good in
-    the child (no thread there to let it go), and what that thread was doing is half
-    done (a walk of the packs, a refresh): each writer and index gets a new lock, and
-    each index forgets what it read, and that the parent's packs were its own, and
-    reads the packs again when next asked."""
-    for writer in list(_WRITERS):
-        writer._lock = threading.Lock()
-    for index in list(_INDEXES):
-        index._lock = threading.RLock()
-        index.own.clear()
-        index.reset()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_unlock_in_child)
+renew_in_child(_WRITERS, _renew_writer)
+renew_in_child(_INDEXES, _renew_index)
 
 
 def iter_pack_files(folder: str) -> Iterator[str]:

@@ -73,6 +73,7 @@ from dagnb.cache.backend import (
     get_backend,
     make_folder,
 )
+from dagnb.cache.forks import renew_in_child
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
@@ -395,15 +396,13 @@ def _close_live_stores() -> None:
             store.close()
 
 
-def _renew_locks_in_child() -> None:
-    """After a fork: a store's lock that another thread of the parent held (a flush)
-    would be held for good in the child; each live store gets a new one."""
-    for store in list(_LIVE):
-        store._moving_counts = threading.Lock()
+def _renew_store(store: Store) -> None:
+    """In a forked child (see :mod:`dagnb.cache.forks`): a new lock for the hit counts
+    (a flush in another thread of the parent may have held it at the fork)."""
+    store._moving_counts = threading.Lock()
 
 
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_locks_in_child)
+renew_in_child(_LIVE, _renew_store)
 
 
 def _key_text(key: StepKey | str) -> str:
