@@ -403,3 +403,40 @@ def test_a_plain_functions_parameters_are_read_from_its_code_as_inspect_reads_th
     assert keys.arguments((1,), {"c": 5}) == {"a": 1, "b": 2}
     with pytest.raises(TypeError):
         keys.arguments((), {"b": 1})  # a missing argument: bind()'s error
+
+
+def test_a_calls_key_from_its_template_is_the_key_of_its_components():
+    """Every call's digest (the template's, for arguments given by position) is the
+    digest of the components explain shows: whatever the parameters, their names, the
+    way the call is spelled, ignored parameters."""
+    from dagnb.cache.keys import key_digest
+    from dagnb.cache.memory import _CallKeys
+
+    def none():
+        return 0
+
+    def two(x, name="n"):
+        return x
+
+    def braces(code, format, arg, zz, a_b):  # names that sort around code and format
+        return code
+
+    def rest(a, *more, key=1):
+        return a
+
+    calls = [
+        (none, [], [((), {})]),
+        (two, [], [((1, "a"), {}), ((1,), {}), ((), {"x": 1, "name": "a"}), ((2, "{0}"), {})]),
+        (two, ["name"], [((1, "a"), {}), ((1, "b"), {})]),
+        (braces, [], [((1, 2.5, None, "{}", b"{1}"), {}), ((1, 2, 3, 4), {"a_b": 5})]),
+        (rest, [], [((1, 2, 3), {"key": 4}), ((1,), {})]),
+    ]
+    for func, ignore, spellings in calls:
+        keys = _CallKeys(func, ignore)
+        for args, kwargs in spellings:
+            assert keys.digest(args, kwargs) == key_digest(keys.components(args, kwargs))
+    two_keys = _CallKeys(two, [])
+    assert two_keys.template is not None  # the fast path is the one taken above
+    assert two_keys.digest((1, "a"), {}) == two_keys.digest((), {"x": 1, "name": "a"})
+    assert two_keys.digest((1, "a"), {}) != two_keys.digest((1, "b"), {})
+    assert _CallKeys(two, ["name"]).template is None and _CallKeys(rest, []).template is None

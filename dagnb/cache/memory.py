@@ -56,7 +56,13 @@ from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
-from dagnb.fingerprint import code_digest, code_source_parts, signature_of, value_digest
+from dagnb.fingerprint import (
+    code_digest,
+    code_source_parts,
+    signature_of,
+    text_digest,
+    value_digest,
+)
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
@@ -149,7 +155,7 @@ class _CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "labels", "names")
+    __slots__ = ("defaults", "func", "ignore", "labels", "names", "template")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
@@ -172,6 +178,8 @@ class _CallKeys(Generic[P]):
                 f"its parameters are {list(every)!r}"
             )
         self.labels = {name: f"arg:{name}" for name in every}  # component names
+        self.template = (_key_template(self.names)
+                         if self.names is not None and not self.ignore else None)
 
     @property
     def signature(self) -> inspect.Signature:
@@ -210,6 +218,15 @@ class _CallKeys(Generic[P]):
                 return None  # missing
         return bound
 
+    def digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
+        """``key_digest(self.components(args, kwargs))``: for a call with every argument
+        given by position (every hit's, usually), the key's text is filled into the
+        template made once, without the dict and the sort."""
+        template = self.template
+        if template is not None and not kwargs and len(args) == len(self.labels):
+            return text_digest(template.format(code_digest(self.func), *map(value_digest, args)))
+        return key_digest(self.components(args, kwargs))
+
     def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
         components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
         names, labels = self.names, self.labels
@@ -229,6 +246,16 @@ class _CallKeys(Generic[P]):
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = _short_repr(value)
         return StepKey(key_digest(components), components, describe)
+
+
+@functools.lru_cache(maxsize=256)  # (a notebook wraps the same parameters again and again)
+def _key_template(names: tuple[str, ...]) -> str:
+    """What :func:`~dagnb.cache.keys.key_digest` hashes for a call of these parameters,
+    as a ``str.format`` template: ``{0}`` the code's digest, ``{1}``... the arguments'
+    in the parameters' order."""
+    fields = {"format": CACHE_FORMAT.replace("{", "{{").replace("}", "}}"), "code": "{0}"}
+    fields.update({f"arg:{name}": f"{{{i}}}" for i, name in enumerate(names, start=1)})
+    return "".join(f"{name}={fields[name]}\n" for name in sorted(fields))
 
 
 _NOT_PLAIN = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
@@ -612,7 +639,7 @@ class _CachedCall(_Calls):
         known = self.loaded.get(key)
         if known is not None and known[0] is entry:  # same meta.json: same result
             return known[1]
-        start = time.perf_counter()
+        start = time.perf_counter() if self.verbose > 4 else 0.0
         try:
             value = self.load(entry)
         except Exception as exc:  # a torn or foreign result file: a miss, as the design says
@@ -702,12 +729,13 @@ class _CachedCall(_Calls):
         if _is_async(func):
 
             async def run(*args: Any, **kwargs: Any) -> Any:
-                components = keys.components(args, kwargs)
-                value = self.lookup(components, args, kwargs)
+                key = keys.digest(args, kwargs)
+                value = self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
-                    async with self.claim(components, asynchronous=True):
-                        value = self.computed_meanwhile(components, args, kwargs)
+                    async with self.claim(key, asynchronous=True):
+                        value = self.computed_meanwhile(key, args, kwargs)
                         if value is NO_RESULT:
+                            components = keys.components(args, kwargs)
                             value, _, _ = await execute(components, args, kwargs)
                 return value
 
@@ -727,11 +755,10 @@ class _CachedCall(_Calls):
                 return value, self.metadata(args, kwargs, took, start)
 
             async def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
-                components = keys.components(args, kwargs)
-                digest = key_digest(components)
+                digest = keys.digest(args, kwargs)
                 if self.entry(digest) is None:
                     self.refuse_miss()
-                    value, _, _ = await execute(components, args, kwargs)
+                    value, _, _ = await execute(keys.components(args, kwargs), args, kwargs)
                     if self.store.read_only:
                         return _Value(value)
                 return ShelvedResult(self, digest)
@@ -739,14 +766,14 @@ class _CachedCall(_Calls):
         else:
 
             def run(*args: Any, **kwargs: Any) -> Any:
-                components = keys.components(args, kwargs)
-                value = self.lookup(components, args, kwargs)
+                key = keys.digest(args, kwargs)
+                value = self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
                     # one process computes a key at a time; the others wait, then hit
-                    with self.claim(components):
-                        value = self.computed_meanwhile(components, args, kwargs)
+                    with self.claim(key):
+                        value = self.computed_meanwhile(key, args, kwargs)
                         if value is NO_RESULT:
-                            value, _, _ = execute(components, args, kwargs)
+                            value, _, _ = execute(keys.components(args, kwargs), args, kwargs)
                 return value
 
             def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
@@ -765,11 +792,10 @@ class _CachedCall(_Calls):
                 return value, self.metadata(args, kwargs, took, start)
 
             def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
-                components = keys.components(args, kwargs)
-                digest = key_digest(components)
+                digest = keys.digest(args, kwargs)
                 if self.entry(digest) is None:
                     self.refuse_miss()
-                    value, _, _ = execute(components, args, kwargs)
+                    value, _, _ = execute(keys.components(args, kwargs), args, kwargs)
                     if self.store.read_only:
                         return _Value(value)
                 return ShelvedResult(self, digest)
@@ -779,10 +805,9 @@ class _CachedCall(_Calls):
         run.clear = self.clear
         return run
 
-    def claim(self, components: dict[str, str], *, asynchronous: bool = False) -> Any:
+    def claim(self, key: str, *, asynchronous: bool = False) -> Any:
         """After a miss: the key's lock (``with`` or ``async with``); none in a read-only
         store, which stores nothing. ``fail-on-miss`` raises CacheMissError instead."""
-        key = key_digest(components)
         self.refuse_miss()
         if self.store.read_only:
             return contextlib.nullcontext()
@@ -799,23 +824,23 @@ class _CachedCall(_Calls):
                 misses=[(self.name, reason)],
             )
 
-    def computed_meanwhile(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
+    def computed_meanwhile(self, key: str, args: Any, kwargs: Any) -> Any:
         """After a miss, with the key's lock held: the result another process stored while
         this one waited, or NO_RESULT (a second miss is not counted twice)."""
-        if self.store.peek(self.name, key_digest(components)) is None:
+        if self.store.peek(self.name, key) is None:
             return NO_RESULT
-        return self.lookup(components, args, kwargs)
+        return self.lookup(key, args, kwargs)
 
-    def lookup(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
-        """The cached value of a call, or NO_RESULT; verbose callers hear of the query."""
-        key = key_digest(components)
+    def lookup(self, key: str, args: Any, kwargs: Any) -> Any:
+        """The cached value of a call (``key``, its digest), or NO_RESULT; verbose
+        callers hear of the query."""
         if self.verbose >= 20:
             self.query(key, args, kwargs)
         return self.cached(key)
 
     def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
         now = self.store.clock()
-        entry = self.store.peek(self.name, key_digest(self.keys.components(args, kwargs)))
+        entry = self.store.peek(self.name, self.keys.digest(args, kwargs))
         if entry is None or entry.expired(now):
             return False
         return self.valid is None or bool(self.valid(_metadata(entry)))
