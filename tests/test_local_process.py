@@ -191,3 +191,37 @@ def _running(marker: str) -> list[int]:
             if marker.encode() in cmdline and int(name) != os.getpid():
                 found.append(int(name))
     return found
+
+
+@pytest.mark.skipif(not os.supports_bytes_environ, reason="a bytes environment (POSIX)")
+def test_a_steps_environment_is_the_hosts_as_it_is_now_byte_for_byte(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's environment is decoded once while it is unchanged: a change between
+    runs, or between two steps of one run, reaches the next step; a value that is not
+    UTF-8 arrives as it was; another step's secret does not, the step's own does."""
+    monkeypatch.setenv("DAGNB_TEST_FIRST", "one")
+    monkeypatch.setitem(os.environb, b"DAGNB_TEST_RAW", b"caf\xe9")  # Latin-1, not UTF-8
+    show = ('printf "%s|%s|%s|%s\\n" "$DAGNB_TEST_FIRST" "$DAGNB_TEST_RAW" '
+            '"${MINE:+mine}" "${THEIRS:+theirs}"')  # (a secret's value is masked in logs)
+    first = run(Step("show", run=f"{show} | od -An -tx1"))
+    assert first.ok
+    shown = " ".join(" ".join(first.logs("show")["line"]).split())
+    assert shown.startswith("6f 6e 65 7c 63 61 66 e9 7c 7c 0a"), shown  # one|caf\xe9||
+
+    monkeypatch.setenv("DAGNB_TEST_FIRST", "two")  # changed since the last run
+    monkeypatch.setenv("MINE", "secret-a")
+    monkeypatch.setenv("THEIRS", "secret-b")
+
+    def change() -> None:
+        os.environ["DAGNB_TEST_FIRST"] = "three"  # between two steps of one run
+
+    second = run(
+        Step("before", run=show, secrets=["MINE"]),
+        Step("change", func=change, needs=["before"]),
+        Step("after", run=show, secrets=["THEIRS"], needs=["change"]),
+        max_concurrency=1,
+    )
+    assert second.ok
+    assert second.logs("before")["line"].tolist() == ["two|caf\ufffd|mine|"]
+    assert second.logs("after")["line"].tolist() == ["three|caf\ufffd||theirs"]
