@@ -7,6 +7,9 @@
 - shell_steps_cache_off    200 steps running ``true``, 8 at once, per step, vs asyncio
                            starting the same ``bash -c true`` with pipes, 8 at once (<= 1.2)
 - shell_steps_cache_on     the same first run with the cache on (new folder each; <= 1.2)
+- shell_steps_cache_off_in_memory  the cache-off run with its folders in memory (/dev/shm):
+                           the steps' three folders and params file each, without the
+                           disk (information: what the two figures above owe the disk)
 - scheduling_chain_N       N no-op Python steps, step i needs step i-1, cache off, per
                            step, vs dask's get_sync of the same tasks (<= 1.0)
 - scheduling_fanout_N      one root, N steps that need it, one gather (<= 1.0)
@@ -72,18 +75,18 @@ def fixed_cost(tmp: Path, rounds: int) -> None:
                   "dask get_sync", None))
 
 
-def shell_steps(tmp: Path, rounds: int) -> None:
+def shell_steps(tmp: Path, rounds: int, memory: Path) -> None:
     """Steps that start a process: dagnb's local executor against bare asyncio."""
     import dagnb
 
     graph = dagnb.Graph("shell", [
         dagnb.Step(f"s{i}", run="true") for i in range(SHELL_STEPS)
     ])
-    folders = (tmp / f"shell-{n}" for n in itertools.count())
+    numbers = itertools.count()
     options = {"executor": "local", "max_concurrency": SHELL_CONCURRENCY}
 
-    def run(cache: bool) -> float:
-        folder = next(folders)  # with the cache on, a first run: every step starts bash
+    def run(cache: bool, where: Path = tmp) -> float:
+        folder = where / f"shell-{next(numbers)}"  # cache on: a first run, each step runs
         start = time.perf_counter()
         done = graph.run(cache=cache, cache_directory=folder, **options)
         seconds = time.perf_counter() - start
@@ -95,6 +98,7 @@ def shell_steps(tmp: Path, rounds: int) -> None:
             "off": lambda: run(False),
             "on": lambda: run(True),
             "asyncio": timed(lambda: asyncio.run(_spawn_all(SHELL_STEPS)), per=SHELL_STEPS),
+            "in_memory": lambda: run(False, memory),
         },
         rounds,
     )
@@ -102,6 +106,8 @@ def shell_steps(tmp: Path, rounds: int) -> None:
     for cache in ("off", "on"):
         report(Figure(f"shell_steps_cache_{cache}", samples[cache], samples["asyncio"], peer,
                       1.2, note=f"(per step, {SHELL_STEPS} x `true`)"))
+    report(Figure("shell_steps_cache_off_in_memory", samples["in_memory"], samples["asyncio"],
+                  peer, None, note=f"(per step; {SHELL_STEPS} steps' folders in {memory.parent})"))
 
 
 async def _spawn_all(count: int) -> None:
@@ -196,7 +202,7 @@ def main() -> None:
     rounds = 5 if args.quick else 9
     with scratch() as (disk, memory):
         fixed_cost(disk, rounds)
-        shell_steps(disk, 5)
+        shell_steps(disk, 5, memory)
         scheduling(disk, 5, args.sizes)
         cold_reruns(memory, 5, args.sizes)
 

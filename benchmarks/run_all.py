@@ -37,7 +37,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, cheap),
-        "shell": lambda: bench_runner.shell_steps(disk, heavy),
+        "shell": lambda: bench_runner.shell_steps(disk, heavy, memory),
         "scheduling": lambda: bench_runner.scheduling(disk, heavy, args.sizes),
         "frame": lambda: bench_cache.frame_hits(memory, heavy),
         "remote": lambda: bench_cache.remote_cache(disk, heavy),
