@@ -225,3 +225,21 @@ def test_a_steps_environment_is_the_hosts_as_it_is_now_byte_for_byte(
     assert second.ok
     assert second.logs("before")["line"].tolist() == ["two|caf\ufffd|mine|"]
     assert second.logs("after")["line"].tolist() == ["three|caf\ufffd||theirs"]
+
+
+def test_a_replaced_os_environ_is_the_one_a_step_sees() -> None:
+    """A test (or a tool) that swaps ``os.environ`` for another mapping: the step sees
+    that mapping, its additions and its removals, not the process's own environment."""
+    from unittest import mock
+
+    os.environ["DAGNB_TEST_HIDDEN"] = "hidden"
+    try:
+        swapped = {k: v for k, v in os.environ.items() if k != "DAGNB_TEST_HIDDEN"}
+        swapped["DAGNB_TEST_FLAG"] = "on"
+        show = 'echo "${DAGNB_TEST_FLAG:-unset} ${DAGNB_TEST_HIDDEN:-gone}"'
+        with mock.patch.object(os, "environ", swapped):
+            result = run(Step("s", run=show))
+    finally:
+        del os.environ["DAGNB_TEST_HIDDEN"]
+    assert result.ok
+    assert result.logs("s")["line"].tolist() == ["on gone"]

@@ -328,13 +328,14 @@ def _process_env(task: Task, extra: Mapping[str, str]) -> dict[Any, Any]:
     As bytes where the system's environment is bytes (POSIX): ``os.environ`` would
     decode every variable for each step, and ``Popen`` encode it back (some 450 calls,
     a quarter of what a shell step costs this process in Python)."""
-    if not os.supports_bytes_environ:
+    raw = getattr(os.environ, "_data", None) if os.supports_bytes_environ else None
+    if type(raw) is not dict:  # not bytes (Windows), or os.environ replaced (a test's mock)
         host = {k: v for k, v in os.environ.items() if k not in task.withheld}
         env = {**host, **task.env, **task.secrets, **extra}
         env["PATH"] = os.pathsep.join([os.path.dirname(sys.executable), env.get("PATH", "")])
         return env
     encode = os.fsencode  # (what Popen does with text)
-    env = _host_environb()
+    env = _host_environb(raw)
     if task.withheld:
         withheld = {encode(name) for name in task.withheld}
         env = {k: v for k, v in env.items() if k not in withheld}
@@ -347,14 +348,11 @@ def _process_env(task: Task, extra: Mapping[str, str]) -> dict[Any, Any]:
 _PYTHON_FOLDER = os.fsencode(os.path.dirname(sys.executable))
 
 
-def _host_environb() -> dict[bytes, bytes]:
-    """``os.environb`` as a dict (not to be changed), copied anew only when the
-    environment changed since: one comparison of two dicts, in C, where ``os.environb``
-    keeps its dict (CPython), else a copy each time."""
+def _host_environb(now: dict[bytes, bytes]) -> dict[bytes, bytes]:
+    """The dict behind ``os.environ`` (``now``, its bytes) copied, not to be changed:
+    copied anew only when the environment changed since, as one comparison of two
+    dicts in C."""
     global _environb
-    now = getattr(os.environb, "_data", None)
-    if type(now) is not dict:
-        return dict(os.environb)
     if now != _environb:
         _environb = dict(now)
     return _environb
