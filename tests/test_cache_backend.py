@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import dagnb.cache as cache_module
 from dagnb import Graph, Step
 from dagnb.cache import DamagedEntryWarning, Item, StepKey, Store, StoreBackend
 from dagnb.cache.steps import wait_for_flushes
@@ -110,7 +111,7 @@ def memory_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     location = (tmp_path / "cache").resolve()
     with use_context() as context:
         store = Store(location, backend=MemoryBackend(location))
-        context.set(f"cache.store:{location}", store)
+        context.get("cache.stores", cache_module._RecentStores).put(location, False, store)
         yield store
 
 

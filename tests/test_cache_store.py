@@ -335,7 +335,7 @@ def test_stores_live_in_the_context_not_in_module_globals(tmp_path):
     with use_context() as fresh:
         second = cache.store_for(tmp_path / "c")
         assert second is not first and cache.session_store() is cache.session_store()
-        assert {"cache.session", f"cache.store:{tmp_path / 'c'}"} <= set(fresh.names())
+        assert {"cache.session", "cache.stores"} <= set(fresh.names())
     assert cache.store_for(tmp_path / "c") is first
 
 
@@ -489,3 +489,51 @@ def test_a_hit_checks_small_files_with_the_digest_they_were_saved_with(tmp_path)
         (tmp_path / "f").write_bytes(data)
         assert _small_file_digest(str(tmp_path / "f")) == path_digest(tmp_path / "f",
                                                                       use_stat_cache=False)
+
+
+def _folders_held_open(root: Path) -> set[str]:
+    """The cache folders under ``root`` that this process holds a file open in."""
+    import os
+
+    held = set()
+    for descriptor in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+        except OSError:
+            continue
+        if target.startswith(f"{root}/"):
+            held.add(target[len(str(root)) + 1:].split("/")[0])
+    return held
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+def test_a_process_using_many_cache_folders_keeps_files_open_in_a_few(tmp_path):
+    """Runs in 30 cache folders, and 30 Memory objects made and dropped: files stay open
+    in the 8 folders used last only, and in those of stores still held (each folder kept
+    3 open for good, before); a store that fell out still saves, and its folder's
+    entries are hit again."""
+    import gc
+
+    from dagnb import Graph, Memory, Step
+    from dagnb.config import use_context
+
+    def one() -> int:
+        return 1
+
+    graph = Graph("g", [Step("a", func=one)])
+    with use_context():
+        first = cache.store_for(tmp_path / "runs-0")
+        for n in range(30):
+            assert graph.run(cache_directory=tmp_path / f"runs-{n}", executor="local").ok
+        gc.collect()  # (runs are let go of when their cycles are)
+        held = _folders_held_open(tmp_path)  # runs-0: its store is still held here
+        assert held == {"runs-0", *(f"runs-{n}" for n in range(22, 30))}, held
+        saved = save(first, "late", key(1))  # fell out (closed): it takes a pack again
+        assert first.lookup("late", key(1)) is not None and saved is not None
+        again = graph.run(cache_directory=tmp_path / "runs-0", executor="local")
+        assert again.states() == {"a": "cached"}
+        for n in range(30):
+            assert Memory(tmp_path / f"memory-{n}").cache(one)() == 1
+        gc.collect()
+        assert not {name for name in _folders_held_open(tmp_path)
+                    if name.startswith("memory-")}

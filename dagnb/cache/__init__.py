@@ -14,6 +14,8 @@ module-level functions act on the store of the configured directory::
 from __future__ import annotations
 
 import os
+import threading
+from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -89,8 +91,7 @@ def store_for(
     config = settings()
     configured = _absolute(config.cache_directory)
     location = configured if directory is None else _absolute(directory)
-    name = f"cache.store{'-read-only' if read_only else ''}:{location}"
-    store = context().get(name, lambda: Store(location, read_only=read_only))
+    store = context().get("cache.stores", _RecentStores).get(location, read_only)
     store.default_ttl = config.cache_ttl_seconds
     if read_only:  # digests of files are kept in memory only
         fingerprint.configure_stat_cache(None)
@@ -98,6 +99,38 @@ def store_for(
         # file digests are remembered beside the configured cache (a no-op when unchanged)
         fingerprint.configure_stat_cache(store.location / "stat-cache.json")
     return store
+
+
+class _RecentStores:
+    """The stores of the folders used last, most recent last. One that falls out is
+    closed (its hits written, its pack let go of): a process that runs in hundreds of
+    cache folders, a test suite's, no longer keeps files open in each. It still works
+    for whoever holds it, and is made again if its folder is used again."""
+
+    KEEP = 8  # (a process rarely uses more than one or two cache folders)
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: OrderedDict[tuple[Path | str, bool], Store] = OrderedDict()
+
+    def get(self, location: Path | str, read_only: bool) -> Store:
+        """The store of ``location``, made if it is not one of the recent ones."""
+        return self.put(location, read_only, None)
+
+    def put(self, location: Path | str, read_only: bool, store: Store | None) -> Store:
+        """Make ``store`` (when given; else the one there, or a new one) the store of
+        ``location``, the most recent; those that fall out are closed."""
+        with self._lock:
+            found = self._stores.get((location, read_only)) if store is None else store
+            if found is None:
+                found = Store(location, read_only=read_only)
+            self._stores[(location, read_only)] = found
+            self._stores.move_to_end((location, read_only))
+            dropped = [self._stores.popitem(last=False)[1]
+                       for _ in range(len(self._stores) - self.KEEP)]
+        for old in dropped:  # (not under the lock: a close writes)
+            old.close()
+        return found
 
 
 def _absolute(directory: str | os.PathLike[str]) -> Path | str:

@@ -1164,26 +1164,49 @@ def _held(path: str) -> bool:
     return False
 
 
+class _LiveIndexes:
+    """The pack indexes of one dagnb context, by folder identity (or spelling), held
+    weakly: an index lives as long as a store of its folder does, then its kept-open
+    generation file is closed with it (a process that used hundreds of cache folders,
+    a test suite's, kept a descriptor open for each)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.indexes: weakref.WeakValueDictionary[str, PackIndex] = (
+            weakref.WeakValueDictionary())
+
+
 def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     """The process-wide index of the packs in ``folder`` (one per dagnb context: a test's
     fresh context reads the packs anew, as a new process would), whatever the spelling
     of the cache folder: found by the folder's ``identity`` (device and inode, taken
     here when not given), or by its spelling while there is no such folder (then the
-    index made meanwhile is the one found once the folder is made)."""
+    index made meanwhile is the one found once the folder is made). The stores of the
+    folder share it while one of them lives (see :class:`_LiveIndexes`)."""
     identity = identity or folder_identity(os.path.dirname(folder))
-    spelled = f"cache.packs:{folder}"
-    if identity is None:
-        return context().get(spelled, lambda: PackIndex(folder))
-    name = f"cache.packs:{identity}"
-    index = context().get(name, lambda: context().peek(spelled) or PackIndex(folder))
-    if index.folder == folder:
-        return index
-    if folder_identity(os.path.dirname(index.folder)) != identity:
-        index = PackIndex(folder)  # its folder is gone, and its inode is this one's now
-        context().set(name, index)
-    elif not index.settled:  # two spellings of one folder: the one no symlink can move
-        real_root = os.path.realpath(os.path.dirname(folder))  # (.packs may be a link)
+    live = context().get("cache.packs", _LiveIndexes)
+    spelled = f"spelled:{folder}"
+    with live.lock:
+        if identity is None:
+            return _found_or_made(live, spelled, folder)
+        name = f"identity:{identity}"
+        index = live.indexes.get(name)
+        if index is None:
+            index = live.indexes.get(spelled)
+        if index is None or (index.folder != folder and folder_identity(
+                os.path.dirname(index.folder)) != identity):
+            index = PackIndex(folder)  # none, or its folder is gone and its inode reused
+        live.indexes[name] = index
+    if index.folder != folder and not index.settled:  # two spellings of one folder: the
+        real_root = os.path.realpath(os.path.dirname(folder))  # one no symlink can move
         index.settle_folder(os.path.join(real_root, os.path.basename(folder)))
+    return index
+
+
+def _found_or_made(live: _LiveIndexes, name: str, folder: str) -> PackIndex:
+    index = live.indexes.get(name)
+    if index is None:
+        index = live.indexes[name] = PackIndex(folder)
     return index
 
 
