@@ -111,7 +111,8 @@ def memory_store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     location = (tmp_path / "cache").resolve()
     with use_context() as context:
         store = Store(location, backend=MemoryBackend(location))
-        context.get("cache.stores", cache_module._RecentStores).put(location, False, store)
+        context.get("cache.stores", cache_module._RecentStores).put(
+            location, False, store, location)
         yield store
 
 

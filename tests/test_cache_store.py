@@ -2,7 +2,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import shutil
+import signal
 from pathlib import Path
 from typing import Any
 
@@ -537,3 +539,75 @@ def test_a_process_using_many_cache_folders_keeps_files_open_in_a_few(tmp_path):
         gc.collect()
         assert not {name for name in _folders_held_open(tmp_path)
                     if name.startswith("memory-")}
+
+
+def test_the_configured_store_and_remote_stores_are_never_let_go_of(tmp_path, monkeypatch):
+    """``dagnb.cache.stats()`` keeps this session's counts, and a store on object
+    storage what it was told, however many other folders a process uses after."""
+    import dagnb
+    from dagnb import Graph, Step
+    from dagnb.config import use_context
+
+    def one() -> int:
+        return 1
+
+    monkeypatch.chdir(tmp_path)
+    graph = Graph("g", [Step("a", func=one)])
+    with use_context():
+        dagnb.configure(cache_directory=str(tmp_path / "main"))
+        assert graph.run(executor="local").ok
+        remote = cache.store_for(f"file://{tmp_path}/bucket/store")
+        configured = cache.default_store()
+        for n in range(12):
+            assert graph.run(cache_directory=tmp_path / f"other-{n}", executor="local").ok
+        assert cache.default_store() is configured
+        assert cache.store_for(f"file://{tmp_path}/bucket/store") is remote
+        assert cache.stats().loc["a", "misses"] == 1
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_neither_hangs_on_the_stores_lock_nor_writes_the_parents_hits(
+    tmp_path,
+):
+    """A thread of the parent inside ``store_for`` (or ``index_of``) at the fork: the
+    child still gets its stores. The parent's hits not written yet at the fork are the
+    parent's to write: a child that lets go of the store (a fork worker using other
+    folders) does not write them too."""
+    import threading
+
+    from dagnb.cache import pack
+    from dagnb.config import context, use_context
+
+    with use_context():
+        store = cache.store_for(tmp_path / "c")
+        save(store, "s", key(1))
+        for _ in range(3):
+            assert store.lookup("s", key(1)) is not None  # counted, not written yet
+        held, forked = threading.Event(), threading.Event()
+
+        def hold_the_locks() -> None:
+            with context().get("cache.stores", cache._RecentStores)._lock, \
+                    context().get("cache.packs", pack._LiveIndexes).lock:
+                held.set()
+                forked.wait(10)
+
+        holder = threading.Thread(target=hold_the_locks)
+        holder.start()
+        held.wait(10)
+        pid = os.fork()
+        if pid == 0:  # the child: exit 0 only if nothing hangs and the store is whole
+            code = 1
+            try:
+                signal.alarm(10)
+                cache.store_for(tmp_path / "c").close()  # writes what it counted
+                Store(tmp_path / "d")
+                code = 0
+            finally:
+                os._exit(code)
+        forked.set()
+        holder.join()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        store.flush()
+    with use_context():
+        assert cache.store_for(tmp_path / "c").entries()["hits"].tolist() == [3]

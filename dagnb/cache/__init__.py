@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import threading
+import weakref
 from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
@@ -24,6 +25,7 @@ from dagnb import checks, fingerprint
 from dagnb.cache import explain as _explain_module
 from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
+from dagnb.cache.forks import renew_in_child
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
@@ -91,7 +93,7 @@ def store_for(
     config = settings()
     configured = _absolute(config.cache_directory)
     location = configured if directory is None else _absolute(directory)
-    store = context().get("cache.stores", _RecentStores).get(location, read_only)
+    store = context().get("cache.stores", _RecentStores).get(location, read_only, configured)
     store.default_ttl = config.cache_ttl_seconds
     if read_only:  # digests of files are kept in memory only
         fingerprint.configure_stat_cache(None)
@@ -102,35 +104,52 @@ def store_for(
 
 
 class _RecentStores:
-    """The stores of the folders used last, most recent last. One that falls out is
-    closed (its hits written, its pack let go of): a process that runs in hundreds of
-    cache folders, a test suite's, no longer keeps files open in each. It still works
-    for whoever holds it, and is made again if its folder is used again."""
+    """The stores of the local folders used last, most recent last. One that falls out
+    is closed (its hits written, its pack let go of): a process that runs in hundreds
+    of cache folders, a test suite's, no longer keeps files open in each. It still works
+    for whoever holds it; the folder's next ``store_for`` makes a new one, whose session
+    counts start again. The configured folder's store (the one :func:`stats` reports)
+    and stores on object storage (which remember the entries cleared here) stay."""
 
     KEEP = 8  # (a process rarely uses more than one or two cache folders)
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._stores: OrderedDict[tuple[Path | str, bool], Store] = OrderedDict()
+        _REGISTRIES.add(self)
 
-    def get(self, location: Path | str, read_only: bool) -> Store:
+    def renew(self) -> None:
+        """In a forked child: a new lock (another thread may have held it at the fork)."""
+        self._lock = threading.Lock()
+
+    def get(self, location: Path | str, read_only: bool, configured: Path | str) -> Store:
         """The store of ``location``, made if it is not one of the recent ones."""
-        return self.put(location, read_only, None)
-
-    def put(self, location: Path | str, read_only: bool, store: Store | None) -> Store:
-        """Make ``store`` (when given; else the one there, or a new one) the store of
-        ``location``, the most recent; those that fall out are closed."""
         with self._lock:
-            found = self._stores.get((location, read_only)) if store is None else store
-            if found is None:
-                found = Store(location, read_only=read_only)
-            self._stores[(location, read_only)] = found
+            found = self._stores.get((location, read_only))
+        if found is None:  # (made unlocked: a store reads its folder)
+            found = Store(location, read_only=read_only)
+        return self.put(location, read_only, found, configured)
+
+    def put(
+        self, location: Path | str, read_only: bool, store: Store, configured: Path | str
+    ) -> Store:
+        """Make ``store`` the store of ``location`` (unless another thread made one
+        meanwhile: then that one), the most recent; those that fall out are closed."""
+        with self._lock:
+            store = self._stores.setdefault((location, read_only), store)
             self._stores.move_to_end((location, read_only))
-            dropped = [self._stores.popitem(last=False)[1]
-                       for _ in range(len(self._stores) - self.KEEP)]
-        for old in dropped:  # (not under the lock: a close writes)
+            dropped = [(key, old) for key, old in self._stores.items()
+                       if key[0] != configured and not isinstance(key[0], str)]
+            dropped = dropped[:max(0, len(dropped) - self.KEEP)]
+            for key, _ in dropped:
+                del self._stores[key]
+        for _, old in dropped:  # (not under the lock: a close writes)
             old.close()
-        return found
+        return store
+
+
+_REGISTRIES: weakref.WeakSet[_RecentStores] = weakref.WeakSet()
+renew_in_child(_REGISTRIES, _RecentStores.renew)
 
 
 def _absolute(directory: str | os.PathLike[str]) -> Path | str:

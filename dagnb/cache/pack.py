@@ -1174,6 +1174,15 @@ class _LiveIndexes:
         self.lock = threading.Lock()
         self.indexes: weakref.WeakValueDictionary[str, PackIndex] = (
             weakref.WeakValueDictionary())
+        _REGISTRIES.add(self)
+
+    def renew(self) -> None:
+        """In a forked child: a new lock (another thread may have held it at the fork)."""
+        self.lock = threading.Lock()
+
+
+_REGISTRIES: weakref.WeakSet[_LiveIndexes] = weakref.WeakSet()
+renew_in_child(_REGISTRIES, _LiveIndexes.renew)
 
 
 def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:

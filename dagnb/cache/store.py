@@ -398,8 +398,11 @@ def _close_live_stores() -> None:
 
 def _renew_store(store: Store) -> None:
     """In a forked child (see :mod:`dagnb.cache.forks`): a new lock for the hit counts
-    (a flush in another thread of the parent may have held it at the fork)."""
+    (a flush in another thread of the parent may have held it at the fork), and none of
+    the parent's hits not written yet (the parent writes them: the child would count
+    them twice)."""
     store._moving_counts = threading.Lock()
+    store._pending = {}
 
 
 renew_in_child(_LIVE, _renew_store)
