@@ -14,8 +14,6 @@ module-level functions act on the store of the configured directory::
 from __future__ import annotations
 
 import os
-import threading
-import weakref
 from collections import OrderedDict
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +23,7 @@ from dagnb import checks, fingerprint
 from dagnb.cache import explain as _explain_module
 from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
-from dagnb.cache.forks import renew_in_child
+from dagnb.cache.forks import ForkSafeLock
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
@@ -114,13 +112,8 @@ class _RecentStores:
     KEEP = 8  # (a process rarely uses more than one or two cache folders)
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = ForkSafeLock()
         self._stores: OrderedDict[tuple[Path | str, bool], Store] = OrderedDict()
-        _REGISTRIES.add(self)
-
-    def renew(self) -> None:
-        """In a forked child: a new lock (another thread may have held it at the fork)."""
-        self._lock = threading.Lock()
 
     def get(self, location: Path | str, read_only: bool, configured: Path | str) -> Store:
         """The store of ``location``, made if it is not one of the recent ones."""
@@ -146,10 +139,6 @@ class _RecentStores:
         for _, old in dropped:  # (not under the lock: a close writes)
             old.close()
         return store
-
-
-_REGISTRIES: weakref.WeakSet[_RecentStores] = weakref.WeakSet()
-renew_in_child(_REGISTRIES, _RecentStores.renew)
 
 
 def _absolute(directory: str | os.PathLike[str]) -> Path | str:

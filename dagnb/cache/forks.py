@@ -9,11 +9,12 @@ threads) each keep a weak set of their live instances and say here how one is re
 from __future__ import annotations
 
 import os
+import threading
 import weakref
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
-__all__ = ["renew_in_child"]
+__all__ = ["ForkSafeLock", "renew_in_child"]
 
 T = TypeVar("T")
 
@@ -23,3 +24,28 @@ def renew_in_child(objects: weakref.WeakSet[T], renew: Callable[[T], None]) -> N
     in ``objects`` (nothing where there is no fork)."""
     if hasattr(os, "register_at_fork"):
         os.register_at_fork(after_in_child=lambda: [renew(obj) for obj in list(objects)])
+
+
+class ForkSafeLock:
+    """A lock (``with`` it) that a forked child has anew, unlocked: for an object whose
+    lock is all it must renew."""
+
+    __slots__ = ("__weakref__", "_lock")
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        _LOCKS.add(self)
+
+    def __enter__(self) -> ForkSafeLock:
+        self._lock.acquire()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self._lock.release()
+
+    def _renew(self) -> None:
+        self._lock = threading.Lock()
+
+
+_LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
+renew_in_child(_LOCKS, ForkSafeLock._renew)

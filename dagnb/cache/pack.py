@@ -88,7 +88,7 @@ from collections.abc import Callable, Iterator
 import xxhash
 
 from dagnb.cache.backend import folder_identity
-from dagnb.cache.forks import renew_in_child
+from dagnb.cache.forks import ForkSafeLock, renew_in_child
 from dagnb.cache.sealed import (
     SEALED,
     SealedIndex,
@@ -1171,18 +1171,9 @@ class _LiveIndexes:
     a test suite's, kept a descriptor open for each)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = ForkSafeLock()
         self.indexes: weakref.WeakValueDictionary[str, PackIndex] = (
             weakref.WeakValueDictionary())
-        _REGISTRIES.add(self)
-
-    def renew(self) -> None:
-        """In a forked child: a new lock (another thread may have held it at the fork)."""
-        self.lock = threading.Lock()
-
-
-_REGISTRIES: weakref.WeakSet[_LiveIndexes] = weakref.WeakSet()
-renew_in_child(_REGISTRIES, _LiveIndexes.renew)
 
 
 def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
@@ -1197,7 +1188,10 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     spelled = f"spelled:{folder}"
     with live.lock:
         if identity is None:
-            return _found_or_made(live, spelled, folder)
+            index = live.indexes.get(spelled)
+            if index is None:
+                index = live.indexes[spelled] = PackIndex(folder)
+            return index
         name = f"identity:{identity}"
         index = live.indexes.get(name)
         if index is None:
@@ -1209,13 +1203,6 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     if index.folder != folder and not index.settled:  # two spellings of one folder: the
         real_root = os.path.realpath(os.path.dirname(folder))  # one no symlink can move
         index.settle_folder(os.path.join(real_root, os.path.basename(folder)))
-    return index
-
-
-def _found_or_made(live: _LiveIndexes, name: str, folder: str) -> PackIndex:
-    index = live.indexes.get(name)
-    if index is None:
-        index = live.indexes[name] = PackIndex(folder)
     return index
 
 
