@@ -87,6 +87,15 @@ class Figure:
     def met(self) -> bool | None:
         return None if self.target is None else self.ratio <= self.target
 
+    def _ratio_text(self) -> str:
+        """Two decimals, or as many more as it takes not to round across the target
+        (0.2504 shown as 0.25 beside MISSED reads as a contradiction)."""
+        for decimals in range(2, 7):
+            text = f"{self.ratio:.{decimals}f}"
+            if self.target is None or (float(text) <= self.target) == self.met:
+                break
+        return text
+
     def line(self) -> str:
         """``name: dagnb X, peer Y, ratio R (median of N), target T met|MISSED [min ...]``."""
         ours, peer = statistics.median(self.ours), statistics.median(self.peer)
@@ -96,7 +105,7 @@ class Figure:
         low_ours, low_peer = min(self.ours), min(self.peer)
         text = (
             f"{self.name}: dagnb {_show(ours)}, peer {self.peer_name} {_show(peer)}, "
-            f"ratio {self.ratio:.2f} (median of {len(self.ours)}), {verdict}"
+            f"ratio {self._ratio_text()} (median of {len(self.ours)}), {verdict}"
             f"  [min {_show(low_ours)} / {_show(low_peer)} = {low_ours / low_peer:.2f}]"
         )
         return f"{text}  {self.note}" if self.note else text

@@ -77,3 +77,10 @@ def test_the_disk_note_measures_in_the_folder_it_is_given_and_leaves_nothing(tmp
     assert note.startswith("# disk: a file written and renamed in ")
     assert note.endswith("(medians of 5)") and note.count(" us") == 2
     assert list(tmp_path.iterdir()) == []  # its probe folder removed
+
+
+def test_a_ratio_just_past_its_target_is_not_rounded_onto_it():
+    missed = harness.Figure("x", [0.2504] * 5, [1.0] * 5, "peer", 0.25).line()
+    met = harness.Figure("x", [0.2496] * 5, [1.0] * 5, "peer", 0.25).line()
+    assert "ratio 0.2504 " in missed and "MISSED" in missed
+    assert "ratio 0.25 " in met and " met " in met
