@@ -53,6 +53,7 @@ __all__ = [
     "get_hash_algorithm",
     "global_values",
     "loaded_globals",
+    "main_spelled",
     "missing_globals",
     "new_hasher",
     "path_digest",
@@ -386,8 +387,27 @@ class _HashingPickler(pickle.Pickler):
         if isinstance(obj, type) and not _importable(obj):
             # A class pickle cannot look up (one made by exec, as a notebook's can be):
             # by name, so that its instances still hash by content.
-            return ("class", obj.__module__, obj.__qualname__)
+            return ("class", main_spelled(obj.__module__), obj.__qualname__)
         return None
+
+
+class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python one)
+    """:class:`_HashingPickler` for a value that names the script's module in a
+    ``multiprocessing`` worker started by spawn or forkserver: it writes ``__main__``
+    where pickle would write ``__mp_main__``, so that the value hashes as in the script.
+    The pure-Python pickler, whose ``save_global`` can be told: only for such values (its
+    frames of a pickle over 64 KiB are cut elsewhere than the C pickler's)."""
+
+    persistent_id = _HashingPickler.persistent_id
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if getattr(obj, "__module__", None) != _MP_MAIN:
+            super().save_global(obj, name)
+            return
+        self.save("__main__")  # what pickle writes for a global from protocol 4 on
+        self.save(name or obj.__qualname__)
+        self.write(pickle.STACK_GLOBAL)
+        self.memoize(obj)
 
 
 def _importable(cls: type) -> bool:
@@ -399,17 +419,13 @@ def _importable(cls: type) -> bool:
 
 
 def _feed_pickle(h: Any, obj: Any) -> None:
-    def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
-        try:
-            h.update(buffer.raw())
-        except BufferError:  # not contiguous: let pickle copy it in-band
-            return True
-        return None
-
     h.update(b"pkl" + type(obj).__qualname__.encode())
-    writer = types.SimpleNamespace(write=h.update)
     try:
-        _HashingPickler(writer, protocol=5, buffer_callback=out_of_band).dump(obj)
+        if getattr(sys.modules.get("__main__"), "__name__", None) == _MP_MAIN:
+            _pickle_in_worker(h, obj)  # (any process that imports multiprocessing has
+            #                            an __mp_main__: its __main__ under a 2nd name)
+        else:
+            _pickle_into(h.update, obj)
     except FingerprintError:
         raise
     except Exception as exc:
@@ -418,6 +434,33 @@ def _feed_pickle(h: Any, obj: Any) -> None:
             f"cannot fingerprint a value of type {kind!r} ({exc}); leave it out of the key "
             "(for Memory: @memory.cache(ignore=['name'])) or pass it as a JSON param"
         ) from exc
+
+
+def _pickle_into(feed: Callable[[Any], Any], obj: Any,
+                 pickler: type[pickle.Pickler] = _HashingPickler) -> None:
+    """Pickle ``obj`` into ``feed``, big contiguous buffers fed in place (no copy)."""
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
+        try:
+            feed(buffer.raw())
+        except BufferError:  # not contiguous: let pickle copy it in-band
+            return True
+        return None
+
+    writer = types.SimpleNamespace(write=feed)
+    pickler(writer, protocol=5, buffer_callback=out_of_band).dump(obj)
+
+
+def _pickle_in_worker(h: Any, obj: Any) -> None:
+    """In a process that imported the script as ``__mp_main__`` (a spawn or forkserver
+    worker): pickled as anywhere, unless the pickle names that module, then again by
+    :class:`_MainSpelledPickler`."""
+    pieces: list[Any] = []
+    _pickle_into(pieces.append, obj)
+    if any(type(piece) is bytes and _MP_MAIN_BYTES in piece for piece in pieces):
+        _pickle_into(h.update, obj, _MainSpelledPickler)
+        return
+    for piece in pieces:
+        h.update(piece)
 
 
 # --------------------------------------------------------------------------- code
@@ -644,7 +687,18 @@ def _combine(parts: list[str]) -> str:
 def _reference(obj: Any) -> str:
     module = getattr(obj, "__module__", None) or type(obj).__module__
     name = getattr(obj, "__qualname__", None) or type(obj).__qualname__
-    return f"{module}.{name}"
+    return f"{main_spelled(module)}.{name}"
+
+
+_MP_MAIN = "__mp_main__"
+_MP_MAIN_BYTES = _MP_MAIN.encode()
+
+
+def main_spelled(module: str) -> str:
+    """A module's name as keys and cache folders spell it: the main script is
+    ``__main__`` in every process, though a ``multiprocessing`` worker started by spawn
+    or forkserver imports it as ``__mp_main__``."""
+    return "__main__" if module == _MP_MAIN else module
 
 
 def _cell_value(cell: Any) -> Any:

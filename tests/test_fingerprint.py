@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import types
 from pathlib import Path
 
 import numpy as np
@@ -450,3 +451,14 @@ def test_the_code_cache_does_not_keep_its_function_alive():
     del short_lived
     gc.collect()
     assert ref() is None
+
+
+def test_a_spawn_workers_values_that_name_no_script_class_hash_as_anywhere(monkeypatch):
+    """In a process whose main module is ``__mp_main__`` (a spawn or forkserver
+    worker), a value that does not name it is pickled as anywhere else: not by the
+    pure-Python pickler, whose frames of a pickle over 64 KiB are cut elsewhere."""
+    big = types.SimpleNamespace(**{f"k{i}": [i, str(i), (i,)] for i in range(30_000)})
+    small = types.SimpleNamespace(text="__mp_main__")  # (pickled again, the same)
+    outside = value_digest(big), value_digest(small)
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__mp_main__"))
+    assert (value_digest(big), value_digest(small)) == outside

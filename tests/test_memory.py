@@ -440,3 +440,70 @@ def test_a_calls_key_from_its_template_is_the_key_of_its_components():
     assert two_keys.digest((1, "a"), {}) == two_keys.digest((), {"x": 1, "name": "a"})
     assert two_keys.digest((1, "a"), {}) != two_keys.digest((1, "b"), {})
     assert _CallKeys(two, ["name"]).template is None and _CallKeys(rest, []).template is None
+
+
+@pytest.mark.parametrize("start_method", ["spawn", "forkserver"])
+def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, start_method):
+    """A spawn or forkserver worker (macOS's and Windows' default; Linux's from Python
+    3.14) imports the script as ``__mp_main__``: its cached functions and callable
+    objects, the functions passed to them and the instances of its classes are the
+    script's, so the worker finds the entries the script stored rather than computing
+    them again under other names."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import dataclasses, multiprocessing, sys
+        import dagnb
+
+        memory = dagnb.Memory(sys.argv[1])
+
+        def ran(what):
+            with open(sys.argv[2], "a") as runs:
+                runs.write(what + "\\n")
+
+        class Scale:
+            def __call__(self, x):
+                ran(f"scale {x}")
+                return 3 * x
+
+        def square(x):
+            ran(f"square {x}")
+            return x * x
+
+        def apply(f, x):
+            ran(f"apply {x}")
+            return f(x) + 1
+
+        @dataclasses.dataclass
+        class Config:
+            scale: int
+            names: list
+
+        def configured(config, x):
+            ran(f"configured {x}")
+            return config.scale * x
+
+        cached = (memory.cache(square), memory.cache(Scale()), memory.cache(apply),
+                  memory.cache(configured))
+
+        def work(x):
+            return (cached[0](x), cached[1](x), cached[2](square, x),
+                    cached[3](Config(2, ["a", Scale]), x),
+                    cached[3](Config(3, [{"inner": Config(1, [])}]), x))
+
+        if __name__ == "__main__":
+            here = [work(x) for x in range(3)]
+            context = multiprocessing.get_context(sys.argv[3])
+            with context.Pool(2) as pool:
+                assert pool.map(work, range(3)) == here, here
+            print(*(f.store_name for f in cached))
+    """))
+    runs = tmp_path / "runs.txt"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), str(runs),
+                           start_method], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["__main__.square", "__main__.Scale", "__main__.apply",
+                                   "__main__.configured"]
+    # (apply runs square itself, not the cached one: once more each, in the script)
+    ran_once = [f"{what} {x}" for what in ("square", "scale", "apply", "square",
+                                           "configured", "configured") for x in range(3)]
+    assert sorted(runs.read_text().splitlines()) == sorted(ran_once)

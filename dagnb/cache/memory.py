@@ -59,6 +59,7 @@ from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
     code_digest,
     code_source_parts,
+    main_spelled,
     signature_of,
     text_digest,
     value_digest,
@@ -123,7 +124,7 @@ def _step_name(func: Callable[..., Any]) -> str:
     module = getattr(target, "__module__", None) or type(target).__module__
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     suffix = ".partial" if target is not func else ""
-    name = f"{module}.{qualname}{suffix}"
+    name = f"{main_spelled(module)}.{qualname}{suffix}"
     return _UNSAFE.sub("_", name.replace("<locals>", "locals").replace("<lambda>", "lambda"))
 
 
