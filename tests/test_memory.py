@@ -4,6 +4,7 @@ import asyncio
 import functools
 import importlib
 import inspect
+import os
 import shutil
 import subprocess
 import sys
@@ -507,3 +508,41 @@ def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, st
     ran_once = [f"{what} {x}" for what in ("square", "scale", "apply", "square",
                                            "configured", "configured") for x in range(3)]
     assert sorted(runs.read_text().splitlines()) == sorted(ran_once)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_hits_in_fork_workers_that_end_normally_are_counted(tmp_path):
+    """A ``multiprocessing`` fork worker ends with ``os._exit`` (no ``atexit``): the hits
+    it counted are written as it ends, whether a ProcessPoolExecutor or a Pool closed
+    and joined ends it, once each (the parent's hits not written yet at the fork are
+    the parent's)."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import concurrent.futures, multiprocessing, sys
+        import dagnb
+
+        memory = dagnb.Memory(sys.argv[1])
+
+        @memory.cache
+        def square(x):
+            return x * x
+
+        def work(x):
+            return square(x)
+
+        if __name__ == "__main__":
+            fork = multiprocessing.get_context("fork")
+            assert [square(x) for x in range(4)] == [0, 1, 4, 9]  # stored
+            assert square(0) == 0  # one hit of the script's, not written at the forks
+            with concurrent.futures.ProcessPoolExecutor(2, mp_context=fork) as pool:
+                assert list(pool.map(work, [0, 1, 2, 3] * 2)) == [0, 1, 4, 9] * 2
+            pool = fork.Pool(2)
+            assert pool.map(work, range(4)) == [0, 1, 4, 9]
+            pool.close()
+            pool.join()
+    """))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    hits = Store(tmp_path / "cache").entries().set_index("key")["hits"]
+    assert hits.sum() == 1 + 8 + 4 and len(hits) == 4

@@ -396,6 +396,22 @@ def _close_live_stores() -> None:
             store.close()
 
 
+def _close_live_stores_in_a_fork(parent: int = os.getpid()) -> None:
+    """The same, as a forked ``multiprocessing`` worker ends: it ends with ``os._exit``,
+    which runs no ``atexit`` function, after threading's shutdown, which runs this (a
+    ProcessPoolExecutor's workers, a Pool's closed and joined; a Pool's terminated are
+    killed, their hits lost). In the process that imported this, ``atexit`` does it,
+    once its threads are done."""
+    if os.getpid() != parent:
+        _close_live_stores()
+
+
+# (threading's private hook, concurrent.futures' too: there is no public one that a
+# multiprocessing worker runs)
+with contextlib.suppress(AttributeError, RuntimeError):
+    threading._register_atexit(_close_live_stores_in_a_fork)  # type: ignore[attr-defined]
+
+
 def _renew_store(store: Store) -> None:
     """In a forked child (see :mod:`dagnb.cache.forks`): a new lock for the hit counts
     (a flush in another thread of the parent may have held it at the fork), and none of
