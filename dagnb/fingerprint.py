@@ -44,6 +44,7 @@ from dagnb.config import context
 from dagnb.errors import FingerprintError
 
 __all__ = [
+    "adopt_sources",
     "code_digest",
     "code_source_parts",
     "code_with_values",
@@ -59,6 +60,7 @@ __all__ = [
     "path_digest",
     "set_hash_algorithm",
     "signature_of",
+    "source_table",
     "text_digest",
     "value_digest",
 ]
@@ -472,8 +474,8 @@ _MISSING = object()
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
-                 "variables")
+    __slots__ = ("algorithm", "cells", "classes", "code_only", "deps", "digest", "functions",
+                 "parts", "sources", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, _ALGORITHM
@@ -483,6 +485,8 @@ class _CodeRecord:
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
+        self.classes = walker.classes
+        self.sources: dict[str, tuple[str, str]] | None = None  # (see source_table)
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != _ALGORITHM:
@@ -734,6 +738,7 @@ class _CodeWalker:
         self.cells: list[tuple[Any, Any]] = []
         self.parts: dict[str, str] = {}
         self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
+        self.classes: list[type] = []
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -812,6 +817,7 @@ class _CodeWalker:
             self.feed("recursive", cls.__qualname__)
             return
         self.seen.add(id(cls))
+        self.classes.append(cls)
         normalized = _normalized_source(cls)
         if normalized is not None:
             self.feed("class", normalized[0])
@@ -900,16 +906,61 @@ def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
 
 
 def _normalized_source(obj: Any) -> tuple[str, str] | None:
-    """(AST dump, normalized source) of a function or class, or None without source."""
+    """(AST dump, normalized source) of a function or class, or None without source
+    (unless another process sent it: :func:`adopt_sources`)."""
     try:
         source = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError):
-        return None
+        return _ADOPTED.get(_code_key(obj)) if _ADOPTED else None
     node = _definition_node(source, obj)
     if node is None:
         return None
     _strip_docstrings(node)
     return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+
+
+# -- sources sent along ---------------------------------------------------------------
+# cloudpickle sends a function defined in __main__ or a notebook by value, without its
+# file (it even names it "<dynamic-code>"): there its code would be hashed as bytecode,
+# and its key would differ from the one it has here.
+
+_ADOPTED: dict[str, tuple[str, str]] = {}  # code key -> (AST dump, normalized source)
+_ADOPTED_LIMIT = 4096
+
+
+def source_table(func: Callable[..., Any]) -> dict[str, tuple[str, str]]:
+    """What another process needs to hash ``func``'s code as this one does where the
+    source is not to be found: the normalized source of the function and of each
+    helper and class its digest walked, by :func:`_code_key` (exact bytecode)."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return {}
+    code_digest(target)
+    record = _CODE_CACHE[target]
+    if record.sources is None:
+        walked = [target if f is None else f for f, *_ in record.functions]
+        found = {_code_key(obj): _normalized_source(obj) for obj in walked + record.classes}
+        record.sources = {key: value for key, value in found.items() if value is not None}
+    return record.sources
+
+
+def adopt_sources(table: Mapping[str, tuple[str, str]]) -> None:
+    """Use the sources of a :func:`source_table` for code whose source is not here."""
+    if len(_ADOPTED) + len(table) > _ADOPTED_LIMIT:
+        _ADOPTED.clear()
+    _ADOPTED.update(table)
+
+
+def _code_key(obj: Any) -> str:
+    """A function's or class's qualified name and the digest of its exact bytecode
+    (and its methods'): the same code in any process of the same Python."""
+    if isinstance(obj, types.FunctionType):
+        return f"def {obj.__qualname__} {_bytecode_digest(obj.__code__, obj.__doc__)}"
+    methods = [value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+               for _, value in sorted(vars(obj).items(), key=lambda item: item[0])]
+    return f"class {obj.__qualname__} " + ",".join(
+        _bytecode_digest(m.__code__, m.__doc__) for m in methods
+        if isinstance(m, types.FunctionType))
 
 
 def _definition_node(source: str, obj: Any) -> ast.AST | None:

@@ -280,3 +280,34 @@ def test_an_interrupt_stops_a_python_step_within_a_second(kernel: Kernel, tmp_pa
     assert error(kernel.run("%%dagger next --no-cache\necho next\n")) is None
     assert time.monotonic() - begun < 2
     assert states(kernel) == "{'next': 'succeeded'}"
+
+
+# -- Memory and joblib.Parallel from a notebook ------------------------------------------
+def test_joblib_parallel_workers_hit_what_the_notebook_cached(kernel: Kernel,
+                                                              tmp_path: Path) -> None:
+    """A notebook's functions reach loky's workers by value, without their source (a
+    cell has no file there): the workers still compute the keys the notebook did, so a
+    call the notebook made is a hit in them, and theirs are hits in the notebook."""
+    runs = tmp_path / "runs.txt"
+    outputs = kernel.run(f"""
+import dagnb
+from joblib import Parallel, delayed
+memory = dagnb.Memory("cache")
+SCALE = {{"factor": 3}}
+
+class Scaler:
+    def apply(self, x):
+        return SCALE["factor"] * x
+
+def slow_triple(x):
+    with open({str(runs)!r}, "a") as log:
+        log.write(f"{{x}}\\n")
+    return Scaler().apply(x)
+
+slow_triple_cached = memory.cache(slow_triple)
+assert slow_triple_cached(0) == 0
+assert Parallel(n_jobs=2)(delayed(slow_triple_cached)(x) for x in range(4)) == [0, 3, 6, 9]
+assert [slow_triple_cached(x) for x in range(4)] == [0, 3, 6, 9]
+""")
+    assert error(outputs) is None, outputs
+    assert sorted(runs.read_text().split()) == ["0", "1", "2", "3"]

@@ -546,3 +546,81 @@ def test_hits_in_fork_workers_that_end_normally_are_counted(tmp_path):
     assert done.returncode == 0, done.stderr
     hits = Store(tmp_path / "cache").entries().set_index("key")["hits"]
     assert hits.sum() == 1 + 8 + 4 and len(hits) == 4
+
+
+def test_a_cached_function_sent_by_cloudpickle_is_the_same_function_on_the_same_cache(
+    tmp_path,
+):
+    """joblib.Parallel's and dask's workers get a function by cloudpickle, closure and
+    all: there it is the same cached function, its store the worker's own; so is one
+    of ``Memory(None)``. One on a backend object says why it cannot go."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    runs = tmp_path / "runs.txt"
+
+    def double(x):
+        with open(runs, "a") as log:
+            log.write(f"{x}\n")
+        return 2 * x
+
+    cached = Memory(str(tmp_path / "cache")).cache(double, ignore=[])
+    assert [cached(x) for x in range(3)] == [0, 2, 4]
+    sent = cloudpickle.loads(cloudpickle.dumps(cached))
+    assert sent is not cached and sent.store_name == cached.store_name
+    assert [sent(x) for x in range(4)] == [0, 2, 4, 6]  # three hits, one miss
+    assert runs.read_text().split() == ["0", "1", "2", "3"]
+    assert sent.check_call_in_cache(3) and cached.check_call_in_cache(3)
+    assert cloudpickle.loads(cloudpickle.dumps(Memory(None).cache(double)))(5) == 10
+
+    from dagnb.cache.backend import LocalBackend
+
+    on_object = Memory(str(tmp_path / "b"), backend=LocalBackend(tmp_path / "b")).cache(double)
+    with pytest.raises(TypeError, match="backend='local'"):
+        cloudpickle.dumps(on_object)
+
+
+def test_joblib_parallel_runs_a_cached_function_as_with_joblib_memory(tmp_path):
+    """joblib's documented pattern (its example "Checkpoint using joblib.Memory and
+    joblib.Parallel"): loky workers call a cached function, given directly or called by
+    the function they run; each call runs once, in whichever process (the script's own
+    functions reach the workers by value, without their file: their keys are the same
+    there all the same)."""
+    pytest.importorskip("joblib")
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import dagnb
+        from joblib import Parallel, delayed
+
+        memory = dagnb.Memory(sys.argv[1])
+
+        class Summer:
+            def total(self, values):
+                return sum(values)
+
+        def log_run(column):
+            with open(sys.argv[2], "a") as runs:
+                runs.write(f"{column}\\n")
+
+        def costly_compute(data, column):
+            log_run(column)
+            return Summer().total(data[column])
+
+        costly_compute_cached = memory.cache(costly_compute)
+
+        def mean_using_cache(data, column):
+            return costly_compute_cached(data, column) / len(data[column])
+
+        if __name__ == "__main__":
+            data = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
+            assert costly_compute_cached(data, 0) == 6  # here first: the workers hit it
+            for _ in range(2):
+                assert Parallel(n_jobs=2)(delayed(mean_using_cache)(data, column)
+                                          for column in range(3)) == [2.0, 5.0, 8.0]
+            assert Parallel(n_jobs=2)(delayed(costly_compute_cached)(data, column)
+                                      for column in range(3)) == [6, 15, 24]
+    """))
+    runs = tmp_path / "runs.txt"
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), str(runs)],
+                          capture_output=True, text=True, timeout=180, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(runs.read_text().split()) == ["0", "1", "2"]

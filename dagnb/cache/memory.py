@@ -42,6 +42,7 @@ import contextlib
 import functools
 import inspect
 import logging
+import os
 import re
 import shutil
 import time
@@ -54,13 +55,16 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
+from dagnb.checks import is_url
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
+    adopt_sources,
     code_digest,
     code_source_parts,
     main_spelled,
     signature_of,
+    source_table,
     text_digest,
     value_digest,
 )
@@ -364,6 +368,10 @@ class Memory:
         self.mmap_mode = _mmap_mode(mmap_mode)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
+        # what makes this Memory again in another process (a backend by name only)
+        self._spec = None if self.store is None or not isinstance(backend, str) else (
+            _shared_location(location, self.store), ttl, backend, verbose, clock,
+            self.mmap_mode, bytes_limit, self.cache_mode)
 
     def __repr__(self) -> str:
         where = None if self.store is None else str(self.store.location)
@@ -574,6 +582,9 @@ class _Uncached(_Calls):
         super().__init__(func, options)
         self.name = _step_name(func)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _Uncached, (self.func, self.options)
+
     def wrapper(self) -> Any:
         func = self.func
         if _is_async(func):
@@ -621,7 +632,24 @@ class _CachedCall(_Calls):
         self.name = _step_name(func)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
         self.fail_on_miss = memory.cache_mode == "fail-on-miss"
+        self.spec = memory._spec
         memory._names.add(self.name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (joblib.Parallel's and dask's workers get a cached function with its
+        closure, by cloudpickle): the same function on the same cache, there, with the
+        source of its code, which a function sent by value lacks (so that its keys are
+        the ones it has here)."""
+        if self.spec is None:
+            raise TypeError(
+                f"{self.name} is cached on a store backend object, which cannot be sent to "
+                "another process; name the backend (Memory(location, backend='local'))"
+            )
+        try:
+            sources = source_table(self.func)
+        except DagnbError:  # (not hashable here either: each call runs uncached)
+            sources = {}
+        return _call_rebuilt, (self.spec, self.func, self.options, sources)
 
     def entry(self, key: str, *, check: bool = True) -> Entry | None:
         """The entry for ``key`` if there is one that ``cache_validation_callback`` accepts."""
@@ -852,3 +880,32 @@ class _CachedCall(_Calls):
             print(f"[Memory] Clearing function cache identified by {self.name}")
         self.loaded.clear()
         self.store.clear(self.name)
+
+
+def _shared_location(location: str | Path, store: Store) -> str:
+    """The cache's location as another process finds it: absolute (a worker may start
+    elsewhere), a URL as given."""
+    text = os.fspath(location)
+    return text if is_url(text) else str(store.location)
+
+
+_REBUILT: dict[tuple[Any, ...], Memory] = {}  # spec -> the Memory made for it here
+
+
+def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
+                  options: Mapping[str, Any], sources: Mapping[str, Any]) -> _CachedCall:
+    """A pickled cached call, made again in this process: on one Memory per cache and
+    settings (its store counts the hits of every call sent here)."""
+    adopt_sources(sources)
+    try:
+        memory, shared = _REBUILT.get(spec), True
+    except TypeError:  # (a clock that does not hash: a Memory for this call alone)
+        memory, shared = None, False
+    if memory is None:
+        location, ttl, backend, verbose, clock, mmap_mode, bytes_limit, mode = spec
+        memory = Memory(location, ttl, backend, verbose, clock, mmap_mode=mmap_mode,
+                        bytes_limit=bytes_limit, cache_mode=mode)
+        if shared:
+            _REBUILT[spec] = memory
+    assert memory.store is not None
+    return _CachedCall(memory, memory.store, func, options)
