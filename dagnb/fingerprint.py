@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import xxhash
 
@@ -411,6 +411,14 @@ class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python
         self.write(pickle.STACK_GLOBAL)
         self.memoize(obj)
 
+    def _save_function(self, obj: Any) -> None:
+        self.save_global(obj)
+
+    # (pickle's own table calls its save_global for functions, not this one)
+    dispatch: ClassVar[dict[type, Any]] = {
+        **pickle._Pickler.dispatch,  # type: ignore[attr-defined]
+        types.FunctionType: _save_function}
+
 
 def _importable(cls: type) -> bool:
     """Whether pickle finds ``cls`` again by its module and qualified name."""
@@ -423,7 +431,7 @@ def _importable(cls: type) -> bool:
 def _feed_pickle(h: Any, obj: Any) -> None:
     h.update(b"pkl" + type(obj).__qualname__.encode())
     try:
-        if getattr(sys.modules.get("__main__"), "__name__", None) == _MP_MAIN:
+        if getattr(sys.modules.get(_MP_MAIN), "__name__", None) == _MP_MAIN:
             _pickle_in_worker(h, obj)  # (any process that imports multiprocessing has
             #                            an __mp_main__: its __main__ under a 2nd name)
         else:
@@ -440,27 +448,43 @@ def _feed_pickle(h: Any, obj: Any) -> None:
 
 def _pickle_into(feed: Callable[[Any], Any], obj: Any,
                  pickler: type[pickle.Pickler] = _HashingPickler) -> None:
-    """Pickle ``obj`` into ``feed``, big contiguous buffers fed in place (no copy)."""
+    """Feed the pickle of ``obj``, then the length and digest of each big contiguous
+    buffer it hands over (hashed in place, no copy): after the stream, not within it,
+    so that where the pickler cuts its stream does not count, and with their lengths,
+    so that two buffers of one value are never read as two others."""
+    buffers: list[bytes] = []
+
     def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
         try:
-            feed(buffer.raw())
+            raw = buffer.raw()
         except BufferError:  # not contiguous: let pickle copy it in-band
             return True
+        digest = new_hasher()
+        digest.update(raw)
+        buffers.append(b"%d:%s" % (raw.nbytes, digest.digest()))
         return None
 
-    writer = types.SimpleNamespace(write=feed)
-    pickler(writer, protocol=5, buffer_callback=out_of_band).dump(obj)
+    pickler(types.SimpleNamespace(write=feed), protocol=5,
+            buffer_callback=out_of_band).dump(obj)
+    if buffers:
+        feed(b"buffers:%d" % len(buffers))
+        for buffer in buffers:
+            feed(buffer)
 
 
 def _pickle_in_worker(h: Any, obj: Any) -> None:
-    """In a process that imported the script as ``__mp_main__`` (a spawn or forkserver
-    worker): pickled as anywhere, unless the pickle names that module, then again by
-    :class:`_MainSpelledPickler`."""
-    pieces: list[Any] = []
+    """In a process that imports the script as ``__mp_main__`` (a spawn or forkserver
+    worker): pickled as anywhere, unless the pickle names that module; then again by
+    :class:`_MainSpelledPickler`, unless the value is too deep for it (a miss, then)."""
+    pieces: list[bytes] = []
     _pickle_into(pieces.append, obj)
-    if any(type(piece) is bytes and _MP_MAIN_BYTES in piece for piece in pieces):
-        _pickle_into(h.update, obj, _MainSpelledPickler)
-        return
+    if any(_MP_MAIN_BYTES in piece for piece in pieces):
+        spelled: list[bytes] = []
+        try:
+            _pickle_into(spelled.append, obj, _MainSpelledPickler)
+            pieces = spelled
+        except RecursionError:  # (the Python pickler takes several frames a level)
+            pass
     for piece in pieces:
         h.update(piece)
 
@@ -781,6 +805,8 @@ class _CodeWalker:
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
         self.deps.append((owner.__globals__, name, obj))
+        if name == "__name__" and obj == _MP_MAIN:  # (a function that reads x.__name__)
+            obj = "__main__"
         if read and not _is_code(obj):
             self.variables.setdefault(name, owner.__globals__)
             self.feed("var", name, into=(self.h_code,))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -462,3 +463,22 @@ def test_a_spawn_workers_values_that_name_no_script_class_hash_as_anywhere(monke
     outside = value_digest(big), value_digest(small)
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__mp_main__"))
     assert (value_digest(big), value_digest(small)) == outside
+
+
+class _Blob:
+    """Hands its parts to pickle out of band, as numpy does, but with no shape around."""
+
+    def __init__(self, *parts: bytes) -> None:
+        self.parts = [bytearray(p) for p in parts]
+
+    def __reduce_ex__(self, protocol):
+        return (_Blob, tuple(pickle.PickleBuffer(p) for p in self.parts))
+
+
+def test_buffers_handed_out_of_band_count_with_their_lengths():
+    """Two values whose buffers hold the same bytes cut elsewhere are two values."""
+    assert value_digest(_Blob(b"ab", b"c")) != value_digest(_Blob(b"a", b"bc"))
+    assert value_digest(_Blob(b"ab", b"c")) == value_digest(_Blob(b"ab", b"c"))
+    holder = types.SimpleNamespace(a=np.arange(4.0), b=np.ones(3))
+    assert value_digest(holder) != value_digest(types.SimpleNamespace(a=np.arange(4.0),
+                                                                      b=np.ones(4)))

@@ -453,6 +453,7 @@ def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, st
     script = tmp_path / "script.py"
     script.write_text(textwrap.dedent("""
         import dataclasses, multiprocessing, sys
+        import numpy as np
         import dagnb
 
         memory = dagnb.Memory(sys.argv[1])
@@ -480,16 +481,31 @@ def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, st
             names: list
 
         def configured(config, x):
-            ran(f"configured {x}")
+            ran(f"configured {x} {type(config).__name__}")  # (reads a __name__)
             return config.scale * x
 
+        @dataclasses.dataclass
+        class Node:
+            next: object
+
+        def deep(chain, x):
+            return x  # (deeper than the Python pickler goes: may run again, never fails)
+
         cached = (memory.cache(square), memory.cache(Scale()), memory.cache(apply),
-                  memory.cache(configured))
+                  memory.cache(configured), memory.cache(deep))
+        chain = None
+        for _ in range(250):
+            chain = Node(chain)
 
         def work(x):
             return (cached[0](x), cached[1](x), cached[2](square, x),
-                    cached[3](Config(2, ["a", Scale]), x),
-                    cached[3](Config(3, [{"inner": Config(1, [])}]), x))
+                    cached[3](Config(2, ["a", Scale, square]), x),
+                    cached[3](Config(3, [{"inner": Config(1, [])}]), x),
+                    cached[3](Config(4, [np.arange(3.0), np.ones((2, 2))]), x),
+                    cached[4](chain, x))
+
+        cached[3](Config(5, [square]), 10)  # in the script, then in each worker as it
+        #                                     imports the script (__main__ is not it yet)
 
         if __name__ == "__main__":
             here = [work(x) for x in range(3)]
@@ -503,11 +519,12 @@ def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, st
                            start_method], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["__main__.square", "__main__.Scale", "__main__.apply",
-                                   "__main__.configured"]
+                                   "__main__.configured", "__main__.deep"]
     # (apply runs square itself, not the cached one: once more each, in the script)
-    ran_once = [f"{what} {x}" for what in ("square", "scale", "apply", "square",
-                                           "configured", "configured") for x in range(3)]
-    assert sorted(runs.read_text().splitlines()) == sorted(ran_once)
+    ran_once = [f"{what} {x}" for what in ("square", "scale", "apply", "square")
+                for x in range(3)]
+    ran_once += [f"configured {x} Config" for x in range(3) for _config in range(3)]
+    assert sorted(runs.read_text().splitlines()) == sorted([*ran_once, "configured 10 Config"])
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
@@ -624,3 +641,27 @@ def test_joblib_parallel_runs_a_cached_function_as_with_joblib_memory(tmp_path):
                           capture_output=True, text=True, timeout=180, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(runs.read_text().split()) == ["0", "1", "2"]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_hits_in_fork_workers_that_import_dagnb_themselves_are_counted(tmp_path):
+    """A worker that imports dagnb itself (a forkserver's does, before Python 3.13; so
+    does a fork worker whose task imports it) writes its hits as it ends too."""
+    script = tmp_path / "script.py"
+    script.write_text(textwrap.dedent("""
+        import concurrent.futures, multiprocessing, sys
+
+        def work(x):
+            import dagnb  # (first imported here, in the worker)
+            return dagnb.Memory(sys.argv[1]).cache(abs)(x)
+
+        if __name__ == "__main__":
+            assert "dagnb" not in sys.modules
+            fork = multiprocessing.get_context("fork")
+            with concurrent.futures.ProcessPoolExecutor(2, mp_context=fork) as pool:
+                assert list(pool.map(work, [-1, -2, -3, -4] * 2)) == [1, 2, 3, 4] * 2
+    """))
+    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert Store(tmp_path / "cache").entries()["hits"].sum() == 4

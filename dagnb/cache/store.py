@@ -52,6 +52,7 @@ import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -400,9 +401,12 @@ def _close_live_stores_in_a_fork(parent: int = os.getpid()) -> None:
     """The same, as a forked ``multiprocessing`` worker ends: it ends with ``os._exit``,
     which runs no ``atexit`` function, after threading's shutdown, which runs this (a
     ProcessPoolExecutor's workers, a Pool's closed and joined; a Pool's terminated are
-    killed, their hits lost). In the process that imported this, ``atexit`` does it,
-    once its threads are done."""
-    if os.getpid() != parent:
+    killed, their hits lost). Elsewhere ``atexit`` does it, once the threads are done:
+    in the process that imported this, unless it is a ``multiprocessing`` worker (a
+    forkserver's imports dagnb itself)."""
+    multiprocessing = sys.modules.get("multiprocessing")
+    if os.getpid() != parent or (
+            multiprocessing is not None and multiprocessing.parent_process() is not None):
         _close_live_stores()
 
 
