@@ -665,3 +665,18 @@ def test_hits_in_fork_workers_that_import_dagnb_themselves_are_counted(tmp_path)
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert Store(tmp_path / "cache").entries()["hits"].sum() == 4
+
+
+def test_a_memory_pickles_as_joblibs_does(tmp_path):
+    """A Memory inside what is sent to workers (a scikit-learn pipeline's ``memory``):
+    the same cache and settings there; ``Memory(None)`` stays one."""
+    import pickle
+
+    memory = Memory(str(tmp_path / "cache"), ttl="1d", verbose=0, cache_mode="read-write")
+    stored = memory.cache(abs)
+    assert stored(-2) == 2
+    again = pickle.loads(pickle.dumps(memory))
+    assert again is not memory and again.location == memory.location
+    assert again.store.default_ttl == memory.store.default_ttl
+    assert again.cache(abs).check_call_in_cache(-2)
+    assert pickle.loads(pickle.dumps(Memory(None))).store is None

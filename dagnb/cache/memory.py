@@ -368,10 +368,27 @@ class Memory:
         self.mmap_mode = _mmap_mode(mmap_mode)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
-        # what makes this Memory again in another process (a backend by name only)
-        self._spec = None if self.store is None or not isinstance(backend, str) else (
-            _shared_location(location, self.store), ttl, backend, verbose, clock,
-            self.mmap_mode, bytes_limit, self.cache_mode)
+        self._made_with = (ttl, backend, clock)  # (for spec(), when it is pickled)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (as joblib's is, inside a scikit-learn pipeline sent to workers): the
+        same cache and settings, there."""
+        if self.store is None:
+            return Memory, (None,)
+        spec = self.spec()
+        if spec is None:
+            raise TypeError(f"{self!r} is on a store backend object, which cannot be sent "
+                            "to another process; name the backend (backend='local')")
+        return _memory_of, (spec,)
+
+    def spec(self) -> tuple[Any, ...] | None:
+        """What makes this Memory again in another process; None for one on a backend
+        object (or none)."""
+        ttl, backend, clock = self._made_with
+        if self.store is None or not isinstance(backend, str):
+            return None
+        return (_shared_location(self.location, self.store), ttl, backend, self.verbose,
+                clock, self.mmap_mode, self.bytes_limit, self.cache_mode)
 
     def __repr__(self) -> str:
         where = None if self.store is None else str(self.store.location)
@@ -632,7 +649,7 @@ class _CachedCall(_Calls):
         self.name = _step_name(func)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
         self.fail_on_miss = memory.cache_mode == "fail-on-miss"
-        self.spec = memory._spec
+        self.memory = memory
         memory._names.add(self.name)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -640,7 +657,8 @@ class _CachedCall(_Calls):
         closure, by cloudpickle): the same function on the same cache, there, with the
         source of its code, which a function sent by value lacks (so that its keys are
         the ones it has here)."""
-        if self.spec is None:
+        spec = self.memory.spec()
+        if spec is None:
             raise TypeError(
                 f"{self.name} is cached on a store backend object, which cannot be sent to "
                 "another process; name the backend (Memory(location, backend='local'))"
@@ -649,7 +667,7 @@ class _CachedCall(_Calls):
             sources = source_table(self.func)
         except DagnbError:  # (not hashable here either: each call runs uncached)
             sources = {}
-        return _call_rebuilt, (self.spec, self.func, self.options, sources)
+        return _call_rebuilt, (spec, self.func, self.options, sources)
 
     def entry(self, key: str, *, check: bool = True) -> Entry | None:
         """The entry for ``key`` if there is one that ``cache_validation_callback`` accepts."""
@@ -882,10 +900,10 @@ class _CachedCall(_Calls):
         self.store.clear(self.name)
 
 
-def _shared_location(location: str | Path, store: Store) -> str:
+def _shared_location(location: str | Path | None, store: Store) -> str:
     """The cache's location as another process finds it: absolute (a worker may start
     elsewhere), a URL as given."""
-    text = os.fspath(location)
+    text = os.fspath(location or "")
     return text if is_url(text) else str(store.location)
 
 
@@ -894,12 +912,19 @@ _REBUILT: dict[tuple[Any, ...], Memory] = {}  # spec -> the Memory made for it h
 
 def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
                   options: Mapping[str, Any], sources: Mapping[str, Any]) -> _CachedCall:
-    """A pickled cached call, made again in this process: on one Memory per cache and
-    settings (its store counts the hits of every call sent here)."""
+    """A pickled cached call, made again in this process."""
     adopt_sources(sources)
+    memory = _memory_of(spec)
+    assert memory.store is not None
+    return _CachedCall(memory, memory.store, func, options)
+
+
+def _memory_of(spec: tuple[Any, ...]) -> Memory:
+    """A pickled Memory, made again in this process: one per cache and settings (its
+    store counts the hits of every call sent here)."""
     try:
         memory, shared = _REBUILT.get(spec), True
-    except TypeError:  # (a clock that does not hash: a Memory for this call alone)
+    except TypeError:  # (a clock that does not hash: a Memory for this one alone)
         memory, shared = None, False
     if memory is None:
         location, ttl, backend, verbose, clock, mmap_mode, bytes_limit, mode = spec
@@ -907,5 +932,4 @@ def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
                         bytes_limit=bytes_limit, cache_mode=mode)
         if shared:
             _REBUILT[spec] = memory
-    assert memory.store is not None
-    return _CachedCall(memory, memory.store, func, options)
+    return memory
