@@ -498,8 +498,8 @@ _MISSING = object()
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "classes", "code_only", "deps", "digest", "functions",
-                 "parts", "sources", "variables")
+    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
+                 "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, _ALGORITHM
@@ -509,8 +509,10 @@ class _CodeRecord:
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
-        self.classes = walker.classes
-        self.sources: dict[str, tuple[str, str]] | None = None  # (see source_table)
+        # the sources hashed, as they were then (the function itself as None)
+        self.sources = [(None if obj is walker.functions[0][0] else obj, source)
+                        for obj, source in walker.sources]
+        self.table: dict[str, tuple[str, str]] | None = None  # (see source_table)
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != _ALGORITHM:
@@ -762,7 +764,7 @@ class _CodeWalker:
         self.cells: list[tuple[Any, Any]] = []
         self.parts: dict[str, str] = {}
         self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
-        self.classes: list[type] = []
+        self.sources: list[tuple[Any, tuple[str, str]]] = []  # (function or class, source)
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -782,6 +784,7 @@ class _CodeWalker:
             self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))
             self.parts[label] = f"<no source for {func.__qualname__}; bytecode hashed>"
         else:
+            self.sources.append((func, normalized))
             self.feed("ast", normalized[0])
             self.parts[label] = normalized[1]
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
@@ -805,8 +808,8 @@ class _CodeWalker:
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
         self.deps.append((owner.__globals__, name, obj))
-        if name == "__name__" and obj == _MP_MAIN:  # (a function that reads x.__name__)
-            obj = "__main__"
+        if name == "__name__" and obj == _MP_MAIN and not read:  # (reads x.__name__: an
+            obj = "__main__"  #                       attribute, not the module's name)
         if read and not _is_code(obj):
             self.variables.setdefault(name, owner.__globals__)
             self.feed("var", name, into=(self.h_code,))
@@ -843,9 +846,9 @@ class _CodeWalker:
             self.feed("recursive", cls.__qualname__)
             return
         self.seen.add(id(cls))
-        self.classes.append(cls)
         normalized = _normalized_source(cls)
         if normalized is not None:
+            self.sources.append((cls, normalized))
             self.feed("class", normalized[0])
             self.parts[f"class {cls.__qualname__}"] = normalized[1]
             return
@@ -923,6 +926,8 @@ def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
     for nested in _code_objects(code):
         h.update(nested.co_code)
         h.update(repr((nested.co_names, nested.co_varnames, nested.co_freevars)).encode())
+        h.update(repr((nested.co_flags, nested.co_argcount, nested.co_posonlyargcount,
+                       nested.co_kwonlyargcount)).encode())  # (f(a) is not f(*a))
         for index, const in enumerate(nested.co_consts):
             is_doc = index == 0 and doc is not None and const == doc
             if is_doc or isinstance(const, types.CodeType):
@@ -933,11 +938,15 @@ def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
 
 def _normalized_source(obj: Any) -> tuple[str, str] | None:
     """(AST dump, normalized source) of a function or class, or None without source
-    (unless another process sent it: :func:`adopt_sources`)."""
+    (the one another process sent first: :func:`adopt_sources`)."""
+    if _ADOPTED:
+        adopted = _ADOPTED.get(_code_key(obj))
+        if adopted is not None:
+            return adopted
     try:
         source = textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError):
-        return _ADOPTED.get(_code_key(obj)) if _ADOPTED else None
+        return None
     node = _definition_node(source, obj)
     if node is None:
         return None
@@ -963,30 +972,58 @@ def source_table(func: Callable[..., Any]) -> dict[str, tuple[str, str]]:
         return {}
     code_digest(target)
     record = _CODE_CACHE[target]
-    if record.sources is None:
-        walked = [target if f is None else f for f, *_ in record.functions]
-        found = {_code_key(obj): _normalized_source(obj) for obj in walked + record.classes}
-        record.sources = {key: value for key, value in found.items() if value is not None}
-    return record.sources
+    if record.table is None:  # (the sources hashed then: the file may have changed since)
+        record.table = {_code_key(target if obj is None else obj): source
+                        for obj, source in record.sources}
+    return record.table
 
 
 def adopt_sources(table: Mapping[str, tuple[str, str]]) -> None:
-    """Use the sources of a :func:`source_table` for code whose source is not here."""
+    """Hash code as the process that sent ``table`` (a :func:`source_table`) did: its
+    sources, rather than none, or the file as it is now (it may have been edited)."""
     if len(_ADOPTED) + len(table) > _ADOPTED_LIMIT:
         _ADOPTED.clear()
     _ADOPTED.update(table)
 
 
 def _code_key(obj: Any) -> str:
-    """A function's or class's qualified name and the digest of its exact bytecode
-    (and its methods'): the same code in any process of the same Python."""
+    """A function's qualified name and exact code; a class's name and its members' (the
+    code of its functions, the digest of its other values): the same in any process of
+    the same Python, and nothing else."""
     if isinstance(obj, types.FunctionType):
-        return f"def {obj.__qualname__} {_bytecode_digest(obj.__code__, obj.__doc__)}"
-    methods = [value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-               for _, value in sorted(vars(obj).items(), key=lambda item: item[0])]
-    return f"class {obj.__qualname__} " + ",".join(
-        _bytecode_digest(m.__code__, m.__doc__) for m in methods
-        if isinstance(m, types.FunctionType))
+        return f"def {obj.__qualname__} {_exact_code_digest(obj.__code__)}"
+    h = new_hasher()
+    for name, value in _class_members(obj):
+        h.update(b"%d:%s=" % (len(name), name.encode()))
+        value = getattr(value, "__func__", value)  # (a staticmethod's, a classmethod's)
+        if isinstance(value, types.FunctionType):
+            h.update(_exact_code_digest(value.__code__).encode())
+        else:
+            h.update((_soft_digest(value) or _reference(value)).encode())
+    return f"class {obj.__qualname__} {h.hexdigest()}"
+
+
+def _exact_code_digest(code: types.CodeType) -> str:
+    """Every part of a code object that makes what it does (not its file, not its line
+    numbers), nested code included."""
+    h = new_hasher()
+    for nested in _code_objects(code):
+        h.update(repr((nested.co_name, nested.co_flags, nested.co_argcount,
+                       nested.co_posonlyargcount, nested.co_kwonlyargcount, nested.co_names,
+                       nested.co_varnames, nested.co_freevars, nested.co_cellvars)).encode())
+        h.update(nested.co_code + getattr(nested, "co_exceptiontable", b""))
+        for const in nested.co_consts:
+            if not isinstance(const, types.CodeType):
+                h.update(_digest_bytes(const))
+    return h.hexdigest()
+
+
+_IMPLICIT = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
+
+
+def _class_members(cls: type) -> list[tuple[str, Any]]:
+    """A class's own members by name, what Python adds to every class left out."""
+    return sorted((name, value) for name, value in vars(cls).items() if name not in _IMPLICIT)
 
 
 def _definition_node(source: str, obj: Any) -> ast.AST | None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import importlib.util
+import linecache
 import os
 import pickle
 import subprocess
@@ -482,3 +483,47 @@ def test_buffers_handed_out_of_band_count_with_their_lengths():
     holder = types.SimpleNamespace(a=np.arange(4.0), b=np.ones(3))
     assert value_digest(holder) != value_digest(types.SimpleNamespace(a=np.arange(4.0),
                                                                       b=np.ones(4)))
+
+
+@pytest.fixture
+def adopted():
+    """The sources adopted by a test are forgotten after it."""
+    yield fingerprint.adopt_sources
+    fingerprint._ADOPTED.clear()
+
+
+def test_sources_sent_along_are_those_the_key_was_made_of(tmp_path, monkeypatch, adopted):
+    """A script edited while it runs: what goes to a worker is the source hashed (the
+    code running), not the file as it is now; the worker, whose copy has no file, then
+    computes the very key made here."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    (tmp_path / "job_module.py").write_text("def step(x):\n    return x + 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import job_module
+
+    here = code_digest(job_module.step)
+    (tmp_path / "job_module.py").write_text("def step(x):\n    return x + 2\n")
+    linecache.checkcache()
+    table = fingerprint.source_table(job_module.step)
+    assert [text for _, text in table.values()] == ["def step(x):\n    return x + 1"]
+    sent = cloudpickle.loads(cloudpickle.dumps(job_module.step))  # by value: no file
+    sent.__module__ = "__main__"
+    adopted(table)
+    assert code_digest(sent) == here
+
+
+def _version(source: str) -> types.FunctionType:
+    namespace: dict = {}
+    exec(compile(source, "<version>", "exec"), namespace)
+    return namespace["f"]
+
+
+def test_an_adopted_source_serves_only_the_very_same_code(adopted):
+    """Two versions of a function (no source: made by ``exec``) whose bytecode differs
+    only in its flags (``*a``): the source sent for one is never taken for the other."""
+    one = _version("def f(x):\n    def inner(a):\n        return a\n    return inner(x)\n")
+    two = _version("def f(x):\n    def inner(*a):\n        return a\n    return inner(x)\n")
+    adopted({fingerprint._code_key(two): ("dump", "def f(x): ...")})
+    assert fingerprint._normalized_source(two) == ("dump", "def f(x): ...")
+    assert fingerprint._normalized_source(one) is None
+    assert code_digest(one) != code_digest(two)

@@ -507,11 +507,17 @@ def test_a_script_s_workers_started_anew_hit_what_the_script_stored(tmp_path, st
         cached[3](Config(5, [square]), 10)  # in the script, then in each worker as it
         #                                     imports the script (__main__ is not it yet)
 
+        @memory.cache
+        def role(x):  # (reads the module's name: "__mp_main__" in a worker, not a key alike)
+            return "script" if __name__ == "__main__" else "imported"
+
         if __name__ == "__main__":
             here = [work(x) for x in range(3)]
+            assert role(0) == "script"
             context = multiprocessing.get_context(sys.argv[3])
             with context.Pool(2) as pool:
                 assert pool.map(work, range(3)) == here, here
+                assert pool.map(role, [0, 0]) == ["imported"] * 2
             print(*(f.store_name for f in cached))
     """))
     runs = tmp_path / "runs.txt"
@@ -586,6 +592,13 @@ def test_a_cached_function_sent_by_cloudpickle_is_the_same_function_on_the_same_
     assert [sent(x) for x in range(4)] == [0, 2, 4, 6]  # three hits, one miss
     assert runs.read_text().split() == ["0", "1", "2", "3"]
     assert sent.check_call_in_cache(3) and cached.check_call_in_cache(3)
+    # a process that only passes it on (a dask scheduler) makes no cache folder
+    elsewhere = Memory(str(tmp_path / "elsewhere")).cache(double)
+    payload = cloudpickle.dumps(elsewhere)
+    shutil.rmtree(tmp_path / "elsewhere")
+    passed_on = cloudpickle.loads(cloudpickle.dumps(cloudpickle.loads(payload)))
+    assert not (tmp_path / "elsewhere").exists()
+    assert passed_on(7) == 14 and (tmp_path / "elsewhere").is_dir()
     assert cloudpickle.loads(cloudpickle.dumps(Memory(None).cache(double)))(5) == 10
 
     from dagnb.cache.backend import LocalBackend

@@ -449,7 +449,7 @@ class Memory:
             return lambda f: self.cache(f, **_cache_kwargs(options))
         if self.store is None:
             return _Uncached(func, options).wrapper()
-        return _CachedCall(self, self.store, func, options).wrapper()
+        return _CachedCall(self, func, options).wrapper()
 
     def eval(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """``func(*args, **kwargs)`` through the cache (joblib's ``Memory.eval``)."""
@@ -639,24 +639,42 @@ class _Uncached(_Calls):
 class _CachedCall(_Calls):
     """The lookup/run/save logic behind one decorated function."""
 
-    def __init__(
-        self, memory: Memory, store: Store, func: Callable[..., Any], options: Mapping[str, Any]
-    ) -> None:
+    store: Store
+    memory: Memory
+    fail_on_miss: bool
+
+    def __init__(self, memory: Memory | None, func: Callable[..., Any],
+                 options: Mapping[str, Any]) -> None:
         super().__init__(func, options)
-        self.store, self.ttl = store, options["ttl"]
-        self.mmap_mode: str | None = options["mmap_mode"]
+        self.ttl, self.mmap_mode = options["ttl"], options["mmap_mode"]
         self.valid: Validity | None = options["valid"]
         self.name = _step_name(func)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
+        if memory is not None:
+            self._attach(memory)
+
+    def _attach(self, memory: Memory) -> None:
+        assert memory.store is not None
+        self.store, self.memory = memory.store, memory
         self.fail_on_miss = memory.cache_mode == "fail-on-miss"
-        self.memory = memory
         memory._names.add(self.name)
+
+    def __getattr__(self, name: str) -> Any:
+        """A call sent from another process gets its Memory when first used: a dask
+        scheduler, which unpickles and passes on what it is given, makes no cache."""
+        sent = self.__dict__.get("sent")
+        if sent is None or name not in ("store", "memory", "fail_on_miss"):
+            raise AttributeError(name)
+        self._attach(_memory_of(sent[0]))
+        return getattr(self, name)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (joblib.Parallel's and dask's workers get a cached function with its
         closure, by cloudpickle): the same function on the same cache, there, with the
-        source of its code, which a function sent by value lacks (so that its keys are
-        the ones it has here)."""
+        sources its key was made of, which a function sent by value lacks (so that its
+        keys there are the ones it has here)."""
+        if "sent" in self.__dict__:  # (sent on as it came)
+            return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1])
         spec = self.memory.spec()
         if spec is None:
             raise TypeError(
@@ -912,24 +930,25 @@ _REBUILT: dict[tuple[Any, ...], Memory] = {}  # spec -> the Memory made for it h
 
 def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
                   options: Mapping[str, Any], sources: Mapping[str, Any]) -> _CachedCall:
-    """A pickled cached call, made again in this process."""
+    """A pickled cached call, made again in this process (its Memory when first used)."""
     adopt_sources(sources)
-    memory = _memory_of(spec)
-    assert memory.store is not None
-    return _CachedCall(memory, memory.store, func, options)
+    call = _CachedCall(None, func, options)
+    call.sent = (spec, sources)
+    return call
 
 
 def _memory_of(spec: tuple[Any, ...]) -> Memory:
     """A pickled Memory, made again in this process: one per cache and settings (its
     store counts the hits of every call sent here)."""
-    try:
-        memory, shared = _REBUILT.get(spec), True
-    except TypeError:  # (a clock that does not hash: a Memory for this one alone)
-        memory, shared = None, False
+    location, ttl, backend, verbose, clock, mmap_mode, bytes_limit, mode = spec
+    shared = (location, ttl, backend, verbose, mmap_mode, bytes_limit, mode)  # (a clock
+    try:  #                                          sent by value is new each time)
+        memory = _REBUILT.get(shared)
+    except TypeError:  # (settings that do not hash: a Memory for this one alone)
+        memory, shared = None, None
     if memory is None:
-        location, ttl, backend, verbose, clock, mmap_mode, bytes_limit, mode = spec
         memory = Memory(location, ttl, backend, verbose, clock, mmap_mode=mmap_mode,
                         bytes_limit=bytes_limit, cache_mode=mode)
-        if shared:
-            _REBUILT[spec] = memory
+        if shared is not None:
+            _REBUILT[shared] = memory
     return memory
