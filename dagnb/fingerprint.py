@@ -387,10 +387,34 @@ class _HashingPickler(pickle.Pickler):
         if type(obj) in (set, frozenset):
             return (type(obj).__name__, _digest_bytes(obj))
         if isinstance(obj, type) and not _importable(obj):
-            # A class pickle cannot look up (one made by exec, as a notebook's can be):
-            # by name, so that its instances still hash by content.
-            return ("class", main_spelled(obj.__module__), obj.__qualname__)
+            # A class pickle cannot look up (one made by exec or in a function, as a
+            # notebook's can be): by name and by what it holds, so that its instances
+            # still hash by content, and two classes of one name apart.
+            contents = self.__dict__.setdefault("contents", {})  # (once per pickle)
+            if id(obj) not in contents:
+                contents[id(obj)] = _class_content(obj)
+            return ("class", main_spelled(obj.__module__), obj.__qualname__, contents[id(obj)])
         return None
+
+
+_CONTENT_UNDER_WAY: set[int] = set()  # classes whose content is being hashed (a value of
+#                                        one may hold the class itself)
+
+
+def _class_content(cls: type) -> str:
+    """The digests of a class's functions (their closures and globals included) and of
+    its values."""
+    if id(cls) in _CONTENT_UNDER_WAY:
+        return "recursive"
+    _CONTENT_UNDER_WAY.add(id(cls))
+    try:
+        parts = [code_digest(function) for function in _class_functions(cls)]
+        parts += [f"{name}={_soft_digest(value) or _reference(value)}"
+                  for name, value in _class_members(cls)
+                  if name != "__doc__" and not isinstance(value, _CODE_MEMBERS)]
+        return _combine(parts)
+    finally:
+        _CONTENT_UNDER_WAY.discard(id(cls))
 
 
 class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python one)
@@ -587,14 +611,22 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
     a name defined later or a replaced ``__code__`` computes it again. An UPPER_CASE
     container mutated in place keeps its identity and is not re-hashed in this process.
 
+    A bound method's object, and a callable object itself, count by content (what the
+    code works on: ``Scaler(3).apply`` is not ``Scaler(2).apply``).
+
     With ``values=False`` the data the function reads from globals (whatever its case
-    or type: anything but modules, functions and classes) counts by name only; the
-    caller hashes :func:`global_values` itself, at the time it needs the digest.
+    or type: anything but modules, functions and classes) and the object of a method
+    count by name only; the caller hashes :func:`global_values` itself, at the time it
+    needs the digest.
     """
     if type(func) is types.FunctionType:  # the common case: no unwrapping to do
         record = _record(func)
         return record.digest if values else record.code_only
     target, extra = _unwrap(func)
+    if values:
+        bound = _bound_object(func)
+        if bound is not _MISSING:
+            extra = _combine([extra or "", "self", _object_digest(bound)])
     if extra is not None:
         return _combine([code_digest(target, values=values), extra])
     if not isinstance(target, types.FunctionType):
@@ -612,9 +644,35 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     rebound is seen; hash them with :func:`value_digest`.
     """
     target, _ = _unwrap(func)
-    if not isinstance(target, types.FunctionType):
-        return {}
-    return _values_now(_record(target).variables)
+    found = (dict(_values_now(_record(target).variables))
+             if isinstance(target, types.FunctionType) else {})
+    bound = _bound_object(func)
+    if bound is not _MISSING:
+        found["self"] = bound
+    return found
+
+
+def _bound_object(func: Any) -> Any:
+    """The object a method is bound to, or a callable object itself (what its code works
+    on); ``_MISSING`` for anything else."""
+    if isinstance(func, types.MethodType):
+        return func.__self__
+    if isinstance(func, partial):
+        return _bound_object(func.func)
+    if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
+        return func  # (a plain function's type has a C __call__)
+    return _MISSING
+
+
+def _object_digest(obj: Any) -> str:
+    try:
+        return value_digest(obj)
+    except FingerprintError as exc:
+        raise FingerprintError(
+            f"cannot fingerprint the {type(obj).__qualname__} object whose method is "
+            f"called ({exc.__cause__ or exc}); cache a function of the values it uses, or "
+            "give the class a __reduce__ that returns them"
+        ) from None
 
 
 def code_with_values(func: Callable[..., Any]) -> tuple[str, Mapping[str, Any]]:
@@ -787,6 +845,8 @@ class _CodeWalker:
             self.sources.append((func, normalized))
             self.feed("ast", normalized[0])
             self.parts[label] = normalized[1]
+        if "__wrapped__" in func.__dict__ and not func.__code__.co_filename.startswith(_OWN):
+            self._add_wrapper(func, label)  # (its source, found above, is the wrapped's)
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
         loaded = loaded_globals(func.__code__)
@@ -797,6 +857,16 @@ class _CodeWalker:
                 self.deps.append((func.__globals__, name, _MISSING))
             else:
                 self.add_global(name, obj, func, read=name in loaded)
+
+    def _add_wrapper(self, func: types.FunctionType, label: str) -> None:
+        """The code of a decorator's wrapper (``functools.wraps``): what it does counts
+        as the function it wraps does (dagnb's own, a cached function's, by name)."""
+        own = _source_of_code(func.__code__)
+        if own is None:
+            self.feed("wrapper", _bytecode_digest(func.__code__, None))
+        else:
+            self.feed("wrapper", own[0])
+            self.parts[f"wrapper of {label}"] = own[1]
 
     def _add_closure(self, func: types.FunctionType) -> None:
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
@@ -851,14 +921,15 @@ class _CodeWalker:
             self.sources.append((cls, normalized))
             self.feed("class", normalized[0])
             self.parts[f"class {cls.__qualname__}"] = normalized[1]
-            return
-        # No source (classes defined in IPython): hash its functions' code instead.
-        self.feed("class", _reference(cls))
-        for _name, value in sorted(vars(cls).items(), key=lambda item: item[0]):
-            if isinstance(value, (staticmethod, classmethod)):
-                value = value.__func__
-            if isinstance(value, types.FunctionType):
-                self.add_function(value, f"def {value.__qualname__}")
+        else:  # no source (a notebook's class): its functions' code instead
+            self.feed("class", _reference(cls))
+            for function in _class_functions(cls):
+                self.add_function(function, f"def {function.__qualname__}")
+        # and its values as they are, whatever its source says (computed as the class
+        # was made, or a notebook's class attribute edited and its cell run again)
+        for name, value in _class_members(cls):
+            if name != "__doc__" and not isinstance(value, _CODE_MEMBERS):
+                self.feed("attr", name, _soft_digest(value) or _reference(value))
 
 
 def _is_constant(name: str, obj: Any) -> bool:
@@ -944,14 +1015,51 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
         if adopted is not None:
             return adopted
     try:
-        source = textwrap.dedent(inspect.getsource(obj))
+        lines, start = inspect.getsourcelines(obj)
     except (OSError, TypeError):
         return None
-    node = _definition_node(source, obj)
+    if isinstance(obj, type) and not _lines_are_of(obj, start, start + len(lines)):
+        return None
+    node = _definition_node(textwrap.dedent("".join(lines)), obj)
     if node is None:
         return None
     _strip_docstrings(node)
     return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+
+
+_OWN = os.path.dirname(os.path.abspath(__file__)) + os.sep  # dagnb's code
+
+
+def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
+    """(AST dump, normalized source) of the function a code object is, found by its
+    own lines (not by the name a wrapper took from the function it wraps)."""
+    try:
+        lines, _ = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                node.name == code.co_name):
+            node.decorator_list = []
+            _strip_docstrings(node)
+            return (ast.dump(node, annotate_fields=False, include_attributes=False),
+                    ast.unparse(node))
+    return None
+
+
+def _lines_are_of(cls: type, start: int, end: int) -> bool:
+    """Whether the lines found for ``cls`` are its own: before Python 3.13, ``inspect``
+    gives a class redefined under one name in a file its first definition. Its own hold
+    its methods (3.13 says where it starts)."""
+    first = getattr(cls, "__firstlineno__", None)
+    if first is not None:
+        return bool(first == start)
+    for _, value in _class_members(cls):
+        code = getattr(getattr(value, "__func__", value), "__code__", None)
+        if code is not None and not start <= code.co_firstlineno < end:
+            return False
+    return True
 
 
 # -- sources sent along ---------------------------------------------------------------
@@ -993,13 +1101,11 @@ def _code_key(obj: Any) -> str:
     if isinstance(obj, types.FunctionType):
         return f"def {obj.__qualname__} {_exact_code_digest(obj.__code__)}"
     h = new_hasher()
+    for function in _class_functions(obj):
+        h.update(f"{function.__qualname__}={_exact_code_digest(function.__code__)};".encode())
     for name, value in _class_members(obj):
-        h.update(b"%d:%s=" % (len(name), name.encode()))
-        value = getattr(value, "__func__", value)  # (a staticmethod's, a classmethod's)
-        if isinstance(value, types.FunctionType):
-            h.update(_exact_code_digest(value.__code__).encode())
-        else:
-            h.update((_soft_digest(value) or _reference(value)).encode())
+        if not isinstance(value, _CODE_MEMBERS):
+            h.update(f"{name}={_soft_digest(value) or _reference(value)};".encode())
     return f"class {obj.__qualname__} {h.hexdigest()}"
 
 
@@ -1019,6 +1125,17 @@ def _exact_code_digest(code: types.CodeType) -> str:
 
 
 _IMPLICIT = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
+_CODE_MEMBERS = (types.FunctionType, staticmethod, classmethod, property, type)
+
+
+def _class_functions(cls: type) -> Iterator[types.FunctionType]:
+    """The functions a class defines: methods, static and class methods, properties'."""
+    for _, value in _class_members(cls):
+        if isinstance(value, property):
+            found: tuple[Any, ...] = (value.fget, value.fset, value.fdel)
+        else:
+            found = (getattr(value, "__func__", value),)
+        yield from (f for f in found if isinstance(f, types.FunctionType))
 
 
 def _class_members(cls: type) -> list[tuple[str, Any]]:

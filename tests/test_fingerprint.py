@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import linecache
 import os
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from dagnb import fingerprint
+from dagnb import Memory, fingerprint
 from dagnb.errors import FingerprintError
 from dagnb.fingerprint import (
     code_digest,
@@ -527,3 +528,94 @@ def test_an_adopted_source_serves_only_the_very_same_code(adopted):
     assert fingerprint._normalized_source(two) == ("dump", "def f(x): ...")
     assert fingerprint._normalized_source(one) is None
     assert code_digest(one) != code_digest(two)
+
+
+# -- what a function's code works on: objects, classes, wrappers -------------------------
+class _Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def apply(self, x):
+        return self.k * x
+
+    def __call__(self, x):
+        return self.k * x
+
+
+def test_a_methods_object_and_a_callable_object_count_by_content(tmp_path):
+    """``Scaler(3).apply`` is not ``Scaler(2).apply``, in a key made now or later."""
+    assert code_digest(_Scaler(2).apply) != code_digest(_Scaler(3).apply)
+    assert code_digest(_Scaler(2)) != code_digest(_Scaler(3))
+    assert code_digest(_Scaler(2).apply) == code_digest(_Scaler(2).apply)
+    memory = Memory(str(tmp_path / "cache"))
+    assert [memory.cache(_Scaler(k).apply)(10) for k in (2, 3)] == [20, 30]
+    assert [memory.cache(_Scaler(k))(10) for k in (2, 3)] == [20, 30]
+    locked = _Scaler(threading.Lock())
+    with pytest.raises(FingerprintError, match="_Scaler object whose method is called"):
+        memory.cache(locked.apply)(1)
+
+
+def _make_rule(k):
+    class Rule:
+        def apply(self, x):
+            return x * k
+    return Rule()
+
+
+def test_instances_of_two_local_classes_of_one_name_hash_apart():
+    assert value_digest(_make_rule(2)) != value_digest(_make_rule(3))
+    assert value_digest(_make_rule(2)) == value_digest(_make_rule(2))
+
+
+def _module(tmp_path, monkeypatch, name, text):
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(text))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    return importlib.import_module(name)
+
+
+DECORATED = """
+    import functools
+
+    def scaled(fn):
+        @functools.wraps(fn)
+        def wrapper(x):
+            return FACTOR * fn(x)
+        return wrapper
+
+    @scaled
+    def f(x):
+        return x + 1
+"""
+
+SHAPE = """
+    class Shape:
+        sides = 4
+        def perimeter(self, length):
+            return self.sides * length + 1
+"""
+
+PERIMETER = """
+    def perimeter(length):
+        return Shape().perimeter(length)
+"""
+
+PLAIN_SHAPE = SHAPE.replace(" + 1", "")
+
+
+def test_a_decorators_wrapper_and_a_redefined_class_count_as_they_are(tmp_path, monkeypatch):
+    """A decorator's body counts (inspect's source is the wrapped function's); a class
+    defined twice under one name in a file counts as itself (inspect gives the first,
+    before Python 3.13); a class with no source counts its values too."""
+    two, three, again = (_module(tmp_path, monkeypatch, name, DECORATED.replace("FACTOR", k))
+                         for name, k in (("deco_two", "2"), ("deco_three", "3"),
+                                         ("deco_two_again", "2")))
+    assert code_digest(two.f) != code_digest(three.f)
+    assert code_digest(two.f) == code_digest(again.f)
+    edited = _module(tmp_path, monkeypatch, "shape_edited", PLAIN_SHAPE + SHAPE + PERIMETER)
+    same = _module(tmp_path, monkeypatch, "shape_same", PLAIN_SHAPE + PLAIN_SHAPE + PERIMETER)
+    assert code_digest(edited.perimeter) != code_digest(same.perimeter)
+    made: list[dict] = [{"__name__": "notebook_like"}, {"__name__": "notebook_like"}]
+    for namespace, sides in zip(made, (4, 5), strict=True):  # (no source: a notebook's)
+        text = textwrap.dedent(SHAPE) + textwrap.dedent(PERIMETER)
+        exec(text.replace("sides = 4", f"sides = {sides}"), namespace)
+    assert code_digest(made[0]["perimeter"]) != code_digest(made[1]["perimeter"])

@@ -150,3 +150,30 @@ def test_frames_count_by_content_not_identity():
     before = key_of(scope["compute"])
     scope["frame"] = pd.DataFrame({"v": [1, 2]})  # an equal copy
     assert key_of(scope["compute"]).digest == before.digest
+
+
+class _Counter:
+    def __init__(self, start):
+        self.start = start
+
+    def next(self):
+        return self.start + 1 if isinstance(self.start, int) else "no number"
+
+
+def test_a_steps_method_counts_its_object_and_one_that_cannot_be_hashed_runs_uncached(
+        workdir):
+    """``Step(func=obj.method)``: the object is what the code works on, a ``var:self``
+    component hashed when the step runs; one that cannot be hashed makes it uncached,
+    with one line."""
+    results = [Graph("g", [Step("s", func=_Counter(start).next)]).run(executor="local")
+               for start in (1, 2, 1)]
+    assert [run.result("s") for run in results] == [2, 3, 2]
+    assert [run.states()["s"] for run in results] == ["succeeded", "succeeded", "cached"]
+    locked = Graph("g", [Step("s", func=_Counter(threading.Lock()).next)])
+    for _ in range(2):
+        run = locked.run(executor="local")
+        assert run.states() == {"s": "succeeded"} and run.result("s") == "no number"
+        assert run.logs("s")["line"].tolist() == [
+            "dagnb: step 's' is not cached this run: notebook variable 'self' "
+            "(test_notebook_state._Counter) cannot be fingerprinted (cannot pickle "
+            "'_thread.lock' object)"]
