@@ -409,7 +409,7 @@ def _class_content(cls: type) -> str:
     _CONTENT_UNDER_WAY.add(id(cls))
     try:
         parts = [code_digest(function) for function in _class_functions(cls)]
-        parts += [f"{name}={_soft_digest(value) or _reference(value)}"
+        parts += [f"{name}={_member_digest(value)}"
                   for name, value in _class_members(cls)
                   if name != "__doc__" and not isinstance(value, _CODE_MEMBERS)]
         return _combine(parts)
@@ -929,7 +929,7 @@ class _CodeWalker:
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _class_members(cls):
             if name != "__doc__" and not isinstance(value, _CODE_MEMBERS):
-                self.feed("attr", name, _soft_digest(value) or _reference(value))
+                self.feed("attr", name, _member_digest(value))
 
 
 def _is_constant(name: str, obj: Any) -> bool:
@@ -1105,7 +1105,7 @@ def _code_key(obj: Any) -> str:
         h.update(f"{function.__qualname__}={_exact_code_digest(function.__code__)};".encode())
     for name, value in _class_members(obj):
         if not isinstance(value, _CODE_MEMBERS):
-            h.update(f"{name}={_soft_digest(value) or _reference(value)};".encode())
+            h.update(f"{name}={_member_digest(value)};".encode())
     return f"class {obj.__qualname__} {h.hexdigest()}"
 
 
@@ -1126,6 +1126,18 @@ def _exact_code_digest(code: types.CodeType) -> str:
 
 _IMPLICIT = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
 _CODE_MEMBERS = (types.FunctionType, staticmethod, classmethod, property, type)
+
+
+def _member_digest(value: Any) -> str:
+    """A class member by content when it is data (numbers, text, containers, arrays),
+    else by its type's name (a descriptor, a library's machinery: what pickle makes of
+    those may differ from one process to the next)."""
+    if isinstance(value, (*_IMMUTABLE_TYPES, list, dict, set)) or (
+            type(value).__module__.startswith(("numpy", "pandas"))):
+        digest = _soft_digest(value)
+        if digest is not None:
+            return digest
+    return "a " + _reference(type(value))
 
 
 def _class_functions(cls: type) -> Iterator[types.FunctionType]:
