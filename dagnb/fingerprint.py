@@ -30,6 +30,7 @@ import pickle
 import struct
 import sys
 import textwrap
+import threading
 import time
 import types
 import weakref
@@ -379,7 +380,24 @@ def _feed_index(h: Any, index: Any, pd: Any) -> None:
 
 
 class _HashingPickler(pickle.Pickler):
-    """Pickles into a hasher; sets go in digest order; big buffers are hashed in place."""
+    """Pickles into a hasher; sets go in digest order; big buffers are hashed in place;
+    a function of the script or notebook held by the value, or one pickle cannot find by
+    its name (a closure, a lambda, one a decorator's wrapper now holds the name of),
+    counts by its code, as one passed itself does (a library's, and those that reduce
+    values, by name)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is not types.FunctionType or (
+                obj.__module__ not in _MAIN_NAMES and _importable(obj)):
+            return NotImplemented
+        under_way: set[int] = _UNDER_WAY.__dict__.setdefault("functions", set())
+        if id(obj) in under_way:  # (a value its own code reads holds it)
+            return NotImplemented
+        under_way.add(id(obj))
+        try:
+            return _function_of_code, (code_digest(obj),)
+        finally:
+            under_way.discard(id(obj))
 
     def persistent_id(self, obj: Any) -> Any:
         # Called for every object (reducer_override skips exact sets): a set becomes its
@@ -397,24 +415,28 @@ class _HashingPickler(pickle.Pickler):
         return None
 
 
-_CONTENT_UNDER_WAY: set[int] = set()  # classes whose content is being hashed (a value of
-#                                        one may hold the class itself)
+def _function_of_code(digest: str) -> None:
+    """What a function inside a hashed value is pickled as (never unpickled)."""
+    raise TypeError("a fingerprint is not a pickle to load")
+
+
+_UNDER_WAY = threading.local()  # this thread's classes whose content is being hashed (a
+#                                 value of one may hold the class itself)
 
 
 def _class_content(cls: type) -> str:
     """The digests of a class's functions (their closures and globals included) and of
     its values."""
-    if id(cls) in _CONTENT_UNDER_WAY:
+    under_way: set[int] = _UNDER_WAY.__dict__.setdefault("classes", set())
+    if id(cls) in under_way:
         return "recursive"
-    _CONTENT_UNDER_WAY.add(id(cls))
+    under_way.add(id(cls))
     try:
         parts = [code_digest(function) for function in _class_functions(cls)]
-        parts += [f"{name}={_member_digest(value)}"
-                  for name, value in _class_members(cls)
-                  if name != "__doc__" and not isinstance(value, _CODE_MEMBERS)]
+        parts += [f"{name}={_member_digest(value)}" for name, value in _data_members(cls)]
         return _combine(parts)
     finally:
-        _CONTENT_UNDER_WAY.discard(id(cls))
+        under_way.discard(id(cls))
 
 
 class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python one)
@@ -425,6 +447,7 @@ class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python
     frames of a pickle over 64 KiB are cut elsewhere than the C pickler's)."""
 
     persistent_id = _HashingPickler.persistent_id
+    reducer_override = _HashingPickler.reducer_override
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
         if getattr(obj, "__module__", None) != _MP_MAIN:
@@ -444,8 +467,9 @@ class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python
         types.FunctionType: _save_function}
 
 
-def _importable(cls: type) -> bool:
-    """Whether pickle finds ``cls`` again by its module and qualified name."""
+def _importable(cls: Any) -> bool:
+    """Whether pickle finds ``cls`` (a class or function) again by its module and
+    qualified name."""
     found: Any = sys.modules.get(cls.__module__)
     for part in cls.__qualname__.split("."):
         found = getattr(found, part, None)
@@ -779,6 +803,7 @@ def _reference(obj: Any) -> str:
 
 
 _MP_MAIN = "__mp_main__"
+_MAIN_NAMES = frozenset({"__main__", _MP_MAIN})
 _MP_MAIN_BYTES = _MP_MAIN.encode()
 
 
@@ -927,9 +952,9 @@ class _CodeWalker:
                 self.add_function(function, f"def {function.__qualname__}")
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
-        for name, value in _class_members(cls):
-            if name != "__doc__" and not isinstance(value, _CODE_MEMBERS):
-                self.feed("attr", name, _member_digest(value))
+        for name, value in _data_members(cls):
+            self.deps.append((cls.__dict__, name, value))  # (set again: computed again)
+            self.feed("attr", name, _member_digest(value))
 
 
 def _is_constant(name: str, obj: Any) -> bool:
@@ -1053,13 +1078,14 @@ def _lines_are_of(cls: type, start: int, end: int) -> bool:
     gives a class redefined under one name in a file its first definition. Its own hold
     its methods (3.13 says where it starts)."""
     first = getattr(cls, "__firstlineno__", None)
-    if first is not None:
-        return bool(first == start)
-    for _, value in _class_members(cls):
-        code = getattr(getattr(value, "__func__", value), "__code__", None)
-        if code is not None and not start <= code.co_firstlineno < end:
-            return False
-    return True
+    if type(first) is int:
+        return first == start
+    try:
+        file = inspect.getsourcefile(cls)
+    except TypeError:
+        return False
+    return all(start <= f.__code__.co_firstlineno < end for f in _class_functions(cls)
+               if f.__code__.co_filename == file)  # (not a dataclass's made __init__)
 
 
 # -- sources sent along ---------------------------------------------------------------
@@ -1103,9 +1129,8 @@ def _code_key(obj: Any) -> str:
     h = new_hasher()
     for function in _class_functions(obj):
         h.update(f"{function.__qualname__}={_exact_code_digest(function.__code__)};".encode())
-    for name, value in _class_members(obj):
-        if not isinstance(value, _CODE_MEMBERS):
-            h.update(f"{name}={_member_digest(value)};".encode())
+    for name, value in _data_members(obj):
+        h.update(f"{name}={_member_digest(value)};".encode())
     return f"class {obj.__qualname__} {h.hexdigest()}"
 
 
@@ -1128,16 +1153,22 @@ _IMPLICIT = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
 _CODE_MEMBERS = (types.FunctionType, staticmethod, classmethod, property, type)
 
 
+def _data_members(cls: type) -> list[tuple[str, Any]]:
+    """A class's own values: not its functions, not its docstring, not the ``__dunder__``
+    ones Python and libraries set (a pydantic model's schema holds an ``id()``: it would
+    make every process's key another)."""
+    return [(name, value) for name, value in _class_members(cls)
+            if not isinstance(value, _CODE_MEMBERS)
+            and not (name.startswith("__") and name.endswith("__"))]
+
+
 def _member_digest(value: Any) -> str:
-    """A class member by content when it is data (numbers, text, containers, arrays),
-    else by its type's name (a descriptor, a library's machinery: what pickle makes of
-    those may differ from one process to the next)."""
-    if isinstance(value, (*_IMMUTABLE_TYPES, list, dict, set)) or (
-            type(value).__module__.startswith(("numpy", "pandas"))):
+    """A class's value by content; one that cannot be hashed by its type's name."""
+    try:
         digest = _soft_digest(value)
-        if digest is not None:
-            return digest
-    return "a " + _reference(type(value))
+    except RecursionError:  # (nested deeper than pickle goes)
+        digest = None
+    return digest if digest is not None else "a " + _reference(type(value))
 
 
 def _class_functions(cls: type) -> Iterator[types.FunctionType]:
