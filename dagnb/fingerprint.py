@@ -23,12 +23,14 @@ from __future__ import annotations
 import ast
 import atexit
 import dis
+import functools
 import inspect
 import json
 import os
 import pickle
 import struct
 import sys
+import sysconfig
 import textwrap
 import threading
 import time
@@ -434,6 +436,10 @@ def _class_content(cls: type) -> str:
     try:
         parts = [code_digest(function) for function in _class_functions(cls)]
         parts += [f"{name}={_member_digest(value)}" for name, value in _data_members(cls)]
+        held = [_held_code(value) for _, value in _class_members(cls)]
+        parts += [_class_content(c) if isinstance(c, type) and not _importable(c)
+                  else _reference(c) for c in [*cls.__bases__, *held]
+                  if c is not None and not isinstance(c, types.FunctionType)]
         return _combine(parts)
     finally:
         under_way.discard(id(cls))
@@ -647,10 +653,12 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
         record = _record(func)
         return record.digest if values else record.code_only
     target, extra = _unwrap(func)
-    if values:
-        bound = _bound_object(func)
-        if bound is not _MISSING:
-            extra = _combine([extra or "", "self", _object_digest(bound)])
+    bound = _bound_object(func)
+    if bound is not _MISSING:  # the class's code (its attributes, the methods `self.`
+        #                        reaches) and, with values, the object's state
+        parts = [extra or "", "class", _class_digest(bound if isinstance(bound, type)
+                                                     else type(bound))]
+        extra = _combine([*parts, "self", _object_digest(bound)] if values else parts)
     if extra is not None:
         return _combine([code_digest(target, values=values), extra])
     if not isinstance(target, types.FunctionType):
@@ -686,6 +694,29 @@ def _bound_object(func: Any) -> Any:
     if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
         return func  # (a plain function's type has a C __call__)
     return _MISSING
+
+
+_CLASS_RECORDS: weakref.WeakKeyDictionary[type, tuple[Any, _CodeRecord]] = (
+    weakref.WeakKeyDictionary())
+_LIBRARIES = tuple(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
+                   for name in ("stdlib", "purelib", "platlib"))
+
+
+def _class_digest(cls: type) -> str:
+    """A class of the user's code by its code and values (walked once while they hold);
+    one of a library or of Python by name."""
+    module = sys.modules.get(cls.__module__)
+    file = getattr(module, "__file__", None) or ""
+    if cls.__module__ not in _MAIN_NAMES and (
+            not file or os.path.realpath(file).startswith(_LIBRARIES)):
+        return _reference(cls)
+    found = _CLASS_RECORDS.get(cls)
+    if found is None or not found[1].still_valid(found[0]):
+        walker = _CodeWalker()
+        walker.add_class(cls)
+        first = walker.functions[0][0] if walker.functions else None
+        found = _CLASS_RECORDS[cls] = (first, _CodeRecord(walker.h.hexdigest(), walker))
+    return found[1].digest
 
 
 def _object_digest(obj: Any) -> str:
@@ -872,6 +903,10 @@ class _CodeWalker:
             self.parts[label] = normalized[1]
         if "__wrapped__" in func.__dict__ and not func.__code__.co_filename.startswith(_OWN):
             self._add_wrapper(func, label)  # (its source, found above, is the wrapped's)
+        self._add_references(func)
+
+    def _add_references(self, func: types.FunctionType) -> None:
+        """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
         loaded = loaded_globals(func.__code__)
@@ -946,10 +981,27 @@ class _CodeWalker:
             self.sources.append((cls, normalized))
             self.feed("class", normalized[0])
             self.parts[f"class {cls.__qualname__}"] = normalized[1]
+            for function in _class_functions(cls):  # (the helpers its methods call)
+                if id(function.__code__) not in self.seen:
+                    self.seen.add(id(function.__code__))
+                    self.functions.append((function, function.__code__,
+                                           function.__defaults__, function.__kwdefaults__))
+                    self._add_references(function)
         else:  # no source (a notebook's class): its functions' code instead
             self.feed("class", _reference(cls))
             for function in _class_functions(cls):
                 self.add_function(function, f"def {function.__qualname__}")
+        for base in cls.__bases__:  # (a base of the module: by its code; others by name)
+            if base.__module__ == cls.__module__:
+                self.add_class(base)
+            else:
+                self.feed("base", _reference(base))
+        for name, value in _class_members(cls):
+            held = _held_code(value)
+            if isinstance(held, type) and held.__module__ == cls.__module__:
+                self.add_class(held)  # a class of its own
+            elif held is not None and not isinstance(held, types.FunctionType):
+                self.feed("holds", name, _reference(held))  # staticmethod(math.floor)
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _data_members(cls):
@@ -1172,13 +1224,28 @@ def _member_digest(value: Any) -> str:
 
 
 def _class_functions(cls: type) -> Iterator[types.FunctionType]:
-    """The functions a class defines: methods, static and class methods, properties'."""
+    """The functions a class defines: methods, static and class methods, properties',
+    cached properties' and those of cached methods (``lru_cache``)."""
     for _, value in _class_members(cls):
         if isinstance(value, property):
             found: tuple[Any, ...] = (value.fget, value.fset, value.fdel)
         else:
-            found = (getattr(value, "__func__", value),)
+            found = (_held_code(value),)
         yield from (f for f in found if isinstance(f, types.FunctionType))
+
+
+def _held_code(value: Any) -> Any:
+    """The function or class a class member is or wraps; None for data."""
+    if isinstance(value, (types.FunctionType, type)):
+        return value
+    if isinstance(value, (staticmethod, classmethod)):
+        return value.__func__
+    if isinstance(value, functools.cached_property):
+        return value.func
+    if callable(value) and isinstance(inspect.getattr_static(value, "__wrapped__", None),
+                                      types.FunctionType):
+        return inspect.getattr_static(value, "__wrapped__")  # (an lru_cache method)
+    return None
 
 
 def _class_members(cls: type) -> list[tuple[str, Any]]:

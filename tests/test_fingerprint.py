@@ -619,3 +619,61 @@ def test_a_decorators_wrapper_and_a_redefined_class_count_as_they_are(tmp_path, 
         text = textwrap.dedent(SHAPE) + textwrap.dedent(PERIMETER)
         exec(text.replace("sides = 4", f"sides = {sides}"), namespace)
     assert code_digest(made[0]["perimeter"]) != code_digest(made[1]["perimeter"])
+
+
+CLASSY = """
+    import functools, math
+
+    def helper(x):
+        return x + 1
+
+    class Base:
+        K = 2
+
+    class Model(Base):
+        ROUND = staticmethod(math.floor)
+
+        class Inner:
+            def twice(self, x):
+                return 2 * x
+
+        @functools.cached_property
+        def offset(self):
+            return 1
+
+        def predict(self, x):
+            return self.ROUND(self.Inner().twice(helper(x)) * self.K + self.offset)
+
+    def run(x):
+        return Model().predict(x)
+"""
+
+
+@pytest.mark.parametrize("edit", [
+    ("x + 1", "x + 100"),  # a helper a method calls
+    ("K = 2", "K = 3"),  # a base class's attribute
+    ("2 * x", "3 * x"),  # a nested class's method
+    ("return 1", "return 5"),  # a cached property
+    ("math.floor", "math.ceil"),  # a builtin a static method holds
+], ids=["helper", "base", "nested", "cached_property", "staticmethod"])
+def test_what_a_class_reaches_counts(tmp_path, monkeypatch, edit):
+    """Through a function that uses the class, a bound method and an instance passed as
+    a value (a class pickle cannot find by name), in a file and with no source."""
+    before, after = CLASSY, CLASSY.replace(*edit)
+    assert before != after
+    name = f"classy_{abs(hash(edit))}"
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (an edit of the same size
+    module = _module(tmp_path, monkeypatch, name, before)  # in the same second: no .pyc)
+    digests = code_digest(module.run), code_digest(module.Model().predict)
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(after))  # (edited, run again)
+    linecache.checkcache()
+    module = importlib.reload(module)
+    assert code_digest(module.run) != digests[0]
+    assert code_digest(module.Model().predict) != digests[1]
+    made = []
+    for text in (before, after):
+        namespace = {"__name__": "notebook_like"}
+        exec(textwrap.dedent(text), namespace)  # (no source, and pickle cannot find them)
+        made.append(namespace)
+    assert code_digest(made[0]["run"]) != code_digest(made[1]["run"])
+    assert value_digest(made[0]["Model"]()) != value_digest(made[1]["Model"]())

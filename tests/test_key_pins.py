@@ -114,9 +114,10 @@ PINNED_STEPS = {
     "key_fn_python": "13dda9097c621e54242a11ebdf1c6f88",
     "partial": "38a1d95599966c007d3a6e94dc187a67",
     # (changed on purpose: the object a method is bound to, and a callable object,
-    # count by content, a ``var:self`` component; Scaler(2).scale was Scaler(3).scale)
-    "method": "463ede8547f802b5453ea78d9476cdad",
-    "callable_object": "25e884b92bb08a8cabc1fc596af74a39",
+    # count by content, a ``var:self`` component, and its class by its code: before,
+    # Scaler(2).scale was Scaler(3).scale, and an edited class attribute was not seen)
+    "method": "f3a3463b350417659fa71a101adb47f3",
+    "callable_object": "2c205b713956fc830c263419cd963167",
 }
 
 CALLS = {
@@ -142,8 +143,8 @@ PINNED_RUN_SALTED = {
     "key_fn": "3f1319133e0e13af0cb0595180b09af5",
     "key_fn_python": "9999f3c19ee60cf3c8b8bc8698256563",
     "partial": "ae50682c235276b04f80c867cb39b3b5",
-    "method": "09e6b85d212ce11d57d5a2d0465ac60b",  # (var:self: see PINNED_STEPS)
-    "callable_object": "4d84fe0420fbb22ab19eebb0084ee420",
+    "method": "c4d180b46a26db75f6776433f248e53f",  # (var:self: see PINNED_STEPS)
+    "callable_object": "4a234f1e65751aecec1ee512d1374050",
 }
 
 PINNED_CALLS = {
