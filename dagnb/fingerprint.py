@@ -30,7 +30,6 @@ import os
 import pickle
 import struct
 import sys
-import sysconfig
 import textwrap
 import threading
 import time
@@ -698,8 +697,13 @@ def _bound_object(func: Any) -> Any:
 
 _CLASS_RECORDS: weakref.WeakKeyDictionary[type, tuple[Any, _CodeRecord]] = (
     weakref.WeakKeyDictionary())
-_LIBRARIES = tuple(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
-                   for name in ("stdlib", "purelib", "platlib"))
+@functools.lru_cache(maxsize=1)
+def _libraries() -> tuple[str, ...]:
+    """Where Python's own modules and installed packages are (their classes: by name)."""
+    import sysconfig
+
+    return tuple(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
+                 for name in ("stdlib", "purelib", "platlib"))
 
 
 def _class_digest(cls: type) -> str:
@@ -708,7 +712,7 @@ def _class_digest(cls: type) -> str:
     module = sys.modules.get(cls.__module__)
     file = getattr(module, "__file__", None) or ""
     if cls.__module__ not in _MAIN_NAMES and (
-            not file or os.path.realpath(file).startswith(_LIBRARIES)):
+            not file or os.path.realpath(file).startswith(_libraries())):
         return _reference(cls)
     found = _CLASS_RECORDS.get(cls)
     if found is None or not found[1].still_valid(found[0]):
