@@ -302,7 +302,10 @@ _CONSTANTS = {None: b"N", True: b"T", False: b"F"}
 
 
 def _feed(h: Any, obj: Any, active: set[int]) -> None:
-    feed = _DISPATCH.get(type(obj))
+    try:
+        feed = _DISPATCH.get(type(obj))
+    except TypeError:  # (a class whose metaclass has __eq__ and no __hash__)
+        feed = None
     if feed is not None:
         feed(h, obj, active)
     elif obj is None or obj is True or obj is False:
@@ -552,7 +555,7 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
-                 "sources", "table", "variables")
+                 "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, _ALGORITHM
@@ -566,6 +569,7 @@ class _CodeRecord:
         self.sources = [(None if obj is walker.functions[0][0] else obj, source)
                         for obj, source in walker.sources]
         self.table: dict[str, tuple[str, str]] | None = None  # (see source_table)
+        self.shapes = walker.shapes
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != _ALGORITHM:
@@ -578,6 +582,9 @@ class _CodeRecord:
                 return False
         for namespace, name, obj in self.deps:
             if namespace.get(name, _MISSING) is not obj:
+                return False
+        for members, count in self.shapes:  # a class given a member (one that shadows a
+            if len(members) != count:  #       base's) or rid of one
                 return False
         # Most functions have no closure: no generator made for them (this runs per key).
         return not self.cells or all(_cell_value(cell) is obj for cell, obj in self.cells)
@@ -659,7 +666,9 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
                                                      else type(bound))]
         extra = _combine([*parts, "self", _object_digest(bound)] if values else parts)
     if extra is not None:
-        return _combine([code_digest(target, values=values), extra])
+        inner = (code_digest(target, values=values) if target is not func
+                 else _combine(["callable", _reference(target)]))  # (a C method: d.get)
+        return _combine([inner, extra])
     if not isinstance(target, types.FunctionType):
         return _combine(["callable", _reference(target)])
     record = _record(target)
@@ -680,6 +689,9 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     bound = _bound_object(func)
     if bound is not _MISSING:
         found["self"] = bound
+        record = _class_record(bound if isinstance(bound, type) else type(bound))
+        if record is not None and record.variables:  # (globals its other methods read)
+            found = {**_values_now(record.variables), **found}
     return found
 
 
@@ -688,6 +700,9 @@ def _bound_object(func: Any) -> Any:
     on); ``_MISSING`` for anything else."""
     if isinstance(func, types.MethodType):
         return func.__self__
+    if isinstance(func, types.BuiltinMethodType) and not isinstance(
+            func.__self__, (types.ModuleType, type(None))):
+        return func.__self__  # (a C method of an object: d.get, an array's sum)
     if isinstance(func, partial):
         return _bound_object(func.func)
     if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
@@ -695,8 +710,9 @@ def _bound_object(func: Any) -> Any:
     return _MISSING
 
 
-_CLASS_RECORDS: weakref.WeakKeyDictionary[type, tuple[Any, _CodeRecord]] = (
-    weakref.WeakKeyDictionary())
+_CLASS_RECORDS: dict[int, tuple[weakref.ref[type], Any, _CodeRecord]] = {}  # by id():
+_CLASS_RECORDS_LIMIT = 1024  # a metaclass's __eq__ may say two classes are one, its
+#                              __hash__ be missing; a record holds its class: bounded
 @functools.lru_cache(maxsize=1)
 def _libraries() -> tuple[str, ...]:
     """Where Python's own modules and installed packages are (their classes: by name)."""
@@ -709,18 +725,37 @@ def _libraries() -> tuple[str, ...]:
 def _class_digest(cls: type) -> str:
     """A class of the user's code by its code and values (walked once while they hold);
     one of a library or of Python by name."""
-    module = sys.modules.get(cls.__module__)
-    file = getattr(module, "__file__", None) or ""
-    if cls.__module__ not in _MAIN_NAMES and (
-            not file or os.path.realpath(file).startswith(_libraries())):
-        return _reference(cls)
-    found = _CLASS_RECORDS.get(cls)
-    if found is None or not found[1].still_valid(found[0]):
+    record = _class_record(cls)
+    return _reference(cls) if record is None else record.digest
+
+
+def _class_record(cls: type) -> _CodeRecord | None:
+    """The walk of a class of the user's code, made again when it no longer holds; None
+    for a class of a library or of Python."""
+    module = sys.modules.get(cls.__module__) if type(cls.__module__) is str else None
+    if cls.__module__ not in _MAIN_NAMES and _in_libraries(getattr(module, "__file__", None)):
+        return None
+    found = _CLASS_RECORDS.get(id(cls))
+    if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
         walker = _CodeWalker()
-        walker.add_class(cls)
+        try:
+            walker.add_class(cls)
+        except RecursionError:
+            raise FingerprintError(
+                f"the code class {cls.__qualname__} refers to goes too deep to fingerprint "
+                "(classes and helpers referring on, hundreds of levels)") from None
         first = walker.functions[0][0] if walker.functions else None
-        found = _CLASS_RECORDS[cls] = (first, _CodeRecord(walker.h.hexdigest(), walker))
-    return found[1].digest
+        if len(_CLASS_RECORDS) >= _CLASS_RECORDS_LIMIT:
+            _CLASS_RECORDS.clear()
+        found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
+                                           _CodeRecord(walker.h.hexdigest(), walker))
+    return found[2]
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_libraries(file: str | None) -> bool:
+    """Whether a module's file is Python's or an installed package's (or it has none)."""
+    return not file or os.path.realpath(file).startswith(_libraries())
 
 
 def _object_digest(obj: Any) -> str:
@@ -866,7 +901,13 @@ def _soft_digest(obj: Any) -> str | None:
 
 def _compute_record(func: types.FunctionType) -> _CodeRecord:
     walker = _CodeWalker()
-    walker.add_function(func, f"def {func.__qualname__}")
+    try:
+        walker.add_function(func, f"def {func.__qualname__}")
+    except RecursionError:
+        raise FingerprintError(
+            f"the code {func.__qualname__} refers to goes too deep to fingerprint (helpers "
+            "calling helpers, hundreds of levels); leave the deepest out of its globals"
+        ) from None
     return _CodeRecord(walker.h.hexdigest(), walker)
 
 
@@ -883,6 +924,7 @@ class _CodeWalker:
         self.parts: dict[str, str] = {}
         self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
         self.sources: list[tuple[Any, tuple[str, str]]] = []  # (function or class, source)
+        self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -1005,12 +1047,15 @@ class _CodeWalker:
             if isinstance(held, type) and held.__module__ == cls.__module__:
                 self.add_class(held)  # a class of its own
             elif held is not None and not isinstance(held, types.FunctionType):
-                self.feed("holds", name, _reference(held))  # staticmethod(math.floor)
+                self.feed("holds", name, _member_digest(held))  # staticmethod(math.floor),
+                #                                                 staticmethod(partial(...))
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _data_members(cls):
-            self.deps.append((cls.__dict__, name, value))  # (set again: computed again)
             self.feed("attr", name, _member_digest(value))
+        members = cls.__dict__  # (a member set again or replaced: walked again)
+        self.deps.extend((members, name, value) for name, value in _class_members(cls))
+        self.shapes.append((members, len(members)))
 
 
 def _is_constant(name: str, obj: Any) -> bool:
@@ -1231,8 +1276,9 @@ def _class_functions(cls: type) -> Iterator[types.FunctionType]:
     """The functions a class defines: methods, static and class methods, properties',
     cached properties' and those of cached methods (``lru_cache``)."""
     for _, value in _class_members(cls):
-        if isinstance(value, property):
-            found: tuple[Any, ...] = (value.fget, value.fset, value.fdel)
+        if isinstance(value, property):  # (its functions, or what an lru_cache wraps)
+            found: tuple[Any, ...] = tuple(_held_code(f) for f in (
+                value.fget, value.fset, value.fdel) if f is not None)
         else:
             found = (_held_code(value),)
         yield from (f for f in found if isinstance(f, types.FunctionType))
@@ -1243,7 +1289,8 @@ def _held_code(value: Any) -> Any:
     if isinstance(value, (types.FunctionType, type)):
         return value
     if isinstance(value, (staticmethod, classmethod)):
-        return value.__func__
+        inner = value.__func__
+        return _held_code(inner) or inner  # (staticmethod(lru_cache(f)): f)
     if isinstance(value, functools.cached_property):
         return value.func
     if callable(value) and isinstance(inspect.getattr_static(value, "__wrapped__", None),

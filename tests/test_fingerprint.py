@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.util
 import linecache
@@ -677,3 +678,54 @@ def test_what_a_class_reaches_counts(tmp_path, monkeypatch, edit):
         made.append(namespace)
     assert code_digest(made[0]["run"]) != code_digest(made[1]["run"])
     assert value_digest(made[0]["Model"]()) != value_digest(made[1]["Model"]())
+
+
+class _ByName(type):  # (a metaclass saying two classes of one name are one)
+    def __eq__(cls, other):
+        return isinstance(other, type) and cls.__qualname__ == other.__qualname__
+
+    def __hash__(cls):
+        return hash(cls.__qualname__)
+
+
+def test_a_methods_class_counts_as_it_is_now(tmp_path):
+    """Through a bound method: a class given a member that shadows its base's, a sibling
+    method replaced, a property over a cached function, a partial a static method holds,
+    a class redefined under a metaclass that calls them equal; and a C method's object."""
+    import operator
+
+    class Base:
+        x = 1
+
+    class Sub(Base):
+        @property
+        @functools.cache  # noqa: B019
+        def bonus(self):
+            return 0
+
+        scale = staticmethod(functools.partial(operator.mul, 1))
+
+        def helper(self):
+            return 1
+
+        def value(self):
+            return self.scale(self.x + self.helper() + self.bonus)
+
+    memory = Memory(str(tmp_path / "cache"))
+    assert memory.cache(Sub().value)() == 2
+    Sub.x = 100  # (a member Sub did not have: it shadows Base's)
+    assert memory.cache(Sub().value)() == 101
+    Sub.helper = lambda self: 10
+    assert memory.cache(Sub().value)() == 110
+    Sub.scale = staticmethod(functools.partial(operator.mul, 2))
+    assert memory.cache(Sub().value)() == 220
+    digests = set()
+    for factor in (2, 3):
+        class Model(metaclass=_ByName):
+            k = factor
+
+            def predict(self, x):
+                return self.k * x
+        digests.add(code_digest(Model().predict))
+    assert len(digests) == 2
+    assert code_digest({"a": 1}.get) != code_digest({"a": 2}.get)
