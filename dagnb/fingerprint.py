@@ -566,7 +566,8 @@ class _CodeRecord:
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
         # the sources hashed, as they were then (the function itself as None)
-        self.sources = [(None if obj is walker.functions[0][0] else obj, source)
+        first = walker.functions[0][0] if walker.functions else None  # (a class's walk
+        self.sources = [(None if obj is first else obj, source)  # may have none)
                         for obj, source in walker.sources]
         self.table: dict[str, tuple[str, str]] | None = None  # (see source_table)
         self.shapes = walker.shapes
@@ -713,6 +714,8 @@ def _bound_object(func: Any) -> Any:
 _CLASS_RECORDS: dict[int, tuple[weakref.ref[type], Any, _CodeRecord]] = {}  # by id():
 _CLASS_RECORDS_LIMIT = 1024  # a metaclass's __eq__ may say two classes are one, its
 #                              __hash__ be missing; a record holds its class: bounded
+
+
 @functools.lru_cache(maxsize=1)
 def _libraries() -> tuple[str, ...]:
     """Where Python's own modules and installed packages are (their classes: by name)."""

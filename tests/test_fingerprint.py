@@ -729,3 +729,18 @@ def test_a_methods_class_counts_as_it_is_now(tmp_path):
         digests.add(code_digest(Model().predict))
     assert len(digests) == 2
     assert code_digest({"a": 1}.get) != code_digest({"a": 2}.get)
+
+
+SUBCLASS_OF_A_LIBRARY = """
+    import collections
+
+    class Tally(collections.Counter):
+        pass
+"""
+
+
+def test_a_method_of_a_class_with_no_function_of_its_own_has_a_key(tmp_path, monkeypatch):
+    """A class of the user's, with source, whose methods are all a library's."""
+    module = _module(tmp_path, monkeypatch, "tally", SUBCLASS_OF_A_LIBRARY)
+    assert code_digest(module.Tally("ab").most_common) != code_digest(
+        module.Tally("abb").most_common)
