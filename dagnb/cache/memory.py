@@ -368,20 +368,20 @@ class Memory:
         self.mmap_mode = _mmap_mode(mmap_mode)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
-        self._made_with = (ttl, backend, clock)  # (for spec(), when it is pickled)
+        self._made_with = (ttl, backend, clock)  # (for _spec(), when it is pickled)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (as joblib's is, inside a scikit-learn pipeline sent to workers): the
         same cache and settings, there."""
         if self.store is None:
             return Memory, (None,)
-        spec = self.spec()
+        spec = self._spec()
         if spec is None:
             raise TypeError(f"{self!r} is on a store backend object, which cannot be sent "
                             "to another process; name the backend (backend='local')")
         return _memory_of, (spec,)
 
-    def spec(self) -> tuple[Any, ...] | None:
+    def _spec(self) -> tuple[Any, ...] | None:
         """What makes this Memory again in another process; None for one on a backend
         object (or none)."""
         ttl, backend, clock = self._made_with
@@ -675,7 +675,7 @@ class _CachedCall(_Calls):
         keys there are the ones it has here)."""
         if "sent" in self.__dict__:  # (sent on as it came)
             return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1])
-        spec = self.memory.spec()
+        spec = self.memory._spec()
         if spec is None:
             raise TypeError(
                 f"{self.name} is cached on a store backend object, which cannot be sent to "
