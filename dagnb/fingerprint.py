@@ -429,20 +429,16 @@ _UNDER_WAY = threading.local()  # this thread's classes whose content is being h
 
 
 def _class_content(cls: type) -> str:
-    """The digests of a class's functions (their closures and globals included) and of
-    its values."""
+    """What a class holds: its code (its functions with their closures and globals, its
+    bases and nested classes) and its values."""
     under_way: set[int] = _UNDER_WAY.__dict__.setdefault("classes", set())
     if id(cls) in under_way:
         return "recursive"
     under_way.add(id(cls))
     try:
-        parts = [code_digest(function) for function in _class_functions(cls)]
-        parts += [f"{name}={_member_digest(value)}" for name, value in _data_members(cls)]
-        held = [_held_code(value) for _, value in _class_members(cls)]
-        parts += [_class_content(c) if isinstance(c, type) and not _importable(c)
-                  else _reference(c) for c in [*cls.__bases__, *held]
-                  if c is not None and not isinstance(c, types.FunctionType)]
-        return _combine(parts)
+        record = _class_record(cls, anyway=True)  # (a method's class's walk, kept)
+        assert record is not None
+        return record.digest
     finally:
         under_way.discard(id(cls))
 
@@ -732,11 +728,12 @@ def _class_digest(cls: type) -> str:
     return _reference(cls) if record is None else record.digest
 
 
-def _class_record(cls: type) -> _CodeRecord | None:
+def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
     """The walk of a class of the user's code, made again when it no longer holds; None
-    for a class of a library or of Python."""
+    for a class of a library or of Python (unless ``anyway``: one pickle cannot find)."""
     module = sys.modules.get(cls.__module__) if type(cls.__module__) is str else None
-    if cls.__module__ not in _MAIN_NAMES and _in_libraries(getattr(module, "__file__", None)):
+    if not anyway and cls.__module__ not in _MAIN_NAMES and _in_libraries(
+            getattr(module, "__file__", None)):
         return None
     found = _CLASS_RECORDS.get(id(cls))
     if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
@@ -1229,28 +1226,14 @@ def _code_key(obj: Any) -> str:
     code of its functions, the digest of its other values): the same in any process of
     the same Python, and nothing else."""
     if isinstance(obj, types.FunctionType):
-        return f"def {obj.__qualname__} {_exact_code_digest(obj.__code__)}"
+        return f"def {obj.__qualname__} {_bytecode_digest(obj.__code__, obj.__doc__)}"
     h = new_hasher()
     for function in _class_functions(obj):
-        h.update(f"{function.__qualname__}={_exact_code_digest(function.__code__)};".encode())
+        code = _bytecode_digest(function.__code__, function.__doc__)
+        h.update(f"{function.__qualname__}={code};".encode())
     for name, value in _data_members(obj):
         h.update(f"{name}={_member_digest(value)};".encode())
     return f"class {obj.__qualname__} {h.hexdigest()}"
-
-
-def _exact_code_digest(code: types.CodeType) -> str:
-    """Every part of a code object that makes what it does (not its file, not its line
-    numbers), nested code included."""
-    h = new_hasher()
-    for nested in _code_objects(code):
-        h.update(repr((nested.co_name, nested.co_flags, nested.co_argcount,
-                       nested.co_posonlyargcount, nested.co_kwonlyargcount, nested.co_names,
-                       nested.co_varnames, nested.co_freevars, nested.co_cellvars)).encode())
-        h.update(nested.co_code + getattr(nested, "co_exceptiontable", b""))
-        for const in nested.co_consts:
-            if not isinstance(const, types.CodeType):
-                h.update(_digest_bytes(const))
-    return h.hexdigest()
 
 
 _IMPLICIT = frozenset({"__dict__", "__weakref__", "__module__", "__qualname__"})
