@@ -24,6 +24,8 @@ from dagnb.fingerprint import (
     code_source_parts,
     directory_digest,
     path_digest,
+    paths,
+    sources,
     value_digest,
 )
 from dagnb.testing import isolated
@@ -363,8 +365,8 @@ def test_stat_cache_rechecks_an_unchanged_tree_without_reading(tmp_path, monkeyp
     make_tree(tmp_path / "tree", 2000)
     first = path_digest(tmp_path / "tree")
     reads = []
-    real = fingerprint._hash_file
-    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    real = paths._hash_file
+    monkeypatch.setattr(paths, "_hash_file", lambda p: reads.append(p) or real(p))
     assert path_digest(tmp_path / "tree") == first
     assert reads == []
     target = tmp_path / "tree" / "d05" / "f0005.txt"
@@ -389,8 +391,8 @@ def test_a_fresh_context_starts_with_an_empty_stat_cache_in_memory(tmp_path, mon
     os.utime(path, (1_600_000_000, 1_600_000_000))  # outside the racy window
     path_digest(path)
     reads = []
-    real = fingerprint._hash_file
-    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    real = paths._hash_file
+    monkeypatch.setattr(paths, "_hash_file", lambda p: reads.append(p) or real(p))
     with isolated():
         path_digest(path)
         assert reads == [str(path)]  # nothing known here, and no file configured
@@ -403,8 +405,8 @@ def test_recently_modified_files_are_rehashed(tmp_path, monkeypatch):
     path.write_text("new")  # mtime is now: within the racy window
     first = path_digest(path)
     reads = []
-    real = fingerprint._hash_file
-    monkeypatch.setattr(fingerprint, "_hash_file", lambda p: reads.append(p) or real(p))
+    real = paths._hash_file
+    monkeypatch.setattr(paths, "_hash_file", lambda p: reads.append(p) or real(p))
     assert path_digest(path) == first
     assert reads == [str(path)]
 
@@ -491,7 +493,7 @@ def test_buffers_handed_out_of_band_count_with_their_lengths():
 def adopted():
     """The sources adopted by a test are forgotten after it."""
     yield fingerprint.adopt_sources
-    fingerprint._ADOPTED.clear()
+    sources._ADOPTED.clear()
 
 
 def test_sources_sent_along_are_those_the_key_was_made_of(tmp_path, monkeypatch, adopted):
@@ -525,9 +527,9 @@ def test_an_adopted_source_serves_only_the_very_same_code(adopted):
     only in its flags (``*a``): the source sent for one is never taken for the other."""
     one = _version("def f(x):\n    def inner(a):\n        return a\n    return inner(x)\n")
     two = _version("def f(x):\n    def inner(*a):\n        return a\n    return inner(x)\n")
-    adopted({fingerprint._code_key(two): ("dump", "def f(x): ...")})
-    assert fingerprint._normalized_source(two) == ("dump", "def f(x): ...")
-    assert fingerprint._normalized_source(one) is None
+    adopted({sources._code_key(two): ("dump", "def f(x): ...")})
+    assert sources._normalized_source(two) == ("dump", "def f(x): ...")
+    assert sources._normalized_source(one) is None
     assert code_digest(one) != code_digest(two)
 
 

@@ -1,0 +1,84 @@
+"""Content digests of values, code, files and directories.
+
+Every digest is a hex string from one hasher family, xxh3_128 by default (fast,
+non-cryptographic, 128 bits) or blake3 when a cryptographic hash is wanted
+(:func:`set_hash_algorithm`). Digests are stable across processes and
+``PYTHONHASHSEED`` values: dicts and sets are fed in the order of their members'
+digests, never in hash order.
+
+- :func:`value_digest` hashes a value by content: scalars and containers directly (with
+  a type tag, so ``1``, ``1.0``, ``"1"`` and ``True`` differ), numpy and pandas objects
+  through their buffers, anything else through a pickle stream written into the hasher
+  (:mod:`.values`).
+- :func:`code_digest` hashes what a function does: its normalized AST, plus the code of
+  the module-level helpers and the values of the constants it reads, transitively.
+  ``code_digest(func, values=False)`` leaves the data out (names only) and
+  :func:`global_values` hands over the data itself, read afresh at each call: a step's
+  key hashes those values each time, so a notebook variable mutated in place counts
+  (:mod:`.code`, walking with :mod:`.walker` the sources of :mod:`.sources` and the
+  classes' members of :mod:`.members`).
+- :func:`path_digest` hashes a file or a directory tree; a stat cache keyed on
+  (path, size, mtime_ns, inode) makes an unchanged tree cost one ``stat`` per file
+  (:mod:`.paths`).
+"""
+
+from __future__ import annotations
+
+from dagnb.fingerprint import hashers
+from dagnb.fingerprint.code import (
+    _CODE_CACHE,
+    code_digest,
+    code_source_parts,
+    code_with_values,
+    global_values,
+    missing_globals,
+    signature_of,
+    source_table,
+)
+from dagnb.fingerprint.hashers import get_hash_algorithm, new_hasher, text_digest
+from dagnb.fingerprint.names import main_spelled
+from dagnb.fingerprint.paths import (
+    CHUNK_SIZE,
+    MAX_DEPTH,
+    _stat_cache,
+    check_tree,
+    configure_stat_cache,
+    directory_digest,
+    flush_stat_cache,
+    path_digest,
+)
+from dagnb.fingerprint.sources import adopt_sources
+from dagnb.fingerprint.values import value_digest
+from dagnb.fingerprint.walker import loaded_globals
+
+__all__ = [
+    "CHUNK_SIZE",
+    "MAX_DEPTH",
+    "adopt_sources",
+    "check_tree",
+    "code_digest",
+    "code_source_parts",
+    "code_with_values",
+    "configure_stat_cache",
+    "directory_digest",
+    "flush_stat_cache",
+    "get_hash_algorithm",
+    "global_values",
+    "loaded_globals",
+    "main_spelled",
+    "missing_globals",
+    "new_hasher",
+    "path_digest",
+    "set_hash_algorithm",
+    "signature_of",
+    "source_table",
+    "text_digest",
+    "value_digest",
+]
+
+
+def set_hash_algorithm(name: str) -> None:
+    """Use ``"xxh3_128"`` (default) or ``"blake3"`` (cryptographic) for every digest."""
+    hashers.select(name)
+    _CODE_CACHE.clear()
+    _stat_cache().clear_memory()

@@ -1,0 +1,382 @@
+"""Digests of code: what a function does (its normalized source, and transitively the
+helpers, classes and constants it refers to), kept per function while what it was made
+of holds; the object a method is bound to; the data a function reads from globals."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import os
+import sys
+import types
+import weakref
+from collections.abc import Callable, Mapping
+from functools import partial
+from typing import Any
+
+from dagnb.errors import FingerprintError
+from dagnb.fingerprint import hashers, values
+from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.names import _MAIN_NAMES, _reference
+from dagnb.fingerprint.sources import _code_key
+from dagnb.fingerprint.values import _soft_digest, value_digest
+from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_globals
+
+
+class _CodeRecord:
+    """A function's digest plus what it was computed from, to notice a stale entry."""
+
+    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
+                 "shapes", "sources", "table", "variables")
+
+    def __init__(self, digest: str, walker: _CodeWalker) -> None:
+        self.digest, self.algorithm = digest, hashers._ALGORITHM
+        self.code_only = walker.h_code.hexdigest()
+        self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
+        self.variables = walker.variables
+        # The function itself is not kept: the record is the value of a weak-keyed cache.
+        self.functions = [(None, *state) for _, *state in walker.functions[:1]]
+        self.functions += walker.functions[1:]
+        # the sources hashed, as they were then (the function itself as None)
+        first = walker.functions[0][0] if walker.functions else None  # (a class's walk
+        self.sources = [(None if obj is first else obj, source)  # may have none)
+                        for obj, source in walker.sources]
+        self.table: dict[str, tuple[str, str]] | None = None  # (see source_table)
+        self.shapes = walker.shapes
+
+    def still_valid(self, func: types.FunctionType) -> bool:
+        if self.algorithm != hashers._ALGORITHM:
+            return False
+        # The function and every helper walked: same code, same defaults (by identity).
+        for walked, code, defaults, kwdefaults in self.functions:
+            walked = func if walked is None else walked
+            if (walked.__code__ is not code or walked.__defaults__ is not defaults
+                    or walked.__kwdefaults__ is not kwdefaults):
+                return False
+        for namespace, name, obj in self.deps:
+            if namespace.get(name, _MISSING) is not obj:
+                return False
+        for members, count in self.shapes:  # a class given a member (one that shadows a
+            if len(members) != count:  #       base's) or rid of one
+                return False
+        # Most functions have no closure: no generator made for them (this runs per key).
+        return not self.cells or all(_cell_value(cell) is obj for cell, obj in self.cells)
+
+
+class _Records:
+    """Function -> its :class:`_CodeRecord`, by identity, forgotten with the function.
+
+    A ``WeakKeyDictionary`` makes a weak reference on every lookup, which was a good part
+    of a cached step's key; here a lookup is a dict hit on ``id(func)`` and one check
+    that the weak reference stored still points at that very function.
+    """
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[int, tuple[weakref.ref[Any], _CodeRecord]] = {}
+
+    def get(self, func: types.FunctionType) -> _CodeRecord | None:
+        entry = self.entries.get(id(func))
+        if entry is not None and entry[0]() is func:
+            return entry[1]
+        return None
+
+    def put(self, func: types.FunctionType, record: _CodeRecord) -> None:
+        entries, ident = self.entries, id(func)
+
+        def forget(ref: weakref.ref[Any]) -> None:
+            if entries.get(ident, (None,))[0] is ref:
+                del entries[ident]
+
+        entries[ident] = (weakref.ref(func, forget), record)
+
+    def clear(self) -> None:
+        self.entries.clear()
+
+    def __getitem__(self, func: types.FunctionType) -> _CodeRecord:
+        record = self.get(func)
+        if record is None:
+            raise KeyError(func)
+        return record
+
+
+_CODE_CACHE = _Records()
+
+
+def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
+    """Hex digest of what ``func`` does.
+
+    The digest covers the function's normalized AST (comments, docstrings, decorators and
+    formatting do not count), then transitively the code of the module-level functions
+    and classes it refers to by global name, the values of the constants it reads
+    (numbers, strings, tuples, arrays and frames, and lists/dicts/sets under UPPER_CASE
+    names; other objects by type), its closure variables and its defaults.
+    Modules count by name, builtins and objects from other modules by qualified name.
+    Without source (a function built by ``exec``), its bytecode and constants count.
+
+    The result is cached per function object and re-checked on each call by identity:
+    a global rebound to another object (a notebook cell run again), a helper redefined,
+    a name defined later or a replaced ``__code__`` computes it again. An UPPER_CASE
+    container mutated in place keeps its identity and is not re-hashed in this process.
+
+    A bound method's object, and a callable object itself, count by content (what the
+    code works on: ``Scaler(3).apply`` is not ``Scaler(2).apply``).
+
+    With ``values=False`` the data the function reads from globals (whatever its case
+    or type: anything but modules, functions and classes) and the object of a method
+    count by name only; the caller hashes :func:`global_values` itself, at the time it
+    needs the digest.
+    """
+    if type(func) is types.FunctionType:  # the common case: no unwrapping to do
+        record = _record(func)
+        return record.digest if values else record.code_only
+    target, extra = _unwrap(func)
+    bound = _bound_object(func)
+    if bound is not _MISSING:  # the class's code (its attributes, the methods `self.`
+        #                        reaches) and, with values, the object's state
+        parts = [extra or "", "class", _class_digest(bound if isinstance(bound, type)
+                                                     else type(bound))]
+        extra = _combine([*parts, "self", _object_digest(bound)] if values else parts)
+    if extra is not None:
+        inner = (code_digest(target, values=values) if target is not func
+                 else _combine(["callable", _reference(target)]))  # (a C method: d.get)
+        return _combine([inner, extra])
+    if not isinstance(target, types.FunctionType):
+        return _combine(["callable", _reference(target)])
+    record = _record(target)
+    return record.digest if values else record.code_only
+
+
+def global_values(func: Callable[..., Any]) -> dict[str, Any]:
+    """The data ``func`` and its module-level helpers read from globals, name -> value now.
+
+    Every global name the code loads counts, whatever its case or type, except
+    modules, functions and classes (those count in :func:`code_digest` by their code or
+    name). The values are looked up at each call, so a dict mutated in place or a name
+    rebound is seen; hash them with :func:`value_digest`.
+    """
+    target, _ = _unwrap(func)
+    found = (dict(_values_now(_record(target).variables))
+             if isinstance(target, types.FunctionType) else {})
+    bound = _bound_object(func)
+    if bound is not _MISSING:
+        found["self"] = bound
+        record = _class_record(bound if isinstance(bound, type) else type(bound))
+        if record is not None and record.variables:  # (globals its other methods read)
+            found = {**_values_now(record.variables), **found}
+    return found
+
+
+def _bound_object(func: Any) -> Any:
+    """The object a method is bound to, or a callable object itself (what its code works
+    on); ``_MISSING`` for anything else."""
+    if isinstance(func, types.MethodType):
+        return func.__self__
+    if isinstance(func, types.BuiltinMethodType) and not isinstance(
+            func.__self__, (types.ModuleType, type(None))):
+        return func.__self__  # (a C method of an object: d.get, an array's sum)
+    if isinstance(func, partial):
+        return _bound_object(func.func)
+    if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
+        return func  # (a plain function's type has a C __call__)
+    return _MISSING
+
+
+_CLASS_RECORDS: dict[int, tuple[weakref.ref[type], Any, _CodeRecord]] = {}  # by id():
+_CLASS_RECORDS_LIMIT = 1024  # a metaclass's __eq__ may say two classes are one, its
+#                              __hash__ be missing; a record holds its class: bounded
+
+
+@functools.lru_cache(maxsize=1)
+def _libraries() -> tuple[str, ...]:
+    """Where Python's own modules and installed packages are (their classes: by name)."""
+    import sysconfig
+
+    return tuple(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
+                 for name in ("stdlib", "purelib", "platlib"))
+
+
+def _class_digest(cls: type) -> str:
+    """A class of the user's code by its code and values (walked once while they hold);
+    one of a library or of Python by name."""
+    record = _class_record(cls)
+    return _reference(cls) if record is None else record.digest
+
+
+def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
+    """The walk of a class of the user's code, made again when it no longer holds; None
+    for a class of a library or of Python (unless ``anyway``: one pickle cannot find)."""
+    module = sys.modules.get(cls.__module__) if type(cls.__module__) is str else None
+    if not anyway and cls.__module__ not in _MAIN_NAMES and _in_libraries(
+            getattr(module, "__file__", None)):
+        return None
+    found = _CLASS_RECORDS.get(id(cls))
+    if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
+        walker = _CodeWalker()
+        try:
+            walker.add_class(cls)
+        except RecursionError:
+            raise FingerprintError(
+                f"the code class {cls.__qualname__} refers to goes too deep to fingerprint "
+                "(classes and helpers referring on, hundreds of levels)") from None
+        first = walker.functions[0][0] if walker.functions else None
+        if len(_CLASS_RECORDS) >= _CLASS_RECORDS_LIMIT:
+            _CLASS_RECORDS.clear()
+        found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
+                                           _CodeRecord(walker.h.hexdigest(), walker))
+    return found[2]
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_libraries(file: str | None) -> bool:
+    """Whether a module's file is Python's or an installed package's (or it has none)."""
+    return not file or os.path.realpath(file).startswith(_libraries())
+
+
+def _object_digest(obj: Any) -> str:
+    try:
+        return value_digest(obj)
+    except FingerprintError as exc:
+        raise FingerprintError(
+            f"cannot fingerprint the {type(obj).__qualname__} object whose method is "
+            f"called ({exc.__cause__ or exc}); cache a function of the values it uses, or "
+            "give the class a __reduce__ that returns them"
+        ) from None
+
+
+def code_with_values(func: Callable[..., Any]) -> tuple[str, Mapping[str, Any]]:
+    """``(code_digest(func, values=False), global_values(func))``, checking once whether
+    the cached record of ``func`` still holds (a step's key needs both)."""
+    if type(func) is types.FunctionType:
+        record = _record(func)
+        return record.code_only, _values_now(record.variables) if record.variables else _NONE
+    return code_digest(func, values=False), global_values(func)
+
+
+_NONE: Mapping[str, Any] = types.MappingProxyType({})  # shared: most functions read no data
+
+
+# Signatures by function, with the objects they were made of (Memory's binding).
+_SIGNATURES: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], inspect.Signature]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def signature_of(func: Callable[..., Any]) -> inspect.Signature:
+    """``inspect.signature(func)``, made once per plain function while its code and
+    defaults stay the same objects (each ``Memory(...).cache(func)`` asks again)."""
+    if (type(func) is not types.FunctionType or "__wrapped__" in func.__dict__
+            or "__signature__" in func.__dict__):
+        return inspect.signature(func)
+    made_of = (func.__code__, func.__defaults__, func.__kwdefaults__)
+    found = _SIGNATURES.get(func)
+    if found is None or any(a is not b for a, b in zip(found[0], made_of, strict=True)):
+        found = _SIGNATURES[func] = (made_of, inspect.signature(func))
+    return found[1]
+
+
+def _values_now(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    found = {}
+    for name, namespace in variables.items():
+        value = namespace.get(name, _MISSING)
+        if value is not _MISSING:
+            found[name] = value
+    return found
+
+
+def missing_globals(func: Callable[..., Any]) -> list[str]:
+    """Global names ``func``'s own code loads that are not defined now (nor builtins):
+    a notebook cell that defines them has not run yet."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return []
+    known = target.__globals__
+    builtins_ = known.get("__builtins__", __builtins__)
+    builtin_names = builtins_ if isinstance(builtins_, dict) else vars(builtins_)
+    return sorted(name for name in loaded_globals(target.__code__)
+                  if name not in known and name not in builtin_names)
+
+
+def _record(target: types.FunctionType) -> _CodeRecord:
+    record = _CODE_CACHE.get(target)
+    if record is None or not record.still_valid(target):
+        record = _compute_record(target)
+        _CODE_CACHE.put(target, record)
+    return record
+
+
+def code_source_parts(func: Callable[..., Any]) -> dict[str, str]:
+    """The normalized source of ``func`` and of what it depends on, label -> text.
+
+    Labels are ``"def <qualname>"`` for functions, ``"class <name>"`` and
+    ``"const <name>"``; ``explain`` diffs these texts to show what changed.
+    """
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return {"callable": _reference(target)}
+    code_digest(target)
+    return dict(_CODE_CACHE[target].parts)
+
+
+def _unwrap(func: Any) -> tuple[Any, str | None]:
+    """The plain function behind partials, methods and callable objects."""
+    if isinstance(func, partial):
+        bound = _soft_digest((func.args, func.keywords))
+        return func.func, _combine(["partial", bound or "unhashable-args"])
+    if isinstance(func, types.MethodType):
+        return func.__func__, None
+    if isinstance(func, (types.FunctionType, types.BuiltinFunctionType, type)):
+        return func, None
+    call = inspect.getattr_static(type(func), "__call__", None)
+    if isinstance(call, types.FunctionType):
+        return call, _combine(["instance", _reference(type(func))])
+    return func, None
+
+
+def _combine(parts: list[str]) -> str:
+    h = new_hasher()
+    for part in parts:
+        h.update(b"%d:" % len(part))
+        h.update(part.encode())
+    return h.hexdigest()
+
+
+def _compute_record(func: types.FunctionType) -> _CodeRecord:
+    walker = _CodeWalker()
+    try:
+        walker.add_function(func, f"def {func.__qualname__}")
+    except RecursionError:
+        raise FingerprintError(
+            f"the code {func.__qualname__} refers to goes too deep to fingerprint (helpers "
+            "calling helpers, hundreds of levels); leave the deepest out of its globals"
+        ) from None
+    return _CodeRecord(walker.h.hexdigest(), walker)
+
+
+def source_table(func: Callable[..., Any]) -> dict[str, tuple[str, str]]:
+    """What another process needs to hash ``func``'s code as this one does where the
+    source is not to be found: the normalized source of the function and of each
+    helper and class its digest walked, by :func:`_code_key` (exact bytecode)."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return {}
+    code_digest(target)
+    record = _CODE_CACHE[target]
+    if record.table is None:  # (the sources hashed then: the file may have changed since)
+        record.table = {_code_key(target if obj is None else obj): source
+                        for obj, source in record.sources}
+    return record.table
+
+
+
+
+def _class_content_digest(cls: type) -> str:
+    """A class inside a value (one pickle cannot find by name): by its code and values,
+    as a method's class is (the same walk, kept while it holds)."""
+    record = _class_record(cls, anyway=True)
+    assert record is not None  # (anyway: never None)
+    return record.digest
+
+
+values.use(code_digest, _class_content_digest)  # (values cannot import this module)

@@ -1,0 +1,175 @@
+"""The text code is hashed by: a function's or class's normalized source (its AST, no
+docstrings, no decorators), the bytecode where there is no source, and the sources
+another process sent along with a function it pickled."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import os
+import textwrap
+import types
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.members import (
+    _class_functions,
+    _data_members,
+    _member_digest,
+)
+from dagnb.fingerprint.values import _digest_bytes
+
+
+def _normalized_source(obj: Any) -> tuple[str, str] | None:
+    """(AST dump, normalized source) of a function or class, or None without source
+    (the one another process sent first: :func:`adopt_sources`)."""
+    if _ADOPTED:
+        adopted = _ADOPTED.get(_code_key(obj))
+        if adopted is not None:
+            return adopted
+    try:
+        lines, start = inspect.getsourcelines(obj)
+    except (OSError, TypeError):
+        return None
+    if isinstance(obj, type) and not _lines_are_of(obj, start, start + len(lines)):
+        return None
+    node = _definition_node(textwrap.dedent("".join(lines)), obj)
+    if node is None:
+        return None
+    _strip_docstrings(node)
+    return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+
+
+_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # dagnb's code
+
+
+def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
+    """(AST dump, normalized source) of the function a code object is, found by its
+    own lines (not by the name a wrapper took from the function it wraps)."""
+    try:
+        lines, _ = inspect.getsourcelines(code)
+        tree = ast.parse(textwrap.dedent("".join(lines)))
+    except (OSError, TypeError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (
+                node.name == code.co_name):
+            node.decorator_list = []
+            _strip_docstrings(node)
+            return (ast.dump(node, annotate_fields=False, include_attributes=False),
+                    ast.unparse(node))
+    return None
+
+
+def _lines_are_of(cls: type, start: int, end: int) -> bool:
+    """Whether the lines found for ``cls`` are its own: before Python 3.13, ``inspect``
+    gives a class redefined under one name in a file its first definition. Its own hold
+    its methods (3.13 says where it starts)."""
+    first = getattr(cls, "__firstlineno__", None)
+    if type(first) is int:
+        return first == start
+    try:
+        file = inspect.getsourcefile(cls)
+    except TypeError:
+        return False
+    return all(start <= f.__code__.co_firstlineno < end for f in _class_functions(cls)
+               if f.__code__.co_filename == file)  # (not a dataclass's made __init__)
+
+
+def _definition_node(source: str, obj: Any) -> ast.AST | None:
+    if getattr(obj, "__name__", "") == "<lambda>":
+        return _lambda_node(source)
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in tree.body:
+        if isinstance(node, kinds) and node.name == obj.__name__:
+            node.decorator_list = []  # @memory.cache(...) is not the function's work
+            return node
+    return None
+
+
+def _lambda_node(source: str) -> ast.AST | None:
+    """The lambda in a source line; the line may be a fragment such as ``f=lambda: 1,``."""
+    if source.count("lambda") != 1:
+        return None  # which lambda is ours is ambiguous: the bytecode decides
+    text = source[source.index("lambda") :].rstrip()
+    while text:
+        try:
+            tree = ast.parse(text, mode="eval")
+        except SyntaxError:
+            text = text[:-1].rstrip()
+            continue
+        return next((n for n in ast.walk(tree) if isinstance(n, ast.Lambda)), None)
+    return None
+
+
+def _strip_docstrings(root: ast.AST) -> None:
+    kinds = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+    for node in ast.walk(root):
+        if isinstance(node, kinds) and node.body:
+            first = node.body[0]
+            if (
+                isinstance(first, ast.Expr)
+                and isinstance(first.value, ast.Constant)
+                and isinstance(first.value.value, str)
+            ):
+                node.body = node.body[1:] or [ast.Pass()]
+
+
+def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _code_objects(const)
+
+
+
+def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
+    h = new_hasher()
+    for nested in _code_objects(code):
+        h.update(nested.co_code)
+        h.update(repr((nested.co_names, nested.co_varnames, nested.co_freevars)).encode())
+        h.update(repr((nested.co_flags, nested.co_argcount, nested.co_posonlyargcount,
+                       nested.co_kwonlyargcount)).encode())  # (f(a) is not f(*a))
+        for index, const in enumerate(nested.co_consts):
+            is_doc = index == 0 and doc is not None and const == doc
+            if is_doc or isinstance(const, types.CodeType):
+                continue  # nested code is walked itself; docstrings do not count
+            h.update(_digest_bytes(const))
+    return h.hexdigest()
+
+
+# -- sources sent along ---------------------------------------------------------------
+# cloudpickle sends a function defined in __main__ or a notebook by value, without its
+# file (it even names it "<dynamic-code>"): there its code would be hashed as bytecode,
+# and its key would differ from the one it has here.
+
+_ADOPTED: dict[str, tuple[str, str]] = {}  # code key -> (AST dump, normalized source)
+_ADOPTED_LIMIT = 4096
+
+
+def adopt_sources(table: Mapping[str, tuple[str, str]]) -> None:
+    """Hash code as the process that sent ``table`` (a :func:`source_table`) did: its
+    sources, rather than none, or the file as it is now (it may have been edited)."""
+    if len(_ADOPTED) + len(table) > _ADOPTED_LIMIT:
+        _ADOPTED.clear()
+    _ADOPTED.update(table)
+
+
+def _code_key(obj: Any) -> str:
+    """A function's qualified name and exact code; a class's name and its members' (the
+    code of its functions, the digest of its other values): the same in any process of
+    the same Python, and nothing else."""
+    if isinstance(obj, types.FunctionType):
+        return f"def {obj.__qualname__} {_bytecode_digest(obj.__code__, obj.__doc__)}"
+    h = new_hasher()
+    for function in _class_functions(obj):
+        code = _bytecode_digest(function.__code__, function.__doc__)
+        h.update(f"{function.__qualname__}={code};".encode())
+    for name, value in _data_members(obj):
+        h.update(f"{name}={_member_digest(value)};".encode())
+    return f"class {obj.__qualname__} {h.hexdigest()}"

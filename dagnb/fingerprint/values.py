@@ -1,0 +1,468 @@
+"""Digests of values by content: plain values in one piece, numpy and pandas objects
+through their buffers, anything else through a pickle stream written into the hasher
+(functions held by a value by their code, sets in digest order)."""
+
+from __future__ import annotations
+
+import pickle
+import struct
+import sys
+import threading
+import types
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import xxhash
+
+from dagnb.errors import FingerprintError
+from dagnb.fingerprint import hashers
+from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.names import _MAIN_NAMES, _MP_MAIN, _MP_MAIN_BYTES, main_spelled
+
+
+class _CodeDigests:
+    """How a function or class met inside a value is hashed: by its code, which
+    :mod:`dagnb.fingerprint.code` hashes (and it hashes the values its code reads with
+    this module, so it hands its two digests over when imported: :func:`use`)."""
+
+    function: Callable[[Any], str]
+    cls: Callable[[type], str]
+
+
+_digests = _CodeDigests()
+
+
+def use(function: Callable[[Any], str], cls: Callable[[type], str]) -> None:
+    """Hash the functions and classes met inside values with these (code's digests)."""
+    _digests.function, _digests.cls = function, cls
+
+
+def value_digest(obj: Any) -> str:
+    """Hex digest of a value's content.
+
+    Small plain values (str, bytes, int, float, bool, None, and tuples and lists of them)
+    are encoded in one ``bytes`` and hashed in one call: the same bytes the hasher would
+    be fed piece by piece, so the same digest, at a fraction of the cost.
+
+    Parameters
+    ----------
+    obj
+        Any picklable value; numpy arrays and pandas objects are hashed through their
+        buffers (dtype, shape, index and column names included).
+
+    Raises
+    ------
+    FingerprintError
+        The value (or something inside it) cannot be pickled.
+    """
+    data = _plain_bytes(obj, 0)
+    if data is not None:
+        if hashers._ALGORITHM == "xxh3_128":
+            return xxhash.xxh3_128_hexdigest(data)
+        h = new_hasher()
+        h.update(data)
+        return h.hexdigest()
+    h = new_hasher()
+    _feed(h, obj, set())
+    return h.hexdigest()
+
+
+_DOUBLE = struct.Struct("<d")
+# The fast path's limits: longer texts are hashed in place (no copy), deeper or longer
+# sequences (a list that contains itself too) go through _feed, which stops cycles.
+_PLAIN_LONGEST, _PLAIN_ITEMS, _PLAIN_DEPTH = 4096, 64, 8
+_PLAIN_CONSTANTS = {None: b"N", True: b"T", False: b"F"}
+
+
+def _plain_bytes(obj: Any, depth: int) -> bytes | None:
+    """What ``_feed`` would feed for a small plain value, in one piece; None otherwise."""
+    kind = type(obj)
+    if kind is int:
+        return b"i%d;" % obj
+    if kind is str:
+        if len(obj) > _PLAIN_LONGEST:
+            return None
+        data = obj.encode("utf-8", "surrogatepass")
+        return b"s%d:%s" % (len(data), data)
+    if kind is float:
+        return b"fnan" if obj != obj else b"f" + _DOUBLE.pack(obj)
+    if kind is bool or obj is None:
+        return _PLAIN_CONSTANTS[obj]
+    if kind is tuple or kind is list:
+        return _plain_sequence(obj, depth)
+    if kind is dict:
+        return _plain_dict(obj, depth)
+    if kind is bytes and len(obj) <= _PLAIN_LONGEST:
+        return b"y%d:%s" % (len(obj), obj)
+    return None
+
+
+def _plain_sequence(obj: list | tuple, depth: int) -> bytes | None:
+    if depth >= _PLAIN_DEPTH or len(obj) > _PLAIN_ITEMS:
+        return None
+    parts = [b"%s%d:" % (b"l" if type(obj) is list else b"t", len(obj))]
+    for item in obj:
+        data = _plain_bytes(item, depth + 1)
+        if data is None:
+            return None
+        parts.append(data)
+    return b"".join(parts)
+
+
+def _plain_dict(obj: dict, depth: int) -> bytes | None:
+    """As ``_feed_dict``: each key's digest then its value, in the order of key digests."""
+    if depth >= _PLAIN_DEPTH or len(obj) > _PLAIN_ITEMS:
+        return None
+    pairs = []
+    for key, item in obj.items():
+        data = _plain_bytes(item, depth + 1)
+        if data is None:
+            return None
+        pairs.append((_digest_bytes(key), data))
+    pairs.sort(key=_first)
+    return b"d%d:%s" % (len(obj), b"".join([key + data for key, data in pairs]))
+
+
+def _first(pair: tuple[bytes, bytes]) -> bytes:
+    return pair[0]
+
+
+def _feed_str(h: Any, obj: str, active: set[int]) -> None:
+    data = obj.encode("utf-8", "surrogatepass")
+    h.update(b"s%d:" % len(data))
+    h.update(data)
+
+
+def _feed_bytes(h: Any, obj: bytes, active: set[int]) -> None:
+    h.update(b"y%d:" % len(obj))
+    h.update(obj)
+
+
+def _feed_int(h: Any, obj: int, active: set[int]) -> None:
+    h.update(b"i%d;" % obj)
+
+
+def _feed_float(h: Any, obj: float, active: set[int]) -> None:
+    h.update(b"fnan" if obj != obj else b"f" + _DOUBLE.pack(obj))
+
+
+def _feed_sequence(h: Any, obj: list | tuple, active: set[int]) -> None:
+    h.update(b"%s%d:" % (b"l" if type(obj) is list else b"t", len(obj)))
+    with _Guard(h, obj, active) as fresh:
+        if fresh:
+            for item in obj:
+                _feed(h, item, active)
+
+
+def _feed_dict(h: Any, obj: dict, active: set[int]) -> None:
+    h.update(b"d%d:" % len(obj))
+    with _Guard(h, obj, active) as fresh:
+        if fresh:
+            # Ordered by key digest: insertion order and hash seeds must not matter.
+            for key_digest, value in sorted(
+                ((_digest_bytes(k), v) for k, v in obj.items()), key=lambda kv: kv[0]
+            ):
+                h.update(key_digest)
+                _feed(h, value, active)
+
+
+def _feed_set(h: Any, obj: set | frozenset, active: set[int]) -> None:
+    h.update(b"%s%d:" % (b"S" if type(obj) is set else b"Z", len(obj)))
+    for digest in sorted(_digest_bytes(item) for item in obj):
+        h.update(digest)
+
+
+class _Guard:
+    """Context manager marking a container as being hashed, so a cycle ends the recursion."""
+
+    __slots__ = ("active", "h", "ident")
+
+    def __init__(self, h: Any, obj: object, active: set[int]) -> None:
+        self.h, self.ident, self.active = h, id(obj), active
+
+    def __enter__(self) -> bool:
+        if self.ident in self.active:
+            self.h.update(b"<cycle>")
+            return False
+        self.active.add(self.ident)
+        return True
+
+    def __exit__(self, *exc: object) -> None:
+        self.active.discard(self.ident)
+
+
+def _feed_function(h: Any, obj: Callable[..., Any], active: set[int]) -> None:
+    h.update(b"fn")
+    h.update(_digests.function(obj).encode())
+
+
+_DISPATCH: dict[type, Callable[[Any, Any, set[int]], None]] = {
+    str: _feed_str,
+    bytes: _feed_bytes,
+    int: _feed_int,
+    float: _feed_float,
+    list: _feed_sequence,
+    tuple: _feed_sequence,
+    dict: _feed_dict,
+    set: _feed_set,
+    frozenset: _feed_set,
+    types.FunctionType: _feed_function,
+}
+_CONSTANTS = {None: b"N", True: b"T", False: b"F"}
+
+
+def _feed(h: Any, obj: Any, active: set[int]) -> None:
+    try:
+        feed = _DISPATCH.get(type(obj))
+    except TypeError:  # (a class whose metaclass has __eq__ and no __hash__)
+        feed = None
+    if feed is not None:
+        feed(h, obj, active)
+    elif obj is None or obj is True or obj is False:
+        h.update(_CONSTANTS[obj])
+    elif not _feed_array_like(h, obj):
+        _feed_pickle(h, obj)
+
+
+def _feed_array_like(h: Any, obj: Any) -> bool:
+    """Hash numpy and pandas objects through their buffers; False for anything else."""
+    np = sys.modules.get("numpy")
+    if np is not None:
+        if isinstance(obj, np.ndarray):
+            _feed_ndarray(h, obj, np)
+            return True
+        if isinstance(obj, np.generic):
+            h.update(b"npg" + obj.dtype.str.encode())
+            _feed_ndarray(h, np.asarray(obj), np)
+            return True
+    pd = sys.modules.get("pandas")
+    if pd is not None:
+        if isinstance(obj, pd.DataFrame):
+            _feed_dataframe(h, obj, pd)
+            return True
+        if isinstance(obj, pd.Series):
+            h.update(b"pds")
+            _feed(h, obj.name, set())
+            _feed_index(h, obj.index, pd)
+            _feed_column(h, obj)
+            return True
+        if isinstance(obj, pd.Index):
+            _feed_index(h, obj, pd)
+            return True
+    return False
+
+
+def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
+    h.update(b"nd%s%s" % (arr.dtype.str.encode(), repr(arr.shape).encode()))
+    if arr.dtype.hasobject:
+        _feed_pickle(h, arr)
+        return
+    if arr.dtype.names:  # structured: the field layout matters, not only the bytes
+        h.update(repr(arr.dtype.descr).encode())
+    # A byte view works for every non-object dtype (datetime64 has no buffer format).
+    h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
+def _feed_column(h: Any, series: Any) -> None:
+    h.update(b"col" + str(series.dtype).encode())
+    values = series.to_numpy()
+    if values.dtype.hasobject:  # strings, categoricals, tz-aware and nullable columns
+        _feed_pickle(h, series.array)
+    else:
+        _feed_ndarray(h, values, sys.modules["numpy"])
+
+
+def _feed_dataframe(h: Any, frame: Any, pd: Any) -> None:
+    h.update(b"pdf%d" % frame.shape[1])
+    _feed_index(h, frame.columns, pd)
+    _feed_index(h, frame.index, pd)
+    for position in range(frame.shape[1]):
+        _feed_column(h, frame.iloc[:, position])
+
+
+def _feed_index(h: Any, index: Any, pd: Any) -> None:
+    h.update(b"idx" + type(index).__name__.encode())
+    _feed(h, list(index.names), set())
+    if isinstance(index, pd.RangeIndex):
+        h.update(b"%d:%d:%d" % (index.start, index.stop, index.step))
+    elif isinstance(index, pd.MultiIndex):
+        for level, codes in zip(index.levels, index.codes, strict=True):
+            _feed_index(h, level, pd)
+            _feed_ndarray(h, codes, sys.modules["numpy"])
+    else:
+        _feed_column(h, pd.Series(index, copy=False))
+
+
+class _HashingPickler(pickle.Pickler):
+    """Pickles into a hasher; sets go in digest order; big buffers are hashed in place;
+    a function of the script or notebook held by the value, or one pickle cannot find by
+    its name (a closure, a lambda, one a decorator's wrapper now holds the name of),
+    counts by its code, as one passed itself does (a library's, and those that reduce
+    values, by name)."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if type(obj) is not types.FunctionType or (
+                obj.__module__ not in _MAIN_NAMES and _importable(obj)):
+            return NotImplemented
+        under_way: set[int] = _UNDER_WAY.__dict__.setdefault("functions", set())
+        if id(obj) in under_way:  # (a value its own code reads holds it)
+            return NotImplemented
+        under_way.add(id(obj))
+        try:
+            return _function_of_code, (_digests.function(obj),)
+        finally:
+            under_way.discard(id(obj))
+
+    def persistent_id(self, obj: Any) -> Any:
+        # Called for every object (reducer_override skips exact sets): a set becomes its
+        # sorted member digests, so hash seeds do not change the stream.
+        if type(obj) in (set, frozenset):
+            return (type(obj).__name__, _digest_bytes(obj))
+        if isinstance(obj, type) and not _importable(obj):
+            # A class pickle cannot look up (one made by exec or in a function, as a
+            # notebook's can be): by name and by what it holds, so that its instances
+            # still hash by content, and two classes of one name apart.
+            contents = self.__dict__.setdefault("contents", {})  # (once per pickle)
+            if id(obj) not in contents:
+                contents[id(obj)] = _class_content(obj)
+            return ("class", main_spelled(obj.__module__), obj.__qualname__, contents[id(obj)])
+        return None
+
+
+def _function_of_code(digest: str) -> None:
+    """What a function inside a hashed value is pickled as (never unpickled)."""
+    raise TypeError("a fingerprint is not a pickle to load")
+
+
+_UNDER_WAY = threading.local()  # this thread's classes whose content is being hashed (a
+#                                 value of one may hold the class itself)
+
+
+def _class_content(cls: type) -> str:
+    """What a class holds: its code (its functions with their closures and globals, its
+    bases and nested classes) and its values."""
+    under_way: set[int] = _UNDER_WAY.__dict__.setdefault("classes", set())
+    if id(cls) in under_way:
+        return "recursive"
+    under_way.add(id(cls))
+    try:
+        return _digests.cls(cls)  # (a method's class's walk, kept)
+    finally:
+        under_way.discard(id(cls))
+
+
+class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python one)
+    """:class:`_HashingPickler` for a value that names the script's module in a
+    ``multiprocessing`` worker started by spawn or forkserver: it writes ``__main__``
+    where pickle would write ``__mp_main__``, so that the value hashes as in the script.
+    The pure-Python pickler, whose ``save_global`` can be told: only for such values (its
+    frames of a pickle over 64 KiB are cut elsewhere than the C pickler's)."""
+
+    persistent_id = _HashingPickler.persistent_id
+    reducer_override = _HashingPickler.reducer_override
+
+    def save_global(self, obj: Any, name: str | None = None) -> None:
+        if getattr(obj, "__module__", None) != _MP_MAIN:
+            super().save_global(obj, name)
+            return
+        self.save("__main__")  # what pickle writes for a global from protocol 4 on
+        self.save(name or obj.__qualname__)
+        self.write(pickle.STACK_GLOBAL)
+        self.memoize(obj)
+
+    def _save_function(self, obj: Any) -> None:
+        self.save_global(obj)
+
+    # (pickle's own table calls its save_global for functions, not this one)
+    dispatch: ClassVar[dict[type, Any]] = {
+        **pickle._Pickler.dispatch,  # type: ignore[attr-defined]
+        types.FunctionType: _save_function}
+
+
+def _importable(cls: Any) -> bool:
+    """Whether pickle finds ``cls`` (a class or function) again by its module and
+    qualified name."""
+    found: Any = sys.modules.get(cls.__module__)
+    for part in cls.__qualname__.split("."):
+        found = getattr(found, part, None)
+    return found is cls
+
+
+def _feed_pickle(h: Any, obj: Any) -> None:
+    h.update(b"pkl" + type(obj).__qualname__.encode())
+    try:
+        if getattr(sys.modules.get(_MP_MAIN), "__name__", None) == _MP_MAIN:
+            _pickle_in_worker(h, obj)  # (any process that imports multiprocessing has
+            #                            an __mp_main__: its __main__ under a 2nd name)
+        else:
+            _pickle_into(h.update, obj)
+    except FingerprintError:
+        raise
+    except Exception as exc:
+        kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        raise FingerprintError(
+            f"cannot fingerprint a value of type {kind!r} ({exc}); leave it out of the key "
+            "(for Memory: @memory.cache(ignore=['name'])) or pass it as a JSON param"
+        ) from exc
+
+
+def _pickle_into(feed: Callable[[Any], Any], obj: Any,
+                 pickler: type[pickle.Pickler] = _HashingPickler) -> None:
+    """Feed the pickle of ``obj``, then the length and digest of each big contiguous
+    buffer it hands over (hashed in place, no copy): after the stream, not within it,
+    so that where the pickler cuts its stream does not count, and with their lengths,
+    so that two buffers of one value are never read as two others."""
+    buffers: list[bytes] = []
+
+    def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
+        try:
+            raw = buffer.raw()
+        except BufferError:  # not contiguous: let pickle copy it in-band
+            return True
+        digest = new_hasher()
+        digest.update(raw)
+        buffers.append(b"%d:%s" % (raw.nbytes, digest.digest()))
+        return None
+
+    pickler(types.SimpleNamespace(write=feed), protocol=5,
+            buffer_callback=out_of_band).dump(obj)
+    if buffers:
+        feed(b"buffers:%d" % len(buffers))
+        for buffer in buffers:
+            feed(buffer)
+
+
+def _pickle_in_worker(h: Any, obj: Any) -> None:
+    """In a process that imports the script as ``__mp_main__`` (a spawn or forkserver
+    worker): pickled as anywhere, unless the pickle names that module; then again by
+    :class:`_MainSpelledPickler`, unless the value is too deep for it (a miss, then)."""
+    pieces: list[bytes] = []
+    _pickle_into(pieces.append, obj)
+    if any(_MP_MAIN_BYTES in piece for piece in pieces):
+        spelled: list[bytes] = []
+        try:
+            _pickle_into(spelled.append, obj, _MainSpelledPickler)
+            pieces = spelled
+        except RecursionError:  # (the Python pickler takes several frames a level)
+            pass
+    for piece in pieces:
+        h.update(piece)
+
+
+def _digest_bytes(obj: Any) -> bytes:
+    if type(obj) is str and hashers._ALGORITHM == "xxh3_128":  # dict keys: the common case, fast
+        data = obj.encode("utf-8", "surrogatepass")
+        return xxhash.xxh3_128_digest(b"s%d:%s" % (len(data), data))
+    h = new_hasher()
+    _feed(h, obj, set())
+    return h.digest()
+
+
+def _soft_digest(obj: Any) -> str | None:
+    """value_digest for values that hash; None for those that do not."""
+    try:
+        return value_digest(obj)
+    except FingerprintError:
+        return None
+
+

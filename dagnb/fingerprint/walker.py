@@ -1,0 +1,239 @@
+"""The walk behind a code digest: a function (or a class) and, transitively, the helpers,
+classes and constants its code refers to, fed into one hasher, with what a record needs
+to notice later that any of them changed."""
+
+from __future__ import annotations
+
+import dis
+import inspect
+import types
+from typing import Any
+
+from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.members import (
+    _class_functions,
+    _class_members,
+    _data_members,
+    _held_code,
+    _member_digest,
+)
+from dagnb.fingerprint.names import _MP_MAIN, _reference
+from dagnb.fingerprint.sources import (
+    _OWN,
+    _bytecode_digest,
+    _code_objects,
+    _normalized_source,
+    _source_of_code,
+)
+from dagnb.fingerprint.values import _soft_digest
+
+_IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
+_MISSING = object()
+
+
+
+def _cell_value(cell: Any) -> Any:
+    try:
+        return cell.cell_contents
+    except ValueError:  # an empty cell (a name not assigned yet)
+        return _MISSING
+
+
+class _CodeWalker:
+    """Feeds a function and, transitively, its helpers and constants into one hasher."""
+
+    def __init__(self) -> None:
+        self.h = new_hasher()
+        self.h_code = new_hasher()  # the same, with global data by name only
+        self.variables: dict[str, dict[str, Any]] = {}  # global data read: name -> globals
+        self.seen: set[int] = set()
+        self.deps: list[tuple[dict[str, Any], str, Any]] = []
+        self.cells: list[tuple[Any, Any]] = []
+        self.parts: dict[str, str] = {}
+        self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
+        self.sources: list[tuple[Any, tuple[str, str]]] = []  # (function or class, source)
+        self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
+
+    def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
+        for h in into or (self.h, self.h_code):
+            for text in texts:
+                data = text.encode("utf-8", "surrogatepass")
+                h.update(b"%d:" % len(data))
+                h.update(data)
+
+    def add_function(self, func: types.FunctionType, label: str) -> None:
+        if id(func.__code__) in self.seen:  # recursion, mutual recursion
+            self.feed("recursive", func.__qualname__)
+            return
+        self.seen.add(id(func.__code__))
+        self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
+        normalized = _normalized_source(func)
+        if normalized is None:
+            self.feed("bytecode", _bytecode_digest(func.__code__, func.__doc__))
+            self.parts[label] = f"<no source for {func.__qualname__}; bytecode hashed>"
+        else:
+            self.sources.append((func, normalized))
+            self.feed("ast", normalized[0])
+            self.parts[label] = normalized[1]
+        if "__wrapped__" in func.__dict__ and not func.__code__.co_filename.startswith(_OWN):
+            self._add_wrapper(func, label)  # (its source, found above, is the wrapped's)
+        self._add_references(func)
+
+    def _add_references(self, func: types.FunctionType) -> None:
+        """What a function's code refers to: its defaults, closure and globals."""
+        self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
+        self._add_closure(func)
+        loaded = loaded_globals(func.__code__)
+        for name in _global_names(func.__code__):
+            obj = func.__globals__.get(name, _MISSING)
+            if obj is _MISSING:
+                # Remembered so that defining it later (a notebook cell) is noticed.
+                self.deps.append((func.__globals__, name, _MISSING))
+            else:
+                self.add_global(name, obj, func, read=name in loaded)
+
+    def _add_wrapper(self, func: types.FunctionType, label: str) -> None:
+        """The code of a decorator's wrapper (``functools.wraps``): what it does counts
+        as the function it wraps does (dagnb's own, a cached function's, by name)."""
+        own = _source_of_code(func.__code__)
+        if own is None:
+            self.feed("wrapper", _bytecode_digest(func.__code__, None))
+        else:
+            self.feed("wrapper", own[0])
+            self.parts[f"wrapper of {label}"] = own[1]
+
+    def _add_closure(self, func: types.FunctionType) -> None:
+        for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
+            obj = _cell_value(cell)
+            self.cells.append((cell, obj))
+            if obj is not _MISSING:
+                self.add_object(name, obj, func)
+
+    def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
+                   read: bool = False) -> None:
+        self.deps.append((owner.__globals__, name, obj))
+        if name == "__name__" and obj == _MP_MAIN and not read:  # (reads x.__name__: an
+            obj = "__main__"  #                       attribute, not the module's name)
+        if read and not _is_code(obj):
+            self.variables.setdefault(name, owner.__globals__)
+            self.feed("var", name, into=(self.h_code,))
+            self.add_object(name, obj, owner, into=(self.h,))
+        else:
+            self.add_object(name, obj, owner)
+
+    def add_object(self, name: str, obj: Any, owner: types.FunctionType, *,
+                   into: tuple[Any, ...] | None = None) -> None:
+        if into is not None:  # data read from globals: its value goes to ``h`` only
+            self.feed("name", name, into=into)
+            self._add_data(name, obj, into)
+            return
+        self.feed("name", name)
+        if isinstance(obj, types.ModuleType):
+            self.feed("module", obj.__name__)
+        elif isinstance(obj, types.FunctionType) and obj.__module__ == owner.__module__:
+            self.add_function(obj, f"def {obj.__qualname__}")
+        elif isinstance(obj, type) and obj.__module__ == owner.__module__:
+            self.add_class(obj)
+        else:
+            self._add_data(name, obj, None)
+
+    def _add_data(self, name: str, obj: Any, into: tuple[Any, ...] | None) -> None:
+        if _is_constant(name, obj):
+            digest = _soft_digest(obj)
+            self.feed("const", digest or _reference(obj), into=into)
+            self.parts[f"const {name}"] = _short_repr(obj)
+        else:  # builtins, library functions and classes, other objects: by name
+            self.feed("ref", _reference(obj), into=into)
+
+    def add_class(self, cls: type) -> None:
+        if id(cls) in self.seen:
+            self.feed("recursive", cls.__qualname__)
+            return
+        self.seen.add(id(cls))
+        normalized = _normalized_source(cls)
+        if normalized is not None:
+            self.sources.append((cls, normalized))
+            self.feed("class", normalized[0])
+            self.parts[f"class {cls.__qualname__}"] = normalized[1]
+            for function in _class_functions(cls):  # (the helpers its methods call)
+                if id(function.__code__) not in self.seen:
+                    self.seen.add(id(function.__code__))
+                    self.functions.append((function, function.__code__,
+                                           function.__defaults__, function.__kwdefaults__))
+                    self._add_references(function)
+        else:  # no source (a notebook's class): its functions' code instead
+            self.feed("class", _reference(cls))
+            for function in _class_functions(cls):
+                self.add_function(function, f"def {function.__qualname__}")
+        for base in cls.__bases__:  # (a base of the module: by its code; others by name)
+            if base.__module__ == cls.__module__:
+                self.add_class(base)
+            else:
+                self.feed("base", _reference(base))
+        for name, value in _class_members(cls):
+            held = _held_code(value)
+            if isinstance(held, type) and held.__module__ == cls.__module__:
+                self.add_class(held)  # a class of its own
+            elif held is not None and not isinstance(held, types.FunctionType):
+                self.feed("holds", name, _member_digest(held))  # staticmethod(math.floor),
+                #                                                 staticmethod(partial(...))
+        # and its values as they are, whatever its source says (computed as the class
+        # was made, or a notebook's class attribute edited and its cell run again)
+        for name, value in _data_members(cls):
+            self.feed("attr", name, _member_digest(value))
+        members = cls.__dict__  # (a member set again or replaced: walked again)
+        self.deps.extend((members, name, value) for name, value in _class_members(cls))
+        self.shapes.append((members, len(members)))
+
+
+def _is_constant(name: str, obj: Any) -> bool:
+    """Whether a referenced value counts by content.
+
+    Immutable values and arrays/frames always do. A list, dict or set counts only under
+    an UPPER_CASE name (PEP 8's constants, ``CONFIG = {...}``): a lower-case one is
+    usually state the function updates (``calls.append(x)``), which must not change
+    the key on every call.
+    """
+    if isinstance(obj, _IMMUTABLE_TYPES):
+        return True
+    if isinstance(obj, (list, dict, set)):
+        return name.isupper()
+    return type(obj).__module__.startswith(("numpy", "pandas"))
+
+
+def _is_code(obj: Any) -> bool:
+    """Modules, functions and classes: what counts by code or name, not by content."""
+    return isinstance(obj, (types.ModuleType, type)) or inspect.isroutine(obj)
+
+
+def _short_repr(obj: Any, limit: int = 300) -> str:
+    try:
+        text = repr(obj)
+    except Exception:
+        text = f"<{type(obj).__qualname__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _global_names(code: types.CodeType) -> list[str]:
+    """Names the code (and its nested code) may load from globals, in a stable order.
+
+    ``co_names`` also holds attribute names; a global that happens to share one is then
+    counted too, which can only make the key more specific.
+    """
+    names: dict[str, None] = {}
+    for nested in _code_objects(code):
+        names.update(dict.fromkeys(nested.co_names))
+    return list(names)
+
+
+_GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+
+
+def loaded_globals(code: types.CodeType) -> set[str]:
+    """The names the code (and its nested code) loads as globals: not attribute names."""
+    return {
+        instruction.argval
+        for nested in _code_objects(code)
+        for instruction in dis.get_instructions(nested)
+        if instruction.opname in _GLOBAL_LOADS
+    }
