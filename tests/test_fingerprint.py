@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import ast
 import functools
 import importlib
 import importlib.util
+import inspect
 import linecache
 import os
 import pickle
@@ -746,3 +748,71 @@ def test_a_method_of_a_class_with_no_function_of_its_own_has_a_key(tmp_path, mon
     module = _module(tmp_path, monkeypatch, "tally", SUBCLASS_OF_A_LIBRARY)
     assert code_digest(module.Tally("ab").most_common) != code_digest(
         module.Tally("abb").most_common)
+
+
+MANY_PLACES = """
+    import functools
+
+    class Plain:
+        x = 1
+
+    @functools.total_ordering
+    class Decorated:
+        def __lt__(self, other):
+            return False
+
+    class Outer:
+        class Inner:
+            class Deepest:
+                pass
+
+    def factory():
+        class Local:
+            y = 2
+        return Local
+
+    if True:
+        class InIf:
+            pass
+    try:
+        class InTry:
+            pass
+    except ImportError:
+        class InTry:  # (the first of a name is the one inspect finds)
+            z = 3
+
+    match 1:
+        case 1:
+            class InMatch:
+                pass
+
+    class Plain2(Plain):
+        pass
+"""
+
+
+def test_a_classs_lines_are_the_ones_inspect_finds(tmp_path, monkeypatch):
+    module = _module(tmp_path, monkeypatch, "many_places", MANY_PLACES)
+    classes = [module.Plain, module.Decorated, module.Outer, module.Outer.Inner,
+               module.Outer.Inner.Deepest, module.factory(), module.InIf, module.InTry,
+               module.InMatch, module.Plain2]
+    for cls in classes:
+        assert sources._source_lines(cls) == inspect.getsourcelines(cls), cls
+
+
+def test_a_module_of_many_classes_is_parsed_once_for_them_and_again_once_edited(
+        tmp_path, monkeypatch):
+    chain = "class C0:\n    n = 0\n" + "".join(
+        f"class C{i}(C{i - 1}):\n    n = {i}\n" for i in range(1, 60))
+    text = chain + "def use():\n    return C59.n\n"
+    module = _module(tmp_path, monkeypatch, "chained_classes", text)
+    parses = []
+    real_parse = ast.parse
+    monkeypatch.setattr(ast, "parse", lambda source, *a, **k: parses.append(len(source))
+                        or real_parse(source, *a, **k))
+    first = code_digest(module.use)
+    assert sum(size >= len(chain) for size in parses) == 1  # (inspect: once a class)
+    (tmp_path / "chained_classes.py").write_text(text.replace("n = 30", "n = 300"))
+    module.C30.n = 300  # (the class as its edited file says)
+    assert code_digest(module.use) != first
+    assert sum(size >= len(chain) for size in parses) == 2

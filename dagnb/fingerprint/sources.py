@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import ast
 import inspect
+import linecache
 import os
+import sys
 import textwrap
 import types
 from collections.abc import Iterator, Mapping
@@ -29,7 +31,7 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
         if adopted is not None:
             return adopted
     try:
-        lines, start = inspect.getsourcelines(obj)
+        lines, start = _source_lines(obj)
     except (OSError, TypeError):
         return None
     if isinstance(obj, type) and not _lines_are_of(obj, start, start + len(lines)):
@@ -39,6 +41,68 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
         return None
     _strip_docstrings(node)
     return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+
+
+# a file's lines (as linecache holds them) -> (those lines, qualname -> index of the
+# class's first line): one parse per file and version, not one per class
+_STARTS: dict[int, tuple[list[str], dict[str, int]]] = {}
+_STARTS_LIMIT = 64
+_STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)  # (classes are statements)
+
+
+def _source_lines(obj: Any) -> tuple[list[str], int]:
+    """``inspect.getsourcelines(obj)``; a class's with its file parsed once, where
+    ``inspect`` parses the whole file for each class it is asked for (before Python 3.13,
+    which reads ``__firstlineno__``): a module of hundreds of classes that refer to one
+    another took seconds to key."""
+    if (not isinstance(obj, type) or sys.version_info >= (3, 13)
+            or inspect.unwrap(obj) is not obj):
+        return inspect.getsourcelines(obj)
+    lines = _file_lines(obj)
+    found = _STARTS.get(id(lines))
+    if found is None or found[0] is not lines:
+        if len(_STARTS) >= _STARTS_LIMIT:
+            _STARTS.clear()
+        found = _STARTS[id(lines)] = (lines, _class_starts(lines))
+    start = found[1].get(obj.__qualname__)
+    if start is None:
+        raise OSError("could not find class definition")
+    return inspect.getblock(lines[start:]), start + 1
+
+
+def _file_lines(cls: type) -> list[str]:
+    """A class's file's lines, as ``inspect.findsource`` reads them (the file read
+    again if it changed)."""
+    file = inspect.getsourcefile(cls)
+    if file:
+        linecache.checkcache(file)
+    else:
+        file = inspect.getfile(cls)
+        if not (file.startswith("<") and file.endswith(">")):
+            raise OSError("source code not available")
+    module = inspect.getmodule(cls, file)
+    lines = linecache.getlines(file, module.__dict__) if module else linecache.getlines(file)
+    if not lines:
+        raise OSError("could not get source code")
+    return lines
+
+
+def _class_starts(lines: list[str]) -> dict[str, int]:
+    """Where each class of a file starts (its first decorator), by qualified name, the
+    first of a name as ``inspect`` finds it (a depth-first walk of the statements)."""
+    starts: dict[str, int] = {}
+    pending: list[tuple[ast.AST, tuple[str, ...]]] = [(ast.parse("".join(lines)), ())]
+    while pending:
+        node, names = pending.pop()
+        if isinstance(node, ast.ClassDef):
+            names = (*names, node.name)
+            first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
+            starts.setdefault(".".join(names), first - 1)
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            names = (*names, node.name, "<locals>")
+        children = [c for c in ast.iter_child_nodes(node) if isinstance(c, _STATEMENTS)]
+        pending.extend((child, names) for child in reversed(children))
+    return starts
 
 
 _OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # dagnb's code
