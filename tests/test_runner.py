@@ -430,3 +430,38 @@ def test_a_timeout_kills_children_even_after_the_main_process_exited() -> None:
     assert finished.states() == {"bg": "failed"}
     assert time.monotonic() - started < 3
     assert wait_until(lambda: _processes_with(marker) == [], timeout=2)
+
+
+def test_a_step_that_calls_sys_exit_ends_as_a_script_would_and_the_run_goes_on() -> None:
+    def leave() -> None:
+        print("leaving", file=sys.stderr)
+        sys.exit(3)
+
+    def complain() -> None:
+        sys.exit("no input today")
+
+    def done_early() -> None:
+        sys.exit()
+
+    def after(done_early: None) -> int:
+        return 7
+
+    class Stop(BaseException):
+        pass
+
+    def stop() -> None:
+        raise Stop("not an Exception")
+
+    run = Graph("g", [Step("leave", func=leave, cache=False),
+                      Step("complain", func=complain, cache=False),
+                      Step("done_early", func=done_early, cache=False),
+                      Step("after", func=after, needs=("done_early",), cache=False),
+                      Step("stop", func=stop, cache=False)]).run()
+    assert run.states() == {"leave": "failed", "complain": "failed",
+                            "done_early": "succeeded", "after": "succeeded", "stop": "failed"}
+    assert run.status_rows()["stop"]["error"] == "Stop: not an Exception"
+    rows = run.status_rows()
+    assert rows["leave"]["error"] == "exit code 3: leaving"
+    assert rows["complain"]["error"] == "exit code 1: no input today"
+    assert run.result("after") == 7
+    assert Graph("g2", [Step("again", func=lambda: 1, cache=False)]).run().result("again") == 1

@@ -416,7 +416,20 @@ async def _call_function(task: Task) -> Outcome:
         if classify(exc) == "transient":  # a dropped connection in user code may pass
             raise TransientError(str(failure)) from exc
         raise failure from exc
+    except SystemExit as exc:  # ends the step as it ends a script (on dask too), not the
+        return _exited(task, exc.code)  # loop thread that every step needs
+    except BaseException as exc:  # a user's own BaseException fails its step alone too
+        raise _failure(task, exc) from exc
     return Outcome(exit_code=0, result=result)
+
+
+def _exited(task: Task, code: object) -> Outcome:
+    """A step that called ``sys.exit(code)``: its exit code, as a process's; a message
+    is printed to stderr, with code 1, as Python does."""
+    if code is None or isinstance(code, int):
+        return Outcome(exit_code=code or 0)
+    task.log("stderr", str(code))
+    return Outcome(exit_code=1)
 
 
 def function_arguments(
@@ -449,7 +462,7 @@ def _is_ours(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
 
 
-def _failure(task: Task, exc: Exception) -> StepFailed:
+def _failure(task: Task, exc: BaseException) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
     frames = traceback.extract_tb(exc.__traceback__)
     while frames and _is_ours(frames[0].filename):  # the calls that led into the step
