@@ -67,3 +67,24 @@ def test_the_argvs(monkeypatch, tmp_path):
     assert container_argv(Step("s", run="x"))[-2:] == ["dagnb", "x"]
     with pytest.raises(InvalidStepError, match="errexit 'no' must be True or False"):
         Step("s", run="x", errexit="no")
+
+
+def test_a_workdir_that_is_not_here_fails_its_step_and_touches_nothing(workdir):
+    (workdir / "data.csv").write_text("precious")
+    run = dagnb.Graph("wd", [Step("clean", workdir="build", run="rm -f ./*.csv")]).run(
+        executor="local", cache=False)
+    assert run.states() == {"clean": "failed"}
+    error = run.status_rows()["clean"]["error"]
+    assert "workdir 'build' is not a folder of this machine" in error and "\n" not in error
+    assert (workdir / "data.csv").read_text() == "precious"
+
+
+def test_a_workdir_runs_where_it_is_here_or_where_a_mount_maps_it(workdir):
+    (workdir / "build").mkdir()
+    (workdir / "src" / "pkg").mkdir(parents=True)
+    steps = [Step("rel", workdir="build", run="pwd"),
+             Step("mapped", workdir="/workspace/pkg", mounts={"src": "/workspace"}, run="pwd")]
+    run = dagnb.Graph("wd", steps).run(executor="local", cache=False)
+    assert run.states() == {"rel": "succeeded", "mapped": "succeeded"}
+    assert run.logs("rel")["line"].tolist() == [str(workdir / "build")]
+    assert run.logs("mapped")["line"].tolist() == [str(workdir / "src" / "pkg")]

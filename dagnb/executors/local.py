@@ -27,7 +27,8 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dagnb.errors import StepFailed, TransientError
@@ -362,11 +363,31 @@ _environb: dict[bytes, bytes] = {}
 
 
 def _workdir(task: Task) -> str:
+    """The folder a step's process starts in: its workdir on this machine (relative to
+    the workflow's folder), or the folder a mount of the step maps a container workdir
+    from. Never another folder: a command run elsewhere acts on the wrong files."""
     workdir = task.step.workdir
     if workdir is None:
         return str(task.base_dir)
-    path = task.base_dir / workdir
-    return str(path) if path.is_dir() else str(task.base_dir)
+    for path in _host_folders(task.base_dir, workdir, task.step.mounts):
+        if path.is_dir():
+            return str(path)
+    raise StepFailed(
+        f"step {task.step.name!r}: its workdir {workdir!r} is not a folder of this machine "
+        f"({task.base_dir / workdir}), and no mount of the step maps it here; create it, "
+        "or fix the path (the local executor runs steps on this machine)",
+        step=task.step.name,
+    )
+
+
+def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
+    """Where ``workdir`` may be on this machine: itself, then through each mount whose
+    container path holds it (``{.: /workspace}`` maps ``/workspace/src`` to ``./src``)."""
+    yield base / workdir
+    inside = PurePosixPath(workdir)
+    for host, target in mounts.items():
+        if inside.is_relative_to(target):
+            yield base / host / inside.relative_to(target)
 
 
 async def _kill_group(process: _Child) -> None:
