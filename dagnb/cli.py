@@ -19,6 +19,7 @@ import argparse
 import signal
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -303,22 +304,51 @@ def _pairs(items: list[str]) -> dict[str, str]:
 def _cache(args: argparse.Namespace) -> int:
     """`dagnb cache verify`: what a hit checks by size, checked by content."""
     from dagnb.cache import store_for
+    from dagnb.cache.store import DamagedEntryWarning
 
     if args.action in ("push", "pull"):
         return _cache_sync(args)
+    if _no_cache_here(args.cache_dir):
+        return 0
     store = store_for(args.cache_dir)
-    entries = list(store.iter_entries())
-    damaged = [e for e in entries if not e.verify()]
-    for entry in damaged:
-        store.quarantine(entry.step, entry.key, "its files no longer match their digest")
-    records = store.damaged_records()  # skipped while listing: never served
-    for record in records:
-        print(f"damaged pack record: {record}")
-    count = len(damaged) + len(records)
-    print(f"verified {len(entries) + len(records)} cache entries in {store.location}: "
-          + (f"{count} damaged, set aside (their steps run again)" if count
+    with warnings.catch_warnings():  # (each is one line below, not a warning's two)
+        warnings.simplefilter("ignore", DamagedEntryWarning)
+        entries = list(store.iter_entries())  # (damage a hit would see: set aside)
+        changed = [entry for entry in entries if not entry.verify()]
+        for entry in changed:
+            store.quarantine(entry.step, entry.key, "its files no longer match their digest")
+    damaged = [f"damaged entry: {line}, set aside" for line in store.take_set_aside()]
+    damaged += [f"damaged pack record: {record}" for record in store.damaged_records()]
+    for line in damaged:
+        print(line)
+    print(f"verified {len(entries) - len(changed) + len(damaged)} cache entries in "
+          f"{store.location}: "
+          + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
              else "all intact"))
-    return 1 if count else 0
+    return 1 if damaged else 0
+
+
+def _no_cache_here(given: str | None) -> bool:
+    """Whether there is no cache to verify at the folder named (or configured): True,
+    said in a line, for the configured one not made yet; ConfigError for a folder named
+    that is not there, or not a dagnb cache (its folders are not entries to set aside)."""
+    from dagnb.cache import is_cache_folder, local_folder
+    from dagnb.checks import is_url
+
+    if given is not None and is_url(given):
+        return False
+    folder = local_folder(given)
+    if not folder.exists():
+        if given is None:
+            print(f"no cache at {str(folder)!r} yet: nothing to verify")
+            return True
+        raise ConfigError(f"--cache-dir {given!r}: there is no folder {str(folder)!r}; "
+                          "name the folder dagnb run caches in (the setting cache_directory)")
+    if not is_cache_folder(folder):
+        raise ConfigError(f"--cache-dir {given or str(folder)!r}: {str(folder)!r} is not a dagnb "
+                          "cache folder (none of .packs, .scratch, .locks in it); name the "
+                          "folder dagnb run caches in")
+    return False
 
 
 @command("images")

@@ -172,12 +172,49 @@ def test_cache_verify_sets_aside_entries_whose_files_changed(tmp_path, monkeypat
     assert "verified 2 cache entries" in capsys.readouterr().out
     [written] = tmp_path.glob(".dagnb_cache/a/*/out/a.txt")
     written.write_text("AAAA\n")  # same size, other content: only a re-hash sees it
-    from dagnb.cache import DamagedEntryWarning
-
-    with pytest.warns(DamagedEntryWarning, match="no longer match their digest"):
-        assert main(["cache", "verify"]) == 1
-    assert "1 damaged, set aside" in capsys.readouterr().out
+    assert main(["cache", "verify"]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("damaged entry: a/") and "no longer match their digest" in out[0]
+    assert "verified 2 cache entries" in out[1] and "1 damaged, set aside" in out[1]
     assert main(["run", "w.yml"]) == 0
     out = capsys.readouterr().out
     assert any(line.split()[:2] == ["a", "succeeded"] for line in out.splitlines())
     assert any(line.split()[:2] == ["b", "cached"] for line in out.splitlines())
+
+
+def test_cache_verify_counts_what_its_listing_sets_aside(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.yml").write_text("".join(
+        f"  {n}:\n    run: echo {n * 4} > \"$DAGNB_OUT/{n}.txt\"\n" for n in "abc")
+        .join(["steps:\n", ""]))
+    assert main(["run", "w.yml"]) == 0
+    [written] = tmp_path.glob(".dagnb_cache/b/*/out/b.txt")
+    with written.open("a") as grown:  # another size: what a hit checks already
+        grown.write("more")
+    capsys.readouterr()
+    assert main(["cache", "verify"]) == 1
+    out, err = capsys.readouterr()
+    assert out.splitlines()[0].startswith("damaged entry: b/")
+    assert "verified 3 cache entries" in out and "1 damaged" in out
+    assert err == ""  # (each damage one line of the report, no warning with source lines)
+    assert main(["cache", "verify"]) == 0  # set aside: the cache is whole again
+
+
+@pytest.mark.parametrize("given", [".", "typo_cache"])
+def test_cache_verify_touches_no_folder_that_is_not_a_cache(tmp_path, monkeypatch, capsys,
+                                                            given):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src" / "module").mkdir(parents=True)
+    (tmp_path / "src" / "module" / "x.py").write_text("x = 1\n")
+    assert main(["cache", "verify", "--cache-dir", given]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"dagnb: error: --cache-dir {given!r}") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["src"]
+    assert (tmp_path / "src" / "module" / "x.py").read_text() == "x = 1\n"
+
+
+def test_cache_verify_with_no_cache_yet_says_so_and_makes_none(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["cache", "verify"]) == 0
+    assert "nothing to verify" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []

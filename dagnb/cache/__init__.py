@@ -50,6 +50,7 @@ __all__ = [
     "explain",
     "explain_frame",
     "get_backend",
+    "is_cache_folder",
     "key_digest",
     "local_folder",
     "reduce_size",
@@ -73,6 +74,21 @@ def local_folder(directory: str | os.PathLike[str] | None = None) -> Path:
     config = settings()
     location = _absolute(config.cache_directory if directory is None else directory)
     return _absolute(config.cache_local_directory) if isinstance(location, str) else location
+
+
+# folders a store makes in its cache folder: a used one holds at least one of them
+_STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
+
+
+def is_cache_folder(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a dagnb cache folder: an empty folder, or one holding a folder
+    a store makes (commands that walk entries refuse anything else: the folders of a
+    project are not entries to set aside)."""
+    try:
+        names = set(os.listdir(path))
+    except NotADirectoryError:
+        return False
+    return not names or not names.isdisjoint(_STORE_FOLDERS)
 
 
 def store_for(

@@ -123,6 +123,9 @@ _UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs o
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
+_SET_ASIDE_KEPT = 100_000  # (a long-lived process that never asks keeps no more)
+
+
 class DamagedEntryWarning(UserWarning):
     """A cache entry could not be read; it was moved aside and treated as a miss."""
 
@@ -487,6 +490,7 @@ class Store:
         self._session_hits: defaultdict[str, int] = defaultdict(int)
         self._session_misses: defaultdict[str, int] = defaultdict(int)
         self._flush_failed = False  # warned once already
+        self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(self)
 
     @property
@@ -688,6 +692,8 @@ class Store:
                 return self._current(step_name, key, False)
         self._forget(step_name, key)
         where = None if self.read_only else self._set_aside(step_name, key)
+        if len(self._set_aside_now) < _SET_ASIDE_KEPT:
+            self._set_aside_now.append(f"{step_name}/{key[:12]} ({problem})")
         ident = f"{self.location}/{step_name}/{key}"
         if ident not in _REPORTED:
             _REPORTED.add(ident)
@@ -721,6 +727,13 @@ class Store:
         with contextlib.suppress(OSError):
             self.backend.remove(step_name, key)  # what is left of it, if the write copied
         return self.location / _DAMAGED / name
+
+    def take_set_aside(self) -> list[str]:
+        """The entries found damaged (set aside, or left in place when read-only) since
+        the last call, each as ``step/key (problem)``: ``dagnb cache verify`` counts
+        those its listing met as well as those whose files it found changed."""
+        found, self._set_aside_now = self._set_aside_now, []
+        return found
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
         """Set aside an entry found damaged after lookup (its result cannot be read, ...):
