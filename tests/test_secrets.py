@@ -59,3 +59,30 @@ def test_a_step_sees_only_the_secrets_it_declares(workdir, monkeypatch):
     run = graph.run(executor="local", cache=False)
     assert run.logs("uses")["line"].tolist() == ["has"]
     assert run.logs("other")["line"].tolist() == ["token=[]"]
+
+
+def test_a_run_of_some_steps_withholds_and_masks_the_secrets_the_others_declare(
+        workdir, monkeypatch):
+    """A notebook runs one cell's steps at a time: a secret another cell's step declares
+    must not reach this cell's steps, nor its output, nor the cache."""
+    secret = "tok-987654321-zz"
+    monkeypatch.setenv("API_TOKEN", secret)
+
+    def peek() -> None:
+        import os
+
+        print("py sees", os.environ.get("API_TOKEN", "nothing"))
+
+    graph = Graph("s", [
+        Step("uses", secrets=("API_TOKEN",), run='test -n "$API_TOKEN"'),
+        Step("other", run='echo "other sees ${API_TOKEN:-nothing}"'),
+        Step("py", func=peek),
+    ])
+    run = graph.run(["other", "py"], executor="local")
+    assert run.states() == {"other": "succeeded", "py": "succeeded"}
+    assert run.logs("other")["line"].tolist() == ["other sees nothing"]
+    assert run.logs("py")["line"].tolist() == ["py sees ***"]  # (in-process: masked)
+    cache = workdir / ".dagnb_cache"
+    assert cache.is_dir()
+    stored = [p for p in cache.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert stored == []

@@ -20,7 +20,7 @@ import secrets as _random
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -255,7 +255,16 @@ def prepare(
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.last_run = run
-    return run, Scheduler(run, options, secret_values)
+    return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps))
+
+
+def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
+    """The secrets that the graph's steps outside this run declare, as set now (a
+    notebook runs a cell's steps: the secret of another cell is withheld and masked
+    in this run too, as in a run of the whole graph)."""
+    names = {name for step in graph if step.name not in steps
+             for name in step.secrets}
+    return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}

@@ -104,13 +104,18 @@ class Scheduler:
     """Runs ``run.order`` once; create one per run."""
 
     def __init__(
-        self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]]
+        self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]],
+        others: Mapping[str, str] = _NONE,
     ) -> None:
+        """``secrets``: each step's, read from the environment; ``others``: those that
+        the graph's steps outside this run declare (a notebook's other cells), withheld
+        and masked here too."""
         self.run = run
         self.options = options
         self.secrets = secrets
-        self.mask = Masker(v for values in secrets.values() for v in values.values())
-        self._secret_names = frozenset(n for values in secrets.values() for n in values)
+        declared = {n: v for values in secrets.values() for n, v in values.items()}
+        self.mask = Masker([*declared.values(), *others.values()])
+        self._secret_names = frozenset(declared).union(others)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._waiting = {n: sum(d in run.steps for d in run.steps[n].needs) for n in run.order}
