@@ -86,3 +86,41 @@ def test_a_run_of_some_steps_withholds_and_masks_the_secrets_the_others_declare(
     assert cache.is_dir()
     stored = [p for p in cache.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
     assert stored == []
+
+
+def test_a_result_or_file_that_holds_a_secret_is_not_cached(workdir, monkeypatch):
+    secret = "zz-TOPSECRET-42-abcdef"
+    monkeypatch.setenv("MYTOKEN", secret)
+
+    def peek() -> str:
+        import os
+
+        return os.environ["MYTOKEN"]  # (in-process: os.environ is the kernel's)
+
+    graph = Graph("s", [
+        Step("user", secrets=("MYTOKEN",), run='printf "%s" "$MYTOKEN" > "$DAGNB_OUT/t"'),
+        Step("peek", func=peek),
+        Step("plain", run='echo fine > "$DAGNB_OUT/f"'),
+    ])
+    with pytest.warns(UserWarning, match="hold the value of secret 'MYTOKEN'") as caught:
+        run = graph.run(executor="local")
+    assert run.states() == {"user": "succeeded", "peek": "succeeded", "plain": "succeeded"}
+    assert run.result("peek") == secret  # (served to this run, not kept)
+    assert sorted(str(w.message).split("'")[1] for w in caught) == ["peek", "user"]
+    cache = workdir / ".dagnb_cache"  # (the run's own folder holds what the step wrote)
+    stored = [p for p in cache.rglob("*") if p.is_file() and ".runs" not in p.parts
+              and secret.encode() in p.read_bytes()]
+    assert stored == []
+    with pytest.warns(UserWarning):
+        again = graph.run(executor="local")
+    assert again.states() == {"user": "succeeded", "peek": "succeeded", "plain": "cached"}
+
+
+def test_a_long_secret_through_wrapping_base64_is_masked_line_by_line(workdir, monkeypatch):
+    secret = "s3cr3t-" + "".join(chr(ord("a") + i % 26) for i in range(61))  # 68 chars
+    monkeypatch.setenv("LONG_TOKEN", secret)
+    step = Step("enc", secrets=("LONG_TOKEN",),
+                run='printf "%s" "$LONG_TOKEN" | base64; printf "%s" "$LONG_TOKEN" | base64 -w 64')
+    run = Graph("s", [step]).run(executor="local", cache=False)
+    lines = run.logs("enc")["line"].tolist()
+    assert len(lines) == 4 and all(line.strip("*=") == "" for line in lines), lines

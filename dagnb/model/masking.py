@@ -14,9 +14,9 @@ import base64
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-__all__ = ["MASK", "MIN_LINE", "Masker", "leak_forms"]
+__all__ = ["MASK", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
 
 MASK = "***"
 MIN_LINE = 6
@@ -28,9 +28,44 @@ def leak_forms(secret: str) -> set[str]:
     forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
              urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
-        forms |= {encoded.decode(), encoded.decode().rstrip("=")}
+        forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
     forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
     return {form for form in forms if form}
+
+
+_WRAPS = (76, 64)  # base64's (and MIME's) line width, PEM's and openssl's
+
+
+def _wrapped(encoded: str) -> set[str]:
+    """The lines base64 text is cut into by tools that wrap it (``base64`` without
+    ``-w0``): each is printed, and captured, as a line of its own."""
+    return {encoded[at:at + width].rstrip("=") for width in _WRAPS if len(encoded) > width
+            for at in range(0, len(encoded), width)
+            if len(encoded[at:at + width].rstrip("=")) >= MIN_LINE}
+
+
+class SecretFinder:
+    """Finds the value of a secret, in any leak form, in bytes: what a step would store
+    (its result, its files), which must hold none."""
+
+    __slots__ = ("_forms", "longest")
+
+    def __init__(self, secrets: Mapping[str, str]) -> None:
+        self._forms = [(name, sorted({form.encode() for form in leak_forms(value)},
+                                     key=len, reverse=True))
+                       for name, value in sorted(secrets.items()) if value]
+        self.longest = max((len(forms[0]) for _, forms in self._forms), default=0)
+
+    def __bool__(self) -> bool:
+        return bool(self._forms)
+
+    def find(self, data: bytes | memoryview) -> str | None:
+        """The name of a secret ``data`` holds, or None."""
+        blob = bytes(data)
+        for name, forms in self._forms:
+            if any(form in blob for form in forms):
+                return name
+        return None
 
 
 class Masker:

@@ -45,9 +45,10 @@ from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
 from dagnb.executors.loop import wait_for
 from dagnb.model.contract import write_params
-from dagnb.model.masking import Masker
+from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
+from dagnb.runtime.leaks import stored_secret
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
@@ -116,6 +117,7 @@ class Scheduler:
         declared = {n: v for values in secrets.values() for n, v in values.items()}
         self.mask = Masker([*declared.values(), *others.values()])
         self._secret_names = frozenset(declared).union(others)
+        self._secrets_found = SecretFinder({**others, **declared})
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._waiting = {n: sum(d in run.steps for d in run.steps[n].needs) for n in run.order}
@@ -299,6 +301,12 @@ class Scheduler:
         if last.error is not None:  # an entry without all its lines would replay them so
             warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
                           f"written ({last.error})", stacklevel=2)
+            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+        leaked = stored_secret(self._secrets_found, out_dir, outcome.result)
+        if leaked is not None:
+            warnings.warn(f"step {step.name!r} ran but was not cached: its result or files "
+                          f"hold the value of secret {leaked!r}, and the cache keeps no "
+                          "secret; pass the secret on at run time instead", stacklevel=2)
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         entry = cache.save(
             step,

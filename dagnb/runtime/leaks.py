@@ -1,0 +1,50 @@
+"""A step's result and files are checked for the run's secrets before they are stored:
+the cache keeps no secret (a step may read one it did not declare, in-process, or write
+one it did into its outputs)."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+from dagnb.executors.base import NO_RESULT
+from dagnb.model.masking import SecretFinder
+
+_CHUNK = 1 << 20
+
+
+def stored_secret(finder: SecretFinder, out_dir: str, result: Any) -> str | None:
+    """The name of a secret that the step's result or a file under ``out_dir`` holds,
+    or None (at once when the run has no secret)."""
+    if not finder:
+        return None
+    if result is not NO_RESULT:
+        try:
+            found = finder.find(pickle.dumps(result, protocol=5))
+        except Exception:  # (a result that does not pickle is not stored either)
+            found = None
+        if found is not None:
+            return found
+    for folder, _, files in os.walk(out_dir):
+        for name in files:
+            found = _file_holds(os.path.join(folder, name), finder)
+            if found is not None:
+                return found
+    return None
+
+
+def _file_holds(path: str, finder: SecretFinder) -> str | None:
+    """A secret in a file, read a MiB at a time (a value cut by two reads is found: the
+    end of each read is searched again with the next)."""
+    tail = b""
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                found = finder.find(tail + chunk)
+                if found is not None:
+                    return found
+                tail = chunk[-finder.longest:]
+    except OSError:  # (unreadable: the store cannot read it either)
+        return None
+    return None
