@@ -239,3 +239,30 @@ def test_python_steps_files_are_cached_once_a_step_made_the_run_folder() -> None
     assert second.states() == {"a": "cached", "b": "cached"}
     assert (second.outputs("b") / "f.txt").read_text() == "hi"
     assert second.result("a") == 1 and second.result("b") == "hi"
+
+
+def test_a_step_that_mounts_its_project_folder_is_cached_whatever_its_cache_holds(workdir):
+    """The platform's usual ``volumes: [{source: ., target: /workspace}]``: the folder
+    holds the cache, which every run changes; what ``exclude`` names does not count."""
+    (workdir / "data.csv").write_text("1,2\n")
+    (workdir / "scratch").mkdir()
+
+    def graph() -> Graph:
+        return Graph("m", [Step("use", mounts={".": "/workspace"}, exclude=("scratch",),
+                                run="cat data.csv")])
+
+    assert graph().run(executor="local").states() == {"use": "succeeded"}
+    (workdir / "scratch" / "tmp.txt").write_text("noise")  # excluded: no new key
+    assert graph().run(executor="local").states() == {"use": "cached"}
+    (workdir / "data.csv").write_text("1,3\n")  # what the step reads: runs again
+    assert graph().run(executor="local").states() == {"use": "succeeded"}
+
+
+@pytest.mark.parametrize(("path", "left_out"), [
+    (".git", True), ("a/.git", True), ("a/.git/HEAD", True), ("data/x.tmp", True),
+    ("data/sub/x.tmp", False), ("build", True), ("build/out.bin", True), ("builder", False),
+    ("src/build", False), ("notes.txt", False)])
+def test_mount_patterns_are_dagger_s(path, left_out):
+    from dagnb.cache.mounts import excluder
+
+    assert excluder(["**/.git", "data/*.tmp", "/build/"])(path) is left_out

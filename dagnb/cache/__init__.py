@@ -25,6 +25,7 @@ from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.forks import ForkSafeLock
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
+from dagnb.cache.location import absolute, default_location, local_folder
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
@@ -63,19 +64,6 @@ __all__ = [
 ]
 
 
-def default_location() -> Path:
-    """The configured cache folder, as an absolute path (a store URL's local tier)."""
-    return local_folder(settings().cache_directory)
-
-
-def local_folder(directory: str | os.PathLike[str] | None = None) -> Path:
-    """The local folder of a cache directory: itself, or the local tier of a store URL
-    (the ``cache_local_directory`` setting), where run records and locks live too."""
-    config = settings()
-    location = _absolute(config.cache_directory if directory is None else directory)
-    return _absolute(config.cache_local_directory) if isinstance(location, str) else location
-
-
 # folders a store makes in its cache folder: a used one holds at least one of them
 _STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
 
@@ -105,8 +93,8 @@ def store_for(
     which writes nothing there, not even the file digests remembered beside it.
     """
     config = settings()
-    configured = _absolute(config.cache_directory)
-    location = configured if directory is None else _absolute(directory)
+    configured = absolute(config.cache_directory)
+    location = configured if directory is None else absolute(directory)
     store = context().get("cache.stores", _RecentStores).get(location, read_only, configured)
     store.default_ttl = config.cache_ttl_seconds
     if read_only:  # digests of files are kept in memory only
@@ -155,13 +143,6 @@ class _RecentStores:
         for _, old in dropped:  # (not under the lock: a close writes)
             old.close()
         return store
-
-
-def _absolute(directory: str | os.PathLike[str]) -> Path | str:
-    """A folder resolved now (a relative one follows the working directory), or a
-    store URL as given."""
-    text = os.fspath(directory)
-    return text if is_url(text) else Path(text).expanduser().resolve()
 
 
 def default_store() -> Store:

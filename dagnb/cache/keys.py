@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from dagnb.cache.mounts import excluder, mount_excludes
 from dagnb.errors import CacheError, FingerprintError, UnfingerprintableVariable
 from dagnb.fingerprint import (
     code_source_parts,
@@ -314,8 +315,9 @@ def _shown(name: str, value: Any) -> str:
 def _mount_digest(step: Step, base_dir: Path, host: str, target: str) -> str:
     path = Path(host).expanduser()
     path = path if path.is_absolute() else base_dir / path
-    try:
-        content = path_digest(path)
+    try:  # (a folder as a container's upload of it holds it)
+        skip = excluder(mount_excludes(step, path)) if path.is_dir() else None
+        content = path_digest(path, skip=skip)
     except FileNotFoundError:
         raise FingerprintError(
             f"step {step.name!r}: mount {host!r} does not exist (looked for {str(path)!r})"

@@ -7,6 +7,7 @@ import atexit
 import json
 import os
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +134,8 @@ def _file_digest(path: str, st: os.stat_result, use_cache: bool) -> str:
     return digest
 
 
-def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) -> str:
+def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
+                skip: Callable[[str], bool] | None = None) -> str:
     """Hex digest of a file's content, or of a directory tree.
 
     A directory's digest covers every relative name (files, subdirectories, empty ones
@@ -147,6 +149,9 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
         A file or a directory.
     use_stat_cache
         Reuse a file's digest while its (path, size, mtime_ns, inode) is unchanged.
+    skip
+        Leaves out of a directory's digest each path (relative, ``a/b.txt``) for which it
+        is true, and a folder's whole tree.
 
     Raises
     ------
@@ -162,7 +167,8 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) ->
     else:
         h = new_hasher()
         try:
-            _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""})
+            _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""},
+                            skip=skip)
         except _TooDeep:
             raise _depth_error(absolute) from None
         digest = h.hexdigest()
@@ -210,7 +216,7 @@ class _TooDeep(Exception):
 
 def _feed_directory(
     h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str],
-    *, read: bool = True,
+    *, read: bool = True, skip: Callable[[str], bool] | None = None,
 ) -> None:
     """Feed one folder's tree. A folder reached again through a symlink (a loop, or two
     links to one folder: a "DAG" that would double the work per level) is fed once,
@@ -223,6 +229,8 @@ def _feed_directory(
         entries = sorted(scan, key=lambda entry: entry.name)
     for entry in entries:
         name = f"{rel}/{entry.name}" if rel else entry.name
+        if skip is not None and skip(name):
+            continue
         raw = os.fsencode(name)
         if entry.is_dir():
             st = entry.stat()
@@ -230,7 +238,7 @@ def _feed_directory(
             if first != name:  # seen before: a symlink loop or a second link
                 h.update(b"L%d:%s>%s" % (len(raw), raw, os.fsencode(first)))
                 continue
-            _feed_directory(h, entry.path, name, use_cache, seen, read=read)
+            _feed_directory(h, entry.path, name, use_cache, seen, read=read, skip=skip)
         elif entry.is_file() and read:
             digest = _file_digest(entry.path, entry.stat(), use_cache)
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))

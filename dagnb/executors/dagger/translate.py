@@ -25,7 +25,6 @@ that mounts ``data/`` must see its files.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -33,6 +32,7 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from dagnb.cache.mounts import DEFAULT_EXCLUDES, mount_excludes
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Task
 from dagnb.executors.dagger.connection import from_this_session
@@ -71,8 +71,6 @@ VOLATILE = ("DAGNB_RUN_ID", "DAGNB_ATTEMPT")
 VOLATILE_SINCE = (0, 21, 4)  # the engine version that added withVolatileVariable
 
 # Dagger (buildkit) patterns, relative to the mounted folder.
-DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
-                    "**/.dagnb_cache")
 
 ServiceLookup = Callable[[str], Any]  # alias -> dagger.Service
 
@@ -300,18 +298,9 @@ def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
 
 
 def host_excludes(step: Step, folder: Path) -> list[str]:
-    """What an upload of ``folder`` leaves out: the defaults, the configured cache folder,
-    virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
-    from dagnb.cache import local_folder
-
-    patterns = list(DEFAULT_EXCLUDES)
-    cache = local_folder().resolve()  # a store URL's local tier; relative: to the cwd
-    if cache.is_relative_to(folder.resolve()) and cache != folder.resolve():
-        patterns.append(cache.relative_to(folder.resolve()).as_posix())  # only that folder
-    with contextlib.suppress(OSError):
-        patterns += sorted(entry.name for entry in os.scandir(folder)
-                           if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
-    return list(dict.fromkeys([*patterns, *step.exclude]))
+    """What an upload of ``folder`` leaves out: what the step's key leaves out of it
+    (:func:`dagnb.cache.mounts.mount_excludes`)."""
+    return mount_excludes(step, folder)
 
 
 def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:

@@ -1,0 +1,30 @@
+"""Where the cache is: the configured folder, or a store URL's local tier (where run
+records and locks live too)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from dagnb.checks import is_url
+from dagnb.config import settings
+
+
+def default_location() -> Path:
+    """The configured cache folder, as an absolute path (a store URL's local tier)."""
+    return local_folder(settings().cache_directory)
+
+
+def local_folder(directory: str | os.PathLike[str] | None = None) -> Path:
+    """The local folder of a cache directory: itself, or the local tier of a store URL
+    (the ``cache_local_directory`` setting), where run records and locks live too."""
+    config = settings()
+    location = absolute(config.cache_directory if directory is None else directory)
+    return absolute(config.cache_local_directory) if isinstance(location, str) else location
+
+
+def absolute(directory: str | os.PathLike[str]) -> Path | str:
+    """A folder resolved now (a relative one follows the working directory), or a
+    store URL as given."""
+    text = os.fspath(directory)
+    return text if is_url(text) else Path(text).expanduser().resolve()

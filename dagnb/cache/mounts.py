@@ -1,0 +1,55 @@
+"""What of a mounted folder a step's key counts, and a container's upload carries: all
+of it but what no step should need and that changes by itself (version control, virtual
+environments, bytecode, notebook checkpoints, dagnb's own cache), and what the step's
+``exclude`` patterns name. One list for every executor: a folder mounted at ``.`` holds
+the cache, which every run changes, and was never a hit.
+
+Patterns are Dagger's (BuildKit's): relative to the mounted folder; ``*`` and ``?`` do
+not cross ``/``; ``**/name`` is ``name`` at any depth; a folder that matches is left out
+with everything in it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import re
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from dagnb.cache.location import local_folder
+from dagnb.model.step import Step
+
+DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
+                    "**/.dagnb_cache")
+
+
+def mount_excludes(step: Step, folder: Path) -> list[str]:
+    """What a mount of ``folder`` leaves out: the defaults, the configured cache folder,
+    virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
+    patterns = list(DEFAULT_EXCLUDES)
+    cache, root = local_folder().resolve(), folder.resolve()
+    if cache.is_relative_to(root) and cache != root:  # (a store URL's local tier too)
+        patterns.append(cache.relative_to(root).as_posix())  # only that folder
+    with contextlib.suppress(OSError):
+        patterns += sorted(entry.name for entry in os.scandir(folder)
+                           if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
+    return list(dict.fromkeys([*patterns, *step.exclude]))
+
+
+def excluder(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a path relative to the mounted folder (``a/b.txt``) is left out."""
+    compiled = re.compile("|".join(_regex(p) for p in patterns if p.strip("/")) or "(?!)")
+    return lambda relative: compiled.match(relative) is not None
+
+
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> str:
+    """A pattern as a regular expression of the path, or of a folder above it."""
+    pattern = pattern.strip("/").removeprefix("./")
+    parts = []
+    for piece in re.split(r"(\*\*/|\*\*|\*|\?)", pattern):
+        parts.append({"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+            piece, re.escape(piece)))
+    return f"(?:{''.join(parts)})(?:/|$)"
