@@ -816,3 +816,58 @@ def test_a_module_of_many_classes_is_parsed_once_for_them_and_again_once_edited(
     module.C30.n = 300  # (the class as its edited file says)
     assert code_digest(module.use) != first
     assert sum(size >= len(chain) for size in parses) == 2
+
+
+FEATURES = """
+    RATE = 2
+
+    class Thing:
+        def go(self):
+            return 1
+
+    def make(x):
+        return x + 1
+"""
+
+STEPS = """
+    import features
+    from features import make, Thing
+
+    def by_attribute(x):
+        return features.make(x) * features.RATE
+
+    def by_name(x):
+        return make(x) + Thing().go()
+"""
+
+
+@pytest.mark.parametrize("edit", [("x + 1", "x + 100"), ("RATE = 2", "RATE = 3"),
+                                  ("return 1", "return 7")])
+def test_a_helper_module_of_the_project_counts_by_its_code(tmp_path, monkeypatch, edit):
+    """A project's own module (not Python's, not an installed package's) is the user's
+    code: edited (then reloaded, or the kernel restarted), what uses it runs again."""
+    for name in ("features", "feature_steps"):  # (another case's, imported before)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    features = _module(tmp_path, monkeypatch, "features", FEATURES)
+    steps = _module(tmp_path, monkeypatch, "feature_steps", STEPS)
+    before = {f: code_digest(getattr(steps, f)) for f in ("by_attribute", "by_name")}
+    (tmp_path / "features.py").write_text(textwrap.dedent(FEATURES).replace(*edit))
+    importlib.reload(features)
+    importlib.reload(steps)
+    after = {f: code_digest(getattr(steps, f)) for f in ("by_attribute", "by_name")}
+    changed = {f for f in before if before[f] != after[f]}
+    expected = {"RATE": {"by_attribute"}, "x +": {"by_attribute", "by_name"},
+                "return": {"by_name"}}
+    assert changed == next(v for k, v in expected.items() if edit[0].startswith(k))
+
+
+def test_libraries_and_dagnb_count_by_name(tmp_path, monkeypatch):
+    module = _module(tmp_path, monkeypatch, "uses_libraries", """
+        import json
+        import dagnb
+
+        def f(x):
+            return json.dumps(x), dagnb.current
+    """)
+    parts = code_source_parts(module.f)
+    assert list(parts) == ["def f"], parts  # (json.dumps and dagnb.current: by name)

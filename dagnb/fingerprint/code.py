@@ -4,10 +4,7 @@ of holds; the object a method is bound to; the data a function reads from global
 
 from __future__ import annotations
 
-import functools
 import inspect
-import os
-import sys
 import types
 import weakref
 from collections.abc import Callable, Mapping
@@ -17,8 +14,8 @@ from typing import Any
 from dagnb.errors import FingerprintError
 from dagnb.fingerprint import hashers, values
 from dagnb.fingerprint.hashers import new_hasher
-from dagnb.fingerprint.names import _MAIN_NAMES, _reference
-from dagnb.fingerprint.sources import _code_key
+from dagnb.fingerprint.names import _reference
+from dagnb.fingerprint.sources import _code_key, _of_user
 from dagnb.fingerprint.values import _soft_digest, value_digest
 from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_globals
 
@@ -188,15 +185,6 @@ _CLASS_RECORDS_LIMIT = 1024  # a metaclass's __eq__ may say two classes are one,
 #                              __hash__ be missing; a record holds its class: bounded
 
 
-@functools.lru_cache(maxsize=1)
-def _libraries() -> tuple[str, ...]:
-    """Where Python's own modules and installed packages are (their classes: by name)."""
-    import sysconfig
-
-    return tuple(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
-                 for name in ("stdlib", "purelib", "platlib"))
-
-
 def _class_digest(cls: type) -> str:
     """A class of the user's code by its code and values (walked once while they hold);
     one of a library or of Python by name."""
@@ -207,9 +195,7 @@ def _class_digest(cls: type) -> str:
 def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
     """The walk of a class of the user's code, made again when it no longer holds; None
     for a class of a library or of Python (unless ``anyway``: one pickle cannot find)."""
-    module = sys.modules.get(cls.__module__) if type(cls.__module__) is str else None
-    if not anyway and cls.__module__ not in _MAIN_NAMES and _in_libraries(
-            getattr(module, "__file__", None)):
+    if not anyway and not _of_user(cls.__module__):
         return None
     found = _CLASS_RECORDS.get(id(cls))
     if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
@@ -226,12 +212,6 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
         found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
                                            _CodeRecord(walker.h.hexdigest(), walker))
     return found[2]
-
-
-@functools.lru_cache(maxsize=4096)
-def _in_libraries(file: str | None) -> bool:
-    """Whether a module's file is Python's or an installed package's (or it has none)."""
-    return not file or os.path.realpath(file).startswith(_libraries())
 
 
 def _object_digest(obj: Any) -> str:

@@ -5,6 +5,7 @@ another process sent along with a function it pickled."""
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import os
@@ -20,6 +21,7 @@ from dagnb.fingerprint.members import (
     _data_members,
     _member_digest,
 )
+from dagnb.fingerprint.names import _MAIN_NAMES
 from dagnb.fingerprint.values import _digest_bytes
 
 
@@ -205,6 +207,32 @@ def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
                 continue  # nested code is walked itself; docstrings do not count
             h.update(_digest_bytes(const))
     return h.hexdigest()
+
+
+@functools.lru_cache(maxsize=1)
+def _libraries() -> tuple[str, ...]:
+    """Where Python's own modules, installed packages and dagnb's code are (their code
+    counts by name)."""
+    import sysconfig
+
+    return (*(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
+              for name in ("stdlib", "purelib", "platlib")), os.path.realpath(_OWN) + os.sep)
+
+
+@functools.lru_cache(maxsize=4096)
+def _in_libraries(file: str | None) -> bool:
+    """Whether a module's file is Python's, an installed package's or dagnb's (or it has
+    none: a built-in module)."""
+    return not file or os.path.realpath(file).startswith(_libraries())
+
+
+def _of_user(module: object) -> bool:
+    """Whether module ``module`` (by name) is the user's code: the script, a notebook,
+    a module of the project (not Python's, an installed package's or dagnb's)."""
+    if module in _MAIN_NAMES:
+        return True
+    found = sys.modules.get(module) if type(module) is str else None
+    return found is not None and not _in_libraries(getattr(found, "__file__", None))
 
 
 # -- sources sent along ---------------------------------------------------------------

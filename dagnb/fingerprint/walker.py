@@ -23,6 +23,7 @@ from dagnb.fingerprint.sources import (
     _bytecode_digest,
     _code_objects,
     _normalized_source,
+    _of_user,
     _source_of_code,
 )
 from dagnb.fingerprint.values import _soft_digest
@@ -130,12 +131,32 @@ class _CodeWalker:
         self.feed("name", name)
         if isinstance(obj, types.ModuleType):
             self.feed("module", obj.__name__)
-        elif isinstance(obj, types.FunctionType) and obj.__module__ == owner.__module__:
+            if _of_user(obj.__name__):
+                self._add_module_members(obj, owner)
+        elif isinstance(obj, types.FunctionType) and _by_code(obj, owner.__module__):
             self.add_function(obj, f"def {obj.__qualname__}")
-        elif isinstance(obj, type) and obj.__module__ == owner.__module__:
+        elif isinstance(obj, type) and _by_code(obj, owner.__module__):
             self.add_class(obj)
         else:
             self._add_data(name, obj, None)
+
+    def _add_module_members(self, module: types.ModuleType, owner: types.FunctionType) -> None:
+        """What code reads of a module of the user's (``features.make(1)``,
+        ``settings.RATE``): the members its names name (an attribute of something else
+        that shares one only makes the key more specific)."""
+        members = vars(module)
+        for attribute in _global_names(owner.__code__):
+            value = members.get(attribute, _MISSING)
+            if value is _MISSING or isinstance(value, types.ModuleType):
+                continue
+            self.deps.append((members, attribute, value))
+            label = f"{module.__name__}.{attribute}"
+            if isinstance(value, (types.FunctionType, type)) and _by_code(value, ""):
+                self.feed("name", label)
+                self.add_object(label, value, owner)
+            else:
+                self.feed("member", label)
+                self._add_data(attribute, value, None)
 
     def _add_data(self, name: str, obj: Any, into: tuple[Any, ...] | None) -> None:
         if _is_constant(name, obj):
@@ -166,13 +187,13 @@ class _CodeWalker:
             for function in _class_functions(cls):
                 self.add_function(function, f"def {function.__qualname__}")
         for base in cls.__bases__:  # (a base of the module: by its code; others by name)
-            if base.__module__ == cls.__module__:
+            if _by_code(base, cls.__module__):
                 self.add_class(base)
             else:
                 self.feed("base", _reference(base))
         for name, value in _class_members(cls):
             held = _held_code(value)
-            if isinstance(held, type) and held.__module__ == cls.__module__:
+            if isinstance(held, type) and _by_code(held, cls.__module__):
                 self.add_class(held)  # a class of its own
             elif held is not None and not isinstance(held, types.FunctionType):
                 self.feed("holds", name, _member_digest(held))  # staticmethod(math.floor),
@@ -184,6 +205,13 @@ class _CodeWalker:
         members = cls.__dict__  # (a member set again or replaced: walked again)
         self.deps.extend((members, name, value) for name, value in _class_members(cls))
         self.shapes.append((members, len(members)))
+
+
+def _by_code(obj: Any, module: str) -> bool:
+    """Whether a function or class counts by its code: one of ``module`` (the code that
+    refers to it), or of any module of the user's (a helper module of the project);
+    Python's, an installed package's and dagnb's own count by name."""
+    return obj.__module__ == module or _of_user(obj.__module__)
 
 
 def _is_constant(name: str, obj: Any) -> bool:
