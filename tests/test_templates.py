@@ -306,3 +306,24 @@ def test_needs_given_as_one_name_reaches_every_for_each_copy(workspace, monkeypa
             "use: {needs: fit, run: echo}}}")
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
     assert templates.instantiate("x")["use"].needs == ("fit_0", "fit_1")
+
+
+@pytest.mark.parametrize("command", ["echo ${title}", "[sh, -c, 'echo ${title}']"])
+def test_parameters_never_reach_the_platform_command_alias(workspace, monkeypatch, capsys,
+                                                            command):
+    """``command`` (the platform's ``run``) is shell text, or argv that may be ``sh -c``."""
+    text = ("id: inj\nname: Inj\nparameters: {title: {default: hello}}\n"
+            f"workflow:\n  steps:\n    greet:\n      command: {command}\n")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    argv = ["templates", "new", "inj", "-p", "title=$(touch PWNED)", "-o", "inj.yml"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "command text uses ${title}, which would put a parameter into shell code" in err
+    assert err.count("\n") == 1
+    assert not (workspace / "inj.yml").exists() and not (workspace / "PWNED").exists()
+
+
+def test_shell_variables_stay_in_command_text(workspace, monkeypatch):
+    text = "id: x\nname: X\nworkflow:\n  steps:\n    a:\n      command: 'echo ${HOME}'\n"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.instantiate("x")["a"].run == "echo ${HOME}"

@@ -23,9 +23,9 @@ Parameter values never enter shell text. A field whose whole value is ``${name}`
 becomes the typed value (so ``params: {seed: ${seed}}`` gives the step the int, read
 as ``$DAGNB_PARAM_SEED``, safely quoted by the shell's own variable expansion); other
 strings (names, descriptions, images, paths) get ``string.Template`` substitution. A
-``run`` text that mentions ``${parameter}`` is refused: it would splice user text into
-shell code. A ``for_each`` step is copied once per list item with params ``item`` and
-``index``.
+command (``run``, or the platform's ``command``; text or argv) that mentions
+``${parameter}`` is refused: it would splice user text into shell code. A ``for_each``
+step is copied once per list item with params ``item`` and ``index``.
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id), then in the checkout's
@@ -50,6 +50,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
+from dagnb.workflows.aliases import RENAMED
 from dagnb.workflows.loader import dump, graph_from_dict
 
 if TYPE_CHECKING:
@@ -73,6 +74,10 @@ _PARAMETER_KEYS = ("type", "default", "required", "description", "items")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MISSING: Any = object()
+# Keys whose value is a command (shell text, or argv that may be ``sh -c TEXT``): dagnb's
+# ``run`` and the platform's ``command``, which loads as ``run``.
+_COMMAND_KEYS = frozenset(
+    {"run", *(alias for alias, name in RENAMED.items() if name == "run")})
 
 
 # -- parameters -----------------------------------------------------------------------
@@ -222,10 +227,10 @@ def _unknown_parameter(template: Template, name: str) -> str:
 
 
 def _substitute(value: Any, values: Mapping[str, Any], key: str = "") -> Any:
-    """Fill ``${name}`` everywhere except in ``run`` shell text."""
+    """Fill ``${name}`` everywhere except in commands (``run``, ``command``)."""
     if isinstance(value, Mapping):
         return {
-            _substitute(k, values): v if k == "run" else _substitute(v, values, k)
+            _substitute(k, values): v if k in _COMMAND_KEYS else _substitute(v, values, k)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -330,7 +335,8 @@ def _parameter(name: str, spec: Any, source: str) -> Parameter:
 
 def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], source: str,
                         key: str = "") -> None:
-    """Every ``${name}`` names a parameter; none appears in ``run`` shell text."""
+    """Every ``${name}`` names a parameter; none appears in a command (``run``,
+    ``command``)."""
     if isinstance(workflow, Mapping):
         for k, v in workflow.items():
             _check_placeholders(k, parameters, source)
@@ -340,13 +346,13 @@ def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], sour
             _check_placeholders(item, parameters, source, key)
     elif isinstance(workflow, str):
         for name in _PLACEHOLDER.findall(workflow):
-            if key == "run" and name in parameters:
+            if key in _COMMAND_KEYS and name in parameters:
                 raise WorkflowError(
-                    f"template {source!r}: run text uses ${{{name}}}, which would put a "
+                    f"template {source!r}: {key} text uses ${{{name}}}, which would put a "
                     f"parameter into shell code; pass it in params and read $DAGNB_PARAM_"
                     f"{name.upper()} instead"
                 )
-            if key != "run" and name not in parameters:
+            if key not in _COMMAND_KEYS and name not in parameters:
                 raise WorkflowError(
                     f"template {source!r}: ${{{name}}} names no parameter; declare it under "
                     "'parameters'"
