@@ -327,3 +327,37 @@ def test_shell_variables_stay_in_command_text(workspace, monkeypatch):
     text = "id: x\nname: X\nworkflow:\n  steps:\n    a:\n      command: 'echo ${HOME}'\n"
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
     assert templates.instantiate("x")["a"].run == "echo ${HOME}"
+
+
+LISTED = """
+id: listed
+name: Listed steps
+parameters:
+  words: {type: list, items: str, default: [p, q]}
+workflow:
+  steps:                       # the platform's spelling: a list of {name, command, ...}
+    - name: each
+      for_each: ${words}
+      command: echo "$DAGNB_PARAM_ITEM"
+    - name: last
+      depends_on: [each]
+      command: echo done
+"""
+
+
+def test_templates_with_a_list_of_steps_show_and_write(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", LISTED)))
+    assert main(["templates", "show", "listed"]) == 0
+    assert "steps: each_0, each_1, last" in capsys.readouterr().out
+    assert main(["templates", "new", "listed", "-p", "words=a,b,c", "-o", "ls.yml"]) == 0
+    graph = dagnb.load(workspace / "ls.yml")
+    assert graph.names == ["each_0", "each_1", "each_2", "last"]
+    assert graph["last"].needs == ("each_0", "each_1", "each_2")
+    assert graph["each_2"].params["item"] == "c"
+
+
+def test_for_each_copies_in_a_list_of_steps_clash_with_a_listed_name(workspace, monkeypatch):
+    text = LISTED.replace("name: last", "name: each_1")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.ConfigError, match="for_each copy 'each_1', which is also a step"):
+        templates.instantiate("listed")

@@ -78,6 +78,7 @@ _MISSING: Any = object()
 # ``run`` and the platform's ``command``, which loads as ``run``.
 _COMMAND_KEYS = frozenset(
     {"run", *(alias for alias, name in RENAMED.items() if name == "run")})
+_NEEDS_KEYS = ("needs", *(alias for alias, name in RENAMED.items() if name == "needs"))
 
 
 # -- parameters -----------------------------------------------------------------------
@@ -248,18 +249,34 @@ def _as_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, bool)) else str(value)
 
 
-def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
-    """Copy each ``for_each`` step per item and point ``needs`` at every copy."""
-    expanded: dict[str, Any] = {}
+def _expand(steps: Any, template_id: str) -> Any:
+    """Copy each ``for_each`` step per item and point ``needs`` at every copy; ``steps``
+    keeps its form: a mapping, or the platform's list of ``{name, ...}`` items."""
+    if isinstance(steps, Mapping):
+        return dict(_expanded(list(steps.items()), template_id))
+    if isinstance(steps, list) and all(_is_listed_step(item) for item in steps):
+        pairs = [(item["name"], {k: v for k, v in item.items() if k != "name"})
+                 for item in steps]
+        return [{"name": name, **fields} for name, fields in _expanded(pairs, template_id)]
+    return steps  # graph_from_dict says what 'steps' and its items must be
+
+
+def _is_listed_step(item: Any) -> bool:
+    return isinstance(item, Mapping) and isinstance(item.get("name"), str)
+
+
+def _expanded(steps: list[tuple[str, Any]], template_id: str) -> list[tuple[str, Any]]:
+    expanded: list[tuple[str, Any]] = []
     copies: dict[str, list[str]] = {}
-    for name, fields in steps.items():
+    names = {name for name, _ in steps}
+    for name, fields in steps:
         if not isinstance(fields, Mapping):  # graph_from_dict says what a step must be
-            expanded[name] = fields
+            expanded.append((name, fields))
             continue
         fields = dict(fields)
         items = fields.pop("for_each", _MISSING)
         if items is _MISSING:
-            expanded[name] = fields
+            expanded.append((name, fields))
             continue
         if not isinstance(items, list) or not items:
             raise ConfigError(
@@ -268,21 +285,27 @@ def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
             )
         copies[name] = [f"{name}_{i}" for i in range(len(items))]
         for copy in copies[name]:
-            if copy in steps:
+            if copy in names:
                 raise ConfigError(
                     f"template {template_id!r}: step {name!r} has for_each copy {copy!r}, "
                     "which is also a step; rename one of them"
                 )
         for index, item in enumerate(items):
             params = {**(fields.get("params") or {}), "item": item, "index": index}
-            expanded[f"{name}_{index}"] = {**fields, "params": params}
-    for fields in expanded.values():
-        needs = fields.get("needs") if isinstance(fields, dict) else None
+            expanded.append((f"{name}_{index}", {**fields, "params": params}))
+    for _, fields in expanded:
+        _point_needs_at_copies(fields, copies)
+    return expanded
+
+
+def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None:
+    """A ``for_each`` step's name in ``needs`` (or ``depends_on``) stands for its copies."""
+    for key in _NEEDS_KEYS:
+        needs = fields.get(key) if isinstance(fields, dict) else None
         if isinstance(needs, str):  # "needs: prep", one name
             needs = [needs]
         if isinstance(needs, list):
-            fields["needs"] = [c for n in needs for c in copies.get(n, [n])]
-    return expanded
+            fields[key] = [c for n in needs for c in copies.get(n, [n])]
 
 
 # -- loading --------------------------------------------------------------------------
