@@ -248,7 +248,11 @@ def _templates(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    frame = templates.table(args.category)
+    with warnings.catch_warnings(record=True) as caught:  # a broken file: one line, then go on
+        warnings.simplefilter("always", templates.BrokenTemplateWarning)
+        frame = templates.table(args.category)
+    for warning in caught:
+        print(f"dagnb: warning: {warning.message}", file=sys.stderr)
     print(frame[["id", "category", "name"]].to_string(index=False) if len(frame) else
           "no templates found")
     return 0

@@ -44,7 +44,8 @@ from dagnb.workflows.aliases import canonical_workflow
 from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
 
 __all__ = [
-    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads"
+    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads",
+    "parse_yaml", "read_text",
 ]
 
 STEP_FIELDS = tuple(
@@ -99,15 +100,16 @@ def read_text(path: Path, what: str) -> str:
 
 def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Graph:
     """Parse workflow YAML text (``python:`` steps import their module from ``base_dir``)."""
-    data = _safe_yaml(text, source)
+    data = parse_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
     return graph_from_dict(data, source=source, base_dir=base_dir)
 
 
-def _safe_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> Any:
     """YAML data, refused before it is built when aliases would blow it up or it nests
-    absurdly deep (a few hundred bytes of aliases can expand to billions of values)."""
+    absurdly deep (a few hundred bytes of aliases can expand to billions of values);
+    every problem is a one-line WorkflowError starting with ``source``."""
     loader = _StrictLoader(text)  # a SafeLoader: no arbitrary objects
     try:
         node = loader.get_single_node()

@@ -29,7 +29,8 @@ step is copied once per list item with params ``item`` and ``index``.
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id), then in the checkout's
-``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``.
+``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``. A file
+that does not load is left out of the list with a warning; only its own id fails.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 import re
 import string
 import sysconfig
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,13 +53,14 @@ from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
-from dagnb.workflows.loader import dump, graph_from_dict
+from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "TYPES",
+    "BrokenTemplateWarning",
     "Parameter",
     "Template",
     "categories",
@@ -74,6 +77,7 @@ _PARAMETER_KEYS = ("type", "default", "required", "description", "items")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MISSING: Any = object()
+_CLAIMED_ID = re.compile(r"""^id:[ \t]*(["']?)([\w.-]+)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
 # Keys whose value is a command (shell text, or argv that may be ``sh -c TEXT``): dagnb's
 # ``run`` and the platform's ``command``, which loads as ``run``.
 _COMMAND_KEYS = frozenset(
@@ -313,10 +317,7 @@ def load_template(path: str | Path) -> Template:
     """Read and check one template file; problems are WorkflowErrors naming the file."""
     path = Path(path)
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise WorkflowError(f"template {source!r} is not valid YAML ({exc}); fix it") from None
+    data = parse_yaml(read_text(path, "template"), f"template {source!r}")
     if not isinstance(data, Mapping):
         raise WorkflowError(f"template {source!r} must be a mapping, got {data!r}")
     checks.known_keys(data, _TEMPLATE_KEYS, f"template {source!r}", WorkflowError)
@@ -392,13 +393,49 @@ def search_path() -> list[Path]:
     return [*user, checkout, installed]
 
 
-def _catalogue() -> dict[str, Template]:
-    found: dict[str, Template] = {}
+class BrokenTemplateWarning(UserWarning):
+    """A template file that cannot be loaded, left out of :func:`table`."""
+
+
+Entry = Template | WorkflowError
+"""A template, or why the file that would define it cannot be loaded."""
+
+
+def _catalogue() -> tuple[dict[str, Entry], list[WorkflowError]]:
+    """Each id's entry (the first on the search path wins), and every file's error.
+
+    One broken file does not hide the others: its error stands in for the id it claims,
+    so ``get`` of that id (and only that id) raises it.
+    """
+    found: dict[str, Entry] = {}
+    broken: list[WorkflowError] = []
     for folder in search_path():
         for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
-            template = load_template(path)
-            found.setdefault(template.id, template)
-    return found
+            try:
+                template = load_template(path)
+            except WorkflowError as exc:
+                broken.append(exc)
+                found.setdefault(_claimed_id(path), exc)
+            else:
+                found.setdefault(template.id, template)
+    return found, broken
+
+
+def _claimed_id(path: Path) -> str:
+    """The id a file that does not load means to define: its ``id:`` line, or its name."""
+    try:
+        claimed = _CLAIMED_ID.search(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        claimed = None
+    return claimed.group(2) if claimed else path.stem
+
+
+def _templates() -> list[Template]:
+    """The templates that load; each broken file is a BrokenTemplateWarning."""
+    found, broken = _catalogue()
+    for error in broken:
+        warnings.warn(f"left out: {error}", BrokenTemplateWarning, stacklevel=3)
+    return [entry for entry in found.values() if isinstance(entry, Template)]
 
 
 def get(template_id: str) -> Template:
@@ -408,26 +445,32 @@ def get(template_id: str) -> Template:
     ------
     ConfigError
         When no template on the search path has that id (naming the closest one).
+    WorkflowError
+        When the file that defines that id does not load (naming the file and why).
     """
-    known = _catalogue()
+    known, _ = _catalogue()
     if template_id not in known:
         listed = f"known: {', '.join(sorted(known))}"
         hint = checks.did_you_mean(template_id, known, otherwise=listed)
         raise ConfigError(f"no pipeline template {template_id!r}; {hint}")
-    return known[template_id]
+    entry = known[template_id]
+    if isinstance(entry, WorkflowError):
+        raise entry
+    return entry
 
 
 def table(category: str | None = None) -> pd.DataFrame:
     """The templates as a DataFrame: id, name, category, description, parameters.
 
     ``parameters`` lists each parameter as ``name: type = default`` (``name: type`` when
-    required). ``dagnb.workflows.templates.list()`` is this function.
+    required). A file that does not load is left out with a :class:`BrokenTemplateWarning`
+    naming it and the problem. ``dagnb.workflows.templates.list()`` is this function.
     """
     rows = [
         {"id": t.id, "name": t.name, "category": t.category,
          "description": t.description.splitlines()[0] if t.description else "",
          "parameters": ", ".join(_signature(p) for p in t.parameters.values())}
-        for t in _catalogue().values() if category in (None, t.category)
+        for t in _templates() if category in (None, t.category)
     ]
     columns = ["id", "name", "category", "description", "parameters"]
     import pandas as pd  # on first use: `dagnb run` does not need it
@@ -444,7 +487,7 @@ def _signature(parameter: Parameter) -> str:
 
 def categories() -> list[str]:
     """The template categories, sorted."""
-    return sorted({t.category for t in _catalogue().values()})
+    return sorted({t.category for t in _templates()})
 
 
 def instantiate(template_id: str, **params: Any) -> Graph:
