@@ -12,6 +12,7 @@ import pytest
 
 from dagnb.cli import main
 from dagnb.testing import wait_until
+from dagnb.workflows.loader import load as dagnb_load
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "workflows" / "example_workflow.yml"
@@ -218,3 +219,40 @@ def test_cache_verify_with_no_cache_yet_says_so_and_makes_none(tmp_path, monkeyp
     assert main(["cache", "verify"]) == 0
     assert "nothing to verify" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+MERGED = """
+defaults: &slow
+  timeout: 1m
+  retries: 2
+steps:
+  a: &a
+    <<: *slow
+    timeout: 2m                # beside a merge: overrides the merged value
+    run: echo a
+  b:
+    <<: *a
+    needs: [a]
+"""
+
+
+def test_yaml_merge_keys_load_as_any_yaml_loader_reads_them(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text(MERGED)
+    result = dagnb("validate", "--explain", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# wf.yml: 2 steps, valid" in result.stdout
+    graph = dagnb_load(tmp_path / "wf.yml")
+    assert graph["a"].timeout == graph["b"].timeout == 120.0
+    assert graph["b"].run == "echo a" and graph["b"].needs == ("a",)
+
+
+@pytest.mark.parametrize("text", [
+    "steps:\n  a: {run: 'true', <<: {timeout: 1m}, run: 'false'}\n",
+    "defaults: &d {timeout: 1m}\nsteps:\n  a: {<<: *d, run: 'true'}\n  a: {run: 'true'}\n",
+])
+def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / "wf.yml").write_text(text)
+    result = dagnb("validate", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is given twice in one mapping; rename one" in result.stderr
+    assert result.stderr.count("\n") == 1

@@ -20,6 +20,8 @@ path: path in the step), params, workdir, timeout, tags, cache (true, false or
 session), ttl, retries (a number or a mapping of retry settings), cache_version,
 services, cache_volumes, executor, description. ``steps`` may also be a list of
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
+YAML anchors and merge keys (``<<: *defaults``) work; a key written twice in one mapping
+is refused.
 
 The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
 ``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
@@ -167,12 +169,27 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (two steps of one name
-    would otherwise silently become the last one)."""
+    would otherwise silently become the last one). Merge keys (``<<: *defaults``) work:
+    a key written beside a merge overrides the merged one, as in any YAML loader."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Every mapping passes here once before its merges are folded into its pairs
+        # (after which a merged key and its override look like a duplicate).
+        if not getattr(node, "_dagnb_checked", False):
+            _refuse_duplicates(self, node)
+            node._dagnb_checked = True  # type: ignore[attr-defined]
+        super().flatten_mapping(node)
 
 
-def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> None:
+    """The keys written in ``node`` itself are all different (``<<`` merges aside)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -180,10 +197,6 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, A
                 key_node.start_mark,
             )
         seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
 def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
