@@ -256,3 +256,30 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path: Path, tex
     assert result.returncode == 2
     assert "is given twice in one mapping; rename one" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("module", "problem"), [
+    ("import nonexistent_mod\n", "importing steps.py failed (ModuleNotFoundError: No module "
+                                 "named 'nonexistent_mod'); install what it imports"),
+    ("def f(:\n    pass\n", "(steps.py, line 1)); fix the module"),  # wording: Python's
+    ("raise RuntimeError('no config')\n", "(RuntimeError: no config); fix the module"),
+    ("import sys\nsys.exit(3)\n", "(SystemExit: 3); fix the module"),
+])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_python_step_module_that_fails_to_import_is_one_line(
+        tmp_path: Path, module: str, problem: str, command: str) -> None:
+    (tmp_path / "steps.py").write_text(module + "def f():\n    return 1\n")
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {python: 'steps.py:f'}\n")
+    result = dagnb(command, "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("dagnb: error: wf.yml: step 'a': python 'steps.py:f': ")
+    assert problem in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_python_step_naming_a_file_that_is_not_python_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {python: '/etc/passwd:f'}\n")
+    result = dagnb("validate", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == ("dagnb: error: wf.yml: step 'a': python '/etc/passwd:f' names "
+                             "'/etc/passwd', which is not a .py file; name a Python module as "
+                             "FILE.py:FUNCTION\n")
