@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     mode = _cache_mode(args)
     if _is_notebook(args.workflow):
         return _run_notebook(args, mode)
+    _refuse_notebook_options(args)
     graph = load(args.workflow)
     printer = ProgressPrinter(sys.stdout)
     try:
@@ -123,6 +124,21 @@ def _run(args: argparse.Namespace) -> int:
     print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
+
+
+def _refuse_notebook_options(args: argparse.Namespace) -> None:
+    """``--param``/``--output`` mean something for a notebook only: refused for YAML, where
+    they would be silently ignored."""
+    if args.param:
+        raise ConfigError(
+            f"--param {args.param[0]!r} applies to notebooks (.ipynb, percent .py), not to the "
+            f"workflow {args.workflow!r}; set the value in a step's params in the file"
+        )
+    if args.output is not None:
+        raise ConfigError(
+            f"--output {args.output!r} applies to notebooks (the executed .ipynb), not to the "
+            f"workflow {args.workflow!r}; drop it (step outputs stay in the cache)"
+        )
 
 
 def _cache_mode(args: argparse.Namespace) -> str | None:

@@ -283,3 +283,18 @@ def test_a_python_step_naming_a_file_that_is_not_python_is_one_line(tmp_path: Pa
     assert result.stderr == ("dagnb: error: wf.yml: step 'a': python '/etc/passwd:f' names "
                              "'/etc/passwd', which is not a .py file; name a Python module as "
                              "FILE.py:FUNCTION\n")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["-p", "count=10"], "--param 'count=10' applies to notebooks (.ipynb, percent .py), not "
+                         "to the workflow 'wf.yml'; set the value in a step's params"),
+    (["-o", "out.ipynb"], "--output 'out.ipynb' applies to notebooks (the executed .ipynb), "
+                          "not to the workflow 'wf.yml'; drop it"),
+])
+def test_notebook_options_are_refused_for_a_yaml_workflow(
+        tmp_path: Path, options: list[str], message: str) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'touch ran'}\n")
+    result = dagnb("run", "wf.yml", *options, "--executor", "local", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / ".dagnb_cache").exists()  # refused before anything ran
