@@ -94,6 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     mode = _cache_mode(args)
     if _is_notebook(args.workflow):
         return _run_notebook(args, mode)
+    _refuse_notebook_options(args)
     graph = load(args.workflow)
     printer = ProgressPrinter(sys.stdout)
     try:
@@ -123,6 +124,21 @@ def _run(args: argparse.Namespace) -> int:
     print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
+
+
+def _refuse_notebook_options(args: argparse.Namespace) -> None:
+    """``--param``/``--output`` mean something for a notebook only: refused for YAML, where
+    they would be silently ignored."""
+    if args.param:
+        raise ConfigError(
+            f"--param {args.param[0]!r} applies to notebooks (.ipynb, percent .py), not to the "
+            f"workflow {args.workflow!r}; set the value in a step's params in the file"
+        )
+    if args.output is not None:
+        raise ConfigError(
+            f"--output {args.output!r} applies to notebooks (the executed .ipynb), not to the "
+            f"workflow {args.workflow!r}; drop it (step outputs stay in the cache)"
+        )
 
 
 def _cache_mode(args: argparse.Namespace) -> str | None:
@@ -248,7 +264,11 @@ def _templates(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    frame = templates.table(args.category)
+    with warnings.catch_warnings(record=True) as caught:  # a broken file: one line, then go on
+        warnings.simplefilter("always", templates.BrokenTemplateWarning)
+        frame = templates.table(args.category)
+    for warning in caught:
+        print(f"dagnb: warning: {warning.message}", file=sys.stderr)
     print(frame[["id", "category", "name"]].to_string(index=False) if len(frame) else
           "no templates found")
     return 0

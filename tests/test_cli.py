@@ -12,6 +12,7 @@ import pytest
 
 from dagnb.cli import main
 from dagnb.testing import wait_until
+from dagnb.workflows.loader import load as dagnb_load
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "workflows" / "example_workflow.yml"
@@ -218,3 +219,82 @@ def test_cache_verify_with_no_cache_yet_says_so_and_makes_none(tmp_path, monkeyp
     assert main(["cache", "verify"]) == 0
     assert "nothing to verify" in capsys.readouterr().out
     assert list(tmp_path.iterdir()) == []
+
+
+MERGED = """
+defaults: &slow
+  timeout: 1m
+  retries: 2
+steps:
+  a: &a
+    <<: *slow
+    timeout: 2m                # beside a merge: overrides the merged value
+    run: echo a
+  b:
+    <<: *a
+    needs: [a]
+"""
+
+
+def test_yaml_merge_keys_load_as_any_yaml_loader_reads_them(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text(MERGED)
+    result = dagnb("validate", "--explain", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "# wf.yml: 2 steps, valid" in result.stdout
+    graph = dagnb_load(tmp_path / "wf.yml")
+    assert graph["a"].timeout == graph["b"].timeout == 120.0
+    assert graph["b"].run == "echo a" and graph["b"].needs == ("a",)
+
+
+@pytest.mark.parametrize("text", [
+    "steps:\n  a: {run: 'true', <<: {timeout: 1m}, run: 'false'}\n",
+    "defaults: &d {timeout: 1m}\nsteps:\n  a: {<<: *d, run: 'true'}\n  a: {run: 'true'}\n",
+])
+def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path: Path, text: str) -> None:
+    (tmp_path / "wf.yml").write_text(text)
+    result = dagnb("validate", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert "is given twice in one mapping; rename one" in result.stderr
+    assert result.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(("module", "problem"), [
+    ("import nonexistent_mod\n", "importing steps.py failed (ModuleNotFoundError: No module "
+                                 "named 'nonexistent_mod'); install what it imports"),
+    ("def f(:\n    pass\n", "(steps.py, line 1)); fix the module"),  # wording: Python's
+    ("raise RuntimeError('no config')\n", "(RuntimeError: no config); fix the module"),
+    ("import sys\nsys.exit(3)\n", "(SystemExit: 3); fix the module"),
+])
+@pytest.mark.parametrize("command", ["run", "validate"])
+def test_a_python_step_module_that_fails_to_import_is_one_line(
+        tmp_path: Path, module: str, problem: str, command: str) -> None:
+    (tmp_path / "steps.py").write_text(module + "def f():\n    return 1\n")
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {python: 'steps.py:f'}\n")
+    result = dagnb(command, "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("dagnb: error: wf.yml: step 'a': python 'steps.py:f': ")
+    assert problem in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_a_python_step_naming_a_file_that_is_not_python_is_one_line(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {python: '/etc/passwd:f'}\n")
+    result = dagnb("validate", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr == ("dagnb: error: wf.yml: step 'a': python '/etc/passwd:f' names "
+                             "'/etc/passwd', which is not a .py file; name a Python module as "
+                             "FILE.py:FUNCTION\n")
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["-p", "count=10"], "--param 'count=10' applies to notebooks (.ipynb, percent .py), not "
+                         "to the workflow 'wf.yml'; set the value in a step's params"),
+    (["-o", "out.ipynb"], "--output 'out.ipynb' applies to notebooks (the executed .ipynb), "
+                          "not to the workflow 'wf.yml'; drop it"),
+])
+def test_notebook_options_are_refused_for_a_yaml_workflow(
+        tmp_path: Path, options: list[str], message: str) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'touch ran'}\n")
+    result = dagnb("run", "wf.yml", *options, "--executor", "local", cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / ".dagnb_cache").exists()  # refused before anything ran

@@ -124,6 +124,48 @@ def test_a_percent_format_py_notebook_works_the_same(tmp_path):
     assert "HELLO" in done.stdout
 
 
+def test_code_before_the_first_percent_marker_is_a_first_cell(tmp_path):
+    """As jupytext reads it: imports and constants often come before the first ``# %%``."""
+    script = tmp_path / "nb.py"
+    script.write_text('import pathlib\nGREETING = "hello"\n\n# %%\nprint("cell ran", GREETING)\n')
+    done = _dagnb("run", str(script), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "cell ran hello" in done.stdout
+
+
+def test_a_jupytext_header_is_not_a_cell_but_the_code_after_it_is(tmp_path):
+    script = tmp_path / "nb.py"
+    script.write_text("#!/usr/bin/env python\n# ---\n# jupyter:\n#   jupytext:\n"
+                      "#     formats: py:percent\n# ---\nimport os\n\n"
+                      "# %%\n# %%dagger a --neds b\n# echo a\n")
+    done = _dagnb("validate", str(script), cwd=tmp_path)
+    assert done.returncode == 2
+    assert "cell 2" in done.stderr and done.stderr.count("\n") == 1  # `import os` is cell 1
+
+
+@pytest.mark.parametrize("command", ["run", "validate", "graph"])
+def test_a_py_file_without_percent_cells_is_refused(tmp_path, command):
+    script = tmp_path / "mod.py"
+    script.write_text("open('ran', 'w').close()\nraise SystemExit(3)\n")
+    done = _dagnb(command, str(script), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr == (f"dagnb: error: {str(script)!r} has no '# %%' cells, so it is not a "
+                           "percent-format notebook; start each cell with a '# %%' line, or "
+                           "run it with python\n")
+    assert not (tmp_path / "ran").exists()
+
+
+def test_a_kernel_running_a_plain_script_loads_the_extension(tmp_path):
+    """VS Code's interactive window names the .py it runs, which may have no cells."""
+    (tmp_path / "script.py").write_text("print('plain')\n")
+    path = tmp_path / "scratch.ipynb"
+    cells = [nbf.v4.new_code_cell("%load_ext dagnb"),
+             nbf.v4.new_code_cell("%%dagger hello\necho hi > \"$DAGNB_OUT/h.txt\"")]
+    nbf.write(nbf.v4.new_notebook(cells=cells), path)
+    _interactive(path, {"JPY_SESSION_NAME": str(tmp_path / "script.py"),
+                        "DAGNB_CACHE_DIRECTORY": str(tmp_path / "cache")})
+
+
 def test_after_a_kernel_restart_the_last_cell_alone_is_served_from_the_cache(tmp_path):
     path = _notebook(tmp_path)
     notebook = nbf.read(path, as_version=4)

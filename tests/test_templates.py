@@ -190,12 +190,17 @@ def test_user_templates_override_built_in(workspace, monkeypatch):
     ("id: x\nname: X\nworkflow: {steps: {}}\ncategroy: y", "unknown key 'categroy'"),
     ("id: x\nworkflow: {steps: {}}", "has no 'name'"),
     ("[1]", "must be a mapping"),
-    ("id: [", "is not valid YAML"),
+    ("id: [", "line 1: YAML does not parse"),
 ])
 def test_bad_template_files(workspace, monkeypatch, text, message):
+    """Left out of the list with a warning; getting the id it claims (its ``id:`` line,
+    else its file name) raises the error."""
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.warns(templates.BrokenTemplateWarning, match=message):
+        listed = templates.table()
+    assert set(listed["id"]) == set(SHIPPED)
     with pytest.raises(dagnb.WorkflowError, match=message):
-        templates.table()
+        templates.get("x" if text.startswith("id: x") else "mine")
 
 
 def test_shell_variables_stay_in_run_text(workspace, monkeypatch):
@@ -284,7 +289,7 @@ def test_parameters_must_be_a_mapping(workspace, monkeypatch):
     text = "id: x\nname: X\nworkflow: {steps: {}}\nparameters: [a, b]"
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
     with pytest.raises(dagnb.WorkflowError, match="'parameters' must be a mapping"):
-        templates.table()
+        templates.get("x")
 
 
 def test_cli_show_fills_required_lists_with_the_item_type(workspace, monkeypatch, capsys):
@@ -306,3 +311,89 @@ def test_needs_given_as_one_name_reaches_every_for_each_copy(workspace, monkeypa
             "use: {needs: fit, run: echo}}}")
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
     assert templates.instantiate("x")["use"].needs == ("fit_0", "fit_1")
+
+
+@pytest.mark.parametrize("command", ["echo ${title}", "[sh, -c, 'echo ${title}']"])
+def test_parameters_never_reach_the_platform_command_alias(workspace, monkeypatch, capsys,
+                                                            command):
+    """``command`` (the platform's ``run``) is shell text, or argv that may be ``sh -c``."""
+    text = ("id: inj\nname: Inj\nparameters: {title: {default: hello}}\n"
+            f"workflow:\n  steps:\n    greet:\n      command: {command}\n")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    argv = ["templates", "new", "inj", "-p", "title=$(touch PWNED)", "-o", "inj.yml"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "command text uses ${title}, which would put a parameter into shell code" in err
+    assert err.count("\n") == 1
+    assert not (workspace / "inj.yml").exists() and not (workspace / "PWNED").exists()
+
+
+def test_shell_variables_stay_in_command_text(workspace, monkeypatch):
+    text = "id: x\nname: X\nworkflow:\n  steps:\n    a:\n      command: 'echo ${HOME}'\n"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert templates.instantiate("x")["a"].run == "echo ${HOME}"
+
+
+LISTED = """
+id: listed
+name: Listed steps
+parameters:
+  words: {type: list, items: str, default: [p, q]}
+workflow:
+  steps:                       # the platform's spelling: a list of {name, command, ...}
+    - name: each
+      for_each: ${words}
+      command: echo "$DAGNB_PARAM_ITEM"
+    - name: last
+      depends_on: [each]
+      command: echo done
+"""
+
+
+def test_templates_with_a_list_of_steps_show_and_write(workspace, monkeypatch, capsys):
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", LISTED)))
+    assert main(["templates", "show", "listed"]) == 0
+    assert "steps: each_0, each_1, last" in capsys.readouterr().out
+    assert main(["templates", "new", "listed", "-p", "words=a,b,c", "-o", "ls.yml"]) == 0
+    graph = dagnb.load(workspace / "ls.yml")
+    assert graph.names == ["each_0", "each_1", "each_2", "last"]
+    assert graph["last"].needs == ("each_0", "each_1", "each_2")
+    assert graph["each_2"].params["item"] == "c"
+
+
+def test_for_each_copies_in_a_list_of_steps_clash_with_a_listed_name(workspace, monkeypatch):
+    text = LISTED.replace("name: last", "name: each_1")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.ConfigError, match="for_each copy 'each_1', which is also a step"):
+        templates.instantiate("listed")
+
+
+BROKEN = "id: broken\nname: Broken\nworkflow:\n  steps:\n    a: {run: echo\n"
+
+
+def test_one_broken_template_file_leaves_the_others_usable(workspace, monkeypatch, capsys):
+    folder = user_template(workspace / "t", BROKEN, name="broken.yml")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(folder, MINE)))
+    problem = (f"template {str(folder / 'broken.yml')!r}, line 6: YAML does not parse "
+               "(expected ',' or '}', but got '<stream end>'); fix the syntax there")
+    assert main(["templates", "list"]) == 0
+    listed = capsys.readouterr()
+    assert all(t in listed.out for t in [*SHIPPED, "mine"]) and "broken" not in listed.out
+    assert listed.err == f"dagnb: warning: left out: {problem}\n"
+    assert main(["templates", "show", "pandas-etl"]) == 0
+    capsys.readouterr()
+    for argv in (["templates", "show", "broken"], ["templates", "new", "broken"]):
+        assert main(argv) == 2
+        assert capsys.readouterr().err == f"dagnb: error: {problem}\n"
+    assert not (workspace / "workflows").exists()
+
+
+def test_a_template_file_that_is_not_utf8_is_one_line(workspace, monkeypatch, capsys):
+    folder = workspace / "t"
+    folder.mkdir()
+    (folder / "latin.yml").write_bytes("id: latin\nname: caf\xe9\n".encode("latin-1"))
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(folder))
+    assert main(["templates", "show", "latin"]) == 2
+    err = capsys.readouterr().err
+    assert "latin.yml' is not UTF-8 text (byte 19); save it as UTF-8" in err
+    assert err.count("\n") == 1

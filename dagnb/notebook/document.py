@@ -63,7 +63,7 @@ def read_notebook(path: str | Path) -> list[tuple[str, str]]:
     except (OSError, UnicodeDecodeError) as exc:
         raise WorkflowError(f"notebook {str(path)!r} cannot be read: {exc}") from None
     if path.suffix == ".py":
-        return _percent_cells(text)
+        return _percent_cells(text, path)
     return _ipynb_cells(text, path)
 
 
@@ -80,15 +80,36 @@ def _joined(source: str | list[str]) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def _percent_cells(text: str) -> list[tuple[str, str]]:
-    """Cells of jupytext's percent format: ``# %%`` starts a cell, ``# %%dagger`` is a magic."""
-    cells: list[tuple[str, list[str]]] = []
-    for line in text.splitlines(keepends=True):
-        if _PERCENT_MARKER.match(line):
-            cells.append(("markdown" if "[markdown]" in line else "code", []))
-        elif cells:
-            cells[-1][1].append(line)
-    return [(kind, _unescaped("".join(lines).strip("\n"))) for kind, lines in cells]
+def _percent_cells(text: str, path: Path) -> list[tuple[str, str]]:
+    """Cells of jupytext's percent format: ``# %%`` starts a cell, ``# %%dagger`` is a
+    magic. Code before the first marker is a first code cell, as jupytext reads it; a
+    file with no marker is a plain script, not a notebook, and is refused."""
+    lines = text.splitlines(keepends=True)
+    starts = [i for i, line in enumerate(lines) if _PERCENT_MARKER.match(line)]
+    if not starts:
+        raise WorkflowError(f"{str(path)!r} has no '# %%' cells, so it is not a percent-format "
+                            "notebook; start each cell with a '# %%' line, or run it with python")
+    cells = []
+    preamble = "".join(_without_header(lines[:starts[0]]))
+    if preamble.strip():
+        cells.append(("code", preamble))
+    for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
+        kind = "markdown" if "[markdown]" in lines[start] else "code"
+        cells.append((kind, "".join(lines[start + 1:end])))
+    return [(kind, _unescaped(source.strip("\n"))) for kind, source in cells]
+
+
+def _without_header(lines: list[str]) -> list[str]:
+    """The lines before the first cell less what jupytext keeps as notebook metadata,
+    not as a cell: a ``#!`` line and the ``# ---`` ... ``# ---`` header."""
+    if lines and lines[0].startswith("#!"):
+        lines = lines[1:]
+    if lines and lines[0].rstrip() == "# ---":
+        closing = next((i for i, line in enumerate(lines) if i and line.rstrip() == "# ---"),
+                       None)
+        if closing is not None:
+            lines = lines[closing + 1:]
+    return lines
 
 
 def _unescaped(source: str) -> str:
@@ -114,8 +135,13 @@ def dagger_cells(cells: Iterable[tuple[str, str]]) -> list[DaggerCell]:
 
 
 def defining_cell(path: str | Path, name: str) -> int | None:
-    """The index of the first code cell that binds ``name`` at its top level, or None."""
-    for index, (kind, source) in enumerate(read_notebook(path)):
+    """The index of the first code cell that binds ``name`` at its top level, or None
+    (also when the file cannot be read as a notebook: a plain script a kernel runs)."""
+    try:
+        cells = read_notebook(path)
+    except WorkflowError:
+        return None
+    for index, (kind, source) in enumerate(cells):
         if kind == "code" and not source.lstrip().startswith("%%") and name in _bound(source):
             return index
     return None

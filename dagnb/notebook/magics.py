@@ -470,7 +470,13 @@ def adopt_notebook(session: Any, path: str | Path,
     among the problems returned beside the names defined.
     """
     defined, problems = [], []
-    for cell in dagger_cells(read_notebook(path)):
+    try:
+        cells = dagger_cells(read_notebook(path))
+    except WorkflowError:
+        if Path(path).suffix != ".py":
+            raise
+        return [], []  # a plain script, not a notebook: its cells define steps as they run
+    for cell in cells:
         try:
             step, outputs = _definition(f"{cell.line}\n{cell.body}", namespace)
             session.define(step, outputs)

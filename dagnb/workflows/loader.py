@@ -20,6 +20,8 @@ path: path in the step), params, workdir, timeout, tags, cache (true, false or
 session), ttl, retries (a number or a mapping of retry settings), cache_version,
 services, cache_volumes, executor, description. ``steps`` may also be a list of
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
+YAML anchors and merge keys (``<<: *defaults``) work; a key written twice in one mapping
+is refused.
 
 The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
 ``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
@@ -44,7 +46,8 @@ from dagnb.workflows.aliases import canonical_workflow
 from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
 
 __all__ = [
-    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads"
+    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads",
+    "parse_yaml", "read_text",
 ]
 
 STEP_FIELDS = tuple(
@@ -99,15 +102,16 @@ def read_text(path: Path, what: str) -> str:
 
 def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Graph:
     """Parse workflow YAML text (``python:`` steps import their module from ``base_dir``)."""
-    data = _safe_yaml(text, source)
+    data = parse_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
     return graph_from_dict(data, source=source, base_dir=base_dir)
 
 
-def _safe_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str) -> Any:
     """YAML data, refused before it is built when aliases would blow it up or it nests
-    absurdly deep (a few hundred bytes of aliases can expand to billions of values)."""
+    absurdly deep (a few hundred bytes of aliases can expand to billions of values);
+    every problem is a one-line WorkflowError starting with ``source``."""
     loader = _StrictLoader(text)  # a SafeLoader: no arbitrary objects
     try:
         node = loader.get_single_node()
@@ -165,12 +169,27 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 class _StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses a key given twice in one mapping (two steps of one name
-    would otherwise silently become the last one)."""
+    would otherwise silently become the last one). Merge keys (``<<: *defaults``) work:
+    a key written beside a merge overrides the merged one, as in any YAML loader."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # Every mapping passes here once before its merges are folded into its pairs
+        # (after which a merged key and its override look like a duplicate).
+        if not getattr(node, "_dagnb_checked", False):
+            _refuse_duplicates(self, node)
+            node._dagnb_checked = True  # type: ignore[attr-defined]
+        super().flatten_mapping(node)
 
 
-def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _refuse_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> None:
+    """The keys written in ``node`` itself are all different (``<<`` merges aside)."""
     seen: set[Any] = set()
     for key_node, _ in node.value:
+        if key_node.tag == _MERGE_TAG:
+            continue
         key = loader.construct_object(key_node, deep=True)
         if key in seen:
             raise yaml.constructor.ConstructorError(
@@ -178,10 +197,6 @@ def _no_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> dict[Any, A
                 key_node.start_mark,
             )
         seen.add(key)
-    return loader.construct_mapping(node, deep=True)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _no_duplicates)
 
 
 def _yaml_message(exc: yaml.YAMLError, source: str) -> str:

@@ -48,19 +48,35 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path) -> d
 
 
 def import_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
-    """The function ``file.py:name`` names, from a module in ``base_dir``."""
+    """The function ``file.py:name`` names, from a module in ``base_dir``; a module that
+    is not Python or fails to import is a one-line WorkflowError naming it."""
     file, sep, name = str(reference).partition(":")
     path = base_dir / file
     if not sep or not name or not path.is_file():
         raise WorkflowError(f"{where}: python {reference!r} is not FILE.py:FUNCTION of a file "
                             f"in {str(base_dir)!r}")
-    spec = importlib.util.spec_from_file_location(f"dagnb_steps_{path.stem}", path)
-    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
-    spec.loader.exec_module(module)  # type: ignore[union-attr]
+    if path.suffix != ".py":
+        raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a .py "
+                            "file; name a Python module as FILE.py:FUNCTION")
+    module = _imported(path, f"{where}: python {reference!r}")
     func = getattr(module, name, None)
     if not callable(func):
         raise WorkflowError(f"{where}: {file} has no function {name!r}")
     return func
+
+
+def _imported(path: Path, where: str) -> types.ModuleType:
+    """Run the module's code, as an import does; whatever it raises, said in one line."""
+    spec = importlib.util.spec_from_file_location(f"dagnb_steps_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    try:
+        spec.loader.exec_module(module)  # type: ignore[union-attr]
+    except (Exception, SystemExit) as exc:  # its code is the user's: anything can happen
+        problem = (str(exc).strip().splitlines() or [""])[0]
+        kind = type(exc).__name__ + (f": {problem}" if problem else "")
+        fix = "install what it imports" if isinstance(exc, ImportError) else "fix the module"
+        raise WorkflowError(f"{where}: importing {path.name} failed ({kind}); {fix}") from None
+    return module
 
 
 class _Collected:

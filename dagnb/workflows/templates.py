@@ -23,13 +23,14 @@ Parameter values never enter shell text. A field whose whole value is ``${name}`
 becomes the typed value (so ``params: {seed: ${seed}}`` gives the step the int, read
 as ``$DAGNB_PARAM_SEED``, safely quoted by the shell's own variable expansion); other
 strings (names, descriptions, images, paths) get ``string.Template`` substitution. A
-``run`` text that mentions ``${parameter}`` is refused: it would splice user text into
-shell code. A ``for_each`` step is copied once per list item with params ``item`` and
-``index``.
+command (``run``, or the platform's ``command``; text or argv) that mentions
+``${parameter}`` is refused: it would splice user text into shell code. A ``for_each``
+step is copied once per list item with params ``item`` and ``index``.
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id), then in the checkout's
-``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``.
+``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``. A file
+that does not load is left out of the list with a warning; only its own id fails.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import os
 import re
 import string
 import sysconfig
+import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -50,13 +52,15 @@ import yaml
 from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.workflows.loader import dump, graph_from_dict
+from dagnb.workflows.aliases import RENAMED
+from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
 
 if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = [
     "TYPES",
+    "BrokenTemplateWarning",
     "Parameter",
     "Template",
     "categories",
@@ -73,6 +77,12 @@ _PARAMETER_KEYS = ("type", "default", "required", "description", "items")
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MISSING: Any = object()
+_CLAIMED_ID = re.compile(r"""^id:[ \t]*(["']?)([\w.-]+)\1[ \t]*(?:#.*)?$""", re.MULTILINE)
+# Keys whose value is a command (shell text, or argv that may be ``sh -c TEXT``): dagnb's
+# ``run`` and the platform's ``command``, which loads as ``run``.
+_COMMAND_KEYS = frozenset(
+    {"run", *(alias for alias, name in RENAMED.items() if name == "run")})
+_NEEDS_KEYS = ("needs", *(alias for alias, name in RENAMED.items() if name == "needs"))
 
 
 # -- parameters -----------------------------------------------------------------------
@@ -222,10 +232,10 @@ def _unknown_parameter(template: Template, name: str) -> str:
 
 
 def _substitute(value: Any, values: Mapping[str, Any], key: str = "") -> Any:
-    """Fill ``${name}`` everywhere except in ``run`` shell text."""
+    """Fill ``${name}`` everywhere except in commands (``run``, ``command``)."""
     if isinstance(value, Mapping):
         return {
-            _substitute(k, values): v if k == "run" else _substitute(v, values, k)
+            _substitute(k, values): v if k in _COMMAND_KEYS else _substitute(v, values, k)
             for k, v in value.items()
         }
     if isinstance(value, list):
@@ -243,18 +253,34 @@ def _as_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, bool)) else str(value)
 
 
-def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
-    """Copy each ``for_each`` step per item and point ``needs`` at every copy."""
-    expanded: dict[str, Any] = {}
+def _expand(steps: Any, template_id: str) -> Any:
+    """Copy each ``for_each`` step per item and point ``needs`` at every copy; ``steps``
+    keeps its form: a mapping, or the platform's list of ``{name, ...}`` items."""
+    if isinstance(steps, Mapping):
+        return dict(_expanded(list(steps.items()), template_id))
+    if isinstance(steps, list) and all(_is_listed_step(item) for item in steps):
+        pairs = [(item["name"], {k: v for k, v in item.items() if k != "name"})
+                 for item in steps]
+        return [{"name": name, **fields} for name, fields in _expanded(pairs, template_id)]
+    return steps  # graph_from_dict says what 'steps' and its items must be
+
+
+def _is_listed_step(item: Any) -> bool:
+    return isinstance(item, Mapping) and isinstance(item.get("name"), str)
+
+
+def _expanded(steps: list[tuple[str, Any]], template_id: str) -> list[tuple[str, Any]]:
+    expanded: list[tuple[str, Any]] = []
     copies: dict[str, list[str]] = {}
-    for name, fields in steps.items():
+    names = {name for name, _ in steps}
+    for name, fields in steps:
         if not isinstance(fields, Mapping):  # graph_from_dict says what a step must be
-            expanded[name] = fields
+            expanded.append((name, fields))
             continue
         fields = dict(fields)
         items = fields.pop("for_each", _MISSING)
         if items is _MISSING:
-            expanded[name] = fields
+            expanded.append((name, fields))
             continue
         if not isinstance(items, list) or not items:
             raise ConfigError(
@@ -263,21 +289,27 @@ def _expand(steps: Mapping[str, Any], template_id: str) -> dict[str, Any]:
             )
         copies[name] = [f"{name}_{i}" for i in range(len(items))]
         for copy in copies[name]:
-            if copy in steps:
+            if copy in names:
                 raise ConfigError(
                     f"template {template_id!r}: step {name!r} has for_each copy {copy!r}, "
                     "which is also a step; rename one of them"
                 )
         for index, item in enumerate(items):
             params = {**(fields.get("params") or {}), "item": item, "index": index}
-            expanded[f"{name}_{index}"] = {**fields, "params": params}
-    for fields in expanded.values():
-        needs = fields.get("needs") if isinstance(fields, dict) else None
+            expanded.append((f"{name}_{index}", {**fields, "params": params}))
+    for _, fields in expanded:
+        _point_needs_at_copies(fields, copies)
+    return expanded
+
+
+def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None:
+    """A ``for_each`` step's name in ``needs`` (or ``depends_on``) stands for its copies."""
+    for key in _NEEDS_KEYS:
+        needs = fields.get(key) if isinstance(fields, dict) else None
         if isinstance(needs, str):  # "needs: prep", one name
             needs = [needs]
         if isinstance(needs, list):
-            fields["needs"] = [c for n in needs for c in copies.get(n, [n])]
-    return expanded
+            fields[key] = [c for n in needs for c in copies.get(n, [n])]
 
 
 # -- loading --------------------------------------------------------------------------
@@ -285,10 +317,7 @@ def load_template(path: str | Path) -> Template:
     """Read and check one template file; problems are WorkflowErrors naming the file."""
     path = Path(path)
     source = str(path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise WorkflowError(f"template {source!r} is not valid YAML ({exc}); fix it") from None
+    data = parse_yaml(read_text(path, "template"), f"template {source!r}")
     if not isinstance(data, Mapping):
         raise WorkflowError(f"template {source!r} must be a mapping, got {data!r}")
     checks.known_keys(data, _TEMPLATE_KEYS, f"template {source!r}", WorkflowError)
@@ -330,7 +359,8 @@ def _parameter(name: str, spec: Any, source: str) -> Parameter:
 
 def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], source: str,
                         key: str = "") -> None:
-    """Every ``${name}`` names a parameter; none appears in ``run`` shell text."""
+    """Every ``${name}`` names a parameter; none appears in a command (``run``,
+    ``command``)."""
     if isinstance(workflow, Mapping):
         for k, v in workflow.items():
             _check_placeholders(k, parameters, source)
@@ -340,13 +370,13 @@ def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], sour
             _check_placeholders(item, parameters, source, key)
     elif isinstance(workflow, str):
         for name in _PLACEHOLDER.findall(workflow):
-            if key == "run" and name in parameters:
+            if key in _COMMAND_KEYS and name in parameters:
                 raise WorkflowError(
-                    f"template {source!r}: run text uses ${{{name}}}, which would put a "
+                    f"template {source!r}: {key} text uses ${{{name}}}, which would put a "
                     f"parameter into shell code; pass it in params and read $DAGNB_PARAM_"
                     f"{name.upper()} instead"
                 )
-            if key != "run" and name not in parameters:
+            if key not in _COMMAND_KEYS and name not in parameters:
                 raise WorkflowError(
                     f"template {source!r}: ${{{name}}} names no parameter; declare it under "
                     "'parameters'"
@@ -363,13 +393,49 @@ def search_path() -> list[Path]:
     return [*user, checkout, installed]
 
 
-def _catalogue() -> dict[str, Template]:
-    found: dict[str, Template] = {}
+class BrokenTemplateWarning(UserWarning):
+    """A template file that cannot be loaded, left out of :func:`table`."""
+
+
+Entry = Template | WorkflowError
+"""A template, or why the file that would define it cannot be loaded."""
+
+
+def _catalogue() -> tuple[dict[str, Entry], list[WorkflowError]]:
+    """Each id's entry (the first on the search path wins), and every file's error.
+
+    One broken file does not hide the others: its error stands in for the id it claims,
+    so ``get`` of that id (and only that id) raises it.
+    """
+    found: dict[str, Entry] = {}
+    broken: list[WorkflowError] = []
     for folder in search_path():
         for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
-            template = load_template(path)
-            found.setdefault(template.id, template)
-    return found
+            try:
+                template = load_template(path)
+            except WorkflowError as exc:
+                broken.append(exc)
+                found.setdefault(_claimed_id(path), exc)
+            else:
+                found.setdefault(template.id, template)
+    return found, broken
+
+
+def _claimed_id(path: Path) -> str:
+    """The id a file that does not load means to define: its ``id:`` line, or its name."""
+    try:
+        claimed = _CLAIMED_ID.search(path.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        claimed = None
+    return claimed.group(2) if claimed else path.stem
+
+
+def _templates() -> list[Template]:
+    """The templates that load; each broken file is a BrokenTemplateWarning."""
+    found, broken = _catalogue()
+    for error in broken:
+        warnings.warn(f"left out: {error}", BrokenTemplateWarning, stacklevel=3)
+    return [entry for entry in found.values() if isinstance(entry, Template)]
 
 
 def get(template_id: str) -> Template:
@@ -379,26 +445,32 @@ def get(template_id: str) -> Template:
     ------
     ConfigError
         When no template on the search path has that id (naming the closest one).
+    WorkflowError
+        When the file that defines that id does not load (naming the file and why).
     """
-    known = _catalogue()
+    known, _ = _catalogue()
     if template_id not in known:
         listed = f"known: {', '.join(sorted(known))}"
         hint = checks.did_you_mean(template_id, known, otherwise=listed)
         raise ConfigError(f"no pipeline template {template_id!r}; {hint}")
-    return known[template_id]
+    entry = known[template_id]
+    if isinstance(entry, WorkflowError):
+        raise entry
+    return entry
 
 
 def table(category: str | None = None) -> pd.DataFrame:
     """The templates as a DataFrame: id, name, category, description, parameters.
 
     ``parameters`` lists each parameter as ``name: type = default`` (``name: type`` when
-    required). ``dagnb.workflows.templates.list()`` is this function.
+    required). A file that does not load is left out with a :class:`BrokenTemplateWarning`
+    naming it and the problem. ``dagnb.workflows.templates.list()`` is this function.
     """
     rows = [
         {"id": t.id, "name": t.name, "category": t.category,
          "description": t.description.splitlines()[0] if t.description else "",
          "parameters": ", ".join(_signature(p) for p in t.parameters.values())}
-        for t in _catalogue().values() if category in (None, t.category)
+        for t in _templates() if category in (None, t.category)
     ]
     columns = ["id", "name", "category", "description", "parameters"]
     import pandas as pd  # on first use: `dagnb run` does not need it
@@ -415,7 +487,7 @@ def _signature(parameter: Parameter) -> str:
 
 def categories() -> list[str]:
     """The template categories, sorted."""
-    return sorted({t.category for t in _catalogue().values()})
+    return sorted({t.category for t in _templates()})
 
 
 def instantiate(template_id: str, **params: Any) -> Graph:
