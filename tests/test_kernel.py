@@ -23,6 +23,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.util import run_sync
 
+import dagnb
+
 pytestmark = pytest.mark.slow
 
 
@@ -238,6 +240,31 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
                          "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
     assert error(outputs) is None, outputs
     assert kernel.value("found") == "['a', 'b']"
+
+
+# -- %dagger save ------------------------------------------------------------------------
+def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("SCALE = 3\nclass Base:\n    def __init__(self, a):\n        self.a = a\n"
+               "class Model(Base):\n"
+               "    def fit(self, values):\n        return sum(values) * self.a * SCALE\n")
+    outputs = kernel.run("%%dagger fit --python --outputs score\nscore = Model(2).fit([1, 2])\n")
+    assert error(outputs) is None, outputs
+    saved = kernel.run("%dagger save flow.yml")
+    assert error(saved) is None and usage_error(saved) == "", saved
+    assert "class Model(Base):" in (tmp_path / "flow_steps.py").read_text()
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert dagnb.load(tmp_path / "flow.yml").run(cache=False).result("fit") == 18
+
+
+def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:
+    kernel.run("Made = type('Made', (), {'size': 2})")
+    kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")
+    assert usage_error(kernel.run("%dagger save flow.yml")) == (
+        "the source of class 'Made' cannot be found (no method of its own written in a cell "
+        "or file); define it with a method in a cell, or import it from a module")
 
 
 # -- interrupts ---------------------------------------------------------------------------
