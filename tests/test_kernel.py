@@ -309,6 +309,21 @@ def test_an_interrupt_stops_a_python_step_within_a_second(kernel: Kernel, tmp_pa
     assert states(kernel) == "{'next': 'succeeded'}"
 
 
+def test_the_views_keep_an_interrupted_run(kernel: Kernel, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    kernel.run("%%dagger up --no-cache --define-only\necho up\n")  # runs with slow
+    thread = interrupt_when(marker, kernel, [])
+    outputs = kernel.run(f"%%dagger slow --needs up --no-cache\necho begin\ntouch {marker}\n"
+                         "sleep 20\n")
+    thread.join(5)
+    assert usage_error(outputs).startswith("interrupted: the run was cancelled")
+    assert kernel.value("{n: r['state'] for n, r in get_session().latest.items()}") == (
+        "{'up': 'succeeded', 'slow': 'cancelled'}")  # what %dagger status and graph show
+    assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"  # history
+    assert "begin" in kernel.value("%dagger logs slow")
+    assert kernel.value("sorted(_dagger)") == "['up']"  # what finished is published
+
+
 # -- Memory and joblib.Parallel from a notebook ------------------------------------------
 def test_joblib_parallel_workers_hit_what_the_notebook_cached(kernel: Kernel,
                                                               tmp_path: Path) -> None:

@@ -251,10 +251,14 @@ class DaggerMagics(Magics):
         return self.session.start(targets, background=args.background, **options), view
 
     def _follow(self, run: Any, view: Any, args: Any) -> None:
-        """Show the run until it ends, publish its results, then raise if a step failed."""
-        watch(run, view, background=args.background)
-        if not args.background:
-            self.session.publish(run)
+        """Show the run until it ends, publish its results, then raise if a step failed.
+        An interrupted run is published too (then the interrupt goes on, stopping the cell):
+        status, history, logs and ``_dagger`` keep what it did."""
+        try:
+            watch(run, view, background=args.background)
+        finally:
+            if not args.background:
+                self.session.publish(run)
         if _raises(args):
             run.raise_for_status()
 
