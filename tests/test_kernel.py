@@ -185,6 +185,19 @@ def test_nbconvert_execute_exits_non_zero_on_a_failed_step(tmp_path: Path) -> No
     assert "RunFailed" in done.stderr and "bad thing" in done.stderr
 
 
+def test_run_only_failed_reruns_what_status_shows_failed_in_an_earlier_cell(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("%%dagger flaky --no-raise\ntest -f ok || exit 1\necho fine\n")
+    kernel.run("%%dagger other\necho other\n")  # the last run: nothing failed in it
+    (tmp_path / "ok").touch()
+    outputs = kernel.run("%dagger run --only-failed")
+    assert error(outputs) is None, outputs
+    assert states(kernel) == "{'flaky': 'succeeded'}"
+    again = kernel.run("%dagger run --only-failed")
+    assert again[0]["data"]["text/plain"] == ("nothing to run again: no step failed, was "
+                                              "skipped or was cancelled (see %dagger status)")
+
+
 # -- defining a step is all or nothing ----------------------------------------------------
 def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
     assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None

@@ -229,9 +229,13 @@ class DaggerMagics(Magics):
             run, view = self._start([step.name], args, focus=step.name)
         self._follow(run, view, args)
 
-    def _run(self, targets: list[str] | None, args: Any, **options: Any) -> None:
+    def _run(self, targets: list[str] | None, args: Any, **options: Any) -> Text | None:
         run, view = self._start(targets, args, **options)
+        if options.get("only_failed") and not run.order:
+            return Text("nothing to run again: no step failed, was skipped or was cancelled "
+                        "(see %dagger status)")
         self._follow(run, view, args)
+        return None
 
     def _start(self, targets: list[str] | None, args: Any, focus: str | None = None,
                **options: Any) -> tuple[Any, Any]:
@@ -306,15 +310,16 @@ class DaggerMagics(Magics):
 
 @ma.magic_arguments("dagger run")
 @ma.argument("names", nargs="*", help="Steps to run (with their upstream); all if none.")
-@ma.argument("--only-failed", action="store_true", help="Steps that did not succeed last.")
+@ma.argument("--only-failed", action="store_true",
+             help="Steps %%dagger status shows failed, skipped or cancelled.")
 @ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 @_run_options
-def _cmd_run(self: DaggerMagics, rest: str) -> None:
+def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     args = parse_line(_cmd_run, rest)
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
-    self._run(args.names or None, args, **options)
+    return self._run(args.names or None, args, **options)
 
 
 def _cmd_status(self: DaggerMagics, rest: str) -> Any:
