@@ -210,6 +210,33 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     assert "c2" not in kernel.value("sorted(_dagger)")
 
 
+@pytest.mark.parametrize(("source", "message"), [
+    ("%%dagger x --python --outputs class\nx = 1\n",
+     "--outputs 'class': `class` is a Python keyword, not a name for an output; call it "
+     "class_ for instance"),
+    ("%%dagger x --python --needs a,a\nx = 1\n",
+     "--needs: upstream step 'a' is listed twice; list it once"),
+    ("%%dagger x --python --param my-p=1\nx = 1\n",
+     "--param 'my-p' is not a Python name, and a --python cell's param (read as a variable) "
+     "needs one; call it my_p for instance"),
+    ("%dagger logs a --tail -2",
+     "--tail -2: --tail must be a positive number of lines; write it like --tail 20"),
+    ("%dagger logs a --tail 0",
+     "--tail 0: --tail must be a positive number of lines; write it like --tail 20"),
+    ("%dagger status --foo",
+     "%dagger status takes no arguments, got '--foo'; write %dagger status alone (see %dagger?)"),
+    ("%dagger history extra",
+     "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
+     "(see %dagger?)"),
+], ids=["keyword-output", "need-twice", "param-not-a-name", "tail-negative", "tail-zero",
+        "status-argument", "history-argument"])
+def test_bad_input_is_one_line_naming_the_value_and_the_fix(kernel: Kernel, source: str,
+                                                            message: str) -> None:
+    assert error(kernel.run("%%dagger a\necho a\n")) is None
+    assert usage_error(kernel.run(source)) == message
+    assert kernel.value("get_session().graph.names") == "['a']"  # the cell defined nothing
+
+
 def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
         kernel: Kernel, tmp_path: Path) -> None:
     cells = ["%load_ext dagnb", "%%dagger prep --python --outputs n\nn = 3\n",

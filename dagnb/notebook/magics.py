@@ -323,11 +323,20 @@ def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
 
 
 def _cmd_status(self: DaggerMagics, rest: str) -> Any:
+    _no_arguments(rest, "status")
     return _shown(notebook_status(self.session))
 
 
 def _cmd_history(self: DaggerMagics, rest: str) -> Any:
+    _no_arguments(rest, "history")
     return _shown(history(self.session))
+
+
+def _no_arguments(rest: str, command: str) -> None:
+    """A command that takes nothing refuses what it was given, rather than ignore it."""
+    if rest.strip():
+        raise UsageError(f"%dagger {command} takes no arguments, got {rest!r}; write "
+                         f"%dagger {command} alone (see %dagger?)")
 
 
 def _shown(answer: Any) -> Any:
@@ -341,12 +350,16 @@ def _shown(answer: Any) -> Any:
 @ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
 def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
     args = parse_line(_cmd_logs, rest)
+    if args.tail is not None and args.tail < 1:
+        raise UsageError(f"--tail {args.tail}: --tail must be a positive number of lines; "
+                         "write it like --tail 20")
     return _shown(notebook_logs(self.session, args.name, stream=args.stream, tail=args.tail))
 
 
 def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
     from dagnb.views.picture import DagView
 
+    _no_arguments(rest, "graph")
     return DagView(self.session.graph, states=notebook_states(self.session))
 
 
@@ -394,6 +407,7 @@ def _cmd_images(self: DaggerMagics, rest: str) -> Text:
 
 
 def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    _no_arguments(rest, "services")
     return services.running()
 
 
@@ -430,6 +444,7 @@ def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
 
 
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
+    _no_arguments(rest, "reset")
     self.session.reset()
     return Text("the notebook's graph is empty again")
 
