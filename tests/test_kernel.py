@@ -147,6 +147,24 @@ def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
     assert not (tmp_path / ".dagnb_cache" / "l").exists()
 
 
+def test_status_says_uncached_not_stale_for_a_result_that_was_not_stored(
+        kernel: Kernel) -> None:
+    kernel.run("%%dagger lam --python --outputs fn\nfn = lambda x: x + 1\n")  # not picklable
+    kernel.run("%%dagger user --python --needs lam --outputs n\nn = lam(1)\n")
+    kernel.run("%%dagger once --no-cache\necho once\n")
+    kernel.run("%%dagger edited\necho one\n")
+    kernel.run("%%dagger edited --define-only\necho two\n")  # its input changed
+    kernel.run("from dagnb.notebook.overview import notebook_status\n"
+               "status = notebook_status(get_session()).set_index('step')")
+    assert text(kernel.run("print(dict(sorted(status['state'].items())))")) == (
+        "{'edited': 'stale', 'lam': 'uncached', 'once': 'uncached', 'user': 'succeeded'}\n")
+    assert text(kernel.run("print(dict(sorted(status['note'].items())))")) == (
+        "{'edited': 'its inputs changed since it ran (%dagger plan says why)', "
+        "'lam': 'not stored: its result cannot be pickled (or the cache was full)', "
+        "'once': '--no-cache: its result is never stored', "
+        "'user': 'runs again after lam, whose result is not stored'}\n")
+
+
 # -- failures fail the cell ---------------------------------------------------------------
 def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
