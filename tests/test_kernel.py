@@ -23,6 +23,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.util import run_sync
 
+import dagnb
+
 pytestmark = pytest.mark.slow
 
 
@@ -145,6 +147,24 @@ def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
     assert not (tmp_path / ".dagnb_cache" / "l").exists()
 
 
+def test_status_says_uncached_not_stale_for_a_result_that_was_not_stored(
+        kernel: Kernel) -> None:
+    kernel.run("%%dagger lam --python --outputs fn\nfn = lambda x: x + 1\n")  # not picklable
+    kernel.run("%%dagger user --python --needs lam --outputs n\nn = lam(1)\n")
+    kernel.run("%%dagger once --no-cache\necho once\n")
+    kernel.run("%%dagger edited\necho one\n")
+    kernel.run("%%dagger edited --define-only\necho two\n")  # its input changed
+    kernel.run("from dagnb.notebook.overview import notebook_status\n"
+               "status = notebook_status(get_session()).set_index('step')")
+    assert text(kernel.run("print(dict(sorted(status['state'].items())))")) == (
+        "{'edited': 'stale', 'lam': 'uncached', 'once': 'uncached', 'user': 'succeeded'}\n")
+    assert text(kernel.run("print(dict(sorted(status['note'].items())))")) == (
+        "{'edited': 'its inputs changed since it ran (%dagger plan says why)', "
+        "'lam': 'not stored: its result cannot be pickled (or the cache was full)', "
+        "'once': '--no-cache: its result is never stored', "
+        "'user': 'runs again after lam, whose result is not stored'}\n")
+
+
 # -- failures fail the cell ---------------------------------------------------------------
 def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")
@@ -183,6 +203,19 @@ def test_nbconvert_execute_exits_non_zero_on_a_failed_step(tmp_path: Path) -> No
     assert "RunFailed" in done.stderr and "bad thing" in done.stderr
 
 
+def test_run_only_failed_reruns_what_status_shows_failed_in_an_earlier_cell(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("%%dagger flaky --no-raise\ntest -f ok || exit 1\necho fine\n")
+    kernel.run("%%dagger other\necho other\n")  # the last run: nothing failed in it
+    (tmp_path / "ok").touch()
+    outputs = kernel.run("%dagger run --only-failed")
+    assert error(outputs) is None, outputs
+    assert states(kernel) == "{'flaky': 'succeeded'}"
+    again = kernel.run("%dagger run --only-failed")
+    assert again[0]["data"]["text/plain"] == ("nothing to run again: no step failed, was "
+                                              "skipped or was cancelled (see %dagger status)")
+
+
 # -- defining a step is all or nothing ----------------------------------------------------
 def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
     assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None
@@ -193,6 +226,33 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     assert error(outputs) is None, outputs
     assert kernel.value("y") == "2"
     assert "c2" not in kernel.value("sorted(_dagger)")
+
+
+@pytest.mark.parametrize(("source", "message"), [
+    ("%%dagger x --python --outputs class\nx = 1\n",
+     "--outputs 'class': `class` is a Python keyword, not a name for an output; call it "
+     "class_ for instance"),
+    ("%%dagger x --python --needs a,a\nx = 1\n",
+     "--needs: upstream step 'a' is listed twice; list it once"),
+    ("%%dagger x --python --param my-p=1\nx = 1\n",
+     "--param 'my-p' is not a Python name, and a --python cell's param (read as a variable) "
+     "needs one; call it my_p for instance"),
+    ("%dagger logs a --tail -2",
+     "--tail -2: --tail must be a positive number of lines; write it like --tail 20"),
+    ("%dagger logs a --tail 0",
+     "--tail 0: --tail must be a positive number of lines; write it like --tail 20"),
+    ("%dagger status --foo",
+     "%dagger status takes no arguments, got '--foo'; write %dagger status alone (see %dagger?)"),
+    ("%dagger history extra",
+     "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
+     "(see %dagger?)"),
+], ids=["keyword-output", "need-twice", "param-not-a-name", "tail-negative", "tail-zero",
+        "status-argument", "history-argument"])
+def test_bad_input_is_one_line_naming_the_value_and_the_fix(kernel: Kernel, source: str,
+                                                            message: str) -> None:
+    assert error(kernel.run("%%dagger a\necho a\n")) is None
+    assert usage_error(kernel.run(source)) == message
+    assert kernel.value("get_session().graph.names") == "['a']"  # the cell defined nothing
 
 
 def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
@@ -240,6 +300,31 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     assert kernel.value("found") == "['a', 'b']"
 
 
+# -- %dagger save ------------------------------------------------------------------------
+def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run("SCALE = 3\nclass Base:\n    def __init__(self, a):\n        self.a = a\n"
+               "class Model(Base):\n"
+               "    def fit(self, values):\n        return sum(values) * self.a * SCALE\n")
+    outputs = kernel.run("%%dagger fit --python --outputs score\nscore = Model(2).fit([1, 2])\n")
+    assert error(outputs) is None, outputs
+    saved = kernel.run("%dagger save flow.yml")
+    assert error(saved) is None and usage_error(saved) == "", saved
+    assert "class Model(Base):" in (tmp_path / "flow_steps.py").read_text()
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert dagnb.load(tmp_path / "flow.yml").run(cache=False).result("fit") == 18
+
+
+def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:
+    kernel.run("Made = type('Made', (), {'size': 2})")
+    kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")
+    assert usage_error(kernel.run("%dagger save flow.yml")) == (
+        "the source of class 'Made' cannot be found (no method of its own written in a cell "
+        "or file); define it with a method in a cell, or import it from a module")
+
+
 # -- interrupts ---------------------------------------------------------------------------
 def interrupt_when(path: Path, kernel: Kernel, sent: list[float]) -> threading.Thread:
     """Press the kernel's stop button (SIGINT) once ``path`` exists."""
@@ -280,6 +365,21 @@ def test_an_interrupt_stops_a_python_step_within_a_second(kernel: Kernel, tmp_pa
     assert error(kernel.run("%%dagger next --no-cache\necho next\n")) is None
     assert time.monotonic() - begun < 2
     assert states(kernel) == "{'next': 'succeeded'}"
+
+
+def test_the_views_keep_an_interrupted_run(kernel: Kernel, tmp_path: Path) -> None:
+    marker = tmp_path / "started"
+    kernel.run("%%dagger up --no-cache --define-only\necho up\n")  # runs with slow
+    thread = interrupt_when(marker, kernel, [])
+    outputs = kernel.run(f"%%dagger slow --needs up --no-cache\necho begin\ntouch {marker}\n"
+                         "sleep 20\n")
+    thread.join(5)
+    assert usage_error(outputs).startswith("interrupted: the run was cancelled")
+    assert kernel.value("{n: r['state'] for n, r in get_session().latest.items()}") == (
+        "{'up': 'succeeded', 'slow': 'cancelled'}")  # what %dagger status and graph show
+    assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"  # history
+    assert "begin" in kernel.value("%dagger logs slow")
+    assert kernel.value("sorted(_dagger)") == "['up']"  # what finished is published
 
 
 # -- Memory and joblib.Parallel from a notebook ------------------------------------------

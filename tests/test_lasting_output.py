@@ -70,3 +70,18 @@ def test_nbconvert_html_holds_every_steps_output(saved, tmp_path):
     page = (tmp_path / "chain.html").read_text()
     assert all(f"output of step {i}" in page for i in range(STEPS))
     assert page.count("dagnb-snapshot") == STEPS
+
+
+def test_a_dagger_run_cell_keeps_every_steps_output_tail(tmp_path):
+    """``%dagger run`` has no step of its own: its snapshot keeps the tail of each step."""
+    notebook = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell(source) for source in (
+        "%load_ext dagnb", "%%dagger a --define-only\necho output of a",
+        "%%dagger b --define-only --needs a\necho output of b; echo warning of b >&2",
+        "%dagger run")])
+    client = NotebookClient(notebook, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_WIDGETS": "1", "DAGNB_CONFIG": "none"})
+    bundle = next(out["data"] for out in notebook.cells[-1].outputs if "data" in out)
+    for kind in ("text/plain", "text/html"):
+        shown = "".join(bundle[kind])
+        assert all(line in shown for line in ("output of a", "output of b", "warning of b"))

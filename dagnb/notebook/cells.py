@@ -89,8 +89,8 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 def step_from_options(name: str, body: str, args: argparse.Namespace,
                       namespace: Mapping[str, Any] | None = None) -> Step:
     """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``)."""
-    needs = parse_names(args.needs)
-    outputs = parse_names(args.outputs)
+    needs = _listed_once(parse_names(args.needs), "--needs", "upstream step")
+    outputs = _listed_once(parse_names(args.outputs), "--outputs", "output")
     if outputs and not args.python:
         raise InvalidStepError("--outputs names Python variables; add --python to the cell")
     fields: dict[str, Any] = {
@@ -101,11 +101,37 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
         "cache": not args.no_cache, "retries": args.retries, "executor": args.executor,
     }
     if args.python:
+        for key in fields["params"]:
+            _python_name(key, "--param", "a --python cell's param (read as a variable)")
         fields["func"] = cell_function(name, body, needs, outputs, namespace or {},
                                        params=fields["params"])
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
+
+
+def _listed_once(names: tuple[str, ...], option: str, what: str) -> tuple[str, ...]:
+    """The names, refused when one is listed twice (it would be one step or variable)."""
+    twice = next((n for i, n in enumerate(names) if n in names[:i]), None)
+    if twice is not None:
+        raise InvalidStepError(f"{option}: {what} {twice!r} is listed twice; list it once")
+    return names
+
+
+def _python_name(name: str, option: str, what: str) -> str:
+    """``name``, refused unless a Python variable can be called so."""
+    if keyword.iskeyword(name):
+        raise InvalidStepError(f"{option} {name!r}: `{name}` is a Python keyword, not a name "
+                               f"for {what}; call it {name}_ for instance")
+    if not _IDENTIFIER.match(name):
+        raise InvalidStepError(f"{option} {name!r} is not a Python name, and {what} needs one; "
+                               f"call it {_python_spelling(name)} for instance")
+    return name
+
+
+def _python_spelling(name: str) -> str:
+    """``my-p`` -> ``my_p``, ``1st`` -> ``_1st``: a Python name close to ``name``."""
+    return re.sub(r"^(?=[0-9])|[^A-Za-z0-9_]", "_", name)
 
 
 def _shell_text(name: str, body: str) -> str:
@@ -136,7 +162,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         Param names; those that are identifiers (and not upstream names) become
         parameters too, so the executor passes their values.
     """
-    arguments = [n for n in needs if _IDENTIFIER.match(n)]
+    arguments = [n for n in needs if _IDENTIFIER.match(n) and not keyword.iskeyword(n)]
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
                   and p not in arguments]
     func_name = re.sub(r"\W", "_", name) + "_cell"
@@ -178,8 +204,7 @@ def _function_source(func_name: str, params: list[str], source: str,
     else:
         ret = "return None"
     for output in outputs:
-        if not _IDENTIFIER.match(output):
-            raise InvalidStepError(f"--outputs {output!r} is not a variable name")
+        _python_name(output, "--outputs", "an output")
     return (f"def {func_name}({', '.join(params)}):\n"
             f"{textwrap.indent(body, '    ')}\n    {ret}\n")
 

@@ -229,9 +229,13 @@ class DaggerMagics(Magics):
             run, view = self._start([step.name], args, focus=step.name)
         self._follow(run, view, args)
 
-    def _run(self, targets: list[str] | None, args: Any, **options: Any) -> None:
+    def _run(self, targets: list[str] | None, args: Any, **options: Any) -> Text | None:
         run, view = self._start(targets, args, **options)
+        if options.get("only_failed") and not run.order:
+            return Text("nothing to run again: no step failed, was skipped or was cancelled "
+                        "(see %dagger status)")
         self._follow(run, view, args)
+        return None
 
     def _start(self, targets: list[str] | None, args: Any, focus: str | None = None,
                **options: Any) -> tuple[Any, Any]:
@@ -251,10 +255,14 @@ class DaggerMagics(Magics):
         return self.session.start(targets, background=args.background, **options), view
 
     def _follow(self, run: Any, view: Any, args: Any) -> None:
-        """Show the run until it ends, publish its results, then raise if a step failed."""
-        watch(run, view, background=args.background)
-        if not args.background:
-            self.session.publish(run)
+        """Show the run until it ends, publish its results, then raise if a step failed.
+        An interrupted run is published too (then the interrupt goes on, stopping the cell):
+        status, history, logs and ``_dagger`` keep what it did."""
+        try:
+            watch(run, view, background=args.background)
+        finally:
+            if not args.background:
+                self.session.publish(run)
         if _raises(args):
             run.raise_for_status()
 
@@ -302,23 +310,33 @@ class DaggerMagics(Magics):
 
 @ma.magic_arguments("dagger run")
 @ma.argument("names", nargs="*", help="Steps to run (with their upstream); all if none.")
-@ma.argument("--only-failed", action="store_true", help="Steps that did not succeed last.")
+@ma.argument("--only-failed", action="store_true",
+             help="Steps %%dagger status shows failed, skipped or cancelled.")
 @ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 @_run_options
-def _cmd_run(self: DaggerMagics, rest: str) -> None:
+def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     args = parse_line(_cmd_run, rest)
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
-    self._run(args.names or None, args, **options)
+    return self._run(args.names or None, args, **options)
 
 
 def _cmd_status(self: DaggerMagics, rest: str) -> Any:
+    _no_arguments(rest, "status")
     return _shown(notebook_status(self.session))
 
 
 def _cmd_history(self: DaggerMagics, rest: str) -> Any:
+    _no_arguments(rest, "history")
     return _shown(history(self.session))
+
+
+def _no_arguments(rest: str, command: str) -> None:
+    """A command that takes nothing refuses what it was given, rather than ignore it."""
+    if rest.strip():
+        raise UsageError(f"%dagger {command} takes no arguments, got {rest!r}; write "
+                         f"%dagger {command} alone (see %dagger?)")
 
 
 def _shown(answer: Any) -> Any:
@@ -332,12 +350,16 @@ def _shown(answer: Any) -> Any:
 @ma.argument("--stream", choices=["stdout", "stderr"], help="Only one stream.")
 def _cmd_logs(self: DaggerMagics, rest: str) -> pd.DataFrame:
     args = parse_line(_cmd_logs, rest)
+    if args.tail is not None and args.tail < 1:
+        raise UsageError(f"--tail {args.tail}: --tail must be a positive number of lines; "
+                         "write it like --tail 20")
     return _shown(notebook_logs(self.session, args.name, stream=args.stream, tail=args.tail))
 
 
 def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
     from dagnb.views.picture import DagView
 
+    _no_arguments(rest, "graph")
     return DagView(self.session.graph, states=notebook_states(self.session))
 
 
@@ -385,6 +407,7 @@ def _cmd_images(self: DaggerMagics, rest: str) -> Text:
 
 
 def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
+    _no_arguments(rest, "services")
     return services.running()
 
 
@@ -421,6 +444,7 @@ def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
 
 
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
+    _no_arguments(rest, "reset")
     self.session.reset()
     return Text("the notebook's graph is empty again")
 

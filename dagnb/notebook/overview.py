@@ -1,10 +1,12 @@
 """Views of the notebook, not of the last cell: every step the session knows, and its runs.
 
 ``%dagger status`` lists each step of the session's graph with the row of its latest run
-(whichever cell ran it), ``never run`` for a step defined but not run yet, and ``stale``
+(whichever cell ran it), ``never run`` for a step defined but not run yet, ``stale``
 for one whose inputs changed since (its key is no longer in the cache: ``%dagger plan``
-says why). ``%dagger logs NAME`` reads the latest run that had the step, and
-``%dagger history`` lists every run of the session. Empty answers are sentences.
+says why), and ``uncached`` for one whose result was not stored though nothing changed
+(``--no-cache``, a result that cannot be pickled). ``%dagger logs NAME`` reads the
+latest run that had the step, and ``%dagger history`` lists every run of the session.
+Empty answers are sentences.
 """
 
 from __future__ import annotations
@@ -32,24 +34,66 @@ def _names(session: Session) -> list[str]:
         return list(session.graph.names)
 
 
-def _stale(session: Session, names: list[str]) -> set[str]:
-    """Steps that ended well but whose key is no longer cached (their inputs changed)."""
+def _not_fresh(session: Session, names: list[str]) -> dict[str, tuple[str | None, str]]:
+    """Steps that ended well but that a run now would not restore from the cache, with
+    (state, note): ``stale`` when their inputs changed since (the cache holds an entry of
+    theirs under another key, or an upstream step is stale), ``uncached`` when no result
+    of theirs was stored (``--no-cache``, a result that cannot be pickled, a variable
+    that cannot be fingerprinted), though nothing changed; None (the latest state holds)
+    for one that runs again only because an upstream result was not stored."""
     done = [n for n in names if session.latest.get(n, {}).get("state") in _DONE]
     if not done:
-        return set()
+        return {}
     try:
         plan = session.graph.plan(done)
     except DagnbError:
-        return set()
-    return {row.step for row in plan.itertuples() if not row.cached}
+        return {}
+    rerun = {row.step for row in plan.itertuples() if not row.cached}
+    found: dict[str, tuple[str | None, str]] = {}
+    for row in plan.itertuples():  # in order: upstream steps first
+        if row.step in rerun and row.step in done:
+            found[row.step] = _why_not_fresh(session, row, rerun, found)
+    return found
+
+
+def _why_not_fresh(session: Session, row: Any, rerun: set[str],
+                   found: dict[str, tuple[str | None, str]]) -> tuple[str | None, str]:
+    """(state, note) of a step that ended well but would run again (see _not_fresh)."""
+    step = session.graph[row.step]
+    upstream = [n for n in step.needs if n in rerun]
+    if isinstance(row.key, str) or not upstream:  # its own key looked up, or not computable
+        if not step.cache:
+            return "uncached", "--no-cache: its result is never stored"
+        if not isinstance(row.key, str):
+            return "uncached", f"not stored: {row.reason}"
+        if _has_entries(row.step):
+            return "stale", "its inputs changed since it ran (%dagger plan says why)"
+        return "uncached", "not stored: its result cannot be pickled (or the cache was full)"
+    if any(found.get(n, ("stale", ""))[0] == "stale" for n in upstream):
+        return "stale", f"upstream {', '.join(upstream)} changed since it ran"
+    return None, f"runs again after {', '.join(upstream)}, whose result is not stored"
+
+
+def _has_entries(name: str) -> bool:
+    from dagnb.cache import store_for
+
+    return store_for().newest(name, include_expired=True) is not None
 
 
 def notebook_states(session: Session) -> dict[str, str]:
-    """Each step's latest state, ``never run`` or ``stale`` (what the graph picture colours)."""
+    """Each step's latest state, ``never run``, ``stale`` or ``uncached`` (what the graph
+    picture colours)."""
+    return {name: state for name, (state, _) in _states_and_notes(session).items()}
+
+
+def _states_and_notes(session: Session) -> dict[str, tuple[str, str | None]]:
     names = _names(session)
-    stale = _stale(session, names)
-    return {n: "stale" if n in stale else session.latest.get(n, {}).get("state", "never run")
-            for n in names}
+    not_fresh = _not_fresh(session, names)
+    shown = {}
+    for name in names:
+        state, note = not_fresh.get(name, (None, None))
+        shown[name] = (state or session.latest.get(name, {}).get("state", "never run"), note)
+    return shown
 
 
 def notebook_status(session: Session) -> pd.DataFrame | str:
@@ -58,10 +102,11 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
 
     if not len(session.graph):
         return "no steps yet: define one with a %%dagger cell"
-    states = notebook_states(session)
-    rows = [{**session.latest.get(n, {"step": n}), "state": state} for n, state in states.items()]
+    rows = [{**session.latest.get(n, {"step": n}), "state": state, "note": note}
+            for n, (state, note) in _states_and_notes(session).items()]
     for row in rows:
-        row["note"] = _waiting_for(session, row["step"]) if row["state"] != "succeeded" else None
+        if row["state"] not in ("succeeded", "uncached"):
+            row["note"] = _waiting_for(session, row["step"]) or row["note"]
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
     frame["cached"] = frame["cached"].fillna(False).astype(bool)
     frame["attempts"] = frame["attempts"].fillna(0).astype("int64")

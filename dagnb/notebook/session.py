@@ -32,6 +32,7 @@ from dagnb.runtime.run import Run
 __all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
 RESULTS_NAME = "_dagger"
+_UNFINISHED = ("failed", "skipped", "cancelled")  # what --only-failed runs again
 _RECENT_IMAGES = 10
 
 
@@ -163,11 +164,20 @@ class Session:
         thread publishes the results to the namespace when the run ends; otherwise the
         caller waits and calls :meth:`publish` itself.
         """
+        if options.get("only_failed") and self.latest:  # (none yet: the run history's)
+            options["only_failed"] = False
+            named = [targets] if isinstance(targets, str) else list(targets or ())
+            targets = [*named, *self.unfinished()]
         run = start_background(self.graph, targets, **options)
         if background:
             threading.Thread(target=self._publish_later, args=(run,), daemon=True,
                              name="dagnb-publish").start()
         return run
+
+    def unfinished(self) -> list[str]:
+        """Steps whose latest row, from whichever run had them, failed, was skipped or was
+        cancelled: as ``%dagger status`` shows them, not only the last run's."""
+        return [n for n in self.graph.names if self.latest.get(n, {}).get("state") in _UNFINISHED]
 
     def _publish_later(self, run: Run) -> None:
         try:

@@ -36,7 +36,7 @@ STATE_COLOURS = {
     "pending": "#9e9e9e", "queued": "#78909c", "running": "#1e88e5",
     "succeeded": "#2e7d32", "cached": "#00897b", "failed": "#c62828",
     "retrying": "#ef6c00", "skipped": "#757575", "cancelled": "#6d4c41",
-    "stale": "#f9a825", "never run": "#607d8b",
+    "stale": "#f9a825", "uncached": "#9ccc65", "never run": "#607d8b",
 }
 
 

@@ -1,10 +1,10 @@
 """A run's view frozen into HTML and plain text: what a saved notebook keeps.
 
 When a ``%%dagger`` cell's run ends, its live widget is replaced by a
-:class:`RunSnapshot` of what it showed (the header, the status table, the cell's own
-output tail and the stderr tail of failed steps), so the saved ``.ipynb`` reads the same
-with no kernel and no widget manager: on GitHub, nbviewer, ``nbconvert --to html``, or in
-JupyterLab reopened. It holds strings only; nothing of it is live.
+:class:`RunSnapshot` of what it showed (the header, the status table, the output tail of
+each step that ran and the stderr tail of failed steps), so the saved ``.ipynb`` reads
+the same with no kernel and no widget manager: on GitHub, nbviewer, ``nbconvert --to
+html``, or in JupyterLab reopened. It holds strings only; nothing of it is live.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
 __all__ = ["RunSnapshot"]
 
-OUTPUT_TAIL = 40  # lines of the cell's own step kept in the saved notebook
+OUTPUT_TAIL = 40  # lines of each step that ran kept in the saved notebook
 
 
 class RunSnapshot:
@@ -36,7 +36,7 @@ class RunSnapshot:
         shown = [r for r in rows.values() if not r["cached"] or r["step"] == focus]
         cached = [r["step"] for r in rows.values() if r["cached"] and r["step"] != focus]
         note = f"cached: {', '.join(cached)}" if cached else ""
-        sections = self._sections(run, state, focus)
+        sections = self._sections(run, state, focus, rows)
         self.html = (header_html(run, rows) + table_html(shown, time.time())
                      + (f"<div class='dagnb-cached'>{html.escape(note)}</div>" if note else "")
                      + "".join(f"<div class='dagnb-tail'><b>{html.escape(title)}</b>"
@@ -45,16 +45,21 @@ class RunSnapshot:
         self.text = "\n".join([*text, format_rows(shown), *([note] if note else [])])
 
     @staticmethod
-    def _sections(run: Run, state: LiveState, focus: str | None) -> list[tuple[str, list[str]]]:
+    def _sections(run: Run, state: LiveState, focus: str | None,
+                  rows: dict[str, dict]) -> list[tuple[str, list[str]]]:
+        """The output tail of each step that ran (a ``%dagger run`` has no focus step, and
+        its saved output must show what every step printed), of the focus step even when
+        cached, and the stderr tail of each other failed step."""
         sections = []
-        if focus is not None and state.tails.get(focus):
-            sections.append((f"── {focus} ──", list(state.tails[focus])))
-        for name in run.failed:
-            if name == focus:
-                continue
-            lines = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+        for name in run.order:
+            if name in run.failed and name != focus:
+                lines = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+                title = f"── {name} failed; last lines of stderr ──"
+            else:
+                ran = name == focus or not rows.get(name, {}).get("cached")
+                lines, title = list(state.tails[name]) if ran else [], f"── {name} ──"
             if lines:
-                sections.append((f"── {name} failed; last lines of stderr ──", lines))
+                sections.append((title, lines))
         return sections
 
     def _repr_html_(self) -> str:

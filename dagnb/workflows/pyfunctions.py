@@ -21,6 +21,8 @@ import importlib.util
 import inspect
 import linecache
 import pickle
+import sys
+import textwrap
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -97,6 +99,22 @@ class _Collected:
             self._add_global(global_name, func.__globals__)
         self.definitions[name] = _source(func)
 
+    def add_class(self, cls: type) -> None:
+        """A notebook class by its source, after what its statement and methods read."""
+        name = cls.__name__
+        if name in self.definitions:
+            return
+        self.definitions[name] = ""  # placeholder: breaks cycles
+        source = _class_source(cls)
+        namespace = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
+        for global_name in sorted(_statement_globals(source)):
+            self._add_global(global_name, namespace)
+        del self.definitions[name]  # a class statement runs after the bases, decorators
+        self.definitions[name] = source  # and values it reads; its methods' can follow
+        for method in _methods(cls):
+            for global_name in sorted(loaded_globals(method.__code__)):
+                self._add_global(global_name, method.__globals__)
+
     def _add_global(self, name: str, namespace: dict[str, Any]) -> None:
         if name not in namespace or name in self.imports or name in self.values:
             return
@@ -104,7 +122,9 @@ class _Collected:
         if isinstance(value, types.ModuleType):
             real = value.__name__
             self.imports[name] = f"import {real}" + (f" as {name}" if real != name else "")
-        elif isinstance(value, (types.FunctionType, type)) and _from_notebook(value):
+        elif isinstance(value, type) and _from_notebook(value):
+            self.add_class(value)
+        elif isinstance(value, types.FunctionType) and _from_notebook(value):
             self.add_function(value)
         elif isinstance(value, (types.FunctionType, type, types.BuiltinFunctionType)):
             module = getattr(value, "__module__", None)
@@ -152,6 +172,66 @@ def _from_notebook(obj: Any) -> bool:
     """Defined in the notebook (or another script), not importable from a module file."""
     return getattr(obj, "__module__", None) in ("__main__", None) or obj.__module__.startswith(
         "dagnb_steps_")
+
+
+def _methods(cls: type) -> list[types.FunctionType]:
+    """The functions a class's own body defines (static, class methods and properties too;
+    what decorators wrap; not those a library wrote for it, such as a dataclass's)."""
+    found = [getattr(v, "__func__", getattr(v, "fget", v)) for v in vars(cls).values()]
+    found = [inspect.unwrap(f) for f in found if isinstance(f, types.FunctionType)]
+    return [f for f in found if isinstance(f, types.FunctionType)
+            and f.__module__ == cls.__module__ and f.__code__.co_filename != "<string>"]
+
+
+def _class_source(cls: type) -> str:
+    """A class's source: found through its methods' cell (``inspect`` finds no source for
+    a notebook's class before Python 3.13, and finds its first definition if redefined),
+    else through ``inspect`` (a script's class)."""
+    for method in _methods(cls):
+        source = _enclosing_class(cls.__name__, method.__code__)
+        if source is not None:
+            return source
+    try:
+        return textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        raise WorkflowError(f"the source of class {cls.__name__!r} cannot be found (no method "
+                            "of its own written in a cell or file); define it with a method in "
+                            "a cell, or import it from a module") from None
+
+
+def _enclosing_class(name: str, code: types.CodeType) -> str | None:
+    """The source of the class ``name`` around the function ``code``, from its file's lines."""
+    lines = linecache.getlines(code.co_filename)
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return None
+    around = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
+              and node.name == name
+              and node.lineno <= code.co_firstlineno <= (node.end_lineno or 0)]
+    if not around:
+        return None
+    node = max(around, key=lambda n: n.lineno)  # the innermost (a class in a class)
+    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+    return textwrap.dedent("".join(lines[first - 1:node.end_lineno]))
+
+
+def _statement_globals(source: str) -> set[str]:
+    """Names the class statement reads as it runs (bases, decorators, class attributes,
+    defaults), not those its methods read when called (their code says which)."""
+    loaded, stored = set(), set()
+    pending: list[ast.AST] = [ast.parse(source).body[0]]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Name):
+            (loaded if isinstance(node.ctx, ast.Load) else stored).add(node.id)
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending += [*node.decorator_list, node.args, *filter(None, [node.returns])]
+        elif isinstance(node, ast.Lambda):
+            pending.append(node.args)
+        else:
+            pending += ast.iter_child_nodes(node)
+    return loaded - stored
 
 
 def _source(obj: Any) -> str:
