@@ -465,3 +465,28 @@ def test_a_step_that_calls_sys_exit_ends_as_a_script_would_and_the_run_goes_on()
     assert rows["complain"]["error"] == "exit code 1: no input today"
     assert run.result("after") == 7
     assert Graph("g2", [Step("again", func=lambda: 1, cache=False)]).run().result("again") == 1
+
+
+def test_a_python_step_that_holds_the_loop_does_not_time_out_the_steps_beside_it() -> None:
+    """An in-process Python step computes on dagnb's loop thread: the time it holds it
+    is not the other steps' (their processes could not even be read meanwhile)."""
+    def spin() -> int:
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            pass
+        return 1
+
+    def slow_python() -> int:
+        end = time.monotonic() + 3.0
+        while time.monotonic() < end:  # (its own time counts: stopped at 1 s)
+            pass
+        return 2
+
+    run = Graph("g", [Step("quick", run="echo quick", timeout=1.0, cache=False),
+                      Step("spin", func=spin, cache=False),
+                      Step("later", func=lambda: 3, timeout=1.0, cache=False),
+                      Step("own", func=slow_python, timeout=1.0, cache=False)]).run(
+        executor="local", max_concurrency=4)
+    assert run.states() == {"quick": "succeeded", "spin": "succeeded", "later": "succeeded",
+                            "own": "failed"}, run.status_rows()
+    assert "timeout of 1 s" in run.status_rows()["own"]["error"]

@@ -122,8 +122,34 @@ _owner: contextvars.ContextVar[TaskFuture | None] = contextvars.ContextVar(
 )
 
 
-_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar(
-    "dagnb_inline_deadline", default=None
+class _Held:
+    """How long the loop thread has spent in inline Python calls (they hold it: no other
+    step's process is read, started or timed meanwhile)."""
+
+    total = 0.0
+
+
+class _Wait:
+    """A timeout under way (:func:`wait_for`). It counts the time of its own work, not
+    the time other steps' inline Python calls held the loop thread: a shell step's
+    ``timeout: 2s`` beside a Python step that computes for 5 s is not passed."""
+
+    __slots__ = ("held_before", "own", "start", "timeout")
+
+    def __init__(self, timeout: float) -> None:
+        self.start, self.timeout = time.monotonic(), timeout
+        self.held_before = _Held.total
+        self.own = 0.0  # the inline calls made under this wait (its own steps')
+
+    def deadline(self) -> float:
+        """When it passes: its timeout after it began, and the time other steps' inline
+        calls held the loop meanwhile."""
+        others = _Held.total - self.held_before - self.own
+        return self.start + self.timeout + max(0.0, others)
+
+
+_waits: contextvars.ContextVar[tuple[_Wait, ...]] = contextvars.ContextVar(
+    "dagnb_waits", default=()
 )
 _UNOWNED = object()  # the owner of an inline call that only a deadline can interrupt
 
@@ -197,18 +223,20 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     and ``except KeyboardInterrupt`` run, as with Ctrl-C); it leaves here as
     :class:`Interrupted`, whatever ``func`` did with it: await :func:`until_cancelled`.
     """
-    owner, deadline = _owner.get(), _deadline.get()
-    if (owner is None and deadline is None) or not in_loop_thread():
+    owner, waits = _owner.get(), _waits.get()
+    if (owner is None and not waits) or not in_loop_thread():
         return func(**kwargs)
+    began = time.monotonic()
     try:
         try:
             _inline.owner = _UNOWNED if owner is None else owner
             _inline.serial += 1
-            if deadline is not None:
-                _watchdog.arm(_inline.serial, deadline)
+            if waits:  # (the earliest of nested timeouts)
+                _watchdog.arm(_inline.serial, min(wait.deadline() for wait in waits))
             result = func(**kwargs)
         finally:
             fired = _inline.leave()
+            _count_held(time.monotonic() - began, waits)
     except KeyboardInterrupt:  # ours, landed before leave() could catch it: leave again
         _inline.leave()  # (idempotent), or the next inline call would see it fired
         fired = True
@@ -233,18 +261,49 @@ async def until_cancelled(grace: float = 1.0) -> None:
         await asyncio.sleep(0.005)
 
 
+def _count_held(seconds: float, waits: tuple[_Wait, ...]) -> None:
+    _Held.total += seconds
+    for wait in waits:
+        wait.own += seconds
+
+
 async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
     """``asyncio.wait_for``, whose timeout also interrupts a Python step called inline
-    under it (the earliest deadline of nested calls counts)."""
+    under it (the earliest deadline of nested calls counts), and leaves out the time
+    other steps' inline calls held the loop thread (:class:`_Wait`)."""
     if timeout is None:
         return await awaitable
-    deadline = time.monotonic() + timeout
-    earlier = _deadline.get()
-    token = _deadline.set(deadline if earlier is None else min(earlier, deadline))
+    wait = _Wait(timeout)
+    token = _waits.set((*_waits.get(), wait))
     try:
-        return await asyncio.wait_for(awaitable, timeout)
+        task = asyncio.ensure_future(awaitable)  # (its context holds the wait)
     finally:
-        _deadline.reset(token)
+        _waits.reset(token)
+    try:
+        while not task.done():
+            remaining = wait.deadline() - time.monotonic()
+            if remaining <= 0:
+                return await _past_deadline(task)
+            await asyncio.wait((task,), timeout=remaining)
+    except asyncio.CancelledError:  # (as asyncio.wait_for: the task ends first)
+        await _cancelled_and_ended(task)
+        raise
+    return task.result()
+
+
+async def _past_deadline(task: asyncio.Future[T]) -> T:
+    """The task stopped (it ends before the timeout is reported: its processes are
+    gone); TimeoutError, unless it ended otherwise meanwhile (asyncio.wait_for's way)."""
+    await _cancelled_and_ended(task)
+    try:
+        return task.result()
+    except asyncio.CancelledError as exc:
+        raise asyncio.TimeoutError from exc
+
+
+async def _cancelled_and_ended(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    await asyncio.wait((task,))
 
 
 class _Watchdog:
