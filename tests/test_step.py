@@ -133,3 +133,12 @@ def test_durations_take_fractions_and_refuse_nan() -> None:
     assert parse_duration("1.5h") == 5400.0
     with pytest.raises(InvalidStepError, match=r"step 'a' ttl nan must be greater than zero"):
         Step("a", run="true", ttl=float("nan"))
+
+
+@pytest.mark.parametrize(("secret", "says"), [("bad name", "not an environment variable name"),
+                                              ("1TOKEN", "not an environment variable name"),
+                                              ("PATH", "every process needs")])
+def test_a_secret_name_that_cannot_be_one_is_refused_in_one_line(secret, says):
+    with pytest.raises(InvalidStepError, match=says) as caught:
+        Step("s", run="true", secrets=[secret])
+    assert "\n" not in str(caught.value) and repr(secret) in str(caught.value)

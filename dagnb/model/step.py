@@ -52,6 +52,26 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
     return items
 
 
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+# what every process needs: a secret of that name would be withheld from the other steps
+_SYSTEM_VARIABLES = frozenset({"PATH", "HOME", "USER", "SHELL", "PWD", "LANG", "TMPDIR",
+                               "TERM", "LOGNAME"})
+
+
+def _secret_names(names: tuple[str, ...], step: str) -> tuple[str, ...]:
+    """Secret names that are environment variable names, and none the system needs."""
+    for name in names:
+        if not _VARIABLE.match(name):
+            raise InvalidStepError(
+                f"step {step!r}: secret {name!r} is not an environment variable name; use "
+                "letters, digits and _ (not first a digit), e.g. API_TOKEN")
+        if name in _SYSTEM_VARIABLES:
+            raise InvalidStepError(
+                f"step {step!r}: secret {name!r} is a variable every process needs (the "
+                "other steps would run without it); keep the secret in a variable of its own")
+    return names
+
+
 def _check_name(name: object) -> str:
     try:
         return checks.name(name)
@@ -196,7 +216,7 @@ class Step:
                 "(a Python function)"
             )
         set_(self, "needs", _names(self.needs, "needs", name))
-        set_(self, "secrets", _names(self.secrets, "secrets", name))
+        set_(self, "secrets", _secret_names(_names(self.secrets, "secrets", name), name))
         set_(self, "tags", _names(self.tags, "tags", name))
         set_(self, "services", _names(self.services, "services", name))
         set_(self, "exclude", _names(self.exclude, "exclude", name))
