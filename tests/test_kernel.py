@@ -314,6 +314,8 @@ def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
     done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["fit", "cached"] for line in done.stdout.splitlines()), (
+        done.stdout)  # (the notebook's class keyed by its source, as the saved module's)
     assert dagnb.load(tmp_path / "flow.yml").run(cache=False).result("fit") == 18
 
 

@@ -33,10 +33,10 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
         if adopted is not None:
             return adopted
     try:
-        lines, start = _source_lines(obj)
+        lines = _source_lines(obj)[0] if not isinstance(obj, type) else _class_lines(obj)
     except (OSError, TypeError):
         return None
-    if isinstance(obj, type) and not _lines_are_of(obj, start, start + len(lines)):
+    if lines is None:
         return None
     node = _definition_node(textwrap.dedent("".join(lines)), obj)
     if node is None:
@@ -47,9 +47,61 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
 
 # a file's lines (as linecache holds them) -> (those lines, qualname -> index of the
 # class's first line): one parse per file and version, not one per class
-_STARTS: dict[int, tuple[list[str], dict[str, int]]] = {}
+_STARTS: dict[int, tuple[list[str], dict[str, list[int]]]] = {}
 _STARTS_LIMIT = 64
 _STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)  # (classes are statements)
+
+
+def class_source(cls: type) -> str | None:
+    """A class's source, as its key reads it (a notebook's too: ``%dagger save`` writes
+    it), dedented; None when it has none to be found, or its functions were replaced."""
+    lines = _class_lines(cls)
+    return None if lines is None else textwrap.dedent("".join(lines))
+
+
+def _class_lines(cls: type) -> list[str] | None:
+    """A class's own lines: where ``inspect`` finds them if they hold its methods (before
+    3.13 it finds the first of a name redefined in a file), else the definition around
+    its methods in their file or cell (a notebook's class, which ``inspect`` cannot
+    find: the same lines as the module ``%dagger save`` writes holds)."""
+    try:
+        lines, start = _source_lines(cls)
+        if _lines_are_of(cls, start, start + len(lines)):
+            return lines
+    except (OSError, TypeError):
+        pass
+    return _lines_around_methods(cls)
+
+
+def _lines_around_methods(cls: type) -> list[str] | None:
+    """The definition of ``cls`` around its methods, in their file or cell, if it holds
+    every function the class has now (none replaced since, from there or elsewhere;
+    Python's made ones aside): else None, and its functions count by their own code."""
+    for function in _class_functions(cls):
+        code = function.__code__
+        lines = linecache.getlines(code.co_filename)
+        for start in _starts_of(lines).get(cls.__qualname__, ()) if lines else ():
+            block = inspect.getblock(lines[start:])
+            if start < code.co_firstlineno <= start + len(block):
+                holds = _functions_within(cls, code.co_filename, start + 1,
+                                          start + 1 + len(block), strictly=True)
+                return block if holds else None
+    return None
+
+
+def _functions_within(cls: type, file: str, start: int, end: int, *,
+                      strictly: bool = False) -> bool:
+    """Whether the class's functions of ``file`` start within lines [start, end); and,
+    ``strictly``, whether it has none of another file (a made one, with no lines to be
+    found, such as a dataclass's ``__init__``, aside)."""
+    for function in _class_functions(cls):
+        code = function.__code__
+        if code.co_filename != file:
+            if strictly and linecache.getlines(code.co_filename):
+                return False
+        elif not start <= code.co_firstlineno < end:
+            return False
+    return True
 
 
 def _source_lines(obj: Any) -> tuple[list[str], int]:
@@ -61,15 +113,20 @@ def _source_lines(obj: Any) -> tuple[list[str], int]:
             or inspect.unwrap(obj) is not obj):
         return inspect.getsourcelines(obj)
     lines = _file_lines(obj)
+    starts = _starts_of(lines).get(obj.__qualname__)
+    if not starts:
+        raise OSError("could not find class definition")
+    return inspect.getblock(lines[starts[0]:]), starts[0] + 1  # (the first, as inspect)
+
+
+def _starts_of(lines: list[str]) -> dict[str, list[int]]:
+    """:func:`_class_starts` of a file's lines, once per file and version."""
     found = _STARTS.get(id(lines))
     if found is None or found[0] is not lines:
         if len(_STARTS) >= _STARTS_LIMIT:
             _STARTS.clear()
         found = _STARTS[id(lines)] = (lines, _class_starts(lines))
-    start = found[1].get(obj.__qualname__)
-    if start is None:
-        raise OSError("could not find class definition")
-    return inspect.getblock(lines[start:]), start + 1
+    return found[1]
 
 
 def _file_lines(cls: type) -> list[str]:
@@ -89,17 +146,18 @@ def _file_lines(cls: type) -> list[str]:
     return lines
 
 
-def _class_starts(lines: list[str]) -> dict[str, int]:
-    """Where each class of a file starts (its first decorator), by qualified name, the
-    first of a name as ``inspect`` finds it (a depth-first walk of the statements)."""
-    starts: dict[str, int] = {}
+def _class_starts(lines: list[str]) -> dict[str, list[int]]:
+    """Where each class of a file starts (its first decorator), by qualified name, in the
+    order ``inspect`` meets them (a depth-first walk of the statements: the first is the
+    one it finds)."""
+    starts: dict[str, list[int]] = {}
     pending: list[tuple[ast.AST, tuple[str, ...]]] = [(ast.parse("".join(lines)), ())]
     while pending:
         node, names = pending.pop()
         if isinstance(node, ast.ClassDef):
             names = (*names, node.name)
             first = node.decorator_list[0].lineno if node.decorator_list else node.lineno
-            starts.setdefault(".".join(names), first - 1)
+            starts.setdefault(".".join(names), []).append(first - 1)
         elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             names = (*names, node.name, "<locals>")
         children = [c for c in ast.iter_child_nodes(node) if isinstance(c, _STATEMENTS)]
@@ -139,8 +197,7 @@ def _lines_are_of(cls: type, start: int, end: int) -> bool:
         file = inspect.getsourcefile(cls)
     except TypeError:
         return False
-    return all(start <= f.__code__.co_firstlineno < end for f in _class_functions(cls)
-               if f.__code__.co_filename == file)  # (not a dataclass's made __init__)
+    return file is not None and _functions_within(cls, file, start, end)
 
 
 def _definition_node(source: str, obj: Any) -> ast.AST | None:

@@ -22,7 +22,6 @@ import inspect
 import linecache
 import pickle
 import sys
-import textwrap
 import types
 from collections.abc import Callable
 from pathlib import Path
@@ -30,6 +29,7 @@ from typing import Any
 
 from dagnb.errors import WorkflowError
 from dagnb.fingerprint import loaded_globals
+from dagnb.fingerprint.sources import class_source
 
 __all__ = ["PYTHON_KEY", "import_function", "write_module"]
 
@@ -184,36 +184,14 @@ def _methods(cls: type) -> list[types.FunctionType]:
 
 
 def _class_source(cls: type) -> str:
-    """A class's source: found through its methods' cell (``inspect`` finds no source for
-    a notebook's class before Python 3.13, and finds its first definition if redefined),
-    else through ``inspect`` (a script's class)."""
-    for method in _methods(cls):
-        source = _enclosing_class(cls.__name__, method.__code__)
-        if source is not None:
-            return source
-    try:
-        return textwrap.dedent(inspect.getsource(cls))
-    except (OSError, TypeError):
+    """A class's source as its key reads it (through its methods' cell for a notebook's
+    class, which ``inspect`` cannot find before Python 3.13)."""
+    source = class_source(cls)
+    if source is None:
         raise WorkflowError(f"the source of class {cls.__name__!r} cannot be found (no method "
                             "of its own written in a cell or file); define it with a method in "
-                            "a cell, or import it from a module") from None
-
-
-def _enclosing_class(name: str, code: types.CodeType) -> str | None:
-    """The source of the class ``name`` around the function ``code``, from its file's lines."""
-    lines = linecache.getlines(code.co_filename)
-    try:
-        tree = ast.parse("".join(lines))
-    except (SyntaxError, ValueError):
-        return None
-    around = [node for node in ast.walk(tree) if isinstance(node, ast.ClassDef)
-              and node.name == name
-              and node.lineno <= code.co_firstlineno <= (node.end_lineno or 0)]
-    if not around:
-        return None
-    node = max(around, key=lambda n: n.lineno)  # the innermost (a class in a class)
-    first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
-    return textwrap.dedent("".join(lines[first - 1:node.end_lineno]))
+                            "a cell, or import it from a module")
+    return source
 
 
 def _statement_globals(source: str) -> set[str]:
