@@ -124,3 +124,11 @@ def test_a_long_secret_through_wrapping_base64_is_masked_line_by_line(workdir, m
     run = Graph("s", [step]).run(executor="local", cache=False)
     lines = run.logs("enc")["line"].tolist()
     assert len(lines) == 4 and all(line.strip("*=") == "" for line in lines), lines
+
+
+def test_a_short_secret_does_not_keep_every_result_out_of_the_cache():
+    from dagnb.model.masking import SecretFinder
+
+    finder = SecretFinder({"MODE": "dev", "TOKEN": "tok-1234567"})
+    assert finder.find(b"the device developer") is None
+    assert finder.find(b"..tok-1234567..") == "TOKEN"

@@ -46,14 +46,15 @@ def _wrapped(encoded: str) -> set[str]:
 
 class SecretFinder:
     """Finds the value of a secret, in any leak form, in bytes: what a step would store
-    (its result, its files), which must hold none."""
+    (its result, its files), which must hold none. A value (or form) shorter than
+    ``MIN_LINE`` is not looked for: ``"dev"`` is in too many results to refuse them all."""
 
     __slots__ = ("_forms", "longest")
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._forms = [(name, sorted({form.encode() for form in leak_forms(value)},
-                                     key=len, reverse=True))
-                       for name, value in sorted(secrets.items()) if value]
+        self._forms = [(name, sorted({form.encode() for form in leak_forms(value)
+                                      if len(form) >= MIN_LINE}, key=len, reverse=True))
+                       for name, value in sorted(secrets.items()) if len(value) >= MIN_LINE]
         self.longest = max((len(forms[0]) for _, forms in self._forms), default=0)
 
     def __bool__(self) -> bool:
