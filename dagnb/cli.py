@@ -16,6 +16,7 @@ then one per step), 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 import threading
@@ -473,10 +474,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     if threading.current_thread() is threading.main_thread():
         _handle_termination()
     try:
-        return _COMMANDS[args.command](args)
+        code = _COMMANDS[args.command](args)
+        sys.stdout.flush()  # (a reader gone: the error caught here, not at exit)
+        return code
     except DagnbError as exc:
         print(f"dagnb: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # (`dagnb ... | head`): the reader has what it wanted
+        _quiet_stdout()
+        return 141  # what a shell reports for a command that SIGPIPE ended
+
+
+def _quiet_stdout() -> None:
+    """Send what is left of stdout nowhere: flushing it at exit would fail again."""
+    import os
+
+    with contextlib.suppress(OSError, ValueError):
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 if __name__ == "__main__":  # pragma: no cover

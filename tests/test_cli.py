@@ -298,3 +298,9 @@ def test_notebook_options_are_refused_for_a_yaml_workflow(
     assert result.returncode == 2
     assert message in result.stderr and result.stderr.count("\n") == 1
     assert not (tmp_path / ".dagnb_cache").exists()  # refused before anything ran
+
+
+def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path):
+    done = subprocess.run(f"{sys.executable} -m dagnb.cli templates show pandas-etl | head -1",
+                          shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("\n") == 1 and done.stderr == ""
