@@ -85,3 +85,21 @@ def test_a_dagger_run_cell_keeps_every_steps_output_tail(tmp_path):
     for kind in ("text/plain", "text/html"):
         shown = "".join(bundle[kind])
         assert all(line in shown for line in ("output of a", "output of b", "warning of b"))
+
+
+def test_a_background_cell_saves_a_text_that_names_its_run(tmp_path):
+    """Nobody waits on a ``--background`` run to turn its cell into a snapshot: the text
+    a reader without widgets sees names the run and where to find how it ended."""
+    notebook = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell(source) for source in (
+        "%load_ext dagnb", "%%dagger slow --background\nsleep 0.2; echo output of slow",
+        "import time; time.sleep(1)\n%dagger history")])
+    client = NotebookClient(notebook, kernel_name="python3", store_widget_state=False,
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_WIDGETS": "1", "DAGNB_CONFIG": "none"})
+    [bundle] = [out["data"] for out in notebook.cells[1].outputs if "data" in out]
+    text = bundle["text/plain"]
+    assert text.startswith("dagnb run ") and " of slow; %dagger history" in text, text
+    run_id = text.split()[2]
+    history = "".join(out.get("text", "") + "".join(out.get("data", {}).get("text/plain", ""))
+                      for out in notebook.cells[2].outputs)
+    assert run_id in history, history

@@ -96,8 +96,8 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
         view.follow(run)
     else:
         view.cell_waiting = not background  # Cancel cannot be clicked then: say so
-        view.display_handle = _display(view)
         view.follow(run, live=background)
+        view.display_handle = _display(view)  # (following: its text form names the run)
     if not background:
         _wait(run, view, interval)
     return view

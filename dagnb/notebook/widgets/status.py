@@ -81,6 +81,15 @@ class StatusWidget(w.VBox):
         if run is not None:
             self.follow(run)
 
+    def __repr__(self) -> str:
+        """The text a reader with no widgets sees (a saved ``--background`` cell, which
+        nobody waits on to turn into its snapshot; ipywidgets keeps 110 characters)."""
+        run = getattr(self, "run", None)
+        if run is None:
+            return "dagnb: a view of no run yet"
+        return (f"dagnb run {run.id} of {', '.join(run.order)}; "
+                "%dagger history says how it ended")
+
     # -- following a run ---------------------------------------------------------------
     def follow(self, run: Run, *, live: bool = False) -> None:
         """Show ``run`` from now on; ``live`` renders from a thread (nobody waits on it)."""
