@@ -467,3 +467,15 @@ def test_a_memory_call_binds_with_the_signature_the_function_has_now():
         return h(*args, **kwargs)
 
     assert list(_CallKeys(wrapper, ()).signature.parameters) == ["x", "z"]
+
+
+def test_a_function_held_by_a_value_is_pickled_under_the_name_it_always_had():
+    """fingerprint became a package: what a value's digest pickles for a function it
+    holds still names ``dagnb.fingerprint`` (else every such key would change once)."""
+    from dagnb.fingerprint import values
+
+    held = []
+    values._pickle_into(held.append, [lambda: 1])
+    stream = b"".join(held)
+    assert b"dagnb.fingerprint\x94\x8c\x11_function_of_code" in stream, stream
+    assert fingerprint._function_of_code is values._function_of_code

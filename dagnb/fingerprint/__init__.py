@@ -48,6 +48,7 @@ from dagnb.fingerprint.paths import (
     path_digest,
 )
 from dagnb.fingerprint.sources import adopt_sources
+from dagnb.fingerprint.values import _function_of_code as _function_of_code  # (see there)
 from dagnb.fingerprint.values import value_digest
 from dagnb.fingerprint.walker import loaded_globals
 

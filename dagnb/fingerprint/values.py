@@ -334,6 +334,12 @@ def _function_of_code(digest: str) -> None:
     raise TypeError("a fingerprint is not a pickle to load")
 
 
+# Pickled by name into the digests of values that hold functions: the name it had when
+# fingerprint was one module, so that those keys did not change when it became a package
+# (dagnb.fingerprint exports it under that name).
+_function_of_code.__module__ = "dagnb.fingerprint"
+
+
 _UNDER_WAY = threading.local()  # this thread's classes whose content is being hashed (a
 #                                 value of one may hold the class itself)
 
