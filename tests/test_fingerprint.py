@@ -871,3 +871,60 @@ def test_libraries_and_dagnb_count_by_name(tmp_path, monkeypatch):
     """)
     parts = code_source_parts(module.f)
     assert list(parts) == ["def f"], parts  # (json.dumps and dagnb.current: by name)
+
+
+def test_a_helper_file_edited_but_not_reloaded_is_keyed_by_the_code_that_runs(
+        tmp_path, monkeypatch):
+    """The file says x * 100, the loaded code still does x * 1: keyed by the new text,
+    its old result would be served after a restart, when the new code runs."""
+    for name in ("helper_edited", "uses_helper_edited"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    helper = _module(tmp_path, monkeypatch, "helper_edited", "def make(x):\n    return x * 1\n")
+    uses = _module(tmp_path, monkeypatch, "uses_helper_edited",
+                   "from helper_edited import make\n\ndef g(x):\n    return make(x)\n")
+    (tmp_path / "helper_edited.py").write_text("def make(x):\n    return x * 100\n")
+    importlib.reload(uses)  # (the cell that defines g run again; make not reloaded)
+    stale = code_digest(uses.g)
+    importlib.reload(helper)
+    importlib.reload(uses)  # (what a restart loads)
+    assert code_digest(uses.g) != stale
+
+
+def test_a_helper_file_saved_mid_edit_still_gives_a_key(tmp_path, monkeypatch):
+    monkeypatch.delitem(sys.modules, "helper_mid_edit", raising=False)
+    helper = _module(tmp_path, monkeypatch, "helper_mid_edit",
+                     "class Model:\n    def fit(self):\n        return 1\n\n"
+                     "def make(x):\n    return x\n")
+    (tmp_path / "helper_mid_edit.py").write_text("def make(x:\n    return (x\n")
+    assert len(code_digest(helper.make)) == 32
+    assert len(value_digest(helper.Model.fit)) == 32
+
+
+def test_a_method_assigned_from_another_file_counts_by_its_code(tmp_path, monkeypatch):
+    for name in ("model_home", "model_patch"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    home = _module(tmp_path, monkeypatch, "model_home",
+                   "class Model:\n    def predict(self, x):\n        return x\n\n"
+                   "def use(x):\n    return Model().predict(x)\n")
+    digests = []
+    for factor in (1, 100):
+        (tmp_path / "model_patch.py").write_text(
+            f"def patched(self, x):\n    return x * {factor}\n")
+        patch = importlib.reload(sys.modules["model_patch"]) if factor > 1 else (
+            _module(tmp_path, monkeypatch, "model_patch", (tmp_path / "model_patch.py")
+                    .read_text()))
+        home.Model.predict = patch.patched
+        digests.append(code_digest(home.use))
+        assert code_source_parts(home.use)["def patched"].endswith(f"x * {factor}")
+    assert digests[0] != digests[1]
+
+
+def test_what_is_made_of_a_file_is_forgotten_least_recently_used_first():
+    from dagnb.fingerprint.loaded import PerFile
+
+    made = []
+    per_file = PerFile(lambda lines: made.append(lines[0]) or lines[0], limit=3)
+    files = {name: [name] for name in "abcd"}
+    for name in "abcadab":  # (a walk returns to its files: none made twice while held)
+        per_file(files[name])
+    assert made == ["a", "b", "c", "d", "b"]

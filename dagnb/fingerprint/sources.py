@@ -11,11 +11,13 @@ import linecache
 import os
 import sys
 import textwrap
+import tokenize
 import types
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.loaded import PerFile, loaded_from_file
 from dagnb.fingerprint.members import (
     _class_functions,
     _data_members,
@@ -33,8 +35,8 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
         if adopted is not None:
             return adopted
     try:
-        lines = _source_lines(obj)[0] if not isinstance(obj, type) else _class_lines(obj)
-    except (OSError, TypeError):
+        lines = _class_lines(obj) if isinstance(obj, type) else _function_lines(obj)
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):  # (saved mid-edit)
         return None
     if lines is None:
         return None
@@ -45,10 +47,16 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
     return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
 
 
-# a file's lines (as linecache holds them) -> (those lines, qualname -> index of the
-# class's first line): one parse per file and version, not one per class
-_STARTS: dict[int, tuple[list[str], dict[str, list[int]]]] = {}
-_STARTS_LIMIT = 64
+def _function_lines(func: Any) -> list[str] | None:
+    """A function's lines, if its file still holds the code it runs (:mod:`.loaded`)."""
+    lines = _source_lines(func)[0]
+    return lines if _still_loaded(func.__code__) else None
+
+
+def _still_loaded(code: types.CodeType) -> bool:
+    return loaded_from_file(code, linecache.getlines(code.co_filename))
+
+
 _STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)  # (classes are statements)
 
 
@@ -64,6 +72,8 @@ def _class_lines(cls: type) -> list[str] | None:
     3.13 it finds the first of a name redefined in a file), else the definition around
     its methods in their file or cell (a notebook's class, which ``inspect`` cannot
     find: the same lines as the module ``%dagger save`` writes holds)."""
+    if not all(_still_loaded(function.__code__) for function in _class_functions(cls)):
+        return None
     try:
         lines, start = _source_lines(cls)
         if _lines_are_of(cls, start, start + len(lines)):
@@ -84,20 +94,20 @@ def _lines_around_methods(cls: type) -> list[str] | None:
             block = inspect.getblock(lines[start:])
             if start < code.co_firstlineno <= start + len(block):
                 holds = _functions_within(cls, code.co_filename, start + 1,
-                                          start + 1 + len(block), strictly=True)
+                                          start + 1 + len(block))
                 return block if holds else None
     return None
 
 
-def _functions_within(cls: type, file: str, start: int, end: int, *,
-                      strictly: bool = False) -> bool:
-    """Whether the class's functions of ``file`` start within lines [start, end); and,
-    ``strictly``, whether it has none of another file (a made one, with no lines to be
-    found, such as a dataclass's ``__init__``, aside)."""
+def _functions_within(cls: type, file: str, start: int, end: int) -> bool:
+    """Whether the class's functions of ``file`` start within lines [start, end), and it
+    has none of the user's from another file (one assigned to it since: its own code
+    must count). Functions Python or a library made (a dataclass's ``__init__``, those
+    ``functools.total_ordering`` adds) do not count here."""
     for function in _class_functions(cls):
         code = function.__code__
         if code.co_filename != file:
-            if strictly and linecache.getlines(code.co_filename):
+            if linecache.getlines(code.co_filename) and not _in_libraries(code.co_filename):
                 return False
         elif not start <= code.co_firstlineno < end:
             return False
@@ -119,14 +129,6 @@ def _source_lines(obj: Any) -> tuple[list[str], int]:
     return inspect.getblock(lines[starts[0]:]), starts[0] + 1  # (the first, as inspect)
 
 
-def _starts_of(lines: list[str]) -> dict[str, list[int]]:
-    """:func:`_class_starts` of a file's lines, once per file and version."""
-    found = _STARTS.get(id(lines))
-    if found is None or found[0] is not lines:
-        if len(_STARTS) >= _STARTS_LIMIT:
-            _STARTS.clear()
-        found = _STARTS[id(lines)] = (lines, _class_starts(lines))
-    return found[1]
 
 
 def _file_lines(cls: type) -> list[str]:
@@ -165,6 +167,9 @@ def _class_starts(lines: list[str]) -> dict[str, list[int]]:
     return starts
 
 
+_starts_of = PerFile(_class_starts)  # one parse per file and version, not one per class
+
+
 _OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # dagnb's code
 
 
@@ -174,7 +179,9 @@ def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
     try:
         lines, _ = inspect.getsourcelines(code)
         tree = ast.parse(textwrap.dedent("".join(lines)))
-    except (OSError, TypeError, SyntaxError):
+    except (OSError, TypeError, SyntaxError, tokenize.TokenError):
+        return None
+    if not _still_loaded(code):
         return None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (

@@ -1,0 +1,93 @@
+"""Whether a function's file, as it is now, is what its loaded code was compiled from.
+
+Keys read code's source from its file, as ``inspect`` does; a module edited on disk and
+not reloaded runs its old code. Keyed by the new text, its old result would be stored
+where the new code's belongs, and served once the kernel restarts. So a function whose
+code no longer matches its file counts by its loaded bytecode instead: then the restart,
+which loads the file's code, makes the key the source's again, and the step runs.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import types
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+V = TypeVar("V")
+
+
+class PerFile(Generic[V]):
+    """What is made of a file's lines, once per file and version (linecache's lines
+    list, by identity), the least recently used forgotten past ``limit`` files."""
+
+    def __init__(self, make: Callable[[list[str]], V], limit: int = 512) -> None:
+        self.make, self.limit = make, limit
+        self.found: collections.OrderedDict[int, tuple[list[str], V]] = (
+            collections.OrderedDict())
+
+    def __call__(self, lines: list[str]) -> V:
+        found = self.found.get(id(lines))
+        if found is None or found[0] is not lines:
+            found = self.found[id(lines)] = (lines, self.make(lines))
+            if len(self.found) > self.limit:
+                self.found.popitem(last=False)
+        else:
+            self.found.move_to_end(id(lines))
+        return found[1]
+
+
+def loaded_from_file(code: types.CodeType, lines: list[str]) -> bool:
+    """Whether ``lines`` (the code's file now) compile to ``code`` as it was loaded: a
+    cell's lines cannot change (running it again makes another), a file's can."""
+    if not os.path.isfile(code.co_filename):
+        return True
+    compiled = _compiled_of(code.co_filename)(lines)
+    if compiled is None:  # (saved mid-edit: it does not compile)
+        return False
+    shape = _shape(code)
+    return any(_shape(other) == shape for other in compiled.get(_name(code), ()))
+
+
+def _compiled(filename: str, lines: list[str]) -> dict[str, list[types.CodeType]] | None:
+    """The code objects the file's text compiles to, by (qualified) name."""
+    try:
+        module = compile("".join(lines), filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+    found: dict[str, list[types.CodeType]] = {}
+    for code in _nested(module):
+        found.setdefault(_name(code), []).append(code)
+    return found
+
+
+_PER_FILENAME: dict[str, PerFile[dict[str, list[types.CodeType]] | None]] = {}
+
+
+def _compiled_of(filename: str) -> PerFile[dict[str, list[types.CodeType]] | None]:
+    made = _PER_FILENAME.get(filename)
+    if made is None:
+        if len(_PER_FILENAME) >= 512:  # (each holds one version of one file)
+            _PER_FILENAME.pop(next(iter(_PER_FILENAME)))
+        made = _PER_FILENAME[filename] = PerFile(
+            lambda lines: _compiled(filename, lines), limit=1)
+    return made
+
+
+def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
+    yield code
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            yield from _nested(const)
+
+
+def _name(code: types.CodeType) -> str:
+    return getattr(code, "co_qualname", code.co_name)  # (3.10 has no co_qualname)
+
+
+def _shape(code: types.CodeType) -> tuple[Any, ...]:
+    """What the code does, not where its lines are: bytecode, names, constants."""
+    return (code.co_code, code.co_names, code.co_varnames, code.co_freevars,
+            tuple(_shape(c) if isinstance(c, types.CodeType) else (type(c), repr(c))
+                  for c in code.co_consts))
