@@ -928,3 +928,12 @@ def test_what_is_made_of_a_file_is_forgotten_least_recently_used_first():
     for name in "abcadab":  # (a walk returns to its files: none made twice while held)
         per_file(files[name])
     assert made == ["a", "b", "c", "d", "b"]
+
+
+def test_a_distributions_and_the_users_packages_count_as_libraries():
+    import site
+
+    from dagnb.fingerprint.sources import _libraries
+
+    for folder in [*site.getsitepackages(), site.getusersitepackages()]:
+        assert os.path.realpath(folder) + os.sep in _libraries()

@@ -5,6 +5,7 @@ another process sent along with a function it pickled."""
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
 import linecache
@@ -275,12 +276,17 @@ def _bytecode_digest(code: types.CodeType, doc: str | None) -> str:
 
 @functools.lru_cache(maxsize=1)
 def _libraries() -> tuple[str, ...]:
-    """Where Python's own modules, installed packages and dagnb's code are (their code
-    counts by name)."""
+    """Where Python's own modules, installed packages (a distribution's ``dist-packages``
+    and the user's ``pip --user`` ones too) and dagnb's code are: their code counts by
+    name."""
+    import site
     import sysconfig
 
-    return (*(os.path.realpath(sysconfig.get_paths()[name]) + os.sep
-              for name in ("stdlib", "purelib", "platlib")), os.path.realpath(_OWN) + os.sep)
+    folders = [sysconfig.get_paths()[name] for name in ("stdlib", "purelib", "platlib")]
+    with contextlib.suppress(AttributeError):  # (an old virtualenv's site has neither)
+        folders += [*site.getsitepackages(), site.getusersitepackages()]
+    return tuple(dict.fromkeys(os.path.realpath(folder) + os.sep
+                               for folder in [*folders, _OWN]))
 
 
 @functools.lru_cache(maxsize=4096)
