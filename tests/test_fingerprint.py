@@ -937,3 +937,51 @@ def test_a_distributions_and_the_users_packages_count_as_libraries():
 
     for folder in [*site.getsitepackages(), site.getusersitepackages()]:
         assert os.path.realpath(folder) + os.sep in _libraries()
+
+
+PACKAGE_SUB = "FACTOR = 1\n\ndef make(x):\n    return x * FACTOR\n"
+
+REACHES = {
+    "dotted": ("import reach_pkg.sub\n\ndef f(x):\n    return reach_pkg.sub.make(x)\n"),
+    "body_import": ("def f(x):\n    import reach_pkg.sub\n    return reach_pkg.sub.make(x)\n"),
+    "body_from": ("def f(x):\n    from reach_pkg.sub import make\n    return make(x)\n"),
+    "cached": ("import reach_pkg.sub\n\ndef f(x):\n    return reach_pkg.sub.memo(x)\n"),
+    "partial": ("import reach_pkg.sub\n\ndef f(x):\n    return reach_pkg.sub.part(x)\n"),
+    "instance": ("import reach_pkg.sub\n\ndef f(x):\n    return reach_pkg.sub.model.go(x)\n"),
+}
+SUB_EXTRAS = ("import functools\n\n@functools.cache\ndef memo(x):\n    return make(x)\n\n"
+              "part = functools.partial(make)\n\nclass Model:\n    def go(self, x):\n"
+              "        return make(x)\n\nmodel = Model()\n")
+
+
+@pytest.mark.parametrize("form", sorted(REACHES))
+def test_what_a_function_reaches_of_a_project_package_counts(tmp_path, monkeypatch, form):
+    """``pkg.sub.make``, imports in the body, a cached function, a partial and an object
+    of the package's: edited (then loaded again), the function's key changes."""
+    for name in ("reach_pkg", "reach_pkg.sub", "reach_user"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / "reach_pkg").mkdir()
+    (tmp_path / "reach_pkg" / "__init__.py").write_text("")
+    sub = tmp_path / "reach_pkg" / "sub.py"
+    sub.write_text(PACKAGE_SUB + SUB_EXTRAS)
+    user = _module(tmp_path, monkeypatch, "reach_user", REACHES[form])
+    importlib.import_module("reach_pkg.sub")
+    before = code_digest(user.f)
+    sub.write_text(PACKAGE_SUB.replace("FACTOR = 1", "FACTOR = 100") + SUB_EXTRAS)
+    importlib.reload(sys.modules["reach_pkg.sub"])
+    importlib.reload(user)  # (what a restart loads)
+    assert code_digest(user.f) != before
+
+
+def test_a_step_reads_a_project_modules_data_at_each_run(tmp_path, monkeypatch):
+    from dagnb.fingerprint import code_with_values
+
+    for name in ("run_settings", "run_train"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    settings = _module(tmp_path, monkeypatch, "run_settings", "params = {'lr': 0.1}\n")
+    train = _module(tmp_path, monkeypatch, "run_train",
+                    "import run_settings\n\ndef f():\n    return run_settings.params['lr']\n")
+    code, values = code_with_values(train.f)
+    assert values == {"run_settings.params": {"lr": 0.1}}
+    settings.params["lr"] = 0.2  # (in place: a step hashes the value at each run)
+    assert code_with_values(train.f) == (code, {"run_settings.params": {"lr": 0.2}})

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dis
 import inspect
 import types
+from functools import partial
 from typing import Any
 
 from dagnb.fingerprint.hashers import new_hasher
@@ -17,11 +18,14 @@ from dagnb.fingerprint.members import (
     _held_code,
     _member_digest,
 )
+from dagnb.fingerprint.modules import MemberView, body_imports, file_of_unimported, imported
 from dagnb.fingerprint.names import _MP_MAIN, _reference
+from dagnb.fingerprint.paths import path_digest
 from dagnb.fingerprint.sources import (
     _OWN,
     _bytecode_digest,
     _code_objects,
+    _in_libraries,
     _normalized_source,
     _of_user,
     _source_of_code,
@@ -54,6 +58,7 @@ class _CodeWalker:
         self.functions: list[tuple[types.FunctionType | None, Any, Any, Any]] = []
         self.sources: list[tuple[Any, tuple[str, str]]] = []  # (function or class, source)
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
+        self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -84,6 +89,7 @@ class _CodeWalker:
         """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
+        self._add_body_imports(func)
         loaded = loaded_globals(func.__code__)
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
@@ -142,21 +148,49 @@ class _CodeWalker:
 
     def _add_module_members(self, module: types.ModuleType, owner: types.FunctionType) -> None:
         """What code reads of a module of the user's (``features.make(1)``,
-        ``settings.RATE``): the members its names name (an attribute of something else
-        that shares one only makes the key more specific)."""
+        ``settings.RATE``, ``pkg.sub.make``): the members its names name (an attribute
+        of something else that shares one only makes the key more specific)."""
+        if (id(module), id(owner.__code__)) in self.modules:
+            return
+        self.modules.add((id(module), id(owner.__code__)))
         members = vars(module)
         for attribute in _global_names(owner.__code__):
             value = members.get(attribute, _MISSING)
-            if value is _MISSING or isinstance(value, types.ModuleType):
+            if value is _MISSING:
                 continue
             self.deps.append((members, attribute, value))
             label = f"{module.__name__}.{attribute}"
-            if isinstance(value, (types.FunctionType, type)) and _by_code(value, ""):
-                self.feed("name", label)
-                self.add_object(label, value, owner)
-            else:
-                self.feed("member", label)
-                self._add_data(attribute, value, None)
+            self.feed("member", label)
+            if isinstance(value, types.ModuleType):
+                if _of_user(value.__name__):  # (import pkg.sub; pkg.sub.make(x))
+                    self._add_module_members(value, owner)
+            elif isinstance(value, partial):  # (its function's code, and its arguments)
+                self.add_object(label, value.func, owner)
+                self.feed("args", _soft_digest((value.args, value.keywords)) or "?")
+            elif _is_code(value):  # (an lru_cache's function: the one it wraps)
+                self.add_object(label, _held_code(value) or value, owner)
+            else:  # data: read afresh at each run by a step, as its globals are
+                self.variables.setdefault(label, MemberView(members, attribute))
+                self.feed("var", label, into=(self.h_code,))
+                self._add_data(attribute, value, (self.h,))
+                if _of_user(type(value).__module__):  # (an instance: its class's code)
+                    self.add_object(label, type(value), owner)
+
+    def _add_body_imports(self, func: types.FunctionType) -> None:
+        """The user's modules the function imports in its body: their members it names
+        if imported already, else their file as it is (the import will load it)."""
+        package = func.__globals__.get("__package__")
+        for name in body_imports(func.__code__, package):
+            module = imported(name)
+            if module is not None:
+                top = imported(name.partition(".")[0])
+                for reached in {module, top} - {None}:
+                    if _of_user(reached.__name__):
+                        self._add_module_members(reached, func)  # type: ignore[arg-type]
+                continue
+            file = file_of_unimported(name)
+            if file is not None and not _in_libraries(file):
+                self.feed("imports", name, _file_content(file))
 
     def _add_data(self, name: str, obj: Any, into: tuple[Any, ...] | None) -> None:
         if _is_constant(name, obj):
@@ -205,6 +239,14 @@ class _CodeWalker:
         members = cls.__dict__  # (a member set again or replaced: walked again)
         self.deps.extend((members, name, value) for name, value in _class_members(cls))
         self.shapes.append((members, len(members)))
+
+
+def _file_content(file: str) -> str:
+    """A module's file by content (a module the body imports, not imported yet)."""
+    try:
+        return path_digest(file)
+    except OSError:
+        return "unreadable"
 
 
 def _by_code(obj: Any, module: str) -> bool:

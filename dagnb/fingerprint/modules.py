@@ -1,0 +1,77 @@
+"""The user's modules a function reaches: the ones its body imports, and what a module's
+member is to the walk (a view of it for the values a step reads at each run)."""
+
+from __future__ import annotations
+
+import dis
+import importlib.machinery
+import importlib.util
+import sys
+import types
+from collections.abc import Iterator
+from typing import Any
+
+_MISSING = object()
+
+
+def body_imports(code: types.CodeType, package: str | None) -> Iterator[str]:
+    """The absolute names of the modules the code (and its nested code) imports in its
+    body (``import features``, ``from .helpers import make`` inside a function)."""
+    stack = [code]
+    while stack:
+        current = stack.pop()
+        stack.extend(c for c in current.co_consts if isinstance(c, types.CodeType))
+        consts: list[Any] = []
+        for instruction in dis.get_instructions(current):
+            if instruction.opname == "LOAD_CONST":
+                consts.append(instruction.argval)
+            elif instruction.opname == "IMPORT_NAME":
+                level = consts[-2] if len(consts) >= 2 and type(consts[-2]) is int else 0
+                name = _absolute(instruction.argval, level, package)
+                if name is not None:
+                    yield name
+
+
+def _absolute(name: str, level: int, package: str | None) -> str | None:
+    if not level:
+        return name
+    try:
+        return importlib.util.resolve_name("." * level + name, package)
+    except (ImportError, ValueError):  # (a relative import outside a package)
+        return None
+
+
+def file_of_unimported(name: str) -> str | None:
+    """The file a module not imported yet would be loaded from, found without importing
+    anything (its parents' folders searched as the import system would); None for a
+    built-in one, a namespace package, or one not to be found."""
+    path: list[str] | None = None
+    spec = None
+    for part in name.split("."):
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(part, path)
+        except (ImportError, ValueError):
+            return None
+        if spec is None:
+            return None
+        path = list(spec.submodule_search_locations or ())
+    origin = getattr(spec, "origin", None)
+    return origin if origin and spec is not None and spec.has_location else None
+
+
+def imported(name: str) -> types.ModuleType | None:
+    found = sys.modules.get(name)
+    return found if isinstance(found, types.ModuleType) else None
+
+
+class MemberView:
+    """A module's member seen as a global is (``namespace.get(name)``): a step reads
+    ``settings.params`` afresh at each run, as it reads its own globals."""
+
+    __slots__ = ("attribute", "members")
+
+    def __init__(self, members: dict[str, Any], attribute: str) -> None:
+        self.members, self.attribute = members, attribute
+
+    def get(self, _name: str, default: Any = None) -> Any:
+        return self.members.get(self.attribute, default)
