@@ -266,3 +266,30 @@ def test_mount_patterns_are_dagger_s(path, left_out):
     from dagnb.cache.mounts import excluder
 
     assert excluder(["**/.git", "data/*.tmp", "/build/"])(path) is left_out
+
+
+@pytest.mark.parametrize(("path", "left_out"), [
+    ("a.csv", True), ("keep.csv", False), ("sub/b.csv", False), ("cache/", False),
+    ("cache/x", True), ("cache/keep.txt", False), ("notes.txt", False)])
+def test_a_mount_pattern_with_a_bang_takes_back_what_an_earlier_one_left_out(path, left_out):
+    from dagnb.cache.mounts import excluder
+
+    left = excluder(["*.csv", "!keep.csv", "cache", "!cache/keep.txt"])
+    assert left(path) is left_out  # (a folder is walked: a file in it may be taken back)
+
+
+def test_a_file_a_bang_takes_back_counts_in_the_key(workdir):
+    (workdir / "data").mkdir()
+    (workdir / "data" / "keep.csv").write_text("1\n")
+    (workdir / "data" / "junk.csv").write_text("1\n")
+
+    def run() -> dict[str, str]:
+        step = Step("use", mounts={"data": "/data"}, exclude=("*.csv", "!keep.csv"),
+                    run="true")
+        return Graph("m", [step]).run(executor="local").states()
+
+    assert run() == {"use": "succeeded"}
+    (workdir / "data" / "junk.csv").write_text("2\n")
+    assert run() == {"use": "cached"}
+    (workdir / "data" / "keep.csv").write_text("2\n")
+    assert run() == {"use": "succeeded"}

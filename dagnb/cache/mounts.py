@@ -6,7 +6,7 @@ the cache, which every run changes, and was never a hit.
 
 Patterns are Dagger's (BuildKit's): relative to the mounted folder; ``*`` and ``?`` do
 not cross ``/``; ``**/name`` is ``name`` at any depth; a folder that matches is left out
-with everything in it.
+with everything in it; ``!pattern`` takes back what an earlier pattern left out.
 """
 
 from __future__ import annotations
@@ -39,9 +39,24 @@ def mount_excludes(step: Step, folder: Path) -> list[str]:
 
 
 def excluder(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a path relative to the mounted folder (``a/b.txt``) is left out."""
-    compiled = re.compile("|".join(_regex(p) for p in patterns if p.strip("/")) or "(?!)")
-    return lambda relative: compiled.match(relative) is not None
+    """Whether a path relative to the mounted folder (``a/b.txt``; a folder's with a
+    ``/`` after it) is left out: the last pattern that matches decides, ``!pattern``
+    taking back what an earlier one left out. With any ``!``, folders are walked, not
+    left out whole (a file in one may be taken back)."""
+    rules = [(p.startswith("!"), re.compile(_regex(p.removeprefix("!"))))
+             for p in patterns if p.removeprefix("!").strip("/")]
+    taken_back = any(negated for negated, _ in rules)
+
+    def left_out(relative: str) -> bool:
+        if taken_back and relative.endswith("/"):
+            return False
+        verdict = False
+        for negated, pattern in rules:
+            if pattern.match(relative.rstrip("/")):
+                verdict = not negated
+        return verdict
+
+    return left_out
 
 
 @functools.lru_cache(maxsize=256)

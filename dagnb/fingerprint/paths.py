@@ -150,8 +150,8 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
     use_stat_cache
         Reuse a file's digest while its (path, size, mtime_ns, inode) is unchanged.
     skip
-        Leaves out of a directory's digest each path (relative, ``a/b.txt``) for which it
-        is true, and a folder's whole tree.
+        Leaves out of a directory's digest each path (relative, ``a/b.txt``; a folder's
+        with a ``/`` after it) for which it is true, and a folder's whole tree.
 
     Raises
     ------
@@ -229,7 +229,7 @@ def _feed_directory(
         entries = sorted(scan, key=lambda entry: entry.name)
     for entry in entries:
         name = f"{rel}/{entry.name}" if rel else entry.name
-        if skip is not None and skip(name):
+        if skip is not None and skip(f"{name}/" if entry.is_dir() else name):
             continue
         raw = os.fsencode(name)
         if entry.is_dir():
