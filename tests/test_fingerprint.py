@@ -985,3 +985,14 @@ def test_a_step_reads_a_project_modules_data_at_each_run(tmp_path, monkeypatch):
     assert values == {"run_settings.params": {"lr": 0.1}}
     settings.params["lr"] = 0.2  # (in place: a step hashes the value at each run)
     assert code_with_values(train.f) == (code, {"run_settings.params": {"lr": 0.2}})
+
+
+def test_helpers_calling_helpers_hundreds_deep_still_give_a_key(tmp_path, monkeypatch):
+    """A package's functions and classes refer to one another in long chains: a walk
+    of 400 hops (some 2,000 frames) keys, and the recursion limit is as it was."""
+    monkeypatch.delitem(sys.modules, "deep_chain", raising=False)
+    text = "".join(f"def f{i}(x):\n    return f{i + 1}(x) + 1\n" for i in range(400))
+    module = _module(tmp_path, monkeypatch, "deep_chain", text + "def f400(x):\n    return x\n")
+    limit = sys.getrecursionlimit()
+    assert len(code_digest(module.f0)) == 32
+    assert sys.getrecursionlimit() == limit

@@ -4,10 +4,12 @@ of holds; the object a method is bound to; the data a function reads from global
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import sys
 import types
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -201,7 +203,8 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
     if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
         walker = _CodeWalker()
         try:
-            walker.add_class(cls)
+            with _deeper():
+                walker.add_class(cls)
         except RecursionError:
             raise FingerprintError(
                 f"the code class {cls.__qualname__} refers to goes too deep to fingerprint "
@@ -322,10 +325,32 @@ def _combine(parts: list[str]) -> str:
     return h.hexdigest()
 
 
+_WALK_DEPTH = 10_000  # Python frames a walk may take: a package's classes refer to one
+#                      another in chains hundreds long, six frames a step (a walk recurses
+#                      through Python calls, which take no C stack before Python 3.12's
+#                      own limit on C recursion, which this does not raise)
+
+
+@contextlib.contextmanager
+def _deeper() -> Iterator[None]:
+    """Let a walk recurse deeper than the default 1,000 frames, for its duration (the
+    outermost walk of a thread sets and restores the limit)."""
+    before = sys.getrecursionlimit()
+    if before >= _WALK_DEPTH:
+        yield
+        return
+    sys.setrecursionlimit(_WALK_DEPTH)
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(before)
+
+
 def _compute_record(func: types.FunctionType) -> _CodeRecord:
     walker = _CodeWalker()
     try:
-        walker.add_function(func, f"def {func.__qualname__}")
+        with _deeper():
+            walker.add_function(func, f"def {func.__qualname__}")
     except RecursionError:
         raise FingerprintError(
             f"the code {func.__qualname__} refers to goes too deep to fingerprint (helpers "
