@@ -139,7 +139,7 @@ def test_an_interrupt_landing_as_the_step_returns_leaves_no_stale_state(monkeypa
     def leave_hit_at_entry(self):
         if not hits:
             hits.append(1)
-            raise KeyboardInterrupt  # as if fire() landed right here
+            raise loop._Interrupt  # as if fire() landed right here
         return real_leave(self)
 
     async def inline_twice():

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -490,3 +491,35 @@ def test_a_python_step_that_holds_the_loop_does_not_time_out_the_steps_beside_it
     assert run.states() == {"quick": "succeeded", "spin": "succeeded", "later": "succeeded",
                             "own": "failed"}, run.status_rows()
     assert "timeout of 1 s" in run.status_rows()["own"]["error"]
+
+
+def test_async_steps_and_the_steps_own_keyboard_interrupt_end_only_their_step() -> None:
+    async def leave_async() -> None:
+        sys.exit(4)
+
+    async def interrupt_async() -> None:
+        raise KeyboardInterrupt("the step's own")
+
+    def interrupt_sync() -> None:
+        raise KeyboardInterrupt("the step's own")
+
+    def code(value: object) -> Callable[[], None]:
+        def leave() -> None:
+            sys.exit(value)
+        return leave
+
+    steps = [Step("leave_async", func=leave_async, cache=False),
+             Step("interrupt_async", func=interrupt_async, cache=False),
+             Step("interrupt_sync", func=interrupt_sync, cache=False),
+             Step("wraps", func=code(256), cache=False),
+             Step("negative", func=code(-9), cache=False),
+             Step("true", func=code(True), cache=False)]
+    run = Graph("g", steps).run()
+    rows = run.status_rows()
+    assert run.states() == {"leave_async": "failed", "interrupt_async": "failed",
+                            "interrupt_sync": "failed", "wraps": "succeeded",
+                            "negative": "failed", "true": "failed"}, rows
+    assert rows["leave_async"]["error"] == "exit code 4"
+    assert rows["interrupt_sync"]["error"] == "KeyboardInterrupt: the step's own"
+    assert (rows["negative"]["exit_code"], rows["true"]["exit_code"]) == (247, 1)
+    assert Graph("g2", [Step("again", func=lambda: 1, cache=False)]).run().result("again") == 1

@@ -421,34 +421,60 @@ async def _call_function(task: Task) -> Outcome:
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
         with routed_output(task.log, StepContext(task)):
-            if step.is_async:
-                result = await asyncio.get_running_loop().create_task(
-                    step.func(**kwargs), context=contextvars.copy_context())  # type: ignore[misc]
+            if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
+                result = await contextvars.copy_context().run(  # create_task takes none)
+                    asyncio.get_running_loop().create_task,
+                    _kept_on_the_loop(step.func(**kwargs)))  # type: ignore[misc]
             else:
                 result = contextvars.copy_context().run(
                     call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
     except Interrupted:  # by a timeout or a cancel: it reaches this task now
         await until_cancelled()
         raise
-    except (asyncio.CancelledError, KeyboardInterrupt):
+    except asyncio.CancelledError:
         raise
+    except _Ended as ended:  # (an async step's BaseException, carried out of its task)
+        return _base_exception(task, ended.raised)
     except Exception as exc:
         failure = _failure(task, exc)
         if classify(exc) == "transient":  # a dropped connection in user code may pass
             raise TransientError(str(failure)) from exc
         raise failure from exc
-    except SystemExit as exc:  # ends the step as it ends a script (on dask too), not the
-        return _exited(task, exc.code)  # loop thread that every step needs
-    except BaseException as exc:  # a user's own BaseException fails its step alone too
-        raise _failure(task, exc) from exc
+    except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
+        return _base_exception(task, exc)  # end the step, not the loop all steps need
     return Outcome(exit_code=0, result=result)
 
 
+class _Ended(Exception):
+    """A BaseException an async step raised, carried out of its task as an Exception:
+    asyncio lets SystemExit and KeyboardInterrupt out of the loop, which then stops."""
+
+    def __init__(self, raised: BaseException) -> None:
+        super().__init__(repr(raised))
+        self.raised = raised
+
+
+async def _kept_on_the_loop(step: Any) -> Any:
+    try:
+        return await step
+    except (SystemExit, KeyboardInterrupt) as exc:
+        raise _Ended(exc) from None
+
+
+def _base_exception(task: Task, exc: BaseException) -> Outcome:
+    """``sys.exit()`` ends the step as it ends a script (as on dask); any other
+    BaseException fails the step."""
+    if isinstance(exc, SystemExit):
+        return _exited(task, exc.code)
+    raise _failure(task, exc) from exc
+
+
 def _exited(task: Task, code: object) -> Outcome:
-    """A step that called ``sys.exit(code)``: its exit code, as a process's; a message
-    is printed to stderr, with code 1, as Python does."""
+    """A step that called ``sys.exit(code)``: its exit status, as a process's (the low
+    8 bits: 256 is 0, -9 is 247); a message is printed to stderr, with status 1, as
+    Python does."""
     if code is None or isinstance(code, int):
-        return Outcome(exit_code=code or 0)
+        return Outcome(exit_code=int(code or 0) & 0xFF)
     task.log("stderr", str(code))
     return Outcome(exit_code=1)
 

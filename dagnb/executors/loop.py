@@ -158,6 +158,12 @@ class Interrupted(asyncio.CancelledError):
     """An inline Python step was interrupted (a cancel, a timeout)."""
 
 
+class _Interrupt(KeyboardInterrupt):
+    """What an interrupt raises in the step (a KeyboardInterrupt, so that its ``except
+    KeyboardInterrupt`` and ``finally`` run as with Ctrl-C), told apart from one the
+    step's own code raises, which fails the step."""
+
+
 class _InlineCall:
     """The Python step the loop thread is calling now, and whether it was interrupted.
 
@@ -185,7 +191,7 @@ class _InlineCall:
                 serial is not None and self.serial != serial
             ):
                 return False
-            _set_async_exc(thread.ident, KeyboardInterrupt)  # type: ignore[arg-type]
+            _set_async_exc(thread.ident, _Interrupt)  # type: ignore[arg-type]
             self.fired = True
             return True
 
@@ -200,7 +206,7 @@ class _InlineCall:
                     if fired:  # sent but perhaps not raised yet: take it back
                         _set_async_exc(threading.get_ident(), None)
                 return fired
-            except KeyboardInterrupt:  # it arrived right here: it is ours, not the user's
+            except _Interrupt:  # it arrived right here (only ours arrive from outside)
                 fired = True
                 if self.lock._is_owned():  # type: ignore[attr-defined]
                     self.lock.release()
@@ -226,7 +232,7 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     owner, waits = _owner.get(), _waits.get()
     if (owner is None and not waits) or not in_loop_thread():
         return func(**kwargs)
-    began = time.monotonic()
+    began, fired = time.monotonic(), False
     try:
         try:
             _inline.owner = _UNOWNED if owner is None else owner
@@ -237,9 +243,11 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
         finally:
             fired = _inline.leave()
             _count_held(time.monotonic() - began, waits)
-    except KeyboardInterrupt:  # ours, landed before leave() could catch it: leave again
-        _inline.leave()  # (idempotent), or the next inline call would see it fired
-        fired = True
+    except KeyboardInterrupt as exc:
+        if not (fired or isinstance(exc, _Interrupt)):
+            raise  # the step's own: it fails the step
+        _inline.leave()  # ours, landed before leave() could catch it: leave again
+        fired = True  #    (idempotent), or the next inline call would see it fired
     if fired:
         raise Interrupted("interrupted")
     return result
