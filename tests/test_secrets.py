@@ -132,3 +132,14 @@ def test_a_short_secret_does_not_keep_every_result_out_of_the_cache():
     finder = SecretFinder({"MODE": "dev", "TOKEN": "tok-1234567"})
     assert finder.find(b"the device developer") is None
     assert finder.find(b"..tok-1234567..") == "TOKEN"
+
+
+def test_a_secret_in_a_numpy_array_of_strings_is_found():
+    import pickle
+
+    import numpy as np
+
+    from dagnb.model.masking import SecretFinder
+
+    stored = pickle.dumps(np.array(["user", "tok-1234567"]), protocol=5)
+    assert SecretFinder({"TOKEN": "tok-1234567"}).find(stored) == "TOKEN"

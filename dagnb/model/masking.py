@@ -44,6 +44,13 @@ def _wrapped(encoded: str) -> set[str]:
             if len(encoded[at:at + width].rstrip("=")) >= MIN_LINE}
 
 
+def _stored_forms(value: str) -> set[bytes]:
+    """The bytes a value's leak forms are stored as: UTF-8, and the value in UTF-16 and
+    UTF-32 too (a numpy array of strings is pickled as UTF-32)."""
+    forms = {form.encode() for form in leak_forms(value) if len(form) >= MIN_LINE}
+    return forms | {value.encode(code) for code in ("utf-16-le", "utf-32-le")}
+
+
 class SecretFinder:
     """Finds the value of a secret, in any leak form, in bytes: what a step would store
     (its result, its files), which must hold none. A value (or form) shorter than
@@ -52,8 +59,7 @@ class SecretFinder:
     __slots__ = ("_forms", "longest")
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._forms = [(name, sorted({form.encode() for form in leak_forms(value)
-                                      if len(form) >= MIN_LINE}, key=len, reverse=True))
+        self._forms = [(name, sorted(_stored_forms(value), key=len, reverse=True))
                        for name, value in sorted(secrets.items()) if len(value) >= MIN_LINE]
         self.longest = max((len(forms[0]) for _, forms in self._forms), default=0)
 
