@@ -473,6 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         _handle_termination()
+    shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # (a reader gone: the error caught here, not at exit)
@@ -483,6 +484,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # (`dagnb ... | head`): the reader has what it wanted
         _quiet_stdout()
         return 141  # what a shell reports for a command that SIGPIPE ended
+    finally:
+        warnings.formatwarning = shown
+
+
+def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
+                      lineno: int, line: str | None = None) -> str:
+    """A warning as the command prints it: one line, not dagnb's source line after it."""
+    return f"dagnb: warning: {message}\n"
 
 
 def _quiet_stdout() -> None:

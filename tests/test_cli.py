@@ -304,3 +304,16 @@ def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path):
     done = subprocess.run(f"{sys.executable} -m dagnb.cli templates show pandas-etl | head -1",
                           shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.stdout.count("\n") == 1 and done.stderr == ""
+
+
+def test_a_warning_is_one_line_with_no_source_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEMO_TOKEN", "tok-9876543210")
+    (tmp_path / "w.yml").write_text(
+        "steps:\n  a:\n    secrets: [DEMO_TOKEN]\n"
+        "    run: printf '%s' \"$DEMO_TOKEN\" > \"$DAGNB_OUT/t\"\n")
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "w.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    warned = [line for line in done.stderr.splitlines() if "warning" in line]
+    assert done.returncode == 0 and len(warned) == 1, done.stderr
+    assert warned[0].startswith("dagnb: warning: step 'a' ran but was not cached")
+    assert "scheduler.py" not in done.stderr and "tok-9876543210" not in done.stderr
