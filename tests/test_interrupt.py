@@ -155,3 +155,36 @@ def test_an_interrupt_landing_as_the_step_returns_leaves_no_stale_state(monkeypa
             loop._owner.reset(token)
 
     assert loop.run_sync(inline_twice()) == 2
+
+
+CANCEL_RAISES = """
+import asyncio, gc, os, sys, tempfile, time
+import dagnb
+from dagnb.runtime.prepare import start_background
+from dagnb.testing import isolated
+
+async def stubborn():
+    try:
+        await asyncio.sleep(10)
+    except asyncio.CancelledError:
+        raise RuntimeError("cleanup failed with " + os.environ["TOK"])
+
+with isolated(cache_directory=tempfile.mkdtemp()):
+    graph = dagnb.Graph("g", [dagnb.Step("s", func=stubborn, timeout=30, secrets=["TOK"])])
+    run = start_background(graph, executor="local", cache=False)
+    time.sleep(0.5)
+    run.cancel()
+    run.wait(10)
+    print(run.states()["s"])
+    del run
+    gc.collect()
+"""
+
+
+def test_a_step_that_raises_as_it_is_cancelled_leaves_nothing_unmasked_on_stderr(tmp_path):
+    script = tmp_path / "cancel_raises.py"
+    script.write_text(CANCEL_RAISES)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, "TOK": "tok-ABCDEF-123456"})
+    assert done.stdout.strip() == "cancelled", done.stdout + done.stderr
+    assert "tok-ABCDEF" not in done.stderr and "never retrieved" not in done.stderr, done.stderr

@@ -310,8 +310,12 @@ async def _past_deadline(task: asyncio.Future[T]) -> T:
 
 
 async def _cancelled_and_ended(task: asyncio.Future[Any]) -> None:
+    """Cancel the task and wait until it ends; what it raised meanwhile is taken (the
+    caller is cancelled, or reads it): else asyncio logs it at exit, unmasked."""
     task.cancel()
     await asyncio.wait((task,))
+    if not task.cancelled():
+        task.exception()
 
 
 class _Watchdog:
