@@ -407,3 +407,21 @@ def test_without_a_scheduler_a_local_cluster_starts_once_and_closes(workdir, mon
     dask_executor.close()
     assert cluster.local.status.name == "closed"
     assert dagnb.config.context().peek("dask") is None
+
+
+def test_a_dask_step_runs_in_its_workdir_or_fails_when_it_is_not_here(on_dask):
+    import os
+
+    (on_dask / "src" / "pkg").mkdir(parents=True)
+
+    def where() -> str:
+        return os.getcwd()
+
+    run = Graph("g", [
+        Step("mapped", func=where, workdir="/workspace/pkg", mounts={"src": "/workspace"},
+             executor="dask", cache=False),
+        Step("missing", func=where, workdir="build", executor="dask", cache=False),
+    ]).run()
+    assert run.states() == {"mapped": "succeeded", "missing": "failed"}
+    assert run.result("mapped") == str(on_dask / "src" / "pkg")
+    assert "workdir 'build' is not a folder" in run.status_rows()["missing"]["error"]

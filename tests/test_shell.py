@@ -79,6 +79,23 @@ def test_a_workdir_that_is_not_here_fails_its_step_and_touches_nothing(workdir):
     assert (workdir / "data.csv").read_text() == "precious"
 
 
+def test_a_mount_maps_a_container_workdir_even_where_this_machine_has_that_path(
+        workdir, tmp_path_factory):
+    elsewhere = tmp_path_factory.mktemp("host_has_it")  # (an absolute path that exists)
+    (workdir / "build").mkdir()
+    step = Step("mapped", workdir=str(elsewhere), mounts={"build": str(elsewhere)}, run="pwd")
+    run = dagnb.Graph("wd", [step]).run(executor="local", cache=False)
+    assert run.logs("mapped")["line"].tolist() == [str(workdir / "build")]
+
+
+def test_a_python_step_whose_workdir_is_not_here_fails_too(workdir):
+    ran = []
+    step = Step("py", workdir="build", func=lambda: ran.append(1))
+    run = dagnb.Graph("wd", [step]).run(executor="local", cache=False)
+    assert run.states() == {"py": "failed"} and ran == []
+    assert "workdir 'build' is not a folder" in run.status_rows()["py"]["error"]
+
+
 def test_a_workdir_runs_where_it_is_here_or_where_a_mount_maps_it(workdir):
     (workdir / "build").mkdir()
     (workdir / "src" / "pkg").mkdir(parents=True)

@@ -55,6 +55,7 @@ from dagnb.config import context, settings
 from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError
 from dagnb.executors.base import Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
+from dagnb.executors.workdir import workdir_of
 
 __all__ = ["DaskExecutor", "close"]
 
@@ -135,7 +136,7 @@ def _payload(task: Task) -> bytes:
         "params": dict(step.params),
         "inputs": {name: str(item.path) for name, item in task.inputs.items()},
         "out_dir": str(task.out_dir),
-        "cwd": str(task.base_dir / (step.workdir or "")),
+        "cwd": workdir_of(task),  # (one that is no folder fails the step here)
         "env": {**task.env, **task.secrets},
         "withheld": sorted(task.withheld),  # other steps' secrets, as the local executor
         "is_async": step.is_async,

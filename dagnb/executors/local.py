@@ -27,8 +27,7 @@ import subprocess
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.errors import StepFailed, TransientError
@@ -38,6 +37,7 @@ from dagnb.executors.context import StepContext
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
 from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
 from dagnb.executors.shell import host_argv
+from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
 from dagnb.retry.policy import classify
 
@@ -122,7 +122,7 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=_process_env(task, {TOKEN_VARIABLE: processes.token}),  # escapees have it
-        cwd=_workdir(task),
+        cwd=workdir_of(task),
         start_new_session=True,  # its own process group, killed as one
     )
     started = _starters().submit(_make_and_start, folders, start)
@@ -362,34 +362,6 @@ def _host_environb(now: dict[bytes, bytes]) -> dict[bytes, bytes]:
 _environb: dict[bytes, bytes] = {}
 
 
-def _workdir(task: Task) -> str:
-    """The folder a step's process starts in: its workdir on this machine (relative to
-    the workflow's folder), or the folder a mount of the step maps a container workdir
-    from. Never another folder: a command run elsewhere acts on the wrong files."""
-    workdir = task.step.workdir
-    if workdir is None:
-        return str(task.base_dir)
-    for path in _host_folders(task.base_dir, workdir, task.step.mounts):
-        if path.is_dir():
-            return str(path)
-    raise StepFailed(
-        f"step {task.step.name!r}: its workdir {workdir!r} is not a folder of this machine "
-        f"({task.base_dir / workdir}), and no mount of the step maps it here; create it, "
-        "or fix the path (the local executor runs steps on this machine)",
-        step=task.step.name,
-    )
-
-
-def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
-    """Where ``workdir`` may be on this machine: itself, then through each mount whose
-    container path holds it (``{.: /workspace}`` maps ``/workspace/src`` to ``./src``)."""
-    yield base / workdir
-    inside = PurePosixPath(workdir)
-    for host, target in mounts.items():
-        if inside.is_relative_to(target):
-            yield base / host / inside.relative_to(target)
-
-
 async def _kill_group(process: _Child) -> None:
     """SIGTERM the process group, SIGKILL it if it is still there shortly after (its
     leader may be gone already while children of the group live on)."""
@@ -418,6 +390,7 @@ def _kill_stragglers(pgid: int) -> None:
 # -- Python functions -----------------------------------------------------------------
 async def _call_function(task: Task) -> Outcome:
     step = task.step
+    workdir_of(task)  # (one that is no folder fails the step; the process keeps its own)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
         with routed_output(task.log, StepContext(task)):

@@ -1,0 +1,40 @@
+"""Where a step runs on this machine: its ``workdir``, or the folder one of its mounts
+maps a container workdir from; never another folder (a command run elsewhere acts on
+the wrong files)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path, PurePosixPath
+
+from dagnb.errors import StepFailed
+from dagnb.executors.base import Task
+
+
+def workdir_of(task: Task) -> str:
+    """The folder the step's process starts in; StepFailed when its workdir is no
+    folder here (before anything of the step runs)."""
+    workdir = task.step.workdir
+    if workdir is None:
+        return str(task.base_dir)
+    for path in _host_folders(task.base_dir, workdir, task.step.mounts):
+        if path.is_dir():
+            return str(path)
+    raise StepFailed(
+        f"step {task.step.name!r}: its workdir {workdir!r} is not a folder of this machine "
+        f"({task.base_dir / workdir}), and no mount of the step maps it here; create it, "
+        "or fix the path (the local executor runs steps on this machine)",
+        step=task.step.name,
+    )
+
+
+def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
+    """Where ``workdir`` may be here: first through each mount whose container path
+    holds it (``{src: /workspace}`` maps ``/workspace/pkg`` to ``src/pkg``, as a
+    container would see it, whatever this machine has at ``/workspace``), then itself
+    (relative to the workflow's folder)."""
+    inside = PurePosixPath(workdir)
+    for host, target in mounts.items():
+        if inside.is_absolute() and inside.is_relative_to(target):
+            yield base / host / inside.relative_to(target)
+    yield base / workdir
