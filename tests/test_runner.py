@@ -523,3 +523,22 @@ def test_async_steps_and_the_steps_own_keyboard_interrupt_end_only_their_step() 
     assert rows["interrupt_sync"]["error"] == "KeyboardInterrupt: the step's own"
     assert (rows["negative"]["exit_code"], rows["true"]["exit_code"]) == (247, 1)
     assert Graph("g2", [Step("again", func=lambda: 1, cache=False)]).run().result("again") == 1
+
+
+def test_a_step_whose_outputs_take_long_to_store_does_not_time_out_the_others(monkeypatch):
+    """Storing a step's outputs (hashing gigabytes) holds the loop thread as a Python
+    step does: a shell step beside it keeps its own timeout."""
+    from dagnb.cache.steps import StepCache
+
+    real_save = StepCache.save
+
+    def slow_save(self, step, *args, **kwargs):
+        if step.name == "big":
+            time.sleep(1.5)  # (as hashing a few GB would, on the loop thread)
+        return real_save(self, step, *args, **kwargs)
+
+    monkeypatch.setattr(StepCache, "save", slow_save)
+    run = Graph("g", [Step("big", run="true"),
+                      Step("timed", run="sleep 0.3", timeout=1.0)]).run(
+        executor="local", max_concurrency=2)
+    assert run.states() == {"big": "succeeded", "timed": "succeeded"}, run.status_rows()

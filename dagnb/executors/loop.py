@@ -34,7 +34,7 @@ import contextvars
 import ctypes
 import threading
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
 from typing import Any, TypeVar
 
 from dagnb.executors.reaper import kill_everything
@@ -267,6 +267,17 @@ async def until_cancelled(grace: float = 1.0) -> None:
     give_up = loop.time() + grace
     while loop.time() < give_up:
         await asyncio.sleep(0.005)
+
+
+@contextlib.contextmanager
+def holding() -> Iterator[None]:
+    """Work the loop thread does for a step outside its inline call (its files hashed,
+    scanned and stored): the other steps' timeouts leave it out as well."""
+    began = time.monotonic()
+    try:
+        yield
+    finally:
+        _count_held(time.monotonic() - began, _waits.get())
 
 
 def _count_held(seconds: float, waits: tuple[_Wait, ...]) -> None:

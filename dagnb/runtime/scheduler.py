@@ -43,7 +43,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
-from dagnb.executors.loop import wait_for
+from dagnb.executors.loop import holding, wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
@@ -302,6 +302,13 @@ class Scheduler:
             warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
                           f"written ({last.error})", stacklevel=2)
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+        with holding():  # (hashing big outputs holds the loop: not others' time)
+            return self._store(step, cache, key, outcome, out_dir, files, started)
+
+    def _store(self, step: Step, cache: StepCache, key: Any, outcome: Outcome, out_dir: str,
+               files: list[LogFile], started: float) -> _Outcome:
+        """Save what a step made, unless it holds a secret (see _run_and_store)."""
+        last = files[-1]
         leaked = stored_secret(self._secrets_found, out_dir, outcome.result)
         if leaked is not None:
             warnings.warn(f"step {step.name!r} ran but was not cached: its result or files "
