@@ -356,8 +356,9 @@ def _no_cache_here(given: str | None) -> bool:
     from dagnb.cache import is_cache_folder, local_folder
     from dagnb.checks import is_url
 
-    if given is not None and is_url(given):
-        return False
+    if given is not None and is_url(given):  # (its local tier alone would be verified)
+        raise ConfigError(f"--cache-dir {given!r}: dagnb cache verify checks a cache folder, "
+                          "not a store URL; pull it (dagnb cache pull URL) and verify that")
     folder = local_folder(given)
     if not folder.exists():
         if given is None:

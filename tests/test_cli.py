@@ -201,7 +201,7 @@ def test_cache_verify_counts_what_its_listing_sets_aside(tmp_path, monkeypatch, 
     assert main(["cache", "verify"]) == 0  # set aside: the cache is whole again
 
 
-@pytest.mark.parametrize("given", [".", "typo_cache"])
+@pytest.mark.parametrize("given", [".", "typo_cache", "file:///tmp/some-store"])
 def test_cache_verify_touches_no_folder_that_is_not_a_cache(tmp_path, monkeypatch, capsys,
                                                             given):
     monkeypatch.chdir(tmp_path)
