@@ -542,3 +542,11 @@ def test_a_step_whose_outputs_take_long_to_store_does_not_time_out_the_others(mo
                       Step("timed", run="sleep 0.3", timeout=1.0)]).run(
         executor="local", max_concurrency=2)
     assert run.states() == {"big": "succeeded", "timed": "succeeded"}, run.status_rows()
+
+
+@pytest.mark.parametrize("odd", ['mkfifo "$DAGNB_OUT/pipe"', 'ln -s /dev/zero "$DAGNB_OUT/z"',
+                                 'ln -s nowhere "$DAGNB_OUT/broken"'])
+def test_an_output_that_is_not_a_file_or_folder_is_not_stored_and_nothing_hangs(odd):
+    with pytest.warns(UserWarning, match="is not a file or a folder"):
+        run = Graph("g", [Step("odd", run=odd)]).run(executor="local", timeout=20)
+    assert run.states() == {"odd": "succeeded"}

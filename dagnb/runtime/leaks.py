@@ -1,11 +1,13 @@
-"""A step's result and files are checked for the run's secrets before they are stored:
-the cache keeps no secret (a step may read one it did not declare, in-process, or write
-one it did into its outputs)."""
+"""What a step would store is checked first: its result and files for the run's secrets
+(the cache keeps none: a step may read one it did not declare, in-process, or write one
+it did into its outputs), and its outputs for what is not a file or a folder (a pipe or
+a device would be read forever)."""
 
 from __future__ import annotations
 
 import os
 import pickle
+import stat
 from typing import Any
 
 from dagnb.executors.base import NO_RESULT
@@ -47,4 +49,19 @@ def _file_holds(path: str, finder: SecretFinder) -> str | None:
                 tail = chunk[-finder.longest:]
     except OSError:  # (unreadable: the store cannot read it either)
         return None
+    return None
+
+
+def unstorable(out_dir: str) -> str | None:
+    """The first of a step's outputs that is not a file or a folder (a pipe, a socket, a
+    device, a link to one, a broken link), relative to ``out_dir``; or None."""
+    for folder, folders, files in os.walk(out_dir):
+        for name in [*folders, *files]:
+            path = os.path.join(folder, name)
+            try:
+                mode = os.stat(path).st_mode
+            except OSError:  # (a broken link)
+                return os.path.relpath(path, out_dir)
+            if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+                return os.path.relpath(path, out_dir)
     return None

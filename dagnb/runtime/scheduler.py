@@ -48,7 +48,7 @@ from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
-from dagnb.runtime.leaks import stored_secret
+from dagnb.runtime.leaks import stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
@@ -309,6 +309,12 @@ class Scheduler:
                files: list[LogFile], started: float) -> _Outcome:
         """Save what a step made, unless it holds a secret (see _run_and_store)."""
         last = files[-1]
+        odd = unstorable(out_dir)
+        if odd is not None:
+            warnings.warn(f"step {step.name!r} ran but was not cached: its output {odd!r} is "
+                          "not a file or a folder (a pipe, a device, a socket, a broken "
+                          "link); write files there", stacklevel=2)
+            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         leaked = stored_secret(self._secrets_found, out_dir, outcome.result)
         if leaked is not None:
             warnings.warn(f"step {step.name!r} ran but was not cached: its result or files "
