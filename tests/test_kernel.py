@@ -384,6 +384,22 @@ def test_the_views_keep_an_interrupted_run(kernel: Kernel, tmp_path: Path) -> No
     assert kernel.value("sorted(_dagger)") == "['up']"  # what finished is published
 
 
+def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """The stop button stops waiting after a grace; a step in one long C call ends later:
+    the views show how it ended then, not `running` for good."""
+    marker = tmp_path / "started"
+    thread = interrupt_when(marker, kernel, [])
+    outputs = kernel.run(f"%%dagger nap --python --no-cache\nimport time\n"
+                         f"open({str(marker)!r}, 'w').close()\ntime.sleep(7)\n")
+    thread.join(5)
+    assert usage_error(outputs).startswith("interrupted")
+    kernel.run("import time\nfor _ in range(100):\n    if get_session().latest['nap']"
+               "['state'] != 'running': break\n    time.sleep(0.1)\n")
+    assert kernel.value("get_session().latest['nap']['state']") == "'cancelled'"
+    assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"
+
+
 # -- Memory and joblib.Parallel from a notebook ------------------------------------------
 def test_joblib_parallel_workers_hit_what_the_notebook_cached(kernel: Kernel,
                                                               tmp_path: Path) -> None:

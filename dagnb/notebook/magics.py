@@ -263,6 +263,8 @@ class DaggerMagics(Magics):
         finally:
             if not args.background:
                 self.session.publish(run)
+                if not run.done:  # (an interrupt stopped waiting first: what it ends as)
+                    self.session.publish_when_done(run)
         if _raises(args):
             run.raise_for_status()
 

@@ -170,9 +170,13 @@ class Session:
             targets = [*named, *self.unfinished()]
         run = start_background(self.graph, targets, **options)
         if background:
-            threading.Thread(target=self._publish_later, args=(run,), daemon=True,
-                             name="dagnb-publish").start()
+            self.publish_when_done(run)
         return run
+
+    def publish_when_done(self, run: Run) -> None:
+        """Publish the run's results from a thread when it ends (nobody waits on it)."""
+        threading.Thread(target=self._publish_later, args=(run,), daemon=True,
+                         name="dagnb-publish").start()
 
     def unfinished(self) -> list[str]:
         """Steps whose latest row, from whichever run had them, failed, was skipped or was
@@ -204,7 +208,8 @@ class Session:
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
         states = [r["state"] for r in rows]
-        self.runs.append({
+        self.runs[:] = [known for known in self.runs if known["run"] != run.id]  # (again,
+        self.runs.append({  #                       now that it ended: its row replaced)
             "run": run.id, "started": min((r["started"] for r in rows if r["started"] is not
                                            None and r["started"] == r["started"]), default=None),
             "steps": ", ".join(r["step"] for r in rows),
