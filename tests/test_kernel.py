@@ -319,6 +319,26 @@ def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
     assert dagnb.load(tmp_path / "flow.yml").run(cache=False).result("fit") == 18
 
 
+def test_save_writes_no_secret_and_the_saved_steps_find_the_helper_modules_beside_them(
+        kernel: Kernel, tmp_path: Path) -> None:
+    (tmp_path / "features.py").write_text("def make(x):\n    return x + 1\n")
+    kernel.run("import os\nos.environ['SAVE_TOKEN'] = 'tok-save-123456'\n"
+               "API_KEY = os.environ['SAVE_TOKEN']\nfrom features import make\n")
+    kernel.run("%%dagger call --python --secret SAVE_TOKEN --outputs n\nn = len(API_KEY)\n")
+    refused = usage_error(kernel.run("%dagger save secret.yml"))
+    assert "holds the value of secret 'SAVE_TOKEN'" in refused and "\n" not in refused
+    assert not (tmp_path / "secret_steps.py").exists()
+    kernel.run("%dagger reset")
+    outputs = kernel.run("%%dagger feat --python --outputs v\nv = make(1)\n")
+    assert error(outputs) is None, outputs
+    assert error(kernel.run("%dagger save flow.yml")) is None
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["feat", "cached"] for line in done.stdout.splitlines())
+
+
 def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:
     kernel.run("Made = type('Made', (), {'size': 2})")
     kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")

@@ -325,7 +325,9 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
     """YAML text for ``graph``; also written to ``path`` when given (with the module of its
     Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
     functions = {s.name: s.func for s in graph if s.func is not None}
-    refs = write_module(functions, Path(path)) if functions and path is not None else {}
+    secrets = {name for step in graph for name in step.secrets}
+    refs = (write_module(functions, Path(path), secrets) if functions and path is not None
+            else {})
     text = yaml.dump(
         graph_to_dict(graph, refs), Dumper=_BlockDumper, sort_keys=False,
         default_flow_style=False,

@@ -20,26 +20,31 @@ import ast
 import importlib.util
 import inspect
 import linecache
+import os
 import pickle
 import sys
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from dagnb.errors import WorkflowError
 from dagnb.fingerprint import loaded_globals
 from dagnb.fingerprint.sources import class_source
+from dagnb.model.masking import SecretFinder
 
 __all__ = ["PYTHON_KEY", "import_function", "write_module"]
 
 PYTHON_KEY = "python"
 
 
-def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path) -> dict[str, str]:
-    """Write the functions (step name -> function) beside ``yaml_path``; step -> reference."""
+def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
+                 secrets: Iterable[str] = ()) -> dict[str, str]:
+    """Write the functions (step name -> function) beside ``yaml_path``; step -> reference.
+    A value they read that holds one of ``secrets`` (names, read from the environment
+    now) is refused: the module is a file to share, as the cache keeps no secret either."""
     module = yaml_path.with_name(f"{yaml_path.stem}_steps.py")
-    collected = _Collected()
+    collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}))
     for func in functions.values():
         collected.add_function(func)
     pickled = module.with_suffix(".pkl")
@@ -68,7 +73,12 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
 
 
 def _imported(path: Path, where: str) -> types.ModuleType:
-    """Run the module's code, as an import does; whatever it raises, said in one line."""
+    """Run the module's code, as an import does; whatever it raises, said in one line.
+    Its folder is on ``sys.path`` (as a script's is): the helper modules beside it, as
+    a notebook beside them imported them, are found."""
+    folder = str(path.parent.resolve())
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
     spec = importlib.util.spec_from_file_location(f"dagnb_steps_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
     try:
@@ -84,7 +94,8 @@ def _imported(path: Path, where: str) -> types.ModuleType:
 class _Collected:
     """Imports, definitions and values a set of functions needs, in dependency order."""
 
-    def __init__(self) -> None:
+    def __init__(self, secrets: SecretFinder | None = None) -> None:
+        self.secrets = secrets or SecretFinder({})
         self.imports: dict[str, str] = {}
         self.values: dict[str, str] = {}
         self.pickled: dict[str, Any] = {}
@@ -134,6 +145,7 @@ class _Collected:
             self._add_value(name, value)
 
     def _add_value(self, name: str, value: Any) -> None:
+        self._refuse_secret(name, value)
         text = repr(value)
         try:
             back = ast.literal_eval(text)
@@ -151,6 +163,20 @@ class _Collected:
                                 "make it a param or build it inside the step") from None
         self.pickled[name] = value
         self.values[name] = f"{name} = _values[{name!r}]"
+
+    def _refuse_secret(self, name: str, value: Any) -> None:
+        if not self.secrets:
+            return
+        try:
+            held = self.secrets.find(repr(value).encode()) or self.secrets.find(
+                pickle.dumps(value))
+        except Exception:  # (what does not pickle is refused below, by its own message)
+            held = None
+        if held is not None:
+            raise WorkflowError(
+                f"a Python step reads notebook variable {name!r}, which holds the value of "
+                f"secret {held!r}; saving it would write the secret to a file: read "
+                f"os.environ[{held!r}] inside the step instead")
 
     def text(self, pickle_name: str) -> str:
         head = ['"""Python steps exported by dagnb with their workflow; loaded by it."""', ""]
