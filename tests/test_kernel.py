@@ -332,7 +332,8 @@ def test_save_writes_no_secret_and_the_saved_steps_find_the_helper_modules_besid
     outputs = kernel.run("%%dagger feat --python --outputs v\nv = make(1)\n")
     assert error(outputs) is None, outputs
     assert error(kernel.run("%dagger save flow.yml")) is None
-    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml"], cwd=tmp_path,
+    console = str(Path(sys.executable).with_name("dagnb"))  # (-m would put . on sys.path)
+    done = subprocess.run([console, "run", "flow.yml"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60,
                           env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"})
     assert done.returncode == 0, done.stdout + done.stderr
