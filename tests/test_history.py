@@ -200,3 +200,19 @@ def test_a_record_goes_to_the_log_that_replaced_the_open_one_while_it_kept_a_lin
     os.replace(replacement, log)
     history._append_record(log, {"graph": "after", "finished": 2.0, "states": {}})
     assert [json.loads(line)["graph"] for line in log.read_text().split()] == ["after"]
+
+
+def test_only_failed_reads_each_steps_latest_state_not_only_the_newest_runs(
+        workdir: Path) -> None:
+    """A step that failed stays failed after later runs of other steps (a notebook's
+    cells, a CLI run of one target): a restarted kernel or a new process runs it again."""
+    def build() -> Graph:
+        flag = workdir / "fixed"
+        return Graph("latest", [Step("shaky", run=f"test -f {flag}"),
+                                Step("other", run="true")])
+
+    assert build().run(["shaky"], executor="local").failed == ["shaky"]
+    assert build().run(["other"], executor="local").failed == []
+    (workdir / "fixed").write_text("")
+    again = build().run(only_failed=True, executor="local")  # as a new process would
+    assert again.states() == {"shaky": "succeeded"}

@@ -175,14 +175,17 @@ def _remove_unless_live(folder: Path) -> bool:
 
 
 def last_states(cache_dir: Path, graph_name: str) -> dict[str, str] | None:
-    """Final states of the newest recorded run of ``graph_name``; None when there is none."""
-    newest: dict[str, Any] | None = None
-    for record in _records(cache_dir / ".runs"):
-        if record.get("graph") != graph_name:
-            continue
-        if newest is None or record.get("finished", 0) > newest.get("finished", 0):
-            newest = record
-    return None if newest is None else dict(newest.get("states", {}))
+    """Each step's final state in the newest recorded run of ``graph_name`` that ran it
+    (a notebook runs a cell's steps at a time: a step that failed in one run stays
+    failed after later runs of other steps); None when there is no run."""
+    runs = sorted((r for r in _records(cache_dir / ".runs") if r.get("graph") == graph_name),
+                  key=lambda record: record.get("finished", 0) or 0)
+    if not runs:
+        return None
+    states: dict[str, str] = {}
+    for record in runs:
+        states.update(record.get("states", {}))
+    return states
 
 
 def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
