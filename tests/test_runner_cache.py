@@ -293,3 +293,16 @@ def test_a_file_a_bang_takes_back_counts_in_the_key(workdir):
     assert run() == {"use": "cached"}
     (workdir / "data" / "keep.csv").write_text("2\n")
     assert run() == {"use": "succeeded"}
+
+
+def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
+    import time
+
+    graph = Graph("ttl", [Step("brief", run="echo hi", ttl="1s")])
+    assert graph.run(executor="local").states() == {"brief": "succeeded"}
+    assert graph.plan()["cached"].tolist() == [True]
+    time.sleep(1.2)
+    plan = graph.plan()
+    assert plan["cached"].tolist() == [False]
+    assert plan["reason"].tolist() == ["its cached result expired (ttl)"]
+    assert graph.run(executor="local").states() == {"brief": "succeeded"}

@@ -131,6 +131,10 @@ class StepCache:
             return None
         return self._store_of(step).peek(step.name, key)
 
+    def expired(self, step: Step, entry: Entry) -> bool:
+        """Whether a :meth:`peek`'s entry has passed its ttl (a lookup would miss)."""
+        return entry.expired(self._store_of(step).clock())
+
     def claim(self, step: Step, key: StepKey, *, looked: bool = True) -> _Claim:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,

@@ -51,8 +51,12 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
             rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
             continue
         entry = cache.peek(step, key)
+        expired = entry is not None and cache.expired(step, entry)
+        if expired:  # (a run misses it: its ttl passed)
+            entry = None
         digests[name] = entry.output_digest if entry is not None else None
-        reason = "cached" if entry is not None else _first(cache.explain(step, key))
+        reason = ("cached" if entry is not None else "its cached result expired (ttl)"
+                  if expired else _first(cache.explain(step, key)))
         rows.append(
             {
                 "step": name,
