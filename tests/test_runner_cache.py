@@ -304,5 +304,5 @@ def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
     time.sleep(1.2)
     plan = graph.plan()
     assert plan["cached"].tolist() == [False]
-    assert plan["reason"].tolist() == ["its cached result expired (ttl)"]
+    assert plan["reason"].tolist() == ["its cache entry has expired"]
     assert graph.run(executor="local").states() == {"brief": "succeeded"}

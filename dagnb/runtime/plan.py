@@ -55,7 +55,7 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
         if expired:  # (a run misses it: its ttl passed)
             entry = None
         digests[name] = entry.output_digest if entry is not None else None
-        reason = ("cached" if entry is not None else "its cached result expired (ttl)"
+        reason = ("cached" if entry is not None else "its cache entry has expired"
                   if expired else _first(cache.explain(step, key)))
         rows.append(
             {
