@@ -466,3 +466,12 @@ def test_logs_read_left_aligned_and_stay_a_dataframe(shell):
     assert rows[1].rstrip().endswith("stdout short")  # not pushed right by the longer line
     assert "<td style='text-align:left'>short</td>" in logs._repr_html_()
     assert type(logs[logs["stream"] == "stdout"]) is pd.DataFrame  # slices are plain frames
+
+
+@pytest.mark.parametrize(("path", "says"), [
+    ("''", "got an empty one"), ("/nonexistent/dir/p.yml", "No such file or directory")])
+def test_save_to_a_path_it_cannot_write_is_one_line(shell, path, says):
+    cell(shell, "py --python --define-only --outputs n", "n = 1\n")
+    with pytest.raises(UsageError, match=says) as caught:
+        line(shell, f"save {path}")
+    assert "\n" not in str(caught.value)

@@ -414,7 +414,11 @@ def _cmd_services(self: DaggerMagics, rest: str) -> pd.DataFrame:
 
 
 def _one_path(rest: str, command: str) -> str:
-    return _one_word(rest, command, "pipeline.yml", what="path")
+    path = _one_word(rest, command, "pipeline.yml", what="path")
+    if not path.strip():
+        raise UsageError(f"%dagger {command} takes a file's path, such as %dagger {command} "
+                         "pipeline.yml; got an empty one")
+    return path
 
 
 def _one_word(rest: str, command: str, example: str, what: str = "step name") -> str:

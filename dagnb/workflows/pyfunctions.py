@@ -48,9 +48,13 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
     for func in functions.values():
         collected.add_function(func)
     pickled = module.with_suffix(".pkl")
-    module.write_text(collected.text(pickled.name), encoding="utf-8")
-    if collected.pickled:
-        pickled.write_bytes(pickle.dumps(collected.pickled))
+    try:
+        module.write_text(collected.text(pickled.name), encoding="utf-8")
+        if collected.pickled:
+            pickled.write_bytes(pickle.dumps(collected.pickled))
+    except OSError as exc:
+        raise WorkflowError(f"cannot write {str(module)!r}: {exc.strerror}; check that its "
+                            "folder exists and is writable") from None
     return {step: f"{module.name}:{func.__name__}" for step, func in functions.items()}
 
 
