@@ -475,3 +475,20 @@ def test_save_to_a_path_it_cannot_write_is_one_line(shell, path, says):
     with pytest.raises(UsageError, match=says) as caught:
         line(shell, f"save {path}")
     assert "\n" not in str(caught.value)
+
+
+def test_status_says_why_a_step_was_not_stored(shell, monkeypatch):
+    monkeypatch.setenv("STATUS_TOKEN", "tok-status-123456")
+    cell(shell, "a --python --outputs r", "r = 1\n")
+    with pytest.warns(UserWarning):  # (stored once, then an unpicklable result)
+        cell(shell, "a --python --outputs r", "import threading\nr = threading.Lock()\n")
+    with pytest.warns(UserWarning, match="secret"):
+        cell(shell, "s --python --secret STATUS_TOKEN --outputs u",
+             "import os\nu = 'x' + os.environ['STATUS_TOKEN']\n")
+    cell(shell, "c", "echo c\n")
+    line(shell, "cache clear c")
+    shown = line(shell, "status").set_index("step")
+    assert dict(shown["state"]) == {"a": "uncached", "s": "uncached", "c": "uncached"}
+    notes = dict(shown["note"])
+    assert "cannot be pickled" in notes["a"] and "secret 'STATUS_TOKEN'" in notes["s"]
+    assert "removed" in notes["c"]

@@ -66,9 +66,12 @@ def _why_not_fresh(session: Session, row: Any, rerun: set[str],
             return "uncached", "--no-cache: its result is never stored"
         if not isinstance(row.key, str):
             return "uncached", f"not stored: {row.reason}"
+        why = getattr(session.step_runs.get(row.step), "not_stored", {}).get(row.step)
+        if why is not None:  # (its latest run said why)
+            return "uncached", f"not stored: {why}"
         if _has_entries(row.step):
             return "stale", "its inputs changed since it ran (%dagger plan says why)"
-        return "uncached", "not stored: its result cannot be pickled (or the cache was full)"
+        return "uncached", "no stored result for it now (its entry was removed, or expired)"
     if any(found.get(n, ("stale", ""))[0] == "stale" for n in upstream):
         return "stale", f"upstream {', '.join(upstream)} changed since it ran"
     return None, f"runs again after {', '.join(upstream)}, whose result is not stored"

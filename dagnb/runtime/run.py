@@ -51,6 +51,7 @@ class Run:
         self._loaders: dict[str, Any] = {}
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancelled = False  # set once, from any thread
+        self.not_stored: dict[str, str] = {}  # step -> why it ran but was not cached
         self._cancel_hook: Any = None
         # step -> files of all its lines (or what lists them, asked when first needed)
         self._log_files: dict[str, Sequence[Path] | Callable[[], Sequence[Path]]] = {}

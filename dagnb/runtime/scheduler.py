@@ -299,9 +299,8 @@ class Scheduler:
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         last = files[-1]  # the attempt that succeeded: its lines are the entry's
         if last.error is not None:  # an entry without all its lines would replay them so
-            warnings.warn(f"step {step.name!r} ran but was not cached: its log could not be "
-                          f"written ({last.error})", stacklevel=2)
-            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+            return self._not_stored(step, outcome, cache, out_dir,
+                                    f"its log could not be written ({last.error})")
         with holding():  # (hashing big outputs holds the loop: not others' time)
             return self._store(step, cache, key, outcome, out_dir, files, started)
 
@@ -311,16 +310,15 @@ class Scheduler:
         last = files[-1]
         odd = unstorable(out_dir)
         if odd is not None:
-            warnings.warn(f"step {step.name!r} ran but was not cached: its output {odd!r} is "
-                          "not a file or a folder (a pipe, a device, a socket, a broken "
-                          "link); write files there", stacklevel=2)
-            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+            return self._not_stored(step, outcome, cache, out_dir,
+                                    f"its output {odd!r} is not a file or a folder (a pipe, "
+                                    "a device, a socket, a broken link); write files there")
         leaked = stored_secret(self._secrets_found, out_dir, outcome.result)
         if leaked is not None:
-            warnings.warn(f"step {step.name!r} ran but was not cached: its result or files "
-                          f"hold the value of secret {leaked!r}, and the cache keeps no "
-                          "secret; pass the secret on at run time instead", stacklevel=2)
-            return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+            return self._not_stored(step, outcome, cache, out_dir,
+                                    f"its result or files hold the value of secret {leaked!r}, "
+                                    "and the cache keeps no secret; pass the secret on at run "
+                                    "time instead")
         entry = cache.save(
             step,
             key,
@@ -333,6 +331,8 @@ class Scheduler:
             folder_made=self.run.workspace_made,  # else no step has a folder: no look
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
+            self.run.not_stored[step.name] = ("its result cannot be pickled, or the disk is "
+                                              "full (the warning said which)")
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
         self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
@@ -370,6 +370,14 @@ class Scheduler:
         done = _Outcome(entry.out_ref, result, None, entry.output_digest)
         self.run.record_lazy(name, done, result.get)
         return done
+
+    def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache, out_dir: str,
+                    why: str) -> _Outcome:
+        """A step that ran well but whose result is not stored: said (a warning), kept
+        for the notebook's status, and its result handed on from memory."""
+        warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
+        self.run.not_stored[step.name] = why
+        return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         self._ran(step, outcome)
