@@ -996,3 +996,29 @@ def test_helpers_calling_helpers_hundreds_deep_still_give_a_key(tmp_path, monkey
     limit = sys.getrecursionlimit()
     assert len(code_digest(module.f0)) == 32
     assert sys.getrecursionlimit() == limit
+
+
+def test_the_recursion_limit_stays_raised_while_any_thread_walks():
+    """It is the process's: a thread that ends its walk while another is deep in one
+    must not lower it under that one (the interpreter then aborts, not raises)."""
+    import threading
+
+    from dagnb.fingerprint import code as code_module
+
+    limit = sys.getrecursionlimit()
+    inside, leave, seen = threading.Event(), threading.Event(), []
+
+    def long_walk():
+        with code_module._deeper():
+            inside.set()
+            leave.wait(10)
+            seen.append(sys.getrecursionlimit())
+
+    walker = threading.Thread(target=long_walk)
+    walker.start()
+    inside.wait(10)
+    with code_module._deeper():  # (a short walk in this thread, over while the other is on)
+        pass
+    leave.set()
+    walker.join(10)
+    assert seen == [code_module._WALK_DEPTH] and sys.getrecursionlimit() == limit

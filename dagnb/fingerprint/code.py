@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import sys
+import threading
 import types
 import weakref
 from collections.abc import Callable, Iterator, Mapping
@@ -331,19 +332,31 @@ _WALK_DEPTH = 10_000  # Python frames a walk may take: a package's classes refer
 #                      own limit on C recursion, which this does not raise)
 
 
+class _Deeper:
+    """The recursion limit is the process's, not a thread's: raised while any thread
+    walks, restored when the last one ends (a thread that restored it under another one
+    still deep in its walk made the interpreter abort, not raise)."""
+
+    lock = threading.Lock()
+    walking = 0
+    before = 0
+
+
 @contextlib.contextmanager
 def _deeper() -> Iterator[None]:
-    """Let a walk recurse deeper than the default 1,000 frames, for its duration (the
-    outermost walk of a thread sets and restores the limit)."""
-    before = sys.getrecursionlimit()
-    if before >= _WALK_DEPTH:
-        yield
-        return
-    sys.setrecursionlimit(_WALK_DEPTH)
+    """Let a walk recurse deeper than the default 1,000 frames, for its duration."""
+    with _Deeper.lock:
+        if _Deeper.walking == 0:
+            _Deeper.before = sys.getrecursionlimit()
+            sys.setrecursionlimit(max(_Deeper.before, _WALK_DEPTH))
+        _Deeper.walking += 1
     try:
         yield
     finally:
-        sys.setrecursionlimit(before)
+        with _Deeper.lock:
+            _Deeper.walking -= 1
+            if _Deeper.walking == 0:
+                sys.setrecursionlimit(_Deeper.before)
 
 
 def _compute_record(func: types.FunctionType) -> _CodeRecord:
