@@ -160,7 +160,8 @@ def test_status_says_uncached_not_stale_for_a_result_that_was_not_stored(
         "{'edited': 'stale', 'lam': 'uncached', 'once': 'uncached', 'user': 'succeeded'}\n")
     assert text(kernel.run("print(dict(sorted(status['note'].items())))")) == (
         "{'edited': 'its inputs changed since it ran (%dagger plan says why)', "
-        "'lam': 'not stored: its result cannot be pickled, or the disk is full (the warning said which)', "
+        "'lam': 'not stored: its result cannot be pickled, or the disk is full "
+        "(the warning said which)', "
         "'once': '--no-cache: its result is never stored', "
         "'user': 'runs again after lam, whose result is not stored'}\n")
 
