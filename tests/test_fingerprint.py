@@ -1022,3 +1022,20 @@ def test_the_recursion_limit_stays_raised_while_any_thread_walks():
     leave.set()
     walker.join(10)
     assert seen == [code_module._WALK_DEPTH] and sys.getrecursionlimit() == limit
+
+
+def test_a_set_literal_read_from_bytecode_cache_keys_the_same_under_every_hash_seed(tmp_path):
+    """A .pyc holds a set literal's members in the order of the process that wrote it:
+    the file still holds the loaded code under any seed, and the key is one."""
+    (tmp_path / "set_helper.py").write_text(
+        "def kind(x):\n    return x in {" + ", ".join(f"'w{i}'" for i in range(12)) + "}\n")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import set_helper\n"
+              "from dagnb.fingerprint import code_digest; print(code_digest(set_helper.kind))")
+    digests = set()
+    for seed in ("1", "2", "3", "4", "5", "6"):  # (the first writes the .pyc)
+        done = subprocess.run([sys.executable, "-c", script, str(tmp_path)],
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": seed})
+        assert done.returncode == 0, done.stderr
+        digests.add(done.stdout.strip())
+    assert len(digests) == 1, digests

@@ -89,5 +89,18 @@ def _name(code: types.CodeType) -> str:
 def _shape(code: types.CodeType) -> tuple[Any, ...]:
     """What the code does, not where its lines are: bytecode, names, constants."""
     return (code.co_code, code.co_names, code.co_varnames, code.co_freevars,
-            tuple(_shape(c) if isinstance(c, types.CodeType) else (type(c), repr(c))
-                  for c in code.co_consts))
+            tuple(_constant(c) for c in code.co_consts))
+
+
+def _constant(value: Any) -> Any:
+    """A constant as compared: a set's members in no order (``x in {'a', 'b'}`` is
+    stored in the order of this process's string hashes), floats by text (nan)."""
+    if isinstance(value, types.CodeType):
+        return _shape(value)
+    if isinstance(value, frozenset):
+        return frozenset(_constant(member) for member in value)
+    if isinstance(value, tuple):
+        return tuple(_constant(member) for member in value)
+    if isinstance(value, (float, complex)):
+        return (type(value), repr(value))
+    return (type(value), value)
