@@ -1039,3 +1039,17 @@ def test_a_set_literal_read_from_bytecode_cache_keys_the_same_under_every_hash_s
         assert done.returncode == 0, done.stderr
         digests.add(done.stdout.strip())
     assert len(digests) == 1, digests
+
+
+def test_packages_installed_into_a_folder_on_sys_path_count_by_name(tmp_path, monkeypatch):
+    """``pip install --target DIR`` with DIR on ``PYTHONPATH`` (clusters, containers):
+    the folder holds the packages' *.dist-info, and their code is a library's."""
+    site = tmp_path / "installed"
+    (site / "targetlib").mkdir(parents=True)
+    (site / "targetlib" / "__init__.py").write_text("def helper(x):\n    return x\n")
+    (site / "targetlib-1.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    monkeypatch.delitem(sys.modules, "targetlib", raising=False)
+    user = _module(tmp_path, monkeypatch, "uses_targetlib",
+                   "import targetlib\n\ndef f(x):\n    return targetlib.helper(x)\n")
+    assert list(code_source_parts(user.f)) == ["def f"]

@@ -292,8 +292,31 @@ def _libraries() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=4096)
 def _in_libraries(file: str | None) -> bool:
     """Whether a module's file is Python's, an installed package's or dagnb's (or it has
-    none: a built-in module)."""
-    return not file or os.path.realpath(file).startswith(_libraries())
+    none: a built-in module); packages installed elsewhere on ``sys.path`` too."""
+    if not file:
+        return True
+    real = os.path.realpath(file)
+    return real.startswith(_libraries()) or _under_an_install_folder(real)
+
+
+def _under_an_install_folder(real: str) -> bool:
+    """Whether a file is under a ``sys.path`` folder packages were installed into (one
+    holding their ``*.dist-info``: ``pip install --target``, a ``PYTHONPATH`` of them, as
+    on clusters and in containers)."""
+    for entry in list(sys.path):
+        if isinstance(entry, str):
+            folder = os.path.realpath(entry or ".") + os.sep
+            if real.startswith(folder) and _holds_installs(folder):
+                return True
+    return False
+
+
+@functools.lru_cache(maxsize=256)
+def _holds_installs(folder: str) -> bool:
+    try:
+        return any(name.endswith(".dist-info") for name in os.listdir(folder))
+    except OSError:
+        return False
 
 
 def _of_user(module: object) -> bool:
