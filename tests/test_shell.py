@@ -88,6 +88,18 @@ def test_a_mount_maps_a_container_workdir_even_where_this_machine_has_that_path(
     assert run.logs("mapped")["line"].tolist() == [str(workdir / "build")]
 
 
+@pytest.mark.parametrize("order", [("a", "b"), ("b", "a")])
+def test_the_deepest_mount_that_holds_a_workdir_maps_it(workdir, order):
+    for name in "ab":
+        (workdir / name).mkdir()
+        (workdir / name / f"from_{name}.txt").write_text("")
+    mounts = {name: {"a": "/w", "b": "/w/sub"}[name] for name in order}
+    (workdir / "a" / "sub").mkdir()
+    step = Step("nested", workdir="/w/sub", mounts=mounts, run="ls")
+    run = dagnb.Graph("wd", [step]).run(executor="local", cache=False)
+    assert run.logs("nested")["line"].tolist() == ["from_b.txt"]
+
+
 def test_a_python_step_whose_workdir_is_not_here_fails_too(workdir):
     ran = []
     step = Step("py", workdir="build", func=lambda: ran.append(1))

@@ -23,18 +23,19 @@ def workdir_of(task: Task) -> str:
     raise StepFailed(
         f"step {task.step.name!r}: its workdir {workdir!r} is not a folder of this machine "
         f"({task.base_dir / workdir}), and no mount of the step maps it here; create it, "
-        "or fix the path (the local executor runs steps on this machine)",
+        "or fix the path (a step that runs on this machine runs in a folder of it)",
         step=task.step.name,
     )
 
 
 def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
     """Where ``workdir`` may be here: first through each mount whose container path
-    holds it (``{src: /workspace}`` maps ``/workspace/pkg`` to ``src/pkg``, as a
+    holds it, the deepest first (``{src: /workspace}`` maps ``/workspace/pkg`` to ``src/pkg``, as a
     container would see it, whatever this machine has at ``/workspace``), then itself
     (relative to the workflow's folder)."""
     inside = PurePosixPath(workdir)
-    for host, target in mounts.items():
+    deepest_first = sorted(mounts.items(), key=lambda mount: -len(PurePosixPath(mount[1]).parts))
+    for host, target in deepest_first:  # (a container sees the deeper mount on top)
         if inside.is_absolute() and inside.is_relative_to(target):
             yield base / host / inside.relative_to(target)
     yield base / workdir
