@@ -46,12 +46,14 @@ def _dagnb(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
-def _interactive(path: Path, env: dict[str, str] | None = None) -> None:
-    """Run the notebook top to bottom in a kernel, as JupyterLab's Run All does."""
+def _interactive(path: Path, env: dict[str, str] | None = None) -> nbf.NotebookNode:
+    """Run the notebook top to bottom in a kernel, as JupyterLab's Run All does (a cell
+    that fails raises here); the notebook with its outputs."""
     notebook = nbf.read(path, as_version=4)
     client = NotebookClient(notebook, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
     client.execute(env={**os.environ, "DAGNB_CONFIG": "none", **(env or {})})
+    return notebook
 
 
 def test_a_notebook_run_interactively_runs_all_cached_from_the_cli(tmp_path):
@@ -162,8 +164,12 @@ def test_a_kernel_running_a_plain_script_loads_the_extension(tmp_path):
     cells = [nbf.v4.new_code_cell("%load_ext dagnb"),
              nbf.v4.new_code_cell("%%dagger hello\necho hi > \"$DAGNB_OUT/h.txt\"")]
     nbf.write(nbf.v4.new_notebook(cells=cells), path)
-    _interactive(path, {"JPY_SESSION_NAME": str(tmp_path / "script.py"),
-                        "DAGNB_CACHE_DIRECTORY": str(tmp_path / "cache")})
+    ran = _interactive(path, {"JPY_SESSION_NAME": str(tmp_path / "script.py"),
+                              "DAGNB_CACHE_DIRECTORY": str(tmp_path / "cache")})
+    shown = "".join(out.get("text", "") + "".join(out.get("data", {}).get("text/plain", ""))
+                    for out in ran.cells[1].outputs)
+    assert any(line.split()[:2] == ["hello", "succeeded"] for line in shown.splitlines()), shown
+    assert [p.read_text() for p in (tmp_path / "cache").rglob("h.txt")] == ["hi\n"]
 
 
 def test_after_a_kernel_restart_the_last_cell_alone_is_served_from_the_cache(tmp_path):
