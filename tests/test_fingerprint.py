@@ -1053,3 +1053,19 @@ def test_packages_installed_into_a_folder_on_sys_path_count_by_name(tmp_path, mo
     user = _module(tmp_path, monkeypatch, "uses_targetlib",
                    "import targetlib\n\ndef f(x):\n    return targetlib.helper(x)\n")
     assert list(code_source_parts(user.f)) == ["def f"]
+
+
+def test_a_body_import_of_a_project_package_keys_the_same_in_every_process(tmp_path):
+    (tmp_path / "stable_pkg").mkdir()
+    (tmp_path / "stable_pkg" / "__init__.py").write_text("RATE = 2\n")
+    (tmp_path / "stable_pkg" / "sub.py").write_text("def make(x):\n    return x\n")
+    (tmp_path / "stable_user.py").write_text(
+        "import stable_pkg.sub\n\ndef f(x):\n    import stable_pkg.sub\n"
+        "    return stable_pkg.sub.make(x) * stable_pkg.RATE\n")
+    script = ("import sys; sys.path.insert(0, sys.argv[1]); import stable_user\n"
+              "from dagnb.fingerprint import code_digest; print(code_digest(stable_user.f))")
+    digests = {subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True,
+                              capture_output=True, text=True, timeout=60,
+                              env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
+               for seed in ("1", "2", "3", "4")}
+    assert len(digests) == 1, digests

@@ -184,9 +184,9 @@ class _CodeWalker:
             module = imported(name)
             if module is not None:
                 top = imported(name.partition(".")[0])
-                for reached in {module, top} - {None}:
-                    if _of_user(reached.__name__):
-                        self._add_module_members(reached, func)  # type: ignore[arg-type]
+                for reached in dict.fromkeys([top, module]):  # (in this order: a set's
+                    if reached is not None and _of_user(reached.__name__):  # is by id)
+                        self._add_module_members(reached, func)
                 continue
             file = file_of_unimported(name)
             if file is not None and not _in_libraries(file):
