@@ -62,6 +62,7 @@ __all__ = [
     "one_of",
     "parse_duration",
     "path",
+    "short_repr",
     "text",
     "variable_name",
 ]
@@ -334,3 +335,13 @@ def duration(value: Any) -> float | None:
     if seconds is None or not seconds > 0:
         raise Invalid(value, "seconds or a duration such as '30m' (none for no limit)")
     return seconds
+
+
+def short_repr(value: Any, limit: int = 200) -> str:
+    """``repr(value)`` cut to ``limit`` characters (one that raises: its type's name),
+    for messages and key descriptions."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__qualname__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

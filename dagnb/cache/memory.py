@@ -55,7 +55,7 @@ from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
 from dagnb.cache.store import Entry, Store
-from dagnb.checks import is_url
+from dagnb.checks import is_url, short_repr
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
@@ -249,7 +249,7 @@ class _CallKeys(Generic[P]):
         """The full key, with descriptions for explain (only built on a miss)."""
         describe = {"code": "\n\n".join(code_source_parts(self.func).values())}
         for name, value in self.arguments(args, kwargs).items():
-            describe[f"arg:{name}"] = _short_repr(value)
+            describe[f"arg:{name}"] = short_repr(value)
         return StepKey(key_digest(components), components, describe)
 
 
@@ -279,14 +279,6 @@ def _plain_parameters(func: Callable[..., Any]) -> tuple[tuple[str, ...], dict[s
     names = code.co_varnames[:code.co_argcount]
     values = func.__defaults__ or ()
     return names, dict(zip(names[len(names) - len(values):], values, strict=True))
-
-
-def _short_repr(value: Any, limit: int = 200) -> str:
-    try:
-        text = repr(value)
-    except Exception:
-        text = f"<{type(value).__qualname__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _mmap_mode(value: Any) -> str | None:
@@ -552,7 +544,7 @@ class _Value:
         self.value = None
 
     def __repr__(self) -> str:
-        return f"ShelvedResult(value={_short_repr(self.value, 60)})"
+        return f"ShelvedResult(value={short_repr(self.value, 60)})"
 
 
 class _Calls:
@@ -567,7 +559,7 @@ class _Calls:
 
     def before(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.verbose > 0:
-            shown = ", ".join([*map(_short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            shown = ", ".join([*map(short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
             print("_" * 80)
             print(f"[Memory] Calling {self.name}...")
             print(f"{_label(self.func)}({shown})")
@@ -777,7 +769,7 @@ class _CachedCall(_Calls):
             _log.info(
                 "Querying %s with signature %s(%s).\n(argument hash %s)\n"
                 "The store location is %s.",
-                self.name, _label(self.func), _short_repr(args, 80), key, self.store.location,
+                self.name, _label(self.func), short_repr(args, 80), key, self.store.location,
             )
 
     def computing(self, key: str) -> None:

@@ -10,6 +10,7 @@ import types
 from functools import partial
 from typing import Any
 
+from dagnb.checks import short_repr
 from dagnb.fingerprint.hashers import new_hasher
 from dagnb.fingerprint.members import (
     _class_functions,
@@ -196,7 +197,7 @@ class _CodeWalker:
         if _is_constant(name, obj):
             digest = _soft_digest(obj)
             self.feed("const", digest or _reference(obj), into=into)
-            self.parts[f"const {name}"] = _short_repr(obj)
+            self.parts[f"const {name}"] = short_repr(obj, 300)
         else:  # builtins, library functions and classes, other objects: by name
             self.feed("ref", _reference(obj), into=into)
 
@@ -274,14 +275,6 @@ def _is_constant(name: str, obj: Any) -> bool:
 def _is_code(obj: Any) -> bool:
     """Modules, functions and classes: what counts by code or name, not by content."""
     return isinstance(obj, (types.ModuleType, type)) or inspect.isroutine(obj)
-
-
-def _short_repr(obj: Any, limit: int = 300) -> str:
-    try:
-        text = repr(obj)
-    except Exception:
-        text = f"<{type(obj).__qualname__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _global_names(code: types.CodeType) -> list[str]:
