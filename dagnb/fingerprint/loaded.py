@@ -43,17 +43,18 @@ def loaded_from_file(code: types.CodeType, lines: list[str]) -> bool:
     cell's lines cannot change (running it again makes another), a file's can."""
     if not os.path.isfile(code.co_filename):
         return True
-    compiled = _compiled_of(code.co_filename)(lines)
+    compiled = _compiled_of(lines)
     if compiled is None:  # (saved mid-edit: it does not compile)
         return False
     shape = _shape(code)
     return any(_shape(other) == shape for other in compiled.get(_name(code), ()))
 
 
-def _compiled(filename: str, lines: list[str]) -> dict[str, list[types.CodeType]] | None:
-    """The code objects the file's text compiles to, by (qualified) name."""
+def _compiled(lines: list[str]) -> dict[str, list[types.CodeType]] | None:
+    """The code objects a file's text compiles to, by (qualified) name (their file name
+    is not compared: any will do)."""
     try:
-        module = compile("".join(lines), filename, "exec", dont_inherit=True)
+        module = compile("".join(lines), "<compared>", "exec", dont_inherit=True)
     except (SyntaxError, ValueError):
         return None
     found: dict[str, list[types.CodeType]] = {}
@@ -62,17 +63,7 @@ def _compiled(filename: str, lines: list[str]) -> dict[str, list[types.CodeType]
     return found
 
 
-_PER_FILENAME: dict[str, PerFile[dict[str, list[types.CodeType]] | None]] = {}
-
-
-def _compiled_of(filename: str) -> PerFile[dict[str, list[types.CodeType]] | None]:
-    made = _PER_FILENAME.get(filename)
-    if made is None:
-        if len(_PER_FILENAME) >= 512:  # (each holds one version of one file)
-            _PER_FILENAME.pop(next(iter(_PER_FILENAME)))
-        made = _PER_FILENAME[filename] = PerFile(
-            lambda lines: _compiled(filename, lines), limit=1)
-    return made
+_compiled_of = PerFile(_compiled)  # once per file and version, as the class starts
 
 
 def _nested(code: types.CodeType) -> Iterator[types.CodeType]:
