@@ -433,6 +433,50 @@ def test_many_keys_looked_up_in_a_fresh_process_are_found_through_a_dict(tmp_pat
     assert packs.SEARCH_KEYS < 100  # (what makes the dict: searches over the file)
 
 
+@pytest.mark.parametrize("can_map", [True, False])
+def test_once_a_fresh_process_made_a_dict_it_reads_records_from_the_pack_at_once(
+        tmp_path, monkeypatch, can_map):
+    """A pread per hit until the dict is made; then slices of the pack, mapped (or read
+    whole where a file system cannot map): still checked, so a record changed in place
+    is a miss, never a wrong hit."""
+    import mmap
+
+    from dagnb.cache import pack as packs
+
+    store = Store(tmp_path / "c")
+    for i in range(40):
+        _save(store, "s", f"k{i}", i)
+    store.close()
+    if not can_map:
+        monkeypatch.setattr(packs.mmap, "mmap", _refuse_to_map)
+    preads: list[int] = []
+    real_pread = packs.os.pread
+    monkeypatch.setattr(packs.os, "pread",
+                        lambda fd, n, at: (preads.append(at), real_pread(fd, n, at))[1])
+    with isolated():
+        fresh = Store(tmp_path / "c")
+        assert [fresh.lookup("s", f"k{i}").result() for i in range(packs.SEARCH_KEYS)] == list(
+            range(packs.SEARCH_KEYS))
+        assert len(preads) == packs.SEARCH_KEYS  # one per key, until the dict is made
+        (keys,) = fresh._packs._keyed.values()
+        assert keys.found is not None
+        assert [fresh.lookup("s", f"k{i}").result() for i in range(packs.SEARCH_KEYS, 30)] == (
+            list(range(packs.SEARCH_KEYS, 30)))
+        assert len(preads) == packs.SEARCH_KEYS + (0 if can_map else 1)
+        assert isinstance(keys.mapped, mmap.mmap if can_map else bytes)
+        (pack,) = _packs(tmp_path / "c")
+        data = bytearray(pack.read_bytes())
+        at = data.rfind(b"k35") + 3  # a byte of k35's record, past its names
+        data[at] ^= 0x41
+        pack.write_bytes(bytes(data))  # (in place: the mapping sees it)
+        found = fresh.lookup("s", "k35")
+        assert found is None if can_map else found.result() == 35
+
+
+def _refuse_to_map(*_args: object, **_kwargs: object) -> None:
+    raise OSError(19, "No such device")  # as a FUSE or 9p mount answers
+
+
 def test_a_pack_another_process_starts_later_is_searched_for_keys_looked_up_before(tmp_path):
     _filled(tmp_path / "c")
     with isolated():

@@ -758,7 +758,7 @@ class _Keys:
     def __init__(self, blob: bytes, covered: int, path: str) -> None:
         self.blob, self.covered, self.path = blob, covered, path
         self.found: dict[bytes, int] | None = None  # digest -> where its entry starts
-        self.mapped: mmap.mmap | None = None
+        self.mapped: mmap.mmap | bytes | None = None  # the pack, once asked for (data())
         self.descriptor: int | None = None
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
@@ -791,8 +791,12 @@ class _Keys:
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
-        one ``pread`` (mapping a pack costs some 20 of them: it pays only for many). The
-        pack was opened when its keys file was taken in (:meth:`open`)."""
+        one ``pread`` for the first few keys; once a process looked up enough to make a
+        dict of the keys (:meth:`index`), a slice of the pack mapped (mapping costs some
+        20 ``pread``: it pays only for many). The pack was opened when its keys file was
+        taken in (:meth:`open`)."""
+        if self.found is not None:
+            return self.data()[offset:max(offset, min(offset + length, self.covered))]
         return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:
@@ -806,8 +810,9 @@ class _Keys:
             self.open()
             try:
                 self.mapped = mmap.mmap(self.descriptor, 0, access=mmap.ACCESS_READ)  # type: ignore[arg-type]
-            except OSError:  # a file system that cannot map (some FUSE and 9p mounts)
-                return os.pread(self.descriptor, os.fstat(self.descriptor).st_size, 0)  # type: ignore[arg-type]
+            except (OSError, ValueError):  # a file system that cannot map (some FUSE and 9p
+                # mounts), or an empty pack: read once (only ever appended to: it holds)
+                self.mapped = os.pread(self.descriptor, os.fstat(self.descriptor).st_size, 0)  # type: ignore[arg-type]
         return self.mapped
 
     def __del__(self, close: Callable[[int], None] = os.close) -> None:
