@@ -10,6 +10,7 @@ import pickle
 import stat
 from typing import Any
 
+from dagnb.cache.backend import surely_absent
 from dagnb.executors.base import NO_RESULT
 from dagnb.model.masking import SecretFinder
 
@@ -55,6 +56,8 @@ def _file_holds(path: str, finder: SecretFinder) -> str | None:
 def unstorable(out_dir: str) -> str | None:
     """The first of a step's outputs that is not a file or a folder (a pipe, a socket, a
     device, a link to one, a broken link), relative to ``out_dir``; or None."""
+    if surely_absent(out_dir):  # (most Python steps write no file: no walk, no exception)
+        return None
     for folder, folders, files in os.walk(out_dir):
         for name in [*folders, *files]:
             path = os.path.join(folder, name)
