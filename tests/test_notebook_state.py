@@ -97,7 +97,14 @@ def test_var_components_describe_the_value_shortly():
                       "def compute():\n    return params, frame\n")
     key = key_of(scope["compute"])
     assert key.describe["var:params"] == "{'a': 1}"
-    assert key.describe["var:frame"] == "<pandas.DataFrame shape (1, 1)>"
+    assert key.describe["var:frame"] == "<pandas.DataFrame shape (1, 1)>"  # pandas 2 and 3
+
+
+def test_a_type_its_top_package_does_not_export_is_named_in_full():
+    scope = namespace("import xml.etree.ElementTree as ET\nnode = ET.Element('a')\n"
+                      "def compute():\n    return node\n")
+    key = key_of(scope["compute"])
+    assert key.describe["var:node"] == "<xml.etree.ElementTree.Element>"
 
 
 def test_a_variable_named_like_a_credential_is_described_by_type_only():

@@ -341,6 +341,15 @@ def test_frames_are_pure_functions_of_the_event_log() -> None:
     assert replay.equals(result.status())
 
 
+def test_status_shows_a_missing_text_as_none_under_pandas_2_and_3() -> None:
+    graph = Graph("text", [Step("ok", run="echo 1"), Step("bad", run="exit 3")])
+    frame = run(graph).status().set_index("step")
+    for column in ("state", "executor", "image", "error"):
+        assert frame[column].dtype == object, column  # (pandas 3 would infer str: NaN)
+    assert frame.loc["ok", "error"] is None and frame.loc["ok", "image"] is None
+    assert frame.loc["bad", "error"].startswith("exit code 3")
+
+
 def test_only_failed_reruns_what_did_not_succeed(workdir: Path) -> None:
     flag = workdir / "ok"
     graph = Graph("again", [

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import re
 import reprlib
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -293,10 +294,16 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any]) -> N
 
 
 def _type_name(value: Any) -> str:
+    """The type's name as users write it: ``pandas.DataFrame`` whether pandas defines
+    it in ``pandas`` (3.x) or ``pandas.core.frame`` (2.x), when the top package has it."""
     kind = type(value)
-    if kind.__module__ == "builtins":
-        return kind.__qualname__
-    return f"{kind.__module__}.{kind.__qualname__}"
+    module, name = kind.__module__, kind.__qualname__
+    if module == "builtins":
+        return name
+    top = module.partition(".")[0]
+    if getattr(sys.modules.get(top), name, None) is kind:
+        return f"{top}.{name}"
+    return f"{module}.{name}"
 
 
 # A variable named like a credential keeps its value out of the entry's metadata.

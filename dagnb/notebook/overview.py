@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from dagnb.errors import DagnbError
+from dagnb.runtime.frames import as_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -111,9 +112,10 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
         if row["state"] not in ("succeeded", "uncached"):
             row["note"] = _waiting_for(session, row["step"]) or row["note"]
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
-    frame["cached"] = frame["cached"].fillna(False).astype(bool)
-    frame["attempts"] = frame["attempts"].fillna(0).astype("int64")
+    frame["cached"] = frame["cached"].eq(True)  # (missing: not cached)
+    frame["attempts"] = pd.to_numeric(frame["attempts"]).fillna(0).astype("int64")
     frame["exit_code"] = frame["exit_code"].astype("Int64")
+    as_text(frame, ("step", "state", "executor", "image", "error", "note"))
     blank = [c for c in ("image", "note") if frame[c].isna().all()]
     return frame.drop(columns=blank)  # no column of blanks (image: a local notebook)
 

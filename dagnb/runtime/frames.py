@@ -15,7 +15,8 @@ from dagnb.runtime.events import Event
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "logs_frame", "status_frame", "status_rows"]
+__all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "as_text", "logs_frame", "status_frame",
+           "status_rows"]
 
 STATUS_COLUMNS = [
     "step",
@@ -84,6 +85,16 @@ def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataF
     frame["attempts"] = frame["attempts"].astype("int64")
     frame["cached"] = frame["cached"].astype(bool)
     frame["duration_s"] = frame["duration_s"].astype("float64")
+    return as_text(frame, ("step", "state", "executor", "image", "error"))
+
+
+def as_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
+    """``columns`` as Python strings, None where missing: the same frame, shown the same
+    way (None, not NaN), under pandas 2 (object columns) and 3 (``str`` columns)."""
+    for column in columns:
+        if column in frame:
+            values = frame[column].astype(object)
+            frame[column] = values.where(values.notna(), None)
     return frame
 
 
