@@ -810,12 +810,13 @@ def test_a_module_of_many_classes_is_parsed_once_for_them_and_again_once_edited(
     real_parse = ast.parse
     monkeypatch.setattr(ast, "parse", lambda source, *a, **k: parses.append(len(source))
                         or real_parse(source, *a, **k))
-    first = code_digest(module.use)
-    assert sum(size >= len(chain) for size in parses) == 1  # (inspect: once a class)
+    once = 0 if sys.version_info >= (3, 13) else 1  # (3.13's inspect reads where a class
+    first = code_digest(module.use)                 # starts, with no parse)
+    assert sum(size >= len(chain) for size in parses) == once  # (inspect: once a class)
     (tmp_path / "chained_classes.py").write_text(text.replace("n = 30", "n = 300"))
     module.C30.n = 300  # (the class as its edited file says)
     assert code_digest(module.use) != first
-    assert sum(size >= len(chain) for size in parses) == 2
+    assert sum(size >= len(chain) for size in parses) == 2 * once
 
 
 FEATURES = """

@@ -115,3 +115,7 @@ def test_notebook_paths_give_one_line(shell, tmp_path):
         ip.run_line_magic("dagger", "save /no/such/folder/x.yml")
     with pytest.raises(UsageError, match="nests too deeply"):
         ip.run_cell_magic("dagger", "deep --param x=" + "[" * 3000 + "]" * 3000, "echo hi")
+    with pytest.raises(UsageError, match=r"more than 64 levels"):  # (3.13's json takes 3000)
+        ip.run_cell_magic("dagger", "deep --param x=" + "[" * 65 + "]" * 65, "echo hi")
+    ip.run_cell_magic("dagger", "deep --param x=" + "[" * 64 + "]" * 64 + " --no-cache",
+                      "echo hi")  # (as deep as a workflow's YAML may nest)

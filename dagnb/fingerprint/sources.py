@@ -45,7 +45,8 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
     if node is None:
         return None
     _strip_docstrings(node)
-    return ast.dump(node, annotate_fields=False, include_attributes=False), ast.unparse(node)
+    text = ast.unparse(node)
+    return _dumped(node), text
 
 
 def _function_lines(func: Any) -> list[str] | None:
@@ -189,18 +190,36 @@ def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
                 node.name == code.co_name):
             node.decorator_list = []
             _strip_docstrings(node)
-            return (ast.dump(node, annotate_fields=False, include_attributes=False),
-                    ast.unparse(node))
+            text = ast.unparse(node)
+            return _dumped(node), text
     return None
 
 
+# Python 3.12 gave definitions ``type_params`` (PEP 695), and 3.13's ast.dump leaves
+# empty fields out: definitions without type parameters are dumped as 3.10 and 3.11 dump
+# them, so that the same code has the same key on every Python.
+_SHOW_EMPTY: dict[str, bool] = {"show_empty": True} if sys.version_info >= (3, 13) else {}
+_GENERIC = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)
+
+
+def _dumped(node: ast.AST) -> str:
+    """``ast.dump`` of ``node`` as Python 3.10 writes it. Removes the empty
+    ``type_params`` of the definitions in ``node`` (unparse it first)."""
+    if sys.version_info >= (3, 12):
+        for child in ast.walk(node):
+            if isinstance(child, _GENERIC) and not child.type_params:
+                del child.type_params
+    return ast.dump(node, annotate_fields=False, include_attributes=False, **_SHOW_EMPTY)
+
+
 def _lines_are_of(cls: type, start: int, end: int) -> bool:
-    """Whether the lines found for ``cls`` are its own: before Python 3.13, ``inspect``
-    gives a class redefined under one name in a file its first definition. Its own hold
-    its methods (3.13 says where it starts)."""
+    """Whether the lines found for ``cls`` are its own and hold all it has: before
+    Python 3.13, ``inspect`` gives a class redefined under one name in a file its first
+    definition (3.13 says where it starts); and a function assigned to it since, from
+    elsewhere, is not in its lines on any Python."""
     first = getattr(cls, "__firstlineno__", None)
-    if type(first) is int:
-        return first == start
+    if type(first) is int and first != start:
+        return False
     try:
         file = inspect.getsourcefile(cls)
     except TypeError:

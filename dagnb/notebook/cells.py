@@ -46,15 +46,35 @@ _counter = itertools.count(1)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
+_MAX_DEPTH = 64  # as a workflow's YAML (Python 3.13's json parses far deeper)
+_TOO_DEEP = object()
+
+
 def parse_value(text: str) -> Any:
     """JSON when the text parses as JSON (``3``, ``true``, ``[1, 2]``), else the string."""
     try:
-        return json.loads(text)
+        value = json.loads(text)
     except ValueError:
         return text
     except RecursionError:
-        raise InvalidStepError(f"value {text[:20]!r}... nests too deeply; pass it as a "
-                               "file instead") from None
+        value = _TOO_DEEP
+    if value is _TOO_DEEP or _nests_deeper(value, _MAX_DEPTH):
+        raise InvalidStepError(f"value {text[:20]!r}... nests too deeply (more than "
+                               f"{_MAX_DEPTH} levels); pass it as a file instead")
+    return value
+
+
+def _nests_deeper(value: Any, limit: int) -> bool:
+    """Whether the lists and dicts of ``value`` nest more than ``limit`` levels."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, (list, dict)):
+            if depth > limit:
+                return True
+            pending.extend((v, depth + 1) for v in (
+                item.values() if isinstance(item, dict) else item))
+    return False
 
 
 def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False
