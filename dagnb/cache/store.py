@@ -112,13 +112,13 @@ from dagnb.cache.pack import (
     PACKS,
     RECORD_LIMIT,
     TOMBSTONE,
-    PackWriter,
     Record,
-    compact,
     encode,
     index_of,
     iter_pack_files,
 )
+from dagnb.cache.pack_compact import compact
+from dagnb.cache.pack_writer import PackWriter
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
