@@ -505,7 +505,7 @@ def test_a_pack_read_after_the_dicts_were_made_gets_one_at_once(tmp_path):
 
 @pytest.mark.parametrize("size", [0, 100, 65535, 65536, 65537, 200_000])
 def test_a_keys_file_is_read_whole_whatever_its_size(tmp_path, size):
-    from dagnb.cache.pack import _read_whole
+    from dagnb.cache.pack_keys import _read_whole
 
     path = tmp_path / "f"
     data = bytes(i % 251 for i in range(size))

@@ -16,6 +16,9 @@ from pack_helpers import packs as _packs
 from pack_helpers import save as _save
 
 import dagnb.cache.pack as pack
+import dagnb.cache.pack_compact as pack_compact
+import dagnb.cache.pack_keys as pack_keys
+import dagnb.cache.pack_records as pack_records
 import dagnb.cache.store as store_module
 from dagnb.cache import Store
 from dagnb.cache.pack import ENTRY, Record, encode
@@ -220,7 +223,7 @@ def test_a_reader_racing_a_compaction_never_serves_a_removed_entry(tmp_path, mon
         state["mapped"] += 1
         if state["mapped"] == 1:  # another process compacts while this one reads
             with isolated():
-                assert pack.compact(pack.index_of(f"{location}/.packs"))
+                assert pack_compact.compact(pack.index_of(f"{location}/.packs"))
         return data
 
     with isolated():
@@ -248,7 +251,7 @@ def test_a_writer_never_adopts_a_pack_a_compaction_just_removed(tmp_path, monkey
             if not state["done"] and operation == fcntl.LOCK_EX | fcntl.LOCK_NB:
                 state["done"] = True  # another process compacts between open and flock
                 with isolated():
-                    assert pack.compact(pack.index_of(f"{location}/.packs"))
+                    assert pack_compact.compact(pack.index_of(f"{location}/.packs"))
             return real_flock(descriptor, operation)
 
         monkeypatch.setattr(pack.fcntl, "flock", flock)
@@ -333,7 +336,7 @@ def test_a_reader_between_a_compactions_removals_never_serves_a_removed_entry(
 
     with isolated():
         monkeypatch.setattr(pack.os, "unlink", unlink)
-        assert pack.compact(pack.index_of(f"{location}/.packs"))
+        assert pack_compact.compact(pack.index_of(f"{location}/.packs"))
         monkeypatch.undo()
     assert kept and tombstones not in [p.name for p in _packs(location)]
     with isolated():  # the compacted pack and the entries: the tombstones came along
@@ -357,7 +360,7 @@ def test_a_listing_that_missed_a_compactions_packs_is_taken_again(tmp_path, monk
         if state["lists"] == 1:
             with isolated():
                 monkeypatch.setattr(pack.os, "unlink", unlink)
-                assert pack.compact(pack.index_of(f"{location}/.packs"))
+                assert pack_compact.compact(pack.index_of(f"{location}/.packs"))
                 monkeypatch.setattr(pack.os, "unlink", real_unlink)
             return [entries]
         return real_listdir(path)
@@ -382,7 +385,7 @@ def test_a_compaction_bumps_the_generation_before_it_removes_a_pack(tmp_path, mo
         pack.os, "unlink", lambda p: (seen.append(generation.stat().st_size), real_unlink(p))
     )
     with isolated():
-        assert pack.compact(pack.index_of(f"{location}/.packs"))
+        assert pack_compact.compact(pack.index_of(f"{location}/.packs"))
     assert seen and all(size > before for size in seen)
 
 
@@ -626,19 +629,19 @@ def _write_keyed(path: Path, covered: int, *records: tuple[str, int]) -> None:
 
     _write_records(path, *records)
     data = path.read_bytes()
-    head = pack._keys_head(path.name)
+    head = pack_keys._keys_head(path.name)
     hasher, entries, offset = xxhash.xxh3_64(head), [head], 0
     for _ in range(covered):
         record_end = _record_end(data, offset)
-        entries.append(pack._key_entry(hasher, pack._record_needle(data, offset), offset,
-                                       record_end - offset))
+        needle = pack_records._record_needle(data, offset)
+        entries.append(pack_keys._key_entry(hasher, needle, offset, record_end - offset))
         offset = record_end
     path.with_name(path.name + ".keys").write_bytes(b"".join(entries))
 
 
 def _record_end(data: bytes, offset: int) -> int:
-    length = pack._FRAME.unpack_from(data, offset)[1]
-    return offset + pack._HEAD.size + length + pack._TAIL.size
+    length = pack_records._FRAME.unpack_from(data, offset)[1]
+    return offset + pack_records._HEAD.size + length + pack_records._TAIL.size
 
 
 def test_in_one_pack_the_later_record_wins_through_its_keys_file(tmp_path):
@@ -679,7 +682,7 @@ def test_a_compaction_syncs_the_new_packs_keys_file_before_putting_it_in_place(
     events = [e for e in events if e in ("fsync", "keys", "pack")]  # (not the folders')
     assert events[:4] == ["fsync", "keys", "fsync", "pack"]
     (new,) = _packs(tmp_path / "c")
-    assert pack._read_keys(str(new), new.name, new.stat().st_size) is not None
+    assert pack_keys._read_keys(str(new), new.name, new.stat().st_size) is not None
 
 
 def test_a_hit_found_through_a_keys_file_sees_another_process_remove_it(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from pack_helpers import packs, save
 
-from dagnb.cache import DamagedEntryWarning, Store
+from dagnb.cache import DamagedEntryWarning, Store, pack_compact, pack_keys, pack_records
 from dagnb.cache import pack as pack_module
 from dagnb.cache import sealed as sealed_module
 from dagnb.cache.sealed import SEAL_FROM, should_seal
@@ -62,11 +62,11 @@ def test_a_pack_let_go_of_with_enough_entries_is_found_without_its_keys_file(
     (pack,) = packs(tmp_path / "c")
     assert _index(pack).exists()
     read = []
-    real = pack_module._read_whole
-    monkeypatch.setattr(pack_module, "_read_whole", lambda p: (read.append(p), real(p))[1])
+    real = pack_keys._read_whole
+    monkeypatch.setattr(pack_keys, "_read_whole", lambda p: (read.append(p), real(p))[1])
     keys = ["k0", f"k{SEAL_FROM // 2}", f"k{SEAL_FROM - 1}", "absent"]
     assert _fresh(tmp_path / "c", keys) == (
-        [0, SEAL_FROM // 2, SEAL_FROM - 1, None], {pack_module._SealedKeys})
+        [0, SEAL_FROM // 2, SEAL_FROM - 1, None], {pack_keys._SealedKeys})
     assert read == []  # no keys file read
 
 
@@ -74,7 +74,7 @@ def test_a_small_pack_is_not_sealed(tmp_path):
     _filled(tmp_path / "c", SEAL_FROM - 1)
     (pack,) = packs(tmp_path / "c")
     assert not _index(pack).exists()
-    assert _fresh(tmp_path / "c", ["k0"]) == ([0], {pack_module._Keys})
+    assert _fresh(tmp_path / "c", ["k0"]) == ([0], {pack_keys._Keys})
 
 
 def test_what_a_pack_gained_since_it_was_sealed_is_read_from_the_pack(tmp_path):
@@ -88,10 +88,10 @@ def test_what_a_pack_gained_since_it_was_sealed_is_read_from_the_pack(tmp_path):
         assert writer.remove("s", "k0")
         save(writer, "s", "k1", "replaced")
         assert _fresh(tmp_path / "c", keys) == (
-            [None, "replaced", 2, "n"], {pack_module._SealedKeys})
+            [None, "replaced", 2, "n"], {pack_keys._SealedKeys})
         writer.close()  # three entries more: not worth sealing again
     assert _index(pack).read_bytes() == sealed
-    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_module._SealedKeys})
+    assert _fresh(tmp_path / "c", keys) == ([None, "replaced", 2, "n"], {pack_keys._SealedKeys})
 
 
 def test_a_pack_that_gained_more_than_a_short_tail_is_read_through_its_keys_file(tmp_path):
@@ -101,7 +101,7 @@ def test_a_pack_that_gained_more_than_a_short_tail_is_read_through_its_keys_file
         for i in range(SEAL_FROM // 2):  # ~90 KiB: more than a walk is worth
             save(writer, "t", f"more{i}", "x" * 500)
         assert writer.remove("s", "k0")
-        assert _fresh(tmp_path / "c", ["k0", "k1"]) == ([None, 1], {pack_module._Keys})
+        assert _fresh(tmp_path / "c", ["k0", "k1"]) == ([None, 1], {pack_keys._Keys})
         writer.close()
 
 
@@ -116,7 +116,7 @@ def test_a_pack_that_grew_by_enough_is_sealed_again(tmp_path):
         writer.close()
     assert packs(tmp_path / "c") == [pack]
     assert _fresh(tmp_path / "c", ["k0", "k1", f"more{SEAL_FROM - 1}"]) == (
-        [None, 1, SEAL_FROM - 1], {pack_module._SealedKeys})
+        [None, 1, SEAL_FROM - 1], {pack_keys._SealedKeys})
 
 
 def test_process_exit_seals_the_pack_a_memory_wrote(tmp_path):
@@ -231,7 +231,7 @@ def test_many_lookups_through_a_sealed_index_make_a_dict(tmp_path):
         fresh = Store(tmp_path / "c", read_only=True)
         found = [fresh.lookup("s", f"k{i}") for i in range(0, SEAL_FROM, 3)]
         (keys,) = fresh._packs._keyed.values()
-        assert isinstance(keys, pack_module._SealedKeys) and keys.found is not None
+        assert isinstance(keys, pack_keys._SealedKeys) and keys.found is not None
         assert [e.result() for e in found] == list(range(0, SEAL_FROM, 3))
         assert fresh.lookup("s", "absent") is None
 
@@ -249,7 +249,7 @@ def test_a_damaged_or_cut_sealed_index_never_changes_what_is_served(tmp_path, sm
     whole = index.read_bytes()
     keys = [f"k{i}" for i in range(8)]
     right = list(range(8))
-    assert _fresh(tmp_path / "c", keys) == (right, {pack_module._SealedKeys})
+    assert _fresh(tmp_path / "c", keys) == (right, {pack_keys._SealedKeys})
     for cut in range(len(whole)):
         index.write_bytes(whole[:cut])
         assert _fresh(tmp_path / "c", keys)[0] == right, cut
@@ -262,7 +262,7 @@ def test_a_damaged_or_cut_sealed_index_never_changes_what_is_served(tmp_path, sm
     index.write_bytes(bytes(len(whole)))  # blocks that read as zeros after a power loss
     assert _fresh(tmp_path / "c", keys)[0] == right
     index.unlink()
-    assert _fresh(tmp_path / "c", keys) == (right, {pack_module._Keys})
+    assert _fresh(tmp_path / "c", keys) == (right, {pack_keys._Keys})
 
 
 _OLDER = [f"K{i}" for i in range(20)]
@@ -300,9 +300,9 @@ def test_damage_to_a_sealed_index_never_lets_an_older_record_of_another_pack_win
     index = _older_elsewhere(tmp_path / "c", remove)
     want = [None if remove else "new", 5]
     assert _fresh(tmp_path / "c", ["K0", "k5"]) == (
-        want, {pack_module._Keys, pack_module._SealedKeys})  # (Q is too small to seal)
+        want, {pack_keys._Keys, pack_keys._SealedKeys})  # (Q is too small to seal)
     whole = index.read_bytes()
-    at = whole.find(xxhash.xxh3_128_digest(pack_module._needle("s", "K0")))
+    at = whole.find(xxhash.xxh3_128_digest(pack_records._needle("s", "K0")))
     assert at > 0
     for where in (at, at + 15, at + 20):  # K's digest, its place
         damaged = bytearray(whole)
@@ -332,13 +332,13 @@ def test_an_index_naming_a_place_past_what_a_read_can_reach_is_not_an_error(tmp_
     (pack,) = packs(tmp_path / "c")
     keys_file = pack.with_name(pack.name + ".keys")
     blob = bytearray(keys_file.read_bytes())
-    target = xxhash.xxh3_128_digest(pack_module._needle("s", "k5"))
+    target = xxhash.xxh3_128_digest(pack_records._needle("s", "k5"))
     at = blob.rfind(target)
     blob[at + 16:at + 24] = (2**64 - 1).to_bytes(8, "little")
     size = pack.stat().st_size
     last = int.from_bytes(blob[-20:-12], "little")
-    write_sealed(str(pack), pack_module._name_digest(pack.name), bytes(blob), 16,
-                 pack_module._KEY, size, pack.read_bytes()[last:last + 16])
+    write_sealed(str(pack), pack_keys._name_digest(pack.name), bytes(blob), 16,
+                 pack_keys._KEY, size, pack.read_bytes()[last:last + 16])
     assert _fresh(tmp_path / "c", ["k5", "k6"])[0] == [5, 6]
 
 
@@ -357,7 +357,7 @@ def test_a_pack_whose_last_record_is_not_the_one_its_index_names_is_read_through
     assert len(other) == _last_length(data)
     pack.write_bytes(data[:-len(other)] + other)
     assert _fresh(tmp_path / "c", [record.key, "k0"]) == (
-        [SEAL_FROM - 1, 0], {pack_module._Keys})
+        [SEAL_FROM - 1, 0], {pack_keys._Keys})
 
 
 def _last_length(pack_bytes: bytes) -> int:
@@ -400,7 +400,7 @@ def test_a_sealed_index_that_lies_is_never_a_wrong_hit(tmp_path, small_seals):
 def test_compaction_seals_the_new_pack_and_removes_the_old_ones_index(
     tmp_path, small_seals, monkeypatch
 ):
-    monkeypatch.setattr(pack_module, "COMPACT_FROM", 0)
+    monkeypatch.setattr(pack_compact, "COMPACT_FROM", 0)
     store = _filled(tmp_path / "c", 40)
     (old,) = packs(tmp_path / "c")
     assert _index(old).exists()
@@ -410,7 +410,7 @@ def test_compaction_seals_the_new_pack_and_removes_the_old_ones_index(
     (new,) = packs(tmp_path / "c")
     assert new != old and not _index(old).exists() and _index(new).exists()
     assert _fresh(tmp_path / "c", ["k0", "k30", "k39"]) == (
-        [None, 30, 39], {pack_module._SealedKeys})
+        [None, 30, 39], {pack_keys._SealedKeys})
 
 
 def test_clearing_the_cache_removes_the_sealed_indexes(tmp_path):
@@ -423,14 +423,14 @@ def test_an_index_sealed_while_another_process_clears_the_cache_is_not_left_behi
     tmp_path, monkeypatch
 ):
     store = _filled(tmp_path / "c", SEAL_FROM, close=False)
-    real = pack_module.write_sealed
+    real = pack_keys.write_sealed
 
     def cleared_meanwhile(*args, **kwargs):  # the clear lists the folder before the rename
         with isolated():
             Store(tmp_path / "c").clear()
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(pack_module, "write_sealed", cleared_meanwhile)
+    monkeypatch.setattr(pack_keys, "write_sealed", cleared_meanwhile)
     store.close()
     assert sorted(p.name for p in (tmp_path / "c" / ".packs").iterdir()) == ["generation"]
 
@@ -461,7 +461,7 @@ def test_a_forked_child_never_serves_what_a_walk_cut_short_at_the_fork_left(
         assert store.lookup("s", "k1").result() == 1
         index = store._packs
         sealed = next(n for n, k in index._keyed.items()
-                      if isinstance(k, pack_module._SealedKeys))
+                      if isinstance(k, pack_keys._SealedKeys))
         others = {n: k for n, k in index._keyed.items() if n != sealed}
         index._keyed = {**others, sealed: index._keyed[sealed]}  # the other pack first
         inside, go = threading.Event(), threading.Event()
@@ -537,7 +537,7 @@ def test_a_crafted_index_with_a_huge_or_cut_bucket_is_not_an_error(tmp_path):
     whole = bytearray(_index(pack).read_bytes())
     head, bucket_size = sealed_module._HEAD, sealed_module._BUCKET
     bits, count = head.unpack_from(whole)[2], head.unpack_from(whole)[5]
-    target = xxhash.xxh3_128_digest(pack_module._needle("s", "k5"))
+    target = xxhash.xxh3_128_digest(pack_records._needle("s", "k5"))
     bucket = int.from_bytes(target[:4], "big") >> (32 - bits)
     huge = bytearray(whole)
     _recrafted_head(huge, count=2**32 - 1)
@@ -555,7 +555,7 @@ def test_a_crafted_index_with_a_huge_or_cut_bucket_is_not_an_error(tmp_path):
                                               seed=last_bucket))
     _index(pack).write_bytes(bytes(cut))
     key = next(f"k{i}" for i in range(600)
-               if xxhash.xxh3_128_digest(pack_module._needle("s", f"k{i}")) == last)
+               if xxhash.xxh3_128_digest(pack_records._needle("s", f"k{i}")) == last)
     assert _fresh(tmp_path / "c", [key])[0] == [int(key[1:])]
 
 
@@ -571,4 +571,4 @@ def test_a_writer_seals_again_a_pack_whose_index_is_damaged(tmp_path):
         writer.close()
     assert _index(pack).read_bytes() != bytes(damaged)
     # (a damaged index would be distrusted: the packs walked, no index in use)
-    assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_module._SealedKeys})
+    assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_keys._SealedKeys})

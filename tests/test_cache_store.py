@@ -484,7 +484,7 @@ def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
 
 
 def test_a_hit_checks_small_files_with_the_digest_they_were_saved_with(tmp_path):
-    from dagnb.cache.store import _small_file_digest
+    from dagnb.cache.entry_files import _small_file_digest
     from dagnb.fingerprint import path_digest
 
     for data in (b"", b"12", bytes(range(256)) * 20):

@@ -3,13 +3,13 @@
 Life cycle of an entry: the runner gets a fresh output directory
 (:meth:`Store.scratch_dir`), runs the step into it, and hands it to :meth:`Store.save`,
 which writes the logs and the metadata (each file's size, and the digest of each file
-up to ``DIGEST_LIMIT``) into a temporary entry directory, only then moves the outputs in
-(so a full disk leaves them where the step wrote them), and has the backend put the
-whole into place: a reader sees a whole entry or none. Nothing is fsync'ed: a crash or
-power loss may tear a file of a finished entry, and the first lookup in a process then
-finds a size or a small file's digest that differs from the recorded one and treats the
-entry as damaged (a miss, set aside, run again). ``dagnb cache verify`` re-hashes every
-file.
+up to ``DIGEST_LIMIT``: :mod:`dagnb.cache.entry_files`) into a temporary entry
+directory, only then moves the outputs in (so a full disk leaves them where the step
+wrote them), and has the backend put the whole into place: a reader sees a whole entry
+or none. Nothing is fsync'ed: a crash or power loss may tear a file of a finished
+entry, and the first lookup in a process then finds a size or a small file's digest
+that differs from the recorded one and treats the entry as damaged (a miss, set aside,
+run again). ``dagnb cache verify`` re-hashes every file.
 A *small* entry (no output files, a record under 64 KiB with its metadata, lines and
 an inline result) is not a folder on the local backend: it is one record appended to
 this store's pack (:mod:`dagnb.cache.pack`), no ``mkdir``, no ``rename``, one
@@ -74,6 +74,36 @@ from dagnb.cache.backend import (
     get_backend,
     make_folder,
 )
+from dagnb.cache.entry import (
+    _COMPACT,
+    _HEAD_REQUIRED,
+    _SORTED,
+    STORE_FORMAT,
+    Entry,
+    PackedEntry,
+    _json_bytes,
+    _packed_digest,
+    _parse_meta,
+)
+from dagnb.cache.entry_files import (
+    _children,
+    _consume,
+    _digest_problem,
+    _file_sizes,
+    _has_out_files,
+    _let_owner_in,
+    _move,
+    _move_logs,
+    _mtime,
+    _no_files,
+    _put_back,
+    _size_problem,
+    _small_digests,
+    _small_logs,
+    _write_logs,
+    _write_meta,
+)
+from dagnb.cache.eviction import _age_seconds, _bytes, _items_to_delete
 from dagnb.cache.forks import renew_in_child
 from dagnb.cache.journal import AccessJournal, Totals
 from dagnb.cache.keys import StepKey
@@ -82,39 +112,26 @@ from dagnb.cache.pack import (
     PACKS,
     RECORD_LIMIT,
     TOMBSTONE,
-    PackWriter,
     Record,
-    compact,
     encode,
     index_of,
     iter_pack_files,
 )
+from dagnb.cache.pack_compact import compact
+from dagnb.cache.pack_writer import PackWriter
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
-from dagnb.fingerprint import directory_digest, new_hasher, path_digest, text_digest
+from dagnb.fingerprint import directory_digest
 from dagnb.model.results import (
-    NO_RESULT,
     RESULT_FILES,
     decode_inline,
-    load_result,
     save_result,
 )
 from dagnb.model.step import parse_duration
 
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "SessionStore", "Store"]
 
-STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
-_REQUIRED = frozenset(
-    {"step", "key", "format", "created", "expires", "output_digest", "components"})
-_HEAD_REQUIRED = _REQUIRED - {"components"}  # a packed entry's head: components in the rest
-# What a hit reads of a packed entry: parsed at once; the rest (components, describe,
-# files, logs) only when someone reads ``entry.meta``.
-_HEAD_FIELDS = frozenset({
-    "format", "step", "key", "created", "expires", "duration_s", "exit_code",
-    "output_digest", "size_bytes", "hits", "last_used", "has_result", "log_lines",
-    "packed", "inline", "provenance",
-})
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 _DAMAGED = ".damaged"
@@ -128,263 +145,6 @@ _SET_ASIDE_KEPT = 100_000  # (a long-lived process that never asks keeps no more
 
 class DamagedEntryWarning(UserWarning):
     """A cache entry could not be read; it was moved aside and treated as a miss."""
-
-
-class Entry:
-    """One cached result of one step.
-
-    Attributes
-    ----------
-    step, key
-        The step name and the key digest.
-    path
-        The entry directory; ``out_dir`` holds the output files.
-    meta
-        The metadata as saved (created, expires, duration_s, exit_code, components,
-        describe, output_digest, size_bytes, has_result, ...).
-    version
-        The backend's version of the entry when it was read.
-    """
-
-    def __init__(
-        self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
-    ) -> None:
-        self.step, self.key, self._path, self.meta, self.version = step, key, path, meta, version
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}(step={self.step!r}, key={self.key!r}, path={self._path!r})"
-
-    @property
-    def path(self) -> Path:
-        """The entry directory."""
-        return self._path
-
-    @functools.cached_property
-    def out_dir(self) -> Path:
-        """The directory of the step's output files."""
-        return self.path / "out"
-
-    @property
-    def out_ref(self) -> str | os.PathLike[str]:
-        """Where the outputs are, as text (a packed entry's folder made when first used)."""
-        return self._out_text
-
-    @property
-    def log_file(self) -> Path:
-        """The file of the captured lines (absent when the step printed nothing)."""
-        return self.path / "logs.jsonl"
-
-    @property
-    def inline(self) -> Mapping[str, Any] | None:
-        """The result kept in the metadata itself (``meta["inline"]``), or None."""
-        return self.meta.get("inline")
-
-    @functools.cached_property
-    def _out_text(self) -> str:
-        return f"{self._path}/out"  # a str: checked on every hit, Path costs two calls
-
-    @property
-    def output_digest(self) -> str:
-        """Digest of the output directory; downstream keys use it (early cutoff)."""
-        return self.meta["output_digest"]
-
-    @property
-    def created(self) -> float:
-        """When the entry was saved (seconds since the epoch, the store's clock)."""
-        return self.meta["created"]
-
-    @property
-    def expires(self) -> float | None:
-        """When the entry expires, or None."""
-        return self.meta["expires"]
-
-    def expired(self, now: float) -> bool:
-        """Whether the entry's TTL has passed at ``now``."""
-        return self.expires is not None and self.expires <= now
-
-    def logs(self) -> list[dict[str, Any]]:
-        """The captured log lines: dicts with time, attempt, stream, line."""
-        return list(self.iter_logs())
-
-    def iter_logs(self) -> Iterator[dict[str, Any]]:
-        """:meth:`logs` one line at a time, read as they are asked for: replaying a
-        gigabyte of logs costs one line of memory. Undecodable bytes are replaced and
-        torn lines skipped (a damaged log is not an error)."""
-        if self.meta.get("log_lines") == 0:
-            return
-        try:
-            with open(self.path / "logs.jsonl", encoding="utf-8", errors="replace") as handle:
-                for line in handle:
-                    record = _log_record(line)
-                    if record:
-                        yield record
-        except OSError:  # gone or unreadable: nothing to replay
-            return
-
-    def result(self) -> Any:
-        """The step's Python result, or ``NO_RESULT``."""
-        inline = self.meta.get("inline")
-        if inline is not None:  # a small result kept in the metadata itself
-            return decode_inline(inline)
-        return load_result(self._out_text)
-
-    def verify(self) -> bool:
-        """Re-hash the output files (no stat cache) and compare with the saved digest."""
-        if self.meta.get("packed"):  # a packed entry pushed or pulled as a folder
-            return _inline_digest(self.meta.get("inline")) == self.output_digest
-        try:
-            return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
-        except OSError:
-            return False
-
-
-class PackedEntry(Entry):
-    """An entry kept as a record of a pack (:mod:`dagnb.cache.pack`): its metadata, logs
-    and result are in memory; its folder (``path``, ``out_dir``, ``log_file``) is made
-    from them under ``.unpacked`` the first time someone asks for it."""
-
-    def __init__(
-        self, step: str, key: str, path: str, head: dict[str, Any], rest: bytes,
-        version: Hashable, unpack: Callable[[PackedEntry], None],
-    ) -> None:
-        self.step, self.key, self.version = step, key, version
-        self._folder = path  # text: a Path is made only if the folder is asked for
-        self._head, self._rest = head, rest
-        self._unpack = unpack
-        self._unpacked = False
-
-    @functools.cached_property
-    def meta(self) -> Mapping[str, Any]:  # type: ignore[override]
-        """The metadata: the head at once, the rest of the record parsed on first use."""
-        return _PackedMeta(self._head, self._rest)
-
-    @property
-    def inline(self) -> Mapping[str, Any] | None:
-        return self._head.get("inline")
-
-    @property
-    def output_digest(self) -> str:
-        return self._head["output_digest"]
-
-    @property
-    def created(self) -> float:
-        return self._head["created"]
-
-    @property
-    def expires(self) -> float | None:
-        return self._head["expires"]
-
-    @functools.cached_property
-    def _path(self) -> Path:  # type: ignore[override]
-        return Path(self._folder)
-
-    @property
-    def path(self) -> Path:
-        if not self._unpacked:
-            self._unpack(self)
-            self._unpacked = True
-        return self._path
-
-    @property
-    def out_ref(self) -> os.PathLike[str]:
-        return _Unpacked(self, "out")
-
-    @property
-    def log_file(self) -> Path:
-        return _Unpacked(self, "logs.jsonl")  # type: ignore[return-value]  # Path-like
-
-    def iter_logs(self) -> Iterator[dict[str, Any]]:
-        if self._head.get("log_lines") == 0:
-            return
-        yield from self.meta.get("packed_logs") or ()
-
-    def result(self) -> Any:
-        inline = self._head.get("inline")
-        return NO_RESULT if inline is None else decode_inline(inline)
-
-    def verify(self) -> bool:
-        """The record was checked against its digest when read; its result still gives
-        the output digest it was saved with."""
-        return _inline_digest(self._head.get("inline")) == self.output_digest
-
-
-class _PackedMeta(Mapping[str, Any]):
-    """A packed entry's metadata: what a hit reads (exit code, provenance, inline result,
-    times) from the head parsed with the entry; components, descriptions and logs from
-    the rest of the record, parsed only if someone asks for them."""
-
-    __slots__ = ("_head", "_rest", "_whole")
-
-    def __init__(self, head: dict[str, Any], rest: bytes) -> None:
-        self._head, self._rest = head, rest
-        self._whole: dict[str, Any] | None = None
-
-    def __getitem__(self, name: str) -> Any:
-        if name in self._head:
-            return self._head[name]
-        if name in _HEAD_FIELDS:
-            raise KeyError(name)  # a head field the entry has not: no need for the rest
-        return self._all()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._all())
-
-    def __len__(self) -> int:
-        return len(self._all())
-
-    def _all(self) -> dict[str, Any]:
-        if self._whole is None:
-            try:
-                rest = json.loads(self._rest) if self._rest else {}
-            except ValueError:  # the record's digest held: a record of another format
-                rest = {}
-            self._whole = {**(rest if isinstance(rest, dict) else {}), **self._head}
-        return self._whole
-
-
-class _Unpacked(os.PathLike):  # type: ignore[type-arg]
-    """A file or folder of a packed entry, made only when used as a path."""
-
-    __slots__ = ("_entry", "_name")
-
-    def __init__(self, entry: PackedEntry, name: str) -> None:
-        self._entry, self._name = entry, name
-
-    def __fspath__(self) -> str:
-        return f"{self._entry.path}/{self._name}"
-
-    def __str__(self) -> str:
-        return f"{self._entry._folder}/{self._name}"
-
-    def __repr__(self) -> str:
-        return f"<packed {self._name} of {self._entry.step}/{self._entry.key[:12]}>"
-
-    def __getattr__(self, name: str) -> Any:  # exists(), read_text(), ... on the made folder
-        return getattr(Path(self.__fspath__()), name)
-
-    def __truediv__(self, other: str) -> Path:
-        return Path(self.__fspath__()) / other
-
-
-# ASCII out: a str may hold lone surrogates (os.fsdecode of a non-UTF-8 file name),
-# which a UTF-8 encode refuses and a \u escape keeps
-_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
-_SORTED = json.JSONEncoder(sort_keys=True).encode  # made once: json.dumps with options
-#                                                   makes an encoder per call
-
-
-def _json_bytes(value: Any) -> bytes:
-    return _COMPACT(value).encode()
-
-
-def _inline_digest(inline: Any) -> str:
-    return _packed_digest(None if inline is None else _SORTED(inline))
-
-
-def _packed_digest(inline_text: str | None) -> str:
-    """The output digest of a packed entry: of its inline result (it has no files), as
-    JSON with sorted keys."""
-    return text_digest("packed:" + ("none" if inline_text is None else inline_text))
 
 
 _LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
@@ -1203,47 +963,6 @@ class Store:
         return items
 
 
-def _items_to_delete(
-    items: list[tuple[Entry, float, int]],
-    bytes_limit: int | None,
-    items_limit: int | None,
-    age_limit: float | None,
-    now: float,
-) -> list[Entry]:
-    """joblib's ``_get_items_to_delete``: oldest use first until every limit holds."""
-    if not items:
-        return []
-    excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
-    excess_items = len(items) - items_limit if items_limit is not None else 0
-    deadline = None if age_limit is None else now - age_limit
-    doomed: list[Entry] = []
-    freed = 0
-    for entry, last_used, size in sorted(items, key=lambda item: item[1]):
-        too_old = deadline is not None and last_used <= deadline
-        if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
-            break
-        doomed.append(entry)
-        freed += size
-    return doomed
-
-
-def _bytes(limit: int | str | None) -> int | None:
-    if limit is None or isinstance(limit, int):
-        return limit
-    from joblib.disk import memstr_to_bytes  # joblib's "10M" / "1G" parser
-
-    try:
-        return int(memstr_to_bytes(limit))
-    except ValueError:
-        raise CacheError(f"bytes_limit {limit!r} is not a size; use bytes or '10M', '1G'") from None
-
-
-def _age_seconds(limit: timedelta | float | str | None) -> float | None:
-    if isinstance(limit, timedelta):
-        return limit.total_seconds()
-    return parse_duration(limit, what="age_limit")
-
-
 async def acquire(lock: Lock) -> None:
     """Take ``lock``: at once when it is free (most misses meet no other process), else
     in a worker thread. Should the wait be cancelled, the thread may still get it: it
@@ -1263,253 +982,11 @@ def _release_if_acquired(done: asyncio.Future[Any], lock: Lock) -> None:
         lock.release()
 
 
-_SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
-
-
-def _json(raw: bytes) -> Any:
-    """``json.loads(raw)``, by its C scanner alone when ``raw`` is UTF-8 JSON with
-    nothing around it (what dagnb writes): a hit parses one such head."""
-    try:
-        text = raw.decode()
-        value, end = _SCAN(text, 0)
-        if end == len(text):
-            return value
-    except (ValueError, StopIteration):
-        pass
-    return json.loads(raw)  # whitespace around it, another encoding, or the error
-
-
-def _parse_meta(
-    raw: bytes, step_name: str, key: str, required: frozenset[str] = _REQUIRED
-) -> tuple[dict[str, Any], str | None]:
-    try:
-        meta = _json(raw)
-    except ValueError:
-        return {}, "meta.json is not valid JSON"
-    if type(meta) is not dict or not required <= meta.keys():
-        return {}, "meta.json lacks required fields"
-    if meta["format"] != STORE_FORMAT:
-        return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
-    if meta["step"] != step_name or meta["key"] != key:
-        return {}, "meta.json belongs to another entry"
-    created, expires = meta["created"], meta["expires"]
-    if type(created) not in _TIMES or not (expires is None or type(expires) in _TIMES):
-        return {}, f"its times are not numbers (expires {expires!r})"
-    if not isinstance(meta["output_digest"], str):
-        return {}, "its output digest is not text"
-    return meta, None
-
-
-_TIMES = (int, float)  # (not bool, nor a subclass: what json.loads makes of a number)
-
-
-def _log_record(line: str) -> dict[str, Any] | None:
-    """One captured line, or None for a blank or torn one (a damaged log is not an error)."""
-    try:
-        record = json.loads(line) if line.strip() else None
-    except ValueError:
-        return None
-    return record if isinstance(record, dict) else None
-
-
-def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
-    """Every file under ``root`` (``prefix/`` + relative path -> bytes), what a hit
-    checks the entry's files against."""
-    sizes = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            sizes[os.path.join(prefix, os.path.relpath(path, root))] = os.stat(path).st_size
-    return sizes
-
-
-def _put_back(moved: Path, out: Path) -> None:
-    """After a failed save, return the outputs to where the step wrote them."""
-    if os.path.exists(moved) and not os.path.exists(out):
-        with contextlib.suppress(OSError):
-            shutil.move(os.fspath(moved), out)
-
-
-def _has_out_files(meta: Mapping[str, Any]) -> bool:
-    """Whether the manifest lists a file under ``out/`` (whose size check finds out/)."""
-    files = meta.get("files")
-    return isinstance(files, dict) and any(name.startswith("out/") for name in files)
-
-
-def _size_problem(root: Path, files: Any) -> str | None:
-    """Why the entry's files are not those it was saved with (sizes), or None.
-
-    This is what lets a save skip fsync: after a power loss or a hand edit, a torn,
-    truncated or deleted file no longer has its recorded size, so the entry is a miss,
-    set aside, instead of being served. (Same-size damage is ``dagnb cache verify``'s,
-    which re-hashes the files.) Entries from before the manifest have none to check.
-    """
-    if not isinstance(files, dict):
-        return None
-    for relative, size in files.items():
-        try:
-            actual = os.stat(f"{root}/{relative}").st_size  # text: a hit's path
-        except OSError:
-            return f"its file {relative} is missing"
-        if actual != size:
-            return f"its file {relative} is {actual} bytes, not the {size} it was saved with"
-    return None
-
-
-DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
-
-
-def _small_digests(build: Path, out: Path, sizes: Mapping[str, int]) -> dict[str, str]:
-    """Content digests of an entry's small files (``result.json``, ``logs.jsonl``, small
-    outputs), read from ``build`` and (for ``out/...``) from ``out``: cheap to check on
-    a hit, and what catches same-size edits there."""
-    def where(relative: str) -> Path:
-        head, _, rest = relative.partition(os.sep)
-        return out / rest if head == "out" and rest else build / relative
-
-    return {
-        relative: path_digest(where(relative), use_stat_cache=False)
-        for relative, size in sizes.items()
-        if size <= DIGEST_LIMIT
-    }
-
-
-def _digest_problem(root: Path, digests: Any) -> str | None:
-    """Which small file no longer has the content it was saved with, or None."""
-    if not isinstance(digests, dict):
-        return None  # an entry saved before digests were recorded
-    for relative, digest in digests.items():
-        try:
-            if _small_file_digest(f"{root}/{relative}") != digest:
-                return f"its file {relative} was changed since it was saved"
-        except OSError:
-            return f"its file {relative} cannot be read"
-    return None
-
-
-def _small_file_digest(path: str) -> str:
-    """``path_digest`` of a small file, read whole: one open and one read, no walk (a
-    cold re-run checks one such file per step)."""
-    with open(path, "rb") as handle:
-        data = handle.read()
-    hasher = new_hasher()
-    hasher.update(data)
-    return hasher.hexdigest()
-
-
-def _let_owner_in(folder: Path) -> None:
-    """Give back the owner's access to an entry whose mode was changed (``chmod 000``),
-    so it can be moved aside; a folder of someone else stays as it is."""
-    with contextlib.suppress(OSError):
-        if not os.access(folder, os.R_OK | os.W_OK | os.X_OK):
-            os.chmod(folder, 0o700)
-
-
 @functools.lru_cache(maxsize=1)
 def _read_only_unpack_root() -> str:
     root = tempfile.mkdtemp(prefix="dagnb-unpacked-")
     atexit.register(shutil.rmtree, root, True)
     return root
-
-
-def _move(source: str, target: str) -> None:
-    """Move a folder: a rename on one file system (always, for a scratch folder)."""
-    try:
-        os.rename(source, target)
-    except OSError:
-        shutil.move(source, target)
-
-
-def _no_files(out_dir: str | os.PathLike[str] | None) -> bool:
-    """Whether a step wrote no output files (no folder, or an empty one)."""
-    if out_dir is None:
-        return True
-    try:
-        return not os.listdir(out_dir)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-
-
-def _small_logs(
-    logs: Iterable[Mapping[str, Any]] | os.PathLike[str],
-) -> list[dict[str, Any]] | None:
-    """The captured lines, if they are few enough for a pack record; else None."""
-    if type(logs) is list and not logs:  # (most steps print nothing)
-        return []
-    if not isinstance(logs, os.PathLike):
-        if isinstance(logs, (list, tuple)):
-            lines = [dict(record) for record in logs]
-            return lines if len(lines) < 1000 else None
-        return None  # a stream of lines: written as it comes, into a folder
-    try:
-        if os.stat(logs).st_size > RECORD_LIMIT // 2:
-            return None
-        with open(logs, encoding="utf-8", errors="replace") as handle:
-            return [r for r in map(_log_record, handle) if r]
-    except FileNotFoundError:
-        return []
-    except OSError:
-        return None
-
-
-def _consume(out_dir: str | os.PathLike[str] | None, logs: Any) -> None:
-    """A packed entry took what was handed to it: its empty out folder and log file go,
-    as :meth:`Store.save` moves them into a folder entry."""
-    if type(logs) is not list and isinstance(logs, os.PathLike):
-        with contextlib.suppress(OSError):
-            os.unlink(logs)
-    if out_dir is not None:
-        with contextlib.suppress(OSError):
-            os.rmdir(out_dir)
-
-
-def _write_meta(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-
-
-def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> int:
-    """Write the lines as they come (never all in memory); how many. No lines, no file:
-    a silent step's entry costs one inode less."""
-    count = 0
-    handle = None
-    try:
-        for record in logs:
-            if handle is None:
-                handle = open(path, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
-            handle.write(json.dumps(dict(record), ensure_ascii=False) + "\n")
-            count += 1
-    finally:
-        if handle is not None:
-            handle.close()
-    return count
-
-
-def _move_logs(source: Path, target: Path) -> int:
-    """Move a file of log records into an entry (a rename); how many lines it has."""
-    if not source.exists() or source.stat().st_size == 0:
-        return 0
-    shutil.move(os.fspath(source), target)
-    lines = 0
-    with open(target, "rb") as handle:
-        while block := handle.read(1 << 20):
-            lines += block.count(b"\n")
-    return lines
-
-
-def _children(folder: Path) -> list[Path]:
-    try:
-        return list(folder.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-
-
-def _mtime(path: Path) -> float:
-    try:
-        return path.stat().st_mtime
-    except OSError:
-        return float("inf")
-
-
 
 
 _ENTRY_COLUMNS = [

@@ -1,0 +1,335 @@
+"""Cache entries as a store serves them: :class:`Entry` (a folder), :class:`PackedEntry`
+(a record of a pack, :mod:`dagnb.cache.pack`), and the reading and checking of their
+metadata (``meta.json``, or a record's head)."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+from dagnb.fingerprint import directory_digest, text_digest
+from dagnb.model.results import NO_RESULT, decode_inline, load_result
+
+__all__ = ["STORE_FORMAT", "Entry", "PackedEntry"]
+
+STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
+_REQUIRED = frozenset(
+    {"step", "key", "format", "created", "expires", "output_digest", "components"})
+_HEAD_REQUIRED = _REQUIRED - {"components"}  # a packed entry's head: components in the rest
+# What a hit reads of a packed entry: parsed at once; the rest (components, describe,
+# files, logs) only when someone reads ``entry.meta``.
+_HEAD_FIELDS = frozenset({
+    "format", "step", "key", "created", "expires", "duration_s", "exit_code",
+    "output_digest", "size_bytes", "hits", "last_used", "has_result", "log_lines",
+    "packed", "inline", "provenance",
+})
+
+
+class Entry:
+    """One cached result of one step.
+
+    Attributes
+    ----------
+    step, key
+        The step name and the key digest.
+    path
+        The entry directory; ``out_dir`` holds the output files.
+    meta
+        The metadata as saved (created, expires, duration_s, exit_code, components,
+        describe, output_digest, size_bytes, has_result, ...).
+    version
+        The backend's version of the entry when it was read.
+    """
+
+    def __init__(
+        self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
+    ) -> None:
+        self.step, self.key, self._path, self.meta, self.version = step, key, path, meta, version
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(step={self.step!r}, key={self.key!r}, path={self._path!r})"
+
+    @property
+    def path(self) -> Path:
+        """The entry directory."""
+        return self._path
+
+    @functools.cached_property
+    def out_dir(self) -> Path:
+        """The directory of the step's output files."""
+        return self.path / "out"
+
+    @property
+    def out_ref(self) -> str | os.PathLike[str]:
+        """Where the outputs are, as text (a packed entry's folder made when first used)."""
+        return self._out_text
+
+    @property
+    def log_file(self) -> Path:
+        """The file of the captured lines (absent when the step printed nothing)."""
+        return self.path / "logs.jsonl"
+
+    @property
+    def inline(self) -> Mapping[str, Any] | None:
+        """The result kept in the metadata itself (``meta["inline"]``), or None."""
+        return self.meta.get("inline")
+
+    @functools.cached_property
+    def _out_text(self) -> str:
+        return f"{self._path}/out"  # a str: checked on every hit, Path costs two calls
+
+    @property
+    def output_digest(self) -> str:
+        """Digest of the output directory; downstream keys use it (early cutoff)."""
+        return self.meta["output_digest"]
+
+    @property
+    def created(self) -> float:
+        """When the entry was saved (seconds since the epoch, the store's clock)."""
+        return self.meta["created"]
+
+    @property
+    def expires(self) -> float | None:
+        """When the entry expires, or None."""
+        return self.meta["expires"]
+
+    def expired(self, now: float) -> bool:
+        """Whether the entry's TTL has passed at ``now``."""
+        return self.expires is not None and self.expires <= now
+
+    def logs(self) -> list[dict[str, Any]]:
+        """The captured log lines: dicts with time, attempt, stream, line."""
+        return list(self.iter_logs())
+
+    def iter_logs(self) -> Iterator[dict[str, Any]]:
+        """:meth:`logs` one line at a time, read as they are asked for: replaying a
+        gigabyte of logs costs one line of memory. Undecodable bytes are replaced and
+        torn lines skipped (a damaged log is not an error)."""
+        if self.meta.get("log_lines") == 0:
+            return
+        try:
+            with open(self.path / "logs.jsonl", encoding="utf-8", errors="replace") as handle:
+                for line in handle:
+                    record = _log_record(line)
+                    if record:
+                        yield record
+        except OSError:  # gone or unreadable: nothing to replay
+            return
+
+    def result(self) -> Any:
+        """The step's Python result, or ``NO_RESULT``."""
+        inline = self.meta.get("inline")
+        if inline is not None:  # a small result kept in the metadata itself
+            return decode_inline(inline)
+        return load_result(self._out_text)
+
+    def verify(self) -> bool:
+        """Re-hash the output files (no stat cache) and compare with the saved digest."""
+        if self.meta.get("packed"):  # a packed entry pushed or pulled as a folder
+            return _inline_digest(self.meta.get("inline")) == self.output_digest
+        try:
+            return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
+        except OSError:
+            return False
+
+
+class PackedEntry(Entry):
+    """An entry kept as a record of a pack (:mod:`dagnb.cache.pack`): its metadata, logs
+    and result are in memory; its folder (``path``, ``out_dir``, ``log_file``) is made
+    from them under ``.unpacked`` the first time someone asks for it."""
+
+    def __init__(
+        self, step: str, key: str, path: str, head: dict[str, Any], rest: bytes,
+        version: Hashable, unpack: Callable[[PackedEntry], None],
+    ) -> None:
+        self.step, self.key, self.version = step, key, version
+        self._folder = path  # text: a Path is made only if the folder is asked for
+        self._head, self._rest = head, rest
+        self._unpack = unpack
+        self._unpacked = False
+
+    @functools.cached_property
+    def meta(self) -> Mapping[str, Any]:  # type: ignore[override]
+        """The metadata: the head at once, the rest of the record parsed on first use."""
+        return _PackedMeta(self._head, self._rest)
+
+    @property
+    def inline(self) -> Mapping[str, Any] | None:
+        return self._head.get("inline")
+
+    @property
+    def output_digest(self) -> str:
+        return self._head["output_digest"]
+
+    @property
+    def created(self) -> float:
+        return self._head["created"]
+
+    @property
+    def expires(self) -> float | None:
+        return self._head["expires"]
+
+    @functools.cached_property
+    def _path(self) -> Path:  # type: ignore[override]
+        return Path(self._folder)
+
+    @property
+    def path(self) -> Path:
+        if not self._unpacked:
+            self._unpack(self)
+            self._unpacked = True
+        return self._path
+
+    @property
+    def out_ref(self) -> os.PathLike[str]:
+        return _Unpacked(self, "out")
+
+    @property
+    def log_file(self) -> Path:
+        return _Unpacked(self, "logs.jsonl")  # type: ignore[return-value]  # Path-like
+
+    def iter_logs(self) -> Iterator[dict[str, Any]]:
+        if self._head.get("log_lines") == 0:
+            return
+        yield from self.meta.get("packed_logs") or ()
+
+    def result(self) -> Any:
+        inline = self._head.get("inline")
+        return NO_RESULT if inline is None else decode_inline(inline)
+
+    def verify(self) -> bool:
+        """The record was checked against its digest when read; its result still gives
+        the output digest it was saved with."""
+        return _inline_digest(self._head.get("inline")) == self.output_digest
+
+
+class _PackedMeta(Mapping[str, Any]):
+    """A packed entry's metadata: what a hit reads (exit code, provenance, inline result,
+    times) from the head parsed with the entry; components, descriptions and logs from
+    the rest of the record, parsed only if someone asks for them."""
+
+    __slots__ = ("_head", "_rest", "_whole")
+
+    def __init__(self, head: dict[str, Any], rest: bytes) -> None:
+        self._head, self._rest = head, rest
+        self._whole: dict[str, Any] | None = None
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._head:
+            return self._head[name]
+        if name in _HEAD_FIELDS:
+            raise KeyError(name)  # a head field the entry has not: no need for the rest
+        return self._all()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._all())
+
+    def __len__(self) -> int:
+        return len(self._all())
+
+    def _all(self) -> dict[str, Any]:
+        if self._whole is None:
+            try:
+                rest = json.loads(self._rest) if self._rest else {}
+            except ValueError:  # the record's digest held: a record of another format
+                rest = {}
+            self._whole = {**(rest if isinstance(rest, dict) else {}), **self._head}
+        return self._whole
+
+
+class _Unpacked(os.PathLike):  # type: ignore[type-arg]
+    """A file or folder of a packed entry, made only when used as a path."""
+
+    __slots__ = ("_entry", "_name")
+
+    def __init__(self, entry: PackedEntry, name: str) -> None:
+        self._entry, self._name = entry, name
+
+    def __fspath__(self) -> str:
+        return f"{self._entry.path}/{self._name}"
+
+    def __str__(self) -> str:
+        return f"{self._entry._folder}/{self._name}"
+
+    def __repr__(self) -> str:
+        return f"<packed {self._name} of {self._entry.step}/{self._entry.key[:12]}>"
+
+    def __getattr__(self, name: str) -> Any:  # exists(), read_text(), ... on the made folder
+        return getattr(Path(self.__fspath__()), name)
+
+    def __truediv__(self, other: str) -> Path:
+        return Path(self.__fspath__()) / other
+
+
+# ASCII out: a str may hold lone surrogates (os.fsdecode of a non-UTF-8 file name),
+# which a UTF-8 encode refuses and a \u escape keeps
+_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
+_SORTED = json.JSONEncoder(sort_keys=True).encode  # made once: json.dumps with options
+#                                                   makes an encoder per call
+
+
+def _json_bytes(value: Any) -> bytes:
+    return _COMPACT(value).encode()
+
+
+def _inline_digest(inline: Any) -> str:
+    return _packed_digest(None if inline is None else _SORTED(inline))
+
+
+def _packed_digest(inline_text: str | None) -> str:
+    """The output digest of a packed entry: of its inline result (it has no files), as
+    JSON with sorted keys."""
+    return text_digest("packed:" + ("none" if inline_text is None else inline_text))
+
+
+_SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
+
+
+def _json(raw: bytes) -> Any:
+    """``json.loads(raw)``, by its C scanner alone when ``raw`` is UTF-8 JSON with
+    nothing around it (what dagnb writes): a hit parses one such head."""
+    try:
+        text = raw.decode()
+        value, end = _SCAN(text, 0)
+        if end == len(text):
+            return value
+    except (ValueError, StopIteration):
+        pass
+    return json.loads(raw)  # whitespace around it, another encoding, or the error
+
+
+def _parse_meta(
+    raw: bytes, step_name: str, key: str, required: frozenset[str] = _REQUIRED
+) -> tuple[dict[str, Any], str | None]:
+    try:
+        meta = _json(raw)
+    except ValueError:
+        return {}, "meta.json is not valid JSON"
+    if type(meta) is not dict or not required <= meta.keys():
+        return {}, "meta.json lacks required fields"
+    if meta["format"] != STORE_FORMAT:
+        return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
+    if meta["step"] != step_name or meta["key"] != key:
+        return {}, "meta.json belongs to another entry"
+    created, expires = meta["created"], meta["expires"]
+    if type(created) not in _TIMES or not (expires is None or type(expires) in _TIMES):
+        return {}, f"its times are not numbers (expires {expires!r})"
+    if not isinstance(meta["output_digest"], str):
+        return {}, "its output digest is not text"
+    return meta, None
+
+
+_TIMES = (int, float)  # (not bool, nor a subclass: what json.loads makes of a number)
+
+
+def _log_record(line: str) -> dict[str, Any] | None:
+    """One captured line, or None for a blank or torn one (a damaged log is not an error)."""
+    try:
+        record = json.loads(line) if line.strip() else None
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,54 @@
+"""Which entries :meth:`~dagnb.cache.store.Store.reduce_size` evicts, with
+``joblib.Memory.reduce_size``'s limits (bytes, items, age) and order (oldest use first)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from dagnb.errors import CacheError
+from dagnb.model.step import parse_duration
+
+if TYPE_CHECKING:
+    from dagnb.cache.entry import Entry
+
+
+def _items_to_delete(
+    items: list[tuple[Entry, float, int]],
+    bytes_limit: int | None,
+    items_limit: int | None,
+    age_limit: float | None,
+    now: float,
+) -> list[Entry]:
+    """joblib's ``_get_items_to_delete``: oldest use first until every limit holds."""
+    if not items:
+        return []
+    excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
+    excess_items = len(items) - items_limit if items_limit is not None else 0
+    deadline = None if age_limit is None else now - age_limit
+    doomed: list[Entry] = []
+    freed = 0
+    for entry, last_used, size in sorted(items, key=lambda item: item[1]):
+        too_old = deadline is not None and last_used <= deadline
+        if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
+            break
+        doomed.append(entry)
+        freed += size
+    return doomed
+
+
+def _bytes(limit: int | str | None) -> int | None:
+    if limit is None or isinstance(limit, int):
+        return limit
+    from joblib.disk import memstr_to_bytes  # joblib's "10M" / "1G" parser
+
+    try:
+        return int(memstr_to_bytes(limit))
+    except ValueError:
+        raise CacheError(f"bytes_limit {limit!r} is not a size; use bytes or '10M', '1G'") from None
+
+
+def _age_seconds(limit: timedelta | float | str | None) -> float | None:
+    if isinstance(limit, timedelta):
+        return limit.total_seconds()
+    return parse_duration(limit, what="age_limit")

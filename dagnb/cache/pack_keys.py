@@ -1,0 +1,253 @@
+"""Where a pack's records are, by key: its keys file (searched, then made a dict of)
+and its sealed index (:mod:`dagnb.cache.sealed`), as
+:class:`~dagnb.cache.pack.PackIndex` reads them and a writer makes them."""
+
+from __future__ import annotations
+
+import mmap
+import operator
+import os
+import struct
+from collections.abc import Callable
+
+import xxhash
+
+from dagnb.cache.pack_records import _FRAME, _HEAD, _TAIL
+from dagnb.cache.sealed import SEALED, SealedIndex, may_be_sealed, write_sealed
+
+KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
+_KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
+_KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
+_CHAIN_AT = _KEY.size - 8
+_DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
+_FIRST = operator.itemgetter(0)
+_DICT_AFTER = 16  # a sealed index makes a dict after SEARCH_KEYS lookups, or one per
+#                  this many of its entries if more: a dict costs 0.075 us an entry warm
+#                  and twice that in a fresh process (112 us at 900 entries, 1.5 ms at
+#                  20,000), a lookup in two reads 2 us more than in a dict, so it waits
+#                  until the reads have cost about what the dict costs
+SEARCH_KEYS = 8  # a fresh process finds keys in keys files with rfind this many times,
+#                  then makes dicts of them (costs 28 to 58 searches of 100 to 10,000
+#                  keys, then each lookup is 15 times cheaper: a process that looked up 8
+#                  keys looks up more; 32 made 49 distinct hits a tenth slower)
+
+
+class _Keys:
+    """A pack's keys file, read whole (see :class:`~dagnb.cache.pack_writer.PackWriter`):
+    where each record of the pack's first ``covered`` bytes starts, by the xxh3_128 of
+    its step and key.
+
+    Looking a key up costs a ``bytes.rfind`` over the file (about 1.5 µs for 500
+    records), and a dict lookup once :meth:`index` made one. The records it points to
+    are checked (framing, digest, step and key) before they are used.
+    """
+
+    __slots__ = ("blob", "covered", "descriptor", "found", "mapped", "path")
+
+    def __init__(self, blob: bytes, covered: int, path: str) -> None:
+        self.blob, self.covered, self.path = blob, covered, path
+        self.found: dict[bytes, int] | None = None  # digest -> where its entry starts
+        self.mapped: mmap.mmap | bytes | None = None  # the pack, once asked for (data())
+        self.descriptor: int | None = None
+
+    def offset(self, digest: bytes) -> tuple[int, int] | None:
+        """Where the last record whose names hash to ``digest`` starts, and its
+        length; or None."""
+        if self.found is not None:
+            at = self.found.get(digest)
+            return None if at is None else _KEY.unpack_from(self.blob, at)[1:3]  # type: ignore[return-value]
+        blob, start, size = self.blob, _KEYS_HEAD.size, _KEY.size
+        end = len(blob)
+        while (at := blob.rfind(digest, start, end)) >= 0:
+            if (at - start) % size == 0:
+                return _KEY.unpack_from(blob, at)[1:3]  # type: ignore[return-value]
+            end = at + len(digest) - 1
+        return None
+
+    def index(self) -> None:
+        """Make a dict of the file (the last record of a key wins, as with rfind), with
+        no Python loop: a fresh process makes it once, before any loop is specialized."""
+        if self.found is None:
+            digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[_KEYS_HEAD.size:]))
+            starts = range(_KEYS_HEAD.size, len(self.blob), _KEY.size)
+            self.found = dict(zip(digests, starts, strict=True))
+
+    def open(self) -> None:
+        """Open the pack now, as its keys file is read: what is read of it later is of
+        this file even if a compaction removes it meanwhile (as a mapping would be)."""
+        if self.descriptor is None:
+            self.descriptor = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+
+    def read(self, offset: int, length: int) -> bytes:
+        """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
+        one ``pread`` for the first few keys; once a process looked up enough to make a
+        dict of the keys (:meth:`index`), a slice of the pack mapped (mapping costs some
+        20 ``pread``: it pays only for many). The pack was opened when its keys file was
+        taken in (:meth:`open`)."""
+        if self.found is not None:
+            return self.data()[offset:max(offset, min(offset + length, self.covered))]
+        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
+
+    def tail(self, size: int) -> bytes:
+        """The pack's bytes past what the keys file covers, up to byte ``size``."""
+        self.open()
+        return os.pread(self.descriptor, size - self.covered, self.covered)  # type: ignore[arg-type]
+
+    def data(self) -> mmap.mmap | bytes:
+        """The pack, mapped on first use (read, where the file system cannot map)."""
+        if self.mapped is None:
+            self.open()
+            try:
+                self.mapped = mmap.mmap(self.descriptor, 0, access=mmap.ACCESS_READ)  # type: ignore[arg-type]
+            except (OSError, ValueError):  # a file system that cannot map (some FUSE and 9p
+                # mounts), or an empty pack: read once (only ever appended to: it holds)
+                self.mapped = os.pread(self.descriptor, os.fstat(self.descriptor).st_size, 0)  # type: ignore[arg-type]
+        return self.mapped
+
+    def __del__(self, close: Callable[[int], None] = os.close) -> None:
+        # (``close`` bound now: at exit the module's globals may be gone already)
+        if self.descriptor is not None:
+            try:  # noqa: SIM105
+                close(self.descriptor)
+            except OSError:
+                pass
+            self.descriptor = None
+
+
+class _SealedKeys(_Keys):
+    """A pack found through its sealed index (:mod:`dagnb.cache.sealed`): a key's entry
+    in two small reads rather than the whole keys file read."""
+
+    __slots__ = ("lookups", "sealed")
+
+    def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
+        super().__init__(b"", covered, path)
+        self.sealed = sealed
+        self.lookups = 0
+
+    def offset(self, digest: bytes) -> tuple[int, int] | None:
+        """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
+        Lookups read the key's bucket; the :data:`SEARCH_KEYS`-th of them (or, for a
+        large index, the one that makes one per :data:`_DICT_AFTER` entries) reads the
+        index whole and makes a dict of it, as of a keys file."""
+        if self.found is None:
+            self.lookups += 1
+            if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
+                found = self.sealed.find(digest)
+                return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
+            self._make_dict()
+        return super().offset(digest)
+
+    def index(self) -> None:
+        """Nothing: searching the index costs little, the dict waits (see offset)."""
+
+    def _make_dict(self) -> None:
+        """A dict of the index's entries, read whole (checked against its digest: a
+        damaged index raises ValueError, and the caller walks the packs)."""
+        self.sealed.load()
+        self.blob, start = self.sealed.page, self.sealed.entries_start
+        digests = map(_FIRST, _DIGEST.iter_unpack(memoryview(self.blob)[start:]))
+        self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
+
+
+def _keys_of(path: str, name: str, size: int) -> _Keys | None:
+    """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
+    it covers those bytes (but a short tail, walked) and the record it names last is
+    there, else its keys file (None: neither can be trusted)."""
+    sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
+              if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
+    if sealed is not None:
+        keys = _SealedKeys(sealed, sealed.covered, path)
+        at, head = sealed.last
+        try:
+            keys.open()
+            if at <= sealed.covered - len(head) and keys.read(at, len(head)) == head:
+                return keys
+        except OSError:
+            pass
+        sealed.close()
+    return _read_keys(path, name, size)
+
+
+def _name_digest(pack: str) -> int:
+    """What a keys file's head and a sealed index's say of the pack they are of."""
+    return xxhash.xxh3_64_intdigest(pack.encode())
+
+
+def _keys_head(pack: str) -> bytes:
+    """The start of a keys file: it names the pack it is of (the pack's file name)."""
+    return _KEYS_HEAD.pack(b"DGKY", _KEY.size, _name_digest(pack))
+
+
+def _read_keys(path: str, name: str, size: int) -> _Keys | None:
+    """The keys file of pack ``name`` (``size`` bytes now), or None if there is none or
+    it cannot be trusted: not of this pack, its last whole entry's chain (the xxh3_64 of
+    everything before it) does not hold, or it covers more than the pack holds. A torn
+    last entry is left out."""
+    try:
+        blob = _read_whole(path + KEYS)
+    except OSError:
+        return None
+    head = _KEYS_HEAD.size
+    if len(blob) < head or blob[:head] != _keys_head(name):
+        return None
+    whole = head + (len(blob) - head) // _KEY.size * _KEY.size
+    if whole < len(blob):
+        blob = blob[:whole]
+    covered = 0
+    if whole > head:
+        _, offset, length, chain = _KEY.unpack_from(blob, whole - _KEY.size)
+        if xxhash.xxh3_64_intdigest(memoryview(blob)[:whole - 8]) != chain:
+            return None
+        covered = offset + length
+    if covered > size:
+        return None
+    return _Keys(blob, covered, path)
+
+
+_READ_AT_ONCE = 1 << 16  # a keys file of up to ~1,800 records is read with one read()
+
+
+def _read_whole(path: str) -> bytes:
+    """A file's bytes, with no file object: a small one with one ``read`` and no
+    ``fstat`` (a fresh process's first hit reads one; a read that returns less than it
+    asked for ended the file), a large one in one more ``read`` of the size it has."""
+    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        chunks = [os.read(descriptor, _READ_AT_ONCE)]
+        if len(chunks[0]) == _READ_AT_ONCE:
+            rest = os.fstat(descriptor).st_size - _READ_AT_ONCE
+            while rest > 0 and (chunk := os.read(descriptor, rest)):
+                chunks.append(chunk)
+                rest -= len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(descriptor)
+
+
+def _key_entry(hasher: xxhash.xxh3_64, needle: bytes, offset: int, length: int) -> bytes:
+    """The keys file's entry of a record; ``hasher`` has hashed the file so far."""
+    start = _KEY.pack(xxhash.xxh3_128_digest(needle), offset, length, 0)[:_CHAIN_AT]
+    hasher.update(start)
+    chain = hasher.intdigest().to_bytes(8, "little")
+    hasher.update(chain)
+    return start + chain
+
+
+def _seal(path: str, keys_blob: bytes, covered: int) -> None:
+    """Write the sealed index of pack ``path`` (``covered`` bytes) from its whole keys
+    file; a failure leaves the pack without one (readers read its keys file). An index
+    put in place after the pack was removed (a clear meanwhile) is removed."""
+    last_at = _KEY.unpack_from(keys_blob, len(keys_blob) - _KEY.size)[1]
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            last_head = os.pread(descriptor, _HEAD.size, last_at)
+        finally:
+            os.close(descriptor)
+        write_sealed(path, _name_digest(os.path.basename(path)), keys_blob, _KEYS_HEAD.size,
+                     _KEY, covered, last_head)
+        if not os.path.exists(path):
+            os.unlink(path + SEALED)
+    except OSError:
+        pass
