@@ -25,7 +25,7 @@ from pathlib import Path
 from workloads import noop, small, value
 
 from dagnb.cache import key_digest, step_key
-from dagnb.cache.memory import _CallKeys
+from dagnb.cache.call_keys import CallKeys
 from dagnb.model.step import Step
 
 _ROUND = iter(range(1 << 30))
@@ -56,7 +56,7 @@ def keyed(steps: list[Step]) -> Callable[[], None]:
 
 
 def call_keys(n: int) -> Callable[[], None]:
-    keys = _CallKeys(small, ())
+    keys = CallKeys(small, ())
 
     def work() -> None:
         for i in range(n):

@@ -21,7 +21,7 @@ import xxhash
 
 from dagnb import fingerprint
 from dagnb.cache import CACHE_FORMAT, key_digest, keys, step_key
-from dagnb.cache.memory import _CallKeys
+from dagnb.cache.call_keys import CallKeys
 from dagnb.fingerprint import CHUNK_SIZE, path_digest, set_hash_algorithm, value_digest
 from dagnb.model.step import Step
 
@@ -242,7 +242,7 @@ def step_digests(base: Path, run_version: str = "") -> dict[str, str]:
 
 def call_digests() -> dict[str, str]:
     return {
-        name: key_digest(_CallKeys(func, ()).components(args, kwargs))
+        name: key_digest(CallKeys(func, ()).components(args, kwargs))
         for name, (func, args, kwargs) in CALLS.items()
     }
 
@@ -362,14 +362,14 @@ def test_a_helper_or_a_variable_redefined_in_a_cell_changes_the_key(shell, base)
 
 def test_a_memory_call_key_follows_its_arguments_and_the_function_code(shell):
     shell.run_cell("def g(x, y=1):\n    return x\n")
-    calls = _CallKeys(shell.user_ns["g"], ())
+    calls = CallKeys(shell.user_ns["g"], ())
     seen = {key_digest(calls.components(args, kwargs))
             for args, kwargs in [((1,), {}), ((1, 1), {}), ((), {"x": 1}), ((True,), {}),
                                  ((1.0,), {}), ((1, 2), {}), (("1",), {})]}
     assert len(seen) == 5  # the first three bind alike
     before = key_digest(calls.components((1,), {}))
     shell.run_cell("def g(x, y=1):\n    return y\n")
-    assert key_digest(_CallKeys(shell.user_ns["g"], ()).components((1,), {})) != before
+    assert key_digest(CallKeys(shell.user_ns["g"], ()).components((1,), {})) != before
 
 
 def test_the_code_records_forget_a_function_and_never_serve_another_one():
@@ -456,17 +456,17 @@ def test_a_memory_call_binds_with_the_signature_the_function_has_now():
     def h(x, y=1):
         return x + y
 
-    assert _CallKeys(h, ()).signature is _CallKeys(h, ()).signature  # inspected once
+    assert CallKeys(h, ()).signature is CallKeys(h, ()).signature  # inspected once
     h.__defaults__ = (2,)
-    assert _CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "y": 2}
+    assert CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "y": 2}
     h.__code__ = (lambda x, z=3: x).__code__
-    assert _CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "z": 2}
+    assert CallKeys(h, ()).arguments((1,), {}) == {"x": 1, "z": 2}
 
     @functools.wraps(h)
     def wrapper(*args, **kwargs):
         return h(*args, **kwargs)
 
-    assert list(_CallKeys(wrapper, ()).signature.parameters) == ["x", "z"]
+    assert list(CallKeys(wrapper, ()).signature.parameters) == ["x", "z"]
 
 
 def test_a_function_held_by_a_value_is_pickled_under_the_name_it_always_had():

@@ -388,7 +388,7 @@ def test_a_small_result_lives_in_the_entrys_metadata_and_a_torn_one_is_a_miss(tm
 
 
 def test_a_plain_functions_parameters_are_read_from_its_code_as_inspect_reads_them():
-    from dagnb.cache.memory import _CallKeys, _plain_parameters
+    from dagnb.cache.call_keys import CallKeys, plain_parameters
 
     def f(a, b=2, c=None):
         return a
@@ -396,11 +396,11 @@ def test_a_plain_functions_parameters_are_read_from_its_code_as_inspect_reads_th
     def g(a, *rest, key=1):
         return a
 
-    names, defaults = _plain_parameters(f)
+    names, defaults = plain_parameters(f)
     signature = inspect.signature(f)
     assert names == tuple(signature.parameters) and defaults == {"b": 2, "c": None}
-    assert _plain_parameters(g) is None and _CallKeys(g, []).names is None
-    keys = _CallKeys(f, ["c"])
+    assert plain_parameters(g) is None and CallKeys(g, []).names is None
+    keys = CallKeys(f, ["c"])
     assert keys.arguments((1,), {"c": 5}) == {"a": 1, "b": 2}
     with pytest.raises(TypeError):
         keys.arguments((), {"b": 1})  # a missing argument: bind()'s error
@@ -410,8 +410,8 @@ def test_a_calls_key_from_its_template_is_the_key_of_its_components():
     """Every call's digest (the template's, for arguments given by position) is the
     digest of the components explain shows: whatever the parameters, their names, the
     way the call is spelled, ignored parameters."""
+    from dagnb.cache.call_keys import CallKeys
     from dagnb.cache.keys import key_digest
-    from dagnb.cache.memory import _CallKeys
 
     def none():
         return 0
@@ -433,14 +433,14 @@ def test_a_calls_key_from_its_template_is_the_key_of_its_components():
         (rest, [], [((1, 2, 3), {"key": 4}), ((1,), {})]),
     ]
     for func, ignore, spellings in calls:
-        keys = _CallKeys(func, ignore)
+        keys = CallKeys(func, ignore)
         for args, kwargs in spellings:
             assert keys.digest(args, kwargs) == key_digest(keys.components(args, kwargs))
-    two_keys = _CallKeys(two, [])
+    two_keys = CallKeys(two, [])
     assert two_keys.template is not None  # the fast path is the one taken above
     assert two_keys.digest((1, "a"), {}) == two_keys.digest((), {"x": 1, "name": "a"})
     assert two_keys.digest((1, "a"), {}) != two_keys.digest((1, "b"), {})
-    assert _CallKeys(two, ["name"]).template is None and _CallKeys(rest, []).template is None
+    assert CallKeys(two, ["name"]).template is None and CallKeys(rest, []).template is None
 
 
 @pytest.mark.parametrize("start_method", ["spawn", "forkserver"])

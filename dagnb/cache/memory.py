@@ -51,22 +51,18 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Generic, ParamSpec, Protocol, TypeVar, overload
+from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
-from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
+from dagnb.cache.call_keys import CallKeys, label, target_of
+from dagnb.cache.keys import StepKey
 from dagnb.cache.store import Entry, Store
 from dagnb.checks import is_url, short_repr
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
     adopt_sources,
-    code_digest,
-    code_source_parts,
     main_spelled,
-    signature_of,
     source_table,
-    text_digest,
-    value_digest,
 )
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
@@ -111,20 +107,13 @@ class CachedFunction(Protocol[P, R_co]):
         ...
 
 
-def _target(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The function a ``functools.partial`` (however nested) ends up calling."""
-    while isinstance(func, functools.partial):
-        func = func.func
-    return func
-
-
 def _step_name(func: Callable[..., Any]) -> str:
     """``module.qualname`` made safe as a directory name.
 
     A partial is named after the function it wraps (its bound arguments are in the
     key); a callable object with no ``__qualname__`` after its class.
     """
-    target = _target(func)
+    target = target_of(func)
     module = getattr(target, "__module__", None) or type(target).__module__
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     suffix = ".partial" if target is not func else ""
@@ -136,149 +125,10 @@ def _is_async(func: Callable[..., Any]) -> bool:
     """``inspect.iscoroutinefunction`` of the function a partial calls; a plain function's
     flags read directly (inspect's checks cost a fresh process's first call 5 µs), one
     with attributes (a marker of Python 3.12's ``markcoroutinefunction``) by inspect."""
-    target = _target(func)
+    target = target_of(func)
     if type(target) is types.FunctionType and not target.__dict__:
         return bool(target.__code__.co_flags & inspect.CO_COROUTINE)
     return inspect.iscoroutinefunction(target)
-
-
-def _label(func: Callable[..., Any]) -> str:
-    """A short name for messages."""
-    target = _target(func)
-    return getattr(target, "__name__", None) or type(target).__name__
-
-
-_PLAIN = inspect.Parameter.POSITIONAL_OR_KEYWORD
-_NO_DEFAULT = inspect.Parameter.empty
-
-
-class _CallKeys(Generic[P]):
-    """Turns a call's arguments into a key; the signature is bound once.
-
-    A function whose parameters are all plain (no ``*args``, ``**kwargs``, positional- or
-    keyword-only ones) has its calls bound without ``Signature.bind``, which costs more
-    than hashing small arguments: every hit pays for the binding.
-    """
-
-    __slots__ = ("defaults", "func", "ignore", "labels", "names", "template")
-
-    def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
-        self.func = func
-        self.ignore = frozenset(ignore)
-        plain = _plain_parameters(func)
-        if plain is None:
-            parameters = list(self.signature.parameters.values())
-            every = tuple(p.name for p in parameters)
-            simple = all(p.kind is _PLAIN for p in parameters)
-            self.names = every if simple else None  # None: bind()
-            self.defaults = {p.name: p.default for p in parameters
-                             if p.default is not _NO_DEFAULT}
-        else:
-            every, self.defaults = plain
-            self.names = every
-        unknown = self.ignore.difference(every)
-        if unknown:
-            raise DagnbError(
-                f"ignore={sorted(unknown)!r} names no parameter of {_label(func)}; "
-                f"its parameters are {list(every)!r}"
-            )
-        self.labels = {name: f"arg:{name}" for name in every}  # component names
-        self.template = (_key_template(self.names)
-                         if self.names is not None and not self.ignore else None)
-
-    @property
-    def signature(self) -> inspect.Signature:
-        """The function's signature (a call that does not fit plain parameters binds)."""
-        return signature_of(self.func)
-
-    def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
-        """The bound arguments that count (defaults applied, ignored ones left out)."""
-        bound = self._plain(args, kwargs) if self.names is not None else None
-        if bound is None:
-            signature = self.signature.bind(*args, **kwargs)
-            signature.apply_defaults()
-            bound = signature.arguments
-        if not self.ignore:
-            return bound
-        return {k: v for k, v in bound.items() if k not in self.ignore}
-
-    def _plain(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
-        """``bind`` for plain parameters, in their order; None when the call does not fit
-        them (then ``bind`` raises the TypeError Python would)."""
-        names = self.names
-        assert names is not None
-        if len(args) > len(names):
-            return None
-        bound = dict(zip(names, args, strict=False))  # fewer args: the rest below
-        if not kwargs and len(args) == len(names):
-            return bound
-        if any(name in kwargs for name in bound) or not kwargs.keys() <= set(names):
-            return None  # given twice, or unknown
-        for name in names[len(args):]:
-            if name in kwargs:
-                bound[name] = kwargs[name]
-            elif name in self.defaults:
-                bound[name] = self.defaults[name]
-            else:
-                return None  # missing
-        return bound
-
-    def digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
-        """``key_digest(self.components(args, kwargs))``: for a call with every argument
-        given by position (every hit's, usually), the key's text is filled into the
-        template made once, without the dict and the sort."""
-        template = self.template
-        if template is not None and not kwargs and len(args) == len(self.labels):
-            return text_digest(template.format(code_digest(self.func), *map(value_digest, args)))
-        return key_digest(self.components(args, kwargs))
-
-    def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
-        components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
-        names, labels = self.names, self.labels
-        if names is not None and not kwargs and len(args) == len(names) and not self.ignore:
-            for name, value in zip(names, args, strict=True):  # every hit: no binding
-                components[labels[name]] = value_digest(value)
-            return components
-        for name, value in self.arguments(args, kwargs).items():
-            components[labels[name]] = value_digest(value)
-        return components
-
-    def step_key(
-        self, components: dict[str, str], args: tuple[Any, ...], kwargs: dict[str, Any]
-    ) -> StepKey:
-        """The full key, with descriptions for explain (only built on a miss)."""
-        describe = {"code": "\n\n".join(code_source_parts(self.func).values())}
-        for name, value in self.arguments(args, kwargs).items():
-            describe[f"arg:{name}"] = short_repr(value)
-        return StepKey(key_digest(components), components, describe)
-
-
-@functools.lru_cache(maxsize=256)  # (a notebook wraps the same parameters again and again)
-def _key_template(names: tuple[str, ...]) -> str:
-    """What :func:`~dagnb.cache.keys.key_digest` hashes for a call of these parameters,
-    as a ``str.format`` template: ``{0}`` the code's digest, ``{1}``... the arguments'
-    in the parameters' order."""
-    fields = {"format": CACHE_FORMAT.replace("{", "{{").replace("}", "}}"), "code": "{0}"}
-    fields.update({f"arg:{name}": f"{{{i}}}" for i, name in enumerate(names, start=1)})
-    return "".join(f"{name}={fields[name]}\n" for name in sorted(fields))
-
-
-_NOT_PLAIN = inspect.CO_VARARGS | inspect.CO_VARKEYWORDS
-
-
-def _plain_parameters(func: Callable[..., Any]) -> tuple[tuple[str, ...], dict[str, Any]] | None:
-    """The parameter names and defaults of a plain function (no ``*args``, ``**kwargs``,
-    positional- or keyword-only parameters, no signature of its own), read from its
-    code: cheaper than ``inspect.signature``. None for anything else."""
-    if type(func) is not types.FunctionType or "__wrapped__" in func.__dict__ or (
-            "__signature__" in func.__dict__):
-        return None
-    code = func.__code__
-    if code.co_flags & _NOT_PLAIN or code.co_posonlyargcount or code.co_kwonlyargcount:
-        return None
-    names = code.co_varnames[:code.co_argcount]
-    values = func.__defaults__ or ()
-    return names, dict(zip(names[len(names) - len(values):], values, strict=True))
 
 
 def _mmap_mode(value: Any) -> str | None:
@@ -555,18 +405,18 @@ class _Calls:
     def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
         self.func, self.options = func, options
         self.verbose: int = options["verbose"]
-        self.keys = _CallKeys(func, options["ignore"])
+        self.keys = CallKeys(func, options["ignore"])
 
     def before(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.verbose > 0:
             shown = ", ".join([*map(short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
             print("_" * 80)
             print(f"[Memory] Calling {self.name}...")
-            print(f"{_label(self.func)}({shown})")
+            print(f"{label(self.func)}({shown})")
 
     def after(self, took: float, context: str = "") -> None:
         if self.verbose > 0:
-            line = f"{_label(self.func)} {context}- {took:.1f}s, {took / 60:.1f}min"
+            line = f"{label(self.func)} {context}- {took:.1f}s, {took / 60:.1f}min"
             print("_" * max(0, 80 - len(line)) + line)
 
     def metadata(self, args: Any, kwargs: Any, took: float, start: float) -> dict[str, Any]:
@@ -769,7 +619,7 @@ class _CachedCall(_Calls):
             _log.info(
                 "Querying %s with signature %s(%s).\n(argument hash %s)\n"
                 "The store location is %s.",
-                self.name, _label(self.func), short_repr(args, 80), key, self.store.location,
+                self.name, label(self.func), short_repr(args, 80), key, self.store.location,
             )
 
     def computing(self, key: str) -> None:
