@@ -236,8 +236,46 @@ def test_readers_trust_no_entry_with_a_missing_or_short_blob(url: str, tmp_path:
     fs.pipe_file(f"{root}/blobs/{second}", b"y" * 699)
     reader = store(url, tmp_path / "b")
     assert reader.lookup("step", "k1") is None
-    assert reader.lookup("step", "k2") is None
+    with pytest.warns(RemoteCacheWarning, match="does not match its digest"):
+        assert reader.lookup("step", "k2") is None
     assert reader.backend.names() == []  # nothing half-downloaded left in the local tier
+
+
+def _damage_blob(url: str, step: str, key: str, name: str) -> None:
+    """Change one byte of the blob of ``out/<name>`` in the store, keeping its size."""
+    digest = json.loads(fs_cat(url, f"entries/{step}/{key}.json"))["files"][f"out/{name}"][0]
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    path = f"{url.removeprefix('s3://')}/blobs/{digest}"
+    data = bytearray(fs.cat_file(path))
+    data[len(data) // 2] ^= 0x01
+    fs.pipe_file(path, bytes(data))
+
+
+@pytest.mark.parametrize("size", [100, 200_000])  # (the local tier re-hashes up to 64 KiB)
+def test_a_blob_changed_in_the_store_is_a_miss_and_the_rebuild_mends_it(
+        url: str, tmp_path: Path, size: int) -> None:
+    good = bytes(i % 251 for i in range(size))
+    save(store(url, tmp_path / "a"), "step", "k", {"data.bin": good})
+    _damage_blob(url, "step", "k", "data.bin")
+    reader = store(url, tmp_path / "b")
+    with pytest.warns(RemoteCacheWarning, match=r"step/k.* does not match its digest"):
+        assert reader.lookup("step", "k") is None  # never served
+    assert reader.backend.names() == []
+    save(reader, "step", "k", {"data.bin": good})  # the step run again, by the reader
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
+
+
+def test_a_refresh_sends_its_blobs_again(url: str, tmp_path: Path) -> None:
+    """The writer never downloads what it has: its refresh alone mends its blob."""
+    writer = store(url, tmp_path / "a")
+    save(writer, "step", "k", {"data.bin": b"d" * 1000})
+    _damage_blob(url, "step", "k", "data.bin")
+    out = writer.scratch_dir("step")
+    (out / "data.bin").write_bytes(b"d" * 1000)
+    writer.save("step", "k", out_dir=out, refresh=True)
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == b"d" * 1000
 
 
 def test_two_writers_of_one_key_leave_one_good_entry(url: str, tmp_path: Path) -> None:
@@ -388,6 +426,21 @@ def test_push_then_pull_copies_entries_between_local_folders(
     assert "pull: 2 entries copied" in capsys.readouterr().out
     pulled = Store(tmp_path / "b")
     assert (pulled.lookup("make", "k2").out_dir / "data.txt").read_bytes() == b"two"
+
+
+def test_a_pull_says_which_entries_it_could_not_use_and_exits_1(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = Store(tmp_path / "a")
+    save(local, "make", "k1", {"data.txt": b"one"})
+    save(local, "make", "k2", {"data.txt": b"two"})
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    _damage_blob(url, "make", "k1", "data.txt")
+    capsys.readouterr()
+    assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 1
+    out = capsys.readouterr().out
+    assert "pull: 1 entries copied, 0 already there, 1 not usable" in out, out
+    assert Store(tmp_path / "b").lookup("make", "k1") is None
 
 
 @pytest.mark.parametrize("action", ["push", "pull"])

@@ -24,9 +24,11 @@ An upload puts the blobs a store lacks (identical outputs of different steps are
 once), then the manifest, created only if absent (S3's ``If-None-Match: *`` through
 s3fs' ``mode="create"``; stores without a conditional write check, then write). A reader
 trusts an entry only when its manifest parses and every blob it names exists with the
-recorded size, so an upload cut short (process killed, server gone) leaves nothing a
-reader accepts: blobs without a manifest are ignored, and an S3 object only exists once
-its PUT (or multipart upload) completed. Two writers of one key leave one good entry:
+recorded size and, as it is downloaded, hashes to its name, so an upload cut short
+(process killed, server gone) leaves nothing a reader accepts: blobs without a manifest
+are ignored, and an S3 object only exists once its PUT (or multipart upload) completed.
+A blob changed in the store is a miss, and the process that met it mends it when it saves
+the step again (a refresh sends every blob again too). Two writers of one key leave one good entry:
 the first manifest stays, unless it is broken or expired, then it is replaced. Files
 move through ``put_file``/``get_file``, which stream in chunks: memory stays bounded
 whatever a file's size.
@@ -127,6 +129,11 @@ class ObjectStore:
                 "it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
             ) from None
         self.path = path.rstrip("/")
+        # blobs whose content did not match their name (their digest) when downloaded,
+        # and the entries that named them: a save replaces both (see _put_blob)
+        self.damaged_blobs: set[str] = set()
+        self.damaged_entries: set[tuple[str, str]] = set()
+        self.expired = False  # whether the last download found its entry expired
         is_s3 = "s3" in _protocols(self.fs)
         # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
         # defaults read ten 50 MB parts of a download at once)
@@ -155,9 +162,11 @@ class ObjectStore:
     def download(self, step: str, key: str, into: Path) -> int | None:
         """Rebuild the entry ``step/key`` in the empty local folder ``into``; the bytes
         moved, or None when there is no entry a reader may trust (nothing absent,
-        expired, or with a blob missing or of the wrong size)."""
+        expired, or with a blob missing, of the wrong size or not of its digest: then it
+        is in :attr:`damaged_entries`)."""
         manifest = self.manifest(step, key)
-        if manifest is None or _expired(manifest, time.time()):
+        self.expired = manifest is not None and _expired(manifest, time.time())
+        if manifest is None or self.expired:
             return None
         for folder in manifest["dirs"]:
             (into / folder).mkdir(parents=True, exist_ok=True)
@@ -168,19 +177,26 @@ class ObjectStore:
             if size == 0:
                 target.touch()  # empty files have no blob: nothing to fetch
             elif not self._fetch_blob(digest, target, fetched):
+                if digest in self.damaged_blobs:
+                    self.damaged_entries.add((step, key))
                 return None
             if os.stat(target).st_size != size:
                 return None
         return sum(size for _, size in manifest["files"].values())
 
     def _fetch_blob(self, digest: str, target: Path, fetched: dict[str, Path]) -> bool:
-        """Download one blob (once per entry: a repeated digest is copied locally)."""
+        """Download one blob (once per entry: a repeated digest is copied locally); False
+        when it is absent, or is not the content its name says (changed in the store, by
+        a bug or by hand: never served, and in :attr:`damaged_blobs`)."""
         if digest in fetched:
             shutil.copyfile(fetched[digest], target)
             return True
         try:
             self.fs.get_file(self.blob_path(digest), os.fspath(target), **self._part_options)
         except FileNotFoundError:
+            return False
+        if file_digest(target) != digest:
+            self.damaged_blobs.add(digest)
             return False
         fetched[digest] = target
         return True
@@ -217,17 +233,24 @@ class ObjectStore:
             "dirs": dirs,
             "files": {rel: [file_digest(folder / rel), size] for rel, size in files.items()},
         }
+        # a refresh or a rebuild sends its blobs again: a blob damaged in the store keeps
+        # its name and size, so only sending it mends it
+        replace = replace or (step, key) in self.damaged_entries
         sent = 0
         for relative, (digest, size) in _distinct(manifest["files"]).items():
-            sent += self._put_blob(folder / relative, digest, size)
+            sent += self._put_blob(folder / relative, digest, size, replace)
+        self.damaged_entries.discard((step, key))
         return sent if self._put_manifest(step, key, manifest, replace) else 0
 
-    def _put_blob(self, path: Path, digest: str, size: int) -> int:
-        """Upload one blob unless the store has it whole already; the bytes sent."""
+    def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
+        """Upload one blob unless the store has it already (of its size, and neither
+        found damaged here nor to be replaced); the bytes sent."""
         target = self.blob_path(digest)
-        if size == 0 or self._size(target) == size:
+        if size == 0 or (not replace and digest not in self.damaged_blobs
+                         and self._size(target) == size):
             return 0  # stored once, whatever step made it
         self.fs.put_file(os.fspath(path), target, **self._part_options)
+        self.damaged_blobs.discard(digest)
         return size
 
     def _size(self, path: str) -> int | None:
@@ -389,6 +412,11 @@ class RemoteBackend(StoreBackend):
         except Exception as exc:  # an unreachable store is a miss, never a failed run
             self._failed("a download", exc)
             return None
+        if moved is None and (step, key) in self.remote.damaged_entries:
+            warnings.warn(
+                f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} has a file whose "
+                "content does not match its digest (changed in the store); it is a miss, and "
+                "saving the step again replaces it there", RemoteCacheWarning, stacklevel=4)
         return None if moved is None else self.local.read(step, key)
 
     def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
@@ -452,15 +480,18 @@ register_backend("remote", RemoteBackend)
 
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
-    """What a :func:`push` or :func:`pull` did: entries copied, skipped, bytes moved."""
+    """What a :func:`push` or :func:`pull` did: entries copied, skipped (there already),
+    expired and unusable (a pull's: in the store, expired, or with a file missing or
+    damaged), bytes moved."""
 
-    __slots__ = ("bytes", "copied", "skipped")
+    __slots__ = ("bytes", "copied", "expired", "skipped", "unusable")
 
     def __init__(self) -> None:
-        self.copied = self.skipped = self.bytes = 0
+        self.copied = self.skipped = self.expired = self.unusable = self.bytes = 0
 
     def __repr__(self) -> str:
-        return f"Transfer(copied={self.copied}, skipped={self.skipped}, bytes={self.bytes})"
+        return (f"Transfer(copied={self.copied}, skipped={self.skipped}, "
+                f"expired={self.expired}, unusable={self.unusable}, bytes={self.bytes})")
 
 
 def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfer:
@@ -494,7 +525,8 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
         else:
             moved = fetch_into(remote, local.backend, step, key)
             done.copied += moved is not None
-            done.skipped += moved is None
+            done.expired += moved is None and remote.expired
+            done.unusable += moved is None and not remote.expired
             done.bytes += moved or 0
         if progress is not None:
             progress(number, len(keys), done.bytes)
