@@ -394,6 +394,24 @@ def test_a_store_url_is_accepted_from_the_file_the_environment_and_configure(
     assert isinstance(backend, RemoteBackend) and backend.root == project / "tier"
 
 
+def test_configure_changing_a_store_urls_tier_or_options_is_used_at_once(
+    url: str, server: S3Server, project: Path
+) -> None:
+    """A session fixing a mistyped endpoint, or moving the tier, gets a store made with
+    what it says now (the store of a URL was kept by URL alone: sharing quietly stopped)."""
+    dagnb.configure(cache_directory=url, cache_local_directory=str(project / "one"),
+                    cache_storage_options={"endpoint_url": "http://127.0.0.1:9"})
+    first = dagnb.cache.store_for()
+    assert first.backend.root == project / "one"
+    dagnb.configure(cache_local_directory=str(project / "two"),
+                    cache_storage_options={"endpoint_url": server.endpoint})
+    second = dagnb.cache.store_for()
+    assert second is not first and second.backend.root == project / "two"
+    save(second, "step", "k", {"v.txt": b"shared"})
+    assert "entries/step/k.json" in listing(url)  # reached the store, from the new tier
+    assert dagnb.cache.store_for() is second  # unchanged settings: the same store
+
+
 @pytest.mark.parametrize("option", ["secret", "key", "token"])
 def test_credentials_in_the_config_are_refused_with_the_fix(project: Path, option: str) -> None:
     (project / "dagnb.yaml").write_text(

@@ -13,8 +13,10 @@ module-level functions act on the store of the configured directory::
 
 from __future__ import annotations
 
+import json
 import os
 from collections import OrderedDict
+from collections.abc import Hashable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, TextIO
@@ -95,7 +97,11 @@ def store_for(
     config = settings()
     configured = absolute(config.cache_directory)
     location = configured if directory is None else absolute(directory)
-    store = context().get("cache.stores", _RecentStores).get(location, read_only, configured)
+    # a store URL's store is also of its local tier and options: configure() changing
+    # either makes a new one (the old one went on with what it was made with)
+    made_with = (_remote_settings(config) if isinstance(location, str) else None)
+    store = context().get("cache.stores", _RecentStores).get(
+        location, read_only, configured, made_with)
     store.default_ttl = config.cache_ttl_seconds
     if read_only:  # digests of files are kept in memory only
         fingerprint.configure_stat_cache(None)
@@ -118,31 +124,50 @@ class _RecentStores:
     def __init__(self) -> None:
         self._lock = ForkSafeLock()
         self._stores: OrderedDict[tuple[Path | str, bool], Store] = OrderedDict()
+        self._made_with: dict[tuple[Path | str, bool], Hashable] = {}
 
-    def get(self, location: Path | str, read_only: bool, configured: Path | str) -> Store:
-        """The store of ``location``, made if it is not one of the recent ones."""
+    def get(self, location: Path | str, read_only: bool, configured: Path | str,
+            made_with: Hashable = None) -> Store:
+        """The store of ``location``, made if it is not one of the recent ones, or if it
+        was made with other settings than ``made_with`` (that one is closed)."""
+        key = (location, read_only)
         with self._lock:
-            found = self._stores.get((location, read_only))
+            found = self._stores.get(key)
+            if found is not None and self._made_with.get(key) != made_with:
+                stale, found = self._stores.pop(key), None
+            else:
+                stale = None
+        if stale is not None:  # (not under the lock: a close writes)
+            stale.close()
         if found is None:  # (made unlocked: a store reads its folder)
             found = Store(location, read_only=read_only)
-        return self.put(location, read_only, found, configured)
+        return self.put(location, read_only, found, configured, made_with)
 
-    def put(
-        self, location: Path | str, read_only: bool, store: Store, configured: Path | str
-    ) -> Store:
+    def put(self, location: Path | str, read_only: bool, store: Store,
+            configured: Path | str, made_with: Hashable = None) -> Store:
         """Make ``store`` the store of ``location`` (unless another thread made one
         meanwhile: then that one), the most recent; those that fall out are closed."""
+        key = (location, read_only)
         with self._lock:
-            store = self._stores.setdefault((location, read_only), store)
-            self._stores.move_to_end((location, read_only))
-            dropped = [(key, old) for key, old in self._stores.items()
-                       if key[0] != configured and not isinstance(key[0], str)]
+            if key not in self._stores:
+                self._stores[key], self._made_with[key] = store, made_with
+            store = self._stores[key]
+            self._stores.move_to_end(key)
+            dropped = [(old_key, old) for old_key, old in self._stores.items()
+                       if old_key[0] != configured and not isinstance(old_key[0], str)]
             dropped = dropped[:max(0, len(dropped) - self.KEEP)]
-            for key, _ in dropped:
-                del self._stores[key]
+            for old_key, _ in dropped:
+                del self._stores[old_key]
+                self._made_with.pop(old_key, None)
         for _, old in dropped:  # (not under the lock: a close writes)
             old.close()
         return store
+
+
+def _remote_settings(config: Any) -> Hashable:
+    """What a store URL's backend reads from the settings when made (see RemoteBackend)."""
+    options = json.dumps(config.cache_storage_options, sort_keys=True, default=repr)
+    return (str(absolute(config.cache_local_directory)), options)
 
 
 def default_store() -> Store:
