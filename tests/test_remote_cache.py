@@ -7,6 +7,7 @@ the process), so a reader can then look at what an interrupted upload left.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -371,6 +372,53 @@ def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
         warnings.simplefilter("ignore")
         assert closed.lookup("step", "again") is None
     assert len(calls) == 1
+
+
+class _SilentEndpoint:
+    """A TCP server that accepts connections and never answers (a hung MinIO, a stuck
+    proxy): what costs a client its read timeout, times every retry."""
+
+    def __init__(self) -> None:
+        import socket
+
+        self._socket = socket.create_server(("127.0.0.1", 0), backlog=64)
+        self.url = f"http://127.0.0.1:{self._socket.getsockname()[1]}"
+        self._held: list[Any] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                self._held.append(self._socket.accept()[0])
+
+    def close(self) -> None:
+        self._socket.close()
+        for connection in self._held:
+            connection.close()
+
+
+def test_a_store_that_never_answers_costs_a_lookup_two_attempts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """s3fs' 5 retries of botocore's attempts made the first lookup wait 7 minutes; dagnb
+    asks for 2 attempts unless told otherwise (the 1 s timeouts here are the test's)."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
+    silent = _SilentEndpoint()
+    try:
+        hung = Store("s3://hung/cache", backend=RemoteBackend(
+            "s3://hung/cache", local=tmp_path / "a", storage_options={
+                "endpoint_url": silent.url,
+                "config_kwargs": {"read_timeout": 1, "connect_timeout": 1}}))
+        started = time.monotonic()
+        with pytest.warns(RemoteCacheWarning, match="failed"):
+            assert hung.lookup("step", "k") is None
+        took = time.monotonic() - started
+    finally:
+        silent.close()
+    assert took < 12, took  # 2 attempts (about 4 s here), not s3fs' 5 of botocore's 5 (25 s+)
 
 
 # -- settings ---------------------------------------------------------------------------

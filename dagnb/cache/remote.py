@@ -119,8 +119,13 @@ class ObjectStore:
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
         self.url = url.rstrip("/")
         options = dict(storage_options or {})
-        if url.split("://", 1)[0] in ("file", "local"):
+        protocol = url.split("://", 1)[0]
+        if protocol in ("file", "local"):
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
+        s3_retries = 1
+        if protocol in ("s3", "s3a"):
+            s3_retries = options.pop("retries", s3_retries)
+            options = _s3_defaults(options)
         try:
             self.fs, path = _fsspec(url).core.url_to_fs(self.url, **options)
         except ImportError as exc:  # s3fs, gcsfs or adlfs missing
@@ -129,12 +134,14 @@ class ObjectStore:
                 "it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
             ) from None
         self.path = path.rstrip("/")
+        is_s3 = "s3" in _protocols(self.fs)
+        if is_s3:
+            self.fs.retries = s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
         # blobs whose content did not match their name (their digest) when downloaded,
         # and the entries that named them: a save replaces both (see _put_blob)
         self.damaged_blobs: set[str] = set()
         self.damaged_entries: set[tuple[str, str]] = set()
         self.expired = False  # whether the last download found its entry expired
-        is_s3 = "s3" in _protocols(self.fs)
         # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
         # defaults read ten 50 MB parts of a download at once)
         self._part_options = {"chunksize": _S3_CHUNK, "max_concurrency": 2} if is_s3 else {}
@@ -288,6 +295,18 @@ class ObjectStore:
             size == 0 or self._size(self.blob_path(digest)) == size
             for digest, size in set(map(tuple, manifest["files"].values()))
         )
+
+
+def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
+    """Two attempts of each request, unless the user chose (in ``config_kwargs`` or
+    ``AWS_MAX_ATTEMPTS``): s3fs' five retries of botocore's five attempts kept the first
+    lookup on a store that accepts connections and never answers waiting 7 minutes;
+    now about 2 x 15 s (s3fs' read timeout), then the store rests (RETRY_AFTER)."""
+    config = dict(options.get("config_kwargs") or {})
+    if "retries" not in config and "AWS_MAX_ATTEMPTS" not in os.environ:
+        config["retries"] = {"max_attempts": 2, "mode": "standard"}
+        options["config_kwargs"] = config
+    return options
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
