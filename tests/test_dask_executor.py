@@ -425,3 +425,31 @@ def test_a_dask_step_runs_in_its_workdir_or_fails_when_it_is_not_here(on_dask):
     assert run.states() == {"mapped": "succeeded", "missing": "failed"}
     assert run.result("mapped") == str(on_dask / "src" / "pkg")
     assert "workdir 'build' is not a folder" in run.status_rows()["missing"]["error"]
+
+
+UNGUARDED = """\
+import dagnb
+
+def square():
+    return 7 * 7
+
+print("body runs in", __name__, flush=True)
+run = dagnb.Graph("g", [dagnb.Step("square", func=square, executor="dask")]).run()
+print("states", run.states(), run.status()["error"].iloc[0], flush=True)
+"""
+
+
+@pytest.mark.slow
+def test_a_script_with_no_main_guard_fails_in_one_line_rather_than_hang(tmp_path, monkeypatch):
+    """Each LocalCluster worker imports the script again (spawn) and would run the graph
+    there too, waiting on the key the script holds: a hang, with the cache on."""
+    import subprocess
+    import sys
+
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+    (tmp_path / "script.py").write_text(UNGUARDED)
+    done = subprocess.run([sys.executable, "script.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=90)
+    assert "states {'square': 'failed'}" in done.stdout, done.stdout + done.stderr
+    assert 'needs it under if __name__ == "__main__":' in done.stdout
+    assert "a run started while a worker process imported your script again" in done.stderr

@@ -274,10 +274,17 @@ def _connect() -> _Cluster:
                 "or fix the dask_scheduler setting (DAGNB_DASK_SCHEDULER)"
             ) from None
     else:
-        local = LocalCluster(
-            n_workers=2, threads_per_worker=1, processes=True,
-            dashboard_address=":0", silence_logs=logging.ERROR,
-        )
+        try:
+            local = LocalCluster(
+                n_workers=2, threads_per_worker=1, processes=True,
+                dashboard_address=":0", silence_logs=logging.ERROR,
+            )
+        except RuntimeError as exc:  # ("Nanny failed to start.")
+            raise ExecutorUnavailable(
+                f"executor 'dask': the LocalCluster's workers did not start ({exc}); "
+                "a script that runs a graph at its top level needs it under "
+                "if __name__ == \"__main__\": (each worker imports the script again)"
+            ) from None
         cluster = _Cluster(Client(local, set_as_default=False), local)
     atexit.register(cluster.close)
     return cluster

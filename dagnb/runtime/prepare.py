@@ -18,6 +18,7 @@ import gc
 import os
 import secrets as _random
 import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -47,6 +48,23 @@ if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
 __all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
+
+
+def _refuse_in_a_reimported_script() -> None:
+    """A run from a script's top level while a process that multiprocessing spawned
+    (dask's LocalCluster workers, a Pool) imports that script again: the run would
+    start in every such process, and wait there on the key the parent holds."""
+    if "__mp_main__" not in sys.modules:  # (only a spawned process has one)
+        return
+    frame = sys._getframe(1)
+    while frame is not None:
+        if frame.f_code.co_name == "<module>" and frame.f_globals.get("__name__") == (
+                "__mp_main__"):
+            raise DagnbError(
+                "a run started while a worker process imported your script again "
+                "(multiprocessing's spawn: dask's workers, a Pool); put the script's "
+                "run under if __name__ == \"__main__\":")
+        frame = frame.f_back
 
 
 def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
@@ -210,6 +228,7 @@ def prepare(
         Called with each of the run's events from its first (the CLI's progress
         lines); ``run.events.subscribe`` does the same once the Run exists.
     """
+    _refuse_in_a_reimported_script()
     config = settings()
     graph.validate()
     cache_directory = cache_directory or None  # None: the setting
