@@ -483,6 +483,18 @@ def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
     assert encode_inline(threading.Lock(), 100) is None
 
 
+def test_an_inline_result_is_a_new_object_each_time_it_is_encoded_or_decoded():
+    """A step or a caller changing what it got changes neither the entry nor later hits."""
+    from dagnb.model.results import decode_inline, encode_inline
+
+    value = {"rows": [1, [2]], "n": 1}
+    fields = encode_inline(value, 100)
+    value["rows"].append(3)
+    first = decode_inline(fields)
+    first["rows"][1].append(99)
+    assert decode_inline(fields) == {"rows": [1, [2]], "n": 1}
+
+
 def test_a_hit_checks_small_files_with_the_digest_they_were_saved_with(tmp_path):
     from dagnb.cache.entry_files import _small_file_digest
     from dagnb.fingerprint import path_digest

@@ -122,30 +122,49 @@ def test_ttl_with_injected_clock(memory, clock):
 
 def test_repeat_hit_returns_the_loaded_result_until_the_entry_changes(memory):
     @memory.cache
-    def frame(n):
-        return pd.DataFrame({"a": np.arange(n)})
+    def numbers(n):
+        return tuple(range(n))  # (nobody can change it: kept for repeat hits)
 
-    first = frame(1000)  # too big to be inline: a folder entry
-    assert frame(1000) is first  # no unpickling on a repeat hit
-    entry = memory.store.lookup(frame.store_name, memory.store.newest(frame.store_name).key)
+    first = numbers(1000)  # too big to be inline: a folder entry
+    assert numbers(1000) is first  # no unpickling on a repeat hit
+    entry = memory.store.lookup(numbers.store_name, memory.store.newest(numbers.store_name).key)
     shutil.rmtree(entry.path)  # removed behind our back: noticed with one stat
-    again = frame(1000)
-    assert again is not first
-    pd.testing.assert_frame_equal(again, first)
+    again = numbers(1000)
+    assert again is not first and again == first
 
 
 def test_repeat_hit_on_a_packed_entry_is_the_same_object_until_it_is_removed(memory):
     @memory.cache
+    def numbers(n):
+        return tuple(range(n))
+
+    first = numbers(3)  # small: a pack record
+    assert numbers(3) is first
+    other = Store(memory.store.location)  # another store of the folder, this process
+    assert other.remove(numbers.store_name, other.newest(numbers.store_name).key)
+    again = numbers(3)
+    assert again is not first and again == first
+
+
+@pytest.mark.parametrize("rows", [3, 1000])  # a pack record, a folder entry
+def test_a_result_its_caller_changes_changes_no_later_hit(memory, rows):
+    """As with joblib, each hit on a frame, a list or a dict is a new object."""
+    @memory.cache
     def frame(n):
         return pd.DataFrame({"a": np.arange(n)})
 
-    first = frame(3)  # small: a pack record
-    assert frame(3) is first
-    other = Store(memory.store.location)  # another store of the folder, this process
-    assert other.remove(frame.store_name, other.newest(frame.store_name).key)
-    again = frame(3)
-    assert again is not first
-    pd.testing.assert_frame_equal(again, first)
+    @memory.cache
+    def settings(n):
+        return {"rows": [1, 2], "n": n}
+
+    for _ in range(2):  # the miss's result, then a hit's
+        got = frame(rows)
+        got["b"] = 1
+        got.iloc[0, 0] = -1
+        listed = settings(rows)
+        listed["rows"].append(99)
+    assert list(frame(rows).columns) == ["a"] and frame(rows)["a"].iloc[0] == 0
+    assert settings(rows) == {"rows": [1, 2], "n": rows}
 
 
 def test_results_survive_a_new_memory(tmp_path, clock):
@@ -254,6 +273,10 @@ def _returns_a_set(x):
     return {x, x + 1}
 
 
+def _returns_a_frozenset(x):
+    return frozenset({x, x + 1})
+
+
 def _returns_a_big_set(x):
     """A result too big to live in the entry's metadata: it gets a result file."""
     return {x, x + 1, *range(1000, 2000)}
@@ -302,7 +325,7 @@ def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_pa
 def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
     from dagnb.cache import memory as memory_module
 
-    cached = Memory(str(tmp_path)).cache(_returns_a_set)
+    cached = Memory(str(tmp_path)).cache(_returns_a_frozenset)
     for x in range(memory_module._LOADED_LIMIT + 50):
         cached(x)
     holder = next(c.cell_contents for c in cached.__closure__

@@ -31,9 +31,11 @@ contain a dot, so the two never collide).
 A small result (up to 2 KiB) is kept in the entry's record of a pack
 (:mod:`dagnb.cache.pack`): a miss appends one record, and a hit on a call stored by
 another process is a dictionary lookup once this process has read the packs. A repeat
-hit returns the loaded result kept in memory while the entry is the same (for an entry
-with a folder, one ``stat`` of its ``meta.json`` says so), so it is the *same object*
-each time: do not mutate a cached result in place.
+hit on a result nobody can change in place (a number, a string, a tuple of them, an
+array mapped read-only) returns the one kept in memory while the entry is the same (for
+an entry with a folder, one ``stat`` of its ``meta.json`` says so); any other result (a
+frame, a list, a dict) is loaded anew at each hit, as joblib does, so a caller that
+changes what it got changes no later hit.
 """
 
 from __future__ import annotations
@@ -574,8 +576,13 @@ class _CachedCall(_Calls):
         return joblib.load(path, mmap_mode=self.mmap_mode)
 
     def remember(self, key: str, entry: Entry, value: Any) -> None:
-        """Keep the result for repeat hits; only the most recent few, not every call's."""
+        """Keep the result for repeat hits, if no caller can change it (a number, a
+        string, a tuple of them; arrays mapped read-only): a frame or a list is loaded
+        anew at each hit, as joblib does, so ``df["b"] = 1`` on one changes no later
+        one. Only the most recent few, not every call's."""
         self.loaded.pop(key, None)
+        if not (self.mmap_mode == "r" or _unchangeable(value)):
+            return
         if len(self.loaded) >= _LOADED_LIMIT:
             del self.loaded[next(iter(self.loaded))]
         self.loaded[key] = (entry, value)
@@ -758,6 +765,20 @@ class _CachedCall(_Calls):
             print(f"[Memory] Clearing function cache identified by {self.name}")
         self.loaded.clear()
         self.store.clear(self.name)
+
+
+_ATOMS = (type(None), bool, int, float, complex, str, bytes, range)
+
+
+def _unchangeable(value: Any, depth: int = 0) -> bool:
+    """Whether ``value`` cannot be changed in place: an atom, or a tuple or frozenset
+    of such (a few levels deep)."""
+    kind = type(value)
+    if kind in _ATOMS:
+        return True
+    if kind in (tuple, frozenset) and depth < 3:
+        return all(_unchangeable(item, depth + 1) for item in value)
+    return False
 
 
 def _shared_location(location: str | Path | None, store: Store) -> str:

@@ -156,7 +156,7 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
         text = _STRICT(value)
         # only a float's text may not give it back: no need to read the others back
         if len(text) <= limit and (not _has_float(value) or json.loads(text) == value):
-            return {"json": value}
+            return {"json": _copied(value)}  # (not the caller's: it may change it)
     sink = _Bounded(limit * 3 // 4)  # base64 takes 4 characters per 3 bytes
     try:
         pickle.Pickler(sink, protocol=5).dump(value)
@@ -166,7 +166,17 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
 
 
 def decode_inline(fields: Any) -> Any:
-    """The value :func:`encode_inline` described."""
+    """The value :func:`encode_inline` described: a new one at each call (a list or dict
+    is copied, not the one the entry's metadata holds, which a caller could change)."""
     if "json" in fields:
-        return fields["json"]
+        return _copied(fields["json"])
     return pickle.loads(base64.b64decode(fields["pickle"]))
+
+
+def _copied(value: Any) -> Any:
+    """A JSON value with its lists and dicts new (its numbers and strings shared)."""
+    if type(value) is list:
+        return [_copied(item) for item in value]
+    if type(value) is dict:
+        return {key: _copied(item) for key, item in value.items()}
+    return value
