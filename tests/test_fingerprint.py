@@ -131,6 +131,31 @@ def test_numpy_arrays_hash_by_content_dtype_and_shape():
     )
 
 
+def test_an_array_subclass_counts_its_class_and_a_masked_arrays_mask(tmp_path):
+    data = np.array([1.0, 2.0, 100.0])
+    masked = np.ma.masked_array(data, mask=[0, 0, 1])
+    assert value_digest(masked) != value_digest(data)
+    assert value_digest(masked) != value_digest(np.ma.masked_array(data, mask=[0, 1, 0]))
+    assert value_digest(masked) != value_digest(np.ma.masked_array(data, mask=[0, 0, 1],
+                                                                   fill_value=-1.0))
+    assert value_digest(masked) == value_digest(masked.copy())
+    rows = np.array([(1, 2.0)], dtype=[("a", "i4"), ("b", "f8")])
+    assert value_digest(rows.view(np.recarray)) != value_digest(rows)
+    mapped = np.memmap(tmp_path / "a.bin", dtype="float64", mode="w+", shape=(3,))
+    mapped[:] = data
+    assert value_digest(mapped) == value_digest(data)  # a memmap counts as its content
+
+
+def test_a_nullable_column_with_na_hashes_exactly():
+    """pandas 3 gives a nullable int column holding NA to numpy as floats, in which
+    2**53 + 1 is 2**53: two different ID columns hashed the same."""
+    big = pd.Series([2**53 + 1, pd.NA], dtype="Int64")
+    assert value_digest(big) != value_digest(pd.Series([2**53, pd.NA], dtype="Int64"))
+    assert value_digest(big) == value_digest(big.copy())
+    assert value_digest(pd.DataFrame({"id": big})) != value_digest(
+        pd.DataFrame({"id": pd.Series([2**53, pd.NA], dtype="Int64")}))
+
+
 def test_pandas_objects_include_index_and_names():
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
     assert value_digest(frame) == value_digest(frame.copy())

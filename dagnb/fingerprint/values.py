@@ -229,6 +229,8 @@ def _feed_array_like(h: Any, obj: Any) -> bool:
     np = sys.modules.get("numpy")
     if np is not None:
         if isinstance(obj, np.ndarray):
+            if type(obj) not in (np.ndarray, np.memmap):  # (a memmap: its content)
+                _feed_subclass(h, obj, np)
             _feed_ndarray(h, obj, np)
             return True
         if isinstance(obj, np.generic):
@@ -263,10 +265,23 @@ def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
     h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
 
 
+def _feed_subclass(h: Any, arr: Any, np: Any) -> None:
+    """What an ndarray subclass adds to its data: its class (np.matrix and np.recarray
+    hold the same bytes as an array), and a masked array's mask and fill value."""
+    kind = type(arr)
+    h.update(b"sub%s.%s" % (kind.__module__.encode(), kind.__qualname__.encode()))
+    if isinstance(arr, np.ma.MaskedArray):
+        _feed_ndarray(h, np.ma.getmaskarray(arr), np)
+        _feed(h, arr.fill_value, set())
+
+
 def _feed_column(h: Any, series: Any) -> None:
     h.update(b"col" + str(series.dtype).encode())
     values = series.to_numpy()
-    if values.dtype.hasobject:  # strings, categoricals, tz-aware and nullable columns
+    # strings, categoricals, tz-aware columns; and a nullable column holding NA, whose
+    # numpy form is float (where 2**53 + 1 is 2**53) or, before pandas 3, objects
+    if values.dtype.hasobject or (hasattr(series.dtype, "numpy_dtype")
+                                  and values.dtype != series.dtype.numpy_dtype):
         _feed_pickle(h, series.array)
     else:
         _feed_ndarray(h, values, sys.modules["numpy"])
