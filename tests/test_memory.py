@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -716,3 +717,93 @@ def test_a_memory_pickles_as_joblibs_does(tmp_path):
     assert again.store.default_ttl == memory.store.default_ttl
     assert again.cache(abs).check_call_in_cache(-2)
     assert pickle.loads(pickle.dumps(Memory(None))).store is None
+
+
+# -- the globals a cached function reads ------------------------------------------------
+params = {"alpha": 1}  # (lower case: read as data by the functions below)
+connection = threading.Lock()  # (an object no hash takes)
+seen: list[int] = []
+
+
+def _scaled(x):
+    return x * params["alpha"]
+
+
+def _with_connection(x):
+    with connection:
+        return x + 1
+
+
+def _counting(x):
+    seen.append(x)
+    return x
+
+
+def test_a_global_the_function_reads_counts_by_its_value_at_each_call(memory, monkeypatch):
+    monkeypatch.setitem(params, "alpha", 1)
+    scaled = memory.cache(_scaled)
+    assert scaled(10) == 10
+    params["alpha"] = 2  # changed in place: the same dict
+    assert scaled(10) == 20
+    params["alpha"] = 1
+    assert scaled(10) == 10 and scaled.check_call_in_cache(10)
+
+
+SCRIPT = """
+import sys
+from dagnb import Memory
+settings = {"alpha": int(sys.argv[2])}
+
+def scaled(x):
+    return x * settings["alpha"]
+
+print(Memory(sys.argv[1]).cache(scaled)(10))
+"""
+
+
+def test_a_global_changed_between_processes_is_a_miss(tmp_path):
+    (tmp_path / "script.py").write_text(SCRIPT)
+
+    def run(alpha: int) -> str:
+        done = subprocess.run([sys.executable, "script.py", str(tmp_path / "c"), str(alpha)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.strip()
+
+    assert [run(1), run(2), run(1)] == ["10", "20", "10"]
+
+
+def test_a_global_no_hash_takes_counts_by_its_type_with_one_warning(memory):
+    cached = memory.cache(_with_connection)
+    with pytest.warns(UserWarning, match=r"global 'connection' \(lock\) cannot be hashed"):
+        assert cached(1) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once
+        assert cached(1) == 2 and cached.check_call_in_cache(1)
+
+
+def test_a_function_that_changes_a_global_it_reads_is_told_once(memory):
+    seen.clear()
+    counting = memory.cache(_counting)
+    with pytest.warns(UserWarning, match="changed global 'seen', which it reads"):
+        assert counting(1) == 1
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert counting(1) == 1
+    assert seen == [1, 1]  # (keyed by seen's value: each call misses, as it warned)
+
+
+class _Scaler:
+    def __init__(self, k):
+        self.k = k
+
+    def apply(self, x):
+        return x * self.k
+
+
+def test_a_methods_object_counts_by_its_state_at_each_call(memory):
+    scaler = _Scaler(2)
+    apply = memory.cache(scaler.apply)
+    assert apply(5) == 10
+    scaler.k = 3
+    assert apply(5) == 15

@@ -6,15 +6,17 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec
 
-from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest
+from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, shown
 from dagnb.checks import short_repr
-from dagnb.errors import DagnbError
+from dagnb.errors import DagnbError, FingerprintError
 from dagnb.fingerprint import (
-    code_digest,
     code_source_parts,
+    code_with_values,
+    global_values,
     signature_of,
     text_digest,
     value_digest,
@@ -50,11 +52,12 @@ class CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "labels", "names", "template")
+    __slots__ = ("defaults", "func", "ignore", "labels", "names", "template", "unhashed")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
         self.ignore = frozenset(ignore)
+        self.unhashed: set[str] = set()  # globals warned of (_variable_digest, warn_of_state)
         plain = plain_parameters(func)
         if plain is None:
             parameters = list(self.signature.parameters.values())
@@ -115,23 +118,64 @@ class CallKeys(Generic[P]):
 
     def digest(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
         """``key_digest(self.components(args, kwargs))``: for a call with every argument
-        given by position (every hit's, usually), the key's text is filled into the
-        template made once, without the dict and the sort."""
+        given by position (every hit's, usually) of a function that reads no data from
+        globals, the key's text is filled into the template made once, without the dict
+        and the sort."""
+        code = code_with_values(self.func)
         template = self.template
-        if template is not None and not kwargs and len(args) == len(self.labels):
-            return text_digest(template.format(code_digest(self.func), *map(value_digest, args)))
-        return key_digest(self.components(args, kwargs))
+        if (template is not None and not code[1] and not kwargs
+                and len(args) == len(self.labels)):
+            return text_digest(template.format(code[0], *map(value_digest, args)))
+        return key_digest(self.components(args, kwargs, code))
 
-    def components(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, str]:
-        components = {"format": CACHE_FORMAT, "code": code_digest(self.func)}
+    def components(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+                   code: tuple[str, Mapping[str, Any]] | None = None) -> dict[str, str]:
+        """The key's parts: the code's, one ``arg:<name>`` an argument, one
+        ``var:<name>`` a global the code reads data from (hashed at each call, as a
+        step's are at each run: a dict changed in place, or in another process, counts)."""
+        digest, variables = code_with_values(self.func) if code is None else code
+        components = {"format": CACHE_FORMAT, "code": digest}
         names, labels = self.names, self.labels
         if names is not None and not kwargs and len(args) == len(names) and not self.ignore:
             for name, value in zip(names, args, strict=True):  # every hit: no binding
                 components[labels[name]] = value_digest(value)
-            return components
-        for name, value in self.arguments(args, kwargs).items():
-            components[labels[name]] = value_digest(value)
+        else:
+            for name, value in self.arguments(args, kwargs).items():
+                components[labels[name]] = value_digest(value)
+        for name, value in variables.items():
+            components[f"var:{name}"] = self._variable_digest(name, value)
         return components
+
+    def _variable_digest(self, name: str, value: Any) -> str:
+        """A global's value digest; one that cannot be hashed (a connection, a lock)
+        counts by its type, with a warning once: every call would run otherwise."""
+        try:
+            return value_digest(value)
+        except FingerprintError as exc:
+            if name not in self.unhashed:
+                self.unhashed.add(name)
+                warnings.warn(
+                    f"{label(self.func)}: global {name!r} ({type(value).__qualname__}) cannot "
+                    f"be hashed ({exc.__cause__ or exc}); it counts by its type only, so a "
+                    "change to it is not seen (pass it as an argument, or ignore= it)",
+                    stacklevel=5)
+            return text_digest(f"type:{type(value).__module__}.{type(value).__qualname__}")
+
+    def warn_of_state(self, components: Mapping[str, str]) -> None:
+        """After a call ran: a global it read and changed (``calls.append(x)``) is state,
+        not input; keyed by it, every call misses. Say so, once a name."""
+        read = [key[4:] for key in components if key.startswith("var:")]
+        if not read:
+            return
+        now = global_values(self.func)
+        for name in read:
+            if name in now and name not in self.unhashed and self._variable_digest(
+                    name, now[name]) != components[f"var:{name}"]:
+                self.unhashed.add(name)  # (warned of: once)
+                warnings.warn(
+                    f"{label(self.func)} changed global {name!r}, which it reads: the key "
+                    "of its calls holds that global's value, so each call misses; keep "
+                    "such state out of a cached function", stacklevel=4)
 
     def step_key(
         self, components: dict[str, str], args: tuple[Any, ...], kwargs: dict[str, Any]
@@ -140,6 +184,8 @@ class CallKeys(Generic[P]):
         describe = {"code": "\n\n".join(code_source_parts(self.func).values())}
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = short_repr(value)
+        for name, value in global_values(self.func).items():
+            describe[f"var:{name}"] = shown(name, value)
         return StepKey(key_digest(components), components, describe)
 
 

@@ -290,7 +290,7 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any]) -> N
                 f"({_type_name(value)}) cannot be fingerprinted ({why})",
                 step=step.name, variable=name,
             ) from None
-        key.digest(f"var:{name}", digest, _shown(name, value))
+        key.digest(f"var:{name}", digest, shown(name, value))
 
 
 def _type_name(value: Any) -> str:
@@ -310,7 +310,7 @@ def _type_name(value: Any) -> str:
 _SECRET_NAME = re.compile(r"token|secret|passw|credential|api_?key|private", re.IGNORECASE)
 
 
-def _shown(name: str, value: Any) -> str:
+def shown(name: str, value: Any) -> str:
     """A short description for explain: the repr of plain data, else type and shape."""
     plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
     if isinstance(value, plain) and not _SECRET_NAME.search(name):

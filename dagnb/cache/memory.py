@@ -662,6 +662,7 @@ class _CachedCall(_Calls):
                 value = await func(*args, **kwargs)
                 took = time.perf_counter() - clock
                 self.after(took)
+                keys.warn_of_state(components)
                 return self.save(key, value, took), took, start
 
             async def call(*args: Any, **kwargs: Any) -> Any:
@@ -699,6 +700,7 @@ class _CachedCall(_Calls):
                 value = func(*args, **kwargs)
                 took = time.perf_counter() - clock
                 self.after(took)
+                keys.warn_of_state(components)
                 return self.save(key, value, took), took, start
 
             def call(*args: Any, **kwargs: Any) -> Any:
