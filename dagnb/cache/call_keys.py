@@ -17,6 +17,7 @@ from dagnb.fingerprint import (
     code_source_parts,
     code_with_values,
     global_values,
+    object_digest,
     signature_of,
     text_digest,
     value_digest,
@@ -148,7 +149,11 @@ class CallKeys(Generic[P]):
 
     def _variable_digest(self, name: str, value: Any) -> str:
         """A global's value digest; one that cannot be hashed (a connection, a lock)
-        counts by its type, with a warning once: every call would run otherwise."""
+        counts by its type, with a warning once: every call would run otherwise. A
+        method's object (``self``) has no such way out: objects of one class would share
+        entries (FingerprintError, as before the call runs)."""
+        if name == "self":
+            return object_digest(value)
         try:
             return value_digest(value)
         except FingerprintError as exc:

@@ -32,6 +32,7 @@ from dagnb.fingerprint.code import (
     code_with_values,
     global_values,
     missing_globals,
+    object_digest,
     signature_of,
     source_table,
 )
@@ -69,6 +70,7 @@ __all__ = [
     "main_spelled",
     "missing_globals",
     "new_hasher",
+    "object_digest",
     "path_digest",
     "set_hash_algorithm",
     "signature_of",

@@ -137,7 +137,7 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
         #                        reaches) and, with values, the object's state
         parts = [extra or "", "class", _class_digest(bound if isinstance(bound, type)
                                                      else type(bound))]
-        extra = _combine([*parts, "self", _object_digest(bound)] if values else parts)
+        extra = _combine([*parts, "self", object_digest(bound)] if values else parts)
     if extra is not None:
         inner = (code_digest(target, values=values) if target is not func
                  else _combine(["callable", _reference(target)]))  # (a C method: d.get)
@@ -218,7 +218,9 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
     return found[2]
 
 
-def _object_digest(obj: Any) -> str:
+def object_digest(obj: Any) -> str:
+    """The value digest of the object a method is bound to (or a callable object);
+    FingerprintError saying how to cache such a method otherwise."""
     try:
         return value_digest(obj)
     except FingerprintError as exc:
