@@ -1095,3 +1095,39 @@ def test_a_body_import_of_a_project_package_keys_the_same_in_every_process(tmp_p
                               env={**os.environ, "PYTHONHASHSEED": seed}).stdout.strip()
                for seed in ("1", "2", "3", "4")}
     assert len(digests) == 1, digests
+
+
+FEATURIZER = """
+    class Featurizer:
+        def __init__(self, k):
+            self.k = k
+
+        def transform(self, x):
+            return x * self.k
+"""
+
+
+def test_an_argument_built_from_a_project_class_counts_the_classs_code(tmp_path, monkeypatch):
+    """``evaluate(Featurizer(2), X)``: the Featurizer edited is a miss, as a function
+    that builds one inside is."""
+    module = _module(tmp_path, monkeypatch, "featurizers", FEATURIZER)
+    before = value_digest(module.Featurizer(2))
+    assert value_digest(module.Featurizer(2)) == before
+    assert value_digest(module.Featurizer(3)) != before
+    (tmp_path / "featurizers.py").write_text(textwrap.dedent(
+        FEATURIZER.replace("x * self.k", "x * self.k + 1000")))
+    edited = importlib.reload(module)
+    assert value_digest(edited.Featurizer(2)) != before
+
+
+def test_the_globals_a_function_changes_are_its_state_not_its_input():
+    from dagnb.fingerprint.walker import changed_globals
+
+    def work(x):
+        calls.append(x)  # noqa: F821
+        memo[x] = 1  # noqa: F821
+        del stale[x]  # noqa: F821
+        pending.update({x: 1})  # noqa: F821
+        return params["alpha"] + len(calls) + sorted(items)[0]  # noqa: F821
+
+    assert changed_globals(work.__code__) == {"calls", "memo", "stale", "pending"}

@@ -782,15 +782,33 @@ def test_a_global_no_hash_takes_counts_by_its_type_with_one_warning(memory):
         assert cached(1) == 2 and cached.check_call_in_cache(1)
 
 
-def test_a_function_that_changes_a_global_it_reads_is_told_once(memory):
+def _note(x):
+    seen.append(x)
+
+
+def _counting_through_a_helper(x):
+    _note(x)
+    return x + len(seen)
+
+
+def test_a_global_the_function_changes_is_state_not_input(memory):
+    """``calls.append(x)`` (the tutorial's count of real calls): by name, not value."""
     seen.clear()
     counting = memory.cache(_counting)
-    with pytest.warns(UserWarning, match="changed global 'seen', which it reads"):
-        assert counting(1) == 1
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert counting(1) == 1
-    assert seen == [1, 1]  # (keyed by seen's value: each call misses, as it warned)
+        assert [counting(1), counting(1), counting(2)] == [1, 1, 2]
+    assert seen == [1, 2]
+
+
+def test_a_function_that_changes_a_global_it_reads_through_a_helper_is_told_once(memory):
+    seen.clear()
+    counting = memory.cache(_counting_through_a_helper)
+    with pytest.warns(UserWarning, match="changed global 'seen', which it reads"):
+        assert counting(1) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert counting(1) == 3  # (keyed by seen's value: each call misses, as it warned)
 
 
 class _Scaler:

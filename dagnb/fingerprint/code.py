@@ -399,4 +399,12 @@ def _class_content_digest(cls: type) -> str:
     return record.digest
 
 
-values.use(code_digest, _class_content_digest)  # (values cannot import this module)
+def _user_class_digest(cls: type) -> str | None:
+    """A class of the user's code inside a value: by its code and values; None for a
+    library's or Python's (pickled by name)."""
+    record = _class_record(cls)
+    return None if record is None else record.digest
+
+
+values.use(code_digest, _class_content_digest, _user_class_digest)  # (values cannot
+#                                                                    import this module)

@@ -27,14 +27,16 @@ class _CodeDigests:
 
     function: Callable[[Any], str]
     cls: Callable[[type], str]
+    user_class: Callable[[type], str | None]  # None: a library's or Python's class
 
 
 _digests = _CodeDigests()
 
 
-def use(function: Callable[[Any], str], cls: Callable[[type], str]) -> None:
+def use(function: Callable[[Any], str], cls: Callable[[type], str],
+        user_class: Callable[[type], str | None]) -> None:
     """Hash the functions and classes met inside values with these (code's digests)."""
-    _digests.function, _digests.cls = function, cls
+    _digests.function, _digests.cls, _digests.user_class = function, cls, user_class
 
 
 def value_digest(obj: Any) -> str:
@@ -333,14 +335,19 @@ class _HashingPickler(pickle.Pickler):
         # sorted member digests, so hash seeds do not change the stream.
         if type(obj) in (set, frozenset):
             return (type(obj).__name__, _digest_bytes(obj))
-        if isinstance(obj, type) and not _importable(obj):
+        if isinstance(obj, type):
             # A class pickle cannot look up (one made by exec or in a function, as a
-            # notebook's can be): by name and by what it holds, so that its instances
-            # still hash by content, and two classes of one name apart.
+            # notebook's can be), or one of the user's code (an argument built from
+            # the project's Featurizer): by name and by its code and values, so that
+            # its instances still hash by content, two classes of one name apart, and
+            # an edit of the class's code counts. Others by name (pickle's way).
             contents = self.__dict__.setdefault("contents", {})  # (once per pickle)
             if id(obj) not in contents:
-                contents[id(obj)] = _class_content(obj)
-            return ("class", main_spelled(obj.__module__), obj.__qualname__, contents[id(obj)])
+                contents[id(obj)] = _class_content(
+                    obj, _digests.cls if not _importable(obj) else _digests.user_class)
+            if contents[id(obj)] is not None:
+                return ("class", main_spelled(obj.__module__), obj.__qualname__,
+                        contents[id(obj)])
         return None
 
 
@@ -359,15 +366,15 @@ _UNDER_WAY = threading.local()  # this thread's classes whose content is being h
 #                                 value of one may hold the class itself)
 
 
-def _class_content(cls: type) -> str:
+def _class_content(cls: type, digest: Callable[[type], str | None]) -> str | None:
     """What a class holds: its code (its functions with their closures and globals, its
-    bases and nested classes) and its values."""
+    bases and nested classes) and its values, by ``digest`` (None: by name)."""
     under_way: set[int] = _UNDER_WAY.__dict__.setdefault("classes", set())
     if id(cls) in under_way:
         return "recursive"
     under_way.add(id(cls))
     try:
-        return _digests.cls(cls)  # (a method's class's walk, kept)
+        return digest(cls)  # (a method's class's walk, kept)
     finally:
         under_way.discard(id(cls))
 

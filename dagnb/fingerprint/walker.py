@@ -91,14 +91,14 @@ class _CodeWalker:
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
         self._add_body_imports(func)
-        loaded = loaded_globals(func.__code__)
+        read = loaded_globals(func.__code__) - changed_globals(func.__code__)
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
                 # Remembered so that defining it later (a notebook cell) is noticed.
                 self.deps.append((func.__globals__, name, _MISSING))
             else:
-                self.add_global(name, obj, func, read=name in loaded)
+                self.add_global(name, obj, func, read=name in read)
 
     def _add_wrapper(self, func: types.FunctionType, label: str) -> None:
         """The code of a decorator's wrapper (``functools.wraps``): what it does counts
@@ -290,6 +290,33 @@ def _global_names(code: types.CodeType) -> list[str]:
 
 
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
+
+
+# Methods that change the object they are called on (list, dict, set, deque)
+_CHANGING = frozenset({
+    "append", "extend", "insert", "pop", "remove", "clear", "update", "setdefault",
+    "popitem", "add", "discard", "sort", "reverse", "appendleft", "extendleft", "popleft",
+})
+_ATTRIBUTE_LOADS = frozenset({"LOAD_ATTR", "LOAD_METHOD"})
+_ITEM_CHANGES = frozenset({"STORE_SUBSCR", "DELETE_SUBSCR"})
+
+
+def changed_globals(code: types.CodeType) -> set[str]:
+    """The globals the code (and its nested code) changes in place: ``calls.append(x)``,
+    ``memo[x] = y``. What a function changes is its state, not its input: keyed by its
+    value, every call would miss (a key or two loaded between: ``memo[x] = y`` only)."""
+    found = set()
+    for nested in _code_objects(code):
+        instructions = list(dis.get_instructions(nested))
+        for at, instruction in enumerate(instructions):
+            if instruction.opname not in _GLOBAL_LOADS:
+                continue
+            after = instructions[at + 1:at + 3]
+            if (after and after[0].opname in _ATTRIBUTE_LOADS
+                    and after[0].argval in _CHANGING) or (
+                    len(after) == 2 and after[1].opname in _ITEM_CHANGES):
+                found.add(instruction.argval)
+    return found
 
 
 def loaded_globals(code: types.CodeType) -> set[str]:
