@@ -476,13 +476,18 @@ def test_a_url_holding_credentials_is_refused_without_echoing_them(project: Path
 
 
 # -- push and pull ------------------------------------------------------------------------
+def _push_two(url: str, folder: Path) -> None:
+    """Two entries saved in the local cache ``folder``, then pushed to the store."""
+    local = Store(folder)
+    save(local, "make", "k1", {"data.txt": b"one"})
+    save(local, "make", "k2", {"data.txt": b"two"})
+    assert main(["cache", "push", url, "--cache-dir", str(folder)]) == 0
+
+
 def test_push_then_pull_copies_entries_between_local_folders(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    local = Store(tmp_path / "a")
-    save(local, "make", "k1", {"data.txt": b"one"})
-    save(local, "make", "k2", {"data.txt": b"two"})
-    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    _push_two(url, tmp_path / "a")
     captured = capsys.readouterr()
     assert "push: 2 entries copied, 0 already there" in captured.out
     assert "push: 2/2 entries" in captured.err  # the progress line
@@ -497,10 +502,7 @@ def test_push_then_pull_copies_entries_between_local_folders(
 def test_a_pull_says_which_entries_it_could_not_use_and_exits_1(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    local = Store(tmp_path / "a")
-    save(local, "make", "k1", {"data.txt": b"one"})
-    save(local, "make", "k2", {"data.txt": b"two"})
-    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    _push_two(url, tmp_path / "a")
     _damage_blob(url, "make", "k1", "data.txt")
     capsys.readouterr()
     assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 1
