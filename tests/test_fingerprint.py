@@ -156,6 +156,19 @@ def test_a_nullable_column_with_na_hashes_exactly():
         pd.DataFrame({"id": pd.Series([2**53, pd.NA], dtype="Int64")}))
 
 
+def test_a_frames_attrs_flags_and_index_frequency_count():
+    frame = pd.DataFrame({"a": [1, 2, 3]}, index=pd.date_range("2020", periods=3, freq="D"))
+    tagged = frame.copy()
+    tagged.attrs["unit"] = "m"
+    assert value_digest(tagged) != value_digest(frame)
+    assert value_digest(tagged) == value_digest(tagged.copy())
+    assert value_digest(frame.set_flags(allows_duplicate_labels=False)) != value_digest(frame)
+    no_frequency = frame.set_axis(pd.DatetimeIndex(list(frame.index), freq=None))
+    assert value_digest(no_frequency) != value_digest(frame)
+    assert value_digest(frame["a"].rename_axis("t")) != value_digest(
+        no_frequency["a"].rename_axis("t"))
+
+
 def test_pandas_objects_include_index_and_names():
     frame = pd.DataFrame({"a": [1.0, 2.0], "b": ["x", "y"]})
     assert value_digest(frame) == value_digest(frame.copy())

@@ -249,6 +249,7 @@ def _feed_array_like(h: Any, obj: Any) -> bool:
             _feed(h, obj.name, set())
             _feed_index(h, obj.index, pd)
             _feed_column(h, obj)
+            _feed_metadata(h, obj)
             return True
         if isinstance(obj, pd.Index):
             _feed_index(h, obj, pd)
@@ -295,11 +296,26 @@ def _feed_dataframe(h: Any, frame: Any, pd: Any) -> None:
     _feed_index(h, frame.index, pd)
     for position in range(frame.shape[1]):
         _feed_column(h, frame.iloc[:, position])
+    _feed_metadata(h, frame)
+
+
+def _feed_metadata(h: Any, obj: Any) -> None:
+    """What a frame or series carries besides its data, when it carries any (so that
+    the digests of those that do not stay as they were): ``attrs``, and the flag that
+    refuses duplicate labels."""
+    if obj.attrs:
+        h.update(b"attrs")
+        _feed(h, obj.attrs, set())
+    if not obj.flags.allows_duplicate_labels:
+        h.update(b"noduplicates")
 
 
 def _feed_index(h: Any, index: Any, pd: Any) -> None:
     h.update(b"idx" + type(index).__name__.encode())
     _feed(h, list(index.names), set())
+    freq = getattr(index, "freq", None)  # (a DatetimeIndex's: asfreq, shift use it)
+    if freq is not None:
+        h.update(b"freq" + str(freq).encode())
     if isinstance(index, pd.RangeIndex):
         h.update(b"%d:%d:%d" % (index.start, index.stop, index.step))
     elif isinstance(index, pd.MultiIndex):
