@@ -91,7 +91,8 @@ class _CodeWalker:
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         self._add_closure(func)
         self._add_body_imports(func)
-        read = loaded_globals(func.__code__) - changed_globals(func.__code__)
+        loaded, changed = global_uses(func.__code__)
+        read = loaded - changed
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
@@ -305,25 +306,27 @@ def changed_globals(code: types.CodeType) -> set[str]:
     """The globals the code (and its nested code) changes in place: ``calls.append(x)``,
     ``memo[x] = y``. What a function changes is its state, not its input: keyed by its
     value, every call would miss (a key or two loaded between: ``memo[x] = y`` only)."""
-    found = set()
+    return global_uses(code)[1]
+
+
+def loaded_globals(code: types.CodeType) -> set[str]:
+    """The names the code (and its nested code) loads as globals: not attribute names."""
+    return global_uses(code)[0]
+
+
+def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
+    """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
+    loaded: set[str] = set()
+    changed: set[str] = set()
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
         for at, instruction in enumerate(instructions):
             if instruction.opname not in _GLOBAL_LOADS:
                 continue
+            loaded.add(instruction.argval)
             after = instructions[at + 1:at + 3]
             if (after and after[0].opname in _ATTRIBUTE_LOADS
                     and after[0].argval in _CHANGING) or (
                     len(after) == 2 and after[1].opname in _ITEM_CHANGES):
-                found.add(instruction.argval)
-    return found
-
-
-def loaded_globals(code: types.CodeType) -> set[str]:
-    """The names the code (and its nested code) loads as globals: not attribute names."""
-    return {
-        instruction.argval
-        for nested in _code_objects(code)
-        for instruction in dis.get_instructions(nested)
-        if instruction.opname in _GLOBAL_LOADS
-    }
+                changed.add(instruction.argval)
+    return loaded, changed
