@@ -162,7 +162,7 @@ class CallKeys(Generic[P]):
                 warnings.warn(
                     f"{label(self.func)}: global {name!r} ({type(value).__qualname__}) cannot "
                     f"be hashed ({exc.__cause__ or exc}); it counts by its type only, so a "
-                    "change to it is not seen (pass it as an argument, or ignore= it)",
+                    "change to it is not seen (pass what the function needs of it as an argument)",
                     stacklevel=5)
             return text_digest(f"type:{type(value).__module__}.{type(value).__qualname__}")
 

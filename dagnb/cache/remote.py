@@ -28,10 +28,10 @@ recorded size and, as it is downloaded, hashes to its name, so an upload cut sho
 (process killed, server gone) leaves nothing a reader accepts: blobs without a manifest
 are ignored, and an S3 object only exists once its PUT (or multipart upload) completed.
 A blob changed in the store is a miss, and the process that met it mends it when it saves
-the step again (a refresh sends every blob again too). Two writers of one key leave one good entry:
-the first manifest stays, unless it is broken or expired, then it is replaced. Files
-move through ``put_file``/``get_file``, which stream in chunks: memory stays bounded
-whatever a file's size.
+the step again (a refresh sends every blob again too). Two writers of one key leave one
+good entry: the first manifest stays, unless it is broken or expired, then it is replaced.
+Files move through ``put_file``/``get_file``, which stream in chunks: memory stays
+bounded whatever a file's size.
 
 Credentials come from the store library's usual places (environment variables, profiles,
 instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`).
@@ -301,7 +301,7 @@ def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
     """Two attempts of each request, unless the user chose (in ``config_kwargs`` or
     ``AWS_MAX_ATTEMPTS``): s3fs' five retries of botocore's five attempts kept the first
     lookup on a store that accepts connections and never answers waiting 7 minutes;
-    now about 2 x 15 s (s3fs' read timeout), then the store rests (RETRY_AFTER)."""
+    now a few read timeouts (4 s with 1 s ones), then the store rests (RETRY_AFTER)."""
     config = dict(options.get("config_kwargs") or {})
     if "retries" not in config and "AWS_MAX_ATTEMPTS" not in os.environ:
         config["retries"] = {"max_attempts": 2, "mode": "standard"}
