@@ -483,6 +483,15 @@ def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
     assert encode_inline(threading.Lock(), 100) is None
 
 
+def test_a_result_nested_too_deep_for_json_is_not_inline_and_no_crash():
+    from dagnb.model.results import encode_inline
+
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    assert encode_inline(deep, 2048) is None
+
+
 def test_an_inline_result_is_a_new_object_each_time_it_is_encoded_or_decoded():
     """A step or a caller changing what it got changes neither the entry nor later hits."""
     from dagnb.model.results import decode_inline, encode_inline

@@ -1144,3 +1144,11 @@ def test_the_globals_a_function_changes_are_its_state_not_its_input():
         return params["alpha"] + len(calls) + sorted(items)[0]  # noqa: F821
 
     assert changed_globals(work.__code__) == {"calls", "memo", "stale", "pending"}
+
+
+def test_a_value_nested_too_deep_is_a_fingerprint_error_not_a_crash():
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(FingerprintError, match="nests too deep to fingerprint"):
+        value_digest(deep)

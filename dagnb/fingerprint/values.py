@@ -55,7 +55,7 @@ def value_digest(obj: Any) -> str:
     Raises
     ------
     FingerprintError
-        The value (or something inside it) cannot be pickled.
+        The value (or something inside it) cannot be pickled, or nests too deep to walk.
     """
     data = _plain_bytes(obj, 0)
     if data is not None:
@@ -65,7 +65,12 @@ def value_digest(obj: Any) -> str:
         h.update(data)
         return h.hexdigest()
     h = new_hasher()
-    _feed(h, obj, set())
+    try:
+        _feed(h, obj, set())
+    except RecursionError:
+        raise FingerprintError(
+            f"a {type(obj).__qualname__} value nests too deep to fingerprint (hundreds of "
+            "levels); pass a flatter value, or its file") from None
     return h.hexdigest()
 
 

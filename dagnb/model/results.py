@@ -95,7 +95,7 @@ def save_result(out_dir: Path, value: Any) -> Path:
         The file written.
     """
     out_dir = Path(out_dir)
-    if _json_exact(value):
+    if _shallow_json_exact(value):
         text = _STRICT(value)
         # The structural check already guarantees this; the comparison guards float repr.
         if json.loads(text) == value:
@@ -152,7 +152,7 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
     picklable). A cache entry keeps so small a result in its metadata, not in a file."""
     if isinstance(value, (str, bytes, list, dict)) and len(value) > limit:
         return None  # too big for sure: not worth encoding to find out
-    if _json_exact(value):
+    if _shallow_json_exact(value):
         text = _STRICT(value)
         # only a float's text may not give it back: no need to read the others back
         if len(text) <= limit and (not _has_float(value) or json.loads(text) == value):
@@ -163,6 +163,15 @@ def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
     except Exception:  # too big, or not picklable: the caller writes a file (and says why)
         return None
     return {"pickle": base64.b64encode(b"".join(sink.parts)).decode("ascii")}
+
+
+def _shallow_json_exact(value: Any) -> bool:
+    """:func:`_json_exact`, False for a value nested too deep to walk (then it is
+    pickled, or stored as a file, or said to be unstorable: never a crash of the save)."""
+    try:
+        return _json_exact(value)
+    except RecursionError:
+        return False
 
 
 def decode_inline(fields: Any) -> Any:
