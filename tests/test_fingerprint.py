@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import ast
+import dataclasses
 import functools
 import importlib
 import importlib.util
@@ -1152,3 +1153,19 @@ def test_a_value_nested_too_deep_is_a_fingerprint_error_not_a_crash():
         deep = [deep]
     with pytest.raises(FingerprintError, match="nests too deep to fingerprint"):
         value_digest(deep)
+
+
+@dataclasses.dataclass
+class _Settings:
+    scale: int
+
+
+def test_a_dataclass_keeps_its_lines_when_exec_text_is_in_linecache(monkeypatch):
+    """A spawned worker on Python 3.13 has ``python -c``'s text in linecache under
+    ``<string>``, the file of a dataclass's made methods: they are still Python's."""
+    from dagnb.fingerprint.sources import _class_lines
+
+    found = _class_lines(_Settings)
+    text = "from multiprocessing.spawn import spawn_main; spawn_main()\n"
+    monkeypatch.setitem(linecache.cache, "<string>", (len(text), None, [text], "<string>"))
+    assert found is not None and _class_lines(_Settings) == found

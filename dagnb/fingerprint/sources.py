@@ -105,11 +105,14 @@ def _functions_within(cls: type, file: str, start: int, end: int) -> bool:
     """Whether the class's functions of ``file`` start within lines [start, end), and it
     has none of the user's from another file (one assigned to it since: its own code
     must count). Functions Python or a library made (a dataclass's ``__init__``, those
-    ``functools.total_ordering`` adds) do not count here."""
+    ``functools.total_ordering`` adds) do not count here, nor do those ``exec`` made
+    (``<string>``: Python 3.13 keeps ``python -c``'s text under that name, which a
+    spawned ``multiprocessing`` worker runs: a dataclass's ``__init__`` then had lines)."""
     for function in _class_functions(cls):
         code = function.__code__
         if code.co_filename != file:
-            if linecache.getlines(code.co_filename) and not _in_libraries(code.co_filename):
+            if code.co_filename != "<string>" and linecache.getlines(
+                    code.co_filename) and not _in_libraries(code.co_filename):
                 return False
         elif not start <= code.co_firstlineno < end:
             return False
