@@ -1169,3 +1169,21 @@ def test_a_dataclass_keeps_its_lines_when_exec_text_is_in_linecache(monkeypatch)
     text = "from multiprocessing.spawn import spawn_main; spawn_main()\n"
     monkeypatch.setitem(linecache.cache, "<string>", (len(text), None, [text], "<string>"))
     assert found is not None and _class_lines(_Settings) == found
+
+
+def test_a_closures_container_counts_by_content_unless_the_function_changes_it():
+    def make(settings):
+        def scaled(x):
+            return x * settings["k"]
+        return scaled
+
+    assert code_digest(make({"k": 2})) != code_digest(make({"k": 3}))
+    assert code_digest(make({"k": 2})) == code_digest(make({"k": 2}))
+
+    def counting(calls):
+        def count(x):
+            calls.append(x)  # (its state: the counters joblib's examples keep)
+            return x
+        return count
+
+    assert code_digest(counting([])) == code_digest(counting([1, 2]))

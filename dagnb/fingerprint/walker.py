@@ -112,9 +112,17 @@ class _CodeWalker:
             self.parts[f"wrapper of {label}"] = own[1]
 
     def _add_closure(self, func: types.FunctionType) -> None:
+        changed: set[str] | None = None  # (looked for only if a cell holds a container)
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
             obj = _cell_value(cell)
             self.cells.append((cell, obj))
+            if type(obj) in (list, dict, set):
+                if changed is None:
+                    changed = changed_free_variables(func.__code__)
+                if name not in changed:  # make({"k": 2}): an input, by content; a list
+                    self.feed("name", name)  # the function appends to: its state, by name
+                    self.feed("closure", _soft_digest(obj) or _reference(obj))
+                    continue
             if obj is not _MISSING:
                 self.add_object(name, obj, func)
 
@@ -316,17 +324,36 @@ def loaded_globals(code: types.CodeType) -> set[str]:
 
 def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
+    loaded, changed, _ = _name_uses(code)
+    return loaded, changed
+
+
+def changed_free_variables(code: types.CodeType) -> set[str]:
+    """The closure variables the code (and its nested code) changes in place, as
+    :func:`changed_globals` finds globals."""
+    return _name_uses(code)[2]
+
+
+_FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"})
+
+
+def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
+    """The globals loaded, the globals changed in place, the free variables changed in
+    place: one pass over the bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
+    changed_free: set[str] = set()
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
         for at, instruction in enumerate(instructions):
-            if instruction.opname not in _GLOBAL_LOADS:
+            is_global = instruction.opname in _GLOBAL_LOADS
+            if not is_global and instruction.opname not in _FREE_LOADS:
                 continue
-            loaded.add(instruction.argval)
+            if is_global:
+                loaded.add(instruction.argval)
             after = instructions[at + 1:at + 3]
             if (after and after[0].opname in _ATTRIBUTE_LOADS
                     and after[0].argval in _CHANGING) or (
                     len(after) == 2 and after[1].opname in _ITEM_CHANGES):
-                changed.add(instruction.argval)
-    return loaded, changed
+                (changed if is_global else changed_free).add(instruction.argval)
+    return loaded, changed, changed_free
