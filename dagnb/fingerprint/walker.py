@@ -89,9 +89,9 @@ class _CodeWalker:
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
-        self._add_closure(func)
+        loaded, changed, changed_free = _name_uses(func.__code__)
+        self._add_closure(func, changed_free)
         self._add_body_imports(func)
-        loaded, changed = global_uses(func.__code__)
         read = loaded - changed
         for name in _global_names(func.__code__):
             obj = func.__globals__.get(name, _MISSING)
@@ -111,19 +111,16 @@ class _CodeWalker:
             self.feed("wrapper", own[0])
             self.parts[f"wrapper of {label}"] = own[1]
 
-    def _add_closure(self, func: types.FunctionType) -> None:
-        changed: set[str] | None = None  # (looked for only if a cell holds a container)
+    def _add_closure(self, func: types.FunctionType, changed: set[str]) -> None:
+        """Its free variables; ``changed``: those its code changes in place."""
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
             obj = _cell_value(cell)
             self.cells.append((cell, obj))
-            if type(obj) in (list, dict, set):
-                if changed is None:
-                    changed = changed_free_variables(func.__code__)
-                if name not in changed:  # make({"k": 2}): an input, by content; a list
-                    self.feed("name", name)  # the function appends to: its state, by name
-                    self.feed("closure", _soft_digest(obj) or _reference(obj))
-                    continue
-            if obj is not _MISSING:
+            # make({"k": 2}): an input, by content; a list it appends to: its state, by name
+            if type(obj) in (list, dict, set) and name not in changed:
+                self.feed("name", name)
+                self.feed("closure", _soft_digest(obj) or _reference(obj))
+            elif obj is not _MISSING:
                 self.add_object(name, obj, func)
 
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
@@ -326,12 +323,6 @@ def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
     loaded, changed, _ = _name_uses(code)
     return loaded, changed
-
-
-def changed_free_variables(code: types.CodeType) -> set[str]:
-    """The closure variables the code (and its nested code) changes in place, as
-    :func:`changed_globals` finds globals."""
-    return _name_uses(code)[2]
 
 
 _FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"})
