@@ -60,8 +60,7 @@ import uuid
 import warnings
 import weakref
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping
-from datetime import timedelta
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -86,7 +85,6 @@ from dagnb.cache.entry import (
     _parse_meta,
 )
 from dagnb.cache.entry_files import (
-    _children,
     _consume,
     _digest_problem,
     _file_sizes,
@@ -94,7 +92,6 @@ from dagnb.cache.entry_files import (
     _let_owner_in,
     _move,
     _move_logs,
-    _mtime,
     _no_files,
     _put_back,
     _size_problem,
@@ -103,9 +100,9 @@ from dagnb.cache.entry_files import (
     _write_logs,
     _write_meta,
 )
-from dagnb.cache.eviction import _age_seconds, _bytes, _items_to_delete
 from dagnb.cache.forks import renew_in_child
-from dagnb.cache.journal import AccessJournal, Totals
+from dagnb.cache.housekeeping import DAMAGED, UNPACKED, Housekeeping, _Counts
+from dagnb.cache.journal import AccessJournal
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
     ENTRY,
@@ -115,9 +112,7 @@ from dagnb.cache.pack import (
     Record,
     encode,
     index_of,
-    iter_pack_files,
 )
-from dagnb.cache.pack_compact import compact
 from dagnb.cache.pack_writer import PackWriter
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
@@ -132,11 +127,7 @@ from dagnb.model.step import parse_duration
 
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "SessionStore", "Store"]
 
-_TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
-_TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
-_DAMAGED = ".damaged"
 _RECENT_S = 0.05  # a lookup's miss reads the packs again only if read longer ago
-_UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
@@ -148,8 +139,6 @@ class DamagedEntryWarning(UserWarning):
 
 
 _LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
-# the hits a store's journal holds, and those it counted and has not written yet
-_Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
 
 
 @atexit.register
@@ -195,7 +184,7 @@ def _key_text(key: StepKey | str) -> str:
     return key if type(key) is str else key.digest  # type: ignore[union-attr]
 
 
-class Store:
+class Store(Housekeeping):
     """Cache entries of steps, in ``location``.
 
     Parameters
@@ -374,7 +363,7 @@ class Store:
             return _read_only_unpack_root()
         backend = self.backend  # (a local one's text: no Path made on a first hit)
         root = backend._root_text if type(backend) is LocalBackend else str(self.location)
-        return f"{root}/{_UNPACKED}"
+        return f"{root}/{UNPACKED}"
 
     def _unpack(self, entry: PackedEntry) -> None:
         """Make the folder of a packed entry (once: it is never changed afterwards)."""
@@ -479,14 +468,14 @@ class Store:
         name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
         _let_owner_in(item.path)
         try:
-            self.backend.write(_DAMAGED, name, item.path)
+            self.backend.write(DAMAGED, name, item.path)
         except OSError:  # removed meanwhile, or it cannot be moved: then it goes
             with contextlib.suppress(OSError):
                 self.backend.remove(step_name, key)
             return None
         with contextlib.suppress(OSError):
             self.backend.remove(step_name, key)  # what is left of it, if the write copied
-        return self.location / _DAMAGED / name
+        return self.location / DAMAGED / name
 
     def take_set_aside(self) -> list[str]:
         """The entries found damaged (set aside, or left in place when read-only) since
@@ -804,7 +793,7 @@ class Store:
         if record is None:
             return False
         self._append(step_name, key, TOMBSTONE, b"")
-        shutil.rmtree(f"{self.location}/{_UNPACKED}/{step_name}/{key}-{record.stamp}",
+        shutil.rmtree(f"{self.location}/{UNPACKED}/{step_name}/{key}-{record.stamp}",
                       ignore_errors=True)
         return True
 
@@ -819,148 +808,6 @@ class Store:
         if replaces:  # other processes may serve what it replaces: they stat, then read
             self._packs.bump()
         return record
-
-    def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
-        """Every readable entry (expired ones included), of one step or all."""
-        seen: set[tuple[str, str]] = set()
-        if self._packs is not None:
-            for record in self._packs.live(step):
-                entry = self._packed(record)
-                if entry is not None:
-                    seen.add((record.step, record.key))
-                    yield entry
-        for step_name in [step] if step is not None else self.backend.names():
-            for key in self.backend.names(step_name):
-                if (step_name, key) in seen:
-                    continue
-                entry = self._current(step_name, key)
-                if entry is not None:
-                    yield entry
-
-    def usage(self, entry: Entry) -> tuple[int, float]:
-        """(hits, last_used) of an entry: persisted plus counted in this process."""
-        return self._usage(entry, self._counts())
-
-    def _usage(self, entry: Entry, counts: _Counts) -> tuple[int, float]:
-        totals, unwritten = counts
-        hits, last_used = totals.get((entry.step, entry.key), (0, 0.0))
-        last_used = max(last_used, entry.meta.get("last_used", 0.0))
-        pending = unwritten.get((entry.step, entry.key))
-        if pending is not None:
-            hits, last_used = hits + int(pending[0]), max(last_used, pending[1])
-        return hits, last_used
-
-    def newest(self, step_name: str, *, include_expired: bool = False) -> Entry | None:
-        """The most recently saved entry of ``step_name``, or None."""
-        now = self.clock()
-        candidates = [
-            e for e in self.iter_entries(step_name) if include_expired or not e.expired(now)
-        ]
-        return max(candidates, key=lambda e: e.created, default=None)
-
-    def entries(self, step: str | None = None) -> Any:
-        """A pandas DataFrame with one row per entry (see the module docs for columns)."""
-        return _entries_frame(self, step)
-
-    def stats(self) -> Any:
-        """A pandas DataFrame per step: entries, hits, misses, hit_rate, bytes."""
-        return _stats_frame(self)
-
-    def clear(self, step: str | None = None, older_than: float | str | None = None) -> int:
-        """Remove entries (of one step; created more than ``older_than`` ago); how many.
-
-        ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
-        also deletes damaged entries moved aside and leftover temporary directories.
-        """
-        self._writable("clear entries")
-        seconds = parse_duration(older_than, what="older_than")
-        deadline = None if seconds is None else self.clock() - seconds
-        doomed = [e for e in self.iter_entries(step) if deadline is None or e.created < deadline]
-        if step is None and seconds is None:  # the packs go whole: no tombstone each
-            removed = sum(isinstance(e, PackedEntry) for e in doomed)
-            self._remove_packs()
-            removed += sum(self.remove(e.step, e.key) for e in doomed
-                           if not isinstance(e, PackedEntry))
-            for name in self.backend.names(_DAMAGED):
-                self.backend.remove(_DAMAGED, name)
-            self._remove_temporaries(_TEMP_MAX_AGE)
-        else:
-            removed = sum(self.remove(e.step, e.key) for e in doomed)
-            self._compact()
-        return removed
-
-    def _compact(self) -> None:
-        """After removals: rewrite the packs if removed records take most of them."""
-        if self._packs is None:
-            return
-        if self._writer is not None:
-            self._writer.close(seal=False)  # (its pack may be rewritten: not sealed)
-        if compact(self._packs):
-            self._entries.clear()
-
-    def _remove_packs(self) -> None:
-        """Clearing everything: the packs go whole (writers notice and start new ones)."""
-        if self._packs is None:
-            return
-        for path in iter_pack_files(self._packs.folder):
-            with contextlib.suppress(OSError):
-                os.unlink(path)
-        if os.path.isdir(self._packs.folder):
-            self._packs.bump()  # other processes' indexes: they read the packs again
-        self._packs.reset()
-        self._entries.clear()
-        shutil.rmtree(self.location / _UNPACKED, ignore_errors=True)
-
-    def _remove_temporaries(self, older_than: float) -> int:
-        """Delete folders left in ``.scratch`` by a crash more than ``older_than`` s ago."""
-        deadline = time.time() - older_than
-        removed = 0
-        for path in _children(self.location / ".scratch"):
-            if path.name.startswith(_TEMP_PREFIXES) and _mtime(path) < deadline:
-                shutil.rmtree(path, ignore_errors=True)
-                removed += 1
-        return removed
-
-    def reduce_size(
-        self,
-        bytes_limit: int | str | None = None,
-        items_limit: int | None = None,
-        age_limit: timedelta | float | str | None = None,
-    ) -> int:
-        """Evict least recently used entries, with ``joblib.Memory.reduce_size`` semantics.
-
-        Parameters
-        ----------
-        bytes_limit
-            Keep at most this many bytes: an int or a string such as ``"10M"``, ``"1G"``.
-        items_limit
-            Keep at most this many entries.
-        age_limit
-            Remove entries not used for this long (timedelta, seconds or ``"7d"``).
-
-        Returns
-        -------
-        int
-            The number of entries removed.
-        """
-        self._writable("evict entries")
-        doomed = _items_to_delete(
-            self._usage_items(),
-            _bytes(bytes_limit),
-            items_limit,
-            _age_seconds(age_limit),
-            self.clock(),
-        )
-        removed = sum(self.remove(e.step, e.key) for e in doomed)
-        self._compact()
-        return removed
-
-    def _usage_items(self) -> list[tuple[Entry, float, int]]:
-        items, counts = [], self._counts()
-        for entry in self.iter_entries():
-            _, last_used = self._usage(entry, counts)
-            items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
-        return items
 
 
 async def acquire(lock: Lock) -> None:
@@ -987,56 +834,6 @@ def _read_only_unpack_root() -> str:
     root = tempfile.mkdtemp(prefix="dagnb-unpacked-")
     atexit.register(shutil.rmtree, root, True)
     return root
-
-
-_ENTRY_COLUMNS = [
-    "step", "key", "created", "last_used", "expires", "hits", "size_bytes", "duration_s",
-    "exit_code", "path",
-]
-_STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hits"]
-
-
-def _entries_frame(store: Store, step: str | None) -> Any:
-    import pandas as pd
-
-    rows, counts = [], store._counts()
-    for entry in store.iter_entries(step):
-        hits, last_used = store._usage(entry, counts)
-        meta = entry.meta
-        rows.append({
-            "step": entry.step, "key": entry.key[:12], "created": meta["created"],
-            "last_used": last_used, "expires": meta["expires"], "hits": hits,
-            "size_bytes": int(meta.get("size_bytes", 0)),
-            "duration_s": float(meta.get("duration_s", 0.0)),
-            "exit_code": meta.get("exit_code"), "path": str(entry.path),
-        })
-    frame = pd.DataFrame(rows, columns=_ENTRY_COLUMNS)
-    for column in ("created", "last_used", "expires"):
-        frame[column] = pd.to_datetime(frame[column].astype("float64"), unit="s", utc=True)
-    return frame.sort_values(["step", "created"], ignore_index=True)
-
-
-def _stats_frame(store: Store) -> Any:
-    """Per step: entries and bytes on disk, hits recorded on them (all processes), and
-    this store's misses; ``hit_rate`` is hits / (hits + misses)."""
-    import pandas as pd
-
-    table: dict[str, dict[str, float]] = {}
-    counts = store._counts()
-    for entry in store.iter_entries():
-        row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
-        row["entries"] += 1
-        row["hits"] += store._usage(entry, counts)[0]
-        row["bytes"] += int(entry.meta.get("size_bytes", 0))
-    for step in set(store._session_hits) | set(store._session_misses):
-        row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
-        row["misses"] = store._session_misses[step]
-        row["session_hits"] = store._session_hits[step]
-    frame = pd.DataFrame.from_dict(table, orient="index", columns=_STATS_COLUMNS)
-    lookups = frame["hits"] + frame["misses"]
-    frame["hit_rate"] = (frame["hits"] / lookups.where(lookups > 0)).astype("float64")
-    frame.index.name = "step"
-    return frame.astype({c: "int64" for c in _STATS_COLUMNS if c != "hit_rate"}).sort_index()
 
 
 class SessionStore(Store):
