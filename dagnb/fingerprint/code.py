@@ -19,21 +19,21 @@ from dagnb.fingerprint import hashers, values
 from dagnb.fingerprint.hashers import new_hasher
 from dagnb.fingerprint.names import _reference
 from dagnb.fingerprint.sources import _code_key, _of_user
-from dagnb.fingerprint.values import _soft_digest, value_digest
+from dagnb.fingerprint.values import _soft_digest, functions_under_way, value_digest
 from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_globals
 
 
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "parts",
-                 "shapes", "sources", "table", "variables")
+    __slots__ = ("algorithm", "cells", "code_only", "contents", "deps", "digest", "functions",
+                 "parts", "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
         self.code_only = walker.h_code.hexdigest()
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
-        self.variables = walker.variables
+        self.variables, self.contents = walker.variables, walker.contents
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -60,7 +60,11 @@ class _CodeRecord:
             if len(members) != count:  #       base's) or rid of one
                 return False
         # Most functions have no closure: no generator made for them (this runs per key).
-        return not self.cells or all(_cell_value(cell) is obj for cell, obj in self.cells)
+        if self.cells and not all(_cell_value(cell) is obj for cell, obj in self.cells):
+            return False
+        # a closure's dict or a class attribute's list, changed in place since
+        return not self.contents or all(_soft_digest(obj) == digest
+                                        for obj, digest in self.contents)
 
 
 class _Records:
@@ -109,16 +113,16 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
 
     The digest covers the function's normalized AST (comments, docstrings, decorators and
     formatting do not count), then transitively the code of the module-level functions
-    and classes it refers to by global name, the values of the constants it reads
-    (numbers, strings, tuples, arrays and frames, and lists/dicts/sets under UPPER_CASE
-    names; other objects by type), its closure variables and its defaults.
-    Modules count by name, builtins and objects from other modules by qualified name.
-    Without source (a function built by ``exec``), its bytecode and constants count.
+    and classes it refers to by global name, the values of the data it reads from
+    globals, its closure variables by content (those it changes, by name), its classes'
+    attributes, and its defaults. Modules count by name, builtins and objects from
+    other modules by qualified name. Without source (a function built by ``exec``),
+    its bytecode and constants count.
 
-    The result is cached per function object and re-checked on each call by identity:
-    a global rebound to another object (a notebook cell run again), a helper redefined,
-    a name defined later or a replaced ``__code__`` computes it again. An UPPER_CASE
-    container mutated in place keeps its identity and is not re-hashed in this process.
+    The result is cached per function object and re-checked on each call: by identity
+    (a global rebound to another object, a helper redefined, a name defined later or a
+    replaced ``__code__`` computes it again) and, for the closure values and class
+    attributes it hashed that can change in place, by content.
 
     A bound method's object, and a callable object itself, count by content (what the
     code works on: ``Scaler(3).apply`` is not ``Scaler(2).apply``).
@@ -262,7 +266,7 @@ def signature_of(func: Callable[..., Any]) -> inspect.Signature:
     return found[1]
 
 
-def _values_now(variables: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def _values_now(variables: dict[str, Any]) -> dict[str, Any]:
     found = {}
     for name, namespace in variables.items():
         value = namespace.get(name, _MISSING)
@@ -286,10 +290,25 @@ def missing_globals(func: Callable[..., Any]) -> list[str]:
 
 def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
-    if record is None or not record.still_valid(target):
-        record = _compute_record(target)
+    if record is None or not (record.still_valid(target) if not record.contents
+                              else _while_hashing(target, record.still_valid)):
+        record = _while_hashing(target, _compute_record)
         _CODE_CACHE.put(target, record)
     return record
+
+
+def _while_hashing(target: types.FunctionType, work: Callable[[types.FunctionType], Any]) -> Any:
+    """``work(target)`` with ``target`` counted as under way: a value its code reads
+    that holds it (``table["fact"] = fact``) hashes the same while it is walked and
+    while it is checked again, instead of walking it again without end."""
+    under_way = functions_under_way()
+    if id(target) in under_way:
+        return work(target)
+    under_way.add(id(target))
+    try:
+        return work(target)
+    finally:
+        under_way.discard(id(target))
 
 
 def code_source_parts(func: Callable[..., Any]) -> dict[str, str]:
@@ -406,5 +425,5 @@ def _user_class_digest(cls: type) -> str | None:
     return None if record is None else record.digest
 
 
-values.use(code_digest, _class_content_digest, _user_class_digest)  # (values cannot
-#                                                                    import this module)
+values.use(code_digest, _class_content_digest, _user_class_digest, _of_user)  # (values
+#                                                           cannot import this module)

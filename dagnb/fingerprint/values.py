@@ -28,15 +28,17 @@ class _CodeDigests:
     function: Callable[[Any], str]
     cls: Callable[[type], str]
     user_class: Callable[[type], str | None]  # None: a library's or Python's class
+    of_user: Callable[[str], bool]  # whether a module (by name) is the user's code
 
 
 _digests = _CodeDigests()
 
 
 def use(function: Callable[[Any], str], cls: Callable[[type], str],
-        user_class: Callable[[type], str | None]) -> None:
+        user_class: Callable[[type], str | None], of_user: Callable[[str], bool]) -> None:
     """Hash the functions and classes met inside values with these (code's digests)."""
     _digests.function, _digests.cls, _digests.user_class = function, cls, user_class
+    _digests.of_user = of_user
 
 
 def value_digest(obj: Any) -> str:
@@ -200,6 +202,9 @@ class _Guard:
 
 def _feed_function(h: Any, obj: Callable[..., Any], active: set[int]) -> None:
     h.update(b"fn")
+    if id(obj) in functions_under_way():  # (a value its own code reads holds it: a
+        h.update(b"recursive:" + obj.__qualname__.encode())  # dispatch table)
+        return
     h.update(_digests.function(obj).encode())
 
 
@@ -333,16 +338,18 @@ def _feed_index(h: Any, index: Any, pd: Any) -> None:
 
 class _HashingPickler(pickle.Pickler):
     """Pickles into a hasher; sets go in digest order; big buffers are hashed in place;
-    a function of the script or notebook held by the value, or one pickle cannot find by
-    its name (a closure, a lambda, one a decorator's wrapper now holds the name of),
-    counts by its code, as one passed itself does (a library's, and those that reduce
-    values, by name)."""
+    a function of the user's code held by the value (the script's, a notebook's, a
+    project module's: ``partial(features.scale, 2)``), or one pickle cannot find by its
+    name (a closure, a lambda, one a decorator's wrapper now holds the name of), counts
+    by its code, as one passed itself does (a library's, and those that reduce values,
+    by name)."""
 
     def reducer_override(self, obj: Any) -> Any:
         if type(obj) is not types.FunctionType or (
-                obj.__module__ not in _MAIN_NAMES and _importable(obj)):
+                obj.__module__ not in _MAIN_NAMES and _importable(obj)
+                and not _digests.of_user(obj.__module__)):
             return NotImplemented
-        under_way: set[int] = _UNDER_WAY.__dict__.setdefault("functions", set())
+        under_way = functions_under_way()
         if id(obj) in under_way:  # (a value its own code reads holds it)
             return NotImplemented
         under_way.add(id(obj))
@@ -385,6 +392,12 @@ _function_of_code.__module__ = "dagnb.fingerprint"
 
 _UNDER_WAY = threading.local()  # this thread's classes whose content is being hashed (a
 #                                 value of one may hold the class itself)
+
+
+def functions_under_way() -> set[int]:
+    """The ids of the functions whose code this thread is hashing (or checking): a value
+    their code reads that holds one of them counts it as ``recursive``."""
+    return _UNDER_WAY.__dict__.setdefault("functions", set())  # type: ignore[no-any-return]
 
 
 def _class_content(cls: type, digest: Callable[[type], str | None]) -> str | None:

@@ -34,9 +34,8 @@ from dagnb.fingerprint.sources import (
 from dagnb.fingerprint.values import _soft_digest
 
 _IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
+_SCALARS = (int, float, complex, str, bytes, bool, type(None), range)  # (nothing inside)
 _MISSING = object()
-
-
 
 def _cell_value(cell: Any) -> Any:
     try:
@@ -51,7 +50,13 @@ class _CodeWalker:
     def __init__(self) -> None:
         self.h = new_hasher()
         self.h_code = new_hasher()  # the same, with global data by name only
-        self.variables: dict[str, dict[str, Any]] = {}  # global data read: name -> globals
+        # global data read: label -> where (its module's globals, or a view of them for
+        # a name of another module than the walk's first: two modules' ``params`` apart)
+        self.variables: dict[str, Any] = {}
+        self.home: dict[str, Any] | None = None  # the globals of the walk's first code
+        # data hashed by content as the walk met it, which code may change in place
+        # (a closure's dict, a class attribute's): (value, its digest then)
+        self.contents: list[tuple[Any, str]] = []
         self.seen: set[int] = set()
         self.deps: list[tuple[dict[str, Any], str, Any]] = []
         self.cells: list[tuple[Any, Any]] = []
@@ -73,6 +78,8 @@ class _CodeWalker:
             self.feed("recursive", func.__qualname__)
             return
         self.seen.add(id(func.__code__))
+        if self.home is None:
+            self.home = func.__globals__
         self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
         normalized = _normalized_source(func)
         if normalized is None:
@@ -89,11 +96,13 @@ class _CodeWalker:
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
-        loaded, changed, changed_free = _name_uses(func.__code__)
+        loaded, changed, changed_free, stored = _name_uses(func.__code__)
         self._add_closure(func, changed_free)
         self._add_body_imports(func)
         read = loaded - changed
         for name in _global_names(func.__code__):
+            if name in stored and name not in loaded:
+                continue  # (``global last; last = x``: written, never read: not an input)
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
                 # Remembered so that defining it later (a notebook cell) is noticed.
@@ -112,16 +121,30 @@ class _CodeWalker:
             self.parts[f"wrapper of {label}"] = own[1]
 
     def _add_closure(self, func: types.FunctionType, changed: set[str]) -> None:
-        """Its free variables; ``changed``: those its code changes in place."""
+        """Its free variables; ``changed``: those its code changes (in place, or by
+        ``nonlocal``)."""
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
+            if name in changed:  # its state (a list it appends to, a count it keeps):
+                self.feed("state", name)  # by name, whatever it holds now
+                continue
             obj = _cell_value(cell)
             self.cells.append((cell, obj))
-            # make({"k": 2}): an input, by content; a list it appends to: its state, by name
-            if type(obj) in (list, dict, set) and name not in changed:
-                self.feed("name", name)
-                self.feed("closure", _soft_digest(obj) or _reference(obj))
-            elif obj is not _MISSING:
-                self.add_object(name, obj, func)
+            if obj is _MISSING or _is_code(obj):
+                if obj is not _MISSING:
+                    self.add_object(name, obj, func)
+                continue
+            # make({"k": 2}), make(Settings(2)): an input, by content (checked again at
+            # each call: changed in place, it counts)
+            self.feed("name", name)
+            self.feed("closure", self._content(obj) or _reference(obj))
+
+    def _content(self, obj: Any) -> str | None:
+        """``obj``'s value digest (None: it has none), remembered to be checked again if
+        it holds anything that can change in place."""
+        digest = _soft_digest(obj)
+        if digest is not None and not isinstance(obj, _SCALARS):
+            self.contents.append((obj, digest))
+        return digest
 
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
@@ -129,9 +152,16 @@ class _CodeWalker:
         if name == "__name__" and obj == _MP_MAIN and not read:  # (reads x.__name__: an
             obj = "__main__"  #                       attribute, not the module's name)
         if read and not _is_code(obj):
-            self.variables.setdefault(name, owner.__globals__)
-            self.feed("var", name, into=(self.h_code,))
-            self.add_object(name, obj, owner, into=(self.h,))
+            if self.home is None:
+                self.home = owner.__globals__
+            where: Any = owner.__globals__
+            label = name
+            if where is not self.home:  # (another module's global of that name: apart)
+                label = f"{where.get('__name__', owner.__module__)}.{name}"
+                where = MemberView(where, name)
+            self.variables.setdefault(label, where)
+            self.feed("var", label, into=(self.h_code,))
+            self.add_object(label, obj, owner, into=(self.h,))
         else:
             self.add_object(name, obj, owner)
 
@@ -150,6 +180,12 @@ class _CodeWalker:
             self.add_function(obj, f"def {obj.__qualname__}")
         elif isinstance(obj, type) and _by_code(obj, owner.__module__):
             self.add_class(obj)
+        elif isinstance(obj, partial):  # (its function's code, and its arguments)
+            self.add_object(name, obj.func, owner)
+            self.feed("args", self._content((obj.args, obj.keywords)) or "?")
+        elif isinstance(held := _held_code(obj), types.FunctionType) and _by_code(
+                held, owner.__module__):  # (an lru_cache's function: the one it wraps)
+            self.add_function(held, f"def {held.__qualname__}")
         else:
             self._add_data(name, obj, None)
 
@@ -172,8 +208,7 @@ class _CodeWalker:
                 if _of_user(value.__name__):  # (import pkg.sub; pkg.sub.make(x))
                     self._add_module_members(value, owner)
             elif isinstance(value, partial):  # (its function's code, and its arguments)
-                self.add_object(label, value.func, owner)
-                self.feed("args", _soft_digest((value.args, value.keywords)) or "?")
+                self.add_object(label, value, owner)
             elif _is_code(value):  # (an lru_cache's function: the one it wraps)
                 self.add_object(label, _held_code(value) or value, owner)
             else:  # data: read afresh at each run by a step, as its globals are
@@ -242,7 +277,7 @@ class _CodeWalker:
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _data_members(cls):
-            self.feed("attr", name, _member_digest(value))
+            self.feed("attr", name, _member_digest(value, self._content))
         members = cls.__dict__  # (a member set again or replaced: walked again)
         self.deps.extend((members, name, value) for name, value in _class_members(cls))
         self.shapes.append((members, len(members)))
@@ -279,8 +314,9 @@ def _is_constant(name: str, obj: Any) -> bool:
 
 
 def _is_code(obj: Any) -> bool:
-    """Modules, functions and classes: what counts by code or name, not by content."""
-    return isinstance(obj, (types.ModuleType, type)) or inspect.isroutine(obj)
+    """Modules, functions and classes (and partials of functions): what counts by code
+    or name, not by content."""
+    return isinstance(obj, (types.ModuleType, type, partial)) or inspect.isroutine(obj)
 
 
 def _global_names(code: types.CodeType) -> list[str]:
@@ -321,22 +357,33 @@ def loaded_globals(code: types.CodeType) -> set[str]:
 
 def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
-    loaded, changed, _ = _name_uses(code)
+    loaded, changed, _, _ = _name_uses(code)
     return loaded, changed
 
 
 _FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"})
+_GLOBAL_STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
+_FREE_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 
 
-def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
-    """The globals loaded, the globals changed in place, the free variables changed in
-    place: one pass over the bytecode."""
+def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[str]]:
+    """The globals loaded, the globals changed in place, the free variables changed
+    (in place, or set by ``nonlocal``: the function's state), the globals set: one pass
+    over the bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
     changed_free: set[str] = set()
+    stored: set[str] = set()
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
+        free = set(nested.co_freevars)
         for at, instruction in enumerate(instructions):
+            if instruction.opname in _GLOBAL_STORES:
+                stored.add(instruction.argval)
+                continue
+            if instruction.opname in _FREE_STORES and instruction.argval in free:
+                changed_free.add(instruction.argval)
+                continue
             is_global = instruction.opname in _GLOBAL_LOADS
             if not is_global and instruction.opname not in _FREE_LOADS:
                 continue
@@ -347,4 +394,4 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
                     and after[0].argval in _CHANGING) or (
                     len(after) == 2 and after[1].opname in _ITEM_CHANGES):
                 (changed if is_global else changed_free).add(instruction.argval)
-    return loaded, changed, changed_free
+    return loaded, changed, changed_free, stored
