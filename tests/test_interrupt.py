@@ -237,3 +237,37 @@ def test_ctrl_c_during_a_python_step_starts_no_other_step(workdir: Path) -> None
     assert not (workdir / "second-started").exists(), err
     states = history.last_states(workdir / ".dagnb_cache", "two")
     assert states == {"first": "cancelled", "second": "cancelled"}, err
+
+
+def dagnb_run(workdir: Path, workflow: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", workflow,
+                             "--executor", "local"], cwd=workdir, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_ctrl_c_while_waiting_for_another_runs_step_exits_at_once(workdir: Path) -> None:
+    """The second run waits on the key's lock that the first holds while it runs the
+    step; Ctrl-C stops the wait (a thread blocked on the lock held the exit up until the
+    other run's step ended)."""
+    (workdir / "w.yml").write_text("name: shared\nsteps:\n"
+                                   "  long: {run: 'touch started; sleep 120'}\n")
+    children = [dagnb_run(workdir, "w.yml")]
+    try:
+        deadline = time.monotonic() + 20
+        while not (workdir / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = dagnb_run(workdir, "w.yml")
+        children.append(second)
+        assert second.stdout is not None
+        said = second.stdout.readline()
+        assert "long waiting for another run computing it" in said, said
+        second.send_signal(signal.SIGINT)
+        _, err = second.communicate(timeout=20)  # the first run's step lasts 120 s
+        assert second.returncode == 128 + signal.SIGINT, err
+        assert "Traceback" not in err, err
+        assert history.last_states(workdir / ".dagnb_cache", "shared") == {"long": "cancelled"}
+    finally:
+        for child in children:  # the first run first: its step holds the lock
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+            child.communicate(timeout=20)

@@ -280,12 +280,18 @@ class Scheduler:
         looked = not self._missing
         entry = cache.lookup(step, key) if looked else None
         if entry is None:
-            async with cache.claim(step, key, looked=looked) as entry:  # another process
-                self._missing = entry is None  # may have run it meanwhile
+            async with cache.claim(step, key, looked=looked,
+                                   on_wait=self._waiting_for_another_run) as entry:
+                self._missing = entry is None  # another process may have run it meanwhile
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
         self._missing = False
         return self._restore(step, entry, cache.restore(step, entry))
+
+    def _waiting_for_another_run(self, step: Step) -> None:
+        """Another process holds the step's key: it runs the step, and this run waits
+        to take its entry (a "queued" event that says so: the state does not change)."""
+        self._emit("state", step.name, state="queued", waiting="another run computing it")
 
     async def _pinned(self, step: Step, images: ImagePins) -> Step:
         """With ``pin_images``: the step with its image tag pinned to a digest, resolved
