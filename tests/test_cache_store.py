@@ -22,6 +22,7 @@ from dagnb.cache import (
     get_backend,
     register_backend,
 )
+from dagnb.cache.store import acquire
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
 from dagnb.model.results import NO_RESULT, RESULT_FILES, load_result, save_result
@@ -468,6 +469,31 @@ def test_alock_of_a_free_key_takes_it_without_a_thread(store, monkeypatch):
     assert asyncio.run(hold())
     with store.lock("s", key(1), timeout=1) as again:  # and it was let go
         assert again.is_locked
+
+
+@pytest.mark.parametrize("range_locks", [True, False], ids=["range-lock", "file-lock"])
+def test_alock_of_a_held_key_waits_without_a_thread_and_gives_up_past_its_timeout(
+        store, monkeypatch, range_locks):
+    """A wait is tries between sleeps: a cancel (Ctrl-C) stops it at once, and no
+    thread blocked on the lock holds the process up at exit."""
+    from dagnb.cache import backend
+
+    def no_thread(*args, **kwargs):
+        raise AssertionError("a wait for the lock needs no worker thread")
+
+    async def wait_then_take(held) -> bool:
+        waits: list[str] = []
+        with pytest.raises(TimeoutError):
+            await acquire(store.lock("s", key(1), timeout=0.05), lambda: waits.append("w"))
+        asyncio.get_running_loop().call_later(0.05, held.release)
+        async with store.alock("s", key(1), timeout=5) as lock:
+            return waits == ["w"] and lock.is_locked
+
+    monkeypatch.setattr(backend, "_RANGE_LOCKS", range_locks and backend._RANGE_LOCKS)
+    monkeypatch.setattr(asyncio, "to_thread", no_thread)
+    held = store.lock("s", key(1))
+    held.acquire()
+    assert asyncio.run(wait_then_take(held))
 
 
 def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():

@@ -13,6 +13,7 @@ import pytest
 
 from dagnb import Graph, Step
 from dagnb.executors import loop
+from dagnb.runtime import history
 from dagnb.runtime.prepare import start_background
 
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -60,6 +61,19 @@ def test_cancel_stops_a_running_python_step_within_a_second() -> None:
     count = len(progress)
     time.sleep(0.3)
     assert len(progress) == count  # it really stopped
+
+
+def test_cancelling_a_run_in_a_python_step_starts_no_step_queued_beside_it() -> None:
+    progress: list[int] = []
+    ran: list[str] = []
+    graph = Graph("g", [Step("slow", func=sleeper(progress), cache=False),
+                        Step("beside", func=lambda: ran.append("beside"), cache=False)])
+    run = start_background(graph, executor="local")
+    started(progress)
+    run.cancel()
+    run.wait(5)
+    assert ran == []
+    assert run.states() == {"slow": "cancelled", "beside": "cancelled"}
 
 
 def test_the_next_run_starts_at_once_after_a_cancel() -> None:
@@ -160,6 +174,7 @@ def test_an_interrupt_landing_as_the_step_returns_leaves_no_stale_state(monkeypa
 CANCEL_RAISES = """
 import asyncio, gc, os, sys, tempfile, time
 import dagnb
+from dagnb.runtime import history
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import isolated
 
@@ -188,3 +203,71 @@ def test_a_step_that_raises_as_it_is_cancelled_leaves_nothing_unmasked_on_stderr
                           timeout=60, env={**os.environ, "TOK": "tok-ABCDEF-123456"})
     assert done.stdout.strip() == "cancelled", done.stdout + done.stderr
     assert "tok-ABCDEF" not in done.stderr and "never retrieved" not in done.stderr, done.stderr
+
+
+TWO_PYTHON_STEPS = """
+import time
+
+def first():
+    open("first-started", "w").close()
+    while True:
+        time.sleep(0.05)
+
+def second():
+    open("second-started", "w").close()
+    time.sleep(5)
+"""
+
+
+def test_ctrl_c_during_a_python_step_starts_no_other_step(workdir: Path) -> None:
+    """The interrupted step waits on the loop for its cancel; a step queued beside it
+    must not start meanwhile (it did, held the loop past the grace and lost the record)."""
+    (workdir / "steps.py").write_text(TWO_PYTHON_STEPS)
+    (workdir / "w.yml").write_text("name: two\nsteps:\n  first: {python: 'steps.py:first'}\n"
+                                   "  second: {python: 'steps.py:second'}\n")
+    child = subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", "w.yml",
+                              "--executor", "local"], cwd=workdir, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (workdir / "first-started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 128 + signal.SIGINT, err
+    assert not (workdir / "second-started").exists(), err
+    states = history.last_states(workdir / ".dagnb_cache", "two")
+    assert states == {"first": "cancelled", "second": "cancelled"}, err
+
+
+def dagnb_run(workdir: Path, workflow: str) -> subprocess.Popen[str]:
+    return subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", workflow,
+                             "--executor", "local"], cwd=workdir, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_ctrl_c_while_waiting_for_another_runs_step_exits_at_once(workdir: Path) -> None:
+    """The second run waits on the key's lock that the first holds while it runs the
+    step; Ctrl-C stops the wait (a thread blocked on the lock held the exit up until the
+    other run's step ended)."""
+    (workdir / "w.yml").write_text("name: shared\nsteps:\n"
+                                   "  long: {run: 'touch started; sleep 120'}\n")
+    children = [dagnb_run(workdir, "w.yml")]
+    try:
+        deadline = time.monotonic() + 20
+        while not (workdir / "started").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        second = dagnb_run(workdir, "w.yml")
+        children.append(second)
+        assert second.stdout is not None
+        said = second.stdout.readline()
+        assert "long waiting for another run computing it" in said, said
+        second.send_signal(signal.SIGINT)
+        _, err = second.communicate(timeout=20)  # the first run's step lasts 120 s
+        assert second.returncode == 128 + signal.SIGINT, err
+        assert "Traceback" not in err, err
+        assert history.last_states(workdir / ".dagnb_cache", "shared") == {"long": "cancelled"}
+    finally:
+        for child in children:  # the first run first: its step holds the lock
+            if child.poll() is None:
+                child.send_signal(signal.SIGINT)
+            child.communicate(timeout=20)

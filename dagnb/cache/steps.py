@@ -29,7 +29,7 @@ import atexit
 import os
 import pickle
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -135,18 +135,21 @@ class StepCache:
         """Whether a :meth:`peek`'s entry has passed its ttl (a lookup would miss)."""
         return entry.expired(self._store_of(step).clock())
 
-    def claim(self, step: Step, key: StepKey, *, looked: bool = True) -> _Claim:
+    def claim(self, step: Step, key: StepKey, *, looked: bool = True,
+              on_wait: Callable[[Step], object] | None = None) -> _Claim:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,
         or None: then run the step and :meth:`save` it (others wait, then hit).
 
         ``looked=False``: no :meth:`lookup` came first (a run whose steps keep missing
         claims first): the look under the lock is the only one, and counts the use.
+        ``on_wait(step)`` is called once if another process holds the lock (it is
+        running the step): the claim waits for it.
 
         A read-only run takes no lock (a lock is a file); a ``fail-on-miss`` run raises
         :class:`~dagnb.errors.CacheMissError` rather than let the step run.
         """
-        return _Claim(self, step, key, looked)
+        return _Claim(self, step, key, looked, on_wait)
 
     def _refused(self, step: Step, key: StepKey, entry: Entry | None) -> Entry | None:
         """``entry``; but a miss of a ``fail-on-miss`` run is an error, never a run."""
@@ -284,12 +287,15 @@ _UNSET = object()
 class _Claim:
     """:meth:`StepCache.claim` as a plain async context manager: on every miss of a
     first run, two generator-based ones cost as much as the lock itself. The lock is
-    taken at once when free (most misses meet no other process), else in a thread."""
+    taken at once when free (most misses meet no other process), else waited for
+    (:func:`~dagnb.cache.store.acquire`)."""
 
-    __slots__ = ("_cache", "_key", "_lock", "_looked", "_step")
+    __slots__ = ("_cache", "_key", "_lock", "_looked", "_on_wait", "_step")
 
-    def __init__(self, cache: StepCache, step: Step, key: StepKey, looked: bool) -> None:
+    def __init__(self, cache: StepCache, step: Step, key: StepKey, looked: bool,
+                 on_wait: Callable[[Step], object] | None = None) -> None:
         self._cache, self._step, self._key, self._looked = cache, step, key, looked
+        self._on_wait = on_wait
         self._lock: Any = None
 
     async def __aenter__(self) -> Entry | None:
@@ -298,7 +304,7 @@ class _Claim:
             return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
         store = cache.store
         lock = store.lock(step.name, key)
-        await acquire(lock)  # at once when free: most misses meet no other process
+        await acquire(lock, self._waiting)  # at once when free: most misses meet no other process
         self._lock = lock
         try:
             found = store.peek(step.name, key) is not None
@@ -311,6 +317,10 @@ class _Claim:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._release()
+
+    def _waiting(self) -> None:
+        if self._on_wait is not None:
+            self._on_wait(self._step)
 
     def _release(self) -> None:
         lock, self._lock = self._lock, None

@@ -64,6 +64,8 @@ from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import filelock
+
 from dagnb.cache.backend import (
     Item,
     KeyRangeLock,
@@ -725,8 +727,9 @@ class Store(Housekeeping):
     async def alock(
         self, step_name: str, key: StepKey | str, timeout: float = -1
     ) -> AsyncIterator[Lock]:
-        """``async with store.alock(...)``: :meth:`lock`, acquired in a worker thread
-        unless it is free (then at once: most misses meet no other process)."""
+        """``async with store.alock(...)``: :meth:`lock`, taken at once when free (most
+        misses meet no other process), else waited for in tries that a cancel stops
+        (:func:`acquire`)."""
         lock = self.lock(step_name, key, timeout)
         await acquire(lock)
         try:
@@ -810,12 +813,62 @@ class Store(Housekeeping):
         return record
 
 
-async def acquire(lock: Lock) -> None:
+async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:
     """Take ``lock``: at once when it is free (most misses meet no other process), else
-    in a worker thread. Should the wait be cancelled, the thread may still get it: it
-    is released then."""
-    if isinstance(lock, KeyRangeLock) and lock.acquire_now():
+    (after ``on_wait()``) by tries between short sleeps, which a cancel (Ctrl-C) stops
+    at once. A thread blocked on the lock would not stop, and Python waits for such a
+    thread at exit: here until the other process let go (at the end of its step). A
+    lock with no way to try without waiting (another backend's) is waited for in a
+    worker thread all the same."""
+    take_now = _taking_now(lock)
+    if take_now is None:
+        await _acquire_in_a_thread(lock)
         return
+    if take_now():
+        return
+    if on_wait is not None:
+        on_wait()
+    deadline = _deadline(lock)
+    pause = _FIRST_TRY_S
+    while True:
+        await asyncio.sleep(pause)
+        if take_now():
+            return
+        if deadline is not None and time.monotonic() >= deadline:
+            raise filelock.Timeout(getattr(lock, "lock_file", getattr(lock, "path", "")))
+        pause = min(2 * pause, _LAST_TRY_S)
+
+
+_FIRST_TRY_S = 0.01  # a short step of the other run is waited for little longer than it
+_LAST_TRY_S = 0.1  # a long one: ten tries a second (an open, a fcntl, a close each)
+
+
+def _taking_now(lock: Lock) -> Callable[[], bool] | None:
+    """How to take ``lock`` without waiting (whether it was taken), if it has a way."""
+    if isinstance(lock, KeyRangeLock):
+        return lock.acquire_now
+    if isinstance(lock, filelock.BaseFileLock):
+        return functools.partial(_file_lock_now, lock)
+    return None
+
+
+def _file_lock_now(lock: filelock.BaseFileLock) -> bool:
+    try:
+        lock.acquire(blocking=False)
+    except filelock.Timeout:
+        return False
+    return True
+
+
+def _deadline(lock: Lock) -> float | None:
+    """When a wait for ``lock`` gives up (its ``timeout``; -1 and none: never)."""
+    timeout = getattr(lock, "timeout", -1)
+    return None if timeout < 0 else time.monotonic() + timeout
+
+
+async def _acquire_in_a_thread(lock: Lock) -> None:
+    """Should the wait be cancelled, the thread may still get the lock: it is released
+    then."""
     acquiring = asyncio.ensure_future(asyncio.to_thread(lock.acquire))
     try:
         await asyncio.shield(acquiring)

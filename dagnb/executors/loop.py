@@ -22,7 +22,8 @@ the runner waits with :func:`wait_for`, which also records the deadline (a Conte
 the step inherits); a watchdog thread interrupts an inline call that passes it. The
 interrupted step then waits on the loop for the cancellation that the timeout, or
 ``cancel()``, sends it (:func:`until_cancelled`), so it ends as any step stopped by a
-timeout or a cancel does: ``failed`` with ``StepTimeout``, or ``cancelled``.
+timeout or a cancel does: ``failed`` with ``StepTimeout``, or ``cancelled``. The turns it
+gives the loop meanwhile start no step of a cancelled run (:func:`cancel_pending`).
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ __all__ = [
     "Interrupted",
     "TaskFuture",
     "call_interruptibly",
+    "cancel_pending",
     "get_loop",
     "in_loop_thread",
     "interrupt",
@@ -85,6 +87,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._loop = loop
         self._task: asyncio.Task[Any] | None = None
         self._cancel_requested = False
+        self.stopping = False  # cancel() was called (read by cancel_pending)
         loop.call_soon_threadsafe(self._start, coro)
 
     def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
@@ -107,6 +110,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def cancel(self) -> bool:
         if self.done():
             return False
+        self.stopping = True  # set before the interrupt: see cancel_pending
         self._loop.call_soon_threadsafe(self._cancel_task)
         interrupt(self)  # a Python step blocking the loop would hold the cancellation up
         return True
@@ -251,6 +255,14 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     if fired:
         raise Interrupted("interrupted")
     return result
+
+
+def cancel_pending() -> bool:
+    """Whether the run the calling task belongs to was cancelled (``TaskFuture.cancel``)
+    though the cancellation may not have reached its tasks yet: the step it interrupted
+    gives the loop turns first (:func:`until_cancelled`), in which no step may start."""
+    owner = _owner.get()
+    return owner is not None and owner.stopping
 
 
 def interrupt(owner: Any) -> bool:

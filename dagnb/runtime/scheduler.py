@@ -43,7 +43,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
-from dagnb.executors.loop import holding, wait_for
+from dagnb.executors.loop import cancel_pending, holding, wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
@@ -195,11 +195,17 @@ class Scheduler:
         chain of steps costs no new task and no loop turn per step; then with the
         steps waiting in ``_ready`` that no task has taken yet."""
         this = asyncio.current_task()
-        while name is not None:
+        while name is not None and not self._stopping():
             self._tasks[name] = this  # type: ignore[assignment]  # what _stop_all cancels
             name = await self._step(name)
             if name is None and self._ready and not self._failed_fast:
                 name = self._ready.popleft()
+
+    def _stopping(self) -> bool:
+        """Whether the run was cancelled, its cancellation perhaps not here yet: a Python
+        step it interrupted gives the loop turns before it arrives, and a step started in
+        them would hold the loop past the caller's grace (_stop_all settles those left)."""
+        return self.run.cancel_requested or cancel_pending()
 
     def _wait_ready(self, name: str) -> None:
         """Queue a ready step for the task that made it ready, which takes it once done
@@ -274,12 +280,18 @@ class Scheduler:
         looked = not self._missing
         entry = cache.lookup(step, key) if looked else None
         if entry is None:
-            async with cache.claim(step, key, looked=looked) as entry:  # another process
-                self._missing = entry is None  # may have run it meanwhile
+            async with cache.claim(step, key, looked=looked,
+                                   on_wait=self._waiting_for_another_run) as entry:
+                self._missing = entry is None  # another process may have run it meanwhile
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
         self._missing = False
         return self._restore(step, entry, cache.restore(step, entry))
+
+    def _waiting_for_another_run(self, step: Step) -> None:
+        """Another process holds the step's key: it runs the step, and this run waits
+        to take its entry (a "queued" event that says so: the state does not change)."""
+        self._emit("state", step.name, state="queued", waiting="another run computing it")
 
     async def _pinned(self, step: Step, images: ImagePins) -> Step:
         """With ``pin_images``: the step with its image tag pinned to a digest, resolved

@@ -53,7 +53,8 @@ class ProgressPrinter:
             self._track(event.step, state)
             if self.tty:
                 self._draw()
-            elif state in TERMINAL_STATES or state in ("running", "retrying"):
+            elif state in TERMINAL_STATES or state in ("running", "retrying") or (
+                    "waiting" in event.data):
                 self._line(event)
 
     def _track(self, step: str, state: str) -> None:
@@ -67,7 +68,9 @@ class ProgressPrinter:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
         state = event.data["state"]
         extra = ""
-        if state == "running" and event.attempt > 1:
+        if "waiting" in event.data:  # queued behind another run (said once)
+            state, extra = "waiting", f" for {event.data['waiting']}"
+        elif state == "running" and event.attempt > 1:
             extra = f" (attempt {event.attempt})"
         elif event.data.get("error"):
             extra = f": {event.data['error']}"
