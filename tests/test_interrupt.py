@@ -271,3 +271,15 @@ def test_ctrl_c_while_waiting_for_another_runs_step_exits_at_once(workdir: Path)
             if child.poll() is None:
                 child.send_signal(signal.SIGINT)
             child.communicate(timeout=20)
+
+
+def test_the_runs_timeout_in_a_python_step_starts_no_step_queued_beside_it() -> None:
+    """The run's timeout interrupts the step computing inline; the loop turns it gives
+    before the cancel arrives start no step (as after a cancel)."""
+    progress: list[int] = []
+    ran: list[str] = []
+    graph = Graph("g", [Step("slow", func=sleeper(progress), cache=False),
+                        Step("beside", func=lambda: ran.append("beside"), cache=False)])
+    run = graph.run(executor="local", timeout=0.5)
+    assert progress and ran == [], ran
+    assert run.states()["beside"] != "succeeded"

@@ -45,6 +45,7 @@ __all__ = [
     "TaskFuture",
     "call_interruptibly",
     "cancel_pending",
+    "deadline_passed",
     "get_loop",
     "in_loop_thread",
     "interrupt",
@@ -263,6 +264,16 @@ def cancel_pending() -> bool:
     gives the loop turns first (:func:`until_cancelled`), in which no step may start."""
     owner = _owner.get()
     return owner is not None and owner.stopping
+
+
+def deadline_passed() -> bool:
+    """Whether a timeout the calling task runs under (:func:`wait_for`) has passed, its
+    cancellation perhaps not here yet (as with :func:`cancel_pending`)."""
+    waits = _waits.get()
+    if not waits:
+        return False
+    now = time.monotonic()
+    return any(wait.deadline() <= now for wait in waits)
 
 
 def interrupt(owner: Any) -> bool:

@@ -43,7 +43,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import track
 from dagnb.executors.base import Executor, Input, Outcome, Task
-from dagnb.executors.loop import cancel_pending, holding, wait_for
+from dagnb.executors.loop import cancel_pending, deadline_passed, holding, wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
@@ -202,10 +202,11 @@ class Scheduler:
                 name = self._ready.popleft()
 
     def _stopping(self) -> bool:
-        """Whether the run was cancelled, its cancellation perhaps not here yet: a Python
-        step it interrupted gives the loop turns before it arrives, and a step started in
-        them would hold the loop past the caller's grace (_stop_all settles those left)."""
-        return self.run.cancel_requested or cancel_pending()
+        """Whether the run was cancelled or passed its timeout, the cancellation perhaps
+        not here yet: a Python step it interrupted gives the loop turns before it
+        arrives, and a step started in them would hold the loop past the caller's grace
+        (_stop_all settles those left)."""
+        return self.run.cancel_requested or cancel_pending() or deadline_passed()
 
     def _wait_ready(self, name: str) -> None:
         """Queue a ready step for the task that made it ready, which takes it once done
