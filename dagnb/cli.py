@@ -118,13 +118,27 @@ def _run(args: argparse.Namespace) -> int:
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
         return 128 + getattr(stop, "signal", signal.SIGINT)
     if args.only_failed and not run.order:
-        print(f"dagnb: the last run of {graph.name!r} has no failed, skipped or cancelled "
-              "steps; nothing to re-run")
+        print(f"dagnb: the last run of {graph.name!r} has no failed, skipped, cancelled or "
+              "unfinished steps; nothing to re-run")
         return 0
     printer.finish()
+    if printer.lost is not None:
+        return _stdout_lost(printer.lost, run.summary())
     print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
+
+
+def _stdout_lost(error: OSError, summary: str) -> int:
+    """Exit code of a run whose stdout stopped taking its lines (the run went on to its
+    end, recorded): a reader that left (``| head``) is no error, as for Python's own
+    tools; any other failure (a full disk) is said on stderr, with the run's outcome."""
+    _quiet_stdout()
+    if isinstance(error, BrokenPipeError):
+        return 141  # what a shell reports for a command that SIGPIPE ended
+    print(f"dagnb: error: stdout could not be written ({error.strerror or error}); the run "
+          f"went on: {summary}", file=sys.stderr)
+    return 1
 
 
 def _refuse_notebook_options(args: argparse.Namespace) -> None:

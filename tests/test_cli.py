@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -139,8 +140,8 @@ def test_only_failed_reruns_the_last_failures_read_from_disk(
     assert rows == {"first": "cached", "shaky": "succeeded", "after": "succeeded"}
     assert main(["run", *common, "--only-failed"]) == 0
     again = capsys.readouterr().out.splitlines()
-    assert again == ["dagnb: the last run of 'wf' has no failed, skipped or cancelled steps; "
-                     "nothing to re-run"]
+    assert again == ["dagnb: the last run of 'wf' has no failed, skipped, cancelled or "
+                     "unfinished steps; nothing to re-run"]
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
@@ -317,3 +318,34 @@ def test_a_warning_is_one_line_with_no_source_line(tmp_path, monkeypatch):
     assert done.returncode == 0 and len(warned) == 1, done.stderr
     assert warned[0].startswith("dagnb: warning: step 'a' ran but was not cached")
     assert "scheduler.py" not in done.stderr and "tok-9876543210" not in done.stderr
+
+
+PIPED = ("steps:\n  quick: {run: echo quick}\n  quick2: {run: echo quick2}\n"
+         "  slow: {needs: [quick], run: 'sleep 1; echo done > $DAGNB_OUT/s.txt'}\n"
+         "  after: {needs: [slow], run: 'cat $DAGNB_IN/slow/s.txt'}\n")
+
+
+def test_a_run_piped_into_head_runs_every_step_and_records_them(tmp_path):
+    """The reader leaves after one line: printing stops, quietly; the run does not."""
+    (tmp_path / "w.yml").write_text(PIPED)
+    done = subprocess.run(f"{sys.executable} -m dagnb.cli run w.yml --executor local | head -1",
+                          shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr
+    record = (tmp_path / ".dagnb_cache" / ".runs" / "records.jsonl").read_text().splitlines()[-1]
+    assert set(json.loads(record)["states"].values()) == {"succeeded"}, record
+    again = dagnb("run", "w.yml", "--only-failed", "--executor", "local", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to re-run" in again.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_run_whose_stdout_is_full_says_so_in_one_line_and_still_runs(tmp_path):
+    (tmp_path / "w.yml").write_text(PIPED)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--executor",
+                               "local"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert errors == [errors[0]] and "stdout could not be written (No space left on device)" \
+        in errors[0] and "4 succeeded" in errors[0]
