@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagnb import config
+from dagnb import checks, config
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
@@ -493,6 +493,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _handle_termination()
     shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
+        _check_cache_dir(args)
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # (a reader gone: the error caught here, not at exit)
         return code
@@ -504,6 +505,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # what a shell reports for a command that SIGPIPE ended
     finally:
         warnings.formatwarning = shown
+
+
+def _check_cache_dir(args: argparse.Namespace) -> None:
+    """Any command's ``--cache-dir``, checked as the setting is before anything uses it: a
+    store URL with a user or password in it is refused, and named with them redacted."""
+    given = getattr(args, "cache_dir", None)
+    if given:
+        checks.checked(checks.location, given, "--cache-dir", ConfigError, sep=" ")
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,

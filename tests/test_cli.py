@@ -349,3 +349,18 @@ def test_a_run_whose_stdout_is_full_says_so_in_one_line_and_still_runs(tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr
     assert errors == [errors[0]] and "stdout could not be written (No space left on device)" \
         in errors[0] and "4 succeeded" in errors[0]
+
+
+SECRET_URL = "s3://AKIAUSER:s3cr3tVALUE@bucket/p"
+
+
+@pytest.mark.parametrize("command", [["run", "w.yml"], ["cache", "verify"], ["images", "list"],
+                                     ["cache", "push", "file:///tmp/x"]])
+def test_a_cache_dir_url_with_a_password_is_refused_without_showing_it(tmp_path, command):
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: echo hi}\n")
+    done = dagnb(*command, "--cache-dir", SECRET_URL, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("dagnb: error: --cache-dir 's3://***@bucket/p' is not valid; expected "
+                           "a URL without user or password; the store library reads "
+                           "credentials from the environment or a profile\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yml"]  # nothing ran or was made
