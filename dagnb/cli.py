@@ -319,10 +319,23 @@ def _new(args: argparse.Namespace) -> int:
     output = Path(args.output or Path(config.settings().workflow_directory) / f"{args.id}.yml")
     if output.exists() and not args.force:
         raise ConfigError(f"{str(output)!r} already exists; pass --force to overwrite it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    template.to_yaml(output, **values)
+    _write_workflow(template, output, values)
     print(f"wrote {output} from template {template.id!r}; run it with: dagnb run {output}")
     return 0
+
+
+def _write_workflow(template: templates.Template, output: Path, values: dict[str, Any]) -> None:
+    """The template's workflow written to ``output`` (its folders made); a path that
+    cannot be written is one line naming it, not a traceback."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        template.to_yaml(output, **values)
+    except OSError as exc:
+        in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+        why = (f"{str(in_the_way)!r} is a file, not a folder" if in_the_way is not None
+               else exc.strerror or str(exc))
+        raise ConfigError(f"cannot write {str(output)!r}: {why}; pass -o a path in a folder "
+                          "you can write") from None
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
