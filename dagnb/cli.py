@@ -404,9 +404,11 @@ def _no_cache_here(given: str | None) -> bool:
 def _images(args: argparse.Namespace) -> int:
     """`dagnb images list|refresh`: the tags pin_images pinned, and pinning them again."""
     if args.action == "refresh":
+        from dagnb.cache import local_folder, refuse_foreign_folder
         from dagnb.executors.dagger.images import refresh
         from dagnb.executors.loop import run_sync
 
+        refuse_foreign_folder(local_folder(args.cache_dir))  # (the pins are written there)
         print("\n".join(run_sync(refresh(args.cache_dir, args.images))))
         return 0
     from dagnb.cache import store_for

@@ -364,3 +364,35 @@ def test_a_cache_dir_url_with_a_password_is_refused_without_showing_it(tmp_path,
                            "a URL without user or password; the store library reads "
                            "credentials from the environment or a profile\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yml"]  # nothing ran or was made
+
+
+@pytest.mark.parametrize("command", [["run", "w.yml"], ["cache", "pull", "file:///nowhere"]])
+def test_a_project_folder_is_refused_as_a_cache_and_its_files_stay(tmp_path, command):
+    """--cache-dir . in a project: refused before anything is made there, so that cache
+    verify never takes the user's report/ (named like a step) for a damaged entry."""
+    notes = tmp_path / "report" / "2024" / "notes.md"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("my notes\n")
+    (tmp_path / "w.yml").write_text("steps:\n  report: {run: 'echo hi > $DAGNB_OUT/r.txt'}\n")
+    done = dagnb(*command, "--cache-dir", ".", cwd=tmp_path)
+    folder = str(tmp_path.resolve())
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"dagnb: error: cache directory {folder!r} holds other files and is not a dagnb cache "
+        "(nothing dagnb makes, such as .runs or .packs, in it); name a new or empty folder, "
+        f"such as {folder + '/.dagnb_cache'!r}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "w.yml"]
+    assert dagnb("cache", "verify", "--cache-dir", ".", cwd=tmp_path).returncode == 2
+    assert notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("folder", ["new", "empty"])
+def test_a_new_or_empty_cache_folder_becomes_a_cache_run_and_verify_accept(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: 'echo hi > $DAGNB_OUT/a.txt'}\n")
+    common = ["--cache-dir", folder, "--executor", "local"]
+    assert dagnb("run", "w.yml", *common, cwd=tmp_path).returncode == 0
+    again = dagnb("run", "w.yml", *common, cwd=tmp_path)
+    assert again.returncode == 0 and "1 cached" in again.stdout, again.stderr
+    verified = dagnb("cache", "verify", "--cache-dir", folder, cwd=tmp_path)
+    assert verified.returncode == 0 and "all intact" in verified.stdout
