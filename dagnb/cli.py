@@ -411,10 +411,14 @@ def _images(args: argparse.Namespace) -> int:
         refuse_foreign_folder(local_folder(args.cache_dir))  # (the pins are written there)
         print("\n".join(run_sync(refresh(args.cache_dir, args.images))))
         return 0
-    from dagnb.cache import store_for
+    from dagnb.cache import local_folder
     from dagnb.cache.images import ImagePins
 
-    table = ImagePins(store_for(args.cache_dir).location).table()
+    folder = local_folder(args.cache_dir)  # (listing reads it: nothing is made there)
+    if args.cache_dir and not checks.is_url(args.cache_dir) and not folder.is_dir():
+        raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder {str(folder)!r}; "
+                          "name the folder dagnb run caches in (the setting cache_directory)")
+    table = ImagePins(folder).table()
     print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
                     for label, pin in table.items()) or "no pinned images")
     return 0

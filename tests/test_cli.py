@@ -396,3 +396,28 @@ def test_a_new_or_empty_cache_folder_becomes_a_cache_run_and_verify_accept(tmp_p
     assert again.returncode == 0 and "1 cached" in again.stdout, again.stderr
     verified = dagnb("cache", "verify", "--cache-dir", folder, cwd=tmp_path)
     assert verified.returncode == 0 and "all intact" in verified.stdout
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("tags: 5", "step 'a': tags is 5, not a list; write it like tags: [a, b]"),
+    ("services: 5", "step 'a': services is 5, not a list; write it like services: [a, b]"),
+    ("exclude: 5", "step 'a': exclude is 5, not a list; write it like exclude: ['*.tmp']"),
+    ("needs: {a: 1}", "step 'a': needs is a mapping, not a list; write it like needs: [a, b]"),
+    ("secrets: {TOKEN: s3cr3t-v4lue}", "step 'a': secrets is a mapping, not a list; write it "
+     "like secrets: [API_TOKEN] (the values stay in the environment)"),
+])
+def test_a_field_of_names_given_no_list_names_the_field(tmp_path, field, message):
+    (tmp_path / "t.yml").write_text(f"steps:\n  a:\n    run: echo\n    {field}\n")
+    done = dagnb("validate", "t.yml", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"dagnb: error: t.yml: {message}\n"
+
+
+def test_images_list_of_a_missing_folder_says_so_and_makes_none(tmp_path):
+    done = dagnb("images", "list", "--cache-dir", "typo_dir", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("dagnb: error: --cache-dir 'typo_dir': there is no folder ")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "typo_dir").exists()
+    (tmp_path / "cache").mkdir()
+    listed = dagnb("images", "list", "--cache-dir", "cache", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout == "no pinned images\n"
