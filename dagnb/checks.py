@@ -62,6 +62,7 @@ __all__ = [
     "one_of",
     "parse_duration",
     "path",
+    "redact_url",
     "short_repr",
     "text",
     "variable_name",
@@ -133,8 +134,14 @@ def checked(
     try:
         return check(value, **options)
     except Invalid as bad:
-        shown = f"{sep}{value!r}" if show and not isinstance(bad.value, Redacted) else ""
+        shown = f"{sep}{_redacted_repr(value)}" if show and not isinstance(
+            bad.value, Redacted) else ""
         raise error(f"{what}{shown} is not valid; expected {bad.expected}") from None
+
+
+def _redacted_repr(value: Any) -> str:
+    """``repr(value)``, with a URL's ``user:password@`` in text redacted."""
+    return repr(redact_url(value)) if isinstance(value, str) else repr(value)
 
 
 def did_you_mean(
@@ -191,12 +198,23 @@ def is_url(value: Any) -> bool:
     return isinstance(value, str) and "://" in value and _URL.match(value) is not None
 
 
+# the user[:password]@ of a URL's authority (up to the first /, ? or #)
+_URL_CREDENTIALS = re.compile(r"(?<=://)[^/?#]*@")
+
+
+def redact_url(text: str) -> str:
+    """``text`` with any URL's ``user:password@`` shown as ``***@``: for messages, which
+    never hold a secret (``s3://KEY:SECRET@bucket/p`` -> ``s3://***@bucket/p``)."""
+    return _URL_CREDENTIALS.sub("***@", text) if "://" in text else text
+
+
 def location(value: Any) -> str:
-    """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``)."""
+    """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``);
+    the one refused is reported with them redacted."""
     checked = path(value)
-    if is_url(checked) and "@" in checked.split("://", 1)[1].split("/", 1)[0]:
+    if is_url(checked) and _URL_CREDENTIALS.search(checked) is not None:
         raise Invalid(
-            Redacted("<a URL with credentials>"),
+            redact_url(checked),
             "a URL without user or password; the store library reads credentials "
             "from the environment or a profile",
         )

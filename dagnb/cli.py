@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagnb import config
+from dagnb import checks, config
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
@@ -118,13 +118,27 @@ def _run(args: argparse.Namespace) -> int:
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
         return 128 + getattr(stop, "signal", signal.SIGINT)
     if args.only_failed and not run.order:
-        print(f"dagnb: the last run of {graph.name!r} has no failed, skipped or cancelled "
-              "steps; nothing to re-run")
+        print(f"dagnb: the last run of {graph.name!r} has no failed, skipped, cancelled or "
+              "unfinished steps; nothing to re-run")
         return 0
     printer.finish()
+    if printer.lost is not None:
+        return _stdout_lost(printer.lost, run.summary())
     print(printer.table(run))
     print(run.summary())
     return 0 if run.ok else 1
+
+
+def _stdout_lost(error: OSError, summary: str) -> int:
+    """Exit code of a run whose stdout stopped taking its lines (the run went on to its
+    end, recorded): a reader that left (``| head``) is no error, as for Python's own
+    tools; any other failure (a full disk) is said on stderr, with the run's outcome."""
+    _quiet_stdout()
+    if isinstance(error, BrokenPipeError):
+        return 141  # what a shell reports for a command that SIGPIPE ended
+    print(f"dagnb: error: stdout could not be written ({error.strerror or error}); the run "
+          f"went on: {summary}", file=sys.stderr)
+    return 1
 
 
 def _refuse_notebook_options(args: argparse.Namespace) -> None:
@@ -305,10 +319,23 @@ def _new(args: argparse.Namespace) -> int:
     output = Path(args.output or Path(config.settings().workflow_directory) / f"{args.id}.yml")
     if output.exists() and not args.force:
         raise ConfigError(f"{str(output)!r} already exists; pass --force to overwrite it")
-    output.parent.mkdir(parents=True, exist_ok=True)
-    template.to_yaml(output, **values)
+    _write_workflow(template, output, values)
     print(f"wrote {output} from template {template.id!r}; run it with: dagnb run {output}")
     return 0
+
+
+def _write_workflow(template: templates.Template, output: Path, values: dict[str, Any]) -> None:
+    """The template's workflow written to ``output`` (its folders made); a path that
+    cannot be written is one line naming it, not a traceback."""
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        template.to_yaml(output, **values)
+    except OSError as exc:
+        in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
+        why = (f"{str(in_the_way)!r} is a file, not a folder" if in_the_way is not None
+               else exc.strerror or str(exc))
+        raise ConfigError(f"cannot write {str(output)!r}: {why}; pass -o a path in a folder "
+                          "you can write") from None
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
@@ -377,15 +404,21 @@ def _no_cache_here(given: str | None) -> bool:
 def _images(args: argparse.Namespace) -> int:
     """`dagnb images list|refresh`: the tags pin_images pinned, and pinning them again."""
     if args.action == "refresh":
+        from dagnb.cache import local_folder, refuse_foreign_folder
         from dagnb.executors.dagger.images import refresh
         from dagnb.executors.loop import run_sync
 
+        refuse_foreign_folder(local_folder(args.cache_dir))  # (the pins are written there)
         print("\n".join(run_sync(refresh(args.cache_dir, args.images))))
         return 0
-    from dagnb.cache import store_for
+    from dagnb.cache import local_folder
     from dagnb.cache.images import ImagePins
 
-    table = ImagePins(store_for(args.cache_dir).location).table()
+    folder = local_folder(args.cache_dir)  # (listing reads it: nothing is made there)
+    if args.cache_dir and not checks.is_url(args.cache_dir) and not folder.is_dir():
+        raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder {str(folder)!r}; "
+                          "name the folder dagnb run caches in (the setting cache_directory)")
+    table = ImagePins(folder).table()
     print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
                     for label, pin in table.items()) or "no pinned images")
     return 0
@@ -479,6 +512,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _handle_termination()
     shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
+        _check_cache_dir(args)
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # (a reader gone: the error caught here, not at exit)
         return code
@@ -490,6 +524,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 141  # what a shell reports for a command that SIGPIPE ended
     finally:
         warnings.formatwarning = shown
+
+
+def _check_cache_dir(args: argparse.Namespace) -> None:
+    """Any command's ``--cache-dir``, checked as the setting is before anything uses it: a
+    store URL with a user or password in it is refused, and named with them redacted."""
+    given = getattr(args, "cache_dir", None)
+    if given:
+        checks.checked(checks.location, given, "--cache-dir", ConfigError, sep=" ")
 
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import subprocess
@@ -139,8 +140,8 @@ def test_only_failed_reruns_the_last_failures_read_from_disk(
     assert rows == {"first": "cached", "shaky": "succeeded", "after": "succeeded"}
     assert main(["run", *common, "--only-failed"]) == 0
     again = capsys.readouterr().out.splitlines()
-    assert again == ["dagnb: the last run of 'wf' has no failed, skipped or cancelled steps; "
-                     "nothing to re-run"]
+    assert again == ["dagnb: the last run of 'wf' has no failed, skipped, cancelled or "
+                     "unfinished steps; nothing to re-run"]
 
 
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
@@ -317,3 +318,106 @@ def test_a_warning_is_one_line_with_no_source_line(tmp_path, monkeypatch):
     assert done.returncode == 0 and len(warned) == 1, done.stderr
     assert warned[0].startswith("dagnb: warning: step 'a' ran but was not cached")
     assert "scheduler.py" not in done.stderr and "tok-9876543210" not in done.stderr
+
+
+PIPED = ("steps:\n  quick: {run: echo quick}\n  quick2: {run: echo quick2}\n"
+         "  slow: {needs: [quick], run: 'sleep 1; echo done > $DAGNB_OUT/s.txt'}\n"
+         "  after: {needs: [slow], run: 'cat $DAGNB_IN/slow/s.txt'}\n")
+
+
+def test_a_run_piped_into_head_runs_every_step_and_records_them(tmp_path):
+    """The reader leaves after one line: printing stops, quietly; the run does not."""
+    (tmp_path / "w.yml").write_text(PIPED)
+    done = subprocess.run(f"{sys.executable} -m dagnb.cli run w.yml --executor local | head -1",
+                          shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "never retrieved" not in done.stderr
+    record = (tmp_path / ".dagnb_cache" / ".runs" / "records.jsonl").read_text().splitlines()[-1]
+    assert set(json.loads(record)["states"].values()) == {"succeeded"}, record
+    again = dagnb("run", "w.yml", "--only-failed", "--executor", "local", cwd=tmp_path)
+    assert again.returncode == 0 and "nothing to re-run" in again.stdout
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_a_run_whose_stdout_is_full_says_so_in_one_line_and_still_runs(tmp_path):
+    (tmp_path / "w.yml").write_text(PIPED)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--executor",
+                               "local"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    errors = [line for line in done.stderr.splitlines() if "error" in line]
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert errors == [errors[0]] and "stdout could not be written (No space left on device)" \
+        in errors[0] and "4 succeeded" in errors[0]
+
+
+SECRET_URL = "s3://AKIAUSER:s3cr3tVALUE@bucket/p"
+
+
+@pytest.mark.parametrize("command", [["run", "w.yml"], ["cache", "verify"], ["images", "list"],
+                                     ["cache", "push", "file:///tmp/x"]])
+def test_a_cache_dir_url_with_a_password_is_refused_without_showing_it(tmp_path, command):
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: echo hi}\n")
+    done = dagnb(*command, "--cache-dir", SECRET_URL, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == ("dagnb: error: --cache-dir 's3://***@bucket/p' is not valid; expected "
+                           "a URL without user or password; the store library reads "
+                           "credentials from the environment or a profile\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["w.yml"]  # nothing ran or was made
+
+
+@pytest.mark.parametrize("command", [["run", "w.yml"], ["cache", "pull", "file:///nowhere"]])
+def test_a_project_folder_is_refused_as_a_cache_and_its_files_stay(tmp_path, command):
+    """--cache-dir . in a project: refused before anything is made there, so that cache
+    verify never takes the user's report/ (named like a step) for a damaged entry."""
+    notes = tmp_path / "report" / "2024" / "notes.md"
+    notes.parent.mkdir(parents=True)
+    notes.write_text("my notes\n")
+    (tmp_path / "w.yml").write_text("steps:\n  report: {run: 'echo hi > $DAGNB_OUT/r.txt'}\n")
+    done = dagnb(*command, "--cache-dir", ".", cwd=tmp_path)
+    folder = str(tmp_path.resolve())
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (
+        f"dagnb: error: cache directory {folder!r} holds other files and is not a dagnb cache "
+        "(nothing dagnb makes, such as .runs or .packs, in it); name a new or empty folder, "
+        f"such as {folder + '/.dagnb_cache'!r}\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "w.yml"]
+    assert dagnb("cache", "verify", "--cache-dir", ".", cwd=tmp_path).returncode == 2
+    assert notes.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("folder", ["new", "empty"])
+def test_a_new_or_empty_cache_folder_becomes_a_cache_run_and_verify_accept(tmp_path, folder):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: 'echo hi > $DAGNB_OUT/a.txt'}\n")
+    common = ["--cache-dir", folder, "--executor", "local"]
+    assert dagnb("run", "w.yml", *common, cwd=tmp_path).returncode == 0
+    again = dagnb("run", "w.yml", *common, cwd=tmp_path)
+    assert again.returncode == 0 and "1 cached" in again.stdout, again.stderr
+    verified = dagnb("cache", "verify", "--cache-dir", folder, cwd=tmp_path)
+    assert verified.returncode == 0 and "all intact" in verified.stdout
+
+
+@pytest.mark.parametrize(("field", "message"), [
+    ("tags: 5", "step 'a': tags is 5, not a list; write it like tags: [a, b]"),
+    ("services: 5", "step 'a': services is 5, not a list; write it like services: [a, b]"),
+    ("exclude: 5", "step 'a': exclude is 5, not a list; write it like exclude: ['*.tmp']"),
+    ("needs: {a: 1}", "step 'a': needs is a mapping, not a list; write it like needs: [a, b]"),
+    ("secrets: {TOKEN: s3cr3t-v4lue}", "step 'a': secrets is a mapping, not a list; write it "
+     "like secrets: [API_TOKEN] (the values stay in the environment)"),
+])
+def test_a_field_of_names_given_no_list_names_the_field(tmp_path, field, message):
+    (tmp_path / "t.yml").write_text(f"steps:\n  a:\n    run: echo\n    {field}\n")
+    done = dagnb("validate", "t.yml", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == f"dagnb: error: t.yml: {message}\n"
+
+
+def test_images_list_of_a_missing_folder_says_so_and_makes_none(tmp_path):
+    done = dagnb("images", "list", "--cache-dir", "typo_dir", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("dagnb: error: --cache-dir 'typo_dir': there is no folder ")
+    assert done.stderr.count("\n") == 1 and not (tmp_path / "typo_dir").exists()
+    (tmp_path / "cache").mkdir()
+    listed = dagnb("images", "list", "--cache-dir", "cache", cwd=tmp_path)
+    assert listed.returncode == 0 and listed.stdout == "no pinned images\n"

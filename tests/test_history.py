@@ -15,6 +15,7 @@ import pytest
 
 from dagnb import Graph, Step
 from dagnb.runtime import history
+from dagnb.runtime.events import EventLog
 from dagnb.runtime.prepare import prepare, start_background
 
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -216,3 +217,41 @@ def test_only_failed_reads_each_steps_latest_state_not_only_the_newest_runs(
     (workdir / "fixed").write_text("")
     again = build().run(only_failed=True, executor="local")  # as a new process would
     assert again.states() == {"shaky": "succeeded"}
+
+
+def test_a_listener_that_raises_changes_no_step_state(workdir: Path) -> None:
+    """A view that fails (a progress printer whose stdout closed) is dropped with one
+    warning; the steps go on as if it had not been there."""
+    def broken(event: object) -> None:
+        raise BrokenPipeError(32, "Broken pipe")
+
+    graph = Graph("loud", [Step("a", run="true"), Step("b", run="true", needs=["a"])])
+    with pytest.warns(UserWarning, match="raised BrokenPipeError") as caught:
+        run = graph.run(cache=False, executor="local", on_event=broken)
+    assert run.states() == {"a": "succeeded", "b": "succeeded"}
+    assert len(caught) == 1
+    records = (runs_folder(workdir) / history.RECORDS_NAME).read_text().splitlines()
+    assert json.loads(records[-1])["states"] == {"a": "succeeded", "b": "succeeded"}
+
+
+def test_the_other_listeners_still_hear_after_one_raised() -> None:
+    log, heard = EventLog(), []
+    log.subscribe(lambda event: 1 / 0)
+    log.subscribe(lambda event: heard.append(event.step))
+    with pytest.warns(UserWarning, match="ZeroDivisionError"):
+        log.emit("state", "a", state="running")
+    log.emit("state", "b", state="running")  # the raiser, dropped, is not called again
+    assert heard == ["a", "b"]
+
+
+def test_only_failed_reruns_the_steps_a_cut_short_run_never_finished(workdir: Path) -> None:
+    """Pending, queued or running in the record: the run ended before them (its process
+    stopped), so they are not done, as failed ones are not."""
+    states = {"done": "succeeded", "hit": "cached", "waiting": "pending", "next": "queued",
+              "midway": "running"}
+    log = runs_folder(workdir) / history.RECORDS_NAME
+    log.parent.mkdir(parents=True)
+    history._append_record(log, {"run": "r1", "graph": "cut", "finished": 1.0, "states": states})
+    graph = Graph("cut", [Step(name, run="true") for name in states])
+    again = graph.run(only_failed=True, executor="local")
+    assert sorted(again.states()) == ["midway", "next", "waiting"]

@@ -32,7 +32,7 @@ from dagnb.cache import Store
 from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
 from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
-from dagnb.errors import ConfigError
+from dagnb.errors import CacheError, ConfigError
 from dagnb.testing import isolated
 
 moto_server = pytest.importorskip("moto.server")
@@ -696,3 +696,13 @@ def test_a_packed_entry_pushed_and_pulled_stays_intact(
         assert pulled.result() == {"v": 1} and [r["line"] for r in pulled.logs()] == ["hi"]
     assert main(["cache", "verify", "--cache-dir", str(tmp_path / "b")]) == 0
     assert "all intact" in capsys.readouterr().out
+
+
+def test_a_cache_directory_argument_holding_credentials_is_refused_redacted(
+        project: Path) -> None:
+    graph = dagnb.Graph("g", [dagnb.Step("a", run="true")])
+    with pytest.raises(ConfigError, match=r"cache directory 's3://\*\*\*@bucket/x' is not valid"):
+        graph.run(cache_directory="s3://AKIAXXX:hunter2@bucket/x", executor="local")
+    with pytest.raises(CacheError, match="without user or password") as err:
+        Store("s3://AKIAXXX:hunter2@bucket/x")
+    assert "hunter2" not in str(err.value) and "AKIAXXX" not in str(err.value)

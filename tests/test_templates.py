@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -397,3 +398,15 @@ def test_a_template_file_that_is_not_utf8_is_one_line(workspace, monkeypatch, ca
     err = capsys.readouterr().err
     assert "latin.yml' is not UTF-8 text (byte 19); save it as UTF-8" in err
     assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize("output", ["out.yml/new.yml", "out.yml/deeper/new.yml"])
+def test_cli_new_into_a_path_under_a_file_is_one_line(tmp_path, output):
+    (tmp_path / "out.yml").write_text("mine\n")
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "templates", "new", "pandas-etl",
+                           "-o", output], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr == (f"dagnb: error: cannot write {output!r}: 'out.yml' is a file, not a "
+                           "folder; pass -o a path in a folder you can write\n")
+    assert (tmp_path / "out.yml").read_text() == "mine\n"

@@ -32,7 +32,7 @@ from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
 from dagnb.config import context, settings
-from dagnb.errors import CacheError
+from dagnb.errors import CacheError, ConfigError
 
 __all__ = [
     "CACHE_FORMAT",
@@ -57,6 +57,7 @@ __all__ = [
     "key_digest",
     "local_folder",
     "reduce_size",
+    "refuse_foreign_folder",
     "register_backend",
     "session_store",
     "stats",
@@ -68,17 +69,40 @@ __all__ = [
 
 # folders a store makes in its cache folder: a used one holds at least one of them
 _STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
+# and files dagnb writes at its top (image pins, file digests), maybe before any entry
+_STORE_FILES = ("images.json", "stat-cache.json")
 
 
 def is_cache_folder(path: str | os.PathLike[str]) -> bool:
     """Whether ``path`` is a dagnb cache folder: an empty folder, or one holding a folder
-    a store makes (commands that walk entries refuse anything else: the folders of a
-    project are not entries to set aside)."""
+    (or top file) dagnb makes (commands that walk entries refuse anything else: the
+    folders of a project are not entries to set aside)."""
     try:
         names = set(os.listdir(path))
     except NotADirectoryError:
         return False
-    return not names or not names.isdisjoint(_STORE_FOLDERS)
+    return not names or not names.isdisjoint(_STORE_FOLDERS + _STORE_FILES)
+
+
+def refuse_foreign_folder(folder: Path) -> None:
+    """Refuse to cache in ``folder`` when it holds other things (a project folder given as
+    the cache): entries would be mixed with the user's files, and ``cache verify`` would
+    set aside those named like a step. A new or empty folder, or a cache, passes."""
+    try:
+        ours = is_cache_folder(folder)
+    except FileNotFoundError:
+        return  # made when first needed
+    except OSError:
+        return  # unreadable: the store's own error says so when it uses it
+    if ours:
+        return
+    if not folder.is_dir():
+        raise ConfigError(f"cache directory {str(folder)!r} is a file, not a folder; name a "
+                          "new or empty folder for the cache")
+    raise ConfigError(
+        f"cache directory {str(folder)!r} holds other files and is not a dagnb cache "
+        "(nothing dagnb makes, such as .runs or .packs, in it); name a new or empty folder, "
+        f"such as {str(folder / '.dagnb_cache')!r}")
 
 
 def store_for(
@@ -233,7 +257,9 @@ def sync(
             f"cache {action} needs a store URL, not {url!r}; name one "
             f"(dagnb cache {action} s3://bucket/prefix) or set cache_directory to it"
         )
-    store = store_for(local_folder(local))
+    folder = local_folder(local)
+    refuse_foreign_folder(folder)  # (pull writes entries there)
+    store = store_for(folder)
     show = _remote.progress_line(action, stream)
     try:
         if action == "push":

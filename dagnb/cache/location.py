@@ -6,8 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from dagnb import checks
 from dagnb.checks import is_url
 from dagnb.config import settings
+from dagnb.errors import ConfigError
 
 
 def default_location() -> Path:
@@ -27,4 +29,6 @@ def absolute(directory: str | os.PathLike[str]) -> Path | str:
     """A folder resolved now (a relative one follows the working directory), or a
     store URL as given."""
     text = os.fspath(directory)
-    return text if is_url(text) else Path(text).expanduser().resolve()
+    if is_url(text):  # (one with credentials in it refused, as the setting's is)
+        return checks.checked(checks.location, text, "cache directory", ConfigError, sep=" ")
+    return Path(text).expanduser().resolve()

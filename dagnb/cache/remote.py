@@ -56,6 +56,7 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dagnb import checks
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, register_backend
 from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
@@ -117,7 +118,9 @@ class ObjectStore:
     """
 
     def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
-        self.url = url.rstrip("/")
+        # every message below names the URL: one with credentials in it goes no further
+        self.url = checks.checked(checks.location, url, "cache store", CacheError,
+                                  sep=" ").rstrip("/")
         options = dict(storage_options or {})
         protocol = url.split("://", 1)[0]
         if protocol in ("file", "local"):

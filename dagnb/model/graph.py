@@ -270,8 +270,9 @@ class Graph:
     ) -> list[str]:
         """Names to run, in order: the targets (or tagged steps) with all their upstream.
 
-        ``only_failed`` picks the steps of the last run that failed, were skipped or were
-        cancelled (with their upstream, which the cache makes cheap).
+        ``only_failed`` picks the steps of the last run that did not succeed (failed,
+        skipped, cancelled, or never ran: a run cut short), with their upstream, which
+        the cache makes cheap.
         """
         chosen = self._chosen(targets, tags, only_failed)
         if len(chosen) == len(self._steps):
@@ -296,14 +297,12 @@ class Graph:
         return chosen
 
     def _unfinished_of_last_run(self) -> list[str]:
+        from dagnb.runtime.history import unfinished
+
         if self.last_run is None:
             return []
         states = self.last_run.states()
-        return [
-            n
-            for n, state in states.items()
-            if state in ("failed", "skipped", "cancelled") and n in self._steps
-        ]
+        return unfinished(states, [name for name in states if name in self._steps])
 
     # -- data -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

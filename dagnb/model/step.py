@@ -45,11 +45,27 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
         return ()
     if isinstance(value, str):
         value = [v for v in re.split(r"[,\s]+", value) if v]
+    if isinstance(value, Mapping) or not isinstance(value, Iterable):
+        raise InvalidStepError(_not_a_list(value, field, step))
     items = tuple(value)
     for item in items:
         if not isinstance(item, str) or not item:
             raise InvalidStepError(f"step {step!r}: {field} must be names, got {item!r}")
     return items
+
+
+# an example of each field of names, for the message of a value that is not a list
+_LIST_EXAMPLES = {"secrets": "[API_TOKEN] (the values stay in the environment)",
+                  "exclude": "['*.tmp']"}
+
+
+def _not_a_list(value: Any, field: str, step: str) -> str:
+    """The message for a field of names given a number or a mapping (whose keys would
+    pass as names: needs: {a: 1} was needs: [a]); a mapping's values are not shown, as
+    they may be secrets."""
+    shown = "a mapping" if isinstance(value, Mapping) else repr(value)
+    example = _LIST_EXAMPLES.get(field, "[a, b]")
+    return f"step {step!r}: {field} is {shown}, not a list; write it like {field}: {example}"
 
 
 _VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")

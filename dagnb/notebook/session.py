@@ -26,13 +26,13 @@ from dagnb.errors import DagnbError, GraphError, MissingDependencyError, Workflo
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
+from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
 
 __all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
 RESULTS_NAME = "_dagger"
-_UNFINISHED = ("failed", "skipped", "cancelled")  # what --only-failed runs again
 _RECENT_IMAGES = 10
 
 
@@ -179,9 +179,11 @@ class Session:
                          name="dagnb-publish").start()
 
     def unfinished(self) -> list[str]:
-        """Steps whose latest row, from whichever run had them, failed, was skipped or was
-        cancelled: as ``%dagger status`` shows them, not only the last run's."""
-        return [n for n in self.graph.names if self.latest.get(n, {}).get("state") in _UNFINISHED]
+        """Steps whose latest row, from whichever run had them, is not done (failed,
+        skipped, cancelled or never finished): as ``%dagger status`` shows them, not only
+        the last run's."""
+        states = {name: row["state"] for name, row in self.latest.items()}
+        return unfinished(states, self.graph.names)
 
     def _publish_later(self, run: Run) -> None:
         try:

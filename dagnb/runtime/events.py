@@ -14,6 +14,7 @@ where :meth:`~dagnb.Run.logs` reads a step whose lines were not all kept.
 from __future__ import annotations
 
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
@@ -85,8 +86,19 @@ class EventLog:
             if kind == "state" and step is not None:
                 self._states[step] = data["state"]
         for listener in self._listeners:
-            listener(event)
+            try:
+                listener(event)
+            except Exception as exc:  # a view that fails must not fail the step it reports
+                self._drop(listener, exc)
         return event
+
+    def _drop(self, listener: Listener, error: Exception) -> None:
+        """Unsubscribe a listener that raised (once said, as a warning): it would most
+        likely raise again on every event, and the run goes on without it."""
+        self._listeners = [known for known in self._listeners if known is not listener]
+        name = getattr(listener, "__qualname__", type(listener).__name__)
+        warnings.warn(f"dagnb: event listener {name} raised {type(error).__name__}: {error}; "
+                      "it gets no more events (the run goes on)", stacklevel=3)
 
     def states(self, order: Iterable[str] = ()) -> dict[str, str]:
         """Step name -> latest state: the steps of ``order`` first ('pending' until their

@@ -46,6 +46,7 @@ from dagnb.cache.backend import make_folder
 from dagnb.cache.background import Background
 
 __all__ = [
+    "DONE_STATES",
     "KEEP_RUNS",
     "PRUNE_SLACK",
     "RECORDS_NAME",
@@ -64,7 +65,9 @@ _COMPACT_AT = 4 * KEEP_RUNS  # records in the log before a prune rewrites it
 _COMPACT_BYTES = 4 << 20  # or bytes (runs of many steps have long records)
 _PRUNE_LOG_BYTES = 32 << 10  # runs that made no folder prune once the log is this big
 _draw = random.random  # whether this run prunes (tests replace it)
-_NOT_DONE = ("failed", "skipped", "cancelled")
+# a step left in any other state (failed, skipped, cancelled; or pending, queued, running
+# in a run cut short) was not done, and --only-failed runs it again
+DONE_STATES = frozenset({"succeeded", "cached"})
 
 
 class RunFolder:
@@ -189,8 +192,9 @@ def last_states(cache_dir: Path, graph_name: str) -> dict[str, str] | None:
 
 
 def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
-    """The steps among ``names`` that failed, were skipped or were cancelled."""
-    return [n for n in names if states.get(n) in _NOT_DONE]
+    """The steps among ``names`` with a state that is not done: failed, skipped or
+    cancelled, or never finished (pending, queued, running when the run ended)."""
+    return [n for n in names if n in states and states[n] not in DONE_STATES]
 
 
 def _records(runs: Path) -> list[dict[str, Any]]:

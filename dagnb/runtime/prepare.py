@@ -25,7 +25,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagnb.cache import local_folder
+from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.steps import StepCache
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
@@ -300,7 +300,9 @@ def _local_folder(directory: str | Path | None, config: Any) -> Path:
     if found is None:
         if len(_LOCAL) > 256:
             _LOCAL.clear()
-        found = _LOCAL[memo] = local_folder(directory)
+        found = local_folder(directory)
+        refuse_foreign_folder(found)  # (once per folder: a run makes it a cache)
+        _LOCAL[memo] = found
     return found
 
 

@@ -29,7 +29,9 @@ class ProgressPrinter:
     """Listens to a run's events and reports them to ``stream``.
 
     Subscribe it before the run starts (``graph.run(on_event=printer.on_event)``): the
-    run's first event tells it how many steps there are.
+    run's first event tells it how many steps there are. A stream that stops taking
+    text (a reader gone, ``dagnb run | head``; a full disk) ends the printing, quietly:
+    the run goes on, and :attr:`lost` holds the error for the caller to judge.
     """
 
     def __init__(self, stream: TextIO, *, min_interval: float = 0.1) -> None:
@@ -41,6 +43,7 @@ class ProgressPrinter:
         self._last_draw = 0.0
         self._min_interval = min_interval
         self._lock = threading.Lock()
+        self.lost: OSError | None = None  # why the stream stopped taking text, if it did
 
     def on_event(self, event: Event) -> None:
         """Event listener; called on the runner's loop."""
@@ -51,11 +54,16 @@ class ProgressPrinter:
         state = event.data["state"]
         with self._lock:
             self._track(event.step, state)
-            if self.tty:
-                self._draw()
-            elif state in TERMINAL_STATES or state in ("running", "retrying") or (
-                    "waiting" in event.data):
-                self._line(event)
+            if self.lost is not None:
+                return
+            try:
+                if self.tty:
+                    self._draw()
+                elif state in TERMINAL_STATES or state in ("running", "retrying") or (
+                        "waiting" in event.data):
+                    self._line(event)
+            except OSError as exc:  # (BrokenPipeError among them) nothing more is printed
+                self.lost = exc
 
     def _track(self, step: str, state: str) -> None:
         if state == "running":
@@ -95,11 +103,14 @@ class ProgressPrinter:
 
     def finish(self) -> None:
         """End the bar's line (on a TTY)."""
-        if self.tty:
+        if self.tty and self.lost is None:
             with self._lock:
-                self._draw(force=True)
-                self.stream.write("\n")
-                self.stream.flush()
+                try:
+                    self._draw(force=True)
+                    self.stream.write("\n")
+                    self.stream.flush()
+                except OSError as exc:
+                    self.lost = exc
 
     def table(self, run: Run) -> str:
         """The run's final status table as text (without pandas: the CLI starts faster);
