@@ -17,7 +17,8 @@ from typing import Any
 from dagnb.errors import FingerprintError
 from dagnb.fingerprint import hashers, values
 from dagnb.fingerprint.hashers import new_hasher
-from dagnb.fingerprint.names import _reference
+from dagnb.fingerprint.modules import MemberView
+from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.sources import _code_key, _of_user
 from dagnb.fingerprint.values import _soft_digest, functions_under_way, value_digest
 from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_globals
@@ -26,14 +27,14 @@ from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "code_only", "contents", "deps", "digest", "functions",
+    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "home",
                  "parts", "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
         self.code_only = walker.h_code.hexdigest()
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
-        self.variables, self.contents = walker.variables, walker.contents
+        self.variables, self.home = walker.variables, walker.home
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -60,11 +61,7 @@ class _CodeRecord:
             if len(members) != count:  #       base's) or rid of one
                 return False
         # Most functions have no closure: no generator made for them (this runs per key).
-        if self.cells and not all(_cell_value(cell) is obj for cell, obj in self.cells):
-            return False
-        # a closure's dict or a class attribute's list, changed in place since
-        return not self.contents or all(_soft_digest(obj) == digest
-                                        for obj, digest in self.contents)
+        return not self.cells or all(_cell_value(cell) is obj for cell, obj in self.cells)
 
 
 class _Records:
@@ -161,15 +158,28 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
     rebound is seen; hash them with :func:`value_digest`.
     """
     target, _ = _unwrap(func)
-    found = (dict(_values_now(_record(target).variables))
-             if isinstance(target, types.FunctionType) else {})
+    own = _record(target) if isinstance(target, types.FunctionType) else None
+    found = dict(_values_now(own.variables)) if own is not None else {}
     bound = _bound_object(func)
     if bound is not _MISSING:
         found["self"] = bound
         record = _class_record(bound if isinstance(bound, type) else type(bound))
         if record is not None and record.variables:  # (globals its other methods read)
-            found = {**_values_now(record.variables), **found}
+            found = {**_values_now(_seen_from(own, record)), **found}
     return found
+
+
+def _seen_from(own: _CodeRecord | None, walked: _CodeRecord) -> dict[str, Any]:
+    """The globals another walk reads (a method's class's), labelled as ``own``'s walk
+    labels them: those of its own module by name, another module's by module and name
+    (a class whose inherited method is another module's: two ``params`` apart)."""
+    home = walked.home
+    if own is None or home is None or home is own.home:
+        return walked.variables
+    module = main_spelled(home.get("__name__", "?"))
+    return {(f"{module}.{label}" if where is home else label):
+            (MemberView(home, label) if where is home else where)
+            for label, where in walked.variables.items()}
 
 
 def _bound_object(func: Any) -> Any:
@@ -290,8 +300,7 @@ def missing_globals(func: Callable[..., Any]) -> list[str]:
 
 def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
-    if record is None or not (record.still_valid(target) if not record.contents
-                              else _while_hashing(target, record.still_valid)):
+    if record is None or not record.still_valid(target):
         record = _while_hashing(target, _compute_record)
         _CODE_CACHE.put(target, record)
     return record
@@ -299,8 +308,8 @@ def _record(target: types.FunctionType) -> _CodeRecord:
 
 def _while_hashing(target: types.FunctionType, work: Callable[[types.FunctionType], Any]) -> Any:
     """``work(target)`` with ``target`` counted as under way: a value its code reads
-    that holds it (``table["fact"] = fact``) hashes the same while it is walked and
-    while it is checked again, instead of walking it again without end."""
+    that holds it (``table["fact"] = fact``) counts it as recursive, rather than walk it
+    again without end."""
     under_way = functions_under_way()
     if id(target) in under_way:
         return work(target)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import functools
 import inspect
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from dagnb.fingerprint.names import _reference
@@ -25,10 +25,10 @@ def _data_members(cls: type) -> list[tuple[str, Any]]:
             and not (name.startswith("__") and name.endswith("__"))]
 
 
-def _member_digest(value: Any, digest_of: Callable[[Any], str | None] = _soft_digest) -> str:
+def _member_digest(value: Any) -> str:
     """A class's value by content; one that cannot be hashed by its type's name."""
     try:
-        digest = digest_of(value)
+        digest = _soft_digest(value)
     except RecursionError:  # (nested deeper than pickle goes)
         digest = None
     return digest if digest is not None else "a " + _reference(type(value))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dis
 import inspect
 import types
+import warnings
 from functools import partial
 from typing import Any
 
@@ -20,7 +21,7 @@ from dagnb.fingerprint.members import (
     _member_digest,
 )
 from dagnb.fingerprint.modules import MemberView, body_imports, file_of_unimported, imported
-from dagnb.fingerprint.names import _MP_MAIN, _reference
+from dagnb.fingerprint.names import _MP_MAIN, _reference, main_spelled
 from dagnb.fingerprint.paths import path_digest
 from dagnb.fingerprint.sources import (
     _OWN,
@@ -34,7 +35,6 @@ from dagnb.fingerprint.sources import (
 from dagnb.fingerprint.values import _soft_digest
 
 _IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
-_SCALARS = (int, float, complex, str, bytes, bool, type(None), range)  # (nothing inside)
 _MISSING = object()
 
 def _cell_value(cell: Any) -> Any:
@@ -54,9 +54,6 @@ class _CodeWalker:
         # a name of another module than the walk's first: two modules' ``params`` apart)
         self.variables: dict[str, Any] = {}
         self.home: dict[str, Any] | None = None  # the globals of the walk's first code
-        # data hashed by content as the walk met it, which code may change in place
-        # (a closure's dict, a class attribute's): (value, its digest then)
-        self.contents: list[tuple[Any, str]] = []
         self.seen: set[int] = set()
         self.deps: list[tuple[dict[str, Any], str, Any]] = []
         self.cells: list[tuple[Any, Any]] = []
@@ -133,17 +130,24 @@ class _CodeWalker:
                 if obj is not _MISSING:
                     self.add_object(name, obj, func)
                 continue
-            # make({"k": 2}), make(Settings(2)): an input, by content (checked again at
-            # each call: changed in place, it counts)
+            # make({"k": 2}), make(Settings(2)): an input, by content as it is when
+            # the function is first hashed in this process (not at each call: a closure
+            # is as often state the code keeps, an rng, a heap, a Counter, out of sight)
             self.feed("name", name)
-            self.feed("closure", self._content(obj) or _reference(obj))
+            self.feed("closure", self._closure_digest(func, name, obj))
 
-    def _content(self, obj: Any) -> str | None:
-        """``obj``'s value digest (None: it has none), remembered to be checked again if
-        it holds anything that can change in place."""
+    def _closure_digest(self, func: types.FunctionType, name: str, obj: Any) -> str:
+        """A closure value's digest; one no hash takes (a lock, a connection) by its type,
+        said once (a change to it is not seen)."""
         digest = _soft_digest(obj)
-        if digest is not None and not isinstance(obj, _SCALARS):
-            self.contents.append((obj, digest))
+        if digest is None:
+            code = func.__code__  # (the warning points at the function, not at the walk)
+            warnings.warn_explicit(
+                f"{func.__qualname__}: closure variable {name!r} ({type(obj).__qualname__}) "
+                "cannot be hashed; it counts by its type only, so a change to it is not "
+                "seen (pass what the function needs of it as an argument)", UserWarning,
+                code.co_filename, code.co_firstlineno, module=func.__module__)
+            return _reference(type(obj))
         return digest
 
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
@@ -157,7 +161,7 @@ class _CodeWalker:
             where: Any = owner.__globals__
             label = name
             if where is not self.home:  # (another module's global of that name: apart)
-                label = f"{where.get('__name__', owner.__module__)}.{name}"
+                label = f"{main_spelled(where.get('__name__', owner.__module__))}.{name}"
                 where = MemberView(where, name)
             self.variables.setdefault(label, where)
             self.feed("var", label, into=(self.h_code,))
@@ -182,7 +186,10 @@ class _CodeWalker:
             self.add_class(obj)
         elif isinstance(obj, partial):  # (its function's code, and its arguments)
             self.add_object(name, obj.func, owner)
-            self.feed("args", self._content((obj.args, obj.keywords)) or "?")
+            self.feed("args", _soft_digest((obj.args, obj.keywords)) or "?")
+        elif isinstance(obj, types.MethodType) and isinstance(obj.__func__, types.FunctionType):
+            self.add_object(name, obj.__func__, owner)  # (make(Scaler(2).apply): its
+            self.feed("self", _soft_digest(obj.__self__) or _reference(obj.__self__))  # object
         elif isinstance(held := _held_code(obj), types.FunctionType) and _by_code(
                 held, owner.__module__):  # (an lru_cache's function: the one it wraps)
             self.add_function(held, f"def {held.__qualname__}")
@@ -277,7 +284,7 @@ class _CodeWalker:
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _data_members(cls):
-            self.feed("attr", name, _member_digest(value, self._content))
+            self.feed("attr", name, _member_digest(value))
         members = cls.__dict__  # (a member set again or replaced: walked again)
         self.deps.extend((members, name, value) for name, value in _class_members(cls))
         self.shapes.append((members, len(members)))
