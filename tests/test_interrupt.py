@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -283,3 +287,44 @@ def test_the_runs_timeout_in_a_python_step_starts_no_step_queued_beside_it() -> 
     run = graph.run(executor="local", timeout=0.5)
     assert progress and ran == [], ran
     assert run.states()["beside"] != "succeeded"
+
+
+def test_a_ctrl_c_as_the_task_starts_cancels_it_and_waits_for_its_cleanup(monkeypatch) -> None:
+    """Ctrl-C can land just after the loop was handed the task (the loop thread ran it,
+    a run printed 'waiting', before the main thread reached its wait): the task is
+    cancelled and cleans up all the same (it ran on unwatched, killed at exit)."""
+    cleaned: list[bool] = []
+    running = threading.Event()
+
+    async def work() -> None:
+        try:
+            running.set()
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append(True)
+
+    started_for_real = loop.TaskFuture.start
+
+    def start_then_interrupted(self: loop.TaskFuture) -> loop.TaskFuture:
+        started_for_real(self)
+        assert running.wait(10)  # (the loop thread runs it before this thread goes on)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.TaskFuture, "start", start_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        loop.run_sync(work())
+    assert cleaned == [True]
+
+
+def test_a_ctrl_c_before_the_task_was_handed_over_ends_at_once(monkeypatch) -> None:
+    def interrupted(self: loop.TaskFuture) -> loop.TaskFuture:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop.TaskFuture, "start", interrupted)
+    begun = time.monotonic()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (no coroutine left never awaited)
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_sync(asyncio.sleep(30))
+        gc.collect()
+    assert time.monotonic() - begun < 1  # (not the 3 s grace for a task that never came)

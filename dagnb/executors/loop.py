@@ -86,12 +86,20 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def __init__(self, loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, Any]) -> None:
         super().__init__()
         self._loop = loop
+        self._coro: Coroutine[Any, Any, Any] | None = coro  # until the task takes it
         self._task: asyncio.Task[Any] | None = None
         self._cancel_requested = False
         self.stopping = False  # cancel() was called (read by cancel_pending)
-        loop.call_soon_threadsafe(self._start, coro)
 
-    def _start(self, coro: Coroutine[Any, Any, Any]) -> None:
+    def start(self) -> TaskFuture:
+        """Schedule the task on the loop (apart from ``__init__``: a caller that must
+        cancel it on Ctrl-C holds the future before the task can start)."""
+        self._loop.call_soon_threadsafe(self._start)
+        return self
+
+    def _start(self) -> None:
+        coro, self._coro = self._coro, None
+        assert coro is not None
         context = contextvars.copy_context()
         context.run(_owner.set, self)  # the task and the steps it starts know their future
         self._task = context.run(self._loop.create_task, coro)
@@ -120,6 +128,11 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._cancel_requested = True
         if self._task is not None:
             self._task.cancel()
+        elif self._coro is not None:  # never started (Ctrl-C came as it was started):
+            self._coro.close()  #        done, cancelled (the loop runs handles in order)
+            self._coro = None
+            super().cancel()
+            self.set_running_or_notify_cancel()
 
 
 _owner: contextvars.ContextVar[TaskFuture | None] = contextvars.ContextVar(
@@ -391,7 +404,7 @@ _watchdog = _Watchdog()
 
 def submit(coro: Coroutine[Any, Any, T]) -> TaskFuture:
     """Schedule ``coro`` on the background loop; returns a thread-safe future."""
-    return TaskFuture(get_loop(), coro)
+    return TaskFuture(get_loop(), coro).start()
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
@@ -404,8 +417,9 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
     if in_loop_thread():
         coro.close()
         raise RuntimeError("run_sync() called from dagnb's own loop; use 'await' there instead")
-    future = submit(coro)
-    try:
+    future = TaskFuture(get_loop(), coro)
+    try:  # (a Ctrl-C as the task is started, once the loop has it, is caught: the task
+        future.start()  # is cancelled and cleans up, rather than run on unwatched)
         return future.result()
     except KeyboardInterrupt:
         future.cancel()
