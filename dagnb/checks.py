@@ -198,8 +198,9 @@ def is_url(value: Any) -> bool:
     return isinstance(value, str) and "://" in value and _URL.match(value) is not None
 
 
-# the user[:password]@ of a URL's authority (up to the first /, ? or #)
-_URL_CREDENTIALS = re.compile(r"(?<=://)[^/?#]*@")
+# the user[:password]@ of a URL's authority (up to the first /, ? or #), or a user and a
+# password with a / in it, not encoded (AWS secret keys hold some): user:pass/word@
+_URL_CREDENTIALS = re.compile(r"(?<=://)(?:[^/?#@\s]*@|[^/?#@:\s]*:[^@\s]*@)")
 
 
 def redact_url(text: str) -> str:

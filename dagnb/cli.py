@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
+import os
 import signal
 import sys
 import threading
@@ -510,6 +512,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         _handle_termination()
+    if sys.stdout is None:  # (started with stdout closed, `dagnb ... >&-`: Python's None)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         _check_cache_dir(args)
@@ -522,8 +526,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # (`dagnb ... | head`): the reader has what it wanted
         _quiet_stdout()
         return 141  # what a shell reports for a command that SIGPIPE ended
+    except OSError as exc:
+        if exc.errno not in _FULL:
+            raise
+        where = repr(exc.filename) if exc.filename else "writing the output"
+        print(f"dagnb: error: {exc.strerror} ({where})", file=sys.stderr)
+        _quiet_stdout()  # (`> /dev/full`: flushing at exit would fail again)
+        return 1
     finally:
         warnings.formatwarning = shown
+
+
+_FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})  # a disk full, or failing
 
 
 def _check_cache_dir(args: argparse.Namespace) -> None:
@@ -542,8 +556,6 @@ def _one_line_warning(message: Warning | str, category: type[Warning], filename:
 
 def _quiet_stdout() -> None:
     """Send what is left of stdout nowhere: flushing it at exit would fail again."""
-    import os
-
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 

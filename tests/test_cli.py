@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -396,6 +398,72 @@ def test_a_new_or_empty_cache_folder_becomes_a_cache_run_and_verify_accept(tmp_p
     assert again.returncode == 0 and "1 cached" in again.stdout, again.stderr
     verified = dagnb("cache", "verify", "--cache-dir", folder, cwd=tmp_path)
     assert verified.returncode == 0 and "all intact" in verified.stdout
+
+
+def _cache_holding(tmp_path: Path, kind: str) -> None:
+    """``tmp_path / 'c'`` as a user may have it: hidden files of theirs only, or a cache
+    copied without its hidden folders (entries only)."""
+    folder = tmp_path / "c"
+    if kind == "entries":
+        assert dagnb("run", "w.yml", "--cache-dir", "made", "--executor", "local",
+                     cwd=tmp_path).returncode == 0
+        shutil.copytree(tmp_path / "made" / "a", folder / "a")
+    else:
+        folder.mkdir()
+        (folder / kind).write_text("*\n")
+
+
+@pytest.mark.parametrize("kind", [".gitignore", ".DS_Store", "entries"])
+def test_a_cache_folder_with_hidden_files_or_entries_only_is_a_cache(tmp_path, kind):
+    """Not refused as a project folder: a .gitignore or .DS_Store of the user's, a cache
+    copied without its hidden folders (its entries served)."""
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: 'echo hi > $DAGNB_OUT/a.txt'}\n")
+    _cache_holding(tmp_path, kind)
+    done = dagnb("run", "w.yml", "--cache-dir", "c", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert ("1 cached" if kind == "entries" else "1 succeeded") in done.stdout
+
+
+def test_a_read_only_run_takes_any_folder_and_a_project_file_named_like_dagnbs_is_no_cache(
+        tmp_path):
+    """``images.json`` (dagnb's image pins) is also a common name in a project: beside
+    the project's other files it does not make the folder a cache; a read-only run
+    writes nothing, so any folder will do."""
+    (tmp_path / "w.yml").write_text("steps:\n  report: {run: 'echo hi > $DAGNB_OUT/r.txt'}\n")
+    (tmp_path / "images.json").write_text("[]\n")
+    (tmp_path / "report").mkdir()
+    refused = dagnb("run", "w.yml", "--cache-dir", ".", "--executor", "local", cwd=tmp_path)
+    assert refused.returncode == 2 and "holds other files" in refused.stderr
+    read_only = dagnb("run", "w.yml", "--cache-dir", ".", "--cache-mode", "read-only",
+                      "--executor", "local", cwd=tmp_path)
+    assert read_only.returncode == 0, read_only.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["images.json", "report", "w.yml"]
+
+
+def test_a_password_holding_a_slash_is_refused_and_never_shown(tmp_path):
+    """AWS secret keys hold '/': not encoded, it ended what was taken for the user and
+    password, and the URL went through, the key printed in warnings."""
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: echo hi}\n")
+    done = dagnb("run", "w.yml", "--cache-dir", "s3://AKIA:wJalr/K7MDENG@bucket/p",
+                 cwd=tmp_path)
+    assert done.returncode == 2 and "s3://***@bucket/p" in done.stderr
+    assert "wJalr" not in done.stderr + done.stdout and "K7MDENG" not in done.stderr
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+@pytest.mark.parametrize("command", [["graph", "w.yml"], ["config", "show"]])
+def test_any_command_whose_stdout_is_full_or_closed_ends_in_one_line(tmp_path, command):
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: echo hi}\n")
+    argv = [sys.executable, "-m", "dagnb.cli", *command]
+    with open("/dev/full", "w") as full:
+        done = subprocess.run(argv, cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60)
+    assert done.returncode == 1
+    assert done.stderr == "dagnb: error: No space left on device (writing the output)\n"
+    closed = subprocess.run(argv, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True, timeout=60,
+                            preexec_fn=lambda: os.close(1))
+    assert closed.returncode == 0 and "Traceback" not in closed.stderr, closed.stderr
 
 
 @pytest.mark.parametrize(("field", "message"), [

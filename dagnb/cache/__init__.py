@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections import OrderedDict
 from collections.abc import Hashable
 from datetime import timedelta
@@ -69,19 +70,38 @@ __all__ = [
 
 # folders a store makes in its cache folder: a used one holds at least one of them
 _STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
-# and files dagnb writes at its top (image pins, file digests), maybe before any entry
+# files dagnb writes at a cache's top (image pins, file digests), maybe before any entry
 _STORE_FILES = ("images.json", "stat-cache.json")
+_ENTRY_KEY = re.compile(r"[0-9a-f]{32}")  # an entry's folder, in its step's
 
 
 def is_cache_folder(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a dagnb cache folder: an empty folder, or one holding a folder
-    (or top file) dagnb makes (commands that walk entries refuse anything else: the
-    folders of a project are not entries to set aside)."""
+    """Whether ``path`` is (or can become) a dagnb cache folder: one holding a folder a
+    store makes, or nothing of anyone else's: hidden files (``.gitignore``,
+    ``.DS_Store``), the files dagnb writes at a cache's top, steps' folders of entries
+    (a cache copied without its hidden folders). Commands that walk or write entries
+    refuse anything else: the folders of a project are not entries to set aside."""
     try:
-        names = set(os.listdir(path))
+        names = os.listdir(path)
     except NotADirectoryError:
         return False
-    return not names or not names.isdisjoint(_STORE_FOLDERS + _STORE_FILES)
+    if not set(names).isdisjoint(_STORE_FOLDERS):
+        return True
+    return all(name.startswith(".") or name in _STORE_FILES
+               or _holds_entries(os.path.join(path, name)) for name in names)
+
+
+def _holds_entries(folder: str) -> bool:
+    """Whether ``folder`` is a step's folder of entries: its first child an entry's
+    folder (named by its key, with its ``meta.json``)."""
+    try:
+        with os.scandir(folder) as children:
+            for child in children:
+                return (_ENTRY_KEY.fullmatch(child.name) is not None
+                        and os.path.isfile(os.path.join(child.path, "meta.json")))
+    except OSError:  # a file, or unreadable
+        return False
+    return False
 
 
 def refuse_foreign_folder(folder: Path) -> None:

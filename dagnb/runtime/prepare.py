@@ -232,13 +232,14 @@ def prepare(
     config = settings()
     graph.validate()
     cache_directory = cache_directory or None  # None: the setting
-    cache_dir = _local_folder(cache_directory, config)  # a store URL's local tier
+    mode = _cache_mode(cache, cache_mode)
+    # a store URL's local tier; a read-only run writes nothing there: any folder will do
+    cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = {name: graph[name] for name in order}
     base_dir = _resolved(graph.base_dir or ".")
     graph.check_mounts(order, base_dir)
     check_retries(steps.values())
-    mode = _cache_mode(cache, cache_mode)
     secret_values = resolve_secrets(steps.values())
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -290,18 +291,20 @@ _RESOLVED: dict[tuple[str, str], Path] = {}
 _LOCAL: dict[tuple[Any, ...], Path] = {}
 
 
-def _local_folder(directory: str | Path | None, config: Any) -> Path:
+def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = True) -> Path:
     """:func:`~dagnb.cache.local_folder`, remembered per folder, settings, working
     directory and home, as :func:`_resolved` is: it resolves a path on every run
-    otherwise."""
+    otherwise. ``refuse``: a folder of other things than a cache's is refused (once per
+    folder: a run makes it a cache)."""
     memo = (None if directory is None else os.fspath(directory), config.cache_directory,
-            config.cache_local_directory, os.getcwd(), os.environ.get("HOME"))  # for "~"
-    found = _LOCAL.get(memo)
+            config.cache_local_directory, os.getcwd(), os.environ.get("HOME"), refuse)
+    found = _LOCAL.get(memo)  # (HOME: for "~")
     if found is None:
         if len(_LOCAL) > 256:
             _LOCAL.clear()
         found = local_folder(directory)
-        refuse_foreign_folder(found)  # (once per folder: a run makes it a cache)
+        if refuse:
+            refuse_foreign_folder(found)
         _LOCAL[memo] = found
     return found
 
