@@ -198,22 +198,45 @@ def is_url(value: Any) -> bool:
     return isinstance(value, str) and "://" in value and _URL.match(value) is not None
 
 
-# the user[:password]@ of a URL's authority (up to the first /, ? or #), or a user and a
-# password with a / in it, not encoded (AWS secret keys hold some): user:pass/word@
-_URL_CREDENTIALS = re.compile(r"(?<=://)(?:[^/?#@\s]*@|[^/?#@:\s]*:[^@\s]*@)")
+_URL_IN_TEXT = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://(\S+)")  # to the next space
+# Azure's schemes name a container before the @ (abfs://container@account.dfs...)
+_CONTAINER_AT = frozenset({"abfs", "abfss", "az", "wasb", "wasbs"})
+
+
+def _credentials_end(rest: str, scheme: str = "") -> int:
+    """Where the ``user[:password]`` of a URL ends (the ``@``'s index in ``rest``, what
+    follows ``scheme://``), or -1 for none. The authority ends at the first ``/``, ``?``
+    or ``#``, and its last ``@`` ends the credentials (``user:p@ss@bucket``); with no
+    ``@`` there, ``user:pass/word@`` is a password holding an unencoded ``/`` (AWS secret
+    keys hold some), unless what follows the ``:`` is a port (``host:9000/a@b``)."""
+    head = re.split(r"[/?#]", rest, maxsplit=1)[0]
+    if "@" in head:
+        at = head.rindex("@")
+        return -1 if scheme.lower() in _CONTAINER_AT and ":" not in head[:at] else at
+    user, colon, after = head.partition(":")
+    if colon and not after.isdigit() and "@" in rest and user:
+        return rest.index("@")
+    return -1
+
+
+def _redacted(match: re.Match[str]) -> str:
+    scheme, rest = match.group(1), match.group(2)
+    end = _credentials_end(rest, scheme)
+    return match.group(0) if end < 0 else f"{scheme}://***{rest[end:]}"
 
 
 def redact_url(text: str) -> str:
     """``text`` with any URL's ``user:password@`` shown as ``***@``: for messages, which
     never hold a secret (``s3://KEY:SECRET@bucket/p`` -> ``s3://***@bucket/p``)."""
-    return _URL_CREDENTIALS.sub("***@", text) if "://" in text else text
+    return _URL_IN_TEXT.sub(_redacted, text) if "://" in text else text
 
 
 def location(value: Any) -> str:
     """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``);
     the one refused is reported with them redacted."""
     checked = path(value)
-    if is_url(checked) and _URL_CREDENTIALS.search(checked) is not None:
+    scheme, _, rest = checked.partition("://")
+    if is_url(checked) and _credentials_end(rest, scheme) >= 0:
         raise Invalid(
             redact_url(checked),
             "a URL without user or password; the store library reads credentials "

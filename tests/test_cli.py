@@ -489,3 +489,18 @@ def test_images_list_of_a_missing_folder_says_so_and_makes_none(tmp_path):
     (tmp_path / "cache").mkdir()
     listed = dagnb("images", "list", "--cache-dir", "cache", cwd=tmp_path)
     assert listed.returncode == 0 and listed.stdout == "no pinned images\n"
+
+
+def test_a_folder_with_one_entry_like_child_among_a_users_files_is_no_cache(tmp_path):
+    """Every child of a would-be step folder must be an entry (the first one listed
+    decided: verify then set the user's plots aside), and a copied step folder with a
+    stray file of the user's is not entries only."""
+    experiments = tmp_path / "v" / "experiments"
+    for digit in "1234567":  # (run ids the user's tool names by a hash)
+        (experiments / (digit * 32)).mkdir(parents=True)
+        (experiments / (digit * 32) / "meta.json").write_text("{}")
+    (experiments / "plots").mkdir()
+    (experiments / "plots" / "fig.png").write_bytes(b"png")
+    done = dagnb("cache", "verify", "--cache-dir", "v", cwd=tmp_path)
+    assert done.returncode == 2 and (experiments / "plots" / "fig.png").exists()
+    assert not (tmp_path / "v" / ".damaged").exists()

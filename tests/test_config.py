@@ -332,3 +332,31 @@ def test_the_table_names_a_file_by_where_it_is_from_here(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path))
     assert config.show().set_index("key")["source"]["max_concurrent_executions"] == (
         "~/pyproject.toml [tool.dagnb]")
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("s3://AKIA:sec@bucket/p", "s3://***@bucket/p"),
+    ("s3://AKIA:wJalr/K7MDENG@bucket/p", "s3://***@bucket/p"),  # ('/' in an AWS key)
+    ("s3://user:p@ss@bucket/p", "s3://***@bucket/p"),  # (its tail never shown)
+    ("gs://someone@bucket/x", "gs://***@bucket/x"),
+    ("abfs://u:pw@account/x", "abfs://***@account/x"),
+])
+def test_a_store_url_with_credentials_is_refused_and_shown_without_them(url, shown):
+    from dagnb import checks
+
+    with pytest.raises(checks.Invalid) as refused:
+        checks.location(url)
+    secret = url.partition("://")[2].rpartition("@")[0]
+    assert shown in str(refused.value) and secret not in str(refused.value)
+    assert checks.redact_url(f"see {url} there") == f"see {shown} there"
+
+
+@pytest.mark.parametrize("url", [
+    "http://minio.internal:9000/team/@ml/cache",  # a port, then an @ in the path
+    "http://host:8080/cache@v2", "s3://bucket/p@v2", "s3://bucket/a:b/c",
+    "abfs://container@account.dfs.core.windows.net/x",  # Azure's container@account
+])
+def test_a_store_url_with_no_credentials_is_taken_as_it_is(url):
+    from dagnb import checks
+
+    assert checks.location(url) == url and checks.redact_url(url) == url

@@ -97,6 +97,32 @@ def test_a_closures_dict_counts_by_content_as_first_hashed(memory):
     assert memory.cache(_make({"k": 2})).check_call_in_cache(10)
 
 
+def test_a_closure_changed_in_place_never_stores_a_result_under_its_old_value(memory):
+    """A hit may still serve what the closure held when first hashed (documented); a miss
+    runs with what it holds now, and is stored under that: a fresh process (a new
+    closure of the first value) never gets the changed value's result."""
+    settings = {"k": 2}
+    cached = memory.cache(_make(settings))
+    assert cached(1) == 2
+    settings["k"] = 3
+    assert cached(5) == 15  # a miss: computed with k = 3, stored under k = 3
+    fresh = memory.cache(_make({"k": 2}))
+    assert fresh(5) == 10 and fresh.check_call_in_cache(1)
+    assert memory.cache(_make({"k": 3})).check_call_in_cache(5)
+
+
+def test_a_steps_closure_changed_in_place_is_seen_at_the_next_run(tmp_path):
+    from dagnb import Graph, Step
+
+    settings = {"k": 2}
+    scaled = _make(settings)
+    graph = Graph("g", [Step("scaled", func=lambda: scaled(10))])
+    common = {"cache_directory": str(tmp_path / "c"), "executor": "local"}
+    assert graph.run(**common).result("scaled") == 20
+    settings["k"] = 3
+    assert graph.run(**common).result("scaled") == 30
+
+
 def _pushing(heap):
     def work(x):
         heapq.heappush(heap, x)  # (state changed out of the bytecode scan's sight)

@@ -92,16 +92,17 @@ def is_cache_folder(path: str | os.PathLike[str]) -> bool:
 
 
 def _holds_entries(folder: str) -> bool:
-    """Whether ``folder`` is a step's folder of entries: its first child an entry's
-    folder (named by its key, with its ``meta.json``)."""
+    """Whether ``folder`` is a step's folder of entries: entries' folders (named by their
+    key, each with its ``meta.json``) and nothing else but hidden files. (Read once per
+    folder and process, and only for a folder with none of a store's own folders.)"""
     try:
         with os.scandir(folder) as children:
-            for child in children:
-                return (_ENTRY_KEY.fullmatch(child.name) is not None
-                        and os.path.isfile(os.path.join(child.path, "meta.json")))
+            found = [child for child in children if not child.name.startswith(".")]
     except OSError:  # a file, or unreadable
         return False
-    return False
+    return bool(found) and all(
+        _ENTRY_KEY.fullmatch(child.name) is not None
+        and os.path.isfile(os.path.join(child.path, "meta.json")) for child in found)
 
 
 def refuse_foreign_folder(folder: Path) -> None:

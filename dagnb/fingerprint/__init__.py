@@ -27,6 +27,7 @@ from __future__ import annotations
 from dagnb.fingerprint import hashers
 from dagnb.fingerprint.code import (
     _CODE_CACHE,
+    changed_in_place,
     code_digest,
     code_source_parts,
     code_with_values,
@@ -57,6 +58,7 @@ __all__ = [
     "CHUNK_SIZE",
     "MAX_DEPTH",
     "adopt_sources",
+    "changed_in_place",
     "check_tree",
     "code_digest",
     "code_source_parts",

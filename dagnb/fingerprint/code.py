@@ -27,14 +27,15 @@ from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_
 class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
-    __slots__ = ("algorithm", "cells", "code_only", "deps", "digest", "functions", "home",
-                 "parts", "shapes", "sources", "table", "variables")
+    __slots__ = ("algorithm", "cells", "code_only", "contents", "deps", "digest", "functions",
+                 "home", "parts", "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
         self.code_only = walker.h_code.hexdigest()
         self.deps, self.cells, self.parts = walker.deps, walker.cells, walker.parts
         self.variables, self.home = walker.variables, walker.home
+        self.contents = walker.contents
         # The function itself is not kept: the record is the value of a weak-keyed cache.
         self.functions = [(None, *state) for _, *state in walker.functions[:1]]
         self.functions += walker.functions[1:]
@@ -94,6 +95,9 @@ class _Records:
 
     def clear(self) -> None:
         self.entries.clear()
+
+    def forget(self, func: types.FunctionType) -> None:
+        self.entries.pop(id(func), None)
 
     def __getitem__(self, func: types.FunctionType) -> _CodeRecord:
         record = self.get(func)
@@ -304,6 +308,30 @@ def _record(target: types.FunctionType) -> _CodeRecord:
         record = _while_hashing(target, _compute_record)
         _CODE_CACHE.put(target, record)
     return record
+
+
+def changed_in_place(func: Callable[..., Any]) -> bool:
+    """Whether a closure value or class attribute ``func``'s digest hashed by content
+    was changed in place since (``settings["k"] = 3``); its digest is then made again.
+
+    Asked before a miss runs and stores its result (and by a step's key at each run),
+    not at each hit: a result is never stored under what its inputs were before; a
+    closure that is state the code keeps out of sight (an rng, a heap) costs a miss a
+    new call, not one every call.
+    """
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return False
+    record = _CODE_CACHE.get(target)
+    if record is None or not record.contents or _while_hashing(target, _contents_hold):
+        return False
+    _CODE_CACHE.forget(target)
+    return True
+
+
+def _contents_hold(target: types.FunctionType) -> bool:
+    record = _CODE_CACHE[target]
+    return all(_soft_digest(obj) == digest for obj, digest in record.contents)
 
 
 def _while_hashing(target: types.FunctionType, work: Callable[[types.FunctionType], Any]) -> Any:

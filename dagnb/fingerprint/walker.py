@@ -35,6 +35,7 @@ from dagnb.fingerprint.sources import (
 from dagnb.fingerprint.values import _soft_digest
 
 _IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, frozenset, range)
+_SCALARS = (int, float, complex, str, bytes, bool, type(None), range)
 _MISSING = object()
 
 def _cell_value(cell: Any) -> Any:
@@ -54,6 +55,9 @@ class _CodeWalker:
         # a name of another module than the walk's first: two modules' ``params`` apart)
         self.variables: dict[str, Any] = {}
         self.home: dict[str, Any] | None = None  # the globals of the walk's first code
+        # closure values and class attributes hashed by content that code may change in
+        # place (value, its digest then): checked before a miss runs (code.changed_in_place)
+        self.contents: list[tuple[Any, str]] = []
         self.seen: set[int] = set()
         self.deps: list[tuple[dict[str, Any], str, Any]] = []
         self.cells: list[tuple[Any, Any]] = []
@@ -148,7 +152,12 @@ class _CodeWalker:
                 "seen (pass what the function needs of it as an argument)", UserWarning,
                 code.co_filename, code.co_firstlineno, module=func.__module__)
             return _reference(type(obj))
+        self._keep(obj, digest)
         return digest
+
+    def _keep(self, obj: Any, digest: str) -> None:
+        if not isinstance(obj, _SCALARS):  # (a number or a text cannot change)
+            self.contents.append((obj, digest))
 
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
@@ -284,7 +293,10 @@ class _CodeWalker:
         # and its values as they are, whatever its source says (computed as the class
         # was made, or a notebook's class attribute edited and its cell run again)
         for name, value in _data_members(cls):
-            self.feed("attr", name, _member_digest(value))
+            digest = _member_digest(value)
+            self.feed("attr", name, digest)
+            if not digest.startswith("a "):  # (hashed, not named by its type)
+                self._keep(value, digest)
         members = cls.__dict__  # (a member set again or replaced: walked again)
         self.deps.extend((members, name, value) for name, value in _class_members(cls))
         self.shapes.append((members, len(members)))
