@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,16 @@ def pytest_configure(config: pytest.Config) -> None:
     config.stash[_TEMPORARY] = (folder, os.environ.get("TMPDIR"))
     os.environ["TMPDIR"] = folder  # for the processes started from here on
     tempfile.tempdir = None  # and this one: gettempdir() looks again
+    _hear_ctrl_c()
+
+
+def _hear_ctrl_c() -> None:
+    """A suite started in the background (``nohup``, ``&`` in a script) ignores SIGINT,
+    and so does every process it starts: Python then never raises KeyboardInterrupt,
+    and the tests that press Ctrl-C on a ``dagnb run`` wait in vain. Handled here, it is
+    back to the default in the processes started from here on."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

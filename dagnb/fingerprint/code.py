@@ -120,10 +120,11 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
     other modules by qualified name. Without source (a function built by ``exec``),
     its bytecode and constants count.
 
-    The result is cached per function object and re-checked on each call: by identity
+    The result is cached per function object and re-checked on each call by identity
     (a global rebound to another object, a helper redefined, a name defined later or a
-    replaced ``__code__`` computes it again) and, for the closure values and class
-    attributes it hashed that can change in place, by content.
+    replaced ``__code__`` computes it again); the closure values and class attributes
+    it hashed that can change in place are checked by content before a miss runs
+    (:func:`changed_in_place`).
 
     A bound method's object, and a callable object itself, count by content (what the
     code works on: ``Scaler(3).apply`` is not ``Scaler(2).apply``).
