@@ -401,3 +401,21 @@ def traced(func):
     exec("params = {'k': 2}\ndef f(x):\n    return x * params['k']\n", vars(script))
     wrapped = deco.traced(script.f)
     assert set(global_values(wrapped)) == {"__main__.params"}
+
+
+def test_a_librarys_bound_method_counts_by_name_its_object_is_not_hashed(monkeypatch):
+    """``get_ipython`` in a notebook is the shell's bound method: hashing the shell
+    pickled all of IPython (and warned of its closures); a library's method counts by
+    its name, as a library's function does."""
+    import json
+
+    pickled: list[object] = []
+
+    def counted(self, protocol):
+        pickled.append(self)
+        return object.__reduce_ex__(self, protocol)
+
+    monkeypatch.setattr(json.JSONEncoder, "__reduce_ex__", counted, raising=False)
+    encode = json.JSONEncoder().encode
+    code_digest(_calling(encode))
+    assert pickled == []

@@ -196,9 +196,10 @@ class _CodeWalker:
         elif isinstance(obj, partial):  # (its function's code, and its arguments)
             self.add_object(name, obj.func, owner)
             self.feed("args", _soft_digest((obj.args, obj.keywords)) or "?")
-        elif isinstance(obj, types.MethodType) and isinstance(obj.__func__, types.FunctionType):
-            self.add_object(name, obj.__func__, owner)  # (make(Scaler(2).apply): its
-            self.feed("self", _soft_digest(obj.__self__) or _reference(obj.__self__))  # object
+        elif (isinstance(obj, types.MethodType) and isinstance(obj.__func__, types.FunctionType)
+              and _by_code(obj.__func__, owner.__module__)):  # (make(Scaler(2).apply): its
+            self.add_object(name, obj.__func__, owner)  # code and its object; a library's
+            self.feed("self", _soft_digest(obj.__self__) or _reference(obj.__self__))  # by name
         elif isinstance(held := _held_code(obj), types.FunctionType) and _by_code(
                 held, owner.__module__):  # (an lru_cache's function: the one it wraps)
             self.add_function(held, f"def {held.__qualname__}")
