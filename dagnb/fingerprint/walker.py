@@ -38,6 +38,7 @@ _IMMUTABLE_TYPES = (int, float, complex, str, bytes, bool, type(None), tuple, fr
 _SCALARS = (int, float, complex, str, bytes, bool, type(None), range)
 _MISSING = object()
 
+
 def _cell_value(cell: Any) -> Any:
     try:
         return cell.cell_contents
