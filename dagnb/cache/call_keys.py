@@ -14,7 +14,6 @@ from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, shown
 from dagnb.checks import short_repr
 from dagnb.errors import DagnbError, FingerprintError
 from dagnb.fingerprint import (
-    changed_in_place,
     code_source_parts,
     code_with_values,
     global_values,
@@ -135,9 +134,8 @@ class CallKeys(Generic[P]):
         """The key's parts: the code's, one ``arg:<name>`` an argument, one
         ``var:<name>`` a global the code reads data from (hashed at each call, as a
         step's are at each run: a dict changed in place, or in another process, counts)."""
-        if code is None:  # a miss about to run: stored under its inputs as they are now
-            changed_in_place(self.func)  # (a closure's dict changed since: hashed again)
-        digest, variables = code_with_values(self.func) if code is None else code
+        # (code None: a miss about to run, stored under its inputs as they are now)
+        digest, variables = code_with_values(self.func, fresh=True) if code is None else code
         components = {"format": CACHE_FORMAT, "code": digest}
         names, labels = self.names, self.labels
         if names is not None and not kwargs and len(args) == len(names) and not self.ignore:

@@ -20,7 +20,6 @@ from typing import Any
 from dagnb.cache.mounts import excluder, mount_excludes
 from dagnb.errors import CacheError, FingerprintError, UnfingerprintableVariable
 from dagnb.fingerprint import (
-    changed_in_place,
     code_source_parts,
     code_with_values,
     get_hash_algorithm,
@@ -230,8 +229,7 @@ def _spec(step: Step, kind: str, plain: bool,
 
 def _add_code(components: dict[str, str], describe: dict[str, str], step: Step) -> None:
     """The ``code`` component and a ``var:<name>`` one per global the code reads."""
-    changed_in_place(step.func)  # (a closure's dict changed since: hashed again)
-    digest, variables = code_with_values(step.func)  # type: ignore[arg-type]
+    digest, variables = code_with_values(step.func, fresh=True)  # type: ignore[arg-type]
     components["code"], describe["code"] = digest, _code_text(digest, step.func)
     if variables:
         _add_variables(_Builder(components, describe), step, variables)

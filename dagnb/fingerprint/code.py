@@ -250,12 +250,20 @@ def object_digest(obj: Any) -> str:
         ) from None
 
 
-def code_with_values(func: Callable[..., Any]) -> tuple[str, Mapping[str, Any]]:
+def code_with_values(func: Callable[..., Any], *, fresh: bool = False
+                     ) -> tuple[str, Mapping[str, Any]]:
     """``(code_digest(func, values=False), global_values(func))``, checking once whether
-    the cached record of ``func`` still holds (a step's key needs both)."""
+    the cached record of ``func`` still holds (a step's key needs both). ``fresh``: the
+    closure values and class attributes it hashed are checked too
+    (:func:`changed_in_place`: a miss about to run, a step's key at each run)."""
     if type(func) is types.FunctionType:
         record = _record(func)
+        if fresh and record.contents and not _while_hashing(func, _contents_hold):
+            _CODE_CACHE.forget(func)  # (changed in place since: hashed again)
+            record = _record(func)
         return record.code_only, _values_now(record.variables) if record.variables else _NONE
+    if fresh:
+        changed_in_place(func)
     return code_digest(func, values=False), global_values(func)
 
 
