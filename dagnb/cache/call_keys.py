@@ -12,7 +12,7 @@ from typing import Any, Generic, ParamSpec
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, shown
 from dagnb.checks import short_repr
-from dagnb.errors import DagnbError, FingerprintError
+from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
     code_source_parts,
     code_with_values,
@@ -72,9 +72,9 @@ class CallKeys(Generic[P]):
             self.names = every
         unknown = self.ignore.difference(every)
         if unknown:
-            raise DagnbError(
+            raise ConfigError(  # (a ValueError, as joblib's is)
                 f"ignore={sorted(unknown)!r} names no parameter of {label(func)}; "
-                f"its parameters are {list(every)!r}"
+                f"choose among its parameters {list(every)!r}"
             )
         self.labels = {name: f"arg:{name}" for name in every}  # component names
         self.template = (_key_template(self.names)
