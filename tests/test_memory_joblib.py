@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 import types
 
 import pytest
@@ -267,6 +268,18 @@ def test_mmap_mode_maps_numpy_results_from_the_first_call(tmp_path):
         assert result["doubled"].tolist() == [2.0, 2.0, 2.0]
     unmapped = dagnb.Memory(tmp_path).cache(twice.func)(np.ones(3))["doubled"]
     assert not isinstance(unmapped, np.memmap)  # the same entry, read without mmap_mode
+
+
+def test_a_callable_whose_signature_inspect_cannot_read_is_keyed_by_its_arguments(tmp_path):
+    """joblib caches max and operator.itemgetter(0); inspect reads no signature of them."""
+    memory = dagnb.Memory(tmp_path)
+    row = ("first", "second")
+    first, second = memory.cache(operator.itemgetter(0)), memory.cache(operator.itemgetter(1))
+    assert [first(row), second(row), first(row)] == ["first", "second", "first"]
+    assert first.check_call_in_cache(row) and not first.check_call_in_cache(("other",))
+    largest = memory.cache(max)
+    assert [largest(1, 3), largest(3, 1), largest([2, 5]), largest([], default=7)] == [3, 3, 5, 7]
+    assert largest.check_call_in_cache(3, 1) and not largest.check_call_in_cache(1, 2)
 
 
 def test_mmap_mode_is_checked():

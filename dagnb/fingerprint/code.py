@@ -199,6 +199,8 @@ def _bound_object(func: Any) -> Any:
         return _bound_object(func.func)
     if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
         return func  # (a plain function's type has a C __call__)
+    if not isinstance(func, type) and getattr(func, "__qualname__", None) is None:
+        return func  # (a C class's instance, named by its class: operator.itemgetter(0))
     return _MISSING
 
 
