@@ -282,6 +282,23 @@ def test_a_callable_whose_signature_inspect_cannot_read_is_keyed_by_its_argument
     assert largest.check_call_in_cache(3, 1) and not largest.check_call_in_cache(1, 2)
 
 
+def test_caching_a_cached_function_caches_its_function_with_the_new_options(tmp_path):
+    """As joblib re-caches a MemorizedFunc's func: the new callback, ignore= and
+    mmap_mode= apply, not the first wrapper's."""
+    memory, calls = dagnb.Memory(tmp_path), []
+
+    @memory.cache
+    def add(x):
+        calls.append(x)
+        return x + 1
+
+    add(1)
+    refusing = memory.cache(add, cache_validation_callback=lambda metadata: False)
+    assert refusing.func is add.func
+    assert [refusing(1), refusing(1), add(1)] == [2, 2, 2]
+    assert calls == [1, 1, 1]  # each stored call refused, as the callback says
+
+
 def test_mmap_mode_is_checked():
     with pytest.raises(dagnb.ConfigError, match=r"mmap_mode='rw' is not valid; use None, 'r\+'"):
         dagnb.Memory(None, mmap_mode="rw")

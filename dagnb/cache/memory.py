@@ -50,6 +50,7 @@ import shutil
 import time
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -291,6 +292,7 @@ class Memory:
         }
         if func is None:
             return lambda f: self.cache(f, **_cache_kwargs(options))
+        func = _function_cached_by(func)
         if self.store is None:
             return _Uncached(func, options).wrapper()
         return _CachedCall(self, func, options).wrapper()
@@ -334,6 +336,19 @@ class Memory:
         if self.store is None:
             return 0
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
+
+
+# A cached function -> the function it caches: caching it again caches that one, with
+# the new options, as joblib does (a wrapper of a wrapper would never see them).
+_CACHED: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function ``func`` caches if it is a cached function; ``func`` otherwise."""
+    if type(func) is not types.FunctionType:  # (wrappers are functions; not every
+        return func  #                            callable can be weakly referenced)
+    return _CACHED.get(func, func)
 
 
 def _cache_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -433,6 +448,7 @@ class _Calls:
         run.call = call
         run.call_and_shelve = shelve
         run.store_name = self.name
+        _CACHED[run] = self.func
         return run
 
 
