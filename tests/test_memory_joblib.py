@@ -299,6 +299,38 @@ def test_caching_a_cached_function_caches_its_function_with_the_new_options(tmp_
     assert calls == [1, 1, 1]  # each stored call refused, as the callback says
 
 
+def test_mmap_mode_keeps_for_repeat_hits_only_what_no_caller_can_change(tmp_path):
+    """As joblib's, each hit on a dict or a list is loaded anew (a caller that changes one
+    changes no later hit), and so is an array read from an entry stored without
+    mmap_mode, which is not mapped; an array mapped read-only is kept."""
+    np = pytest.importorskip("numpy")
+    mapped = dagnb.Memory(tmp_path, mmap_mode="r")
+
+    @mapped.cache
+    def load(n):
+        return {"array": np.arange(n), "label": "fresh"}, [1, 2]
+
+    for _ in range(2):  # the miss's result, then a hit's
+        labelled, listed = load(3)
+        labelled["label"] = "changed"
+        listed.append(99)
+    assert load(3)[0]["label"] == "fresh" and load(3)[1] == [1, 2]
+
+    def zeros(n):
+        return np.zeros(n)
+
+    dagnb.Memory(tmp_path).cache(zeros)(5000)  # stored without mmap_mode
+    zeros_mapped = mapped.cache(zeros)
+    zeros_mapped(5000)[0] = 42.0
+    assert zeros_mapped(5000)[0] == 0.0
+
+    @mapped.cache
+    def ramp(n):
+        return np.arange(n)
+
+    assert ramp(3) is ramp(3) and not ramp(3).flags.writeable
+
+
 def test_mmap_mode_is_checked():
     with pytest.raises(dagnb.ConfigError, match=r"mmap_mode='rw' is not valid; use None, 'r\+'"):
         dagnb.Memory(None, mmap_mode="rw")
