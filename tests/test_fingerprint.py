@@ -187,6 +187,22 @@ def test_pandas_objects_include_index_and_names():
     assert value_digest(cats) != value_digest(pd.Series(["x", "y"]))
 
 
+def test_a_categoricals_categories_and_order_count_whatever_they_hold():
+    """Numbers and dates in a categorical hashed by their values only: [1, 2] under
+    categories [1, 2, 3], [1, 2] or [2, 1] (ordered) shared a key."""
+    numbers = [pd.Categorical([1, 2], categories=categories, ordered=ordered)
+               for categories, ordered in (([1, 2, 3], False), ([1, 2], False),
+                                           ([2, 1], False), ([1, 2], True))]
+    days = pd.to_datetime(["2020-01-01", "2020-01-02"])
+    dates = [pd.Categorical(days, categories=categories)
+             for categories in (days, days.append(pd.to_datetime(["2020-01-03"])))]
+    for kinds in (numbers, dates):
+        for wrap in (pd.Series, pd.CategoricalIndex, lambda c: pd.DataFrame({"c": c})):
+            digests = [value_digest(wrap(categorical)) for categorical in kinds]
+            assert len(set(digests)) == len(digests)
+            assert digests[0] == value_digest(wrap(kinds[0].copy()))
+
+
 def test_unpicklable_value_raises_with_advice():
     with pytest.raises(FingerprintError, match=r"type '_thread\.lock'.*ignore=\['name'\]"):
         value_digest({"lock": threading.Lock()})

@@ -295,9 +295,20 @@ def _feed_column(h: Any, series: Any) -> None:
     # numpy form is float (where 2**53 + 1 is 2**53) or, before pandas 3, objects
     if values.dtype.hasobject or (hasattr(series.dtype, "numpy_dtype")
                                   and values.dtype != series.dtype.numpy_dtype):
-        _feed_pickle(h, series.array)
+        _feed_pickle(h, series.array)  # (a categorical's pickle holds its categories)
     else:
+        _feed_categories(h, series.dtype)
         _feed_ndarray(h, values, sys.modules["numpy"])
+
+
+def _feed_categories(h: Any, dtype: Any) -> None:
+    """A categorical's categories (by content) and ``ordered``, which its values as
+    numpy gives them leave out: two with the same values and other categories (a
+    groupby, ``cat.codes``, ``min`` tell them apart) must not share a key."""
+    pd = sys.modules["pandas"]
+    if isinstance(dtype, pd.CategoricalDtype):
+        h.update(b"categories%s" % (b"ordered" if dtype.ordered else b""))
+        _feed_index(h, dtype.categories, pd)
 
 
 def _feed_dataframe(h: Any, frame: Any, pd: Any) -> None:
