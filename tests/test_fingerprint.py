@@ -119,7 +119,6 @@ def test_same_digest_across_processes_and_hash_seeds(tmp_path):
 def test_numpy_arrays_hash_by_content_dtype_and_shape():
     a = np.arange(12, dtype="float64").reshape(3, 4)
     assert value_digest(a) == value_digest(a.copy())
-    assert value_digest(a) == value_digest(np.asfortranarray(a))
     assert value_digest(a) != value_digest(a.astype("float32"))
     assert value_digest(a) != value_digest(a.reshape(4, 3))
     b = a.copy()
@@ -130,6 +129,21 @@ def test_numpy_arrays_hash_by_content_dtype_and_shape():
     assert value_digest(np.array(["a", None], dtype=object)) != value_digest(
         np.array(["b", None], dtype=object)
     )
+
+
+def test_an_arrays_order_in_memory_counts_as_ravel_order_k_reads_it():
+    """A C- and a Fortran-ordered array of the same values shared a key, so a function of
+    the layout (``np.ravel(a, order="K")``) got the other's result; joblib keys them
+    apart. C-ordered arrays, slices of them and broadcast ones keep their keys."""
+    c = np.arange(6, dtype="<i8").reshape(2, 3)
+    fortran = np.asfortranarray(c)
+    assert value_digest(fortran) != value_digest(c)
+    assert value_digest(fortran) == value_digest(np.asfortranarray(c.copy()))
+    assert value_digest(fortran[:, ::2]) != value_digest(c[:, ::2])  # Fortran-like, strided
+    assert value_digest(c[:, ::2]) == value_digest(c[:, ::2].copy())
+    assert value_digest(np.broadcast_to(c[0], (4, 3))) == value_digest(np.tile(c[0], (4, 1)))
+    assert value_digest(c[:1].T) == value_digest(c[:1].T.copy())  # a length-1 axis: no order
+    assert value_digest(c) == "57287ef3f62ece52b7aedea202c30f9b"  # (as before layouts counted)
 
 
 def test_an_array_subclass_counts_its_class_and_a_masked_arrays_mask(tmp_path):
@@ -185,6 +199,22 @@ def test_pandas_objects_include_index_and_names():
     assert value_digest(multi) != value_digest(pd.MultiIndex.from_tuples([("a", 1), ("b", 3)]))
     cats = pd.Series(pd.Categorical(["x", "y"]))
     assert value_digest(cats) != value_digest(pd.Series(["x", "y"]))
+
+
+def test_a_categoricals_categories_and_order_count_whatever_they_hold():
+    """Numbers and dates in a categorical hashed by their values only: [1, 2] under
+    categories [1, 2, 3], [1, 2] or [2, 1] (ordered) shared a key."""
+    numbers = [pd.Categorical([1, 2], categories=categories, ordered=ordered)
+               for categories, ordered in (([1, 2, 3], False), ([1, 2], False),
+                                           ([2, 1], False), ([1, 2], True))]
+    days = pd.to_datetime(["2020-01-01", "2020-01-02"])
+    dates = [pd.Categorical(days, categories=categories)
+             for categories in (days, days.append(pd.to_datetime(["2020-01-03"])))]
+    for kinds in (numbers, dates):
+        for wrap in (pd.Series, pd.CategoricalIndex, lambda c: pd.DataFrame({"c": c})):
+            digests = [value_digest(wrap(categorical)) for categorical in kinds]
+            assert len(set(digests)) == len(digests)
+            assert digests[0] == value_digest(wrap(kinds[0].copy()))
 
 
 def test_unpicklable_value_raises_with_advice():

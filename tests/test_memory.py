@@ -218,6 +218,12 @@ def test_unhashable_argument_and_ignore(memory):
         memory.cache(ignore=["nope"])(lambda x: x)
 
 
+def test_an_ignored_name_that_is_no_parameter_is_a_value_error_as_in_joblib(memory):
+    with pytest.raises(ValueError, match=r"ignore=\['nope'\] names no parameter of "
+                                         r"<lambda>; choose among its parameters \['x'\]"):
+        memory.cache(ignore=["nope"])(lambda x: x)
+
+
 SOURCE = '''
 FACTOR = 2
 

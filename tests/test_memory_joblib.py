@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import operator
 import types
 
 import pytest
@@ -267,6 +268,67 @@ def test_mmap_mode_maps_numpy_results_from_the_first_call(tmp_path):
         assert result["doubled"].tolist() == [2.0, 2.0, 2.0]
     unmapped = dagnb.Memory(tmp_path).cache(twice.func)(np.ones(3))["doubled"]
     assert not isinstance(unmapped, np.memmap)  # the same entry, read without mmap_mode
+
+
+def test_a_callable_whose_signature_inspect_cannot_read_is_keyed_by_its_arguments(tmp_path):
+    """joblib caches max and operator.itemgetter(0); inspect reads no signature of them."""
+    memory = dagnb.Memory(tmp_path)
+    row = ("first", "second")
+    first, second = memory.cache(operator.itemgetter(0)), memory.cache(operator.itemgetter(1))
+    assert [first(row), second(row), first(row)] == ["first", "second", "first"]
+    assert first.check_call_in_cache(row) and not first.check_call_in_cache(("other",))
+    largest = memory.cache(max)
+    assert [largest(1, 3), largest(3, 1), largest([2, 5]), largest([], default=7)] == [3, 3, 5, 7]
+    assert largest.check_call_in_cache(3, 1) and not largest.check_call_in_cache(1, 2)
+
+
+def test_caching_a_cached_function_caches_its_function_with_the_new_options(tmp_path):
+    """As joblib re-caches a MemorizedFunc's func: the new callback, ignore= and
+    mmap_mode= apply, not the first wrapper's."""
+    memory, calls = dagnb.Memory(tmp_path), []
+
+    @memory.cache
+    def add(x):
+        calls.append(x)
+        return x + 1
+
+    add(1)
+    refusing = memory.cache(add, cache_validation_callback=lambda metadata: False)
+    assert refusing.func is add.func
+    assert [refusing(1), refusing(1), add(1)] == [2, 2, 2]
+    assert calls == [1, 1, 1]  # each stored call refused, as the callback says
+
+
+def test_mmap_mode_keeps_for_repeat_hits_only_what_no_caller_can_change(tmp_path):
+    """As joblib's, each hit on a dict or a list is loaded anew (a caller that changes one
+    changes no later hit), and so is an array read from an entry stored without
+    mmap_mode, which is not mapped; an array mapped read-only is kept."""
+    np = pytest.importorskip("numpy")
+    mapped = dagnb.Memory(tmp_path, mmap_mode="r")
+
+    @mapped.cache
+    def load(n):
+        return {"array": np.arange(n), "label": "fresh"}, [1, 2]
+
+    for _ in range(2):  # the miss's result, then a hit's
+        labelled, listed = load(3)
+        labelled["label"] = "changed"
+        listed.append(99)
+    assert load(3)[0]["label"] == "fresh" and load(3)[1] == [1, 2]
+
+    def zeros(n):
+        return np.zeros(n)
+
+    dagnb.Memory(tmp_path).cache(zeros)(5000)  # stored without mmap_mode
+    zeros_mapped = mapped.cache(zeros)
+    zeros_mapped(5000)[0] = 42.0
+    assert zeros_mapped(5000)[0] == 0.0
+
+    @mapped.cache
+    def ramp(n):
+        return np.arange(n)
+
+    assert ramp(3) is ramp(3) and not ramp(3).flags.writeable
 
 
 def test_mmap_mode_is_checked():

@@ -353,6 +353,43 @@ def test_a_partial_of_a_project_function_counts_by_its_code(modules, memory):
     assert value_digest(functools.partial(sys.modules["reach_ops"].scale)) != passed  # passed
 
 
+# -- callables whose type's __call__ is C code: what they run counts --------------------
+WRAPPED = """
+import functools
+
+params = {{"shift": 0}}
+
+class Holder:
+    @staticmethod
+    def scaled(x):
+        return x * {k} + params["shift"]
+
+@functools.lru_cache(maxsize=None)
+def cached_scaled(x):
+    return x * {k} + params["shift"]
+
+class Model:
+    def __init__(self, x):
+        self.value = x * {k} + params["shift"]
+"""
+
+
+def test_what_a_staticmethod_an_lru_cache_or_a_class_runs_counts_by_its_code(modules,
+                                                                             memory):
+    """Cached as they are (not through a function), they counted by name: an edit of
+    their code, or of a global it reads, was a stale hit."""
+    def calls(module, every=True):
+        staticmethod_object = vars(module.Holder)["scaled"]
+        return [memory.cache(staticmethod_object)(5), memory.cache(module.Model)(5).value,
+                *([memory.cache(module.cached_scaled)(5)] if every else [])]
+
+    assert calls(*modules(reach_wrapped=WRAPPED.format(k=2))) == [10, 10, 10]
+    (edited,) = modules(reach_wrapped=WRAPPED.format(k=3))
+    assert calls(edited) == [15, 15, 15]
+    edited.params["shift"] = 1  # (the lru_cache keeps its own result for 5: left out)
+    assert calls(edited, every=False) == [16, 16]
+
+
 # -- methods a class inherits from another module's class --------------------------------
 BASE = """
 params = {"k": 2}

@@ -12,7 +12,7 @@ from typing import Any, Generic, ParamSpec
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, shown
 from dagnb.checks import short_repr
-from dagnb.errors import DagnbError, FingerprintError
+from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
     code_source_parts,
     code_with_values,
@@ -53,13 +53,15 @@ class CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "labels", "names", "template", "unhashed")
+    __slots__ = ("defaults", "func", "ignore", "labels", "names", "opaque", "template",
+                 "unhashed")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
         self.ignore = frozenset(ignore)
         self.unhashed: set[str] = set()  # globals warned of (_variable_digest, warn_of_state)
         plain = plain_parameters(func)
+        self.opaque = plain is None and not _has_signature(func)
         if plain is None:
             parameters = list(self.signature.parameters.values())
             every = tuple(p.name for p in parameters)
@@ -72,9 +74,9 @@ class CallKeys(Generic[P]):
             self.names = every
         unknown = self.ignore.difference(every)
         if unknown:
-            raise DagnbError(
+            raise ConfigError(  # (a ValueError, as joblib's is)
                 f"ignore={sorted(unknown)!r} names no parameter of {label(func)}; "
-                f"its parameters are {list(every)!r}"
+                f"choose among its parameters {list(every)!r}"
             )
         self.labels = {name: f"arg:{name}" for name in every}  # component names
         self.template = (_key_template(self.names)
@@ -83,7 +85,7 @@ class CallKeys(Generic[P]):
     @property
     def signature(self) -> inspect.Signature:
         """The function's signature (a call that does not fit plain parameters binds)."""
-        return signature_of(self.func)
+        return _AS_GIVEN if self.opaque else signature_of(self.func)
 
     def arguments(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any]:
         """The bound arguments that count (defaults applied, ignored ones left out)."""
@@ -193,6 +195,23 @@ class CallKeys(Generic[P]):
         for name, value in global_values(self.func).items():
             describe[f"var:{name}"] = shown(name, value)
         return StepKey(key_digest(components), components, describe)
+
+
+_AS_GIVEN = inspect.Signature([
+    inspect.Parameter("args", inspect.Parameter.VAR_POSITIONAL),
+    inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD),
+])
+"""What a callable with no signature inspect can read binds to (``max``,
+``operator.itemgetter(0)``): its calls count by their arguments as given, as joblib's do."""
+
+
+def _has_signature(func: Callable[..., Any]) -> bool:
+    """Whether inspect reads ``func``'s signature (C code may not declare one)."""
+    try:
+        signature_of(func)
+    except ValueError:
+        return False
+    return True
 
 
 @functools.lru_cache(maxsize=256)  # (a notebook wraps the same parameters again and again)

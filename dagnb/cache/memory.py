@@ -47,9 +47,11 @@ import logging
 import os
 import re
 import shutil
+import sys
 import time
 import types
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from pathlib import Path
@@ -291,6 +293,7 @@ class Memory:
         }
         if func is None:
             return lambda f: self.cache(f, **_cache_kwargs(options))
+        func = _function_cached_by(func)
         if self.store is None:
             return _Uncached(func, options).wrapper()
         return _CachedCall(self, func, options).wrapper()
@@ -334,6 +337,19 @@ class Memory:
         if self.store is None:
             return 0
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
+
+
+# A cached function -> the function it caches: caching it again caches that one, with
+# the new options, as joblib does (a wrapper of a wrapper would never see them).
+_CACHED: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The function ``func`` caches if it is a cached function; ``func`` otherwise."""
+    if type(func) is not types.FunctionType:  # (wrappers are functions; not every
+        return func  #                            callable can be weakly referenced)
+    return _CACHED.get(func, func)
 
 
 def _cache_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -433,6 +449,7 @@ class _Calls:
         run.call = call
         run.call_and_shelve = shelve
         run.store_name = self.name
+        _CACHED[run] = self.func
         return run
 
 
@@ -577,11 +594,11 @@ class _CachedCall(_Calls):
 
     def remember(self, key: str, entry: Entry, value: Any) -> None:
         """Keep the result for repeat hits, if no caller can change it (a number, a
-        string, a tuple of them; arrays mapped read-only): a frame or a list is loaded
-        anew at each hit, as joblib does, so ``df["b"] = 1`` on one changes no later
-        one. Only the most recent few, not every call's."""
+        string, a tuple of them, an array mapped read-only): a frame, a list or a dict
+        (one holding mapped arrays too) is loaded anew at each hit, as joblib does, so
+        ``df["b"] = 1`` on one changes no later one. Only the most recent few."""
         self.loaded.pop(key, None)
-        if not (self.mmap_mode == "r" or _unchangeable(value)):
+        if not _unchangeable(value):
             return
         if len(self.loaded) >= _LOADED_LIMIT:
             del self.loaded[next(iter(self.loaded))]
@@ -773,14 +790,21 @@ _ATOMS = (type(None), bool, int, float, complex, str, bytes, range)
 
 
 def _unchangeable(value: Any, depth: int = 0) -> bool:
-    """Whether ``value`` cannot be changed in place: an atom, or a tuple or frozenset
-    of such (a few levels deep)."""
+    """Whether ``value`` cannot be changed in place: an atom, an array mapped
+    read-only, or a tuple or frozenset of such (a few levels deep)."""
     kind = type(value)
     if kind in _ATOMS:
         return True
     if kind in (tuple, frozenset) and depth < 3:
         return all(_unchangeable(item, depth + 1) for item in value)
-    return False
+    return _mapped_read_only(value)
+
+
+def _mapped_read_only(value: Any) -> bool:
+    """A memory map numpy will not make writable again (``mmap_mode="r"``'s); an array
+    loaded from an entry stored without ``mmap_mode`` is writable, so not one."""
+    np = sys.modules.get("numpy")
+    return np is not None and isinstance(value, np.memmap) and not value.flags.writeable
 
 
 def _shared_location(location: str | Path | None, store: Store) -> str:

@@ -149,6 +149,9 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
                  else _combine(["callable", _reference(target)]))  # (a C method: d.get)
         return _combine([inner, extra])
     if not isinstance(target, types.FunctionType):
+        made = _class_record(target) if isinstance(target, type) else None
+        if made is not None:  # (a class of the user's code, called: what its code does)
+            return _combine(["class", made.digest])
         return _combine(["callable", _reference(target)])
     record = _record(target)
     return record.digest if values else record.code_only
@@ -171,6 +174,10 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
         record = _class_record(bound if isinstance(bound, type) else type(bound))
         if record is not None and record.variables:  # (globals its other methods read)
             found = {**_values_now(_seen_from(own, record)), **found}
+    elif isinstance(target, type):  # (a class called: the globals its methods read)
+        record = _class_record(target)
+        if record is not None and record.variables:
+            found = _values_now(record.variables)
     return found
 
 
@@ -199,6 +206,9 @@ def _bound_object(func: Any) -> Any:
         return _bound_object(func.func)
     if isinstance(inspect.getattr_static(type(func), "__call__", None), types.FunctionType):
         return func  # (a plain function's type has a C __call__)
+    if (not isinstance(func, type) and getattr(func, "__qualname__", None) is None
+            and _wrapped_function(func) is None):
+        return func  # (a C class's instance, named by its class: operator.itemgetter(0))
     return _MISSING
 
 
@@ -382,7 +392,20 @@ def _unwrap(func: Any) -> tuple[Any, str | None]:
     call = inspect.getattr_static(type(func), "__call__", None)
     if isinstance(call, types.FunctionType):
         return call, _combine(["instance", _reference(type(func))])
+    inner = _wrapped_function(func)
+    if inner is not None:  # (by name, an edit of the code it runs went unseen)
+        return _unwrap(inner)
     return func, None
+
+
+def _wrapped_function(func: Any) -> Any:
+    """What a wrapper made of C code runs: a staticmethod's or classmethod's function,
+    what ``functools.cache`` or ``lru_cache`` wraps (its ``__wrapped__``, as
+    ``functools.wraps`` sets it); None for any other callable."""
+    if isinstance(func, (staticmethod, classmethod)):
+        return func.__func__
+    wrapped = inspect.getattr_static(func, "__wrapped__", None)
+    return wrapped if callable(wrapped) and wrapped is not func else None
 
 
 def _combine(parts: list[str]) -> str:

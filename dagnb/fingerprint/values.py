@@ -269,6 +269,8 @@ def _feed_array_like(h: Any, obj: Any) -> bool:
 
 def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
     h.update(b"nd%s%s" % (arr.dtype.str.encode(), repr(arr.shape).encode()))
+    if not arr.flags.c_contiguous:
+        h.update(_layout(arr))
     if arr.dtype.hasobject:
         _feed_pickle(h, arr)
         return
@@ -276,6 +278,18 @@ def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
         h.update(repr(arr.dtype.descr).encode())
     # A byte view works for every non-object dtype (datetime64 has no buffer format).
     h.update(np.ascontiguousarray(arr).reshape(-1).view(np.uint8))
+
+
+def _layout(arr: Any) -> bytes:
+    """The order in which an array's axes lie in memory, when it is not C's (the data
+    is hashed in C order): ``ravel(order="K")``, ``copy(order="K")`` and ``empty_like``
+    follow it, so a Fortran-ordered array is not its C-ordered copy (joblib keys them
+    apart too). Axes of length 1 and broadcast ones (stride 0) have no order; an array
+    whose other axes are in C order (a slice ``a[::2]``) keeps its key."""
+    shape, strides = arr.shape, arr.strides
+    axes = [axis for axis in range(arr.ndim) if shape[axis] > 1 and strides[axis] != 0]
+    in_memory = sorted(axes, key=lambda axis: -abs(strides[axis]))  # (stable: ties in C order)
+    return b"" if in_memory == axes else b"axes%s" % repr(in_memory).encode()
 
 
 def _feed_subclass(h: Any, arr: Any, np: Any) -> None:
@@ -295,9 +309,20 @@ def _feed_column(h: Any, series: Any) -> None:
     # numpy form is float (where 2**53 + 1 is 2**53) or, before pandas 3, objects
     if values.dtype.hasobject or (hasattr(series.dtype, "numpy_dtype")
                                   and values.dtype != series.dtype.numpy_dtype):
-        _feed_pickle(h, series.array)
+        _feed_pickle(h, series.array)  # (a categorical's pickle holds its categories)
     else:
+        _feed_categories(h, series.dtype)
         _feed_ndarray(h, values, sys.modules["numpy"])
+
+
+def _feed_categories(h: Any, dtype: Any) -> None:
+    """A categorical's categories (by content) and ``ordered``, which its values as
+    numpy gives them leave out: two with the same values and other categories (a
+    groupby, ``cat.codes``, ``min`` tell them apart) must not share a key."""
+    pd = sys.modules["pandas"]
+    if isinstance(dtype, pd.CategoricalDtype):
+        h.update(b"categories%s" % (b"ordered" if dtype.ordered else b""))
+        _feed_index(h, dtype.categories, pd)
 
 
 def _feed_dataframe(h: Any, frame: Any, pd: Any) -> None:
