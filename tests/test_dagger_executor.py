@@ -383,6 +383,60 @@ def test_engine_errors_are_classified(stub, make_task):
                                         secrets={"T": SECRET}))
 
 
+NETWORK_ERRORS = [
+    "pull: dial tcp 104.18.121.25:443: i/o timeout",
+    "failed to do request: Head https://registry-1.docker.io/v2/library/python/manifests/3.12:"
+    " net/http: TLS handshake timeout",
+    "net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
+    "failed to resolve source metadata: context deadline exceeded",
+    "failed to fetch blob: read tcp 10.0.0.2:51234->3.3.3.3:443: read: connection reset by peer",
+    "dial tcp 127.0.0.1:5000: connect: connection refused",
+    "dial unix /run/buildkit/buildkitd.sock: resource temporarily unavailable",
+    "toomanyrequests: You have reached your pull rate limit (429 Too Many Requests)",
+    "unexpected status code 503 Service Unavailable",
+    "received unexpected HTTP status: 502 Bad Gateway",
+    "GET https://ghcr.io/token: status 504",
+    "failed to copy: httpReadSeeker: failed open: unexpected EOF",
+    "error reading from server: EOF",
+    "operation timed out after 30s",
+]
+PERMANENT_ERRORS = [
+    "failed to resolve source metadata for docker.io/geoffrey/etl:1: pull access denied, "
+    "repository does not exist or may require authorization",
+    'withMountedDirectory: path "/data/thereof" invalid',
+    "failed to stat /src/timeout_settings.yaml: no such file or directory",
+    "docker.io/library/pyton:3.12: not found",
+    "failed to authorize: 401 Unauthorized",
+    "open /data/results_503.csv: permission denied",
+    "invalid reference format: repository name must be lowercase (after i/o timeout retry)",
+    "lookup of /src/eof_markers.txt: no such file or directory (context deadline exceeded)",
+]
+
+
+@pytest.mark.parametrize("message", NETWORK_ERRORS)
+def test_network_phrases_in_engine_errors_are_transient(message):
+    assert isinstance(_engine_error(message), TransientError)
+
+
+@pytest.mark.parametrize("message", PERMANENT_ERRORS)
+def test_engine_errors_naming_a_path_image_or_refusal_are_permanent(message):
+    # "timeout", "eof" and "503" inside a path or an image name say nothing about the
+    # network; a clear refusal wins over a network phrase in the same message.
+    error = _engine_error(message)
+    assert isinstance(error, StepFailed)
+
+
+def _engine_error(message: str):
+    from types import SimpleNamespace
+
+    from dagger._exceptions import QueryErrorValue
+
+    from dagnb.executors.dagger.executor import _classified
+
+    exc = dagger.QueryError([QueryErrorValue(message=message)], SimpleNamespace(document=None))
+    return _classified(SimpleNamespace(step=Step("s", run="true")), exc, [], dagger)
+
+
 def _wait_until(condition, seconds: float = 3.0) -> bool:
     deadline = time.monotonic() + seconds
     while not condition() and time.monotonic() < deadline:
