@@ -16,6 +16,7 @@ from dagger_stub.queries import calls
 from dagnb.errors import (
     ConfigError,
     ExecutorUnavailable,
+    InvalidStepError,
     SecretError,
     StepFailed,
     TransientError,
@@ -118,6 +119,61 @@ def test_file_mount_and_missing_mount(stub, make_task, tmp_path):
     missing = make_task(Step("gone", run="true", mounts={"nope": "/x"}), base_dir=tmp_path)
     with pytest.raises(Exception, match="mount source 'nope' does not exist"):
         run(DaggerExecutor(), missing)
+
+
+def test_the_stub_drops_mounts_beneath_a_new_mount_as_the_engine_does(stub, tmp_path):
+    # core/container.go ContainerMounts.With: a stub that kept both would hide the bug.
+    for name in ("outer", "inner"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(name)
+
+    async def listing(order: list[str]) -> str:
+        dag = await connection.client()
+        ctr = dag.container().from_("alpine:3.20")
+        for name in order:
+            folder = dag.host().directory(str(tmp_path / name))
+            ctr = ctr.with_mounted_directory("/w" if name == "outer" else "/w/in", folder)
+        return await ctr.with_exec(["sh", "-c", "ls /w /w/in || true"]).stdout()
+
+    assert "inner.txt" in run_sync(listing(["outer", "inner"]))
+    assert "inner.txt" not in run_sync(listing(["inner", "outer"]))
+
+
+@pytest.mark.parametrize("parent", ["mount", "cache volume"])
+def test_a_mount_beneath_another_is_made_after_it(stub, make_task, tmp_path, parent):
+    # Sorted by host path, "data" came before "src" and the /work mount dropped it.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("data\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("src\n")
+    mounts, volumes = {"data": "/work/data"}, {}
+    if parent == "mount":
+        mounts["src"] = "/work"
+    else:  # a cache volume was mounted after every host mount
+        volumes["work"] = "/work"
+    step = Step("nested", run="cat /work/data/x.txt", mounts=mounts, cache_volumes=volumes)
+    task = make_task(step, base_dir=tmp_path)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["data"]
+    order = [args["path"] for name, args in exec_calls(stub) if name.startswith("withMounted")]
+    assert order == ["/work", "/work/data"]
+
+
+@pytest.mark.parametrize(("mounts", "volumes", "error"), [
+    ({"a": "/dagnb"}, {}, "mount target '/dagnb' overlaps '/dagnb'"),
+    ({"a": "/dagnb/in/up"}, {}, "mount target '/dagnb/in/up' overlaps"),
+    ({}, {"pip": "/"}, "mount target '/' overlaps '/dagnb'"),
+    ({"a": "/x", "b": "/x/"}, {}, "two mounts or cache volumes target '/x/'"),
+    ({"a": "/x"}, {"pip": "/x:locked"}, "two mounts or cache volumes target '/x'"),
+])
+def test_mounts_over_the_contract_or_at_one_path_are_refused(stub, make_task, tmp_path,
+                                                             mounts, volumes, error):
+    for host in mounts:
+        (tmp_path / host).mkdir()
+    task = make_task(Step("m", run="true", mounts=mounts, cache_volumes=volumes),
+                     base_dir=tmp_path)
+    with pytest.raises(InvalidStepError, match=re.escape(error)):
+        run(DaggerExecutor(), task)
 
 
 def test_host_files_and_folders_are_read_fresh_on_each_run(stub, make_task, tmp_path):
