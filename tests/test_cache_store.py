@@ -101,6 +101,31 @@ def test_save_then_lookup(store, clock, tmp_path):
     assert store.lookup("prep", key(1).digest) is not None  # a plain digest works too
 
 
+def test_a_broken_link_in_the_outputs_is_refused_in_one_line_and_they_stay(store):
+    # A hit checks files through their links: a broken one would make the entry damaged.
+    out = store.scratch_dir("bad")
+    (out / "x.txt").write_text("x")
+    os.symlink("/nonexistent/target", out / "dangling")
+    with pytest.raises(CacheError, match=r"^step 'bad': 'out/dangling' is a broken link "
+                                         r"\(to '/nonexistent/target'\).*remove it"):
+        store.save("bad", key(1), out_dir=out)
+    assert sorted(p.name for p in out.iterdir()) == ["dangling", "x.txt"]  # not moved
+    assert store.lookup("bad", key(1)) is None
+    assert save(store, "good", key(2)) is not None  # the store goes on
+
+
+def test_a_link_to_a_file_or_folder_is_stored_as_a_link(store):
+    out = store.scratch_dir("links")
+    (out / "real").mkdir()
+    (out / "real" / "f.txt").write_text("data")
+    os.symlink("real", out / "folder")
+    os.symlink("real/f.txt", out / "file")
+    entry = store.save("links", key(1), out_dir=out)
+    found = store.lookup("links", key(1))
+    assert found is not None and os.readlink(entry.out_dir / "folder") == "real"
+    assert (found.out_dir / "file").read_text() == "data"
+
+
 def test_lookup_notices_a_removed_entry(store):
     entry = save(store, "s", key(1))
     assert store.lookup("s", key(1)) is not None

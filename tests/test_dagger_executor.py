@@ -16,6 +16,7 @@ from dagger_stub.queries import calls
 from dagnb.errors import (
     ConfigError,
     ExecutorUnavailable,
+    InvalidStepError,
     SecretError,
     StepFailed,
     TransientError,
@@ -118,6 +119,61 @@ def test_file_mount_and_missing_mount(stub, make_task, tmp_path):
     missing = make_task(Step("gone", run="true", mounts={"nope": "/x"}), base_dir=tmp_path)
     with pytest.raises(Exception, match="mount source 'nope' does not exist"):
         run(DaggerExecutor(), missing)
+
+
+def test_the_stub_drops_mounts_beneath_a_new_mount_as_the_engine_does(stub, tmp_path):
+    # core/container.go ContainerMounts.With: a stub that kept both would hide the bug.
+    for name in ("outer", "inner"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / f"{name}.txt").write_text(name)
+
+    async def listing(order: list[str]) -> str:
+        dag = await connection.client()
+        ctr = dag.container().from_("alpine:3.20")
+        for name in order:
+            folder = dag.host().directory(str(tmp_path / name))
+            ctr = ctr.with_mounted_directory("/w" if name == "outer" else "/w/in", folder)
+        return await ctr.with_exec(["sh", "-c", "ls /w /w/in || true"]).stdout()
+
+    assert "inner.txt" in run_sync(listing(["outer", "inner"]))
+    assert "inner.txt" not in run_sync(listing(["inner", "outer"]))
+
+
+@pytest.mark.parametrize("parent", ["mount", "cache volume"])
+def test_a_mount_beneath_another_is_made_after_it(stub, make_task, tmp_path, parent):
+    # Sorted by host path, "data" came before "src" and the /work mount dropped it.
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.txt").write_text("data\n")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "main.py").write_text("src\n")
+    mounts, volumes = {"data": "/work/data"}, {}
+    if parent == "mount":
+        mounts["src"] = "/work"
+    else:  # a cache volume was mounted after every host mount
+        volumes["work"] = "/work"
+    step = Step("nested", run="cat /work/data/x.txt", mounts=mounts, cache_volumes=volumes)
+    task = make_task(step, base_dir=tmp_path)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["data"]
+    order = [args["path"] for name, args in exec_calls(stub) if name.startswith("withMounted")]
+    assert order == ["/work", "/work/data"]
+
+
+@pytest.mark.parametrize(("mounts", "volumes", "error"), [
+    ({"a": "/dagnb"}, {}, "mount target '/dagnb' overlaps '/dagnb'"),
+    ({"a": "/dagnb/in/up"}, {}, "mount target '/dagnb/in/up' overlaps"),
+    ({}, {"pip": "/"}, "mount target '/' overlaps '/dagnb'"),
+    ({"a": "/x", "b": "/x/"}, {}, "two mounts or cache volumes target '/x/'"),
+    ({"a": "/x"}, {"pip": "/x:locked"}, "two mounts or cache volumes target '/x'"),
+])
+def test_mounts_over_the_contract_or_at_one_path_are_refused(stub, make_task, tmp_path,
+                                                             mounts, volumes, error):
+    for host in mounts:
+        (tmp_path / host).mkdir()
+    task = make_task(Step("m", run="true", mounts=mounts, cache_volumes=volumes),
+                     base_dir=tmp_path)
+    with pytest.raises(InvalidStepError, match=re.escape(error)):
+        run(DaggerExecutor(), task)
 
 
 def test_host_files_and_folders_are_read_fresh_on_each_run(stub, make_task, tmp_path):
@@ -381,6 +437,60 @@ def test_engine_errors_are_classified(stub, make_task):
     with pytest.raises(StepFailed, match=r"image not found \(token \*\*\*\)"):
         run(DaggerExecutor(), make_task(Step("b", run="true", secrets=["T"]),
                                         secrets={"T": SECRET}))
+
+
+NETWORK_ERRORS = [
+    "pull: dial tcp 104.18.121.25:443: i/o timeout",
+    "failed to do request: Head https://registry-1.docker.io/v2/library/python/manifests/3.12:"
+    " net/http: TLS handshake timeout",
+    "net/http: request canceled (Client.Timeout exceeded while awaiting headers)",
+    "failed to resolve source metadata: context deadline exceeded",
+    "failed to fetch blob: read tcp 10.0.0.2:51234->3.3.3.3:443: read: connection reset by peer",
+    "dial tcp 127.0.0.1:5000: connect: connection refused",
+    "dial unix /run/buildkit/buildkitd.sock: resource temporarily unavailable",
+    "toomanyrequests: You have reached your pull rate limit (429 Too Many Requests)",
+    "unexpected status code 503 Service Unavailable",
+    "received unexpected HTTP status: 502 Bad Gateway",
+    "GET https://ghcr.io/token: status 504",
+    "failed to copy: httpReadSeeker: failed open: unexpected EOF",
+    "error reading from server: EOF",
+    "operation timed out after 30s",
+]
+PERMANENT_ERRORS = [
+    "failed to resolve source metadata for docker.io/geoffrey/etl:1: pull access denied, "
+    "repository does not exist or may require authorization",
+    'withMountedDirectory: path "/data/thereof" invalid',
+    "failed to stat /src/timeout_settings.yaml: no such file or directory",
+    "docker.io/library/pyton:3.12: not found",
+    "failed to authorize: 401 Unauthorized",
+    "open /data/results_503.csv: permission denied",
+    "invalid reference format: repository name must be lowercase (after i/o timeout retry)",
+    "lookup of /src/eof_markers.txt: no such file or directory (context deadline exceeded)",
+]
+
+
+@pytest.mark.parametrize("message", NETWORK_ERRORS)
+def test_network_phrases_in_engine_errors_are_transient(message):
+    assert isinstance(_engine_error(message), TransientError)
+
+
+@pytest.mark.parametrize("message", PERMANENT_ERRORS)
+def test_engine_errors_naming_a_path_image_or_refusal_are_permanent(message):
+    # "timeout", "eof" and "503" inside a path or an image name say nothing about the
+    # network; a clear refusal wins over a network phrase in the same message.
+    error = _engine_error(message)
+    assert isinstance(error, StepFailed)
+
+
+def _engine_error(message: str):
+    from types import SimpleNamespace
+
+    from dagger._exceptions import QueryErrorValue
+
+    from dagnb.executors.dagger.executor import _classified
+
+    exc = dagger.QueryError([QueryErrorValue(message=message)], SimpleNamespace(document=None))
+    return _classified(SimpleNamespace(step=Step("s", run="true")), exc, [], dagger)
 
 
 def _wait_until(condition, seconds: float = 3.0) -> bool:

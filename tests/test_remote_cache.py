@@ -242,6 +242,81 @@ def test_readers_trust_no_entry_with_a_missing_or_short_blob(url: str, tmp_path:
     assert reader.backend.names() == []  # nothing half-downloaded left in the local tier
 
 
+def _tree_with_links(out: Path) -> None:
+    (out / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    os.chmod(out / "run.sh", 0o755)
+    (out / "notes.txt").write_text("plain")
+    (out / "real").mkdir()
+    (out / "real" / "f.txt").write_text("data")
+    os.symlink("real", out / "folder")
+    os.symlink("real/f.txt", out / "file")
+
+
+def test_links_and_executable_files_come_back_as_they_were_saved(
+        url: str, tmp_path: Path) -> None:
+    # A link to a folder came back an empty folder, a 0755 script 0644: a hit of
+    # another tree under the same key.
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("step")
+    _tree_with_links(out)
+    writer.save("step", "k", out_dir=out)
+    entry = store(url, tmp_path / "b").lookup("step", "k")
+    assert entry is not None
+    got = entry.out_dir
+    assert os.access(got / "run.sh", os.X_OK) and not os.access(got / "notes.txt", os.X_OK)
+    assert os.readlink(got / "folder") == "real" and os.readlink(got / "file") == "real/f.txt"
+    assert (got / "folder" / "f.txt").read_text() == "data"
+    assert entry.verify()
+    manifest = json.loads(fs_cat(url, "entries/step/k.json"))
+    assert manifest["format"] == 2 and "out/folder" not in manifest["dirs"]
+
+
+def test_a_manifest_without_links_or_modes_is_format_1_and_reads(
+        url: str, tmp_path: Path) -> None:
+    # What every writer before format 2 wrote, and readers before it still read.
+    save(store(url, tmp_path / "a"), "step", "k", {"a.txt": b"a"})
+    manifest = json.loads(fs_cat(url, "entries/step/k.json"))
+    assert manifest["format"] == 1 and not {"links", "executable"} & set(manifest)
+    entry = store(url, tmp_path / "b").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "a.txt").read_text() == "a"
+
+
+@pytest.mark.parametrize("change", [
+    {"files": {"out/folder/evil.txt": ["0" * 32, 0]}},  # a file written through a link
+    {"links": {"out/real": "/tmp"}},  # a link where a folder is
+    {"links": {"../up": "/tmp"}},
+    {"executable": ["out/absent.sh"]},
+])
+def test_a_manifest_that_would_write_through_a_link_is_not_trusted(
+        url: str, tmp_path: Path, change: dict[str, Any]) -> None:
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("step")
+    _tree_with_links(out)
+    writer.save("step", "k", out_dir=out)
+    manifest = json.loads(fs_cat(url, "entries/step/k.json"))
+    for name, value in change.items():
+        manifest[name] = {**manifest[name], **value} if name != "executable" else value
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(f"{url.removeprefix('s3://')}/entries/step/k.json", json.dumps(manifest).encode())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemoteCacheWarning)  # refused, not failed on
+        assert store(url, tmp_path / "b").lookup("step", "k") is None
+
+
+def test_a_broken_link_is_refused_before_the_store_is_asked(url: str, tmp_path: Path) -> None:
+    # It used to fail the save with a FileNotFoundError; the store must stay usable.
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("bad")
+    os.symlink("/nonexistent/target", out / "dangling")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemoteCacheWarning)
+        with pytest.raises(CacheError, match="'out/dangling' is a broken link"):
+            writer.save("bad", "k1", out_dir=out)
+        save(writer, "good", "k2", {"y.txt": b"y"})
+    assert "entries/good/k2.json" in listing(url)
+    assert store(url, tmp_path / "b").lookup("good", "k2") is not None
+
+
 def _damage_blob(url: str, step: str, key: str, name: str) -> None:
     """Change one byte of the blob of ``out/<name>`` in the store, keeping its size."""
     digest = json.loads(fs_cat(url, f"entries/{step}/{key}.json"))["files"][f"out/{name}"][0]

@@ -13,6 +13,7 @@ from typing import Any
 
 from dagnb.cache.entry import _log_record
 from dagnb.cache.pack import RECORD_LIMIT
+from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher, path_digest
 
 
@@ -23,8 +24,23 @@ def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
-            sizes[os.path.join(prefix, os.path.relpath(path, root))] = os.stat(path).st_size
+            relative = os.path.join(prefix, os.path.relpath(path, root))
+            try:
+                sizes[relative] = os.stat(path).st_size
+            except OSError:
+                if os.path.islink(path):
+                    raise _broken_link(path, relative) from None
+                raise
     return sizes
+
+
+def _broken_link(path: str, relative: str) -> CacheError:
+    """A broken link is refused: a hit checks each file through its links (and the
+    runner refuses such outputs before saving, as not files)."""
+    return CacheError(
+        f"{relative!r} is a broken link (to {os.readlink(path)!r}) and cannot be stored; "
+        "remove it, or put the file it names in the output folder"
+    )
 
 
 def _put_back(moved: Path, out: Path) -> None:

@@ -18,7 +18,12 @@ Layout of the remote store::
     <url>/blobs/<digest>               one object per distinct file content (empty
                                        files have none: the manifest says enough)
     <url>/entries/<step>/<key>.json    the manifest: every file of the entry by digest
-                                       and size, and every folder; written last
+                                       and size, every folder, the executable files and
+                                       the links (with their target text); written last
+
+Links stay links, as in the local store (a link to a folder is not a folder of copies),
+and executable files stay executable. A manifest with either is format 2, which readers
+before it refuse (a miss, not a tree without them); one with neither stays format 1.
 
 An upload puts the blobs a store lacks (identical outputs of different steps are stored
 once), then the manifest, created only if absent (S3's ``If-None-Match: *`` through
@@ -75,7 +80,8 @@ __all__ = [
     "push",
 ]
 
-MANIFEST_FORMAT = 1
+MANIFEST_FORMAT = 2  # the newest; a tree with no links or executable files is still 1
+_READABLE_FORMATS = (1, 2)
 RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
@@ -192,6 +198,7 @@ class ObjectStore:
                 return None
             if os.stat(target).st_size != size:
                 return None
+        _restore_modes_and_links(manifest, into)
         return sum(size for _, size in manifest["files"].values())
 
     def _fetch_blob(self, digest: str, target: Path, fetched: dict[str, Path]) -> bool:
@@ -233,16 +240,18 @@ class ObjectStore:
         Returns the bytes sent; 0 when another writer's good entry was already there
         (kept unless ``replace``: a refresh, or a rebuild of an entry found damaged).
         """
-        files, dirs = _entry_files(folder)
+        tree = _entry_tree(folder)
         manifest = {
-            "format": MANIFEST_FORMAT,
+            "format": MANIFEST_FORMAT if tree["links"] or tree["executable"] else 1,
             "step": step,
             "key": key,
             "created": meta.get("created"),
             "expires": meta.get("expires"),
-            "dirs": dirs,
-            "files": {rel: [file_digest(folder / rel), size] for rel, size in files.items()},
+            "dirs": tree["dirs"],
+            "files": {rel: [file_digest(folder / rel), size]
+                      for rel, size in tree["files"].items()},
         }
+        manifest.update({name: tree[name] for name in ("links", "executable") if tree[name]})
         # a refresh or a rebuild sends its blobs again: a blob damaged in the store keeps
         # its name and size, so only sending it mends it
         replace = replace or (step, key) in self.damaged_entries
@@ -322,15 +331,32 @@ def _parse_manifest(raw: bytes, step: str, key: str) -> dict[str, Any] | None:
     try:
         manifest = json.loads(raw)
         ok = (
-            manifest["format"] == MANIFEST_FORMAT
+            manifest["format"] in _READABLE_FORMATS
             and manifest["step"] == step
             and manifest["key"] == key
             and all(_safe(rel) for rel in [*manifest["files"], *manifest["dirs"]])
             and all(_is_blob_ref(ref) for ref in manifest["files"].values())
+            and _links_ok(manifest)
+            and set(manifest.get("executable", [])) <= set(manifest["files"])
         )
     except (ValueError, KeyError, TypeError, AttributeError):
         return None
     return manifest if ok else None
+
+
+def _links_ok(manifest: Mapping[str, Any]) -> bool:
+    """Links at safe paths, with target text, and nothing of the entry at or beneath
+    one: a download never writes through a link (it makes them last, too)."""
+    links = manifest.get("links", {})
+    if not isinstance(links, dict) or not all(
+        _safe(rel) and isinstance(to, str) and to and "\0" not in to for rel, to in links.items()
+    ):
+        return False
+    paths = [*manifest["files"], *manifest["dirs"]]
+    if set(links) & set(paths):
+        return False
+    return not any(str(parent) in links
+                   for path in [*paths, *links] for parent in Path(path).parents)
 
 
 def _is_blob_ref(ref: Any) -> bool:
@@ -353,15 +379,54 @@ def _expired(manifest: Mapping[str, Any], now: float) -> bool:
     return isinstance(expires, (int, float)) and expires <= now
 
 
-def _entry_files(folder: Path) -> tuple[dict[str, int], list[str]]:
-    """(relative file -> size, relative folders) of a local entry."""
-    files, dirs = {}, []
+def _entry_tree(folder: Path) -> dict[str, Any]:
+    """A local entry as the manifest lists it: relative ``files`` -> size, ``dirs``,
+    ``links`` -> target text (a link to a folder is not walked into) and the
+    ``executable`` files."""
+    tree: dict[str, Any] = {"files": {}, "dirs": [], "links": {}, "executable": []}
     for root, subdirs, names in os.walk(folder):
-        dirs += [os.path.relpath(os.path.join(root, d), folder) for d in subdirs]
+        for name in subdirs:
+            path = os.path.join(root, name)
+            if not _add_link(tree, path, folder):
+                tree["dirs"].append(os.path.relpath(path, folder))
         for name in names:
             path = os.path.join(root, name)
-            files[os.path.relpath(path, folder)] = os.stat(path).st_size
-    return files, sorted(dirs)
+            if not _add_link(tree, path, folder):
+                _add_file(tree, path, os.path.relpath(path, folder))
+    tree["dirs"].sort()
+    tree["executable"].sort()
+    return tree
+
+
+def _add_link(tree: dict[str, Any], path: str, folder: Path) -> bool:
+    """List ``path`` as a link if it is one (as the local store keeps it)."""
+    if not os.path.islink(path):
+        return False
+    tree["links"][os.path.relpath(path, folder)] = os.readlink(path)
+    return True
+
+
+def _add_file(tree: dict[str, Any], path: str, relative: str) -> None:
+    status = os.stat(path)
+    tree["files"][relative] = status.st_size
+    if status.st_mode & 0o111:
+        tree["executable"].append(relative)
+
+
+def _restore_modes_and_links(manifest: Mapping[str, Any], into: Path) -> None:
+    """What a format 2 manifest adds to the files: executable bits, then the links
+    (last: nothing is written through one)."""
+    for relative in manifest.get("executable", ()):
+        _make_executable(into / relative)
+    for relative, target in manifest.get("links", {}).items():
+        (into / relative).parent.mkdir(parents=True, exist_ok=True)
+        os.symlink(target, into / relative)
+
+
+def _make_executable(path: Path) -> None:
+    """Executable by whoever may read it, as git checks out a file whose mode is 755."""
+    mode = os.stat(path).st_mode
+    os.chmod(path, mode | (mode & 0o444) >> 2)
 
 
 def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:

@@ -690,7 +690,10 @@ class Store(Housekeeping):
         ``out``, will be its ``out/``."""
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        files = {**_file_sizes(build), **_file_sizes(out, "out")}
+        try:
+            files = {**_file_sizes(build), **_file_sizes(out, "out")}
+        except CacheError as exc:  # (a broken link: name the step it came from)
+            raise CacheError(f"step {step_name!r}: {exc}") from None
         return {
             "format": STORE_FORMAT,
             "step": step_name,

@@ -401,6 +401,10 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+def _deepest_first(item: tuple[str, Any]) -> int:
+    return -len(PurePosixPath(item[0]).parts)
+
+
 def _norm(path: str, workdir: str = "/") -> str:
     return str(PurePosixPath(workdir, path))
 
@@ -509,16 +513,23 @@ class Obj:
         return self.with_entry("files", self.abs(path), spec)
 
     def r_withMountedDirectory(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_entry("mounts", self.abs(path), {"dir": self.engine.load(source).ident})
+        return self.with_mount(self.abs(path), {"dir": self.engine.load(source).ident})
 
     def r_withMountedFile(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_entry("mounts", self.abs(path), {"file": self.engine.load(source).ident})
+        return self.with_mount(self.abs(path), {"file": self.engine.load(source).ident})
 
     def r_withMountedCache(self, path: str, cache: str, owner: str = "",
                            sharing: str = "SHARED", **_: Any) -> Obj:
         key = self.engine.load(cache).state["key"]
         spec = {"cache": key, "owner": owner, "sharing": sharing}
-        return self.with_entry("mounts", self.abs(path), spec)
+        return self.with_mount(self.abs(path), spec)
+
+    def with_mount(self, target: str, spec: dict[str, Any]) -> Obj:
+        """As core/container.go ContainerMounts.With: a new mount drops every mount at
+        or under its target, so a parent mounted after its child hides it."""
+        kept = {path: old for path, old in self.state["mounts"].items()
+                if path != target and not path.startswith(target + "/")}
+        return self.derive(mounts={**kept, target: spec})
 
     def r_withNewFile(self, path: str, contents: str, permissions: int = 0o644, **_: Any) -> Obj:
         return self.with_entry("files", self.abs(path), {"text": contents, "mode": permissions})
@@ -619,14 +630,20 @@ class Obj:
                 target.unlink()
 
     def binds(self) -> dict[str, Path]:
-        """Cache volumes: one host directory per key, shared by every exec."""
+        """Cache volumes: one host directory per key, shared by every exec; and the
+        directories mounted beneath a cache volume (a copy in root would be hidden by
+        the volume's bind, while the engine mounts them over it)."""
         binds = {}
+        caches = [path for path, spec in self.state["mounts"].items() if "cache" in spec]
         for path, spec in self.state["mounts"].items():
             if "cache" in spec:
                 binds[path] = self.engine.workdir / "caches" / spec["cache"]
                 if not binds[path].exists():  # the owner applies when a volume is made
                     binds[path].mkdir(parents=True)
                     _chown(binds[path], spec.get("owner", ""))
+            elif "dir" in spec and any(path.startswith(cache + "/") for cache in caches):
+                binds[path] = self.engine.new_dir("nested-") / "d"
+                self.engine.load(spec["dir"]).materialize(binds[path])
         return binds
 
     def exec_env(self) -> dict[str, str]:
@@ -651,7 +668,7 @@ class Obj:
             return
         ctr = self.engine.load(self.state["ctr"])
         path = self.state["path"]
-        for mount, spec in ctr.state["mounts"].items():
+        for mount, spec in sorted(ctr.state["mounts"].items(), key=_deepest_first):
             if "dir" in spec and (path == mount or path.startswith(mount + "/")):
                 with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
                     self.engine.load(spec["dir"]).materialize(Path(tmp) / "m")

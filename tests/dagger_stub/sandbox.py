@@ -129,10 +129,14 @@ def _run_namespace(
 ) -> ExecResult:
     created: list[Path] = []
     lines = ["set -e"]
-    for target, source in binds.items():
+    # Parents first. A point is made now (so the union with the host below leaves it
+    # alone) and again once its parent is mounted: a directory mounted beneath a cache
+    # volume gets its point inside the volume, as with runc.
+    for target, source in sorted(binds.items(), key=lambda item: item[0].count("/")):
         point = root / target.lstrip("/")
         point.mkdir(parents=True, exist_ok=True)
-        lines.append(f"mount --bind {shlex.quote(str(source))} {shlex.quote(str(point))}")
+        quoted = shlex.quote(str(point))
+        lines.append(f"mkdir -p {quoted} && mount --bind {shlex.quote(str(source))} {quoted}")
     lines += _union_with_host(Path("/"), root, created)
     # `cd` inside the chroot so a missing workdir fails like it would in a container.
     inner = 'cd "$1" || exit 126; shift; exec "$@"'

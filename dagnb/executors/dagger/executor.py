@@ -56,12 +56,29 @@ __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
 
 _TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
 _SIGNALLED = range(128, 192)  # exit codes of a process killed by a signal (137: OOM kill)
-# Engine errors that are about the network rather than the step (a registry hiccup).
+# Engine errors that are about the network rather than the step (a registry hiccup):
+# phrases Go's net, net/http, TLS and registry clients write, never a bare "timeout"
+# or "eof" inside a word (a path "/data/thereof", an image "geoffrey/etl").
 _TRANSIENT_HINT = re.compile(
-    r"timeout|timed out|connection reset|connection refused|temporarily unavailable|"
-    r"too many requests|\b429\b|\b50[234]\b|TLS handshake|i/o timeout|EOF",
+    r"i/o timeout|TLS handshake timeout|Client\.Timeout exceeded|context deadline exceeded|"
+    r"\btimed out\b|connection reset|connection refused|temporarily unavailable|"
+    r"too many requests|unexpected EOF|(?-i:\bEOF\b)|"
+    r"(?:status(?: code)?:?|HTTP(?:/[\d.]+)?)\s+(?:429|50[234])\b|"
+    r"\b(?:429 Too Many|502 Bad Gateway|503 Service Unavailable|504 Gateway Time-?out)",
     re.IGNORECASE,
 )
+# Signals that the step itself is wrong: retrying cannot help, whatever else the
+# message says ("failed to stat /src/timeout_settings.yaml: no such file or directory").
+_PERMANENT_HINT = re.compile(
+    r"no such file or directory|pull access denied|\bnot found\b|\bunauthorized\b|"
+    r"\binvalid\b",
+    re.IGNORECASE,
+)
+
+
+def _network_error(message: str) -> bool:
+    """Whether an engine error's text says the network failed rather than the step."""
+    return not _PERMANENT_HINT.search(message) and bool(_TRANSIENT_HINT.search(message))
 
 
 class DaggerExecutor:
@@ -259,6 +276,6 @@ def _classified(task: Task, exc: Exception, secrets: list[str], dagger: Any) -> 
     if connection.is_transient(exc):
         return TransientError(_mask(f"step {name!r}: lost the Dagger engine: {exc}", secrets))
     message = _mask(str(exc), secrets)
-    if isinstance(exc, dagger.QueryError) and _TRANSIENT_HINT.search(message):
+    if isinstance(exc, dagger.QueryError) and _network_error(message):
         return TransientError(f"step {name!r}: Dagger engine error: {message}")
     return StepFailed(f"step {name!r}: Dagger engine error: {message}", step=name)

@@ -29,7 +29,7 @@ import dataclasses
 import os
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dagnb.cache.mounts import DEFAULT_EXCLUDES, mount_excludes
@@ -60,6 +60,7 @@ __all__ = [
 ]
 
 DEFAULT_IMAGE = "python:3.12-slim"
+_CONTRACT_ROOT = "/dagnb"  # no mount may cover it or sit inside it
 CONTAINER_OUT = "/dagnb/out"
 CONTAINER_IN = "/dagnb/in"
 CONTAINER_PARAMS = "/dagnb/params.json"
@@ -200,12 +201,8 @@ def build_container(
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
     ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty)
-    ctr = _with_mounts(ctr, dag, task)
-    for alias, value in sorted(step.cache_volumes.items()):
-        path, sharing = cache_volume(value)
-        volume = volumes[alias] if volumes else dag.cache_volume(volume_key(task, alias))
-        ctr = ctr.with_mounted_cache(path, volume, owner=_owner(owner),
-                                     sharing=getattr(dagger.CacheSharingMode, sharing))
+    mounts = [*_host_mounts(dag, task), *_cache_mounts(dag, task, dagger, owner, volumes)]
+    ctr = _with_mounts(ctr, task.step, mounts)
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
         for path, text in python_files(step, list(task.inputs)).items():
@@ -280,21 +277,74 @@ def _params_text(task: Task) -> str:
         return json.dumps(dict(task.step.params), sort_keys=True)
 
 
-def _with_mounts(ctr: Any, dag: Any, task: Task) -> Any:
-    for host, target in sorted(task.step.mounts.items()):
+# One mount to make: (target, Container method, source, keyword arguments).
+Mount = tuple[str, str, Any, dict[str, Any]]
+
+
+def _with_mounts(ctr: Any, step: Step, mounts: list[Mount]) -> Any:
+    """Mount parents before their children: the engine drops every mount at or under a
+    new mount's target (core/container.go ContainerMounts.With), so ``/work`` mounted
+    after ``/work/data`` would hide it."""
+    _check_targets(step, [target for target, *_ in mounts])
+    for target, method, source, options in sorted(mounts, key=lambda m: _parents_first(m[0])):
+        ctr = getattr(ctr, method)(target, source, **options)
+    return ctr
+
+
+def _parents_first(target: str) -> tuple[int, str]:
+    path = PurePosixPath(target)
+    return len(path.parts), str(path)
+
+
+def _check_targets(step: Step, targets: list[str]) -> None:
+    """No two mounts at one path (the later would replace the earlier), none over or
+    under the contract's folder (it would hide ``$DAGNB_OUT``, ``$DAGNB_IN`` or the
+    params, or be hidden by them)."""
+    seen: set[PurePosixPath] = set()
+    for target in targets:
+        path = PurePosixPath(target)
+        contract = PurePosixPath(_CONTRACT_ROOT)
+        if path == contract or contract in path.parents or path in contract.parents:
+            raise InvalidStepError(
+                f"step {step.name!r}: mount target {target!r} overlaps {_CONTRACT_ROOT!r}, "
+                "where dagnb puts $DAGNB_OUT, $DAGNB_IN and the params; mount it elsewhere"
+            )
+        if path in seen:
+            raise InvalidStepError(
+                f"step {step.name!r}: two mounts or cache volumes target {target!r}; the "
+                "engine keeps only the last, so give each its own path"
+            )
+        seen.add(path)
+
+
+def _host_mounts(dag: Any, task: Task) -> list[Mount]:
+    mounts = []
+    for host, target in task.step.mounts.items():
         path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
         if path.is_dir():
             folder = dag.host().directory(str(path), exclude=host_excludes(task.step, path),
                                           no_cache=True)
-            ctr = ctr.with_mounted_directory(target, folder, read_only=True)
+            mounts.append((target, "with_mounted_directory", folder, {"read_only": True}))
         elif path.is_file():
-            ctr = ctr.with_mounted_file(target, dag.host().file(str(path), no_cache=True))
+            source = dag.host().file(str(path), no_cache=True)
+            mounts.append((target, "with_mounted_file", source, {}))
         else:
             raise InvalidStepError(
                 f"step {task.step.name!r}: mount source {host!r} does not exist (looked for "
                 f"{str(path)!r}); give a file or directory relative to {str(task.base_dir)!r}"
             )
-    return ctr
+    return mounts
+
+
+def _cache_mounts(dag: Any, task: Task, dagger: Any, owner: str,
+                  volumes: Mapping[str, Any] | None) -> list[Mount]:
+    mounts = []
+    for alias, value in task.step.cache_volumes.items():
+        path, sharing = cache_volume(value)
+        volume = volumes[alias] if volumes else dag.cache_volume(volume_key(task, alias))
+        options = {"owner": _owner(owner), "sharing": getattr(dagger.CacheSharingMode, sharing)}
+        mounts.append((path, "with_mounted_cache", volume, options))
+    return mounts
 
 
 def host_excludes(step: Step, folder: Path) -> list[str]:
