@@ -75,3 +75,52 @@ def test_a_step_name_given_twice_is_an_error_with_its_line() -> None:
     text = "steps:\n  a: {run: 'true'}\n  a: {run: 'false'}\n"
     with pytest.raises(WorkflowError, match=r"line 3: YAML does not parse \('a' is given twice"):
         loads(text)
+
+
+_POINT_MODULE = """\
+import dataclasses
+import os
+with open(os.path.join(os.path.dirname(__file__), "imports.log"), "a") as log:
+    log.write("imported\\n")  # a side effect: it must happen once per process
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def make():
+    return Point(1, 2)
+
+
+def use(make):
+    assert isinstance(make, Point), f"{type(make)} is not this module's Point"
+    return make.x + make.y
+"""
+
+
+def _point_workflow(folder: Path) -> Path:
+    (folder / "steps.py").write_text(_POINT_MODULE)
+    (folder / "wf.yml").write_text("steps:\n  make: {python: 'steps.py:make'}\n"
+                                   "  use: {python: 'steps.py:use', needs: [make]}\n")
+    return folder / "wf.yml"
+
+
+def test_a_python_steps_module_is_imported_once_and_its_classes_pass_between_steps(
+        workdir: Path) -> None:
+    graph = dagnb.load(_point_workflow(workdir))
+    assert dagnb.load(workdir / "wf.yml")["use"].func is graph["use"].func
+    run = graph.run(executor="local")
+    assert run.states() == {"make": "succeeded", "use": "succeeded"}, run.status_rows()
+    assert (workdir / "imports.log").read_text() == "imported\n"
+    again = dagnb.load(workdir / "wf.yml").run(executor="local")  # cached: it pickled
+    assert again.states() == {"make": "cached", "use": "cached"}
+
+
+def test_a_python_steps_module_edited_between_loads_is_imported_again(workdir: Path) -> None:
+    first = dagnb.load(_point_workflow(workdir))["make"].func
+    (workdir / "steps.py").write_text(_POINT_MODULE.replace("Point(1, 2)", "Point(3, 4)"))
+    second = dagnb.load(workdir / "wf.yml")["make"].func
+    assert (first().x, second().x) == (1, 3)
+    assert (workdir / "imports.log").read_text() == "imported\nimported\n"
