@@ -124,3 +124,27 @@ def test_a_python_steps_module_edited_between_loads_is_imported_again(workdir: P
     second = dagnb.load(workdir / "wf.yml")["make"].func
     assert (first().x, second().x) == (1, 3)
     assert (workdir / "imports.log").read_text() == "imported\nimported\n"
+
+
+def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() -> None:
+    graph = loads(
+        "defaults:\n"
+        "  retries: {max_retries: 2, backoff_factor: 0.01}\n"
+        "  env: {PYTHONUNBUFFERED: '1', REGION: eu}\n"
+        "  params: {rows: 10, seed: 1}\n"
+        "steps:\n"
+        "  plain: {run: 'true'}\n"
+        "  tuned: {run: 'true', retries: {jitter: 0}, env: {REGION: us, EXTRA: x}}\n"
+        "  counted: {run: 'true', retries: 5, params: {seed: 2}}\n")
+    assert graph["plain"].retries == {"max_retries": 2, "backoff_factor": 0.01}
+    assert graph["tuned"].retries == {"max_retries": 2, "backoff_factor": 0.01, "jitter": 0}
+    assert dict(graph["tuned"].env) == {"PYTHONUNBUFFERED": "1", "REGION": "us", "EXTRA": "x"}
+    assert graph["counted"].retries == {"max_retries": 5, "backoff_factor": 0.01}
+    assert dict(graph["counted"].params) == {"rows": 10, "seed": 2}
+
+
+def test_a_retries_count_over_a_default_count_stays_a_count() -> None:
+    graph = loads("defaults: {retries: 2}\nsteps:\n  a: {run: 'true', retries: 3}\n"
+                  "  b: {run: 'true', retries: {jitter: 0}}\n")
+    assert graph["a"].retries == 3
+    assert graph["b"].retries == {"max_retries": 2, "jitter": 0}

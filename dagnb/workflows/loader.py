@@ -5,6 +5,7 @@ Format::
     name: example                 # optional, defaults to the file name
     description: what it does     # optional
     defaults:                     # optional; any step field, applied where a step is silent
+                                  # (a mapping such as env or retries: key by key)
       image: python:3.12-slim
       timeout: 10m
     steps:                        # a mapping of step name -> fields (order is kept)
@@ -224,13 +225,42 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     for name, fields in _step_items(data.get("steps"), source):
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
-        merged = {**defaults, **fields}
+        merged = _over_defaults(fields, defaults)
         if PYTHON_KEY in merged:  # a Python step: its function from the module beside
             where = f"{source}: step {name!r}"
             merged["func"] = import_function(merged.pop(PYTHON_KEY), base_dir or Path.cwd(),
                                              where)
         graph.add(_make_step(name, merged, source))
     return graph
+
+
+# Fields whose value is a mapping: a step's own entries are added to the defaults' (the
+# step's win), as the config file's settings layer, rather than replacing them all.
+_MAPPING_FIELDS = ("env", "params", "mounts", "cache_volumes", "retries")
+
+
+def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's fields over the defaults: a mapping merges key by key, the rest replaces."""
+    merged = {**defaults, **fields}
+    for key in _MAPPING_FIELDS:
+        if key in fields and key in defaults:
+            merged[key] = _merged(defaults[key], fields[key], key)
+    return merged
+
+
+def _merged(default: Any, own: Any, key: str) -> Any:
+    """``own`` over ``default`` when both are mappings; a retries count is max_retries
+    (so ``retries: 3`` over ``{backoff_factor: 2}`` keeps the factor)."""
+    if key == "retries" and (isinstance(default, Mapping) or isinstance(own, Mapping)):
+        default, own = _retry_settings(default), _retry_settings(own)
+    if isinstance(default, Mapping) and isinstance(own, Mapping):
+        return {**default, **own}
+    return own
+
+
+def _retry_settings(value: Any) -> Any:
+    is_count = isinstance(value, int) and not isinstance(value, bool)
+    return {"max_retries": value} if is_count else value
 
 
 def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
