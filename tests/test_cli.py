@@ -504,3 +504,14 @@ def test_a_folder_with_one_entry_like_child_among_a_users_files_is_no_cache(tmp_
     done = dagnb("cache", "verify", "--cache-dir", "v", cwd=tmp_path)
     assert done.returncode == 2 and (experiments / "plots" / "fig.png").exists()
     assert not (tmp_path / "v" / ".damaged").exists()
+
+
+def test_validate_explain_shows_a_python_step_as_written(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "wf.yml").write_text("workflow_defaults: {timeout_seconds: 60}\nsteps:\n"
+                                     "  - {name: a, python: 'steps.py:f'}\n"
+                                     "  - {name: b, command: echo hi, depends_on: [a]}\n")
+    result = dagnb("validate", "--explain", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  a:\n    python: steps.py:f\n    timeout: 60.0\n" in result.stdout
+    assert "  b:\n    run: echo hi\n" in result.stdout

@@ -317,9 +317,18 @@ def explain(path: str | Path) -> str:
     """What loading ``path`` rewrites (one line per alias), then the file in dagnb's spelling."""
     graph = load(path)  # first: a bad file raises here, naming the problem
     data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
-    notes = canonical_workflow(data, str(path)).notes
+    canonical = canonical_workflow(data, str(path))
+    notes = canonical.notes
     said = "\n".join(f"# {note}" for note in notes) if notes else "# already in dagnb's spelling"
-    return f"{said}\n{dump(graph)}"
+    return f"{said}\n{_yaml_text(graph_to_dict(graph, _python_references(canonical.data)))}"
+
+
+def _python_references(data: Mapping[str, Any]) -> dict[str, str]:
+    """Step name -> ``FILE.py:FUNCTION`` as the (loaded, so valid) file writes it."""
+    default = (data.get("defaults") or {}).get(PYTHON_KEY)
+    found = {name: fields.get(PYTHON_KEY, default)
+             for name, fields in _step_items(data.get("steps"), "")}
+    return {name: str(ref) for name, ref in found.items() if ref is not None}
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -351,6 +360,10 @@ def _fields_of(step: Step) -> dict[str, Any]:
     return data
 
 
+def _yaml_text(data: Mapping[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+
+
 def dump(graph: Graph, path: str | Path | None = None) -> str:
     """YAML text for ``graph``; also written to ``path`` when given (with the module of its
     Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
@@ -358,10 +371,7 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
     secrets = {name for step in graph for name in step.secrets}
     refs = (write_module(functions, Path(path), secrets) if functions and path is not None
             else {})
-    text = yaml.dump(
-        graph_to_dict(graph, refs), Dumper=_BlockDumper, sort_keys=False,
-        default_flow_style=False,
-    )
+    text = _yaml_text(graph_to_dict(graph, refs))
     if path is not None:
         try:
             Path(path).write_text(text, encoding="utf-8")
