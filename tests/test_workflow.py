@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 import dagnb
-from dagnb import WorkflowError
-from dagnb.workflows.loader import dump, loads
+from dagnb import Step, WorkflowError
+from dagnb.errors import InvalidStepError
+from dagnb.workflows.loader import dump, graph_from_dict, loads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -148,3 +150,42 @@ def test_a_retries_count_over_a_default_count_stays_a_count() -> None:
                   "  b: {run: 'true', retries: {jitter: 0}}\n")
     assert graph["a"].retries == 3
     assert graph["b"].retries == {"max_retries": 2, "jitter": 0}
+
+
+def test_env_and_argv_booleans_are_true_and_false_and_numbers_keep_their_text() -> None:
+    graph = loads("steps:\n  a:\n    env: {DEBUG: true, QUIET: False, N: 1.5, COUNT: 10}\n"
+                  "    run: [echo, true, 2, 0.5, 'null']\n")
+    assert dict(graph["a"].env) == {"DEBUG": "true", "QUIET": "false", "N": "1.5", "COUNT": "10"}
+    assert graph["a"].run == ("echo", "true", "2", "0.5", "null")
+    assert dict(Step("b", run="true", env={"A": 1, "B": True}).env) == {"A": "1", "B": "true"}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ("env: {PY_VERSION: 3.10}", 'env PY_VERSION: 3.10 reads as the number 3.1 in YAML; '
+                                'quote it: "3.10"'),
+    ("env: {UMASK: 0022}", 'env UMASK: 0022 reads as the number 18 in YAML; quote it: "0022"'),
+    ("environment: {DEBUG: yes}", 'environment DEBUG: yes reads as true in YAML; quote it: '
+                                  '"yes"'),
+    ("env: {FOO: null}", 'env FOO is null; give a string, e.g. ""'),
+    ("env: {FOO: }", 'env FOO is null; give a string'),
+    ("run: [chmod, 0755, f]", 'run[1]: 0755 reads as the number 493 in YAML; quote it: "0755"'),
+    ("run: [echo, off]", 'run[1]: off reads as false in YAML; quote it: "off"'),
+    ("run: [echo, ~]", 'run[1] is null; give a string'),
+])
+def test_an_env_value_or_argv_item_yaml_reads_as_another_value_is_refused(
+        fields: str, message: str) -> None:
+    command = "" if fields.startswith("run:") else "\n    run: 'true'"
+    with pytest.raises(WorkflowError, match=r"^wf\.yml: step 'a': " + re.escape(message)):
+        loads(f"steps:\n  a:\n    {fields}{command}\n", source="wf.yml")
+
+
+def test_a_misread_value_in_the_defaults_names_the_defaults() -> None:
+    with pytest.raises(WorkflowError, match=r"wf\.yml: defaults: env V: 1\.10 reads as the "):
+        loads("defaults: {env: {V: 1.10}}\nsteps:\n  a: {run: 'true'}\n", source="wf.yml")
+
+
+def test_a_null_argv_item_from_data_is_refused() -> None:
+    with pytest.raises(WorkflowError, match=r"step 'a': run\[1\] is null; give a string"):
+        graph_from_dict({"steps": {"a": {"run": ["echo", None]}}})
+    with pytest.raises(InvalidStepError, match=r"step 'a': env FOO is null; give a string"):
+        Step("a", run="true", env={"FOO": None})

@@ -125,11 +125,22 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
             raise InvalidStepError(
                 f"step {step!r}: env name {key!r} is not a variable name"
             ) from None
+        if value is None:
+            raise InvalidStepError(f"step {step!r}: env {key} is null; give a string, e.g. "
+                                   f"{key}: \"\"")
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidStepError(
                 f"step {step!r}: env {key}={value!r} must be a string or a number"
             )
-    return MappingProxyType({k: str(v) for k, v in env.items()})
+    return MappingProxyType({k: variable_text(v) for k, v in env.items()})
+
+
+def variable_text(value: str | int | float | bool) -> str:
+    """A plain value as a variable's text: a bool as ``true``/``false``, as JSON and the
+    ``DAGNB_PARAM_*`` variables write it, not Python's ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:
