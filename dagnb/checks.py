@@ -379,6 +379,18 @@ def duration(value: Any) -> float | None:
     return seconds
 
 
+LINE_LIMIT = 500  # characters of one line of a step's output shown in an error
+
+
+def bounded_line(line: str, limit: int = LINE_LIMIT) -> str:
+    """``line`` cut to ``limit`` characters, saying how many more the step's logs hold
+    (one line of a step's stderr can be megabytes). Cut only masked text: a cut secret
+    is no longer masked."""
+    if len(line) <= limit:
+        return line
+    return f"{line[:limit]}… ({len(line) - limit} characters more; see the step's logs)"
+
+
 def short_repr(value: Any, limit: int = 200) -> str:
     """``repr(value)`` cut to ``limit`` characters (one that raises: its type's name),
     for messages and key descriptions."""

@@ -119,6 +119,46 @@ def test_progress_bar_on_a_terminal_redraws_one_line(tmp_path: Path,
     assert screen.getvalue().count("\n") == 1  # one line, redrawn in place
 
 
+def test_a_progress_bar_update_that_comes_too_soon_is_drawn_when_the_interval_ends() -> None:
+    import io
+
+    from dagnb.runtime.events import EventLog
+    from dagnb.testing import Clock
+    from dagnb.views.progress import ProgressPrinter
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    class Timers(list):
+        def __call__(self, delay, func):
+            self.append((delay, func))
+            return self
+
+        def cancel(self) -> None:
+            self.clear()
+
+    clock, timers, screen, events = Clock(now=50.0), Timers(), Terminal(), EventLog()
+    printer = ProgressPrinter(screen, min_interval=0.1, clock=clock, later=timers)
+    printer.on_event(events.emit("run", None, state="started", steps=2))
+    printer.on_event(events.emit("state", "a", 1, state="running"))
+    clock.now += 0.01
+    printer.on_event(events.emit("state", "a", 1, state="succeeded"))
+    printer.on_event(events.emit("state", "train", 1, state="running"))  # then a long wait
+    assert screen.getvalue().split("\r")[-1].startswith("[" + "." * 24 + "] 0/2 a ")
+    delay, redraw = timers.pop()
+    assert delay == pytest.approx(0.09) and not timers
+    clock.now += delay
+    redraw()
+    assert screen.getvalue().split("\r")[-1].startswith("[" + "#" * 12 + "." * 12 + "] 1/2 train")
+    clock.now += 0.01
+    printer.on_event(events.emit("state", "train", 1, state="succeeded"))
+    assert timers  # a redraw for later, which the end of the run makes needless
+    printer.finish()
+    assert not timers and screen.getvalue().split("\r")[-1].startswith("[" + "#" * 24 + "] 2/2")
+    assert screen.getvalue().count("\n") == 1
+
+
 def test_only_failed_reruns_the_last_failures_read_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -504,3 +544,14 @@ def test_a_folder_with_one_entry_like_child_among_a_users_files_is_no_cache(tmp_
     done = dagnb("cache", "verify", "--cache-dir", "v", cwd=tmp_path)
     assert done.returncode == 2 and (experiments / "plots" / "fig.png").exists()
     assert not (tmp_path / "v" / ".damaged").exists()
+
+
+def test_validate_explain_shows_a_python_step_as_written(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "wf.yml").write_text("workflow_defaults: {timeout_seconds: 60}\nsteps:\n"
+                                     "  - {name: a, python: 'steps.py:f'}\n"
+                                     "  - {name: b, command: echo hi, depends_on: [a]}\n")
+    result = dagnb("validate", "--explain", "wf.yml", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "  a:\n    python: steps.py:f\n    timeout: 60.0\n" in result.stdout
+    assert "  b:\n    run: echo hi\n" in result.stdout

@@ -313,6 +313,21 @@ def test_a_workflow_file_runs_python_steps_on_dask(on_dask):
     assert run.result("where") != os.getpid()
 
 
+def test_a_workflow_steps_modules_class_passes_between_steps_on_dask(on_dask):
+    # registered in sys.modules (so pickle finds its classes), the module is still one a
+    # worker cannot import: its code travels with the function
+    (on_dask / "steps.py").write_text(
+        "class Point:\n    def __init__(self, x):\n        self.x = x\n\n"
+        "def make():\n    return Point(2)\n\n"
+        "def use(make):\n    assert isinstance(make, Point), type(make)\n    return make.x\n")
+    (on_dask / "flow.yml").write_text(
+        "defaults: {executor: dask}\nsteps:\n  make: {python: 'steps.py:make'}\n"
+        "  use: {python: 'steps.py:use', needs: [make]}\n")
+    run = load(on_dask / "flow.yml").run()
+    assert run.states() == {"make": "succeeded", "use": "succeeded"}, run.status()
+    assert run.result("use") == 2
+
+
 def test_a_workflow_file_with_a_shell_step_on_dask_is_refused(workdir):
     (workdir / "flow.yml").write_text("steps:\n  build:\n    run: make\n    executor: dask\n")
     with pytest.raises(WorkflowError, match="executor='dask' runs Python functions only"):

@@ -111,6 +111,9 @@ def test_select_targets_with_upstream_tags_and_failed() -> None:
     assert graph.select() == graph.order()
     with pytest.raises(StepNotFoundError, match=r"no step has tag \['nope'\]"):
         graph.select(tags="nope")
+    with pytest.raises(StepNotFoundError, match=r"no step has tag \['slwo'\]; did you mean "
+                                                 r"'slow'\?$"):
+        graph.select(tags=["slow", "slwo"])  # a typo beside a good tag is no quiet subset
 
 
 def test_function_steps_infer_needs_from_parameters() -> None:

@@ -387,3 +387,21 @@ def test_validate_explain_refuses_a_notebook_in_one_line(tmp_path, capsys):
           '"nbformat_minor": 5}')
     assert main(["validate", "--explain", str(tmp_path / "analysis.ipynb")]) == 2
     assert "--explain reads workflow YAML" in capsys.readouterr().err
+
+
+def test_workflow_defaults_retries_merge_with_a_steps_own_and_explain_shows_it(
+        tmp_path, capsys):
+    write(tmp_path / "flow.yml", "workflow_defaults:\n  max_retries: 2\n"
+          "  environment: {REGION: eu}\nsteps:\n"
+          "  - {name: plain, command: exit 1}\n"
+          "  - {name: tuned, command: exit 1, retry_backoff_factor: 0.01,"
+          " environment: {EXTRA: x}}\n")
+    graph = dagnb.load(tmp_path / "flow.yml")
+    assert graph["tuned"].retries == {"max_retries": 2, "backoff_factor": 0.01}
+    assert dict(graph["tuned"].env) == {"REGION": "eu", "EXTRA": "x"}
+    run = graph.run(executor="local", cache=False, sleep=Sleeps())
+    assert attempts(run, "plain") == attempts(run, "tuned") == 3
+    assert main(["validate", "--explain", str(tmp_path / "flow.yml")]) == 0
+    out = capsys.readouterr().out
+    assert "retries:\n      max_retries: 2\n      backoff_factor: 0.01" in out
+    assert "env:\n      REGION: eu\n      EXTRA: x" in out

@@ -97,6 +97,27 @@ def test_failure_skips_dependents_and_independent_branches_finish() -> None:
     assert not result.ok and result.failed == ["bad"]
 
 
+def test_an_errors_line_is_bounded_and_says_how_much_more_the_logs_hold() -> None:
+    def huge() -> None:
+        raise ValueError("v" * 100_000)
+
+    graph = Graph("long", [
+        Step("shell", run="python3 -c \"import sys; sys.stderr.write('x' * 200000 + '\\n')\"; "
+                          "exit 1"),
+        Step("python", func=huge),
+    ])
+    result = run(graph)
+    rows = result.status_rows()
+    assert rows["shell"]["error"] == ("exit code 1: " + "x" * 500 + "… (199500 characters "
+                                      "more; see the step's logs)")
+    assert rows["python"]["error"].startswith("ValueError: " + "v" * 100)
+    assert len(rows["python"]["error"]) < 700 and "characters more" in rows["python"]["error"]
+    with pytest.raises(dagnb.RunFailed) as failed:
+        result.raise_for_status()
+    assert max(map(len, failed.value.details)) < 700
+    assert len(result.logs("shell", stream="stderr")["line"][0]) == 200_000  # all kept
+
+
 def test_python_exception_is_a_failed_step_with_its_traceback_in_stderr() -> None:
     graph = Graph("exc")
 

@@ -34,6 +34,16 @@ def test_params_must_be_json() -> None:
         Step("a", run="true", params={"when": object()})
 
 
+@pytest.mark.parametrize(("first", "second", "variable"), [
+    ("x", "X", "DAGNB_PARAM_X"), ("a-b", "a_b", "DAGNB_PARAM_A_B"),
+])
+def test_two_params_that_make_one_variable_are_refused(first, second, variable) -> None:
+    with pytest.raises(InvalidStepError, match=(
+            rf"^step 'a': params '{first}' and '{second}' both become \${variable}; "
+            "rename one of them$")):
+        Step("a", run="true", params={first: 1, second: 2})
+
+
 def test_env_names_and_values_are_checked() -> None:
     with pytest.raises(InvalidStepError, match=r"env name 'BAD-NAME' is not a variable name"):
         Step("a", run="true", env={"BAD-NAME": "1"})

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 
 import dagnb
-from dagnb import WorkflowError
-from dagnb.workflows.loader import dump, loads
+from dagnb import Step, WorkflowError
+from dagnb.errors import InvalidStepError
+from dagnb.workflows.loader import dump, graph_from_dict, loads
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -75,3 +77,115 @@ def test_a_step_name_given_twice_is_an_error_with_its_line() -> None:
     text = "steps:\n  a: {run: 'true'}\n  a: {run: 'false'}\n"
     with pytest.raises(WorkflowError, match=r"line 3: YAML does not parse \('a' is given twice"):
         loads(text)
+
+
+_POINT_MODULE = """\
+import dataclasses
+import os
+with open(os.path.join(os.path.dirname(__file__), "imports.log"), "a") as log:
+    log.write("imported\\n")  # a side effect: it must happen once per process
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+    y: int
+
+
+def make():
+    return Point(1, 2)
+
+
+def use(make):
+    assert isinstance(make, Point), f"{type(make)} is not this module's Point"
+    return make.x + make.y
+"""
+
+
+def _point_workflow(folder: Path) -> Path:
+    (folder / "steps.py").write_text(_POINT_MODULE)
+    (folder / "wf.yml").write_text("steps:\n  make: {python: 'steps.py:make'}\n"
+                                   "  use: {python: 'steps.py:use', needs: [make]}\n")
+    return folder / "wf.yml"
+
+
+def test_a_python_steps_module_is_imported_once_and_its_classes_pass_between_steps(
+        workdir: Path) -> None:
+    graph = dagnb.load(_point_workflow(workdir))
+    assert dagnb.load(workdir / "wf.yml")["use"].func is graph["use"].func
+    run = graph.run(executor="local")
+    assert run.states() == {"make": "succeeded", "use": "succeeded"}, run.status_rows()
+    assert (workdir / "imports.log").read_text() == "imported\n"
+    again = dagnb.load(workdir / "wf.yml").run(executor="local")  # cached: it pickled
+    assert again.states() == {"make": "cached", "use": "cached"}
+
+
+def test_a_python_steps_module_edited_between_loads_is_imported_again(workdir: Path) -> None:
+    first = dagnb.load(_point_workflow(workdir))["make"].func
+    (workdir / "steps.py").write_text(_POINT_MODULE.replace("Point(1, 2)", "Point(3, 4)"))
+    second = dagnb.load(workdir / "wf.yml")["make"].func
+    assert (first().x, second().x) == (1, 3)
+    assert (workdir / "imports.log").read_text() == "imported\nimported\n"
+
+
+def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() -> None:
+    graph = loads(
+        "defaults:\n"
+        "  retries: {max_retries: 2, backoff_factor: 0.01}\n"
+        "  env: {PYTHONUNBUFFERED: '1', REGION: eu}\n"
+        "  params: {rows: 10, seed: 1}\n"
+        "steps:\n"
+        "  plain: {run: 'true'}\n"
+        "  tuned: {run: 'true', retries: {jitter: 0}, env: {REGION: us, EXTRA: x}}\n"
+        "  counted: {run: 'true', retries: 5, params: {seed: 2}}\n")
+    assert graph["plain"].retries == {"max_retries": 2, "backoff_factor": 0.01}
+    assert graph["tuned"].retries == {"max_retries": 2, "backoff_factor": 0.01, "jitter": 0}
+    assert dict(graph["tuned"].env) == {"PYTHONUNBUFFERED": "1", "REGION": "us", "EXTRA": "x"}
+    assert graph["counted"].retries == {"max_retries": 5, "backoff_factor": 0.01}
+    assert dict(graph["counted"].params) == {"rows": 10, "seed": 2}
+
+
+def test_a_retries_count_over_a_default_count_stays_a_count() -> None:
+    graph = loads("defaults: {retries: 2}\nsteps:\n  a: {run: 'true', retries: 3}\n"
+                  "  b: {run: 'true', retries: {jitter: 0}}\n")
+    assert graph["a"].retries == 3
+    assert graph["b"].retries == {"max_retries": 2, "jitter": 0}
+
+
+def test_env_and_argv_booleans_are_true_and_false_and_numbers_keep_their_text() -> None:
+    graph = loads("steps:\n  a:\n    env: {DEBUG: true, QUIET: False, N: 1.5, COUNT: 10}\n"
+                  "    run: [echo, true, 2, 0.5, 'null']\n")
+    assert dict(graph["a"].env) == {"DEBUG": "true", "QUIET": "false", "N": "1.5", "COUNT": "10"}
+    assert graph["a"].run == ("echo", "true", "2", "0.5", "null")
+    assert dict(Step("b", run="true", env={"A": 1, "B": True}).env) == {"A": "1", "B": "true"}
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ("env: {PY_VERSION: 3.10}", 'env PY_VERSION: 3.10 reads as the number 3.1 in YAML; '
+                                'quote it: "3.10"'),
+    ("env: {UMASK: 0022}", 'env UMASK: 0022 reads as the number 18 in YAML; quote it: "0022"'),
+    ("environment: {DEBUG: yes}", 'environment DEBUG: yes reads as true in YAML; quote it: '
+                                  '"yes"'),
+    ("env: {FOO: null}", 'env FOO is null; give a string, e.g. ""'),
+    ("env: {FOO: }", 'env FOO is null; give a string'),
+    ("run: [chmod, 0755, f]", 'run[1]: 0755 reads as the number 493 in YAML; quote it: "0755"'),
+    ("run: [echo, off]", 'run[1]: off reads as false in YAML; quote it: "off"'),
+    ("run: [echo, ~]", 'run[1] is null; give a string'),
+])
+def test_an_env_value_or_argv_item_yaml_reads_as_another_value_is_refused(
+        fields: str, message: str) -> None:
+    command = "" if fields.startswith("run:") else "\n    run: 'true'"
+    with pytest.raises(WorkflowError, match=r"^wf\.yml: step 'a': " + re.escape(message)):
+        loads(f"steps:\n  a:\n    {fields}{command}\n", source="wf.yml")
+
+
+def test_a_misread_value_in_the_defaults_names_the_defaults() -> None:
+    with pytest.raises(WorkflowError, match=r"wf\.yml: defaults: env V: 1\.10 reads as the "):
+        loads("defaults: {env: {V: 1.10}}\nsteps:\n  a: {run: 'true'}\n", source="wf.yml")
+
+
+def test_a_null_argv_item_from_data_is_refused() -> None:
+    with pytest.raises(WorkflowError, match=r"step 'a': run\[1\] is null; give a string"):
+        graph_from_dict({"steps": {"a": {"run": ["echo", None]}}})
+    with pytest.raises(InvalidStepError, match=r"step 'a': env FOO is null; give a string"):
+        Step("a", run="true", env={"FOO": None})

@@ -142,6 +142,7 @@ def _payload(task: Task) -> bytes:
         "is_async": step.is_async,
     }
     try:
+        _send_by_value(step.func)
         return _dumps((step.func, kwargs, spec))
     except Exception as exc:
         raise StepFailed(
@@ -150,6 +151,24 @@ def _payload(task: Task) -> bytes:
             "locks and connections inside the step instead of passing or capturing them",
             step=step.name,
         ) from exc
+
+
+def _send_by_value(func: Any) -> None:
+    """Have cloudpickle send the code of ``func``'s module, and of its classes, when a
+    worker could not import it: a module loaded from its file under a name no finder
+    knows (a workflow's ``python:`` steps module) is pickled by reference otherwise."""
+    import importlib.machinery
+
+    import cloudpickle
+
+    name = getattr(func, "__module__", None)
+    module = sys.modules.get(name) if isinstance(name, str) and "." not in name else None
+    if module is None or name == "__main__":
+        return
+    finders = (importlib.machinery.BuiltinImporter, importlib.machinery.FrozenImporter,
+               importlib.machinery.PathFinder)
+    if not any(finder.find_spec(name) for finder in finders):
+        cloudpickle.register_pickle_by_value(module)
 
 
 def _dumps(value: Any) -> bytes:

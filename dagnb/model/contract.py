@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dagnb.errors import SecretError
-from dagnb.model.step import Step
+from dagnb.model.step import Step, param_env_name
 
 __all__ = [
     "contract_env",
@@ -19,11 +18,6 @@ __all__ = [
     "resolve_secrets",
     "write_params",
 ]
-
-
-def param_env_name(name: str) -> str:
-    """``DAGNB_PARAM_<NAME>``: upper case, anything but letters and digits as '_'."""
-    return "DAGNB_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
 def _param_text(value: Any) -> str:

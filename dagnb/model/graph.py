@@ -286,15 +286,23 @@ class Graph:
             tags = [tags]
         chosen = [self._known(t) for t in targets or ()]
         if tags:
-            tagged = [s.name for s in self._steps.values() if set(tags) & set(s.tags)]
-            if not tagged:
-                raise StepNotFoundError(f"no step has tag {sorted(tags)!r}; check the step tags")
-            chosen += tagged
+            self._check_tags(tags)
+            chosen += [s.name for s in self._steps.values() if set(tags) & set(s.tags)]
         if only_failed:
             chosen += self._unfinished_of_last_run()
         if targets is None and not tags and not only_failed:
             chosen = list(self._steps)
         return chosen
+
+    def _check_tags(self, tags: Iterable[str]) -> None:
+        """Every tag asked for is some step's: a mistyped one beside a good one would
+        quietly select less."""
+        known = {tag for step in self._steps.values() for tag in step.tags}
+        unknown = sorted(set(tags) - known)
+        if unknown:
+            listed = f"the steps' tags are {sorted(known)!r}" if known else "no step has tags"
+            hint = checks.did_you_mean(unknown[0], known, otherwise=listed)
+            raise StepNotFoundError(f"no step has tag {unknown!r}; {hint}")
 
     def _unfinished_of_last_run(self) -> list[str]:
         from dagnb.runtime.history import unfinished

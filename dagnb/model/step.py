@@ -103,11 +103,22 @@ def _must(check: Callable[..., Any], value: Any, what: str, **options: Any) -> N
         raise InvalidStepError(f"{what} must be {bad.expected}") from None
 
 
+def param_env_name(name: str) -> str:
+    """``DAGNB_PARAM_<NAME>``: upper case, anything but letters and digits as '_'."""
+    return "DAGNB_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
+
+
 def _check_params(params: Mapping[str, Any], step: str) -> None:
+    named: dict[str, str] = {}  # variable -> the param it holds: one each, none overwritten
     for key in params:
         if not isinstance(key, str):  # it becomes DAGNB_PARAM_<NAME>: a name, not a number
             raise InvalidStepError(f"step {step!r}: param name {key!r} is not text; "
                                    f"quote it: '{key}'")
+        variable = param_env_name(key)
+        if variable in named:
+            raise InvalidStepError(f"step {step!r}: params {named[variable]!r} and {key!r} "
+                                   f"both become ${variable}; rename one of them")
+        named[variable] = key
     try:
         json.dumps(dict(params), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
@@ -125,11 +136,22 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
             raise InvalidStepError(
                 f"step {step!r}: env name {key!r} is not a variable name"
             ) from None
+        if value is None:
+            raise InvalidStepError(f"step {step!r}: env {key} is null; give a string, e.g. "
+                                   f"{key}: \"\"")
         if not isinstance(value, (str, int, float, bool)):
             raise InvalidStepError(
                 f"step {step!r}: env {key}={value!r} must be a string or a number"
             )
-    return MappingProxyType({k: str(v) for k, v in env.items()})
+    return MappingProxyType({k: variable_text(v) for k, v in env.items()})
+
+
+def variable_text(value: str | int | float | bool) -> str:
+    """A plain value as a variable's text: a bool as ``true``/``false``, as JSON and the
+    ``DAGNB_PARAM_*`` variables write it, not Python's ``True``."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:

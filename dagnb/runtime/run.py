@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.checks import bounded_line
 from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
@@ -230,7 +231,8 @@ class Run:
         for name, state in bad.items():
             tail = self.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
             if state == "failed" and tail:
-                lines += [f"── {name} failed; last lines of stderr ──", *tail]
+                lines += [f"── {name} failed; last lines of stderr ──",
+                          *map(bounded_line, tail)]
         return lines
 
     def cancel(self) -> None:

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.images import image_label
 from dagnb.cache.steps import CachedResult
+from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
     DagnbError,
     StepCancelled,
@@ -60,6 +61,8 @@ if TYPE_CHECKING:
 __all__ = ["RunOptions", "Scheduler"]
 
 STDERR_TAIL = 20  # stderr lines of a failed attempt in its StepFailed
+# an error's line: room for "exit code N: " and the note of a stderr line cut to its limit
+_ERROR_LIMIT = LINE_LIMIT + 100
 
 
 @dataclasses.dataclass
@@ -441,14 +444,14 @@ class Scheduler:
                 name,
                 number - 1,
                 state="retrying",
-                error=self.mask(_one_line(error)),
+                error=self._error_line(error),
                 delay=round(delay, 3),
             )
             self._emit(
                 "retry",
                 name,
                 number - 1,
-                error=self.mask(_one_line(error)),
+                error=self._error_line(error),
                 delay=delay,
                 next_attempt=number,
                 attempt_limit=_attempt_limit(policy),
@@ -603,8 +606,12 @@ class Scheduler:
 
     def _stderr_tail(self, name: str, attempt: int, lines: int = STDERR_TAIL) -> str:
         """The last non-blank stderr lines of the step's current attempt."""
-        found = list(self._tails.get(name, ()))
-        return "\n".join(found[-lines:])
+        found = list(self._tails.get(name, ()))  # (masked already)
+        return "\n".join(bounded_line(line) for line in found[-lines:])
+
+    def _error_line(self, error: BaseException) -> str:
+        """The error's first line, masked, then bounded (a Python step's exception)."""
+        return bounded_line(self.mask(_one_line(error)), _ERROR_LIMIT)
 
     def _fail(self, step: Step, exc: StepError) -> None:
         exit_code = getattr(exc, "exit_code", None)
@@ -612,7 +619,7 @@ class Scheduler:
         self._settle(
             step.name,
             state,
-            error=self.mask(_one_line(exc)),
+            error=self._error_line(exc),
             exit_code=exit_code,
             error_type=type(exc).__name__,
         )

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
@@ -34,14 +35,20 @@ class ProgressPrinter:
     the run goes on, and :attr:`lost` holds the error for the caller to judge.
     """
 
-    def __init__(self, stream: TextIO, *, min_interval: float = 0.1) -> None:
+    def __init__(self, stream: TextIO, *, min_interval: float = 0.1,
+                 clock: Callable[[], float] = time.monotonic,
+                 later: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
         self.stream = stream
         self.total = 0
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._done: set[str] = set()
         self._running: set[str] = set()
-        self._last_draw = 0.0
+        self._last_draw = -math.inf
         self._min_interval = min_interval
+        self._clock = clock
+        self._later = _later if later is None else later  # (delay, func) -> .cancel()-able
+        self._trailing: Any = None  # the redraw of what a throttled event changed
+        self._finished = False
         self._lock = threading.Lock()
         self.lost: OSError | None = None  # why the stream stopped taking text, if it did
 
@@ -90,9 +97,13 @@ class ProgressPrinter:
         )
 
     def _draw(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last_draw < self._min_interval:
+        now = self._clock()
+        wait = self._min_interval - (now - self._last_draw)
+        if not force and wait > 0:  # too soon: drawn when the interval is over instead,
+            if self._trailing is None:  # or a long step would show a stale bar throughout
+                self._trailing = self._later(wait, self._draw_late)
             return
+        self._cancel_trailing()
         self._last_draw = now
         total = self.total or 1
         filled = int(_BAR_WIDTH * len(self._done) / total)
@@ -101,8 +112,27 @@ class ProgressPrinter:
         self.stream.write(f"\r[{bar}] {len(self._done)}/{total} {running:<60}")
         self.stream.flush()
 
+    def _draw_late(self) -> None:
+        """The redraw a throttled event left for later (called on a timer's thread)."""
+        with self._lock:
+            self._trailing = None
+            if self._finished or self.lost is not None:
+                return
+            try:
+                self._draw(force=True)
+            except OSError as exc:
+                self.lost = exc
+
+    def _cancel_trailing(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            self._trailing = None
+
     def finish(self) -> None:
         """End the bar's line (on a TTY)."""
+        with self._lock:
+            self._finished = True
+            self._cancel_trailing()
         if self.tty and self.lost is None:
             with self._lock:
                 try:
@@ -120,6 +150,13 @@ class ProgressPrinter:
         if any(row.get("image") for row in rows):
             columns.insert(columns.index("executor") + 1, "image")
         return text_table(rows, columns)
+
+
+def _later(delay: float, func: Callable[[], None]) -> threading.Timer:
+    timer = threading.Timer(delay, func)
+    timer.daemon = True  # a run that ends leaves no redraw to wait for
+    timer.start()
+    return timer
 
 
 def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str:

@@ -5,6 +5,7 @@ Format::
     name: example                 # optional, defaults to the file name
     description: what it does     # optional
     defaults:                     # optional; any step field, applied where a step is silent
+                                  # (a mapping such as env or retries: key by key)
       image: python:3.12-slim
       timeout: 10m
     steps:                        # a mapping of step name -> fields (order is kept)
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import dataclasses
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +42,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.model.step import Step
+from dagnb.model.step import Step, variable_text
 from dagnb.workflows.aliases import canonical_workflow
 from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
 
@@ -105,6 +106,7 @@ def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     data = parse_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
+    _check_as_written(data, yaml.load(text, Loader=_WrittenLoader), source)
     return graph_from_dict(data, source=source, base_dir=base_dir)
 
 
@@ -184,6 +186,72 @@ class _StrictLoader(yaml.SafeLoader):
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
+class _WrittenLoader(_StrictLoader):
+    """Reads numbers, booleans and nulls as the text they were written as (``3.10``,
+    ``0755``, ``yes``), for :func:`_check_as_written`."""
+
+
+for _tag in ("int", "float", "bool", "null"):
+    _WrittenLoader.add_constructor(f"tag:yaml.org,2002:{_tag}",
+                                   yaml.constructor.SafeConstructor.construct_scalar)
+
+# The step fields whose values become text (variables, argv), in either spelling.
+_TEXT_FIELDS = ("env", "environment", "run", "command")
+
+
+def _check_as_written(data: Any, written: Any, source: str) -> None:
+    """Refuse an env value or argv item YAML read as something other than its text:
+    ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null."""
+    for where, value, text in _text_values(data, written):
+        if value is None:
+            raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
+        reading = _misread(value, text) if isinstance(text, str) else ""
+        if reading:
+            raise WorkflowError(f"{source}: {where}: {text} reads as {reading} in YAML; "
+                                f"quote it: \"{text}\"")
+
+
+def _misread(value: Any, text: str) -> str:
+    """What YAML read ``text`` as, when that is not the text (``True`` as true is)."""
+    if isinstance(value, bool):
+        return "" if text.lower() in ("true", "false") else str(value).lower()
+    if isinstance(value, (int, float)) and str(value) != text:
+        return f"the number {value}"
+    return ""
+
+
+def _text_values(data: Any, written: Any) -> Iterator[tuple[str, Any, str]]:
+    """(where, value, text as written) of each env value and argv item of the defaults
+    and steps; anything of another shape is left for the loader to refuse."""
+    for key in ("defaults", "workflow_defaults"):
+        yield from _fields_text(data.get(key), _at(written, key), key)
+    steps, texts = data.get("steps"), _at(written, "steps")
+    if isinstance(steps, Mapping):
+        for name, fields in steps.items():
+            yield from _fields_text(fields, _at(texts, name), f"step {name!r}")
+    elif isinstance(steps, list) and isinstance(texts, list) and len(texts) == len(steps):
+        for fields, text in zip(steps, texts, strict=True):
+            name = fields.get("name") if isinstance(fields, Mapping) else None
+            yield from _fields_text(fields, text, f"step {name!r}")
+
+
+def _fields_text(fields: Any, texts: Any, where: str) -> Iterator[tuple[str, Any, str]]:
+    if not isinstance(fields, Mapping):
+        return
+    for key in _TEXT_FIELDS:
+        value, text = fields.get(key), _at(texts, key)
+        if isinstance(value, Mapping) and isinstance(text, Mapping):
+            yield from ((f"{where}: {key} {name}", item, text.get(name))
+                        for name, item in value.items() if isinstance(name, str))
+        elif isinstance(value, list) and isinstance(text, list) and len(text) == len(value):
+            yield from ((f"{where}: {key}[{i}]", item, text[i])
+                        for i, item in enumerate(value))
+
+
+def _at(written: Any, key: str) -> Any:
+    return written.get(key) if isinstance(written, Mapping) else None
+
+
 def _refuse_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> None:
     """The keys written in ``node`` itself are all different (``<<`` merges aside)."""
     seen: set[Any] = set()
@@ -224,13 +292,42 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     for name, fields in _step_items(data.get("steps"), source):
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
-        merged = {**defaults, **fields}
+        merged = _over_defaults(fields, defaults)
         if PYTHON_KEY in merged:  # a Python step: its function from the module beside
             where = f"{source}: step {name!r}"
             merged["func"] = import_function(merged.pop(PYTHON_KEY), base_dir or Path.cwd(),
                                              where)
         graph.add(_make_step(name, merged, source))
     return graph
+
+
+# Fields whose value is a mapping: a step's own entries are added to the defaults' (the
+# step's win), as the config file's settings layer, rather than replacing them all.
+_MAPPING_FIELDS = ("env", "params", "mounts", "cache_volumes", "retries")
+
+
+def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's fields over the defaults: a mapping merges key by key, the rest replaces."""
+    merged = {**defaults, **fields}
+    for key in _MAPPING_FIELDS:
+        if key in fields and key in defaults:
+            merged[key] = _merged(defaults[key], fields[key], key)
+    return merged
+
+
+def _merged(default: Any, own: Any, key: str) -> Any:
+    """``own`` over ``default`` when both are mappings; a retries count is max_retries
+    (so ``retries: 3`` over ``{backoff_factor: 2}`` keeps the factor)."""
+    if key == "retries" and (isinstance(default, Mapping) or isinstance(own, Mapping)):
+        default, own = _retry_settings(default), _retry_settings(own)
+    if isinstance(default, Mapping) and isinstance(own, Mapping):
+        return {**default, **own}
+    return own
+
+
+def _retry_settings(value: Any) -> Any:
+    is_count = isinstance(value, int) and not isinstance(value, bool)
+    return {"max_retries": value} if is_count else value
 
 
 def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
@@ -264,13 +361,21 @@ def _make_step(name: Any, fields: Mapping[str, Any], source: str) -> Step:
         if isinstance(values.get(key), list):
             values[key] = tuple(values[key])
     if isinstance(values.get("run"), list):
-        values["run"] = tuple(str(a) for a in values["run"])
+        values["run"] = tuple(_argument(a, i, name, source) for i, a in enumerate(values["run"]))
     try:
         return Step(name, **values)
     except DagnbError as exc:
         raise WorkflowError(f"{source}: {exc}") from None
     except TypeError as exc:
         raise WorkflowError(f"{source}: step {name!r}: {exc}") from None
+
+
+def _argument(value: Any, index: int, step: Any, source: str) -> Any:
+    """An argv item as text (a bool as true/false); null is refused, not made 'None'."""
+    if value is None:
+        raise WorkflowError(f"{source}: step {step!r}: run[{index}] is null; give a "
+                            "string")
+    return variable_text(value) if isinstance(value, (int, float)) else value
 
 
 def graph_to_dict(graph: Graph, functions: Mapping[str, str] | None = None) -> dict[str, Any]:
@@ -287,9 +392,18 @@ def explain(path: str | Path) -> str:
     """What loading ``path`` rewrites (one line per alias), then the file in dagnb's spelling."""
     graph = load(path)  # first: a bad file raises here, naming the problem
     data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
-    notes = canonical_workflow(data, str(path)).notes
+    canonical = canonical_workflow(data, str(path))
+    notes = canonical.notes
     said = "\n".join(f"# {note}" for note in notes) if notes else "# already in dagnb's spelling"
-    return f"{said}\n{dump(graph)}"
+    return f"{said}\n{_yaml_text(graph_to_dict(graph, _python_references(canonical.data)))}"
+
+
+def _python_references(data: Mapping[str, Any]) -> dict[str, str]:
+    """Step name -> ``FILE.py:FUNCTION`` as the (loaded, so valid) file writes it."""
+    default = (data.get("defaults") or {}).get(PYTHON_KEY)
+    found = {name: fields.get(PYTHON_KEY, default)
+             for name, fields in _step_items(data.get("steps"), "")}
+    return {name: str(ref) for name, ref in found.items() if ref is not None}
 
 
 class _BlockDumper(yaml.SafeDumper):
@@ -321,6 +435,10 @@ def _fields_of(step: Step) -> dict[str, Any]:
     return data
 
 
+def _yaml_text(data: Mapping[str, Any]) -> str:
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+
+
 def dump(graph: Graph, path: str | Path | None = None) -> str:
     """YAML text for ``graph``; also written to ``path`` when given (with the module of its
     Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
@@ -328,10 +446,7 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
     secrets = {name for step in graph for name in step.secrets}
     refs = (write_module(functions, Path(path), secrets) if functions and path is not None
             else {})
-    text = yaml.dump(
-        graph_to_dict(graph, refs), Dumper=_BlockDumper, sort_keys=False,
-        default_flow_style=False,
-    )
+    text = _yaml_text(graph_to_dict(graph, refs))
     if path is not None:
         try:
             Path(path).write_text(text, encoding="utf-8")

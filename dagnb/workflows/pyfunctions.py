@@ -17,6 +17,7 @@ Loading a workflow imports the module from the workflow's folder.
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import inspect
 import linecache
@@ -76,23 +77,58 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
     return func
 
 
+# resolved path -> (digest of the source it ran, the module): a file is imported once
+# per process, as ``import`` would, and again only when its text changed
+_MODULES: dict[Path, tuple[str, types.ModuleType]] = {}
+
+
 def _imported(path: Path, where: str) -> types.ModuleType:
-    """Run the module's code, as an import does; whatever it raises, said in one line.
+    """The module of ``path``, run once per process (and again after an edit), and
+    registered in ``sys.modules`` as ``dagnb_steps_<stem>``: pickle finds its classes
+    (a result of the module's own class is cached) and every step sees the same ones.
     Its folder is on ``sys.path`` (as a script's is): the helper modules beside it, as
     a notebook beside them imported them, are found."""
-    folder = str(path.parent.resolve())
+    resolved = path.resolve()
+    try:
+        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+    except OSError as exc:
+        raise WorkflowError(f"{where}: {path.name} cannot be read ({exc.strerror}); check "
+                            "its permissions") from None
+    known = _MODULES.get(resolved)
+    if known is not None and known[0] == digest:
+        sys.modules[known[1].__name__] = known[1]  # (a file of the same name may have taken it)
+        return known[1]
+    folder = str(resolved.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    spec = importlib.util.spec_from_file_location(f"dagnb_steps_{path.stem}", path)
+    module = _run_module(resolved, f"dagnb_steps_{path.stem}", where)
+    _MODULES[resolved] = (digest, module)
+    return module
+
+
+def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
+    """Run the module's code as an import does (registered first: a dataclass looks its
+    module up); whatever it raises, said in one line, with the name given back."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)  # type: ignore[arg-type]
+    before = sys.modules.get(name)
+    sys.modules[name] = module
     try:
         spec.loader.exec_module(module)  # type: ignore[union-attr]
     except (Exception, SystemExit) as exc:  # its code is the user's: anything can happen
+        _give_back(name, before)
         problem = (str(exc).strip().splitlines() or [""])[0]
         kind = type(exc).__name__ + (f": {problem}" if problem else "")
         fix = "install what it imports" if isinstance(exc, ImportError) else "fix the module"
         raise WorkflowError(f"{where}: importing {path.name} failed ({kind}); {fix}") from None
     return module
+
+
+def _give_back(name: str, before: types.ModuleType | None) -> None:
+    if before is None:
+        sys.modules.pop(name, None)
+    else:
+        sys.modules[name] = before
 
 
 class _Collected:
