@@ -301,6 +301,25 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     assert kernel.value("found") == "['a', 'b']"
 
 
+# -- secrets -----------------------------------------------------------------------------
+def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
+        kernel: Kernel, tmp_path: Path) -> None:
+    secret = "tok-ABCDEF123456"
+    kernel.run(f"import os\nos.environ['API_TOKEN'] = {secret!r}\n"
+               "headers = {'Authorization': 'Bearer ' + os.environ['API_TOKEN']}")
+    cell = "%%dagger fetch --python --secret API_TOKEN --outputs n\nn = len(headers)\n"
+    assert error(kernel.run(cell)) is None
+    kernel.run("headers['Accept'] = 'json'")
+    explained = kernel.value("%dagger cache explain fetch")
+    planned = text(kernel.run("planned = %dagger plan\nprint(list(planned['reason']))"))
+    assert "{'Authorization': 'Bearer ***'}" in explained and "Bearer ***" in planned
+    assert error(kernel.run(cell)) is None  # stores the new description
+    assert secret not in explained + planned
+    stored = [p for p in (tmp_path / ".dagnb_cache").rglob("*")
+              if p.is_file() and secret.encode() in p.read_bytes()]
+    assert stored == []
+
+
 # -- %dagger save ------------------------------------------------------------------------
 def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
         kernel: Kernel, tmp_path: Path) -> None:
