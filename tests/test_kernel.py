@@ -238,6 +238,9 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%%dagger x --python --param my-p=1\nx = 1\n",
      "--param 'my-p' is not a Python name, and a --python cell's param (read as a variable) "
      "needs one; call it my_p for instance"),
+    ("%%dagger x --python --needs load-data\nx = 1\n",
+     "step 'load-data' is not a Python name, so this --python cell cannot receive it; "
+     "rename the step load_data"),
     ("%dagger logs a --tail -2",
      "--tail -2: --tail must be a positive number of lines; write it like --tail 20"),
     ("%dagger logs a --tail 0",
@@ -247,7 +250,8 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%dagger history extra",
      "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
      "(see %dagger?)"),
-], ids=["keyword-output", "need-twice", "param-not-a-name", "tail-negative", "tail-zero",
+], ids=["keyword-output", "need-twice", "param-not-a-name", "upstream-not-a-name",
+        "tail-negative", "tail-zero",
         "status-argument", "history-argument"])
 def test_bad_input_is_one_line_naming_the_value_and_the_fix(kernel: Kernel, source: str,
                                                             message: str) -> None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pytest
+from IPython.core.error import UsageError
+
 from dagnb.notebook.cells import cell_text, ipython_to_python
 from dagnb.notebook.session import get_session
 
@@ -62,3 +65,11 @@ def test_help_says_how_to_read_params(shell):
     help_text = shell.find_cell_magic("dagger").__doc__
     assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text
     assert "$DAGNB_PARAM_N" in help_text and "files = !ls" in help_text
+
+
+def test_a_python_cell_refuses_an_upstream_whose_name_is_not_a_python_name(shell):
+    cell(shell, "load-data --python --outputs rows", "rows = [1, 2, 3]\n")
+    with pytest.raises(UsageError, match=r"^step 'load-data' is not a Python name, so this "
+                       r"--python cell cannot receive it; rename the step load_data$"):
+        cell(shell, "total --python --needs load-data --outputs t", "t = 1\n")
+    assert get_session().graph.names == ["load-data"]  # the refused cell defined nothing

@@ -173,7 +173,8 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     source
         The cell's Python code.
     needs
-        Upstream step names; those that are identifiers become parameters.
+        Upstream step names, each a parameter: a name that cannot be a variable
+        (``load-data``) is refused, never left out.
     outputs
         Variables to return: one name returns its value, several a dict.
     namespace
@@ -182,7 +183,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         Param names; those that are identifiers (and not upstream names) become
         parameters too, so the executor passes their values.
     """
-    arguments = [n for n in needs if _IDENTIFIER.match(n) and not keyword.iskeyword(n)]
+    arguments = [_receivable(n) for n in needs]
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
                   and p not in arguments]
     func_name = re.sub(r"\W", "_", name) + "_cell"
@@ -202,6 +203,18 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     if python != source:  # keep what the user wrote, for cell_text
         function._dagnb_cell_source = source
     return function
+
+
+def _receivable(need: str) -> str:
+    """``need``, refused unless a --python cell can receive its result as a variable
+    (left out, the cell would read the result an earlier run left in ``_dagger``)."""
+    if keyword.iskeyword(need):
+        raise InvalidStepError(f"step {need!r} is a Python keyword, so this --python cell "
+                               f"cannot receive it; rename the step {need}_")
+    if not _IDENTIFIER.match(need):
+        raise InvalidStepError(f"step {need!r} is not a Python name, so this --python cell "
+                               f"cannot receive it; rename the step {_python_spelling(need)}")
+    return need
 
 
 def ipython_to_python(source: str) -> str:
