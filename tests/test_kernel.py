@@ -298,6 +298,19 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
 
 
 # -- params and IPython syntax in --python cells ------------------------------------------
+def test_a_python_cell_can_reassign_a_notebook_variable_as_a_plain_cell_does(
+        kernel: Kernel) -> None:
+    kernel.run("%%dagger a --python --outputs n\nn = 5\n")
+    kernel.run("data = [1, 2, 3]")
+    cell = "%%dagger b --python --needs a --outputs data\ndata = data + [a]\n"
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("data") == "[1, 2, 3, 5]"
+    assert kernel.value("%dagger cache explain b").startswith(
+        "notebook variable `data` changed: [1, 2, 3] → [1, 2, 3, 5]")
+    assert error(kernel.run(cell)) is None  # run again, as a plain cell would be
+    assert kernel.value("data") == "[1, 2, 3, 5, 5]"
+
+
 def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger listing --python --param n=2 --outputs found\n"
                          "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
