@@ -217,6 +217,32 @@ def test_run_only_failed_reruns_what_status_shows_failed_in_an_earlier_cell(
                                               "skipped or was cancelled (see %dagger status)")
 
 
+def test_a_background_run_is_in_status_history_and_logs_while_it_runs(
+        kernel: Kernel, tmp_path: Path) -> None:
+    outputs = kernel.run("%%dagger slow --background\necho started\n"  # (20 s at most)
+                         "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+    try:
+        _seen_while_it_runs(kernel)
+    finally:
+        (tmp_path / "release").touch()
+    assert error(outputs) is None, outputs
+    assert kernel.value("get_session().last_run.wait(30).states()") == "{'slow': 'succeeded'}"
+    assert text(kernel.run(_STATES)) == "{'slow': 'succeeded'}\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 1)]\n"
+
+
+_STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
+_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['succeeded'])))"
+
+
+def _seen_while_it_runs(kernel: Kernel) -> None:
+    kernel.run("import time\nfor _ in range(200):\n    lines = %dagger logs slow\n"
+               "    if not isinstance(lines, str): break\n    time.sleep(0.05)")
+    assert text(kernel.run("print(list(lines['line']))")) == "['started']\n"
+    assert text(kernel.run(_STATES)) == "{'slow': 'running'}\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 0)]\n"
+
+
 # -- defining a step is all or nothing ----------------------------------------------------
 def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
     assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None

@@ -6,6 +6,7 @@ for one whose inputs changed since (its key is no longer in the cache: ``%dagger
 says why), and ``uncached`` for one whose result was not stored though nothing changed
 (``--no-cache``, a result that cannot be pickled). ``%dagger logs NAME`` reads the
 latest run that had the step, and ``%dagger history`` lists every run of the session.
+A ``--background`` run is in all three from its start (its steps queued, running).
 Empty answers are sentences.
 """
 
@@ -91,6 +92,7 @@ def notebook_states(session: Session) -> dict[str, str]:
 
 
 def _states_and_notes(session: Session) -> dict[str, tuple[str, str | None]]:
+    session.refresh()  # (a background run's steps as they are now)
     names = _names(session)
     not_fresh = _not_fresh(session, names)
     shown = {}
@@ -142,6 +144,7 @@ def _waiting_for(session: Session, name: str) -> str | None:
 def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:
     """The step's lines in the latest run that had it (run or replayed from the cache)."""
     session.graph[name]  # an unknown name: StepNotFoundError with "did you mean"
+    session.refresh()
     run = session.step_runs.get(name)
     if run is None:
         return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
@@ -175,6 +178,7 @@ def history(session: Session) -> pd.DataFrame | str:
     """Every run of the session: id, when, which steps, how each ended."""
     import pandas as pd
 
+    session.refresh()
     if not session.runs:
         return "no run yet in this session"
     return pd.DataFrame(session.runs)

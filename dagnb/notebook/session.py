@@ -56,6 +56,7 @@ class Session:
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
+        self.live: dict[str, Run] = {}  # run id -> a background run not published yet
 
     @property
     def last_run(self) -> Run | None:
@@ -170,8 +171,23 @@ class Session:
             targets = [*named, *self.unfinished()]
         run = start_background(self.graph, targets, **options)
         if background:
+            self._show_live(run)
             self.publish_when_done(run)
         return run
+
+    def _show_live(self, run: Run) -> None:
+        """A run that goes on while the kernel is free is in the views from its start:
+        status shows its steps queued and running, history its row, logs its lines."""
+        self.live[run.id] = run
+        self._remember_rows(run)
+
+    def refresh(self) -> None:
+        """Bring the rows of the runs still going up to date (the views ask first)."""
+        for run in list(self.live.values()):  # (the publishing thread may remove one)
+            done = run.done
+            self._remember_rows(run, newest_only=True)
+            if done:
+                self.live.pop(run.id, None)
 
     def publish_when_done(self, run: Run) -> None:
         """Publish the run's results from a thread when it ends (nobody waits on it)."""
@@ -196,6 +212,8 @@ class Session:
         """Put the results of the run's finished steps into the namespace."""
         results = self.namespace.setdefault(RESULTS_NAME, {})
         self._remember_rows(run)
+        if run.done:
+            self.live.pop(run.id, None)
         for name, state in run.states().items():
             if state not in ("succeeded", "cached"):
                 continue
@@ -204,20 +222,29 @@ class Session:
             self._publish_outputs(name, value)
         return results
 
-    def _remember_rows(self, run: Run) -> None:
+    def _remember_rows(self, run: Run, *, newest_only: bool = False) -> None:
+        """The run's rows as the steps' latest, and its row in the history (replaced in
+        place when it is there: a live run, an interrupted one published again).
+        ``newest_only``: leave the steps a later run has taken since."""
         rows = run.status().to_dict("records")
         for row in rows:
+            if newest_only and self.step_runs.get(row["step"], run) is not run:
+                continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
         states = [r["state"] for r in rows]
-        self.runs[:] = [known for known in self.runs if known["run"] != run.id]  # (again,
-        self.runs.append({  #                       now that it ended: its row replaced)
+        summary = {
             "run": run.id, "started": min((r["started"] for r in rows if r["started"] is not
                                            None and r["started"] == r["started"]), default=None),
             "steps": ", ".join(r["step"] for r in rows),
             **{state: states.count(state) for state in
                ("succeeded", "cached", "failed", "skipped", "cancelled")},
-        })
+        }
+        known = [i for i, row in enumerate(self.runs) if row["run"] == run.id]
+        if known:
+            self.runs[known[0]] = summary
+        else:
+            self.runs.append(summary)
 
     def _publish_outputs(self, name: str, value: Any) -> None:
         outputs = self.outputs.get(name, ())
@@ -238,6 +265,7 @@ class Session:
         self.latest.clear()
         self.step_runs.clear()
         self.runs.clear()
+        self.live.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
