@@ -323,6 +323,29 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
     assert kernel.value("t") == "6"
 
 
+def test_after_a_restart_a_step_reading_a_variable_not_defined_yet_says_which_cell_to_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --outputs x\nx = k * 2\n",
+             "%%dagger b --python --needs a --outputs y\ny = a + 1\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    for source in cells[1:]:
+        assert error(kernel.run(source)) is None
+    kernel.restart()  # reads the notebook: a and b are defined, k is not
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    outputs = kernel.run(cells[3])
+    assert error(outputs) is None and "NameError" not in text(outputs)
+    assert usage_error(outputs) == ("step 'a' reads notebook variable `k`, not defined in this "
+                                    "kernel yet; run cell 2 of pipeline.ipynb first")
+    assert text(kernel.run("print(get_session().last_run)")) == "None\n"  # nothing ran
+    kernel.run(cells[1])
+    assert error(kernel.run(cells[3])) is None
+    assert states(kernel) == "{'a': 'cached', 'b': 'cached'}"
+    assert kernel.value("y") == "7"
+
+
 # -- params and IPython syntax in --python cells ------------------------------------------
 def test_a_python_cell_can_reassign_a_notebook_variable_as_a_plain_cell_does(
         kernel: Kernel) -> None:
