@@ -217,6 +217,32 @@ def test_run_only_failed_reruns_what_status_shows_failed_in_an_earlier_cell(
                                               "skipped or was cancelled (see %dagger status)")
 
 
+def test_a_background_run_is_in_status_history_and_logs_while_it_runs(
+        kernel: Kernel, tmp_path: Path) -> None:
+    outputs = kernel.run("%%dagger slow --background\necho started\n"  # (20 s at most)
+                         "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+    try:
+        _seen_while_it_runs(kernel)
+    finally:
+        (tmp_path / "release").touch()
+    assert error(outputs) is None, outputs
+    assert kernel.value("get_session().last_run.wait(30).states()") == "{'slow': 'succeeded'}"
+    assert text(kernel.run(_STATES)) == "{'slow': 'succeeded'}\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 1)]\n"
+
+
+_STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
+_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['succeeded'])))"
+
+
+def _seen_while_it_runs(kernel: Kernel) -> None:
+    kernel.run("import time\nfor _ in range(200):\n    lines = %dagger logs slow\n"
+               "    if not isinstance(lines, str): break\n    time.sleep(0.05)")
+    assert text(kernel.run("print(list(lines['line']))")) == "['started']\n"
+    assert text(kernel.run(_STATES)) == "{'slow': 'running'}\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 0)]\n"
+
+
 # -- defining a step is all or nothing ----------------------------------------------------
 def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel) -> None:
     assert error(kernel.run("%%dagger a --python --outputs x\nx = 1\n")) is None
@@ -238,6 +264,9 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%%dagger x --python --param my-p=1\nx = 1\n",
      "--param 'my-p' is not a Python name, and a --python cell's param (read as a variable) "
      "needs one; call it my_p for instance"),
+    ("%%dagger x --python --needs load-data\nx = 1\n",
+     "step 'load-data' is not a Python name, so this --python cell cannot receive it; "
+     "rename the step load_data"),
     ("%dagger logs a --tail -2",
      "--tail -2: --tail must be a positive number of lines; write it like --tail 20"),
     ("%dagger logs a --tail 0",
@@ -247,7 +276,8 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%dagger history extra",
      "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
      "(see %dagger?)"),
-], ids=["keyword-output", "need-twice", "param-not-a-name", "tail-negative", "tail-zero",
+], ids=["keyword-output", "need-twice", "param-not-a-name", "upstream-not-a-name",
+        "tail-negative", "tail-zero",
         "status-argument", "history-argument"])
 def test_bad_input_is_one_line_naming_the_value_and_the_fix(kernel: Kernel, source: str,
                                                             message: str) -> None:
@@ -293,12 +323,67 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
     assert kernel.value("t") == "6"
 
 
+def test_after_a_restart_a_step_reading_a_variable_not_defined_yet_says_which_cell_to_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --outputs x\nx = k * 2\n",
+             "%%dagger b --python --needs a --outputs y\ny = a + 1\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    for source in cells[1:]:
+        assert error(kernel.run(source)) is None
+    kernel.restart()  # reads the notebook: a and b are defined, k is not
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    outputs = kernel.run(cells[3])
+    assert error(outputs) is None and "NameError" not in text(outputs)
+    assert usage_error(outputs) == ("step 'a' reads notebook variable `k`, not defined in this "
+                                    "kernel yet; run cell 2 of pipeline.ipynb first")
+    assert text(kernel.run("print(get_session().last_run)")) == "None\n"  # nothing ran
+    kernel.run(cells[1])
+    assert error(kernel.run(cells[3])) is None
+    assert states(kernel) == "{'a': 'cached', 'b': 'cached'}"
+    assert kernel.value("y") == "7"
+
+
 # -- params and IPython syntax in --python cells ------------------------------------------
+def test_a_python_cell_can_reassign_a_notebook_variable_as_a_plain_cell_does(
+        kernel: Kernel) -> None:
+    kernel.run("%%dagger a --python --outputs n\nn = 5\n")
+    kernel.run("data = [1, 2, 3]")
+    cell = "%%dagger b --python --needs a --outputs data\ndata = data + [a]\n"
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("data") == "[1, 2, 3, 5]"
+    assert kernel.value("%dagger cache explain b").startswith(
+        "notebook variable `data` changed: [1, 2, 3] → [1, 2, 3, 5]")
+    assert error(kernel.run(cell)) is None  # run again, as a plain cell would be
+    assert kernel.value("data") == "[1, 2, 3, 5, 5]"
+
+
 def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger listing --python --param n=2 --outputs found\n"
                          "files = !printf 'a\\nb\\nc\\n'\nfound = list(files)[:n]\n")
     assert error(outputs) is None, outputs
     assert kernel.value("found") == "['a', 'b']"
+
+
+# -- secrets -----------------------------------------------------------------------------
+def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
+        kernel: Kernel, tmp_path: Path) -> None:
+    secret = "tok-ABCDEF123456"
+    kernel.run(f"import os\nos.environ['API_TOKEN'] = {secret!r}\n"
+               "headers = {'Authorization': 'Bearer ' + os.environ['API_TOKEN']}")
+    cell = "%%dagger fetch --python --secret API_TOKEN --outputs n\nn = len(headers)\n"
+    assert error(kernel.run(cell)) is None
+    kernel.run("headers['Accept'] = 'json'")
+    explained = kernel.value("%dagger cache explain fetch")
+    planned = text(kernel.run("planned = %dagger plan\nprint(list(planned['reason']))"))
+    assert "{'Authorization': 'Bearer ***'}" in explained and "Bearer ***" in planned
+    assert error(kernel.run(cell)) is None  # stores the new description
+    assert secret not in explained + planned
+    stored = [p for p in (tmp_path / ".dagnb_cache").rglob("*")
+              if p.is_file() and secret.encode() in p.read_bytes()]
+    assert stored == []
 
 
 # -- %dagger save ------------------------------------------------------------------------

@@ -87,6 +87,39 @@ def test_a_dagger_run_cell_keeps_every_steps_output_tail(tmp_path):
         assert all(line in shown for line in ("output of a", "output of b", "warning of b"))
 
 
+def _widget_mode(tmp_path: Path, *sources: str) -> nbf.NotebookNode:
+    notebook = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell(source) for source in sources])
+    client = NotebookClient(notebook, kernel_name="python3", store_widget_state=False,
+                            allow_errors=True, resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_WIDGETS": "1", "DAGNB_CONFIG": "none"})
+    return notebook
+
+
+def test_a_step_cut_to_its_tail_says_how_many_lines_came_before(tmp_path):
+    notebook = _widget_mode(tmp_path, "%load_ext dagnb", "%%dagger many\nseq 1 100")
+    bundle = next(out["data"] for out in notebook.cells[-1].outputs if "data" in out)
+    for kind in ("text/plain", "text/html"):
+        assert "60 earlier lines not shown; %dagger logs many shows them" in "".join(bundle[kind])
+    lines = "".join(bundle["text/plain"]).splitlines()
+    assert lines[:3] == ["── many ──", "60 earlier lines not shown; %dagger logs many shows them",
+                         "61"]
+
+
+def test_a_failure_shows_once_when_the_cell_raises(tmp_path):
+    """The cell's RunFailed shows the failed step's stderr tail: the snapshot does not
+    show it a second time (it shows the step's output, as text mode prints it)."""
+    notebook = _widget_mode(tmp_path, "%load_ext dagnb",
+                            "%%dagger up --define-only\necho boom >&2; exit 3",
+                            "%%dagger down --needs up\necho down")
+    outputs = notebook.cells[-1].outputs
+    [failure] = [out for out in outputs if out["output_type"] == "error"]
+    bundle = next(out["data"] for out in outputs if "data" in out)
+    shown = "".join(bundle["text/plain"]) + "\n".join(failure["traceback"])
+    assert shown.count("── up failed; last lines of stderr ──") == 1, shown
+    assert "── up ──\nboom\n" in shown  # its output, as text mode prints it
+    assert "── up failed" not in "".join(bundle["text/html"])
+
+
 def test_a_background_cell_saves_a_text_that_names_its_run(tmp_path):
     """Nobody waits on a ``--background`` run to turn its cell into a snapshot: the text
     a reader without widgets sees names the run and where to find how it ended."""

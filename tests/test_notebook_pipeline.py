@@ -40,8 +40,9 @@ def _runs(folder: Path) -> list[str]:
     return counter.read_text().split() if counter.exists() else []
 
 
-def _dagnb(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "DAGNB_CONFIG": "none"}
+def _dagnb(*argv: str, cwd: Path, env: dict[str, str] | None = None
+           ) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "DAGNB_CONFIG": "none", **(env or {})}
     return subprocess.run([sys.executable, "-m", "dagnb.cli", *argv], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
@@ -66,6 +67,22 @@ def test_a_notebook_run_interactively_runs_all_cached_from_the_cli(tmp_path):
     table = done.stdout.splitlines()
     assert any(line.split()[:2] == ["make", "cached"] for line in table)
     assert any(line.split()[:2] == ["total", "cached"] for line in table)
+
+
+def test_a_run_started_from_another_notebooks_kernel_reads_only_its_own_notebook(tmp_path):
+    """A terminal in JupyterLab (or ``!dagnb run`` in a cell) passes the caller's
+    ``JPY_SESSION_NAME`` on: the headless kernel must not read the caller's cells."""
+    path = _notebook(tmp_path)
+    caller = tmp_path / "caller.ipynb"
+    nbf.write(nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell("%load_ext dagnb"),
+                                         nbf.v4.new_code_cell("%%dagger heavy\necho heavy\n")]),
+              caller)
+    done = _dagnb("run", str(path), cwd=tmp_path, env={"JPY_SESSION_NAME": str(caller)})
+    assert done.returncode == 0, done.stderr
+    assert "caller.ipynb" not in done.stdout
+    lines = done.stdout.splitlines()
+    summary = max(i for i, line in enumerate(lines) if line.split()[:1] == ["step"])
+    assert [line.split()[0] for line in lines[summary + 1:]] == ["make", "total"]
 
 
 def test_a_changed_parameter_runs_only_the_steps_that_read_it(tmp_path):

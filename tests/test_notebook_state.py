@@ -184,3 +184,29 @@ def test_a_steps_method_counts_its_object_and_one_that_cannot_be_hashed_runs_unc
             "dagnb: step 's' is not cached this run: notebook variable 'self' "
             "(test_notebook_state._Counter) cannot be fingerprinted (cannot pickle "
             "'_thread.lock' object)"]
+
+
+
+def _stored_with(folder, value: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and value.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("secret", [
+    "tok-ABCDEF123456",  # whole in the short repr
+    "tok-ABCDEF123456-0123456789abcdefghijklmnopqrstuvwxyz",  # cut: its head and tail show
+], ids=["short", "long"])
+def test_a_global_built_from_a_declared_secret_is_masked_in_the_cache_explain_and_plan(
+        workdir, monkeypatch, secret):
+    monkeypatch.setenv("API_TOKEN", secret)
+    scope = namespace("import os\n"
+                      "headers = {'Authorization': 'Bearer ' + os.environ['API_TOKEN']}\n"
+                      "def fetch():\n    return len(headers)\n")
+    graph = Graph("g", [Step("fetch", func=scope["fetch"], secrets=("API_TOKEN",))])
+    assert graph.run(executor="local").states() == {"fetch": "succeeded"}
+    scope["headers"]["Accept"] = "json"
+    shown = "\n".join([*graph.explain("fetch"), *graph.plan()["reason"]])
+    assert "notebook variable `headers` changed: {'Authorization': 'Bearer ***'}" in shown
+    graph.run(executor="local")
+    for part in (secret[:5], secret[-6:]):
+        assert part not in shown
+        assert _stored_with(workdir / ".dagnb_cache", part) == []

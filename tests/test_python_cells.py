@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+from IPython.core.error import UsageError
+
+from dagnb.fingerprint import global_values
 from dagnb.notebook.cells import cell_text, ipython_to_python
 from dagnb.notebook.session import get_session
 
@@ -62,3 +66,33 @@ def test_help_says_how_to_read_params(shell):
     help_text = shell.find_cell_magic("dagger").__doc__
     assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text
     assert "$DAGNB_PARAM_N" in help_text and "files = !ls" in help_text
+
+
+def test_a_python_cell_refuses_an_upstream_whose_name_is_not_a_python_name(shell):
+    cell(shell, "load-data --python --outputs rows", "rows = [1, 2, 3]\n")
+    with pytest.raises(UsageError, match=r"^step 'load-data' is not a Python name, so this "
+                       r"--python cell cannot receive it; rename the step load_data$"):
+        cell(shell, "total --python --needs load-data --outputs t", "t = 1\n")
+    assert get_session().graph.names == ["load-data"]  # the refused cell defined nothing
+
+
+def test_a_python_cell_that_reassigns_a_notebook_variable_starts_from_its_value(shell):
+    cell(shell, "a --python --outputs n", "n = 5\n")
+    shell.user_ns["data"] = [1, 2, 3]
+    cell(shell, "b --python --needs a --outputs data", "data = data + [a]\n")
+    assert shell.user_ns["data"] == [1, 2, 3, 5]
+    shell.user_ns["data"] = [1]  # the key sees the notebook's `data` as any global
+    assert get_session().graph.explain("b") == [
+        "notebook variable `data` changed: [1, 2, 3] → [1]"]
+    shell.run_line_magic("dagger", "run b")
+    assert shell.user_ns["data"] == [1, 5]
+    assert cell_text(get_session().graph["b"]) == (
+        "%%dagger b --python --needs a --outputs data\ndata = data + [a]\n")
+
+
+def test_a_name_a_python_cell_assigns_before_reading_is_not_taken_from_the_notebook(shell):
+    shell.user_ns["total"] = 10
+    cell(shell, "s --python --outputs count",
+         "total = 0\nfor i in range(3):\n    total += i\ncount = [total for total in (1, 2)]\n")
+    assert shell.user_ns["count"] == [1, 2]
+    assert "total" not in global_values(get_session().graph["s"].func)  # (not in its key)

@@ -3,17 +3,20 @@
 Each component (the image, the env, one per mounted path, one per upstream output...)
 is digested on its own and stored in the entry, so a later miss can say which one
 changed (:mod:`dagnb.cache.explain`). ``describe`` holds the human-readable value of
-each component for those sentences; it never holds a secret value (only names).
+each component for those sentences; it never holds a secret value: secrets count by name,
+and a run's ``mask`` hides every declared secret's value in what is described (a notebook
+global built from one, ``headers = {'Authorization': 'Bearer ' + token}``).
 """
 
 from __future__ import annotations
 
+import builtins
 import dataclasses
 import json
 import re
 import reprlib
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -106,6 +109,7 @@ def step_key(
     upstream_digests: Mapping[str, str],
     base_dir: Path,
     cache_version: str = "",
+    mask: Callable[[str], str] | None = None,
 ) -> StepKey:
     """The cache key of ``step``.
 
@@ -125,6 +129,11 @@ def step_key(
         Relative mount paths resolve here.
     cache_version
         The run-level salt, combined with ``step.cache_version``.
+    mask
+        Replaces the values of the secrets the run knows with ``***`` (a
+        :class:`~dagnb.model.masking.Masker`): applied to every description, and to
+        each string of a variable's value before its short repr cuts it (a secret cut
+        in two shows its head and tail, which no mask finds). Digests are unchanged.
 
     Raises
     ------
@@ -140,7 +149,7 @@ def step_key(
         value = step.key_fn(step)
         components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
     elif step.func is not None:
-        _add_code(components, describe, step)
+        _add_code(components, describe, step, mask)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
         components[label] = _mount_digest(step, Path(base_dir), host, target)
@@ -148,6 +157,8 @@ def step_key(
     for name, digest in upstream_digests.items():
         label = f"upstream:{name}"
         components[label] = describe[label] = digest
+    if mask is not None:
+        describe = {label: mask(text) for label, text in describe.items()}
     return StepKey(key_digest(components), components, describe)
 
 
@@ -227,12 +238,13 @@ def _spec(step: Step, kind: str, plain: bool,
     return key.components, key.describe
 
 
-def _add_code(components: dict[str, str], describe: dict[str, str], step: Step) -> None:
+def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
+              mask: Callable[[str], str] | None = None) -> None:
     """The ``code`` component and a ``var:<name>`` one per global the code reads."""
     digest, variables = code_with_values(step.func, fresh=True)  # type: ignore[arg-type]
     components["code"], describe["code"] = digest, _code_text(digest, step.func)
     if variables:
-        _add_variables(_Builder(components, describe), step, variables)
+        _add_variables(_Builder(components, describe), step, variables, mask)
 
 
 # Digests of the short texts most steps share (an empty env, no image, the format...):
@@ -278,7 +290,8 @@ def _code_text(digest: str, func: Any) -> str:
     return found
 
 
-def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any]) -> None:
+def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any],
+                   mask: Callable[[str], str] | None = None) -> None:
     """One ``var:<name>`` component per global the code reads, hashed now (mutations count)."""
     for name, value in variables.items():
         try:
@@ -290,7 +303,7 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any]) -> N
                 f"({_type_name(value)}) cannot be fingerprinted ({why})",
                 step=step.name, variable=name,
             ) from None
-        key.digest(f"var:{name}", digest, shown(name, value))
+        key.digest(f"var:{name}", digest, shown(name, value, mask))
 
 
 def _type_name(value: Any) -> str:
@@ -310,13 +323,43 @@ def _type_name(value: Any) -> str:
 _SECRET_NAME = re.compile(r"token|secret|passw|credential|api_?key|private", re.IGNORECASE)
 
 
-def shown(name: str, value: Any) -> str:
-    """A short description for explain: the repr of plain data, else type and shape."""
+def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> str:
+    """A short description for explain: the repr of plain data (each item masked by
+    ``mask`` before it is cut short), else type and shape."""
     plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
     if isinstance(value, plain) and not _SECRET_NAME.search(name):
-        return reprlib.repr(value)
+        return reprlib.repr(value) if mask is None else _MaskedRepr(mask).repr(value)
     shape = getattr(value, "shape", None)
     return f"<{_type_name(value)}" + (f" shape {tuple(shape)!r}>" if shape is not None else ">")
+
+
+class _MaskedRepr(reprlib.Repr):
+    """reprlib's short repr, with each item that is not a container masked whole before
+    it is cut to length: a secret cut in the middle would show its head and tail."""
+
+    _CONTAINERS = frozenset({"tuple", "list", "array", "set", "frozenset", "deque", "dict"})
+
+    def __init__(self, mask: Callable[[str], str]) -> None:
+        super().__init__()
+        self._mask = mask
+
+    def repr1(self, x: Any, level: int) -> str:
+        if type(x).__name__ in self._CONTAINERS:
+            return super().repr1(x, level)  # its items come back here
+        try:
+            text = self._mask(builtins.repr(x))
+        except Exception:  # (a repr that fails, an int too long to print)
+            return f"<{type(x).__name__} instance>"
+        return _cut(text, self.maxstring if isinstance(x, str) else self.maxother)
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text`` shortened to ``limit`` characters around ``...``, as reprlib does."""
+    if len(text) <= limit:
+        return text
+    head = max(0, (limit - 3) // 2)
+    tail = max(0, limit - 3 - head)
+    return text[:head] + "..." + text[len(text) - tail:]
 
 
 def _mount_digest(step: Step, base_dir: Path, host: str, target: str) -> str:

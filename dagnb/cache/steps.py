@@ -29,7 +29,7 @@ import atexit
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,7 @@ from dagnb.cache.store import Entry, Store, acquire
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
+from dagnb.model.masking import Masker
 from dagnb.model.results import NO_RESULT, encode_inline, save_result
 from dagnb.model.step import Step, parse_duration
 
@@ -65,6 +66,9 @@ class StepCache:
     mode
         ``"read-write"``, ``"read-only"`` or ``"fail-on-miss"`` (a run with the cache
         ``"off"`` has no StepCache); None for the ``cache_mode`` setting.
+    secrets
+        The values of the secrets the run knows: masked as ``***`` in the descriptions
+        keys store and in what :meth:`explain` says.
     """
 
     def __init__(
@@ -75,8 +79,10 @@ class StepCache:
         version: str | None = None,
         ttl: float | str | None = None,
         mode: str | None = None,
+        secrets: Iterable[str] = (),
     ) -> None:
         config = settings()
+        self.mask = Masker(secrets)
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
@@ -103,7 +109,8 @@ class StepCache:
         if self.images is not None:
             step = self.images.pinned(step)
         return step_key(
-            step, upstream_digests=upstream_digests, base_dir=base_dir, cache_version=self.version
+            step, upstream_digests=upstream_digests, base_dir=base_dir,
+            cache_version=self.version, mask=self.mask if self.mask else None,
         )
 
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
@@ -162,8 +169,10 @@ class StepCache:
         return entry
 
     def explain(self, step: Step, key: StepKey) -> list[str]:
-        """Why ``key`` misses for ``step`` (or that it is cached), in sentences."""
-        return explain_key(self._store_of(step), step.name, key)
+        """Why ``key`` misses for ``step`` (or that it is cached), in sentences (masked
+        too: an entry stored by an older dagnb may describe a secret's value)."""
+        sentences = explain_key(self._store_of(step), step.name, key)
+        return [self.mask(text) for text in sentences] if self.mask else sentences
 
     # -- storing and restoring ------------------------------------------------------
     def save(

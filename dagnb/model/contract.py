@@ -13,6 +13,7 @@ from dagnb.model.step import Step, param_env_name
 
 __all__ = [
     "contract_env",
+    "known_secret_values",
     "make_step_folders",
     "param_env_name",
     "resolve_secrets",
@@ -112,3 +113,13 @@ def resolve_secrets(
             values[name] = environ[name]
         resolved[step.name] = values
     return resolved
+
+
+def known_secret_values(
+    steps: Iterable[Step], environ: Mapping[str, str] | None = None
+) -> list[str]:
+    """The values, as set now, of every secret the steps declare (those not set are
+    left out): what a run masks wherever it shows a value, cache descriptions too."""
+    environ = os.environ if environ is None else environ
+    names = sorted({name for step in steps for name in step.secrets})
+    return [environ[name] for name in names if environ.get(name)]

@@ -9,7 +9,10 @@ source registered with :mod:`linecache` (as IPython does for cells). So
 cache key, a code edit changes it, and the notebook helpers and values the cell reads
 count too. Its parameters are the upstream steps and the ``--param`` names (upstream
 results and param values arrive as variables of those names) and its globals are the
-user namespace; it returns the ``--outputs``. IPython syntax in the cell (``!ls``,
+user namespace; it returns the ``--outputs``. A notebook variable the cell reads before
+it assigns it (``data = data + [a]``) starts with the notebook's value, as in a plain
+cell: the cell's function is then nested in one that reads those globals (so the key
+sees them as any global) and passes them in. IPython syntax in the cell (``!ls``,
 ``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell.
 """
 
@@ -173,7 +176,8 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     source
         The cell's Python code.
     needs
-        Upstream step names; those that are identifiers become parameters.
+        Upstream step names, each a parameter: a name that cannot be a variable
+        (``load-data``) is refused, never left out.
     outputs
         Variables to return: one name returns its value, several a dict.
     namespace
@@ -182,26 +186,135 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         Param names; those that are identifiers (and not upstream names) become
         parameters too, so the executor passes their values.
     """
-    arguments = [n for n in needs if _IDENTIFIER.match(n) and not keyword.iskeyword(n)]
+    arguments = [_receivable(n) for n in needs]
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
                   and p not in arguments]
     func_name = re.sub(r"\W", "_", name) + "_cell"
     python = ipython_to_python(source)
     text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
-    try:
-        code = compile(text, filename, "exec")
-    except SyntaxError as exc:
-        line = (exc.lineno or 2) - 1  # the def line comes first
-        raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
-                               f"Python: {exc.msg}") from None
+    code = _compiled(name, text, filename, 1)
+    prebound = _read_before_assigned(python, _local_names(code, func_name), arguments)
+    if prebound:
+        text = _prebinding_source(func_name, arguments, prebound, text)
+        code = _compiled(name, text, filename, 2)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     scope: dict[str, Any] = {}
     exec(code, namespace if isinstance(namespace, dict) else dict(namespace), scope)
     function = scope[func_name]
-    if python != source:  # keep what the user wrote, for cell_text
+    if python != source or prebound:  # keep what the user wrote, for cell_text
         function._dagnb_cell_source = source
     return function
+
+
+def _compiled(name: str, text: str, filename: str, lines_before: int) -> types.CodeType:
+    """The module code of ``text``; a SyntaxError names the cell's line (the def lines
+    come first)."""
+    try:
+        return compile(text, filename, "exec")
+    except SyntaxError as exc:
+        line = (exc.lineno or lines_before + 1) - lines_before
+        raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
+                               f"Python: {exc.msg}") from None
+
+
+def _local_names(module: types.CodeType, func_name: str) -> set[str]:
+    """The names the cell's function assigns (its locals, parameters aside)."""
+    code = next(c for c in module.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == func_name)
+    parameters = code.co_varnames[:code.co_argcount]
+    return {*code.co_varnames, *code.co_cellvars} - set(parameters)
+
+
+def _read_before_assigned(python: str, local: set[str], arguments: list[str]) -> list[str]:
+    """The locals the cell may read before it assigns them: in a plain cell they would
+    read the notebook's variables (``data = data + [a]``), here they would fail."""
+    if not local:
+        return []
+    body = ast.parse(textwrap.dedent(python)).body
+    return sorted(_first_reads(body, set(arguments)) & local)
+
+
+def _first_reads(statements: list[ast.stmt], assigned: set[str]) -> set[str]:
+    """Names loaded by ``statements`` (in order) before a statement assigns them."""
+    found: set[str] = set()
+    for statement in statements:
+        if isinstance(statement, (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With,
+                                  ast.AsyncWith, ast.Try)):
+            found |= _first_reads_compound(statement, set(assigned))
+        else:
+            found |= _loads(statement) - assigned
+        assigned |= _stores(statement)
+    return found
+
+
+def _first_reads_compound(statement: ast.stmt, assigned: set[str]) -> set[str]:
+    """A compound statement: its header expressions, then each of its bodies."""
+    items = getattr(statement, "items", [])  # a with statement's
+    headers = [getattr(statement, field, None) for field in ("iter", "test")]
+    headers += [item.context_expr for item in items]
+    found = set().union(*(_loads(node) for node in headers if node is not None)) - assigned
+    for target in [getattr(statement, "target", None), *[i.optional_vars for i in items]]:
+        assigned |= _stores(target)
+    for field in ("body", "orelse", "finalbody"):
+        found |= _first_reads(getattr(statement, field, []), set(assigned))
+    for handler in getattr(statement, "handlers", []):
+        found |= _first_reads(handler.body, assigned | {handler.name or ""})
+    return found
+
+
+def _loads(node: ast.AST) -> set[str]:
+    """Names ``node`` reads (``x += 1`` reads ``x``), less those a comprehension, lambda
+    or nested function binds for itself."""
+    loaded, inner = set(), set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
+            loaded.add(child.id)
+        elif isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
+            loaded.add(child.target.id)
+        elif isinstance(child, ast.comprehension):
+            inner |= _stores(child.target)
+        elif isinstance(child, ast.arg):
+            inner.add(child.arg)
+    return loaded - inner
+
+
+def _stores(node: ast.AST | None) -> set[str]:
+    """Names ``node`` assigns (imports and definitions too)."""
+    if node is None:
+        return set()
+    stored = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
+            stored.add(child.id)
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            stored.add(child.name)
+        elif isinstance(child, (ast.Import, ast.ImportFrom)):
+            stored |= {(a.asname or a.name).partition(".")[0] for a in child.names}
+    return stored
+
+
+def _prebinding_source(func_name: str, arguments: list[str], prebound: list[str],
+                       text: str) -> str:
+    """``text``'s function nested in one that reads ``prebound`` as globals and passes
+    them in as parameters."""
+    inner = text.replace(f"def {func_name}({', '.join(arguments)}):",
+                         f"def {func_name}({', '.join([*arguments, *prebound])}):", 1)
+    call = f"{func_name}({', '.join([*arguments, *prebound])})"
+    return (f"def {func_name}({', '.join(arguments)}):\n"
+            f"{textwrap.indent(inner, '    ')}    return {call}\n")
+
+
+def _receivable(need: str) -> str:
+    """``need``, refused unless a --python cell can receive its result as a variable
+    (left out, the cell would read the result an earlier run left in ``_dagger``)."""
+    if keyword.iskeyword(need):
+        raise InvalidStepError(f"step {need!r} is a Python keyword, so this --python cell "
+                               f"cannot receive it; rename the step {need}_")
+    if not _IDENTIFIER.match(need):
+        raise InvalidStepError(f"step {need!r} is not a Python name, so this --python cell "
+                               f"cannot receive it; rename the step {_python_spelling(need)}")
+    return need
 
 
 def ipython_to_python(source: str) -> str:
@@ -238,12 +351,24 @@ def cell_outputs(step: Step) -> tuple[str, ...]:
     tree = ast.parse("".join(source)) if source else None
     if tree is None or not isinstance(tree.body[0], ast.FunctionDef):
         return ()
-    value = tree.body[0].body[-1].value if isinstance(tree.body[0].body[-1], ast.Return) else None
+    cell = _cell_definition(tree.body[0])
+    value = cell.body[-1].value if isinstance(cell.body[-1], ast.Return) else None
     if isinstance(value, ast.Name):
         return (value.id,)
     if isinstance(value, ast.Dict):
         return tuple(k.value for k in value.keys if isinstance(k, ast.Constant))
     return ()
+
+
+def _cell_definition(outer: ast.FunctionDef) -> ast.FunctionDef:
+    """The function holding the cell's body: ``outer``, or the one of the same name it
+    nests when it passes notebook variables in (see :func:`_prebinding_source`)."""
+    first, last = outer.body[0], outer.body[-1]
+    nested = (len(outer.body) == 2 and isinstance(first, ast.FunctionDef)
+              and first.name == outer.name and isinstance(last, ast.Return)
+              and isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name)
+              and last.value.func.id == outer.name)
+    return first if nested else outer
 
 
 def cell_text(step: Step) -> str:

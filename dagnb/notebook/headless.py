@@ -3,7 +3,9 @@
 The notebook runs top to bottom in a fresh kernel (nbclient, the library nbconvert and
 papermill use), in the notebook's folder, so its ``%%dagger`` cells meet the same cache
 as an interactive session there: a notebook already run in JupyterLab runs again all
-``cached``. The kernel works in text mode (``DAGNB_WIDGETS=0``), and each cell's output
+``cached``. As in a terminal, the cells define the graph as they run: a run started from
+inside Jupyter does not pass on the caller's ``JPY_SESSION_NAME`` (the kernel would read
+the caller's notebook). The kernel works in text mode (``DAGNB_WIDGETS=0``), and each cell's output
 is printed as the cell finishes. At the end the kernel reports every step's latest state,
 printed as the same status table as a YAML run.
 
@@ -146,9 +148,15 @@ def _cells_after_selection(notebook: Any, only: list[str] | None) -> list[Any]:
     return tail
 
 
+# Set by Jupyter for the kernel of a notebook, and inherited by what that kernel (or a
+# terminal in JupyterLab) starts: the headless kernel would read the caller's notebook.
+_CALLERS_NOTEBOOK = "JPY_SESSION_NAME"
+
+
 def _kernel_env(only: list[str] | None) -> dict[str, str]:
     env = {**os.environ, "DAGNB_WIDGETS": "0"}
     env.pop(ONLY_STEPS_VARIABLE, None)
+    env.pop(_CALLERS_NOTEBOOK, None)  # the cells define the graph as they run, as anywhere
     if only is not None:
         env[ONLY_STEPS_VARIABLE] = ",".join(only)
     return env

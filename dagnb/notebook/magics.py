@@ -202,8 +202,9 @@ class DaggerMagics(Magics):
         run, showing the status rows and the end of the stderr, so Run All stops there;
         ``--no-raise`` shows them without raising.
 
-        With --python, upstream results are variables named after the upstream steps,
-        and the --outputs variables come back into the notebook. Every step's result is
+        With --python, upstream results are variables named after the upstream steps
+        (so such a step needs a Python name: ``load_data``, not ``load-data``), and the
+        --outputs variables come back into the notebook. Every step's result is
         also in the dict ``_dagger`` (a shell step's is its output folder). IPython
         syntax works in a --python cell as in any cell (``files = !ls``, ``%time``).
 

@@ -6,6 +6,7 @@ for one whose inputs changed since (its key is no longer in the cache: ``%dagger
 says why), and ``uncached`` for one whose result was not stored though nothing changed
 (``--no-cache``, a result that cannot be pickled). ``%dagger logs NAME`` reads the
 latest run that had the step, and ``%dagger history`` lists every run of the session.
+A ``--background`` run is in all three from its start (its steps queued, running).
 Empty answers are sentences.
 """
 
@@ -21,7 +22,8 @@ if TYPE_CHECKING:
 
     from dagnb.notebook.session import Session
 
-__all__ = ["STATUS_COLUMNS", "history", "notebook_logs", "notebook_states", "notebook_status"]
+__all__ = ["STATUS_COLUMNS", "history", "missing_variables", "notebook_logs", "notebook_states",
+           "notebook_status", "unready_message"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
@@ -91,6 +93,7 @@ def notebook_states(session: Session) -> dict[str, str]:
 
 
 def _states_and_notes(session: Session) -> dict[str, tuple[str, str | None]]:
+    session.refresh()  # (a background run's steps as they are now)
     names = _names(session)
     not_fresh = _not_fresh(session, names)
     shown = {}
@@ -123,25 +126,51 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
 def _waiting_for(session: Session, name: str) -> str | None:
     """``needs variable `scale` (cell 2 of pipeline.ipynb)`` for a Python step whose code
     reads notebook variables that do not exist yet (a kernel that just started)."""
+    missing = missing_variables(session, name)
+    if not missing:
+        return None
+    return "needs variable " + ", ".join(
+        f"`{variable}` ({place or 'not defined yet'})" for variable, place in missing)
+
+
+def missing_variables(session: Session, name: str) -> list[tuple[str, str | None]]:
+    """The notebook variables step ``name``'s code reads that are not defined now, each
+    with the cell that defines it (``cell 2 of pipeline.ipynb``) when the kernel knows
+    its notebook file and finds one."""
     from dagnb.fingerprint import missing_globals
     from dagnb.notebook.document import defining_cell, kernel_notebook_path
 
     step = session.graph[name]
     missing = [n for n in missing_globals(step.func) if n not in step.params] if step.func else []
     if not missing:
-        return None
+        return []
     path = kernel_notebook_path(session.namespace)
-    where = []
+    found = []
     for variable in missing:
         index = defining_cell(path, variable) if path is not None else None
-        place = f"cell {index + 1} of {path.name}" if index is not None else "not defined yet"
-        where.append(f"`{variable}` ({place})")  # type: ignore[union-attr]
-    return "needs variable " + ", ".join(where)
+        found.append((variable, f"cell {index + 1} of {path.name}"  # type: ignore[union-attr]
+                       if index is not None else None))
+    return found
+
+
+def unready_message(name: str, missing: list[tuple[str, str | None]]) -> str:
+    """One line: which variables step ``name`` reads that are not defined yet, and which
+    cells to run first."""
+    variables = ", ".join(f"`{variable}`" for variable, _ in missing)
+    places = [place for _, place in missing]
+    if None not in places:
+        fix = ", ".join(dict.fromkeys(places))  # type: ignore[arg-type]  # (in order, once)
+    else:
+        fix = "the cells that define them" if len(missing) > 1 else "the cell that defines it"
+    plural = "s" if len(missing) > 1 else ""
+    return (f"step {name!r} reads notebook variable{plural} {variables}, not defined in "
+            f"this kernel yet; run {fix} first")
 
 
 def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:
     """The step's lines in the latest run that had it (run or replayed from the cache)."""
     session.graph[name]  # an unknown name: StepNotFoundError with "did you mean"
+    session.refresh()
     run = session.step_runs.get(name)
     if run is None:
         return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
@@ -175,6 +204,7 @@ def history(session: Session) -> pd.DataFrame | str:
     """Every run of the session: id, when, which steps, how each ended."""
     import pandas as pd
 
+    session.refresh()
     if not session.runs:
         return "no run yet in this session"
     return pd.DataFrame(session.runs)

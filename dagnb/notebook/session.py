@@ -26,6 +26,7 @@ from dagnb.errors import DagnbError, GraphError, MissingDependencyError, Workflo
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
+from dagnb.notebook.overview import missing_variables, unready_message
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
@@ -56,6 +57,7 @@ class Session:
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
+        self.live: dict[str, Run] = {}  # run id -> a background run not published yet
 
     @property
     def last_run(self) -> Run | None:
@@ -168,10 +170,51 @@ class Session:
             options["only_failed"] = False
             named = [targets] if isinstance(targets, str) else list(targets or ())
             targets = [*named, *self.unfinished()]
+        self._refuse_unready(targets, options)
         run = start_background(self.graph, targets, **options)
         if background:
+            self._show_live(run)
             self.publish_when_done(run)
         return run
+
+    def _refuse_unready(self, targets: Iterable[str] | str | None,
+                        options: dict[str, Any]) -> None:
+        """Refuse, before it starts, a run of a Python step that reads a notebook variable
+        not defined yet (a kernel just restarted) and would run, saying which cell to run
+        first: it would fail with a bare NameError. One the cache serves needs nothing."""
+        selected = self.graph.select(targets, tags=options.get("tags"))
+        unready = {name: found for name in selected
+                   if (found := missing_variables(self, name))}
+        if not unready:
+            return
+        served = self._served_from_cache(list(unready), options)
+        for name, found in unready.items():
+            if name not in served:
+                raise MissingDependencyError(unready_message(name, found))
+
+    def _served_from_cache(self, names: list[str], options: dict[str, Any]) -> set[str]:
+        """Those of ``names`` a run with ``options`` would restore from the cache (a key
+        made without a missing variable matches an entry only if it was missing then too)."""
+        refresh = options.get("refresh") or options.get("skip_cache")
+        if refresh is True or options.get("cache") is False or options.get("cache_mode") == "off":
+            return set()
+        plan = self.graph.plan(names, cache_directory=options.get("cache_directory"))
+        served = set(plan.loc[plan["cached"], "step"])
+        return served - set([refresh] if isinstance(refresh, str) else refresh or ())
+
+    def _show_live(self, run: Run) -> None:
+        """A run that goes on while the kernel is free is in the views from its start:
+        status shows its steps queued and running, history its row, logs its lines."""
+        self.live[run.id] = run
+        self._remember_rows(run)
+
+    def refresh(self) -> None:
+        """Bring the rows of the runs still going up to date (the views ask first)."""
+        for run in list(self.live.values()):  # (the publishing thread may remove one)
+            done = run.done
+            self._remember_rows(run, newest_only=True)
+            if done:
+                self.live.pop(run.id, None)
 
     def publish_when_done(self, run: Run) -> None:
         """Publish the run's results from a thread when it ends (nobody waits on it)."""
@@ -196,6 +239,8 @@ class Session:
         """Put the results of the run's finished steps into the namespace."""
         results = self.namespace.setdefault(RESULTS_NAME, {})
         self._remember_rows(run)
+        if run.done:
+            self.live.pop(run.id, None)
         for name, state in run.states().items():
             if state not in ("succeeded", "cached"):
                 continue
@@ -204,20 +249,29 @@ class Session:
             self._publish_outputs(name, value)
         return results
 
-    def _remember_rows(self, run: Run) -> None:
+    def _remember_rows(self, run: Run, *, newest_only: bool = False) -> None:
+        """The run's rows as the steps' latest, and its row in the history (replaced in
+        place when it is there: a live run, an interrupted one published again).
+        ``newest_only``: leave the steps a later run has taken since."""
         rows = run.status().to_dict("records")
         for row in rows:
+            if newest_only and self.step_runs.get(row["step"], run) is not run:
+                continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
         states = [r["state"] for r in rows]
-        self.runs[:] = [known for known in self.runs if known["run"] != run.id]  # (again,
-        self.runs.append({  #                       now that it ended: its row replaced)
+        summary = {
             "run": run.id, "started": min((r["started"] for r in rows if r["started"] is not
                                            None and r["started"] == r["started"]), default=None),
             "steps": ", ".join(r["step"] for r in rows),
             **{state: states.count(state) for state in
                ("succeeded", "cached", "failed", "skipped", "cancelled")},
-        })
+        }
+        known = [i for i, row in enumerate(self.runs) if row["run"] == run.id]
+        if known:
+            self.runs[known[0]] = summary
+        else:
+            self.runs.append(summary)
 
     def _publish_outputs(self, name: str, value: Any) -> None:
         outputs = self.outputs.get(name, ())
@@ -238,6 +292,7 @@ class Session:
         self.latest.clear()
         self.step_runs.clear()
         self.runs.clear()
+        self.live.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 

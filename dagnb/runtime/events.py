@@ -125,6 +125,11 @@ class EventLog:
         """How many log lines of ``step`` were not kept in memory."""
         return self._spilled[step]
 
+    def line_count(self, step: str | None) -> int:
+        """How many log lines ``step`` printed, kept in memory or not."""
+        kept = self._kept.get(step)
+        return (kept[0] if kept is not None else 0) + self._spilled[step]
+
     def subscribe(self, listener: Listener) -> Callable[[], None]:
         """Call ``listener`` for each new event; returns a function that unsubscribes."""
         self._listeners.append(listener)

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.steps import StepCache
 from dagnb.errors import UnfingerprintableVariable
+from dagnb.model.contract import known_secret_values
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -102,10 +103,11 @@ def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, 
     return found
 
 
-def _looking(cache_directory: str | Path | None) -> StepCache:
+def _looking(graph: Graph, cache_directory: str | Path | None) -> StepCache:
     """The cache as ``plan`` and ``explain`` read it: whatever the ``cache_mode``
-    setting, looking ahead writes nothing."""
-    return StepCache(cache_directory, mode="read-only")
+    setting, looking ahead writes nothing; the graph's secrets are masked, as a run
+    masks them."""
+    return StepCache(cache_directory, mode="read-only", secrets=known_secret_values(graph))
 
 
 def plan(
@@ -116,7 +118,7 @@ def plan(
 ) -> pd.DataFrame:
     """What a run would do now: one row per step with cached (True/False) and why."""
     graph.validate()
-    rows = _walk(graph, graph.select(targets), _looking(cache_directory))
+    rows = _walk(graph, graph.select(targets), _looking(graph, cache_directory))
     import pandas as pd
 
     return pd.DataFrame(rows, columns=PLAN_COLUMNS)
@@ -125,7 +127,7 @@ def plan(
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences."""
     graph.validate()
-    cache = _looking(cache_directory)
+    cache = _looking(graph, cache_directory)
     rows = _walk(graph, graph.select(step), cache)
     row = rows[-1]
     if "_key" not in row:

@@ -37,7 +37,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import get_executor, loop
 from dagnb.executors.capture import capturing
-from dagnb.model.contract import resolve_secrets
+from dagnb.model.contract import known_secret_values, resolve_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import RunFolder, last_states, unfinished
@@ -256,6 +256,7 @@ def prepare(
         cache=StepCache(
             cache_directory, refresh=refresh if skip_cache is None else skip_cache,
             version=cache_version, ttl=ttl, mode=mode,
+            secrets=known_secret_values(graph),  # this run's and the other cells'
         ) if mode != "off" else None,
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,

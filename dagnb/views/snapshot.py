@@ -5,6 +5,11 @@ When a ``%%dagger`` cell's run ends, its live widget is replaced by a
 each step that ran and the stderr tail of failed steps), so the saved ``.ipynb`` reads
 the same with no kernel and no widget manager: on GitHub, nbviewer, ``nbconvert --to
 html``, or in JupyterLab reopened. It holds strings only; nothing of it is live.
+
+Each output shows once, as in text mode: a step cut to its last lines says how many
+came before and where to read them, and when the cell raises :class:`~dagnb.RunFailed`
+(which shows the failed steps' stderr tails) a failed step shows its output tail here,
+as a step that ran, not its stderr tail a second time.
 """
 
 from __future__ import annotations
@@ -27,7 +32,10 @@ OUTPUT_TAIL = 40  # lines of each step that ran kept in the saved notebook
 class RunSnapshot:
     """The lasting form of a run's view (``_repr_html_`` and ``repr``)."""
 
-    def __init__(self, run: Run, focus: str | None = None) -> None:
+    def __init__(self, run: Run, focus: str | None = None, *,
+                 failed_tails: bool = True) -> None:
+        """``failed_tails=False``: the cell raises RunFailed, which shows the stderr
+        tails of failed steps; this leaves them out."""
         state = LiveState(run, tail=OUTPUT_TAIL)
         state.pull()
         rows = state.rows()
@@ -36,30 +44,36 @@ class RunSnapshot:
         shown = [r for r in rows.values() if not r["cached"] or r["step"] == focus]
         cached = [r["step"] for r in rows.values() if r["cached"] and r["step"] != focus]
         note = f"cached: {', '.join(cached)}" if cached else ""
-        sections = self._sections(run, state, focus, rows)
+        sections = self._sections(run, state, focus, rows, failed_tails)
         self.html = (header_html(run, rows) + table_html(shown, time.time())
                      + (f"<div class='dagnb-cached'>{html.escape(note)}</div>" if note else "")
                      + "".join(f"<div class='dagnb-tail'><b>{html.escape(title)}</b>"
-                               f"{tail_html(lines)}</div>" for title, lines in sections))
-        text = [f"{title}\n" + "\n".join(lines) for title, lines in sections]
+                               + (f"<div class='dagnb-earlier'>{html.escape(earlier)}</div>"
+                                  if earlier else "")
+                               + f"{tail_html(lines)}</div>"
+                               for title, earlier, lines in sections))
+        text = ["\n".join([title, *([earlier] if earlier else []), *lines])
+                for title, earlier, lines in sections]
         self.text = "\n".join([*text, format_rows(shown), *([note] if note else [])])
 
     @staticmethod
-    def _sections(run: Run, state: LiveState, focus: str | None,
-                  rows: dict[str, dict]) -> list[tuple[str, list[str]]]:
-        """The output tail of each step that ran (a ``%dagger run`` has no focus step, and
-        its saved output must show what every step printed), of the focus step even when
-        cached, and the stderr tail of each other failed step."""
+    def _sections(run: Run, state: LiveState, focus: str | None, rows: dict[str, dict],
+                  failed_tails: bool = True) -> list[tuple[str, str, list[str]]]:
+        """(title, earlier-lines note, lines): the output tail of each step that ran (a
+        ``%dagger run`` has no focus step, and its saved output must show what every
+        step printed), of the focus step even when cached, and with ``failed_tails`` the
+        stderr tail of each other failed step."""
         sections = []
         for name in run.order:
-            if name in run.failed and name != focus:
+            if failed_tails and name in run.failed and name != focus:
                 lines = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
-                title = f"── {name} failed; last lines of stderr ──"
+                title, earlier = f"── {name} failed; last lines of stderr ──", ""
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
                 lines, title = list(state.tails[name]) if ran else [], f"── {name} ──"
+                earlier = _earlier(name, run.events.line_count(name) - len(lines))
             if lines:
-                sections.append((title, lines))
+                sections.append((title, earlier, lines))
         return sections
 
     def _repr_html_(self) -> str:
@@ -67,3 +81,11 @@ class RunSnapshot:
 
     def __repr__(self) -> str:
         return self.text
+
+
+def _earlier(name: str, count: int) -> str:
+    """The line that says a step's output is cut to its tail, and where the rest is."""
+    if count <= 0:
+        return ""
+    plural = "s" if count != 1 else ""
+    return f"{count} earlier line{plural} not shown; %dagger logs {name} shows them"

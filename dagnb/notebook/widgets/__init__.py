@@ -53,13 +53,15 @@ def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = No
               failed_tails: bool = True) -> Any:
     """A StatusWidget or a TextView, not following any run yet (see :func:`watch`).
 
-    ``failed_tails=False``: the plain-text view leaves the stderr tails of failed steps
-    to the :class:`~dagnb.RunFailed` the caller raises after the run.
+    ``failed_tails=False``: the view (and the widget's lasting snapshot) leaves the
+    stderr tails of failed steps to the :class:`~dagnb.RunFailed` the caller raises
+    after the run.
     """
     if frontend_available():
         from dagnb.notebook.widgets.status import StatusWidget
 
-        return StatusWidget(focus=focus, start=start, clear_cache=clear_cache)
+        return StatusWidget(focus=focus, start=start, clear_cache=clear_cache,
+                            failed_tails=failed_tails)
     return TextView(focus=focus, failed_tails=failed_tails)
 
 
@@ -141,7 +143,7 @@ def _settle(view: Any) -> None:
     handle = getattr(view, "display_handle", None)
     if handle is None:
         return
-    handle.update(RunSnapshot(view.run, view.focus))
+    handle.update(RunSnapshot(view.run, view.focus, failed_tails=view.failed_tails))
     _close_models(view)
 
 

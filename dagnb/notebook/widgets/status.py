@@ -54,13 +54,17 @@ class StatusWidget(w.VBox):
         :func:`dagnb.cache.clear`).
     interval
         Minimum seconds between two renders.
+    failed_tails
+        Whether its lasting snapshot shows the stderr tails of failed steps; off when
+        the cell raises :class:`~dagnb.RunFailed`, which shows them itself.
     """
 
     def __init__(self, run: Run | None = None, *, focus: str | None = None,
                  start: StartRun | None = None,
                  clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
-                 **kwargs: Any) -> None:
+                 failed_tails: bool = True, **kwargs: Any) -> None:
         self.focus = focus
+        self.failed_tails = failed_tails
         self.cell_waiting = False  # its cell waits on the run: the kernel reads no clicks
         self._start = start
         self._clear_cache = clear_cache or _default_clear
