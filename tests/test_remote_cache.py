@@ -286,6 +286,8 @@ def test_a_manifest_without_links_or_modes_is_format_1_and_reads(
     {"links": {"out/real": "/tmp"}},  # a link where a folder is
     {"links": {"../up": "/tmp"}},
     {"executable": ["out/absent.sh"]},
+    {"links": {"out/secret": "/etc/hostname"}},  # a reader's own file, served as a hit
+    {"links": {"out/home": "../../../../../../../../root"}},
 ])
 def test_a_manifest_that_would_write_through_a_link_is_not_trusted(
         url: str, tmp_path: Path, change: dict[str, Any]) -> None:
@@ -301,6 +303,30 @@ def test_a_manifest_that_would_write_through_a_link_is_not_trusted(
     with warnings.catch_warnings():
         warnings.simplefilter("error", RemoteCacheWarning)  # refused, not failed on
         assert store(url, tmp_path / "b").lookup("step", "k") is None
+
+
+def test_a_link_out_of_the_entry_is_stored_as_what_it_points_to(
+        url: str, tmp_path: Path) -> None:
+    # A reader restores no link out of an entry (a store writer could point one at the
+    # reader's secrets): such a link is uploaded as the file or folder it leads to.
+    outside = tmp_path / "shared"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "deep.txt").write_text("deep")
+    (outside / "one.txt").write_text("one")
+    (outside / "sub" / "loop").symlink_to(outside)  # walked once, never in a loop
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("step")
+    (out / "folder").symlink_to(outside)
+    (out / "file").symlink_to(outside / "one.txt")
+    writer.save("step", "k", out_dir=out)
+    manifest = json.loads(fs_cat(url, "entries/step/k.json"))
+    assert not manifest.get("links")
+    got = store(url, tmp_path / "b").lookup("step", "k")
+    assert got is not None
+    assert not (got.out_dir / "folder").is_symlink() and not (got.out_dir / "file").is_symlink()
+    assert (got.out_dir / "folder" / "sub" / "deep.txt").read_text() == "deep"
+    assert (got.out_dir / "file").read_text() == "one"
+    assert not (got.out_dir / "folder" / "sub" / "loop" / "sub").exists()
 
 
 def test_a_broken_link_is_refused_before_the_store_is_asked(url: str, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -128,6 +129,26 @@ def test_a_python_steps_module_edited_between_loads_is_imported_again(workdir: P
     assert (workdir / "imports.log").read_text() == "imported\nimported\n"
 
 
+def test_two_workflows_steps_files_of_one_name_are_two_modules_in_any_order(
+        workdir: Path) -> None:
+    # Both registered as dagnb_steps_steps, the one loaded last owned the name: the
+    # other's cached Point unpickled as the wrong class, and its keys hung on the order.
+    first, second = workdir / "a", workdir / "b"
+    for folder, fields in ((first, "x: int\n    y: int"), (second, "w: int\n    y: int")):
+        folder.mkdir()
+        _point_workflow(folder)
+        module = _POINT_MODULE.replace("x: int\n    y: int", fields)
+        (folder / "steps.py").write_text(module.replace("make.x", "make.y"))
+    graph = dagnb.load(first / "wf.yml")
+    alone = graph.plan()["key"].tolist()
+    other = dagnb.load(second / "wf.yml")
+    assert graph.plan()["key"].tolist() == alone
+    assert graph.run(executor="local").ok and other.run(executor="local").ok
+    again = graph.run(executor="local")
+    assert again.states() == {"make": "cached", "use": "cached"}, again.status_rows()
+    assert dataclasses.fields(again.result("make"))[0].name == "x"
+
+
 def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() -> None:
     graph = loads(
         "defaults:\n"
@@ -143,6 +164,26 @@ def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() ->
     assert dict(graph["tuned"].env) == {"PYTHONUNBUFFERED": "1", "REGION": "us", "EXTRA": "x"}
     assert graph["counted"].retries == {"max_retries": 5, "backoff_factor": 0.01}
     assert dict(graph["counted"].params) == {"rows": 10, "seed": 2}
+
+
+def test_a_steps_mount_or_cache_volume_replaces_the_defaults_at_the_same_path() -> None:
+    # Merged by host path, both mounts reached /app, and the Dagger executor refused it.
+    graph = loads(
+        "defaults:\n"
+        "  mounts: {./src: /app, ./data: /data}\n"
+        "  cache_volumes: {pip: /root/.cache/pip, npm: /root/.npm}\n"
+        "steps:\n"
+        "  a: {run: 'true', mounts: {./src_v2: /app},\n"
+        "      cache_volumes: {wheels: '/root/.cache/pip:locked'}}\n")
+    assert dict(graph["a"].mounts) == {"./data": "/data", "./src_v2": "/app"}
+    assert dict(graph["a"].cache_volumes) == {"npm": "/root/.npm",
+                                              "wheels": "/root/.cache/pip:locked"}
+
+
+def test_keys_yaml_reads_apart_but_text_makes_one_are_no_traceback() -> None:
+    # The as-written read saw 1 and "1" as one key twice: a ConstructorError traceback.
+    with pytest.raises(WorkflowError, match="params"):
+        loads("steps:\n  a: {run: 'true', params: {labels: {1: one, '1': uno}}}\n")
 
 
 def test_a_retries_count_over_a_default_count_stays_a_count() -> None:

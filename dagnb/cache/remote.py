@@ -349,7 +349,7 @@ def _links_ok(manifest: Mapping[str, Any]) -> bool:
     one: a download never writes through a link (it makes them last, too)."""
     links = manifest.get("links", {})
     if not isinstance(links, dict) or not all(
-        _safe(rel) and isinstance(to, str) and to and "\0" not in to for rel, to in links.items()
+        _safe(rel) and _inside(rel, to) for rel, to in links.items()
     ):
         return False
     paths = [*manifest["files"], *manifest["dirs"]]
@@ -357,6 +357,16 @@ def _links_ok(manifest: Mapping[str, Any]) -> bool:
         return False
     return not any(str(parent) in links
                    for path in [*paths, *links] for parent in Path(path).parents)
+
+
+def _inside(link: str, target: Any) -> bool:
+    """Whether link ``link``'s target text points inside the entry: relative, and not
+    up past its folder (a writer of the store cannot plant a link to a reader's
+    ``~/.aws/credentials``)."""
+    if not isinstance(target, str) or not target or "\0" in target or os.path.isabs(target):
+        return False
+    resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
+    return resolved != ".." and not resolved.startswith(("../", "/"))
 
 
 def _is_blob_ref(ref: Any) -> bool:
@@ -381,28 +391,47 @@ def _expired(manifest: Mapping[str, Any], now: float) -> bool:
 
 def _entry_tree(folder: Path) -> dict[str, Any]:
     """A local entry as the manifest lists it: relative ``files`` -> size, ``dirs``,
-    ``links`` -> target text (a link to a folder is not walked into) and the
-    ``executable`` files."""
+    ``links`` -> target text and the ``executable`` files. A link inside the entry is
+    kept as a link (as the local store keeps it); one that leads out of it is stored as
+    what it points to (a reader's machine has its own files there), a folder walked once."""
     tree: dict[str, Any] = {"files": {}, "dirs": [], "links": {}, "executable": []}
-    for root, subdirs, names in os.walk(folder):
-        for name in subdirs:
+    walked = {os.path.realpath(folder)}
+    for root, subdirs, names in os.walk(folder, followlinks=True):
+        for name in list(subdirs):
             path = os.path.join(root, name)
-            if not _add_link(tree, path, folder):
-                tree["dirs"].append(os.path.relpath(path, folder))
+            relative = os.path.relpath(path, folder)
+            if _add_link(tree, path, relative) or not _first_visit(path, walked):
+                subdirs.remove(name)  # (a link, or a folder met through another link)
+            else:
+                tree["dirs"].append(relative)
         for name in names:
             path = os.path.join(root, name)
-            if not _add_link(tree, path, folder):
-                _add_file(tree, path, os.path.relpath(path, folder))
+            relative = os.path.relpath(path, folder)
+            if not _add_link(tree, path, relative):
+                _add_file(tree, path, relative)
     tree["dirs"].sort()
     tree["executable"].sort()
     return tree
 
 
-def _add_link(tree: dict[str, Any], path: str, folder: Path) -> bool:
-    """List ``path`` as a link if it is one (as the local store keeps it)."""
+def _first_visit(path: str, walked: set[str]) -> bool:
+    """Whether the folder ``path`` really is has not been walked yet (two links to one
+    folder, a link to a folder above it: walked once, never in a loop)."""
+    real = os.path.realpath(path)
+    if real in walked:
+        return False
+    walked.add(real)
+    return True
+
+
+def _add_link(tree: dict[str, Any], path: str, relative: str) -> bool:
+    """List ``path`` as a link if it is one whose target stays inside the entry."""
     if not os.path.islink(path):
         return False
-    tree["links"][os.path.relpath(path, folder)] = os.readlink(path)
+    target = os.readlink(path)
+    if not _inside(relative, target):
+        return False
+    tree["links"][relative] = target
     return True
 
 

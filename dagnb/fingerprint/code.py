@@ -393,9 +393,9 @@ def _unwrap(func: Any) -> tuple[Any, str | None]:
     if isinstance(call, types.FunctionType):
         return call, _combine(["instance", _reference(type(func))])
     inner = _wrapped_function(func)
-    if inner is not None:  # (by name, an edit of the code it runs went unseen)
-        return _unwrap(inner)
-    return func, None
+    if inner is not None and _of_user(getattr(inner, "__module__", None)):
+        return _unwrap(inner)  # (by name, an edit of the user's code went unseen; a
+    return func, None  #         library's, np.sum's dispatcher, counts by name)
 
 
 def _wrapped_function(func: Any) -> Any:

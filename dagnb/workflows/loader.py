@@ -106,8 +106,17 @@ def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
     data = parse_yaml(text, source)
     if not isinstance(data, Mapping):
         raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
-    _check_as_written(data, yaml.load(text, Loader=_WrittenLoader), source)
+    _check_as_written(data, _as_written(text, source), source)
     return graph_from_dict(data, source=source, base_dir=base_dir)
+
+
+def _as_written(text: str, source: str) -> Any:
+    """The document with its numbers, booleans and nulls as the text written (it
+    parsed already: a problem here is said in one line all the same)."""
+    try:
+        return yaml.load(text, Loader=_WrittenLoader)
+    except yaml.YAMLError as exc:
+        raise WorkflowError(_yaml_message(exc, source)) from None
 
 
 def parse_yaml(text: str, source: str) -> Any:
@@ -189,6 +198,11 @@ _MERGE_TAG = "tag:yaml.org,2002:merge"
 class _WrittenLoader(_StrictLoader):
     """Reads numbers, booleans and nulls as the text they were written as (``3.10``,
     ``0755``, ``yes``), for :func:`_check_as_written`."""
+
+    def flatten_mapping(self, node: yaml.MappingNode) -> None:
+        # no check for keys given twice: the document's own read made it, and as text
+        # the keys 1 and "1" are one
+        yaml.SafeLoader.flatten_mapping(self, node)
 
 
 for _tag in ("int", "float", "bool", "null"):
@@ -317,12 +331,25 @@ def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
 
 def _merged(default: Any, own: Any, key: str) -> Any:
     """``own`` over ``default`` when both are mappings; a retries count is max_retries
-    (so ``retries: 3`` over ``{backoff_factor: 2}`` keeps the factor)."""
+    (so ``retries: 3`` over ``{backoff_factor: 2}`` keeps the factor); a step's mount
+    or cache volume replaces the default's at the same container path."""
     if key == "retries" and (isinstance(default, Mapping) or isinstance(own, Mapping)):
         default, own = _retry_settings(default), _retry_settings(own)
     if isinstance(default, Mapping) and isinstance(own, Mapping):
+        if key in _BY_TARGET:
+            taken = {_target(value) for value in own.values()}
+            default = {k: v for k, v in default.items() if _target(v) not in taken}
         return {**default, **own}
     return own
+
+
+# Mappings whose values are container paths (host -> target, alias -> "path[:sharing]"):
+# merged by path, not by key, as two at one path are one too many
+_BY_TARGET = ("mounts", "cache_volumes")
+
+
+def _target(value: Any) -> Any:
+    return value.split(":", 1)[0] if isinstance(value, str) else value
 
 
 def _retry_settings(value: Any) -> Any:

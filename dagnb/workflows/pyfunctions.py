@@ -84,8 +84,10 @@ _MODULES: dict[Path, tuple[str, types.ModuleType]] = {}
 
 def _imported(path: Path, where: str) -> types.ModuleType:
     """The module of ``path``, run once per process (and again after an edit), and
-    registered in ``sys.modules`` as ``dagnb_steps_<stem>``: pickle finds its classes
-    (a result of the module's own class is cached) and every step sees the same ones.
+    registered in ``sys.modules`` as ``dagnb_steps_<stem>_<digest of its path>``: pickle
+    finds its classes (a result of the module's own class is cached) and every step sees
+    the same ones; two files of one name in two folders (two workflows' ``steps.py``)
+    are two modules, whatever order they are loaded in.
     Its folder is on ``sys.path`` (as a script's is): the helper modules beside it, as
     a notebook beside them imported them, are found."""
     resolved = path.resolve()
@@ -101,9 +103,16 @@ def _imported(path: Path, where: str) -> types.ModuleType:
     folder = str(resolved.parent)
     if folder not in sys.path:
         sys.path.insert(0, folder)
-    module = _run_module(resolved, f"dagnb_steps_{path.stem}", where)
+    module = _run_module(resolved, module_name(resolved), where)
     _MODULES[resolved] = (digest, module)
     return module
+
+
+def module_name(resolved: Path) -> str:
+    """The name a steps file is imported as: its stem, and a digest of where it is (a
+    result pickled by one process is found by the next, the file at the same place)."""
+    where = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
+    return f"dagnb_steps_{resolved.stem}_{where}"
 
 
 def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
