@@ -231,6 +231,24 @@ def test_a_background_run_is_in_status_history_and_logs_while_it_runs(
     assert text(kernel.run(_RUNS)) == "[('slow', 1)]\n"
 
 
+def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_latest(
+        kernel: Kernel, tmp_path: Path) -> None:
+    slow = ("%%dagger slow --background --no-cache\nif [ -f first ]; then echo second-run\n"
+            "else touch first; for i in $(seq 400); do [ -f release ] && break; sleep 0.05; "
+            "done; echo first-run; fi\n")
+    try:
+        assert error(kernel.run(slow)) is None
+        assert error(kernel.run("%dagger run slow")) is None  # the newer run, done first
+    finally:
+        (tmp_path / "release").touch()
+    kernel.run("import time\nfor _ in range(400):\n    if not get_session().live: break\n"
+               "    time.sleep(0.05)")  # the background run is published
+    assert kernel.value("len(get_session().runs), get_session().live") == "(2, {})"
+    assert text(kernel.run(_STATES)) == "{'slow': 'uncached'}\n"  # (--no-cache)
+    lines = "lines = %dagger logs slow\nprint(list(lines['line']))"
+    assert text(kernel.run(lines)) == "['second-run']\n"
+
+
 _STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
 _RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['succeeded'])))"
 

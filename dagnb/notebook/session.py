@@ -12,6 +12,7 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import warnings
@@ -58,6 +59,8 @@ class Session:
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
         self.live: dict[str, Run] = {}  # run id -> a background run not published yet
+        self._started: dict[str, int] = {}  # run id -> its place in order (newest wins)
+        self._counter = itertools.count()
 
     @property
     def last_run(self) -> Run | None:
@@ -171,6 +174,7 @@ class Session:
             named = [targets] if isinstance(targets, str) else list(targets or ())
             targets = [*named, *self.unfinished()]
         run = start_background(self.graph, targets, **options)
+        self._place(run)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
@@ -204,7 +208,7 @@ class Session:
         """Bring the rows of the runs still going up to date (the views ask first)."""
         for run in list(self.live.values()):  # (the publishing thread may remove one)
             done = run.done
-            self._remember_rows(run, newest_only=True)
+            self._remember_rows(run)
             if done:
                 self.live.pop(run.id, None)
 
@@ -241,13 +245,22 @@ class Session:
             self._publish_outputs(name, value)
         return results
 
-    def _remember_rows(self, run: Run, *, newest_only: bool = False) -> None:
+    def _place(self, run: Run) -> int:
+        """The run's place in the order runs started (a run first seen: the newest)."""
+        if run.id not in self._started:
+            self._started[run.id] = next(self._counter)
+        return self._started[run.id]
+
+    def _remember_rows(self, run: Run) -> None:
         """The run's rows as the steps' latest, and its row in the history (replaced in
-        place when it is there: a live run, an interrupted one published again).
-        ``newest_only``: leave the steps a later run has taken since."""
+        place when it is there: a live run, an interrupted one published again). A step
+        a run started later has taken keeps that run's row (a --background run that
+        ends after a newer run of its step does not take it back)."""
         rows = run.status().to_dict("records")
+        place = self._place(run)
         for row in rows:
-            if newest_only and self.step_runs.get(row["step"], run) is not run:
+            holder = self.step_runs.get(row["step"])
+            if holder is not None and holder is not run and self._place(holder) > place:
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
@@ -285,6 +298,7 @@ class Session:
         self.step_runs.clear()
         self.runs.clear()
         self.live.clear()
+        self._started.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
