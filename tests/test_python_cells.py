@@ -120,3 +120,13 @@ def test_a_name_not_in_the_notebook_is_not_passed_in(shell):
     cell(shell, "c --python --outputs cache",
          "try:\n    cache\nexcept NameError:\n    cache = {}\ncache['k'] = 1\n")
     assert shell.user_ns["cache"] == {"k": 1}
+
+
+def test_a_failing_cell_that_reassigns_a_notebook_variable_shows_only_its_own_frames(shell):
+    shell.user_ns["data"] = [1]
+    cell(shell, "boom --python --no-raise --outputs data",
+         "data = data + [2]\nraise ValueError('bad')\n")
+    lines = list(get_session().last_run.logs("boom", stream="stderr")["line"])
+    assert [line.strip() for line in lines if line.strip().startswith("File")] == [
+        line.strip() for line in lines[1:2]]  # one frame: the cell's
+    assert "boom_cell(data)" not in "\n".join(lines) and lines[-1] == "ValueError: bad"
