@@ -231,6 +231,24 @@ def test_a_background_run_is_in_status_history_and_logs_while_it_runs(
     assert text(kernel.run(_RUNS)) == "[('slow', 1)]\n"
 
 
+def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_latest(
+        kernel: Kernel, tmp_path: Path) -> None:
+    slow = ("%%dagger slow --background --no-cache\nif [ -f first ]; then echo second-run\n"
+            "else touch first; for i in $(seq 400); do [ -f release ] && break; sleep 0.05; "
+            "done; echo first-run; fi\n")
+    try:
+        assert error(kernel.run(slow)) is None
+        assert error(kernel.run("%dagger run slow")) is None  # the newer run, done first
+    finally:
+        (tmp_path / "release").touch()
+    kernel.run("import time\nfor _ in range(400):\n    if not get_session().live: break\n"
+               "    time.sleep(0.05)")  # the background run is published
+    assert kernel.value("len(get_session().runs), get_session().live") == "(2, {})"
+    assert text(kernel.run(_STATES)) == "{'slow': 'uncached'}\n"  # (--no-cache)
+    lines = "lines = %dagger logs slow\nprint(list(lines['line']))"
+    assert text(kernel.run(lines)) == "['second-run']\n"
+
+
 _STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
 _RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['succeeded'])))"
 
@@ -323,7 +341,7 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
     assert kernel.value("t") == "6"
 
 
-def test_after_a_restart_a_step_reading_a_variable_not_defined_yet_says_which_cell_to_run(
+def test_after_a_restart_a_step_failing_on_a_variable_not_defined_yet_says_which_cell_to_run(
         kernel: Kernel, tmp_path: Path) -> None:
     cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --outputs x\nx = k * 2\n",
              "%%dagger b --python --needs a --outputs y\ny = a + 1\n"]
@@ -335,15 +353,55 @@ def test_after_a_restart_a_step_reading_a_variable_not_defined_yet_says_which_ce
     kernel.restart()  # reads the notebook: a and b are defined, k is not
     kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
                "from dagnb.notebook.session import get_session")
-    outputs = kernel.run(cells[3])
-    assert error(outputs) is None and "NameError" not in text(outputs)
-    assert usage_error(outputs) == ("step 'a' reads notebook variable `k`, not defined in this "
-                                    "kernel yet; run cell 2 of pipeline.ipynb first")
-    assert text(kernel.run("print(get_session().last_run)")) == "None\n"  # nothing ran
+    failed = error(kernel.run(cells[3]))
+    assert failed is not None and failed["ename"] == "RunFailed"
+    note = ("step 'a' reads notebook variable `k`, not defined in this kernel yet; "
+            "run cell 2 of pipeline.ipynb first")
+    assert failed["traceback"][-2] == note
+    assert states(kernel) == "{'a': 'failed', 'b': 'skipped'}"
     kernel.run(cells[1])
     assert error(kernel.run(cells[3])) is None
     assert states(kernel) == "{'a': 'cached', 'b': 'cached'}"
     assert kernel.value("y") == "7"
+
+
+def test_a_name_error_for_a_name_no_cell_defines_adds_no_note(kernel: Kernel) -> None:
+    failed = error(kernel.run("%%dagger a --python --outputs x\nx = nowhere * 2\n"))
+    assert failed is not None and failed["ename"] == "RunFailed"
+    assert not any("not defined in this kernel yet" in line for line in failed["traceback"])
+
+
+@pytest.mark.parametrize("body", [
+    "global counter\ncounter = 1\nout = counter + 1",
+    "if flag:\n    out = undefined_thing\nelse:\n    out = 1",
+    "try:\n    out = cfg\nexcept NameError:\n    out = 1",
+    "f = lambda: never_defined\nout = 1",
+], ids=["global-statement", "branch-not-taken", "try-name-error", "lambda-never-called"])
+def test_a_step_naming_an_undefined_variable_it_never_reads_runs(kernel: Kernel,
+                                                                 body: str) -> None:
+    kernel.run("flag = False")
+    outputs = kernel.run(f"%%dagger s --python --outputs out\n{body}\n")
+    assert error(outputs) is None and usage_error(outputs) == "", outputs
+    assert kernel.value("out") in ("1", "2")
+
+
+def test_after_a_restart_only_failed_runs_the_failed_step_alone(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --no-cache --outputs x\nx = k\n",
+             "%%dagger b --python --outputs y\nimport os\nif not os.path.exists('ok'):\n"
+             "    raise ValueError('no')\ny = 1\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    for source in cells[1:]:
+        kernel.run(source)
+    kernel.restart()  # reads the notebook: b failed in the last run, k is not defined
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session\nopen('ok', 'w').close()")
+    outputs = kernel.run("%dagger run --only-failed")
+    assert error(outputs) is None and usage_error(outputs) == "", outputs
+    assert states(kernel) == "{'b': 'succeeded'}"
 
 
 # -- params and IPython syntax in --python cells ------------------------------------------

@@ -11,6 +11,7 @@ import pytest
 from dagnb import Graph, Step, UnfingerprintableVariable
 from dagnb.cache.keys import step_key
 from dagnb.fingerprint import code_digest, global_values
+from dagnb.model.masking import Masker
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -210,3 +211,32 @@ def test_a_global_built_from_a_declared_secret_is_masked_in_the_cache_explain_an
     for part in (secret[:5], secret[-6:]):
         assert part not in shown
         assert _stored_with(workdir / ".dagnb_cache", part) == []
+
+
+@pytest.mark.parametrize(("secret", "changed"), [
+    ("change", "notebook variable `params` changed: {'alpha': 0.1, 'name': '***'} → "
+               "{'alpha': 0.5, 'name': '***'}"),  # (a word of the sentence too)
+    ("a", "notebook variable `params` changed: {'alpha': 0.1, 'name': 'a'} → "
+          "{'alpha': 0.5, 'name': 'a'}"),  # shorter than MIN_LINE: not masked in values
+], ids=["secret-spelled-as-a-word", "one-letter-secret"])
+def test_explain_masks_the_values_it_shows_not_its_words_or_names(workdir, monkeypatch,
+                                                                  secret, changed):
+    monkeypatch.setenv("STAGE_TOKEN", secret)
+    scope = namespace(f"params = {{'alpha': 0.1, 'name': {secret!r}}}\n"
+                      "def train():\n    return params['alpha'] * 10\n")
+    graph = Graph("g", [Step("train", func=scope["train"], secrets=("STAGE_TOKEN",))])
+    assert graph.run(executor="local").states() == {"train": "succeeded"}
+    scope["params"]["alpha"] = 0.5
+    assert graph.explain("train") == [changed]
+    assert list(graph.plan()["reason"]) == [changed]
+
+
+def test_a_value_without_a_secret_is_described_as_without_secrets(workdir):
+    scope = namespace("big = 10 ** 45\nname = 'banana split ' * 5\n"
+                      "def f():\n    return big, name\n")
+    step = Step("f", func=scope["f"])
+    plain = step_key(step, upstream_digests={}, base_dir=workdir)
+    masked = step_key(step, upstream_digests={}, base_dir=workdir,
+                      mask=Masker(["tok-unrelated-99"]))
+    assert masked.describe == plain.describe
+    assert plain.describe["var:big"] == "100000000000000000...0000000000000000000"

@@ -96,3 +96,37 @@ def test_a_name_a_python_cell_assigns_before_reading_is_not_taken_from_the_noteb
          "total = 0\nfor i in range(3):\n    total += i\ncount = [total for total in (1, 2)]\n")
     assert shell.user_ns["count"] == [1, 2]
     assert "total" not in global_values(get_session().graph["s"].func)  # (not in its key)
+
+
+def test_a_nested_function_s_own_local_is_not_taken_from_the_notebook(shell):
+    shell.user_ns["result"] = 0  # the step's own output, from a run before
+    body = "def helper(x):\n    result = x * 2\n    return result\nresult = helper(3)\n"
+    cell(shell, "h --python --outputs result", body)
+    assert shell.user_ns["result"] == 6
+    assert "result" not in global_values(get_session().graph["h"].func)  # (not in its key)
+    cell(shell, "h --python --outputs result", body)
+    assert get_session().last_run.states() == {"h": "cached"}
+
+
+def test_a_name_assigned_only_in_a_branch_then_read_starts_from_the_notebook(shell):
+    shell.user_ns.update(flag=False, m=100)
+    cell(shell, "b --python --outputs m", "if flag:\n    m = 1\nm = m + 1\n")
+    assert shell.user_ns["m"] == 101
+    assert "m" in global_values(get_session().graph["b"].func)
+
+
+def test_a_name_not_in_the_notebook_is_not_passed_in(shell):
+    shell.user_ns.pop("cache", None)
+    cell(shell, "c --python --outputs cache",
+         "try:\n    cache\nexcept NameError:\n    cache = {}\ncache['k'] = 1\n")
+    assert shell.user_ns["cache"] == {"k": 1}
+
+
+def test_a_failing_cell_that_reassigns_a_notebook_variable_shows_only_its_own_frames(shell):
+    shell.user_ns["data"] = [1]
+    cell(shell, "boom --python --no-raise --outputs data",
+         "data = data + [2]\nraise ValueError('bad')\n")
+    lines = list(get_session().last_run.logs("boom", stream="stderr")["line"])
+    assert [line.strip() for line in lines if line.strip().startswith("File")] == [
+        line.strip() for line in lines[1:2]]  # one frame: the cell's
+    assert "boom_cell(data)" not in "\n".join(lines) and lines[-1] == "ValueError: bad"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.cache.images import moved
@@ -34,7 +34,8 @@ class Change:
     message: str
 
 
-def explain(store: Store, step_name: str, key: StepKey) -> list[str]:
+def explain(store: Store, step_name: str, key: StepKey,
+            mask: Callable[[str], str] | None = None) -> list[str]:
     """Sentences saying why ``key`` is (or is not) cached for ``step_name``.
 
     Parameters
@@ -43,6 +44,9 @@ def explain(store: Store, step_name: str, key: StepKey) -> list[str]:
         Where to look; nothing is recorded or removed.
     step_name, key
         The step and its new key (from :func:`~dagnb.cache.step_key`).
+    mask
+        Applied to each described value before it goes into a sentence (the
+        secrets' values become ``***``); the sentences' words and names are left alone.
 
     Returns
     -------
@@ -51,7 +55,7 @@ def explain(store: Store, step_name: str, key: StepKey) -> list[str]:
         sentence per changed component; "code changed" carries a unified diff of the
         normalized source on the following lines of the same string.
     """
-    return [change.message for change in explain_changes(store, step_name, key)]
+    return [change.message for change in explain_changes(store, step_name, key, mask)]
 
 
 def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
@@ -62,8 +66,9 @@ def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
     return pd.DataFrame(rows, columns=[f.name for f in dataclasses.fields(Change)])
 
 
-def explain_changes(store: Store, step_name: str, key: StepKey) -> list[Change]:
-    """The differences as :class:`Change` records."""
+def explain_changes(store: Store, step_name: str, key: StepKey,
+                    mask: Callable[[str], str] | None = None) -> list[Change]:
+    """The differences as :class:`Change` records (``mask``: see :func:`explain`)."""
     exact = store.peek(step_name, key)
     if exact is not None:
         if exact.expired(store.clock()):
@@ -72,7 +77,7 @@ def explain_changes(store: Store, step_name: str, key: StepKey) -> list[Change]:
     newest = store.newest(step_name, include_expired=True)
     if newest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]
-    changes = _compare(newest, key)
+    changes = _compare(newest, key, mask or _unmasked)
     if not changes:  # same components, other digest: a different hash algorithm
         return [_status("changed", "the key changed but no component did (hash algorithm?)")]
     return changes
@@ -82,7 +87,11 @@ def _status(change: str, message: str) -> Change:
     return Change("", change, "", "", message)
 
 
-def _compare(entry: Entry, key: StepKey) -> list[Change]:
+def _unmasked(text: str) -> str:
+    return text
+
+
+def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Change]:
     old: Mapping[str, str] = entry.meta.get("components", {})
     old_text: Mapping[str, str] = entry.meta.get("describe", {})
     changes = []
@@ -91,7 +100,7 @@ def _compare(entry: Entry, key: StepKey) -> list[Change]:
         if before == after:
             continue
         change = "added" if before is None else "removed" if after is None else "changed"
-        shown_before, shown_after = old_text.get(name, ""), key.describe.get(name, "")
+        shown_before, shown_after = mask(old_text.get(name, "")), mask(key.describe.get(name, ""))
         message = _sentence(name, change, shown_before, shown_after)
         changes.append(Change(name, change, shown_before, shown_after, message))
     return changes

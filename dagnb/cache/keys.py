@@ -334,8 +334,9 @@ def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> st
 
 
 class _MaskedRepr(reprlib.Repr):
-    """reprlib's short repr, with each item that is not a container masked whole before
-    it is cut to length: a secret cut in the middle would show its head and tail."""
+    """reprlib's short repr, with each item that is not a container and holds a secret
+    masked whole before it is cut to its type's length: a secret cut in the middle would
+    show its head and tail. An item without one is shown as reprlib shows it."""
 
     _CONTAINERS = frozenset({"tuple", "list", "array", "set", "frozenset", "deque", "dict"})
 
@@ -347,10 +348,19 @@ class _MaskedRepr(reprlib.Repr):
         if type(x).__name__ in self._CONTAINERS:
             return super().repr1(x, level)  # its items come back here
         try:
-            text = self._mask(builtins.repr(x))
+            whole = builtins.repr(x)
         except Exception:  # (a repr that fails, an int too long to print)
             return f"<{type(x).__name__} instance>"
-        return _cut(text, self.maxstring if isinstance(x, str) else self.maxother)
+        masked = self._mask(whole)
+        if masked == whole:
+            return super().repr1(x, level)
+        return _cut(masked, self._limit(x))
+
+    def _limit(self, x: Any) -> int:
+        """reprlib's length for ``x``'s type (``maxlong`` for an int, ...)."""
+        if isinstance(x, str):
+            return self.maxstring
+        return self.maxlong if isinstance(x, int) and not isinstance(x, bool) else self.maxother
 
 
 def _cut(text: str, limit: int) -> str:

@@ -43,7 +43,7 @@ from dagnb.cache.store import Entry, Store, acquire
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
-from dagnb.model.masking import Masker
+from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import NO_RESULT, encode_inline, save_result
 from dagnb.model.step import Step, parse_duration
 
@@ -68,7 +68,8 @@ class StepCache:
         ``"off"`` has no StepCache); None for the ``cache_mode`` setting.
     secrets
         The values of the secrets the run knows: masked as ``***`` in the descriptions
-        keys store and in what :meth:`explain` says.
+        keys store and in the values :meth:`explain` shows (those of at least
+        ``MIN_LINE`` characters: a shorter one would mask every value).
     """
 
     def __init__(
@@ -82,7 +83,7 @@ class StepCache:
         secrets: Iterable[str] = (),
     ) -> None:
         config = settings()
-        self.mask = Masker(secrets)
+        self.mask = Masker(secrets, min_length=MIN_LINE)
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
@@ -169,10 +170,11 @@ class StepCache:
         return entry
 
     def explain(self, step: Step, key: StepKey) -> list[str]:
-        """Why ``key`` misses for ``step`` (or that it is cached), in sentences (masked
-        too: an entry stored by an older dagnb may describe a secret's value)."""
-        sentences = explain_key(self._store_of(step), step.name, key)
-        return [self.mask(text) for text in sentences] if self.mask else sentences
+        """Why ``key`` misses for ``step`` (or that it is cached), in sentences; the
+        values they show are masked (an entry stored by an older dagnb may describe a
+        secret's value), not dagnb's words or the names."""
+        return explain_key(self._store_of(step), step.name, key,
+                           mask=self.mask if self.mask else None)
 
     # -- storing and restoring ------------------------------------------------------
     def save(

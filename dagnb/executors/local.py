@@ -482,10 +482,19 @@ def _is_ours(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
 
 
+def _is_cell_wrapper(frame: traceback.FrameSummary, inner: traceback.FrameSummary) -> bool:
+    """The frame of the outer function dagnb wraps a --python cell in (it passes in the
+    notebook variables the cell reassigns): the cell's own frame follows, same name."""
+    return (frame.filename.startswith("<dagger-cell")
+            and (inner.filename, inner.name) == (frame.filename, frame.name))
+
+
 def _failure(task: Task, exc: BaseException) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
     frames = traceback.extract_tb(exc.__traceback__)
     while frames and _is_ours(frames[0].filename):  # the calls that led into the step
+        frames = frames[1:]
+    if len(frames) > 1 and _is_cell_wrapper(frames[0], frames[1]):
         frames = frames[1:]
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     text = "".join(lines).rstrip("\n")

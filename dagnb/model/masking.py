@@ -76,12 +76,15 @@ class SecretFinder:
 
 
 class Masker:
-    """Replaces every occurrence of the given secret values (in any leak form) with ``***``."""
+    """Replaces every occurrence of the given secret values (in any leak form) with ``***``.
+
+    ``min_length``: values shorter are not masked (descriptions of values use
+    ``MIN_LINE``: a secret ``"a"`` would mask every ``a`` of every value shown)."""
 
     __slots__ = ("_pattern",)
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        forms = set().union(*(leak_forms(s) for s in secrets if s))
+    def __init__(self, secrets: Iterable[str] = (), *, min_length: int = 1) -> None:
+        forms = set().union(*(leak_forms(s) for s in secrets if len(s) >= min_length))
         values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
 

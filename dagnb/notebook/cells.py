@@ -28,7 +28,7 @@ import re
 import shlex
 import textwrap
 import types
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from dagnb.errors import InvalidStepError
@@ -194,7 +194,9 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
-    prebound = _read_before_assigned(python, _local_names(code, func_name), arguments)
+    prebound = [n for n in _read_before_assigned(python, _local_names(code, func_name),
+                                                 arguments)
+                if n in namespace]  # (else a plain cell's NameError: UnboundLocalError is one)
     if prebound:
         text = _prebinding_source(func_name, arguments, prebound, text)
         code = _compiled(name, text, filename, 2)
@@ -235,56 +237,92 @@ def _read_before_assigned(python: str, local: set[str], arguments: list[str]) ->
     return sorted(_first_reads(body, set(arguments)) & local)
 
 
+# Statements whose bodies may run or not (or stop half-way): what they assign is not
+# sure to be assigned after them.
+_BRANCHING = tuple(getattr(ast, kind) for kind in (
+    "For", "AsyncFor", "While", "If", "With", "AsyncWith", "Try", "TryStar", "Match")
+    if hasattr(ast, kind))
+# Their bodies run later, in their own scope: their reads are not the cell's.
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
 def _first_reads(statements: list[ast.stmt], assigned: set[str]) -> set[str]:
-    """Names loaded by ``statements`` (in order) before a statement assigns them."""
+    """Names ``statements`` (in order) may load before an unconditional assignment:
+    one inside an if, loop, try or with body counts only within that body."""
     found: set[str] = set()
+    assigned = set(assigned)
     for statement in statements:
-        if isinstance(statement, (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With,
-                                  ast.AsyncWith, ast.Try)):
-            found |= _first_reads_compound(statement, set(assigned))
+        if isinstance(statement, _BRANCHING):
+            found |= _first_reads_compound(statement, assigned)
         else:
             found |= _loads(statement) - assigned
-        assigned |= _stores(statement)
+            assigned |= _stores(statement)
     return found
 
 
 def _first_reads_compound(statement: ast.stmt, assigned: set[str]) -> set[str]:
     """A compound statement: its header expressions, then each of its bodies."""
     items = getattr(statement, "items", [])  # a with statement's
-    headers = [getattr(statement, field, None) for field in ("iter", "test")]
+    headers = [getattr(statement, field, None) for field in ("iter", "test", "subject")]
     headers += [item.context_expr for item in items]
+    headers += [handler.type for handler in getattr(statement, "handlers", [])]
+    headers += [case.guard for case in getattr(statement, "cases", [])]
     found = set().union(*(_loads(node) for node in headers if node is not None)) - assigned
+    inside = set(assigned)
     for target in [getattr(statement, "target", None), *[i.optional_vars for i in items]]:
-        assigned |= _stores(target)
+        inside |= _stores(target)
     for field in ("body", "orelse", "finalbody"):
-        found |= _first_reads(getattr(statement, field, []), set(assigned))
+        found |= _first_reads(getattr(statement, field, []), inside)
     for handler in getattr(statement, "handlers", []):
-        found |= _first_reads(handler.body, assigned | {handler.name or ""})
+        found |= _first_reads(handler.body, inside | {handler.name or ""})
+    for case in getattr(statement, "cases", []):
+        found |= _first_reads(case.body, inside | _captures(case.pattern))
     return found
 
 
+def _captures(pattern: ast.AST) -> set[str]:
+    """The names a match pattern binds (``case [x, *rest]``, ``case {**others}``)."""
+    names = (getattr(node, "name", None) or getattr(node, "rest", None)
+             for node in ast.walk(pattern))
+    return {name for name in names if isinstance(name, str)}
+
+
+def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
+    """``node`` and the nodes under it that run in its scope: a nested function's,
+    lambda's or class's name, decorators, defaults and bases, not its body."""
+    yield node
+    if isinstance(node, _SCOPES):
+        outer: list[ast.AST] = [*getattr(node, "decorator_list", []),
+                                *getattr(node, "bases", []), *getattr(node, "keywords", [])]
+        if not isinstance(node, ast.ClassDef):
+            outer += [d for d in (*node.args.defaults, *node.args.kw_defaults) if d]
+        children: Iterable[ast.AST] = outer
+    else:
+        children = ast.iter_child_nodes(node)
+    for child in children:
+        yield from _own_nodes(child)
+
+
 def _loads(node: ast.AST) -> set[str]:
-    """Names ``node`` reads (``x += 1`` reads ``x``), less those a comprehension, lambda
-    or nested function binds for itself."""
+    """Names ``node`` reads in the cell's scope (``x += 1`` reads ``x``), less those a
+    comprehension binds for itself; what nested functions read does not count."""
     loaded, inner = set(), set()
-    for child in ast.walk(node):
+    for child in _own_nodes(node):
         if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
             loaded.add(child.id)
         elif isinstance(child, ast.AugAssign) and isinstance(child.target, ast.Name):
             loaded.add(child.target.id)
         elif isinstance(child, ast.comprehension):
             inner |= _stores(child.target)
-        elif isinstance(child, ast.arg):
-            inner.add(child.arg)
     return loaded - inner
 
 
 def _stores(node: ast.AST | None) -> set[str]:
-    """Names ``node`` assigns (imports and definitions too)."""
+    """Names ``node`` assigns in the cell's scope (imports and definitions too)."""
     if node is None:
         return set()
     stored = set()
-    for child in ast.walk(node):
+    for child in _own_nodes(node):
         if isinstance(child, ast.Name) and isinstance(child.ctx, (ast.Store, ast.Del)):
             stored.add(child.id)
         elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):

@@ -267,7 +267,7 @@ class DaggerMagics(Magics):
                 if not run.done:  # (an interrupt stopped waiting first: what it ends as)
                     self.session.publish_when_done(run)
         if _raises(args):
-            run.raise_for_status()
+            self.session.raise_for_status(run)
 
     @line_magic("dagger")
     @_usage_errors

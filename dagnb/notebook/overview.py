@@ -12,6 +12,7 @@ Empty answers are sentences.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any
 
 from dagnb.errors import DagnbError
@@ -22,8 +23,8 @@ if TYPE_CHECKING:
 
     from dagnb.notebook.session import Session
 
-__all__ = ["STATUS_COLUMNS", "history", "missing_variables", "notebook_logs", "notebook_states",
-           "notebook_status", "unready_message"]
+__all__ = ["STATUS_COLUMNS", "history", "missing_variables", "name_error_note", "notebook_logs",
+           "notebook_states", "notebook_status", "unready_message"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
@@ -151,6 +152,21 @@ def missing_variables(session: Session, name: str) -> list[tuple[str, str | None
         found.append((variable, f"cell {index + 1} of {path.name}"  # type: ignore[union-attr]
                        if index is not None else None))
     return found
+
+
+_NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
+
+
+def name_error_note(session: Session, name: str, error: str | None) -> str | None:
+    """For step ``name`` that failed with ``error``: the :func:`unready_message` line when
+    it is a NameError for a notebook variable a cell of the notebook defines that this
+    kernel has not run yet (a restart), else None (any other failure: no guess)."""
+    found = _NAME_ERROR.match(error or "")
+    if found is None or name not in session.graph:
+        return None
+    variable = found.group(1)
+    place = dict(missing_variables(session, name)).get(variable)
+    return unready_message(name, [(variable, place)]) if place else None
 
 
 def unready_message(name: str, missing: list[tuple[str, str | None]]) -> str:

@@ -12,6 +12,7 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import threading
 import warnings
@@ -22,11 +23,11 @@ from typing import Any
 from dagnb.cache import store_for
 from dagnb.checks import did_you_mean
 from dagnb.config import context
-from dagnb.errors import DagnbError, GraphError, MissingDependencyError, WorkflowError
+from dagnb.errors import DagnbError, GraphError, MissingDependencyError, RunFailed, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
-from dagnb.notebook.overview import missing_variables, unready_message
+from dagnb.notebook.overview import name_error_note
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
@@ -58,6 +59,8 @@ class Session:
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
         self.live: dict[str, Run] = {}  # run id -> a background run not published yet
+        self._started: dict[str, int] = {}  # run id -> its place in order (newest wins)
+        self._counter = itertools.count()
 
     @property
     def last_run(self) -> Run | None:
@@ -170,37 +173,30 @@ class Session:
             options["only_failed"] = False
             named = [targets] if isinstance(targets, str) else list(targets or ())
             targets = [*named, *self.unfinished()]
-        self._refuse_unready(targets, options)
         run = start_background(self.graph, targets, **options)
+        self._place(run)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
         return run
 
-    def _refuse_unready(self, targets: Iterable[str] | str | None,
-                        options: dict[str, Any]) -> None:
-        """Refuse, before it starts, a run of a Python step that reads a notebook variable
-        not defined yet (a kernel just restarted) and would run, saying which cell to run
-        first: it would fail with a bare NameError. One the cache serves needs nothing."""
-        selected = self.graph.select(targets, tags=options.get("tags"))
-        unready = {name: found for name in selected
-                   if (found := missing_variables(self, name))}
-        if not unready:
-            return
-        served = self._served_from_cache(list(unready), options)
-        for name, found in unready.items():
-            if name not in served:
-                raise MissingDependencyError(unready_message(name, found))
+    def raise_for_status(self, run: Run) -> None:
+        """``run.raise_for_status()``; a step that failed reading a notebook variable a
+        cell defines but this kernel has not run yet (after a restart) adds which cell to
+        run first."""
+        try:
+            run.raise_for_status()
+        except RunFailed as failed:
+            failed.details += self.failure_notes(run)
+            raise
 
-    def _served_from_cache(self, names: list[str], options: dict[str, Any]) -> set[str]:
-        """Those of ``names`` a run with ``options`` would restore from the cache (a key
-        made without a missing variable matches an entry only if it was missing then too)."""
-        refresh = options.get("refresh") or options.get("skip_cache")
-        if refresh is True or options.get("cache") is False or options.get("cache_mode") == "off":
-            return set()
-        plan = self.graph.plan(names, cache_directory=options.get("cache_directory"))
-        served = set(plan.loc[plan["cached"], "step"])
-        return served - set([refresh] if isinstance(refresh, str) else refresh or ())
+    def failure_notes(self, run: Run) -> list[str]:
+        """One line per step of ``run`` that failed with a NameError for a notebook
+        variable not defined yet, naming the cell that defines it."""
+        rows = run.status_rows()
+        notes = (name_error_note(self, name, rows[name]["error"])
+                 for name, state in run.states().items() if state == "failed")
+        return [note for note in notes if note]
 
     def _show_live(self, run: Run) -> None:
         """A run that goes on while the kernel is free is in the views from its start:
@@ -212,7 +208,7 @@ class Session:
         """Bring the rows of the runs still going up to date (the views ask first)."""
         for run in list(self.live.values()):  # (the publishing thread may remove one)
             done = run.done
-            self._remember_rows(run, newest_only=True)
+            self._remember_rows(run)
             if done:
                 self.live.pop(run.id, None)
 
@@ -249,13 +245,22 @@ class Session:
             self._publish_outputs(name, value)
         return results
 
-    def _remember_rows(self, run: Run, *, newest_only: bool = False) -> None:
+    def _place(self, run: Run) -> int:
+        """The run's place in the order runs started (a run first seen: the newest)."""
+        if run.id not in self._started:
+            self._started[run.id] = next(self._counter)
+        return self._started[run.id]
+
+    def _remember_rows(self, run: Run) -> None:
         """The run's rows as the steps' latest, and its row in the history (replaced in
-        place when it is there: a live run, an interrupted one published again).
-        ``newest_only``: leave the steps a later run has taken since."""
+        place when it is there: a live run, an interrupted one published again). A step
+        a run started later has taken keeps that run's row (a --background run that
+        ends after a newer run of its step does not take it back)."""
         rows = run.status().to_dict("records")
+        place = self._place(run)
         for row in rows:
-            if newest_only and self.step_runs.get(row["step"], run) is not run:
+            holder = self.step_runs.get(row["step"])
+            if holder is not None and holder is not run and self._place(holder) > place:
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
@@ -293,6 +298,7 @@ class Session:
         self.step_runs.clear()
         self.runs.clear()
         self.live.clear()
+        self._started.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
