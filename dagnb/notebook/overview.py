@@ -12,10 +12,10 @@ Empty answers are sentences.
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any
 
 from dagnb.errors import DagnbError
+from dagnb.notebook.unready import missing_variables
 from dagnb.runtime.frames import as_text
 
 if TYPE_CHECKING:
@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 
     from dagnb.notebook.session import Session
 
-__all__ = ["STATUS_COLUMNS", "history", "missing_variables", "name_error_note", "notebook_logs",
-           "notebook_states", "notebook_status", "unready_message"]
+__all__ = ["STATUS_COLUMNS", "history", "notebook_logs", "notebook_states", "notebook_status"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
@@ -127,60 +126,11 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
 def _waiting_for(session: Session, name: str) -> str | None:
     """``needs variable `scale` (cell 2 of pipeline.ipynb)`` for a Python step whose code
     reads notebook variables that do not exist yet (a kernel that just started)."""
-    missing = missing_variables(session, name)
+    missing = missing_variables(session.graph, session.namespace, name)
     if not missing:
         return None
     return "needs variable " + ", ".join(
         f"`{variable}` ({place or 'not defined yet'})" for variable, place in missing)
-
-
-def missing_variables(session: Session, name: str) -> list[tuple[str, str | None]]:
-    """The notebook variables step ``name``'s code reads that are not defined now, each
-    with the cell that defines it (``cell 2 of pipeline.ipynb``) when the kernel knows
-    its notebook file and finds one."""
-    from dagnb.fingerprint import missing_globals
-    from dagnb.notebook.document import defining_cell, kernel_notebook_path
-
-    step = session.graph[name]
-    missing = [n for n in missing_globals(step.func) if n not in step.params] if step.func else []
-    if not missing:
-        return []
-    path = kernel_notebook_path(session.namespace)
-    found = []
-    for variable in missing:
-        index = defining_cell(path, variable) if path is not None else None
-        found.append((variable, f"cell {index + 1} of {path.name}"  # type: ignore[union-attr]
-                       if index is not None else None))
-    return found
-
-
-_NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
-
-
-def name_error_note(session: Session, name: str, error: str | None) -> str | None:
-    """For step ``name`` that failed with ``error``: the :func:`unready_message` line when
-    it is a NameError for a notebook variable a cell of the notebook defines that this
-    kernel has not run yet (a restart), else None (any other failure: no guess)."""
-    found = _NAME_ERROR.match(error or "")
-    if found is None or name not in session.graph:
-        return None
-    variable = found.group(1)
-    place = dict(missing_variables(session, name)).get(variable)
-    return unready_message(name, [(variable, place)]) if place else None
-
-
-def unready_message(name: str, missing: list[tuple[str, str | None]]) -> str:
-    """One line: which variables step ``name`` reads that are not defined yet, and which
-    cells to run first."""
-    variables = ", ".join(f"`{variable}`" for variable, _ in missing)
-    places = [place for _, place in missing]
-    if None not in places:
-        fix = ", ".join(dict.fromkeys(places))  # type: ignore[arg-type]  # (in order, once)
-    else:
-        fix = "the cells that define them" if len(missing) > 1 else "the cell that defines it"
-    plural = "s" if len(missing) > 1 else ""
-    return (f"step {name!r} reads notebook variable{plural} {variables}, not defined in "
-            f"this kernel yet; run {fix} first")
 
 
 def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:

@@ -27,7 +27,7 @@ from dagnb.errors import DagnbError, GraphError, MissingDependencyError, RunFail
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
-from dagnb.notebook.overview import name_error_note
+from dagnb.notebook.unready import name_error_note
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
@@ -194,7 +194,7 @@ class Session:
         """One line per step of ``run`` that failed with a NameError for a notebook
         variable not defined yet, naming the cell that defines it."""
         rows = run.status_rows()
-        notes = (name_error_note(self, name, rows[name]["error"])
+        notes = (name_error_note(self.graph, self.namespace, name, rows[name]["error"])
                  for name, state in run.states().items() if state == "failed")
         return [note for note in notes if note]
 
