@@ -116,6 +116,14 @@ def test_select_targets_with_upstream_tags_and_failed() -> None:
         graph.select(tags=["slow", "slwo"])  # a typo beside a good tag is no quiet subset
 
 
+def test_a_target_that_is_also_tagged_selects_no_more_than_both_ask() -> None:
+    # Counted twice, the chosen steps looked like the whole graph: every step ran.
+    graph = diamond()
+    assert graph.select(["left", "right", "load"], tags=["io", "slow"]) == [
+        "load", "left", "right"]  # (five names asked for, of five steps: not all of them)
+    assert graph.select(["left", "left", "load", "load", "left"]) == ["load", "left"]
+
+
 def test_function_steps_infer_needs_from_parameters() -> None:
     graph = Graph("f")
 

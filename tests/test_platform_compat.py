@@ -302,6 +302,22 @@ def test_run_enable_retry_false_retries_no_step():
     assert attempts(run, "a") == 1
 
 
+def test_the_enable_retry_setting_false_retries_no_step_not_even_a_transient_error():
+    # The setting only set max_retries to 0: a transient error was still tried 3 times.
+    calls = []
+
+    def flaky() -> None:
+        calls.append(1)
+        raise ConnectionError("down")
+
+    graph = Graph("setting", [Step("f", func=flaky, circuit_breaker=False)])
+    dagnb.configure(enable_retry=False)
+    run = graph.run(executor="local", cache=False, sleep=Sleeps())
+    assert (attempts(run, "f"), len(calls)) == (1, 1)
+    run = graph.run(executor="local", cache=False, sleep=Sleeps(), enable_retry=True)
+    assert attempts(run, "f") == 3  # the run's own switch still wins
+
+
 class DownExecutor:
     """An executor whose engine is always down (a transient error)."""
 

@@ -274,7 +274,7 @@ class Graph:
         skipped, cancelled, or never ran: a run cut short), with their upstream, which
         the cache makes cheap.
         """
-        chosen = self._chosen(targets, tags, only_failed)
+        chosen = set(self._chosen(targets, tags, only_failed))  # (a target tagged too)
         if len(chosen) == len(self._steps):
             return self.order()
         return self.order(self._with_upstream(chosen))

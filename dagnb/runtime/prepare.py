@@ -187,7 +187,7 @@ def prepare(
     cache_version: str | None = None,
     ttl: float | str | None = None,
     retries: Any = None,
-    enable_retry: bool = True,
+    enable_retry: bool | None = None,
     use_circuit_breaker: bool = True,
     sleep: Any = None,
     on_event: Listener | None = None,
@@ -223,7 +223,8 @@ def prepare(
         Default retry policy for steps that set none (a number or a mapping).
     enable_retry, use_circuit_breaker
         False retries no step at all / lets no executor's circuit breaker hold a step
-        back, whatever the steps ask (the platform's per-execution switches).
+        back, whatever the steps ask (the platform's per-execution switches);
+        ``enable_retry`` None takes the ``enable_retry`` setting.
     on_event
         Called with each of the run's events from its first (the CLI's progress
         lines); ``run.events.subscribe`` does the same once the Run exists.
@@ -261,7 +262,8 @@ def prepare(
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
         step_timeout=config.step_timeout_seconds,
-        retries_enabled=_switch("enable_retry", enable_retry),
+        retries_enabled=_switch("enable_retry", config.enable_retry if enable_retry is None
+                                else enable_retry),
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
     )
     if mode == "fail-on-miss":
