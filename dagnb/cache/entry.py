@@ -127,6 +127,11 @@ class Entry:
             return decode_inline(inline)
         return load_result(self._out_text)
 
+    def head_field(self, name: str, default: Any = None) -> Any:
+        """One field of the metadata's head (:data:`_HEAD_FIELDS`): a hit reads two,
+        with no mapping made for them."""
+        return self.meta.get(name, default)
+
     def verify(self) -> bool:
         """Re-hash the output files (no stat cache) and compare with the saved digest."""
         if self.meta.get("packed"):  # a packed entry pushed or pulled as a folder
@@ -160,6 +165,9 @@ class PackedEntry(Entry):
     @property
     def inline(self) -> Mapping[str, Any] | None:
         return self._head.get("inline")
+
+    def head_field(self, name: str, default: Any = None) -> Any:
+        return self._head.get(name, default)  # (the head holds every head field it has)
 
     @property
     def output_digest(self) -> str:

@@ -124,6 +124,12 @@ class Graph:
     def __getitem__(self, name: str) -> Step:
         return self._steps[self._known(name)]
 
+    def steps_of(self, names: Iterable[str]) -> dict[str, Step]:
+        """The steps of ``names`` by name (a run's selection: one lookup each, the
+        "did you mean" error for a name the graph has not)."""
+        steps = self._steps
+        return {name: steps[name] if name in steps else self[name] for name in names}
+
     def __iter__(self) -> Iterator[Step]:
         return iter(list(self._steps.values()))
 
@@ -168,8 +174,9 @@ class Graph:
         """Raise InvalidStepError for the first mount whose host path does not exist or is
         neither a file nor a folder (reading a FIFO or a device would never end)."""
         base = base_dir or self.base_dir or Path.cwd()
-        for name in self._steps if names is None else names:
-            for host in self[name].mounts:
+        chosen = self._steps if names is None else self.steps_of(names)
+        for name, step in chosen.items():
+            for host in step.mounts:
                 path = base / host
                 if not path.exists():
                     raise InvalidStepError(

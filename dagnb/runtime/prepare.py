@@ -237,7 +237,7 @@ def prepare(
     # a store URL's local tier; a read-only run writes nothing there: any folder will do
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
     order = _selection(graph, targets, tags, only_failed, cache_dir)
-    steps = {name: graph[name] for name in order}
+    steps = graph.steps_of(order)
     base_dir = _resolved(graph.base_dir or ".")
     graph.check_mounts(order, base_dir)
     check_retries(steps.values())
@@ -268,7 +268,7 @@ def prepare(
     )
     if mode == "fail-on-miss":
         _refuse_misses(graph, order, options.cache)
-    _require_engine(graph, order, executor or config.executor, options.cache)
+    _require_engine(graph, steps, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
@@ -400,9 +400,9 @@ def _executor_chooser(default: Any) -> Any:
     return executor_for
 
 
-def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) -> None:
+def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any) -> None:
     """Raise ExecutorUnavailable now if a step must run on an engine that is absent."""
-    names = {graph[n].executor or default for n in order}
+    names = {step.executor or default for step in steps.values()}
     if "dagger" not in names:
         return
     from dagnb.executors.dagger.connection import detect
@@ -410,11 +410,11 @@ def _require_engine(graph: Graph, order: list[str], default: Any, cache: Any) ->
     availability = detect()
     if availability.available:
         return
-    needing = [n for n in order if (graph[n].executor or default) == "dagger"]
+    needing = [n for n, step in steps.items() if (step.executor or default) == "dagger"]
     if cache is not None:  # this run's cache: its folder, version and refresh
         from dagnb.runtime.plan import cached_steps
 
-        restorable = cached_steps(graph, order, cache)
+        restorable = cached_steps(graph, list(steps), cache)
         needing = [n for n in needing if n not in restorable]
     if needing:
         raise ExecutorUnavailable(

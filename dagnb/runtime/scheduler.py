@@ -379,8 +379,8 @@ class Scheduler:
             name,
             state="cached",
             executor="cache",
-            image=_ran_image(step, entry.meta.get("provenance", {}).get("image_ref")),
-            exit_code=entry.meta.get("exit_code", 0),
+            image=_ran_image(step, (entry.head_field("provenance") or {}).get("image_ref")),
+            exit_code=entry.head_field("exit_code", 0),
         )
         self._settled.add(name)
         done = _Outcome(entry.out_ref, result, None, entry.output_digest)
