@@ -365,7 +365,7 @@ class Scheduler:
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name = step.name
         self.run.record_log_files(name, lambda: [entry.log_file])  # rarely read: no Path yet
-        for line in entry.iter_logs():
+        for line in entry.iter_logs() if entry.head_field("log_lines") != 0 else ():
             self._emit(
                 "log",
                 name,
