@@ -228,6 +228,23 @@ def test_failed_probe_opens_the_breaker_again(sleeps):
     assert "fail fast" in row(run, "probe")["error"]
 
 
+def test_a_python_steps_connection_error_is_retried_but_not_counted_by_the_breaker(sleeps):
+    breaker = breaker_for("local", failure_threshold=2)
+    calls: list[str] = []
+
+    def fetch() -> None:
+        calls.append("fetch")
+        raise ConnectionError("db down")
+
+    failed = run_graph([Step("fetch", func=fetch), Step("fetch2", func=fetch)], sleeps,
+                       max_concurrency=1)
+    assert failed.states() == {"fetch": "failed", "fetch2": "failed"}
+    assert len(calls) == 6  # 1 + 2 transient retries each: still retried
+    assert (breaker.state, breaker.failures) == ("closed", 0)
+    later = run_graph([Step("unrelated", run="true")], sleeps)
+    assert later.states() == {"unrelated": "succeeded"}
+
+
 def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_there(
         sleeps, tmp_path, capsys):
     from dagnb.views.live import TextView
