@@ -260,3 +260,16 @@ def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_th
     retries = [line for line in err if "retrying" in line]
     assert retries[0].startswith("── flaky: retrying 2/4 in ") and "exit code 1" in retries[0]
     assert retries[1].startswith("── flaky: retrying 3/4 in ")
+
+
+def test_the_retry_line_counts_the_attempts_the_error_gets_not_the_transient_floor(
+        sleeps, capsys):
+    from dagnb.views.live import TextView
+
+    run = run_graph([Step("once", run="exit 1", retries=1)], sleeps)
+    assert row(run, "once")["attempts"] == 2
+    retries = [e for e in run.events if e.kind == "retry"]
+    assert [e.data["attempt_limit"] for e in retries] == [2]
+    TextView(run, focus="once").close()
+    err = capsys.readouterr().err
+    assert "── once: retrying 2/2 in " in err
