@@ -4,6 +4,7 @@ cancellation, timeouts, secrets and the frames."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -245,6 +246,22 @@ def test_an_async_step_that_swallows_its_cancel_still_times_out(keeps_running) -
     assert result.states() == {"stubborn": "failed"}
     assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
     assert result.logs("stubborn")["line"].tolist() == ["ignored the cancel"]
+
+
+def test_an_executor_that_swallows_the_cancel_and_answers_still_times_out() -> None:
+    from dagnb.executors.base import Outcome
+    from dagnb.testing import FakeExecutor
+
+    class SwallowsTheCancel(FakeExecutor):
+        async def execute(self, task: Any) -> Outcome:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+            return Outcome(exit_code=0)
+
+    graph = Graph("to", [Step("answers", run="true", timeout=0.5)])
+    result = run(graph, executor=SwallowsTheCancel())
+    assert result.states() == {"answers": "failed"}
+    assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
 
 
 def test_run_timeout_cancels_what_is_left() -> None:
