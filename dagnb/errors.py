@@ -160,7 +160,16 @@ class CircuitOpenError(ExecutorError):
 
 
 class TransientError(DagnbError):
-    """A failure that may pass if tried again (a dropped connection, a registry time-out)."""
+    """A failure that may pass if tried again (a dropped connection, a registry time-out).
+
+    ``in_step_code`` is True when the step's own code raised it (a Python step's
+    ``ConnectionError``): it is retried like any transient error, but the executor
+    worked, so the executor's circuit breaker does not count it.
+    """
+
+    def __init__(self, message: str, *, in_step_code: bool = False) -> None:
+        super().__init__(message)
+        self.in_step_code = in_step_code
 
 
 class RunFailed(DagnbError):

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from dagnb.errors import CircuitOpenError, ConfigError
+from dagnb.errors import CircuitOpenError, ConfigError, TransientError
 from dagnb.retry.breaker import CircuitBreaker, breaker_for, breakers
 from dagnb.retry.policy import run_with_retries
 from dagnb.testing import Clock, isolated
@@ -176,3 +176,14 @@ def test_only_one_task_gets_the_probe_and_its_success_closes(breaker, clock):
     assert results.count("ok") == 1 and ran == [1]
     assert all(isinstance(r, CircuitOpenError) for r in results if r != "ok")
     assert breaker.state == "closed"
+
+
+@pytest.mark.parametrize(("in_step_code", "failures"), [(False, 3), (True, 0)])
+def test_only_the_executors_own_transient_errors_count(breaker, in_step_code, failures):
+    async def attempt(number: int) -> None:
+        raise TransientError("connection reset", in_step_code=in_step_code)
+
+    with pytest.raises(TransientError):
+        asyncio.run(run_with_retries({"backoff_factor": 0, "jitter": 0}, attempt,
+                                     breaker=breaker))
+    assert breaker.failures == failures and breaker.state == "closed"

@@ -213,6 +213,21 @@ def test_retries_run_the_step_again_on_dask(on_dask, clock):
     assert os.getpid() not in {int(pid) for pid in attempts.read_text().split()}
 
 
+def test_a_steps_connection_error_is_retried_but_not_counted_by_the_dask_breaker(
+        on_dask, clock):
+    from dagnb.retry.breaker import breaker_for
+
+    breaker = breaker_for("dask", failure_threshold=2)
+
+    def fetch() -> None:
+        raise ConnectionError("db down")
+
+    run = Graph("g", [Step("fetch", func=fetch, executor="dask", cache=False)]).run(
+        sleep=clock.async_sleep)
+    assert run.status_rows()["fetch"]["attempts"] == 3  # transient: still retried
+    assert (breaker.state, breaker.failures) == ("closed", 0)
+
+
 def test_two_cpu_bound_steps_run_at_the_same_time(on_dask):
     def busy() -> tuple[float, float]:
         begun = time.time()

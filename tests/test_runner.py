@@ -4,6 +4,7 @@ cancellation, timeouts, secrets and the frames."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import random
 import signal
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -221,6 +223,45 @@ def test_step_timeout_stops_the_step() -> None:
     assert result.states() == {"long": "failed"}
     assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
     assert _processes_with(marker) == []
+
+
+def stubborn(keeps_running: float) -> Callable[[], Any]:
+    """An async step that swallows its cancel, then runs on for ``keeps_running`` s."""
+    async def ignore_the_cancel() -> str:
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            print("ignored the cancel")
+        await asyncio.sleep(keeps_running)
+        return "finished"
+    return ignore_the_cancel
+
+
+@pytest.mark.parametrize("keeps_running", [0, 5])
+def test_an_async_step_that_swallows_its_cancel_still_times_out(keeps_running) -> None:
+    graph = Graph("to", [Step("stubborn", func=stubborn(keeps_running), timeout=0.5)])
+    started = time.monotonic()
+    result = run(graph)
+    assert time.monotonic() - started < 3  # not held by the orphaned coroutine
+    assert result.states() == {"stubborn": "failed"}
+    assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
+    assert result.logs("stubborn")["line"].tolist() == ["ignored the cancel"]
+
+
+def test_an_executor_that_swallows_the_cancel_and_answers_still_times_out() -> None:
+    from dagnb.executors.base import Outcome
+    from dagnb.testing import FakeExecutor
+
+    class SwallowsTheCancel(FakeExecutor):
+        async def execute(self, task: Any) -> Outcome:
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(30)
+            return Outcome(exit_code=0)
+
+    graph = Graph("to", [Step("answers", run="true", timeout=0.5)])
+    result = run(graph, executor=SwallowsTheCancel())
+    assert result.states() == {"answers": "failed"}
+    assert "ran past its timeout of 0.5 s" in result.status().loc[0, "error"]
 
 
 def test_run_timeout_cancels_what_is_left() -> None:

@@ -228,6 +228,23 @@ def test_failed_probe_opens_the_breaker_again(sleeps):
     assert "fail fast" in row(run, "probe")["error"]
 
 
+def test_a_python_steps_connection_error_is_retried_but_not_counted_by_the_breaker(sleeps):
+    breaker = breaker_for("local", failure_threshold=2)
+    calls: list[str] = []
+
+    def fetch() -> None:
+        calls.append("fetch")
+        raise ConnectionError("db down")
+
+    failed = run_graph([Step("fetch", func=fetch), Step("fetch2", func=fetch)], sleeps,
+                       max_concurrency=1)
+    assert failed.states() == {"fetch": "failed", "fetch2": "failed"}
+    assert len(calls) == 6  # 1 + 2 transient retries each: still retried
+    assert (breaker.state, breaker.failures) == ("closed", 0)
+    later = run_graph([Step("unrelated", run="true")], sleeps)
+    assert later.states() == {"unrelated": "succeeded"}
+
+
 def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_there(
         sleeps, tmp_path, capsys):
     from dagnb.views.live import TextView
@@ -243,3 +260,16 @@ def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_th
     retries = [line for line in err if "retrying" in line]
     assert retries[0].startswith("── flaky: retrying 2/4 in ") and "exit code 1" in retries[0]
     assert retries[1].startswith("── flaky: retrying 3/4 in ")
+
+
+def test_the_retry_line_counts_the_attempts_the_error_gets_not_the_transient_floor(
+        sleeps, capsys):
+    from dagnb.views.live import TextView
+
+    run = run_graph([Step("once", run="exit 1", retries=1)], sleeps)
+    assert row(run, "once")["attempts"] == 2
+    retries = [e for e in run.events if e.kind == "retry"]
+    assert [e.data["attempt_limit"] for e in retries] == [2]
+    TextView(run, focus="once").close()
+    err = capsys.readouterr().err
+    assert "── once: retrying 2/2 in " in err

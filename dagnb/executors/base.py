@@ -8,8 +8,10 @@ stop what it started (kill the process group, close the call) before re-raising.
 
 Errors: a non-zero exit is an :class:`Outcome`, not an exception; a failure of the
 machinery that may pass (a dropped engine connection) raises
-:class:`~dagnb.errors.TransientError`; an exception in user Python code raises
-:class:`~dagnb.errors.StepFailed`.
+:class:`~dagnb.errors.TransientError`, which the executor's circuit breaker counts; an
+exception in user Python code raises :class:`~dagnb.errors.StepFailed`, or, when it is
+transient (a ``ConnectionError``), ``TransientError(..., in_step_code=True)``: retried,
+but not counted against the executor.
 """
 
 from __future__ import annotations

@@ -229,8 +229,8 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
 
         return Outcome(exit_code=0, result=cloudpickle.loads(report["result"]))
     if status == "error":  # its traceback is the last of the lines above
-        if report["transient"]:
-            raise TransientError(report["summary"])
+        if report["transient"]:  # the step's own code raised it: not the cluster's
+            raise TransientError(report["summary"], in_step_code=True)
         raise StepFailed(
             report["summary"], step=task.step.name, exit_code=1,
             stderr_tail=report["tail"],

@@ -395,9 +395,9 @@ async def _call_function(task: Task) -> Outcome:
     try:
         with routed_output(task.log, StepContext(task)):
             if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
-                result = await contextvars.copy_context().run(  # create_task takes none)
-                    asyncio.get_running_loop().create_task,
-                    _kept_on_the_loop(step.func(**kwargs)))  # type: ignore[misc]
+                result = await _until_cancelled_or_done(contextvars.copy_context().run(
+                    asyncio.get_running_loop().create_task,  # create_task takes none)
+                    _kept_on_the_loop(step.func(**kwargs))))  # type: ignore[arg-type]
             else:
                 result = contextvars.copy_context().run(
                     call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
@@ -411,11 +411,33 @@ async def _call_function(task: Task) -> Outcome:
     except Exception as exc:
         failure = _failure(task, exc)
         if classify(exc) == "transient":  # a dropped connection in user code may pass
-            raise TransientError(str(failure)) from exc
+            raise TransientError(str(failure), in_step_code=True) from exc
         raise failure from exc
     except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
         return _base_exception(task, exc)  # end the step, not the loop all steps need
     return Outcome(exit_code=0, result=result)
+
+
+async def _until_cancelled_or_done(step_task: asyncio.Task[Any]) -> Any:
+    """The async step's result; a cancel (its timeout, the run's stop) cancels its task
+    and ends the step within _KILL_GRACE, as a process gets after SIGTERM, even if the
+    step's coroutine swallows the cancel."""
+    try:
+        return await asyncio.shield(step_task)  # a cancel reaches us, not only the step
+    except asyncio.CancelledError:
+        step_task.cancel()
+        await asyncio.wait((step_task,), timeout=_KILL_GRACE)
+        # A coroutine still running here ignored the cancel. Python cannot stop it: it is
+        # left to run on dagnb's loop until it returns by itself, its result or error
+        # dropped (_dropped), its prints still routed to the ended step's log sink.
+        step_task.add_done_callback(_dropped)
+        raise
+
+
+def _dropped(step_task: asyncio.Task[Any]) -> None:
+    """Take a left step task's outcome, so that asyncio does not log it at exit."""
+    if not step_task.cancelled():
+        step_task.exception()
 
 
 class _Ended(Exception):

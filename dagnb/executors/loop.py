@@ -36,7 +36,7 @@ import ctypes
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 from dagnb.executors.reaper import kill_everything
 
@@ -346,14 +346,14 @@ async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
     return task.result()
 
 
-async def _past_deadline(task: asyncio.Future[T]) -> T:
+async def _past_deadline(task: asyncio.Future[Any]) -> NoReturn:
     """The task stopped (it ends before the timeout is reported: its processes are
-    gone); TimeoutError, unless it ended otherwise meanwhile (asyncio.wait_for's way)."""
+    gone), then TimeoutError whatever it did with the cancel: asyncio.wait_for (3.11)
+    returns the result of a coroutine that swallowed it, which ran past its deadline
+    all the same."""
     await _cancelled_and_ended(task)
-    try:
-        return task.result()
-    except asyncio.CancelledError as exc:
-        raise asyncio.TimeoutError from exc
+    error = None if task.cancelled() else task.exception()
+    raise asyncio.TimeoutError from error
 
 
 async def _cancelled_and_ended(task: asyncio.Future[Any]) -> None:

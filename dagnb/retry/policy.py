@@ -441,14 +441,20 @@ def _before_sleep(on_retry: OnRetry) -> Callable[[RetryCallState], None]:
 
 
 def _record(breaker: CircuitBreaker, error: BaseException | None) -> None:
-    """Tell the breaker how an attempt ended: only transient errors count as failures."""
+    """Tell the breaker how an attempt ended: only transient errors of the executor
+    itself count as failures."""
     kind = None if error is None else classify(error)
-    if kind in (None, "permanent"):  # the executor answered, even if the step failed
-        breaker.record_success()
+    if kind in (None, "permanent") or _in_step_code(error):
+        breaker.record_success()  # the executor answered, even if the step failed
     elif kind == "transient":
         breaker.record_failure()
     else:
         breaker.release()
+
+
+def _in_step_code(error: BaseException | None) -> bool:
+    """A transient error the step's own code raised (its executor worked)."""
+    return isinstance(error, TransientError) and error.in_step_code
 
 
 async def _guarded(
@@ -505,7 +511,8 @@ async def run_with_retries(
     breaker
         Checked before each attempt (an open breaker raises
         :class:`~dagnb.errors.CircuitOpenError`, never retried); told of each outcome:
-        a transient error is a failure, a success or a permanent error closes it, a
+        a transient error is a failure, a success, a permanent error or a transient
+        error of the step's own code (``TransientError.in_step_code``) closes it, a
         timeout or cancellation frees the half-open probe slot.
 
     Returns

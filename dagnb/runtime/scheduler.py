@@ -454,7 +454,7 @@ class Scheduler:
                 error=self._error_line(error),
                 delay=delay,
                 next_attempt=number,
-                attempt_limit=_attempt_limit(policy),
+                attempt_limit=_attempt_limit(policy, error),
             )
 
         guard = self._breaker_of(executor) if self._uses_breaker(step) else None
@@ -688,10 +688,10 @@ def _breaker(executor: Executor) -> Any:
     return breaker_for(executor.name)
 
 
-def _attempt_limit(policy: Any) -> int:
-    """The most attempts the policy allows (transient errors may have the higher floor)."""
-    floor = policy.transient_retries if policy.retry_transient else 0
-    return 1 + max(policy.max_retries, floor)
+def _attempt_limit(policy: Any, error: BaseException) -> int:
+    """The most attempts the policy allows after ``error``: its kind's retries (only a
+    transient error has the higher floor), as the policy's stop counts them."""
+    return 1 + policy.retries_for(error)
 
 
 def _ran_image(step: Step, reference: str | None) -> str | None:
