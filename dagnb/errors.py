@@ -167,7 +167,7 @@ class TransientError(DagnbError):
     worked, so the executor's circuit breaker does not count it.
     """
 
-    def __init__(self, message: str, *, in_step_code: bool = False) -> None:
+    def __init__(self, message: str = "", *, in_step_code: bool = False) -> None:
         super().__init__(message)
         self.in_step_code = in_step_code
 
