@@ -79,6 +79,17 @@ def test_explain_names_what_changed() -> None:
     assert plan.loc[0, "cached"] == False  # noqa: E712 - a numpy bool
 
 
+def test_plan_and_explain_say_a_cache_false_step_runs_though_an_old_entry_exists() -> None:
+    graph = Graph("off", [Step("a", run="echo a")])
+    graph.run(executor="local")
+    graph.replace(graph["a"].replace(cache=False))
+    assert graph.explain("a") == ["it runs every time: the step has cache=False"]
+    plan = graph.plan()
+    assert plan[["cached", "reason"]].values.tolist() == [
+        [False, "it runs every time: the step has cache=False"]]
+    assert graph.run(executor="local").states() == {"a": "succeeded"}
+
+
 def test_comment_only_edit_of_a_function_step_is_a_hit() -> None:
     namespace: dict[str, object] = {}
     exec("def work():\n    return 41 + 1\n", namespace)
