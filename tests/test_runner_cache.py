@@ -67,6 +67,30 @@ def test_cache_false_and_session_policies(workdir: Path) -> None:
     assert "memory" not in set(on_disk["step"]) and "never" not in set(on_disk["step"])
 
 
+def test_refresh_of_an_unknown_step_is_refused_with_a_suggestion() -> None:
+    graph = Graph("r", [Step("alpha", run="echo a")])
+    with pytest.raises(dagnb.StepNotFoundError,
+                       match=r"^refresh names 'alpah', which is no step of graph 'r'; "
+                             r"did you mean 'alpha'\?$"):
+        graph.run(executor="local", refresh=["alpah"])
+
+
+def test_refresh_that_is_not_true_false_or_names_is_refused_in_one_line() -> None:
+    graph = Graph("r", [Step("alpha", run="echo a")])
+    with pytest.raises(dagnb.ConfigError,
+                       match=r"^refresh=1 must be True, False or a list of step names$"):
+        graph.run(executor="local", refresh=1)  # type: ignore[arg-type]
+
+
+def test_refresh_and_skip_cache_that_disagree_are_refused() -> None:
+    graph = Graph("r", [Step("a", run="echo a"), Step("b", run="echo b")])
+    graph.run(executor="local")
+    with pytest.raises(dagnb.ConfigError, match=r"^refresh=\['a'\] and skip_cache=True disagree"):
+        graph.run(executor="local", skip_cache=True, refresh=["a"])
+    assert graph.run(executor="local", skip_cache=["a"], refresh=["a"]).states() == {
+        "a": "succeeded", "b": "cached"}
+
+
 def test_explain_names_what_changed() -> None:
     graph = Graph("e", [Step("a", run="echo a", image="python:3.11", params={"n": 1})])
     graph.run(executor="local")

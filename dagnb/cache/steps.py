@@ -41,13 +41,28 @@ from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, Store, acquire
 from dagnb.config import check_cache_mode, settings
-from dagnb.errors import CacheError, CacheMissError, StepFailed
+from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed
 from dagnb.fingerprint import directory_digest, text_digest, value_digest
 from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import NO_RESULT, encode_inline, save_result
 from dagnb.model.step import Step, parse_duration
 
-__all__ = ["CachedResult", "StepCache", "wait_for_flushes"]
+__all__ = ["CachedResult", "StepCache", "refresh_setting", "wait_for_flushes"]
+
+
+def refresh_setting(refresh: Any) -> bool | frozenset[str]:
+    """``refresh`` as True, False or the step names it lists (one name alone: a step's
+    name, not its letters); anything else is refused in one line."""
+    if isinstance(refresh, bool):
+        return refresh
+    if isinstance(refresh, str):
+        return frozenset([refresh])
+    if isinstance(refresh, Iterable) and not isinstance(refresh, Mapping):
+        names = list(refresh)
+        if all(isinstance(name, str) for name in names):
+            return frozenset(names)
+    raise ConfigError(f"refresh={refresh!r} must be True, False or a list of step names")
+
 
 class StepCache:
     """The cache as one run sees it: the store, what to refresh, the version salt.
@@ -76,7 +91,7 @@ class StepCache:
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
-        refresh: bool | Any = False,
+        refresh: bool | Iterable[str] = False,
         version: str | None = None,
         ttl: float | str | None = None,
         mode: str | None = None,
@@ -92,8 +107,9 @@ class StepCache:
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
-        self._refresh_all = refresh is True
-        self._refresh = set() if isinstance(refresh, bool) else set(refresh)
+        wanted = refresh_setting(refresh)
+        self._refresh_all = wanted is True
+        self._refresh = frozenset() if isinstance(wanted, bool) else wanted
         # pin_images: tags count by the digest pinned in <cache>/images.json (read-only:
         # a new tag is pinned for this run only)
         self.images = (ImagePins(self.store.location, writes=self.writes)
