@@ -50,6 +50,40 @@ def test_early_cutoff_keeps_dependents_cached() -> None:
     assert changed.states() == {"up": "succeeded", "down": "succeeded"}
 
 
+def _small_result() -> dict[str, int]:
+    return {"x": 1}  # kept inline in a packed entry
+
+
+def _big_result() -> list[int]:
+    return list(range(3000))  # over the inline limit: a result file
+
+
+def _files_and_result() -> int:
+    (dagnb.current().out_dir / "f.txt").write_text("f")
+    return 7
+
+
+_UPSTREAMS = {
+    "shell files": {"run": 'echo hi > "$DAGNB_OUT/a"'},
+    "python inline result": {"func": _small_result},
+    "python file result": {"func": _big_result},
+    "python files and result": {"func": _files_and_result},
+}
+
+
+@pytest.mark.parametrize("first_cached", [False, True], ids=["uncached first", "cached first"])
+@pytest.mark.parametrize("upstream", list(_UPSTREAMS))
+def test_early_cutoff_holds_when_the_upstream_switches_between_uncached_and_cached(
+        upstream: str, first_cached: bool) -> None:
+    def graph(cached: bool) -> Graph:
+        return Graph("switch", [Step("a", cache=cached, **_UPSTREAMS[upstream]),
+                                Step("b", run='echo b > "$DAGNB_OUT/b"', needs=["a"])])
+
+    graph(first_cached).run(executor="local")
+    again = graph(not first_cached).run(executor="local")
+    assert again.states() == {"a": "succeeded", "b": "cached"}
+
+
 def test_refresh_runs_again_and_skip_cache_is_an_alias() -> None:
     graph = Graph("r", [Step("a", run="echo a"), Step("b", run="echo b", needs=["a"])])
     graph.run(executor="local")
