@@ -110,7 +110,7 @@ def test_fail_on_miss_counts_expired_refreshed_and_uncached_steps_as_misses(
     assert dict(refused.value.misses) == {
         "old": "its cache entry has expired",
         "fresh": "refresh asks to run it again",
-        "never": "it is never cached (cache=False)",
+        "never": "it runs every time: the step has cache=False",
     }
 
 

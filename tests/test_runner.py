@@ -621,3 +621,14 @@ def test_an_output_that_is_not_a_file_or_folder_is_not_stored_and_nothing_hangs(
     with pytest.warns(UserWarning, match="is not a file or a folder"):
         run = Graph("g", [Step("odd", run=odd)]).run(executor="local", timeout=20)
     assert run.states() == {"odd": "succeeded"}
+
+
+@pytest.mark.parametrize(("retries", "attempts"), [(True, 3), (False, 1)])
+def test_retries_true_and_false_are_accepted_as_retry_policy_reads_them(
+        retries: bool, attempts: int) -> None:
+    def flaky() -> None:
+        raise ConnectionError("down")  # transient: retried unless retries are off
+
+    graph = Graph("r", [Step("flaky", func=flaky, retries=retries, circuit_breaker=False)])
+    status = run(graph, sleep=lambda _: asyncio.sleep(0)).status()
+    assert status.loc[0, "attempts"] == attempts

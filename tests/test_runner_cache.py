@@ -50,6 +50,40 @@ def test_early_cutoff_keeps_dependents_cached() -> None:
     assert changed.states() == {"up": "succeeded", "down": "succeeded"}
 
 
+def _small_result() -> dict[str, int]:
+    return {"x": 1}  # kept inline in a packed entry
+
+
+def _big_result() -> list[int]:
+    return list(range(3000))  # over the inline limit: a result file
+
+
+def _files_and_result() -> int:
+    (dagnb.current().out_dir / "f.txt").write_text("f")
+    return 7
+
+
+_UPSTREAMS = {
+    "shell files": {"run": 'echo hi > "$DAGNB_OUT/a"'},
+    "python inline result": {"func": _small_result},
+    "python file result": {"func": _big_result},
+    "python files and result": {"func": _files_and_result},
+}
+
+
+@pytest.mark.parametrize("first_cached", [False, True], ids=["uncached first", "cached first"])
+@pytest.mark.parametrize("upstream", list(_UPSTREAMS))
+def test_early_cutoff_holds_when_the_upstream_switches_between_uncached_and_cached(
+        upstream: str, first_cached: bool) -> None:
+    def graph(cached: bool) -> Graph:
+        return Graph("switch", [Step("a", cache=cached, **_UPSTREAMS[upstream]),
+                                Step("b", run='echo b > "$DAGNB_OUT/b"', needs=["a"])])
+
+    graph(first_cached).run(executor="local")
+    again = graph(not first_cached).run(executor="local")
+    assert again.states() == {"a": "succeeded", "b": "cached"}
+
+
 def test_refresh_runs_again_and_skip_cache_is_an_alias() -> None:
     graph = Graph("r", [Step("a", run="echo a"), Step("b", run="echo b", needs=["a"])])
     graph.run(executor="local")
@@ -67,6 +101,30 @@ def test_cache_false_and_session_policies(workdir: Path) -> None:
     assert "memory" not in set(on_disk["step"]) and "never" not in set(on_disk["step"])
 
 
+def test_refresh_of_an_unknown_step_is_refused_with_a_suggestion() -> None:
+    graph = Graph("r", [Step("alpha", run="echo a")])
+    with pytest.raises(dagnb.StepNotFoundError,
+                       match=r"^refresh names 'alpah', which is no step of graph 'r'; "
+                             r"did you mean 'alpha'\?$"):
+        graph.run(executor="local", refresh=["alpah"])
+
+
+def test_refresh_that_is_not_true_false_or_names_is_refused_in_one_line() -> None:
+    graph = Graph("r", [Step("alpha", run="echo a")])
+    with pytest.raises(dagnb.ConfigError,
+                       match=r"^refresh=1 must be True, False or a list of step names$"):
+        graph.run(executor="local", refresh=1)  # type: ignore[arg-type]
+
+
+def test_refresh_and_skip_cache_that_disagree_are_refused() -> None:
+    graph = Graph("r", [Step("a", run="echo a"), Step("b", run="echo b")])
+    graph.run(executor="local")
+    with pytest.raises(dagnb.ConfigError, match=r"^refresh=\['a'\] and skip_cache=True disagree"):
+        graph.run(executor="local", skip_cache=True, refresh=["a"])
+    assert graph.run(executor="local", skip_cache=["a"], refresh=["a"]).states() == {
+        "a": "succeeded", "b": "cached"}
+
+
 def test_explain_names_what_changed() -> None:
     graph = Graph("e", [Step("a", run="echo a", image="python:3.11", params={"n": 1})])
     graph.run(executor="local")
@@ -77,6 +135,17 @@ def test_explain_names_what_changed() -> None:
     assert "params changed" in reasons
     plan = graph.plan()
     assert plan.loc[0, "cached"] == False  # noqa: E712 - a numpy bool
+
+
+def test_plan_and_explain_say_a_cache_false_step_runs_though_an_old_entry_exists() -> None:
+    graph = Graph("off", [Step("a", run="echo a")])
+    graph.run(executor="local")
+    graph.replace(graph["a"].replace(cache=False))
+    assert graph.explain("a") == ["it runs every time: the step has cache=False"]
+    plan = graph.plan()
+    assert plan[["cached", "reason"]].values.tolist() == [
+        [False, "it runs every time: the step has cache=False"]]
+    assert graph.run(executor="local").states() == {"a": "succeeded"}
 
 
 def test_comment_only_edit_of_a_function_step_is_a_hit() -> None:

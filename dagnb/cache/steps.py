@@ -36,18 +36,40 @@ from typing import Any
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import surely_absent
 from dagnb.cache.background import Background
+from dagnb.cache.entry import _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, Store, acquire
 from dagnb.config import check_cache_mode, settings
-from dagnb.errors import CacheError, CacheMissError, StepFailed
-from dagnb.fingerprint import directory_digest, text_digest, value_digest
+from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed
+from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
 from dagnb.model.masking import MIN_LINE, Masker
-from dagnb.model.results import NO_RESULT, encode_inline, save_result
+from dagnb.model.results import (
+    NO_RESULT,
+    RESULT_FILES,
+    encode_inline,
+    json_text,
+    save_result,
+)
 from dagnb.model.step import Step, parse_duration
 
-__all__ = ["CachedResult", "StepCache", "wait_for_flushes"]
+__all__ = ["CachedResult", "StepCache", "refresh_setting", "wait_for_flushes"]
+
+
+def refresh_setting(refresh: Any) -> bool | frozenset[str]:
+    """``refresh`` as True, False or the step names it lists (one name alone: a step's
+    name, not its letters); anything else is refused in one line."""
+    if isinstance(refresh, bool):
+        return refresh
+    if isinstance(refresh, str):
+        return frozenset([refresh])
+    if isinstance(refresh, Iterable) and not isinstance(refresh, Mapping):
+        names = list(refresh)
+        if all(isinstance(name, str) for name in names):
+            return frozenset(names)
+    raise ConfigError(f"refresh={refresh!r} must be True, False or a list of step names")
+
 
 class StepCache:
     """The cache as one run sees it: the store, what to refresh, the version salt.
@@ -76,7 +98,7 @@ class StepCache:
         self,
         directory: str | os.PathLike[str] | None = None,
         *,
-        refresh: bool | Any = False,
+        refresh: bool | Iterable[str] = False,
         version: str | None = None,
         ttl: float | str | None = None,
         mode: str | None = None,
@@ -92,8 +114,9 @@ class StepCache:
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
-        self._refresh_all = refresh is True
-        self._refresh = set() if isinstance(refresh, bool) else set(refresh)
+        wanted = refresh_setting(refresh)
+        self._refresh_all = wanted is True
+        self._refresh = frozenset() if isinstance(wanted, bool) else wanted
         # pin_images: tags count by the digest pinned in <cache>/images.json (read-only:
         # a new tag is pinned for this run only)
         self.images = (ImagePins(self.store.location, writes=self.writes)
@@ -242,10 +265,21 @@ class StepCache:
 
     @staticmethod
     def digest_of(out_dir: Path, result: Any) -> str:
-        """Output digest of a step that was not stored: its files and its result."""
-        files = directory_digest(out_dir) if out_dir.is_dir() else "no-files"
-        value = "no-result" if result is NO_RESULT else _result_digest(result)
-        return text_digest(files + value)
+        """Output digest of a step that was not stored: the one :meth:`save` would store
+        for it, so that a step cached or not (``cache=False``) leaves its dependents'
+        keys alone (early cut-off). Made as stored entries' are, which keeps their keys.
+        """
+        if not _has_files(out_dir):
+            inline = _inline(result)
+            if inline is not None:  # save packs it, its result inline
+                return _inline_digest(inline or None)
+        if result is NO_RESULT:
+            return directory_digest(out_dir)
+        try:  # save writes the result file into the folder it stores
+            return directory_digest(out_dir, extra=dict([_result_file_digest(result)]))
+        except Exception:  # an unpicklable result, which save would not store either
+            files = directory_digest(out_dir) if out_dir.is_dir() else "no-files"
+            return text_digest(files + _result_digest(result))
 
     def close(self) -> None:
         """Write the hit counts kept in memory, off the run's path: a file per entry
@@ -357,6 +391,27 @@ def _result_digest(result: Any) -> str:
         return value_digest(result)
     except Exception:  # an unhashable result: downstream keys cannot be trusted
         return "unhashable-" + str(id(result))
+
+
+def _result_file_digest(result: Any) -> tuple[str, str]:
+    """The name and content digest of the file ``save_result`` writes for ``result``;
+    a pickle is streamed into the hasher, never held whole in memory."""
+    text = json_text(result)
+    hasher = new_hasher()
+    if text is not None:
+        hasher.update(text.encode("utf-8"))
+        return RESULT_FILES[0], hasher.hexdigest()
+    pickle.Pickler(_Feed(hasher), protocol=5).dump(result)
+    return RESULT_FILES[1], hasher.hexdigest()
+
+
+class _Feed:
+    """A file object that hands what is written to it to a hasher."""
+
+    __slots__ = ("write",)
+
+    def __init__(self, hasher: Any) -> None:
+        self.write = hasher.update
 
 
 _INLINE_LIMIT = 2048  # bytes: a result this small is kept in the entry's metadata

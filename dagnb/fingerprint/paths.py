@@ -7,7 +7,7 @@ import atexit
 import json
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -177,11 +177,49 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
     return digest
 
 
-def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True) -> str:
-    """:func:`path_digest` of a directory (a step's output digest)."""
+def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
+                     extra: Mapping[str, str] | None = None) -> str:
+    """:func:`path_digest` of a directory (a step's output digest).
+
+    ``extra`` (file name -> content digest) counts files as if written at the folder's
+    top, in place of any of those names: the digest it will have once they are (a
+    result not saved yet); with ``extra``, a folder not made counts as an empty one.
+    """
+    if extra:
+        return _digest_with(os.path.abspath(os.fspath(path)), extra, use_stat_cache)
     if not os.path.isdir(path):
         raise NotADirectoryError(f"{os.fspath(path)!r} is not a directory")
     return path_digest(path, use_stat_cache=use_stat_cache)
+
+
+class _Written:
+    """A file counted in a folder's digest before it is written: its name and digest."""
+
+    __slots__ = ("digest", "name")
+
+    def __init__(self, name: str, digest: str) -> None:
+        self.name, self.digest = name, digest
+
+    def is_dir(self) -> bool:
+        return False
+
+    def is_file(self) -> bool:
+        return True
+
+
+def _digest_with(root: str, extra: Mapping[str, str], use_cache: bool) -> str:
+    h = new_hasher()
+    seen: dict[tuple[int, int], str] = {}
+    if os.path.isdir(root):
+        st = os.stat(root)
+        seen[(st.st_dev, st.st_ino)] = ""
+    try:
+        _feed_directory(h, root, "", use_cache, seen, extra=extra)
+    except _TooDeep:
+        raise _depth_error(root) from None
+    if use_cache:
+        flush_stat_cache()
+    return h.hexdigest()
 
 
 def check_tree(path: str | os.PathLike[str]) -> None:
@@ -217,6 +255,7 @@ class _TooDeep(Exception):
 def _feed_directory(
     h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str],
     *, read: bool = True, skip: Callable[[str], bool] | None = None,
+    extra: Mapping[str, str] | None = None,
 ) -> None:
     """Feed one folder's tree. A folder reached again through a symlink (a loop, or two
     links to one folder: a "DAG" that would double the work per level) is fed once,
@@ -225,8 +264,14 @@ def _feed_directory(
     if rel.count("/") >= MAX_DEPTH:
         raise _TooDeep
     h.update(b"D%d:%s" % (len(rel), os.fsencode(rel)))
-    with os.scandir(root) as scan:
-        entries = sorted(scan, key=lambda entry: entry.name)
+    entries: list[Any] = []
+    if extra is None or os.path.isdir(root):
+        with os.scandir(root) as scan:
+            entries = sorted(scan, key=lambda entry: entry.name)
+    if extra:  # (the top of directory_digest's folder only)
+        entries = sorted([*(e for e in entries if e.name not in extra),
+                          *(_Written(name, digest) for name, digest in extra.items())],
+                         key=lambda entry: entry.name)
     for entry in entries:
         name = f"{rel}/{entry.name}" if rel else entry.name
         if skip is not None and skip(f"{name}/" if entry.is_dir() else name):
@@ -240,7 +285,8 @@ def _feed_directory(
                 continue
             _feed_directory(h, entry.path, name, use_cache, seen, read=read, skip=skip)
         elif entry.is_file() and read:
-            digest = _file_digest(entry.path, entry.stat(), use_cache)
+            digest = (entry.digest if type(entry) is _Written
+                      else _file_digest(entry.path, entry.stat(), use_cache))
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))
         else:  # a broken symlink, a socket: its name still counts
             h.update(b"X%d:%s" % (len(raw), raw))

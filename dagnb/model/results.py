@@ -21,6 +21,7 @@ __all__ = [
     "RESULT_FILES",
     "decode_inline",
     "encode_inline",
+    "json_text",
     "load_result",
     "save_result",
 ]
@@ -95,17 +96,25 @@ def save_result(out_dir: Path, value: Any) -> Path:
         The file written.
     """
     out_dir = Path(out_dir)
-    if _shallow_json_exact(value):
-        text = _STRICT(value)
-        # The structural check already guarantees this; the comparison guards float repr.
-        if json.loads(text) == value:
-            path = out_dir / RESULT_FILES[0]
-            path.write_text(text, encoding="utf-8")
-            return path
+    text = json_text(value)
+    if text is not None:
+        path = out_dir / RESULT_FILES[0]
+        path.write_text(text, encoding="utf-8")
+        return path
     path = out_dir / RESULT_FILES[1]
     with open(path, "wb") as handle:
         pickle.dump(value, handle, protocol=5)
     return path
+
+
+def json_text(value: Any) -> str | None:
+    """The text :func:`save_result` writes as ``result.json``; None: it pickles ``value``."""
+    if _shallow_json_exact(value):
+        text = _STRICT(value)
+        # The structural check already guarantees this; the comparison guards float repr.
+        if json.loads(text) == value:
+            return text
+    return None
 
 
 def load_result(out_dir: Path | str) -> Any:

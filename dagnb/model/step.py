@@ -282,7 +282,8 @@ class Step:
     def _check_policies(self, name: str) -> None:
         _must(checks.one_of, self.cache, f"step {name!r}: cache={self.cache!r}",
               choices=_CACHE_POLICIES)
-        if isinstance(self.retries, int):  # other retry settings are the retry layer's
+        # True/False (on/off) and the other settings are RetryPolicy.from_value's
+        if isinstance(self.retries, int) and not isinstance(self.retries, bool):
             _must(checks.count, self.retries, f"step {name!r}: retries {self.retries!r}")
         _must(checks.flag, self.circuit_breaker,
               f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")

@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["cached_steps", "explain", "misses", "plan", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
+NEVER_CACHED = "it runs every time: the step has cache=False"
 
 
 def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, Any]]:
@@ -44,6 +45,10 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
                     "reason": f"runs after {', '.join(waiting)}, which will run",
                 }
             )
+            continue
+        if not cache.enabled_for(step):  # it runs whatever the cache holds: no key to look up
+            digests[name] = None
+            rows.append({"step": name, "cached": False, "key": None, "reason": NEVER_CACHED})
             continue
         try:
             key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
@@ -92,10 +97,9 @@ def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, 
     found = []
     for row in _walk(graph, names, cache):
         step, entry = graph[row["step"]], row.get("_entry")
-        if not cache.enabled_for(step):
-            reason: str | None = "it is never cached (cache=False)"
-        elif entry is None:
-            reason = row["reason"].splitlines()[0] if row["reason"] else "it is not cached"
+        if entry is None:
+            reason: str | None = (row["reason"].splitlines()[0] if row["reason"]
+                                  else "it is not cached")
         else:
             reason = cache.passed_over(step, entry)
         if reason is not None:

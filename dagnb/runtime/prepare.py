@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import local_folder, refuse_foreign_folder
-from dagnb.cache.steps import StepCache
+from dagnb.cache.steps import StepCache, refresh_setting
+from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
@@ -34,6 +35,7 @@ from dagnb.errors import (
     DagnbError,
     ExecutorUnavailable,
     InvalidStepError,
+    StepNotFoundError,
 )
 from dagnb.executors import get_executor, loop
 from dagnb.executors.capture import capturing
@@ -242,6 +244,7 @@ def prepare(
     graph.check_mounts(order, base_dir)
     check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
+    refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
         or max_concurrency < 1
@@ -255,7 +258,7 @@ def prepare(
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
         cache=StepCache(
-            cache_directory, refresh=refresh if skip_cache is None else skip_cache,
+            cache_directory, refresh=refreshed,
             version=cache_version, ttl=ttl, mode=mode,
             secrets=known_secret_values(graph),  # this run's and the other cells'
         ) if mode != "off" else None,
@@ -336,6 +339,21 @@ def _selection(
     again = unfinished(states, (step.name for step in graph))
     named = [targets] if isinstance(targets, str) else list(targets or ())
     return graph.select([*named, *again], tags=tags)
+
+
+def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:
+    """``refresh`` or its other name ``skip_cache`` (the platform's), checked: a name
+    must be one of the graph's steps, else nothing would be refreshed."""
+    wanted = refresh_setting(refresh if skip_cache is None else skip_cache)
+    if skip_cache is not None and refresh is not False and refresh_setting(refresh) != wanted:
+        raise ConfigError(f"refresh={refresh!r} and skip_cache={skip_cache!r} disagree; "
+                          "skip_cache is another name for refresh: give one of them")
+    for name in sorted(wanted) if isinstance(wanted, frozenset) else ():
+        if name not in graph:
+            hint = did_you_mean(name, graph.names, otherwise="check the step names")
+            raise StepNotFoundError(f"refresh names {name!r}, which is no step of graph "
+                                    f"{graph.name!r}; {hint}")
+    return wanted
 
 
 def _cache_mode(cache: bool | None, cache_mode: str | None) -> str:
