@@ -238,6 +238,7 @@ def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_lat
             "done; echo first-run; fi\n")
     try:
         assert error(kernel.run(slow)) is None
+        _wait_for(tmp_path / "first")  # (the background step is under way, not only asked for)
         assert error(kernel.run("%dagger run slow")) is None  # the newer run, done first
     finally:
         (tmp_path / "release").touch()
@@ -247,6 +248,13 @@ def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_lat
     assert text(kernel.run(_STATES)) == "{'slow': 'uncached'}\n"  # (--no-cache)
     lines = "lines = %dagger logs slow\nprint(list(lines['line']))"
     assert text(kernel.run(lines)) == "['second-run']\n"
+
+
+def _wait_for(path: Path, seconds: float = 20.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
 
 
 _STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
