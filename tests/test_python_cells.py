@@ -115,6 +115,31 @@ def test_a_name_assigned_only_in_a_branch_then_read_starts_from_the_notebook(she
     assert "m" in global_values(get_session().graph["b"].func)
 
 
+def test_an_output_assigned_in_a_with_or_if_else_body_is_not_taken_from_the_notebook(shell):
+    # Pre-bound, the cell's own output (published to the notebook after its first run)
+    # became an input of its key: each run missed, the step was never cached again.
+    shell.user_ns.update(flag=True, path=__file__)
+    body = ("with open(path) as handle:\n    data = handle.read(10)\n"
+            "if flag:\n    kind = 'a'\nelse:\n    kind = 'b'\nsize = len(data + kind)\n")
+    cell(shell, "w --python --outputs data,kind", body)
+    assert shell.user_ns["kind"] == "a"  # (published: the cell run again sees them)
+    cell(shell, "w --python --outputs data,kind", body)
+    assert get_session().last_run.states() == {"w": "cached"}
+    variables = global_values(get_session().graph["w"].func)
+    assert "data" not in variables and "kind" not in variables
+
+
+def test_a_class_body_or_a_helper_called_first_reads_the_notebooks_variable(shell):
+    # Their reads were left out with their locals: the cell's later assignment made
+    # the name a local of the cell's function, unbound when they read it.
+    shell.user_ns.update(threshold=10)
+    cell(shell, "k --python --outputs threshold",
+         "class Settings:\n    limit = threshold\n"
+         "def doubled():\n    return threshold * 2\n"
+         "threshold = Settings.limit + doubled()\n")
+    assert shell.user_ns["threshold"] == 30
+
+
 def test_a_name_not_in_the_notebook_is_not_passed_in(shell):
     shell.user_ns.pop("cache", None)
     cell(shell, "c --python --outputs cache",

@@ -237,41 +237,67 @@ def _read_before_assigned(python: str, local: set[str], arguments: list[str]) ->
     return sorted(_first_reads(body, set(arguments)) & local)
 
 
-# Statements whose bodies may run or not (or stop half-way): what they assign is not
-# sure to be assigned after them.
-_BRANCHING = tuple(getattr(ast, kind) for kind in (
-    "For", "AsyncFor", "While", "If", "With", "AsyncWith", "Try", "TryStar", "Match")
-    if hasattr(ast, kind))
-# Their bodies run later, in their own scope: their reads are not the cell's.
+# Statements whose bodies may run or not, or more than once: what they assign is sure
+# to be assigned after them only when every way through assigns it (if/else).
+_CONDITIONAL = tuple(getattr(ast, kind) for kind in ("For", "AsyncFor", "While", "Match")
+                     if hasattr(ast, kind))
+_WITH = (ast.With, ast.AsyncWith)
+_TRY = tuple(getattr(ast, kind) for kind in ("Try", "TryStar") if hasattr(ast, kind))
+# Their bodies run in their own scope: only the names they read and do not bind count.
 _SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
 
 
 def _first_reads(statements: list[ast.stmt], assigned: set[str]) -> set[str]:
-    """Names ``statements`` (in order) may load before an unconditional assignment:
-    one inside an if, loop, try or with body counts only within that body."""
+    """Names ``statements`` (in order) may load before they are assigned."""
+    return _scan(statements, set(assigned))[0]
+
+
+def _scan(statements: list[ast.stmt], assigned: set[str]) -> tuple[set[str], set[str]]:
+    """(names read before assigned, names sure to be assigned after ``statements``).
+
+    A with or try body counts as run (``with open(p) as f: df = read(f)`` assigns
+    ``df``: pre-binding it would key the step on its own last output); an if assigns
+    what both its branches do; a loop's or a match's body may not run at all."""
     found: set[str] = set()
-    assigned = set(assigned)
     for statement in statements:
-        if isinstance(statement, _BRANCHING):
-            found |= _first_reads_compound(statement, assigned)
+        if isinstance(statement, ast.If):
+            found |= _loads(statement.test) - assigned
+            body_found, body_assigned = _scan(statement.body, set(assigned))
+            else_found, else_assigned = _scan(statement.orelse, set(assigned))
+            found |= body_found | else_found
+            assigned |= body_assigned & else_assigned if statement.orelse else set()
+        elif isinstance(statement, _WITH):
+            found |= _loads_of(i.context_expr for i in statement.items) - assigned
+            assigned |= set().union(*(_stores(i.optional_vars) for i in statement.items))
+            body_found, assigned = _scan(statement.body, assigned)
+            found |= body_found
+        elif isinstance(statement, _TRY):
+            before = set(assigned)
+            body_found, assigned = _scan(statement.body, assigned)
+            found |= body_found | _first_reads_compound(statement, before, ("orelse",
+                                                                             "finalbody"))
+        elif isinstance(statement, _CONDITIONAL):
+            found |= _first_reads_compound(statement, assigned, ("body", "orelse"))
         else:
             found |= _loads(statement) - assigned
             assigned |= _stores(statement)
-    return found
+    return found, assigned
 
 
-def _first_reads_compound(statement: ast.stmt, assigned: set[str]) -> set[str]:
-    """A compound statement: its header expressions, then each of its bodies."""
-    items = getattr(statement, "items", [])  # a with statement's
+def _loads_of(nodes: Iterable[ast.AST | None]) -> set[str]:
+    return set().union(*(_loads(node) for node in nodes if node is not None))
+
+
+def _first_reads_compound(statement: ast.stmt, assigned: set[str],
+                          bodies: tuple[str, ...]) -> set[str]:
+    """A statement whose ``bodies`` may not run: its header expressions, then each body
+    (what one assigns counts only within it), handlers and cases likewise."""
     headers = [getattr(statement, field, None) for field in ("iter", "test", "subject")]
-    headers += [item.context_expr for item in items]
     headers += [handler.type for handler in getattr(statement, "handlers", [])]
     headers += [case.guard for case in getattr(statement, "cases", [])]
-    found = set().union(*(_loads(node) for node in headers if node is not None)) - assigned
-    inside = set(assigned)
-    for target in [getattr(statement, "target", None), *[i.optional_vars for i in items]]:
-        inside |= _stores(target)
-    for field in ("body", "orelse", "finalbody"):
+    found = _loads_of(headers) - assigned
+    inside = assigned | _stores(getattr(statement, "target", None))
+    for field in bodies:
         found |= _first_reads(getattr(statement, field, []), inside)
     for handler in getattr(statement, "handlers", []):
         found |= _first_reads(handler.body, inside | {handler.name or ""})
@@ -305,7 +331,9 @@ def _own_nodes(node: ast.AST) -> Iterator[ast.AST]:
 
 def _loads(node: ast.AST) -> set[str]:
     """Names ``node`` reads in the cell's scope (``x += 1`` reads ``x``), less those a
-    comprehension binds for itself; what nested functions read does not count."""
+    comprehension binds for itself; a nested function, lambda or class reads the names
+    it does not bind itself (a helper called, a class body run, before the cell assigns
+    them: the notebook's, as in a plain cell), not its own locals."""
     loaded, inner = set(), set()
     for child in _own_nodes(node):
         if isinstance(child, ast.Name) and isinstance(child.ctx, ast.Load):
@@ -314,7 +342,28 @@ def _loads(node: ast.AST) -> set[str]:
             loaded.add(child.target.id)
         elif isinstance(child, ast.comprehension):
             inner |= _stores(child.target)
+        elif isinstance(child, _SCOPES):
+            loaded |= _free_reads(child)
     return loaded - inner
+
+
+def _free_reads(scope: ast.AST) -> set[str]:
+    """The names a nested function's, lambda's or class's body reads and binds nowhere
+    in it (its parameters, assignments, imports and definitions are its own)."""
+    body = [scope.body] if isinstance(scope, ast.Lambda) else scope.body  # type: ignore[attr-defined]
+    nodes = [node for part in body for node in ast.walk(part)]
+    read = {n.id for n in nodes if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+    bound = {n.id for n in nodes if isinstance(n, ast.Name) and not isinstance(n.ctx, ast.Load)}
+    bound |= {n.name for n in nodes if isinstance(n, _SCOPES[:3])}
+    bound |= {n.arg for n in nodes if isinstance(n, ast.arg)}  # (an inner lambda's)
+    bound |= {(a.asname or a.name).partition(".")[0] for n in nodes
+              if isinstance(n, (ast.Import, ast.ImportFrom)) for a in n.names}
+    parameters = getattr(scope, "args", None)
+    if parameters is not None:
+        bound |= {a.arg for a in (*parameters.posonlyargs, *parameters.args,
+                                  *parameters.kwonlyargs, parameters.vararg, parameters.kwarg)
+                  if a is not None}
+    return read - bound
 
 
 def _stores(node: ast.AST | None) -> set[str]:
