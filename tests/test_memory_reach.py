@@ -374,6 +374,17 @@ class Model:
 """
 
 
+def test_a_global_the_function_changes_counts_by_name_whatever_its_case():
+    """An UPPER_CASE list a function appends to counted by its content: another
+    function appending to it too changed this one's key (a miss in the next process)."""
+    digests = []
+    for runs in ([], ["another function's call"]):  # (two processes, as they find RUNS)
+        namespace = {"RUNS": runs, "__name__": "reach_state"}
+        exec("def record(x):\n    RUNS.append(x)\n    return x\n", namespace)
+        digests.append(code_digest(namespace["record"]))
+    assert digests[0] == digests[1]
+
+
 def test_a_librarys_wrapper_of_its_own_code_counts_by_name():
     """numpy's np.sum is a C dispatcher whose __wrapped__ is numpy's Python function:
     followed, its key hung on numpy's source (and missed at every numpy upgrade)."""

@@ -109,6 +109,11 @@ class _CodeWalker:
             if obj is _MISSING:
                 # Remembered so that defining it later (a notebook cell) is noticed.
                 self.deps.append((func.__globals__, name, _MISSING))
+            elif name in changed and not _is_code(obj):
+                # its state (``RUNS.append(x)``), whatever its name's case: by name, or
+                # another function appending to it too would change this one's key
+                self.deps.append((func.__globals__, name, obj))
+                self.feed("state", name)
             else:
                 self.add_global(name, obj, func, read=name in read)
 
