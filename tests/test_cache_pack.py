@@ -469,8 +469,11 @@ def test_once_a_fresh_process_made_a_dict_it_reads_records_from_the_pack_at_once
         at = data.rfind(b"k35") + 3  # a byte of k35's record, past its names
         data[at] ^= 0x41
         pack.write_bytes(bytes(data))  # (in place: the mapping sees it)
-        found = fresh.lookup("s", "k35")
+        with warnings.catch_warnings(record=True) as met:
+            warnings.simplefilter("always")
+            found = fresh.lookup("s", "k35")
         assert found is None if can_map else found.result() == 35
+        assert [str(w.message).count("s/k35") for w in met] == ([1] if can_map else [])
 
 
 def _refuse_to_map(*_args: object, **_kwargs: object) -> None:
@@ -525,3 +528,22 @@ def test_a_fresh_process_finds_keys_of_a_keys_file_longer_than_one_read(tmp_path
         fresh = Store(tmp_path / "c")
         assert [fresh.lookup("s", f"k{i}").result() for i in (0, 1900, 2499)] == [0, 1900, 2499]
         assert fresh._packs._keyed  # found through the keys file, not a walk
+
+
+@pytest.mark.parametrize("keys_file", [True, False])
+def test_a_changed_record_met_by_a_lookup_is_reported_once(tmp_path, keys_file):
+    pack, sizes = _filled(tmp_path / "c")
+    damaged = bytearray(pack.read_bytes())
+    damaged[sizes[0] + 40] ^= 0x41  # in the body of k1's record
+    pack.write_bytes(bytes(damaged))
+    if not keys_file:  # (then the pack is searched for the key, not looked up there)
+        for other in pack.parent.glob(f"{pack.name}.*"):
+            other.unlink()
+    with isolated():
+        store = Store(tmp_path / "c", read_only=True)
+        with pytest.warns(DamagedEntryWarning, match="s/k1.* is damaged"):
+            assert store.lookup("s", "k1") is None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert store.lookup("s", "k1") is None
+            assert store.lookup("s", "k2").result() == {"value": 2}

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import pytest
 
 from dagnb import Graph, Memory
-from dagnb.cache import Store
+from dagnb.cache import DamagedEntryWarning, Store
 from dagnb.cli import main
 from dagnb.testing import isolated
 
@@ -67,3 +68,70 @@ def test_verify_reports_a_damaged_pack_record(
     with isolated():
         store = Store(tmp_path / "c")
         assert store.lookup("s", "k1") is None and store.lookup("s", "k2").result() == "b" * 50
+
+
+def _verify(location: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
+    """`dagnb cache verify` of ``location`` as a new process runs it: its code and output."""
+    with isolated():
+        code = main(["cache", "verify", "--cache-dir", str(location)])
+    return code, capsys.readouterr().out
+
+
+def test_verify_is_healthy_once_a_torn_last_record_was_rebuilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with isolated():
+        store = Store(tmp_path / "c")
+        store.save("s", "k1", out_dir=None, inline={"json": 1})
+        store.save("s", "k2", out_dir=None, inline={"json": 2})
+        store.close()
+    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
+    pack.write_bytes(pack.read_bytes()[:-5])  # a power loss tore k2's record
+    with isolated(), pytest.warns(DamagedEntryWarning, match="torn"):
+        store = Store(tmp_path / "c")
+        assert store.lookup("s", "k2") is None  # the next run rebuilds it
+        store.save("s", "k2", out_dir=None, inline={"json": 2})
+        store.close()
+    code, out = _verify(tmp_path / "c", capsys)
+    assert code == 0 and "verified 2 cache entries" in out and "all intact" in out, out
+
+
+def test_verify_sets_a_torn_last_record_aside_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with isolated():
+        store = Store(tmp_path / "c")
+        store.save("s", "k1", out_dir=None, inline={"json": 1})
+        store.save("s", "k2", out_dir=None, inline={"json": 2})
+        store.close()
+    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
+    pack.write_bytes(pack.read_bytes()[:-5])
+    code, out = _verify(tmp_path / "c", capsys)
+    assert code == 1 and "s/k2" in out and "torn" in out and "verified 2 cache" in out, out
+    code, out = _verify(tmp_path / "c", capsys)
+    assert code == 0 and "verified 1 cache entries" in out and "all intact" in out, out
+
+
+def test_verify_sets_a_damaged_pack_record_aside_for_good(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with isolated():
+        store = Store(tmp_path / "c")
+        store.save("s", "k1", out_dir=None, inline={"json": "a" * 50})
+        store.save("s", "k2", out_dir=None, inline={"json": "b" * 50})
+        store.close()
+    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
+    data = bytearray(pack.read_bytes())
+    data[data.index(b"a" * 50) + 10] = ord("z")
+    pack.write_bytes(bytes(data))
+    code, out = _verify(tmp_path / "c", capsys)
+    assert code == 1 and "1 damaged, set aside" in out, out
+    code, out = _verify(tmp_path / "c", capsys)
+    assert code == 0 and "verified 1 cache entries" in out and "all intact" in out, out
+    with isolated(), warnings.catch_warnings():
+        warnings.simplefilter("error")  # set aside: a plain miss, not damage met again
+        store = Store(tmp_path / "c")
+        assert store.lookup("s", "k1") is None and store.lookup("s", "k2").result() == "b" * 50
+        store.save("s", "k1", out_dir=None, inline={"json": "a" * 50})
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k1").result() == "a" * 50

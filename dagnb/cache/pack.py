@@ -60,7 +60,10 @@ end and its digest hold, so a torn or changed record is never served: it is a mi
 power loss can cost the last records written (they are then misses, and run again); a
 record whose digest does not hold is skipped and reading goes on after it; one whose
 framing is lost ends what is read of that pack. Damage is reported once, as a
-:class:`~dagnb.cache.store.DamagedEntryWarning`.
+:class:`~dagnb.cache.store.DamagedEntryWarning` (a searched pack's damaged record too);
+a torn last record is not, once its key has another record (a rebuilt entry, a
+tombstone): it lost nothing then. ``dagnb cache verify`` sets a damaged record aside
+with a tombstone of its key, so it is a plain miss from then on.
 """
 
 from __future__ import annotations
@@ -74,6 +77,7 @@ import time
 import uuid
 import weakref
 from collections.abc import Callable, Iterator
+from typing import NamedTuple
 
 import xxhash
 
@@ -81,6 +85,7 @@ from dagnb.cache.backend import folder_identity
 from dagnb.cache.forks import ForkSafeLock, renew_in_child
 from dagnb.cache.pack_keys import KEYS, SEARCH_KEYS, _Keys, _keys_of
 from dagnb.cache.pack_records import (
+    _DAMAGED,
     _FRAME,
     _HEAD,
     _NAMES,
@@ -100,6 +105,7 @@ from dagnb.cache.pack_records import (
     _Slot,
     _stamp_of,
     _tail,
+    _torn_key,
     _whole_record,
     _wins,
     decode,
@@ -113,6 +119,7 @@ __all__ = [
     "RECORD_LIMIT",
     "TOMBSTONE",
     "PackIndex",
+    "Problem",
     "Record",
     "decode",
     "encode",
@@ -121,7 +128,6 @@ __all__ = [
 
 WALK_AFTER = 2  # a fresh process searches packs for keys until it searched them this
 #                 many times over, then walks them (a walk costs about that much)
-_DAMAGED = 255  # the kind the index gives a record found damaged: a miss
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 GENERATION = "generation"  # a file of the packs folder that grows by a byte whenever a
 #                            record others may serve is removed or replaced (see get())
@@ -129,6 +135,14 @@ _RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over t
 
 
 _REFRESHING = object()  # PackIndex.generation while a refresh is under way
+
+
+class Problem(NamedTuple):
+    """Damage found in a pack (or its sealed index), and the key it cost, if known."""
+
+    pack: str
+    why: str
+    where: tuple[str, str] | None = None
 
 
 class PackIndex:
@@ -150,7 +164,8 @@ class PackIndex:
         self.records: dict[tuple[str, str], Record | _Slot] = {}
         self.sizes: dict[str, int] = {}  # pack name -> bytes read (whole records)
         self.loaded = False
-        self.problems: list[tuple[str, str]] = []  # (pack, why), each reported once
+        self.problems: list[Problem] = []  # each reported once
+        self._torn: dict[str, tuple[str, str] | None] = {}  # pack -> its torn record's key
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = threading.RLock()
         _INDEXES.add(self)
@@ -247,7 +262,7 @@ class PackIndex:
                 self._distrust()  # a keys file that lies: the packs say which
                 return self._lookup(*where)
             if record is None:
-                self._problem(pack, f"a record of {where[0]}/{where[1][:12]} is damaged")
+                self._problem(pack, f"a record of {where[0]}/{where[1][:12]} is damaged", where)
                 self.records[where] = Record(where[0], where[1], _DAMAGED, stamp, b"", pack)
                 return None
             self.records[where] = record
@@ -328,6 +343,9 @@ class PackIndex:
                     best = found
             if best is not None and best is not known:
                 self.add(best)  # type: ignore[arg-type]
+                if _kind_of(best) == _DAMAGED:  # (reported as a walk's lookup would)
+                    self._problem(_pack_of(best), f"a record of {step}/{key[:12]} is damaged",
+                                  (step, key))
             total = sum(len(blob) for blob in self._blobs.values())
             self._searched += total
             if self._searched > WALK_AFTER * total:
@@ -484,6 +502,7 @@ class PackIndex:
             self._keyed.clear()
             self._resolved.clear()
             self._keys_searched = 0
+            self._torn.clear()
             self._listed_at = None  # (list again)
             self.loaded = False
 
@@ -516,11 +535,9 @@ class PackIndex:
             return False
         except (OSError, ValueError):  # unreadable: nothing from it
             return True
-        if fresh:  # a fresh process, a pack with no keys file: searched for a few keys
-            self._blobs[name] = data
-            self.sizes[name] = len(data)
-            if not _ends_whole(data) and not _held(path):
-                self._problem(name, "its last record is torn")
+        if fresh and (_ends_whole(data) or _held(path)):  # a fresh process, a pack with
+            self._blobs[name] = data  # no keys file: searched for a few keys (a torn one,
+            self.sizes[name] = len(data)  # rare, is walked: its torn record's key known)
             return True
         self._take(name, done, data)
         return True
@@ -531,7 +548,7 @@ class PackIndex:
         used, problem = self._scan(data, name)
         self.sizes[name] = done + used
         if problem is None and used < len(data) and not _held(path):
-            problem = "its last record is torn"  # nobody is writing there: for good
+            self._torn[name] = _torn_key(data, used)  # nobody is writing there: for good
         if problem is not None:
             self._problem(name, problem)
 
@@ -559,10 +576,20 @@ class PackIndex:
             offset = after
         return offset, None
 
-    def _problem(self, name: str, problem: str) -> None:
+    def _problem(self, name: str, problem: str, where: tuple[str, str] | None = None) -> None:
         if (name, problem) not in self._seen_problems:
             self._seen_problems.add((name, problem))
-            self.problems.append((name, problem))
+            self.problems.append(Problem(name, problem, where))
+
+    def _torn_problems(self) -> None:
+        """Report the torn last records that nothing replaced since: a torn record of a
+        key with another record (a rebuilt entry, a tombstone) lost nothing, and one cut
+        before its names cannot be told from none."""
+        torn, self._torn = self._torn, {}
+        for name, where in torn.items():
+            if where is not None and self._known(*where) is None:
+                self._problem(name, f"its last record, of {where[0]}/{where[1][:12]}, is torn",
+                              where)
 
     def settle(self, name: str) -> int:
         """Read pack ``name`` to its end (its writer holds it now); the bytes of its
@@ -602,9 +629,10 @@ class PackIndex:
                     found.append(record)
         return found
 
-    def take_problems(self) -> list[tuple[str, str]]:
+    def take_problems(self) -> list[Problem]:
         """The damage found since the last call (each reported once)."""
         with self._lock:
+            self._torn_problems()
             found, self.problems = self.problems, []
         return found
 

@@ -27,6 +27,7 @@ _NAMES_AT = _HEAD.size + 9  # where they are in a record (after the stamp and ki
 _TAIL = struct.Struct("<I4s")  # the record's whole length, and "KPGD": read backwards
 END = b"KPGD"
 ENTRY, TOMBSTONE = 1, 0
+_DAMAGED = 255  # the kind the index gives a record found damaged: a miss
 RECORD_LIMIT = 64 * 1024  # an entry whose record would be larger keeps a folder
 SUFFIX = ".pack"  # a pack's file name: <name>.pack
 
@@ -156,7 +157,9 @@ def _ends_whole(blob: bytes) -> bool:
 
 
 def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
-    """The last whole record of ``blob`` whose step and key are ``needle``'s, or None."""
+    """The last record of ``blob`` whose step and key are ``needle``'s, or None: of kind
+    :data:`_DAMAGED` when it ends inside ``blob`` but does not hold (as a walk finds it);
+    one still written, or torn, at the end is passed over (the one before counts)."""
     end = len(blob)
     while (at := blob.rfind(needle, 0, end)) >= 0:
         start = at - _NAMES_AT
@@ -164,8 +167,36 @@ def _last_record(blob: bytes, needle: bytes, pack: str) -> Record | None:
             record = _whole_record(blob, start, pack)
             if record is not None:
                 return record
+            if _ends_within(blob, start):
+                stamp = _FRAME.unpack_from(blob, start)[3]
+                step_length = _NAMES.unpack_from(needle)[0]
+                step = needle[_NAMES.size:_NAMES.size + step_length].decode()
+                key = needle[_NAMES.size + step_length:].decode()
+                return Record(step, key, _DAMAGED, stamp, b"", pack)
         end = at + len(needle) - 1
     return None
+
+
+def _ends_within(blob: bytes, start: int) -> bool:
+    """Whether the record at ``start`` says it ends inside ``blob`` (not torn there)."""
+    length = _HEAD.unpack_from(blob, start)[1]
+    return start + _HEAD.size + length + _TAIL.size <= len(blob)
+
+
+def _torn_key(data: bytes, offset: int) -> tuple[str, str] | None:
+    """The step and key of the torn record at ``offset`` (the end of ``data``), or None
+    when it was cut before its names."""
+    if offset + _FRAME.size > len(data) or data[offset:offset + 4] != MAGIC:
+        return None
+    step_length, key_length = _FRAME.unpack_from(data, offset)[5:]
+    names = offset + _FRAME.size
+    if names + step_length + key_length > len(data):
+        return None
+    try:
+        return (bytes(data[names:names + step_length]).decode(),
+                bytes(data[names + step_length:names + step_length + key_length]).decode())
+    except UnicodeDecodeError:
+        return None
 
 
 def _record_of(data: bytes, where: tuple[str, str], needle: bytes, pack: str) -> Record | None:

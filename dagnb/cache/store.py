@@ -390,17 +390,32 @@ class Store(Housekeeping):
 
     def damaged_records(self) -> list[str]:
         """The damaged pack records found so far and not yet reported, each as
-        ``pack: problem`` (``dagnb cache verify``: they are misses, never served)."""
+        ``pack: problem`` (``dagnb cache verify``: they are misses, never served), each
+        set aside: a tombstone makes its key a plain miss, not found damaged again."""
         if self._packs is None:
             return []
-        return [f"{pack}: {problem}" for pack, problem in self._packs.take_problems()]
+        problems = self._packs.take_problems()
+        for problem in problems:
+            if problem.where is not None:
+                self._drop_damaged(*problem.where)
+        return [f"{problem.pack}: {problem.why}" for problem in problems]
+
+    def _drop_damaged(self, step_name: str, key: str) -> None:
+        """Append a tombstone for ``step/key`` unless an entry is served there now (one
+        written since the damage was found)."""
+        if self.read_only or self._packs is None or self._packs.get(step_name, key) is not None:
+            return
+        self._append(step_name, key, TOMBSTONE, b"")
 
     def _report_pack_damage(self) -> None:
         assert self._packs is not None
-        for pack, problem in self._packs.take_problems():
+        for pack, problem, where in self._packs.take_problems():
             if pack.endswith(SEALED):  # (an index: nothing is lost, lookups read more)
                 message = (f"cache index {pack!r} is damaged ({problem}); the packs are "
                            "read whole instead until the pack is sealed again")
+            elif where is not None:
+                message = (f"cache pack {pack!r} is damaged ({problem}); that entry is "
+                           "treated as a miss")
             else:
                 message = (f"cache pack {pack!r} is damaged ({problem}); its records from "
                            "there on are treated as misses")
