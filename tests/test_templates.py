@@ -265,6 +265,14 @@ def test_cli_new_into_a_folder_writes_the_template_id_file_there(workspace, caps
     assert main(["templates", "new", "pandas-etl", "-o", output, "--force"]) == 0
 
 
+def test_cli_new_writes_a_values_text_as_is_unescaped_and_unfolded(workspace):
+    title = "Résumé des ventes — " + " ".join(["très longue"] * 12)  # past 80 columns
+    assert main(["templates", "new", "pandas-etl", "-p", f"title={title}", "-o", "r.yml"]) == 0
+    text = (workspace / "r.yml").read_text(encoding="utf-8")
+    assert f"title: {title}\n" in text, text
+    assert dagnb.load(workspace / "r.yml")["report"].params["title"] == title
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["templates", "new", "pandas-etl", "-p", "rows"], "--param 'rows' is not NAME=VALUE"),
     (["templates", "new", "pandas-etl", "-p", "rows=many"], "'rows' = 'many' is not valid"),
