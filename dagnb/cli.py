@@ -247,7 +247,8 @@ def add_subcommands(sub: Any) -> None:
     new.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="a template parameter (repeatable); lists as a,b or [1, 2]")
     new.add_argument("-o", "--output", default=None,
-                     help="workflow file to write (default <workflow_directory>/<id>.yml)")
+                     help="workflow file to write, or a folder for <id>.yml "
+                          "(default <workflow_directory>/<id>.yml)")
     new.add_argument("--force", action="store_true", help="overwrite an existing file")
     cfg = sub.add_parser("config", help="show the effective settings and their sources")
     cfg_actions = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -318,12 +319,22 @@ def _placeholder(parameter: templates.Parameter) -> Any:
 def _new(args: argparse.Namespace) -> int:
     template = templates.get(args.id)
     values = template.values(_pairs(args.param), from_text=True)
-    output = Path(args.output or Path(config.settings().workflow_directory) / f"{args.id}.yml")
+    output = _workflow_path(args.output, args.id)
     if output.exists() and not args.force:
         raise ConfigError(f"{str(output)!r} already exists; pass --force to overwrite it")
     _write_workflow(template, output, values)
     print(f"wrote {output} from template {template.id!r}; run it with: dagnb run {output}")
     return 0
+
+
+def _workflow_path(output: str | None, template_id: str) -> Path:
+    """Where ``templates new`` writes: ``-o`` as given, but an existing folder (or a path
+    ending in a slash) is the folder for ``<template id>.yml``, as ``cp`` reads it."""
+    if not output:
+        return Path(config.settings().workflow_directory) / f"{template_id}.yml"
+    if output.endswith(("/", os.sep)) or Path(output).is_dir():
+        return Path(output) / f"{template_id}.yml"
+    return Path(output)
 
 
 def _write_workflow(template: templates.Template, output: Path, values: dict[str, Any]) -> None:

@@ -13,13 +13,15 @@ dagnb's own tests use them, and so can yours::
         assert run.states()["load"] == "succeeded" and engine.calls == ["load", "load"]
 
 - :func:`isolated` runs a block in a fresh :class:`~dagnb.config.Context`: settings read
-  afresh, and none of the executors, circuit breakers, notebook session or other
-  process-wide objects made before it; the previous context is back afterwards.
+  afresh, a temporary cache folder (unless ``cache_directory`` is given), and none of the
+  executors, circuit breakers, notebook session or other process-wide objects made
+  before it; the previous context is back afterwards.
 - :class:`Clock` is a clock moved by hand, with a ``sleep`` that moves it instead of
   waiting: pass it wherever dagnb takes ``clock=`` or ``sleep=``.
 - :class:`FakeExecutor` runs nothing: each attempt of a step ends as its script says
   (an exit code, an :class:`~dagnb.executors.base.Outcome` or an exception), and it can
   be taken "down" to make every attempt lose the engine, which trips the circuit breaker.
+  What it scripts is never stored in the cache.
 - :func:`wait_until` polls a condition that another thread makes true (a background
   run, a widget), up to a timeout, instead of a fixed ``time.sleep``.
 
@@ -28,6 +30,7 @@ This module imports neither IPython nor ipywidgets, nor pytest.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -36,7 +39,7 @@ from typing import Any, TypeVar
 
 from dagnb.config import Context, configure, use_context
 from dagnb.errors import TransientError
-from dagnb.executors.base import Availability, Outcome, Task
+from dagnb.executors.base import SIMULATED, Availability, Outcome, Task
 
 __all__ = ["Clock", "FakeExecutor", "isolated", "wait_until"]
 
@@ -51,13 +54,16 @@ def isolated(**settings: Any) -> Iterator[Context]:
     Inside, settings are read again from the config file and the environment (then
     changed by ``settings``, as :func:`dagnb.configure` would), and every process-wide
     object (executors, circuit breakers, the notebook session...) is made anew on first
-    use. Nothing made inside leaks out.
+    use. Nothing made inside leaks out. The cache is a fresh temporary folder, removed
+    at the end of the block, unless ``cache_directory`` is given: the project's cache
+    (from its config file or ``DAGNB_CACHE_DIRECTORY``) is never read or written.
 
     Parameters
     ----------
     **settings
         Settings to :func:`dagnb.configure` in the fresh context, for example
-        ``cache_directory=tmp_path / "cache"`` or ``executor="local"``.
+        ``executor="local"``, or ``cache_directory=tmp_path / "cache"`` to keep the
+        cache after the block (or share it between blocks).
 
     Yields
     ------
@@ -70,10 +76,22 @@ def isolated(**settings: Any) -> Iterator[Context]:
     ...     dagnb.settings().max_retries
     2
     """
-    with use_context() as fresh:
-        if settings:
-            configure(**settings)
+    with use_context() as fresh, _scratch_cache(settings) as scratch:
+        configure(**scratch, **settings)
         yield fresh
+
+
+@contextmanager
+def _scratch_cache(settings: dict[str, Any]) -> Iterator[dict[str, str]]:
+    """A temporary ``cache_directory`` for the block, removed at its end, unless the
+    caller names one: what a test runs must never land in the project's cache."""
+    if "cache_directory" in settings:
+        yield {}
+        return
+    # a background run the test left may still write there: removing is best effort
+    with tempfile.TemporaryDirectory(prefix="dagnb-isolated-",
+                                     ignore_cleanup_errors=True) as folder:
+        yield {"cache_directory": folder}
 
 
 class Clock:
@@ -137,6 +155,8 @@ class FakeExecutor:
         engine that went away does, until :attr:`up` is set again.
     capabilities
         What it claims to run (``"shell"``, ``"argv"``, ``"python"``, ``"containers"``).
+        :data:`~dagnb.executors.base.SIMULATED` is always added: what it scripts is
+        never stored in the cache, where a real run of the same step would find it.
 
     Attributes
     ----------
@@ -160,7 +180,8 @@ class FakeExecutor:
     ) -> None:
         self.name = name
         self.up = up
-        self.capabilities = frozenset(capabilities)
+        # a cache hit made of a scripted outcome would pass for the step's real result
+        self.capabilities = frozenset(capabilities) | {SIMULATED}
         self.calls: list[str] = []
         self._scripts: defaultdict[str, deque[Scripted]] = defaultdict(deque)
 

@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 import dagnb
-from dagnb.config import Context
-from dagnb.testing import Clock, isolated
+from dagnb.config import Context, use_context
+from dagnb.testing import Clock
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,8 +57,11 @@ _TEMPORARY = pytest.StashKey[tuple[str, "str | None"]]()
 
 @pytest.fixture(autouse=True)
 def fresh_context() -> Iterator[Context]:
-    """A fresh process context (settings, executors, breakers, session...) per test."""
-    with isolated() as context:
+    """A fresh process context (settings, executors, breakers, session...) per test.
+
+    Not ``isolated()``: its temporary cache would be configured before a test changes
+    folder or writes a config file, and the settings tests read those."""
+    with use_context() as context:
         yield context
 
 

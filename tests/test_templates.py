@@ -253,6 +253,26 @@ def test_cli_new_defaults_to_the_workflow_directory(workspace, capsys):
     assert (workspace / "flows" / "pandas-etl.yml").is_file()
 
 
+@pytest.mark.parametrize("output", ["existing", "made/"])
+def test_cli_new_into_a_folder_writes_the_template_id_file_there(workspace, capsys, output):
+    (workspace / "existing").mkdir()
+    assert main(["templates", "new", "pandas-etl", "-o", output]) == 0
+    written = workspace / output / "pandas-etl.yml"
+    assert dagnb.load(written).names and f"wrote {Path(output) / 'pandas-etl.yml'}" in \
+        capsys.readouterr().out
+    assert main(["templates", "new", "pandas-etl", "-o", output]) == 2
+    assert f"{str(written.relative_to(workspace))!r} already exists" in capsys.readouterr().err
+    assert main(["templates", "new", "pandas-etl", "-o", output, "--force"]) == 0
+
+
+def test_cli_new_writes_a_values_text_as_is_unescaped_and_unfolded(workspace):
+    title = "Résumé des ventes — " + " ".join(["très longue"] * 12)  # past 80 columns
+    assert main(["templates", "new", "pandas-etl", "-p", f"title={title}", "-o", "r.yml"]) == 0
+    text = (workspace / "r.yml").read_text(encoding="utf-8")
+    assert f"title: {title}\n" in text, text
+    assert dagnb.load(workspace / "r.yml")["report"].params["title"] == title
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (["templates", "new", "pandas-etl", "-p", "rows"], "--param 'rows' is not NAME=VALUE"),
     (["templates", "new", "pandas-etl", "-p", "rows=many"], "'rows' = 'many' is not valid"),

@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 import dagnb
 from dagnb import Graph, Step, StepFailed, TransientError
 from dagnb.executors import get_executor
-from dagnb.executors.base import Outcome
+from dagnb.executors.base import SIMULATED, Outcome
 from dagnb.retry.breaker import breaker_for
 from dagnb.testing import Clock, FakeExecutor, isolated, wait_until
 
@@ -38,6 +39,17 @@ def test_isolated_applies_settings_inside_only():
         assert (dagnb.settings().max_retries, dagnb.settings().executor) == (3, "local")
         assert dagnb.config.origins()["max_retries"] == "argument"
     assert dagnb.settings().max_retries == 0
+
+
+def test_isolated_caches_in_a_temporary_folder_it_removes_not_in_the_projects(project):
+    (project / "dagnb.yaml").write_text("workflow_defaults:\n  cache_directory: .dagnb_cache\n")
+    with isolated():
+        scratch = Path(dagnb.settings().cache_directory)
+        run = Graph("g", [Step("a", run="echo hi")]).run(executor="local")
+        assert run.ok and scratch.is_dir() and not scratch.is_relative_to(project)
+    assert not scratch.exists() and not (project / ".dagnb_cache").exists()
+    with isolated(cache_directory=project / "mine"):
+        assert dagnb.settings().cache_directory == str(project / "mine")
 
 
 def test_isolated_refuses_a_bad_setting_like_configure():
@@ -90,7 +102,24 @@ def test_fake_executor_down_trips_the_breaker_of_its_name(workdir):
 def test_fake_executor_is_always_available_and_says_why():
     engine = FakeExecutor(capabilities=["shell"])
     assert engine.availability().available and "test double" in engine.availability().reason
-    assert engine.capabilities == frozenset({"shell"}) and engine.name == "fake"
+    assert engine.capabilities == frozenset({"shell", SIMULATED}) and engine.name == "fake"
+
+
+def test_a_fake_executors_outcomes_are_never_served_to_a_real_run(tmp_path):
+    graph = Graph("g")
+
+    @graph.step
+    def answer() -> int:
+        return 42
+
+    graph.add(Step("train", run='echo real > "$DAGNB_OUT/model.txt"', needs=["answer"]))
+    with isolated(cache_directory=tmp_path / "cache"):
+        faked = graph.run(executor=FakeExecutor())
+        real = graph.run(executor="local")
+    assert faked.states() == real.states() == {"answer": "succeeded", "train": "succeeded"}
+    assert "test double" in faked.not_stored["train"]
+    assert real.result("answer") == 42
+    assert (real.outputs("train") / "model.txt").read_text() == "real\n"
 
 
 # -- wait_until --------------------------------------------------------------------------

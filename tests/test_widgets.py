@@ -7,8 +7,11 @@ widget sends, so the tests can count what would reach the browser.
 from __future__ import annotations
 
 import itertools
+import re
 import threading
 import time
+import types
+import warnings
 from typing import Any
 
 import comm
@@ -17,7 +20,7 @@ import pytest
 import dagnb
 import dagnb.notebook.widgets
 from dagnb import Graph, Step
-from dagnb.notebook.widgets import live_view, watch
+from dagnb.notebook.widgets import frontend_available, live_view, watch
 from dagnb.notebook.widgets.status import StatusWidget
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import Clock, wait_until
@@ -97,6 +100,36 @@ def finished_widget(graph: Graph, **kwargs) -> StatusWidget:
 
 
 # -- model state ----------------------------------------------------------------------
+def _detected(monkeypatch, kernel: bool) -> None:
+    """What detection alone would say: a Jupyter kernel (widgets), or no shell (text)."""
+    import IPython
+
+    shell = types.SimpleNamespace(kernel=object()) if kernel else None
+    monkeypatch.setattr(IPython, "get_ipython", lambda: shell)
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("false", False), ("off", False), ("No", False), ("0", False),
+    ("true", True), ("on", True), ("YES", True), (" 1 ", True),
+])
+def test_dagnb_widgets_takes_the_words_the_other_dagnb_switches_take(monkeypatch, value, shown):
+    _detected(monkeypatch, kernel=not shown)  # the variable must overrule the detection
+    monkeypatch.setenv("DAGNB_WIDGETS", value)
+    assert frontend_available() is shown
+
+
+def test_a_bad_dagnb_widgets_warns_once_naming_what_it_takes_then_detects(monkeypatch):
+    _detected(monkeypatch, kernel=True)
+    monkeypatch.setenv("DAGNB_WIDGETS", "maybe")
+    expected = ("environment variable DAGNB_WIDGETS='maybe' is not valid; expected "
+                "true/false, yes/no, on/off or 1/0; ignored")
+    with pytest.warns(UserWarning, match=re.escape(expected)):
+        assert frontend_available() is True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # not again: a notebook would show it on every cell
+        assert frontend_available() is True
+
+
 def test_rows_progress_and_tails_after_a_run(comms, local):
     widget = finished_widget(two_step_graph(), focus="use")
     assert widget.table.value.count("class='dagnb-row dagnb-state-succeeded'") == 2

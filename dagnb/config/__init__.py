@@ -82,6 +82,7 @@ __all__ = [
     "check_cache_mode",
     "configure",
     "context",
+    "env_flag",
     "find_config_file",
     "origins",
     "reload",
@@ -463,6 +464,25 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any,
             value = str(Path(value).expanduser().absolute())
         values[key] = (value, name)
     return values
+
+
+def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool | None:
+    """An on/off variable that is no setting (``DAGNB_WIDGETS``), read as the settings'
+    flags are: ``true/false``, ``yes/no``, ``on/off``, ``1/0``; None when unset or empty.
+
+    Raises
+    ------
+    ConfigError
+        For any other value, naming the variable and the values it takes.
+    """
+    value = (os.environ if environ is None else environ).get(name, "").strip()
+    if not value:
+        return None
+    try:
+        return _FLAG(value)
+    except checks.Invalid:
+        raise ConfigError(f"environment variable {name}={value!r} is not valid; expected "
+                          "true/false, yes/no, on/off or 1/0") from None
 
 
 # -- the process-wide settings --------------------------------------------------------

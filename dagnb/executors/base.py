@@ -25,8 +25,11 @@ from typing import Any, Protocol, runtime_checkable
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 
-__all__ = ["NO_RESULT", "Availability", "Executor", "Input", "Outcome", "Task"]
+__all__ = ["NO_RESULT", "SIMULATED", "Availability", "Executor", "Input", "Outcome", "Task"]
 
+# The capability of an executor that runs nothing (a test double): the scheduler never
+# stores its outcomes, which a real run with the same step key would be served as hits.
+SIMULATED = "simulated"
 
 
 LogSink = Callable[[str, str], None]  # (stream, line) -> None
@@ -176,7 +179,8 @@ class Executor(Protocol):
     """Runs one attempt of a step. See the module docstring for the contract."""
 
     name: str
-    capabilities: frozenset[str]  # of "shell", "argv", "python", "containers", "services"
+    # of "shell", "argv", "python", "containers", "services"; SIMULATED: nothing really runs
+    capabilities: frozenset[str]
 
     def availability(self) -> Availability:
         """Whether this executor can run steps here (cheap; no connection is opened)."""

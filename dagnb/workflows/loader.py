@@ -463,7 +463,10 @@ def _fields_of(step: Step) -> dict[str, Any]:
 
 
 def _yaml_text(data: Mapping[str, Any]) -> str:
-    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False)
+    # UTF-8 as written (the files are read as UTF-8, not "R\xE9sum\xE9"), and no line
+    # folded: a long value stays one line a person can read and grep
+    return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False,
+                     allow_unicode=True, width=float("inf"))
 
 
 def dump(graph: Graph, path: str | Path | None = None) -> str:

@@ -2,8 +2,10 @@
 
 :func:`live_view` picks the view: the ipywidgets :class:`StatusWidget` when a widget
 front end is there to draw it (a Jupyter kernel), else :class:`dagnb.views.live.TextView`
-(terminal IPython, the CLI, nbval). ``DAGNB_WIDGETS=0|1`` in the environment or
-:data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides the detection.
+(terminal IPython, the CLI, nbval). ``DAGNB_WIDGETS`` in the environment, read as the
+``DAGNB_*`` flags are (``1/0``, ``true/false``, ``yes/no``, ``on/off``; another value warns
+once and is ignored), or :data:`ENABLED` (``True``/``False``; ``None`` = detect) overrides
+the detection.
 :func:`watch` shows a run: it waits on a synchronous run from the calling thread and
 renders in between, so the output lands in the running cell, and when the run ends it
 replaces the widget by a static snapshot (:class:`dagnb.views.snapshot.RunSnapshot`) that
@@ -18,10 +20,12 @@ ipywidgets is imported only when a widget is built.
 from __future__ import annotations
 
 import contextlib
-import os
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dagnb.config import context, env_flag
+from dagnb.errors import ConfigError
 from dagnb.views.live import TextView
 
 if TYPE_CHECKING:
@@ -38,14 +42,28 @@ def frontend_available() -> bool:
     """Whether widgets can be drawn here (see the module docs for the overrides)."""
     if ENABLED is not None:
         return ENABLED
-    env = os.environ.get("DAGNB_WIDGETS", "").strip()
-    if env in ("0", "1"):
-        return env == "1"
+    chosen = _chosen_by_environment()
+    if chosen is not None:
+        return chosen
     from IPython import get_ipython
 
     shell = get_ipython()
     # Terminal IPython has no kernel; a Jupyter kernel has one with a comm manager.
     return shell is not None and getattr(shell, "kernel", None) is not None
+
+
+def _chosen_by_environment() -> bool | None:
+    """``DAGNB_WIDGETS`` as a switch, or None (detect). A bad value warns once and is
+    ignored: an error would fail every cell of the notebook, not only the first."""
+    try:
+        return env_flag("DAGNB_WIDGETS")
+    except ConfigError as exc:
+        warned = context().get("widgets.warned", set)
+        if str(exc) not in warned:
+            warned.add(str(exc))
+            warnings.warn(f"{exc}; ignored: widgets are shown where a front end can draw "
+                          "them", stacklevel=2)
+        return None
 
 
 def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
