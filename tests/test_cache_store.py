@@ -683,3 +683,31 @@ def test_a_forked_child_neither_hangs_on_the_stores_lock_nor_writes_the_parents_
         store.flush()
     with use_context():
         assert cache.store_for(tmp_path / "c").entries()["hits"].tolist() == [3]
+
+
+def test_reduce_size_keeps_the_entries_a_live_run_hands_to_its_steps(tmp_path: Path) -> None:
+    # A run writes its hits when it ends: eviction in another process took an entry it
+    # had just restored for unused, and its downstream step found no files.
+    import fcntl
+    import time
+
+    now = Store(tmp_path / "c")
+    out = now.scratch_dir("up")
+    (out / "data.txt").write_text("data")
+    now.save("up", "k1", out_dir=out)
+    packed = now.save("small", "k2", out_dir=None, inline={"json": 1})
+    now.save("idle", "k3", out_dir=None, inline={"json": 2})
+    run = tmp_path / "c" / ".runs" / "20261130-120000-000-abcdef"
+    (run / "down" / "in").mkdir(parents=True)
+    os.symlink(now.lookup("up", "k1").out_dir, run / "down" / "in" / "up")
+    os.symlink(packed.out_dir, run / "down" / "in" / "small")
+    later = Store(tmp_path / "c", clock=lambda: time.time() + 3600)  # (an hour on)
+    lease = os.open(run, os.O_RDONLY)
+    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the run is live
+    try:
+        assert later.reduce_size(age_limit=60) == 1  # idle only
+        assert (run / "down" / "in" / "up" / "data.txt").read_text() == "data"
+        assert later.peek("small", "k2") is not None
+    finally:
+        os.close(lease)  # the run ended: its entries are as old as the rest
+    assert later.reduce_size(age_limit=60) == 2

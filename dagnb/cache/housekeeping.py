@@ -6,6 +6,7 @@ lookup and save paths it shares no code with.)"""
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import shutil
 import time
@@ -194,11 +195,74 @@ class Housekeeping:
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
         items, counts = [], self._counts()
+        in_use, now = self._read_by_live_runs(), self.clock()
         for entry in self.iter_entries():
             _, last_used = self._usage(entry, counts)
+            if (entry.step, entry.key) in in_use:
+                last_used = now  # (its use is not written before that run ends)
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 
+    def _read_by_live_runs(self) -> set[tuple[str, str]]:
+        """The entries whose outputs a run going on now (another process's too) hands to
+        its steps: the ``$DAGNB_IN`` links of its leased folder under ``.runs`` point at
+        them. A run writes its hits when it ends, so eviction would take them for unused
+        and pull the files out from under a step reading them."""
+        root = os.path.realpath(self.location)
+        used: set[tuple[str, str]] = set()
+        for run in _live_run_folders(os.path.join(root, ".runs")):
+            for link in _input_links(run):
+                found = _entry_of(os.path.realpath(link), root)
+                if found is not None:
+                    used.add(found)
+        return used
+
+
+
+def _live_run_folders(runs: str) -> Iterator[str]:
+    """The run folders a live run holds the lease of (a flock on the folder itself)."""
+    try:
+        names = [entry.path for entry in os.scandir(runs) if entry.is_dir()]
+    except OSError:
+        return
+    for folder in names:
+        if _leased(folder):
+            yield folder
+
+
+def _leased(folder: str) -> bool:
+    try:
+        descriptor = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False  # (gone meanwhile)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return True  # held: a run is live there
+    else:
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        return False
+    finally:
+        os.close(descriptor)
+
+
+def _input_links(run: str) -> Iterator[str]:
+    """The ``<step>/in/<upstream>`` links of a run folder."""
+    with contextlib.suppress(OSError), os.scandir(run) as steps:
+        for step in steps:
+            with contextlib.suppress(OSError), os.scandir(f"{step.path}/in") as links:
+                yield from (link.path for link in links if link.is_symlink())
+
+
+def _entry_of(target: str, root: str) -> tuple[str, str] | None:
+    """(step, key) of the entry a link target is in: ``<step>/<key>/out`` or, for a
+    packed entry, ``.unpacked/<step>/<key>-<stamp>/out``."""
+    if not target.startswith(root + os.sep):
+        return None
+    parts = target[len(root) + 1:].split(os.sep)
+    if parts[0] == UNPACKED and len(parts) >= 3:
+        return parts[1], parts[2].split("-", 1)[0]
+    return (parts[0], parts[1]) if len(parts) >= 2 else None
 
 
 _ENTRY_COLUMNS = [
