@@ -583,11 +583,13 @@ class PackIndex:
 
     def _torn_problems(self) -> None:
         """Report the torn last records that nothing replaced since: a torn record of a
-        key with another record (a rebuilt entry, a tombstone) lost nothing, and one cut
-        before its names cannot be told from none."""
+        key with another record (a rebuilt entry, a tombstone) lost nothing; one cut
+        before its names may have cost any entry, and is reported as such."""
         torn, self._torn = self._torn, {}
         for name, where in torn.items():
-            if where is not None and self._known(*where) is None:
+            if where is None:
+                self._problem(name, "its last record is torn, cut before it names its entry")
+            elif self._known(*where) is None:
                 self._problem(name, f"its last record, of {where[0]}/{where[1][:12]}, is torn",
                               where)
 
