@@ -217,6 +217,14 @@ def test_entries_frame(store, clock):
     assert store.entries("nothing").empty
 
 
+def test_entries_of_an_empty_store_have_the_dtypes_of_a_full_one(store, clock):
+    empty = store.entries()
+    save(store, "a", key(1))
+    assert list(empty.columns) == list(store.entries().columns)
+    assert empty.dtypes.to_dict() == store.entries().dtypes.to_dict()
+    assert empty["hits"].sum() == 0 and empty["size_bytes"].sum() == 0
+
+
 def test_clear(store, clock):
     save(store, "a", key(1))
     clock.now += 2 * 86400

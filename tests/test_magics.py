@@ -12,7 +12,9 @@ from IPython.core.error import UsageError
 
 import dagnb
 import dagnb.notebook.widgets
+from dagnb.notebook.overview import HISTORY_COLUMNS, STATUS_COLUMNS
 from dagnb.notebook.session import get_session
+from dagnb.runtime.frames import LOG_COLUMNS
 from dagnb.testing import wait_until
 from dagnb.views.live import TextView
 from dagnb.views.picture import DagView
@@ -422,8 +424,8 @@ def test_run_takes_the_platforms_per_execution_switches(shell):
 
 
 def test_views_cover_the_notebook_not_the_last_cell(shell, tmp_path):
-    assert str(line(shell, "status")) == "no steps yet: define one with a %%dagger cell"
-    assert str(line(shell, "history")) == "no run yet in this session"
+    assert repr(line(shell, "status")) == "no steps yet: define one with a %%dagger cell"
+    assert repr(line(shell, "history")) == "no run yet in this session"
     cell(shell, "clean", "echo cleaned")
     cell(shell, "train --needs clean", "echo trained")
     cell(shell, "other", "echo other >&2")
@@ -431,7 +433,7 @@ def test_views_cover_the_notebook_not_the_last_cell(shell, tmp_path):
     status = line(shell, "status").set_index("step")
     assert status["state"].to_dict() == {
         "clean": "cached", "train": "succeeded", "other": "succeeded", "later": "never run"}
-    assert "image" not in status.columns  # no step sets one
+    assert "image" not in repr(line(shell, "status"))  # no step sets one: not shown
     assert list(line(shell, "logs clean")["line"]) == ["cleaned"]  # a cell run before
     assert str(line(shell, "logs later")).startswith("step 'later' has not run")
     with pytest.raises(UsageError, match="did you mean 'clean'"):
@@ -444,6 +446,39 @@ def test_views_cover_the_notebook_not_the_last_cell(shell, tmp_path):
                            "later": "never run"}
     cell(shell, "clean --define-only", "echo cleaned differently")
     assert line(shell, "status").set_index("step").loc["clean", "state"] == "stale"
+
+
+def test_empty_views_are_frames_of_the_same_columns_that_show_a_sentence(shell):
+    status, runs = line(shell, "status"), line(shell, "history")
+    assert status[["step", "state"]].empty and list(status.columns) == STATUS_COLUMNS
+    assert runs.empty and list(runs.columns) == HISTORY_COLUMNS
+    assert "no steps yet" in status._repr_html_()
+    cell(shell, "quiet", "true")
+    logs = line(shell, "logs quiet")
+    assert logs.empty and list(logs.columns) == LOG_COLUMNS
+    assert repr(logs).startswith("step 'quiet' printed nothing in run ")
+    assert line(shell, "history").dtypes.to_dict() == runs.dtypes.to_dict()
+    assert line(shell, "status").dtypes.to_dict() == status.dtypes.to_dict()
+
+
+def test_status_keeps_its_blank_columns_and_shows_them_not(shell):
+    cell(shell, "a", "echo a")
+    status = line(shell, "status")
+    assert list(status.columns) == STATUS_COLUMNS and status["note"].isna().all()
+    header = repr(status).splitlines()[0]
+    assert "note" not in header and "image" not in header
+    assert "<th>note</th>" not in status._repr_html_()
+
+
+def test_history_and_logs_show_local_clock_times_of_aware_values(shell):
+    cell(shell, "a", "echo a")
+    started, printed = line(shell, "history")["started"], line(shell, "logs a")["time"]
+    assert started.dt.tz is not None and printed.dt.tz is not None
+    wall = printed[0].strftime("%Y-%m-%d %H:%M:%S")
+    assert wall in repr(line(shell, "logs a")) and "+00:00" not in repr(line(shell, "logs a"))
+    with pd.option_context("display.width", 500, "display.max_columns", None):  # all shown
+        shown = repr(line(shell, "history"))
+    assert started[0].strftime("%H:%M:%S") in shown and "+00:00" not in shown
 
 
 def test_hits_count_lookups_that_served_a_result_and_nothing_else(shell):

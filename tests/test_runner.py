@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -396,6 +397,35 @@ def test_frames_have_the_documented_columns() -> None:
     assert set(logs["stream"]) == {"stdout", "stderr"}
     assert result.logs(stream="stderr")["line"].tolist() == ["err"]
     assert result.logs(tail=1)["line"].tolist()[-1] in {"out", "err"}
+
+
+@pytest.fixture
+def new_york(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The machine's zone is New York's (never UTC, whatever the season)."""
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
+
+def test_frames_times_are_aware_in_the_local_zone_and_compare_with_each_other(
+        new_york: None) -> None:
+    result = run(Graph("tz", [Step("a", run="echo hi")]), cache=True)
+    status, logs, entries = result.status(), result.logs(), dagnb.cache.entries("a")
+    started, printed = status.loc[0, "started"], logs.loc[0, "time"]
+    local = datetime.fromtimestamp(started.timestamp()).astimezone().utcoffset()
+    assert started.utcoffset() == printed.utcoffset() == local != timedelta(0)
+    assert entries.loc[0, "created"].utcoffset() == local
+    assert len(entries[entries["created"] >= status["started"].min()]) == 1  # no TypeError
+    assert status["started"].dtype == logs["time"].dtype == entries["created"].dtype
+
+
+def test_a_step_that_printed_nothing_has_logs_of_the_same_dtypes() -> None:
+    result = run(Graph("q", [Step("quiet", run="true"), Step("loud", run="echo hi")]))
+    quiet, loud = result.logs("quiet"), result.logs("loud")
+    assert quiet.empty and list(quiet.columns) == LOG_COLUMNS
+    assert quiet.dtypes.to_dict() == loud.dtypes.to_dict()
 
 
 def test_frames_are_pure_functions_of_the_event_log() -> None:

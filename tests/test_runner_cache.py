@@ -137,6 +137,12 @@ def test_explain_names_what_changed() -> None:
     assert plan.loc[0, "cached"] == False  # noqa: E712 - a numpy bool
 
 
+def test_a_plan_of_no_steps_has_the_columns_and_dtypes_of_one_with_steps() -> None:
+    empty, full = Graph("empty").plan(), Graph("one", [Step("a", run="echo a")]).plan()
+    assert empty.dtypes.to_dict() == full.dtypes.to_dict()
+    assert list(empty[~empty["cached"]].columns) == ["step", "cached", "key", "reason"]
+
+
 def test_plan_and_explain_say_a_cache_false_step_runs_though_an_old_entry_exists() -> None:
     graph = Graph("off", [Step("a", run="echo a")])
     graph.run(executor="local")

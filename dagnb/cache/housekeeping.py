@@ -269,6 +269,8 @@ _ENTRY_COLUMNS = [
     "step", "key", "created", "last_used", "expires", "hits", "size_bytes", "duration_s",
     "exit_code", "path",
 ]
+_ENTRY_DTYPES = {"step": "str", "key": "str", "hits": "int64", "size_bytes": "int64",
+                 "duration_s": "float64", "exit_code": "Int64", "path": "str"}
 _STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hits"]
 
 
@@ -288,8 +290,21 @@ def _entries_frame(store: Housekeeping, step: str | None) -> Any:
         })
     frame = pd.DataFrame(rows, columns=_ENTRY_COLUMNS)
     for column in ("created", "last_used", "expires"):
-        frame[column] = pd.to_datetime(frame[column].astype("float64"), unit="s", utc=True)
+        frame[column] = local_times(frame[column])
+    # (no entries: the same dtypes, so frame.hits.mean() and the like work on any answer)
+    frame = frame.astype(_ENTRY_DTYPES)
     return frame.sort_values(["step", "created"], ignore_index=True)
+
+
+def local_times(seconds: Any) -> Any:
+    """Epoch seconds (None or NaN where missing) as timezone-aware datetimes in the
+    machine's zone, to the microsecond: every frame's times compare with each other
+    and read as the clock on the wall."""
+    import pandas as pd
+    from dateutil.tz import tzlocal  # (pandas' own dependency) follows daylight saving
+
+    utc = pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True)
+    return utc.dt.as_unit("us").dt.tz_convert(tzlocal())
 
 
 def _stats_frame(store: Housekeeping) -> Any:

@@ -343,7 +343,8 @@ def _no_arguments(rest: str, command: str) -> None:
 
 
 def _shown(answer: Any) -> Any:
-    """Empty answers are sentences, shown as text (a DataFrame shows as itself)."""
+    """A sentence (a step that has not run: no run to read) shown as text; a DataFrame,
+    empty or not, shows as itself."""
     return Text(answer) if isinstance(answer, str) else answer
 
 

@@ -7,12 +7,18 @@ says why), and ``uncached`` for one whose result was not stored though nothing c
 (``--no-cache``, a result that cannot be pickled). ``%dagger logs NAME`` reads the
 latest run that had the step, and ``%dagger history`` lists every run of the session.
 A ``--background`` run is in all three from its start (its steps queued, running).
-Empty answers are sentences.
+
+Each answer is a DataFrame with the same columns and dtypes whether it has rows or not
+(``status[["step", "state"]]`` works in a new session); an empty one shows a sentence
+instead of a bare header, blank ``image`` and ``note`` columns are left out of what the
+status shows (not of the frame), and times show as local clock times.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import functools
+import html
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagnb.errors import DagnbError
 from dagnb.notebook.unready import missing_variables
@@ -23,10 +29,13 @@ if TYPE_CHECKING:
 
     from dagnb.notebook.session import Session
 
-__all__ = ["STATUS_COLUMNS", "history", "notebook_logs", "notebook_states", "notebook_status"]
+__all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "notebook_logs",
+           "notebook_states", "notebook_status", "shown"]
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
+HISTORY_COLUMNS = ["run", "started", "steps", "succeeded", "cached", "failed", "skipped",
+                   "cancelled"]
 _DONE = ("succeeded", "cached")
 
 
@@ -103,12 +112,11 @@ def _states_and_notes(session: Session) -> dict[str, tuple[str, str | None]]:
     return shown
 
 
-def notebook_status(session: Session) -> pd.DataFrame | str:
-    """One row per step of the session (see the module docstring); a sentence when empty."""
+def notebook_status(session: Session) -> pd.DataFrame:
+    """One row per step of the session (see the module docstring); no rows, shown as a
+    sentence, when it has none."""
     import pandas as pd
 
-    if not len(session.graph):
-        return "no steps yet: define one with a %%dagger cell"
     rows = [{**session.latest.get(n, {"step": n}), "state": state, "note": note}
             for n, (state, note) in _states_and_notes(session).items()]
     for row in rows:
@@ -118,9 +126,12 @@ def notebook_status(session: Session) -> pd.DataFrame | str:
     frame["cached"] = frame["cached"].eq(True)  # (missing: not cached)
     frame["attempts"] = pd.to_numeric(frame["attempts"]).fillna(0).astype("int64")
     frame["exit_code"] = frame["exit_code"].astype("Int64")
+    frame["duration_s"] = frame["duration_s"].astype("float64")
     as_text(frame, ("step", "state", "executor", "image", "error", "note"))
-    blank = [c for c in ("image", "note") if frame[c].isna().all()]
-    return frame.drop(columns=blank)  # no column of blanks (image: a local notebook)
+    # a column of blanks is clutter when shown (image: a local notebook), but code reads
+    # status["note"] in any session: it stays in the frame
+    return shown(frame, empty="no steps yet: define one with a %%dagger cell",
+                 hide_blank=("image", "note"))
 
 
 def _waiting_for(session: Session, name: str) -> str | None:
@@ -134,43 +145,97 @@ def _waiting_for(session: Session, name: str) -> str | None:
 
 
 def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame | str:
-    """The step's lines in the latest run that had it (run or replayed from the cache)."""
+    """The step's lines in the latest run that had it (run or replayed from the cache);
+    no rows, shown as a sentence, when it printed nothing; a sentence when it has not run
+    (there is no run to read)."""
     session.graph[name]  # an unknown name: StepNotFoundError with "did you mean"
     session.refresh()
     run = session.step_runs.get(name)
     if run is None:
         return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
     frame = run.logs(name, **options)
-    return left_aligned(frame) if len(frame) else f"step {name!r} printed nothing in run {run.id}"
+    return left_aligned(frame, empty=f"step {name!r} printed nothing in run {run.id}")
 
 
-def left_aligned(frame: pd.DataFrame) -> pd.DataFrame:
+def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:
     """The same frame, displayed with its text left-aligned (log lines read as lines)."""
+    return shown(frame, empty=empty, left=True)
+
+
+def history(session: Session) -> pd.DataFrame:
+    """Every run of the session: id, when, which steps, how each ended."""
     import pandas as pd
 
-    class LeftAligned(pd.DataFrame):
+    session.refresh()
+    frame = pd.DataFrame(session.runs, columns=HISTORY_COLUMNS)
+    frame["started"] = frame["started"].astype(_time_dtype(pd))  # (no runs: still times)
+    counts = HISTORY_COLUMNS[3:]
+    frame[counts] = frame[counts].astype("int64")
+    as_text(frame, ("run", "steps"))
+    return shown(frame, empty="no run yet in this session")
+
+
+def _time_dtype(pd: Any) -> Any:
+    """The dtype of every frame's times (dagnb.cache.housekeeping.local_times)."""
+    from dateutil.tz import tzlocal
+
+    return pd.DatetimeTZDtype("us", tzlocal())
+
+
+def shown(frame: pd.DataFrame, *, empty: str, hide_blank: tuple[str, ...] = (),
+          left: bool = False) -> pd.DataFrame:
+    """The same frame, every column kept, displayed (text and HTML) as a person reads it:
+    the sentence ``empty`` when it has no rows (an empty frame, not a string, so code
+    that slices it works in any session), columns among ``hide_blank`` left out when
+    every value is missing, times as local clock times (the offset, the same on every
+    row, is clutter), text left-aligned when ``left``."""
+    frame = _display_class()(frame)
+    frame._shown_as = {"empty": empty, "hide_blank": hide_blank, "left": left}
+    return frame
+
+
+@functools.cache
+def _display_class() -> type[pd.DataFrame]:
+    import pandas as pd
+
+    class Shown(pd.DataFrame):
+        _metadata: ClassVar[list[str]] = ["_shown_as"]  # (an attribute, not a column)
+
         @property
         def _constructor(self) -> type[pd.DataFrame]:
             return pd.DataFrame  # a slice or a computation is a plain frame again
 
         def __repr__(self) -> str:
-            widths = {c: int(self[c].astype(str).str.len().max()) for c in self.columns}
+            options, frame = self._shown_as, _readable(self)
+            if not len(frame):
+                return options["empty"]
+            if not options["left"]:
+                return repr(frame)
+            widths = {c: int(frame[c].astype(str).str.len().max()) for c in frame.columns}
             formatters = {c: (lambda w: lambda v: f"{v!s:<{w}}")(widths[c])
-                          for c in self.columns}
-            return self.to_string(index=False, justify="left", formatters=formatters)
+                          for c in frame.columns}
+            return frame.to_string(index=False, justify="left", formatters=formatters)
 
-        def _repr_html_(self) -> str:
-            html = self.to_html(index=False, justify="left")
-            return html.replace("<td>", "<td style='text-align:left'>")
+        def _repr_html_(self) -> str | None:
+            options, frame = self._shown_as, _readable(self)
+            if not len(frame):
+                return f"<p>{html.escape(options['empty'])}</p>"
+            if not options["left"]:
+                return frame._repr_html_()
+            text = frame.to_html(index=False, justify="left")
+            return text.replace("<td>", "<td style='text-align:left'>")
 
-    return LeftAligned(frame)
+    return Shown
 
 
-def history(session: Session) -> pd.DataFrame | str:
-    """Every run of the session: id, when, which steps, how each ended."""
+def _readable(frame: pd.DataFrame) -> pd.DataFrame:
+    """A plain copy of ``frame`` to display: blank hidden columns out, times local."""
     import pandas as pd
 
-    session.refresh()
-    if not session.runs:
-        return "no run yet in this session"
-    return pd.DataFrame(session.runs)
+    plain = pd.DataFrame(frame)
+    hidden = [c for c in frame._shown_as["hide_blank"]
+              if c in plain and plain[c].isna().all()]
+    plain = plain.drop(columns=hidden)
+    for column in plain.select_dtypes("datetimetz").columns:
+        plain[column] = plain[column].dt.tz_localize(None)  # the wall clock, no offset
+    return plain

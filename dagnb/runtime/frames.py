@@ -7,9 +7,9 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
-from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.housekeeping import local_times
 from dagnb.runtime.events import Event
 
 if TYPE_CHECKING:
@@ -74,13 +74,14 @@ def _apply(row: dict[str, Any], event: Event) -> None:
 
 def status_frame(events: Iterable[Event], order: Sequence[str] = ()) -> pd.DataFrame:
     """Columns: step, state, cached, attempts, exit_code, started, finished,
-    duration_s, executor, image, error (one row per step, in ``order``)."""
+    duration_s, executor, image, error (one row per step, in ``order``); times are
+    timezone-aware, in the machine's zone."""
     import pandas as pd  # on first use: the CLI and plain scripts start without it
 
     rows = list(status_rows(events, order).values())
     frame = pd.DataFrame(rows, columns=STATUS_COLUMNS)
     for column in ("started", "finished"):
-        frame[column] = pd.to_datetime([_local(t) for t in frame[column]], errors="coerce")
+        frame[column] = local_times(frame[column])
     frame["exit_code"] = frame["exit_code"].astype("Int64")
     frame["attempts"] = frame["attempts"].astype("int64")
     frame["cached"] = frame["cached"].astype(bool)
@@ -96,12 +97,6 @@ def as_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
             values = frame[column].astype(object)
             frame[column] = values.where(values.notna(), None)
     return frame
-
-
-def _local(timestamp: float | None) -> datetime | None:
-    if timestamp is None or timestamp != timestamp:  # None or NaN
-        return None
-    return datetime.fromtimestamp(timestamp)
 
 
 def logs_frame(
@@ -122,9 +117,8 @@ def logs_frame(
     )
     if tail is not None:  # only the last lines in memory, however many there are
         chosen = iter(deque(chosen, maxlen=max(tail, 0)))
-    rows = [(_local(e.time), e.step, e.attempt, e.data["stream"], e.data["line"])
-            for e in chosen]
+    rows = [(e.time, e.step, e.attempt, e.data["stream"], e.data["line"]) for e in chosen]
     frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
-    frame["time"] = pd.to_datetime(frame["time"])
+    frame["time"] = local_times(frame["time"])
     frame["attempt"] = frame["attempt"].astype("int64")
-    return frame
+    return as_text(frame, ("step", "stream", "line"))  # as status_frame: no lines, same dtypes

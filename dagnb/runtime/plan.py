@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache.steps import StepCache
 from dagnb.errors import UnfingerprintableVariable
 from dagnb.model.contract import known_secret_values
+from dagnb.runtime.frames import as_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -125,7 +126,9 @@ def plan(
     rows = _walk(graph, graph.select(targets), _looking(graph, cache_directory))
     import pandas as pd
 
-    return pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
+    frame["cached"] = frame["cached"].astype(bool)  # (no steps: still bool, so ~p.cached works)
+    return as_text(frame, ("step", "key", "reason"))
 
 
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
