@@ -30,6 +30,8 @@ This module imports neither IPython nor ipywidgets, nor pytest.
 
 from __future__ import annotations
 
+import atexit
+import shutil
 import tempfile
 import time
 from collections import defaultdict, deque
@@ -55,8 +57,9 @@ def isolated(**settings: Any) -> Iterator[Context]:
     changed by ``settings``, as :func:`dagnb.configure` would), and every process-wide
     object (executors, circuit breakers, the notebook session...) is made anew on first
     use. Nothing made inside leaks out. The cache is a fresh temporary folder, removed
-    at the end of the block, unless ``cache_directory`` is given: the project's cache
-    (from its config file or ``DAGNB_CACHE_DIRECTORY``) is never read or written.
+    when the process ends (a run made in the block can still be read after it: its
+    logs, its outputs), unless ``cache_directory`` is given: the project's cache (from
+    its config file or ``DAGNB_CACHE_DIRECTORY``) is never read or written.
 
     Parameters
     ----------
@@ -83,15 +86,16 @@ def isolated(**settings: Any) -> Iterator[Context]:
 
 @contextmanager
 def _scratch_cache(settings: dict[str, Any]) -> Iterator[dict[str, str]]:
-    """A temporary ``cache_directory`` for the block, removed at its end, unless the
-    caller names one: what a test runs must never land in the project's cache."""
+    """A temporary ``cache_directory`` for the block, unless the caller names one: what
+    a test runs must never land in the project's cache. Removed at exit, not at the
+    block's end: a run's logs and outputs are read from it after the block too (they
+    would read as empty), and a background run the test left may still write there."""
     if "cache_directory" in settings:
         yield {}
         return
-    # a background run the test left may still write there: removing is best effort
-    with tempfile.TemporaryDirectory(prefix="dagnb-isolated-",
-                                     ignore_cleanup_errors=True) as folder:
-        yield {"cache_directory": folder}
+    folder = tempfile.mkdtemp(prefix="dagnb-isolated-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    yield {"cache_directory": folder}
 
 
 class Clock:

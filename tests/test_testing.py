@@ -41,13 +41,16 @@ def test_isolated_applies_settings_inside_only():
     assert dagnb.settings().max_retries == 0
 
 
-def test_isolated_caches_in_a_temporary_folder_it_removes_not_in_the_projects(project):
+def test_isolated_caches_in_a_temporary_folder_not_in_the_projects(project):
     (project / "dagnb.yaml").write_text("workflow_defaults:\n  cache_directory: .dagnb_cache\n")
     with isolated():
         scratch = Path(dagnb.settings().cache_directory)
         run = Graph("g", [Step("a", run="echo hi")]).run(executor="local")
         assert run.ok and scratch.is_dir() and not scratch.is_relative_to(project)
-    assert not scratch.exists() and not (project / ".dagnb_cache").exists()
+    assert not (project / ".dagnb_cache").exists()
+    assert list(run.logs("a")["line"]) == ["hi"]  # (read after the block: kept till exit)
+    with isolated():
+        assert Path(dagnb.settings().cache_directory) != scratch  # (each block its own)
     with isolated(cache_directory=project / "mine"):
         assert dagnb.settings().cache_directory == str(project / "mine")
 
