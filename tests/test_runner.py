@@ -311,9 +311,7 @@ def test_no_full_collection_pass_runs_while_a_run_does() -> None:
     seen: list[tuple[int, int, int]] = []
     graph = Graph("gc", [Step("look", func=lambda: seen.append(gc.get_threshold()))])
     assert run(graph).ok
-    young, middle, full = seen[0]
-    assert full >= 1 << 30 and middle == before[1]  # no full pass; gen 1 as it was
-    assert young == max(before[0], 10_000)  # young passes, fewer: a step's few containers
+    assert seen[0][:2] == before[:2] and seen[0][2] >= 1 << 30  # gens 0 and 1 as they were
     assert gc.get_threshold() == before
 
 

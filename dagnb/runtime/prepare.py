@@ -118,10 +118,6 @@ _frozen_runs = 0
 _frozen_at = 0.0  # when the first of the live runs froze the heap (time.monotonic)
 _saved_threshold = (700, 10, 10)
 _NO_FULL_PASS = 1 << 30  # gen-2 threshold while runs are live: never reached
-# gen-0 threshold while runs are live (Python's default is 700; 3.13's 2,000): a step
-# allocates a few dozen containers, which the young passes scanned again every 20 steps
-# or so (5% of a no-op step); 10,000 young objects held back are a few megabytes at most
-_YOUNG_DURING_RUNS = 10_000
 FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let run again
 
 
@@ -132,16 +128,14 @@ def _heap_frozen() -> Iterator[None]:
     gen-2 threshold is out of reach, so the run's own objects (an entry, events and an
     outcome per step) are not scanned again and again as they grow: full passes over
     them made a 10,000-step run cost a fifth more per step than a 1,000-step one.
-    Young objects are still collected (gens 0 and 1, every :data:`_YOUNG_DURING_RUNS`
-    allocations), and so is everything after (or after ``FULL_PASSES_AFTER`` seconds of
-    a long run, :func:`_allow_full_passes`)."""
+    Young objects are still collected (gens 0 and 1), and so is everything after (or
+    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`)."""
     global _frozen_runs, _saved_threshold, _frozen_at
     if _frozen_runs == 0:
         _frozen_at = time.monotonic()
         gc.freeze()
         _saved_threshold = gc.get_threshold()
-        gc.set_threshold(max(_saved_threshold[0], _YOUNG_DURING_RUNS), _saved_threshold[1],
-                         _NO_FULL_PASS)
+        gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
     _frozen_runs += 1
     try:
         yield
