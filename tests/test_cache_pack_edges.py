@@ -49,18 +49,23 @@ def test_a_step_returning_a_lone_surrogate_succeeds_then_is_cached() -> None:
     assert again.states() == {"n": "cached"} and again.result("n") == SURROGATE
 
 
-def test_verify_reports_a_damaged_pack_record(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _two_records_the_first_rotted(folder: Path) -> None:
+    """A pack of two records, s/k1 and s/k2, with a byte of k1's changed (bit rot)."""
     with isolated():
-        store = Store(tmp_path / "c")
+        store = Store(folder)
         store.save("s", "k1", out_dir=None, inline={"json": "a" * 50})
         store.save("s", "k2", out_dir=None, inline={"json": "b" * 50})
         store.close()
-    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
+    pack = next((folder / ".packs").glob("*.pack"))
     data = bytearray(pack.read_bytes())
-    data[data.index(b"a" * 50) + 10] = ord("z")  # bit rot inside k1's record
+    data[data.index(b"a" * 50) + 10] = ord("z")
     pack.write_bytes(bytes(data))
+
+
+def test_verify_reports_a_damaged_pack_record(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _two_records_the_first_rotted(tmp_path / "c")
     with isolated():
         code = main(["cache", "verify", "--cache-dir", str(tmp_path / "c")])
     out = capsys.readouterr().out
@@ -115,15 +120,7 @@ def test_verify_sets_a_torn_last_record_aside_once(
 def test_verify_sets_a_damaged_pack_record_aside_for_good(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with isolated():
-        store = Store(tmp_path / "c")
-        store.save("s", "k1", out_dir=None, inline={"json": "a" * 50})
-        store.save("s", "k2", out_dir=None, inline={"json": "b" * 50})
-        store.close()
-    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
-    data = bytearray(pack.read_bytes())
-    data[data.index(b"a" * 50) + 10] = ord("z")
-    pack.write_bytes(bytes(data))
+    _two_records_the_first_rotted(tmp_path / "c")
     code, out = _verify(tmp_path / "c", capsys)
     assert code == 1 and "1 damaged, set aside" in out, out
     code, out = _verify(tmp_path / "c", capsys)
