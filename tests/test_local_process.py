@@ -120,6 +120,8 @@ def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
     skipped = subprocess.Popen(["sleep", "30"], env=env)
     tagged = subprocess.Popen(["sleep", "30"], env=env)
     try:
+        for process in (skipped, tagged):  # (forked, not exec'd yet: the parent's environ)
+            _wait_for_exec(process.pid, token)
         killed = reaper.kill_tagged([token], skip={skipped.pid})
         assert killed == {tagged.pid}
         assert tagged.wait(5) == -9 and skipped.poll() is None
@@ -127,6 +129,14 @@ def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
         skipped.kill()
         tagged.kill()
         skipped.wait()
+
+
+def _wait_for_exec(pid: int, token: str, seconds: float = 5.0) -> None:
+    """Until the process's environment holds ``token`` (it has exec'd its command)."""
+    deadline = time.monotonic() + seconds
+    while token.encode() not in Path(f"/proc/{pid}/environ").read_bytes():
+        assert time.monotonic() < deadline, f"process {pid} never started its command"
+        time.sleep(0.005)
 
 
 @linux
