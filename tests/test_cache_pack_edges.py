@@ -82,16 +82,21 @@ def _verify(location: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, st
     return code, capsys.readouterr().out
 
 
-def test_verify_is_healthy_once_a_torn_last_record_was_rebuilt(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _two_records_the_last_torn(folder: Path) -> None:
+    """A pack of two records, s/k1 and s/k2, cut 5 bytes short: a power loss tore k2's."""
     with isolated():
-        store = Store(tmp_path / "c")
+        store = Store(folder)
         store.save("s", "k1", out_dir=None, inline={"json": 1})
         store.save("s", "k2", out_dir=None, inline={"json": 2})
         store.close()
-    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
-    pack.write_bytes(pack.read_bytes()[:-5])  # a power loss tore k2's record
+    pack = next((folder / ".packs").glob("*.pack"))
+    pack.write_bytes(pack.read_bytes()[:-5])
+
+
+def test_verify_is_healthy_once_a_torn_last_record_was_rebuilt(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _two_records_the_last_torn(tmp_path / "c")
     with isolated(), pytest.warns(DamagedEntryWarning, match="torn"):
         store = Store(tmp_path / "c")
         assert store.lookup("s", "k2") is None  # the next run rebuilds it
@@ -104,13 +109,7 @@ def test_verify_is_healthy_once_a_torn_last_record_was_rebuilt(
 def test_verify_sets_a_torn_last_record_aside_once(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    with isolated():
-        store = Store(tmp_path / "c")
-        store.save("s", "k1", out_dir=None, inline={"json": 1})
-        store.save("s", "k2", out_dir=None, inline={"json": 2})
-        store.close()
-    pack = next((tmp_path / "c" / ".packs").glob("*.pack"))
-    pack.write_bytes(pack.read_bytes()[:-5])
+    _two_records_the_last_torn(tmp_path / "c")
     code, out = _verify(tmp_path / "c", capsys)
     assert code == 1 and "s/k2" in out and "torn" in out and "verified 2 cache" in out, out
     code, out = _verify(tmp_path / "c", capsys)
