@@ -128,8 +128,9 @@ def _notice(choice: str, reason: str) -> str:
 # -- the executor status table --------------------------------------------------------
 class track:
     """``with track(name):`` counts a step as running on executor ``name`` for the block
-    (the scheduler wraps each attempt in it); the count is of the context current when
-    the block began, even if another is made current before it ends. A class, not a
+    (the scheduler wraps each attempt in one, made once per run and executor); the
+    count is of the context current when it was made, even if another is made current
+    before the block ends. A class, not a
     ``@contextmanager``: it is entered once per attempt, and a no-op step costs less
     than the generator machinery."""
 

@@ -110,6 +110,8 @@ class Task:
             raise TypeError("Task needs step_dir= or out_dir=")
         # kept as given (often text): a Path is made only if a path is asked for
         self.step_dir = step_dir if step_dir is not None else Path(out_dir).parent  # type: ignore[arg-type]
+        if out_dir is None and in_dir is None and params_file is None and env is None:
+            return  # (the runner's tasks: their paths are made on first use)
         for name, value in (
             ("out_dir", out_dir),
             ("in_dir", in_dir),

@@ -38,26 +38,30 @@ class _StepBuffer:
         self.sink = sink
         self.context = context
         # the unfinished line of each stream, in pieces: joined once it ends, so a long
-        # line written a bit at a time costs linear time, not quadratic
-        self.partial: dict[str, list[str]] = {"stdout": [], "stderr": []}
+        # line written a bit at a time costs linear time, not quadratic (made on the
+        # first write: most steps print nothing)
+        self.partial: dict[str, list[str]] | None = None
 
     def write(self, stream: str, text: str) -> None:
+        partial = self.partial
+        if partial is None:
+            partial = self.partial = {"stdout": [], "stderr": []}
         if "\n" not in text:
-            self.partial[stream].append(text)
+            partial[stream].append(text)
             return
         lines = text.split("\n")
-        lines[0] = "".join([*self.partial[stream], lines[0]])
-        self.partial[stream] = [lines.pop()]
+        lines[0] = "".join([*partial[stream], lines[0]])
+        partial[stream] = [lines.pop()]
         for line in lines:
             self.sink(stream, line)
 
     def flush_partial(self) -> None:
-        if not (self.partial["stdout"] or self.partial["stderr"]):  # most steps: nothing
+        partial, self.partial = self.partial, None
+        if partial is None:  # most steps: nothing printed
             return
-        for stream, pieces in self.partial.items():
+        for stream, pieces in partial.items():
             if rest := "".join(pieces):
                 self.sink(stream, rest)
-        self.partial = {"stdout": [], "stderr": []}
 
 
 class _RoutingStream:
@@ -104,23 +108,20 @@ def capturing() -> Iterator[None]:
                 _saved.clear()
 
 
-class routed_output:
+class routed_output(_StepBuffer):
     """``with routed_output(sink):`` sends this context's prints, line by line, to ``sink``.
 
-    A class rather than ``@contextmanager``: it is entered once per Python step, and
-    the generator machinery would cost more than a no-op step.
+    A class rather than ``@contextmanager``, and its own buffer: it is entered once per
+    Python step, and the generator machinery would cost more than a no-op step.
     """
 
-    __slots__ = ("_buffer", "_token")
-
-    def __init__(self, sink: LineSink, context: object = None) -> None:
-        self._buffer = _StepBuffer(sink, context)
+    __slots__ = ("_token",)
 
     def __enter__(self) -> None:
-        self._token = _current.set(self._buffer)
+        self._token = _current.set(self)
 
     def __exit__(self, *exc: object) -> None:
-        self._buffer.flush_partial()
+        self.flush_partial()
         _current.reset(self._token)
 
 

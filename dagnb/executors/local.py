@@ -390,7 +390,8 @@ def _kill_stragglers(pgid: int) -> None:
 # -- Python functions -----------------------------------------------------------------
 async def _call_function(task: Task) -> Outcome:
     step = task.step
-    workdir_of(task)  # (one that is no folder fails the step; the process keeps its own)
+    if step.workdir is not None:  # (one that is no folder fails the step; the process
+        workdir_of(task)  #              keeps its own)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
         with routed_output(task.log, StepContext(task)):

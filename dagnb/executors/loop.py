@@ -23,7 +23,7 @@ the step inherits); a watchdog thread interrupts an inline call that passes it. 
 interrupted step then waits on the loop for the cancellation that the timeout, or
 ``cancel()``, sends it (:func:`until_cancelled`), so it ends as any step stopped by a
 timeout or a cancel does: ``failed`` with ``StepTimeout``, or ``cancelled``. The turns it
-gives the loop meanwhile start no step of a cancelled run (:func:`cancel_pending`).
+gives the loop meanwhile start no step of a cancelled run (:func:`stop_pending`).
 """
 
 from __future__ import annotations
@@ -44,13 +44,12 @@ __all__ = [
     "Interrupted",
     "TaskFuture",
     "call_interruptibly",
-    "cancel_pending",
-    "deadline_passed",
     "get_loop",
     "in_loop_thread",
     "interrupt",
     "run_async",
     "run_sync",
+    "stop_pending",
     "submit",
     "until_cancelled",
     "wait_for",
@@ -89,7 +88,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._coro: Coroutine[Any, Any, Any] | None = coro  # until the task takes it
         self._task: asyncio.Task[Any] | None = None
         self._cancel_requested = False
-        self.stopping = False  # cancel() was called (read by cancel_pending)
+        self.stopping = False  # cancel() was called (read by stop_pending)
 
     def start(self) -> TaskFuture:
         """Schedule the task on the loop (apart from ``__init__``: a caller that must
@@ -119,7 +118,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def cancel(self) -> bool:
         if self.done():
             return False
-        self.stopping = True  # set before the interrupt: see cancel_pending
+        self.stopping = True  # set before the interrupt: see stop_pending
         self._loop.call_soon_threadsafe(self._cancel_task)
         interrupt(self)  # a Python step blocking the loop would hold the cancellation up
         return True
@@ -260,7 +259,10 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
             result = func(**kwargs)
         finally:
             fired = _inline.leave()
-            _count_held(time.monotonic() - began, waits)
+            held = time.monotonic() - began  # (_count_held inline: on every step)
+            _Held.total += held
+            for wait in waits:
+                wait.own += held
     except KeyboardInterrupt as exc:
         if not (fired or isinstance(exc, _Interrupt)):
             raise  # the step's own: it fails the step
@@ -271,18 +273,14 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     return result
 
 
-def cancel_pending() -> bool:
+def stop_pending() -> bool:
     """Whether the run the calling task belongs to was cancelled (``TaskFuture.cancel``)
-    though the cancellation may not have reached its tasks yet: the step it interrupted
-    gives the loop turns first (:func:`until_cancelled`), in which no step may start."""
-    owner = _owner.get()
-    return owner is not None and owner.stopping
-
-
-def deadline_passed() -> bool:
-    """Whether a timeout the calling task runs under (:func:`wait_for`) has passed, its
-    cancellation perhaps not here yet (as with :func:`cancel_pending`)."""
-    waits = _waits.get()
+    or a timeout it runs under (:func:`wait_for`) has passed, though the cancellation
+    may not have reached its tasks yet: the step it interrupted gives the loop turns
+    first (:func:`until_cancelled`), in which no step may start."""
+    owner, waits = _owner.get(), _waits.get()
+    if owner is not None and owner.stopping:
+        return True
     if not waits:
         return False
     now = time.monotonic()

@@ -102,6 +102,8 @@ class CircuitBreaker:
         CircuitOpenError
             While open, and in half-open while the probe is in flight.
         """
+        if self._opened_at is None:  # closed (most calls): no lock, no clock; a breaker
+            return  #                    opening meanwhile lets this one call through
         with self._lock:
             now = self._clock()
             if self._opened_at is None:
@@ -112,6 +114,8 @@ class CircuitBreaker:
 
     def record_success(self) -> None:
         """The executor answered: close the breaker and reset the count."""
+        if not self._failures and self._opened_at is None and not self._probing:
+            return  # closed and clean already (most calls): no lock taken
         with self._lock:
             self._failures, self._opened_at, self._probing = 0, None, False
 

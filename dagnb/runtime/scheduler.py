@@ -44,7 +44,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import track
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
-from dagnb.executors.loop import cancel_pending, deadline_passed, holding, wait_for
+from dagnb.executors.loop import holding, stop_pending, wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import Masker, SecretFinder
 from dagnb.model.step import Step
@@ -134,9 +134,10 @@ class Scheduler:
         self._all_done: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
-        self._policies: dict[str, Any] = {}
+        self._policies: dict[str | None, Any] = {}
         self._executors: dict[Any, Executor] = {}
         self._breakers: dict[str, Any] = {}
+        self._trackers: dict[str, track] = {}
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
         self._ready: deque[str] = deque()  # ready steps no task has taken yet
@@ -196,20 +197,18 @@ class Scheduler:
     async def _chain_from(self, name: str | None) -> None:
         """Run a step, then go on with one child it released in this same task, so a
         chain of steps costs no new task and no loop turn per step; then with the
-        steps waiting in ``_ready`` that no task has taken yet."""
+        steps waiting in ``_ready`` that no task has taken yet. None starts once the run
+        was cancelled or passed its timeout, the cancellation perhaps not here yet: a
+        Python step it interrupted gives the loop turns before it arrives, and a step
+        started in them would hold the loop past the caller's grace (_stop_all settles
+        those left)."""
         this = asyncio.current_task()
-        while name is not None and not self._stopping():
+        run = self.run
+        while name is not None and not (run.cancel_requested or stop_pending()):
             self._tasks[name] = this  # type: ignore[assignment]  # what _stop_all cancels
             name = await self._step(name)
             if name is None and self._ready and not self._failed_fast:
                 name = self._ready.popleft()
-
-    def _stopping(self) -> bool:
-        """Whether the run was cancelled or passed its timeout, the cancellation perhaps
-        not here yet: a Python step it interrupted gives the loop turns before it
-        arrives, and a step started in them would hold the loop past the caller's grace
-        (_stop_all settles those left)."""
-        return self.run.cancel_requested or cancel_pending() or deadline_passed()
 
     def _wait_ready(self, name: str) -> None:
         """Queue a ready step for the task that made it ready, which takes it once done
@@ -480,7 +479,8 @@ class Scheduler:
 
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
-        memo = repr(step.retries)  # most steps share one setting: build each policy once
+        retries = step.retries  # most steps share one setting: build each policy once
+        memo = None if retries is None else repr(retries)
         if memo not in self._policies:
             self._policies[memo] = self._build_policy(step.retries)
         return self._policies[memo]
@@ -514,7 +514,7 @@ class Scheduler:
         )
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
-            with track(executor.name):
+            with self._trackers[executor.name]:  # (made with the executor)
                 if limit is None:  # wait_for would only await it
                     outcome = await executor.execute(task)
                 else:
@@ -558,7 +558,10 @@ class Scheduler:
         for need in step.needs:
             done = self._finished.get(need)
             if done is not None:
-                inputs[need] = Input(need, done._path, _value(done.result), done.handle)
+                result = done.result  # (_value inline: on every step with needs)
+                if isinstance(result, CachedResult):
+                    result = result.get()
+                inputs[need] = Input(need, done._path, result, done.handle)
         return inputs
 
     def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
@@ -586,6 +589,8 @@ class Scheduler:
         if found is None:
             assert self.options.executor_for is not None
             found = self._executors[step.executor] = self.options.executor_for(step)
+            if found.name not in self._trackers:  # (what each attempt on it uses)
+                self._trackers[found.name] = track(found.name)
         return found
 
     def _breaker_of(self, executor: Executor) -> Any:
@@ -650,7 +655,9 @@ class Scheduler:
         is returned for the calling task to run next."""
         if name not in self._settled:
             shown = {"image": self._images[name]} if name in self._images else {}
-            self._settle(name, "succeeded", exit_code=0, **shown)
+            self._settle(name, "succeeded", exit_code=0, **shown)  # (checks if all done)
+        else:
+            self._check_done()
         ready = []
         for child in self._dependents[name]:
             self._waiting[child] -= 1
@@ -658,7 +665,6 @@ class Scheduler:
                 ready.append(child)
         for child in ready[1:]:
             self._wait_ready(child)
-        self._check_done()
         if not ready:
             return None
         self._emit("state", ready[0], state="queued")
