@@ -315,6 +315,10 @@ class CachedResult:
                 raise self._damaged(exc) from None
         return self._value
 
+    def log_files(self) -> list[Path]:
+        """The entry's log file (made only now: a packed entry's folder on first use)."""
+        return [self._entry.log_file]
+
     def _damaged(self, exc: Exception) -> StepFailed:
         problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
         self._cache.quarantine(self._step, self._entry, problem)

@@ -49,13 +49,14 @@ class Run:
         self.events = EventLog()
         self._results: dict[str, Any] = {}
         self._outputs: dict[str, Any] = {}  # Path, or a record with .path
-        self._loaders: dict[str, Any] = {}
+        self._restored: dict[str, Any] = {}  # step -> its CachedResult (a hit's result
+        #                                     and log file, read when first asked for)
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancelled = False  # set once, from any thread
         self.not_stored: dict[str, str] = {}  # step -> why it ran but was not cached
         self._cancel_hook: Any = None
         # step -> files of all its lines (or what lists them, asked when first needed)
-        self._log_files: dict[str, Sequence[Path] | Callable[[], Sequence[Path]]] = {}
+        self._log_files: dict[str, list[Path]] = {}
         self._flushes: dict[str, Callable[[], None]] = {}  # step -> flush its open file
 
     @property
@@ -102,8 +103,11 @@ class Run:
         return logs_frame(events, step=step, stream=stream, tail=tail)
 
     def _files_of(self, step: str) -> list[Path]:
-        found = self._log_files.get(step, [])
-        return list(found() if callable(found) else found)
+        found = self._log_files.get(step)
+        if found is None:
+            restored = self._restored.get(step)
+            return [] if restored is None else restored.log_files()
+        return list(found)
 
     def status_rows(self) -> dict[str, dict[str, Any]]:
         """:meth:`status` as plain dicts by step name (no pandas; times as epoch seconds)."""
@@ -117,8 +121,8 @@ class Run:
     def result(self, step: str) -> Any:
         """The step's Python result (``None`` for a step that has none)."""
         self._known(step)
-        if step not in self._results and step in self._loaders:
-            self._results[step] = self._loaders.pop(step)()
+        if step not in self._results and step in self._restored:
+            self._results[step] = self._restored[step].get()
         value = self._results.get(step, NO_RESULT)
         return None if value is NO_RESULT else value
 
@@ -145,23 +149,27 @@ class Run:
         self._outputs[step] = outputs
         self._results[step] = result
 
-    def record_lazy(self, step: str, outputs: Any, load: Callable[[], Any]) -> None:
-        """Keep a step's outputs and a ``load()`` that reads its result when first asked
-        for: a cached result nobody uses is never unpickled."""
+    def record_cached(self, step: str, outputs: Any, restored: Any) -> None:
+        """Keep a restored step's outputs and its ``restored`` result (a
+        :class:`~dagnb.cache.steps.CachedResult`), whose ``get()`` loads the result and
+        ``log_files()`` lists its log file, each when first asked for: most hits of a
+        re-run are never read, and a closure each would cost every hit."""
         self._outputs[step] = outputs
-        self._loaders[step] = load
+        self._restored[step] = restored
+        self._log_files.pop(step, None)
+        self._flushes.pop(step, None)
 
     def record_log_files(
         self,
         step: str,
-        paths: Sequence[Path] | Callable[[], Sequence[Path]],
+        paths: Sequence[Path],
         flush: Callable[[], None] | None = None,
     ) -> None:
-        """Where all of ``step``'s lines are on disk, in order (its attempts' files, or
-        its cache entry's; or a function that lists them when first needed), and
+        """Where all of ``step``'s lines are on disk, in order (its attempts' files, then
+        its cache entry's), and
         ``flush``, which writes out the lines the last of them still buffers (for a step
         still running; safe from any thread)."""
-        self._log_files[step] = paths if callable(paths) else list(paths)
+        self._log_files[step] = list(paths)
         if flush is None:
             self._flushes.pop(step, None)
         else:

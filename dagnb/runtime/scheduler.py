@@ -365,28 +365,24 @@ class Scheduler:
         return done
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
-        name = step.name
-        self.run.record_log_files(name, lambda: [entry.log_file])  # rarely read: no Path yet
-        for line in entry.iter_logs() if entry.head_field("log_lines") != 0 else ():
-            self._emit(
-                "log",
-                name,
-                line.get("attempt", 1),
-                stream=line["stream"],
-                line=line["line"],
-                cached=True,
-            )
+        name, head = step.name, entry.head_field
+        if head("log_lines") != 0:
+            for line in entry.iter_logs():
+                self._emit("log", name, line.get("attempt", 1), stream=line["stream"],
+                           line=line["line"], cached=True)
+        provenance = head("provenance")
+        reference = provenance.get("image_ref") if provenance else None
         self._emit(
             "state",
             name,
             state="cached",
-            executor="cache",
-            image=_ran_image(step, (entry.head_field("provenance") or {}).get("image_ref")),
-            exit_code=entry.head_field("exit_code", 0),
+            executor="cache",  # its image when the entry was made in a container
+            image=image_label(step.image, reference) if reference else None,
+            exit_code=head("exit_code", 0),
         )
         self._settled.add(name)
         done = _Outcome(entry.out_ref, result, None, entry.output_digest)
-        self.run.record_lazy(name, done, result.get)
+        self.run.record_cached(name, done, result)
         return done
 
     def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache, out_dir: str,
@@ -703,7 +699,3 @@ def _attempt_limit(policy: Any, error: BaseException) -> int:
     return 1 + policy.retries_for(error)
 
 
-def _ran_image(step: Step, reference: str | None) -> str | None:
-    """A cached step's image, when its entry was made in a container (the engine's
-    reference in its provenance): a step run on the host ran in no image."""
-    return image_label(step.image, reference) if reference else None
