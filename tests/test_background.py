@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import threading
+import time
 
 import pytest
 
@@ -41,6 +42,26 @@ def test_wait_returns_only_once_the_item_being_handled_is_done():
     threading.Timer(0.2, release.set).start()
     worker.wait()
     assert done == ["a"]
+
+
+def test_a_settling_thread_starts_an_item_only_after_the_asker_moved_on():
+    """The hit counts' writer lets the run's caller take its result first: an idle
+    thread waits ``settle`` seconds before its first item."""
+    times = []
+    worker = Background("test-settle", lambda item: times.append(time.monotonic()), settle=0.3)
+    asked = time.monotonic()
+    worker.ask("a")
+    assert wait_until(lambda: times, timeout=5)
+    assert times[0] - asked >= 0.29
+
+
+def test_wait_cuts_the_settling_short():
+    done = []
+    worker = Background("test-hurry", done.append, settle=30)
+    began = time.monotonic()
+    worker.ask("a")
+    worker.wait()
+    assert done == ["a"] and time.monotonic() - began < 5
 
 
 def test_a_failing_item_ends_the_thread_and_the_next_one_starts_another(monkeypatch):

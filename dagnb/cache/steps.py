@@ -381,8 +381,10 @@ def _flush(store: Store) -> None:
     store.flush()  # warns of what it cannot write; never raises for it
 
 
-# writes the hit counts of the stores handed over, off the run's path (see close)
-_flusher: Background[Store] = Background("dagnb-cache-flush", _flush)
+# writes the hit counts of the stores handed over, off the run's path (see close), once
+# the run's caller has its result
+_SETTLE_S = 0.02
+_flusher: Background[Store] = Background("dagnb-cache-flush", _flush, settle=_SETTLE_S)
 
 
 def wait_for_flushes() -> None:

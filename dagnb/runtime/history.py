@@ -135,7 +135,8 @@ def _prune_quietly(runs: Path) -> None:
         prune(runs)
 
 
-_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly)
+# (settles first, as the hit counts' writer does: the run's caller gets its result first)
+_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly, settle=0.02)
 
 
 def _lease(folder: Path) -> int | None:
