@@ -598,7 +598,7 @@ class _CachedCall(_Calls):
         (one holding mapped arrays too) is loaded anew at each hit, as joblib does, so
         ``df["b"] = 1`` on one changes no later one. Only the most recent few."""
         self.loaded.pop(key, None)
-        if not _unchangeable(value):
+        if type(value) not in _ATOMS and not _unchangeable(value):  # (most are atoms)
             return
         if len(self.loaded) >= _LOADED_LIMIT:
             del self.loaded[next(iter(self.loaded))]
@@ -661,7 +661,7 @@ class _CachedCall(_Calls):
 
             async def run(*args: Any, **kwargs: Any) -> Any:
                 key = keys.digest(args, kwargs)
-                value = self.lookup(key, args, kwargs)
+                value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
                     async with self.claim(key, asynchronous=True):
                         value = self.computed_meanwhile(key, args, kwargs)
@@ -699,7 +699,7 @@ class _CachedCall(_Calls):
 
             def run(*args: Any, **kwargs: Any) -> Any:
                 key = keys.digest(args, kwargs)
-                value = self.lookup(key, args, kwargs)
+                value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
                     # one process computes a key at a time; the others wait, then hit
                     with self.claim(key):
