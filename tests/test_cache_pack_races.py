@@ -602,6 +602,22 @@ def test_an_index_whose_folder_went_is_not_given_to_another_with_its_inode(
     assert other is not first and other.folder == f"{tmp_path}/b/.packs"
 
 
+def test_the_index_of_a_folder_is_shared_while_a_store_holds_it_then_forgotten(tmp_path):
+    import gc
+
+    from dagnb.config import context
+
+    with isolated():
+        a = Store(tmp_path / "c")
+        assert Store(tmp_path / "c")._packs is a._packs  # shared
+        live = context().get("cache.packs", pack._LiveIndexes)
+        assert [name.split(":")[0] for name in live.indexes] == ["identity"]
+        del a
+        gc.collect()
+        assert live.indexes == {}  # gone with its stores (its generation file closed)
+        assert pack.index_of(f"{tmp_path}/c/.packs") is not None
+
+
 def test_a_removal_is_seen_when_the_generation_file_is_another_users(tmp_path, monkeypatch):
     a = Store(tmp_path / "c")
     _save(a, "s", "k1", 1)

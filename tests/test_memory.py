@@ -834,3 +834,26 @@ def test_a_methods_object_counts_by_its_state_at_each_call(memory):
     assert apply(5) == 10
     scaler.k = 3
     assert apply(5) == 15
+
+
+def test_a_cached_function_cached_again_caches_its_function_and_is_forgotten_with_it(tmp_path):
+    import gc
+
+    from dagnb.cache import memory as memory_module
+
+    memory = Memory(tmp_path)
+
+    def f(x: int) -> int:
+        """Doubles."""
+        return 2 * x
+
+    f.extra = 1
+    once = memory.cache(f)
+    twice = memory.cache(once)
+    assert twice.__wrapped__ is f and twice.func is f
+    assert (twice.__name__, twice.__qualname__, twice.__doc__, twice.extra) == (
+        "f", f.__qualname__, "Doubles.", 1)
+    before = len(memory_module._CACHED)
+    del once, twice
+    gc.collect()
+    assert len(memory_module._CACHED) == before - 2

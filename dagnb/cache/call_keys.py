@@ -78,7 +78,7 @@ class CallKeys(Generic[P]):
                 f"ignore={sorted(unknown)!r} names no parameter of {label(func)}; "
                 f"choose among its parameters {list(every)!r}"
             )
-        self.labels = {name: f"arg:{name}" for name in every}  # component names
+        self.labels = _labels(every)  # component names (shared: only read)
         self.template = (_key_template(self.names)
                          if self.names is not None and not self.ignore else None)
 
@@ -212,6 +212,12 @@ def _has_signature(func: Callable[..., Any]) -> bool:
     except ValueError:
         return False
     return True
+
+
+@functools.lru_cache(maxsize=256)  # (a notebook wraps the same parameters again and again)
+def _labels(names: tuple[str, ...]) -> dict[str, str]:
+    """Each parameter's key component name."""
+    return {name: f"arg:{name}" for name in names}
 
 
 @functools.lru_cache(maxsize=256)  # (a notebook wraps the same parameters again and again)

@@ -7,9 +7,9 @@ from __future__ import annotations
 import functools
 import json
 import os
-from collections.abc import Callable, Hashable, Iterator, Mapping
+from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from dagnb.fingerprint import directory_digest, text_digest
 from dagnb.model.results import NO_RESULT, decode_inline, load_result
@@ -142,29 +142,40 @@ class Entry:
             return False
 
 
+class _Unpacker(Protocol):
+    """What makes a packed entry's folder: its store."""
+
+    _unpack_root: str
+
+    def _unpack(self, entry: PackedEntry) -> None: ...
+
+
 class PackedEntry(Entry):
     """An entry kept as a record of a pack (:mod:`dagnb.cache.pack`): its metadata, logs
     and result are in memory; its folder (``path``, ``out_dir``, ``log_file``) is made
     from them under ``.unpacked`` the first time someone asks for it."""
 
     def __init__(
-        self, step: str, key: str, path: str, head: dict[str, Any], rest: bytes,
-        version: Hashable, unpack: Callable[[PackedEntry], None],
+        self, step: str, key: str, head: dict[str, Any], rest: bytes, version: Any,
+        owner: _Unpacker,
     ) -> None:
-        self.step, self.key, self.version = step, key, version
-        self._folder = path  # text: a Path is made only if the folder is asked for
+        self.step, self.key, self.version = step, key, version  # (version: its Record)
         self._head, self._rest = head, rest
-        self._unpack = unpack
+        self.inline = head.get("inline")  # (an attribute: every hit reads it)
+        self._owner = owner
         self._unpacked = False
+
+    @functools.cached_property
+    def _folder(self) -> str:
+        """Where its folder is made, as text: named only when asked for (a hit asks not)."""
+        return f"{self._owner._unpack_root}/{self.step}/{self.key}-{self.version.stamp}"
 
     @functools.cached_property
     def meta(self) -> Mapping[str, Any]:  # type: ignore[override]
         """The metadata: the head at once, the rest of the record parsed on first use."""
         return _PackedMeta(self._head, self._rest)
 
-    @property
-    def inline(self) -> Mapping[str, Any] | None:
-        return self._head.get("inline")
+    inline: Mapping[str, Any] | None = None  # (set by __init__; shadows Entry's property)
 
     def head_field(self, name: str, default: Any = None) -> Any:
         return self._head.get(name, default)  # (the head holds every head field it has)
@@ -181,6 +192,10 @@ class PackedEntry(Entry):
     def expires(self) -> float | None:
         return self._head["expires"]
 
+    def expired(self, now: float) -> bool:
+        expires = self._head["expires"]  # (every hit asks: no property in between)
+        return expires is not None and expires <= now
+
     @functools.cached_property
     def _path(self) -> Path:  # type: ignore[override]
         return Path(self._folder)
@@ -188,7 +203,7 @@ class PackedEntry(Entry):
     @property
     def path(self) -> Path:
         if not self._unpacked:
-            self._unpack(self)
+            self._owner._unpack(self)
             self._unpacked = True
         return self._path
 

@@ -121,7 +121,11 @@ def _step_name(func: Callable[..., Any]) -> str:
     module = getattr(target, "__module__", None) or type(target).__module__
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     suffix = ".partial" if target is not func else ""
-    name = f"{main_spelled(module)}.{qualname}{suffix}"
+    return _safe_name(f"{main_spelled(module)}.{qualname}{suffix}")
+
+
+@functools.lru_cache(maxsize=1024)  # (each Memory(...).cache(func) names it again)
+def _safe_name(name: str) -> str:
     return _UNSAFE.sub("_", name.replace("<locals>", "locals").replace("<lambda>", "lambda"))
 
 
@@ -339,17 +343,48 @@ class Memory:
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
 
 
-# A cached function -> the function it caches: caching it again caches that one, with
-# the new options, as joblib does (a wrapper of a wrapper would never see them).
-_CACHED: weakref.WeakKeyDictionary[Callable[..., Any], Callable[..., Any]] = (
-    weakref.WeakKeyDictionary())
+# A cached function (by id, with a weak reference to it) -> the function it caches:
+# caching it again caches that one, with the new options, as joblib does (a wrapper of
+# a wrapper would never see them). (Not a WeakKeyDictionary: its Python methods cost
+# each .cache() more.)
+_CACHED: dict[int, tuple[weakref.ref[Any], Callable[..., Any]]] = {}
 
 
 def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
     """The function ``func`` caches if it is a cached function; ``func`` otherwise."""
     if type(func) is not types.FunctionType:  # (wrappers are functions; not every
         return func  #                            callable can be weakly referenced)
-    return _CACHED.get(func, func)
+    found = _CACHED.get(id(func))
+    return found[1] if found is not None and found[0]() is func else func
+
+
+def _note_cached(run: Callable[..., Any], func: Callable[..., Any]) -> None:
+    """Remember that ``run`` caches ``func`` (forgotten with ``run``)."""
+    ident = id(run)
+    _CACHED[ident] = (weakref.ref(run, lambda _: _remove_dead(_CACHED, ident)), func)
+
+
+def _remove_dead(table: dict[int, tuple[weakref.ref[Any], Any]], ident: int) -> None:
+    found = table.get(ident)
+    if found is not None and found[0]() is None:  # (not one made since for a new run)
+        del table[ident]
+
+
+def _wrap(run: Any, func: Callable[..., Any]) -> None:
+    """``functools.update_wrapper(run, func)``: for a plain function, its assignments
+    made directly (a fresh process's .cache() pays for update_wrapper's loop)."""
+    if type(func) is not types.FunctionType or functools.WRAPPER_ASSIGNMENTS != _ASSIGNED:
+        functools.update_wrapper(run, func)  # (skips what a partial lacks)
+        return
+    run.__module__, run.__name__, run.__qualname__ = (
+        func.__module__, func.__name__, func.__qualname__)
+    run.__doc__, run.__annotations__ = func.__doc__, func.__annotations__
+    if func.__dict__:
+        run.__dict__.update(func.__dict__)
+    run.__wrapped__ = func
+
+
+_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
 
 
 def _cache_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
@@ -442,14 +477,14 @@ class _Calls:
         return {"duration": took, "input_args": inputs, "time": start}
 
     def decorate(self, run: Any, call: Any, shelve: Any) -> Any:
-        functools.update_wrapper(run, self.func)  # skips what a partial lacks
+        _wrap(run, self.func)
         run.func = self.func
         run.ignore = self.options["ignore"]
         run.mmap_mode = self.options["mmap_mode"]
         run.call = call
         run.call_and_shelve = shelve
         run.store_name = self.name
-        _CACHED[run] = self.func
+        _note_cached(run, self.func)
         return run
 
 
@@ -598,7 +633,7 @@ class _CachedCall(_Calls):
         (one holding mapped arrays too) is loaded anew at each hit, as joblib does, so
         ``df["b"] = 1`` on one changes no later one. Only the most recent few."""
         self.loaded.pop(key, None)
-        if not _unchangeable(value):
+        if type(value) not in _ATOMS and not _unchangeable(value):  # (most are atoms)
             return
         if len(self.loaded) >= _LOADED_LIMIT:
             del self.loaded[next(iter(self.loaded))]
@@ -661,7 +696,7 @@ class _CachedCall(_Calls):
 
             async def run(*args: Any, **kwargs: Any) -> Any:
                 key = keys.digest(args, kwargs)
-                value = self.lookup(key, args, kwargs)
+                value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
                     async with self.claim(key, asynchronous=True):
                         value = self.computed_meanwhile(key, args, kwargs)
@@ -699,7 +734,7 @@ class _CachedCall(_Calls):
 
             def run(*args: Any, **kwargs: Any) -> Any:
                 key = keys.digest(args, kwargs)
-                value = self.lookup(key, args, kwargs)
+                value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
                 if value is NO_RESULT:
                     # one process computes a key at a time; the others wait, then hit
                     with self.claim(key):

@@ -68,14 +68,15 @@ with a tombstone of its key, so it is a plain miss from then on.
 
 from __future__ import annotations
 
+import _thread
 import contextlib
 import fcntl
 import mmap
 import os
-import threading
 import time
 import uuid
 import weakref
+from _weakref import _remove_dead_weakref  # (as WeakValueDictionary uses it)
 from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
@@ -159,32 +160,35 @@ class PackIndex:
     (:data:`WALK_AFTER`), the packs it read are searched for each key asked for.
     """
 
+    # What a fresh index starts from, as class attributes (each is replaced, never
+    # changed in place): a fresh process makes one per cache folder on its first hit.
+    loaded = False
+    refreshed = 0.0  # time.monotonic() of the last refresh
+    _searched = 0  # bytes searched since the packs in _blobs were read
+    _generation_file = -1  # kept open: an fstat costs half what a stat does
+    # as seen by the last refresh (_REFRESHING: none whole, or one under way)
+    generation: os.stat_result | object | None = None
+    _keys_searched = 0  # searches of the keys files
+    _trust_keys = True  # (False while reading again after one lied)
+    _read_at_generation = False  # the last refresh saw the generation hold
+    _listed_at: os.stat_result | None = None  # the generation at the last listing
+    settled = False  # folder has no symlink in it (see settle_folder)
+
     def __init__(self, folder: str) -> None:
         self.folder = folder
         self.records: dict[tuple[str, str], Record | _Slot] = {}
         self.sizes: dict[str, int] = {}  # pack name -> bytes read (whole records)
-        self.loaded = False
         self.problems: list[Problem] = []  # each reported once
         self._torn: dict[str, tuple[str, str] | None] = {}  # pack -> its torn record's key
         self._seen_problems: set[tuple[str, str]] = set()
-        self._lock = threading.RLock()
+        self._lock = _thread.RLock()  # (threading.RLock, without its Python call)
         _INDEXES.add(self)
-        self.refreshed = 0.0  # time.monotonic() of the last refresh
         self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
-        self._searched = 0  # bytes searched since they were read
         self._generation_path = f"{folder}/{GENERATION}"
-        self._generation_file = -1  # kept open: an fstat costs half what a stat does
-        # as seen by the last refresh (_REFRESHING: none whole, or one under way)
-        self.generation: os.stat_result | object | None = None
         self._keyed: dict[str, _Keys] = {}  # packs found through their keys files
         self._resolved: set[tuple[str, str]] = set()  # keys looked up in those already
-        self._keys_searched = 0  # searches of the keys files
-        self._trust_keys = True  # (False while reading again after one lied)
-        self._read_at_generation = False  # the last refresh saw the generation hold
-        self._listed: list[str] = []  # the packs the folder held at the last listing,
-        self._listed_at: os.stat_result | None = None  # the generation then
-        self.settled = False  # folder has no symlink in it (see settle_folder)
+        self._listed: list[str] = []  # the packs the folder held at the last listing
 
     def settle_folder(self, real: str) -> None:
         """Use ``real``, the folder without symlinks, from now on (once a second
@@ -669,12 +673,21 @@ class _LiveIndexes:
     """The pack indexes of one dagnb context, by folder identity (or spelling), held
     weakly: an index lives as long as a store of its folder does, then its kept-open
     generation file is closed with it (a process that used hundreds of cache folders,
-    a test suite's, kept a descriptor open for each)."""
+    a test suite's, kept a descriptor open for each). Plain weak references in a dict:
+    a ``WeakValueDictionary``'s Python methods cost a fresh process's first hit more."""
 
     def __init__(self) -> None:
         self.lock = ForkSafeLock()
-        self.indexes: weakref.WeakValueDictionary[str, PackIndex] = (
-            weakref.WeakValueDictionary())
+        self.indexes: dict[str, weakref.ref[PackIndex]] = {}
+
+    def get(self, name: str) -> PackIndex | None:
+        found = self.indexes.get(name)
+        return None if found is None else found()
+
+    def put(self, name: str, index: PackIndex) -> None:
+        indexes = self.indexes
+        # (gone with the index: removed only while it is still the dead reference)
+        indexes[name] = weakref.ref(index, lambda _: _remove_dead_weakref(indexes, name))
 
 
 def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
@@ -689,18 +702,20 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     spelled = f"spelled:{folder}"
     with live.lock:
         if identity is None:
-            index = live.indexes.get(spelled)
+            index = live.get(spelled)
             if index is None:
-                index = live.indexes[spelled] = PackIndex(folder)
+                index = PackIndex(folder)
+                live.put(spelled, index)
             return index
         name = f"identity:{identity}"
-        index = live.indexes.get(name)
+        index = live.get(name)
         if index is None:
-            index = live.indexes.get(spelled)
+            index = live.get(spelled)
         if index is None or (index.folder != folder and folder_identity(
                 os.path.dirname(index.folder)) != identity):
             index = PackIndex(folder)  # none, or its folder is gone and its inode reused
-        live.indexes[name] = index
+        if live.get(name) is not index:
+            live.put(name, index)
     if index.folder != folder and not index.settled:  # two spellings of one folder: the
         real_root = os.path.realpath(os.path.dirname(folder))  # one no symlink can move
         index.settle_folder(os.path.join(real_root, os.path.basename(folder)))
@@ -711,7 +726,7 @@ def _renew_index(index: PackIndex) -> None:
     """In a forked child: a new lock, and what a thread of the parent half read (a walk
     of the packs, a refresh) and the packs it held as its own are forgotten: the packs
     are read again when next asked."""
-    index._lock = threading.RLock()
+    index._lock = _thread.RLock()
     index.own.clear()
     index.reset()
 

@@ -273,7 +273,8 @@ class Store(Housekeeping):
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         """
-        key = _key_text(key)
+        if type(key) is not str:  # (_key_text, inline: every hit passes here)
+            key = key.digest  # type: ignore[union-attr]
         # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
         entry = self._current(step_name, key, recent=True)
         now = self.clock()
@@ -354,8 +355,7 @@ class Store(Housekeeping):
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
-        folder = f"{self._unpack_root}/{record.step}/{record.key}-{record.stamp}"
-        entry = PackedEntry(record.step, record.key, folder, head, rest, record, self._unpack)
+        entry = PackedEntry(record.step, record.key, head, rest, record, self)
         self._entries[where] = entry
         return entry
 
@@ -673,8 +673,7 @@ class Store(Housekeeping):
             self.backend.remove(step_name, key.digest)
         _consume(out_dir, logs)
         self._forget(step_name, key.digest)
-        folder = f"{self._unpack_root}/{step_name}/{key.digest}-{record.stamp}"
-        entry = PackedEntry(step_name, key.digest, folder, head, rest, record, self._unpack)
+        entry = PackedEntry(step_name, key.digest, head, rest, record, self)
         self._entries[(step_name, key.digest)] = entry
         return entry
 

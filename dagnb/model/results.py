@@ -187,8 +187,12 @@ def decode_inline(fields: Any) -> Any:
     """The value :func:`encode_inline` described: a new one at each call (a list or dict
     is copied, not the one the entry's metadata holds, which a caller could change)."""
     if "json" in fields:
-        return _copied(fields["json"])
+        value = fields["json"]
+        return _copied(value) if type(value) in _CONTAINERS else value
     return pickle.loads(base64.b64decode(fields["pickle"]))
+
+
+_CONTAINERS = (list, dict)  # what _copied makes anew
 
 
 def _copied(value: Any) -> Any:
