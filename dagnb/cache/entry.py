@@ -280,10 +280,6 @@ _COMPACT = encoder(separators=(",", ":"))
 _SORTED = encoder(sort_keys=True)
 
 
-def _json_bytes(value: Any) -> bytes:
-    return _COMPACT(value).encode()
-
-
 def _inline_digest(inline: Any) -> str:
     return _packed_digest(None if inline is None else _SORTED(inline))
 

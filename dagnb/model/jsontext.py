@@ -45,3 +45,41 @@ def encoder(*, sort_keys: bool = False, separators: tuple[str, str] = (", ", ": 
             return stdlib.encode(value)
 
     return encode
+
+
+_COMPACT = encoder(separators=(",", ":"))
+_KEPT = 4096  # items remembered by compact_text_object; past that it starts over
+
+
+class _NotText(Exception):
+    """A name or value that is not a str: the whole dict goes to the encoder."""
+
+
+class _Items(dict[tuple[str, str], str]):
+    """``"name":"value"`` by ``(name, value)``, both str (never confused with 1, True:
+    equal to them as keys, not as JSON)."""
+
+    __slots__ = ()
+
+    def __missing__(self, item: tuple[Any, Any]) -> str:
+        name, value = item
+        if type(name) is not str or type(value) is not str:
+            raise _NotText
+        if len(self) >= _KEPT:
+            self.clear()
+        text = self[item] = f"{encode_basestring_ascii(name)}:{encode_basestring_ascii(value)}"
+        return text
+
+
+_ITEM = _Items().__getitem__
+
+
+def compact_text_object(mapping: dict[str, str]) -> str:
+    """``json.dumps(mapping, separators=(",", ":"))`` of a dict of str to str, its items
+    remembered: a cache key's component names, digests and descriptions recur from step
+    to step, and a hit costs a hash of two str whose hashes are kept, where escaping them
+    scans each twice (a third of the instructions, for a key's components)."""
+    try:
+        return "{" + ",".join(map(_ITEM, mapping.items())) + "}"
+    except (_NotText, TypeError):  # (TypeError: a value that cannot be hashed)
+        return _COMPACT(mapping)
