@@ -36,10 +36,11 @@ def _head(**changes):
     _head(inline={"pickle": "gASV"}, provenance={"image_ref": "x"}),
     _head(expires=1796069999.5, created=5, last_used=5, exit_code=3, has_result=False),
     _head(step="ünï \"code\"\n", last_used=2.0),
+    _head(duration_s=float("inf"), expires=float("nan"), created=-0.0, last_used=1e300),
     _head(exit_code=True),  # another shape: encoded as a dict
     _head(extra=1),
     {"format": 1, "step": "s"},
-], ids=range(9))
+], ids=range(10))
 def test_the_head_is_its_dicts_json(head):
     assert head_bytes(head) == _compact(head)
 

@@ -31,18 +31,28 @@ def head_bytes(head: dict[str, Any]) -> bytes:
     if (len(head) != _FIELDS + len(extras) or type(head["exit_code"]) is not int
             or type(head["has_result"]) is not bool or head.get("packed") is not True):
         return _COMPACT(head).encode()  # another shape: encoded as it is
-    created = _COMPACT(head["created"])
+    created = _number(head["created"])
     last_used = head["last_used"]
     text = _HEAD % (
         head["format"], _quoted(head["step"]), _quoted(head["key"]), created,
-        _COMPACT(head["expires"]), _COMPACT(head["duration_s"]), head["exit_code"],
+        _number(head["expires"]), _number(head["duration_s"]), head["exit_code"],
         _quoted(head["output_digest"]), head["size_bytes"], head["hits"],
-        created if last_used is head["created"] else _COMPACT(last_used),
+        created if last_used is head["created"] else _number(last_used),
         _BOOLEANS[head["has_result"]], head["log_lines"],
     )
     for name in extras:
         text += f',"{name}":{_COMPACT(head[name])}'
     return f"{text}}}".encode()
+
+
+def _number(value: Any) -> str:
+    """A time or a duration (or None) as the encoder writes it: a float's repr is its
+    text when finite (the encoder's own call costs more than the repr)."""
+    if type(value) is float:
+        text = float.__repr__(value)
+        if "n" not in text:  # (inf, nan)
+            return text
+    return "null" if value is None else _COMPACT(value)
 
 
 def rest_bytes(components: dict[str, str], describe: dict[str, str],
