@@ -42,7 +42,21 @@ def _head(**changes):
     {"format": 1, "step": "s"},
 ], ids=range(10))
 def test_the_head_is_its_dicts_json(head):
-    assert head_bytes(head) == _compact(head)
+    """The same values, floats exactly, names in the same order; the same text but for
+    the digits of a float (17 significant ones, which give it back exactly)."""
+    text = head_bytes(head)
+    parsed = json.loads(text)
+    assert parsed == json.loads(_compact(head))
+    assert list(parsed) == list(head)
+    assert [type(value) for value in parsed.values()] == [type(value) for value in head.values()]
+
+
+def test_a_time_is_written_with_digits_that_give_it_back():
+    for value in (1796065246.8247442, 0.1, 1e-05, 2.0, -3.0, 1e16, 5e-324, 1.7976931348623157e308):
+        head = _head(created=value, last_used=value, duration_s=value / 3)
+        parsed = json.loads(head_bytes(head))
+        assert (parsed["created"], parsed["duration_s"]) == (value, value / 3)
+        assert type(parsed["created"]) is float  # (2.0 is not read back as 2)
 
 
 @pytest.mark.parametrize("logs", [None, [{"stream": "stdout", "line": "é\tx", "attempt": 1}]])
