@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dagnb.fingerprint import directory_digest, text_digest
+from dagnb.model.jsontext import encoder
 from dagnb.model.results import NO_RESULT, decode_inline, load_result
 
 __all__ = ["STORE_FORMAT", "Entry", "PackedEntry"]
@@ -290,13 +291,8 @@ class _Unpacked(os.PathLike):  # type: ignore[type-arg]
 
 # ASCII out: a str may hold lone surrogates (os.fsdecode of a non-UTF-8 file name),
 # which a UTF-8 encode refuses and a \u escape keeps
-_COMPACT = json.JSONEncoder(separators=(",", ":")).encode
-_SORTED = json.JSONEncoder(sort_keys=True).encode  # made once: json.dumps with options
-#                                                   makes an encoder per call
-
-
-def _json_bytes(value: Any) -> bytes:
-    return _COMPACT(value).encode()
+_COMPACT = encoder(separators=(",", ":"))
+_SORTED = encoder(sort_keys=True)
 
 
 def _inline_digest(inline: Any) -> str:

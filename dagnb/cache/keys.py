@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
-import json
 import re
 import reprlib
 import sys
@@ -30,6 +29,7 @@ from dagnb.fingerprint import (
     text_digest,
     value_digest,
 )
+from dagnb.model.jsontext import encoder
 from dagnb.model.step import Step
 
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
@@ -75,13 +75,13 @@ def key_digest(components: Mapping[str, str]) -> str:
 
 # Params, env and names are JSON already (Step checks): canonical JSON is their
 # fingerprint, and cheaper than value_digest. 1, 1.0 and true stay distinct.
-_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+_ENCODER = encoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
 def _canonical(value: Any) -> str:
     if value == {} or value == []:  # most steps: no env, no params, no services
         return "{}" if type(value) is dict else "[]"
-    return _ENCODER.encode(value)
+    return _ENCODER(value)
 
 
 class _Builder:

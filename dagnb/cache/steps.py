@@ -40,7 +40,7 @@ from dagnb.cache.entry import _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
-from dagnb.cache.store import Entry, Store, acquire
+from dagnb.cache.store import Entry, Store, _taking_now, acquire
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed
 from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
@@ -353,7 +353,9 @@ class _Claim:
             return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
         store = cache.store
         lock = store.lock(step.name, key)
-        await acquire(lock, self._waiting)  # at once when free: most misses meet no other process
+        take_now = _taking_now(lock)  # at once when free: most misses meet no other process
+        if take_now is None or not take_now():  # (no coroutine made for that case)
+            await acquire(lock, self._waiting)
         self._lock = lock
         try:
             found = store.peek(step.name, key) is not None

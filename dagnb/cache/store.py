@@ -82,7 +82,6 @@ from dagnb.cache.entry import (
     STORE_FORMAT,
     Entry,
     PackedEntry,
-    _json_bytes,
     _packed_digest,
     _parse_meta,
 )
@@ -116,6 +115,7 @@ from dagnb.cache.pack import (
     index_of,
 )
 from dagnb.cache.pack_writer import PackWriter
+from dagnb.cache.record_text import head_bytes, rest_bytes
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
@@ -643,6 +643,7 @@ class Store(Housekeeping):
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
         inline_text = None if inline is None else _SORTED(inline)
+        logs_text = _COMPACT(lines) if lines else None
         head: dict[str, Any] = {
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
             "created": created, "expires": None if ttl_s is None else created + ttl_s,
@@ -650,7 +651,7 @@ class Store(Housekeeping):
             "output_digest": _packed_digest(inline_text),
             # what reduce_size frees, counted as a folder entry's files would be
             "size_bytes": (len(inline_text) if inline_text else 0) + (
-                len(_COMPACT(lines)) if lines else 0),
+                len(logs_text) if logs_text else 0),
             "hits": 0, "last_used": created, "has_result": inline is not None,
             "log_lines": len(lines), "packed": True,
         }
@@ -658,12 +659,8 @@ class Store(Housekeeping):
             head["inline"] = dict(inline)
         if provenance:
             head["provenance"] = dict(provenance)
-        rest_fields = {"components": key.components, "describe": key.describe,
-                       "files": {}, "digests": {}}
-        if lines:
-            rest_fields["packed_logs"] = lines
-        rest = _json_bytes(rest_fields)
-        body = b"%s\n%s" % (_json_bytes(head), rest)
+        rest = rest_bytes(key.components, key.describe, logs_text)
+        body = b"%s\n%s" % (head_bytes(head), rest)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)

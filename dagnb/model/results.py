@@ -16,6 +16,8 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from dagnb.model.jsontext import encoder
+
 __all__ = [
     "NO_RESULT",
     "RESULT_FILES",
@@ -27,8 +29,7 @@ __all__ = [
 ]
 
 RESULT_FILES = ("result.json", "result.pkl")
-# made once: json.dumps(value, allow_nan=False) makes an encoder per call
-_STRICT = json.JSONEncoder(allow_nan=False).encode
+_STRICT = encoder(allow_nan=False)
 
 
 class _NoResult:

@@ -326,7 +326,8 @@ class Scheduler:
                files: list[LogFile], started: float) -> _Outcome:
         """Save what a step made, unless it holds a secret (see _run_and_store)."""
         last = files[-1]
-        odd = unstorable(out_dir)
+        made = self.run.workspace_made  # else no step has a folder: nothing to look at
+        odd = unstorable(out_dir) if made else None
         if odd is not None:
             return self._not_stored(step, outcome, cache, out_dir,
                                     f"its output {odd!r} is not a file or a folder (a pipe, "
@@ -346,7 +347,7 @@ class Scheduler:
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
-            folder_made=self.run.workspace_made,  # else no step has a folder: no look
+            folder_made=made,
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             self.run.not_stored[step.name] = ("its result cannot be pickled, or the disk is "

@@ -1,0 +1,59 @@
+"""dagnb.model.jsontext: the same text as ``json.JSONEncoder`` with the same options,
+byte for byte (cache keys are digests of it, and readers parse it)."""
+
+from __future__ import annotations
+
+import enum
+import json
+
+import pytest
+
+from dagnb.model.jsontext import encoder
+
+
+class _Number(enum.IntEnum):
+    ONE = 1
+
+
+class _Text(str):
+    pass
+
+
+_CYCLE: list = []
+_CYCLE.append(_CYCLE)
+
+VALUES = [
+    0, 1, -5, 10**30, 1.5, 0.1, 1e300, -0.0, float("nan"), float("inf"), True, False, None,
+    "a", "é\u2028\ud800\"\\\n\x00", {}, [], {"a": 1, "b": [1, 2, {"x": 1}]}, {"b": 1, "a": 2},
+    {1: 2}, {"a": {"b": {"c": 1}}}, [1, [2, [3]]], (1, 2), {"a": (1, 2)}, _Number.ONE,
+    {"a": _Number.ONE}, {_Text("k"): _Text("v")}, {"a": float("nan")}, {1: 1, "a": 2},
+    {None: 1}, {True: 1}, {1.5: 2}, [None, True, 2.5, "x"], {"json": 0}, {"json": [1, 2]},
+    {"a": 1}, {"a": True}, {"a": "1"}, {"a": 1.0}, {"a": None}, {"a": "x", "b": {"c": "x"}},
+    {"a": {"b": [1, {"c": 2}]}}, [[[[[1]]]]], {"a": {"b": {"c": {"d": {"e": 1}}}}},
+    {"é": "ü\ud800"}, {"x": frozenset()}, {"a": {1, 2}}, {"a": b"x"}, _CYCLE, {"c": _CYCLE},
+    {"format": 1, "step": "s0", "created": 1796065246.8247442, "expires": None,
+     "has_result": True, "inline": {"json": 0}, "provenance": {"image_ref": "a@sha256:0"}},
+]
+OPTIONS = [
+    {}, {"sort_keys": True}, {"separators": (",", ":")}, {"allow_nan": False},
+    {"sort_keys": True, "separators": (",", ":"), "ensure_ascii": False},
+]
+
+
+def _outcome(encode, value):
+    try:
+        return encode(value)
+    except Exception as exc:  # the same error type as the stdlib's, too
+        return type(exc)
+
+
+@pytest.mark.parametrize("options", OPTIONS, ids=str)
+def test_the_text_is_the_stdlib_text(options):
+    ours, theirs = encoder(**options), json.JSONEncoder(**options).encode
+    for value in VALUES + VALUES[::-1]:  # (after a failure too: nothing is left stale)
+        assert _outcome(ours, value) == _outcome(theirs, value), value
+
+
+def test_a_value_that_holds_itself_is_refused_as_json_refuses_it():
+    with pytest.raises(ValueError, match="Circular reference"):
+        encoder()(_CYCLE)
