@@ -255,3 +255,27 @@ def test_only_failed_reruns_the_steps_a_cut_short_run_never_finished(workdir: Pa
     graph = Graph("cut", [Step(name, run="true") for name in states])
     again = graph.run(only_failed=True, executor="local")
     assert sorted(again.states()) == ["midway", "next", "waiting"]
+
+
+_SHORT_PROCESS = """
+import sys
+from dagnb import Graph, Step
+from dagnb.runtime import history
+graph = Graph("g", [Step("s", run="echo x > $DAGNB_OUT/f", cache=False)])
+history._draw = lambda: 1.0  # no prune ...
+for _ in range(history.KEEP_RUNS + 5):
+    graph.run(executor="local")
+history._draw = lambda: 0.0  # ... until the last run, right before the process ends
+graph.run(executor="local")
+"""
+
+
+def test_a_short_process_prunes_before_it_ends(workdir: Path) -> None:
+    """``dagnb run`` ends right after its run: the prune it drew still happens."""
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", _SHORT_PROCESS], cwd=workdir, check=True,
+                   timeout=120)
+    runs = workdir / ".dagnb_cache" / ".runs"
+    assert len([p for p in runs.iterdir() if p.is_dir()]) == history.KEEP_RUNS

@@ -42,6 +42,33 @@ def test_a_step_that_prints_more_than_memory_keeps_is_read_back_whole(monkeypatc
     assert again.logs("loud")["line"].tolist() == lines
 
 
+def test_the_logs_of_every_step_read_a_cached_step_back_whole(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 100)
+    graph = Graph("many", [Step("loud", run="seq 1 500"), Step("quiet", run="true")])
+    graph.run(executor="local").raise_for_status()
+    again = graph.run(executor="local")
+    assert again.states() == {"loud": "cached", "quiet": "cached"}
+    assert len(again.logs()) == 500 and len(again.logs(tail=600)) == 500
+
+
+def test_a_cached_step_s_lines_can_be_read_while_they_are_replayed(monkeypatch):
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 10)
+    graph = Graph("many", [Step("loud", run="seq 1 50")])
+    graph.run(executor="local").raise_for_status()
+    started, seen, runs = threading.Event(), [], []
+
+    def read_back(event) -> None:  # (in the loop thread, as the replay emits each line)
+        if event.kind == "log" and event.step == "loud" and event.data["line"] == "20":
+            assert started.wait(20)
+            seen.append(len(runs[0].logs("loud")))  # past the 10 kept: read from its file
+
+    runs.append(start_background(graph, executor="local", on_event=read_back))
+    started.set()
+    run = runs[0].wait(20)
+    assert run.states() == {"loud": "cached"}
+    assert seen == [50]
+
+
 def test_a_failed_step_names_its_last_stderr_lines_however_long_its_log(monkeypatch):
     monkeypatch.setattr(events, "LOG_LINES_KEPT", 10)
     run = Graph("f", [Step("bad", run="seq 1 1000 >&2; exit 3")]).run(executor="local")

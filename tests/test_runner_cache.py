@@ -381,3 +381,19 @@ def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
     assert plan["cached"].tolist() == [False]
     assert plan["reason"].tolist() == ["its cache entry has expired"]
     assert graph.run(executor="local").states() == {"brief": "succeeded"}
+
+
+def test_hit_counts_of_a_removed_cache_folder_do_not_make_it_again(tmp_path: Path) -> None:
+    """A cache removed after a run that hit (a TemporaryDirectory left): the counts
+    written a moment later have nowhere to go, and must not bring the folder back."""
+    import shutil
+
+    from dagnb.cache.steps import wait_for_flushes
+
+    folder = tmp_path / "cache"
+    graph = Graph("g", [Step("one", func=_small_result)])
+    graph.run(executor="local", cache_directory=folder)
+    assert graph.run(executor="local", cache_directory=folder).states() == {"one": "cached"}
+    shutil.rmtree(folder)  # (the hit counts' writer has not started: it settles first)
+    wait_for_flushes()
+    assert not folder.exists()

@@ -763,7 +763,7 @@ class Store(Housekeeping):
         store forgets them: they are not its to record)."""
         with self._moving_counts:  # (from memory to the journal: see _counts)
             pending, self._pending = self._pending, {}
-            if self.read_only:
+            if self.read_only or self._removed():
                 return
             try:
                 self._journal.append([
@@ -777,6 +777,12 @@ class Store(Housekeeping):
                     self._flush_failed = True
                     warnings.warn(f"dagnb: hit counts of cache {str(self.location)!r} not "
                                   f"written ({exc}); its entries are still used", stacklevel=2)
+
+    def _removed(self) -> bool:
+        """Whether the cache folder was removed (its entries with it): the hits counted
+        have nowhere to go, and writing them would make the folder again."""
+        backend = self.backend
+        return type(backend) is LocalBackend and not os.path.isdir(backend._root_text)
 
     def _counts(self) -> _Counts:
         """The hits the journal holds and those counted here, not written yet, read

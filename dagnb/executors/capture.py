@@ -38,14 +38,12 @@ class _StepBuffer:
         self.sink = sink
         self.context = context
         # the unfinished line of each stream, in pieces: joined once it ends, so a long
-        # line written a bit at a time costs linear time, not quadratic (made on the
-        # first write: most steps print nothing)
-        self.partial: dict[str, list[str]] | None = None
+        # line written a bit at a time costs linear time, not quadratic (made now, not
+        # on the first write: two threads of a step writing first would make two)
+        self.partial: dict[str, list[str]] = {"stdout": [], "stderr": []}
 
     def write(self, stream: str, text: str) -> None:
         partial = self.partial
-        if partial is None:
-            partial = self.partial = {"stdout": [], "stderr": []}
         if "\n" not in text:
             partial[stream].append(text)
             return
@@ -56,9 +54,10 @@ class _StepBuffer:
             self.sink(stream, line)
 
     def flush_partial(self) -> None:
-        partial, self.partial = self.partial, None
-        if partial is None:  # most steps: nothing printed
+        partial = self.partial
+        if not (partial["stdout"] or partial["stderr"]):  # most steps: nothing
             return
+        self.partial = {"stdout": [], "stderr": []}
         for stream, pieces in partial.items():
             if rest := "".join(pieces):
                 self.sink(stream, rest)

@@ -29,6 +29,7 @@ later one.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import fcntl
 import json
@@ -135,8 +136,10 @@ def _prune_quietly(runs: Path) -> None:
         prune(runs)
 
 
-# (settles first, as the hit counts' writer does: the run's caller gets its result first)
-_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly, settle=0.02)
+# (no settling, unlike the hit counts' writer, and waited for at exit: a short process,
+# ``dagnb run``, would otherwise end before it prunes, and its runs would pile up)
+_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly)
+atexit.register(_pruner.wait)
 
 
 def _lease(folder: Path) -> int | None:

@@ -56,7 +56,8 @@ class Run:
         self.not_stored: dict[str, str] = {}  # step -> why it ran but was not cached
         self._cancel_hook: Any = None
         # step -> files of all its lines (or what lists them, asked when first needed)
-        self._log_files: dict[str, list[Path]] = {}
+        # step -> its log files, or its CachedResult (whose log_files() lists its entry's)
+        self._log_files: dict[str, Any] = {}
         self._flushes: dict[str, Callable[[], None]] = {}  # step -> flush its open file
 
     @property
@@ -103,11 +104,8 @@ class Run:
         return logs_frame(events, step=step, stream=stream, tail=tail)
 
     def _files_of(self, step: str) -> list[Path]:
-        found = self._log_files.get(step)
-        if found is None:
-            restored = self._restored.get(step)
-            return [] if restored is None else restored.log_files()
-        return list(found)
+        found = self._log_files.get(step, [])
+        return list(found) if type(found) is list else found.log_files()
 
     def status_rows(self) -> dict[str, dict[str, Any]]:
         """:meth:`status` as plain dicts by step name (no pandas; times as epoch seconds)."""
@@ -156,7 +154,7 @@ class Run:
         re-run are never read, and a closure each would cost every hit."""
         self._outputs[step] = outputs
         self._restored[step] = restored
-        self._log_files.pop(step, None)
+        self._log_files[step] = restored  # (its log_files() when asked)
         self._flushes.pop(step, None)
 
     def record_log_files(

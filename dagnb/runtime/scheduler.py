@@ -367,6 +367,9 @@ class Scheduler:
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head_field
+        done = _Outcome(entry.out_ref, result, None, entry.output_digest)
+        # first: a reader of the step's lines while they are replayed finds its file
+        self.run.record_cached(name, done, result)
         if head("log_lines") != 0:
             for line in entry.iter_logs():
                 self._emit("log", name, line.get("attempt", 1), stream=line["stream"],
@@ -382,8 +385,6 @@ class Scheduler:
             exit_code=head("exit_code", 0),
         )
         self._settled.add(name)
-        done = _Outcome(entry.out_ref, result, None, entry.output_digest)
-        self.run.record_cached(name, done, result)
         return done
 
     def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache, out_dir: str,
