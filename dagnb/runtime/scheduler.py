@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import os
 import shutil
 import time
@@ -428,16 +429,6 @@ class Scheduler:
         files = [] if files is None else files
         name = step.name
 
-        async def attempt(number: int) -> Outcome:
-            # no Path, no folder, no file until the attempt prints its first line
-            log_file = LogFile(f"{self.run.workspace_text}/{name}/logs-{number}.jsonl",
-                               self.run.make_workspace, on_open=self._opened(name, files))
-            files.append(log_file)
-            try:
-                return await self._attempt(step, executor, number, log_file)
-            finally:
-                log_file.close()
-
         def on_retry(number: int, error: BaseException, delay: float) -> None:
             self._emit(
                 "state",
@@ -458,6 +449,7 @@ class Scheduler:
             )
 
         guard = self._breaker_of(executor) if self._uses_breaker(step) else None
+        attempt = functools.partial(self._attempt, step, executor, files)
         return await run_with_retries(
             policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=guard
         )
@@ -499,19 +491,16 @@ class Scheduler:
         return policy
 
     async def _attempt(
-        self, step: Step, executor: Executor, number: int, log_file: LogFile
+        self, step: Step, executor: Executor, files: list[LogFile], number: int
     ) -> Outcome:
-        if step.func is None or executor.name != "local":  # only inline Python makes none
-            self.run.make_workspace()  # its folder, leased before an executor writes there
-        task = self._task(step, number, log_file, params=executor.name != "local")
-        image = None  # a step on the host ran in no image, whatever it names
-        if "containers" in executor.capabilities:
-            image = self._images[step.name] = image_label(step.image)
-        self._emit(
-            "state", step.name, number, state="running", executor=executor.name, image=image,
-        )
+        """Attempt ``number``, its lines to a log file of its own, added to ``files``."""
+        # no Path, no folder, no file until the attempt prints its first line
+        log_file = LogFile(f"{self.run.workspace_text}/{step.name}/logs-{number}.jsonl",
+                           self.run.make_workspace, on_open=self._opened(step.name, files))
+        files.append(log_file)
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         try:
+            task = self._started(step, executor, number, log_file)
             with self._trackers[executor.name]:  # (made with the executor)
                 if limit is None:  # wait_for would only await it
                     outcome = await executor.execute(task)
@@ -522,6 +511,8 @@ class Scheduler:
                 f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",
                 step=step.name,
             ) from None
+        finally:
+            log_file.close()
         if outcome.exit_code not in (0, None):
             raise StepFailed(
                 self._exit_message(step.name, number, outcome.exit_code),
@@ -530,6 +521,19 @@ class Scheduler:
                 stderr_tail=self._stderr_tail(step.name, number),
             )
         return outcome
+
+    def _started(self, step: Step, executor: Executor, number: int, log_file: LogFile) -> Task:
+        """The attempt's task, its folder leased if it needs one, "running" said."""
+        if step.func is None or executor.name != "local":  # only inline Python makes none
+            self.run.make_workspace()  # its folder, leased before an executor writes there
+        task = self._task(step, number, log_file, params=executor.name != "local")
+        image = None  # a step on the host ran in no image, whatever it names
+        if "containers" in executor.capabilities:
+            image = self._images[step.name] = image_label(step.image)
+        self._emit(
+            "state", step.name, number, state="running", executor=executor.name, image=image,
+        )
+        return task
 
     def _task(self, step: Step, number: int, log_file: LogFile, params: bool = True) -> Task:
         task = Task(
