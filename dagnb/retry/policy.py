@@ -525,22 +525,10 @@ async def run_with_retries(
         The last attempt's error, as it was raised, once it is not retried or the
         retries are used up (never tenacity's ``RetryError``).
     """
-    # most attempts succeed: tenacity's machinery is only built after a failure (the
-    # first attempt is _guarded's, inline: one coroutine less on every step's path)
-    if breaker is not None:
-        breaker.check()
-    try:
-        result = await attempt_fn(1)
-    except BaseException as error:
-        if breaker is not None:
-            _record(breaker, error)
-        if not isinstance(error, Exception):
-            raise
+    try:  # most attempts succeed: tenacity's machinery is only built after a failure
+        return await _guarded(attempt_fn, 1, breaker)
+    except Exception as error:
         first_failure = [error]
-    else:
-        if breaker is not None:
-            breaker.record_success()  # (_record's verdict for no error)
-        return result
     numbers = itertools.count(2)
 
     async def attempt() -> T:
