@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import graphlib
 import random
+from pathlib import Path
 
 import pytest
 
@@ -145,6 +146,24 @@ def test_function_parameter_that_matches_nothing_is_an_error() -> None:
     with pytest.raises(
         InvalidStepError, match=r"parameter 'missing' of <lambda>\(\) names no upstream"
     ):
+        graph.validate()
+
+
+def test_a_graph_checked_once_is_checked_again_after_each_change(tmp_path: Path) -> None:
+    """validate() is remembered until a step changes (every run checks the graph):
+    each way of changing it brings its problem back."""
+    graph = Graph("f", [Step("a", func=lambda: 1), Step("b", func=lambda a: a, needs=["a"])])
+    graph.run(cache=False, cache_directory=tmp_path, executor="local")
+    graph.replace(Step("b", func=lambda missing: missing, needs=["a"]))  # same needs
+    with pytest.raises(InvalidStepError, match="parameter 'missing'"):
+        graph.run(cache=False, cache_directory=tmp_path, executor="local")
+    graph.replace(Step("b", func=lambda a: a, needs=["a"]))
+    graph.validate()
+    graph.remove("a")
+    with pytest.raises(MissingDependencyError, match="needs 'a'"):
+        graph.validate()
+    graph.add(Step("a", func=lambda b: b, needs=["b"]))
+    with pytest.raises(CycleError):
         graph.validate()
 
 

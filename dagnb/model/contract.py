@@ -96,13 +96,16 @@ def _mkdir(path: str) -> None:
 def resolve_secrets(
     steps: Iterable[Step], environ: Mapping[str, str] | None = None
 ) -> dict[str, dict[str, str]]:
-    """Step name -> {secret name: value}, read from the environment now.
+    """Step name -> {secret name: value}, read from the environment now, for the steps
+    that declare secrets (most declare none).
 
     A missing variable is a SecretError naming the step and the variable, never a value.
     """
     environ = os.environ if environ is None else environ
     resolved: dict[str, dict[str, str]] = {}
     for step in steps:
+        if not step.secrets:
+            continue
         values = {}
         for name in step.secrets:
             if name not in environ:

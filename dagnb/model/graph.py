@@ -46,7 +46,7 @@ class Graph:
         else the current directory at run time.
     """
 
-    __slots__ = ("_order", "_steps", "base_dir", "description", "last_run", "name")
+    __slots__ = ("_order", "_steps", "_valid", "base_dir", "description", "last_run", "name")
 
     def __init__(
         self,
@@ -62,6 +62,7 @@ class Graph:
         self.last_run: Run | None = None
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes
+        self._valid = False  # validate() passed, and no step changed since
         for step in steps:
             self.add(step)
 
@@ -77,6 +78,7 @@ class Graph:
             )
         self._steps[step.name] = step
         self._order = None
+        self._valid = False
         return step
 
     def replace(self, step: Step) -> Step:
@@ -87,11 +89,13 @@ class Graph:
         if old is None or old.needs != step.needs:  # the order depends on nothing else
             self._order = None
         self._steps[step.name] = step
+        self._valid = False
         return step
 
     def remove(self, name: str) -> Step:
         """Remove a step; steps that need it will fail validation until fixed."""
         self._order = None
+        self._valid = False
         return self._steps.pop(self._known(name))
 
     def step(
@@ -153,8 +157,17 @@ class Graph:
     def validate(self, *, check_host: bool = False) -> None:
         """Raise the first problem found: unknown needs, a cycle, a bad function step.
 
-        With ``check_host``, also check that every mount's host path exists.
+        With ``check_host``, also check that every mount's host path exists. (Steps are
+        frozen: a graph checked once is not checked again until a step changes, as on
+        every run of a notebook's graph.)
         """
+        if not self._valid:
+            self._check_steps()
+            self._valid = True
+        if check_host:
+            self.check_mounts()
+
+    def _check_steps(self) -> None:
         for step in self._steps.values():
             for need in step.needs:
                 if need not in self._steps:
@@ -165,8 +178,6 @@ class Graph:
             if step.func is not None:
                 _check_signature(step)
         self.order()
-        if check_host:
-            self.check_mounts()
 
     def check_mounts(
         self, names: Iterable[str] | None = None, base_dir: Path | None = None

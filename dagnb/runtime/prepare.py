@@ -241,7 +241,9 @@ def prepare(
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = graph.steps_of(order)
     base_dir = _resolved(graph.base_dir or ".")
-    graph.check_mounts(order, base_dir)
+    mounting = [name for name, step in steps.items() if step.mounts]  # (most mount none)
+    if mounting:
+        graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
     refreshed = _refresh(graph, refresh, skip_cache)

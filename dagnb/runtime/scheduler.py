@@ -124,12 +124,7 @@ class Scheduler:
         self._secrets_found = SecretFinder({**others, **declared})
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
-        self._waiting = {n: sum(d in run.steps for d in run.steps[n].needs) for n in run.order}
-        self._dependents: dict[str, list[str]] = {n: [] for n in run.order}
-        for name in run.order:
-            for need in run.steps[name].needs:
-                if need in self._dependents:
-                    self._dependents[need].append(name)
+        self._waiting, self._dependents, self._widest = _links(run.order, run.steps)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
         self._all_done: asyncio.Event | None = None
@@ -153,7 +148,7 @@ class Scheduler:
         self._all_done = asyncio.Event()
         limit = max(1, self.options.max_concurrency)
         # no semaphore when every step may run at once: it would only cost each step
-        self._semaphore = asyncio.Semaphore(limit) if limit < self._widest() else None
+        self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
         try:
             await wait_for(self._drive(), self.options.timeout)  # inline steps too
@@ -167,13 +162,6 @@ class Scheduler:
                 self.options.cache.close()
             self._emit("run", None, state="finished")
         return self.run
-
-    def _widest(self) -> int:
-        """The most steps that can ever run at once, or more: the roots, plus for each
-        step releasing k steps, k - 1 new branches (a chain is one, whatever its length)."""
-        branches = sum(1 for name in self.run.order if self._waiting[name] == 0)
-        branches += sum(len(children) - 1 for children in self._dependents.values() if children)
-        return min(branches, len(self.run.order))
 
     async def _drive(self) -> None:
         assert self._all_done is not None
@@ -682,6 +670,31 @@ class Scheduler:
     def _check_done(self) -> None:
         if self._all_done is not None and len(self._settled) == len(self.run.order):
             self._all_done.set()
+
+
+def _links(
+    order: list[str], steps: Mapping[str, Step]
+) -> tuple[dict[str, int], dict[str, list[str]], int]:
+    """Each step's count of needs in the run, the steps of the run that need it, and the
+    most steps that can ever run at once, or more: the roots, plus for each step
+    releasing k steps, k - 1 new branches (a chain is one, whatever its length). In one
+    pass: a notebook's graph of 1,000 steps makes them on every run."""
+    waiting = dict.fromkeys(order, 0)
+    dependents: dict[str, list[str]] = {name: [] for name in order}
+    branches = 0
+    for name in order:
+        count = 0
+        for need in steps[name].needs:
+            children = dependents.get(need)
+            if children is not None:
+                branches += 1 if children else 0  # a second child: a new branch
+                children.append(name)
+                count += 1
+        if count:
+            waiting[name] = count
+        else:
+            branches += 1  # a root
+    return waiting, dependents, min(branches, len(order))
 
 
 def _value(result: Any) -> Any:
