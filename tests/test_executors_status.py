@@ -69,6 +69,29 @@ def test_running_counts_a_step_while_it_runs(tmp_path):
     assert row("local")["running"] == 0
 
 
+def test_running_counts_each_attempt_once_and_none_after_failures_and_timeouts(tmp_path):
+    gate = tmp_path / "go"
+    wait = f'for i in $(seq 500); do [ -e "{gate}" ] && exit 0; sleep 0.02; done'
+    steps = [Step("a", run=wait), Step("b", run=wait), Step("c", run=wait),
+             Step("slow", run="sleep 5", timeout=0.2),
+             Step("fails", run="exit 3", retries=1),
+             Step("raises", func=lambda: 1 / 0)]
+    run = start_background(Graph("g", steps), executor="local", cache=False, sleep=_no_wait)
+    try:
+        assert wait_until(lambda: run.states()["fails"] == "failed"), run.status()
+        assert wait_until(lambda: run.states()["slow"] == "failed"), run.status()
+        assert row("local")["running"] == 3  # a, b and c, waiting at the gate
+    finally:
+        gate.touch()
+        run.wait(timeout=10)
+    assert run.states()["raises"] == "failed"
+    assert row("local")["running"] == 0
+
+
+async def _no_wait(_seconds: float) -> None:
+    return None
+
+
 def test_breaker_shows_open_after_it_trips(stub):
     async def no_wait(seconds: float) -> None:
         return None

