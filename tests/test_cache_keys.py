@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from dagnb.cache import CACHE_FORMAT, Store, step_key
+from dagnb.cache import CACHE_FORMAT, Store, key_digest, step_key
 from dagnb.cache.explain import explain, explain_frame
 from dagnb.errors import FingerprintError
 from dagnb.model.step import Step
@@ -66,6 +66,20 @@ def test_same_inputs_same_key(base):
     assert first.describe["image"] == "python:3.11"
     assert first.describe["secrets"] == '["TOKEN"]'
     assert CACHE_FORMAT in first.describe["format"]
+
+
+
+@pytest.mark.parametrize("changes", [
+    {}, dict(params={}), dict(user="me", platform="linux/arm64", errexit=False),
+    dict(exclude=("*.tmp",), key_fn=lambda step: "v1"),
+], ids=["all", "no-params", "more-spec", "key_fn"])
+def test_a_key_is_the_digest_of_its_components_whatever_their_names(base, changes):
+    # the spec's lines are kept sorted, the step's own put in their places: names that
+    # sort before, between and after the spec's, and several in one place
+    upstream = {name: name[::-1] * 4 for name in ("a", "zz", "prep", "cache", "params2")}
+    key = key_of(base, upstream, **changes)
+    assert key.digest == key_digest(key.components)
+    assert key_of(base, **changes).digest == key_digest(key_of(base, **changes).components)
 
 
 CASES = [
