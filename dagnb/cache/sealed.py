@@ -203,9 +203,11 @@ class SealedIndex:
             if (len(data) != (end - start) * size
                     or xxhash.xxh3_64_intdigest(data, seed=bucket) != check):
                 raise ValueError("a bucket of a sealed index does not match its digest")
-        for at in range(0, len(data), size):
-            if data[at:at + 16] == digest:
+        at = data.find(digest)  # (a search in C: a bucket's 2 to 4 entries are not looped
+        while at >= 0:  #           over; a digest met across two entries is not one)
+            if at % size == 0:
                 return data[at:at + size]
+            at = data.find(digest, at + 1)
         return None
 
     def _bounds(self, bucket: int) -> tuple[int, int, int]:
@@ -216,11 +218,11 @@ class SealedIndex:
             return 0, end, check
         at = _HEAD.size + _BUCKET.size * (bucket - 1)
         if at + _PAIR.size <= len(self.page):
-            pair = self.page[at:at + _PAIR.size]
-        else:
-            pair = os.pread(self.descriptor, _PAIR.size, at)
-            if len(pair) != _PAIR.size:
-                raise ValueError("a sealed index is cut short")
+            start, _, end, check = _PAIR.unpack_from(self.page, at)
+            return start, end, check
+        pair = os.pread(self.descriptor, _PAIR.size, at)
+        if len(pair) != _PAIR.size:
+            raise ValueError("a sealed index is cut short")
         start, _, end, check = _PAIR.unpack(pair)
         return start, end, check
 
