@@ -86,7 +86,10 @@ class _Keys:
         taken in (:meth:`open`)."""
         if self.found is not None:
             return self.data()[offset:max(offset, min(offset + length, self.covered))]
-        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
+        room = self.covered - offset  # (min and max only when needed: each builtin call
+        if not 0 <= length <= room:  #   costs a fresh process's hit about 1k instructions)
+            length = max(0, min(length, room))
+        return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:
         """The pack's bytes past what the keys file covers, up to byte ``size``."""
