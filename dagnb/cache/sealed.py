@@ -158,14 +158,16 @@ def _head_digest_holds(page: bytes) -> bool:
 class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
-    __slots__ = ("bits", "count", "covered", "descriptor", "entry_size", "last", "page",
-                 "whole")
+    __slots__ = ("bits", "count", "covered", "descriptor", "entries_start", "entry_size",
+                 "last", "page", "whole")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int) -> None:
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
         self.whole = False  # page holds the whole index, checked (see load)
         fields = _HEAD.unpack_from(page)
         self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
+        # where the entries start, after the head and the fanout (each find needs it)
+        self.entries_start = _HEAD.size + _BUCKET.size * (1 << self.bits)
         self.last: tuple[int, bytes] = fields[7:9]  # (checked by the caller, in the pack)
 
     @classmethod
@@ -196,7 +198,7 @@ class SealedIndex:
             #                                      a builtin call costs a fresh process's hit 1k)
             raise ValueError("a sealed index's fanout is out of bounds")
         size = self.entry_size
-        first = _HEAD.size + _BUCKET.size * (1 << self.bits) + start * size
+        first = self.entries_start + start * size
         if self.whole:  # (checked whole already)
             data = self.page[first:first + (end - start) * size]
         else:
@@ -240,11 +242,6 @@ class SealedIndex:
             raise ValueError("a sealed index does not match its digest")
         self.page, self.whole = data, True
         self.close()
-
-    @property
-    def entries_start(self) -> int:
-        """Where the entries start (after the head and the fanout)."""
-        return _HEAD.size + _BUCKET.size * (1 << self.bits)
 
     def close(self) -> None:
         if self.descriptor >= 0:
