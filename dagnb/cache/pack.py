@@ -302,8 +302,8 @@ class PackIndex:
                 if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
                     self._distrust()
                     return self.records.get(where)
-                stamp = _FRAME.unpack_from(data)[3]
-                if best is not None and (_pack_of(best) == name or not _wins(best, stamp, name)):
+                if best is not None and (_pack_of(best) == name or not _wins(
+                        best, _FRAME.unpack_from(data)[3], name)):  # (its stamp: only then)
                     continue  # (one of this pack known already: read past its keys file)
                 record = _record_of(data, where, needle, name)  # checked now: at hand
                 if record is None:
