@@ -342,6 +342,28 @@ def test_an_index_naming_a_place_past_what_a_read_can_reach_is_not_an_error(tmp_
     assert _fresh(tmp_path / "c", ["k5", "k6"])[0] == [5, 6]
 
 
+def test_a_digest_met_across_the_fields_of_an_entry_is_not_a_key(tmp_path):
+    """A bucket is searched with ``bytes.find``: a digest found across another entry's
+    fields (crafted: an offset, length and chain spelling it) is no entry of the index,
+    whether its bucket is read or the index is held whole."""
+    from dagnb.cache.sealed import SealedIndex, write_sealed
+
+    entry = pack_keys._KEY  # digest, offset u64, length u32, chain u64
+    hidden = b"\x00" + b"\x11" * 15  # in bucket 0, as the entries below
+    spelled = entry.pack(bytes(16), int.from_bytes(hidden[:8], "little"),
+                         int.from_bytes(hidden[8:12], "little"),
+                         int.from_bytes(hidden[12:] + bytes(4), "little"))
+    assert spelled.find(hidden) == 16  # (not where an entry starts)
+    other = entry.pack(b"\x00\x22" * 8, 0, 40, 0)
+    pack = str(tmp_path / "p.pack")
+    write_sealed(pack, 7, bytes(16) + spelled + other, 16, entry, 1000, bytes(16))
+    index = SealedIndex.open(pack, 7, 1000, entry.size)
+    assert index is not None
+    assert index.find(hidden) is None
+    assert index.find(b"\x00\x22" * 8) == other and index.find(bytes(16)) == spelled
+    index.load()
+    assert index.find(hidden) is None and index.find(b"\x00\x22" * 8) == other
+
 def test_a_pack_whose_last_record_is_not_the_one_its_index_names_is_read_through_its_keys(
     tmp_path,
 ):

@@ -555,22 +555,11 @@ class _CachedCall(_Calls):
         self.fail_on_miss = memory.cache_mode == "fail-on-miss"
         memory._names.add(self.name)
 
-    def __getattr__(self, name: str) -> Any:
-        """A call sent from another process gets its Memory when first used: a dask
-        scheduler, which unpickles and passes on what it is given, makes no cache."""
-        sent = self.__dict__.get("sent")
-        if sent is None or name not in ("store", "memory", "fail_on_miss"):
-            raise AttributeError(name)
-        self._attach(_memory_of(sent[0]))
-        return getattr(self, name)
-
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (joblib.Parallel's and dask's workers get a cached function with its
         closure, by cloudpickle): the same function on the same cache, there, with the
         sources its key was made of, which a function sent by value lacks (so that its
         keys there are the ones it has here)."""
-        if "sent" in self.__dict__:  # (sent on as it came)
-            return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1])
         spec = self.memory._spec()
         if spec is None:
             raise TypeError(
@@ -852,13 +841,33 @@ def _shared_location(location: str | Path | None, store: Store) -> str:
 _REBUILT: dict[tuple[Any, ...], Memory] = {}  # spec -> the Memory made for it here
 
 
+class _SentCall(_CachedCall):
+    """A cached call sent from another process (see :meth:`_CachedCall.__reduce__`): its
+    Memory is made when first used, so a dask scheduler, which unpickles and passes on
+    what it is given, makes no cache. (A class of its own: a ``__getattr__`` keeps
+    CPython from specializing every attribute read of the calls that have none.)"""
+
+    def __init__(self, spec: tuple[Any, ...], func: Callable[..., Any],
+                 options: Mapping[str, Any], sources: Mapping[str, Any]) -> None:
+        super().__init__(None, func, options)
+        self.sent = (spec, sources)
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("store", "memory", "fail_on_miss"):
+            raise AttributeError(name)
+        self._attach(_memory_of(self.sent[0]))
+        return getattr(self, name)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Sent on as it came."""
+        return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1])
+
+
 def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
                   options: Mapping[str, Any], sources: Mapping[str, Any]) -> _CachedCall:
     """A pickled cached call, made again in this process (its Memory when first used)."""
     adopt_sources(sources)
-    call = _CachedCall(None, func, options)
-    call.sent = (spec, sources)
-    return call
+    return _SentCall(spec, func, options, sources)
 
 
 def _memory_of(spec: tuple[Any, ...]) -> Memory:

@@ -302,8 +302,8 @@ class PackIndex:
                 if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
                     self._distrust()
                     return self.records.get(where)
-                stamp = _FRAME.unpack_from(data)[3]
-                if best is not None and (_pack_of(best) == name or not _wins(best, stamp, name)):
+                if best is not None and (_pack_of(best) == name or not _wins(
+                        best, _FRAME.unpack_from(data)[3], name)):  # (its stamp: only then)
                     continue  # (one of this pack known already: read past its keys file)
                 record = _record_of(data, where, needle, name)  # checked now: at hand
                 if record is None:
@@ -678,13 +678,15 @@ class _LiveIndexes:
 
     def __init__(self) -> None:
         self.lock = ForkSafeLock()
-        self.indexes: dict[str, weakref.ref[PackIndex]] = {}
+        # ("identity", (device, inode)) or ("spelled", folder) -> its index (tuples: a
+        # fresh process's first Memory() formatted the identity's ints into a name)
+        self.indexes: dict[tuple[str, object], weakref.ref[PackIndex]] = {}
 
-    def get(self, name: str) -> PackIndex | None:
+    def get(self, name: tuple[str, object]) -> PackIndex | None:
         found = self.indexes.get(name)
         return None if found is None else found()
 
-    def put(self, name: str, index: PackIndex) -> None:
+    def put(self, name: tuple[str, object], index: PackIndex) -> None:
         indexes = self.indexes
         # (gone with the index: removed only while it is still the dead reference)
         indexes[name] = weakref.ref(index, lambda _: _remove_dead_weakref(indexes, name))
@@ -699,7 +701,7 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     folder share it while one of them lives (see :class:`_LiveIndexes`)."""
     identity = identity or folder_identity(os.path.dirname(folder))
     live = context().get("cache.packs", _LiveIndexes)
-    spelled = f"spelled:{folder}"
+    spelled = ("spelled", folder)
     with live.lock:
         if identity is None:
             index = live.get(spelled)
@@ -707,7 +709,7 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
                 index = PackIndex(folder)
                 live.put(spelled, index)
             return index
-        name = f"identity:{identity}"
+        name = ("identity", identity)
         index = live.get(name)
         if index is None:
             index = live.get(spelled)

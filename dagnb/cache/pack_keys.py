@@ -86,7 +86,10 @@ class _Keys:
         taken in (:meth:`open`)."""
         if self.found is not None:
             return self.data()[offset:max(offset, min(offset + length, self.covered))]
-        return os.pread(self.descriptor, max(0, min(length, self.covered - offset)), offset)  # type: ignore[arg-type]
+        room = self.covered - offset  # (min and max only when needed: each builtin call
+        if not 0 <= length <= room:  #   costs a fresh process's hit about 1k instructions)
+            length = max(0, min(length, room))
+        return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
 
     def tail(self, size: int) -> bytes:
         """The pack's bytes past what the keys file covers, up to byte ``size``."""
@@ -118,12 +121,14 @@ class _SealedKeys(_Keys):
     """A pack found through its sealed index (:mod:`dagnb.cache.sealed`): a key's entry
     in two small reads rather than the whole keys file read."""
 
-    __slots__ = ("lookups", "sealed")
+    __slots__ = ("sealed", "searches")
 
     def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
         super().__init__(b"", covered, path)
         self.sealed = sealed
-        self.lookups = 0
+        # lookups left before the one that makes the dict (counted down: each hit of a
+        # fresh process passes here)
+        self.searches = max(SEARCH_KEYS, sealed.count // _DICT_AFTER) - 1
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
@@ -131,8 +136,8 @@ class _SealedKeys(_Keys):
         large index, the one that makes one per :data:`_DICT_AFTER` entries) reads the
         index whole and makes a dict of it, as of a keys file."""
         if self.found is None:
-            self.lookups += 1
-            if self.lookups < max(SEARCH_KEYS, self.sealed.count // _DICT_AFTER):
+            if self.searches > 0:
+                self.searches -= 1
                 found = self.sealed.find(digest)
                 return None if found is None else _KEY.unpack_from(found)[1:3]  # type: ignore[return-value]
             self._make_dict()

@@ -158,14 +158,16 @@ def _head_digest_holds(page: bytes) -> bool:
 class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
-    __slots__ = ("bits", "count", "covered", "descriptor", "entry_size", "last", "page",
-                 "whole")
+    __slots__ = ("bits", "count", "covered", "descriptor", "entries_start", "entry_size",
+                 "last", "page", "whole")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int) -> None:
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
         self.whole = False  # page holds the whole index, checked (see load)
         fields = _HEAD.unpack_from(page)
         self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
+        # where the entries start, after the head and the fanout (each find needs it)
+        self.entries_start = _HEAD.size + _BUCKET.size * (1 << self.bits)
         self.last: tuple[int, bytes] = fields[7:9]  # (checked by the caller, in the pack)
 
     @classmethod
@@ -192,10 +194,11 @@ class SealedIndex:
         index turns out damaged (its bucket's digest, or its bounds, do not hold)."""
         bucket = int.from_bytes(digest[:4], "big") >> (32 - self.bits)
         start, end, check = self._bounds(bucket)
-        if not 0 <= start <= end <= min(self.count, start + _BUCKET_MOST):
+        if not (0 <= start <= end <= self.count and end - start <= _BUCKET_MOST):  # (no min():
+            #                                      a builtin call costs a fresh process's hit 1k)
             raise ValueError("a sealed index's fanout is out of bounds")
         size = self.entry_size
-        first = _HEAD.size + _BUCKET.size * (1 << self.bits) + start * size
+        first = self.entries_start + start * size
         if self.whole:  # (checked whole already)
             data = self.page[first:first + (end - start) * size]
         else:
@@ -203,9 +206,11 @@ class SealedIndex:
             if (len(data) != (end - start) * size
                     or xxhash.xxh3_64_intdigest(data, seed=bucket) != check):
                 raise ValueError("a bucket of a sealed index does not match its digest")
-        for at in range(0, len(data), size):
-            if data[at:at + 16] == digest:
+        at = data.find(digest)  # (a search in C: a bucket's 2 to 4 entries are not looped
+        while at >= 0:  #           over; a digest met across two entries is not one)
+            if at % size == 0:
                 return data[at:at + size]
+            at = data.find(digest, at + 1)
         return None
 
     def _bounds(self, bucket: int) -> tuple[int, int, int]:
@@ -216,11 +221,11 @@ class SealedIndex:
             return 0, end, check
         at = _HEAD.size + _BUCKET.size * (bucket - 1)
         if at + _PAIR.size <= len(self.page):
-            pair = self.page[at:at + _PAIR.size]
-        else:
-            pair = os.pread(self.descriptor, _PAIR.size, at)
-            if len(pair) != _PAIR.size:
-                raise ValueError("a sealed index is cut short")
+            start, _, end, check = _PAIR.unpack_from(self.page, at)
+            return start, end, check
+        pair = os.pread(self.descriptor, _PAIR.size, at)
+        if len(pair) != _PAIR.size:
+            raise ValueError("a sealed index is cut short")
         start, _, end, check = _PAIR.unpack(pair)
         return start, end, check
 
@@ -237,11 +242,6 @@ class SealedIndex:
             raise ValueError("a sealed index does not match its digest")
         self.page, self.whole = data, True
         self.close()
-
-    @property
-    def entries_start(self) -> int:
-        """Where the entries start (after the head and the fanout)."""
-        return _HEAD.size + _BUCKET.size * (1 << self.bits)
 
     def close(self) -> None:
         if self.descriptor >= 0:
@@ -273,4 +273,4 @@ def _head_holds(page: bytes, name_digest: int, size: int, entry_size: int) -> bo
     if not 1 <= bits <= 24:
         return False
     total = _HEAD.size + _BUCKET.size * (1 << bits) + count * entry_size
-    return len(page) == min(total, _PAGE)
+    return len(page) == (total if total < _PAGE else _PAGE)
