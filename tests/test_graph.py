@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import graphlib
 import random
 from pathlib import Path
@@ -165,6 +166,38 @@ def test_a_graph_checked_once_is_checked_again_after_each_change(tmp_path: Path)
     graph.add(Step("a", func=lambda b: b, needs=["b"]))
     with pytest.raises(CycleError):
         graph.validate()
+
+
+def test_a_step_changed_while_the_graph_is_checked_is_checked_next_time(monkeypatch) -> None:
+    """validate() remembers the graph as it was when the check began: a step replaced
+    meanwhile (another thread) is checked by the next validate()."""
+    import dagnb.model.graph as graph_module
+
+    graph = Graph("f", [Step("a", func=lambda: 1)])
+    check = graph_module._check_signature
+
+    def check_and_change(step: Step) -> None:
+        monkeypatch.setattr(graph_module, "_check_signature", check)
+        graph.replace(Step("a", func=lambda missing: missing, needs=()))  # mid-check
+        check(step)
+
+    monkeypatch.setattr(graph_module, "_check_signature", check_and_change)
+    graph.validate()  # checked the step as it was
+    with pytest.raises(InvalidStepError, match="parameter 'missing'"):
+        graph.validate()
+
+
+def test_a_copy_of_a_graph_has_steps_of_its_own() -> None:
+    graph = Graph("g", [Step("a", func=lambda: 1), Step("b", func=lambda a: a, needs=["a"])])
+    graph.validate()
+    trial = copy.copy(graph)
+    trial.replace(Step("b", func=lambda missing: missing, needs=["a"]))
+    graph.validate()  # its own steps, unchanged
+    assert graph["b"] is not trial["b"] and graph.names == trial.names
+    with pytest.raises(InvalidStepError, match="parameter 'missing'"):
+        trial.validate()
+    trial.remove("b")
+    assert graph.names == ["a", "b"] and trial.names == ["a"]
 
 
 def test_upstream_and_downstream() -> None:

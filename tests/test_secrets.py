@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import urllib.parse
+from collections.abc import Mapping
 
 import pytest
 
 from dagnb import Graph, Step
+from dagnb.executors.base import Outcome, Task
 from dagnb.model.masking import Masker
+from dagnb.testing import FakeExecutor
 
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
        "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----")
@@ -59,6 +63,26 @@ def test_a_step_sees_only_the_secrets_it_declares(workdir, monkeypatch):
     run = graph.run(executor="local", cache=False)
     assert run.logs("uses")["line"].tolist() == ["has"]
     assert run.logs("other")["line"].tolist() == ["token=[]"]
+
+
+def test_an_executor_cannot_give_one_step_secrets_that_reach_others(workdir, monkeypatch):
+    """The steps that declare no secret share one mapping of none: it cannot be written."""
+    monkeypatch.setenv("API_TOKEN", "tok-123456789")
+    seen: list[Mapping[str, str]] = []
+
+    class Writing(FakeExecutor):
+        async def execute(self, task: Task) -> Outcome:
+            seen.append(task.secrets)
+            with contextlib.suppress(TypeError):
+                task.secrets["API_TOKEN"] = "leaked"  # type: ignore[index]
+            return await super().execute(task)
+
+    graph = Graph("s", [Step("uses", run="true", secrets=("API_TOKEN",)),
+                        Step("first", run="true", needs=["uses"]),
+                        Step("second", run="true", needs=["first"])])
+    run = graph.run(executor=Writing(), cache=False)
+    assert run.ok
+    assert [dict(found) for found in seen[1:]] == [{}, {}]
 
 
 def test_a_run_of_some_steps_withholds_and_masks_the_secrets_the_others_declare(

@@ -46,7 +46,8 @@ class Graph:
         else the current directory at run time.
     """
 
-    __slots__ = ("_order", "_steps", "_valid", "base_dir", "description", "last_run", "name")
+    __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description", "last_run",
+                 "name")
 
     def __init__(
         self,
@@ -62,9 +63,20 @@ class Graph:
         self.last_run: Run | None = None
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes
-        self._valid = False  # validate() passed, and no step changed since
+        self._changes = 0  # steps added, replaced or removed so far
+        self._checked = -1  # the _changes that validate() last passed at
         for step in steps:
             self.add(step)
+
+    def __copy__(self) -> Graph:
+        """A graph of the same steps whose steps change apart from this one's (copying
+        the slots alone would share them: a step replaced through either would change
+        both, unchecked by the other's remembered validation)."""
+        other = Graph.__new__(Graph)
+        for name in Graph.__slots__:
+            setattr(other, name, getattr(self, name))
+        other._steps = dict(self._steps)
+        return other
 
     # -- building -------------------------------------------------------------------
     def add(self, step: Step) -> Step:
@@ -78,7 +90,7 @@ class Graph:
             )
         self._steps[step.name] = step
         self._order = None
-        self._valid = False
+        self._changes += 1
         return step
 
     def replace(self, step: Step) -> Step:
@@ -89,13 +101,13 @@ class Graph:
         if old is None or old.needs != step.needs:  # the order depends on nothing else
             self._order = None
         self._steps[step.name] = step
-        self._valid = False
+        self._changes += 1
         return step
 
     def remove(self, name: str) -> Step:
         """Remove a step; steps that need it will fail validation until fixed."""
         self._order = None
-        self._valid = False
+        self._changes += 1
         return self._steps.pop(self._known(name))
 
     def step(
@@ -161,9 +173,10 @@ class Graph:
         frozen: a graph checked once is not checked again until a step changes, as on
         every run of a notebook's graph.)
         """
-        if not self._valid:
+        changes = self._changes
+        if self._checked != changes:
             self._check_steps()
-            self._valid = True
+            self._checked = changes  # (a step changed meanwhile, by another thread: again)
         if check_host:
             self.check_mounts()
 

@@ -30,6 +30,7 @@ import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.images import image_label
@@ -86,7 +87,8 @@ class RunOptions:
 # Retry policies (immutable) built from plain settings, shared by every run.
 _POLICIES: dict[str, Any] = {}
 _PLAIN = (int, float, bool, str, type(None))
-_NONE: Mapping[str, str] = {}  # a step's secrets when it has none (never written to)
+# a step's secrets when it declares none: shared by such steps, so not writable
+_NONE: Mapping[str, str] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
 
 
