@@ -75,8 +75,9 @@ def test_running_counts_each_attempt_once_and_none_after_failures_and_timeouts(t
     steps = [Step("a", run=wait), Step("b", run=wait), Step("c", run=wait),
              Step("slow", run="sleep 5", timeout=0.2),
              Step("fails", run="exit 3", retries=1),
-             Step("raises", func=lambda: 1 / 0)]
-    run = start_background(Graph("g", steps), executor="local", cache=False, sleep=_no_wait)
+             Step("raises", func=lambda a: 1 / 0, needs=["a"])]  # (after the gate)
+    run = start_background(Graph("g", steps), executor="local", cache=False, sleep=_no_wait,
+                           max_concurrency=len(steps))
     try:
         assert wait_until(lambda: run.states()["fails"] == "failed"), run.status()
         assert wait_until(lambda: run.states()["slow"] == "failed"), run.status()
