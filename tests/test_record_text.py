@@ -5,11 +5,13 @@ the same thing)."""
 from __future__ import annotations
 
 import json
+import math
+import random
 
 import pytest
 
 from dagnb.cache.pack_records import decode
-from dagnb.cache.record_text import head_bytes, rest_bytes
+from dagnb.cache.record_text import head_at_a_glance, head_bytes, rest_bytes
 from dagnb.cache.store import Store
 
 
@@ -90,3 +92,84 @@ def test_a_saved_record_reads_back_as_the_entry_it_made(tmp_path):
     meta = {name: entry.meta[name] for name in entry.meta}
     assert {**json.loads(head), **json.loads(rest)} == meta
     assert json.loads(head)["inline"] == {"json": {"a": 1.5}}
+
+
+_TRICKY = ',"expires":1,"packed":true,"inline":{"json":2}},"provenance":'
+
+
+def _same(seen, head):
+    """Whether ``seen`` is the (expires, inline) of ``head`` (NaN equal to NaN)."""
+    expires, inline = seen
+    wanted = head["expires"]
+    same_expiry = (expires is None and wanted is None) or (
+        expires is not None and wanted is not None
+        and (expires == wanted or (math.isnan(expires) and math.isnan(wanted))))
+    return same_expiry and inline == head.get("inline")
+
+
+@pytest.mark.parametrize("head", [
+    _head(),
+    _head(inline={"json": [1, "é"]}),
+    _head(provenance={"image_ref": "alpine@sha256:00"}),
+    _head(inline={"pickle": "gASV"}, provenance={"image_ref": _TRICKY}),
+    _head(expires=1796069999.5, created=5, last_used=5, exit_code=3, has_result=False),
+    _head(step=f"ünï \"code\"\n{_TRICKY}\\", last_used=2.0),
+    _head(duration_s=float("inf"), expires=float("nan"), created=-0.0, last_used=1e300),
+    _head(expires=float("inf"), inline={"json": {"a": _TRICKY, "b": {"inline": {}}}}),
+    _head(expires=3, inline={"json": None}),
+], ids=range(9))
+def test_a_head_read_at_a_glance_gives_what_parsing_it_gives(head):
+    """Its expiry and inline result, whatever the strings around them hold."""
+    seen = head_at_a_glance(head_bytes(head))
+    assert seen is not None and _same(seen, head)
+
+
+@pytest.mark.parametrize("raw", [
+    head_bytes(_head(format=2)),  # another format: parsed whole (and refused there)
+    _compact({"step": "s", **_head()}),  # another order
+    json.dumps(_head(), separators=(", ", ": ")).encode(),  # spaces
+    head_bytes(_head(inline={"json": "é"})).replace(b"\\u00e9", "é".encode()),  # not ASCII
+    head_bytes(_head(inline={"json": 1}))[:-1],  # no end
+    head_bytes(_head(inline={"json": 1})).replace(b'{"json":1}', b'[1]'),  # not a mapping
+    head_bytes(_head(inline={"json": 1})).replace(b'{"json":1}', b'{"json":1'),
+    head_bytes(_head()) + b"x",
+    head_bytes(_head()).replace(b'"expires":null', b'"expires":"soon"'),
+    head_bytes(_head()).replace(b',"packed":true', b''),
+    b'{"format":1,"step":"s"}',
+    b"",
+], ids=range(12))
+def test_a_head_of_another_layout_is_not_read_at_a_glance(raw):
+    assert head_at_a_glance(raw) is None
+
+
+def test_a_glance_is_what_parsing_gives_or_nothing_over_random_heads():
+    """Random names, times and inline results (quotes, backslashes, braces, the field
+    names themselves inside strings): the glance agrees with the parse every time."""
+    rng = random.Random(16)
+    alphabet = ['"', "\\", "{", "}", ",", ":", "é", "\n", "a", " ", "expires", "inline",
+                '"packed":true', _TRICKY]
+
+    def text():
+        return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
+
+    def value(depth=0):
+        kind = rng.randrange(6 if depth < 2 else 4)
+        if kind == 4:
+            return {text(): value(depth + 1) for _ in range(rng.randrange(3))}
+        if kind == 5:
+            return [value(depth + 1) for _ in range(rng.randrange(3))]
+        return [None, rng.random() * 1e9, text(), rng.randrange(-5, 5)][kind]
+
+    read = 0
+    for _ in range(2000):
+        changes = {"step": text() or "s", "key": text() or "k",
+                   "expires": rng.choice([None, rng.random() * 2e9, float("nan")])}
+        if rng.random() < 0.7:
+            changes["inline"] = {"json": value()}
+        if rng.random() < 0.3:
+            changes["provenance"] = {"image_ref": text()}
+        head = _head(**changes)
+        seen = head_at_a_glance(head_bytes(head))
+        assert seen is not None and _same(seen, head), head
+        read += 1
+    assert read == 2000

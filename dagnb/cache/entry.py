@@ -11,6 +11,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, text_digest
 from dagnb.model.jsontext import encoder
 from dagnb.model.results import NO_RESULT, decode_inline, load_result
@@ -45,6 +46,8 @@ class Entry:
     version
         The backend's version of the entry when it was read.
     """
+
+    head_read = True  # (its metadata is read whole: see PackedEntry.at_a_glance)
 
     def __init__(
         self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
@@ -163,8 +166,40 @@ class PackedEntry(Entry):
         self.step, self.key, self.version = step, key, version  # (version: its Record)
         self._head, self._rest = head, rest
         self.inline = head.get("inline")  # (an attribute: every hit reads it)
+        self._expires = head["expires"]
         self._owner = owner
         self._unpacked = False
+
+    @classmethod
+    def at_a_glance(
+        cls, step: str, key: str, raw_head: bytes, seen: tuple[float | None, Any],
+        rest: bytes, version: Any, owner: _Unpacker,
+    ) -> PackedEntry:
+        """An entry whose head was read at a glance (``seen``: its expiry and inline
+        result, :func:`~dagnb.cache.record_text.head_at_a_glance`): the rest of the head
+        is parsed, and checked, on first use. Only a ``Memory`` hit, which reads no more,
+        is given one."""
+        entry = cls.__new__(cls)
+        entry.step, entry.key, entry.version = step, key, version
+        entry._raw_head, entry._rest = raw_head, rest
+        entry._expires, entry.inline = seen
+        entry._owner, entry._unpacked = owner, False
+        return entry
+
+    @functools.cached_property
+    def _head(self) -> dict[str, Any]:
+        """The head of an entry read at a glance, parsed when first asked for. Its record
+        matched its digest: only another writer's (not dagnb's) head can fail here."""
+        head, problem = _parse_meta(self._raw_head, self.step, self.key, _HEAD_REQUIRED)
+        if problem is not None:
+            raise CacheError(f"cache entry {self.step}/{self.key[:12]} is damaged ({problem}); "
+                             "`dagnb cache verify` sets it aside")
+        return head
+
+    @property
+    def head_read(self) -> bool:
+        """Whether the head is parsed (and checked) already."""
+        return "_head" in self.__dict__
 
     @functools.cached_property
     def _folder(self) -> str:
@@ -194,7 +229,7 @@ class PackedEntry(Entry):
         return self._head["expires"]
 
     def expired(self, now: float) -> bool:
-        expires = self._head["expires"]  # (every hit asks: no property in between)
+        expires = self._expires  # (every hit asks: no property in between)
         return expires is not None and expires <= now
 
     @functools.cached_property
@@ -226,9 +261,13 @@ class PackedEntry(Entry):
         return NO_RESULT if inline is None else decode_inline(inline)
 
     def verify(self) -> bool:
-        """The record was checked against its digest when read; its result still gives
-        the output digest it was saved with."""
-        return _inline_digest(self._head.get("inline")) == self.output_digest
+        """The record was checked against its digest when read; its head parses and its
+        result still gives the output digest it was saved with."""
+        try:
+            head = self._head
+        except CacheError:
+            return False
+        return _inline_digest(head.get("inline")) == head["output_digest"]
 
 
 class _PackedMeta(Mapping[str, Any]):

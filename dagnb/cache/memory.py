@@ -581,8 +581,8 @@ class _CachedCall(_Calls):
 
     def cached(self, key: str, *, check: bool = True) -> Any:
         """The cached result for ``key``, or NO_RESULT on a miss."""
-        entry = (self.store.lookup(self.name, key) if self.valid is None  # (every hit)
-                 else self.entry(key, check=check))
+        entry = (self.store.lookup(self.name, key, glance=True)  # (every hit: see load())
+                 if self.valid is None else self.entry(key, check=check))
         if entry is None:
             self.loaded.pop(key, None)
             return NO_RESULT

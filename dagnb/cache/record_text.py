@@ -9,12 +9,13 @@ more there than on anything else per step."""
 
 from __future__ import annotations
 
+import json
 from json.encoder import encode_basestring_ascii as _quoted
 from typing import Any
 
 from dagnb.model.jsontext import compact_text_object, encoder
 
-__all__ = ["head_bytes", "rest_bytes"]
+__all__ = ["head_at_a_glance", "head_bytes", "rest_bytes"]
 
 _COMPACT = encoder(separators=(",", ":"))
 _HEAD = ('{"format":%d,"step":%s,"key":%s,"created":%s,"expires":%s,"duration_s":%s,'
@@ -46,6 +47,43 @@ def head_bytes(head: dict[str, Any]) -> bytes:
     if provenance is not None:
         text += f',"provenance":{_COMPACT(provenance)}'
     return f"{text}}}".encode()
+
+
+_START = b'{"format":1,"step":'  # (STORE_FORMAT 1: another format is parsed whole)
+_EXPIRES, _AFTER_EXPIRES = b',"expires":', b',"duration_s":'
+_PACKED, _INLINE, _PROVENANCE = b',"packed":true', ',"inline":', ',"provenance":'
+_SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
+
+
+def head_at_a_glance(raw: bytes) -> tuple[float | None, Any] | None:
+    """``(expires, inline)`` of a head in :func:`head_bytes`' layout, read without
+    parsing the rest of it (a hit needs no more; parsing all sixteen fields cost a hit
+    in a fresh process a quarter of its time); None for a head of another layout.
+
+    Names are found with ``bytes.find``: ``,"expires":`` cannot occur inside a JSON
+    string (its quote would end the string), so the first one found is the field."""
+    if not raw.startswith(_START) or not raw.isascii():  # (ASCII: offsets are the text's)
+        return None
+    start = raw.find(_EXPIRES) + len(_EXPIRES)
+    end = raw.find(_AFTER_EXPIRES, start)
+    after = raw.find(_PACKED, end) + len(_PACKED)
+    if start == len(_EXPIRES) - 1 or end < 0 or after == len(_PACKED) - 1:
+        return None
+    value = raw[start:end]
+    try:
+        expires = None if value == b"null" else float(value)
+    except ValueError:
+        return None
+    text = raw.decode("ascii")
+    inline, stop = None, after
+    if text.startswith(_INLINE, after):
+        try:
+            inline, stop = _SCAN(text, after + len(_INLINE))
+        except (ValueError, StopIteration):
+            return None
+        if type(inline) is not dict:
+            return None
+    return (expires, inline) if text[stop:] == "}" or text.startswith(_PROVENANCE, stop) else None
 
 
 def _number(value: Any) -> str:

@@ -115,7 +115,7 @@ from dagnb.cache.pack import (
     index_of,
 )
 from dagnb.cache.pack_writer import PackWriter
-from dagnb.cache.record_text import head_bytes, rest_bytes
+from dagnb.cache.record_text import head_at_a_glance, head_bytes, rest_bytes
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
@@ -266,17 +266,20 @@ class Store(Housekeeping):
 
     # ------------------------------------------------------------------ lookup
 
-    def lookup(self, step_name: str, key: StepKey | str, *, touch: bool = True) -> Entry | None:
+    def lookup(self, step_name: str, key: StepKey | str, *, touch: bool = True,
+               glance: bool = False) -> Entry | None:
         """The entry of ``step_name`` under ``key``, or None for a miss.
 
         An expired entry is removed and is a miss; a damaged one is moved aside,
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
+        ``glance``: a packed entry's head is read at a glance (its expiry and inline
+        result, what a ``Memory`` hit uses), the rest parsed when asked for.
         """
         if type(key) is not str:  # (_key_text, inline: every hit passes here)
             key = key.digest  # type: ignore[union-attr]
         # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
-        entry = self._current(step_name, key, recent=True)
+        entry = self._current(step_name, key, recent=True, glance=glance)
         now = self.clock()
         if entry is not None and entry.expired(now):
             self._forget(step_name, key)
@@ -310,7 +313,8 @@ class Store(Housekeeping):
             pending[1] = now
 
     def _current(
-        self, step_name: str, key: str, retry: bool = True, recent: bool = False
+        self, step_name: str, key: str, retry: bool = True, recent: bool = False,
+        glance: bool = False,
     ) -> Entry | None:
         """The entry as stored now: a packed one from the index (no system call), else
         from memory while the backend's version is the same."""
@@ -318,7 +322,7 @@ class Store(Housekeeping):
         if packs is not None:
             record = packs.get(step_name, key)
             if record is not None:
-                return self._packed(record)
+                return self._packed(record, glance)
         item = self.backend.read(step_name, key)
         if item is None:
             self._entries.pop((step_name, key), None)
@@ -345,13 +349,20 @@ class Store(Housekeeping):
         record = self._packs.get(step_name, key)
         return None if record is None else self._packed(record)
 
-    def _packed(self, record: Record) -> Entry | None:
-        """The entry of a pack record, parsed once per record."""
+    def _packed(self, record: Record, glance: bool = False) -> Entry | None:
+        """The entry of a pack record, parsed once per record (``glance``: its head read
+        at a glance, see :meth:`lookup`; parsed whole when next asked for without)."""
         where = (record.step, record.key)
         cached = self._entries.get(where)
-        if cached is not None and cached.version is record:
+        if cached is not None and cached.version is record and (glance or cached.head_read):
             return cached
         head_bytes, _, rest = record.body.partition(b"\n")
+        seen = head_at_a_glance(head_bytes) if glance else None
+        if seen is not None:
+            entry = PackedEntry.at_a_glance(record.step, record.key, head_bytes, seen, rest,
+                                            record, self)
+            self._entries[where] = entry
+            return entry
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
