@@ -47,7 +47,7 @@ class Entry:
         The backend's version of the entry when it was read.
     """
 
-    head_read = True  # (its metadata is read whole: see PackedEntry.at_a_glance)
+    head_read = True  # (its metadata is read whole; a PackedEntry's head may be read later)
 
     def __init__(
         self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
@@ -160,31 +160,22 @@ class PackedEntry(Entry):
     from them under ``.unpacked`` the first time someone asks for it."""
 
     def __init__(
-        self, step: str, key: str, head: dict[str, Any], rest: bytes, version: Any,
-        owner: _Unpacker,
+        self, step: str, key: str, head: dict[str, Any] | None, rest: bytes, version: Any,
+        owner: _Unpacker, *, raw_head: bytes = b"", seen: tuple[float | None, Any] | None = None,
     ) -> None:
+        """``head`` parsed; or None, and ``seen`` the head's expiry and inline result read
+        at a glance (:func:`~dagnb.cache.record_text.head_at_a_glance`) from ``raw_head``,
+        parsed and checked on first use (only a ``Memory`` hit, which reads no more, is
+        given such an entry)."""
         self.step, self.key, self.version = step, key, version  # (version: its Record)
-        self._head, self._rest = head, rest
-        self.inline = head.get("inline")  # (an attribute: every hit reads it)
-        self._expires = head["expires"]
-        self._owner = owner
-        self._unpacked = False
-
-    @classmethod
-    def at_a_glance(
-        cls, step: str, key: str, raw_head: bytes, seen: tuple[float | None, Any],
-        rest: bytes, version: Any, owner: _Unpacker,
-    ) -> PackedEntry:
-        """An entry whose head was read at a glance (``seen``: its expiry and inline
-        result, :func:`~dagnb.cache.record_text.head_at_a_glance`): the rest of the head
-        is parsed, and checked, on first use. Only a ``Memory`` hit, which reads no more,
-        is given one."""
-        entry = cls.__new__(cls)
-        entry.step, entry.key, entry.version = step, key, version
-        entry._raw_head, entry._rest = raw_head, rest
-        entry._expires, entry.inline = seen
-        entry._owner, entry._unpacked = owner, False
-        return entry
+        self._rest, self._owner, self._unpacked = rest, owner, False
+        if head is not None:
+            self._head = head
+            self.inline, self._expires = head.get("inline"), head["expires"]
+        else:
+            assert seen is not None
+            self._raw_head = raw_head
+            self._expires, self.inline = seen  # (attributes: every hit reads them)
 
     @functools.cached_property
     def _head(self) -> dict[str, Any]:
@@ -226,7 +217,7 @@ class PackedEntry(Entry):
 
     @property
     def expires(self) -> float | None:
-        return self._head["expires"]
+        return self._expires
 
     def expired(self, now: float) -> bool:
         expires = self._expires  # (every hit asks: no property in between)

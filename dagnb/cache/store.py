@@ -359,8 +359,8 @@ class Store(Housekeeping):
         head_bytes, _, rest = record.body.partition(b"\n")
         seen = head_at_a_glance(head_bytes) if glance else None
         if seen is not None:
-            entry = PackedEntry.at_a_glance(record.step, record.key, head_bytes, seen, rest,
-                                            record, self)
+            entry = PackedEntry(record.step, record.key, None, rest, record, self,
+                                raw_head=head_bytes, seen=seen)
             self._entries[where] = entry
             return entry
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
