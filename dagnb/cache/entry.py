@@ -263,8 +263,9 @@ class PackedEntry(Entry):
 
 class _PackedMeta(Mapping[str, Any]):
     """A packed entry's metadata: what a hit reads (exit code, provenance, inline result,
-    times) from the head parsed with the entry; components, descriptions and logs from
-    the rest of the record, parsed only if someone asks for them."""
+    times) from the head (parsed with the entry, or at first use for one read at a
+    glance); components, descriptions and logs from the rest of the record, parsed only
+    if someone asks for them."""
 
     __slots__ = ("_head", "_rest", "_whole")
 
@@ -340,7 +341,7 @@ _SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
 
 def _json(raw: bytes) -> Any:
     """``json.loads(raw)``, by its C scanner alone when ``raw`` is UTF-8 JSON with
-    nothing around it (what dagnb writes): a hit parses one such head."""
+    nothing around it (what dagnb writes): a run's hit parses one such head."""
     try:
         text = raw.decode()
         value, end = _SCAN(text, 0)

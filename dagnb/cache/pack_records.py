@@ -8,7 +8,9 @@ decoding, and finding and checking one in a pack's bytes. A record::
 
 The body of an entry is its metadata as two JSON lines: the head (what a hit reads:
 times, exit code, output digest, the inline result) and the rest (components,
-descriptions, captured lines), parsed only when asked for. A tombstone has none.
+descriptions, captured lines), parsed only when asked for. A ``Memory`` hit reads only
+the head's expiry and inline result, at a glance
+(:func:`~dagnb.cache.record_text.head_at_a_glance`). A tombstone has none.
 """
 
 from __future__ import annotations
