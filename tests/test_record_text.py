@@ -95,6 +95,9 @@ def test_a_saved_record_reads_back_as_the_entry_it_made(tmp_path):
 
 
 _TRICKY = ',"expires":1,"packed":true,"inline":{"json":2}},"provenance":'
+# the layout's own names, with values, inside an inline result and a provenance
+_NESTED = {"a": 1, "packed": True, "inline": {"wrong": 1}, "provenance": 0,
+           "expires": 5, "output_digest": 3}
 
 
 def _same(seen, head):
@@ -104,7 +107,11 @@ def _same(seen, head):
     same_expiry = (expires is None and wanted is None) or (
         expires is not None and wanted is not None
         and (expires == wanted or (math.isnan(expires) and math.isnan(wanted))))
-    return same_expiry and inline == head.get("inline")
+    return same_expiry and type(expires) is type(wanted) and inline == head.get("inline")
+
+
+def _glance(head):
+    return head_at_a_glance(head_bytes(head), head["step"], head["key"])
 
 
 @pytest.mark.parametrize("head", [
@@ -117,16 +124,22 @@ def _same(seen, head):
     _head(duration_s=float("inf"), expires=float("nan"), created=-0.0, last_used=1e300),
     _head(expires=float("inf"), inline={"json": {"a": _TRICKY, "b": {"inline": {}}}}),
     _head(expires=3, inline={"json": None}),
-], ids=range(9))
+    _head(inline={"json": _NESTED}, provenance=_NESTED),
+    _head(provenance={"a": 1, "inline": {"x": 1}, "provenance": 0}),
+    _head(exit_code=True, inline={"json": _NESTED}),  # (encoded as a dict: the same text)
+], ids=range(12))
 def test_a_head_read_at_a_glance_gives_what_parsing_it_gives(head):
-    """Its expiry and inline result, whatever the strings around them hold."""
-    seen = head_at_a_glance(head_bytes(head))
+    """Its expiry and inline result, whatever the strings and mappings around them hold."""
+    seen = _glance(head)
     assert seen is not None and _same(seen, head)
+
+
+_KEY = _head()["key"]
 
 
 @pytest.mark.parametrize("raw", [
     head_bytes(_head(format=2)),  # another format: parsed whole (and refused there)
-    _compact({"step": "s", **_head()}),  # another order
+    _compact({"step": "s0", **_head()}),  # another order
     json.dumps(_head(), separators=(", ", ": ")).encode(),  # spaces
     head_bytes(_head(inline={"json": "é"})).replace(b"\\u00e9", "é".encode()),  # not ASCII
     head_bytes(_head(inline={"json": 1}))[:-1],  # no end
@@ -135,41 +148,54 @@ def test_a_head_read_at_a_glance_gives_what_parsing_it_gives(head):
     head_bytes(_head()) + b"x",
     head_bytes(_head()).replace(b'"expires":null', b'"expires":"soon"'),
     head_bytes(_head()).replace(b',"packed":true', b''),
-    b'{"format":1,"step":"s"}',
+    b'{"format":1,"step":"s0"}',
     b"",
-], ids=range(12))
-def test_a_head_of_another_layout_is_not_read_at_a_glance(raw):
-    assert head_at_a_glance(raw) is None
+    head_bytes(_head(step="s1")),  # another step's, or another key's
+    head_bytes(_head(key="0" * 32)),
+    _compact(_head(created="5")),  # times and digest not numbers and text
+    _compact(_head(expires=True)),
+    _compact(_head(output_digest=5)),
+    head_bytes(_head()).replace(b'"output_digest"', b'"digest"'),
+    head_bytes(_head(expires=7.5)).replace(b"7.5", b"+7.5"),  # not JSON (float() reads it)
+    head_bytes(_head(expires=7.5)).replace(b"7.5", b"7_5"),
+    head_bytes(_head(provenance={"a": 1})).replace(b'{"a":1}', b'{"a":1'),
+    head_bytes(_head(provenance={"a": 1})).replace(b'{"a":1}', b'[1]'),
+    head_bytes(_head(provenance={"a": 1})) + b"}",
+], ids=range(23))
+def test_a_head_of_another_layout_or_that_does_not_hold_is_not_read_at_a_glance(raw):
+    assert head_at_a_glance(raw, "s0", _KEY) is None
 
 
-def test_a_glance_is_what_parsing_gives_or_nothing_over_random_heads():
-    """Random names, times and inline results (quotes, backslashes, braces, the field
-    names themselves inside strings): the glance agrees with the parse every time."""
+def test_a_glance_is_what_parsing_gives_over_random_heads():
+    """Random names, times, inline results and provenances (quotes, backslashes, braces,
+    the layout's names as text and as keys with values): the glance agrees with the
+    parse every time."""
     rng = random.Random(16)
     alphabet = ['"', "\\", "{", "}", ",", ":", "é", "\n", "a", " ", "expires", "inline",
                 '"packed":true', _TRICKY]
+    names = ["expires", "inline", "packed", "provenance", "output_digest", "created", "x"]
 
     def text():
         return "".join(rng.choice(alphabet) for _ in range(rng.randrange(6)))
 
     def value(depth=0):
-        kind = rng.randrange(6 if depth < 2 else 4)
-        if kind == 4:
-            return {text(): value(depth + 1) for _ in range(rng.randrange(3))}
+        kind = rng.randrange(7 if depth < 2 else 5)
         if kind == 5:
+            return {rng.choice([text(), *names]): value(depth + 1)
+                    for _ in range(rng.randrange(4))}
+        if kind == 6:
             return [value(depth + 1) for _ in range(rng.randrange(3))]
-        return [None, rng.random() * 1e9, text(), rng.randrange(-5, 5)][kind]
+        return [None, rng.random() * 1e9, text(), rng.randrange(-5, 5), rng.random() < 0.5][kind]
 
-    read = 0
-    for _ in range(2000):
+    for _ in range(3000):
         changes = {"step": text() or "s", "key": text() or "k",
-                   "expires": rng.choice([None, rng.random() * 2e9, float("nan")])}
+                   "expires": rng.choice([None, rng.random() * 2e9, float("nan"), 7])}
         if rng.random() < 0.7:
             changes["inline"] = {"json": value()}
         if rng.random() < 0.3:
-            changes["provenance"] = {"image_ref": text()}
+            changes["provenance"] = value(1) if rng.random() < 0.5 else {"image_ref": text()}
+            if type(changes["provenance"]) is not dict:
+                changes["provenance"] = {"v": changes["provenance"]}
         head = _head(**changes)
-        seen = head_at_a_glance(head_bytes(head))
+        seen = _glance(head)
         assert seen is not None and _same(seen, head), head
-        read += 1
-    assert read == 2000

@@ -47,7 +47,10 @@ class Entry:
         The backend's version of the entry when it was read.
     """
 
-    head_read = True  # (its metadata is read whole; a PackedEntry's head may be read later)
+    def read_head(self) -> str | None:
+        """Its metadata was read and checked whole (a PackedEntry's head may be later)."""
+        return None
+
 
     def __init__(
         self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
@@ -180,17 +183,27 @@ class PackedEntry(Entry):
     @functools.cached_property
     def _head(self) -> dict[str, Any]:
         """The head of an entry read at a glance, parsed when first asked for. Its record
-        matched its digest: only another writer's (not dagnb's) head can fail here."""
-        head, problem = _parse_meta(self._raw_head, self.step, self.key, _HEAD_REQUIRED)
+        matched its digest and the glance checked most of it: only a head no dagnb
+        writes fails here."""
+        problem = self.read_head()
         if problem is not None:
             raise CacheError(f"cache entry {self.step}/{self.key[:12]} is damaged ({problem}); "
                              "`dagnb cache verify` sets it aside")
-        return head
+        return self.__dict__["_head"]
 
     @property
     def head_read(self) -> bool:
         """Whether the head is parsed (and checked) already."""
         return "_head" in self.__dict__
+
+    def read_head(self) -> str | None:
+        """Parse and check the head (once); the problem found, if any."""
+        if "_head" in self.__dict__:
+            return None
+        head, problem = _parse_meta(self._raw_head, self.step, self.key, _HEAD_REQUIRED)
+        if problem is None:
+            self.__dict__["_head"] = head
+        return problem
 
     @functools.cached_property
     def _folder(self) -> str:

@@ -354,10 +354,13 @@ class Store(Housekeeping):
         at a glance, see :meth:`lookup`; parsed whole when next asked for without)."""
         where = (record.step, record.key)
         cached = self._entries.get(where)
-        if cached is not None and cached.version is record and (glance or cached.head_read):
-            return cached
+        if cached is not None and cached.version is record:
+            problem = None if glance else cached.read_head()
+            if problem is None:
+                return cached
+            return self._damaged(record.step, record.key, problem, record)
         head_bytes, _, rest = record.body.partition(b"\n")
-        seen = head_at_a_glance(head_bytes) if glance else None
+        seen = head_at_a_glance(head_bytes, *where) if glance else None
         if seen is not None:
             entry = PackedEntry(record.step, record.key, None, rest, record, self,
                                 raw_head=head_bytes, seen=seen)
