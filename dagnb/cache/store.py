@@ -339,10 +339,12 @@ class Store(Housekeeping):
         """After a miss: what the packs gained meanwhile (another process's saves);
         ``recent``: unless they were read in the last few milliseconds."""
         assert self._packs is not None
-        if not recent or time.monotonic() - self._packs.refreshed > _RECENT_S:
-            self._packs.refresh()
-        self._report_pack_damage()
-        record = self._packs.get(step_name, key)
+        packs = self._packs
+        if not recent or time.monotonic() - packs.refreshed > _RECENT_S:
+            packs.refresh()
+        if packs.problems or packs._torn:  # (most looks find none: no lock taken for it)
+            self._report_pack_damage()
+        record = packs.get(step_name, key)
         return None if record is None else self._packed(record)
 
     def _packed(self, record: Record) -> Entry | None:
@@ -668,10 +670,12 @@ class Store(Housekeeping):
             step_name, key.digest
         ):  # a folder entry it replaces
             self.backend.remove(step_name, key.digest)
-        _consume(out_dir, logs)
-        self._forget(step_name, key.digest)
-        entry = PackedEntry(step_name, key.digest, head, rest, record, self)
-        self._entries[(step_name, key.digest)] = entry
+        if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
+            _consume(out_dir, logs)
+        where = (step_name, key.digest)
+        self._pending.pop(where, None)  # (hits of the entry it replaces)
+        entry = self._entries[where] = PackedEntry(step_name, key.digest, head, rest, record,
+                                                   self)
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
