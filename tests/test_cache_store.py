@@ -558,6 +558,17 @@ def test_short_scalars_are_inline_as_json_and_others_as_before():
     assert decode_inline(encode_inline(HTTPStatus.OK, 2048)) is HTTPStatus.OK
 
 
+def test_a_packed_entrys_digest_text_is_its_inline_results_sorted_json():
+    """Scalars are written without the encoder: the same text, so the same output digest
+    (and the same keys downstream) as before."""
+    from dagnb.cache.entry import _SORTED
+    from dagnb.cache.store import _inline_text
+
+    values = [0, -1, 7, 10**30, True, False, None, 1.5, "x", [1], {"b": 1, "a": [None]}]
+    for inline in [{"json": v} for v in values] + [{"pickle": "gAU="}, {"json": 1, "x": 2}]:
+        assert _inline_text(inline) == _SORTED(inline)
+
+
 def test_a_result_nested_too_deep_for_json_is_not_inline_and_no_crash():
     from dagnb.model.results import encode_inline
 
