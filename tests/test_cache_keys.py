@@ -218,3 +218,17 @@ def test_secret_values_never_reach_the_key(base, monkeypatch):
     key = key_of(base)
     text = repr(key.components) + repr(key.describe)
     assert "hunter2" not in text
+
+
+def test_params_of_scalars_are_written_as_the_encoder_writes_them():
+    """A step's params text, written without the encoder for names and scalars, is the
+    canonical JSON it always was (so every key stays the same); other values go to it."""
+    from types import MappingProxyType
+
+    from dagnb.cache.keys import _canonical, _params_text
+
+    cases = [{}, {"i": 3}, {"b": 1, "a": "x"}, {"\u00e9": "\u00fc\n\"\\", "z": None, "t": True},
+             {"f": False, "n": -10**40}, {"x": 1.5}, {"l": [1, 2]}, {"d": {"b": 1, "a": 2}},
+             {"u": "\ud800"}, {"k": "\u65e5\u672c"}, {1: 2}]
+    for params in cases:
+        assert _params_text(MappingProxyType(params)) == _canonical(dict(params))

@@ -110,6 +110,25 @@ def test_a_closed_stores_pack_is_adopted_so_packs_do_not_pile_up(tmp_path):
             0, 1, 2]
 
 
+def test_a_writer_appends_each_record_after_the_last_in_a_new_and_an_adopted_pack(tmp_path):
+    """The writer keeps where its pack ends (no seek per record): every record of a
+    store, and of the next store that adopts the pack, lands after the one before."""
+    for first in (0, 3):
+        with isolated():
+            store = Store(tmp_path / "c")
+            for i in range(first, first + 3):
+                _save(store, "s", f"k{i}", i)
+            store.close()
+    [pack] = _packs(tmp_path / "c")
+    data = pack.read_bytes()
+    records, read, problems, torn = decode(data, pack.name)
+    assert [r.key for r in records] == [f"k{i}" for i in range(6)]
+    assert (read, problems, torn) == (len(data), [], False)
+    with isolated():
+        assert [Store(tmp_path / "c").lookup("s", f"k{i}").result() for i in range(6)] == [
+            0, 1, 2, 3, 4, 5]
+
+
 def test_a_big_entry_keeps_its_folder_and_replaces_a_packed_one(tmp_path):
     store = Store(tmp_path / "c")
     _save(store, "s", "k", 1)

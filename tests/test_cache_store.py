@@ -542,6 +542,33 @@ def test_small_results_encode_inline_and_large_or_unpicklable_ones_do_not():
     assert encode_inline(threading.Lock(), 100) is None
 
 
+def test_short_scalars_are_inline_as_json_and_others_as_before():
+    """None, bools and ints of up to 18 digits are kept as JSON without being encoded
+    first; a longer int, an int subclass, or too small a limit still go the long way."""
+    from http import HTTPStatus  # an IntEnum
+
+    from dagnb.model.results import decode_inline, encode_inline
+
+    for value in (None, True, False, 0, -7, 10**18 - 1, -(10**18 - 1), 10**18, 2**70):
+        assert encode_inline(value, 2048) == {"json": value}
+        assert type(encode_inline(value, 2048)["json"]) is type(value)
+    assert encode_inline(10**18 - 1, 5) is None  # 18 digits take more than 5 bytes
+    assert encode_inline(7, 5) == {"json": 7}
+    assert "pickle" in encode_inline(HTTPStatus.OK, 2048)  # JSON would give back an int
+    assert decode_inline(encode_inline(HTTPStatus.OK, 2048)) is HTTPStatus.OK
+
+
+def test_a_packed_entrys_digest_text_is_its_inline_results_sorted_json():
+    """Scalars are written without the encoder: the same text, so the same output digest
+    (and the same keys downstream) as before."""
+    from dagnb.cache.entry import _SORTED
+    from dagnb.cache.store import _inline_text
+
+    values = [0, -1, 7, 10**30, True, False, None, 1.5, "x", [1], {"b": 1, "a": [None]}]
+    for inline in [{"json": v} for v in values] + [{"pickle": "gAU="}, {"json": 1, "x": 2}]:
+        assert _inline_text(inline) == _SORTED(inline)
+
+
 def test_a_result_nested_too_deep_for_json_is_not_inline_and_no_crash():
     from dagnb.model.results import encode_inline
 

@@ -17,6 +17,7 @@ import reprlib
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from json.encoder import encode_basestring as _quoted
 from pathlib import Path
 from typing import Any
 
@@ -83,6 +84,35 @@ def _canonical(value: Any) -> str:
     if value == {} or value == []:  # most steps: no env, no params, no services
         return "{}" if type(value) is dict else "[]"
     return _ENCODER(value)
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
+    """``_canonical(dict(params))``; params of str names and None, bool, int or str
+    values (most steps') are written without the encoder, whose call cost each step's
+    key some 5,000 instructions. Any other value, or name, goes to the encoder."""
+    try:
+        names = sorted(params)
+    except TypeError:  # names of mixed types: the encoder says what it says of them
+        return _canonical(dict(params))
+    items = []
+    for name in names:
+        value = params[name]
+        kind = type(value)
+        if kind is int:
+            text = int.__repr__(value)
+        elif kind is str:
+            text = _quoted(value)
+        elif value is None or kind is bool:
+            text = _SCALAR_TEXTS[value]
+        else:  # a float (NaN, its shortest text), a list, a dict...
+            return _canonical(dict(params))
+        if type(name) is not str:
+            return _canonical(dict(params))
+        items.append(f"{_quoted(name)}:{text}")
+    return "{" + ",".join(items) + "}"
+
+
+_SCALAR_TEXTS = {None: "null", True: "true", False: "false"}  # (asked of None or a bool only)
 
 
 class _Builder:
@@ -231,7 +261,7 @@ def _spec_components(
             _SPEC_MEMO[signature] = found
     components, describe = found[0].copy(), found[1].copy()
     if step.params:  # in its place among the components (the order is kept)
-        text = _canonical(dict(step.params))
+        text = _params_text(step.params)
         components["params"], describe["params"] = _text_digest(text), text
     return components, describe, found[2]
 

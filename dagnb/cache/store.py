@@ -343,10 +343,12 @@ class Store(Housekeeping):
         """After a miss: what the packs gained meanwhile (another process's saves);
         ``recent``: unless they were read in the last few milliseconds."""
         assert self._packs is not None
-        if not recent or time.monotonic() - self._packs.refreshed > _RECENT_S:
-            self._packs.refresh()
-        self._report_pack_damage()
-        record = self._packs.get(step_name, key)
+        packs = self._packs
+        if not recent or time.monotonic() - packs.refreshed > _RECENT_S:
+            packs.refresh()
+        if packs.problems or packs._torn:  # (most looks find none: no lock taken for it)
+            self._report_pack_damage()
+        record = packs.get(step_name, key)
         return None if record is None else self._packed(record)
 
     def _packed(self, record: Record, glance: bool = False) -> Entry | None:
@@ -656,7 +658,7 @@ class Store(Housekeeping):
             return None
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        inline_text = None if inline is None else _SORTED(inline)
+        inline_text = None if inline is None else _inline_text(inline)
         logs_text = _COMPACT(lines) if lines else None
         head: dict[str, Any] = {
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
@@ -682,10 +684,12 @@ class Store(Housekeeping):
             step_name, key.digest
         ):  # a folder entry it replaces
             self.backend.remove(step_name, key.digest)
-        _consume(out_dir, logs)
-        self._forget(step_name, key.digest)
-        entry = PackedEntry(step_name, key.digest, head, rest, record, self)
-        self._entries[(step_name, key.digest)] = entry
+        if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
+            _consume(out_dir, logs)
+        where = (step_name, key.digest)
+        self._pending.pop(where, None)  # (hits of the entry it replaces)
+        entry = self._entries[where] = PackedEntry(step_name, key.digest, head, rest, record,
+                                                   self)
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
@@ -845,6 +849,22 @@ class Store(Housekeeping):
         if replaces:  # other processes may serve what it replaces: they stat, then read
             self._packs.bump()
         return record
+
+
+def _inline_text(inline: Mapping[str, Any]) -> str:
+    """``_SORTED(inline)``, the text a packed entry's output digest is of: most Python
+    steps' result (None, a bool, an int) written without the encoder, whose every call
+    cost a first run some 5,000 instructions a step."""
+    if len(inline) == 1:
+        value = inline.get("json", inline)  # (inline itself: no scalar)
+        if type(value) is int:
+            return f'{{"json": {int.__repr__(value)}}}'
+        if value is None or type(value) is bool:
+            return f'{{"json": {_SCALAR_TEXTS[value]}}}'
+    return _SORTED(inline)
+
+
+_SCALAR_TEXTS = {None: "null", True: "true", False: "false"}  # (asked of None or a bool only)
 
 
 async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:

@@ -156,10 +156,23 @@ class _Bounded(io.RawIOBase):
         return len(data)
 
 
+_SHORT_INT = 10**18  # an int closer to 0 takes at most 19 characters as JSON
+_SHORT_TEXT = 19
+
+
+def _short_scalar(value: Any) -> bool:
+    """None, a bool, or an int of at most 18 digits (not a subclass: an IntEnum comes
+    back as an int): JSON of at most :data:`_SHORT_TEXT` characters that gives it back."""
+    kind = type(value)
+    return value is None or kind is bool or (kind is int and -_SHORT_INT < value < _SHORT_INT)
+
+
 def encode_inline(value: Any, limit: int) -> dict[str, Any] | None:
     """``value`` as a few JSON fields, if it takes at most ``limit`` bytes: ``{"json": v}``
     when JSON gives it back exactly, else ``{"pickle": base64}``; None when larger (or not
     picklable). A cache entry keeps so small a result in its metadata, not in a file."""
+    if limit >= _SHORT_TEXT and _short_scalar(value):  # (most Python steps' results)
+        return {"json": value}  # nothing to encode to check, nor to copy
     if isinstance(value, (str, bytes, list, dict)) and len(value) > limit:
         return None  # too big for sure: not worth encoding to find out
     if _shallow_json_exact(value):
