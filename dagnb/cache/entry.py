@@ -47,15 +47,14 @@ class Entry:
         The backend's version of the entry when it was read.
     """
 
-    def read_head(self) -> str | None:
-        """Its metadata was read and checked whole (a PackedEntry's head may be later)."""
-        return None
-
-
     def __init__(
         self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None
     ) -> None:
         self.step, self.key, self._path, self.meta, self.version = step, key, path, meta, version
+
+    def read_head(self) -> str | None:
+        """Its metadata was read and checked whole (a PackedEntry's head may be later)."""
+        return None
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(step={self.step!r}, key={self.key!r}, path={self._path!r})"

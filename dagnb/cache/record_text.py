@@ -54,13 +54,12 @@ _DIGEST, _PACKED = ',"output_digest":', ',"packed":true'
 _INLINE, _PROVENANCE = ',"inline":', ',"provenance":'
 _NUMBERS = (int, float)  # (what JSON numbers parse to; not bool)
 _SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
-
-
 _STARTS: dict[str, bytes] = {}  # step -> how its heads start, up to its key
 
 
 def _start_of(step: str) -> bytes:
-    if len(_STARTS) >= 1024:  # (a bound: the names of a process's steps are few)
+    """How the heads of ``step`` start (remembered: a process hits few steps)."""
+    if len(_STARTS) >= 1024:  # (a bound, for a process that names many)
         _STARTS.clear()
     starts = _STARTS[step] = b'{"format":1,"step":%s,"key":' % _quoted(step).encode()
     return starts
