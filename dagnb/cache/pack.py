@@ -72,6 +72,7 @@ import _thread
 import contextlib
 import fcntl
 import mmap
+import operator
 import os
 import time
 import uuid
@@ -84,7 +85,7 @@ import xxhash
 
 from dagnb.cache.backend import folder_identity
 from dagnb.cache.forks import ForkSafeLock, renew_in_child
-from dagnb.cache.pack_keys import KEYS, SEARCH_KEYS, _Keys, _keys_of
+from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _keys_of
 from dagnb.cache.pack_records import (
     _DAMAGED,
     _FRAME,
@@ -132,6 +133,7 @@ WALK_AFTER = 2  # a fresh process searches packs for keys until it searched them
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 GENERATION = "generation"  # a file of the packs folder that grows by a byte whenever a
 #                            record others may serve is removed or replaced (see get())
+_IS_PACK = operator.methodcaller("endswith", SUFFIX)  # a pack's file name
 _RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over this often
 
 
@@ -209,7 +211,7 @@ class PackIndex:
             self._generation_file = -1
         try:
             self._generation_file = os.open(
-                self._generation_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._generation_path, READ_ONLY)
         except OSError:
             return None
         return os.fstat(self._generation_file)
@@ -401,8 +403,8 @@ class PackIndex:
                 self._read_at_generation = False
                 generation = self._generation_now()
                 names = self._listing(generation)
-                if any(name not in names for name in self.sizes):
-                    self.reset()
+                if self.sizes and not set(names).issuperset(self.sizes):  # (a fresh one
+                    self.reset()  # has read none: no generator made for it)
                 before = sum(self.sizes.values())
                 if not all([self._read(name) for name in names
                             if name not in self.own or name not in self.sizes]):
@@ -448,7 +450,7 @@ class PackIndex:
     def _names(self) -> list[str]:
         """The packs of the folder now."""
         try:
-            return [n for n in os.listdir(self.folder) if n.endswith(SUFFIX)]
+            return list(filter(_IS_PACK, os.listdir(self.folder)))  # (no Python loop)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -657,7 +659,7 @@ def _mapped(path: str) -> mmap.mmap:
 def _held(path: str) -> bool:
     """Whether a writer holds the pack (its last record may be half written)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, READ_ONLY)
     except OSError:
         return False
     try:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import xxhash
 
 from dagnb.cache.pack_records import _FRAME, _HEAD, _TAIL
-from dagnb.cache.sealed import SEALED, SealedIndex, may_be_sealed, write_sealed
+from dagnb.cache.sealed import READ_ONLY, SEALED, SealedIndex, may_be_sealed, write_sealed
 
 KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
@@ -76,7 +76,7 @@ class _Keys:
         """Open the pack now, as its keys file is read: what is read of it later is of
         this file even if a compaction removes it meanwhile (as a mapping would be)."""
         if self.descriptor is None:
-            self.descriptor = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self.descriptor = os.open(self.path, READ_ONLY)
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
@@ -217,7 +217,7 @@ def _read_whole(path: str) -> bytes:
     """A file's bytes, with no file object: a small one with one ``read`` and no
     ``fstat`` (a fresh process's first hit reads one; a read that returns less than it
     asked for ended the file), a large one in one more ``read`` of the size it has."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    descriptor = os.open(path, READ_ONLY)
     try:
         chunks = [os.read(descriptor, _READ_AT_ONCE)]
         if len(chunks[0]) == _READ_AT_ONCE:
@@ -245,7 +245,7 @@ def _seal(path: str, keys_blob: bytes, covered: int) -> None:
     put in place after the pack was removed (a clear meanwhile) is removed."""
     last_at = _KEY.unpack_from(keys_blob, len(keys_blob) - _KEY.size)[1]
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, READ_ONLY)
         try:
             last_head = os.pread(descriptor, _HEAD.size, last_at)
         finally:
