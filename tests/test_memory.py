@@ -917,7 +917,7 @@ def test_remembered_traits_keep_no_function_alive_and_warn_anew(tmp_path):
     del f
     gc.collect()
     assert gone() is None
-    assert all(ref() is not None for ref, _, _ in memory_module._TRAITS.values())
+    assert all(found[0]() is not None for found in memory_module._TRAITS.values())
     for _ in range(2):  # each cached function is warned of once, as before
         cached = Memory(tmp_path).cache(_with_connection)
         with pytest.warns(UserWarning, match=r"global 'connection' \(lock\) cannot be hashed"):

@@ -454,7 +454,7 @@ class _Value:
 # made of, and its traits (keys kept without the function: they would keep it alive).
 # A function cached again (nilearn's memory.cache(f)(x) at each call, Memory.eval, a
 # fresh process's Memory on a second folder) is not read again.
-_TRAITS: dict[int, tuple[weakref.ref[Any], tuple[Any, ...], tuple[CallKeys[Any], str, bool]]] = {}
+_TRAITS: dict[int, tuple[Any, ...]] = {}
 
 
 def _traits_of(func: Callable[..., Any], ignore: list[str]) -> tuple[CallKeys[Any], str, bool]:
@@ -462,28 +462,21 @@ def _traits_of(func: Callable[..., Any], ignore: list[str]) -> tuple[CallKeys[An
     function cached with no ``ignore`` while its code, defaults, module and name stay
     the very same objects and it has no attributes (``__wrapped__``, ``__signature__``,
     a coroutine mark)."""
-    plain = not ignore and type(func) is types.FunctionType and not func.__dict__
-    if not plain:
+    if ignore or type(func) is not types.FunctionType or func.__dict__:
         return CallKeys(func, ignore), _step_name(func), _is_async(func)
-    made_of = (func.__code__, func.__defaults__, func.__kwdefaults__, func.__module__,
-               func.__qualname__)
     found = _TRAITS.get(id(func))
-    if found is not None and found[0]() is func and _same_objects(found[1], made_of):
-        keys, name, asynchronous = found[2]
-        return keys.copy(func), name, asynchronous
+    if found is not None:  # (each compared by identity: a code object's == reads it whole)
+        ref, code, defaults, kwdefaults, module, qualname, keys, name, asynchronous = found
+        if (ref() is func and func.__code__ is code and func.__defaults__ is defaults
+                and func.__kwdefaults__ is kwdefaults and func.__module__ is module
+                and func.__qualname__ is qualname):
+            return keys.copy(func), name, asynchronous
     keys, name, asynchronous = CallKeys(func, ignore), _step_name(func), _is_async(func)
     ident = id(func)
-    _TRAITS[ident] = (weakref.ref(func, lambda _: _remove_dead(_TRAITS, ident)), made_of,
-                      (keys.copy(None), name, asynchronous))  # (no strong reference to func)
+    _TRAITS[ident] = (weakref.ref(func, lambda _: _remove_dead(_TRAITS, ident)), func.__code__,
+                      func.__defaults__, func.__kwdefaults__, func.__module__,
+                      func.__qualname__, keys.copy(None), name, asynchronous)
     return keys, name, asynchronous
-
-
-def _same_objects(before: tuple[Any, ...], now: tuple[Any, ...]) -> bool:
-    """Whether each of ``now`` is the very object of ``before`` (no loop: a code object's
-    ``==`` compares its contents)."""
-    a, b, c, d, e = before
-    v, w, x, y, z = now
-    return a is v and b is w and c is x and d is y and e is z
 
 
 class _Calls:

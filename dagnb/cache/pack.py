@@ -712,13 +712,12 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
                 live.put(spelled, index)
             return index
         name = ("identity", identity)
-        index = live.get(name)
-        if index is None:
-            index = live.get(spelled)
+        known = live.get(name)
+        index = known if known is not None else live.get(spelled)
         if index is None or (index.folder != folder and folder_identity(
                 os.path.dirname(index.folder)) != identity):
             index = PackIndex(folder)  # none, or its folder is gone and its inode reused
-        if live.get(name) is not index:
+        if known is not index:
             live.put(name, index)
     if index.folder != folder and not index.settled:  # two spellings of one folder: the
         real_root = os.path.realpath(os.path.dirname(folder))  # one no symlink can move
