@@ -85,7 +85,7 @@ import xxhash
 
 from dagnb.cache.backend import folder_identity
 from dagnb.cache.forks import ForkSafeLock, renew_in_child
-from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _keys_of
+from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _opened_with_keys
 from dagnb.cache.pack_records import (
     _DAMAGED,
     _FRAME,
@@ -516,18 +516,20 @@ class PackIndex:
         """Take in what pack ``name`` gained; False if it vanished (a compaction)."""
         done = self.sizes.get(name, 0)
         path = f"{self.folder}/{name}"
+        # (a pack searched has its size: one of _blobs is never fresh)
+        fresh = done == 0 and (self._keyed or not self.records)
         try:
-            size = os.stat(path).st_size
+            if fresh and self._trust_keys:  # a fresh process: keys looked up in its keys
+                # file, and the pack opened as it is now (a compaction may remove it later)
+                size, keys = _opened_with_keys(path, name)
+            else:
+                size, keys = os.stat(path).st_size, None
             if size <= done:  # most packs did not grow: one stat
                 return True
             if name in self._blobs:  # it grew: walk what was read, then read on
                 self._walk_blobs()
                 done = self.sizes.get(name, 0)
-            fresh = done == 0 and (self._keyed or not self.records)
-            keys = _keys_of(path, name, size) if fresh and self._trust_keys else None
             if keys is not None:
-                keys.open()  # a fresh process: keys looked up in its keys file, and the
-                #              pack as it is now (a compaction may remove it later)
                 self._keyed[name] = keys
                 if self._keys_searched >= SEARCH_KEYS:  # the others have dicts already
                     keys.index()

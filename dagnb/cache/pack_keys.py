@@ -124,8 +124,9 @@ class _SealedKeys(_Keys):
     __slots__ = ("sealed", "searches")
 
     def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
-        super().__init__(b"", covered, path)
-        self.sealed = sealed
+        # (_Keys.__init__'s fields set here: a fresh process's first hit makes one)
+        self.blob, self.covered, self.path, self.sealed = b"", covered, path, sealed
+        self.found = self.mapped = self.descriptor = None
         # lookups left before the one that makes the dict (counted down: each hit of a
         # fresh process passes here)
         self.searches = max(SEARCH_KEYS, sealed.count // _DICT_AFTER) - 1
@@ -155,14 +156,32 @@ class _SealedKeys(_Keys):
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
 
 
-def _keys_of(path: str, name: str, size: int) -> _Keys | None:
+def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
+    """Pack ``name`` opened (its size by ``fstat``: its path walked once, not twice) and
+    where it says its keys are (see :func:`_keys_of`), which then own the descriptor;
+    ``(size, None)`` when they cannot be trusted (the pack closed again)."""
+    descriptor = os.open(path, READ_ONLY)
+    keys = None
+    try:
+        size = os.fstat(descriptor).st_size
+        if size:
+            keys = _keys_of(path, name, size, descriptor)
+    finally:
+        if keys is None:
+            os.close(descriptor)
+    return size, keys
+
+
+def _keys_of(path: str, name: str, size: int, pack: int | None = None) -> _Keys | None:
     """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
     it covers those bytes (but a short tail, walked) and the record it names last is
-    there, else its keys file (None: neither can be trusted)."""
+    there, else its keys file (None: neither can be trusted). ``pack``: the pack's
+    descriptor, open already (the keys returned own it; None: they open the pack)."""
     sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
               if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
     if sealed is not None:
         keys = _SealedKeys(sealed, sealed.covered, path)
+        keys.descriptor = pack
         at, head = sealed.last
         try:
             keys.open()
@@ -170,8 +189,13 @@ def _keys_of(path: str, name: str, size: int) -> _Keys | None:
                 return keys
         except OSError:
             pass
+        if pack is not None:
+            keys.descriptor = None  # (still the caller's: not closed with these keys)
         sealed.close()
-    return _read_keys(path, name, size)
+    found = _read_keys(path, name, size)
+    if found is not None:
+        found.descriptor = pack
+    return found
 
 
 def _name_digest(pack: str) -> int:
