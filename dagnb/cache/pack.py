@@ -394,7 +394,7 @@ class PackIndex:
         then :attr:`generation` matches no file, so a hit in another thread meanwhile
         reads again (waiting for this one) rather than trust what is half read."""
         with self._lock:
-            if self._only_own_since():
+            if self.loaded and self._only_own_since():  # (a fresh index: no call)
                 self.refreshed = time.monotonic()
                 return True
             self.loaded, self.generation = False, _REFRESHING
@@ -406,8 +406,7 @@ class PackIndex:
                 if self.sizes and not set(names).issuperset(self.sizes):  # (a fresh one
                     self.reset()  # has read none: no generator made for it)
                 before = sum(self.sizes.values())
-                if not all([self._read(name) for name in names
-                            if name not in self.own or name not in self.sizes]):
+                if not self._read_all(names):
                     self.reset()  # one vanished while read: a compaction, read anew
                     continue
                 if sum(self.sizes.values()) == before or self._listing_held(names, generation):
@@ -417,6 +416,16 @@ class PackIndex:
             self.generation = generation if self.loaded else _REFRESHING
             self.refreshed = time.monotonic()
             return self.loaded and self._read_at_generation
+
+    def _read_all(self, names: list[str]) -> bool:
+        """Take in what packs ``names`` gained (each, even after one vanished; but the
+        packs a writer of this process holds, read already); False if one vanished."""
+        whole = True
+        own, sizes = self.own, self.sizes
+        for name in names:  # (a loop, not a comprehension: no function made and called)
+            if (name not in own or name not in sizes) and not self._read(name):
+                whole = False
+        return whole
 
     def _only_own_since(self) -> bool:
         """Whether the packs read are all this process's and the generation is what
