@@ -123,10 +123,11 @@ class _SealedKeys(_Keys):
 
     __slots__ = ("sealed", "searches")
 
-    def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
+    def __init__(self, sealed: SealedIndex, covered: int, path: str, descriptor: int) -> None:
         # (_Keys.__init__'s fields set here: a fresh process's first hit makes one)
         self.blob, self.covered, self.path, self.sealed = b"", covered, path, sealed
-        self.found = self.mapped = self.descriptor = None
+        self.descriptor = descriptor  # the pack's, open
+        self.found = self.mapped = None
         # lookups left before the one that makes the dict (counted down: each hit of a
         # fresh process passes here)
         self.searches = max(SEARCH_KEYS, sealed.count // _DICT_AFTER) - 1
@@ -172,25 +173,20 @@ def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
     return size, keys
 
 
-def _keys_of(path: str, name: str, size: int, pack: int | None = None) -> _Keys | None:
-    """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
-    it covers those bytes (but a short tail, walked) and the record it names last is
-    there, else its keys file (None: neither can be trusted). ``pack``: the pack's
-    descriptor, open already (the keys returned own it; None: they open the pack)."""
+def _keys_of(path: str, name: str, size: int, pack: int) -> _Keys | None:
+    """Where pack ``name`` (``size`` bytes now, open as descriptor ``pack``, which the
+    keys returned own) says its keys are: its sealed index if it covers those bytes (but
+    a short tail, walked) and the record it names last is there, else its keys file
+    (None: neither can be trusted)."""
     sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
               if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
     if sealed is not None:
-        keys = _SealedKeys(sealed, sealed.covered, path)
-        keys.descriptor = pack
         at, head = sealed.last
-        try:
-            keys.open()
-            if at <= sealed.covered - len(head) and keys.read(at, len(head)) == head:
-                return keys
+        try:  # (at is before covered, and covered within the pack: one pread, in range)
+            if at <= sealed.covered - len(head) and os.pread(pack, len(head), at) == head:
+                return _SealedKeys(sealed, sealed.covered, path, pack)
         except OSError:
             pass
-        if pack is not None:
-            keys.descriptor = None  # (still the caller's: not closed with these keys)
         sealed.close()
     found = _read_keys(path, name, size)
     if found is not None:
