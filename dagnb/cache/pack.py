@@ -714,17 +714,17 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     folder share it while one of them lives (see :class:`_LiveIndexes`)."""
     identity = identity or folder_identity(os.path.dirname(folder))
     live = context().get("cache.packs", _LiveIndexes)
-    spelled = ("spelled", folder)
-    with live.lock:
-        if identity is None:
+    spelled, indexes = ("spelled", folder), live.indexes
+    with live.lock.lock:  # (the indexes' weak references read in place: a fresh
+        if identity is None:  # process's first Memory() makes no call it can spare)
             index = live.get(spelled)
             if index is None:
                 index = PackIndex(folder)
                 live.put(spelled, index)
             return index
         name = ("identity", identity)
-        known = live.get(name)
-        index = known if known is not None else live.get(spelled)
+        known = (found := indexes.get(name)) and found()
+        index = known if known is not None else (found := indexes.get(spelled)) and found()
         if index is None or (index.folder != folder and folder_identity(
                 os.path.dirname(index.folder)) != identity):
             index = PackIndex(folder)  # none, or its folder is gone and its inode reused
