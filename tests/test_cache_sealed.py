@@ -594,3 +594,32 @@ def test_a_writer_seals_again_a_pack_whose_index_is_damaged(tmp_path):
     assert _index(pack).read_bytes() != bytes(damaged)
     # (a damaged index would be distrusted: the packs walked, no index in use)
     assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_keys._SealedKeys})
+
+
+def test_a_fresh_process_finds_a_packs_size_through_the_descriptor_it_reads_with(
+    tmp_path, monkeypatch
+):
+    """A pack is opened once and its size taken by ``fstat``: no ``stat`` walks its path
+    again. A pack whose keys cannot be used is closed at once (no descriptor left)."""
+    import gc
+
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    stats, real = [], os.stat
+
+    def recorded(path, *args, **kwargs):
+        stats.append(os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", recorded)
+    assert _fresh(tmp_path / "c", ["k0", "absent"]) == ([0, None], {pack_keys._SealedKeys})
+    assert str(pack) not in stats
+    monkeypatch.undo()
+    for path in (_index(pack), pack.with_name(pack.name + ".keys")):
+        path.unlink()
+    gc.collect()
+    before = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    assert _fresh(tmp_path / "c", ["k0"]) == ([0], set())
+    gc.collect()
+    if before is not None:
+        assert len(os.listdir("/proc/self/fd")) == before

@@ -396,6 +396,21 @@ def test_hits_go_to_one_journal_file_per_flush_and_compact(tmp_path):
     assert set(hits) == {journal_module.COMPACT_AT + 2}
 
 
+def test_a_store_makes_its_journal_of_uses_only_when_it_writes_or_reads_it(tmp_path):
+    """A hit counts in memory: the journal (its object too) waits for a flush."""
+    from dagnb.cache.keys import StepKey
+
+    out = tmp_path / "o"
+    out.mkdir()
+    Store(tmp_path / "c").save("s", StepKey("k", {}, {}), out_dir=out)
+    store = Store(tmp_path / "c")
+    assert store.lookup("s", StepKey("k", {}, {})) is not None
+    assert "_journal" not in vars(store)
+    store.flush()
+    assert "_journal" in vars(store)
+    assert store.entries().set_index("key")["hits"]["k"] == 1
+
+
 # ----------------------------------------------------------------------------- review
 
 

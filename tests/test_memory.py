@@ -873,3 +873,52 @@ def test_a_cached_function_cached_again_caches_its_function_and_is_forgotten_wit
     del once, twice
     gc.collect()
     assert len(memory_module._CACHED) == before - 2
+
+
+def test_a_function_cached_again_has_its_traits_remembered_while_they_hold(tmp_path):
+    """A plain function's keys, step name and kind are read once, then remembered (each
+    ``Memory(...).cache(func)`` asks again) while its code, defaults, module and name
+    are the same objects: one replaced is read again."""
+    from dagnb.cache import memory as memory_module
+
+    def add(x: int, y: int = 2) -> int:
+        return x + y
+
+    first = Memory(tmp_path / "a").cache(add)
+    assert id(add) in memory_module._TRAITS
+    again = Memory(tmp_path / "b").cache(add)
+    assert again(1) == 3 and first(1) == 3
+    assert again.store_name == first.store_name
+    add.__defaults__ = (10,)
+    assert Memory(tmp_path / "b").cache(add)(1) == 11  # the default read anew: a miss
+    add.__qualname__ = "renamed"
+    assert Memory(tmp_path / "b").cache(add).store_name.endswith(".renamed")
+
+    async def later(x: int) -> int:
+        return x
+
+    later_cached = Memory(tmp_path / "a").cache(later)
+    assert inspect.iscoroutinefunction(later_cached)
+    later.__code__ = add.__code__  # (a coroutine's code swapped for a plain function's)
+    assert not inspect.iscoroutinefunction(Memory(tmp_path / "a").cache(later))
+
+
+def test_remembered_traits_keep_no_function_alive_and_warn_anew(tmp_path):
+    import gc
+    import weakref
+
+    from dagnb.cache import memory as memory_module
+
+    def f(x: int) -> int:
+        return x
+
+    Memory(tmp_path).cache(f)
+    gone = weakref.ref(f)
+    del f
+    gc.collect()
+    assert gone() is None
+    assert all(found[0]() is not None for found in memory_module._TRAITS.values())
+    for _ in range(2):  # each cached function is warned of once, as before
+        cached = Memory(tmp_path).cache(_with_connection)
+        with pytest.warns(UserWarning, match=r"global 'connection' \(lock\) cannot be hashed"):
+            assert cached(1) == 2

@@ -82,6 +82,18 @@ class CallKeys(Generic[P]):
         self.template = (_key_template(self.names)
                          if self.names is not None and not self.ignore else None)
 
+    def copy(self, func: Callable[P, Any] | None) -> CallKeys[P]:
+        """The same keys for ``func`` (the very function they were made for, or None: a
+        copy kept to make others from, which keeps no function alive), with warnings of
+        their own (a function cached again is warned of anew), made without reading the
+        function again."""
+        keys: CallKeys[P] = object.__new__(CallKeys)
+        keys.func, keys.ignore, keys.opaque, keys.names = (
+            func, self.ignore, self.opaque, self.names)
+        keys.defaults, keys.labels, keys.template = self.defaults, self.labels, self.template
+        keys.unhashed = set()
+        return keys
+
     @property
     def signature(self) -> inspect.Signature:
         """The function's signature (a call that does not fit plain parameters binds)."""

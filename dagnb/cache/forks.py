@@ -28,23 +28,24 @@ def renew_in_child(objects: weakref.WeakSet[T], renew: Callable[[T], None]) -> N
 
 class ForkSafeLock:
     """A lock (``with`` it) that a forked child has anew, unlocked: for an object whose
-    lock is all it must renew."""
+    lock is all it must renew. ``with it.lock`` takes the lock itself, with no Python
+    call (read at each use: a child's is another)."""
 
-    __slots__ = ("__weakref__", "_lock")
+    __slots__ = ("__weakref__", "lock")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
         _LOCKS.add(self)
 
     def __enter__(self) -> ForkSafeLock:
-        self._lock.acquire()
+        self.lock.acquire()
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._lock.release()
+        self.lock.release()
 
     def _renew(self) -> None:
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()
 
 
 _LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()

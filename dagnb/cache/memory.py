@@ -450,6 +450,35 @@ class _Value:
         return f"ShelvedResult(value={short_repr(self.value, 60)})"
 
 
+# A plain function (by id, with a weak reference to it) -> the objects its traits were
+# made of, and its traits (keys kept without the function: they would keep it alive).
+# A function cached again (nilearn's memory.cache(f)(x) at each call, Memory.eval, a
+# fresh process's Memory on a second folder) is not read again.
+_TRAITS: dict[int, tuple[Any, ...]] = {}
+
+
+def _traits_of(func: Callable[..., Any], ignore: list[str]) -> tuple[CallKeys[Any], str, bool]:
+    """``func``'s call keys, step name and whether it is async: remembered for a plain
+    function cached with no ``ignore`` while its code, defaults, module and name stay
+    the very same objects and it has no attributes (``__wrapped__``, ``__signature__``,
+    a coroutine mark)."""
+    if ignore or type(func) is not types.FunctionType or func.__dict__:
+        return CallKeys(func, ignore), _step_name(func), _is_async(func)
+    found = _TRAITS.get(id(func))
+    if found is not None:  # (each compared by identity: a code object's == reads it whole)
+        ref, code, defaults, kwdefaults, module, qualname, keys, name, asynchronous = found
+        if (ref() is func and func.__code__ is code and func.__defaults__ is defaults
+                and func.__kwdefaults__ is kwdefaults and func.__module__ is module
+                and func.__qualname__ is qualname):
+            return keys.copy(func), name, asynchronous
+    keys, name, asynchronous = CallKeys(func, ignore), _step_name(func), _is_async(func)
+    ident = id(func)
+    _TRAITS[ident] = (weakref.ref(func, lambda _: _remove_dead(_TRAITS, ident)), func.__code__,
+                      func.__defaults__, func.__kwdefaults__, func.__module__,
+                      func.__qualname__, keys.copy(None), name, asynchronous)
+    return keys, name, asynchronous
+
+
 class _Calls:
     """What cached and uncached functions share: options, messages, the wrapper."""
 
@@ -458,7 +487,7 @@ class _Calls:
     def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
         self.func, self.options = func, options
         self.verbose: int = options["verbose"]
-        self.keys = CallKeys(func, options["ignore"])
+        self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
 
     def before(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.verbose > 0:
@@ -491,16 +520,12 @@ class _Calls:
 class _Uncached(_Calls):
     """``Memory(location=None)``: the function runs every time, nothing is stored."""
 
-    def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
-        super().__init__(func, options)
-        self.name = _step_name(func)
-
     def __reduce__(self) -> tuple[Any, ...]:
         return _Uncached, (self.func, self.options)
 
     def wrapper(self) -> Any:
         func = self.func
-        if _is_async(func):
+        if self.asynchronous:
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 start = time.time()
@@ -544,7 +569,6 @@ class _CachedCall(_Calls):
         super().__init__(func, options)
         self.ttl, self.mmap_mode = options["ttl"], options["mmap_mode"]
         self.valid: Validity | None = options["valid"]
-        self.name = _step_name(func)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
         if memory is not None:
             self._attach(memory)
@@ -681,7 +705,7 @@ class _CachedCall(_Calls):
         # The key is computed once, before running: the call may mutate its arguments
         # or the globals its code reads.
         func, keys = self.func, self.keys
-        if _is_async(func):
+        if self.asynchronous:
 
             async def run(*args: Any, **kwargs: Any) -> Any:
                 key = keys.digest(args, kwargs)

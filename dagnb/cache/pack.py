@@ -72,6 +72,7 @@ import _thread
 import contextlib
 import fcntl
 import mmap
+import operator
 import os
 import time
 import uuid
@@ -84,7 +85,7 @@ import xxhash
 
 from dagnb.cache.backend import folder_identity
 from dagnb.cache.forks import ForkSafeLock, renew_in_child
-from dagnb.cache.pack_keys import KEYS, SEARCH_KEYS, _Keys, _keys_of
+from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _opened_with_keys
 from dagnb.cache.pack_records import (
     _DAMAGED,
     _FRAME,
@@ -132,6 +133,7 @@ WALK_AFTER = 2  # a fresh process searches packs for keys until it searched them
 PACKS = ".packs"  # the folder of the packs, in the cache folder
 GENERATION = "generation"  # a file of the packs folder that grows by a byte whenever a
 #                            record others may serve is removed or replaced (see get())
+_IS_PACK = operator.methodcaller("endswith", SUFFIX)  # a pack's file name
 _RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over this often
 
 
@@ -209,7 +211,7 @@ class PackIndex:
             self._generation_file = -1
         try:
             self._generation_file = os.open(
-                self._generation_path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+                self._generation_path, READ_ONLY)
         except OSError:
             return None
         return os.fstat(self._generation_file)
@@ -392,7 +394,7 @@ class PackIndex:
         then :attr:`generation` matches no file, so a hit in another thread meanwhile
         reads again (waiting for this one) rather than trust what is half read."""
         with self._lock:
-            if self._only_own_since():
+            if self.loaded and self._only_own_since():  # (a fresh index: no call)
                 self.refreshed = time.monotonic()
                 return True
             self.loaded, self.generation = False, _REFRESHING
@@ -401,11 +403,10 @@ class PackIndex:
                 self._read_at_generation = False
                 generation = self._generation_now()
                 names = self._listing(generation)
-                if any(name not in names for name in self.sizes):
-                    self.reset()
+                if self.sizes and not set(names).issuperset(self.sizes):  # (a fresh one
+                    self.reset()  # has read none: no generator made for it)
                 before = sum(self.sizes.values())
-                if not all([self._read(name) for name in names
-                            if name not in self.own or name not in self.sizes]):
+                if not self._read_all(names):
                     self.reset()  # one vanished while read: a compaction, read anew
                     continue
                 if sum(self.sizes.values()) == before or self._listing_held(names, generation):
@@ -415,6 +416,16 @@ class PackIndex:
             self.generation = generation if self.loaded else _REFRESHING
             self.refreshed = time.monotonic()
             return self.loaded and self._read_at_generation
+
+    def _read_all(self, names: list[str]) -> bool:
+        """Take in what packs ``names`` gained (each, even after one vanished; but the
+        packs a writer of this process holds, read already); False if one vanished."""
+        whole = True
+        own, sizes = self.own, self.sizes
+        for name in names:  # (a loop, not a comprehension: no function made and called)
+            if (name not in own or name not in sizes) and not self._read(name):
+                whole = False
+        return whole
 
     def _only_own_since(self) -> bool:
         """Whether the packs read are all this process's and the generation is what
@@ -448,7 +459,7 @@ class PackIndex:
     def _names(self) -> list[str]:
         """The packs of the folder now."""
         try:
-            return [n for n in os.listdir(self.folder) if n.endswith(SUFFIX)]
+            return list(filter(_IS_PACK, os.listdir(self.folder)))  # (no Python loop)
         except (FileNotFoundError, NotADirectoryError):
             return []
 
@@ -514,18 +525,20 @@ class PackIndex:
         """Take in what pack ``name`` gained; False if it vanished (a compaction)."""
         done = self.sizes.get(name, 0)
         path = f"{self.folder}/{name}"
+        # (a pack searched has its size: one of _blobs is never fresh)
+        fresh = done == 0 and (self._keyed or not self.records)
         try:
-            size = os.stat(path).st_size
+            if fresh and self._trust_keys:  # a fresh process: keys looked up in its keys
+                # file, and the pack opened as it is now (a compaction may remove it later)
+                size, keys = _opened_with_keys(path, name)
+            else:
+                size, keys = os.stat(path).st_size, None
             if size <= done:  # most packs did not grow: one stat
                 return True
             if name in self._blobs:  # it grew: walk what was read, then read on
                 self._walk_blobs()
                 done = self.sizes.get(name, 0)
-            fresh = done == 0 and (self._keyed or not self.records)
-            keys = _keys_of(path, name, size) if fresh and self._trust_keys else None
             if keys is not None:
-                keys.open()  # a fresh process: keys looked up in its keys file, and the
-                #              pack as it is now (a compaction may remove it later)
                 self._keyed[name] = keys
                 if self._keys_searched >= SEARCH_KEYS:  # the others have dicts already
                     keys.index()
@@ -657,7 +670,7 @@ def _mapped(path: str) -> mmap.mmap:
 def _held(path: str) -> bool:
     """Whether a writer holds the pack (its last record may be half written)."""
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, READ_ONLY)
     except OSError:
         return False
     try:
@@ -701,22 +714,21 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     folder share it while one of them lives (see :class:`_LiveIndexes`)."""
     identity = identity or folder_identity(os.path.dirname(folder))
     live = context().get("cache.packs", _LiveIndexes)
-    spelled = ("spelled", folder)
-    with live.lock:
-        if identity is None:
+    spelled, indexes = ("spelled", folder), live.indexes
+    with live.lock.lock:  # (the indexes' weak references read in place: a fresh
+        if identity is None:  # process's first Memory() makes no call it can spare)
             index = live.get(spelled)
             if index is None:
                 index = PackIndex(folder)
                 live.put(spelled, index)
             return index
         name = ("identity", identity)
-        index = live.get(name)
-        if index is None:
-            index = live.get(spelled)
+        known = (found := indexes.get(name)) and found()
+        index = known if known is not None else (found := indexes.get(spelled)) and found()
         if index is None or (index.folder != folder and folder_identity(
                 os.path.dirname(index.folder)) != identity):
             index = PackIndex(folder)  # none, or its folder is gone and its inode reused
-        if live.get(name) is not index:
+        if known is not index:
             live.put(name, index)
     if index.folder != folder and not index.settled:  # two spellings of one folder: the
         real_root = os.path.realpath(os.path.dirname(folder))  # one no symlink can move

@@ -13,7 +13,7 @@ from collections.abc import Callable
 import xxhash
 
 from dagnb.cache.pack_records import _FRAME, _HEAD, _TAIL
-from dagnb.cache.sealed import SEALED, SealedIndex, may_be_sealed, write_sealed
+from dagnb.cache.sealed import READ_ONLY, SEALED, SealedIndex, may_be_sealed, write_sealed
 
 KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
@@ -76,7 +76,7 @@ class _Keys:
         """Open the pack now, as its keys file is read: what is read of it later is of
         this file even if a compaction removes it meanwhile (as a mapping would be)."""
         if self.descriptor is None:
-            self.descriptor = os.open(self.path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            self.descriptor = os.open(self.path, READ_ONLY)
 
     def read(self, offset: int, length: int) -> bytes:
         """The ``length`` bytes of the pack at ``offset`` (no more than the file covers):
@@ -123,9 +123,11 @@ class _SealedKeys(_Keys):
 
     __slots__ = ("sealed", "searches")
 
-    def __init__(self, sealed: SealedIndex, covered: int, path: str) -> None:
-        super().__init__(b"", covered, path)
-        self.sealed = sealed
+    def __init__(self, sealed: SealedIndex, covered: int, path: str, descriptor: int) -> None:
+        # (_Keys.__init__'s fields set here: a fresh process's first hit makes one)
+        self.blob, self.covered, self.path, self.sealed = b"", covered, path, sealed
+        self.descriptor = descriptor  # the pack's, open
+        self.found = self.mapped = None
         # lookups left before the one that makes the dict (counted down: each hit of a
         # fresh process passes here)
         self.searches = max(SEARCH_KEYS, sealed.count // _DICT_AFTER) - 1
@@ -155,23 +157,41 @@ class _SealedKeys(_Keys):
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
 
 
-def _keys_of(path: str, name: str, size: int) -> _Keys | None:
-    """Where pack ``name`` (``size`` bytes now) says its keys are: its sealed index if
-    it covers those bytes (but a short tail, walked) and the record it names last is
-    there, else its keys file (None: neither can be trusted)."""
+def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
+    """Pack ``name`` opened (its size by ``fstat``: its path walked once, not twice) and
+    where it says its keys are (see :func:`_keys_of`), which then own the descriptor;
+    ``(size, None)`` when they cannot be trusted (the pack closed again)."""
+    descriptor = os.open(path, READ_ONLY)
+    keys = None
+    try:
+        size = os.fstat(descriptor).st_size
+        if size:
+            keys = _keys_of(path, name, size, descriptor)
+    finally:
+        if keys is None:
+            os.close(descriptor)
+    return size, keys
+
+
+def _keys_of(path: str, name: str, size: int, pack: int) -> _Keys | None:
+    """Where pack ``name`` (``size`` bytes now, open as descriptor ``pack``, which the
+    keys returned own) says its keys are: its sealed index if it covers those bytes (but
+    a short tail, walked) and the record it names last is there, else its keys file
+    (None: neither can be trusted)."""
     sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
               if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
     if sealed is not None:
-        keys = _SealedKeys(sealed, sealed.covered, path)
         at, head = sealed.last
-        try:
-            keys.open()
-            if at <= sealed.covered - len(head) and keys.read(at, len(head)) == head:
-                return keys
+        try:  # (at is before covered, and covered within the pack: one pread, in range)
+            if at <= sealed.covered - len(head) and os.pread(pack, len(head), at) == head:
+                return _SealedKeys(sealed, sealed.covered, path, pack)
         except OSError:
             pass
         sealed.close()
-    return _read_keys(path, name, size)
+    found = _read_keys(path, name, size)
+    if found is not None:
+        found.descriptor = pack
+    return found
 
 
 def _name_digest(pack: str) -> int:
@@ -217,7 +237,7 @@ def _read_whole(path: str) -> bytes:
     """A file's bytes, with no file object: a small one with one ``read`` and no
     ``fstat`` (a fresh process's first hit reads one; a read that returns less than it
     asked for ended the file), a large one in one more ``read`` of the size it has."""
-    descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    descriptor = os.open(path, READ_ONLY)
     try:
         chunks = [os.read(descriptor, _READ_AT_ONCE)]
         if len(chunks[0]) == _READ_AT_ONCE:
@@ -245,7 +265,7 @@ def _seal(path: str, keys_blob: bytes, covered: int) -> None:
     put in place after the pack was removed (a clear meanwhile) is removed."""
     last_at = _KEY.unpack_from(keys_blob, len(keys_blob) - _KEY.size)[1]
     try:
-        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        descriptor = os.open(path, READ_ONLY)
         try:
             last_head = os.pread(descriptor, _HEAD.size, last_at)
         finally:

@@ -46,6 +46,7 @@ __all__ = [
     "sealed_entries", "should_seal", "write_sealed",
 ]
 
+READ_ONLY = os.O_RDONLY | getattr(os, "O_CLOEXEC", 0)  # how packs and their indexes are opened
 SEALED = ".idx"  # a pack's sealed index: <name>.pack.idx
 SEAL_FROM = 256  # a keys file of fewer entries (9 KB) costs a fresh process little to read
 _HEAD = struct.Struct("<4sHHQQIIQ16sQQ")
@@ -161,10 +162,12 @@ class SealedIndex:
     __slots__ = ("bits", "count", "covered", "descriptor", "entries_start", "entry_size",
                  "last", "page", "whole")
 
-    def __init__(self, descriptor: int, page: bytes, entry_size: int) -> None:
+    def __init__(self, descriptor: int, page: bytes, entry_size: int,
+                 fields: tuple | None = None) -> None:
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
         self.whole = False  # page holds the whole index, checked (see load)
-        fields = _HEAD.unpack_from(page)
+        if fields is None:  # (open() passes its head, unpacked once)
+            fields = _HEAD.unpack_from(page)
         self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
         # where the entries start, after the head and the fanout (each find needs it)
         self.entries_start = _HEAD.size + _BUCKET.size * (1 << self.bits)
@@ -177,17 +180,18 @@ class SealedIndex:
         covers all of the pack but at most :data:`TAIL_WALK` bytes; else None. The
         caller checks :attr:`last` against the pack, and walks what it does not cover."""
         try:
-            descriptor = os.open(path + SEALED, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+            descriptor = os.open(path + SEALED, READ_ONLY)
         except OSError:
             return None
         try:
             page = os.pread(descriptor, _PAGE, 0)
         except OSError:
             page = b""
-        if not _head_holds(page, name_digest, size, entry_size):
+        fields = _head_if_whole(page, name_digest, size, entry_size)
+        if fields is None:
             os.close(descriptor)
             return None
-        return cls(descriptor, page, entry_size)
+        return cls(descriptor, page, entry_size, fields)
 
     def find(self, digest: bytes) -> bytes | None:
         """The entry of ``digest`` (its keys file's bytes), or None; ValueError when the
@@ -259,18 +263,20 @@ class SealedIndex:
             self.descriptor = -1
 
 
-def _head_holds(page: bytes, name_digest: int, size: int, entry_size: int) -> bool:
-    """Whether an index whose first page is ``page`` has a whole head, is of this pack
-    (its name), covers the pack's ``size`` bytes but at most :data:`TAIL_WALK`, and is
-    as long as its head says (when the page holds all of it)."""
-    if len(page) < _HEAD.size or not _head_digest_holds(page):
-        return False
-    magic, version, bits, digest, covered, count, *_ = _HEAD.unpack_from(page)
-    if (magic, version, digest) != (_MAGIC, _VERSION, name_digest):
-        return False
-    if not covered <= size <= covered + TAIL_WALK:
-        return False
-    if not 1 <= bits <= 24:
-        return False
+def _head_if_whole(page: bytes, name_digest: int, size: int, entry_size: int) -> tuple | None:
+    """The fields of the head at the start of ``page`` if the index has a whole head, is
+    of this pack (its name), covers the pack's ``size`` bytes but at most
+    :data:`TAIL_WALK`, and is as long as its head says (when the page holds all of it);
+    else None. (One unpack, the head's digest checked inline: a fresh process's first
+    hit passes here once per pack.)"""
+    end = _HEAD.size - 8
+    if len(page) < _HEAD.size or xxhash.xxh3_64_intdigest(page[:end]) != int.from_bytes(
+            page[end:_HEAD.size], "little"):
+        return None
+    fields = _HEAD.unpack_from(page)
+    magic, version, bits, digest, covered, count = fields[:6]
+    if (magic != _MAGIC or version != _VERSION or digest != name_digest
+            or not covered <= size <= covered + TAIL_WALK or not 1 <= bits <= 24):
+        return None
     total = _HEAD.size + _BUCKET.size * (1 << bits) + count * entry_size
-    return len(page) == (total if total < _PAGE else _PAGE)
+    return fields if len(page) == (total if total < _PAGE else _PAGE) else None

@@ -225,9 +225,6 @@ class Store(Housekeeping):
             self.backend = get_backend(backend)(location)
         self.clock = clock
         self.default_ttl = parse_duration(default_ttl, what="default_ttl")
-        self._journal = AccessJournal(
-            self.backend, lambda: self._new_folder(".tmp-"), exists=self._exists
-        )
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
@@ -243,6 +240,11 @@ class Store(Housekeeping):
         self._flush_failed = False  # warned once already
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(self)
+
+    @functools.cached_property
+    def _journal(self) -> AccessJournal:
+        """The journal of uses, made when first written or read (a hit needs none)."""
+        return AccessJournal(self.backend, lambda: self._new_folder(".tmp-"), exists=self._exists)
 
     @property
     def location(self) -> Path:
