@@ -566,3 +566,35 @@ def test_a_changed_record_met_by_a_lookup_is_reported_once(tmp_path, keys_file):
             warnings.simplefilter("error")
             assert store.lookup("s", "k1") is None
             assert store.lookup("s", "k2").result() == {"value": 2}
+
+
+def test_writers_whose_flock_does_not_exclude_each_other_write_over_nothing(
+        tmp_path, monkeypatch):
+    """A network mount whose flock locks within one host only: writers on two hosts
+    both hold one pack. Each record goes at the pack's end as the file says then, so
+    every record of both is kept (a writer that remembered where it last wrote, wrote
+    over the other's)."""
+    with isolated():
+        first = Store(tmp_path)
+        _save(first, "s", "k0", 0)
+        first.close()
+    monkeypatch.setattr("dagnb.cache.pack_writer.fcntl.flock", lambda *_: None)
+    with isolated():  # "host A"
+        a = Store(tmp_path)
+        _save(a, "s", "a1", 1)  # adopts the pack
+        with isolated():  # "host B", the same pack
+            b = Store(tmp_path)
+            _save(b, "s", "b1", 2)
+            _save(a, "s", "a2", 3)
+            _save(b, "s", "b2", 4)
+            b.close()
+        a.close()
+    (pack,) = _packs(tmp_path)
+    records, _, problems, torn = decode(pack.read_bytes(), pack.name)
+    assert [r.key for r in records] == ["k0", "a1", "b1", "a2", "b2"]
+    assert (problems, torn) == ([], False)
+    with isolated(), warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = Store(tmp_path)
+        assert {k: store.lookup("s", k).result() for k in ("k0", "a1", "b1", "a2", "b2")} == {
+            "k0": 0, "a1": 1, "b1": 2, "a2": 3, "b2": 4}

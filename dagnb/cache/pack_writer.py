@@ -60,8 +60,6 @@ class PackWriter:
     def __init__(self, index: PackIndex) -> None:
         self.index = index
         self._descriptor: int | None = None
-        self._end = 0  # where the pack held ends: its next record's offset (only this
-        #                writer appends there while it holds the pack's flock)
         self._name = ""
         self._lock = threading.Lock()
         self._keys: int | None = None  # the keys file's descriptor
@@ -77,9 +75,12 @@ class PackWriter:
         """Write one record with one ``write()``; the index takes it in."""
         with self._lock:
             descriptor = self._open()
-            before = self._end  # (kept: no lseek per record)
+            # (the end as the file says, not as this writer last left it: a flock that
+            # locks within one host only, as some network mounts give, lets another host
+            # append meanwhile, and a remembered end would write over its records)
+            before = os.lseek(descriptor, 0, os.SEEK_END)
             try:
-                written = os.pwrite(descriptor, record_bytes, before)
+                written = os.write(descriptor, record_bytes)
             except OSError:
                 self._release()  # what it wrote may be torn: never appended to again
                 raise
@@ -87,7 +88,6 @@ class PackWriter:
                 self._release()
                 raise OSError(f"pack {self._name!r}: only {written} of "
                               f"{len(record_bytes)} bytes written")
-            self._end = before + written
             record.pack = self._name
             self.index.grew(self._name, before, record_bytes, record)
             self._add_key(record_bytes, before)
@@ -135,7 +135,7 @@ class PackWriter:
             # one whose keys file does not cover it whole
             size = os.fstat(descriptor).st_size
             if self.index.settle(name) == size and self._adopt_keys(name, size):
-                return self._held_now(descriptor, name, size)
+                return self._held_now(descriptor, name)
             os.close(descriptor)
         name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}{SUFFIX}"
         descriptor = self._hold(name, create=True)
@@ -146,11 +146,10 @@ class PackWriter:
                           "this entry gets a folder")
         self._new_keys(name)
         self.index.bump()  # a pack more: the other processes list the folder again
-        return self._held_now(descriptor, name, 0)
+        return self._held_now(descriptor, name)
 
-    def _held_now(self, descriptor: int, name: str, size: int) -> int:
+    def _held_now(self, descriptor: int, name: str) -> int:
         self._descriptor, self._name, self._pid = descriptor, name, os.getpid()
-        self._end = size
         self.index.own.add(name)
         return descriptor
 

@@ -857,7 +857,7 @@ def _inline_text(inline: Mapping[str, Any]) -> str:
     """``_SORTED(inline)``, the text a packed entry's output digest is of: most Python
     steps' result (None, a bool, an int) written without the encoder, whose every call
     cost a first run some 5,000 instructions a step."""
-    if len(inline) == 1:
+    if type(inline) is dict and len(inline) == 1:  # (what encode_inline makes)
         value = inline.get("json", inline)  # (inline itself: no scalar)
         if type(value) is int:
             return f'{{"json": {int.__repr__(value)}}}'
