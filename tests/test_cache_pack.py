@@ -598,3 +598,25 @@ def test_writers_whose_flock_does_not_exclude_each_other_write_over_nothing(
         store = Store(tmp_path)
         assert {k: store.lookup("s", k).result() for k in ("k0", "a1", "b1", "a2", "b2")} == {
             "k0": 0, "a1": 1, "b1": 2, "a2": 3, "b2": 4}
+
+
+def test_an_index_let_go_at_exit_reports_nothing(tmp_path, monkeypatch):
+    """At exit, the weak references' callbacks may run once the module's globals are
+    None: the registry's forgets its index all the same, with no "Exception ignored"."""
+    import gc
+    import weakref
+
+    import dagnb.cache.pack as pack_module
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    with isolated():
+        store = Store(tmp_path)
+        _save(store, "s", "k", 1)
+        store.close()
+        index = weakref.ref(pack_module.index_of(f"{tmp_path}/.packs"))
+        monkeypatch.setattr(pack_module, "_remove_dead_weakref", None)  # (as at exit)
+        del store
+        gc.collect()
+        assert index() is None
+    assert unraisable == []

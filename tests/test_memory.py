@@ -922,3 +922,25 @@ def test_remembered_traits_keep_no_function_alive_and_warn_anew(tmp_path):
         cached = Memory(tmp_path).cache(_with_connection)
         with pytest.warns(UserWarning, match=r"global 'connection' \(lock\) cannot be hashed"):
             assert cached(1) == 2
+
+
+def test_a_cached_function_let_go_at_exit_reports_nothing(tmp_path, monkeypatch):
+    """At exit, the weak references' callbacks may run once the module's globals are
+    None: the tables forget the function all the same, with no "Exception ignored"."""
+    import gc
+
+    from dagnb.cache import memory as memory_module
+
+    unraisable: list[object] = []
+    monkeypatch.setattr(sys, "unraisablehook", unraisable.append)
+    namespace: dict[str, object] = {}
+    exec("def f(x):\n    return x + 1\n", namespace)
+    cached = Memory(tmp_path).cache(namespace["f"])
+    assert cached(1) == 2
+    traits, noted = memory_module._TRAITS, memory_module._CACHED
+    for name in ("_TRAITS", "_CACHED", "_remove_dead"):
+        monkeypatch.setattr(memory_module, name, None)  # (as at exit)
+    del cached, namespace
+    gc.collect()
+    assert unraisable == []
+    assert not any(found[0]() is None for found in (*traits.values(), *noted.values()))

@@ -361,7 +361,14 @@ def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
 def _note_cached(run: Callable[..., Any], func: Callable[..., Any]) -> None:
     """Remember that ``run`` caches ``func`` (forgotten with ``run``)."""
     ident = id(run)
-    _CACHED[ident] = (weakref.ref(run, lambda _: _remove_dead(_CACHED, ident)), func)
+    _CACHED[ident] = (weakref.ref(run, _forgetting(_CACHED, ident)), func)
+
+
+def _forgetting(table: dict[int, tuple[Any, ...]], ident: int) -> Callable[[Any], None]:
+    """The callback of a weak reference kept in ``table`` under ``ident``: it removes it.
+    (Its table and function bound now: at exit the module's globals may be gone when
+    it is called.)"""
+    return lambda _, remove=_remove_dead: remove(table, ident)
 
 
 def _remove_dead(table: dict[int, tuple[weakref.ref[Any], Any]], ident: int) -> None:
@@ -473,7 +480,7 @@ def _traits_of(func: Callable[..., Any], ignore: list[str]) -> tuple[CallKeys[An
             return keys.copy(func), name, asynchronous
     keys, name, asynchronous = CallKeys(func, ignore), _step_name(func), _is_async(func)
     ident = id(func)
-    _TRAITS[ident] = (weakref.ref(func, lambda _: _remove_dead(_TRAITS, ident)), func.__code__,
+    _TRAITS[ident] = (weakref.ref(func, _forgetting(_TRAITS, ident)), func.__code__,
                       func.__defaults__, func.__kwdefaults__, func.__module__,
                       func.__qualname__, keys.copy(None), name, asynchronous)
     return keys, name, asynchronous

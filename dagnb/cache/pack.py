@@ -701,8 +701,10 @@ class _LiveIndexes:
 
     def put(self, name: tuple[str, object], index: PackIndex) -> None:
         indexes = self.indexes
-        # (gone with the index: removed only while it is still the dead reference)
-        indexes[name] = weakref.ref(index, lambda _: _remove_dead_weakref(indexes, name))
+        # (gone with the index: removed only while it is still the dead reference; the
+        # function bound now: at exit the module's globals may be gone when it is called)
+        indexes[name] = weakref.ref(
+            index, lambda _, remove=_remove_dead_weakref: remove(indexes, name))
 
 
 def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
