@@ -45,6 +45,7 @@ from typing import Any
 
 from dagnb.cache.backend import make_folder
 from dagnb.cache.background import Background
+from dagnb.model.jsontext import encoder
 
 __all__ = [
     "DONE_STATES",
@@ -237,9 +238,12 @@ def _logged(path: Path) -> list[dict[str, Any]]:
     return found
 
 
+_COMPACT = encoder(separators=(",", ":"))  # json.dumps' text, its C encoder made once
+
+
 def _append_record(path: Path | str, record: Mapping[str, Any]) -> int:
     """Append one record, in one write, under the log's lock; the log's size after."""
-    data = f"\n{json.dumps(record, separators=(',', ':'))}\n".encode()
+    data = f"\n{_COMPACT(record)}\n".encode()
     with _appender.lock:
         descriptor, size = _appender.locked(os.fspath(path))
         try:
