@@ -31,7 +31,7 @@ from dagnb.fingerprint import (
     text_digest,
     value_digest,
 )
-from dagnb.model.jsontext import encoder
+from dagnb.model.jsontext import SCALAR_TEXTS, encoder
 from dagnb.model.step import Step
 
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
@@ -103,16 +103,13 @@ def _params_text(params: Mapping[str, Any]) -> str:
         elif kind is str:
             text = _quoted(value)
         elif value is None or kind is bool:
-            text = _SCALAR_TEXTS[value]
+            text = SCALAR_TEXTS[value]
         else:  # a float (NaN, its shortest text), a list, a dict...
             return _canonical(dict(params))
         if type(name) is not str:
             return _canonical(dict(params))
         items.append(f"{_quoted(name)}:{text}")
     return "{" + ",".join(items) + "}"
-
-
-_SCALAR_TEXTS = {None: "null", True: "true", False: "false"}  # (asked of None or a bool only)
 
 
 class _Builder:

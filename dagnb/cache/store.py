@@ -120,6 +120,7 @@ from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
+from dagnb.model.jsontext import SCALAR_TEXTS
 from dagnb.model.results import (
     RESULT_FILES,
     decode_inline,
@@ -862,11 +863,9 @@ def _inline_text(inline: Mapping[str, Any]) -> str:
         if type(value) is int:
             return f'{{"json": {int.__repr__(value)}}}'
         if value is None or type(value) is bool:
-            return f'{{"json": {_SCALAR_TEXTS[value]}}}'
+            return f'{{"json": {SCALAR_TEXTS[value]}}}'
     return _SORTED(inline)
 
-
-_SCALAR_TEXTS = {None: "null", True: "true", False: "false"}  # (asked of None or a bool only)
 
 
 async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:

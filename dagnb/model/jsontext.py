@@ -23,7 +23,9 @@ try:
 except ImportError:  # (another Python, without the C accelerator)
     _c_make_encoder = None
 
-__all__ = ["encoder"]
+__all__ = ["SCALAR_TEXTS", "encoder"]
+
+SCALAR_TEXTS = {None: "null", True: "true", False: "false"}  # JSON of None and the bools
 
 
 def encoder(*, sort_keys: bool = False, separators: tuple[str, str] = (", ", ": "),
