@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from dagnb.model.jsontext import encoder
+from dagnb.model.jsontext import encoder, scalar_text
 
 
 class _Number(enum.IntEnum):
@@ -57,3 +57,17 @@ def test_the_text_is_the_stdlib_text(options):
 def test_a_value_that_holds_itself_is_refused_as_json_refuses_it():
     with pytest.raises(ValueError, match="Circular reference"):
         encoder()(_CYCLE)
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+@pytest.mark.parametrize("value", [0, -1, 10**30, -(10**30), True, False, None])
+def test_a_scalar_is_written_as_the_encoder_writes_it(value):
+    assert scalar_text(value) == json.dumps(value)
+
+
+@pytest.mark.parametrize("value", [1.0, "1", _Level.LOW, [1], {"a": 1}, b"1"])
+def test_any_other_value_is_left_to_the_encoder(value):
+    assert scalar_text(value) is None  # (an int subclass too: the encoder says what it is)

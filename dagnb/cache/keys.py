@@ -31,7 +31,7 @@ from dagnb.fingerprint import (
     text_digest,
     value_digest,
 )
-from dagnb.model.jsontext import SCALAR_TEXTS, encoder
+from dagnb.model.jsontext import encoder, scalar_text
 from dagnb.model.step import Step
 
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
@@ -97,14 +97,8 @@ def _params_text(params: Mapping[str, Any]) -> str:
     items = []
     for name in names:
         value = params[name]
-        kind = type(value)
-        if kind is int:
-            text = int.__repr__(value)
-        elif kind is str:
-            text = _quoted(value)
-        elif value is None or kind is bool:
-            text = SCALAR_TEXTS[value]
-        else:  # a float (NaN, its shortest text), a list, a dict...
+        text = _quoted(value) if type(value) is str else scalar_text(value)
+        if text is None:  # a float (NaN, its shortest text), a list, a dict...
             return _canonical(dict(params))
         if type(name) is not str:
             return _canonical(dict(params))

@@ -648,6 +648,12 @@ class PackIndex:
                     found.append(record)
         return found
 
+    @property
+    def may_have_problems(self) -> bool:
+        """Whether :meth:`take_problems` may find damage (asked with no lock: a miss's
+        look asks, and most find none)."""
+        return bool(self.problems or self._torn)
+
     def take_problems(self) -> list[Problem]:
         """The damage found since the last call (each reported once)."""
         with self._lock:

@@ -120,7 +120,7 @@ from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
-from dagnb.model.jsontext import SCALAR_TEXTS
+from dagnb.model.jsontext import scalar_text
 from dagnb.model.results import (
     RESULT_FILES,
     decode_inline,
@@ -349,7 +349,7 @@ class Store(Housekeeping):
         packs = self._packs
         if not recent or time.monotonic() - packs.refreshed > _RECENT_S:
             packs.refresh()
-        if packs.problems or packs._torn:  # (most looks find none: no lock taken for it)
+        if packs.may_have_problems:  # (most looks find none: no lock taken for them)
             self._report_pack_damage()
         record = packs.get(step_name, key)
         return None if record is None else self._packed(record)
@@ -859,13 +859,10 @@ def _inline_text(inline: Mapping[str, Any]) -> str:
     steps' result (None, a bool, an int) written without the encoder, whose every call
     cost a first run some 5,000 instructions a step."""
     if type(inline) is dict and len(inline) == 1:  # (what encode_inline makes)
-        value = inline.get("json", inline)  # (inline itself: no scalar)
-        if type(value) is int:
-            return f'{{"json": {int.__repr__(value)}}}'
-        if value is None or type(value) is bool:
-            return f'{{"json": {SCALAR_TEXTS[value]}}}'
+        text = scalar_text(inline.get("json", inline))  # (inline itself: no scalar)
+        if text is not None:
+            return f'{{"json": {text}}}'
     return _SORTED(inline)
-
 
 
 async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:
