@@ -242,6 +242,7 @@ def small_seals(monkeypatch):
     monkeypatch.setattr(sealed_module, "SEAL_FROM", 4)
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 def test_a_damaged_or_cut_sealed_index_never_changes_what_is_served(tmp_path, small_seals):
     _filled(tmp_path / "c", 8)
     (pack,) = packs(tmp_path / "c")
@@ -291,6 +292,7 @@ def _older_elsewhere(location: Path, remove: bool) -> Path:
     return index
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 @pytest.mark.parametrize("remove", [False, True], ids=["replaced", "removed"])
 def test_damage_to_a_sealed_index_never_lets_an_older_record_of_another_pack_win(
     tmp_path, remove

@@ -245,6 +245,7 @@ def cli_runs(tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(root=root, local=local, dagger=remote, execs=execs)
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 def test_cli_runs_the_example_workflow_on_dagger(cli_runs, example_runs):
     local, remote = cli_runs.local, cli_runs.dagger
     assert remote.returncode == 0, remote.stdout + remote.stderr

@@ -471,7 +471,8 @@ def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
     assert done.returncode == 0, done.stdout + done.stderr
     assert any(line.split()[:2] == ["fit", "cached"] for line in done.stdout.splitlines()), (
         done.stdout)  # (the notebook's class keyed by its source, as the saved module's)
-    assert dagnb.load(tmp_path / "flow.yml").run(cache=False).result("fit") == 18
+    rerun = dagnb.load(tmp_path / "flow.yml").run(cache=False, cache_directory=tmp_path / "c")
+    assert rerun.result("fit") == 18  # (its run's record in tmp_path, not this folder)
 
 
 def test_save_writes_no_secret_and_the_saved_steps_find_the_helper_modules_beside_them(

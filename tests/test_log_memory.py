@@ -114,6 +114,7 @@ print(state, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024
 """
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 def test_sixty_megabytes_of_output_cost_little_memory_live_and_replayed(tmp_path):
     def grown() -> tuple[str, int]:
         done = subprocess.run([sys.executable, "-c", RSS_SCRIPT, str(tmp_path / "c")],

@@ -499,6 +499,7 @@ class _SilentEndpoint:
             connection.close()
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 def test_a_store_that_never_answers_costs_a_lookup_two_attempts(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -743,6 +744,7 @@ def test_interrupted_uploads_leave_nothing_a_reader_accepts(
     assert len(blobs) > 3 * len(manifests)  # some cut uploads left blobs, never a manifest
 
 
+@pytest.mark.slow  # several seconds: on CI's main leg only
 def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
     script = textwrap.dedent("""\
         import resource, sys
