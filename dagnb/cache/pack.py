@@ -436,6 +436,12 @@ class PackIndex:
                 and self.own.issuperset(self.sizes)
                 and self._generation_now() == self.generation)
 
+    def others_may_have_written(self) -> bool:
+        """Whether a :meth:`refresh` may find anything new: False once the packs read
+        are all this process's and the generation is what the last refresh saw (one
+        ``fstat``, see :meth:`_only_own_since`)."""
+        return not self._only_own_since()
+
     def _listing_held(self, names: list[str], generation: os.stat_result | None) -> bool:
         """Whether a listing taken after ``generation`` was read still holds: the
         generation is the same (one ``fstat``), or a listing now names the same packs

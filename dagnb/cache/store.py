@@ -347,10 +347,17 @@ class Store(Housekeeping):
         ``recent``: unless they were read in the last few milliseconds."""
         assert self._packs is not None
         packs = self._packs
+        news = True
         if not recent or time.monotonic() - packs.refreshed > _RECENT_S:
-            packs.refresh()
+            # (nothing written by another process since the look before this one: it
+            # holds, no second look: a first run's look under each key's lock)
+            news = packs.others_may_have_written()
+            if news:
+                packs.refresh()
         if packs.may_have_problems:  # (most looks find none: no lock taken for them)
             self._report_pack_damage()
+        if not news:
+            return None
         record = packs.get(step_name, key)
         return None if record is None else self._packed(record)
 
