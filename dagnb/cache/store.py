@@ -115,7 +115,12 @@ from dagnb.cache.pack import (
     index_of,
 )
 from dagnb.cache.pack_writer import PackWriter
-from dagnb.cache.record_text import head_at_a_glance, head_bytes, rest_bytes
+from dagnb.cache.record_text import (
+    head_at_a_glance,
+    head_bytes,
+    packed_head_bytes,
+    rest_bytes,
+)
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
@@ -668,7 +673,7 @@ class Store(Housekeeping):
             return None
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        inline_text = None if inline is None else _inline_text(inline)
+        inline_text, compact = (None, None) if inline is None else _inline_texts(inline)
         logs_text = _COMPACT(lines) if lines else None
         head: dict[str, Any] = {
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
@@ -686,7 +691,9 @@ class Store(Housekeeping):
         if provenance:
             head["provenance"] = dict(provenance)
         rest = rest_bytes(key.components, key.describe, logs_text)
-        body = b"%s\n%s" % (head_bytes(head), rest)
+        head_text = (packed_head_bytes(head, compact) if type(exit_code) is int
+                     else head_bytes(head))  # (another shape: written as head_bytes does)
+        body = b"%s\n%s" % (head_text, rest)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
@@ -862,14 +869,19 @@ class Store(Housekeeping):
 
 
 def _inline_text(inline: Mapping[str, Any]) -> str:
-    """``_SORTED(inline)``, the text a packed entry's output digest is of: most Python
-    steps' result (None, a bool, an int) written without the encoder, whose every call
-    cost a first run some 5,000 instructions a step."""
+    """``_SORTED(inline)``, the text a packed entry's output digest is of."""
+    return _inline_texts(inline)[0]
+
+
+def _inline_texts(inline: Mapping[str, Any]) -> tuple[str, str | None]:
+    """:func:`_inline_text`, and the compact JSON its record's head holds (None: left
+    to the encoder): most Python steps' result (None, a bool, an int) written without
+    the encoder, whose every call cost a first run some 5,000 instructions a step."""
     if type(inline) is dict and len(inline) == 1:  # (what encode_inline makes)
         text = scalar_text(inline.get("json", inline))  # (inline itself: no scalar)
         if text is not None:
-            return f'{{"json": {text}}}'
-    return _SORTED(inline)
+            return f'{{"json": {text}}}', f'{{"json":{text}}}'
+    return _SORTED(inline), None
 
 
 async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:
