@@ -769,8 +769,9 @@ class Store(Housekeeping):
         (seconds, -1 for none) raises a ``TimeoutError`` (``filelock.Timeout``) when
         exceeded.
         """
-        self._writable("lock step", step_name)
-        return self.backend.lock(step_name, _key_text(key), timeout)
+        if self.read_only:
+            self._writable("lock step", step_name)
+        return self.backend.lock(step_name, key if type(key) is str else key.digest, timeout)
 
     @contextlib.asynccontextmanager
     async def alock(
