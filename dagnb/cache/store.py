@@ -668,7 +668,8 @@ class Store(Housekeeping):
     ) -> Entry | None:
         """Append the entry as one record of this store's pack; None when it is too big
         for one (then it gets a folder)."""
-        lines = _small_logs(logs)
+        # (most steps print nothing: no call for them)
+        lines = [] if type(logs) is list and not logs else _small_logs(logs)
         if lines is None:
             return None
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")

@@ -351,7 +351,9 @@ class Scheduler:
                                               "full (the warning said which)")
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
-        self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
+        # (most steps ran once: no list of the earlier attempts' files made)
+        self.run.record_log_files(step.name, [entry.log_file] if len(files) == 1 else
+                                  [f.path for f in files[:-1]] + [entry.log_file])
         # left empty by the save (one inode less): only a Python step's folder can be,
         # and only if the run made its folder (a command's keeps params.json and in/)
         if step.func is not None and self.run.workspace_made:
@@ -404,6 +406,8 @@ class Scheduler:
             self._images[step.name] = image_label(step.image, outcome.image_ref)
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
+        if not step.needs:  # (a root: most steps of a wide graph)
+            return {}
         cache = self.options.cache
         assert cache is not None
         digests = {}
