@@ -636,7 +636,10 @@ class PackIndex:
         with self._lock:
             if self.sizes.get(name, 0) == before:
                 self.sizes[name] = before + len(data)
-                self.add(record)
+                where = (record.step, record.key)  # (add, written out: once per save)
+                known = self.records.get(where)
+                if known is None or _wins(known, record.stamp, record.pack):
+                    self.records[where] = record
             else:
                 self.refresh()
                 self._read(name)

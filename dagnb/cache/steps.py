@@ -237,7 +237,9 @@ class StepCache:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if result is not NO_RESULT and not _saved(step, out_dir, result):
                     return None
-            return self._store_of(step).save(
+            # (_store_of and refreshes written out: a first run saves every step)
+            store = session_store() if step.cache == "session" else self.store
+            return store.save(
                 step.name,
                 key,
                 out_dir=out_dir if wrote_files or inline is None else None,
@@ -246,7 +248,7 @@ class StepCache:
                 duration_s=duration_s,
                 ttl=step.ttl if step.ttl is not None else self.ttl,
                 provenance=provenance,
-                refresh=self.refreshes(step),
+                refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,
                 result_file=True,
             )

@@ -606,11 +606,12 @@ class Store(Housekeeping):
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder.
         """
-        self._writable("save step", step_name)
+        if self.read_only:
+            self._writable("save step", step_name)
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
         if self._packs is not None and refresh:
             self._packs.refresh()  # what it replaces may be another process's record
-        if self._packs is not None and _no_files(out_dir):
+        if self._packs is not None and (out_dir is None or _no_files(out_dir)):
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
                                           exit_code, duration_s, ttl, provenance)
