@@ -11,7 +11,7 @@ import random
 import pytest
 
 from dagnb.cache.pack_records import decode
-from dagnb.cache.record_text import head_at_a_glance, head_bytes, rest_bytes
+from dagnb.cache.record_text import head_at_a_glance, head_bytes, packed_head_bytes, rest_bytes
 from dagnb.cache.store import Store
 
 
@@ -92,6 +92,30 @@ def test_a_saved_record_reads_back_as_the_entry_it_made(tmp_path):
     meta = {name: entry.meta[name] for name in entry.meta}
     assert {**json.loads(head), **json.loads(rest)} == meta
     assert json.loads(head)["inline"] == {"json": {"a": 1.5}}
+
+
+@pytest.mark.parametrize("head", [
+    _head(), _head(inline={"json": 7}), _head(inline={"json": None}, expires=5.5),
+    _head(inline={"pickle": "gASV"}, provenance={"image_ref": "x"}, last_used=2.0),
+], ids=range(4))
+def test_the_head_of_a_stores_shape_is_written_as_head_bytes_writes_it(head):
+    inline = head.get("inline")
+    compact = None if inline is None else json.dumps(inline, separators=(",", ":"))
+    assert packed_head_bytes(head) == packed_head_bytes(head, compact) == head_bytes(head)
+
+
+@pytest.mark.parametrize("result", [0, -12, 10**17, True, False, None, "x", [1, 2]])
+def test_a_saved_scalar_result_is_in_its_records_head_as_head_bytes_writes_it(
+        tmp_path, result):
+    """Scalars are written without the encoder: the same head as the encoder's."""
+    store = Store(tmp_path / "cache")
+    entry = store.save("s", "k" * 32, out_dir=None, inline={"json": result}, duration_s=0.5)
+    (records, _, problems, _) = decode(
+        next((tmp_path / "cache" / ".packs").glob("*.pack")).read_bytes(), "p")
+    assert not problems
+    head = records[-1].body.split(b"\n")[0]
+    assert head == head_bytes(dict(entry._head))
+    assert json.loads(head)["inline"] == {"json": result}
 
 
 _TRICKY = ',"expires":1,"packed":true,"inline":{"json":2}},"provenance":'

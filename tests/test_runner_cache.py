@@ -397,3 +397,44 @@ def test_hit_counts_of_a_removed_cache_folder_do_not_make_it_again(tmp_path: Pat
     shutil.rmtree(folder)  # (the hit counts' writer has not started: it settles first)
     wait_for_flushes()
     assert not folder.exists()
+
+
+_SHARED_RUN = """
+import sys, time
+from pathlib import Path
+import dagnb
+
+def work(i):
+    with open("ran.txt", "a") as handle:
+        handle.write(f"{i}\\n")
+    time.sleep(0.3)
+    return i * 2
+
+while time.time() < float(sys.argv[1]):  # both runs start together
+    pass
+graph = dagnb.Graph("shared", [dagnb.Step(f"s{i}", func=work, params={"i": i})
+                               for i in range(3)])
+run = graph.run(executor="local", cache_directory="cache", max_concurrency=1)
+print(sorted(run.states().values()), [run.result(f"s{i}") for i in range(3)])
+"""
+
+
+def test_two_processes_running_the_same_python_steps_run_each_once(workdir: Path) -> None:
+    """A step's key lock, taken at once when free, makes the other run wait for it and
+    then hit: each step ran in one process only, and both runs have its result."""
+    import subprocess
+    import sys
+    import time
+
+    (workdir / "shared.py").write_text(_SHARED_RUN)
+    start_at = str(time.time() + 1.0)
+    runs = [subprocess.Popen([sys.executable, "shared.py", start_at], cwd=workdir, text=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in "ab"]
+    outputs = [run.communicate(timeout=60) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+    assert sorted((workdir / "ran.txt").read_text().split()) == ["0", "1", "2"]
+    assert {out for out, _ in outputs} <= {
+        f"{states} [0, 2, 4]\n" for states in (
+            ["succeeded"] * 3, ["cached"] * 3, ["cached", "succeeded", "succeeded"],
+            ["cached", "cached", "succeeded"])}
+    assert "cached" in "".join(out for out, _ in outputs)

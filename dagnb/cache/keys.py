@@ -90,10 +90,13 @@ def _params_text(params: Mapping[str, Any]) -> str:
     """``_canonical(dict(params))``; params of str names and None, bool, int or str
     values (most steps') are written without the encoder, whose call cost each step's
     key some 5,000 instructions. Any other value, or name, goes to the encoder."""
-    try:
-        names = sorted(params)
-    except TypeError:  # names of mixed types: the encoder says what it says of them
-        return _canonical(dict(params))
+    if len(params) == 1:  # (no sort)
+        names: list[Any] = list(params)
+    else:
+        try:
+            names = sorted(params)
+        except TypeError:  # names of mixed types: the encoder says what it says of them
+            return _canonical(dict(params))
     items = []
     for name in names:
         value = params[name]

@@ -436,6 +436,12 @@ class PackIndex:
                 and self.own.issuperset(self.sizes)
                 and self._generation_now() == self.generation)
 
+    def others_may_have_written(self) -> bool:
+        """Whether a :meth:`refresh` may find anything new: False once the packs read
+        are all this process's and the generation is what the last refresh saw (one
+        ``fstat``, see :meth:`_only_own_since`)."""
+        return not self._only_own_since()
+
     def _listing_held(self, names: list[str], generation: os.stat_result | None) -> bool:
         """Whether a listing taken after ``generation`` was read still holds: the
         generation is the same (one ``fstat``), or a listing now names the same packs
@@ -630,7 +636,10 @@ class PackIndex:
         with self._lock:
             if self.sizes.get(name, 0) == before:
                 self.sizes[name] = before + len(data)
-                self.add(record)
+                where = (record.step, record.key)  # (add, written out: once per save)
+                known = self.records.get(where)
+                if known is None or _wins(known, record.stamp, record.pack):
+                    self.records[where] = record
             else:
                 self.refresh()
                 self._read(name)

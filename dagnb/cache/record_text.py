@@ -15,7 +15,7 @@ from typing import Any
 
 from dagnb.model.jsontext import compact_text_object, encoder
 
-__all__ = ["head_at_a_glance", "head_bytes", "rest_bytes"]
+__all__ = ["head_at_a_glance", "head_bytes", "packed_head_bytes", "rest_bytes"]
 
 _COMPACT = encoder(separators=(",", ":"))
 _HEAD = ('{"format":%d,"step":%s,"key":%s,"created":%s,"expires":%s,"duration_s":%s,'
@@ -33,17 +33,25 @@ def head_bytes(head: dict[str, Any]) -> bytes:
     if (len(head) != _FIELDS + extras or type(head["exit_code"]) is not int
             or type(head["has_result"]) is not bool or head.get("packed") is not True):
         return _COMPACT(head).encode()  # another shape: encoded as it is
-    created = _number(head["created"])
+    return packed_head_bytes(head)
+
+
+def packed_head_bytes(head: dict[str, Any], inline_text: str | None = None) -> bytes:
+    """:func:`head_bytes` of a head of the shape ``Store`` makes, not checked again (a
+    first run writes one per step); ``inline_text``: the compact JSON of its inline
+    result, when the caller has it."""
+    created, expires = _number(head["created"]), head["expires"]
     last_used = head["last_used"]
     text = _HEAD % (
         head["format"], _quoted(head["step"]), _quoted(head["key"]), created,
-        _number(head["expires"]), _number(head["duration_s"]), head["exit_code"],
-        _quoted(head["output_digest"]), head["size_bytes"], head["hits"],
+        "null" if expires is None else _number(expires), _number(head["duration_s"]),
+        head["exit_code"], _quoted(head["output_digest"]), head["size_bytes"], head["hits"],
         created if last_used is head["created"] else _number(last_used),
         _BOOLEANS[head["has_result"]], head["log_lines"],
     )
+    inline, provenance = head.get("inline"), head.get("provenance")
     if inline is not None:
-        text += f',"inline":{_COMPACT(inline)}'
+        text += f',"inline":{_COMPACT(inline) if inline_text is None else inline_text}'
     if provenance is not None:
         text += f',"provenance":{_COMPACT(provenance)}'
     return f"{text}}}".encode()

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache import session_store, store_for
-from dagnb.cache.backend import surely_absent
+from dagnb.cache.backend import KeyRangeLock, surely_absent
 from dagnb.cache.background import Background
 from dagnb.cache.entry import _inline_digest
 from dagnb.cache.explain import explain as explain_key
@@ -54,7 +54,7 @@ from dagnb.model.results import (
 )
 from dagnb.model.step import Step, parse_duration
 
-__all__ = ["CachedResult", "StepCache", "refresh_setting", "wait_for_flushes"]
+__all__ = ["MUST_WAIT", "CachedResult", "StepCache", "refresh_setting", "wait_for_flushes"]
 
 
 def refresh_setting(refresh: Any) -> bool | frozenset[str]:
@@ -237,7 +237,9 @@ class StepCache:
                 out_dir.mkdir(parents=True, exist_ok=True)
                 if result is not NO_RESULT and not _saved(step, out_dir, result):
                     return None
-            return self._store_of(step).save(
+            # (_store_of and refreshes written out: a first run saves every step)
+            store = session_store() if step.cache == "session" else self.store
+            return store.save(
                 step.name,
                 key,
                 out_dir=out_dir if wrote_files or inline is None else None,
@@ -246,7 +248,7 @@ class StepCache:
                 duration_s=duration_s,
                 ttl=step.ttl if step.ttl is not None else self.ttl,
                 provenance=provenance,
-                refresh=self.refreshes(step),
+                refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,
                 result_file=True,
             )
@@ -348,35 +350,61 @@ class _Claim:
         self._lock: Any = None
 
     async def __aenter__(self) -> Entry | None:
+        # (once enter_now said to wait, the lock it made is waited for)
+        entry = self.enter_now() if self._lock is None else MUST_WAIT
+        if entry is not MUST_WAIT:
+            return entry  # type: ignore[return-value]
+        await acquire(self._lock, self._waiting)
+        return self._look()
+
+    def enter_now(self) -> Entry | object | None:
+        """:meth:`__aenter__` when it need not wait (the lock free, or none needed):
+        its entry; else :data:`MUST_WAIT`, and ``await`` :meth:`__aenter__` waits for
+        the lock. Either way the caller leaves with :meth:`release` (no coroutine made:
+        a first run claims every step)."""
         cache, step, key = self._cache, self._step, self._key
         if step.cache == "session" or not cache.writes:  # nothing will be stored
             return cache._refused(step, key, None if self._looked else cache.lookup(step, key))
+        lock = self._lock = cache.store.lock(step.name, key)
+        # at once when free: most misses meet no other process
+        if lock.acquire_now() if type(lock) is KeyRangeLock else _taken_now(lock):
+            return self._look()
+        return MUST_WAIT
+
+    def _look(self) -> Entry | None:
+        """The look under the lock, which it lets go of should the look fail."""
+        cache, step, key = self._cache, self._step, self._key
         store = cache.store
-        lock = store.lock(step.name, key)
-        take_now = _taking_now(lock)  # at once when free: most misses meet no other process
-        if take_now is None or not take_now():  # (no coroutine made for that case)
-            await acquire(lock, self._waiting)
-        self._lock = lock
         try:
             found = store.peek(step.name, key) is not None
             if not found and not self._looked:
                 store.count_miss(step.name)  # else the lookup before this one counted it
             return cache._refused(step, key, cache.lookup(step, key) if found else None)
         except BaseException:
-            self._release()
+            self.release()
             raise
 
     async def __aexit__(self, *exc_info: object) -> None:
-        self._release()
+        self.release()
 
     def _waiting(self) -> None:
         if self._on_wait is not None:
             self._on_wait(self._step)
 
-    def _release(self) -> None:
+    def release(self) -> None:
+        """Let go of the key's lock (once: again does nothing)."""
         lock, self._lock = self._lock, None
         if lock is not None:
             lock.release()
+
+
+MUST_WAIT = object()  # _Claim.enter_now: the lock is held elsewhere, to be waited for
+
+
+def _taken_now(lock: Any) -> bool:
+    """Whether ``lock`` (not a KeyRangeLock) was taken at once (False: no way to try)."""
+    take_now = _taking_now(lock)
+    return take_now is not None and take_now()
 
 
 def _flush(store: Store) -> None:

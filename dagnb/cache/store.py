@@ -115,7 +115,12 @@ from dagnb.cache.pack import (
     index_of,
 )
 from dagnb.cache.pack_writer import PackWriter
-from dagnb.cache.record_text import head_at_a_glance, head_bytes, rest_bytes
+from dagnb.cache.record_text import (
+    head_at_a_glance,
+    head_bytes,
+    packed_head_bytes,
+    rest_bytes,
+)
 from dagnb.cache.sealed import SEALED
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
@@ -347,10 +352,17 @@ class Store(Housekeeping):
         ``recent``: unless they were read in the last few milliseconds."""
         assert self._packs is not None
         packs = self._packs
+        news = True
         if not recent or time.monotonic() - packs.refreshed > _RECENT_S:
-            packs.refresh()
+            # (nothing written by another process since the look before this one: it
+            # holds, no second look: a first run's look under each key's lock)
+            news = packs.others_may_have_written()
+            if news:
+                packs.refresh()
         if packs.may_have_problems:  # (most looks find none: no lock taken for them)
             self._report_pack_damage()
+        if not news:
+            return None
         record = packs.get(step_name, key)
         return None if record is None else self._packed(record)
 
@@ -594,11 +606,12 @@ class Store(Housekeeping):
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder.
         """
-        self._writable("save step", step_name)
+        if self.read_only:
+            self._writable("save step", step_name)
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
         if self._packs is not None and refresh:
             self._packs.refresh()  # what it replaces may be another process's record
-        if self._packs is not None and _no_files(out_dir):
+        if self._packs is not None and (out_dir is None or _no_files(out_dir)):
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
                                           exit_code, duration_s, ttl, provenance)
@@ -656,12 +669,13 @@ class Store(Housekeeping):
     ) -> Entry | None:
         """Append the entry as one record of this store's pack; None when it is too big
         for one (then it gets a folder)."""
-        lines = _small_logs(logs)
+        # (most steps print nothing: no call for them)
+        lines = [] if type(logs) is list and not logs else _small_logs(logs)
         if lines is None:
             return None
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
-        inline_text = None if inline is None else _inline_text(inline)
+        inline_text, compact = (None, None) if inline is None else _inline_texts(inline)
         logs_text = _COMPACT(lines) if lines else None
         head: dict[str, Any] = {
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
@@ -679,7 +693,9 @@ class Store(Housekeeping):
         if provenance:
             head["provenance"] = dict(provenance)
         rest = rest_bytes(key.components, key.describe, logs_text)
-        body = b"%s\n%s" % (head_bytes(head), rest)
+        head_text = (packed_head_bytes(head, compact) if type(exit_code) is int
+                     else head_bytes(head))  # (another shape: written as head_bytes does)
+        body = b"%s\n%s" % (head_text, rest)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
@@ -755,8 +771,9 @@ class Store(Housekeeping):
         (seconds, -1 for none) raises a ``TimeoutError`` (``filelock.Timeout``) when
         exceeded.
         """
-        self._writable("lock step", step_name)
-        return self.backend.lock(step_name, _key_text(key), timeout)
+        if self.read_only:
+            self._writable("lock step", step_name)
+        return self.backend.lock(step_name, key if type(key) is str else key.digest, timeout)
 
     @contextlib.asynccontextmanager
     async def alock(
@@ -855,14 +872,19 @@ class Store(Housekeeping):
 
 
 def _inline_text(inline: Mapping[str, Any]) -> str:
-    """``_SORTED(inline)``, the text a packed entry's output digest is of: most Python
-    steps' result (None, a bool, an int) written without the encoder, whose every call
-    cost a first run some 5,000 instructions a step."""
+    """``_SORTED(inline)``, the text a packed entry's output digest is of."""
+    return _inline_texts(inline)[0]
+
+
+def _inline_texts(inline: Mapping[str, Any]) -> tuple[str, str | None]:
+    """:func:`_inline_text`, and the compact JSON its record's head holds (None: left
+    to the encoder): most Python steps' result (None, a bool, an int) written without
+    the encoder, whose every call cost a first run some 5,000 instructions a step."""
     if type(inline) is dict and len(inline) == 1:  # (what encode_inline makes)
         text = scalar_text(inline.get("json", inline))  # (inline itself: no scalar)
         if text is not None:
-            return f'{{"json": {text}}}'
-    return _SORTED(inline)
+            return f'{{"json": {text}}}', f'{{"json":{text}}}'
+    return _SORTED(inline), None
 
 
 async def acquire(lock: Lock, on_wait: Callable[[], object] | None = None) -> None:

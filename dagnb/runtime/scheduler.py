@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.images import image_label
-from dagnb.cache.steps import CachedResult
+from dagnb.cache.steps import MUST_WAIT, CachedResult
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
     DagnbError,
@@ -274,11 +274,17 @@ class Scheduler:
         looked = not self._missing
         entry = cache.lookup(step, key) if looked else None
         if entry is None:
-            async with cache.claim(step, key, looked=looked,
-                                   on_wait=self._waiting_for_another_run) as entry:
+            # (not ``async with``: two coroutines less per step when the lock is free)
+            claim = cache.claim(step, key, looked=looked, on_wait=self._waiting_for_another_run)
+            entry = claim.enter_now()
+            try:
+                if entry is MUST_WAIT:
+                    entry = await claim.__aenter__()
                 self._missing = entry is None  # another process may have run it meanwhile
                 if entry is None:
                     return await self._run_and_store(step, cache, key)
+            finally:
+                claim.release()
         self._missing = False
         return self._restore(step, entry, cache.restore(step, entry))
 
@@ -345,7 +351,9 @@ class Scheduler:
                                               "full (the warning said which)")
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
-        self.run.record_log_files(step.name, [f.path for f in files[:-1]] + [entry.log_file])
+        # (most steps ran once: no list of the earlier attempts' files made)
+        self.run.record_log_files(step.name, [entry.log_file] if len(files) == 1 else
+                                  [f.path for f in files[:-1]] + [entry.log_file])
         # left empty by the save (one inode less): only a Python step's folder can be,
         # and only if the run made its folder (a command's keeps params.json and in/)
         if step.func is not None and self.run.workspace_made:
@@ -398,6 +406,8 @@ class Scheduler:
             self._images[step.name] = image_label(step.image, outcome.image_ref)
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
+        if not step.needs:  # (a root: most steps of a wide graph)
+            return {}
         cache = self.options.cache
         assert cache is not None
         digests = {}
