@@ -84,7 +84,7 @@ from typing import NamedTuple
 import xxhash
 
 from dagnb.cache.backend import folder_identity
-from dagnb.cache.forks import ForkSafeLock, renew_in_child
+from dagnb.cache.forks import ForkSafeLock, WeakRefs, renew_in_child
 from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _opened_with_keys
 from dagnb.cache.pack_records import (
     _DAMAGED,
@@ -183,7 +183,7 @@ class PackIndex:
         self._torn: dict[str, tuple[str, str] | None] = {}  # pack -> its torn record's key
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = _thread.RLock()  # (threading.RLock, without its Python call)
-        _INDEXES.add(self)
+        _INDEXES.add(weakref.ref(self, _INDEXES.discard))  # (gone with the index)
         self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._generation_path = f"{folder}/{GENERATION}"
@@ -753,7 +753,7 @@ def _renew_index(index: PackIndex) -> None:
     index.reset()
 
 
-_INDEXES: weakref.WeakSet[PackIndex] = weakref.WeakSet()
+_INDEXES = WeakRefs()  # the pack indexes alive (see PackIndex.__init__)
 renew_in_child(_INDEXES, _renew_index)
 
 

@@ -101,7 +101,7 @@ from dagnb.cache.entry_files import (
     _write_logs,
     _write_meta,
 )
-from dagnb.cache.forks import renew_in_child
+from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.cache.housekeeping import DAMAGED, UNPACKED, Housekeeping, _Counts
 from dagnb.cache.journal import AccessJournal
 from dagnb.cache.keys import StepKey
@@ -141,7 +141,7 @@ class DamagedEntryWarning(UserWarning):
     """A cache entry could not be read; it was moved aside and treated as a miss."""
 
 
-_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+_LIVE = WeakRefs()  # the stores alive (see __init__)
 
 
 @atexit.register
@@ -240,7 +240,7 @@ class Store(Housekeeping):
         self._session_misses: defaultdict[str, int] = defaultdict(int)
         self._flush_failed = False  # warned once already
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
-        _LIVE.add(self)
+        _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
 
     @functools.cached_property
     def _journal(self) -> AccessJournal:
