@@ -181,6 +181,17 @@ def test_hits_are_counted_and_persisted(store, clock, tmp_path):
     assert stats.loc["s", "misses"] == 1 and stats.loc["s", "hit_rate"] == 0.75
 
 
+def test_a_step_with_only_hits_or_only_misses_this_session_has_zero_of_the_other(store):
+    save(store, "s", key(1))
+    store.lookup("s", key(1))
+    store.lookup("s", key(1))
+    store.lookup("t", key(2))
+    store.count_miss("t")
+    stats = store.stats()
+    assert stats.loc["s", ["session_hits", "misses"]].tolist() == [2, 0]
+    assert stats.loc["t", ["session_hits", "misses"]].tolist() == [0, 2]
+
+
 def test_stats_during_another_threads_flush_count_every_hit(store, clock):
     import threading
 

@@ -59,7 +59,6 @@ import time
 import uuid
 import warnings
 import weakref
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -236,8 +235,10 @@ class Store(Housekeeping):
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out
-        self._session_hits: defaultdict[str, int] = defaultdict(int)
-        self._session_misses: defaultdict[str, int] = defaultdict(int)
+        # hits and misses by step in this session (plain dicts: two defaultdicts cost a
+        # fresh process's first Memory() 2.5k instructions)
+        self._session_hits: dict[str, int] = {}
+        self._session_misses: dict[str, int] = {}
         self._flush_failed = False  # warned once already
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
@@ -297,7 +298,8 @@ class Store(Housekeeping):
     def count_miss(self, step_name: str) -> None:
         """Count a miss found by :meth:`peek` rather than :meth:`lookup` (a run's look
         under the key's lock, when it took the lock first)."""
-        self._session_misses[step_name] += 1
+        misses = self._session_misses
+        misses[step_name] = misses.get(step_name, 0) + 1
 
     def peek(self, step_name: str, key: StepKey | str) -> Entry | None:
         """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
@@ -305,9 +307,11 @@ class Store(Housekeeping):
 
     def _count(self, step_name: str, key: str, entry: Entry | None, now: float) -> None:
         if entry is None:
-            self._session_misses[step_name] += 1
+            misses = self._session_misses
+            misses[step_name] = misses.get(step_name, 0) + 1
             return
-        self._session_hits[step_name] += 1
+        hits = self._session_hits
+        hits[step_name] = hits.get(step_name, 0) + 1
         pending = self._pending.get((step_name, key))
         if pending is None:
             self._pending[(step_name, key)] = [1, now]
