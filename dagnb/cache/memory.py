@@ -215,7 +215,7 @@ class Memory:
                        read_only=self.cache_mode == "read-only")
         )
         self.verbose = verbose
-        self.mmap_mode = _mmap_mode(mmap_mode)
+        self.mmap_mode = None if mmap_mode is None else _mmap_mode(mmap_mode)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
         self._made_with = (ttl, backend, clock)  # (for _spec(), when it is pickled)
@@ -293,7 +293,8 @@ class Memory:
             "ttl": ttl,
             "verbose": self.verbose if verbose is None else verbose,
             "mmap_mode": self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode),
-            "valid": _validity(cache_validation_callback),
+            "valid": (None if cache_validation_callback is None
+                      else _validity(cache_validation_callback)),
         }
         if func is None:
             return lambda f: self.cache(f, **_cache_kwargs(options))

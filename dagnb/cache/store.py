@@ -215,7 +215,8 @@ class Store(Housekeeping):
         read_only: bool = False,
     ) -> None:
         self.read_only = read_only
-        if backend == "local" and is_url(os.fspath(location)):
+        if backend == "local" and (type(location) is not str or "://" in location) and (
+                is_url(os.fspath(location))):  # (a plain path asks no more)
             backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
         if type(backend) is not str and isinstance(backend, StoreBackend):
             self.backend = backend
@@ -224,7 +225,8 @@ class Store(Housekeeping):
         else:
             self.backend = get_backend(backend)(location)
         self.clock = clock
-        self.default_ttl = parse_duration(default_ttl, what="default_ttl")
+        self.default_ttl = (None if default_ttl is None  # (most set none: no call)
+                            else parse_duration(default_ttl, what="default_ttl"))
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
