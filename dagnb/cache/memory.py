@@ -574,7 +574,10 @@ class _CachedCall(_Calls):
 
     def __init__(self, memory: Memory | None, func: Callable[..., Any],
                  options: Mapping[str, Any]) -> None:
-        super().__init__(func, options)
+        # (_Calls.__init__'s fields set here: super() costs a fresh process's .cache())
+        self.func, self.options = func, options
+        self.verbose: int = options["verbose"]
+        self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
         self.ttl, self.mmap_mode = options["ttl"], options["mmap_mode"]
         self.valid: Validity | None = options["valid"]
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
