@@ -1,10 +1,12 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import math
 import os
 import shutil
 import signal
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,8 @@ from dagnb.cache import (
     get_backend,
     register_backend,
 )
+from dagnb.cache import store as store_module
+from dagnb.cache.forks import WeakRefs
 from dagnb.cache.store import acquire
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
@@ -175,6 +179,17 @@ def test_hits_are_counted_and_persisted(store, clock, tmp_path):
     stats = store.stats()
     assert stats.loc["s", "entries"] == 1 and stats.loc["s", "hits"] == 3
     assert stats.loc["s", "misses"] == 1 and stats.loc["s", "hit_rate"] == 0.75
+
+
+def test_a_step_with_only_hits_or_only_misses_this_session_has_zero_of_the_other(store):
+    save(store, "s", key(1))
+    store.lookup("s", key(1))
+    store.lookup("s", key(1))
+    store.lookup("t", key(2))
+    store.count_miss("t")
+    stats = store.stats()
+    assert stats.loc["s", ["session_hits", "misses"]].tolist() == [2, 0]
+    assert stats.loc["t", ["session_hits", "misses"]].tolist() == [0, 2]
 
 
 def test_stats_during_another_threads_flush_count_every_hit(store, clock):
@@ -685,6 +700,28 @@ def test_the_configured_store_and_remote_stores_are_never_let_go_of(tmp_path, mo
         assert cache.default_store() is configured
         assert cache.store_for(f"file://{tmp_path}/bucket/store") is remote
         assert cache.stats().loc["a", "misses"] == 1
+
+
+def test_weak_refs_yield_the_objects_alive_and_forget_the_ones_gone():
+    class Thing:
+        pass
+
+    refs, kept, dropped = WeakRefs(), Thing(), Thing()
+    for thing in (kept, dropped):
+        refs.add(weakref.ref(thing, refs.discard))
+    del dropped, thing
+    gc.collect()
+    assert list(refs) == [kept] and len(refs) == 1
+
+
+def test_the_stores_closed_at_exit_are_the_ones_alive(tmp_path):
+    store = Store(tmp_path / "c")
+    assert store in list(store_module._LIVE)
+    gone = Store(tmp_path / "d")
+    count = len(store_module._LIVE)
+    del gone
+    gc.collect()
+    assert len(store_module._LIVE) == count - 1 and store in list(store_module._LIVE)
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")

@@ -321,8 +321,8 @@ def _stats_frame(store: Housekeeping) -> Any:
         row["bytes"] += int(entry.meta.get("size_bytes", 0))
     for step in set(store._session_hits) | set(store._session_misses):
         row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
-        row["misses"] = store._session_misses[step]
-        row["session_hits"] = store._session_hits[step]
+        row["misses"] = store._session_misses.get(step, 0)
+        row["session_hits"] = store._session_hits.get(step, 0)
     frame = pd.DataFrame.from_dict(table, orient="index", columns=_STATS_COLUMNS)
     lookups = frame["hits"] + frame["misses"]
     frame["hit_rate"] = (frame["hits"] / lookups.where(lookups > 0)).astype("float64")

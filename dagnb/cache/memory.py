@@ -215,7 +215,7 @@ class Memory:
                        read_only=self.cache_mode == "read-only")
         )
         self.verbose = verbose
-        self.mmap_mode = _mmap_mode(mmap_mode)
+        self.mmap_mode = None if mmap_mode is None else _mmap_mode(mmap_mode)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
         self._made_with = (ttl, backend, clock)  # (for _spec(), when it is pickled)
@@ -293,7 +293,8 @@ class Memory:
             "ttl": ttl,
             "verbose": self.verbose if verbose is None else verbose,
             "mmap_mode": self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode),
-            "valid": _validity(cache_validation_callback),
+            "valid": (None if cache_validation_callback is None
+                      else _validity(cache_validation_callback)),
         }
         if func is None:
             return lambda f: self.cache(f, **_cache_kwargs(options))
@@ -573,7 +574,10 @@ class _CachedCall(_Calls):
 
     def __init__(self, memory: Memory | None, func: Callable[..., Any],
                  options: Mapping[str, Any]) -> None:
-        super().__init__(func, options)
+        # (_Calls.__init__'s fields set here: super() costs a fresh process's .cache())
+        self.func, self.options = func, options
+        self.verbose: int = options["verbose"]
+        self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
         self.ttl, self.mmap_mode = options["ttl"], options["mmap_mode"]
         self.valid: Validity | None = options["valid"]
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)

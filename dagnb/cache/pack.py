@@ -84,7 +84,7 @@ from typing import NamedTuple
 import xxhash
 
 from dagnb.cache.backend import folder_identity
-from dagnb.cache.forks import ForkSafeLock, renew_in_child
+from dagnb.cache.forks import ForkSafeLock, WeakRefs, renew_in_child
 from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _opened_with_keys
 from dagnb.cache.pack_records import (
     _DAMAGED,
@@ -101,7 +101,6 @@ from dagnb.cache.pack_records import (
     _ends_whole,
     _kind_of,
     _last_record,
-    _needle,
     _pack_of,
     _record_of,
     _Slot,
@@ -184,7 +183,7 @@ class PackIndex:
         self._torn: dict[str, tuple[str, str] | None] = {}  # pack -> its torn record's key
         self._seen_problems: set[tuple[str, str]] = set()
         self._lock = _thread.RLock()  # (threading.RLock, without its Python call)
-        _INDEXES.add(self)
+        _INDEXES.add(weakref.ref(self, _INDEXES.discard))  # (gone with the index)
         self.own: set[str] = set()  # packs a writer of this process holds
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._generation_path = f"{folder}/{GENERATION}"
@@ -247,7 +246,11 @@ class PackIndex:
         """The live record of ``step/key`` as read so far, or None."""
         if not self.loaded:
             self.refresh()
-        found = self._known(step, key)
+        found = self.records.get((step, key))  # (_known's work inline: every hit's)
+        if self._keyed and (step, key) not in self._resolved:
+            found = self._resolve((step, key), found)
+        if self._blobs:
+            found = self._search(step, key, found)
         if found is None:
             return None
         if type(found) is tuple:
@@ -285,22 +288,19 @@ class PackIndex:
         with self._lock:
             if where in self._resolved:
                 return self.records.get(where)
-            needle = _needle(*where)
+            step, key = where[0].encode(), where[1].encode()  # (_needle, inline)
+            needle = _NAMES.pack(len(step), len(key)) + step + key
             digest = xxhash.xxh3_128_digest(needle)
             best = known
             for name, keys in self._keyed.items():
                 try:
-                    found = keys.offset(digest)
+                    data = keys.bytes_of(digest)
                 except (OSError, ValueError) as exc:  # a damaged sealed index: the packs
                     self._problem(f"{name}{SEALED}", str(exc))  # are read whole instead
                     self._distrust()
                     return self.records.get(where)
-                if found is None:
+                if data is None:
                     continue
-                try:
-                    data = keys.read(*found)
-                except (OSError, OverflowError):  # (an offset past what pread takes)
-                    data = b""
                 if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
                     self._distrust()
                     return self.records.get(where)
@@ -402,14 +402,25 @@ class PackIndex:
             for _ in range(_RELIST):
                 self._read_at_generation = False
                 generation = self._generation_now()
-                names = self._listing(generation)
-                if self.sizes and not set(names).issuperset(self.sizes):  # (a fresh one
-                    self.reset()  # has read none: no generator made for it)
-                before = sum(self.sizes.values())
+                # the packs of the last listing while the generation is what it was before
+                # that listing (a writer bumps it once it made a pack; a compaction, before
+                # it removes packs), else listed now; a pack removed some other way is found
+                # gone when read, and the folder listed again
+                if generation is not None and generation == self._listed_at:
+                    names = self._listed
+                else:
+                    names = self._listed = self._names()
+                    self._listed_at = generation
+                sizes = self.sizes
+                before = 0
+                if sizes:  # (a fresh one has read none: no generator made for it)
+                    if not set(names).issuperset(sizes):
+                        self.reset()
+                    before = sum(sizes.values())
                 if not self._read_all(names):
                     self.reset()  # one vanished while read: a compaction, read anew
                     continue
-                if sum(self.sizes.values()) == before or self._listing_held(names, generation):
+                if sum(sizes.values()) == before or self._listing_held(names, generation):
                     self.loaded = True  # nothing taken in, or no change since
                     break
                 self._listed_at = None  # packs came or went meanwhile: list again
@@ -450,17 +461,6 @@ class PackIndex:
         self._read_at_generation = (
             generation is not None and self._generation_now() == generation)
         return self._read_at_generation or set(names) == set(self._names())
-
-    def _listing(self, generation: os.stat_result | None) -> list[str]:
-        """The packs of the folder: those of the last listing while the generation is
-        what it was before that listing (a writer bumps it once it made a pack; a
-        compaction, before it removes packs), else listed now. A pack removed some
-        other way is found gone when read, and the folder listed again."""
-        if generation is not None and generation == self._listed_at:
-            return self._listed
-        names = self._names()
-        self._listed, self._listed_at = names, generation
-        return names
 
     def _names(self) -> list[str]:
         """The packs of the folder now."""
@@ -762,7 +762,7 @@ def _renew_index(index: PackIndex) -> None:
     index.reset()
 
 
-_INDEXES: weakref.WeakSet[PackIndex] = weakref.WeakSet()
+_INDEXES = WeakRefs()  # the pack indexes alive (see PackIndex.__init__)
 renew_in_child(_INDEXES, _renew_index)
 
 

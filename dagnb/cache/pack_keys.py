@@ -13,7 +13,7 @@ from collections.abc import Callable
 import xxhash
 
 from dagnb.cache.pack_records import _FRAME, _HEAD, _TAIL
-from dagnb.cache.sealed import READ_ONLY, SEALED, SealedIndex, may_be_sealed, write_sealed
+from dagnb.cache.sealed import READ_ONLY, SEAL_FROM, SEALED, SealedIndex, write_sealed
 
 KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
@@ -63,6 +63,17 @@ class _Keys:
                 return _KEY.unpack_from(blob, at)[1:3]  # type: ignore[return-value]
             end = at + len(digest) - 1
         return None
+
+    def bytes_of(self, digest: bytes) -> bytes | None:
+        """The bytes :meth:`read` gives of the record :meth:`offset` names for
+        ``digest`` (b"" when they cannot be read), or None when it names none."""
+        found = self.offset(digest)
+        if found is None:
+            return None
+        try:
+            return self.read(*found)
+        except (OSError, OverflowError):  # (an offset past what pread takes)
+            return b""
 
     def index(self) -> None:
         """Make a dict of the file (the last record of a key wins, as with rfind), with
@@ -145,6 +156,24 @@ class _SealedKeys(_Keys):
             self._make_dict()
         return super().offset(digest)
 
+    def bytes_of(self, digest: bytes) -> bytes | None:
+        """As :meth:`_Keys.bytes_of`; while the index is searched, found and read here
+        (offset's and read's work inline: a fresh process's first hit passes here)."""
+        if self.found is not None or self.searches <= 0:
+            return super().bytes_of(digest)
+        self.searches -= 1
+        entry = self.sealed.find(digest)
+        if entry is None:
+            return None
+        offset, length = _KEY.unpack(entry)[1:3]
+        room = self.covered - offset
+        if not 0 <= length <= room:
+            length = max(0, min(length, room))
+        try:
+            return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
+        except (OSError, OverflowError):
+            return b""
+
     def index(self) -> None:
         """Nothing: searching the index costs little, the dict waits (see offset)."""
 
@@ -178,8 +207,8 @@ def _keys_of(path: str, name: str, size: int, pack: int) -> _Keys | None:
     keys returned own) says its keys are: its sealed index if it covers those bytes (but
     a short tail, walked) and the record it names last is there, else its keys file
     (None: neither can be trusted)."""
-    sealed = (SealedIndex.open(path, _name_digest(name), size, _KEY.size)
-              if may_be_sealed(size, _FRAME.size + _TAIL.size) else None)
+    sealed = (SealedIndex.open(path, xxhash.xxh3_64_intdigest(name.encode()), size, _KEY.size)
+              if size >= _SEALED_FROM else None)  # (_name_digest and may_be_sealed inline)
     if sealed is not None:
         at, head = sealed.last
         try:  # (at is before covered, and covered within the pack: one pread, in range)
@@ -192,6 +221,9 @@ def _keys_of(path: str, name: str, size: int, pack: int) -> _Keys | None:
     if found is not None:
         found.descriptor = pack
     return found
+
+
+_SEALED_FROM = SEAL_FROM * (_FRAME.size + _TAIL.size)  # bytes: may_be_sealed's bound
 
 
 def _name_digest(pack: str) -> int:

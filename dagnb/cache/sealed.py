@@ -164,14 +164,14 @@ class SealedIndex:
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int,
                  fields: tuple | None = None) -> None:
+        if fields is None:  # (open() passes its head, unpacked and checked once)
+            fields = _HEAD.unpack_from(page)
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
         self.whole = False  # page holds the whole index, checked (see load)
-        if fields is None:  # (open() passes its head, unpacked once)
-            fields = _HEAD.unpack_from(page)
-        self.bits, self.covered, self.count = fields[2], fields[4], fields[5]
+        _, _, bits, _, self.covered, self.count, _, *last, _, _ = fields
+        self.bits, self.last = bits, last  # (last: checked by the caller, in the pack)
         # where the entries start, after the head and the fanout (each find needs it)
-        self.entries_start = _HEAD.size + _BUCKET.size * (1 << self.bits)
-        self.last: tuple[int, bytes] = fields[7:9]  # (checked by the caller, in the pack)
+        self.entries_start = _HEAD.size + _BUCKET.size * (1 << bits)
 
     @classmethod
     def open(cls, path: str, name_digest: int, size: int, entry_size: int) -> SealedIndex | None:
@@ -197,7 +197,11 @@ class SealedIndex:
         """The entry of ``digest`` (its keys file's bytes), or None; ValueError when the
         index turns out damaged (its bucket's digest, or its bounds, do not hold)."""
         bucket = int.from_bytes(digest[:4], "big") >> (32 - self.bits)
-        start, end, check = self._bounds(bucket)
+        at = _HEAD.size + _BUCKET.size * (bucket - 1)
+        if bucket and at + _PAIR.size <= len(self.page):  # (the usual case inline: the
+            start, _, end, check = _PAIR.unpack_from(self.page, at)  # bounds in the page)
+        else:
+            start, end, check = self._bounds(bucket)
         if not (0 <= start <= end <= self.count and end - start <= _BUCKET_MOST):  # (no min():
             #                                      a builtin call costs a fresh process's hit 1k)
             raise ValueError("a sealed index's fanout is out of bounds")

@@ -59,7 +59,6 @@ import time
 import uuid
 import warnings
 import weakref
-from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -101,7 +100,7 @@ from dagnb.cache.entry_files import (
     _write_logs,
     _write_meta,
 )
-from dagnb.cache.forks import renew_in_child
+from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.cache.housekeeping import DAMAGED, UNPACKED, Housekeeping, _Counts
 from dagnb.cache.journal import AccessJournal
 from dagnb.cache.keys import StepKey
@@ -146,7 +145,7 @@ class DamagedEntryWarning(UserWarning):
     """A cache entry could not be read; it was moved aside and treated as a miss."""
 
 
-_LIVE: weakref.WeakSet[Store] = weakref.WeakSet()
+_LIVE = WeakRefs()  # the stores alive (see __init__)
 
 
 @atexit.register
@@ -221,7 +220,8 @@ class Store(Housekeeping):
         read_only: bool = False,
     ) -> None:
         self.read_only = read_only
-        if backend == "local" and is_url(os.fspath(location)):
+        if backend == "local" and (type(location) is not str or "://" in location) and (
+                is_url(os.fspath(location))):  # (a plain path asks no more)
             backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
         if type(backend) is not str and isinstance(backend, StoreBackend):
             self.backend = backend
@@ -230,7 +230,8 @@ class Store(Housekeeping):
         else:
             self.backend = get_backend(backend)(location)
         self.clock = clock
-        self.default_ttl = parse_duration(default_ttl, what="default_ttl")
+        self.default_ttl = (None if default_ttl is None  # (most set none: no call)
+                            else parse_duration(default_ttl, what="default_ttl"))
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
@@ -241,11 +242,13 @@ class Store(Housekeeping):
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out
-        self._session_hits: defaultdict[str, int] = defaultdict(int)
-        self._session_misses: defaultdict[str, int] = defaultdict(int)
+        # hits and misses by step in this session (plain dicts: two defaultdicts cost a
+        # fresh process's first Memory() 2.5k instructions)
+        self._session_hits: dict[str, int] = {}
+        self._session_misses: dict[str, int] = {}
         self._flush_failed = False  # warned once already
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
-        _LIVE.add(self)
+        _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
 
     @functools.cached_property
     def _journal(self) -> AccessJournal:
@@ -302,7 +305,8 @@ class Store(Housekeeping):
     def count_miss(self, step_name: str) -> None:
         """Count a miss found by :meth:`peek` rather than :meth:`lookup` (a run's look
         under the key's lock, when it took the lock first)."""
-        self._session_misses[step_name] += 1
+        misses = self._session_misses
+        misses[step_name] = misses.get(step_name, 0) + 1
 
     def peek(self, step_name: str, key: StepKey | str) -> Entry | None:
         """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
@@ -310,9 +314,11 @@ class Store(Housekeeping):
 
     def _count(self, step_name: str, key: str, entry: Entry | None, now: float) -> None:
         if entry is None:
-            self._session_misses[step_name] += 1
+            misses = self._session_misses
+            misses[step_name] = misses.get(step_name, 0) + 1
             return
-        self._session_hits[step_name] += 1
+        hits = self._session_hits
+        hits[step_name] = hits.get(step_name, 0) + 1
         pending = self._pending.get((step_name, key))
         if pending is None:
             self._pending[(step_name, key)] = [1, now]
