@@ -246,11 +246,7 @@ class PackIndex:
         """The live record of ``step/key`` as read so far, or None."""
         if not self.loaded:
             self.refresh()
-        found = self.records.get((step, key))  # (_known's work inline: every hit's)
-        if self._keyed and (step, key) not in self._resolved:
-            found = self._resolve((step, key), found)
-        if self._blobs:
-            found = self._search(step, key, found)
+        found = self._known(step, key)
         if found is None:
             return None
         if type(found) is tuple:
@@ -636,10 +632,7 @@ class PackIndex:
         with self._lock:
             if self.sizes.get(name, 0) == before:
                 self.sizes[name] = before + len(data)
-                where = (record.step, record.key)  # (add, written out: once per save)
-                known = self.records.get(where)
-                if known is None or _wins(known, record.stamp, record.pack):
-                    self.records[where] = record
+                self.add(record)
             else:
                 self.refresh()
                 self._read(name)
