@@ -101,12 +101,21 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         assert coro is not None
         context = contextvars.copy_context()
         context.run(_owner.set, self)  # the task and the steps it starts know their future
-        self._task = context.run(self._loop.create_task, coro)
+        self._task = context.run(self._loop.create_task, self._reporting(coro))
         self._task.add_done_callback(self._finish)
         if self._cancel_requested:
             self._task.cancel()
 
+    async def _reporting(self, coro: Coroutine[Any, Any, Any]) -> Any:
+        """Await ``coro`` and hand its result over at once: the waiting caller wakes
+        in this turn of the loop, not the next, when the task's done callbacks run."""
+        result = await coro
+        self.set_result(result)
+        return result
+
     def _finish(self, task: asyncio.Task[Any]) -> None:
+        if self.done():  # the result, handed over by _reporting
+            return
         if task.cancelled():
             super().cancel()
             self.set_running_or_notify_cancel()
