@@ -187,13 +187,18 @@ class _SealedKeys(_Keys):
 
 
 def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
-    """Pack ``name`` opened (its size by ``fstat``: its path walked once, not twice) and
-    where it says its keys are (see :func:`_keys_of`), which then own the descriptor;
-    ``(size, None)`` when they cannot be trusted (the pack closed again)."""
+    """Pack ``name`` opened (its size by ``lseek``: its path walked once, not twice, and
+    no stat result made: a fresh process's first hit passes here) and where it says its
+    keys are (see :func:`_keys_of`), which then own the descriptor; ``(size, None)`` when
+    they cannot be trusted (the pack closed again). (Reads of it are ``pread``: the
+    offset left at its end moves none of them.)"""
     descriptor = os.open(path, READ_ONLY)
     keys = None
     try:
-        size = os.fstat(descriptor).st_size
+        try:
+            size = os.lseek(descriptor, 0, os.SEEK_END)
+        except OSError:  # (a file one cannot seek in, on some odd mount: its fstat)
+            size = os.fstat(descriptor).st_size
         if size:
             keys = _keys_of(path, name, size, descriptor)
     finally:

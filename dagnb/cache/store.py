@@ -210,6 +210,12 @@ class Store(Housekeeping):
         Serve hits and write nothing (see the module docstring).
     """
 
+    # What a fresh store starts from, as class attributes (each is replaced, never
+    # changed in place): a fresh process's first Memory() sets none of them
+    _writer: PackWriter | None = None  # made at the first record appended
+    _absent: tuple[str, str] | None = None  # the last key found with no folder
+    _flush_failed = False  # warned once already
+
     def __init__(
         self,
         location: str | os.PathLike[str] = ".dagnb_cache",
@@ -237,8 +243,6 @@ class Store(Housekeeping):
         # (two spellings of the folder, through a symlink, share one index)
         self._packs = (index_of(f"{self.backend._root_text}/{PACKS}", self.backend.identity)
                        if type(self.backend) is LocalBackend else None)
-        self._writer: PackWriter | None = None
-        self._absent: tuple[str, str] | None = None  # the last key found with no folder
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out
@@ -246,7 +250,6 @@ class Store(Housekeeping):
         # fresh process's first Memory() 2.5k instructions)
         self._session_hits: dict[str, int] = {}
         self._session_misses: dict[str, int] = {}
-        self._flush_failed = False  # warned once already
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
 
