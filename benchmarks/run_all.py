@@ -6,8 +6,8 @@ Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T me
 [min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
 figure instead of 9 for the cheap ones (15 for a run's fixed cost; the expensive ones
 always take 5). Step counts for scheduling and cold re-runs default to 1,000 and 10,000;
-100,000 is left out by default because filling its cache alone takes minutes: ask for it with
-``--sizes 1000,10000,100000``. See README.md for what each peer is and why.
+100,000 is left out by default because filling its cache alone takes minutes: ask for it
+with ``--sizes 1000,10000,100000``. See README.md for what each peer is and why.
 """
 
 from __future__ import annotations
