@@ -210,10 +210,10 @@ def scratch() -> Iterator[tuple[Path, Path]]:
 
 
 def settle() -> None:
-    """Wait for work dagnb deferred to background threads (hit counts), off the clock.
+    """Wait for work an older dagnb deferred to background threads (hit counts), off the
+    clock; dagnb now writes them as the run ends, so there is nothing to wait for.
 
-    Looked up by name because the cache code is being rewritten: when the hook moves
-    or goes, there is simply nothing to wait for.
+    Looked up by name: when the hook is gone, there is simply nothing to wait for.
     """
     for module_name in ("dagnb.cache.steps", "dagnb.cache"):
         module = sys.modules.get(module_name)

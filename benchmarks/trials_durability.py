@@ -253,7 +253,6 @@ def _inodes(folder: Path) -> None:
 # ---------------------------------------------------------------- damage
 
 def trial_damage() -> None:
-    from dagnb.cache.steps import wait_for_flushes
     from dagnb.testing import isolated
 
     damage = _test_module("test_cache_damage")
@@ -267,7 +266,6 @@ def trial_damage() -> None:
                 warnings.simplefilter("always")
                 try:
                     run = damage._graph().run(executor="local")
-                    wait_for_flushes()  # before the folder goes
                     bad = (run.result("value") != {"n": 1}
                            or (run.outputs("make") / "a.txt").read_text() != "hello"
                            or run.logs("use")["line"].tolist() != ["hello"])

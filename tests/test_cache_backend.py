@@ -14,7 +14,6 @@ import pytest
 import dagnb.cache as cache_module
 from dagnb import Graph, Step
 from dagnb.cache import DamagedEntryWarning, Item, StepKey, Store, StoreBackend
-from dagnb.cache.steps import wait_for_flushes
 from dagnb.config import use_context
 
 Files = dict[str, "bytes | None"]  # relative path -> content, None for a directory
@@ -137,7 +136,6 @@ def test_a_graph_stores_then_hits_on_a_backend_of_six_methods(memory_store, tmp_
     assert second.result("twice") == 42
     assert (second.outputs("make") / "n.json").read_text().strip() == '{"n": 21}'
     assert second.logs("make")["line"].tolist() == ["made"]
-    wait_for_flushes()
     assert memory_store.entries().set_index("step")["hits"].to_dict() == {
         "make": 1, "make_py": 1, "twice": 1,
     }

@@ -167,10 +167,8 @@ def test_a_digest_mismatch_of_a_small_file_is_reported_as_damage(workdir: Path) 
 
 def test_hit_counts_that_cannot_be_written_are_one_warning(workdir: Path, monkeypatch) -> None:
     from dagnb.cache import journal
-    from dagnb.cache.steps import wait_for_flushes
 
     _run(workdir)
-    wait_for_flushes()
 
     def full(*args: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -181,7 +179,6 @@ def test_hit_counts_that_cannot_be_written_are_one_warning(workdir: Path, monkey
         warnings.simplefilter("always")
         for _ in range(3):  # one process, three runs
             again = _graph().run(executor="local").raise_for_status()
-            wait_for_flushes()
     assert set(again.states().values()) == {"cached"}
     messages = [str(w.message) for w in caught]
     assert len([m for m in messages if "hit counts" in m]) == 1, messages
@@ -191,7 +188,6 @@ AS_NOBODY = """
 import json, os, sys, tempfile, warnings
 import dagnb
 from dagnb import Graph, Step
-from dagnb.cache.steps import wait_for_flushes
 
 def graph():
     made = Graph("dmg", [Step("make", run={make!r}),
@@ -209,7 +205,6 @@ with dagnb.testing.isolated(cache_directory=sys.argv[2]), \\
         warnings.catch_warnings(record=True) as caught:
     warnings.simplefilter("always")
     run = graph().run(executor="local")
-    wait_for_flushes()
     print(json.dumps({{"states": run.states(), "value": run.result("value"),
                       "warnings": [str(w.message) for w in caught]}}))
 """

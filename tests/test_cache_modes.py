@@ -18,7 +18,6 @@ import pytest
 import dagnb
 from dagnb import CacheError, CacheMissError, ConfigError, Graph, Step
 from dagnb.cache import Store
-from dagnb.cache.steps import wait_for_flushes
 from dagnb.cli import main
 from dagnb.runtime.history import last_states
 
@@ -119,13 +118,11 @@ def test_read_only_serves_hits_runs_misses_and_writes_nothing(workdir: Path) -> 
     cache = workdir / ".dagnb_cache"
     _graph(workdir).run(executor="local")
     _graph(workdir).run(executor="local")  # hits: the journal of uses exists too
-    wait_for_flushes()
     before = _tree(cache)
     assert any(path.startswith(".access") for path in before)
     changed = _graph(workdir, b_value="2")
     first = changed.run(executor="local", cache_mode="read-only")
     again = changed.run(executor="local", cache_mode="read-only")
-    wait_for_flushes()
     dagnb.cache.store_for(read_only=True).flush()
     assert first.states() == {"a": "cached", "b": "succeeded", "c": "succeeded"}
     assert again.states() == first.states()  # nothing was stored by the first
@@ -178,7 +175,6 @@ def _outside_runs(tree: dict[str, tuple[Any, ...]]) -> dict[str, tuple[Any, ...]
 def test_off_runs_everything_and_writes_nothing_but_its_run_record(workdir: Path) -> None:
     cache = workdir / ".dagnb_cache"
     _graph(workdir).run(executor="local")
-    wait_for_flushes()
     before = _tree(cache)
     run = _graph(workdir).run(executor="local", cache_mode="off")
     assert set(run.states().values()) == {"succeeded"}
@@ -195,7 +191,6 @@ def test_off_in_an_empty_folder_writes_only_the_run_record(workdir: Path) -> Non
 
 def test_plan_and_explain_write_nothing_and_work_whatever_the_mode(workdir: Path) -> None:
     _graph(workdir).run(executor="local")
-    wait_for_flushes()
     before = _tree(workdir / ".dagnb_cache")
     changed = _graph(workdir, b_value="2")
     for mode in ("off", "read-only", "fail-on-miss"):
@@ -275,7 +270,6 @@ def test_the_magic_option_refuses_a_miss_and_the_cell_changes_nothing(shell: Any
     assert _executions(workdir) == []
     shell.run_cell_magic("dagger", "a", f"echo a >> {counter}\n")
     shell.run_line_magic("dagger", "run --cache-mode fail-on-miss")  # all cached: runs
-    wait_for_flushes()  # the hit counts of that run are written after it ends
     before = _tree(workdir / ".dagnb_cache")
     shell.run_line_magic("dagger", "run a --refresh --cache-mode read-only")
     assert _executions(workdir) == ["a", "a"]

@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 import signal
+import warnings
 import weakref
 from pathlib import Path
 from typing import Any
@@ -162,6 +163,31 @@ def test_refresh_replaces_the_entry_atomically(store):
     assert (found.out_dir / "file.txt").read_text() == "new"
     assert found.output_digest == entry.output_digest
     assert sorted(p.name for p in (store.location / "s").iterdir()) == [key(1).digest]
+
+
+@pytest.mark.parametrize("removed", ["after the check", "before the move"])
+def test_hit_counts_written_as_the_cache_is_removed_never_make_it_again(
+    store, monkeypatch, removed
+):
+    """The removal (a TemporaryDirectory left after a run) lands after the flush saw the
+    folder: the counts have nowhere to go, and are dropped without a warning."""
+    save(store, "s", key(1))
+    store.lookup("s", key(1))
+    owner, name = (store, "_removed") if removed == "after the check" else (store.backend, "add")
+    real, calls = getattr(owner, name), []
+
+    def removed_first(*args):
+        found = real(*args) if name == "_removed" else None  # (the check sees it there)
+        if not calls:
+            shutil.rmtree(store.location)
+        calls.append(args)
+        return found if name == "_removed" else real(*args)
+
+    monkeypatch.setattr(owner, name, removed_first)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store.flush()
+    assert calls and not store.location.exists()
 
 
 def test_hits_are_counted_and_persisted(store, clock, tmp_path):

@@ -9,7 +9,6 @@ import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
-from threading import current_thread
 
 import pytest
 
@@ -119,18 +118,18 @@ def test_pruning_keeps_the_newest(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-3", "2026-4"]
 
 
-def test_one_run_in_slack_prunes_and_in_a_thread_off_the_hot_path(
+def test_one_run_in_slack_prunes_and_before_its_caller_has_it(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pruned: list[str] = []
-    monkeypatch.setattr(history, "prune", lambda runs: pruned.append(current_thread().name))
+    pruned: list[int] = []
+    monkeypatch.setattr(history, "prune", lambda runs: pruned.append(len(pruned)))
     one_in = history.PRUNE_SLACK + 1
     monkeypatch.setattr(history, "_draw", iter([1.5 / one_in, 0.5 / one_in]).__next__)
     graph = Graph("two", [Step("a", run="true")])
     graph.run(cache=False, executor="local")
+    assert pruned == []  # drawn out
     graph.run(cache=False, executor="local")
-    wait_until(lambda: len(pruned) == 1)
-    assert pruned == ["dagnb-prune"]
+    assert pruned == [0]  # drawn, and done as the run ended: none left in the background
 
 
 def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,
@@ -146,13 +145,13 @@ def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,
         for _ in range(3):  # each ends by pruning down to the newest folder
             assert Graph("short", [Step("s", run="true")]).run(cache=False,
                                                                executor="local").ok
-        wait_until(lambda: len(run_names(workdir)) <= 2)  # the live one and the newest
+        assert len(run_names(workdir)) == 2  # the live one and the newest
         assert long.id in run_names(workdir)
     finally:
         release.write_text("")
         assert long.wait(30).ok
     assert Graph("short", [Step("s", run="true")]).run(cache=False, executor="local").ok
-    wait_until(lambda: long.id not in run_names(workdir))  # ended: an old run like any
+    assert long.id not in run_names(workdir)  # ended: an old run like any
 
 
 def test_a_finished_runs_folder_is_not_leased_again(workdir: Path) -> None:
@@ -169,7 +168,6 @@ def test_a_run_that_made_no_folder_starts_no_prune(
     monkeypatch.setattr(history, "_draw", lambda: 0.0)  # every run that may prune does
     assert Graph("py", [Step("a", func=lambda: 1)]).run(cache=False, executor="local").ok
     assert Graph("sh", [Step("s", run="true")]).run(cache=False, executor="local").ok
-    wait_until(lambda: len(pruned) == 1)
     assert pruned == [runs_folder(workdir)]
 
 
@@ -186,6 +184,27 @@ def test_a_record_appended_after_the_log_was_rewritten_or_removed_is_kept(
     shutil.rmtree(tmp_path / ".runs")
     history._append_record(log, {"graph": "again", "finished": 10.0, "states": {}})
     assert [json.loads(line)["graph"] for line in log.read_text().split()] == ["again"]
+
+
+def test_a_prune_never_brings_back_a_cache_folder_removed_as_it_opens_the_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The removal (a TemporaryDirectory left right after its run) lands between the
+    prune's look and its open: the prune must neither make the log again nor its
+    folders, which would also stop the removal with "Directory not empty"."""
+    cache = tmp_path / "cache"
+    log = cache / ".runs" / history.RECORDS_NAME
+    history._append_record(log, {"graph": "g", "finished": 1.0, "states": {}})
+    real_open = os.open
+
+    def removed_first(path: object, *args: object, **kwargs: object) -> int:
+        if os.fspath(path) == os.fspath(log):  # type: ignore[arg-type]
+            shutil.rmtree(cache, ignore_errors=True)
+        return real_open(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(history.os, "open", removed_first)
+    assert history.prune(cache / ".runs", keep=1) == []
+    assert not cache.exists()
 
 
 def test_a_record_goes_to_the_log_that_replaced_the_open_one_while_it_kept_a_link(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -228,29 +229,24 @@ def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:
     assert again.result("use") == 1
 
 
-def test_hit_counts_are_written_by_one_thread_and_a_first_run_hands_over_nothing(
+def test_hit_counts_are_written_as_each_run_ends_and_a_first_run_writes_none(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    import threading
+    from dagnb.cache.store import Store
 
-    from dagnb.cache import steps
-    from dagnb.cache.steps import wait_for_flushes
-
-    handed: list[object] = []
-    ask = steps._flusher.ask
-    monkeypatch.setattr(steps._flusher, "ask", lambda store: (handed.append(store), ask(store)))
+    flushed: list[tuple[Store, int]] = []
+    flush = Store.flush
+    monkeypatch.setattr(Store, "flush", lambda self: (
+        flushed.append((self, self.pending_hits)), flush(self))[1])
     graph = Graph("flush", [Step("a", func=lambda: 1), Step("b", func=lambda: 2)])
     graph.run(executor="local")
-    assert handed == []  # a first run counted no hit: no thread is woken, none started
-    for _ in range(3):
+    assert flushed == []  # a first run counted no hit: nothing to write
+    for runs in range(1, 4):
         assert set(graph.run(executor="local").states().values()) == {"cached"}
-    wait_for_flushes()
-    assert len(handed) == 3
-    flushers = [t for t in threading.enumerate() if t.name == "dagnb-cache-flush"]
-    assert len(flushers) == 1  # one thread for every run, not one per run
-    assert handed[0].pending_hits == 0  # type: ignore[attr-defined]
-    stats = handed[0].stats()  # type: ignore[attr-defined]
-    assert sorted(stats["hits"]) == [3, 3]
+        assert [hits for _store, hits in flushed] == [2] * runs  # before the run returned
+        store = flushed[-1][0]
+        assert store.pending_hits == 0
+        assert sorted(Store(store.location).stats()["hits"]) == [runs, runs]  # on disk
 
 
 def test_a_run_whose_steps_miss_claims_first_and_looks_once_under_the_lock(
@@ -271,9 +267,7 @@ def test_a_run_whose_steps_miss_claims_first_and_looks_once_under_the_lock(
     assert set(again.states().values()) == {"cached", "succeeded"}
     assert again.states()["u"] == "succeeded" and again.result("t") == 4
     from dagnb import cache
-    from dagnb.cache.steps import wait_for_flushes
 
-    wait_for_flushes()  # the hits are written after the run
     stats = cache.stats()
     assert stats.loc["s0", ["hits", "misses"]].tolist() == [1, 1]  # each look counted once
     assert stats.loc["u", ["hits", "misses"]].tolist() == [0, 1]
@@ -383,19 +377,24 @@ def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
     assert graph.run(executor="local").states() == {"brief": "succeeded"}
 
 
-def test_hit_counts_of_a_removed_cache_folder_do_not_make_it_again(tmp_path: Path) -> None:
-    """A cache removed after a run that hit (a TemporaryDirectory left): the counts
-    written a moment later have nowhere to go, and must not bring the folder back."""
+def test_a_cache_removed_right_after_a_run_that_hit_and_pruned_stays_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A TemporaryDirectory left: the hit counts were written, and old runs pruned, as
+    the run ended; nothing is written into the cache as it goes, or makes it again."""
     import shutil
 
-    from dagnb.cache.steps import wait_for_flushes
+    from dagnb.runtime import history
 
+    monkeypatch.setattr(history, "_draw", lambda: 0.0)  # every run that may prune does
     folder = tmp_path / "cache"
-    graph = Graph("g", [Step("one", func=_small_result)])
+    graph = Graph("g", [Step("one", func=_small_result), Step("two", run="true", cache=False)])
     graph.run(executor="local", cache_directory=folder)
-    assert graph.run(executor="local", cache_directory=folder).states() == {"one": "cached"}
-    shutil.rmtree(folder)  # (the hit counts' writer has not started: it settles first)
-    wait_for_flushes()
+    again = graph.run(executor="local", cache_directory=folder)
+    assert again.states() == {"one": "cached", "two": "succeeded"}
+    assert again.workspace.exists()  # (a run that made a folder: it prunes)
+    shutil.rmtree(folder)
+    time.sleep(0.05)  # (were anything still writing, it would be writing now)
     assert not folder.exists()
 
 

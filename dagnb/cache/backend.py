@@ -129,6 +129,12 @@ class StoreBackend(abc.ABC):
         purpose, so a copy shared with other machines is replaced too (a shared store
         otherwise keeps the first writer's entry of a key)."""
 
+    def add(self, step: str, key: str, folder: Path) -> None:
+        """Put the finished local ``folder`` in place as the new name ``step/key`` of a
+        store that is there: housekeeping (the hit counts' journal) written after a
+        run, which must not make again a cache folder removed meanwhile."""
+        self.write(step, key, folder)
+
     @abc.abstractmethod
     def exists(self, step: str, key: str) -> bool:
         """Whether the folder ``step/key`` is there (whole or damaged)."""
@@ -285,6 +291,19 @@ class LocalBackend(StoreBackend):
         self._read.pop((step, key), None)
         return Item(Path(folder), None, version) if os.path.isdir(folder) else None
 
+    def add(self, step: str, key: str, folder: Path) -> None:
+        # relative to the folder's descriptor: in a folder removed meanwhile, both fail
+        root = os.open(self._root_text, os.O_RDONLY | os.O_DIRECTORY | _CLOEXEC)
+        try:
+            try:
+                os.mkdir(step, dir_fd=root)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.stat(step, dir_fd=root).st_mode):
+                    make_folder(self.root / step)  # a file in the way: moved aside
+            os.rename(folder, f"{step}/{key}", dst_dir_fd=root)
+        finally:
+            os.close(root)
+
     def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         target = self.root / step / key
         make_folder(target.parent)
@@ -352,7 +371,8 @@ _RANGE_LOCKS = (
 )
 _FLOCK = struct.Struct("hhqqi4x")  # l_type, l_whence, l_start, l_len, l_pid (0 for OFD)
 _POLL_S = 0.01
-_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+_LOCK_FLAGS = os.O_RDWR | os.O_CREAT | _CLOEXEC
 
 
 class KeyRangeLock:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -38,7 +39,8 @@ class AccessJournal:
     backend
         Where the journal folders are written.
     new_folder
-        Returns a fresh, empty local folder to assemble a journal folder in.
+        Returns a fresh, empty local folder to assemble a journal folder in (raising
+        OSError rather than make again a cache folder removed meanwhile).
     exists
         Whether an entry is still there (compaction drops the uses of removed ones);
         the backend's ``exists`` when None.
@@ -86,9 +88,13 @@ class AccessJournal:
 
     def _write(self, name: str, records: Iterable[dict[str, Any]]) -> None:
         folder = self._new_folder()
-        text = "".join(json.dumps(record) + "\n" for record in records)
-        (folder / _FILE).write_text(text, encoding="utf-8")
-        self.backend.write(FOLDER, name, folder)
+        try:
+            text = "".join(json.dumps(record) + "\n" for record in records)
+            (folder / _FILE).write_text(text, encoding="utf-8")
+            self.backend.add(FOLDER, name, folder)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)  # (moved in, it is no longer there)
+            raise
 
     def _sum(self, names: Iterable[str]) -> Totals:
         totals: Totals = {}

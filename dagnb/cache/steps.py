@@ -25,7 +25,6 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 
 from __future__ import annotations
 
-import atexit
 import os
 import pickle
 import warnings
@@ -35,7 +34,6 @@ from typing import Any
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import KeyRangeLock, surely_absent
-from dagnb.cache.background import Background
 from dagnb.cache.entry import _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
@@ -54,7 +52,7 @@ from dagnb.model.results import (
 )
 from dagnb.model.step import Step, parse_duration
 
-__all__ = ["MUST_WAIT", "CachedResult", "StepCache", "refresh_setting", "wait_for_flushes"]
+__all__ = ["MUST_WAIT", "CachedResult", "StepCache", "refresh_setting"]
 
 
 def refresh_setting(refresh: Any) -> bool | frozenset[str]:
@@ -284,11 +282,13 @@ class StepCache:
             return text_digest(files + _result_digest(result))
 
     def close(self) -> None:
-        """Write the hit counts kept in memory, off the run's path: a file per entry
-        would cost a fully cached re-run more than all its lookups (the store also
-        flushes at exit). A run that hit nothing (a first run) hands nothing over."""
+        """Write the hit counts kept in memory, as the run ends: one journal file for
+        the run (a file per entry would cost a fully cached re-run more than all its
+        lookups), written before the caller has the run, so a cache folder removed
+        right after it (a TemporaryDirectory left) has nothing written into it as it
+        goes. A run that hit nothing (a first run) writes nothing."""
         if self.store.pending_hits:
-            _flusher.ask(self.store)
+            self.store.flush()  # warns of what it cannot write; never raises for it
 
     def _store_of(self, step: Step) -> Store:
         # made on first use: most runs have no session step, and it is a temporary folder
@@ -407,21 +407,6 @@ def _taken_now(lock: Any) -> bool:
     return take_now is not None and take_now()
 
 
-def _flush(store: Store) -> None:
-    store.flush()  # warns of what it cannot write; never raises for it
-
-
-# writes the hit counts of the stores handed over, off the run's path (see close), once
-# the run's caller has its result
-_SETTLE_S = 0.02
-_flusher: Background[Store] = Background("dagnb-cache-flush", _flush, settle=_SETTLE_S)
-
-
-def wait_for_flushes() -> None:
-    """Wait until hit counts of finished runs are written (before removing a cache)."""
-    _flusher.wait()
-
-
 def _result_digest(result: Any) -> str:
     try:
         return value_digest(result)
@@ -483,5 +468,3 @@ def _saved(step: Step, out_dir: Path, result: Any) -> bool:
         )
         return False
 
-
-atexit.register(wait_for_flushes)

@@ -256,7 +256,7 @@ class Store(Housekeeping):
     @functools.cached_property
     def _journal(self) -> AccessJournal:
         """The journal of uses, made when first written or read (a hit needs none)."""
-        return AccessJournal(self.backend, lambda: self._new_folder(".tmp-"), exists=self._exists)
+        return AccessJournal(self.backend, self._journal_folder, exists=self._exists)
 
     @property
     def location(self) -> Path:
@@ -566,6 +566,18 @@ class Store(Housekeeping):
         path.mkdir(parents=True)
         return path
 
+    def _journal_folder(self) -> Path:
+        """A fresh folder in ``.scratch`` of a cache folder that is there: the journal is
+        written after a run, and a cache removed meanwhile must stay removed."""
+        if type(self.backend) is not LocalBackend:
+            return self._new_folder(".tmp-")  # (a remote's local tier: made as needed)
+        scratch = self.backend.root / ".scratch"
+        with contextlib.suppress(FileExistsError):
+            scratch.mkdir()  # FileNotFoundError when the cache folder was removed
+        path = scratch / f".tmp-{uuid.uuid4().hex}"
+        path.mkdir()
+        return path
+
     def save(
         self,
         step_name: str,
@@ -818,6 +830,8 @@ class Store(Housekeeping):
                     for (step_name, key), (hits, last_used) in pending.items()
                 ])
             except OSError as exc:  # a full disk, a read-only cache: entries still serve
+                if self._removed():
+                    return  # removed while being written: nowhere to go
                 for where, counts in pending.items():
                     self._pending.setdefault(where, counts)  # a later flush may write them
                 if not self._flush_failed:

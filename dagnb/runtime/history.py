@@ -21,15 +21,15 @@ the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` 
 and the newest of each graph, and renames the copy into place (a writer that finds the
 file replaced under its lock opens it again).
 
-Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so
-it works the same when every run is a new ``dagnb run`` process) starts it in a
-background thread as it ends. A prune cut short by the process exiting is finished by a
-later one.
+Pruning is rare: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so it works the
+same when every run is a new ``dagnb run`` process) prunes as it ends, before its caller
+has it: a prune in a thread of its own would still be removing old folders while the
+caller removes the cache (a TemporaryDirectory left), and make that fail. A prune cut
+short by the process being killed is finished by a later one.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import fcntl
 import json
@@ -44,7 +44,6 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache.backend import make_folder
-from dagnb.cache.background import Background
 from dagnb.model.jsontext import encoder
 
 __all__ = [
@@ -129,18 +128,12 @@ class RunFolder:
                 self._lease = None
         # a run that made no folder and left the log small leaves nothing to prune
         if (made or log_size > _PRUNE_LOG_BYTES) and _draw() * (PRUNE_SLACK + 1) < 1:
-            _pruner.ask(self.runs)
+            _prune_quietly(self.runs)
 
 
 def _prune_quietly(runs: Path) -> None:
     with contextlib.suppress(Exception):  # housekeeping never fails a run
         prune(runs)
-
-
-# (no settling, unlike the hit counts' writer, and waited for at exit: a short process,
-# ``dagnb run``, would otherwise end before it prunes, and its runs would pile up)
-_pruner: Background[Path] = Background("dagnb-prune", _prune_quietly)
-atexit.register(_pruner.wait)
 
 
 def _lease(folder: Path) -> int | None:
@@ -309,11 +302,27 @@ def _same_file(path: str, status: os.stat_result) -> bool:
 
 def _open_locked(path: Path) -> int:
     """The log open for appending, its lock held; made (with its folder) if missing."""
-    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+    descriptor = _locked_log(path, create=True)
+    assert descriptor is not None  # (made when missing)
+    return descriptor
+
+
+def _existing_locked(path: Path) -> int | None:
+    """The log open for appending, its lock held; None when missing. What a prune opens:
+    it never brings back a cache folder removed under it, nor stops that removal with a
+    log of its making."""
+    return _locked_log(path, create=False)
+
+
+def _locked_log(path: Path, create: bool) -> int | None:
+    flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    flags |= os.O_CREAT if create else 0
     for _attempt in range(10):  # each retry follows a prune's rewrite or a made folder
         try:
             descriptor = os.open(path, flags, 0o666)
         except (FileNotFoundError, NotADirectoryError):
+            if not create:
+                return None
             make_folder(path.parent)  # a file named .runs is moved aside, not an error
             continue
         fcntl.flock(descriptor, fcntl.LOCK_EX)
@@ -329,9 +338,9 @@ def _open_locked(path: Path) -> int:
 def _compact_records(path: Path, keep: int) -> None:
     """Rewrite the log with the newest ``keep`` records and the newest of each graph,
     once it holds more than ``_COMPACT_AT``; renamed into place under its lock."""
-    if not path.exists():
+    descriptor = _existing_locked(path)
+    if descriptor is None:
         return
-    descriptor = _open_locked(path)
     try:
         records = _logged(path)
         if len(records) <= max(_COMPACT_AT, keep) and path.stat().st_size <= _COMPACT_BYTES:
