@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import math
 import os
 import shutil
@@ -825,3 +826,17 @@ def test_reduce_size_keeps_the_entries_a_live_run_hands_to_its_steps(tmp_path: P
     finally:
         os.close(lease)  # the run ended: its entries are as old as the rest
     assert later.reduce_size(age_limit=60) == 2
+
+
+@pytest.mark.parametrize("step, key, hits, last_used", [
+    ("s", "0" * 32, 3, 1764590000.123456),
+    ('a "quoted" \\ step\n', "k\t", 0, 0.0),
+    ("étape ✓ 步", "\x00\x1f", 10**12, 1e-7),
+    ("nan", "inf", 1, float("nan")),
+    ("big", "last", 2, float("inf")),
+])
+def test_a_journal_line_is_json_dumps_text_of_the_use(step, key, hits, last_used):
+    from dagnb.cache.journal import _line
+
+    record = {"step": step, "key": key, "hits": hits, "last_used": last_used}
+    assert _line(step, key, hits, last_used) == json.dumps(record) + "\n"

@@ -825,10 +825,7 @@ class Store(Housekeeping):
             if self.read_only or self._removed():
                 return
             try:
-                self._journal.append([
-                    {"step": step_name, "key": key, "hits": int(hits), "last_used": last_used}
-                    for (step_name, key), (hits, last_used) in pending.items()
-                ])
+                self._journal.append(pending)
             except OSError as exc:  # a full disk, a read-only cache: entries still serve
                 if self._removed():
                     return  # removed while being written: nowhere to go
