@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -118,18 +119,29 @@ def test_pruning_keeps_the_newest(tmp_path: Path) -> None:
     assert sorted(p.name for p in tmp_path.iterdir()) == ["2026-3", "2026-4"]
 
 
-def test_one_run_in_slack_prunes_and_before_its_caller_has_it(
+def test_one_run_in_slack_prunes_in_a_thread_while_it_runs_done_before_it_returns(
     workdir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pruned: list[int] = []
-    monkeypatch.setattr(history, "prune", lambda runs: pruned.append(len(pruned)))
+    pruned: list[tuple[str, bool]] = []
+    release = workdir / "release"
+
+    def prune(runs: Path) -> None:  # the step still runs: it waits for the file
+        pruned.append((threading.current_thread().name, release.exists()))
+
+    monkeypatch.setattr(history, "prune", prune)
     one_in = history.PRUNE_SLACK + 1
     monkeypatch.setattr(history, "_draw", iter([1.5 / one_in, 0.5 / one_in]).__next__)
+    waiting = f"for i in $(seq 600); do [ -f {release} ] && exit 0; sleep 0.01; done; exit 1"
     graph = Graph("two", [Step("a", run="true")])
     graph.run(cache=False, executor="local")
     assert pruned == []  # drawn out
-    graph.run(cache=False, executor="local")
-    assert pruned == [0]  # drawn, and done as the run ended: none left in the background
+    run = start_background(Graph("two", [Step("a", run=waiting)]), cache=False,
+                           executor="local")
+    wait_until(lambda: len(pruned) == 1)  # while its step runs
+    release.write_text("")
+    assert run.wait(30).ok
+    assert pruned == [("dagnb-prune", False)]
+    assert "dagnb-prune" not in {t.name for t in threading.enumerate()}  # joined
 
 
 def test_pruning_leaves_a_live_runs_folder_alone(workdir: Path,

@@ -21,11 +21,13 @@ the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` 
 and the newest of each graph, and renames the copy into place (a writer that finds the
 file replaced under its lock opens it again).
 
-Pruning is rare: about one run in ``PRUNE_SLACK + 1`` (chosen at random, so it works the
-same when every run is a new ``dagnb run`` process) prunes as it ends, before its caller
-has it: a prune in a thread of its own would still be removing old folders while the
-caller removes the cache (a TemporaryDirectory left), and make that fail. A prune cut
-short by the process being killed is finished by a later one.
+Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` that makes its folder
+(chosen at random, so it works the same when every run is a new ``dagnb run`` process)
+prunes in a thread of its own while its steps run, and waits for it as it ends, before
+its caller has the run: a prune still going then would be removing old folders while
+the caller removes the cache (a TemporaryDirectory left), and make that fail. A run
+that made no folder compacts the log as it ends, once it has grown. A prune cut short
+by the process being killed is finished by a later one.
 """
 
 from __future__ import annotations
@@ -74,7 +76,7 @@ DONE_STATES = frozenset({"succeeded", "cached"})
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "run_id", "text")
+    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "run_id", "text")
 
     def __init__(self, cache_dir: Path, run_id: str) -> None:
         self._cache_dir = cache_dir
@@ -82,6 +84,7 @@ class RunFolder:
         self.text = f"{cache_dir}/.runs/{run_id}"  # Paths made when asked for: most runs never
         self._path: Path | None = None
         self._lease: int | None = None
+        self._pruning: threading.Thread | None = None
         self._closed = False
 
     @property
@@ -106,6 +109,10 @@ class RunFolder:
         if self._lease is None and not self._closed:
             make_folder(self.path)  # a file named .runs is moved aside, not an error
             self._lease = _lease(self.path)
+            if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
+                self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
+                                                 name="dagnb-prune", daemon=True)
+                self._pruning.start()
         return self.path
 
     def close(self, states: Mapping[str, str], graph_name: str) -> None:
@@ -116,7 +123,7 @@ class RunFolder:
         self._closed = True
         record = {"run": self.run_id, "graph": graph_name, "finished": time.time(),
                   "states": dict(states)}
-        made, log_size = self._lease is not None, 0
+        log_size = 0
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
         except OSError as exc:
@@ -126,8 +133,11 @@ class RunFolder:
             if self._lease is not None:
                 os.close(self._lease)  # closing lets go of the lock
                 self._lease = None
-        # a run that made no folder and left the log small leaves nothing to prune
-        if (made or log_size > _PRUNE_LOG_BYTES) and _draw() * (PRUNE_SLACK + 1) < 1:
+        if self._pruning is not None:
+            self._pruning.join()  # done before the caller has the run: see the module's text
+        # a run that made no folder (and drew no prune) and left the log small leaves
+        # nothing to prune; one that left it big compacts it now (rare, and quick)
+        elif log_size > _PRUNE_LOG_BYTES and _draw() * (PRUNE_SLACK + 1) < 1:
             _prune_quietly(self.runs)
 
 
