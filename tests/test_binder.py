@@ -17,9 +17,12 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 BINDER = ROOT / "binder"
+# what a Binder build would not have: no virtual environment either (CI's three are ~3 GB,
+# and two of them are in use by the legs running beside this one)
 IGNORE = shutil.ignore_patterns(".git", ".dagnb_cache", "__pycache__", "*.egg-info",
                                 ".pytest_cache", ".ruff_cache", "build", "dist",
-                                ".ipynb_checkpoints", "test-artifacts")
+                                ".ipynb_checkpoints", "test-artifacts", ".venv*",
+                                ".grimp_cache", ".import_linter_cache")
 
 pytestmark = [
     pytest.mark.slow,
