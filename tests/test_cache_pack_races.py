@@ -562,14 +562,14 @@ def test_the_entry_folder_check_sees_what_the_effective_user_sees(tmp_path):
     script = f"""
 import os
 from dagnb.cache.backend import LocalBackend
-from dagnb.cache.steps import _has_files
+from dagnb.cache.steps import has_files
 base = {str(tmp_path)!r}
 os.chmod(base, 0o700)  # root's: a real user nobody may not search it
 os.makedirs(base + "/out"); open(base + "/out/result.csv", "w").close()
 backend = LocalBackend(base + "/cache")
 os.makedirs(base + "/cache/s/k1"); open(base + "/cache/s/k1/meta.json", "w").write("{{}}")
 os.setresuid(65534, 0, 0)  # real user nobody, effective user root (the owner)
-print(_has_files(base + "/out"), backend.read("s", "k1") is not None)
+print(has_files(base + "/out"), backend.read("s", "k1") is not None)
 """
     import subprocess
     import sys

@@ -131,6 +131,25 @@ def test_the_sweep_does_not_read_the_pids_it_is_told_to_skip() -> None:
         skipped.wait()
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_step_tokens_are_unique_in_a_process_and_not_shared_with_a_forked_child() -> None:
+    tokens = [reaper.new_token() for _ in range(2000)]
+    assert len(set(tokens)) == len(tokens)
+    assert all(len(token) == 24 and int(token, 16) >= 0 for token in tokens)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next tokens, then gone without pytest's cleanup
+        os.write(write, " ".join(reaper.new_token() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0
+    child = os.read(read, 1000).decode().split()
+    os.close(read)
+    parent = [reaper.new_token() for _ in range(3)]
+    assert len(child) == 3 and not set(child) & set(parent + tokens)
+    assert {token[:16] for token in child} != {token[:16] for token in parent}
+
+
 def _wait_for_exec(pid: int, token: str, seconds: float = 5.0) -> None:
     """Until the process's environment holds ``token`` (it has exec'd its command)."""
     deadline = time.monotonic() + seconds

@@ -52,7 +52,7 @@ from dagnb.model.results import (
 )
 from dagnb.model.step import Step, parse_duration
 
-__all__ = ["MUST_WAIT", "CachedResult", "StepCache", "refresh_setting"]
+__all__ = ["MUST_WAIT", "CachedResult", "StepCache", "has_files", "refresh_setting"]
 
 
 def refresh_setting(refresh: Any) -> bool | frozenset[str]:
@@ -209,11 +209,13 @@ class StepCache:
         exit_code: int,
         duration_s: float,
         provenance: Mapping[str, Any] | None = None,
-        folder_made: bool = True,
+        may_hold_files: bool = True,
     ) -> Entry | None:
         """Store the outputs (and the Python result) of a step that ran; ``provenance``
-        (the image digest that ran) goes into the entry's metadata. ``folder_made=False``:
-        the run made no folder for its steps, so ``out_dir`` holds nothing (not looked at).
+        (the image digest that ran) goes into the entry's metadata.
+        ``may_hold_files=False``: the caller knows ``out_dir`` holds nothing (the run made
+        no folder for its steps, or it looked: :func:`has_files`), so it is not looked
+        at again.
 
         Returns None, with a warning saying why, when nothing was stored: a result that
         cannot be pickled, or a store that cannot be written (a full disk). The step
@@ -228,7 +230,7 @@ class StepCache:
             # an empty out/ (a shell step's, made before it ran) stays in the run's
             # folder, as with the cache off: removing it cost a shell step more on the
             # loop than its whole record
-            wrote_files = folder_made and _has_files(out_dir)
+            wrote_files = may_hold_files and has_files(out_dir)
             inline = _inline(result) if not wrote_files else None
             if inline is None:
                 out_dir = Path(out_dir)
@@ -269,7 +271,7 @@ class StepCache:
         for it, so that a step cached or not (``cache=False``) leaves its dependents'
         keys alone (early cut-off). Made as stored entries' are, which keeps their keys.
         """
-        if not _has_files(out_dir):
+        if not has_files(out_dir):
             inline = _inline(result)
             if inline is not None:  # save packs it, its result inline
                 return _inline_digest(inline or None)
@@ -445,7 +447,7 @@ def _inline(result: Any) -> dict[str, Any] | None:
     return encode_inline(result, _INLINE_LIMIT)
 
 
-def _has_files(out_dir: Path | str) -> bool:
+def has_files(out_dir: Path | str) -> bool:
     """Whether the step wrote anything into its output folder (made or not)."""
     if surely_absent(os.fspath(out_dir)):  # not made: told without an exception
         return False

@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import itertools
 import os
 import secrets
 import signal
@@ -75,8 +76,30 @@ _steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag i
 
 
 def new_token() -> str:
-    """A token for one step attempt's processes."""
-    return secrets.token_hex(12)
+    """A token for one step attempt's processes: unique, not secret (a step can read
+    its own), so a random prefix per process and a count (no ``getrandom`` per step)."""
+    return f"{_tokens.prefix}{next(_tokens.count):08x}"
+
+
+class _Tokens:
+    """What :func:`new_token` makes tokens of; made anew in a forked child, whose
+    tokens must not be its parent's."""
+
+    def __init__(self) -> None:
+        self.prefix = secrets.token_hex(8)
+        self.count = itertools.count()
+
+
+_tokens = _Tokens()
+
+
+def _renew_tokens() -> None:
+    global _tokens
+    _tokens = _Tokens()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_tokens)
 
 
 class StepProcesses:
@@ -233,14 +256,25 @@ def _tagged(marks: list[bytes], pids: Iterable[int]) -> list[int]:
     for pid in pids:
         if pid == me:
             continue
-        try:
-            with open(f"/proc/{pid}/environ", "rb") as file:
-                environ = b"\0" + file.read()
+        try:  # (no file object: most pids probed are gone, or other steps' own)
+            environ = _environ_of(pid)
         except OSError:  # gone, never was, or another user's
             continue
         if any(b"\0" + mark in environ for mark in marks):
             found.append(pid)
     return found
+
+
+def _environ_of(pid: int) -> bytes:
+    """The environment of process ``pid`` as ``/proc`` gives it, a NUL before it."""
+    descriptor = os.open(f"/proc/{pid}/environ", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        chunks = [b"\0"]
+        while chunk := os.read(descriptor, 1 << 16):
+            chunks.append(chunk)
+    finally:
+        os.close(descriptor)
+    return b"".join(chunks)
 
 
 def _kill_group(pgid: int) -> None:

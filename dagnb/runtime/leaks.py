@@ -17,9 +17,9 @@ from dagnb.model.masking import SecretFinder
 _CHUNK = 1 << 20
 
 
-def stored_secret(finder: SecretFinder, out_dir: str, result: Any) -> str | None:
-    """The name of a secret that the step's result or a file under ``out_dir`` holds,
-    or None (at once when the run has no secret)."""
+def stored_secret(finder: SecretFinder, out_dir: str | None, result: Any) -> str | None:
+    """The name of a secret that the step's result or a file under ``out_dir`` (None:
+    it holds no file) holds, or None (at once when the run has no secret)."""
     if not finder:
         return None
     if result is not NO_RESULT:
@@ -29,7 +29,7 @@ def stored_secret(finder: SecretFinder, out_dir: str, result: Any) -> str | None
             found = None
         if found is not None:
             return found
-    for folder, _, files in os.walk(out_dir):
+    for folder, _, files in os.walk(out_dir) if out_dir is not None else ():
         for name in files:
             found = _file_holds(os.path.join(folder, name), finder)
             if found is not None:

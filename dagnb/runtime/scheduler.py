@@ -34,7 +34,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.images import image_label
-from dagnb.cache.steps import MUST_WAIT, CachedResult
+from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
     DagnbError,
@@ -323,13 +323,16 @@ class Scheduler:
                files: list[LogFile], started: float) -> _Outcome:
         """Save what a step made, unless it holds a secret (see _run_and_store)."""
         last = files[-1]
-        made = self.run.workspace_made  # else no step has a folder: nothing to look at
-        odd = unstorable(out_dir) if made else None
+        # one look at its folder (none if the run made no folder for its steps): most
+        # steps write no file, and then nothing there is walked, searched or looked at
+        # again by the save (each look cost a shell step's loop a scan of the folder)
+        wrote = self.run.workspace_made and has_files(out_dir)
+        odd = unstorable(out_dir) if wrote else None
         if odd is not None:
             return self._not_stored(step, outcome, cache, out_dir,
                                     f"its output {odd!r} is not a file or a folder (a pipe, "
                                     "a device, a socket, a broken link); write files there")
-        leaked = stored_secret(self._secrets_found, out_dir, outcome.result)
+        leaked = stored_secret(self._secrets_found, out_dir if wrote else None, outcome.result)
         if leaked is not None:
             return self._not_stored(step, outcome, cache, out_dir,
                                     f"its result or files hold the value of secret {leaked!r}, "
@@ -344,7 +347,7 @@ class Scheduler:
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
-            folder_made=made,
+            may_hold_files=wrote,
         )
         if entry is None:  # not stored (an unpicklable result, a full disk): keep it in memory
             self.run.not_stored[step.name] = ("its result cannot be pickled, or the disk is "
