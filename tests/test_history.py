@@ -310,3 +310,27 @@ def test_a_short_process_prunes_before_it_ends(workdir: Path) -> None:
                    timeout=120)
     runs = workdir / ".dagnb_cache" / ".runs"
     assert len([p for p in runs.iterdir() if p.is_dir()]) == history.KEEP_RUNS
+
+
+def test_run_ids_are_unique_sort_by_start_and_are_not_shared_with_a_forked_child() -> None:
+    from dagnb.runtime.prepare import _new_run_id
+
+    ids = [_new_run_id() for _ in range(3000)]
+    assert len(set(ids)) == len(ids)
+    assert [i[:19] for i in ids] == sorted(i[:19] for i in ids)  # to the millisecond
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    assert ids[-1][:15] <= stamp and len(ids[-1]) == len("20261201-150440-170-f51d14")
+    if not hasattr(os, "fork"):
+        return
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next ids, then gone without pytest's cleanup
+        os.write(write, " ".join(_new_run_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.close(write)
+    assert os.waitpid(pid, 0)[1] == 0
+    child = os.read(read, 1000).decode().split()
+    os.close(read)
+    parent = [_new_run_id() for _ in range(3)]
+    assert len(child) == 3
+    assert {i[-6:] for i in child}.isdisjoint(i[-6:] for i in parent)

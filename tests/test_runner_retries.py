@@ -273,3 +273,12 @@ def test_the_retry_line_counts_the_attempts_the_error_gets_not_the_transient_flo
     TextView(run, focus="once").close()
     err = capsys.readouterr().err
     assert "── once: retrying 2/2 in " in err
+
+
+def test_retry_policies_are_memoized_apart_for_settings_that_are_equal_but_not_the_same() -> None:
+    from dagnb.runtime.scheduler import _policy_memo
+
+    keys = [_policy_memo({"max_retries": v, "jitter": 0.1}) for v in (1, 1.0, True)]
+    assert len(set(keys)) == 3
+    assert _policy_memo({"max_retries": 1, "jitter": 0.1}) == keys[0]
+    assert _policy_memo({"max_retries": 1, "retry_on": [3]}) is None  # a list: not memoized

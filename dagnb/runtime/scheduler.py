@@ -85,8 +85,19 @@ class RunOptions:
 
 
 # Retry policies (immutable) built from plain settings, shared by every run.
-_POLICIES: dict[str, Any] = {}
-_PLAIN = (int, float, bool, str, type(None))
+_POLICIES: dict[tuple[Any, ...], Any] = {}
+_PLAIN = frozenset((int, float, bool, str, type(None)))
+
+
+def _policy_memo(value: Any) -> tuple[Any, ...] | None:
+    """What tells apart the policies of retry settings ``value``, a dict of plain
+    values (their types too: ``1``, ``1.0`` and ``True`` are equal keys, not equal
+    settings); None for anything else (not memoized). Cheaper than its repr."""
+    if type(value) is not dict:
+        return None
+    values = tuple(value.values())
+    types = tuple(map(type, values))
+    return (tuple(value), types, values) if _PLAIN.issuperset(types) else None
 # a step's secrets when it declares none: shared by such steps, so not writable
 _NONE: Mapping[str, str] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
@@ -484,8 +495,7 @@ class Scheduler:
         if not self.options.retries_enabled:
             return RetryPolicy.disabled()
         value = layered(self.options.retry_defaults, value)
-        plain = isinstance(value, Mapping) and all(type(v) in _PLAIN for v in value.values())
-        memo = repr(sorted(value.items())) if plain else None
+        memo = _policy_memo(value)
         policy = _POLICIES.get(memo) if memo is not None else None
         if policy is None:
             policy = RetryPolicy.from_value(value)  # checks every field: not on every run
