@@ -8,13 +8,14 @@ threads) each keep a weak set of their live instances and say here how one is re
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-__all__ = ["ForkSafeLock", "WeakRefs", "renew_in_child"]
+__all__ = ["ForkSafeCount", "ForkSafeLock", "WeakRefs", "renew_in_child"]
 
 T = TypeVar("T")
 
@@ -64,3 +65,25 @@ class ForkSafeLock:
 
 _LOCKS: weakref.WeakSet[ForkSafeLock] = weakref.WeakSet()
 renew_in_child(_LOCKS, ForkSafeLock._renew)
+
+
+class ForkSafeCount:
+    """Numbers that no other in this process repeats, nor a forked child's: ``next(it.count)``
+    counts from a random start of ``bits`` bits, a child's from another. What tells apart
+    a process's tokens and run ids with no ``getrandom`` each (read ``count`` at each use:
+    a child's is another)."""
+
+    __slots__ = ("__weakref__", "bits", "count")
+
+    def __init__(self, bits: int) -> None:
+        self.bits = bits
+        self._renew()
+        _COUNTS.add(self)
+
+    def _renew(self) -> None:
+        start = int.from_bytes(os.urandom((self.bits + 7) // 8), "big") >> (-self.bits % 8)
+        self.count = itertools.count(start)
+
+
+_COUNTS: weakref.WeakSet[ForkSafeCount] = weakref.WeakSet()
+renew_in_child(_COUNTS, ForkSafeCount._renew)

@@ -34,15 +34,15 @@ import asyncio
 import contextlib
 import ctypes
 import functools
-import itertools
 import os
-import secrets
 import signal
 import sys
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator
 from typing import Any
+
+from dagnb.cache.forks import ForkSafeCount
 
 __all__ = [
     "TOKEN_VARIABLE",
@@ -77,29 +77,12 @@ _steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag i
 
 def new_token() -> str:
     """A token for one step attempt's processes: unique, not secret (a step can read
-    its own), so a random prefix per process and a count (no ``getrandom`` per step)."""
-    return f"{_tokens.prefix}{next(_tokens.count):08x}"
+    its own), so a count from a random start (no ``getrandom`` per step)."""
+    return f"{next(_TOKENS.count) & _TOKEN_MASK:024x}"
 
 
-class _Tokens:
-    """What :func:`new_token` makes tokens of; made anew in a forked child, whose
-    tokens must not be its parent's."""
-
-    def __init__(self) -> None:
-        self.prefix = secrets.token_hex(8)
-        self.count = itertools.count()
-
-
-_tokens = _Tokens()
-
-
-def _renew_tokens() -> None:
-    global _tokens
-    _tokens = _Tokens()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_tokens)
+_TOKENS = ForkSafeCount(96)  # (a forked child's tokens are not its parent's)
+_TOKEN_MASK = (1 << 96) - 1
 
 
 class StepProcesses:

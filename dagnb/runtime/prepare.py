@@ -14,9 +14,7 @@ import asyncio
 import atexit
 import contextlib
 import gc
-import itertools
 import os
-import secrets as _random
 import shutil
 import sys
 import tempfile
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import local_folder, refuse_foreign_folder
+from dagnb.cache.forks import ForkSafeCount
 from dagnb.cache.steps import StepCache, refresh_setting
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, context, settings
@@ -455,30 +454,11 @@ def _new_run_id() -> str:
     ``strftime`` per run: together a twentieth of a one-step run's fixed cost)."""
     now = time.time()
     second = int(now)
-    ids = _ids
-    if second != ids.second:  # (the text of the second made once per second)
-        ids.second, ids.text = second, time.strftime("%Y%m%d-%H%M%S", time.localtime(second))
-    suffix = next(ids.count) & 0xFFFFFF
-    return f"{ids.text}-{int((now - second) * 1000):03d}-{suffix:06x}"
+    if second != _last_second[0]:  # (the second's text made once a second)
+        _last_second[:] = [second, time.strftime("%Y%m%d-%H%M%S", time.localtime(second))]
+    return f"{_last_second[1]}-{int((now - second) * 1000):03d}-{next(_RUNS.count) & 0xFFFFFF:06x}"
 
 
-class _RunIds:
-    """What :func:`_new_run_id` makes ids of; made anew in a forked child, whose runs
-    must not take its parent's next ids."""
-
-    def __init__(self) -> None:
-        self.second, self.text = -1, ""
-        self.count = itertools.count(_random.randbits(24))
-
-
-_ids = _RunIds()
-
-
-def _renew_run_ids() -> None:
-    global _ids
-    _ids = _RunIds()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_renew_run_ids)
+_last_second: list[Any] = [-1, ""]  # the last second an id was made in, and its text
+_RUNS = ForkSafeCount(24)  # (a forked child's runs do not take its parent's next ids)
 

@@ -98,6 +98,8 @@ def _policy_memo(value: Any) -> tuple[Any, ...] | None:
     values = tuple(value.values())
     types = tuple(map(type, values))
     return (tuple(value), types, values) if _PLAIN.issuperset(types) else None
+
+
 # a step's secrets when it declares none: shared by such steps, so not writable
 _NONE: Mapping[str, str] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
