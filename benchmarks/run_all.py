@@ -4,10 +4,11 @@
 
 Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T met|MISSED
 [min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
-figure instead of 9 for the cheap ones (15 for a run's fixed cost; the expensive ones
-always take 5). Step counts for scheduling and cold re-runs default to 1,000 and 10,000;
-100,000 is left out by default because filling its cache alone takes minutes: ask for it
-with ``--sizes 1000,10000,100000``. See README.md for what each peer is and why.
+figure instead of 9 for the cheap ones (15 for a run's fixed cost and for the widget;
+the expensive ones always take 5). Step counts for scheduling and cold re-runs default
+to 1,000 and 10,000; 100,000 is left out by default because filling its cache alone
+takes minutes: ask for it with ``--sizes 1000,10000,100000``. See README.md for what
+each peer is and why.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
     # a 1-step run lasts a fraction of a millisecond and crosses threads twice: its
     # trials swing more than others', and 15 rounds (a second in all) steady the median
     handoffs = 5 if args.quick else 15
+    # runs of 0.4 s whose lengths swing by a fifth with or without the widget (21 rounds:
+    # 1.04; medians of 9 read 1.03 to 1.11)
+    loud = 5 if args.quick else 15
     return {
         "import": lambda: bench_startup.import_figures(cheap),
         "cli_run": lambda: bench_startup.run_figure(disk, cheap, args.baseline),
@@ -40,12 +44,13 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, handoffs),
-        "shell": lambda: bench_runner.shell_steps(disk, heavy, memory),
-        "scheduling": lambda: bench_runner.scheduling(disk, heavy, args.sizes),
+        # (9 rounds: scheduling trials come in two speeds, a third apart, at random, on
+        # both sides; a shell trial's length moves with the disk's from one to the next)
+        "shell": lambda: bench_runner.shell_steps(disk, cheap, memory),
+        "scheduling": lambda: bench_runner.scheduling(disk, cheap, args.sizes),
         "frame": lambda: bench_cache.frame_hits(memory, heavy),
         "remote": lambda: bench_cache.remote_cache(disk, heavy),
-        # (a trial is one run of ~0.4 s: 5 rounds' medians read 0.86 to 1.11 in one hour)
-        "widgets": lambda: (bench_widgets.widget_overhead(100_000, cheap),
+        "widgets": lambda: (bench_widgets.widget_overhead(100_000, loud),
                             bench_widgets.notebook_size()),
     }
 
