@@ -35,6 +35,7 @@ from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
+from dagnb.executors.programs import start_program
 from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
 from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
@@ -115,7 +116,7 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
         inputs={name: item.path for name, item in task.inputs.items()},
     )
     start = functools.partial(
-        subprocess.Popen,
+        start_program if isinstance(task.step.run, str) else subprocess.Popen,
         argv,
         bufsize=0,
         stdin=_devnull(),
