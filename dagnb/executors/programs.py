@@ -26,6 +26,9 @@ from typing import Any
 __all__ = ["start_program"]
 
 _found: dict[tuple[str, str], str] = {}  # (name, PATH) -> the program's path
+# (Windows looks in the program's own and the current folder before PATH, and adds
+# PATHEXT: there Popen searches as it does)
+_SEARCHES_PATH = os.name == "posix"
 
 
 def start_program(argv: Sequence[str], *, env: Mapping[Any, Any], **options: Any,
@@ -51,7 +54,7 @@ def _search_path(env: Mapping[Any, Any]) -> str:
 def _program(name: str, path: str) -> str | None:
     """Where ``name`` is on ``path``, found once; None for Popen to search itself."""
     program = _found.get((name, path))
-    if program is None and os.sep not in name and _absolute_folders(path):
+    if program is None and _SEARCHES_PATH and os.sep not in name and _absolute_folders(path):
         program = shutil.which(name, path=path)
         if program is not None:
             _found[(name, path)] = program
