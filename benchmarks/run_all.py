@@ -4,11 +4,11 @@
 
 Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T met|MISSED
 [min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
-figure instead of 9 for the cheap ones (15 for a run's fixed cost and for the widget;
-the expensive ones always take 5). Step counts for scheduling and cold re-runs default
-to 1,000 and 10,000; 100,000 is left out by default because filling its cache alone
-takes minutes: ask for it with ``--sizes 1000,10000,100000``. See README.md for what
-each peer is and why.
+figure instead of 9 for the cheap ones (15 for a run's fixed cost, scheduling and the
+widget; the expensive ones always take 5). Step counts for scheduling and cold re-runs
+default to 1,000 and 10,000; 100,000 is left out by default because filling its cache
+alone takes minutes: ask for it with ``--sizes 1000,10000,100000``. See README.md for
+what each peer is and why.
 """
 
 from __future__ import annotations
@@ -33,8 +33,10 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
     # trials swing more than others', and 15 rounds (a second in all) steady the median
     handoffs = 5 if args.quick else 15
     # runs of 0.4 s whose lengths swing by a fifth with or without the widget (21 rounds:
-    # 1.04; medians of 9 read 1.03 to 1.11)
-    loud = 5 if args.quick else 15
+    # 1.04; medians of 9 read 1.03 to 1.11); scheduling trials come in two speeds, a
+    # third apart, in phases on both sides (the 1,000-step chain's medians of 9 rounds
+    # read 0.67 to 1.11 today, of 21 rounds 0.75 and 0.76)
+    swinging = 5 if args.quick else 15
     return {
         "import": lambda: bench_startup.import_figures(cheap),
         "cli_run": lambda: bench_startup.run_figure(disk, cheap, args.baseline),
@@ -44,13 +46,12 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, handoffs),
-        # (9 rounds: scheduling trials come in two speeds, a third apart, at random, on
-        # both sides; a shell trial's length moves with the disk's from one to the next)
+        # (a shell trial's length moves with the disk's from one to the next: 9 rounds)
         "shell": lambda: bench_runner.shell_steps(disk, cheap, memory),
-        "scheduling": lambda: bench_runner.scheduling(disk, cheap, args.sizes),
+        "scheduling": lambda: bench_runner.scheduling(disk, swinging, args.sizes),
         "frame": lambda: bench_cache.frame_hits(memory, heavy),
         "remote": lambda: bench_cache.remote_cache(disk, heavy),
-        "widgets": lambda: (bench_widgets.widget_overhead(100_000, loud),
+        "widgets": lambda: (bench_widgets.widget_overhead(100_000, swinging),
                             bench_widgets.notebook_size()),
     }
 
