@@ -627,3 +627,54 @@ def test_a_fresh_process_finds_a_packs_size_through_the_descriptor_it_reads_with
     gc.collect()
     if before is not None:
         assert len(os.listdir("/proc/self/fd")) == before
+
+
+def _opened_indexes(monkeypatch) -> list[str]:
+    """The sealed indexes opened from now on (through ``os.open``, as sealed.py does)."""
+    opened, real = [], os.open
+
+    def recorded(path, *args, **kwargs):
+        if os.fspath(path).endswith(".idx"):
+            opened.append(os.fspath(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", recorded)
+    return opened
+
+
+def test_a_fresh_process_opens_no_sealed_index_its_listing_showed_none_of(
+    tmp_path, monkeypatch
+):
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    opened = _opened_indexes(monkeypatch)
+    assert _fresh(tmp_path / "c", ["k0", "absent"]) == ([0, None], {pack_keys._SealedKeys})
+    assert opened == [str(_index(pack))]
+    opened.clear()
+    _index(pack).unlink()  # a pack big enough to be sealed, with no index (yet)
+    assert _fresh(tmp_path / "c", ["k0", f"k{SEAL_FROM - 1}", "absent"]) == (
+        [0, SEAL_FROM - 1, None], {pack_keys._Keys})
+    assert opened == []
+
+
+def test_a_pack_sealed_after_the_listing_is_read_through_its_keys_file(
+    tmp_path, monkeypatch
+):
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    aside = tmp_path / "index-aside"
+    _index(pack).rename(aside)
+    real = pack_module.PackIndex._names
+
+    def sealed_just_after(self):
+        names = real(self)
+        if aside.exists():
+            aside.rename(_index(pack))  # sealed between the listing and the reading
+        return names
+
+    monkeypatch.setattr(pack_module.PackIndex, "_names", sealed_just_after)
+    assert _fresh(tmp_path / "c", ["k0", f"k{SEAL_FROM - 1}", "absent"]) == (
+        [0, SEAL_FROM - 1, None], {pack_keys._Keys})
+    assert _index(pack).exists()
+    monkeypatch.undo()
+    assert _fresh(tmp_path / "c", ["k0"]) == ([0], {pack_keys._SealedKeys})  # next time

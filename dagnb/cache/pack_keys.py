@@ -186,12 +186,14 @@ class _SealedKeys(_Keys):
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
 
 
-def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
+def _opened_with_keys(path: str, name: str, sealed: bool = True,
+                      ) -> tuple[int, _Keys | None]:
     """Pack ``name`` opened (its size by ``lseek``: its path walked once, not twice, and
     no stat result made: a fresh process's first hit passes here) and where it says its
-    keys are (see :func:`_keys_of`), which then own the descriptor; ``(size, None)`` when
-    they cannot be trusted (the pack closed again). (Reads of it are ``pread``: the
-    offset left at its end moves none of them.)"""
+    keys are (see :func:`_keys_of`; ``sealed``: whether it may have a sealed index),
+    which then own the descriptor; ``(size, None)`` when they cannot be trusted (the
+    pack closed again). (Reads of it are ``pread``: the offset left at its end moves
+    none of them.)"""
     descriptor = os.open(path, READ_ONLY)
     keys = None
     try:
@@ -200,20 +202,22 @@ def _opened_with_keys(path: str, name: str) -> tuple[int, _Keys | None]:
         except OSError:  # (a file one cannot seek in, on some odd mount: its fstat)
             size = os.fstat(descriptor).st_size
         if size:
-            keys = _keys_of(path, name, size, descriptor)
+            keys = _keys_of(path, name, size, descriptor, sealed)
     finally:
         if keys is None:
             os.close(descriptor)
     return size, keys
 
 
-def _keys_of(path: str, name: str, size: int, pack: int) -> _Keys | None:
+def _keys_of(path: str, name: str, size: int, pack: int, may_be_sealed: bool = True,
+             ) -> _Keys | None:
     """Where pack ``name`` (``size`` bytes now, open as descriptor ``pack``, which the
-    keys returned own) says its keys are: its sealed index if it covers those bytes (but
-    a short tail, walked) and the record it names last is there, else its keys file
-    (None: neither can be trusted)."""
+    keys returned own) says its keys are: its sealed index (looked for if it
+    ``may_be_sealed``) if it covers those bytes (but a short tail, walked) and the record
+    it names last is there, else its keys file (None: neither can be trusted)."""
+    # (_name_digest, and sealed.may_be_sealed's bound, written inline)
     sealed = (SealedIndex.open(path, xxhash.xxh3_64_intdigest(name.encode()), size, _KEY.size)
-              if size >= _SEALED_FROM else None)  # (_name_digest and may_be_sealed inline)
+              if may_be_sealed and size >= _SEALED_FROM else None)
     if sealed is not None:
         at, head = sealed.last
         try:  # (at is before covered, and covered within the pack: one pread, in range)
