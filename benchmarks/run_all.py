@@ -4,11 +4,11 @@
 
 Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T met|MISSED
 [min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
-figure instead of 9 for the cheap ones (15 for a run's fixed cost, scheduling and the
-widget; the expensive ones always take 5). Step counts for scheduling and cold re-runs
-default to 1,000 and 10,000; 100,000 is left out by default because filling its cache
-alone takes minutes: ask for it with ``--sizes 1000,10000,100000``. See README.md for
-what each peer is and why.
+figure instead of 9 for the cheap ones (15 for a run's fixed cost, first runs,
+scheduling and the widget; the expensive ones always take 5). Step counts for
+scheduling and cold re-runs default to 1,000 and 10,000; 100,000 is left out by
+default because filling its cache alone takes minutes: ask for it with ``--sizes
+1000,10000,100000``. See README.md for what each peer is and why.
 """
 
 from __future__ import annotations
@@ -32,10 +32,9 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
     # a 1-step run lasts a fraction of a millisecond and crosses threads twice: its
     # trials swing more than others', and 15 rounds (a second in all) steady the median
     handoffs = 5 if args.quick else 15
-    # runs of 0.4 s whose lengths swing by a fifth with or without the widget (21 rounds:
-    # 1.04; medians of 9 read 1.03 to 1.11); scheduling trials come in two speeds, a
-    # third apart, in phases on both sides (the 1,000-step chain's medians of 9 rounds
-    # read 0.67 to 1.11 today, of 21 rounds 0.75 and 0.76)
+    # trials that swing in phases on both sides, by up to a half (first runs with the
+    # cache on, scheduling, the widget's 0.4 s runs): medians of 5 or 9 rounds read on
+    # both sides of a target that medians of 21 rounds meet; README.md gives the figures
     swinging = 5 if args.quick else 15
     return {
         "import": lambda: bench_startup.import_figures(cheap),
@@ -43,7 +42,7 @@ def groups(args: argparse.Namespace, disk: Path, memory: Path) -> dict[str, Call
         "memory_hits": lambda: bench_cache.memory_hits(memory, cheap),
         "memory_large": lambda: bench_cache.memory_hits_large(memory, heavy),
         "memory_misses": lambda: bench_cache.memory_misses(disk, cheap),
-        "first_run": lambda: bench_cache.first_run(disk, heavy, memory),
+        "first_run": lambda: bench_cache.first_run(disk, swinging, memory),
         "cold_rerun": lambda: bench_runner.cold_reruns(memory, heavy, args.sizes),
         "fixed_cost": lambda: bench_runner.fixed_cost(disk, handoffs),
         # (a shell trial's length moves with the disk's from one to the next: 9 rounds)
