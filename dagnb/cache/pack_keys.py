@@ -186,11 +186,11 @@ class _SealedKeys(_Keys):
         self.found = dict(zip(digests, range(start, len(self.blob), _KEY.size), strict=True))
 
 
-def _opened_with_keys(path: str, name: str, sealed: bool = True,
+def _opened_with_keys(path: str, name: str, may_be_sealed: bool = True,
                       ) -> tuple[int, _Keys | None]:
     """Pack ``name`` opened (its size by ``lseek``: its path walked once, not twice, and
     no stat result made: a fresh process's first hit passes here) and where it says its
-    keys are (see :func:`_keys_of`; ``sealed``: whether it may have a sealed index),
+    keys are (see :func:`_keys_of`, which looks for a sealed index if it ``may_be_sealed``),
     which then own the descriptor; ``(size, None)`` when they cannot be trusted (the
     pack closed again). (Reads of it are ``pread``: the offset left at its end moves
     none of them.)"""
@@ -202,7 +202,7 @@ def _opened_with_keys(path: str, name: str, sealed: bool = True,
         except OSError:  # (a file one cannot seek in, on some odd mount: its fstat)
             size = os.fstat(descriptor).st_size
         if size:
-            keys = _keys_of(path, name, size, descriptor, sealed)
+            keys = _keys_of(path, name, size, descriptor, may_be_sealed)
     finally:
         if keys is None:
             os.close(descriptor)
