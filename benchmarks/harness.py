@@ -7,7 +7,8 @@ same rules (see README.md):
   round, so that a load spike or a CPU-frequency change hits both alike;
 - ``gc.collect()`` before each trial, and the same repeat count inside each trial;
 - at least 5 rounds; the median and the minimum are both printed, the ratio is the
-  ratio of the medians;
+  median of the per-round ratios, and a judged figure says in how many rounds its
+  ratio was within the target (a miss in most rounds is not a miss by chance);
 - a *cold* figure runs each trial in a fresh Python process (`child` / `wall`), a
   *warm* one in this process (`timed`);
 - the clock stops when the call returns; work a contender deferred to a background
@@ -87,6 +88,14 @@ class Figure:
     def met(self) -> bool | None:
         return None if self.target is None else self.ratio <= self.target
 
+    @property
+    def rounds_met(self) -> int | None:
+        """In how many rounds dagnb's trial was within the target of the peer's (None:
+        no target, or trials not taken in the same rounds)."""
+        if self.target is None or not self.paired:
+            return None
+        return sum(a / b <= self.target for a, b in zip(self.ours, self.peer, strict=True))
+
     def _ratio_text(self) -> str:
         """Two decimals, or as many more as it takes not to round across the target
         (0.2504 shown as 0.25 beside MISSED reads as a contradiction)."""
@@ -97,16 +106,19 @@ class Figure:
         return text
 
     def line(self) -> str:
-        """``name: dagnb X, peer Y, ratio R (median of N), target T met|MISSED [min ...]``."""
+        """``name: dagnb X, peer Y, ratio R (median of N), target T met|MISSED [min ...;
+        within target in k of N rounds]``."""
         ours, peer = statistics.median(self.ours), statistics.median(self.peer)
         verdict = "(information)" if self.target is None else (
             f"target <= {self.target:g} {'met' if self.met else 'MISSED'}"
         )
         low_ours, low_peer = min(self.ours), min(self.peer)
+        rounds = self.rounds_met
+        within = "" if rounds is None else f"; within target in {rounds} of {len(self.ours)} rounds"
         text = (
             f"{self.name}: dagnb {_show(ours)}, peer {self.peer_name} {_show(peer)}, "
             f"ratio {self._ratio_text()} (median of {len(self.ours)}), {verdict}"
-            f"  [min {_show(low_ours)} / {_show(low_peer)} = {low_ours / low_peer:.2f}]"
+            f"  [min {_show(low_ours)} / {_show(low_peer)} = {low_ours / low_peer:.2f}{within}]"
         )
         return f"{text}  {self.note}" if self.note else text
 

@@ -52,8 +52,17 @@ def test_a_line_names_both_contenders_the_ratio_the_target_and_the_verdict():
 
     assert figure.line() == (
         "hit: dagnb 3 ms, peer joblib 1 ms, ratio 3.00 (median of 5), target <= 1.5 MISSED"
-        "  [min 3 ms / 1 ms = 3.00]  (cold)"
+        "  [min 3 ms / 1 ms = 3.00; within target in 0 of 5 rounds]  (cold)"
     )
+
+
+def test_a_line_says_in_how_many_rounds_the_ratio_was_within_the_target():
+    figure = harness.Figure("x", [1.0, 3.0, 1.0, 1.6, 1.4], [1.0] * 5, "peer", 1.5)
+
+    assert figure.rounds_met == 3  # 1.0, 1.0, 1.4 (not 3.0, 1.6)
+    assert figure.line().endswith("= 1.00; within target in 3 of 5 rounds]")
+    unpaired = harness.Figure("x", [1.0] * 5, [1.0] * 5, "peer", 1.5, paired=False)
+    assert unpaired.rounds_met is None and "within target" not in unpaired.line()
 
 
 def test_a_figure_without_a_target_is_shown_for_information():
