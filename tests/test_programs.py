@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dagnb import Graph, Step
+from dagnb.executors import programs
 from dagnb.executors.programs import start_program
 
 pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX scripts on PATH")
@@ -50,6 +51,17 @@ def test_a_program_gone_since_it_was_found_is_searched_for_again(tmp_path: Path)
     assert output(path) == "second"  # not FileNotFoundError
     found.write_text("not a program")  # there again, and no longer starts
     assert output(path) == "second"
+
+
+def test_what_is_found_stays_bounded_however_many_paths_a_process_meets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tool(tmp_path / "bin", "found")
+    monkeypatch.setattr(programs, "_found", {})
+    for index in range(programs._FOUND_LIMIT + 50):
+        path = f"{tmp_path / 'bin'}{os.pathsep}{tmp_path / str(index)}"
+        assert programs._program("tool", path) == str(tmp_path / "bin" / "tool")
+    assert 0 < len(programs._found) <= programs._FOUND_LIMIT
 
 
 def test_a_relative_folder_on_path_is_the_steps_working_folders(

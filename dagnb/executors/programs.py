@@ -26,6 +26,7 @@ from typing import Any
 __all__ = ["start_program"]
 
 _found: dict[tuple[str, str], str] = {}  # (name, PATH) -> the program's path
+_FOUND_LIMIT = 256  # (a bound, for a process whose steps each set a PATH of their own)
 # (Windows looks in the program's own and the current folder before PATH, and adds
 # PATHEXT: there Popen searches as it does)
 _SEARCHES_PATH = os.name == "posix"
@@ -57,6 +58,8 @@ def _program(name: str, path: str) -> str | None:
     if program is None and _SEARCHES_PATH and os.sep not in name and _absolute_folders(path):
         program = shutil.which(name, path=path)
         if program is not None:
+            if len(_found) >= _FOUND_LIMIT:
+                _found.clear()
             _found[(name, path)] = program
     return program
 
