@@ -6,6 +6,8 @@
                              stored by another process, in a warm process (<= 0.25)
 - memory_first_hit_cold      a fresh process, modules loaded by a call on another folder:
                              Memory made, function wrapped, one hit (<= 0.25)
+- memory_first_hit_cold_setup / _call  its two parts, timed in the same calls: Memory
+                             made and function wrapped, then the call (information)
 - memory_hit_distinct_cold   the next 49 hits in that process, each with different
                              arguments (<= 0.25)
 - memory_first_hit_cold_20000 / memory_hit_distinct_cold_20000  the same two in caches
@@ -93,9 +95,15 @@ def memory_hits(tmp: Path, rounds: int) -> None:
         {lib: child("memory_cold", lib, locations[lib], 0, COLD_CALLS) for lib in LIBS},
         rounds,
     )
-    for key, name in (("first", "memory_first_hit_cold"), ("rest", "memory_hit_distinct_cold")):
+    cold = "(fresh process each, modules loaded first)"
+    for key, name, target, note in (
+        ("first", "memory_first_hit_cold", 0.25, cold),
+        ("setup", "memory_first_hit_cold_setup", None, "(of it: Memory made, function wrapped)"),
+        ("call", "memory_first_hit_cold_call", None, "(of it: the call)"),
+        ("rest", "memory_hit_distinct_cold", 0.25, cold),
+    ):
         report(Figure(name, column(samples[DAGNB], key), column(samples[JOBLIB], key),
-                      "joblib", 0.25, note="(fresh process each, modules loaded first)"))
+                      "joblib", target, note=note))
     compare("memory_first_result_from_import",
             child("first_result", DAGNB, locations[DAGNB], 0),
             child("first_result", JOBLIB, locations[JOBLIB], 0), "joblib", 1.3, rounds,

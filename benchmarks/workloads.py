@@ -122,17 +122,20 @@ def memory_fill(lib: str, location: str, start: int, count: int) -> int:
 
 def memory_cold(lib: str, location: str, start: int, count: int) -> dict[str, float]:
     """In a fresh process, its modules loaded by a call elsewhere: the first call here
-    (Memory made, function wrapped, called) and the mean of the ``count - 1`` calls
-    after it, each with different arguments."""
+    (Memory made, function wrapped, called; and those two parts, ``setup`` and
+    ``call``) and the mean of the ``count - 1`` calls after it, each with different
+    arguments."""
     warm_up(lib, location)
     begin = time.perf_counter()
     func = cached(lib, location, small)
+    wrapped = time.perf_counter()
     func(start, "abc")
     first = time.perf_counter()
     for i in range(start + 1, start + count):
         func(i, "abc")
     end = time.perf_counter()
-    return {"first": first - begin, "rest": (end - first) / max(count - 1, 1)}
+    return {"first": first - begin, "setup": wrapped - begin, "call": first - wrapped,
+            "rest": (end - first) / max(count - 1, 1)}
 
 
 def first_result(lib: str, location: str, start: int) -> float:

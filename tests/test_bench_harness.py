@@ -93,3 +93,16 @@ def test_a_ratio_just_past_its_target_is_not_rounded_onto_it():
     met = harness.Figure("x", [0.2496] * 5, [1.0] * 5, "peer", 0.25).line()
     assert "ratio 0.2504 " in missed and "MISSED" in missed
     assert "ratio 0.25 " in met and " met " in met
+
+
+def test_a_first_hit_is_timed_whole_and_in_its_two_parts(tmp_path):
+    import workloads
+
+    location = str(tmp_path / "cache")
+    workloads.memory_fill("dagnb", location, 0, 3)
+
+    timed = workloads.memory_cold("dagnb", location, 0, 3)
+
+    assert set(timed) == {"first", "setup", "call", "rest"}
+    assert timed["setup"] > 0 and timed["call"] > 0
+    assert timed["setup"] + timed["call"] == pytest.approx(timed["first"], rel=1e-9)
