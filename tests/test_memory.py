@@ -329,6 +329,48 @@ def test_an_unpicklable_result_is_returned_uncached_and_leaves_no_scratch(tmp_pa
     assert not make_lambda.check_call_in_cache(1)
 
 
+@pytest.mark.parametrize("mmap_mode", [None, "r"])
+def test_an_entry_removed_by_another_process_as_it_is_saved_costs_no_result(
+        tmp_path, monkeypatch, mmap_mode):
+    memory = Memory(str(tmp_path), mmap_mode=mmap_mode)
+    calls = []
+
+    @memory.cache
+    def big(i):
+        calls.append(i)
+        return np.full(20_000, i)  # a folder entry
+
+    backend = memory.store.backend
+    write = type(backend).write
+
+    def written_then_trimmed(self, step, key, folder, **options):
+        write(self, step, key, folder, **options)
+        self.remove(step, key)  # another process's reduce_size(), at that moment
+
+    monkeypatch.setattr(type(backend), "write", written_then_trimmed)
+    with pytest.warns(UserWarning, match=r"big: the call ran but was not cached: .*vanished"):
+        assert big(1).tolist() == [1] * 20_000
+    monkeypatch.undo()
+    assert big(1).tolist() == [1] * 20_000 and calls == [1, 1]  # a miss, run again
+    assert big(1).tolist() == [1] * 20_000 and calls == [1, 1]
+
+
+def test_a_store_that_cannot_be_written_costs_no_result(tmp_path, monkeypatch):
+    memory = Memory(str(tmp_path))
+
+    @memory.cache
+    def small(i):
+        return i * 2
+
+    def full(*_args, **_kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(memory.store, "save", full)
+    with pytest.warns(UserWarning, match="small: the call ran but was not cached: .*No space"):
+        assert small(4) == 8
+    assert not small.check_call_in_cache(4)
+
+
 def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
     from dagnb.cache import memory as memory_module
 

@@ -682,10 +682,16 @@ class _CachedCall(_Calls):
                 stacklevel=4,
             )
             return value
-        entry = self.store.save(self.name, key, out_dir=out, duration_s=took, ttl=self.ttl,
-                                inline=inline)
-        if self.mmap_mode is not None:  # mapped from the first call on, as joblib does
-            value = self.load(entry)
+        try:
+            entry = self.store.save(self.name, key, out_dir=out, duration_s=took,
+                                    ttl=self.ttl, inline=inline)
+            if self.mmap_mode is not None:  # mapped from the first call on, as joblib does
+                value = self.load(entry)
+        except (OSError, CacheError) as exc:  # (a full disk; the entry removed by another
+            if out is not None:  #             process at once): the value, uncached, as steps
+                shutil.rmtree(out, ignore_errors=True)
+            warnings.warn(f"{self.name}: the call ran but was not cached: {exc}", stacklevel=4)
+            return value
         self.remember(key.digest, entry, value)
         return value
 
