@@ -479,3 +479,56 @@ def test_a_librarys_bound_method_counts_by_name_its_object_is_not_hashed(monkeyp
     encode = json.JSONEncoder().encode
     code_digest(_calling(encode))
     assert pickled == []
+
+
+# -- cached functions calling cached functions ------------------------------------------
+NESTED = """
+import dagnb
+
+memory = dagnb.Memory({location!r})
+runs = []
+
+@memory.cache
+def load(n):
+    return n + 1
+
+@memory.cache
+def scale(n):
+    return n * {k}
+
+@memory.cache
+def features(n):
+    runs.append(n)
+    return load(n) + scale(n)
+
+@memory.cache
+def fib(n):
+    return n if n < 2 else fib(n - 1) + fib(n - 2)
+"""
+
+
+def test_editing_any_cached_function_a_cached_function_calls_is_a_miss(modules, tmp_path):
+    location = str(tmp_path / "nested")
+    (nested,) = modules(reach_nested=NESTED.format(location=location, k=2))
+    assert nested.features(10) == 31 and nested.runs == [10]
+    (nested,) = modules(reach_nested=NESTED.format(location=location, k=2))
+    assert nested.features(10) == 31 and nested.runs == []  # the same code: a hit
+    # (every cached function's wrapper runs the same code: walked as code, the second
+    # one met was taken for recursion, and editing scale served the old 31)
+    (nested,) = modules(reach_nested=NESTED.format(location=location, k=3))
+    assert nested.features(10) == 41 and nested.runs == [10]
+
+
+def test_a_recursive_cached_function_is_hashed_once_and_says_nothing(modules, tmp_path):
+    (nested,) = modules(reach_nested=NESTED.format(location=str(tmp_path / "fib"), k=2))
+    walks = []
+    from dagnb.fingerprint import code as code_module
+
+    compute = code_module._compute_record
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(code_module, "_compute_record",
+                      lambda func: walks.append(func.__qualname__) or compute(func))
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (it warned of the wrapper's own closure)
+            assert nested.fib(40) == 102_334_155
+    assert walks == ["fib"]  # (it was walked again at each call: fib(60) took 1.5 s)

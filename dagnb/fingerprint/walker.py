@@ -76,6 +76,7 @@ class _CodeWalker:
                 h.update(data)
 
     def add_function(self, func: types.FunctionType, label: str) -> None:
+        func = _cached_by(func) or func
         if id(func.__code__) in self.seen:  # recursion, mutual recursion
             self.feed("recursive", func.__qualname__)
             return
@@ -337,6 +338,17 @@ def _is_constant(name: str, obj: Any) -> bool:
     if isinstance(obj, (list, dict, set)):
         return name.isupper()
     return type(obj).__module__.startswith(("numpy", "pandas"))
+
+
+def _cached_by(func: types.FunctionType) -> types.FunctionType | None:
+    """The function one of dagnb's own wrappers (a cached function) calls; None for any
+    other function. What the wrapper does is what that function does; and every cached
+    function's wrapper runs the same code, so walked as code, a second one was taken for
+    recursion and its function's code left out of the key."""
+    wrapped = func.__dict__.get("__wrapped__")
+    if type(wrapped) is types.FunctionType and func.__code__.co_filename.startswith(_OWN):
+        return wrapped
+    return None
 
 
 def _is_code(obj: Any) -> bool:
