@@ -14,6 +14,7 @@ from dagnb import Graph, Step
 from dagnb.executors.base import Outcome, Task
 from dagnb.model.masking import Masker
 from dagnb.testing import FakeExecutor
+from dagnb.workflows.loader import loads
 
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
        "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----")
@@ -109,6 +110,22 @@ def test_a_run_of_some_steps_withholds_and_masks_the_secrets_the_others_declare(
     cache = workdir / ".dagnb_cache"
     assert cache.is_dir()
     stored = [p for p in cache.rglob("*") if p.is_file() and secret.encode() in p.read_bytes()]
+    assert stored == []
+
+
+def test_a_workflows_default_secret_stays_masked_in_a_step_that_lists_its_own(
+        workdir, monkeypatch):
+    """The step's list replaced the defaults': its output reached the cache unmasked."""
+    monkeypatch.setenv("DB_PASSWORD", "db-pass-123456")
+    monkeypatch.setenv("API_TOKEN", "api-token-98765")
+    graph = loads(
+        "defaults: {secrets: [DB_PASSWORD]}\n"
+        "steps:\n"
+        "  a: {secrets: [API_TOKEN], run: 'echo \"db=$DB_PASSWORD api=$API_TOKEN\"'}\n")
+    run = graph.run(executor="local")
+    assert run.logs("a")["line"].tolist() == ["db=*** api=***"]
+    cache = workdir / ".dagnb_cache"
+    stored = [p for p in cache.rglob("*") if p.is_file() and b"db-pass-123456" in p.read_bytes()]
     assert stored == []
 
 

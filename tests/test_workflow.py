@@ -166,6 +166,19 @@ def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() ->
     assert dict(graph["counted"].params) == {"rows": 10, "seed": 2}
 
 
+def test_a_steps_secrets_add_to_the_defaults_secrets() -> None:
+    # A step's list replaced the defaults': DB_PASSWORD was then no step's secret.
+    graph = loads(
+        "defaults: {secrets: [DB_PASSWORD, API_TOKEN]}\n"
+        "steps:\n"
+        "  plain: {run: 'true'}\n"
+        "  own: {run: 'true', secrets: [API_TOKEN, S3_KEY]}\n"
+        "  spaced: {run: 'true', secrets: 'S3_KEY, DB_PASSWORD'}\n")
+    assert graph["plain"].secrets == ("DB_PASSWORD", "API_TOKEN")
+    assert graph["own"].secrets == ("DB_PASSWORD", "API_TOKEN", "S3_KEY")
+    assert graph["spaced"].secrets == ("DB_PASSWORD", "API_TOKEN", "S3_KEY")
+
+
 def test_a_steps_mount_or_cache_volume_replaces_the_defaults_at_the_same_path() -> None:
     # Merged by host path, both mounts reached /app, and the Dagger executor refused it.
     graph = loads(

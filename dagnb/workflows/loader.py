@@ -5,7 +5,8 @@ Format::
     name: example                 # optional, defaults to the file name
     description: what it does     # optional
     defaults:                     # optional; any step field, applied where a step is silent
-                                  # (a mapping such as env or retries: key by key)
+                                  # (a mapping such as env or retries: key by key;
+                                  # a step's secrets add to these, never replace them)
       image: python:3.12-slim
       timeout: 10m
     steps:                        # a mapping of step name -> fields (order is kept)
@@ -32,6 +33,7 @@ The orchestration platform's spelling (``command``, ``container_image``, ``envir
 from __future__ import annotations
 
 import dataclasses
+import re
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -321,12 +323,34 @@ _MAPPING_FIELDS = ("env", "params", "mounts", "cache_volumes", "retries")
 
 
 def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """A step's fields over the defaults: a mapping merges key by key, the rest replaces."""
+    """A step's fields over the defaults: a mapping merges key by key, secrets add up,
+    the rest replaces."""
     merged = {**defaults, **fields}
     for key in _MAPPING_FIELDS:
         if key in fields and key in defaults:
             merged[key] = _merged(defaults[key], fields[key], key)
+    if "secrets" in fields and "secrets" in defaults:
+        merged["secrets"] = _secret_union(defaults["secrets"], fields["secrets"])
     return merged
+
+
+def _secret_union(default: Any, own: Any) -> Any:
+    """The defaults' secret names then the step's, once each. A step's list adds to the
+    defaults' rather than replacing it: a secret no step declared would be neither masked
+    nor withheld, so its value would reach the step's logs and the cache in plain text."""
+    names = _name_list(default), _name_list(own)
+    if None in names:  # not a list of names: the step's own check says what is wrong
+        return default if names[0] is None else own
+    return list(dict.fromkeys([*names[0], *names[1]]))
+
+
+def _name_list(value: Any) -> list[Any] | None:
+    """``value`` as a list, a string split as Step splits it; None if not a list."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [v for v in re.split(r"[,\s]+", value) if v]
+    return list(value) if isinstance(value, (list, tuple)) else None
 
 
 def _merged(default: Any, own: Any, key: str) -> Any:
