@@ -84,6 +84,14 @@ class Redacted(str):
     """The value an :class:`Invalid` reports for one that holds a secret: never shown."""
 
 
+class Masked(str):
+    """The ``repr`` of a value with its secret parts shown as ``***``: what an
+    :class:`Invalid` reports (and :func:`checked` shows) instead of the value given."""
+
+    def __repr__(self) -> str:
+        return str(self)
+
+
 class Invalid(ValueError):
     """A value that fails a check; ``expected`` says what would pass.
 
@@ -134,9 +142,16 @@ def checked(
     try:
         return check(value, **options)
     except Invalid as bad:
-        shown = f"{sep}{_redacted_repr(value)}" if show and not isinstance(
-            bad.value, Redacted) else ""
-        raise error(f"{what}{shown} is not valid; expected {bad.expected}") from None
+        raise error(f"{what}{_shown(value, bad, sep, show)} is not valid; "
+                    f"expected {bad.expected}") from None
+
+
+def _shown(value: Any, bad: Invalid, sep: str, show: bool) -> str:
+    """The value as a message shows it: masked by its check, or left out."""
+    if not show or isinstance(bad.value, Redacted):
+        return ""
+    masked = isinstance(bad.value, Masked)
+    return f"{sep}{bad.value!r}" if masked else f"{sep}{_redacted_repr(value)}"
 
 
 def _redacted_repr(value: Any) -> str:
@@ -231,18 +246,41 @@ def redact_url(text: str) -> str:
     return _URL_IN_TEXT.sub(_redacted, text) if "://" in text else text
 
 
+def redacted(value: str, *, bare: bool = False) -> str:
+    """``value``, a URL, with its ``user[:password]`` shown as ``***``
+    (``s3://KEY:SECRET@bucket`` -> ``s3://***@bucket``); with ``bare``, also of an address
+    with no scheme (``user:pass@host:8786``). Unlike :func:`redact_url`, the whole value
+    is the URL, so a password with a space in it is redacted too."""
+    scheme, sep, rest = value.partition("://")
+    if bare and not sep:
+        scheme, rest = "", value
+    elif not is_url(value):
+        return value
+    end = _credentials_end(rest, scheme)
+    return value if end < 0 else f"{scheme}{sep}***{rest[end:]}"
+
+
+def _without_credentials(value: str, fix: str, *, bare: bool = False) -> str:
+    """``value``, refused (and reported redacted) if a user or password is in it."""
+    shown = redacted(value, bare=bare)
+    if shown != value:
+        raise Invalid(Masked(repr(shown)), f"a URL without user or password; {fix}")
+    return value
+
+
 def location(value: Any) -> str:
     """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``);
     the one refused is reported with them redacted."""
-    checked = path(value)
-    scheme, _, rest = checked.partition("://")
-    if is_url(checked) and _credentials_end(rest, scheme) >= 0:
-        raise Invalid(
-            redact_url(checked),
-            "a URL without user or password; the store library reads credentials "
-            "from the environment or a profile",
-        )
-    return checked
+    return _without_credentials(
+        path(value), "the store library reads credentials from the environment or a profile"
+    )
+
+
+def address(value: Any, *, fix: str) -> str:
+    """A server's address or URL (``tls://10.0.0.5:8786``, ``ghcr.io``) without a user or
+    password in it, with a scheme or not; the one refused is reported with them redacted
+    and ``fix``, where the credentials go instead."""
+    return _without_credentials(text(value), fix, bare=True)
 
 
 def name(value: Any) -> str:

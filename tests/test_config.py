@@ -360,3 +360,54 @@ def test_a_store_url_with_no_credentials_is_taken_as_it_is(url):
     from dagnb import checks
 
     assert checks.location(url) == url and checks.redact_url(url) == url
+
+
+@pytest.mark.parametrize(("text", "key", "secret", "shown"), [
+    ("dask_scheduler: tls://admin:hunter22pass@10.0.0.5:8786\n", "dask_scheduler",
+     "hunter22pass", "'tls://***@10.0.0.5:8786'"),
+    ("dask_scheduler: admin:hunter22pass@10.0.0.5:8786\n", "dask_scheduler",
+     "hunter22pass", "'***@10.0.0.5:8786'"),
+    ("container_registry: https://me:ghp_tok12345@ghcr.io\n", "container_registry",
+     "ghp_tok12345", "'https://***@ghcr.io'"),
+    ("container_registry: me:ghp_tok12345@ghcr.io\n", "container_registry",
+     "ghp_tok12345", "'***@ghcr.io'"),
+    ("workflow_defaults:\n  cache_storage_options:\n"
+     "    endpoint_url: 'http://minio:minio-pass-123@minio:9000'\n",
+     "cache_storage_options", "minio-pass-123", "'http://***@minio:9000'"),
+    ("workflow_defaults:\n  cache_storage_options:\n"
+     "    config_kwargs: {proxies: {https: 'http://u:proxy pass 9@proxy:3128'}}\n",
+     "cache_storage_options", "proxy pass 9", "'http://***@proxy:3128'"),
+])
+def test_a_setting_url_with_credentials_is_refused_in_one_line_shown_redacted(
+        tmp_path, capsys, text, key, secret, shown):
+    # config show printed them as they were: a URL's password in plain text
+    write(tmp_path / "dagnb.yaml", text)
+    assert main(["config", "show"]) == 2
+    captured = capsys.readouterr()
+    assert secret not in captured.out + captured.err
+    assert len(captured.err.strip().splitlines()) == 1
+    assert f"{key} = " in captured.err and shown in captured.err
+    assert "without user or password" in captured.err or "no user or password" in captured.err
+
+
+@pytest.mark.parametrize(("key", "value"), [
+    ("dask_scheduler", "tcp://admin:hunter22pass@10.0.0.5:8786"),
+    ("container_registry", "me:ghp_tok12345@ghcr.io"),
+    ("cache_storage_options", {"endpoint_url": "http://minio:minio-pass-123@minio:9000"}),
+])
+def test_configure_refuses_a_setting_url_with_credentials_without_showing_them(key, value):
+    with pytest.raises(dagnb.ConfigError, match=rf"^dagnb\.configure\(\): {key} = .*\*\*\*@"
+                       ) as refused:
+        dagnb.configure(**{key: value})
+    assert "pass-123" not in str(refused.value) and "tok12345" not in str(refused.value)
+    assert "hunter22" not in str(refused.value)
+    assert "pass-123" not in config.show().to_string()
+
+
+def test_a_setting_address_without_credentials_is_taken_as_it_is():
+    dagnb.configure(dask_scheduler="tls://10.0.0.5:8786", container_registry="localhost:5000",
+                    cache_storage_options={"endpoint_url": "http://minio:9000/a@b"})
+    table = config.show().set_index("key")["value"]
+    assert table["dask_scheduler"] == "tls://10.0.0.5:8786"
+    assert table["container_registry"] == "localhost:5000"
+    assert table["cache_storage_options"] == {"endpoint_url": "http://minio:9000/a@b"}

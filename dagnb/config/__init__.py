@@ -172,6 +172,15 @@ def _optional_text(value: Any) -> str | None:
     return checks.text(value)
 
 
+def _address(fix: str) -> Callable[[Any], str | None]:
+    """A check of an optional server address that refuses one with credentials: every
+    setting is printed by ``config show``, so none may hold a password."""
+    def check(value: Any) -> str | None:
+        text = _optional_text(value)
+        return None if text is None else checks.address(text, fix=fix)
+    return check
+
+
 def _version(value: Any) -> str:
     if isinstance(value, (str, int, float)) and not isinstance(value, bool):
         return str(value)
@@ -219,6 +228,12 @@ _STORE_CREDENTIALS = frozenset({
 })
 
 
+_STORE_FIX = (
+    "dagnb's config never holds credentials; set them where the store library reads them "
+    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or profile: NAME for ~/.aws/credentials)"
+)
+
+
 def _storage_options(value: Any) -> dict[str, Any] | None:
     """Options for the cache's store library; credentials in them are refused."""
     if value is None:
@@ -226,13 +241,13 @@ def _storage_options(value: Any) -> dict[str, Any] | None:
     if not isinstance(value, Mapping):
         raise checks.Invalid(value, "a mapping of store options (endpoint_url, profile, ...)")
     found = _credential_in(value)
-    if found is not None:
-        raise checks.Invalid(
-            checks.Redacted("<options with a credential>"),
-            f"no {found!r} option: dagnb's config never holds credentials; set them where "
-            "the store library reads them (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
-            "or profile: NAME for ~/.aws/credentials)",
-        )
+    if found is not None:  # its value may be the secret itself: not shown at all
+        raise checks.Invalid(checks.Redacted("<options with a credential>"),
+                             f"no {found!r} option: {_STORE_FIX}")
+    found = _url_credential_in(value)
+    if found is not None:  # (endpoint_url: http://user:pass@minio:9000) shown redacted
+        raise checks.Invalid(checks.Masked(repr(_redacted_urls(value))),
+                             f"no user or password in the {found!r} URL: {_STORE_FIX}")
     return dict(value)
 
 
@@ -243,6 +258,28 @@ def _credential_in(options: Mapping[str, Any]) -> str | None:
         if isinstance(value, Mapping) and (found := _credential_in(value)) is not None:
             return found
     return None
+
+
+def _url_credential_in(options: Mapping[str, Any]) -> str | None:
+    """The key of the first URL in ``options`` (nested ones too) with credentials."""
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            if (found := _url_credential_in(value)) is not None:
+                return found
+        elif _redacted_urls(value) != value:
+            return str(key)
+    return None
+
+
+def _redacted_urls(value: Any) -> Any:
+    """``value`` with every URL's ``user:password@`` in it shown as ``***@``."""
+    if isinstance(value, str):
+        return checks.redacted(value)
+    if isinstance(value, Mapping):
+        return {key: _redacted_urls(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_redacted_urls(item) for item in value]
+    return value
 
 
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
@@ -283,11 +320,15 @@ _CHECKS: dict[str, Callable[[Any], Any]] = {
     "enable_retry": _FLAG,
     "workflow_directory": checks.path,
     "raise_on_failure": _FLAG,
-    "container_registry": _optional_text,
+    "container_registry": _address(
+        "give the registry's address alone and the login in container_credentials "
+        "(username and password_env or token_env)"),
     "container_credentials": _credentials,
     "project": _optional_text,
     "pin_images": _FLAG,
-    "dask_scheduler": _optional_text,
+    "dask_scheduler": _address(
+        "dask authenticates with TLS certificates from its own config "
+        "(distributed.comm.tls), not with a password in the address"),
 }
 TOP_KEYS = (
     "executor",
