@@ -436,6 +436,26 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     assert kernel.value("found") == "['a', 'b']"
 
 
+@pytest.mark.parametrize(("body", "before", "after"), [
+    ("out = !echo value-{x} and $x", "['value-one and one']", "['value-two and two']"),
+    ("!echo $x > shown.txt\nout = open('shown.txt').read()", "'one\\n'", "'two\\n'"),
+    ("%env DAGNB_TEST_X=$x\nout = os.environ['DAGNB_TEST_X']", "'one'", "'two'"),
+    ("out = %env DAGNB_TEST_{x.upper()}", "'1'", "'2'"),
+], ids=["captured-shell-line", "shell-line", "line-magic", "captured-line-magic"])
+def test_a_notebook_variable_an_ipython_line_expands_reruns_the_step(
+        kernel: Kernel, body: str, before: str, after: str) -> None:
+    kernel.run("import os\nos.environ.update(DAGNB_TEST_ONE='1', DAGNB_TEST_TWO='2')\n"
+               "x = 'one'")
+    cell = f"%%dagger s --python --outputs out\n{body}\n"
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("out") == before
+    kernel.run("x = 'two'")
+    assert kernel.value("%dagger cache explain s").startswith("notebook variable `x` changed")
+    assert error(kernel.run(cell)) is None
+    assert states(kernel) == "{'s': 'succeeded'}"
+    assert kernel.value("out") == after
+
+
 # -- secrets -----------------------------------------------------------------------------
 def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
         kernel: Kernel, tmp_path: Path) -> None:

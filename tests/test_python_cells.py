@@ -62,6 +62,24 @@ def test_plain_python_is_left_alone():
     assert ipython_to_python(source) == source
 
 
+def test_an_ipython_line_also_reads_the_names_it_expands_as_ipython_does():
+    source = ("out = !echo {len(files)} $x $x.name $$HOME '$quoted'\n"
+              "%env K=$value\nfor f in fs: pass\n")
+    assert ipython_to_python(source) == (
+        "out = get_ipython().getoutput(\"echo {len(files)} $x $x.name $$HOME '$quoted'\")"
+        "; (lambda: ((len(files)), x, x.name,))\n"
+        "get_ipython().run_line_magic('env', 'K=$value'); (lambda: (value,))\n"
+        "for f in fs: pass\n")
+
+
+def test_a_variable_a_shell_line_expands_is_in_the_key(shell):
+    shell.user_ns["word"] = "one"
+    cell(shell, "echo --python --outputs v", "v = !echo $word\n")
+    shell.user_ns["word"] = "two"
+    cell(shell, "echo --python --outputs v", "v = !echo $word\n")
+    assert get_session().last_run.states() == {"echo": "succeeded"}
+    assert list(shell.user_ns["v"]) == ["two"]
+
 def test_help_says_how_to_read_params(shell):
     help_text = shell.find_cell_magic("dagger").__doc__
     assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text

@@ -13,7 +13,9 @@ user namespace; it returns the ``--outputs``. A notebook variable the cell reads
 it assigns it (``data = data + [a]``) starts with the notebook's value, as in a plain
 cell: the cell's function is then nested in one that reads those globals (so the key
 sees them as any global) and passes them in. IPython syntax in the cell (``!ls``,
-``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell.
+``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell, with
+the names such a line expands (``!ls $folder``) read as Python too
+(:mod:`dagnb.notebook.ipython_lines`).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from typing import Any
 
 from dagnb.errors import InvalidStepError
 from dagnb.model.step import Step
+from dagnb.notebook.ipython_lines import ipython_to_python
 
 __all__ = [
     "cell_function",
@@ -402,16 +405,6 @@ def _receivable(need: str) -> str:
         raise InvalidStepError(f"step {need!r} is not a Python name, so this --python cell "
                                f"cannot receive it; rename the step {_python_spelling(need)}")
     return need
-
-
-def ipython_to_python(source: str) -> str:
-    """The cell as Python: ``!cmd``, ``x = !cmd`` and ``%magic`` lines become calls on
-    ``get_ipython()``, exactly as IPython transforms a cell it runs."""
-    if "!" not in source and "%" not in source:
-        return source  # nothing to transform: skip importing IPython (the CLI, scripts)
-    from IPython.core.inputtransformer2 import TransformerManager
-
-    return TransformerManager().transform_cell(textwrap.dedent(source))
 
 
 def _function_source(func_name: str, params: list[str], source: str,

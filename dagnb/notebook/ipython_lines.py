@@ -1,0 +1,123 @@
+"""IPython syntax in a ``--python`` cell, as Python whose cache key sees what it reads.
+
+IPython turns ``!cmd``, ``x = !cmd`` and ``%magic args`` lines into calls on
+``get_ipython()`` that expand ``$name``, ``$name.attr`` and ``{expr}`` in their text from
+the caller's variables at run time. Inside a string, those names escape a key that reads
+the cell's code, so each such line also reads them, as Python: in a lambda that is never
+called (nothing evaluated twice, no NameError where IPython leaves the text as it is).
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import textwrap
+from collections.abc import Iterator
+
+__all__ = ["ipython_to_python"]
+
+_EXPANDING = {"system": 0, "getoutput": 0, "run_line_magic": 1, "run_cell_magic": 1}
+_DOTTED = re.compile(r"[\w.]+")  # ``$name.attr``: no parentheses needed
+_Edit = tuple[int, int, int, str]  # (line, first column, last column, new text)
+
+
+def ipython_to_python(source: str) -> str:
+    """The cell as Python: ``!cmd``, ``x = !cmd`` and ``%magic`` lines become calls on
+    ``get_ipython()``, as IPython transforms a cell it runs, and each such line also
+    reads the names it expands."""
+    if "!" not in source and "%" not in source:
+        return source  # nothing to transform: skip importing IPython (the CLI, scripts)
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    python = TransformerManager().transform_cell(textwrap.dedent(source))
+    if python == source:
+        return python
+    try:
+        tree = ast.parse(python)
+    except SyntaxError:
+        return python  # (compiling it says which line is wrong)
+    lines = python.encode().splitlines(True)  # (ast's columns count UTF-8 bytes)
+    return _applied(lines, [_edit(statement, call) for statement, call
+                            in _ipython_calls(tree)])
+
+
+def _ipython_calls(tree: ast.AST) -> Iterator[tuple[ast.stmt, ast.Call]]:
+    """Each simple statement holding a ``get_ipython().<method>("text", ...)`` call that
+    expands its text, with the call."""
+    for statement in ast.walk(tree):
+        if not isinstance(statement, ast.stmt) or hasattr(statement, "body"):
+            continue
+        for node in ast.walk(statement):
+            if _expanded_text(node) is not None:
+                yield statement, node  # type: ignore[misc]
+
+
+def _expanded_text(node: ast.AST) -> str | None:
+    """The text IPython expands, when ``node`` is a call of one of its expanding methods."""
+    if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+            and isinstance(node.func.value, ast.Call)
+            and isinstance(node.func.value.func, ast.Name)
+            and node.func.value.func.id == "get_ipython"):
+        return None
+    at = _EXPANDING.get(node.func.attr)
+    if at is None or len(node.args) <= at:
+        return None
+    texts = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None
+             for a in node.args[:at + 1]]
+    return texts[at] if None not in texts else None
+
+
+def _edit(statement: ast.stmt, call: ast.Call) -> _Edit | None:
+    """How the line of ``statement`` changes: the expressions its call expands read
+    after it."""
+    magic = call.args[0].value if call.func.attr.startswith("run_") else None  # type: ignore[attr-defined]
+    text = _expanded_text(call) or ""
+    if magic is not None and _expands_nothing(magic, call.func.attr):  # type: ignore[attr-defined]
+        return None
+    reads = _expanded_expressions(text)
+    if not reads or statement.end_lineno is None or statement.end_col_offset is None:
+        return None
+    line, column = statement.end_lineno, statement.end_col_offset
+    return line, column, column, f"; (lambda: ({', '.join(reads)},))"
+
+
+def _expands_nothing(magic: str, method: str) -> bool:
+    """Whether IPython passes the magic's line as it is (``@no_var_expand``: ``%timeit``)."""
+    from IPython.core.getipython import get_ipython
+    from IPython.core.magic import MAGIC_NO_VAR_EXPAND_ATTR
+
+    shell = get_ipython()
+    if shell is None:
+        return False  # (not in IPython: as most magics, expanded)
+    find = shell.find_line_magic if method == "run_line_magic" else shell.find_cell_magic
+    return bool(getattr(find(magic), MAGIC_NO_VAR_EXPAND_ATTR, False))
+
+
+def _expanded_expressions(text: str) -> list[str]:
+    """The Python expressions IPython's ``var_expand`` evaluates in ``text`` (``$x``,
+    ``$x.attr``, ``{expr}``; not ``$$x``), once each, those that parse."""
+    from IPython.utils.text import DollarFormatter
+
+    found: dict[str, None] = {}
+    try:
+        fields = [(field, spec) for _, field, spec, _ in DollarFormatter().parse(text)
+                  if field]
+    except ValueError:
+        return []  # (an unmatched brace: IPython leaves the text as it is)
+    for field, spec in fields:
+        expression = f"{field}:{spec}" if spec else field  # (a slice, as IPython reads it)
+        try:
+            ast.parse(f"lambda: ({expression})", mode="eval")
+        except SyntaxError:
+            continue
+        found[expression if _DOTTED.fullmatch(expression) else f"({expression})"] = None
+    return list(found)
+
+
+def _applied(lines: list[bytes], edits: list[_Edit | None]) -> str:
+    """``lines`` with the edits made, from the last so that columns stay right."""
+    lines = list(lines)
+    for line, start, end, new in sorted((e for e in edits if e), reverse=True):
+        text = lines[line - 1]
+        lines[line - 1] = text[:start] + new.encode() + text[end:]
+    return b"".join(lines).decode()
