@@ -456,6 +456,18 @@ def test_a_notebook_variable_an_ipython_line_expands_reruns_the_step(
     assert kernel.value("out") == after
 
 
+def test_a_timed_statement_assigns_and_reads_as_in_a_plain_cell(kernel: Kernel) -> None:
+    kernel.run("y = 10")
+    cell = "%%dagger timed --python --outputs z\n%time z = y * 2\n"
+    outputs = kernel.run(cell)
+    assert error(outputs) is None, outputs
+    assert "Wall time: " in text(outputs)
+    assert kernel.value("z") == "20"
+    kernel.run("y = 50")
+    assert error(kernel.run(cell)) is None
+    assert states(kernel) == "{'timed': 'succeeded'}"
+    assert kernel.value("z") == "100"
+
 # -- secrets -----------------------------------------------------------------------------
 def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
         kernel: Kernel, tmp_path: Path) -> None:

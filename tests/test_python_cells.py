@@ -80,6 +80,20 @@ def test_a_variable_a_shell_line_expands_is_in_the_key(shell):
     assert get_session().last_run.states() == {"echo": "succeeded"}
     assert list(shell.user_ns["v"]) == ["two"]
 
+def test_a_timed_statement_or_expression_is_the_cell_s_own_code(shell, capsys):
+    shell.user_ns["y"] = 10
+    cell(shell, "timed --python --outputs v", "%time w = y * 2\nv = %time w + 1\nv += w\n")
+    assert shell.user_ns["v"] == 41
+    assert capsys.readouterr().out.count("Wall time: ") == 2
+
+
+def test_a_timed_line_that_is_not_one_simple_statement_is_refused(shell):
+    with pytest.raises(UsageError, match=r"^step 'timed': line 2 of the cell: %time 'for i "
+                       r"in range\(3\): pass' is not a one-line Python statement, which a "
+                       r"--python cell can time; put the code in a function and write "
+                       r"%time f\(\)$"):
+        cell(shell, "timed --python --outputs v", "v = 1\n%time for i in range(3): pass\n")
+
 def test_help_says_how_to_read_params(shell):
     help_text = shell.find_cell_magic("dagger").__doc__
     assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text

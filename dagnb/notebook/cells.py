@@ -35,7 +35,7 @@ from typing import Any
 
 from dagnb.errors import InvalidStepError
 from dagnb.model.step import Step
-from dagnb.notebook.ipython_lines import ipython_to_python
+from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
 
 __all__ = [
     "cell_function",
@@ -193,7 +193,10 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
                   and p not in arguments]
     func_name = re.sub(r"\W", "_", name) + "_cell"
-    python = ipython_to_python(source)
+    try:
+        python = ipython_to_python(source)
+    except InvalidStepError as exc:
+        raise InvalidStepError(f"step {name!r}: {exc}") from None
     text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
@@ -205,7 +208,10 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         code = _compiled(name, text, filename, 2)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     scope: dict[str, Any] = {}
-    exec(code, namespace if isinstance(namespace, dict) else dict(namespace), scope)
+    globals_ = namespace if isinstance(namespace, dict) else dict(namespace)
+    if TIMER in python:
+        globals_[TIMER] = timed  # (what a ``%time`` line became calls it)
+    exec(code, globals_, scope)
     function = scope[func_name]
     if python != source or prebound:  # keep what the user wrote, for cell_text
         function._dagnb_cell_source = source

@@ -5,16 +5,27 @@ IPython turns ``!cmd``, ``x = !cmd`` and ``%magic args`` lines into calls on
 the caller's variables at run time. Inside a string, those names escape a key that reads
 the cell's code, so each such line also reads them, as Python: in a lambda that is never
 called (nothing evaluated twice, no NameError where IPython leaves the text as it is).
+
+``%time STMT`` runs as ``with _dagnb_time(): STMT``. IPython's ``%time`` would run the
+statement in a copy of the cell function's locals (Python 3.11), losing what it assigns;
+here the statement is the function's own code, and what it reads counts in the key.
 """
 
 from __future__ import annotations
 
 import ast
 import re
+import sys
 import textwrap
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 
-__all__ = ["ipython_to_python"]
+from dagnb.errors import InvalidStepError
+
+__all__ = ["TIMER", "ipython_to_python", "timed"]
+
+TIMER = "_dagnb_time"  # what a ``%time`` line calls, set in the cell's globals
 
 _EXPANDING = {"system": 0, "getoutput": 0, "run_line_magic": 1, "run_cell_magic": 1}
 _DOTTED = re.compile(r"[\w.]+")  # ``$name.attr``: no parentheses needed
@@ -24,7 +35,7 @@ _Edit = tuple[int, int, int, str]  # (line, first column, last column, new text)
 def ipython_to_python(source: str) -> str:
     """The cell as Python: ``!cmd``, ``x = !cmd`` and ``%magic`` lines become calls on
     ``get_ipython()``, as IPython transforms a cell it runs, and each such line also
-    reads the names it expands."""
+    reads the names it expands; ``%time STMT`` becomes the statement, timed."""
     if "!" not in source and "%" not in source:
         return source  # nothing to transform: skip importing IPython (the CLI, scripts)
     from IPython.core.inputtransformer2 import TransformerManager
@@ -37,7 +48,7 @@ def ipython_to_python(source: str) -> str:
     except SyntaxError:
         return python  # (compiling it says which line is wrong)
     lines = python.encode().splitlines(True)  # (ast's columns count UTF-8 bytes)
-    return _applied(lines, [_edit(statement, call) for statement, call
+    return _applied(lines, [_edit(lines, statement, call) for statement, call
                             in _ipython_calls(tree)])
 
 
@@ -67,11 +78,13 @@ def _expanded_text(node: ast.AST) -> str | None:
     return texts[at] if None not in texts else None
 
 
-def _edit(statement: ast.stmt, call: ast.Call) -> _Edit | None:
-    """How the line of ``statement`` changes: the expressions its call expands read
-    after it."""
+def _edit(lines: list[bytes], statement: ast.stmt, call: ast.Call) -> _Edit | None:
+    """How the line of ``statement`` changes: ``%time`` timed, else the expressions its
+    call expands read after it."""
     magic = call.args[0].value if call.func.attr.startswith("run_") else None  # type: ignore[attr-defined]
     text = _expanded_text(call) or ""
+    if magic == "time" and call.func.attr == "run_line_magic":  # type: ignore[attr-defined]
+        return _timed_edit(lines, statement, call, text)
     if magic is not None and _expands_nothing(magic, call.func.attr):  # type: ignore[attr-defined]
         return None
     reads = _expanded_expressions(text)
@@ -114,6 +127,44 @@ def _expanded_expressions(text: str) -> list[str]:
     return list(found)
 
 
+def _timed_edit(lines: list[bytes], statement: ast.stmt, call: ast.Call, text: str) -> _Edit:
+    """``%time STMT`` -> ``with _dagnb_time(): STMT``; ``x = %time EXPR`` ->
+    ``with _dagnb_time(): x = (EXPR)``: on the statement's own line."""
+    line = statement.lineno
+    source = lines[line - 1]
+
+    def part(start: int, end: int | None) -> str:
+        return source[start:end].decode()
+
+    if isinstance(statement, ast.Expr) and statement.value is call:
+        timed_text = text.strip()
+        _refuse_unless_simple(timed_text, line, "exec")
+    else:
+        _refuse_unless_simple(text, line, "eval")
+        timed_text = (part(statement.col_offset, call.col_offset) + f"({text.strip()})"
+                      + part(call.end_col_offset or 0, statement.end_col_offset))
+    if statement.end_lineno != line or part(0, statement.col_offset).strip():
+        raise InvalidStepError(f"line {line} of the cell: %time {text.strip()!r} must start "
+                               "its own line in a --python cell")
+    return line, statement.col_offset, statement.end_col_offset or 0, (
+        f"with {TIMER}(): {timed_text}")
+
+
+def _refuse_unless_simple(text: str, line: int, mode: str) -> None:
+    """Refuse a ``%time`` line that is not simple statements (or an expression): a
+    ``with`` on the same line can hold nothing else."""
+    try:
+        tree = ast.parse(text, mode=mode)
+    except SyntaxError:
+        tree = None
+    if tree is None or (mode == "exec" and (
+            not tree.body or any(hasattr(s, "body") for s in tree.body))):
+        raise InvalidStepError(
+            f"line {line} of the cell: %time {text.strip()!r} is not a one-line Python "
+            "statement, which a --python cell can time; put the code in a function and "
+            "write %time f()")
+
+
 def _applied(lines: list[bytes], edits: list[_Edit | None]) -> str:
     """``lines`` with the edits made, from the last so that columns stay right."""
     lines = list(lines)
@@ -121,3 +172,24 @@ def _applied(lines: list[bytes], edits: list[_Edit | None]) -> str:
         text = lines[line - 1]
         lines[line - 1] = text[:start] + new.encode() + text[end:]
     return b"".join(lines).decode()
+
+
+@contextmanager
+def timed() -> Iterator[None]:
+    """Print what IPython's ``%time`` prints (CPU and wall time) after the block, also
+    when it raises (the error goes on, as with ``%time``)."""
+    from IPython.core.magics.execution import _format_time
+    from IPython.utils.timing import clock2
+
+    started, cpu = time.time(), clock2()
+    try:
+        yield
+    finally:
+        user, system = (end - start for start, end in zip(cpu, clock2(), strict=True))
+        wall = time.time() - started
+        if sys.platform == "win32":  # (where the system time is always zero)
+            print(f"CPU times: total: {_format_time(user + system)}")
+        else:
+            print(f"CPU times: user {_format_time(user)}, sys: {_format_time(system)}, "
+                  f"total: {_format_time(user + system)}")
+        print(f"Wall time: {_format_time(wall)}")
