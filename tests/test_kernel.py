@@ -468,6 +468,15 @@ def test_a_timed_statement_assigns_and_reads_as_in_a_plain_cell(kernel: Kernel) 
     assert states(kernel) == "{'timed': 'succeeded'}"
     assert kernel.value("z") == "100"
 
+def test_a_mistyped_output_is_refused_not_taken_from_the_notebook(kernel: Kernel) -> None:
+    kernel.run("score = 0.5")
+    outputs = kernel.run("%%dagger fit --python --outputs score\nscroe = 0.93\n")
+    assert error(outputs) is None
+    assert usage_error(outputs) == ("step 'fit': --outputs 'score' is not assigned in the "
+                                    "cell; did you mean 'scroe'?")
+    assert kernel.value("get_session().graph.names") == "[]"
+    assert kernel.value("score") == "0.5"
+
 # -- secrets -----------------------------------------------------------------------------
 def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
         kernel: Kernel, tmp_path: Path) -> None:

@@ -94,6 +94,34 @@ def test_a_timed_line_that_is_not_one_simple_statement_is_refused(shell):
                        r"%time f\(\)$"):
         cell(shell, "timed --python --outputs v", "v = 1\n%time for i in range(3): pass\n")
 
+def test_an_output_the_cell_never_assigns_is_refused_with_the_likely_name(shell):
+    shell.user_ns["score"] = 0.5  # (the step would have returned it)
+    with pytest.raises(UsageError, match=r"^step 'fit': --outputs 'score' is not assigned "
+                       r"in the cell; did you mean 'scroe'\?$"):
+        cell(shell, "fit --python --outputs score", "scroe = 0.93\n")
+    with pytest.raises(UsageError, match=r"^step 'fit': --outputs 'total' is not assigned "
+                       r"in the cell; assign it in the cell or leave it out of --outputs$"):
+        cell(shell, "fit --python --outputs total", "scroe = 0.93\n")
+    assert get_session().graph.names == []  # refused before anything ran
+
+
+@pytest.mark.parametrize("body", [
+    "for a in range(3):\n    pass\n", "with open(__file__) as a:\n    pass\n",
+    "import os as a\n", "a = 1\na += 1\n", "if (a := 3):\n    pass\n",
+    "a = !echo 1\n", "a = 1\ndel a\na = 2\n", "def a():\n    pass\n",
+    "def f():\n    global a\n    a = 1\nf()\n",
+], ids=["for", "with-as", "import", "augmented", "walrus", "captured-shell", "del",
+        "def", "global"])
+def test_an_output_assigned_any_way_python_assigns_is_accepted(shell, body):
+    cell(shell, "s --python --outputs a --define-only", body)
+    assert get_session().graph.names == ["s"]
+
+
+def test_an_output_that_is_a_param_or_an_upstream_result_is_accepted(shell):
+    cell(shell, "p --python --param n=1 --outputs n --define-only", "pass\n")
+    cell(shell, "q --python --needs p --outputs p --define-only", "pass\n")
+    assert get_session().graph.names == ["p", "q"]
+
 def test_help_says_how_to_read_params(shell):
     help_text = shell.find_cell_magic("dagger").__doc__
     assert "``--param n=3`` is the variable ``n`` in a --python cell" in help_text

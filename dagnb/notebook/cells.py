@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import difflib
 import itertools
 import json
 import keyword
@@ -200,8 +201,9 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
-    prebound = [n for n in _read_before_assigned(python, _local_names(code, func_name),
-                                                 arguments)
+    local = _local_names(code, func_name)
+    _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | _globals_set(python))
+    prebound = [n for n in _read_before_assigned(python, local, arguments)
                 if n in namespace]  # (else a plain cell's NameError: UnboundLocalError is one)
     if prebound:
         text = _prebinding_source(func_name, arguments, prebound, text)
@@ -235,6 +237,25 @@ def _local_names(module: types.CodeType, func_name: str) -> set[str]:
                 if isinstance(c, types.CodeType) and c.co_name == func_name)
     parameters = code.co_varnames[:code.co_argcount]
     return {*code.co_varnames, *code.co_cellvars} - set(parameters)
+
+
+def _refuse_unassigned_outputs(name: str, outputs: tuple[str, ...], assigned: set[str]
+                               ) -> None:
+    """Refuse an output the cell never assigns (``scroe = 0.93`` for ``score``): the step
+    would return the notebook's variable of that name, or fail on a hidden line."""
+    for output in outputs:
+        if output not in assigned:
+            close = difflib.get_close_matches(output, sorted(assigned), n=1)
+            fix = (f"did you mean {close[0]!r}?" if close
+                   else "assign it in the cell or leave it out of --outputs")
+            raise InvalidStepError(f"step {name!r}: --outputs {output!r} is not assigned "
+                                   f"in the cell; {fix}")
+
+
+def _globals_set(python: str) -> set[str]:
+    """The names the cell declares ``global`` (and may assign so)."""
+    return {n for node in ast.walk(ast.parse(textwrap.dedent(python)))
+            if isinstance(node, ast.Global) for n in node.names}
 
 
 def _read_before_assigned(python: str, local: set[str], arguments: list[str]) -> list[str]:
