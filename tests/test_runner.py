@@ -397,6 +397,23 @@ def test_frames_have_the_documented_columns() -> None:
     assert result.logs(tail=1)["line"].tolist()[-1] in {"out", "err"}
 
 
+@pytest.mark.parametrize("stream", ["out", "STDOUT", "err"])
+def test_logs_of_a_mistyped_stream_is_refused_rather_than_empty(stream: str) -> None:
+    result = run(Graph("streams", [Step("a", run="echo out; echo err >&2")]))
+    expected = rf"stream='{stream}' is not valid; expected 'stdout', 'stderr' or None"
+    with pytest.raises(dagnb.ConfigError, match=expected):
+        result.logs("a", stream=stream)
+
+
+@pytest.mark.parametrize("tail", [-1, 1.5, True])
+def test_logs_of_a_negative_or_odd_tail_is_refused_and_tail_zero_is_no_lines(tail: Any) -> None:
+    result = run(Graph("tails", [Step("a", run="echo out")]))
+    with pytest.raises(dagnb.ConfigError, match=r"tail=.* expected a whole number >= 0 or None"):
+        result.logs("a", tail=tail)
+    assert result.logs("a", tail=0).empty
+    assert result.logs("a", tail=None)["line"].tolist() == ["out"]
+
+
 @pytest.fixture
 def new_york(monkeypatch: pytest.MonkeyPatch) -> Any:
     """The machine's zone is New York's (never UTC, whatever the season)."""

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable, Sequence
+from numbers import Integral
 from typing import TYPE_CHECKING, Any
 
+from dagnb import checks
 from dagnb.cache.housekeeping import local_times
+from dagnb.errors import ConfigError
 from dagnb.runtime.events import Event
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "as_text", "logs_frame", "status_frame",
-           "status_rows"]
+__all__ = ["LOG_COLUMNS", "STATUS_COLUMNS", "as_text", "check_log_filters", "logs_frame",
+           "status_frame", "status_rows"]
+
+STREAMS = ("stdout", "stderr", None)  # None: both
 
 STATUS_COLUMNS = [
     "step",
@@ -99,6 +104,16 @@ def as_text(frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
     return frame
 
 
+def check_log_filters(stream: Any, tail: Any) -> None:
+    """Refuse a ``stream`` or ``tail`` that would select no line: a typo ('out') must not
+    read as a step that printed nothing."""
+    checks.checked(checks.one_of, stream, "logs(): stream", ConfigError, sep="=",
+                   choices=STREAMS)
+    if tail is not None and (isinstance(tail, bool) or not isinstance(tail, Integral) or tail < 0):
+        raise ConfigError(f"logs(): tail={tail!r} is not valid; expected a whole number >= 0 "
+                          "or None (every line)")
+
+
 def logs_frame(
     events: Iterable[Event],
     step: str | None = None,
@@ -106,7 +121,7 @@ def logs_frame(
     tail: int | None = None,
 ) -> pd.DataFrame:
     """Columns: time, step, attempt, stream, line; optionally one step, one stream,
-    and only the last ``tail`` lines."""
+    and only the last ``tail`` lines (see :func:`check_log_filters`)."""
     import pandas as pd
 
     chosen = (
@@ -116,7 +131,7 @@ def logs_frame(
         and (stream is None or e.data["stream"] == stream)
     )
     if tail is not None:  # only the last lines in memory, however many there are
-        chosen = iter(deque(chosen, maxlen=max(tail, 0)))
+        chosen = iter(deque(chosen, maxlen=tail))
     rows = [(e.time, e.step, e.attempt, e.data["stream"], e.data["line"]) for e in chosen]
     frame = pd.DataFrame(rows, columns=LOG_COLUMNS)
     frame["time"] = local_times(frame["time"])

@@ -17,7 +17,7 @@ from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, Event, EventLog
-from dagnb.runtime.frames import logs_frame, status_frame, status_rows
+from dagnb.runtime.frames import check_log_filters, logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
 from dagnb.runtime.logfile import read_records
 
@@ -91,7 +91,9 @@ class Run:
         """Captured lines: time, step, attempt, stream, line (secrets masked).
 
         A step that printed more than the event log keeps in memory is read from its
-        log files (``tail`` then keeps only that many lines in memory)."""
+        log files (``tail`` then keeps only that many lines in memory). ``stream`` is
+        'stdout', 'stderr' or None (both); ``tail`` a whole number >= 0 or None (all)."""
+        check_log_filters(stream, tail)
         if step is not None:
             self._known(step)
         spilled = {n for n in ([step] if step else self._log_files) if self.events.spilled(n)}
