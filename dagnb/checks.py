@@ -179,17 +179,18 @@ def known_keys(
     *,
     noun: str = "key",
     cutoff: float = 0.6,
+    see: str = "",
 ) -> None:
     """Raise ``error`` for the first of ``keys`` (a mapping's, say) that is not ``known``.
 
     The message is ``"<where>: unknown <noun> 'x'; did you mean 'y'?"``, listing the
-    known keys instead when none is close.
+    known keys instead when none is close, then ``see`` (where they are documented).
     """
     for key in keys:
         if key not in known:
             otherwise = f"known {noun}s: {', '.join(known)}"
             hint = did_you_mean(key, known, otherwise=otherwise, cutoff=cutoff)
-            raise error(f"{where}: unknown {noun} {key!r}; {hint}")
+            raise error(f"{where}: unknown {noun} {key!r}; {hint}{see}")
 
 
 # -- text -----------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import graphlib
 import random
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from dagnb import (
+    ConfigError,
     CycleError,
     DuplicateStepError,
     Graph,
@@ -204,3 +206,24 @@ def test_upstream_and_downstream() -> None:
     graph = diamond()
     assert graph.upstream("join") == {"load", "left", "right"}
     assert graph.downstream("load") == {"left", "right", "join"}
+
+
+@pytest.mark.parametrize(("call", "close"), [
+    (lambda g: g.run(target="load"), r"graph\.run\(\): unknown option 'target'; .* 'targets'"),
+    (lambda g: asyncio.run(g.arun(fail_fst=True)), r"graph\.arun\(\): .* 'fail_fast'"),
+    (lambda g: g.warm(raise_on_falure=True), r"graph\.warm\(\): .* 'raise_on_failure'"),
+    (lambda g: g.plan(target="load"), r"graph\.plan\(\): .* 'targets'"),
+    (lambda g: g.explain("load", cache_dir="c"), r"graph\.explain\(\): .* 'cache_directory'"),
+])
+def test_an_unknown_option_is_refused_with_the_closest_one_before_anything_runs(
+    call, close, workdir: Path
+) -> None:
+    with pytest.raises(ConfigError, match=close + r"\? \(.*help\(dagnb\.") as refused:
+        call(diamond())
+    assert "\n" not in str(refused.value) and not list(workdir.iterdir())
+
+
+def test_an_unknown_option_with_no_close_one_lists_the_options(workdir: Path) -> None:
+    with pytest.raises(ConfigError, match=r"unknown option 'zzz'; known options: cache, "
+                                          r"cache_directory, .*, use_circuit_breaker \(each"):
+        diamond().run(zzz=1)

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from dagnb import checks
 from dagnb.errors import (
+    ConfigError,
     CycleError,
     DuplicateStepError,
     InvalidStepError,
@@ -378,19 +379,24 @@ class Graph:
 
     # -- the cache ------------------------------------------------------------------
     def plan(self, targets: Iterable[str] | str | None = None, **options: Any) -> Any:
-        """DataFrame of what a run would do now: step, cached, key, reason."""
+        """DataFrame of what a run would do now: step, cached, key, reason; the one
+        option is ``cache_directory`` (default: the setting)."""
         from dagnb.runtime.plan import plan
 
+        _check_options(options, "graph.plan()", ("cache_directory", "targets"))
         return plan(self, targets, **options)
 
     def explain(self, name: str, **options: Any) -> list[str]:
-        """Why step ``name`` would run, or that it is cached, in sentences."""
+        """Why step ``name`` would run, or that it is cached, in sentences; the one
+        option is ``cache_directory`` (default: the setting)."""
         from dagnb.runtime.plan import explain
 
+        _check_options(options, "graph.explain()", ("cache_directory",))
         return explain(self, name, **options)
 
     def warm(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-        """Fill the cache for the selected steps (runs what is missing); the Run."""
+        """Fill the cache for the selected steps (runs what is missing); the Run. The
+        options are :meth:`run`'s."""
         from dagnb.runtime.plan import warm
 
         return warm(self, targets, **options)
@@ -445,6 +451,13 @@ def _check_signature(step: Step) -> None:
                 f"step {step.name!r}: parameter {name!r} of {step.func.__name__}() names "  # type: ignore[union-attr]
                 "no upstream step in needs and no param; add it to needs or params"
             )
+
+
+def _check_options(options: Mapping[str, Any], call: str, known: tuple[str, ...]) -> None:
+    """Refuse a keyword ``call`` does not take, with the closest one: passed through, it
+    failed as a TypeError of an internal function."""
+    checks.known_keys(options, known, call, ConfigError, noun="option",
+                      see=f" (see help({call.replace('graph.', 'dagnb.Graph.')[:-2]}))")
 
 
 def _suggestion(name: str, known: Iterable[str]) -> str:
