@@ -201,6 +201,28 @@ def test_dataframe_arguments_hash_by_content(memory):
     assert len(calls) == 2
 
 
+class _Client:
+    """A connection-like object: a lock inside, so it cannot be pickled."""
+
+    def __init__(self, url: str) -> None:
+        self.url, self.lock = url, threading.Lock()
+
+
+@pytest.mark.parametrize("call", [
+    lambda fetch: fetch(_Client("http://a"), 1),            # by position: every hit's path
+    lambda fetch: fetch(n=1, client=_Client("http://a")),   # by keyword: bound
+])
+def test_an_unhashable_argument_is_named_with_the_ignore_that_works_as_written(memory, call):
+    def fetch(client, n):
+        return f"{client.url}/{n}"
+
+    with pytest.raises(FingerprintError, match=r"^fetch: argument 'client' cannot be "
+                       r"fingerprinted \(a '.*_Client': cannot pickle '_thread\.lock' object\); "
+                       r"leave it out of the key with @memory\.cache\(ignore=\['client'\]\)"):
+        call(memory.cache(fetch))
+    assert call(memory.cache(ignore=["client"])(fetch)) == "http://a/1"  # the fix, copied
+
+
 def test_unhashable_argument_and_ignore(memory):
     @memory.cache
     def locked(lock, x):

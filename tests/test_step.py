@@ -29,9 +29,11 @@ def test_exactly_one_of_run_and_func() -> None:
         Step("a", run="true", func=lambda: 1)
 
 
-def test_params_must_be_json() -> None:
-    with pytest.raises(InvalidStepError, match=r"step 'a': params must be JSON values"):
-        Step("a", run="true", params={"when": object()})
+def test_params_must_be_json_and_the_one_that_is_not_is_named() -> None:
+    with pytest.raises(InvalidStepError, match=r"step 'a': param 'when' must be a JSON value"):
+        Step("a", run="true", params={"n": 1, "when": object()})
+    with pytest.raises(InvalidStepError, match=r"step 'a': param 'ratio' must be a JSON value"):
+        Step("a", run="true", params={"ratio": float("nan")})
 
 
 @pytest.mark.parametrize(("first", "second", "variable"), [

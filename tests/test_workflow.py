@@ -195,7 +195,7 @@ def test_a_steps_mount_or_cache_volume_replaces_the_defaults_at_the_same_path() 
 
 def test_keys_yaml_reads_apart_but_text_makes_one_are_no_traceback() -> None:
     # The as-written read saw 1 and "1" as one key twice: a ConstructorError traceback.
-    with pytest.raises(WorkflowError, match="params"):
+    with pytest.raises(WorkflowError, match=r"param 'labels' must be a JSON value"):
         loads("steps:\n  a: {run: 'true', params: {labels: {1: one, '1': uno}}}\n")
 
 

@@ -140,7 +140,10 @@ class CallKeys(Generic[P]):
         template = self.template
         if (template is not None and not code[1] and not kwargs
                 and len(args) == len(self.labels)):
-            return text_digest(template.format(code[0], *map(value_digest, args)))
+            try:
+                return text_digest(template.format(code[0], *map(value_digest, args)))
+            except FingerprintError as exc:
+                raise self._named(exc, args, kwargs) from exc.__cause__
         return key_digest(self.components(args, kwargs, code))
 
     def components(self, args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -152,15 +155,34 @@ class CallKeys(Generic[P]):
         digest, variables = code_with_values(self.func, fresh=True) if code is None else code
         components = {"format": CACHE_FORMAT, "code": digest}
         names, labels = self.names, self.labels
-        if names is not None and not kwargs and len(args) == len(names) and not self.ignore:
-            for name, value in zip(names, args, strict=True):  # every hit: no binding
-                components[labels[name]] = value_digest(value)
-        else:
-            for name, value in self.arguments(args, kwargs).items():
-                components[labels[name]] = value_digest(value)
+        try:
+            if names is not None and not kwargs and len(args) == len(names) and not self.ignore:
+                for name, value in zip(names, args, strict=True):  # every hit: no binding
+                    components[labels[name]] = value_digest(value)
+            else:
+                for name, value in self.arguments(args, kwargs).items():
+                    components[labels[name]] = value_digest(value)
+        except FingerprintError as exc:
+            raise self._named(exc, args, kwargs) from exc.__cause__
         for name, value in variables.items():
             components[f"var:{name}"] = self._variable_digest(name, value)
         return components
+
+    def _named(self, exc: FingerprintError, args: tuple[Any, ...],
+               kwargs: dict[str, Any]) -> FingerprintError:
+        """``exc`` naming the argument that cannot be hashed and the ``ignore=`` that
+        leaves it out: the fingerprint layer knows values, not parameters. Only on the
+        way to an error: a call's arguments are hashed once more to find it."""
+        for name, value in self.arguments(args, kwargs).items():
+            try:
+                value_digest(value)
+            except FingerprintError as bad:
+                kind = f"{type(value).__module__}.{type(value).__qualname__}"
+                return FingerprintError(
+                    f"{label(self.func)}: argument {name!r} cannot be fingerprinted (a "
+                    f"{kind!r}: {bad.__cause__ or bad}); leave it out of the key with "
+                    f"@memory.cache(ignore=[{name!r}]), or pass plain data instead")
+        return exc
 
     def _variable_digest(self, name: str, value: Any) -> str:
         """A global's value digest; one that cannot be hashed (a connection, a lock)

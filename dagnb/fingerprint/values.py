@@ -487,9 +487,10 @@ def _feed_pickle(h: Any, obj: Any) -> None:
         raise
     except Exception as exc:
         kind = f"{type(obj).__module__}.{type(obj).__qualname__}"
+        # (no name here: the layer that knows the argument's name says how to leave it out)
         raise FingerprintError(
             f"cannot fingerprint a value of type {kind!r} ({exc}); leave it out of the key "
-            "(for Memory: @memory.cache(ignore=['name'])) or pass it as a JSON param"
+            "or pass plain data (text, numbers, lists, dicts) instead"
         ) from exc
 
 

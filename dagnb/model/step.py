@@ -123,9 +123,19 @@ def _check_params(params: Mapping[str, Any], step: str) -> None:
         json.dumps(dict(params), allow_nan=False, sort_keys=True)
     except (TypeError, ValueError) as exc:
         raise InvalidStepError(
-            f"step {step!r}: params must be JSON values (str, number, bool, None, list, "
-            f"dict); {exc}"
+            f"step {step!r}: {_bad_param(params)}must be a JSON value (str, number, bool, "
+            f"None, list, dict); {exc}"
         ) from None
+
+
+def _bad_param(params: Mapping[str, Any]) -> str:
+    """``"param 'client' "``: the first param that is not JSON, named so the fix is plain."""
+    for key, value in params.items():
+        try:
+            json.dumps(value, allow_nan=False, sort_keys=True)
+        except (TypeError, ValueError):
+            return f"param {key!r} "
+    return "each param "  # (not reached: one of them failed)
 
 
 def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
