@@ -55,6 +55,18 @@ def test_params_reach_the_step_as_file_and_variables() -> None:
     assert '"rows": 3' in "".join(lines)
 
 
+def test_a_param_too_long_for_a_variable_is_in_the_params_file_only() -> None:
+    ids = list(range(100_000, 120_000))  # 140 KB as JSON: over Linux's 128 KiB a variable
+    graph = Graph("big", [Step(
+        "count", params={"ids": ids, "n": 2},
+        run='python3 -c "import json, os; print(len(json.load(open(os.environ[\'DAGNB_PARAMS\']))'
+            '[\'ids\']), sorted(k for k in os.environ if \'_PARAM_\' in k))"',
+    )])
+    result = run(graph)
+    assert result.states() == {"count": "succeeded"}, result.status()["error"][0]
+    assert result.logs("count")["line"].tolist() == ["20000 ['DAGNB_PARAM_N']"]
+
+
 def test_python_steps_receive_upstream_results_sync_and_async() -> None:
     graph = Graph("py")
 

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 
 from dagnb import InvalidStepError, Step
+from dagnb.model.contract import contract_env
 from dagnb.model.step import parse_duration
 
 
@@ -34,6 +35,31 @@ def test_params_must_be_json_and_the_one_that_is_not_is_named() -> None:
         Step("a", run="true", params={"n": 1, "when": object()})
     with pytest.raises(InvalidStepError, match=r"step 'a': param 'ratio' must be a JSON value"):
         Step("a", run="true", params={"ratio": float("nan")})
+
+
+@pytest.mark.parametrize("run", ["echo x; " * 20_000, ["python3", "-c", "1;" * 70_000]])
+def test_a_command_longer_than_linux_takes_in_one_argument_is_refused(run) -> None:
+    with pytest.raises(InvalidStepError, match=r"^step 'a': run is 1[46]0,000 bytes, over the "
+                       r"131,072 bytes Linux takes in one argument; put it in a file"):
+        Step("a", run=run)
+    assert Step("a", run="echo x; " * 16_000).kind == "shell"  # 128,000 bytes: it fits
+
+
+def test_a_shell_step_reading_the_variable_of_a_too_long_param_is_refused() -> None:
+    ids = list(range(20_000))
+    with pytest.raises(InvalidStepError, match=r"param 'ids' is too long for \$DAGNB_PARAM_IDS, "
+                       r"which its run reads .* read it from the JSON file \$DAGNB_PARAMS"):
+        Step("a", run='echo "$DAGNB_PARAM_IDS"', params={"ids": ids})
+    assert Step("a", run='cat "$DAGNB_PARAMS"', params={"ids": ids}).params["ids"] == ids
+
+
+def test_every_executor_s_variables_leave_out_a_param_too_long_for_one(tmp_path) -> None:
+    step = Step("a", run="true", params={"ids": list(range(20_000)), "short": "x" * 32_768,
+                                         "wide": "é" * 16_385})
+    env = contract_env(step, out_dir=tmp_path, in_dir=tmp_path, params_file=tmp_path / "p",
+                       run_id="r", attempt=1)  # (local, dagger and dask all start from it)
+    assert "DAGNB_PARAM_IDS" not in env and "DAGNB_PARAM_WIDE" not in env  # (32,770 bytes)
+    assert env["DAGNB_PARAM_SHORT"] == "x" * 32_768
 
 
 @pytest.mark.parametrize(("first", "second", "variable"), [

@@ -6,10 +6,9 @@ import json
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from dagnb.errors import SecretError
-from dagnb.model.step import Step, param_env_name
+from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
 
 __all__ = [
     "contract_env",
@@ -19,12 +18,6 @@ __all__ = [
     "resolve_secrets",
     "write_params",
 ]
-
-
-def _param_text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, sort_keys=True)
 
 
 def contract_env(
@@ -41,7 +34,9 @@ def contract_env(
         DAGNB_ATTEMPT=str(attempt),
     )
     for name, value in step.params.items():
-        env[param_env_name(name)] = _param_text(value)
+        text = param_text(value)
+        if fits_a_variable(text):  # a longer one would make execve fail: in the file only
+            env[param_env_name(name)] = text
     return env
 
 

@@ -30,6 +30,13 @@ _CACHE_POLICIES = (True, False, "session")
 # The executors a step may name; dagnb.executors builds them (the names live here so that a
 # workflow naming another is refused when it is read, not when the step is reached).
 EXECUTOR_NAMES = ("auto", "local", "dagger", "dask")
+# Linux's MAX_ARG_STRLEN: execve refuses (E2BIG) any one argument, or NAME=value variable,
+# this long or longer (its NUL counted), whatever room the total (ARG_MAX) leaves.
+ARG_LIMIT = 128 * 1024
+# The longest param text exported as DAGNB_PARAM_<NAME> (a longer one is in $DAGNB_PARAMS
+# only): a quarter of ARG_LIMIT, so that a few long params together stay well inside
+# ARG_MAX too (argv and environ together: 2 MiB on most machines).
+PARAM_VARIABLE_LIMIT = 32 * 1024
 
 
 def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mapping[str, Any]:
@@ -108,7 +115,42 @@ def param_env_name(name: str) -> str:
     return "DAGNB_PARAM_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
 
 
-def _check_params(params: Mapping[str, Any], step: str) -> None:
+def param_text(value: Any) -> str:
+    """A param as its ``DAGNB_PARAM_<NAME>`` holds it: text as it is, the rest as JSON."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True)
+
+
+def fits_a_variable(text: str, limit: int = PARAM_VARIABLE_LIMIT) -> bool:
+    """Whether ``text`` is at most ``limit`` bytes in UTF-8 (encoded only when it may not be)."""
+    return len(text) <= limit // 4 or len(text.encode("utf-8", "surrogatepass")) <= limit
+
+
+def _check_run_size(run: str | tuple[str, ...], step: str) -> None:
+    """Refuse a command execve would refuse with E2BIG (a raw OSError when the step starts)."""
+    for text in (run,) if isinstance(run, str) else run:
+        if not fits_a_variable(text, ARG_LIMIT - 1):  # (- 1: the NUL)
+            size = len(text.encode("utf-8", "surrogatepass"))
+            raise InvalidStepError(
+                f"step {step!r}: run is {size:,} bytes, over the {ARG_LIMIT:,} bytes Linux "
+                "takes in one argument; put it in a file (a script the step mounts) and run that")
+
+
+def _check_long_params(params: Mapping[str, Any], run: Any, step: str) -> None:
+    """Refuse a shell step whose command reads the variable of a param too long to be
+    one (it would read nothing): the params file has it."""
+    for key, value in params.items():
+        variable = param_env_name(key)
+        if not fits_a_variable(param_text(value)) and variable in str(run):
+            raise InvalidStepError(
+                f"step {step!r}: param {key!r} is too long for ${variable}, which its run reads "
+                f"(params over {PARAM_VARIABLE_LIMIT // 1024} KiB are in $DAGNB_PARAMS only, "
+                "as Linux refuses long variables); read it from the JSON file $DAGNB_PARAMS")
+
+
+def _check_params(params: Mapping[str, Any], step: str) -> int:
+    """Check params' names and values; the length of their JSON text."""
     named: dict[str, str] = {}  # variable -> the param it holds: one each, none overwritten
     for key in params:
         if not isinstance(key, str):  # it becomes DAGNB_PARAM_<NAME>: a name, not a number
@@ -120,7 +162,7 @@ def _check_params(params: Mapping[str, Any], step: str) -> None:
                                    f"both become ${variable}; rename one of them")
         named[variable] = key
     try:
-        json.dumps(dict(params), allow_nan=False, sort_keys=True)
+        return len(json.dumps(dict(params), allow_nan=False, sort_keys=True))
     except (TypeError, ValueError) as exc:
         raise InvalidStepError(
             f"step {step!r}: {_bad_param(params)}must be a JSON value (str, number, bool, "
@@ -203,7 +245,8 @@ class Step:
     mounts
         Host path -> path in the step, read-only inputs whose contents are hashed.
     params
-        JSON-able values, given as ``$DAGNB_PARAMS`` and ``DAGNB_PARAM_<NAME>``.
+        JSON-able values, given as ``$DAGNB_PARAMS`` and ``DAGNB_PARAM_<NAME>`` (one
+        whose text passes :data:`PARAM_VARIABLE_LIMIT`: in ``$DAGNB_PARAMS`` only).
     workdir, timeout, tags
         Working directory, time limit (seconds or '10m'), labels for selection.
     cache, ttl, retries, cache_version, key_fn, services, cache_volumes, executor
@@ -271,7 +314,8 @@ class Step:
         set_(self, "env", _check_env(_frozen_map(self.env, "env", name), name))
         set_(self, "mounts", _check_mounts(_frozen_map(self.mounts, "mounts", name), name))
         set_(self, "params", _frozen_map(self.params, "params", name))
-        _check_params(self.params, name)
+        if _check_params(self.params, name) > PARAM_VARIABLE_LIMIT and self.run is not None:
+            _check_long_params(self.params, self.run, name)  # (JSON is at least as long)
         set_(self, "cache_volumes", _frozen_map(self.cache_volumes, "cache_volumes", name))
         set_(self, "timeout", parse_duration(self.timeout, what=f"step {name!r} timeout"))
         set_(self, "ttl", parse_duration(self.ttl, what=f"step {name!r} ttl"))
@@ -282,8 +326,11 @@ class Step:
         if run is None or isinstance(run, str):
             if isinstance(run, str) and not run.strip():
                 raise InvalidStepError(f"step {name!r}: run is empty; give a shell command")
+            if run is not None:
+                _check_run_size(run, name)
             return run
         if isinstance(run, (list, tuple)) and run and all(isinstance(a, str) for a in run):
+            _check_run_size(tuple(run), name)
             return tuple(run)
         raise InvalidStepError(
             f"step {name!r}: run {run!r} must be shell text or a non-empty list of strings"
