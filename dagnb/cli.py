@@ -96,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _run(args: argparse.Namespace) -> int:
     mode = _cache_mode(args)
     if _is_notebook(args.workflow):
+        _refuse_workflow_options(args)
         return _run_notebook(args, mode)
     _refuse_notebook_options(args)
     graph = load(args.workflow)
@@ -156,6 +157,30 @@ def _refuse_notebook_options(args: argparse.Namespace) -> None:
             f"--output {args.output!r} applies to notebooks (the executed .ipynb), not to the "
             f"workflow {args.workflow!r}; drop it (step outputs stay in the cache)"
         )
+
+
+# Options of a YAML run that a headless notebook cannot honour: each cell is a run of its
+# own, so these go on the %%dagger cells. Option, attribute, its value when not given,
+# what to do instead.
+_WORKFLOW_ONLY = (
+    ("--only-failed", "only_failed", False,
+     "run it again without it: its steps that succeeded come from the cache, the others run"),
+    ("--refresh", "refresh", False,
+     "put --refresh on the %%dagger cells whose steps should run again"),
+    ("--skip-cache", "skip_cache", False,
+     "put --skip-cache on the %%dagger cells whose steps should run again"),
+    ("--fail-fast", "fail_fast", False,
+     "drop it: a notebook run stops at the first cell that fails"),
+    ("--[no-]use-circuit-breaker", "use_circuit_breaker", None, "put it on the %%dagger cells"),
+)
+
+
+def _refuse_workflow_options(args: argparse.Namespace) -> None:
+    """Refuse, before the kernel starts, a ``run`` option a notebook would ignore."""
+    for option, attribute, unset, instead in _WORKFLOW_ONLY:
+        if getattr(args, attribute) is not unset:
+            raise ConfigError(f"{option} applies to workflow files, not to the notebook "
+                              f"{args.workflow!r}; {instead}")
 
 
 def _cache_mode(args: argparse.Namespace) -> str | None:
@@ -488,14 +513,29 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
     from dagnb.notebook.headless import run_notebook
 
     params = parse_assignments(args.param, "--param", as_json=True)
-    outcome = run_notebook(args.workflow, params=params, targets=args.target,
-                           output=args.output, cache_mode=cache_mode)
+    outcome = run_notebook(args.workflow, params=params, targets=args.target, tags=args.tag,
+                           output=args.output, cache_mode=cache_mode,
+                           timeout=_timeout(args.timeout), settings=_kernel_settings(args))
     if outcome.rows:
         frame = pd.DataFrame(outcome.rows).reindex(columns=TABLE_COLUMNS)
         print(frame.astype(object).where(frame.notna(), "").to_string(index=False))
     if outcome.error is not None:
         print(f"dagnb: a cell of {args.workflow} failed:\n{outcome.error}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _timeout(given: str | None) -> float | None:
+    """``--timeout`` in seconds (None: no limit)."""
+    if given is None:
+        return None
+    return checks.checked(checks.duration, given, "--timeout", ConfigError, sep=" ")
+
+
+def _kernel_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The run options a notebook's kernel takes as settings (its cells' runs read them)."""
+    given = {"executor": args.executor, "max_concurrent_executions": args.max_concurrency,
+             "cache_directory": args.cache_dir, "enable_retry": args.enable_retry}
+    return {key: value for key, value in given.items() if value is not None}
 
 
 class Terminated(KeyboardInterrupt):

@@ -343,6 +343,25 @@ def test_notebook_options_are_refused_for_a_yaml_workflow(
     assert not (tmp_path / ".dagnb_cache").exists()  # refused before anything ran
 
 
+@pytest.mark.parametrize(("options", "message"), [
+    (["--only-failed"], "--only-failed applies to workflow files, not to the notebook 'nb.py'; "
+                        "run it again without it"),
+    (["--refresh"], "--refresh applies to workflow files, not to the notebook 'nb.py'; put "
+                    "--refresh on the %%dagger cells"),
+    (["--skip-cache"], "--skip-cache applies to workflow files"),
+    (["--fail-fast"], "--fail-fast applies to workflow files, not to the notebook 'nb.py'; "
+                      "drop it: a notebook run stops at the first cell that fails"),
+    (["--no-use-circuit-breaker"], "--[no-]use-circuit-breaker applies to workflow files"),
+])
+def test_workflow_options_a_notebook_cannot_honour_are_refused_before_it_runs(
+        tmp_path: Path, options: list[str], message: str) -> None:
+    (tmp_path / "nb.py").write_text("# %%\n%load_ext dagnb\n\n# %%\n%%dagger a\ntouch ran\n")
+    result = dagnb("run", "nb.py", *options, cwd=tmp_path)
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+    assert not (tmp_path / ".dagnb_cache").exists() and not (tmp_path / "ran").exists()
+
+
 def test_output_cut_short_by_the_reader_is_no_traceback(tmp_path):
     done = subprocess.run(f"{sys.executable} -m dagnb.cli templates show pandas-etl | head -1",
                           shell=True, cwd=tmp_path, capture_output=True, text=True, timeout=60)

@@ -113,6 +113,34 @@ def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):
     assert "total is" not in done.stdout
 
 
+def test_run_options_reach_the_notebooks_steps(tmp_path):
+    path = _notebook(tmp_path)
+    caller = tmp_path / "caller"
+    caller.mkdir()
+    done = _dagnb("run", str(path), "--tag", "nosuch", cwd=caller)
+    assert done.returncode == 2 and "no step has tag" in done.stderr
+    (tmp_path / "tagged.py").write_text(
+        "# %%\n%load_ext dagnb\n\n# %%\n%%dagger a --tags first\ntouch a_ran\n\n"
+        "# %%\n%%dagger b\ntouch b_ran\n")
+    done = _dagnb("run", str(tmp_path / "tagged.py"), "--tag", "first", "--executor", "local",
+                  "--max-concurrency", "1", "--no-enable-retry", "--cache-dir", "elsewhere",
+                  cwd=caller)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a_ran").exists() and not (tmp_path / "b_ran").exists()
+    assert (caller / "elsewhere" / ".runs").is_dir()  # the caller's folder, as for a workflow
+    assert not (tmp_path / ".dagnb_cache").exists()
+
+
+def test_timeout_limits_the_whole_notebook_and_stops_its_steps(tmp_path):
+    (tmp_path / "slow.py").write_text(
+        "# %%\n%load_ext dagnb\n\n# %%\n%%dagger nap\nsleep 60\n\n"
+        "# %%\n%%dagger after\ntouch after_ran\n")
+    done = _dagnb("run", "slow.py", "--timeout", "3", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 1
+    assert "the run's time limit (3s) passed" in done.stderr.splitlines()[-1]
+    assert not (tmp_path / "after_ran").exists()
+
+
 def test_graph_and_validate_read_the_cells_without_running_them(tmp_path):
     path = _notebook(tmp_path)
     graph = _dagnb("graph", str(path), cwd=tmp_path)

@@ -12,11 +12,17 @@ printed as the same status table as a YAML run.
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
   is put after the cell tagged ``parameters`` (at the top when there is none), so
   notebooks written for papermill work unchanged.
-- ``targets`` run only what those steps need: the cells up to the last one a target
-  needs run (plain cells too: they define what steps read), but only the ``%%dagger``
-  cells of the targets and their upstream steps run their step; the others only define
-  it (``DAGNB_ONLY_STEPS`` tells the magic). Cells after the last needed one do not run.
+- ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
+  cells up to the last one a target needs run (plain cells too: they define what steps
+  read), but only the ``%%dagger`` cells of the targets and their upstream steps run
+  their step; the others only define it (``DAGNB_ONLY_STEPS`` tells the magic). Cells
+  after the last needed one do not run.
 - ``output`` receives the executed notebook, with its cells' lasting outputs.
+- ``timeout`` (seconds) limits the whole notebook: the cell running when it passes is
+  interrupted (its steps stopped, as by Ctrl-C) and no later cell runs.
+- ``settings`` (``{"executor": "local", "cache_directory": ...}``) reach the kernel as
+  ``DAGNB_<KEY>`` variables, checked here first; a relative path is the caller's, not
+  the notebook folder's.
 - ``cache_mode`` reaches the kernel as ``DAGNB_CACHE_MODE``. With ``fail-on-miss`` each
   ``%%dagger`` cell refuses to run a step that misses: the steps of the cells before it
   come from the cache, and the plain cells before it run (they define what steps read).
@@ -28,12 +34,13 @@ import json
 import os
 import re
 import sys
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from dagnb.config import ENV_PREFIX, check_cache_mode
-from dagnb.errors import CacheMissError, DagnbError, WorkflowError
+from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, env_values
+from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
 from dagnb.notebook.document import dagger_cells, read_notebook
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE, graph_from_cells
 
@@ -70,31 +77,35 @@ class NotebookOutcome:
         return 2 if self.error_name == CacheMissError.__name__ else 1
 
 
-def selected_steps(path: str | Path, targets: Sequence[str]) -> list[str]:
-    """The targets and every step they need, by the notebook's own ``%%dagger`` cells."""
+def selected_steps(path: str | Path, targets: Sequence[str] | None,
+                   tags: Sequence[str] | None = None) -> list[str]:
+    """The targets (and steps with these tags) and every step they need, by the
+    notebook's own ``%%dagger`` cells."""
     graph = graph_from_cells(dagger_cells(read_notebook(path)))
-    return graph.select(list(targets))
+    return graph.select(list(targets or ()), tags=list(tags or ()))
 
 
 def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
                  targets: Sequence[str] | None = None, output: str | Path | None = None,
                  stream: TextIO = sys.stdout, timeout: float | None = None,
-                 cache_mode: str | None = None) -> NotebookOutcome:
+                 cache_mode: str | None = None, tags: Sequence[str] | None = None,
+                 settings: Mapping[str, Any] | None = None) -> NotebookOutcome:
     """Execute the notebook at ``path`` in a new kernel; see the module docstring."""
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
     notebook = _load(nbformat, path)
     _inject_parameters(nbformat, notebook, params or {})
-    only = selected_steps(path, targets) if targets else None
+    only = selected_steps(path, targets, tags) if targets or tags else None
     unneeded = _cells_after_selection(notebook, only)
     notebook.cells.append(nbformat.v4.new_code_cell(_SUMMARY_CODE))
     client = client_class(
-        notebook, timeout=timeout, kernel_name="python3", allow_errors=False,
+        notebook, kernel_name="python3", allow_errors=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
         resources={"metadata": {"path": str(path.parent.absolute())}},
         on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
+        **_whole_run_limit(timeout),
     )
-    env = _kernel_env(only)
+    env = {**_kernel_env(only), **_settings_env(settings or {})}  # (over the caller's)
     if cache_mode is not None:
         env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
     error, error_name = _execute(client, env)
@@ -103,6 +114,37 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     if output is not None:
         nbformat.write(notebook, str(output))
     return NotebookOutcome(_summary_rows(summary), error, error_name)
+
+
+def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
+    """The settings as the kernel's ``DAGNB_<KEY>`` variables, checked as the kernel would
+    check them; a relative path made absolute here (the kernel works in another folder)."""
+    unknown = sorted(set(settings) - set(TOP_KEYS) - set(DEFAULT_KEYS))
+    if unknown:
+        raise ConfigError(f"{unknown[0]!r} is not a setting; expected one of "
+                          f"{', '.join(TOP_KEYS + DEFAULT_KEYS)}")
+    given = {f"{ENV_PREFIX}{key.upper()}": _as_text(value) for key, value in settings.items()}
+    return {name: _as_text(value) for value, name in env_values(given).values()}
+
+
+def _as_text(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def _whole_run_limit(timeout: float | None) -> dict[str, Any]:
+    """nbclient's options for a limit on the whole notebook: each cell gets what is left,
+    and the one running when it passes is interrupted (dagnb then stops its steps, as
+    for Ctrl-C) rather than its kernel killed with the steps' processes left running."""
+    if timeout is None:
+        return {}
+    deadline = time.monotonic() + timeout
+    said = f"the run's time limit ({timeout:g}s) passed; its running steps were stopped"
+    return {
+        "timeout_func": lambda cell: max(deadline - time.monotonic(), 0.01),  # (0: no limit)
+        "interrupt_on_timeout": True,
+        "error_on_timeout": {"ename": "TimeoutError", "evalue": said,
+                             "traceback": [f"TimeoutError: {said}"]},  # (the last line shown)
+    }
 
 
 def _notebook_libraries() -> tuple[Any, Any]:
