@@ -186,6 +186,20 @@ def test_only_failed_reruns_the_last_failures_read_from_disk(
                      "unfinished steps; nothing to re-run"]
 
 
+def test_only_failed_reads_the_last_run_of_that_file_not_of_its_name(tmp_path: Path) -> None:
+    steps = "steps:\n  a: {{run: '{}'}}\n  b: {{run: 'echo b', needs: [a]}}\n"
+    (tmp_path / "q3.yml").write_text("name: etl\n" + steps.format("test -f fixed"))
+    (tmp_path / "q4.yml").write_text("name: etl\n" + steps.format("true"))
+    assert dagnb("run", "q3.yml", "--executor", "local", cwd=tmp_path).returncode == 1
+    assert dagnb("run", "q4.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    (tmp_path / "fixed").write_text("")
+    again = dagnb("run", "q3.yml", "--only-failed", "--executor", "local", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    rows = {line.split()[0]: line.split()[1] for line in again.stdout.splitlines()
+            if line.split()[:1] in (["a"], ["b"])}
+    assert rows == {"a": "succeeded", "b": "cached"}  # (q4.yml's b, the same step)
+
+
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_the_run_and_its_processes_like_ctrl_c(number, tmp_path):
     marker = f"sleep 100.{random.randrange(10**6):06d}"

@@ -84,6 +84,34 @@ def test_pruning_compacts_the_log_keeping_each_graphs_newest(
     assert history.last_states(tmp_path.parent, "h") is None  # another cache folder
 
 
+def test_last_states_of_a_workflow_file_are_its_own_runs_then_records_naming_no_file(
+    tmp_path: Path,
+) -> None:
+    log = tmp_path / ".runs" / history.RECORDS_NAME
+    q3, q4 = tmp_path / "q3.yml", tmp_path / "q4.yml"
+    history._append_record(log, {"graph": "etl", "finished": 1.0, "states": {"old": "failed"}})
+    history._append_record(log, {"graph": "etl", "source": str(q3), "finished": 2.0,
+                                 "states": {"a": "failed"}})
+    history._append_record(log, {"graph": "etl", "source": str(q4), "finished": 3.0,
+                                 "states": {"a": "succeeded"}})
+    assert history.last_states(tmp_path, "etl", q3) == {"old": "failed", "a": "failed"}
+    assert history.last_states(tmp_path, "etl", q4) == {"old": "failed", "a": "succeeded"}
+    assert history.last_states(tmp_path, "etl") == {"old": "failed"}  # a graph of no file
+
+
+def test_pruning_keeps_the_newest_record_of_each_workflow_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(history, "_COMPACT_AT", 2)
+    log = tmp_path / history.RECORDS_NAME
+    for i, source in enumerate(["q3.yml", "q4.yml", "q4.yml", "q4.yml"]):
+        history._append_record(log, {"graph": "etl", "source": source, "finished": float(i),
+                                     "states": {}})
+    history.prune(tmp_path, keep=1)
+    kept = [json.loads(line) for line in log.read_text().splitlines() if line]
+    assert [(r["source"], r["finished"]) for r in kept] == [("q3.yml", 0.0), ("q4.yml", 3.0)]
+
+
 def test_only_failed_in_a_new_graph_object_reads_the_last_run_from_disk(workdir: Path) -> None:
     def build() -> Graph:
         flag = workdir / "fixed"

@@ -45,10 +45,17 @@ class Graph:
     base_dir
         Where relative host paths (mounts, workdirs) resolve; a workflow file's folder,
         else the current directory at run time.
+
+    Attributes
+    ----------
+    workflow_file
+        The file the graph was loaded from, resolved (None for one built in Python or a
+        notebook): ``--only-failed`` reads the last run of that file, since files made
+        from one template share its name.
     """
 
     __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description", "last_run",
-                 "name")
+                 "name", "workflow_file")
 
     def __init__(
         self,
@@ -62,6 +69,7 @@ class Graph:
         self.description = description
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.last_run: Run | None = None
+        self.workflow_file: Path | None = None
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes
         self._changes = 0  # steps added, replaced or removed so far

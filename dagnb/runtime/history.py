@@ -3,9 +3,12 @@ of run records, ``<cache>/.runs/records.jsonl``.
 
 A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in``,
 ``params.json``). When a run ends, one line is appended to the records log: the run's
-id, the graph's name, when it ended and each step's final state. ``dagnb run
---only-failed`` reads the newest record of a workflow from there, so it works in a new
-process. (Runs of older versions left ``run.json`` in their folder; those are read too.)
+id, the graph's name, its workflow file (``source``, for a graph loaded from one), when
+it ended and each step's final state. ``dagnb run --only-failed`` reads the newest
+record of a workflow from there, so it works in a new process: of that file, since
+files made from one template share its name; of that name, for a graph built in Python
+or a notebook, and for records older versions wrote without a file. (Runs of older
+versions left ``run.json`` in their folder; those are read too.)
 
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
@@ -18,8 +21,8 @@ Records are appended under an exclusive ``flock`` on the log, one ``write`` each
 between newlines (a record torn by a crash spoils no other); the process keeps the log
 open between runs (opening it cost a run more than the append). Pruning rewrites
 the log under the same lock when it has grown, keeping the newest ``KEEP_RUNS`` records
-and the newest of each graph, and renames the copy into place (a writer that finds the
-file replaced under its lock opens it again).
+and the newest of each workflow (name and file), and renames the copy into place (a
+writer that finds the file replaced under its lock opens it again).
 
 Pruning is off the hot path: about one run in ``PRUNE_SLACK + 1`` that makes its folder
 (chosen at random, so it works the same when every run is a new ``dagnb run`` process)
@@ -76,11 +79,13 @@ DONE_STATES = frozenset({"succeeded", "cached"})
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "run_id", "text")
+    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "run_id", "source",
+                 "text")
 
-    def __init__(self, cache_dir: Path, run_id: str) -> None:
+    def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None) -> None:
         self._cache_dir = cache_dir
         self.run_id = run_id
+        self.source = source  # the workflow file run, recorded for --only-failed
         self.text = f"{cache_dir}/.runs/{run_id}"  # Paths made when asked for: most runs never
         self._path: Path | None = None
         self._lease: int | None = None
@@ -123,6 +128,8 @@ class RunFolder:
         self._closed = True
         record = {"run": self.run_id, "graph": graph_name, "finished": time.time(),
                   "states": dict(states)}
+        if self.source is not None:
+            record["source"] = str(self.source)
         log_size = 0
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
@@ -185,11 +192,14 @@ def _remove_unless_live(folder: Path) -> bool:
     return True
 
 
-def last_states(cache_dir: Path, graph_name: str) -> dict[str, str] | None:
+def last_states(cache_dir: Path, graph_name: str,
+                source: Path | None = None) -> dict[str, str] | None:
     """Each step's final state in the newest recorded run of ``graph_name`` that ran it
     (a notebook runs a cell's steps at a time: a step that failed in one run stays
-    failed after later runs of other steps); None when there is no run."""
-    runs = sorted((r for r in _records(cache_dir / ".runs") if r.get("graph") == graph_name),
+    failed after later runs of other steps); None when there is no run. Given its
+    workflow file, ``source``, only that file's runs count (and older records, which
+    name no file, of that name)."""
+    runs = sorted((r for r in _records(cache_dir / ".runs") if _of(r, graph_name, source)),
                   key=lambda record: record.get("finished", 0) or 0)
     if not runs:
         return None
@@ -197,6 +207,13 @@ def last_states(cache_dir: Path, graph_name: str) -> dict[str, str] | None:
     for record in runs:
         states.update(record.get("states", {}))
     return states
+
+
+def _of(record: Mapping[str, Any], graph_name: str, source: Path | None) -> bool:
+    """Whether ``record`` is a run of this workflow file, or of this name (no file)."""
+    if "source" in record:
+        return source is not None and record["source"] == str(source)
+    return record.get("graph") == graph_name
 
 
 def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
@@ -345,8 +362,13 @@ def _locked_log(path: Path, create: bool) -> int | None:
     raise OSError(f"the run records {str(path)!r} kept changing while being opened")
 
 
+def _workflow(record: Mapping[str, Any]) -> tuple[Any, Any]:
+    """What a record is a run of: its graph's name and workflow file (if any)."""
+    return record.get("graph"), record.get("source")
+
+
 def _compact_records(path: Path, keep: int) -> None:
-    """Rewrite the log with the newest ``keep`` records and the newest of each graph,
+    """Rewrite the log with the newest ``keep`` records and the newest of each workflow,
     once it holds more than ``_COMPACT_AT``; renamed into place under its lock."""
     descriptor = _existing_locked(path)
     if descriptor is None:
@@ -355,9 +377,9 @@ def _compact_records(path: Path, keep: int) -> None:
         records = _logged(path)
         if len(records) <= max(_COMPACT_AT, keep) and path.stat().st_size <= _COMPACT_BYTES:
             return
-        newest = {record.get("graph"): index for index, record in enumerate(records)}
+        newest = {_workflow(record): index for index, record in enumerate(records)}
         kept = [r for i, r in enumerate(records)
-                if i >= len(records) - keep or newest.get(r.get("graph")) == i]
+                if i >= len(records) - keep or newest.get(_workflow(r)) == i]
         partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
         partial.write_text("".join(f"{json.dumps(r, separators=(',', ':'))}\n" for r in kept),
                            encoding="utf-8")

@@ -294,7 +294,7 @@ def prepare(
     run_id = _new_run_id()
     # off keeps the run's record (dagnb run --only-failed reads it), as it always did
     home = _scratch_home() if mode == "read-only" else cache_dir
-    run = Run(run_id, graph.name, steps, order, RunFolder(home, run_id))
+    run = Run(run_id, graph.name, steps, order, RunFolder(home, run_id, graph.workflow_file))
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.last_run = run
@@ -360,7 +360,7 @@ def _selection(
     (the CLI, a restarted kernel) reads the last run's states from the run history."""
     if not only_failed or graph.last_run is not None:
         return graph.select(targets, tags=tags, only_failed=only_failed)
-    states = last_states(cache_dir, graph.name) or {}
+    states = last_states(cache_dir, graph.name, graph.workflow_file) or {}
     again = unfinished(states, (step.name for step in graph))
     named = [targets] if isinstance(targets, str) else list(targets or ())
     return graph.select([*named, *again], tags=tags)

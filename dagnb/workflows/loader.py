@@ -73,6 +73,7 @@ def load(path: str | Path) -> Graph:
     graph = loads(read_text(path, "workflow file"), source=str(path),
                   base_dir=path.resolve().parent)
     graph.base_dir = path.resolve().parent
+    graph.workflow_file = path.resolve()
     if graph.name == "workflow":
         graph.name = path.stem
     return graph
