@@ -364,16 +364,30 @@ def _workflow_path(output: str | None, template_id: str) -> Path:
 
 def _write_workflow(template: templates.Template, output: Path, values: dict[str, Any]) -> None:
     """The template's workflow written to ``output`` (its folders made); a path that
-    cannot be written is one line naming it, not a traceback."""
+    cannot be written is one line naming it, not a traceback, and leaves no folder."""
+    template.to_yaml(**values)  # rendered first: a value it refuses makes no folder
+    missing = [folder for folder in output.parents if not folder.exists()]
+    written = False
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
         template.to_yaml(output, **values)
+        written = True
     except OSError as exc:
         in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)
         why = (f"{str(in_the_way)!r} is a file, not a folder" if in_the_way is not None
                else exc.strerror or str(exc))
         raise ConfigError(f"cannot write {str(output)!r}: {why}; pass -o a path in a folder "
                           "you can write") from None
+    finally:
+        if not written:
+            _remove_empty(missing)
+
+
+def _remove_empty(folders: list[Path]) -> None:
+    """Remove the folders a failed write made, innermost first, if still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()
 
 
 def _pairs(items: list[str]) -> dict[str, str]:

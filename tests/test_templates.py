@@ -284,6 +284,37 @@ def test_cli_errors_exit_2(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("params", "message"), [
+    (["-p", "min_amount=nan"], "template parameter 'min_amount' = 'nan' is not valid; "
+                               "expected a finite float"),
+    (["-p", "min_amount=-inf"], "template parameter 'min_amount' = '-inf' is not valid; "
+                                "expected a finite float"),
+])
+def test_cli_new_refuses_a_value_before_making_any_folder(workspace, params, message):
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "templates", "new", "pandas-etl",
+                           *params, "-o", "newdir/sub/x.yml"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr == f"dagnb: error: {message}\n"
+    assert not (workspace / "newdir").exists()
+
+
+def test_a_float_parameter_refuses_nan_and_infinities():
+    ratio = templates.Parameter("ratio", "float")
+    for value in (float("nan"), float("inf"), "nan", "inf"):
+        with pytest.raises(dagnb.ConfigError, match=r"'ratio' = .* expected a finite float"):
+            ratio.check(value) if isinstance(value, float) else ratio.parse(value)
+    with pytest.raises(dagnb.ConfigError, match="expected a list of finite float"):
+        templates.Parameter("alphas", "list", items="float").parse("[1, .inf]")
+
+
+def test_cli_new_that_cannot_write_the_file_leaves_no_folder(workspace, capsys):
+    output = "newdir/sub/" + "x" * 300 + ".yml"  # the folders can be made, the file not
+    assert main(["templates", "new", "pandas-etl", "-o", output]) == 2
+    assert "cannot write" in capsys.readouterr().err
+    assert not (workspace / "newdir").exists()
+
+
 def test_unparsable_list_text_is_a_config_error():
     numbers = templates.Parameter("p", "list", items="float")
     with pytest.raises(dagnb.ConfigError, match="'p' = '\\[1,' is not valid; expected a list"):

@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import os
 import re
 import string
@@ -137,11 +138,21 @@ class Parameter:
 
     def _mistyped(self, value: Any) -> ConfigError:
         expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
+        if _non_finite(value):  # a float, but nan and inf are no JSON
+            expected = expected.replace("float", "finite float")
         article = "an" if expected[0] in "aeiou" else "a"
         return ConfigError(
             f"template parameter {self.name!r} = {value!r} is not valid; expected "
             f"{article} {expected}"
         )
+
+
+def _non_finite(value: Any) -> bool:
+    """Whether ``value`` (or its text) is nan or an infinity."""
+    try:
+        return not math.isfinite(float(value))
+    except (TypeError, ValueError):
+        return False
 
 
 def _typed(kind: str | None, value: Any, bad: Any) -> Any:
@@ -150,7 +161,8 @@ def _typed(kind: str | None, value: Any, bad: Any) -> Any:
     ok = {
         "str": isinstance(value, str),
         "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+        "float": (isinstance(value, (int, float)) and not isinstance(value, bool)
+                  and math.isfinite(value)),
         "bool": isinstance(value, bool),
     }[kind]
     if not ok:
@@ -158,9 +170,17 @@ def _typed(kind: str | None, value: Any, bad: Any) -> Any:
     return float(value) if kind == "float" else value
 
 
+def _finite_float(text: str) -> float:
+    """A float from text; nan and inf are refused (a step's params are JSON)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text!r} is not finite")
+    return value
+
+
 _PARSERS: dict[str | None, Callable[[str], Any]] = {
     "int": int,
-    "float": float,
+    "float": _finite_float,
     "bool": functools.partial(checks.flag, text=True),
 }
 
