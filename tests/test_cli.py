@@ -200,6 +200,14 @@ def test_only_failed_reads_the_last_run_of_that_file_not_of_its_name(tmp_path: P
     assert rows == {"a": "succeeded", "b": "cached"}  # (q4.yml's b, the same step)
 
 
+def test_a_fail_on_miss_run_refused_leaves_no_new_cache_folder(tmp_path: Path) -> None:
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: 'true'}\n")
+    refused = dagnb("run", "w.yml", "--cache-mode", "fail-on-miss", "--cache-dir", "new/cache",
+                    "--executor", "local", cwd=tmp_path)
+    assert refused.returncode == 2 and "fail-on-miss" in refused.stderr
+    assert not (tmp_path / "new").exists()
+
+
 @pytest.mark.parametrize("number", [signal.SIGTERM, signal.SIGHUP])
 def test_sigterm_and_sighup_stop_the_run_and_its_processes_like_ctrl_c(number, tmp_path):
     marker = f"sleep 100.{random.randrange(10**6):06d}"
