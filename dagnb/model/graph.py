@@ -406,7 +406,10 @@ class Graph:
         """Fill the cache for the selected steps (runs what is missing); the Run. The
         options are :meth:`run`'s."""
         from dagnb.runtime.plan import warm
+        from dagnb.runtime.prepare import GRAPH_RUN_OPTIONS, check_run_options
 
+        # (checked here, not in plan.warm: prepare imports plan, and not the other way)
+        check_run_options(options, "graph.warm()", GRAPH_RUN_OPTIONS)
         return warm(self, targets, **options)
 
     # -- running --------------------------------------------------------------------

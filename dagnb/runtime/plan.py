@@ -147,9 +147,6 @@ def warm(graph: Graph, targets: Iterable[str] | str | None = None, **options: An
 
     A run with the cache on whatever the settings say; also ``graph.warm(...)``.
     """
-    from dagnb.runtime.prepare import GRAPH_RUN_OPTIONS, check_run_options
-
-    check_run_options(options, "graph.warm()", GRAPH_RUN_OPTIONS)
     options.pop("cache", None)
     options.pop("cache_mode", None)
     return graph.run(targets, cache_mode="read-write", **options)
