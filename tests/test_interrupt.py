@@ -239,7 +239,7 @@ def test_ctrl_c_during_a_python_step_starts_no_other_step(workdir: Path) -> None
     _, err = child.communicate(timeout=20)
     assert child.returncode == 128 + signal.SIGINT, err
     assert not (workdir / "second-started").exists(), err
-    states = history.last_states(workdir / ".dagnb_cache", "two")
+    states = history.last_states(workdir / ".dagnb_cache", "two", (workdir / "w.yml").resolve())
     assert states == {"first": "cancelled", "second": "cancelled"}, err
 
 
@@ -269,7 +269,8 @@ def test_ctrl_c_while_waiting_for_another_runs_step_exits_at_once(workdir: Path)
         _, err = second.communicate(timeout=20)  # the first run's step lasts 120 s
         assert second.returncode == 128 + signal.SIGINT, err
         assert "Traceback" not in err, err
-        assert history.last_states(workdir / ".dagnb_cache", "shared") == {"long": "cancelled"}
+        ran = history.last_states(workdir / ".dagnb_cache", "shared", (workdir / "w.yml").resolve())
+        assert ran == {"long": "cancelled"}
     finally:
         for child in children:  # the first run first: its step holds the lock
             if child.poll() is None:
