@@ -78,6 +78,24 @@ def test_env_names_and_values_are_checked() -> None:
     assert Step("a", run="true", env={"N": 3}).env["N"] == "3"
 
 
+@pytest.mark.parametrize("name", ["DAGNB_OUT", "DAGNB_PARAMS", "DAGNB_RUN_ID",
+                                  "DAGNB_PARAM_N"])
+def test_an_env_the_step_contract_sets_is_refused_not_silently_replaced(name: str) -> None:
+    with pytest.raises(InvalidStepError, match=rf"step 'a': env {name} is set by dagnb for "
+                                               r"each step .*give a param"):
+        Step("a", run="true", env={name: "/tmp/zz"}, params={"n": 1})
+    assert Step("a", run="true", env={"DAGNB_OUTPUT": "x"}).env["DAGNB_OUTPUT"] == "x"
+
+
+def test_the_variables_a_step_may_not_set_are_those_the_contract_sets(tmp_path) -> None:
+    from dagnb.model.contract import contract_env
+    from dagnb.model.step import CONTRACT_VARIABLES
+
+    env = contract_env(Step("a", run="true"), out_dir=tmp_path, in_dir=tmp_path,
+                       params_file=tmp_path / "p.json", run_id="r", attempt=1)
+    assert set(env) == set(CONTRACT_VARIABLES)
+
+
 @pytest.mark.parametrize(
     ("text", "seconds"), [(30, 30.0), ("30s", 30.0), ("10m", 600.0), ("1h", 3600.0),
                           ("250ms", 0.25), ("2d", 172800.0)]

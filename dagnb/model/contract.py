@@ -25,7 +25,7 @@ def contract_env(
 ) -> dict[str, str]:
     """The step's own env plus the contract's variables (no secrets)."""
     env = dict(step.env)
-    env.update(
+    env.update(  # (step.CONTRACT_VARIABLES: a step's env may name none of them)
         DAGNB_OUT=str(out_dir),
         DAGNB_IN=str(in_dir),
         DAGNB_PARAMS=str(params_file),

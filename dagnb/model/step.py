@@ -180,6 +180,12 @@ def _bad_param(params: Mapping[str, Any]) -> str:
     return "each param "  # (not reached: one of them failed)
 
 
+# The variables the step contract sets for each step (dagnb.model.contract), which an
+# env of the same name would not reach: refused rather than silently replaced.
+CONTRACT_VARIABLES = ("DAGNB_OUT", "DAGNB_IN", "DAGNB_PARAMS", "DAGNB_STEP", "DAGNB_RUN_ID",
+                      "DAGNB_ATTEMPT")
+
+
 def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
     for key, value in env.items():
         try:
@@ -188,6 +194,10 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
             raise InvalidStepError(
                 f"step {step!r}: env name {key!r} is not a variable name"
             ) from None
+        if key in CONTRACT_VARIABLES or key.startswith("DAGNB_PARAM_"):
+            raise InvalidStepError(
+                f"step {step!r}: env {key} is set by dagnb for each step (the step contract); "
+                "give a param for a value, or use another name")
         if value is None:
             raise InvalidStepError(f"step {step!r}: env {key} is null; give a string, e.g. "
                                    f"{key}: \"\"")
