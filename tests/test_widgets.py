@@ -404,6 +404,9 @@ def test_interrupt_stays_an_interrupt_when_the_run_outlives_the_grace(monkeypatc
         def cancel(self):
             self.cancelled = True
 
+        def states(self):
+            return {"done": "succeeded", "stuck": "running"}
+
     class View:
         closed = False
 
@@ -415,9 +418,10 @@ def test_interrupt_stays_an_interrupt_when_the_run_outlives_the_grace(monkeypatc
 
     monkeypatch.setattr(dagnb.notebook.widgets, "CANCEL_GRACE", 0.01)
     run, view = StuckRun(), View()
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt) as stop:  # (an interrupt, naming what still runs)
         dagnb.notebook.widgets._wait(run, view, 0.01)
     assert run.cancelled and view.closed
+    assert stop.value.steps == ["stuck"]
 
 
 def test_text_mode_shows_a_cached_upstream_step_as_one_line(tmp_path, monkeypatch, capsys):

@@ -39,7 +39,7 @@ from dagnb.notebook.document import (
 )
 from dagnb.notebook.overview import history, notebook_logs, notebook_states, notebook_status
 from dagnb.notebook.session import Session, get_session
-from dagnb.notebook.widgets import live_view, watch
+from dagnb.notebook.widgets import LeftRunning, live_view, watch
 from dagnb.workflows.loader import load
 
 __all__ = [
@@ -66,6 +66,12 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             raise  # shown by their _render_traceback_ (status rows, misses), no frames
         except DagnbError as exc:
             raise UsageError(str(exc)) from None
+        except LeftRunning as stop:
+            steps = ", ".join(map(repr, stop.steps)) or "a step"
+            raise UsageError(
+                f"interrupted: the run was cancelled, but {steps} is still running: Python "
+                "code in one long call (time.sleep, subprocess.run, a C extension) stops "
+                "only when the call returns; %dagger status shows when it has") from None
         except KeyboardInterrupt:
             raise UsageError("interrupted: the run was cancelled and its processes "
                              "stopped; %dagger status shows where it got to") from None

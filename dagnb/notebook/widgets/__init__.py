@@ -123,6 +123,16 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     return view
 
 
+class LeftRunning(KeyboardInterrupt):
+    """An interrupt after which steps of the cancelled run were still running when the
+    grace ended: Python code in one long call (``time.sleep``, ``subprocess.run``, a C
+    extension) stops only when the call returns."""
+
+    def __init__(self, steps: list[str]) -> None:
+        super().__init__(steps)
+        self.steps = steps
+
+
 def _wait(run: Run, view: Any, interval: float) -> None:
     try:
         while not run.done:
@@ -137,6 +147,9 @@ def _wait(run: Run, view: Any, interval: float) -> None:
                 run.wait(CANCEL_GRACE)
         finally:
             _close(view)
+        if not run.done:  # (saying its processes stopped would be untrue)
+            left = [name for name, state in run.states().items() if state == "running"]
+            raise LeftRunning(left) from None
         raise
     _close(view)
 
