@@ -541,7 +541,8 @@ def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None
     kernel.run("Made = type('Made', (), {'size': 2})")
     kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")
     assert usage_error(kernel.run("%dagger save flow.yml")) == (
-        "the source of class 'Made' cannot be found (no method of its own written in a cell "
+        "step 'uses': the source of class 'Made' cannot be found (no method of its own "
+        "written in a cell "
         "or file); define it with a method in a cell, or import it from a module")
 
 

@@ -326,6 +326,25 @@ def test_a_notebook_variable_that_cannot_be_saved_is_one_line(shell):
         line(shell, "save flow.yml")
 
 
+def test_save_refuses_a_value_holding_an_object_of_a_notebook_class(shell, tmp_path):
+    """Pickled, it names the notebook's class, which no saved file can load: the export
+    said nothing and its run failed in the class lookup."""
+    shell.run_cell("class Scaler:\n    def __init__(self, f):\n        self.f = f\n"
+                   "    def __call__(self, v):\n        return v * self.f\nsc = Scaler(4)\n")
+    cell(shell, "b --python --outputs b --define-only", "b = sc(2)\n")
+    with pytest.raises(UsageError, match=r"^step 'b': a Python step reads notebook variable "
+                                         r"'sc', which holds 'Scaler' defined in the notebook"):
+        line(shell, "save flow.yml")
+    assert not (tmp_path / "flow_steps.py").exists()
+
+
+def test_save_refuses_ipython_syntax_naming_the_step(shell, tmp_path):
+    cell(shell, "e --python --outputs e --define-only", "e = !echo hi\n")
+    with pytest.raises(UsageError, match=r"^step 'e': its cell uses IPython syntax "
+                                         r"\(!cmd, %magic\), which runs only in a notebook"):
+        line(shell, "save flow.yml")
+
+
 def test_config_shows_and_changes_settings(shell):
     old = dagnb.settings().max_concurrent_executions
     try:

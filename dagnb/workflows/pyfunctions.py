@@ -20,6 +20,7 @@ import ast
 import hashlib
 import importlib.util
 import inspect
+import io
 import linecache
 import os
 import pickle
@@ -46,8 +47,11 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
     now) is refused: the module is a file to share, as the cache keeps no secret either."""
     module = yaml_path.with_name(f"{yaml_path.stem}_steps.py")
     collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}))
-    for func in functions.values():
-        collected.add_function(func)
+    for step, func in functions.items():
+        try:
+            collected.add_function(func)
+        except WorkflowError as exc:
+            raise WorkflowError(f"step {step!r}: {exc}") from None
     pickled = module.with_suffix(".pkl")
     try:
         module.write_text(collected.text(pickled.name), encoding="utf-8")
@@ -179,6 +183,10 @@ class _Collected:
         if name not in namespace or name in self.imports or name in self.values:
             return
         value = namespace[name]
+        if name == "get_ipython":  # (what a cell's ``!cmd`` and ``%magic`` lines became)
+            raise WorkflowError(
+                "its cell uses IPython syntax (!cmd, %magic), which runs only in a notebook; "
+                "write it as Python (subprocess.run([...]), os.environ) to save it")
         if isinstance(value, types.ModuleType):
             real = value.__name__
             self.imports[name] = f"import {real}" + (f" as {name}" if real != name else "")
@@ -205,11 +213,16 @@ class _Collected:
             self.values[name] = f"{name} = {text}"
             return
         try:
-            pickle.dumps(value)
+            made_here = _notebook_objects_in(value)
         except Exception as exc:
             raise WorkflowError(f"a Python step reads notebook variable {name!r} "
                                 f"({type(value).__name__}), which cannot be saved: {exc}; "
                                 "make it a param or build it inside the step") from None
+        if made_here:  # (pickled by reference to the notebook: no file could load it)
+            raise WorkflowError(
+                f"a Python step reads notebook variable {name!r}, which holds "
+                f"{made_here[0]!r} defined in the notebook: a saved value cannot refer to "
+                f"it; build {name} inside the step, or define {made_here[0]!r} in a module")
         self.pickled[name] = value
         self.values[name] = f"{name} = _values[{name!r}]"
 
@@ -241,6 +254,22 @@ class _Collected:
         return "\n".join(lines)
 
 
+
+
+def _notebook_objects_in(value: Any) -> list[str]:
+    """The names of the notebook's classes and functions that ``value``'s pickle refers
+    to (an instance of a notebook class, such a class or function itself); pickles it,
+    raising what pickling raises."""
+    found: list[str] = []
+
+    class _Finder(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> None:
+            held = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
+            if _from_notebook(held) and held.__qualname__ not in found:
+                found.append(held.__qualname__)
+
+    _Finder(io.BytesIO()).dump(value)
+    return found
 
 
 def _from_notebook(obj: Any) -> bool:
