@@ -802,6 +802,68 @@ def test_graph_runs_the_same_on_dagger_and_locally(stub, tmp_path):
     assert stub.engine.exec_log  # the steps really went through the engine
 
 
+def shout():
+    print("working on it")
+    raise ValueError("bad input row 42")
+
+
+def _failing_graph(base_dir):
+    from dagnb.model.graph import Graph
+
+    return Graph("failing", [
+        Step("shout", func=shout),
+        Step("killed", run='echo working; echo "token $TOKEN gone" >&2; kill -KILL $$',
+             secrets=["TOKEN"]),
+        Step("exits", run="echo out; echo oops >&2; exit 3"),
+    ], base_dir=base_dir)
+
+
+def _failed_run(tmp_path, executor: str):
+    from dagnb.runtime.prepare import start_background
+
+    run = start_background(_failing_graph(tmp_path), executor=executor, cache=False,
+                           cache_directory=tmp_path / executor)
+    run.wait(timeout=8)
+    return run
+
+
+def _lines(run, step: str, stream: str) -> list[str]:
+    logs = run.logs()
+    return logs[(logs["step"] == step) & (logs["stream"] == stream)]["line"].tolist()
+
+
+def test_failed_steps_output_reaches_the_logs_as_on_the_local_executor(
+        stub, tmp_path, monkeypatch):
+    monkeypatch.setenv("TOKEN", SECRET)
+    local, remote = _failed_run(tmp_path, "local"), _failed_run(tmp_path, "dagger")
+    for run in (local, remote):
+        assert set(run.states().values()) == {"failed"}, run.status()
+        assert _lines(run, "shout", "stdout") == ["working on it"]
+        traceback = _lines(run, "shout", "stderr")  # the step's own frame, not the shim's
+        assert traceback[0] == "Traceback (most recent call last):"
+        assert [line for line in traceback if line.lstrip().startswith("File ")] == [
+            line for line in traceback if "in shout" in line]
+        assert traceback[-1] == "ValueError: bad input row 42"
+        for step in ("killed", "exits"):
+            assert _lines(run, step, "stdout") == _lines(local, step, "stdout"), step
+            assert _lines(run, step, "stderr") == _lines(local, step, "stderr"), step
+    assert _lines(remote, "killed", "stderr") == ["token *** gone"]
+    errors = remote.status().set_index("step")["error"]
+    assert errors["shout"].endswith(": ValueError: bad input row 42")
+    assert errors["killed"].endswith("exited with code 137: token *** gone")
+
+
+def test_a_python_step_that_exits_without_a_traceback_says_to_see_its_stderr(
+        stub, make_task):
+    def leave():
+        import sys
+
+        sys.exit(1)
+
+    with pytest.raises(StepFailed, match=r"raised \(exit code 1\); see its stderr$"):
+        run(DaggerExecutor(), make_task(Step("leave", func=leave)))
+
+
 # -- review ---------------------------------------------------------------------------
 
 

@@ -16,8 +16,9 @@ is the digest the image resolved to (asked with its ``USER``, once per image and
 Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
 ``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
 ``dagger run`` and Dagger Cloud show as a failure. It becomes an ``Outcome`` with that
-exit code and the logs, as on the local executor; a Python step's failure, or a kill by
-a signal, becomes ``StepFailed`` with the output's tails; a dropped or refused connection becomes
+exit code and the logs, as on the local executor; a Python step's failure (named by its
+exception's line), or a kill by a signal, becomes ``StepFailed`` with the output's tails,
+its output in the logs all the same; a dropped or refused connection becomes
 ``TransientError``, which the runner retries and the circuit breaker counts. Secret
 values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
 in-flight request, and the engine stops the work of a request whose client went away.
@@ -224,21 +225,43 @@ async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
 
 def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:
     """A command's non-zero exit is an Outcome with its logs, as on the local executor;
-    a Python step's (its function raised) or a signal's is a StepFailed."""
-    code = exc.exit_code
-    if task.step.func is not None:  # the shim exits 1 after printing the traceback
-        return StepFailed(
-            f"step {task.step.name!r}: the Python function raised (exit code {code}); "
-            "see its stderr",
-            step=task.step.name, exit_code=code,
-            stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
-            stderr_tail=_mask(exc.stderr or "", secrets)[-_TAIL:],
-        )
-    if code in _SIGNALLED:
-        return _exec_failed(task, exc, secrets)
+    a Python step's (its function raised) or a signal's is a StepFailed. Every one's
+    output reaches the run's logs first: the local executor's does too."""
     _log(task, "stdout", exc.stdout or "")
     _log(task, "stderr", exc.stderr or "")
+    code = exc.exit_code
+    if task.step.func is not None:  # the shim exits 1 after printing the traceback
+        return _raised(task, exc, secrets)
+    if code in _SIGNALLED:
+        return _exec_failed(task, exc, secrets)
     return Outcome(exit_code=code)
+
+
+def _raised(task: Task, exc: Any, secrets: list[str]) -> StepFailed:
+    """A Python step's failure, ending with its exception's line as the local
+    executor's message is that line ("ValueError: bad input row 42")."""
+    stderr = _mask(exc.stderr or "", secrets)
+    raised = _exception_line(stderr)
+    return StepFailed(
+        f"step {task.step.name!r}: the Python function raised (exit code {exc.exit_code})"
+        + (f": {raised}" if raised else "; see its stderr"),
+        step=task.step.name, exit_code=exc.exit_code,
+        stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
+        stderr_tail=stderr[-_TAIL:],
+    )
+
+
+def _exception_line(stderr: str) -> str:
+    """The exception's line of the last traceback in ``stderr`` (its first line not
+    indented after the frames), or "" without one (``sys.exit(1)`` prints none)."""
+    lines = stderr.splitlines()
+    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    if not starts:
+        return ""
+    for line in lines[starts[-1] + 1:]:
+        if line.strip() and not line[0].isspace():
+            return line
+    return ""
 
 
 def _log(task: Task, stream: str, text: str) -> None:

@@ -36,6 +36,7 @@ _CONSTANTS = (str, int, float, bool, type(None))
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract."""
 import asyncio, importlib.util, inspect, json, math, os, pathlib, pickle, sys
+import traceback
 
 SPEC = json.loads(%(spec)r)
 
@@ -98,8 +99,20 @@ def main():
     save(result)
 
 
+def report(exc):
+    """The traceback from the step's own frames on, as the local executor logs it."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
+        tb = tb.tb_next
+    traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
+
+
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except Exception as exc:
+        report(exc)
+        sys.exit(1)
 '''
 
 
