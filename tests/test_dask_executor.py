@@ -457,6 +457,46 @@ def test_a_dask_step_runs_in_its_workdir_or_fails_when_it_is_not_here(on_dask):
     assert "workdir 'build' is not a folder" in run.status_rows()["missing"]["error"]
 
 
+def contract_seen() -> dict:
+    """What a step finds through $DAGNB_PARAMS and $DAGNB_IN (None where unset)."""
+    import json
+    import os
+    from pathlib import Path
+
+    with open(os.environ["DAGNB_PARAMS"], encoding="utf-8") as handle:
+        params = json.load(handle)
+    folder = os.environ.get("DAGNB_IN")
+    if folder is None:
+        return {"params": params, "in": None}
+    found = {name: Path(folder, name, "u.txt").read_text() for name in os.listdir(folder)}
+    return {"params": params, "in": found}
+
+
+def test_a_dask_step_finds_its_params_file_and_upstream_outputs_as_on_local(on_dask):
+    def made_on_dask() -> None:
+        (dagnb.current().out_dir / "u.txt").write_text("D")
+
+    run = Graph("g", [
+        Step("shell", run='printf S > "$DAGNB_OUT/u.txt"', cache=False),
+        Step("dask", func=made_on_dask, executor="dask", cache=False),
+        Step("check", func=contract_seen, needs=["shell", "dask"], params={"n": 3},
+             executor="dask", cache=False),
+    ]).run()
+    assert run.result("check") == {"params": {"n": 3}, "in": {"shell": "S", "dask": "D"}}
+
+
+def test_a_worker_without_the_run_folder_gets_its_params_and_no_dagnb_in(
+        on_dask, monkeypatch):
+    # as on a cluster of other machines: the folders made here are not there
+    monkeypatch.setattr(dask_executor, "_make_folders", lambda task: None)
+    run = Graph("g", [
+        Step("shell", run="true", cache=False),
+        Step("check", func=contract_seen, needs=["shell"], params={"n": 3},
+             executor="dask", cache=False),
+    ]).run()
+    assert run.result("check") == {"params": {"n": 3}, "in": None}
+
+
 UNGUARDED = """\
 import dagnb
 

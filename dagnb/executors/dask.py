@@ -4,9 +4,12 @@ What runs where. A step with ``executor="dask"`` is a Python function; each atte
 is one dask task. The runner, the cache and the shell steps stay on this machine: the
 function and its arguments (upstream results, params) travel to a worker by value
 (cloudpickle), its return value travels back by value and is cached here like any other.
-Files a step writes to its output folder (``dagnb.current().out_dir``, ``$DAGNB_OUT``)
-are written by the worker at the path the runner gave: the worker must share that
-filesystem (a ``LocalCluster`` does; a remote cluster needs a shared mount).
+The step's contract folders (``$DAGNB_OUT``, ``$DAGNB_IN`` with its links, the
+``$DAGNB_PARAMS`` file) are made here, as the local executor makes them; files a step
+writes to its output folder are written by the worker at the path the runner gave: the
+worker must share that filesystem (a ``LocalCluster`` does; a remote cluster needs a
+shared mount). A worker that does not find the params file there gets a copy of its own
+and no ``$DAGNB_IN``, rather than variables naming paths it does not have.
 
 The cluster is the ``dask_scheduler`` setting's (``DAGNB_DASK_SCHEDULER``: an address
 such as ``tcp://10.0.0.5:8786``), or else a ``LocalCluster`` of two single-threaded
@@ -56,6 +59,7 @@ from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError
 from dagnb.executors.base import Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
 from dagnb.executors.workdir import workdir_of
+from dagnb.model.contract import make_step_folders, write_params
 
 __all__ = ["DaskExecutor", "close"]
 
@@ -84,6 +88,7 @@ class DaskExecutor:
     async def execute(self, task: Task) -> Outcome:
         _refuse_commands(task)
         payload = _payload(task)
+        await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
         cluster = await asyncio.to_thread(_cluster)
         future = cluster.submit(payload, _key(task))
         try:
@@ -124,6 +129,18 @@ def _refuse_commands(task: Task) -> None:
             "dagger executor; run it with executor='dagger'",
             step=step.name,
         )
+
+
+def _make_folders(task: Task) -> None:
+    """The step's contract folders, here, as the local executor makes them: a worker
+    that shares this machine's files (a LocalCluster) finds them at the same paths."""
+    make_step_folders(
+        task.step,
+        out_dir=str(task.out_dir),
+        in_dir=str(task.in_dir),
+        params_file=str(task.params_file),
+        inputs={name: item.path for name, item in task.inputs.items()},
+    )
 
 
 def _payload(task: Task) -> bytes:
@@ -428,6 +445,7 @@ def child_main() -> None:
     for name in spec["withheld"]:  # the worker may have inherited them
         os.environ.pop(name, None)
     os.environ.update(spec["env"])
+    _unshared_contract(func, spec, scratch=os.path.dirname(sys.argv[1]))
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
     report = _call(func, kwargs, spec)
@@ -435,6 +453,20 @@ def child_main() -> None:
     sys.stderr.flush()
     with open(sys.argv[1], "wb") as handle:
         pickle.dump(report, handle)
+
+
+def _unshared_contract(func: Any, spec: dict[str, Any], scratch: str) -> None:
+    """On a worker that does not share the client's run folder (the params file the
+    client wrote is not there), the params go to a file in the attempt's scratch
+    folder, and ``$DAGNB_IN`` is unset: the upstream outputs are on the client only."""
+    if os.path.exists(os.environ["DAGNB_PARAMS"]):
+        return
+    from dagnb.model.step import Step
+
+    params_file = os.path.join(scratch, "params.json")
+    write_params(Step(spec["name"], func=func, params=spec["params"]), Path(params_file))
+    os.environ["DAGNB_PARAMS"] = params_file
+    os.environ.pop("DAGNB_IN", None)
 
 
 def _die_with(worker: int) -> None:
