@@ -497,12 +497,8 @@ def _cache_sync(args: argparse.Namespace) -> int:
     from dagnb.cache import sync
 
     done = sync(args.action, args.url, args.cache_dir)
-    expired = f", {done.expired} expired" if done.expired else ""
-    unusable = (f", {done.unusable} not usable (a file missing or damaged in the store: "
-                "their steps run again)") if done.unusable else ""
-    print(f"{args.action}: {done.copied} entries copied, {done.skipped} already there"
-          f"{expired}{unusable}, {done.bytes / 1e6:.1f} MB")
-    return 1 if done.unusable else 0
+    print(done.line(args.action))
+    return 1 if done.unusable or done.damaged else 0
 
 
 @command("config")

@@ -29,6 +29,7 @@ import pytest
 import dagnb
 import dagnb.cache.remote as remote_module
 from dagnb.cache import Store
+from dagnb.cache.entry import Entry
 from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
 from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
@@ -613,6 +614,28 @@ def test_a_pull_says_which_entries_it_could_not_use_and_exits_1(
     assert Store(tmp_path / "b").lookup("make", "k1") is None
 
 
+def test_push_leaves_out_an_entry_whose_file_was_edited_in_place(
+    url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large file (past the digests a lookup checks) edited in place keeps its size: push
+    hashes it, sets the entry aside as verify does, says so, and sends the others."""
+    local = Store(tmp_path / "a")
+    save(local, "make", "k1", {"big.bin": b"A" * 200_000})
+    save(local, "make", "k2", {"data.txt": b"two"})
+    big = local.lookup("make", "k1").out_dir / "big.bin"
+    big.write_bytes(b"EVIL!" + big.read_bytes()[5:])
+    with pytest.warns(DamagedEntryWarning, match="make/k1.*no longer match"):
+        assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 1
+    out = capsys.readouterr().out
+    assert "push: 1 entries copied, 0 already there, 1 left out (damaged here" in out, out
+    assert "entries/make/k1.json" not in listing(url) and "entries/make/k2.json" in listing(url)
+    assert Store(tmp_path / "a").lookup("make", "k1") is None  # set aside: runs again
+    read = []  # an entry the store has already is not read again to be checked
+    monkeypatch.setattr(Entry, "verify", lambda entry: read.append(entry))
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    assert "0 entries copied, 1 already there" in capsys.readouterr().out and read == []
+
+
 @pytest.mark.parametrize("action", ["push", "pull"])
 def test_a_store_that_fails_is_one_line_and_exit_2(
     action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -650,6 +673,7 @@ import os, sys
 import dagnb.cache.remote as remote
 remote._S3_CHUNK = 5 << 20  # small parts: a 12 MB file goes up in a multipart upload
 from dagnb.cache import Store
+from dagnb.cache.entry import Entry
 url, local = sys.argv[1], sys.argv[2]
 store = Store(url, backend=remote.RemoteBackend(url, local=local))
 print("ready", flush=True)

@@ -67,6 +67,7 @@ from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
 
 if TYPE_CHECKING:
+    from dagnb.cache.entry import Entry
     from dagnb.cache.store import Store
 
 __all__ = [
@@ -597,34 +598,60 @@ register_backend("remote", RemoteBackend)
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
     """What a :func:`push` or :func:`pull` did: entries copied, skipped (there already),
-    expired and unusable (a pull's: in the store, expired, or with a file missing or
-    damaged), bytes moved."""
+    expired, unusable (a pull's: in the store, expired, or with a file missing or
+    damaged) and damaged (a push's: here, files no longer matching their digest, set
+    aside and not sent), bytes moved."""
 
-    __slots__ = ("bytes", "copied", "expired", "skipped", "unusable")
+    __slots__ = ("bytes", "copied", "damaged", "expired", "skipped", "unusable")
 
     def __init__(self) -> None:
-        self.copied = self.skipped = self.expired = self.unusable = self.bytes = 0
+        self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
+        self.bytes = 0
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, skipped={self.skipped}, "
-                f"expired={self.expired}, unusable={self.unusable}, bytes={self.bytes})")
+                f"expired={self.expired}, unusable={self.unusable}, "
+                f"damaged={self.damaged}, bytes={self.bytes})")
+
+    def line(self, action: str) -> str:
+        """The one-line summary ``dagnb cache push|pull`` and the magic print."""
+        expired = f", {self.expired} expired" if self.expired else ""
+        unusable = (f", {self.unusable} not usable (a file missing or damaged in the store: "
+                    "their steps run again)") if self.unusable else ""
+        damaged = (f", {self.damaged} left out (damaged here: set aside, their steps run "
+                   "again)") if self.damaged else ""
+        return (f"{action}: {self.copied} entries copied, {self.skipped} already there"
+                f"{expired}{unusable}{damaged}, {self.bytes / 1e6:.1f} MB")
 
 
 def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfer:
-    """Upload every unexpired entry of the ``local`` store that ``url`` lacks."""
+    """Upload every unexpired entry of the ``local`` store that ``url`` lacks and whose
+    files still match their digests; a damaged one is set aside, as verify does."""
     remote = _object_store(url)
     now = local.clock()
+    local.take_set_aside()  # (those found before were reported then: count this push's)
     entries = [entry for entry in local.iter_entries() if not entry.expired(now)]
     done = Transfer()
     for number, entry in enumerate(entries, 1):
         if remote.trusted(entry.step, entry.key):
-            done.skipped += 1
-        else:
+            done.skipped += 1  # (not re-hashed: the store has it already)
+        elif _intact(local, entry):
             done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta)
             done.copied += 1
         if progress is not None:
             progress(number, len(entries), done.bytes)
+    done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
     return done
+
+
+def _intact(local: Store, entry: Entry) -> bool:
+    """Whether an entry's files still hash to its digest: a listing checks sizes only,
+    and an upload names blobs by the files as they are now, so a file edited in place
+    would reach every machine that pulls. One that does not is set aside, reported once."""
+    if entry.verify():
+        return True
+    local.quarantine(entry.step, entry.key, "its files no longer match their digest")
+    return False
 
 
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:

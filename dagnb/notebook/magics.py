@@ -392,7 +392,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         return Text("\n".join(self.session.graph.explain(names[0])))
     if action in ("push", "pull") and len(names) <= 1:
         done = sync(action, *names)
-        return Text(f"{action}: {done.copied} entries copied, {done.skipped} already there")
+        return Text(done.line(action))
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
                      "[NAME], clear [NAME], explain NAME, push [URL] or pull [URL]")
 
