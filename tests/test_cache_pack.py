@@ -73,6 +73,23 @@ def test_packed_entries_are_listed_counted_cleared_and_explained_like_folders(tm
         assert Store(tmp_path / "c").lookup("t", "k4").result() == 4
 
 
+def test_listing_packed_entries_makes_no_folder_and_shows_their_pack(tmp_path):
+    """entries() names the pack file holding each record (asking for its ``path`` made a
+    folder of two files per entry); stats and a fresh process's listing make none either."""
+    store = Store(tmp_path / "c")
+    _save(store, "s", "k1", 1)
+    out = store.scratch_dir("t")
+    (out / "f.txt").write_text("x")
+    store.save("t", "k2", out_dir=out)
+    store.close()
+    with isolated():
+        listed = Store(tmp_path / "c")
+        frame, _ = listed.entries(), listed.stats()
+        assert not (tmp_path / "c" / ".unpacked").exists()
+        assert list(frame["path"]) == [str(_packs(tmp_path / "c")[0]),
+                                       str(tmp_path / "c" / "t" / "k2")]
+
+
 def test_reduce_size_and_expiry_remove_packed_entries(tmp_path, clock):
     store = Store(tmp_path / "c", clock=clock)
     for i in range(4):

@@ -97,7 +97,9 @@ class Housekeeping:
         return max(candidates, key=lambda e: e.created, default=None)
 
     def entries(self, step: str | None = None) -> Any:
-        """A pandas DataFrame with one row per entry (see the module docs for columns)."""
+        """A pandas DataFrame with one row per entry: step, key, created, last_used,
+        expires, hits, size_bytes, duration_s, exit_code and path (the entry's folder; for
+        a packed entry the pack file holding its record, listing makes no folder)."""
         return _entries_frame(self, step)
 
     def stats(self) -> Any:
@@ -286,7 +288,7 @@ def _entries_frame(store: Housekeeping, step: str | None) -> Any:
             "last_used": last_used, "expires": meta["expires"], "hits": hits,
             "size_bytes": int(meta.get("size_bytes", 0)),
             "duration_s": float(meta.get("duration_s", 0.0)),
-            "exit_code": meta.get("exit_code"), "path": str(entry.path),
+            "exit_code": meta.get("exit_code"), "path": _where(store, entry),
         })
     frame = pd.DataFrame(rows, columns=_ENTRY_COLUMNS)
     for column in ("created", "last_used", "expires"):
@@ -294,6 +296,14 @@ def _entries_frame(store: Housekeeping, step: str | None) -> Any:
     # (no entries: the same dtypes, so frame.hits.mean() and the like work on any answer)
     frame = frame.astype(_ENTRY_DTYPES)
     return frame.sort_values(["step", "created"], ignore_index=True)
+
+
+def _where(store: Housekeeping, entry: Entry) -> str:
+    """Where an entry lives: its folder, or the pack file holding a packed one's record
+    (its ``path`` would make a folder of two files under ``.unpacked`` for each row)."""
+    if isinstance(entry, PackedEntry) and store._packs is not None:
+        return f"{store._packs.folder}/{entry.version.pack}"
+    return str(entry.path)
 
 
 def local_times(seconds: Any) -> Any:
