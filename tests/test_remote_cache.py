@@ -656,6 +656,32 @@ def test_push_needs_a_store_url(project: Path, capsys: pytest.CaptureFixture[str
     assert "dagnb cache push s3://bucket/prefix" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bare", ["s3://", "s3:///prefix", "gs://"])
+def test_a_store_url_with_no_bucket_is_one_line_naming_the_fix(
+    bare: str, project: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``s3://`` lost its slashes and was pushed to a local folder named ``s3:``."""
+    save(Store(project / "a"), "make", "k1", {"data.txt": b"one"})
+    assert main(["cache", "push", bare, "--cache-dir", str(project / "a")]) == 2
+    err = capsys.readouterr().err
+    scheme = bare.split(":")[0]
+    assert f"{bare!r} names no bucket; write it as {scheme}://BUCKET/prefix" in err, err
+    assert err.count("\n") == 1 and not (project / f"{scheme}:").exists()
+
+
+def test_an_endpoint_url_that_is_not_text_is_refused_naming_it(project: Path) -> None:
+    """A port alone reached botocore: ``'int' object is not iterable``, naming nothing."""
+    (project / "dagnb.yaml").write_text(
+        "workflow_defaults:\n  cache_storage_options: {endpoint_url: 5077}\n")
+    with pytest.raises(ConfigError, match=r"endpoint_url as a URL in quotes, not 5077: "
+                                          r'endpoint_url: "http://HOST:PORT"') as err:
+        dagnb.config.reload()
+    assert "\n" not in str(err.value)
+    (project / "dagnb.yaml").unlink()
+    with pytest.raises(ConfigError, match="endpoint_url as a URL in quotes, not 9000"):
+        dagnb.configure(cache_storage_options={"client_kwargs": {"endpoint_url": 9000}})
+
+
 def test_the_magic_pushes_and_pulls(url: str, shell: Any, tmp_path: Path) -> None:
     local = dagnb.cache.store_for()
     save(local, "make", "k1", {"data.txt": b"one"})

@@ -113,6 +113,9 @@ def _fsspec(url: str) -> Any:
     return fsspec
 
 
+_FOLDER_PROTOCOLS = frozenset({"file", "local", "memory"})  # a path, not a bucket, follows
+
+
 class ObjectStore:
     """Cache entries on an fsspec filesystem: blobs by content digest, manifests last.
 
@@ -128,8 +131,12 @@ class ObjectStore:
         # every message below names the URL: one with credentials in it goes no further
         self.url = checks.checked(checks.location, url, "cache store", CacheError,
                                   sep=" ").rstrip("/")
+        protocol, _, where = url.partition("://")
+        if protocol not in _FOLDER_PROTOCOLS and not where.split("/", 1)[0]:
+            # (s3:// lost its slashes to rstrip and became a local folder named "s3:")
+            raise CacheError(f"cache store {url!r} names no bucket; write it as "
+                             f"{protocol}://BUCKET/prefix")
         options = dict(storage_options or {})
-        protocol = url.split("://", 1)[0]
         if protocol in ("file", "local"):
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
         s3_retries = 1

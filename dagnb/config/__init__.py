@@ -248,7 +248,20 @@ def _storage_options(value: Any) -> dict[str, Any] | None:
     if found is not None:  # (endpoint_url: http://user:pass@minio:9000) shown redacted
         raise checks.Invalid(checks.Masked(repr(_redacted_urls(value))),
                              f"no user or password in the {found!r} URL: {_STORE_FIX}")
+    _refuse_url_not_text(value)
     return dict(value)
+
+
+def _refuse_url_not_text(options: Mapping[str, Any]) -> None:
+    """An endpoint given as a port alone (``endpoint_url: 5077``) reached the store
+    library, whose ``TypeError`` named no option: refused here, naming it."""
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            _refuse_url_not_text(value)
+        elif str(key).endswith("_url") and not isinstance(value, str):
+            raise checks.Invalid(checks.Masked(repr(dict(options))),
+                                 f"{key} as a URL in quotes, not {value!r}: "
+                                 f"{key}: \"http://HOST:PORT\"")
 
 
 def _credential_in(options: Mapping[str, Any]) -> str | None:
