@@ -166,15 +166,17 @@ def test_comment_only_edit_of_a_function_step_is_a_hit() -> None:
     assert graph.run(executor="local").states() == {"work": "cached"}
 
 
-def test_a_cached_run_needs_no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_host_result_is_no_dagger_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("PATH", "/usr/bin:/bin")
     graph = Graph("noengine", [Step("a", run="echo a")])
     with pytest.raises(ExecutorUnavailable, match=r"executor 'dagger' is needed for step 'a'"):
         graph.run(executor="dagger")
-    graph.run(executor="local")
-    assert graph.run(executor="dagger").states() == {"a": "cached"}
+    graph.run(executor="local")  # a result made on the host is not a container's
+    with pytest.raises(ExecutorUnavailable, match=r"executor 'dagger' is needed for step 'a'"):
+        graph.run(executor="dagger")
+    assert graph.run(executor="local").states() == {"a": "cached"}
 
 
 def test_warm_fills_the_cache_for_a_later_run() -> None:

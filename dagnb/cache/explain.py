@@ -106,9 +106,9 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
     return changes
 
 
-_ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "image", "env",
-          "secrets", "workdir", "params", "services", "cache_volumes", "mount", "upstream",
-          "arg")
+_ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "runs_in",
+          "image", "env", "secrets", "workdir", "params", "services", "cache_volumes", "mount",
+          "upstream", "arg")
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -142,6 +142,9 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         return f"key_fn value changed {before} → {after}"
     if head == "cache_version":
         return f"cache_version changed {_as_python(before)} → {_as_python(after)}"
+    if head == "runs_in":  # a result made on the host is not one made in a container
+        return ("it ran on this machine; this run runs it in a container" if change == "added"
+                else "it ran in a container; this run runs it on this machine")
     if head == "image" and (sentence := moved(before, after)):  # a pinned tag moved
         return sentence
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"

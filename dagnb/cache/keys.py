@@ -40,6 +40,9 @@ __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
 # 2: a Python step's globals count as ``var:<name>`` components, hashed at each run.
 CACHE_FORMAT = "dagnb-key-2"
 
+# The ``runs_in`` component of a step run in a container; a host run has none.
+CONTAINER = "a container"
+
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class StepKey:
@@ -135,6 +138,7 @@ def step_key(
     base_dir: Path,
     cache_version: str = "",
     mask: Callable[[str], str] | None = None,
+    container: bool = False,
 ) -> StepKey:
     """The cache key of ``step``.
 
@@ -159,6 +163,10 @@ def step_key(
         :class:`~dagnb.model.masking.Masker`): applied to every description, and to
         each string of a variable's value before its short repr cuts it (a secret cut
         in two shows its head and tail, which no mask finds). Digests are unchanged.
+    container
+        The run executes the step in a container (the Dagger executor): a ``runs_in``
+        component tells its result apart from one made on the host, which saw another
+        system. False (the host: local, dask) adds nothing, so those keys stay as they were.
 
     Raises
     ------
@@ -183,6 +191,8 @@ def step_key(
     for name, digest in upstream_digests.items():
         label = f"upstream:{name}"
         components[label] = describe[label] = digest
+    if container:
+        components["runs_in"], describe["runs_in"] = _text_digest(CONTAINER), CONTAINER
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
     own = ["params", *list(components)[spec_count:]]

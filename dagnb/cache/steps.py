@@ -90,6 +90,11 @@ class StepCache:
         The values of the secrets the run knows: masked as ``***`` in the descriptions
         keys store and in the values :meth:`explain` shows (those of at least
         ``MIN_LINE`` characters: a shorter one would mask every value).
+    in_container
+        Whether the run executes a step in a container (the runtime knows each step's
+        executor; the cache does not): those steps' keys say so, so that a result made
+        on the host is never served to a container run, nor the other way round. None:
+        every step on the host.
     """
 
     def __init__(
@@ -101,8 +106,10 @@ class StepCache:
         ttl: float | str | None = None,
         mode: str | None = None,
         secrets: Iterable[str] = (),
+        in_container: Callable[[Step], bool] | None = None,
     ) -> None:
         config = settings()
+        self.in_container = in_container
         self.mask = Masker(secrets, min_length=MIN_LINE)
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
@@ -133,6 +140,7 @@ class StepCache:
         return step_key(
             step, upstream_digests=upstream_digests, base_dir=base_dir,
             cache_version=self.version, mask=self.mask if self.mask else None,
+            container=self.in_container is not None and self.in_container(step),
         )
 
     def lookup(self, step: Step, key: StepKey) -> Entry | None:

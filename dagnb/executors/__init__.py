@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import sys
 import threading
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 # Not plain ``context``: the ``dagnb.executors.context`` submodule takes that name here.
@@ -19,7 +20,7 @@ from dagnb.config import settings
 from dagnb.errors import ExecutorUnavailable
 from dagnb.executors.base import NO_RESULT, Availability, Executor, Input, Outcome, Task
 from dagnb.executors.local import LocalExecutor
-from dagnb.model.step import EXECUTOR_NAMES
+from dagnb.model.step import EXECUTOR_NAMES, Step
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -32,6 +33,7 @@ __all__ = [
     "LocalExecutor",
     "Outcome",
     "Task",
+    "container_steps",
     "get_executor",
     "known_executors",
     "running_on",
@@ -74,6 +76,27 @@ def get_executor(name: str | Executor = "auto") -> Executor:
         if name not in instances:
             instances[name] = _create(name)
         return instances[name]
+
+
+def container_steps(default: str | Executor) -> Callable[[Step], bool]:
+    """Whether a run whose executor is ``default`` (a step's own wins) executes a step in
+    a container: what its cache key must say. Known without making the executor, so a
+    fully cached run needs no engine; 'auto' is chosen now, as a run would choose it."""
+    answers: dict[str | None, bool] = {}  # by the step's own executor
+
+    def in_container(step: Step) -> bool:
+        found = answers.get(step.executor)
+        if found is None:
+            found = answers[step.executor] = _in_container(step.executor or default)
+        return found
+
+    return in_container
+
+
+def _in_container(name: str | Executor) -> bool:
+    if not isinstance(name, str):
+        return "containers" in name.capabilities
+    return (_pick_auto() if name == "auto" else name) == "dagger"
 
 
 def _create(name: str) -> Executor:

@@ -387,19 +387,20 @@ class Graph:
 
     # -- the cache ------------------------------------------------------------------
     def plan(self, targets: Iterable[str] | str | None = None, **options: Any) -> Any:
-        """DataFrame of what a run would do now: step, cached, key, reason; the one
-        option is ``cache_directory`` (default: the setting)."""
+        """DataFrame of what a run would do now: step, cached, key, reason; the options
+        are ``cache_directory`` and ``executor`` (default: the settings; a step run in a
+        container has another key than on the host)."""
         from dagnb.runtime.plan import plan
 
-        _check_options(options, "graph.plan()", ("cache_directory", "targets"))
+        _check_options(options, "graph.plan()", ("cache_directory", "executor", "targets"))
         return plan(self, targets, **options)
 
     def explain(self, name: str, **options: Any) -> list[str]:
-        """Why step ``name`` would run, or that it is cached, in sentences; the one
-        option is ``cache_directory`` (default: the setting)."""
+        """Why step ``name`` would run, or that it is cached, in sentences; the options
+        are ``cache_directory`` and ``executor`` (default: the settings)."""
         from dagnb.runtime.plan import explain
 
-        _check_options(options, "graph.explain()", ("cache_directory",))
+        _check_options(options, "graph.explain()", ("cache_directory", "executor"))
         return explain(self, name, **options)
 
     def warm(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:

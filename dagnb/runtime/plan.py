@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.steps import StepCache
+from dagnb.config import settings
 from dagnb.errors import UnfingerprintableVariable
+from dagnb.executors import Executor, container_steps
 from dagnb.model.contract import known_secret_values
 from dagnb.runtime.frames import as_text
 
@@ -108,11 +110,13 @@ def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, 
     return found
 
 
-def _looking(graph: Graph, cache_directory: str | Path | None) -> StepCache:
+def _looking(graph: Graph, cache_directory: str | Path | None,
+             executor: str | Executor | None) -> StepCache:
     """The cache as ``plan`` and ``explain`` read it: whatever the ``cache_mode``
     setting, looking ahead writes nothing; the graph's secrets are masked, as a run
-    masks them."""
-    return StepCache(cache_directory, mode="read-only", secrets=known_secret_values(graph))
+    masks them; the keys are those of a run with ``executor`` (a container run's differ)."""
+    return StepCache(cache_directory, mode="read-only", secrets=known_secret_values(graph),
+                     in_container=container_steps(executor or settings().executor))
 
 
 def plan(
@@ -120,10 +124,12 @@ def plan(
     targets: Iterable[str] | str | None = None,
     *,
     cache_directory: str | Path | None = None,
+    executor: str | Executor | None = None,
 ) -> pd.DataFrame:
-    """What a run would do now: one row per step with cached (True/False) and why."""
+    """What a run would do now: one row per step with cached (True/False) and why;
+    ``executor`` as a run's (default: the setting)."""
     graph.validate()
-    rows = _walk(graph, graph.select(targets), _looking(graph, cache_directory))
+    rows = _walk(graph, graph.select(targets), _looking(graph, cache_directory, executor))
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
@@ -131,10 +137,12 @@ def plan(
     return as_text(frame, ("step", "key", "reason"))
 
 
-def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None) -> list[str]:
-    """Why ``step`` would run (or that it is cached), in sentences."""
+def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,
+            executor: str | Executor | None = None) -> list[str]:
+    """Why ``step`` would run (or that it is cached), in sentences; ``executor`` as a
+    run's (default: the setting)."""
     graph.validate()
-    cache = _looking(graph, cache_directory)
+    cache = _looking(graph, cache_directory, executor)
     rows = _walk(graph, graph.select(step), cache)
     row = rows[-1]
     if "_key" not in row:

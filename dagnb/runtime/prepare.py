@@ -36,7 +36,7 @@ from dagnb.errors import (
     InvalidStepError,
     StepNotFoundError,
 )
-from dagnb.executors import get_executor, loop
+from dagnb.executors import container_steps, get_executor, loop
 from dagnb.executors.capture import capturing
 from dagnb.model.contract import known_secret_values, resolve_secrets
 from dagnb.model.step import Step, parse_duration
@@ -278,6 +278,7 @@ def prepare(
             cache_directory, refresh=refreshed,
             version=cache_version, ttl=ttl, mode=mode,
             secrets=known_secret_values(graph),  # this run's and the other cells'
+            in_container=container_steps(executor or config.executor),
         ) if mode != "off" else None,
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
