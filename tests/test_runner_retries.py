@@ -6,6 +6,8 @@ a clock. Only the timeout tests take real time (about a second each).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import subprocess
 import time
@@ -183,6 +185,49 @@ def test_timeout_is_retried_only_with_retry_on_timeout(sleeps):
     assert elapsed < 2 * 1 + 1.5, elapsed
     assert len(sleeps) == 1 and "timeout" in state_events(run, "retrying")[0].data["error"]
     assert _no_process_matches(f"sleep {marker}")
+
+
+def writes_on_after_its_cancel(done: list[str]) -> Any:
+    """An async step whose attempt 1 swallows its timeout's cancel and goes on writing
+    to its $DAGNB_OUT while attempt 2 runs; ``done`` gets "zombie" when it stops."""
+
+    async def step() -> str:
+        context = dagnb.current()
+        out, attempt = context.out_dir, context.attempt
+        if attempt == 2:
+            await asyncio.sleep(0.3)
+            (out / "fresh.txt").write_text("attempt 2")
+            return "attempt 2"
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            for _ in range(20):
+                await asyncio.sleep(0.05)
+                with contextlib.suppress(OSError):
+                    (out / "stale.txt").write_text("attempt 1")
+            done.append("zombie")
+        return "attempt 1"
+
+    return step
+
+
+def test_a_retry_after_an_attempt_that_did_not_stop_gets_a_folder_of_its_own(sleeps, tmp_path):
+    done: list[str] = []
+    step = Step("s", func=writes_on_after_its_cancel(done), timeout=0.5,
+                retries=RetryPolicy(max_retries=1, retry_on_timeout=True))
+    cache = tmp_path / "cache"
+    run = run_graph([step], sleeps, cache=True, cache_directory=cache)
+    assert wait_until(lambda: done, timeout=5), "attempt 1 never ended"
+
+    status = row(run, "s")
+    assert (status["state"], status["attempts"]) == ("succeeded", 2)
+    assert run.result("s") == "attempt 2"
+    assert sorted(p.name for p in run.outputs("s").iterdir()) == ["fresh.txt", "result.json"]
+    assert "did not stop" in state_events(run, "retrying")[0].data["error"]
+    assert "attempt 1 did not stop when cancelled" in " ".join(run.logs("s")["line"])
+    replay = run_graph([step], sleeps, cache=True, cache_directory=cache)
+    assert row(replay, "s")["state"] == "cached"
+    assert sorted(p.name for p in replay.outputs("s").iterdir()) == ["fresh.txt", "result.json"]
 
 
 # -- the circuit breaker ----------------------------------------------------------------

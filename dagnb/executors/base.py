@@ -81,6 +81,10 @@ class Task:
         "withheld",
     )
 
+    # Set by an executor that could not stop the attempt (an async step that ignored its
+    # cancel runs on): it may still write to out_dir, so no later attempt may use it.
+    left_running = False
+
     def __init__(
         self,
         *,

@@ -397,7 +397,7 @@ async def _call_function(task: Task) -> Outcome:
     try:
         with routed_output(task.log, StepContext(task)):
             if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
-                result = await _until_cancelled_or_done(contextvars.copy_context().run(
+                result = await _until_cancelled_or_done(task, contextvars.copy_context().run(
                     asyncio.get_running_loop().create_task,  # create_task takes none)
                     _kept_on_the_loop(step.func(**kwargs))))  # type: ignore[arg-type]
             else:
@@ -420,7 +420,7 @@ async def _call_function(task: Task) -> Outcome:
     return Outcome(exit_code=0, result=result)
 
 
-async def _until_cancelled_or_done(step_task: asyncio.Task[Any]) -> Any:
+async def _until_cancelled_or_done(task: Task, step_task: asyncio.Task[Any]) -> Any:
     """The async step's result; a cancel (its timeout, the run's stop) cancels its task
     and ends the step within _KILL_GRACE, as a process gets after SIGTERM, even if the
     step's coroutine swallows the cancel."""
@@ -432,6 +432,8 @@ async def _until_cancelled_or_done(step_task: asyncio.Task[Any]) -> Any:
         # A coroutine still running here ignored the cancel. Python cannot stop it: it is
         # left to run on dagnb's loop until it returns by itself, its result or error
         # dropped (_dropped), its prints still routed to the ended step's log sink.
+        if not step_task.done():  # (the runner gives a retry a folder of its own)
+            task.left_running = True
         step_task.add_done_callback(_dropped)
         raise
 

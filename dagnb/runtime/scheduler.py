@@ -154,6 +154,10 @@ class Scheduler:
         self._ready: deque[str] = deque()  # ready steps no task has taken yet
         self._handoff = False  # whether _hand_off is scheduled
         self._images: dict[str, str | None] = {}  # step -> the image that ran, as shown
+        # step -> the attempt that did not stop when cancelled (it may write on) and the
+        # folder of the latest attempt, one of its own (see _step_dir)
+        self._left_running: dict[str, int] = {}
+        self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
         self._missing = False  # whether the last cache look missed
 
@@ -516,6 +520,7 @@ class Scheduler:
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         running = self._running[executor.name]  # (made with the executor)
         running.append(log_file)  # this attempt's token, for executors.status()
+        task = None
         try:
             task = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
@@ -523,13 +528,17 @@ class Scheduler:
             else:
                 outcome = await wait_for(executor.execute(task), limit)
         except asyncio.TimeoutError:
+            stopped = ("did not stop (it ignored its cancel and runs on, its result dropped)"
+                       if task is not None and task.left_running else "was stopped")
             raise StepTimeout(
-                f"step {step.name!r} ran past its timeout of {limit:g} s and was stopped",
+                f"step {step.name!r} ran past its timeout of {limit:g} s and {stopped}",
                 step=step.name,
             ) from None
         finally:
             running.remove(log_file)
             log_file.close()
+            if task is not None and task.left_running:
+                self._left_running.setdefault(step.name, number)
         if outcome.exit_code not in (0, None):
             raise StepFailed(
                 self._exit_message(step.name, number, outcome.exit_code),
@@ -550,13 +559,18 @@ class Scheduler:
         self._emit(
             "state", step.name, number, state="running", executor=executor.name, image=image,
         )
+        left = self._left_running.get(step.name)
+        if left is not None:  # said in the run's log (the run's log only, not the entry's)
+            self._emit("log", step.name, number, stream="stderr",
+                       line=f"dagnb: attempt {left} did not stop when cancelled and may still "
+                            f"write to its folder; attempt {number} writes to {task.step_dir}/out")
         return task
 
     def _task(self, step: Step, number: int, log_file: LogFile, params: bool = True) -> Task:
         task = Task(
             step=step,
             attempt=number,
-            step_dir=f"{self.run.workspace_text}/{step.name}",
+            step_dir=self._step_dir(step.name, number),
             make_folder=self.run.make_workspace,
             inputs=self._inputs(step) if step.needs else {},
             secrets=self.secrets.get(step.name, _NONE),
@@ -571,6 +585,17 @@ class Scheduler:
         if step.func is None and params:  # the local executor writes it with the folders
             write_params(step, task.params_file)
         return task
+
+    def _step_dir(self, name: str, number: int) -> str:
+        """The attempt's folder: the step's; but after an attempt that did not stop (it may
+        still write to its $DAGNB_OUT), a fresh one of its own, whose outputs alone are
+        stored and shown, as the contract's fresh, empty $DAGNB_OUT requires."""
+        folder = f"{self.run.workspace_text}/{name}"
+        left = self._left_running.get(name)
+        if left is None:
+            return folder
+        folder = self._own_dirs[name] = f"{folder}/attempt-{number}"
+        return folder
 
     def _inputs(self, step: Step) -> dict[str, Input]:
         inputs = {}
@@ -624,7 +649,8 @@ class Scheduler:
 
     def _out_text(self, name: str) -> str:
         """Where a step's outputs are, whether or not it made the folder."""
-        return f"{self.run.workspace_text}/{name}/out"
+        own = self._own_dirs.get(name)  # (after an attempt that did not stop)
+        return f"{self.run.workspace_text}/{name}/out" if own is None else f"{own}/out"
 
     # -- endings --------------------------------------------------------------------
     def _exit_message(self, name: str, attempt: int, code: int) -> str:
