@@ -227,7 +227,7 @@ def test_stats_during_another_threads_flush_count_every_hit(store, clock):
         store.lookup("s", key(1))
     writing, real_append = threading.Event(), store._journal.append
 
-    def slow_append(records):  # the flush has taken the counts, not written them yet
+    def slow_append(records, compact=True):  # the flush took the counts, not written yet
         writing.set()
         threading.Event().wait(0.3)
         return real_append(records)

@@ -57,12 +57,13 @@ class AccessJournal:
         self._exists = backend.exists if exists is None else exists
         self._memo: tuple[tuple[str, ...], Totals] | None = None
 
-    def append(self, uses: Totals) -> None:
-        """Record uses of entries (hits and last use of each (step, key)), all at once."""
+    def append(self, uses: Totals, *, compact: bool = True) -> None:
+        """Record uses of entries (hits and last use of each (step, key)), all at once;
+        then fold the journal if it grew long, unless ``compact`` is False."""
         if not uses:
             return
         self._write(f"{time.time_ns()}-{os.getpid()}-{uuid.uuid4().hex[:8]}", uses)
-        if len(self.backend.names(FOLDER)) > COMPACT_AT:
+        if compact and len(self.backend.names(FOLDER)) > COMPACT_AT:
             lock = self.backend.lock(FOLDER, "compact", timeout=0)
             with contextlib.suppress(TimeoutError), lock:  # one compacts, others go on
                 self._compact()

@@ -817,15 +817,16 @@ class Store(Housekeeping):
         """How many entries have hits counted in memory and not written yet."""
         return len(self._pending)
 
-    def flush(self) -> None:
+    def flush(self, *, compact: bool = True) -> None:
         """Write the hits counted in memory to the store's access journal (a read-only
-        store forgets them: they are not its to record)."""
+        store forgets them: they are not its to record); ``compact``: fold the journal
+        if it grew long."""
         with self._moving_counts:  # (from memory to the journal: see _counts)
             pending, self._pending = self._pending, {}
             if self.read_only or self._removed():
                 return
             try:
-                self._journal.append(pending)
+                self._journal.append(pending, compact=compact)
             except OSError as exc:  # a full disk, a read-only cache: entries still serve
                 if self._removed():
                     return  # removed while being written: nowhere to go
@@ -847,6 +848,17 @@ class Store(Housekeeping):
         together: a flush (another thread's) moves them from one to the other."""
         with self._moving_counts:
             return self._journal.totals(), dict(self._pending)
+
+    def __del__(self) -> None:
+        # A store that dies with hits counted (a Memory made at each call, as in
+        # ``memory.cache(f)(x)``) writes them now: at exit it is no longer among the live
+        # stores closed then. Not folding the journal: a collection may run while this
+        # thread holds the pack index's lock, which folding would take again.
+        try:
+            if self._pending:
+                self.flush(compact=False)
+        except Exception:  # (at shutdown, what it needs may be gone already)
+            pass
 
     def close(self) -> None:
         """Write the hits counted so far and let go of this store's pack (another
