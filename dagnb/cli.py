@@ -31,7 +31,7 @@ from dagnb import checks, config
 from dagnb.errors import CacheMissError, ConfigError, DagnbError
 from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
-from dagnb.workflows.loader import load
+from dagnb.workflows.loader import dump, load
 
 __all__ = ["main"]
 
@@ -369,12 +369,12 @@ def _workflow_path(output: str | None, template_id: str) -> Path:
 def _write_workflow(template: templates.Template, output: Path, values: dict[str, Any]) -> None:
     """The template's workflow written to ``output`` (its folders made); a path that
     cannot be written is one line naming it, not a traceback, and leaves no folder."""
-    template.to_yaml(**values)  # rendered first: a value it refuses makes no folder
+    workflow = template.instantiate(**values)  # first: a value it refuses makes no folder
     missing = _missing_folders(output.parent)
     written = False
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        template.to_yaml(output, **values)
+        dump(workflow, output)
         written = True
     except OSError as exc:
         in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)

@@ -47,11 +47,16 @@ def _frozen_map(value: Mapping[str, Any] | None, field: str, step: str) -> Mappi
     return MappingProxyType(dict(value))
 
 
+def split_names(text: str) -> list[str]:
+    """Names written as one string, ``"a, b c"``: split at commas and spaces."""
+    return [v for v in re.split(r"[,\s]+", text) if v]
+
+
 def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
-        value = [v for v in re.split(r"[,\s]+", value) if v]
+        value = split_names(value)
     if isinstance(value, Mapping) or not isinstance(value, Iterable):
         raise InvalidStepError(_not_a_list(value, field, step))
     items = tuple(value)

@@ -33,7 +33,6 @@ The orchestration platform's spelling (``command``, ``container_image``, ``envir
 from __future__ import annotations
 
 import dataclasses
-import re
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -44,7 +43,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.model.step import Step, variable_text
+from dagnb.model.step import Step, split_names, variable_text
 from dagnb.workflows.aliases import canonical_workflow
 from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
 
@@ -350,7 +349,7 @@ def _name_list(value: Any) -> list[Any] | None:
     if value is None:
         return []
     if isinstance(value, str):
-        return [v for v in re.split(r"[,\s]+", value) if v]
+        return split_names(value)
     return list(value) if isinstance(value, (list, tuple)) else None
 
 
