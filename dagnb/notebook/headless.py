@@ -41,6 +41,7 @@ from typing import Any, TextIO
 
 from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, env_values
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
+from dagnb.model.step import variable_text
 from dagnb.notebook.document import dagger_cells, read_notebook
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE, graph_from_cells
 
@@ -123,12 +124,8 @@ def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
     if unknown:
         raise ConfigError(f"{unknown[0]!r} is not a setting; expected one of "
                           f"{', '.join(TOP_KEYS + DEFAULT_KEYS)}")
-    given = {f"{ENV_PREFIX}{key.upper()}": _as_text(value) for key, value in settings.items()}
-    return {name: _as_text(value) for value, name in env_values(given).values()}
-
-
-def _as_text(value: Any) -> str:
-    return str(value).lower() if isinstance(value, bool) else str(value)
+    given = {f"{ENV_PREFIX}{key.upper()}": variable_text(value) for key, value in settings.items()}
+    return {name: variable_text(value) for value, name in env_values(given).values()}
 
 
 def _whole_run_limit(timeout: float | None) -> dict[str, Any]:
