@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb import checks, config
-from dagnb.errors import CacheMissError, ConfigError, DagnbError
+from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
@@ -101,7 +101,6 @@ def _run(args: argparse.Namespace) -> int:
     _refuse_notebook_options(args)
     graph = load(args.workflow)
     printer = ProgressPrinter(sys.stdout)
-    new_folders = _missing_folders(_cache_folder(args.cache_dir))
     try:
         run = graph.run(
             args.target,
@@ -117,9 +116,6 @@ def _run(args: argparse.Namespace) -> int:
             on_event=printer.on_event,
             **_switches(args),
         )
-    except CacheMissError:  # (fail-on-miss: refused, so a cache folder it made is left out)
-        _remove_empty(new_folders)
-        raise
     except KeyboardInterrupt as stop:
         printer.finish()
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
@@ -385,13 +381,6 @@ def _write_workflow(template: templates.Template, output: Path, values: dict[str
     finally:
         if not written:
             _remove_empty(missing)
-
-
-def _cache_folder(given: str | None) -> Path:
-    """The local folder a run caches in (``--cache-dir``, else the setting); made by none."""
-    from dagnb.cache import local_folder
-
-    return local_folder(given)
 
 
 def _missing_folders(folder: Path) -> list[Path]:

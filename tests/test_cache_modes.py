@@ -113,6 +113,18 @@ def test_fail_on_miss_counts_expired_refreshed_and_uncached_steps_as_misses(
     }
 
 
+@pytest.mark.parametrize("given", [None, "new/cache"])
+def test_a_fail_on_miss_run_refused_makes_no_cache_folder(workdir: Path, given: str | None) -> None:
+    cache = workdir / (given or ".dagnb_cache")
+    with pytest.raises(CacheMissError, match="3 steps would run") as refused:
+        _graph(workdir).run(executor="local", cache_mode="fail-on-miss", cache_directory=given)
+    assert [name for name, _ in refused.value.misses] == ["a", "b", "c"]
+    assert sorted(os.listdir(workdir)) == []  # (not even new/)
+    _graph(workdir).run(executor="local", cache_directory=given)  # filled: the folder is made
+    again = _graph(workdir).run(executor="local", cache_mode="fail-on-miss", cache_directory=given)
+    assert set(again.states().values()) == {"cached"} and cache.is_dir()
+
+
 # -- read-only ----------------------------------------------------------------------------
 def test_read_only_serves_hits_runs_misses_and_writes_nothing(workdir: Path) -> None:
     cache = workdir / ".dagnb_cache"
@@ -318,6 +330,23 @@ def test_fail_on_miss_memory_raises_instead_of_calling(tmp_path: Path) -> None:
     assert dagnb.Memory(tmp_path, cache_mode="off").store is None
 
 
+def test_a_fail_on_miss_memory_on_a_new_folder_makes_none_and_hits_once_filled(
+        tmp_path: Path) -> None:
+    calls: list[int] = []
+
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    folder = tmp_path / "new" / "cache"
+    strict = dagnb.Memory(folder, cache_mode="fail-on-miss").cache(double)
+    with pytest.raises(CacheMissError, match="no stored call with these arguments"):
+        strict(1)
+    assert not (tmp_path / "new").exists()
+    dagnb.Memory(folder).cache(double)(1)  # another Memory fills it
+    assert strict(1) == 2 and calls == [1]  # the strict one, made before the folder, hits
+
+
 # -- dagnb run NOTEBOOK ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_notebook_run_with_fail_on_miss_exits_2_and_runs_no_step(tmp_path: Path) -> None:
@@ -334,3 +363,4 @@ def test_a_notebook_run_with_fail_on_miss_exits_2_and_runs_no_step(tmp_path: Pat
     assert done.returncode == 2, done.stderr
     assert "make: no entry yet for step 'make'" in done.stderr
     assert _executions(tmp_path) == []
+    assert not (tmp_path / ".dagnb_cache").exists()  # (the kernel's run made none)

@@ -19,8 +19,8 @@ What differs from joblib is listed in the README's Memory section.
 
 ``cache_mode`` (default: the setting) works as for runs: ``read-only`` serves hits and
 runs a miss without storing it (no entry, lock or hit count is written), ``fail-on-miss``
-raises :class:`~dagnb.errors.CacheMissError` instead of running a miss, ``off`` is
-``location=None``.
+raises :class:`~dagnb.errors.CacheMissError` instead of running a miss (it stores
+nothing, so it makes no cache folder), ``off`` is ``location=None``.
 
 A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
@@ -212,7 +212,9 @@ class Memory:
             None
             if location is None or self.cache_mode == "off"
             else Store(location, backend=backend, clock=clock, default_ttl=ttl,
-                       read_only=self.cache_mode == "read-only")
+                       read_only=self.cache_mode == "read-only",
+                       # fail-on-miss stores nothing: a folder only if it is there
+                       create=self.cache_mode != "fail-on-miss")
         )
         self.verbose = verbose
         self.mmap_mode = None if mmap_mode is None else _mmap_mode(mmap_mode)

@@ -208,6 +208,9 @@ class Store(Housekeeping):
         None keeps them until removed.
     read_only
         Serve hits and write nothing (see the module docstring).
+    create
+        False: a missing local folder is made by the first write, not now (a store that
+        may never write, a ``fail-on-miss`` Memory's, leaves none behind).
     """
 
     # What a fresh store starts from, as class attributes (each is replaced, never
@@ -224,6 +227,7 @@ class Store(Housekeeping):
         default_ttl: float | str | None = None,
         *,
         read_only: bool = False,
+        create: bool = True,
     ) -> None:
         self.read_only = read_only
         if backend == "local" and (type(location) is not str or "://" in location) and (
@@ -231,7 +235,7 @@ class Store(Housekeeping):
             backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
         if type(backend) is not str and isinstance(backend, StoreBackend):
             self.backend = backend
-        elif backend == "local" and read_only:  # writes nothing, not even its folder
+        elif backend == "local" and (read_only or not create):  # (no folder made now)
             self.backend = LocalBackend(location, create=False)
         else:
             self.backend = get_backend(backend)(location)

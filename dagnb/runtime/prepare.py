@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import functools
 import gc
 import os
 import shutil
@@ -229,9 +230,10 @@ def prepare(
         ``"read-write"``; ``"read-only"`` (hits are used, nothing is written to the
         cache folder, not even the run's history); ``"fail-on-miss"`` (a
         :class:`~dagnb.errors.CacheMissError` listing every step that would run, with
-        why, before anything runs); ``"off"`` (no lookups, no entries; the run's record
-        is kept under ``.runs`` for ``only_failed``). ``cache=False`` is the older spelling of
-        ``"off"``; ``cache=True`` turns an ``"off"`` setting into ``"read-write"``.
+        why, before anything runs or any cache folder is made); ``"off"`` (no lookups,
+        no entries; the run's record is kept under ``.runs`` for ``only_failed``).
+        ``cache=False`` is the older spelling of ``"off"``; ``cache=True`` turns an
+        ``"off"`` setting into ``"read-write"``.
     refresh, skip_cache, cache_directory, cache_version, ttl
         ``refresh`` (alias ``skip_cache``) runs steps again and overwrites their entries
         (True for all, or names); ``ttl`` (seconds or '1h') for the entries of steps
@@ -267,6 +269,11 @@ def prepare(
         or max_concurrency < 1
     ):
         raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
+    cache_for = functools.partial(
+        StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
+        secrets=known_secret_values(graph),  # this run's and the other cells'
+        in_container=container_steps(executor or config.executor),
+    )
     options = RunOptions(
         max_concurrency=max_concurrency or config.max_concurrent_executions,
         timeout=parse_duration(
@@ -274,12 +281,7 @@ def prepare(
         ),
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
-        cache=StepCache(
-            cache_directory, refresh=refreshed,
-            version=cache_version, ttl=ttl, mode=mode,
-            secrets=known_secret_values(graph),  # this run's and the other cells'
-            in_container=container_steps(executor or config.executor),
-        ) if mode != "off" else None,
+        cache=cache_for(mode=mode) if mode in ("read-write", "read-only") else None,
         retry_defaults=_retry_defaults(retries),
         base_dir=base_dir,
         step_timeout=config.step_timeout_seconds,
@@ -287,8 +289,9 @@ def prepare(
                                 else enable_retry),
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
     )
-    if mode == "fail-on-miss":
-        _refuse_misses(graph, order, options.cache)
+    if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
+        _refuse_misses(graph, order, cache_for(mode="read-only"))  # store, so no folder
+        options.cache = cache_for(mode=mode)
     _require_engine(graph, steps, executor or config.executor, options.cache)
     if sleep is not None:
         options.sleep = sleep
