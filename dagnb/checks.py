@@ -14,6 +14,7 @@ validator           passes
 ==================  =====================================================================
 ``text``, ``path``  a non-empty string (stripped); a path may be ``os.PathLike``
 ``location``        a path, or a store URL (``s3://bucket/prefix``) that holds no credentials
+``store_options``   a store library's options whose URLs hold no credentials
 ``name``            an identifier-like step name (no keyword, no space or control character)
 ``variable_name``   an environment variable name
 ``one_of``          one of ``choices``, of the same type (``1`` is not ``True``)
@@ -64,6 +65,7 @@ __all__ = [
     "path",
     "redact_url",
     "short_repr",
+    "store_options",
     "text",
     "variable_name",
 ]
@@ -282,6 +284,90 @@ def address(value: Any, *, fix: str) -> str:
     password in it, with a scheme or not; the one refused is reported with them redacted
     and ``fix``, where the credentials go instead."""
     return _without_credentials(text(value), fix, bare=True)
+
+
+# Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs) that carry credentials.
+STORE_CREDENTIALS = frozenset({
+    "key", "secret", "token", "password", "access_key", "secret_key", "session_token",
+    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "account_key",
+    "sas_token", "client_secret", "connection_string", "credentials",
+})
+
+
+def store_options(value: Any, *, fix: str, credentials: bool = False) -> dict[str, Any]:
+    """A store library's options (fsspec's ``storage_options``) with no user or password
+    in a URL among them (``endpoint_url``, ``proxies``, nested ones too) and every
+    ``*_url`` option a URL; a credential option (``key``, ``secret``, ...) is refused too
+    unless ``credentials``. ``fix`` says where the credentials go instead. The one
+    refused is shown with its secrets as ``***``."""
+    if not isinstance(value, Mapping):  # (pairs or JSON text may hold a secret: not shown)
+        raise Invalid(Masked(f"<{type(value).__name__}>"),
+                      "a mapping of store options (endpoint_url, profile, ...)")
+    found = None if credentials else _credential_option_in(value)
+    if found is not None:  # its value may be the secret itself: not shown at all
+        raise Invalid(Redacted("<options with a credential>"), f"no {found!r} option: {fix}")
+    found = _url_credential_in(value)
+    if found is not None:  # (endpoint_url: http://user:pass@minio:9000) shown redacted
+        raise Invalid(_masked_options(value),
+                      f"no user or password in the {found!r} URL: {fix}")
+    _refuse_url_not_a_url(value)
+    return dict(value)
+
+
+def _credential_option_in(options: Mapping[str, Any]) -> str | None:
+    for key, value in options.items():
+        if str(key).lower() in STORE_CREDENTIALS:
+            return str(key)
+        if isinstance(value, Mapping) and (found := _credential_option_in(value)) is not None:
+            return found
+    return None
+
+
+def _url_credential_in(options: Mapping[str, Any]) -> str | None:
+    """The key of the first URL in ``options`` (nested ones too) with credentials."""
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            if (found := _url_credential_in(value)) is not None:
+                return found
+        elif _redacted_urls(value, key) != value:
+            return str(key)
+    return None
+
+
+def _redacted_urls(value: Any, key: Any = "", hide: frozenset[str] = frozenset()) -> Any:
+    """``value``, option ``key``'s, with every URL's ``user:password@`` in it as ``***@``
+    (a ``*_url`` option's even with no scheme: botocore's error repeats it whole), and
+    the value of an option named in ``hide`` as ``***``."""
+    name = str(key).lower()
+    if name in hide:
+        return "***"
+    if isinstance(value, str):
+        return redacted(value, bare=name.endswith("_url"))
+    if isinstance(value, Mapping):
+        return {k: _redacted_urls(item, k, hide) for k, item in value.items()}
+    if isinstance(value, (list, tuple)):  # (of its own type: a tuple is no changed list)
+        items = [_redacted_urls(item, key, hide) for item in value]
+        return items if isinstance(value, list) else tuple(items)
+    return value
+
+
+def _masked_options(options: Mapping[str, Any]) -> Masked:
+    """``options`` as a message shows them: URLs redacted, credential options' values
+    (which code may pass) as ``***``."""
+    return Masked(repr(_redacted_urls(options, hide=STORE_CREDENTIALS)))
+
+
+def _refuse_url_not_a_url(options: Mapping[str, Any]) -> None:
+    """An endpoint given as a port alone (``endpoint_url: 5077``) or with no scheme
+    (``minio:9000``) reached the store library, whose error named no option: refused
+    here, naming it. None is the library's default."""
+    for key, value in options.items():
+        if isinstance(value, Mapping):
+            _refuse_url_not_a_url(value)
+        elif str(key).endswith("_url") and value is not None and not is_url(value):
+            form = "with its scheme" if isinstance(value, str) else "in quotes"
+            raise Invalid(_masked_options(options),
+                          f"{key} as a URL {form}, not {value!r}: {key}: \"http://HOST:PORT\"")
 
 
 def name(value: Any) -> str:

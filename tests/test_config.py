@@ -377,6 +377,10 @@ def test_a_store_url_with_no_credentials_is_taken_as_it_is(url):
     ("workflow_defaults:\n  cache_storage_options:\n"
      "    config_kwargs: {proxies: {https: 'http://u:proxy pass 9@proxy:3128'}}\n",
      "cache_storage_options", "proxy pass 9", "'http://***@proxy:3128'"),
+    # an endpoint with no scheme: taken, printed, and quoted whole by botocore's error
+    ("workflow_defaults:\n  cache_storage_options:\n"
+     "    endpoint_url: 'minio:minio-pass-123@minio:9000'\n",
+     "cache_storage_options", "minio-pass-123", "'***@minio:9000'"),
 ])
 def test_a_setting_url_with_credentials_is_refused_in_one_line_shown_redacted(
         tmp_path, capsys, text, key, secret, shown):
@@ -402,6 +406,14 @@ def test_configure_refuses_a_setting_url_with_credentials_without_showing_them(k
     assert "pass-123" not in str(refused.value) and "tok12345" not in str(refused.value)
     assert "hunter22" not in str(refused.value)
     assert "pass-123" not in config.show().to_string()
+
+
+def test_storage_options_holding_a_tuple_are_taken_as_they_are():
+    # a tuple was compared with the list its URLs were redacted into: refused as holding
+    # "a user or password in the 'client_cert' URL"
+    options = {"config_kwargs": {"client_cert": ("/etc/s3/cert.pem", "/etc/s3/key.pem")}}
+    dagnb.configure(cache_storage_options=options)
+    assert config.settings().cache_storage_options == options
 
 
 def test_a_setting_address_without_credentials_is_taken_as_it_is():

@@ -682,6 +682,108 @@ def test_an_endpoint_url_that_is_not_text_is_refused_naming_it(project: Path) ->
         dagnb.configure(cache_storage_options={"client_kwargs": {"endpoint_url": 9000}})
 
 
+# -- storage options given in code --------------------------------------------------------
+PASSWORD = "pw-in-code-77"
+
+
+def _objects(url: str, options: Any, local: Path) -> list[Any]:
+    """Every public way code gives storage options directly."""
+    return [lambda: RemoteBackend(url, local=local, storage_options=options),
+            lambda: ObjectStore(url, options)]
+
+
+@pytest.mark.parametrize(("options", "option", "shown"), [
+    ({"endpoint_url": f"http://minio:{PASSWORD}@bad host:9"},  # botocore: Invalid endpoint
+     "endpoint_url", "'http://***@bad host:9'"),
+    ({"client_kwargs": {"endpoint_url": f"minio:{PASSWORD}@127.0.0.1:9"}},  # no scheme
+     "endpoint_url", "'***@127.0.0.1:9'"),
+    ({"config_kwargs": {"proxies": {"https": f"http://u:{PASSWORD}@proxy:3128"}}},
+     "https", "'http://***@proxy:3128'"),
+    ({"key": "AKIA-in-code", "secret": PASSWORD, "endpoint_url": f"http://u:{PASSWORD}@h:9"},
+     "endpoint_url", "'key': '***', 'secret': '***'"),
+])
+def test_storage_options_in_code_with_a_url_password_are_refused_in_one_line(
+    tmp_path: Path, options: dict[str, Any], option: str, shown: str
+) -> None:
+    """Taken as given, botocore's error (Invalid endpoint: http://minio:pw@...) put the
+    password in the store's warning; one it accepted failed each request with an error
+    naming no option, and the cache went on local alone."""
+    for make in _objects("s3://bucket/cache", options, tmp_path / "local"):
+        with pytest.raises(CacheError) as refused:
+            make()
+        message = str(refused.value)
+        assert message.startswith("storage_options={") and "\n" not in message, message
+        assert f"no user or password in the {option!r} URL" in message and shown in message
+        assert PASSWORD not in message and "AKIA-in-code" not in message
+        assert "key and secret options" in message
+
+
+@pytest.mark.parametrize(("options", "expected"), [
+    ({"endpoint_url": 5077}, 'endpoint_url as a URL in quotes, not 5077: endpoint_url: "http'),
+    ({"client_kwargs": {"endpoint_url": "minio:9000"}},
+     "endpoint_url as a URL with its scheme, not 'minio:9000'"),
+    (f'{{"secret": "{PASSWORD}"}}', "storage_options=<str> is not valid; expected a mapping"),
+    ([("secret", PASSWORD)], "storage_options=<list> is not valid; expected a mapping"),
+])
+def test_malformed_storage_options_in_code_are_one_line_naming_the_option(
+    tmp_path: Path, options: Any, expected: str
+) -> None:
+    """They reached botocore ('int' object is not iterable, Invalid endpoint: minio:9000,
+    in a warning, the cache going on local alone) or dict() (a ValueError naming nothing)."""
+    for make in _objects("s3://bucket/cache", options, tmp_path / "local"):
+        with pytest.raises(CacheError, match=r"^storage_options") as refused:
+            make()
+        assert expected in str(refused.value) and "\n" not in str(refused.value)
+        assert PASSWORD not in str(refused.value)
+
+
+def test_key_and_secret_in_code_still_read_and_write_through_the_store(
+    url: str, server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Code may pass the store's credentials as options (no config show prints them)."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(name)
+    options = {"key": "testing", "secret": "testing", "endpoint_url": server.endpoint}
+    writer = Store(url, backend=RemoteBackend(url, local=tmp_path / "a",
+                                              storage_options=options))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an upload that failed would only warn
+        save(writer, "make", "k1", {"data.txt": b"one"})
+        reader = Store(url, backend=RemoteBackend(url, local=tmp_path / "b",
+                                                  storage_options=options))
+        entry = reader.lookup("make", "k1")
+    assert entry is not None and (entry.out_dir / "data.txt").read_bytes() == b"one"
+    assert "entries/make/k1.json" in listing_with(url, options)
+    assert "testing" not in repr(reader.backend) + repr(reader.backend.remote)
+
+
+def listing_with(url: str, options: dict[str, Any]) -> list[str]:
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **options)
+    root = url.removeprefix("s3://")
+    return sorted(path[len(root) + 1:] for path in fs.find(root))
+
+
+def test_a_store_error_naming_an_endpoint_with_a_password_shows_it_redacted(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The environment's endpoint is botocore's to read: its error quoted it whole, in the
+    store's warning and in dagnb cache pull's line."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://minio:{PASSWORD}@bad host:9")
+    s3fs.S3FileSystem.clear_instance_cache()  # (one made before read the good endpoint)
+    try:
+        backend = RemoteBackend(url, local=tmp_path / "a")
+        with pytest.warns(RemoteCacheWarning) as warned:
+            assert not backend.exists("make", "k1")
+        assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 2
+    finally:
+        s3fs.S3FileSystem.clear_instance_cache()  # (nor may the next test get this one)
+    message = str(warned[0].message)
+    assert "Invalid endpoint: http://***@bad host:9" in message and PASSWORD not in message
+    err = capsys.readouterr().err
+    assert "http://***@bad host:9" in err and PASSWORD not in err and err.count("\n") == 1
+
+
 def test_the_magic_pushes_and_pulls(url: str, shell: Any, tmp_path: Path) -> None:
     local = dagnb.cache.store_for()
     save(local, "make", "k1", {"data.txt": b"one"})

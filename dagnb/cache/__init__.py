@@ -289,5 +289,6 @@ def sync(
     except (CacheError, KeyboardInterrupt):
         raise
     except Exception as exc:  # the store library's own: no route, no bucket, no rights
-        raise CacheError(f"cache {action} {url}: {type(exc).__name__}: {exc}; check the "
+        raise CacheError(f"cache {action} {url}: {type(exc).__name__}: "
+                         f"{checks.redact_url(str(exc))}; check the "
                          "URL, the network and the store's credentials") from None

@@ -39,7 +39,9 @@ Files move through ``put_file``/``get_file``, which stream in chunks: memory sta
 bounded whatever a file's size.
 
 Credentials come from the store library's usual places (environment variables, profiles,
-instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`).
+instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`). Code may
+pass ``key`` and ``secret`` in ``storage_options``, whose URLs are checked as the
+setting's are (:func:`dagnb.checks.store_options`).
 :func:`push` and :func:`pull` copy entries between a local cache and a remote store.
 
 fsspec with s3fs was chosen over obstore: one API for every store fsspec knows (local
@@ -114,6 +116,20 @@ def _fsspec(url: str) -> Any:
 
 
 _FOLDER_PROTOCOLS = frozenset({"file", "local", "memory"})  # a path, not a bucket, follows
+_OPTIONS_FIX = (
+    "give credentials in the key and secret options, or where the store library reads them "
+    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE)"
+)
+
+
+def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Options given in code, checked as the ``cache_storage_options`` setting is: a URL's
+    password reached botocore's errors, and so the warnings, in plain text. Code may
+    pass ``key`` and ``secret`` (no ``config show`` prints them)."""
+    if options is None:
+        return {}
+    return checks.checked(checks.store_options, options, "storage_options", CacheError,
+                          sep="=", fix=_OPTIONS_FIX, credentials=True)
 
 
 class ObjectStore:
@@ -136,7 +152,7 @@ class ObjectStore:
             # (s3:// lost its slashes to rstrip and became a local folder named "s3:")
             raise CacheError(f"cache store {url!r} names no bucket; write it as "
                              f"{protocol}://BUCKET/prefix")
-        options = dict(storage_options or {})
+        options = _checked_options(storage_options)
         if protocol in ("file", "local"):
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
         s3_retries = 1
@@ -568,8 +584,9 @@ class RemoteBackend(StoreBackend):
         if self._warned:
             return
         self._warned = True
-        warnings.warn(
-            f"remote cache {self.remote.url!r}: {what} failed ({type(exc).__name__}: {exc}); "
+        warnings.warn(  # (the library's error may name a URL of the environment's)
+            f"remote cache {self.remote.url!r}: {what} failed "
+            f"({type(exc).__name__}: {checks.redact_url(str(exc))}); "
             f"the local tier goes on alone, asking the store again every {RETRY_AFTER:g} s "
             "(entries saved meanwhile stay local: dagnb cache push uploads them later)",
             RemoteCacheWarning,

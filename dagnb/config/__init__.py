@@ -220,14 +220,6 @@ def check_cache_mode(value: Any, what: str = "cache_mode") -> str:
     return checks.checked(_cache_mode, value, what, ConfigError, sep=sep)
 
 
-# Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs) that carry credentials.
-_STORE_CREDENTIALS = frozenset({
-    "key", "secret", "token", "password", "access_key", "secret_key", "session_token",
-    "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "account_key",
-    "sas_token", "client_secret", "connection_string", "credentials",
-})
-
-
 _STORE_FIX = (
     "dagnb's config never holds credentials; set them where the store library reads them "
     "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, or profile: NAME for ~/.aws/credentials)"
@@ -235,64 +227,9 @@ _STORE_FIX = (
 
 
 def _storage_options(value: Any) -> dict[str, Any] | None:
-    """Options for the cache's store library; credentials in them are refused."""
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise checks.Invalid(value, "a mapping of store options (endpoint_url, profile, ...)")
-    found = _credential_in(value)
-    if found is not None:  # its value may be the secret itself: not shown at all
-        raise checks.Invalid(checks.Redacted("<options with a credential>"),
-                             f"no {found!r} option: {_STORE_FIX}")
-    found = _url_credential_in(value)
-    if found is not None:  # (endpoint_url: http://user:pass@minio:9000) shown redacted
-        raise checks.Invalid(checks.Masked(repr(_redacted_urls(value))),
-                             f"no user or password in the {found!r} URL: {_STORE_FIX}")
-    _refuse_url_not_text(value)
-    return dict(value)
-
-
-def _refuse_url_not_text(options: Mapping[str, Any]) -> None:
-    """An endpoint given as a port alone (``endpoint_url: 5077``) reached the store
-    library, whose ``TypeError`` named no option: refused here, naming it."""
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            _refuse_url_not_text(value)
-        elif str(key).endswith("_url") and not isinstance(value, str):
-            raise checks.Invalid(checks.Masked(repr(dict(options))),
-                                 f"{key} as a URL in quotes, not {value!r}: "
-                                 f"{key}: \"http://HOST:PORT\"")
-
-
-def _credential_in(options: Mapping[str, Any]) -> str | None:
-    for key, value in options.items():
-        if str(key).lower() in _STORE_CREDENTIALS:
-            return str(key)
-        if isinstance(value, Mapping) and (found := _credential_in(value)) is not None:
-            return found
-    return None
-
-
-def _url_credential_in(options: Mapping[str, Any]) -> str | None:
-    """The key of the first URL in ``options`` (nested ones too) with credentials."""
-    for key, value in options.items():
-        if isinstance(value, Mapping):
-            if (found := _url_credential_in(value)) is not None:
-                return found
-        elif _redacted_urls(value) != value:
-            return str(key)
-    return None
-
-
-def _redacted_urls(value: Any) -> Any:
-    """``value`` with every URL's ``user:password@`` in it shown as ``***@``."""
-    if isinstance(value, str):
-        return checks.redacted(value)
-    if isinstance(value, Mapping):
-        return {key: _redacted_urls(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_redacted_urls(item) for item in value]
-    return value
+    """Options for the cache's store library; credentials in them are refused (as
+    ``config show`` prints them), URLs among them checked as code's are (ObjectStore)."""
+    return None if value is None else checks.store_options(value, fix=_STORE_FIX)
 
 
 _CREDENTIAL_KEYS = ("username", "password_env", "token_env")
