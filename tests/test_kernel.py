@@ -352,6 +352,39 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
     assert kernel.value("t") == "6"
 
 
+def test_after_a_restart_a_cell_whose_line_reads_a_variable_is_not_read_from_the_file(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """IPython expands ``$customer`` in the cell's line when the cell runs; read from the
+    file it was the text '$customer', which a downstream cell run first computed, cached
+    and passed on ('REPORT FOR $CUSTOMER'). ``$$`` is a ``$`` as when the cell runs."""
+    cells = ["%load_ext dagnb", "customer = 'acme'",
+             "%%dagger title --python --param who=$customer --outputs t\nt = 'for ' + who\n",
+             "%%dagger page --python --needs title --outputs page\npage = title.upper()\n",
+             "%%dagger price --python --param p=$$5 --outputs x\nx = p\n",
+             "%%dagger tag --python --needs price --outputs y\ny = price + '!'\n"]
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    for source in cells[1:]:
+        assert error(kernel.run(source)) is None
+    assert kernel.value("page") == "'FOR ACME'"
+    kernel.restart()  # reads the notebook: title (and page, which needs it) is left out
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert kernel.value("get_session().graph.names") == "['price', 'tag']"
+    assert error(kernel.run(cells[5])) is None  # price's line as run: p = '$5', cached
+    assert states(kernel) == "{'price': 'cached', 'tag': 'cached'}"
+    kernel.run(cells[1])
+    refused = usage_error(kernel.run(cells[3]))
+    assert refused.startswith("step 'page' needs 'title', which is not defined in this "
+                              "kernel yet; run cell 3 of pipeline.ipynb"), refused
+    assert error(kernel.run(cells[2])) is None
+    assert error(kernel.run(cells[3])) is None
+    assert states(kernel) == "{'title': 'cached', 'page': 'cached'}"
+    assert kernel.value("page") == "'FOR ACME'"
+
+
 def test_after_a_restart_a_step_failing_on_a_variable_not_defined_yet_says_which_cell_to_run(
         kernel: Kernel, tmp_path: Path) -> None:
     cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --outputs x\nx = k * 2\n",

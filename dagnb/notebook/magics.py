@@ -21,11 +21,12 @@ import pandas as pd
 from IPython.core import magic_arguments as ma
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.utils.text import DollarFormatter
 
 from dagnb.cache import store_for, sync
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
-from dagnb.errors import CacheMissError, DagnbError, RunFailed, WorkflowError
+from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -516,13 +517,42 @@ def adopt_notebook(session: Any, path: str | Path,
         return [], []  # a plain script, not a notebook: its cells define steps as they run
     for cell in cells:
         try:
-            step, outputs = _definition(f"{cell.line}\n{cell.body}", namespace)
+            line = _line_as_run(cell.line)
+            step, outputs = _definition(f"{line}\n{cell.body}", namespace)
             session.define(step, outputs)
         except (DagnbError, UsageError) as exc:
             problems.append(f"cell {cell.index + 1} ({cell.line.strip()!r}): {exc}")
         else:
             defined.append(step.name)
     return defined, problems
+
+
+_EXPANDER = DollarFormatter()  # what IPython's var_expand uses on a magic's line
+
+
+def _line_as_run(line: str) -> str:
+    """A ``%%dagger`` line as the magic receives it when its cell runs: IPython expands
+    ``$name`` and ``{expr}`` in it with the notebook's variables (``$$`` is a ``$``).
+
+    A line that reads the notebook's variables (``--param who=$customer``) is refused:
+    read from the file before the cell runs, the step would take ``'$customer'`` as its
+    value (computed, cached and passed downstream under that key). A line whose ``{...}``
+    is no expression (JSON: ``--param cfg={"a": 1}``) IPython leaves as it is.
+    """
+    try:
+        fields = [f for _, f, _, _ in _EXPANDER.parse(line) if f is not None]
+        for field in fields:
+            compile(field, "<line>", "eval")
+    except (ValueError, SyntaxError):
+        return line  # IPython's expansion fails whatever the notebook holds: left as is
+    if fields:
+        raise InvalidStepError(
+            f"its line reads notebook variables ({', '.join(fields)}), known only when "
+            "the cell runs; run the cell to define the step")
+    try:
+        return _EXPANDER.vformat(line, args=[], kwargs={})
+    except Exception:  # as var_expand: a line that does not format is left as it is
+        return line
 
 
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
