@@ -131,6 +131,21 @@ def test_run_options_reach_the_notebooks_steps(tmp_path):
     assert not (tmp_path / ".dagnb_cache").exists()
 
 
+def test_a_background_cell_is_waited_for_and_its_failure_exits_1(tmp_path):
+    """The kernel shuts down once the last cell ran: a ``--background`` step still going
+    ended unrun, shown ``pending``, and the run exited 0."""
+    (tmp_path / "bg.py").write_text(
+        "# %%\n%load_ext dagnb\n\n"
+        "# %%\n%%dagger slow --background\nsleep 1\ntouch slow_ran\n\n"
+        "# %%\n%%dagger bad --background\nsleep 1\nexit 3\n\n# %%\nprint('last cell')\n")
+    done = _dagnb("run", "bg.py", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 1, done.stdout
+    assert (tmp_path / "slow_ran").exists()
+    states = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()
+              if line.split()[:1] in (["slow"], ["bad"])}
+    assert states == {"slow": "succeeded", "bad": "failed"}
+
+
 def test_timeout_limits_the_whole_notebook_and_stops_its_steps(tmp_path):
     (tmp_path / "slow.py").write_text(
         "# %%\n%load_ext dagnb\n\n# %%\n%%dagger nap\nsleep 60\n\n"

@@ -311,8 +311,14 @@ def _plain(value: Any) -> Any:
 
 
 def notebook_summary(session: Session | None = None) -> str:
-    """Every step's row from its latest run, in graph order, as JSON (``dagnb run NB``)."""
+    """Every step's row from its latest run, in graph order, as JSON (``dagnb run NB``).
+
+    A ``--background`` run still going is waited for first: the kernel shuts down after
+    this, which would end its steps unrun (``pending``, and exit 0 with their work lost).
+    """
     session = session or get_session()
+    for run in list(session.live.values()):
+        session.publish(run.wait())
     rows = [session.latest.get(name, {"step": name, "state": "not run"})
             for name in session.graph.order()]
     return json.dumps(rows)
