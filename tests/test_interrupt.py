@@ -329,3 +329,46 @@ def test_a_ctrl_c_before_the_task_was_handed_over_ends_at_once(monkeypatch) -> N
             loop.run_sync(asyncio.sleep(30))
         gc.collect()
     assert time.monotonic() - begun < 1  # (not the 3 s grace for a task that never came)
+
+
+def running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not: it has ended)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children"),
+                    reason="a thread's children are listed on Linux only")
+@pytest.mark.parametrize(("script", "options"), [
+    ("echo $$ > {pid}; exec sleep 30", {}),  # the child itself
+    ("sleep 30 & echo $! > {pid}; wait", {"capture_output": True}),  # its child holds the
+], ids=["child", "grandchild-holding-the-pipe"])  #                        pipe being read
+def test_a_timeout_stops_what_a_python_step_started_not_what_an_earlier_step_left(
+        tmp_path: Path, script: str, options: dict) -> None:
+    """A Python step waiting for a child takes the interrupt only when the child ends: the
+    processes the step started are stopped, the server an earlier step left is not."""
+    pid_file = tmp_path / "pid"
+    servers: list[subprocess.Popen[bytes]] = []
+
+    def server() -> int:
+        servers.append(subprocess.Popen(["sleep", "60"]))  # left running on purpose
+        return servers[0].pid
+
+    def wait_for_child(server: int) -> None:
+        subprocess.run(["sh", "-c", script.format(pid=pid_file)], **options)
+
+    graph = Graph("g", [Step("server", func=server, cache=False),
+                        Step("long", func=wait_for_child, needs=["server"], cache=False)])
+    begun = time.monotonic()
+    run = graph.run(executor="local", timeout=1)
+    server_pid = run.result("server")
+    try:
+        assert time.monotonic() - begun < 4
+        assert run.states() == {"server": "succeeded", "long": "cancelled"}
+        assert not running(int(pid_file.read_text()))
+        assert running(server_pid)
+    finally:
+        servers[0].kill()
+        servers[0].wait()

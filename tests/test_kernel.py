@@ -655,6 +655,31 @@ def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
     assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"
 
 
+@pytest.mark.skipif(not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children"),
+                    reason="a thread's children are listed on Linux only")
+def test_an_interrupt_stops_the_process_a_python_step_waits_for(kernel: Kernel,
+                                                                 tmp_path: Path) -> None:
+    """A step in subprocess.run takes the interrupt once its child ends: the child is
+    stopped, so the cell says the run's processes stopped and the next cell runs at once
+    (it waited for the child, after a message saying the step was still running)."""
+    marker = tmp_path / "pid"  # written by the child: the step is waiting for it then
+    sent: list[float] = []
+    thread = interrupt_when(marker, kernel, sent)
+    outputs = kernel.run("%%dagger wait_child --python --no-cache\nimport subprocess\n"
+                         f"subprocess.run(['sh', '-c', 'echo $$ > {marker}; exec sleep 30'])\n")
+    returned = time.monotonic()
+    thread.join(5)
+    assert usage_error(outputs) == ("interrupted: the run was cancelled and its processes "
+                                    "stopped; %dagger status shows where it got to")
+    assert sent and returned - sent[0] < 2
+    assert not Path(f"/proc/{int(marker.read_text())}").exists()
+    assert states(kernel) == "{'wait_child': 'cancelled'}"
+    begun = time.monotonic()
+    assert error(kernel.run("%%dagger next --no-cache\necho next\n")) is None
+    assert time.monotonic() - begun < 2
+    assert states(kernel) == "{'next': 'succeeded'}"
+
+
 # -- Memory and joblib.Parallel from a notebook ------------------------------------------
 def test_joblib_parallel_workers_hit_what_the_notebook_cached(kernel: Kernel,
                                                               tmp_path: Path) -> None:

@@ -10,7 +10,9 @@ function steps run in-process on the runner's loop: coroutine functions as tasks
 functions called inline (a thread hop per step would cost more than a no-op step, and the
 GIL gives Python code no parallelism); their prints are captured per step. A kernel
 interrupt, ``run.cancel()``, the step's timeout and the run's stop an inline call as
-Ctrl-C stops plain Python (:func:`dagnb.executors.loop.call_interruptibly`).
+Ctrl-C stops plain Python (:func:`dagnb.executors.loop.call_interruptibly`), and on Linux
+the child processes it started, so that a wait for them returns
+(:mod:`dagnb.executors.children`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,13 @@ from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
 from dagnb.executors.programs import start_program
-from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, running_step, sweep
+from dagnb.executors.reaper import (
+    KILL_GRACE,
+    TOKEN_VARIABLE,
+    StepProcesses,
+    running_step,
+    sweep,
+)
 from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
@@ -44,7 +52,6 @@ from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
 
-_KILL_GRACE = 0.3  # seconds between SIGTERM and SIGKILL
 _DRAIN_GRACE = 0.5  # seconds a finished step's pipes may still deliver output
 _CHUNK = 1 << 16
 
@@ -369,7 +376,7 @@ async def _kill_group(process: _Child) -> None:
     if process.returncode is not None:
         _kill_stragglers(process.pid)
         return
-    for sig, wait in ((signal.SIGTERM, _KILL_GRACE), (signal.SIGKILL, 5.0)):
+    for sig, wait in ((signal.SIGTERM, KILL_GRACE), (signal.SIGKILL, 5.0)):
         try:
             os.killpg(process.pid, sig)
         except ProcessLookupError:
@@ -422,13 +429,13 @@ async def _call_function(task: Task) -> Outcome:
 
 async def _until_cancelled_or_done(task: Task, step_task: asyncio.Task[Any]) -> Any:
     """The async step's result; a cancel (its timeout, the run's stop) cancels its task
-    and ends the step within _KILL_GRACE, as a process gets after SIGTERM, even if the
+    and ends the step within KILL_GRACE, as a process gets after SIGTERM, even if the
     step's coroutine swallows the cancel."""
     try:
         return await asyncio.shield(step_task)  # a cancel reaches us, not only the step
     except asyncio.CancelledError:
         step_task.cancel()
-        await asyncio.wait((step_task,), timeout=_KILL_GRACE)
+        await asyncio.wait((step_task,), timeout=KILL_GRACE)
         # A coroutine still running here ignored the cancel. Python cannot stop it: it is
         # left to run on dagnb's loop until it returns by itself, its result or error
         # dropped (_dropped), its prints still routed to the ended step's log sink.

@@ -14,8 +14,10 @@ so :func:`call_interruptibly` marks the call as the one the loop thread is in, a
 was interrupted) raises ``KeyboardInterrupt`` inside it with ``PyThreadState_SetAsyncExc``,
 as Ctrl-C stops plain Python. The exception arrives between two bytecodes: a loop of
 short sleeps stops at once, one long C call (``time.sleep(30)``, a blocking socket read)
-only when it returns. Only the call a run's own steps are in is interrupted: each task
-submitted here knows its :class:`TaskFuture` (a ContextVar its steps inherit).
+only when it returns; a wait for a child process (``subprocess.run``) returns once the
+children the call started are stopped (Linux: :mod:`dagnb.executors.children`). Only
+the call a run's own steps are in is interrupted: each task submitted here knows its
+:class:`TaskFuture` (a ContextVar its steps inherit).
 
 Timeouts are timers on the loop, which cannot fire while an inline call holds it. So
 the runner waits with :func:`wait_for`, which also records the deadline (a ContextVar
@@ -38,6 +40,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
+from dagnb.executors import children
 from dagnb.executors.reaper import kill_everything
 
 __all__ = [
@@ -193,19 +196,21 @@ class _Interrupt(KeyboardInterrupt):
 class _InlineCall:
     """The Python step the loop thread is calling now, and whether it was interrupted.
 
-    ``owner`` and ``serial`` (which call this is) are written only by the loop thread
-    and read by interrupters under ``lock``; the loop thread takes ``lock`` to leave, so
-    no interrupt can be sent after it has left, and one sent just before is cleared or
-    caught there.
+    ``owner``, ``serial`` (which call this is) and ``children`` (the loop thread's as the
+    call began) are written only by the loop thread and read by interrupters under
+    ``lock``; the loop thread takes ``lock`` to leave, so no interrupt can be sent after
+    it has left, and one sent just before is cleared or caught there.
     """
 
-    __slots__ = ("fired", "lock", "owner", "serial")
+    __slots__ = ("children", "fired", "lock", "owner", "serial", "stopped")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.owner: object | None = None
         self.fired = False
         self.serial = 0
+        self.children: bytes | None = None
+        self.stopped = 0  # the last call whose children were stopped
 
     def fire(self, owner: object | None = None, serial: int | None = None) -> bool:
         """Interrupt the call if it is ``owner``'s or the ``serial``-th; True if so."""
@@ -219,7 +224,18 @@ class _InlineCall:
                 return False
             _set_async_exc(thread.ident, _Interrupt)  # type: ignore[arg-type]
             self.fired = True
+            self._stop_children(thread)
             return True
+
+    def _stop_children(self, thread: threading.Thread) -> None:
+        """The interrupt lands in a wait for a child (``subprocess.run``) only once the
+        child ends: the children the call started are stopped, in a thread of their own
+        (SIGTERM, a grace, SIGKILL; see :mod:`dagnb.executors.children`)."""
+        if self.children is None or self.stopped == self.serial:
+            return
+        self.stopped = self.serial
+        threading.Thread(target=children.stop_started, name="dagnb-stop-children",
+                         args=(thread.native_id, self.children), daemon=True).start()
 
     def leave(self) -> bool:
         """Stop being interruptible; True if an interrupt was sent meanwhile."""
@@ -261,8 +277,9 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     began, fired = time.monotonic(), False
     try:
         try:
+            _inline.serial += 1  # (then owner: an interrupt of this call sees its children)
+            _inline.children = children.snapshot(threading.get_native_id())
             _inline.owner = _UNOWNED if owner is None else owner
-            _inline.serial += 1
             if waits:  # (the earliest of nested timeouts)
                 _watchdog.arm(_inline.serial, min(wait.deadline() for wait in waits))
             result = func(**kwargs)
@@ -272,8 +289,8 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
             _Held.total += held
             for wait in waits:
                 wait.own += held
-    except KeyboardInterrupt as exc:
-        if not (fired or isinstance(exc, _Interrupt)):
+    except BaseException as exc:  # (after an interrupt, also what it caused: the error
+        if not (fired or isinstance(exc, _Interrupt)):  # of a child it stopped)
             raise  # the step's own: it fails the step
         _inline.leave()  # ours, landed before leave() could catch it: leave again
         fired = True  #    (idempotent), or the next inline call would see it fired

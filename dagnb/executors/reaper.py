@@ -45,6 +45,7 @@ from typing import Any
 from dagnb.cache.forks import ForkSafeCount
 
 __all__ = [
+    "KILL_GRACE",
     "TOKEN_VARIABLE",
     "StepProcesses",
     "kill_everything",
@@ -54,6 +55,7 @@ __all__ = [
 ]
 
 TOKEN_VARIABLE = "DAGNB_STEP_TOKEN"
+KILL_GRACE = 0.3  # seconds between a step's SIGTERM and SIGKILL
 _PR_SET_CHILD_SUBREAPER = 36
 _ROUNDS = 50  # kill rounds before giving up on a process that forks faster than that
 _REAP_WAIT = 1.0  # seconds a killed process may take to become a zombie we can reap

@@ -1,0 +1,155 @@
+"""The child processes a plain Python step started, stopped when the step is (Linux).
+
+A plain Python step runs inline on dagnb's loop thread, and an interrupt (a cancel, a
+timeout, the kernel's stop button) lands only between two bytecodes
+(:mod:`dagnb.executors.loop`): in a wait for a child (``subprocess.run``,
+``os.system``) it lands when the child ends, and the run, and the next notebook cell,
+wait until then. So the children the thread started during the interrupted call are
+stopped as a shell step's group is: SIGTERM, then SIGKILL after the same grace. The
+wait returns, the interrupt lands and the step ends as cancelled or timed out.
+
+Linux lists a thread's children in ``/proc/self/task/<tid>/children``. The list is read
+as each call begins, from a file kept open (one ``pread``, about a microsecond, on
+every Python step's path); the children listed then (a server an earlier step left
+running on purpose) are left alone. Stopped with the new ones: their descendants (``sh
+-c`` started them; one holding the output pipe keeps ``subprocess.run`` reading), and
+the group of one that leads its own (``start_new_session``), never the kernel's group.
+Where that file is missing (not Linux, or a kernel without ``CONFIG_PROC_CHILDREN``),
+nothing is stopped: the step ends when its call returns, as before.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from typing import NamedTuple
+
+from dagnb.executors.reaper import KILL_GRACE
+
+__all__ = ["snapshot", "stop_started"]
+
+_LIMIT = 1 << 16  # bytes of a listing: more (some 8,000 children) is not read, nor stopped
+
+
+class _Listing:
+    """The children file of the thread whose calls are snapshot (dagnb's loop thread),
+    kept open: read again from its start, it lists the children of that moment."""
+
+    thread: int | None = None
+    fd = -1
+    missing = not sys.platform.startswith("linux")
+
+
+def snapshot(thread: int) -> bytes | None:
+    """The children of ``thread`` (its native id) now, as listed (parsed only if the call
+    is stopped); None where they cannot be listed."""
+    if _Listing.missing:
+        return None
+    for _ in range(2):  # (again once, through a fresh file: see _forget)
+        try:
+            if _Listing.thread != thread:
+                _Listing.fd = os.open(f"/proc/self/task/{thread}/children",
+                                      os.O_RDONLY | os.O_CLOEXEC)
+                _Listing.thread = thread
+            listing = os.pread(_Listing.fd, _LIMIT, 0)
+        except FileNotFoundError:  # no such file on this system
+            _Listing.missing = True
+            return None
+        except OSError:  # the step's code closed it (os.closerange)
+            _forget()
+            continue
+        return listing if len(listing) < _LIMIT else None
+    return None
+
+
+def _forget() -> None:
+    """Open the file again next time. The old number is not closed: if the step's code
+    closed it, the number may be another file's by now."""
+    _Listing.thread = None
+
+
+if hasattr(os, "register_at_fork"):  # a forked child's file would list its parent's
+    os.register_at_fork(after_in_child=_forget)
+
+
+class _Process(NamedTuple):
+    pid: int
+    start: bytes  # its start time: with the pid, names the process (pids are reused)
+    leader: bool  # it leads a process group of its own
+
+
+def stop_started(thread: int, before: bytes, grace: float = KILL_GRACE) -> None:
+    """SIGTERM the children ``thread`` started since ``before`` was read (and theirs),
+    SIGKILL those still there after ``grace`` seconds. Blocks: run it in a thread."""
+    processes = _started_since(thread, before)
+    _send(processes, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while processes and time.monotonic() < deadline:
+        time.sleep(0.01)
+        processes = [process for process in processes if _running(process)]
+    _send(processes, signal.SIGKILL)
+
+
+def _started_since(thread: int, before: bytes) -> list[_Process]:
+    """The live children the thread has and had not at ``before``, and their
+    descendants, each checked to be the child of its parent still (not a reused pid)."""
+    old = set(before.split())
+    if not all(pid.isdigit() for pid in old):  # the step's code closed the file, and the
+        _forget()  #                               number is another file's: stop nothing
+        return []
+    now = _listed(f"/proc/self/task/{thread}/children") or []
+    found: list[_Process] = []
+    pending = [(pid, os.getpid()) for pid in now if str(pid).encode() not in old]
+    while pending:
+        pid, parent = pending.pop()
+        fields = _stat(pid)
+        if fields is None or int(fields[1]) != parent or fields[0] == b"Z":
+            continue  # gone (or a zombie, as good as gone), or its pid reused
+        found.append(_Process(pid, fields[19], int(fields[2]) == pid))
+        pending += [(child, pid) for child in _children_of(pid)]
+    return found
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        threads = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return []
+    return [child for tid in threads
+            for child in _listed(f"/proc/{pid}/task/{tid}/children") or ()]
+
+
+def _listed(path: str) -> list[int] | None:
+    try:
+        with open(path, "rb") as file:
+            return [int(pid) for pid in file.read().split()]
+    except (OSError, ValueError):
+        return None
+
+
+def _stat(pid: int) -> list[bytes] | None:
+    """The fields of ``/proc/<pid>/stat`` after the name: state, ppid, pgrp, ..."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            return file.read().rsplit(b")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
+def _running(process: _Process) -> bool:
+    fields = _stat(process.pid)
+    return fields is not None and fields[19] == process.start and fields[0] != b"Z"
+
+
+def _send(processes: list[_Process], sig: signal.Signals) -> None:
+    for process in processes:
+        if not _running(process):  # ended, and its pid perhaps another process's now
+            continue
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            if process.leader:  # its group: what it started there, as for a shell step
+                os.killpg(process.pid, sig)
+            else:  # (in the kernel's group, which is not to be killed)
+                os.kill(process.pid, sig)
