@@ -631,7 +631,7 @@ class _CachedCall(_Calls):
             value = self.load(entry)
         except Exception as exc:  # a torn or foreign result file: a miss, as the design says
             self.loaded.pop(key, None)
-            self.store.quarantine(self.name, key, f"its result cannot be loaded: {exc}")
+            self.store.quarantine(self.name, key, f"its result cannot be loaded: {exc}", entry)
             return NO_RESULT
         if self.verbose > 4:
             self.after(time.perf_counter() - start, "cache loaded ")

@@ -478,7 +478,8 @@ class Store(Housekeeping):
 
     def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
         if item.meta is None:
-            return self._damaged(step_name, key, "meta.json is missing", None, retry)
+            return self._damaged_folder(step_name, key, "meta.json is missing", item.version,
+                                        retry)
         meta, problem = _parse_meta(item.meta, step_name, key)
         if problem is None and not _has_out_files(meta) and not os.path.isdir(f"{item.path}/out"):
             problem = "its out/ directory is missing"  # (a file under out/ is checked below)
@@ -487,21 +488,28 @@ class Store(Housekeeping):
         if problem is None:
             problem = _digest_problem(item.path, meta.get("digests"))
         if problem is not None:
-            return self._damaged(step_name, key, problem, item.version, retry)
+            return self._damaged_folder(step_name, key, problem, item.version, retry)
         entry = Entry(step_name, key, item.path, meta, item.version)
         self._entries[(step_name, key)] = entry
         return entry
 
-    def _damaged(
-        self, step_name: str, key: str, problem: str, version: Hashable, retry: bool = False
+    def _damaged_folder(
+        self, step_name: str, key: str, problem: str, version: Hashable, retry: bool
     ) -> Entry | None:
-        # A refresh may have swapped the entry between our reads: look again before blaming.
-        if retry and not isinstance(version, Record):
-            again = self.backend.read(step_name, key)
-            if again is not None and again.version != version:
-                return self._current(step_name, key, False)
+        """A folder that does not hold what its meta.json says: damaged if it is still
+        the one read. Another process may have removed it between the reads (a clear:
+        a plain miss) or replaced it (read again, once)."""
+        again = self.backend.read(step_name, key)
+        if again is not None and again.version == version:
+            return self._damaged(step_name, key, problem, version)
+        if again is not None and retry:
+            return self._current(step_name, key, False)
         self._forget(step_name, key)
-        where = None if self.read_only else self._set_aside(step_name, key)
+        return None
+
+    def _damaged(self, step_name: str, key: str, problem: str, version: Hashable) -> None:
+        self._forget(step_name, key)
+        where = None if self.read_only else self._set_aside(step_name, key, version)
         if len(self._set_aside_now) < _SET_ASIDE_KEPT:
             self._set_aside_now.append(f"{step_name}/{key[:12]} ({problem})")
         ident = f"{self.location}/{step_name}/{key}"
@@ -518,13 +526,14 @@ class Store(Housekeeping):
             )
         return None
 
-    def _set_aside(self, step_name: str, key: str) -> Path | None:
-        """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished.
+    def _set_aside(self, step_name: str, key: str, version: Hashable = None) -> Path | None:
+        """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished
+        or, given the ``version`` found damaged, was replaced since (a healthy one).
         A packed one is dropped from its pack (a tombstone)."""
         if self._drop_packed(step_name, key):
             return None
         item = self.backend.read(step_name, key)
-        if item is None:
+        if item is None or (version is not None and item.version != version):
             return None
         name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
         _let_owner_in(item.path)
@@ -545,10 +554,26 @@ class Store(Housekeeping):
         found, self._set_aside_now = self._set_aside_now, []
         return found
 
-    def quarantine(self, step_name: str, key: StepKey | str, problem: str) -> None:
+    def quarantine(self, step_name: str, key: StepKey | str, problem: str,
+                   entry: Entry | None = None) -> None:
         """Set aside an entry found damaged after lookup (its result cannot be read, ...):
-        it is moved under ``.damaged/``, reported once, and the next lookup misses."""
-        self._damaged(step_name, _key_text(key), problem, None)
+        it is moved under ``.damaged/``, reported once, and the next lookup misses.
+        ``entry``, the one looked up: if another process removed or replaced it since
+        (a clear), its files went with it, not damaged: a plain miss, nothing reported."""
+        key = _key_text(key)
+        if entry is not None and not self._holds(entry):
+            self._forget(step_name, key)
+            return
+        self._damaged(step_name, key, problem, None if entry is None else entry.version)
+
+    def _holds(self, entry: Entry) -> bool:
+        """Whether ``entry`` is still the one stored at its key."""
+        version = entry.version
+        if isinstance(version, Record):  # (a stamp is a record's, for its key)
+            record = None if self._packs is None else self._packs.get(entry.step, entry.key)
+            return record is not None and record.stamp == version.stamp
+        item = self.backend.read(entry.step, entry.key)
+        return item is not None and item.version == version
 
     def _forget(self, step_name: str, key: str) -> None:
         self._entries.pop((step_name, key), None)
