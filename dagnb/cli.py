@@ -6,7 +6,7 @@
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
-    dagnb cache verify|push|pull
+    dagnb cache verify|list|stats|clear|prune|push|pull    (see dagnb.cli_cache)
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagnb import checks, config
+from dagnb import checks, cli_cache, config
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
 from dagnb.workflows import templates
@@ -260,7 +260,7 @@ def _graph(args: argparse.Namespace) -> int:
 
 
 def add_subcommands(sub: Any) -> None:
-    """Add ``templates`` and ``config`` to the ``dagnb`` parser's subparsers."""
+    """Add ``templates``, ``config``, ``cache`` and ``images`` to ``dagnb``'s subparsers."""
     tpl = sub.add_parser("templates", help="list pipeline templates and start workflows from them")
     actions = tpl.add_subparsers(dest="action", required=True, metavar="ACTION")
     listing = actions.add_parser("list", help="the templates as a table")
@@ -279,11 +279,7 @@ def add_subcommands(sub: Any) -> None:
     cfg_actions = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
     cfg_actions.add_parser("show", help="every setting with its value and source")
     cfg_actions.add_parser("path", help="the config file in force")
-    cache = sub.add_parser("cache", help="check the cache")
-    cache_actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
-    verify = cache_actions.add_parser(
-        "verify", help="re-hash every entry's files; set aside those that changed")
-    verify.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
+    cli_cache.add_parser(sub)
     images = sub.add_parser("images", help="the image tags pinned to digests (pin_images)")
     image_actions = images.add_subparsers(dest="action", required=True, metavar="ACTION")
     image_actions.add_parser("list", help="each pinned tag and its digest")
@@ -292,13 +288,6 @@ def add_subcommands(sub: Any) -> None:
     again.add_argument("images", nargs="*", metavar="IMAGE", help="only these tags")
     for parser in image_actions.choices.values():
         parser.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
-    for action, where in (("push", "to"), ("pull", "from")):
-        sync = cache_actions.add_parser(
-            action, help=f"copy entries {where} a remote store (s3://bucket/prefix, ...)")
-        sync.add_argument("url", nargs="?", default=None,
-                          help="the remote store (default: cache_directory when it is a URL)")
-        sync.add_argument("--cache-dir", default=None,
-                          help="the local cache folder (default: the setting's local folder)")
 
 
 @command("templates")
@@ -405,56 +394,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-@command("cache")
-def _cache(args: argparse.Namespace) -> int:
-    """`dagnb cache verify`: what a hit checks by size, checked by content."""
-    from dagnb.cache import store_for
-    from dagnb.cache.store import DamagedEntryWarning
-
-    if args.action in ("push", "pull"):
-        return _cache_sync(args)
-    if _no_cache_here(args.cache_dir):
-        return 0
-    store = store_for(args.cache_dir)
-    with warnings.catch_warnings():  # (each is one line below, not a warning's two)
-        warnings.simplefilter("ignore", DamagedEntryWarning)
-        entries = list(store.iter_entries())  # (damage a hit would see: set aside)
-        changed = [entry for entry in entries if not entry.verify()]
-        for entry in changed:
-            store.quarantine(entry.step, entry.key, "its files no longer match their digest")
-    damaged = [f"damaged entry: {line}, set aside" for line in store.take_set_aside()]
-    damaged += [f"damaged pack record: {record}" for record in store.damaged_records()]
-    for line in damaged:
-        print(line)
-    print(f"verified {len(entries) - len(changed) + len(damaged)} cache entries in "
-          f"{store.location}: "
-          + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
-             else "all intact"))
-    return 1 if damaged else 0
-
-
-def _no_cache_here(given: str | None) -> bool:
-    """Whether there is no cache to verify at the folder named (or configured): True,
-    said in a line, for the configured one not made yet; ConfigError for a folder named
-    that is not there, or not a dagnb cache (its folders are not entries to set aside)."""
-    from dagnb.cache import is_cache_folder, local_folder
-    from dagnb.checks import is_url
-
-    if given is not None and is_url(given):  # (its local tier alone would be verified)
-        raise ConfigError(f"--cache-dir {given!r}: dagnb cache verify checks a cache folder, "
-                          "not a store URL; pull it (dagnb cache pull URL) and verify that")
-    folder = local_folder(given)
-    if not folder.exists():
-        if given is None:
-            print(f"no cache at {str(folder)!r} yet: nothing to verify")
-            return True
-        raise ConfigError(f"--cache-dir {given!r}: there is no folder {str(folder)!r}; "
-                          "name the folder dagnb run caches in (the setting cache_directory)")
-    if not is_cache_folder(folder):
-        raise ConfigError(f"--cache-dir {given or str(folder)!r}: {str(folder)!r} is not a dagnb "
-                          "cache folder (none of .packs, .scratch, .locks in it); name the "
-                          "folder dagnb run caches in")
-    return False
+command("cache")(cli_cache.run)
 
 
 @command("images")
@@ -479,15 +419,6 @@ def _images(args: argparse.Namespace) -> int:
     print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
                     for label, pin in table.items()) or "no pinned images")
     return 0
-
-
-def _cache_sync(args: argparse.Namespace) -> int:
-    """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
-    from dagnb.cache import sync
-
-    done = sync(args.action, args.url, args.cache_dir)
-    print(done.line(args.action))
-    return 1 if done.unusable or done.damaged else 0
 
 
 @command("config")

@@ -305,6 +305,11 @@ def test_reduce_size_by_bytes_and_age(store, clock):
     assert store.lookup("s", key(3), touch=False) is not None
     with pytest.raises(CacheError, match="'lots'"):
         store.reduce_size(bytes_limit="lots")
+    for negative in (-3, "-3K"):  # (every entry would go)
+        with pytest.raises(CacheError, match="is not a size; use a number of bytes"):
+            store.reduce_size(bytes_limit=negative)
+    assert store.reduce_size(bytes_limit="100000") == 0  # (digits: bytes, as an int is)
+    assert store.lookup("s", key(3), touch=False) is not None
 
 
 def test_newest(store, clock):

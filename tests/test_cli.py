@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -283,6 +284,145 @@ def test_cache_verify_with_no_cache_yet_says_so_and_makes_none(tmp_path, monkeyp
     monkeypatch.chdir(tmp_path)
     assert main(["cache", "verify"]) == 0
     assert "nothing to verify" in capsys.readouterr().out
+    assert list(tmp_path.iterdir()) == []
+
+
+TWO_STEPS = ("steps:\n  load:\n    run: head -c 3000 /dev/zero > \"$DAGNB_OUT/data.bin\"\n"
+             "  report:\n    run: echo done\n    needs: [load]\n")  # (report: a packed entry)
+
+
+def _on_disk(folder: Path) -> list[str]:
+    """The steps of the entries in ``folder``, as a fresh store reads them."""
+    from dagnb.cache import Store
+
+    return sorted(Store(folder, read_only=True).entries()["step"])
+
+
+def _two_steps_cached(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> Path:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.yml").write_text(TWO_STEPS)
+    assert main(["run", "w.yml", "--executor", "local"]) == 0
+    capsys.readouterr()
+    assert _on_disk(tmp_path / ".dagnb_cache") == ["load", "report"]
+    return tmp_path / ".dagnb_cache"
+
+
+def test_cache_list_clear_a_step_then_prune_to_nothing(tmp_path, monkeypatch, capsys):
+    cache = _two_steps_cached(tmp_path, monkeypatch, capsys)
+    assert main(["cache", "list"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+    assert rows[0] == ["step", "key", "size", "created", "last_used", "expires"]
+    assert [row[0] for row in rows[1:]] == ["load", "report"]
+    assert rows[1][2] == "2.9K" and rows[1][-1] == "never"  # (3000 bytes; no ttl)
+    assert main(["cache", "clear", "--step", "report"]) == 0
+    assert capsys.readouterr().out == f"removed 1 cache entry of step 'report' from {cache}\n"
+    assert _on_disk(cache) == ["load"]
+    assert main(["cache", "list"]) == 0
+    assert [line.split()[0] for line in capsys.readouterr().out.splitlines()] == ["step", "load"]
+    assert main(["cache", "prune", "--max-entries", "0"]) == 0
+    assert capsys.readouterr().out == (f"removed 1 cache entry from {cache}; "
+                                       "0 cache entries left, 0B\n")
+    assert _on_disk(cache) == []
+    assert main(["cache", "list"]) == 0
+    assert capsys.readouterr().out == "no entries\n"
+
+
+def test_cache_stats_counts_entries_and_the_hits_recorded(tmp_path, monkeypatch, capsys):
+    cache = _two_steps_cached(tmp_path, monkeypatch, capsys)
+    assert main(["run", "w.yml", "--executor", "local"]) == 0  # (a hit each)
+    capsys.readouterr()
+    assert main(["cache", "stats"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split() == ["entries", "hits", "size"]
+    assert [line.split()[:3] for line in lines[2:4]] == [["load", "1", "1"], ["report", "1", "1"]]
+    assert lines[-1].startswith(f"2 cache entries, 3.0K in {cache}")
+
+
+def test_cache_clear_older_than_removes_the_older_entries_only(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.yml").write_text(TWO_STEPS)
+    assert main(["run", "w.yml", "--executor", "local", "--target", "load"]) == 0
+    time.sleep(1.2)
+    assert main(["run", "w.yml", "--executor", "local"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "clear", "--older-than", "1s"]) == 0
+    assert "removed 1 cache entry created more than 1s ago" in capsys.readouterr().out
+    assert _on_disk(tmp_path / ".dagnb_cache") == ["report"]
+
+
+def test_a_bare_cache_clear_removes_nothing_and_asks_for_all(tmp_path, monkeypatch, capsys):
+    cache = _two_steps_cached(tmp_path, monkeypatch, capsys)
+    assert main(["cache", "clear"]) == 2
+    assert capsys.readouterr().err == (
+        f"dagnb: error: dagnb cache clear removes every entry in {str(cache)!r}; add --all to "
+        "confirm, or --step NAME / --older-than AGE\n")
+    assert _on_disk(cache) == ["load", "report"]
+    assert main(["cache", "clear", "--all"]) == 0
+    assert capsys.readouterr().out == f"removed 2 cache entries from {cache}\n"
+    assert _on_disk(cache) == []
+
+
+def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch, capsys):
+    cache = _two_steps_cached(tmp_path, monkeypatch, capsys)
+    assert main(["cache", "clear", "--step", "lod"]) == 2
+    assert capsys.readouterr().err == (
+        f"dagnb: error: --step 'lod': the cache in {str(cache)!r} holds no entries of that "
+        "step; did you mean 'load'?\n")
+    assert main(["cache", "clear", "--step", "zzz"]) == 2
+    assert capsys.readouterr().err.endswith("; it holds entries of load, report\n")
+    assert _on_disk(cache) == ["load", "report"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["clear", "--older-than", "banana"], "--older-than 'banana' is not a duration; use "
+     "seconds or a number with ms, s, m, h or d such as '10m'"),
+    (["prune", "--max-size", "-3"], "--max-size '-3' is not a size; use a number of bytes "
+     "(0 or more) or '500K', '10M', '1G'"),
+    (["prune", "--max-size", "lots"], "--max-size 'lots' is not a size"),
+    (["prune", "--max-entries", "-1"], "--max-entries '-1' is not valid; expected a whole "
+     "number >= 0"),
+    (["prune", "--max-age", "soon"], "--max-age 'soon' is not a duration"),
+    (["prune"], "dagnb cache prune needs a limit: --max-size SIZE (such as 1G), --max-entries "
+     "N or --max-age AGE (such as 30d)"),
+    (["clear", "--all", "--step", "load"], "--all clears every entry; give it alone"),
+])
+def test_cache_clear_and_prune_bad_values_are_one_line_and_lose_nothing(
+        tmp_path, monkeypatch, capsys, args, message):
+    cache = _two_steps_cached(tmp_path, monkeypatch, capsys)
+    assert main(["cache", *args]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"dagnb: error: {message}") and err.count("\n") == 1
+    assert _on_disk(cache) == ["load", "report"]
+
+
+@pytest.mark.parametrize("command", [["clear", "--all"], ["prune", "--max-entries", "0"],
+                                     ["list"], ["stats"]])
+@pytest.mark.parametrize("given", [".", "typo_cache", "file:///tmp/some-store"])
+def test_cache_commands_touch_no_folder_that_is_not_a_cache(tmp_path, command, given):
+    """A project folder given as the cache (whose report/ holds entry-like folders), a
+    folder that is not there, a store URL: one line, exit 2, every file stays."""
+    entry_like = tmp_path / "report" / ("1" * 32)
+    entry_like.mkdir(parents=True)
+    (entry_like / "meta.json").write_text("{}")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "x.py").write_text("x = 1\n")
+    done = dagnb("cache", *command, "--cache-dir", given, cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith(f"dagnb: error: --cache-dir {given!r}")
+    assert done.stderr.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report", "src"]
+    assert (entry_like / "meta.json").read_text() == "{}"
+    assert (tmp_path / "src" / "x.py").read_text() == "x = 1\n"
+
+
+@pytest.mark.parametrize("command", [["list"], ["stats"], ["clear", "--all"],
+                                     ["prune", "--max-size", "1G"]])
+def test_cache_commands_with_no_cache_yet_say_so_and_make_none(tmp_path, monkeypatch, capsys,
+                                                                command):
+    monkeypatch.chdir(tmp_path)
+    assert main(["cache", *command]) == 0
+    assert capsys.readouterr().out.startswith(f"no cache at {str(tmp_path / '.dagnb_cache')!r} "
+                                              "yet: nothing to ")
     assert list(tmp_path.iterdir()) == []
 
 

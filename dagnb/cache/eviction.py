@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -37,15 +38,35 @@ def _items_to_delete(
     return doomed
 
 
-def _bytes(limit: int | str | None) -> int | None:
-    if limit is None or isinstance(limit, int):
+def parse_size(
+    limit: int | str | None, *, what: str = "bytes_limit",
+    error: Callable[[str], Exception] = CacheError,
+) -> int | None:
+    """Bytes of a size limit: a whole number (text too, ``"1000"``) or joblib's text
+    (``"500K"``, ``"10M"``, ``"1.5G"``); None stays None (no limit). A negative size
+    (``-3``, ``"-3K"``: every entry would go) is refused as ``error``, naming ``what``."""
+    if limit is None:
+        return None
+    size = _size_or_none(limit)
+    if size is None or size < 0:
+        raise error(f"{what} {limit!r} is not a size; use a number of bytes (0 or more) "
+                    "or '500K', '10M', '1G'")
+    return size
+
+
+def _size_or_none(limit: object) -> int | None:
+    if isinstance(limit, int) and not isinstance(limit, bool):
         return limit
+    if not isinstance(limit, str):
+        return None
+    if limit.strip().isdigit():
+        return int(limit)
     from joblib.disk import memstr_to_bytes  # joblib's "10M" / "1G" parser
 
     try:
-        return int(memstr_to_bytes(limit))
-    except ValueError:
-        raise CacheError(f"bytes_limit {limit!r} is not a size; use bytes or '10M', '1G'") from None
+        return int(memstr_to_bytes(limit.strip()))
+    except (ValueError, OverflowError):  # ("infG": an infinite float)
+        return None
 
 
 def _age_seconds(limit: timedelta | float | str | None) -> float | None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
-from dagnb.cache.eviction import _age_seconds, _bytes, _items_to_delete
+from dagnb.cache.eviction import _age_seconds, _items_to_delete, parse_size
 from dagnb.cache.journal import Totals
 from dagnb.cache.pack import iter_pack_files
 from dagnb.cache.pack_compact import compact
@@ -186,7 +186,7 @@ class Housekeeping:
         self._writable("evict entries")
         doomed = _items_to_delete(
             self._usage_items(),
-            _bytes(bytes_limit),
+            parse_size(bytes_limit),
             items_limit,
             _age_seconds(age_limit),
             self.clock(),

@@ -1,0 +1,272 @@
+"""``dagnb cache``: check, see, manage and share the cache from the command line.
+
+::
+
+    dagnb cache verify|list|stats [--cache-dir DIR]     (list: [--step NAME])
+    dagnb cache clear --step NAME | --older-than AGE | --all
+    dagnb cache prune [--max-size SIZE] [--max-entries N] [--max-age AGE]
+    dagnb cache push|pull [URL]
+
+Each acts on a local cache folder (``--cache-dir``, default: the setting's): one named
+that is not there, or that is not a dagnb cache, is refused in one line and nothing is
+touched in it; a store URL is synced with push and pull. (:mod:`dagnb.cli` registers
+this as its ``cache`` subcommand.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from dagnb import checks
+from dagnb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dagnb.cache import Store
+
+__all__ = ["add_parser", "run"]
+
+_DIR_HELP = "cache folder (default: the setting)"
+
+
+def add_parser(sub: Any) -> None:
+    """Add ``cache`` and its actions to the ``dagnb`` parser's subparsers."""
+    cache = sub.add_parser(
+        "cache", help="check, list, clear, prune and sync the cache",
+        description="Each action but push and pull works on a local cache folder (--cache-dir, "
+                    "default: the setting's); one that is not a dagnb cache is refused.")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
+    listing = actions.add_parser("list", help="the entries as a table, by step then created")
+    listing.add_argument("--step", default=None, metavar="NAME", help="only this step's")
+    actions.add_parser("stats", help="per step: entries, hits recorded, size")
+    clear = actions.add_parser("clear", help="remove entries: of a step, older than AGE, or all")
+    clear.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
+    clear.add_argument("--older-than", default=None, metavar="AGE",
+                       help="only entries created more than AGE ago (30m, 12h, 7d)")
+    clear.add_argument("--all", action="store_true", help="every entry (needed when alone)")
+    prune = actions.add_parser("prune", help="evict least recently used entries to a limit")
+    prune.add_argument("--max-size", default=None, metavar="SIZE",
+                       help="keep at most this many bytes (bytes, 500K, 10M, 1G)")
+    prune.add_argument("--max-entries", default=None, metavar="N", help="keep at most N entries")
+    prune.add_argument("--max-age", default=None, metavar="AGE",
+                       help="remove entries not used for AGE (30m, 12h, 7d)")
+    for parser in actions.choices.values():
+        parser.add_argument("--cache-dir", default=None, help=_DIR_HELP)
+    for action, where in (("push", "to"), ("pull", "from")):
+        sync = actions.add_parser(
+            action, help=f"copy entries {where} a remote store (s3://bucket/prefix, ...)")
+        sync.add_argument("url", nargs="?", default=None,
+                          help="the remote store (default: cache_directory when it is a URL)")
+        sync.add_argument("--cache-dir", default=None,
+                          help="the local cache folder (default: the setting's local folder)")
+
+
+def run(args: argparse.Namespace) -> int:
+    """``dagnb cache ACTION``; its exit code."""
+    return _ACTIONS[args.action](args)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    """`dagnb cache verify`: what a hit checks by size, checked by content."""
+    from dagnb.cache import store_for
+    from dagnb.cache.store import DamagedEntryWarning
+
+    if _no_cache_here(args.cache_dir, "verify"):
+        return 0
+    store = store_for(args.cache_dir)
+    with warnings.catch_warnings():  # (each is one line below, not a warning's two)
+        warnings.simplefilter("ignore", DamagedEntryWarning)
+        entries = list(store.iter_entries())  # (damage a hit would see: set aside)
+        changed = [entry for entry in entries if not entry.verify()]
+        for entry in changed:
+            store.quarantine(entry.step, entry.key, "its files no longer match their digest")
+    damaged = [f"damaged entry: {line}, set aside" for line in store.take_set_aside()]
+    damaged += [f"damaged pack record: {record}" for record in store.damaged_records()]
+    for line in damaged:
+        print(line)
+    print(f"verified {len(entries) - len(changed) + len(damaged)} cache entries in "
+          f"{store.location}: "
+          + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
+             else "all intact"))
+    return 1 if damaged else 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    """`dagnb cache list [--step NAME]`: one row per entry, by step then created."""
+    store = _store(args, "list", read_only=True)
+    if store is None:
+        return 0
+    frame = store.entries(args.step)
+    if not len(frame):
+        print("no entries" + ("" if args.step is None else f" of step {args.step!r}"))
+        return 0
+    print(_entries_table(frame).to_string(index=False))
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    """`dagnb cache stats`: per step, its entries, the hits recorded on them, their size."""
+    store = _store(args, "show", read_only=True)
+    if store is None:
+        return 0
+    frame = store.stats()
+    if not len(frame):
+        print("no entries")
+        return 0
+    table = frame[["entries", "hits"]].assign(size=frame["bytes"].map(_size))
+    print(table.to_string())
+    print(f"{_entries(int(frame['entries'].sum()))}, {_size(int(frame['bytes'].sum()))} in "
+          f"{store.location}")
+    return 0
+
+
+def _clear(args: argparse.Namespace) -> int:
+    """`dagnb cache clear`: of a step, older than AGE, or (``--all``) every entry."""
+    older = _duration(args.older_than, "--older-than")
+    if args.all and (args.step is not None or older is not None):
+        raise ConfigError("--all clears every entry; give it alone, or --step NAME / "
+                          "--older-than AGE without it")
+    store = _store(args, "clear")
+    if store is None:
+        return 0
+    if not args.all and args.step is None and older is None:
+        raise ConfigError(f"dagnb cache clear removes every entry in {str(store.location)!r}; "
+                          "add --all to confirm, or --step NAME / --older-than AGE")
+    if args.step is not None:
+        _refuse_unknown_step(store, args.step)
+    removed = store.clear(args.step, older)
+    print(f"removed {_entries(removed)}"
+          + ("" if args.step is None else f" of step {args.step!r}")
+          + ("" if older is None else f" created more than {args.older_than} ago")
+          + f" from {store.location}")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    """`dagnb cache prune`: least recently used entries evicted until every limit holds."""
+    from dagnb.cache.eviction import parse_size
+
+    limits = (parse_size(args.max_size, what="--max-size", error=ConfigError),
+              _count(args.max_entries, "--max-entries"), _duration(args.max_age, "--max-age"))
+    if limits == (None, None, None):
+        raise ConfigError("dagnb cache prune needs a limit: --max-size SIZE (such as 1G), "
+                          "--max-entries N or --max-age AGE (such as 30d)")
+    store = _store(args, "prune")
+    if store is None:
+        return 0
+    removed = store.reduce_size(*limits)
+    left = [int(entry.meta.get("size_bytes", 0)) for entry in store.iter_entries()]
+    print(f"removed {_entries(removed)} from {store.location}; {_entries(len(left))} left, "
+          f"{_size(sum(left))}")
+    return 0
+
+
+def _cache_sync(args: argparse.Namespace) -> int:
+    """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
+    from dagnb.cache import sync
+
+    done = sync(args.action, args.url, args.cache_dir)
+    print(done.line(args.action))
+    return 1 if done.unusable or done.damaged else 0
+
+
+_ACTIONS = {"verify": _verify, "list": _list, "stats": _stats, "clear": _clear,
+            "prune": _prune, "push": _cache_sync, "pull": _cache_sync}
+
+
+def _store(args: argparse.Namespace, verb: str, *, read_only: bool = False) -> Store | None:
+    """The store of the local cache folder ``--cache-dir`` names (or the setting's), or
+    None when the setting's is not made yet (said in a line)."""
+    from dagnb.cache import local_folder, store_for
+
+    if _no_cache_here(args.cache_dir, args.action, verb):
+        return None
+    return store_for(local_folder(args.cache_dir), read_only=read_only)
+
+
+def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> bool:
+    """Whether there is no cache at the folder named (or configured): True, said in a
+    line, for the configured one not made yet; ConfigError for a folder named that is
+    not there, or not a dagnb cache (its folders are not entries to set aside or
+    remove), and for a store URL (its entries are copied with pull, then seen here)."""
+    from dagnb.cache import is_cache_folder, local_folder
+
+    if given is not None and checks.is_url(given):  # (its local tier alone would be seen)
+        raise ConfigError(f"--cache-dir {given!r}: dagnb cache {action} works on a cache "
+                          f"folder, not a store URL; {_INSTEAD.get(action, _INSTEAD[''])}")
+    folder = local_folder(given)
+    if not folder.exists():
+        if given is None:
+            print(f"no cache at {str(folder)!r} yet: nothing to {verb or action}")
+            return True
+        raise ConfigError(f"--cache-dir {given!r}: there is no folder {str(folder)!r}; "
+                          "name the folder dagnb run caches in (the setting cache_directory)")
+    if not is_cache_folder(folder):
+        raise ConfigError(f"--cache-dir {given or str(folder)!r}: {str(folder)!r} is not a dagnb "
+                          "cache folder (none of .packs, .scratch, .locks in it); name the "
+                          "folder dagnb run caches in")
+    return False
+
+
+_INSTEAD = {"verify": "pull it (dagnb cache pull URL) and verify that",
+            "list": "pull it (dagnb cache pull URL) and list that",
+            "": "name its local folder (the setting cache_local_directory)"}
+
+
+def _refuse_unknown_step(store: Store, step: str) -> None:
+    """A ``--step`` the cache holds no entry of: a typo, refused before anything goes."""
+    held = sorted({entry.step for entry in store.iter_entries()})
+    if step in held:
+        return
+    shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+    hint = checks.did_you_mean(step, held, otherwise=(f"it holds entries of {shown}" if held
+                                                      else "it holds no entries"))
+    raise ConfigError(f"--step {step!r}: the cache in {str(store.location)!r} holds no entries "
+                      f"of that step; {hint}")
+
+
+def _duration(given: str | None, option: str) -> float | None:
+    from dagnb.model.step import parse_duration
+
+    return parse_duration(given, what=option, error=ConfigError)
+
+
+def _count(given: str | None, option: str) -> int | None:
+    if given is None:
+        return None
+    return checks.checked(checks.count, given, option, ConfigError, sep=" ", text=True)
+
+
+def _entries(count: int) -> str:
+    return f"{count} cache entry" if count == 1 else f"{count} cache entries"
+
+
+def _size(count: int) -> str:
+    """Bytes as ``ls -h`` shows them (``512B``, ``1.5K``, ``12M``): what --max-size reads."""
+    size = float(count)
+    for unit in ("B", "K", "M", "G"):
+        if size < 1024 or unit == "G":
+            break
+        size /= 1024
+    return f"{count}B" if unit == "B" else f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
+
+
+def _entries_table(frame: Any) -> Any:
+    """The columns of :meth:`Store.entries` that fit a terminal, as text."""
+    import pandas as pd
+
+    return pd.DataFrame({
+        "step": frame["step"], "key": frame["key"], "size": frame["size_bytes"].map(_size),
+        "created": _times(frame["created"], "-"), "last_used": _times(frame["last_used"], "-"),
+        "expires": _times(frame["expires"], "never"),
+    })
+
+
+def _times(column: Any, missing: str) -> Any:
+    """Times to the second, in the machine's zone; ``missing`` where there is none."""
+    shown = column.dt.strftime("%Y-%m-%d %H:%M:%S")
+    never = column.isna() | (column.dt.year <= 1970)  # (last used 0: never hit)
+    return shown.where(~never, missing)
+
