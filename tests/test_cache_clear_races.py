@@ -62,6 +62,22 @@ def test_an_entry_cleared_between_its_meta_and_its_files_is_a_plain_miss(tmp_pat
     assert not (location / ".damaged").exists()
 
 
+def test_an_entry_cleared_before_its_result_file_is_loaded_is_a_plain_miss(tmp_path, monkeypatch):
+    import dagnb.cache.entry as entry_module
+
+    location = tmp_path / "c"
+    with isolated():
+        Memory(location, verbose=0).cache(_big)(3)
+    monkeypatch.setattr(entry_module, "load_result",
+                        _cleared_first(location, entry_module.load_result))
+    CALLS.clear()
+    with isolated(), warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedEntryWarning)
+        assert Memory(location, verbose=0).cache(_big)(3) == [bytes([3]) * 100_000]
+    assert CALLS == [3], "a miss: run and stored again"
+    assert not (location / ".damaged").exists()
+
+
 def _array(n: int) -> np.ndarray:
     CALLS.append(n)
     return np.full(20_000, n)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -229,6 +230,114 @@ def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:
     again = graph.run(executor="local")  # make runs again, same output: use stays cached
     assert again.states() == {"make": "succeeded", "use": "cached"}
     assert again.result("use") == 1
+
+
+def _pickled_pad() -> dict[str, object]:
+    # a tuple: stored as a pickle; large: a file of its own, not a pack record
+    return {"n": (1, 2), "pad": "x" * 4096}
+
+
+def _text_of(make: object) -> str:
+    return str(make)[:9]  # what a step given a Path for the value would not notice
+
+
+def _removed_graph() -> Graph:
+    return Graph("gone", [Step("make", func=_pickled_pad),
+                          Step("use", func=_text_of, needs=["make"])])
+
+
+def _clear_in_another_process(location: Path) -> None:
+    from dagnb.cache import Store
+    from dagnb.testing import isolated
+
+    with isolated():
+        Store(location).clear()
+
+
+_REMOVALS = {
+    "another process's clear": _clear_in_another_process,
+    "dagnb.cache.clear()": lambda _location: dagnb.cache.clear(),
+    "eviction": lambda _location: dagnb.cache.reduce_size(items_limit=0),
+}
+
+
+@pytest.mark.parametrize("remove", list(_REMOVALS))
+def test_an_upstream_entry_removed_after_its_hit_fails_its_reader_not_a_wrong_input(
+    remove: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dagnb.cache import DamagedEntryWarning
+    from dagnb.cache.steps import StepCache
+
+    graph = _removed_graph()
+    graph.run(executor="local")
+    restore = StepCache.restore
+
+    def restore_then_remove(self: StepCache, step: Step, entry: object) -> object:
+        restored = restore(self, step, entry)  # type: ignore[arg-type]
+        if step.name == "make":  # after the hit, before `use` loads its input
+            _REMOVALS[remove](self.store.location)
+        return restored
+
+    monkeypatch.setattr(StepCache, "restore", restore_then_remove)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DamagedEntryWarning)  # removed is not damaged
+        broken = graph.run(executor="local", refresh=["use"])
+    assert broken.states() == {"make": "cached", "use": "failed"}
+    error = broken.status().set_index("step").loc["use", "error"]
+    assert error == ("the cached result of step 'make' is gone: its cache entry was removed "
+                     "(a cache clear or eviction) while this run used it; run again to "
+                     "rebuild it")
+    assert not (Path(".dagnb_cache") / ".damaged").exists()
+    monkeypatch.undo()
+    again = graph.run(executor="local")  # nothing wrong was stored: both run again
+    assert again.states() == {"make": "succeeded", "use": "succeeded"}
+    assert again.result("use") == "{'n': (1,"
+
+
+def test_run_result_of_a_hit_whose_entry_was_cleared_is_an_error_not_none() -> None:
+    from dagnb.errors import StepFailed
+
+    graph = _removed_graph()
+    graph.run(executor="local")
+    run = graph.run(executor="local")
+    assert run.states() == {"make": "cached", "use": "cached"}
+    dagnb.cache.clear()
+    for _ in range(2):  # asked again: the same error
+        with pytest.raises(StepFailed, match=r"^the cached result of step 'make' is gone: "
+                                             r"its cache entry was removed .*; run again"):
+            run.result("make")
+
+
+def test_a_damaged_result_read_by_two_steps_fails_both_as_damaged_set_aside_once() -> None:
+    from dagnb.cache import DamagedEntryWarning
+
+    graph = Graph("dmg2", [Step("make", func=_pickled_pad),
+                           Step("one", func=_text_of, needs=["make"]),
+                           Step("two", func=_text_of, needs=["make"])])
+    first = graph.run(executor="local")
+    (first.outputs("make") / "result.pkl").write_bytes(b"\x80\x05torn")
+    with pytest.warns(DamagedEntryWarning, match="damaged") as caught:
+        broken = graph.run(executor="local", refresh=["one", "two"])
+    assert len([w for w in caught if issubclass(w.category, DamagedEntryWarning)]) == 1
+    assert broken.states() == {"make": "cached", "one": "failed", "two": "failed"}
+    errors = broken.status().set_index("step")["error"]
+    assert errors["one"] == errors["two"] == (
+        "the cached result of step 'make' was damaged and has been set aside; run again to "
+        "rebuild it")
+
+
+def test_a_result_file_deleted_under_an_entry_still_there_is_damage_not_no_result() -> None:
+    from dagnb.cache import DamagedEntryWarning
+
+    graph = _removed_graph()
+    first = graph.run(executor="local")
+    (first.outputs("make") / "result.pkl").unlink()  # the entry's folder stays
+    with pytest.warns(DamagedEntryWarning, match="result file is missing"):
+        broken = graph.run(executor="local", refresh=["use"])
+    # (the store read the entry before: a hit checks its out/ folder, not each file)
+    assert broken.states() == {"make": "cached", "use": "failed"}
+    assert "cached result of step 'make' was damaged" in \
+        broken.status().set_index("step").loc["use", "error"]
 
 
 def test_hit_counts_are_written_as_each_run_ends_and_a_first_run_writes_none(

@@ -127,11 +127,17 @@ class Entry:
             return
 
     def result(self) -> Any:
-        """The step's Python result, or ``NO_RESULT``."""
+        """The step's Python result, or ``NO_RESULT`` for a step that returned none.
+        Raises FileNotFoundError when its metadata says it has one and no file holds
+        it (the entry removed since it was looked up, or its file alone)."""
         inline = self.meta.get("inline")
         if inline is not None:  # a small result kept in the metadata itself
             return decode_inline(inline)
-        return load_result(self._out_text)
+        value = load_result(self._out_text)
+        if value is NO_RESULT and self.meta.get("has_result"):  # (only when none was found)
+            raise FileNotFoundError(
+                "its result file is missing from out/, though its metadata says it has one")
+        return value
 
     def head_field(self, name: str, default: Any = None) -> Any:
         """One field of the metadata's head (:data:`_HEAD_FIELDS`): a hit reads two,

@@ -268,10 +268,11 @@ class StepCache:
         """The result of a hit, loaded when first asked for (most are never read)."""
         return CachedResult(self, step, entry)
 
-    def quarantine(self, step: Step, entry: Entry, problem: str) -> None:
+    def quarantine(self, step: Step, entry: Entry, problem: str) -> bool:
         """Set aside an entry found damaged after lookup; reported once, the next run
-        misses and rebuilds it."""
-        self._store_of(step).quarantine(entry.step, entry.key, problem)
+        misses and rebuilds it. False: it was not damaged but removed (or replaced)
+        since the lookup, by a clear or an eviction: nothing set aside or reported."""
+        return self._store_of(step).quarantine(entry.step, entry.key, problem, entry)
 
     @staticmethod
     def digest_of(out_dir: Path, result: Any) -> str:
@@ -309,37 +310,47 @@ class CachedResult:
     """A cached step's Python result, loaded only when a downstream step (or the user)
     asks for it.
 
-    A result that cannot be loaded sets its entry aside and raises one
-    :class:`~dagnb.errors.StepFailed` naming the step, never a traceback from unpickling.
+    A result that cannot be loaded raises one :class:`~dagnb.errors.StepFailed` naming
+    the step, never a traceback from unpickling, nor a stand-in value: damaged, its
+    entry is set aside; removed since the lookup (a clear, an eviction), it is gone.
+    The run does not run the step again then: it was settled as cached and its output
+    digest keyed its dependents; the next run misses and rebuilds it. Every later ask
+    raises the same error (a second reader of a result set aside would find it gone).
     """
 
-    __slots__ = ("_cache", "_entry", "_step", "_value")
+    __slots__ = ("_cache", "_entry", "_failure", "_step", "_value")
 
     def __init__(self, cache: StepCache, step: Step, entry: Entry) -> None:
         self._cache, self._step, self._entry, self._value = cache, step, entry, _UNSET
+        self._failure: str | None = None  # why it cannot be loaded, once found
 
     def get(self) -> Any:
         """The result (``NO_RESULT`` for a step that returned none)."""
         if self._value is _UNSET:
-            try:
-                self._value = self._entry.result()
-            except Exception as exc:
-                raise self._damaged(exc) from None
+            self._value = self._load()
         return self._value
 
     def log_files(self) -> list[Path]:
         """The entry's log file (made only now: a packed entry's folder on first use)."""
         return [self._entry.log_file]
 
-    def _damaged(self, exc: Exception) -> StepFailed:
+    def _load(self) -> Any:
+        if self._failure is None:
+            try:
+                return self._entry.result()
+            except Exception as exc:
+                self._failure = self._unloadable(exc)
+        raise StepFailed(self._failure, step=self._step.name)
+
+    def _unloadable(self, exc: Exception) -> str:
+        """Why the result cannot be had, in one line, its entry set aside if damaged."""
         problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
-        self._cache.quarantine(self._step, self._entry, problem)
         name = self._step.name
-        return StepFailed(
-            f"the cached result of step {name!r} was damaged and has been set aside; "
-            "run again to rebuild it",
-            step=name,
-        )
+        if self._cache.quarantine(self._step, self._entry, problem):
+            return (f"the cached result of step {name!r} was damaged and has been set "
+                    "aside; run again to rebuild it")
+        return (f"the cached result of step {name!r} is gone: its cache entry was removed "
+                "(a cache clear or eviction) while this run used it; run again to rebuild it")
 
 
 _UNSET = object()

@@ -555,16 +555,18 @@ class Store(Housekeeping):
         return found
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str,
-                   entry: Entry | None = None) -> None:
+                   entry: Entry | None = None) -> bool:
         """Set aside an entry found damaged after lookup (its result cannot be read, ...):
         it is moved under ``.damaged/``, reported once, and the next lookup misses.
         ``entry``, the one looked up: if another process removed or replaced it since
-        (a clear), its files went with it, not damaged: a plain miss, nothing reported."""
+        (a clear), its files went with it, not damaged: a plain miss, nothing reported.
+        Whether it was found damaged (False: removed or replaced)."""
         key = _key_text(key)
         if entry is not None and not self._holds(entry):
             self._forget(step_name, key)
-            return
+            return False
         self._damaged(step_name, key, problem, None if entry is None else entry.version)
+        return True
 
     def _holds(self, entry: Entry) -> bool:
         """Whether ``entry`` is still the one stored at its key."""
