@@ -29,7 +29,7 @@ from typing import Any
 
 from dagnb import checks, cli_cache, config
 from dagnb.errors import ConfigError, DagnbError
-from dagnb.views.progress import TABLE_COLUMNS, ProgressPrinter
+from dagnb.views.progress import ProgressPrinter, status_table
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
 
@@ -453,8 +453,6 @@ def _load_any(path: str) -> Any:
 def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
     """`dagnb run NOTEBOOK`: execute it headless, then the steps' status table; a cell
     refused by ``fail-on-miss`` exits 2, as a YAML run does."""
-    import pandas as pd
-
     from dagnb.notebook.cells import parse_assignments
     from dagnb.notebook.headless import run_notebook
 
@@ -462,9 +460,8 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
     outcome = run_notebook(args.workflow, params=params, targets=args.target, tags=args.tag,
                            output=args.output, cache_mode=cache_mode,
                            timeout=_timeout(args.timeout), settings=_kernel_settings(args))
-    if outcome.rows:
-        frame = pd.DataFrame(outcome.rows).reindex(columns=TABLE_COLUMNS)
-        print(frame.astype(object).where(frame.notna(), "").to_string(index=False))
+    if outcome.rows:  # (as a YAML run's: a frame of rows some "not run" made counts floats)
+        print(status_table(outcome.rows))
     if outcome.error is not None:
         print(f"dagnb: a cell of {args.workflow} failed:\n{outcome.error}", file=sys.stderr)
     return outcome.exit_code

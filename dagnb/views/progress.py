@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.run import Run
 
-__all__ = ["TABLE_COLUMNS", "ProgressPrinter", "text_table"]
+__all__ = ["TABLE_COLUMNS", "ProgressPrinter", "status_table", "text_table"]
 
 TABLE_COLUMNS = [
     "step",
@@ -145,11 +145,16 @@ class ProgressPrinter:
     def table(self, run: Run) -> str:
         """The run's final status table as text (without pandas: the CLI starts faster);
         with an ``image`` column (the digest that ran) when a step ran in a container."""
-        rows = run.status_rows().values()
-        columns = list(TABLE_COLUMNS)
-        if any(row.get("image") for row in rows):
-            columns.insert(columns.index("executor") + 1, "image")
-        return text_table(rows, columns)
+        return status_table(list(run.status_rows().values()))
+
+
+def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """Status rows (a run's, or a notebook's steps') as the CLI's table: counts as
+    integers, a missing value blank, an ``image`` column when a step ran in a container."""
+    columns = list(TABLE_COLUMNS)
+    if any(row.get("image") for row in rows):
+        columns.insert(columns.index("executor") + 1, "image")
+    return text_table(rows, columns)
 
 
 def _later(delay: float, func: Callable[[], None]) -> threading.Timer:
