@@ -7,7 +7,8 @@ as an interactive session there: a notebook already run in JupyterLab runs again
 inside Jupyter does not pass on the caller's ``JPY_SESSION_NAME`` (the kernel would read
 the caller's notebook). The kernel works in text mode (``DAGNB_WIDGETS=0``), and each cell's output
 is printed as the cell finishes. At the end the kernel reports every step's latest state,
-printed as the same status table as a YAML run.
+printed as the same status table as a YAML run, also when a cell failed (not when the
+time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
   is put after the cell tagged ``parameters`` (at the top when there is none), so
@@ -104,6 +105,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
         resources={"metadata": {"path": str(path.parent.absolute())}},
         on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
+        on_cell_error=lambda **kw: _summary_after_error(client, kw["execute_reply"]),
         **_whole_run_limit(timeout),
     )
     env = {**_kernel_env(only), **_settings_env(settings or {})}  # (over the caller's)
@@ -114,7 +116,8 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     notebook.cells.extend(unneeded)
     if output is not None:
         nbformat.write(notebook, str(output))
-    return NotebookOutcome(_summary_rows(summary), error, error_name)
+    rows = _summary_rows(summary)
+    return NotebookOutcome(rows + _unreached(notebook, only, rows), error, error_name)
 
 
 def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
@@ -128,6 +131,23 @@ def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
     return {name: variable_text(value) for value, name in env_values(given).values()}
 
 
+async def _summary_after_error(client: Any, reply: dict[str, Any]) -> None:
+    """Run the summary cell (the last) in the kernel of a cell that failed, before
+    nbclient shuts it down: the status table then shows every step, those the failure
+    left unrun too, as after a YAML run. Not when the time limit passed: the summary
+    would wait for the ``--background`` runs the limit cut short."""
+    if reply["content"].get("evalue", "").startswith(_TIME_LIMIT):
+        return
+    index = len(client.nb.cells) - 1
+    try:
+        await client.async_execute_cell(client.nb.cells[index], index)
+    except Exception:  # (the kernel died, say): the failing cell's error is the news
+        return
+
+
+_TIME_LIMIT = "the run's time limit"
+
+
 def _whole_run_limit(timeout: float | None) -> dict[str, Any]:
     """nbclient's options for a limit on the whole notebook: each cell gets what is left,
     and the one running when it passes is interrupted (dagnb then stops its steps, as
@@ -135,7 +155,7 @@ def _whole_run_limit(timeout: float | None) -> dict[str, Any]:
     if timeout is None:
         return {}
     deadline = time.monotonic() + timeout
-    said = f"the run's time limit ({timeout:g}s) passed; its running steps were stopped"
+    said = f"{_TIME_LIMIT} ({timeout:g}s) passed; its running steps were stopped"
     return {
         "timeout_func": lambda cell: max(deadline - time.monotonic(), 0.01),  # (0: no limit)
         "interrupt_on_timeout": True,
@@ -236,6 +256,18 @@ def _summary_rows(cell: Any) -> list[dict[str, Any]]:
         if _SUMMARY_MARK in text:
             return json.loads(text.split(_SUMMARY_MARK, 1)[1])
     return []
+
+
+def _unreached(notebook: Any, only: list[str] | None,
+               rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A ``not run`` row for each step the run was to run that no cell defined in the
+    kernel (a failed cell stopped it first), so the table shows every step."""
+    if not rows:
+        return []  # (no summary: the time limit passed, or the kernel died)
+    shown = {row.get("step") for row in rows}
+    cells = dagger_cells((c.cell_type, c.source) for c in notebook.cells)
+    names = dict.fromkeys(c.name for c in cells if only is None or c.name in only)
+    return [{"step": name, "state": "not run"} for name in names if name not in shown]
 
 
 def check_notebook_file(path: str | Path) -> None:
