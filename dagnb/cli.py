@@ -215,11 +215,14 @@ def _validate(args: argparse.Namespace) -> int:
             "cells are in dagnb's spelling already"
         )
     graph = _load_any(args.workflow)
-    graph.validate(check_host=True)
+    later = _known_when_run(args.workflow)
+    graph.validate()
+    checked = [name for name in graph.order() if name not in later]  # (not '$data' itself)
+    graph.check_mounts(checked)
     from dagnb.runtime.prepare import check_retries
 
     check_retries(graph)  # all that a run would refuse, refused now
-    _check_mounted_trees(graph)
+    _check_mounted_trees(graph, checked)
     if args.explain:  # valid YAML on stdout: the verdict and the notes are comments
         from dagnb.workflows.loader import explain
 
@@ -227,6 +230,8 @@ def _validate(args: argparse.Namespace) -> int:
         print(explain(args.workflow), end="")
         return 0
     print(f"{args.workflow}: {_steps(len(graph))}, valid")
+    for name, note in later.items():
+        print(f"note: step {name!r}: {note}, and checked then")
     return 0
 
 
@@ -234,14 +239,14 @@ def _steps(count: int) -> str:
     return f"{count} step" if count == 1 else f"{count} steps"
 
 
-def _check_mounted_trees(graph: Any) -> None:
+def _check_mounted_trees(graph: Any, names: list[str]) -> None:
     """Walk each mounted folder as a run's key would (no file read): too deep is refused
     now, not when the step runs."""
     from dagnb.errors import FingerprintError, InvalidStepError
     from dagnb.fingerprint import check_tree
 
     base = graph.base_dir or Path.cwd()
-    for name in graph.order():
+    for name in names:
         for host in graph[name].mounts:
             try:
                 check_tree(base / host)
@@ -253,9 +258,11 @@ def _check_mounted_trees(graph: Any) -> None:
 def _graph(args: argparse.Namespace) -> int:
     graph = _load_any(args.workflow)
     graph.validate()
+    later = _known_when_run(args.workflow)
     for name in graph.order():
         needs = ", ".join(graph[name].needs)
-        print(f"{name}" + (f"  <- {needs}" if needs else ""))
+        note = f"  ({later[name]})" if name in later else ""
+        print(f"{name}" + (f"  <- {needs}" if needs else "") + note)
     return 0
 
 
@@ -448,6 +455,24 @@ def _load_any(path: str) -> Any:
     from dagnb.notebook.magics import graph_from_cells
 
     return graph_from_cells(dagger_cells(read_notebook(path)), name=Path(path).stem)
+
+
+def _known_when_run(path: str) -> dict[str, str]:
+    """For a notebook: each step whose ``%%dagger`` line reads notebook variables
+    (``--param who=$customer``), with a note saying so; read from the file, the line
+    holds ``$customer``, not the value the cell will run with."""
+    if not _is_notebook(path):
+        return {}
+    from dagnb.notebook.document import dagger_cells, read_notebook
+    from dagnb.notebook.magics import line_fields
+
+    notes = {}
+    for cell in dagger_cells(read_notebook(path)):
+        fields = line_fields(cell.line)
+        if fields:
+            notes[cell.name] = (f"its line reads notebook variables ({', '.join(fields)}), "
+                                "known only when the cell runs")
+    return notes
 
 
 def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:

@@ -276,3 +276,16 @@ def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_p
     note = restarted.cells[1].outputs[0]["text"].strip()
     assert note == ("needs variable `counter` (cell 2 of pipe.ipynb), "
                     "`scale` (cell 2 of pipe.ipynb)")
+
+
+def test_graph_and_validate_say_a_line_reads_notebook_variables(tmp_path):
+    (tmp_path / "v.py").write_text(
+        "# %%\n%load_ext dagnb\n\n# %%\nwho = 'acme'\n\n"
+        "# %%\n%%dagger report --param who=$who --mount $data:/data\necho $DAGNB_PARAM_WHO\n")
+    said = "its line reads notebook variables (who, data), known only when the cell runs"
+    graph = _dagnb("graph", "v.py", cwd=tmp_path)
+    assert graph.stdout.splitlines() == [f"report  ({said})"]
+    valid = _dagnb("validate", "v.py", cwd=tmp_path)  # not "mounts '$data', which does not exist"
+    assert valid.returncode == 0, valid.stderr
+    assert valid.stdout.splitlines() == ["v.py: 1 step, valid",
+                                         f"note: step 'report': {said}, and checked then"]

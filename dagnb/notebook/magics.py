@@ -44,8 +44,8 @@ from dagnb.notebook.widgets import LeftRunning, live_view, watch
 from dagnb.workflows.loader import load
 
 __all__ = [
-    "DaggerMagics", "Text", "adopt_notebook", "graph_from_cells", "load_ipython_extension",
-    "parse_line", "step_from_cell", "unload_ipython_extension",
+    "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "graph_from_cells", "line_fields",
+    "load_ipython_extension", "parse_line", "step_from_cell", "unload_ipython_extension",
 ]
 
 
@@ -486,10 +486,10 @@ _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
 
 def step_from_cell(text: str, namespace: Mapping[str, Any] | None = None) -> Step:
     """The Step a ``%%dagger`` cell's text defines (its first line holds the options)."""
-    return _definition(text, namespace)[0]
+    return cell_definition(text, namespace)[0]
 
 
-def _definition(text: str, namespace: Mapping[str, Any] | None
+def cell_definition(text: str, namespace: Mapping[str, Any] | None
                 ) -> tuple[Step, tuple[str, ...]]:
     """The cell's Step and its ``--outputs`` (the magic's own parser and codec)."""
     first, _, body = text.partition("\n")
@@ -518,7 +518,7 @@ def adopt_notebook(session: Any, path: str | Path,
     for cell in cells:
         try:
             line = _line_as_run(cell.line)
-            step, outputs = _definition(f"{line}\n{cell.body}", namespace)
+            step, outputs = cell_definition(f"{line}\n{cell.body}", namespace)
             session.define(step, outputs)
         except (DagnbError, UsageError) as exc:
             problems.append(f"cell {cell.index + 1} ({cell.line.strip()!r}): {exc}")
@@ -539,11 +539,8 @@ def _line_as_run(line: str) -> str:
     value (computed, cached and passed downstream under that key). A line whose ``{...}``
     is no expression (JSON: ``--param cfg={"a": 1}``) IPython leaves as it is.
     """
-    try:
-        fields = [f for _, f, _, _ in _EXPANDER.parse(line) if f is not None]
-        for field in fields:
-            compile(field, "<line>", "eval")
-    except (ValueError, SyntaxError):
+    fields = line_fields(line)
+    if fields is None:
         return line  # IPython's expansion fails whatever the notebook holds: left as is
     if fields:
         raise InvalidStepError(
@@ -553,6 +550,19 @@ def _line_as_run(line: str) -> str:
         return _EXPANDER.vformat(line, args=[], kwargs={})
     except Exception:  # as var_expand: a line that does not format is left as it is
         return line
+
+
+def line_fields(line: str) -> list[str] | None:
+    """The expressions IPython expands in a ``%%dagger`` line (``$customer``, ``{n * 2}``):
+    they read notebook variables when the cell runs. None when the line does not expand
+    (IPython then leaves it as it is)."""
+    try:
+        fields = [f for _, f, _, _ in _EXPANDER.parse(line) if f is not None]
+        for field in fields:
+            compile(field, "<line>", "eval")
+    except (ValueError, SyntaxError):
+        return None
+    return fields
 
 
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
