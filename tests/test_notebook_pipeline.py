@@ -278,6 +278,83 @@ def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_p
                     "`scale` (cell 2 of pipe.ipynb)")
 
 
+_CLEANED = """# %%
+%load_ext dagnb
+
+# %%
+%%dagger other
+echo other
+
+# %%
+rows = [1, 2, None, 4]
+
+# %%
+%%dagger clean --python --outputs rows
+rows = [r for r in rows if r is not None]
+
+# %%
+%%dagger count --python --outputs n
+n = len(rows)
+print("count is", n)
+
+# %%
+%%dagger broken --needs other
+exit 3
+
+# %%
+%%dagger last
+echo last
+"""
+
+
+def _table(stdout: str) -> dict[str, list[str]]:
+    """The final status table's rows (after its header), by step."""
+    lines = stdout.splitlines()
+    headers = [i for i, line in enumerate(lines)
+               if line.split()[:4] == ["step", "state", "cached", "attempts"]]
+    assert headers, f"no status table in {stdout!r}"
+    header = headers[-1]
+    return {line.split()[0]: line.split()[1:] for line in lines[header + 1:] if line.strip()}
+
+
+def test_a_target_gets_the_value_an_earlier_steps_outputs_give_it_as_in_a_full_run(tmp_path):
+    """`count` reads `rows`, which `clean`'s --outputs replace (no --needs): --target
+    count gave 4, not 3. The table's counts are integers beside a `not run` row, and a
+    failed cell still ends with the table of every step, those it left unrun too."""
+    (tmp_path / "t.py").write_text(_CLEANED)
+    done = _dagnb("run", "t.py", "--target", "count", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "count is 3" in done.stdout
+    assert ("dagnb: --target runs 'clean' too: 'count' reads its output 'rows'; "
+            "add --needs clean to count to say so") in done.stdout
+    table = _table(done.stdout)
+    assert table["other"] == ["not", "run"]
+    assert table["count"][:4] == ["succeeded", "False", "1", "0"]
+    done = _dagnb("run", "t.py", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 1
+    table = _table(done.stdout)
+    assert [table[n][0] for n in ("clean", "count", "broken")] == [
+        "cached", "cached", "failed"]  # the keys --target's run computed: a full run's
+    assert table["last"] == ["not", "run"]
+
+
+def test_needed_steps_follow_notebook_variables_through_plain_cells_and_lines():
+    from dagnb.notebook.flow import needed_steps
+
+    cells = [("code", "rows = [1, None]"),
+             ("code", "%%dagger clean --python --outputs rows\nrows = [r for r in rows if r]"),
+             ("code", "%%dagger late --python --outputs rows\nrows = []"),  # after: no effect
+             ("code", "valid = list(rows)"),
+             ("code", "%%dagger size --python --outputs n\nn = len(valid)"),
+             ("code", "%%dagger shout --param n=$n\necho $DAGNB_PARAM_N")]
+    cells[2], cells[3] = cells[3], cells[2]  # `late` comes after `valid = list(rows)`
+    steps, feeds = needed_steps(cells, ["shout"], [])
+    assert steps == ["clean", "size", "shout"]
+    assert [(f.step, f.variable, f.reader) for f in feeds] == [
+        ("clean", "rows", "size"), ("size", "n", "shout")]
+    assert needed_steps(cells, ["late"], []) == (["late"], [])
+
+
 def test_graph_and_validate_say_a_line_reads_notebook_variables(tmp_path):
     (tmp_path / "v.py").write_text(
         "# %%\n%load_ext dagnb\n\n# %%\nwho = 'acme'\n\n"

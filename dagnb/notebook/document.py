@@ -29,8 +29,8 @@ from typing import Any
 from dagnb.errors import WorkflowError
 
 __all__ = [
-    "MAGIC", "DaggerCell", "dagger_cells", "defining_cell", "kernel_notebook_path",
-    "read_notebook",
+    "MAGIC", "DaggerCell", "bound_names", "dagger_cells", "defining_cell",
+    "kernel_notebook_path", "read_names", "read_notebook",
 ]
 
 MAGIC = "%%dagger"
@@ -142,18 +142,14 @@ def defining_cell(path: str | Path, name: str) -> int | None:
     except WorkflowError:
         return None
     for index, (kind, source) in enumerate(cells):
-        if kind == "code" and not source.lstrip().startswith("%%") and name in _bound(source):
+        if kind == "code" and not source.lstrip().startswith("%%") and name in bound_names(source):
             return index
     return None
 
 
-def _bound(source: str) -> set[str]:
+def bound_names(source: str) -> set[str]:
     """Names a cell binds: assignments, imports, defs, for targets (IPython lines skipped)."""
-    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
-    try:
-        tree = ast.parse("\n".join(lines))
-    except SyntaxError:
-        return set()
+    tree = _parsed(source)
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -163,6 +159,23 @@ def _bound(source: str) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
     return names
+
+
+def read_names(source: str) -> set[str]:
+    """Names a plain cell reads anywhere in it (IPython lines skipped): a cell that binds
+    what a step reads takes its value from these."""
+    return {node.id for node in ast.walk(_parsed(source))
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load)}
+
+
+def _parsed(source: str) -> ast.Module:
+    """The cell's Python, less its IPython lines (``%magic``, ``!cmd``); empty when it is
+    not Python."""
+    lines = [line for line in source.splitlines() if not line.lstrip().startswith(("%", "!"))]
+    try:
+        return ast.parse("\n".join(lines))
+    except SyntaxError:
+        return ast.Module(body=[], type_ignores=[])
 
 
 def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:

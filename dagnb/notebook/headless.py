@@ -15,9 +15,10 @@ time limit passed).
   notebooks written for papermill work unchanged.
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
-  read), but only the ``%%dagger`` cells of the targets and their upstream steps run
-  their step; the others only define it (``DAGNB_ONLY_STEPS`` tells the magic). Cells
-  after the last needed one do not run.
+  read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
+  steps whose ``--outputs`` a needed cell reads (:mod:`dagnb.notebook.flow`; one line
+  names each) run their step; the others only define it (``DAGNB_ONLY_STEPS`` tells the
+  magic). Cells after the last needed one do not run.
 - ``output`` receives the executed notebook, with its cells' lasting outputs.
 - ``timeout`` (seconds) limits the whole notebook: the cell running when it passes is
   interrupted (its steps stopped, as by Ctrl-C) and no later cell runs.
@@ -44,7 +45,8 @@ from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, e
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
 from dagnb.model.step import variable_text
 from dagnb.notebook.document import dagger_cells, read_notebook
-from dagnb.notebook.magics import ONLY_STEPS_VARIABLE, graph_from_cells
+from dagnb.notebook.flow import Feed, needed_steps
+from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
 
 __all__ = ["NotebookOutcome", "check_notebook_file", "run_notebook", "selected_steps"]
 
@@ -80,11 +82,11 @@ class NotebookOutcome:
 
 
 def selected_steps(path: str | Path, targets: Sequence[str] | None,
-                   tags: Sequence[str] | None = None) -> list[str]:
+                   tags: Sequence[str] | None = None) -> tuple[list[str], list[Feed]]:
     """The targets (and steps with these tags) and every step they need, by the
-    notebook's own ``%%dagger`` cells."""
-    graph = graph_from_cells(dagger_cells(read_notebook(path)))
-    return graph.select(list(targets or ()), tags=list(tags or ()))
+    notebook's own cells: upstream steps, and those whose ``--outputs`` a needed cell
+    reads (each also returned as a :class:`~dagnb.notebook.flow.Feed`)."""
+    return needed_steps(read_notebook(path), list(targets or ()), list(tags or ()))
 
 
 def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
@@ -97,7 +99,9 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     path = Path(path)
     notebook = _load(nbformat, path)
     _inject_parameters(nbformat, notebook, params or {})
-    only = selected_steps(path, targets, tags) if targets or tags else None
+    only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
+    for feed in feeds:  # (a full run gives the target the value these steps make)
+        stream.write(f"dagnb: {feed.note()}\n")
     unneeded = _cells_after_selection(notebook, only)
     notebook.cells.append(nbformat.v4.new_code_cell(_SUMMARY_CODE))
     client = client_class(
