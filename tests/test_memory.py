@@ -876,6 +876,42 @@ def test_a_global_changed_between_processes_is_a_miss(tmp_path):
     assert [run(1), run(2), run(1)] == ["10", "20", "10"]
 
 
+READER = """
+from pathlib import Path
+
+def read(name):
+    return Path(name).read_text()
+"""
+
+RECOMPUTE = """
+import sys
+from dagnb import Memory
+from reader import read
+
+Memory(sys.argv[1]).cache(read).call(sys.argv[2])
+"""
+
+
+def test_a_call_stored_again_by_another_process_is_what_this_one_then_gets(
+        tmp_path, monkeypatch):
+    """``.call()`` in another process stores the call anew: this process's next hit is
+    that result, as joblib's is, not the one it kept serving from the packs it had read
+    (a fresh process wrote its record without reading them, so it told no one)."""
+    (tmp_path / "reader.py").write_text(READER)
+    (tmp_path / "script.py").write_text(RECOMPUTE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    read = Memory(str(tmp_path / "c")).cache(importlib.import_module("reader").read)
+    data = tmp_path / "data.txt"
+    data.write_text("v1")
+    assert read(str(data)) == "v1"
+    for version in ("v2", "v3"):  # (the second adopts the pack the first made)
+        data.write_text(version)
+        done = subprocess.run([sys.executable, "script.py", str(tmp_path / "c"), str(data)],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert read(str(data)) == version
+
+
 def test_a_global_no_hash_takes_counts_by_its_type_with_one_warning(memory):
     cached = memory.cache(_with_connection)
     with pytest.warns(UserWarning, match=r"global 'connection' \(lock\) cannot be hashed"):

@@ -926,6 +926,10 @@ class Store(Housekeeping):
         assert self._packs is not None
         if self._writer is None:
             self._writer = PackWriter(self._packs)
+        # what other processes wrote since the packs were read (one fstat when nothing):
+        # a record of theirs this one replaces needs the bump, or they keep serving it
+        # (a fresh process's memory.cache(f).call(x) had read no pack yet)
+        self._packs.refresh()
         stamp, replaces = self._packs.next_stamp(step_name, key)
         record = Record(step_name, key, kind, stamp, body, "")
         self._writer.append(encode(step_name, key, kind, body, stamp), record)
