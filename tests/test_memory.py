@@ -405,6 +405,55 @@ def test_loaded_results_kept_in_memory_are_bounded(tmp_path):
     assert cached(memory_module._LOADED_LIMIT + 49) is cached(memory_module._LOADED_LIMIT + 49)
 
 
+class _EvictedMeanwhile(dict):
+    """Results kept in memory as a thread sees them when another one, hitting at the same
+    moment, drops the oldest between its look and its own drop of it."""
+
+    def __iter__(self):
+        oldest = next(dict.__iter__(self))
+        del self[oldest]
+        return iter([oldest])
+
+
+def test_threads_hitting_at_once_past_the_bound_get_their_results(tmp_path):
+    """Threads hitting many small results at once: a hit that drops the oldest result
+    kept in memory just after another thread dropped it raised KeyError (8 threads
+    over 400 keys: 4 runs of 5), where joblib returns the result."""
+    from dagnb.cache import memory as memory_module
+
+    cached = Memory(str(tmp_path)).cache(_returns_a_frozenset)
+    for x in range(memory_module._LOADED_LIMIT + 1):
+        cached(x)
+    holder = next(c.cell_contents for c in cached.__closure__
+                  if isinstance(c.cell_contents, memory_module._CachedCall))
+    holder.loaded = _EvictedMeanwhile(holder.loaded)
+    assert cached(0) == _returns_a_frozenset(0)  # a hit, loaded again: one dropped
+    assert len(holder.loaded) <= memory_module._LOADED_LIMIT
+
+    errors = []
+
+    def hit(offset):
+        try:
+            for i in range(300):
+                x = (i * 7 + offset) % (memory_module._LOADED_LIMIT + 1)
+                assert cached(x) == _returns_a_frozenset(x)
+        except Exception as exc:
+            errors.append(exc)
+
+    holder.loaded = {}
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        threads = [threading.Thread(target=hit, args=(k,)) for k in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 def test_processes_calling_one_key_at_once_compute_it_once(tmp_path):
     """A per-key lock, as the step cache has: N processes, one computation, N results."""
     script = tmp_path / "worker.py"

@@ -662,7 +662,10 @@ class _CachedCall(_Calls):
         if type(value) not in _ATOMS and not _unchangeable(value):  # (most are atoms)
             return
         if len(self.loaded) >= _LOADED_LIMIT:
-            del self.loaded[next(iter(self.loaded))]
+            # the oldest: another thread hitting at once may have dropped it first (or
+            # changed the dict between iter and next)
+            with contextlib.suppress(KeyError, RuntimeError, StopIteration):
+                del self.loaded[next(iter(self.loaded))]
         self.loaded[key] = (entry, value)
 
     def save(self, key: StepKey, value: Any, took: float) -> Any:
