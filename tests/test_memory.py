@@ -240,6 +240,20 @@ def test_unhashable_argument_and_ignore(memory):
         memory.cache(ignore=["nope"])(lambda x: x)
 
 
+def test_ignore_given_as_a_string_is_refused_not_read_as_its_letters(memory):
+    """``ignore="xy"``: as a list, its letters; ``x`` and ``y`` left out of the key, every
+    call was a hit on the first (joblib refuses it, a ValueError)."""
+
+    def area(x, y, xy=1.0):
+        return x * y * xy
+
+    with pytest.raises(ValueError, match=r"ignore='xy' is a string, not a list of "
+                                         r"parameter names; write ignore=\['xy'\]"):
+        memory.cache(ignore="xy")(area)
+    scaled = memory.cache(ignore=["xy"])(area)
+    assert (scaled(2, 3), scaled(4, 5)) == (6, 20)  # x and y count
+
+
 def test_an_ignored_name_that_is_no_parameter_is_a_value_error_as_in_joblib(memory):
     with pytest.raises(ValueError, match=r"ignore=\['nope'\] names no parameter of "
                                          r"<lambda>; choose among its parameters \['x'\]"):

@@ -290,6 +290,10 @@ class Memory:
             ``input_args``, ``time``) it does not accept runs again, as in joblib
             (``joblib.expires_after(minutes=5)`` works).
         """
+        if isinstance(ignore, str):  # (list() of it: each letter a name to leave out)
+            raise ConfigError(  # (a ValueError, as joblib's is)
+                f"ignore={ignore!r} is a string, not a list of parameter names; "
+                f"write ignore=[{ignore!r}]")
         options = {
             "ignore": list(ignore or []),
             "ttl": ttl,
