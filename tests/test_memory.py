@@ -240,6 +240,19 @@ def test_unhashable_argument_and_ignore(memory):
         memory.cache(ignore=["nope"])(lambda x: x)
 
 
+def test_a_call_that_does_not_fit_names_the_function(memory):
+    """``Signature.bind``'s words ("too many positional arguments") named no function."""
+
+    def load(path, *, sep=","):
+        return path
+
+    cached = memory.cache(load)
+    with pytest.raises(TypeError, match=r"^load\(\): too many positional arguments$"):
+        cached("a.csv", ";")
+    with pytest.raises(TypeError, match=r"^load\(\): missing a required argument: 'path'$"):
+        cached()
+
+
 def test_ignore_given_as_a_string_is_refused_not_read_as_its_letters(memory):
     """``ignore="xy"``: as a list, its letters; ``x`` and ``y`` left out of the key, every
     call was a hit on the first (joblib refuses it, a ValueError)."""

@@ -74,7 +74,7 @@ LEFT_OUT = {
     "test_memorized_repr": _CLASSES,
     "test_memory_func_with_kwonly_args": (
         "expects joblib's ValueError for a keyword-only argument given by position; "
-        "dagnb lets Python's TypeError through, as calling the function would"
+        "dagnb raises a TypeError naming the function, as calling the function would"
     ),
     "test__get_items": _INTERNALS.format("store_backend.get_items"),
     "test__get_items_to_delete": _INTERNALS.format("store_backend._get_items_to_delete"),

@@ -103,7 +103,10 @@ class CallKeys(Generic[P]):
         """The bound arguments that count (defaults applied, ignored ones left out)."""
         bound = self._plain(args, kwargs) if self.names is not None else None
         if bound is None:
-            signature = self.signature.bind(*args, **kwargs)
+            try:
+                signature = self.signature.bind(*args, **kwargs)
+            except TypeError as exc:  # (bind's words name no function)
+                raise TypeError(f"{label(self.func)}(): {exc}") from None
             signature.apply_defaults()
             bound = signature.arguments
         if not self.ignore:
