@@ -23,7 +23,7 @@ PUBLIC = [
     "unload_ipython_extension",
 ]
 # DESIGN.md's layer list, top first; each is one folder (or one module) of the package.
-LAYERS = ["cli", "cli_cache", "notebook", "views", "workflows", "runtime", "executors", "retry",
+LAYERS = ["cli", "notebook", "views", "workflows", "runtime", "executors", "retry",
           "cache", "fingerprint", "config", "model", "errors", "checks"]
 # Graph's convenience methods (run, plan, explain, show, YAML) import upward at call time.
 DECLARED_UPWARD = ("dagnb.runtime", "dagnb.views", "dagnb.workflows")

@@ -6,7 +6,7 @@
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
-    dagnb cache verify|list|stats|clear|prune|push|pull    (see dagnb.cli_cache)
+    dagnb cache verify|list|stats|clear|prune|push|pull    (see dagnb.cli.cache)
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
@@ -27,7 +27,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from dagnb import checks, cli_cache, config
+from dagnb import checks, config
+from dagnb.cli import cache as cache_commands
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import ProgressPrinter, status_table
 from dagnb.workflows import templates
@@ -286,7 +287,7 @@ def add_subcommands(sub: Any) -> None:
     cfg_actions = cfg.add_subparsers(dest="action", required=True, metavar="ACTION")
     cfg_actions.add_parser("show", help="every setting with its value and source")
     cfg_actions.add_parser("path", help="the config file in force")
-    cli_cache.add_parser(sub)
+    cache_commands.add_parser(sub)
     images = sub.add_parser("images", help="the image tags pinned to digests (pin_images)")
     image_actions = images.add_subparsers(dest="action", required=True, metavar="ACTION")
     image_actions.add_parser("list", help="each pinned tag and its digest")
@@ -401,7 +402,7 @@ def _pairs(items: list[str]) -> dict[str, str]:
     return pairs
 
 
-command("cache")(cli_cache.run)
+command("cache")(cache_commands.run)
 
 
 @command("images")
@@ -578,6 +579,3 @@ def _quiet_stdout() -> None:
     with contextlib.suppress(OSError, ValueError):
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
