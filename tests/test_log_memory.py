@@ -233,3 +233,19 @@ def test_lines_of_an_earlier_attempt_are_read_back_when_the_last_printed_nothing
 
 async def _no_wait(_seconds: float) -> None:
     return None
+
+
+def test_the_tail_of_log_files_is_read_from_their_ends(tmp_path: Path):
+    """What the views show of a step past the kept lines: the last records, across an
+    earlier attempt's file, however small the blocks read back."""
+    from dagnb.runtime import logfile
+
+    paths = [tmp_path / "logs-1.jsonl", tmp_path / "logs-2.jsonl"]
+    for number, path in enumerate(paths, 1):
+        path.write_text("".join(json.dumps({"attempt": number, "line": f"{number}:{i}"}) + "\n"
+                                for i in range(50)))
+    lines = [r["line"] for r in logfile.tail_records(paths, 52)]
+    assert lines == ["1:48", "1:49", *(f"2:{i}" for i in range(50))]
+    assert [r["line"] for r in logfile._file_tail(paths[1], 3, block=7)] == ["2:47", "2:48",
+                                                                            "2:49"]
+    assert logfile.tail_records([tmp_path / "missing.jsonl"], 5) == []

@@ -164,6 +164,20 @@ def test_failure_is_red_with_stderr_tail(comms, local):
     assert widget.log_view.value.endswith("used\nbroke</pre>")
 
 
+def test_a_step_past_the_kept_lines_shows_its_last_lines_and_error(comms, local):
+    """The event log keeps a step's first 10,000 lines: the widget and the saved snapshot
+    showed lines 9,981 to 10,000 of 12,000 and not the error printed after them."""
+    from dagnb.views.snapshot import RunSnapshot
+
+    graph = Graph("loud", [Step("loud", run="seq 12000; sleep 0.2; echo boom >&2; exit 1")])
+    widget = finished_widget(graph)
+    assert widget.log_view.value.endswith("11999\n12000\nboom</pre>"), widget.log_view.value
+    snapshot = RunSnapshot(widget.run, "loud", failed_tails=False)
+    assert "11961 earlier lines not shown" in snapshot.text
+    assert snapshot.text.split("\n")[2:4] == ["11962", "11963"]
+    assert "12000\nboom\nstep" in snapshot.text and "12000\nboom</pre>" in snapshot.html
+
+
 def test_state_colours_follow_the_state(comms, local):
     widget = finished_widget(two_step_graph(fail=True))
     assert "background:#c62828" in widget.table.value  # failed is red

@@ -19,7 +19,7 @@ from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, Event, EventLog
 from dagnb.runtime.frames import check_log_filters, logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
-from dagnb.runtime.logfile import read_records
+from dagnb.runtime.logfile import read_records, tail_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -104,6 +104,15 @@ class Run:
         files = {name: self._files_of(name) for name in spilled}
         events = _from_files(self.events, spilled, files) if spilled else self.events
         return logs_frame(events, step=step, stream=stream, tail=tail)
+
+    def log_tail(self, step: str, count: int) -> list[str]:
+        """The last ``count`` lines of ``step`` (both streams, masked), read from the end
+        of its log files: the views' tail of a step whose later lines the event log did
+        not keep (reading them all, as :meth:`logs` does, takes a second a 100,000)."""
+        flush = self._flushes.get(step)
+        if flush is not None:  # a running step's latest lines may still be in its buffer
+            flush()
+        return [str(r["line"]) for r in tail_records(self._files_of(step), count)] if count else []
 
     def _files_of(self, step: str) -> list[Path]:
         found = self._log_files.get(step, [])

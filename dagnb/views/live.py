@@ -97,6 +97,14 @@ class LiveState:
         for name, lines in found.items():
             self.tails[name].extend(reversed(lines))
 
+    def lines(self, name: str) -> list[str]:
+        """The last lines of step ``name``. Past what the event log keeps of a step
+        (10,000 lines) its lines reach no cursor, so they come from its log files' end:
+        the folded tail would stay at line 10,000 and miss a traceback after it."""
+        if self.run.events.spilled(name):
+            return self.run.log_tail(name, self.tail)
+        return list(self.tails.get(name, ()))
+
     def rows(self) -> dict[str, dict[str, Any]]:
         """Status rows by step name, as in ``run.status()``."""
         return status_rows(self.state_events, self.run.order)

@@ -70,7 +70,7 @@ class RunSnapshot:
                 title, earlier = f"── {name} failed; last lines of stderr ──", ""
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
-                lines, title = list(state.tails[name]) if ran else [], f"── {name} ──"
+                lines, title = state.lines(name) if ran else [], f"── {name} ──"
                 earlier = _earlier(name, run.events.line_count(name) - len(lines))
             if lines:
                 sections.append((title, earlier, lines))

@@ -164,7 +164,7 @@ class StatusWidget(w.VBox):
         if name in rows:
             title = html.escape(_tail_title(rows[name]))
             self.log_view.value = (f"<div class='dagnb-log-title'><b>{title}</b></div>"
-                                   f"{tail_html(self.state.tails[name])}")
+                                   f"{tail_html(self.state.lines(name))}")
 
     # -- buttons -----------------------------------------------------------------------
     def _make_buttons(self, shared: _SharedModels) -> w.HBox:
