@@ -178,6 +178,21 @@ def test_a_step_past_the_kept_lines_shows_its_last_lines_and_error(comms, local)
     assert "12000\nboom\nstep" in snapshot.text and "12000\nboom</pre>" in snapshot.html
 
 
+def test_a_progress_bar_and_a_long_line_are_shown_as_a_terminal_leaves_them(comms, local):
+    """A tqdm bar is one line of every state it drew (\\r between them) and a line can
+    be megabytes: the widget and the saved snapshot showed and kept them whole."""
+    from dagnb.views.snapshot import RunSnapshot
+
+    bar = "".join(f"\\r{i:3d}%%|{'#' * (i // 10)}" for i in range(101))
+    run = f"printf '{bar}\\r\\n'; head -c 200000 /dev/zero | tr '\\0' x; echo"
+    widget = finished_widget(Graph("bars", [Step("bars", run=run)]))
+    snapshot = RunSnapshot(widget.run, "bars")
+    cut = "x" * 500 + "… (199500 characters more; see the step"
+    for shown in (widget.log_view.value, snapshot.html, snapshot.text):
+        assert "100%|##########\n" + cut in shown, shown[:300]
+        assert "\r" not in shown and len(shown) < 3000
+
+
 def test_state_colours_follow_the_state(comms, local):
     widget = finished_widget(two_step_graph(fail=True))
     assert "background:#c62828" in widget.table.value  # failed is red

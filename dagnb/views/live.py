@@ -21,6 +21,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
+from dagnb.checks import bounded_line
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.frames import status_rows
 from dagnb.views.throttle import Throttle
@@ -28,7 +29,8 @@ from dagnb.views.throttle import Throttle
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "retry_line", "row_cells"]
+__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "retry_line", "row_cells",
+           "shown_line"]
 
 TAIL_LINES = 20  # log lines kept per step for the live tail
 FAILED_TAIL = 10  # stderr lines shown under a failed step
@@ -102,8 +104,8 @@ class LiveState:
         (10,000 lines) its lines reach no cursor, so they come from its log files' end:
         the folded tail would stay at line 10,000 and miss a traceback after it."""
         if self.run.events.spilled(name):
-            return self.run.log_tail(name, self.tail)
-        return list(self.tails.get(name, ()))
+            return [shown_line(line) for line in self.run.log_tail(name, self.tail)]
+        return [shown_line(line) for line in self.tails.get(name, ())]
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Status rows by step name, as in ``run.status()``."""
@@ -113,6 +115,15 @@ class LiveState:
         """(steps in a final state, steps in the run)."""
         rows = self.rows()
         return sum(r["state"] in TERMINAL_STATES for r in rows.values()), len(rows)
+
+
+def shown_line(line: str) -> str:
+    """A log line as a terminal leaves it, cut to ``LINE_LIMIT``: a progress bar (tqdm)
+    rewrites its line with ``\\r`` and prints ``\\n`` only at the end, one line of every
+    state it drew, which the widget and the saved notebook would carry whole."""
+    if "\r" in line:
+        line = line.rstrip("\r").rpartition("\r")[2]
+    return bounded_line(line)
 
 
 def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:
