@@ -193,6 +193,13 @@ def test_a_progress_bar_and_a_long_line_are_shown_as_a_terminal_leaves_them(comm
         assert "\r" not in shown and len(shown) < 3000
 
 
+def test_terminal_colour_codes_are_left_out_of_the_html_tail():
+    from dagnb.views.html import tail_html
+
+    shown = tail_html(["h\u00e9llo \x1b[1;31mred\x1b[0m <b>", "\x1b[2Kdone"])
+    assert ">h\u00e9llo red &lt;b&gt;\ndone</pre>" in shown
+
+
 def test_state_colours_follow_the_state(comms, local):
     widget = finished_widget(two_step_graph(fail=True))
     assert "background:#c62828" in widget.table.value  # failed is red

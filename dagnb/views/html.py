@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import re
 from typing import TYPE_CHECKING, Any
 
 from dagnb.views.live import STATE_COLOURS, row_cells
@@ -47,8 +48,13 @@ def table_html(rows: Any, now: float) -> str:
             f"</tr></thead><tbody>{''.join(body)}</tbody></table>")
 
 
+# A terminal's colour and cursor codes (ESC [ ... letter): HTML draws them as text,
+# '[31mred[0m', where JupyterLab's text/plain colours them.
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+
+
 def tail_html(lines: Any) -> str:
-    """Log lines in a scrolling block."""
-    text = html.escape("\n".join(lines)) if lines else "(no output yet)"
+    """Log lines in a scrolling block (their terminal codes left out)."""
+    text = html.escape(_ANSI.sub("", "\n".join(lines))) if lines else "(no output yet)"
     return (f"<pre class='dagnb-log' style='max-height:16em;overflow:auto;margin:0'>"
             f"{text}</pre>")
