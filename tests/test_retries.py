@@ -325,6 +325,44 @@ def test_classify_real_httpx_errors():
     assert classify(httpx.UnsupportedProtocol("ftp://")) == "permanent"
 
 
+def _http_error(module: str, name: str, status: int) -> BaseException:
+    """``module.name`` raised for a response of ``status`` (requests' shape)."""
+    response = type("Response", (), {"status_code": status})()
+    error = _foreign(module, name)
+    error.response = response  # type: ignore[attr-defined]
+    return error
+
+
+def test_classify_requests_urllib_and_urllib3_connection_errors_as_transient():
+    requests = pytest.importorskip("requests")
+    urllib3 = pytest.importorskip("urllib3")
+    import urllib.error
+
+    assert classify(requests.ConnectionError("refused")) == "transient"
+    assert classify(requests.ReadTimeout("slow")) == "transient"
+    assert classify(requests.exceptions.ChunkedEncodingError("cut")) == "transient"
+    assert classify(requests.exceptions.SSLError("bad certificate")) == "permanent"
+    refused = urllib.error.URLError(ConnectionRefusedError(errno.ECONNREFUSED, "refused"))
+    assert classify(refused) == "transient"
+    assert classify(urllib.error.URLError("unknown url type: foo")) == "permanent"
+    pool = urllib3.exceptions.MaxRetryError(None, "/", urllib3.exceptions.ProtocolError("x"))
+    assert classify(pool) == "transient"
+    assert classify(urllib3.exceptions.ReadTimeoutError(None, "/", "slow")) == "transient"
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (503, "transient"), (502, "transient"), (504, "transient"), (429, "transient"),
+    (408, "transient"), (500, "permanent"), (404, "permanent"),
+])
+def test_classify_http_errors_by_status(status, kind):
+    import urllib.error
+
+    assert classify(_http_error("requests.exceptions", "HTTPError", status)) == kind
+    assert classify(_http_error("httpx", "HTTPStatusError", status)) == kind
+    assert classify(urllib.error.HTTPError("http://x", status, "S", {}, None)) == kind  # type: ignore[arg-type]
+    assert classify(_foreign("requests.exceptions", "HTTPError")) == "permanent"  # no response
+
+
 # ---------------------------------------------------------------- @retry
 
 

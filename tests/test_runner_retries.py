@@ -290,6 +290,25 @@ def test_a_python_steps_connection_error_is_retried_but_not_counted_by_the_break
     assert later.states() == {"unrelated": "succeeded"}
 
 
+def test_a_python_steps_requests_connection_error_and_http_503_are_retried(sleeps):
+    requests = pytest.importorskip("requests")
+    calls: list[str] = []
+
+    def fetch() -> int:
+        calls.append("fetch")
+        if len(calls) == 1:
+            raise requests.ConnectionError("HTTPConnectionPool: Max retries exceeded")
+        if len(calls) == 2:
+            response = requests.Response()
+            response.status_code, response.reason, response.url = 503, "Unavailable", "http://x/"
+            response.raise_for_status()
+        return 42
+
+    run = run_graph([Step("fetch", func=fetch)], sleeps)
+    assert (run.states(), len(calls), run.result("fetch")) == ({"fetch": "succeeded"}, 3, 42)
+    assert row(run, "fetch")["attempts"] == 3
+
+
 def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_there(
         sleeps, tmp_path, capsys):
     from dagnb.views.live import TextView

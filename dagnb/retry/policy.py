@@ -21,8 +21,10 @@ circuit_open  never
 
 Transient errors are :class:`~dagnb.errors.TransientError`, ``ConnectionError``,
 ``TimeoutError``, an ``OSError`` whose errno says the network failed (ECONNRESET,
-ECONNREFUSED, ETIMEDOUT, EPIPE, ...), and the transport errors of httpx, httpcore, gql
-and dagger, recognized by module and class name so none of them is imported.
+ECONNREFUSED, ETIMEDOUT, EPIPE, ...), the transport errors of requests, urllib3, httpx,
+httpcore, aiohttp, gql and dagger (urllib's ``URLError`` by its reason), and the HTTP
+errors of requests, httpx, urllib and aiohttp whose status is 408, 429, 502, 503 or
+504, recognized by module and class name so none of them is imported.
 Only :class:`~dagnb.errors.StepTimeout` is a *timeout*: the runner raises it for a step's
 own time limit, while a ``TimeoutError`` from user code is a transient network error.
 """
@@ -100,10 +102,21 @@ _TRANSPORT_ERRORS = _qualified("""
     httpx.TransportError httpcore.NetworkError httpcore.TimeoutException
     httpcore.RemoteProtocolError dagger.TransportError dagger.ClientConnectionError
     gql.TransportServerError gql.TransportClosed gql.TransportConnectionFailed
-    aiohttp.ClientConnectionError
+    aiohttp.ClientConnectionError requests.ConnectionError requests.Timeout
+    requests.ChunkedEncodingError urllib3.ProtocolError urllib3.TimeoutError
 """)
-# transport errors that are the caller's mistake, not the network's
-_PERMANENT_TRANSPORT_ERRORS = _qualified("httpx.UnsupportedProtocol httpx.LocalProtocolError")
+# transport errors that are the caller's mistake, not the network's (requests' SSLError
+# is a ConnectionError, but a certificate that does not verify stays so)
+_PERMANENT_TRANSPORT_ERRORS = _qualified(
+    "httpx.UnsupportedProtocol httpx.LocalProtocolError requests.SSLError"
+)
+# an HTTP response's error: transient when its status says "try again later"
+_HTTP_STATUS_ERRORS = _qualified("""
+    requests.HTTPError httpx.HTTPStatusError urllib.HTTPError aiohttp.ClientResponseError
+""")
+_TRANSIENT_STATUSES = frozenset({408, 429, 502, 503, 504})
+# errors that carry the network's error as their ``reason`` (urlopen's, urllib3's pool)
+_WRAPPING_ERRORS = _qualified("urllib.URLError urllib3.MaxRetryError")
 
 
 def classify(exc: BaseException) -> ErrorKind:
@@ -138,7 +151,23 @@ def _is_transient(exc: BaseException) -> bool:
     if isinstance(exc, OSError) and exc.errno in _TRANSIENT_ERRNOS:
         return True
     names = {(cls.__module__.partition(".")[0], cls.__name__) for cls in type(exc).__mro__}
+    if names & _HTTP_STATUS_ERRORS:
+        return _http_status(exc) in _TRANSIENT_STATUSES
+    if names & _WRAPPING_ERRORS:  # URLError(ConnectionRefusedError(...)): by its reason
+        reason = getattr(exc, "reason", None)
+        return isinstance(reason, BaseException) and reason is not exc and _is_transient(reason)
     return bool(names & _TRANSPORT_ERRORS) and not names & _PERMANENT_TRANSPORT_ERRORS
+
+
+def _http_status(exc: BaseException) -> int | None:
+    """The status of an HTTP error's response: requests' and httpx' ``response``,
+    urllib's and aiohttp's ``status`` (aiohttp's ``code`` warns: read only if need be)."""
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "status", None)
+    if not isinstance(status, int):
+        status = getattr(exc, "code", None)
+    return status if isinstance(status, int) else None
 
 
 def _exit_code(exc: BaseException) -> int | None:
