@@ -309,6 +309,23 @@ def test_a_python_steps_requests_connection_error_and_http_503_are_retried(sleep
     assert row(run, "fetch")["attempts"] == 3
 
 
+def test_the_result_of_a_step_that_failed_or_was_skipped_raises_not_none(sleeps):
+    def fetch() -> int:
+        raise ConnectionError("api down")
+
+    def total(fetch: int) -> int:
+        return fetch + 1
+
+    run = run_graph([Step("fetch", func=fetch), Step("total", func=total, needs=["fetch"]),
+                     Step("quiet", run="true")], sleeps)
+    with pytest.raises(dagnb.StepNotFoundError, match=r"'fetch' has no result .*'failed': "
+                                                      r"ConnectionError: api down"):
+        run.result("fetch")
+    with pytest.raises(dagnb.StepNotFoundError, match=r"'total' has no result .*'skipped'"):
+        run.result("total")
+    assert run.result("quiet") is None  # a step that succeeded with no result: None
+
+
 def test_a_step_that_succeeded_after_retries_has_no_error_and_says_how_it_got_there(
         sleeps, tmp_path, capsys):
     from dagnb.views.live import TextView

@@ -128,22 +128,33 @@ class Run:
 
     # -- products -------------------------------------------------------------------
     def result(self, step: str) -> Any:
-        """The step's Python result (``None`` for a step that has none)."""
+        """The step's Python result (``None`` for a step that has none).
+
+        Raises :class:`~dagnb.errors.StepNotFoundError` for a step that did not succeed
+        (failed, skipped, cancelled, not finished yet): its None would pass for a result.
+        """
         self._known(step)
         if step not in self._results and step in self._restored:
             self._results[step] = self._restored[step].get()
-        value = self._results.get(step, NO_RESULT)
+        if step not in self._results:
+            raise StepNotFoundError(self._nothing_of(step, "result"))
+        value = self._results[step]
         return None if value is NO_RESULT else value
 
     def outputs(self, step: str) -> Path:
         """The folder holding the step's output files (``$DAGNB_OUT``)."""
         self._known(step)
         if step not in self._outputs:
-            raise StepNotFoundError(
-                f"step {step!r} has no outputs in this run (state {self.states()[step]!r})"
-            )
+            raise StepNotFoundError(self._nothing_of(step, "outputs"))
         found = self._outputs[step]
         return found if isinstance(found, Path) else found.path  # the scheduler's record
+
+    def _nothing_of(self, step: str, what: str) -> str:
+        """Why a step has no result or outputs: its state, and its error if it has one."""
+        row = self.status_rows()[step]
+        error = row.get("error")
+        why = f"state {row['state']!r}" + (f": {error}" if error else "")
+        return f"step {step!r} has no {what} in this run ({why})"
 
     def _known(self, step: str) -> None:
         if step not in self.steps:
