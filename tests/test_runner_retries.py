@@ -124,6 +124,21 @@ def test_killed_step_is_retried_with_retry_on_137(sleeps, command):
     assert status["exit_code"] in (137, -9)  # a signal is reported as the OS gives it
 
 
+@pytest.mark.parametrize("command", ["kill -9 $$", "exit 137"])
+def test_a_python_steps_killed_subprocess_is_retried_with_retry_on_137(sleeps, command):
+    calls: list[int] = []
+
+    def train() -> None:
+        calls.append(1)
+        subprocess.run(["sh", "-c", command], check=True)  # CalledProcessError: -9 / 137
+
+    run = run_graph([Step("train", func=train, retries={"max_retries": 1, "retry_on": [137]})],
+                    sleeps)
+    assert (row(run, "train")["attempts"], len(calls)) == (2, 2)
+    other = run_graph([Step("train", func=train, retries={"retry_on": [3]})], sleeps)
+    assert row(other, "train")["attempts"] == 1
+
+
 def test_exhausted_retries_keep_every_attempt_in_the_logs(sleeps):
     step = Step(
         "flaky",

@@ -195,8 +195,8 @@ def _matches(item: RetryOnItem, exc: BaseException) -> bool:
     """Whether one ``retry_on`` item names this error."""
     if isinstance(item, type):
         return any(isinstance(error, item) for error in _chain(exc))
-    if isinstance(item, int):
-        return _exit_code(exc) == item
+    if isinstance(item, int):  # a Python step's StepFailed (exit 1) is raised from the
+        return any(_exit_code(error) == item for error in _chain(exc))  # CalledProcessError
     return bool(item(exc))
 
 
@@ -309,8 +309,9 @@ class RetryPolicy:
     retry_on
         Narrows which failures ``max_retries`` applies to: an exception type (matching
         the error or, for a ``StepFailed`` raised ``from`` a Python step's exception,
-        that exception), an int exit code of a ``StepFailed`` (a signal ``-9`` counts as
-        ``137``), or a predicate ``error -> bool``. Empty (the default): every failure
+        that exception), an int exit code of a ``StepFailed`` or of the
+        ``CalledProcessError`` a Python step raised (a signal ``-9`` counts as ``137``),
+        or a predicate ``error -> bool``. Empty (the default): every failure
         but a timeout is retried ``max_retries`` times; with ``max_retries=0`` (the
         default policy) a non-zero exit is therefore never retried.
     retry_on_timeout
