@@ -141,6 +141,28 @@ def test_a_rerun_without_dagnbs_cache_is_served_by_the_engine_cache(stub, tmp_pa
     assert not {"DAGNB_ATTEMPT", "DAGNB_RUN_ID"} & set(names["withEnvVariable"])
 
 
+@pytest.mark.parametrize("how", ["cache=False", "refresh"])
+def test_a_step_run_again_on_purpose_is_not_served_by_the_engine_cache(stub, tmp_path, how):
+    # A step that fetches what changes outside its key (an API, a database) is marked
+    # cache=False or refreshed to get it anew: the engine's exec cache must not hand
+    # back the first run's output as if the step had run.
+    step = Step("fetch", run='cat "$SOURCE" > "$DAGNB_OUT/prices.csv"',
+                env={"SOURCE": str(tmp_path / "prices.csv")}, cache=how == "refresh")
+    graph = dagnb.Graph("fetch", [step])
+    options = {"refresh": True} if how == "refresh" else {}
+    prices = []
+    for day in ("monday", "tuesday"):
+        (tmp_path / "prices.csv").write_text(day)
+        run = graph.run(executor="dagger", cache_directory=tmp_path / "cache", **options)
+        assert run.states() == {"fetch": "succeeded"}
+        prices.append((run.outputs("fetch") / "prices.csv").read_text())
+    assert prices == ["monday", "tuesday"]
+    assert len(stub.engine.exec_log) == 2
+    names = _variables(stub, "fetch")
+    assert "DAGNB_RUN_ID" in names["withEnvVariable"]  # the run id keys the exec
+    assert names["withVolatileVariable"] == ["DAGNB_ATTEMPT"]
+
+
 def test_an_engine_without_volatile_variables_gets_neither(stub, tmp_path):
     from dagnb.executors.dagger import connection
     from dagnb.executors.loop import run_sync

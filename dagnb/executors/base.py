@@ -84,6 +84,9 @@ class Task:
     # Set by an executor that could not stop the attempt (an async step that ignored its
     # cancel runs on): it may still write to out_dir, so no later attempt may use it.
     left_running = False
+    # Set by the runner when the step runs whatever a cache holds (cache=False, refresh):
+    # an executor with a cache of its own (Dagger's exec cache) must not serve it either.
+    fresh = False
 
     def __init__(
         self,

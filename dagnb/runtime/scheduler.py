@@ -580,6 +580,9 @@ class Scheduler:
             run_id=self.run.id,
             log=self._log_sink(step.name, number, log_file),
         )
+        cache = self.options.cache
+        if step.cache is False or (cache is not None and cache.refreshes(step)):
+            task.fresh = True  # an executor's own cache must not serve it either
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
             shutil.rmtree(task.out_dir)
         if step.func is None and params:  # the local executor writes it with the folders

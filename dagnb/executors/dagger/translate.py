@@ -141,12 +141,17 @@ def container_env(task: Task) -> dict[str, str]:
 def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
     """Plain variables are part of the exec's cache key; the run id and attempt are set
     with ``withVolatileVariable`` so that they are not (engines before 0.21.4 lack it:
-    there a step gets neither, rather than an exec cache defeated on every run)."""
-    for name, value in sorted(container_env(task).items()):
+    there a step gets neither, rather than an exec cache defeated on every run). A step
+    the run must run again (``task.fresh``: cache=False, refresh) gets its run id as a
+    plain variable: the engine would otherwise serve the exec an earlier run made."""
+    env = container_env(task)
+    if task.fresh and "DAGNB_RUN_ID" in task.env:
+        env["DAGNB_RUN_ID"] = task.env["DAGNB_RUN_ID"]
+    for name, value in sorted(env.items()):
         ctr = ctr.with_env_variable(name, value)
     if volatile_variables:
         for name in VOLATILE:
-            if name in task.env:
+            if name in task.env and name not in env:
                 ctr = ctr.with_volatile_variable(name, task.env[name])
     return ctr
 
