@@ -607,6 +607,44 @@ def test_python_step_exception_is_step_failed(stub, make_task):
     assert "ValueError: bad input" in caught.value.stderr_tail
 
 
+def rows_and_a_note():
+    import dagnb
+
+    (dagnb.current().out_dir / "note.txt").write_text("from the host")
+    return [1, 2, 3]
+
+
+def just_rows():
+    return [4, 5]
+
+
+def describe(rows):
+    import os
+
+    folder = os.path.join(os.environ["DAGNB_IN"], "rows")
+    return {"rows": rows, "files": sorted(os.listdir(folder))}
+
+
+@pytest.mark.parametrize("upstream", [rows_and_a_note, just_rows])
+@pytest.mark.parametrize("cache", ["step", "run"])
+def test_a_container_step_gets_the_value_of_an_upstream_run_in_process(
+        stub, tmp_path, upstream, cache):
+    # The upstream's value, not stored (cache=False on it, or on the run), was in memory
+    # only: the container got its folder's Path, or no folder at all (an engine error).
+    import dagnb
+
+    graph = dagnb.Graph("mixed", [
+        Step("rows", func=upstream, executor="local", cache=cache != "step"),
+        Step("describe", func=describe, needs=["rows"], executor="dagger"),
+    ])
+    run = graph.run(cache_directory=tmp_path / "cache", cache=cache != "run")
+    assert run.states() == {"rows": "succeeded", "describe": "succeeded"}, run.status()
+    expected = {rows_and_a_note: {"rows": [1, 2, 3], "files": ["note.txt", "result.json"]},
+                just_rows: {"rows": [4, 5], "files": ["result.json"]}}[upstream]
+    assert run.result("describe") == expected
+    assert not (tmp_path / "cache" / ".runs" / run.id / "describe" / "inputs").exists()
+
+
 # -- availability and the connection --------------------------------------------------
 
 

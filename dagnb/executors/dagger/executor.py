@@ -48,6 +48,7 @@ from dagnb.executors.dagger.translate import (
     image_container,
     image_from,
     parse_registry_auth,
+    staged_inputs,
     volume_key,
 )
 from dagnb.model.masking import Masker
@@ -141,12 +142,13 @@ class DaggerExecutor:
             image = image_container(dag, task, default_image=self.default_image,
                                     registry_auth=self.registry_auth)
             facts = await self._image_facts(self._image_key(task), image)
-            ctr = build_container(dag, task, image=image, services=self._services,
-                                  volatile_variables=volatile,
-                                  owner=task.step.user or facts["user"],
-                                  empty=await connection.constant("empty", dag.directory),
-                                  volumes=await _volumes(dag, task))
-            outcome = await _run(ctr, task, secrets)
+            with staged_inputs(task) as staged:
+                ctr = build_container(dag, task, image=image, services=self._services,
+                                      volatile_variables=volatile,
+                                      owner=task.step.user or facts["user"],
+                                      empty=await connection.constant("empty", dag.directory),
+                                      volumes=await _volumes(dag, task), staged=staged)
+                outcome = await _run(ctr, task, secrets)
             return dataclasses.replace(outcome, image_ref=facts["image_ref"])
         except DagnbError as exc:
             raise _masked(exc, secrets) from None

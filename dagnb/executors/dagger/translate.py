@@ -25,19 +25,22 @@ that mounts ``data/`` must see its files.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
-from collections.abc import Callable, Iterable, Mapping
+import shutil
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dagnb.cache.mounts import DEFAULT_EXCLUDES, mount_excludes
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
-from dagnb.executors.base import Task
+from dagnb.executors.base import Input, Task
 from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
+from dagnb.model.results import NO_RESULT, RESULT_FILES, save_result
 from dagnb.model.step import Step
 
 __all__ = [
@@ -184,6 +187,7 @@ def build_container(
     image: Any = None,
     empty: Any = None,
     volumes: Mapping[str, Any] | None = None,
+    staged: Mapping[str, Path] | None = None,
 ) -> Any:
     """The lazy pipeline for one attempt, ending with its exec.
 
@@ -195,6 +199,7 @@ def build_container(
     SDK resolves an argument's ID once per pipeline object it has built, so sharing it
     saves the round trips). ``empty`` (an empty Directory) and ``volumes`` (alias ->
     CacheVolume): objects whose IDs the caller already knows (:func:`connection.constant`).
+    ``staged``: upstream name -> the host folder :func:`staged_inputs` made for it.
     """
     dagger = _sdk()
     step = task.step
@@ -205,7 +210,7 @@ def build_container(
     ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
-    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty)
+    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty, staged or {})
     mounts = [*_host_mounts(dag, task), *_cache_mounts(dag, task, dagger, owner, volumes)]
     ctr = _with_mounts(ctr, task.step, mounts)
     ctr = _with_services(ctr, task, services)
@@ -258,19 +263,75 @@ def _sdk() -> Any:
 
 
 def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str,
-                        empty: Any) -> Any:
+                        empty: Any, staged: Mapping[str, Path]) -> Any:
     # Real (empty) directories, so they exist for commands and for export even when a
     # step has no upstreams or writes nothing.
     empty = empty if empty is not None else dag.directory()
     ctr = ctr.with_directory(CONTAINER_OUT, empty, owner=owner)
     ctr = ctr.with_directory(CONTAINER_IN, empty)
     for name, item in sorted(task.inputs.items()):
-        if isinstance(item.handle, dagger.Directory) and from_this_session(item.handle):
-            source = item.handle  # container to container, no trip through the host
-        else:
-            source = dag.host().directory(str(Path(item.path).resolve()), no_cache=True)
+        source = _input_source(dag, item, staged.get(name), empty)
         ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, read_only=True)
     return ctr.with_new_file(CONTAINER_PARAMS, _params_text(task))
+
+
+def _input_source(dag: Any, item: Input, staged: Path | None, empty: Any) -> Any:
+    """``$DAGNB_IN/<name>``: the upstream's container directory when this session made
+    it (no trip through the host), else a host folder: the one :func:`staged_inputs`
+    made, or the upstream's own; an in-process upstream that wrote no file has none."""
+    if _made_here(item):
+        return item.handle
+    folder = staged or Path(item.path).resolve()
+    if staged is None and not folder.is_dir():
+        return empty
+    return dag.host().directory(str(folder), no_cache=True)
+
+
+@contextlib.contextmanager
+def staged_inputs(task: Task) -> Iterator[dict[str, Path]]:
+    """Host folders for the upstreams whose value is not in their folder, removed
+    after the step: an upstream that ran in this process (local, dask) and whose value
+    the run did not store (cache=False, caching off) keeps it in memory only, and the
+    shim would hand the step the folder's Path instead. Each gets the upstream's files
+    (hard links where they can be) and its value as ``result.json`` or ``result.pkl``."""
+    missing = [name for name, item in task.inputs.items() if _value_not_in_folder(item)]
+    if not missing:
+        yield {}
+        return
+    into = task.out_dir.parent / "inputs"
+    shutil.rmtree(into, ignore_errors=True)  # what a killed attempt left
+    try:
+        yield {name: _stage(task.inputs[name], into / name) for name in missing}
+    finally:
+        shutil.rmtree(into, ignore_errors=True)
+
+
+def _value_not_in_folder(item: Input) -> bool:
+    """Whether the upstream has a value that no file in its host folder holds."""
+    if item.result is NO_RESULT or _made_here(item):
+        return False
+    return not any((item.path / file).exists() for file in RESULT_FILES)
+
+
+def _stage(item: Input, target: Path) -> Path:
+    if item.path.is_dir():
+        shutil.copytree(item.path, target, symlinks=True, copy_function=_link_or_copy)
+    else:
+        target.mkdir(parents=True)
+    save_result(target, item.result)
+    return target
+
+
+def _made_here(item: Input) -> bool:
+    """Whether the upstream's outputs are a directory this session's containers made."""
+    return item.handle is not None and from_this_session(item.handle)
+
+
+def _link_or_copy(source: str, target: str) -> None:
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copy2(source, target)
 
 
 def _params_text(task: Task) -> str:
