@@ -378,6 +378,24 @@ def test_secrets_reach_the_step_only_through_set_secret(stub, make_task):
     assert SECRET not in json.dumps(stub.engine.describe(secret["secret"]))  # opaque
 
 
+def test_secret_values_stay_out_of_the_clients_debug_log(stub, make_task, monkeypatch,
+                                                         caplog):
+    # gql logs each request and the arguments of each call it builds at DEBUG: a user
+    # debugging with logging.basicConfig(level=logging.DEBUG) saw every secret's value.
+    monkeypatch.setenv("REG_PASSWORD", SECRET + "-registry")
+    executor = DaggerExecutor(registry_auth={"address": "registry.example.com",
+                                             "username": "bob", "password_env": "REG_PASSWORD"})
+    caplog.set_level(logging.DEBUG)
+    task = make_task(Step("sec", run='echo "${#TOKEN} chars"', secrets=["TOKEN"]),
+                     secrets={"TOKEN": SECRET})
+    run(executor, task)
+    assert task.log.of("stdout") == [f"{len(SECRET)} chars"]
+    assert len(_plaintext_queries(stub, SECRET)) == 2  # the engine got both, once each
+    requests = [r for r in caplog.records if r.name.startswith("gql")]
+    assert any("withSecretVariable" in r.getMessage() for r in requests)  # still logged
+    assert not [r.getMessage() for r in caplog.records if SECRET in r.getMessage()]
+
+
 def test_registry_auth_uses_a_secret(stub, make_task, monkeypatch):
     monkeypatch.setenv("REG_PASSWORD", SECRET)
     executor = DaggerExecutor(registry_auth={"address": "registry.example.com",

@@ -137,6 +137,28 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, transient)
 
 
+# -- the client's own logs --------------------------------------------------------------
+
+_LEFT_OUT = "(a setSecret request, left out of the log: it holds a secret's value)"
+
+
+class _NoSecretValues(logging.Filter):
+    """gql logs every request it sends, and the call it builds, at DEBUG; a ``setSecret``
+    request holds the secret's value in plain text (the engine keeps it out of its
+    own logs and traces), so a user's ``logging.basicConfig(level=DEBUG)`` printed it.
+    Such a record keeps its place, with its text left out."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if "setSecret" in record.getMessage():
+            record.msg, record.args = _LEFT_OUT, ()
+        return True
+
+
+_SECRET_FILTER = _NoSecretValues()
+for _name in ("gql.transport.httpx", "gql.dsl"):  # the request, and the call's arguments
+    logging.getLogger(_name).addFilter(_SECRET_FILTER)
+
+
 # -- the connection --------------------------------------------------------------------
 
 
