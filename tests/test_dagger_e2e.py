@@ -163,6 +163,20 @@ def test_a_step_run_again_on_purpose_is_not_served_by_the_engine_cache(stub, tmp
     assert names["withVolatileVariable"] == ["DAGNB_ATTEMPT"]
 
 
+def test_a_rotated_secret_reaches_a_step_that_runs_every_time(stub, tmp_path, monkeypatch):
+    # The engine keys a secret by its name alone: a new value under the same name is
+    # the same exec, so only the run id keying it makes the step use the new value.
+    step = Step("whoami", run='echo "${TOKEN%%-*}" > "$DAGNB_OUT/user"', secrets=["TOKEN"],
+                cache=False)
+    users = []
+    for token in ("alice-0123456789", "bob-9876543210"):
+        monkeypatch.setenv("TOKEN", token)
+        run = dagnb.Graph("who", [step]).run(executor="dagger",
+                                             cache_directory=tmp_path / "cache")
+        users.append((run.outputs("whoami") / "user").read_text().strip())
+    assert users == ["alice", "bob"]
+
+
 def test_an_engine_without_volatile_variables_gets_neither(stub, tmp_path):
     from dagnb.executors.dagger import connection
     from dagnb.executors.loop import run_sync

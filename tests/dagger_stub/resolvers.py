@@ -155,8 +155,12 @@ class StubEngine:
         return self.objects[ident]
 
     def secret_handle(self, name: str, plaintext: str) -> str:
-        """An opaque, deterministic handle; the plaintext stays in this table only."""
-        digest = hmac.new(self._secret_key, f"{name}\0{plaintext}".encode(), "sha256")
+        """An opaque handle; the plaintext stays in this table only. As the engine's
+        setSecret (v0.21.8 core/schema/secret.go, core/secret.go SetSecretHandle), the
+        handle, so the secret's digest in every cache key, comes from the name alone,
+        and the value set last under a name is the one bound to it (dagql/cache.go
+        BindSessionResource): a new value under the same name busts no exec cache."""
+        digest = hmac.new(self._secret_key, name.encode(), "sha256")
         handle = digest.hexdigest()[:32]
         self.secrets[handle] = plaintext
         return handle
