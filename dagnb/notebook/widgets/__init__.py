@@ -9,7 +9,8 @@ the detection.
 :func:`watch` shows a run: it waits on a synchronous run from the calling thread and
 renders in between, so the output lands in the running cell, and when the run ends it
 replaces the widget by a static snapshot (:class:`dagnb.views.snapshot.RunSnapshot`) that
-a saved notebook keeps; a Ctrl-C or kernel
+a saved notebook keeps (a ``--background`` run's widget too, from a thread, through its
+display id: the cell finished long before); a Ctrl-C or kernel
 interrupt there cancels the run (in-process Python steps included) and waits for its
 processes to be killed. Meanwhile the kernel reads no widget clicks, so the widget's
 Cancel button is disabled and its tooltip points at the kernel's interrupt.
@@ -20,6 +21,7 @@ ipywidgets is imported only when a widget is built.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -98,8 +100,9 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     focus, start, clear_cache
         As for :func:`live_view`.
     background
-        Return at once; a widget keeps rendering from its own thread, plain text prints
-        one line saying how to look at the run later.
+        Return at once; a widget keeps rendering from its own thread and turns into its
+        snapshot when the run ends, plain text prints one line saying how to look at the
+        run later.
     interval
         How often to look while waiting.
 
@@ -118,6 +121,8 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
         view.cell_waiting = not background  # Cancel cannot be clicked then: say so
         view.follow(run, live=background)
         view.display_handle = _display(view)  # (following: its text form names the run)
+        if background:
+            _close_when_done(view)
     if not background:
         _wait(run, view, interval)
     return view
@@ -152,6 +157,25 @@ def _wait(run: Run, view: Any, interval: float) -> None:
             raise LeftRunning(left) from None
         raise
     _close(view)
+
+
+def _close_when_done(view: Any) -> None:
+    """Settle a ``--background`` cell's widget when its run ends, as a waited-on cell's:
+    a notebook saved after that keeps how the run ended, not a widget no reader draws."""
+    threading.Thread(target=_close_after_run, args=(view,), daemon=True,
+                     name="dagnb-settle").start()
+
+
+def _close_after_run(view: Any) -> None:
+    run = None
+    try:
+        while view.run is not run:  # (a button may have started another run meanwhile)
+            run = view.run
+            run.wait()
+        _close(view)
+    except Exception as exc:  # a thread has nobody to raise to
+        warnings.warn(f"dagnb: the view of run {run.id if run else '?'} was not replaced "
+                      f"by its snapshot: {exc}", stacklevel=1)
 
 
 def _close(view: Any) -> None:

@@ -86,8 +86,8 @@ class StatusWidget(w.VBox):
             self.follow(run)
 
     def __repr__(self) -> str:
-        """The text a reader with no widgets sees (a saved ``--background`` cell, which
-        nobody waits on to turn into its snapshot; ipywidgets keeps 110 characters)."""
+        """The text a reader with no widgets sees (a ``--background`` cell saved before
+        its run ended and turned it into its snapshot; ipywidgets keeps 110 characters)."""
         run = getattr(self, "run", None)
         if run is None:
             return "dagnb: a view of no run yet"
