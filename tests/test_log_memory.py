@@ -11,6 +11,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from dagnb import Graph, Step
@@ -249,3 +250,43 @@ def test_the_tail_of_log_files_is_read_from_their_ends(tmp_path: Path):
     assert [r["line"] for r in logfile._file_tail(paths[1], 3, block=7)] == ["2:47", "2:48",
                                                                             "2:49"]
     assert logfile.tail_records([tmp_path / "missing.jsonl"], 5) == []
+    mixed = tmp_path / "logs-3.jsonl"  # a stream's lines far back, a line longer than a block
+    mixed.write_text("".join(json.dumps({"stream": stream, "line": line}) + "\n" for stream, line
+                             in [("stderr", "e" * 40), *(("stdout", str(i)) for i in range(30)),
+                                 ("stderr", "late")]) + '{"stream": "std')  # (torn: running)
+    assert [r["line"] for r in logfile._file_tail(mixed, 2, block=7, stream="stderr")] == [
+        "e" * 40, "late"]
+    assert [r["line"] for r in logfile._file_tail(mixed, 2, block=7, stream="stdout")] == [
+        "28", "29"]
+    assert len(logfile.tail_records([mixed], 50, stream="stdout")) == 30
+
+
+def test_a_tail_of_a_long_log_is_the_full_read_s_last_rows_read_from_the_end(
+        monkeypatch, workdir: Path):
+    """``logs(step, tail=N)`` reads back from the end of the step's files, across every
+    attempt's, a stream's own lines too: the same rows, dtypes and times as the last N of
+    the full read, without reading every record (which took a second a 100,000)."""
+    from dagnb.runtime import run as run_module
+
+    monkeypatch.setattr(events, "LOG_LINES_KEPT", 10)
+    marker = workdir / "tried"
+    step = Step("flaky", retries={"max_retries": 1, "backoff_factor": 0}, cache=False,
+                run=f"seq 1 30; echo once >&2; [ -e {marker} ] || "
+                    f"{{ touch {marker}; seq 100 120 >&2; exit 1; }}; seq 200 240")
+    run = Graph("r", [step]).run(executor="local")
+    assert run.states() == {"flaky": "succeeded"}
+    assert len(list((Path(run.workspace_text) / "flaky").glob("logs-*.jsonl"))) == 2
+    full = {stream: run.logs("flaky", stream=stream) for stream in (None, "stdout", "stderr")}
+    assert len(full[None]) == 30 + 1 + 21 + 30 + 1 + 41
+
+    def every_record(paths):
+        raise AssertionError("read every record for a tail")
+
+    monkeypatch.setattr(run_module, "read_records", every_record)
+    for stream, lines in full.items():
+        for tail in (1, 3, 22, 60, 124, 1_000):
+            expected = lines.tail(tail).reset_index(drop=True)
+            pd.testing.assert_frame_equal(run.logs("flaky", stream=stream, tail=tail),
+                                          expected)
+    assert run.logs("flaky", stream="stderr", tail=3)["attempt"].tolist() == [1, 1, 2]
+    assert run.logs("flaky", tail=0).empty

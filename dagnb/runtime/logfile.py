@@ -130,34 +130,57 @@ def read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:
             continue
 
 
-def tail_records(paths: Iterable[Path], count: int) -> list[dict[str, Any]]:
-    """The last ``count`` records of log files (the last file's end first), read back
-    from their ends: a view's tail of a 100,000-line step costs what its lines do."""
+def tail_records(paths: Iterable[Path], count: int,
+                 stream: str | None = None) -> list[dict[str, Any]]:
+    """The last ``count`` records of log files (of ``stream`` only, if given), in file
+    order, read back from their ends: a tail of a 100,000-line step costs what its lines
+    do. A stream seldom printed is read back as far as its lines go (the whole files,
+    if fewer), one block in memory at a time."""
     found: list[dict[str, Any]] = []
     for path in reversed(list(paths)):
         if len(found) >= count:
             break
-        found[:0] = _file_tail(path, count - len(found))
+        found[:0] = _file_tail(path, count - len(found), stream=stream)
     return found
 
 
-def _file_tail(path: Path, count: int, block: int = 1 << 16) -> list[dict[str, Any]]:
-    """The last ``count`` records of one file, reading blocks back from its end until
-    ``count`` whole lines are in."""
+def _file_tail(path: Path, count: int, block: int = 1 << 16,
+               stream: str | None = None) -> list[dict[str, Any]]:
+    """The last ``count`` records of one file (of ``stream``), as :func:`read_records`
+    reads them: torn or undecodable lines skipped."""
+    found: list[dict[str, Any]] = []
+    if count <= 0:
+        return found
+    for piece in _lines_backwards(path, block):
+        record = _record(piece.decode("utf-8", "replace"))
+        if record is not None and (stream is None
+                                   or record.get("stream", "stdout") == stream):
+            found.append(record)
+            if len(found) == count:
+                break
+    return found[::-1]
+
+
+def _lines_backwards(path: Path, block: int) -> Iterator[bytes]:
+    """A file's lines, last first, reading ``block`` bytes at a time back from its end:
+    one block in memory, and the line it cuts (joined once: a 100 MB line stays linear)."""
     try:
         with open(path, "rb") as handle:
-            start = end = handle.seek(0, os.SEEK_END)
-            data = b""
-            while start > 0 and data.count(b"\n") <= count:
-                start = max(0, start - block)
-                block *= 2
+            end = handle.seek(0, os.SEEK_END)
+            rest: list[bytes] = []  # the end of a line that starts further back, last first
+            while end > 0:
+                start = max(0, end - block)
                 handle.seek(start)
-                data = handle.read(end - start)
+                pieces = handle.read(end - start).split(b"\n")
+                end = start
+                if start and len(pieces) == 1:  # inside one long line
+                    rest.append(pieces[0])
+                    continue
+                pieces[-1] += b"".join(reversed(rest))
+                rest = [pieces.pop(0)] if start else []
+                yield from reversed(pieces)
     except OSError:
-        return []
-    pieces = data.split(b"\n")[1 if start else 0:]  # before the first newline: torn
-    records = (_record(piece.decode("utf-8", "replace")) for piece in pieces if piece)
-    return [record for record in records if record is not None][-count:]
+        return
 
 
 def _record(text: str) -> dict[str, Any] | None:

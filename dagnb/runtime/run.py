@@ -7,7 +7,7 @@ and output folders of its steps, and a handle to cancel it or wait for it.
 from __future__ import annotations
 
 import concurrent.futures
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -91,8 +91,10 @@ class Run:
         """Captured lines: time, step, attempt, stream, line (secrets masked).
 
         A step that printed more than the event log keeps in memory is read from its
-        log files (``tail`` then keeps only that many lines in memory). ``stream`` is
-        'stdout', 'stderr' or None (both); ``tail`` a whole number >= 0 or None (all)."""
+        log files (with ``step`` and ``tail``, back from their ends: the cost of the
+        tail, not of the file; ``tail`` alone reads them all, keeping that many lines in
+        memory). ``stream`` is 'stdout', 'stderr' or None (both); ``tail`` a whole number
+        >= 0 or None (all)."""
         check_log_filters(stream, tail)
         if step is not None:
             self._known(step)
@@ -101,14 +103,26 @@ class Run:
             flush = self._flushes.get(name)
             if flush is not None:
                 flush()
-        files = {name: self._files_of(name) for name in spilled}
-        events = _from_files(self.events, spilled, files) if spilled else self.events
+        if tail is not None and step in spilled:
+            events: Iterable[Event] = self._tail_events(step, stream, tail)
+        elif spilled:
+            files = {name: self._files_of(name) for name in spilled}
+            events = _from_files(self.events, spilled, files)
+        else:
+            events = self.events
         return logs_frame(events, step=step, stream=stream, tail=tail)
+
+    def _tail_events(self, step: str, stream: str | None, tail: int) -> list[Event]:
+        """The events of the last ``tail`` lines of ``step`` (of ``stream``) in its log
+        files, as :func:`_from_files` makes them, read back from the files' ends."""
+        default = _first_line_time(self.events, step)
+        return [_file_event(step, record, default)
+                for record in tail_records(self._files_of(step), tail, stream)]
 
     def log_tail(self, step: str, count: int) -> list[str]:
         """The last ``count`` lines of ``step`` (both streams, masked), read from the end
         of its log files: the views' tail of a step whose later lines the event log did
-        not keep (reading them all, as :meth:`logs` does, takes a second a 100,000)."""
+        not keep, as ``logs(step, tail=count)`` reads it, without building a DataFrame."""
         flush = self._flushes.get(step)
         if flush is not None:  # a running step's latest lines may still be in its buffer
             flush()
@@ -323,11 +337,24 @@ def _from_files(
         yield from _file_events(step, files.get(step, []), last)
 
 
+def _first_line_time(events: EventLog, step: str) -> float:
+    """The time :func:`_from_files` gives ``step``'s records that have none."""
+    last = 0.0
+    for event in events:
+        last = event.time
+        if event.kind == "log" and event.step == step:
+            break
+    return last
+
+
 def _file_events(step: str, paths: list[Path], default_time: float) -> Iterator[Event]:
     for record in read_records(paths):
-        data = {"stream": record.get("stream", "stdout"), "line": record["line"]}
-        yield Event(record.get("time", default_time), step, "log", record.get("attempt", 1),
-                    data)
+        yield _file_event(step, record, default_time)
+
+
+def _file_event(step: str, record: dict[str, Any], default_time: float) -> Event:
+    data = {"stream": record.get("stream", "stdout"), "line": record["line"]}
+    return Event(record.get("time", default_time), step, "log", record.get("attempt", 1), data)
 
 
 def _blank(value: Any) -> str:
