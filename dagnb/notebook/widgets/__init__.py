@@ -10,7 +10,8 @@ the detection.
 renders in between, so the output lands in the running cell, and when the run ends it
 replaces the widget by a static snapshot (:class:`dagnb.views.snapshot.RunSnapshot`) that
 a saved notebook keeps (a ``--background`` run's widget too, from a thread, through its
-display id: the cell finished long before); a Ctrl-C or kernel
+display id: the cell finished long before; see :func:`_close_when_done` for which front
+ends apply that update); a Ctrl-C or kernel
 interrupt there cancels the run (in-process Python steps included) and waits for its
 processes to be killed. Meanwhile the kernel reads no widget clicks, so the widget's
 Cancel button is disabled and its tooltip points at the kernel's interrupt.
@@ -101,7 +102,8 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
         As for :func:`live_view`.
     background
         Return at once; a widget keeps rendering from its own thread and turns into its
-        snapshot when the run ends, plain text prints one line saying how to look at the
+        snapshot when the run ends (where the front end applies the update: see
+        :func:`_close_when_done`), plain text prints one line saying how to look at the
         run later.
     interval
         How often to look while waiting.
@@ -161,7 +163,19 @@ def _wait(run: Run, view: Any, interval: float) -> None:
 
 def _close_when_done(view: Any) -> None:
     """Settle a ``--background`` cell's widget when its run ends, as a waited-on cell's:
-    a notebook saved after that keeps how the run ended, not a widget no reader draws."""
+    a notebook saved after that keeps how the run ended, not a widget no reader draws.
+
+    The snapshot goes out as an ``update_display_data`` of the widget's display id, sent
+    from this thread: ipykernel gives it the parent of the latest shell request (another
+    cell's, a widget's comm message), not the cell's. Whether it lands is the front end's
+    doing. JupyterLab routes an update by display id to every cell of the page that showed
+    it, whatever its parent, and keeps a cell's request until that cell runs again: the
+    page that ran the cell applies it, other cells running or not. A page that did not
+    show it (reloaded, the notebook reopened while the run went) drops it, and the cell
+    saves the widget's text form, the line naming the run. nbclient reads only the running
+    cell's messages: it keeps the update when a later cell runs as it arrives.
+    (tests/browser/test_jupyterlab.py, tests/test_lasting_output.py)
+    """
     threading.Thread(target=_close_after_run, args=(view,), daemon=True,
                      name="dagnb-settle").start()
 

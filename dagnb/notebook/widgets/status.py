@@ -87,7 +87,8 @@ class StatusWidget(w.VBox):
 
     def __repr__(self) -> str:
         """The text a reader with no widgets sees (a ``--background`` cell saved before
-        its run ended and turned it into its snapshot; ipywidgets keeps 110 characters)."""
+        its run ended and turned it into its snapshot, or by a page that did not apply
+        that update: one reloaded while the run went; ipywidgets keeps 110 characters)."""
         run = getattr(self, "run", None)
         if run is None:
             return "dagnb: a view of no run yet"
