@@ -193,6 +193,36 @@ def test_memory_on_a_store_url_hits_across_processes(url: str, tmp_path: Path) -
     assert any(o.startswith("entries/") for o in listing(url))
 
 
+FORKED_SCRIPT = """\
+import multiprocessing
+import sys
+import dagnb
+
+memory = dagnb.Memory(location=sys.argv[1])
+
+@memory.cache
+def square(x):
+    return x * x
+
+if __name__ == "__main__":
+    print(square(1))  # the parent's client of the store exists before the fork
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        print(pool.map(square, [2, 3]))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_memory_calls_in_forked_workers_reach_the_store(url: str, tmp_path: Path) -> None:
+    """s3fs' client refuses to work in a forked child: each worker makes its own."""
+    script = tmp_path / "pool.py"
+    script.write_text(FORKED_SCRIPT)
+    done = subprocess.run([sys.executable, str(script), url], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["1", "[4, 9]"]
+    assert "RemoteCacheWarning" not in done.stderr, done.stderr
+    assert len([o for o in listing(url) if o.startswith("entries/")]) == 3
+
 # -- the layout ---------------------------------------------------------------------------
 class Recording:
     """The real filesystem, with the order of its writes written down."""

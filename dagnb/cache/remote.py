@@ -159,17 +159,9 @@ class ObjectStore:
         if protocol in ("s3", "s3a"):
             s3_retries = options.pop("retries", s3_retries)
             options = _s3_defaults(options)
-        try:
-            self.fs, path = _fsspec(url).core.url_to_fs(self.url, **options)
-        except ImportError as exc:  # s3fs, gcsfs or adlfs missing
-            raise CacheError(
-                f"cache directory {url!r} needs {exc.name or 'its store library'}; install "
-                "it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
-            ) from None
-        self.path = path.rstrip("/")
-        is_s3 = "s3" in _protocols(self.fs)
-        if is_s3:
-            self.fs.retries = s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
+        self._options, self._s3_retries = options, s3_retries
+        self._connect()
+        is_s3 = "s3" in _protocols(self._fs)
         # blobs whose content did not match their name (their digest) when downloaded,
         # and the entries that named them: a save replaces both (see _put_blob)
         self.damaged_blobs: set[str] = set()
@@ -181,6 +173,33 @@ class ObjectStore:
 
     def __repr__(self) -> str:
         return f"ObjectStore({self.url!r})"
+
+    def _connect(self) -> None:
+        """Make this process's client of the store."""
+        try:
+            fs, path = _fsspec(self.url).core.url_to_fs(self.url, **self._options)
+        except ImportError as exc:  # s3fs, gcsfs or adlfs missing
+            raise CacheError(
+                f"cache directory {self.url!r} needs {exc.name or 'its store library'}; "
+                "install it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
+            ) from None
+        self.path = path.rstrip("/")
+        if "s3" in _protocols(fs):
+            fs.retries = self._s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
+        self.fs = fs
+
+    @property
+    def fs(self) -> Any:
+        """The store's client, made again in a forked child (a Pool's worker): s3fs'
+        client of the parent refuses to work there ("not fork-safe"), which read as an
+        unreachable store, so whatever the workers computed stayed on this machine."""
+        if self._pid != os.getpid():
+            self._connect()
+        return self._fs
+
+    @fs.setter
+    def fs(self, fs: Any) -> None:
+        self._fs, self._pid = fs, os.getpid()
 
     def blob_path(self, digest: str) -> str:
         """Where the blob of ``digest`` is."""
