@@ -506,6 +506,28 @@ def test_an_unreachable_store_is_a_miss_and_the_entry_stays_local(
     assert len(calls) == 1
 
 
+def test_a_refresh_the_store_missed_is_sent_by_the_next_push(
+    url: str, server: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A push skips the keys the store has: one refreshed while it was down is the
+    exception, else the store keeps the result the refresh replaced."""
+    laptop = store(url, tmp_path / "a")
+    save(laptop, "prices", "k", {"prices.csv": b"monday"})
+    server.stop()
+    try:
+        with pytest.warns(RemoteCacheWarning, match="an upload failed"):
+            out = laptop.scratch_dir("prices")
+            (out / "prices.csv").write_bytes(b"tuesday")
+            laptop.save("prices", "k", out_dir=out, refresh=True)
+    finally:
+        server.start()
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    assert "1 entries copied" in capsys.readouterr().out
+    entry = store(url, tmp_path / "b").lookup("prices", "k")
+    assert entry is not None and (entry.out_dir / "prices.csv").read_bytes() == b"tuesday"
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    assert "0 entries copied, 1 already there" in capsys.readouterr().out  # sent once
+
 class _SilentEndpoint:
     """A TCP server that accepts connections and never answers (a hung MinIO, a stuck
     proxy): what costs a client its read timeout, times every retry."""

@@ -42,7 +42,8 @@ Credentials come from the store library's usual places (environment variables, p
 instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`). Code may
 pass ``key`` and ``secret`` in ``storage_options``, whose URLs are checked as the
 setting's are (:func:`dagnb.checks.store_options`).
-:func:`push` and :func:`pull` copy entries between a local cache and a remote store.
+:func:`push` and :func:`pull` copy entries between a local cache and a remote store; a
+push also sends the refreshes and rebuilds the store missed (:func:`owe_replacement`).
 
 fsspec with s3fs was chosen over obstore: one API for every store fsspec knows (local
 files and memory included, which the tests use), the conditional create that S3 offers,
@@ -52,6 +53,7 @@ does; obstore is faster per request but adds a Rust build and its own credential
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -585,12 +587,16 @@ class RemoteBackend(StoreBackend):
         self._distrusted.discard((step, key))
         self.local.write(step, key, folder)
         item = self.local.read(step, key)
-        if step.startswith(".") or item is None or item.meta is None or not self._reachable():
+        if step.startswith(".") or item is None or item.meta is None:
+            return
+        if not self._reachable():
+            owe_replacement(self.root, step, key, replace)
             return
         try:
             self.remote.upload(step, key, item.path, meta=json.loads(item.meta),
                                replace=replace)
         except Exception as exc:  # the entry is saved locally; push uploads it later
+            owe_replacement(self.root, step, key, replace)
             self._failed("an upload", exc)
 
     def _reachable(self) -> bool:
@@ -637,6 +643,35 @@ class RemoteBackend(StoreBackend):
 
 register_backend("remote", RemoteBackend)
 
+_OWED = ".unsent-replacements"  # in the local tier: <step>/<key>, one empty file each
+
+
+def owe_replacement(root: Path, step: str, key: str, replace: bool = True) -> None:
+    """Remember that the entry ``step/key`` of the tier ``root`` replaces the store's
+    copy (a refresh, a rebuild) that could not be sent: a push, which skips the keys the
+    store has, sends it then, else the store keeps the result the refresh replaced."""
+    if replace:
+        with contextlib.suppress(OSError):  # (a tier that cannot take it: as before)
+            marker = root / _OWED / step / key
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+
+
+def owed_replacements(root: Path) -> set[tuple[str, str]]:
+    """The (step, key) of the tier ``root`` whose store copies are to be replaced."""
+    try:
+        steps = os.listdir(root / _OWED)
+    except OSError:
+        return set()
+    return {(step, key) for step in steps
+            for key in (os.listdir(root / _OWED / step) if (root / _OWED / step).is_dir()
+                        else ())}
+
+
+def paid_replacement(root: Path, step: str, key: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(root / _OWED / step / key)
+
 
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
@@ -674,13 +709,17 @@ def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfe
     now = local.clock()
     local.take_set_aside()  # (those found before were reported then: count this push's)
     entries = [entry for entry in local.iter_entries() if not entry.expired(now)]
+    owed = owed_replacements(local.location)  # refreshes the store did not get
     done = Transfer()
     for number, entry in enumerate(entries, 1):
-        if remote.trusted(entry.step, entry.key):
+        replace = (entry.step, entry.key) in owed
+        if not replace and remote.trusted(entry.step, entry.key):
             done.skipped += 1  # (not re-hashed: the store has it already)
         elif _intact(local, entry):
-            done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta)
+            done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta,
+                                        replace=replace)
             done.copied += 1
+            paid_replacement(local.location, entry.step, entry.key)
         if progress is not None:
             progress(number, len(entries), done.bytes)
     done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
