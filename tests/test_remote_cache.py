@@ -528,6 +528,28 @@ def test_a_refresh_the_store_missed_is_sent_by_the_next_push(
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
     assert "0 entries copied, 1 already there" in capsys.readouterr().out  # sent once
 
+def test_each_outage_of_the_store_is_said_once(
+    url: str, server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A long-lived process (a notebook's kernel) is told of every outage, not the first
+    alone: entries saved during the second stay local too."""
+    monkeypatch.setattr(remote_module, "RETRY_AFTER", 0.0)  # the store is asked each time
+    kernel = store(url, tmp_path / "a")
+    for outage in ("monday", "tuesday"):
+        server.stop()
+        try:
+            with pytest.warns(RemoteCacheWarning, match="an upload failed") as said:
+                save(kernel, "step", f"{outage}-1", {"v.txt": b"1"})
+                save(kernel, "step", f"{outage}-2", {"v.txt": b"2"})
+            assert len(said) == 1
+        finally:
+            server.start()
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            save(kernel, "step", f"{outage}-back", {"v.txt": b"3"})
+    assert [o for o in listing(url) if o.startswith("entries/")] == [
+        "entries/step/monday-back.json", "entries/step/tuesday-back.json"]
+
 class _SilentEndpoint:
     """A TCP server that accepts connections and never answers (a hung MinIO, a stuck
     proxy): what costs a client its read timeout, times every retry."""

@@ -553,7 +553,7 @@ class RemoteBackend(StoreBackend):
         self.remote = ObjectStore(url, options)
         self.local = LocalBackend(config.cache_local_directory if local is None else local)
         self.root = self.local.root
-        self._warned = False  # one warning per store object
+        self._warned = False  # one warning per outage: reset when the store answers
         self._down_until = 0.0  # after a failure the store rests: no call waits on it
         # keys removed from the tier here (set aside as damaged, cleared): the store's copy
         # is not fetched again, and the next save of the key replaces it
@@ -573,6 +573,7 @@ class RemoteBackend(StoreBackend):
         except Exception as exc:  # an unreachable store is a miss, never a failed run
             self._failed("a download", exc)
             return None
+        self._warned = False
         if moved is None and (step, key) in self.remote.damaged_entries:
             warnings.warn(
                 f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} has a file whose "
@@ -598,13 +599,16 @@ class RemoteBackend(StoreBackend):
         except Exception as exc:  # the entry is saved locally; push uploads it later
             owe_replacement(self.root, step, key, replace)
             self._failed("an upload", exc)
+        else:
+            self._warned = False
 
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
 
     def _failed(self, what: str, exc: BaseException) -> None:
         """Rest the store for ``RETRY_AFTER`` seconds (an offline laptop must not wait on
-        each lookup for the library's connect timeouts and retries); warn once."""
+        each lookup for the library's connect timeouts and retries); warn once per outage
+        (a kernel open for days said nothing of the second, whose saves stayed local)."""
         self._down_until = time.monotonic() + RETRY_AFTER
         if self._warned:
             return
@@ -624,10 +628,12 @@ class RemoteBackend(StoreBackend):
         if step.startswith(".") or (step, key) in self._distrusted or not self._reachable():
             return False
         try:
-            return self.remote.manifest(step, key) is not None
+            found = self.remote.manifest(step, key) is not None
         except Exception as exc:  # unreachable: as good as absent
             self._failed("a lookup", exc)
             return False
+        self._warned = False
+        return found
 
     def names(self, step: str | None = None) -> list[str]:
         """The local tier's names: listing, clearing and evicting act on this machine."""
