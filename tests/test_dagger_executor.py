@@ -985,3 +985,101 @@ def test_each_step_is_an_opentelemetry_span_the_queries_carry(stub, make_task):
     trace_id = format(span.context.trace_id, "032x")
     execs = [q for q in stub.queries if "withExec" in q.query]
     assert execs and all(trace_id in (q.traceparent or "") for q in execs)
+
+
+# -- globals a Python step reads ------------------------------------------------------
+
+ALLOWED = {"b", "a"}  # not a literal the old shim wrote: a set
+PATTERN = re.compile(r"[a-z]+\d+")
+HALF = __import__("fractions").Fraction(1, 2)  # an object of an importable class
+NAN = float("nan")  # its repr, nan, reads back as no value
+LOCK = __import__("threading").Lock()
+LEAKED = {"token": SECRET}  # a copy of a secret's value, taken when the cell ran
+PICKLED_LEAK = frozenset({SECRET})  # the same, in a value that is pickled
+
+
+class Settings:
+    def __init__(self, rate):
+        self.rate = rate
+
+
+SETTINGS = Settings(3)  # of a class the container cannot import
+
+
+def reads_globals():
+    import math
+
+    return {"allowed": sorted(ALLOWED), "match": bool(PATTERN.fullmatch("ab12")),
+            "half": str(HALF * 2), "nan": math.isnan(NAN)}
+
+
+def reads_a_lock():
+    with LOCK:
+        return 1
+
+
+def reads_an_attribute_named_as_a_global():
+    import types
+
+    return types.SimpleNamespace(LOCK=2).LOCK  # an attribute, not the global LOCK
+
+
+def reads_settings():
+    return SETTINGS.rate
+
+
+def reads_a_secret():
+    return len(LEAKED["token"])
+
+
+def reads_a_pickled_secret():
+    return len(PICKLED_LEAK)
+
+
+def test_python_step_reads_globals_that_are_not_literals(stub, make_task):
+    # Only literals were shipped: sorted(ALLOWED) failed with a NameError in the container.
+    outcome = run(DaggerExecutor(), make_task(Step("globals", func=reads_globals)))
+    assert outcome.result == {"allowed": ["a", "b"], "match": True, "half": "1", "nan": True}
+    assert run(DaggerExecutor(), make_task(
+        Step("attr", func=reads_an_attribute_named_as_a_global))).result == 2
+
+
+def test_a_set_global_is_written_the_same_in_every_process(tmp_path):
+    # Its order follows string hashing, which changes per process; the module's text
+    # keys the engine's exec cache, which every new kernel would miss.
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "probe.py"  # inspect reads the function's source from its file
+    script.write_text("from dagnb.executors.dagger.shim import function_module\n"
+                      "WORDS = {'delta', 'alpha', 'echo', 'bravo', 'charlie'}\n"
+                      "def words():\n    return sorted(WORDS)\n"
+                      "print(function_module(words, 's').splitlines()[0])\n")
+    root = str(Path(__file__).resolve().parents[1])
+    texts = {subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                            check=True, env={**os.environ, "PYTHONHASHSEED": seed,
+                                             "PYTHONPATH": root}).stdout
+             for seed in ("1", "2", "3")}
+    assert texts == {"WORDS = {'alpha', 'bravo', 'charlie', 'delta', 'echo'}\n"}
+
+
+@pytest.mark.parametrize(("func", "words"), [
+    (reads_a_lock, r"global 'LOCK' \(lock\) cannot be sent to the container: cannot "
+                   r"pickle '_thread.lock' object; pass it as a parameter, or define it "
+                   r"inside the function$"),
+    (reads_settings, r"global 'SETTINGS' \(Settings\) cannot be sent to the container: it "
+                     r"refers to 'Settings', defined beside the function"),
+    (reads_a_secret, r"global 'LEAKED' holds the value of secret 'TOKEN', which would reach "
+                     r"the container in plain text; read os.environ\['TOKEN'\]"),
+    (reads_a_pickled_secret, r"global 'PICKLED_LEAK' holds the value of secret 'TOKEN'"),
+])
+def test_a_global_that_cannot_be_sent_is_refused_before_the_step_runs(stub, make_task,
+                                                                      func, words):
+    task = make_task(Step("reader", func=func, secrets=["TOKEN"]), secrets={"TOKEN": SECRET})
+    with pytest.raises(InvalidStepError, match=r"^step 'reader': " + words) as caught:
+        run(DaggerExecutor(), task)
+    assert "\n" not in str(caught.value)
+    assert not stub.texts("withExec")  # nothing ran
+    assert len(_plaintext_queries(stub, SECRET)) <= 1  # setSecret's, if any

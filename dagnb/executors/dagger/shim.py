@@ -9,29 +9,41 @@ the ``pathlib.Path`` of its folder, as on the local executor), calls the functio
 (coroutines through ``asyncio.run``) and writes the return value to ``$DAGNB_OUT`` as
 JSON when it round-trips exactly, pickle otherwise (the rule of :mod:`dagnb.model.results`).
 
-Limits: the function and its helpers need retrievable source (not a lambda); values it
-reads from globals must be JSON-like constants; pickled results need the same classes
-importable on both sides.
+Globals the function reads travel by value, as the cache key counts them: a literal as
+its ``repr``, anything else (a set, a DataFrame, a compiled regex) pickled into the
+module. One that cannot be (a lock, a client, an object of a class defined beside the
+function, which the container cannot import) or that holds one of the step's secrets
+is refused before the step runs, in one line naming it.
+
+Limits: the function and its helpers need retrievable source (not a lambda); pickled
+values and results need the same classes importable on both sides.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
 import inspect
+import io
 import json
+import pickle
+import sys
 import textwrap
 import types
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.errors import InvalidStepError
+from dagnb.fingerprint import loaded_globals
+from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step
 
 __all__ = ["SHIM_PATH", "SOURCE_PATH", "python_argv", "python_files"]
 
 SOURCE_PATH = "/dagnb/step/step_source.py"
 SHIM_PATH = "/dagnb/step/shim.py"
-_CONSTANTS = (str, int, float, bool, type(None))
+_PROTOCOL = 4  # pickled globals: readable by any python3 an image may have (3.4+)
+_FIX = "pass it as a parameter, or define it inside the function"
 
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract."""
@@ -116,14 +128,16 @@ if __name__ == "__main__":
 '''
 
 
-def python_files(step: Step, inputs: list[str]) -> dict[str, str]:
-    """Container path -> text of the files a Python function step needs."""
+def python_files(step: Step, inputs: list[str],
+                 secrets: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Container path -> text of the files a Python function step needs; ``secrets``
+    (name -> value) are the step's, which no global it ships may hold."""
     func = step.func
     if func is None:
         raise InvalidStepError(f"step {step.name!r} has no Python function")
     spec = {"source": SOURCE_PATH, "function": func.__name__, "inputs": sorted(inputs)}
     shim = _SHIM % {"spec": json.dumps(spec)}
-    return {SOURCE_PATH: function_module(func, step.name), SHIM_PATH: shim}
+    return {SOURCE_PATH: function_module(func, step.name, secrets), SHIM_PATH: shim}
 
 
 def python_argv() -> list[str]:
@@ -131,44 +145,84 @@ def python_argv() -> list[str]:
     return ["python3", SHIM_PATH]
 
 
-def function_module(func: Callable[..., Any], step: str) -> str:
+def function_module(func: Callable[..., Any], step: str,
+                    secrets: Mapping[str, str] | None = None) -> str:
     """Source text of a module defining ``func`` and what it needs from its globals."""
-    parts = _ModuleParts()
-    parts.collect(func, step)
+    parts = _ModuleParts(step, SecretFinder(secrets or {}))
+    parts.collect(func)
     # Helpers known by another name (``twice = _doubled``) are bound once all are defined.
-    lines = [*sorted(parts.header), "", *reversed(parts.bodies), *sorted(parts.aliases)]
+    lines = [*sorted(parts.header), "", *reversed(parts.bodies), *sorted(parts.aliases),
+             *_unpickled(parts.values)]
     return "\n".join(lines) + "\n"
 
 
 class _ModuleParts:
-    """The imports and constants, function bodies and aliases of a step's module."""
+    """The imports and constants, function bodies, aliases and pickled values of a
+    step's module."""
 
-    def __init__(self) -> None:
+    def __init__(self, step: str, secrets: SecretFinder) -> None:
+        self.step = step
+        self.secrets = secrets
         self.header: set[str] = set()
         self.bodies: list[str] = []
         self.aliases: set[str] = set()
+        self.values: dict[str, bytes] = {}  # name -> pickle
         self.seen: set[str] = set()
 
-    def collect(self, func: Callable[..., Any], step: str) -> None:
+    def collect(self, func: Callable[..., Any]) -> None:
         if func.__name__ in self.seen:
             return
         self.seen.add(func.__name__)
-        self.bodies.append(_undecorated_source(func, step))
-        for name in _global_names(func):
-            if name in func.__globals__:  # else a builtin, an attribute name, or undefined
-                self.add_global(name, func.__globals__[name], func, step)
+        self.bodies.append(_undecorated_source(func, self.step))
+        # Loads only: an attribute's name (``obj.lock``) is no global to ship.
+        for name in sorted(loaded_globals(func.__code__)):
+            if name in func.__globals__:  # else a builtin or undefined
+                self.add_global(name, func.__globals__[name], func)
 
-    def add_global(self, name: str, value: Any, func: Callable[..., Any], step: str) -> None:
+    def add_global(self, name: str, value: Any, func: Callable[..., Any]) -> None:
         if isinstance(value, types.ModuleType):
             self.header.add(_import_line(name, value))
         elif isinstance(value, types.FunctionType) and value.__module__ == func.__module__:
-            self.collect(value, step)
+            self.collect(value)
             if name != value.__name__:
                 self.aliases.add(f"{name} = {value.__name__}")
-        elif isinstance(value, _CONSTANTS) or _is_plain(value):
-            self.header.add(f"{name} = {value!r}")
         elif _importable(value, func.__module__):
             self.header.add(f"from {value.__module__} import {value.__qualname__} as {name}")
+        else:
+            self.add_value(name, value, func.__module__)
+
+    def add_value(self, name: str, value: Any, home: str) -> None:
+        """A literal as its text; anything else pickled, which the container must be
+        able to load: nothing that only the function's own module defines."""
+        if _is_literal(value):
+            text = _literal_text(value)
+            self.refuse_secret(name, text.encode())
+            self.header.add(f"{name} = {text}")
+            return
+        data, defined_here = _pickled(value, home, self.problem(name, value))
+        if defined_here:
+            raise self.problem(name, value)(
+                f"it refers to {defined_here!r}, defined beside the function, which the "
+                "container cannot import; pass plain values as parameters, or define "
+                f"{defined_here!r} and build the value inside the function")
+        self.refuse_secret(name, data)
+        self.values[name] = data
+
+    def refuse_secret(self, name: str, data: bytes) -> None:
+        # The module travels in the query and sits in the engine's cache: no secret in it.
+        held = self.secrets.find(data) if self.secrets else None
+        if held is not None:
+            raise InvalidStepError(
+                f"step {self.step!r}: global {name!r} holds the value of secret {held!r}, "
+                "which would reach the container in plain text; read "
+                f"os.environ[{held!r}] inside the function instead")
+
+    def problem(self, name: str, value: Any) -> Callable[[str], InvalidStepError]:
+        def error(why: str) -> InvalidStepError:
+            return InvalidStepError(
+                f"step {self.step!r}: global {name!r} ({type(value).__name__}) cannot be "
+                f"sent to the container: {why}")
+        return error
 
 
 def _undecorated_source(func: Callable[..., Any], step: str) -> str:
@@ -190,16 +244,6 @@ def _undecorated_source(func: Callable[..., Any], step: str) -> str:
     return ast.unparse(node) + "\n"
 
 
-def _global_names(func: Callable[..., Any]) -> list[str]:
-    names: list[str] = []
-    code_objects = [func.__code__]
-    while code_objects:  # nested functions and comprehensions have their own names
-        code = code_objects.pop()
-        names.extend(code.co_names)
-        code_objects.extend(c for c in code.co_consts if isinstance(c, types.CodeType))
-    return list(dict.fromkeys(names))
-
-
 def _import_line(name: str, module: types.ModuleType) -> str:
     if module.__name__ == name:
         return f"import {name}"
@@ -207,17 +251,62 @@ def _import_line(name: str, module: types.ModuleType) -> str:
 
 
 def _importable(value: Any, home: str) -> bool:
-    """A class or function of another, importable module (``from m import f``)."""
+    """A class or function of another, importable module (``from m import f``): the
+    module's own attribute of that name, not a callable object (a partial) it made."""
     module = getattr(value, "__module__", None)
     qualname = getattr(value, "__qualname__", "")
-    return (callable(value) and isinstance(module, str) and module not in (home, "__main__")
-            and "." not in qualname and "<" not in qualname)
+    if not (callable(value) and isinstance(module, str) and module not in (home, "__main__")
+            and qualname.isidentifier()):
+        return False
+    return getattr(sys.modules.get(module), qualname, None) is value
 
 
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, (list, tuple, dict)):
-        try:
-            return ast.literal_eval(repr(value)) == value
-        except (ValueError, SyntaxError):
-            return False
-    return False
+def _is_literal(value: Any) -> bool:
+    """Whether ``repr(value)`` reads back as an equal value of the same type (not an
+    IntEnum, whose repr is no Python, nor a NaN, unequal to itself)."""
+    try:
+        back = ast.literal_eval(repr(value))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return type(back) is type(value) and back == value
+
+
+def _literal_text(value: Any) -> str:
+    """``repr(value)``; a set's items sorted: its order changes with each process's
+    string hashing, and the module's text keys the engine's exec cache."""
+    if type(value) is set and value:
+        return "{" + ", ".join(sorted(map(repr, value))) + "}"
+    return repr(value)
+
+
+def _pickled(value: Any, home: str, problem: Callable[[str], InvalidStepError]
+             ) -> tuple[bytes, str]:
+    """``value``'s pickle, and the name of a class or function of ``home`` (or
+    ``__main__``) it refers to, "" if none: pickle refers to those by their module,
+    which the container has not."""
+    found: list[str] = []
+
+    class Finder(pickle.Pickler):
+        def persistent_id(self, obj: Any) -> None:
+            held = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
+            if getattr(held, "__module__", None) in (home, "__main__") and not found:
+                found.append(held.__qualname__)
+
+    buffer = io.BytesIO()
+    try:
+        Finder(buffer, protocol=_PROTOCOL).dump(value)
+    except Exception as exc:  # a lock, an open file, a connection: its own words
+        raise problem(f"{str(exc) or type(exc).__name__}; {_FIX}") from None
+    return buffer.getvalue(), found[0] if found else ""
+
+
+def _unpickled(values: Mapping[str, bytes]) -> list[str]:
+    """The module's last lines: each pickled global bound by name (as base64 text:
+    ``withNewFile`` takes text)."""
+    if not values:
+        return []
+    lines = ["", "import base64 as _dagnb_base64, pickle as _dagnb_pickle"]
+    for name, data in sorted(values.items()):
+        text = base64.b64encode(data).decode()
+        lines.append(f"{name} = _dagnb_pickle.loads(_dagnb_base64.b64decode({text!r}))")
+    return lines

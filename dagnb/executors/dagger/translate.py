@@ -215,7 +215,7 @@ def build_container(
     ctr = _with_mounts(ctr, task.step, mounts)
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
-        for path, text in python_files(step, list(task.inputs)).items():
+        for path, text in python_files(step, list(task.inputs), task.secrets).items():
             ctr = ctr.with_new_file(path, text)
     if step.workdir:
         ctr = ctr.with_workdir(step.workdir)
