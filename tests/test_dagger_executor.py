@@ -906,7 +906,30 @@ def test_failed_steps_output_reaches_the_logs_as_on_the_local_executor(
     assert _lines(remote, "killed", "stderr") == ["token *** gone"]
     errors = remote.status().set_index("step")["error"]
     assert errors["shout"].endswith(": ValueError: bad input row 42")
-    assert errors["killed"].endswith("exited with code 137: token *** gone")
+    assert errors["killed"].endswith(
+        "exited with code 137 (killed by SIGKILL; out of memory?): token *** gone")
+
+
+def killed():
+    import os
+    import signal
+    import sys
+
+    print("loading 40 GB", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)  # as the OOM killer does
+
+
+def test_a_python_step_killed_by_a_signal_says_so_as_a_shell_step_does(stub, make_task):
+    # It read "the Python function raised (exit code 137); see its stderr".
+    with pytest.raises(StepFailed) as caught:
+        run(DaggerExecutor(), make_task(Step("oom", func=killed)))
+    assert str(caught.value) == ("step 'oom' exited with code 137 (killed by SIGKILL; out of "
+                                 "memory?): loading 40 GB")
+    assert caught.value.exit_code == 137
+    shell = Step("term", run="kill -TERM $$")
+    with pytest.raises(StepFailed, match=r"^step 'term' exited with code 143 \(killed by "
+                                         r"SIGTERM\)$"):
+        run(DaggerExecutor(), make_task(shell))
 
 
 def test_a_python_step_that_exits_without_a_traceback_says_to_see_its_stderr(

@@ -31,6 +31,7 @@ import contextlib
 import dataclasses
 import functools
 import re
+import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -232,10 +233,10 @@ def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFail
     _log(task, "stdout", exc.stdout or "")
     _log(task, "stderr", exc.stderr or "")
     code = exc.exit_code
+    if code in _SIGNALLED:  # before the Python case: a killed step raised nothing
+        return _exec_failed(task, exc, secrets)
     if task.step.func is not None:  # the shim exits 1 after printing the traceback
         return _raised(task, exc, secrets)
-    if code in _SIGNALLED:
-        return _exec_failed(task, exc, secrets)
     return Outcome(exit_code=code)
 
 
@@ -285,15 +286,27 @@ def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:
 
 
 def _exec_failed(task: Task, exc: Any, secrets: list[str]) -> StepFailed:
+    """A step killed by a signal: its code, the signal's name and its last stderr line."""
     stderr = _mask(exc.stderr or "", secrets)
-    last = stderr.strip().splitlines()[-1:] or [""]
+    last = stderr.strip().splitlines()[-1:]
     return StepFailed(
-        _mask(f"step {task.step.name!r} exited with code {exc.exit_code}: {last[0]}", secrets),
+        _mask(f"step {task.step.name!r} exited with code {exc.exit_code} "
+              f"({_signal_words(exc.exit_code)})" + (f": {last[0]}" if last else ""), secrets),
         step=task.step.name,
         exit_code=exc.exit_code,
         stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
         stderr_tail=stderr[-_TAIL:],
     )
+
+
+def _signal_words(code: int) -> str:
+    """"killed by SIGKILL; out of memory?" for 137: the OOM killer's signal, and the
+    usual reason a container's process gets it."""
+    try:
+        name = signal.Signals(code - 128).name
+    except ValueError:
+        name = f"signal {code - 128}"
+    return f"killed by {name}" + ("; out of memory?" if name == "SIGKILL" else "")
 
 
 def _classified(task: Task, exc: Exception, secrets: list[str], dagger: Any) -> DagnbError:
