@@ -663,6 +663,39 @@ def test_a_container_step_gets_the_value_of_an_upstream_run_in_process(
     assert not (tmp_path / "cache" / ".runs" / run.id / "describe" / "inputs").exists()
 
 
+def test_a_file_system_error_here_is_not_called_the_engines(stub, make_task, tmp_path):
+    # Staging an upstream's value failed on this machine; it read "Dagger engine error".
+    (tmp_path / "rows").mkdir()
+    inputs = {"rows": Input("rows", tmp_path / "rows", result=[1, 2])}
+    task = make_task(Step("describe", func=describe, needs=["rows"]), inputs=inputs)
+    blocker = task.out_dir.parent / "inputs"  # where the upstream's folder is staged
+    blocker.write_text("a file, not a folder")
+    with pytest.raises(StepFailed) as caught:
+        run(DaggerExecutor(), task)
+    assert str(caught.value) == ("step 'describe': file-system error on this machine: Not a "
+                                 f"directory: {str(blocker / 'rows')!r}")
+    assert not stub.texts("withExec")
+
+
+def test_a_failed_copy_here_names_its_file():
+    import shutil
+
+    error = shutil.Error([("/data/a.csv", "/stage/a.csv", "[Errno 13] Permission denied")])
+    words = _classified_message(error)
+    assert words == ("step 's': file-system error on this machine: [Errno 13] Permission "
+                     "denied (copying '/data/a.csv')")
+    assert "Dagger engine error" in str(_engine_error("stat /x: no such file or directory"))
+    assert "Dagger engine error" in _classified_message(TimeoutError("timed out"))  # no path
+
+
+def _classified_message(exc: Exception) -> str:
+    from types import SimpleNamespace
+
+    from dagnb.executors.dagger.executor import _classified
+
+    return str(_classified(SimpleNamespace(step=Step("s", run="true")), exc, [], dagger))
+
+
 # -- availability and the connection --------------------------------------------------
 
 

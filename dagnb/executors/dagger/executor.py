@@ -19,7 +19,9 @@ Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
 exit code and the logs, as on the local executor; a Python step's failure (named by its
 exception's line), or a kill by a signal, becomes ``StepFailed`` with the output's tails,
 its output in the logs all the same; a dropped or refused connection becomes
-``TransientError``, which the runner retries and the circuit breaker counts. Secret
+``TransientError``, which the runner retries and the circuit breaker counts; a
+file-system error on this machine (staging an input) is named as such, with its path,
+not as the engine's. Secret
 values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
 in-flight request, and the engine stops the work of a request whose client went away.
 """
@@ -31,6 +33,7 @@ import contextlib
 import dataclasses
 import functools
 import re
+import shutil
 import signal
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -309,10 +312,26 @@ def _signal_words(code: int) -> str:
     return f"killed by {name}" + ("; out of memory?" if name == "SIGKILL" else "")
 
 
+def _host_error(exc: Exception) -> str:
+    """The words of a file-system error raised here (staging an input, reading a
+    result), naming its path; "" for any other error. An OSError without a path (a
+    TimeoutError) is no file's."""
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list):
+        source, _target, why = exc.args[0][0]  # copytree's first failed file
+        return f"{why} (copying {str(source)!r})"
+    if not isinstance(exc, OSError) or exc.filename is None:
+        return ""
+    paths = " -> ".join(repr(str(p)) for p in (exc.filename, exc.filename2) if p is not None)
+    return f"{exc.strerror or type(exc).__name__}: {paths}"
+
+
 def _classified(task: Task, exc: Exception, secrets: list[str], dagger: Any) -> DagnbError:
     name = task.step.name
     if connection.is_transient(exc):
         return TransientError(_mask(f"step {name!r}: lost the Dagger engine: {exc}", secrets))
+    if host := _host_error(exc):  # not the engine's: the path is this machine's
+        return StepFailed(_mask(f"step {name!r}: file-system error on this machine: {host}",
+                                secrets), step=name)
     message = _mask(str(exc), secrets)
     if isinstance(exc, dagger.QueryError) and _network_error(message):
         return TransientError(f"step {name!r}: Dagger engine error: {message}")
