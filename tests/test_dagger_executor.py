@@ -573,6 +573,54 @@ def test_independent_steps_run_at_once(stub, make_task, tmp_path):
     assert time.monotonic() - started < 8
 
 
+def test_steps_starting_together_ask_for_their_image_once(stub, make_task):
+    # Each asked: 60 steps at concurrency 4 sent 4 identical image lookups.
+    executor = DaggerExecutor(default_image="alpine:3.20-together")  # new to this session
+    tasks = [make_task(Step(f"t{i}", run="true")) for i in range(4)]
+
+    async def all_at_once():
+        return await asyncio.gather(*(executor.execute(t) for t in tasks))
+
+    outcomes = run_sync(all_at_once())
+    assert {o.image_ref for o in outcomes} == {outcomes[0].image_ref}
+    assert len([t for t in stub.texts("imageRef") if "alpine:3.20-together" in t]) == 1
+
+
+def test_a_lookup_that_failed_is_asked_again(stub):
+    async def lookups():
+        async def fails():
+            raise ValueError("engine hiccup")
+
+        async def answers():
+            return "v1"
+
+        first = await asyncio.gather(connection.remembered("probe", fails),
+                                     connection.remembered("probe", fails),
+                                     return_exceptions=True)
+        return first, await connection.remembered("probe", answers)
+
+    first, then = run_sync(lookups())
+    assert [str(e) for e in first] == ["engine hiccup"] * 2 and then == "v1"
+
+
+def test_a_cancelled_caller_leaves_the_others_their_answer(stub):
+    async def lookups():
+        answer = asyncio.Event()
+
+        async def slow():
+            await answer.wait()
+            return "digest"
+
+        timed_out = asyncio.ensure_future(connection.remembered("slow", slow))
+        waiting = asyncio.ensure_future(connection.remembered("slow", slow))
+        await asyncio.sleep(0)
+        timed_out.cancel()  # its step's timeout
+        answer.set()
+        return await waiting, timed_out.cancelled()
+
+    assert run_sync(lookups()) == ("digest", True)
+
+
 # -- python function steps ------------------------------------------------------------
 
 SCALE = 10

@@ -169,7 +169,7 @@ class _Connection:
         self.client: dagger.Client | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
         self.stack: contextlib.AsyncExitStack | None = None
-        self.memo: dict[Any, Any] = {}  # answers that hold for the session (see remembered)
+        self.memo: dict[Any, Any] = {}  # key -> its answer's task, for the session (remembered)
         self.number = 0  # of the session; 0 before the first
         self.handles: dict[int, weakref.ref[Any]] = {}  # objects made in this session
         self.log = EngineLog()  # the SDK's log_output, for every session of the process
@@ -272,12 +272,25 @@ async def fresh_session() -> Any:
 
 async def remembered(key: Hashable, ask: Callable[[], Awaitable[Any]]) -> Any:
     """``await ask()`` once per session: the engine's version, an image's user (tags
-    resolve once per session in the engine too). A new session asks again."""
+    resolve once per session in the engine too). A new session asks again.
+
+    Steps that start together ask together: the first asks, the others await its
+    answer. The asking runs as a task of its own (shielded), so a caller cancelled
+    (its step's timeout) cancels no one else's wait; a failed answer is forgotten, so
+    the next caller asks again."""
     await client()
     memo = _connection.memo
-    if key not in memo:
-        memo[key] = await ask()
-    return memo[key]
+    asking = memo.get(key)
+    if asking is None:
+        asking = memo[key] = asyncio.ensure_future(ask())
+        asking.add_done_callback(functools.partial(_forget_failed, memo, key))
+    return await asyncio.shield(asking)
+
+
+def _forget_failed(memo: dict[Any, Any], key: Hashable, asked: asyncio.Future[Any]) -> None:
+    # Reading the exception also keeps asyncio from logging it as never retrieved.
+    if (asked.cancelled() or asked.exception() is not None) and memo.get(key) is asked:
+        del memo[key]
 
 
 async def reopen(stale: Any) -> bool:
