@@ -117,13 +117,15 @@ class UnfingerprintableVariable(FingerprintError):
     """A global a Python step reads cannot be hashed: the step runs uncached this time.
 
     The key would otherwise leave that value out and could restore a stale result;
-    ``step`` and ``variable`` name them, the message says why in one line.
+    ``step`` and ``variable`` name them, the message says why in one line, and
+    ``reason`` is that line without the step's name (what ``run.not_stored`` keeps).
     """
 
-    def __init__(self, message: str, *, step: str, variable: str) -> None:
+    def __init__(self, message: str, *, step: str, variable: str, reason: str = "") -> None:
         super().__init__(message)
         self.step = step
         self.variable = variable
+        self.reason = reason or message
 
 
 class CacheError(DagnbError):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from pathlib import Path
 
@@ -546,3 +547,12 @@ def test_status_says_why_a_step_was_not_stored(shell, monkeypatch):
     notes = dict(shown["note"])
     assert "cannot be pickled" in notes["a"] and "secret 'STATUS_TOKEN'" in notes["s"]
     assert "removed" in notes["c"]
+
+
+def test_status_says_why_a_step_reading_an_unhashable_variable_was_not_stored(shell):
+    shell.user_ns["lock"] = threading.Lock()
+    with pytest.warns(UserWarning, match="'l' ran but was not cached: notebook variable 'lock'"):
+        cell(shell, "l --python --outputs z", "z = lock.locked()\n")
+    note = line(shell, "status").set_index("step")["note"]["l"]
+    assert note.startswith("not stored: notebook variable 'lock' (_thread.lock) cannot be "
+                           "fingerprinted") and note.endswith("as a parameter (params=)")

@@ -139,13 +139,16 @@ def test_a_step_reading_an_unfingerprintable_global_runs_uncached_with_one_line(
     scope = namespace("lock = None\ndef compute():\n    return lock.locked()\n")
     scope["lock"] = threading.Lock()
     graph = Graph("g", [Step("s", func=scope["compute"])])
+    why = ("notebook variable 'lock' (_thread.lock) cannot be fingerprinted (cannot pickle "
+           "'_thread.lock' object); make it inside the function, or pass what it is made "
+           "from as a parameter (params=)")
     for _ in range(2):
-        run = graph.run(executor="local")
+        with pytest.warns(UserWarning) as said:
+            run = graph.run(executor="local")
         assert run.states() == {"s": "succeeded"} and run.result("s") is False
-        lines = run.logs("s")["line"].tolist()
-        assert lines == ["dagnb: step 's' is not cached this run: notebook variable 'lock' "
-                         "(_thread.lock) cannot be fingerprinted (cannot pickle "
-                         "'_thread.lock' object)"]
+        assert run.not_stored == {"s": why}  # as any step that ran and was not stored
+        assert [str(w.message) for w in said] == [f"step 's' ran but was not cached: {why}"]
+        assert run.logs("s").empty  # said by dagnb, not as the step's own stderr
     assert not (workdir / ".dagnb_cache" / "s").exists()
     plan = graph.plan()
     assert plan["cached"].tolist() == [False]
@@ -179,12 +182,12 @@ def test_a_steps_method_counts_its_object_and_one_that_cannot_be_hashed_runs_unc
     assert [run.states()["s"] for run in results] == ["succeeded", "succeeded", "cached"]
     locked = Graph("g", [Step("s", func=_Counter(threading.Lock()).next)])
     for _ in range(2):
-        run = locked.run(executor="local")
+        with pytest.warns(UserWarning, match="ran but was not cached"):
+            run = locked.run(executor="local")
         assert run.states() == {"s": "succeeded"} and run.result("s") == "no number"
-        assert run.logs("s")["line"].tolist() == [
-            "dagnb: step 's' is not cached this run: notebook variable 'self' "
-            "(test_notebook_state._Counter) cannot be fingerprinted (cannot pickle "
-            "'_thread.lock' object)"]
+        assert run.not_stored["s"].startswith(
+            "notebook variable 'self' (test_notebook_state._Counter) cannot be "
+            "fingerprinted (cannot pickle '_thread.lock' object); make it inside")
 
 
 

@@ -359,12 +359,18 @@ def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any],
             digest = value_digest(value)
         except FingerprintError as exc:
             why = exc.__cause__ or exc
+            reason = (f"notebook variable {name!r} ({_type_name(value)}) cannot be "
+                      f"fingerprinted ({why}); {_UNHASHED_FIX}")
             raise UnfingerprintableVariable(
-                f"step {step.name!r} is not cached this run: notebook variable {name!r} "
-                f"({_type_name(value)}) cannot be fingerprinted ({why})",
-                step=step.name, variable=name,
+                f"step {step.name!r} is not cached this run: {reason}",
+                step=step.name, variable=name, reason=reason,
             ) from None
         key.digest(f"var:{name}", digest, shown(name, value, mask))
+
+
+# (a step has no ignore=: what its key cannot hash has to leave the globals it reads)
+_UNHASHED_FIX = ("make it inside the function, or pass what it is made from as a "
+                 "parameter (params=)")
 
 
 def _type_name(value: Any) -> str:

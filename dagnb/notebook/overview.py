@@ -76,9 +76,9 @@ def _why_not_fresh(session: Session, row: Any, rerun: set[str],
     if isinstance(row.key, str) or not upstream:  # its own key looked up, or not computable
         if not step.cache:
             return "uncached", "--no-cache: its result is never stored"
-        if not isinstance(row.key, str):
-            return "uncached", f"not stored: {row.reason}"
         why = getattr(session.step_runs.get(row.step), "not_stored", {}).get(row.step)
+        if not isinstance(row.key, str):  # (its run's words, without the step's name)
+            return "uncached", f"not stored: {why or row.reason}"
         if why is not None:  # (its latest run said why)
             return "uncached", f"not stored: {why}"
         if _has_entries(row.step):

@@ -284,8 +284,7 @@ class Scheduler:
         try:
             key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
         except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
-            self._emit("log", step.name, 1, stream="stderr", line=f"dagnb: {exc}")
-            return self._record(step, await self._attempts(step), None)
+            return self._unkeyed(step, await self._attempts(step), exc.reason)
         # a run whose last look missed (a first run) takes the key's lock first and
         # looks once, under it: a look before the lock would only miss again
         looked = not self._missing
@@ -413,6 +412,13 @@ class Scheduler:
         warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
         self.run.not_stored[step.name] = why
         return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+
+    def _unkeyed(self, step: Step, outcome: Outcome, why: str) -> _Outcome:
+        """A step that ran well with no key to store it under: said as any step that
+        is not stored is (a warning, ``run.not_stored``), not in its own stderr only."""
+        warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
+        self.run.not_stored[step.name] = why
+        return self._record(step, outcome, None)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         self._ran(step, outcome)
