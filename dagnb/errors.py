@@ -226,3 +226,10 @@ class StepTimeout(StepError):
 
 class StepCancelled(StepError):
     """A step was stopped because the run was cancelled."""
+
+
+def exception_line(exc: BaseException) -> str:
+    """``KeyError: 'x'``, as Python's last traceback line; the type alone when the
+    message is empty (``KeyboardInterrupt``, ``AssertionError()``), not a dangling colon."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

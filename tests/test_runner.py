@@ -147,6 +147,19 @@ def test_python_exception_is_a_failed_step_with_its_traceback_in_stderr() -> Non
     assert not any("dagnb/executors" in line for line in stderr)
 
 
+@pytest.mark.parametrize(("error", "shown"), [
+    (KeyboardInterrupt(), "KeyboardInterrupt"), (KeyError(), "KeyError"),
+    (AssertionError(), "AssertionError"), (KeyError("x"), "KeyError: 'x'")])
+def test_an_exception_with_no_message_is_its_type_alone(error, shown) -> None:
+    graph = Graph("exc")
+
+    @graph.step
+    def broken() -> None:
+        raise error
+
+    assert run(graph).status().loc[0, "error"] == shown  # not 'KeyError: '
+
+
 def test_fail_fast_stops_everything() -> None:
     graph = Graph("ff", [Step("bad", run="exit 1"), Step("slow", run="sleep 30")])
     started = time.monotonic()

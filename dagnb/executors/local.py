@@ -32,7 +32,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dagnb.errors import StepFailed, TransientError
+from dagnb.errors import StepFailed, TransientError, exception_line
 from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
 from dagnb.executors.context import StepContext
@@ -533,5 +533,5 @@ def _failure(task: Task, exc: BaseException) -> StepFailed:
     text = "".join(lines).rstrip("\n")
     for line in ["Traceback (most recent call last):", *text.split("\n")]:
         task.log("stderr", line)
-    summary = f"{type(exc).__name__}: {exc}"
-    return StepFailed(summary, step=task.step.name, exit_code=1, stderr_tail=text[-2000:])
+    return StepFailed(exception_line(exc), step=task.step.name, exit_code=1,
+                      stderr_tail=text[-2000:])

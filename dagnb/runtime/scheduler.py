@@ -43,6 +43,7 @@ from dagnb.errors import (
     StepFailed,
     StepTimeout,
     UnfingerprintableVariable,
+    exception_line,
 )
 from dagnb.executors import running_on
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
@@ -268,7 +269,7 @@ class Scheduler:
         except DagnbError as exc:  # the breaker, retries of a transient error exhausted
             self._fail(step, StepFailed(str(exc), step=name))
         except Exception as exc:  # an executor's own failure still ends only this step
-            self._fail(step, StepFailed(f"{type(exc).__name__}: {exc}", step=name))
+            self._fail(step, StepFailed(exception_line(exc), step=name))
         else:
             self._finished[name] = outcome
             return self._release(name)
