@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -46,6 +47,15 @@ def test_run_example_prints_the_status_table_then_all_cached(tmp_path: Path) -> 
 def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:
     done = dagnb("run", str(EXAMPLE), "--no-cache", "--executor", "local", cwd=tmp_path)
     assert "[5/5] report succeeded" in done.stdout
+
+
+def test_a_retry_line_says_which_attempt_of_how_many_and_when(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  flaky: {run: 'exit 5', retries: 1}\n")
+    result = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    retrying = [line for line in result.stdout.splitlines() if "retrying" in line]
+    assert len(retrying) == 1, result.stdout  # as the notebook's view words it
+    assert re.fullmatch(r"\S+ \[0/1\] flaky retrying 2/2 in \d+\.\d s: exit code 5",
+                        retrying[0]), retrying
 
 
 def test_a_failed_step_exits_1(tmp_path: Path) -> None:

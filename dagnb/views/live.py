@@ -144,10 +144,16 @@ def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:
 
 def retry_line(event: Event) -> str:
     """``── fetch: retrying 2/4 in 1.3 s: <reason> ──`` for a ``retry`` event."""
+    return f"── {event.step}: {retry_words(event)} ──"
+
+
+def retry_words(event: Event) -> str:
+    """``retrying 2/4 in 1.3 s: <reason>``: a ``retry`` event as the notebook's views
+    and ``dagnb run``'s progress lines both say it."""
     data = event.data
     limit = data.get("attempt_limit")
     count = f"{data['next_attempt']}/{limit}" if limit else str(data["next_attempt"])
-    return f"── {event.step}: retrying {count} in {data['delay']:.1f} s: {data['error']} ──"
+    return f"retrying {count} in {data['delay']:.1f} s: {data['error']}"
 
 
 def format_rows(rows: Iterable[dict[str, Any]]) -> str:

@@ -10,6 +10,7 @@ from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.run import Run
+from dagnb.views.live import retry_words
 
 __all__ = ["TABLE_COLUMNS", "ProgressPrinter", "status_table", "text_table"]
 
@@ -56,6 +57,8 @@ class ProgressPrinter:
         """Event listener; called on the runner's loop."""
         if event.kind == "run" and event.data.get("state") == "started":
             self.total = event.data.get("steps", 0)
+        if event.kind == "retry" and not self.tty:
+            self._retry_line(event)
         if event.kind != "state" or event.step is None:
             return
         state = event.data["state"]
@@ -66,7 +69,9 @@ class ProgressPrinter:
             try:
                 if self.tty:
                     self._draw()
-                elif state in TERMINAL_STATES or state in ("running", "retrying") or (
+                # (a retry's line comes with its "retry" event, which says when and
+                # of how many attempts: the "retrying" state's says neither)
+                elif state in TERMINAL_STATES or state == "running" or (
                         "waiting" in event.data):
                     self._line(event)
             except OSError as exc:  # (BrokenPipeError among them) nothing more is printed
@@ -79,8 +84,22 @@ class ProgressPrinter:
             self._running.discard(step)
             self._done.add(step)
 
-    def _line(self, event: Event) -> None:
+    def _retry_line(self, event: Event) -> None:
+        """``12:00:01 [0/3] flaky retrying 2/4 in 1.3 s: exit code 5``."""
+        with self._lock:
+            if self.lost is not None:
+                return
+            try:
+                self._print(event, retry_words(event))
+            except OSError as exc:  # (as on_event: nothing more is printed)
+                self.lost = exc
+
+    def _print(self, event: Event, says: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
+        print(f"{stamp} [{len(self._done)}/{self.total}] {event.step} {says}",
+              file=self.stream, flush=True)
+
+    def _line(self, event: Event) -> None:
         state = event.data["state"]
         extra = ""
         if "waiting" in event.data:  # queued behind another run (said once)
@@ -89,12 +108,7 @@ class ProgressPrinter:
             extra = f" (attempt {event.attempt})"
         elif event.data.get("error"):
             extra = f": {event.data['error']}"
-        total = self.total
-        print(
-            f"{stamp} [{len(self._done)}/{total}] {event.step} {state}{extra}",
-            file=self.stream,
-            flush=True,
-        )
+        self._print(event, f"{state}{extra}")
 
     def _draw(self, force: bool = False) -> None:
         now = self._clock()
