@@ -336,6 +336,21 @@ def test_mmap_mode_is_checked():
         dagnb.Memory(None, mmap_mode="rw")
 
 
+class _Grid:
+    def __repr__(self):
+        return "1 2\n3 4"  # (a frame's or an array's repr is lines)
+
+
+@pytest.mark.parametrize(("location", "shown"), [
+    (123, "123"), (b"cache", "b'cache'"), (_Grid(), "<_Grid>")])
+def test_a_location_that_is_no_path_is_one_line_naming_what_it_takes(location, shown):
+    with pytest.raises(dagnb.ConfigError) as refused:
+        dagnb.Memory(location)
+    assert str(refused.value) == (
+        f"Memory(location={shown}) is not a location; it takes a folder path, a store URL "
+        "(s3://bucket/cache), or None to cache nothing")
+
+
 def _toy_cache(tmp_path, count=10):
     memory = dagnb.Memory(tmp_path, verbose=0)
 

@@ -139,6 +139,18 @@ def _is_async(func: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(target)
 
 
+def _location(value: Any) -> str | os.PathLike[str] | None:
+    """``location`` as Memory takes it: refused in one line naming what it takes, not
+    left to os.fspath's TypeError about bytes and PathLike objects."""
+    if value is None or isinstance(value, (str, os.PathLike)):
+        return value
+    shown = short_repr(value, 80)
+    if "\n" in shown:  # (a frame, an array: one line all the same)
+        shown = f"<{type(value).__name__}>"
+    raise ConfigError(f"Memory(location={shown}) is not a location; it takes a folder "
+                      "path, a store URL (s3://bucket/cache), or None to cache nothing")
+
+
 def _mmap_mode(value: Any) -> str | None:
     if value not in _MMAP_MODES:
         raise ConfigError(
@@ -203,7 +215,7 @@ class Memory:
         bytes_limit: int | str | None = None,
         cache_mode: str | None = None,
     ) -> None:
-        self.location = location
+        self.location = location = _location(location)
         mode = settings().cache_mode if cache_mode is None else cache_mode
         if type(mode) is not str or mode not in CACHE_MODES:  # (spelled otherwise, or wrong)
             mode = check_cache_mode(mode, "cache_mode")
