@@ -215,7 +215,9 @@ class Memory:
         bytes_limit: int | str | None = None,
         cache_mode: str | None = None,
     ) -> None:
-        self.location = location = _location(location)
+        if type(location) is not str:  # (a str, the usual case, with no call)
+            location = _location(location)
+        self.location = location
         mode = settings().cache_mode if cache_mode is None else cache_mode
         if type(mode) is not str or mode not in CACHE_MODES:  # (spelled otherwise, or wrong)
             mode = check_cache_mode(mode, "cache_mode")
