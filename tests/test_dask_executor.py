@@ -386,6 +386,38 @@ def test_a_step_dies_with_its_worker(cluster, on_dask):
     assert wait_until(lambda: not os.path.exists(scratch), timeout=10), scratch
 
 
+def test_a_step_whose_worker_dies_is_retried_in_an_empty_folder_not_rerun_by_dask(
+        cluster, on_dask, clock):
+    starts = on_dask / "starts.txt"
+
+    def write_parts() -> list[str]:
+        out = dagnb.current().out_dir
+        (out / f"part-{os.getpid()}.csv").write_text("rows\n")
+        with open(starts, "a") as handle:
+            handle.write(f"{os.getppid()}\n")
+        if count(starts) == 1:
+            time.sleep(30)  # its worker is killed meanwhile
+        return sorted(os.listdir(out))
+
+    step = Step("parts", func=write_parts, executor="dask")
+    run = start_background(Graph("g", [step]), executor="local", sleep=clock.async_sleep)
+    try:
+        assert wait_until(lambda: count(starts) == 1, timeout=20)
+        os.kill(int(starts.read_text().split()[0]), signal.SIGKILL)
+        run.wait(30)
+    finally:
+        run.cancel()
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+    row = run.status_rows()["parts"]
+    assert (row["state"], row["attempts"]) == ("succeeded", 2), run.status()
+    assert len(run.result("parts")) == 1  # the lost run's part is not among its outputs
+    stored = sorted(p.name for p in run.outputs("parts").glob("part-*"))
+    assert stored == run.result("parts")
+    retried = [e.data["error"] for e in run.events if e.kind == "retry"]
+    assert len(retried) == 1 and "the worker running it died" in retried[0], retried
+
+
 def starts_sleep(**popen: object):
     """A step that starts ``sleep 30`` in the background and returns its pid."""
     def background() -> int:

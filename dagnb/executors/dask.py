@@ -90,7 +90,9 @@ class DaskExecutor:
         payload = _payload(task)
         await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
         cluster = await asyncio.to_thread(_cluster)
-        future = cluster.submit(payload, _key(task))
+        key = _key(task)
+        marker = os.path.join(task.step_dir, f".{key}")
+        future = cluster.submit(payload, key, marker)
         try:
             await _done(future)
             report = await asyncio.to_thread(future.result)
@@ -107,6 +109,8 @@ class DaskExecutor:
             ) from exc
         finally:
             cluster.running.discard(future)
+            with contextlib.suppress(OSError):
+                os.remove(marker)
         return _outcome(task, report)
 
 
@@ -245,6 +249,12 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
         import cloudpickle
 
         return Outcome(exit_code=0, result=cloudpickle.loads(report["result"]))
+    if status == "lost":
+        raise TransientError(
+            f"step {task.step.name!r} was lost on the dask cluster: the worker running it "
+            "died (killed, or out of memory) and dask started it again over the files the "
+            "lost run left; it runs again as a new attempt if its retries allow"
+        )
     if status == "error":  # its traceback is the last of the lines above
         if report["transient"]:  # the step's own code raised it: not the cluster's
             raise TransientError(report["summary"], in_step_code=True)
@@ -265,9 +275,9 @@ class _Cluster:
         self.local = local
         self.running: set[Any] = set()
 
-    def submit(self, payload: bytes, key: str) -> Any:
+    def submit(self, payload: bytes, key: str, marker: str) -> Any:
         """Send one attempt to the cluster; its future."""
-        future = self.client.submit(_run_on_worker, payload, key, key=key, pure=False)
+        future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
         self.running.add(future)
         return future
 
@@ -338,11 +348,14 @@ def close() -> None:
 _POLL = 0.1  # seconds between looks at whether the task is still wanted
 
 
-def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
+def _run_on_worker(payload: bytes, key: str, marker: str) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
     from dagnb.executors.reaper import new_token
+
+    if not _first_start(marker):
+        return {"status": "lost", "lines": []}
 
     worker = get_worker()
     token = new_token()  # in the child's environment, inherited by what it starts
@@ -364,6 +377,20 @@ def _run_on_worker(payload: bytes, key: str) -> dict[str, Any]:
 
 
 _FILES = ("step", "stdout", "stderr", "result")
+
+
+def _first_start(marker: str) -> bool:
+    """False when dask starts the task again because the worker running it died: the
+    step's $DAGNB_OUT holds what the lost run wrote, which a silent second run would add
+    to and the cache store as its outputs. The runner's retry starts in an empty one.
+    A worker without the run's folder cannot tell, and keeps the step's files anyway."""
+    try:
+        os.close(os.open(marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    except OSError:
+        return True
+    return True
 
 
 def _start(files: dict[str, str], token: str) -> subprocess.Popen[bytes]:
