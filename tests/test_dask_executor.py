@@ -357,6 +357,28 @@ def alive(pid: int) -> bool:
         return False
 
 
+def test_a_scheduler_address_that_accepts_but_never_answers_fails_fast(
+        workdir, monkeypatch):
+    import socket
+
+    silent = socket.create_server(("127.0.0.1", 0))  # connections queue, unanswered
+    monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT", 1.0)
+    address = f"tcp://127.0.0.1:{silent.getsockname()[1]}"
+    dagnb.configure(dask_scheduler=address)
+    run = start_background(Graph("g", [Step("f", func=lambda: 1, executor="dask")]))
+    try:
+        run.wait(15)
+    finally:
+        silent.close()  # (resets the queued connection a hung client waits on)
+        run.wait(15)
+        dask_executor.close()
+    row = run.status_rows()["f"]
+    assert row["state"] == "failed", row
+    assert f"cannot reach the scheduler {address!r}" in row["error"]
+    assert "DAGNB_DASK_SCHEDULER" in row["error"]
+    assert row["duration_s"] < 10
+
+
 @pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 def test_a_step_dies_with_its_worker(cluster, on_dask):
     ticks = on_dask / "ticks.txt"

@@ -66,6 +66,7 @@ __all__ = ["DaskExecutor", "close"]
 _INSTALL = "pip install 'dagnb[dask]'"
 _CONTEXT_NAME = "dask"
 _STOP_GRACE = 5.0  # seconds a cancel waits for the scheduler to take it
+_CONNECT_TIMEOUT = 10.0  # seconds a scheduler has to answer
 
 
 class DaskExecutor:
@@ -313,11 +314,14 @@ def _connect() -> _Cluster:
     address = settings().dask_scheduler
     if address:
         try:
-            cluster = _Cluster(Client(address, set_as_default=False, timeout="10s"))
-        except OSError as exc:
+            _answers(address)
+            cluster = _Cluster(Client(address, set_as_default=False,
+                                      timeout=f"{_CONNECT_TIMEOUT}s"))
+        except Exception as exc:
             raise ExecutorUnavailable(
-                f"executor 'dask' cannot reach the scheduler {address!r} ({exc}); start it "
-                "or fix the dask_scheduler setting (DAGNB_DASK_SCHEDULER)"
+                f"executor 'dask' cannot reach the scheduler {address!r} "
+                f"({type(exc).__name__}: {exc}); start it or fix the dask_scheduler setting "
+                "(DAGNB_DASK_SCHEDULER): a scheduler's address, not its dashboard's"
             ) from None
     else:
         try:
@@ -334,6 +338,25 @@ def _connect() -> _Cluster:
         cluster = _Cluster(Client(local, set_as_default=False), local)
     atexit.register(cluster.close)
     return cluster
+
+
+def _answers(address: str) -> None:
+    """Raise unless a dask scheduler answers at ``address`` within the connect timeout.
+    Client() waits for the handshake without a limit: an address that accepts and stays
+    silent (an SSH tunnel to a gone host, a proxy, the dashboard's port) hung the run."""
+    from distributed.comm import connect
+    from distributed.security import Security
+
+    async def probe() -> None:
+        args = Security().get_connection_args("client")
+        comm = await asyncio.wait_for(  # (a second more: a refused connect says so)
+            connect(address, timeout=_CONNECT_TIMEOUT, **args), _CONNECT_TIMEOUT + 1)
+        await comm.close()
+
+    try:
+        asyncio.run(probe())
+    except asyncio.TimeoutError:
+        raise TimeoutError(f"no answer within {_CONNECT_TIMEOUT + 1:g} s") from None
 
 
 def close() -> None:
