@@ -287,6 +287,27 @@ def test_a_function_that_does_not_pickle_fails_with_the_fix(on_dask):
     assert "lock" in error
 
 
+def test_a_step_from_a_module_the_workers_lack_fails_naming_it_and_the_fix(
+        on_dask, monkeypatch):
+    import importlib
+    import sys
+
+    lib = on_dask / "lib"  # on this machine's path only: the workers started before
+    lib.mkdir()
+    (lib / "dagnb_client_only.py").write_text("def fit():\n    return 42\n")
+    monkeypatch.syspath_prepend(str(lib))
+    try:
+        fit = importlib.import_module("dagnb_client_only").fit
+        run = Graph("g", [Step("fit", func=fit, executor="dask", retries=0)]).run()
+    finally:
+        sys.modules.pop("dagnb_client_only", None)
+    error = run.status_rows()["fit"]["error"]
+    assert run.states() == {"fit": "failed"}
+    assert "No module named 'dagnb_client_only'" in error
+    assert "install 'dagnb_client_only' on the workers" in error
+    assert "register_pickle_by_value(dagnb_client_only)" in error
+
+
 def test_the_executor_table_shows_dask(cluster, on_dask):
     Graph("g", [Step("noop", func=lambda: None, executor="dask", cache=False)]).run()
     row = dagnb.executors.status().set_index("name").loc["dask"]

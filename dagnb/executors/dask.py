@@ -491,18 +491,40 @@ def child_main() -> None:
     pickled, sources = pickle.loads(payload)
     for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
         linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
-    func, kwargs, spec = cloudpickle.loads(pickled)
+    try:
+        func, kwargs, spec = cloudpickle.loads(pickled)
+    except ModuleNotFoundError as exc:
+        _write_report(_missing_module(exc))
+        return
     for name in spec["withheld"]:  # the worker may have inherited them
         os.environ.pop(name, None)
     os.environ.update(spec["env"])
     _unshared_contract(func, spec, scratch=os.path.dirname(sys.argv[1]))
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
-    report = _call(func, kwargs, spec)
+    _write_report(_call(func, kwargs, spec))
+
+
+def _write_report(report: dict[str, Any]) -> None:
     sys.stdout.flush()
     sys.stderr.flush()
     with open(sys.argv[1], "wb") as handle:
         pickle.dump(report, handle)
+
+
+def _missing_module(exc: ModuleNotFoundError) -> dict[str, Any]:
+    """The failure of a step whose function or arguments name a module the worker does
+    not have (a helper module beside the notebook): pickled by reference, it is
+    imported before the step's code runs, so no traceback of the user's says why."""
+    name = exc.name or "?"
+    return {
+        "status": "error", "transient": False, "tail": "", "lines": [],
+        "summary": f"the dask worker cannot load the step: {type(exc).__name__}: {exc} "
+                   "(the step's function or an argument is defined there); install "
+                   f"{name!r} on the workers or put it on their PYTHONPATH, or send its code "
+                   "with the step: "
+                   f"cloudpickle.register_pickle_by_value({name.split('.')[0]}) before the run",
+    }
 
 
 def _unshared_contract(func: Any, spec: dict[str, Any], scratch: str) -> None:
