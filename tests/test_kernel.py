@@ -337,14 +337,19 @@ def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
     assert kernel.value("t") == "6"
 
 
+def save_notebook(kernel: Kernel, cells: list[str]) -> None:
+    """The kernel's notebook file (what %load_ext reads after a restart), of these cells."""
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
+    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+
+
 def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
         kernel: Kernel, tmp_path: Path) -> None:
     cells = ["%load_ext dagnb", "%%dagger c2 --python --needs aa\ny = 2\n",
              "%%dagger prep --python --outputs n\nn = 3\n",
              "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    save_notebook(kernel, cells)
     kernel.restart()  # reads the notebook's cells: the broken c2 is passed over
     kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
                "from dagnb.notebook.session import get_session")
@@ -363,9 +368,7 @@ def test_after_a_restart_a_cell_whose_line_reads_a_variable_is_not_read_from_the
              "%%dagger page --python --needs title --outputs page\npage = title.upper()\n",
              "%%dagger price --python --param p=$$5 --outputs x\nx = p\n",
              "%%dagger tag --python --needs price --outputs y\ny = price + '!'\n"]
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    save_notebook(kernel, cells)
     kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
     for source in cells[1:]:
         assert error(kernel.run(source)) is None
@@ -390,9 +393,7 @@ def test_after_a_restart_a_step_failing_on_a_variable_not_defined_yet_says_which
         kernel: Kernel, tmp_path: Path) -> None:
     cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --outputs x\nx = k * 2\n",
              "%%dagger b --python --needs a --outputs y\ny = a + 1\n"]
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    save_notebook(kernel, cells)
     for source in cells[1:]:
         assert error(kernel.run(source)) is None
     kernel.restart()  # reads the notebook: a and b are defined, k is not
@@ -435,9 +436,7 @@ def test_after_a_restart_only_failed_runs_the_failed_step_alone(
     cells = ["%load_ext dagnb", "k = 3", "%%dagger a --python --no-cache --outputs x\nx = k\n",
              "%%dagger b --python --outputs y\nimport os\nif not os.path.exists('ok'):\n"
              "    raise ValueError('no')\ny = 1\n"]
-    notebook = nbformat.v4.new_notebook()
-    notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
-    nbformat.write(notebook, kernel.home / "pipeline.ipynb")
+    save_notebook(kernel, cells)
     kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
     for source in cells[1:]:
         kernel.run(source)
