@@ -46,6 +46,18 @@ class _Listing:
 def snapshot(thread: int) -> bytes | None:
     """The children of ``thread`` (its native id) now, as listed (parsed only if the call
     is stopped); None where they cannot be listed."""
+    if _Listing.thread == thread:  # (the usual case inline: one pread, on every step)
+        try:
+            listing = os.pread(_Listing.fd, _LIMIT, 0)
+        except OSError:  # the step's code closed it (os.closerange)
+            _forget()
+        else:
+            return listing if len(listing) < _LIMIT else None
+    return _opened_snapshot(thread)
+
+
+def _opened_snapshot(thread: int) -> bytes | None:
+    """:func:`snapshot` through a file opened now (the first call, or after a close)."""
     if _Listing.missing:
         return None
     for _ in range(2):  # (again once, through a fresh file: see _forget)

@@ -278,7 +278,7 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     try:
         try:
             _inline.serial += 1  # (then owner: an interrupt of this call sees its children)
-            _inline.children = children.snapshot(threading.get_native_id())
+            _inline.children = children.snapshot(_thread.native_id)  # type: ignore[union-attr]
             _inline.owner = _UNOWNED if owner is None else owner
             if waits:  # (the earliest of nested timeouts)
                 _watchdog.arm(_inline.serial, min(wait.deadline() for wait in waits))
