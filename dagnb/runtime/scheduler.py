@@ -285,7 +285,7 @@ class Scheduler:
         try:
             key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
         except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
-            return self._unkeyed(step, await self._attempts(step), exc.reason)
+            return self._not_stored(step, await self._attempts(step), None, "", exc.reason)
         # a run whose last look missed (a first run) takes the key's lock first and
         # looks once, under it: a look before the lock would only miss again
         looked = not self._missing
@@ -406,20 +406,15 @@ class Scheduler:
         self._settled.add(name)
         return done
 
-    def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache, out_dir: str,
-                    why: str) -> _Outcome:
+    def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache | None,
+                    out_dir: str, why: str) -> _Outcome:
         """A step that ran well but whose result is not stored: said (a warning), kept
-        for the notebook's status, and its result handed on from memory."""
+        for the notebook's status, and its result handed on from memory. No ``cache``:
+        it had no key to be stored under (no output digest either)."""
         warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
         self.run.not_stored[step.name] = why
-        return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
-
-    def _unkeyed(self, step: Step, outcome: Outcome, why: str) -> _Outcome:
-        """A step that ran well with no key to store it under: said as any step that
-        is not stored is (a warning, ``run.not_stored``), not in its own stderr only."""
-        warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
-        self.run.not_stored[step.name] = why
-        return self._record(step, outcome, None)
+        digest = None if cache is None else cache.digest_of(Path(out_dir), outcome.result)
+        return self._record(step, outcome, digest)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         self._ran(step, outcome)
