@@ -353,6 +353,10 @@ def test_needed_steps_follow_notebook_variables_through_plain_cells_and_lines():
     assert [(f.step, f.variable, f.reader) for f in feeds] == [
         ("clean", "rows", "size"), ("size", "n", "shout")]
     assert needed_steps(cells, ["late"], []) == (["late"], [])
+    # a needed step that rebinds what it reads (rows = f(rows)) reads the earlier one's
+    again = [cells[0], cells[1], ("code", "%%dagger drop --python --outputs rows\n"
+                                          "rows = [r for r in rows if r != 1]")]
+    assert needed_steps(again, ["drop"], [])[0] == ["clean", "drop"]
 
 
 def test_graph_and_validate_say_a_line_reads_notebook_variables(tmp_path):

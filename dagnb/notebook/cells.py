@@ -130,8 +130,9 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
     if args.python:
         for key in fields["params"]:
             _python_name(key, "--param", "a --python cell's param (read as a variable)")
-        fields["func"] = cell_function(name, body, needs, outputs, namespace or {},
-                                       params=fields["params"])
+        fields["func"] = cell_function(  # (an empty namespace, too, is the one given)
+            name, body, needs, outputs, {} if namespace is None else namespace,
+            params=fields["params"])
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
