@@ -23,7 +23,14 @@ from typing import Any
 from dagnb.cache import store_for
 from dagnb.checks import did_you_mean
 from dagnb.config import context
-from dagnb.errors import DagnbError, GraphError, MissingDependencyError, RunFailed, WorkflowError
+from dagnb.errors import (
+    DagnbError,
+    GraphError,
+    MissingDependencyError,
+    RunFailed,
+    StepFailed,
+    WorkflowError,
+)
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
@@ -240,7 +247,11 @@ class Session:
         for name, state in run.states().items():
             if state not in ("succeeded", "cached"):
                 continue
-            value = run.result(name)
+            try:
+                value = run.result(name)
+            except StepFailed as exc:  # (its entry cleared meanwhile: the others still go)
+                warnings.warn(f"dagnb: {exc}", stacklevel=2)
+                continue
             results[name] = value if value is not None else _outputs_or_none(run, name)
             self._publish_outputs(name, value)
         return results
