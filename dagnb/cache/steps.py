@@ -40,7 +40,7 @@ from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.store import Entry, Store, _taking_now, acquire
 from dagnb.config import check_cache_mode, settings
-from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed
+from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
 from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
 from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import (
@@ -344,7 +344,7 @@ class CachedResult:
 
     def _unloadable(self, exc: Exception) -> str:
         """Why the result cannot be had, in one line, its entry set aside if damaged."""
-        problem = f"its result cannot be loaded ({type(exc).__name__}: {exc})"
+        problem = f"its result cannot be loaded ({exception_line(exc)})"
         name = self._step.name
         if self._cache.quarantine(self._step, self._entry, problem):
             return (f"the cached result of step {name!r} was damaged and has been set "

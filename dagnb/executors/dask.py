@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dagnb.config import context, settings
-from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError
+from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError, exception_line
 from dagnb.executors.base import Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
 from dagnb.executors.workdir import workdir_of
@@ -320,7 +320,7 @@ def _connect() -> _Cluster:
         except Exception as exc:
             raise ExecutorUnavailable(
                 f"executor 'dask' cannot reach the scheduler {address!r} "
-                f"({type(exc).__name__}: {exc}); start it or fix the dask_scheduler setting "
+                f"({exception_line(exc)}); start it or fix the dask_scheduler setting "
                 "(DAGNB_DASK_SCHEDULER): a scheduler's address, not its dashboard's"
             ) from None
     else:
@@ -519,7 +519,7 @@ def _missing_module(exc: ModuleNotFoundError) -> dict[str, Any]:
     name = exc.name or "?"
     return {
         "status": "error", "transient": False, "tail": "", "lines": [],
-        "summary": f"the dask worker cannot load the step: {type(exc).__name__}: {exc} "
+        "summary": f"the dask worker cannot load the step: {exception_line(exc)} "
                    "(the step's function or an argument is defined there); install "
                    f"{name!r} on the workers or put it on their PYTHONPATH, or send its code "
                    "with the step: "
