@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 from dagnb.executors.reaper import KILL_GRACE
 
-__all__ = ["snapshot", "stop_started"]
+__all__ = ["snapshot", "started_since", "stop"]
 
 _LIMIT = 1 << 16  # bytes of a listing: more (some 8,000 children) is not read, nor stopped
 
@@ -93,10 +93,9 @@ class _Process(NamedTuple):
     leader: bool  # it leads a process group of its own
 
 
-def stop_started(thread: int, before: bytes, grace: float = KILL_GRACE) -> None:
-    """SIGTERM the children ``thread`` started since ``before`` was read (and theirs),
-    SIGKILL those still there after ``grace`` seconds. Blocks: run it in a thread."""
-    processes = _started_since(thread, before)
+def stop(processes: list[_Process], grace: float = KILL_GRACE) -> None:
+    """SIGTERM ``processes``, SIGKILL those still there after ``grace`` seconds. Blocks:
+    run it in a thread."""
     _send(processes, signal.SIGTERM)
     deadline = time.monotonic() + grace
     while processes and time.monotonic() < deadline:
@@ -105,9 +104,11 @@ def stop_started(thread: int, before: bytes, grace: float = KILL_GRACE) -> None:
     _send(processes, signal.SIGKILL)
 
 
-def _started_since(thread: int, before: bytes) -> list[_Process]:
+def started_since(thread: int, before: bytes) -> list[_Process]:
     """The live children the thread has and had not at ``before``, and their
-    descendants, each checked to be the child of its parent still (not a reused pid)."""
+    descendants, each checked to be the child of its parent still (not a reused pid):
+    what :func:`stop` is handed. Read while the interrupted call is still in: read
+    later, a process the thread's next step started would be among them."""
     old = set(before.split())
     if not all(pid.isdigit() for pid in old):  # the step's code closed the file, and the
         _forget()  #                               number is another file's: stop nothing

@@ -234,8 +234,12 @@ class _InlineCall:
         if self.children is None or self.stopped == self.serial:
             return
         self.stopped = self.serial
-        threading.Thread(target=children.stop_started, name="dagnb-stop-children",
-                         args=(thread.native_id, self.children), daemon=True).start()
+        # listed now, under the lock the call must take to leave: later, the list could
+        # hold what the loop thread's next step started
+        started = children.started_since(thread.native_id, self.children)  # type: ignore[arg-type]
+        if started:
+            threading.Thread(target=children.stop, name="dagnb-stop-children",
+                             args=(started,), daemon=True).start()
 
     def leave(self) -> bool:
         """Stop being interruptible; True if an interrupt was sent meanwhile."""
