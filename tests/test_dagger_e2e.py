@@ -141,15 +141,16 @@ def test_a_rerun_without_dagnbs_cache_is_served_by_the_engine_cache(stub, tmp_pa
     assert not {"DAGNB_ATTEMPT", "DAGNB_RUN_ID"} & set(names["withEnvVariable"])
 
 
-@pytest.mark.parametrize("how", ["cache=False", "refresh"])
+@pytest.mark.parametrize("how", ["cache=False", "refresh", "cache off"])
 def test_a_step_run_again_on_purpose_is_not_served_by_the_engine_cache(stub, tmp_path, how):
     # A step that fetches what changes outside its key (an API, a database) is marked
     # cache=False or refreshed to get it anew: the engine's exec cache must not hand
     # back the first run's output as if the step had run.
     step = Step("fetch", run='cat "$SOURCE" > "$DAGNB_OUT/prices.csv"',
-                env={"SOURCE": str(tmp_path / "prices.csv")}, cache=how == "refresh")
+                env={"SOURCE": str(tmp_path / "prices.csv")}, cache=how != "cache=False")
     graph = dagnb.Graph("fetch", [step])
-    options = {"refresh": True} if how == "refresh" else {}
+    options = ({"refresh": True} if how == "refresh"
+               else {"cache_mode": "off"} if how == "cache off" else {})
     prices = []
     for day in ("monday", "tuesday"):
         (tmp_path / "prices.csv").write_text(day)

@@ -583,8 +583,8 @@ class Scheduler:
             log=self._log_sink(step.name, number, log_file),
         )
         cache = self.options.cache
-        if step.cache is False or (cache is not None and cache.refreshes(step)):
-            task.fresh = True  # an executor's own cache must not serve it either
+        if step.cache is False or cache is None or cache.refreshes(step):
+            task.fresh = True  # (no cache this run, too): an executor's must not serve it
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
             shutil.rmtree(task.out_dir)
         if step.func is None and params:  # the local executor writes it with the folders
