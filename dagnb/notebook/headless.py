@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -47,6 +46,7 @@ from dagnb.model.step import variable_text
 from dagnb.notebook.document import dagger_cells, read_notebook
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
+from dagnb.views.html import ANSI
 
 __all__ = ["NotebookOutcome", "check_notebook_file", "run_notebook", "selected_steps"]
 
@@ -56,7 +56,6 @@ _SUMMARY_CODE = (
     f"print({_SUMMARY_MARK!r} + _dagnb_summary())"
 )
 _FAILED = ("failed", "cancelled", "skipped")
-_ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 class NotebookOutcome:
@@ -238,7 +237,7 @@ def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
 
 def _short_error(exc: Exception) -> str:
     """The error's last lines (nbclient's message holds the whole cell and traceback)."""
-    text = _ANSI.sub("", str(exc))
+    text = ANSI.sub("", str(exc))
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[-12:])
 

@@ -11,7 +11,7 @@ from dagnb.views.live import STATE_COLOURS, row_cells
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["COLUMNS", "header_html", "state_badge", "table_html", "tail_html"]
+__all__ = ["ANSI", "COLUMNS", "header_html", "state_badge", "table_html", "tail_html"]
 
 COLUMNS = ("step", "state", "cached", "attempt", "duration", "exit", "error")
 
@@ -50,11 +50,11 @@ def table_html(rows: Any, now: float) -> str:
 
 # A terminal's colour and cursor codes (ESC [ ... letter): HTML draws them as text,
 # '[31mred[0m', where JupyterLab's text/plain colours them.
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
+ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")  # a terminal's control sequences
 
 
 def tail_html(lines: Any) -> str:
     """Log lines in a scrolling block (their terminal codes left out)."""
-    text = html.escape(_ANSI.sub("", "\n".join(lines))) if lines else "(no output yet)"
+    text = html.escape(ANSI.sub("", "\n".join(lines))) if lines else "(no output yet)"
     return (f"<pre class='dagnb-log' style='max-height:16em;overflow:auto;margin:0'>"
             f"{text}</pre>")
