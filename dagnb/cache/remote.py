@@ -61,12 +61,14 @@ import sys
 import time
 import uuid
 import warnings
+import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dagnb import checks
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, register_backend
+from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
 
@@ -134,6 +136,20 @@ def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
                           sep="=", fix=_OPTIONS_FIX, credentials=True)
 
 
+def _let_go_of_client(store: ObjectStore) -> None:
+    """In a forked child (see :mod:`dagnb.cache.forks`; a Pool's worker): forget the
+    parent's client, which its next use makes again (:meth:`ObjectStore.__getattr__`).
+    s3fs' client of the parent refuses to work there ("not fork-safe"), which read as an
+    unreachable store, so whatever the workers computed stayed on this machine. Made at
+    that use, not here: fsspec's own renewal in the child (its event loop) may not have
+    run yet."""
+    store.__dict__.pop("fs", None)
+
+
+_STORES = WeakRefs()  # the object stores alive (see ObjectStore.__init__)
+renew_in_child(_STORES, _let_go_of_client)
+
+
 class ObjectStore:
     """Cache entries on an fsspec filesystem: blobs by content digest, manifests last.
 
@@ -163,7 +179,8 @@ class ObjectStore:
             options = _s3_defaults(options)
         self._options, self._s3_retries = options, s3_retries
         self._connect()
-        is_s3 = "s3" in _protocols(self._fs)
+        _STORES.add(weakref.ref(self, _STORES.discard))  # (gone with the store)
+        is_s3 = "s3" in _protocols(self.fs)
         # blobs whose content did not match their name (their digest) when downloaded,
         # and the entries that named them: a save replaces both (see _put_blob)
         self.damaged_blobs: set[str] = set()
@@ -190,18 +207,12 @@ class ObjectStore:
             fs.retries = self._s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
         self.fs = fs
 
-    @property
-    def fs(self) -> Any:
-        """The store's client, made again in a forked child (a Pool's worker): s3fs'
-        client of the parent refuses to work there ("not fork-safe"), which read as an
-        unreachable store, so whatever the workers computed stayed on this machine."""
-        if self._pid != os.getpid():
-            self._connect()
-        return self._fs
-
-    @fs.setter
-    def fs(self, fs: Any) -> None:
-        self._fs, self._pid = fs, os.getpid()
+    def __getattr__(self, name: str) -> Any:
+        # (only for what the instance lacks: the client a forked child let go of)
+        if name != "fs":
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        self._connect()
+        return self.fs
 
     def blob_path(self, digest: str) -> str:
         """Where the blob of ``digest`` is."""
