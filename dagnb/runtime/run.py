@@ -99,36 +99,30 @@ class Run:
         if step is not None:
             self._known(step)
         spilled = {n for n in ([step] if step else self._log_files) if self.events.spilled(n)}
-        for name in spilled:  # a running step's latest lines may still be in its buffer
-            flush = self._flushes.get(name)
-            if flush is not None:
-                flush()
         if tail is not None and step in spilled:
-            events: Iterable[Event] = self._tail_events(step, stream, tail)
+            default = _first_line_time(self.events, step)
+            records = tail_records(self._flushed_files(step), tail, stream)  # from the end
+            events: Iterable[Event] = [_file_event(step, r, default) for r in records]
         elif spilled:
-            files = {name: self._files_of(name) for name in spilled}
+            files = {name: self._flushed_files(name) for name in spilled}
             events = _from_files(self.events, spilled, files)
         else:
             events = self.events
         return logs_frame(events, step=step, stream=stream, tail=tail)
 
-    def _tail_events(self, step: str, stream: str | None, tail: int) -> list[Event]:
-        """The events of the last ``tail`` lines of ``step`` (of ``stream``) in its log
-        files, as :func:`_from_files` makes them, read back from the files' ends."""
-        default = _first_line_time(self.events, step)
-        return [_file_event(step, record, default)
-                for record in tail_records(self._files_of(step), tail, stream)]
-
     def log_tail(self, step: str, count: int) -> list[str]:
         """The last ``count`` lines of ``step`` (both streams, masked), read from the end
         of its log files: the views' tail of a step whose later lines the event log did
         not keep, as ``logs(step, tail=count)`` reads it, without building a DataFrame."""
-        flush = self._flushes.get(step)
-        if flush is not None:  # a running step's latest lines may still be in its buffer
-            flush()
-        return [str(r["line"]) for r in tail_records(self._files_of(step), count)] if count else []
+        records = tail_records(self._flushed_files(step), count) if count else []
+        return [str(r["line"]) for r in records]
 
-    def _files_of(self, step: str) -> list[Path]:
+    def _flushed_files(self, step: str) -> list[Path]:
+        """``step``'s log files, a running step's latest lines (still in its buffer)
+        written to them first."""
+        flush = self._flushes.get(step)
+        if flush is not None:
+            flush()
         found = self._log_files.get(step, [])
         return list(found) if type(found) is list else found.log_files()
 
