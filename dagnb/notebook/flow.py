@@ -20,8 +20,8 @@ from typing import NamedTuple
 
 from dagnb.fingerprint import loaded_globals
 from dagnb.model.step import Step
-from dagnb.notebook.document import DaggerCell, bound_names, dagger_cells, read_names
-from dagnb.notebook.magics import cell_definition, graph_from_cells, line_fields
+from dagnb.notebook.document import bound_names, dagger_cells, read_names
+from dagnb.notebook.magics import cell_definitions, graph_of, line_fields
 
 __all__ = ["Feed", "needed_steps"]
 
@@ -43,7 +43,8 @@ def needed_steps(cells: Sequence[tuple[str, str]], targets: Sequence[str],
     """The steps to run for ``targets`` (and ``tags``), in graph order, and the steps
     among them that a needed cell reads an output of (see the module docstring)."""
     found = dagger_cells(cells)
-    graph = graph_from_cells(found)
+    definitions = cell_definitions(found, _EveryName())  # (each cell compiled once)
+    graph = graph_of(definitions)
     selected = set(graph.select(list(targets), tags=list(tags)))
     by_index = {cell.index: cell for cell in found}
     last = max(cell.index for cell in found if cell.name in selected)
@@ -53,7 +54,7 @@ def needed_steps(cells: Sequence[tuple[str, str]], targets: Sequence[str],
         kind, source = cells[index]
         cell = by_index.get(index)
         if cell is not None:
-            step, outputs = _definition(cell)
+            step, outputs = definitions[index]
             fed = next((v for v in outputs if v in live), None)
             if cell.name not in selected and fed is not None:
                 feeds.append(Feed(cell.name, fed, live[fed]))
@@ -63,8 +64,8 @@ def needed_steps(cells: Sequence[tuple[str, str]], targets: Sequence[str],
                     live.pop(variable, None)
                 for variable in _reads(step, cell.line):
                     live.setdefault(variable, cell.name)
-        elif kind == "code" and bound_names(source) & set(live):
-            reader = live[min(bound_names(source) & set(live))]
+        elif kind == "code" and (rebound := bound_names(source) & set(live)):
+            reader = live[min(rebound)]
             for variable in read_names(source):
                 live.setdefault(variable, reader)
     return graph.select(sorted(selected)), feeds[::-1]
@@ -76,10 +77,6 @@ class _EveryName(dict):  # type: ignore[type-arg]
 
     def __contains__(self, name: object) -> bool:
         return True
-
-
-def _definition(cell: DaggerCell) -> tuple[Step, tuple[str, ...]]:
-    return cell_definition(f"{cell.line}\n{cell.body}", _EveryName())
 
 
 def _reads(step: Step, line: str) -> set[str]:

@@ -44,8 +44,9 @@ from dagnb.notebook.widgets import LeftRunning, live_view, watch
 from dagnb.workflows.loader import load
 
 __all__ = [
-    "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "graph_from_cells", "line_fields",
-    "load_ipython_extension", "parse_line", "step_from_cell", "unload_ipython_extension",
+    "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "cell_definitions",
+    "graph_from_cells", "graph_of", "line_fields", "load_ipython_extension", "parse_line",
+    "step_from_cell", "unload_ipython_extension",
 ]
 
 
@@ -568,15 +569,32 @@ def line_fields(line: str) -> list[str] | None:
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
                      namespace: Mapping[str, Any] | None = None) -> Graph:
     """The graph the cells define, in order; a later cell of the same name replaces one."""
-    graph = Graph(name)
+    return graph_of(cell_definitions(cells, namespace), name)
+
+
+def cell_definitions(cells: Iterable[DaggerCell], namespace: Mapping[str, Any] | None = None
+                     ) -> dict[int, tuple[Step, tuple[str, ...]]]:
+    """Each cell's Step and ``--outputs`` (:func:`cell_definition`) by the cell's index;
+    a cell refused is named in the error."""
+    found = {}
     for cell in cells:
         where = f"cell {cell.index + 1} ({cell.line.strip()!r})"
         try:
-            graph.replace(step_from_cell(f"{cell.line}\n{cell.body}", namespace))
+            found[cell.index] = cell_definition(f"{cell.line}\n{cell.body}", namespace)
         except DagnbError as exc:
             raise type(exc)(f"{where}: {exc}") from None
         except UsageError as exc:  # the magic's parser refusing an option
             raise WorkflowError(f"{where}: {exc}") from None
+    return found
+
+
+def graph_of(definitions: Mapping[int, tuple[Step, tuple[str, ...]]],
+             name: str = "notebook") -> Graph:
+    """The graph of :func:`cell_definitions`' steps, in order; a later cell of the same
+    name replaces one."""
+    graph = Graph(name)
+    for step, _ in definitions.values():
+        graph.replace(step)
     return graph
 
 
