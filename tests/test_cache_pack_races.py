@@ -96,6 +96,29 @@ def test_a_folder_refresh_replaces_a_packed_entry_another_process_wrote(tmp_path
         assert Store(tmp_path / "c").lookup("s", "K").inline is None  # the folder's
 
 
+def test_a_packed_refresh_replaces_a_packed_entry_another_process_wrote(tmp_path, monkeypatch):
+    """The packs are read once, just before the record is written: its stamp passes the
+    other process's record though the clock stepped back, and the others are told."""
+    b = Store(tmp_path / "c")
+    _save(b, "s", "first", 1)  # b holds a pack, and has read the packs
+    with isolated():
+        a = Store(tmp_path / "c")
+        _save(a, "s", "K", "old")
+        assert a.lookup("s", "K").result() == "old"
+    real_ns, real_refresh = time.time_ns, pack.PackIndex.refresh
+    monkeypatch.setattr(store_module.time, "time_ns", lambda: real_ns() - 5 * 10**9)
+    refreshes = []
+    monkeypatch.setattr(pack.PackIndex, "refresh",
+                        lambda index: (refreshes.append(1), real_refresh(index))[1])
+    _save(b, "s", "K", "new", refresh=True)
+    assert refreshes == [1]  # (one fstat of the generation, when no one else wrote)
+    assert b.lookup("s", "K").result() == "new"
+    assert a.lookup("s", "K").result() == "new"  # told: it read the packs again
+    b.close()
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "K").result() == "new"
+
+
 def test_removing_an_entry_another_process_packed_since_removes_it(tmp_path):
     b = Store(tmp_path / "c")
     assert b.lookup("s", "other") is None

@@ -661,8 +661,8 @@ class Store(Housekeeping):
         if self.read_only:
             self._writable("save step", step_name)
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
-        if self._packs is not None and refresh:
-            self._packs.refresh()  # what it replaces may be another process's record
+        # (what a refresh replaces may be another process's record: the packs are read
+        # before a record is written, in _append, and before a packed one is dropped)
         if self._packs is not None and (out_dir is None or _no_files(out_dir)):
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
