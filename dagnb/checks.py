@@ -516,11 +516,14 @@ def bounded_line(line: str, limit: int = LINE_LIMIT) -> str:
     return f"{line[:limit]}… ({len(line) - limit} characters more; see the step's logs)"
 
 
-def short_repr(value: Any, limit: int = 200) -> str:
+def short_repr(value: Any, limit: int = 200, *, one_line: bool = False) -> str:
     """``repr(value)`` cut to ``limit`` characters (one that raises: its type's name),
-    for messages and key descriptions."""
+    for messages and key descriptions; ``one_line``: one of several lines (a frame's, an
+    array's) is its type's name too, for a message of one line."""
     try:
-        text = repr(value)
+        text: str | None = repr(value)
     except Exception:
+        text = None
+    if text is None or (one_line and "\n" in text):
         text = f"<{type(value).__qualname__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -244,3 +244,22 @@ def test_bad_duration_settings(value: object) -> None:
     with pytest.raises(Invalid, match=r"expected seconds or a duration such as '30m' "
                        r"\(none for no limit\)$"):
         checks.duration(value)
+
+
+# -- short_repr -----------------------------------------------------------------------
+class _Lines:
+    def __repr__(self) -> str:
+        return "1 2\n3 4"  # (a frame's or an array's repr is lines)
+
+
+class _Broken:
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr")
+
+
+def test_short_repr_is_cut_and_one_line_when_asked() -> None:
+    assert checks.short_repr("x" * 10, 8) == "'xxxx..."
+    assert checks.short_repr(_Broken()) == "<_Broken>"
+    assert checks.short_repr(_Lines()) == "1 2\n3 4"  # (a key's description: as it is)
+    assert checks.short_repr(_Lines(), one_line=True) == "<_Lines>"
+    assert checks.short_repr([1, 2], one_line=True) == "[1, 2]"

@@ -144,9 +144,7 @@ def _location(value: Any) -> str | os.PathLike[str] | None:
     left to os.fspath's TypeError about bytes and PathLike objects."""
     if value is None or isinstance(value, (str, os.PathLike)):
         return value
-    shown = short_repr(value, 80)
-    if "\n" in shown:  # (a frame, an array: one line all the same)
-        shown = f"<{type(value).__name__}>"
+    shown = short_repr(value, 80, one_line=True)  # (a frame, an array: its type)
     raise ConfigError(f"Memory(location={shown}) is not a location; it takes a folder "
                       "path, a store URL (s3://bucket/cache), or None to cache nothing")
 
