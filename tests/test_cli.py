@@ -170,6 +170,37 @@ def test_a_progress_bar_update_that_comes_too_soon_is_drawn_when_the_interval_en
     assert screen.getvalue().count("\n") == 1
 
 
+@pytest.mark.parametrize("tty", [False, True])
+def test_a_stream_that_stops_taking_text_ends_the_printing_quietly(tty: bool) -> None:
+    """A retry's line, a state's line or the bar, and the bar's end: the first write that
+    fails is the last one tried, and the run's events go on."""
+    from dagnb.runtime.events import EventLog
+    from dagnb.views.progress import ProgressPrinter
+
+    class Gone:
+        writes = 0
+
+        def isatty(self) -> bool:
+            return tty
+
+        def write(self, text: str) -> int:
+            self.writes += 1
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self) -> None:
+            pass
+
+    stream, events = Gone(), EventLog()
+    printer = ProgressPrinter(stream, min_interval=0)  # type: ignore[arg-type]
+    printer.on_event(events.emit("run", None, state="started", steps=1))
+    printer.on_event(events.emit("retry", "flaky", 1, next_attempt=2, attempt_limit=2,
+                                 delay=0.5, error="exit code 5"))
+    printer.on_event(events.emit("state", "flaky", 2, state="running"))
+    printer.on_event(events.emit("state", "flaky", 2, state="succeeded"))
+    printer.finish()
+    assert isinstance(printer.lost, BrokenPipeError) and stream.writes == 1
+
+
 def test_only_failed_reruns_the_last_failures_read_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

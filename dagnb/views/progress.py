@@ -58,23 +58,28 @@ class ProgressPrinter:
         if event.kind == "run" and event.data.get("state") == "started":
             self.total = event.data.get("steps", 0)
         if event.kind == "retry" and not self.tty:
-            self._retry_line(event)
+            # ``12:00:01 [0/3] flaky retrying 2/4 in 1.3 s: exit code 5``
+            with self._lock:
+                self._unless_lost(self._print, event, retry_words(event))
         if event.kind != "state" or event.step is None:
             return
         state = event.data["state"]
         with self._lock:
             self._track(event.step, state)
-            if self.lost is not None:
-                return
+            if self.tty:
+                self._unless_lost(self._draw)
+            # (a retry's line comes with its "retry" event, which says when and of how
+            # many attempts: the "retrying" state's says neither)
+            elif state in TERMINAL_STATES or state == "running" or "waiting" in event.data:
+                self._unless_lost(self._line, event)
+
+    def _unless_lost(self, write: Callable[..., None], *args: Any) -> None:
+        """``write(*args)``, the lock held, unless the stream stopped taking text; an
+        OSError (BrokenPipeError among them) stops it: nothing more is printed."""
+        if self.lost is None:
             try:
-                if self.tty:
-                    self._draw()
-                # (a retry's line comes with its "retry" event, which says when and
-                # of how many attempts: the "retrying" state's says neither)
-                elif state in TERMINAL_STATES or state == "running" or (
-                        "waiting" in event.data):
-                    self._line(event)
-            except OSError as exc:  # (BrokenPipeError among them) nothing more is printed
+                write(*args)
+            except OSError as exc:
                 self.lost = exc
 
     def _track(self, step: str, state: str) -> None:
@@ -83,16 +88,6 @@ class ProgressPrinter:
         elif state in TERMINAL_STATES:
             self._running.discard(step)
             self._done.add(step)
-
-    def _retry_line(self, event: Event) -> None:
-        """``12:00:01 [0/3] flaky retrying 2/4 in 1.3 s: exit code 5``."""
-        with self._lock:
-            if self.lost is not None:
-                return
-            try:
-                self._print(event, retry_words(event))
-            except OSError as exc:  # (as on_event: nothing more is printed)
-                self.lost = exc
 
     def _print(self, event: Event, says: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
@@ -130,12 +125,8 @@ class ProgressPrinter:
         """The redraw a throttled event left for later (called on a timer's thread)."""
         with self._lock:
             self._trailing = None
-            if self._finished or self.lost is not None:
-                return
-            try:
-                self._draw(force=True)
-            except OSError as exc:
-                self.lost = exc
+            if not self._finished:
+                self._unless_lost(self._draw, True)
 
     def _cancel_trailing(self) -> None:
         if self._trailing is not None:
@@ -147,14 +138,13 @@ class ProgressPrinter:
         with self._lock:
             self._finished = True
             self._cancel_trailing()
-        if self.tty and self.lost is None:
-            with self._lock:
-                try:
-                    self._draw(force=True)
-                    self.stream.write("\n")
-                    self.stream.flush()
-                except OSError as exc:
-                    self.lost = exc
+            if self.tty:
+                self._unless_lost(self._end_bar)
+
+    def _end_bar(self) -> None:
+        self._draw(force=True)
+        self.stream.write("\n")
+        self.stream.flush()
 
     def table(self, run: Run) -> str:
         """The run's final status table as text (without pandas: the CLI starts faster);
