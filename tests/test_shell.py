@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -43,9 +45,10 @@ def _only_sh(tmp_path) -> dict[str, str]:
     """An environment whose PATH has sh and python3 but no bash (a slim image)."""
     folder = tmp_path / "bin"
     folder.mkdir()
-    for tool in ("sh", "python3"):
-        os.symlink(subprocess.check_output(["sh", "-c", f"command -v {tool}"], text=True)
-                   .strip(), folder / tool)
+    # the interpreter itself: `command -v python3` can name a pyenv shim, a bash script
+    tools = {"sh": shutil.which("sh"), "python3": os.path.realpath(sys.executable)}
+    for tool, path in tools.items():
+        os.symlink(path, folder / tool)
     return {"PATH": str(folder)}
 
 
