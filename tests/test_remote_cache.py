@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import pytest
 
 import dagnb
@@ -397,6 +398,94 @@ def test_a_blob_changed_in_the_store_is_a_miss_and_the_rebuild_mends_it(
     save(reader, "step", "k", {"data.bin": good})  # the step run again, by the reader
     entry = store(url, tmp_path / "c").lookup("step", "k")
     assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
+
+
+class Downloads:
+    """Every client of a store made from now on, with the blobs it downloads written down."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.blobs: list[str] = []
+        real = ObjectStore._connect
+
+        def connect(store: ObjectStore) -> None:
+            real(store)
+            store.fs = Counting(store._fs, self.blobs)
+
+        monkeypatch.setattr(ObjectStore, "_connect", connect)
+
+
+class Counting(Recording):
+    def __init__(self, fs: Any, blobs: list[str]) -> None:
+        super().__init__(fs)
+        self.blobs = blobs
+
+    def get_file(self, remote: str, local: str, **options: Any) -> Any:
+        self.blobs.append(remote.rsplit("/", 1)[-1])
+        return self.fs.get_file(remote, local, **options)
+
+
+BIG_OUTPUT = ("python -c \"import os; open(os.environ['DAGNB_OUT'] + '/big.bin', 'wb')"
+              ".write(bytes(i % 251 for i in range(200_000)))\"")
+
+
+def test_a_run_downloads_a_damaged_entry_once_runs_the_step_and_mends_it(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run looks twice (the lookup, then again under the key's lock): the second look
+    took the damaged entry's blobs again and warned again."""
+    graph = dagnb.Graph("g", [dagnb.Step("make", run=BIG_OUTPUT)])
+    dagnb.configure(cache_local_directory=str(tmp_path / "a"))
+    graph.run(executor="local", cache_directory=url)
+    (entry,) = [name for name in listing(url) if name.startswith("entries/make/")]
+    key = entry.removeprefix("entries/make/").removesuffix(".json")
+    _damage_blob(url, "make", key, "big.bin")
+    downloads = Downloads(monkeypatch)
+    dagnb.configure(cache_local_directory=str(tmp_path / "b"))
+    with pytest.warns(RemoteCacheWarning) as said:
+        run = graph.run(executor="local", cache_directory=url)
+    assert run.states() == {"make": "succeeded"}  # the step ran again: nothing served
+    assert [str(w.message).count("does not match its digest") for w in said] == [1]
+    stored = json.loads(fs_cat(url, entry))["files"]
+    assert len(downloads.blobs) == len(set(downloads.blobs))  # each at most once
+    assert stored["out/big.bin"][0] in downloads.blobs
+    mended = store(url, tmp_path / "c").lookup("make", key)  # the rerun's save replaced it
+    assert mended is not None
+    assert (mended.out_dir / "big.bin").read_bytes() == bytes(i % 251 for i in range(200_000))
+
+
+@pytest.fixture(params=["s3", "folder"])
+def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A store on moto's S3 server, or in a local folder (file://)."""
+    if request.param == "folder":
+        return f"file://{tmp_path}/store"
+    return request.getfixturevalue("url")
+
+
+def damage(url: str, step: str, key: str, name: str) -> str:
+    """Change one byte of the blob of ``out/<name>``, keeping its size, in any store
+    (as a foreign tool would); its digest."""
+    fs, root = fsspec.core.url_to_fs(url, skip_instance_cache=True)
+    digest = json.loads(fs.cat_file(f"{root}/entries/{step}/{key}.json"))["files"][f"out/{name}"][0]
+    data = bytearray(fs.cat_file(f"{root}/blobs/{digest}"))
+    data[len(data) // 2] ^= 0x01
+    fs.pipe_file(f"{root}/blobs/{digest}", bytes(data))
+    return digest
+
+
+def test_a_pull_downloads_a_damaged_blob_once_whatever_names_it(
+        any_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    same = bytes(i % 251 for i in range(200_000))
+    local = Store(tmp_path / "a")
+    save(local, "make", "k1", {"data.bin": same})
+    save(local, "copy", "k2", {"data.bin": same})  # one blob, named by both entries
+    assert main(["cache", "push", any_url, "--cache-dir", str(tmp_path / "a")]) == 0
+    digest = damage(any_url, "make", "k1", "data.bin")
+    downloads = Downloads(monkeypatch)
+    capsys.readouterr()
+    assert main(["cache", "pull", any_url, "--cache-dir", str(tmp_path / "b")]) == 1
+    assert "pull: 0 entries copied, 0 already there, 2 not usable" in capsys.readouterr().out
+    assert downloads.blobs.count(digest) == 1
+    assert Store(tmp_path / "b").lookup("copy", "k2") is None
 
 
 def test_a_refresh_sends_its_blobs_again(url: str, tmp_path: Path) -> None:

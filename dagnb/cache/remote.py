@@ -32,9 +32,11 @@ trusts an entry only when its manifest parses and every blob it names exists wit
 recorded size and, as it is downloaded, hashes to its name, so an upload cut short
 (process killed, server gone) leaves nothing a reader accepts: blobs without a manifest
 are ignored, and an S3 object only exists once its PUT (or multipart upload) completed.
-A blob changed in the store is a miss, and the process that met it mends it when it saves
-the step again (a refresh sends every blob again too). Two writers of one key leave one
-good entry: the first manifest stays, unless it is broken or expired, then it is replaced.
+A blob changed in the store is a miss, downloaded once per process (not again for its
+other entries, nor by a run's second look under the key's lock), and the process that met
+it mends it when it saves the step again (a refresh sends every blob again too). Two
+writers of one key leave one good entry: the first manifest stays, unless it is broken or
+expired, then it is replaced.
 Files move through ``put_file``/``get_file``, which stream in chunks: memory stays
 bounded whatever a file's size.
 
@@ -185,6 +187,9 @@ class ObjectStore:
         # and the entries that named them: a save replaces both (see _put_blob)
         self.damaged_blobs: set[str] = set()
         self.damaged_entries: set[tuple[str, str]] = set()
+        # entries whose manifest named a blob missing, damaged or of another size: not
+        # downloaded again by this process (a run's claim looks twice) until it saves them
+        self.unusable_entries: set[tuple[str, str]] = set()
         self.expired = False  # whether the last download found its entry expired
         # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
         # defaults read ten 50 MB parts of a download at once)
@@ -242,28 +247,39 @@ class ObjectStore:
             return None
         for folder in manifest["dirs"]:
             (into / folder).mkdir(parents=True, exist_ok=True)
+        if not self._fetch_files(manifest["files"], into):
+            self.unusable_entries.add((step, key))
+            if any(digest in self.damaged_blobs for digest, _ in manifest["files"].values()):
+                self.damaged_entries.add((step, key))
+            return None
+        _restore_modes_and_links(manifest, into)
+        return sum(size for _, size in manifest["files"].values())
+
+    def _fetch_files(self, files: Mapping[str, list[Any]], into: Path) -> bool:
+        """Download an entry's files into ``into``; False at the first one missing,
+        damaged or of another size than its manifest says."""
         fetched: dict[str, Path] = {}
-        for relative, (digest, size) in manifest["files"].items():
+        for relative, (digest, size) in files.items():
             target = into / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if size == 0:
                 target.touch()  # empty files have no blob: nothing to fetch
             elif not self._fetch_blob(digest, target, fetched):
-                if digest in self.damaged_blobs:
-                    self.damaged_entries.add((step, key))
-                return None
+                return False
             if os.stat(target).st_size != size:
-                return None
-        _restore_modes_and_links(manifest, into)
-        return sum(size for _, size in manifest["files"].values())
+                return False
+        return True
 
     def _fetch_blob(self, digest: str, target: Path, fetched: dict[str, Path]) -> bool:
         """Download one blob (once per entry: a repeated digest is copied locally); False
         when it is absent, or is not the content its name says (changed in the store, by
-        a bug or by hand: never served, and in :attr:`damaged_blobs`)."""
+        a bug or by hand: never served, and in :attr:`damaged_blobs`, not downloaded
+        again by this process until it sends the blob itself)."""
         if digest in fetched:
             shutil.copyfile(fetched[digest], target)
             return True
+        if digest in self.damaged_blobs:
+            return False
         try:
             self.fs.get_file(self.blob_path(digest), os.fspath(target), **self._part_options)
         except FileNotFoundError:
@@ -315,6 +331,7 @@ class ObjectStore:
         for relative, (digest, size) in _distinct(manifest["files"]).items():
             sent += self._put_blob(folder / relative, digest, size, replace)
         self.damaged_entries.discard((step, key))
+        self.unusable_entries.discard((step, key))
         return sent if self._put_manifest(step, key, manifest, replace) else 0
 
     def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
@@ -575,7 +592,7 @@ class RemoteBackend(StoreBackend):
 
     def read(self, step: str, key: str) -> Item | None:
         item = self.local.read(step, key)
-        if item is not None or step.startswith(".") or (step, key) in self._distrusted:
+        if item is not None or step.startswith(".") or not self._may_fetch(step, key):
             return item  # the store's own folders are local
         if not self._reachable():
             return None
@@ -613,6 +630,14 @@ class RemoteBackend(StoreBackend):
         else:
             self._warned = False
 
+    def _may_fetch(self, step: str, key: str) -> bool:
+        """Whether the store's copy of ``step/key`` is worth asking for: not when this
+        process set it aside or cleared it here, nor when it found the store's copy
+        unusable (a run's claim looks again under the lock: that downloaded a damaged
+        entry twice and warned twice)."""
+        return ((step, key) not in self._distrusted
+                and (step, key) not in self.remote.unusable_entries)
+
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
 
@@ -636,7 +661,7 @@ class RemoteBackend(StoreBackend):
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
             return True
-        if step.startswith(".") or (step, key) in self._distrusted or not self._reachable():
+        if step.startswith(".") or not self._may_fetch(step, key) or not self._reachable():
             return False
         try:
             found = self.remote.manifest(step, key) is not None
