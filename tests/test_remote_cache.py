@@ -617,6 +617,30 @@ def test_a_refresh_the_store_missed_is_sent_by_the_next_push(
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
     assert "0 entries copied, 1 already there" in capsys.readouterr().out  # sent once
 
+def test_the_rebuild_of_an_entry_damaged_in_the_store_is_owed_while_it_is_down(
+    url: str, server: S3Server, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The rebuild replaces the store's damaged copy; saved while the store is down, the
+    next push must send it: the store has a manifest and blobs of the right sizes, so
+    push took it as there, and the damaged copy stayed for every machine."""
+    good = bytes(i % 251 for i in range(200_000))
+    save(store(url, tmp_path / "a"), "step", "k", {"data.bin": good})
+    _damage_blob(url, "step", "k", "data.bin")
+    reader = store(url, tmp_path / "b")
+    with pytest.warns(RemoteCacheWarning, match="does not match its digest"):
+        assert reader.lookup("step", "k") is None
+    server.stop()
+    try:
+        with pytest.warns(RemoteCacheWarning, match="an upload failed"):
+            save(reader, "step", "k", {"data.bin": good})  # the step run again
+    finally:
+        server.start()
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "b")]) == 0
+    assert "1 entries copied" in capsys.readouterr().out
+    entry = store(url, tmp_path / "c").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
+
+
 def test_each_outage_of_the_store_is_said_once(
     url: str, server: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

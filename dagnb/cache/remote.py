@@ -611,8 +611,10 @@ class RemoteBackend(StoreBackend):
 
     def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         # an entry this machine replaces (a refresh, a rebuild of a damaged or cleared
-        # one) replaces the store's copy too; a first save keeps another writer's
-        replace = refresh or (step, key) in self._distrusted or self.local.exists(step, key)
+        # one, or of one found damaged in the store) replaces the store's copy too, now or
+        # at the next push; a first save keeps another writer's
+        replace = (refresh or (step, key) in self._distrusted or self.local.exists(step, key)
+                   or (step, key) in self.remote.damaged_entries)
         self._distrusted.discard((step, key))
         self.local.write(step, key, folder)
         item = self.local.read(step, key)
