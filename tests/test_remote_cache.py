@@ -423,6 +423,10 @@ class Counting(Recording):
         self.blobs.append(remote.rsplit("/", 1)[-1])
         return self.fs.get_file(remote, local, **options)
 
+    def open(self, path: str, mode: str = "rb", **options: Any) -> Any:
+        self.blobs.append(path.rsplit("/", 1)[-1])
+        return self.fs.open(path, mode, **options)
+
 
 BIG_OUTPUT = ("python -c \"import os; open(os.environ['DAGNB_OUT'] + '/big.bin', 'wb')"
               ".write(bytes(i % 251 for i in range(200_000)))\"")
@@ -452,11 +456,13 @@ def test_a_run_downloads_a_damaged_entry_once_runs_the_step_and_mends_it(
     assert (mended.out_dir / "big.bin").read_bytes() == bytes(i % 251 for i in range(200_000))
 
 
-@pytest.fixture(params=["s3", "folder"])
+@pytest.fixture(params=["s3", "folder", "memory"])
 def any_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """A store on moto's S3 server, or in a local folder (file://)."""
+    """A store on moto's S3 server, in a local folder (file://) or in memory."""
     if request.param == "folder":
         return f"file://{tmp_path}/store"
+    if request.param == "memory":
+        return f"memory://dagnb-{uuid.uuid4().hex[:12]}/store"
     return request.getfixturevalue("url")
 
 
@@ -823,6 +829,31 @@ def test_push_leaves_out_an_entry_whose_file_was_edited_in_place(
     assert "0 entries copied, 1 already there" in capsys.readouterr().out and read == []
 
 
+def test_push_check_mends_a_file_changed_in_the_store_that_a_plain_push_takes_as_there(
+        any_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    good = bytes(i % 251 for i in range(200_000))
+    local = Store(tmp_path / "a")
+    save(local, "make", "k1", {"data.bin": good})
+    save(local, "make", "k2", {"data.txt": b"two"})
+    push = ["cache", "push", any_url, "--cache-dir", str(tmp_path / "a")]
+    assert main(push) == 0
+    damage(any_url, "make", "k1", "data.bin")  # by a foreign tool: its size kept
+    downloads = Downloads(monkeypatch)
+    capsys.readouterr()
+    assert main(push) == 0  # sizes are all a plain push sees: it reads no blob
+    assert "push: 0 entries copied, 2 already there, 0.0 MB" in capsys.readouterr().out
+    assert downloads.blobs == []
+    assert main([*push, "--check"]) == 0
+    out = capsys.readouterr().out
+    assert ("push: 1 entries copied (1 replacing a copy damaged in the store), 1 already "
+            "there (read back and checked: 0.2 MB), 0.2 MB") in out, out
+    entry = store(any_url, tmp_path / "c").lookup("make", "k1")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
+    assert main([*push, "--check"]) == 0
+    assert "push: 0 entries copied, 2 already there" in capsys.readouterr().out
+
+
 @pytest.mark.parametrize("action", ["push", "pull"])
 def test_a_store_that_fails_is_one_line_and_exit_2(
     action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -980,6 +1011,9 @@ def test_the_magic_pushes_and_pulls(url: str, shell: Any, tmp_path: Path) -> Non
     pulled = shell.run_line_magic("dagger", f"cache pull {url}")
     assert "pull: 1 entries copied" in str(pulled)
     assert local.lookup("make", "k1") is not None
+    damage(url, "make", "k1", "data.txt")
+    checked = shell.run_line_magic("dagger", f"cache push --check {url}")
+    assert "1 entries copied (1 replacing a copy damaged in the store)" in str(checked)
 
 
 # -- interrupted uploads ------------------------------------------------------------------

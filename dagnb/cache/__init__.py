@@ -264,10 +264,13 @@ def sync(
     url: str | None = None,
     local: str | os.PathLike[str] | None = None,
     stream: TextIO | None = None,
+    *,
+    check: bool = False,
 ) -> _remote.Transfer:
     """``dagnb cache push|pull``: copy entries between the local cache folder (the
     setting's when None) and the store ``url`` (``cache_directory`` when None), with a
-    progress line on ``stream`` (stderr)."""
+    progress line on ``stream`` (stderr); ``check``: a push downloads and hashes the
+    blobs of the entries the store has (``push --check``, see :func:`~dagnb.cache.remote.push`)."""
     url = settings().cache_directory if url is None else url
     try:
         url = checks.location(url)
@@ -284,7 +287,7 @@ def sync(
     show = _remote.progress_line(action, stream)
     try:
         if action == "push":
-            return _remote.push(store, url, progress=show)
+            return _remote.push(store, url, progress=show, check=check)
         return _remote.pull(url, store, progress=show)
     except (CacheError, KeyboardInterrupt):
         raise

@@ -45,7 +45,9 @@ instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`). C
 pass ``key`` and ``secret`` in ``storage_options``, whose URLs are checked as the
 setting's are (:func:`dagnb.checks.store_options`).
 :func:`push` and :func:`pull` copy entries between a local cache and a remote store; a
-push also sends the refreshes and rebuilds the store missed (:func:`owe_replacement`).
+push also sends the refreshes and rebuilds the store missed (:func:`owe_replacement`). A
+push takes a blob the store has by its size (one request; a blob changed there with its
+size kept passes), or, with ``check``, by its content, downloaded and hashed.
 
 fsspec with s3fs was chosen over obstore: one API for every store fsspec knows (local
 files and memory included, which the tests use), the conditional create that S3 offers,
@@ -161,9 +163,13 @@ class ObjectStore:
         Where the store is: ``s3://bucket/prefix``, ``gs://...``, ``file:///path``...
     storage_options
         Keyword arguments for the filesystem (``endpoint_url``, ``profile``, ...).
+    check_content
+        Take a blob as stored only once it is downloaded and hashes to its name (each
+        once), not by its size alone: ``dagnb cache push --check``.
     """
 
-    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None) -> None:
+    def __init__(self, url: str, storage_options: Mapping[str, Any] | None = None, *,
+                 check_content: bool = False) -> None:
         # every message below names the URL: one with credentials in it goes no further
         self.url = checks.checked(checks.location, url, "cache store", CacheError,
                                   sep=" ").rstrip("/")
@@ -190,6 +196,9 @@ class ObjectStore:
         # entries whose manifest named a blob missing, damaged or of another size: not
         # downloaded again by this process (a run's claim looks twice) until it saves them
         self.unusable_entries: set[tuple[str, str]] = set()
+        self.check_content = check_content
+        self.bytes_checked = 0  # read back from the store to check blobs' content
+        self._checked_blobs: set[str] = set()  # found whole by that check, or sent from here
         self.expired = False  # whether the last download found its entry expired
         # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
         # defaults read ten 50 MB parts of a download at once)
@@ -335,15 +344,41 @@ class ObjectStore:
         return sent if self._put_manifest(step, key, manifest, replace) else 0
 
     def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
-        """Upload one blob unless the store has it already (of its size, and neither
-        found damaged here nor to be replaced); the bytes sent."""
-        target = self.blob_path(digest)
-        if size == 0 or (not replace and digest not in self.damaged_blobs
-                         and self._size(target) == size):
+        """Upload one blob unless the store has it already (see :meth:`_has_blob`) and
+        it is not to be replaced; the bytes sent."""
+        if size == 0 or (not replace and self._has_blob(digest, size)):
             return 0  # stored once, whatever step made it
-        self.fs.put_file(os.fspath(path), target, **self._part_options)
+        self.fs.put_file(os.fspath(path), self.blob_path(digest), **self._part_options)
         self.damaged_blobs.discard(digest)
+        self._checked_blobs.add(digest)
         return size
+
+    def _has_blob(self, digest: str, size: int) -> bool:
+        """Whether the store has the blob of ``digest``: of its size (one request, all
+        that can be seen without downloading it), not found damaged by this process,
+        and, when :attr:`check_content`, hashing to its name."""
+        if digest in self.damaged_blobs or self._size(self.blob_path(digest)) != size:
+            return False
+        return not self.check_content or self._hashes_to_name(digest)
+
+    def _hashes_to_name(self, digest: str) -> bool:
+        """Whether the stored blob of ``digest`` hashes to it, read in chunks (once per
+        blob); one that does not joins :attr:`damaged_blobs`."""
+        if digest in self._checked_blobs:
+            return True
+        hasher = new_hasher()
+        try:
+            with self.fs.open(self.blob_path(digest), "rb", block_size=_S3_CHUNK) as handle:
+                while chunk := handle.read(_CHUNK):
+                    hasher.update(chunk)
+                    self.bytes_checked += len(chunk)
+        except FileNotFoundError:  # (removed since its size was seen)
+            return False
+        if hasher.hexdigest() != digest:
+            self.damaged_blobs.add(digest)
+            return False
+        self._checked_blobs.add(digest)
+        return True
 
     def _size(self, path: str) -> int | None:
         self.fs.invalidate_cache(path)  # a listing made earlier must not answer for now
@@ -372,14 +407,17 @@ class ObjectStore:
 
     def trusted(self, step: str, key: str) -> bool:
         """Whether ``step/key`` has a manifest a reader accepts: parsed, not expired,
-        every blob present with its recorded size."""
+        every blob there (:meth:`_has_blob`). One naming a blob found damaged joins
+        :attr:`damaged_entries` (its replacement sends every blob again)."""
         manifest = self.manifest(step, key)
         if manifest is None or _expired(manifest, time.time()):
             return False
-        return all(
-            size == 0 or self._size(self.blob_path(digest)) == size
-            for digest, size in set(map(tuple, manifest["files"].values()))
-        )
+        blobs = set(map(tuple, manifest["files"].values()))
+        if all(size == 0 or self._has_blob(digest, size) for digest, size in blobs):
+            return True
+        if any(digest in self.damaged_blobs for digest, _ in blobs):
+            self.damaged_entries.add((step, key))
+        return False
 
 
 def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
@@ -719,37 +757,50 @@ def paid_replacement(root: Path, step: str, key: str) -> None:
 
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
-    """What a :func:`push` or :func:`pull` did: entries copied, skipped (there already),
+    """What a :func:`push` or :func:`pull` did: entries copied (a push's ``mended``
+    among them: replacing a copy found damaged in the store), skipped (there already),
     expired, unusable (a pull's: in the store, expired, or with a file missing or
     damaged) and damaged (a push's: here, files no longer matching their digest, set
-    aside and not sent), bytes moved."""
+    aside and not sent), bytes moved, and bytes read back to check the store's (a
+    ``push --check``'s)."""
 
-    __slots__ = ("bytes", "copied", "damaged", "expired", "skipped", "unusable")
+    __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "mended", "skipped",
+                 "unusable")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
-        self.bytes = 0
+        self.mended = self.bytes = self.checked = 0
 
     def __repr__(self) -> str:
-        return (f"Transfer(copied={self.copied}, skipped={self.skipped}, "
-                f"expired={self.expired}, unusable={self.unusable}, "
-                f"damaged={self.damaged}, bytes={self.bytes})")
+        return (f"Transfer(copied={self.copied}, mended={self.mended}, "
+                f"skipped={self.skipped}, expired={self.expired}, unusable={self.unusable}, "
+                f"damaged={self.damaged}, bytes={self.bytes}, checked={self.checked})")
 
     def line(self, action: str) -> str:
         """The one-line summary ``dagnb cache push|pull`` and the magic print."""
+        mended = (f" ({self.mended} replacing a copy damaged in the store)" if self.mended
+                  else "")
+        checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
         unusable = (f", {self.unusable} not usable (a file missing or damaged in the store: "
-                    "their steps run again)") if self.unusable else ""
+                    "their steps run again; dagnb cache push --check from a machine that has "
+                    "them mends them)") if self.unusable else ""
         damaged = (f", {self.damaged} left out (damaged here: set aside, their steps run "
                    "again)") if self.damaged else ""
-        return (f"{action}: {self.copied} entries copied, {self.skipped} already there"
-                f"{expired}{unusable}{damaged}, {self.bytes / 1e6:.1f} MB")
+        return (f"{action}: {self.copied} entries copied{mended}, {self.skipped} already "
+                f"there{checked}{expired}{unusable}{damaged}, {self.bytes / 1e6:.1f} MB")
 
 
-def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfer:
+def push(local: Store, url: str, *, progress: Progress | None = None,
+         check: bool = False) -> Transfer:
     """Upload every unexpired entry of the ``local`` store that ``url`` lacks and whose
-    files still match their digests; a damaged one is set aside, as verify does."""
-    remote = _object_store(url)
+    files still match their digests; a damaged one is set aside, as verify does.
+
+    The store has an entry when it has its manifest and every blob it names, of its size;
+    ``check``: and hashing to its name, each blob downloaded (else a blob changed in the
+    store, its size kept, is seen only by the readers who download it, and never
+    mended by a push)."""
+    remote = _object_store(url, check_content=check)
     now = local.clock()
     local.take_set_aside()  # (those found before were reported then: count this push's)
     entries = [entry for entry in local.iter_entries() if not entry.expired(now)]
@@ -760,6 +811,7 @@ def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfe
         if not replace and remote.trusted(entry.step, entry.key):
             done.skipped += 1  # (not re-hashed: the store has it already)
         elif _intact(local, entry):
+            done.mended += (entry.step, entry.key) in remote.damaged_entries
             done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta,
                                         replace=replace)
             done.copied += 1
@@ -767,6 +819,7 @@ def push(local: Store, url: str, *, progress: Progress | None = None) -> Transfe
         if progress is not None:
             progress(number, len(entries), done.bytes)
     done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
+    done.checked = remote.bytes_checked
     return done
 
 
@@ -802,10 +855,10 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
     return done
 
 
-def _object_store(url: str) -> ObjectStore:
+def _object_store(url: str, *, check_content: bool = False) -> ObjectStore:
     from dagnb.config import settings
 
-    return ObjectStore(url, settings().cache_storage_options)
+    return ObjectStore(url, settings().cache_storage_options, check_content=check_content)
 
 
 def progress_line(verb: str, stream: TextIO | None = None) -> Progress:

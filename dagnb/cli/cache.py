@@ -5,7 +5,7 @@
     dagnb cache verify|list|stats [--cache-dir DIR]     (list: [--step NAME])
     dagnb cache clear --step NAME | --older-than AGE | --all
     dagnb cache prune [--max-size SIZE] [--max-entries N] [--max-age AGE]
-    dagnb cache push|pull [URL]
+    dagnb cache push [URL] [--check] | pull [URL]
 
 Each acts on a local cache folder (``--cache-dir``, default: the setting's): one named
 that is not there, or that is not a dagnb cache, is refused in one line and nothing is
@@ -61,6 +61,10 @@ def add_parser(sub: Any) -> None:
                           help="the remote store (default: cache_directory when it is a URL)")
         sync.add_argument("--cache-dir", default=None,
                           help="the local cache folder (default: the setting's local folder)")
+    actions.choices["push"].add_argument(
+        "--check", action="store_true",
+        help="also download and hash the files of the entries the store has (each once), "
+             "and replace those changed there: without it, a file is there if its size is")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -167,7 +171,7 @@ def _cache_sync(args: argparse.Namespace) -> int:
     """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
     from dagnb.cache import sync
 
-    done = sync(args.action, args.url, args.cache_dir)
+    done = sync(args.action, args.url, args.cache_dir, check=getattr(args, "check", False))
     print(done.line(args.action))
     return 1 if done.unusable or done.damaged else 0
 

@@ -294,6 +294,7 @@ class DaggerMagics(Magics):
             %dagger plan                              what a run would do now
             %dagger cache [stats|entries|clear [NAME]|explain NAME]
             %dagger cache push|pull [URL]             copy entries to / from a store URL
+                                                      (push --check: files there by content)
             %dagger services                          running service containers
             %dagger images [list|refresh [IMAGE ...]] tags pinned to digests (pin_images)
             %dagger save PATH.yml / %dagger load PATH.yml   YAML workflow file
@@ -392,8 +393,11 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         return Text(f"removed {removed} cache entries" + (f" of {names[0]!r}" if names else ""))
     if action == "explain" and len(names) == 1:
         return Text("\n".join(self.session.graph.explain(names[0])))
+    check = action == "push" and "--check" in names  # (as dagnb cache push --check)
+    if check:
+        names = [name for name in names if name != "--check"]
     if action in ("push", "pull") and len(names) <= 1:
-        done = sync(action, *names)
+        done = sync(action, *names, check=check)
         return Text(done.line(action))
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
                      "[NAME], clear [NAME], explain NAME, push [URL] or pull [URL]")
