@@ -337,6 +337,36 @@ def test_a_manifest_that_would_write_through_a_link_is_not_trusted(
         assert store(url, tmp_path / "b").lookup("step", "k") is None
 
 
+@pytest.mark.parametrize("extra", [
+    {"files": {"out/v.txt/inner": "v"}},  # a file beneath a file
+    {"files": {"out/sub": "v"}, "dirs": ["out/sub"]},  # a file where a folder is
+    {"files": {".": "v"}},  # a file at the entry's own folder
+])
+def test_a_manifest_whose_files_are_in_each_others_way_is_a_miss_not_a_store_failure(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        extra: dict[str, Any]) -> None:
+    """Its download failed on the reader's disk, which read as a store that cannot be
+    reached: warned so, every entry a miss and every save kept local for a minute; and
+    a pull stopped there, exit 2."""
+    writer = store(url, tmp_path / "a")
+    save(writer, "step", "good", {"v.txt": b"good"})
+    save(writer, "step", "bad", {"v.txt": b"bad"})
+    manifest = json.loads(fs_cat(url, "entries/step/bad.json"))
+    blob = manifest["files"]["out/v.txt"]
+    manifest["files"].update({path: blob for path in extra["files"]})
+    manifest["dirs"] += extra.get("dirs", [])
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(f"{url.removeprefix('s3://')}/entries/step/bad.json",
+                 json.dumps(manifest).encode())
+    reader = store(url, tmp_path / "b")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RemoteCacheWarning)  # refused, not failed on
+        assert reader.lookup("step", "bad") is None
+        assert reader.lookup("step", "good") is not None
+    assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "c")]) == 1
+    assert "pull: 1 entries copied, 0 already there, 1 not usable" in capsys.readouterr().out
+
+
 def test_a_link_out_of_the_entry_is_stored_as_what_it_points_to(
         url: str, tmp_path: Path) -> None:
     # A reader restores no link out of an entry (a store writer could point one at the

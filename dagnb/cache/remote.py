@@ -448,6 +448,7 @@ def _parse_manifest(raw: bytes, step: str, key: str) -> dict[str, Any] | None:
             and all(_safe(rel) for rel in [*manifest["files"], *manifest["dirs"]])
             and all(_is_blob_ref(ref) for ref in manifest["files"].values())
             and _links_ok(manifest)
+            and _apart(manifest)
             and set(manifest.get("executable", [])) <= set(manifest["files"])
         )
     except (ValueError, KeyError, TypeError, AttributeError):
@@ -468,6 +469,16 @@ def _links_ok(manifest: Mapping[str, Any]) -> bool:
         return False
     return not any(str(parent) in links
                    for path in [*paths, *links] for parent in Path(path).parents)
+
+
+def _apart(manifest: Mapping[str, Any]) -> bool:
+    """No file where a folder of the entry is or above another of its paths: writing
+    it would fail on the reader's disk, which read as a store that cannot be reached."""
+    files = {Path(path) for path in manifest["files"]}
+    paths = [Path(path) for path in [*manifest["files"], *manifest["dirs"],
+                                     *manifest.get("links", {})]]
+    return not files & {Path(path) for path in manifest["dirs"]} and not any(
+        parent in files for path in paths for parent in path.parents)
 
 
 def _inside(link: str, target: Any) -> bool:
@@ -491,7 +502,7 @@ def _safe(relative: Any) -> bool:
     """A path inside the entry (a manifest never writes outside its folder)."""
     return (
         isinstance(relative, str) and bool(relative) and not os.path.isabs(relative)
-        and ".." not in Path(relative).parts
+        and ".." not in Path(relative).parts and Path(relative).parts != ()  # (not ".")
     )
 
 
