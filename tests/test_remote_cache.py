@@ -391,6 +391,27 @@ def test_a_link_out_of_the_entry_is_stored_as_what_it_points_to(
     assert not (got.out_dir / "folder" / "sub" / "loop" / "sub").exists()
 
 
+def test_two_links_to_one_folder_out_of_the_entry_both_reach_the_reader(
+        url: str, tmp_path: Path) -> None:
+    """The folder is uploaded once, the second link as a link to it: it was left out,
+    and the reader was served a tree without it."""
+    outside = tmp_path / "shared"
+    outside.mkdir()
+    (outside / "data.txt").write_text("data")
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("step")
+    (out / "one").symlink_to(outside)
+    (out / "nested").mkdir()
+    (out / "nested" / "two").symlink_to(outside)
+    writer.save("step", "k", out_dir=out)
+    got = store(url, tmp_path / "b").lookup("step", "k")
+    assert got is not None
+    assert (got.out_dir / "one" / "data.txt").read_text() == "data"
+    assert (got.out_dir / "nested" / "two" / "data.txt").read_text() == "data"
+    mine = writer.lookup("step", "k").out_dir
+    assert sorted(os.listdir(got.out_dir)) == sorted(os.listdir(mine)) == ["nested", "one"]
+
+
 def test_a_broken_link_is_refused_before_the_store_is_asked(url: str, tmp_path: Path) -> None:
     # It used to fail the save with a FileNotFoundError; the store must stay usable.
     writer = store(url, tmp_path / "a")

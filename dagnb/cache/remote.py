@@ -515,17 +515,24 @@ def _entry_tree(folder: Path) -> dict[str, Any]:
     """A local entry as the manifest lists it: relative ``files`` -> size, ``dirs``,
     ``links`` -> target text and the ``executable`` files. A link inside the entry is
     kept as a link (as the local store keeps it); one that leads out of it is stored as
-    what it points to (a reader's machine has its own files there), a folder walked once."""
+    what it points to (a reader's machine has its own files there), a folder walked once:
+    another way to it becomes a link to where it was walked, one to a folder above it
+    (a loop) is left out."""
     tree: dict[str, Any] = {"files": {}, "dirs": [], "links": {}, "executable": []}
-    walked = {os.path.realpath(folder)}
+    walked = {os.path.realpath(folder): "."}
     for root, subdirs, names in os.walk(folder, followlinks=True):
         for name in list(subdirs):
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
-            if _add_link(tree, path, relative) or not _first_visit(path, walked):
-                subdirs.remove(name)  # (a link, or a folder met through another link)
-            else:
+            if _add_link(tree, path, relative):
+                subdirs.remove(name)
+            elif (first := _walked_at(path, relative, walked)) is None:
                 tree["dirs"].append(relative)
+            else:
+                subdirs.remove(name)
+                if first != "." and not relative.startswith(first + os.sep):
+                    tree["links"][relative] = os.path.relpath(first, os.path.dirname(relative)
+                                                              or ".")
         for name in names:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
@@ -536,14 +543,15 @@ def _entry_tree(folder: Path) -> dict[str, Any]:
     return tree
 
 
-def _first_visit(path: str, walked: set[str]) -> bool:
-    """Whether the folder ``path`` really is has not been walked yet (two links to one
-    folder, a link to a folder above it: walked once, never in a loop)."""
+def _walked_at(path: str, relative: str, walked: dict[str, str]) -> str | None:
+    """Where in the entry the folder ``path`` really is was walked (two links to one
+    folder, a link to a folder above it), or None: then it is walked from ``relative``.
+    (The second of two links to one folder was left out: a reader's tree lacked it.)"""
     real = os.path.realpath(path)
-    if real in walked:
-        return False
-    walked.add(real)
-    return True
+    first = walked.get(real)
+    if first is None:
+        walked[real] = relative
+    return first
 
 
 def _add_link(tree: dict[str, Any], path: str, relative: str) -> bool:
