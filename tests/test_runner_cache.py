@@ -488,6 +488,28 @@ def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
     assert graph.run(executor="local").states() == {"brief": "succeeded"}
 
 
+def test_a_ttl_set_or_made_shorter_later_applies_to_the_entries_saved_before():
+    """An entry's expiry is fixed when it is saved; a step given a ttl since (or a
+    shorter one) must not be served an entry older than its ttl says, by a run, a plan,
+    explain or fail-on-miss."""
+    from dagnb.errors import CacheMissError
+
+    graph = Graph("ttl", [Step("fetch", run="echo prices"), Step("kept", run="echo k")])
+    assert graph.run(executor="local").states() == {"fetch": "succeeded", "kept": "succeeded"}
+    time.sleep(0.3)  # both entries saved with no ttl: they never expire by themselves
+    graph.replace(graph["fetch"].replace(ttl="200ms"))
+    assert graph.plan()["reason"].tolist() == ["its cache entry has expired", "cached"]
+    assert graph.explain("fetch") == ["entry " + graph.plan()["key"][0] + " expired: it "
+                                      "will run again"]
+    with pytest.raises(CacheMissError) as refused:
+        graph.run(executor="local", cache_mode="fail-on-miss")
+    assert refused.value.misses == [("fetch", "its cache entry has expired")]
+    assert graph.run(executor="local").states() == {"fetch": "succeeded", "kept": "cached"}
+    time.sleep(0.3)  # the run-level ttl (the cache_ttl_seconds setting's) counts too
+    assert graph.run(executor="local", ttl="200ms").states() == {"fetch": "succeeded",
+                                                                  "kept": "succeeded"}
+
+
 def test_a_cache_removed_right_after_a_run_that_hit_and_pruned_stays_removed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -103,9 +103,13 @@ class Entry:
         """When the entry expires, or None."""
         return self.meta["expires"]
 
-    def expired(self, now: float) -> bool:
-        """Whether the entry's TTL has passed at ``now``."""
-        return self.expires is not None and self.expires <= now
+    def expired(self, now: float, max_age: float | None = None) -> bool:
+        """Whether the entry's TTL has passed at ``now``, or it is older than
+        ``max_age``: the ttl its step has now, which may be shorter than the one it was
+        saved with (or set since), and then is the one that counts."""
+        expires = self.expires
+        return (expires is not None and expires <= now) or (
+            max_age is not None and self.created + max_age <= now)
 
     def logs(self) -> list[dict[str, Any]]:
         """The captured log lines: dicts with time, attempt, stream, line."""
@@ -237,9 +241,10 @@ class PackedEntry(Entry):
     def expires(self) -> float | None:
         return self._expires
 
-    def expired(self, now: float) -> bool:
+    def expired(self, now: float, max_age: float | None = None) -> bool:
         expires = self._expires  # (every hit asks: no property in between)
-        return expires is not None and expires <= now
+        return (expires is not None and expires <= now) or (
+            max_age is not None and self.created + max_age <= now)
 
     @functools.cached_property
     def _path(self) -> Path:  # type: ignore[override]

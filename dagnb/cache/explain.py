@@ -35,7 +35,8 @@ class Change:
 
 
 def explain(store: Store, step_name: str, key: StepKey,
-            mask: Callable[[str], str] | None = None) -> list[str]:
+            mask: Callable[[str], str] | None = None,
+            max_age: float | None = None) -> list[str]:
     """Sentences saying why ``key`` is (or is not) cached for ``step_name``.
 
     Parameters
@@ -47,6 +48,8 @@ def explain(store: Store, step_name: str, key: StepKey,
     mask
         Applied to each described value before it goes into a sentence (the
         secrets' values become ``***``); the sentences' words and names are left alone.
+    max_age
+        The ttl the step has now (seconds): an entry older than that has expired.
 
     Returns
     -------
@@ -55,7 +58,8 @@ def explain(store: Store, step_name: str, key: StepKey,
         sentence per changed component; "code changed" carries a unified diff of the
         normalized source on the following lines of the same string.
     """
-    return [change.message for change in explain_changes(store, step_name, key, mask)]
+    return [change.message
+            for change in explain_changes(store, step_name, key, mask, max_age)]
 
 
 def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
@@ -67,11 +71,13 @@ def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
 
 
 def explain_changes(store: Store, step_name: str, key: StepKey,
-                    mask: Callable[[str], str] | None = None) -> list[Change]:
-    """The differences as :class:`Change` records (``mask``: see :func:`explain`)."""
+                    mask: Callable[[str], str] | None = None,
+                    max_age: float | None = None) -> list[Change]:
+    """The differences as :class:`Change` records (``mask``, ``max_age``: see
+    :func:`explain`)."""
     exact = store.peek(step_name, key)
     if exact is not None:
-        if exact.expired(store.clock()):
+        if exact.expired(store.clock(), max_age):
             return [_status("expired", f"entry {key.short} expired: it will run again")]
         return [_status("cached", "entry found: it is cached")]
     newest = store.newest(step_name, include_expired=True)

@@ -148,7 +148,12 @@ class StepCache:
         the use is counted."""
         if step.cache is False or self.refreshes(step):
             return None
-        return self._store_of(step).lookup(step.name, key)
+        return self._store_of(step).lookup(step.name, key, max_age=self.ttl_of(step))
+
+    def ttl_of(self, step: Step) -> float | None:
+        """The step's ttl in seconds (the run's, or the setting's, when it sets none):
+        what its next entry is saved with, and the oldest entry it is served now."""
+        return step.ttl if step.ttl is not None else self.ttl
 
     def refreshes(self, step: Step) -> bool:
         """Whether this run runs ``step`` again whatever the cache holds (``refresh``)."""
@@ -158,7 +163,7 @@ class StepCache:
         """Why a run would not restore ``entry`` though it is stored, or None."""
         if self.refreshes(step):
             return "refresh asks to run it again"
-        if entry.expired(self._store_of(step).clock()):
+        if entry.expired(self._store_of(step).clock(), self.ttl_of(step)):
             return "its cache entry has expired"
         return None
 
@@ -170,7 +175,7 @@ class StepCache:
 
     def expired(self, step: Step, entry: Entry) -> bool:
         """Whether a :meth:`peek`'s entry has passed its ttl (a lookup would miss)."""
-        return entry.expired(self._store_of(step).clock())
+        return entry.expired(self._store_of(step).clock(), self.ttl_of(step))
 
     def claim(self, step: Step, key: StepKey, *, looked: bool = True,
               on_wait: Callable[[Step], object] | None = None) -> _Claim:
@@ -203,7 +208,7 @@ class StepCache:
         values they show are masked (an entry stored by an older dagnb may describe a
         secret's value), not dagnb's words or the names."""
         return explain_key(self._store_of(step), step.name, key,
-                           mask=self.mask if self.mask else None)
+                           mask=self.mask if self.mask else None, max_age=self.ttl_of(step))
 
     # -- storing and restoring ------------------------------------------------------
     def save(
@@ -254,7 +259,7 @@ class StepCache:
                 logs=logs,
                 exit_code=exit_code,
                 duration_s=duration_s,
-                ttl=step.ttl if step.ttl is not None else self.ttl,
+                ttl=self.ttl_of(step),
                 provenance=provenance,
                 refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,

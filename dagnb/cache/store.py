@@ -285,10 +285,11 @@ class Store(Housekeeping):
     # ------------------------------------------------------------------ lookup
 
     def lookup(self, step_name: str, key: StepKey | str, *, touch: bool = True,
-               glance: bool = False) -> Entry | None:
+               glance: bool = False, max_age: float | None = None) -> Entry | None:
         """The entry of ``step_name`` under ``key``, or None for a miss.
 
-        An expired entry is removed and is a miss; a damaged one is moved aside,
+        An expired entry (or one older than ``max_age`` seconds, the ttl its step has
+        now) is removed and is a miss; a damaged one is moved aside,
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         ``glance``: a packed entry's head is read at a glance (its expiry and inline
@@ -299,7 +300,7 @@ class Store(Housekeeping):
         # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
         entry = self._current(step_name, key, recent=True, glance=glance)
         now = self.clock()
-        if entry is not None and entry.expired(now):
+        if entry is not None and entry.expired(now, max_age):
             self._forget(step_name, key)
             if not self.read_only:
                 self._drop_packed(step_name, key)
