@@ -228,6 +228,30 @@ def test_only_failed_reruns_the_last_failures_read_from_disk(
                      "unfinished steps; nothing to re-run"]
 
 
+def test_only_failed_runs_the_steps_no_run_of_the_file_finished_new_renamed_or_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No run recorded yet (CI's retry job on a fresh machine), or the failed step
+    renamed since: those steps never finished, so they run; it once ran nothing, exit 0,
+    saying the last run had no failed steps."""
+    from dagnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    workflow = tmp_path / "wf.yml"
+    workflow.write_text("steps:\n  a: {run: 'echo a'}\n  b: {run: 'exit 3', needs: [a]}\n")
+    common = ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+
+    def states(*options: str) -> tuple[int, dict[str, str]]:
+        code = main(["run", *common, *options])
+        rows = [line.split() for line in capsys.readouterr().out.splitlines()]
+        return code, {row[0]: row[1] for row in rows if row[:1] in (["a"], ["b"], ["c"])}
+
+    assert states("--only-failed") == (1, {"a": "succeeded", "b": "failed"})
+    workflow.write_text("steps:\n  a: {run: 'echo a'}\n  c: {run: 'echo c', needs: [a]}\n")
+    assert states("--only-failed") == (0, {"a": "cached", "c": "succeeded"})
+    assert states("--only-failed") == (0, {})  # (nothing to re-run: said in one line)
+
+
 def test_only_failed_reads_the_last_run_of_that_file_not_of_its_name(tmp_path: Path) -> None:
     steps = "steps:\n  a: {{run: '{}'}}\n  b: {{run: 'echo b', needs: [a]}}\n"
     (tmp_path / "q3.yml").write_text("name: etl\n" + steps.format("test -f fixed"))

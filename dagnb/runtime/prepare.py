@@ -361,11 +361,16 @@ def _selection(
     graph: Graph, targets: Any, tags: Any, only_failed: bool, cache_dir: Path
 ) -> list[str]:
     """The steps to run. ``only_failed`` in a process that has not run the graph yet
-    (the CLI, a restarted kernel) reads the last run's states from the run history."""
+    (the CLI, a restarted kernel) reads the last run's states from the run history.
+    A workflow file's step that no recorded run of the file has (none ran yet, or the
+    step is new or renamed since) has not finished either: left out, a first run, or
+    one after renaming the step that failed, would run nothing and report success."""
     if not only_failed or graph.last_run is not None:
         return graph.select(targets, tags=tags, only_failed=only_failed)
     states = last_states(cache_dir, graph.name, graph.workflow_file) or {}
     again = unfinished(states, (step.name for step in graph))
+    if graph.workflow_file is not None:  # (a notebook runs cell by cell: not its cells)
+        again += [step.name for step in graph if step.name not in states]
     named = [targets] if isinstance(targets, str) else list(targets or ())
     return graph.select([*named, *again], tags=tags)
 
