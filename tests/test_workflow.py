@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -147,6 +150,29 @@ def test_two_workflows_steps_files_of_one_name_are_two_modules_in_any_order(
     again = graph.run(executor="local")
     assert again.states() == {"make": "cached", "use": "cached"}, again.status_rows()
     assert dataclasses.fields(again.result("make"))[0].name == "x"
+
+
+def test_a_steps_module_result_loads_in_a_moved_or_copied_project_sharing_the_cache(
+        tmp_path: Path) -> None:
+    """The key holds no path, so the copy (a moved folder, a teammate's checkout or CI
+    sharing the cache) hits the entry, whose result names the module by the first
+    folder's path: it was called damaged and set aside, and the step reading it failed."""
+    first, second = tmp_path / "alice", tmp_path / "bob"
+    first.mkdir()
+    _point_workflow(first)
+
+    def run(folder: Path) -> tuple[int, list[list[str]]]:
+        done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "wf.yml", "--executor",
+                               "local", "--cache-dir", str(tmp_path / "shared")], cwd=folder,
+                              capture_output=True, text=True, timeout=120)
+        rows = [line.split()[:2] for line in done.stdout.splitlines()]
+        return done.returncode, [row for row in rows if row[:1] in (["make"], ["use"])]
+
+    assert run(first) == (0, [["make", "succeeded"], ["use", "succeeded"]])
+    shutil.copytree(first, second)
+    steps = second / "steps.py"  # use changed: it runs, reading make's cached Point
+    steps.write_text(steps.read_text().replace("make.x + make.y", "make.x * make.y"))
+    assert run(second) == (0, [["make", "cached"], ["use", "succeeded"]])
 
 
 def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() -> None:

@@ -16,6 +16,7 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+from dagnb.model import moved_modules
 from dagnb.model.jsontext import encoder
 
 __all__ = [
@@ -129,7 +130,7 @@ def load_result(out_dir: Path | str) -> Any:
         pass
     try:
         with open(f"{folder}/{RESULT_FILES[1]}", "rb") as handle:
-            return pickle.load(handle)
+            return moved_modules.load(handle)
     except FileNotFoundError:
         return NO_RESULT
 
@@ -203,7 +204,7 @@ def decode_inline(fields: Any) -> Any:
     if "json" in fields:
         value = fields["json"]
         return _copied(value) if type(value) in _CONTAINERS else value
-    return pickle.loads(base64.b64decode(fields["pickle"]))
+    return moved_modules.loads(base64.b64decode(fields["pickle"]))
 
 
 _CONTAINERS = (list, dict)  # what _copied makes anew

@@ -34,6 +34,7 @@ from dagnb.errors import WorkflowError
 from dagnb.fingerprint import loaded_globals
 from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
+from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 
 __all__ = ["PYTHON_KEY", "import_function", "write_module"]
 
@@ -116,7 +117,7 @@ def module_name(resolved: Path) -> str:
     """The name a steps file is imported as: its stem, and a digest of where it is (a
     result pickled by one process is found by the next, the file at the same place)."""
     where = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
-    return f"dagnb_steps_{resolved.stem}_{where}"
+    return f"{STEPS_MODULE_PREFIX}{resolved.stem}_{where}"  # (moved_modules reads it)
 
 
 def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
@@ -275,7 +276,7 @@ def _notebook_objects_in(value: Any) -> list[str]:
 def _from_notebook(obj: Any) -> bool:
     """Defined in the notebook (or another script), not importable from a module file."""
     return getattr(obj, "__module__", None) in ("__main__", None) or obj.__module__.startswith(
-        "dagnb_steps_")
+        STEPS_MODULE_PREFIX)
 
 
 def _methods(cls: type) -> list[types.FunctionType]:
