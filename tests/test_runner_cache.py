@@ -438,6 +438,26 @@ def test_a_step_that_mounts_its_project_folder_is_cached_whatever_its_cache_hold
     assert graph().run(executor="local").states() == {"use": "succeeded"}
 
 
+def test_a_step_that_mounts_its_project_folder_is_cached_whatever_cache_folder_is_in_it(
+        workdir):
+    """``dagnb run --cache-dir build-cache`` (a cache of another name than the setting's,
+    in the mounted folder), or another workflow's cache there: every run changes those
+    folders, and the step was never a hit."""
+    (workdir / "data.csv").write_text("1,2\n")
+    graph = Graph("m", [Step("use", mounts={".": "/workspace"}, run="cat data.csv")])
+
+    def run() -> dict[str, str]:
+        return graph.run(executor="local", cache_directory=workdir / "build-cache").states()
+
+    assert run() == {"use": "succeeded"}
+    assert run() == {"use": "cached"}
+    other = Graph("o", [Step("other", run='echo x > "$DAGNB_OUT/x"')])
+    assert other.run(executor="local", cache_directory=workdir / "other-cache").ok
+    assert run() == {"use": "cached"}
+    (workdir / "data.csv").write_text("1,3\n")  # what the step reads: runs again
+    assert run() == {"use": "succeeded"}
+
+
 @pytest.mark.parametrize(("path", "left_out"), [
     (".git", True), ("a/.git", True), ("a/.git/HEAD", True), ("data/x.tmp", True),
     ("data/sub/x.tmp", False), ("build", True), ("build/out.bin", True), ("builder", False),

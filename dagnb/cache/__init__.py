@@ -28,7 +28,7 @@ from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.forks import ForkSafeLock
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
-from dagnb.cache.location import absolute, default_location, local_folder
+from dagnb.cache.location import STORE_FOLDERS, absolute, default_location, local_folder
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
@@ -69,7 +69,6 @@ __all__ = [
 
 
 # folders a store makes in its cache folder: a used one holds at least one of them
-_STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
 # files dagnb writes at a cache's top (image pins, file digests), maybe before any entry
 _STORE_FILES = ("images.json", "stat-cache.json")
 _ENTRY_KEY = re.compile(r"[0-9a-f]{32}")  # an entry's folder, in its step's
@@ -85,7 +84,7 @@ def is_cache_folder(path: str | os.PathLike[str]) -> bool:
         names = os.listdir(path)
     except NotADirectoryError:
         return False
-    if not set(names).isdisjoint(_STORE_FOLDERS):
+    if not set(names).isdisjoint(STORE_FOLDERS):
         return True
     return all(name.startswith(".") or name in _STORE_FILES
                or _holds_entries(os.path.join(path, name)) for name in names)

@@ -139,6 +139,7 @@ def step_key(
     cache_version: str = "",
     mask: Callable[[str], str] | None = None,
     container: bool = False,
+    cache_folder: Path | None = None,
 ) -> StepKey:
     """The cache key of ``step``.
 
@@ -167,6 +168,9 @@ def step_key(
         The run executes the step in a container (the Dagger executor): a ``runs_in``
         component tells its result apart from one made on the host, which saw another
         system. False (the host: local, dask) adds nothing, so those keys stay as they were.
+    cache_folder
+        The run's cache folder, left out of a mounted folder that holds it (as the
+        configured one is): every run changes it.
 
     Raises
     ------
@@ -186,7 +190,7 @@ def step_key(
         _add_code(components, describe, step, mask)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
-        components[label] = _mount_digest(step, Path(base_dir), host, target)
+        components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
         describe[label] = target
     for name, digest in upstream_digests.items():
         label = f"upstream:{name}"
@@ -439,11 +443,12 @@ def _cut(text: str, limit: int) -> str:
     return text[:head] + "..." + text[len(text) - tail:]
 
 
-def _mount_digest(step: Step, base_dir: Path, host: str, target: str) -> str:
+def _mount_digest(step: Step, base_dir: Path, host: str, target: str,
+                  cache_folder: Path | None = None) -> str:
     path = Path(host).expanduser()
     path = path if path.is_absolute() else base_dir / path
     try:  # (a folder as a container's upload of it holds it)
-        skip = excluder(mount_excludes(step, path)) if path.is_dir() else None
+        skip = excluder(mount_excludes(step, path, cache_folder)) if path.is_dir() else None
         content = path_digest(path, skip=skip)
     except FileNotFoundError:
         raise FingerprintError(

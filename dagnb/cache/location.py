@@ -11,6 +11,10 @@ from dagnb.checks import is_url
 from dagnb.config import settings
 from dagnb.errors import ConfigError
 
+# The folders a store makes at a cache's top (a run makes .runs and .locks): what tells a
+# dagnb cache folder apart, whatever its name.
+STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
+
 
 def default_location() -> Path:
     """The configured cache folder, as an absolute path (a store URL's local tier)."""

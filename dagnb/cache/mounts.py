@@ -1,8 +1,9 @@
 """What of a mounted folder a step's key counts, and a container's upload carries: all
 of it but what no step should need and that changes by itself (version control, virtual
-environments, bytecode, notebook checkpoints, dagnb's own cache), and what the step's
+environments, bytecode, notebook checkpoints, dagnb's caches), and what the step's
 ``exclude`` patterns name. One list for every executor: a folder mounted at ``.`` holds
-the cache, which every run changes, and was never a hit.
+the cache, which every run changes, and was never a hit; so does a run's ``--cache-dir``
+of another name, or another workflow's cache there (found by what a store makes in it).
 
 Patterns are Dagger's (BuildKit's): relative to the mounted folder; ``*`` and ``?`` do
 not cross ``/``; ``**/name`` is ``name`` at any depth; a folder that matches is left out
@@ -18,24 +19,38 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dagnb.cache.location import local_folder
+from dagnb.cache.location import STORE_FOLDERS, local_folder
 from dagnb.model.step import Step
 
 DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
                     "**/.dagnb_cache")
 
 
-def mount_excludes(step: Step, folder: Path) -> list[str]:
-    """What a mount of ``folder`` leaves out: the defaults, the configured cache folder,
-    virtual environments of any name (a ``pyvenv.cfg`` at their top), the step's own."""
+def mount_excludes(step: Step, folder: Path, cache: Path | None = None) -> list[str]:
+    """What a mount of ``folder`` leaves out: the defaults, the configured cache folder
+    and ``cache`` (the run's, which may be empty still), virtual environments and dagnb
+    caches of any name at its top, the step's own."""
     patterns = list(DEFAULT_EXCLUDES)
-    cache, root = local_folder().resolve(), folder.resolve()
-    if cache.is_relative_to(root) and cache != root:  # (a store URL's local tier too)
-        patterns.append(cache.relative_to(root).as_posix())  # only that folder
+    root = folder.resolve()
+    for held in (local_folder(), *([cache] if cache is not None else [])):
+        held = held.resolve()
+        if held.is_relative_to(root) and held != root:  # (a store URL's local tier too)
+            patterns.append(held.relative_to(root).as_posix())  # only that folder
     with contextlib.suppress(OSError):
         patterns += sorted(entry.name for entry in os.scandir(folder)
-                           if entry.is_dir() and os.path.isfile(f"{entry.path}/pyvenv.cfg"))
+                           if entry.is_dir() and (_is_venv(entry.path) or _is_cache(entry.path)))
     return list(dict.fromkeys([*patterns, *step.exclude]))
+
+
+def _is_venv(folder: str) -> bool:
+    return os.path.isfile(f"{folder}/pyvenv.cfg")
+
+
+def _is_cache(folder: str) -> bool:
+    """A dagnb cache folder of any name (another run's ``--cache-dir``, another
+    workflow's): it holds a folder a store makes, as :func:`dagnb.cache.is_cache_folder`
+    tells."""
+    return any(os.path.isdir(f"{folder}/{name}") for name in STORE_FOLDERS)
 
 
 def excluder(patterns: Iterable[str]) -> Callable[[str], bool]:

@@ -38,6 +38,7 @@ from dagnb.cache.entry import _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
+from dagnb.cache.location import local_folder
 from dagnb.cache.store import Entry, Store, _taking_now, acquire
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
@@ -116,6 +117,7 @@ class StepCache:
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
         self.writes = self.mode != "read-only"
         self.store: Store = store_for(directory, read_only=not self.writes)
+        self.folder = local_folder(directory)  # (left out of the steps' mounted folders)
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
         self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
@@ -141,6 +143,7 @@ class StepCache:
             step, upstream_digests=upstream_digests, base_dir=base_dir,
             cache_version=self.version, mask=self.mask if self.mask else None,
             container=self.in_container is not None and self.in_container(step),
+            cache_folder=self.folder,
         )
 
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
