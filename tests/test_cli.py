@@ -252,6 +252,18 @@ def test_only_failed_runs_the_steps_no_run_of_the_file_finished_new_renamed_or_a
     assert states("--only-failed") == (0, {})  # (nothing to re-run: said in one line)
 
 
+def test_a_workflow_of_no_steps_says_so_in_its_summary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from dagnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "empty.yml").write_text("steps: {}\n")
+    assert main(["run", "empty.yml", "--executor", "local"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert re.fullmatch(r"run \S+ \(empty\): no steps", last), last  # (it ended in ": ")
+
+
 def test_only_failed_reads_the_last_run_of_that_file_not_of_its_name(tmp_path: Path) -> None:
     steps = "steps:\n  a: {{run: '{}'}}\n  b: {{run: 'echo b', needs: [a]}}\n"
     (tmp_path / "q3.yml").write_text("name: etl\n" + steps.format("test -f fixed"))

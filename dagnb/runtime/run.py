@@ -292,7 +292,7 @@ class Run:
         counts: dict[str, int] = {}
         for state in self.states().values():
             counts[state] = counts.get(state, 0) + 1
-        parts = ", ".join(f"{n} {state}" for state, n in counts.items())
+        parts = ", ".join(f"{n} {state}" for state, n in counts.items()) or "no steps"
         finished = all(s in TERMINAL_STATES for s in self.states().values())
         return f"run {self.id} ({self.graph_name}): {parts}" + ("" if finished else " ...")
 
