@@ -175,6 +175,16 @@ def test_a_steps_module_result_loads_in_a_moved_or_copied_project_sharing_the_ca
     assert run(second) == (0, [["make", "cached"], ["use", "succeeded"]])
 
 
+@pytest.mark.parametrize("fields", ["{}", "{run: null}", "{run: 'true', python: 'x.py:f'}",
+                                    "{command: 'true', python: 'x.py:f'}"])
+def test_a_step_with_neither_or_both_of_run_and_python_is_told_in_the_file_s_words(
+        fields: str) -> None:
+    with pytest.raises(WorkflowError) as refused:  # (it said run= or func=, Python's words)
+        loads(f"steps:\n  a: {fields}\n", source="w.yml")
+    assert str(refused.value) == ("w.yml: step 'a' needs exactly one of run (a shell "
+                                  "command) or python (FILE.py:FUNCTION)")
+
+
 def test_a_step_field_that_is_a_mapping_merges_with_the_defaults_key_by_key() -> None:
     graph = loads(
         "defaults:\n"

@@ -309,6 +309,9 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
         merged = _over_defaults(fields, defaults)
+        if (merged.get(PYTHON_KEY) is None) == (merged.get("run") is None):  # (not func=)
+            raise WorkflowError(f"{source}: step {name!r} needs exactly one of run (a shell "
+                                "command) or python (FILE.py:FUNCTION)")
         if PYTHON_KEY in merged:  # a Python step: its function from the module beside
             where = f"{source}: step {name!r}"
             merged["func"] = import_function(merged.pop(PYTHON_KEY), base_dir or Path.cwd(),
