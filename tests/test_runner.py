@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -407,6 +408,24 @@ def test_a_mount_that_does_not_exist_is_an_error_before_anything_runs(workdir: P
     with pytest.raises(InvalidStepError, match=r"step 'a' mounts 'data/raw', which does not exist"):
         run(graph)
     assert not (workdir / "ran").exists()
+
+
+def test_a_mount_under_the_home_folder_is_read_there(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``~/data`` is where the key and a container's upload read it; the check before a run
+    looked for a folder '~' in the workflow's folder, and refused every such mount."""
+    home = workdir / "home"
+    (home / "data").mkdir(parents=True)
+    (home / "data" / "raw.csv").write_text("1\n")
+    monkeypatch.setenv("HOME", str(home))
+    graph = Graph("m", [Step("a", run="true", mounts={"~/data": "/data"})])
+    assert run(graph, cache=True).states() == {"a": "succeeded"}
+    assert run(graph, cache=True).states() == {"a": "cached"}
+    (home / "data" / "raw.csv").write_text("2\n")
+    assert run(graph, cache=True).states() == {"a": "succeeded"}
+    missing = Graph("m", [Step("a", run="true", mounts={"~/gone": "/data"})])
+    with pytest.raises(InvalidStepError, match=re.escape(f"which does not exist ({home}/gone)")):
+        run(missing)
 
 
 def test_frames_have_the_documented_columns() -> None:

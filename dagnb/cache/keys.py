@@ -32,7 +32,7 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
-from dagnb.model.step import Step
+from dagnb.model.step import Step, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
 
@@ -445,8 +445,7 @@ def _cut(text: str, limit: int) -> str:
 
 def _mount_digest(step: Step, base_dir: Path, host: str, target: str,
                   cache_folder: Path | None = None) -> str:
-    path = Path(host).expanduser()
-    path = path if path.is_absolute() else base_dir / path
+    path = mount_path(base_dir, host)
     try:  # (a folder as a container's upload of it holds it)
         skip = excluder(mount_excludes(step, path, cache_folder)) if path.is_dir() else None
         content = path_digest(path, skip=skip)

@@ -245,12 +245,13 @@ def _check_mounted_trees(graph: Any, names: list[str]) -> None:
     now, not when the step runs."""
     from dagnb.errors import FingerprintError, InvalidStepError
     from dagnb.fingerprint import check_tree
+    from dagnb.model.step import mount_path
 
     base = graph.base_dir or Path.cwd()
     for name in names:
         for host in graph[name].mounts:
             try:
-                check_tree(base / host)
+                check_tree(mount_path(base, host))
             except FingerprintError as exc:
                 raise InvalidStepError(f"step {name!r} mounts {host!r}: {exc}") from None
 

@@ -9,6 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from dagnb.errors import StepFailed
 from dagnb.executors.base import Task
+from dagnb.model.step import mount_path
 
 
 def workdir_of(task: Task) -> str:
@@ -37,5 +38,5 @@ def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterat
     deepest_first = sorted(mounts.items(), key=lambda mount: -len(PurePosixPath(mount[1]).parts))
     for host, target in deepest_first:  # (a container sees the deeper mount on top)
         if inside.is_absolute() and inside.is_relative_to(target):
-            yield base / host / inside.relative_to(target)
+            yield mount_path(base, host) / inside.relative_to(target)
     yield base / workdir

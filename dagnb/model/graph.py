@@ -23,7 +23,7 @@ from dagnb.errors import (
     MissingDependencyError,
     StepNotFoundError,
 )
-from dagnb.model.step import Step
+from dagnb.model.step import Step, mount_path
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -210,10 +210,10 @@ class Graph:
         chosen = self._steps if names is None else self.steps_of(names)
         for name, step in chosen.items():
             for host in step.mounts:
-                path = base / host
+                path = mount_path(base, host)
                 if not path.exists():
                     raise InvalidStepError(
-                        f"step {name!r} mounts {host!r}, which does not exist in {base}; "
+                        f"step {name!r} mounts {host!r}, which does not exist ({path}); "
                         "create it or fix the path"
                     )
                 if not (path.is_dir() or path.is_file()):

@@ -14,7 +14,7 @@ import inspect
 import json
 import re
 from collections.abc import Callable, Iterable, Mapping
-from pathlib import PurePosixPath
+from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, Union
 
@@ -22,7 +22,7 @@ from dagnb import checks
 from dagnb.checks import parse_duration
 from dagnb.errors import InvalidStepError
 
-__all__ = ["CachePolicy", "Step", "parse_duration"]
+__all__ = ["CachePolicy", "Step", "mount_path", "parse_duration"]
 
 CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
@@ -219,6 +219,12 @@ def variable_text(value: str | int | float | bool) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def mount_path(base_dir: Path, host: str) -> Path:
+    """Where a mount's host path is: ``~`` expanded, a relative one in ``base_dir`` (the
+    workflow's folder). The check before a run, the key and the upload all read this."""
+    return Path(base_dir) / Path(host).expanduser()
 
 
 def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:

@@ -41,7 +41,7 @@ from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
 from dagnb.model.results import NO_RESULT, RESULT_FILES, save_result
-from dagnb.model.step import Step
+from dagnb.model.step import Step, mount_path
 
 __all__ = [
     "CONTAINER_IN",
@@ -386,7 +386,7 @@ def _check_targets(step: Step, targets: list[str]) -> None:
 def _host_mounts(dag: Any, task: Task) -> list[Mount]:
     mounts = []
     for host, target in task.step.mounts.items():
-        path = (task.base_dir / Path(host).expanduser()).resolve()  # as the cache key does
+        path = mount_path(task.base_dir, host).resolve()  # as the cache key reads it
         if path.is_dir():
             folder = dag.host().directory(str(path), exclude=host_excludes(task.step, path),
                                           no_cache=True)
