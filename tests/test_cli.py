@@ -28,6 +28,13 @@ def dagnb(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
                           capture_output=True, text=True, timeout=120)
 
 
+def test_python_m_dagnb_is_the_command(tmp_path: Path) -> None:
+    """Where the script is not on the PATH (no venv activated): as python -m pip is pip."""
+    done = subprocess.run([sys.executable, "-m", "dagnb", "validate", str(EXAMPLE)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert (done.returncode, done.stdout) == (0, f"{EXAMPLE}: 5 steps, valid\n"), done.stderr
+
+
 def test_run_example_prints_the_status_table_then_all_cached(tmp_path: Path) -> None:
     first = dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
