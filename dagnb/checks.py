@@ -378,10 +378,23 @@ def name(value: Any) -> str:
     """
     if isinstance(value, str) and _NAME.fullmatch(value) and not keyword.iskeyword(value):
         return value
-    raise Invalid(
-        value,
-        "letters, digits, '_' or '-', starting with a letter or '_' (for example 'clean_data')",
-    )
+    raise Invalid(value, _name_rule(value))
+
+
+_NAME_RULE = "letters, digits, '_' or '-', starting with a letter or '_' (for example 'clean_data')"
+
+
+def _name_rule(value: Any) -> str:
+    """What a refused name breaks, where the rule alone would not say it: 'import' and
+    'données' are made of letters."""
+    if isinstance(value, str) and keyword.iskeyword(value):
+        return (f"a name other than a Python keyword (a Python step takes an upstream "
+                f"result as an argument of its name), for example {value + '_data'!r}")
+    if isinstance(value, str) and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_\-]*", value):
+        return f"at most 100 characters ({len(value)} given)"
+    if isinstance(value, str) and not value.isascii():
+        return f"ASCII {_NAME_RULE}"
+    return _NAME_RULE
 
 
 def variable_name(value: Any) -> str:

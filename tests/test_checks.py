@@ -97,12 +97,25 @@ def test_good_names(value: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["", "1a", "a b", "a.b", "class", None, 7, "x" * 101, "abc\n", "a\tb", "a\x00b",
-              "\nabc", "é"],
+    "value", ["", "1a", "a b", "a.b", None, 7, "abc\n", "a\tb", "a\x00b", "\nabc"],
 )
 def test_bad_names(value: object) -> None:
     with pytest.raises(Invalid, match=r"expected letters, digits, '_' or '-'"):
         checks.name(value)
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("import", "a name other than a Python keyword (a Python step takes an upstream result "
+               "as an argument of its name), for example 'import_data'"),
+    ("x" * 101, "at most 100 characters (101 given)"),
+    ("données", "ASCII letters, digits, '_' or '-', starting with a letter or '_' (for "
+                "example 'clean_data')"),
+])
+def test_a_name_made_of_letters_says_what_else_it_breaks(value: str, expected: str) -> None:
+    """'import' and 'données' are letters: 'use letters' did not say what was wrong."""
+    with pytest.raises(Invalid) as refused:
+        checks.name(value)
+    assert refused.value.expected == expected
 
 
 def test_a_bad_name_is_reported_on_one_line() -> None:
