@@ -580,15 +580,19 @@ def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None
 
 
 # -- interrupts ---------------------------------------------------------------------------
-def interrupt_when(path: Path, kernel: Kernel, sent: list[float]) -> threading.Thread:
-    """Press the kernel's stop button (SIGINT) once ``path`` exists."""
+def interrupt_when(path: Path, kernel: Kernel, sent: list[float],
+                   again_after: float | None = None) -> threading.Thread:
+    """Press the kernel's stop button (SIGINT) once ``path`` exists (and again
+    ``again_after`` seconds later)."""
 
     def wait_then_interrupt() -> None:
         deadline = time.monotonic() + 30
         while not path.exists() and time.monotonic() < deadline:
             time.sleep(0.02)
-        sent.append(time.monotonic())
-        os.kill(kernel.client.km.provisioner.process.pid, signal.SIGINT)
+        for pause in (0.0,) if again_after is None else (0.0, again_after):
+            time.sleep(pause)
+            sent.append(time.monotonic())
+            os.kill(kernel.client.km.provisioner.process.pid, signal.SIGINT)
 
     thread = threading.Thread(target=wait_then_interrupt, daemon=True)
     thread.start()
@@ -653,6 +657,24 @@ def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
                "['state'] != 'running': break\n    time.sleep(0.1)\n")
     assert kernel.value("get_session().latest['nap']['state']") == "'cancelled'"
     assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"
+
+
+def test_the_stop_button_pressed_again_while_the_step_stops_says_truly_how_it_ended(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """A second press during the grace the first gives the run ended the cell at once,
+    saying the run's processes stopped while the step in its long call still ran (and
+    the next cell waited for it with no word why); the grace goes on instead."""
+    marker = tmp_path / "started"
+    sent: list[float] = []
+    thread = interrupt_when(marker, kernel, sent, again_after=0.5)
+    outputs = kernel.run(f"%%dagger nap --python --no-cache\nimport time\n"
+                         f"open({str(marker)!r}, 'w').close()\ntime.sleep(2)\n")
+    thread.join(5)
+    assert len(sent) == 2
+    assert usage_error(outputs) == ("interrupted: the run was cancelled and its processes "
+                                    "stopped; %dagger status shows where it got to")
+    assert "nap   cancelled" in text(outputs)  # (the status row said running)
+    assert kernel.value("get_session().latest['nap']['state']") == "'cancelled'"
 
 
 @pytest.mark.skipif(not os.path.exists(f"/proc/self/task/{threading.get_native_id()}/children"),

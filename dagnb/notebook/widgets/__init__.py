@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -149,9 +150,7 @@ def _wait(run: Run, view: Any, interval: float) -> None:
     except KeyboardInterrupt:
         run.cancel()
         try:
-            # A process slow to die must not turn the interrupt into a TimeoutError.
-            with contextlib.suppress(TimeoutError):
-                run.wait(CANCEL_GRACE)
+            _grace(run)
         finally:
             _close(view)
         if not run.done:  # (saying its processes stopped would be untrue)
@@ -159,6 +158,17 @@ def _wait(run: Run, view: Any, interval: float) -> None:
             raise LeftRunning(left) from None
         raise
     _close(view)
+
+
+def _grace(run: Run) -> None:
+    """Give the cancelled run up to :data:`CANCEL_GRACE` to stop its steps. The stop
+    button pressed again meanwhile does not cut it short: the cell would end saying the
+    run's processes stopped while a step in a long call still ran (and the next cell
+    waited for it with no word why). A process slow to die is no TimeoutError."""
+    deadline = time.monotonic() + CANCEL_GRACE
+    while not run.done and (left := deadline - time.monotonic()) > 0:
+        with contextlib.suppress(TimeoutError, KeyboardInterrupt):
+            run.wait(left)
 
 
 def _close_when_done(view: Any) -> None:
