@@ -411,6 +411,32 @@ def test_after_a_restart_a_step_failing_on_a_variable_not_defined_yet_says_which
     assert kernel.value("y") == "7"
 
 
+def test_after_a_restart_a_cell_reading_a_variable_before_assigning_it_is_read_as_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """Read from the file before cell 2 ran, `clean` took `rows` as its own local: run
+    first, a downstream cell failed with an UnboundLocalError (no word of cell 2), and
+    after cell 2 too, where the cells run in order read the notebook's `rows` (cached)."""
+    cells = ["%load_ext dagnb", "rows = [1, 2, 3]",
+             "%%dagger clean --python --outputs kept\nrows = [r for r in rows if r > 1]\n"
+             "kept = rows\n",
+             "%%dagger total --python --needs clean --outputs t\nt = sum(clean)\n"]
+    save_notebook(kernel, cells)
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    for source in cells[1:]:
+        assert error(kernel.run(source)) is None
+    kernel.restart()  # reads the notebook: clean is defined, rows is not
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    failed = error(kernel.run(cells[3]))
+    assert failed is not None and failed["traceback"][-2] == (
+        "step 'clean' reads notebook variable `rows`, not defined in this kernel yet; "
+        "run cell 2 of pipeline.ipynb first")
+    kernel.run(cells[1])
+    assert error(kernel.run(cells[3])) is None
+    assert states(kernel) == "{'clean': 'cached', 'total': 'cached'}"
+    assert kernel.value("t") == "5"
+
+
 def test_a_name_error_for_a_name_no_cell_defines_adds_no_note(kernel: Kernel) -> None:
     failed = error(kernel.run("%%dagger a --python --outputs x\nx = nowhere * 2\n"))
     assert failed is not None and failed["ename"] == "RunFailed"

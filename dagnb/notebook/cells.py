@@ -31,7 +31,7 @@ import re
 import shlex
 import textwrap
 import types
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from dagnb.errors import InvalidStepError
@@ -114,8 +114,10 @@ def parse_names(text: str | None) -> tuple[str, ...]:
 
 
 def step_from_options(name: str, body: str, args: argparse.Namespace,
-                      namespace: Mapping[str, Any] | None = None) -> Step:
-    """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``)."""
+                      namespace: Mapping[str, Any] | None = None,
+                      defined: Collection[str] = ()) -> Step:
+    """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``);
+    ``defined``: as for :func:`cell_function`."""
     needs = _listed_once(parse_names(args.needs), "--needs", "upstream step")
     outputs = _listed_once(parse_names(args.outputs), "--outputs", "output")
     if outputs and not args.python:
@@ -132,7 +134,7 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
             _python_name(key, "--param", "a --python cell's param (read as a variable)")
         fields["func"] = cell_function(  # (an empty namespace, too, is the one given)
             name, body, needs, outputs, {} if namespace is None else namespace,
-            params=fields["params"])
+            params=fields["params"], defined=defined)
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
@@ -170,8 +172,8 @@ def _shell_text(name: str, body: str) -> str:
 
 
 def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterable[str],
-                  namespace: Mapping[str, Any], params: Iterable[str] = ()
-                  ) -> types.FunctionType:
+                  namespace: Mapping[str, Any], params: Iterable[str] = (),
+                  defined: Collection[str] = ()) -> types.FunctionType:
     """A function running ``source`` with upstream results and params as variables.
 
     Parameters
@@ -190,6 +192,10 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     params
         Param names; those that are identifiers (and not upstream names) become
         parameters too, so the executor passes their values.
+    defined
+        Names taken as notebook variables though ``namespace`` lacks them: those the
+        cells before this one bind, for a cell read from the notebook's file before they
+        ran (a restart), so that it reads them as the cell run in order does.
     """
     arguments = [_receivable(n) for n in needs]
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
@@ -204,8 +210,9 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     code = _compiled(name, text, filename, 1)
     local = _local_names(code, func_name)
     _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | _globals_set(python))
+    # (a name the notebook lacks: a plain cell's NameError, as UnboundLocalError is one)
     prebound = [n for n in _read_before_assigned(python, local, arguments)
-                if n in namespace]  # (else a plain cell's NameError: UnboundLocalError is one)
+                if n in namespace or n in defined]
     if prebound:
         text = _prebinding_source(func_name, arguments, prebound, text)
         code = _compiled(name, text, filename, 2)

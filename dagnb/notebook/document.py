@@ -29,7 +29,7 @@ from typing import Any
 from dagnb.errors import WorkflowError
 
 __all__ = [
-    "MAGIC", "DaggerCell", "bound_names", "dagger_cells", "defining_cell",
+    "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "defining_cell",
     "kernel_notebook_path", "read_names", "read_notebook",
 ]
 
@@ -142,9 +142,17 @@ def defining_cell(path: str | Path, name: str) -> int | None:
     except WorkflowError:
         return None
     for index, (kind, source) in enumerate(cells):
-        if kind == "code" and not source.lstrip().startswith("%%") and name in bound_names(source):
+        if name in binds_at_top(kind, source):
             return index
     return None
+
+
+def binds_at_top(kind: str, source: str) -> set[str]:
+    """The names a plain code cell binds (:func:`bound_names`); none for another
+    cell (markdown, a cell magic's)."""
+    if kind != "code" or source.lstrip().startswith("%%"):
+        return set()
+    return bound_names(source)
 
 
 def bound_names(source: str) -> set[str]:

@@ -13,7 +13,7 @@ import dataclasses
 import functools
 import os
 import shlex
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from dagnb.notebook.cells import parse_assignments, parse_names, step_from_optio
 from dagnb.notebook.document import (
     MAGIC,
     DaggerCell,
+    binds_at_top,
     dagger_cells,
     kernel_notebook_path,
     read_notebook,
@@ -494,14 +495,16 @@ def step_from_cell(text: str, namespace: Mapping[str, Any] | None = None) -> Ste
     return cell_definition(text, namespace)[0]
 
 
-def cell_definition(text: str, namespace: Mapping[str, Any] | None
-                ) -> tuple[Step, tuple[str, ...]]:
-    """The cell's Step and its ``--outputs`` (the magic's own parser and codec)."""
+def cell_definition(text: str, namespace: Mapping[str, Any] | None,
+                    defined: Collection[str] = ()) -> tuple[Step, tuple[str, ...]]:
+    """The cell's Step and its ``--outputs`` (the magic's own parser and codec);
+    ``defined``: names the cells before it bind (see :func:`adopt_notebook`)."""
     first, _, body = text.partition("\n")
     if not first.startswith(MAGIC):
         raise ValueError(f"a %%dagger cell starts with '%%dagger NAME', not {first!r}")
     args = parse_line(DaggerMagics.dagger_cell, first[len(MAGIC):])
-    return step_from_options(args.name, body, args, namespace), parse_names(args.outputs)
+    return (step_from_options(args.name, body, args, namespace, defined),
+            parse_names(args.outputs))
 
 
 def adopt_notebook(session: Any, path: str | Path,
@@ -511,24 +514,33 @@ def adopt_notebook(session: Any, path: str | Path,
     Used when a kernel starts (or restarts) and knows its notebook: the graph is whole
     before any cell runs, so a downstream cell run first finds its upstream steps (and
     their cached results). A cell that does not parse is passed over, with one line
-    among the problems returned beside the names defined.
+    among the problems returned beside the names defined. A ``--python`` cell takes a
+    variable it reads before assigning it (``rows = [r for r in rows if r]``) from the
+    notebook when a cell before it binds it, as the cells run in order do.
     """
     defined, problems = [], []
     try:
-        cells = dagger_cells(read_notebook(path))
+        cells = read_notebook(path)
     except WorkflowError:
         if Path(path).suffix != ".py":
             raise
         return [], []  # a plain script, not a notebook: its cells define steps as they run
-    for cell in cells:
+    steps = {cell.index: cell for cell in dagger_cells(cells)}
+    bound: set[str] = set()  # what the cells so far bind
+    for index, (kind, source) in enumerate(cells):
+        cell = steps.get(index)
+        if cell is None:
+            bound |= binds_at_top(kind, source)
+            continue
         try:
             line = _line_as_run(cell.line)
-            step, outputs = cell_definition(f"{line}\n{cell.body}", namespace)
+            step, outputs = cell_definition(f"{line}\n{cell.body}", namespace, bound)
             session.define(step, outputs)
         except (DagnbError, UsageError) as exc:
             problems.append(f"cell {cell.index + 1} ({cell.line.strip()!r}): {exc}")
         else:
             defined.append(step.name)
+            bound |= set(outputs)
     return defined, problems
 
 
