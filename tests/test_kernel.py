@@ -495,6 +495,21 @@ def test_params_and_shell_escapes_work_in_a_python_cell(kernel: Kernel) -> None:
     assert kernel.value("found") == "['a', 'b']"
 
 
+def test_a_python_cells_param_from_a_notebook_variable_keeps_its_python_value(
+        kernel: Kernel) -> None:
+    """IPython expands `$debug` to the text 'False' (true in an `if`), `$cities` to a
+    list's repr, `$limit` to 'None': JSON reads none of them, so the step got text."""
+    kernel.run("debug = False\ncities = ['Paris', 'Oslo']\nlimit = None")
+    cell = ('%%dagger p --python --param debug=$debug --param cities="$cities" '
+            '--param limit=$limit --param who="\'acme\'" --outputs got\n'
+            'got = (debug, cities, limit, who)\n')
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("got") == "(False, ['Paris', 'Oslo'], None, \"'acme'\")"
+    shell = "%%dagger sh --param debug=$debug\necho \"$DAGNB_PARAM_DEBUG\"\n"
+    assert error(kernel.run(shell)) is None  # (a shell step's stays the text)
+    assert kernel.value("get_session().last_run.logs('sh')['line'].tolist()") == "['False']"
+
+
 @pytest.mark.parametrize(("body", "before", "after"), [
     ("out = !echo value-{x} and $x", "['value-one and one']", "['value-two and two']"),
     ("!echo $x > shown.txt\nout = open('shown.txt').read()", "'one\\n'", "'two\\n'"),

@@ -57,18 +57,42 @@ _MAX_DEPTH = 64  # as a workflow's YAML (Python 3.13's json parses far deeper)
 _TOO_DEEP = object()
 
 
-def parse_value(text: str) -> Any:
-    """JSON when the text parses as JSON (``3``, ``true``, ``[1, 2]``), else the string."""
+def parse_value(text: str, *, python: bool = False) -> Any:
+    """JSON when the text parses as JSON (``3``, ``true``, ``[1, 2]``), else the string;
+    with ``python`` (a ``--python`` cell's param), else a Python literal of a JSON value
+    (:func:`_python_literal`)."""
     try:
         value = json.loads(text)
     except ValueError:
-        return text
+        if not python:
+            return text
+        value = _python_literal(text)
     except RecursionError:
         value = _TOO_DEEP
     if value is _TOO_DEEP or _nests_deeper(value, _MAX_DEPTH):
         raise InvalidStepError(f"value {text[:20]!r}... nests too deeply (more than "
                                f"{_MAX_DEPTH} levels); pass it as a file instead")
     return value
+
+
+def _python_literal(text: str) -> Any:
+    """``False``, ``None``, ``['a', 'b']``, ``{'k': 1}`` as those values: what IPython
+    expands ``$flag`` or ``$cities`` to, for a cell that reads the param as a Python
+    variable (as text, ``'False'`` is true). Other text (a string's literal too) stays
+    text, as does a value JSON cannot carry (a tuple, a set)."""
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError):
+        return text
+    except RecursionError:
+        return _TOO_DEEP
+    if isinstance(value, str):
+        return text
+    try:
+        carried = json.loads(json.dumps(value)) == value  # (a tuple comes back a list)
+    except (TypeError, ValueError, RecursionError):
+        carried = False
+    return value if carried else text
 
 
 def _nests_deeper(value: Any, limit: int) -> bool:
@@ -84,15 +108,16 @@ def _nests_deeper(value: Any, limit: int) -> bool:
     return False
 
 
-def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False
-                      ) -> dict[str, Any]:
-    """``["K=V", ...]`` -> ``{"K": "V"}``; a missing ``=`` is an InvalidStepError."""
+def parse_assignments(items: Iterable[str], what: str, *, as_json: bool = False,
+                      python: bool = False) -> dict[str, Any]:
+    """``["K=V", ...]`` -> ``{"K": "V"}``; a missing ``=`` is an InvalidStepError.
+    ``as_json``, ``python``: values as :func:`parse_value` reads them."""
     parsed: dict[str, Any] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise InvalidStepError(f"{what} {item!r} is not KEY=VALUE; write it like {what} x=1")
-        parsed[key.strip()] = parse_value(value) if as_json else value
+        parsed[key.strip()] = parse_value(value, python=python) if as_json else value
     return parsed
 
 
@@ -125,7 +150,7 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
     fields: dict[str, Any] = {
         "image": args.image, "needs": needs, "env": parse_assignments(args.env, "--env"),
         "secrets": tuple(args.secret), "mounts": parse_mounts(args.mount),
-        "params": parse_assignments(args.param, "--param", as_json=True),
+        "params": parse_assignments(args.param, "--param", as_json=True, python=args.python),
         "timeout": args.timeout, "ttl": args.ttl, "tags": parse_names(args.tags),
         "cache": not args.no_cache, "retries": args.retries, "executor": args.executor,
     }

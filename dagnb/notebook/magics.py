@@ -126,7 +126,8 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
                     help="Read-only input file or folder (repeatable)."),
         ma.argument("--param", action="append", default=[], metavar="K=V",
                     help="Parameter; the value is JSON when it parses, else text. A --python "
-                         "cell reads it as the variable K, a shell cell as $DAGNB_PARAM_K."),
+                         "cell reads it as the variable K (where a Python literal such as "
+                         "False or ['a', 'b'] is that value), a shell cell as $DAGNB_PARAM_K."),
         ma.argument("--retries", type=int, metavar="N",
                     help="Retry a failed run of the step up to N times, with backoff."),
         ma.argument("--timeout", help="Time limit, such as 10m."),
