@@ -134,6 +134,30 @@ def test_a_changed_notebook_variable_reruns_the_step(kernel: Kernel, setup: str,
     assert kernel.value("out") == after
 
 
+def test_a_notebook_variable_the_cell_changes_in_place_counts_by_its_value(
+        kernel: Kernel) -> None:
+    """`df['r'] = ...` and `cfg.setdefault(...)` made `df` and `cfg` the cell's state,
+    counted by name: new data in `df`, or a new `cfg['k']`, was served the old total.
+    A variable the cell only changes (`runs.append(1)`) stays state: no miss."""
+    kernel.run("import pandas as pd\ndf = pd.DataFrame({'a': [1, 2]})\ncfg = {'k': 1}\n"
+               "runs = []")
+    cell = ("%%dagger feat --python --outputs total\ndf['r'] = df['a'] * 2\nruns.append(1)\n"
+            "cfg.setdefault('epochs', 10)\ntotal = int(df['r'].sum()) * cfg['k']\n")
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("total, list(df.columns), cfg") == (
+        "(6, ['a', 'r'], {'k': 1, 'epochs': 10})")  # (changed in place, as by a plain cell)
+    kernel.run("df = pd.DataFrame({'a': [10, 20]})")
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("total") == "60"
+    kernel.run("cfg['k'] = 3")
+    assert kernel.value("%dagger cache explain feat").startswith(
+        "notebook variable `cfg` changed")
+    assert error(kernel.run(cell)) is None
+    assert kernel.value("total") == "180"
+    assert error(kernel.run(cell)) is None  # (as it left them: cached)
+    assert states(kernel) == "{'feat': 'cached'}"
+
+
 def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
         kernel: Kernel, tmp_path: Path) -> None:
     kernel.run("import threading\nlock = threading.Lock()")

@@ -52,13 +52,14 @@ from dagnb.fingerprint.paths import (
 from dagnb.fingerprint.sources import adopt_sources
 from dagnb.fingerprint.values import _function_of_code as _function_of_code  # (see there)
 from dagnb.fingerprint.values import value_digest
-from dagnb.fingerprint.walker import loaded_globals
+from dagnb.fingerprint.walker import changed_inputs, loaded_globals
 
 __all__ = [
     "CHUNK_SIZE",
     "MAX_DEPTH",
     "adopt_sources",
     "changed_in_place",
+    "changed_inputs",
     "check_tree",
     "code_digest",
     "code_source_parts",

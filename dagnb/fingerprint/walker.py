@@ -427,9 +427,29 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[
                 continue
             if is_global:
                 loaded.add(instruction.argval)
-            after = instructions[at + 1:at + 3]
-            if (after and after[0].opname in _ATTRIBUTE_LOADS
-                    and after[0].argval in _CHANGING) or (
-                    len(after) == 2 and after[1].opname in _ITEM_CHANGES):
+            if _changes(instructions, at):
                 (changed if is_global else changed_free).add(instruction.argval)
     return loaded, changed, changed_free, stored
+
+
+def _changes(instructions: list[dis.Instruction], at: int) -> bool:
+    """Whether the name loaded at ``at`` is loaded to be changed in place."""
+    after = instructions[at + 1:at + 3]
+    return bool(after and after[0].opname in _ATTRIBUTE_LOADS
+                and after[0].argval in _CHANGING) or (
+        len(after) == 2 and after[1].opname in _ITEM_CHANGES)
+
+
+def changed_inputs(code: types.CodeType) -> set[str]:
+    """The globals the code changes in place and reads otherwise too (``df['r'] =
+    df['a'] * 2``; ``results.append(x)`` then ``max(results)``): what it works on,
+    where one it only changes (``log.append(x)``) is state it keeps."""
+    changed: set[str] = set()
+    read: set[str] = set()
+    for nested in _code_objects(code):
+        instructions = list(dis.get_instructions(nested))
+        for at, instruction in enumerate(instructions):
+            if instruction.opname in _GLOBAL_LOADS:
+                found = changed if _changes(instructions, at) else read
+                found.add(instruction.argval)
+    return changed & read

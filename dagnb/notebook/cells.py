@@ -35,6 +35,7 @@ from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
 from dagnb.errors import InvalidStepError
+from dagnb.fingerprint import changed_inputs
 from dagnb.model.step import Step
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
 
@@ -234,10 +235,12 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
     local = _local_names(code, func_name)
-    _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | _globals_set(python))
+    declared = _globals_set(python)
+    _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | declared)
     # (a name the notebook lacks: a plain cell's NameError, as UnboundLocalError is one)
-    prebound = [n for n in _read_before_assigned(python, local, arguments)
-                if n in namespace or n in defined]
+    inputs = {*_read_before_assigned(python, local, arguments),
+              *_changed_notebook_variables(code, func_name) - declared}
+    prebound = sorted(n for n in inputs if n in namespace or n in defined)
     if prebound:
         text = _prebinding_source(func_name, arguments, prebound, text)
         code = _compiled(name, text, filename, 2)
@@ -264,12 +267,24 @@ def _compiled(name: str, text: str, filename: str, lines_before: int) -> types.C
                                f"Python: {exc.msg}") from None
 
 
+def _function_code(module: types.CodeType, func_name: str) -> types.CodeType:
+    return next(c for c in module.co_consts
+                if isinstance(c, types.CodeType) and c.co_name == func_name)
+
+
 def _local_names(module: types.CodeType, func_name: str) -> set[str]:
     """The names the cell's function assigns (its locals, parameters aside)."""
-    code = next(c for c in module.co_consts
-                if isinstance(c, types.CodeType) and c.co_name == func_name)
+    code = _function_code(module, func_name)
     parameters = code.co_varnames[:code.co_argcount]
     return {*code.co_varnames, *code.co_cellvars} - set(parameters)
+
+
+def _changed_notebook_variables(module: types.CodeType, func_name: str) -> set[str]:
+    """The notebook variables the cell changes in place and reads (``df['r'] = df['a']``,
+    ``cfg.setdefault(...)`` then ``cfg['k']``): as globals, a function's state, which its
+    key counts by name; they are the cell's inputs, read as those it reads before
+    assigning them. One it only changes (``log.append(x)``) stays state."""
+    return changed_inputs(_function_code(module, func_name))
 
 
 def _refuse_unassigned_outputs(name: str, outputs: tuple[str, ...], assigned: set[str]
