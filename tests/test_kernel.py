@@ -708,7 +708,8 @@ def test_the_views_keep_an_interrupted_run(kernel: Kernel, tmp_path: Path) -> No
 def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
         kernel: Kernel, tmp_path: Path) -> None:
     """The stop button stops waiting after a grace; a step in one long C call ends later:
-    the views show how it ended then, not `running` for good."""
+    the views show how it ended then, not `running` for good, and the next cell, which
+    waits for it, says so."""
     marker = tmp_path / "started"
     thread = interrupt_when(marker, kernel, [])
     outputs = kernel.run(f"%%dagger nap --python --no-cache\nimport time\n"
@@ -718,10 +719,14 @@ def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
         "interrupted: the run was cancelled, but 'nap' is still running: Python code in one "
         "long call (time.sleep, subprocess.run, a C extension) stops only when the call "
         "returns; %dagger status shows when it has")
+    after = kernel.run("%%dagger next --no-cache\necho next\n")  # waits for nap's call
+    assert error(after) is None and text(after).startswith(
+        "dagnb: this run starts when 'nap', interrupted, returns from its long call "
+        "(%dagger status shows when it has)\n"), after  # (the cell hung with no word why)
     kernel.run("import time\nfor _ in range(100):\n    if get_session().latest['nap']"
-               "['state'] != 'running': break\n    time.sleep(0.1)\n")
+               "['state'] != 'running': break\n    time.sleep(0.1)\n")  # (published by a thread)
     assert kernel.value("get_session().latest['nap']['state']") == "'cancelled'"
-    assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1]"
+    assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1, 0]"
 
 
 def test_the_stop_button_pressed_again_while_the_step_stops_says_truly_how_it_ended(

@@ -263,6 +263,10 @@ class DaggerMagics(Magics):
         view = live_view(focus=focus, start=self.session.start,
                          clear_cache=self.session.clear_cache,
                          failed_tails=not _raises(args))
+        held = self.session.still_running()
+        if held:  # (else the cell hangs with no word why)
+            print(f"dagnb: this run starts when {', '.join(map(repr, held))}, interrupted, "
+                  "returns from its long call (%dagger status shows when it has)")
         return self.session.start(targets, background=args.background, **options), view
 
     def _follow(self, run: Any, view: Any, args: Any) -> None:

@@ -231,6 +231,14 @@ class Session:
         states = {name: row["state"] for name, row in self.latest.items()}
         return unfinished(states, self.graph.names)
 
+    def still_running(self) -> list[str]:
+        """Steps of interrupted runs still in one long call (``time.sleep``, a C
+        extension): they hold the loop every run's steps need, so the next run waits."""
+        runs = {run.id: run for run in self.step_runs.values()
+                if run.id not in self.live and not run.done}  # (a background run shares it)
+        return [name for run in runs.values()
+                for name, state in run.states().items() if state == "running"]
+
     def _publish_later(self, run: Run) -> None:
         try:
             self.publish(run.wait())
