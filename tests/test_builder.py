@@ -133,3 +133,21 @@ def test_editing_a_step_keeps_the_options_the_form_does_not_show():
             step.cache) == ({"X": "1"}, ("TOKEN",), {"n": 3}, ("etl",), 60, False)
     form.existing.value = "(new step)"
     assert "--param" not in fill(form, name="b").cell_text()
+
+
+def test_a_python_cells_step_is_not_turned_into_a_shell_step():
+    """Loaded in the form (its command empty) and saved with one, `fit` became a shell
+    step: its code, its params and its outputs were gone, with a message of success."""
+    session = Session()
+    session.define(step_from_cell("%%dagger fit --python --param n=2 --outputs m\nm = n * 2\n",
+                                  session.namespace), ("m",))
+    form = Builder(session)
+    form.existing.value = "fit"
+    message = "step 'fit' is a --python cell's: this form edits shell steps"
+    assert message in form.message.value.replace("&#x27;", "'")
+    form.command.value = "echo replaced"
+    form.save_button.click()
+    assert message in form.message.value.replace("&#x27;", "'")
+    assert session.graph["fit"].func is not None and session.outputs["fit"] == ("m",)
+    fill(Builder(session), name="fit").save_button.click()  # (a new step of its name)
+    assert session.graph["fit"].params == {"n": 2}

@@ -14,7 +14,7 @@ from typing import Any
 import ipywidgets as w
 from IPython.core.error import UsageError
 
-from dagnb.errors import DagnbError
+from dagnb.errors import DagnbError, InvalidStepError
 from dagnb.model.step import Step
 from dagnb.notebook.cells import cell_options, duration_text
 from dagnb.notebook.magics import step_from_cell
@@ -89,6 +89,7 @@ class Builder(w.VBox):
         retries = step.retries if step and isinstance(step.retries, int) else 0
         self.retries.value = retries
         self.ttl.value = duration_text(step.ttl) if step and step.ttl else ""
+        self.message.value = _error_html(_python_step(step.name)) if step and step.func else ""
 
     def cell_text(self) -> str:
         """The ``%%dagger`` cell equivalent to the form."""
@@ -118,20 +119,30 @@ class Builder(w.VBox):
     # -- buttons ---------------------------------------------------------------------
     def _save(self) -> None:
         try:
-            step = self.session.define(self.step())
+            step = self.step()
+            if step.name in self.session.graph.names and self.session.graph[step.name].func:
+                raise InvalidStepError(_python_step(step.name))
+            step = self.session.define(step)
         except (DagnbError, UsageError, ValueError) as exc:  # shown in the form, not raised
             self.message.value = _error_html(exc)
             return
-        self.message.value = html.escape(f"step {step.name!r} is in the graph; run it with "
-                                         f"%dagger run {step.name}")
         self.refresh()
         self.existing.value = step.name
+        self.message.value = html.escape(f"step {step.name!r} is in the graph; run it with "
+                                         f"%dagger run {step.name}")
 
     def _export(self) -> None:
         self.exported.value = self.cell_text()
 
 
-def _error_html(exc: BaseException) -> str:
+def _python_step(name: str) -> str:
+    """Why the form leaves a ``--python`` cell's step alone: saved, it would become a
+    shell step, its code, params and outputs gone."""
+    return (f"step {name!r} is a --python cell's: this form edits shell steps; change it "
+            "in its cell, or name this step otherwise")
+
+
+def _error_html(exc: BaseException | str) -> str:
     return f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
 
 
