@@ -460,7 +460,7 @@ class Downloads:
 
         def connect(store: ObjectStore) -> None:
             real(store)
-            store.fs = Counting(store._fs, self.blobs)
+            store.fs = Counting(store.fs, self.blobs)
 
         monkeypatch.setattr(ObjectStore, "_connect", connect)
 
