@@ -364,6 +364,40 @@ def test_a_workflow_steps_modules_class_passes_between_steps_on_dask(on_dask):
     assert run.result("use") == 2
 
 
+def test_values_keep_their_type_and_writability_between_dask_steps(on_dask):
+    """Arrays travel as views of their frames, bytes as frames of their own (over 1 MB,
+    sent ahead of the task): what the next step and the run get is as it was, a
+    read-only array read-only (its flag is in its pickle, so in the keys after it)."""
+    import numpy as np
+
+    def frozen():
+        array = np.arange(10.0)
+        array.flags.writeable = False
+        return array
+
+    def seen(array, frozen, raw, buffer) -> list:
+        array[0] = 7.0  # (a copy of the client's: changed on the worker only)
+        return [array.flags.writeable, frozen.flags.writeable, float(array[1:].sum()),
+                type(raw).__name__, len(raw), type(buffer).__name__, buffer[:2]]
+
+    graph = Graph("values", [
+        Step("array", func=lambda: np.arange(300_000.0), executor="dask"),
+        Step("frozen", func=frozen, executor="dask"),
+        Step("raw", func=lambda: b"r" * 2_000_000, executor="dask"),
+        Step("buffer", func=lambda: bytearray(b"ab"), executor="dask"),
+        Step("seen", func=seen, needs=["array", "frozen", "raw", "buffer"], executor="dask"),
+    ])
+    run = graph.run()
+    assert set(run.states().values()) == {"succeeded"}, run.status()
+    assert run.result("seen") == [True, False, float(np.arange(300_000.0).sum()),
+                                  "bytes", 2_000_000, "bytearray", bytearray(b"ab")]
+    assert run.result("array").flags.writeable and run.result("array")[0] == 0.0
+    assert not run.result("frozen").flags.writeable
+    assert type(run.result("raw")) is bytes and type(run.result("buffer")) is bytearray
+    again = graph.run()
+    assert set(again.states().values()) == {"cached"}, again.status()
+
+
 def test_a_workflow_file_with_a_shell_step_on_dask_is_refused(workdir):
     (workdir / "flow.yml").write_text("steps:\n  build:\n    run: make\n    executor: dask\n")
     with pytest.raises(WorkflowError, match="executor='dask' runs Python functions only"):

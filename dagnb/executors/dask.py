@@ -4,6 +4,10 @@ What runs where. A step with ``executor="dask"`` is a Python function; each atte
 is one dask task. The runner, the cache and the shell steps stay on this machine: the
 function and its arguments (upstream results, params) travel to a worker by value
 (cloudpickle), its return value travels back by value and is cached here like any other.
+Both travel as frames (:mod:`dagnb.executors.wire`), an array's data uncopied; a payload
+over 1 MB is scattered to a worker ahead of its task, and with its own LocalCluster the
+client sends and gathers straight from the workers, not through the scheduler, which runs
+in this process.
 The step's contract folders (``$DAGNB_OUT``, ``$DAGNB_IN`` with its links, the
 ``$DAGNB_PARAMS`` file) are made here, as the local executor makes them; files a step
 writes to its output folder are written by the worker at the path the runner gave: the
@@ -56,6 +60,7 @@ from typing import Any, ClassVar
 
 from dagnb.config import context, settings
 from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError, exception_line
+from dagnb.executors import wire
 from dagnb.executors.base import Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
 from dagnb.executors.workdir import workdir_of
@@ -67,6 +72,7 @@ _INSTALL = "pip install 'dagnb[dask]'"
 _CONTEXT_NAME = "dask"
 _STOP_GRACE = 5.0  # seconds a cancel waits for the scheduler to take it
 _CONNECT_TIMEOUT = 10.0  # seconds a scheduler has to answer
+_SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
 
 
 class DaskExecutor:
@@ -91,12 +97,14 @@ class DaskExecutor:
         payload = _payload(task)
         await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
         cluster = await asyncio.to_thread(_cluster)
+        sent = await _upload(task, cluster, payload)
+        del payload  # (a pickle in it may be large: the cluster has it now)
         key = _key(task)
         marker = os.path.join(task.step_dir, f".{key}")
-        future = cluster.submit(payload, key, marker)
+        future = cluster.submit(sent, key, marker)
         try:
             await _done(future)
-            report = await asyncio.to_thread(future.result)
+            report = await asyncio.to_thread(cluster.result, future)
         except (asyncio.CancelledError, KeyboardInterrupt):
             with contextlib.suppress(asyncio.TimeoutError):  # an unreachable scheduler
                 await asyncio.wait_for(
@@ -148,10 +156,12 @@ def _make_folders(task: Task) -> None:
     )
 
 
-def _payload(task: Task) -> bytes:
-    """The function, its arguments and the step's paths, pickled for a worker."""
+def _payload(task: Task) -> list[wire.Frame]:
+    """The function, its arguments and the step's paths, as frames for a worker: an
+    argument that is bytes is a frame of its own, the rest one pickle (:mod:`wire`)."""
     step = task.step
     kwargs = function_arguments(step.func, task.inputs, step.params)
+    raw = [name for name, value in kwargs.items() if wire.is_frame(value)]
     spec: dict[str, Any] = {
         "name": step.name,
         "attempt": task.attempt,
@@ -165,7 +175,8 @@ def _payload(task: Task) -> bytes:
     }
     try:
         _send_by_value(step.func)
-        return _dumps((step.func, kwargs, spec))
+        pickled = {name: value for name, value in kwargs.items() if name not in raw}
+        return _pack((step.func, pickled, spec, raw), [kwargs[name] for name in raw])
     except Exception as exc:
         raise StepFailed(
             f"step {step.name!r} cannot be sent to dask workers: its function or "
@@ -193,21 +204,21 @@ def _send_by_value(func: Any) -> None:
         cloudpickle.register_pickle_by_value(module)
 
 
-def _dumps(value: Any) -> bytes:
-    """cloudpickle, but keeping the file names of the code it sends by value (cloudpickle
-    writes ``<dynamic-code>``) and those files' lines, so that a traceback on a worker
-    names the notebook cell or file and shows the line, as it would here."""
-    import io
+def _pack(call: Any, raw: list[Any]) -> list[wire.Frame]:
+    """``call``, the ``raw`` values and the sources of the code sent by value, as frames:
+    cloudpickle, but keeping the file names of that code (cloudpickle writes
+    ``<dynamic-code>``) and those files' lines, so that a traceback on a worker names the
+    notebook cell or file and shows the line, as it would here."""
     import linecache
     import types
     from collections import ChainMap
 
     import cloudpickle
 
-    sources: dict[str, list[str]] = {}
+    sources: dict[str, list[str]] = {}  # (filled as ``call`` is pickled: packed after it)
     code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)  # private there
     if code_reduce is None:
-        return pickle.dumps((cloudpickle.dumps(value), sources))
+        return wire.pack([call, *raw, sources], cloudpickle.Pickler)
 
     def reduce_code(code: types.CodeType) -> Any:
         make, args = code_reduce(code)
@@ -219,14 +230,23 @@ def _dumps(value: Any) -> bytes:
             {types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table
         )
 
-    buffer = io.BytesIO()
-    Pickler(buffer).dump(value)
-    return pickle.dumps((buffer.getvalue(), sources))
+    return wire.pack([call, *raw, sources], Pickler)
 
 
 def _key(task: Task) -> str:
     """A task name that reads well on the dask dashboard and is unique per attempt."""
     return f"dagnb-{task.step.name}-{task.attempt}-{uuid.uuid4().hex[:12]}"
+
+
+async def _upload(task: Task, cluster: _Cluster, payload: list[wire.Frame]) -> Any:
+    """The payload as the task takes it (in a thread: a large one takes a while)."""
+    try:
+        return await asyncio.to_thread(cluster.upload, payload)
+    except Exception as exc:  # no worker took it: may pass
+        raise TransientError(
+            f"step {task.step.name!r} could not be sent to the dask cluster: "
+            f"{exception_line(exc)}"
+        ) from exc
 
 
 async def _done(future: Any) -> None:
@@ -247,9 +267,8 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
         task.log(stream, line)
     status = report["status"]
     if status == "ok":
-        import cloudpickle
-
-        return Outcome(exit_code=0, result=cloudpickle.loads(report["result"]))
+        [result] = wire.unpack(report.pop("result"))  # (the frames go: the result stays)
+        return Outcome(exit_code=0, result=result)
     if status == "lost":
         raise TransientError(
             f"step {task.step.name!r} was lost on the dask cluster: the worker running it "
@@ -275,12 +294,26 @@ class _Cluster:
         self.client = client
         self.local = local
         self.running: set[Any] = set()
+        # values go straight to and from the workers of a LocalCluster (dask's default
+        # is through the scheduler, which is in this process: one more copy here)
+        self.direct = True if local is not None else None
 
-    def submit(self, payload: bytes, key: str, marker: str) -> Any:
+    def upload(self, payload: list[wire.Frame]) -> Any:
+        """The payload, or a future of it when it is large: sent to a worker ahead of
+        the task, not inside it, it leaves no copy in the scheduler's task graph."""
+        if wire.nbytes(payload) < _SCATTER_FROM:
+            return payload
+        return self.client.scatter([payload], direct=self.direct, hash=False)[0]
+
+    def submit(self, payload: Any, key: str, marker: str) -> Any:
         """Send one attempt to the cluster; its future."""
         future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
         self.running.add(future)
         return future
+
+    def result(self, future: Any) -> Any:
+        """The task's return value (its exception if it raised); waits for it."""
+        return self.client.gather(future, direct=self.direct)
 
     def stop(self, futures: Any) -> None:
         """Cancel the tasks; their workers then kill the steps' processes."""
@@ -371,7 +404,7 @@ def close() -> None:
 _POLL = 0.1  # seconds between looks at whether the task is still wanted
 
 
-def _run_on_worker(payload: bytes, key: str, marker: str) -> dict[str, Any]:
+def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
@@ -388,15 +421,25 @@ def _run_on_worker(payload: bytes, key: str, marker: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="dagnb-", dir=where) as scratch:
         files = {name: os.path.join(scratch, name) for name in _FILES}
         with open(files["step"], "wb") as handle:
-            pickle.dump((os.getpid(), sys.path, payload), handle)
+            pickle.dump((os.getpid(), sys.path), handle)
+            wire.write(handle, payload)
         child = _start(files, token)
         _wait(child, token, lambda: _wanted(worker, key))
         lines = _read_lines(files, "stdout") + _read_lines(files, "stderr")
         if child.returncode == 0 and os.path.exists(files["result"]):
-            with open(files["result"], "rb") as handle:
-                report = pickle.load(handle)
+            report = _read_report(files["result"])
             return {**report, "lines": lines + report.pop("lines", [])}
         return {"status": "exit", "lines": lines, "exit_code": child.returncode}
+
+
+def _read_report(path: str) -> dict[str, Any]:
+    """The child's report, with the frames of its result as memoryviews: dask sends
+    those as they are, where bytes in a dict are copied into its pickle."""
+    with open(path, "rb") as handle:
+        report = pickle.load(handle)
+        if report["status"] == "ok":
+            report["result"] = [memoryview(frame) for frame in wire.read(handle)]
+    return report
 
 
 _FILES = ("step", "stdout", "stderr", "result")
@@ -483,19 +526,18 @@ _CHILD_MAIN = "from dagnb.executors.dask import child_main; child_main()"
 
 def child_main() -> None:
     """In the child: read the step from stdin, call it, write how it ended (argv[1])."""
-    worker, paths, payload = pickle.load(sys.stdin.buffer)
+    worker, paths = pickle.load(sys.stdin.buffer)
     _die_with(worker)
     sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p not in paths]
-    import cloudpickle
-
-    pickled, sources = pickle.loads(payload)
-    for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
-        linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
     try:
-        func, kwargs, spec = cloudpickle.loads(pickled)
+        (func, kwargs, spec, raw), *values, sources = wire.unpack(wire.read(sys.stdin.buffer))
     except ModuleNotFoundError as exc:
         _write_report(_missing_module(exc))
         return
+    kwargs.update(zip(raw, values, strict=True))
+    del values
+    for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
+        linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
     for name in spec["withheld"]:  # the worker may have inherited them
         os.environ.pop(name, None)
     os.environ.update(spec["env"])
@@ -506,10 +548,14 @@ def child_main() -> None:
 
 
 def _write_report(report: dict[str, Any]) -> None:
+    """The report, and after it the frames of the step's result, as they are."""
     sys.stdout.flush()
     sys.stderr.flush()
+    frames = report.pop("result", None)
     with open(sys.argv[1], "wb") as handle:
         pickle.dump(report, handle)
+        if frames is not None:
+            wire.write(handle, frames)
 
 
 def _missing_module(exc: ModuleNotFoundError) -> dict[str, Any]:
@@ -569,7 +615,7 @@ def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
     except Exception as exc:
         return {**_error_report(task, exc), "lines": lines}
     try:
-        return {"status": "ok", "result": cloudpickle.dumps(result)}
+        return {"status": "ok", "result": wire.pack([result], cloudpickle.Pickler)}
     except Exception as exc:
         return {**_error_report(task, TypeError(
             f"step {spec['name']!r} returned {type(result).__name__} that cannot be pickled "
