@@ -398,6 +398,31 @@ def test_values_keep_their_type_and_writability_between_dask_steps(on_dask):
     assert set(again.states().values()) == {"cached"}, again.status()
 
 
+def test_a_large_payload_waits_for_a_worker_as_a_task_does(workdir, monkeypatch):
+    """A cluster with no worker yet (an adaptive one, starting): a step whose payload is
+    over 1 MB waits in the queue for a worker as a small one does. Sent ahead of its
+    task, it waited only for the client's connection timeout (2 s here), then failed
+    (an attempt spent, as a transient error: minutes of a cluster starting spend them all)."""
+    monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT", 2.0)
+    with distributed.LocalCluster(n_workers=0, threads_per_worker=1, processes=True,
+                                  dashboard_address=":0") as empty:
+        dagnb.configure(dask_scheduler=empty.scheduler_address)
+        later = threading.Timer(4.0, empty.scale, args=(1,))
+        try:
+            later.start()
+            run = Graph("late", [
+                Step("big", func=lambda: b"b" * 2_000_000),
+                Step("size", func=lambda big: len(big), needs=["big"], executor="dask"),
+            ]).run(timeout=60)
+        finally:
+            later.cancel()
+            dask_executor.close()
+    assert run.states()["size"] == "succeeded", run.status()
+    assert run.result("size") == 2_000_000
+    row = run.status().set_index("step").loc["size"]
+    assert row["attempts"] == 1  # (not a failed attempt, retried as a transient error)
+
+
 def test_a_workflow_file_with_a_shell_step_on_dask_is_refused(workdir):
     (workdir / "flow.yml").write_text("steps:\n  build:\n    run: make\n    executor: dask\n")
     with pytest.raises(WorkflowError, match="executor='dask' runs Python functions only"):

@@ -301,9 +301,21 @@ class _Cluster:
     def upload(self, payload: list[wire.Frame]) -> Any:
         """The payload, or a future of it when it is large: sent to a worker ahead of
         the task, not inside it, it leaves no copy in the scheduler's task graph."""
-        if wire.nbytes(payload) < _SCATTER_FROM:
+        if wire.nbytes(payload) < _SCATTER_FROM or not self._has_workers():
+            return payload  # (none yet: the task waits for one in the queue, as it did)
+        try:
+            return self.client.scatter([payload], direct=self.direct, hash=False)[0]
+        except (TimeoutError, asyncio.TimeoutError):  # the workers went meanwhile: ditto
             return payload
-        return self.client.scatter([payload], direct=self.direct, hash=False)[0]
+
+    def _has_workers(self) -> bool:
+        """Whether the cluster has a worker now: scattering waits for one only until a
+        connection timeout, where an adaptive cluster (starting from none) can take
+        minutes to start one."""
+        try:
+            return bool(self.client.scheduler_info().get("workers"))
+        except Exception:  # (a scheduler gone: the submit says so)
+            return False
 
     def submit(self, payload: Any, key: str, marker: str) -> Any:
         """Send one attempt to the cluster; its future."""
