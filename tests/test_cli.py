@@ -575,8 +575,6 @@ def test_a_python_step_naming_a_file_that_is_not_python_is_one_line(tmp_path: Pa
 
 
 @pytest.mark.parametrize(("options", "message"), [
-    (["-p", "count=10"], "--param 'count=10' applies to notebooks (.ipynb, percent .py), not "
-                         "to the workflow 'wf.yml'; set the value in a step's params"),
     (["-o", "out.ipynb"], "--output 'out.ipynb' applies to notebooks (the executed .ipynb), "
                           "not to the workflow 'wf.yml'; drop it"),
 ])
@@ -820,3 +818,96 @@ def test_validate_explain_shows_a_python_step_as_written(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "  a:\n    python: steps.py:f\n    timeout: 60.0\n" in result.stdout
     assert "  b:\n    run: echo hi\n" in result.stdout
+
+
+_PARAM_WORKFLOW = (
+    "defaults: {params: {rows: 3}}\n"
+    "steps:\n"
+    "  make: {run: 'seq \"$DAGNB_PARAM_ROWS\" > \"$DAGNB_OUT/n.txt\"'}\n"
+    "  count:\n"
+    "    needs: [make]\n"
+    "    params: {label: a}\n"
+    "    run: 'echo \"$DAGNB_PARAM_LABEL $(wc -l < $DAGNB_IN/make/n.txt)\" >> seen'\n"
+)
+
+
+def test_a_workflow_param_given_on_the_command_line_misses_only_the_steps_that_have_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--param label reaches count (its own param), --param rows every step (the
+    defaults'): the steps whose value changed run again, the others come from the cache,
+    and a value given again (or the file's own, read as the file reads it) hits."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(_PARAM_WORKFLOW)
+    seen = tmp_path / "seen"
+
+    def run(*params: str) -> tuple[dict[str, str], str]:
+        options = [item for param in params for item in ("--param", param)]
+        assert main(["run", "wf.yml", "--executor", "local", *options]) == 0
+        lines = capsys.readouterr().out.splitlines()
+        states = {line.split()[0]: line.split()[1] for line in lines
+                  if line.split()[:1] in (["make"], ["count"])}
+        return states, lines[-1]
+
+    assert run("label=x") == ({"make": "succeeded", "count": "succeeded"},
+                              'params given: label="x" for count')
+    assert run("label=y")[0] == {"make": "cached", "count": "succeeded"}
+    assert run("label=x")[0] == {"make": "cached", "count": "cached"}
+    assert run("rows=5", "label=x") == ({"make": "succeeded", "count": "succeeded"},
+                                        'params given: rows=5 for make, count; label="x" '
+                                        "for count")
+    assert run("rows=3", "label=x")[0] == {"make": "cached", "count": "cached"}  # the file's 3
+    assert seen.read_text() == "x 3\ny 3\nx 5\n"
+
+
+@pytest.mark.parametrize(("param", "message"), [
+    ("rowz=5", "--param 'rowz': no step of 'wf.yml' has a param 'rowz'; its params are "
+               "label, rows; did you mean 'rows'?"),
+    ("rows5", "--param 'rows5' is not NAME=VALUE; write it like rows=100"),
+    ("label=*.csv", "--param 'label=*.csv': the value does not read as YAML"),
+])
+def test_a_workflow_param_no_step_has_or_not_name_value_is_refused_and_nothing_runs(
+        tmp_path: Path, param: str, message: str) -> None:
+    (tmp_path / "wf.yml").write_text(_PARAM_WORKFLOW)
+    for command in ("run", "validate"):
+        result = dagnb(command, "wf.yml", "--param", param, cwd=tmp_path)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"dagnb: error: {message}")
+        assert result.stderr.count("\n") == 1
+    assert not (tmp_path / ".dagnb_cache").exists() and not (tmp_path / "seen").exists()
+
+
+def test_a_param_for_a_workflow_of_no_params_says_where_to_declare_it(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'touch ran'}\n")
+    result = dagnb("run", "wf.yml", "-p", "count=10", "--executor", "local", cwd=tmp_path)
+    assert (result.returncode, result.stderr) == (2, (
+        "dagnb: error: --param 'count': no step of 'wf.yml' has params; declare it in a "
+        "step's params (or under defaults: params:) to set it from the command line\n"))
+    assert not (tmp_path / ".dagnb_cache").exists() and not (tmp_path / "ran").exists()
+
+
+def test_validate_checks_a_workflow_with_the_params_given(tmp_path: Path) -> None:
+    (tmp_path / "wf.yml").write_text(_PARAM_WORKFLOW)
+    valid = dagnb("validate", "wf.yml", "-p", "rows=7", cwd=tmp_path)
+    assert valid.stdout == "wf.yml: 2 steps, valid\nparams given: rows=7 for make, count\n"
+    too_long = dagnb("validate", "wf.yml", "-p", f"rows={'x' * 40_000}", cwd=tmp_path)
+    assert too_long.returncode == 2
+    assert "step 'make': param 'rows' is too long for $DAGNB_PARAM_ROWS" in too_long.stderr
+    (tmp_path / "nb.py").write_text("# %%\n%load_ext dagnb\n\n# %%\n%%dagger a\ntrue\n")
+    notebook = dagnb("validate", "nb.py", "-p", "rows=7", cwd=tmp_path)
+    assert (notebook.returncode, notebook.stderr) == (2, (
+        "dagnb: error: validate --param applies to workflow files; the notebook 'nb.py' reads "
+        "its parameters cell when it runs: dagnb run NOTEBOOK --param ...\n"))
+
+
+def test_a_workflow_param_holding_a_secret_is_shown_masked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DEMO_TOKEN", "tok-9876543210")
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  a: {run: 'true', secrets: [DEMO_TOKEN], params: {who: me}}\n")
+    ran = dagnb("run", "wf.yml", "--executor", "local", "-p", "who=tok-9876543210",
+                cwd=tmp_path)
+    assert ran.returncode == 0 and ran.stdout.splitlines()[-1] == 'params given: who="***" for a'
+    refused = dagnb("run", "wf.yml", "-p", "who=tok-9876543210: x", cwd=tmp_path)
+    assert refused.returncode == 2 and "'who=***: x'" in refused.stderr
+    assert "9876543210" not in ran.stdout + ran.stderr + refused.stdout + refused.stderr

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import json
 import os
 import signal
 import sys
@@ -78,8 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     run.add_argument("--cache-dir", default=None, help="cache folder (default .dagnb_cache)")
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
-                     help="notebooks: a value for the cell tagged 'parameters' (papermill's "
-                          "convention; JSON when it parses, else text)")
+                     help="workflows: set the param NAME of every step that has it (the value "
+                          "read as the file reads it); notebooks: a value for the cell tagged "
+                          "'parameters' (papermill's convention; JSON when it parses, else "
+                          "text)")
     run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
                      help="notebooks: write the executed notebook here")
     _add_switches(run)
@@ -87,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     validate.add_argument("workflow")
     validate.add_argument("--explain", action="store_true",
                           help="print the aliases read and the workflow in dagnb's spelling")
+    validate.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
+                          help="check the workflow with this param value, as run sets it")
     graph = sub.add_parser("graph", help="list the steps in order with their needs")
     graph.add_argument("workflow")
     add_subcommands(sub)
@@ -101,6 +106,7 @@ def _run(args: argparse.Namespace) -> int:
         return _run_notebook(args, mode)
     _refuse_notebook_options(args)
     graph = load(args.workflow)
+    given = _set_params(graph, args)
     printer = ProgressPrinter(sys.stdout)
     try:
         run = graph.run(
@@ -130,7 +136,27 @@ def _run(args: argparse.Namespace) -> int:
         return _stdout_lost(printer.lost, run.summary())
     print(printer.table(run))
     print(run.summary())
+    if given:
+        print(given)
     return 0 if run.ok else 1
+
+
+def _set_params(graph: Any, args: argparse.Namespace) -> str:
+    """Set the ``--param`` values in the workflow's steps; the line saying which (values
+    as JSON, secrets masked), or "" when none was given."""
+    if not args.param:
+        return ""
+    from dagnb.model.contract import known_secret_values
+    from dagnb.model.masking import MIN_LINE, Masker
+    from dagnb.workflows.params import param_pairs, set_params, shown
+
+    mask = Masker(known_secret_values(graph), min_length=MIN_LINE)
+    values = param_pairs(args.param, mask)
+    changed = set_params(graph, values, repr(args.workflow))
+    return "params given: " + "; ".join(
+        f"{name}={shown(json.dumps(values[name], ensure_ascii=False), mask)} for "
+        f"{', '.join(steps)}"
+        for name, steps in changed.items())
 
 
 def _stdout_lost(error: OSError, summary: str) -> int:
@@ -146,13 +172,8 @@ def _stdout_lost(error: OSError, summary: str) -> int:
 
 
 def _refuse_notebook_options(args: argparse.Namespace) -> None:
-    """``--param``/``--output`` mean something for a notebook only: refused for YAML, where
-    they would be silently ignored."""
-    if args.param:
-        raise ConfigError(
-            f"--param {args.param[0]!r} applies to notebooks (.ipynb, percent .py), not to the "
-            f"workflow {args.workflow!r}; set the value in a step's params in the file"
-        )
+    """``--output`` means something for a notebook only: refused for YAML, where it would
+    be silently ignored."""
     if args.output is not None:
         raise ConfigError(
             f"--output {args.output!r} applies to notebooks (the executed .ipynb), not to the "
@@ -215,7 +236,12 @@ def _validate(args: argparse.Namespace) -> int:
             f"--explain reads workflow YAML; {args.workflow!r} is a notebook, whose %%dagger "
             "cells are in dagnb's spelling already"
         )
+    if args.param and _is_notebook(args.workflow):
+        raise ConfigError(f"validate --param applies to workflow files; the notebook "
+                          f"{args.workflow!r} reads its parameters cell when it runs: "
+                          "dagnb run NOTEBOOK --param ...")
     graph = _load_any(args.workflow)
+    given = _set_params(graph, args)
     later = _known_when_run(args.workflow)
     graph.validate()
     checked = [name for name in graph.order() if name not in later]  # (not '$data' itself)
@@ -228,9 +254,13 @@ def _validate(args: argparse.Namespace) -> int:
         from dagnb.workflows.loader import explain
 
         print(f"# {args.workflow}: {_steps(len(graph))}, valid")
+        if given:  # (the file below is as written)
+            print(f"# {given}")
         print(explain(args.workflow), end="")
         return 0
     print(f"{args.workflow}: {_steps(len(graph))}, valid")
+    if given:
+        print(given)
     for name, note in later.items():
         print(f"note: step {name!r}: {note}, and checked then")
     return 0

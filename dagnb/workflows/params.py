@@ -1,0 +1,99 @@
+"""A workflow's params set for one run: ``dagnb run FILE.yml --param rows=5``.
+
+A value is read as the file reads ``rows: 5`` (``5`` the number, ``yes`` true, ``[a, b]``
+a list, ``'"5"'`` the text), so one value written in the file or given on the command
+line makes one cache key. It replaces the param in every step that declares it, in its
+own ``params`` or through ``defaults``; a name no step declares is refused.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import yaml
+
+from dagnb import checks
+from dagnb.errors import WorkflowError
+from dagnb.model.graph import Graph
+from dagnb.workflows.loader import parse_yaml
+
+__all__ = ["param_pairs", "read_value", "set_params", "shown"]
+
+
+Mask = Callable[[str], str]
+
+
+def param_pairs(items: Iterable[str], mask: Mask = str) -> dict[str, Any]:
+    """``["rows=5", ...]`` -> ``{"rows": 5}``, each value as :func:`read_value` reads it;
+    ``mask`` hides secret values in the messages, which show what was given."""
+    values = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip():
+            raise WorkflowError(f"--param {shown(item, mask)!r} is not NAME=VALUE; write it "
+                                "like rows=100")
+        values[name.strip()] = read_value(name.strip(), text, mask)
+    return values
+
+
+def read_value(name: str, text: str, mask: Mask = str) -> Any:
+    """``text`` as the workflow file reads the value of ``name: text``; what the file
+    would refuse (``a: b``, ``*.csv``, a date) is refused, with the quoting that fixes it."""
+    where = f"--param {shown(f'{name}={text}', mask)!r}"
+    quoted = f"quote it as text: --param '{name}={shown(json.dumps(text), mask)}'"
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise WorkflowError(f"{where}: the value does not read as YAML ({problem}); "
+                            f"{quoted}") from None
+    except RecursionError:
+        raise WorkflowError(f"{where}: the value nests too deeply; put it in a file the "
+                            "step reads") from None
+    if isinstance(node, yaml.CollectionNode) and not node.flow_style:  # ("a: b", "- a")
+        raise WorkflowError(f"{where}: the value reads as a YAML block, which a param "
+                            f"written in the file cannot be; {quoted}, or write a list as "
+                            "[a, b]")
+    value = parse_yaml(text, where)  # (with the file's limits on size and nesting)
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        raise WorkflowError(f"{where}: the value reads as the {type(value).__name__} "
+                            f"{shown(str(value), mask)}, and a param is a JSON value; "
+                            f"{quoted}") from None
+    return value
+
+
+def shown(text: str, mask: Mask = str, limit: int = 60) -> str:
+    """``text`` masked, then cut to ``limit`` characters (a secret cut would not be)."""
+    text = mask(text)
+    return text if len(text) <= limit else f"{text[:limit - 3]}..."
+
+
+def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str, list[str]]:
+    """Give each step of ``graph`` that declares a param of ``values`` that value; the
+    steps changed, by param. A name no step declares is refused, naming the graph's."""
+    declared = sorted({name for step in graph for name in step.params})
+    for name in values:
+        if name not in declared:
+            raise WorkflowError(_undeclared(name, declared, source))
+    changed: dict[str, list[str]] = {name: [] for name in values}
+    for step in list(graph):
+        given = {name: value for name, value in values.items() if name in step.params}
+        if given:
+            graph.replace(dataclasses.replace(step, params={**step.params, **given}))
+            for name in given:
+                changed[name].append(step.name)
+    return changed
+
+
+def _undeclared(name: str, declared: list[str], source: str) -> str:
+    if not declared:
+        return (f"--param {name!r}: no step of {source} has params; declare it in a step's "
+                "params (or under defaults: params:) to set it from the command line")
+    hint = checks.did_you_mean(name, declared, otherwise="set one of those")
+    return (f"--param {name!r}: no step of {source} has a param {name!r}; its params are "
+            f"{', '.join(declared)}; {hint}")
