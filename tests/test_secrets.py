@@ -184,3 +184,26 @@ def test_a_secret_in_a_numpy_array_of_strings_is_found():
 
     stored = pickle.dumps(np.array(["user", "tok-1234567"]), protocol=5)
     assert SecretFinder({"TOKEN": "tok-1234567"}).find(stored) == "TOKEN"
+
+
+def test_a_secret_inside_longer_base64_is_masked_and_kept_out_of_the_cache(
+        workdir, monkeypatch):
+    """A Basic auth header encodes ``user:token`` (``curl -v`` prints it): the token's
+    base64 then starts at any offset of a 3-byte group, and spelled otherwise than alone."""
+    secret = "Zq8-sEcReT-vAlUe-778"
+    monkeypatch.setenv("API_TOKEN", secret)
+    encoded = {user: base64.b64encode(f"{user}:{secret}".encode()).decode()
+               for user in ("bob", "dave")}  # (the token 1 and 2 bytes into a group)
+    step = Step("auth", secrets=("API_TOKEN",),
+                run='for user in bob dave; do printf "%s" "$user:$API_TOKEN" | base64;'
+                    ' done; printf "Basic %s" "$(printf "bob:%s" "$API_TOKEN" | base64)"'
+                    ' > "$DAGNB_OUT/header"')
+    with pytest.warns(UserWarning, match="hold the value of secret 'API_TOKEN'"):
+        run = Graph("s", [step]).run(executor="local")
+    lines = run.logs("auth")["line"].tolist()
+    assert len(lines) == 2 and all("***" in line for line in lines), lines
+    assert [e for e in encoded.values() if any(e[8:-4] in line for line in lines)] == []
+    cache = workdir / ".dagnb_cache"  # (the run's own folder holds what the step wrote)
+    stored = [p for p in cache.rglob("*") if p.is_file() and ".runs" not in p.parts
+              and any(e[8:-4].encode() in p.read_bytes() for e in encoded.values())]
+    assert stored == []

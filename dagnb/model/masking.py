@@ -29,11 +29,27 @@ def leak_forms(secret: str) -> set[str]:
              urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
+    forms |= _base64_within(raw)
     forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
     return {form for form in forms if form}
 
 
 _WRAPS = (76, 64)  # base64's (and MIME's) line width, PEM's and openssl's
+
+
+def _base64_within(raw: bytes) -> set[str]:
+    """The secret's base64 inside longer encoded text (``user:token`` in a Basic auth
+    header, which ``curl -v`` prints): at each of a 3-byte group's offsets, the
+    characters that encode the secret's bits alone (its first and last characters also
+    hold bits of what is around it). Only those of ``MIN_LINE`` characters or more."""
+    forms = set()
+    for offset in range(3):
+        first, end = -(-8 * offset // 6), 8 * (offset + len(raw)) // 6  # (ceil, floor)
+        for encode in (base64.b64encode, base64.urlsafe_b64encode):
+            inner = encode(bytes(offset) + raw).decode()[first:end]
+            if len(inner) >= MIN_LINE:
+                forms.add(inner)
+    return forms
 
 
 def _wrapped(encoded: str) -> set[str]:
@@ -44,11 +60,17 @@ def _wrapped(encoded: str) -> set[str]:
             if len(encoded[at:at + width].rstrip("=")) >= MIN_LINE}
 
 
-def _stored_forms(value: str) -> set[bytes]:
+def _stored_forms(value: str) -> list[bytes]:
     """The bytes a value's leak forms are stored as: UTF-8, and the value in UTF-16 and
-    UTF-32 too (a numpy array of strings is pickled as UTF-32)."""
+    UTF-32 too (a numpy array of strings is pickled as UTF-32). A form that holds another
+    is left out, as finding it finds the other: each form costs a pass over the data."""
     forms = {form.encode() for form in leak_forms(value) if len(form) >= MIN_LINE}
-    return forms | {value.encode(code) for code in ("utf-16-le", "utf-32-le")}
+    kept: list[bytes] = []
+    for form in sorted(forms | {value.encode(code) for code in ("utf-16-le", "utf-32-le")},
+                       key=len):
+        if not any(shorter in form for shorter in kept):
+            kept.append(form)
+    return kept
 
 
 class SecretFinder:
@@ -59,9 +81,9 @@ class SecretFinder:
     __slots__ = ("_forms", "longest")
 
     def __init__(self, secrets: Mapping[str, str]) -> None:
-        self._forms = [(name, sorted(_stored_forms(value), key=len, reverse=True))
+        self._forms = [(name, _stored_forms(value))
                        for name, value in sorted(secrets.items()) if len(value) >= MIN_LINE]
-        self.longest = max((len(forms[0]) for _, forms in self._forms), default=0)
+        self.longest = max((len(forms[-1]) for _, forms in self._forms), default=0)
 
     def __bool__(self) -> bool:
         return bool(self._forms)
