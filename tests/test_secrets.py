@@ -207,3 +207,21 @@ def test_a_secret_inside_longer_base64_is_masked_and_kept_out_of_the_cache(
     stored = [p for p in cache.rglob("*") if p.is_file() and ".runs" not in p.parts
               and any(e[8:-4].encode() in p.read_bytes() for e in encoded.values())]
     assert stored == []
+
+
+def test_a_secret_with_quotes_is_masked_as_shells_and_python_quote_it(workdir, monkeypatch):
+    """A generated password often holds a quote, a ``$`` or a backslash: ``set -x``
+    (the usual way to debug a shell step), ``declare -p``, ``printf %q`` and
+    ``shlex.quote`` print it escaped, each its own way; a bytes repr escapes non-ASCII."""
+    monkeypatch.setenv("DB_PASSWORD", "p'a\"s$s w\\-rd")
+    monkeypatch.setenv("API_TOKEN", "t\u00f6k-\u00fcn-123456")
+    script = ("import os, shlex; print(shlex.quote(os.environ['DB_PASSWORD'])); "
+              "print(os.environ['API_TOKEN'].encode())")
+    step = Step("debug", secrets=("DB_PASSWORD", "API_TOKEN"), env={"SCRIPT": script},
+                run='set -x; : "$DB_PASSWORD"; set +x; declare -p DB_PASSWORD; '
+                    'printf "%q\\n" "$DB_PASSWORD"; python3 -c "$SCRIPT"')
+    run = Graph("s", [step]).run(executor="local", cache=False)
+    assert run.ok
+    lines = [line for line in run.logs("debug")["line"].tolist() if line != "+ set +x"]
+    assert len(lines) == 5 and all("***" in line for line in lines), lines
+    assert [line for line in lines if "rd" in line or "123456" in line] == []

@@ -29,9 +29,24 @@ def leak_forms(secret: str) -> set[str]:
              urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
-    forms |= _base64_within(raw)
+    forms |= _base64_within(raw) | _quoted(secret)
     forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
     return {form for form in forms if form}
+
+
+# what printf %q and bash's ${v@Q} put a backslash before (bash's sh_backslash_quote)
+_SHELL_SPECIAL = re.compile(r"""([ \t'"\\|&;()<>!{}*\[?\]^$`,])""")
+
+
+def _quoted(secret: str) -> set[str]:
+    """How shells and Python quote a secret that holds a quote, a backslash, a space or
+    a ``$``: bash's trace (``set -x``), ``'pa'\\''ss'``; ``shlex.quote``'s
+    ``'pa'"'"'ss'``; ``declare -p``'s ``"pa\\"ss"``; ``printf %q``'s; a ``repr`` that
+    escapes ``'``; a bytes ``repr`` (``b'p\\xc3\\xa4ss'``). Most secrets have none of
+    these: each is then the secret itself."""
+    return {secret.replace("'", "'\\''"), secret.replace("'", "'\"'\"'"),
+            re.sub(r'([\\"$`])', r"\\\1", secret), _SHELL_SPECIAL.sub(r"\\\1", secret),
+            repr('"' + secret)[2:-1], repr(secret.encode())[2:-1]}
 
 
 _WRAPS = (76, 64)  # base64's (and MIME's) line width, PEM's and openssl's
