@@ -225,3 +225,26 @@ def test_a_secret_with_quotes_is_masked_as_shells_and_python_quote_it(workdir, m
     lines = [line for line in run.logs("debug")["line"].tolist() if line != "+ set +x"]
     assert len(lines) == 5 and all("***" in line for line in lines), lines
     assert [line for line in lines if "rd" in line or "123456" in line] == []
+
+
+def test_what_a_steps_threads_print_is_masked_though_not_captured(workdir, monkeypatch, capsys):
+    """A thread does not inherit the step's context, so its prints reach no step's log:
+    they went to the terminal, or the notebook cell's output, in clear."""
+    secret = "tok-THREAD-5551234"
+    monkeypatch.setenv("API_TOKEN", secret)
+
+    def fetch() -> int:
+        import os
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(2) as pool:
+            pool.map(lambda n: print(f"page {n}?token={os.environ['API_TOKEN']}"), [1, 2])
+        return 2
+
+    run = Graph("s", [Step("fetch", func=fetch, secrets=("API_TOKEN",))]).run(
+        executor="local", cache=False)
+    assert run.result("fetch") == 2
+    printed = capsys.readouterr().out
+    assert "page 1?token=***" in printed and secret not in printed
+    print(f"after the run: {secret}")  # (the notebook's own prints, once it is over, are not)
+    assert secret in capsys.readouterr().out

@@ -26,6 +26,9 @@ _current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
 _lock = threading.Lock()
 _users = 0
 _saved: dict[str, TextIO] = {}
+# the masks of the runs capturing now: output that reaches no step's log (a thread a
+# step started does not inherit its context) is masked with them on its way out
+_masks: tuple[Callable[[str], str], ...] = ()
 
 
 class _StepBuffer:
@@ -73,7 +76,13 @@ class _RoutingStream:
     def write(self, text: str) -> int:
         buffer = _current.get()
         if buffer is None:
-            return self._fallback.write(text)
+            if not _masks:
+                return self._fallback.write(text)
+            shown = text
+            for mask in _masks:
+                shown = mask(shown)
+            self._fallback.write(shown)
+            return len(text)
         buffer.write(self._name, text)
         return len(text)
 
@@ -86,19 +95,25 @@ class _RoutingStream:
 
 
 @contextlib.contextmanager
-def capturing() -> Iterator[None]:
-    """Install the routing streams for the duration of a run (nesting is counted)."""
-    global _users
+def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
+    """Install the routing streams for the duration of a run (nesting is counted);
+    ``mask``: the run's, applied to what is written meanwhile outside any step."""
+    global _users, _masks
     with _lock:
         if _users == 0:
             for name in ("stdout", "stderr"):
                 _saved[name] = getattr(sys, name)
                 setattr(sys, name, _RoutingStream(name, _saved[name]))
         _users += 1
+        if mask is not None:
+            _masks = (*_masks, mask)
     try:
         yield
     finally:
         with _lock:
+            if mask is not None:
+                index = _masks.index(mask)
+                _masks = _masks[:index] + _masks[index + 1:]
             _users -= 1
             if _users == 0:
                 for name, stream in _saved.items():
