@@ -195,11 +195,16 @@ class RunFailed(DagnbError):
 
 
 class StepError(DagnbError):
-    """A step did not succeed."""
+    """A step did not succeed.
 
-    def __init__(self, message: str, *, step: str | None = None) -> None:
+    ``masked``: the message is shown as it is, what it holds of the step's output masked
+    already; a run masks the others whole, dagnb's words too (a secret ``1`` would show
+    ``exit code ***``)."""
+
+    def __init__(self, message: str, *, step: str | None = None, masked: bool = False) -> None:
         super().__init__(message)
         self.step = step
+        self.masked = masked
 
 
 class StepFailed(StepError):
@@ -213,8 +218,9 @@ class StepFailed(StepError):
         exit_code: int | None = None,
         stdout_tail: str = "",
         stderr_tail: str = "",
+        masked: bool = False,
     ) -> None:
-        super().__init__(message, step=step)
+        super().__init__(message, step=step, masked=masked)
         self.exit_code = exit_code
         self.stdout_tail = stdout_tail
         self.stderr_tail = stderr_tail

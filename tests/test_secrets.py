@@ -248,3 +248,17 @@ def test_what_a_steps_threads_print_is_masked_though_not_captured(workdir, monke
     assert "page 1?token=***" in printed and secret not in printed
     print(f"after the run: {secret}")  # (the notebook's own prints, once it is over, are not)
     assert secret in capsys.readouterr().out
+
+
+def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkeypatch):
+    """A short secret is masked in what a step prints (README), but a run's own words
+    around it are not the step's: ``exit code 1`` stays, as the exit_code column says."""
+    monkeypatch.setenv("RETRIES", "1")
+    graph = Graph("s", [
+        Step("fails", secrets=("RETRIES",), run='echo "tried $RETRIES time" >&2; exit 1'),
+        Step("slow", secrets=("RETRIES",), run="sleep 5", timeout=0.1),
+    ])
+    status = graph.run(executor="local", cache=False).status().set_index("step")
+    assert status.loc["fails", "error"] == "exit code 1: tried *** time"
+    assert status.loc["slow", "error"] == (
+        "step 'slow' ran past its timeout of 0.1 s and was stopped")

@@ -534,7 +534,7 @@ class Scheduler:
                        if task is not None and task.left_running else "was stopped")
             raise StepTimeout(
                 f"step {step.name!r} ran past its timeout of {limit:g} s and {stopped}",
-                step=step.name,
+                step=step.name, masked=True,
             ) from None
         finally:
             running.remove(log_file)
@@ -547,6 +547,7 @@ class Scheduler:
                 step=step.name,
                 exit_code=outcome.exit_code,
                 stderr_tail=self._stderr_tail(step.name, number),
+                masked=True,  # (its stderr line is: not the exit code)
             )
         return outcome
 
@@ -668,8 +669,11 @@ class Scheduler:
         return "\n".join(bounded_line(line) for line in found[-lines:])
 
     def _error_line(self, error: BaseException) -> str:
-        """The error's first line, masked, then bounded (a Python step's exception)."""
-        return bounded_line(self.mask(_one_line(error)), _ERROR_LIMIT)
+        """The error's first line, masked unless it is already, then bounded (a Python
+        step's exception)."""
+        line = _one_line(error)
+        return bounded_line(line if getattr(error, "masked", False) else self.mask(line),
+                            _ERROR_LIMIT)
 
     def _fail(self, step: Step, exc: StepError) -> None:
         exit_code = getattr(exc, "exit_code", None)
