@@ -262,3 +262,20 @@ def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkey
     assert status.loc["fails", "error"] == "exit code 1: tried *** time"
     assert status.loc["slow", "error"] == (
         "step 'slow' ran past its timeout of 0.1 s and was stopped")
+
+
+def test_the_registry_token_the_settings_name_is_masked_though_not_withheld(
+        workdir, monkeypatch):
+    """No step declares ``container_credentials``' token, but a local step has it in
+    its environment: ``env`` printed it into the logs and the cache in clear."""
+    import dagnb
+
+    token = "ghp_registry-TOKEN-424242"
+    monkeypatch.setenv("GHCR_TOKEN", token)
+    dagnb.configure(container_credentials={"username": "me", "token_env": "GHCR_TOKEN"})
+    step = Step("debug", run='test -n "$GHCR_TOKEN"; env | grep ^GHCR_TOKEN=')
+    run = Graph("s", [step]).run(executor="local")
+    assert run.logs("debug")["line"].tolist() == ["GHCR_TOKEN=***"]  # (seen, as before)
+    cache = workdir / ".dagnb_cache"
+    stored = [p for p in cache.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
+    assert stored == []

@@ -161,6 +161,14 @@ class Settings:
             return None
         return {"address": self.container_registry or "docker.io", **self.container_credentials}
 
+    def credential_secrets(self) -> dict[str, str]:
+        """The variable ``container_credentials`` names, and its value, when it is set: no
+        step declares it, but a local step sees it in its environment (``env`` prints
+        it), so a run masks it, and keeps it out of the cache, as a declared secret."""
+        credentials = self.container_credentials or {}
+        names = [credentials[key] for key in ("password_env", "token_env") if key in credentials]
+        return {name: os.environ[name] for name in names if os.environ.get(name)}
+
 
 # -- checking values (the validators are dagnb.checks'; these few are config's own) --
 _NONE = {"", "none", "null"}

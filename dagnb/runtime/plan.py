@@ -115,8 +115,10 @@ def _looking(graph: Graph, cache_directory: str | Path | None,
     """The cache as ``plan`` and ``explain`` read it: whatever the ``cache_mode``
     setting, looking ahead writes nothing; the graph's secrets are masked, as a run
     masks them; the keys are those of a run with ``executor`` (a container run's differ)."""
-    return StepCache(cache_directory, mode="read-only", secrets=known_secret_values(graph),
-                     in_container=container_steps(executor or settings().executor))
+    config = settings()
+    secrets = [*known_secret_values(graph), *config.credential_secrets().values()]
+    return StepCache(cache_directory, mode="read-only", secrets=secrets,
+                     in_container=container_steps(executor or config.executor))
 
 
 def plan(

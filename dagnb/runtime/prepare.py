@@ -271,7 +271,8 @@ def prepare(
         raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
-        secrets=known_secret_values(graph),  # this run's and the other cells'
+        # this run's, the other cells' and the registry's
+        secrets=[*known_secret_values(graph), *config.credential_secrets().values()],
         in_container=container_steps(executor or config.executor),
     )
     options = RunOptions(
@@ -302,7 +303,8 @@ def prepare(
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.last_run = run
-    return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps))
+    return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
+                          masked_only=config.credential_secrets())
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it

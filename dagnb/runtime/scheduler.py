@@ -126,18 +126,19 @@ class Scheduler:
 
     def __init__(
         self, run: Run, options: RunOptions, secrets: Mapping[str, Mapping[str, str]],
-        others: Mapping[str, str] = _NONE,
+        others: Mapping[str, str] = _NONE, masked_only: Mapping[str, str] = _NONE,
     ) -> None:
         """``secrets``: each step's, read from the environment; ``others``: those that
         the graph's steps outside this run declare (a notebook's other cells), withheld
-        and masked here too."""
+        and masked here too; ``masked_only``: secrets of the settings (a registry's
+        token), masked and kept out of the cache but not withheld."""
         self.run = run
         self.options = options
         self.secrets = secrets
         declared = {n: v for values in secrets.values() for n, v in values.items()}
-        self.mask = Masker([*declared.values(), *others.values()])
+        self.mask = Masker([*declared.values(), *others.values(), *masked_only.values()])
         self._secret_names = frozenset(declared).union(others)
-        self._secrets_found = SecretFinder({**others, **declared})
+        self._secrets_found = SecretFinder({**masked_only, **others, **declared})
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._waiting, self._dependents, self._widest = _links(run.order, run.steps)
