@@ -279,3 +279,20 @@ def test_the_registry_token_the_settings_name_is_masked_though_not_withheld(
     cache = workdir / ".dagnb_cache"
     stored = [p for p in cache.rglob("*") if p.is_file() and token.encode() in p.read_bytes()]
     assert stored == []
+
+
+def test_a_secret_url_encoded_in_a_path_is_masked(workdir, monkeypatch):
+    """``quote()`` keeps ``/`` by default (a URL path's spelling): a key with a ``/``
+    and a ``+``, as AWS secret keys have, was masked in a query string, not in a path."""
+    key = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key)
+
+    def sign() -> None:
+        import os
+        import urllib.parse
+
+        print("GET /keys/" + urllib.parse.quote(os.environ["AWS_SECRET_ACCESS_KEY"]))
+
+    step = Step("sign", func=sign, secrets=("AWS_SECRET_ACCESS_KEY",))
+    run = Graph("s", [step]).run(executor="local", cache=False)
+    assert run.logs("sign")["line"].tolist() == ["GET /keys/***"]

@@ -26,7 +26,8 @@ def leak_forms(secret: str) -> set[str]:
     """The secret and the spellings it commonly leaks in."""
     raw = secret.encode()
     forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
-             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret)}
+             urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
+             urllib.parse.quote(secret)}  # (a path's: "/" kept)
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
     forms |= _base64_within(raw) | _quoted(secret)
