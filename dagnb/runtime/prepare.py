@@ -115,7 +115,7 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
     assert task is not None
     running_loop = asyncio.get_running_loop()
     run.on_cancel(lambda: running_loop.call_soon_threadsafe(task.cancel))
-    with capturing(scheduler.mask if scheduler.mask else None), _heap_frozen():
+    with capturing(scheduler.outside_mask()), _heap_frozen():
         # a long run collects its old garbage as any program does: it is the short
         # ones whose cost the full passes would multiply
         valve = running_loop.call_later(_until_full_passes(), _allow_full_passes)

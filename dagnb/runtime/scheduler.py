@@ -49,7 +49,7 @@ from dagnb.executors import running_on
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
 from dagnb.executors.loop import holding, stop_pending, wait_for
 from dagnb.model.contract import write_params
-from dagnb.model.masking import Masker, SecretFinder
+from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.leaks import stored_secret, unstorable
@@ -136,7 +136,9 @@ class Scheduler:
         self.options = options
         self.secrets = secrets
         declared = {n: v for values in secrets.values() for n, v in values.items()}
-        self.mask = Masker([*declared.values(), *others.values(), *masked_only.values()])
+        values = [*declared.values(), *others.values(), *masked_only.values()]
+        self.mask = Masker(values)
+        self._values = values  # (for outside_mask, made only if asked)
         self._secret_names = frozenset(declared).union(others)
         self._secrets_found = SecretFinder({**masked_only, **others, **declared})
         self._emit = run.events.emit
@@ -162,6 +164,13 @@ class Scheduler:
         self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
         self._missing = False  # whether the last cache look missed
+
+    def outside_mask(self) -> Masker | None:
+        """The mask of what is printed outside any step while the run lasts (a thread a
+        step started): only secrets of ``MIN_LINE`` characters or more, as the notebook's
+        own prints go through it too, and a secret ``a`` would mask every ``a``."""
+        mask = Masker(self._values, min_length=MIN_LINE) if self.mask else None
+        return mask if mask else None
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
