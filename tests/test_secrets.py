@@ -301,3 +301,26 @@ def test_a_secret_url_encoded_in_a_path_is_masked(workdir, monkeypatch):
     step = Step("sign", func=sign, secrets=("AWS_SECRET_ACCESS_KEY",))
     run = Graph("s", [step]).run(executor="local", cache=False)
     assert run.logs("sign")["line"].tolist() == ["GET /keys/***"]
+
+
+def test_a_long_secret_shown_cut_short_is_masked(workdir, monkeypatch):
+    """pandas cuts a cell at 50 characters and reprlib a string in the middle: what they
+    showed of a long token (its first 47 characters, its head and tail) was no whole
+    secret, so nothing masked it."""
+    token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbGljZSIsInJvbGUiOiJhZG1pbiJ9.k1Jv9xQp7sT2mN4b"
+    monkeypatch.setenv("API_JWT", token)
+
+    def show() -> None:
+        import os
+        import reprlib
+
+        import pandas as pd
+
+        print(pd.DataFrame({"user": ["alice"], "token": [os.environ["API_JWT"]]}))
+        print(reprlib.repr(os.environ["API_JWT"]), "wait...", "eyJhb...")
+
+    run = Graph("s", [Step("show", func=show, secrets=("API_JWT",))]).run(
+        executor="local", cache=False)
+    lines = run.logs("show")["line"].tolist()
+    assert lines[1].split() == ["0", "alice", "***..."]
+    assert lines[2] == "'***...***' wait... eyJhb..."  # (a piece under 6 characters stays)

@@ -119,17 +119,51 @@ class Masker:
     ``min_length``: values shorter are not masked (descriptions of values use
     ``MIN_LINE``: a secret ``"a"`` would mask every ``a`` of every value shown)."""
 
-    __slots__ = ("_pattern",)
+    __slots__ = ("_cut", "_pattern")
 
     def __init__(self, secrets: Iterable[str] = (), *, min_length: int = 1) -> None:
-        forms = set().union(*(leak_forms(s) for s in secrets if len(s) >= min_length))
+        kept = [secret for secret in secrets if len(secret) >= min_length]
+        forms = set().union(*(leak_forms(s) for s in kept))
         values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+        self._cut = _CutShort(kept)
 
     def __call__(self, text: str) -> str:
         if self._pattern is None:
             return text
-        return self._pattern.sub(MASK, text)
+        text = self._pattern.sub(MASK, text)
+        return self._cut(text) if "..." in text or "\u2026" in text else text
 
     def __bool__(self) -> bool:
         return self._pattern is not None
+
+
+_ELLIPSIS = "(?:\\.\\.\\.|\u2026)"  # ... or …
+
+
+class _CutShort:
+    """A secret shown cut short: its head before an ellipsis (a pandas frame cuts a cell
+    at 50 characters: ``eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ...``), its tail after one
+    (``reprlib`` cuts in the middle), masked from ``MIN_LINE`` characters of it on."""
+
+    __slots__ = ("_pattern", "_values")
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        pieces = {line.strip() for secret in secrets for line in [secret, *secret.splitlines()]}
+        self._values = sorted(piece for piece in pieces if len(piece) > MIN_LINE)
+        heads = "|".join(sorted({re.escape(value[:MIN_LINE]) for value in self._values}))
+        tails = "|".join(sorted({re.escape(value[-MIN_LINE:]) for value in self._values}))
+        self._pattern = re.compile(  # (the head's ellipsis is left for a tail after it)
+            rf"(?P<head>(?:{heads})\S*?)(?={_ELLIPSIS})|(?P<cut>{_ELLIPSIS})"
+            rf"(?P<tail>\S*?(?:{tails}))") if self._values else None
+
+    def __call__(self, text: str) -> str:
+        return text if self._pattern is None else self._pattern.sub(self._masked, text)
+
+    def _masked(self, match: re.Match[str]) -> str:
+        head, tail = match["head"], match["tail"]
+        if head is not None:
+            return MASK if any(value.startswith(head) for value in self._values) else head
+        if any(value.endswith(tail) for value in self._values):
+            return match["cut"] + MASK
+        return match[0]
