@@ -324,3 +324,63 @@ def test_a_long_secret_shown_cut_short_is_masked(workdir, monkeypatch):
     lines = run.logs("show")["line"].tolist()
     assert lines[1].split() == ["0", "alice", "***..."]
     assert lines[2] == "'***...***' wait... eyJhb..."  # (a piece under 6 characters stays)
+
+
+@pytest.mark.parametrize("boundary", [1, 2])
+def test_a_secret_across_the_searchs_pieces_keeps_a_result_out_of_the_cache(
+        workdir, monkeypatch, boundary):
+    """A result is searched a piece at a time as it is pickled: a secret cut by two
+    pieces (here, an array's data cut at a MiB) is found all the same."""
+    from dagnb.runtime.leaks import _CHUNK
+
+    secret = "zz-TOPSECRET-42-abcdef"
+    monkeypatch.setenv("MYTOKEN", secret)
+
+    def make():
+        import os
+
+        import numpy as np
+
+        data = np.zeros(3 * _CHUNK, dtype=np.uint8)
+        at = boundary * _CHUNK - 7
+        data[at:at + len(secret)] = np.frombuffer(os.environ["MYTOKEN"].encode(), np.uint8)
+        return data
+
+    graph = Graph("s", [Step("make", func=make, secrets=("MYTOKEN",))])
+    with pytest.warns(UserWarning, match="'make'.* hold the value of secret 'MYTOKEN'"):
+        run = graph.run(executor="local")
+    assert run.states() == {"make": "succeeded"} and "make" in run.not_stored
+    assert len(run.result("make")) == 3 * _CHUNK
+
+
+# A fresh process runs a step returning a 32 MB array, cache on, a secret declared, and
+# prints its peak of traced memory over the array's size.
+_SEARCH_PEAK = """
+import os, sys, tracemalloc
+import numpy as np
+import dagnb
+from dagnb import Graph, Step
+
+def make():
+    return np.random.default_rng(0).integers(0, 255, 32_000_000, dtype=np.uint8)
+
+os.environ["MYTOKEN"] = "zz-TOPSECRET-42-abcdef"
+dagnb.configure(cache_directory=sys.argv[1])
+Graph("warm", [Step("one", func=lambda: 1)]).run(executor="local").raise_for_status()
+tracemalloc.start()
+graph = Graph("big", [Step("make", func=make, secrets=("MYTOKEN",))])
+graph.run(executor="local").raise_for_status()
+print(round(tracemalloc.get_traced_memory()[1] / 32_000_000, 2))
+"""
+
+
+def test_searching_a_large_result_for_secrets_costs_no_copy_of_it(tmp_path):
+    """The result was pickled whole in memory to be searched: a 100 MB array cost 250 MB
+    at the peak when a secret was declared, and 100 MB when none was."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _SEARCH_PEAK, str(tmp_path / "cache")],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert float(done.stdout) < 1.2, done.stdout  # the array itself: 1.0 (2.5 before)
