@@ -166,12 +166,15 @@ class TransientError(DagnbError):
 
     ``in_step_code`` is True when the step's own code raised it (a Python step's
     ``ConnectionError``): it is retried like any transient error, but the executor
-    worked, so the executor's circuit breaker does not count it.
+    worked, so the executor's circuit breaker does not count it. ``masked``: as
+    :class:`StepError`'s.
     """
 
-    def __init__(self, message: str = "", *, in_step_code: bool = False) -> None:
+    def __init__(self, message: str = "", *, in_step_code: bool = False,
+                 masked: bool = False) -> None:
         super().__init__(message)
         self.in_step_code = in_step_code
+        self.masked = masked
 
 
 class RunFailed(DagnbError):

@@ -503,6 +503,10 @@ def test_engine_errors_naming_a_path_image_or_refusal_are_permanent(message):
     assert isinstance(error, StepFailed)
 
 
+def _unmasked(text: str) -> str:  # (no secret: the error's words as they are)
+    return text
+
+
 def _engine_error(message: str):
     from types import SimpleNamespace
 
@@ -511,7 +515,7 @@ def _engine_error(message: str):
     from dagnb.executors.dagger.executor import _classified
 
     exc = dagger.QueryError([QueryErrorValue(message=message)], SimpleNamespace(document=None))
-    return _classified(SimpleNamespace(step=Step("s", run="true")), exc, [], dagger)
+    return _classified(SimpleNamespace(step=Step("s", run="true")), exc, _unmasked, dagger)
 
 
 def _wait_until(condition, seconds: float = 3.0) -> bool:
@@ -741,7 +745,8 @@ def _classified_message(exc: Exception) -> str:
 
     from dagnb.executors.dagger.executor import _classified
 
-    return str(_classified(SimpleNamespace(step=Step("s", run="true")), exc, [], dagger))
+    step = SimpleNamespace(step=Step("s", run="true"))
+    return str(_classified(step, exc, _unmasked, dagger))
 
 
 # -- availability and the connection --------------------------------------------------
@@ -1187,3 +1192,57 @@ def test_a_global_that_cannot_be_sent_is_refused_before_the_step_runs(stub, make
     assert "\n" not in str(caught.value)
     assert not stub.texts("withExec")  # nothing ran
     assert len(_plaintext_queries(stub, SECRET)) <= 1  # setSecret's, if any
+
+
+def raises_with_the_secret():
+    import os
+
+    raise ValueError(f"row {os.environ['RETRIES']} is bad")
+
+
+def rejects_its_input():
+    import os
+
+    with open(os.path.join(os.environ["DAGNB_IN"], "writer", "t")) as handle:
+        raise ValueError(f"rejected {handle.read()}")
+
+
+def test_a_short_secret_masks_what_the_step_or_engine_said_not_dagnbs_words(
+        stub, tmp_path, monkeypatch):
+    """A secret ``1`` turned ``exit code 1`` into ``exit code ***`` and a step ``fetch1``
+    into ``fetch***``: the run masked the whole message again. What it holds of the
+    step's output, or the engine's words, is masked still, with the run's every secret
+    (another step's, which an upstream's file holds, too)."""
+    from dagnb.model.graph import Graph
+    from dagnb.runtime.prepare import start_background
+
+    def errors(*steps: Step) -> dict[str, str | None]:
+        run = start_background(Graph("short", list(steps), base_dir=tmp_path),
+                               executor="dagger", cache=False, enable_retry=False,
+                               cache_directory=tmp_path / "cache")
+        run.wait(timeout=8)
+        return run.status().set_index("step")["error"].to_dict()
+
+    monkeypatch.setenv("RETRIES", "1")
+    monkeypatch.setenv("OTHER", SECRET)
+    stub.fail("error", match="fetch-step", message="layer 1 of 3 missing")
+    assert errors(
+        Step("raises", func=raises_with_the_secret, secrets=["RETRIES"]),
+        Step("killed", run='echo "tried $RETRIES time" >&2; kill -KILL $$',
+             secrets=["RETRIES"]),
+        Step("fetch1", run="echo fetch-step", secrets=["RETRIES"]),
+        Step("writer", run='printf %s "$OTHER" > "$DAGNB_OUT/t"', secrets=["OTHER"]),
+        Step("reader", func=rejects_its_input, needs=["writer"]),
+    ) == {
+        "raises": "step 'raises': the Python function raised (exit code 1): "
+                  "ValueError: row *** is bad",
+        "killed": "step 'killed' exited with code 137 (killed by SIGKILL; out of memory?): "
+                  "tried *** time",
+        "fetch1": "step 'fetch1': Dagger engine error: layer *** of 3 missing",
+        "writer": None,
+        "reader": "step 'reader': the Python function raised (exit code 1): "
+                  "ValueError: rejected ***",
+    }
+    stub.fail("drop", match="drop-step", times=5)  # (alone: it drops the others' session)
+    [dropped] = errors(Step("drop1", run="echo drop-step", secrets=["RETRIES"])).values()
+    assert dropped.startswith("step 'drop1': lost the Dagger engine: "), dropped

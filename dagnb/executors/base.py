@@ -87,6 +87,10 @@ class Task:
     # Set by the runner when the step runs whatever a cache holds (cache=False, refresh):
     # an executor with a cache of its own (Dagger's exec cache) must not serve it either.
     fresh = False
+    # Set by the runner: masks every secret of the run (other steps' too, which an
+    # upstream's files may hold) in what an executor's error message takes from the step's
+    # output; its own words around that are shown as they are (``StepError.masked``).
+    mask: Callable[[str], str] = staticmethod(lambda text: text)  # (no secret)
 
     def __init__(
         self,

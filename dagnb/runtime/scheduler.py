@@ -277,7 +277,8 @@ class Scheduler:
         except StepError as exc:
             self._fail(step, exc)
         except DagnbError as exc:  # the breaker, retries of a transient error exhausted
-            self._fail(step, StepFailed(str(exc), step=name))
+            self._fail(step, StepFailed(str(exc), step=name,
+                                        masked=getattr(exc, "masked", False)))
         except Exception as exc:  # an executor's own failure still ends only this step
             self._fail(step, StepFailed(exception_line(exc), step=name))
         else:
@@ -593,6 +594,8 @@ class Scheduler:
             run_id=self.run.id,
             log=self._log_sink(step.name, number, log_file),
         )
+        if self.mask:
+            task.mask = self.mask
         cache = self.options.cache
         if step.cache is False or cache is None or cache.refreshes(step):
             task.fresh = True  # (no cache this run, too): an executor's must not serve it

@@ -21,8 +21,9 @@ exception's line), or a kill by a signal, becomes ``StepFailed`` with the output
 its output in the logs all the same; a dropped or refused connection becomes
 ``TransientError``, which the runner retries and the circuit breaker counts; a
 file-system error on this machine (staging an input) is named as such, with its path,
-not as the engine's. Secret
-values are masked as ``***`` in every message. Cancelling ``execute`` cancels the
+not as the engine's. Secret values are masked as ``***`` in what every message holds of
+the step's output or the engine's words, not in dagnb's own (a secret ``1`` leaves
+``exit code 1``): such errors are marked ``masked``. Cancelling ``execute`` cancels the
 in-flight request, and the engine stops the work of a request whose client went away.
 """
 
@@ -35,7 +36,7 @@ import functools
 import re
 import shutil
 import signal
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -139,6 +140,7 @@ class DaggerExecutor:
     async def _execute(self, task: Task) -> Outcome:
         dagger = connection.require_sdk()
         secrets = self._secret_values(task)
+        mask = _output_mask(task, secrets)
         dag = None
         try:
             dag = await connection.client()
@@ -152,16 +154,16 @@ class DaggerExecutor:
                                       owner=task.step.user or facts["user"],
                                       empty=await connection.constant("empty", dag.directory),
                                       volumes=await _volumes(dag, task), staged=staged)
-                outcome = await _run(ctr, task, secrets)
+                outcome = await _run(ctr, task)
             return dataclasses.replace(outcome, image_ref=facts["image_ref"])
         except DagnbError as exc:
             raise _masked(exc, secrets) from None
         except dagger.ExecError as exc:
-            failed = _failed_exec(task, exc, secrets)
+            failed = _failed_exec(task, exc, mask)
         except Exception as exc:
             if connection.is_transient(exc):  # the session may be gone: a retry gets a new one
                 await connection.reopen(dag)
-            raise _classified(task, exc, secrets, dagger) from None
+            raise _classified(task, exc, mask, dagger) from None
         if isinstance(failed, StepFailed):
             raise failed
         return failed
@@ -201,7 +203,7 @@ async def _same(value: Any) -> Any:
     return value
 
 
-async def _run(ctr: Any, task: Task, secrets: list[str]) -> Outcome:
+async def _run(ctr: Any, task: Task) -> Outcome:
     ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
     stdout, stderr = await asyncio.gather(ctr.stdout(), ctr.stderr())
     _log(task, "stdout", stdout)
@@ -229,7 +231,7 @@ async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
             for alias, key in keys.items()}
 
 
-def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFailed:
+def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
     """A command's non-zero exit is an Outcome with its logs, as on the local executor;
     a Python step's (its function raised) or a signal's is a StepFailed. Every one's
     output reaches the run's logs first: the local executor's does too."""
@@ -237,23 +239,23 @@ def _failed_exec(task: Task, exc: Any, secrets: list[str]) -> Outcome | StepFail
     _log(task, "stderr", exc.stderr or "")
     code = exc.exit_code
     if code in _SIGNALLED:  # before the Python case: a killed step raised nothing
-        return _exec_failed(task, exc, secrets)
+        return _exec_failed(task, exc, mask)
     if task.step.func is not None:  # the shim exits 1 after printing the traceback
-        return _raised(task, exc, secrets)
+        return _raised(task, exc, mask)
     return Outcome(exit_code=code)
 
 
-def _raised(task: Task, exc: Any, secrets: list[str]) -> StepFailed:
+def _raised(task: Task, exc: Any, mask: _Mask) -> StepFailed:
     """A Python step's failure, ending with its exception's line as the local
     executor's message is that line ("ValueError: bad input row 42")."""
-    stderr = _mask(exc.stderr or "", secrets)
+    stderr = mask(exc.stderr or "")
     raised = _exception_line(stderr)
     return StepFailed(
         f"step {task.step.name!r}: the Python function raised (exit code {exc.exit_code})"
         + (f": {raised}" if raised else "; see its stderr"),
         step=task.step.name, exit_code=exc.exit_code,
-        stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
-        stderr_tail=stderr[-_TAIL:],
+        stdout_tail=mask(exc.stdout or "")[-_TAIL:],
+        stderr_tail=stderr[-_TAIL:], masked=True,
     )
 
 
@@ -277,28 +279,36 @@ def _log(task: Task, stream: str, text: str) -> None:
         task.log(stream, line)
 
 
-def _mask(text: str, secrets: list[str]) -> str:
-    return Masker(secrets)(text)
+_Mask = Callable[[str], str]
+
+
+def _output_mask(task: Task, secrets: list[str]) -> _Mask:
+    """What masks the step's output and the engine's words in an error: the step's
+    secrets (and the registry's) as the executor knows them, then the run's (those of
+    other steps, which an upstream's files may hold). Made when an error asks: most
+    steps succeed."""
+    return lambda text: task.mask(Masker(secrets)(text))
 
 
 def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:
     message = str(exc)
     if any(value in message for value in secrets):
-        exc.args = (_mask(message, secrets), *exc.args[1:])
+        exc.args = (Masker(secrets)(message), *exc.args[1:])
     return exc
 
 
-def _exec_failed(task: Task, exc: Any, secrets: list[str]) -> StepFailed:
+def _exec_failed(task: Task, exc: Any, mask: _Mask) -> StepFailed:
     """A step killed by a signal: its code, the signal's name and its last stderr line."""
-    stderr = _mask(exc.stderr or "", secrets)
+    stderr = mask(exc.stderr or "")
     last = stderr.strip().splitlines()[-1:]
     return StepFailed(
-        _mask(f"step {task.step.name!r} exited with code {exc.exit_code} "
-              f"({_signal_words(exc.exit_code)})" + (f": {last[0]}" if last else ""), secrets),
+        f"step {task.step.name!r} exited with code {exc.exit_code} "
+        f"({_signal_words(exc.exit_code)})" + (f": {last[0]}" if last else ""),
         step=task.step.name,
         exit_code=exc.exit_code,
-        stdout_tail=_mask(exc.stdout or "", secrets)[-_TAIL:],
+        stdout_tail=mask(exc.stdout or "")[-_TAIL:],
         stderr_tail=stderr[-_TAIL:],
+        masked=True,  # (its stderr line is: not the exit code)
     )
 
 
@@ -325,14 +335,18 @@ def _host_error(exc: Exception) -> str:
     return f"{exc.strerror or type(exc).__name__}: {paths}"
 
 
-def _classified(task: Task, exc: Exception, secrets: list[str], dagger: Any) -> DagnbError:
+def _classified(task: Task, exc: Exception, mask: _Mask, dagger: Any) -> DagnbError:
+    """The error an exception of the engine's connection or of this machine's is; only
+    its words are masked (they may quote the step's command), not the step's name."""
     name = task.step.name
     if connection.is_transient(exc):
-        return TransientError(_mask(f"step {name!r}: lost the Dagger engine: {exc}", secrets))
+        return TransientError(f"step {name!r}: lost the Dagger engine: {mask(str(exc))}",
+                              masked=True)
     if host := _host_error(exc):  # not the engine's: the path is this machine's
-        return StepFailed(_mask(f"step {name!r}: file-system error on this machine: {host}",
-                                secrets), step=name)
-    message = _mask(str(exc), secrets)
+        return StepFailed(f"step {name!r}: file-system error on this machine: {mask(host)}",
+                          step=name, masked=True)
+    message = mask(str(exc))
     if isinstance(exc, dagger.QueryError) and _network_error(message):
-        return TransientError(f"step {name!r}: Dagger engine error: {message}")
-    return StepFailed(f"step {name!r}: Dagger engine error: {message}", step=name)
+        return TransientError(f"step {name!r}: Dagger engine error: {message}", masked=True)
+    return StepFailed(f"step {name!r}: Dagger engine error: {message}", step=name,
+                      masked=True)
