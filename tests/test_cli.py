@@ -900,14 +900,21 @@ def test_validate_checks_a_workflow_with_the_params_given(tmp_path: Path) -> Non
         "its parameters cell when it runs: dagnb run NOTEBOOK --param ...\n"))
 
 
-def test_a_workflow_param_holding_a_secret_is_shown_masked(
+def test_a_workflow_param_holding_a_secret_is_refused_and_shown_masked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_TOKEN", "tok-9876543210")
     (tmp_path / "wf.yml").write_text(
         "steps:\n  a: {run: 'true', secrets: [DEMO_TOKEN], params: {who: me}}\n")
-    ran = dagnb("run", "wf.yml", "--executor", "local", "-p", "who=tok-9876543210",
-                cwd=tmp_path)
-    assert ran.returncode == 0 and ran.stdout.splitlines()[-1] == 'params given: who="***" for a'
+    # a run would write it in clear to the step's params file: refused, as validate does
+    for command in (["run", "--executor", "local"], ["validate"]):
+        ran = dagnb(*command, "wf.yml", "-p", "who=tok-9876543210", cwd=tmp_path)
+        assert (ran.returncode, ran.stderr) == (2, (
+            "dagnb: error: step 'a': param 'who' holds the value of secret 'DEMO_TOKEN', "
+            "which would be written in clear to the step's params file in the cache folder; "
+            "read the secret from the environment inside the step instead "
+            "(os.environ['DEMO_TOKEN'] in a function, \"$DEMO_TOKEN\" in a command), with "
+            "'DEMO_TOKEN' in its secrets\n")), command
+    assert not (tmp_path / ".dagnb_cache").exists()
     refused = dagnb("run", "wf.yml", "-p", "who=tok-9876543210: x", cwd=tmp_path)
     assert refused.returncode == 2 and "'who=***: x'" in refused.stderr
     assert "9876543210" not in ran.stdout + ran.stderr + refused.stdout + refused.stderr

@@ -384,3 +384,34 @@ def test_searching_a_large_result_for_secrets_costs_no_copy_of_it(tmp_path):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     assert float(done.stdout) < 1.2, done.stdout  # the array itself: 1.0 (2.5 before)
+
+
+def test_a_param_holding_a_secret_is_refused_before_any_step_runs(workdir, monkeypatch):
+    """A param is written in clear to the step's params file (in the cache folder's
+    ``.runs``) and shown in its key's description: one holding a secret's value, the
+    step's own or another step's (here in JSON, inside a header), is refused."""
+    import os
+
+    from dagnb.errors import InvalidStepError
+
+    monkeypatch.setenv("TOK", "tok-9876543210-abc")
+    monkeypatch.setenv("OTHER", "other-5555-secret")
+    monkeypatch.setenv("MODE", "dev")
+    first = Step("first", run="touch ran")
+    deploy = Step("deploy", run='echo "$DAGNB_PARAM_TOKEN"', needs=["first"],
+                  params={"token": os.environ["TOK"]}, secrets=["TOK"])
+    call = Step("call", func=lambda: None, secrets=["MODE"],
+                params={"mode": "dev", "headers": {"Authorization": "Bearer other-5555-secret"}})
+    for step, param, secret in ((deploy, "token", "TOK"), (call, "headers", "OTHER")):
+        graph = Graph("s", [first, step, Step("uses", run="true", secrets=["OTHER"])])
+        with pytest.raises(InvalidStepError) as caught:
+            graph.run(executor="local")
+        assert str(caught.value) == (
+            f"step {step.name!r}: param {param!r} holds the value of secret {secret!r}, which "
+            "would be written in clear to the step's params file in the cache folder; read "
+            f"the secret from the environment inside the step instead (os.environ[{secret!r}]"
+            f' in a function, "${secret}" in a command), with {secret!r} in its secrets')
+    assert not (workdir / "ran").exists() and not (workdir / ".dagnb_cache").exists()
+    # a secret under 6 characters is not looked for (as in results): 'dev' is too common
+    short = Graph("s", [Step("call", func=lambda: None, secrets=["MODE"], params={"mode": "dev"})])
+    assert short.run(executor="local").states() == {"call": "succeeded"}

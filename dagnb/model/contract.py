@@ -8,6 +8,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dagnb.errors import SecretError
+from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
 
 __all__ = [
@@ -15,6 +16,7 @@ __all__ = [
     "known_secret_values",
     "make_step_folders",
     "param_env_name",
+    "refuse_secret_params",
     "resolve_secrets",
     "write_params",
 ]
@@ -50,6 +52,23 @@ def _params_json(step: Step) -> str:
     if not step.params:  # most steps: json.dumps' pure-Python indenting costs 3 us
         return "{}"
     return json.dumps(dict(step.params), sort_keys=True, indent=1)
+
+
+def refuse_secret_params(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
+    """Refuse a param that holds the value of a secret (``secrets``: name -> value, of
+    the run and the graph), before any step runs: params are written in clear to the
+    step's params file, in the cache folder, and shown in its key's description."""
+    finder = SecretFinder(secrets)
+    if not finder:
+        return
+    for step in steps:
+        for name, value in step.params.items():  # (most steps have none)
+            finder.refuse(  # (as the params file spells it: JSON, non-ASCII escaped)
+                json.dumps(value).encode(), f"step {step.name!r}: param {name!r}",
+                "would be written in clear to the step's params file in the cache folder",
+                "read the secret from the environment inside the step instead "
+                "(os.environ[{held!r}] in a function, \"${held}\" in a command), with "
+                "{held!r} in its secrets")
 
 
 def make_step_folders(

@@ -16,6 +16,8 @@ import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
 
+from dagnb.errors import InvalidStepError
+
 __all__ = ["MASK", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
 
 MASK = "***"
@@ -111,6 +113,15 @@ class SecretFinder:
             if any(form in blob for form in forms):
                 return name
         return None
+
+    def refuse(self, data: bytes, what: str, why: str, fix: str) -> None:
+        """Refuse what a step would send or write where no secret may be, in one line:
+        ``{what} holds the value of secret 'NAME', which {why}; {fix}``, ``fix``
+        formatted with ``held``, the secret's name."""
+        held = self.find(data)
+        if held is not None:
+            raise InvalidStepError(f"{what} holds the value of secret {held!r}, which {why}; "
+                                   + fix.format(held=held))
 
 
 class Masker:

@@ -39,7 +39,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import container_steps, get_executor, loop
 from dagnb.executors.capture import capturing
-from dagnb.model.contract import known_secret_values, resolve_secrets
+from dagnb.model.contract import known_secret_values, refuse_secret_params, resolve_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import RunFolder, last_states, unfinished
@@ -263,6 +263,7 @@ def prepare(
         graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
+    check_secret_params(graph, steps.values())
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -322,6 +323,18 @@ def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
     names = {name for step in graph if step.name not in steps
              for name in step.secrets}
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
+
+
+def check_secret_params(graph: Graph, steps: Iterable[Step] | None = None) -> None:
+    """Refuse a param of ``steps`` (all the graph's by default) that holds the value of a
+    secret a run of the graph masks: one its steps declare, as set now, or the
+    registry's (:func:`~dagnb.model.contract.refuse_secret_params`)."""
+    checked = list(graph if steps is None else steps)
+    if not any(step.params for step in checked):  # (most graphs: no secret looked up)
+        return
+    names = sorted({name for step in graph for name in step.secrets})
+    declared = {name: os.environ[name] for name in names if os.environ.get(name)}
+    refuse_secret_params(checked, {**declared, **settings().credential_secrets()})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}

@@ -210,12 +210,9 @@ class _ModuleParts:
 
     def refuse_secret(self, name: str, data: bytes) -> None:
         # The module travels in the query and sits in the engine's cache: no secret in it.
-        held = self.secrets.find(data) if self.secrets else None
-        if held is not None:
-            raise InvalidStepError(
-                f"step {self.step!r}: global {name!r} holds the value of secret {held!r}, "
-                "which would reach the container in plain text; read "
-                f"os.environ[{held!r}] inside the function instead")
+        self.secrets.refuse(data, f"step {self.step!r}: global {name!r}",
+                            "would reach the container in plain text",
+                            "read os.environ[{held!r}] inside the function instead")
 
     def problem(self, name: str, value: Any) -> Callable[[str], InvalidStepError]:
         def error(why: str) -> InvalidStepError:
