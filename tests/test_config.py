@@ -248,6 +248,18 @@ def test_file_errors_name_the_key_and_the_file(tmp_path, text, message):
     assert "hunter2" not in str(info.value)
 
 
+@pytest.mark.parametrize(("text", "line", "key"), [
+    ("executor: local\nexecutor: dagger\n", 2, "executor"),
+    ("workflow_defaults:\n  max_retries: 1\n  cache_version: a\n  max_retries: 5\n", 4,
+     "max_retries"),
+])
+def test_a_key_given_twice_in_the_config_file_is_refused(tmp_path, text, line, key):
+    path = write(tmp_path / "dagnb.yaml", text)
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    assert str(info.value) == f"{str(path)!r}, line {line}: key {key!r} is given twice; keep one"
+
+
 def test_bad_toml_is_a_config_error(tmp_path):
     write(tmp_path / "pyproject.toml", "[tool.dagnb\n")
     with pytest.raises(dagnb.ConfigError, match="is not valid TOML"):

@@ -389,8 +389,13 @@ def _read_file(path: Path) -> Mapping[str, Any]:
     else:
         import yaml  # only a project with a config file pays for it
 
+        from dagnb.config.yaml_keys import DuplicateKeyError, UniqueKeyLoader
+
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"{str(path)!r}, line {exc.line}: key {exc.key!r} is given "
+                              "twice; keep one") from None
         except yaml.YAMLError as exc:
             mark = getattr(exc, "problem_mark", None)
             line = f", line {mark.line + 1}" if mark is not None else ""

@@ -41,6 +41,7 @@ from typing import Any
 import yaml
 
 from dagnb import checks
+from dagnb.config.yaml_keys import UniqueKeyLoader
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step, split_names, variable_text
@@ -180,21 +181,9 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-class _StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses a key given twice in one mapping (two steps of one name
-    would otherwise silently become the last one). Merge keys (``<<: *defaults``) work:
-    a key written beside a merge overrides the merged one, as in any YAML loader."""
-
-    def flatten_mapping(self, node: yaml.MappingNode) -> None:
-        # Every mapping passes here once before its merges are folded into its pairs
-        # (after which a merged key and its override look like a duplicate).
-        if not getattr(node, "_dagnb_checked", False):
-            _refuse_duplicates(self, node)
-            node._dagnb_checked = True  # type: ignore[attr-defined]
-        super().flatten_mapping(node)
-
-
-_MERGE_TAG = "tag:yaml.org,2002:merge"
+class _StrictLoader(UniqueKeyLoader):
+    """Refuses a key given twice in one mapping (two steps of one name would otherwise
+    silently become the last one); merge keys work."""
 
 
 class _WrittenLoader(_StrictLoader):
@@ -266,21 +255,6 @@ def _fields_text(fields: Any, texts: Any, where: str) -> Iterator[tuple[str, Any
 
 def _at(written: Any, key: str) -> Any:
     return written.get(key) if isinstance(written, Mapping) else None
-
-
-def _refuse_duplicates(loader: _StrictLoader, node: yaml.MappingNode) -> None:
-    """The keys written in ``node`` itself are all different (``<<`` merges aside)."""
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        if key_node.tag == _MERGE_TAG:
-            continue
-        key = loader.construct_object(key_node, deep=True)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"{key!r} is given twice in one mapping; rename one",
-                key_node.start_mark,
-            )
-        seen.add(key)
 
 
 def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
