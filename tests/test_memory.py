@@ -121,6 +121,27 @@ def test_ttl_with_injected_clock(memory, clock):
     assert now(1) == 2
 
 
+@pytest.mark.parametrize("later", [{"ttl": "1m"}, {"cache": {"ttl": "1m"}}],
+                         ids=["memory-ttl", "function-ttl"])
+@pytest.mark.parametrize("first_ttl", [None, "1d"])
+def test_a_ttl_set_later_applies_to_entries_saved_before_it(tmp_path, clock, later,
+                                                            first_ttl):
+    calls = []
+
+    def now(x):
+        calls.append(x)
+        return len(calls)
+
+    before = Memory(str(tmp_path / "cache"), ttl=first_ttl, clock=clock).cache(now)
+    assert before(1) == 1 and before(1) == 1
+    clock.now += 61
+    memory = Memory(str(tmp_path / "cache"), ttl=later.get("ttl"), clock=clock)
+    cached = memory.cache(now, **later.get("cache", {}))
+    assert not cached.check_call_in_cache(1)
+    assert cached(1) == 2  # older than the ttl it has now: run again, not served
+    assert cached(1) == 2 and calls == [1, 1]
+
+
 def test_repeat_hit_returns_the_loaded_result_until_the_entry_changes(memory):
     @memory.cache
     def numbers(n):

@@ -69,6 +69,7 @@ from dagnb.fingerprint import (
     source_table,
 )
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
+from dagnb.model.step import parse_duration
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
 
@@ -589,6 +590,7 @@ class _CachedCall(_Calls):
     store: Store
     memory: Memory
     fail_on_miss: bool
+    max_age: float | None  # seconds: the oldest entry served (the ttl), None for any
 
     def __init__(self, memory: Memory | None, func: Callable[..., Any],
                  options: Mapping[str, Any]) -> None:
@@ -606,6 +608,11 @@ class _CachedCall(_Calls):
         assert memory.store is not None
         self.store, self.memory = memory.store, memory
         self.fail_on_miss = memory.cache_mode == "fail-on-miss"
+        # the ttl counts from each entry's creation, so that one saved before with none
+        # (or a longer one) is not served past it
+        ttl = self.ttl
+        self.max_age = (memory.store.default_ttl if ttl is None
+                        else parse_duration(ttl, what="ttl"))
         memory._names.add(self.name)
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -627,15 +634,19 @@ class _CachedCall(_Calls):
 
     def entry(self, key: str, *, check: bool = True) -> Entry | None:
         """The entry for ``key`` if there is one that ``cache_validation_callback`` accepts."""
-        entry = self.store.lookup(self.name, key)
+        entry = self.store.lookup(self.name, key, max_age=self.max_age)
         if entry is None or not check or self.valid is None:
             return entry
         return entry if self.valid(_metadata(entry)) else None
 
     def cached(self, key: str, *, check: bool = True) -> Any:
         """The cached result for ``key``, or NO_RESULT on a miss."""
-        entry = (self.store.lookup(self.name, key, glance=True)  # (every hit: see load())
-                 if self.valid is None else self.entry(key, check=check))
+        if self.valid is not None:
+            entry = self.entry(key, check=check)
+        elif self.max_age is None:  # (every hit: see load(); most set no ttl)
+            entry = self.store.lookup(self.name, key, glance=True)
+        else:
+            entry = self.store.lookup(self.name, key, glance=True, max_age=self.max_age)
         if entry is None:
             self.loaded.pop(key, None)
             return NO_RESULT
@@ -860,7 +871,7 @@ class _CachedCall(_Calls):
     def check_call_in_cache(self, *args: Any, **kwargs: Any) -> bool:
         now = self.store.clock()
         entry = self.store.peek(self.name, self.keys.digest(args, kwargs))
-        if entry is None or entry.expired(now):
+        if entry is None or entry.expired(now, self.max_age):
             return False
         return self.valid is None or bool(self.valid(_metadata(entry)))
 
@@ -915,7 +926,7 @@ class _SentCall(_CachedCall):
         self.sent = (spec, sources)
 
     def __getattr__(self, name: str) -> Any:
-        if name not in ("store", "memory", "fail_on_miss"):
+        if name not in ("store", "memory", "fail_on_miss", "max_age"):
             raise AttributeError(name)
         self._attach(_memory_of(self.sent[0]))
         return getattr(self, name)
