@@ -534,6 +534,22 @@ def test_a_python_cells_param_from_a_notebook_variable_keeps_its_python_value(
     assert kernel.value("get_session().last_run.logs('sh')['line'].tolist()") == "['False']"
 
 
+def test_a_notebook_variable_with_a_space_unquoted_in_the_line_says_to_quote_it(
+        kernel: Kernel) -> None:
+    """IPython expands `$city` as it is: "New York" makes two words, one of which the
+    parser refuses with no word of why."""
+    kernel.run('city = "New York"')
+    refused = usage_error(kernel.run("%%dagger s --param who=$city\necho hi\n"))
+    assert refused == ("unrecognized arguments: York; IPython wrote the value of $city into "
+                       'the line unquoted: quote it, as in --param who="$city"')
+    assert usage_error(kernel.run("%dagger logs {city}")) == (
+        "unrecognized arguments: York; IPython wrote the value of {city} into the line "
+        'unquoted: quote it, as in "{city}"')
+    outputs = kernel.run('%%dagger s --param who="$city"\necho "$DAGNB_PARAM_WHO"\n')
+    assert error(outputs) is None, outputs
+    assert kernel.value("get_session().last_run.logs('s')['line'].tolist()") == "['New York']"
+
+
 @pytest.mark.parametrize(("body", "before", "after"), [
     ("out = !echo value-{x} and $x", "['value-one and one']", "['value-two and two']"),
     ("!echo $x > shown.txt\nout = open('shown.txt').read()", "'one\\n'", "'two\\n'"),

@@ -230,7 +230,10 @@ class DaggerMagics(Magics):
             %%dagger total --python --needs fetch --outputs total --param scale=2
             total = scale * sum(int(x) for x in (fetch / "numbers.txt").read_text().split())
         """
-        args = parse_line(self.dagger_cell, line)
+        try:
+            args = parse_line(self.dagger_cell, line)
+        except UsageError as exc:
+            raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
         outputs = parse_names(args.outputs)
         if args.define_only or not _selected(step.name):
@@ -320,7 +323,23 @@ class DaggerMagics(Magics):
         if handler is None:
             raise UsageError(f"unknown %dagger command {command!r}; use one of "
                              f"{', '.join(sorted(_COMMANDS))} (see %dagger?)")
-        return handler(self, rest)
+        try:
+            return handler(self, rest)
+        except UsageError as exc:
+            raise UsageError(self._with_quoting_hint(str(exc), "%dagger", line)) from None
+
+    def _with_quoting_hint(self, message: str, magic: str, line: str) -> str:
+        """``message`` of a parser that found extra words, plus how to quote the ``$name``
+        or ``{expr}`` of the line as written, if IPython's expansion of it made them
+        (``--param who=$city`` with city = "New York": "unrecognized arguments: York")."""
+        if "unrecognized arguments" not in message:
+            return message
+        written = _line_as_written(self.shell, magic, line)
+        fix = None if written is None else _quoted_example(written)
+        if fix is None:
+            return message
+        return (f"{message}; IPython wrote the value of {fix[0]} into the line unquoted: "
+                f"quote it, as in {fix[1]}")
 
     # -- commands --------------------------------------------------------------------
 
@@ -585,6 +604,55 @@ def line_fields(line: str) -> list[str] | None:
     except (ValueError, SyntaxError):
         return None
     return fields
+
+
+def _line_as_written(shell: Any, magic: str, line: str) -> str | None:
+    """The options of the cell's ``magic`` line as typed (IPython keeps the cell's raw
+    text in its history before running it), if they expand to ``line``; else None."""
+    history = getattr(getattr(shell, "history_manager", None), "input_hist_raw", None)
+    if not history:
+        return None
+    for text in history[-1].splitlines():
+        text = text.strip()
+        if text.startswith(f"{magic} ") and _expands_to(text[len(magic):].strip(), line):
+            return text[len(magic):].strip()
+    return None
+
+
+def _expands_to(written: str, line: str) -> bool:
+    """Whether ``written`` expands fields and its text around them is in ``line``, in
+    order (what IPython's expansion of it gave)."""
+    try:
+        parts = list(_EXPANDER.parse(written))
+    except ValueError:
+        return False
+    if all(field is None for _, field, _, _ in parts):
+        return False
+    at = 0
+    for literal, *_ in parts:
+        found = line.find(literal, at)
+        if found < 0:
+            return False
+        at = found + len(literal)
+    return True
+
+
+def _quoted_example(written: str) -> tuple[str, str] | None:
+    """The first word of ``written`` that IPython expands (``who=$city``) and the same
+    quoted, with the option before it (``--param who="$city"``); None if none is one
+    word."""
+    words = written.split()
+    for index, word in enumerate(words):
+        if not line_fields(word):
+            continue
+        key, equals, value = word.partition("=")
+        shown, quoted = ((value, f'{key}="{value}"') if equals and line_fields(value)
+                         else (word, f'"{word}"'))
+        before = words[index - 1] if index else ""
+        if before.startswith("--") and "=" not in before:
+            quoted = f"{before} {quoted}"
+        return shown, quoted
+    return None
 
 
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
