@@ -308,6 +308,68 @@ def test_a_float_parameter_refuses_nan_and_infinities():
         templates.Parameter("alphas", "list", items="float").parse("[1, .inf]")
 
 
+@pytest.mark.parametrize(("template_id", "param", "message"), [
+    ("parameter-sweep", "samples=0", "'samples' = 0 is not accepted; give a value >= 2"),
+    ("parameter-sweep", "alphas=1,-0.5",
+     "'alphas' = [1.0, -0.5] is not accepted; item -0.5: give a value >= 0"),
+    ("ml-train-evaluate", "test_fraction=1",
+     "'test_fraction' = 1.0 is not accepted; give a value from 0.1 to 0.9"),
+    ("ml-train-evaluate", "samples=5", "'samples' = 5 is not accepted; give a value >= 20"),
+    ("ml-train-evaluate", "learning_rate=5",
+     "'learning_rate' = 5.0 is not accepted; give a value from 0 to 0.5"),
+    ("pandas-etl", "group_by=regoin", "'group_by' = 'regoin' is not accepted; did you mean "
+                                      "'region'?"),
+    ("pandas-etl", "group_by=city", "'group_by' = 'city' is not accepted; use one of "
+                                    "'region', 'product'"),
+    ("python-lint-test", "package=my-pkg", "'package' = 'my-pkg' is not accepted; give a "
+                                           "Python name: letters, digits and _, not a keyword"),
+    ("python-lint-test", "package=class", "'package' = 'class' is not accepted; give a "
+                                          "Python name: letters, digits and _, not a keyword"),
+])
+def test_cli_new_refuses_a_value_the_pipeline_cannot_run_with(workspace, capsys, template_id,
+                                                               param, message):
+    """samples=0 made a sweep whose every fit step died of a ZeroDivisionError."""
+    assert main(["templates", "new", template_id, "-p", param, "-o", "flow.yml"]) == 2
+    assert capsys.readouterr().err == f"dagnb: error: template parameter {message}\n"
+    assert not (workspace / "flow.yml").exists()
+
+
+def test_cli_show_says_each_parameters_bounds(capsys):
+    assert main(["templates", "show", "ml-train-evaluate"]) == 0
+    out = capsys.readouterr().out
+    assert "  samples: int = 300 (>= 20)  Rows" in out
+    assert "  test_fraction: float = 0.25 (from 0.1 to 0.9)  Share" in out
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("{type: str, default: a, minimum: 1}", "minimum 1 needs a number, and an int or float"),
+    ("{type: int, default: 5, minimum: 3, maximum: 2}", "minimum 3 is above maximum 2"),
+    ("{type: int, default: 1, minimum: 2}",
+     "default: template parameter 'p' = 1 is not accepted; give a value >= 2"),
+    ("{type: str, default: a, choices: []}", "choices \\[\\] must be a non-empty list"),
+    ("{type: int, default: 1, choices: [1, b]}",
+     "choices: template parameter 'p' = 'b' is not valid; expected an int"),
+    ("{type: int, default: 1, format: identifier}", "format 'identifier' is not one of"),
+])
+def test_bad_bounds_in_template_files(workspace, monkeypatch, spec, message):
+    text = f"id: x\nname: X\nworkflow: {{steps: {{}}}}\nparameters: {{p: {spec}}}"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    with pytest.raises(dagnb.WorkflowError, match=message):
+        templates.get("x")
+
+
+def test_a_required_parameter_with_bounds_is_shown_with_a_value_within_them(
+        workspace, monkeypatch, capsys):
+    text = ("id: x\nname: X\nparameters: {n: {type: int, minimum: 3}, "
+            "c: {type: list, items: str, choices: [b, c]}}\n"
+            "workflow: {steps: {a: {for_each: '${c}', params: {n: '${n}'}, run: echo}}}")
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
+    assert main(["templates", "show", "x"]) == 0
+    out = capsys.readouterr().out
+    assert "n: int (>= 3)" in out and "c: list[str] (one of 'b', 'c')" in out
+    assert "steps: a_0" in out
+
+
 def test_cli_new_that_cannot_write_the_file_leaves_no_folder(workspace, capsys):
     output = "newdir/sub/" + "x" * 300 + ".yml"  # the folders can be made, the file not
     assert main(["templates", "new", "pandas-etl", "-o", output]) == 2

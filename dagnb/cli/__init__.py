@@ -354,20 +354,10 @@ def _show(args: argparse.Namespace) -> int:
     for parameter in template.parameters.values():
         print(f"  {templates._signature(parameter)}  {parameter.description}")
     graph = template.instantiate(**{
-        name: _placeholder(p) for name, p in template.parameters.items() if p.required
+        name: p.example() for name, p in template.parameters.items() if p.required
     })
     print("steps: " + ", ".join(graph.order()))
     return 0
-
-
-_SAMPLES = {"str": "x", "int": 1, "float": 1.0, "bool": False, None: "x"}
-
-
-def _placeholder(parameter: templates.Parameter) -> Any:
-    """A value of the parameter's type (lists: one item of the item type)."""
-    if parameter.type == "list":
-        return [_SAMPLES[parameter.items]]
-    return _SAMPLES[parameter.type]
 
 
 def _new(args: argparse.Namespace) -> int:

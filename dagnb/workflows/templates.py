@@ -7,8 +7,9 @@ A template file (``templates/pipelines/*.yml``)::
     category: ml
     description: One branch per value, then a gather step.
     parameters:
-      values: {type: list, items: float, default: [0.1, 1.0], description: ...}
-      seed:   {type: int, default: 0}
+      values: {type: list, items: float, default: [0.1, 1.0], minimum: 0, description: ...}
+      seed:   {type: int, default: 0}   # bounds: minimum, maximum, choices, format
+                                        # (dagnb.workflows.bounds)
     workflow:                    # the workflow format of dagnb.workflows.loader
       steps:
         train:
@@ -54,6 +55,7 @@ from dagnb import checks
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
+from dagnb.workflows.bounds import BOUND_KEYS, Bounds, refused
 from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
 
 if TYPE_CHECKING:
@@ -74,7 +76,7 @@ __all__ = [
 
 TYPES = ("str", "int", "float", "bool", "list")
 _TEMPLATE_KEYS = ("id", "name", "category", "description", "parameters", "workflow")
-_PARAMETER_KEYS = ("type", "default", "required", "description", "items")
+_PARAMETER_KEYS = ("type", "default", "required", "description", "items", *BOUND_KEYS)
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MISSING: Any = object()
@@ -105,6 +107,9 @@ class Parameter:
         Help shown by ``dagnb templates show``.
     items
         For lists: the type of each item (``str``, ``int``, ``float`` or ``bool``).
+    bounds
+        What the value (a list's items) must also be: a minimum, a maximum, one of some
+        choices, a Python name (:mod:`dagnb.workflows.bounds`); None: any of its type.
     """
 
     name: str
@@ -113,14 +118,27 @@ class Parameter:
     required: bool = False
     description: str = ""
     items: str | None = None
+    bounds: Bounds | None = None
 
     def check(self, value: Any) -> Any:
-        """``value`` if it has this parameter's type (ints pass as floats), else ConfigError."""
+        """``value`` if it has this parameter's type (ints pass as floats) and is within
+        its bounds, else ConfigError."""
         if self.type == "list":
             if not isinstance(value, (list, tuple)):
                 raise self._mistyped(value)
-            return [_typed(self.items, item, self._mistyped) for item in value]
-        return _typed(self.type, value, self._mistyped)
+            return self._bounded([_typed(self.items, item, self._mistyped) for item in value])
+        return self._bounded(_typed(self.type, value, self._mistyped))
+
+    def _bounded(self, value: Any) -> Any:
+        """``value``, refused in one line if it (or an item of it) is out of bounds."""
+        if self.bounds is None:
+            return value
+        for item in value if self.type == "list" else [value]:
+            problem = self.bounds.problem(item)
+            if problem is not None:
+                where = f"item {item!r}: " if self.type == "list" else ""
+                raise refused(self.name, value, where + problem)
+        return value
 
     def parse(self, text: str) -> Any:
         """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
@@ -133,8 +151,17 @@ class Parameter:
                 raise self._mistyped(text) from None
             if not isinstance(parsed, list):
                 raise self._mistyped(text)
-            return [_from_text(self.items, item, self._mistyped) for item in parsed]
-        return _from_text(self.type, text, self._mistyped)
+            return self._bounded([_from_text(self.items, item, self._mistyped)
+                                  for item in parsed])
+        return self._bounded(_from_text(self.type, text, self._mistyped))
+
+    def example(self) -> Any:
+        """A value this parameter takes (lists: of one item), for a preview."""
+        kind = self.items if self.type == "list" else self.type
+        value = None if self.bounds is None else self.bounds.example(kind)
+        if value is None:
+            value = _SAMPLES[kind]
+        return [value] if self.type == "list" else value
 
     def _mistyped(self, value: Any) -> ConfigError:
         expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
@@ -177,6 +204,8 @@ def _finite_float(text: str) -> float:
         raise ValueError(f"{text!r} is not finite")
     return value
 
+
+_SAMPLES = {"str": "x", "int": 1, "float": 1.0, "bool": False, None: "x"}
 
 _PARSERS: dict[str | None, Callable[[str], Any]] = {
     "int": int,
@@ -366,7 +395,14 @@ def _parameter(name: str, spec: Any, source: str) -> Parameter:
     if kind not in TYPES or items not in (None, "str", "int", "float", "bool"):
         raise WorkflowError(f"{where}: type {kind!r} (items {items!r}) is not one of {TYPES}")
     required = bool(spec.get("required", "default" not in spec))
+    bounds = Bounds.from_spec(spec, items if kind == "list" else kind, where)
     parameter = Parameter(name, kind, None, required, str(spec.get("description") or ""), items)
+    for choice in () if bounds is None or bounds.choices is None else bounds.choices:
+        try:  # each of the parameter's (or its items') type
+            _typed(items if kind == "list" else kind, choice, parameter._mistyped)
+        except ConfigError as exc:
+            raise WorkflowError(f"{where}: choices: {exc}") from None
+    parameter = dataclasses.replace(parameter, bounds=bounds)
     if "default" in spec:
         try:
             parameter = dataclasses.replace(parameter, default=parameter.check(spec["default"]))
@@ -500,9 +536,10 @@ def table(category: str | None = None) -> pd.DataFrame:
 
 def _signature(parameter: Parameter) -> str:
     kind = f"list[{parameter.items}]" if parameter.items else parameter.type
+    bounds = "" if parameter.bounds is None else f" ({parameter.bounds.describe()})"
     if parameter.required:
-        return f"{parameter.name}: {kind}"
-    return f"{parameter.name}: {kind} = {parameter.default!r}"
+        return f"{parameter.name}: {kind}{bounds}"
+    return f"{parameter.name}: {kind} = {parameter.default!r}{bounds}"
 
 
 def categories() -> list[str]:
