@@ -52,6 +52,7 @@ from dagnb.model.contract import write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
+from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
@@ -107,12 +108,15 @@ _NO_NAMES: frozenset[str] = frozenset()
 
 
 class _Outcome:
-    """What a finished step hands its dependents (its folder's Path made on demand)."""
+    """What a finished step hands its dependents (its folder's Path made on demand), and
+    the cache entry its folder is, if it is one."""
 
-    __slots__ = ("_path", "digest", "handle", "result")
+    __slots__ = ("_path", "digest", "entry", "handle", "result")
 
-    def __init__(self, path: Path | str, result: Any, handle: Any, digest: str | None) -> None:
+    def __init__(self, path: Path | str, result: Any, handle: Any, digest: str | None,
+                 entry: Entry | None = None) -> None:
         self._path, self.result, self.handle, self.digest = path, result, handle, digest
+        self.entry = entry
 
     @property
     def path(self) -> Path:
@@ -164,6 +168,9 @@ class Scheduler:
         self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
         self._missing = False  # whether the last cache look missed
+        # what a step that ran finds of its upstream steps' cache entries (it may not
+        # write into them): none to look at when the run has no cache
+        self._guard = InputGuard(self._set_aside) if options.cache is not None else None
 
     def outside_mask(self) -> Masker | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
@@ -391,13 +398,14 @@ class Scheduler:
             with contextlib.suppress(OSError):
                 os.rmdir(f"{self.run.workspace_text}/{step.name}")
         # a packed entry's folder is made only if a downstream step or the user asks
-        done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest)
+        done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
+                        entry)
         self.run.record(step.name, done, outcome.result)
         return done
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head_field
-        done = _Outcome(entry.out_ref, result, None, entry.output_digest)
+        done = _Outcome(entry.out_ref, result, None, entry.output_digest, entry)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("log_lines") != 0:
@@ -455,6 +463,38 @@ class Scheduler:
 
     # -- attempts -------------------------------------------------------------------
     async def _attempts(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
+        """Run the attempts (:meth:`_tries`); a step that wrote into the cache entry of
+        an upstream step (``$DAGNB_IN``) fails, and the entry is set aside."""
+        guard = self._guard
+        watched = guard.start(step.name, self._upstream_entries(step)) if (
+            guard is not None and step.needs) else None
+        if not watched:  # (most steps: no upstream entry with files)
+            return await self._tries(step, files)
+        assert guard is not None
+        failure = None
+        try:
+            outcome = await self._tries(step, files)
+        except StepFailed as exc:  # its own failure: a write into its input says more
+            failure = exc
+        finally:  # (a timeout or a cancel too: the entry is set aside, the error goes on)
+            wrote = guard.end(step.name, watched)
+        if wrote is not None:
+            raise StepFailed(wrote, step=step.name) from failure
+        if failure is not None:
+            raise failure
+        return outcome
+
+    def _upstream_entries(self, step: Step) -> dict[str, Entry | None]:
+        finished = self._finished
+        return {need: finished[need].entry for need in step.needs if need in finished}
+
+    def _set_aside(self, name: str, entry: Entry, problem: str) -> bool:
+        """Move aside an upstream step's entry that a step downstream changed; False if
+        it was removed meanwhile (a clear, an eviction)."""
+        assert self.options.cache is not None
+        return self.options.cache.quarantine(self.run.steps[name], entry, problem)
+
+    async def _tries(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts; each writes its lines to a file of ``files`` (the last is
         that of the attempt that succeeded)."""
         executor = self._executor(step)
