@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -18,40 +17,21 @@ from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher, path_digest
 
 
-def _file_sizes(root: Path, prefix: str = "", read_only: bool = False) -> dict[str, int]:
+def _file_sizes(root: Path, prefix: str = "") -> dict[str, int]:
     """Every file under ``root`` (``prefix/`` + relative path -> bytes), what a hit
-    checks the entry's files against; ``read_only``: each made so (see
-    :func:`_made_read_only`)."""
+    checks the entry's files against."""
     sizes = {}
     for folder, _, files in os.walk(root):
         for name in files:
             path = os.path.join(folder, name)
             relative = os.path.join(prefix, os.path.relpath(path, root))
             try:
-                info = os.lstat(path)
-                if stat.S_ISLNK(info.st_mode):
-                    info = os.stat(path)  # the size of what it names
-                elif read_only:
-                    _made_read_only(path, info)
+                sizes[relative] = os.stat(path).st_size
             except OSError:
                 if os.path.islink(path):
                     raise _broken_link(path, relative) from None
                 raise
-            sizes[relative] = info.st_size
     return sizes
-
-
-def _made_read_only(path: str, info: os.stat_result) -> None:
-    """Take the write permissions off a file a step made (``$DAGNB_IN`` is read-only to
-    the steps downstream, which link to it): what a user other than root then cannot
-    change by mistake. A file with other hard links (a user's own file linked into
-    ``$DAGNB_OUT``) keeps its mode, which is theirs too; so does one on Windows, where
-    a read-only file cannot be removed."""
-    if info.st_mode & _WRITABLE and info.st_nlink == 1 and os.name == "posix":
-        os.chmod(path, stat.S_IMODE(info.st_mode) & ~_WRITABLE)
-
-
-_WRITABLE = stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH
 
 
 def _broken_link(path: str, relative: str) -> CacheError:

@@ -267,7 +267,6 @@ class StepCache:
                 refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,
                 result_file=True,
-                read_only_files=True,  # downstream steps' $DAGNB_IN: read-only
             )
         except (OSError, CacheError) as exc:
             warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)

@@ -624,7 +624,6 @@ class Store(Housekeeping):
         inline: Mapping[str, Any] | None = None,
         refresh: bool = False,
         result_file: bool = False,
-        read_only_files: bool = False,
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there (``refresh``:
         in a store shared with other machines too).
@@ -656,9 +655,6 @@ class Store(Housekeeping):
         result_file
             An entry that gets a folder after all (too big for a pack) gets the
             ``inline`` result as a file of its ``out/``, for steps downstream to read.
-        read_only_files
-            Its output files lose their write permissions (a step's: ``$DAGNB_IN`` of
-            the steps downstream links to them, and is read-only).
 
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder.
@@ -692,8 +688,7 @@ class Store(Housekeeping):
                 count = _move_logs(Path(logs), build / "logs.jsonl")
             else:
                 count = _write_logs(build / "logs.jsonl", logs)
-            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl,
-                                  read_only_files)
+            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if provenance:
                 meta["provenance"] = dict(provenance)
@@ -791,14 +786,13 @@ class Store(Housekeeping):
         exit_code: int,
         duration_s: float,
         ttl: float | str | None,
-        read_only_files: bool = False,
     ) -> dict[str, Any]:
         """The metadata of an entry assembled in ``build``, whose outputs, still in
-        ``out``, will be its ``out/`` (made read-only with ``read_only_files``)."""
+        ``out``, will be its ``out/``."""
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
         try:
-            files = {**_file_sizes(build), **_file_sizes(out, "out", read_only_files)}
+            files = {**_file_sizes(build), **_file_sizes(out, "out")}
         except CacheError as exc:  # (a broken link: name the step it came from)
             raise CacheError(f"step {step_name!r}: {exc}") from None
         return {

@@ -1,15 +1,16 @@
 """Upstream outputs stay as their steps made them while steps downstream read them.
 
 ``$DAGNB_IN/<up>`` is read-only by the step contract. On this machine it links to
-``up``'s cache entry, whose files the store makes read-only; but root (or a step that
-adds the permission back) can still write there, and a file written into the entry
-would be handed to every later reader, kept under ``up``'s key and served by the next
-run. So the output files of an upstream cache entry (those its manifest lists, and
-the folders holding them) are looked at when a first step downstream starts, and
-again after each step downstream ran: one ``stat`` each, compared by size,
-modification time and inode. A change fails the step in one line naming the file, and
-sets the entry aside as damaged (recomputed, never served); a step that would read it
-later in the run fails saying so.
+``up``'s cache entry, and a file written into the entry would be handed to every later
+reader, kept under ``up``'s key and served by the next run. The entry's files keep
+their write permissions (taken off, a copy made with ``cp`` or ``shutil.copy`` is
+read-only too, and appending to it fails; root is not stopped by them anyway):
+the contract is kept by looking. The output files of an upstream cache entry (those
+its manifest lists, and the folders holding them) are looked at when a first step
+downstream starts, and again after each step downstream ran: one ``stat`` each,
+compared by size, modification time and inode. A change fails the step in one line
+naming the file, and sets the entry aside as damaged (recomputed, never served); a
+step that would read it later in the run fails saying so.
 
 What this cannot see: a write of the same size within the file system's clock tick
 of the one it replaces (a few milliseconds), a change made before the first step
