@@ -27,7 +27,7 @@ _HEAD_REQUIRED = _REQUIRED - {"components"}  # a packed entry's head: components
 _HEAD_FIELDS = frozenset({
     "format", "step", "key", "created", "expires", "duration_s", "exit_code",
     "output_digest", "size_bytes", "hits", "last_used", "has_result", "log_lines",
-    "packed", "inline", "provenance",
+    "packed", "inline", "provenance", "displays",
 })
 
 
@@ -129,6 +129,19 @@ class Entry:
                         yield record
         except OSError:  # gone or unreadable: nothing to replay
             return
+
+    def displays(self) -> list[dict[str, Any]]:
+        """The rich outputs the step displayed, in order: dicts with ``after`` (how many
+        of its lines came before it), ``data`` (the mime bundle) and ``metadata``. Read
+        only when the metadata counts some; a torn or damaged record is left out."""
+        if not self.meta.get("displays"):
+            return []
+        try:
+            with open(self.path / "displays.jsonl", encoding="utf-8", errors="replace") as handle:
+                records = [_log_record(line) for line in handle]
+        except OSError:  # gone or unreadable: nothing to show again
+            return []
+        return [r for r in records if r and isinstance(r.get("data"), dict)]
 
     def result(self) -> Any:
         """The step's Python result, or ``NO_RESULT`` for a step that returned none.

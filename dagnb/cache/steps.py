@@ -28,7 +28,7 @@ from __future__ import annotations
 import os
 import pickle
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -226,9 +226,11 @@ class StepCache:
         duration_s: float,
         provenance: Mapping[str, Any] | None = None,
         may_hold_files: bool = True,
+        displays: Sequence[Mapping[str, Any]] = (),
     ) -> Entry | None:
         """Store the outputs (and the Python result) of a step that ran; ``provenance``
-        (the image digest that ran) goes into the entry's metadata.
+        (the image digest that ran) goes into the entry's metadata, ``displays`` (the
+        rich outputs it showed, masked) into the entry beside its lines.
         ``may_hold_files=False``: the caller knows ``out_dir`` holds nothing (the run made
         no folder for its steps, or it looked: :func:`has_files`), so it is not looked
         at again.
@@ -267,6 +269,7 @@ class StepCache:
                 refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,
                 result_file=True,
+                displays=displays,
             )
         except (OSError, CacheError) as exc:
             warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)

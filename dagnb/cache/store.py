@@ -59,7 +59,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -97,6 +97,7 @@ from dagnb.cache.entry_files import (
     _size_problem,
     _small_digests,
     _small_logs,
+    _write_displays,
     _write_logs,
     _write_meta,
 )
@@ -624,6 +625,7 @@ class Store(Housekeeping):
         inline: Mapping[str, Any] | None = None,
         refresh: bool = False,
         result_file: bool = False,
+        displays: Sequence[Mapping[str, Any]] = (),
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there (``refresh``:
         in a store shared with other machines too).
@@ -655,9 +657,17 @@ class Store(Housekeeping):
         result_file
             An entry that gets a folder after all (too big for a pack) gets the
             ``inline`` result as a file of its ``out/``, for steps downstream to read.
+        displays
+            The rich outputs the step showed (already masked): dicts with ``after`` (how
+            many of its lines came before it), ``data`` (the mime bundle) and
+            ``metadata``, kept in ``displays.jsonl``, their number in the metadata as
+            ``displays`` (none: no file, and a hit opens none).
 
         An entry with no output files (``out_dir`` None, missing or empty) whose record
-        is under 64 KiB is appended to this store's pack instead of getting a folder.
+        is under 64 KiB is appended to this store's pack instead of getting a folder;
+        with displays, which would grow the packs every process reads, it gets a folder
+        that holds that record's metadata (its output digest too: what the steps
+        downstream are keyed on does not depend on what a step displayed).
         """
         if self.read_only:
             self._writable("save step", step_name)
@@ -667,7 +677,8 @@ class Store(Housekeeping):
         if self._packs is not None and (out_dir is None or _no_files(out_dir)):
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
-                                          exit_code, duration_s, ttl, provenance)
+                                          exit_code, duration_s, ttl, provenance,
+                                          displays, refresh)
             except OSError:  # no flock here: the entry gets a folder
                 entry = None
             if entry is not None:
@@ -688,8 +699,11 @@ class Store(Housekeeping):
                 count = _move_logs(Path(logs), build / "logs.jsonl")
             else:
                 count = _write_logs(build / "logs.jsonl", logs)
+            shown = _write_displays(build / "displays.jsonl", displays)
             meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
             meta["log_lines"] = count  # a hit on a silent step then opens no file
+            if shown:
+                meta["displays"] = shown  # (absent: a hit looks for no file)
             if provenance:
                 meta["provenance"] = dict(provenance)
             if inline:
@@ -719,9 +733,11 @@ class Store(Housekeeping):
         duration_s: float,
         ttl: float | str | None,
         provenance: Mapping[str, Any] | None,
+        displays: Sequence[Mapping[str, Any]] = (),
+        refresh: bool = False,
     ) -> Entry | None:
         """Append the entry as one record of this store's pack; None when it is too big
-        for one (then it gets a folder)."""
+        for one (then it gets a folder). With ``displays``: the record as a folder."""
         # (most steps print nothing: no call for them)
         lines = [] if type(logs) is list and not logs else _small_logs(logs)
         if lines is None:
@@ -751,6 +767,10 @@ class Store(Housekeeping):
         body = b"%s\n%s" % (head_text, rest)
         if len(body) > RECORD_LIMIT:
             return None
+        if displays:
+            entry = self._save_record_folder(step_name, key, head, lines, displays, refresh)
+            _consume(out_dir, logs)
+            return entry
         record = self._append(step_name, key.digest, ENTRY, body)
         if self._absent != (step_name, key.digest) and self.backend.exists(
             step_name, key.digest
@@ -763,6 +783,34 @@ class Store(Housekeeping):
         entry = self._entries[where] = PackedEntry(step_name, key.digest, head, rest, record,
                                                    self)
         return entry
+
+    def _save_record_folder(self, step_name: str, key: StepKey, head: dict[str, Any],
+                            lines: list[dict[str, Any]], displays: Sequence[Mapping[str, Any]],
+                            refresh: bool) -> Entry:
+        """A pack record with displays, put in a folder as a packed entry pushed to a
+        store is (:meth:`_unpack`): its head (output digest, inline result) and key
+        components as metadata, its result, lines and displays as files."""
+        self._drop_packed(step_name, key.digest)  # (the record it replaces, if any)
+        build = self._new_folder(".tmp-")
+        try:
+            out = build / "out"
+            out.mkdir()
+            if head.get("inline") is not None:
+                save_result(out, decode_inline(head["inline"]))
+            _write_logs(build / "logs.jsonl", lines)
+            shown = _write_displays(build / "displays.jsonl", displays)
+            files = _file_sizes(build)
+            meta = {**head, "components": dict(key.components), "describe": dict(key.describe),
+                    "files": files, "digests": _small_digests(build, out, files),
+                    "size_bytes": sum(files.values()), "displays": shown}
+            data = json.dumps(meta, separators=(",", ":")).encode()
+            _write_meta(build / "meta.json", data)
+            self.backend.write(step_name, key.digest, build, refresh=refresh)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        self._forget(step_name, key.digest)
+        return self._saved(step_name, key, meta, data)
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
         """The entry just saved: its metadata is known, so it is not parsed and checked

@@ -2,7 +2,8 @@
 
 An executor runs one attempt of one step. The runner has already resolved everything
 (environment, secrets, upstream outputs, the output directory); the executor only runs
-the command or function, streams its output through ``task.log`` and reports how it
+the command or function, streams its output through ``task.log`` (an in-process Python
+step's displays through ``task.show``, given to its output capture) and reports how it
 ended. Timeouts and cancellation arrive as ``asyncio.CancelledError``: the executor must
 stop what it started (kill the process group, close the call) before re-raising.
 
@@ -22,6 +23,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from dagnb.executors.capture import DisplaySink
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
 
@@ -76,6 +78,7 @@ class Task:
         "make_folder",
         "run_id",
         "secrets",
+        "show",
         "step",
         "step_dir",
         "withheld",
@@ -109,8 +112,11 @@ class Task:
         env: Mapping[str, str] | None = None,
         withheld: frozenset[str] = frozenset(),
         make_folder: Callable[[], object] | None = None,
+        show: DisplaySink | None = None,
     ) -> None:
         self.step, self.attempt, self.inputs = step, attempt, inputs
+        # where an in-process Python step's rich outputs (IPython displays) go, if kept
+        self.show = show
         # makes (and leases) the run's folder when a path under step_dir is first asked
         # for: an in-process Python step that writes no file then costs no disk work
         self.make_folder = make_folder

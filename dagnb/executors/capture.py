@@ -5,6 +5,12 @@ own thread, so redirecting ``sys.stdout`` wholesale would mix them. Instead a ro
 stream stands in for ``sys.stdout``/``sys.stderr`` while runs are active; it sends a
 write to the step whose context (a ContextVar, so asyncio tasks keep theirs) is current,
 and everything else to the stream it replaced.
+
+Rich outputs go the same way: a front end that publishes displays (the notebook's IPython
+publisher) hands each to :func:`step_display` first, which gives it to the current step's
+display sink, if any; a step's own prints before it are sent as a line first, so the
+two keep their order. Step hooks (:func:`add_step_hook`) run as each such step starts and
+ends, in its context: the notebook shows a matplotlib figure a step left open there.
 """
 
 from __future__ import annotations
@@ -13,12 +19,18 @@ import contextlib
 import contextvars
 import sys
 import threading
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
-__all__ = ["capturing", "current_context", "routed_output"]
+__all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
+           "remove_step_hook", "routed_output", "step_display"]
 
 LineSink = Callable[[str, str], None]  # (stream, line)
+# (mime bundle, metadata, display id, update) -> whether the step's run shows it itself
+DisplaySink = Callable[[dict[str, Any], dict[str, Any], "str | None", bool], bool]
+# called as a step with a display sink starts; what it returns is called as it ends
+StepHook = Callable[[], "Callable[[], object] | None"]
 
 _current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
     "dagnb_capture", default=None
@@ -29,17 +41,21 @@ _saved: dict[str, TextIO] = {}
 # the masks of the runs capturing now: output that reaches no step's log (a thread a
 # step started does not inherit its context) is masked with them on its way out
 _masks: tuple[Callable[[str], str], ...] = ()
+_step_hooks: tuple[StepHook, ...] = ()  # see add_step_hook
 
 
 class _StepBuffer:
     """Splits one step's writes into lines per stream; also carries the step's
-    context object, so that entering a step sets one ContextVar, not two."""
+    context object and display sink, so that entering a step sets one ContextVar."""
 
-    __slots__ = ("context", "partial", "sink")
+    __slots__ = ("context", "ends", "partial", "show", "sink")
 
-    def __init__(self, sink: LineSink, context: object = None) -> None:
+    def __init__(self, sink: LineSink, context: object = None,
+                 show: DisplaySink | None = None) -> None:
         self.sink = sink
         self.context = context
+        self.show = show
+        self.ends: list[Callable[[], object]] | None = None  # the step hooks' ends
         # the unfinished line of each stream, in pieces: joined once it ends, so a long
         # line written a bit at a time costs linear time, not quadratic (made now, not
         # on the first write: two threads of a step writing first would make two)
@@ -133,10 +149,57 @@ class routed_output(_StepBuffer):
 
     def __enter__(self) -> None:
         self._token = _current.set(self)
+        if self.show is not None and _step_hooks:
+            self.ends = [end for hook in _step_hooks if (end := _quietly(hook)) is not None]
 
     def __exit__(self, *exc: object) -> None:
+        if self.ends:  # (in the step's context still: what they display is the step's)
+            for end in self.ends:
+                _quietly(end)
         self.flush_partial()
         _current.reset(self._token)
+
+
+def _quietly(call: Callable[[], Any]) -> Any:
+    """A hook's failure is not the step's: it is said, and the step goes on."""
+    try:
+        return call()
+    except Exception as exc:
+        warnings.warn(f"dagnb: a step hook failed: {type(exc).__name__}: {exc}", stacklevel=3)
+        return None
+
+
+def step_display(data: dict[str, Any], metadata: dict[str, Any], display_id: str | None = None,
+                 update: bool = False) -> bool:
+    """Give a rich output to the Python step running in this context, if any: True when
+    its run shows it itself (the caller publishes it not), False when there is no such
+    step or the caller is to publish it too."""
+    buffer = _current.get()
+    if buffer is None or buffer.show is None:
+        return False
+    buffer.flush_partial()  # what the step printed before it shows first, as in Jupyter
+    return buffer.show(data, metadata, display_id, update)
+
+
+def in_step_with_displays() -> bool:
+    """Whether a Python step whose displays are captured runs in this context."""
+    buffer = _current.get()
+    return buffer is not None and buffer.show is not None
+
+
+def add_step_hook(hook: StepHook) -> None:
+    """Call ``hook()`` as each Python step whose displays are captured starts, in its
+    context; a callable it returns is called as the step ends (its failure is a warning)."""
+    global _step_hooks
+    with _lock:
+        if hook not in _step_hooks:
+            _step_hooks = (*_step_hooks, hook)
+
+
+def remove_step_hook(hook: StepHook) -> None:
+    global _step_hooks
+    with _lock:
+        _step_hooks = tuple(known for known in _step_hooks if known is not hook)
 
 
 def current_context() -> object:

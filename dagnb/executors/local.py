@@ -402,7 +402,7 @@ async def _call_function(task: Task) -> Outcome:
         workdir_of(task)  #              keeps its own)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
-        with routed_output(task.log, StepContext(task)):
+        with routed_output(task.log, StepContext(task), task.show):
             if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
                 result = await _until_cancelled_or_done(task, contextvars.copy_context().run(
                     asyncio.get_running_loop().create_task,  # create_task takes none)

@@ -101,11 +101,15 @@ async def run_graph_async(
 
 
 def start_background(
-    graph: Graph, targets: Iterable[str] | str | None = None, **options: Any
+    graph: Graph, targets: Iterable[str] | str | None = None, *,
+    displays_by_view: bool = False, **options: Any
 ) -> Run:
-    """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops."""
+    """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops.
+    ``displays_by_view``: the caller's view publishes what its steps display
+    (:attr:`Run.displays_by_view`), set before any step starts."""
     check_run_options(options, "start_background()")
     run, scheduler = prepare(graph, targets, **options)
+    run.displays_by_view = displays_by_view
     run.follow(loop.submit(_execute(run, scheduler)))
     return run
 

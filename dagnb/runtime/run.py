@@ -59,6 +59,10 @@ class Run:
         # step -> its log files, or its CachedResult (whose log_files() lists its entry's)
         self._log_files: dict[str, Any] = {}
         self._flushes: dict[str, Callable[[], None]] = {}  # step -> flush its open file
+        # whether a view publishes the rich outputs its Python steps display (a notebook
+        # cell's run: each lands in the cell, in order with the lines, not in whichever
+        # cell runs as a step displays it); else whoever displays one publishes it
+        self.displays_by_view = False
 
     @property
     def workspace(self) -> Path:

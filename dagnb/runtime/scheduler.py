@@ -28,7 +28,7 @@ import shutil
 import time
 import warnings
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -52,6 +52,7 @@ from dagnb.model.contract import write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
+from dagnb.runtime.displays import StepDisplays
 from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
@@ -167,6 +168,7 @@ class Scheduler:
         self._left_running: dict[str, int] = {}
         self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
+        self._displays: dict[str, StepDisplays] = {}  # a Python step's, its latest attempt's
         self._missing = False  # whether the last cache look missed
         # what a step that ran finds of its upstream steps' cache entries (it may not
         # write into them): none to look at when the run has no cache
@@ -343,6 +345,7 @@ class Scheduler:
         started = time.monotonic()
         files: list[LogFile] = []
         outcome = await self._attempts(step, files)
+        shown = self._displays.pop(step.name, None)  # (the attempt that succeeded made it)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         if SIMULATED in self._executor(step).capabilities:  # a scripted outcome is no result
             self.run.not_stored[step.name] = "a simulated executor (a test double) ran it"
@@ -352,10 +355,12 @@ class Scheduler:
             return self._not_stored(step, outcome, cache, out_dir,
                                     f"its log could not be written ({last.error})")
         with holding():  # (hashing big outputs holds the loop: not others' time)
-            return self._store(step, cache, key, outcome, out_dir, files, started)
+            return self._store(step, cache, key, outcome, out_dir, files, started,
+                               shown.records if shown is not None else ())
 
     def _store(self, step: Step, cache: StepCache, key: Any, outcome: Outcome, out_dir: str,
-               files: list[LogFile], started: float) -> _Outcome:
+               files: list[LogFile], started: float,
+               displays: Sequence[Mapping[str, Any]] = ()) -> _Outcome:
         """Save what a step made, unless it holds a secret (see _run_and_store)."""
         last = files[-1]
         # one look at its folder (none if the run made no folder for its steps): most
@@ -379,6 +384,7 @@ class Scheduler:
             out_dir=out_dir,
             result=outcome.result,
             logs=last.path if last.count else [],  # type: ignore[arg-type]  # moved in
+            displays=displays,
             exit_code=outcome.exit_code or 0,
             duration_s=time.monotonic() - started,
             provenance={"image_ref": outcome.image_ref} if outcome.image_ref else None,
@@ -408,7 +414,9 @@ class Scheduler:
         done = _Outcome(entry.out_ref, result, None, entry.output_digest, entry)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
-        if head("log_lines") != 0:
+        if head("displays"):  # (most entries have none: no file opened, no check made)
+            self._replay_with_displays(name, entry)
+        elif head("log_lines") != 0:
             for line in entry.iter_logs():
                 self._emit("log", name, line.get("attempt", 1), stream=line["stream"],
                            line=line["line"], cached=True)
@@ -424,6 +432,25 @@ class Scheduler:
         )
         self._settled.add(name)
         return done
+
+    def _replay_with_displays(self, name: str, entry: Entry) -> None:
+        """A hit's lines and displays, each display after the lines it came after."""
+        displays = entry.displays()
+        emit, at = self._emit, 0
+
+        def shown_until(lines: float) -> None:
+            nonlocal at
+            while at < len(displays) and displays[at].get("after", 0) <= lines:
+                record = displays[at]
+                emit("display", name, 1, data=record["data"], metadata=record.get("metadata"),
+                     display_id=None, update=False, cached=True)
+                at += 1
+
+        for count, line in enumerate(entry.iter_logs()):
+            shown_until(count)
+            emit("log", name, line.get("attempt", 1), stream=line["stream"], line=line["line"],
+                 cached=True)
+        shown_until(float("inf"))  # those after the last line
 
     def _not_stored(self, step: Step, outcome: Outcome, cache: StepCache | None,
                     out_dir: str, why: str) -> _Outcome:
@@ -632,7 +659,9 @@ class Scheduler:
             else _NO_NAMES,
             base_dir=self.options.base_dir,
             run_id=self.run.id,
-            log=self._log_sink(step.name, number, log_file),
+            log=(log := self._log_sink(step.name, number, log_file)),
+            show=None if step.func is None else self._display_sink(step.name, number, log,
+                                                                   log_file),
         )
         if self.mask:
             task.mask = self.mask
@@ -685,6 +714,14 @@ class Scheduler:
             write(event.time, number, stream, masked)
 
         return log
+
+    def _display_sink(self, name: str, number: int, log: Callable[[str, str], None],
+                      log_file: LogFile) -> StepDisplays:
+        """Where an attempt of a Python step puts what it displays (see StepDisplays)."""
+        sink = StepDisplays(self._emit, name, number, log, log_file,
+                            self.mask if self.mask else None, self.run.displays_by_view)
+        self._displays[name] = sink
+        return sink
 
     def _executor(self, step: Step) -> Executor:
         """The step's executor, looked up once per executor name in a run."""
