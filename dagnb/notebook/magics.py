@@ -30,6 +30,7 @@ from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
+from dagnb.notebook import displays
 from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
 from dagnb.notebook.document import (
     MAGIC,
@@ -205,7 +206,8 @@ class DaggerMagics(Magics):
         upstream step whose result is not cached. A cell that is refused (a bad option,
         an unknown upstream step) changes nothing in the graph; after a kernel restart
         the message says which cell to run first. ``%dagger remove NAME`` takes a step
-        out. Unchanged steps are cache hits: their output is replayed, marked as cached.
+        out. Unchanged steps are cache hits: their output is replayed, marked as cached
+        (what a --python step displayed too: HTML, images, plots).
 
         The output appears below the cell as it is produced, then the status. When a
         step fails, is cancelled or is skipped, the cell raises ``RunFailed`` after the
@@ -706,6 +708,7 @@ def load_ipython_extension(ipython: Any) -> None:
     """
     magics = DaggerMagics(ipython)
     ipython.register_magics(magics)
+    displays.install(ipython)  # what a --python step displays is its own output
     path = kernel_notebook_path(ipython.user_ns)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
@@ -716,4 +719,5 @@ def load_ipython_extension(ipython: Any) -> None:
 
 
 def unload_ipython_extension(ipython: Any) -> None:
-    """``%unload_ext dagnb``: nothing to undo beyond IPython's own bookkeeping."""
+    """``%unload_ext dagnb``: displays go straight to the publisher again."""
+    displays.uninstall(ipython)

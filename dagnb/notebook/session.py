@@ -180,7 +180,8 @@ class Session:
             options["only_failed"] = False
             named = [targets] if isinstance(targets, str) else list(targets or ())
             targets = [*named, *self.unfinished()]
-        run = start_background(self.graph, targets, **options)
+        # (what its Python steps display goes to the cell that ran it, through its view)
+        run = start_background(self.graph, targets, displays_by_view=True, **options)
         self._place(run)
         if background:
             self._show_live(run)

@@ -10,7 +10,9 @@ prints.
 printed as they come (stdout to stdout, stderr to stderr, like ``%%bash``), the
 replayed output of the cell's own step when it is cached (under a "cached" header), one
 line for any other cached step, and at the end the stderr tail of a failed step whose
-lines were not printed, and a status table.
+lines were not printed, and a status table. Given a ``publish`` (the notebook's), it
+shows what Python steps display too, in order with their lines, by the same rule
+(:func:`folded`); :class:`DisplayFeed` does that for a view that prints no lines.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from __future__ import annotations
 import collections
 import sys
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dagnb.checks import bounded_line
@@ -29,8 +31,10 @@ from dagnb.views.throttle import Throttle
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["STATE_COLOURS", "LiveState", "TextView", "format_rows", "retry_line", "row_cells",
-           "shown_line"]
+__all__ = ["STATE_COLOURS", "DisplayFeed", "LiveState", "Publish", "TextView", "folded",
+           "format_rows", "retry_line", "row_cells", "shown_line"]
+
+Publish = Callable[[Mapping[str, Any]], None]  # a display event's data -> shown
 
 TAIL_LINES = 20  # log lines kept per step for the live tail
 FAILED_TAIL = 10  # stderr lines shown under a failed step
@@ -167,6 +171,29 @@ def format_rows(rows: Iterable[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def folded(event: Event, focus: str | None) -> bool:
+    """Whether a view leaves out a step's replayed output: each output shows once, so a
+    cached step other than the cell's own (``focus``) is not shown again."""
+    return "cached" in event.data and event.step != focus
+
+
+class DisplayFeed:
+    """Publishes what a run's Python steps display, as they do (or are replayed), for a
+    view that shows no lines in the cell's output (the widget); call :meth:`flush` from
+    the thread whose output is the cell's."""
+
+    def __init__(self, run: Run, focus: str | None, publish: Publish) -> None:
+        self._events, self._focus, self._publish = run.events, focus, publish
+        self._cursor = 0
+
+    def flush(self) -> None:
+        new = self._events.since(self._cursor)
+        self._cursor += len(new)
+        for event in new:
+            if event.kind == "display" and not folded(event, self._focus):
+                self._publish(event.data)
+
+
 class TextView:
     """Prints a run's output as it comes, then its failures and status table.
 
@@ -182,12 +209,16 @@ class TextView:
     failed_tails
         Print the stderr tail of each failed step at the end; off when the caller
         raises :class:`~dagnb.RunFailed`, which shows them itself.
+    publish
+        Shows what a Python step displays (None: displays are left out), between the
+        lines printed before and after it.
     """
 
     def __init__(self, run: Run | None = None, focus: str | None = None, *,
                  stdout: TextIO | None = None, stderr: TextIO | None = None,
-                 failed_tails: bool = True) -> None:
+                 failed_tails: bool = True, publish: Publish | None = None) -> None:
         self.focus = focus
+        self.publish = publish
         self.failed_tails = failed_tails
         self._out, self._err = stdout, stderr
         self._headed: set[str] = set()
@@ -236,10 +267,16 @@ class TextView:
                 self._cached_line(event.step or "", out)
             elif event.kind == "retry":
                 err.append(retry_line(event))
+            elif event.kind == "display" and self.publish is not None and not self._folds(event):
+                if event.step not in self._headed:
+                    self._header(event, out)
+                self._write(out, err)  # the lines before it, then it
+                out, err = [], []
+                self.publish(event.data)
         self._write(out, err)
 
     def _folds(self, event: Event) -> bool:
-        return "cached" in event.data and event.step != self.focus
+        return folded(event, self.focus)
 
     def _cached_line(self, step: str, out: list[str]) -> None:
         if step == self.focus:

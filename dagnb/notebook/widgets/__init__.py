@@ -79,12 +79,14 @@ def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = No
     stderr tails of failed steps to the :class:`~dagnb.RunFailed` the caller raises
     after the run.
     """
+    from dagnb.notebook.displays import publish
+
     if frontend_available():
         from dagnb.notebook.widgets.status import StatusWidget
 
         return StatusWidget(focus=focus, start=start, clear_cache=clear_cache,
-                            failed_tails=failed_tails)
-    return TextView(focus=focus, failed_tails=failed_tails)
+                            failed_tails=failed_tails, publish=publish)
+    return TextView(focus=focus, failed_tails=failed_tails, publish=publish)
 
 
 def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,

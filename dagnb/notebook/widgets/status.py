@@ -25,7 +25,7 @@ from ipywidgets.widgets.widget_string import HTMLStyle  # not exported by ipywid
 
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.views.html import header_html, table_html, tail_html
-from dagnb.views.live import STATE_COLOURS, LiveState, retry_line
+from dagnb.views.live import STATE_COLOURS, DisplayFeed, LiveState, Publish, retry_line
 from dagnb.views.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -57,14 +57,22 @@ class StatusWidget(w.VBox):
     failed_tails
         Whether its lasting snapshot shows the stderr tails of failed steps; off when
         the cell raises :class:`~dagnb.RunFailed`, which shows them itself.
+    publish
+        Shows what a Python step of a run it waits on displays, below it, as it comes
+        (see :class:`~dagnb.views.live.DisplayFeed`); a run it follows live (a
+        ``--background`` one, a button's) shows none: the cell is done, and they would
+        land in whichever cell runs then.
     """
 
     def __init__(self, run: Run | None = None, *, focus: str | None = None,
                  start: StartRun | None = None,
                  clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
-                 failed_tails: bool = True, **kwargs: Any) -> None:
+                 failed_tails: bool = True, publish: Publish | None = None,
+                 **kwargs: Any) -> None:
         self.focus = focus
         self.failed_tails = failed_tails
+        self._publish = publish
+        self._displays: DisplayFeed | None = None
         self.cell_waiting = False  # its cell waits on the run: the kernel reads no clicks
         self._start = start
         self._clear_cache = clear_cache or _default_clear
@@ -116,13 +124,22 @@ class StatusWidget(w.VBox):
             self.throttle.start()
         else:
             self.throttle.flush()
+            if self._publish is not None:
+                self._displays = DisplayFeed(run, self.focus, self._publish)
 
     def tick(self) -> bool:
-        """Render if due (for a caller that waits on the run and ticks in between)."""
-        return self.throttle.tick()
+        """Render if due, and publish what steps displayed meanwhile (for a caller that
+        waits on the run and ticks in between, from the cell's thread)."""
+        rendered = self.throttle.tick()
+        if self._displays is not None:
+            self._displays.flush()
+        return rendered
 
     def stop_following(self) -> None:
         """Unsubscribe from the current run and draw its last state."""
+        if self._displays is not None:
+            self._displays.flush()
+            self._displays = None
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
