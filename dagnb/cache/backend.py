@@ -31,6 +31,7 @@ from __future__ import annotations
 import abc
 import contextlib
 import dataclasses
+import errno
 import fcntl
 import functools
 import os
@@ -382,6 +383,9 @@ class KeyRangeLock:
     Behaves as the ``filelock.FileLock`` it replaces: reentrant, not tied to a thread,
     ``filelock.Timeout`` past ``timeout`` seconds (-1 waits for ever), let go by the
     system when its process dies. Unlike a lock file per key, a miss creates no file.
+    Where the lock file cannot be opened for writing (a read-only mount, a folder of
+    another user), the lock is taken holding nothing: such a process stores nothing for
+    others to wait for, and its step or call must still run (its save then warns).
     """
 
     __slots__ = ("_count", "_descriptor", "_offset", "path", "timeout")
@@ -409,8 +413,11 @@ class KeyRangeLock:
         if self._count == 0:
             try:
                 descriptor = os.open(self.path, _LOCK_FLAGS, 0o666)
-            except FileNotFoundError:
+            except OSError:  # (no file yet, or one it may not write: _open sorts them)
                 descriptor = self._open()
+            if descriptor is None:  # (the cache cannot be written: nothing to hold)
+                self._count += 1
+                return True
             try:
                 fcntl.fcntl(descriptor, fcntl.F_OFD_SETLK, _FLOCK.pack(
                     fcntl.F_WRLCK, os.SEEK_SET, self._offset, 1, 0))
@@ -435,8 +442,10 @@ class KeyRangeLock:
             finally:  # even if interrupted: __del__ must not close a reused number
                 self._descriptor = None
 
-    def _lock(self) -> int:
+    def _lock(self) -> int | None:
         descriptor = self._open()
+        if descriptor is None:
+            return None
         try:
             if self.timeout < 0:
                 fcntl.fcntl(descriptor, fcntl.F_OFD_SETLKW, self._request())
@@ -461,12 +470,19 @@ class KeyRangeLock:
     def _request(self) -> bytes:
         return _FLOCK.pack(fcntl.F_WRLCK, os.SEEK_SET, self._offset, 1, 0)
 
-    def _open(self) -> int:
+    def _open(self) -> int | None:
+        """The lock file opened for writing (made if need be); None where this process
+        may not write it."""
         try:
-            return os.open(self.path, _LOCK_FLAGS, 0o666)
-        except FileNotFoundError:
-            os.makedirs(os.path.dirname(self.path), exist_ok=True)
-            return os.open(self.path, _LOCK_FLAGS, 0o666)
+            try:
+                return os.open(self.path, _LOCK_FLAGS, 0o666)
+            except FileNotFoundError:
+                os.makedirs(os.path.dirname(self.path), exist_ok=True)
+                return os.open(self.path, _LOCK_FLAGS, 0o666)
+        except OSError as exc:
+            if isinstance(exc, PermissionError) or exc.errno == errno.EROFS:
+                return None
+            raise
 
     def __enter__(self) -> KeyRangeLock:
         return self.acquire()

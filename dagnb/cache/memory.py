@@ -701,30 +701,38 @@ class _CachedCall(_Calls):
         if self.store.read_only:
             return value
         inline = None if self.mmap_mode is not None else encode_inline(value, _INLINE_LIMIT)
-        out = None if inline is not None else self.store.scratch_dir(self.name)
+        out = None
         try:
-            if out is not None:
+            if inline is None:  # (a cache it may not write: no scratch folder either)
+                out = self.store.scratch_dir(self.name)
                 self.write(out, value)
         except Exception as exc:  # the call worked: return its value, uncached (joblib's way)
-            if out is not None:
-                shutil.rmtree(out, ignore_errors=True)
-            warnings.warn(
-                f"{self.name}: the result cannot be stored ({exc}), so this call is not "
-                "cached; return a picklable value to cache it",
-                stacklevel=4,
-            )
-            return value
+            return self.uncached(value, out, exc)
         try:
             entry = self.store.save(self.name, key, out_dir=out, duration_s=took,
                                     ttl=self.ttl, inline=inline)
             if self.mmap_mode is not None:  # mapped from the first call on, as joblib does
                 value = self.load(entry)
         except (OSError, CacheError) as exc:  # (a full disk; the entry removed by another
-            if out is not None:  #             process at once): the value, uncached, as steps
-                shutil.rmtree(out, ignore_errors=True)
-            warnings.warn(f"{self.name}: the call ran but was not cached: {exc}", stacklevel=4)
-            return value
+            return self.uncached(value, out, exc)  # process at once): as steps do
         self.remember(key.digest, entry, value)
+        return value
+
+    def uncached(self, value: Any, out: Path | None, exc: Exception) -> Any:
+        """``value``, not stored because of ``exc``, said in a warning that says what to
+        do: a full disk or a folder it may not write without the temporary file's name,
+        so the warning is the same at each call (shown once, as warnings are)."""
+        if out is not None:
+            shutil.rmtree(out, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.strerror:
+            why = (f"the call ran but was not cached: cache {str(self.store.location)!r} "
+                   f"cannot be written ({exc.strerror})")
+        elif isinstance(exc, (OSError, CacheError)):
+            why = f"the call ran but was not cached: {exc}"
+        else:
+            why = (f"the result cannot be stored ({exc}), so this call is not cached; "
+                   "return a picklable value to cache it")
+        warnings.warn(f"{self.name}: {why}", stacklevel=5)
         return value
 
     def write(self, out: Path, value: Any) -> None:

@@ -20,6 +20,7 @@ import shutil
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -259,6 +260,7 @@ def prepare(
     mode = _cache_mode(cache, cache_mode)
     # a store URL's local tier; a read-only run writes nothing there: any folder will do
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
+    mode = _read_only_if_unwritable(mode, cache_dir)
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     steps = graph.steps_of(order)
     base_dir = _resolved(graph.base_dir or ".")
@@ -422,6 +424,19 @@ def _cache_mode(cache: bool | None, cache_mode: str | None) -> str:
         return setting
     _switch("cache", cache)
     return ("read-write" if setting == "off" else setting) if cache else "off"
+
+
+def _read_only_if_unwritable(mode: str, cache_dir: Path) -> str:
+    """A ``read-write`` run on a cache folder this process may not write (a read-only
+    mount, another user's folder) reads it as ``read-only`` does, said in one warning:
+    else each step that missed would fail to make its folder or to take its key's lock
+    there, and each write of the run's bookkeeping would warn."""
+    if mode != "read-write" or os.access(cache_dir, os.W_OK) or not os.path.isdir(cache_dir):
+        return mode
+    warnings.warn(f"cache folder {str(cache_dir)!r} cannot be written (a read-only mount, or "
+                  "no write permission); this run only reads it, as cache_mode 'read-only' "
+                  "does", stacklevel=4)
+    return "read-only"
 
 
 def _refuse_misses(graph: Graph, order: list[str], cache: Any) -> None:
