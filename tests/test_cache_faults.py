@@ -4,16 +4,21 @@ line, never a failed step or a traceback."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from dagnb import Memory
+from dagnb.cache import DamagedEntryWarning
 
 needs_root = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
@@ -91,3 +96,49 @@ def test_a_cache_nobody_may_write_serves_hits_and_runs_misses_uncached(shared: P
         f"__main__.{name}: the call ran but was not cached: cache "
         f"{str(shared / 'cache')!r} cannot be written (Permission denied)"
         for name in ("big", "small")]
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 1 MB file system (tmpfs), or a skip where mounting is not allowed."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)],
+                             capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here")
+    yield disk
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _fill(disk: Path) -> None:
+    """Write into ``disk`` until it is full."""
+    with open(disk / "filler", "wb", buffering=0) as handle, contextlib.suppress(OSError):
+        while True:
+            handle.write(b"\0" * 4096)
+
+
+def test_saves_on_a_full_disk_say_so_and_leave_no_empty_packs(small_disk: Path) -> None:
+    memory = Memory(str(small_disk / "cache"))
+
+    @memory.cache
+    def small(x):  # a record of a pack
+        return "v" * 1500 + str(x)
+
+    @memory.cache
+    def big(x):  # a folder of its own
+        return b"z" * 100_000 + bytes([x])
+
+    small(0)
+    packs = sorted(os.listdir(small_disk / "cache" / ".packs"))
+    _fill(small_disk)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert [small(x) for x in range(1, 11)] == ["v" * 1500 + str(x) for x in range(1, 11)]
+        assert big(1) == b"z" * 100_000 + b"\x01"
+    said = {str(w.message) for w in caught if not issubclass(w.category, DamagedEntryWarning)}
+    why = (f": the call ran but was not cached: cache {str(small_disk / 'cache')!r} cannot be "
+           "written (No space left on device)")
+    assert len(said) == 2 and all(message.endswith(why) for message in said), said  # a text each
+    # each failed save used to leave a new empty pack and keys file behind
+    assert sorted(os.listdir(small_disk / "cache" / ".packs")) == packs

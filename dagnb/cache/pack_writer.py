@@ -82,11 +82,11 @@ class PackWriter:
             try:
                 written = os.write(descriptor, record_bytes)
             except OSError:
-                self._release()  # what it wrote may be torn: never appended to again
+                self._give_up(before)  # what it wrote may be torn: never appended to again
                 raise
             if written != len(record_bytes):  # a full disk: this pack ends torn
-                self._release()
-                raise OSError(f"pack {self._name!r}: only {written} of "
+                self._give_up(before)
+                raise OSError(errno.ENOSPC, f"pack {self._name!r}: only {written} of "
                               f"{len(record_bytes)} bytes written")
             record.pack = self._name
             self.index.grew(self._name, before, record_bytes, record)
@@ -144,9 +144,14 @@ class PackWriter:
                 os.unlink(f"{self.index.folder}/{name}")
             raise OSError(errno.ENOLCK, f"cannot lock a new pack in {self.index.folder!r}; "
                           "this entry gets a folder")
-        self._new_keys(name)
-        self.index.bump()  # a pack more: the other processes list the folder again
-        return self._held_now(descriptor, name)
+        self._held_now(descriptor, name)
+        try:
+            self._new_keys(name)
+            self.index.bump()  # a pack more: the other processes list the folder again
+        except OSError:  # (a full disk)
+            self._give_up(0)
+            raise
+        return descriptor
 
     def _held_now(self, descriptor: int, name: str) -> int:
         self._descriptor, self._name, self._pid = descriptor, name, os.getpid()
@@ -240,6 +245,18 @@ class PackWriter:
         if keys is not None and keys.covered == size:
             _seal(path, keys.blob, size)
             self._sealed = self._entries
+
+    def _give_up(self, before: int) -> None:
+        """Let go of the pack after a write into it failed (a full disk), and remove it
+        if it held no record (``before``: its size then): a save that fails on a full
+        disk would otherwise leave an empty pack and keys file behind, one more at each
+        such save, as a pack whose keys file could not be written is never adopted."""
+        if before == 0:  # (it is held: nobody else wrote there meanwhile)
+            for path in (f"{self.index.folder}/{self._name}",
+                         f"{self.index.folder}/{self._name}{KEYS}"):
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        self._release()
 
     def _release(self) -> None:
         """Let go of the pack and its keys file."""
