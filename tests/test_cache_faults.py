@@ -17,8 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from dagnb import Memory
+from dagnb import Graph, Memory, Step
 from dagnb.cache import DamagedEntryWarning
+from dagnb.testing import isolated
 
 needs_root = pytest.mark.skipif(
     not hasattr(os, "geteuid") or os.geteuid() != 0,
@@ -142,3 +143,45 @@ def test_saves_on_a_full_disk_say_so_and_leave_no_empty_packs(small_disk: Path) 
     assert len(said) == 2 and all(message.endswith(why) for message in said), said  # a text each
     # each failed save used to leave a new empty pack and keys file behind
     assert sorted(os.listdir(small_disk / "cache" / ".packs")) == packs
+
+
+def _slow(n):  # a step that prunes the cache from another process while the run is live
+    if n == 2:
+        done = subprocess.run([sys.executable, "-m", "dagnb", "cache", "prune",
+                               "--max-entries", "0", "--cache-dir", "cache"],
+                              capture_output=True, text=True, timeout=60)
+        print(done.stdout.strip() or done.stderr.strip())
+    return n
+
+
+def _up():
+    return "u" * 40_000  # a folder of its own, its result loaded when a step asks
+
+
+def _down(up, slow):
+    return len(up) + slow
+
+
+def _pruned_meanwhile(n: int) -> Graph:
+    graph = Graph("evict", [
+        Step("files", run='printf data > "$DAGNB_OUT/data.txt"'),
+        Step("reads", run='cat "$DAGNB_IN/files/data.txt"', needs=["files", "slow"]),
+    ])
+    graph.step(_up, name="up")
+    graph.step(_slow, name="slow", params={"n": n})
+    graph.step(_down, name="down")
+    return graph
+
+
+def test_a_prune_while_a_run_is_live_keeps_what_its_steps_have_yet_to_read(workdir) -> None:
+    # 'up' and 'files' are hits whose steps downstream start only once 'slow' is done,
+    # and 'slow' prunes meanwhile: they were taken for unused (a run writes its hits as
+    # it ends; their $DAGNB_IN links were not made yet) and the steps found them gone
+    with isolated(cache_directory=str(workdir / "cache")):  # (the prune's --cache-dir)
+        _pruned_meanwhile(1).run(executor="local").raise_for_status()
+        run = _pruned_meanwhile(2).run(executor="local")
+    assert run.states() == {"files": "cached", "up": "cached", "slow": "succeeded",
+                            "down": "succeeded", "reads": "succeeded"}, run.status().error
+    assert run.result("down") == 40_002 and run.logs("reads").line.tolist() == ["data"]
+    # what no live run uses went: the first run's slow, down and reads
+    assert run.logs("slow").line.tolist()[0].startswith("removed 3 cache entries")

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,10 @@ def _items_to_delete(
     items_limit: int | None,
     age_limit: float | None,
     now: float,
+    kept: Collection[tuple[str, str]] = (),
 ) -> list[Entry]:
-    """joblib's ``_get_items_to_delete``: oldest use first until every limit holds."""
+    """joblib's ``_get_items_to_delete``: oldest use first until every limit holds,
+    passing over the entries ``kept`` (step, key): runs going on now use them."""
     if not items:
         return []
     excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
@@ -33,6 +35,8 @@ def _items_to_delete(
         too_old = deadline is not None and last_used <= deadline
         if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
             break
+        if kept and (entry.step, entry.key) in kept:
+            continue
         doomed.append(entry)
         freed += size
     return doomed

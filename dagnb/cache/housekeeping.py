@@ -33,6 +33,7 @@ _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 DAMAGED = ".damaged"  # entries found damaged, moved aside for a post-mortem
 UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
+RUN_USES = ".uses"  # in a run's folder: the entries it hands to its steps, a line each
 
 # the hits a store's journal holds, and those it counted and has not written yet
 _Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
@@ -184,35 +185,38 @@ class Housekeeping:
             The number of entries removed.
         """
         self._writable("evict entries")
+        in_use = self._read_by_live_runs()
         doomed = _items_to_delete(
             self._usage_items(),
             parse_size(bytes_limit),
             items_limit,
             _age_seconds(age_limit),
             self.clock(),
+            kept=in_use,
         )
-        removed = sum(self.remove(e.step, e.key) for e in doomed)
+        in_use = self._read_by_live_runs()  # (and those a run took up meanwhile)
+        removed = sum(self.remove(e.step, e.key) for e in doomed
+                      if (e.step, e.key) not in in_use)
         self._compact()
         return removed
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
         items, counts = [], self._counts()
-        in_use, now = self._read_by_live_runs(), self.clock()
         for entry in self.iter_entries():
             _, last_used = self._usage(entry, counts)
-            if (entry.step, entry.key) in in_use:
-                last_used = now  # (its use is not written before that run ends)
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 
     def _read_by_live_runs(self) -> set[tuple[str, str]]:
-        """The entries whose outputs a run going on now (another process's too) hands to
-        its steps: the ``$DAGNB_IN`` links of its leased folder under ``.runs`` point at
-        them. A run writes its hits when it ends, so eviction would take them for unused
-        and pull the files out from under a step reading them."""
+        """The entries a run going on now (another process's too) hands to its steps:
+        those its leased folder under ``.runs`` lists in ``.uses`` (restored or stored,
+        for steps that may not have started yet), and those its ``$DAGNB_IN`` links
+        point at. A run writes its hits when it ends, so eviction would take them for
+        unused and pull the files out from under a step about to read them."""
         root = os.path.realpath(self.location)
         used: set[tuple[str, str]] = set()
         for run in _live_run_folders(os.path.join(root, ".runs")):
+            used.update(_listed_uses(run))
             for link in _input_links(run):
                 found = _entry_of(os.path.realpath(link), root)
                 if found is not None:
@@ -246,6 +250,19 @@ def _leased(folder: str) -> bool:
         return False
     finally:
         os.close(descriptor)
+
+
+def _listed_uses(run: str) -> Iterator[tuple[str, str]]:
+    """The (step, key) lines of a run folder's ``.uses``."""
+    try:
+        with open(f"{run}/{RUN_USES}", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        step, tab, key = line.partition("\t")
+        if tab:
+            yield step, key
 
 
 def _input_links(run: str) -> Iterator[str]:

@@ -2,7 +2,9 @@
 of run records, ``<cache>/.runs/records.jsonl``.
 
 A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in``,
-``params.json``). When a run ends, one line is appended to the records log: the run's
+``params.json``) and ``.uses``, the cache entries it hands to its steps (eviction in any
+process leaves them alone while the run is live). When a run ends, one line is appended
+to the records log: the run's
 id, the graph's name, its workflow file (``source``, for a graph loaded from one), when
 it ended and each step's final state. ``dagnb run --only-failed`` reads the newest
 record of a workflow from there, so it works in a new process: of that file, since
@@ -49,6 +51,7 @@ from pathlib import Path
 from typing import Any
 
 from dagnb.cache.backend import make_folder
+from dagnb.cache.housekeeping import RUN_USES
 from dagnb.model.jsontext import encoder
 
 __all__ = [
@@ -79,8 +82,8 @@ DONE_STATES = frozenset({"succeeded", "cached"})
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "run_id", "source",
-                 "text")
+    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "_uses",
+                 "_uses_file", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None) -> None:
         self._cache_dir = cache_dir
@@ -91,6 +94,8 @@ class RunFolder:
         self._lease: int | None = None
         self._pruning: threading.Thread | None = None
         self._closed = False
+        self._uses: list[str] | None = []  # entries used, kept until the folder is made
+        self._uses_file: int | None = None
 
     @property
     def runs(self) -> Path:
@@ -114,11 +119,40 @@ class RunFolder:
         if self._lease is None and not self._closed:
             make_folder(self.path)  # a file named .runs is moved aside, not an error
             self._lease = _lease(self.path)
+            self._start_uses()
             if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
                 self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
                                                  name="dagnb-prune", daemon=True)
                 self._pruning.start()
         return self.path
+
+    def note_use(self, step: str, key: str) -> None:
+        """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
+        written to ``<run>/.uses`` once the folder is made (until then kept: no step ran
+        yet to read it), so that an eviction in another process leaves it alone while
+        the run is live. (A step name holds no space or control character.)"""
+        line = f"{step}\t{key}\n"
+        if self._uses is not None:
+            self._uses.append(line)
+        elif self._uses_file is not None:
+            with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
+                os.write(self._uses_file, line.encode())
+
+    @property
+    def uses_unwritten(self) -> bool:
+        """Whether entries this run uses are kept in memory only (it made no folder)."""
+        return bool(self._uses) and not self._closed
+
+    def _start_uses(self) -> None:
+        """Open the new folder's ``.uses`` and write the uses kept so far; none where the
+        folder is not leased (no eviction takes the run for live)."""
+        kept, self._uses = self._uses or [], None
+        if self._lease is None:
+            return
+        with contextlib.suppress(OSError):
+            flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+            self._uses_file = os.open(f"{self.text}/{RUN_USES}", flags, 0o666)
+            os.write(self._uses_file, "".join(kept).encode())
 
     def close(self, states: Mapping[str, str], graph_name: str) -> None:
         """Write the run's record, give up the lease, and now and then prune old runs.
@@ -137,6 +171,9 @@ class RunFolder:
             warnings.warn(f"dagnb: run record in {str(self.runs)!r} not written: {exc}",
                           stacklevel=2)
         finally:
+            if self._uses_file is not None:
+                os.close(self._uses_file)
+                self._uses_file = None
             if self._lease is not None:
                 os.close(self._lease)  # closing lets go of the lock
                 self._lease = None

@@ -7,6 +7,7 @@ and output folders of its steps, and a handle to cancel it or wait for it.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -82,6 +83,18 @@ class Run:
     def make_workspace(self) -> None:
         """Make this run's folder if it is not made yet (a step is about to use it)."""
         self._folder.make()
+
+    def note_use(self, step: str, key: str) -> None:
+        """This run hands cache entry ``step/key`` to its steps: eviction leaves it alone
+        while the run is live (see :meth:`RunFolder.note_use`)."""
+        self._folder.note_use(step, key)
+
+    def make_workspace_for_uses(self) -> None:
+        """Before a step starts: make the run's folder if entries it uses are known to no
+        other process yet (time passes now, and an eviction may come)."""
+        if self._folder.uses_unwritten:
+            with contextlib.suppress(OSError):  # (a full disk: the step says so itself)
+                self._folder.make()
 
     # -- tables ---------------------------------------------------------------------
     def status(self) -> pd.DataFrame:

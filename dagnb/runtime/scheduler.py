@@ -403,6 +403,7 @@ class Scheduler:
         if step.func is not None and self.run.workspace_made:
             with contextlib.suppress(OSError):
                 os.rmdir(f"{self.run.workspace_text}/{step.name}")
+        self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
                         entry)
@@ -412,6 +413,7 @@ class Scheduler:
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head_field
         done = _Outcome(entry.out_ref, result, None, entry.output_digest, entry)
+        self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("displays"):  # (most entries have none: no file opened, no check made)
@@ -524,6 +526,7 @@ class Scheduler:
     async def _tries(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts; each writes its lines to a file of ``files`` (the last is
         that of the attempt that succeeded)."""
+        self.run.make_workspace_for_uses()
         executor = self._executor(step)
         policy = self._policy(step)
         files = [] if files is None else files
