@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -185,3 +186,34 @@ def test_a_prune_while_a_run_is_live_keeps_what_its_steps_have_yet_to_read(workd
     assert run.result("down") == 40_002 and run.logs("reads").line.tolist() == ["data"]
     # what no live run uses went: the first run's slow, down and reads
     assert run.logs("slow").line.tolist()[0].startswith("removed 3 cache entries")
+
+
+KILLED_MID_SAVE = """
+import os, signal, sys
+import dagnb
+from dagnb.cache.backend import LocalBackend
+
+def killed(*_args, **_kwargs):  # the entry is assembled; the process dies before its rename
+    os.kill(os.getpid(), signal.SIGKILL)
+
+LocalBackend.write = killed
+memory = dagnb.Memory(sys.argv[1])
+memory.cache(bytes)(1_000_000)
+"""
+
+
+def test_prune_removes_what_a_save_killed_midway_left_behind(tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_SAVE, str(cache)], timeout=60)
+    assert done.returncode == -9
+    (left,) = [path for path in (cache / ".scratch").iterdir() if path.name.startswith(".tmp")]
+    assert sum(f.stat().st_size for f in left.rglob("*") if f.is_file()) > 1_000_000
+    fresh = cache / ".scratch" / ".tmp-another-save-under-way"
+    fresh.mkdir()
+    hours_ago = time.time() - 7200
+    os.utime(left, (hours_ago, hours_ago))
+    pruned = subprocess.run([sys.executable, "-m", "dagnb", "cache", "prune", "--max-size",
+                             "1G", "--cache-dir", str(cache)], capture_output=True, text=True,
+                            timeout=60)
+    assert pruned.returncode == 0, pruned.stderr
+    assert not left.exists() and fresh.exists()  # (a save of the last hour may be going on)

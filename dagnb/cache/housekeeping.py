@@ -183,6 +183,9 @@ class Housekeeping:
         -------
         int
             The number of entries removed.
+
+        Folders a killed process left half-assembled in ``.scratch`` over an hour ago
+        go too (not counted: they were no entries).
         """
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
@@ -198,6 +201,8 @@ class Housekeeping:
         removed = sum(self.remove(e.step, e.key) for e in doomed
                       if (e.step, e.key) not in in_use)
         self._compact()
+        # what a killed save left half-assembled: no entry counts it, nothing else frees it
+        self._remove_temporaries(_TEMP_MAX_AGE)
         return removed
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
