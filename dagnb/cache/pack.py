@@ -62,7 +62,8 @@ record whose digest does not hold is skipped and reading goes on after it; one w
 framing is lost ends what is read of that pack. Damage is reported once, as a
 :class:`~dagnb.cache.store.DamagedEntryWarning` (a searched pack's damaged record too);
 a torn last record is not, once its key has another record (a rebuilt entry, a
-tombstone): it lost nothing then. ``dagnb cache verify`` sets a damaged record aside
+tombstone): it lost nothing then; nor in the process whose write tore it (a full disk:
+that save said it stored nothing). ``dagnb cache verify`` sets a damaged record aside
 with a tombstone of its key, so it is a plain miss from then on.
 """
 
@@ -187,6 +188,9 @@ class PackIndex:
         self._lock = _thread.RLock()  # (threading.RLock, without its Python call)
         _INDEXES.add(weakref.ref(self, _INDEXES.discard))  # (gone with the index)
         self.own: set[str] = set()  # packs a writer of this process holds
+        # packs a writer of this process left torn at their end, a write failing there (a
+        # full disk): that save said so, and the torn record is not reported again here
+        self.torn_here: set[str] = set()
         self._blobs: dict[str, bytes] = {}  # packs read whole, searched, not walked yet
         self._generation_path = f"{folder}/{GENERATION}"
         self._keyed: dict[str, _Keys] = {}  # packs found through their keys files
@@ -614,6 +618,8 @@ class PackIndex:
         before its names may have cost any entry, and is reported as such."""
         torn, self._torn = self._torn, {}
         for name, where in torn.items():
+            if name in self.torn_here:
+                continue
             if where is None:
                 self._problem(name, "its last record is torn, cut before it names its entry")
             elif self._known(*where) is None:

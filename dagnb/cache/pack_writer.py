@@ -256,6 +256,8 @@ class PackWriter:
                          f"{self.index.folder}/{self._name}{KEYS}"):
                 with contextlib.suppress(OSError):
                     os.unlink(path)
+        else:  # its end may be torn now: said by the failed save, not again as damage
+            self.index.torn_here.add(self._name)
         self._release()
 
     def _release(self) -> None:
