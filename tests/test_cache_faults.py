@@ -219,3 +219,42 @@ def test_prune_removes_what_a_save_killed_midway_left_behind(tmp_path: Path) -> 
                             timeout=60)
     assert pruned.returncode == 0, pruned.stderr
     assert not left.exists() and fresh.exists()  # (a save of the last hour may be going on)
+
+
+@pytest.fixture
+def read_only_cache(tmp_path: Path) -> Iterator[Path]:
+    """A cache holding one damaged entry, seen through a read-only bind mount (a skip
+    where mounting is not allowed)."""
+    cache = tmp_path / "cache"
+    with isolated(cache_directory=str(cache)):
+        Graph("ro", [Step("a", run='echo hi > "$DAGNB_OUT/a.txt"'),
+                     Step("b", run="echo b", needs=["a"])]).run(executor="local")
+    (entry,) = (cache / "a").iterdir()
+    (entry / "out" / "a.txt").write_text("HI\n")  # same size, other bytes
+    view = tmp_path / "view"
+    view.mkdir()
+    for options in (["--bind"], ["-o", "remount,bind,ro"]):
+        done = subprocess.run(["mount", *options, str(cache), str(view)], capture_output=True)
+        if done.returncode != 0:
+            subprocess.run(["umount", "-l", str(view)], check=False)
+            pytest.skip("cannot make a read-only bind mount here")
+    yield view
+    subprocess.run(["umount", "-l", str(view)], check=False)
+
+
+def test_cache_commands_on_a_read_only_folder_say_so_in_one_line(read_only_cache, capsys):
+    from dagnb.cli import main
+
+    assert main(["cache", "verify", "--cache-dir", str(read_only_cache)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].endswith("changed since it was saved), left in place: the folder cannot "
+                           "be written")  # (it said 'set aside', which it could not do)
+    assert out[1].endswith("1 damaged, left in place: the folder cannot be written (their "
+                           "steps run again)")
+    for action in (["prune", "--max-size", "1"], ["clear", "--all"]):
+        assert main(["cache", *action, "--cache-dir", str(read_only_cache)]) == 2
+        err = capsys.readouterr().err  # (a traceback of OSError: Read-only file system)
+        assert err == (f"dagnb: error: cannot {action[0]} the cache in "
+                       f"{str(read_only_cache)!r}: the folder cannot be written (a read-only "
+                       "mount, or no write permission); run it as a user who may write "
+                       "there, on a writable mount\n")

@@ -16,11 +16,12 @@ this as its ``cache`` subcommand.)
 from __future__ import annotations
 
 import argparse
+import os
 import warnings
 from typing import TYPE_CHECKING, Any
 
 from dagnb import checks
-from dagnb.errors import ConfigError
+from dagnb.errors import CacheError, ConfigError
 
 if TYPE_CHECKING:
     from dagnb.cache import Store
@@ -74,25 +75,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _verify(args: argparse.Namespace) -> int:
     """`dagnb cache verify`: what a hit checks by size, checked by content."""
-    from dagnb.cache import store_for
+    from dagnb.cache import local_folder, store_for
     from dagnb.cache.store import DamagedEntryWarning
 
     if _no_cache_here(args.cache_dir, "verify"):
         return 0
-    store = store_for(args.cache_dir)
+    # a folder it may not write (a read-only mount): checked all the same, nothing moved
+    writable = os.access(local_folder(args.cache_dir), os.W_OK)
+    store = store_for(args.cache_dir, read_only=not writable)
+    done = "set aside" if writable else "left in place: the folder cannot be written"
     with warnings.catch_warnings():  # (each is one line below, not a warning's two)
         warnings.simplefilter("ignore", DamagedEntryWarning)
         entries = list(store.iter_entries())  # (damage a hit would see: set aside)
         changed = [entry for entry in entries if not entry.verify()]
         for entry in changed:
             store.quarantine(entry.step, entry.key, "its files no longer match their digest")
-    damaged = [f"damaged entry: {line}, set aside" for line in store.take_set_aside()]
+    damaged = [f"damaged entry: {line}, {done}" for line in store.take_set_aside()]
     damaged += [f"damaged pack record: {record}" for record in store.damaged_records()]
     for line in damaged:
         print(line)
     print(f"verified {len(entries) - len(changed) + len(damaged)} cache entries in "
           f"{store.location}: "
-          + (f"{len(damaged)} damaged, set aside (their steps run again)" if damaged
+          + (f"{len(damaged)} damaged, {done} (their steps run again)" if damaged
              else "all intact"))
     return 1 if damaged else 0
 
@@ -187,7 +191,12 @@ def _store(args: argparse.Namespace, verb: str, *, read_only: bool = False) -> S
 
     if _no_cache_here(args.cache_dir, args.action, verb):
         return None
-    return store_for(local_folder(args.cache_dir), read_only=read_only)
+    folder = local_folder(args.cache_dir)
+    if not read_only and not os.access(folder, os.W_OK):
+        raise CacheError(f"cannot {verb} the cache in {str(folder)!r}: the folder cannot be "
+                         "written (a read-only mount, or no write permission); run it as a "
+                         "user who may write there, on a writable mount")
+    return store_for(folder, read_only=read_only)
 
 
 def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> bool:
