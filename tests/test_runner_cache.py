@@ -458,6 +458,25 @@ def test_a_step_that_mounts_its_project_folder_is_cached_whatever_cache_folder_i
     assert run() == {"use": "succeeded"}
 
 
+def test_a_mounted_folder_that_only_looks_like_a_cache_counts_in_the_key(workdir):
+    """A folder holding a ``.locks`` (the Hugging Face hub's cache) is no dagnb cache:
+    its files count, and changed, the step runs again."""
+    weights = workdir / "hub" / "models--bert" / "weights.bin"
+    weights.parent.mkdir(parents=True)
+    (workdir / "hub" / ".locks").mkdir()
+    weights.write_text("v1")
+    graph = Graph("m", [Step("use", mounts={".": "/workspace"},
+                             run="cat hub/models--bert/weights.bin")])
+
+    def run() -> dict[str, str]:
+        return graph.run(executor="local", cache_directory=workdir / "build-cache").states()
+
+    assert run() == {"use": "succeeded"}
+    assert run() == {"use": "cached"}
+    weights.write_text("v2")
+    assert run() == {"use": "succeeded"}
+
+
 @pytest.mark.parametrize(("path", "left_out"), [
     (".git", True), ("a/.git", True), ("a/.git/HEAD", True), ("data/x.tmp", True),
     ("data/sub/x.tmp", False), ("build", True), ("build/out.bin", True), ("builder", False),

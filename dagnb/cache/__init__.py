@@ -28,7 +28,7 @@ from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.forks import ForkSafeLock
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
-from dagnb.cache.location import STORE_FOLDERS, absolute, default_location, local_folder
+from dagnb.cache.location import absolute, default_location, local_folder, made_by_a_store
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
@@ -84,7 +84,7 @@ def is_cache_folder(path: str | os.PathLike[str]) -> bool:
         names = os.listdir(path)
     except NotADirectoryError:
         return False
-    if not set(names).isdisjoint(STORE_FOLDERS):
+    if made_by_a_store(names):
         return True
     return all(name.startswith(".") or name in _STORE_FILES
                or _holds_entries(os.path.join(path, name)) for name in names)

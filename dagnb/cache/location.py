@@ -4,6 +4,7 @@ records and locks live too)."""
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from dagnb import checks
@@ -14,6 +15,14 @@ from dagnb.errors import ConfigError
 # The folders a store makes at a cache's top (a run makes .runs and .locks): what tells a
 # dagnb cache folder apart, whatever its name.
 STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
+
+
+def made_by_a_store(names: Iterable[str]) -> bool:
+    """Whether a folder holding ``names`` is a dagnb cache's top: it holds the packs'
+    folder, or two of a store's folders. One alone is too common a name to tell: the
+    Hugging Face hub's cache holds a ``.locks``."""
+    found = set(names).intersection(STORE_FOLDERS)
+    return ".packs" in found or len(found) >= 2
 
 
 def default_location() -> Path:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from dagnb.cache.location import STORE_FOLDERS, local_folder
+from dagnb.cache.location import local_folder, made_by_a_store
 from dagnb.model.step import Step
 
 DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
@@ -48,9 +48,11 @@ def _is_venv(folder: str) -> bool:
 
 def _is_cache(folder: str) -> bool:
     """A dagnb cache folder of any name (another run's ``--cache-dir``, another
-    workflow's): it holds a folder a store makes, as :func:`dagnb.cache.is_cache_folder`
-    tells."""
-    return any(os.path.isdir(f"{folder}/{name}") for name in STORE_FOLDERS)
+    workflow's), as :func:`dagnb.cache.is_cache_folder` tells by its store's folders."""
+    try:
+        return made_by_a_store(os.listdir(folder))
+    except OSError:
+        return False
 
 
 def excluder(patterns: Iterable[str]) -> Callable[[str], bool]:
