@@ -142,6 +142,26 @@ def test_a_ttl_set_later_applies_to_entries_saved_before_it(tmp_path, clock, lat
     assert cached(1) == 2 and calls == [1, 1]
 
 
+def test_a_ttl_that_finds_an_entry_too_old_leaves_it_to_callers_without_one(tmp_path, clock):
+    """Only its own ttl removes an entry: a caller with a shorter one misses, and a run
+    or process using the entry meanwhile (no ttl) still has it."""
+    calls = []
+
+    def now(x):
+        calls.append(x)
+        if len(calls) > 1:
+            raise RuntimeError("the source is offline")
+        return x
+
+    kept = Memory(str(tmp_path / "cache"), clock=clock).cache(now)
+    assert kept(1) == 1
+    clock.now += 61
+    strict = Memory(str(tmp_path / "cache"), ttl="1m", clock=clock).cache(now)
+    with pytest.raises(RuntimeError):
+        strict(1)  # too old for it: a miss, computed again (and failing here)
+    assert kept.check_call_in_cache(1) and kept(1) == 1
+
+
 def test_repeat_hit_returns_the_loaded_result_until_the_entry_changes(memory):
     @memory.cache
     def numbers(n):

@@ -289,8 +289,9 @@ class Store(Housekeeping):
                glance: bool = False, max_age: float | None = None) -> Entry | None:
         """The entry of ``step_name`` under ``key``, or None for a miss.
 
-        An expired entry (or one older than ``max_age`` seconds, the ttl its step has
-        now) is removed and is a miss; a damaged one is moved aside,
+        An expired entry is removed and is a miss; one older than ``max_age`` seconds
+        (the ttl its step has now) is a miss, left to other callers; a damaged one is
+        moved aside,
         reported once with a :class:`DamagedEntryWarning`, and is a miss. Never raises
         for what it finds on disk. ``touch=False`` neither counts nor records the use.
         ``glance``: a packed entry's head is read at a glance (its expiry and inline
@@ -302,10 +303,11 @@ class Store(Housekeeping):
         entry = self._current(step_name, key, recent=True, glance=glance)
         now = self.clock()
         if entry is not None and entry.expired(now, max_age):
-            self._forget(step_name, key)
-            if not self.read_only:
-                self._drop_packed(step_name, key)
-                self.backend.remove(step_name, key)
+            if entry.expired(now):  # (past its own ttl; one only this caller's ttl
+                self._forget(step_name, key)  # finds too old is another run's to use)
+                if not self.read_only:
+                    self._drop_packed(step_name, key)
+                    self.backend.remove(step_name, key)
             entry = None
         if touch:
             self._count(step_name, key, entry, now)
