@@ -239,6 +239,7 @@ def test_runner_uses_the_configured_cache(tmp_path):
      "unknown key 'user'; did you mean 'username'"),
     ("- a\n- b\n", "the config must be a mapping"),
     ("a: [\n", "YAML does not parse"),
+    ("? [a, b]\n: 1\n", "YAML does not parse"),  # (a list as a key)
 ])
 def test_file_errors_name_the_key_and_the_file(tmp_path, text, message):
     path = write(tmp_path / "dagnb.yaml", text)

@@ -46,6 +46,10 @@ class UniqueKeyLoader(yaml.SafeLoader):
             if key_node.tag == _MERGE_TAG:
                 continue
             key = self.construct_object(key_node, deep=True)
+            try:
+                hash(key)
+            except TypeError:  # (a list as a key: SafeLoader refuses it in its words)
+                continue
             if key in seen:
                 raise DuplicateKeyError(key, key_node.start_mark)
             seen.add(key)
