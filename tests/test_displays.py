@@ -64,7 +64,7 @@ def test_whether_the_run_or_the_caller_publishes_a_display(workdir):
     def report():
         return step_display({"text/plain": "x"}, {})
 
-    assert graph.run(executor="local").result("report") is False
+    assert graph.run(executor="local").result("report") == ({"text/plain": "x"}, {})
     graph.run(executor="local", refresh=True)
     run = start_background(graph, executor="local", refresh=True, displays_by_view=True).wait()
     assert run.result("report") is True
@@ -79,7 +79,8 @@ def test_past_the_limits_a_note_says_where_keeping_ended(workdir, monkeypatch):
         return [step_display({"text/plain": f"figure {i}"}, {}) for i in range(5)]
 
     first = graph.run(executor="local")
-    assert first.result("many") == [False] * 5  # graph.run: the caller publishes them all
+    # graph.run: the caller publishes them all
+    assert first.result("many") == [({"text/plain": f"figure {i}"}, {}) for i in range(5)]
     again = graph.run(executor="local")
     kept = [data for kind, data in _shown(again, "many") if kind == "display"]
     assert kept == [{"text/plain": f"figure {i}"} for i in range(3)]
@@ -97,7 +98,7 @@ def test_an_updated_display_is_kept_as_it_ended(workdir):
         step_display({"text/plain": "100%"}, {}, "bar", update=True)
         return step_display({"text/plain": "not mine"}, {}, "other", update=True)
 
-    assert graph.run(executor="local").result("progress") is False
+    assert graph.run(executor="local").result("progress") == ({"text/plain": "not mine"}, {})
     again = graph.run(executor="local")
     assert _shown(again, "progress") == [("display", {"text/plain": "100%"})]
 
@@ -186,5 +187,26 @@ def test_a_live_widget_is_left_to_the_caller(workdir):
                              "text/plain": "IntSlider()"}, {})
 
     run = start_background(graph, executor="local", displays_by_view=True).wait()
-    assert run.result("slider") is False
+    assert run.result("slider") == ({"application/vnd.jupyter.widget-view+json":
+                                     {"model_id": "a"}, "text/plain": "IntSlider()"}, {})
     assert _shown(run, "slider") == []
+
+
+def test_a_display_its_maker_publishes_has_its_text_masked_too(workdir, monkeypatch):
+    """graph.run() leaves the displays to IPython, and past the limits a display is not
+    kept: what the caller publishes then is masked all the same."""
+    monkeypatch.setenv("RICH_TOKEN", SECRET)
+    monkeypatch.setattr(displays, "MAX_DISPLAYS", 1)
+    graph = dagnb.Graph("leaks")
+
+    @graph.step(secrets=("RICH_TOKEN",))
+    def shown():
+        import os
+
+        html = {"text/html": f"<b>{os.environ['RICH_TOKEN']}</b>"}
+        return [step_display(html, {}), step_display(html, {})]
+
+    published = graph.run(executor="local").result("shown")
+    assert published == [({"text/html": "<b>***</b>"}, {})] * 2
+    run = start_background(graph, executor="local", refresh=True, displays_by_view=True).wait()
+    assert run.result("shown") == [True, ({"text/html": "<b>***</b>"}, {})]  # (past 1)

@@ -24,11 +24,13 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 __all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
-           "remove_step_hook", "routed_output", "step_display"]
+           "outside_mask", "remove_step_hook", "routed_output", "step_display"]
 
 LineSink = Callable[[str, str], None]  # (stream, line)
-# (mime bundle, metadata, display id, update) -> whether the step's run shows it itself
-DisplaySink = Callable[[dict[str, Any], dict[str, Any], "str | None", bool], bool]
+# (mime bundle, metadata, display id, update) -> True when the step's run shows it
+# itself, else the bundle and metadata to publish (its text masked)
+Shown = "bool | tuple[dict[str, Any], dict[str, Any]]"
+DisplaySink = Callable[[dict[str, Any], dict[str, Any], "str | None", bool], Shown]
 # called as a step with a display sink starts; what it returns is called as it ends
 StepHook = Callable[[], "Callable[[], object] | None"]
 
@@ -170,15 +172,31 @@ def _quietly(call: Callable[[], Any]) -> Any:
 
 
 def step_display(data: dict[str, Any], metadata: dict[str, Any], display_id: str | None = None,
-                 update: bool = False) -> bool:
+                 update: bool = False) -> Any:
     """Give a rich output to the Python step running in this context, if any: True when
-    its run shows it itself (the caller publishes it not), False when there is no such
-    step or the caller is to publish it too."""
+    its run shows it itself (the caller publishes it not), else the bundle and metadata
+    for the caller to publish, their text masked (unchanged when no such step runs and
+    no run masks what is written outside its steps: :func:`outside_mask`)."""
     buffer = _current.get()
     if buffer is None or buffer.show is None:
-        return False
+        return data, metadata
     buffer.flush_partial()  # what the step printed before it shows first, as in Jupyter
     return buffer.show(data, metadata, display_id, update)
+
+
+def outside_mask() -> Callable[[str], str] | None:
+    """The masks of the runs capturing now, as one, for output outside their steps (a
+    thread a step started); None when no run masks."""
+    masks = _masks
+    if not masks:
+        return None
+
+    def masked(text: str) -> str:
+        for mask in masks:
+            text = mask(text)
+        return text
+
+    return masked
 
 
 def in_step_with_displays() -> bool:

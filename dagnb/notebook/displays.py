@@ -8,7 +8,8 @@ cell's view publishes it from the cell's own thread (:func:`publish`), in order 
 step's lines, in the cell that ran it. A figure the step leaves open (``plt.plot(...)``
 with no ``plt.show()``) is shown as the step ends, in its context, as the inline backend
 would show it after the cell. A display from a thread the step starts is not the step's
-(no context): it is published as it is, as are live widgets.
+(no context): it is published as it is, its text masked while a run masks output outside
+its steps; a live widget is published as it is.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ from typing import Any
 from dagnb.executors.capture import (
     add_step_hook,
     in_step_with_displays,
+    outside_mask,
     remove_step_hook,
     step_display,
 )
+from dagnb.runtime.displays import masked_bundle
 
 __all__ = ["install", "publish", "uninstall"]
 
@@ -62,10 +65,17 @@ def _offered_to_steps(original: Callable[..., Any]) -> Callable[..., Any]:
     def offered(data: Mapping[str, Any], metadata: Mapping[str, Any] | None = None,
                 *args: Any, transient: Mapping[str, Any] | None = None, update: bool = False,
                 **kwargs: Any) -> Any:
-        if in_step_with_displays() and step_display(
-                _text_bundle(data), dict(metadata or {}),
-                (transient or {}).get("display_id"), bool(update)):
-            return None  # the step's run publishes it, in its cell
+        if in_step_with_displays():
+            shown = step_display(_text_bundle(data), dict(metadata or {}),
+                                 (transient or {}).get("display_id"), bool(update))
+            if shown is True:
+                return None  # the step's run publishes it, in its cell
+            data, metadata = shown  # (its text masked)
+        elif (mask := outside_mask()) is not None:  # a thread a step started, say
+            data, metadata = masked_bundle(_text_bundle(data), dict(metadata or {}),
+                                           mask) or ({}, {})
+            if not data:
+                return None
         return original(data, metadata, *args, transient=transient, update=update, **kwargs)
 
     setattr(offered, _ORIGINAL, original)

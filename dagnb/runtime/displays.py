@@ -56,15 +56,15 @@ class StepDisplays:
         self._noted = False
 
     def __call__(self, data: dict[str, Any], metadata: dict[str, Any],
-                 display_id: str | None = None, update: bool = False) -> bool:
-        if WIDGET_VIEW in data:
-            return False
-        record = self._by_id.get(display_id) if update and display_id else None
-        if update and record is None:  # (a display the step did not make: not its own)
-            return False
+                 display_id: str | None = None, update: bool = False) -> Any:
+        """True when the run shows the display; else what its maker is to publish, its
+        text masked (nothing of it left: True, not shown)."""
         shown = masked_bundle(data, metadata, self._mask)
-        if shown is None or not self._room(shown):
-            return False
+        if shown is None:
+            return True
+        record = self._by_id.get(display_id) if update and display_id else None
+        if WIDGET_VIEW in data or (update and record is None) or not self._room(shown):
+            return shown  # (a widget, another's display, past the limits: not kept)
         data, metadata = shown
         if record is None:
             record = {"after": self._log_file.count, "data": data, "metadata": metadata}
@@ -75,7 +75,7 @@ class StepDisplays:
             record["data"], record["metadata"] = data, metadata
         self._emit("display", self._name, self._attempt, data=data, metadata=metadata,
                    display_id=display_id, update=update)
-        return self._shown
+        return True if self._shown else shown
 
     def _room(self, shown: Bundle) -> bool:
         """Whether this display (or update) is within the step's limits and JSON; the
