@@ -258,3 +258,24 @@ def test_cache_commands_on_a_read_only_folder_say_so_in_one_line(read_only_cache
                        f"{str(read_only_cache)!r}: the folder cannot be written (a read-only "
                        "mount, or no write permission); run it as a user who may write "
                        "there, on a writable mount\n")
+
+
+def test_a_save_failing_for_another_reason_says_that_reason(tmp_path, monkeypatch):
+    """'cannot be written' is for a folder that cannot be (read-only, no permission, full):
+    a file another process removed meanwhile is said as what it is."""
+    from dagnb.cache.store import Store
+
+    def removed(*_args, **_kwargs):
+        raise FileNotFoundError(2, "No such file or directory", str(tmp_path / "gone"))
+
+    monkeypatch.setattr(Store, "save", removed)
+
+    def double(x):
+        return 2 * x
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert Memory(str(tmp_path / "cache")).cache(double)(2) == 4
+    said = [str(w.message) for w in caught if "not cached" in str(w.message)]
+    assert len(said) == 1 and "cannot be written" not in said[0], said
+    assert "No such file or directory" in said[0]

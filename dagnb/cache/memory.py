@@ -41,6 +41,7 @@ changes what it got changes no later hit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import inspect
 import logging
@@ -79,6 +80,10 @@ R_co = TypeVar("R_co", covariant=True)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.\-]+")
 _LOADED_LIMIT = 128  # results kept in memory per function, most recently used
+# what makes "cannot be written" true of a cache folder (other errors, a file another
+# process removed meanwhile, say what they are)
+_UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC,
+                         getattr(errno, "EDQUOT", errno.ENOSPC)})  # (none on Windows)
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _MMAP_FILE = "result.joblib"  # joblib's own format: arrays stored raw, so they can be mapped
 _INLINE_LIMIT = 2048  # bytes: a result this small lives in meta.json, with no file of its own
@@ -724,9 +729,9 @@ class _CachedCall(_Calls):
         so the warning is the same at each call (shown once, as warnings are)."""
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
-        if isinstance(exc, OSError) and exc.strerror:
+        if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
             why = (f"the call ran but was not cached: cache {str(self.store.location)!r} "
-                   f"cannot be written ({exc.strerror})")
+                   f"cannot be written ({os.strerror(exc.errno)})")
         elif isinstance(exc, (OSError, CacheError)):
             why = f"the call ran but was not cached: {exc}"
         else:
