@@ -186,3 +186,18 @@ def test_a_user_other_than_root_changes_a_copy_of_an_input_but_not_the_input(
     assert "wrote into its input $DAGNB_IN/up/x.txt" in seen["error"]
     assert seen["again"] == {"up": "succeeded", "read": "succeeded"}  # made anew
     assert seen["x"] == "original\n"
+
+
+def test_the_line_keeps_its_words_when_a_short_secret_is_declared(workdir: Path,
+                                                                  monkeypatch) -> None:
+    """A secret '1' masks what the steps print, not the step names and paths of the
+    run's own line."""
+    monkeypatch.setenv("ONE", "1")
+    down = Step("down1", run='echo tampered > "$DAGNB_IN/up/x.txt"', needs=["up"],
+                secrets=["ONE"])
+    graph = Graph("g", [Step("up", run=UP), down])
+    with isolated(cache_directory=str(workdir / ".dagnb_cache")), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DamagedEntryWarning)
+        run = graph.run(executor="local")
+    assert _error(run, "down1") == ("step 'down1' wrote into its input $DAGNB_IN/up/x.txt; "
+                                    "write to $DAGNB_OUT instead")

@@ -74,8 +74,11 @@ class InputGuard:
     ``set_aside(upstream, entry, problem)`` moves a changed entry aside as damaged.
     """
 
-    def __init__(self, set_aside: _SetAside) -> None:
+    def __init__(self, set_aside: _SetAside, mask: Callable[[str], str]) -> None:
+        """``mask``: the run's, for the paths its lines name (a file a step named), so
+        that the lines, masked already, keep dagnb's words (a secret ``1``...)."""
         self._set_aside = set_aside
+        self._mask = mask
         self._watched: dict[str, _Watched | None] = {}  # upstream -> its files, or None
         self._readers: dict[str, list[str]] = {}  # upstream -> the steps reading it now
         self._damaged: dict[str, str] = {}  # upstream set aside -> why, in a few words
@@ -95,7 +98,7 @@ class InputGuard:
             if item.name in self._damaged:
                 raise StepFailed(f"step {step!r} cannot run: its input $DAGNB_IN/{item.name} "
                                  f"is set aside as damaged ({self._damaged[item.name]}); run "
-                                 "again to make it anew", step=step)
+                                 "again to make it anew", step=step, masked=True)
         for item in watched:
             self._readers.setdefault(item.name, []).append(step)
         return watched
@@ -114,6 +117,7 @@ class InputGuard:
             change = item.first_change()
             if change is None:
                 continue
+            change = self._mask(change)
             why = f"{change} written into by step " + " or ".join(map(repr, [step, *readers]))
             # (not set aside: the entry itself was removed meanwhile, by a clear or an
             # eviction, which its readers hear of from the cache)

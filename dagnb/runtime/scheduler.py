@@ -172,7 +172,8 @@ class Scheduler:
         self._missing = False  # whether the last cache look missed
         # what a step that ran finds of its upstream steps' cache entries (it may not
         # write into them): none to look at when the run has no cache
-        self._guard = InputGuard(self._set_aside) if options.cache is not None else None
+        self._guard = (InputGuard(self._set_aside, self.mask) if options.cache is not None
+                       else None)
 
     def outside_mask(self) -> Masker | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
@@ -508,7 +509,7 @@ class Scheduler:
         finally:  # (a timeout or a cancel too: the entry is set aside, the error goes on)
             wrote = guard.end(step.name, watched)
         if wrote is not None:
-            raise StepFailed(wrote, step=step.name) from failure
+            raise StepFailed(wrote, step=step.name, masked=True) from failure
         if failure is not None:
             raise failure
         return outcome
