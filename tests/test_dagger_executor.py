@@ -197,12 +197,14 @@ def test_host_files_and_folders_are_read_fresh_on_each_run(stub, make_task, tmp_
 def test_host_folders_leave_out_vcs_venvs_caches_and_step_excludes(stub, make_task, tmp_path):
     src = tmp_path / "src"
     for relative in [".git/HEAD", ".venv/bin/python", "env311/pyvenv.cfg", ".dagnb_cache/x",
-                     "pkg/__pycache__/m.pyc", "pkg/m.py", "notes.tmp", "keep.txt"]:
+                     "pkg/__pycache__/m.pyc", "pkg/m.py", "notes.tmp", "keep.txt",
+                     "build-cache/x"]:
         (src / relative).parent.mkdir(parents=True, exist_ok=True)
         (src / relative).write_text("x")
     step = Step("ls", run="cd /src && find . -type f | sort", mounts={"src": "/src"},
                 exclude=["*.tmp"])
     task = make_task(step, base_dir=tmp_path)
+    task.cache_folder = src / "build-cache"  # (the run's --cache-dir: as its key does)
     run(DaggerExecutor(), task)
     assert task.log.of("stdout") == ["./keep.txt", "./pkg/m.py"]
     [read] = [args for text in stub.texts("host {") for name, args in calls(text)

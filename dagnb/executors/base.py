@@ -94,6 +94,9 @@ class Task:
     # upstream's files may hold) in what an executor's error message takes from the step's
     # output; its own words around that are shown as they are (``StepError.masked``).
     mask: Callable[[str], str] = staticmethod(lambda text: text)  # (no secret)
+    # Set by the runner: the run's cache folder, left out of a mounted folder holding it
+    # by an upload of it (as the step's key leaves it out).
+    cache_folder: Path | None = None
 
     def __init__(
         self,

@@ -670,6 +670,8 @@ class Scheduler:
         if self.mask:
             task.mask = self.mask
         cache = self.options.cache
+        if cache is not None:
+            task.cache_folder = cache.folder
         if step.cache is False or cache is None or cache.refreshes(step):
             task.fresh = True  # (no cache this run, too): an executor's must not serve it
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers

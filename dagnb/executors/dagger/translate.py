@@ -388,7 +388,9 @@ def _host_mounts(dag: Any, task: Task) -> list[Mount]:
     for host, target in task.step.mounts.items():
         path = mount_path(task.base_dir, host).resolve()  # as the cache key reads it
         if path.is_dir():
-            folder = dag.host().directory(str(path), exclude=host_excludes(task.step, path),
+            folder = dag.host().directory(str(path),
+                                          exclude=host_excludes(task.step, path,
+                                                                task.cache_folder),
                                           no_cache=True)
             mounts.append((target, "with_mounted_directory", folder, {"read_only": True}))
         elif path.is_file():
@@ -413,10 +415,10 @@ def _cache_mounts(dag: Any, task: Task, dagger: Any, owner: str,
     return mounts
 
 
-def host_excludes(step: Step, folder: Path) -> list[str]:
+def host_excludes(step: Step, folder: Path, cache: Path | None = None) -> list[str]:
     """What an upload of ``folder`` leaves out: what the step's key leaves out of it
-    (:func:`dagnb.cache.mounts.mount_excludes`)."""
-    return mount_excludes(step, folder)
+    (:func:`dagnb.cache.mounts.mount_excludes`; ``cache``: the run's cache folder)."""
+    return mount_excludes(step, folder, cache)
 
 
 def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:
