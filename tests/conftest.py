@@ -109,3 +109,12 @@ def shell(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
 def clock() -> Clock:
     """A clock the test moves by hand (``clock.now += 60``)."""
     return Clock()
+
+
+@pytest.fixture
+def shared() -> Iterator[Path]:
+    """A folder that user 'nobody' can reach (pytest's own are private to root)."""
+    folder = Path(tempfile.mkdtemp(prefix="dagnb-nobody-"))
+    folder.chmod(0o777)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)

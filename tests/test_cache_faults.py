@@ -7,10 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from collections.abc import Iterator
@@ -67,15 +65,6 @@ with dagnb.testing.isolated(cache_directory=sys.argv[1]), \\
                       "run_warnings": said_by_run, "values": values,
                       "memory_warnings": [str(w.message) for w in caught]}))
 """
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder that user 'nobody' can reach (pytest's own are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="dagnb-nobody-"))
-    folder.chmod(0o777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @needs_root

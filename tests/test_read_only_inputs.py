@@ -7,12 +7,9 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -160,15 +157,6 @@ with dagnb.testing.isolated(cache_directory=sys.argv[2]):
                       "again": second.states(),
                       "x": (second.outputs("up") / "x.txt").read_text()}}))
 """
-
-
-@pytest.fixture
-def shared() -> Iterator[Path]:
-    """A folder that user 'nobody' can reach (pytest's own are private to root)."""
-    folder = Path(tempfile.mkdtemp(prefix="dagnb-nobody-"))
-    folder.chmod(0o777)
-    yield folder
-    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
