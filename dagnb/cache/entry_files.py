@@ -197,11 +197,6 @@ def _write_logs(path: Path, logs: Iterable[Mapping[str, Any]]) -> int:
     return count
 
 
-def _write_displays(path: Path, displays: Iterable[Mapping[str, Any]]) -> int:
-    """Write a step's displays, one JSON object a line; how many (none: no file)."""
-    return _write_logs(path, displays)
-
-
 def _move_logs(source: Path, target: Path) -> int:
     """Move a file of log records into an entry (a rename); how many lines it has."""
     if not source.exists() or source.stat().st_size == 0:

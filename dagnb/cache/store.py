@@ -97,7 +97,6 @@ from dagnb.cache.entry_files import (
     _size_problem,
     _small_digests,
     _small_logs,
-    _write_displays,
     _write_logs,
     _write_meta,
 )
@@ -701,7 +700,7 @@ class Store(Housekeeping):
                 count = _move_logs(Path(logs), build / "logs.jsonl")
             else:
                 count = _write_logs(build / "logs.jsonl", logs)
-            shown = _write_displays(build / "displays.jsonl", displays)
+            shown = _write_logs(build / "displays.jsonl", displays)  # (its records)
             meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if shown:
@@ -735,8 +734,8 @@ class Store(Housekeeping):
         duration_s: float,
         ttl: float | str | None,
         provenance: Mapping[str, Any] | None,
-        displays: Sequence[Mapping[str, Any]] = (),
-        refresh: bool = False,
+        displays: Sequence[Mapping[str, Any]],
+        refresh: bool,
     ) -> Entry | None:
         """Append the entry as one record of this store's pack; None when it is too big
         for one (then it gets a folder). With ``displays``: the record as a folder."""
@@ -800,7 +799,7 @@ class Store(Housekeeping):
             if head.get("inline") is not None:
                 save_result(out, decode_inline(head["inline"]))
             _write_logs(build / "logs.jsonl", lines)
-            shown = _write_displays(build / "displays.jsonl", displays)
+            shown = _write_logs(build / "displays.jsonl", displays)  # (its records)
             files = _file_sizes(build)
             meta = {**head, "components": dict(key.components), "describe": dict(key.describe),
                     "files": files, "digests": _small_digests(build, out, files),
