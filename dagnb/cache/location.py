@@ -18,11 +18,14 @@ STORE_FOLDERS = (".scratch", ".locks", ".packs", ".access", ".runs")
 
 
 def made_by_a_store(names: Iterable[str]) -> bool:
-    """Whether a folder holding ``names`` is a dagnb cache's top: it holds the packs'
-    folder, or two of a store's folders. One alone is too common a name to tell: the
-    Hugging Face hub's cache holds a ``.locks``."""
+    """Whether a folder holding ``names`` is a dagnb cache's top: it holds the packs' or
+    the entries' scratch folder, or two of a store's folders. Another alone is too common
+    a name to tell: the Hugging Face hub's cache holds a ``.locks``."""
     found = set(names).intersection(STORE_FOLDERS)
-    return ".packs" in found or len(found) >= 2
+    return not found.isdisjoint(_OURS_ALONE) or len(found) >= 2
+
+
+_OURS_ALONE = frozenset({".packs", ".scratch"})  # names only a dagnb store gives a folder
 
 
 def default_location() -> Path:
