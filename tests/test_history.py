@@ -329,6 +329,24 @@ graph.run(executor="local")
 """
 
 
+def test_a_first_run_of_a_python_chain_with_the_cache_on_makes_no_run_folder(
+        workdir: Path) -> None:
+    # each result goes on in memory: listing the entries for eviction made a folder per
+    # run and wrote a line per step, a third of a Python step's cost on a first run
+    graph = Graph("chain", [Step("a", func=lambda: 1)])
+    graph.step(lambda a: a + 1, name="b")
+    graph.step(lambda b: b + 1, name="c")
+    run = graph.run(executor="local")
+    assert run.result("c") == 3 and run_names(workdir) == set()
+    # a shell step reads its upstream Python step's entry from disk: listed before it starts
+    mixed = Graph("mixed", [Step("d", func=lambda: 4),
+                            Step("e", run='cat "$DAGNB_IN/d/result.json"', needs=["d"])])
+    done = mixed.run(executor="local")
+    assert done.ok and run_names(workdir) == {done.id}
+    uses = (runs_folder(workdir) / done.id / ".uses").read_text().splitlines()
+    assert [line.split("\t")[0] for line in uses] == ["d", "e"]
+
+
 def test_a_short_process_prunes_before_it_ends(workdir: Path) -> None:
     """``dagnb run`` ends right after its run: the prune it drew still happens."""
     import subprocess

@@ -83,7 +83,7 @@ class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
     __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "_uses",
-                 "_uses_file", "run_id", "source", "text")
+                 "_uses_file", "_uses_urgent", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None) -> None:
         self._cache_dir = cache_dir
@@ -96,6 +96,7 @@ class RunFolder:
         self._closed = False
         self._uses: list[str] | None = []  # entries used, kept until the folder is made
         self._uses_file: int | None = None
+        self._uses_urgent = False  # whether a kept use is of an entry read from disk later
 
     @property
     def runs(self) -> Path:
@@ -126,22 +127,26 @@ class RunFolder:
                 self._pruning.start()
         return self.path
 
-    def note_use(self, step: str, key: str) -> None:
+    def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
         """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
         written to ``<run>/.uses`` once the folder is made (until then kept: no step ran
         yet to read it), so that an eviction in another process leaves it alone while
-        the run is live. (A step name holds no space or control character.)"""
+        the run is live. ``read_from_disk``: False for a result its steps downstream take
+        from memory alone (an eviction cannot touch it: no folder is made for it).
+        (A step name holds no space or control character.)"""
         line = f"{step}\t{key}\n"
         if self._uses is not None:
             self._uses.append(line)
+            self._uses_urgent = self._uses_urgent or read_from_disk
         elif self._uses_file is not None:
             with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
                 os.write(self._uses_file, line.encode())
 
     @property
     def uses_unwritten(self) -> bool:
-        """Whether entries this run uses are kept in memory only (it made no folder)."""
-        return bool(self._uses) and not self._closed
+        """Whether entries this run reads from disk later are listed in memory only (it
+        made no folder)."""
+        return self._uses_urgent and self._uses is not None and not self._closed
 
     def _start_uses(self) -> None:
         """Open the new folder's ``.uses`` and write the uses kept so far; none where the

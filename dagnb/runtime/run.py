@@ -84,10 +84,10 @@ class Run:
         """Make this run's folder if it is not made yet (a step is about to use it)."""
         self._folder.make()
 
-    def note_use(self, step: str, key: str) -> None:
+    def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
         """This run hands cache entry ``step/key`` to its steps: eviction leaves it alone
         while the run is live (see :meth:`RunFolder.note_use`)."""
-        self._folder.note_use(step, key)
+        self._folder.note_use(step, key, read_from_disk)
 
     def make_workspace_for_uses(self) -> None:
         """Before a step starts: make the run's folder if entries it uses are known to no

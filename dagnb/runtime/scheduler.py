@@ -404,12 +404,21 @@ class Scheduler:
         if step.func is not None and self.run.workspace_made:
             with contextlib.suppress(OSError):
                 os.rmdir(f"{self.run.workspace_text}/{step.name}")
-        self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
+        # (its steps downstream read it; from memory alone if they are inline Python
+        # and it holds no file: then no run folder is made to list it)
+        self.run.note_use(entry.step, entry.key, wrote or self._read_by_a_command(step.name))
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
                         entry)
         self.run.record(step.name, done, outcome.result)
         return done
+
+    def _read_by_a_command(self, name: str) -> bool:
+        """Whether a step downstream of ``name`` is not inline Python (it reads the
+        entry's files, its result as a file among them)."""
+        steps = self.run.steps
+        return any(steps[child].func is None or self._executor(steps[child]).name != "local"
+                   for child in self._dependents[name])
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head_field
