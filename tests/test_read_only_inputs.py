@@ -69,6 +69,36 @@ def test_a_step_writing_into_its_input_fails_and_the_entry_is_made_anew(
     assert (again.outputs("down") / "copy.txt").read_text() == "original\n"
 
 
+def _says_much() -> int:
+    for i in range(2000):  # past what a pack record takes: a folder entry
+        print(f"line {i} of what up says")
+    return 1
+
+
+def _displays() -> int:
+    from dagnb.executors.capture import step_display
+
+    step_display({"text/plain": "a figure"}, {})  # kept in a folder entry
+    return 1
+
+
+@pytest.mark.parametrize("up", [_says_much, _displays], ids=["long log", "a display"])
+def test_a_step_writing_into_the_result_file_of_a_folder_entry_fails(
+        workdir: Path, up: object) -> None:
+    """A Python step's result, in a folder (with the digest of its result alone, as a
+    pack record has), is a file of the entry that the steps after it read."""
+    graph = Graph("g", [Step("up", func=up),
+                        Step("down", run='echo 2 > "$DAGNB_IN/up/result.json"', needs=["up"])])
+    with isolated(cache_directory=str(workdir / ".dagnb_cache")), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedEntryWarning)
+        run = graph.run(executor="local")
+    assert run.states() == {"up": "succeeded", "down": "failed"}
+    assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/result.json; "
+                                   "write to $DAGNB_OUT instead")
+    assert [w.category for w in caught] == [DamagedEntryWarning]
+
+
 def test_a_step_writing_into_two_inputs_has_both_set_aside(workdir: Path) -> None:
     graph = Graph("g", [Step("up", run=UP), Step("other", run=UP),
                         Step("down", run='echo t > "$DAGNB_IN/up/x.txt"; '

@@ -25,6 +25,7 @@ import os
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dagnb.cache.entry import PackedEntry
 from dagnb.errors import StepFailed
 
 __all__ = ["InputGuard"]
@@ -136,7 +137,10 @@ _UNSEEN: Any = object()
 def _watch(name: str, entry: Any) -> _Watched | None:
     """The files of a folder entry with output files; None for any other input (a
     packed entry, or a step's outputs that were not stored)."""
-    meta = None if entry is None or entry.head_field("packed") else entry.meta
+    # a folder entry's metadata lists its files, even one holding a pack record's head
+    # (its result file: a long log, displays); a pack record lists none, and its rest is
+    # not parsed to find that out
+    meta = None if entry is None or isinstance(entry, PackedEntry) else entry.meta
     files = meta.get("files") if meta is not None else None
     if not isinstance(files, dict):
         return None
