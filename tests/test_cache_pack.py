@@ -18,9 +18,11 @@ from pack_helpers import save_in_a_new_pack
 
 from dagnb import Graph, Step
 from dagnb.cache import DamagedEntryWarning, Store
+from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.explain import explain
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import decode
+from dagnb.fingerprint import directory_digest
 from dagnb.model.results import NO_RESULT
 from dagnb.testing import isolated
 
@@ -286,6 +288,54 @@ def test_a_step_without_result_or_lines_is_packed_too(tmp_path):
     entry = store.save("s", "k", out_dir=tmp_path / "never-made")
     assert entry.result() is NO_RESULT and entry.logs() == [] and not entry.meta["has_result"]
     assert entry.verify()
+
+
+_LONG_LOG = [{"time": 1.0, "attempt": 1, "stream": "stdout", "line": f"line {i}"}
+             for i in range(1000)]  # past what a record takes
+_SHOWN = [{"after": 0, "data": {"text/plain": "a figure"}, "metadata": {}}]
+
+
+def _in_each_form(store: Store, inline: dict | None) -> dict[str, Entry]:
+    """An entry of the same result with no files, saved as a record and as folders."""
+    def save(key: str, **kwargs: object) -> Entry:
+        return store.save("s", key, out_dir=None, inline=inline, result_file=True, **kwargs)
+
+    return {"record": save("k1"), "long log": save("k2", logs=_LONG_LOG),
+            "displays": save("k3", displays=_SHOWN),
+            "long log and displays": save("k4", logs=_LONG_LOG, displays=_SHOWN)}
+
+
+@pytest.mark.parametrize("inline", [{"json": {"x": 1}}, {"json": None}, None],
+                         ids=["a result", "None", "no result"])
+def test_an_entry_without_files_has_one_output_digest_whichever_form_it_takes(
+        tmp_path, inline):
+    """Logs and displays are no output: a folder (a long log, displays) has the output
+    digest its record would have, which steps downstream are keyed on."""
+    forms = _in_each_form(Store(tmp_path / "c"), inline)
+    assert [type(entry) for entry in forms.values()] == [PackedEntry, Entry, Entry, Entry]
+    with isolated():  # as a fresh process reads them
+        store = Store(tmp_path / "c")
+        read = {name: store.lookup("s", entry.key) for name, entry in forms.items()}
+    assert {entry.output_digest for entry in [*forms.values(), *read.values()]} == {
+        forms["record"].output_digest}
+    assert all(entry.verify() for entry in read.values())
+    expected = NO_RESULT if inline is None else inline["json"]
+    assert [entry.result() for entry in read.values()] == [expected] * 4
+
+
+def test_a_folder_saved_with_the_digest_of_its_files_keeps_it(tmp_path):
+    """Before, a folder of an entry without files had the digest of its out/ (its
+    result file): the steps downstream were keyed on it, so it stays what it was."""
+    entry = _in_each_form(Store(tmp_path / "c"), {"json": {"x": 1}})["long log"]
+    meta = json.loads((entry.path / "meta.json").read_text())
+    for field in ("packed", "inline"):
+        meta.pop(field, None)
+    meta["output_digest"] = recorded = directory_digest(entry.out_dir)
+    (entry.path / "meta.json").write_text(json.dumps(meta))
+    with isolated():
+        old = Store(tmp_path / "c").lookup("s", "k2")
+        assert old.output_digest == recorded != entry.output_digest
+        assert old.verify() and old.result() == {"x": 1}
 
 
 def test_compacting_the_journal_keeps_the_hits_of_packed_entries(tmp_path, monkeypatch):

@@ -28,6 +28,19 @@ def test_a_changed_param_reruns_with_the_new_value(shell):
     assert shell.user_ns["v"] == 2
 
 
+def test_a_cell_that_prints_more_leaves_the_cells_after_it_cached(shell):
+    """Past 1,000 lines its entry is a folder, not a pack record: its result is the
+    same, so is its output digest, and the cell after it is not run again."""
+    says = "for i in range(n):\n    print(f'line {i}: much is said, the result is one')\nv = 1\n"
+    cell(shell, "up --python --param n=1 --outputs v", says)
+    cell(shell, "down --python --needs up --outputs w", "w = up + 1\n")
+    cell(shell, "up --python --param n=2000 --outputs v", says)
+    assert get_session().last_run.states() == {"up": "succeeded"}
+    cell(shell, "down --python --needs up --outputs w", "w = up + 1\n")
+    assert get_session().last_run.states() == {"up": "cached", "down": "cached"}
+    assert shell.user_ns["w"] == 2
+
+
 def test_upstream_result_wins_over_a_param_of_the_same_name(shell):
     cell(shell, "a --python --outputs x", "x = 'from a'\n")
     cell(shell, "b --python --needs a --param a=1 --outputs y", "y = a\n")

@@ -846,6 +846,38 @@ def test_push_then_pull_copies_entries_between_local_folders(
     assert (pulled.lookup("make", "k2").out_dir / "data.txt").read_bytes() == b"two"
 
 
+def _says(n: int) -> dict[str, int]:
+    for i in range(n):
+        print(f"line {i}: much is said, and the result is the same")
+    return {"x": 1}
+
+
+def _said(n: int) -> dagnb.Graph:
+    """up says ``n`` lines (2,000: past what a pack record takes) and returns its result."""
+    return dagnb.Graph("said", [dagnb.Step("up", func=_says, params={"n": n}),
+                                dagnb.Step("down", run='echo d > "$DAGNB_OUT/d"', needs=["up"])])
+
+
+def test_a_result_keeps_its_output_digest_in_a_store_and_through_push_and_pull(
+        url: str, tmp_path: Path) -> None:
+    """A store has no packs (every entry a folder), nor has a pulled cache: the steps
+    after one with no output files are keyed the same wherever its entry was made."""
+    local, pulled = str(tmp_path / "local"), str(tmp_path / "pulled")
+    dagnb.configure(cache_local_directory=str(tmp_path / "tier"))
+    assert set(_said(1).run(executor="local", cache_directory=local).states().values()) == {
+        "succeeded"}  # up a pack record
+    assert main(["cache", "push", url, "--cache-dir", local]) == 0
+    # up a folder in the store and the tier: down was pushed, keyed on the pack record
+    assert _said(2000).run(executor="local", cache_directory=url).states() == {
+        "up": "succeeded", "down": "cached"}
+    assert main(["cache", "pull", url, "--cache-dir", pulled]) == 0
+    for n in (1, 2000):
+        assert set(_said(n).run(executor="local", cache_directory=pulled).states().values()) \
+            == {"cached"}
+    digests = {entry.key: entry.output_digest for entry in Store(pulled).iter_entries("up")}
+    assert len(digests) == 2 and len(set(digests.values())) == 1
+
+
 def test_a_pull_says_which_entries_it_could_not_use_and_exits_1(
     url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

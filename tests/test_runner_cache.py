@@ -11,6 +11,7 @@ import pytest
 import dagnb
 from dagnb import ExecutorUnavailable, Graph, Step
 from dagnb.config import use_context
+from dagnb.executors.capture import step_display
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -65,11 +66,41 @@ def _files_and_result() -> int:
     return 7
 
 
+def _says(n: int) -> None:
+    for i in range(n):
+        print(f"line {i} of what the step says, the same result whatever it says")
+
+
+def _small_result_said(n: int) -> dict[str, int]:
+    _says(n)
+    return {"x": 1}
+
+
+def _none_said(n: int) -> None:
+    _says(n)
+
+
+def _displayed_and_said(n: int) -> int:
+    step_display({"text/plain": "a figure"}, {})
+    _says(n)
+    return 1
+
+
+_CHATTY = 2000  # lines: a log past what a pack record takes (1,000 lines, 32 KB)
+_SAYERS = {
+    "python result": {"func": _small_result_said},
+    "python no result": {"func": _none_said},
+    "python result and a display": {"func": _displayed_and_said},
+    "shell, no files": {"run": 'for i in $(seq "$DAGNB_PARAM_N"); do echo "line $i"; done'},
+}
+
+
 _UPSTREAMS = {
     "shell files": {"run": 'echo hi > "$DAGNB_OUT/a"'},
     "python inline result": {"func": _small_result},
     "python file result": {"func": _big_result},
     "python files and result": {"func": _files_and_result},
+    "python inline result, long log": {"func": _small_result_said, "params": {"n": _CHATTY}},
 }
 
 
@@ -84,6 +115,25 @@ def test_early_cutoff_holds_when_the_upstream_switches_between_uncached_and_cach
     graph(first_cached).run(executor="local")
     again = graph(not first_cached).run(executor="local")
     assert again.states() == {"a": "succeeded", "b": "cached"}
+
+
+@pytest.mark.parametrize("order", [(1, _CHATTY), (_CHATTY, 1)], ids=["then long", "then short"])
+@pytest.mark.parametrize("upstream", list(_SAYERS))
+def test_early_cutoff_holds_when_only_the_upstreams_log_crosses_the_pack_limit(
+        upstream: str, order: tuple[int, int]) -> None:
+    """A log too long for a pack record makes the entry a folder; the output digest is
+    of the result alone either way (logs are no output), so the steps after it hit."""
+    def graph(n: int) -> Graph:
+        return Graph("log", [Step("up", params={"n": n}, **_SAYERS[upstream]),
+                             Step("down", run='echo down > "$DAGNB_OUT/d"', needs=["up"])])
+
+    first, second = order
+    assert graph(first).run(executor="local").states() == {"up": "succeeded",
+                                                           "down": "succeeded"}
+    assert graph(second).run(executor="local").states() == {"up": "succeeded", "down": "cached"}
+    entries = dagnb.cache.entries("up")
+    assert len(entries) == 2 and entries["size_bytes"].max() > 32 * 1024  # (crossed it)
+    assert not all(str(path).endswith(".pack") for path in entries["path"])  # a folder
 
 
 def test_refresh_runs_again_and_skip_cache_is_an_alias() -> None:

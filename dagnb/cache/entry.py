@@ -163,7 +163,7 @@ class Entry:
 
     def verify(self) -> bool:
         """Re-hash the output files (no stat cache) and compare with the saved digest."""
-        if self.meta.get("packed"):  # a packed entry pushed or pulled as a folder
+        if self.meta.get("packed"):  # no output files: its digest is of its inline result
             return _inline_digest(self.meta.get("inline")) == self.output_digest
         try:
             return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest

@@ -667,15 +667,18 @@ class Store(Housekeeping):
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder;
         with displays, which would grow the packs every process reads, it gets a folder
-        that holds that record's metadata (its output digest too: what the steps
-        downstream are keyed on does not depend on what a step displayed).
+        that holds that record's metadata. Such an entry given a folder (displays, a long
+        log, a store with no packs) has its record's output digest, of its result alone:
+        what the steps downstream are keyed on does not depend on what a step printed or
+        displayed.
         """
         if self.read_only:
             self._writable("save step", step_name)
         step_key = key if isinstance(key, StepKey) else StepKey(str(key), {}, {})
         # (what a refresh replaces may be another process's record: the packs are read
         # before a record is written, in _append, and before a packed one is dropped)
-        if self._packs is not None and (out_dir is None or _no_files(out_dir)):
+        result_only = out_dir is None or _no_files(out_dir)  # (no output files)
+        if self._packs is not None and result_only:
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
                                           exit_code, duration_s, ttl, provenance,
@@ -689,6 +692,7 @@ class Store(Housekeeping):
         if out_dir is None or not os.path.isdir(out_dir):
             out_dir = self._new_folder(".tmp-out-")
         out = Path(out_dir)
+        head = _result_head(inline) if result_only else None
         if inline and result_file:
             save_result(out, decode_inline(inline))
             inline = None
@@ -710,6 +714,8 @@ class Store(Housekeeping):
             if inline:
                 meta["inline"] = dict(inline)
                 meta["size_bytes"] += len(json.dumps(meta["inline"]))  # what reduce_size frees
+            if head is not None:  # its output digest that of its pack record
+                meta.update(head)
             data = json.dumps(meta, separators=(",", ":")).encode()  # the C encoder
             _write_meta(build / "meta.json", data)
             _move(os.fspath(out), f"{build}/out")
@@ -986,6 +992,19 @@ class Store(Housekeeping):
         if replaces:  # other processes may serve what it replaces: they stat, then read
             self._packs.bump()
         return record
+
+
+def _result_head(inline: Mapping[str, Any] | None) -> dict[str, Any]:
+    """What the pack record of an entry with no output files holds of its result, for
+    its folder's metadata when it gets one (a long log, a store with no packs): the same
+    output digest, of the result alone (logs and displays are no output, and must not
+    change the keys downstream), and the inline result :meth:`Entry.verify` checks."""
+    head: dict[str, Any] = {
+        "output_digest": _packed_digest(None if inline is None else _inline_text(inline)),
+        "has_result": inline is not None, "packed": True}
+    if inline is not None:
+        head["inline"] = dict(inline)
+    return head
 
 
 def _inline_text(inline: Mapping[str, Any]) -> str:
