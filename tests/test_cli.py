@@ -259,6 +259,131 @@ def test_only_failed_runs_the_steps_no_run_of_the_file_finished_new_renamed_or_a
     assert states("--only-failed") == (0, {})  # (nothing to re-run: said in one line)
 
 
+_CITY_WORKFLOW = """\
+steps:
+  load:
+    run: 'printf %s "$DAGNB_PARAM_CITY" > "$DAGNB_OUT/city"'
+    params: {city: London}
+  report:
+    run: 'test -f fixed && echo "$(cat "$DAGNB_IN/load/city") $DAGNB_PARAM_CITY" >> seen'
+    needs: [load]
+    params: {city: London}
+  summary:
+    run: 'echo "$DAGNB_PARAM_CITY" >> summaries'
+    needs: [load]
+    params: {city: London}
+  other: {run: 'echo other'}
+"""
+
+
+def _rows(stdout: str) -> dict[str, str]:
+    names = ("load", "report", "summary", "other")
+    return {row[0]: row[1] for row in map(str.split, stdout.splitlines()) if row[:1]
+            and row[0] in names}
+
+
+def test_only_failed_runs_the_failed_step_with_the_params_the_last_run_was_given(
+    tmp_path: Path,
+) -> None:
+    """The fix of a step that failed with --param city=Paris is tried with Paris, its
+    upstream taken from the cache under Paris' key: not with the file's London, which
+    ran load again and reported success for a configuration that never failed."""
+    (tmp_path / "wf.yml").write_text(_CITY_WORKFLOW)
+    first = dagnb("run", "wf.yml", "--executor", "local", "--param", "city=Paris", cwd=tmp_path)
+    assert first.returncode == 1 and _rows(first.stdout)["report"] == "failed", first.stdout
+    (tmp_path / "fixed").write_text("")
+    again = dagnb("run", "wf.yml", "--only-failed", "--executor", "local", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert _rows(again.stdout) == {"load": "cached", "report": "succeeded"}
+    assert (tmp_path / "seen").read_text() == "Paris Paris\n"
+    assert again.stderr == "dagnb: --only-failed: using the last run's --param city=Paris\n"
+    record = (tmp_path / ".dagnb_cache/.runs/records.jsonl").read_text().split()[-1]
+    assert json.loads(record)["params"] == {"city": "Paris"}  # (the next one reads it too)
+    done = dagnb("run", "wf.yml", "--only-failed", "--executor", "local", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, again.stderr)
+    assert "nothing to re-run" in done.stdout
+
+
+def test_a_param_given_with_only_failed_wins_and_runs_what_no_run_with_it_finished(
+    tmp_path: Path,
+) -> None:
+    """summary succeeded with Paris, which is no run with Rome: given city=Rome it runs
+    (other, no city, from the cache); back to Paris, only what failed with Paris runs."""
+    (tmp_path / "wf.yml").write_text(_CITY_WORKFLOW)
+    assert dagnb("run", "wf.yml", "--executor", "local", "-p", "city=Paris",
+                 cwd=tmp_path).returncode == 1
+    (tmp_path / "fixed").write_text("")
+    rome = dagnb("run", "wf.yml", "--only-failed", "--executor", "local", "-p", "city=Rome",
+                 cwd=tmp_path)
+    assert rome.returncode == 0, rome.stdout + rome.stderr
+    assert _rows(rome.stdout) == {"load": "succeeded", "report": "succeeded",
+                                  "summary": "succeeded", "other": "cached"}
+    assert (tmp_path / "summaries").read_text() == "Paris\nRome\n"
+    assert rome.stderr == (
+        "dagnb: --only-failed: --param city=Rome given, in place of the last run's Paris; "
+        "no run with these params is recorded, so every step runs (those whose inputs are "
+        "unchanged come from the cache)\n")
+    paris = dagnb("run", "wf.yml", "--only-failed", "--executor", "local", "-p", "city=Paris",
+                  cwd=tmp_path)
+    assert paris.returncode == 0, paris.stdout + paris.stderr
+    assert _rows(paris.stdout) == {"load": "cached", "report": "succeeded"}
+    assert (tmp_path / "seen").read_text() == "Rome Rome\nParis Paris\n"
+    assert paris.stderr == (
+        "dagnb: --only-failed: --param city=Paris given, in place of the last run's Rome; "
+        "a step runs unless a run with these params finished it\n")
+
+
+def test_only_failed_reads_records_without_params_and_leaves_out_a_param_gone_since(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A record older versions wrote (no params) is a run given none; a recorded param
+    no step declares any more is left out, said, rather than refused as a --param."""
+    monkeypatch.chdir(tmp_path)
+    workflow = tmp_path / "wf.yml"
+    workflow.write_text(_CITY_WORKFLOW)
+    runs = tmp_path / ".dagnb_cache/.runs"
+    runs.mkdir(parents=True)
+    old = {"run": "20240101-000000-000-000000", "graph": "wf", "finished": 1.0,
+           "source": str(workflow.resolve()),
+           "states": {"load": "succeeded", "report": "failed", "summary": "succeeded",
+                      "other": "succeeded"}}
+    (runs / "records.jsonl").write_text(json.dumps(old) + "\n")
+    (tmp_path / "fixed").write_text("")
+    assert main(["run", "wf.yml", "--only-failed", "--executor", "local"]) == 0
+    out, err = capsys.readouterr()
+    assert (_rows(out), err) == ({"load": "succeeded", "report": "succeeded"}, "")
+    assert "params" not in json.loads((runs / "records.jsonl").read_text().split()[-1])
+    gone = {**old, "finished": 2.0, "params": {"zone": "eu"}}
+    (runs / "records.jsonl").write_text(json.dumps(gone) + "\n")
+    assert main(["run", "wf.yml", "--only-failed", "--executor", "local"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ("dagnb: --only-failed: the last run's --param zone=eu left out (no step of "
+                   "wf.yml declares it now); no run with these params is recorded, so every "
+                   "step runs (those whose inputs are unchanged come from the cache)\n")
+    assert _rows(out) == {"load": "cached", "report": "cached", "summary": "succeeded",
+                          "other": "succeeded"}  # (summary and other: no run cached them)
+
+
+def test_a_param_given_the_value_of_a_secret_is_refused_though_its_steps_do_not_run(
+    tmp_path: Path,
+) -> None:
+    """The run's record keeps the --param values given, for --only-failed: one holding a
+    secret's value is refused (exit 2) even when no step declaring it runs, and written
+    nowhere."""
+    (tmp_path / "w.yml").write_text("steps:\n  load: {run: 'true', params: {city: London}}\n"
+                                    "  other: {run: 'true', secrets: [TOKEN]}\n")
+    secret = "hunter2-token-value"
+    refused = subprocess.run(
+        [sys.executable, "-m", "dagnb", "run", "w.yml", "--executor", "local", "--target",
+         "other", "--param", f"city={secret}"], cwd=tmp_path, capture_output=True, text=True,
+        timeout=120, env={**os.environ, "TOKEN": secret})
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert "'TOKEN'" in refused.stderr and secret not in refused.stdout + refused.stderr
+    written = [path for path in tmp_path.rglob("*") if path.is_file()
+               and secret.encode() in path.read_bytes()]
+    assert written == []
+
+
 def test_a_workflow_of_no_steps_says_so_in_its_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

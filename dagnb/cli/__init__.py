@@ -66,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--only-failed",
         action="store_true",
-        help="run the steps that did not succeed last time (cache makes the rest free)",
+        help="run the steps that did not succeed last time (cache makes the rest free), "
+             "with the --param values that run was given (a --param given now wins)",
     )
     run.add_argument("--max-concurrency", type=int, default=None, metavar="N")
     run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None)
@@ -142,9 +143,11 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _set_params(graph: Any, args: argparse.Namespace) -> str:
-    """Set the ``--param`` values in the workflow's steps; the line saying which (values
-    as JSON, secrets masked), or "" when none was given."""
-    if not args.param:
+    """Set the ``--param`` values in the workflow's steps (for ``--only-failed``, with
+    the last run's: see dagnb.cli.only_failed); the line saying which (values as JSON,
+    secrets masked), or "" when none was set."""
+    only_failed = getattr(args, "only_failed", False)
+    if not args.param and not only_failed:
         return ""
     from dagnb.model.contract import known_secret_values
     from dagnb.model.masking import MIN_LINE, Masker
@@ -152,7 +155,15 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
 
     mask = Masker(known_secret_values(graph), min_length=MIN_LINE)
     values = param_pairs(args.param, mask)
-    changed = set_params(graph, values, repr(args.workflow))
+    changed = set_params(graph, values, repr(args.workflow))  # (a name refused first)
+    if only_failed:
+        from dagnb.cli.only_failed import last_run_params
+
+        carried = last_run_params(graph, values, args.cache_dir, mask)
+        changed.update(set_params(graph, carried, repr(args.workflow)))
+        values.update(carried)
+    if not values:
+        return ""
     return "params given: " + "; ".join(
         f"{name}={shown(json.dumps(values[name], ensure_ascii=False), mask)} for "
         f"{', '.join(steps)}"

@@ -52,10 +52,14 @@ class Graph:
         The file the graph was loaded from, resolved (None for one built in Python or a
         notebook): ``--only-failed`` reads the last run of that file, since files made
         from one template share its name.
+    given_params
+        The params set from outside the file for its runs (``dagnb run --param``, through
+        :func:`~dagnb.workflows.params.set_params`), by name: recorded with each run, so
+        that ``--only-failed`` counts only the runs given the same.
     """
 
-    __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description", "last_run",
-                 "name", "workflow_file")
+    __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description",
+                 "given_params", "last_run", "name", "workflow_file")
 
     def __init__(
         self,
@@ -70,6 +74,7 @@ class Graph:
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.last_run: Run | None = None
         self.workflow_file: Path | None = None
+        self.given_params: dict[str, Any] = {}  # (replaced, not changed: copies share it)
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes
         self._changes = 0  # steps added, replaced or removed so far

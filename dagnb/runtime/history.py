@@ -6,11 +6,14 @@ A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in
 process leaves them alone while the run is live). When a run ends, one line is appended
 to the records log: the run's
 id, the graph's name, its workflow file (``source``, for a graph loaded from one), when
-it ended and each step's final state. ``dagnb run --only-failed`` reads the newest
-record of a workflow from there, so it works in a new process: of that file, since
+it ended, each step's final state and the params given for the run (``params``: the
+values ``dagnb run --param`` set; none, no field). ``dagnb run --only-failed`` reads the
+newest record of a workflow from there, so it works in a new process: of that file, since
 files made from one template share its name; of that name, for a graph built in Python
-or a notebook, and for records older versions wrote without a file. (Runs of older
-versions left ``run.json`` in their folder; those are read too.)
+or a notebook, and for records older versions wrote without a file. A step's state
+counts only among the runs given the same params: a step done with ``city=Paris`` has
+not run with ``city=Rome``. (Runs of older versions left ``run.json`` in their folder,
+and their records have no params; those are read too, as runs given none.)
 
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
@@ -61,6 +64,7 @@ __all__ = [
     "RECORDS_NAME",
     "RECORD_NAME",
     "RunFolder",
+    "last_params",
     "last_states",
     "prune",
     "unfinished",
@@ -83,12 +87,14 @@ class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
     __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "_uses",
-                 "_uses_file", "_uses_urgent", "run_id", "source", "text")
+                 "_uses_file", "_uses_urgent", "params", "run_id", "source", "text")
 
-    def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None) -> None:
+    def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
+                 params: Mapping[str, Any] | None = None) -> None:
         self._cache_dir = cache_dir
         self.run_id = run_id
         self.source = source  # the workflow file run, recorded for --only-failed
+        self.params = dict(params or {})  # the params given for the run, recorded too
         self.text = f"{cache_dir}/.runs/{run_id}"  # Paths made when asked for: most runs never
         self._path: Path | None = None
         self._lease: int | None = None
@@ -169,6 +175,8 @@ class RunFolder:
                   "states": dict(states)}
         if self.source is not None:
             record["source"] = str(self.source)
+        if self.params:  # (most runs are given none: no field)
+            record["params"] = self.params
         log_size = 0
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
@@ -234,21 +242,49 @@ def _remove_unless_live(folder: Path) -> bool:
     return True
 
 
-def last_states(cache_dir: Path, graph_name: str,
-                source: Path | None = None) -> dict[str, str] | None:
+def last_states(cache_dir: Path, graph_name: str, source: Path | None = None,
+                params: Mapping[str, Any] | None = None) -> dict[str, str] | None:
     """Each step's final state in the newest recorded run of ``graph_name`` that ran it
     (a notebook runs a cell's steps at a time: a step that failed in one run stays
     failed after later runs of other steps); None when there is no run. Given its
     workflow file, ``source``, only that file's runs count (and older records, which
-    name no file, of that name)."""
-    runs = sorted((r for r in _records(cache_dir / ".runs") if _of(r, graph_name, source)),
-                  key=lambda record: record.get("finished", 0) or 0)
+    name no file, of that name); given ``params``, only the runs given those params
+    (a record with none was given none)."""
+    runs = _runs_of(cache_dir, graph_name, source)
+    if params is not None:
+        wanted = _same_params(params)
+        runs = [record for record in runs if _same_params(_params(record)) == wanted]
     if not runs:
         return None
     states: dict[str, str] = {}
     for record in runs:
         states.update(record.get("states", {}))
     return states
+
+
+def last_params(cache_dir: Path, graph_name: str,
+                source: Path | None = None) -> dict[str, Any] | None:
+    """The params given for the newest recorded run of this workflow (``{}``: none, or a
+    record older versions wrote); None when there is no run."""
+    runs = _runs_of(cache_dir, graph_name, source)
+    return _params(runs[-1]) if runs else None
+
+
+def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:
+    """The records of this workflow, oldest first."""
+    return sorted((r for r in _records(cache_dir / ".runs") if _of(r, graph_name, source)),
+                  key=lambda record: record.get("finished", 0) or 0)
+
+
+def _params(record: Mapping[str, Any]) -> dict[str, Any]:
+    params = record.get("params")
+    return dict(params) if isinstance(params, dict) else {}
+
+
+def _same_params(params: Mapping[str, Any]) -> str:
+    """Params as text, equal only for the same JSON values (``1`` is not ``1.0``, nor
+    ``true``)."""
+    return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
 def _of(record: Mapping[str, Any], graph_name: str, source: Path | None) -> bool:

@@ -269,7 +269,7 @@ def prepare(
         graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
-    check_secret_params(graph, steps.values())
+    check_secret_params(graph, _writing_params(graph, steps))
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -306,7 +306,8 @@ def prepare(
     run_id = _new_run_id()
     # off keeps the run's record (dagnb run --only-failed reads it), as it always did
     home = _scratch_home() if mode == "read-only" else cache_dir
-    run = Run(run_id, graph.name, steps, order, RunFolder(home, run_id, graph.workflow_file))
+    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params)
+    run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.last_run = run
@@ -329,6 +330,16 @@ def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
     names = {name for step in graph if step.name not in steps
              for name in step.secrets}
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
+
+
+def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
+    """The steps whose params a run writes to the cache folder: its own, and each that
+    declares a param given from outside the file, which the run's record keeps."""
+    given = graph.given_params
+    if not given:
+        return list(steps.values())
+    return [step for step in graph
+            if step.name in steps or not given.keys().isdisjoint(step.params)]
 
 
 def check_secret_params(graph: Graph, steps: Iterable[Step] | None = None) -> None:
@@ -382,13 +393,14 @@ def _selection(
     graph: Graph, targets: Any, tags: Any, only_failed: bool, cache_dir: Path
 ) -> list[str]:
     """The steps to run. ``only_failed`` in a process that has not run the graph yet
-    (the CLI, a restarted kernel) reads the last run's states from the run history.
+    (the CLI, a restarted kernel) reads the last run's states from the run history,
+    of the runs given the same params (a step done with others has not run with these).
     A workflow file's step that no recorded run of the file has (none ran yet, or the
     step is new or renamed since) has not finished either: left out, a first run, or
     one after renaming the step that failed, would run nothing and report success."""
     if not only_failed or graph.last_run is not None:
         return graph.select(targets, tags=tags, only_failed=only_failed)
-    states = last_states(cache_dir, graph.name, graph.workflow_file) or {}
+    states = last_states(cache_dir, graph.name, graph.workflow_file, graph.given_params) or {}
     again = unfinished(states, (step.name for step in graph))
     if graph.workflow_file is not None:  # (a notebook runs cell by cell: not its cells)
         again += [step.name for step in graph if step.name not in states]

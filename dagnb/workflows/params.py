@@ -20,7 +20,7 @@ from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import parse_yaml
 
-__all__ = ["param_pairs", "read_value", "set_params", "shown"]
+__all__ = ["as_written", "param_pairs", "read_value", "set_params", "shown"]
 
 
 Mask = Callable[[str], str]
@@ -67,6 +67,14 @@ def read_value(name: str, text: str, mask: Mask = str) -> Any:
     return value
 
 
+def as_written(value: Any) -> str:
+    """``value`` as ``--param NAME=...`` gives it back (what :func:`read_value` reads as
+    ``value``): ``Paris``, ``5``, ``'5'`` (the text), ``[a, b]``."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"),
+                          allow_unicode=True).removesuffix("...\n").strip()
+    return json.dumps(value, ensure_ascii=False) if "\n" in text else text  # (one line)
+
+
 def shown(text: str, mask: Mask = str, limit: int = 60) -> str:
     """``text`` masked, then cut to ``limit`` characters (a secret cut would not be)."""
     text = mask(text)
@@ -75,7 +83,8 @@ def shown(text: str, mask: Mask = str, limit: int = 60) -> str:
 
 def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str, list[str]]:
     """Give each step of ``graph`` that declares a param of ``values`` that value; the
-    steps changed, by param. A name no step declares is refused, naming the graph's."""
+    steps changed, by param. A name no step declares is refused, naming the graph's.
+    The values are kept in ``graph.given_params``, which its runs record."""
     declared = sorted({name for step in graph for name in step.params})
     for name in values:
         if name not in declared:
@@ -87,6 +96,7 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str
             graph.replace(dataclasses.replace(step, params={**step.params, **given}))
             for name in given:
                 changed[name].append(step.name)
+    graph.given_params = {**graph.given_params, **values}
     return changed
 
 
