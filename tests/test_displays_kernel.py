@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import base64
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -39,15 +40,17 @@ ax.plot([3, 2, 1])
 HAS_MATPLOTLIB = importlib.util.find_spec("matplotlib") is not None
 
 
-def _execute(folder: Path, widgets: str, name: str) -> nbformat.NotebookNode:
+def _execute(folder: Path, widgets: str, name: str, steps: tuple[str, ...] = (),
+             env: dict[str, str] | None = None) -> nbformat.NotebookNode:
     """Run All in a fresh kernel (so a second call is a run after a restart), save the
     notebook and read it back, as a user reopening it would."""
-    cells = ["%load_ext dagnb", STEP, *([PLOT] if HAS_MATPLOTLIB else [])]
+    steps = steps or (STEP, *([PLOT] if HAS_MATPLOTLIB else []))
+    cells = ["%load_ext dagnb", *steps]
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
     client = NotebookClient(notebook, kernel_name="python3", store_widget_state=False,
                             resources={"metadata": {"path": str(folder)}})
     client.execute(env={**os.environ, "DAGNB_WIDGETS": widgets, "DAGNB_CONFIG": "none",
-                        "DAGNB_EXECUTOR": "local"})
+                        "DAGNB_EXECUTOR": "local", **(env or {})})
     nbformat.write(notebook, folder / name)
     return nbformat.read(folder / name, as_version=4)
 
@@ -92,3 +95,34 @@ def test_lines_and_displays_keep_their_order_in_text_mode(tmp_path):
         after = _text(nbformat.from_dict({"outputs": outputs[shown[1] + 1:]}))
         assert "before" in before and "between" not in before, (name, outputs)
         assert "between" in after, (name, outputs)
+
+
+TOKEN = "tok&<9876>\"543'210"
+SHOWS_TOKEN = """%%dagger show --python --secret HTML_TOKEN
+import html, os
+import pandas as pd
+from IPython.display import HTML, display
+display(HTML(f"<b>{html.escape(os.environ['HTML_TOKEN'])}</b>"))
+display(pd.DataFrame({"t": [os.environ['HTML_TOKEN']]}))
+print(html.escape(os.environ['HTML_TOKEN']))
+"""
+
+
+def test_a_secret_a_step_shows_escaped_in_html_is_masked_in_the_saved_notebook(tmp_path):
+    """display(HTML(html.escape(token))) and display(df) (its table escapes ``&``,
+    ``<`` and ``>``) showed the token in clear in the cell, the saved notebook and the
+    cache entry that replays the displays; a cached run in a fresh kernel shows the same."""
+    import html
+
+    forms = {TOKEN, html.escape(TOKEN), html.escape(TOKEN, quote=False), "9876&gt;"}
+    for name in ("first.ipynb", "again.ipynb"):
+        cell = _execute(tmp_path, "0", name, (SHOWS_TOKEN,), {"HTML_TOKEN": TOKEN}).cells[1]
+        shown = [data["text/html"] for data in _rich(cell)]
+        assert shown[0] == "<b>***</b>" and "<td>***</td>" in shown[1], (name, shown)
+        assert "***" in _text(cell).splitlines()[:2], (name, _text(cell))
+        saved = (tmp_path / name).read_text()
+        assert [form for form in forms if form in saved or json.dumps(form)[1:-1] in saved] == []
+    assert "show  cached" in _text(cell)
+    stored = [p.read_text() for p in tmp_path.rglob("displays.jsonl")]
+    assert len(stored) == 1 and "<b>***</b>" in stored[0]
+    assert [form for form in forms if json.dumps(form)[1:-1] in stored[0]] == []

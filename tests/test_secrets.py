@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import json
 import urllib.parse
 from collections.abc import Mapping
@@ -415,3 +416,79 @@ def test_a_param_holding_a_secret_is_refused_before_any_step_runs(workdir, monke
     # a secret under 6 characters is not looked for (as in results): 'dev' is too common
     short = Graph("s", [Step("call", func=lambda: None, secrets=["MODE"], params={"mode": "dev"})])
     assert short.run(executor="local").states() == {"call": "succeeded"}
+
+
+HTML_TOKEN = "tok&<9876>\"543'210"  # (a generated password: HTML escapes five of these)
+
+
+def _html_forms(secret: str) -> list[str]:
+    """The secret as HTML shows it: html.escape's, pandas' table's (quotes kept),
+    markupsafe's (Jinja2), an attribute's (saxutils.quoteattr)."""
+    escaped = html.escape(secret, quote=False)
+    return [html.escape(secret), escaped,
+            escaped.replace('"', "&#34;").replace("'", "&#39;"), escaped.replace('"', "&quot;")]
+
+
+def test_a_secret_shown_in_html_is_masked(workdir, monkeypatch):
+    """``display(HTML(html.escape(token)))``, a DataFrame holding it (its table escapes
+    ``&``, ``<`` and ``>``) or a print of the escaped token showed it in clear: the
+    displays the run publishes and the cache entry replays, the logs and the cache."""
+    monkeypatch.setenv("HTML_TOKEN", HTML_TOKEN)
+    graph = Graph("rich")
+
+    @graph.step(secrets=("HTML_TOKEN",))
+    def report():
+        import html
+        import os
+        import xml.sax.saxutils
+
+        import pandas as pd
+
+        from dagnb.executors.capture import step_display
+
+        token = os.environ["HTML_TOKEN"]
+        print(html.escape(token), html.escape(token, quote=False))
+        return [step_display({"text/html": f"<b>{html.escape(token)}</b>"}, {}),
+                step_display({"text/html": pd.DataFrame({"t": [token]})._repr_html_()}, {}),
+                step_display({"text/html": f"<a title={xml.sax.saxutils.quoteattr(token)}>"},
+                             {})]
+
+    published = graph.run(executor="local").result("report")
+    again = graph.run(executor="local")
+    assert again.states() == {"report": "cached"}
+    replayed = [e.data["data"]["text/html"] for e in again.events if e.kind == "display"]
+    shown = [data["text/html"] for data, _ in published]
+    assert shown == replayed and shown[0] == "<b>***</b>" and shown[2] == "<a title=\"***\">"
+    assert "<td>***</td>" in shown[1]
+    assert again.logs("report")["line"].tolist() == ["*** ***"]
+    stored = [p.read_bytes() for p in workdir.rglob("*") if p.is_file()]
+    assert any(b"<b>***</b>" in data for data in stored)  # (displays.jsonl)
+    leaked = [form for form in [HTML_TOKEN, *_html_forms(HTML_TOKEN), "9876&gt;"]
+              if any(form in text for text in shown + again.logs()["line"].tolist())
+              or any(form.encode() in data for data in stored)]
+    assert leaked == []
+
+
+def test_html_forms_of_a_secret_are_masked_and_its_markup_kept(workdir, monkeypatch):
+    """Each spelling is masked; a short secret is masked in HTML's text but not inside
+    a character reference (``&#39;`` is one character), which a plain line keeps as it
+    is; a long one cut short by a DataFrame's table (escaped after the cut) is masked."""
+    from dagnb.executors.capture import step_display
+
+    monkeypatch.setenv("DIGIT", "9")
+    step = Step("quote", secrets=("DIGIT",),
+                func=lambda: step_display({"text/html": "<i>it&#39;s 9</i>"}, {}))
+    published = Graph("s", [step]).run(executor="local").result("quote")
+    assert published == ({"text/html": "<i>it&#39;s ***</i>"}, {})
+    masker = Masker([HTML_TOKEN])
+    assert [masker(form) for form in _html_forms(HTML_TOKEN)] == ["***"] * 4
+    short = Masker(["9", "'", "amp"])
+    assert short.html("it&#39;s 9 &amp; &#x27; a'b &bogus9;") == (
+        "it***s *** &amp; *** a***b &bogus***;")
+    assert Masker(["9"])("&#39;") == "&#3***;"  # (a plain line: the step's words, masked)
+    long = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJh&<bGljZSIsInJvbGUiOiJhZG1pbiJ9.k1Jv9xQp7sT2mN4b"
+    import pandas as pd
+
+    table = pd.DataFrame({"t": [long]})._repr_html_()
+    assert "<td>eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJh&amp;&lt;bGljZSIsInJ...</td>" in table
+    assert "<td>***...</td>" in Masker([long]).html(table)

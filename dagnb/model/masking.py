@@ -2,10 +2,11 @@
 
 A step that prints a secret rarely prints it bare: a key is written in lines (a PEM file
 line by line, since logs are captured a line at a time), a token goes through base64 or
-URL-encoding, a value is dumped as JSON or ``repr``. Each declared secret is masked in all
-of those forms; the lines of a multi-line secret count one by one (those of at least
-``MIN_LINE`` characters, so that a secret's blank or one-letter lines do not blank out
-ordinary output).
+URL-encoding, a value is dumped as JSON or ``repr`` or shown in HTML (a DataFrame's
+table: ``&`` as ``&amp;``). Each declared secret is masked in all of those forms; the
+lines of a multi-line secret count one by one (those of at least ``MIN_LINE``
+characters, so that a secret's blank or one-letter lines do not blank out ordinary
+output).
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import json
 import re
 import urllib.parse
 from collections.abc import Iterable, Mapping
+from html import escape as html_escape
+from html.entities import html5 as _HTML_NAMES
 
 from dagnb.errors import InvalidStepError
 
@@ -32,7 +35,7 @@ def leak_forms(secret: str) -> set[str]:
              urllib.parse.quote(secret)}  # (a path's: "/" kept)
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
-    forms |= _base64_within(raw) | _quoted(secret)
+    forms |= _base64_within(raw) | _quoted(secret) | _html_escaped(secret)
     forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
     return {form for form in forms if form}
 
@@ -50,6 +53,20 @@ def _quoted(secret: str) -> set[str]:
     return {secret.replace("'", "'\\''"), secret.replace("'", "'\"'\"'"),
             re.sub(r'([\\"$`])', r"\\\1", secret), _SHELL_SPECIAL.sub(r"\\\1", secret),
             repr('"' + secret)[2:-1], repr(secret.encode())[2:-1]}
+
+
+# How HTML text spells " and ' (beside &amp; &lt; &gt;): kept (pandas' to_html, a
+# DataFrame's table), html.escape's, markupsafe's (Jinja2), an attribute's (saxutils
+# quoteattr, the old cgi.escape), XML's
+_HTML_QUOTES = (('"', "'"), ("&quot;", "&#x27;"), ("&#34;", "&#39;"), ("&quot;", "'"),
+                ("&quot;", "&apos;"))
+
+
+def _html_escaped(secret: str) -> set[str]:
+    """A secret that holds ``&``, ``<``, ``>`` or a quote as HTML shows it (each is the
+    secret itself when it holds none)."""
+    text = html_escape(secret, quote=False)
+    return {text.replace('"', double).replace("'", single) for double, single in _HTML_QUOTES}
 
 
 _WRAPS = (76, 64)  # base64's (and MIME's) line width, PEM's and openssl's
@@ -130,13 +147,14 @@ class Masker:
     ``min_length``: values shorter are not masked (descriptions of values use
     ``MIN_LINE``: a secret ``"a"`` would mask every ``a`` of every value shown)."""
 
-    __slots__ = ("_cut", "_pattern")
+    __slots__ = ("_cut", "_html", "_pattern")
 
     def __init__(self, secrets: Iterable[str] = (), *, min_length: int = 1) -> None:
         kept = [secret for secret in secrets if len(secret) >= min_length]
         forms = set().union(*(leak_forms(s) for s in kept))
         values = sorted(forms, key=len, reverse=True)
         self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+        self._html: re.Pattern[str] | None = None  # (made at the first HTML masked)
         self._cut = _CutShort(kept)
 
     def __call__(self, text: str) -> str:
@@ -145,22 +163,46 @@ class Masker:
         text = self._pattern.sub(MASK, text)
         return self._cut(text) if "..." in text or "\u2026" in text else text
 
+    def html(self, text: str) -> str:
+        """``text`` masked as HTML, where a character reference (``&#39;``, ``&amp;``) is
+        one character: masked whole as part of a secret or left whole, so that a short
+        secret ``9`` or ``amp`` does not break ``&#39;`` into ``&#3***;``."""
+        if self._pattern is None:
+            return text
+        if self._html is None:
+            self._html = re.compile(f"(?P<secret>{self._pattern.pattern})|{_REFERENCE}")
+        text = self._html.sub(self._kept_reference, text)
+        return self._cut(text) if "..." in text or "\u2026" in text else text
+
+    def _kept_reference(self, match: re.Match[str]) -> str:
+        found = match[0]
+        if match["secret"] is not None:
+            return MASK
+        if found[1] == "#" or found[1:] in _HTML_NAMES:
+            return found
+        assert self._pattern is not None
+        return self._pattern.sub(MASK, found)  # (no reference: '&' and text, shown so)
+
     def __bool__(self) -> bool:
         return self._pattern is not None
 
 
+# a character reference: numeric, or a name checked against HTML's (another is text)
+_REFERENCE = "&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _ELLIPSIS = "(?:\\.\\.\\.|\u2026)"  # ... or …
 
 
 class _CutShort:
     """A secret shown cut short: its head before an ellipsis (a pandas frame cuts a cell
-    at 50 characters: ``eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ...``), its tail after one
-    (``reprlib`` cuts in the middle), masked from ``MIN_LINE`` characters of it on."""
+    at 50 characters: ``eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ...``, and its HTML table then
+    escapes ``&``, ``<`` and ``>``), its tail after one (``reprlib`` cuts in the middle),
+    masked from ``MIN_LINE`` characters of it on."""
 
     __slots__ = ("_pattern", "_values")
 
     def __init__(self, secrets: Iterable[str]) -> None:
-        pieces = {line.strip() for secret in secrets for line in [secret, *secret.splitlines()]}
+        pieces = {line.strip() for secret in secrets
+                  for line in [secret, html_escape(secret, quote=False), *secret.splitlines()]}
         self._values = sorted(piece for piece in pieces if len(piece) > MIN_LINE)
         heads = "|".join(sorted({re.escape(value[:MIN_LINE]) for value in self._values}))
         tails = "|".join(sorted({re.escape(value[-MIN_LINE:]) for value in self._values}))
