@@ -17,6 +17,9 @@ from dagnb.model.masking import Masker
 from dagnb.testing import FakeExecutor
 from dagnb.workflows.loader import loads
 
+# The stub engine fixtures (stub, dagger_stub); see dagger_stub/fixtures.py.
+pytest_plugins = ["dagger_stub.fixtures"]
+
 PEM = ("-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\n"
        "BKcwggSjAgEAAoIBAQC7VJTUt9Us8cKj\n-----END PRIVATE KEY-----")
 
@@ -492,3 +495,31 @@ def test_html_forms_of_a_secret_are_masked_and_its_markup_kept(workdir, monkeypa
     table = pd.DataFrame({"t": [long]})._repr_html_()
     assert "<td>eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJh&amp;&lt;bGljZSIsInJ...</td>" in table
     assert "<td>***...</td>" in Masker([long]).html(table)
+
+
+def test_an_env_value_holding_a_secret_is_refused_before_any_step_runs(
+        workdir, monkeypatch, stub):
+    """An env value counts in the step's key (its digest kept in the cache entry) and
+    reaches a Dagger engine as a plain variable, in its query and its exec cache, where
+    a secret goes as a Dagger secret: one holding a secret's value (here inside a
+    header) is refused, in a run on either executor, before any step runs."""
+    from dagnb.errors import InvalidStepError
+
+    monkeypatch.setenv("TOK", "tok-9876543210-abc")
+    first = Step("first", run="touch ran")
+    call = Step("call", run='test -n "$AUTH"', needs=["first"], secrets=["TOK"],
+                env={"AUTH": "Bearer tok-9876543210-abc"})
+    for executor in ("local", "dagger"):
+        with pytest.raises(InvalidStepError) as caught:
+            Graph("s", [first, call]).run(executor=executor)
+        assert str(caught.value) == (
+            "step 'call': env 'AUTH' holds the value of secret 'TOK', which would count in "
+            "the step's cache key and reach a container as a plain variable, not a secret; "
+            "declare it under the step's secrets instead (AUTH set in the environment, "
+            "secrets: [AUTH]), or build it in the step from $TOK")
+    assert not (workdir / "ran").exists() and not (workdir / ".dagnb_cache").exists()
+    assert [text for text in stub.texts() if "9876543210" in text] == []
+    # a secret under 6 characters is not looked for (as in params): 'dev' is too common
+    monkeypatch.setenv("MODE", "dev")
+    short = Step("short", run='test "$STAGE" = dev', env={"STAGE": "dev"}, secrets=["MODE"])
+    assert Graph("s", [short]).run(executor="local").states() == {"short": "succeeded"}

@@ -257,10 +257,10 @@ def _validate(args: argparse.Namespace) -> int:
     graph.validate()
     checked = [name for name in graph.order() if name not in later]  # (not '$data' itself)
     graph.check_mounts(checked)
-    from dagnb.runtime.prepare import check_retries, check_secret_params
+    from dagnb.runtime.prepare import check_retries, check_secret_values
 
     check_retries(graph)  # all that a run would refuse, refused now
-    check_secret_params(graph)
+    check_secret_values(graph)
     _check_mounted_trees(graph, checked)
     if args.explain:  # valid YAML on stdout: the verdict and the notes are comments
         from dagnb.workflows.loader import explain

@@ -16,7 +16,7 @@ __all__ = [
     "known_secret_values",
     "make_step_folders",
     "param_env_name",
-    "refuse_secret_params",
+    "refuse_secret_values",
     "resolve_secrets",
     "write_params",
 ]
@@ -54,10 +54,11 @@ def _params_json(step: Step) -> str:
     return json.dumps(dict(step.params), sort_keys=True, indent=1)
 
 
-def refuse_secret_params(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
-    """Refuse a param that holds the value of a secret (``secrets``: name -> value, of
-    the run and the graph), before any step runs: params are written in clear to the
-    step's params file, in the cache folder, and shown in its key's description."""
+def refuse_secret_values(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
+    """Refuse a param or env value that holds the value of a secret (``secrets``: name
+    -> value, of the run and the graph), before any step runs: params are written in
+    clear to the step's params file, in the cache folder, and shown in its key's
+    description; env values count in its key and reach a container as plain variables."""
     finder = SecretFinder(secrets)
     if not finder:
         return
@@ -69,6 +70,13 @@ def refuse_secret_params(steps: Iterable[Step], secrets: Mapping[str, str]) -> N
                 "read the secret from the environment inside the step instead "
                 "(os.environ[{held!r}] in a function, \"${held}\" in a command), with "
                 "{held!r} in its secrets")
+        for name, text in step.env.items():  # (a variable name: no braces to format)
+            finder.refuse(
+                text.encode(), f"step {step.name!r}: env {name!r}",
+                "would count in the step's cache key and reach a container as a plain "
+                "variable, not a secret",
+                f"declare it under the step's secrets instead ({name} set in the "
+                f"environment, secrets: [{name}]), or build it in the step from ${{held}}")
 
 
 def make_step_folders(

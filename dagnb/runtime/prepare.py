@@ -40,7 +40,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import container_steps, get_executor, loop
 from dagnb.executors.capture import capturing
-from dagnb.model.contract import known_secret_values, refuse_secret_params, resolve_secrets
+from dagnb.model.contract import known_secret_values, refuse_secret_values, resolve_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import RunFolder, last_states, unfinished
@@ -269,7 +269,7 @@ def prepare(
         graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
     secret_values = resolve_secrets(steps.values())
-    check_secret_params(graph, _writing_params(graph, steps))
+    check_secret_values(graph, _writing_params(graph, steps))
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -342,16 +342,16 @@ def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
             if step.name in steps or not given.keys().isdisjoint(step.params)]
 
 
-def check_secret_params(graph: Graph, steps: Iterable[Step] | None = None) -> None:
-    """Refuse a param of ``steps`` (all the graph's by default) that holds the value of a
-    secret a run of the graph masks: one its steps declare, as set now, or the
-    registry's (:func:`~dagnb.model.contract.refuse_secret_params`)."""
+def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None) -> None:
+    """Refuse a param or env value of ``steps`` (all the graph's by default) that holds
+    the value of a secret a run of the graph masks: one its steps declare, as set now,
+    or the registry's (:func:`~dagnb.model.contract.refuse_secret_values`)."""
     checked = list(graph if steps is None else steps)
-    if not any(step.params for step in checked):  # (most graphs: no secret looked up)
+    if not any(step.params or step.env for step in checked):  # (most: no secret looked up)
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_params(checked, {**declared, **settings().credential_secrets()})
+    refuse_secret_values(checked, {**declared, **settings().credential_secrets()})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}
