@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TextIO
 
 __all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
-           "outside_mask", "remove_step_hook", "routed_output", "step_display"]
+           "outside_mask", "remove_step_hook", "routed_output", "step_display",
+           "step_with_displays"]
 
 LineSink = Callable[[str, str], None]  # (stream, line)
 # (mime bundle, metadata, display id, update) -> True when the step's run shows it
@@ -203,6 +204,13 @@ def in_step_with_displays() -> bool:
     """Whether a Python step whose displays are captured runs in this context."""
     buffer = _current.get()
     return buffer is not None and buffer.show is not None
+
+
+def step_with_displays() -> object | None:
+    """What stands for the Python step whose displays are captured in this context (the
+    same object all through its attempt, in the tasks it awaits too), or None."""
+    buffer = _current.get()
+    return buffer if buffer is not None and buffer.show is not None else None
 
 
 def add_step_hook(hook: StepHook) -> None:

@@ -5,18 +5,17 @@ While dagnb is loaded, the shell's display publisher first offers each display t
 Python step running in that context (:func:`dagnb.executors.capture.step_display`): the
 run masks it, keeps it with the step's cache entry and puts it in its events, and the
 cell's view publishes it from the cell's own thread (:func:`publish`), in order with the
-step's lines, in the cell that ran it. A figure the step leaves open (``plt.plot(...)``
-with no ``plt.show()``) is shown as the step ends, in its context, as the inline backend
-would show it after the cell. A display from a thread the step starts is not the step's
-(no context): it is published as it is, its text masked while a run masks output outside
-its steps; a live widget is published as it is.
+step's lines, in the cell that ran it. A matplotlib figure is the step's that made it,
+even among steps running at once (:mod:`dagnb.notebook.figures`): one it leaves open
+(``plt.plot(...)`` with no ``plt.show()``) is shown as it ends, in its context, as the
+inline backend would show it after the cell. A display from a thread the step starts is
+not the step's (no context): it is published as it is, its text masked while a run masks
+output outside its steps; a live widget is published as it is.
 """
 
 from __future__ import annotations
 
 import base64
-import functools
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,6 +26,7 @@ from dagnb.executors.capture import (
     remove_step_hook,
     step_display,
 )
+from dagnb.notebook import figures
 from dagnb.runtime.displays import masked_bundle
 
 __all__ = ["install", "publish", "uninstall"]
@@ -40,7 +40,8 @@ def install(shell: Any) -> None:
     if publisher is None or hasattr(publisher.publish, _ORIGINAL):
         return
     publisher.publish = _offered_to_steps(publisher.publish)
-    add_step_hook(_open_figures)
+    add_step_hook(figures.step_started)
+    figures.install()
 
 
 def uninstall(shell: Any) -> None:
@@ -48,7 +49,8 @@ def uninstall(shell: Any) -> None:
     original = getattr(getattr(publisher, "publish", None), _ORIGINAL, None)
     if original is not None:
         publisher.publish = original
-    remove_step_hook(_open_figures)
+    remove_step_hook(figures.step_started)
+    figures.uninstall()
 
 
 def publish(shown: Mapping[str, Any]) -> None:
@@ -93,45 +95,3 @@ def _text_bundle(data: Mapping[str, Any]) -> dict[str, Any]:
                      else bytes(value).decode("utf-8", "replace"))
         bundle[kind] = value
     return bundle
-
-
-def _open_figures() -> Callable[[], None]:
-    """As a step starts: what to do as it ends, show the figures it left open."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    before = frozenset(pyplot.get_fignums()) if pyplot is not None else frozenset()
-    return functools.partial(_show_new_figures, before)
-
-
-def _show_new_figures(before: frozenset[int]) -> None:
-    """Show and close the figures made since ``before``, as the inline backend does after
-    a cell (interactive, closing its figures, as by default), here in the step's context."""
-    pyplot = sys.modules.get("matplotlib.pyplot")
-    if pyplot is None:
-        return
-    new = [number for number in pyplot.get_fignums() if number not in before]
-    if not new or not _inline_shows_after_cell(pyplot):
-        return
-    from IPython.display import display
-
-    for number in new:
-        figure = pyplot.figure(number)
-        display(figure, metadata=_figure_metadata(figure))
-        pyplot.close(figure)
-
-
-def _inline_shows_after_cell(pyplot: Any) -> bool:
-    if "inline" not in str(pyplot.get_backend()) or not pyplot.isinteractive():
-        return False
-    try:
-        from matplotlib_inline.backend_inline import InlineBackend
-    except ImportError:
-        return False
-    return bool(InlineBackend.instance().close_figures)
-
-
-def _figure_metadata(figure: Any) -> dict[str, Any] | None:
-    try:  # (what the inline backend's show() gives: a dark figure's background)
-        from matplotlib_inline.backend_inline import _fetch_figure_metadata
-    except ImportError:
-        return None
-    return _fetch_figure_metadata(figure)
