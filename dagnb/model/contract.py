@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dagnb.errors import SecretError
-from dagnb.model.masking import SecretFinder
+from dagnb.model.masking import MIN_LINE, SecretFinder, leak_forms
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
 
 __all__ = [
@@ -55,10 +57,11 @@ def _params_json(step: Step) -> str:
 
 
 def refuse_secret_values(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
-    """Refuse a param or env value that holds the value of a secret (``secrets``: name
-    -> value, of the run and the graph), before any step runs: params are written in
-    clear to the step's params file, in the cache folder, and shown in its key's
-    description; env values count in its key and reach a container as plain variables."""
+    """Refuse a param that holds the value of a secret (``secrets``: name -> value, of
+    the run and the graph), before any step runs: params are written in clear to the
+    step's params file, in the cache folder, and shown in its key's description. Warn
+    of an env value that holds one (:func:`_warn_secret_env`)."""
+    steps = list(steps)
     finder = SecretFinder(secrets)
     if not finder:
         return
@@ -70,13 +73,40 @@ def refuse_secret_values(steps: Iterable[Step], secrets: Mapping[str, str]) -> N
                 "read the secret from the environment inside the step instead "
                 "(os.environ[{held!r}] in a function, \"${held}\" in a command), with "
                 "{held!r} in its secrets")
-        for name, text in step.env.items():  # (a variable name: no braces to format)
-            finder.refuse(
-                text.encode(), f"step {step.name!r}: env {name!r}",
-                "would count in the step's cache key and reach a container as a plain "
-                "variable, not a secret",
-                f"declare it under the step's secrets instead ({name} set in the "
-                f"environment, secrets: [{name}]), or build it in the step from ${{held}}")
+    if any(step.env for step in steps):
+        _warn_secret_env(steps, secrets)
+
+
+def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
+    """Warn, once a variable, of an env value holding a secret's value as a word of its
+    own (``Bearer <token>``; not ``postgresql://`` for a password ``postgres``): it
+    counts in the step's cache key (as a digest) and reaches a container as a plain
+    variable. A warning, not a refusal: a dev database's user may well be its password
+    too, and env values are not written in clear to the cache."""
+    found = _secret_words(secrets)
+    for step in steps:
+        for name, text in step.env.items():
+            held = next((secret for secret, word in found if word.search(text)), None)
+            if held is not None:
+                warnings.warn(
+                    f"step {step.name!r}: env {name!r} holds the value of secret "
+                    f"{held!r}: it counts in the step's cache key and reaches a container "
+                    f"as a plain variable, not a secret; if it is one, declare {name} under "
+                    f"the step's secrets (set in the environment), or build it in the step "
+                    f"from ${held}", stacklevel=4)
+
+
+def _secret_words(secrets: Mapping[str, str]) -> list[tuple[str, re.Pattern[str]]]:
+    """Per secret of ``MIN_LINE`` characters or more: a pattern finding its whole value
+    (in any leak form, not a line of it alone) between non-alphanumeric characters."""
+    found = []
+    for name, value in sorted(secrets.items()):
+        forms = sorted((f for f in leak_forms(value, lines=False) if len(f) >= MIN_LINE),
+                       key=len, reverse=True)
+        if forms:
+            either = "|".join(map(re.escape, forms))
+            found.append((name, re.compile(f"(?<![A-Za-z0-9])(?:{either})(?![A-Za-z0-9])")))
+    return found
 
 
 def make_step_folders(

@@ -27,8 +27,9 @@ MASK = "***"
 MIN_LINE = 6
 
 
-def leak_forms(secret: str) -> set[str]:
-    """The secret and the spellings it commonly leaks in."""
+def leak_forms(secret: str, lines: bool = True) -> set[str]:
+    """The secret and the spellings it commonly leaks in; with ``lines``, each line of a
+    multi-line one too (a PEM file's, which other certificates share)."""
     raw = secret.encode()
     forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
              urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
@@ -36,7 +37,8 @@ def leak_forms(secret: str) -> set[str]:
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):
         forms |= {encoded.decode(), encoded.decode().rstrip("="), *_wrapped(encoded.decode())}
     forms |= _base64_within(raw) | _quoted(secret) | _html_escaped(secret)
-    forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
+    if lines:
+        forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
     return {form for form in forms if form}
 
 
