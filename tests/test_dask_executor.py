@@ -657,3 +657,16 @@ def test_a_script_with_no_main_guard_fails_in_one_line_rather_than_hang(tmp_path
     assert "states {'square': 'failed'}" in done.stdout, done.stdout + done.stderr
     assert 'needs it under if __name__ == "__main__":' in done.stdout
     assert "a run started while a worker process imported your script again" in done.stderr
+
+
+def test_a_step_whose_downstream_step_has_no_executor_succeeds_and_that_one_fails(
+    workdir, monkeypatch
+):
+    # storing 'a' asks how 'b' reads it (from memory in this process, or from disk):
+    # the question made b's executor, and its error failed 'a' and skipped 'b'
+    monkeypatch.setattr(dask_executor, "_installed", lambda: False)
+    graph = Graph("g", [Step("a", func=lambda: 1),
+                        Step("b", func=lambda a: a + 1, needs=["a"], executor="dask")])
+    run = graph.run()
+    assert run.states() == {"a": "succeeded", "b": "failed"}
+    assert "pip install 'dagnb[dask]'" in run.status().set_index("step").loc["b", "error"]

@@ -33,6 +33,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
 from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
@@ -405,8 +406,10 @@ class Scheduler:
             with contextlib.suppress(OSError):
                 os.rmdir(f"{self.run.workspace_text}/{step.name}")
         # (its steps downstream read it; from memory alone if they are inline Python
-        # and it holds no file: then no run folder is made to list it)
-        self.run.note_use(entry.step, entry.key, wrote or self._read_by_a_command(step.name))
+        # and it is a pack record: then no run folder is made to list it. A folder, a
+        # result too big for a pack, is listed: a step may read it by its path)
+        self.run.note_use(entry.step, entry.key, wrote or not isinstance(entry, PackedEntry)
+                          or self._read_by_a_command(step.name))
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
                         entry)
@@ -417,8 +420,16 @@ class Scheduler:
         """Whether a step downstream of ``name`` is not inline Python (it reads the
         entry's files, its result as a file among them)."""
         steps = self.run.steps
-        return any(steps[child].func is None or self._executor(steps[child]).name != "local"
+        return any(steps[child].func is None or not self._inline(steps[child])
                    for child in self._dependents[name])
+
+    def _inline(self, step: Step) -> bool:
+        """Whether the local executor runs Python ``step`` in this process; an executor
+        that cannot be had fails that step when it starts, not the one storing now."""
+        try:
+            return self._executor(step).name == "local"
+        except Exception:  # (ExecutorUnavailable, a bad setting: said as that step starts)
+            return False
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head_field
