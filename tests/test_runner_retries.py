@@ -104,6 +104,16 @@ def test_exit_code_1_is_retried_when_retry_on_names_it(sleeps):
     assert len(sleeps) == 2 and len(state_events(run, "retrying")) == 2
 
 
+def test_a_retry_finds_the_link_to_an_upstream_that_wrote_no_files(sleeps):
+    # (the link dangles: a Python step not cached makes no output folder; the second
+    # attempt took it for missing and failed making it again, FileExistsError)
+    use = Step("use", run='test -L "$DAGNB_IN/made" && test "$DAGNB_ATTEMPT" = 2',
+               needs=["made"], retries={"max_retries": 1, "retry_on": [1]})
+    run = run_graph([Step("made", func=lambda: 1), use], sleeps)
+    status = row(run, "use")
+    assert (status["state"], status["attempts"]) == ("succeeded", 2), status["error"]
+
+
 def test_retry_on_without_a_count_retries(sleeps):
     # RetryPolicy.from_value: naming errors to retry without max_retries gives 2 retries.
     run = run_graph([Step("bad", run="exit 1", retries={"retry_on": [1]})], sleeps)

@@ -135,7 +135,7 @@ def make_step_folders(
     _mkdir(in_dir)
     for name, path in inputs.items():
         link = os.path.join(in_dir, name)
-        if not os.path.exists(link):
+        if not os.path.lexists(link):  # (a retry's: it dangles where no outputs were made)
             os.symlink(os.path.realpath(path), link, target_is_directory=True)
 
 
