@@ -520,6 +520,94 @@ def test_a_step_whose_worker_dies_is_retried_in_an_empty_folder_not_rerun_by_das
     assert len(retried) == 1 and "the worker running it died" in retried[0], retried
 
 
+LOST = ("step 'victim' was lost on the dask cluster: the worker running it died (killed, "
+        "or out of memory); it runs again as a new attempt if its retries allow")
+
+
+@pytest.fixture
+def scheduler_log():
+    """The records the scheduler (in this process: a LocalCluster's) logs, filters passed."""
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger = logging.getLogger("distributed.scheduler")
+    logger.addHandler(handler)
+    yield records
+    logger.removeHandler(handler)
+
+
+def kill_holders_before_the_task(monkeypatch, killed: Path) -> None:
+    """Kill the worker holding a payload sent ahead of its task, before the task goes."""
+    submit = dask_executor._Cluster.submit
+
+    def kill_then_submit(self, payload, key, marker):
+        if not killed.exists() and not isinstance(payload, list):
+            killed.touch()
+            holders = list(self.client.who_has([payload])[payload.key])
+            for pid in self.client.run(os.getpid, workers=holders).values():
+                os.kill(pid, signal.SIGKILL)
+        return submit(self, payload, key, marker)
+
+    monkeypatch.setattr(dask_executor._Cluster, "submit", kill_then_submit)
+
+
+@pytest.mark.parametrize(("size", "when"), [
+    pytest.param(10, "running", id="input-in-task"),
+    pytest.param(2_000_000, "running", id="input-sent-ahead"),  # (over 1 MB)
+    # the worker holding that input dies before the task starts
+    pytest.param(2_000_000, "waiting", id="input-sent-ahead-task-waiting"),
+])
+def test_a_worker_death_reads_and_is_retried_the_same_with_an_input_sent_ahead_or_not(
+        cluster, on_dask, clock, monkeypatch, scheduler_log, size, when):
+    killed = on_dask / "killed"
+
+    def victim(data: bytes) -> int:
+        if not killed.exists():  # ("running": its worker is killed as it runs, once)
+            killed.touch()
+            os.kill(os.getppid(), signal.SIGKILL)
+            time.sleep(30)
+        return len(data)
+
+    if when == "waiting":
+        kill_holders_before_the_task(monkeypatch, killed)
+    graph = Graph("g", [Step("data", func=lambda: b"d" * size, cache=False),
+                        Step("victim", func=victim, needs=["data"], executor="dask",
+                             cache=False, retries=1)])
+    started = time.monotonic()
+    run = start_background(graph, executor="local", sleep=clock.async_sleep)
+    try:
+        run.wait(30)
+    finally:
+        run.cancel()
+        with distributed.Client(cluster) as client:
+            client.wait_for_workers(2, timeout=30)
+    row = run.status_rows()["victim"]
+    assert (row["state"], row["attempts"]) == ("succeeded", 2), run.status()
+    assert run.result("victim") == size
+    retried = [e.data["error"] for e in run.events if e.kind == "retry"]
+    assert retried == [LOST]
+    assert time.monotonic() - started < 15
+    assert wait_until(lambda: not cluster.scheduler.tasks, timeout=5), cluster.scheduler.tasks
+    # the scheduler's own error about the lost input (its key) is not in the log
+    assert not [r for r in scheduler_log if "scattered" in r.getMessage()]
+
+
+def test_the_scheduler_still_logs_lost_data_that_is_not_only_steps_inputs() -> None:
+    import logging
+
+    def kept(keys: str) -> bool:
+        text = f"Removing worker 'tcp://w' caused the cluster to lose scattered data, " \
+               f"which can't be recovered: {{{keys}}} (stimulus_id='x')"
+        record = logging.LogRecord("distributed.scheduler", logging.ERROR, "", 0, text, (), None)
+        return dask_executor._not_lost_inputs(record)
+
+    assert not kept("'dagnb-a-1-0123456789ab-input', 'dagnb-b-2-0123456789ab-input'")
+    assert kept("'list-5d14126b8fd0433292523fcba0c708a2'")  # a user's own
+    assert kept("'dagnb-a-1-0123456789ab-input', 'list-5d14126b8fd0'")
+
+
 def starts_sleep(**popen: object):
     """A step that starts ``sleep 30`` in the background and returns its pid."""
     def background() -> int:

@@ -7,7 +7,9 @@ function and its arguments (upstream results, params) travel to a worker by valu
 Both travel as frames (:mod:`dagnb.executors.wire`), an array's data uncopied; a payload
 over 1 MB is scattered to a worker ahead of its task, and with its own LocalCluster the
 client sends and gathers straight from the workers, not through the scheduler, which runs
-in this process.
+in this process. A worker that dies holding a payload sent ahead takes it along: dask
+cancels the task, and the attempt fails as one whose worker died running it does (a
+transient error, in the same words); the retry sends the payload again.
 The step's contract folders (``$DAGNB_OUT``, ``$DAGNB_IN`` with its links, the
 ``$DAGNB_PARAMS`` file) are made here, as the local executor makes them; files a step
 writes to its output folder are written by the worker at the path the runner gave: the
@@ -48,6 +50,7 @@ import linecache
 import logging
 import os
 import pickle
+import re
 import signal
 import subprocess
 import sys
@@ -73,6 +76,7 @@ _CONTEXT_NAME = "dask"
 _STOP_GRACE = 5.0  # seconds a cancel waits for the scheduler to take it
 _CONNECT_TIMEOUT = 10.0  # seconds a scheduler has to answer
 _SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
+_INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, then this
 
 
 class DaskExecutor:
@@ -97,9 +101,9 @@ class DaskExecutor:
         payload = _payload(task)
         await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
         cluster = await asyncio.to_thread(_cluster)
-        sent = await _upload(task, cluster, payload)
-        del payload  # (a pickle in it may be large: the cluster has it now)
         key = _key(task)
+        sent = await _upload(task, cluster, payload, key)
+        del payload  # (a pickle in it may be large: the cluster has it now)
         marker = os.path.join(task.step_dir, f".{key}")
         future = cluster.submit(sent, key, marker)
         try:
@@ -112,10 +116,7 @@ class DaskExecutor:
                 )
             raise
         except Exception as exc:  # the worker died, the connection dropped: may pass
-            raise TransientError(
-                f"step {task.step.name!r} was lost on the dask cluster: "
-                f"{type(exc).__name__}: {exc}"
-            ) from exc
+            raise _lost(task, exc) from exc
         finally:
             cluster.running.discard(future)
             with contextlib.suppress(OSError):
@@ -238,10 +239,10 @@ def _key(task: Task) -> str:
     return f"dagnb-{task.step.name}-{task.attempt}-{uuid.uuid4().hex[:12]}"
 
 
-async def _upload(task: Task, cluster: _Cluster, payload: list[wire.Frame]) -> Any:
-    """The payload as the task takes it (in a thread: a large one takes a while)."""
+async def _upload(task: Task, cluster: _Cluster, payload: list[wire.Frame], key: str) -> Any:
+    """The payload as the task ``key`` takes it (in a thread: a large one takes a while)."""
     try:
-        return await asyncio.to_thread(cluster.upload, payload)
+        return await asyncio.to_thread(cluster.upload, payload, key)
     except Exception as exc:  # no worker took it: may pass
         raise TransientError(
             f"step {task.step.name!r} could not be sent to the dask cluster: "
@@ -269,12 +270,8 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
     if status == "ok":
         [result] = wire.unpack(report.pop("result"))  # (the frames go: the result stays)
         return Outcome(exit_code=0, result=result)
-    if status == "lost":
-        raise TransientError(
-            f"step {task.step.name!r} was lost on the dask cluster: the worker running it "
-            "died (killed, or out of memory) and dask started it again over the files the "
-            "lost run left; it runs again as a new attempt if its retries allow"
-        )
+    if status == "lost":  # dask started it again over the files the lost run left
+        raise _lost(task)
     if status == "error":  # its traceback is the last of the lines above
         if report["transient"]:  # the step's own code raised it: not the cluster's
             raise TransientError(report["summary"], in_step_code=True)
@@ -283,6 +280,25 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
             stderr_tail=report["tail"],
         )
     return Outcome(exit_code=report["exit_code"])  # the child died: exit code or -signal
+
+
+def _lost(task: Task, exc: BaseException | None = None) -> TransientError:
+    """The attempt the cluster lost, in one line that reads the same however dask lost
+    it to a worker's death: dask starts a task whose worker died running it again (the
+    run then reports 'lost'), and cancels one whose input, sent ahead of it, died with
+    the worker holding it (with a reason: 'already forgotten', or 'lost dependencies'
+    when the input was lost before the task came)."""
+    reason = getattr(exc, "reason", None)  # a FutureCancelledError's
+    if exc is None or reason in ("already forgotten", "lost dependencies"):
+        cause = "the worker running it died (killed, or out of memory)"
+    elif reason == "scheduler-restart":
+        cause = "the cluster was restarted, its workers with it"
+    else:  # (the first line: a cancel's message may add more)
+        cause = exception_line(exc).splitlines()[0]
+    return TransientError(
+        f"step {task.step.name!r} was lost on the dask cluster: {cause}; it runs again "
+        "as a new attempt if its retries allow"
+    )
 
 
 # -- the cluster ----------------------------------------------------------------------
@@ -298,13 +314,15 @@ class _Cluster:
         # is through the scheduler, which is in this process: one more copy here)
         self.direct = True if local is not None else None
 
-    def upload(self, payload: list[wire.Frame]) -> Any:
+    def upload(self, payload: list[wire.Frame], key: str) -> Any:
         """The payload, or a future of it when it is large: sent to a worker ahead of
-        the task, not inside it, it leaves no copy in the scheduler's task graph."""
+        the task, not inside it, it leaves no copy in the scheduler's task graph. Its
+        name is the task's, with _INPUT after it (dask's would be 'list-<hash>')."""
         if wire.nbytes(payload) < _SCATTER_FROM or not self._has_workers():
             return payload  # (none yet: the task waits for one in the queue, as it did)
         try:
-            return self.client.scatter([payload], direct=self.direct, hash=False)[0]
+            [sent] = self.client.scatter({key + _INPUT: payload}, direct=self.direct).values()
+            return sent
         except (TimeoutError, asyncio.TimeoutError):  # the workers went meanwhile: ditto
             return payload
 
@@ -356,6 +374,7 @@ def _connect() -> _Cluster:
         raise ExecutorUnavailable(
             f"executor 'dask' needs dask.distributed, which is not installed; {_INSTALL}"
         ) from None
+    _quiet_lost_inputs()
     address = settings().dask_scheduler
     if address:
         try:
@@ -383,6 +402,27 @@ def _connect() -> _Cluster:
         cluster = _Cluster(Client(local, set_as_default=False), local)
     atexit.register(cluster.close)
     return cluster
+
+
+def _quiet_lost_inputs() -> None:
+    """Keep out of this process's log the scheduler's error that a worker's death lost
+    data sent ahead of a task, when that data is steps' inputs only: the step's own error
+    says it, in its row, as for a step with no such input (a LocalCluster's scheduler
+    runs here, and the error reached a notebook under the run, naming a dask key)."""
+    logger = logging.getLogger("distributed.scheduler")
+    if _not_lost_inputs not in logger.filters:
+        logger.addFilter(_not_lost_inputs)
+
+
+_LOST_DATA = re.compile(r"lose scattered data.*?\{([^}]*)\}")
+
+
+def _not_lost_inputs(record: logging.LogRecord) -> bool:
+    found = _LOST_DATA.search(record.getMessage())
+    if found is None:
+        return True
+    keys = re.findall(r"'([^']*)'", found.group(1))
+    return not keys or not all(k.startswith("dagnb-") and k.endswith(_INPUT) for k in keys)
 
 
 def _answers(address: str) -> None:
