@@ -608,6 +608,18 @@ def test_the_scheduler_still_logs_lost_data_that_is_not_only_steps_inputs() -> N
     assert kept("'dagnb-a-1-0123456789ab-input', 'list-5d14126b8fd0'")
 
 
+def test_a_failed_dask_step_leaves_nothing_of_its_input_on_the_cluster(cluster, on_dask):
+    def fails(data: bytes) -> None:
+        raise ValueError("no good")
+
+    run = Graph("g", [Step("data", func=lambda: b"d" * 2_000_000, cache=False),
+                      Step("fails", func=fails, needs=["data"], executor="dask",
+                           retries=0)]).run()
+    assert run.states()["fails"] == "failed"
+    # (the run keeps the error; its traceback kept the task and its 2 MB input)
+    assert wait_until(lambda: not cluster.scheduler.tasks, timeout=5), cluster.scheduler.tasks
+
+
 def starts_sleep(**popen: object):
     """A step that starts ``sleep 30`` in the background and returns its pid."""
     def background() -> int:

@@ -119,6 +119,7 @@ class DaskExecutor:
             raise _lost(task, exc) from exc
         finally:
             cluster.running.discard(future)
+            cluster.release(future, sent)
             with contextlib.suppress(OSError):
                 os.remove(marker)
         return _outcome(task, report)
@@ -344,6 +345,13 @@ class _Cluster:
     def result(self, future: Any) -> Any:
         """The task's return value (its exception if it raised); waits for it."""
         return self.client.gather(future, direct=self.direct)
+
+    def release(self, *futures: Any) -> None:
+        """Let the cluster drop the task and its input now: the error of an attempt
+        that failed holds them (through its traceback) as long as the run keeps it."""
+        for future in futures:
+            if not isinstance(future, list):  # (a payload sent in the task)
+                future.release()
 
     def stop(self, futures: Any) -> None:
         """Cancel the tasks; their workers then kill the steps' processes."""
