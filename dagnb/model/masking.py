@@ -171,9 +171,10 @@ class Masker:
         secret ``9`` or ``amp`` does not break ``&#39;`` into ``&#3***;``."""
         if self._pattern is None:
             return text
-        if self._html is None:
-            self._html = re.compile(f"(?P<secret>{self._pattern.pattern})|{_REFERENCE}")
-        text = self._html.sub(self._kept_reference, text)
+        if self._pattern.search(text) is not None:  # (most: none, told in one C scan,
+            if self._html is None:                  #  not a call per &amp; of a table)
+                self._html = re.compile(f"(?P<secret>{self._pattern.pattern})|{_REFERENCE}")
+            text = self._html.sub(self._kept_reference, text)
         return self._cut(text) if "..." in text or "\u2026" in text else text
 
     def _kept_reference(self, match: re.Match[str]) -> str:
