@@ -1193,7 +1193,9 @@ def test_interrupted_uploads_leave_nothing_a_reader_accepts(
         writer.kill()
         outcomes.append(check_store(url, tmp_path, key, seed))
     assert len(outcomes) == 20
-    assert outcomes.count("none") >= 5, outcomes  # most were cut off before the manifest
+    # some were cut off before the manifest (most, on an idle machine: the cuts fall at
+    # random within one calibrated upload's time, which a loaded machine stretches)
+    assert outcomes.count("none") >= 2, outcomes
     blobs = [o for o in listing(url) if o.startswith("blobs/")]
     manifests = [o for o in listing(url) if o.startswith("entries/")]
     assert len(manifests) == 1 + outcomes.count("whole")
