@@ -4,7 +4,10 @@ miss, never an error and never a wrong result."""
 
 from __future__ import annotations
 
+import base64
 import json
+import os
+import pickle
 import subprocess
 import sys
 import textwrap
@@ -48,6 +51,32 @@ def test_a_packed_entrys_folder_is_made_when_first_asked_for(tmp_path):
     assert Path(entry.log_file).read_text().count("\n") == 1
     assert entry.path.parent == tmp_path / "c" / ".unpacked" / "s"
     assert json.loads((entry.path / "meta.json").read_text())["key"] == "k1"
+
+
+SAME_FOLDER = """
+import os, sys
+from dagnb.cache import Store
+entry = Store(sys.argv[1]).lookup("s", "k1")
+print(os.stat(entry.path).st_ino, open(entry.out_dir / "result.pkl", "rb").read().hex())
+"""
+
+
+def test_a_packed_entrys_folder_is_the_same_for_every_process_until_changed(tmp_path):
+    """Each process checks the folder against the record when it first uses it: a
+    pickled result is the record's own bytes (pickled again, a set's order would differ
+    from one process to the next, and each would make the folder anew)."""
+    store = Store(tmp_path / "c")
+    store.save("s", "k1", out_dir=None, inline={"pickle": base64.b64encode(
+        pickle.dumps({"a", "b", "c", "d"}, protocol=5)).decode()})
+    seen = [subprocess.run([sys.executable, "-c", SAME_FOLDER, str(tmp_path / "c")],
+                           env={**os.environ, "PYTHONHASHSEED": seed}, capture_output=True,
+                           text=True, check=True).stdout for seed in ("1", "2", "3")]
+    assert len(set(seen)) == 1, seen  # one folder, made once, its file the record's
+    [folder] = (tmp_path / "c" / ".unpacked" / "s").iterdir()
+    (folder / "out" / "result.pkl").write_bytes(pickle.dumps({"x"}))  # changed by hand
+    with isolated():  # another process: the folder is made again from the record
+        again = Store(tmp_path / "c").lookup("s", "k1")
+        assert pickle.loads((again.out_dir / "result.pkl").read_bytes()) == {"a", "b", "c", "d"}
 
 
 def test_packed_entries_are_listed_counted_cleared_and_explained_like_folders(tmp_path):

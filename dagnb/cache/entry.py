@@ -11,6 +11,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from dagnb.cache.unpacked import out_files
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, text_digest
 from dagnb.model.jsontext import encoder
@@ -176,7 +177,7 @@ class _Unpacker(Protocol):
 
     _unpack_root: str
 
-    def _unpack(self, entry: PackedEntry) -> None: ...
+    def _unpack(self, entry: PackedEntry, again: bool = False) -> None: ...
 
 
 class PackedEntry(Entry):
@@ -265,10 +266,28 @@ class PackedEntry(Entry):
 
     @property
     def path(self) -> Path:
-        if not self._unpacked:
+        if not self._unpacked:  # (checked against the record once a process, if made)
             self._owner._unpack(self)
             self._unpacked = True
         return self._path
+
+    def checked_path(self) -> Path:
+        """:attr:`path`, its folder checked against the record now (made again if it is
+        not as the record says), even if checked before in this process."""
+        self._owner._unpack(self)
+        self._unpacked = True
+        return self._path
+
+    def unpack_again(self) -> None:
+        """Make its folder anew from the record (it was written into); if that fails,
+        it is checked and made when next asked for."""
+        self._unpacked = False
+        self._owner._unpack(self, again=True)
+        self._unpacked = True
+
+    def out_files(self) -> dict[str, bytes]:
+        """The files its folder's ``out/`` holds, made from the record."""
+        return out_files(self._head.get("inline"))
 
     @property
     def out_ref(self) -> os.PathLike[str]:

@@ -121,6 +121,7 @@ from dagnb.cache.record_text import (
     rest_bytes,
 )
 from dagnb.cache.sealed import SEALED
+from dagnb.cache.unpacked import first_difference, out_files
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
@@ -414,26 +415,38 @@ class Store(Housekeeping):
         root = backend._root_text if type(backend) is LocalBackend else str(self.location)
         return f"{root}/{UNPACKED}"
 
-    def _unpack(self, entry: PackedEntry) -> None:
-        """Make the folder of a packed entry (once: it is never changed afterwards)."""
+    def _unpack(self, entry: PackedEntry, again: bool = False) -> None:
+        """Make the folder of a packed entry; one made already is checked against the
+        record (:mod:`dagnb.cache.unpacked`), and made ``again`` if it is not as the
+        record says (a step, or someone by hand, wrote into it)."""
         target = entry._path
-        if os.path.isdir(target):
-            return
+        files = out_files(entry.head_field("inline"))
+        if not again and os.path.isdir(target):
+            if first_difference(f"{target}/out", files) is None:
+                return
+            again = True
         build = Path(tempfile.mkdtemp(prefix=".tmp-", dir=make_folder(target.parent)))
+        # the old folder is moved aside, not changed: a reader has the old or the new
+        old = f"{target.parent}/.old-{uuid.uuid4().hex}" if again else None
         try:
             (build / "out").mkdir()
-            inline = entry.meta.get("inline")
-            if inline is not None:
-                save_result(build / "out", decode_inline(inline))
+            for name, data in files.items():
+                (build / "out" / name).write_bytes(data)
             _write_logs(build / "logs.jsonl", entry.meta.get("packed_logs") or ())
             meta = {k: v for k, v in entry.meta.items() if k != "packed_logs"}
             (build / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            if old is not None:
+                with contextlib.suppress(FileNotFoundError):  # (another reader moved it)
+                    os.rename(target, old)
             os.rename(build, target)
-        except OSError:
-            if not os.path.isdir(target):  # nobody else made it either
+        except OSError:  # raised unless someone else made it (as the record says)
+            if not os.path.isdir(target) or (
+                    again and first_difference(f"{target}/out", files) is not None):
                 raise
         finally:
             shutil.rmtree(build, ignore_errors=True)
+            if old is not None:
+                shutil.rmtree(old, ignore_errors=True)
 
     def damaged_records(self) -> list[str]:
         """The damaged pack records found so far and not yet reported, each as
