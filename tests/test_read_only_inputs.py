@@ -219,3 +219,209 @@ def test_the_line_keeps_its_words_when_a_short_secret_is_declared(workdir: Path,
         run = graph.run(executor="local")
     assert _error(run, "down1") == ("step 'down1' wrote into its input $DAGNB_IN/up/x.txt; "
                                     "write to $DAGNB_OUT instead")
+
+
+# A small result of a Python step is a pack record, not a folder: a step that reads it
+# as files gets a folder made from the record under <cache>/.unpacked, which every later
+# reader (this run's, the next runs', other processes') is given. The record is the truth.
+
+def _small() -> dict:
+    return {"x": 1}
+
+
+SHOW = 'cat "$DAGNB_IN/up/result.json"'
+SHOW_AGAIN = SHOW + " && true"  # (another key: runs where SHOW is cached)
+
+
+def _packed_run(workdir: Path, *steps: Step, concurrency: int = 1) -> tuple[Run, list[str]]:
+    graph = Graph("g", [Step("up", func=_small), *steps])
+    with isolated(cache_directory=str(workdir / ".dagnb_cache")), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", DamagedEntryWarning)
+        run = graph.run(executor="local", max_concurrency=concurrency)
+    return run, [str(w.message) for w in caught if w.category is DamagedEntryWarning]
+
+
+def _shown(run: Run, step: str) -> str:
+    return run.logs(step)["line"].str.cat(sep="\n")
+
+
+def _unpacked_result(workdir: Path) -> Path:
+    [found] = (workdir / ".dagnb_cache" / ".unpacked" / "up").glob("*/out/result.json")
+    return found
+
+
+@pytest.mark.parametrize(("down", "written"), [
+    ('echo \'{"x": 666}\' > "$DAGNB_IN/up/result.json"', "$DAGNB_IN/up/result.json"),
+    ('touch "$DAGNB_IN/up/new.txt"', "$DAGNB_IN/up/new.txt"),
+    ('rm "$DAGNB_IN/up/result.json"', "$DAGNB_IN/up/result.json"),
+], ids=["overwrite", "new-file", "removed"])
+def test_a_step_writing_into_an_unpacked_entry_fails_and_readers_get_the_record(
+        workdir: Path, down: str, written: str) -> None:
+    run, damaged = _packed_run(workdir, Step("down", run=down, needs=["up"]),
+                               Step("later", run=SHOW, needs=["up"]))
+    assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
+    assert _error(run, "down") == (f"step 'down' wrote into its input {written}; write to "
+                                   "$DAGNB_OUT instead")
+    assert _shown(run, "later") == '{"x": 1}'  # the folder made again from the record
+    assert not damaged  # the record itself is whole: nothing is set aside
+    again, _ = _packed_run(workdir, Step("read", run=SHOW_AGAIN, needs=["up"]))
+    assert again.states() == {"up": "cached", "read": "succeeded"}
+    assert _shown(again, "read") == '{"x": 1}'
+
+
+def test_an_unpacked_folder_changed_before_a_run_is_made_again_from_the_record(
+        workdir: Path) -> None:
+    """A folder changed outside any run dagnb watched (by hand, or by a step of a dagnb
+    without the guard) is checked against the record when first used again."""
+    first, _ = _packed_run(workdir, Step("read", run=SHOW, needs=["up"]))
+    assert _shown(first, "read") == '{"x": 1}'
+    _unpacked_result(workdir).write_text('{"x": 666}')
+    again, damaged = _packed_run(workdir, Step("read", run=SHOW_AGAIN, needs=["up"]))
+    assert again.states() == {"up": "cached", "read": "succeeded"}
+    assert _shown(again, "read") == '{"x": 1}' and not damaged
+    assert _unpacked_result(workdir).read_text() == '{"x": 1}'
+
+
+def _takes(up: dict) -> int:
+    return up["x"] + 1
+
+
+def test_python_steps_reading_a_packed_result_look_at_no_file(workdir: Path,
+                                                              monkeypatch) -> None:
+    import dagnb.runtime.inputs_guard as guard
+
+    looked: list[str] = []
+    monkeypatch.setattr(guard, "_stamp", lambda path: looked.append(path))
+    run, _ = _packed_run(workdir, Step("down", func=_takes, needs=["up"]))
+    assert run.states() == {"up": "succeeded", "down": "succeeded"} and not looked
+    assert not (workdir / ".dagnb_cache" / ".unpacked").exists()
+
+
+def test_a_write_into_an_unpacked_entry_fails_the_steps_reading_it_at_the_same_time(
+        workdir: Path) -> None:
+    marks = workdir / "marks"
+    marks.mkdir()
+    run, _ = _packed_run(workdir, *[Step(name, run=command, needs=["up"]) for name, command in [
+        ("w", f'until [ -e "{marks}/r" ]; do sleep 0.02; done; '
+              f'echo 2 > "$DAGNB_IN/up/result.json"; touch "{marks}/w"'),
+        ("r", f'touch "{marks}/r"; until [ -e "{marks}/w" ]; do sleep 0.02; done; sleep 0.3'),
+    ]], concurrency=2)
+    assert run.states() == {"up": "succeeded", "w": "failed", "r": "failed"}
+    assert _error(run, "w") == ("step 'w' (or 'r', reading it at the same time) wrote into "
+                                "its input $DAGNB_IN/up/result.json; write to $DAGNB_OUT "
+                                "instead")
+    assert _error(run, "r") == ("step 'r' ran while its input $DAGNB_IN/up was changed "
+                                "($DAGNB_IN/up/result.json written into by step 'w' or "
+                                "'r'); run again")
+    assert _unpacked_result(workdir).read_text() == '{"x": 1}'
+
+
+def _adds_a_file(up: Path) -> int:
+    (up / "new.txt").write_text("x")
+    return 1
+
+
+def test_a_python_step_given_the_folder_of_a_packed_entry_may_not_write_into_it(
+        workdir: Path) -> None:
+    """A command that wrote no file, its lines few, is a pack record with no result: a
+    Python step downstream is given its (unpacked) folder."""
+    graph = Graph("g", [Step("up", run="echo hi"),
+                        Step("down", func=_adds_a_file, needs=["up"]),
+                        Step("later", run='ls "$DAGNB_IN/up"', needs=["up"])])
+    with isolated(cache_directory=str(workdir / ".dagnb_cache")):
+        run = graph.run(executor="local", max_concurrency=1)
+    assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
+    assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/new.txt; "
+                                   "write to $DAGNB_OUT instead")
+    assert _shown(run, "later") == ""  # the folder made again: empty, as the record says
+
+
+READER_ELSEWHERE = """
+import sys
+import dagnb
+from dagnb import Graph, Step
+
+marks = sys.argv[2]
+# on until the writer is done and its folder made again (empty, as the record says)
+made_again = f'[ -e "{{marks}}/w" ] && [ -d "$DAGNB_IN/up" ] && [ -z "$(ls -A "$DAGNB_IN/up")" ]'
+reader = Step("r", run=f'touch "{{marks}}/r"; for i in $(seq 1500); do {{made_again}} && '
+                       'break; sleep 0.02; done; ls "$DAGNB_IN/up"', needs=["up"])
+with dagnb.testing.isolated(cache_directory=sys.argv[1]):
+    run = Graph("g", [Step("up", run={up!r}), reader]).run(executor="local")
+    print(run.states(), run.status().set_index("step").loc["r", "error"],
+          repr("".join(run.logs("r")["line"])))
+"""
+
+
+def test_a_reader_in_another_process_is_not_blamed_for_a_write_it_did_not_make(
+        workdir: Path) -> None:
+    """Process A's step writes into the unpacked folder that process B's step reads at
+    the same time: A's fails, its folder made again from the record, which B's step then
+    reads; B's step ran while it changed, but that was not its write (as when a folder
+    entry is set aside by another process: it is gone for B, not changed by B)."""
+    cache, marks = workdir / ".dagnb_cache", workdir / "marks"
+    marks.mkdir()
+    up = Step("up", run="echo hi")
+    with isolated(cache_directory=str(cache)):
+        Graph("g", [up]).run(executor="local")  # (both processes hit its record)
+    script = READER_ELSEWHERE.format(up=up.run)
+    other = subprocess.Popen([sys.executable, "-c", script, str(cache), str(marks)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    writer = Step("w", run=f'for i in $(seq 1500); do [ -e "{marks}/r" ] && break; sleep 0.02; '
+                           f'done; echo 666 > "$DAGNB_IN/up/x.txt"; touch "{marks}/w"',
+                  needs=["up"])
+    with isolated(cache_directory=str(cache)):
+        run = Graph("g", [up, writer]).run(executor="local")
+    out, err = other.communicate(timeout=120)
+    assert run.states() == {"up": "cached", "w": "failed"}
+    assert "wrote into its input $DAGNB_IN/up/x.txt" in _error(run, "w")
+    assert out.strip() == "{'up': 'cached', 'r': 'succeeded'} None ''", err
+
+
+PACKED_AS_NOBODY = """
+import json, os, sys, tempfile
+import dagnb
+from dagnb import Graph, Step
+
+def small():
+    return {{"x": 1}}
+
+COPY = ('cp "$DAGNB_IN/up/result.json" "$DAGNB_OUT/c.json" && echo more >> '
+        '"$DAGNB_OUT/c.json"')
+
+def graph(*steps):
+    return Graph("g", [Step("up", func=small), *steps])
+
+first = [Step("copy", run=COPY, needs=["up"]),
+         Step("down", run='echo 666 > "$DAGNB_IN/up/result.json"', needs=["up", "copy"])]
+with dagnb.testing.isolated(cache_directory=tempfile.mkdtemp()):  # (see AS_NOBODY)
+    graph(*first).run(executor="local").status()
+os.setgid(65534); os.setuid(65534)
+os.chdir(sys.argv[1])
+with dagnb.testing.isolated(cache_directory=sys.argv[2]):
+    run = graph(*first).run(executor="local", max_concurrency=1)
+    second = graph(Step("read", run={show!r}, needs=["up"])).run(executor="local")
+    print(json.dumps({{"states": run.states(), "error": run.status().set_index("step").loc[
+                          "down", "error"],
+                      "copy": (run.outputs("copy") / "c.json").read_text(),
+                      "again": second.states(),
+                      "read": "".join(second.logs("read")["line"])}}))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="runs a child as 'nobody' (mode bits bind only non-root users)")
+def test_a_user_other_than_root_may_not_write_into_an_unpacked_entry_either(
+        shared: Path) -> None:
+    script = PACKED_AS_NOBODY.format(show=SHOW)
+    done = subprocess.run([sys.executable, "-c", script, str(shared), str(shared / "cache")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    assert seen["states"] == {"up": "succeeded", "copy": "succeeded", "down": "failed"}
+    assert seen["copy"] == '{"x": 1}more\n'  # (the copy of an unpacked file can be changed)
+    assert seen["error"] == ("step 'down' wrote into its input $DAGNB_IN/up/result.json; "
+                             "write to $DAGNB_OUT instead")
+    assert seen["again"] == {"up": "cached", "read": "succeeded"}
+    assert seen["read"] == '{"x": 1}'

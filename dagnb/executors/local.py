@@ -494,7 +494,7 @@ def function_arguments(
     its output folder.
     """
     kwargs: dict[str, Any] = {}
-    for name in _parameter_names(func):
+    for name in parameter_names(func):
         if name in inputs:
             item = inputs[name]
             kwargs[name] = item.path if item.result is NO_RESULT else item.result
@@ -504,7 +504,8 @@ def function_arguments(
 
 
 @functools.lru_cache(maxsize=4096)
-def _parameter_names(func: Any) -> tuple[str, ...]:
+def parameter_names(func: Any) -> tuple[str, ...]:
+    """The names of ``func``'s parameters (an upstream step's, or a param's)."""
     return tuple(inspect.signature(func).parameters)
 
 

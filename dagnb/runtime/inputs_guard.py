@@ -12,20 +12,35 @@ compared by size, modification time and inode. A change fails the step in one li
 naming the file, and sets the entry aside as damaged (recomputed, never served); a
 step that would read it later in the run fails saying so.
 
+A small result is a pack record, not a folder: a step that reads it as files (a
+command, a Python step elsewhere than in this process, or one given the folder of an
+upstream with no result) gets a folder made from the record under ``.unpacked``, shared
+by every reader. It is looked at the same way, for those steps only (a Python step given
+the result as a value costs nothing), and first checked against the record when the
+run's first such step starts (:mod:`dagnb.cache.unpacked`). A change fails the step
+alike, and the folder is made again from the record, which is whole: nothing is set
+aside, and the steps that read it next get the record's content. A folder made again
+or removed meanwhile by someone else (another process's reader, a clear) is not a write.
+
 What this cannot see: a write of the same size within the file system's clock tick
 of the one it replaces (a few milliseconds), a change made before the first step
 downstream started (a hit checks sizes and small files' contents when the entry is
-first read in a process), and changes to an upstream step's result in memory (a
-Python object a step changes in place).
+first read in a process; an unpacked folder is made again, not served, if it differs
+from its record then), a write into an unpacked folder by a Python step in this
+process that did not take it as an argument (it asked ``dagnb.current().inputs``: the
+next check against the record undoes it), and changes to an upstream step's result in
+memory (a Python object a step changes in place).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Container, Mapping
 from typing import Any
 
 from dagnb.cache.entry import PackedEntry
+from dagnb.cache.unpacked import first_difference
 from dagnb.errors import StepFailed
 
 __all__ = ["InputGuard"]
@@ -58,6 +73,10 @@ class _Watched:
                 return self._shown(self.paths[index])
         return None
 
+    def restamp(self) -> None:
+        """Take what is there now as first seen (a folder made anew)."""
+        self.stamps = [_stamp(path) for path in self.full]
+
     def _shown(self, path: str) -> str:
         """``$DAGNB_IN/<name>/...`` of ``path``; for a folder, the name in it that is
         not in the entry (a file added), if one is."""
@@ -67,6 +86,45 @@ class _Watched:
             added = sorted(set(_listing(f"{self.root}/{path}")) - known)
             path = f"{path}/{added[0]}" if added else path
         return f"$DAGNB_IN/{self.name}" + path[len("out"):]
+
+
+class _UnpackedFolder(_Watched):
+    """A packed entry's folder, checked against its record as first seen in the run."""
+
+    __slots__ = ("files", "identity")
+
+    def __init__(self, name: str, entry: PackedEntry) -> None:
+        entry.checked_path()  # (made again here if it is not as the record says)
+        self.files = entry.out_files()
+        super().__init__(name, entry, {f"out/{file}": len(data)
+                                       for file, data in self.files.items()})
+        self.identity = _inode(self.root)
+
+    def first_change(self) -> str | None:
+        change = super().first_change()
+        if change is None:
+            return None
+        found = first_difference(f"{self.root}/out", self.files)  # names an added file
+        return change if found is None else self._shown(found)
+
+    def replaced(self) -> bool:
+        """Whether its folder is gone (the entry removed: a clear) or another one (made
+        again by a reader elsewhere, that found it written into); then it is taken as
+        first seen, checked against the record first if it is there."""
+        if _inode(self.root) == self.identity:
+            return False
+        if os.path.isdir(self.root):
+            with contextlib.suppress(OSError):  # (a full disk: checked when next used)
+                self.entry.checked_path()
+        self.restamp()
+        self.identity = _inode(self.root)
+        return True
+
+    def make_again(self) -> None:
+        with contextlib.suppress(OSError):  # (a full disk: made when next used)
+            self.entry.unpack_again()
+        self.restamp()
+        self.identity = _inode(self.root)
 
 
 class InputGuard:
@@ -83,16 +141,27 @@ class InputGuard:
         self._watched: dict[str, _Watched | None] = {}  # upstream -> its files, or None
         self._readers: dict[str, list[str]] = {}  # upstream -> the steps reading it now
         self._damaged: dict[str, str] = {}  # upstream set aside -> why, in a few words
+        # (step, upstream) -> why: the step read it while another step wrote into it
+        self._tainted: dict[tuple[str, str], str] = {}
 
-    def start(self, step: str, upstream: Mapping[str, Any]) -> list[_Watched]:
+    def start(self, step: str, upstream: Mapping[str, Any],
+              takes: Callable[[], Container[str]] | None = None) -> list[_Watched]:
         """Before ``step`` runs with ``upstream`` (name -> its cache entry, or None):
-        what to look at after it (each first seen now, if not yet). StepFailed if one
-        was set aside as damaged earlier in the run."""
+        what to look at after it (each first seen now, if not yet). ``takes``: for a
+        Python step run in this process, what gives the upstream steps it takes as
+        arguments (a packed entry's result as a value, its folder if it has none);
+        None: a step reading every input as files. StepFailed if one was set aside as
+        damaged earlier in the run."""
         watched = []
         for name, entry in upstream.items():
+            if isinstance(entry, PackedEntry) and takes is not None and (
+                    entry.inline is not None or name not in takes()):
+                continue  # its folder is not read (nothing looked at)
             found = self._watched.get(name, _UNSEEN)
             if found is _UNSEEN:
-                found = self._watched[name] = _watch(name, entry)
+                found = _watch(name, entry)
+                if found is not None or not isinstance(entry, PackedEntry):
+                    self._watched[name] = found  # (a folder not made: tried again)
             if found is not None:
                 watched.append(found)
         for item in watched:
@@ -111,23 +180,29 @@ class InputGuard:
         for item in watched:
             readers = self._readers[item.name]
             readers.remove(step)
-            if item.name in self._damaged:  # found by a step reading it at the same time
+            tainted = self._tainted.pop((step, item.name), None)
+            if tainted is not None:  # found by a step reading it at the same time
                 problems.append(f"step {step!r} ran while its input $DAGNB_IN/{item.name} "
-                                f"was changed ({self._damaged[item.name]}); run again")
+                                f"was changed ({tainted}); run again")
                 continue
             change = item.first_change()
-            if change is None:
+            if change is None or (isinstance(item, _UnpackedFolder) and item.replaced()):
                 continue
             change = self._mask(change)
             why = f"{change} written into by step " + " or ".join(map(repr, [step, *readers]))
+            if isinstance(item, _UnpackedFolder):  # its record is whole: the folder is made anew
+                item.make_again()
             # (not set aside: the entry itself was removed meanwhile, by a clear or an
             # eviction, which its readers hear of from the cache)
-            if self._set_aside(item.name, item.entry, why):
+            elif self._set_aside(item.name, item.entry, why):
                 self._damaged[item.name] = why
-                others = ", ".join(map(repr, readers))
-                who = f" (or {others}, reading it at the same time)" if others else ""
-                problems.append(f"step {step!r}{who} wrote into its input {change}; write to "
-                                "$DAGNB_OUT instead")
+            else:
+                continue
+            self._tainted.update(((other, item.name), why) for other in readers)
+            others = ", ".join(map(repr, readers))
+            who = f" (or {others}, reading it at the same time)" if others else ""
+            problems.append(f"step {step!r}{who} wrote into its input {change}; write to "
+                            "$DAGNB_OUT instead")
         return problems[0] if problems else None
 
 
@@ -135,12 +210,17 @@ _UNSEEN: Any = object()
 
 
 def _watch(name: str, entry: Any) -> _Watched | None:
-    """The files of a folder entry with output files; None for any other input (a
-    packed entry, or a step's outputs that were not stored)."""
+    """The files of a folder entry with output files, or a packed entry's folder (made
+    now); None for any other input (a step's outputs that were not stored), or a
+    folder that cannot be made."""
+    if isinstance(entry, PackedEntry):
+        try:
+            return _UnpackedFolder(name, entry)
+        except OSError:  # (a full disk: the step fails making its $DAGNB_IN, saying so)
+            return None
     # a folder entry's metadata lists its files, even one holding a pack record's head
-    # (its result file: a long log, displays); a pack record lists none, and its rest is
-    # not parsed to find that out
-    meta = None if entry is None or isinstance(entry, PackedEntry) else entry.meta
+    # (its result file: a long log, displays)
+    meta = None if entry is None else entry.meta
     files = meta.get("files") if meta is not None else None
     if not isinstance(files, dict):
         return None
@@ -154,6 +234,11 @@ def _stamp(path: str) -> _Stamp | None:
     except OSError:
         return None
     return info.st_size, info.st_mtime_ns, info.st_ino
+
+
+def _inode(path: str) -> int | None:
+    found = _stamp(path)
+    return None if found is None else found[2]
 
 
 def _listing(folder: str) -> list[str]:

@@ -48,6 +48,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import running_on
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
+from dagnb.executors.local import parameter_names
 from dagnb.executors.loop import holding, stop_pending, wait_for
 from dagnb.model.contract import write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
@@ -514,9 +515,10 @@ class Scheduler:
     # -- attempts -------------------------------------------------------------------
     async def _attempts(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts (:meth:`_tries`); a step that wrote into the cache entry of
-        an upstream step (``$DAGNB_IN``) fails, and the entry is set aside."""
+        an upstream step (``$DAGNB_IN``) fails, and the entry is set aside (a packed
+        entry's folder is made again from its record)."""
         guard = self._guard
-        watched = guard.start(step.name, self._upstream_entries(step)) if (
+        watched = guard.start(step.name, self._upstream_entries(step), self._takes(step)) if (
             guard is not None and step.needs) else None
         if not watched:  # (most steps: no upstream entry with files)
             return await self._tries(step, files)
@@ -533,6 +535,14 @@ class Scheduler:
         if failure is not None:
             raise failure
         return outcome
+
+    def _takes(self, step: Step) -> Callable[[], tuple[str, ...]] | None:
+        """For a Python step run in this process, what gives the names it takes as
+        arguments (the folder of a packed entry only if it has no result); None for a
+        step given every input as files."""
+        if step.func is None or not self._inline(step):
+            return None
+        return functools.partial(parameter_names, step.func)
 
     def _upstream_entries(self, step: Step) -> dict[str, Entry | None]:
         finished = self._finished
