@@ -210,6 +210,79 @@ def test_prune_removes_what_a_save_killed_midway_left_behind(tmp_path: Path) -> 
     assert not left.exists() and fresh.exists()  # (a save of the last hour may be going on)
 
 
+KILLED_MID_UNPACK = """
+import os, signal, sys
+from dagnb.cache import Store
+
+store = Store(sys.argv[1])
+store.save("s", "k", out_dir=None, inline={"json": {"x": 1}})
+(store.lookup("s", "k").path / "out" / "result.json").write_text("written into")
+rename = os.rename
+
+def killed(source, target):  # the folder is moved aside; the process dies before the new one
+    rename(source, target)   # is renamed into place
+    if os.path.basename(target).startswith(".old-"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+os.rename = killed
+Store(sys.argv[1]).lookup("s", "k").path  # another process finds it written into
+"""
+
+
+def test_prune_removes_what_an_unpack_killed_midway_left_and_folders_of_records_gone(
+        tmp_path: Path) -> None:
+    from dagnb.cache import Store
+
+    cache = tmp_path / "cache"
+    done = subprocess.run([sys.executable, "-c", KILLED_MID_UNPACK, str(cache)], timeout=60)
+    assert done.returncode == -9
+    folders = cache / ".unpacked" / "s"
+    left = sorted(folders.iterdir())
+    assert [path.name[:5] for path in left] == [".old-", ".tmp-"]
+    hours_ago = time.time() - 7200
+    for path in left:
+        os.utime(path, (hours_ago, hours_ago))
+    fresh = folders / ".tmp-another-unpack-under-way"
+    fresh.mkdir()
+    store = Store(cache)
+    replaced = store.lookup("s", "k").path  # (made again from the record)
+    store.save("s", "k", out_dir=None, inline={"json": {"x": 2}}, refresh=True)
+    current = store.lookup("s", "k").path
+    assert replaced.exists() and current != replaced
+    store.close()
+    pruned = subprocess.run([sys.executable, "-m", "dagnb", "cache", "prune", "--max-size",
+                             "1G", "--cache-dir", str(cache)], capture_output=True, text=True,
+                            timeout=60)
+    assert pruned.returncode == 0, pruned.stderr
+    assert "removed 0 cache entries" in pruned.stdout  # (none of them was an entry)
+    assert sorted(folders.iterdir()) == sorted([fresh, current])
+    assert json.loads((current / "out" / "result.json").read_text()) == {"x": 2}
+
+
+def test_prune_keeps_the_folder_of_a_replaced_record_a_live_run_reads(tmp_path: Path) -> None:
+    """A run going on may have handed the old folder to a step as ``$DAGNB_IN``."""
+    import fcntl
+
+    from dagnb.cache import Store
+
+    store = Store(tmp_path / "cache")
+    store.save("s", "k", out_dir=None, inline={"json": {"x": 1}})
+    read = store.lookup("s", "k").path
+    store.save("s", "k", out_dir=None, inline={"json": {"x": 2}}, refresh=True)
+    run = tmp_path / "cache" / ".runs" / "live"
+    run.mkdir(parents=True)
+    (run / ".uses").write_text("s\tk\n")
+    lease = os.open(run, os.O_RDONLY)
+    try:
+        fcntl.flock(lease, fcntl.LOCK_EX)
+        assert Store(tmp_path / "cache").reduce_size(bytes_limit="1G") == 0
+        assert read.exists()
+    finally:
+        os.close(lease)
+    assert Store(tmp_path / "cache").reduce_size(bytes_limit="1G") == 0
+    assert not read.exists()
+
+
 @pytest.fixture
 def read_only_cache(tmp_path: Path) -> Iterator[Path]:
     """A cache holding one damaged entry, seen through a read-only bind mount (a skip

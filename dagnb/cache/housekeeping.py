@@ -10,7 +10,7 @@ import fcntl
 import os
 import shutil
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Set
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -152,15 +152,44 @@ class Housekeeping:
         self._entries.clear()
         shutil.rmtree(self.location / UNPACKED, ignore_errors=True)
 
-    def _remove_temporaries(self, older_than: float) -> int:
-        """Delete folders left in ``.scratch`` by a crash more than ``older_than`` s ago."""
+    def _remove_temporaries(self, older_than: float,
+                            kept: Set[tuple[str, str]] = frozenset()) -> int:
+        """Delete folders left in ``.scratch`` and ``.unpacked/<step>`` by a crash more
+        than ``older_than`` s ago, and the folders under ``.unpacked`` of records no
+        longer live (replaced, or removed by what did not remove their folder) but for
+        those of the entries ``kept`` (read by a live run)."""
         deadline = time.time() - older_than
         removed = 0
-        for path in _children(self.location / ".scratch"):
+        unpacked = [folder for step in _children(self.location / UNPACKED)
+                    for folder in _children(step)]
+        for path in [*_children(self.location / ".scratch"), *unpacked]:
             if path.name.startswith(_TEMP_PREFIXES) and _mtime(path) < deadline:
                 shutil.rmtree(path, ignore_errors=True)
                 removed += 1
+        for path in self._unneeded(unpacked, kept):
+            shutil.rmtree(path, ignore_errors=True)
         return removed
+
+    def _unneeded(self, folders: list[Path], kept: Set[tuple[str, str]]) -> list[Path]:
+        """The folders ``<step>/<key>-<stamp>`` of ``folders`` (listed before this reads
+        the packs: a record is written before its folder is made) whose record is not the
+        live one of its key; none when the packs could not be read whole (a compaction
+        meanwhile: every key would look gone)."""
+        if self._packs is None:
+            return []
+        self._packs.refresh()
+        if not self._packs.loaded:
+            return []
+        unneeded = []
+        for path in folders:
+            key, dash, stamp = path.name.partition("-")
+            where = (path.parent.name, key)
+            if not dash or path.name.startswith(".") or where in kept:
+                continue
+            record = self._packs.get(*where)
+            if record is None or str(record.stamp) != stamp:
+                unneeded.append(path)
+        return unneeded
 
     def reduce_size(
         self,
@@ -184,8 +213,9 @@ class Housekeeping:
         int
             The number of entries removed.
 
-        Folders a killed process left half-assembled in ``.scratch`` over an hour ago
-        go too (not counted: they were no entries).
+        Folders a killed process left half-assembled in ``.scratch`` or ``.unpacked``
+        over an hour ago go too, and the folders under ``.unpacked`` of records no longer
+        there (not counted: they were no entries).
         """
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
@@ -201,8 +231,9 @@ class Housekeeping:
         removed = sum(self.remove(e.step, e.key) for e in doomed
                       if (e.step, e.key) not in in_use)
         self._compact()
-        # what a killed save left half-assembled: no entry counts it, nothing else frees it
-        self._remove_temporaries(_TEMP_MAX_AGE)
+        # what a killed save or unpack left half-made, the folders of records gone: no
+        # entry counts them, nothing else frees them
+        self._remove_temporaries(_TEMP_MAX_AGE, in_use)
         return removed
 
     def _usage_items(self) -> list[tuple[Entry, float, int]]:
