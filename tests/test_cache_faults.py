@@ -283,6 +283,18 @@ def test_prune_keeps_the_folder_of_a_replaced_record_a_live_run_reads(tmp_path: 
     assert not read.exists()
 
 
+def test_clearing_a_step_removes_the_folders_of_its_replaced_records(tmp_path: Path) -> None:
+    from dagnb.cache import Store
+
+    store = Store(tmp_path / "cache")
+    store.save("s", "k", out_dir=None, inline={"json": {"x": 1}})
+    replaced = store.lookup("s", "k").path
+    store.save("s", "k", out_dir=None, inline={"json": {"x": 2}}, refresh=True)
+    current = store.lookup("s", "k").path
+    assert Store(tmp_path / "cache").clear("s") == 1
+    assert not replaced.exists() and not current.exists()
+
+
 @pytest.fixture
 def read_only_cache(tmp_path: Path) -> Iterator[Path]:
     """A cache holding one damaged entry, seen through a read-only bind mount (a skip

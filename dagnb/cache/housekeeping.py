@@ -111,7 +111,8 @@ class Housekeeping:
         """Remove entries (of one step; created more than ``older_than`` ago); how many.
 
         ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
-        also deletes damaged entries moved aside and leftover temporary directories.
+        also deletes damaged entries moved aside; any clear, temporary folders a crash
+        left over an hour ago and the folders of records no longer there (as a prune).
         """
         self._writable("clear entries")
         seconds = parse_duration(older_than, what="older_than")
@@ -128,6 +129,7 @@ class Housekeeping:
         else:
             removed = sum(self.remove(e.step, e.key) for e in doomed)
             self._compact()
+            self._remove_temporaries(_TEMP_MAX_AGE, self._read_by_live_runs())
         return removed
 
     def _compact(self) -> None:
