@@ -121,7 +121,7 @@ from dagnb.cache.record_text import (
     rest_bytes,
 )
 from dagnb.cache.sealed import SEALED
-from dagnb.cache.unpacked import first_difference, out_files
+from dagnb.cache.unpacked import exchange, first_difference, out_files
 from dagnb.checks import is_url
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
@@ -426,7 +426,8 @@ class Store(Housekeeping):
                 return
             again = True
         build = Path(tempfile.mkdtemp(prefix=".tmp-", dir=make_folder(target.parent)))
-        # the old folder is moved aside, not changed: a reader has the old or the new
+        # the old folder is swapped with the new one, not changed: a reader has the old
+        # or the new (moved aside first where the system cannot swap: missing between)
         old = f"{target.parent}/.old-{uuid.uuid4().hex}" if again else None
         try:
             (build / "out").mkdir()
@@ -435,6 +436,8 @@ class Store(Housekeeping):
             _write_logs(build / "logs.jsonl", entry.meta.get("packed_logs") or ())
             meta = {k: v for k, v in entry.meta.items() if k != "packed_logs"}
             (build / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+            if old is not None and exchange(os.fspath(build), os.fspath(target)):
+                return  # (build holds the old folder now: removed below)
             if old is not None:
                 with contextlib.suppress(FileNotFoundError):  # (another reader moved it)
                     os.rename(target, old)

@@ -11,6 +11,7 @@ it costs one ``listdir`` and one read.
 from __future__ import annotations
 
 import base64
+import ctypes
 import os
 import pickle
 from collections.abc import Mapping
@@ -18,7 +19,7 @@ from typing import Any
 
 from dagnb.model.results import RESULT_FILES, decode_inline, json_text
 
-__all__ = ["first_difference", "out_files"]
+__all__ = ["exchange", "first_difference", "out_files"]
 
 
 def out_files(inline: Mapping[str, Any] | None) -> dict[str, bytes]:
@@ -55,3 +56,25 @@ def first_difference(out: str, files: Mapping[str, bytes]) -> str | None:
         if not same:
             return f"out/{name}"
     return None
+
+
+_AT_FDCWD, _RENAME_EXCHANGE = -100, 2  # linux/fcntl.h, linux/fs.h
+_renameat2: Any = None  # looked up on first use (None: not looked up; False: none here)
+
+
+def exchange(new: str, target: str) -> bool:
+    """Swap folders ``new`` and ``target`` in one step (Linux ``renameat2`` with
+    ``RENAME_EXCHANGE``: no moment with no folder at ``target``, which two renames
+    leave to a reader in between); False where the system or its file system cannot,
+    and nothing was moved. Python has no call for it: glibc's, through ctypes."""
+    global _renameat2
+    if _renameat2 is None:
+        try:
+            _renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+        except (AttributeError, OSError):  # (not Linux, or a libc older than 2.28)
+            _renameat2 = False
+    if _renameat2 is False:
+        return False
+    done = _renameat2(_AT_FDCWD, os.fsencode(new), _AT_FDCWD, os.fsencode(target),
+                      _RENAME_EXCHANGE)
+    return done == 0
