@@ -709,7 +709,7 @@ class Store(Housekeeping):
             out_dir = self._new_folder(".tmp-out-")
         out = Path(out_dir)
         head = _result_head(inline) if result_only else None
-        if inline and result_file:
+        if inline and (result_file or displays):  # (as a pack record made a folder has it)
             save_result(out, decode_inline(inline))
             inline = None
         build = self._new_folder(".tmp-")
@@ -760,7 +760,9 @@ class Store(Housekeeping):
         refresh: bool,
     ) -> Entry | None:
         """Append the entry as one record of this store's pack; None when it is too big
-        for one (then it gets a folder). With ``displays``: the record as a folder."""
+        for one, or has displays (then it gets a folder)."""
+        if displays:  # (they would grow the packs every process reads)
+            return None
         # (most steps print nothing: no call for them)
         lines = [] if type(logs) is list and not logs else _small_logs(logs)
         if lines is None:
@@ -790,10 +792,6 @@ class Store(Housekeeping):
         body = b"%s\n%s" % (head_text, rest)
         if len(body) > RECORD_LIMIT:
             return None
-        if displays:
-            entry = self._save_record_folder(step_name, key, head, lines, displays, refresh)
-            _consume(out_dir, logs)
-            return entry
         record = self._append(step_name, key.digest, ENTRY, body)
         if self._absent != (step_name, key.digest) and self.backend.exists(
             step_name, key.digest
@@ -806,34 +804,6 @@ class Store(Housekeeping):
         entry = self._entries[where] = PackedEntry(step_name, key.digest, head, rest, record,
                                                    self)
         return entry
-
-    def _save_record_folder(self, step_name: str, key: StepKey, head: dict[str, Any],
-                            lines: list[dict[str, Any]], displays: Sequence[Mapping[str, Any]],
-                            refresh: bool) -> Entry:
-        """A pack record with displays, put in a folder as a packed entry pushed to a
-        store is (:meth:`_unpack`): its head (output digest, inline result) and key
-        components as metadata, its result, lines and displays as files."""
-        self._drop_packed(step_name, key.digest)  # (the record it replaces, if any)
-        build = self._new_folder(".tmp-")
-        try:
-            out = build / "out"
-            out.mkdir()
-            if head.get("inline") is not None:
-                save_result(out, decode_inline(head["inline"]))
-            _write_logs(build / "logs.jsonl", lines)
-            shown = _write_logs(build / "displays.jsonl", displays)  # (its records)
-            files = _file_sizes(build)
-            meta = {**head, "components": dict(key.components), "describe": dict(key.describe),
-                    "files": files, "digests": _small_digests(build, out, files),
-                    "size_bytes": sum(files.values()), "displays": shown}
-            data = json.dumps(meta, separators=(",", ":")).encode()
-            _write_meta(build / "meta.json", data)
-            self.backend.write(step_name, key.digest, build, refresh=refresh)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-        self._forget(step_name, key.digest)
-        return self._saved(step_name, key, meta, data)
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
         """The entry just saved: its metadata is known, so it is not parsed and checked
