@@ -395,15 +395,17 @@ def _selection(
     """The steps to run. ``only_failed`` in a process that has not run the graph yet
     (the CLI, a restarted kernel) reads the last run's states from the run history,
     of the runs given the same params (a step done with others has not run with these).
-    A workflow file's step that no recorded run of the file has (none ran yet, or the
-    step is new or renamed since) has not finished either: left out, a first run, or
-    one after renaming the step that failed, would run nothing and report success."""
+    A step those runs do not have has not finished either if it is a workflow file's
+    (the file's first run, a step new or renamed since: left out, they would run nothing
+    and report success) or ran with other params (a graph of no file: a notebook cell
+    never run is not taken for one that failed)."""
     if not only_failed or graph.last_run is not None:
         return graph.select(targets, tags=tags, only_failed=only_failed)
-    states = last_states(cache_dir, graph.name, graph.workflow_file, graph.given_params) or {}
+    name, source = graph.name, graph.workflow_file
+    states = last_states(cache_dir, name, source, graph.given_params) or {}
+    ran = graph.names if source is not None else (last_states(cache_dir, name) or {})
     again = unfinished(states, (step.name for step in graph))
-    if graph.workflow_file is not None:  # (a notebook runs cell by cell: not its cells)
-        again += [step.name for step in graph if step.name not in states]
+    again += [step for step in ran if step not in states and step in graph]
     named = [targets] if isinstance(targets, str) else list(targets or ())
     return graph.select([*named, *again], tags=tags)
 
