@@ -1,13 +1,16 @@
-"""``graph.run(only_failed=True)`` after ``set_params``: a step's state counts only
-among the runs given the same params, as ``dagnb run --only-failed`` counts it."""
+"""``graph.run(only_failed=True)`` after ``set_params`` in the same process: a step's
+state counts only among the runs given the same params, as ``dagnb run --only-failed``
+counts it (a step that failed with city=Paris has not failed with London, and one done
+with London is not done with Paris)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from dagnb import Graph, Step
+from dagnb import Graph, Step, load
 from dagnb.workflows.params import set_params
 
 pytestmark = pytest.mark.usefixtures("workdir")
@@ -15,6 +18,18 @@ pytestmark = pytest.mark.usefixtures("workdir")
 _LOAD = 'printf %s "$DAGNB_PARAM_CITY" > "$DAGNB_OUT/city"'
 _REPORT = 'test -f fixed && echo "$(cat "$DAGNB_IN/load/city") $DAGNB_PARAM_CITY" >> seen'
 _SUMMARY = 'echo "$DAGNB_PARAM_CITY" >> summaries'
+_WORKFLOW = f"""\
+steps:
+  load: {{run: '{_LOAD}', params: {{city: London}}}}
+  report: {{run: '{_REPORT.replace("'", "''")}', needs: [load], params: {{city: London}}}}
+  summary: {{run: '{_SUMMARY}', needs: [load], params: {{city: London}}}}
+  other: {{run: 'echo other'}}
+"""
+
+
+def _from_file(folder: Path) -> Graph:
+    (folder / "wf.yml").write_text(_WORKFLOW)
+    return load(folder / "wf.yml")
 
 
 def _in_python(folder: Path) -> Graph:
@@ -29,6 +44,43 @@ def _in_python(folder: Path) -> Graph:
 
 _EVERY_STEP = {"load": "succeeded", "report": "succeeded", "summary": "succeeded",
                "other": "cached"}  # (other has no city: its entry is the first run's)
+
+
+@pytest.mark.parametrize("build", [_from_file, _in_python], ids=["yaml", "python"])
+def test_a_step_that_failed_with_other_params_is_not_retried_alone(
+    workdir: Path, build: Callable[[Path], Graph]
+) -> None:
+    """report failed with Paris; given London, which no run had, every step runs, not
+    report alone as if London were a retry of Paris' failure (and summary, done with
+    Paris only, left out); back to Paris, only what failed with Paris runs."""
+    graph = build(workdir)
+    set_params(graph, {"city": "Paris"}, "the test")
+    first = graph.run(executor="local")
+    assert (first.failed, first.given_params) == (["report"], {"city": "Paris"})
+    (workdir / "fixed").write_text("")
+    set_params(graph, {"city": "London"}, "the test")
+    assert graph.run(only_failed=True, executor="local").states() == _EVERY_STEP
+    assert (workdir / "summaries").read_text() == "Paris\nLondon\n"
+    set_params(graph, {"city": "Paris"}, "the test")
+    paris = graph.run(only_failed=True, executor="local")
+    assert paris.states() == {"load": "cached", "report": "succeeded"}
+    assert (workdir / "seen").read_text() == "London London\nParis Paris\n"
+    assert graph.run(only_failed=True, executor="local").order == []  # (Paris: all done)
+
+
+@pytest.mark.parametrize("build", [_from_file, _in_python], ids=["yaml", "python"])
+def test_steps_done_with_other_params_are_not_done_with_these(
+    workdir: Path, build: Callable[[Path], Graph]
+) -> None:
+    """Every step succeeded with London: given Paris, they run (nothing to re-run would
+    say Paris succeeded, which never ran)."""
+    (workdir / "fixed").write_text("")
+    graph = build(workdir)
+    assert graph.run(executor="local").ok
+    set_params(graph, {"city": "Paris"}, "the test")
+    paris = graph.run(only_failed=True, executor="local")
+    assert paris.states() == _EVERY_STEP
+    assert (workdir / "seen").read_text() == "London London\nParis Paris\n"
 
 
 def test_a_graph_built_in_python_runs_in_a_new_process_what_ran_with_other_params_only(

@@ -55,7 +55,7 @@ class Graph:
     given_params
         The params set from outside the file for its runs (``dagnb run --param``, through
         :func:`~dagnb.workflows.params.set_params`), by name: recorded with each run, so
-        that ``--only-failed`` counts only the runs given the same.
+        that ``only_failed`` (``--only-failed``) counts only the runs given the same.
     """
 
     __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description",

@@ -67,6 +67,7 @@ __all__ = [
     "last_params",
     "last_states",
     "prune",
+    "same_params",
     "unfinished",
 ]
 
@@ -252,8 +253,7 @@ def last_states(cache_dir: Path, graph_name: str, source: Path | None = None,
     (a record with none was given none)."""
     runs = _runs_of(cache_dir, graph_name, source)
     if params is not None:
-        wanted = _same_params(params)
-        runs = [record for record in runs if _same_params(_params(record)) == wanted]
+        runs = [record for record in runs if same_params(_params(record), params)]
     if not runs:
         return None
     states: dict[str, str] = {}
@@ -281,9 +281,13 @@ def _params(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params) if isinstance(params, dict) else {}
 
 
-def _same_params(params: Mapping[str, Any]) -> str:
-    """Params as text, equal only for the same JSON values (``1`` is not ``1.0``, nor
-    ``true``)."""
+def same_params(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+    """Whether two runs were given the same params: the same JSON values (``1`` is not
+    ``1.0``, nor ``true``, though Python finds them equal: each makes its own key)."""
+    return _params_text(one) == _params_text(other)
+
+
+def _params_text(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 

@@ -43,7 +43,7 @@ from dagnb.executors.capture import capturing
 from dagnb.model.contract import known_secret_values, refuse_secret_values, resolve_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
-from dagnb.runtime.history import RunFolder, last_states, unfinished
+from dagnb.runtime.history import RunFolder, last_states, same_params, unfinished
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
 
@@ -221,7 +221,8 @@ def prepare(
     ----------
     targets, tags, only_failed
         Which steps (always with their upstream): names, tags, or those of the last
-        run that did not succeed. Nothing given: every step.
+        run that did not succeed, among the runs given the same params
+        (:func:`~dagnb.workflows.params.set_params`). Nothing given: every step.
     max_concurrency
         Steps running at once (default: the ``max_concurrent_executions`` setting).
     timeout
@@ -392,14 +393,17 @@ def _resolved(path: str | Path) -> Path:
 def _selection(
     graph: Graph, targets: Any, tags: Any, only_failed: bool, cache_dir: Path
 ) -> list[str]:
-    """The steps to run. ``only_failed`` in a process that has not run the graph yet
-    (the CLI, a restarted kernel) reads the last run's states from the run history,
-    of the runs given the same params (a step done with others has not run with these).
-    A step those runs do not have has not finished either if it is a workflow file's
-    (the file's first run, a step new or renamed since: left out, they would run nothing
-    and report success) or ran with other params (a graph of no file: a notebook cell
-    never run is not taken for one that failed)."""
-    if not only_failed or graph.last_run is not None:
+    """The steps to run. ``only_failed`` takes the states of the graph's last run in this
+    process when that run was given the params the graph has now; else (a new process,
+    params set since) the run history's, as ``dagnb run --only-failed`` does: a step's
+    state counts only among the runs given the same params (one done, or failed, with
+    city=Paris has not run with London). A step those runs do not have has not finished
+    either if it is a workflow file's (the file's first run, a step new or renamed since:
+    left out, they would run nothing and report success) or ran with other params (a
+    graph of no file: a notebook cell never run is not taken for one that failed)."""
+    last = graph.last_run
+    if not only_failed or (last is not None
+                           and same_params(last.given_params, graph.given_params)):
         return graph.select(targets, tags=tags, only_failed=only_failed)
     name, source = graph.name, graph.workflow_file
     states = last_states(cache_dir, name, source, graph.given_params) or {}

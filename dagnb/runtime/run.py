@@ -66,6 +66,13 @@ class Run:
         self.displays_by_view = False
 
     @property
+    def given_params(self) -> dict[str, Any]:
+        """The params this run was given from outside its steps' definitions
+        (:func:`~dagnb.workflows.params.set_params`, ``dagnb run --param``), as its
+        record keeps them: ``only_failed`` counts a step's state among such runs alone."""
+        return dict(self._folder.params)
+
+    @property
     def workspace(self) -> Path:
         """This run's folder of step directories, made when first needed."""
         return self._folder.make()
