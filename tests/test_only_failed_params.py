@@ -95,3 +95,14 @@ def test_a_graph_built_in_python_runs_in_a_new_process_what_ran_with_other_param
     again = _in_python(workdir).run(only_failed=True, executor="local")
     assert again.states() == _EVERY_STEP
     assert (workdir / "seen").read_text() == "London London\n"
+
+
+def test_select_only_failed_after_set_params_picks_every_step(workdir: Path) -> None:
+    """``graph.select(only_failed=True)`` (no cache folder to read the history from):
+    with params set since the last run, no step has run with them: every step."""
+    graph = _in_python(workdir)
+    set_params(graph, {"city": "Paris"}, "the test")
+    assert graph.run(executor="local").failed == ["report"]
+    assert graph.select(only_failed=True) == ["load", "report"]
+    set_params(graph, {"city": "Rome"}, "the test")
+    assert graph.select(only_failed=True) == graph.order()

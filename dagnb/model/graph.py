@@ -317,7 +317,8 @@ class Graph:
 
         ``only_failed`` picks the steps of the last run that did not succeed (failed,
         skipped, cancelled, or never ran: a run cut short), with their upstream, which
-        the cache makes cheap.
+        the cache makes cheap; every step if params were set since that run (none has
+        run with them in this process: ``graph.run`` also reads the run history).
         """
         chosen = set(self._chosen(targets, tags, only_failed))  # (a target tagged too)
         if len(chosen) == len(self._steps):
@@ -350,10 +351,12 @@ class Graph:
             raise StepNotFoundError(f"no step has tag {unknown!r}; {hint}")
 
     def _unfinished_of_last_run(self) -> list[str]:
-        from dagnb.runtime.history import unfinished
+        from dagnb.runtime.history import same_params, unfinished
 
         if self.last_run is None:
             return []
+        if not same_params(self.last_run.given_params, self.given_params):
+            return list(self._steps)  # params set since: no step has run with these
         states = self.last_run.states()
         return unfinished(states, [name for name in states if name in self._steps])
 
