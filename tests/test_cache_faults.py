@@ -179,6 +179,34 @@ def test_a_prune_while_a_run_is_live_keeps_what_its_steps_have_yet_to_read(workd
     assert run.logs("slow").line.tolist()[0].startswith("removed 3 cache entries")
 
 
+def _small():
+    return {"x": 1}  # a pack record: its folder is made when a step asks for its path
+
+
+def _reads_by_context_while_pruned():
+    import dagnb
+
+    folder = dagnb.current().inputs["small"]  # (not an argument: 'small' is read by path)
+    done = subprocess.run([sys.executable, "-m", "dagnb", "cache", "prune",
+                           "--max-entries", "0", "--cache-dir", "cache"],
+                          capture_output=True, text=True, timeout=60)
+    print(done.stdout.strip() or done.stderr.strip())
+    return json.loads((folder / "result.json").read_text())["x"]
+
+
+def test_a_prune_keeps_the_folder_a_python_step_reads_through_its_context(workdir) -> None:
+    # 'small' has only an in-process Python step downstream, which would take its result
+    # from memory: it was listed nowhere, and the prune removed the folder the step had
+    # asked dagnb.current().inputs for, under it (FileNotFoundError)
+    graph = Graph("ctx", [Step("small", func=_small)])
+    graph.step(_reads_by_context_while_pruned, name="reads", needs=["small"])
+    with isolated(cache_directory=str(workdir / "cache")):  # (the prune's --cache-dir)
+        run = graph.run(executor="local")
+    assert run.states() == {"small": "succeeded", "reads": "succeeded"}, run.status().error
+    assert run.result("reads") == 1
+    assert run.logs("reads").line.tolist()[0].startswith("removed 0 cache entries")
+
+
 KILLED_MID_SAVE = """
 import os, signal, sys
 import dagnb

@@ -97,6 +97,10 @@ class Task:
     # Set by the runner: the run's cache folder, left out of a mounted folder holding it
     # by an upload of it (as the step's key leaves it out).
     cache_folder: Path | None = None
+    # Set by the runner for a Python step run in this process: called with the task once
+    # an attempt, before ``dagnb.current().inputs`` makes the folders of packed upstream
+    # results, which the step then reads from disk as a command would (see StepContext)
+    on_input_paths: Callable[[Task], None] | None = None
 
     def __init__(
         self,

@@ -44,7 +44,12 @@ class StepContext:
     @property
     def inputs(self) -> dict[str, Path]:
         """Upstream step name -> the folder holding its outputs."""
-        return {name: item.path for name, item in self._task.inputs.items()}
+        task = self._task
+        asked = task.on_input_paths
+        if asked is not None:  # (the runner lists them before they are made)
+            task.on_input_paths = None
+            asked(task)
+        return {name: item.path for name, item in task.inputs.items()}
 
     @property
     def out_dir(self) -> Path:

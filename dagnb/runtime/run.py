@@ -96,6 +96,12 @@ class Run:
         while the run is live (see :meth:`RunFolder.note_use`)."""
         self._folder.note_use(step, key, read_from_disk)
 
+    def list_uses_now(self) -> None:
+        """Write the entries this run uses to its ``.uses`` now (its folder made, if not
+        yet): a step is about to read from disk one noted as read from memory."""
+        with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
+            self._folder.make()
+
     def make_workspace_for_uses(self) -> None:
         """Before a step starts: make the run's folder if entries it uses are known to no
         other process yet (time passes now, and an eviction may come)."""

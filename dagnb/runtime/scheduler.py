@@ -544,6 +544,15 @@ class Scheduler:
             return None
         return functools.partial(parameter_names, step.func)
 
+    def _input_paths_asked(self, task: Task) -> None:
+        """An in-process Python step asks ``dagnb.current().inputs`` for its upstream
+        folders: those of packed entries, made now, are read from disk though their use
+        was noted as from memory. The run's ``.uses`` lists them first (its folder made
+        now, if not yet: no eviction removes them while it runs)."""
+        step = task.step
+        if any(isinstance(entry, PackedEntry) for entry in self._upstream_entries(step).values()):
+            self.run.list_uses_now()
+
     def _upstream_entries(self, step: Step) -> dict[str, Entry | None]:
         finished = self._finished
         return {need: finished[need].entry for need in step.needs if need in finished}
@@ -668,6 +677,8 @@ class Scheduler:
         if step.func is None or executor.name != "local":  # only inline Python makes none
             self.run.make_workspace()  # its folder, leased before an executor writes there
         task = self._task(step, number, log_file, params=executor.name != "local")
+        if step.needs and step.func is not None and executor.name == "local":
+            task.on_input_paths = self._input_paths_asked  # (if it asks for its folders)
         image = None  # a step on the host ran in no image, whatever it names
         if "containers" in executor.capabilities:
             image = self._images[step.name] = image_label(step.image)
