@@ -337,6 +337,36 @@ def test_a_python_step_given_the_folder_of_a_packed_entry_may_not_write_into_it(
     assert _shown(run, "later") == ""  # the folder made again: empty, as the record says
 
 
+def _writes_through_its_context() -> int:
+    import dagnb
+
+    (dagnb.current().inputs["up"] / "result.json").write_text('{"x": 666}')
+    return 1
+
+
+def _reads_through_its_context() -> int:
+    import dagnb
+
+    return json.loads((dagnb.current().inputs["up"] / "result.json").read_text())["x"]
+
+
+def test_a_python_step_writing_into_the_folder_its_context_gives_fails(workdir: Path) -> None:
+    """A Python step that takes no argument of ``up`` but asks ``dagnb.current().inputs``
+    for its folder reads it as files, as a command does: a write there succeeded, and
+    the steps after it read {"x": 666} as up's result."""
+    run, damaged = _packed_run(workdir, Step("down", func=_writes_through_its_context,
+                                             needs=["up"]),
+                               Step("later", func=_reads_through_its_context, needs=["up"]))
+    assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
+    assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/result.json; "
+                                   "write to $DAGNB_OUT instead")
+    assert run.result("later") == 1 and not damaged  # the folder made again from the record
+    assert _unpacked_result(workdir).read_text() == '{"x": 1}'
+    again, _ = _packed_run(workdir, Step("read", run=SHOW_AGAIN, needs=["up"]))
+    assert again.states() == {"up": "cached", "read": "succeeded"}
+    assert _shown(again, "read") == '{"x": 1}'
+
+
 READER_ELSEWHERE = """
 import sys
 import dagnb

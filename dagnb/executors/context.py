@@ -46,7 +46,7 @@ class StepContext:
         """Upstream step name -> the folder holding its outputs."""
         task = self._task
         asked = task.on_input_paths
-        if asked is not None:  # (the runner lists them before they are made)
+        if asked is not None:  # (the runner lists and watches them before they are made)
             task.on_input_paths = None
             asked(task)
         return {name: item.path for name, item in task.inputs.items()}

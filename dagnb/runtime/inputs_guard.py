@@ -13,12 +13,13 @@ naming the file, and sets the entry aside as damaged (recomputed, never served);
 step that would read it later in the run fails saying so.
 
 A small result is a pack record, not a folder: a step that reads it as files (a
-command, a Python step elsewhere than in this process, or one given the folder of an
-upstream with no result) gets a folder made from the record under ``.unpacked``, shared
-by every reader. It is looked at the same way, for those steps only (a Python step given
-the result as a value costs nothing), and first checked against the record when the
-run's first such step starts (:mod:`dagnb.cache.unpacked`). A change fails the step
-alike, and the folder is made again from the record, which is whole: nothing is set
+command, a Python step elsewhere than in this process, or one in this process given the
+folder of an upstream with no result, or asking ``dagnb.current().inputs`` for it) gets
+a folder made from the record under ``.unpacked``, shared by every reader. It is looked
+at the same way, for those steps only (a Python step given the result as a value costs
+nothing, until it asks for the folder), and first checked against the record when the
+run's first such step starts, or asks (:mod:`dagnb.cache.unpacked`). A change fails the
+step alike, and the folder is made again from the record, which is whole: nothing is set
 aside, and the steps that read it next get the record's content. A folder made again
 or removed meanwhile by someone else (another process's reader, a clear) is not a write.
 
@@ -26,10 +27,8 @@ What this cannot see: a write of the same size within the file system's clock ti
 of the one it replaces (a few milliseconds), a change made before the first step
 downstream started (a hit checks sizes and small files' contents when the entry is
 first read in a process; an unpacked folder is made again, not served, if it differs
-from its record then), a write into an unpacked folder by a Python step in this
-process that did not take it as an argument (it asked ``dagnb.current().inputs``: the
-next check against the record undoes it), and changes to an upstream step's result in
-memory (a Python object a step changes in place).
+from its record then), and changes to an upstream step's result in memory (a Python
+object a step changes in place).
 """
 
 from __future__ import annotations
@@ -156,12 +155,8 @@ class InputGuard:
         for name, entry in upstream.items():
             if isinstance(entry, PackedEntry) and takes is not None and (
                     entry.inline is not None or name not in takes()):
-                continue  # its folder is not read (nothing looked at)
-            found = self._watched.get(name, _UNSEEN)
-            if found is _UNSEEN:
-                found = _watch(name, entry)
-                if found is not None or not isinstance(entry, PackedEntry):
-                    self._watched[name] = found  # (a folder not made: tried again)
+                continue  # its folder is not read (nothing looked at), unless asked for
+            found = self._seen(name, entry)
             if found is not None:
                 watched.append(found)
         for item in watched:
@@ -172,6 +167,28 @@ class InputGuard:
         for item in watched:
             self._readers.setdefault(item.name, []).append(step)
         return watched
+
+    def watch(self, step: str, upstream: Mapping[str, PackedEntry],
+              watched: list[_Watched]) -> None:
+        """``step``, a Python step run in this process, asks for the folders of packed
+        entries ``upstream`` (``dagnb.current().inputs``), which :meth:`start` left out:
+        they are looked at after it too (each first seen now, if not yet), added to
+        ``watched``, the list ``start`` gave. (A packed entry is never set aside.)"""
+        names = {item.name for item in watched}
+        for name, entry in upstream.items():
+            found = None if name in names else self._seen(name, entry)
+            if found is not None:
+                watched.append(found)
+                self._readers.setdefault(name, []).append(step)
+
+    def _seen(self, name: str, entry: Any) -> _Watched | None:
+        """What is looked at of ``name``'s entry, first seen now if not yet."""
+        found = self._watched.get(name, _UNSEEN)
+        if found is _UNSEEN:
+            found = _watch(name, entry)
+            if found is not None or not isinstance(entry, PackedEntry):
+                self._watched[name] = found  # (a folder not made: tried again)
+        return found
 
     def end(self, step: str, watched: list[_Watched]) -> str | None:
         """After ``step`` ran: the one line saying which input it changed (each such

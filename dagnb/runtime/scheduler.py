@@ -176,6 +176,9 @@ class Scheduler:
         # write into them): none to look at when the run has no cache
         self._guard = (InputGuard(self._set_aside, self.mask) if options.cache is not None
                        else None)
+        # an in-process Python step -> what the guard looks at after it, which grows if
+        # it asks dagnb.current().inputs for the folders of packed entries
+        self._watching: dict[str, list[Any]] = {}
 
     def outside_mask(self) -> Masker | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
@@ -518,18 +521,22 @@ class Scheduler:
         an upstream step (``$DAGNB_IN``) fails, and the entry is set aside (a packed
         entry's folder is made again from its record)."""
         guard = self._guard
-        watched = guard.start(step.name, self._upstream_entries(step), self._takes(step)) if (
-            guard is not None and step.needs) else None
-        if not watched:  # (most steps: no upstream entry with files)
+        if guard is None or not step.needs:
             return await self._tries(step, files)
-        assert guard is not None
+        takes = self._takes(step)
+        watched = guard.start(step.name, self._upstream_entries(step), takes)
+        if takes is not None:  # (in this process: current().inputs may add to it)
+            self._watching[step.name] = watched
+        elif not watched:  # (most steps: no upstream entry with files)
+            return await self._tries(step, files)
         failure = None
         try:
             outcome = await self._tries(step, files)
         except StepFailed as exc:  # its own failure: a write into its input says more
             failure = exc
         finally:  # (a timeout or a cancel too: the entry is set aside, the error goes on)
-            wrote = guard.end(step.name, watched)
+            self._watching.pop(step.name, None)
+            wrote = guard.end(step.name, watched) if watched else None
         if wrote is not None:
             raise StepFailed(wrote, step=step.name, masked=True) from failure
         if failure is not None:
@@ -548,10 +555,17 @@ class Scheduler:
         """An in-process Python step asks ``dagnb.current().inputs`` for its upstream
         folders: those of packed entries, made now, are read from disk though their use
         was noted as from memory. The run's ``.uses`` lists them first (its folder made
-        now, if not yet: no eviction removes them while it runs)."""
+        now, if not yet: no eviction removes them while it runs), and the guard looks at
+        them after the step, as at a command's ``$DAGNB_IN``."""
         step = task.step
-        if any(isinstance(entry, PackedEntry) for entry in self._upstream_entries(step).values()):
-            self.run.list_uses_now()
+        packed = {name: entry for name, entry in self._upstream_entries(step).items()
+                  if isinstance(entry, PackedEntry)}
+        if not packed:
+            return
+        self.run.list_uses_now()
+        watched = self._watching.get(step.name)
+        if watched is not None and self._guard is not None:
+            self._guard.watch(step.name, packed, watched)
 
     def _upstream_entries(self, step: Step) -> dict[str, Entry | None]:
         finished = self._finished
