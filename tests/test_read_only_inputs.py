@@ -61,8 +61,9 @@ def test_a_step_writing_into_its_input_fails_and_the_entry_is_made_anew(
         workdir: Path, down: object, written: str) -> None:
     run, damaged = _run(workdir, down)
     assert run.states() == {"up": "succeeded", "down": "failed"}
+    out = "$DAGNB_OUT" if isinstance(down, str) else "dagnb.current().out_dir"
     assert _error(run, "down") == (f"step 'down' wrote into its input {written}; write to "
-                                   "$DAGNB_OUT instead")
+                                   f"{out} instead")
     assert len(damaged) == 1 and f"({written} written into by step 'down')" in damaged[0]
     again, _ = _run(workdir, READ)  # the tampered entry is not served: up runs again
     assert again.states() == {"up": "succeeded", "down": "succeeded"}
@@ -333,7 +334,7 @@ def test_a_python_step_given_the_folder_of_a_packed_entry_may_not_write_into_it(
         run = graph.run(executor="local", max_concurrency=1)
     assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
     assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/new.txt; "
-                                   "write to $DAGNB_OUT instead")
+                                   "write to dagnb.current().out_dir instead")
     assert _shown(run, "later") == ""  # the folder made again: empty, as the record says
 
 
@@ -359,7 +360,7 @@ def test_a_python_step_writing_into_the_folder_its_context_gives_fails(workdir: 
                                Step("later", func=_reads_through_its_context, needs=["up"]))
     assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
     assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/result.json; "
-                                   "write to $DAGNB_OUT instead")
+                                   "write to dagnb.current().out_dir instead")
     assert run.result("later") == 1 and not damaged  # the folder made again from the record
     assert _unpacked_result(workdir).read_text() == '{"x": 1}'
     again, _ = _packed_run(workdir, Step("read", run=SHOW_AGAIN, needs=["up"]))

@@ -190,9 +190,9 @@ class InputGuard:
                 self._watched[name] = found  # (a folder not made: tried again)
         return found
 
-    def end(self, step: str, watched: list[_Watched]) -> str | None:
+    def end(self, step: str, watched: list[_Watched], out: str = "$DAGNB_OUT") -> str | None:
         """After ``step`` ran: the one line saying which input it changed (each such
-        entry set aside), or None when it changed none."""
+        entry set aside) and to write to ``out`` instead, or None when it changed none."""
         problems = []
         for item in watched:
             readers = self._readers[item.name]
@@ -219,7 +219,7 @@ class InputGuard:
             others = ", ".join(map(repr, readers))
             who = f" (or {others}, reading it at the same time)" if others else ""
             problems.append(f"step {step!r}{who} wrote into its input {change}; write to "
-                            "$DAGNB_OUT instead")
+                            f"{out} instead")
         return problems[0] if problems else None
 
 

@@ -536,7 +536,9 @@ class Scheduler:
             failure = exc
         finally:  # (a timeout or a cancel too: the entry is set aside, the error goes on)
             self._watching.pop(step.name, None)
-            wrote = guard.end(step.name, watched) if watched else None
+            # (a Python step sees no $DAGNB_OUT: it is told of its own folder)
+            out = "$DAGNB_OUT" if step.func is None else "dagnb.current().out_dir"
+            wrote = guard.end(step.name, watched, out) if watched else None
         if wrote is not None:
             raise StepFailed(wrote, step=step.name, masked=True) from failure
         if failure is not None:
