@@ -1045,6 +1045,23 @@ def test_a_workflow_param_holding_a_secret_is_refused_and_shown_masked(
     assert "9876543210" not in ran.stdout + ran.stderr + refused.stdout + refused.stderr
 
 
+def test_a_short_secret_given_as_a_param_is_shown_masked_as_a_word(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A secret under 6 characters (a PIN) is not refused as a param ('dev' is too
+    common), but the line saying which params were given, and the one refusing a value,
+    showed it in clear; a longer number holding it is shown as it is."""
+    monkeypatch.setenv("DEMO_PIN", "4711")
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  a: {run: 'true', secrets: [DEMO_PIN], params: {pin: 0, build: 0}}\n")
+    ran = dagnb("run", "--executor", "local", "wf.yml", "-p", "pin=4711", "-p", "build=147112",
+                cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.splitlines()[-1] == "params given: pin=*** for a; build=147112 for a"
+    refused = dagnb("run", "wf.yml", "-p", "pin=4711: x", cwd=tmp_path)
+    assert refused.returncode == 2 and "'pin=***: x'" in refused.stderr
+    assert "=4711" not in ran.stdout + ran.stderr + refused.stdout + refused.stderr
+
+
 def test_a_workflow_env_value_holding_a_secret_is_warned_of(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An env value counts in the step's cache key and reaches a container as a plain

@@ -219,8 +219,8 @@ def test_a_global_built_from_a_declared_secret_is_masked_in_the_cache_explain_an
 @pytest.mark.parametrize(("secret", "changed"), [
     ("change", "notebook variable `params` changed: {'alpha': 0.1, 'name': '***'} → "
                "{'alpha': 0.5, 'name': '***'}"),  # (a word of the sentence too)
-    ("a", "notebook variable `params` changed: {'alpha': 0.1, 'name': 'a'} → "
-          "{'alpha': 0.5, 'name': 'a'}"),  # shorter than MIN_LINE: not masked in values
+    ("a", "notebook variable `params` changed: {'alpha': 0.1, 'name': '***'} → "
+          "{'alpha': 0.5, 'name': '***'}"),  # shorter than MIN_LINE: masked as a word only
 ], ids=["secret-spelled-as-a-word", "one-letter-secret"])
 def test_explain_masks_the_values_it_shows_not_its_words_or_names(workdir, monkeypatch,
                                                                   secret, changed):

@@ -534,3 +534,75 @@ def test_an_env_value_holding_a_secret_is_warned_of_and_a_word_or_line_of_it_is_
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert Graph("s", [short]).run(executor="local").states() == {"short": "succeeded"}
+
+
+def _describe(step: str) -> dict[str, str]:
+    from dagnb.cache import store_for
+
+    entry = store_for().newest(step)
+    assert entry is not None
+    return dict(entry.meta["describe"])
+
+
+def test_a_short_secret_is_masked_as_a_whole_value_or_word_in_the_cache_explain_and_plan(
+        workdir, monkeypatch):
+    """A secret under 6 characters (a PIN) was left out of the mask of descriptions: a
+    param or env value holding it was kept in clear in the cache entry and shown by
+    explain and plan. It is masked where it is a value or a word of its own, never inside
+    a longer number (147112) or word."""
+    monkeypatch.setenv("PIN", "4711")
+
+    def graph(build: int) -> Graph:
+        return Graph("s", [Step("deploy", run='test "$DAGNB_PARAM_PIN" = "$PIN"',
+                                secrets=["PIN"], env={"HINT": "pin 4711 or 147112"},
+                                params={"pin": "4711", "build": build, "note": "pin=4711"})])
+
+    assert graph(147112).run(executor="local").states() == {"deploy": "succeeded"}
+    described = _describe("deploy")
+    assert described["env"] == '{"HINT":"pin *** or 147112"}'
+    assert described["params"] == '{"build":147112,"note":"pin=***","pin":"***"}'
+    changed = ("params changed: {'build': 147112, 'note': 'pin=***', 'pin': '***'} → "
+               "{'build': 147113, 'note': 'pin=***', 'pin': '***'}")
+    assert graph(147113).explain("deploy") == [changed]
+    assert list(graph(147113).plan()["reason"]) == [changed]
+    stored = [p for p in (workdir / ".dagnb_cache").rglob("*")
+              if p.is_file() and ".runs" not in p.parts  # (the step's params file: its input)
+              and any(form in p.read_bytes() for form in (b'"4711', b"=4711", b"pin 4711"))]
+    assert stored == []
+
+
+def test_a_short_secret_a_steps_thread_prints_is_masked_as_a_word_not_inside_one(
+        workdir, monkeypatch, capsys):
+    """What a step's thread prints passes through the run's mask of output outside
+    steps, which left a secret under 6 characters in clear."""
+    monkeypatch.setenv("PIN", "4711")
+
+    def unlock() -> int:
+        import os
+        import threading
+
+        thread = threading.Thread(
+            target=print, args=(f"pin={os.environ['PIN']} build 147112 (4711)",))
+        thread.start()
+        thread.join()
+        return 1
+
+    run = Graph("s", [Step("unlock", func=unlock, secrets=("PIN",))]).run(
+        executor="local", cache=False)
+    assert run.result("unlock") == 1
+    assert "pin=*** build 147112 (***)" in capsys.readouterr().out
+
+
+def test_a_short_secret_is_masked_whole_not_inside_longer_words_or_numbers():
+    """The mask of descriptions: a secret under ``MIN_LINE`` characters is masked where
+    nothing alphanumeric touches it; a longer one wherever it is, as before."""
+    from dagnb.model.masking import MIN_LINE
+
+    mask = Masker(["4711", "a", "tok-9876543210"], words_below=MIN_LINE)
+    assert mask("4711 pin=4711 \"4711\" '4711' [4711] a") == (
+        "*** pin=*** \"***\" '***' [***] ***")
+    assert mask("147112 4711x x4711 alpha banana a_b") == (
+        "147112 4711x x4711 alpha banana ***_b")
+    assert mask("xtok-9876543210x 4711") == "x***x ***"
+    assert Masker(["4711"])("147112") == "1***2"  # (a run's mask of a step's output)
+

@@ -89,8 +89,8 @@ class StepCache:
         ``"off"`` has no StepCache); None for the ``cache_mode`` setting.
     secrets
         The values of the secrets the run knows: masked as ``***`` in the descriptions
-        keys store and in the values :meth:`explain` shows (those of at least
-        ``MIN_LINE`` characters: a shorter one would mask every value).
+        keys store and in the values :meth:`explain` shows (one under ``MIN_LINE``
+        characters where it is a word of its own: ``a`` would mask every ``a``).
     in_container
         Whether the run executes a step in a container (the runtime knows each step's
         executor; the cache does not): those steps' keys say so, so that a result made
@@ -111,7 +111,7 @@ class StepCache:
     ) -> None:
         config = settings()
         self.in_container = in_container
-        self.mask = Masker(secrets, min_length=MIN_LINE)
+        self.mask = Masker(secrets, words_below=MIN_LINE)
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")

@@ -153,7 +153,7 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
     from dagnb.model.masking import MIN_LINE, Masker
     from dagnb.workflows.params import param_pairs, set_params, shown
 
-    mask = Masker(known_secret_values(graph), min_length=MIN_LINE)
+    mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
     values = param_pairs(args.param, mask)
     changed = set_params(graph, values, repr(args.workflow))  # (a name refused first)
     if only_failed:

@@ -146,16 +146,16 @@ class SecretFinder:
 class Masker:
     """Replaces every occurrence of the given secret values (in any leak form) with ``***``.
 
-    ``min_length``: values shorter are not masked (descriptions of values use
-    ``MIN_LINE``: a secret ``"a"`` would mask every ``a`` of every value shown)."""
+    ``words_below``: a value shorter is masked only where it is a word of its own, no
+    letter or digit touching it (``4711``, ``pin=4711``, ``"4711"``, not ``147112``):
+    descriptions of values use ``MIN_LINE``, as a secret ``a`` would mask every ``a``."""
 
     __slots__ = ("_cut", "_html", "_pattern")
 
-    def __init__(self, secrets: Iterable[str] = (), *, min_length: int = 1) -> None:
-        kept = [secret for secret in secrets if len(secret) >= min_length]
-        forms = set().union(*(leak_forms(s) for s in kept))
-        values = sorted(forms, key=len, reverse=True)
-        self._pattern = re.compile("|".join(map(re.escape, values))) if values else None
+    def __init__(self, secrets: Iterable[str] = (), *, words_below: int = 1) -> None:
+        kept = [secret for secret in secrets if secret]
+        alternatives = _alternatives([(secret, len(secret) < words_below) for secret in kept])
+        self._pattern = re.compile(_joined(alternatives)) if alternatives else None
         self._html: re.Pattern[str] | None = None  # (made at the first HTML masked)
         self._cut = _CutShort(kept)
 
@@ -188,6 +188,36 @@ class Masker:
 
     def __bool__(self) -> bool:
         return self._pattern is not None
+
+
+_Alternatives = list[tuple[int, str]]  # (the length of the text matched, its regex)
+
+
+def _alternatives(secrets: list[tuple[str, bool]]) -> _Alternatives:
+    """The leak forms of the secrets, those of a word-only secret as words."""
+    anywhere = set().union(*(leak_forms(value) for value, word in secrets if not word))
+    words = set().union(*(leak_forms(value) for value, word in secrets if word)) - anywhere
+    return ([(len(form), re.escape(form)) for form in anywhere]
+            + [(len(form), _as_word(form)) for form in words])
+
+
+def _joined(alternatives: _Alternatives) -> str:
+    """One regex of all, the longest first (it wins where a shorter one starts too)."""
+    return "|".join(regex for _, regex in sorted(alternatives, key=lambda a: a[0],
+                                                   reverse=True))
+
+
+# no letter or digit (of any script) before or after a word-only secret
+_LETTER_OR_DIGIT = r"[^\W_]"
+
+
+def _as_word(form: str) -> str:
+    """``form`` where no letter or digit touches it. The look behind comes after the
+    form: re skips in C to the places where an alternative's first character is, and
+    tries the look behind only where all of it is (before it, at each ``e`` of a text
+    for a secret ``zq8``, base64 ``enE4``)."""
+    escaped = re.escape(form)
+    return f"{escaped}(?<!{_LETTER_OR_DIGIT}{escaped})(?!{_LETTER_OR_DIGIT})"
 
 
 # a character reference: numeric, or a name checked against HTML's (another is text)

@@ -104,8 +104,8 @@ def masked_bundle(data: dict[str, Any], metadata: dict[str, Any],
     is left out). None when nothing of it is left."""
     if not mask:
         return data, metadata
-    # a run's Masker keeps HTML's character references whole (a short secret '9' would
-    # break &#39;); the mask of output outside steps has no secret that short
+    # a Masker keeps HTML's character references whole (a short secret '9' would break
+    # &#39;)
     in_html = getattr(mask, "html", mask)
     shown = {}
     for kind, value in data.items():

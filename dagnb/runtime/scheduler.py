@@ -182,10 +182,10 @@ class Scheduler:
 
     def outside_mask(self) -> Masker | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
-        step started): only secrets of ``MIN_LINE`` characters or more, as the notebook's
-        own prints go through it too, and a secret ``a`` would mask every ``a``."""
-        mask = Masker(self._values, min_length=MIN_LINE) if self.mask else None
-        return mask if mask else None
+        step started): those under ``MIN_LINE`` characters where they are words of their
+        own, as the notebook's own prints go through it too, and a secret ``a`` would mask
+        every ``a``."""
+        return Masker(self._values, words_below=MIN_LINE) if self.mask else None
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
