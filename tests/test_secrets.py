@@ -606,3 +606,38 @@ def test_a_short_secret_is_masked_whole_not_inside_longer_words_or_numbers():
     assert mask("xtok-9876543210x 4711") == "x***x ***"
     assert Masker(["4711"])("147112") == "1***2"  # (a run's mask of a step's output)
 
+
+def _numeric_references(secret: str, hexadecimal: bool) -> str:
+    """The secret as an HTML writer that spells characters as numbers writes it: every
+    character but letters and digits (``&#38;`` or ``&#x26;`` for ``&``)."""
+    return "".join(char if char.isalnum() else f"&#x{ord(char):x};" if hexadecimal
+                   else f"&#{ord(char)};" for char in secret)
+
+
+def test_a_secret_spelled_with_numeric_html_references_is_masked_and_references_kept_whole(
+        workdir, monkeypatch):
+    """``html.escape`` writes ``&amp;``, but other writers (ElementTree with an ASCII
+    encoding, xmlcharrefreplace, template engines) spell characters as ``&#38;`` or
+    ``&#x26;``: such a display showed the secret in clear."""
+    from dagnb.executors.capture import step_display
+
+    monkeypatch.setenv("HTML_TOKEN", HTML_TOKEN)
+    monkeypatch.setenv("PASS", "p&ss")
+    forms = [_numeric_references(secret, hexadecimal)
+             for secret in (HTML_TOKEN, "p&ss") for hexadecimal in (True, False)]
+    forms.append(html.escape(HTML_TOKEN, quote=False).replace('"', "&#34;").replace("'", "&#X27;"))
+    page = "".join(f"<td>{form}</td>" for form in forms)
+    step = Step("page", secrets=("HTML_TOKEN", "PASS"),
+                func=lambda: step_display({"text/html": page}, {}))
+    graph = Graph("s", [step])
+    published = graph.run(executor="local").result("page")
+    assert published == ({"text/html": "<td>***</td>" * len(forms)}, {})
+    again = graph.run(executor="local")
+    assert [e.data["data"]["text/html"] for e in again.events if e.kind == "display"] == [
+        published[0]["text/html"]]
+    mask = Masker(["p&ss", "\u00f6", "'"])
+    assert mask.html("p&#x26;ss p&#38;ss p&#0038;ss p&AMP;ss it&#39;s &#246; &#xF6;\u00f6") == (
+        "*** *** *** *** it***s *** ******")
+    assert Masker(["9"]).html("&#39; 19 &#x2019;") == "&#39; 1*** &#x2019;"
+    words = Masker(["p&ss"], words_below=6)  # (the mask of descriptions: words only)
+    assert words.html("<td>p&#38;ss</td> xp&#38;ss") == "<td>***</td> xp&#38;ss"

@@ -105,7 +105,7 @@ def masked_bundle(data: dict[str, Any], metadata: dict[str, Any],
     if not mask:
         return data, metadata
     # a Masker keeps HTML's character references whole (a short secret '9' would break
-    # &#39;)
+    # &#39;) and finds a secret spelled with them (p&#38;ss)
     in_html = getattr(mask, "html", mask)
     shown = {}
     for kind, value in data.items():
