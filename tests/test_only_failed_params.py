@@ -106,3 +106,18 @@ def test_select_only_failed_after_set_params_picks_every_step(workdir: Path) -> 
     assert graph.select(only_failed=True) == ["load", "report"]
     set_params(graph, {"city": "Rome"}, "the test")
     assert graph.select(only_failed=True) == graph.order()
+
+
+def test_a_read_only_run_after_set_params_runs_every_step(workdir: Path) -> None:
+    """A read-only run records nothing in the cache folder's history: given London, no
+    recorded run is found, yet Paris's run in this process had the steps: they run (it
+    ran nothing, as if London were done)."""
+    graph = _in_python(workdir)
+    set_params(graph, {"city": "Paris"}, "the test")
+    paris = graph.run(executor="local", cache_mode="read-only")
+    assert paris.failed == ["report"]
+    (workdir / "fixed").write_text("")
+    set_params(graph, {"city": "London"}, "the test")
+    london = graph.run(only_failed=True, executor="local", cache_mode="read-only")
+    assert set(london.order) == {"load", "report", "summary", "other"}
+    assert (workdir / "seen").read_text() == "London London\n"

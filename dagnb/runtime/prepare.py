@@ -407,7 +407,9 @@ def _selection(
         return graph.select(targets, tags=tags, only_failed=only_failed)
     name, source = graph.name, graph.workflow_file
     states = last_states(cache_dir, name, source, graph.given_params) or {}
-    ran = graph.names if source is not None else (last_states(cache_dir, name) or {})
+    # (the last run here too: a read-only one recorded nothing in cache_dir)
+    ran = graph.names if source is not None else {
+        *(last_states(cache_dir, name) or {}), *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))
     again += [step for step in ran if step not in states and step in graph]
     named = [targets] if isinstance(targets, str) else list(targets or ())
