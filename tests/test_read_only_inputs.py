@@ -5,10 +5,13 @@ The files keep their write permissions: a copy of one can be changed."""
 
 from __future__ import annotations
 
+import contextvars
 import json
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 
@@ -368,8 +371,51 @@ def test_a_python_step_writing_into_the_folder_its_context_gives_fails(workdir: 
     assert _shown(again, "read") == '{"x": 1}'
 
 
+def test_a_second_thread_of_the_step_asking_meanwhile_is_watched_too(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two threads of a step ask current().inputs at once, the runner slow to list and
+    watch the folders for the first (a slow disk): the second waits for it, so its write
+    is seen; it got the paths at once, wrote, and the first check against the record
+    then made the folder again, undoing the write unseen: the step succeeded."""
+    listing, writer_asks = threading.Event(), threading.Event()
+    list_uses_now = Run.list_uses_now
+
+    def slow(run: Run) -> None:
+        listing.set()
+        writer_asks.wait(5)
+        time.sleep(0.2)  # (the writer, not held, writes meanwhile)
+        list_uses_now(run)
+
+    monkeypatch.setattr(Run, "list_uses_now", slow)
+
+    def down() -> int:
+        import dagnb
+
+        def writer() -> None:
+            listing.wait(5)
+            writer_asks.set()
+            (dagnb.current().inputs["up"] / "result.json").write_text('{"x": 666}')
+
+        threads = [threading.Thread(target=contextvars.copy_context().run, args=(job,))
+                   for job in (lambda: dagnb.current().inputs, writer)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return 1
+
+    run, _ = _packed_run(workdir, Step("down", func=down, needs=["up"]),
+                         Step("later", func=_reads_through_its_context, needs=["up"]))
+    assert run.states() == {"up": "succeeded", "down": "failed", "later": "succeeded"}
+    assert _error(run, "down") == ("step 'down' wrote into its input $DAGNB_IN/up/result.json; "
+                                   "write to dagnb.current().out_dir instead")
+    assert run.result("later") == 1
+
+
 READER_ELSEWHERE = """
 import sys
+import threading
+import time
 import dagnb
 from dagnb import Graph, Step
 

@@ -6,6 +6,7 @@ its own environment variables, so it calls :func:`current` instead.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,10 @@ if TYPE_CHECKING:
     from dagnb.executors.base import Task
 
 __all__ = ["StepContext", "current"]
+
+# held while the runner lists and watches a step's input folders: a second thread of
+# the step asking meanwhile waits, or it would read (and write) them unwatched
+_ASKING = threading.Lock()
 
 
 class StepContext:
@@ -45,10 +50,12 @@ class StepContext:
     def inputs(self) -> dict[str, Path]:
         """Upstream step name -> the folder holding its outputs."""
         task = self._task
-        asked = task.on_input_paths
-        if asked is not None:  # (the runner lists and watches them before they are made)
-            task.on_input_paths = None
-            asked(task)
+        if task.on_input_paths is not None:  # (the runner lists and watches them first)
+            with _ASKING:
+                asked = task.on_input_paths
+                if asked is not None:
+                    asked(task)
+                    task.on_input_paths = None  # (after: a thread asking now has waited)
         return {name: item.path for name, item in task.inputs.items()}
 
     @property

@@ -87,7 +87,7 @@ DONE_STATES = frozenset({"succeeded", "cached"})
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_lease", "_path", "_pruning", "_uses",
+    __slots__ = ("_cache_dir", "_closed", "_lease", "_lock", "_path", "_pruning", "_uses",
                  "_uses_file", "_uses_urgent", "params", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
@@ -104,6 +104,9 @@ class RunFolder:
         self._uses: list[str] | None = []  # entries used, kept until the folder is made
         self._uses_file: int | None = None
         self._uses_urgent = False  # whether a kept use is of an entry read from disk later
+        # (a step's own thread may make the folder, through current().inputs, while the
+        # loop notes uses: a use noted as the kept ones are written out is not lost)
+        self._lock = threading.Lock()
 
     @property
     def runs(self) -> Path:
@@ -125,14 +128,19 @@ class RunFolder:
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""
         if self._lease is None and not self._closed:
-            make_folder(self.path)  # a file named .runs is moved aside, not an error
-            self._lease = _lease(self.path)
-            self._start_uses()
-            if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
-                self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
-                                                 name="dagnb-prune", daemon=True)
-                self._pruning.start()
+            with self._lock:
+                if self._lease is None and not self._closed:
+                    self._make()
         return self.path
+
+    def _make(self) -> None:
+        make_folder(self.path)  # a file named .runs is moved aside, not an error
+        self._lease = _lease(self.path)
+        self._start_uses()
+        if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
+            self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
+                                             name="dagnb-prune", daemon=True)
+            self._pruning.start()
 
     def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
         """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
@@ -142,12 +150,13 @@ class RunFolder:
         from memory alone (an eviction cannot touch it: no folder is made for it).
         (A step name holds no space or control character.)"""
         line = f"{step}\t{key}\n"
-        if self._uses is not None:
-            self._uses.append(line)
-            self._uses_urgent = self._uses_urgent or read_from_disk
-        elif self._uses_file is not None:
-            with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
-                os.write(self._uses_file, line.encode())
+        with self._lock:
+            if self._uses is not None:
+                self._uses.append(line)
+                self._uses_urgent = self._uses_urgent or read_from_disk
+            elif self._uses_file is not None:
+                with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
+                    os.write(self._uses_file, line.encode())
 
     @property
     def uses_unwritten(self) -> bool:
