@@ -607,6 +607,46 @@ def test_a_short_secret_is_masked_whole_not_inside_longer_words_or_numbers():
     assert Masker(["4711"])("147112") == "1***2"  # (a run's mask of a step's output)
 
 
+def test_a_short_secret_after_an_escape_is_masked_and_not_inside_a_decimal_number():
+    """A description is repr or JSON text: the ``n`` of ``\\n`` (or a URL's ``%20``) is
+    no letter touching the secret, which was stored in clear after one; and a decimal
+    point with a digit beyond makes one number (``3.4711`` was ``3.***``)."""
+    from dagnb.model.masking import MIN_LINE
+
+    mask = Masker(["4711", "1"], words_below=MIN_LINE)
+    assert mask("'pins:\\n4711' 'a\\t4711' q=a%204711 '\\x0b4711' \"\\u00e94711\"") == (
+        "'pins:\\n***' 'a\\t***' q=a%20*** '\\x0b***' \"\\u00e9***\"")
+    assert mask("3.4711 4711.25 '2.4711.0' 0.1 1.5 10.0.0.1 -1 (4711.)") == (
+        "3.4711 4711.25 '2.4711.0' 0.1 1.5 10.0.0.1 -*** (***.)")
+
+
+def test_a_short_secret_does_not_break_the_cut_short_form_of_another():
+    """``admin`` masked first turned ``admin-S3cr3t-...`` (a pandas cell cut short) into
+    ``***-S3cr3t-...``, which no longer starts as the password does: the rest of it was
+    shown. The cut-short form is looked for first, by the run's mask too."""
+    from dagnb.model.masking import MIN_LINE
+
+    password = "admin-S3cr3t-P4ssw0rd-for-the-warehouse-2024-xyz"
+    shown = f"dsn {password[:30]}... and {password[:12]}\u2026"
+    for mask in (Masker(["admin", password], words_below=MIN_LINE), Masker(["admin", password])):
+        assert mask(shown) == "dsn ***... and ***\u2026"
+        assert mask.html(f"<td>{password[:30]}...</td>") == "<td>***...</td>"
+
+
+def test_html_shown_outside_steps_keeps_character_references_whole():
+    """A display published outside any step while a run masks (a thread a step started)
+    went through the text mask, which broke ``&#39;`` for a secret ``39`` (``&#***;``)."""
+    from dagnb.executors import capture
+    from dagnb.model.masking import MIN_LINE
+    from dagnb.runtime.displays import masked_bundle
+
+    mask = Masker(["39", "tok-9876543210"], words_below=MIN_LINE)
+    with capture.capturing(mask):
+        bundle = masked_bundle({"text/html": "<td>it&#39;s</td><td>tok-9876543210 39</td>"},
+                               {}, capture.outside_mask())
+    assert bundle == ({"text/html": "<td>it&#39;s</td><td>*** ***</td>"}, {})
+
+
 def _numeric_references(secret: str, hexadecimal: bool) -> str:
     """The secret as an HTML writer that spells characters as numbers writes it: every
     character but letters and digits (``&#38;`` or ``&#x26;`` for ``&``)."""

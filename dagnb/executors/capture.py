@@ -197,6 +197,12 @@ def outside_mask() -> Callable[[str], str] | None:
             text = mask(text)
         return text
 
+    def html(text: str) -> str:  # (a reference is masked whole or left whole: Masker.html)
+        for mask in masks:
+            text = getattr(mask, "html", mask)(text)
+        return text
+
+    masked.html = html  # type: ignore[attr-defined]
     return masked
 
 

@@ -148,44 +148,71 @@ class Masker:
     """Replaces every occurrence of the given secret values (in any leak form) with ``***``.
 
     ``words_below``: a value shorter is masked only where it is a word of its own, no
-    letter or digit touching it (``4711``, ``pin=4711``, ``"4711"``, not ``147112``):
-    descriptions of values use ``MIN_LINE``, as a secret ``a`` would mask every ``a``."""
+    letter or digit touching it (``4711``, ``pin=4711``, ``"4711"``, ``a\\n4711``, not
+    ``147112`` nor ``3.4711``): descriptions of values use ``MIN_LINE``, as a secret
+    ``a`` would mask every ``a``. Those are masked after the others, and a secret cut
+    short (``admin-S3cr...``) first: a secret ``admin`` must not break another's form."""
 
-    __slots__ = ("_cut", "_html", "_numbers", "_pattern", "_secrets", "_spelled_chars")
+    __slots__ = ("_cut", "_first", "_passes", "_second")
 
     def __init__(self, secrets: Iterable[str] = (), *, words_below: int = 1) -> None:
         kept = [secret for secret in secrets if secret]
-        self._secrets = [(secret, len(secret) < words_below) for secret in kept]
-        alternatives = _alternatives(self._secrets)
-        self._pattern = re.compile(_joined(alternatives)) if alternatives else None
-        self._spelled_chars = _spelled_chars(self._secrets)
-        # (made at the first HTML looked at: the numeric references to those characters;
-        # at the first masked: the secrets, spelled with references too, or a reference)
-        self._numbers: re.Pattern[str] | None = None
-        self._html: re.Pattern[str] | None = None
+        anywhere = [(secret, False) for secret in kept if len(secret) >= words_below]
+        words = [(secret, True) for secret in kept if len(secret) < words_below]
+        self._passes = [_Pass(group) for group in (anywhere, words) if group]
+        # (each line a step prints is masked: its substitutions bound, no loop)
+        subs = [one.pattern.sub for one in self._passes] + [None, None]
+        self._first, self._second = subs[0], subs[1]
         self._cut = _CutShort(kept)
 
     def __call__(self, text: str) -> str:
-        if self._pattern is None:
-            return text
-        text = self._pattern.sub(MASK, text)
-        return self._cut(text) if "..." in text or "\u2026" in text else text
+        if "..." in text or "\u2026" in text:  # (first: see the class)
+            text = self._cut(text)
+        if self._first is not None:
+            text = self._first(MASK, text)
+            if self._second is not None:
+                text = self._second(MASK, text)
+        return text
 
     def html(self, text: str) -> str:
         """``text`` masked as HTML, where a character reference (``&#39;``, ``&amp;``) is
         one character: masked whole as part of a secret or left whole, so that a short
         secret ``9`` or ``amp`` does not break ``&#39;`` into ``&#3***;``. A secret spelled
-        with references (``p&#38;ss``, ``p&#x26;ss``, ``p&AMP;ss``) is masked too: those
-        of its characters but ASCII letters and digits, which HTML writers do not spell."""
-        if self._pattern is None:
-            return text
+        with numeric references (``p&#38;ss``, ``p&#x26;ss``; named ones such as
+        ``&AMP;`` along with those) is masked too: those of its characters but ASCII
+        letters and digits, which HTML writers do not spell."""
+        if "..." in text or "\u2026" in text:
+            text = self._cut(text)
+        for one in self._passes:
+            text = one.html(text)
+        return text
+
+    def __bool__(self) -> bool:
+        return bool(self._passes)
+
+
+class _Pass:
+    """One regex over some of the secrets (all masked anywhere, or all as words)."""
+
+    __slots__ = ("_html", "_numbers", "_secrets", "_spelled_chars", "pattern")
+
+    def __init__(self, secrets: list[tuple[str, bool]]) -> None:
+        self._secrets = secrets
+        self.pattern = re.compile(_joined(_alternatives(secrets)))
+        self._spelled_chars = _spelled_chars(secrets)
+        # (made at the first HTML looked at: the numeric references to those characters;
+        # at the first masked: the secrets, spelled with references too, or a reference)
+        self._numbers: re.Pattern[str] | None = None
+        self._html: re.Pattern[str] | None = None
+
+    def html(self, text: str) -> str:
         # (most: none, told in one C scan, not a call per &amp; of a table)
-        if self._pattern.search(text) is not None or self._spelled_in(text):
-            if self._html is None:
-                secret = _joined(_alternatives(self._secrets) + _spelled(self._secrets))
-                self._html = re.compile(f"(?P<secret>{secret})|{_REFERENCE}")
-            text = self._html.sub(self._kept_reference, text)
-        return self._cut(text) if "..." in text or "\u2026" in text else text
+        if self.pattern.search(text) is None and not self._spelled_in(text):
+            return text
+        if self._html is None:
+            secret = _joined(_alternatives(self._secrets) + _spelled(self._secrets))
+            self._html = re.compile(f"(?P<secret>{secret})|{_REFERENCE}")
+        return self._html.sub(self._kept_reference, text)
 
     def _spelled_in(self, text: str) -> bool:
         """Whether ``text`` holds a numeric reference to a character of a secret: then it
@@ -205,11 +232,7 @@ class Masker:
             return MASK
         if found[1] == "#" or found[1:] in _HTML_NAMES:
             return found
-        assert self._pattern is not None
-        return self._pattern.sub(MASK, found)  # (no reference: '&' and text, shown so)
-
-    def __bool__(self) -> bool:
-        return self._pattern is not None
+        return self.pattern.sub(MASK, found)  # (no reference: '&' and text, shown so)
 
 
 _Alternatives = list[tuple[int, str]]  # (the length of the text matched, its regex)
@@ -231,15 +254,22 @@ def _joined(alternatives: _Alternatives) -> str:
 
 # no letter or digit (of any script) before or after a word-only secret
 _LETTER_OR_DIGIT = r"[^\W_]"
+# ... but for the letter or digits of an escape before it, which stand for a character
+# that is none (repr's \n and \x0b, JSON's \u00e9, a URL's %20)
+_ESCAPES = (r"\\[abfnrtv0]", r"\\x[0-9a-fA-F]{2}", r"\\u[0-9a-fA-F]{4}", "%[0-9a-fA-F]{2}")
 
 
 def _as_word(form: str) -> str:
-    """``form`` where no letter or digit touches it. The look behind comes after the
-    form: re skips in C to the places where an alternative's first character is, and
-    tries the look behind only where all of it is (before it, at each ``e`` of a text
-    for a secret ``zq8``, base64 ``enE4``)."""
+    """``form`` where no letter or digit touches it, nor a decimal point with a digit
+    beyond (``3.4711``, ``4711.5``). The look behind comes after the form: re skips in
+    C to the places where an alternative's first character is, and tries the look
+    behind only where all of it is (before it, at each ``e`` of a text for a secret
+    ``zq8``, base64 ``enE4``)."""
     escaped = re.escape(form)
-    return f"{escaped}(?<!{_LETTER_OR_DIGIT}{escaped})(?!{_LETTER_OR_DIGIT})"
+    before = "|".join([f"(?<!{_LETTER_OR_DIGIT}{escaped})",
+                       *(f"(?<={escape}{escaped})" for escape in _ESCAPES)])
+    return (f"{escaped}(?:{before})(?<![0-9]\\.{escaped})"
+            f"(?!{_LETTER_OR_DIGIT})(?!\\.[0-9])")
 
 
 def _spelled_texts(secrets: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
