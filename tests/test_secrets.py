@@ -417,9 +417,20 @@ def test_a_param_holding_a_secret_is_refused_before_any_step_runs(workdir, monke
             f"the secret from the environment inside the step instead (os.environ[{secret!r}]"
             f' in a function, "${secret}" in a command), with {secret!r} in its secrets')
     assert not (workdir / "ran").exists() and not (workdir / ".dagnb_cache").exists()
-    # a secret under 6 characters is not looked for (as in results): 'dev' is too common
-    short = Graph("s", [Step("call", func=lambda: None, secrets=["MODE"], params={"mode": "dev"})])
-    assert short.run(executor="local").states() == {"call": "succeeded"}
+    # a secret under 6 characters is not refused ('dev' is too common), but a param holding
+    # it as a value or word is warned of, once, naming the param and the secret only: the
+    # params file keeps it in clear
+    short = Graph("s", [Step("call", func=lambda: None, secrets=["MODE"],
+                             params={"mode": "dev", "note": "devices", "list": ["x", "dev"]})])
+    with pytest.warns(UserWarning) as caught:
+        assert short.run(executor="local").states() == {"call": "succeeded"}
+    said = [str(w.message) for w in caught if "holds the value" in str(w.message)]
+    assert said == [
+        f"step 'call': param {param!r} holds the value of secret 'MODE' (under 6 characters: "
+        "not refused, as so short a value is common in params), which is written in clear to the "
+        "step's params file in the cache folder; if it is the secret, read it from the "
+        "environment inside the step instead (os.environ['MODE'] in a function, \"$MODE\" "
+        "in a command)" for param in ("mode", "list")]
 
 
 HTML_TOKEN = "tok&<9876>\"543'210"  # (a generated password: HTML escapes five of these)
@@ -544,6 +555,7 @@ def _describe(step: str) -> dict[str, str]:
     return dict(entry.meta["describe"])
 
 
+@pytest.mark.filterwarnings("ignore:step 'deploy'")  # (asserted once, at the first run)
 def test_a_short_secret_is_masked_as_a_whole_value_or_word_in_the_cache_explain_and_plan(
         workdir, monkeypatch):
     """A secret under 6 characters (a PIN) was left out of the mask of descriptions: a
@@ -557,7 +569,8 @@ def test_a_short_secret_is_masked_as_a_whole_value_or_word_in_the_cache_explain_
                                 secrets=["PIN"], env={"HINT": "pin 4711 or 147112"},
                                 params={"pin": "4711", "build": build, "note": "pin=4711"})])
 
-    assert graph(147112).run(executor="local").states() == {"deploy": "succeeded"}
+    with pytest.warns(UserWarning, match="param 'pin' holds the value of secret 'PIN'"):
+        assert graph(147112).run(executor="local").states() == {"deploy": "succeeded"}
     described = _describe("deploy")
     assert described["env"] == '{"HINT":"pin *** or 147112"}'
     assert described["params"] == '{"build":147112,"note":"pin=***","pin":"***"}'

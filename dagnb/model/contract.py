@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from dagnb.errors import SecretError
-from dagnb.model.masking import MIN_LINE, SecretFinder, leak_forms
+from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, leak_forms
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
 
 __all__ = [
@@ -60,12 +60,11 @@ def refuse_secret_values(steps: Iterable[Step], secrets: Mapping[str, str]) -> N
     """Refuse a param that holds the value of a secret (``secrets``: name -> value, of
     the run and the graph), before any step runs: params are written in clear to the
     step's params file, in the cache folder, and shown in its key's description. Warn
-    of an env value that holds one (:func:`_warn_secret_env`)."""
+    of a param holding a short one (:func:`_warn_short_secret_params`) and of an env
+    value holding one (:func:`_warn_secret_env`)."""
     steps = list(steps)
     finder = SecretFinder(secrets)
-    if not finder:
-        return
-    for step in steps:
+    for step in steps if finder else ():
         for name, value in step.params.items():  # (most steps have none)
             finder.refuse(  # (as the params file spells it: JSON, non-ASCII escaped)
                 json.dumps(value).encode(), f"step {step.name!r}: param {name!r}",
@@ -73,8 +72,31 @@ def refuse_secret_values(steps: Iterable[Step], secrets: Mapping[str, str]) -> N
                 "read the secret from the environment inside the step instead "
                 "(os.environ[{held!r}] in a function, \"${held}\" in a command), with "
                 "{held!r} in its secrets")
-    if any(step.env for step in steps):
+    short = {name: value for name, value in secrets.items() if 0 < len(value) < MIN_LINE}
+    if short and any(step.params for step in steps):
+        _warn_short_secret_params(steps, short)
+    if finder and any(step.env for step in steps):
         _warn_secret_env(steps, secrets)
+
+
+def _warn_short_secret_params(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
+    """Warn of a param holding a secret under ``MIN_LINE`` characters as a value or word
+    of its own (as descriptions mask it): it is not refused, since ``dev`` or ``1`` is in
+    too many params to refuse them all, but the params file keeps it in clear."""
+    maskers = [(name, Masker([value], words_below=MIN_LINE))
+               for name, value in sorted(secrets.items())]
+    for step in steps:
+        for param, value in step.params.items():
+            text = json.dumps(value)
+            held = next((name for name, mask in maskers if mask(text) != text), None)
+            if held is not None:
+                warnings.warn(
+                    f"step {step.name!r}: param {param!r} holds the value of secret {held!r} "
+                    f"(under {MIN_LINE} characters: not refused, as so short a value is common "
+                    "in params), which is written in clear to the step's params file in the "
+                    "cache folder; if it is the secret, read it from the environment inside "
+                    f"the step instead (os.environ[{held!r}] in a function, \"${held}\" in "
+                    "a command)", stacklevel=4)
 
 
 def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
