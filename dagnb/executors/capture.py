@@ -38,7 +38,7 @@ StepHook = Callable[[], "Callable[[], object] | None"]
 _current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
     "dagnb_capture", default=None
 )
-_lock = threading.Lock()
+_lock = threading.RLock()  # (re-entered: a stream written to as held lines are shown)
 _users = 0
 _saved: dict[str, TextIO] = {}
 # the masks of the runs capturing now: output that reaches no step's log (a thread a
@@ -85,28 +85,66 @@ class _StepBuffer:
                 self.sink(stream, rest)
 
 
+_HELD_LIMIT = 1 << 16  # characters of an unfinished line held: more is shown (masked)
+_MAIN_THREAD = threading.main_thread().ident
+
+
 class _RoutingStream:
-    """Stands in for sys.stdout or sys.stderr while runs capture output."""
+    """Stands in for sys.stdout or sys.stderr while runs capture output.
+
+    What is written outside steps while a run masks (a thread a step started) is masked
+    by whole lines, each thread's held until it ends (a newline, or a ``\r``: a progress
+    bar's redraw): masked a write at a time, a secret written in pieces (a response
+    streamed a token at a time, with ``flush=True``) was shown in clear. A flush shows
+    the main thread's unfinished line (a notebook cell's ``print(..., end="")`` at its
+    end), not another thread's; what is held is shown when the run that masks ends."""
 
     def __init__(self, name: str, fallback: TextIO) -> None:
         self._name = name
         self._fallback = fallback
+        self._held: dict[int | None, list[str]] = {}  # thread -> its unfinished line
 
     def write(self, text: str) -> int:
         buffer = _current.get()
         if buffer is None:
             if not _masks:
                 return self._fallback.write(text)
-            shown = text
-            for mask in _masks:
-                shown = mask(shown)
-            self._fallback.write(shown)
+            self._masked_lines(text)
             return len(text)
         buffer.write(self._name, text)
         return len(text)
 
+    def _masked_lines(self, text: str) -> None:
+        """Show the lines ``text`` ends, masked; hold its unfinished one."""
+        thread = threading.get_ident()
+        with _lock:
+            held = self._held.setdefault(thread, [])
+            end = max(text.rfind("\n"), text.rfind("\r")) + 1
+            if not end:
+                held.append(text)
+                if sum(map(len, held)) <= _HELD_LIMIT:
+                    return
+                end = len(text)
+            shown = "".join([*held, text[:end]])
+            if end < len(text):
+                held[:] = [text[end:]]
+            else:
+                del self._held[thread]
+            self._fallback.write(_masked(shown))
+
+    def show_held(self, thread: int | None = None) -> None:
+        """Show (masked) the unfinished line held of ``thread``, or of every thread.
+        Called with ``_lock`` held."""
+        for ident in [thread] if thread is not None else list(self._held):
+            held = self._held.pop(ident, None)
+            if held:
+                self._fallback.write(_masked("".join(held)))
+
     def flush(self) -> None:
         if _current.get() is None:
+            if self._held and threading.get_ident() == _MAIN_THREAD:
+                with _lock:
+                    self.show_held(_MAIN_THREAD)
             self._fallback.flush()
 
     def __getattr__(self, name: str) -> Any:
@@ -130,7 +168,8 @@ def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
         yield
     finally:
         with _lock:
-            if mask is not None:
+            if mask is not None:  # what was held under its mask is shown with it
+                _show_all_held()
                 index = _masks.index(mask)
                 _masks = _masks[:index] + _masks[index + 1:]
             _users -= 1
@@ -139,6 +178,19 @@ def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
                     if isinstance(getattr(sys, name), _RoutingStream):
                         setattr(sys, name, stream)
                 _saved.clear()
+
+
+def _masked(text: str) -> str:
+    for mask in _masks:
+        text = mask(text)
+    return text
+
+
+def _show_all_held() -> None:
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if isinstance(stream, _RoutingStream):
+            stream.show_held()
 
 
 class routed_output(_StepBuffer):
