@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import random
 import re
@@ -723,3 +724,25 @@ def test_retries_true_and_false_are_accepted_as_retry_policy_reads_them(
     graph = Graph("r", [Step("flaky", func=flaky, retries=retries, circuit_breaker=False)])
     status = run(graph, sleep=lambda _: asyncio.sleep(0)).status()
     assert status.loc[0, "attempts"] == attempts
+
+
+def test_the_objects_of_a_python_step_need_no_garbage_collection() -> None:
+    """Each step's log file, display sink and their callbacks are freed as it ends, not
+    left in cycles for the GC, whose passes over them cost a no-op step 8% more."""
+
+    def noop() -> int:
+        return 1
+
+    def cycles_left(steps: int) -> int:
+        graph = Graph("g", [Step(f"s{i}", func=noop) for i in range(steps)])
+        run(graph)  # (once first: what a first run makes and keeps is not counted)
+        gc.collect()
+        gc.disable()
+        try:
+            run(graph)
+            return gc.collect()
+        finally:
+            gc.enable()
+
+    per_step = (cycles_left(220) - cycles_left(20)) / 200
+    assert per_step < 6  # the run's events and results (4); 25 before

@@ -108,6 +108,9 @@ class LogFile:
         """Flush and close the file (nothing happens for a silent attempt)."""
         with self._lock:
             self._closed = True
+            # no line opens the file now: its callbacks go (the runner's on_open holds
+            # the list of files holding this one, a cycle only the GC would free)
+            self._make_folder = self._on_open = None
             if self._handle is not None:
                 try:
                     self._handle.close()

@@ -783,7 +783,8 @@ class Scheduler:
         """Where an attempt of a Python step puts what it displays (see StepDisplays)."""
         sink = StepDisplays(self._emit, name, number, log, log_file,
                             self.mask if self.mask else None, self.run.displays_by_view)
-        self._displays[name] = sink
+        if self.options.cache is not None:  # kept for the step's entry (a run without a
+            self._displays[name] = sink     # cache keeps none: each lived till its end)
         return sink
 
     def _executor(self, step: Step) -> Executor:
