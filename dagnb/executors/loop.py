@@ -62,22 +62,26 @@ T = TypeVar("T")
 _lock = threading.Lock()
 _loop: asyncio.AbstractEventLoop | None = None
 _thread: threading.Thread | None = None
+# the loop thread's ident and native id, kept as it starts: asked on every Python step
+_ident: int | None = None
+_native_id: int | None = None
 
 
 def get_loop() -> asyncio.AbstractEventLoop:
     """The background loop, started on first use (a daemon thread)."""
-    global _loop, _thread
+    global _loop, _thread, _ident, _native_id
     with _lock:
         if _loop is None or _thread is None or not _thread.is_alive():
             _loop = asyncio.new_event_loop()
             _thread = threading.Thread(target=_loop.run_forever, name="dagnb-loop", daemon=True)
             _thread.start()
+            _ident, _native_id = _thread.ident, _thread.native_id
         return _loop
 
 
 def in_loop_thread() -> bool:
     """True when called from the background loop's own thread."""
-    return _thread is not None and threading.current_thread() is _thread
+    return _ident is not None and threading.get_ident() == _ident
 
 
 class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
@@ -282,7 +286,7 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     try:
         try:
             _inline.serial += 1  # (then owner: an interrupt of this call sees its children)
-            _inline.children = children.snapshot(_thread.native_id)  # type: ignore[union-attr]
+            _inline.children = children.snapshot(_native_id)  # type: ignore[arg-type]
             _inline.owner = _UNOWNED if owner is None else owner
             if waits:  # (the earliest of nested timeouts)
                 _watchdog.arm(_inline.serial, min(wait.deadline() for wait in waits))

@@ -556,7 +556,16 @@ async def run_with_retries(
         retries are used up (never tenacity's ``RetryError``).
     """
     try:  # most attempts succeed: tenacity's machinery is only built after a failure
-        return await _guarded(attempt_fn, 1, breaker)
+        if breaker is None:  # (_guarded written out: no coroutine of its own for
+            return await attempt_fn(1)  # the first attempt, which every step makes)
+        breaker.check()
+        try:
+            result = await attempt_fn(1)
+        except BaseException as error:
+            _record(breaker, error)
+            raise
+        breaker.record_success()  # (_record of no error)
+        return result
     except Exception as error:
         first_failure = [error]
     numbers = itertools.count(2)

@@ -108,6 +108,7 @@ def _policy_memo(value: Any) -> tuple[Any, ...] | None:
 # a step's secrets when it declares none: shared by such steps, so not writable
 _NONE: Mapping[str, str] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
+_NO_IMAGE = object()  # a step that ran in no container: its state names no image
 
 
 class _Outcome:
@@ -305,9 +306,10 @@ class Scheduler:
         cache = self.options.cache
         if cache is not None and cache.images is not None:
             step = await self._pinned(step, cache.images)
-        if cache is None or not cache.enabled_for(step):
-            outcome = await self._attempts(step)
-            return self._record(step, outcome, None)
+        if cache is None:  # (then no guard: _attempts would only await _tries)
+            return self._record(step, await self._tries(step), None)
+        if not cache.enabled_for(step):
+            return self._record(step, await self._attempts(step), None)
         try:
             key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
         except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
@@ -586,31 +588,32 @@ class Scheduler:
         executor = self._executor(step)
         policy = self._policy(step)
         files = [] if files is None else files
-        name = step.name
-
-        def on_retry(number: int, error: BaseException, delay: float) -> None:
-            self._emit(
-                "state",
-                name,
-                number - 1,
-                state="retrying",
-                error=self._error_line(error),
-                delay=round(delay, 3),
-            )
-            self._emit(
-                "retry",
-                name,
-                number - 1,
-                error=self._error_line(error),
-                delay=delay,
-                next_attempt=number,
-                attempt_limit=_attempt_limit(policy, error),
-            )
-
         guard = self._breaker_of(executor) if self._uses_breaker(step) else None
         attempt = functools.partial(self._attempt, step, executor, files)
-        return await run_with_retries(
+        on_retry = functools.partial(self._retrying, step.name, policy)  # (no closure
+        return await run_with_retries(  # made: a partial is one object, freed at once)
             policy, attempt, on_retry=on_retry, sleep=self.options.sleep, breaker=guard
+        )
+
+    def _retrying(self, name: str, policy: Any, number: int, error: BaseException,
+                  delay: float) -> None:
+        """Say that attempt ``number - 1`` failed and attempt ``number`` follows."""
+        self._emit(
+            "state",
+            name,
+            number - 1,
+            state="retrying",
+            error=self._error_line(error),
+            delay=round(delay, 3),
+        )
+        self._emit(
+            "retry",
+            name,
+            number - 1,
+            error=self._error_line(error),
+            delay=delay,
+            next_attempt=number,
+            attempt_limit=_attempt_limit(policy, error),
         )
 
     def _opened(self, name: str, files: list[LogFile]) -> Callable[[], None]:
@@ -862,8 +865,11 @@ class Scheduler:
         """Mark ``name`` done and start the children it made ready; the first of them
         is returned for the calling task to run next."""
         if name not in self._settled:
-            shown = {"image": self._images[name]} if name in self._images else {}
-            self._settle(name, "succeeded", exit_code=0, **shown)  # (checks if all done)
+            image = self._images.get(name, _NO_IMAGE)
+            if image is _NO_IMAGE:  # (most steps: no dict made to pass it on)
+                self._settle(name, "succeeded", exit_code=0)  # (checks if all done)
+            else:
+                self._settle(name, "succeeded", exit_code=0, image=image)
         else:
             self._check_done()
         ready = []
