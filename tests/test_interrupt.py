@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import os
 import signal
 import subprocess
@@ -374,3 +375,64 @@ def test_a_timeout_stops_what_a_python_step_started_not_what_an_earlier_step_lef
     finally:
         servers[0].kill()
         servers[0].wait()
+
+
+_FORKED = r"""
+import json, multiprocessing, threading, time
+from concurrent.futures import ThreadPoolExecutor
+from dagnb import Graph, Step
+from dagnb.executors import loop
+
+def busy():
+    for _ in range(300):  # 3 s in short sleeps: interruptible between them
+        time.sleep(0.01)
+    return 1
+
+def runs(_=None):
+    try:
+        quick = Graph("g", [Step("hello", func=lambda: 1)]).run(executor="local", cache=False)
+        began = time.monotonic()
+        timed = Graph("t", [Step("busy", func=busy)]).run(executor="local", cache=False,
+                                                         timeout=0.3)
+        return [quick.states(), timed.states(), time.monotonic() - began < 2]
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+
+def child(queue):
+    with ThreadPoolExecutor(2) as pool:  # (a child's first threads get its parent's idents)
+        queue.put(list(pool.map(runs, range(2))))
+
+if __name__ == "__main__":
+    found = {"parent": runs()}
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    found["child"] = queue.get(timeout=60)
+    process.join()
+    dagnb_loop, thread = loop.get_loop(), loop._thread
+    dagnb_loop.call_soon_threadsafe(dagnb_loop.stop)
+    thread.join()
+    after = []
+    worker = threading.Thread(target=lambda: after.append(runs()))  # (the dead one's ident)
+    worker.start()
+    worker.join()
+    found["after the loop stopped"] = after[0]
+    print(json.dumps(found))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_runs_work_in_a_forked_child_and_after_the_loop_thread_ended(tmp_path: Path) -> None:
+    """The loop thread was told by its ident, which a thread made after it ended is
+    given again (a forked child's first threads, whose parent's loop is not there): a
+    run from one was refused as made from dagnb's own loop. And in a forked child a
+    timeout did not stop an inline step: the watchdog thread was the parent's."""
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = [{"hello": "succeeded"}, {"busy": "cancelled"}, True]
+    assert json.loads(done.stdout.splitlines()[-1]) == {
+        "parent": expected, "child": [expected, expected], "after the loop stopped": expected}

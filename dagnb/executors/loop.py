@@ -35,6 +35,7 @@ import concurrent.futures
 import contextlib
 import contextvars
 import ctypes
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -73,10 +74,27 @@ def get_loop() -> asyncio.AbstractEventLoop:
     with _lock:
         if _loop is None or _thread is None or not _thread.is_alive():
             _loop = asyncio.new_event_loop()
-            _thread = threading.Thread(target=_loop.run_forever, name="dagnb-loop", daemon=True)
+            _thread = threading.Thread(target=_run_loop, args=(_loop,), name="dagnb-loop",
+                                       daemon=True)
             _thread.start()
             _ident, _native_id = _thread.ident, _thread.native_id
         return _loop
+
+
+def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
+    try:
+        loop.run_forever()
+    finally:  # (stopped: the thread made next may be given its ident)
+        _forget_loop_thread(threading.get_ident())
+
+
+def _forget_loop_thread(ident: int | None = None) -> None:
+    """Forget the loop thread's ident (only if it is ``ident``), which a new thread may
+    be given once it is gone (in a forked child, its first): that one is not dagnb's
+    loop thread, and a run from it would be refused as made from the loop."""
+    global _ident, _native_id
+    if ident is None or _ident == ident:
+        _ident = _native_id = None
 
 
 def in_loop_thread() -> bool:
@@ -435,6 +453,19 @@ class _Watchdog:
 
 
 _watchdog = _Watchdog()
+
+
+def _renew_in_child() -> None:
+    """A forked child has none of its parent's threads: not its loop thread, which a
+    thread of the child may look like (its ident), nor its watchdog, which would never
+    interrupt a call that passes its deadline there."""
+    global _watchdog
+    _forget_loop_thread()
+    _watchdog = _Watchdog()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_renew_in_child)
 
 
 def submit(coro: Coroutine[Any, Any, T]) -> TaskFuture:
