@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import types
 import warnings
 from pathlib import Path
 
@@ -502,3 +503,31 @@ def test_a_user_other_than_root_may_not_write_into_an_unpacked_entry_either(
                              "write to $DAGNB_OUT instead")
     assert seen["again"] == {"up": "cached", "read": "succeeded"}
     assert seen["read"] == '{"x": 1}'
+
+
+def test_an_input_first_seen_by_a_steps_thread_and_the_loop_at_once_is_watched_once(
+        monkeypatch):
+    """``current().inputs`` asked from a step's thread has the guard watch the folder
+    as the loop starts another step reading it: both saw it unseen and watched it apart,
+    and once one was made again from its record, a later step's write into it was
+    taken for that remake and went unsaid (the reviewer's repro: 2 runs in 4)."""
+    from dagnb.cache.entry import PackedEntry
+    from dagnb.runtime import inputs_guard
+
+    made = []
+
+    def slow_watch(name: str, entry: object) -> object:  # (making a folder takes a while)
+        time.sleep(0.05)
+        made.append(types.SimpleNamespace(name=name))
+        return made[-1]
+
+    monkeypatch.setattr(inputs_guard, "_watch", slow_watch)
+    guard = inputs_guard.InputGuard(lambda *_: True, str)
+    entry = PackedEntry.__new__(PackedEntry)
+    seen: dict[str, list[object]] = {}
+    asking = threading.Thread(target=lambda: guard.watch("asks", {"up": entry},
+                                                         seen.setdefault("asks", [])))
+    asking.start()
+    seen["starts"] = guard.start("starts", {"up": entry})
+    asking.join()
+    assert len(made) == 1 and seen["asks"] == seen["starts"] == made

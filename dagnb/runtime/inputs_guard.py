@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 from collections.abc import Callable, Container, Mapping
 from typing import Any
 
@@ -142,6 +143,10 @@ class InputGuard:
         self._damaged: dict[str, str] = {}  # upstream set aside -> why, in a few words
         # (step, upstream) -> why: the step read it while another step wrote into it
         self._tainted: dict[tuple[str, str], str] = {}
+        # a step's own thread may ask for its folders (watch) as the loop starts another
+        # step (start): an entry first seen by both would be watched twice, apart, and
+        # one made again from its record under the other, whose step's write went unsaid
+        self._seeing = threading.Lock()
 
     def start(self, step: str, upstream: Mapping[str, Any],
               takes: Callable[[], Container[str]] | None = None) -> list[_Watched]:
@@ -184,10 +189,14 @@ class InputGuard:
     def _seen(self, name: str, entry: Any) -> _Watched | None:
         """What is looked at of ``name``'s entry, first seen now if not yet."""
         found = self._watched.get(name, _UNSEEN)
-        if found is _UNSEEN:
-            found = _watch(name, entry)
-            if found is not None or not isinstance(entry, PackedEntry):
-                self._watched[name] = found  # (a folder not made: tried again)
+        if found is not _UNSEEN:  # (most: seen by a step before, no lock taken)
+            return found
+        with self._seeing:
+            found = self._watched.get(name, _UNSEEN)
+            if found is _UNSEEN:
+                found = _watch(name, entry)
+                if found is not None or not isinstance(entry, PackedEntry):
+                    self._watched[name] = found  # (a folder not made: tried again)
         return found
 
     def end(self, step: str, watched: list[_Watched], out: str = "$DAGNB_OUT") -> str | None:
