@@ -388,3 +388,29 @@ def test_run_ids_are_unique_sort_by_start_and_are_not_shared_with_a_forked_child
     parent = [_new_run_id() for _ in range(3)]
     assert len(child) == 3
     assert {i[-6:] for i in child}.isdisjoint(i[-6:] for i in parent)
+
+
+def test_a_second_caller_of_make_returns_once_the_kept_uses_are_written(tmp_path, monkeypatch):
+    """The run folder took its lease before writing the uses kept so far to ``.uses``,
+    and make() returns at once, unlocked, once leased: a step's thread asking then for
+    its inputs could read an entry that no ``.uses`` listed yet for an eviction to
+    leave alone."""
+    folder = history.RunFolder(tmp_path, "20260101-000000-000-abcdef")
+    folder.note_use("up", "k" * 64)
+    writing = threading.Event()
+    start_uses = history.RunFolder._start_uses
+
+    def slow_start_uses(self: history.RunFolder, *args: object, **kwargs: object) -> None:
+        writing.set()
+        time.sleep(0.2)  # (an open and a write, on a slow disk)
+        start_uses(self, *args, **kwargs)
+
+    monkeypatch.setattr(history.RunFolder, "_start_uses", slow_start_uses)
+    first = threading.Thread(target=folder.make)
+    first.start()
+    assert writing.wait(5)
+    folder.make()  # (another thread's, as the first writes)
+    uses = folder.path / history.RUN_USES
+    listed = uses.read_text() if uses.exists() else None
+    first.join()
+    assert listed == f"up\t{'k' * 64}\n"

@@ -121,3 +121,37 @@ def test_a_read_only_run_after_set_params_runs_every_step(workdir: Path) -> None
     london = graph.run(only_failed=True, executor="local", cache_mode="read-only")
     assert set(london.order) == {"load", "report", "summary", "other"}
     assert (workdir / "seen").read_text() == "London London\n"
+
+
+def test_a_list_changed_in_place_and_set_again_is_other_params(workdir: Path) -> None:
+    """A notebook appends to the list it gave and sets it again: the last run kept a
+    reference to the caller's list, not a copy, so it seemed given the new one too, and
+    only_failed ran report alone, though summary never ran with Berlin."""
+    def load_cities(cities: list[str]) -> list[str]:
+        return list(cities)
+
+    def report(load: list[str], cities: list[str]) -> int:
+        if not (workdir / "fixed").exists():
+            raise RuntimeError("report is broken")
+        return len(cities)
+
+    def summary(load: list[str], cities: list[str]) -> int:
+        with open(workdir / "summaries", "a") as summaries:
+            summaries.write(",".join(cities) + "\n")
+        return 1
+
+    given = {"cities": ["London"]}
+    graph = Graph("cities", [Step("load", func=load_cities, params=given),
+                             Step("report", func=report, needs=["load"], params=given),
+                             Step("summary", func=summary, needs=["load"], params=given)])
+    cities = ["Paris"]
+    set_params(graph, {"cities": cities}, "the notebook")
+    assert graph.run(executor="local").failed == ["report"]
+    (workdir / "fixed").write_text("")
+    cities.append("Berlin")
+    set_params(graph, {"cities": cities}, "the notebook")
+    assert graph.last_run is not None
+    assert graph.last_run.given_params == {"cities": ["Paris"]}
+    again = graph.run(only_failed=True, executor="local")
+    assert again.states() == {"load": "succeeded", "report": "succeeded", "summary": "succeeded"}
+    assert (workdir / "summaries").read_text().splitlines() == ["Paris", "Paris,Berlin"]

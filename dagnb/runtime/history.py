@@ -41,6 +41,7 @@ by the process being killed is finished by a later one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import json
 import os
@@ -95,7 +96,9 @@ class RunFolder:
         self._cache_dir = cache_dir
         self.run_id = run_id
         self.source = source  # the workflow file run, recorded for --only-failed
-        self.params = dict(params or {})  # the params given for the run, recorded too
+        # the params given for the run, recorded too: a copy, as they were (a list the
+        # caller changes in place later was not given to this run)
+        self.params = copy.deepcopy(dict(params)) if params else {}
         self.text = f"{cache_dir}/.runs/{run_id}"  # Paths made when asked for: most runs never
         self._path: Path | None = None
         self._lease: int | None = None
@@ -135,8 +138,11 @@ class RunFolder:
 
     def _make(self) -> None:
         make_folder(self.path)  # a file named .runs is moved aside, not an error
-        self._lease = _lease(self.path)
-        self._start_uses()
+        lease = _lease(self.path)
+        self._start_uses(leased=lease is not None)
+        # leased last: make() returns at once, unlocked, once it is, and a caller may then
+        # read entries that only .uses keeps from an eviction
+        self._lease = lease
         if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
             self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
                                              name="dagnb-prune", daemon=True)
@@ -164,11 +170,11 @@ class RunFolder:
         made no folder)."""
         return self._uses_urgent and self._uses is not None and not self._closed
 
-    def _start_uses(self) -> None:
+    def _start_uses(self, leased: bool) -> None:
         """Open the new folder's ``.uses`` and write the uses kept so far; none where the
-        folder is not leased (no eviction takes the run for live)."""
+        folder is not ``leased`` (no eviction takes the run for live)."""
         kept, self._uses = self._uses or [], None
-        if self._lease is None:
+        if not leased:
             return
         with contextlib.suppress(OSError):
             flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
