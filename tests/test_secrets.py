@@ -643,6 +643,32 @@ def test_a_secret_a_steps_thread_writes_in_pieces_is_masked_on_its_way_out(
     assert capsys.readouterr().out == "left ***"  # (held until the run ended)
 
 
+def test_a_secret_holding_an_ellipsis_is_masked_whole(workdir, monkeypatch):
+    """A secret cut short is masked first (its head before an ellipsis, its tail after
+    one): a secret holding an ellipsis itself, printed whole, had its head or tail masked
+    as if cut, and the rest was kept in clear in the logs and the cache."""
+    from dagnb.model.masking import MIN_LINE
+
+    for secret in ("x9Kq2...mZp7Lw", "Tr0ub4dor...&3xyz", "s3cr3tpass\u2026word"):
+        for mask in (Masker([secret]), Masker([secret], words_below=MIN_LINE)):
+            assert mask(f"password={secret}") == "password=***"
+            assert mask.html(f"<td>{html.escape(secret)}</td>") == "<td>***</td>"
+    monkeypatch.setenv("TOKEN", "x9Kq2...mZp7Lw")
+
+    def python_step() -> int:
+        import os
+        print("token is", os.environ["TOKEN"])
+        return 1
+
+    run = Graph("s", [Step("sh", run='echo "connecting with $TOKEN"', secrets=["TOKEN"]),
+                      Step("py", func=python_step, secrets=["TOKEN"])]).run(executor="local")
+    lines = [line for step in ("sh", "py") for line in run.logs(step)["line"]]
+    assert lines == ["connecting with ***", "token is ***"]
+    stored = [p for p in (workdir / ".dagnb_cache").rglob("*") if p.is_file()
+              and any(part in p.read_bytes() for part in (b"x9Kq2", b"mZp7Lw"))]
+    assert stored == []
+
+
 def test_a_short_secret_is_masked_whole_not_inside_longer_words_or_numbers():
     """The mask of descriptions: a secret under ``MIN_LINE`` characters is masked where
     nothing alphanumeric touches it; a longer one wherever it is, as before."""
@@ -655,6 +681,10 @@ def test_a_short_secret_is_masked_whole_not_inside_longer_words_or_numbers():
         "147112 4711x x4711 alpha banana ***_b")
     assert mask("xtok-9876543210x 4711") == "x***x ***"
     assert Masker(["4711"])("147112") == "1***2"  # (a run's mask of a step's output)
+    # a secret's own punctuation at its edge is an edge, whatever touches it; but a
+    # secret of punctuation alone is still masked only where it stands alone
+    edges = Masker(["#4711", "dev", "."], words_below=MIN_LINE)
+    assert edges("x#4711 host=dev.1 a.b . c") == "x*** host=***.1 a.b *** c"
 
 
 def test_a_short_secret_after_an_escape_is_masked_and_not_inside_a_decimal_number():

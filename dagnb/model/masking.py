@@ -153,7 +153,7 @@ class Masker:
     ``a`` would mask every ``a``. Those are masked after the others, and a secret cut
     short (``admin-S3cr...``) first: a secret ``admin`` must not break another's form."""
 
-    __slots__ = ("_cut", "_first", "_passes", "_second")
+    __slots__ = ("_cut", "_ellipsis", "_first", "_passes", "_second")
 
     def __init__(self, secrets: Iterable[str] = (), *, words_below: int = 1) -> None:
         kept = [secret for secret in secrets if secret]
@@ -164,9 +164,15 @@ class Masker:
         subs = [one.pattern.sub for one in self._passes] + [None, None]
         self._first, self._second = subs[0], subs[1]
         self._cut = _CutShort(kept)
+        # secrets holding an ellipsis themselves, masked whole before any is taken for
+        # one cut short (its head or tail masked, the rest left in clear)
+        ellipsis = [(secret, word) for secret, word in anywhere + words if _ELLIPSIS_IN(secret)]
+        self._ellipsis = _Pass(ellipsis) if ellipsis else None
 
     def __call__(self, text: str) -> str:
         if "..." in text or "\u2026" in text:  # (first: see the class)
+            if self._ellipsis is not None:
+                text = self._ellipsis.pattern.sub(MASK, text)
             text = self._cut(text)
         if self._first is not None:
             text = self._first(MASK, text)
@@ -182,6 +188,8 @@ class Masker:
         ``&AMP;`` along with those) is masked too: those of its characters but ASCII
         letters and digits, which HTML writers do not spell."""
         if "..." in text or "\u2026" in text:
+            if self._ellipsis is not None:
+                text = self._ellipsis.html(text)
             text = self._cut(text)
         for one in self._passes:
             text = one.html(text)
@@ -256,6 +264,7 @@ def _joined(alternatives: _Alternatives) -> str:
 _LETTER_OR_DIGIT = r"[^\W_]"
 # ... but for the letter or digits of an escape before it, which stand for a character
 # that is none (repr's \n and \x0b, JSON's \u00e9, a URL's %20)
+_WORD_EDGE = re.compile(_LETTER_OR_DIGIT).fullmatch  # (a character that joins a word)
 _ESCAPES = (r"\\[abfnrtv0]", r"\\x[0-9a-fA-F]{2}", r"\\u[0-9a-fA-F]{4}", "%[0-9a-fA-F]{2}")
 
 
@@ -266,10 +275,17 @@ def _as_word(form: str) -> str:
     behind only where all of it is (before it, at each ``e`` of a text for a secret
     ``zq8``, base64 ``enE4``)."""
     escaped = re.escape(form)
-    before = "|".join([f"(?<!{_LETTER_OR_DIGIT}{escaped})",
-                       *(f"(?<={escape}{escaped})" for escape in _ESCAPES)])
-    return (f"{escaped}(?:{before})(?<![0-9]\\.{escaped})"
-            f"(?!{_LETTER_OR_DIGIT})(?!\\.[0-9])")
+    regex = escaped
+    # a secret's own '#' or '-' at its edge is one whatever touches it (x#4711 holds
+    # #4711); but one of punctuation alone ('.') is still a word only standing alone
+    alone = not any(map(_WORD_EDGE, form))
+    if alone or _WORD_EDGE(form[0]):
+        before = "|".join([f"(?<!{_LETTER_OR_DIGIT}{escaped})",
+                           *(f"(?<={escape}{escaped})" for escape in _ESCAPES)])
+        regex += f"(?:{before})" + (f"(?<![0-9]\\.{escaped})" if form[0].isdigit() else "")
+    if alone or _WORD_EDGE(form[-1]):
+        regex += f"(?!{_LETTER_OR_DIGIT})" + ("(?!\\.[0-9])" if form[-1].isdigit() else "")
+    return regex
 
 
 def _spelled_texts(secrets: list[tuple[str, bool]]) -> list[tuple[str, bool]]:
@@ -335,6 +351,7 @@ def _names_of() -> dict[str, list[str]]:
 # a character reference: numeric, or a name checked against HTML's (another is text)
 _REFERENCE = "&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _ELLIPSIS = "(?:\\.\\.\\.|\u2026)"  # ... or …
+_ELLIPSIS_IN = re.compile(_ELLIPSIS).search
 
 
 class _CutShort:
