@@ -643,6 +643,36 @@ def test_a_secret_a_steps_thread_writes_in_pieces_is_masked_on_its_way_out(
     assert capsys.readouterr().out == "left ***"  # (held until the run ended)
 
 
+def test_writelines_and_the_binary_buffer_are_captured_and_masked(workdir, monkeypatch, capsys):
+    """``sys.stdout.writelines`` and ``sys.stdout.buffer.write`` went around the routing
+    stream: a step's lines written so reached neither its log nor the mask, and a secret
+    among them was shown in clear, by the step and by a thread it started."""
+    import sys
+    import threading
+
+    monkeypatch.setenv("API_TOKEN", "tok-BYTES-5551234")
+
+    def step() -> int:
+        import os
+
+        token = os.environ["API_TOKEN"]
+        sys.stdout.writelines(["lines ", token, "\n"])
+        data = f"bytes \u00e9 {token}\n".encode()
+        sys.stdout.buffer.write(data[:7])  # (the \u00e9 cut between two writes)
+        sys.stdout.buffer.write(data[7:])
+        thread = threading.Thread(target=lambda: (
+            sys.stdout.buffer.write(f"thread {token}\n".encode()),
+            sys.stdout.writelines(["thread lines tok-BYTES", "-5551234\n"])))
+        thread.start()
+        thread.join()
+        return 1
+
+    run = Graph("s", [Step("step", func=step, secrets=["API_TOKEN"])]).run(
+        executor="local", cache=False)
+    assert list(run.logs("step")["line"]) == ["lines ***", "bytes \u00e9 ***"]
+    assert capsys.readouterr().out == "thread ***\nthread lines ***\n"
+
+
 def test_a_secret_holding_an_ellipsis_is_masked_whole(workdir, monkeypatch):
     """A secret cut short is masked first (its head before an ellipsis, its tail after
     one): a secret holding an ellipsis itself, printed whole, had its head or tail masked

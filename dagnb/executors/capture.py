@@ -15,12 +15,13 @@ ends, in its context: the notebook shows a matplotlib figure a step left open th
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
 __all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
@@ -103,6 +104,7 @@ class _RoutingStream:
         self._name = name
         self._fallback = fallback
         self._held: dict[int | None, list[str]] = {}  # thread -> its unfinished line
+        self._binary: _RoutingBuffer | None = None
 
     def write(self, text: str) -> int:
         buffer = _current.get()
@@ -146,6 +148,45 @@ class _RoutingStream:
                 with _lock:
                     self.show_held(_MAIN_THREAD)
             self._fallback.flush()
+
+    def writelines(self, lines: Iterable[str]) -> None:  # (the stream's own went around)
+        for line in lines:
+            self.write(line)
+
+    @property
+    def buffer(self) -> _RoutingBuffer:
+        """The binary layer (``sys.stdout.buffer.write(b"...")``): its bytes routed as
+        text, not written around the capture and the mask; AttributeError where the
+        stream replaced has none (a notebook's)."""
+        if self._binary is None:
+            self._binary = _RoutingBuffer(self, self._fallback.buffer)
+        return self._binary
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._fallback, name)
+
+
+class _RoutingBuffer:
+    """Bytes written to a routing stream's ``buffer``, decoded as its stream would
+    (a character cut between two writes is whole in the second) and written as text."""
+
+    def __init__(self, stream: _RoutingStream, fallback: Any) -> None:
+        self._stream, self._fallback = stream, fallback
+        encoding = getattr(stream._fallback, "encoding", None) or "utf-8"
+        self._decode = codecs.getincrementaldecoder(encoding)(errors="replace").decode
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        with _lock:  # (the decoder's state: one writer at a time)
+            text = self._decode(bytes(data))
+        self._stream.write(text)
+        return len(data)
+
+    def writelines(self, lines: Iterable[bytes]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fallback, name)
