@@ -39,7 +39,7 @@ StepHook = Callable[[], "Callable[[], object] | None"]
 _current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
     "dagnb_capture", default=None
 )
-_lock = threading.RLock()  # (re-entered: a stream written to as held lines are shown)
+_lock = threading.Lock()
 _users = 0
 _saved: dict[str, TextIO] = {}
 # the masks of the runs capturing now: output that reaches no step's log (a thread a
@@ -87,67 +87,97 @@ class _StepBuffer:
 
 
 _HELD_LIMIT = 1 << 16  # characters of an unfinished line held: more is shown (masked)
-_MAIN_THREAD = threading.main_thread().ident
+# guards the lines held (below); held only to take or put them, never while writing: a
+# stream may take a lock of its own that a writer to the routing stream holds (a
+# logging handler). Reentrant: a signal handler may print in the middle of a write.
+_held_lock = threading.RLock()
+_routing: list[_RoutingStream] = []  # the routing streams installed now
+
+
+class _Held:
+    """A thread's unfinished line, in pieces (joined once it is shown)."""
+
+    __slots__ = ("pieces", "size")
+
+    def __init__(self, text: str = "") -> None:
+        self.pieces, self.size = ([text] if text else []), len(text)
+
+    def add(self, text: str) -> None:
+        self.pieces.append(text)
+        self.size += len(text)
+
+    def text(self) -> str:
+        return "".join(self.pieces)
 
 
 class _RoutingStream:
     """Stands in for sys.stdout or sys.stderr while runs capture output.
 
     What is written outside steps while a run masks (a thread a step started) is masked
-    by whole lines, each thread's held until it ends (a newline, or a ``\r``: a progress
+    by whole lines, each thread's held until it ends (a newline, or a ``\\r``: a progress
     bar's redraw): masked a write at a time, a secret written in pieces (a response
     streamed a token at a time, with ``flush=True``) was shown in clear. A flush shows
     the main thread's unfinished line (a notebook cell's ``print(..., end="")`` at its
-    end), not another thread's; what is held is shown when the run that masks ends."""
+    end), not another thread's; what is held is shown when the last run that masks ends
+    (masked with each run's mask as that run ends)."""
 
     def __init__(self, name: str, fallback: TextIO) -> None:
         self._name = name
         self._fallback = fallback
-        self._held: dict[int | None, list[str]] = {}  # thread -> its unfinished line
+        self.held: dict[int, _Held] = {}  # thread -> its unfinished line
         self._binary: _RoutingBuffer | None = None
 
     def write(self, text: str) -> int:
         buffer = _current.get()
-        if buffer is None:
-            if not _masks:
-                return self._fallback.write(text)
-            self._masked_lines(text)
+        if buffer is not None:
+            buffer.write(self._name, text)
             return len(text)
-        buffer.write(self._name, text)
+        if not (_masks or self.held):  # (outside runs that mask: as it was written)
+            return self._fallback.write(text)
+        shown = self._lines_of(text)
+        if shown:
+            self._fallback.write(shown)
         return len(text)
 
-    def _masked_lines(self, text: str) -> None:
-        """Show the lines ``text`` ends, masked; hold its unfinished one."""
+    def _lines_of(self, text: str) -> str:
+        """What to show of ``text``, after the calling thread's unfinished line: the
+        lines it ends, masked; its unfinished rest is held (or shown, past the limit)."""
         thread = threading.get_ident()
-        with _lock:
-            held = self._held.setdefault(thread, [])
+        with _held_lock:
+            masks, held = _masks, self.held.pop(thread, None)
+            # (what was held is masked already with the runs that ended since; joined
+            # only when shown: a line written a token at a time costs linear time)
+            if not masks:  # the last run that masked ended as this was written
+                return ("" if held is None else held.text()) + text
             end = max(text.rfind("\n"), text.rfind("\r")) + 1
-            if not end:
-                held.append(text)
-                if sum(map(len, held)) <= _HELD_LIMIT:
-                    return
-                end = len(text)
-            shown = "".join([*held, text[:end]])
+            if not end and (0 if held is None else held.size) + len(text) <= _HELD_LIMIT:
+                held = held or _Held()
+                held.add(text)
+                self._hold(thread, held)
+                return ""
+            end = end or len(text)
             if end < len(text):
-                held[:] = [text[end:]]
-            else:
-                del self._held[thread]
-            self._fallback.write(_masked(shown))
+                self._hold(thread, _Held(text[end:]))
+        return _masked(("" if held is None else held.text()) + text[:end], masks)
 
-    def show_held(self, thread: int | None = None) -> None:
-        """Show (masked) the unfinished line held of ``thread``, or of every thread.
-        Called with ``_lock`` held."""
-        for ident in [thread] if thread is not None else list(self._held):
-            held = self._held.pop(ident, None)
-            if held:
-                self._fallback.write(_masked("".join(held)))
+    def _hold(self, thread: int, held: _Held) -> None:
+        """Keep ``held`` as the thread's unfinished line, before what a signal handler
+        printed meanwhile (between the pop and now) and left held."""
+        meanwhile = self.held.get(thread)
+        if meanwhile is not None:
+            held.add(meanwhile.text())
+        self.held[thread] = held
 
     def flush(self) -> None:
-        if _current.get() is None:
-            if self._held and threading.get_ident() == _MAIN_THREAD:
-                with _lock:
-                    self.show_held(_MAIN_THREAD)
-            self._fallback.flush()
+        if _current.get() is not None:
+            return
+        thread = threading.get_ident()
+        if self.held and thread == threading.main_thread().ident:  # (as it is now: a
+            with _held_lock:  # forked child's main thread is the one that forked)
+                held, masks = self.held.pop(thread, None), _masks
+            if held is not None:
+                self._fallback.write(_masked(held.text(), masks))
+        self._fallback.flush()
 
     def writelines(self, lines: Iterable[str]) -> None:  # (the stream's own went around)
         for line in lines:
@@ -176,7 +206,7 @@ class _RoutingBuffer:
         self._decode = codecs.getincrementaldecoder(encoding)(errors="replace").decode
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
-        with _lock:  # (the decoder's state: one writer at a time)
+        with _held_lock:  # (the decoder's state: one writer at a time)
             text = self._decode(bytes(data))
         self._stream.write(text)
         return len(data)
@@ -201,37 +231,54 @@ def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
         if _users == 0:
             for name in ("stdout", "stderr"):
                 _saved[name] = getattr(sys, name)
-                setattr(sys, name, _RoutingStream(name, _saved[name]))
+                _routing.append(_RoutingStream(name, _saved[name]))
+                setattr(sys, name, _routing[-1])
         _users += 1
         if mask is not None:
-            _masks = (*_masks, mask)
+            with _held_lock:
+                _masks = (*_masks, mask)
     try:
         yield
     finally:
+        shown = []
         with _lock:
-            if mask is not None:  # what was held under its mask is shown with it
-                _show_all_held()
-                index = _masks.index(mask)
-                _masks = _masks[:index] + _masks[index + 1:]
+            if mask is not None:
+                shown = _unmask(mask)
             _users -= 1
             if _users == 0:
                 for name, stream in _saved.items():
                     if isinstance(getattr(sys, name), _RoutingStream):
                         setattr(sys, name, stream)
                 _saved.clear()
+                _routing.clear()
+        for stream, text in shown:  # (a stream closed meanwhile: what it held is lost,
+            with contextlib.suppress(OSError, ValueError):  # not the run's result)
+                stream.write(text)
 
 
-def _masked(text: str) -> str:
-    for mask in _masks:
+def _unmask(mask: Callable[[str], str]) -> list[tuple[TextIO, str]]:
+    """Stop masking with ``mask``: the lines held are masked with it now; once no run
+    masks, they are given back to be shown, with the stream each goes to (whatever
+    ``sys.stdout`` is now: a cell may have redirected it)."""
+    global _masks
+    shown = []
+    with _held_lock:
+        index = _masks.index(mask)
+        _masks = _masks[:index] + _masks[index + 1:]
+        for routing in _routing:
+            for thread, held in list(routing.held.items()):
+                if _masks:  # (other runs mask still: held on, this run's secret masked)
+                    routing.held[thread] = _Held(mask(held.text()))
+                else:
+                    del routing.held[thread]
+                    shown.append((routing._fallback, mask(held.text())))
+    return shown
+
+
+def _masked(text: str, masks: tuple[Callable[[str], str], ...]) -> str:
+    for mask in masks:
         text = mask(text)
     return text
-
-
-def _show_all_held() -> None:
-    for name in ("stdout", "stderr"):
-        stream = getattr(sys, name)
-        if isinstance(stream, _RoutingStream):
-            stream.show_held()
 
 
 class routed_output(_StepBuffer):
