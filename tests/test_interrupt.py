@@ -436,3 +436,41 @@ def test_runs_work_in_a_forked_child_and_after_the_loop_thread_ended(tmp_path: P
     expected = [{"hello": "succeeded"}, {"busy": "cancelled"}, True]
     assert json.loads(done.stdout.splitlines()[-1]) == {
         "parent": expected, "child": [expected, expected], "after the loop stopped": expected}
+
+
+_FORKED_FROM_A_STEP = r"""
+import json, multiprocessing
+from dagnb import Graph, Step
+
+def child(queue):
+    run = Graph("inner", [Step("hello", func=lambda: 1)]).run(executor="local", cache=False)
+    queue.put(run.states())
+
+def outer():
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    try:
+        return queue.get(timeout=30)
+    finally:
+        process.kill()
+        process.join()
+
+if __name__ == "__main__":
+    run = Graph("outer", [Step("outer", func=outer)]).run(executor="local", cache=False)
+    print(json.dumps(run.result("outer")))
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this system")
+def test_a_run_in_a_child_forked_by_a_python_step_starts_a_loop_of_its_own(tmp_path: Path):
+    """A child forked by a step running on dagnb's loop thread has that thread for its
+    main one: it took it for alive and sent its run to the parent's loop, which nothing
+    runs there, and waited for ever (refused as made from the loop, before that)."""
+    script = tmp_path / "forked.py"
+    script.write_text(_FORKED_FROM_A_STEP)
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == {"hello": "succeeded"}

@@ -457,11 +457,13 @@ _watchdog = _Watchdog()
 
 def _renew_in_child() -> None:
     """A forked child has none of its parent's threads: not its loop thread, which a
-    thread of the child may look like (its ident), nor its watchdog, which would never
-    interrupt a call that passes its deadline there."""
-    global _watchdog
+    thread of the child may look like (its ident; or be, forked from a step running on
+    it, when nothing runs the loop it ran there), nor its watchdog, which would never
+    interrupt a call that passes its deadline there. Its runs start a loop of its own."""
+    global _watchdog, _loop, _thread, _inline
     _forget_loop_thread()
-    _watchdog = _Watchdog()
+    _loop = _thread = None
+    _watchdog, _inline = _Watchdog(), _InlineCall()
 
 
 if hasattr(os, "register_at_fork"):
