@@ -15,7 +15,6 @@ ends, in its context: the notebook shows a matplotlib figure a step left open th
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import contextvars
 import sys
@@ -86,137 +85,33 @@ class _StepBuffer:
                 self.sink(stream, rest)
 
 
-_HELD_LIMIT = 1 << 16  # characters of an unfinished line held: more is shown (masked)
-# guards the lines held (below); held only to take or put them, never while writing: a
-# stream may take a lock of its own that a writer to the routing stream holds (a
-# logging handler). Reentrant: a signal handler may print in the middle of a write.
-_held_lock = threading.RLock()
-_routing: list[_RoutingStream] = []  # the routing streams installed now
-
-
-class _Held:
-    """A thread's unfinished line, in pieces (joined once it is shown)."""
-
-    __slots__ = ("pieces", "size")
-
-    def __init__(self, text: str = "") -> None:
-        self.pieces, self.size = ([text] if text else []), len(text)
-
-    def add(self, text: str) -> None:
-        self.pieces.append(text)
-        self.size += len(text)
-
-    def text(self) -> str:
-        return "".join(self.pieces)
-
-
 class _RoutingStream:
-    """Stands in for sys.stdout or sys.stderr while runs capture output.
-
-    What is written outside steps while a run masks (a thread a step started) is masked
-    by whole lines, each thread's held until it ends (a newline, or a ``\\r``: a progress
-    bar's redraw): masked a write at a time, a secret written in pieces (a response
-    streamed a token at a time, with ``flush=True``) was shown in clear. A flush shows
-    the main thread's unfinished line (a notebook cell's ``print(..., end="")`` at its
-    end), not another thread's; what is held is shown when the last run that masks ends
-    (masked with each run's mask as that run ends)."""
+    """Stands in for sys.stdout or sys.stderr while runs capture output."""
 
     def __init__(self, name: str, fallback: TextIO) -> None:
         self._name = name
         self._fallback = fallback
-        self.held: dict[int, _Held] = {}  # thread -> its unfinished line
-        self._binary: _RoutingBuffer | None = None
 
     def write(self, text: str) -> int:
         buffer = _current.get()
-        if buffer is not None:
-            buffer.write(self._name, text)
-            return len(text)
-        if not (_masks or self.held):  # (outside runs that mask: as it was written)
-            return self._fallback.write(text)
-        shown = self._lines_of(text)
-        if shown:
+        if buffer is None:
+            if not _masks:
+                return self._fallback.write(text)
+            shown = text
+            for mask in _masks:
+                shown = mask(shown)
             self._fallback.write(shown)
+            return len(text)
+        buffer.write(self._name, text)
         return len(text)
 
-    def _lines_of(self, text: str) -> str:
-        """What to show of ``text``, after the calling thread's unfinished line: the
-        lines it ends, masked; its unfinished rest is held (or shown, past the limit)."""
-        thread = threading.get_ident()
-        with _held_lock:
-            masks, held = _masks, self.held.pop(thread, None)
-            # (what was held is masked already with the runs that ended since; joined
-            # only when shown: a line written a token at a time costs linear time)
-            if not masks:  # the last run that masked ended as this was written
-                return ("" if held is None else held.text()) + text
-            end = max(text.rfind("\n"), text.rfind("\r")) + 1
-            if not end and (0 if held is None else held.size) + len(text) <= _HELD_LIMIT:
-                held = held or _Held()
-                held.add(text)
-                self._hold(thread, held)
-                return ""
-            end = end or len(text)
-            if end < len(text):
-                self._hold(thread, _Held(text[end:]))
-        return _masked(("" if held is None else held.text()) + text[:end], masks)
-
-    def _hold(self, thread: int, held: _Held) -> None:
-        """Keep ``held`` as the thread's unfinished line, before what a signal handler
-        printed meanwhile (between the pop and now) and left held."""
-        meanwhile = self.held.get(thread)
-        if meanwhile is not None:
-            held.add(meanwhile.text())
-        self.held[thread] = held
-
     def flush(self) -> None:
-        if _current.get() is not None:
-            return
-        thread = threading.get_ident()
-        if self.held and thread == threading.main_thread().ident:  # (as it is now: a
-            with _held_lock:  # forked child's main thread is the one that forked)
-                held, masks = self.held.pop(thread, None), _masks
-            if held is not None:
-                self._fallback.write(_masked(held.text(), masks))
-        self._fallback.flush()
+        if _current.get() is None:
+            self._fallback.flush()
 
     def writelines(self, lines: Iterable[str]) -> None:  # (the stream's own went around)
         for line in lines:
             self.write(line)
-
-    @property
-    def buffer(self) -> _RoutingBuffer:
-        """The binary layer (``sys.stdout.buffer.write(b"...")``): its bytes routed as
-        text, not written around the capture and the mask; AttributeError where the
-        stream replaced has none (a notebook's)."""
-        if self._binary is None:
-            self._binary = _RoutingBuffer(self, self._fallback.buffer)
-        return self._binary
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fallback, name)
-
-
-class _RoutingBuffer:
-    """Bytes written to a routing stream's ``buffer``, decoded as its stream would
-    (a character cut between two writes is whole in the second) and written as text."""
-
-    def __init__(self, stream: _RoutingStream, fallback: Any) -> None:
-        self._stream, self._fallback = stream, fallback
-        encoding = getattr(stream._fallback, "encoding", None) or "utf-8"
-        self._decode = codecs.getincrementaldecoder(encoding)(errors="replace").decode
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        with _held_lock:  # (the decoder's state: one writer at a time)
-            text = self._decode(bytes(data))
-        self._stream.write(text)
-        return len(data)
-
-    def writelines(self, lines: Iterable[bytes]) -> None:
-        for line in lines:
-            self.write(line)
-
-    def flush(self) -> None:
-        self._stream.flush()
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fallback, name)
@@ -231,54 +126,23 @@ def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
         if _users == 0:
             for name in ("stdout", "stderr"):
                 _saved[name] = getattr(sys, name)
-                _routing.append(_RoutingStream(name, _saved[name]))
-                setattr(sys, name, _routing[-1])
+                setattr(sys, name, _RoutingStream(name, _saved[name]))
         _users += 1
         if mask is not None:
-            with _held_lock:
-                _masks = (*_masks, mask)
+            _masks = (*_masks, mask)
     try:
         yield
     finally:
-        shown = []
         with _lock:
             if mask is not None:
-                shown = _unmask(mask)
+                index = _masks.index(mask)
+                _masks = _masks[:index] + _masks[index + 1:]
             _users -= 1
             if _users == 0:
                 for name, stream in _saved.items():
                     if isinstance(getattr(sys, name), _RoutingStream):
                         setattr(sys, name, stream)
                 _saved.clear()
-                _routing.clear()
-        for stream, text in shown:  # (a stream closed meanwhile: what it held is lost,
-            with contextlib.suppress(OSError, ValueError):  # not the run's result)
-                stream.write(text)
-
-
-def _unmask(mask: Callable[[str], str]) -> list[tuple[TextIO, str]]:
-    """Stop masking with ``mask``: the lines held are masked with it now; once no run
-    masks, they are given back to be shown, with the stream each goes to (whatever
-    ``sys.stdout`` is now: a cell may have redirected it)."""
-    global _masks
-    shown = []
-    with _held_lock:
-        index = _masks.index(mask)
-        _masks = _masks[:index] + _masks[index + 1:]
-        for routing in _routing:
-            for thread, held in list(routing.held.items()):
-                if _masks:  # (other runs mask still: held on, this run's secret masked)
-                    routing.held[thread] = _Held(mask(held.text()))
-                else:
-                    del routing.held[thread]
-                    shown.append((routing._fallback, mask(held.text())))
-    return shown
-
-
-def _masked(text: str, masks: tuple[Callable[[str], str], ...]) -> str:
-    for mask in masks:
-        text = mask(text)
-    return text
 
 
 class routed_output(_StepBuffer):
