@@ -439,27 +439,31 @@ def test_runs_work_in_a_forked_child_and_after_the_loop_thread_ended(tmp_path: P
 
 
 _FORKED_FROM_A_STEP = r"""
-import json, multiprocessing
+import json, multiprocessing, time
 from dagnb import Graph, Step
 
+def slow():
+    for _ in range(100):  # 1 s in short sleeps, past the forking step's timeout
+        time.sleep(0.01)
+    return 1
+
 def child(queue):
-    run = Graph("inner", [Step("hello", func=lambda: 1)]).run(executor="local", cache=False)
+    run = Graph("inner", [Step("slow", func=slow)]).run(executor="local", cache=False)
     queue.put(run.states())
 
 def outer():
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    process = context.Process(target=child, args=(queue,))
+    process = multiprocessing.get_context("fork").Process(target=child, args=(queue,))
     process.start()
-    try:
-        return queue.get(timeout=30)
-    finally:
-        process.kill()
-        process.join()
+    processes.append(process)
+    return 1
 
 if __name__ == "__main__":
-    run = Graph("outer", [Step("outer", func=outer)]).run(executor="local", cache=False)
-    print(json.dumps(run.result("outer")))
+    queue, processes = multiprocessing.get_context("fork").Queue(), []
+    run = Graph("outer", [Step("outer", func=outer, timeout=0.5)]).run(
+        executor="local", cache=False)
+    found = queue.get(timeout=30)
+    processes[0].join()
+    print(json.dumps([run.states(), found]))
 """
 
 
@@ -467,10 +471,12 @@ if __name__ == "__main__":
 def test_a_run_in_a_child_forked_by_a_python_step_starts_a_loop_of_its_own(tmp_path: Path):
     """A child forked by a step running on dagnb's loop thread has that thread for its
     main one: it took it for alive and sent its run to the parent's loop, which nothing
-    runs there, and waited for ever (refused as made from the loop, before that)."""
+    runs there, and waited for ever (refused as made from the loop, before that). Its
+    run is its own: not cancelled at the deadline of the step that forked it."""
     script = tmp_path / "forked.py"
     script.write_text(_FORKED_FROM_A_STEP)
     done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads(done.stdout.splitlines()[-1]) == {"hello": "succeeded"}
+    assert json.loads(done.stdout.splitlines()[-1]) == [{"outer": "succeeded"},
+                                                        {"slow": "succeeded"}]

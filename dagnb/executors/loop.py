@@ -459,11 +459,16 @@ def _renew_in_child() -> None:
     """A forked child has none of its parent's threads: not its loop thread, which a
     thread of the child may look like (its ident; or be, forked from a step running on
     it, when nothing runs the loop it ran there), nor its watchdog, which would never
-    interrupt a call that passes its deadline there. Its runs start a loop of its own."""
-    global _watchdog, _loop, _thread, _inline
+    interrupt a call that passes its deadline there. Its runs start a loop of its own,
+    not as part of the run or under the timeout of the step that forked it (whose
+    context the forking thread carries on in), and take no lock held in the parent by
+    a thread the child has not."""
+    global _watchdog, _loop, _thread, _inline, _lock
     _forget_loop_thread()
     _loop = _thread = None
-    _watchdog, _inline = _Watchdog(), _InlineCall()
+    _watchdog, _inline, _lock = _Watchdog(), _InlineCall(), threading.Lock()
+    _owner.set(None)
+    _waits.set(())
 
 
 if hasattr(os, "register_at_fork"):
