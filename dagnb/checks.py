@@ -42,6 +42,7 @@ import keyword
 import math
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
@@ -540,3 +541,19 @@ def short_repr(value: Any, limit: int = 200, *, one_line: bool = False) -> str:
     if text is None or (one_line and "\n" in text):
         text = f"<{type(value).__qualname__}>"
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` for a ``warnings.warn`` made by the caller that points at the
+    first frame outside dagnb and IPython (a notebook cell, a ``%%dagger`` cell, a
+    script's line), whichever path led there (``graph.run``, ``arun``, a magic): a
+    fixed one named a line of dagnb's."""
+    frame, level = sys._getframe(1), 1
+    while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
+        frame, level = frame.f_back, level + 1
+    return level
+
+
+def _ours(module: str) -> bool:
+    """dagnb's modules, and IPython's that run a cell's magic for it."""
+    return module.split(".", 1)[0] in ("dagnb", "IPython")

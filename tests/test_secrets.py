@@ -431,6 +431,8 @@ def test_a_param_holding_a_secret_is_refused_before_any_step_runs(workdir, monke
         "step's params file in the cache folder; if it is the secret, read it from the "
         "environment inside the step instead (os.environ['MODE'] in a function, \"$MODE\" "
         "in a command)" for param in ("mode", "list")]
+    # at the line that ran the graph, not one of dagnb's (a fixed stacklevel named one)
+    assert {w.filename for w in caught if "holds the value" in str(w.message)} == {__file__}
 
 
 HTML_TOKEN = "tok&<9876>\"543'210"  # (a generated password: HTML escapes five of these)
@@ -529,6 +531,7 @@ def test_an_env_value_holding_a_secret_is_warned_of_and_a_word_or_line_of_it_is_
         "step's cache key and reaches a container as a plain variable, not a secret; if it "
         "is one, declare AUTH under the step's secrets (set in the environment), or build "
         "it in the step from $TOK"]
+    assert {w.filename for w in caught if "holds the value" in str(w.message)} == {__file__}
     pem = "-----BEGIN CERTIFICATE-----\nMIIBkTCB+wIJAKHBfpegPjMCMA0GCSqGSIb3\n" \
           "-----END CERTIFICATE-----"
     monkeypatch.setenv("PGPASSWORD", "postgres")

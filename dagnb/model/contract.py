@@ -9,6 +9,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from dagnb.checks import user_stacklevel
 from dagnb.errors import SecretError
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, leak_forms
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
@@ -96,7 +97,7 @@ def _warn_short_secret_params(steps: Iterable[Step], secrets: Mapping[str, str])
                     "in params), which is written in clear to the step's params file in the "
                     "cache folder; if it is the secret, read it from the environment inside "
                     f"the step instead (os.environ[{held!r}] in a function, \"${held}\" in "
-                    "a command)", stacklevel=4)
+                    "a command)", stacklevel=user_stacklevel())
 
 
 def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
@@ -115,7 +116,7 @@ def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
                     f"{held!r}: it counts in the step's cache key and reaches a container "
                     f"as a plain variable, not a secret; if it is one, declare {name} under "
                     f"the step's secrets (set in the environment), or build it in the step "
-                    f"from ${held}", stacklevel=4)
+                    f"from ${held}", stacklevel=user_stacklevel())
 
 
 def _secret_words(secrets: Mapping[str, str]) -> list[tuple[str, re.Pattern[str]]]:
