@@ -186,6 +186,21 @@ def test_a_percent_format_py_notebook_works_the_same(tmp_path):
     assert "HELLO" in done.stdout
 
 
+def test_param_lands_after_a_percent_format_cell_tagged_parameters(tmp_path):
+    """jupytext writes a cell's tags on its marker: `--param` goes after that cell (it
+    went first, and the defaults cell then put the old value back, exit 0)."""
+    script = tmp_path / "nb.py"
+    script.write_text('# %%\nimport sys\n\n# %% tags=["parameters"]\nalpha = 0.5\n\n'
+                      '# %% [markdown] tags=["notes"]\n# alpha\n\n'
+                      '# %%\nprint("alpha used:", alpha)\n')
+    done = _dagnb("run", str(script), "--param", "alpha=2", "-o", "out.ipynb", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "alpha used: 2" in done.stdout
+    executed = nbf.read(tmp_path / "out.ipynb", as_version=4)
+    assert [cell.metadata.get("tags") for cell in executed.cells] == [
+        None, ["parameters"], ["injected-parameters"], ["notes"], None]
+
+
 def test_code_before_the_first_percent_marker_is_a_first_cell(tmp_path):
     """As jupytext reads it: imports and constants often come before the first ``# %%``."""
     script = tmp_path / "nb.py"

@@ -30,7 +30,7 @@ from dagnb.errors import WorkflowError
 
 __all__ = [
     "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "defining_cell",
-    "kernel_notebook_path", "read_names", "read_notebook",
+    "kernel_notebook_path", "read_names", "read_notebook", "read_notebook_tagged",
 ]
 
 MAGIC = "%%dagger"
@@ -55,6 +55,12 @@ class DaggerCell:
 
 def read_notebook(path: str | Path) -> list[tuple[str, str]]:
     """``(cell_type, source)`` for each cell of an ``.ipynb`` or percent-format ``.py`` file."""
+    return [(kind, source) for kind, source, _ in read_notebook_tagged(path)]
+
+
+def read_notebook_tagged(path: str | Path) -> list[tuple[str, str, list[str]]]:
+    """:func:`read_notebook` with each cell's tags (papermill's ``parameters`` cell,
+    which ``dagnb run NOTEBOOK --param`` follows, is one)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -67,10 +73,11 @@ def read_notebook(path: str | Path) -> list[tuple[str, str]]:
     return _ipynb_cells(text, path)
 
 
-def _ipynb_cells(text: str, path: Path) -> list[tuple[str, str]]:
+def _ipynb_cells(text: str, path: Path) -> list[tuple[str, str, list[str]]]:
     try:
         cells = json.loads(text)["cells"]
-        return [(c["cell_type"], _joined(c.get("source", ""))) for c in cells]
+        return [(c["cell_type"], _joined(c.get("source", "")), _tags(c.get("metadata")))
+                for c in cells]
     except (ValueError, KeyError, TypeError) as exc:
         raise WorkflowError(f"{str(path)!r} is not a notebook (.ipynb JSON with cells): "
                             f"{exc}") from None
@@ -80,10 +87,11 @@ def _joined(source: str | list[str]) -> str:
     return source if isinstance(source, str) else "".join(source)
 
 
-def _percent_cells(text: str, path: Path) -> list[tuple[str, str]]:
+def _percent_cells(text: str, path: Path) -> list[tuple[str, str, list[str]]]:
     """Cells of jupytext's percent format: ``# %%`` starts a cell, ``# %%dagger`` is a
-    magic. Code before the first marker is a first code cell, as jupytext reads it; a
-    file with no marker is a plain script, not a notebook, and is refused."""
+    magic, ``tags=[...]`` on the marker are the cell's tags. Code before the first marker
+    is a first code cell, as jupytext reads it; a file with no marker is a plain script,
+    not a notebook, and is refused."""
     lines = text.splitlines(keepends=True)
     starts = [i for i, line in enumerate(lines) if _PERCENT_MARKER.match(line)]
     if not starts:
@@ -92,11 +100,31 @@ def _percent_cells(text: str, path: Path) -> list[tuple[str, str]]:
     cells = []
     preamble = "".join(_without_header(lines[:starts[0]]))
     if preamble.strip():
-        cells.append(("code", preamble))
+        cells.append(("code", preamble, []))
     for start, end in zip(starts, [*starts[1:], len(lines)], strict=True):
         kind = "markdown" if "[markdown]" in lines[start] else "code"
-        cells.append((kind, "".join(lines[start + 1:end])))
-    return [(kind, _unescaped(source.strip("\n"))) for kind, source in cells]
+        cells.append((kind, "".join(lines[start + 1:end]), _marker_tags(lines[start])))
+    return [(kind, _unescaped(source.strip("\n")), tags) for kind, source, tags in cells]
+
+
+_MARKER_TAGS = re.compile(r"\btags=(\[[^\]]*\])")
+
+
+def _marker_tags(marker: str) -> list[str]:
+    """The tags a ``# %%`` line gives, which jupytext writes as a JSON list."""
+    found = _MARKER_TAGS.search(marker)
+    if found is None:
+        return []
+    try:
+        return _tags({"tags": json.loads(found[1])})
+    except ValueError:
+        return []
+
+
+def _tags(metadata: Any) -> list[str]:
+    """A cell's tags, as strings; none where its metadata holds no list of them."""
+    tags = metadata.get("tags") if isinstance(metadata, dict) else None
+    return [tag for tag in tags if isinstance(tag, str)] if isinstance(tags, list) else []
 
 
 def _without_header(lines: list[str]) -> list[str]:

@@ -43,7 +43,7 @@ from typing import Any, TextIO
 from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, env_values
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
 from dagnb.model.step import variable_text
-from dagnb.notebook.document import dagger_cells, read_notebook
+from dagnb.notebook.document import dagger_cells, read_notebook, read_notebook_tagged
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
 from dagnb.views.html import ANSI
@@ -179,8 +179,10 @@ def _notebook_libraries() -> tuple[Any, Any]:
 
 def _load(nbformat: Any, path: Path) -> Any:
     if path.suffix == ".py":
-        cells = [nbformat.v4.new_code_cell(src) if kind == "code"
-                 else nbformat.v4.new_markdown_cell(src) for kind, src in read_notebook(path)]
+        cells = []
+        for kind, source, tags in read_notebook_tagged(path):
+            new = nbformat.v4.new_code_cell if kind == "code" else nbformat.v4.new_markdown_cell
+            cells.append(new(source, metadata={"tags": tags} if tags else {}))
         return nbformat.v4.new_notebook(cells=cells)
     read_notebook(path)  # the same one-line errors as `dagnb validate` for a bad file
     return nbformat.read(str(path), as_version=4)
