@@ -969,6 +969,25 @@ def test_a_global_the_function_reads_counts_by_its_value_at_each_call(memory, mo
     assert scaled(10) == 10 and scaled.check_call_in_cache(10)
 
 
+API_TOKEN = "sk-live-global-7f3e2d1c"  # (as read from the environment into a global)
+
+
+def _authorized(url):
+    return len(url + API_TOKEN)
+
+
+def test_a_credential_the_function_reads_from_a_global_is_written_nowhere(memory, tmp_path):
+    """An immutable global counts in the code's digest, and its value was shown in the
+    entry's code description: a token read into a global was written in clear into the
+    cache. The code is described as a step's is, without the values it reads."""
+    authorized = memory.cache(_authorized)
+    assert authorized("http://x") == len("http://x" + API_TOKEN)
+    assert authorized.check_call_in_cache("http://x")
+    held = [p for p in (tmp_path / "cache").rglob("*")
+            if p.is_file() and API_TOKEN.encode() in p.read_bytes()]
+    assert held == []
+
+
 SCRIPT = """
 import sys
 from dagnb import Memory

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 
 import pytest
 
+import dagnb
 from dagnb import Graph, Step
 from dagnb.executors.base import Outcome, Task
 from dagnb.model.masking import Masker
@@ -160,6 +161,72 @@ def test_a_result_or_file_that_holds_a_secret_is_not_cached(workdir, monkeypatch
     with pytest.warns(UserWarning):
         again = graph.run(executor="local")
     assert again.states() == {"user": "succeeded", "peek": "succeeded", "plain": "cached"}
+
+
+# a global that a cached function reads, which a step fills with a secret
+_REQUEST_HEADERS: dict[str, str] = {}
+
+
+def _files_holding(folder, text: str) -> list[str]:
+    return [str(p) for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
+
+
+@pytest.mark.parametrize("where", ["step", "thread of an async step"])
+def test_a_memory_call_in_a_step_with_a_secret_keeps_it_out_of_the_cache(
+        workdir, monkeypatch, where):
+    """A dagnb.Memory function that a step declaring a secret calls wrote the secret in
+    clear into its cache: given as an argument, read from a global made of it, or held
+    in its result. Its key's descriptions are masked now (its digests are not), and a
+    result holding it is returned, not stored, with a warning naming the secret."""
+    secret = "sk-live-4f9a8b7c6d5e"
+    monkeypatch.setenv("API_TOKEN", secret)
+    monkeypatch.setitem(_REQUEST_HEADERS, "Authorization", "")
+    memory = dagnb.Memory(workdir / ".dagnb_cache")
+    calls = []
+
+    @memory.cache
+    def with_token(url, token):
+        calls.append("token")
+        return len(url) + len(token)
+
+    @memory.cache
+    def with_headers(url):
+        calls.append("headers")
+        return len(url) + len(_REQUEST_HEADERS["Authorization"])
+
+    @memory.cache
+    def session(url):
+        import os
+
+        calls.append("session")
+        return {"url": url, "auth": "Bearer " + os.environ["API_TOKEN"]}
+
+    def use() -> int:
+        import os
+
+        token = os.environ["API_TOKEN"]
+        _REQUEST_HEADERS["Authorization"] = f"Bearer {token}"
+        made = session("http://z")
+        assert made["auth"] == f"Bearer {token}"
+        assert session.call_and_shelve("http://z").get() == made  # (kept in memory only)
+        return with_token("http://x", token) + with_headers("http://y") + len(made["auth"])
+
+    async def use_in_a_thread() -> int:
+        import asyncio
+
+        return await asyncio.to_thread(use)  # (a thread in the step's context)
+
+    func = use if where == "step" else use_in_a_thread
+    graph = Graph("s", [Step("use", func=func, secrets=("API_TOKEN",), cache=False)])
+    expected = 8 + len(secret) + 8 + len("Bearer ") * 2 + len(secret) * 2
+    for _ in range(2):
+        with pytest.warns(UserWarning, match=r"session: .*not cached: its result holds the "
+                                             r"value of secret 'API_TOKEN'") as caught:
+            run = graph.run(executor="local")
+        assert run.result("use") == expected
+        assert all(secret not in str(w.message) for w in caught)
+    assert calls == ["session"] * 2 + ["token", "headers"] + ["session"] * 2  # the others hit
+    assert _files_holding(workdir / ".dagnb_cache", secret) == []
 
 
 def test_a_long_secret_through_wrapping_base64_is_masked_line_by_line(workdir, monkeypatch):

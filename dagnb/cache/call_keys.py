@@ -10,11 +10,10 @@ import warnings
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec
 
-from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, shown
+from dagnb.cache.keys import CACHE_FORMAT, StepKey, code_text, key_digest, shown
 from dagnb.checks import short_repr
 from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
-    code_source_parts,
     code_with_values,
     global_values,
     object_digest,
@@ -223,14 +222,19 @@ class CallKeys(Generic[P]):
                     "such state out of a cached function", stacklevel=4)
 
     def step_key(
-        self, components: dict[str, str], args: tuple[Any, ...], kwargs: dict[str, Any]
+        self, components: dict[str, str], args: tuple[Any, ...], kwargs: dict[str, Any],
+        mask: Callable[[str], str] | None = None,
     ) -> StepKey:
-        """The full key, with descriptions for explain (only built on a miss)."""
-        describe = {"code": "\n\n".join(code_source_parts(self.func).values())}
+        """The full key, with descriptions for explain (only built on a miss): the code
+        as a step's is described (no values of the constants it reads), each description
+        masked by ``mask`` (the secrets in force: a step's); digests unchanged."""
+        describe = {"code": code_text(components["code"], self.func)}
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = short_repr(value)
         for name, value in global_values(self.func).items():
-            describe[f"var:{name}"] = shown(name, value)
+            describe[f"var:{name}"] = shown(name, value, mask)
+        if mask is not None:
+            describe = {label: mask(text) for label, text in describe.items()}
         return StepKey(key_digest(components), components, describe)
 
 

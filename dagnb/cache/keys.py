@@ -34,7 +34,7 @@ from dagnb.fingerprint import (
 from dagnb.model.jsontext import encoder, scalar_text
 from dagnb.model.step import Step, mount_path
 
-__all__ = ["CACHE_FORMAT", "StepKey", "key_digest", "step_key"]
+__all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
 
 # Bump when what goes into a key changes meaning: every old entry then misses.
 # 2: a Python step's globals count as ``var:<name>`` components, hashed at each run.
@@ -307,7 +307,7 @@ def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
               mask: Callable[[str], str] | None = None) -> None:
     """The ``code`` component and a ``var:<name>`` one per global the code reads."""
     digest, variables = code_with_values(step.func, fresh=True)  # type: ignore[arg-type]
-    components["code"], describe["code"] = digest, _code_text(digest, step.func)
+    components["code"], describe["code"] = digest, code_text(digest, step.func)
     if variables:
         _add_variables(_Builder(components, describe), step, variables, mask)
 
@@ -343,7 +343,10 @@ def _text_digest(text: str) -> str:
 _CODE_TEXTS: dict[str, str] = {}
 
 
-def _code_text(digest: str, func: Any) -> str:
+def code_text(digest: str, func: Any) -> str:
+    """The code description of ``func``, whose code digest is ``digest``: its sources,
+    without the ``const <name>`` parts (the values of the immutable globals it reads,
+    which may be a credential; their digests are in the key all the same)."""
     found = _CODE_TEXTS.get(digest)
     if found is None:
         parts = code_source_parts(func)

@@ -60,6 +60,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.call_keys import CallKeys, label, target_of
 from dagnb.cache.keys import StepKey
+from dagnb.cache.secret_scan import SecretsInForce, pickle_holds, secrets_in_force
 from dagnb.cache.store import Entry, Store
 from dagnb.checks import is_url, short_repr
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
@@ -700,11 +701,16 @@ class _CachedCall(_Calls):
                 del self.loaded[next(iter(self.loaded))]
         self.loaded[key] = (entry, value)
 
-    def save(self, key: StepKey, value: Any, took: float) -> Any:
+    def save(self, key: StepKey, value: Any, took: float,
+             secrets: SecretsInForce | None = None) -> Any:
         """Store the result; the value returned (memory-mapped under ``mmap_mode``).
-        A read-only store keeps nothing."""
+        A read-only store keeps nothing, nor is a result holding a secret in force kept."""
         if self.store.read_only:
             return value
+        if secrets is not None and secrets.finder:
+            held = pickle_holds(value, secrets.finder)
+            if held is not None:
+                return self.holding_secret(value, held)
         inline = None if self.mmap_mode is not None else encode_inline(value, _INLINE_LIMIT)
         out = None
         try:
@@ -738,6 +744,14 @@ class _CachedCall(_Calls):
             why = (f"the result cannot be stored ({exc}), so this call is not cached; "
                    "return a picklable value to cache it")
         warnings.warn(f"{self.name}: {why}", stacklevel=5)
+        return value
+
+    def holding_secret(self, value: Any, secret: str) -> Any:
+        """``value``, not stored: it holds the value of secret ``secret`` (its name, never
+        its value, said once in a warning, as :meth:`uncached` says why)."""
+        warnings.warn(f"{self.name}: the call ran but was not cached: its result holds the "
+                      f"value of secret {secret!r}, and the cache keeps no secret; return "
+                      "what the step needs without the secret to cache it", stacklevel=5)
         return value
 
     def write(self, out: Path, value: Any) -> None:
@@ -782,7 +796,9 @@ class _CachedCall(_Calls):
 
             async def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
                 """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
-                key = keys.step_key(components, args, kwargs)
+                secrets = secrets_in_force()  # (a step's, when one runs the call)
+                key = keys.step_key(components, args, kwargs,
+                                    None if secrets is None else secrets.mask)
                 self.computing(key.digest)
                 self.before(args, kwargs)
                 start, clock = time.time(), time.perf_counter()
@@ -790,7 +806,7 @@ class _CachedCall(_Calls):
                 took = time.perf_counter() - clock
                 self.after(took)
                 keys.warn_of_state(components)
-                return self.save(key, value, took), took, start
+                return self.save(key, value, took, secrets), took, start
 
             async def call(*args: Any, **kwargs: Any) -> Any:
                 value, took, start = await execute(keys.components(args, kwargs), args, kwargs)
@@ -801,8 +817,8 @@ class _CachedCall(_Calls):
                 if self.entry(digest) is None:
                     self.refuse_miss()
                     value, _, _ = await execute(keys.components(args, kwargs), args, kwargs)
-                    if self.store.read_only:
-                        return _Value(value)
+                    if self.store.read_only or self.store.peek(self.name, digest) is None:
+                        return _Value(value)  # (not stored: a secret, a full disk)
                 return ShelvedResult(self, digest)
 
         else:
@@ -820,7 +836,9 @@ class _CachedCall(_Calls):
 
             def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
                 """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
-                key = keys.step_key(components, args, kwargs)
+                secrets = secrets_in_force()  # (a step's, when one runs the call)
+                key = keys.step_key(components, args, kwargs,
+                                    None if secrets is None else secrets.mask)
                 self.computing(key.digest)
                 self.before(args, kwargs)
                 start, clock = time.time(), time.perf_counter()
@@ -828,7 +846,7 @@ class _CachedCall(_Calls):
                 took = time.perf_counter() - clock
                 self.after(took)
                 keys.warn_of_state(components)
-                return self.save(key, value, took), took, start
+                return self.save(key, value, took, secrets), took, start
 
             def call(*args: Any, **kwargs: Any) -> Any:
                 value, took, start = execute(keys.components(args, kwargs), args, kwargs)
@@ -839,8 +857,8 @@ class _CachedCall(_Calls):
                 if self.entry(digest) is None:
                     self.refuse_miss()
                     value, _, _ = execute(keys.components(args, kwargs), args, kwargs)
-                    if self.store.read_only:
-                        return _Value(value)
+                    if self.store.read_only or self.store.peek(self.name, digest) is None:
+                        return _Value(value)  # (not stored: a secret, a full disk)
                 return ShelvedResult(self, digest)
 
         run = self.decorate(run, call, shelve)

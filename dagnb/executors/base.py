@@ -21,11 +21,14 @@ import dataclasses
 import functools
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from dagnb.executors.capture import DisplaySink
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
+
+if TYPE_CHECKING:
+    from dagnb.cache.secret_scan import SecretsInForce
 
 __all__ = ["NO_RESULT", "SIMULATED", "Availability", "Executor", "Input", "Outcome", "Task"]
 
@@ -101,6 +104,9 @@ class Task:
     # an attempt, before ``dagnb.current().inputs`` makes the folders of packed upstream
     # results, which the step then reads from disk as a command would (see StepContext)
     on_input_paths: Callable[[Task], None] | None = None
+    # Set by the runner when the run has secrets: what a dagnb.Memory call that misses in
+    # an in-process Python step keeps of them (none: see dagnb.cache.secret_scan)
+    cache_secrets: SecretsInForce | None = None
 
     def __init__(
         self,

@@ -14,9 +14,10 @@ from typing import TYPE_CHECKING, Any
 from dagnb.executors.capture import current_context
 
 if TYPE_CHECKING:
+    from dagnb.cache.secret_scan import SecretsInForce
     from dagnb.executors.base import Task
 
-__all__ = ["StepContext", "current"]
+__all__ = ["StepContext", "current", "step_secrets"]
 
 # held while the runner lists and watches a step's input folders: a second thread of
 # the step asking meanwhile waits, or it would read (and write) them unwatched
@@ -75,3 +76,10 @@ def current() -> StepContext:
     if not isinstance(context, StepContext):
         raise RuntimeError("dagnb.current() is only available inside a running Python step")
     return context
+
+
+def step_secrets() -> SecretsInForce | None:
+    """The secrets in force in this context: those of the run whose Python step runs in
+    it (in a task or thread it started with its context too), or None."""
+    context = current_context()
+    return context._task.cache_secrets if isinstance(context, StepContext) else None

@@ -6,11 +6,11 @@ a device would be read forever)."""
 from __future__ import annotations
 
 import os
-import pickle
 import stat
 from typing import Any
 
 from dagnb.cache.backend import surely_absent
+from dagnb.cache.secret_scan import pickle_holds
 from dagnb.executors.base import NO_RESULT
 from dagnb.model.masking import SecretFinder
 
@@ -23,7 +23,7 @@ def stored_secret(finder: SecretFinder, out_dir: str | None, result: Any) -> str
     if not finder:
         return None
     if result is not NO_RESULT:
-        found = _pickle_holds(result, finder)
+        found = pickle_holds(result, finder)
         if found is not None:
             return found
     for folder, _, files in os.walk(out_dir) if out_dir is not None else ():
@@ -32,44 +32,6 @@ def stored_secret(finder: SecretFinder, out_dir: str | None, result: Any) -> str
             if found is not None:
                 return found
     return None
-
-
-def _pickle_holds(result: Any, finder: SecretFinder) -> str | None:
-    """A secret in the result's pickle, searched as pickle writes it: never the whole
-    pickle in memory (a 100 MB array's would cost 150 MB more), a MiB at a time."""
-    scan = _Scan(finder)
-    try:
-        pickle.Pickler(scan, protocol=5).dump(result)
-    except _Found:
-        pass
-    except Exception:  # (a result that does not pickle is not stored either)
-        return None
-    return scan.found
-
-
-class _Found(Exception):
-    """A secret is found: the rest of the pickle need not be written."""
-
-
-class _Scan:
-    """A file pickle writes to, which searches each piece as it comes and keeps only
-    its last bytes, so that a value cut by two pieces is found (pickle writes frames of
-    64 KiB, and a large buffer, a numpy array's data, whole and without copying it)."""
-
-    __slots__ = ("finder", "found", "tail")
-
-    def __init__(self, finder: SecretFinder) -> None:
-        self.finder, self.found, self.tail = finder, None, b""
-
-    def write(self, data: Any) -> None:
-        view = data.raw() if isinstance(data, pickle.PickleBuffer) else memoryview(data)
-        with view:
-            for at in range(0, view.nbytes, _CHUNK):
-                piece = self.tail + view[at:at + _CHUNK]
-                self.found = self.finder.find(piece)
-                if self.found is not None:
-                    raise _Found
-                self.tail = piece[1 - self.finder.longest:]
 
 
 def _file_holds(path: str, finder: SecretFinder) -> str | None:

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
+from dagnb.cache.secret_scan import SecretsInForce, set_secrets_source
 from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
@@ -48,6 +49,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import running_on
 from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
+from dagnb.executors.context import step_secrets
 from dagnb.executors.local import parameter_names
 from dagnb.executors.loop import holding, stop_pending, wait_for
 from dagnb.model.contract import write_params
@@ -146,9 +148,15 @@ class Scheduler:
         declared = {n: v for values in secrets.values() for n, v in values.items()}
         values = [*declared.values(), *others.values(), *masked_only.values()]
         self.mask = Masker(values)
-        self._values = values  # (for outside_mask, made only if asked)
         self._secret_names = frozenset(declared).union(others)
         self._secrets_found = SecretFinder({**masked_only, **others, **declared})
+        # what a dagnb.Memory call in one of the run's in-process steps keeps of its
+        # secrets (none), set on their tasks; made only for a run that has some
+        self._cache_secrets: SecretsInForce | None = None
+        if self.mask:
+            self._cache_secrets = SecretsInForce(Masker(values, words_below=MIN_LINE),
+                                                 self._secrets_found)
+            set_secrets_source(step_secrets)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._waiting, self._dependents, self._widest = _links(run.order, run.steps)
@@ -181,12 +189,12 @@ class Scheduler:
         # it asks dagnb.current().inputs for the folders of packed entries
         self._watching: dict[str, list[Any]] = {}
 
-    def outside_mask(self) -> Masker | None:
+    def outside_mask(self) -> Callable[[str], str] | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
         step started): those under ``MIN_LINE`` characters where they are words of their
         own, as the notebook's own prints go through it too, and a secret ``a`` would mask
         every ``a``."""
-        return Masker(self._values, words_below=MIN_LINE) if self.mask else None
+        return self._cache_secrets.mask if self._cache_secrets is not None else None
 
     # -- the run --------------------------------------------------------------------
     async def execute(self) -> Run:
@@ -728,7 +736,7 @@ class Scheduler:
                                                                    log_file),
         )
         if self.mask:
-            task.mask = self.mask
+            task.mask, task.cache_secrets = self.mask, self._cache_secrets
         cache = self.options.cache
         if cache is not None:
             task.cache_folder = cache.folder
