@@ -6,7 +6,9 @@ import functools
 import importlib
 import importlib.util
 import inspect
+import io
 import linecache
+import math
 import os
 import pickle
 import subprocess
@@ -215,6 +217,51 @@ def test_a_categoricals_categories_and_order_count_whatever_they_hold():
             digests = [value_digest(wrap(categorical)) for categorical in kinds]
             assert len(set(digests)) == len(digests)
             assert digests[0] == value_digest(wrap(kinds[0].copy()))
+
+
+def _equal_strings_shared_and_apart() -> tuple[list[str], list[str]]:
+    """Equal lists of text: one repeating a few string objects (as ``read_csv`` gives
+    them), the other with a string object of its own in each place."""
+    shared = ["paris", "lyon"] * 3
+    return shared, ["".join(list(text)) for text in shared]
+
+
+def test_equal_objects_in_an_array_or_a_column_hash_alike_shared_or_not():
+    """Pickle writes an object met again as a reference to the first: an object array
+    or a string column read by read_csv (its equal strings one object) and its rebuilt
+    copy (a string object each) hashed apart."""
+    shared, apart = _equal_strings_shared_and_apart()
+    csv = "city,n\n" + "".join(f"{city},{n}\n" for n, city in enumerate(shared))
+    read = pd.read_csv(io.StringIO(csv))
+    rebuilt = pd.DataFrame({"city": apart, "n": range(len(apart))})
+    assert read.equals(rebuilt)
+    frames = [read, rebuilt, pickle.loads(pickle.dumps(rebuilt))]
+    assert len({value_digest(frame) for frame in frames}) == 1
+    for wrap in (lambda texts: np.array(texts, dtype=object),
+                 lambda texts: pd.Series(texts, dtype=object),
+                 lambda texts: pd.Series(pd.Categorical(texts)), pd.Index):
+        assert value_digest(wrap(shared)) == value_digest(wrap(apart))
+
+
+def test_objects_in_an_array_that_differ_hash_apart():
+    def digest(*items: object) -> str:
+        return value_digest(np.array(items, dtype=object))
+
+    assert digest("a", "b") != digest("a", "c")
+    assert digest(1, "x") != digest("1", "x")
+    assert digest(None, "x") != digest(math.nan, "x")
+    assert digest({1, 2}) == digest({2, 1})  # (sets in digest order, as elsewhere)
+    assert value_digest(pd.Series(["a", "b"], dtype=object)) != value_digest(
+        pd.Series(["a", "c"], dtype=object))
+
+
+def test_an_array_holding_itself_is_hashed_with_the_pickle_memo():
+    """Pickle without a memo refuses a cycle (ValueError): hashed as before, then."""
+    looped: list[object] = [1]
+    looped.append(looped)
+    array = np.array([looped, "x"], dtype=object)
+    assert value_digest(array) == value_digest(array.copy())
+    assert value_digest(array) != value_digest(np.array([[1], "x"], dtype=object))
 
 
 def test_unpicklable_value_raises_with_advice_and_no_placeholder_name():

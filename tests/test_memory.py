@@ -4,7 +4,9 @@ import asyncio
 import functools
 import importlib
 import inspect
+import io
 import os
+import pickle
 import shutil
 import subprocess
 import sys
@@ -240,6 +242,33 @@ def test_dataframe_arguments_hash_by_content(memory):
     assert total(df) == 3.0 and total(df.copy()) == 3.0
     assert total(pd.DataFrame({"a": [1.0, 5.0]})) == 6.0
     assert len(calls) == 2
+
+
+def test_equal_frames_of_text_read_or_rebuilt_run_once(memory):
+    """read_csv shares a string object between equal values; a frame rebuilt from them
+    does not: equal frames, and one run (joblib's too)."""
+    calls = []
+
+    @memory.cache
+    def count(frame):
+        calls.append(1)
+        return frame.groupby("city")["n"].sum().to_dict()
+
+    cities = ["paris", "lyon", "paris", "nice", "lyon"] * 20
+    csv = "city,n\n" + "".join(f"{city},{n}\n" for n, city in enumerate(cities))
+    read = pd.read_csv(io.StringIO(csv))
+    rebuilt = pd.DataFrame({"city": ["".join(list(c)) for c in cities], "n": read["n"]})
+    for frame in (read, rebuilt, pickle.loads(pickle.dumps(rebuilt))):
+        assert count(frame) == count(read)
+
+    @memory.cache
+    def length(texts):
+        calls.append(2)
+        return len(texts)
+
+    for texts in (cities, ["".join(list(city)) for city in cities]):
+        assert length(np.array(texts, dtype=object)) == 100
+    assert calls == [1, 2]
 
 
 class _Client:

@@ -272,7 +272,7 @@ def _feed_ndarray(h: Any, arr: Any, np: Any) -> None:
     if not arr.flags.c_contiguous:
         h.update(_layout(arr))
     if arr.dtype.hasobject:
-        _feed_pickle(h, arr)
+        _feed_objects(h, arr)
         return
     if arr.dtype.names:  # structured: the field layout matters, not only the bytes
         h.update(repr(arr.dtype.descr).encode())
@@ -309,7 +309,7 @@ def _feed_column(h: Any, series: Any) -> None:
     # numpy form is float (where 2**53 + 1 is 2**53) or, before pandas 3, objects
     if values.dtype.hasobject or (hasattr(series.dtype, "numpy_dtype")
                                   and values.dtype != series.dtype.numpy_dtype):
-        _feed_pickle(h, series.array)  # (a categorical's pickle holds its categories)
+        _feed_objects(h, series.array)  # (a categorical's pickle holds its categories)
     else:
         _feed_categories(h, series.dtype)
         _feed_ndarray(h, values, sys.modules["numpy"])
@@ -475,14 +475,32 @@ def _importable(cls: Any) -> bool:
     return found is cls
 
 
-def _feed_pickle(h: Any, obj: Any) -> None:
+def _feed_objects(h: Any, obj: Any) -> None:
+    """An array or column of Python objects, by its pickle without a memo: with one, an
+    object met again is written as a reference to the first, so equal arrays hashed
+    apart when their equal strings were one object (``read_csv`` shares them) or
+    several. Fed as a digest, so that a cyclic value, which only a memo can pickle,
+    falls back on the pickle with one."""
+    digest = new_hasher()
+    try:
+        _feed_pickle(digest, obj, fast=True)
+    except FingerprintError as exc:
+        if not isinstance(exc.__cause__, (ValueError, RecursionError)):
+            raise
+        _feed_pickle(h, obj)  # ("fast mode: can't pickle cyclic objects")
+        return
+    h.update(b"objects" + digest.digest())
+
+
+def _feed_pickle(h: Any, obj: Any, *, fast: bool = False) -> None:
     h.update(b"pkl" + type(obj).__qualname__.encode())
     try:
         if getattr(sys.modules.get(_MP_MAIN), "__name__", None) == _MP_MAIN:
-            _pickle_in_worker(h, obj)  # (any process that imports multiprocessing has
-            #                            an __mp_main__: its __main__ under a 2nd name)
+            # (any process that imports multiprocessing has an __mp_main__: its
+            # __main__ under a 2nd name)
+            _pickle_in_worker(h, obj, fast)
         else:
-            _pickle_into(h.update, obj)
+            _pickle_into(h.update, obj, fast=fast)
     except FingerprintError:
         raise
     except Exception as exc:
@@ -495,11 +513,12 @@ def _feed_pickle(h: Any, obj: Any) -> None:
 
 
 def _pickle_into(feed: Callable[[Any], Any], obj: Any,
-                 pickler: type[pickle.Pickler] = _HashingPickler) -> None:
+                 pickler: type[pickle.Pickler] = _HashingPickler, *, fast: bool = False) -> None:
     """Feed the pickle of ``obj``, then the length and digest of each big contiguous
     buffer it hands over (hashed in place, no copy): after the stream, not within it,
     so that where the pickler cuts its stream does not count, and with their lengths,
-    so that two buffers of one value are never read as two others."""
+    so that two buffers of one value are never read as two others. ``fast``: without a
+    memo (pickle's ``fast`` mode: no back-references; a cycle raises ValueError)."""
     buffers: list[bytes] = []
 
     def out_of_band(buffer: pickle.PickleBuffer) -> bool | None:
@@ -512,24 +531,26 @@ def _pickle_into(feed: Callable[[Any], Any], obj: Any,
         buffers.append(b"%d:%s" % (raw.nbytes, digest.digest()))
         return None
 
-    pickler(types.SimpleNamespace(write=feed), protocol=5,
-            buffer_callback=out_of_band).dump(obj)
+    writer = pickler(types.SimpleNamespace(write=feed), protocol=5,
+                     buffer_callback=out_of_band)
+    writer.fast = fast
+    writer.dump(obj)
     if buffers:
         feed(b"buffers:%d" % len(buffers))
         for buffer in buffers:
             feed(buffer)
 
 
-def _pickle_in_worker(h: Any, obj: Any) -> None:
+def _pickle_in_worker(h: Any, obj: Any, fast: bool) -> None:
     """In a process that imports the script as ``__mp_main__`` (a spawn or forkserver
     worker): pickled as anywhere, unless the pickle names that module; then again by
     :class:`_MainSpelledPickler`, unless the value is too deep for it (a miss, then)."""
     pieces: list[bytes] = []
-    _pickle_into(pieces.append, obj)
+    _pickle_into(pieces.append, obj, fast=fast)
     if any(_MP_MAIN_BYTES in piece for piece in pieces):
         spelled: list[bytes] = []
         try:
-            _pickle_into(spelled.append, obj, _MainSpelledPickler)
+            _pickle_into(spelled.append, obj, _MainSpelledPickler, fast=fast)
             pieces = spelled
         except RecursionError:  # (the Python pickler takes several frames a level)
             pass
