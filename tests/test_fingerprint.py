@@ -1225,6 +1225,26 @@ def test_the_globals_a_function_changes_are_its_state_not_its_input():
     assert changed_globals(work.__code__) == {"calls", "memo", "stale", "pending"}
 
 
+def test_a_global_an_augmented_assignment_changes_an_item_or_attribute_of_is_state():
+    """``stats["calls"] += 1`` and the like: what the function keeps, not its input; a
+    global it only reads, or uses for something else than such a target, is input."""
+    from dagnb.fingerprint.walker import changed_globals
+
+    def work(x):
+        stats["calls"] += 1  # noqa: F821
+        hits[0] += 1  # noqa: F821
+        counter.n -= 1  # noqa: F821
+        tally[x, "k"] *= 2  # noqa: F821
+        totals[helper(x)] |= {x}  # noqa: F821
+        stats_by["city"][x] += 1  # noqa: F821
+        model.layer.calls += 1  # noqa: F821
+        (offset + x)[0] += 1  # noqa: F821
+        return read["calls"] + other.n + (0 < low < 5) + (base == x)  # noqa: F821
+
+    assert changed_globals(work.__code__) == {
+        "stats", "hits", "counter", "tally", "totals", "stats_by", "model"}
+
+
 def test_a_value_nested_too_deep_is_a_fingerprint_error_not_a_crash():
     deep: list = []
     for _ in range(5000):

@@ -1115,6 +1115,57 @@ def test_a_function_that_changes_a_global_it_reads_through_a_helper_is_told_once
         assert counting(1) == 3  # (keyed by seen's value: each call misses, as it warned)
 
 
+class _Tally:
+    calls = 0
+
+
+stats = {"calls": 0}
+hits = [0]
+tally = _Tally()
+
+
+def _counting_in_an_item(x):
+    stats["calls"] += 1
+    return x
+
+
+def _counting_in_a_list(x):
+    hits[0] += 1
+    return x
+
+
+def _counting_in_an_attribute(x):
+    tally.calls += 1
+    return x
+
+
+def _reading_the_count(x):
+    seen.append(x)
+    return x + stats["calls"]
+
+
+@pytest.mark.parametrize("function", [
+    _counting_in_an_item, _counting_in_a_list, _counting_in_an_attribute])
+def test_a_count_the_function_keeps_in_a_global_is_state_not_input(memory, function):
+    """``stats["calls"] += 1``: the global's value was in the key, changed at each call
+    (joblib hits)."""
+    count = memory.cache(function)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert [count(1), count(1), count(1)] == [1, 1, 1]
+    assert count.check_call_in_cache(1)
+
+
+def test_a_function_that_only_reads_a_count_runs_again_when_it_changes(memory, monkeypatch):
+    monkeypatch.setitem(stats, "calls", 0)
+    seen.clear()
+    reading = memory.cache(_reading_the_count)
+    assert [reading(1), reading(1)] == [1, 1]
+    stats["calls"] = 5
+    assert reading(1) == 6
+    assert seen == [1, 1]
+
+
 class _Scaler:
     def __init__(self, k):
         self.k = k

@@ -383,8 +383,9 @@ _ITEM_CHANGES = frozenset({"STORE_SUBSCR", "DELETE_SUBSCR"})
 
 def changed_globals(code: types.CodeType) -> set[str]:
     """The globals the code (and its nested code) changes in place: ``calls.append(x)``,
-    ``memo[x] = y``. What a function changes is its state, not its input: keyed by its
-    value, every call would miss (a key or two loaded between: ``memo[x] = y`` only)."""
+    ``memo[x] = y``, ``stats["calls"] += 1``, ``counter.n += 1``. What a function
+    changes is its state, not its input: keyed by its value, every call would miss (a
+    key or two loaded between: ``memo[x] = y`` only)."""
     return global_uses(code)[1]
 
 
@@ -437,7 +438,56 @@ def _changes(instructions: list[dis.Instruction], at: int) -> bool:
     after = instructions[at + 1:at + 3]
     return bool(after and after[0].opname in _ATTRIBUTE_LOADS
                 and after[0].argval in _CHANGING) or (
-        len(after) == 2 and after[1].opname in _ITEM_CHANGES)
+        len(after) == 2 and after[1].opname in _ITEM_CHANGES) or (
+        _augments(instructions, at + 1))
+
+
+# An augmented assignment copies its target's object (and key) to read the old value
+# before storing the new one: DUP_TOP / DUP_TOP_TWO up to 3.10, COPY from 3.11 on.
+_COPY_THEN_ATTRIBUTE = (("DUP_TOP", "LOAD_ATTR"), ("COPY 1", "LOAD_ATTR"))
+_COPY_THEN_ITEM = (("DUP_TOP_TWO", "BINARY_SUBSCR"), ("COPY 2", "COPY 2", "BINARY_SUBSCR"))
+_JUMPS = frozenset(dis.hasjrel) | frozenset(dis.hasjabs)
+_NEUTRAL = frozenset({"EXTENDED_ARG", "NOP"})  # (a big function's long arguments)
+_LONGEST_TARGET = 12  # instructions from the object: ``stats[x, "k"] += 1`` takes 4
+
+
+def _augments(instructions: list[dis.Instruction], start: int) -> bool:
+    """Whether the object loaded just before ``start`` is the target of an augmented
+    assignment to an attribute or an item of it, or of an attribute or item it holds
+    (``counter.n += 1``, ``stats["calls"] += 1``, ``tally[x, "k"] += 1``,
+    ``stats["by_city"][city] += 1``). Between the object and the copy: attributes
+    (``LOAD_ATTR``), and keys (instructions with no jump that push one value) each
+    followed by ``BINARY_SUBSCR``; anything else takes the object elsewhere."""
+    depth = 0  # values pushed above the object (or its attribute or item reached)
+    for at in range(start, min(start + _LONGEST_TARGET, len(instructions))):
+        if _copies(instructions[at:at + 3], _COPY_THEN_ITEM if depth == 1
+                   else _COPY_THEN_ATTRIBUTE if depth == 0 else ()):
+            return True
+        instruction = instructions[at]
+        if instruction.opname in _NEUTRAL:
+            continue
+        if instruction.opcode in _JUMPS:
+            return False
+        try:
+            effect = dis.stack_effect(instruction.opcode, instruction.arg, jump=False)
+        except ValueError:  # (an opcode dis cannot tell the effect of)
+            return False
+        if depth + effect > 0:
+            depth += effect  # (a key)
+        elif not (depth == 1 and instruction.opname == "BINARY_SUBSCR") and not (
+                depth == 0 and effect == 0 and instruction.opname == "LOAD_ATTR"):
+            return False
+        else:
+            depth = 0  # an item or attribute of the object: what is changed in place
+    return False
+
+
+def _copies(following: list[dis.Instruction], patterns: tuple[tuple[str, ...], ...]) -> bool:
+    """Whether ``following`` starts with one of ``patterns`` (a COPY spelled with its
+    argument)."""
+    spelled = tuple(f"COPY {instruction.arg}" if instruction.opname == "COPY"
+                    else instruction.opname for instruction in following)
+    return any(spelled[:len(pattern)] == pattern for pattern in patterns)
 
 
 def changed_inputs(code: types.CodeType) -> set[str]:
