@@ -259,6 +259,34 @@ def test_only_failed_runs_the_steps_no_run_of_the_file_finished_new_renamed_or_a
     assert states("--only-failed") == (0, {})  # (nothing to re-run: said in one line)
 
 
+def test_only_failed_with_a_target_or_tag_reruns_only_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """b failed; c needs nothing of it: --only-failed --target c runs nothing and says so
+    (it once ran a, b and c, and b failed the run again); --target b runs a and b."""
+    from dagnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n"
+        "  a: {run: 'echo a'}\n"
+        "  b: {run: 'exit 1', needs: [a]}\n"
+        "  c: {run: 'echo c', tags: [quick]}\n"
+    )
+    common = ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    assert main(["run", *common]) == 1
+    capsys.readouterr()
+    for narrowing in (["--target", "c"], ["--tag", "quick"]):
+        assert main(["run", *common, "--only-failed", *narrowing]) == 0
+        assert capsys.readouterr().out.splitlines() == [
+            "dagnb: the last run of 'wf' has no failed, skipped, cancelled or unfinished "
+            f"steps among those {' '.join(narrowing)} select; nothing to re-run"]
+    assert main(["run", *common, "--only-failed", "--target", "b"]) == 1
+    rows = [line.split()[:2] for line in capsys.readouterr().out.splitlines()]
+    assert [row for row in rows if row[:1] in (["a"], ["b"], ["c"])] == [
+        ["a", "cached"], ["b", "failed"]]
+
+
 _CITY_WORKFLOW = """\
 steps:
   load:

@@ -250,6 +250,20 @@ def test_run_only_failed_and_tags(shell, tmp_path):
     assert last_run().states() == {"good": "cached"}
 
 
+def test_run_only_failed_with_names_or_tags_reruns_only_what_they_need(shell):
+    cell(shell, "a --define-only", "echo a\n")
+    cell(shell, "b --needs a --define-only", "exit 1\n")
+    cell(shell, "c --tags quick --define-only", "echo c\n")
+    line(shell, "run --no-raise")
+    assert last_run().failed == ["b"]
+    nothing = ("nothing to run again among the steps named or tagged and their upstream: "
+               "no step failed, was skipped or was cancelled (see %dagger status)")
+    assert str(line(shell, "run c --only-failed")) == nothing
+    assert str(line(shell, "run --tags quick --only-failed")) == nothing
+    line(shell, "run b --only-failed --no-raise")
+    assert last_run().states() == {"a": "cached", "b": "failed"}
+
+
 def test_status_and_logs_are_dataframes(shell):
     _two_steps(shell)
     line(shell, "run")

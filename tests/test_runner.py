@@ -516,6 +516,32 @@ def test_only_failed_reruns_what_did_not_succeed(workdir: Path) -> None:
     assert second.states() == {"first": "cached", "flaky": "succeeded", "last": "succeeded"}
 
 
+def _failing_b() -> Graph:
+    return Graph("narrow", [
+        Step("a", run="echo a"),
+        Step("b", run="exit 1", needs=["a"]),
+        Step("c", run="echo c", tags=["quick"]),
+        Step("d", run="echo d", needs=["b"]),
+    ])
+
+
+@pytest.mark.parametrize("fresh", [False, True], ids=["same-graph", "new-graph"])
+def test_only_failed_with_targets_or_tags_reruns_only_what_they_need(fresh: bool) -> None:
+    """Targets or tags narrow only_failed: b failed, but c does not need it, so re-running
+    c's failures runs nothing (b ran again, failing the run); d, skipped, needs b. A new
+    graph object reads the run history (as a new process does), the same one its last run."""
+    for selection, expected in [
+        ({"targets": "c"}, {}),
+        ({"tags": "quick"}, {}),
+        ({"targets": ["d"]}, {"a": "cached", "b": "failed", "d": "skipped"}),
+    ]:
+        graph = _failing_b()
+        assert graph.run(executor="local").failed == ["b"]
+        again = (_failing_b() if fresh else graph).run(
+            only_failed=True, executor="local", **selection)
+        assert again.states() == expected, selection
+
+
 def test_arun_works_from_another_event_loop() -> None:
     graph = Graph("a", [Step("x", run="echo from-async")])
     result = asyncio.run(graph.arun(cache=False, executor="local"))

@@ -130,7 +130,7 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + getattr(stop, "signal", signal.SIGINT)
     if args.only_failed and not run.order:
         print(f"dagnb: the last run of {graph.name!r} has no failed, skipped, cancelled or "
-              "unfinished steps; nothing to re-run")
+              f"unfinished steps{_among(args)}; nothing to re-run")
         return 0
     printer.finish()
     if printer.lost is not None:
@@ -140,6 +140,13 @@ def _run(args: argparse.Namespace) -> int:
     if given:
         print(given)
     return 0 if run.ok else 1
+
+
+def _among(args: argparse.Namespace) -> str:
+    """Which steps ``--only-failed`` looked at, when ``--target``/``--tag`` narrowed it."""
+    named = [*(f"--target {t}" for t in args.target or ()),
+             *(f"--tag {t}" for t in args.tag or ())]
+    return f" among those {', '.join(named)} select" if named else ""
 
 
 def _set_params(graph: Any, args: argparse.Namespace) -> str:

@@ -318,7 +318,8 @@ class Graph:
         ``only_failed`` picks the steps of the last run that did not succeed (failed,
         skipped, cancelled, or never ran: a run cut short), with their upstream, which
         the cache makes cheap; every step if params were set since that run (none has
-        run with them in this process: ``graph.run`` also reads the run history).
+        run with them in this process: ``graph.run`` also reads the run history). With
+        targets or tags it narrows what they select: of the steps they need, those.
         """
         chosen = set(self._chosen(targets, tags, only_failed))  # (a target tagged too)
         if len(chosen) == len(self._steps):
@@ -326,19 +327,32 @@ class Graph:
         return self.order(self._with_upstream(chosen))
 
     def _chosen(self, targets: Any, tags: Any, only_failed: bool) -> list[str]:
+        named = self._named(targets, tags)
+        if only_failed:
+            return self._needed_by(named, self._unfinished_of_last_run())
+        return list(self._steps) if named is None else named
+
+    def _named(self, targets: Any, tags: Any) -> list[str] | None:
+        """The targets and the steps with one of the tags; None when neither is given."""
         if isinstance(targets, str):
             targets = [targets]
         if isinstance(tags, str):
             tags = [tags]
+        if targets is None and not tags:
+            return None
         chosen = [self._known(t) for t in targets or ()]
         if tags:
             self._check_tags(tags)
             chosen += [s.name for s in self._steps.values() if set(tags) & set(s.tags)]
-        if only_failed:
-            chosen += self._unfinished_of_last_run()
-        if targets is None and not tags and not only_failed:
-            chosen = list(self._steps)
         return chosen
+
+    def _needed_by(self, named: Iterable[str] | None, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that the ``named`` steps are or depend on (all of them when
+        ``named`` is None): a failed step outside a target is not the target's to re-run."""
+        if named is None:
+            return list(names)
+        needed = self._with_upstream(named)
+        return [name for name in names if name in needed]
 
     def _check_tags(self, tags: Iterable[str]) -> None:
         """Every tag asked for is some step's: a mistyped one beside a good one would

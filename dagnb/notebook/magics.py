@@ -248,8 +248,10 @@ class DaggerMagics(Magics):
     def _run(self, targets: list[str] | None, args: Any, **options: Any) -> Text | None:
         run, view = self._start(targets, args, **options)
         if options.get("only_failed") and not run.order:
-            return Text("nothing to run again: no step failed, was skipped or was cancelled "
-                        "(see %dagger status)")
+            among = (" among the steps named or tagged and their upstream"
+                     if targets or options.get("tags") else "")
+            return Text(f"nothing to run again{among}: no step failed, was skipped or was "
+                        "cancelled (see %dagger status)")
         self._follow(run, view, args)
         return None
 

@@ -177,9 +177,9 @@ class Session:
         caller waits and calls :meth:`publish` itself.
         """
         if options.get("only_failed") and self.latest:  # (none yet: the run history's)
-            options["only_failed"] = False
-            named = [targets] if isinstance(targets, str) else list(targets or ())
-            targets = [*named, *self.unfinished()]
+            options["only_failed"] = False  # (of the steps the targets or tags need)
+            needed = set(self.graph.select(targets, tags=options.pop("tags", None)))
+            targets = [name for name in self.unfinished() if name in needed]
         # (what its Python steps display goes to the cell that ran it, through its view)
         run = start_background(self.graph, targets, displays_by_view=True, **options)
         self._place(run)

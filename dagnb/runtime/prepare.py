@@ -400,7 +400,8 @@ def _selection(
     city=Paris has not run with London). A step those runs do not have has not finished
     either if it is a workflow file's (the file's first run, a step new or renamed since:
     left out, they would run nothing and report success) or ran with other params (a
-    graph of no file: a notebook cell never run is not taken for one that failed)."""
+    graph of no file: a notebook cell never run is not taken for one that failed).
+    Targets or tags narrow it to the steps they need."""
     last = graph.last_run
     if not only_failed or (last is not None
                            and same_params(last.given_params, graph.given_params)):
@@ -412,8 +413,8 @@ def _selection(
         *(last_states(cache_dir, name) or {}), *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))
     again += [step for step in ran if step not in states and step in graph]
-    named = [targets] if isinstance(targets, str) else list(targets or ())
-    return graph.select([*named, *again], tags=tags)
+    needed = set(graph.select(targets, tags=tags))
+    return graph.select([step for step in again if step in needed])
 
 
 def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:
