@@ -944,12 +944,54 @@ def test_a_store_that_fails_is_one_line_and_exit_2(
     save(Store(tmp_path / "a"), "make", "k1", {"data.txt": b"one"})
     missing = f"file://{tmp_path}/no/such/store" if action == "pull" else "file:///proc/nope/x"
     (tmp_path / "empty").mkdir()
-    if action == "pull":  # a store nothing was pushed to yet is no error: nothing to pull
-        assert main(["cache", "pull", f"file://{tmp_path}/empty/store",
+    if action == "pull":  # an empty store is no error: nothing to pull
+        assert main(["cache", "pull", f"file://{tmp_path}/empty",
                      "--cache-dir", str(tmp_path / "a")]) == 0
     assert main(["cache", action, missing, "--cache-dir", str(tmp_path / "a")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and f"cache {action} {missing}" in err, err
+
+
+def test_a_pull_from_a_mistyped_folder_or_one_holding_no_store_is_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A typo of the store's folder pulled 0 entries and exited 0: CI went on without
+    its cache and no one saw why. Now one line names the URL and the fix."""
+    _push_two(f"file://{tmp_path}/store", tmp_path / "a")
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "todo.txt").write_text("x")
+    capsys.readouterr()
+    for url, why in [(f"file://{tmp_path}/stor", f"there is no folder '{tmp_path}/stor'"),
+                     (f"file://{tmp_path}/notes",
+                      "it holds no dagnb store (no entries or blobs in it)")]:
+        assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 2
+        captured = capsys.readouterr()
+        assert captured.err == (f"dagnb: error: cache pull {url}: {why}; check the URL: "
+                                "name the store dagnb cache push wrote to\n"), captured.err
+        assert captured.out == ""
+    assert main(["cache", "pull", f"file://{tmp_path}/store", "--cache-dir",
+                 str(tmp_path / "b")]) == 0
+    assert "pull: 2 entries copied" in capsys.readouterr().out
+
+
+def test_a_pull_from_a_missing_bucket_is_exit_2_and_from_an_empty_prefix_0_entries(
+    url: str, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """An empty prefix, however deep, is a store nothing was pushed to yet (it once was
+    "neither ... nor its parent exists" two levels down); a prefix holding other things
+    is no store; a bucket that is not there is an error."""
+    bucket = url.removeprefix("s3://").split("/")[0]
+    s3fs.S3FileSystem(skip_instance_cache=True).pipe_file(f"{bucket}/notes/todo.txt", b"x")
+    local = ["--cache-dir", str(tmp_path / "b")]
+    for empty in (url, f"s3://{bucket}/team/cache"):
+        assert main(["cache", "pull", empty, *local]) == 0
+        assert "pull: 0 entries copied, 0 already there" in capsys.readouterr().out
+    for wrong, why in [(f"s3://{bucket}x/cache", f"there is no bucket '{bucket}x'"),
+                       (f"s3://{bucket}/notes", "it holds no dagnb store")]:
+        assert main(["cache", "pull", wrong, *local]) == 2
+        err = capsys.readouterr().err
+        assert f"cache pull {wrong}: {why}" in err and "; check the URL" in err, err
+        assert err.count("\n") == 1
 
 
 def test_push_needs_a_store_url(project: Path, capsys: pytest.CaptureFixture[str]) -> None:

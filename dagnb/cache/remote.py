@@ -855,9 +855,7 @@ def _intact(local: Store, entry: Entry) -> bool:
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
     """Download every entry of ``url`` that the ``local`` store lacks (trusted ones)."""
     remote = _object_store(url)
-    fs, path = remote.fs, remote.path
-    if not (fs.exists(path) or fs.exists(fs._parent(path))):  # a mistyped bucket: say so
-        raise FileNotFoundError(f"neither {url!r} nor its parent exists")
+    _refuse_no_store(remote)
     keys = list(remote.entries())
     done = Transfer()
     for number, (step, key) in enumerate(keys, 1):
@@ -872,6 +870,42 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
         if progress is not None:
             progress(number, len(keys), done.bytes)
     return done
+
+
+def _refuse_no_store(remote: ObjectStore) -> None:
+    """CacheError for a store to pull from that is not there (its folder, or its bucket) or
+    that holds something else: a mistyped URL pulled 0 entries and exited 0, a typo in CI
+    passing silently. An empty folder, or a bucket's prefix with nothing under it (object
+    stores have no folders), is a store nothing was pushed to yet."""
+    fs, path = remote.fs, remote.path
+    fix = "check the URL: name the store dagnb cache push wrote to"
+    fs.invalidate_cache(path)  # (a listing made earlier in this process must not answer)
+    try:
+        names = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
+    except FileNotFoundError:
+        missing = _missing_part(remote)
+        if missing is not None:
+            raise CacheError(f"cache pull {remote.url}: there is no {missing}; {fix}") from None
+        return
+    if names and not names & {"entries", "blobs"}:
+        raise CacheError(f"cache pull {remote.url}: it holds no dagnb store (no entries or "
+                         f"blobs in it); {fix}")
+
+
+def _missing_part(remote: ObjectStore) -> str | None:
+    """What is absent of a store location that lists nothing: its folder, or its bucket;
+    None for a bucket's empty prefix. (s3fs' ``exists`` of a bucket says False for any
+    error, an unreachable endpoint too: ``info`` raises FileNotFoundError for no bucket.)"""
+    if remote.url.partition("://")[0] in _FOLDER_PROTOCOLS:
+        return f"folder {remote.path!r}"
+    bucket = remote.path.split("/", 1)[0]
+    try:
+        remote.fs.info(bucket)
+    except FileNotFoundError:
+        return f"bucket {bucket!r}"
+    except PermissionError:  # (credentials for a prefix alone may not see the bucket)
+        pass
+    return None
 
 
 def _object_store(url: str, *, check_content: bool = False) -> ObjectStore:
