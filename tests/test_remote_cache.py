@@ -961,13 +961,15 @@ def test_a_pull_from_a_mistyped_folder_or_one_holding_no_store_is_exit_2(
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "todo.txt").write_text("x")
     capsys.readouterr()
-    for url, why in [(f"file://{tmp_path}/stor", f"there is no folder '{tmp_path}/stor'"),
-                     (f"file://{tmp_path}/notes",
-                      "it holds no dagnb store (no entries or blobs in it)")]:
+    made = " (or make the folder, for a store nothing was pushed to yet)"
+    for url, why, then in [
+            (f"file://{tmp_path}/stor", f"there is no folder '{tmp_path}/stor'", made),
+            (f"file://{tmp_path}/notes", "it holds no dagnb store (no entries or blobs in it)",
+             "")]:
         assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 2
         captured = capsys.readouterr()
         assert captured.err == (f"dagnb: error: cache pull {url}: {why}; check the URL: "
-                                "name the store dagnb cache push wrote to\n"), captured.err
+                                f"name the store dagnb cache push wrote to{then}\n"), captured.err
         assert captured.out == ""
     assert main(["cache", "pull", f"file://{tmp_path}/store", "--cache-dir",
                  str(tmp_path / "b")]) == 0

@@ -884,8 +884,11 @@ def _refuse_no_store(remote: ObjectStore) -> None:
         names = {name.rstrip("/").rsplit("/", 1)[-1] for name in fs.ls(path, detail=False)}
     except FileNotFoundError:
         missing = _missing_part(remote)
-        if missing is not None:
-            raise CacheError(f"cache pull {remote.url}: there is no {missing}; {fix}") from None
+        if missing is not None:  # (a folder made for a store nothing was pushed to yet)
+            made = " (or make the folder, for a store nothing was pushed to yet)" if (
+                missing.startswith("folder")) else ""
+            raise CacheError(f"cache pull {remote.url}: there is no {missing}; {fix}{made}"
+                             ) from None
         return
     if names and not names & {"entries", "blobs"}:
         raise CacheError(f"cache pull {remote.url}: it holds no dagnb store (no entries or "
