@@ -542,6 +542,24 @@ def test_only_failed_with_targets_or_tags_reruns_only_what_they_need(fresh: bool
         assert again.states() == expected, selection
 
 
+def test_only_failed_after_a_run_of_other_steps_still_reruns_what_failed_before(
+        workdir: Path) -> None:
+    """A run of some steps leaves the others' states as the runs before left them: after
+    b failed, a run of target c (or one that re-ran nothing) was the last run, and
+    only_failed then ran nothing, though b had never succeeded."""
+    flag = workdir / "ok"
+    graph = Graph("later", [Step("a", run="echo a"), Step("b", run=f"test -e {flag}",
+                                                           needs=["a"]),
+                            Step("c", run="echo c")])
+    assert graph.run(executor="local").failed == ["b"]
+    assert graph.run(targets="c", only_failed=True, executor="local").states() == {}
+    assert graph.run(targets="c", executor="local").states() == {"c": "cached"}
+    flag.touch()
+    again = graph.run(only_failed=True, executor="local")
+    assert again.states() == {"a": "cached", "b": "succeeded"}
+    assert graph.run(only_failed=True, executor="local").states() == {}
+
+
 def test_arun_works_from_another_event_loop() -> None:
     graph = Graph("a", [Step("x", run="echo from-async")])
     result = asyncio.run(graph.arun(cache=False, executor="local"))

@@ -58,8 +58,8 @@ class Graph:
         that ``only_failed`` (``--only-failed``) counts only the runs given the same.
     """
 
-    __slots__ = ("_changes", "_checked", "_order", "_steps", "base_dir", "description",
-                 "given_params", "last_run", "name", "workflow_file")
+    __slots__ = ("_changes", "_checked", "_earlier", "_order", "_steps", "base_dir",
+                 "description", "given_params", "last_run", "name", "workflow_file")
 
     def __init__(
         self,
@@ -73,6 +73,9 @@ class Graph:
         self.description = description
         self.base_dir = Path(base_dir) if base_dir is not None else None
         self.last_run: Run | None = None
+        # the states of the runs before it in this process (latest first), and the params
+        # they were given: a run of some steps leaves the others' states as they were
+        self._earlier: tuple[dict[str, Any], dict[str, str]] = ({}, {})
         self.workflow_file: Path | None = None
         self.given_params: dict[str, Any] = {}  # (replaced, not changed: copies share it)
         self._steps: dict[str, Step] = {}
@@ -364,14 +367,33 @@ class Graph:
             hint = checks.did_you_mean(unknown[0], known, otherwise=listed)
             raise StepNotFoundError(f"no step has tag {unknown!r}; {hint}")
 
+    def started(self, run: Run) -> None:
+        """``run`` is the graph's last run now; the states of the one before it join those
+        of the runs before (given the same params), which ``only_failed`` reads."""
+        from dagnb.runtime.history import same_params
+
+        last = self.last_run
+        if last is not None:
+            params, states = self._earlier
+            if not same_params(params, last.given_params):
+                states = {}
+            self._earlier = (last.given_params, {**states, **last.states()})
+        self.last_run = run
+
     def _unfinished_of_last_run(self) -> list[str]:
+        """The steps that did not finish in this process's runs given the params the
+        graph has now, each by its latest run: a run of targets, or one that re-ran a
+        failed step alone, leaves the other steps' states as the runs before left them."""
         from dagnb.runtime.history import same_params, unfinished
 
         if self.last_run is None:
             return []
         if not same_params(self.last_run.given_params, self.given_params):
             return list(self._steps)  # params set since: no step has run with these
+        params, earlier = self._earlier
         states = self.last_run.states()
+        if earlier and same_params(params, self.given_params):
+            states = {**earlier, **states}
         return unfinished(states, [name for name in states if name in self._steps])
 
     # -- data -----------------------------------------------------------------------

@@ -311,7 +311,7 @@ def prepare(
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
-    graph.last_run = run
+    graph.started(run)
     return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
                           masked_only=config.credential_secrets())
 
