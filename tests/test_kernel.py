@@ -277,6 +277,45 @@ def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_lat
     assert text(kernel.run(lines)) == "['second-run']\n"
 
 
+_GATE = ("%%dagger gate --define-only --no-cache\n"  # (20 s at most)
+         "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+_OLDER = "%%dagger vstep --python --needs gate --outputs v --background\nv = 'older'\n"
+_PUBLISHED = ("import threading\nbackground.wait(30)\nfor thread in threading.enumerate():\n"
+              "    if thread.name == 'dagnb-publish':\n        thread.join(30)")
+
+
+def test_a_background_run_publishes_its_results_when_it_ends(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run(_GATE)
+    kernel.run("v = 'unset'")
+    try:
+        assert error(kernel.run(_OLDER)) is None
+        kernel.run("background = get_session().last_run")
+        assert kernel.value("v") == "'unset'"
+    finally:
+        (tmp_path / "release").touch()
+    kernel.run(_PUBLISHED)
+    assert kernel.value("v, _dagger['vstep'], sorted(_dagger)") == (
+        "('older', 'older', ['gate', 'vstep'])")
+
+
+def test_a_background_run_ending_after_a_newer_run_of_its_step_keeps_the_newer_result(
+        kernel: Kernel, tmp_path: Path) -> None:
+    kernel.run(_GATE)
+    try:
+        assert error(kernel.run(_OLDER)) is None
+        kernel.run("background = get_session().last_run")
+        newer = "%%dagger vstep --python --outputs v\nv = 'newer'\n"  # (no --needs: at once)
+        assert error(kernel.run(newer)) is None
+        assert kernel.value("background.done, v") == "(False, 'newer')"
+    finally:
+        (tmp_path / "release").touch()
+    kernel.run(_PUBLISHED)
+    assert kernel.value("background.states()") == "{'gate': 'succeeded', 'vstep': 'succeeded'}"
+    assert kernel.value("v, _dagger['vstep'], sorted(_dagger)") == (
+        "('newer', 'newer', ['gate', 'vstep'])")  # (gate: no newer run of it, published)
+
+
 def _wait_for(path: Path, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():

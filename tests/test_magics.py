@@ -393,6 +393,21 @@ def test_background_returns_at_once_and_publishes(shell):
     assert wait_until(lambda: shell.user_ns.get("v") == 42)
 
 
+def test_a_background_run_publishes_under_the_outputs_its_cell_had(shell, workdir):
+    cell(shell, "gate --define-only --no-cache",  # (20 s at most)
+         "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+    cell(shell, "bg --python --needs gate --outputs v --background", "v = 'older'\n")
+    run = last_run()
+    cell(shell, "bg --python --outputs x --define-only", "x = 'edited'\n")  # not run
+    (workdir / "release").touch()
+    run.wait(20)
+    for thread in threading.enumerate():
+        if thread.name == "dagnb-publish":
+            thread.join(20)
+    assert shell.user_ns["v"] == shell.user_ns["_dagger"]["bg"] == "older"
+    assert "x" not in shell.user_ns
+
+
 def test_background_line_run(shell):
     cell(shell, "s --define-only", "sleep 0.3; echo done\n")
     line(shell, "run --background")

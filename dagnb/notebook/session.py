@@ -67,6 +67,9 @@ class Session:
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
         self.live: dict[str, Run] = {}  # run id -> a background run not published yet
         self._started: dict[str, int] = {}  # run id -> its place in order (newest wins)
+        # step -> the place of the newest run started with it, and the step's --outputs
+        # then: only that run publishes the step's result, under those names
+        self._claims: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._counter = itertools.count()
 
     @property
@@ -182,7 +185,7 @@ class Session:
             targets = [name for name in self.unfinished() if name in needed]
         # (what its Python steps display goes to the cell that ran it, through its view)
         run = start_background(self.graph, targets, displays_by_view=True, **options)
-        self._place(run)
+        self._claim(run)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
@@ -248,13 +251,16 @@ class Session:
                           f"namespace: {exc}", stacklevel=1)
 
     def publish(self, run: Run) -> dict[str, Any]:
-        """Put the results of the run's finished steps into the namespace."""
+        """Put the results of the run's finished steps into the namespace, but not
+        those of steps a run started later has (a ``--background`` run ending after a
+        newer run of its step leaves the newer one's result, as status shows its row)."""
         results = self.namespace.setdefault(RESULTS_NAME, {})
         self._remember_rows(run)
         if run.done:
             self.live.pop(run.id, None)
         for name, state in run.states().items():
-            if state not in ("succeeded", "cached"):
+            outputs = self._outputs_to_publish(run, name)
+            if state not in ("succeeded", "cached") or outputs is None:
                 continue
             try:
                 value = run.result(name)
@@ -262,8 +268,24 @@ class Session:
                 warnings.warn(f"dagnb: {exc}", stacklevel=2)
                 continue
             results[name] = value if value is not None else _outputs_or_none(run, name)
-            self._publish_outputs(name, value)
+            self._publish_outputs(outputs, value)
         return results
+
+    def _claim(self, run: Run) -> None:
+        """A run just started is its steps' newest, and publishes them under the
+        --outputs they have now (the cell may be edited before a background run ends)."""
+        place = self._place(run)
+        for name in run.order:
+            self._claims[name] = (place, self.outputs.get(name, ()))
+
+    def _outputs_to_publish(self, run: Run, name: str) -> tuple[str, ...] | None:
+        """The --outputs ``name``'s result in ``run`` goes to; None when a run started
+        later has the step."""
+        place = self._place(run)
+        claimed, outputs = self._claims.get(name, (place, ()))
+        if claimed > place:
+            return None
+        return outputs if claimed == place else self.outputs.get(name, ())
 
     def _place(self, run: Run) -> int:
         """The run's place in the order runs started (a run first seen: the newest)."""
@@ -298,8 +320,7 @@ class Session:
         else:
             self.runs.append(summary)
 
-    def _publish_outputs(self, name: str, value: Any) -> None:
-        outputs = self.outputs.get(name, ())
+    def _publish_outputs(self, outputs: tuple[str, ...], value: Any) -> None:
         if len(outputs) == 1:
             self.namespace[outputs[0]] = value
         elif outputs and isinstance(value, dict):
@@ -319,6 +340,7 @@ class Session:
         self.runs.clear()
         self.live.clear()
         self._started.clear()
+        self._claims.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
