@@ -12,6 +12,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -164,6 +165,57 @@ def test_a_step_run_again_on_purpose_is_not_served_by_the_engine_cache(stub, tmp
     assert names["withVolatileVariable"] == ["DAGNB_ATTEMPT"]
 
 
+def _fetch(source: Path, **options: Any) -> Step:
+    """A step whose output changes outside its key (what ``source`` holds)."""
+    return Step("fetch", run='cat "$SOURCE" > "$DAGNB_OUT/prices.csv"',
+                env={"SOURCE": str(source)}, **options)
+
+
+def _prices(run: dagnb.Run) -> str:
+    assert run.states() == {"fetch": "succeeded"}
+    return (run.outputs("fetch") / "prices.csv").read_text()
+
+
+@pytest.mark.parametrize("why", ["ttl expired", "cache_version", "key_fn", "session"])
+def test_a_step_dagnbs_key_misses_really_runs_again(stub, tmp_path, why):
+    # dagnb runs the step again (its entry expired, a new cache_version or key_fn value,
+    # a cache="session" step in a new process): the engine's exec cache, which outlives
+    # both, must not hand back the first run's output under the new entry.
+    source, cache, knob = tmp_path / "prices.csv", tmp_path / "cache", {"v": "1"}
+    options: dict[str, Any] = {
+        "ttl expired": {"ttl": 0.001}, "key_fn": {"key_fn": lambda step: knob["v"]},
+        "session": {"cache": "session"}}.get(why, {})
+    prices = []
+    for day in ("monday", "tuesday"):
+        source.write_text(day)
+        version = knob["v"] if why == "cache_version" else ""
+        graph = dagnb.Graph("fetch", [_fetch(source, cache_version=version, **options)])
+        with isolated(cache_directory=cache):  # (a new process: no session store kept)
+            prices.append(_prices(graph.run(executor="dagger")))
+        knob["v"] = "2"
+        time.sleep(0.01)  # past the 1 ms ttl, however fast the run ended
+    assert prices == ["monday", "tuesday"]
+    assert len(stub.engine.exec_log) == 2
+    assert "DAGNB_KEY" in _variables(stub, "fetch")["withEnvVariable"]
+
+
+def test_an_unchanged_step_hits_dagnbs_cache_then_the_engines_once_it_is_cleared(
+        stub, tmp_path):
+    source, cache = tmp_path / "prices.csv", tmp_path / "cache"
+    source.write_text("monday")
+    graph, states, prices = dagnb.Graph("fetch", [_fetch(source)]), [], []
+    for _ in range(2):
+        run = graph.run(executor="dagger", cache_directory=cache)
+        states.append(run.states()["fetch"])
+        prices.append((run.outputs("fetch") / "prices.csv").read_text())
+        source.write_text("tuesday")  # unseen: nothing in the step's key changed
+    shutil.rmtree(cache)
+    prices.append(_prices(graph.run(executor="dagger", cache_directory=cache)))
+    assert states == ["succeeded", "cached"]
+    assert prices == ["monday"] * 3  # dagnb ran it again: the engine's exec cache served it
+    assert len(stub.engine.exec_log) == 1
+
+
 def test_a_rotated_secret_reaches_a_step_that_runs_every_time(stub, tmp_path, monkeypatch):
     # The engine keys a secret by its name alone: a new value under the same name is
     # the same exec, so only the run id keying it makes the step use the new value.
@@ -212,8 +264,6 @@ def test_a_failed_exec_is_not_cached_and_its_retry_runs_again(stub, tmp_path):
 
 
 def test_a_step_timeout_stops_the_exec(stub):
-    import time
-
     dagnb.Graph("warm", [Step("warm", run="true")]).run(executor="dagger", cache=False)
     graph = dagnb.Graph("slow", [Step("slow", run="sleep 3; echo done", timeout=0.7,
                                       retries=0)])

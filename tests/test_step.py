@@ -78,7 +78,7 @@ def test_env_names_and_values_are_checked() -> None:
     assert Step("a", run="true", env={"N": 3}).env["N"] == "3"
 
 
-@pytest.mark.parametrize("name", ["DAGNB_OUT", "DAGNB_PARAMS", "DAGNB_RUN_ID",
+@pytest.mark.parametrize("name", ["DAGNB_OUT", "DAGNB_PARAMS", "DAGNB_RUN_ID", "DAGNB_KEY",
                                   "DAGNB_PARAM_N"])
 def test_an_env_the_step_contract_sets_is_refused_not_silently_replaced(name: str) -> None:
     with pytest.raises(InvalidStepError, match=rf"step 'a': env {name} is set by dagnb for "

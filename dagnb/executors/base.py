@@ -90,9 +90,14 @@ class Task:
     # Set by an executor that could not stop the attempt (an async step that ignored its
     # cancel runs on): it may still write to out_dir, so no later attempt may use it.
     left_running = False
-    # Set by the runner when the step runs whatever a cache holds (cache=False, refresh):
-    # an executor with a cache of its own (Dagger's exec cache) must not serve it either.
+    # Set by the runner when the step runs whatever a cache holds (cache=False, refresh),
+    # has no key, or is kept a while only (a ttl, cache="session"): an executor with a
+    # cache of its own (Dagger's exec cache, which keeps no age) must not serve it either.
     fresh = False
+    # Set by the runner: the digest of the step's cache key ("" when it has none), which
+    # an executor with a cache of its own puts in that cache's key, so that it is at
+    # least as fine as dagnb's (a new cache_version or key_fn value runs the step).
+    key = ""
     # Set by the runner: masks every secret of the run (other steps' too, which an
     # upstream's files may hold) in what an executor's error message takes from the step's
     # output; its own words around that are shown as they are (``StepError.masked``).

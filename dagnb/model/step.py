@@ -189,6 +189,8 @@ def _bad_param(params: Mapping[str, Any]) -> str:
 # env of the same name would not reach: refused rather than silently replaced.
 CONTRACT_VARIABLES = ("DAGNB_OUT", "DAGNB_IN", "DAGNB_PARAMS", "DAGNB_STEP", "DAGNB_RUN_ID",
                       "DAGNB_ATTEMPT")
+# Set by the Dagger executor alone (the step's key, which keys its exec): refused too.
+_EXECUTOR_VARIABLES = ("DAGNB_KEY",)
 
 
 def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
@@ -199,7 +201,8 @@ def _check_env(env: Mapping[str, Any], step: str) -> Mapping[str, str]:
             raise InvalidStepError(
                 f"step {step!r}: env name {key!r} is not a variable name"
             ) from None
-        if key in CONTRACT_VARIABLES or key.startswith("DAGNB_PARAM_"):
+        if (key in CONTRACT_VARIABLES or key in _EXECUTOR_VARIABLES
+                or key.startswith("DAGNB_PARAM_")):
             raise InvalidStepError(
                 f"step {step!r}: env {key} is set by dagnb for each step (the step contract); "
                 "give a param for a value, or use another name")

@@ -181,6 +181,7 @@ class Scheduler:
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
         self._displays: dict[str, StepDisplays] = {}  # a Python step's, its latest attempt's
         self._missing = False  # whether the last cache look missed
+        self._keys: dict[str, str] = {}  # step -> its key's digest, as it runs to be stored
         # what a step that ran finds of its upstream steps' cache entries (it may not
         # write into them): none to look at when the run has no cache
         self._guard = (InputGuard(self._set_aside, self.mask) if options.cache is not None
@@ -360,6 +361,7 @@ class Scheduler:
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:
         started = time.monotonic()
         files: list[LogFile] = []
+        self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
         outcome = await self._attempts(step, files)
         shown = self._displays.pop(step.name, None)  # (the attempt that succeeded made it)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
@@ -740,7 +742,10 @@ class Scheduler:
         cache = self.options.cache
         if cache is not None:
             task.cache_folder = cache.folder
-        if step.cache is False or cache is None or cache.refreshes(step):
+        key = self._keys.get(step.name)
+        if key is not None:
+            task.key = key
+        if key is None or _afresh(step, cache):
             task.fresh = True  # (no cache this run, too): an executor's must not serve it
         if number > 1 and task.out_dir.exists():  # an earlier attempt's leftovers
             shutil.rmtree(task.out_dir)
@@ -931,6 +936,15 @@ def _links(
 
 def _value(result: Any) -> Any:
     return result.get() if isinstance(result, CachedResult) else result
+
+
+def _afresh(step: Step, cache: StepCache | None) -> bool:
+    """Whether an executor's own cache (Dagger's exec cache, which outlives the process
+    and keeps no age) must not serve a step that dagnb runs: it runs whatever a cache
+    holds (cache=False, refresh, no cache), or a result of it is kept a while only (a
+    ttl: the engine cannot tell an old exec's age; ``cache="session"``: one process)."""
+    return (step.cache is False or step.cache == "session" or cache is None
+            or cache.refreshes(step) or cache.ttl_of(step) is not None)
 
 
 def _one_line(error: BaseException) -> str:

@@ -130,13 +130,15 @@ class StubEngine:
         return Obj(self, type_name, state, ident)
 
     def cache_key(self, ident: str) -> str:
-        """The engine's cache key of an object: its definition without volatile
-        variables, with every object it refers to replaced by that object's key."""
+        """The engine's cache key of an object: its definition with the names of its
+        volatile variables but not their values (v0.21.8 withVolatileVariable's content
+        digest: "with-volatile-variable-name-only"), with every object it refers to
+        replaced by that object's key."""
         found = self._cache_keys.get(ident)
         if found is None:
             type_name, state = self.objects[ident]
             if type_name == "Container":
-                state = {k: v for k, v in state.items() if k != "volatile"}
+                state = {**state, "volatile": sorted(state["volatile"])}
             blob = json.dumps([type_name, self._keyed(state)], sort_keys=True)
             found = self._cache_keys[ident] = hashlib.sha256(blob.encode()).hexdigest()[:32]
         return found

@@ -144,10 +144,14 @@ def container_env(task: Task) -> dict[str, str]:
 def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
     """Plain variables are part of the exec's cache key; the run id and attempt are set
     with ``withVolatileVariable`` so that they are not (engines before 0.21.4 lack it:
-    there a step gets neither, rather than an exec cache defeated on every run). A step
-    the run must run again (``task.fresh``: cache=False, refresh) gets its run id as a
-    plain variable: the engine would otherwise serve the exec an earlier run made."""
+    there a step gets neither, rather than an exec cache defeated on every run). The
+    step's key (``DAGNB_KEY``) keys the exec too, so that a step dagnb's key misses
+    (a new ``cache_version``, ``key_fn`` value) is not served an exec of the old one. A
+    step the run must run again (``task.fresh``: cache=False, refresh, a ttl) gets its
+    run id as a plain variable: the engine would otherwise serve an earlier run's exec."""
     env = container_env(task)
+    if task.key:
+        env["DAGNB_KEY"] = task.key
     if task.fresh and "DAGNB_RUN_ID" in task.env:
         env["DAGNB_RUN_ID"] = task.env["DAGNB_RUN_ID"]
     for name, value in sorted(env.items()):
