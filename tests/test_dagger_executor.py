@@ -139,6 +139,23 @@ def test_the_stub_drops_mounts_beneath_a_new_mount_as_the_engine_does(stub, tmp_
     assert "inner.txt" not in run_sync(listing(["inner", "outer"]))
 
 
+def test_the_stubs_volatile_values_are_the_sessions_last_set_as_the_engines(stub):
+    # v0.21.8 keeps withVolatileVariable values per session, name -> value, the last set
+    # winning, read as an exec runs: two steps built at once see the later one's value,
+    # and only the name keys the exec (the second is served the first's exec).
+    echo = ["sh", "-c", 'echo "$DAGNB_RUN_ID"']
+
+    async def both() -> list[str]:
+        dag = await connection.client()
+        base = dag.container().from_("alpine:3.20")
+        built = [await base.with_volatile_variable("DAGNB_RUN_ID", run).sync()
+                 for run in ("run-1", "run-2")]  # (both set, neither exec run yet)
+        return [await ctr.with_exec(echo).stdout() for ctr in built]
+
+    assert run_sync(both()) == ["run-2\n", "run-2\n"]
+    assert [e["volatile"] for e in stub.engine.exec_log] == [{"DAGNB_RUN_ID": "run-2"}]
+
+
 @pytest.mark.parametrize("parent", ["mount", "cache volume"])
 def test_a_mount_beneath_another_is_made_after_it(stub, make_task, tmp_path, parent):
     # Sorted by host path, "data" came before "src" and the /work mount dropped it.

@@ -9,10 +9,16 @@ handle. Like Dagger, nothing runs until a field needs it (``stdout``, ``sync``,
 ``export``, ...).
 
 The exec cache, as the engine's: an exec runs once per container definition (image,
-env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); variables set
-with ``withVolatileVariable`` are not part of it, so a cached exec keeps the values of
-the run that made it. An exec that ends outside its ``expect`` (an ``ExecError``)
-is not cached: asked again, it runs again.
+env values, mounts' contents, args, ...; :meth:`StubEngine.cache_key`); of variables set
+with ``withVolatileVariable`` only the names are part of it, so a cached exec keeps the
+values of the run that made it. An exec that ends outside its ``expect`` (an
+``ExecError``) is not cached: asked again, it runs again.
+
+Volatile values, as the engine's (v0.21.8 core/schema/container.go withVolatileVariable,
+dagql/cache.go SetVolatileVars, core/container_exec.go ResolveVolatileVars): they are
+kept per session, name -> value, the last set winning, and an exec reads the session's
+values of its variables' names when it runs, not those its container was given. Two
+containers of one session that set ``X`` run with whichever value was set last.
 
 Images, as the engine's: ``from(address)`` resolves a tag to a digest once per session
 (:meth:`StubEngine.new_session`; a digest address is taken as it is), the digest is part
@@ -105,6 +111,8 @@ class StubEngine:
         self.tags: dict[tuple[str, str | None], str] = {}  # moved tags: -> their new digest
         self.resolved: dict[tuple[str, str | None], str] = {}  # this session's resolutions
         self._cache_keys: dict[str, str] = {}
+        self.volatile: dict[str, str] = {}  # this session's volatile values, the last set
+        self._volatile_calls: set[str] = set()  # withVolatileVariable results resolved
 
     def client_alive(self) -> bool:
         """Whether the client of the request being answered is still connected."""
@@ -188,12 +196,33 @@ class StubEngine:
             self.images.clear()
             self.tags.clear()
             self.resolved.clear()
+            self._forget_volatile()
 
     def new_session(self) -> None:
         """A client opened a session: its tags resolve afresh (the engine keys a tag's
-        resolution by session; a digest needs none)."""
+        resolution by session; a digest needs none), and it has no volatile values."""
         with self._lock:
             self.resolved.clear()
+            self._forget_volatile()
+
+    def _forget_volatile(self) -> None:
+        self.volatile.clear()
+        self._volatile_calls.clear()
+
+    def set_volatile(self, ident: str, name: str, value: str) -> None:
+        """Container ``ident`` was made by ``withVolatileVariable(name, value)``: the
+        session's ``name`` is now ``value``. The field is per session (PerSessionInput):
+        the engine runs its resolver once per session, so a call asked again (a query
+        that re-sends the chain) sets nothing."""
+        with self._lock:
+            if ident not in self._volatile_calls:
+                self._volatile_calls.add(ident)
+                self.volatile[name] = value
+
+    def volatile_values(self, names: Any) -> dict[str, str]:
+        """The session's values of ``names`` now (a name never set has none)."""
+        with self._lock:
+            return {name: self.volatile[name] for name in names if name in self.volatile}
 
     def move_tag(self, address: str, platform: str | None = None) -> str:
         """Point tag ``address`` at a new digest, as a push to the registry would; a
@@ -277,7 +306,8 @@ class StubEngine:
         parent.build_mounts(root)
         env = parent.exec_env()
         entry = {"args": spec["args"], "image": parent.state["image"], "exit_code": None,
-                 "volatile": parent.state["volatile"]}
+                 "volatile": {name: env[name] for name in parent.state["volatile"]
+                              if name in env}}  # (the session's values, as it runs)
         self.exec_log.append(entry)
         try:
             with self._counting():
@@ -507,7 +537,9 @@ class Obj:
         return self.with_entry("env", name, value)
 
     def r_withVolatileVariable(self, name: str, value: str) -> Obj:
-        return self.with_entry("volatile", name, value)
+        ctr = self.with_entry("volatile", name, value)
+        self.engine.set_volatile(ctr.ident, name, value)
+        return ctr
 
     def r_withSecretVariable(self, name: str, secret: str) -> Obj:
         self.engine.load(secret)  # an unknown secret fails here, as in Dagger
@@ -654,7 +686,7 @@ class Obj:
 
     def exec_env(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"],
-               **self.state["volatile"]}
+               **self.engine.volatile_values(self.state["volatile"])}
         for name, secret_id in self.state["secrets"].items():
             env[name] = self.engine.secrets[self.engine.load(secret_id).state["handle"]]
         for alias in self.state["services"]:

@@ -70,8 +70,13 @@ CONTAINER_PARAMS = "/dagnb/params.json"
 _CONTRACT_PATHS = {"DAGNB_OUT": CONTAINER_OUT, "DAGNB_IN": CONTAINER_IN,
                    "DAGNB_PARAMS": CONTAINER_PARAMS}
 
-# Set without entering the exec's cache key: they change every run and every attempt.
-VOLATILE = ("DAGNB_RUN_ID", "DAGNB_ATTEMPT")
+# Set without entering the exec's cache key: it changes every run. The engine keeps a
+# volatile value per session, the last set winning, and an exec reads it as it runs, so
+# a step may see the run id of another run of the session running at the same time.
+# The attempt is a plain variable: as a volatile one, a retry's attempt 2 reached the
+# first attempt of a step starting beside it; as a plain one, every first attempt keys
+# its exec alike (a retry's exec, keyed by its number, runs unless one was cached).
+VOLATILE = ("DAGNB_RUN_ID",)
 VOLATILE_SINCE = (0, 21, 4)  # the engine version that added withVolatileVariable
 
 # Dagger (buildkit) patterns, relative to the mounted folder.
@@ -142,9 +147,9 @@ def container_env(task: Task) -> dict[str, str]:
 
 
 def _with_env(ctr: Any, task: Task, volatile_variables: bool) -> Any:
-    """Plain variables are part of the exec's cache key; the run id and attempt are set
-    with ``withVolatileVariable`` so that they are not (engines before 0.21.4 lack it:
-    there a step gets neither, rather than an exec cache defeated on every run). The
+    """Plain variables are part of the exec's cache key; the run id is set with
+    ``withVolatileVariable`` so that it is not (engines before 0.21.4 lack it: there a
+    step gets none, rather than an exec cache defeated on every run). The
     step's key (``DAGNB_KEY``) keys the exec too, so that a step dagnb's key misses
     (a new ``cache_version``, ``key_fn`` value) is not served an exec of the old one. A
     step the run must run again (``task.fresh``: cache=False, refresh, a ttl) gets its
