@@ -107,6 +107,28 @@ def test_a_timed_line_that_is_not_one_simple_statement_is_refused(shell):
                        r"%time f\(\)$"):
         cell(shell, "timed --python --outputs v", "v = 1\n%time for i in range(3): pass\n")
 
+@pytest.mark.parametrize(("body", "word"), [
+    ("x = 1\nyield 5\n", "yield"), ("x = 1\nif x:\n    y = yield from [5]\n", "yield from"),
+])
+def test_a_yield_at_the_cells_top_level_is_refused_as_a_plain_cell_refuses_it(shell, body,
+                                                                               word):
+    """Else the cell's function is a generator: the step "succeeds" without running."""
+    line = body.count("\n")
+    with pytest.raises(UsageError, match=rf"^step 'gen': line {line} of the cell is not "
+                       rf"valid Python: '{word}' outside function \(it would make the cell "
+                       r"a generator, whose body never runs\); put it in a def, or collect "
+                       r"the values in a list$"):
+        cell(shell, "gen --python --outputs x", body)
+    assert get_session().graph.names == []
+
+
+def test_a_yield_in_a_nested_function_lambda_or_generator_expression_is_accepted(shell):
+    cell(shell, "gen --python --outputs x",
+         "def g():\n    yield 1\n    yield from [2]\nh = lambda: (yield 3)\n"
+         "x = [*g(), *h(), *(i for i in range(4, 6))]\n")
+    assert shell.user_ns["x"] == [1, 2, 3, 4, 5]
+
+
 def test_an_output_the_cell_never_assigns_is_refused_with_the_likely_name(shell):
     shell.user_ns["score"] = 0.5  # (the step would have returned it)
     with pytest.raises(UsageError, match=r"^step 'fit': --outputs 'score' is not assigned "

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import ast
 import difflib
+import inspect
 import itertools
 import json
 import keyword
@@ -234,6 +235,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     text = _function_source(func_name, arguments, python, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
+    _refuse_top_level_yield(name, code, func_name, python)
     local = _local_names(code, func_name)
     declared = _globals_set(python)
     _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | declared)
@@ -265,6 +267,22 @@ def _compiled(name: str, text: str, filename: str, lines_before: int) -> types.C
         line = (exc.lineno or lines_before + 1) - lines_before
         raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
                                f"Python: {exc.msg}") from None
+
+
+def _refuse_top_level_yield(name: str, module: types.CodeType, func_name: str,
+                            python: str) -> None:
+    """Refuse a ``yield`` in the cell's own scope: it would make the cell's function a
+    generator, whose body never runs (a plain cell refuses it: outside a function)."""
+    if not _function_code(module, func_name).co_flags & inspect.CO_GENERATOR:
+        return
+    body = ast.parse(textwrap.dedent(python).strip("\n")).body
+    found = next(node for statement in body for node in _own_nodes(statement)
+                 if isinstance(node, (ast.Yield, ast.YieldFrom)))
+    word = "yield from" if isinstance(found, ast.YieldFrom) else "yield"
+    raise InvalidStepError(f"step {name!r}: line {found.lineno} of the cell is not valid "
+                           f"Python: {word!r} outside function (it would make the cell a "
+                           "generator, whose body never runs); put it in a def, or collect "
+                           "the values in a list")
 
 
 def _function_code(module: types.CodeType, func_name: str) -> types.CodeType:
