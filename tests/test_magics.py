@@ -188,6 +188,10 @@ def test_timeout_option_stops_the_step(shell):
     ("x", "  \n", "the cell is empty"),
     ("bad name", "echo", "unrecognized arguments: name"),
     ("9bad", "echo", "step name '9bad' is not valid"),
+    # a --python cell's name is checked first too (its function takes the name)
+    ("9bad --python", "x = 1", "^step name '9bad' is not valid; use letters, digits"),
+    ("for --python", "x = 1", "^step name 'for' is not valid"),
+    ("a.b --python", "x = 1", r"^step name 'a\.b' is not valid"),
     ("x --needs ghost", "echo", "step 'x' needs 'ghost', which is not a step"),
     ("x --timeout soon", "echo", "timeout 'soon' is not a duration"),
     ("x --executor mars", "echo", "invalid choice: 'mars'"),

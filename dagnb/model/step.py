@@ -22,7 +22,7 @@ from dagnb import checks
 from dagnb.checks import parse_duration
 from dagnb.errors import InvalidStepError
 
-__all__ = ["CachePolicy", "Step", "mount_path", "parse_duration"]
+__all__ = ["CachePolicy", "Step", "check_name", "mount_path", "parse_duration"]
 
 CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
@@ -100,7 +100,8 @@ def _secret_names(names: tuple[str, ...], step: str) -> tuple[str, ...]:
     return names
 
 
-def _check_name(name: object) -> str:
+def check_name(name: object) -> str:
+    """``name``, refused (InvalidStepError) unless a step may be called so."""
     try:
         return checks.name(name)
     except checks.Invalid as bad:
@@ -320,7 +321,7 @@ class Step:
     platform: str | None = None
 
     def __post_init__(self) -> None:
-        name = _check_name(self.name)
+        name = check_name(self.name)
         set_ = object.__setattr__
         set_(self, "run", self._normalized_run(name))
         if self.func is not None and not callable(self.func):

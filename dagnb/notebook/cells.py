@@ -37,7 +37,7 @@ from typing import Any
 
 from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
-from dagnb.model.step import Step
+from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
 
 __all__ = [
@@ -145,6 +145,7 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
                       defined: Collection[str] = ()) -> Step:
     """The Step a ``%%dagger NAME [options]`` cell defines (see ``%%dagger?``);
     ``defined``: as for :func:`cell_function`."""
+    check_name(name)  # (before a --python cell's function, which takes its name)
     needs = _listed_once(parse_names(args.needs), "--needs", "upstream step")
     outputs = _listed_once(parse_names(args.outputs), "--outputs", "output")
     if outputs and not args.python:
