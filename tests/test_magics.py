@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 from pathlib import Path
@@ -300,7 +301,37 @@ def test_plan_and_cache_commands(shell):
     assert "cached" in line(shell, "cache explain b")
     assert line(shell, "cache clear a") == "removed 1 cache entries of 'a'"
     assert line(shell, "cache explain a") == "no entry yet for step 'a'"
-    assert line(shell, "cache clear").startswith("removed 1 cache entries")
+    assert line(shell, "cache clear --all") == "removed 1 cache entries"
+
+
+def test_cache_clear_follows_the_cli_s_rules(shell, workdir):
+    """A bare clear removes nothing and asks for --all; a step neither cached nor in
+    the graph (a typo) is refused; --step NAME and --older-than AGE are understood."""
+    _two_steps(shell)
+    line(shell, "run")
+    where = re.escape(str(dagnb.cache.default_store().location))
+    with pytest.raises(UsageError, match=rf"^%dagger cache clear removes every entry in "
+                       rf"'{where}'; add --all to confirm, or name a step / --older-than "
+                       r"AGE$"):
+        line(shell, "cache clear")
+    with pytest.raises(UsageError, match=rf"^step 'aa': the cache in '{where}' holds no "
+                       r"entries of that step; did you mean 'a'\?$"):
+        line(shell, "cache clear aa")
+    with pytest.raises(UsageError, match=r"^--step 'zzz': .* of that step; it holds "
+                       r"entries of a, b$"):
+        line(shell, "cache clear --step zzz")
+    with pytest.raises(UsageError, match=r"^--all clears every entry; give it alone"):
+        line(shell, "cache clear a --all")
+    with pytest.raises(UsageError, match=r"^%dagger cache clear a --step b: name the step once"):
+        line(shell, "cache clear a --step b")
+    assert len(line(shell, "cache entries")) == 2  # nothing went
+    assert line(shell, "cache clear --older-than 1h") == (
+        "removed 0 cache entries created more than 1h ago")
+    assert line(shell, "cache clear --step a") == "removed 1 cache entries of 'a'"
+    assert line(shell, "cache clear a") == "removed 0 cache entries of 'a'"  # the graph's
+    with pytest.raises(UsageError, match=r"^explain needs a step name: %dagger cache "
+                       r"explain NAME$"):
+        line(shell, "cache explain")
 
 
 def test_services_table(shell):

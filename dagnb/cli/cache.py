@@ -132,18 +132,13 @@ def _stats(args: argparse.Namespace) -> int:
 
 def _clear(args: argparse.Namespace) -> int:
     """`dagnb cache clear`: of a step, older than AGE, or (``--all``) every entry."""
-    older = _duration(args.older_than, "--older-than")
-    if args.all and (args.step is not None or older is not None):
-        raise ConfigError("--all clears every entry; give it alone, or --step NAME / "
-                          "--older-than AGE without it")
+    from dagnb.cache.clearing import check_clear_options, check_clear_scope
+
+    older = check_clear_options(args.step, args.older_than, args.all)
     store = _store(args, "clear")
     if store is None:
         return 0
-    if not args.all and args.step is None and older is None:
-        raise ConfigError(f"dagnb cache clear removes every entry in {str(store.location)!r}; "
-                          "add --all to confirm, or --step NAME / --older-than AGE")
-    if args.step is not None:
-        _refuse_unknown_step(store, args.step)
+    check_clear_scope(store, "dagnb cache clear", args.step, older, args.all)
     removed = store.clear(args.step, older)
     print(f"removed {_entries(removed)}"
           + ("" if args.step is None else f" of step {args.step!r}")
@@ -226,18 +221,6 @@ def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> b
 _INSTEAD = {"verify": "pull it (dagnb cache pull URL) and verify that",
             "list": "pull it (dagnb cache pull URL) and list that",
             "": "name its local folder (the setting cache_local_directory)"}
-
-
-def _refuse_unknown_step(store: Store, step: str) -> None:
-    """A ``--step`` the cache holds no entry of: a typo, refused before anything goes."""
-    held = sorted({entry.step for entry in store.iter_entries()})
-    if step in held:
-        return
-    shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
-    hint = checks.did_you_mean(step, held, otherwise=(f"it holds entries of {shown}" if held
-                                                      else "it holds no entries"))
-    raise ConfigError(f"--step {step!r}: the cache in {str(store.location)!r} holds no entries "
-                      f"of that step; {hint}")
 
 
 def _duration(given: str | None, option: str) -> float | None:

@@ -24,6 +24,7 @@ from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.text import DollarFormatter
 
 from dagnb.cache import store_for, sync
+from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
@@ -305,7 +306,9 @@ class DaggerMagics(Magics):
             %dagger logs NAME [--tail N] [--stream stdout|stderr]   its latest lines
             %dagger graph                             draw the graph, coloured by state
             %dagger plan                              what a run would do now
-            %dagger cache [stats|entries|clear [NAME]|explain NAME]
+            %dagger cache [stats|entries [NAME]|explain NAME]
+            %dagger cache clear NAME | --older-than AGE | --all
+                                                      remove entries (--all: every one)
             %dagger cache push|pull [URL]             copy entries to / from a store URL
                                                       (push --check: files there by content)
             %dagger services                          running service containers
@@ -417,10 +420,11 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         return store.stats()
     if action == "entries" and len(names) <= 1:
         return store.entries(*names)
-    if action == "clear" and len(names) <= 1:
-        removed = self.session.clear_cache(*names)
-        return Text(f"removed {removed} cache entries" + (f" of {names[0]!r}" if names else ""))
-    if action == "explain" and len(names) == 1:
+    if action == "clear":
+        return _cache_clear(self, shlex.join(names))
+    if action == "explain" and len(names) <= 1:
+        if not names:
+            raise UsageError("explain needs a step name: %dagger cache explain NAME")
         return Text("\n".join(self.session.graph.explain(names[0])))
     check = action == "push" and "--check" in names  # (as dagnb cache push --check)
     if check:
@@ -429,7 +433,29 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
         done = sync(action, *names, check=check)
         return Text(done.line(action))
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
-                     "[NAME], clear [NAME], explain NAME, push [URL] or pull [URL]")
+                     "[NAME], clear NAME|--older-than AGE|--all, explain NAME, push [URL] or "
+                     "pull [URL]")
+
+
+@ma.magic_arguments("dagger cache clear")
+@ma.argument("name", nargs="?", help="The step whose entries go.")
+@ma.argument("--step", metavar="NAME", help="The same, as dagnb cache clear spells it.")
+@ma.argument("--older-than", metavar="AGE", help="Only entries created more than AGE ago.")
+@ma.argument("--all", action="store_true", help="Every entry (needed when alone).")
+def _cache_clear(self: DaggerMagics, rest: str) -> Text:
+    """``%dagger cache clear``, by ``dagnb cache clear``'s rules (dagnb.cache.clearing)."""
+    args = parse_line(_cache_clear, rest)
+    if args.name is not None and args.step is not None:
+        raise UsageError(f"%dagger cache clear {rest}: name the step once, as NAME or "
+                         "--step NAME")
+    step = args.name if args.step is None else args.step
+    older = check_clear_options(step, args.older_than, args.all)
+    check_clear_scope(store_for(), "%dagger cache clear", step, older, args.all,
+                      name_a_step="name a step", known=self.session.graph.names,
+                      step_given_as="step" if args.step is None else "--step")
+    removed = self.session.clear_cache(step, older)
+    return Text(f"removed {removed} cache entries" + (f" of {step!r}" if step else "")
+                + (f" created more than {args.older_than} ago" if older is not None else ""))
 
 
 def _cmd_images(self: DaggerMagics, rest: str) -> Text:

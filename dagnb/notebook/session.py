@@ -327,9 +327,10 @@ class Session:
             for key in outputs:
                 self.namespace[key] = value.get(key)
 
-    def clear_cache(self, step: str | None = None) -> int:
-        """Remove entries (of one step) from the configured cache; how many."""
-        return store_for().clear(step)
+    def clear_cache(self, step: str | None = None, older_than: float | None = None) -> int:
+        """Remove entries (of one step; created more than ``older_than`` seconds ago)
+        from the configured cache; how many."""
+        return store_for().clear(step, older_than)
 
     def reset(self) -> None:
         """Forget the graph, the last run and the published results."""

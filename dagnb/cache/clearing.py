@@ -1,0 +1,54 @@
+"""The rules of a clear asked for by hand, shared by ``dagnb cache clear`` and
+``%dagger cache clear``: clearing every entry takes ``--all``, given alone, and a step
+the cache holds no entry of (a typo) is refused before anything goes."""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from typing import TYPE_CHECKING
+
+from dagnb import checks
+from dagnb.errors import ConfigError
+from dagnb.model.step import parse_duration
+
+if TYPE_CHECKING:
+    from dagnb.cache.store import Store
+
+__all__ = ["check_clear_options", "check_clear_scope"]
+
+
+def check_clear_options(step: str | None, older_than: str | None, everything: bool
+                        ) -> float | None:
+    """The ``--older-than`` age in seconds, once ``--all`` is known to come alone."""
+    seconds = parse_duration(older_than, what="--older-than", error=ConfigError)
+    if everything and (step is not None or seconds is not None):
+        raise ConfigError("--all clears every entry; give it alone, or --step NAME / "
+                          "--older-than AGE without it")
+    return seconds
+
+
+def check_clear_scope(store: Store, command: str, step: str | None, older: float | None,
+                      everything: bool, *, name_a_step: str = "--step NAME",
+                      step_given_as: str = "--step", known: Collection[str] = ()) -> None:
+    """Refuse a clear of every entry without ``everything`` (``command`` and
+    ``name_a_step`` say how to ask for less), and a ``step`` (given as
+    ``step_given_as``) that is neither held nor in ``known`` (the caller's graph's)."""
+    if not everything and step is None and older is None:
+        raise ConfigError(f"{command} removes every entry in {str(store.location)!r}; add "
+                          f"--all to confirm, or {name_a_step} / --older-than AGE")
+    if step is not None:
+        _refuse_unknown_step(store, step, step_given_as, known)
+
+
+def _refuse_unknown_step(store: Store, step: str, given_as: str, known: Collection[str]
+                         ) -> None:
+    """A step the cache holds no entry of, nor the caller knows: a typo."""
+    held = sorted({entry.step for entry in store.iter_entries()})
+    if step in held or step in known:
+        return
+    shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
+    hint = checks.did_you_mean(step, sorted({*held, *known}),
+                               otherwise=(f"it holds entries of {shown}" if held
+                                          else "it holds no entries"))
+    raise ConfigError(f"{given_as} {step!r}: the cache in {str(store.location)!r} holds no entries "
+                      f"of that step; {hint}")
