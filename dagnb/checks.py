@@ -37,14 +37,16 @@ dagnb it imports).
 
 from __future__ import annotations
 
+import contextvars
 import difflib
 import keyword
 import math
 import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from dagnb.errors import InvalidStepError
 
@@ -552,6 +554,49 @@ def user_stacklevel() -> int:
     while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
         frame, level = frame.f_back, level + 1
     return level
+
+
+class UserLine(NamedTuple):
+    """A line of the user's (a cell's, a script's) that warnings can name."""
+
+    filename: str
+    lineno: int
+    module_globals: dict[str, Any]
+
+
+def user_line() -> UserLine | None:
+    """The line :func:`user_stacklevel` points at, of the caller's thread (None if all
+    of its frames are dagnb's), kept to warn there from another thread."""
+    frame = sys._getframe(1)
+    while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
+        frame = frame.f_back  # type: ignore[assignment]
+    return None if frame is None else UserLine(frame.f_code.co_filename, frame.f_lineno,
+                                               frame.f_globals)
+
+
+# where a run's warnings point: a run's steps go on dagnb's loop thread, whose frames
+# reach no line of the user's (set by the scheduler for its tasks)
+_run_caller: contextvars.ContextVar[UserLine | None] = contextvars.ContextVar(
+    "dagnb_run_caller", default=None)
+
+
+def warn_at_run_caller(line: UserLine | None) -> None:
+    """Make :func:`warn_user` in this task (and those it starts) name ``line``."""
+    _run_caller.set(line)
+
+
+def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` naming the user's line: the one that started the run (see
+    :func:`warn_at_run_caller`), else the caller's first frame outside dagnb."""
+    line = _run_caller.get()
+    if line is None:
+        warnings.warn(message, category, stacklevel=user_stacklevel())
+        return
+    where = line.module_globals  # (not passed on: as warnings.warn, linecache reads the
+    # file, where a loader asked for the source of a ``python -m`` __main__ raises)
+    warnings.warn_explicit(message, category, line.filename, line.lineno,
+                           module=where.get("__name__", "<string>"),
+                           registry=where.setdefault("__warningregistry__", {}))
 
 
 def _ours(module: str) -> bool:

@@ -613,6 +613,22 @@ def test_status_says_why_a_step_was_not_stored(shell, monkeypatch):
     assert "removed" in notes["c"]
 
 
+def test_a_not_cached_warning_names_the_line_that_ran_the_cell_not_one_of_dagnb(
+        shell, monkeypatch):
+    """The step runs on dagnb's loop thread: the warning names the line that started the
+    run (here this test's; in a notebook, the cell), as a fixed stacklevel did not."""
+    monkeypatch.setenv("WARN_TOKEN", "tok-warn-123456")
+    shell.user_ns["lock"] = threading.Lock()
+    with pytest.warns(UserWarning) as caught:
+        cell(shell, "a --python --outputs r", "import threading\nr = threading.Lock()\n")
+        cell(shell, "s --python --secret WARN_TOKEN --outputs u",
+             "import os\nu = 'x' + os.environ['WARN_TOKEN']\n")
+        cell(shell, "l --python --outputs z", "z = lock.locked()\n")
+    said = {str(w.message).split("'")[1]: w.filename for w in caught
+            if "not cached" in str(w.message)}
+    assert said == {"a": __file__, "s": __file__, "l": __file__}
+
+
 def test_status_says_why_a_step_reading_an_unhashable_variable_was_not_stored(shell):
     shell.user_ns["lock"] = threading.Lock()
     with pytest.warns(UserWarning, match="'l' ran but was not cached: notebook variable 'lock'"):

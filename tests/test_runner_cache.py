@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -261,8 +262,18 @@ def test_a_cache_that_cannot_be_written_does_not_fail_the_step(
     with pytest.warns(UserWarning, match=r"ran but was not cached: .*No space left") as caught:
         run = graph.run(executor="local")
     assert sorted(str(w.message).split("'")[1] for w in caught) == ["a", "b"]
+    assert {w.filename for w in caught} == {__file__}  # the run's line, not dagnb's
     assert run.states() == {"a": "succeeded", "b": "succeeded"}
     assert run.logs("b")["line"].tolist() == ["hi"]
+
+
+def test_a_result_that_cannot_be_pickled_is_warned_of_at_the_line_that_ran_the_graph(
+) -> None:
+    graph = Graph("unpicklable")
+    graph.step(lambda: threading.Lock(), name="lock")
+    with pytest.warns(UserWarning, match="'lock': its result cannot be pickled") as caught:
+        graph.run(executor="local")
+    assert [w.filename for w in caught] == [__file__]  # (it named the scheduler's line)
 
 
 def test_a_damaged_cached_result_fails_its_reader_once_then_rebuilds() -> None:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -40,6 +39,7 @@ from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.location import local_folder
 from dagnb.cache.store import Entry, Store, _taking_now, acquire
+from dagnb.checks import warn_user
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
 from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
@@ -272,7 +272,7 @@ class StepCache:
                 displays=displays,
             )
         except (OSError, CacheError) as exc:
-            warnings.warn(f"step {step.name!r} ran but was not cached: {exc}", stacklevel=2)
+            warn_user(f"step {step.name!r} ran but was not cached: {exc}")
             return None
 
     def restore(self, step: Step, entry: Entry) -> CachedResult:
@@ -493,10 +493,7 @@ def _saved(step: Step, out_dir: Path, result: Any) -> bool:
         save_result(out_dir, result)
         return True
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
-        warnings.warn(
-            f"step {step.name!r}: its result cannot be pickled ({exc}), so it is not cached; "
-            "return plain data or write files to dagnb.current().out_dir",
-            stacklevel=3,
-        )
+        warn_user(f"step {step.name!r}: its result cannot be pickled ({exc}), so it is not "
+                  "cached; return plain data or write files to dagnb.current().out_dir")
         return False
 

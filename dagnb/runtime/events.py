@@ -14,10 +14,11 @@ where :meth:`~dagnb.Run.logs` reads a step whose lines were not all kept.
 from __future__ import annotations
 
 import time
-import warnings
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, NamedTuple
+
+from dagnb.checks import warn_user
 
 __all__ = [
     "LOG_BYTES_KEPT",
@@ -97,8 +98,8 @@ class EventLog:
         likely raise again on every event, and the run goes on without it."""
         self._listeners = [known for known in self._listeners if known is not listener]
         name = getattr(listener, "__qualname__", type(listener).__name__)
-        warnings.warn(f"dagnb: event listener {name} raised {type(error).__name__}: {error}; "
-                      "it gets no more events (the run goes on)", stacklevel=3)
+        warn_user(f"dagnb: event listener {name} raised {type(error).__name__}: {error}; "
+                  "it gets no more events (the run goes on)")
 
     def states(self, order: Iterable[str] = ()) -> dict[str, str]:
         """Step name -> latest state: the steps of ``order`` first ('pending' until their

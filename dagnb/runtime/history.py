@@ -49,13 +49,13 @@ import random
 import shutil
 import threading
 import time
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from dagnb.cache.backend import make_folder
 from dagnb.cache.housekeeping import RUN_USES
+from dagnb.checks import warn_user
 from dagnb.model.jsontext import encoder
 
 __all__ = [
@@ -197,8 +197,7 @@ class RunFolder:
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
         except OSError as exc:
-            warnings.warn(f"dagnb: run record in {str(self.runs)!r} not written: {exc}",
-                          stacklevel=2)
+            warn_user(f"dagnb: run record in {str(self.runs)!r} not written: {exc}")
         finally:
             if self._uses_file is not None:
                 os.close(self._uses_file)

@@ -20,7 +20,6 @@ import shutil
 import sys
 import tempfile
 import time
-import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -28,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
 from dagnb.cache.steps import StepCache, refresh_setting
-from dagnb.checks import did_you_mean, known_keys
+from dagnb.checks import did_you_mean, known_keys, warn_user
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
@@ -454,9 +453,8 @@ def _read_only_if_unwritable(mode: str, cache_dir: Path) -> str:
     there, and each write of the run's bookkeeping would warn."""
     if mode != "read-write" or os.access(cache_dir, os.W_OK) or not os.path.isdir(cache_dir):
         return mode
-    warnings.warn(f"cache folder {str(cache_dir)!r} cannot be written (a read-only mount, or "
-                  "no write permission); this run only reads it, as cache_mode 'read-only' "
-                  "does", stacklevel=4)
+    warn_user(f"cache folder {str(cache_dir)!r} cannot be written (a read-only mount, or no "
+              "write permission); this run only reads it, as cache_mode 'read-only' does")
     return "read-only"
 
 

@@ -26,13 +26,13 @@ import functools
 import os
 import shutil
 import time
-import warnings
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
+from dagnb import checks
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
 from dagnb.cache.secret_scan import SecretsInForce, set_secrets_source
@@ -144,6 +144,7 @@ class Scheduler:
         token), masked and kept out of the cache but not withheld."""
         self.run = run
         self.options = options
+        self._caller = checks.user_line()  # (made where the run starts, not on the loop)
         self.secrets = secrets
         declared = {n: v for values in secrets.values() for n, v in values.items()}
         values = [*declared.values(), *others.values(), *masked_only.values()]
@@ -201,6 +202,7 @@ class Scheduler:
     async def execute(self) -> Run:
         """Run every selected step; returns the Run (failures are data, not errors)."""
         self._all_done = asyncio.Event()
+        checks.warn_at_run_caller(self._caller)  # (this task's, and its steps')
         limit = max(1, self.options.max_concurrency)
         # no semaphore when every step may run at once: it would only cost each step
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
@@ -496,7 +498,7 @@ class Scheduler:
         """A step that ran well but whose result is not stored: said (a warning), kept
         for the notebook's status, and its result handed on from memory. No ``cache``:
         it had no key to be stored under (no output digest either)."""
-        warnings.warn(f"step {step.name!r} ran but was not cached: {why}", stacklevel=3)
+        checks.warn_user(f"step {step.name!r} ran but was not cached: {why}")
         self.run.not_stored[step.name] = why
         digest = None if cache is None else cache.digest_of(Path(out_dir), outcome.result)
         return self._record(step, outcome, digest)
