@@ -1245,6 +1245,38 @@ def test_a_global_an_augmented_assignment_changes_an_item_or_attribute_of_is_sta
         "stats", "hits", "counter", "tally", "totals", "stats_by", "model"}
 
 
+NAMESAKES = """
+    from pathlib import Path
+
+    name = "alice"  # a notebook's variables, named as the attributes and the import below
+    mean = 2.0
+    json = "not the module"
+
+    def describe(path, frame):
+        import json
+        return json.dumps([Path(path).name, float(frame.a.mean())])
+
+    def greet():
+        return "hi " + name
+"""
+
+
+def test_a_global_named_as_an_attribute_or_an_import_of_the_code_is_not_its_input(
+        tmp_path, monkeypatch):
+    """``src.name``, ``frame.a.mean()``, ``import json``: ``co_names`` holds attribute
+    and import names too, and a global of that name was taken as read (its change: "code
+    changed", a run for nothing); a global the code loads still counts by its value."""
+    module = _module(tmp_path, monkeypatch, "namesakes", NAMESAKES)
+    before = {f: code_digest(getattr(module, f)) for f in ("describe", "greet")}
+    described = code_source_parts(module.describe)
+    assert fingerprint.global_values(module.describe) == {}
+    module.name, module.mean, module.json = "bob", 2.5, "another"
+    assert code_digest(module.describe) == before["describe"]
+    assert code_source_parts(module.describe) == described
+    assert code_digest(module.greet) != before["greet"]
+    assert fingerprint.global_values(module.greet) == {"name": "bob"}
+
+
 def test_a_value_nested_too_deep_is_a_fingerprint_error_not_a_crash():
     deep: list = []
     for _ in range(5000):

@@ -158,6 +158,26 @@ def test_a_notebook_variable_the_cell_changes_in_place_counts_by_its_value(
     assert states(kernel) == "{'feat': 'cached'}"
 
 
+def test_a_notebook_variable_named_as_an_attribute_or_an_import_of_a_cell_is_not_its_input(
+        kernel: Kernel) -> None:
+    """`src.name`, `frame.a.mean()`, `import json` in a cell, and notebook variables
+    `name`, `mean`, `json` changed: the cell stays cached (it went stale, "code changed",
+    and ran again); a cell reading `name` runs again."""
+    kernel.run("import pandas as pd\nname = 'alice'\nmean = 2.0")
+    stats = ("%%dagger stats --python --outputs m\nimport json\nfrom pathlib import Path\n"
+             "src = Path('data/raw.csv')\nframe = pd.DataFrame({'a': [1, 2, 3]})\n"
+             "m = json.dumps([src.name, float(frame.a.mean())])\n")
+    greet = "%%dagger greet --python --outputs hello\nhello = 'hi ' + name\n"
+    assert error(kernel.run(stats)) is None and error(kernel.run(greet)) is None
+    kernel.run("name = 'bob'\nmean = 2.5\nimport json")
+    assert kernel.value("%dagger cache explain stats") == "entry found: it is cached"
+    assert kernel.value("%dagger cache explain greet") == (
+        "notebook variable `name` changed: 'alice' → 'bob'")
+    assert error(kernel.run("%dagger run")) is None
+    assert states(kernel) == "{'stats': 'cached', 'greet': 'succeeded'}"
+    assert kernel.value("m, hello") == "('[\"raw.csv\", 2.0]', 'hi bob')"
+
+
 def test_an_unfingerprintable_variable_gives_one_line_and_no_cache_entry(
         kernel: Kernel, tmp_path: Path) -> None:
     kernel.run("import threading\nlock = threading.Lock()")

@@ -1166,6 +1166,43 @@ def test_a_function_that_only_reads_a_count_runs_again_when_it_changes(memory, m
     assert seen == [1, 1]
 
 
+NAMESAKES = """
+from pathlib import Path
+
+name = "alice"  # variables named as the attributes and the import below
+mean = 2.0
+json = "not the module"
+runs = []
+
+def describe(path, frame):
+    import json
+    runs.append(path)
+    return json.dumps([Path(path).name, float(frame.a.mean())])
+
+def greet(greeting):
+    runs.append(greeting)
+    return greeting + " " + name
+"""
+
+
+def test_a_global_named_as_an_attribute_or_an_import_of_the_function_changes_no_key(
+        memory, tmp_path, monkeypatch):
+    """``path.name``, ``frame.a.mean()``, ``import json`` in the function, and globals
+    ``name``, ``mean``, ``json`` changed between calls: no run again (each re-ran); a
+    function that reads the global ``name`` runs again."""
+    (tmp_path / "memory_namesakes.py").write_text(NAMESAKES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module("memory_namesakes")
+    describe, greet = memory.cache(module.describe), memory.cache(module.greet)
+    frame = pd.DataFrame({"a": [1, 2, 3]})
+    assert describe("data/raw.csv", frame) == '["raw.csv", 2.0]'
+    assert greet("hi") == "hi alice"
+    module.name, module.mean, module.json = "bob", 2.5, "another"
+    assert describe("data/raw.csv", frame) == '["raw.csv", 2.0]'
+    assert greet("hi") == "hi bob"
+    assert module.runs == ["data/raw.csv", "hi", "hi"]
+
+
 class _Scaler:
     def __init__(self, k):
         self.k = k

@@ -218,6 +218,36 @@ def test_comment_only_edit_of_a_function_step_is_a_hit() -> None:
     assert graph.run(executor="local").states() == {"work": "cached"}
 
 
+NAMESAKES = """
+from pathlib import Path
+name, mean, json = "alice", 2.0, "not the module"  # named as the attributes, the import
+
+def stem():
+    import json
+    import statistics
+    return json.dumps([Path("data/raw.csv").name, statistics.mean([1, 3])])
+
+def greet():
+    return "hi " + name
+"""
+
+
+def test_a_global_named_as_an_attribute_or_an_import_of_a_step_is_not_its_input() -> None:
+    """A step using ``.name``, ``.mean`` and ``import json`` stays cached when the
+    globals ``name``, ``mean`` and ``json`` change (it ran again, "code changed"); one
+    reading ``name`` runs again, explained by the variable."""
+    namespace: dict[str, object] = {}
+    exec(NAMESAKES, namespace)
+    graph = Graph("namesakes")
+    for name in ("stem", "greet"):
+        graph.step(namespace[name], name=name)  # type: ignore[arg-type]
+    graph.run(executor="local")
+    namespace.update(name="bob", mean=2.5, json="another")
+    assert graph.explain("stem") == ["entry found: it is cached"]
+    assert graph.explain("greet") == ["notebook variable `name` changed: 'alice' → 'bob'"]
+    assert graph.run(executor="local").states() == {"stem": "cached", "greet": "succeeded"}
+
+
 def test_a_host_result_is_no_dagger_runs(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN", "_EXPERIMENTAL_DAGGER_CLI_BIN"):
         monkeypatch.delenv(name, raising=False)

@@ -21,7 +21,7 @@ from dagnb.fingerprint.members import (
     _member_digest,
 )
 from dagnb.fingerprint.modules import MemberView, body_imports, file_of_unimported, imported
-from dagnb.fingerprint.names import _MP_MAIN, _reference, main_spelled
+from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.paths import path_digest
 from dagnb.fingerprint.sources import (
     _OWN,
@@ -99,13 +99,13 @@ class _CodeWalker:
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
-        loaded, changed, changed_free, stored = _name_uses(func.__code__)
+        loaded, changed, changed_free = _name_uses(func.__code__)
         self._add_closure(func, changed_free)
         self._add_body_imports(func)
         read = loaded - changed
-        for name in _global_names(func.__code__):
-            if name in stored and name not in loaded:
-                continue  # (``global last; last = x``: written, never read: not an input)
+        for name in _code_names(func.__code__):
+            if name not in loaded:  # an attribute's (``src.name``), an import's (``import
+                continue  # json``), a global only set (``global last; last = x``)
             obj = func.__globals__.get(name, _MISSING)
             if obj is _MISSING:
                 # Remembered so that defining it later (a notebook cell) is noticed.
@@ -169,8 +169,6 @@ class _CodeWalker:
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
         self.deps.append((owner.__globals__, name, obj))
-        if name == "__name__" and obj == _MP_MAIN and not read:  # (reads x.__name__: an
-            obj = "__main__"  #                       attribute, not the module's name)
         if read and not _is_code(obj):
             if self.home is None:
                 self.home = owner.__globals__
@@ -221,7 +219,7 @@ class _CodeWalker:
             return
         self.modules.add((id(module), id(owner.__code__)))
         members = vars(module)
-        for attribute in _global_names(owner.__code__):
+        for attribute in _code_names(owner.__code__):
             value = members.get(attribute, _MISSING)
             if value is _MISSING:
                 continue
@@ -357,12 +355,9 @@ def _is_code(obj: Any) -> bool:
     return isinstance(obj, (types.ModuleType, type, partial)) or inspect.isroutine(obj)
 
 
-def _global_names(code: types.CodeType) -> list[str]:
-    """Names the code (and its nested code) may load from globals, in a stable order.
-
-    ``co_names`` also holds attribute names; a global that happens to share one is then
-    counted too, which can only make the key more specific.
-    """
+def _code_names(code: types.CodeType) -> list[str]:
+    """The names in the code (and its nested code): globals, attributes and imports
+    alike, in a stable order (the order the key is fed in)."""
     names: dict[str, None] = {}
     for nested in _code_objects(code):
         names.update(dict.fromkeys(nested.co_names))
@@ -396,30 +391,25 @@ def loaded_globals(code: types.CodeType) -> set[str]:
 
 def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
-    loaded, changed, _, _ = _name_uses(code)
+    loaded, changed, _ = _name_uses(code)
     return loaded, changed
 
 
 _FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DEREF"})
-_GLOBAL_STORES = frozenset({"STORE_GLOBAL", "DELETE_GLOBAL"})
 _FREE_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 
 
-def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[str]]:
+def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
     """The globals loaded, the globals changed in place, the free variables changed
-    (in place, or set by ``nonlocal``: the function's state), the globals set: one pass
-    over the bytecode."""
+    (in place, or set by ``nonlocal``: the function's state): one pass over the
+    bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
     changed_free: set[str] = set()
-    stored: set[str] = set()
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
         free = set(nested.co_freevars)
         for at, instruction in enumerate(instructions):
-            if instruction.opname in _GLOBAL_STORES:
-                stored.add(instruction.argval)
-                continue
             if instruction.opname in _FREE_STORES and instruction.argval in free:
                 changed_free.add(instruction.argval)
                 continue
@@ -430,7 +420,7 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[
                 loaded.add(instruction.argval)
             if _changes(instructions, at):
                 (changed if is_global else changed_free).add(instruction.argval)
-    return loaded, changed, changed_free, stored
+    return loaded, changed, changed_free
 
 
 def _changes(instructions: list[dis.Instruction], at: int) -> bool:
