@@ -41,7 +41,10 @@ def _run(workdir: Path, down: str | object, *more: Step) -> tuple[Run, list[str]
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedEntryWarning)
         run = graph.run(executor="local", max_concurrency=1)
-    return run, [str(w.message) for w in caught if w.category is DamagedEntryWarning]
+    damaged = [w for w in caught if w.category is DamagedEntryWarning]
+    # the user's line that ran the graph (above), not a line of dagnb's
+    assert {w.filename for w in damaged} <= {__file__}, [w.filename for w in damaged]
+    return run, [str(w.message) for w in damaged]
 
 
 def _error(run: Run, step: str) -> str:
@@ -244,7 +247,10 @@ def _packed_run(workdir: Path, *steps: Step, concurrency: int = 1) -> tuple[Run,
             warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", DamagedEntryWarning)
         run = graph.run(executor="local", max_concurrency=concurrency)
-    return run, [str(w.message) for w in caught if w.category is DamagedEntryWarning]
+    damaged = [w for w in caught if w.category is DamagedEntryWarning]
+    # the user's line that ran the graph (above), not a line of dagnb's
+    assert {w.filename for w in damaged} <= {__file__}, [w.filename for w in damaged]
+    return run, [str(w.message) for w in damaged]
 
 
 def _shown(run: Run, step: str) -> str:

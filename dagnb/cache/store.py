@@ -122,7 +122,7 @@ from dagnb.cache.record_text import (
 )
 from dagnb.cache.sealed import SEALED
 from dagnb.cache.unpacked import exchange, first_difference, out_files
-from dagnb.checks import is_url
+from dagnb.checks import is_url, warn_user
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
 from dagnb.model.jsontext import scalar_text
@@ -482,7 +482,7 @@ class Store(Housekeeping):
             else:
                 message = (f"cache pack {pack!r} is damaged ({problem}); its records from "
                            "there on are treated as misses")
-            warnings.warn(message, DamagedEntryWarning, stacklevel=4)
+            warn_user(message, DamagedEntryWarning)  # (the user's line: a run's)
 
     def _exists(self, step_name: str, key: str) -> bool:
         """Whether ``step/key`` has an entry, packed or in a folder."""
@@ -537,12 +537,8 @@ class Store(Housekeeping):
             moved = f"moved to {str(where)!r}" if where else "dropped"
             if self.read_only:
                 moved = "left in place (the cache is read-only)"
-            warnings.warn(
-                f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
-                "treated as a miss",
-                DamagedEntryWarning,
-                stacklevel=4,
-            )
+            warn_user(f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
+                      "treated as a miss", DamagedEntryWarning)  # (the user's line: a run's)
         return None
 
     def _set_aside(self, step_name: str, key: str, version: Hashable = None) -> Path | None:
