@@ -1213,6 +1213,10 @@ def test_an_argument_built_from_a_project_class_counts_the_classs_code(tmp_path,
 
 
 def test_the_globals_a_function_changes_are_its_state_not_its_input():
+    """What a function only changes is its state; one it reads otherwise too
+    (``len(calls)``, ``df["p"] /= df["p"].max()``) is its input, whose value stays in
+    the key (keyed by name, a step normalizing a notebook frame in place was served the
+    old frame's result)."""
     from dagnb.fingerprint.walker import changed_globals
 
     def work(x):
@@ -1220,9 +1224,31 @@ def test_the_globals_a_function_changes_are_its_state_not_its_input():
         memo[x] = 1  # noqa: F821
         del stale[x]  # noqa: F821
         pending.update({x: 1})  # noqa: F821
+        df["p"] /= df["p"].max()  # noqa: F821
+        frame["r"] = frame["a"] * 2  # noqa: F821
         return params["alpha"] + len(calls) + sorted(items)[0]  # noqa: F821
 
-    assert changed_globals(work.__code__) == {"calls", "memo", "stale", "pending"}
+    assert changed_globals(work.__code__) == {"memo", "stale", "pending"}
+
+
+def test_a_step_that_changes_a_notebook_frame_it_reads_runs_again_for_another_frame():
+    """``df["price"] /= df["price"].max()`` reads df: a new df is a new input (it was
+    served the old frame's result, 1.75 for 4.0), as ``df["r"] = df["a"] / 2`` is."""
+    namespace: dict[str, object] = {"pd": pd}
+    exec(textwrap.dedent("""
+        def normalize():
+            df["price"] /= df["price"].max()
+            return float(df["price"].sum())
+
+        def add_ratio():
+            df["r"] = df["price"] / 2
+            return float(df["r"].sum())
+    """), namespace)
+    digests = []
+    for prices in ([10.0, 20.0, 40.0], [1.0, 1.0, 1.0, 1.0]):
+        namespace["df"] = pd.DataFrame({"price": prices})
+        digests.append([code_digest(namespace[name]) for name in ("normalize", "add_ratio")])
+    assert digests[0][0] != digests[1][0] and digests[0][1] != digests[1][1]
 
 
 def test_a_global_an_augmented_assignment_changes_an_item_or_attribute_of_is_state():

@@ -377,10 +377,11 @@ _ITEM_CHANGES = frozenset({"STORE_SUBSCR", "DELETE_SUBSCR"})
 
 
 def changed_globals(code: types.CodeType) -> set[str]:
-    """The globals the code (and its nested code) changes in place: ``calls.append(x)``,
-    ``memo[x] = y``, ``stats["calls"] += 1``, ``counter.n += 1``. What a function
-    changes is its state, not its input: keyed by its value, every call would miss (a
-    key or two loaded between: ``memo[x] = y`` only)."""
+    """The globals the code (and its nested code) changes in place and reads for that
+    alone: ``calls.append(x)``, ``memo[x] = y``, ``stats["calls"] += 1``, ``counter.n +=
+    1``. What a function changes so is its state, not its input: keyed by its value,
+    every call would miss (a key or two loaded between: ``memo[x] = y`` only). One it
+    reads otherwise too (``df["p"] /= df["p"].max()``) is its input."""
     return global_uses(code)[1]
 
 
@@ -400,11 +401,13 @@ _FREE_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 
 
 def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
-    """The globals loaded, the globals changed in place, the free variables changed
-    (in place, or set by ``nonlocal``: the function's state): one pass over the
-    bytecode."""
+    """The globals loaded, the globals changed in place and not read otherwise (the
+    function's state: ``calls.append(x)``; ``df["p"] /= df["p"].max()`` reads ``df``,
+    its input, whose value must stay in the key), the free variables changed (in place,
+    or set by ``nonlocal``): one pass over the bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
+    read_too: set[str] = set()
     changed_free: set[str] = set()
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
@@ -420,7 +423,9 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
                 loaded.add(instruction.argval)
             if _changes(instructions, at):
                 (changed if is_global else changed_free).add(instruction.argval)
-    return loaded, changed, changed_free
+            elif is_global:
+                read_too.add(instruction.argval)
+    return loaded, changed - read_too, changed_free
 
 
 def _changes(instructions: list[dis.Instruction], at: int) -> bool:
