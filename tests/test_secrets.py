@@ -171,7 +171,7 @@ def _files_holding(folder, text: str) -> list[str]:
     return [str(p) for p in folder.rglob("*") if p.is_file() and text.encode() in p.read_bytes()]
 
 
-@pytest.mark.parametrize("where", ["step", "thread of an async step"])
+@pytest.mark.parametrize("where", ["step", "thread of an async step", "thread of a pool"])
 def test_a_memory_call_in_a_step_with_a_secret_keeps_it_out_of_the_cache(
         workdir, monkeypatch, where):
     """A dagnb.Memory function that a step declaring a secret calls wrote the secret in
@@ -216,7 +216,14 @@ def test_a_memory_call_in_a_step_with_a_secret_keeps_it_out_of_the_cache(
 
         return await asyncio.to_thread(use)  # (a thread in the step's context)
 
-    func = use if where == "step" else use_in_a_thread
+    def use_in_a_pool() -> int:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(1) as pool:  # (its thread has not the step's context)
+            return pool.submit(use).result()
+
+    func = {"step": use, "thread of an async step": use_in_a_thread,
+            "thread of a pool": use_in_a_pool}[where]
     graph = Graph("s", [Step("use", func=func, secrets=("API_TOKEN",), cache=False)])
     expected = 8 + len(secret) + 8 + len("Bearer ") * 2 + len(secret) * 2
     for _ in range(2):

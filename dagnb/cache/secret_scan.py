@@ -6,13 +6,16 @@ holding one is not stored."""
 
 from __future__ import annotations
 
+import contextlib
 import pickle
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
-from dagnb.model.masking import SecretFinder
+from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 
-__all__ = ["SecretsInForce", "pickle_holds", "secrets_in_force", "set_secrets_source"]
+__all__ = ["SecretsInForce", "pickle_holds", "running_with", "secrets_in_force",
+           "set_secrets_source"]
 
 _CHUNK = 1 << 20
 
@@ -38,10 +41,48 @@ def set_secrets_source(source: Callable[[], SecretsInForce | None]) -> None:
 
 
 def secrets_in_force() -> SecretsInForce | None:
-    """The secrets in force here (a step that has some runs in this context), or None.
-    Asked on a miss only: a hit stores nothing."""
+    """The secrets in force here: a step's that runs in this context; else those of the
+    runs going on in this process (a thread of a step's pool, which has not its
+    context; the notebook's own call during a background run), or None. Asked on a
+    miss only: a hit stores nothing."""
     source = _source
-    return None if source is None else source()
+    found = None if source is None else source()
+    return found if found is not None else _of_running
+
+
+_running: dict[int, Mapping[str, str]] = {}  # a run going on -> its secrets, by name
+_of_running: SecretsInForce | None = None  # theirs, as one
+_running_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def running_with(secrets: Mapping[str, str]) -> Iterator[None]:
+    """While a run with these secrets (name -> value) goes on, a cached call anywhere in
+    the process keeps them out of the cache."""
+    token = object()
+    with _running_lock:
+        _running[id(token)] = secrets
+        _combine()
+    try:
+        yield
+    finally:
+        with _running_lock:
+            del _running[id(token)]
+            _combine()
+
+
+def _combine() -> None:
+    """Make the secrets of the runs going on one :class:`SecretsInForce` (None for none)."""
+    global _of_running
+    merged: dict[str, str] = {}
+    for secrets in _running.values():
+        for name, value in secrets.items():
+            label = name
+            while merged.get(label, value) != value:  # (a value rotated between two runs)
+                label += "'"
+            merged[label] = value
+    _of_running = SecretsInForce(Masker(list(merged.values()), words_below=MIN_LINE),
+                                 SecretFinder(merged)) if merged else None
 
 
 def pickle_holds(value: Any, finder: SecretFinder) -> str | None:

@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb import checks
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
-from dagnb.cache.secret_scan import SecretsInForce, set_secrets_source
+from dagnb.cache.secret_scan import SecretsInForce, running_with, set_secrets_source
 from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
@@ -150,7 +150,8 @@ class Scheduler:
         values = [*declared.values(), *others.values(), *masked_only.values()]
         self.mask = Masker(values)
         self._secret_names = frozenset(declared).union(others)
-        self._secrets_found = SecretFinder({**masked_only, **others, **declared})
+        self._secret_values = {**masked_only, **others, **declared}  # (by name)
+        self._secrets_found = SecretFinder(self._secret_values)
         # what a dagnb.Memory call in one of the run's in-process steps keeps of its
         # secrets (none), set on their tasks; made only for a run that has some
         self._cache_secrets: SecretsInForce | None = None
@@ -207,8 +208,12 @@ class Scheduler:
         # no semaphore when every step may run at once: it would only cost each step
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
+        # (a cached call outside the steps' context while the run goes on, a thread of a
+        # step's pool, keeps the run's secrets out of the cache too)
+        held = running_with(self._secret_values) if self.mask else contextlib.nullcontext()
         try:
-            await wait_for(self._drive(), self.options.timeout)  # inline steps too
+            with held:
+                await wait_for(self._drive(), self.options.timeout)  # inline steps too
         except asyncio.TimeoutError:
             await self._stop_all(f"the run's timeout of {self.options.timeout:g} s was reached")
         except asyncio.CancelledError:
