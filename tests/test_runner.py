@@ -800,3 +800,23 @@ def test_the_objects_of_a_python_step_need_no_garbage_collection(tmp_path: Path)
     assert done.returncode == 0, done.stderr[-3000:]
     per_step = float(done.stdout.split()[-1])
     assert per_step < 6  # the run's events and results (4); 25 before
+
+
+def test_only_failed_reads_the_history_for_a_step_that_has_not_run_in_this_process(
+        workdir: Path) -> None:
+    """b failed in another process (a graph object of its own here); a run of target c
+    in this one made it the last run, and only_failed then went by this process's runs
+    alone, which never had b: nothing ran. The history says b failed."""
+    flag = workdir / "ok"
+
+    def graph() -> Graph:
+        return Graph("elsewhere", [Step("a", run="echo a"),
+                                   Step("b", run=f"test -e {flag}", needs=["a"]),
+                                   Step("c", run="echo c")])
+
+    assert graph().run(executor="local").failed == ["b"]  # (the other process)
+    here = graph()
+    assert here.run(targets="c", executor="local").states() == {"c": "cached"}
+    flag.touch()
+    assert here.run(only_failed=True, executor="local").states() == {
+        "a": "cached", "b": "succeeded"}

@@ -390,11 +390,21 @@ class Graph:
             return []
         if not same_params(self.last_run.given_params, self.given_params):
             return list(self._steps)  # params set since: no step has run with these
+        states = self.states_here()
+        return unfinished(states, [name for name in states if name in self._steps])
+
+    def states_here(self) -> dict[str, str]:
+        """Each step's state in its latest run in this process among the runs given the
+        params of the last one (none before a first run)."""
+        from dagnb.runtime.history import same_params
+
+        if self.last_run is None:
+            return {}
         params, earlier = self._earlier
         states = self.last_run.states()
-        if earlier and same_params(params, self.given_params):
+        if earlier and same_params(params, self.last_run.given_params):
             states = {**earlier, **states}
-        return unfinished(states, [name for name in states if name in self._steps])
+        return states
 
     # -- data -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:

@@ -401,13 +401,18 @@ def _selection(
     left out, they would run nothing and report success) or ran with other params (a
     graph of no file: a notebook cell never run is not taken for one that failed).
     Targets or tags narrow it to the steps they need."""
+    if not only_failed:
+        return graph.select(targets, tags=tags)
     last = graph.last_run
-    if not only_failed or (last is not None
-                           and same_params(last.given_params, graph.given_params)):
-        return graph.select(targets, tags=tags, only_failed=only_failed)
+    here = (graph.states_here() if last is not None
+            and same_params(last.given_params, graph.given_params) else {})
+    if here.keys() >= set(graph.names):  # (every step ran here: the history adds none)
+        return graph.select(targets, tags=tags, only_failed=True)
     name, source = graph.name, graph.workflow_file
-    states = last_states(cache_dir, name, source, graph.given_params) or {}
-    # (the last run here too: a read-only one recorded nothing in cache_dir)
+    # the history's, and this process's runs' over them (a read-only run recorded
+    # nothing in cache_dir): a step that failed in another process and has not run here
+    # since (a run of a target here) is still to run again
+    states = {**(last_states(cache_dir, name, source, graph.given_params) or {}), **here}
     ran = graph.names if source is not None else {
         *(last_states(cache_dir, name) or {}), *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))
