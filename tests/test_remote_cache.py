@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -744,28 +745,67 @@ class _SilentEndpoint:
             connection.close()
 
 
-@pytest.mark.slow  # several seconds: on CI's main leg only
-def test_a_store_that_never_answers_costs_a_lookup_two_attempts(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """s3fs' 5 retries of botocore's attempts made the first lookup wait 7 minutes; dagnb
-    asks for 2 attempts unless told otherwise (the 1 s timeouts here are the test's)."""
+@pytest.fixture
+def silent(monkeypatch: pytest.MonkeyPatch) -> Iterator[_SilentEndpoint]:
+    """A store endpoint that never answers, with dummy credentials and botocore's
+    attempts left to dagnb."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.delenv("AWS_MAX_ATTEMPTS", raising=False)
-    silent = _SilentEndpoint()
-    try:
-        hung = Store("s3://hung/cache", backend=RemoteBackend(
-            "s3://hung/cache", local=tmp_path / "a", storage_options={
-                "endpoint_url": silent.url,
-                "config_kwargs": {"read_timeout": 1, "connect_timeout": 1}}))
-        started = time.monotonic()
-        with pytest.warns(RemoteCacheWarning, match="failed"):
-            assert hung.lookup("step", "k") is None
-        took = time.monotonic() - started
-    finally:
-        silent.close()
-    assert took < 12, took  # 2 attempts (about 4 s here), not s3fs' 5 of botocore's 5 (25 s+)
+    endpoint = _SilentEndpoint()
+    yield endpoint
+    endpoint.close()
+
+
+def _doubled(x: int) -> int:
+    return 2 * x
+
+
+@pytest.mark.slow  # several seconds: on CI's main leg only
+def test_a_run_on_a_store_that_never_answers_waits_seconds_and_says_so_once(
+    silent: _SilentEndpoint, tmp_path: Path
+) -> None:
+    """Its first lookup took s3fs' 15 s read timeout three times (47 s, and a run of two
+    short steps 52 s); dagnb's own timeouts make it two of 4 s, then the store rests."""
+    dagnb.configure(cache_local_directory=str(tmp_path / "tier"),
+                    cache_storage_options={"endpoint_url": silent.url})
+    graph = dagnb.Graph("g", [dagnb.Step("a", func=lambda: 21),
+                              dagnb.Step("b", func=_doubled, needs=["a"],
+                                         params={"x": 21})])
+    started = time.monotonic()
+    with pytest.warns(RemoteCacheWarning) as said:
+        run = graph.run(executor="local", cache_directory="s3://hung/cache")
+    took = time.monotonic() - started
+    assert took < 15, took
+    assert run.states() == {"a": "succeeded", "b": "succeeded"}
+    assert run.result("a") == 21 and run.result("b") == 42
+    assert len(said) == 1 and "\n" not in str(said[0].message)
+    assert re.search(r"failed after \d+ s \(ReadTimeoutError", str(said[0].message))
+    assert {"a", "b"} <= set(os.listdir(tmp_path / "tier"))  # both saved in the local tier
+
+
+@pytest.mark.slow  # several seconds: on CI's main leg only
+def test_asking_a_store_that_never_answers_again_says_so_in_one_line(
+    silent: _SilentEndpoint, tmp_path: Path
+) -> None:
+    """After the rest the store is asked again, and waited on again: a run paused with
+    nothing said (the outage's warning was given once). The user's timeouts win."""
+    hung = Store("s3://hung/cache", backend=RemoteBackend(
+        "s3://hung/cache", local=tmp_path / "a", storage_options={
+            "endpoint_url": silent.url, "config_kwargs": {"read_timeout": 1}}))
+    started = time.monotonic()
+    with pytest.warns(RemoteCacheWarning, match="a download failed after"):
+        assert hung.lookup("step", "k") is None
+    assert time.monotonic() - started < 4  # two 1 s timeouts, not two of dagnb's 4 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert hung.lookup("step", "resting") is None  # (not asked: no wait, no word)
+    hung.backend._down_until = 0.0  # the rest is over
+    with pytest.warns(RemoteCacheWarning) as said:
+        assert hung.lookup("step", "again") is None
+    (line,) = [str(w.message) for w in said]
+    assert re.fullmatch(r"remote cache 's3://hung/cache': a download waited \d s and failed "
+                        r"again; asking again in 60 s", line), line
 
 
 # -- settings ---------------------------------------------------------------------------

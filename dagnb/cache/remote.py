@@ -94,8 +94,15 @@ __all__ = [
 MANIFEST_FORMAT = 2  # the newest; a tree with no links or executable files is still 1
 _READABLE_FORMATS = (1, 2)
 RETRY_AFTER = 60.0  # seconds a store that failed is left alone
+_NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
+_UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
+# seconds an S3 request waits to connect, and for the server's next bytes: a cache is
+# worth no long wait (a failed request is a miss, the local tier goes on); S3 itself
+# answers a lookup in well under a second (s3fs' own are 5 and 15)
+_S3_CONNECT_TIMEOUT = 4.0
+_S3_READ_TIMEOUT = 4.0
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
 
@@ -421,14 +428,21 @@ class ObjectStore:
 
 
 def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
-    """Two attempts of each request, unless the user chose (in ``config_kwargs`` or
-    ``AWS_MAX_ATTEMPTS``): s3fs' five retries of botocore's five attempts kept the first
-    lookup on a store that accepts connections and never answers waiting 7 minutes;
-    now a few read timeouts (4 s with 1 s ones), then the store rests (RETRY_AFTER)."""
+    """Short timeouts and two attempts of each request, unless the user chose (in
+    ``config_kwargs``, or ``AWS_MAX_ATTEMPTS`` for the attempts). A store that accepts
+    connections and never answers (a hung server, a stuck proxy) cost the first lookup
+    s3fs' 15 s read timeout three times (botocore's ``max_attempts`` counts retries, not
+    attempts): 47 s of a run with nothing said. Now it costs two timeouts, about 9 s,
+    then the store rests (RETRY_AFTER). A read timeout bounds one wait for the server's
+    next bytes (its first, once a request is sent whole), not a transfer: a large upload
+    or download is not cut short by it."""
     config = dict(options.get("config_kwargs") or {})
+    for name, seconds in (("connect_timeout", _S3_CONNECT_TIMEOUT),
+                          ("read_timeout", _S3_READ_TIMEOUT)):
+        config.setdefault(name, seconds)
     if "retries" not in config and "AWS_MAX_ATTEMPTS" not in os.environ:
-        config["retries"] = {"max_attempts": 2, "mode": "standard"}
-        options["config_kwargs"] = config
+        config["retries"] = {"total_max_attempts": 2, "mode": "standard"}
+    options["config_kwargs"] = config
     return options
 
 
@@ -640,6 +654,7 @@ class RemoteBackend(StoreBackend):
         self.root = self.local.root
         self._warned = False  # one warning per outage: reset when the store answers
         self._down_until = 0.0  # after a failure the store rests: no call waits on it
+        self._failed_at = 0.0  # (monotonic) when a request last failed
         # keys removed from the tier here (set aside as damaged, cleared): the store's copy
         # is not fetched again, and the next save of the key replaces it
         self._distrusted: set[tuple[str, str]] = set()
@@ -653,12 +668,10 @@ class RemoteBackend(StoreBackend):
             return item  # the store's own folders are local
         if not self._reachable():
             return None
-        try:
-            moved = fetch_into(self.remote, self.local, step, key)
-        except Exception as exc:  # an unreachable store is a miss, never a failed run
-            self._failed("a download", exc)
+        # (an unreachable store is a miss, never a failed run)
+        moved = self._ask("a download", fetch_into, self.remote, self.local, step, key)
+        if moved is _UNANSWERED:
             return None
-        self._warned = False
         if moved is None and (step, key) in self.remote.damaged_entries:
             warnings.warn(
                 f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} has a file whose "
@@ -677,17 +690,12 @@ class RemoteBackend(StoreBackend):
         item = self.local.read(step, key)
         if step.startswith(".") or item is None or item.meta is None:
             return
-        if not self._reachable():
+        # (the entry is saved locally; a push uploads it later)
+        if not self._reachable() or self._ask(
+            "an upload", self.remote.upload, step, key, item.path,
+            meta=json.loads(item.meta), replace=replace,
+        ) is _UNANSWERED:
             owe_replacement(self.root, step, key, replace)
-            return
-        try:
-            self.remote.upload(step, key, item.path, meta=json.loads(item.meta),
-                               replace=replace)
-        except Exception as exc:  # the entry is saved locally; push uploads it later
-            owe_replacement(self.root, step, key, replace)
-            self._failed("an upload", exc)
-        else:
-            self._warned = False
 
     def _may_fetch(self, step: str, key: str) -> bool:
         """Whether the store's copy of ``step/key`` is worth asking for: not when this
@@ -700,21 +708,45 @@ class RemoteBackend(StoreBackend):
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
 
-    def _failed(self, what: str, exc: BaseException) -> None:
+    def _ask(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``call(*args, **kwargs)``'s result, or ``_UNANSWERED`` when it failed (then
+        the store rests: :meth:`_failed`)."""
+        started = time.monotonic()
+        try:
+            result = call(*args, **kwargs)
+        except Exception as exc:
+            self._failed(what, exc, started)
+            return _UNANSWERED
+        self._warned = False
+        return result
+
+    def _failed(self, what: str, exc: BaseException, started: float) -> None:
         """Rest the store for ``RETRY_AFTER`` seconds (an offline laptop must not wait on
         each lookup for the library's connect timeouts and retries); warn once per outage
-        (a kernel open for days said nothing of the second, whose saves stayed local)."""
-        self._down_until = time.monotonic() + RETRY_AFTER
+        (a kernel open for days said nothing of the second, whose saves stayed local),
+        and in one line each time asking again after the rest made the run wait (a store
+        that never answers: those pauses said nothing). Requests begun before the
+        outage's first failure was known (other threads') were part of it: not said."""
+        now = time.monotonic()
+        waited = now - started
+        retried = started >= self._failed_at
+        self._down_until, self._failed_at = now + RETRY_AFTER, now
         if self._warned:
+            if retried and waited >= _NOTICED_WAIT:
+                warnings.warn(
+                    f"remote cache {self.remote.url!r}: {what} waited {waited:.0f} s and "
+                    f"failed again; asking again in {RETRY_AFTER:g} s",
+                    RemoteCacheWarning, stacklevel=5)
             return
         self._warned = True
+        after = f" after {waited:.0f} s" if waited >= _NOTICED_WAIT else ""
         warnings.warn(  # (the library's error may name a URL of the environment's)
-            f"remote cache {self.remote.url!r}: {what} failed "
+            f"remote cache {self.remote.url!r}: {what} failed{after} "
             f"({type(exc).__name__}: {checks.redact_url(str(exc))}); "
             f"the local tier goes on alone, asking the store again every {RETRY_AFTER:g} s "
             "(entries saved meanwhile stay local: dagnb cache push uploads them later)",
             RemoteCacheWarning,
-            stacklevel=4,
+            stacklevel=5,
         )
 
     def exists(self, step: str, key: str) -> bool:
@@ -722,13 +754,8 @@ class RemoteBackend(StoreBackend):
             return True
         if step.startswith(".") or not self._may_fetch(step, key) or not self._reachable():
             return False
-        try:
-            found = self.remote.manifest(step, key) is not None
-        except Exception as exc:  # unreachable: as good as absent
-            self._failed("a lookup", exc)
-            return False
-        self._warned = False
-        return found
+        manifest = self._ask("a lookup", self.remote.manifest, step, key)
+        return manifest is not None and manifest is not _UNANSWERED  # (unreachable: absent)
 
     def names(self, step: str | None = None) -> list[str]:
         """The local tier's names: listing, clearing and evicting act on this machine."""
