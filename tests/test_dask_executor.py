@@ -770,3 +770,70 @@ def test_a_step_whose_downstream_step_has_no_executor_succeeds_and_that_one_fail
     run = graph.run()
     assert run.states() == {"a": "succeeded", "b": "failed"}
     assert "pip install 'dagnb[dask]'" in run.status().set_index("step").loc["b", "error"]
+
+
+def one() -> int:
+    return 1
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def tiny_cluster(port: int = 0):
+    """A LocalCluster of one in-process worker: quick to start and to close."""
+    return distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                    dashboard_address=":0", scheduler_port=port)
+
+
+def test_a_client_found_closed_is_replaced_and_the_next_run_succeeds(on_dask):
+    graph = Graph("g", [Step("one", func=one, executor="dask", cache=False)])
+    assert graph.run().result("one") == 1
+    first = dagnb.config.context().peek("dask")
+    first.client.close()  # as dask closes it 10 s after losing its scheduler
+    run = graph.run()
+    assert run.states() == {"one": "succeeded"}, run.status()
+    assert dagnb.config.context().peek("dask") is not first
+
+
+def test_a_restarted_scheduler_serves_the_next_run_and_a_gone_one_fails_it_in_a_line(
+        workdir, monkeypatch):
+    monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT", 1.0)
+    port = free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    dagnb.configure(dask_scheduler=address)
+    graph = Graph("g", [Step("one", func=one, executor="dask", cache=False)])
+    try:
+        with tiny_cluster(port):
+            assert graph.run().result("one") == 1
+        dagnb.config.context().peek("dask").client.close()  # (dask does, 10 s later)
+        gone = graph.run().status_rows()["one"]
+        assert gone["state"] == "failed", gone
+        assert f"cannot reach the scheduler {address!r}" in gone["error"]
+        assert "\n" not in gone["error"]
+        with tiny_cluster(port):  # started again at its address
+            again = graph.run()
+    finally:
+        dask_executor.close()
+    assert again.states() == {"one": "succeeded"}, again.status()
+
+
+def test_a_default_local_cluster_whose_client_closed_is_connected_to_again(
+        workdir, monkeypatch):
+    monkeypatch.delenv("DAGNB_DASK_SCHEDULER", raising=False)
+    local = tiny_cluster()
+    monkeypatch.setattr(distributed, "LocalCluster", lambda **_: local)  # (dagnb's own)
+    graph = Graph("g", [Step("one", func=one, executor="dask", cache=False)])
+    try:
+        assert graph.run().result("one") == 1
+        dagnb.config.context().peek("dask").client.close()
+        run = graph.run()
+        assert run.states() == {"one": "succeeded"}, run.status()
+        assert dagnb.config.context().peek("dask").local is local  # kept, not restarted
+    finally:
+        dask_executor.close()
+    assert local.status.name == "closed"

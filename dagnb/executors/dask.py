@@ -20,7 +20,10 @@ and no ``$DAGNB_IN``, rather than variables naming paths it does not have.
 The cluster is the ``dask_scheduler`` setting's (``DAGNB_DASK_SCHEDULER``: an address
 such as ``tcp://10.0.0.5:8786``), or else a ``LocalCluster`` of two single-threaded
 worker processes started on first use. The client (and the cluster it started) lives in
-the current :func:`dagnb.config.context`, one per process, and is closed at exit.
+the current :func:`dagnb.config.context`, one per process, and is closed at exit, or by
+:func:`close`. A client found closed (dask closes one that has lost its scheduler for
+about 10 s; a LocalCluster of the user's closed) is replaced by a new connection when the
+next step is sent, rather than refuse every later step of the process.
 
 Why a child process on the worker. dask cannot stop a task that is running:
 ``Future.cancel()`` marks it cancelled on its worker, and the worker's thread runs on.
@@ -55,6 +58,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -100,12 +104,10 @@ class DaskExecutor:
         _refuse_commands(task)
         payload = _payload(task)
         await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
-        cluster = await asyncio.to_thread(_cluster)
         key = _key(task)
-        sent = await _upload(task, cluster, payload, key)
-        del payload  # (a pickle in it may be large: the cluster has it now)
         marker = os.path.join(task.step_dir, f".{key}")
-        future = cluster.submit(sent, key, marker)
+        cluster, sent, future = await _submitted(task, payload, key, marker)
+        del payload  # (a pickle in it may be large: the cluster has it now)
         try:
             await _done(future)
             report = await asyncio.to_thread(cluster.result, future)
@@ -118,8 +120,8 @@ class DaskExecutor:
         except Exception as exc:  # the worker died, the connection dropped: may pass
             raise _lost(task, exc) from exc
         finally:
-            cluster.running.discard(future)
             cluster.release(future, sent)
+            cluster.finished(future)
             with contextlib.suppress(OSError):
                 os.remove(marker)
         return _outcome(task, report)
@@ -251,6 +253,25 @@ async def _upload(task: Task, cluster: _Cluster, payload: list[wire.Frame], key:
         ) from exc
 
 
+async def _submitted(
+    task: Task, payload: list[wire.Frame], key: str, marker: str, again: bool = True
+) -> tuple[_Cluster, Any, Any]:
+    """The attempt sent to the context's cluster: the cluster, its input, its future. A
+    client closed since :func:`_cluster` looked at it is replaced once, as one it finds
+    closed is."""
+    from distributed.client import ClosedClientError
+
+    cluster = await asyncio.to_thread(_cluster)
+    sent = await _upload(task, cluster, payload, key)
+    try:
+        return cluster, sent, cluster.submit(sent, key, marker)
+    except ClosedClientError:
+        if not again:
+            raise
+        cluster.release(sent)
+    return await _submitted(task, payload, key, marker, again=False)
+
+
 async def _done(future: Any) -> None:
     """Wait for a dask future from asyncio without holding a thread."""
     loop = asyncio.get_running_loop()
@@ -307,9 +328,10 @@ class _Cluster:
     """The client of this context, the LocalCluster it started (if it started one), and
     the tasks it has running."""
 
-    def __init__(self, client: Any, local: Any = None) -> None:
+    def __init__(self, client: Any, local: Any = None, address: str = "") -> None:
         self.client = client
         self.local = local
+        self.address = address  # the dask_scheduler setting it was opened for
         self.running: set[Any] = set()
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
@@ -336,6 +358,11 @@ class _Cluster:
         except Exception:  # (a scheduler gone: the submit says so)
             return False
 
+    def usable(self) -> bool:
+        """Whether its client can take tasks: dask closes a client that lost its
+        scheduler for about 10 s, and then refuses every task it is given."""
+        return self.client.status not in ("closing", "closed")
+
     def submit(self, payload: Any, key: str, marker: str) -> Any:
         """Send one attempt to the cluster; its future."""
         future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
@@ -345,6 +372,10 @@ class _Cluster:
     def result(self, future: Any) -> Any:
         """The task's return value (its exception if it raised); waits for it."""
         return self.client.gather(future, direct=self.direct)
+
+    def finished(self, future: Any) -> None:
+        """The attempt of ``future`` has ended."""
+        self.running.discard(future)
 
     def release(self, *futures: Any) -> None:
         """Let the cluster drop the task and its input now: the error of an attempt
@@ -370,12 +401,39 @@ class _Cluster:
                     part.close()
 
 
+_SWAP = threading.Lock()  # one connection made at a time, whichever context asks
+
+
 def _cluster() -> _Cluster:
-    """The context's cluster connection, made on first use."""
-    return context().get(_CONTEXT_NAME, _connect)
+    """The context's cluster connection: made on first use, and again once its client
+    is closed (a scheduler gone for 10 s, a LocalCluster of the user's closed), which
+    would otherwise refuse every later task of the process."""
+    with _SWAP:
+        found = context().peek(_CONTEXT_NAME)
+        if found is not None and found.usable():
+            return found
+        local = _drop(found) if found is not None else None
+        cluster = _connect(local)
+        context().set(_CONTEXT_NAME, cluster)
+        return cluster
 
 
-def _connect() -> _Cluster:
+def _drop(cluster: _Cluster) -> Any:
+    """Forget and close ``cluster``; its LocalCluster, if that still runs, is kept and
+    returned, for the next connection."""
+    context().pop(_CONTEXT_NAME)
+    atexit.unregister(cluster.close)
+    local, cluster.local = cluster.local, None
+    cluster.close()
+    if local is not None and local.status.name != "running":
+        local.close()
+        return None
+    return local
+
+
+def _connect(local: Any = None) -> _Cluster:
+    """A new connection: to the dask_scheduler setting's address, else to ``local`` (a
+    LocalCluster dagnb started, still running) or to a new LocalCluster."""
     try:
         from distributed import Client, LocalCluster
     except ImportError:
@@ -388,13 +446,15 @@ def _connect() -> _Cluster:
         try:
             _answers(address)
             cluster = _Cluster(Client(address, set_as_default=False,
-                                      timeout=f"{_CONNECT_TIMEOUT}s"))
+                                      timeout=f"{_CONNECT_TIMEOUT}s"), address=address)
         except Exception as exc:
             raise ExecutorUnavailable(
                 f"executor 'dask' cannot reach the scheduler {address!r} "
                 f"({exception_line(exc)}); start it or fix the dask_scheduler setting "
                 "(DAGNB_DASK_SCHEDULER): a scheduler's address, not its dashboard's"
             ) from None
+    elif local is not None:
+        cluster = _Cluster(Client(local, set_as_default=False), local)
     else:
         try:
             local = LocalCluster(
@@ -453,7 +513,8 @@ def _answers(address: str) -> None:
 
 
 def close() -> None:
-    """Close the current context's dask client (and the LocalCluster it started)."""
+    """Close the current context's dask client (and the LocalCluster it started); the
+    next dask step connects again."""
     cluster = context().pop(_CONTEXT_NAME)
     if cluster is not None:
         cluster.close()
