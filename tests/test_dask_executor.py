@@ -837,3 +837,21 @@ def test_a_default_local_cluster_whose_client_closed_is_connected_to_again(
     finally:
         dask_executor.close()
     assert local.status.name == "closed"
+
+
+def test_a_new_dask_scheduler_setting_sends_the_next_steps_to_that_cluster(workdir):
+    graph = Graph("g", [Step("one", func=one, executor="dask", cache=False)])
+    with tiny_cluster() as first, tiny_cluster() as second:
+        try:
+            dagnb.configure(dask_scheduler=first.scheduler_address)
+            assert graph.run().result("one") == 1
+            old = dagnb.config.context().peek("dask")
+            dagnb.configure(dask_scheduler=second.scheduler_address)
+            run = graph.run()
+        finally:
+            dask_executor.close()
+        assert run.states() == {"one": "succeeded"}, run.status()
+        assert "dagnb-one" in first.scheduler.task_prefixes
+        assert "dagnb-one" in second.scheduler.task_prefixes  # (not the first one again)
+        assert old.client.status == "closed"  # dagnb's client; the cluster is the user's
+        assert first.status.name == "running"

@@ -23,7 +23,8 @@ worker processes started on first use. The client (and the cluster it started) l
 the current :func:`dagnb.config.context`, one per process, and is closed at exit, or by
 :func:`close`. A client found closed (dask closes one that has lost its scheduler for
 about 10 s; a LocalCluster of the user's closed) is replaced by a new connection when the
-next step is sent, rather than refuse every later step of the process.
+next step is sent, rather than refuse every later step of the process; so is one opened
+for another ``dask_scheduler`` than the setting's now (closed once its steps have ended).
 
 Why a child process on the worker. dask cannot stop a task that is running:
 ``Future.cancel()`` marks it cancelled on its worker, and the worker's thread runs on.
@@ -333,6 +334,7 @@ class _Cluster:
         self.local = local
         self.address = address  # the dask_scheduler setting it was opened for
         self.running: set[Any] = set()
+        self.retired = False  # replaced in the context: closed once nothing runs on it
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
         self.direct = True if local is not None else None
@@ -358,10 +360,11 @@ class _Cluster:
         except Exception:  # (a scheduler gone: the submit says so)
             return False
 
-    def usable(self) -> bool:
-        """Whether its client can take tasks: dask closes a client that lost its
+    def serves(self, address: str) -> bool:
+        """Whether it is the connection for the dask_scheduler setting ``address`` ("" for
+        a LocalCluster) and its client can take tasks: dask closes a client that lost its
         scheduler for about 10 s, and then refuses every task it is given."""
-        return self.client.status not in ("closing", "closed")
+        return self.address == address and self.client.status not in ("closing", "closed")
 
     def submit(self, payload: Any, key: str, marker: str) -> Any:
         """Send one attempt to the cluster; its future."""
@@ -374,8 +377,18 @@ class _Cluster:
         return self.client.gather(future, direct=self.direct)
 
     def finished(self, future: Any) -> None:
-        """The attempt of ``future`` has ended."""
+        """The attempt of ``future`` has ended (the last one of a retired connection: it
+        is closed now)."""
         self.running.discard(future)
+        if self.retired and not self.running:
+            self.close()
+
+    def retire(self) -> None:
+        """Close it once the steps it runs have ended (now, if none): the context has a
+        new connection, and a run still under way keeps its steps on this one."""
+        self.retired = True
+        if not self.running:
+            self.close()
 
     def release(self, *futures: Any) -> None:
         """Let the cluster drop the task and its input now: the error of an attempt
@@ -407,31 +420,36 @@ _SWAP = threading.Lock()  # one connection made at a time, whichever context ask
 def _cluster() -> _Cluster:
     """The context's cluster connection: made on first use, and again once its client
     is closed (a scheduler gone for 10 s, a LocalCluster of the user's closed), which
-    would otherwise refuse every later task of the process."""
+    would otherwise refuse every later task of the process, or once the dask_scheduler
+    setting names another cluster than the one it was opened for."""
+    address = settings().dask_scheduler or ""
     with _SWAP:
         found = context().peek(_CONTEXT_NAME)
-        if found is not None and found.usable():
+        if found is not None and found.serves(address):
             return found
-        local = _drop(found) if found is not None else None
-        cluster = _connect(local)
+        local = _drop(found, address) if found is not None else None
+        cluster = _connect(address, local)
         context().set(_CONTEXT_NAME, cluster)
         return cluster
 
 
-def _drop(cluster: _Cluster) -> Any:
-    """Forget and close ``cluster``; its LocalCluster, if that still runs, is kept and
-    returned, for the next connection."""
+def _drop(cluster: _Cluster, address: str) -> Any:
+    """Forget ``cluster`` and close it once its steps have ended. Its LocalCluster, when
+    that still runs and ``address`` asks for it (""), is returned for the next
+    connection instead."""
     context().pop(_CONTEXT_NAME)
-    atexit.unregister(cluster.close)
-    local, cluster.local = cluster.local, None
-    cluster.close()
-    if local is not None and local.status.name != "running":
-        local.close()
-        return None
+    local = cluster.local
+    if not address and local is not None and local.status.name == "running":
+        cluster.local = None  # (not closed with its client)
+    else:
+        local = None
+    if not cluster.running:
+        atexit.unregister(cluster.close)  # (else closed at exit, if its steps run on)
+    cluster.retire()
     return local
 
 
-def _connect(local: Any = None) -> _Cluster:
+def _connect(address: str, local: Any = None) -> _Cluster:
     """A new connection: to the dask_scheduler setting's address, else to ``local`` (a
     LocalCluster dagnb started, still running) or to a new LocalCluster."""
     try:
@@ -441,7 +459,6 @@ def _connect(local: Any = None) -> _Cluster:
             f"executor 'dask' needs dask.distributed, which is not installed; {_INSTALL}"
         ) from None
     _quiet_lost_inputs()
-    address = settings().dask_scheduler
     if address:
         try:
             _answers(address)
