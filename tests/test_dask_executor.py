@@ -311,7 +311,7 @@ def test_a_step_from_a_module_the_workers_lack_fails_naming_it_and_the_fix(
 def test_the_executor_table_shows_dask(cluster, on_dask):
     Graph("g", [Step("noop", func=lambda: None, executor="dask", cache=False)]).run()
     row = dagnb.executors.status().set_index("name").loc["dask"]
-    assert row["available"] and row["capabilities"] == "python"
+    assert row["available"] and row["capabilities"] == "python, queues"
     assert cluster.scheduler_address in row["reason"]
 
 
@@ -542,13 +542,13 @@ def kill_holders_before_the_task(monkeypatch, killed: Path) -> None:
     """Kill the worker holding a payload sent ahead of its task, before the task goes."""
     submit = dask_executor._Cluster.submit
 
-    def kill_then_submit(self, payload, key, marker):
+    def kill_then_submit(self, payload, key, marker, began):
         if not killed.exists() and not isinstance(payload, list):
             killed.touch()
             holders = list(self.client.who_has([payload])[payload.key])
             for pid in self.client.run(os.getpid, workers=holders).values():
                 os.kill(pid, signal.SIGKILL)
-        return submit(self, payload, key, marker)
+        return submit(self, payload, key, marker, began)
 
     monkeypatch.setattr(dask_executor._Cluster, "submit", kill_then_submit)
 
@@ -855,3 +855,15 @@ def test_a_new_dask_scheduler_setting_sends_the_next_steps_to_that_cluster(workd
         assert "dagnb-one" in second.scheduler.task_prefixes  # (not the first one again)
         assert old.client.status == "closed"  # dagnb's client; the cluster is the user's
         assert first.status.name == "running"
+
+
+def test_time_waiting_for_a_free_worker_is_not_counted_against_a_step_s_timeout(on_dask):
+    def nap() -> None:
+        time.sleep(1.5)
+
+    graph = Graph("g", [Step(name, func=nap, executor="dask", timeout=2.5, cache=False,
+                             retries=False) for name in ("a", "b", "c")])
+    run = graph.run()  # three steps, two workers: one waits for the first to end
+    assert set(run.states().values()) == {"succeeded"}, run.status()
+    started = sorted(row["started"] for row in run.status_rows().values())
+    assert started[2] - started[1] > 1.0  # when a worker took it, not when it was sent

@@ -30,11 +30,17 @@ from dagnb.model.step import Step
 if TYPE_CHECKING:
     from dagnb.cache.secret_scan import SecretsInForce
 
-__all__ = ["NO_RESULT", "SIMULATED", "Availability", "Executor", "Input", "Outcome", "Task"]
+__all__ = [
+    "NO_RESULT", "QUEUES", "SIMULATED", "Availability", "Executor", "Input", "Outcome", "Task",
+]
 
 # The capability of an executor that runs nothing (a test double): the scheduler never
 # stores its outcomes, which a real run with the same step key would be served as hits.
 SIMULATED = "simulated"
+# The capability of an executor whose attempts may wait in a queue of its own (a dask
+# cluster's, for a free worker): it calls ``task.began()`` once one leaves it, and the
+# runner says the step is running, and starts its timeout, then, not before.
+QUEUES = "queues"
 
 
 LogSink = Callable[[str, str], None]  # (stream, line) -> None
@@ -112,6 +118,9 @@ class Task:
     # Set by the runner when the run has secrets: what a dagnb.Memory call that misses in
     # an in-process Python step keeps of them (none: see dagnb.cache.secret_scan)
     cache_secrets: SecretsInForce | None = None
+    # Set by the runner for an executor with the QUEUES capability: called, on the run's
+    # loop, when the attempt leaves the executor's queue and starts (later calls: no-ops)
+    began: Callable[[], None] | None = None
 
     def __init__(
         self,
@@ -216,7 +225,8 @@ class Executor(Protocol):
     """Runs one attempt of a step. See the module docstring for the contract."""
 
     name: str
-    # of "shell", "argv", "python", "containers", "services"; SIMULATED: nothing really runs
+    # of "shell", "argv", "python", "containers", "services"; SIMULATED: nothing really
+    # runs; QUEUES: it calls task.began() when an attempt leaves a queue of its own
     capabilities: frozenset[str]
 
     def availability(self) -> Availability:

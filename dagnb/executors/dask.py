@@ -26,6 +26,14 @@ about 10 s; a LocalCluster of the user's closed) is replaced by a new connection
 next step is sent, rather than refuse every later step of the process; so is one opened
 for another ``dask_scheduler`` than the setting's now (closed once its steps have ended).
 
+When a step starts. More steps than the cluster has threads wait in dask's queue, which
+is not the step's time: the task logs a dask event as a worker starts it, the client
+hears it (one subscription per connection to the scheduler) and calls ``task.began()``,
+and the runner then says the step is running and starts its timeout. Chosen over
+sending no more steps than the cluster's threads: that count is wrong on a cluster
+other clients share, or whose workers come and go, where the event is what a worker
+did.
+
 Why a child process on the worker. dask cannot stop a task that is running:
 ``Future.cancel()`` marks it cancelled on its worker, and the worker's thread runs on.
 So the task starts the step in a child process of its own (a new process group), waits
@@ -69,7 +77,7 @@ from typing import Any, ClassVar
 from dagnb.config import context, settings
 from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError, exception_line
 from dagnb.executors import wire
-from dagnb.executors.base import Availability, Input, Outcome, Task
+from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders, write_params
@@ -82,13 +90,14 @@ _STOP_GRACE = 5.0  # seconds a cancel waits for the scheduler to take it
 _CONNECT_TIMEOUT = 10.0  # seconds a scheduler has to answer
 _SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
 _INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, then this
+_BEGAN = "dagnb-began"  # the topic of the events a task logs as it starts on a worker
 
 
 class DaskExecutor:
     """Runs Python function steps on a dask.distributed cluster (module docstring)."""
 
     name = "dask"
-    capabilities = frozenset({"python"})
+    capabilities = frozenset({"python", QUEUES})
 
     def availability(self) -> Availability:
         if not _installed():
@@ -107,7 +116,8 @@ class DaskExecutor:
         await asyncio.to_thread(_make_folders, task)  # (the disk: off the loop)
         key = _key(task)
         marker = os.path.join(task.step_dir, f".{key}")
-        cluster, sent, future = await _submitted(task, payload, key, marker)
+        began = _on_loop(task.began)
+        cluster, sent, future = await _submitted(task, payload, key, marker, began)
         del payload  # (a pickle in it may be large: the cluster has it now)
         try:
             await _done(future)
@@ -254,8 +264,22 @@ async def _upload(task: Task, cluster: _Cluster, payload: list[wire.Frame], key:
         ) from exc
 
 
+def _on_loop(began: Callable[[], None] | None) -> Callable[[], None]:
+    """``task.began``, to be called from the dask client's thread."""
+    if began is None:
+        return lambda: None
+    loop = asyncio.get_running_loop()
+
+    def call() -> None:
+        with contextlib.suppress(RuntimeError):  # (the run's loop has closed)
+            loop.call_soon_threadsafe(began)
+
+    return call
+
+
 async def _submitted(
-    task: Task, payload: list[wire.Frame], key: str, marker: str, again: bool = True
+    task: Task, payload: list[wire.Frame], key: str, marker: str,
+    began: Callable[[], None], again: bool = True,
 ) -> tuple[_Cluster, Any, Any]:
     """The attempt sent to the context's cluster: the cluster, its input, its future. A
     client closed since :func:`_cluster` looked at it is replaced once, as one it finds
@@ -265,12 +289,12 @@ async def _submitted(
     cluster = await asyncio.to_thread(_cluster)
     sent = await _upload(task, cluster, payload, key)
     try:
-        return cluster, sent, cluster.submit(sent, key, marker)
+        return cluster, sent, cluster.submit(sent, key, marker, began)
     except ClosedClientError:
         if not again:
             raise
         cluster.release(sent)
-    return await _submitted(task, payload, key, marker, again=False)
+    return await _submitted(task, payload, key, marker, began, again=False)
 
 
 async def _done(future: Any) -> None:
@@ -335,6 +359,8 @@ class _Cluster:
         self.address = address  # the dask_scheduler setting it was opened for
         self.running: set[Any] = set()
         self.retired = False  # replaced in the context: closed once nothing runs on it
+        self.starting: dict[str, Callable[[], None]] = {}  # task keys: their began()
+        self._subscribed: Any = None  # the connection to the scheduler it subscribed on
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
         self.direct = True if local is not None else None
@@ -366,11 +392,29 @@ class _Cluster:
         scheduler for about 10 s, and then refuses every task it is given."""
         return self.address == address and self.client.status not in ("closing", "closed")
 
-    def submit(self, payload: Any, key: str, marker: str) -> Any:
-        """Send one attempt to the cluster; its future."""
+    def submit(self, payload: Any, key: str, marker: str, began: Callable[[], None]) -> Any:
+        """Send one attempt to the cluster; its future. ``began`` is called when a
+        worker starts it: until then it waits in dask's queue for a free worker, which
+        is not the step's time (its timeout begins then)."""
+        self.starting[key] = began
+        self._subscribe()
         future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
         self.running.add(future)
         return future
+
+    def _subscribe(self) -> None:
+        """Hear the workers' word that a task began, on this connection to the scheduler:
+        one made again (a scheduler restarted) has forgotten the subscription."""
+        connection = self.client.scheduler_comm
+        if connection is None or connection is not self._subscribed:
+            self.client.subscribe_topic(_BEGAN, self._began)
+            self._subscribed = connection
+
+    def _began(self, event: tuple[float, str]) -> None:
+        """A worker began the task named in ``event`` (on the client's thread)."""
+        began = self.starting.pop(event[1], None)
+        if began is not None:
+            began()
 
     def result(self, future: Any) -> Any:
         """The task's return value (its exception if it raised); waits for it."""
@@ -380,6 +424,7 @@ class _Cluster:
         """The attempt of ``future`` has ended (the last one of a retired connection: it
         is closed now)."""
         self.running.discard(future)
+        self.starting.pop(future.key, None)
         if self.retired and not self.running:
             self.close()
 
@@ -552,6 +597,7 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
         return {"status": "lost", "lines": []}
 
     worker = get_worker()
+    worker.log_event(_BEGAN, key)  # its timeout starts now, not as it waited for a worker
     token = new_token()  # in the child's environment, inherited by what it starts
     # in the worker's own folder: dask removes it when the worker closes, and a killed
     # worker's when the next one starts, with the step's files in it

@@ -192,6 +192,10 @@ class _Wait:
         self.held_before = _Held.total
         self.own = 0.0  # the inline calls made under this wait (its own steps')
 
+    def restart(self) -> None:
+        """Count from now: what came before was not the step's time."""
+        self.start, self.held_before = time.monotonic(), _Held.total
+
     def deadline(self) -> float:
         """When it passes: its timeout after it began, and the time other steps' inline
         calls held the loop meanwhile."""
@@ -375,10 +379,14 @@ def _count_held(seconds: float, waits: tuple[_Wait, ...]) -> None:
         wait.own += seconds
 
 
-async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
+async def wait_for(
+    awaitable: Awaitable[T], timeout: float | None, starts: asyncio.Event | None = None
+) -> T:
     """``asyncio.wait_for``, whose timeout also interrupts a Python step called inline
     under it (the earliest deadline of nested calls counts), and leaves out the time
-    other steps' inline calls held the loop thread (:class:`_Wait`)."""
+    other steps' inline calls held the loop thread (:class:`_Wait`). Given ``starts``,
+    the timeout counts from when that is set (the time before it, an attempt waiting in
+    an executor's queue, is not the step's)."""
     if timeout is None:
         return await awaitable
     wait = _Wait(timeout)
@@ -388,6 +396,9 @@ async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
     finally:
         _waits.reset(token)
     try:
+        if starts is not None:
+            await _until_set(starts, task)
+            wait.restart()
         while not task.done():
             remaining = wait.deadline() - time.monotonic()
             if remaining <= 0:
@@ -397,6 +408,17 @@ async def wait_for(awaitable: Awaitable[T], timeout: float | None) -> T:
         await _cancelled_and_ended(task)
         raise
     return task.result()
+
+
+async def _until_set(event: asyncio.Event, task: asyncio.Future[Any]) -> None:
+    """Wait until ``event`` is set or ``task`` has ended."""
+    if event.is_set():
+        return
+    setting = asyncio.ensure_future(event.wait())
+    try:
+        await asyncio.wait((task, setting), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        setting.cancel()
 
 
 async def _past_deadline(task: asyncio.Future[Any]) -> NoReturn:

@@ -48,7 +48,7 @@ from dagnb.errors import (
     exception_line,
 )
 from dagnb.executors import running_on
-from dagnb.executors.base import SIMULATED, Executor, Input, Outcome, Task
+from dagnb.executors.base import QUEUES, SIMULATED, Executor, Input, Outcome, Task
 from dagnb.executors.context import step_secrets
 from dagnb.executors.local import parameter_names
 from dagnb.executors.loop import holding, stop_pending, wait_for
@@ -129,6 +129,21 @@ class _Outcome:
         if not isinstance(self._path, Path):
             self._path = Path(self._path)
         return self._path
+
+
+class _Start:
+    """The start of an attempt its executor may first queue (``task.began``): called when
+    the attempt leaves that queue, it says "running" and lets the step's timeout begin."""
+
+    __slots__ = ("event", "say")
+
+    def __init__(self, say: Callable[[], object]) -> None:
+        self.event, self.say = asyncio.Event(), say
+
+    def __call__(self) -> None:
+        if not self.event.is_set():
+            self.event.set()
+            self.say()
 
 
 class Scheduler:
@@ -679,13 +694,14 @@ class Scheduler:
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         running = self._running[executor.name]  # (made with the executor)
         running.append(log_file)  # this attempt's token, for executors.status()
-        task = None
+        task = start = None
         try:
-            task = self._started(step, executor, number, log_file)
+            task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
                 outcome = await executor.execute(task)
             else:
-                outcome = await wait_for(executor.execute(task), limit)
+                starts = start.event if start is not None else None
+                outcome = await wait_for(executor.execute(task), limit, starts)
         except asyncio.TimeoutError:
             stopped = ("did not stop (it ignored its cancel and runs on, its result dropped)"
                        if task is not None and task.left_running else "was stopped")
@@ -694,6 +710,8 @@ class Scheduler:
                 step=step.name, masked=True,
             ) from None
         finally:
+            if start is not None:  # (one that ended queued, not sent, is an attempt too)
+                start()
             running.remove(log_file)
             log_file.close()
             if task is not None and task.left_running:
@@ -708,8 +726,11 @@ class Scheduler:
             )
         return outcome
 
-    def _started(self, step: Step, executor: Executor, number: int, log_file: LogFile) -> Task:
-        """The attempt's task, its folder leased if it needs one, "running" said."""
+    def _started(
+        self, step: Step, executor: Executor, number: int, log_file: LogFile
+    ) -> tuple[Task, _Start | None]:
+        """The attempt's task, its folder leased if it needs one, "running" said; by an
+        executor that queues attempts, when one leaves its queue (the _Start, then)."""
         if step.func is None or executor.name != "local":  # only inline Python makes none
             self.run.make_workspace()  # its folder, leased before an executor writes there
         task = self._task(step, number, log_file, params=executor.name != "local")
@@ -718,15 +739,19 @@ class Scheduler:
         image = None  # a step on the host ran in no image, whatever it names
         if "containers" in executor.capabilities:
             image = self._images[step.name] = image_label(step.image)
-        self._emit(
-            "state", step.name, number, state="running", executor=executor.name, image=image,
-        )
+        say = functools.partial(self._emit, "state", step.name, number, state="running",
+                                executor=executor.name, image=image)
+        start = None
+        if QUEUES in executor.capabilities:
+            task.began = start = _Start(say)
+        else:
+            say()
         left = self._left_running.get(step.name)
         if left is not None:  # said in the run's log (the run's log only, not the entry's)
             self._emit("log", step.name, number, stream="stderr",
                        line=f"dagnb: attempt {left} did not stop when cancelled and may still "
                             f"write to its folder; attempt {number} writes to {task.step_dir}/out")
-        return task
+        return task, start
 
     def _task(self, step: Step, number: int, log_file: LogFile, params: bool = True) -> Task:
         task = Task(
