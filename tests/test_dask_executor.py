@@ -867,3 +867,25 @@ def test_time_waiting_for_a_free_worker_is_not_counted_against_a_step_s_timeout(
     assert set(run.states().values()) == {"succeeded"}, run.status()
     started = sorted(row["started"] for row in run.status_rows().values())
     assert started[2] - started[1] > 1.0  # when a worker took it, not when it was sent
+
+
+def test_a_scheduler_changed_during_a_run_keeps_its_running_step_then_closes_the_client(
+        workdir):
+    def nap() -> int:
+        time.sleep(1.5)
+        return 2
+
+    graph = Graph("g", [Step("nap", func=nap, executor="dask", cache=False)])
+    with tiny_cluster() as first, tiny_cluster() as second:
+        try:
+            dagnb.configure(dask_scheduler=first.scheduler_address)
+            run = start_background(graph)
+            assert wait_until(lambda: run.states()["nap"] == "running", timeout=20)
+            old = dagnb.config.context().peek("dask")
+            dagnb.configure(dask_scheduler=second.scheduler_address)
+            assert Graph("h", [Step("one", func=one, executor="dask")]).run().result("one") == 1
+            run.wait(20)
+            assert run.result("nap") == 2  # (not cancelled by the switch)
+            assert wait_until(lambda: old.client.status == "closed", timeout=10)
+        finally:
+            dask_executor.close()

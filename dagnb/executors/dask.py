@@ -132,7 +132,8 @@ class DaskExecutor:
             raise _lost(task, exc) from exc
         finally:
             cluster.release(future, sent)
-            cluster.finished(future)
+            if cluster.finished(future):  # the last step of a connection since replaced
+                asyncio.get_running_loop().run_in_executor(None, cluster.close)  # (blocks)
             with contextlib.suppress(OSError):
                 os.remove(marker)
         return _outcome(task, report)
@@ -420,13 +421,12 @@ class _Cluster:
         """The task's return value (its exception if it raised); waits for it."""
         return self.client.gather(future, direct=self.direct)
 
-    def finished(self, future: Any) -> None:
-        """The attempt of ``future`` has ended (the last one of a retired connection: it
-        is closed now)."""
+    def finished(self, future: Any) -> bool:
+        """The attempt of ``future`` has ended; whether it is to be closed now (the last
+        step of a retired connection)."""
         self.running.discard(future)
         self.starting.pop(future.key, None)
-        if self.retired and not self.running:
-            self.close()
+        return self.retired and not self.running
 
     def retire(self) -> None:
         """Close it once the steps it runs have ended (now, if none): the context has a
