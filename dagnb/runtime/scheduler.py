@@ -739,13 +739,14 @@ class Scheduler:
         image = None  # a step on the host ran in no image, whatever it names
         if "containers" in executor.capabilities:
             image = self._images[step.name] = image_label(step.image)
-        say = functools.partial(self._emit, "state", step.name, number, state="running",
-                                executor=executor.name, image=image)
         start = None
-        if QUEUES in executor.capabilities:
-            task.began = start = _Start(say)
-        else:
-            say()
+        if QUEUES in executor.capabilities:  # (said when the attempt leaves its queue)
+            task.began = start = _Start(functools.partial(
+                self._emit, "state", step.name, number, state="running",
+                executor=executor.name, image=image))
+        else:  # (no partial: every step of a run passes here)
+            self._emit("state", step.name, number, state="running", executor=executor.name,
+                       image=image)
         left = self._left_running.get(step.name)
         if left is not None:  # said in the run's log (the run's log only, not the entry's)
             self._emit("log", step.name, number, stream="stderr",
