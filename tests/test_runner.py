@@ -820,3 +820,11 @@ def test_only_failed_reads_the_history_for_a_step_that_has_not_run_in_this_proce
     flag.touch()
     assert here.run(only_failed=True, executor="local").states() == {
         "a": "cached", "b": "succeeded"}
+
+
+def test_a_runs_html_escapes_the_graph_name_a_workflow_file_gave() -> None:
+    """A workflow file's `name:` went into the Run's HTML raw: displaying the run ran the
+    file author's HTML (an <img onerror=...>)."""
+    graph = Graph("<img src=x onerror=alert(1)>", [Step("s", run="echo s")])
+    shown = graph.run(cache=False, executor="local")._repr_html_()
+    assert "<img" not in shown and "&lt;img src=x onerror=alert(1)&gt;" in shown

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import html
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -333,7 +334,8 @@ class Run:
         table = self.status()[
             ["step", "state", "cached", "attempts", "exit_code", "duration_s", "error"]
         ]
-        return f"<p>{self.summary()}</p>" + table.to_html(index=False, na_rep="")
+        # (the graph's name is a workflow file's text: escaped, as the table's cells are)
+        return f"<p>{html.escape(self.summary())}</p>" + table.to_html(index=False, na_rep="")
 
 
 def _failure_sentence(run_id: str, bad: Mapping[str, str]) -> str:
