@@ -224,20 +224,22 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
         # (a cached call outside the steps' context while the run goes on, a thread of a
-        # step's pool, keeps the run's secrets out of the cache too)
+        # step's pool, keeps the run's secrets out of the cache too, until its steps are
+        # stopped)
         held = running_with(self._secret_values) if self.mask else contextlib.nullcontext()
-        try:
-            with held:
+        with held:
+            try:
                 await wait_for(self._drive(), self.options.timeout)  # inline steps too
-        except asyncio.TimeoutError:
-            await self._stop_all(f"the run's timeout of {self.options.timeout:g} s was reached")
-        except asyncio.CancelledError:
-            await self._stop_all("the run was cancelled")
-            raise
-        finally:
-            if self.options.cache is not None:
-                self.options.cache.close()
-            self._emit("run", None, state="finished")
+            except asyncio.TimeoutError:
+                await self._stop_all(
+                    f"the run's timeout of {self.options.timeout:g} s was reached")
+            except asyncio.CancelledError:
+                await self._stop_all("the run was cancelled")
+                raise
+            finally:
+                if self.options.cache is not None:
+                    self.options.cache.close()
+                self._emit("run", None, state="finished")
         return self.run
 
     async def _drive(self) -> None:
