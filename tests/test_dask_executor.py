@@ -889,3 +889,44 @@ def test_a_scheduler_changed_during_a_run_keeps_its_running_step_then_closes_the
             assert wait_until(lambda: old.client.status == "closed", timeout=10)
         finally:
             dask_executor.close()
+
+
+def test_a_step_no_worker_takes_says_so_once_and_stops_at_the_run_s_timeout(workdir):
+    """Its timeout starts when a worker takes it: with none, the run's timeout bounds it,
+    and its log says why it waits (it waited silently, forever without a run timeout)."""
+    with distributed.LocalCluster(n_workers=0, processes=False, dashboard_address=":0") as empty:
+        dagnb.configure(dask_scheduler=empty.scheduler_address)
+        try:
+            begun = time.monotonic()
+            run = Graph("g", [Step("w", func=lambda: 1, executor="dask", timeout=1,
+                                   cache=False, retries=False)]).run(timeout=4)
+            took = time.monotonic() - begun
+        finally:
+            dask_executor.close()
+    row = run.status_rows()["w"]
+    assert row["state"] == "cancelled" and took < 10, (took, run.status())
+    assert row["started"] is None and row["attempts"] == 0  # it never ran
+    lines = [line for line in run.logs("w")["line"] if "waiting for a free dask worker" in line]
+    assert len(lines) == 1, run.logs("w")
+    assert lines[0].startswith("dagnb: step 'w' is waiting") and "timeout starts" in lines[0]
+
+
+def test_a_worker_that_logs_no_start_event_still_has_the_step_s_timeout_enforced(
+        workdir, monkeypatch):
+    """A worker with an older dagnb (the task is pickled by reference) logs no event as
+    it starts the task: the scheduler, asked, says a worker runs it, and the timeout
+    starts then (it never did: the step ran with no timeout)."""
+    monkeypatch.setattr(distributed.Worker, "log_event", lambda *args, **kwargs: None)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=":0") as local:
+        dagnb.configure(dask_scheduler=local.scheduler_address)
+        try:
+            begun = time.monotonic()
+            run = Graph("g", [Step("nap", func=lambda: time.sleep(5), executor="dask",
+                                   timeout=1, cache=False, retries=False)]).run(timeout=30)
+            took = time.monotonic() - begun
+        finally:
+            dask_executor.close()
+    assert run.states() == {"nap": "failed"}, run.status()
+    assert "timeout" in run.status_rows()["nap"]["error"]
+    assert took < 4.5, took

@@ -32,7 +32,10 @@ hears it (one subscription per connection to the scheduler) and calls ``task.beg
 and the runner then says the step is running and starts its timeout. Chosen over
 sending no more steps than the cluster's threads: that count is wrong on a cluster
 other clients share, or whose workers come and go, where the event is what a worker
-did.
+did. Until the event comes the client asks the scheduler, every step timeout (at least
+1 s), where the task is: run by a worker (its heartbeat says), it has started all the same
+(a worker with an older dagnb logs no event); still waiting for one, the step's log says
+so once, and the run's timeout bounds the wait.
 
 Why a child process on the worker. dask cannot stop a task that is running:
 ``Future.cancel()`` marks it cancelled on its worker, and the worker's thread runs on.
@@ -91,6 +94,7 @@ _CONNECT_TIMEOUT = 10.0  # seconds a scheduler has to answer
 _SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
 _INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, then this
 _BEGAN = "dagnb-began"  # the topic of the events a task logs as it starts on a worker
+_LOOK_EVERY = 1.0  # seconds, at least, between asking the scheduler where a task is
 
 
 class DaskExecutor:
@@ -119,6 +123,7 @@ class DaskExecutor:
         began = _on_loop(task.began)
         cluster, sent, future = await _submitted(task, payload, key, marker, began)
         del payload  # (a pickle in it may be large: the cluster has it now)
+        watch = asyncio.ensure_future(_watch_start(task, cluster, key, began))
         try:
             await _done(future)
             report = await asyncio.to_thread(cluster.result, future)
@@ -131,6 +136,7 @@ class DaskExecutor:
         except Exception as exc:  # the worker died, the connection dropped: may pass
             raise _lost(task, exc) from exc
         finally:
+            watch.cancel()
             cluster.release(future, sent)
             if cluster.finished(future):  # the last step of a connection since replaced
                 asyncio.get_running_loop().run_in_executor(None, cluster.close)  # (blocks)
@@ -278,6 +284,33 @@ def _on_loop(began: Callable[[], None] | None) -> Callable[[], None]:
     return call
 
 
+async def _watch_start(
+    task: Task, cluster: _Cluster, key: str, began: Callable[[], None]
+) -> None:
+    """Until the worker's event comes, ask the scheduler every step timeout (at least
+    _LOOK_EVERY s) where the task is: a worker running it is its start all the same (the
+    event can be lost: workers with an older dagnb log none), and a task still waiting
+    for a worker is said once in the step's log. Without this, a lost event left the
+    step's timeout unstarted, and a cluster without workers waited forever."""
+    every = max(task.step.timeout or _LOOK_EVERY, _LOOK_EVERY)
+    sent, said = time.monotonic(), False
+    while True:
+        await asyncio.sleep(every)
+        if key not in cluster.starting:  # the event came (or the attempt has ended)
+            return
+        state = await asyncio.to_thread(cluster.state, key)
+        if state in ("executing", "memory", "erred", "forgotten"):
+            cluster.starting.pop(key, None)
+            began()
+            return
+        # ("processing": perhaps run by a worker whose heartbeat has not said so yet)
+        if not said and state not in (None, "processing"):
+            said = True
+            task.log("stderr", f"dagnb: step {task.step.name!r} is waiting for a free dask "
+                               f"worker ({time.monotonic() - sent:.0f} s so far); its "
+                               "timeout starts when one takes it")
+
+
 async def _submitted(
     task: Task, payload: list[wire.Frame], key: str, marker: str,
     began: Callable[[], None], again: bool = True,
@@ -416,6 +449,25 @@ class _Cluster:
         began = self.starting.pop(event[1], None)
         if began is not None:
             began()
+
+    def state(self, key: str) -> str | None:
+        """Where the scheduler has task ``key``: its state, or "executing" once its
+        worker's heartbeat says it runs it ("processing" may mean in a worker's queue);
+        None when the scheduler does not answer."""
+
+        def where(dask_scheduler: Any) -> str:  # (nested: pickled by value, for a
+            found = dask_scheduler.tasks.get(key)  #  scheduler without dagnb)
+            if found is None:
+                return "forgotten"
+            worker = found.processing_on
+            if worker is not None and found in getattr(worker, "executing", ()):
+                return "executing"
+            return str(found.state)
+
+        try:
+            return self.client.run_on_scheduler(where)
+        except Exception:
+            return None
 
     def result(self, future: Any) -> Any:
         """The task's return value (its exception if it raised); waits for it."""

@@ -704,6 +704,9 @@ class Scheduler:
             else:
                 starts = start.event if start is not None else None
                 outcome = await wait_for(executor.execute(task), limit, starts)
+        except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
+            start = None  # not run, and is not said to have (no 'started', no attempt)
+            raise
         except asyncio.TimeoutError:
             stopped = ("did not stop (it ignored its cancel and runs on, its result dropped)"
                        if task is not None and task.left_running else "was stopped")
@@ -712,7 +715,7 @@ class Scheduler:
                 step=step.name, masked=True,
             ) from None
         finally:
-            if start is not None:  # (one that ended queued, not sent, is an attempt too)
+            if start is not None:  # (one that failed queued, not sent, is an attempt too)
                 start()
             running.remove(log_file)
             log_file.close()
