@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -182,6 +183,78 @@ def test_hit_counts_that_cannot_be_written_are_one_warning(workdir: Path, monkey
     assert set(again.states().values()) == {"cached"}
     messages = [str(w.message) for w in caught]
     assert len([m for m in messages if "hit counts" in m]) == 1, messages
+
+
+
+# A field a listing or a run's status reads, hand-edited to another type than dagnb writes
+BAD_FIELDS = {"size_bytes": "70 kB", "last_used": "2026-01-01", "duration_s": None,
+              "exit_code": 0.5}
+
+
+def _bad_field(cache: Path, field: str) -> str:
+    """Give the folder entry of ``make`` a bad ``field``; its key's first 12 digits."""
+    folder = _entry(cache, "make")
+    data = json.loads((folder / "meta.json").read_text())
+    data[field] = BAD_FIELDS[field]
+    (folder / "meta.json").write_text(json.dumps(data))
+    return folder.name[:12]
+
+
+def _damage_named(key: str, field: str) -> str:
+    return rf"cache entry make/{key} is damaged \(its {field} "
+
+
+@pytest.mark.parametrize("field", list(BAD_FIELDS))
+def test_a_metadata_field_of_another_type_is_a_miss_set_aside(field: str,
+                                                              workdir: Path) -> None:
+    cache = workdir / ".dagnb_cache"
+    _run(workdir)
+    key = _bad_field(cache, field)
+    with pytest.warns(DamagedEntryWarning, match=_damage_named(key, field)):
+        again = _run(workdir)
+    assert again.states() == {"make": "succeeded", "use": "cached", "value": "cached",
+                              "large": "cached"}
+    assert again.status()["exit_code"].tolist() == [0, 0, 0, 0]
+    assert [p.name.split("--")[0] for p in (cache / ".damaged").iterdir()] == ["make"]
+
+
+@pytest.mark.parametrize("field", list(BAD_FIELDS))
+def test_listings_leave_out_an_entry_whose_metadata_field_is_of_another_type(
+        field: str, workdir: Path) -> None:
+    import dagnb.cache
+
+    cache = workdir / ".dagnb_cache"
+    _run(workdir)
+    key = _bad_field(cache, field)
+    with isolated(cache_directory=str(cache)), warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        entries, stats = dagnb.cache.entries(), dagnb.cache.stats()
+    assert sorted(entries["step"]) == ["large", "use", "value"]
+    assert sorted(stats.index) == ["large", "use", "value"]
+    [said] = [str(w.message) for w in caught if w.category is DamagedEntryWarning]
+    assert re.match(_damage_named(key, field), said)
+
+
+@pytest.mark.parametrize("field", list(BAD_FIELDS))
+def test_the_cache_commands_report_and_list_around_a_metadata_field_of_another_type(
+        field: str, workdir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from dagnb.cli import main
+
+    cache = workdir / ".dagnb_cache"
+    _run(workdir)
+    key = _bad_field(cache, field)
+    capsys.readouterr()
+    with pytest.warns(DamagedEntryWarning, match=_damage_named(key, field)):
+        assert main(["cache", "list", "--cache-dir", str(cache)]) == 0
+    listed = capsys.readouterr().out.splitlines()[1:]
+    assert sorted(line.split()[0] for line in listed) == ["large", "use", "value"]
+    assert main(["cache", "stats", "--cache-dir", str(cache)]) == 0
+    assert "3 cache entries" in capsys.readouterr().out
+    assert main(["cache", "verify", "--cache-dir", str(cache)]) == 1
+    said = capsys.readouterr().out.splitlines()
+    assert re.match(rf"damaged entry: make/{key} \(its {field} ", said[0]), said
+    assert "1 damaged, set aside" in said[-1]
+    assert main(["cache", "verify", "--cache-dir", str(cache)]) == 0
 
 
 AS_NOBODY = """

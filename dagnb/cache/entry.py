@@ -410,6 +410,7 @@ def _json(raw: bytes) -> Any:
 def _parse_meta(
     raw: bytes, step_name: str, key: str, required: frozenset[str] = _REQUIRED
 ) -> tuple[dict[str, Any], str | None]:
+    """The metadata ``raw`` holds, checked; or ``{}`` and what makes the entry damaged."""
     try:
         meta = _json(raw)
     except ValueError:
@@ -425,10 +426,40 @@ def _parse_meta(
         return {}, f"its times are not numbers (expires {expires!r})"
     if not isinstance(meta["output_digest"], str):
         return {}, "its output digest is not text"
-    return meta, None
+    problem = _field_problem(meta)
+    return ({}, problem) if problem is not None else (meta, None)
 
 
 _TIMES = (int, float)  # (not bool, nor a subclass: what json.loads makes of a number)
+
+
+_COUNT, _MAPPING = frozenset({int}), frozenset({dict})
+# The fields a listing, eviction or a hit's replay read as dagnb wrote them, with the
+# types each may have when present (an entry made before a field existed lacks it: a
+# default stands in). One of another type is damage: set aside, never a crash of every
+# listing that meets it, nor of a run's status.
+_FIELD_TYPES: tuple[tuple[str, frozenset[type], str], ...] = (
+    ("duration_s", frozenset(_TIMES), "a number"),
+    ("exit_code", frozenset({int, type(None)}), "a whole number"),
+    ("size_bytes", _COUNT, "a whole number >= 0"),
+    ("hits", _COUNT, "a whole number >= 0"),
+    ("last_used", frozenset(_TIMES), "a number"),
+    ("log_lines", _COUNT, "a whole number >= 0"),
+    ("displays", _COUNT, "a whole number >= 0"),
+    ("has_result", frozenset({bool}), "true or false"),
+    ("inline", _MAPPING, "a mapping"),
+    ("provenance", _MAPPING, "a mapping"),
+)
+
+
+def _field_problem(meta: dict[str, Any]) -> str | None:
+    """The first field of ``meta`` that is not as dagnb writes it, as a problem."""
+    for name, types, expected in _FIELD_TYPES:
+        if name in meta:
+            value = meta[name]
+            if type(value) not in types or (types is _COUNT and value < 0):
+                return f"its {name} {value!r} is not {expected}"
+    return None
 
 
 def _log_record(line: str) -> dict[str, Any] | None:
