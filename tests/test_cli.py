@@ -208,20 +208,25 @@ def test_a_stream_that_stops_taking_text_ends_the_printing_quietly(tty: bool) ->
     assert isinstance(printer.lost, BrokenPipeError) and stream.writes == 1
 
 
+def _workflow_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> list[str]:
+    """``wf.yml`` holding ``text`` in ``tmp_path`` (the working folder now), and the
+    options that run it locally on a cache of its own there."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(text)
+    return ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+
+
 def test_only_failed_reruns_the_last_failures_read_from_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from dagnb.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "wf.yml").write_text(
-        "steps:\n"
-        "  first: {run: 'echo one'}\n"
-        "  second: {run: 'echo two'}\n"
-        "  shaky: {run: 'test -f fixed', needs: [first]}\n"
-        "  after: {run: 'echo after', needs: [shaky]}\n"
-    )
-    common = ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    common = _workflow_args(tmp_path, monkeypatch,
+                            "steps:\n"
+                            "  first: {run: 'echo one'}\n"
+                            "  second: {run: 'echo two'}\n"
+                            "  shaky: {run: 'test -f fixed', needs: [first]}\n"
+                            "  after: {run: 'echo after', needs: [shaky]}\n")
     assert main(["run", *common]) == 1
     capsys.readouterr()
     (tmp_path / "fixed").write_text("")
@@ -266,14 +271,11 @@ def test_only_failed_with_a_target_or_tag_reruns_only_what_it_needs(
     (it once ran a, b and c, and b failed the run again); --target b runs a and b."""
     from dagnb.cli import main
 
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "wf.yml").write_text(
-        "steps:\n"
-        "  a: {run: 'echo a'}\n"
-        "  b: {run: 'exit 1', needs: [a]}\n"
-        "  c: {run: 'echo c', tags: [quick]}\n"
-    )
-    common = ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    common = _workflow_args(tmp_path, monkeypatch,
+                            "steps:\n"
+                            "  a: {run: 'echo a'}\n"
+                            "  b: {run: 'exit 1', needs: [a]}\n"
+                            "  c: {run: 'echo c', tags: [quick]}\n")
     assert main(["run", *common]) == 1
     capsys.readouterr()
     for narrowing in (["--target", "c"], ["--tag", "quick"]):
