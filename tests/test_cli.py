@@ -610,6 +610,12 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
     assert main(["cache", "clear", "--step", "zzz"]) == 2
     assert capsys.readouterr().err.endswith("; it holds entries of load, report\n")
     assert _on_disk(cache) == ["load", "report"]
+    assert main(["cache", "clear", "--all"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "clear", "--step", "lod"]) == 2  # (it said it twice, the same)
+    assert capsys.readouterr().err == (
+        f"dagnb: error: --step 'lod': the cache in {str(cache)!r} holds no entries; nothing "
+        "to clear\n")
 
 
 @pytest.mark.parametrize(("args", "message"), [

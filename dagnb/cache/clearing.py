@@ -46,9 +46,13 @@ def _refuse_unknown_step(store: Store, step: str, given_as: str, known: Collecti
     held = sorted({entry.step for entry in store.iter_entries()})
     if step in held or step in known:
         return
+    where = str(store.location)
+    if not held:  # (it said "holds no entries of that step; it holds no entries")
+        hint = checks.did_you_mean(step, sorted(known), otherwise="nothing to clear")
+        raise ConfigError(f"{given_as} {step!r}: the cache in {where!r} holds no entries; "
+                          f"{hint}")
     shown = ", ".join(held[:8]) + (f" and {len(held) - 8} more" if len(held) > 8 else "")
     hint = checks.did_you_mean(step, sorted({*held, *known}),
-                               otherwise=(f"it holds entries of {shown}" if held
-                                          else "it holds no entries"))
-    raise ConfigError(f"{given_as} {step!r}: the cache in {str(store.location)!r} holds no entries "
-                      f"of that step; {hint}")
+                               otherwise=f"it holds entries of {shown}")
+    raise ConfigError(f"{given_as} {step!r}: the cache in {where!r} holds no entries of that "
+                      f"step; {hint}")
