@@ -373,7 +373,9 @@ class Graph:
         from dagnb.runtime.history import same_params
 
         last = self.last_run
-        if last is not None:
+        if len(run.order) >= len(self._steps):  # (every step: its states supersede them,
+            self._earlier = ({}, {})  #            and none is read for each run)
+        elif last is not None:
             params, states = self._earlier
             if not same_params(params, last.given_params):
                 states = {}
