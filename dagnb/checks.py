@@ -550,10 +550,16 @@ def user_stacklevel() -> int:
     first frame outside dagnb and IPython (a notebook cell, a ``%%dagger`` cell, a
     script's line), whichever path led there (``graph.run``, ``arun``, a magic): a
     fixed one named a line of dagnb's."""
-    frame, level = sys._getframe(1), 1
+    return _first_user_frame(sys._getframe(1))[1]
+
+
+def _first_user_frame(frame: Any) -> tuple[Any, int]:
+    """The first frame from ``frame`` back that is not dagnb's or IPython's (None if
+    there is none), and how many frames back it is (1: ``frame`` itself)."""
+    level = 1
     while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
         frame, level = frame.f_back, level + 1
-    return level
+    return frame, level
 
 
 class UserLine(NamedTuple):
@@ -567,9 +573,7 @@ class UserLine(NamedTuple):
 def user_line() -> UserLine | None:
     """The line :func:`user_stacklevel` points at, of the caller's thread (None if all
     of its frames are dagnb's), kept to warn there from another thread."""
-    frame = sys._getframe(1)
-    while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
-        frame = frame.f_back  # type: ignore[assignment]
+    frame = _first_user_frame(sys._getframe(1))[0]
     return None if frame is None else UserLine(frame.f_code.co_filename, frame.f_lineno,
                                                frame.f_globals)
 
