@@ -1251,6 +1251,44 @@ def test_a_step_that_changes_a_notebook_frame_it_reads_runs_again_for_another_fr
     assert digests[0][0] != digests[1][0] and digests[0][1] != digests[1][1]
 
 
+def test_a_closure_that_changes_a_frame_it_reads_is_keyed_by_that_frame(tmp_path):
+    """``make(df)`` returning a function that normalizes ``df`` in place and returns its
+    sum: another frame is another input (keyed by name, the second closure was served
+    the first one's result, 1.75 for 4.0), while the function's own change to its frame
+    is not looked for again (a hit stays a hit, as a counter it reads stays one)."""
+    from dagnb import Memory
+
+    def make(df):
+        def normalized_sum():
+            df["price"] /= df["price"].max()
+            return float(df["price"].sum())
+        return normalized_sum
+
+    def first(prices):
+        return make(pd.DataFrame({"price": prices}))
+
+    assert code_digest(first([10.0, 20.0, 40.0])) != code_digest(first([1.0, 1.0, 1.0, 1.0]))
+    memory = Memory(str(tmp_path / "cache"))
+    assert memory.cache(first([10.0, 20.0, 40.0]))() == 1.75
+    assert memory.cache(first([1.0, 1.0, 1.0, 1.0]))() == 4.0
+    same = memory.cache(first([10.0, 20.0, 40.0]))
+    assert same() == 1.75 and same.check_call_in_cache()  # its own change: still a hit
+
+
+def test_a_closure_it_only_changes_or_sets_by_nonlocal_is_its_state():
+    """``seen.append(x)`` alone, and ``nonlocal count; count += 1``: what the function
+    keeps, keyed by name whatever it holds."""
+    def make(seen, count):
+        def work(x):
+            nonlocal count
+            seen.append(x)
+            count += 1
+            return x + count
+        return work
+
+    assert code_digest(make([], 0)) == code_digest(make([1, 2, 3], 5))
+
+
 def test_a_global_an_augmented_assignment_changes_an_item_or_attribute_of_is_state():
     """``stats["calls"] += 1`` and the like: what the function keeps, not its input; a
     global it only reads, or uses for something else than such a target, is input."""

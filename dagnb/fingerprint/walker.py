@@ -99,8 +99,8 @@ class _CodeWalker:
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
-        loaded, changed, changed_free = _name_uses(func.__code__)
-        self._add_closure(func, changed_free)
+        loaded, changed, state_free, own_inputs = _name_uses(func.__code__)
+        self._add_closure(func, state_free, own_inputs)
         self._add_body_imports(func)
         read = loaded - changed
         for name in _code_names(func.__code__):
@@ -128,11 +128,14 @@ class _CodeWalker:
             self.feed("wrapper", own[0])
             self.parts[f"wrapper of {label}"] = own[1]
 
-    def _add_closure(self, func: types.FunctionType, changed: set[str]) -> None:
-        """Its free variables; ``changed``: those its code changes (in place, or by
-        ``nonlocal``)."""
+    def _add_closure(self, func: types.FunctionType, state: set[str],
+                     own_inputs: set[str]) -> None:
+        """Its free variables; ``state``: those its code only changes (in place, or by
+        ``nonlocal``); ``own_inputs``: those it changes in place and reads otherwise too
+        (``make(df)`` normalizing ``df``): inputs by content as first hashed, whose own
+        changes are not looked for again (they would make every call miss)."""
         for name, cell in zip(func.__code__.co_freevars, func.__closure__ or (), strict=True):
-            if name in changed:  # its state (a list it appends to, a count it keeps):
+            if name in state:  # (a list it appends to, a count it keeps):
                 self.feed("state", name)  # by name, whatever it holds now
                 continue
             obj = _cell_value(cell)
@@ -145,9 +148,11 @@ class _CodeWalker:
             # the function is first hashed in this process (not at each call: a closure
             # is as often state the code keeps, an rng, a heap, a Counter, out of sight)
             self.feed("name", name)
-            self.feed("closure", self._closure_digest(func, name, obj))
+            self.feed("closure", self._closure_digest(func, name, obj,
+                                                      keep=name not in own_inputs))
 
-    def _closure_digest(self, func: types.FunctionType, name: str, obj: Any) -> str:
+    def _closure_digest(self, func: types.FunctionType, name: str, obj: Any,
+                        keep: bool = True) -> str:
         """A closure value's digest; one no hash takes (a lock, a connection) by its type,
         said once (a change to it is not seen)."""
         digest = _soft_digest(obj)
@@ -159,7 +164,8 @@ class _CodeWalker:
                 "seen (pass what the function needs of it as an argument)", UserWarning,
                 code.co_filename, code.co_firstlineno, module=func.__module__)
             return _reference(type(obj))
-        self._keep(obj, digest)
+        if keep:
+            self._keep(obj, digest)
         return digest
 
     def _keep(self, obj: Any, digest: str) -> None:
@@ -392,7 +398,7 @@ def loaded_globals(code: types.CodeType) -> set[str]:
 
 def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
-    loaded, changed, _ = _name_uses(code)
+    loaded, changed, _, _ = _name_uses(code)
     return loaded, changed
 
 
@@ -400,21 +406,24 @@ _FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DER
 _FREE_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 
 
-def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
+def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[str]]:
     """The globals loaded, the globals changed in place and not read otherwise (the
     function's state: ``calls.append(x)``; ``df["p"] /= df["p"].max()`` reads ``df``,
-    its input, whose value must stay in the key), the free variables changed (in place,
-    or set by ``nonlocal``): one pass over the bytecode."""
+    its input, whose value must stay in the key), the free variables that are state the
+    same way (or set by ``nonlocal``), and those changed in place and read otherwise
+    too: one pass over the bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
     read_too: set[str] = set()
     changed_free: set[str] = set()
+    read_free: set[str] = set()
+    set_free: set[str] = set()  # by ``nonlocal``: state, read or not (a count it keeps)
     for nested in _code_objects(code):
         instructions = list(dis.get_instructions(nested))
         free = set(nested.co_freevars)
         for at, instruction in enumerate(instructions):
             if instruction.opname in _FREE_STORES and instruction.argval in free:
-                changed_free.add(instruction.argval)
+                set_free.add(instruction.argval)
                 continue
             is_global = instruction.opname in _GLOBAL_LOADS
             if not is_global and instruction.opname not in _FREE_LOADS:
@@ -423,9 +432,10 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str]]:
                 loaded.add(instruction.argval)
             if _changes(instructions, at):
                 (changed if is_global else changed_free).add(instruction.argval)
-            elif is_global:
-                read_too.add(instruction.argval)
-    return loaded, changed - read_too, changed_free
+            else:
+                (read_too if is_global else read_free).add(instruction.argval)
+    state_free = (changed_free - read_free) | set_free
+    return loaded, changed - read_too, state_free, (changed_free & read_free) - set_free
 
 
 def _changes(instructions: list[dis.Instruction], at: int) -> bool:
