@@ -334,6 +334,34 @@ def test_what_a_steps_threads_print_is_masked_though_not_captured(workdir, monke
     assert secret in capsys.readouterr().out
 
 
+def test_bytes_a_step_writes_to_sys_stdout_buffer_reach_its_log_masked(
+        workdir, monkeypatch, capsys):
+    """``sys.stdout.buffer`` went around the capture: to the terminal in clear, and not
+    in the step's log. Its bytes are now the step's lines, decoded (a character split
+    over two writes whole, a byte that is no UTF-8 escaped) and masked as prints are."""
+    secret = "tok-BYTES-7771234"
+    monkeypatch.setenv("API_TOKEN", secret)
+
+    def dump() -> int:
+        import os
+        import sys
+
+        euro = "price 3 \u20ac".encode()
+        sys.stdout.buffer.write(euro[:-1])
+        sys.stdout.buffer.write(euro[-1:] + b" \xff\n")
+        sys.stderr.buffer.write(f"token={os.environ['API_TOKEN']}\n".encode())
+        sys.stdout.buffer.flush()
+        return 1
+
+    run = Graph("s", [Step("dump", func=dump, secrets=("API_TOKEN",))]).run(
+        executor="local", cache=False)
+    assert run.ok
+    logged = run.logs("dump")[["stream", "line"]].values.tolist()
+    assert logged == [["stdout", "price 3 \u20ac \\xff"], ["stderr", "token=***"]]
+    printed = capsys.readouterr()
+    assert secret not in printed.out + printed.err and "price" not in printed.out
+
+
 def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkeypatch):
     """A short secret is masked in what a step prints (README), but a run's own words
     around it are not the step's: ``exit code 1`` stays, as the exit_code column says."""

@@ -15,6 +15,7 @@ ends, in its context: the notebook shows a matplotlib figure a step left open th
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import sys
@@ -51,7 +52,7 @@ class _StepBuffer:
     """Splits one step's writes into lines per stream; also carries the step's
     context object and display sink, so that entering a step sets one ContextVar."""
 
-    __slots__ = ("context", "ends", "partial", "show", "sink")
+    __slots__ = ("context", "decoders", "ends", "partial", "show", "sink")
 
     def __init__(self, sink: LineSink, context: object = None,
                  show: DisplaySink | None = None) -> None:
@@ -59,6 +60,8 @@ class _StepBuffer:
         self.context = context
         self.show = show
         self.ends: list[Callable[[], object]] | None = None  # the step hooks' ends
+        # stream -> what decodes the bytes it writes to sys.stdout.buffer (on the first)
+        self.decoders: dict[str, codecs.IncrementalDecoder] | None = None
         # the unfinished line of each stream, in pieces: joined once it ends, so a long
         # line written a bit at a time costs linear time, not quadratic (made now, not
         # on the first write: two threads of a step writing first would make two)
@@ -91,6 +94,7 @@ class _RoutingStream:
     def __init__(self, name: str, fallback: TextIO) -> None:
         self._name = name
         self._fallback = fallback
+        self.buffer = _RoutingBuffer(self)
 
     def write(self, text: str) -> int:
         buffer = _current.get()
@@ -115,6 +119,51 @@ class _RoutingStream:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._fallback, name)
+
+
+class _RoutingBuffer:
+    """Stands in for ``sys.stdout.buffer``: the bytes a step writes there reach its log as
+    its prints do (decoded as the stream's encoding, a character split over two writes
+    whole, bytes it cannot decode escaped), masked the same way; others, the stream's."""
+
+    def __init__(self, stream: _RoutingStream) -> None:
+        self._stream = stream
+        self._outside = self._new_decoder()  # (bytes written outside any step, masked)
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        step = _current.get()
+        raw = getattr(self._stream._fallback, "buffer", None)
+        if step is None and not _masks and raw is not None:
+            return raw.write(data)
+        self._stream.write(self._decoder(step).decode(bytes(data)))
+        return len(data)
+
+    def flush(self) -> None:
+        self._stream.flush()
+        raw = getattr(self._stream._fallback, "buffer", None)
+        if _current.get() is None and raw is not None:
+            raw.flush()
+
+    def writable(self) -> bool:
+        return True
+
+    def _decoder(self, step: _StepBuffer | None) -> codecs.IncrementalDecoder:
+        if step is None:
+            return self._outside
+        if step.decoders is None:
+            step.decoders = {}
+        name = self._stream._name
+        decoder = step.decoders.get(name)
+        if decoder is None:
+            decoder = step.decoders[name] = self._new_decoder()
+        return decoder
+
+    def _new_decoder(self) -> codecs.IncrementalDecoder:
+        encoding = getattr(self._stream._fallback, "encoding", None) or "utf-8"
+        return codecs.getincrementaldecoder(encoding)(errors="backslashreplace")
+
+    def __getattr__(self, name: str) -> Any:  # (fileno, closed, ...: the stream's own)
+        return getattr(self._stream._fallback.buffer, name)
 
 
 @contextlib.contextmanager
