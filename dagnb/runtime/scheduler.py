@@ -164,6 +164,8 @@ class Scheduler:
         declared = {n: v for values in secrets.values() for n, v in values.items()}
         values = [*declared.values(), *others.values(), *masked_only.values()]
         self.mask = Masker(values)
+        self._masking = self.mask if self.mask else None  # (asked for on every step)
+        self._folder = run.workspace_text  # (where each step's folder goes)
         self._secret_names = frozenset(declared).union(others)
         self._secret_values = {**masked_only, **others, **declared}  # (by name)
         self._secrets_found = SecretFinder(self._secret_values)
@@ -387,7 +389,9 @@ class Scheduler:
         files: list[LogFile] = []
         self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
         outcome = await self._attempts(step, files)
-        shown = self._displays.pop(step.name, None)  # (the attempt that succeeded made it)
+        shown = self._displays.pop(step.name, None)
+        if shown is not None and shown.attempt != len(files):  # (not the one that succeeded:
+            shown = None  # one that did not stop, displaying as the last one ran)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         if SIMULATED in self._executor(step).capabilities:  # a scripted outcome is no result
             self.run.not_stored[step.name] = "a simulated executor (a test double) ran it"
@@ -444,7 +448,7 @@ class Scheduler:
         # and only if the run made its folder (a command's keeps params.json and in/)
         if step.func is not None and self.run.workspace_made:
             with contextlib.suppress(OSError):
-                os.rmdir(f"{self.run.workspace_text}/{step.name}")
+                os.rmdir(f"{self._folder}/{step.name}")
         # (its steps downstream read it; from memory alone if they are inline Python
         # and it is a pack record: then no run folder is made to list it. A folder, a
         # result too big for a pack, is listed: a step may read it by its path)
@@ -690,7 +694,7 @@ class Scheduler:
     ) -> Outcome:
         """Attempt ``number``, its lines to a log file of its own, added to ``files``."""
         # no Path, no folder, no file until the attempt prints its first line
-        log_file = LogFile(f"{self.run.workspace_text}/{step.name}/logs-{number}.jsonl",
+        log_file = LogFile(f"{self._folder}/{step.name}/logs-{number}.jsonl",
                            self.run.make_workspace, on_open=self._opened(step.name, files))
         files.append(log_file)
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
@@ -719,6 +723,8 @@ class Scheduler:
                 start()
             running.remove(log_file)
             log_file.close()
+            if self.options.cache is None:  # (nothing keeps what it displayed)
+                self._displays.pop(step.name, None)
             if task is not None and task.left_running:
                 self._left_running.setdefault(step.name, number)
         if outcome.exit_code not in (0, None):
@@ -775,8 +781,8 @@ class Scheduler:
             show=None if step.func is None else self._display_sink(step.name, number, log,
                                                                    log_file),
         )
-        if self.mask:
-            task.mask, task.cache_secrets = self.mask, self._cache_secrets
+        if self._masking is not None:
+            task.mask, task.cache_secrets = self._masking, self._cache_secrets
         cache = self.options.cache
         if cache is not None:
             task.cache_folder = cache.folder
@@ -795,7 +801,7 @@ class Scheduler:
         """The attempt's folder: the step's; but after an attempt that did not stop (it may
         still write to its $DAGNB_OUT), a fresh one of its own, whose outputs alone are
         stored and shown, as the contract's fresh, empty $DAGNB_OUT requires."""
-        folder = f"{self.run.workspace_text}/{name}"
+        folder = f"{self._folder}/{name}"
         left = self._left_running.get(name)
         if left is None:
             return folder
@@ -817,11 +823,12 @@ class Scheduler:
         """Where an attempt's lines go: masked, to the event log (a bounded head), to
         the attempt's log file (all of them), and the last stderr ones to a short tail
         (made on the first: most steps print nothing)."""
-        emit, mask, write, tails = self._emit, self.mask, log_file.write_line, self._tails
+        emit, mask, write, tails = self._emit, self._masking, log_file.write_line, self._tails
         tails.pop(name, None)  # a new attempt's tail
 
         def log(stream: str, line: str) -> None:
-            event = emit("log", name, number, stream=stream, line=mask(line) if mask else line)
+            event = emit("log", name, number, stream=stream,
+                         line=line if mask is None else mask(line))
             masked = event.data["line"]
             if stream == "stderr" and masked.strip():
                 tail = tails.get(name)
@@ -833,13 +840,25 @@ class Scheduler:
         return log
 
     def _display_sink(self, name: str, number: int, log: Callable[[str, str], None],
-                      log_file: LogFile) -> StepDisplays:
-        """Where an attempt of a Python step puts what it displays (see StepDisplays)."""
-        sink = StepDisplays(self._emit, name, number, log, log_file,
-                            self.mask if self.mask else None, self.run.displays_by_view)
-        if self.options.cache is not None:  # kept for the step's entry (a run without a
-            self._displays[name] = sink     # cache keeps none: each lived till its end)
-        return sink
+                      log_file: LogFile) -> Callable[..., Any]:
+        """Where an attempt of a Python step puts what it displays: its StepDisplays,
+        made on its first display (most steps display none, and a partial costs less)."""
+        self._displays.pop(name, None)  # (an earlier attempt's: the entry keeps the last's)
+        return functools.partial(self._display, name, number, log, log_file)
+
+    def _display(self, name: str, number: int, log: Callable[[str, str], None],
+                 log_file: LogFile, *shown: Any) -> Any:
+        """One display of attempt ``number`` of ``name`` (see StepDisplays.__call__); the
+        latest attempt's are kept for the step's entry, and dropped as it ends in a run
+        without a cache."""
+        sink = self._displays.get(name)
+        if sink is None or sink.attempt != number:
+            newer = sink is not None and sink.attempt > number  # (one that did not stop)
+            sink = StepDisplays(self._emit, name, number, log, log_file, self._masking,
+                                self.run.displays_by_view)
+            if not newer:
+                self._displays[name] = sink
+        return sink(*shown)
 
     def _executor(self, step: Step) -> Executor:
         """The step's executor, looked up once per executor name in a run."""
@@ -864,7 +883,7 @@ class Scheduler:
     def _out_text(self, name: str) -> str:
         """Where a step's outputs are, whether or not it made the folder."""
         own = self._own_dirs.get(name)  # (after an attempt that did not stop)
-        return f"{self.run.workspace_text}/{name}/out" if own is None else f"{own}/out"
+        return f"{self._folder}/{name}/out" if own is None else f"{own}/out"
 
     # -- endings --------------------------------------------------------------------
     def _exit_message(self, name: str, attempt: int, code: int) -> str:
