@@ -186,15 +186,15 @@ class PackedEntry(Entry):
     from them under ``.unpacked`` the first time someone asks for it."""
 
     def __init__(
-        self, step: str, key: str, head: dict[str, Any] | None, rest: bytes, version: Any,
+        self, step: str, key: str, head: dict[str, Any] | None, version: Any,
         owner: _Unpacker, *, raw_head: bytes = b"", seen: tuple[float | None, Any] | None = None,
     ) -> None:
         """``head`` parsed; or None, and ``seen`` the head's expiry and inline result read
         at a glance (:func:`~dagnb.cache.record_text.head_at_a_glance`) from ``raw_head``,
         parsed and checked on first use (only a ``Memory`` hit, which reads no more, is
-        given such an entry)."""
-        self.step, self.key, self.version = step, key, version  # (version: its Record)
-        self._rest, self._owner, self._unpacked = rest, owner, False
+        given such an entry). ``version``: its record (the rest is read from its body)."""
+        self.step, self.key, self.version = step, key, version
+        self._owner, self._unpacked = owner, False
         if head is not None:
             self._head = head
             self.inline, self._expires = head.get("inline"), head["expires"]
@@ -227,6 +227,13 @@ class PackedEntry(Entry):
         if problem is None:
             self.__dict__["_head"] = head
         return problem
+
+    @functools.cached_property
+    def _rest(self) -> bytes:
+        """The record's second line (components, descriptions, lines), cut from its body
+        when first asked for: a hit reads the head alone, and a copy of the rest kept for
+        each hit was a third of what a fresh process's re-run added to its memory."""
+        return self.version.body.partition(b"\n")[2]
 
     @functools.cached_property
     def _folder(self) -> str:

@@ -188,6 +188,12 @@ def _renew_store(store: Store) -> None:
 renew_in_child(_LIVE, _renew_store)
 
 
+def _first_line(body: bytes) -> bytes:
+    """A record body's first line, its head (all of it when it has no second line)."""
+    end = body.find(b"\n")
+    return body if end < 0 else body[:end]
+
+
 def _key_text(key: StepKey | str) -> str:
     return key if type(key) is str else key.digest  # type: ignore[union-attr]
 
@@ -393,17 +399,17 @@ class Store(Housekeeping):
             if problem is None:
                 return cached
             return self._damaged(record.step, record.key, problem, record)
-        head_bytes, _, rest = record.body.partition(b"\n")
+        head_bytes = _first_line(record.body)  # (the rest is cut when asked for)
         seen = head_at_a_glance(head_bytes, *where) if glance else None
         if seen is not None:
-            entry = PackedEntry(record.step, record.key, None, rest, record, self,
+            entry = PackedEntry(record.step, record.key, None, record, self,
                                 raw_head=head_bytes, seen=seen)
             self._entries[where] = entry
             return entry
         head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
         if problem is not None:
             return self._damaged(record.step, record.key, problem, record)
-        entry = PackedEntry(record.step, record.key, head, rest, record, self)
+        entry = PackedEntry(record.step, record.key, head, record, self)
         self._entries[where] = entry
         return entry
 
@@ -797,8 +803,7 @@ class Store(Housekeeping):
             _consume(out_dir, logs)
         where = (step_name, key.digest)
         self._pending.pop(where, None)  # (hits of the entry it replaces)
-        entry = self._entries[where] = PackedEntry(step_name, key.digest, head, rest, record,
-                                                   self)
+        entry = self._entries[where] = PackedEntry(step_name, key.digest, head, record, self)
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
