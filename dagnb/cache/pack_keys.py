@@ -66,13 +66,29 @@ class _Keys:
 
     def bytes_of(self, digest: bytes) -> bytes | None:
         """The bytes :meth:`read` gives of the record :meth:`offset` names for
-        ``digest`` (b"" when they cannot be read), or None when it names none."""
-        found = self.offset(digest)
+        ``digest`` (b"" when they cannot be read), or None when it names none.
+        Once the dict is made, its work is done here (no offset, read or data call, no
+        min or max: every hit of a fresh process's run passes here)."""
+        found = self.found
         if found is None:
+            where = self.offset(digest)
+            if where is None:
+                return None
+            try:
+                return self.read(*where)
+            except (OSError, OverflowError):  # (an offset past what pread takes)
+                return b""
+        at = found.get(digest)
+        if at is None:
             return None
+        offset, length = _KEY.unpack_from(self.blob, at)[1:3]
+        end, covered = offset + length, self.covered
+        if end > covered:  # (read's bounds: no more than the file covers)
+            end = covered if covered > offset else offset
         try:
-            return self.read(*found)
-        except (OSError, OverflowError):  # (an offset past what pread takes)
+            mapped = self.mapped
+            return (self.data() if mapped is None else mapped)[offset:end]
+        except (OSError, OverflowError):
             return b""
 
     def index(self) -> None:
@@ -160,7 +176,7 @@ class _SealedKeys(_Keys):
         """As :meth:`_Keys.bytes_of`; while the index is searched, found and read here
         (offset's and read's work inline: a fresh process's first hit passes here)."""
         if self.found is not None or self.searches <= 0:
-            return super().bytes_of(digest)
+            return _Keys.bytes_of(self, digest)  # (not super(): one object less a hit)
         self.searches -= 1
         entry = self.sealed.find(digest)
         if entry is None:
