@@ -162,6 +162,12 @@ class Entry:
         with no mapping made for them."""
         return self.meta.get(name, default)
 
+    @property
+    def head(self) -> Mapping[str, Any]:
+        """The metadata, to read head fields from with ``get`` (no mapping made): a
+        hit's replay reads four, each a call of :meth:`head_field` else."""
+        return self.meta
+
     def verify(self) -> bool:
         """Re-hash the output files (no stat cache) and compare with the saved digest."""
         if self.meta.get("packed"):  # no output files: its digest is of its inline result
@@ -249,6 +255,10 @@ class PackedEntry(Entry):
 
     def head_field(self, name: str, default: Any = None) -> Any:
         return self._head.get(name, default)  # (the head holds every head field it has)
+
+    @property
+    def head(self) -> Mapping[str, Any]:
+        return self._head
 
     @property
     def output_digest(self) -> str:

@@ -112,6 +112,7 @@ class StepCache:
         config = settings()
         self.in_container = in_container
         self.mask = Masker(secrets, words_below=MIN_LINE)
+        self._key_mask = self.mask if self.mask else None  # (asked once, not per key)
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
@@ -141,7 +142,7 @@ class StepCache:
             step = self.images.pinned(step)
         return step_key(
             step, upstream_digests=upstream_digests, base_dir=base_dir,
-            cache_version=self.version, mask=self.mask if self.mask else None,
+            cache_version=self.version, mask=self._key_mask,
             container=self.in_container is not None and self.in_container(step),
             cache_folder=self.folder,
         )
@@ -149,9 +150,11 @@ class StepCache:
     def lookup(self, step: Step, key: StepKey) -> Entry | None:
         """The entry a run restores, or None (always for refreshed or uncached steps);
         the use is counted."""
-        if step.cache is False or self.refreshes(step):
+        # (refreshes, _store_of and ttl_of written out: every hit of a re-run passes here)
+        if step.cache is False or self._refresh_all or step.name in self._refresh:
             return None
-        return self._store_of(step).lookup(step.name, key, max_age=self.ttl_of(step))
+        store = session_store() if step.cache == "session" else self.store
+        return store.lookup(step.name, key, max_age=step.ttl if step.ttl is not None else self.ttl)
 
     def ttl_of(self, step: Step) -> float | None:
         """The step's ttl in seconds (the run's, or the setting's, when it sets none):

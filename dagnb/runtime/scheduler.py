@@ -476,7 +476,7 @@ class Scheduler:
             return False
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
-        name, head = step.name, entry.head_field
+        name, head = step.name, entry.head.get  # (four fields read: one call)
         done = _Outcome(entry.out_ref, result, None, entry.output_digest, entry)
         self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
         # first: a reader of the step's lines while they are replayed finds its file
@@ -940,8 +940,8 @@ class Scheduler:
                 self._settle(name, "succeeded", exit_code=0)  # (checks if all done)
             else:
                 self._settle(name, "succeeded", exit_code=0, image=image)
-        else:
-            self._check_done()
+        elif self._all_done is not None and len(self._settled) == len(self.run.order):
+            self._all_done.set()  # (_check_done, inline: every hit of a re-run passes here)
         ready = []
         for child in self._dependents[name]:
             self._waiting[child] -= 1
