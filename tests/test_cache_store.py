@@ -267,6 +267,16 @@ def test_entries_of_an_empty_store_have_the_dtypes_of_a_full_one(store, clock):
     assert empty["hits"].sum() == 0 and empty["size_bytes"].sum() == 0
 
 
+def test_stats_of_an_empty_store_are_indexed_by_step_like_a_full_ones(store, clock):
+    empty = store.stats()
+    save(store, "a", key(1))
+    full = store.stats()
+    assert empty.empty and list(empty.columns) == list(full.columns)
+    assert empty.dtypes.to_dict() == full.dtypes.to_dict()
+    assert type(empty.index) is type(full.index) and empty.index.name == "step"
+    assert empty.index.dtype == full.index.dtype
+
+
 def test_clear(store, clock):
     save(store, "a", key(1))
     clock.now += 2 * 86400

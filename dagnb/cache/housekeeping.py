@@ -391,5 +391,7 @@ def _stats_frame(store: Housekeeping) -> Any:
     frame = pd.DataFrame.from_dict(table, orient="index", columns=_STATS_COLUMNS)
     lookups = frame["hits"] + frame["misses"]
     frame["hit_rate"] = (frame["hits"] / lookups.where(lookups > 0)).astype("float64")
-    frame.index.name = "step"
+    # (no steps: an index of names still, not a RangeIndex, so .loc[name] and joins
+    # on the step behave alike on any answer)
+    frame.index = pd.Index(frame.index, dtype="str", name="step")
     return frame.astype({c: "int64" for c in _STATS_COLUMNS if c != "hit_rate"}).sort_index()
