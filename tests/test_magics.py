@@ -565,6 +565,19 @@ def test_history_and_logs_show_local_clock_times_of_aware_values(shell):
     assert started[0].strftime("%H:%M:%S") in shown and "+00:00" not in shown
 
 
+def test_cache_entries_show_local_clock_times_as_history_and_the_cli_do(shell):
+    cell(shell, "a", "echo a")
+    entries = line(shell, "cache entries")
+    created = entries["created"]
+    assert created.dt.tz is not None  # the frame keeps aware values, as dagnb.cache.entries()
+    with pd.option_context("display.width", 500, "display.max_columns", None):
+        shown = repr(entries)
+    offset = re.compile(r"[+-]\d\d:\d\d\b")  # (+00:00 here, the machine's zone elsewhere)
+    assert created[0].strftime("%Y-%m-%d %H:%M:%S") in shown and not offset.search(shown)
+    assert not offset.search(entries._repr_html_())
+    assert repr(line(shell, "cache entries zzz")) == "no cache entries of step 'zzz'"
+
+
 def test_hits_count_lookups_that_served_a_result_and_nothing_else(shell):
     cell(shell, "a", "echo a")  # a miss
     cell(shell, "b --needs a", "echo b")  # a served from the cache for b: a hit; b a miss

@@ -23,7 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.text import DollarFormatter
 
-from dagnb.cache import store_for, sync
+from dagnb.cache import Store, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
@@ -41,7 +41,13 @@ from dagnb.notebook.document import (
     kernel_notebook_path,
     read_notebook,
 )
-from dagnb.notebook.overview import history, notebook_logs, notebook_states, notebook_status
+from dagnb.notebook.overview import (
+    history,
+    notebook_logs,
+    notebook_states,
+    notebook_status,
+    shown,
+)
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.widgets import LeftRunning, live_view, watch
 from dagnb.workflows.loader import load
@@ -419,7 +425,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     if action == "stats" and not names:
         return store.stats()
     if action == "entries" and len(names) <= 1:
-        return store.entries(*names)
+        return _cache_entries(store, *names)
     if action == "clear":
         return _cache_clear(self, shlex.join(names))
     if action == "explain" and len(names) <= 1:
@@ -435,6 +441,13 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
                      "[NAME], clear NAME|--older-than AGE|--all, explain NAME, push [URL] or "
                      "pull [URL]")
+
+
+def _cache_entries(store: Store, step: str | None = None) -> pd.DataFrame:
+    """The store's entries, their times shown as ``%dagger history`` and ``dagnb cache
+    list`` show them: local clock times without the offset (the frame keeps it)."""
+    empty = "no cache entries" + ("" if step is None else f" of step {step!r}")
+    return shown(store.entries(step), empty=empty)
 
 
 @ma.magic_arguments("dagger cache clear")
