@@ -166,14 +166,17 @@ class TransientError(DagnbError):
 
     ``in_step_code`` is True when the step's own code raised it (a Python step's
     ``ConnectionError``): it is retried like any transient error, but the executor
-    worked, so the executor's circuit breaker does not count it. ``masked``: as
+    worked, so the executor's circuit breaker does not count it. ``exit_code``: how the
+    step's own code ended, as :class:`StepFailed` has it (1 for a Python step that
+    raised); None for a failure of the machinery, where no step ended. ``masked``: as
     :class:`StepError`'s.
     """
 
     def __init__(self, message: str = "", *, in_step_code: bool = False,
-                 masked: bool = False) -> None:
+                 exit_code: int | None = None, masked: bool = False) -> None:
         super().__init__(message)
         self.in_step_code = in_step_code
+        self.exit_code = exit_code
         self.masked = masked
 
 

@@ -224,7 +224,9 @@ def test_a_steps_connection_error_is_retried_but_not_counted_by_the_dask_breaker
 
     run = Graph("g", [Step("fetch", func=fetch, executor="dask", cache=False)]).run(
         sleep=clock.async_sleep)
-    assert run.status_rows()["fetch"]["attempts"] == 3  # transient: still retried
+    fetched = run.status_rows()["fetch"]
+    assert fetched["attempts"] == 3  # transient: still retried
+    assert fetched["exit_code"] == 1  # it raised, as a step out of retries on the local one
     assert (breaker.state, breaker.failures) == ("closed", 0)
 
 

@@ -13,6 +13,7 @@ import subprocess
 import time
 from typing import Any
 
+import pandas as pd
 import pytest
 
 import dagnb
@@ -166,6 +167,27 @@ def test_exhausted_retries_keep_every_attempt_in_the_logs(sleeps):
         for n in (1, 2, 3)
         for stream, word in (("stdout", "try"), ("stderr", "boom"))
     ]
+
+
+def test_a_python_step_out_of_transient_retries_has_the_exit_code_of_one_that_raised(sleeps):
+    def fetch() -> None:
+        raise ConnectionError("db down")
+
+    def parse() -> None:
+        raise ValueError("bad row")
+
+    run = run_graph([Step("fetch", func=fetch), Step("parse", func=parse)], sleeps)
+    fetched, parsed = row(run, "fetch"), row(run, "parse")
+    assert (fetched["state"], fetched["attempts"], fetched["exit_code"]) == ("failed", 3, 1)
+    assert fetched["error"] == "ConnectionError: db down"
+    assert (parsed["attempts"], parsed["exit_code"]) == (1, 1)
+
+
+def test_a_step_the_open_breaker_stopped_has_no_exit_code(sleeps):
+    breaker_for("down", failure_threshold=1, reset_timeout=30)
+    executor = FakeExecutor("down", up=False)
+    run = run_graph([Step("a", run="true")], sleeps, executor=executor)
+    assert run.states() == {"a": "failed"} and pd.isna(row(run, "a")["exit_code"])
 
 
 # -- timeouts ---------------------------------------------------------------------------

@@ -355,7 +355,7 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
         raise _lost(task)
     if status == "error":  # its traceback is the last of the lines above
         if report["transient"]:  # the step's own code raised it: not the cluster's
-            raise TransientError(report["summary"], in_step_code=True)
+            raise TransientError(report["summary"], in_step_code=True, exit_code=1)
         raise StepFailed(
             report["summary"], step=task.step.name, exit_code=1,
             stderr_tail=report["tail"],

@@ -420,7 +420,8 @@ async def _call_function(task: Task) -> Outcome:
     except Exception as exc:
         failure = _failure(task, exc)
         if classify(exc) == "transient":  # a dropped connection in user code may pass
-            raise TransientError(str(failure), in_step_code=True) from exc
+            raise TransientError(str(failure), in_step_code=True,
+                                 exit_code=failure.exit_code) from exc
         raise failure from exc
     except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
         return _base_exception(task, exc)  # end the step, not the loop all steps need

@@ -44,6 +44,7 @@ from dagnb.errors import (
     StepError,
     StepFailed,
     StepTimeout,
+    TransientError,
     UnfingerprintableVariable,
     exception_line,
 )
@@ -328,8 +329,7 @@ class Scheduler:
         except StepError as exc:
             self._fail(step, exc)
         except DagnbError as exc:  # the breaker, retries of a transient error exhausted
-            self._fail(step, StepFailed(str(exc), step=name,
-                                        masked=getattr(exc, "masked", False)))
+            self._fail(step, _exhausted(name, exc))
         except Exception as exc:  # an executor's own failure still ends only this step
             self._fail(step, StepFailed(exception_line(exc), step=name))
         else:
@@ -1007,6 +1007,16 @@ def _afresh(step: Step, cache: StepCache | None) -> bool:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def _exhausted(name: str, error: DagnbError) -> StepFailed:
+    """The failure of a step that no attempt may follow (an open breaker, a transient
+    error out of retries), with the exit code its own code ended with, if it ended: a
+    Python step that raised a ConnectionError each time shows 1, as one that raised a
+    ValueError once."""
+    exit_code = error.exit_code if isinstance(error, TransientError) else None
+    return StepFailed(str(error), step=name, exit_code=exit_code,
+                      masked=getattr(error, "masked", False))
 
 
 def _breaker(executor: Executor) -> Any:
