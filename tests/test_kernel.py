@@ -275,7 +275,7 @@ def test_a_background_run_is_in_status_history_and_logs_while_it_runs(
     assert error(outputs) is None, outputs
     assert kernel.value("get_session().last_run.wait(30).states()") == "{'slow': 'succeeded'}"
     assert text(kernel.run(_STATES)) == "{'slow': 'succeeded'}\n"
-    assert text(kernel.run(_RUNS)) == "[('slow', 1)]\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 0, 1)]\n"
 
 
 def test_a_background_run_ending_after_a_newer_run_of_its_step_leaves_it_the_latest(
@@ -344,7 +344,7 @@ def _wait_for(path: Path, seconds: float = 20.0) -> None:
 
 
 _STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
-_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['succeeded'])))"
+_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['running'], h['succeeded'])))"
 
 
 def _seen_while_it_runs(kernel: Kernel) -> None:
@@ -353,7 +353,7 @@ def _seen_while_it_runs(kernel: Kernel) -> None:
                "    if not isinstance(lines, str) and len(lines): break\n    time.sleep(0.05)")
     assert text(kernel.run("print(list(lines['line']))")) == "['started']\n"
     assert text(kernel.run(_STATES)) == "{'slow': 'running'}\n"
-    assert text(kernel.run(_RUNS)) == "[('slow', 0)]\n"
+    assert text(kernel.run(_RUNS)) == "[('slow', 1, 0)]\n"  # going, not "nothing ran"
 
 
 # -- defining a step is all or nothing ----------------------------------------------------

@@ -450,6 +450,22 @@ def test_background_line_run(shell):
     assert last_run().wait(10).ok
 
 
+def test_history_counts_the_steps_a_background_run_has_not_finished(shell, workdir):
+    cell(shell, "first --define-only --no-cache", "echo first\n")
+    cell(shell, "gate --needs first --define-only --no-cache",  # (20 s at most)
+         "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+    cell(shell, "after --needs gate --define-only --no-cache", "echo after\n")
+    line(shell, "run --background")
+    run = last_run()
+    assert wait_until(lambda: run.states()["first"] == "succeeded", timeout=10)
+    going = line(shell, "history").iloc[0]
+    assert (going["running"], going["succeeded"]) == (2, 1)  # gate running, after waiting
+    (workdir / "release").touch()
+    assert run.wait(20).ok
+    ended = line(shell, "history").iloc[0]
+    assert (ended["running"], ended["succeeded"]) == (0, 3)
+
+
 def test_magic_inside_a_running_event_loop(shell):
     async def main():
         cell(shell, "inloop --python --outputs v", "v = 'ok'\n")

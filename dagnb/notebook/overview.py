@@ -34,8 +34,8 @@ __all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "note
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
-HISTORY_COLUMNS = ["run", "started", "steps", "succeeded", "cached", "failed", "skipped",
-                   "cancelled"]
+HISTORY_COLUMNS = ["run", "started", "steps", "running", "succeeded", "cached", "failed",
+                   "skipped", "cancelled"]
 _DONE = ("succeeded", "cached")
 
 
@@ -163,7 +163,8 @@ def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:
 
 
 def history(session: Session) -> pd.DataFrame:
-    """Every run of the session: id, when, which steps, how each ended."""
+    """Every run of the session: id, when, which steps, how many have not finished yet
+    (``running``: a --background run still going) and how each of the others ended."""
     import pandas as pd
 
     session.refresh()

@@ -35,6 +35,7 @@ from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.notebook.unready import name_error_note
+from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
@@ -306,14 +307,7 @@ class Session:
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
-        states = [r["state"] for r in rows]
-        summary = {
-            "run": run.id, "started": min((r["started"] for r in rows if r["started"] is not
-                                           None and r["started"] == r["started"]), default=None),
-            "steps": ", ".join(r["step"] for r in rows),
-            **{state: states.count(state) for state in
-               ("succeeded", "cached", "failed", "skipped", "cancelled")},
-        }
+        summary = _history_row(run, rows)
         known = [i for i, row in enumerate(self.runs) if row["run"] == run.id]
         if known:
             self.runs[known[0]] = summary
@@ -343,6 +337,23 @@ class Session:
         self._started.clear()
         self._claims.clear()
         self.namespace.pop(RESULTS_NAME, None)
+
+
+def _history_row(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run's row in ``%dagger history``: when it started, its steps and how many
+    ended each way; ``running`` counts those not finished yet (running, retrying or
+    waiting their turn), so a --background run still going does not read as one where
+    nothing ran."""
+    states = [r["state"] for r in rows]
+    started = [r["started"] for r in rows if r["started"] is not None
+               and r["started"] == r["started"]]  # (not NaT)
+    return {
+        "run": run.id, "started": min(started, default=None),
+        "steps": ", ".join(r["step"] for r in rows),
+        "running": sum(state not in TERMINAL_STATES for state in states),
+        **{state: states.count(state) for state in
+           ("succeeded", "cached", "failed", "skipped", "cancelled")},
+    }
 
 
 def _plain(value: Any) -> Any:
