@@ -344,7 +344,7 @@ def _wait_for(path: Path, seconds: float = 20.0) -> None:
 
 
 _STATES = "s = %dagger status\nprint(dict(zip(s['step'], s['state'])))"
-_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['running'], h['succeeded'])))"
+_RUNS = "h = %dagger history\nprint(list(zip(h['steps'], h['unfinished'], h['succeeded'])))"
 
 
 def _seen_while_it_runs(kernel: Kernel) -> None:

@@ -459,11 +459,11 @@ def test_history_counts_the_steps_a_background_run_has_not_finished(shell, workd
     run = last_run()
     assert wait_until(lambda: run.states()["first"] == "succeeded", timeout=10)
     going = line(shell, "history").iloc[0]
-    assert (going["running"], going["succeeded"]) == (2, 1)  # gate running, after waiting
+    assert (going["unfinished"], going["succeeded"]) == (2, 1)  # gate running, after waiting
     (workdir / "release").touch()
     assert run.wait(20).ok
     ended = line(shell, "history").iloc[0]
-    assert (ended["running"], ended["succeeded"]) == (0, 3)
+    assert (ended["unfinished"], ended["succeeded"]) == (0, 3)
 
 
 def test_magic_inside_a_running_event_loop(shell):

@@ -34,7 +34,7 @@ __all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "note
 
 STATUS_COLUMNS = ["step", "state", "cached", "attempts", "exit_code", "duration_s", "executor",
                   "image", "error", "note"]
-HISTORY_COLUMNS = ["run", "started", "steps", "running", "succeeded", "cached", "failed",
+HISTORY_COLUMNS = ["run", "started", "steps", "unfinished", "succeeded", "cached", "failed",
                    "skipped", "cancelled"]
 _DONE = ("succeeded", "cached")
 
@@ -164,7 +164,7 @@ def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:
 
 def history(session: Session) -> pd.DataFrame:
     """Every run of the session: id, when, which steps, how many have not finished yet
-    (``running``: a --background run still going) and how each of the others ended."""
+    (``unfinished``: a --background run still going) and how each of the others ended."""
     import pandas as pd
 
     session.refresh()

@@ -341,7 +341,7 @@ class Session:
 
 def _history_row(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's row in ``%dagger history``: when it started, its steps and how many
-    ended each way; ``running`` counts those not finished yet (running, retrying or
+    ended each way; ``unfinished`` counts those not finished yet (running, retrying or
     waiting their turn), so a --background run still going does not read as one where
     nothing ran."""
     states = [r["state"] for r in rows]
@@ -350,7 +350,7 @@ def _history_row(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "run": run.id, "started": min(started, default=None),
         "steps": ", ".join(r["step"] for r in rows),
-        "running": sum(state not in TERMINAL_STATES for state in states),
+        "unfinished": sum(state not in TERMINAL_STATES for state in states),
         **{state: states.count(state) for state in
            ("succeeded", "cached", "failed", "skipped", "cancelled")},
     }
