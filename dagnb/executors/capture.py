@@ -212,7 +212,9 @@ class routed_output(_StepBuffer):
         if self.ends:  # (in the step's context still: what they display is the step's)
             for end in self.ends:
                 _quietly(end)
-        self.flush_partial()
+        partial = self.partial
+        if partial["stdout"] or partial["stderr"]:  # (most steps end their lines)
+            self.flush_partial()
         _current.reset(self._token)
 
 

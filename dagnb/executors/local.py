@@ -78,7 +78,8 @@ class LocalExecutor:
                 "which need the dagger executor; run it with executor='dagger'",
                 step=task.step.name,
             )
-        self._notice_image(task)
+        if task.step.image and not self._noticed_image:
+            self._notice_image(task)
         if task.step.func is not None:
             return await _call_function(task)
         return await _run_process(task)
@@ -86,7 +87,7 @@ class LocalExecutor:
     def _notice_image(self, task: Task) -> None:
         """Say once per process that images do not apply here (not in a step's log,
         which the cache would keep)."""
-        if task.step.image and not self._noticed_image:
+        if not self._noticed_image:
             self._noticed_image = True
             print(
                 f"dagnb: the local executor ignores images such as {task.step.image!r}; "

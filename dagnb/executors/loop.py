@@ -301,8 +301,8 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     and ``except KeyboardInterrupt`` run, as with Ctrl-C); it leaves here as
     :class:`Interrupted`, whatever ``func`` did with it: await :func:`until_cancelled`.
     """
-    owner, waits = _owner.get(), _waits.get()
-    if (owner is None and not waits) or not in_loop_thread():
+    owner, waits = _owner.get(), _waits.get()  # (in_loop_thread inline: every step)
+    if (owner is None and not waits) or _ident is None or threading.get_ident() != _ident:
         return func(**kwargs)
     began, fired = time.monotonic(), False
     try:

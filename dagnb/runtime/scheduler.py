@@ -530,7 +530,8 @@ class Scheduler:
         return self._record(step, outcome, digest)
 
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
-        self._ran(step, outcome)
+        if outcome.image_ref:  # (_ran inline: every step that ran passes here)
+            self._ran(step, outcome)
         done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
         self.run.record(step.name, done, outcome.result)
         return done
@@ -626,7 +627,8 @@ class Scheduler:
         executor = self._executor(step)
         policy = self._policy(step)
         files = [] if files is None else files
-        guard = self._breaker_of(executor) if self._uses_breaker(step) else None
+        guard = (self._breaker_of(executor)  # (_uses_breaker inline: every step)
+                 if self.options.circuit_breaker and step.circuit_breaker else None)
         attempt = functools.partial(self._attempt, step, executor, files)
         on_retry = functools.partial(self._retrying, step.name, policy)  # (no closure
         return await run_with_retries(  # made: a partial is one object, freed at once)
@@ -662,10 +664,6 @@ class Scheduler:
             self.run.record_log_files(name, [f.path for f in files], files[-1].flush)
 
         return opened
-
-    def _uses_breaker(self, step: Step) -> bool:
-        """The run's and the step's ``use_circuit_breaker`` switches, both on by default."""
-        return self.options.circuit_breaker and step.circuit_breaker
 
     def _policy(self, step: Step) -> Any:
         """The step's retries over the run's defaults (settings < run < step)."""
@@ -769,7 +767,8 @@ class Scheduler:
         task = Task(
             step=step,
             attempt=number,
-            step_dir=self._step_dir(step.name, number),
+            step_dir=self._step_dir(step.name, number) if self._left_running
+            else f"{self._folder}/{step.name}",  # (most runs: none left running)
             make_folder=self.run.make_workspace,
             inputs=self._inputs(step) if step.needs else {},
             secrets=self.secrets.get(step.name, _NONE),
@@ -934,14 +933,15 @@ class Scheduler:
     def _release(self, name: str) -> str | None:
         """Mark ``name`` done and start the children it made ready; the first of them
         is returned for the calling task to run next."""
-        if name not in self._settled:
+        if name not in self._settled:  # (_settle and _check_done inline: every step)
+            self._settled.add(name)
             image = self._images.get(name, _NO_IMAGE)
             if image is _NO_IMAGE:  # (most steps: no dict made to pass it on)
-                self._settle(name, "succeeded", exit_code=0)  # (checks if all done)
+                self._emit("state", name, state="succeeded", exit_code=0)
             else:
-                self._settle(name, "succeeded", exit_code=0, image=image)
-        elif self._all_done is not None and len(self._settled) == len(self.run.order):
-            self._all_done.set()  # (_check_done, inline: every hit of a re-run passes here)
+                self._emit("state", name, state="succeeded", exit_code=0, image=image)
+        if self._all_done is not None and len(self._settled) == len(self.run.order):
+            self._all_done.set()
         ready = []
         for child in self._dependents[name]:
             self._waiting[child] -= 1
