@@ -81,8 +81,11 @@ def test_a_cached_run_shows_the_same_rich_outputs_as_the_first(tmp_path, widgets
     if widgets == "0":
         assert "report  cached" in _text(again.cells[1])
     if HAS_MATPLOTLIB:
-        plots = _rich(first.cells[2])
-        assert len(plots) == 2 and all("image/png" in plot for plot in plots)
+        shown = _rich(first.cells[2])
+        plots = [data for data in shown if "image/png" in data]
+        assert len(plots) == 2 and len(shown) == 3
+        # the cell's last line, shown as a plain cell shows it, before its open figure
+        assert shown[1]["text/plain"].startswith("[<matplotlib.lines.Line2D"), shown[1]
 
 
 def test_lines_and_displays_keep_their_order_in_text_mode(tmp_path):
@@ -126,3 +129,23 @@ def test_a_secret_a_step_shows_escaped_in_html_is_masked_in_the_saved_notebook(t
     stored = [p.read_text() for p in tmp_path.rglob("displays.jsonl")]
     assert len(stored) == 1 and "<b>***</b>" in stored[0]
     assert [form for form in forms if json.dumps(form)[1:-1] in stored[0]] == []
+
+
+TABLE = """%%dagger table --python --outputs rows
+import pandas as pd
+rows = 2
+pd.DataFrame({"n": range(rows)})  # shown as a plain cell shows it
+"""
+
+
+@pytest.mark.parametrize("widgets", ["0", "1"], ids=["text", "widgets"])
+def test_a_cell_ending_in_a_dataframe_shows_its_table_and_again_from_the_cache(tmp_path,
+                                                                              widgets):
+    """A plain cell ending in ``df`` shows its table; a ``--python`` cell showed nothing."""
+    for name in ("first.ipynb", "again.ipynb"):  # (the second a new kernel: cached)
+        cell = _execute(tmp_path, widgets, name, (TABLE,)).cells[1]
+        [table] = _rich(cell)
+        assert "<table" in table["text/html"] and "<td>1</td>" in table["text/html"], name
+        assert table["text/plain"].split() == ["n", "0", "0", "1", "1"], name
+    if widgets == "0":
+        assert "table  cached" in _text(cell)

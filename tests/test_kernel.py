@@ -689,6 +689,29 @@ def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
     assert rerun.result("fit") == 18  # (its run's record in tmp_path, not this folder)
 
 
+def test_a_saved_cell_ending_in_an_expression_runs_outside_the_notebook_showing_nothing(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """The notebook displays the cell's last expression; the saved step keeps its key
+    and, run by a script (no IPython), shows nothing and fails on nothing."""
+    outputs = kernel.run("%%dagger shows --python --outputs word\n"
+                         "word = 'shown'\nword + '-value'\n")
+    assert error(outputs) is None, outputs
+    assert [o["data"]["text/plain"] for o in outputs if o["output_type"] == "display_data"
+            and "text/html" not in o["data"]] == ["'shown-value'"], outputs
+    saved = kernel.run("%dagger save shows.yml")
+    assert error(saved) is None and usage_error(saved) == "", saved
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "shows.yml"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert any(line.split()[:2] == ["shows", "cached"] for line in done.stdout.splitlines())
+    script = ("import dagnb\nrun = dagnb.load('shows.yml').run(cache=False)\n"
+              "print('result', run.result('shows'))\n")
+    fresh = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                           text=True, timeout=60)
+    assert fresh.returncode == 0 and "result shown\n" in fresh.stdout, fresh.stderr
+    assert "shown-value" not in fresh.stdout + fresh.stderr
+
+
 def test_save_writes_no_secret_and_the_saved_steps_find_the_helper_modules_beside_them(
         kernel: Kernel, tmp_path: Path) -> None:
     (tmp_path / "features.py").write_text("def make(x):\n    return x + 1\n")

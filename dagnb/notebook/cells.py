@@ -15,7 +15,8 @@ cell: the cell's function is then nested in one that reads those globals (so the
 sees them as any global) and passes them in. IPython syntax in the cell (``!ls``,
 ``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell, with
 the names such a line expands (``!ls $folder``) read as Python too
-(:mod:`dagnb.notebook.ipython_lines`).
+(:mod:`dagnb.notebook.ipython_lines`). A last statement that is an expression is
+displayed, as a plain cell displays it (:mod:`dagnb.notebook.last_expression`).
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
+from dagnb.notebook.last_expression import DISPLAYED, displayed, with_last_displayed
 
 __all__ = [
     "cell_function",
@@ -233,7 +235,8 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         python = ipython_to_python(source)
     except InvalidStepError as exc:
         raise InvalidStepError(f"step {name!r}: {exc}") from None
-    text = _function_source(func_name, arguments, python, tuple(outputs))
+    run = with_last_displayed(python)
+    text = _function_source(func_name, arguments, run, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
     _refuse_top_level_yield(name, code, func_name, python)
@@ -252,9 +255,11 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     globals_ = namespace if isinstance(namespace, dict) else dict(namespace)
     if TIMER in python:
         globals_[TIMER] = timed  # (what a ``%time`` line became calls it)
+    if run != python:
+        globals_[DISPLAYED] = displayed  # (what the last expression is passed to)
     exec(code, globals_, scope)
     function = scope[func_name]
-    if python != source or prebound:  # keep what the user wrote, for cell_text
+    if run != source or prebound:  # keep what the user wrote, for cell_text
         function._dagnb_cell_source = source
     return function
 

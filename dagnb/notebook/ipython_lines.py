@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 from dagnb.errors import InvalidStepError
 
-__all__ = ["TIMER", "ipython_to_python", "timed"]
+__all__ = ["TIMER", "ipython_to_python", "is_expansion_read", "timed"]
 
 TIMER = "_dagnb_time"  # what a ``%time`` line calls, set in the cell's globals
 
@@ -92,6 +92,15 @@ def _edit(lines: list[bytes], statement: ast.stmt, call: ast.Call) -> _Edit | No
         return None
     line, column = statement.end_lineno, statement.end_col_offset
     return line, column, column, f"; (lambda: ({', '.join(reads)},))"
+
+
+def is_expansion_read(statement: ast.stmt, before: ast.stmt) -> bool:
+    """Whether ``statement`` is the read :func:`_edit` writes after ``before`` on its
+    line (``; (lambda: (folder,))``), not a statement of the cell's own."""
+    value = statement.value if isinstance(statement, ast.Expr) else None
+    return (isinstance(value, ast.Lambda) and isinstance(value.body, ast.Tuple)
+            and not value.args.args and before.end_lineno == statement.lineno
+            and any(_expanded_text(node) is not None for node in ast.walk(before)))
 
 
 def _expands_nothing(magic: str, method: str) -> bool:

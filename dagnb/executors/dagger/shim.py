@@ -38,10 +38,13 @@ from dagnb.fingerprint import loaded_globals
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step
 
-__all__ = ["SHIM_PATH", "SOURCE_PATH", "python_argv", "python_files"]
+__all__ = ["SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE", "python_argv", "python_files"]
 
 SOURCE_PATH = "/dagnb/step/step_source.py"
 SHIM_PATH = "/dagnb/step/shim.py"
+# set on a dagnb function a cell's code calls (its last expression's display): it needs
+# only the standard library, and travels as its source, as the container has no dagnb
+TRAVELS_AS_SOURCE = "_dagnb_travels_as_source"
 _PROTOCOL = 4  # pickled globals: readable by any python3 an image may have (3.4+)
 _FIX = "pass it as a parameter, or define it inside the function"
 
@@ -182,7 +185,8 @@ class _ModuleParts:
     def add_global(self, name: str, value: Any, func: Callable[..., Any]) -> None:
         if isinstance(value, types.ModuleType):
             self.header.add(_import_line(name, value))
-        elif isinstance(value, types.FunctionType) and value.__module__ == func.__module__:
+        elif isinstance(value, types.FunctionType) and (
+                value.__module__ == func.__module__ or getattr(value, TRAVELS_AS_SOURCE, False)):
             self.collect(value)
             if name != value.__name__:
                 self.aliases.add(f"{name} = {value.__name__}")

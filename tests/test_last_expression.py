@@ -1,0 +1,112 @@
+"""A ``--python`` cell ending in an expression displays its value, as a plain cell does,
+and again from the cache (the real kernel's view of it: tests/test_displays_kernel.py)."""
+
+from __future__ import annotations
+
+import pytest
+
+from dagnb.executors.dagger.shim import function_module
+from dagnb.notebook.cells import cell_function, cell_text
+from dagnb.notebook.last_expression import DISPLAYED, displayed, with_last_displayed
+from dagnb.notebook.session import get_session
+
+
+def cell(ip, line, body):
+    return ip.run_cell_magic("dagger", line, body)
+
+
+def shown(step: str = "s") -> list[str]:
+    """The text of what ``step`` displayed in the last run, in order."""
+    return [e.data["data"].get("text/plain") for e in get_session().last_run.events
+            if e.step == step and e.kind == "display"]
+
+
+def test_the_last_expression_is_displayed_and_again_from_the_cache(shell):
+    cell(shell, "s --python --outputs x", "x = 2\nx * 21\n")
+    assert shown() == ["42"] and shell.user_ns["x"] == 2  # (its output returned as before)
+    cell(shell, "s --python --outputs x", "x = 2  # two\nx * 21  # shown\n")
+    assert get_session().last_run.states() == {"s": "cached"}  # (a comment-only edit)
+    assert shown() == ["42"]
+
+
+def test_a_trailing_semicolon_hides_the_value_as_in_a_plain_cell(shell):
+    cell(shell, "s --python", "x = 2\nx * 21;  # quiet\n")
+    assert shown() == []
+    cell(shell, "s --python", "x = 2\nx * 21  # not quiet;\n")  # (a ; in a comment)
+    assert shown() == ["42"]
+
+
+def test_none_is_not_displayed(shell):
+    cell(shell, "s --python", "x = None\nx\n")
+    assert shown() == []
+    cell(shell, "s --python", "x = [None]\nx\n")
+    assert shown() == ["[None]"]
+
+
+CELLS = {  # body -> what it displays
+    "y = 21\ny * 2\n": ["42"],
+    "y = 21\ny * 2\nz = y\n": [],  # an expression in the middle
+    "y = 21\nz = y * 2\n": [],  # an assignment
+    "for y in range(2):\n    y\n": [],  # an expression inside a statement
+    "y = 21; y * 2": ["42"],
+    "a, b = 1, 2\na, b\n": ["(1, 2)"],  # one value, a tuple
+    "word = 'hi'\n%sx echo $word\n": ["['hi']"],  # not the name it reads after it
+    "folder = '.'\n!true $folder\n": [],  # (its value is None)
+}
+
+
+def test_only_a_last_top_level_expression_is_displayed(shell):
+    displays = {}
+    for number, body in enumerate(CELLS):
+        cell(shell, f"s{number} --python", body)
+        assert get_session().last_run.states() == {f"s{number}": "succeeded"}
+        displays[body] = shown(f"s{number}")
+    assert displays == CELLS
+
+
+def test_the_cell_text_comes_back_as_written(shell):
+    body = "df = {'a': 1}\n(df  # a table\n   .get('a'))\n"
+    cell(shell, "s --python --outputs df --define-only", body)
+    step = get_session().graph["s"]
+    assert cell_text(step) == "%%dagger s --python --outputs df\n" + body
+    assert DISPLAYED in step.func.__code__.co_names  # (what runs displays it)
+
+
+def test_errors_name_the_line_the_user_wrote():
+    function = cell_function("s", "x = 1\n\nx / 0\n", [], [], {})
+    assert DISPLAYED in function.__code__.co_names
+    with pytest.raises(ZeroDivisionError) as failure:
+        function()
+    assert failure.traceback[-1].lineno == 3  # (0-based: the def line, then the cell's)
+    assert with_last_displayed("x = (\n") == "x = (\n"  # (compiling it says where)
+
+
+def test_a_last_await_line_is_refused_as_before():
+    from dagnb.errors import InvalidStepError
+
+    with pytest.raises(InvalidStepError, match=r"^step 's': line 2 of the cell is not valid "
+                                               r"Python: 'await' outside async function$"):
+        cell_function("s", "import asyncio\nawait asyncio.sleep(0)\n", [], [], {})
+    assert "_dagnb_displayed((await" in with_last_displayed("await f()\n")
+
+
+def test_outside_ipython_nothing_is_displayed(monkeypatch, capsys):
+    """A cell run from a saved workflow or a script: no display, no error."""
+    import IPython
+
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
+    namespace: dict = {}
+    function = cell_function("s", "x = 2\nx * 21\n", [], ["x"], namespace)
+    assert namespace[DISPLAYED] is displayed
+    assert function() == 2
+    displayed("a value")
+    assert capsys.readouterr() == ("", "")
+
+
+def test_a_container_gets_the_display_as_source_not_an_import_of_dagnb():
+    """The container has no dagnb: its module defines the function it calls."""
+    module = function_module(cell_function("s", "x = 2\nx * 21\n", [], ["x"], {}), "s")
+    assert f"{DISPLAYED}(x * 21)" in module and "dagnb" not in module.replace(DISPLAYED, "")
+    namespace: dict = {}
+    exec(compile(module, "<step module>", "exec"), namespace)  # (outside IPython)
+    assert namespace["s_cell"]() == 2
