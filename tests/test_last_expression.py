@@ -110,3 +110,20 @@ def test_a_container_gets_the_display_as_source_not_an_import_of_dagnb():
     namespace: dict = {}
     exec(compile(module, "<step module>", "exec"), namespace)  # (outside IPython)
     assert namespace["s_cell"]() == 2
+
+
+def test_a_notebook_function_called_displayed_travels_beside_it():
+    """A notebook helper named ``displayed`` and dagnb's display function both reach
+    the container's module (the first one's name taken by dagnb's, the user's was left
+    out: its call returned None)."""
+    import linecache
+
+    source = "def displayed(v):\n    return 'USER:' + str(v)\n"
+    linecache.cache["<cell displayed>"] = (len(source), None, source.splitlines(True),
+                                           "<cell displayed>")
+    namespace = {"__name__": "__main__"}
+    exec(compile(source, "<cell displayed>", "exec"), namespace)
+    function = cell_function("s", "x = displayed(2)\nx + '!'\n", [], ["x"], namespace)
+    module = function_module(function, "s")
+    exec(compile(module, "<step module>", "exec"), scope := {})
+    assert scope["s_cell"]() == "USER:2"

@@ -69,7 +69,9 @@ def _ends_with_semicolon(python: str) -> bool:
     return last is not None and last.type == tokenize.OP and last.string == ";"
 
 
-def displayed(value: object) -> None:
+# named as the cells call it: a container's module gets its source under this name,
+# beside the notebook's own functions (one called ``displayed`` too)
+def _dagnb_displayed(value: object) -> None:
     """Display ``value`` as IPython displays a cell's value: not None, and only in IPython
     (a script run outside it, a container, shows nothing, as Python does)."""
     if value is None:
@@ -83,4 +85,5 @@ def displayed(value: object) -> None:
         display(value)
 
 
+displayed = _dagnb_displayed
 setattr(displayed, TRAVELS_AS_SOURCE, True)  # (stdlib only, its imports inside)
