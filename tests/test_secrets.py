@@ -5,7 +5,9 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
+import io
 import json
+import sys
 import urllib.parse
 import warnings
 from collections.abc import Mapping
@@ -350,16 +352,36 @@ def test_bytes_a_step_writes_to_sys_stdout_buffer_reach_its_log_masked(
         sys.stdout.buffer.write(euro[:-1])
         sys.stdout.buffer.write(euro[-1:] + b" \xff\n")
         sys.stderr.buffer.write(f"token={os.environ['API_TOKEN']}\n".encode())
+        sys.stdout.buffer.writelines([f"lines {os.environ['API_TOKEN']}\n".encode()])
+        wrapper = io.TextIOWrapper(sys.stdout.buffer, write_through=True)
+        wrapper.write("through a wrapper\n")
+        del wrapper  # (closing it leaves the stream open)
         sys.stdout.buffer.flush()
+        sys.stdout.buffer.write(euro[:-1])  # a character cut short as the step ends
         return 1
 
     run = Graph("s", [Step("dump", func=dump, secrets=("API_TOKEN",))]).run(
         executor="local", cache=False)
     assert run.ok
     logged = run.logs("dump")[["stream", "line"]].values.tolist()
-    assert logged == [["stdout", "price 3 \u20ac \\xff"], ["stderr", "token=***"]]
+    assert logged == [["stdout", "price 3 \u20ac \\xff"], ["stderr", "token=***"],
+                      ["stdout", "lines ***"], ["stdout", "through a wrapper"],
+                      ["stdout", "price 3 \\xe2\\x82"]]
     printed = capsys.readouterr()
     assert secret not in printed.out + printed.err and "price" not in printed.out
+
+
+def test_a_step_finds_no_sys_stdout_buffer_where_the_stream_it_replaced_has_none(
+        workdir, monkeypatch):
+    """ipykernel's stream has no ``buffer``: in a notebook, code that looks for one (and
+    falls back when there is none) finds none during a run either, as without dagnb."""
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+
+    def look() -> bool:
+        return hasattr(sys.stdout, "buffer")
+
+    run = Graph("s", [Step("look", func=look)]).run(executor="local", cache=False)
+    assert run.result("look") is False
 
 
 def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkeypatch):

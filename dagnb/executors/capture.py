@@ -18,6 +18,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import contextvars
+import io
 import sys
 import threading
 import warnings
@@ -94,7 +95,15 @@ class _RoutingStream:
     def __init__(self, name: str, fallback: TextIO) -> None:
         self._name = name
         self._fallback = fallback
-        self.buffer = _RoutingBuffer(self)
+        self._buffer = _RoutingBuffer(self)
+
+    @property
+    def buffer(self) -> _RoutingBuffer:
+        """The binary side, where the stream it replaced has one (a terminal's, not
+        ipykernel's: code that looks for it finds what it would without dagnb)."""
+        if not hasattr(self._fallback, "buffer"):
+            raise AttributeError(f"{type(self._fallback).__name__!r} has no 'buffer'")
+        return self._buffer
 
     def write(self, text: str) -> int:
         buffer = _current.get()
@@ -121,49 +130,61 @@ class _RoutingStream:
         return getattr(self._fallback, name)
 
 
-class _RoutingBuffer:
-    """Stands in for ``sys.stdout.buffer``: the bytes a step writes there reach its log as
-    its prints do (decoded as the stream's encoding, a character split over two writes
-    whole, bytes it cannot decode escaped), masked the same way; others, the stream's."""
+class _RoutingBuffer(io.BufferedIOBase):
+    """Stands in for ``sys.stdout.buffer``, a write-only binary stream: the bytes a step
+    writes there reach its log as its prints do (decoded as the stream's encoding, a
+    character split over two writes whole, bytes it cannot decode escaped), masked the
+    same way; others, the stream's. Its file descriptor is the stream's (what writes
+    there is not captured, as a subprocess's output is not)."""
 
     def __init__(self, stream: _RoutingStream) -> None:
+        super().__init__()
         self._stream = stream
         self._outside = self._new_decoder()  # (bytes written outside any step, masked)
 
-    def write(self, data: bytes | bytearray | memoryview) -> int:
+    def write(self, data: Any) -> int:  # (bytes, bytearray, memoryview)
         step = _current.get()
-        raw = getattr(self._stream._fallback, "buffer", None)
-        if step is None and not _masks and raw is not None:
-            return raw.write(data)
+        if step is None and not _masks:
+            return self._raw().write(data)
         self._stream.write(self._decoder(step).decode(bytes(data)))
         return len(data)
 
     def flush(self) -> None:
         self._stream.flush()
-        raw = getattr(self._stream._fallback, "buffer", None)
-        if _current.get() is None and raw is not None:
-            raw.flush()
+        if _current.get() is None:
+            self._raw().flush()
 
     def writable(self) -> bool:
         return True
 
+    def fileno(self) -> int:
+        return self._raw().fileno()
+
+    def isatty(self) -> bool:
+        return self._raw().isatty()
+
+    def close(self) -> None:
+        """Nothing: a TextIOWrapper made on it closes it when collected, and the stream
+        it stands for stays open."""
+
+    def _raw(self) -> Any:
+        return self._stream._fallback.buffer
+
     def _decoder(self, step: _StepBuffer | None) -> codecs.IncrementalDecoder:
         if step is None:
             return self._outside
-        if step.decoders is None:
-            step.decoders = {}
-        name = self._stream._name
-        decoder = step.decoders.get(name)
+        if step.decoders is None:  # (under the lock: two threads of the step may write
+            with _lock:  #              their first bytes at once)
+                if step.decoders is None:
+                    step.decoders = {}
+        decoder = step.decoders.get(self._stream._name)
         if decoder is None:
-            decoder = step.decoders[name] = self._new_decoder()
+            decoder = step.decoders.setdefault(self._stream._name, self._new_decoder())
         return decoder
 
     def _new_decoder(self) -> codecs.IncrementalDecoder:
         encoding = getattr(self._stream._fallback, "encoding", None) or "utf-8"
         return codecs.getincrementaldecoder(encoding)(errors="backslashreplace")
-
-    def __getattr__(self, name: str) -> Any:  # (fileno, closed, ...: the stream's own)
-        return getattr(self._stream._fallback.buffer, name)
 
 
 @contextlib.contextmanager
@@ -212,6 +233,10 @@ class routed_output(_StepBuffer):
         if self.ends:  # (in the step's context still: what they display is the step's)
             for end in self.ends:
                 _quietly(end)
+        if self.decoders:  # bytes of a character cut short at the end: shown escaped
+            for stream, decoder in self.decoders.items():
+                if rest := decoder.decode(b"", final=True):
+                    self.write(stream, rest)
         partial = self.partial
         if partial["stdout"] or partial["stderr"]:  # (most steps end their lines)
             self.flush_partial()
