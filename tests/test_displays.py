@@ -210,3 +210,43 @@ def test_a_display_its_maker_publishes_has_its_text_masked_too(workdir, monkeypa
     assert published == [({"text/html": "<b>***</b>"}, {})] * 2
     run = start_background(graph, executor="local", refresh=True, displays_by_view=True).wait()
     assert run.result("shown") == [True, ({"text/html": "<b>***</b>"}, {})]  # (past 1)
+
+
+def test_an_attempt_that_did_not_stop_keeps_its_own_displays_and_updates(shell, workdir):
+    """Attempt 1 ignores its timeout's cancel and displays, then updates, after attempt 2
+    displayed: its update reaches the run's events as its own (it lost its record, and
+    went out unrecorded), and the entry keeps attempt 2's display alone."""
+    import asyncio
+    import contextlib
+    import time
+
+    calls: list[float] = []
+
+    async def slow() -> int:
+        from IPython.display import display, update_display
+
+        calls.append(time.monotonic())
+        if len(calls) == 2:
+            await asyncio.sleep(0.1)
+            display("second")
+            await asyncio.sleep(0.5)
+            return 2
+        while time.monotonic() < calls[0] + 1.6:  # past attempt 2's display
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.sleep(0.05)
+        display("late", display_id="x")
+        update_display("late, updated", display_id="x")
+        return 1
+
+    policy = dagnb.RetryPolicy(max_retries=1, retry_on_timeout=True, backoff_factor=0,
+                               jitter=False)
+    graph = dagnb.Graph("g", [dagnb.Step("s", func=slow, timeout=1.0, retries=policy)])
+    run = graph.run(executor="local")
+    time.sleep(1.0)  # (attempt 1 ends meanwhile)
+
+    def shown(run: dagnb.Run) -> list[tuple[int, str]]:
+        return [(event.attempt, event.data["data"]["text/plain"]) for event in run.events
+                if event.kind == "display"]
+
+    assert (1, "'late, updated'") in shown(run) and (2, "'second'") in shown(run)
+    assert shown(graph.run(executor="local")) == [(1, "'second'")]

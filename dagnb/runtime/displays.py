@@ -39,15 +39,15 @@ class StepDisplays:
     """The displays of one attempt of a step; called for each one the step makes (see
     :data:`dagnb.executors.capture.DisplaySink`)."""
 
-    __slots__ = ("_by_id", "_count", "_emit", "_log", "_log_file", "_mask", "_name",
-                 "_noted", "_shown", "_size", "attempt", "records")
+    __slots__ = ("_attempt", "_by_id", "_count", "_emit", "_log", "_log_file", "_mask",
+                 "_name", "_noted", "_shown", "_size", "records")
 
     def __init__(self, emit: Emit, name: str, attempt: int, log: Callable[[str, str], None],
                  log_file: LogFile, mask: Callable[[str], str] | None, shown: bool) -> None:
         """``log``: the attempt's line sink (for the note past the limits); ``log_file``:
         its file, whose count of lines places each display; ``shown``: whether a view of
         the run publishes the displays (else their maker does, as without dagnb)."""
-        self._emit, self._name, self.attempt, self._log = emit, name, attempt, log
+        self._emit, self._name, self._attempt, self._log = emit, name, attempt, log
         self._log_file, self._mask, self._shown = log_file, mask, shown
         self.records: list[dict[str, Any]] = []  # what the entry keeps, in order
         self._by_id: dict[str, dict[str, Any]] = {}  # display id -> its record (updates)
@@ -73,7 +73,7 @@ class StepDisplays:
                 self._by_id[display_id] = record
         else:  # the entry keeps how it ended
             record["data"], record["metadata"] = data, metadata
-        self._emit("display", self._name, self.attempt, data=data, metadata=metadata,
+        self._emit("display", self._name, self._attempt, data=data, metadata=metadata,
                    display_id=display_id, update=update)
         return True if self._shown else shown
 

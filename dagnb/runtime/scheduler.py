@@ -199,7 +199,8 @@ class Scheduler:
         self._left_running: dict[str, int] = {}
         self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
-        self._displays: dict[str, StepDisplays] = {}  # a Python step's, its latest attempt's
+        # (step, attempt) -> what a Python step's attempt displayed, made on its first
+        self._displays: dict[tuple[str, int], StepDisplays] = {}
         self._missing = False  # whether the last cache look missed
         self._keys: dict[str, str] = {}  # step -> its key's digest, as it runs to be stored
         # what a step that ran finds of its upstream steps' cache entries (it may not
@@ -389,9 +390,9 @@ class Scheduler:
         files: list[LogFile] = []
         self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
         outcome = await self._attempts(step, files)
-        shown = self._displays.pop(step.name, None)
-        if shown is not None and shown.attempt != len(files):  # (not the one that succeeded:
-            shown = None  # one that did not stop, displaying as the last one ran)
+        shown = self._displays.pop((step.name, len(files)), None)  # (the one that succeeded)
+        for number in range(1, len(files)):  # (those that failed: not kept)
+            self._displays.pop((step.name, number), None)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         if SIMULATED in self._executor(step).capabilities:  # a scripted outcome is no result
             self.run.not_stored[step.name] = "a simulated executor (a test double) ran it"
@@ -721,8 +722,9 @@ class Scheduler:
                 start()
             running.remove(log_file)
             log_file.close()
-            if self.options.cache is None:  # (nothing keeps what it displayed)
-                self._displays.pop(step.name, None)
+            if self._displays and self.options.cache is None and not (
+                    task is not None and task.left_running):  # (nothing keeps them)
+                self._displays.pop((step.name, number), None)
             if task is not None and task.left_running:
                 self._left_running.setdefault(step.name, number)
         if outcome.exit_code not in (0, None):
@@ -842,21 +844,18 @@ class Scheduler:
                       log_file: LogFile) -> Callable[..., Any]:
         """Where an attempt of a Python step puts what it displays: its StepDisplays,
         made on its first display (most steps display none, and a partial costs less)."""
-        self._displays.pop(name, None)  # (an earlier attempt's: the entry keeps the last's)
         return functools.partial(self._display, name, number, log, log_file)
 
     def _display(self, name: str, number: int, log: Callable[[str, str], None],
                  log_file: LogFile, *shown: Any) -> Any:
-        """One display of attempt ``number`` of ``name`` (see StepDisplays.__call__); the
-        latest attempt's are kept for the step's entry, and dropped as it ends in a run
-        without a cache."""
-        sink = self._displays.get(name)
-        if sink is None or sink.attempt != number:
-            newer = sink is not None and sink.attempt > number  # (one that did not stop)
-            sink = StepDisplays(self._emit, name, number, log, log_file, self._masking,
-                                self.run.displays_by_view)
-            if not newer:
-                self._displays[name] = sink
+        """One display of attempt ``number`` of ``name`` (see StepDisplays.__call__): the
+        succeeded attempt's are kept for the step's entry (one that did not stop, still
+        displaying, keeps its own)."""
+        sink = self._displays.get((name, number))
+        if sink is None:
+            sink = self._displays[name, number] = StepDisplays(
+                self._emit, name, number, log, log_file, self._masking,
+                self.run.displays_by_view)
         return sink(*shown)
 
     def _executor(self, step: Step) -> Executor:
