@@ -1275,6 +1275,32 @@ def test_a_closure_that_changes_a_frame_it_reads_is_keyed_by_that_frame(tmp_path
     assert same() == 1.75 and same.check_call_in_cache()  # its own change: still a hit
 
 
+def test_a_memo_a_closure_fills_keeps_the_key_it_was_first_hashed_with():
+    """A memo in a closure (changed and read) counts as the function first had it: hashed
+    again after a global it reads was replaced by an equal one (a cell run again), the
+    filled memo changed the key and ran the step once more for nothing."""
+    namespace: dict[str, object] = {}
+    exec(textwrap.dedent("""
+        SCALE = [2]
+
+        def make():
+            memo = {}
+            def fib(n):
+                if n in memo:
+                    return memo[n]
+                memo[n] = n if n < 2 else fib(n - 1) + fib(n - 2)
+                return memo[n]
+            def total():
+                return fib(20) * SCALE[0]
+            return total
+    """), namespace)
+    total = namespace["make"]()  # type: ignore[operator]
+    before = code_digest(total)
+    assert total() == 13530
+    namespace["SCALE"] = [2]  # equal, not the same object: hashed again
+    assert code_digest(total) == before
+
+
 def test_a_closure_it_only_changes_or_sets_by_nonlocal_is_its_state():
     """``seen.append(x)`` alone, and ``nonlocal count; count += 1``: what the function
     keeps, keyed by name whatever it holds."""

@@ -39,6 +39,9 @@ _SCALARS = (int, float, complex, str, bytes, bool, type(None), range)
 _MISSING = object()
 
 
+_FIRST_HASHED = "_dagnb_first_hashed"  # a function's closure values it changes: their digests
+
+
 def _cell_value(cell: Any) -> Any:
     try:
         return cell.cell_contents
@@ -148,8 +151,20 @@ class _CodeWalker:
             # the function is first hashed in this process (not at each call: a closure
             # is as often state the code keeps, an rng, a heap, a Counter, out of sight)
             self.feed("name", name)
-            self.feed("closure", self._closure_digest(func, name, obj,
-                                                      keep=name not in own_inputs))
+            if name in own_inputs:
+                self.feed("closure", self._first_digest(func, name, obj))
+            else:
+                self.feed("closure", self._closure_digest(func, name, obj))
+
+    def _first_digest(self, func: types.FunctionType, name: str, obj: Any) -> str:
+        """The digest of a closure value the function changes and reads, as the function
+        first had it hashed: hashed again (a global it reads replaced), a memo it filled
+        since would change its key, and run it once more for nothing."""
+        first = func.__dict__.setdefault(_FIRST_HASHED, {})
+        found = first.get(name)
+        if found is None or found[0] is not obj:  # (the same cell, another object: anew)
+            found = first[name] = (obj, self._closure_digest(func, name, obj, keep=False))
+        return found[1]
 
     def _closure_digest(self, func: types.FunctionType, name: str, obj: Any,
                         keep: bool = True) -> str:
