@@ -250,3 +250,15 @@ def test_a_failing_cell_that_reassigns_a_notebook_variable_shows_only_its_own_fr
     assert [line.strip() for line in lines if line.strip().startswith("File")] == [
         line.strip() for line in lines[1:2]]  # one frame: the cell's
     assert "boom_cell(data)" not in "\n".join(lines) and lines[-1] == "ValueError: bad"
+
+
+def test_a_triple_quoted_text_in_a_python_cell_keeps_its_lines_as_written(shell):
+    """The cell's lines go one level in as its function's body: the lines a string spans
+    went in too, so a cell's SQL or Markdown text got four spaces more on each line than
+    the same cell run as a plain one (and eight when it reads a notebook variable)."""
+    shell.run_cell("base = 'x'")
+    body = 'query = """select *\nfrom t\n  where a = 1"""\nlabel = base + f"""-\n{1 + 1}"""\n'
+    cell(shell, "q --python --outputs query,label", body)
+    assert shell.user_ns["query"] == "select *\nfrom t\n  where a = 1"
+    assert shell.user_ns["label"] == "x-\n2"
+    assert cell_text(get_session().graph["q"]).endswith(body)

@@ -25,6 +25,7 @@ import argparse
 import ast
 import difflib
 import inspect
+import io
 import itertools
 import json
 import keyword
@@ -32,6 +33,7 @@ import linecache
 import re
 import shlex
 import textwrap
+import tokenize
 import types
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
@@ -259,8 +261,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         globals_[DISPLAYED] = displayed  # (what the last expression is passed to)
     exec(code, globals_, scope)
     function = scope[func_name]
-    if run != source or prebound:  # keep what the user wrote, for cell_text
-        function._dagnb_cell_source = source
+    function._dagnb_cell_source = source  # what the user wrote, for cell_text
     return function
 
 
@@ -491,7 +492,7 @@ def _prebinding_source(func_name: str, arguments: list[str], prebound: list[str]
                          f"def {func_name}({', '.join([*arguments, *prebound])}):", 1)
     call = f"{func_name}({', '.join([*arguments, *prebound])})"
     return (f"def {func_name}({', '.join(arguments)}):\n"
-            f"{textwrap.indent(inner, '    ')}    return {call}\n")
+            f"{_indented(inner)}    return {call}\n")
 
 
 def _receivable(need: str) -> str:
@@ -518,7 +519,28 @@ def _function_source(func_name: str, params: list[str], source: str,
     for output in outputs:
         _python_name(output, "--outputs", "an output")
     return (f"def {func_name}({', '.join(params)}):\n"
-            f"{textwrap.indent(body, '    ')}\n    {ret}\n")
+            f"{_indented(body)}\n    {ret}\n")
+
+
+def _indented(code: str) -> str:
+    """``code`` one level in (four spaces), but for the lines a string spans after its
+    first (a triple-quoted text's: indented, its value would change)."""
+    inside = _lines_inside_strings(code)
+    return "".join(line if number in inside or not line.strip() else f"    {line}"
+                   for number, line in enumerate(code.splitlines(True), start=1))
+
+
+def _lines_inside_strings(code: str) -> set[int]:
+    """The numbers of the lines that start inside a token begun on an earlier line (a
+    string's; an f-string's parts from 3.12 on); none when ``code`` does not tokenize
+    (compiling it says why)."""
+    inside: set[int] = set()
+    try:
+        for token in tokenize.generate_tokens(io.StringIO(code).readline):
+            inside.update(range(token.start[0] + 1, token.end[0] + 1))
+    except (tokenize.TokenError, SyntaxError):
+        return set()
+    return inside
 
 
 def cell_outputs(step: Step) -> tuple[str, ...]:
