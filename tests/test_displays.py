@@ -229,20 +229,23 @@ def test_an_attempt_that_did_not_stop_keeps_its_own_displays_and_updates(shell, 
         if len(calls) == 2:
             await asyncio.sleep(0.1)
             display("second")
-            await asyncio.sleep(0.5)
+            await asyncio.sleep(0.3)
             return 2
-        while time.monotonic() < calls[0] + 1.6:  # past attempt 2's display
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.sleep(0.05)
-        display("late", display_id="x")
-        update_display("late, updated", display_id="x")
+        for until, shown in ((1.25, "late"), (2.0, "late, updated")):  # past attempt 2's
+            while time.monotonic() < calls[0] + until:  # display, then past its storing
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.sleep(0.05)
+            if shown == "late":
+                display(shown, display_id="x")
+            else:
+                update_display(shown, display_id="x")
         return 1
 
     policy = dagnb.RetryPolicy(max_retries=1, retry_on_timeout=True, backoff_factor=0,
                                jitter=False)
     graph = dagnb.Graph("g", [dagnb.Step("s", func=slow, timeout=1.0, retries=policy)])
     run = graph.run(executor="local")
-    time.sleep(1.0)  # (attempt 1 ends meanwhile)
+    time.sleep(1.2)  # (attempt 1 ends meanwhile)
 
     def shown(run: dagnb.Run) -> list[tuple[int, str]]:
         return [(event.attempt, event.data["data"]["text/plain"]) for event in run.events
@@ -250,3 +253,29 @@ def test_an_attempt_that_did_not_stop_keeps_its_own_displays_and_updates(shell, 
 
     assert (1, "'late, updated'") in shown(run) and (2, "'second'") in shown(run)
     assert shown(graph.run(executor="local")) == [(1, "'second'")]
+
+
+def test_the_displays_of_attempts_no_entry_keeps_are_dropped_as_they_end(workdir):
+    """What a step displays is kept for its entry only when it is stored: a step that is
+    not cached, or whose attempts fail, keeps none for the rest of the run (one each was
+    kept, up to 20 MB, till the run's end)."""
+    from dagnb.executors import loop
+    from dagnb.executors.capture import step_display
+    from dagnb.runtime.prepare import _execute, prepare
+
+    def shows() -> int:
+        step_display({"text/plain": "a table"}, {})
+        return 1
+
+    def fails() -> int:
+        step_display({"text/plain": "before failing"}, {})
+        raise ConnectionError("the source dropped us")  # (transient: retried twice)
+
+    graph = dagnb.Graph("g", [dagnb.Step("kept", func=shows),
+                              dagnb.Step("uncached", func=shows, cache=False),
+                              dagnb.Step("bad", func=fails, retries=2)])
+    run, scheduler = prepare(graph, executor="local", retries={"backoff_factor": 0})
+    loop.run_sync(_execute(run, scheduler))
+    assert run.states() == {"kept": "succeeded", "uncached": "succeeded", "bad": "failed"}
+    assert run.status().set_index("step").loc["bad", "attempts"] == 3
+    assert scheduler._displays == {}

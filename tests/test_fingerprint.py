@@ -1301,6 +1301,28 @@ def test_a_memo_a_closure_fills_keeps_the_key_it_was_first_hashed_with():
     assert code_digest(total) == before
 
 
+def test_a_function_sent_elsewhere_hashes_what_it_changes_and_reads_anew():
+    """The digest a function first had its closure hashed with stays in this process: a
+    copy pickled to another (a dask worker, a joblib one) took it along in its
+    ``__dict__``, and was served the result of the value it had before a change."""
+    import cloudpickle
+
+    namespace: dict[str, object] = {"__name__": "__main__"}  # (a notebook's, a script's)
+    exec(textwrap.dedent("""
+        def make(cfg):
+            def scaled():
+                cfg.setdefault("runs", 0)
+                return cfg["scale"] * 10
+            return scaled
+    """), namespace)
+    step = namespace["make"]({"scale": 2})  # type: ignore[operator]
+    first = code_digest(step)
+    assert code_digest(cloudpickle.loads(cloudpickle.dumps(step))) == first  # (a copy)
+    step.__closure__[0].cell_contents["scale"] = 3  # type: ignore[index]
+    elsewhere = cloudpickle.loads(cloudpickle.dumps(step))
+    assert code_digest(elsewhere) != first
+
+
 def test_a_closure_it_only_changes_or_sets_by_nonlocal_is_its_state():
     """``seen.append(x)`` alone, and ``nonlocal count; count += 1``: what the function
     keeps, keyed by name whatever it holds."""

@@ -262,3 +262,11 @@ def test_a_triple_quoted_text_in_a_python_cell_keeps_its_lines_as_written(shell)
     assert shell.user_ns["query"] == "select *\nfrom t\n  where a = 1"
     assert shell.user_ns["label"] == "x-\n2"
     assert cell_text(get_session().graph["q"]).endswith(body)
+
+
+def test_a_cell_with_a_line_break_python_does_not_end_lines_at_still_runs(shell):
+    """A form feed or a U+2028 in a cell is no end of line to Python: counted as one,
+    the lines of a triple-quoted string after it were misplaced ('unexpected indent')."""
+    body = 'a = "x\u2028y"  # \x0c\ns = """l1\n  l2"""\n'
+    cell(shell, "u --python --outputs a,s", body)
+    assert (shell.user_ns["a"], shell.user_ns["s"]) == ("x\u2028y", "l1\n  l2")

@@ -371,6 +371,25 @@ def test_bytes_a_step_writes_to_sys_stdout_buffer_reach_its_log_masked(
     assert secret not in printed.out + printed.err and "price" not in printed.out
 
 
+def test_sys_stdout_buffer_in_a_step_takes_bytes_alone_and_counts_them(workdir, capsys):
+    """As a real buffer: what is no bytes is a TypeError (an int wrote that many NUL
+    bytes first), and a write returns the bytes it took (an array's, not its items)."""
+    import array
+
+    def write() -> list:
+        errors = []
+        for wrong in (5, "text"):
+            try:
+                sys.stdout.buffer.write(wrong)
+            except TypeError as exc:
+                errors.append(type(exc).__name__)
+        return [*errors, sys.stdout.buffer.write(array.array("i", [1, 2]))]
+
+    run = Graph("s", [Step("write", func=write)]).run(executor="local", cache=False)
+    assert run.result("write") == ["TypeError", "TypeError", 8]
+    assert "\\x00\\x00\\x00\\x00\\x00" not in "".join(run.logs("write")["line"])
+
+
 def test_a_step_finds_no_sys_stdout_buffer_where_the_stream_it_replaced_has_none(
         workdir, monkeypatch):
     """ipykernel's stream has no ``buffer``: in a notebook, code that looks for one (and

@@ -127,6 +127,8 @@ class _RoutingStream:
             self.write(line)
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_fallback":  # (a copy's, made without __init__: none yet)
+            raise AttributeError(name)
         return getattr(self._fallback, name)
 
 
@@ -142,12 +144,13 @@ class _RoutingBuffer(io.BufferedIOBase):
         self._stream = stream
         self._outside = self._new_decoder()  # (bytes written outside any step, masked)
 
-    def write(self, data: Any) -> int:  # (bytes, bytearray, memoryview)
+    def write(self, data: Any) -> int:  # (bytes, bytearray, memoryview, an array)
         step = _current.get()
         if step is None and not _masks:
             return self._raw().write(data)
-        self._stream.write(self._decoder(step).decode(bytes(data)))
-        return len(data)
+        view = memoryview(data)  # (a TypeError for what is no bytes, as a real buffer's)
+        self._stream.write(self._decoder(step).decode(view.tobytes()))
+        return view.nbytes
 
     def flush(self) -> None:
         self._stream.flush()
@@ -169,6 +172,9 @@ class _RoutingBuffer(io.BufferedIOBase):
 
     def _raw(self) -> Any:
         return self._stream._fallback.buffer
+
+    def __getattr__(self, name: str) -> Any:  # (name, mode, raw: the stream's own)
+        return getattr(self._raw(), name)
 
     def _decoder(self, step: _StepBuffer | None) -> codecs.IncrementalDecoder:
         if step is None:

@@ -8,6 +8,7 @@ import dis
 import inspect
 import types
 import warnings
+import weakref
 from functools import partial
 from typing import Any
 
@@ -39,7 +40,10 @@ _SCALARS = (int, float, complex, str, bytes, bool, type(None), range)
 _MISSING = object()
 
 
-_FIRST_HASHED = "_dagnb_first_hashed"  # a function's closure values it changes: their digests
+# function -> the closure values it changes and reads, with their digests as first
+# hashed: in this process only (not in its __dict__, which a pickle takes elsewhere)
+_FIRST_HASHED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, str]]] = (
+    weakref.WeakKeyDictionary())
 
 
 def _cell_value(cell: Any) -> Any:
@@ -160,7 +164,9 @@ class _CodeWalker:
         """The digest of a closure value the function changes and reads, as the function
         first had it hashed: hashed again (a global it reads replaced), a memo it filled
         since would change its key, and run it once more for nothing."""
-        first = func.__dict__.setdefault(_FIRST_HASHED, {})
+        first = _FIRST_HASHED.get(func)
+        if first is None:
+            first = _FIRST_HASHED[func] = {}
         found = first.get(name)
         if found is None or found[0] is not obj:  # (the same cell, another object: anew)
             found = first[name] = (obj, self._closure_digest(func, name, obj, keep=False))

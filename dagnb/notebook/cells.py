@@ -526,8 +526,9 @@ def _indented(code: str) -> str:
     """``code`` one level in (four spaces), but for the lines a string spans after its
     first (a triple-quoted text's: indented, its value would change)."""
     inside = _lines_inside_strings(code)
+    lines = io.StringIO(code).readlines()  # (lines as tokenize counts them: not at \f)
     return "".join(line if number in inside or not line.strip() else f"    {line}"
-                   for number, line in enumerate(code.splitlines(True), start=1))
+                   for number, line in enumerate(lines, start=1))
 
 
 def _lines_inside_strings(code: str) -> set[int]:

@@ -391,8 +391,6 @@ class Scheduler:
         self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
         outcome = await self._attempts(step, files)
         shown = self._displays.pop((step.name, len(files)), None)  # (the one that succeeded)
-        for number in range(1, len(files)):  # (those that failed: not kept)
-            self._displays.pop((step.name, number), None)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         if SIMULATED in self._executor(step).capabilities:  # a scripted outcome is no result
             self.run.not_stored[step.name] = "a simulated executor (a test double) ran it"
@@ -699,7 +697,7 @@ class Scheduler:
         limit = step.timeout if step.timeout is not None else self.options.step_timeout
         running = self._running[executor.name]  # (made with the executor)
         running.append(log_file)  # this attempt's token, for executors.status()
-        task = start = None
+        task = start = outcome = None
         try:
             task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
@@ -722,11 +720,11 @@ class Scheduler:
                 start()
             running.remove(log_file)
             log_file.close()
-            if self._displays and self.options.cache is None and not (
-                    task is not None and task.left_running):  # (nothing keeps them)
-                self._displays.pop((step.name, number), None)
-            if task is not None and task.left_running:
+            if task is not None and task.left_running:  # (its displays kept: it may go on)
                 self._left_running.setdefault(step.name, number)
+            elif self._displays and not self._stores_displays(step, outcome):
+                self._displays.pop((step.name, number), None)
+        assert outcome is not None
         if outcome.exit_code not in (0, None):
             raise StepFailed(
                 self._exit_message(step.name, number, outcome.exit_code),
@@ -839,6 +837,13 @@ class Scheduler:
             write(event.time, number, stream, masked)
 
         return log
+
+    def _stores_displays(self, step: Step, outcome: Outcome | None) -> bool:
+        """Whether an attempt's displays go into the step's entry: it succeeded, and the
+        step is stored (its key made, see _run_and_store); else they are dropped as it
+        ends (they were shown as they came)."""
+        return (outcome is not None and outcome.exit_code in (0, None)
+                and step.name in self._keys)
 
     def _display_sink(self, name: str, number: int, log: Callable[[str, str], None],
                       log_file: LogFile) -> Callable[..., Any]:
