@@ -390,6 +390,37 @@ def test_sys_stdout_buffer_in_a_step_takes_bytes_alone_and_counts_them(workdir, 
     assert "\\x00\\x00\\x00\\x00\\x00" not in "".join(run.logs("write")["line"])
 
 
+def test_binary_bytes_outside_steps_pass_as_they_are_while_text_is_masked(
+        workdir, monkeypatch, capsysbinary):
+    """While a run with secrets goes on, bytes written outside any step (a thread of a
+    step) that are text are masked on their way out; others (a binary file piped out)
+    went out rewritten as escaped text, 640 bytes for 256."""
+    import threading
+
+    secret = "tok-BINARY-4441234"
+    monkeypatch.setenv("API_TOKEN", secret)
+    blob = bytes(range(256))
+
+    def pipe() -> int:
+        import os
+
+        def out() -> None:
+            sys.stdout.buffer.write(blob)
+            sys.stdout.buffer.write(f"token={os.environ['API_TOKEN']}\n".encode())
+            sys.stdout.buffer.flush()
+
+        thread = threading.Thread(target=out)
+        thread.start()
+        thread.join()
+        return 1
+
+    run = Graph("s", [Step("pipe", func=pipe, secrets=("API_TOKEN",))]).run(
+        executor="local", cache=False)
+    assert run.ok
+    printed = capsysbinary.readouterr().out
+    assert blob in printed and b"token=***" in printed and secret.encode() not in printed
+
+
 def test_a_step_finds_no_sys_stdout_buffer_where_the_stream_it_replaced_has_none(
         workdir, monkeypatch):
     """ipykernel's stream has no ``buffer``: in a notebook, code that looks for one (and

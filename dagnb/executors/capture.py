@@ -142,15 +142,29 @@ class _RoutingBuffer(io.BufferedIOBase):
     def __init__(self, stream: _RoutingStream) -> None:
         super().__init__()
         self._stream = stream
-        self._outside = self._new_decoder()  # (bytes written outside any step, masked)
 
     def write(self, data: Any) -> int:  # (bytes, bytearray, memoryview, an array)
         step = _current.get()
-        if step is None and not _masks:
-            return self._raw().write(data)
+        if step is None:
+            return self._write_outside(data)
         view = memoryview(data)  # (a TypeError for what is no bytes, as a real buffer's)
         self._stream.write(self._decoder(step).decode(view.tobytes()))
         return view.nbytes
+
+    def _write_outside(self, data: Any) -> int:
+        """Bytes written outside any step: to the stream's own buffer; while runs with
+        secrets go on, text is masked on its way there, and what is no text of the
+        stream's encoding (a binary file piped out) goes as it is, not rewritten."""
+        if _masks:
+            view = memoryview(data)
+            try:
+                text = view.tobytes().decode(self._encoding())
+            except UnicodeDecodeError:
+                self._stream._fallback.flush()  # (the text before it goes first)
+            else:
+                self._stream.write(text)
+                return view.nbytes
+        return self._raw().write(data)
 
     def flush(self) -> None:
         self._stream.flush()
@@ -176,9 +190,7 @@ class _RoutingBuffer(io.BufferedIOBase):
     def __getattr__(self, name: str) -> Any:  # (name, mode, raw: the stream's own)
         return getattr(self._raw(), name)
 
-    def _decoder(self, step: _StepBuffer | None) -> codecs.IncrementalDecoder:
-        if step is None:
-            return self._outside
+    def _decoder(self, step: _StepBuffer) -> codecs.IncrementalDecoder:
         if step.decoders is None:  # (under the lock: two threads of the step may write
             with _lock:  #              their first bytes at once)
                 if step.decoders is None:
@@ -189,8 +201,10 @@ class _RoutingBuffer(io.BufferedIOBase):
         return decoder
 
     def _new_decoder(self) -> codecs.IncrementalDecoder:
-        encoding = getattr(self._stream._fallback, "encoding", None) or "utf-8"
-        return codecs.getincrementaldecoder(encoding)(errors="backslashreplace")
+        return codecs.getincrementaldecoder(self._encoding())(errors="backslashreplace")
+
+    def _encoding(self) -> str:
+        return getattr(self._stream._fallback, "encoding", None) or "utf-8"
 
 
 @contextlib.contextmanager
