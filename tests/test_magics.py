@@ -369,6 +369,22 @@ def test_save_exports_python_steps_and_the_cli_runs_them_all_cached(shell, tmp_p
     assert reloaded.run(cache=False).result("scaled") == 48  # and the code runs alone
 
 
+def test_a_saved_step_that_calls_display_runs_outside_the_notebook_too(shell, tmp_path):
+    """``display()`` is a builtin in a notebook only: the saved module imports it, so the
+    step runs from the command too (a NameError once it ran, not cached), under the
+    notebook's key (the command finds it cached)."""
+    import subprocess
+    import sys
+
+    cell(shell, "shows --python --outputs total", "total = 6\ndisplay(total)")
+    assert str(line(shell, "save flow.yml")) == "saved 1 step to flow.yml"
+    for extra, ending in (([], "1 cached"), (["--no-cache"], "1 succeeded")):
+        done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "flow.yml", *extra],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert done.stdout.strip().endswith(ending), done.stdout
+
+
 def test_a_notebook_variable_that_cannot_be_saved_is_one_line(shell):
     shell.run_cell("import threading\nlock = threading.Lock()\n")
     cell(shell, "p --python --define-only", "with lock:\n    x = 1\n")

@@ -46,6 +46,12 @@ _FIRST_HASHED: weakref.WeakKeyDictionary[Any, dict[str, tuple[Any, str]]] = (
     weakref.WeakKeyDictionary())
 
 
+def _ipython_display(obj: Any) -> bool:
+    """Whether ``obj`` is IPython's ``display()`` (not imported to ask)."""
+    return (getattr(obj, "__name__", None) == "display"
+            and getattr(obj, "__module__", None) == "IPython.core.display_functions")
+
+
 def _cell_value(cell: Any) -> Any:
     try:
         return cell.cell_contents
@@ -114,9 +120,11 @@ class _CodeWalker:
             if name not in loaded:  # an attribute's (``src.name``), an import's (``import
                 continue  # json``), a global only set (``global last; last = x``)
             obj = func.__globals__.get(name, _MISSING)
-            if obj is _MISSING:
+            if obj is _MISSING or _ipython_display(obj):
                 # Remembered so that defining it later (a notebook cell) is noticed.
-                self.deps.append((func.__globals__, name, _MISSING))
+                # (IPython's display(), a builtin in a notebook, imported by the module of
+                # a workflow saved from it: the same key both ways)
+                self.deps.append((func.__globals__, name, obj))
             elif name in changed and not _is_code(obj):
                 # its state (``RUNS.append(x)``), whatever its name's case: by name, or
                 # another function appending to it too would change this one's key

@@ -514,7 +514,8 @@ def _one_word(rest: str, command: str, example: str, what: str = "step name") ->
 def _cmd_save(self: DaggerMagics, rest: str) -> Text:
     path = _one_path(rest, "save")
     self.session.graph.to_yaml(path)
-    return Text(f"saved {len(self.session.graph)} steps to {path}")
+    count = len(self.session.graph)
+    return Text(f"saved {count} step{'' if count == 1 else 's'} to {path}")
 
 
 def _cmd_load(self: DaggerMagics, rest: str) -> Text:
@@ -522,7 +523,9 @@ def _cmd_load(self: DaggerMagics, rest: str) -> Text:
     graph = load(path)
     self.session.reset()
     self.session.graph = graph
-    return Text(f"loaded {len(graph)} steps from {path}: {', '.join(graph.names)}")
+    count = len(graph)
+    return Text(f"loaded {count} step{'' if count == 1 else 's'} from {path}: "
+                f"{', '.join(graph.names)}")
 
 
 def _cmd_remove(self: DaggerMagics, rest: str) -> Text:

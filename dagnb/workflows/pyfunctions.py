@@ -181,7 +181,11 @@ class _Collected:
                 self._add_global(global_name, method.__globals__)
 
     def _add_global(self, name: str, namespace: dict[str, Any]) -> None:
-        if name not in namespace or name in self.imports or name in self.values:
+        if name in self.imports or name in self.values:
+            return
+        if name not in namespace:  # a builtin; display() a notebook's only (IPython's)
+            if name == "display":
+                self.imports[name] = "from IPython.display import display"
             return
         value = namespace[name]
         if name == "get_ipython":  # (what a cell's ``!cmd`` and ``%magic`` lines became)
