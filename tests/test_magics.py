@@ -681,3 +681,23 @@ def test_status_says_why_a_step_reading_an_unhashable_variable_was_not_stored(sh
     note = line(shell, "status").set_index("step")["note"]["l"]
     assert note.startswith("not stored: notebook variable 'lock' (_thread.lock) cannot be "
                            "fingerprinted") and note.endswith("as a parameter (params=)")
+
+
+def test_a_cells_own_lines_after_an_upstream_steps_have_a_header(shell, capsys):
+    """Running a cell whose upstream step runs again first: the upstream's lines come
+    under its header, and the cell's own under one too (they read as the upstream's)."""
+    shell.run_cell("threshold = 1")
+    cell(shell, "load --python --outputs data", "print('loading')\ndata = threshold")
+    cell(shell, "child --python --needs load", "print('child sees', load)")
+    shell.run_cell("threshold = 2")
+    capsys.readouterr()
+    cell(shell, "child --python --needs load", "print('child sees', load)")
+    out = capsys.readouterr().out
+    marks = ["── load ──", "loading", "── child ──", "child sees 2"]
+    assert all(mark in out for mark in marks), out
+    assert [out.index(mark) for mark in marks] == sorted(out.index(mark) for mark in marks)
+
+
+def test_a_cells_own_lines_alone_have_no_header(shell, capsys):
+    cell(shell, "alone --python", "print('just me')")
+    assert "── alone" not in capsys.readouterr().out

@@ -290,8 +290,9 @@ class TextView:
         step = event.step or ""
         cached = "cached" in event.data
         self._headed.add(step)
-        if step == self.focus and not cached:
-            return
+        if step == self.focus and not cached and len(self._headed) == 1:
+            return  # (the cell's own lines alone: as a plain cell's; after another step's
+            #          lines, under a header of their own, or they read as that step's)
         out.append(f"── {step}" + (" (cached output)" if cached else "") + " ──")
 
     def _write(self, out: Sequence[str], err: Sequence[str]) -> None:
