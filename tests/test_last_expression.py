@@ -127,3 +127,19 @@ def test_a_notebook_function_called_displayed_travels_beside_it():
     module = function_module(function, "s")
     exec(compile(module, "<step module>", "exec"), scope := {})
     assert scope["s_cell"]() == "USER:2"
+
+
+@pytest.mark.parametrize("body, shown_line", [
+    ("x = 'abc'\n\nint(x)  # parse\n", "int(x)  # parse"),
+    ("total = total + 1\n(total /\n 0)\n", "(total /"),  # (read before set: nested once more)
+])
+def test_a_last_expression_that_raises_shows_the_users_line_in_the_traceback(
+        workdir, body, shown_line):
+    """The traceback of a last expression that raises showed the display call it runs in
+    (``_dagnb_displayed((int(x)))``), a line the user never wrote."""
+    import dagnb
+
+    function = cell_function("s", body, [], [], {"__name__": "__main__", "total": 1})
+    run = dagnb.Graph("g", [dagnb.Step("s", func=function)]).run(executor="local")
+    lines = run.logs("s")["line"].tolist()
+    assert f"    {shown_line}" in lines and not any(DISPLAYED in line for line in lines)

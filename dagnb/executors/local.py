@@ -525,6 +525,20 @@ def _is_cell_wrapper(frame: traceback.FrameSummary, inner: traceback.FrameSummar
             and (inner.filename, inner.name) == (frame.filename, frame.name))
 
 
+def _as_written(frames: list[traceback.FrameSummary], func: Any) -> list[Any]:
+    """The frames of a --python cell's lines as the user wrote them: its last expression
+    runs inside the call that displays it, which is no line of theirs (no carets then:
+    their columns are the call's)."""
+    written = getattr(func, "_dagnb_lines_as_written", None)
+    if not written:
+        return frames
+    filename = func.__code__.co_filename
+    return [traceback.FrameSummary(frame.filename, frame.lineno, frame.name,
+                                   line=written[frame.lineno])
+            if frame.filename == filename and frame.lineno in written else frame
+            for frame in frames]
+
+
 def _failure(task: Task, exc: BaseException) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
     frames = traceback.extract_tb(exc.__traceback__)
@@ -532,6 +546,7 @@ def _failure(task: Task, exc: BaseException) -> StepFailed:
         frames = frames[1:]
     if len(frames) > 1 and _is_cell_wrapper(frames[0], frames[1]):
         frames = frames[1:]
+    frames = _as_written(frames, task.step.func)
     lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
     text = "".join(lines).rstrip("\n")
     for line in ["Traceback (most recent call last):", *text.split("\n")]:

@@ -253,6 +253,9 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         text = _prebinding_source(func_name, arguments, prebound, text)
         code = _compiled(name, text, filename, 2)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
+    written = {} if run == python else _lines_as_written(
+        text, _function_source(func_name, arguments, python, tuple(outputs)), prebound,
+        func_name, arguments)
     scope: dict[str, Any] = {}
     globals_ = namespace if isinstance(namespace, dict) else dict(namespace)
     if TIMER in python:
@@ -262,7 +265,22 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     exec(code, globals_, scope)
     function = scope[func_name]
     function._dagnb_cell_source = source  # what the user wrote, for cell_text
+    if written:  # (what a traceback shows of them: see dagnb.executors.local)
+        function._dagnb_lines_as_written = written
     return function
+
+
+def _lines_as_written(text: str, as_written: str, prebound: list[str], func_name: str,
+                      arguments: list[str]) -> dict[int, str]:
+    """The lines of the cell's function ``text`` that its last expression's display call
+    changed (by number), as the user wrote them (the same lines, the call aside)."""
+    if prebound:
+        as_written = _prebinding_source(func_name, arguments, prebound, as_written)
+    lines, mine = text.splitlines(), as_written.splitlines()
+    if len(lines) != len(mine):  # (the call keeps the lines: should it not, say nothing)
+        return {}
+    return {number: theirs for number, (ran, theirs) in enumerate(
+        zip(lines, mine, strict=True), start=1) if ran != theirs}
 
 
 def _compiled(name: str, text: str, filename: str, lines_before: int) -> types.CodeType:
