@@ -177,6 +177,56 @@ def test_a_failed_attempts_displays_are_shown_not_kept(workdir):
     assert _shown(again, "flaky") == [("display", {"text/plain": "attempt 2"})]
 
 
+def _attempts(run: dagnb.Run, step: str) -> list[tuple[str, int]]:
+    """The step's lines and displays as (kind, attempt), in order."""
+    return [(e.kind, e.attempt) for e in run.events
+            if e.step == step and e.kind in ("log", "display")]
+
+
+def _flaky_graph() -> dagnb.Graph:
+    """A step that prints and displays, and fails (transiently) on its first attempt."""
+    graph = dagnb.Graph("retried")
+    attempts = []
+
+    @graph.step
+    def flaky():
+        attempts.append(1)
+        print(f"attempt {len(attempts)}")
+        step_display({"text/plain": "a table"}, {})
+        if len(attempts) == 1:
+            raise ConnectionError("dropped")
+        print("done")
+
+    return graph
+
+
+def test_a_hit_replays_each_display_as_of_the_attempt_that_made_it(workdir):
+    """The displays of a step that succeeded on its 2nd attempt came back from the cache
+    as attempt 1's, its lines as attempt 2's."""
+    graph = _flaky_graph()
+    graph.run(executor="local", sleep=Clock().async_sleep)
+    again = graph.run(executor="local")
+    assert again.states() == {"flaky": "cached"}
+    assert _attempts(again, "flaky") == [("log", 2), ("display", 2), ("log", 2)]
+    assert again.logs("flaky")["attempt"].tolist() == [2, 2]
+
+
+def test_a_display_an_older_version_kept_replays_as_attempt_1(workdir):
+    """Its record has no attempt: read, not refused."""
+    import json
+
+    graph = _flaky_graph()
+    graph.run(executor="local", sleep=Clock().async_sleep)
+    [stored] = Path(workdir).rglob("displays.jsonl")
+    records = [json.loads(line) for line in stored.read_text().splitlines()]
+    assert [record.pop("attempt") for record in records] == [2]
+    stored.write_text("".join(json.dumps(record) + "\n" for record in records))
+    again = graph.run(executor="local")
+    assert _shown(again, "flaky") == [("line", "attempt 2"), ("display", {"text/plain": "a table"}),
+                                      ("line", "done")]
+    assert _attempts(again, "flaky") == [("log", 2), ("display", 1), ("log", 2)]
+
+
 def test_a_live_widget_is_left_to_the_caller(workdir):
     """Its model lives in the kernel: shown again from the cache it would be an error."""
     graph = dagnb.Graph("widget")
@@ -252,7 +302,7 @@ def test_an_attempt_that_did_not_stop_keeps_its_own_displays_and_updates(shell, 
                 if event.kind == "display"]
 
     assert (1, "'late, updated'") in shown(run) and (2, "'second'") in shown(run)
-    assert shown(graph.run(executor="local")) == [(1, "'second'")]
+    assert shown(graph.run(executor="local")) == [(2, "'second'")]  # (attempt 2's, as it)
 
 
 def test_the_displays_of_attempts_no_entry_keeps_are_dropped_as_they_end(workdir):

@@ -149,3 +149,42 @@ def test_a_cell_ending_in_a_dataframe_shows_its_table_and_again_from_the_cache(t
         assert table["text/plain"].split() == ["n", "0", "0", "1", "1"], name
     if widgets == "0":
         assert "table  cached" in _text(cell)
+
+
+FLAKY = """%%dagger flaky --python --retries 1
+import pathlib
+from IPython.display import HTML, display
+print('trying')
+display(HTML('<i>made</i>'))
+if not pathlib.Path('tried').exists():
+    pathlib.Path('tried').write_text('once')
+    raise ConnectionError('the source dropped us')  # (transient: tried again)
+print('done')
+"""
+ATTEMPTS = """from dagnb.notebook.session import get_session
+print(sorted({(e.kind, e.attempt) for e in get_session().last_run.events
+              if e.step == 'flaky' and e.kind in ('log', 'display')}))
+"""
+
+
+@pytest.mark.parametrize("widgets", ["0", "1"], ids=["text", "widgets"])
+def test_a_cached_step_that_succeeded_on_its_second_attempt_replays_its_displays_so(
+        tmp_path, widgets):
+    """Its lines came back from the cache as attempt 2's, its displays as attempt 1's;
+    the cell shows the same display, and ``%dagger logs`` the same lines."""
+    steps = ("import dagnb\ndagnb.configure(retry_backoff_factor=0)", FLAKY, ATTEMPTS,
+             "%dagger logs flaky")
+    first = _execute(tmp_path, widgets, "first.ipynb", steps)
+    again = _execute(tmp_path, widgets, "again.ipynb", steps)  # (a new kernel: cached)
+    made = [{"text/plain": "<IPython.core.display.HTML object>", "text/html": "<i>made</i>"}]
+    assert _rich(first.cells[2]) == made * 2  # (each attempt's, shown as it came)
+    assert _rich(again.cells[2]) == made
+    assert _text(first.cells[3]) == "[('display', 1), ('display', 2), ('log', 1), ('log', 2)]\n"
+    assert _text(again.cells[3]) == "[('display', 2), ('log', 2)]\n"
+    for notebook in (first, again):  # (the lines of attempt 2, the one stored)
+        [logs] = [out for out in notebook.cells[4]["outputs"]
+                  if out["output_type"] == "execute_result"]
+        rows = [line.split()[-3:] for line in logs["data"]["text/plain"].splitlines()[1:]]
+        assert rows[-2:] == [["2", "stdout", "trying"], ["2", "stdout", "done"]], logs
+    if widgets == "0":
+        assert "flaky  cached" in _text(again.cells[2])

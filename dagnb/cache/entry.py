@@ -133,7 +133,8 @@ class Entry:
 
     def displays(self) -> list[dict[str, Any]]:
         """The rich outputs the step displayed, in order: dicts with ``after`` (how many
-        of its lines came before it), ``data`` (the mime bundle) and ``metadata``. Read
+        of its lines came before it), ``attempt`` (the attempt that made it; absent from
+        entries older versions wrote), ``data`` (the mime bundle) and ``metadata``. Read
         only when the metadata counts some; a torn or damaged record is left out."""
         if not self.meta.get("displays"):
             return []

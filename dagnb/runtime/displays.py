@@ -6,9 +6,11 @@ step's sink (:func:`dagnb.executors.capture.step_display`): a :class:`StepDispla
 attempt. It masks the text of the bundle as the step's lines are masked, puts it in the
 run's events, where a view shows it in order with the lines, and keeps it for the step's
 cache entry with ``after``, how many of the attempt's lines came before it, so that a hit
-replays lines and displays in the order the first run showed them. A step keeps at most
-:data:`MAX_DISPLAYS` of them and :data:`MAX_DISPLAY_BYTES`: one line in its log says where
-that ended, and the displays after it are published as they are, shown once, not kept.
+replays lines and displays in the order the first run showed them, and ``attempt``, the
+attempt that made it, which a hit's events give it as they give the lines theirs. A step
+keeps at most :data:`MAX_DISPLAYS` of them and :data:`MAX_DISPLAY_BYTES`: one line in its
+log says where that ended, and the displays after it are published as they are, shown
+once, not kept.
 A live widget is never kept (its model dies with the kernel): it is published as it is.
 """
 
@@ -67,7 +69,8 @@ class StepDisplays:
             return shown  # (a widget, another's display, past the limits: not kept)
         data, metadata = shown
         if record is None:
-            record = {"after": self._log_file.count, "data": data, "metadata": metadata}
+            record = {"after": self._log_file.count, "attempt": self._attempt, "data": data,
+                      "metadata": metadata}
             self.records.append(record)
             if display_id:
                 self._by_id[display_id] = record

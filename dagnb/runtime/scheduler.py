@@ -500,7 +500,8 @@ class Scheduler:
         return done
 
     def _replay_with_displays(self, name: str, entry: Entry) -> None:
-        """A hit's lines and displays, each display after the lines it came after."""
+        """A hit's lines and displays, each display after the lines it came after, of
+        the attempt that made it (as its lines are)."""
         displays = entry.displays()
         emit, at = self._emit, 0
 
@@ -508,8 +509,10 @@ class Scheduler:
             nonlocal at
             while at < len(displays) and displays[at].get("after", 0) <= lines:
                 record = displays[at]
-                emit("display", name, 1, data=record["data"], metadata=record.get("metadata"),
-                     display_id=None, update=False, cached=True)
+                # (an entry written before displays kept their attempt: the first)
+                emit("display", name, record.get("attempt", 1), data=record["data"],
+                     metadata=record.get("metadata"), display_id=None, update=False,
+                     cached=True)
                 at += 1
 
         for count, line in enumerate(entry.iter_logs()):
