@@ -151,6 +151,29 @@ def test_a_cell_ending_in_a_dataframe_shows_its_table_and_again_from_the_cache(t
         assert "table  cached" in _text(cell)
 
 
+TIMED = "%%dagger timed --python\n%time sum(range(10))\n"
+TIMED_QUIET = "%%dagger quiet --python\n%time sum(range(10));\n"
+TIMED_NONE = "%%dagger printed --python\n%time print('hi')\n%env DAGNB_SHOWN=1\n"
+
+
+@pytest.mark.parametrize("widgets", ["0", "1"], ids=["text", "widgets"])
+def test_a_cell_ending_in_a_timed_expression_shows_its_value_as_a_plain_cell(tmp_path,
+                                                                            widgets):
+    """A plain cell ending in ``%time sum(range(10))`` shows the times, then 45; a
+    ``--python`` cell showed the times alone. A ``;`` still hides it, a None is not shown."""
+    for name in ("first.ipynb", "again.ipynb"):  # (the second a new kernel: cached)
+        cells = _execute(tmp_path, widgets, name, (TIMED, TIMED_QUIET, TIMED_NONE)).cells
+        assert _rich(cells[1]) == [{"text/plain": "45"}], name
+        assert _rich(cells[2]) == [] and _rich(cells[3]) == [], name
+        if widgets == "0":
+            outputs = cells[1]["outputs"]
+            [shown] = [i for i, out in enumerate(outputs) if out["output_type"] == "display_data"]
+            before = _text(nbformat.from_dict({"outputs": outputs[:shown]}))
+            assert "CPU times: " in before and "Wall time: " in before, (name, outputs)
+    if widgets == "0":
+        assert "timed  cached" in _text(cells[1])
+
+
 FLAKY = """%%dagger flaky --python --retries 1
 import pathlib
 from IPython.display import HTML, display

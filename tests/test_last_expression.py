@@ -52,6 +52,14 @@ CELLS = {  # body -> what it displays
     "a, b = 1, 2\na, b\n": ["(1, 2)"],  # one value, a tuple
     "word = 'hi'\n%sx echo $word\n": ["['hi']"],  # not the name it reads after it
     "folder = '.'\n!true $folder\n": [],  # (its value is None)
+    "%time sum(range(10))\n": ["45"],  # %time returns its expression's value
+    "%time y = 21; y * 2\n": ["42"],  # ... its last one's
+    "%time sum(range(10));\n": [],
+    "%time y = 21\n": [],
+    "y = %time 21 * 2\n": [],
+    "%time print('hi')\n": [],  # (None)
+    "%env DAGNB_SHOWN=1\n": [],  # a magic returning None
+    "%dirs\n": ["[]"],  # one returning a value (the directory stack)
 }
 
 
@@ -62,6 +70,30 @@ def test_only_a_last_top_level_expression_is_displayed(shell):
         assert get_session().last_run.states() == {f"s{number}": "succeeded"}
         displays[body] = shown(f"s{number}")
     assert displays == CELLS
+
+
+def test_a_timed_last_expression_is_displayed_after_the_times_and_again_from_the_cache(
+        shell):
+    """IPython shows ``%time EXPR``'s value after the times; a ``--python`` cell showed
+    nothing."""
+    for _ in range(2):
+        cell(shell, "s --python", "%time sum(range(10))  # the magic's value\n")
+        order = [e.data.get("line", "").split(":")[0] if e.kind == "log" else e.kind
+                 for e in get_session().last_run.events if e.step == "s"
+                 and e.kind in ("log", "display")]
+        assert order == ["CPU times", "Wall time", "display"] and shown() == ["45"]
+    assert get_session().last_run.states() == {"s": "cached"}
+
+
+def test_the_name_a_timed_value_goes_to_is_dagnb_s_not_an_output_to_suggest():
+    from dagnb.errors import InvalidStepError
+    from dagnb.notebook.last_expression import TIMED_VALUE
+
+    function = cell_function("s", "%time 1 + 1\n", [], [], {})
+    assert TIMED_VALUE in function.__code__.co_varnames  # (where the value goes)
+    with pytest.raises(InvalidStepError, match=r"^step 's': --outputs 'timed_value' is not "
+                                               r"assigned in the cell; assign it in the cell"):
+        cell_function("s", "%time 1 + 1\n", [], ["timed_value"], {})
 
 
 def test_the_cell_text_comes_back_as_written(shell):

@@ -42,7 +42,7 @@ from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
-from dagnb.notebook.last_expression import DISPLAYED, displayed, with_last_displayed
+from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
 
 __all__ = [
     "cell_function",
@@ -242,7 +242,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     filename = f"<dagger-cell {name} #{next(_counter)}>"
     code = _compiled(name, text, filename, 1)
     _refuse_top_level_yield(name, code, func_name, python)
-    local = _local_names(code, func_name)
+    local = _local_names(code, func_name) - {TIMED_VALUE}  # (dagnb's, not the user's)
     declared = _globals_set(python)
     _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | declared)
     # (a name the notebook lacks: a plain cell's NameError, as UnboundLocalError is one)

@@ -8,7 +8,9 @@ called (nothing evaluated twice, no NameError where IPython leaves the text as i
 
 ``%time STMT`` runs as ``with _dagnb_time(): STMT``. IPython's ``%time`` would run the
 statement in a copy of the cell function's locals (Python 3.11), losing what it assigns;
-here the statement is the function's own code, and what it reads counts in the key.
+here the statement is the function's own code, and what it reads counts in the key. As
+IPython's, the timer can show the value of the line's last expression after the times
+(:mod:`dagnb.notebook.last_expression` asks for it when the line ends the cell).
 """
 
 from __future__ import annotations
@@ -18,12 +20,13 @@ import re
 import sys
 import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeGuard
 
 from dagnb.errors import InvalidStepError
 
-__all__ = ["TIMER", "ipython_to_python", "is_expansion_read", "timed"]
+__all__ = ["TIMER", "ipython_to_python", "is_expansion_read", "is_timed", "timed"]
 
 TIMER = "_dagnb_time"  # what a ``%time`` line calls, set in the cell's globals
 
@@ -101,6 +104,15 @@ def is_expansion_read(statement: ast.stmt, before: ast.stmt) -> bool:
     return (isinstance(value, ast.Lambda) and isinstance(value.body, ast.Tuple)
             and not value.args.args and before.end_lineno == statement.lineno
             and any(_expanded_text(node) is not None for node in ast.walk(before)))
+
+
+def is_timed(statement: ast.stmt) -> TypeGuard[ast.With]:
+    """Whether ``statement`` is what :func:`_timed_edit` made of a ``%time`` line."""
+    if not isinstance(statement, ast.With) or len(statement.items) != 1:
+        return False
+    timer = statement.items[0].context_expr
+    return (isinstance(timer, ast.Call) and isinstance(timer.func, ast.Name)
+            and timer.func.id == TIMER and not timer.args and not timer.keywords)
 
 
 def _expands_nothing(magic: str, method: str) -> bool:
@@ -184,15 +196,19 @@ def _applied(lines: list[bytes], edits: list[_Edit | None]) -> str:
 
 
 @contextmanager
-def timed() -> Iterator[None]:
+def timed(show: Callable[[object], None] | None = None
+          ) -> Iterator[Callable[[object], None]]:
     """Print what IPython's ``%time`` prints (CPU and wall time) after the block, also
-    when it raises (the error goes on, as with ``%time``)."""
+    when it raises (the error goes on, as with ``%time``); then, if it did not raise,
+    ``show`` the value the block passed to the function this yields (``%time``'s value,
+    which IPython shows after the times)."""
     from IPython.core.magics.execution import _format_time
     from IPython.utils.timing import clock2
 
+    values: list[object] = []
     started, cpu = time.time(), clock2()
     try:
-        yield
+        yield values.append
     finally:
         user, system = (end - start for start, end in zip(cpu, clock2(), strict=True))
         wall = time.time() - started
@@ -202,3 +218,5 @@ def timed() -> Iterator[None]:
             print(f"CPU times: user {_format_time(user)}, sys: {_format_time(system)}, "
                   f"total: {_format_time(user + system)}")
         print(f"Wall time: {_format_time(wall)}")
+    if show is not None and values:
+        show(values[-1])

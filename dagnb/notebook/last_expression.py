@@ -8,6 +8,11 @@ step's displays are its own (:mod:`dagnb.notebook.displays`), so the value is sh
 cell and kept with the step's cache entry, shown again when the cell is served from the
 cache. The call is written around the expression on its own lines (a traceback or a
 SyntaxError names the line the user wrote). Outside IPython (a script) nothing is shown.
+
+A last ``%time EXPR`` line is an expression too in IPython (the magic's call, whose value
+is EXPR's), which a ``--python`` cell runs as ``with _dagnb_time(): EXPR``
+(:mod:`dagnb.notebook.ipython_lines`): its value is passed to the timer, which displays
+it after printing the times, as IPython shows ``%time``'s value after them.
 """
 
 from __future__ import annotations
@@ -18,11 +23,12 @@ import textwrap
 import tokenize
 
 from dagnb.executors.dagger.shim import TRAVELS_AS_SOURCE
-from dagnb.notebook.ipython_lines import is_expansion_read
+from dagnb.notebook.ipython_lines import TIMER, is_expansion_read, is_timed
 
-__all__ = ["DISPLAYED", "displayed", "with_last_displayed"]
+__all__ = ["DISPLAYED", "TIMED_VALUE", "displayed", "with_last_displayed"]
 
 DISPLAYED = "_dagnb_displayed"  # what the cell's last expression is passed to, in its globals
+TIMED_VALUE = "_dagnb_timed_value"  # a last %time line's value goes there, to the timer
 
 _QUIET = {tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT,
           tokenize.ENDMARKER}
@@ -30,23 +36,44 @@ _QUIET = {tokenize.NEWLINE, tokenize.NL, tokenize.COMMENT, tokenize.INDENT, toke
 
 def with_last_displayed(python: str) -> str:
     """``python``, dedented, with its last top-level statement passed to
-    :data:`DISPLAYED` when it is an expression and no ``;`` ends the cell; else
-    ``python`` as it is."""
+    :data:`DISPLAYED` when it is an expression (or a timed one) and no ``;`` ends the
+    cell; else ``python`` as it is."""
     dedented = textwrap.dedent(python)
     try:
         body = ast.parse(dedented).body
     except SyntaxError:
         return python  # (compiling it says which line is wrong)
     last = _last_statement(body)
-    if not isinstance(last, ast.Expr) or _ends_with_semicolon(dedented):
+    if _ends_with_semicolon(dedented):
         return python
     lines = dedented.encode().splitlines(True)  # (ast's columns count UTF-8 bytes)
-    end, end_column = last.end_lineno or last.lineno, last.end_col_offset or 0
-    lines[end - 1] = lines[end - 1][:end_column] + b"))" + lines[end - 1][end_column:]
-    start = lines[last.lineno - 1]  # (parenthesized: ``a, b`` is one value, a tuple)
-    lines[last.lineno - 1] = (start[:last.col_offset] + f"{DISPLAYED}((".encode()
-                              + start[last.col_offset:])
+    if isinstance(last, ast.Expr):
+        _pass_to(DISPLAYED, last, lines)
+    elif last is not None and is_timed(last) and isinstance(last.body[-1], ast.Expr):
+        # (IPython's %time returns the value of its last expression: x = 2; x * 21 too)
+        _pass_to(TIMED_VALUE, last.body[-1], lines)  # (right of the timer, on its line)
+        _replace(lines, last.items[0].context_expr,
+                 f"{TIMER}({DISPLAYED}) as {TIMED_VALUE}")
+    else:
+        return python
     return b"".join(lines).decode()
+
+
+def _pass_to(function: str, node: ast.AST, lines: list[bytes]) -> None:
+    """Write ``function((...))`` around ``node`` in ``lines`` (parenthesized: ``a, b``
+    is one value, a tuple)."""
+    end, end_column = node.end_lineno or node.lineno, node.end_col_offset or 0
+    lines[end - 1] = lines[end - 1][:end_column] + b"))" + lines[end - 1][end_column:]
+    start = lines[node.lineno - 1]
+    lines[node.lineno - 1] = (start[:node.col_offset] + f"{function}((".encode()
+                              + start[node.col_offset:])
+
+
+def _replace(lines: list[bytes], node: ast.AST, text: str) -> None:
+    """``node``, on one line of ``lines``, replaced by ``text``."""
+    line = lines[node.lineno - 1]
+    lines[node.lineno - 1] = (line[:node.col_offset] + text.encode()
+                              + line[node.end_col_offset or 0:])
 
 
 def _last_statement(body: list[ast.stmt]) -> ast.stmt | None:
