@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 import dagnb
+from dagnb.cache.secret_scan import forget_secrets
 from dagnb.config import Context, use_context
 from dagnb.testing import Clock
 
@@ -57,12 +58,15 @@ _TEMPORARY = pytest.StashKey[tuple[str, "str | None"]]()
 
 @pytest.fixture(autouse=True)
 def fresh_context() -> Iterator[Context]:
-    """A fresh process context (settings, executors, breakers, session...) per test.
+    """A fresh process context (settings, executors, breakers, session...) per test,
+    and no secret known from an earlier test's runs (the process keeps them: a test's
+    secret ``1`` would mask every later test's ``exit code 1``).
 
     Not ``isolated()``: its temporary cache would be configured before a test changes
     folder or writes a config file, and the settings tests read those."""
     with use_context() as context:
         yield context
+    forget_secrets()
 
 
 @pytest.fixture

@@ -7,10 +7,11 @@ import contextlib
 import html
 import io
 import json
+import re
 import sys
 import urllib.parse
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import pytest
 
@@ -926,3 +927,165 @@ def test_a_secret_spelled_with_numeric_html_references_is_masked_and_references_
     assert Masker(["9"]).html("&#39; 19 &#x2019;") == "&#39; 1*** &#x2019;"
     words = Masker(["p&ss"], words_below=6)  # (the mask of descriptions: words only)
     assert words.html("<td>p&#38;ss</td> xp&#38;ss") == "<td>***</td> xp&#38;ss"
+
+
+class _LeftRunning:
+    """A step that starts a thread which calls ``then(token)`` once :meth:`finish` is
+    called, its run over."""
+
+    def __init__(self, then: Callable[[str], object]) -> None:
+        import threading
+
+        self.then, self.go, self.thread = then, threading.Event(), None
+
+    def __call__(self) -> int:
+        import os
+        import threading
+
+        token = os.environ["API_TOKEN"]
+        self.thread = threading.Thread(target=lambda: (self.go.wait(10), self.then(token)))
+        self.thread.start()
+        return 1
+
+    def finish(self) -> None:
+        assert self.thread is not None and self.thread.is_alive()  # (it outlived the run)
+        self.go.set()
+        self.thread.join()
+
+
+def _capture_released() -> bool:
+    from dagnb.executors.capture import _RoutingStream
+
+    return not isinstance(sys.stdout, _RoutingStream)
+
+
+def test_a_thread_a_step_leaves_running_keeps_the_secret_out_of_a_memory_cache_after_the_run(
+        workdir, monkeypatch):
+    """The run's secrets were known to the cache only while it lasted: a thread the step
+    left running, calling a dagnb.Memory function after the run, wrote the secret in
+    clear (its argument's description, its result) into the cache folder. The process
+    keeps knowing every secret a run was given: the result is returned uncached, with a
+    warning naming the secret and what to do, never its value."""
+    from dagnb.testing import wait_until
+
+    secret = "sk-live-9z8y7x6w5v4u"
+    monkeypatch.setenv("API_TOKEN", secret)
+    memory = dagnb.Memory(workdir / "memory")
+
+    @memory.cache
+    def session(token: str) -> dict[str, str]:
+        return {"auth": "Bearer " + token}
+
+    @memory.cache
+    def size(token: str) -> int:
+        return len(token)
+
+    step = _LeftRunning(lambda token: (session(token), size(token)))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = Graph("s", [Step("start", func=step, secrets=("API_TOKEN",))]).run(
+            executor="local")
+        assert run.ok
+        step.finish()
+    assert _files_holding(workdir / "memory", secret) == []
+    said = [str(w.message) for w in caught]
+    assert any(re.fullmatch(
+        r".*session: the call ran but was not cached: its result holds the value of secret "
+        r"'API_TOKEN', and the cache keeps no secret; return a result without the secret "
+        r"to cache it", line) for line in said), said
+    assert all(secret not in line for line in said)
+    assert size.check_call_in_cache(secret)  # (stored: its description masked)
+    assert _files_holding(workdir / "memory", secret) == []
+    assert _files_holding(workdir / ".dagnb_cache", secret) == []
+    assert wait_until(_capture_released, timeout=5)
+
+
+def test_what_a_thread_a_step_leaves_running_prints_after_the_run_is_masked(
+        workdir, monkeypatch, capsys):
+    """Output outside steps was masked while the run lasted only: a thread the step left
+    running printed the token in clear to the terminal (or the notebook cell, and the
+    saved .ipynb) once the run had ended. The mask now lasts until those threads end."""
+    from dagnb.testing import wait_until
+
+    secret = "tok-LATER-7771234"
+    monkeypatch.setenv("API_TOKEN", secret)
+    step = _LeftRunning(lambda token: print(f"fetched with token={token}"))
+    run = Graph("s", [Step("start", func=step, secrets=("API_TOKEN",))]).run(
+        executor="local", cache=False)
+    assert run.ok
+    step.finish()
+    assert capsys.readouterr().out == "fetched with token=***\n"
+    assert wait_until(_capture_released, timeout=5)  # (the streams are put back after)
+    assert Graph("s", [Step("p", func=lambda: print("p"))]).run(executor="local").logs(
+        "p")["line"].tolist() == ["p"]
+
+
+# where a step of one run leaves a secret for a later run's step (a global, a client)
+_HANDED_ON: dict[str, str] = {}
+
+
+def test_a_later_run_keeps_a_secret_an_earlier_one_was_given_out_of_its_entries_and_logs(
+        workdir, monkeypatch):
+    """A run masked and refused only its own graph's secrets: a later run of another graph
+    whose step got an earlier run's secret (through a global) stored it in its cache
+    entry and printed it in clear to its log, and a param holding it went in clear to
+    its params file."""
+    secret = "sk-live-HANDED-0n1234"
+    monkeypatch.setenv("API_TOKEN", secret)
+
+    def keep() -> int:
+        import os
+
+        _HANDED_ON["token"] = os.environ["API_TOKEN"]
+        return 1
+
+    def use() -> str:
+        print("auth", _HANDED_ON["token"])
+        return "Bearer " + _HANDED_ON["token"]
+
+    monkeypatch.setitem(_HANDED_ON, "token", "")
+    Graph("a", [Step("keep", func=keep, secrets=("API_TOKEN",))]).run(executor="local")
+    monkeypatch.delenv("API_TOKEN")  # (the later run does not know it otherwise)
+    with pytest.warns(UserWarning, match=r"hold the value of secret 'API_TOKEN'") as caught:
+        run = Graph("b", [Step("use", func=use)]).run(executor="local")
+    assert run.result("use") == "Bearer " + secret
+    assert run.logs("use")["line"].tolist() == ["auth ***"]
+    assert all(secret not in str(w.message) for w in caught)
+    given = Graph("c", [Step("given", func=lambda token: 1, params={"token": secret})])
+    with pytest.raises(dagnb.InvalidStepError, match=r"param 'token' holds the value of "
+                                                     r"secret 'API_TOKEN'.*") as refused:
+        given.run(executor="local")
+    assert secret not in str(refused.value)
+    assert _files_holding(workdir / ".dagnb_cache", secret) == []
+
+
+def test_a_memory_call_after_a_run_shows_its_arguments_masked(workdir, monkeypatch, capsys,
+                                                              caplog):
+    """A verbose dagnb.Memory function printed and logged its arguments in clear: a
+    secret a run was given among them is masked there."""
+    import logging
+
+    secret = "sk-live-VERBOSE-1234"
+    monkeypatch.setenv("API_TOKEN", secret)
+    Graph("s", [Step("s", func=lambda: 1, secrets=("API_TOKEN",))]).run(executor="local")
+    memory = dagnb.Memory(workdir / "memory", verbose=20)
+    cached = memory.cache(len)
+    with caplog.at_level(logging.INFO, logger="dagnb.memory"):
+        assert cached(secret) == len(secret)
+    shown = capsys.readouterr().out + caplog.text
+    assert "***" in shown and secret not in shown
+
+
+def test_the_process_keeps_each_value_of_a_rotated_secret_up_to_a_limit():
+    from dagnb.cache import secret_scan
+
+    secret_scan.remember_secrets({"TOKEN": "value-one-1"})
+    secret_scan.remember_secrets({"TOKEN": "value-two-2", "OTHER": "other-value"})
+    assert secret_scan.known_secrets() == {"TOKEN": "value-two-2", "OTHER": "other-value",
+                                           "TOKEN'": "value-one-1"}
+    found = secret_scan.secrets_in_force()
+    assert found is not None and found.finder.find(b"..value-one-1..") == "TOKEN'"
+    for number in range(secret_scan._KNOWN_LIMIT):
+        secret_scan.remember_secrets({"TOKEN": f"rotated-{number:04}"})
+    assert "value-one-1" not in secret_scan.known_secrets().values()
+    assert len(secret_scan.known_secrets()) == secret_scan._KNOWN_LIMIT

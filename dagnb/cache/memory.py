@@ -522,9 +522,11 @@ class _Calls:
         self.verbose: int = options["verbose"]
         self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
 
-    def before(self, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+    def before(self, args: tuple[Any, ...], kwargs: dict[str, Any],
+               secrets: SecretsInForce | None = None) -> None:
         if self.verbose > 0:
             shown = ", ".join([*map(short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            shown = shown if secrets is None else secrets.mask(shown)
             print("_" * 80)
             print(f"[Memory] Calling {self.name}...")
             print(f"{label(self.func)}({shown})")
@@ -751,7 +753,7 @@ class _CachedCall(_Calls):
         its value, said once in a warning, as :meth:`uncached` says why)."""
         warnings.warn(f"{self.name}: the call ran but was not cached: its result holds the "
                       f"value of secret {secret!r}, and the cache keeps no secret; return "
-                      "what the step needs without the secret to cache it", stacklevel=5)
+                      "a result without the secret to cache it", stacklevel=5)
         return value
 
     def write(self, out: Path, value: Any) -> None:
@@ -764,10 +766,11 @@ class _CachedCall(_Calls):
 
     def query(self, key: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         if self.verbose >= 20:
+            shown, secrets = short_repr(args, 80), secrets_in_force()
             _log.info(
                 "Querying %s with signature %s(%s).\n(argument hash %s)\n"
-                "The store location is %s.",
-                self.name, label(self.func), short_repr(args, 80), key, self.store.location,
+                "The store location is %s.", self.name, label(self.func),
+                shown if secrets is None else secrets.mask(shown), key, self.store.location,
             )
 
     def computing(self, key: str) -> None:
@@ -800,7 +803,7 @@ class _CachedCall(_Calls):
                 key = keys.step_key(components, args, kwargs,
                                     None if secrets is None else secrets.mask)
                 self.computing(key.digest)
-                self.before(args, kwargs)
+                self.before(args, kwargs, secrets)
                 start, clock = time.time(), time.perf_counter()
                 value = await func(*args, **kwargs)
                 took = time.perf_counter() - clock
@@ -840,7 +843,7 @@ class _CachedCall(_Calls):
                 key = keys.step_key(components, args, kwargs,
                                     None if secrets is None else secrets.mask)
                 self.computing(key.digest)
-                self.before(args, kwargs)
+                self.before(args, kwargs, secrets)
                 start, clock = time.time(), time.perf_counter()
                 value = func(*args, **kwargs)
                 took = time.perf_counter() - clock

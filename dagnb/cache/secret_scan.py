@@ -2,20 +2,21 @@
 them as it is written (a step's result, a cached call's), and a cached function run
 inside a step that declares secrets learns them here, from the layers above, which know
 the step (the cache does not): its key's descriptions are masked with them, and a result
-holding one is not stored."""
+holding one is not stored. A call outside any step's context (a thread a step started,
+even one that outlives its run; the notebook's own) keeps out every secret a run of the
+process was given: the process keeps knowing them, in memory only, till it ends."""
 
 from __future__ import annotations
 
-import contextlib
 import pickle
 import threading
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 
-__all__ = ["SecretsInForce", "pickle_holds", "running_with", "secrets_in_force",
-           "set_secrets_source"]
+__all__ = ["SecretsInForce", "by_distinct_names", "forget_secrets", "known_secrets", "pickle_holds",
+           "remember_secrets", "secrets_in_force", "set_secrets_source"]
 
 _CHUNK = 1 << 20
 
@@ -41,48 +42,79 @@ def set_secrets_source(source: Callable[[], SecretsInForce | None]) -> None:
 
 
 def secrets_in_force() -> SecretsInForce | None:
-    """The secrets in force here: a step's that runs in this context; else those of the
-    runs going on in this process (a thread of a step's pool, which has not its
-    context; the notebook's own call during a background run), or None. Asked on a
-    miss only: a hit stores nothing."""
+    """The secrets in force here: a step's that runs in this context; else every secret
+    a run of this process was given (a thread of a step's pool, which has not its
+    context; a thread a step left running after its run ended; the notebook's own call
+    during or after a run), or None while no run had any. Asked on a miss only: a hit
+    stores nothing."""
     source = _source
     found = None if source is None else source()
-    return found if found is not None else _of_running
+    return found if found is not None else _of_known
 
 
-_running: dict[int, Mapping[str, str]] = {}  # a run going on -> its secrets, by name
-_of_running: SecretsInForce | None = None  # theirs, as one
-_running_lock = threading.Lock()
+# Every secret a run of this process was given, value -> name, the latest last: kept
+# in memory only (the process had the values anyway), as a thread or a later run may
+# still hold one. The oldest go past _KNOWN_LIMIT values (a token rotated at each run):
+# each costs a miss about 1.3 us more (its forms searched), and a run's masks more to
+# build (1.4 ms a run for 16 values).
+_known: dict[str, str] = {}
+_KNOWN_LIMIT = 32
+_by_label: dict[str, str] = {}  # theirs, by a name of their own each
+_of_known: SecretsInForce | None = None  # theirs, as one (None: none yet)
+_known_lock = threading.Lock()
 
 
-@contextlib.contextmanager
-def running_with(secrets: Mapping[str, str]) -> Iterator[None]:
-    """While a run with these secrets (name -> value) goes on, a cached call anywhere in
-    the process keeps them out of the cache."""
-    token = object()
-    with _running_lock:
-        _running[id(token)] = secrets
-        _combine()
-    try:
-        yield
-    finally:
-        with _running_lock:
-            del _running[id(token)]
+def remember_secrets(secrets: Mapping[str, str]) -> None:
+    """From now on, until the process ends, keep these secrets (name -> value) out of
+    any cache a call anywhere in the process writes, and out of later runs' entries
+    and logs (:func:`known_secrets`)."""
+    given = {value: name for name, value in secrets.items() if value}
+    with _known_lock:
+        changed = any(_known.get(value) != name for value, name in given.items())
+        for value, name in given.items():  # (the latest last, the oldest first to go)
+            _known.pop(value, None)
+            _known[value] = name
+        for oldest in list(_known)[:max(0, len(_known) - max(_KNOWN_LIMIT, len(given)))]:
+            del _known[oldest]
+            changed = True
+        if changed:  # (a run again with the same secrets: nothing to build again)
             _combine()
 
 
+def known_secrets() -> Mapping[str, str]:
+    """The secrets runs of this process were given, by name (a value rotated between two
+    runs is there twice, the older under ``NAME'``)."""
+    return _by_label
+
+
+def forget_secrets() -> None:
+    """Forget every secret runs of this process were given (a test's, for the next)."""
+    global _of_known, _by_label
+    with _known_lock:
+        _known.clear()
+        _by_label, _of_known = {}, None
+
+
 def _combine() -> None:
-    """Make the secrets of the runs going on one :class:`SecretsInForce` (None for none)."""
-    global _of_running
+    """Make the known secrets one :class:`SecretsInForce`."""
+    global _of_known, _by_label
+    # (the latest value of a name keeps it)
+    merged = by_distinct_names((name, value) for value, name in reversed(_known.items()))
+    _by_label = merged
+    _of_known = SecretsInForce(Masker(list(merged.values()), words_below=MIN_LINE),
+                               SecretFinder(merged))
+
+
+def by_distinct_names(secrets: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """``(name, value)`` pairs by name, none lost: a name that an earlier pair gave
+    another value (a secret rotated since an earlier run) is primed, ``NAME'``."""
     merged: dict[str, str] = {}
-    for secrets in _running.values():
-        for name, value in secrets.items():
-            label = name
-            while merged.get(label, value) != value:  # (a value rotated between two runs)
-                label += "'"
-            merged[label] = value
-    _of_running = SecretsInForce(Masker(list(merged.values()), words_below=MIN_LINE),
-                                 SecretFinder(merged)) if merged else None
+    for name, value in secrets:
+        label = name
+        while merged.get(label, value) != value:
+            label += "'"
+        merged[label] = value
+    return merged
 
 
 def pickle_holds(value: Any, finder: SecretFinder) -> str | None:

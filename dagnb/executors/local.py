@@ -202,7 +202,8 @@ class _Child:
         try:
             fd = os.pidfd_open(self.pid)
         except (AttributeError, OSError):
-            threading.Thread(target=self._wait_in_thread, daemon=True).start()
+            threading.Thread(target=self._wait_in_thread, daemon=True,
+                             name="dagnb-wait-process").start()
         else:
             self._loop.add_reader(fd, self._on_pidfd, fd)
 

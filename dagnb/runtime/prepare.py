@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
+from dagnb.cache.secret_scan import by_distinct_names, known_secrets
 from dagnb.cache.steps import StepCache, refresh_setting
 from dagnb.checks import did_you_mean, known_keys, warn_user
 from dagnb.config import check_cache_mode, context, settings
@@ -47,6 +48,7 @@ from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
 
 if TYPE_CHECKING:
+    from dagnb.config import Settings
     from dagnb.model.graph import Graph
 
 __all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
@@ -279,7 +281,7 @@ def prepare(
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's
-        secrets=[*known_secret_values(graph), *config.credential_secrets().values()],
+        secrets=[*known_secret_values(graph), *_masked_only(config).values()],
         in_container=container_steps(executor or config.executor),
     )
     options = RunOptions(
@@ -312,7 +314,7 @@ def prepare(
         run.events.subscribe(on_event)
     graph.started(run)
     return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
-                          masked_only=config.credential_secrets())
+                          masked_only=_masked_only(config))
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
@@ -332,6 +334,13 @@ def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
 
 
+def _masked_only(config: Settings) -> dict[str, str]:
+    """The secrets a run masks and keeps out of the cache without withholding them: the
+    registry's, and those earlier runs of the process were given (a thread a step left
+    running, or a global, may hand one to this run's steps)."""
+    return by_distinct_names([*config.credential_secrets().items(), *known_secrets().items()])
+
+
 def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
     """The steps whose params a run writes to the cache folder: its own, and each that
     declares a param given from outside the file, which the run's record keeps."""
@@ -345,13 +354,15 @@ def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
 def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None) -> None:
     """Refuse a param or env value of ``steps`` (all the graph's by default) that holds
     the value of a secret a run of the graph masks: one its steps declare, as set now,
-    or the registry's (:func:`~dagnb.model.contract.refuse_secret_values`)."""
+    the registry's, or one an earlier run of the process was given
+    (:func:`~dagnb.model.contract.refuse_secret_values`)."""
     checked = list(graph if steps is None else steps)
     if not any(step.params or step.env for step in checked):  # (most: no secret looked up)
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_values(checked, {**declared, **settings().credential_secrets()})
+    refuse_secret_values(checked, by_distinct_names(
+        [*declared.items(), *_masked_only(settings()).items()]))
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}

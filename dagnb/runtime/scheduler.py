@@ -35,7 +35,12 @@ from typing import TYPE_CHECKING, Any
 from dagnb import checks
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
-from dagnb.cache.secret_scan import SecretsInForce, running_with, set_secrets_source
+from dagnb.cache.secret_scan import (
+    SecretsInForce,
+    by_distinct_names,
+    remember_secrets,
+    set_secrets_source,
+)
 from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
@@ -157,7 +162,8 @@ class Scheduler:
         """``secrets``: each step's, read from the environment; ``others``: those that
         the graph's steps outside this run declare (a notebook's other cells), withheld
         and masked here too; ``masked_only``: secrets of the settings (a registry's
-        token), masked and kept out of the cache but not withheld."""
+        token) and those earlier runs of the process were given, masked and kept out of
+        the cache but not withheld."""
         self.run = run
         self.options = options
         self._caller = checks.user_line()  # (made where the run starts, not on the loop)
@@ -168,7 +174,8 @@ class Scheduler:
         self._masking = self.mask if self.mask else None  # (asked for on every step)
         self._folder = run.workspace_text  # (where each step's folder goes)
         self._secret_names = frozenset(declared).union(others)
-        self._secret_values = {**masked_only, **others, **declared}  # (by name)
+        self._secret_values = by_distinct_names(  # (each value, a rotated one's too)
+            [*declared.items(), *others.items(), *masked_only.items()])
         self._secrets_found = SecretFinder(self._secret_values)
         # what a dagnb.Memory call in one of the run's in-process steps keeps of its
         # secrets (none), set on their tasks; made only for a run that has some
@@ -212,10 +219,10 @@ class Scheduler:
         self._watching: dict[str, list[Any]] = {}
 
     def outside_mask(self) -> Callable[[str], str] | None:
-        """The mask of what is printed outside any step while the run lasts (a thread a
-        step started): those under ``MIN_LINE`` characters where they are words of their
-        own, as the notebook's own prints go through it too, and a secret ``a`` would mask
-        every ``a``."""
+        """The mask of what is printed outside any step while the run lasts, and after
+        it while the threads it left running run (a thread a step started): those under
+        ``MIN_LINE`` characters where they are words of their own, as the notebook's own
+        prints go through it too, and a secret ``a`` would mask every ``a``."""
         return self._cache_secrets.mask if self._cache_secrets is not None else None
 
     # -- the run --------------------------------------------------------------------
@@ -227,23 +234,22 @@ class Scheduler:
         # no semaphore when every step may run at once: it would only cost each step
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
-        # (a cached call outside the steps' context while the run goes on, a thread of a
-        # step's pool, keeps the run's secrets out of the cache too, until its steps are
-        # stopped)
-        held = running_with(self._secret_values) if self.mask else contextlib.nullcontext()
-        with held:
-            try:
-                await wait_for(self._drive(), self.options.timeout)  # inline steps too
-            except asyncio.TimeoutError:
-                await self._stop_all(
-                    f"the run's timeout of {self.options.timeout:g} s was reached")
-            except asyncio.CancelledError:
-                await self._stop_all("the run was cancelled")
-                raise
-            finally:
-                if self.options.cache is not None:
-                    self.options.cache.close()
-                self._emit("run", None, state="finished")
+        # (a cached call outside the steps' context, a thread of a step's pool, keeps
+        # the run's secrets out of the cache too, and so does one after the run ends, a
+        # thread a step left running, and later runs)
+        if self.mask:
+            remember_secrets(self._secret_values)
+        try:
+            await wait_for(self._drive(), self.options.timeout)  # inline steps too
+        except asyncio.TimeoutError:
+            await self._stop_all(f"the run's timeout of {self.options.timeout:g} s was reached")
+        except asyncio.CancelledError:
+            await self._stop_all("the run was cancelled")
+            raise
+        finally:
+            if self.options.cache is not None:
+                self.options.cache.close()
+            self._emit("run", None, state="finished")
         return self.run
 
     async def _drive(self) -> None:
