@@ -414,6 +414,35 @@ def test_a_param_given_the_value_of_a_secret_is_refused_though_its_steps_do_not_
     assert written == []
 
 
+def test_a_secret_written_in_pieces_never_shows_in_the_runs_output(tmp_path: Path) -> None:
+    """``dagnb run`` prints progress lines, not the steps' output; a Python step's thread
+    prints to its stdout, masked on the way, and a secret it wrote in pieces (a flush and
+    a pause between them) was printed in clear. The steps' logs have it masked."""
+    (tmp_path / "speak.py").write_text(
+        "import os, threading, time\n\n"
+        "def speak():\n"
+        "    token = os.environ['TOKEN']\n"
+        "    print(token[:4], end='', flush=True); time.sleep(0.2); print(token[4:])\n"
+        "    def later():\n"
+        "        print('thread', token[:4], end='', flush=True); time.sleep(0.2)\n"
+        "        print(token[4:])\n"
+        "    thread = threading.Thread(target=later)\n"
+        "    thread.start()\n"
+        "    thread.join()\n")
+    (tmp_path / "w.yml").write_text(
+        "defaults: {secrets: [TOKEN]}\nsteps:\n  py: {python: 'speak.py:speak'}\n"
+        "  sh: {run: 'printf %s \"${TOKEN:0:4}\"; sleep 0.2; printf \"%s\\\\n\" \"${TOKEN:4}\"'}\n")
+    secret = "tok-PIECES-8765432"
+    done = subprocess.run(
+        [sys.executable, "-m", "dagnb", "run", "w.yml", "--executor", "local", "--no-cache"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "TOKEN": secret})
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert secret not in done.stdout + done.stderr and "thread ***" in done.stdout
+    logs = "".join(path.read_text() for path in tmp_path.rglob("logs-*.jsonl"))
+    assert logs.count("***") == 2 and secret not in logs
+
+
 def test_a_workflow_of_no_steps_says_so_in_its_summary(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -669,6 +669,47 @@ def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_p
     assert stored == []
 
 
+_IN_PIECES = ("import os, sys, time\nt = os.environ['SPLIT_TOKEN']\n"
+              "def in_pieces(who):\n"
+              "    print(who, t[:4], end='', flush=True); time.sleep(0.3); print(t[4:])\n")
+
+
+def test_a_secret_written_in_pieces_outside_steps_shows_masked_in_the_cell(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """What a step's thread prints, and the notebook's own prints while a background run
+    goes on, reach the cell's output masked a write at a time: a secret written in pieces,
+    a flush and a pause between them (ipykernel sends each), was shown in clear."""
+    secret = "tok-KERNEL-5556667"
+    kernel.run(f"os.environ['SPLIT_TOKEN'] = {secret!r}\n{_IN_PIECES}")
+    threaded = kernel.run("%%dagger th --python --secret SPLIT_TOKEN --no-cache\n"
+                          "import threading\n"
+                          "thread = threading.Thread(target=in_pieces, args=('thread',))\n"
+                          "thread.start(); thread.join()\n")
+    assert error(threaded) is None, threaded
+    try:
+        assert error(kernel.run("%%dagger slow --secret SPLIT_TOKEN --background --no-cache\n"
+                                "for i in $(seq 400); do [ -f release ] && break; sleep 0.05;"
+                                " done\n")) is None
+        own = kernel.run("in_pieces('cell')")
+    finally:
+        (tmp_path / "release").touch()
+        kernel.run("get_session().last_run.wait(30)")
+    shown = text(threaded) + text(own)
+    assert secret not in shown and "thread ***\n" in shown and "cell ***\n" in shown
+
+
+def test_a_step_looking_up_sys_stdout_buffer_fails_as_without_dagnb(kernel: Kernel) -> None:
+    """ipykernel's stream has no ``buffer``: the AttributeError is the stream's, and the
+    step's traceback showed a frame of dagnb's stand-in for ``sys.stdout`` above it."""
+    outputs = kernel.run("%%dagger buf --python --no-cache\nimport sys\nsys.stdout.buffer\n")
+    failed = error(outputs)
+    assert failed is not None and failed["ename"] == "RunFailed"
+    traceback = "\n".join(failed["traceback"])
+    assert "capture.py" not in traceback + text(outputs)
+    assert ("sys.stdout.buffer\nAttributeError: 'OutStream' object has no attribute 'buffer'"
+            in traceback)
+
+
 # -- %dagger save ------------------------------------------------------------------------
 def test_save_writes_a_notebook_class_a_step_uses_and_the_cli_runs_it(
         kernel: Kernel, tmp_path: Path) -> None:

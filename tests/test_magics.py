@@ -131,6 +131,29 @@ def test_env_param_and_secret_reach_the_step(shell, capsys, monkeypatch):
     assert "A=1 N=5 T=***" in capsys.readouterr().out
 
 
+def test_a_secret_a_step_prints_in_pieces_shows_masked_as_the_cell_runs(shell, capsys,
+                                                                       monkeypatch):
+    """A step's output is shown a line at a time, masked as its log is: a secret it writes
+    in pieces, with a pause and a flush between them, shows as ``***`` (and so does one
+    its thread writes so, which goes to the cell's output directly)."""
+    secret = "tok-SPLIT-7654321"
+    monkeypatch.setenv("TOKEN", secret)
+    cell(shell, "sh --secret TOKEN",
+         'printf %s "${TOKEN:0:4}"; sleep 0.2; printf \'%s\\n\' "${TOKEN:4}"\n')
+    cell(shell, "py --python --secret TOKEN",
+         "import os, sys, threading, time\n"
+         "t = os.environ['TOKEN']\n"
+         "sys.stdout.write(t[:4]); sys.stdout.write(t[4:] + '\\n')\n"
+         "print(t[:4], end='', flush=True); time.sleep(0.2); print(t[4:])\n"
+         "def later():\n"
+         "    print('thread', t[:4], end='', flush=True); time.sleep(0.2); print(t[4:])\n"
+         "thread = threading.Thread(target=later); thread.start(); thread.join()\n")
+    printed = capsys.readouterr()
+    assert secret not in printed.out + printed.err
+    assert printed.out.count("***") == 4 and "thread ***" in printed.out
+    assert last_run().states() == {"py": "succeeded"}
+
+
 def test_refresh_runs_a_cached_step_again(shell):
     cell(shell, "r", "echo r\n")
     cell(shell, "r --refresh", "echo r\n")

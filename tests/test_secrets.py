@@ -12,13 +12,14 @@ import sys
 import urllib.parse
 import warnings
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import pytest
 
 import dagnb
 from dagnb import Graph, Step
 from dagnb.executors.base import Outcome, Task
-from dagnb.model.masking import Masker
+from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.testing import FakeExecutor
 from dagnb.workflows.loader import loads
 
@@ -433,6 +434,171 @@ def test_a_step_finds_no_sys_stdout_buffer_where_the_stream_it_replaced_has_none
 
     run = Graph("s", [Step("look", func=look)]).run(executor="local", cache=False)
     assert run.result("look") is False
+
+
+def test_a_step_without_sys_stdout_buffer_fails_with_no_frame_of_dagnbs(workdir, monkeypatch):
+    """The AttributeError a step meets looking up ``sys.stdout.buffer`` where the stream
+    has none (ipykernel's) is the stream's, as without dagnb; its traceback showed a
+    frame of dagnb's stand-in for ``sys.stdout`` (``__getattr__`` in capture.py)."""
+    monkeypatch.setattr(sys, "stdout", io.StringIO())
+
+    def look() -> int:
+        return sys.stdout.buffer.write(b"x")
+
+    run = Graph("s", [Step("look", func=look)]).run(executor="local", cache=False)
+    logged = run.logs("look", stream="stderr")["line"].tolist()
+    assert logged[-1] == "AttributeError: '_io.StringIO' object has no attribute 'buffer'"
+    frames = [line for line in logged if line.startswith("  File ")]
+    assert len(frames) == 1 and "in look" in frames[0], logged
+
+
+TOKEN = "tok-SPLIT-1234567"
+PASS = "p\u00e4ss-w\u00f6rt-9876"  # (split inside a character, as bytes)
+
+
+def _speak_in_pieces() -> None:
+    """Write the secrets a piece at a time, pausing between pieces, flushing, to both
+    streams, as text and as bytes; and a line that begins as a secret does."""
+    import time
+
+    out, err = sys.stdout, sys.stderr
+    out.write(TOKEN[:4])
+    out.write(TOKEN[4:] + "\n")
+    print(TOKEN[:4], end="", flush=True)
+    time.sleep(0.2)
+    print(TOKEN[4:])
+    encoded = f"key {PASS}\n".encode()
+    cut = encoded.index("\u00e4".encode()) + 1  # (inside the character)
+    out.buffer.write(encoded[:cut])
+    out.buffer.flush()
+    out.buffer.write(encoded[cut:])
+    err.write(f"token={TOKEN[:9]}")
+    err.write(f"{TOKEN[9:]} done\n")
+    print("tick t", end="", flush=True)  # (t, as tok- begins)
+    print("ock")
+
+
+@pytest.mark.parametrize("writer", ["thread", "notebook"])
+def test_a_secret_written_in_pieces_outside_steps_is_masked_whole(
+        workdir, monkeypatch, capsys, writer):
+    """What a step's thread prints, or the notebook itself while a run goes on, is masked
+    on its way out a write at a time: a secret written in pieces was shown in clear,
+    whatever the pause between them, and a flush. Now the end of an unfinished line that
+    may begin a secret waits for what follows."""
+    import threading
+
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    monkeypatch.setenv("PASSWORD", PASS)
+    started, done = threading.Event(), threading.Event()
+
+    def step() -> int:
+        if writer == "thread":
+            thread = threading.Thread(target=_speak_in_pieces)
+            thread.start()
+            thread.join()
+        else:  # (the notebook's own prints, while a background run goes on)
+            started.set()
+            done.wait(30)
+        return 1
+
+    graph = Graph("s", [Step("step", func=step, secrets=("API_TOKEN", "PASSWORD"))])
+    runs = []
+    background = threading.Thread(target=lambda: runs.append(graph.run(executor="local",
+                                                                       cache=False)))
+    background.start()
+    if writer == "notebook":
+        assert started.wait(30)
+        _speak_in_pieces()
+        done.set()
+    background.join(30)
+    printed = capsys.readouterr()
+    assert printed.out == "***\n***\nkey ***\ntick tock\n"
+    assert printed.err == "token=*** done\n"
+    assert runs[0].ok
+
+
+def test_another_threads_line_does_not_let_the_start_of_a_secret_go(
+        workdir, monkeypatch, capsys):
+    """Each thread's unfinished line waits on its own: the line another thread ends
+    (the notebook's view printing a step's) let a thread's ``tok-`` go with it, and the
+    rest of the secret then went alone, both in clear."""
+    import threading
+
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    wrote, printed = threading.Event(), threading.Event()
+
+    def step() -> int:
+        def speak() -> None:
+            print("thread", TOKEN[:4], end="", flush=True)
+            wrote.set()
+            printed.wait(30)
+            print(TOKEN[4:])
+
+        thread = threading.Thread(target=speak)
+        thread.start()
+        thread.join()
+        return 1
+
+    graph = Graph("s", [Step("step", func=step, secrets=("API_TOKEN",))])
+    runs = []
+    background = threading.Thread(target=lambda: runs.append(graph.run(executor="local",
+                                                                       cache=False)))
+    background.start()
+    assert wrote.wait(30)
+    print("a line of the notebook's")
+    printed.set()
+    background.join(30)
+    assert capsys.readouterr().out == "thread a line of the notebook's\n***\n"
+    assert runs[0].ok
+
+
+def test_outside_steps_what_can_begin_no_secret_shows_at_once_and_the_rest_as_the_run_ends(
+        workdir, monkeypatch):
+    """Only what may begin a secret waits: the rest of a write reaches the stream as it
+    comes, and what still waits as the run ends is shown then. A run without secrets
+    passes each write on as it is, at once."""
+    import threading
+
+    class Recorder(io.StringIO):
+        def __init__(self) -> None:
+            super().__init__()
+            self.writes: list[str] = []
+
+        def write(self, text: str) -> int:
+            self.writes.append(text)
+            return super().write(text)
+
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    seen: dict[str, list[str]] = {}
+
+    def writer(name: str, recorder: Recorder) -> Any:
+        def write() -> None:
+            thread = threading.Thread(target=lambda: (
+                sys.stdout.write(f"{name}: tok-"), sys.stdout.flush()))
+            thread.start()
+            thread.join()
+            seen[name] = list(recorder.writes)  # (what the stream had by then)
+        return write
+
+    for name, secrets in (("masked", ("API_TOKEN",)), ("plain", ())):
+        recorder = Recorder()
+        monkeypatch.setattr(sys, "stdout", recorder)
+        run = Graph("s", [Step(name, func=writer(name, recorder), secrets=secrets)]).run(
+            executor="local", cache=False)
+        assert run.ok
+        assert recorder.getvalue() == f"{name}: tok-"
+    assert seen == {"masked": ["masked: "], "plain": ["plain: tok-"]}
+
+
+def test_a_masker_tells_where_a_text_may_begin_a_secret_that_more_text_completes():
+    mask = Masker([TOKEN, "4711", "eyJhbGciOiJIUzI1NiJ9.eyJzdWIi"], words_below=MIN_LINE)
+    cases = {"hello": 5, "tok-": 0, "say tok-SPLIT-12": 4, "say tok-x": 9, "pin 4711": 4,
+             "pin 47112": 9, f"{TOKEN} and t": len(TOKEN) + 5,
+             "cell eyJhbGciOiJIUzI1NiJ9.eyJ...": 5, "cut ...SPLIT-12345": 4,
+             "cut ...SPLIT-12345 x": 20, f"b64 {base64.b64encode(TOKEN.encode()).decode()[:6]}": 4}
+    assert {text: mask.unfinished_from(text) for text in cases} == cases
+    assert [mask.unfinished_from("line tok-", start) for start in (5, 6)] == [5, 9]
+    assert Masker().unfinished_from("tok-") == 4
 
 
 def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkeypatch):

@@ -6,6 +6,13 @@ stream stands in for ``sys.stdout``/``sys.stderr`` while runs are active; it sen
 write to the step whose context (a ContextVar, so asyncio tasks keep theirs) is current,
 and everything else to the stream it replaced.
 
+What is written outside any step while runs with secrets go on (a thread a step
+started, the notebook's own prints during a background run) goes on to the stream it
+replaced masked, as it comes: each write but for the end of the writing thread's
+unfinished line that may begin a secret, held back until more text shows it is none (or
+the line ends, or those runs end), so that a secret written in pieces is masked whole
+(:class:`_HeldEcho`). A run without secrets passes each write on as it is.
+
 Rich outputs go the same way: a front end that publishes displays (the notebook's IPython
 publisher) hands each to :func:`step_display` first, which gives it to the current step's
 display sink, if any; a step's own prints before it are sent as a line first, so the
@@ -22,6 +29,7 @@ import io
 import sys
 import threading
 import warnings
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TextIO
 
@@ -45,6 +53,10 @@ _users = 0
 # the masks of the runs capturing now: output that reaches no step's log (a thread a
 # step started does not inherit its context) is masked with them on its way out
 _masks: tuple[Callable[[str], str], ...] = ()
+# taken to write outside steps while runs mask, and to change the masks: what a stream
+# holds back is masked with the masks it was held back for
+_echo_lock = threading.RLock()
+_echoes: weakref.WeakSet[_HeldEcho] = weakref.WeakSet()  # (a stream kept past its run's)
 _step_hooks: tuple[StepHook, ...] = ()  # see add_step_hook
 
 
@@ -95,12 +107,14 @@ class _RoutingStream:
         self._name = name
         self._fallback = fallback
         self._buffer = _RoutingBuffer(self)
+        self._echo = _HeldEcho(fallback)
 
     @property
     def buffer(self) -> _RoutingBuffer:
         """The binary side, where the stream it replaced has one (a terminal's, not
         ipykernel's: code that looks for it finds what it would without dagnb)."""
         if not hasattr(self._fallback, "buffer"):
+            # (__getattr__ then raises the stream's own AttributeError, as without dagnb)
             raise AttributeError(f"{type(self._fallback).__name__!r} has no 'buffer'")
         return self._buffer
 
@@ -109,10 +123,7 @@ class _RoutingStream:
         if buffer is None:
             if not _masks:
                 return self._fallback.write(text)
-            shown = text
-            for mask in _masks:
-                shown = mask(shown)
-            self._fallback.write(shown)
+            self._echo.write(text)
             return len(text)
         buffer.write(self._name, text)
         return len(text)
@@ -126,9 +137,101 @@ class _RoutingStream:
             self.write(line)
 
     def __getattr__(self, name: str) -> Any:
+        # (a step's traceback leaves this frame out: its AttributeError is the stream's)
+        __tracebackhide__ = True
         if name == "_fallback":  # (a copy's, made without __init__: none yet)
             raise AttributeError(name)
         return getattr(self._fallback, name)
+
+
+class _HeldEcho:
+    """Writes what is written outside any step to the stream it stands for, masked with
+    the masks of the runs going on, but for the end of a thread's unfinished line that may
+    begin a secret (``tok-`` of ``tok-123...``: :meth:`Masker.unfinished_from`): that waits
+    for the thread's next write, and goes with it once it shows there is no secret there
+    (masked whole if there is), or when its line ends, or when the runs that mask end. A
+    flush does not let it go (``print(token[:4], end="", flush=True)``), nor does time,
+    nor another thread's line (the notebook's view printing a step's): a secret written
+    in pieces is never shown in clear. Bytes written to ``sys.stdout.buffer`` come as
+    text, a character split over two writes whole."""
+
+    __slots__ = ("__weakref__", "_decoders", "_held", "_out")
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        self._held: dict[int, str] = {}  # thread -> what it wrote that waits
+        # thread -> what decodes its bytes, while it holds a character cut short
+        self._decoders: dict[int, codecs.IncrementalDecoder] = {}
+        _echoes.add(self)
+
+    def write(self, text: str) -> None:
+        with _echo_lock:
+            masks = _masks
+            if not masks:  # (the runs ended since the caller looked)
+                self._out.write(text)
+                return
+            thread = threading.get_ident()
+            if self._held:
+                text = self._held.pop(thread, "") + text
+            cut = len(text) if text[-1:] == "\n" else _unfinished_from(text, masks)
+            if cut < len(text):
+                self._held[thread] = text[cut:]
+            if cut:
+                self._out.write(_masked(text[:cut], masks))
+
+    def write_bytes(self, data: bytes, raw: Any, encoding: str) -> int:
+        """Bytes that are text of ``encoding`` go as :meth:`write`'s (a character cut
+        short waits for its end); others (a binary file piped out) to ``raw``, the
+        stream's buffer, as they are, after what the thread wrote before them."""
+        with _echo_lock:
+            thread = threading.get_ident()
+            decoder = (self._decoders.pop(thread, None)
+                       or codecs.getincrementaldecoder(encoding)())
+            try:
+                text = decoder.decode(data)
+            except UnicodeDecodeError:
+                cut_short = decoder.getstate()[0]
+                if (held := self._held.pop(thread, None)) is not None:
+                    self._out.write(_masked(held, _masks))
+                self._out.flush()  # (the text before them goes first)
+                if not cut_short:
+                    return raw.write(data)
+                return raw.write(cut_short + data) - len(cut_short)
+            if decoder.getstate()[0]:
+                self._decoders[thread] = decoder
+            if text:
+                self.write(text)
+            return len(data)
+
+    def release(self) -> None:
+        """Write what waits, masked (the runs that masked it end), and the bytes of a
+        character cut short as they are."""
+        with _echo_lock:
+            held, self._held = self._held, {}
+            decoders, self._decoders = self._decoders, {}
+            for text in held.values():
+                self._out.write(_masked(text, _masks))
+            if decoders:
+                self._out.flush()  # (the text before them goes first)
+                for decoder in decoders.values():
+                    self._out.buffer.write(decoder.getstate()[0])
+
+
+def _unfinished_from(text: str, masks: tuple[Callable[[str], str], ...]) -> int:
+    """Where the unfinished line that ends ``text`` may begin a secret of one of
+    ``masks``; where it begins, for a mask that cannot tell."""
+    line = text.rfind("\n") + 1
+    cut = len(text)
+    for mask in masks:
+        find = getattr(mask, "unfinished_from", None)
+        cut = min(cut, line if find is None else find(text, line))
+    return cut
+
+
+def _masked(text: str, masks: Iterable[Callable[[str], str]]) -> str:
+    for mask in masks:
+        text = mask(text)
+    return text
 
 
 class _RoutingBuffer(io.BufferedIOBase):
@@ -155,14 +258,8 @@ class _RoutingBuffer(io.BufferedIOBase):
         secrets go on, text is masked on its way there, and what is no text of the
         stream's encoding (a binary file piped out) goes as it is, not rewritten."""
         if _masks:
-            view = memoryview(data)
-            try:
-                text = view.tobytes().decode(self._encoding())
-            except UnicodeDecodeError:
-                self._stream._fallback.flush()  # (the text before it goes first)
-            else:
-                self._stream.write(text)
-                return view.nbytes
+            view = memoryview(data)  # (a TypeError for what is no bytes)
+            return self._stream._echo.write_bytes(view.tobytes(), self._raw(), self._encoding())
         return self._raw().write(data)
 
     def flush(self) -> None:
@@ -187,6 +284,7 @@ class _RoutingBuffer(io.BufferedIOBase):
         return self._stream._fallback.buffer
 
     def __getattr__(self, name: str) -> Any:  # (name, mode, raw: the stream's own)
+        __tracebackhide__ = True  # (see _RoutingStream.__getattr__)
         return getattr(self._raw(), name)
 
     def _decoder(self, step: _StepBuffer) -> codecs.IncrementalDecoder:
@@ -236,15 +334,15 @@ def _install(mask: Callable[[str], str] | None) -> None:
                 setattr(sys, name, _RoutingStream(name, current))
         _users += 1
         if mask is not None:
-            _masks = (*_masks, mask)
+            with _echo_lock:
+                _masks = (*_masks, mask)
 
 
 def _release(mask: Callable[[str], str] | None) -> None:
     global _users, _masks
     with _lock:
         if mask is not None:
-            index = _masks.index(mask)
-            _masks = _masks[:index] + _masks[index + 1:]
+            _stop_masking(mask)
         _users -= 1
         if _users == 0:
             for name in ("stdout", "stderr"):
@@ -271,6 +369,17 @@ def _release_after(threads: list[threading.Thread], mask: Callable[[str], str] |
     for thread in threads:
         thread.join()
     _release(mask)
+
+
+def _stop_masking(mask: Callable[[str], str]) -> None:
+    """Let go of what the routing streams hold back, masked with ``mask`` too, as it
+    stops masking (the run ends); :data:`_lock` held."""
+    global _masks
+    with _echo_lock:
+        for echo in list(_echoes):
+            echo.release()
+        index = _masks.index(mask)
+        _masks = _masks[:index] + _masks[index + 1:]
 
 
 class routed_output(_StepBuffer):
@@ -340,7 +449,7 @@ def outside_mask() -> Callable[[str], str] | None:
             text = getattr(mask, "html", mask)(text)
         return text
 
-    masked.html = html  # type: ignore[attr-defined]
+    masked.html = html
     return masked
 
 

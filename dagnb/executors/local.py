@@ -519,6 +519,23 @@ def _is_ours(filename: str) -> bool:
     return os.path.abspath(filename).startswith(_PACKAGE_DIR + os.sep)
 
 
+def _shown_frames(tb: Any) -> list[traceback.FrameSummary]:
+    """The frames of a traceback but those that ask to be hidden (``__tracebackhide__``,
+    as pytest and IPython read it): dagnb's stand-in for ``sys.stdout``, say, which
+    passes on the AttributeError of the stream it replaced (ipykernel's has no
+    ``buffer``), raised in its frame; without dagnb, no frame of the user's sees it."""
+    frames = traceback.extract_tb(tb)  # (with the columns of the carets)
+    hidden = [_hides(frame) for frame, _ in traceback.walk_tb(tb)]
+    if not any(hidden) or len(hidden) != len(frames):  # (cut by sys.tracebacklimit)
+        return frames
+    return [summary for summary, hide in zip(frames, hidden, strict=True) if not hide]
+
+
+def _hides(frame: Any) -> bool:
+    return ("__tracebackhide__" in frame.f_code.co_varnames  # (most: none, no f_locals)
+            and bool(frame.f_locals.get("__tracebackhide__")))
+
+
 def _is_cell_wrapper(frame: traceback.FrameSummary, inner: traceback.FrameSummary) -> bool:
     """The frame of the outer function dagnb wraps a --python cell in (it passes in the
     notebook variables the cell reassigns): the cell's own frame follows, same name."""
@@ -542,7 +559,7 @@ def _as_written(frames: list[traceback.FrameSummary], func: Any) -> list[Any]:
 
 def _failure(task: Task, exc: BaseException) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
-    frames = traceback.extract_tb(exc.__traceback__)
+    frames = _shown_frames(exc.__traceback__)
     while frames and _is_ours(frames[0].filename):  # the calls that led into the step
         frames = frames[1:]
     if len(frames) > 1 and _is_cell_wrapper(frames[0], frames[1]):

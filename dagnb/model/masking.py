@@ -12,6 +12,7 @@ output).
 from __future__ import annotations
 
 import base64
+import bisect
 import functools
 import json
 import re
@@ -153,7 +154,7 @@ class Masker:
     ``a`` would mask every ``a``. Those are masked after the others, and a secret cut
     short (``admin-S3cr...``) first: a secret ``admin`` must not break another's form."""
 
-    __slots__ = ("_cut", "_ellipsis", "_first", "_passes", "_second")
+    __slots__ = ("_cut", "_ellipsis", "_first", "_forms", "_kept", "_passes", "_second")
 
     def __init__(self, secrets: Iterable[str] = (), *, words_below: int = 1) -> None:
         kept = [secret for secret in secrets if secret]
@@ -168,6 +169,8 @@ class Masker:
         # one cut short (its head or tail masked, the rest left in clear)
         ellipsis = [(secret, word) for secret, word in anywhere + words if _ELLIPSIS_IN(secret)]
         self._ellipsis = _Pass(ellipsis) if ellipsis else None
+        self._kept = kept
+        self._forms: _Forms | None = None  # (made when first asked: unfinished_from)
 
     def __call__(self, text: str) -> str:
         if "..." in text or "\u2026" in text:  # (first: see the class)
@@ -197,6 +200,49 @@ class Masker:
 
     def __bool__(self) -> bool:
         return bool(self._passes)
+
+    def unfinished_from(self, text: str, start: int = 0) -> int:
+        """Where, from ``start`` on, the end of ``text`` may begin a secret (in a leak
+        form) that more text would complete: the start of the longest such suffix, a
+        whole form too (``4711`` may go on as ``47112``, no word then), or of a text cut
+        short by an ellipsis; ``len(text)`` when none. What is written in pieces is
+        masked whole if this end waits for the next piece (:mod:`dagnb.executors.capture`)."""
+        if not self._kept:
+            return len(text)
+        if self._forms is None:
+            self._forms = _Forms(self._kept)
+        at = self._forms.unfinished_from(text, start)
+        if "..." in text or "\u2026" in text:  # (most text: none)
+            at = min(at, self._cut.unfinished_from(text, start))
+        return at
+
+
+class _Forms:
+    """The leak forms of some secrets, sorted, to tell where a text may begin one."""
+
+    __slots__ = ("_firsts", "_heads", "_longest", "_sorted")
+
+    _HEAD = 8  # a form's first characters, looked up in a set before the forms are
+
+    def __init__(self, secrets: Iterable[str]) -> None:
+        forms = set().union(*(leak_forms(secret) for secret in secrets))
+        self._sorted = sorted(forms)
+        self._longest = max(map(len, forms), default=0)
+        self._firsts = re.compile(f"[{re.escape(''.join({form[0] for form in forms}))}]")
+        self._heads = frozenset(form[:size] for form in forms for size in range(1, self._HEAD + 1))
+
+    def unfinished_from(self, text: str, start: int) -> int:
+        # (a scan in C to the places a form's first character is, a few in most text)
+        for found in self._firsts.finditer(text, max(start, len(text) - self._longest)):
+            at = found.start()
+            if text[at:at + self._HEAD] in self._heads and self._begins(text[at:]):
+                return at
+        return len(text)
+
+    def _begins(self, text: str) -> bool:
+        """Whether a form begins with ``text`` (those that do follow it, in order)."""
+        found = bisect.bisect_left(self._sorted, text)
+        return found < len(self._sorted) and self._sorted[found].startswith(text)
 
 
 class _Pass:
@@ -352,6 +398,7 @@ def _names_of() -> dict[str, list[str]]:
 _REFERENCE = "&(?:#[0-9]{1,7}|#[xX][0-9a-fA-F]{1,6}|[A-Za-z][A-Za-z0-9]{1,31});"
 _ELLIPSIS = "(?:\\.\\.\\.|\u2026)"  # ... or …
 _ELLIPSIS_IN = re.compile(_ELLIPSIS).search
+_SPACE = re.compile(r"\s").search
 
 
 class _CutShort:
@@ -374,6 +421,19 @@ class _CutShort:
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(self._masked, text)
+
+    def unfinished_from(self, text: str, start: int) -> int:
+        """Where the word that ends ``text`` begins, if it holds an ellipsis: more of it
+        may make it a secret's head or tail cut short, the head masked only with the
+        ellipsis after it (see :meth:`Masker.unfinished_from`); ``len(text)`` otherwise."""
+        if self._pattern is None:
+            return len(text)
+        at = max(text.rfind("...", start), text.rfind("\u2026", start))
+        if at < 0 or _SPACE(text, at):
+            return len(text)
+        before = text[start:at]
+        word = before.rsplit(None, 1)[-1] if before and not before[-1].isspace() else ""
+        return at - len(word)
 
     def _masked(self, match: re.Match[str]) -> str:
         head, tail = match["head"], match["tail"]
