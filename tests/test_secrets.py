@@ -580,7 +580,8 @@ def test_outside_steps_what_can_begin_no_secret_shows_at_once_and_the_rest_as_th
             seen[name] = list(recorder.writes)  # (what the stream had by then)
         return write
 
-    for name, secrets in (("masked", ("API_TOKEN",)), ("plain", ())):
+    # (the run without secrets first: one given earlier stays known to the process)
+    for name, secrets in (("plain", ()), ("masked", ("API_TOKEN",))):
         recorder = Recorder()
         monkeypatch.setattr(sys, "stdout", recorder)
         run = Graph("s", [Step(name, func=writer(name, recorder), secrets=secrets)]).run(
@@ -1184,6 +1185,35 @@ def test_what_a_thread_a_step_leaves_running_prints_after_the_run_is_masked(
     assert wait_until(_capture_released, timeout=5)  # (the streams are put back after)
     assert Graph("s", [Step("p", func=lambda: print("p"))]).run(executor="local").logs(
         "p")["line"].tolist() == ["p"]
+
+
+def test_a_thread_left_running_writing_the_secret_in_pieces_after_the_run_is_masked_whole(
+        workdir, monkeypatch, capsys):
+    """The two together: a thread the step left running writes the token in two pieces,
+    flushed, after the run ended; neither piece shows, the line reads masked whole."""
+    import time
+
+    from dagnb.testing import wait_until
+
+    secret = "tok-PIECES-5550123"
+    monkeypatch.setenv("API_TOKEN", secret)
+
+    def in_pieces(token: str) -> None:
+        print("token=" + token[:5], end="", flush=True)
+        time.sleep(0.2)
+        shown = capsys.readouterr().out  # (what the terminal had during the pause)
+        print(token[5:])
+        pieces.append(shown)
+
+    pieces: list[str] = []
+    step = _LeftRunning(in_pieces)
+    run = Graph("s", [Step("start", func=step, secrets=("API_TOKEN",))]).run(
+        executor="local", cache=False)
+    assert run.ok
+    step.finish()
+    assert pieces == ["token="]  # (the start of the token held back)
+    assert capsys.readouterr().out == "***\n"
+    assert wait_until(_capture_released, timeout=5)
 
 
 # where a step of one run leaves a secret for a later run's step (a global, a client)
