@@ -365,7 +365,8 @@ def test_save_load_reset(shell, tmp_path):
     _two_steps(shell)
     assert line(shell, "save flow.yml") == "saved 2 steps to flow.yml"
     assert (tmp_path / "flow.yml").exists()
-    assert line(shell, "reset") == "the notebook's graph is empty again"
+    assert line(shell, "reset") == ("the notebook's graph is empty again, and the secrets "
+                                    "its runs were given are forgotten")
     assert len(graph()) == 0
     assert line(shell, "load flow.yml") == "loaded 2 steps from flow.yml: a, b"
     assert graph()["b"].needs == ("a",)

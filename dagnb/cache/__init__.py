@@ -30,6 +30,7 @@ from dagnb.cache.forks import ForkSafeLock
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.location import absolute, default_location, local_folder, made_by_a_store
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
+from dagnb.cache.secret_scan import forget_secrets
 from dagnb.cache.store import STORE_FORMAT, DamagedEntryWarning, Entry, SessionStore, Store
 from dagnb.checks import is_url
 from dagnb.config import context, settings
@@ -53,6 +54,7 @@ __all__ = [
     "entries",
     "explain",
     "explain_frame",
+    "forget_secrets",
     "get_backend",
     "is_cache_folder",
     "key_digest",

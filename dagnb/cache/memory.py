@@ -60,7 +60,12 @@ from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.call_keys import CallKeys, label, target_of
 from dagnb.cache.keys import StepKey
-from dagnb.cache.secret_scan import SecretsInForce, pickle_holds, secrets_in_force
+from dagnb.cache.secret_scan import (
+    SecretsInForce,
+    outside_steps,
+    pickle_holds,
+    secrets_in_force,
+)
 from dagnb.cache.store import Entry, Store
 from dagnb.checks import is_url, short_repr
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
@@ -751,9 +756,12 @@ class _CachedCall(_Calls):
     def holding_secret(self, value: Any, secret: str) -> Any:
         """``value``, not stored: it holds the value of secret ``secret`` (its name, never
         its value, said once in a warning, as :meth:`uncached` says why)."""
+        remembered = "" if not outside_steps() else (
+            " (given to a run of this process, it stays known until the process ends or "
+            "dagnb.cache.forget_secrets())")
         warnings.warn(f"{self.name}: the call ran but was not cached: its result holds the "
-                      f"value of secret {secret!r}, and the cache keeps no secret; return "
-                      "a result without the secret to cache it", stacklevel=5)
+                      f"value of secret {secret!r}{remembered}, and the cache keeps no "
+                      "secret; return a result without the secret to cache it", stacklevel=5)
         return value
 
     def write(self, out: Path, value: Any) -> None:

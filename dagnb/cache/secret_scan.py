@@ -4,7 +4,9 @@ inside a step that declares secrets learns them here, from the layers above, whi
 the step (the cache does not): its key's descriptions are masked with them, and a result
 holding one is not stored. A call outside any step's context (a thread a step started,
 even one that outlives its run; the notebook's own) keeps out every secret a run of the
-process was given: the process keeps knowing them, in memory only, till it ends."""
+process was given: the process keeps knowing them, in memory only, until it ends or
+:func:`forget_secrets` (``%dagger reset``). Later runs are not concerned: they mask
+and refuse their own graph's secrets only."""
 
 from __future__ import annotations
 
@@ -15,8 +17,9 @@ from typing import Any
 
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 
-__all__ = ["SecretsInForce", "by_distinct_names", "forget_secrets", "known_secrets", "pickle_holds",
-           "remember_secrets", "secrets_in_force", "set_secrets_source"]
+__all__ = ["SecretsInForce", "by_distinct_names", "forget_secrets", "known_secrets",
+           "outside_steps", "pickle_holds", "remember_secrets", "secrets_in_force",
+           "set_secrets_source"]
 
 _CHUNK = 1 << 20
 
@@ -39,6 +42,13 @@ def set_secrets_source(source: Callable[[], SecretsInForce | None]) -> None:
     """Have ``source()`` say which secrets are in force where a cached call misses."""
     global _source
     _source = source
+
+
+def outside_steps() -> bool:
+    """Whether no step's context is here: the secrets in force are those the process
+    remembers (:func:`remember_secrets`)."""
+    source = _source
+    return source is None or source() is None
 
 
 def secrets_in_force() -> SecretsInForce | None:
@@ -65,9 +75,9 @@ _known_lock = threading.Lock()
 
 
 def remember_secrets(secrets: Mapping[str, str]) -> None:
-    """From now on, until the process ends, keep these secrets (name -> value) out of
-    any cache a call anywhere in the process writes, and out of later runs' entries
-    and logs (:func:`known_secrets`)."""
+    """From now on, until the process ends or :func:`forget_secrets`, keep these
+    secrets (name -> value) out of any ``dagnb.Memory`` cache a call anywhere in the
+    process writes."""
     given = {value: name for name, value in secrets.items() if value}
     with _known_lock:
         changed = any(_known.get(value) != name for value, name in given.items())
@@ -88,7 +98,9 @@ def known_secrets() -> Mapping[str, str]:
 
 
 def forget_secrets() -> None:
-    """Forget every secret runs of this process were given (a test's, for the next)."""
+    """Forget every secret runs of this process were given: a ``dagnb.Memory`` call
+    outside a run then stores what holds one (``%dagger reset`` calls this; so does
+    each test, for the next)."""
     global _of_known, _by_label
     with _known_lock:
         _known.clear()
@@ -107,12 +119,14 @@ def _combine() -> None:
 
 def by_distinct_names(secrets: Iterable[tuple[str, str]]) -> dict[str, str]:
     """``(name, value)`` pairs by name, none lost: a name that an earlier pair gave
-    another value (a secret rotated since an earlier run) is primed, ``NAME'``."""
+    another value (a secret rotated since an earlier run) is told apart, ``NAME (an
+    earlier value)``, ``NAME (an earlier value 2)``... (what a warning names)."""
     merged: dict[str, str] = {}
     for name, value in secrets:
-        label = name
+        label, count = name, 1
         while merged.get(label, value) != value:
-            label += "'"
+            label = f"{name} (an earlier value{'' if count == 1 else f' {count}'})"
+            count += 1
         merged[label] = value
     return merged
 

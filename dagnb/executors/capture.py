@@ -50,6 +50,7 @@ _current: contextvars.ContextVar[_StepBuffer | None] = contextvars.ContextVar(
 )
 _lock = threading.Lock()
 _users = 0
+_saved: dict[str, TextIO] = {}
 # the masks of the runs capturing now: output that reaches no step's log (a thread a
 # step started does not inherit its context) is masked with them on its way out
 _masks: tuple[Callable[[str], str], ...] = ()
@@ -307,68 +308,35 @@ class _RoutingBuffer(io.BufferedIOBase):
 @contextlib.contextmanager
 def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
     """Install the routing streams for the duration of a run (nesting is counted);
-    ``mask``: the run's, applied to what is written meanwhile outside any step, and
-    after the run until the threads it started and left running have ended (a step's
-    thread printing a token later on: see :func:`_left_running`)."""
-    _install(mask)
-    before = frozenset(threading.enumerate()) if mask is not None else frozenset()
-    try:
-        yield
-    finally:
-        left = _left_running(before) if mask is not None else []
-        if left:
-            threading.Thread(target=_release_after, args=(left, mask), daemon=True,
-                             name="dagnb-mask-left-running").start()
-        else:
-            _release(mask)
+    ``mask``: the run's, applied to what is written meanwhile outside any step.
 
-
-def _install(mask: Callable[[str], str] | None) -> None:
+    Not kept after the run for the threads it left running: those a library starts and
+    never ends (dask's pools, a client's IO loop) would keep every later print of the
+    process masked, ever slower; what such a thread prints after the run goes out as it
+    is (README), though a ``dagnb.Memory`` call there still keeps the run's secrets out
+    of its cache (:func:`dagnb.cache.secret_scan.remember_secrets`)."""
     global _users, _masks
     with _lock:
-        for name in ("stdout", "stderr"):
-            # (none yet, or one replaced meanwhile: a run's threads kept the capture
-            # after it, and sys.stdout was set back since, by a test runner say)
-            current = getattr(sys, name)
-            if not isinstance(current, _RoutingStream):
-                setattr(sys, name, _RoutingStream(name, current))
+        if _users == 0:
+            for name in ("stdout", "stderr"):
+                _saved[name] = getattr(sys, name)
+                setattr(sys, name, _RoutingStream(name, _saved[name]))
         _users += 1
         if mask is not None:
             with _echo_lock:
                 _masks = (*_masks, mask)
-
-
-def _release(mask: Callable[[str], str] | None) -> None:
-    global _users, _masks
-    with _lock:
-        if mask is not None:
-            _stop_masking(mask)
-        _users -= 1
-        if _users == 0:
-            for name in ("stdout", "stderr"):
-                current = getattr(sys, name)
-                if isinstance(current, _RoutingStream):
-                    setattr(sys, name, current._fallback)
-
-
-# threads of dagnb's own, or of its loop's pool (a step's to_thread, awaited): none
-# is a step's left running
-_OURS = ("dagnb-", "asyncio_")
-
-
-def _left_running(before: frozenset[threading.Thread]) -> list[threading.Thread]:
-    """The threads started during a run that are still running (a step's, printing
-    what it fetched with a token), which a mask must cover after the run too; not
-    dagnb's own, nor a thread of C code that Python only saw (it cannot be joined)."""
-    return [thread for thread in threading.enumerate()
-            if thread not in before and not thread.name.startswith(_OURS)
-            and not isinstance(thread, threading._DummyThread)]
-
-
-def _release_after(threads: list[threading.Thread], mask: Callable[[str], str] | None) -> None:
-    for thread in threads:
-        thread.join()
-    _release(mask)
+    try:
+        yield
+    finally:
+        with _lock:
+            if mask is not None:
+                _stop_masking(mask)
+            _users -= 1
+            if _users == 0:
+                for name, stream in _saved.items():
+                    if isinstance(getattr(sys, name), _RoutingStream):
+                        setattr(sys, name, stream)
+                _saved.clear()
 
 
 def _stop_masking(mask: Callable[[str], str]) -> None:

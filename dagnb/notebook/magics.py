@@ -23,7 +23,7 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.text import DollarFormatter
 
-from dagnb.cache import Store, store_for, sync
+from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
@@ -537,7 +537,9 @@ def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
     _no_arguments(rest, "reset")
     self.session.reset()
-    return Text("the notebook's graph is empty again")
+    forget_secrets()  # (a dagnb.Memory call then keeps no earlier run's secret out)
+    return Text("the notebook's graph is empty again, and the secrets its runs were "
+                "given are forgotten")
 
 
 def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:

@@ -12,7 +12,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagnb.cache.secret_scan import known_secrets
 from dagnb.cache.steps import StepCache
 from dagnb.config import settings
 from dagnb.errors import UnfingerprintableVariable
@@ -115,11 +114,9 @@ def _looking(graph: Graph, cache_directory: str | Path | None,
              executor: str | Executor | None) -> StepCache:
     """The cache as ``plan`` and ``explain`` read it: whatever the ``cache_mode``
     setting, looking ahead writes nothing; the graph's secrets are masked, as a run
-    masks them (and those earlier runs of the process were given); the keys are those
-    of a run with ``executor`` (a container run's differ)."""
+    masks them; the keys are those of a run with ``executor`` (a container run's differ)."""
     config = settings()
-    secrets = [*known_secret_values(graph), *config.credential_secrets().values(),
-               *known_secrets().values()]
+    secrets = [*known_secret_values(graph), *config.credential_secrets().values()]
     return StepCache(cache_directory, mode="read-only", secrets=secrets,
                      in_container=container_steps(executor or config.executor))
 

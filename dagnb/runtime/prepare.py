@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
-from dagnb.cache.secret_scan import by_distinct_names, known_secrets
 from dagnb.cache.steps import StepCache, refresh_setting
 from dagnb.checks import did_you_mean, known_keys, warn_user
 from dagnb.config import check_cache_mode, context, settings
@@ -336,9 +335,11 @@ def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
 
 def _masked_only(config: Settings) -> dict[str, str]:
     """The secrets a run masks and keeps out of the cache without withholding them: the
-    registry's, and those earlier runs of the process were given (a thread a step left
-    running, or a global, may hand one to this run's steps)."""
-    return by_distinct_names([*config.credential_secrets().items(), *known_secrets().items()])
+    registry's. (Not those earlier runs of the process were given: a later, unrelated
+    graph would have its params refused and its logs masked for a value it never
+    declared, a database's password ``postgres`` in every DSN; a ``dagnb.Memory`` call
+    keeps them out of its cache, see :func:`~dagnb.cache.secret_scan.remember_secrets`.)"""
+    return dict(config.credential_secrets())
 
 
 def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
@@ -354,15 +355,13 @@ def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
 def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None) -> None:
     """Refuse a param or env value of ``steps`` (all the graph's by default) that holds
     the value of a secret a run of the graph masks: one its steps declare, as set now,
-    the registry's, or one an earlier run of the process was given
-    (:func:`~dagnb.model.contract.refuse_secret_values`)."""
+    or the registry's (:func:`~dagnb.model.contract.refuse_secret_values`)."""
     checked = list(graph if steps is None else steps)
     if not any(step.params or step.env for step in checked):  # (most: no secret looked up)
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_values(checked, by_distinct_names(
-        [*declared.items(), *_masked_only(settings()).items()]))
+    refuse_secret_values(checked, {**declared, **_masked_only(settings())})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}

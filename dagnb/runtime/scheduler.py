@@ -162,8 +162,7 @@ class Scheduler:
         """``secrets``: each step's, read from the environment; ``others``: those that
         the graph's steps outside this run declare (a notebook's other cells), withheld
         and masked here too; ``masked_only``: secrets of the settings (a registry's
-        token) and those earlier runs of the process were given, masked and kept out of
-        the cache but not withheld."""
+        token), masked and kept out of the cache but not withheld."""
         self.run = run
         self.options = options
         self._caller = checks.user_line()  # (made where the run starts, not on the loop)
@@ -219,8 +218,8 @@ class Scheduler:
         self._watching: dict[str, list[Any]] = {}
 
     def outside_mask(self) -> Callable[[str], str] | None:
-        """The mask of what is printed outside any step while the run lasts, and after
-        it while the threads it left running run (a thread a step started): those under
+        """The mask of what is printed outside any step while the run lasts (a thread a
+        step started): those under
         ``MIN_LINE`` characters where they are words of their own, as the notebook's own
         prints go through it too, and a secret ``a`` would mask every ``a``."""
         return self._cache_secrets.mask if self._cache_secrets is not None else None
@@ -235,8 +234,8 @@ class Scheduler:
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
         # (a cached call outside the steps' context, a thread of a step's pool, keeps
-        # the run's secrets out of the cache too, and so does one after the run ends, a
-        # thread a step left running, and later runs)
+        # the run's secrets out of the cache too, and so does one after the run ends: a
+        # thread a step left running)
         if self.mask:
             remember_secrets(self._secret_values)
         try:
