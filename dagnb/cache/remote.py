@@ -944,9 +944,18 @@ def _object_store(url: str, *, check_content: bool = False) -> ObjectStore:
     return ObjectStore(url, settings().cache_storage_options, check_content=check_content)
 
 
-def progress_line(verb: str, stream: TextIO | None = None) -> Progress:
-    """A progress callback drawing one line (``push: 3/10 entries, 1.2 MB``) on stderr."""
+PLAIN_EVERY = 10.0  # seconds between two progress lines where stderr is no terminal
+
+
+def progress_line(verb: str, stream: TextIO | None = None,
+                  clock: Callable[[], float] = time.monotonic) -> Progress:
+    """A progress callback drawing one line (``push: 3/10 entries, 1.2 MB``) on stderr.
+    Where that is no terminal (a CI log, a file), a ``\r`` redraw would pile every state
+    into one growing line: there it prints plain lines, one each ``PLAIN_EVERY`` seconds
+    and the last."""
     out = sys.stderr if stream is None else stream
+    if not _is_terminal(out):
+        return _plain_lines(verb, out, clock)
 
     def show(done: int, total: int, moved: int) -> None:
         end = "\n" if done == total else ""
@@ -954,3 +963,23 @@ def progress_line(verb: str, stream: TextIO | None = None) -> Progress:
         out.flush()
 
     return show
+
+
+def _plain_lines(verb: str, out: TextIO, clock: Callable[[], float]) -> Progress:
+    last = clock()  # when a line was last printed (a quick sync prints only its last)
+
+    def show(done: int, total: int, moved: int) -> None:
+        nonlocal last
+        now = clock()
+        if done == total or now - last >= PLAIN_EVERY:
+            last = now
+            print(f"{verb}: {done}/{total} entries, {moved / 1e6:.1f} MB", file=out, flush=True)
+
+    return show
+
+
+def _is_terminal(stream: TextIO) -> bool:
+    try:
+        return stream.isatty()
+    except ValueError:  # (a closed stream)
+        return False

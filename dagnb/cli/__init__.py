@@ -3,10 +3,15 @@
 ::
 
     dagnb run|validate|graph WORKFLOW
+    dagnb logs WORKFLOW STEP [--tail N] [--stream stdout|stderr]    (see dagnb.cli.logs)
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
     dagnb cache verify|list|stats|clear|prune|push|pull    (see dagnb.cli.cache)
+    dagnb --version
+
+A run that has failed steps prints, before its status table, each one's failure with
+the last lines of its log and where the whole log is (``dagnb logs``).
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
@@ -20,6 +25,7 @@ import contextlib
 import errno
 import json
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -30,8 +36,9 @@ from typing import Any
 
 from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
+from dagnb.cli import logs as logs_command
 from dagnb.errors import ConfigError, DagnbError
-from dagnb.views.progress import ProgressPrinter, status_table
+from dagnb.views.progress import ProgressPrinter, failure_tails, status_table
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
 
@@ -52,6 +59,7 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Any]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagnb", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action=_Version, help="print dagnb's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
     run.add_argument("workflow", help="a workflow YAML file, or a notebook (.ipynb, percent .py)")
@@ -135,11 +143,19 @@ def _run(args: argparse.Namespace) -> int:
     printer.finish()
     if printer.lost is not None:
         return _stdout_lost(printer.lost, run.summary())
+    if run.failed:
+        print("\n".join(failure_tails(run, _logs_command(args))))
     print(printer.table(run))
     print(run.summary())
     if given:
         print(given)
     return 0 if run.ok else 1
+
+
+def _logs_command(args: argparse.Namespace) -> Callable[[str], str]:
+    """The ``dagnb logs`` command that shows a step's whole log of this run."""
+    where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
+    return lambda step: f"dagnb logs {shlex.quote(args.workflow)} {step}{where}"
 
 
 def _among(args: argparse.Namespace) -> str:
@@ -338,6 +354,7 @@ def add_subcommands(sub: Any) -> None:
     cfg_actions.add_parser("show", help="every setting with its value and source")
     cfg_actions.add_parser("path", help="the config file in force")
     cache_commands.add_parser(sub)
+    logs_command.add_parser(sub)
     images = sub.add_parser("images", help="the image tags pinned to digests (pin_images)")
     image_actions = images.add_subparsers(dest="action", required=True, metavar="ACTION")
     image_actions.add_parser("list", help="each pinned tag and its digest")
@@ -445,6 +462,11 @@ def _pairs(items: list[str]) -> dict[str, str]:
 command("cache")(cache_commands.run)
 
 
+@command("logs")
+def _logs(args: argparse.Namespace) -> int:
+    return logs_command.run(args, _load_any(args.workflow))
+
+
 @command("images")
 def _images(args: argparse.Namespace) -> int:
     """`dagnb images list|refresh`: the tags pin_images pinned, and pinning them again."""
@@ -545,6 +567,29 @@ def _kernel_settings(args: argparse.Namespace) -> dict[str, Any]:
     given = {"executor": args.executor, "max_concurrent_executions": args.max_concurrency,
              "cache_directory": args.cache_dir, "enable_retry": args.enable_retry}
     return {key: value for key, value in given.items() if value is not None}
+
+
+class _Version(argparse.Action):
+    """``--version``: the installed package's version, looked up only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: Any) -> None:
+        print(f"dagnb {_version()}")  # (on stdout, as argparse's own version action)
+        parser.exit()
+
+
+def _version() -> str:
+    """The version of the installed distribution; the source's when none is installed."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("dagnb")
+    except PackageNotFoundError:  # (a source tree on PYTHONPATH)
+        from dagnb import __version__
+
+        return __version__
 
 
 class Terminated(KeyboardInterrupt):

@@ -66,6 +66,7 @@ __all__ = [
     "RECORD_NAME",
     "RunFolder",
     "last_params",
+    "last_run_of",
     "last_states",
     "prune",
     "same_params",
@@ -282,6 +283,18 @@ def last_params(cache_dir: Path, graph_name: str,
     record older versions wrote); None when there is no run."""
     runs = _runs_of(cache_dir, graph_name, source)
     return _params(runs[-1]) if runs else None
+
+
+def last_run_of(cache_dir: Path, graph_name: str, source: Path | None,
+                step: str) -> tuple[str, str] | None:
+    """(run id, state of ``step``) of the newest recorded run of this workflow that had
+    ``step``; None when no run had it."""
+    for record in reversed(_runs_of(cache_dir, graph_name, source)):
+        states = record.get("states")
+        state = states.get(step) if isinstance(states, dict) else None
+        if isinstance(state, str) and isinstance(record.get("run"), str):
+            return record["run"], state
+    return None
 
 
 def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:

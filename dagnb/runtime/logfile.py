@@ -19,7 +19,7 @@ from json.encoder import encode_basestring  # C; json.dumps of a dict costs 4x m
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["LogFile", "read_records", "tail_records"]
+__all__ = ["LogFile", "attempt_files", "read_records", "tail_records"]
 
 
 class LogFile:
@@ -117,6 +117,16 @@ class LogFile:
                 except OSError as exc:  # the last buffered lines did not fit
                     self.error = self.error or exc
                 self._handle = None
+
+
+def attempt_files(folder: Path) -> list[Path]:
+    """The log files a step's attempts left in its folder of a run, first attempt first."""
+    found = []
+    for path in folder.glob("logs-*.jsonl"):
+        number = path.name[len("logs-"):-len(".jsonl")]
+        if number.isdigit():
+            found.append((int(number), path))
+    return [path for _, path in sorted(found)]
 
 
 def read_records(paths: Iterable[Path]) -> Iterator[dict[str, Any]]:

@@ -148,6 +148,12 @@ class Run:
         records = tail_records(self._flushed_files(step), count) if count else []
         return [str(r["line"]) for r in records]
 
+    def log_files(self, step: str) -> list[Path]:
+        """The files that hold ``step``'s lines, in order: its attempts' that printed
+        (in the run's folder), or its cache entry's once stored; none if it was silent."""
+        self._known(step)
+        return [path for path in self._flushed_files(step) if path.is_file()]
+
     def _flushed_files(self, step: str) -> list[Path]:
         """``step``'s log files, a running step's latest lines (still in its buffer)
         written to them first."""

@@ -31,8 +31,8 @@ from dagnb.views.throttle import Throttle
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["STATE_COLOURS", "DisplayFeed", "LiveState", "Publish", "TextView", "folded",
-           "format_rows", "retry_line", "row_cells", "shown_line"]
+__all__ = ["STATE_COLOURS", "DisplayFeed", "LiveState", "Publish", "TextView", "earlier_note",
+           "folded", "format_rows", "retry_line", "row_cells", "shown_line"]
 
 Publish = Callable[[Mapping[str, Any]], None]  # a display event's data -> shown
 
@@ -128,6 +128,15 @@ def shown_line(line: str) -> str:
     if "\r" in line:
         line = line.rstrip("\r").rpartition("\r")[2]
     return bounded_line(line)
+
+
+def earlier_note(count: int, reader: str) -> str:
+    """The line that says a step's output is cut to its tail, and which command (the
+    ``reader``) shows the rest; "" when nothing was cut."""
+    if count <= 0:
+        return ""
+    plural = "s" if count != 1 else ""
+    return f"{count} earlier line{plural} not shown; {reader} shows them"
 
 
 def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:

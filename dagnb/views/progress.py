@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -10,9 +11,10 @@ from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.run import Run
-from dagnb.views.live import retry_words
+from dagnb.views.live import LiveState, earlier_note, retry_words
 
-__all__ = ["TABLE_COLUMNS", "ProgressPrinter", "status_table", "text_table"]
+__all__ = ["FAILED_LINES", "TABLE_COLUMNS", "ProgressPrinter", "failure_tails", "status_table",
+           "text_table"]
 
 TABLE_COLUMNS = [
     "step",
@@ -25,6 +27,7 @@ TABLE_COLUMNS = [
     "error",
 ]
 _BAR_WIDTH = 24
+FAILED_LINES = 20  # lines of a failed step's log shown under its failure, as CI runners do
 
 
 class ProgressPrinter:
@@ -159,6 +162,37 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
     if any(row.get("image") for row in rows):
         columns.insert(columns.index("executor") + 1, "image")
     return text_table(rows, columns)
+
+
+def failure_tails(run: Run, reader: Callable[[str], str], count: int = FAILED_LINES) -> list[str]:
+    """Under a line saying so, each failed step's last ``count`` lines (stdout and stderr
+    as they were logged, masked as the log is: the tail a notebook's live view keeps),
+    how many came before, and where its whole log is: its files, and ``reader(step)``,
+    the command that shows it."""
+    state = LiveState(run, tail=count)
+    state.pull()
+    rows = state.rows()
+    found: list[str] = []
+    for name in run.failed:
+        found += _failure_tail(run, rows[name], state.lines(name), reader(name))
+    return found
+
+
+def _failure_tail(run: Run, row: Mapping[str, Any], lines: list[str], reader: str) -> list[str]:
+    name = row["step"]
+    said = f"── {name} failed" + (f": {row['error']}" if row["error"] else "")
+    if not lines:  # (a program not found: nothing ran to print)
+        return [f"{said}; it printed nothing ──"]
+    earlier = earlier_note(run.events.line_count(name) - len(lines), reader)
+    files = ", ".join(_near(path) for path in run.log_files(name))
+    return [f"{said} ──", *([earlier] if earlier else []), *lines,
+            f"── full log: {files} ({reader}) ──" if files else f"── full log: {reader} ──"]
+
+
+def _near(path: os.PathLike[str]) -> str:
+    """A path relative to the working directory when it is inside it (``.dagnb_cache/...``)."""
+    relative = os.path.relpath(path)
+    return os.fspath(path) if relative.startswith(os.pardir) else relative
 
 
 def _later(delay: float, func: Callable[[], None]) -> threading.Timer:

@@ -19,7 +19,7 @@ import time
 from typing import TYPE_CHECKING
 
 from dagnb.views.html import header_html, table_html, tail_html
-from dagnb.views.live import FAILED_TAIL, LiveState, format_rows
+from dagnb.views.live import FAILED_TAIL, LiveState, earlier_note, format_rows
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -71,7 +71,8 @@ class RunSnapshot:
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
                 lines, title = state.lines(name) if ran else [], f"── {name} ──"
-                earlier = _earlier(name, run.events.line_count(name) - len(lines))
+                earlier = earlier_note(run.events.line_count(name) - len(lines),
+                                       f"%dagger logs {name}")
             if lines:
                 sections.append((title, earlier, lines))
         return sections
@@ -82,10 +83,3 @@ class RunSnapshot:
     def __repr__(self) -> str:
         return self.text
 
-
-def _earlier(name: str, count: int) -> str:
-    """The line that says a step's output is cut to its tail, and where the rest is."""
-    if count <= 0:
-        return ""
-    plural = "s" if count != 1 else ""
-    return f"{count} earlier line{plural} not shown; %dagger logs {name} shows them"

@@ -1,0 +1,173 @@
+"""What the dagnb command shows of a failed step (its log's last lines, where the rest is,
+``dagnb logs``), plain progress lines of ``cache push`` in a CI log, ``--version``."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+FAILING = """\
+steps:
+  dbt:
+    run: |
+      echo "Running model orders..."
+      echo "ERROR: relation analytics.orders does not exist"
+      echo "Done. PASS=3 ERROR=1"
+      exit 1
+  multi:
+    run: |
+      echo "real cause: disk quota exceeded on /data" >&2
+      echo "cleanup: removing temp files" >&2
+      exit 2
+  mixed:
+    run: |
+      echo "out one"; sleep 0.2
+      echo "err one" >&2; sleep 0.2
+      echo "out two"
+      false
+  fine:
+    run: echo "fine-output"
+"""
+
+
+def dagnb(*args: str, cwd: Path, env: dict[str, str] | None = None,
+          ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "dagnb", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def block(stdout: str, step: str) -> list[str]:
+    """The lines from a failed step's header to its footer, both included."""
+    lines = stdout.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(f"── {step} failed"))
+    end = next(i for i in range(start, len(lines)) if lines[i].startswith("── full log:"))
+    return lines[start:end + 1]
+
+
+@pytest.fixture
+def failed(tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "wf.yml").write_text(FAILING)
+    return dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+
+
+def test_a_failed_step_shows_the_last_lines_of_its_log_under_its_failure(failed, tmp_path):
+    """The cause a step printed to stdout shows, not only ``exit code 1``; of one that
+    wrote the cause to stderr then a cleanup line, the cause shows too."""
+    assert failed.returncode == 1
+    dbt = block(failed.stdout, "dbt")
+    assert dbt[:4] == ["── dbt failed: exit code 1 ──", "Running model orders...",
+                       "ERROR: relation analytics.orders does not exist",
+                       "Done. PASS=3 ERROR=1"]
+    multi = block(failed.stdout, "multi")
+    assert multi[1:3] == ["real cause: disk quota exceeded on /data",
+                          "cleanup: removing temp files"]
+    assert block(failed.stdout, "mixed")[1:4] == ["out one", "err one", "out two"]  # as logged
+    assert "fine-output" not in failed.stdout  # a step that succeeded stays quiet
+    # before the table and the summary, which stay the last lines
+    assert failed.stdout.index("── full log:") < failed.stdout.index("step   state")
+    assert failed.stdout.splitlines()[-1].endswith("3 failed, 1 succeeded")
+
+
+def test_the_footer_names_the_log_file_and_the_command_that_shows_it(failed, tmp_path):
+    footer = re.fullmatch(r"── full log: (\S+) \((.+)\) ──", block(failed.stdout, "dbt")[-1])
+    assert footer is not None
+    path, command = footer.groups()
+    assert path.startswith(".dagnb_cache/.runs/") and path.endswith("/dbt/logs-1.jsonl")
+    assert "analytics.orders" in (tmp_path / path).read_text()
+    assert command == "dagnb logs wf.yml dbt"
+    shown = dagnb(*shlex.split(command)[1:], cwd=tmp_path)
+    assert (shown.returncode, shown.stderr) == (0, "")
+    assert shown.stdout.splitlines() == block(failed.stdout, "dbt")[1:-1]
+
+
+def test_a_long_log_shows_its_last_20_lines_and_how_many_came_before(tmp_path):
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  big:\n    run: 'for i in $(seq 1 45); do echo \"line $i\"; done; exit 3'\n")
+    done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    lines = block(done.stdout, "big")
+    assert lines[1] == "25 earlier lines not shown; dagnb logs wf.yml big shows them"
+    assert lines[2:-1] == [f"line {i}" for i in range(26, 46)]
+    assert done.returncode == 1
+
+
+def test_a_secret_in_the_tail_is_masked_as_in_the_log(tmp_path):
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  leak:\n    secrets: [TOKEN]\n"
+        "    run: 'echo \"token is $TOKEN\"; echo done >&2; exit 1'\n")
+    env = {**os.environ, "TOKEN": "hunter2-s3cr3t-value"}
+    done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path, env=env)
+    assert block(done.stdout, "leak")[1:3] == ["token is ***", "done"]
+    assert "hunter2" not in done.stdout + done.stderr
+
+
+def test_a_step_that_printed_nothing_says_so_in_its_failure_line(tmp_path):
+    (tmp_path / "wf.yml").write_text("steps:\n  argv: {run: [no-such-binary-here]}\n")
+    done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    said = [line for line in done.stdout.splitlines() if line.startswith("── argv failed")]
+    assert len(said) == 1 and said[0].endswith("; it printed nothing ──"), done.stdout
+    assert "full log" not in done.stdout and done.returncode == 1
+    logs = dagnb("logs", "wf.yml", "argv", cwd=tmp_path)
+    assert (logs.returncode, logs.stdout) == (0, "")
+    assert logs.stderr.startswith("dagnb: step 'argv' (failed) printed nothing in run ")
+
+
+def test_dagnb_logs_reads_a_stream_and_a_tail_and_refuses_an_unknown_step(failed, tmp_path):
+    last = dagnb("logs", "wf.yml", "multi", "--stream", "stderr", "--tail", "1", cwd=tmp_path)
+    assert (last.returncode, last.stdout) == (0, "cleanup: removing temp files\n")
+    out = dagnb("logs", "wf.yml", "mixed", "--stream", "stdout", cwd=tmp_path)
+    assert out.stdout == "out one\nout two\n"
+    typo = dagnb("logs", "wf.yml", "mult", cwd=tmp_path)
+    assert typo.returncode == 2 and "did you mean 'multi'?" in typo.stderr
+
+
+def test_dagnb_logs_says_where_a_stored_step_s_lines_went(failed, tmp_path):
+    done = dagnb("logs", "wf.yml", "fine", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.startswith("dagnb: step 'fine' succeeded in run ")
+    assert "kept with its entry, not in the run's folder" in done.stderr
+
+
+def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
+    (tmp_path / "wf.yml").write_text(FAILING)
+    done = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)
+    assert done.returncode == 2 and "run it first (dagnb run wf.yml)" in done.stderr
+
+
+def test_cache_push_prints_plain_lines_when_stderr_is_no_terminal(tmp_path):
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'echo a > $DAGNB_OUT/a'}\n"
+                                     "  b: {run: 'echo b', needs: [a]}\n")
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    pushed = subprocess.run([sys.executable, "-m", "dagnb", "cache", "push",
+                             (tmp_path / "store").as_uri()], cwd=tmp_path,
+                            capture_output=True, timeout=120)  # (bytes: text mode reads \r as \n)
+    assert pushed.returncode == 0, pushed.stderr
+    assert b"\r" not in pushed.stderr
+    assert b"push: 2/2 entries, 0.0 MB\n" in pushed.stderr
+
+
+def test_version_is_the_installed_package_s(tmp_path):
+    done = dagnb("--version", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, f"dagnb {importlib.metadata.version('dagnb')}\n")
+
+
+def test_plain_progress_lines_come_every_few_seconds_and_at_the_end():
+    """A long push in a CI log says it is alive, one line each PLAIN_EVERY seconds."""
+    import io
+
+    from dagnb.cache.remote import PLAIN_EVERY, progress_line
+
+    now = [0.0]
+    out = io.StringIO()
+    show = progress_line("pull", out, clock=lambda: now[0])
+    for done in range(1, 7):
+        now[0] += PLAIN_EVERY / 2
+        show(done, 6, done * 500_000)
+    assert out.getvalue() == ("pull: 2/6 entries, 1.0 MB\npull: 4/6 entries, 2.0 MB\n"
+                              "pull: 6/6 entries, 3.0 MB\n")
