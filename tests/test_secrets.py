@@ -167,6 +167,59 @@ def test_a_result_or_file_that_holds_a_secret_is_not_cached(workdir, monkeypatch
     assert again.states() == {"user": "succeeded", "peek": "succeeded", "plain": "cached"}
 
 
+# shell text writing the secret into the name of an output, and the secret (one holding
+# a "/" spans two folders); $WD is the test's folder, which holds t-SECRET/ and outside/
+_NAMING = {
+    "file": 'touch "$DAGNB_OUT/$API_TOKEN.txt"',
+    "folder": 'mkdir "$DAGNB_OUT/dir-$API_TOKEN"',
+    "link": 'echo x > "$DAGNB_OUT/f"; ln -s f "$DAGNB_OUT/link-$API_TOKEN"',
+    "link target": 'ln -s "$WD/t-$API_TOKEN/f" "$DAGNB_OUT/l"',
+    "broken link's target": 'ln -s "/nonexistent/$API_TOKEN" "$DAGNB_OUT/l"',
+    "base64": 'touch "$DAGNB_OUT/$(printf %s "$API_TOKEN" | base64).txt"',
+    "file in a linked folder": 'ln -s "$WD/outside" "$DAGNB_OUT/o"',
+    "across folders": 'mkdir -p "$DAGNB_OUT/$API_TOKEN"',
+}
+
+
+@pytest.mark.parametrize("how", list(_NAMING))
+def test_an_output_whose_name_holds_a_secret_is_not_cached(workdir, monkeypatch, how):
+    """A file, folder or link named after a secret (or a link to such a path) was stored,
+    its name in clear in the entry's folder and manifest (and in stat-cache.json)."""
+    secret = "Kx7Secret/TokenVal" if how == "across folders" else "Kx7SecretTokenVal"
+    monkeypatch.setenv("API_TOKEN", secret)
+    for made in (workdir / "outside" / f"in-{secret}", workdir / f"t-{secret}" / "f"):
+        made.parent.mkdir(parents=True, exist_ok=True)
+        made.write_text("x")
+    graph = Graph("s", [
+        Step("named", secrets=("API_TOKEN",), env={"WD": str(workdir)}, run=_NAMING[how]),
+        Step("plain", secrets=("API_TOKEN",), run='echo fine > "$DAGNB_OUT/f"'),
+    ])
+    for _ in range(2):  # (run again: not served from the cache)
+        with pytest.warns(UserWarning, match=r"'named' ran but was not cached: the name of "
+                          r".* holds the value of secret 'API_TOKEN'.*name its outputs") as caught:
+            run = graph.run(executor="local")
+        assert run.states()["named"] == "succeeded"
+        assert all(secret not in str(w.message) for w in caught)
+    assert run.states()["plain"] == "cached"
+    cache = workdir / ".dagnb_cache"  # (but for the folder the step wrote in the run's)
+    kept = [p for p in cache.rglob("*") if not (p.relative_to(cache).parts[:1] == (".runs",)
+                                                and "out" in p.relative_to(cache).parts)]
+    assert [p for p in kept if secret in str(p)] == []
+    assert [p for p in kept if p.is_file() and secret.encode() in p.read_bytes()] == []
+
+
+def test_outputs_holding_links_in_a_loop_and_no_secret_are_cached(workdir, monkeypatch):
+    """The search of the outputs' names walks a linked folder once: a loop of links ends."""
+    monkeypatch.setenv("API_TOKEN", "Kx7SecretTokenVal")
+    graph = Graph("s", [Step("loop", secrets=("API_TOKEN",), run=(
+        'mkdir "$DAGNB_OUT/a"; echo x > "$DAGNB_OUT/a/f"; ln -s .. "$DAGNB_OUT/a/up"; '
+        'ln -s . "$DAGNB_OUT/self"'))])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        graph.run(executor="local").raise_for_status()
+    assert graph.run(executor="local").states() == {"loop": "cached"}
+
+
 # a global that a cached function reads, which a step fills with a secret
 _REQUEST_HEADERS: dict[str, str] = {}
 

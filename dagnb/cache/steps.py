@@ -292,18 +292,22 @@ class StepCache:
     def digest_of(out_dir: Path, result: Any) -> str:
         """Output digest of a step that was not stored: the one :meth:`save` would store
         for it, so that a step cached or not (``cache=False``) leaves its dependents'
-        keys alone (early cut-off). Made as stored entries' are, which keeps their keys.
+        keys alone (early cut-off). Made as stored entries' are, which keeps their keys,
+        without the stat cache: its files are in the run's folder, whose paths no later
+        run hashes again, and their names may hold a secret (then it was not stored).
         """
         if not has_files(out_dir):
             inline = _inline(result)
             if inline is not None:  # save packs it, its result inline
                 return _inline_digest(inline or None)
         if result is NO_RESULT:
-            return directory_digest(out_dir)
+            return directory_digest(out_dir, use_stat_cache=False)
         try:  # save writes the result file into the folder it stores
-            return directory_digest(out_dir, extra=dict([_result_file_digest(result)]))
+            return directory_digest(out_dir, use_stat_cache=False,
+                                    extra=dict([_result_file_digest(result)]))
         except Exception:  # an unpicklable result, which save would not store either
-            files = directory_digest(out_dir) if out_dir.is_dir() else "no-files"
+            files = (directory_digest(out_dir, use_stat_cache=False) if out_dir.is_dir()
+                     else "no-files")
             return text_digest(files + _result_digest(result))
 
     def close(self) -> None:

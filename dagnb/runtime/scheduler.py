@@ -64,7 +64,7 @@ from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
 from dagnb.runtime.inputs_guard import InputGuard
-from dagnb.runtime.leaks import stored_secret, unstorable
+from dagnb.runtime.leaks import named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
@@ -417,17 +417,9 @@ class Scheduler:
         # steps write no file, and then nothing there is walked, searched or looked at
         # again by the save (each look cost a shell step's loop a scan of the folder)
         wrote = self.run.workspace_made and has_files(out_dir)
-        odd = unstorable(out_dir) if wrote else None
-        if odd is not None:
-            return self._not_stored(step, outcome, cache, out_dir,
-                                    f"its output {odd!r} is not a file or a folder (a pipe, "
-                                    "a device, a socket, a broken link); write files there")
-        leaked = stored_secret(self._secrets_found, out_dir if wrote else None, outcome.result)
-        if leaked is not None:
-            return self._not_stored(step, outcome, cache, out_dir,
-                                    f"its result or files hold the value of secret {leaked!r}, "
-                                    "and the cache keeps no secret; pass the secret on at run "
-                                    "time instead")
+        refused = self._unstorable(out_dir if wrote else None, outcome.result)
+        if refused is not None:
+            return self._not_stored(step, outcome, cache, out_dir, refused)
         entry = cache.save(
             step,
             key,
@@ -463,6 +455,25 @@ class Scheduler:
                         entry)
         self.run.record(step.name, done, outcome.result)
         return done
+
+    def _unstorable(self, out_dir: str | None, result: Any) -> str | None:
+        """Why what a step made cannot be stored, or None. ``out_dir``: None if it wrote
+        no file. Its outputs' names are looked at first, as the second reason names one."""
+        found = self._secrets_found
+        named = named_secret(found, out_dir) if out_dir is not None else None
+        if named is not None:
+            return (f"the name of one of its files, folders or links (or a link's target) "
+                    f"holds the value of secret {named!r}, and the cache keeps no secret; "
+                    "name its outputs without it")
+        odd = unstorable(out_dir) if out_dir is not None else None
+        if odd is not None:
+            return (f"its output {odd!r} is not a file or a folder (a pipe, a device, a "
+                    "socket, a broken link); write files there")
+        leaked = stored_secret(found, out_dir, result)
+        if leaked is not None:
+            return (f"its result or files hold the value of secret {leaked!r}, and the cache "
+                    "keeps no secret; pass the secret on at run time instead")
+        return None
 
     def _read_by_a_command(self, name: str) -> bool:
         """Whether a step downstream of ``name`` is not inline Python (it reads the
