@@ -517,6 +517,30 @@ def test_cache_verify_sets_aside_entries_whose_files_changed(tmp_path, monkeypat
     assert any(line.split()[:2] == ["b", "cached"] for line in out.splitlines())
 
 
+@pytest.mark.parametrize(("change", "said"), [
+    ("HELLO\n", "was changed since it was saved"),
+    ("hello, longer\n", "is 14 bytes, not the 6 it was saved with"),
+    (None, "is missing"),
+])
+def test_cache_verify_names_the_changed_file_a_link_points_to(tmp_path, change, said):
+    """A link listed before the file it points to was named alone: `its file out/link
+    was changed` for an edit of out/sub/deep/f.txt."""
+    (tmp_path / "w.yml").write_text(
+        "steps:\n  make:\n    run: |\n      mkdir -p \"$DAGNB_OUT/sub/deep\"\n"
+        "      echo hello > \"$DAGNB_OUT/sub/deep/f.txt\"\n"
+        "      ln -s sub/deep/f.txt \"$DAGNB_OUT/link\"\n")
+    assert dagnb("run", "w.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    [changed] = tmp_path.glob(".dagnb_cache/make/*/out/sub/deep/f.txt")
+    if change is None:
+        changed.unlink()
+    else:
+        changed.write_text(change)
+    done = dagnb("cache", "verify", cwd=tmp_path)  # (a fresh process: a hit's checks)
+    assert done.returncode == 1, done.stderr
+    assert (f"(its file out/sub/deep/f.txt, which its link out/link points to, {said}), "
+            "set aside") in done.stdout
+
+
 def test_cache_verify_counts_what_its_listing_sets_aside(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.yml").write_text("".join(

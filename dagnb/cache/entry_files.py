@@ -70,10 +70,27 @@ def _size_problem(root: Path, files: Any) -> str | None:
         try:
             actual = os.stat(f"{root}/{relative}").st_size  # text: a hit's path
         except OSError:
-            return f"its file {relative} is missing"
+            return f"its file {_named(root, relative, files)} is missing"
         if actual != size:
-            return f"its file {relative} is {actual} bytes, not the {size} it was saved with"
+            return (f"its file {_named(root, relative, files)} is {actual} bytes, not the "
+                    f"{size} it was saved with")
     return None
+
+
+def _named(root: Path, relative: str, files: Mapping[str, Any]) -> str:
+    """``relative`` as a problem with it is told: a link by the file it points to when
+    the entry has that file too (both were checked, the link first as it was listed
+    first), ``out/sub/f.txt, which its link out/link points to,``; a link to a file
+    outside the entry with its target. Asked of a damaged entry only: a hit pays nothing."""
+    path = f"{root}/{relative}"
+    try:
+        target = os.readlink(path)
+    except OSError:  # (not a link)
+        return relative
+    reached = os.path.relpath(os.path.realpath(path), os.path.realpath(root))
+    if reached in files and reached != relative:
+        return f"{reached}, which its link {relative} points to,"
+    return f"{relative}, a link to {target},"
 
 
 DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
@@ -101,9 +118,10 @@ def _digest_problem(root: Path, digests: Any) -> str | None:
     for relative, digest in digests.items():
         try:
             if _small_file_digest(f"{root}/{relative}") != digest:
-                return f"its file {relative} was changed since it was saved"
+                return (f"its file {_named(root, relative, digests)} was changed since it "
+                        "was saved")
         except OSError:
-            return f"its file {relative} cannot be read"
+            return f"its file {_named(root, relative, digests)} cannot be read"
     return None
 
 
