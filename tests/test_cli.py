@@ -1167,3 +1167,152 @@ def test_a_workflow_env_value_holding_a_secret_is_warned_of(
         "secret; if it is one, declare TOKEN under the step's secrets (set in the environment), or "
         "build it in the step from $DEMO_TOKEN"], ran.stderr
     assert "9876543210" not in ran.stderr + ran.stdout
+
+
+_STEPS_MODULE = '''\
+import json
+from pathlib import Path
+
+import dagnb
+
+
+def load(n: int = 3):
+    return list(range(n))
+
+
+def save(**kwargs):
+    Path(__file__).with_name("seen.json").write_text(json.dumps(kwargs))
+
+
+def _param(name):
+    return dagnb.current().params[name]
+
+
+def reads_its_params():
+    Path(__file__).with_name("seen.json").write_text(json.dumps(_param("run-id")))
+'''
+
+
+@pytest.mark.parametrize("command", [["run", "--executor", "local"], ["validate"]])
+def test_a_param_a_python_steps_function_does_not_take_is_refused_naming_the_fix(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        command: list[str]) -> None:
+    """`nn` meant for load(n) was dropped: the step ran with n's default (rc 0), and
+    `-p nn=20` reran it to the same result."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "steps.py").write_text(_STEPS_MODULE)
+    (tmp_path / "wf.yml").write_text("steps:\n  load: {python: 'steps.py:load', "
+                                     "params: {nn: 10}}\n")
+    assert main([*command, "wf.yml"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: wf.yml: step 'load': param 'nn' is not a parameter of load() in "
+        "steps.py, which would never see it; did you mean 'n'?\n")
+    (tmp_path / "wf.yml").write_text("steps:\n  load: {python: 'steps.py:load', "
+                                     "params: {count: 10}}\n")
+    assert main([*command, "wf.yml"]) == 2
+    assert capsys.readouterr().err.endswith(
+        "param 'count' is not a parameter of load() in steps.py, which would never see it; "
+        "add count to its parameters (or **kwargs), or read "
+        "dagnb.current().params['count'] in it\n")
+    assert not (tmp_path / ".dagnb_cache").exists()
+
+
+def test_a_python_step_takes_its_params_through_kwargs_or_dagnb_current(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A function with **kwargs gets there the params it does not name (it got none);
+    one whose helper reads dagnb.current().params is not refused; nor is a param of the
+    defaults, which the shell steps read."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "steps.py").write_text(_STEPS_MODULE)
+    seen = tmp_path / "seen.json"
+    (tmp_path / "wf.yml").write_text(
+        "defaults: {params: {rows: 3}}\nsteps:\n"
+        "  save: {python: 'steps.py:save', params: {label: a, run-id: 7}}\n"
+        "  count: {run: 'seq $DAGNB_PARAM_ROWS'}\n")
+    assert main(["run", "wf.yml", "--executor", "local", "-p", "label=b"]) == 0
+    assert json.loads(seen.read_text()) == {"rows": 3, "label": "b", "run-id": 7}
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n  read: {python: 'steps.py:reads_its_params', params: {run-id: 8}}\n")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    assert json.loads(seen.read_text()) == 8
+
+
+def test_a_notebook_param_its_parameters_cell_does_not_assign_is_refused_before_it_runs(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """`dagnb run analysis.py -p rowz=10` ran the notebook with rows=5, rc 0, saying
+    nothing; a workflow refuses such a name, and papermill warns."""
+    monkeypatch.chdir(tmp_path)
+    cells = '# %%\n%load_ext dagnb\n\n# %%\n%%dagger prep --param rows=$rows\ntrue\n'
+    (tmp_path / "nb.py").write_text(cells.replace(
+        "\n\n# %%\n%%dagger", '\n\n# %% tags=["parameters"]\nrows = 5\nlabel = "x"\n\n'
+        "# %%\n%%dagger"))
+    assert main(["run", "nb.py", "-p", "rows=7", "-p", "rowz=10"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: --param 'rowz': the parameters cell of 'nb.py' assigns no 'rowz'; "
+        "its parameters are label, rows; did you mean 'rows'?\n")
+    (tmp_path / "bare.py").write_text(cells)
+    assert main(["run", "bare.py", "-p", "rows=7"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: --param 'rows': no cell of 'bare.py' is tagged 'parameters'; tag the "
+        "cell that assigns its parameters so (papermill's convention) to set them from the "
+        "command line\n")
+    assert not (tmp_path / ".dagnb_cache").exists()
+
+
+_TYPED_PARAMS = ("steps:\n  s:\n    params: {text: x, number: 5}\n"
+                 "    run: echo \"[$DAGNB_PARAM_TEXT]\" > \"$DAGNB_OUT/o\"\n")
+
+
+@pytest.mark.parametrize(("given", "kept"), [
+    ("3.10", '"3.10"'), ("0755", '"0755"'), ("yes", '"yes"'), ("on", '"on"'), ("~", '"~"'),
+    ("", '""'), ("2024-01-01", '"2024-01-01"'), ("5", '"5"'),
+])
+def test_a_param_the_file_gives_as_text_keeps_the_text_given(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        given: str, kept: str) -> None:
+    """YAML made 3.10 the number 3.1, 0755 493, yes true, ~ and nothing null, though the
+    file's value is text; and refused a date, with a quoting hint."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(_TYPED_PARAMS)
+    assert main(["validate", "wf.yml", "-p", f"text={given}"]) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"params given: text={kept} for s"
+
+
+@pytest.mark.parametrize(("given", "reading", "instead"), [
+    ("3.10", "the number 3.1", "3.1"), ("0755", "the number 493", "493"),
+    ("1:30", "the number 90", "90"), ("yes", "true", "true"), ("off", "false", "false"),
+    ("~", "null", "null"),
+])
+def test_a_value_yaml_reads_as_other_than_it_says_is_refused_for_another_param(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        given: str, reading: str, instead: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(_TYPED_PARAMS)
+    for command in (["validate"], ["run", "--executor", "local"]):
+        assert main([*command, "wf.yml", "-p", f"number={given}"]) == 2
+        assert capsys.readouterr().err == (
+            f"dagnb: error: --param 'number={given}': {given} reads as {reading} in YAML; "
+            f"write {instead} if that is meant, or quote it as text: "
+            f"--param 'number=\"{given}\"'\n")
+    assert main(["validate", "wf.yml", "-p", "number="]) == 2
+    assert "'number=': an empty value reads as null in YAML; write null" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / ".dagnb_cache").exists()
+
+
+def test_values_that_say_what_yaml_reads_are_read_so_and_a_text_param_runs_with_its_text(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(_TYPED_PARAMS)
+    for name, given, read in [
+            ("number", "7", "7"), ("number", "2.5", "2.5"), ("number", "true", "true"),
+            ("number", "null", "null"), ("number", '"0755"', '"0755"'),
+            ("number", "[1, 2]", "[1, 2]"), ("number", "abc", '"abc"'),
+            ("text", '"quoted"', '"quoted"'), ("text", "[a, b]", '["a", "b"]')]:
+        assert main(["validate", "wf.yml", "-p", f"{name}={given}"]) == 0
+        assert capsys.readouterr().out.splitlines()[-1] == f"params given: {name}={read} for s"
+    assert main(["run", "wf.yml", "--executor", "local", "-p", "text=3.10"]) == 0
+    outputs = next((tmp_path / ".dagnb_cache").rglob("o"))
+    assert outputs.read_text() == "[3.10]\n"

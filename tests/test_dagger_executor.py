@@ -690,6 +690,18 @@ def test_python_steps_run_and_pass_results(stub, make_task):
     assert last.result == {23, 24}  # not JSON: pickled in the container, loaded here
 
 
+def takes_keywords(up, **options):
+    return {"up": up, **options}
+
+
+def test_a_python_step_with_kwargs_gets_there_the_params_it_does_not_name(stub, make_task):
+    """As on this machine: the shim gave **options nothing, the params dropped."""
+    inputs = {"up": Input("up", make_task(Step("up", func=make_dict)).out_dir, result=1)}
+    step = Step("kw", func=takes_keywords, params={"up": 0, "n": 3, "run-id": 7}, needs=["up"])
+    outcome = run(DaggerExecutor(), make_task(step, inputs=inputs))
+    assert outcome.result == {"up": 1, "n": 3, "run-id": 7}
+
+
 def test_python_step_exception_is_step_failed(stub, make_task):
     with pytest.raises(StepFailed, match="raised") as caught:
         run(DaggerExecutor(), make_task(Step("boom", func=boom)))

@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", default=None, help="cache folder (default .dagnb_cache)")
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="workflows: set the param NAME of every step that has it (the value "
-                          "read as the file reads it); notebooks: a value for the cell tagged "
-                          "'parameters' (papermill's convention; JSON when it parses, else "
-                          "text)")
+                          "read as the file reads it; kept as text for a param the file gives "
+                          "as text); notebooks: a name the cell tagged 'parameters' assigns "
+                          "(papermill's convention; JSON when it parses, else text)")
     run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
                      help="notebooks: write the executed notebook here")
     _add_switches(run)
@@ -174,10 +174,10 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
         return ""
     from dagnb.model.contract import known_secret_values
     from dagnb.model.masking import MIN_LINE, Masker
-    from dagnb.workflows.params import param_pairs, set_params, shown
+    from dagnb.workflows.params import file_values, param_pairs, set_params, shown
 
     mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
-    values = param_pairs(args.param, mask)
+    values = param_pairs(args.param, mask, file_values(graph))
     changed = set_params(graph, values, repr(args.workflow))  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params

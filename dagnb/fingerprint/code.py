@@ -21,7 +21,13 @@ from dagnb.fingerprint.modules import MemberView
 from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.sources import _code_key, _of_user
 from dagnb.fingerprint.values import _soft_digest, functions_under_way, value_digest
-from dagnb.fingerprint.walker import _MISSING, _cell_value, _CodeWalker, loaded_globals
+from dagnb.fingerprint.walker import (
+    _MISSING,
+    _cell_value,
+    _code_names,
+    _CodeWalker,
+    loaded_globals,
+)
 
 
 class _CodeRecord:
@@ -319,6 +325,17 @@ def missing_globals(func: Callable[..., Any]) -> list[str]:
     builtin_names = builtins_ if isinstance(builtins_, dict) else vars(builtins_)
     return sorted(name for name in loaded_globals(target.__code__)
                   if name not in known and name not in builtin_names)
+
+
+def code_names(func: Callable[..., Any]) -> set[str]:
+    """The names (globals, attributes, imports) used by the code of ``func`` and of the
+    helpers its digest covers: ``"params"`` for a step that reads
+    ``dagnb.current().params``, or a helper of its does. Empty for a callable without
+    Python code."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return set()
+    return {name for _, code, *_ in _record(target).functions for name in _code_names(code)}
 
 
 def _record(target: types.FunctionType) -> _CodeRecord:

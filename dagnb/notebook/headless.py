@@ -11,8 +11,9 @@ printed as the same status table as a YAML run, also when a cell failed (not whe
 time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
-  is put after the cell tagged ``parameters`` (at the top when there is none), so
-  notebooks written for papermill work unchanged.
+  is put after the cell tagged ``parameters``, so notebooks written for papermill work
+  unchanged. A name that cell does not assign is refused (papermill warns, and the value
+  is set but nothing reads it), as is any name when no cell has the tag.
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
   read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
@@ -40,10 +41,16 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from dagnb import checks
 from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, env_values
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
 from dagnb.model.step import variable_text
-from dagnb.notebook.document import dagger_cells, read_notebook, read_notebook_tagged
+from dagnb.notebook.document import (
+    bound_names,
+    dagger_cells,
+    read_notebook,
+    read_notebook_tagged,
+)
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
 from dagnb.views.html import ANSI
@@ -97,7 +104,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
     notebook = _load(nbformat, path)
-    _inject_parameters(nbformat, notebook, params or {})
+    _inject_parameters(nbformat, notebook, params or {}, path)
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
     for feed in feeds:  # (a full run gives the target the value these steps make)
         stream.write(f"dagnb: {feed.note()}\n")
@@ -188,16 +195,36 @@ def _load(nbformat: Any, path: Path) -> Any:
     return nbformat.read(str(path), as_version=4)
 
 
-def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any]) -> None:
-    """papermill's convention: assignments in a cell after the one tagged ``parameters``."""
+def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
+                       path: Path) -> None:
+    """papermill's convention: assignments in a cell after the one tagged ``parameters``,
+    for names that cell assigns."""
     if not params:
         return
+    tagged = [i for i, c in enumerate(notebook.cells)
+              if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if not tagged:
+        raise WorkflowError(f"--param {next(iter(params))!r}: no cell of {str(path)!r} is "
+                            "tagged 'parameters'; tag the cell that assigns its parameters "
+                            "so (papermill's convention) to set them from the command line")
+    _check_parameter_names(params, bound_names(notebook.cells[tagged[0]].source), path)
     source = "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in params.items())
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]
-    tagged = [i for i, c in enumerate(notebook.cells)
-              if "parameters" in c.get("metadata", {}).get("tags", [])]
-    notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+    notebook.cells.insert(tagged[0] + 1, cell)
+
+
+def _check_parameter_names(params: Mapping[str, Any], assigned: set[str], path: Path) -> None:
+    """Refuse a param the parameters cell does not assign: set after it, no cell would
+    read it (a misspelt ``rowz`` left ``rows`` as it was)."""
+    for name in params:
+        if name not in assigned:
+            known = sorted(assigned)
+            listed = f"its parameters are {', '.join(known)}" if known else "it assigns none"
+            hint = checks.did_you_mean(name, known, otherwise=(
+                f"assign {name} in that cell to set it from the command line"))
+            raise WorkflowError(f"--param {name!r}: the parameters cell of {str(path)!r} "
+                                f"assigns no {name!r}; {listed}; {hint}")
 
 
 def _cells_after_selection(notebook: Any, only: list[str] | None) -> list[Any]:

@@ -46,11 +46,16 @@ from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.workflows.aliases import canonical_workflow
-from dagnb.workflows.pyfunctions import PYTHON_KEY, import_function, write_module
+from dagnb.workflows.pyfunctions import (
+    PYTHON_KEY,
+    check_params_taken,
+    import_function,
+    write_module,
+)
 
 __all__ = [
     "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads",
-    "parse_yaml", "read_text",
+    "misread", "parse_yaml", "read_text",
 ]
 
 STEP_FIELDS = tuple(
@@ -210,13 +215,13 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     for where, value, text in _text_values(data, written):
         if value is None:
             raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
-        reading = _misread(value, text) if isinstance(text, str) else ""
+        reading = misread(value, text) if isinstance(text, str) else ""
         if reading:
             raise WorkflowError(f"{source}: {where}: {text} reads as {reading} in YAML; "
                                 f"quote it: \"{text}\"")
 
 
-def _misread(value: Any, text: str) -> str:
+def misread(value: Any, text: str) -> str:
     """What YAML read ``text`` as, when that is not the text (``True`` as true is)."""
     if isinstance(value, bool):
         return "" if text.lower() in ("true", "false") else str(value).lower()
@@ -290,8 +295,16 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
             where = f"{source}: step {name!r}"
             merged["func"] = import_function(merged.pop(PYTHON_KEY), base_dir or Path.cwd(),
                                              where)
+            check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
     return graph
+
+
+def _own_params(fields: Mapping[str, Any]) -> list[str]:
+    """The param names a step gives itself (the defaults' reach every step: a Python
+    step need not take those its shell steps read)."""
+    params = fields.get("params")
+    return [str(name) for name in params] if isinstance(params, Mapping) else []
 
 
 # Fields whose value is a mapping: a step's own entries are added to the defaults' (the

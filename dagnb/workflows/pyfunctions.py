@@ -30,13 +30,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from dagnb.errors import WorkflowError
-from dagnb.fingerprint import loaded_globals
+from dagnb import checks
+from dagnb.errors import FingerprintError, WorkflowError
+from dagnb.fingerprint import code_names, loaded_globals
 from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 
-__all__ = ["PYTHON_KEY", "import_function", "write_module"]
+__all__ = ["PYTHON_KEY", "check_params_taken", "import_function", "write_module"]
 
 PYTHON_KEY = "python"
 
@@ -80,6 +81,41 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
     if not callable(func):
         raise WorkflowError(f"{where}: {file} has no function {name!r}")
     return func
+
+
+def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: str) -> None:
+    """Refuse a param the step's function would never see: not one of its parameters,
+    no ``**kwargs`` to take it, and no ``dagnb.current().params`` read in its code (or
+    its helpers'), which may read any. A misspelt ``nn`` for ``n`` ran with the default."""
+    try:
+        parameters = inspect.signature(func).parameters
+    except (TypeError, ValueError):  # (a callable without a signature: nothing to check)
+        return
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return
+    dropped = [name for name in params if name not in parameters]
+    if dropped and not _may_read_params(func):
+        raise WorkflowError(_dropped_message(dropped[0], func, list(parameters), where))
+
+
+def _may_read_params(func: Callable[..., Any]) -> bool:
+    """Whether ``func``'s code, or a helper's, reads a ``params`` (``dagnb.current()``'s)."""
+    try:
+        return "params" in code_names(func)
+    except FingerprintError:  # (code too deep to walk: its run says so; no guess here)
+        return True
+
+
+def _dropped_message(name: str, func: Callable[..., Any], taken: list[str], where: str) -> str:
+    code = getattr(func, "__code__", None)
+    function = f"{getattr(func, '__name__', 'the function')}()" + (
+        f" in {Path(code.co_filename).name}" if code is not None else "")
+    add = f"add {name} to its parameters (or **kwargs)" if name.isidentifier() else (
+        "take it with **kwargs")
+    hint = checks.did_you_mean(name, taken, otherwise=(
+        f"{add}, or read dagnb.current().params[{name!r}] in it"))
+    return (f"{where}: param {name!r} is not a parameter of {function}, which would never "
+            f"see it; {hint}")
 
 
 # resolved path -> (digest of the source it ran, the module): a file is imported once
