@@ -698,6 +698,28 @@ def test_a_secret_written_in_pieces_outside_steps_shows_masked_in_the_cell(
     assert secret not in shown and "thread ***\n" in shown and "cell ***\n" in shown
 
 
+def test_a_cells_partial_line_held_back_during_a_background_run_shows_in_that_cell(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """A cell printing the start of a secret with no line end while a background run
+    goes on: the start was held back, and let go as the run ended, in the background
+    cell's output, after it was done (nbclient drops it: missing from the saved
+    notebook), and in clear. It shows in its own cell as that cell ends, masked."""
+    secret = "tok-9f8e7d6c5b4a"
+    kernel.run(f"os.environ['HALF_TOKEN'] = {secret!r}")
+    try:
+        background = kernel.run(
+            "%%dagger slow --secret HALF_TOKEN --background --no-cache\n"
+            "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+        assert error(background) is None, background
+        own = kernel.run("print('half', os.environ['HALF_TOKEN'][:6], end='', flush=True)")
+        after = kernel.run("print('next')")
+    finally:
+        (tmp_path / "release").touch()
+        kernel.run("get_session().last_run.wait(30)")
+    assert text(own) == "half ***" and text(after) == "next\n"
+    assert secret[:4] not in text(background) + text(own)
+
+
 def test_a_step_looking_up_sys_stdout_buffer_fails_as_without_dagnb(kernel: Kernel) -> None:
     """ipykernel's stream has no ``buffer``: the AttributeError is the stream's, and the
     step's traceback showed a frame of dagnb's stand-in for ``sys.stdout`` above it."""

@@ -154,6 +154,23 @@ def test_a_secret_a_step_prints_in_pieces_shows_masked_as_the_cell_runs(shell, c
     assert last_run().states() == {"py": "succeeded"}
 
 
+def test_a_cells_partial_line_held_back_while_a_run_masks_shows_as_the_cell_ends(
+        shell, capsys, monkeypatch, workdir):
+    """The start of a secret a cell prints with no line end, while a background run
+    masks, waits for more; it went out only as the run ended, in clear, in the output
+    of the cell running then. It goes as its own cell ends (post_execute), masked."""
+    monkeypatch.setenv("TOKEN", "tok-9f8e7d6c5b4a")
+    try:
+        cell(shell, "slow --secret TOKEN --background",
+             "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+        capsys.readouterr()
+        shell.run_cell("import os\nprint('half', os.environ['TOKEN'][:6], end='')")
+        assert capsys.readouterr().out == "half ***"
+    finally:
+        (workdir / "release").touch()
+        last_run().wait(30)
+
+
 def test_refresh_runs_a_cached_step_again(shell):
     cell(shell, "r", "echo r\n")
     cell(shell, "r --refresh", "echo r\n")

@@ -640,7 +640,8 @@ def test_outside_steps_what_can_begin_no_secret_shows_at_once_and_the_rest_as_th
         run = Graph("s", [Step(name, func=writer(name, recorder), secrets=secrets)]).run(
             executor="local", cache=False)
         assert run.ok
-        assert recorder.getvalue() == f"{name}: tok-"
+        # (what waits as the run ends is the last of its line: a secret's start masked)
+        assert recorder.getvalue() == f"{name}: " + ("***" if secrets else "tok-")
     assert seen == {"masked": ["masked: "], "plain": ["plain: tok-"]}
 
 
@@ -649,10 +650,140 @@ def test_a_masker_tells_where_a_text_may_begin_a_secret_that_more_text_completes
     cases = {"hello": 5, "tok-": 0, "say tok-SPLIT-12": 4, "say tok-x": 9, "pin 4711": 4,
              "pin 47112": 9, f"{TOKEN} and t": len(TOKEN) + 5,
              "cell eyJhbGciOiJIUzI1NiJ9.eyJ...": 5, "cut ...SPLIT-12345": 4,
-             "cut ...SPLIT-12345 x": 20, f"b64 {base64.b64encode(TOKEN.encode()).decode()[:6]}": 4}
+             "cut ...SPLIT-12345 x": 20, f"b64 {base64.b64encode(TOKEN.encode()).decode()[:6]}": 4,
+             "cut tok-SPLIT-12.": 4, "cut tok-SPLIT-12..": 4, "end.": 0, "end. ": 5,
+             "dots ......": 8}
     assert {text: mask.unfinished_from(text) for text in cases} == cases
     assert [mask.unfinished_from("line tok-", start) for start in (5, 6)] == [5, 9]
     assert Masker().unfinished_from("tok-") == 4
+
+
+CUT = "tok-9f8e7d6c5b4a"  # (the reviewer's: shown cut short, its head or its tail)
+
+
+def _echoed(monkeypatch, pieces: list[str], *, release: bool = False) -> str:
+    """What the routing stream's echo shows of ``pieces`` written one by one outside
+    any step while a run masks ``CUT`` and ``4711``, and let go at the end with
+    ``release`` (the run ends)."""
+    from dagnb.executors import capture
+
+    monkeypatch.setattr(capture, "_masks", (Masker([CUT, "4711"], words_below=MIN_LINE),))
+    shown = io.StringIO()
+    echo = capture._HeldEcho(shown)
+    for piece in pieces:
+        echo.write(piece)
+    if release:
+        echo.release()
+    return shown.getvalue()
+
+
+def _chunks(text: str, size: int) -> list[str]:
+    return [text[at:at + size] for at in range(0, len(text), size)]
+
+
+@pytest.mark.parametrize(("line", "masked"), [
+    (f"value {CUT[:10]}...\n", "value ***...\n"),
+    (f"value {CUT[:10]}\u2026\n", "value ***\u2026\n"),
+    (f"value '{CUT[:4]}...{CUT[-8:]}' end\n", "value 'tok-...***' end\n"),
+    (f"at {CUT[:10]}..x and {CUT[:10]}. too\n", f"at {CUT[:10]}..x and {CUT[:10]}. too\n"),
+], ids=["head", "head-unicode-ellipsis", "tail", "ellipsis-refuted"])
+def test_a_secret_cut_short_by_an_ellipsis_streamed_in_small_pieces_is_masked(
+        monkeypatch, line, masked):
+    """A thread streaming ``value tok-9f8e7d...`` a character or three at a time: the
+    secret's start was held back, but the first ``.`` let it go before the ellipsis was
+    whole, in clear (10 of its 16 characters); in pieces of 7 it was masked. An
+    ellipsis begun now waits to be finished (or refuted), and so does a tail's."""
+    for size in range(1, 9):
+        assert _echoed(monkeypatch, _chunks(line, size)) == masked, size
+
+
+def test_dots_printed_one_by_one_show_with_at_most_five_held_back(monkeypatch):
+    """An ellipsis begun waits, but a progress bar of dots is no secret's head: of a run
+    of dots, three at most wait for what follows (a tail cut short: ``...c5b4a``)."""
+    from dagnb.executors import capture
+
+    shown = _echoed(monkeypatch, ["Loading"] + ["."] * 20)
+    assert shown.startswith("Loading") and 15 <= shown.count(".") < 20
+    monkeypatch.setattr(capture, "_masks", (Masker([CUT]),))
+    assert _echoed(monkeypatch, ["Loading"] + ["."] * 20 + [CUT[-6:], "\n"]).endswith(
+        "...***\n")
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("tok-9f", "***"), ("say tok", "say ***"), ("say to", "say to"), ("hello", "hello"),
+    (f"value {CUT[:10]}..", "value ***.."), (f"value {CUT[:10]}.", "value ***."),
+    ("cut tok-9.", "cut tok-9."), ("hello.", "hello."), (f"{CUT} tok", "*** ***"),
+    ("pin 471", "pin ***"), ("pin x471", "pin x471"), ("pin 47", "pin 47"),
+    (base64.b64encode(CUT.encode()).decode()[:5], "***"),
+])
+def test_the_last_text_written_masks_the_start_of_a_secret_it_ends_with(text, shown):
+    """What is let go with nothing after it (a run ends, a cell) showed a secret's start
+    in clear (``tok-9f``, 6 of its 16 characters). Now one of three characters or more is
+    masked, as the secret written whole there would be (``x471`` is no word, ``4711``
+    masked only as one), and one an ellipsis begun cuts short; one or two characters
+    end too much text that is none."""
+    assert Masker([CUT, "4711"], words_below=MIN_LINE).masked_as_last(text) == shown
+
+
+def test_a_secrets_start_let_go_as_the_run_ends_is_masked(monkeypatch):
+    assert _echoed(monkeypatch, ["half ", CUT[:6]], release=True) == "half ***"
+    assert _echoed(monkeypatch, ["half ", CUT[:2]], release=True) == "half to"
+    assert _echoed(monkeypatch, ["half ", CUT[:10], ".."], release=True) == "half ***.."
+
+
+def test_what_a_thread_holds_back_is_let_go_masked_as_its_cell_ends(workdir, monkeypatch,
+                                                                     capsys):
+    """A notebook lets go of what its own thread holds back as each cell ends
+    (IPython's post_execute: :func:`release_held`), not of another thread's."""
+    import threading
+
+    from dagnb.executors.capture import release_held
+
+    monkeypatch.setenv("API_TOKEN", TOKEN)
+    started, done = threading.Event(), threading.Event()
+
+    def step() -> int:
+        started.set()
+        done.wait(30)
+        return 1
+
+    graph = Graph("s", [Step("step", func=step, secrets=("API_TOKEN",))])
+    background = threading.Thread(target=lambda: graph.run(executor="local", cache=False))
+    background.start()
+    try:
+        assert started.wait(30)
+        other = threading.Thread(target=lambda: print("thread", TOKEN[:5], end=""))
+        other.start()
+        other.join()
+        print("cell", TOKEN[:6], end="", flush=True)
+        release_held()
+        assert capsys.readouterr().out == "thread cell ***"
+    finally:
+        done.set()
+        background.join(30)
+    assert capsys.readouterr().out == "***"  # (the thread's, as the run ends)
+
+
+def test_what_is_held_back_as_the_interpreter_exits_is_shown_masked(tmp_path):
+    """A script's last partial line, printed while a run in a daemon thread goes on,
+    was held back and lost at exit; now it is let go, a secret's start masked."""
+    import os
+    import subprocess
+
+    (tmp_path / "last.py").write_text(
+        "import os, threading\nimport dagnb\n"
+        "started = threading.Event()\n"
+        "def step():\n    started.set()\n    threading.Event().wait()\n"
+        "graph = dagnb.Graph('s', [dagnb.Step('step', func=step, secrets=('TOKEN',))])\n"
+        "threading.Thread(target=lambda: graph.run(executor='local', cache=False),\n"
+        "                 daemon=True).start()\n"
+        "started.wait(30)\n"
+        "print('bye', os.environ['TOKEN'][:6], end='')\n")
+    done = subprocess.run([sys.executable, "last.py"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, env={**os.environ, "TOKEN": TOKEN,
+                                                      "DAGNB_CONFIG": "none"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.endswith("bye ***"), done.stdout
 
 
 def test_a_one_character_secret_masks_the_steps_words_not_dagnbs(workdir, monkeypatch):

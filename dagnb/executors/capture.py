@@ -11,7 +11,10 @@ started, the notebook's own prints during a background run) goes on to the strea
 replaced masked, as it comes: each write but for the end of the writing thread's
 unfinished line that may begin a secret, held back until more text shows it is none (or
 the line ends, or those runs end), so that a secret written in pieces is masked whole
-(:class:`_HeldEcho`). A run without secrets passes each write on as it is.
+(:class:`_HeldEcho`). What is let go with no more text after it (as those runs end, as
+a notebook cell ends: :func:`release_held`, or as the interpreter exits) is the last of
+its line: a secret's start there is masked too. A run without secrets passes each write
+on as it is.
 
 Rich outputs go the same way: a front end that publishes displays (the notebook's IPython
 publisher) hands each to :func:`step_display` first, which gives it to the current step's
@@ -22,6 +25,7 @@ ends, in its context: the notebook shows a matplotlib figure a step left open th
 
 from __future__ import annotations
 
+import atexit
 import codecs
 import contextlib
 import contextvars
@@ -31,11 +35,11 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, TextIO
+from typing import Any, TextIO, TypeVar
 
 __all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
-           "outside_mask", "remove_step_hook", "routed_output", "step_display",
-           "step_with_displays"]
+           "outside_mask", "release_held", "remove_step_hook", "routed_output",
+           "step_display", "step_with_displays"]
 
 LineSink = Callable[[str, str], None]  # (stream, line)
 # (mime bundle, metadata, display id, update) -> True when the step's run shows it
@@ -150,11 +154,12 @@ class _HeldEcho:
     the masks of the runs going on, but for the end of a thread's unfinished line that may
     begin a secret (``tok-`` of ``tok-123...``: :meth:`Masker.unfinished_from`): that waits
     for the thread's next write, and goes with it once it shows there is no secret there
-    (masked whole if there is), or when its line ends, or when the runs that mask end. A
-    flush does not let it go (``print(token[:4], end="", flush=True)``), nor does time,
-    nor another thread's line (the notebook's view printing a step's): a secret written
-    in pieces is never shown in clear. Bytes written to ``sys.stdout.buffer`` come as
-    text, a character split over two writes whole."""
+    (masked whole if there is), or when its line ends, or when the runs that mask end (or
+    the notebook cell that wrote it, or the interpreter: :meth:`release`). A flush does not
+    let it go (``print(token[:4], end="", flush=True)``), nor does time, nor another
+    thread's line (the notebook's view printing a step's): a secret written in pieces is
+    never shown in clear. Bytes written to ``sys.stdout.buffer`` come as text, a
+    character split over two writes whole."""
 
     __slots__ = ("__weakref__", "_decoders", "_held", "_out")
 
@@ -192,8 +197,8 @@ class _HeldEcho:
                 text = decoder.decode(data)
             except UnicodeDecodeError:
                 cut_short = decoder.getstate()[0]
-                if (held := self._held.pop(thread, None)) is not None:
-                    self._out.write(_masked(held, _masks))
+                if (held := self._held.pop(thread, None)) is not None:  # (no text follows)
+                    self._out.write(_masked_as_last(held, _masks))
                 self._out.flush()  # (the text before them goes first)
                 if not cut_short:
                     return raw.write(data)
@@ -204,18 +209,31 @@ class _HeldEcho:
                 self.write(text)
             return len(data)
 
-    def release(self) -> None:
-        """Write what waits, masked (the runs that masked it end), and the bytes of a
-        character cut short as they are."""
+    def release(self, thread: int | None = None) -> None:
+        """Write what waits, of ``thread`` (of every thread: None), as the last of its
+        line, masked (the runs that masked it end, or the cell that wrote it), and the
+        bytes of a character cut short as they are."""
         with _echo_lock:
-            held, self._held = self._held, {}
-            decoders, self._decoders = self._decoders, {}
-            for text in held.values():
-                self._out.write(_masked(text, _masks))
+            held = _taken(self._held, thread)
+            decoders = _taken(self._decoders, thread)
+            for text in held:
+                self._out.write(_masked_as_last(text, _masks))
             if decoders:
                 self._out.flush()  # (the text before them goes first)
-                for decoder in decoders.values():
+                for decoder in decoders:
                     self._out.buffer.write(decoder.getstate()[0])
+
+
+_Held = TypeVar("_Held")
+
+
+def _taken(by_thread: dict[int, _Held], thread: int | None) -> list[_Held]:
+    """What ``by_thread`` holds of ``thread`` (of every thread: None), taken out of it."""
+    if thread is None:
+        taken = list(by_thread.values())
+        by_thread.clear()
+        return taken
+    return [by_thread.pop(thread)] if thread in by_thread else []
 
 
 def _unfinished_from(text: str, masks: tuple[Callable[[str], str], ...]) -> int:
@@ -233,6 +251,41 @@ def _masked(text: str, masks: Iterable[Callable[[str], str]]) -> str:
     for mask in masks:
         text = mask(text)
     return text
+
+
+def _masked_as_last(text: str, masks: Iterable[Callable[[str], str]]) -> str:
+    """``text`` masked as the last of its line, no more to come: the start of a secret it
+    ends with masked too (``tok-9f``: :meth:`Masker.masked_as_last`), by a mask that can
+    tell one."""
+    for mask in masks:
+        text = getattr(mask, "masked_as_last", mask)(text)
+    return text
+
+
+def release_held() -> None:
+    """Write what the routing streams hold back of this thread's unfinished lines (a
+    secret's start, maybe) as their last, masked: a notebook calls it as each cell ends,
+    so that a cell's partial line printed while a background run goes on shows in that
+    cell, not in the one running when the run ends (or in none, as nbclient drops it)."""
+    thread = threading.get_ident()
+    with _echo_lock:
+        for echo in list(_echoes):
+            echo.release(thread)
+
+
+@atexit.register
+def _release_at_exit() -> None:
+    """Write what every thread holds back as the interpreter exits (a script's last
+    partial line, a thread a step left running), lest it be lost; not when a daemon
+    thread holds the lock (its write blocked on a full pipe: the exit would hang)."""
+    if not _echo_lock.acquire(timeout=1):
+        return
+    try:
+        for echo in list(_echoes):
+            with contextlib.suppress(ValueError, OSError):  # (its stream closed)
+                echo.release()
+    finally:
+        _echo_lock.release()
 
 
 class _RoutingBuffer(io.BufferedIOBase):

@@ -17,16 +17,19 @@ import functools
 import json
 import re
 import urllib.parse
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from html import escape as html_escape
 from html.entities import html5 as _HTML_NAMES
 
 from dagnb.errors import InvalidStepError
 
-__all__ = ["MASK", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
+__all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
 
 MASK = "***"
 MIN_LINE = 6
+# the fewest characters of a secret's start at the end of the last text written (its
+# writer stopped there) that are masked: one or two end much ordinary text as well
+MASKED_START = 3
 
 
 def leak_forms(secret: str, lines: bool = True) -> set[str]:
@@ -209,12 +212,38 @@ class Masker:
         masked whole if this end waits for the next piece (:mod:`dagnb.executors.capture`)."""
         if not self._kept:
             return len(text)
-        if self._forms is None:
-            self._forms = _Forms(self._kept)
-        at = self._forms.unfinished_from(text, start)
-        if "..." in text or "\u2026" in text:  # (most text: none)
+        at = self._known_forms().unfinished_from(text, start)
+        # (most text: no ellipsis, nor one begun at its end: `.` or `..`)
+        if "..." in text or "\u2026" in text or text[-1:] == ".":
             at = min(at, self._cut.unfinished_from(text, start))
         return at
+
+    def masked_as_last(self, text: str) -> str:
+        """``text`` masked as the last its writer writes, none of it to go on: an end that
+        begins a secret (``tok-9f`` of ``tok-9f8e...``), from ``MASKED_START`` characters
+        on, is masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``), as
+        the secret, or the ellipsis, written whole there would be."""
+        dots = len(text) - len(text.rstrip("."))
+        if dots in (1, 2):
+            finished = self(text + "." * (3 - dots))
+            if finished.endswith(MASK + "..."):
+                return finished[:-3] + "." * dots
+        text = self(text)
+        if not self._kept:
+            return text
+        forms = self._known_forms()
+        at = forms.unfinished_from(text, 0)
+        while len(text) - at >= MASKED_START:
+            before = text[:at]
+            if any(self(before + form).endswith(MASK) for form in forms.begun_by(text[at:])):
+                return before + MASK
+            at = forms.unfinished_from(text, at + 1)
+        return text
+
+    def _known_forms(self) -> _Forms:
+        if self._forms is None:
+            self._forms = _Forms(self._kept)
+        return self._forms
 
 
 class _Forms:
@@ -243,6 +272,13 @@ class _Forms:
         """Whether a form begins with ``text`` (those that do follow it, in order)."""
         found = bisect.bisect_left(self._sorted, text)
         return found < len(self._sorted) and self._sorted[found].startswith(text)
+
+    def begun_by(self, text: str) -> Iterator[str]:
+        """The forms that begin with ``text``."""
+        for form in self._sorted[bisect.bisect_left(self._sorted, text):]:
+            if not form.startswith(text):
+                return
+            yield form
 
 
 class _Pass:
@@ -415,22 +451,32 @@ class _CutShort:
         self._values = sorted(piece for piece in pieces if len(piece) > MIN_LINE)
         heads = "|".join(sorted({re.escape(value[:MIN_LINE]) for value in self._values}))
         tails = "|".join(sorted({re.escape(value[-MIN_LINE:]) for value in self._values}))
-        self._pattern = re.compile(  # (the head's ellipsis is left for a tail after it)
-            rf"(?P<head>(?:{heads})\S*?)(?={_ELLIPSIS})|(?P<cut>{_ELLIPSIS})"
+        # (the head's ellipsis is left for a tail after it; a tail's takes all the dots
+        # before it: `....c5b4a` is a tail cut short, not `.c5b4a`, no secret's end)
+        self._pattern = re.compile(
+            rf"(?P<head>(?:{heads})\S*?)(?={_ELLIPSIS})|(?P<cut>\.{{3,}}|\u2026)"
             rf"(?P<tail>\S*?(?:{tails}))") if self._values else None
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(self._masked, text)
 
     def unfinished_from(self, text: str, start: int) -> int:
-        """Where the word that ends ``text`` begins, if it holds an ellipsis: more of it
-        may make it a secret's head or tail cut short, the head masked only with the
-        ellipsis after it (see :meth:`Masker.unfinished_from`); ``len(text)`` otherwise."""
+        """Where the word that ends ``text`` begins, if it holds an ellipsis, or ends with
+        one begun (``.`` or ``..``): more of it may make it a secret's head or tail cut
+        short, the head masked only with the whole ellipsis after it (see
+        :meth:`Masker.unfinished_from`); ``len(text)`` otherwise. Of a word ending in
+        dots enough for two ellipses (dots printed one by one as a progress bar), only
+        the last three: what comes before them is told, and a tail after them masked."""
         if self._pattern is None:
             return len(text)
-        at = max(text.rfind("...", start), text.rfind("\u2026", start))
-        if at < 0 or _SPACE(text, at):
-            return len(text)
+        if text[-1:] == "." and len(text) > start:  # (an ellipsis begun, or dots)
+            if text.endswith("......") and len(text) - 6 >= start:
+                return len(text) - 3
+            at = len(text) - 1
+        else:
+            at = max(text.rfind("...", start), text.rfind("\u2026", start))
+            if at < start or _SPACE(text, at):
+                return len(text)
         before = text[start:at]
         word = before.rsplit(None, 1)[-1] if before and not before[-1].isspace() else ""
         return at - len(word)

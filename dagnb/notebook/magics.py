@@ -28,6 +28,7 @@ from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.checks import did_you_mean
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
+from dagnb.executors.capture import release_held
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
@@ -755,6 +756,8 @@ def load_ipython_extension(ipython: Any) -> None:
     magics = DaggerMagics(ipython)
     ipython.register_magics(magics)
     displays.install(ipython)  # what a --python step displays is its own output
+    # (a cell's partial line held back while a run masks goes out in that cell)
+    ipython.events.register("post_execute", release_held)
     path = kernel_notebook_path(ipython.user_ns)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
@@ -767,3 +770,5 @@ def load_ipython_extension(ipython: Any) -> None:
 def unload_ipython_extension(ipython: Any) -> None:
     """``%unload_ext dagnb``: displays go straight to the publisher again."""
     displays.uninstall(ipython)
+    if release_held in ipython.events.callbacks["post_execute"]:
+        ipython.events.unregister("post_execute", release_held)
