@@ -163,6 +163,10 @@ def test_a_cells_partial_line_held_back_while_a_run_masks_shows_as_the_cell_ends
     try:
         cell(shell, "slow --secret TOKEN --background",
              "for i in $(seq 400); do [ -f release ] && break; sleep 0.05; done\n")
+        from dagnb.executors import capture
+        from dagnb.testing import wait_until
+
+        assert wait_until(lambda: capture._masks != (), timeout=10)  # (the run masks)
         capsys.readouterr()
         shell.run_cell("import os\nprint('half', os.environ['TOKEN'][:6], end='')")
         assert capsys.readouterr().out == "half ***"
