@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import os
 import re
 import shlex
@@ -132,6 +133,7 @@ def test_dagnb_logs_says_where_a_stored_step_s_lines_went(failed, tmp_path):
     assert (done.returncode, done.stdout) == (1, "")
     assert done.stderr.startswith("dagnb: step 'fine' succeeded in run ")
     assert "kept with its entry, not in the run's folder" in done.stderr
+    assert "in Python, dagnb.load('wf.yml').run(['fine']).logs('fine') replays" in done.stderr
 
 
 def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
@@ -171,3 +173,88 @@ def test_plain_progress_lines_come_every_few_seconds_and_at_the_end():
         show(done, 6, done * 500_000)
     assert out.getvalue() == ("pull: 2/6 entries, 1.0 MB\npull: 4/6 entries, 2.0 MB\n"
                               "pull: 6/6 entries, 3.0 MB\n")
+
+
+UNSAFE = r"""steps:
+  bad:
+    run: |
+      printf 'caf\303\251 \342\234\223\n'
+      printf 'wipe \033[2J\033[H \033]0;owned\007 \033[31mred\033[0m end\n'
+      exit 1
+  fine:
+    run: echo fine-output
+"""
+
+
+@pytest.mark.parametrize("encoding", ["ascii", "cp1252"])
+def test_a_failed_run_prints_its_whole_report_on_a_stdout_that_is_not_utf8(tmp_path, encoding):
+    """The tail's rules and a step's non-ASCII output once ended the run in a
+    UnicodeEncodeError, with no status table or summary."""
+    (tmp_path / "wf.yml").write_text(UNSAFE)
+    env = {**os.environ, "PYTHONIOENCODING": encoding}
+    done = subprocess.run([sys.executable, "-m", "dagnb", "run", "wf.yml", "--executor", "local"],
+                          cwd=tmp_path, env=env, capture_output=True, timeout=120)
+    out = done.stdout.decode(encoding)
+    assert done.returncode == 1 and b"Traceback" not in done.stderr, done.stderr
+    lines = out.splitlines()
+    assert "-- bad failed: exit code 1 --" in lines
+    assert ("caf\\xe9 \\u2713" if encoding == "ascii" else "café \\u2713") in lines
+    assert any(line.startswith("-- full log: ") for line in lines)
+    assert lines[-1].endswith("1 failed, 1 succeeded") and "bad   failed" in out
+
+
+def test_control_characters_in_a_tail_show_as_escapes(tmp_path):
+    """A step's clear-screen or title sequence would wipe the report above it."""
+    (tmp_path / "wf.yml").write_text(UNSAFE)
+    done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    shown = r"wipe \x1b[2J\x1b[H \x1b]0;owned\x07 \x1b[31mred\x1b[0m end"
+    assert block(done.stdout, "bad")[2] == shown  # (off a terminal, colour too)
+    assert "\x1b" not in done.stdout and "\x07" not in done.stdout
+    logs = dagnb("logs", "wf.yml", "bad", cwd=tmp_path)
+    assert logs.stdout.splitlines()[1] == shown
+
+
+def test_terminal_safe_keeps_colour_on_a_terminal_only():
+    from dagnb.views.progress import terminal_safe
+
+    assert terminal_safe("\x1b[31mred\x1b[2J\tx", colour=True) == "\x1b[31mred\\x1b[2J\tx\x1b[0m"
+    assert terminal_safe("\x1b[31mred\r", colour=False) == "\\x1b[31mred\\r"
+
+
+RETRIED = """\
+steps:
+  flaky:
+    retries: {max_retries: 1, backoff_factor: 0, retry_on: [3]}
+    run: 'echo "try $DAGNB_ATTEMPT"; echo "cause $DAGNB_ATTEMPT" >&2; exit 3'
+"""
+
+
+def test_a_tail_spanning_retries_says_which_attempt_each_line_came_from(tmp_path):
+    (tmp_path / "wf.yml").write_text(RETRIED)
+    done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    marked = ["── attempt 1 ──", "try 1", "cause 1", "── attempt 2 ──", "try 2", "cause 2"]
+    assert block(done.stdout, "flaky")[1:-1] == marked
+    logs = dagnb("logs", "wf.yml", "flaky", cwd=tmp_path)
+    assert logs.stdout.splitlines() == marked
+    assert dagnb("logs", "wf.yml", "flaky", "--tail", "3", cwd=tmp_path).stdout.splitlines() \
+        == ["── attempt 1 ──", "cause 1", "── attempt 2 ──", "try 2", "cause 2"]
+    one = dagnb("logs", "wf.yml", "flaky", "--tail", "2", cwd=tmp_path)
+    assert one.stdout == "try 2\ncause 2\n"  # (one attempt's lines: no marker)
+
+
+def test_dagnb_logs_prints_a_step_that_succeeded_unstored_without_the_cache_note(tmp_path):
+    (tmp_path / "wf.yml").write_text(FAILING)
+    dagnb("run", "wf.yml", "--executor", "local", "--no-cache", cwd=tmp_path)
+    done = dagnb("logs", "wf.yml", "fine", cwd=tmp_path)
+    assert (done.returncode, done.stdout, done.stderr) == (0, "fine-output\n", "")
+
+
+def test_dagnb_logs_refuses_a_notebook_in_one_line(tmp_path):
+    """A notebook's runs are recorded as "notebook", every notebook's: none is found."""
+    cell = {"cell_type": "code", "metadata": {}, "outputs": [], "execution_count": None,
+            "source": "%%dagger step1\necho hi; exit 1"}
+    (tmp_path / "x.ipynb").write_text(json.dumps(
+        {"cells": [cell], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    done = dagnb("logs", "x.ipynb", "step1", cwd=tmp_path)
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "'x.ipynb' is a notebook" in done.stderr

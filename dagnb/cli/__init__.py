@@ -38,7 +38,7 @@ from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
 from dagnb.cli import logs as logs_command
 from dagnb.errors import ConfigError, DagnbError
-from dagnb.views.progress import ProgressPrinter, failure_tails, status_table
+from dagnb.views.progress import ProgressPrinter, failure_tails, rule_for, status_table
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
 
@@ -116,6 +116,7 @@ def _run(args: argparse.Namespace) -> int:
     _refuse_notebook_options(args)
     graph = load(args.workflow)
     given = _set_params(graph, args)
+    _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
     try:
         run = graph.run(
@@ -144,12 +145,21 @@ def _run(args: argparse.Namespace) -> int:
     if printer.lost is not None:
         return _stdout_lost(printer.lost, run.summary())
     if run.failed:
-        print("\n".join(failure_tails(run, _logs_command(args))))
+        print("\n".join(failure_tails(run, _logs_command(args), rule=rule_for(sys.stdout),
+                                       colour=printer.tty)))
     print(printer.table(run))
     print(run.summary())
     if given:
         print(given)
     return 0 if run.ok else 1
+
+
+def _unfailing_stdout() -> None:
+    """Write what stdout's encoding cannot (a step's ``é`` or ``✓`` on an ASCII or cp1252
+    console) as escapes: a failed run's report must not end in a UnicodeEncodeError."""
+    reconfigure = getattr(sys.stdout, "reconfigure", None)  # (a TextIOWrapper's)
+    if reconfigure is not None:
+        reconfigure(errors="backslashreplace")
 
 
 def _logs_command(args: argparse.Namespace) -> Callable[[str], str]:
@@ -464,7 +474,12 @@ command("cache")(cache_commands.run)
 
 @command("logs")
 def _logs(args: argparse.Namespace) -> int:
-    return logs_command.run(args, _load_any(args.workflow))
+    if _is_notebook(args.workflow):  # (its runs are recorded as "notebook", as every one's)
+        raise ConfigError(f"dagnb logs reads the runs of workflow files, and {args.workflow!r} "
+                          "is a notebook: its steps' lines are its cells' outputs (dagnb run "
+                          "NOTEBOOK -o OUT.ipynb keeps them)")
+    _unfailing_stdout()
+    return logs_command.run(args, load(args.workflow))
 
 
 @command("images")

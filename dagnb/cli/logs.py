@@ -2,17 +2,20 @@
 
 ``dagnb run`` points here under the last lines of a failed step. The lines come from the
 step's log files in the run's folder (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``,
-every attempt's, masked as they were logged), in the newest recorded run of the workflow
-file that had the step. The attempt that succeeded and was stored left its file with its
-cache entry instead (the run's folder keeps the lines of steps that failed, were
-cancelled, or were not stored): said in one line on stderr. (:mod:`dagnb.cli` registers
-this as its ``logs`` subcommand.)
+every attempt's, masked as they were logged, each attempt's under ``── attempt N ──``
+when there were more), in the newest recorded run of the workflow file that had the
+step; control characters show as escapes, as under ``dagnb run``'s failures. The
+attempt that succeeded and was stored left its file with its cache entry instead (the
+run's folder keeps the lines of steps that failed, were cancelled, or were not stored):
+said in one line on stderr, with how to read them. (:mod:`dagnb.cli` registers this as
+its ``logs`` subcommand.)
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +45,12 @@ def run(args: argparse.Namespace, graph: Any) -> int:
     graph[args.step]  # (an unknown step: refused, with the closest name)
     run_id, state, files = _last_log(args, graph)
     _print_lines(files, tail, args.stream)
-    if state in DONE_STATES:
+    if state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
         print(f"dagnb: step {args.step!r} {_DONE[state]} in run {run_id}: the lines of an "
-              "attempt stored in the cache are kept with its entry, not in the run's folder",
-              file=sys.stderr)
-        return 0 if files else 1
+              "attempt stored in the cache are kept with its entry, not in the run's folder; "
+              f"in Python, {_replay(args)} replays them from the cache (nothing, for a step "
+              "that printed nothing or was not stored)", file=sys.stderr)
+        return 1
     if not files:
         print(f"dagnb: step {args.step!r} ({state}) printed nothing in run {run_id}",
               file=sys.stderr)
@@ -77,14 +81,35 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[str, str, list[Path
     return run_id, state, attempt_files(run_folder / args.step)
 
 
-def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> None:
-    """Print the lines of ``files`` (the last ``tail``, of ``stream``)."""
-    from dagnb.runtime.logfile import read_records, tail_records
+def _replay(args: argparse.Namespace) -> str:
+    """The Python that runs the step again, a cache hit, and shows its lines."""
+    where = "" if args.cache_dir is None else f", cache_directory={args.cache_dir!r}"
+    return (f"dagnb.load({args.workflow!r}).run([{args.step!r}]{where})"
+            f".logs({args.step!r})")
 
-    records = (tail_records(files, tail, stream) if tail is not None else
-               (r for r in read_records(files) if stream in (None, r.get("stream"))))
-    for record in records:
-        sys.stdout.write(f"{record['line']}\n")
+
+def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> None:
+    """Print the lines of ``files`` (the last ``tail``, of ``stream``), each attempt's
+    under a line saying so when there were more, control characters as escapes."""
+    from dagnb.runtime.logfile import read_records, tail_records
+    from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
+
+    if tail is not None:
+        records: Iterable[dict[str, Any]] = tail_records(files, tail, stream)
+        marked = None  # (a list: marked when its lines span attempts)
+    else:  # (streamed: every attempt that printed has a file)
+        records = (r for r in read_records(files) if stream in (None, r.get("stream")))
+        marked = len(files) > 1
+    colour = sys.stdout.isatty()
+    pairs = ((r.get("attempt", 1), terminal_safe(_as_ended(str(r["line"])), colour))
+             for r in records)
+    for line in attempt_marked(pairs, rule_for(sys.stdout), marked):
+        sys.stdout.write(f"{line}\n")
+
+
+def _as_ended(line: str) -> str:
+    """A line redrawn with ``\\r`` (a progress bar) as a terminal left it, uncut."""
+    return line.rstrip("\r").rpartition("\r")[2] if "\r" in line else line
 
 
 def _tail(given: str | None) -> int | None:

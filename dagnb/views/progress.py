@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
+from dagnb.runtime.logfile import tail_records
 from dagnb.runtime.run import Run
-from dagnb.views.live import LiveState, earlier_note, retry_words
+from dagnb.views.live import earlier_note, retry_words, shown_line
 
-__all__ = ["FAILED_LINES", "TABLE_COLUMNS", "ProgressPrinter", "failure_tails", "status_table",
-           "text_table"]
+__all__ = ["FAILED_LINES", "TABLE_COLUMNS", "ProgressPrinter", "attempt_marked", "failure_tails",
+           "rule_for", "status_table", "terminal_safe", "text_table"]
 
 TABLE_COLUMNS = [
     "step",
@@ -164,29 +166,108 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
     return text_table(rows, columns)
 
 
-def failure_tails(run: Run, reader: Callable[[str], str], count: int = FAILED_LINES) -> list[str]:
+def failure_tails(run: Run, reader: Callable[[str], str], count: int = FAILED_LINES, *,
+                  rule: str = "──", colour: bool = False) -> list[str]:
     """Under a line saying so, each failed step's last ``count`` lines (stdout and stderr
-    as they were logged, masked as the log is: the tail a notebook's live view keeps),
-    how many came before, and where its whole log is: its files, and ``reader(step)``,
-    the command that shows it."""
-    state = LiveState(run, tail=count)
-    state.pull()
-    rows = state.rows()
+    as they were logged, masked as the log is, each attempt's under ``rule attempt N
+    rule`` when they come from more than one), how many came before, and where its whole
+    log is: its files, and ``reader(step)``, the command that shows it. Control
+    characters show as escapes (:func:`terminal_safe`; ``colour``: SGR kept)."""
+    rows = run.status_rows()
+    tails = _last_lines(run, run.failed, count)
     found: list[str] = []
     for name in run.failed:
-        found += _failure_tail(run, rows[name], state.lines(name), reader(name))
+        lines = [(attempt, terminal_safe(shown_line(line), colour))
+                 for attempt, line in tails[name]]
+        found += _failure_tail(run, rows[name], lines, reader(name), rule)
     return found
 
 
-def _failure_tail(run: Run, row: Mapping[str, Any], lines: list[str], reader: str) -> list[str]:
+def _failure_tail(run: Run, row: Mapping[str, Any], lines: list[tuple[int, str]],
+                  reader: str, rule: str) -> list[str]:
     name = row["step"]
-    said = f"── {name} failed" + (f": {row['error']}" if row["error"] else "")
+    error = terminal_safe(row["error"]) if row["error"] else ""
+    said = f"{rule} {name} failed" + (f": {error}" if error else "")
     if not lines:  # (a program not found: nothing ran to print)
-        return [f"{said}; it printed nothing ──"]
+        return [f"{said}; it printed nothing {rule}"]
     earlier = earlier_note(run.events.line_count(name) - len(lines), reader)
     files = ", ".join(_near(path) for path in run.log_files(name))
-    return [f"{said} ──", *([earlier] if earlier else []), *lines,
-            f"── full log: {files} ({reader}) ──" if files else f"── full log: {reader} ──"]
+    return [f"{said} {rule}", *([earlier] if earlier else []), *attempt_marked(lines, rule),
+            f"{rule} full log: {files} ({reader}) {rule}" if files
+            else f"{rule} full log: {reader} {rule}"]
+
+
+def _last_lines(run: Run, names: list[str], count: int) -> dict[str, list[tuple[int, str]]]:
+    """(attempt, line) of the last ``count`` lines of each step of ``names``: from the
+    event log, walked back once; from the log files' end for a step past what the event
+    log keeps (10,000 lines), whose later lines, a traceback among them, it lacks."""
+    found: dict[str, list[tuple[int, str]]] = {name: [] for name in names}
+    wanting = len(found)
+    for event in reversed(run.events.since(0)):
+        lines = found.get(event.step) if event.kind == "log" else None  # type: ignore[arg-type]
+        if lines is None or len(lines) >= count:
+            continue
+        lines.append((event.attempt, event.data["line"]))
+        if len(lines) == count:
+            wanting -= 1
+            if not wanting:
+                break
+    for name, lines in found.items():
+        lines.reverse()
+        if run.events.spilled(name):
+            found[name] = [(record.get("attempt", 1), str(record["line"]))
+                           for record in tail_records(run.log_files(name), count)]
+    return found
+
+
+def attempt_marked(lines: Iterable[tuple[int, str]], rule: str, marked: bool | None = None,
+                   ) -> Iterator[str]:
+    """The lines of (attempt, line) pairs, each attempt's under ``rule attempt N rule``
+    when ``marked`` (None: when the pairs, then a list, come from more than one attempt):
+    a tail spanning retries would read as one attempt's output."""
+    if marked is None:
+        lines = list(lines)
+        marked = len({attempt for attempt, _ in lines}) > 1
+    last = None
+    for attempt, line in lines:
+        if marked and attempt != last:
+            yield f"{rule} attempt {attempt} {rule}"
+            last = attempt
+        yield line
+
+
+# An SGR sequence (colour), or one control character but tab: \033[2J clears a terminal,
+# \033]0;...\007 retitles it, \r and \b overwrite what came before; C1 (\x9b) too.
+_CONTROL = re.compile(r"\x1b\[[0-9;:]*m|[\x00-\x08\x0a-\x1f\x7f-\x9f]")
+
+
+def terminal_safe(line: str, colour: bool = False) -> str:
+    """``line`` with each control character but tab shown as its escape (``\\x1b``), so
+    that a step's output printed under a report cannot clear or rewrite it; ``colour``
+    (a terminal): SGR colour sequences kept, and reset at the end of the line."""
+    if _CONTROL.search(line) is None:  # (most lines: one scan)
+        return line
+    kept = False
+
+    def shown(match: re.Match[str]) -> str:
+        nonlocal kept
+        text = match.group()
+        if colour and len(text) > 1:
+            kept = True
+            return text
+        return text.encode("unicode_escape").decode("ascii")
+
+    line = _CONTROL.sub(shown, line)
+    return f"{line}\x1b[0m" if kept else line
+
+
+def rule_for(stream: TextIO) -> str:
+    """``──`` where ``stream`` can encode it, else ``--`` (an ASCII or cp1252 console)."""
+    try:
+        "──".encode(getattr(stream, "encoding", None) or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "--"
+    return "──"
 
 
 def _near(path: os.PathLike[str]) -> str:
