@@ -89,9 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--cache-dir", default=None, help="cache folder (default .dagnb_cache)")
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="workflows: set the param NAME of every step that has it (the value "
-                          "read as the file reads it; kept as text for a param the file gives "
-                          "as text); notebooks: a name the cell tagged 'parameters' assigns "
-                          "(papermill's convention; JSON when it parses, else text)")
+                          "read as the file reads it; as typed for a param the file gives as "
+                          "text, unless quoted); notebooks: a name the cell tagged 'parameters' "
+                          "assigns (papermill's convention; JSON when it parses, else text; as "
+                          "typed where that cell assigns text)")
     run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
                      help="notebooks: write the executed notebook here")
     _add_switches(run)
@@ -560,7 +561,9 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
     from dagnb.notebook.headless import run_notebook
 
     params = parse_assignments(args.param, "--param", as_json=True)
-    outcome = run_notebook(args.workflow, params=params, targets=args.target, tags=args.tag,
+    outcome = run_notebook(args.workflow, params=params,
+                           param_texts=parse_assignments(args.param, "--param"),
+                           targets=args.target, tags=args.tag,
                            output=args.output, cache_mode=cache_mode,
                            timeout=_timeout(args.timeout), settings=_kernel_settings(args))
     if outcome.rows:  # (as a YAML run's: a frame of rows some "not run" made counts floats)

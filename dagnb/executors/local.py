@@ -491,22 +491,18 @@ def _exited(task: Task, code: object) -> Outcome:
 def function_arguments(
     func: Any, inputs: Mapping[str, Input], params: Mapping[str, Any]
 ) -> dict[str, Any]:
-    """Keyword arguments for a step function: upstream results, then params; a function
-    taking ``**kwargs`` is given there the params it does not name.
+    """Keyword arguments for a step function: upstream results, then params.
 
     An upstream step without a Python result (a shell step) is passed as the Path of
     its output folder.
     """
     kwargs: dict[str, Any] = {}
-    names = parameter_names(func)
-    for name in names:
+    for name in parameter_names(func):
         if name in inputs:
             item = inputs[name]
             kwargs[name] = item.path if item.result is NO_RESULT else item.result
         elif name in params:
             kwargs[name] = params[name]
-    if takes_any_keyword(func):
-        kwargs.update({name: value for name, value in params.items() if name not in names})
     return kwargs
 
 
@@ -514,12 +510,6 @@ def function_arguments(
 def parameter_names(func: Any) -> tuple[str, ...]:
     """The names of ``func``'s parameters (an upstream step's, or a param's)."""
     return tuple(inspect.signature(func).parameters)
-
-
-@functools.lru_cache(maxsize=4096)
-def takes_any_keyword(func: Any) -> bool:
-    """Whether ``func`` has a ``**kwargs`` parameter."""
-    return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(func).parameters.values())
 
 
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

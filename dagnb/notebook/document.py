@@ -30,7 +30,7 @@ from dagnb.errors import WorkflowError
 
 __all__ = [
     "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "defining_cell",
-    "kernel_notebook_path", "read_names", "read_notebook", "read_notebook_tagged",
+    "kernel_notebook_path", "read_names", "read_notebook", "read_notebook_tagged", "text_names",
 ]
 
 MAGIC = "%%dagger"
@@ -195,6 +195,20 @@ def bound_names(source: str) -> set[str]:
         elif isinstance(node, (ast.Import, ast.ImportFrom)):
             names |= {(a.asname or a.name).split(".")[0] for a in node.names}
     return names
+
+
+def text_names(source: str) -> set[str]:
+    """Names a cell binds only to text literals (``version = "3.9"``): a parameters
+    cell's text parameters."""
+    tree = _parsed(source)
+    text_targets = {id(target) for node in ast.walk(tree)
+                    if isinstance(node, (ast.Assign, ast.AnnAssign))
+                    and isinstance(node.value, ast.Constant) and isinstance(node.value.value, str)
+                    for target in (node.targets if isinstance(node, ast.Assign) else [node.target])}
+    stores = [node for node in ast.walk(tree)
+              if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store)]
+    return ({node.id for node in stores if id(node) in text_targets}
+            - {node.id for node in stores if id(node) not in text_targets})
 
 
 def read_names(source: str) -> set[str]:

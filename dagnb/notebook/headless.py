@@ -11,9 +11,10 @@ printed as the same status table as a YAML run, also when a cell failed (not whe
 time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
-  is put after the cell tagged ``parameters``, so notebooks written for papermill work
-  unchanged. A name that cell does not assign is refused (papermill warns, and the value
-  is set but nothing reads it), as is any name when no cell has the tag.
+  is put after the cell tagged ``parameters`` (at the top, with a warning, when there is
+  none), so notebooks written for papermill work unchanged. A name that cell does not
+  assign is refused (papermill warns, and the value is set but nothing reads it); one it
+  assigns only text keeps the text typed (``--param version=3.10`` is ``'3.10'``).
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
   read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
@@ -50,6 +51,7 @@ from dagnb.notebook.document import (
     dagger_cells,
     read_notebook,
     read_notebook_tagged,
+    text_names,
 )
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
@@ -99,12 +101,15 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
                  targets: Sequence[str] | None = None, output: str | Path | None = None,
                  stream: TextIO = sys.stdout, timeout: float | None = None,
                  cache_mode: str | None = None, tags: Sequence[str] | None = None,
-                 settings: Mapping[str, Any] | None = None) -> NotebookOutcome:
-    """Execute the notebook at ``path`` in a new kernel; see the module docstring."""
+                 settings: Mapping[str, Any] | None = None,
+                 param_texts: Mapping[str, str] | None = None) -> NotebookOutcome:
+    """Execute the notebook at ``path`` in a new kernel; see the module docstring.
+    ``param_texts``: the ``params`` as typed (``--param``), kept as typed for a name the
+    parameters cell gives as text."""
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
     notebook = _load(nbformat, path)
-    _inject_parameters(nbformat, notebook, params or {}, path)
+    _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
     for feed in feeds:  # (a full run gives the target the value these steps make)
         stream.write(f"dagnb: {feed.note()}\n")
@@ -196,22 +201,35 @@ def _load(nbformat: Any, path: Path) -> Any:
 
 
 def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
-                       path: Path) -> None:
+                       path: Path, typed: Mapping[str, str]) -> None:
     """papermill's convention: assignments in a cell after the one tagged ``parameters``,
-    for names that cell assigns."""
+    for names that cell assigns (at the top, with a warning, when no cell has the tag)."""
     if not params:
         return
     tagged = [i for i, c in enumerate(notebook.cells)
               if "parameters" in c.get("metadata", {}).get("tags", [])]
-    if not tagged:
-        raise WorkflowError(f"--param {next(iter(params))!r}: no cell of {str(path)!r} is "
-                            "tagged 'parameters'; tag the cell that assigns its parameters "
-                            "so (papermill's convention) to set them from the command line")
-    _check_parameter_names(params, bound_names(notebook.cells[tagged[0]].source), path)
+    if tagged:
+        source = notebook.cells[tagged[0]].source
+        _check_parameter_names(params, bound_names(source), path)
+        params = {**params, **_kept_as_typed(params, typed, text_names(source))}
+    else:
+        checks.warn_user(
+            f"--param {', '.join(map(repr, params))}: no cell of {str(path)!r} is tagged "
+            "'parameters', so the values are set in a cell put at the top, which a later "
+            "assignment overwrites; tag the cell that assigns its parameters 'parameters' "
+            "(papermill's convention)")
     source = "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in params.items())
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]
-    notebook.cells.insert(tagged[0] + 1, cell)
+    notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+
+
+def _kept_as_typed(params: Mapping[str, Any], typed: Mapping[str, str],
+                   texts: set[str]) -> dict[str, str]:
+    """For a name the parameters cell gives as text, the value as typed where JSON read
+    it as other than text (``3.10`` the number 3.1); a quoted ``"3.10"`` is text already."""
+    return {name: typed[name] for name in texts & typed.keys()
+            if not isinstance(params.get(name), str)}
 
 
 def _check_parameter_names(params: Mapping[str, Any], assigned: set[str], path: Path) -> None:

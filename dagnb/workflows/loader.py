@@ -55,7 +55,7 @@ from dagnb.workflows.pyfunctions import (
 
 __all__ = [
     "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads",
-    "misread", "parse_yaml", "read_text",
+    "parse_yaml", "read_text",
 ]
 
 STEP_FIELDS = tuple(
@@ -215,13 +215,13 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     for where, value, text in _text_values(data, written):
         if value is None:
             raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
-        reading = misread(value, text) if isinstance(text, str) else ""
+        reading = _misread(value, text) if isinstance(text, str) else ""
         if reading:
             raise WorkflowError(f"{source}: {where}: {text} reads as {reading} in YAML; "
                                 f"quote it: \"{text}\"")
 
 
-def misread(value: Any, text: str) -> str:
+def _misread(value: Any, text: str) -> str:
     """What YAML read ``text`` as, when that is not the text (``True`` as true is)."""
     if isinstance(value, bool):
         return "" if text.lower() in ("true", "false") else str(value).lower()

@@ -1,12 +1,12 @@
 """A workflow's params set for one run: ``dagnb run FILE.yml --param rows=5``.
 
-A value is read as the file reads ``rows: 5`` (``5`` the number, ``[a, b]`` a list,
-``'"5"'`` the text), so one value written in the file or given on the command line makes
-one cache key. YAML reads some plain values as other than they say (``3.10`` the number
-3.1, ``0755`` 493, ``yes`` true, ``~`` or nothing null): for a param the file gives as
-text, such a value is kept as the text given; for any other, it is refused with the
-quoting that fixes it. The value replaces the param in every step that declares it, in
-its own ``params`` or through ``defaults``; a name no step declares is refused.
+A value is read as the file reads ``rows: 5`` (``5`` the number, ``yes`` true, ``[a, b]``
+a list, ``'"5"'`` the text), so one value written in the file or given on the command
+line makes one cache key; but for a param the file gives as text (in every step that has
+it), the value is the text as typed (``3.10``, ``0755``, ``yes``, ``#x`` stay so: YAML
+would make them 3.1, 493, true and null), unless it is written quoted. The value
+replaces the param in every step that declares it, in its own ``params`` or through
+``defaults``; a name no step declares is refused.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.workflows.loader import misread, parse_yaml
+from dagnb.workflows.loader import parse_yaml
 
 __all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown"]
 
@@ -58,9 +58,11 @@ def file_values(graph: Graph) -> dict[str, list[Any]]:
 def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = ()) -> Any:
     """``text`` as the workflow file reads the value of ``name: text``; what the file
     would refuse (``a: b``, ``*.csv``, a date) is refused, with the quoting that fixes it.
-    Against the values the file gives ``name`` (``in_file``), a plain value YAML reads
-    as other than it says is kept as the text given where those are all text, and
-    refused otherwise (``3.10`` would be the number 3.1, ``yes`` true, nothing null)."""
+    Where the file gives ``name`` only as text (``in_file``: its values there), ``text``
+    is that text as typed, not read as YAML, unless it is written quoted (``"3.10"``)."""
+    if in_file and all(isinstance(default, str) for default in in_file) and not (
+            _written_quoted(text)):
+        return text
     where = f"--param {shown(f'{name}={text}', mask)!r}"
     quoted = f"quote it as text: --param '{name}={shown(json.dumps(text), mask)}'"
     try:
@@ -77,11 +79,6 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
                             f"written in the file cannot be; {quoted}, or write a list as "
                             "[a, b]")
     value = parse_yaml(text, where)  # (with the file's limits on size and nesting)
-    plain = _plain_text(node)
-    if plain is not None and in_file:
-        if all(isinstance(default, str) for default in in_file):
-            return plain  # a text param: the text given, whatever YAML would make of it
-        _refuse_misread(value, plain, name, mask)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -91,29 +88,9 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
     return value
 
 
-def _plain_text(node: yaml.Node | None) -> str | None:
-    """The text of a plain (unquoted) scalar, "" for no value at all; None for a quoted
-    one or a list or mapping, which say what they are."""
-    if node is None:
-        return ""
-    if isinstance(node, yaml.ScalarNode) and node.style is None:
-        return str(node.value)
-    return None
-
-
-def _refuse_misread(value: Any, plain: str, name: str, mask: Mask) -> None:
-    """Refuse a plain value YAML reads as other than it says: ``3.10`` (the number 3.1),
-    ``0755`` (493), ``yes`` or ``on`` (true), ``~`` or nothing (null)."""
-    if value is None:
-        reading = "" if plain.lower() == "null" else "null"
-    else:
-        reading = misread(value, plain)
-    if reading:
-        given = f"{shown(plain, mask)} reads" if plain else "an empty value reads"
-        raise WorkflowError(
-            f"--param {shown(f'{name}={plain}', mask)!r}: {given} as {reading} in YAML; "
-            f"write {shown(as_written(value), mask)} if that is meant, or quote it as text: "
-            f"--param '{name}={shown(json.dumps(plain), mask)}'")
+def _written_quoted(text: str) -> bool:
+    """Whether ``text`` is written in quotes, ``"3.10"`` or ``'3.10'`` (read as YAML)."""
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"
 
 
 def as_written(value: Any) -> str:

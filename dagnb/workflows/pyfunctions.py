@@ -84,9 +84,11 @@ def import_function(reference: str, base_dir: Path, where: str) -> Callable[...,
 
 
 def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: str) -> None:
-    """Refuse a param the step's function would never see: not one of its parameters,
-    no ``**kwargs`` to take it, and no ``dagnb.current().params`` read in its code (or
-    its helpers'), which may read any. A misspelt ``nn`` for ``n`` ran with the default."""
+    """Warn of a param the step's function may never see: not one of its parameters, no
+    ``**kwargs`` that could be meant for it, and no ``dagnb.current().params`` read in
+    its code or its helpers' (a misspelt ``nn`` for ``n`` ran with the default). A
+    warning, not a refusal: the walk does not enter installed packages, and a helper
+    there may read it."""
     try:
         parameters = inspect.signature(func).parameters
     except (TypeError, ValueError):  # (a callable without a signature: nothing to check)
@@ -95,7 +97,8 @@ def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: s
         return
     dropped = [name for name in params if name not in parameters]
     if dropped and not _may_read_params(func):
-        raise WorkflowError(_dropped_message(dropped[0], func, list(parameters), where))
+        for name in dropped:
+            checks.warn_user(_dropped_message(name, func, list(parameters), where))
 
 
 def _may_read_params(func: Callable[..., Any]) -> bool:
@@ -110,11 +113,15 @@ def _dropped_message(name: str, func: Callable[..., Any], taken: list[str], wher
     code = getattr(func, "__code__", None)
     function = f"{getattr(func, '__name__', 'the function')}()" + (
         f" in {Path(code.co_filename).name}" if code is not None else "")
-    add = f"add {name} to its parameters (or **kwargs)" if name.isidentifier() else (
-        "take it with **kwargs")
-    hint = checks.did_you_mean(name, taken, otherwise=(
-        f"{add}, or read dagnb.current().params[{name!r}] in it"))
-    return (f"{where}: param {name!r} is not a parameter of {function}, which would never "
+    read = f"read it with dagnb.current().params[{name!r}]"
+    close = checks.did_you_mean(name, taken)
+    if close:
+        hint = f"{close} (or {read})"
+    elif name.isidentifier():
+        hint = f"add {name} to its parameters, or {read}"
+    else:
+        hint = read
+    return (f"{where}: param {name!r} is not a parameter of {function}, which may never "
             f"see it; {hint}")
 
 

@@ -103,14 +103,11 @@ def main():
     with open(os.environ["DAGNB_PARAMS"], encoding="utf-8") as handle:
         params = json.load(handle)
     kwargs = {}
-    parameters = inspect.signature(func).parameters
-    for name in parameters:
+    for name in inspect.signature(func).parameters:
         if name in SPEC["inputs"]:
             kwargs[name] = upstream(name)
         elif name in params:
             kwargs[name] = params[name]
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):  # the params not named
-        kwargs.update({k: v for k, v in params.items() if k not in parameters})
     result = func(**kwargs)
     if inspect.iscoroutine(result):
         result = asyncio.run(result)
