@@ -651,8 +651,10 @@ def test_a_masker_tells_where_a_text_may_begin_a_secret_that_more_text_completes
              "pin 47112": 9, f"{TOKEN} and t": len(TOKEN) + 5,
              "cell eyJhbGciOiJIUzI1NiJ9.eyJ...": 5, "cut ...SPLIT-12345": 4,
              "cut ...SPLIT-12345 x": 20, f"b64 {base64.b64encode(TOKEN.encode()).decode()[:6]}": 4,
-             "cut tok-SPLIT-12.": 4, "cut tok-SPLIT-12..": 4, "end.": 0, "end. ": 5,
-             "dots ......": 8}
+             "cut tok-SPLIT-12.": 4, "cut tok-SPLIT-12..": 4, "end.": 3, "end. ": 5,
+             "dots ......": 8, "Training model...": 14, "Step 1 of 2.": 11, "ok tok-SP..": 3,
+             "ok tok-S..": 8,
+             "cut ...SPLIT.": 4}
     assert {text: mask.unfinished_from(text) for text in cases} == cases
     assert [mask.unfinished_from("line tok-", start) for start in (5, 6)] == [5, 9]
     assert Masker().unfinished_from("tok-") == 4
@@ -710,18 +712,18 @@ def test_dots_printed_one_by_one_show_with_at_most_five_held_back(monkeypatch):
 
 
 @pytest.mark.parametrize(("text", "shown"), [
-    ("tok-9f", "***"), ("say tok", "say ***"), ("say to", "say to"), ("hello", "hello"),
+    ("tok-9f", "***"), ("say tok-", "say ***"), ("say tok", "say tok"), ("hello", "hello"),
     (f"value {CUT[:10]}..", "value ***.."), (f"value {CUT[:10]}.", "value ***."),
-    ("cut tok-9.", "cut tok-9."), ("hello.", "hello."), (f"{CUT} tok", "*** ***"),
-    ("pin 471", "pin ***"), ("pin x471", "pin x471"), ("pin 47", "pin 47"),
+    ("cut tok-9.", "cut tok-9."), ("hello.", "hello."), (f"{CUT} tok-9", "*** ***"),
+    ("pin 4711", "pin ***"), ("pin 471", "pin 471"), ("pin x471", "pin x471"),
     (base64.b64encode(CUT.encode()).decode()[:5], "***"),
 ])
 def test_the_last_text_written_masks_the_start_of_a_secret_it_ends_with(text, shown):
     """What is let go with nothing after it (a run ends, a cell) showed a secret's start
-    in clear (``tok-9f``, 6 of its 16 characters). Now one of three characters or more is
+    in clear (``tok-9f``, 6 of its 16 characters). Now one of four characters or more is
     masked, as the secret written whole there would be (``x471`` is no word, ``4711``
-    masked only as one), and one an ellipsis begun cuts short; one or two characters
-    end too much text that is none."""
+    masked only as one), and one an ellipsis begun cuts short; fewer characters end too
+    much text that is none (``471`` of a total)."""
     assert Masker([CUT, "4711"], words_below=MIN_LINE).masked_as_last(text) == shown
 
 
@@ -729,6 +731,51 @@ def test_a_secrets_start_let_go_as_the_run_ends_is_masked(monkeypatch):
     assert _echoed(monkeypatch, ["half ", CUT[:6]], release=True) == "half ***"
     assert _echoed(monkeypatch, ["half ", CUT[:2]], release=True) == "half to"
     assert _echoed(monkeypatch, ["half ", CUT[:10], ".."], release=True) == "half ***.."
+
+
+@pytest.mark.parametrize(("secret", "pieces", "shown"), [
+    ("analytics2024", ["I like banana"], "I like banana"),
+    ("analytics2024", ["I like ban", "ana"], "I like banana"),
+    ("analytics2024", ["schema: analytics"], "schema: ***"),  # (a word's start: masked)
+    ("analytics2024", ["schema: ", "analytics"], "schema: ***"),
+    (CUT, ["I like tiktok"], "I like tiktok"),
+    (CUT, ["say tok"], "say tok"),
+    (CUT, [f"value {CUT[:10]}.."], "value ***.."),
+    ("4711", ["Total: 471"], "Total: 471"),
+], ids=["mid-word", "mid-word-split", "word", "word-split", "mid-word-cut", "short",
+        "ellipsis-begun", "pin-short"])
+def test_what_is_let_go_last_masks_only_a_secrets_start_that_starts_a_word(
+        monkeypatch, secret, pieces, shown):
+    """What waits as output ends was masked from three characters on wherever it began a
+    secret: ``I like banana`` showed as ``I like ban***`` (``ana`` of ``analytics2024``),
+    ``Total: 471`` as ``Total: ***`` (a PIN ``4711``). Now only a start of four
+    characters or more where a word starts, even one written in a piece of its own."""
+    from dagnb.executors import capture
+
+    monkeypatch.setattr(capture, "_masks", (Masker([secret], words_below=MIN_LINE),))
+    out = io.StringIO()
+    echo = capture._HeldEcho(out)
+    for piece in pieces:
+        echo.write(piece)
+    echo.release()
+    assert out.getvalue() == shown
+
+
+@pytest.mark.parametrize(("pieces", "shown"), [
+    (["Training model..."], "Training model"),
+    (["Step 1 of 2."], "Step 1 of 2"),
+    (["Loading"] + ["."] * 5, "Loading.."),
+    (["Saving."], "Saving"),
+    ([f"value {CUT[:10]}."], "value "),
+])
+def test_a_status_line_ending_in_dots_shows_but_for_the_dots(monkeypatch, pieces, shown):
+    """A word before dots waited with them, until the line ended, though it begins no
+    secret (``Training model...`` showed ``Training `` for as long as the model
+    trained). Now only what may begin a secret's head waits, or the last three dots (a
+    tail cut short may follow them)."""
+    assert _echoed(monkeypatch, pieces) == shown
+    # (the dots that wait still mask a tail written after them, the ellipsis finished)
+    assert _echoed(monkeypatch, [*pieces, "..", CUT[-6:], "\n"]).endswith("...***\n")
 
 
 def test_what_a_thread_holds_back_is_let_go_masked_as_its_cell_ends(workdir, monkeypatch,

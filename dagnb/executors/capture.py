@@ -161,11 +161,14 @@ class _HeldEcho:
     never shown in clear. Bytes written to ``sys.stdout.buffer`` come as text, a
     character split over two writes whole."""
 
-    __slots__ = ("__weakref__", "_decoders", "_held", "_out")
+    __slots__ = ("__weakref__", "_before", "_decoders", "_held", "_out")
 
     def __init__(self, out: TextIO) -> None:
         self._out = out
         self._held: dict[int, str] = {}  # thread -> what it wrote that waits
+        # thread -> the last character it wrote out of its unfinished line: whether what
+        # waits starts a word (masked as a secret's start only then: `ban|ana` is none)
+        self._before: dict[int, str] = {}
         # thread -> what decodes its bytes, while it holds a character cut short
         self._decoders: dict[int, codecs.IncrementalDecoder] = {}
         _echoes.add(self)
@@ -179,9 +182,15 @@ class _HeldEcho:
             thread = threading.get_ident()
             if self._held:
                 text = self._held.pop(thread, "") + text
-            cut = len(text) if text[-1:] == "\n" else _unfinished_from(text, masks)
-            if cut < len(text):
-                self._held[thread] = text[cut:]
+            if text[-1:] == "\n":
+                cut = len(text)
+                self._before.pop(thread, None)
+            else:
+                cut = _unfinished_from(text, masks)
+                if cut < len(text):
+                    self._held[thread] = text[cut:]
+                if cut:
+                    self._before[thread] = text[cut - 1]
             if cut:
                 self._out.write(_masked(text[:cut], masks))
 
@@ -198,7 +207,8 @@ class _HeldEcho:
             except UnicodeDecodeError:
                 cut_short = decoder.getstate()[0]
                 if (held := self._held.pop(thread, None)) is not None:  # (no text follows)
-                    self._out.write(_masked_as_last(held, _masks))
+                    before = self._before.pop(thread, "")
+                    self._out.write(_masked_as_last(held, _masks, before))
                 self._out.flush()  # (the text before them goes first)
                 if not cut_short:
                     return raw.write(data)
@@ -215,25 +225,26 @@ class _HeldEcho:
         bytes of a character cut short as they are."""
         with _echo_lock:
             held = _taken(self._held, thread)
+            before = _taken(self._before, thread)
             decoders = _taken(self._decoders, thread)
-            for text in held:
-                self._out.write(_masked_as_last(text, _masks))
+            for who, text in held.items():
+                self._out.write(_masked_as_last(text, _masks, before.get(who, "")))
             if decoders:
                 self._out.flush()  # (the text before them goes first)
-                for decoder in decoders:
+                for decoder in decoders.values():
                     self._out.buffer.write(decoder.getstate()[0])
 
 
 _Held = TypeVar("_Held")
 
 
-def _taken(by_thread: dict[int, _Held], thread: int | None) -> list[_Held]:
+def _taken(by_thread: dict[int, _Held], thread: int | None) -> dict[int, _Held]:
     """What ``by_thread`` holds of ``thread`` (of every thread: None), taken out of it."""
     if thread is None:
-        taken = list(by_thread.values())
+        taken = dict(by_thread)
         by_thread.clear()
         return taken
-    return [by_thread.pop(thread)] if thread in by_thread else []
+    return {thread: by_thread.pop(thread)} if thread in by_thread else {}
 
 
 def _unfinished_from(text: str, masks: tuple[Callable[[str], str], ...]) -> int:
@@ -253,12 +264,13 @@ def _masked(text: str, masks: Iterable[Callable[[str], str]]) -> str:
     return text
 
 
-def _masked_as_last(text: str, masks: Iterable[Callable[[str], str]]) -> str:
-    """``text`` masked as the last of its line, no more to come: the start of a secret it
-    ends with masked too (``tok-9f``: :meth:`Masker.masked_as_last`), by a mask that can
-    tell one."""
+def _masked_as_last(text: str, masks: Iterable[Callable[[str], str]], before: str) -> str:
+    """``text``, written after ``before``, masked as the last of its line, no more to
+    come: the start of a secret it ends with masked too (``tok-9f``:
+    :meth:`Masker.masked_as_last`), by a mask that can tell one."""
     for mask in masks:
-        text = getattr(mask, "masked_as_last", mask)(text)
+        last = getattr(mask, "masked_as_last", None)
+        text = mask(text) if last is None else last(text, before)
     return text
 
 

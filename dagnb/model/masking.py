@@ -28,8 +28,9 @@ __all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_f
 MASK = "***"
 MIN_LINE = 6
 # the fewest characters of a secret's start at the end of the last text written (its
-# writer stopped there) that are masked: one or two end much ordinary text as well
-MASKED_START = 3
+# writer stopped there) that are masked, where a word starts: fewer end much ordinary
+# text as well (`471` of a total, as of a PIN `4711`; `tok` of a word)
+MASKED_START = 4
 
 
 def leak_forms(secret: str, lines: bool = True) -> set[str]:
@@ -214,15 +215,35 @@ class Masker:
             return len(text)
         at = self._known_forms().unfinished_from(text, start)
         # (most text: no ellipsis, nor one begun at its end: `.` or `..`)
-        if "..." in text or "\u2026" in text or text[-1:] == ".":
+        if text[-1:] == ".":
+            at = min(at, self._dots_from(text, start))
+        elif "..." in text or "\u2026" in text:
             at = min(at, self._cut.unfinished_from(text, start))
         return at
 
-    def masked_as_last(self, text: str) -> str:
+    def _dots_from(self, text: str, start: int) -> int:
+        """Where the end of ``text``, dots, must wait from for a secret cut short: from
+        what before them may be a secret's head (of ``MIN_LINE`` characters, masked only
+        with the whole ellipsis after it), or the word before them if it holds an
+        ellipsis (a tail may follow); else only the last three dots wait, for a tail that
+        may follow them (``...6c5b4a``): a status line's words (``Training model...``)
+        show at once."""
+        if not self._cut:
+            return len(text)
+        word_end = max(start, len(text.rstrip(".")))
+        word = text[start:word_end].rsplit(None, 1)[-1] if word_end > start else ""
+        if _ELLIPSIS_IN(word) or text.endswith("......"):
+            return self._cut.unfinished_from(text, start)
+        head = self._known_forms().unfinished_from(text[:word_end], start)
+        return head if word_end - head >= MIN_LINE else max(word_end, len(text) - 3)
+
+    def masked_as_last(self, text: str, before: str = "") -> str:
         """``text`` masked as the last its writer writes, none of it to go on: an end that
         begins a secret (``tok-9f`` of ``tok-9f8e...``), from ``MASKED_START`` characters
-        on, is masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``), as
-        the secret, or the ellipsis, written whole there would be."""
+        on and where a word starts (``ana`` of ``banana`` is no secret ``analytics``'s
+        start), is masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``),
+        as the secret, or the ellipsis, written whole there would be. ``before``: the
+        character written just before ``text`` (none at a line's start)."""
         dots = len(text) - len(text.rstrip("."))
         if dots in (1, 2):
             finished = self(text + "." * (3 - dots))
@@ -234,9 +255,9 @@ class Masker:
         forms = self._known_forms()
         at = forms.unfinished_from(text, 0)
         while len(text) - at >= MASKED_START:
-            before = text[:at]
-            if any(self(before + form).endswith(MASK) for form in forms.begun_by(text[at:])):
-                return before + MASK
+            if _word_starts(text[at], text[at - 1] if at else before) and any(
+                    self(text[:at] + form).endswith(MASK) for form in forms.begun_by(text[at:])):
+                return text[:at] + MASK
             at = forms.unfinished_from(text, at + 1)
         return text
 
@@ -350,6 +371,13 @@ _WORD_EDGE = re.compile(_LETTER_OR_DIGIT).fullmatch  # (a character that joins a
 _ESCAPES = (r"\\[abfnrtv0]", r"\\x[0-9a-fA-F]{2}", r"\\u[0-9a-fA-F]{4}", "%[0-9a-fA-F]{2}")
 
 
+def _word_starts(first: str, before: str) -> bool:
+    """Whether a text beginning with ``first`` after ``before`` (none: a line's start)
+    starts a word, as a word-only secret's form must (its own ``-`` or ``#`` at its edge
+    being one whatever touches it)."""
+    return not (before and _WORD_EDGE(before) and _WORD_EDGE(first))
+
+
 def _as_word(form: str) -> str:
     """``form`` where no letter or digit touches it, nor a decimal point with a digit
     beyond (``3.4711``, ``4711.5``). The look behind comes after the form: re skips in
@@ -459,6 +487,9 @@ class _CutShort:
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(self._masked, text)
+
+    def __bool__(self) -> bool:
+        return self._pattern is not None
 
     def unfinished_from(self, text: str, start: int) -> int:
         """Where the word that ends ``text`` begins, if it holds an ellipsis, or ends with
