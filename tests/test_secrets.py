@@ -742,14 +742,20 @@ def test_a_secrets_start_let_go_as_the_run_ends_is_masked(monkeypatch):
     (CUT, ["say tok"], "say tok"),
     (CUT, [f"value {CUT[:10]}.."], "value ***.."),
     ("4711", ["Total: 471"], "Total: 471"),
+    # (glued to a word, from MIN_LINE characters: most of a key after "0x" or "Bearer")
+    ("9f8e7d6c5b4a3f2e", ["key=0x9f8e7d6c5b4a3f2"], "key=0x***"),
+    (CUT, ["Bearer", CUT[:14]], "Bearer***"),
+    ("mys3cretPassw0rd", ["id=x", "mys3cr"], "id=x***"),
 ], ids=["mid-word", "mid-word-split", "word", "word-split", "mid-word-cut", "short",
-        "ellipsis-begun", "pin-short"])
+        "ellipsis-begun", "pin-short", "glued-hex", "glued-bearer", "glued-six"])
 def test_what_is_let_go_last_masks_only_a_secrets_start_that_starts_a_word(
         monkeypatch, secret, pieces, shown):
     """What waits as output ends was masked from three characters on wherever it began a
     secret: ``I like banana`` showed as ``I like ban***`` (``ana`` of ``analytics2024``),
     ``Total: 471`` as ``Total: ***`` (a PIN ``4711``). Now only a start of four
-    characters or more where a word starts, even one written in a piece of its own."""
+    characters or more where a word starts, even one written in a piece of its own, and
+    one of six or more anywhere (a reviewer's find: with the word rule alone, 15 of a
+    16-character key glued to ``0x`` showed)."""
     from dagnb.executors import capture
 
     monkeypatch.setattr(capture, "_masks", (Masker([secret], words_below=MIN_LINE),))

@@ -240,9 +240,10 @@ class Masker:
     def masked_as_last(self, text: str, before: str = "") -> str:
         """``text`` masked as the last its writer writes, none of it to go on: an end that
         begins a secret (``tok-9f`` of ``tok-9f8e...``), from ``MASKED_START`` characters
-        on and where a word starts (``ana`` of ``banana`` is no secret ``analytics``'s
-        start), is masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``),
-        as the secret, or the ellipsis, written whole there would be. ``before``: the
+        on where a word starts (``ana`` of ``banana`` is no secret ``analytics``'s
+        start) and from ``MIN_LINE`` anywhere (a hex key's first 15 after ``0x``), is
+        masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``), as the
+        secret, or the ellipsis, written whole there would be. ``before``: the
         character written just before ``text`` (none at a line's start)."""
         dots = len(text) - len(text.rstrip("."))
         if dots in (1, 2):
@@ -255,7 +256,10 @@ class Masker:
         forms = self._known_forms()
         at = forms.unfinished_from(text, 0)
         while len(text) - at >= MASKED_START:
-            if _word_starts(text[at], text[at - 1] if at else before) and any(
+            # (mid-word from MIN_LINE characters: a token glued to "Bearer" or "0x"; a
+            # shorter one there is more likely a word's middle, "ana" of "banana")
+            if (len(text) - at >= MIN_LINE or _word_starts(
+                    text[at], text[at - 1] if at else before)) and any(
                     self(text[:at] + form).endswith(MASK) for form in forms.begun_by(text[at:])):
                 return text[:at] + MASK
             at = forms.unfinished_from(text, at + 1)
