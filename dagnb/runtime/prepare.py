@@ -47,7 +47,6 @@ from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
 
 if TYPE_CHECKING:
-    from dagnb.config import Settings
     from dagnb.model.graph import Graph
 
 __all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
@@ -280,7 +279,7 @@ def prepare(
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's
-        secrets=[*known_secret_values(graph), *_masked_only(config).values()],
+        secrets=[*known_secret_values(graph), *config.credential_secrets().values()],
         in_container=container_steps(executor or config.executor),
     )
     options = RunOptions(
@@ -313,7 +312,7 @@ def prepare(
         run.events.subscribe(on_event)
     graph.started(run)
     return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
-                          masked_only=_masked_only(config))
+                          masked_only=config.credential_secrets())
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
@@ -331,15 +330,6 @@ def _others_secrets(graph: Graph, steps: Mapping[str, Step]) -> dict[str, str]:
     names = {name for step in graph if step.name not in steps
              for name in step.secrets}
     return {name: os.environ[name] for name in sorted(names) if name in os.environ}
-
-
-def _masked_only(config: Settings) -> dict[str, str]:
-    """The secrets a run masks and keeps out of the cache without withholding them: the
-    registry's. (Not those earlier runs of the process were given: a later, unrelated
-    graph would have its params refused and its logs masked for a value it never
-    declared, a database's password ``postgres`` in every DSN; a ``dagnb.Memory`` call
-    keeps them out of its cache, see :func:`~dagnb.cache.secret_scan.remember_secrets`.)"""
-    return dict(config.credential_secrets())
 
 
 def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
@@ -361,7 +351,7 @@ def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None) -> No
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_values(checked, {**declared, **_masked_only(settings())})
+    refuse_secret_values(checked, {**declared, **settings().credential_secrets()})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}
