@@ -1360,17 +1360,29 @@ def test_a_param_the_file_does_not_give_as_text_reads_as_yaml_as_it_did(
     assert (out.splitlines()[-1], err) == (f"params given: {name}={read} for s", "")
 
 
-def test_a_secret_given_to_a_number_param_is_not_shown_converted(
+def test_a_secret_given_to_a_number_param_is_refused_before_yaml_reads_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    """`-p number=$API_TOKEN`, a hex token: the refusal printed its decimal value (read
-    as YAML reads it, as before, it is not refused)."""
+    """`-p number=$API_TOKEN`, a hex token: YAML read it as a number, which the check of
+    a param's value did not recognise, so it went in decimal to the params file and the
+    line of the params given (a reviewer's find; `[0x...]` too). The text given is
+    checked before it is read, and refused as a param holding a secret is."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("API_TOKEN", "0x1f2e3d4c5b6a7988")
     (tmp_path / "wf.yml").write_text(_TYPED_PARAMS.replace("params:", "secrets: [API_TOKEN]\n"
                                                            "    params:"))
-    assert main(["validate", "wf.yml", "-p", "number=0x1f2e3d4c5b6a7988"]) == 0
-    assert str(0x1f2e3d4c5b6a7988) not in capsys.readouterr().err  # (no refusal to show it)
+    for command in (["validate", "wf.yml"], ["run", "wf.yml", "--executor", "local"]):
+        for given in ("number=0x1f2e3d4c5b6a7988", "number=[0x1f2e3d4c5b6a7988]"):
+            assert main([*command, "-p", given]) == 2, (command, given)
+            out, err = capsys.readouterr()
+            assert err == (
+                "dagnb: error: --param 'number' holds the value of secret 'API_TOKEN', which "
+                "would be written to the step's params file in the cache folder; read the "
+                "secret from the environment inside the step instead "
+                "(os.environ['API_TOKEN'] in a function, \"$API_TOKEN\" in a command), "
+                "with 'API_TOKEN' in its secrets\n")
+            assert str(0x1f2e3d4c5b6a7988) not in out + err
+    assert not (tmp_path / ".dagnb_cache").exists()
 
 
 def test_a_text_param_runs_with_the_text_as_typed(

@@ -189,6 +189,7 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
 
     mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
     values = param_pairs(args.param, mask, file_values(graph))
+    _refuse_secret_texts(graph, args.param, values)
     changed = set_params(graph, values, repr(args.workflow))  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params
@@ -202,6 +203,27 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
         f"{name}={shown(json.dumps(values[name], ensure_ascii=False), mask)} for "
         f"{', '.join(steps)}"
         for name, steps in changed.items())
+
+
+def _refuse_secret_texts(graph: Any, items: Sequence[str], values: dict[str, Any]) -> None:
+    """Refuse a ``--param`` that YAML read as no text (a number, a list) from a text
+    holding the value of a secret the workflow declares, or the registry's: a key
+    ``0x1F2E3D4C5B6A`` read as the number 34283457370986 passed the check of a param's
+    value (:func:`~dagnb.model.contract.refuse_secret_values`, which refuses text
+    holding one, with the step's name), and went in that form to the params file."""
+    from dagnb.model.masking import SecretFinder
+
+    names = sorted({name for step in graph for name in step.secrets})
+    finder = SecretFinder({**config.settings().credential_secrets(),
+                           **{name: os.environ[name] for name in names if os.environ.get(name)}})
+    for item in items if finder else ():
+        name, _, text = item.partition("=")
+        if not isinstance(values.get(name.strip()), str):
+            finder.refuse(text.encode(), f"--param {name.strip()!r}",
+                          "would be written to the step's params file in the cache folder",
+                          "read the secret from the environment inside the step instead "
+                          "(os.environ[{held!r}] in a function, \"${held}\" in a command), "
+                          "with {held!r} in its secrets")
 
 
 def _stdout_lost(error: OSError, summary: str) -> int:
