@@ -26,6 +26,7 @@ from dagnb.errors import InvalidStepError
 __all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
 
 MASK = "***"
+_SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
 MIN_LINE = 6
 # the fewest characters of a secret's start at the end of the last text written (its
 # writer stopped there) that are masked, where a word starts: fewer end much ordinary
@@ -177,6 +178,16 @@ class Masker:
         self._forms: _Forms | None = None  # (made when first asked: unfinished_from)
 
     def __call__(self, text: str) -> str:
+        masked = self._masked(text)
+        if "\x1b[" not in masked:  # (most text: no colour code to split a secret)
+            return masked
+        # a secret a colour code splits (`tok-9f8e\x1b[0m7d6c...`) reads whole on a
+        # terminal: such text is masked without its colours
+        plain = _SGR.sub("", masked)
+        plain_masked = self._masked(plain)
+        return plain_masked if plain_masked != plain else masked
+
+    def _masked(self, text: str) -> str:
         if "..." in text or "\u2026" in text:  # (first: see the class)
             if self._ellipsis is not None:
                 text = self._ellipsis.pattern.sub(MASK, text)
