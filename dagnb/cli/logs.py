@@ -92,6 +92,7 @@ def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> Non
     """Print the lines of ``files`` (the last ``tail``, of ``stream``), each attempt's
     under a line saying so when there were more, control characters as escapes."""
     from dagnb.runtime.logfile import read_records, tail_records
+    from dagnb.views.live import as_terminal_left
     from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
 
     if tail is not None:
@@ -101,15 +102,10 @@ def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> Non
         records = (r for r in read_records(files) if stream in (None, r.get("stream")))
         marked = len(files) > 1
     colour = sys.stdout.isatty()
-    pairs = ((r.get("attempt", 1), terminal_safe(_as_ended(str(r["line"])), colour))
+    pairs = ((r.get("attempt", 1), terminal_safe(as_terminal_left(str(r["line"])), colour))
              for r in records)
     for line in attempt_marked(pairs, rule_for(sys.stdout), marked):
         sys.stdout.write(f"{line}\n")
-
-
-def _as_ended(line: str) -> str:
-    """A line redrawn with ``\\r`` (a progress bar) as a terminal left it, uncut."""
-    return line.rstrip("\r").rpartition("\r")[2] if "\r" in line else line
 
 
 def _tail(given: str | None) -> int | None:

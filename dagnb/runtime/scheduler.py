@@ -219,9 +219,9 @@ class Scheduler:
 
     def outside_mask(self) -> Callable[[str], str] | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
-        step started): those under
-        ``MIN_LINE`` characters where they are words of their own, as the notebook's own
-        prints go through it too, and a secret ``a`` would mask every ``a``."""
+        step started): those under ``MIN_LINE`` characters where they are words of
+        their own, as the notebook's own prints go through it too, and a secret ``a``
+        would mask every ``a``."""
         return self._cache_secrets.mask if self._cache_secrets is not None else None
 
     # -- the run --------------------------------------------------------------------

@@ -125,9 +125,12 @@ def shown_line(line: str) -> str:
     """A log line as a terminal leaves it, cut to ``LINE_LIMIT``: a progress bar (tqdm)
     rewrites its line with ``\\r`` and prints ``\\n`` only at the end, one line of every
     state it drew, which the widget and the saved notebook would carry whole."""
-    if "\r" in line:
-        line = line.rstrip("\r").rpartition("\r")[2]
-    return bounded_line(line)
+    return bounded_line(as_terminal_left(line))
+
+
+def as_terminal_left(line: str) -> str:
+    """A line redrawn with ``\\r`` (a progress bar) as a terminal left it: its last state."""
+    return line.rstrip("\r").rpartition("\r")[2] if "\r" in line else line
 
 
 def earlier_note(count: int, reader: str) -> str:
