@@ -37,6 +37,7 @@ dagnb it imports).
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import difflib
 import keyword
@@ -45,7 +46,7 @@ import os
 import re
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
 
 from dagnb.errors import InvalidStepError
@@ -571,11 +572,50 @@ class UserLine(NamedTuple):
 
 
 def user_line() -> UserLine | None:
-    """The line :func:`user_stacklevel` points at, of the caller's thread (None if all
-    of its frames are dagnb's), kept to warn there from another thread."""
+    """The line :func:`user_stacklevel` points at, of the caller's thread, kept to warn
+    there from another thread; where the caller is a widget's click, the line that showed
+    the widget (see :func:`acting_for`); None if there is neither."""
     frame = _first_user_frame(sys._getframe(1))[0]
-    return None if frame is None else UserLine(frame.f_code.co_filename, frame.f_lineno,
-                                               frame.f_globals)
+    if frame is None or _delivers(frame):
+        return _acting_line.get()
+    return UserLine(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+
+
+# The packages that deliver a widget's click to its handler: when the first frame past
+# dagnb's is theirs, no line of the user's started the call (the kernel handles a comm
+# message), and naming ipywidgets' line in a warning would only mislead.
+_DELIVERY = frozenset({"ipywidgets", "comm", "ipykernel", "traitlets", "tornado", "zmq"})
+
+# the line that showed the widget whose click is being handled (see acting_for)
+_acting_line: contextvars.ContextVar[UserLine | None] = contextvars.ContextVar(
+    "dagnb_acting_line", default=None)
+
+
+def _delivers(frame: Any) -> bool:
+    return (frame.f_globals.get("__name__") or "").split(".", 1)[0] in _DELIVERY
+
+
+@contextlib.contextmanager
+def acting_for(line: UserLine | None) -> Iterator[None]:
+    """Within it, warnings (and a run started) that no user's line led to name ``line``:
+    a widget's button handler's, with the line of the cell that showed the widget."""
+    token = _acting_line.set(line)
+    try:
+        yield
+    finally:
+        _acting_line.reset(token)
+
+
+def made_here(handler: Callable[[], Any]) -> Callable[[Any], None]:
+    """``handler`` as a widget button's callback whose warnings, and the run it starts,
+    name the user's line that made the widget, taken now (a click comes with none)."""
+    line = user_line()
+
+    def clicked(_: Any) -> None:
+        with acting_for(line):
+            handler()
+
+    return clicked
 
 
 # where a run's warnings point: a run's steps go on dagnb's loop thread, whose frames
@@ -591,11 +631,15 @@ def warn_at_run_caller(line: UserLine | None) -> None:
 
 def warn_user(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` naming the user's line: the one that started the run (see
-    :func:`warn_at_run_caller`), else the caller's first frame outside dagnb."""
+    :func:`warn_at_run_caller`), else the caller's first frame outside dagnb, else (a
+    widget's click) the line that showed the widget (see :func:`acting_for`)."""
     line = _run_caller.get()
     if line is None:
-        warnings.warn(message, category, stacklevel=user_stacklevel())
-        return
+        frame, level = _first_user_frame(sys._getframe(0))
+        user_frame = frame is not None and not _delivers(frame)
+        if user_frame or (line := _acting_line.get()) is None:
+            warnings.warn(message, category, stacklevel=level)
+            return
     where = line.module_globals  # (not passed on: as warnings.warn, linecache reads the
     # file, where a loader asked for the source of a ``python -m`` __main__ raises)
     warnings.warn_explicit(message, category, line.filename, line.lineno,

@@ -6,8 +6,10 @@ widget sends, so the tests can count what would reach the browser.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import re
+import sys
 import threading
 import time
 import types
@@ -244,6 +246,29 @@ def test_run_all_button_starts_and_follows_a_new_run(comms, local):
     widget.stop_following()
     assert widget.run.states() == {"make": "cached", "use": "cached"}
     assert widget.table.value.count("dagnb-state-cached") == 2
+
+
+def test_a_button_run_warns_at_the_line_that_made_the_widget(comms, local):
+    """A click comes from the kernel, with no line of the user's: the run's warnings
+    name the line that made the widget, not ipywidgets' handler."""
+    graph = Graph("unpicklable")
+
+    @graph.step()
+    def make():
+        return lambda: 1  # (cannot be pickled: not stored, and warned of)
+
+    start = start_background(graph)
+    start.wait(30)
+    made = sys._getframe().f_lineno + 1  # (a partial: no frame of this file's in the click)
+    widget = StatusWidget(start, start=functools.partial(start_background, graph))
+    widget.stop_following()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        widget.run_all_button.click()
+        widget.run.wait(30)
+    widget.stop_following()
+    warned = [w for w in caught if "cannot be pickled" in str(w.message)]
+    assert [(w.filename, w.lineno) for w in warned] == [(__file__, made)]
 
 
 def test_run_failed_button_runs_only_what_failed(comms, local):

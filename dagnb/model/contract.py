@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 import os
 import re
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from dagnb.checks import user_stacklevel
+from dagnb.checks import warn_user
 from dagnb.errors import SecretError
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, leak_forms
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
@@ -91,13 +90,13 @@ def _warn_short_secret_params(steps: Iterable[Step], secrets: Mapping[str, str])
             text = json.dumps(value)
             held = next((name for name, mask in maskers if mask(text) != text), None)
             if held is not None:
-                warnings.warn(
+                warn_user(
                     f"step {step.name!r}: param {param!r} holds the value of secret {held!r} "
                     f"(under {MIN_LINE} characters: not refused, as so short a value is common "
                     "in params), which is written in clear to the step's params file in the "
                     "cache folder; if it is the secret, read it from the environment inside "
                     f"the step instead (os.environ[{held!r}] in a function, \"${held}\" in "
-                    "a command)", stacklevel=user_stacklevel())
+                    "a command)")
 
 
 def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
@@ -111,12 +110,12 @@ def _warn_secret_env(steps: Iterable[Step], secrets: Mapping[str, str]) -> None:
         for name, text in step.env.items():
             held = next((secret for secret, word in found if word.search(text)), None)
             if held is not None:
-                warnings.warn(
+                warn_user(
                     f"step {step.name!r}: env {name!r} holds the value of secret "
                     f"{held!r}: it counts in the step's cache key and reaches a container "
                     f"as a plain variable, not a secret; if it is one, declare {name} under "
                     f"the step's secrets (set in the environment), or build it in the step "
-                    f"from ${held}", stacklevel=user_stacklevel())
+                    f"from ${held}")
 
 
 def _secret_words(secrets: Mapping[str, str]) -> list[tuple[str, re.Pattern[str]]]:

@@ -14,6 +14,7 @@ from typing import Any
 import ipywidgets as w
 from IPython.core.error import UsageError
 
+from dagnb.checks import made_here
 from dagnb.errors import DagnbError, InvalidStepError
 from dagnb.model.step import Step
 from dagnb.notebook.cells import cell_options, duration_text
@@ -54,8 +55,8 @@ class Builder(w.VBox):
         self.loaded: Step | None = None  # the step being edited, for the options not shown
         self.existing.observe(lambda change: self.load(change["new"]), names="value")
         self.name.observe(lambda _: self._offer_needs(), names="value")
-        self.save_button.on_click(lambda _: self._save())
-        self.export_button.on_click(lambda _: self._export())
+        self.save_button.on_click(made_here(self._save))
+        self.export_button.on_click(made_here(self._export))
         super().__init__(children=[
             self.existing, self.name, self.image, self.command, self.needs, self.retries,
             self.ttl, w.HBox([self.save_button, self.export_button]), self.message,

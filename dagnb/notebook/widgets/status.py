@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import ipywidgets as w
 from ipywidgets.widgets.widget_string import HTMLStyle  # not exported by ipywidgets 8.1
 
+from dagnb.checks import made_here
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.views.html import header_html, table_html, tail_html
 from dagnb.views.live import STATE_COLOURS, DisplayFeed, LiveState, Publish, retry_line
@@ -198,10 +199,10 @@ class StatusWidget(w.VBox):
                                       "cache Clear cache removes")
         self.clear_button = shared.button(description="Clear cache", icon="trash",
                                           tooltip="Remove the picked step's cache entries")
-        self.run_all_button.on_click(lambda _: self._restart(only_failed=False))
-        self.run_failed_button.on_click(lambda _: self._restart(only_failed=True))
-        self.cancel_button.on_click(lambda _: self.run.cancel())
-        self.clear_button.on_click(lambda _: self._clear())
+        self.run_all_button.on_click(made_here(lambda: self._restart(only_failed=False)))
+        self.run_failed_button.on_click(made_here(lambda: self._restart(only_failed=True)))
+        self.cancel_button.on_click(made_here(lambda: self.run.cancel()))
+        self.clear_button.on_click(made_here(self._clear))
         self.step_picker.observe(self._on_pick, names="value")
         return w.HBox([self.run_all_button, self.run_failed_button, self.cancel_button,
                        self.step_picker, self.clear_button], layout=shared.layout)
