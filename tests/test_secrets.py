@@ -713,7 +713,7 @@ def test_dots_printed_one_by_one_show_with_at_most_five_held_back(monkeypatch):
 
 @pytest.mark.parametrize(("text", "shown"), [
     ("tok-9f", "***"), ("say tok-", "say ***"), ("say tok", "say tok"), ("hello", "hello"),
-    (f"value {CUT[:10]}..", "value ***.."), (f"value {CUT[:10]}.", "value ***."),
+    (f"value {CUT[:10]}..", "value ***.."), (f"value {CUT[:10]}.", f"value {CUT[:10]}."),
     ("cut tok-9.", "cut tok-9."), ("hello.", "hello."), (f"{CUT} tok-9", "*** ***"),
     ("pin 4711", "pin ***"), ("pin 471", "pin 471"), ("pin x471", "pin x471"),
     (base64.b64encode(CUT.encode()).decode()[:5], "***"),
@@ -782,6 +782,46 @@ def test_a_status_line_ending_in_dots_shows_but_for_the_dots(monkeypatch, pieces
     assert _echoed(monkeypatch, pieces) == shown
     # (the dots that wait still mask a tail written after them, the ellipsis finished)
     assert _echoed(monkeypatch, [*pieces, "..", CUT[-6:], "\n"]).endswith("...***\n")
+
+
+SEASON = "Summer2024!"
+
+
+@pytest.mark.parametrize(("secret", "text", "shown"), [
+    (SEASON, "Meet me in Summer.", "Meet me in Summer."),
+    (SEASON, "Meet me in Summer,", "Meet me in Summer,"),
+    (SEASON, "Meet me in Summer!", "Meet me in Summer!"),
+    (SEASON, "Meet me in Summer?", "Meet me in Summer?"),
+    (SEASON, "Meet me in Summer..", "Meet me in ***.."),
+    (SEASON, "Meet me in Summer...", "Meet me in ***..."),
+    (SEASON, "Meet me in Summer\u2026", "Meet me in ***\u2026"),
+    (CUT, f"value {CUT[:8]}...", "value ***..."),
+    (CUT, f"value {CUT[:8]}\u2026", "value ***\u2026"),
+    (CUT, f"value {CUT[:8]}..", "value ***.."),
+], ids=["full-stop", "comma", "exclamation", "question", "two-dots", "ellipsis",
+        "unicode-ellipsis", "token-ellipsis", "token-unicode-ellipsis", "token-two-dots"])
+def test_one_full_stop_after_a_secrets_start_ends_a_sentence_not_a_secret_cut_short(
+        monkeypatch, secret, text, shown):
+    """Let go as output ended, ``Meet me in Summer.`` of a secret ``Summer2024!`` showed
+    as ``Meet me in ***.``: one dot was taken for an ellipsis begun, cutting the secret
+    short, though the same line with its newline (a step's log line too) showed as
+    written. One full stop, like a comma, ends a sentence; ``..``, ``...`` and ``…``
+    still cut a secret short, whether the text comes whole or a character at a time."""
+    from dagnb.executors import capture
+
+    mask = Masker([secret], words_below=MIN_LINE)
+    monkeypatch.setattr(capture, "_masks", (mask,))
+    for size in (len(text), 1, 2, 3):
+        out = io.StringIO()
+        echo = capture._HeldEcho(out)
+        for piece in _chunks(text, size):
+            echo.write(piece)
+        echo.release()
+        assert out.getvalue() == shown, size
+    # a whole line (a step's log line) shows the same, but for `..` ending it: only
+    # let go last is an ellipsis begun taken for one
+    if not (text.endswith("..") and not text.endswith("...")):
+        assert mask(text + "\n") == shown + "\n"
 
 
 def test_what_a_thread_holds_back_is_let_go_masked_as_its_cell_ends(workdir, monkeypatch,

@@ -254,13 +254,14 @@ class Masker:
         on where a word starts (``ana`` of ``banana`` is no secret ``analytics``'s
         start) and from ``MIN_LINE`` anywhere (a hex key's first 15 after ``0x``), is
         masked too, and one that an ellipsis begun cuts short (``tok-9f8e..``), as the
-        secret, or the ellipsis, written whole there would be. ``before``: the
-        character written just before ``text`` (none at a line's start)."""
-        dots = len(text) - len(text.rstrip("."))
-        if dots in (1, 2):
-            finished = self(text + "." * (3 - dots))
+        secret, or the ellipsis, written whole there would be. One full stop ends a
+        sentence, not an ellipsis: ``Meet me in Summer.`` of a secret ``Summer2024!``
+        shows as written, as the same line does when its newline follows.
+        ``before``: the character written just before ``text`` (none at a line's start)."""
+        if text.endswith("..") and not text.endswith("..."):
+            finished = self(text + ".")
             if finished.endswith(MASK + "..."):
-                return finished[:-3] + "." * dots
+                return finished[:-1]
         text = self(text)
         if not self._kept:
             return text
