@@ -932,3 +932,56 @@ def test_a_worker_that_logs_no_start_event_still_has_the_step_s_timeout_enforced
     assert run.states() == {"nap": "failed"}, run.status()
     assert "timeout" in run.status_rows()["nap"]["error"]
     assert took < 4.5, took
+
+
+def test_a_memory_call_on_a_worker_keeps_the_run_s_secrets_out_of_its_cache(on_dask,
+                                                                           monkeypatch):
+    """A dagnb.Memory function called in a dask step that declares a secret, or by a
+    thread the step left running, wrote the secret in clear into its cache: the step's
+    process on the worker knew no secret of the run (this process remembers them, the
+    worker's did not). It knows its step's now, and the registry's the workers inherited
+    (no step declares it), as this process knows the run's."""
+    secret = "sk-live-4f9a8b7c6d5e"
+    monkeypatch.setenv("DASK_TEST_TOKEN", secret)
+    dagnb.configure(container_credentials={"username": "u", "password_env": "DASK_OTHER_TOKEN"})
+    memo = on_dask / "memo"
+
+    def use() -> int:
+        import threading
+
+        memory = dagnb.Memory(memo)
+
+        @memory.cache
+        def session(url, token):
+            return {"url": url, "auth": "Bearer " + token}
+
+        @memory.cache
+        def length(url, token):
+            return len(url) + len(token)
+
+        token = os.environ["DASK_TEST_TOKEN"]
+
+        def later() -> None:  # (after the step returned: the process waits for it)
+            time.sleep(0.5)
+            session("http://later", token)
+            length("http://later", token)
+
+        threading.Thread(target=later).start()
+        length("http://registry", os.environ["DASK_OTHER_TOKEN"])
+        return len(session("http://now", token)["auth"]) + length("http://now", token)
+
+    step = Step("use", func=use, executor="dask", secrets=["DASK_TEST_TOKEN"], cache=False,
+                timeout=60)
+    run = Graph("g", [step]).run()
+    assert run.ok, run.status()
+    assert run.result("use") == len("Bearer ") + len(secret) + len("http://now") + len(secret)
+    held = [str(p) for p in memo.rglob("*") if p.is_file()
+            and any(value in p.read_bytes() for value in (b"sk-live-4f9a", b"inherited-secret"))]
+    assert held == []
+    assert list(memo.rglob("*")), "the calls without the secret in their result are cached"
+    # each call holding it warned, naming it: the step's as on the local executor, the
+    # thread's as a call outside a step does
+    lines = run.logs("use").line.tolist()
+    warned = [line for line in lines if "holds the value of secret 'DASK_TEST_TOKEN'" in line]
+    assert len(warned) == 2, lines
+    assert sum("stays known until the process ends" in line for line in warned) == 1, lines

@@ -73,7 +73,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -193,6 +193,7 @@ def _payload(task: Task) -> list[wire.Frame]:
         "cwd": workdir_of(task),  # (one that is no folder fails the step here)
         "env": {**task.env, **task.secrets},
         "withheld": sorted(task.withheld),  # other steps' secrets, as the local executor
+        "secrets": _secret_names(task),  # (names only: the step's values are in env)
         "is_async": step.is_async,
     }
     try:
@@ -206,6 +207,13 @@ def _payload(task: Task) -> list[wire.Frame]:
             "locks and connections inside the step instead of passing or capturing them",
             step=step.name,
         ) from exc
+
+
+def _secret_names(task: Task) -> list[str]:
+    """The names of the secrets the step's process on the worker keeps out of any
+    ``dagnb.Memory`` cache: the step's own, and the registry's that the settings name
+    (a worker started here inherits it, and no step declares it)."""
+    return sorted({*task.secrets, *settings().credential_secrets()})
 
 
 def _send_by_value(func: Any) -> None:
@@ -774,13 +782,28 @@ def child_main() -> None:
     del values
     for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
         linecache.cache.setdefault(filename, (sum(map(len, lines)), None, lines, filename))
-    for name in spec["withheld"]:  # the worker may have inherited them
-        os.environ.pop(name, None)
+    # the worker may have inherited other steps' secrets: not the step's to read
+    inherited = {name: os.environ.pop(name, "") for name in spec["withheld"]}
     os.environ.update(spec["env"])
+    _remember_secrets(spec.get("secrets", ()), inherited)  # (an older client: none)
     _unshared_contract(func, spec, scratch=os.path.dirname(sys.argv[1]))
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
     _write_report(_call(func, kwargs, spec))
+
+
+def _remember_secrets(names: Iterable[str], inherited: dict[str, str]) -> None:
+    """Keep the run's secrets that this process has out of any ``dagnb.Memory`` cache a
+    call in it writes, in the step or in a thread the step leaves running, as the
+    client's process keeps a run's (it remembers them; nothing here did): the step's
+    own, and those the worker inherited. Only names travel for it: no value reaches
+    the worker that was not there. A call in the step's context finds them in its
+    task (:func:`_child_task`), as on the local executor."""
+    from dagnb.cache.secret_scan import remember_secrets, set_secrets_source
+    from dagnb.executors.context import step_secrets
+
+    remember_secrets({**inherited, **{name: os.environ.get(name, "") for name in names}})
+    set_secrets_source(step_secrets)
 
 
 def _write_report(report: dict[str, Any]) -> None:
@@ -860,14 +883,18 @@ def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
 
 
 def _child_task(func: Any, spec: dict[str, Any], log: Any) -> Task:
-    """A Task as ``dagnb.current()`` and the failure report read it."""
+    """A Task as ``dagnb.current()``, the failure report and a ``dagnb.Memory`` call
+    in the step (the secrets this process remembers) read it."""
+    from dagnb.cache.secret_scan import secrets_in_force
     from dagnb.model.step import Step
 
     step = Step(spec["name"], func=func, params=spec["params"])
     inputs = {name: Input(name, path) for name, path in spec["inputs"].items()}
-    return Task(step=step, attempt=spec["attempt"], inputs=inputs, secrets={},
+    task = Task(step=step, attempt=spec["attempt"], inputs=inputs, secrets={},
                 base_dir=Path.cwd(), log=log,
                 out_dir=Path(spec["out_dir"]))
+    task.cache_secrets = secrets_in_force()
+    return task
 
 
 def _error_report(task: Task, exc: Exception) -> dict[str, Any]:
