@@ -136,6 +136,54 @@ def test_dagnb_logs_says_where_a_stored_step_s_lines_went(failed, tmp_path):
     assert "in Python, dagnb.load('wf.yml').run(['fine']).logs('fine') replays" in done.stderr
 
 
+CACHED = """\
+steps:
+  greet:
+    secrets: [TOKEN]
+    run: 'echo "token is $TOKEN"; echo "warn one" >&2; echo "out two"'
+  quiet:
+    run: 'true'
+  many:
+    run: 'seq 1 5000'
+"""
+
+
+def test_dagnb_logs_prints_a_cached_step_s_lines_from_its_cache_entry(tmp_path):
+    """A fully cached re-run is the common last run: its steps' lines are their entries',
+    those of the run that stored them, masked as they were stored."""
+    (tmp_path / "wf.yml").write_text(CACHED)
+    env = {**os.environ, "TOKEN": "hunter2-s3cr3t-value"}
+    for _ in range(2):  # (the second run: every step from the cache)
+        dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path, env=env)
+    done = dagnb("logs", "wf.yml", "greet", cwd=tmp_path)
+    assert done.returncode == 0  # (the two streams' lines in the order they came)
+    assert sorted(done.stdout.splitlines()) == ["out two", "token is ***", "warn one"]
+    header = re.fullmatch(r"dagnb: step 'greet' came from the cache in run \S+: its lines "
+                          r"from the run that stored the entry, at \S+ \S+\n", done.stderr)
+    assert header is not None, done.stderr
+    assert "hunter2" not in done.stdout + done.stderr
+    tail = dagnb("logs", "wf.yml", "greet", "--tail", "1", "--stream", "stdout", cwd=tmp_path)
+    assert tail.stdout == "out two\n"
+    many = dagnb("logs", "wf.yml", "many", "--tail", "2", cwd=tmp_path)  # (an entry's folder)
+    assert (many.returncode, many.stdout) == (0, "4999\n5000\n")
+    quiet = dagnb("logs", "wf.yml", "quiet", cwd=tmp_path)
+    assert (quiet.returncode, quiet.stdout) == (0, "")
+    assert re.search(r"; the run that stored its entry, at \S+ \S+, printed nothing\n$",
+                     quiet.stderr)
+
+
+def test_dagnb_logs_of_a_cached_step_whose_entry_is_gone_says_to_run_again(tmp_path):
+    (tmp_path / "wf.yml").write_text(CACHED)
+    for _ in range(2):
+        dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path,
+              env={**os.environ, "TOKEN": "x"})
+    dagnb("cache", "clear", "--all", cwd=tmp_path)
+    done = dagnb("logs", "wf.yml", "greet", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr.count("\n") == 1 and "entry is no longer in" in done.stderr
+    assert done.stderr.endswith("run the workflow again (dagnb run wf.yml) to see its lines\n")
+
+
 def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     done = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)

@@ -4,23 +4,32 @@
 step's log files in the run's folder (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``,
 every attempt's, masked as they were logged, each attempt's under ``── attempt N ──``
 when there were more), in the newest recorded run of the workflow file that had the
-step; control characters show as escapes, as under ``dagnb run``'s failures. The
-attempt that succeeded and was stored left its file with its cache entry instead (the
-run's folder keeps the lines of steps that failed, were cancelled, or were not stored):
-said in one line on stderr, with how to read them. (:mod:`dagnb.cli` registers this as
-its ``logs`` subcommand.)
+step; control characters show as escapes, as under ``dagnb run``'s failures. A step
+served from the cache in that run (a re-run whose inputs did not change) shows the lines
+of its cache entry, those of the run that stored it (the run's record names the entry),
+under one line on stderr saying so and when; an entry gone since (a cleared cache) is
+said in one line. The attempt of a step that ran, succeeded and was stored left its
+file with its cache entry too (the run's folder keeps the lines of steps that failed,
+were cancelled, or were not stored): said in one line on stderr, with how to read them.
+(:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagnb import checks
 from dagnb.errors import ConfigError
+
+if TYPE_CHECKING:
+    from dagnb.cache.entry import Entry
+    from dagnb.runtime.history import StepInRun
 
 __all__ = ["add_parser", "run"]
 
@@ -38,21 +47,23 @@ def add_parser(sub: Any) -> None:
 
 def run(args: argparse.Namespace, graph: Any) -> int:
     """``dagnb logs``, for the workflow ``graph`` loaded from ``args.workflow``; 1 when
-    the run's folder holds none of the lines of a step that succeeded there."""
+    neither the run's folder nor the cache holds the lines of a step done there."""
     from dagnb.runtime.history import DONE_STATES
 
     tail = _tail(args.tail)
     graph[args.step]  # (an unknown step: refused, with the closest name)
-    run_id, state, files = _last_log(args, graph)
+    found, files = _last_log(args, graph)
+    if found.state == "cached" and found.entry is not None:
+        return _print_entry(args, found.run, found.entry, tail)
     _print_lines(files, tail, args.stream)
-    if state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
-        print(f"dagnb: step {args.step!r} {_DONE[state]} in run {run_id}: the lines of an "
-              "attempt stored in the cache are kept with its entry, not in the run's folder; "
-              f"in Python, {_replay(args)} replays them from the cache (nothing, for a step "
-              "that printed nothing or was not stored)", file=sys.stderr)
+    if found.state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
+        print(f"dagnb: step {args.step!r} {_DONE[found.state]} in run {found.run}: the lines "
+              "of an attempt stored in the cache are kept with its entry, not in the run's "
+              f"folder; in Python, {_replay(args)} replays them from the cache (nothing, for "
+              "a step that printed nothing or was not stored)", file=sys.stderr)
         return 1
     if not files:
-        print(f"dagnb: step {args.step!r} ({state}) printed nothing in run {run_id}",
+        print(f"dagnb: step {args.step!r} ({found.state}) printed nothing in run {found.run}",
               file=sys.stderr)
     return 0
 
@@ -60,9 +71,9 @@ def run(args: argparse.Namespace, graph: Any) -> int:
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
 
 
-def _last_log(args: argparse.Namespace, graph: Any) -> tuple[str, str, list[Path]]:
-    """The newest run of the workflow that had the step: its id, the step's state there,
-    and the log files of its attempts in the run's folder."""
+def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Path]]:
+    """The step in the newest run of the workflow that had it, and the log files of its
+    attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.runtime.history import DONE_STATES, last_run_of
     from dagnb.runtime.logfile import attempt_files
@@ -72,13 +83,37 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[str, str, list[Path
     if found is None:
         raise ConfigError(f"no run of {args.workflow!r} recorded in {str(folder)!r} had step "
                           f"{args.step!r}; run it first (dagnb run {args.workflow})")
-    run_id, state = found
-    run_folder = folder / ".runs" / run_id
-    if not run_folder.is_dir() and state not in DONE_STATES:  # (stored: lines in the cache)
-        raise ConfigError(f"run {run_id}, the last that had step {args.step!r}, has no "
+    run_folder = folder / ".runs" / found.run
+    if not run_folder.is_dir() and found.state not in DONE_STATES:  # (stored: in the cache)
+        raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, has no "
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
-    return run_id, state, attempt_files(run_folder / args.step)
+    return found, attempt_files(run_folder / args.step)
+
+
+def _print_entry(args: argparse.Namespace, run_id: str, key: str, tail: int | None) -> int:
+    """Print the lines of the cache entry a cached step was served from in that run (the
+    lines of the run that stored it, as ``run.logs(step)`` replays them), under one line
+on stderr saying so and when; 1 if the entry is gone."""
+    from dagnb.cache import local_folder, store_for
+
+    folder = local_folder(args.cache_dir)
+    entry = store_for(folder).peek(args.step, key)
+    if entry is None:
+        print(f"dagnb: step {args.step!r} came from the cache in run {run_id}, and that "
+              f"entry is no longer in {str(folder)!r} (the cache was cleared or pruned since): "
+              f"run the workflow again (dagnb run {args.workflow}) to see its lines",
+              file=sys.stderr)
+        return 1
+    made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    if entry.head_field("log_lines") == 0:  # (no file: a silent step's entry has none)
+        print(f"dagnb: step {args.step!r} came from the cache in run {run_id}; the run "
+              f"that stored its entry, at {made}, printed nothing", file=sys.stderr)
+        return 0
+    print(f"dagnb: step {args.step!r} came from the cache in run {run_id}: its lines "
+          f"from the run that stored the entry, at {made}", file=sys.stderr, flush=True)
+    _print_records(_entry_records(entry, tail, args.stream), marked=False)  # (one attempt)
+    return 0
 
 
 def _replay(args: argparse.Namespace) -> str:
@@ -90,10 +125,8 @@ def _replay(args: argparse.Namespace) -> str:
 
 def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> None:
     """Print the lines of ``files`` (the last ``tail``, of ``stream``), each attempt's
-    under a line saying so when there were more, control characters as escapes."""
+    under a line saying so when there were more."""
     from dagnb.runtime.logfile import read_records, tail_records
-    from dagnb.views.live import as_terminal_left
-    from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
 
     if tail is not None:
         records: Iterable[dict[str, Any]] = tail_records(files, tail, stream)
@@ -101,6 +134,28 @@ def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> Non
     else:  # (streamed: every attempt that printed has a file)
         records = (r for r in read_records(files) if stream in (None, r.get("stream")))
         marked = len(files) > 1
+    _print_records(records, marked)
+
+
+def _entry_records(entry: Entry, tail: int | None,
+                   stream: str | None) -> Iterable[dict[str, Any]]:
+    """The lines of a cache entry (its last ``tail``, of ``stream``): a packed one's from
+    memory (no folder made for it), a folder's tail read back from the end of its file."""
+    from dagnb.cache.entry import PackedEntry
+    from dagnb.runtime.logfile import tail_records
+
+    if tail is not None and not isinstance(entry, PackedEntry):
+        return tail_records([entry.log_file], tail, stream)
+    records = (r for r in entry.iter_logs() if stream in (None, r.get("stream")))
+    return records if tail is None else collections.deque(records, maxlen=tail)
+
+
+def _print_records(records: Iterable[dict[str, Any]], marked: bool | None) -> None:
+    """Print log records, control characters as escapes (colour kept on a terminal),
+    under attempt lines when ``marked`` (None: when they span attempts)."""
+    from dagnb.views.live import as_terminal_left
+    from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
+
     colour = sys.stdout.isatty()
     pairs = ((r.get("attempt", 1), terminal_safe(as_terminal_left(str(r["line"])), colour))
              for r in records)

@@ -4,16 +4,17 @@ of run records, ``<cache>/.runs/records.jsonl``.
 A run's folder holds its steps' working directories (``<step>/out``, ``<step>/in``,
 ``params.json``) and ``.uses``, the cache entries it hands to its steps (eviction in any
 process leaves them alone while the run is live). When a run ends, one line is appended
-to the records log: the run's
-id, the graph's name, its workflow file (``source``, for a graph loaded from one), when
-it ended, each step's final state and the params given for the run (``params``: the
-values ``dagnb run --param`` set; none, no field). ``dagnb run --only-failed`` reads the
-newest record of a workflow from there, so it works in a new process: of that file, since
-files made from one template share its name; of that name, for a graph built in Python
-or a notebook, and for records older versions wrote without a file. A step's state
-counts only among the runs given the same params: a step done with ``city=Paris`` has
-not run with ``city=Rome``. (Runs of older versions left ``run.json`` in their folder,
-and their records have no params; those are read too, as runs given none.)
+to the records log: the run's id, the graph's name, its workflow file (``source``, for a
+graph loaded from one), when it ended, each step's final state, the params given for the
+run (``params``: the values ``dagnb run --param`` set; none, no field) and the key of the
+cache entry each step was served from or stored in (``entries``: ``dagnb logs`` reads a
+cached step's lines from it; none, no field). ``dagnb run --only-failed`` reads the newest
+record of a workflow from there, so it works in a new process: of that file, since files
+made from one template share its name; of that name, for a graph built in Python or a
+notebook, and for records older versions wrote without a file. A step's state counts
+only among the runs given the same params: a step done with ``city=Paris`` has not run
+with ``city=Rome``. (Runs of older versions left ``run.json`` in their folder, and their
+records have no params, nor entries; those are read too, as runs given none.)
 
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
@@ -51,7 +52,7 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dagnb.cache.backend import make_folder
 from dagnb.cache.housekeeping import RUN_USES
@@ -65,6 +66,7 @@ __all__ = [
     "RECORDS_NAME",
     "RECORD_NAME",
     "RunFolder",
+    "StepInRun",
     "last_params",
     "last_run_of",
     "last_states",
@@ -89,8 +91,8 @@ DONE_STATES = frozenset({"succeeded", "cached"})
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_lease", "_lock", "_path", "_pruning", "_uses",
-                 "_uses_file", "_uses_urgent", "params", "run_id", "source", "text")
+    __slots__ = ("_cache_dir", "_closed", "_entries", "_lease", "_lock", "_path", "_pruning",
+                 "_uses", "_uses_file", "_uses_urgent", "params", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
                  params: Mapping[str, Any] | None = None) -> None:
@@ -108,6 +110,7 @@ class RunFolder:
         self._uses: list[str] | None = []  # entries used, kept until the folder is made
         self._uses_file: int | None = None
         self._uses_urgent = False  # whether a kept use is of an entry read from disk later
+        self._entries: dict[str, str] = {}  # step -> key of the entry it used, for the record
         # (a step's own thread may make the folder, through current().inputs, while the
         # loop notes uses: a use noted as the kept ones are written out is not lost)
         self._lock = threading.Lock()
@@ -158,6 +161,7 @@ class RunFolder:
         (A step name holds no space or control character.)"""
         line = f"{step}\t{key}\n"
         with self._lock:
+            self._entries[step] = key
             if self._uses is not None:
                 self._uses.append(line)
                 self._uses_urgent = self._uses_urgent or read_from_disk
@@ -194,6 +198,8 @@ class RunFolder:
             record["source"] = str(self.source)
         if self.params:  # (most runs are given none: no field)
             record["params"] = self.params
+        if self._entries:
+            record["entries"] = self._entries
         log_size = 0
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
@@ -285,15 +291,26 @@ def last_params(cache_dir: Path, graph_name: str,
     return _params(runs[-1]) if runs else None
 
 
+class StepInRun(NamedTuple):
+    """A step in a recorded run: the run's id, the step's final state there, and the key
+    of the cache entry it was served from or stored in (None: none, or not recorded)."""
+
+    run: str
+    state: str
+    entry: str | None
+
+
 def last_run_of(cache_dir: Path, graph_name: str, source: Path | None,
-                step: str) -> tuple[str, str] | None:
-    """(run id, state of ``step``) of the newest recorded run of this workflow that had
-    ``step``; None when no run had it."""
+                step: str) -> StepInRun | None:
+    """``step`` in the newest recorded run of this workflow that had it; None when no
+    run had it."""
     for record in reversed(_runs_of(cache_dir, graph_name, source)):
         states = record.get("states")
         state = states.get(step) if isinstance(states, dict) else None
         if isinstance(state, str) and isinstance(record.get("run"), str):
-            return record["run"], state
+            entries = record.get("entries")
+            key = entries.get(step) if isinstance(entries, dict) else None
+            return StepInRun(record["run"], state, key if isinstance(key, str) else None)
     return None
 
 
