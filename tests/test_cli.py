@@ -1392,3 +1392,29 @@ def test_a_text_param_runs_with_the_text_as_typed(
     assert main(["run", "wf.yml", "--executor", "local", "-p", "text=3.10 # v"]) == 0
     outputs = next((tmp_path / ".dagnb_cache").rglob("o"))
     assert outputs.read_text() == "[3.10 # v]\n"
+
+
+_TEXT_ITEMS = ("steps:\n  s:\n    params: {pythons: ['3.10', '3.11'], images: {lin: '3.10'}, "
+               "nums: [1, 2]}\n    run: 'true'\n")
+
+
+@pytest.mark.parametrize(("name", "given", "read"), [
+    ("pythons", "[3.10, 3.12]", '["3.10", "3.12"]'),
+    ("pythons", "[yes, ~, 0755, 2024-01-01, a]", '["yes", "~", "0755", "2024-01-01", "a"]'),
+    ("pythons", "['3.10', \"3.12\", !!float 3.14]", '["3.10", "3.12", 3.14]'),
+    ("images", "{lin: 3.10, mac: '3.12', win: yes}",
+     '{"lin": "3.10", "mac": "3.12", "win": "yes"}'),
+    ("nums", "[3.10, 2]", "[3.1, 2]"), ("pythons", "3.10", "3.1"),
+    ("images", "[3.10]", "[3.1]"),
+])
+def test_a_list_or_map_the_file_gives_as_text_items_keeps_them_as_typed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        name: str, given: str, read: str) -> None:
+    """`-p 'pythons=[3.10, 3.12]'` for `pythons: ["3.10", "3.11"]` made [3.1, 3.12]: the
+    items YAML reads as no text are kept as typed, as a text param's value is; quoted
+    or tagged ones, and params the file gives otherwise, read as YAML reads them."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(_TEXT_ITEMS)
+    assert main(["validate", "wf.yml", "-p", f"{name}={given}"]) == 0
+    out, err = capsys.readouterr()
+    assert (out.splitlines()[-1], err) == (f"params given: {name}={read} for s", "")

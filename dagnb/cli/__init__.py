@@ -90,9 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="workflows: set the param NAME of every step that has it (the value "
                           "read as the file reads it; as typed for a param the file gives as "
-                          "text, unless quoted); notebooks: a name the cell tagged 'parameters' "
-                          "assigns (papermill's convention; JSON when it parses, else text; as "
-                          "typed where that cell assigns text)")
+                          "text, and the items of a list it gives as text items, unless "
+                          "quoted); notebooks: a name the cell tagged 'parameters' assigns "
+                          "(papermill's convention; JSON when it parses, else text; as typed "
+                          "where that cell assigns text)")
     run.add_argument("--output", "-o", default=None, metavar="FILE.ipynb",
                      help="notebooks: write the executed notebook here")
     _add_switches(run)

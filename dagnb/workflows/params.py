@@ -4,7 +4,10 @@ A value is read as the file reads ``rows: 5`` (``5`` the number, ``yes`` true, `
 a list, ``'"5"'`` the text), so one value written in the file or given on the command
 line makes one cache key; but for a param the file gives as text (in every step that has
 it), the value is the text as typed (``3.10``, ``0755``, ``yes``, ``#x`` stay so: YAML
-would make them 3.1, 493, true and null), unless it is written quoted. The value
+would make them 3.1, 493, true and null), unless it is written quoted; likewise the
+items of a list given for a param the file gives as lists of text (``[3.10, 3.12]`` is
+``["3.10", "3.12"]``), and the values of a map for one it gives as maps of text values,
+each unless written quoted (or tagged). The value
 replaces the param in every step that declares it, in its own ``params`` or through
 ``defaults``; a name no step declares is refused.
 """
@@ -59,7 +62,9 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
     """``text`` as the workflow file reads the value of ``name: text``; what the file
     would refuse (``a: b``, ``*.csv``, a date) is refused, with the quoting that fixes it.
     Where the file gives ``name`` only as text (``in_file``: its values there), ``text``
-    is that text as typed, not read as YAML, unless it is written quoted (``"3.10"``)."""
+    is that text as typed, not read as YAML, unless it is written quoted (``"3.10"``);
+    where it gives ``name`` only as lists of text (maps of text values), so are the items
+    (values) of a flow list (map) written bare."""
     if in_file and all(isinstance(default, str) for default in in_file) and not (
             _written_quoted(text)):
         return text
@@ -79,6 +84,9 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
                             f"written in the file cannot be; {quoted}, or write a list as "
                             "[a, b]")
     value = parse_yaml(text, where)  # (with the file's limits on size and nesting)
+    kind = _text_items_of(in_file)
+    if kind is not None and isinstance(node, kind) and _items_as_typed(node, text):
+        value = _constructed(node)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -86,6 +94,42 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
                             f"{shown(str(value), mask)}, and a param is a JSON value; "
                             f"{quoted}") from None
     return value
+
+
+_STR = "tag:yaml.org,2002:str"
+
+
+def _text_items_of(in_file: Sequence[Any]) -> type[yaml.Node] | None:
+    """The node a value of a param takes its items as typed in: a flow list where the file
+    gives the param only as lists of text, a flow map where only as maps of text values
+    (an empty one says nothing of its items); else None."""
+    for kind, node in ((list, yaml.SequenceNode), (dict, yaml.MappingNode)):
+        if in_file and all(isinstance(v, kind) and v for v in in_file):
+            items = (item for v in in_file for item in (v.values() if kind is dict else v))
+            return node if all(isinstance(item, str) for item in items) else None
+    return None
+
+
+def _items_as_typed(node: yaml.Node, text: str) -> bool:
+    """Retag as text the items of a flow list (the values of a flow map) that are written
+    bare, with no quotes, tag or anchor, and that YAML reads as no text (``3.10``,
+    ``yes``, ``~``): kept as typed, as a text param's value is. Whether any was."""
+    items = node.value if isinstance(node, yaml.SequenceNode) else [v for _, v in node.value]
+    bare = [item for item in items if isinstance(item, yaml.ScalarNode) and item.tag != _STR
+            and item.style is None
+            and text[item.start_mark.index:item.end_mark.index] == item.value]
+    for item in bare:
+        item.tag = _STR
+    return bool(bare)
+
+
+def _constructed(node: yaml.Node) -> Any:
+    """The value of a composed (and retagged) YAML node."""
+    loader = yaml.SafeLoader("")
+    try:
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
 
 
 def _written_quoted(text: str) -> bool:
