@@ -8,9 +8,10 @@ step; control characters show as escapes, as under ``dagnb run``'s failures. A s
 served from the cache in that run (a re-run whose inputs did not change) shows the lines
 of its cache entry, those of the run that stored it (the run's record names the entry),
 under one line on stderr saying so and when; an entry gone since (a cleared cache) is
-said in one line. The attempt of a step that ran, succeeded and was stored left its
-file with its cache entry too (the run's folder keeps the lines of steps that failed,
-were cancelled, or were not stored): said in one line on stderr, with how to read them.
+said in one line. A step that ran, succeeded and was stored in that run left its lines
+with its cache entry too (the run's folder keeps the lines of steps that failed, were
+cancelled, or were not stored): they come from there, under such a line. A record
+written before runs named their entries says how to read them in Python instead.
 (:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
 
@@ -53,8 +54,9 @@ def run(args: argparse.Namespace, graph: Any) -> int:
     tail = _tail(args.tail)
     graph[args.step]  # (an unknown step: refused, with the closest name)
     found, files = _last_log(args, graph)
-    if found.state == "cached" and found.entry is not None:
-        return _print_entry(args, found.run, found.entry, tail)
+    if found.entry is not None and (found.state == "cached" or (
+            found.state == "succeeded" and not files)):  # (stored: its lines with it)
+        return _print_entry(args, found, tail)
     _print_lines(files, tail, args.stream)
     if found.state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
         print(f"dagnb: step {args.step!r} {_DONE[found.state]} in run {found.run}: the lines "
@@ -91,29 +93,39 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
     return found, attempt_files(run_folder / args.step)
 
 
-def _print_entry(args: argparse.Namespace, run_id: str, key: str, tail: int | None) -> int:
-    """Print the lines of the cache entry a cached step was served from in that run (the
-    lines of the run that stored it, as ``run.logs(step)`` replays them), under one line
-on stderr saying so and when; 1 if the entry is gone."""
+def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -> int:
+    """Print the lines of the cache entry a step was served from in that run (the lines
+    of the run that stored it, as ``run.logs(step)`` replays them), or stored there,
+    under one line on stderr saying so and when; 1 if the entry is gone."""
     from dagnb.cache import local_folder, store_for
 
     folder = local_folder(args.cache_dir)
-    entry = store_for(folder).peek(args.step, key)
+    entry = store_for(folder).peek(args.step, found.entry)
+    run_id, done = found.run, _DONE[found.state]
     if entry is None:
-        print(f"dagnb: step {args.step!r} came from the cache in run {run_id}, and that "
+        print(f"dagnb: step {args.step!r} {done} in run {run_id}, and its cache "
               f"entry is no longer in {str(folder)!r} (the cache was cleared or pruned since): "
               f"run the workflow again (dagnb run {args.workflow}) to see its lines",
               file=sys.stderr)
         return 1
     made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
-    if entry.head_field("log_lines") == 0:  # (no file: a silent step's entry has none)
-        print(f"dagnb: step {args.step!r} came from the cache in run {run_id}; the run "
-              f"that stored its entry, at {made}, printed nothing", file=sys.stderr)
+    silent = entry.head_field("log_lines") == 0  # (no file: a silent step's entry has none)
+    said = f"dagnb: step {args.step!r} {done} in run {run_id}"
+    print(_entry_header(said, found.state == "cached", made, silent), file=sys.stderr,
+          flush=True)
+    if silent:
         return 0
-    print(f"dagnb: step {args.step!r} came from the cache in run {run_id}: its lines "
-          f"from the run that stored the entry, at {made}", file=sys.stderr, flush=True)
     _print_records(_entry_records(entry, tail, args.stream), marked=False)  # (one attempt)
     return 0
+
+
+def _entry_header(said: str, cached: bool, made: str, silent: bool) -> str:
+    """The line over a cache entry's lines: whose run's they are, and when it stored them."""
+    if cached:
+        return (f"{said}; the run that stored its entry, at {made}, printed nothing" if silent
+                else f"{said}: its lines from the run that stored the entry, at {made}")
+    return (f"{said}, stored in the cache at {made}; it printed nothing" if silent
+            else f"{said}: its lines, stored with its cache entry at {made}")
 
 
 def _replay(args: argparse.Namespace) -> str:
