@@ -796,6 +796,34 @@ def test_save_writes_no_secret_and_the_saved_steps_find_the_helper_modules_besid
     assert any(line.split()[:2] == ["feat", "cached"] for line in done.stdout.splitlines())
 
 
+def test_a_saved_workflow_run_with_another_param_gives_the_notebooks_downstream_result(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """``total`` reads ``rows``, the notebook variable ``load``'s result is published under
+    (no --needs): saved, ``rows`` was written by value, so ``dagnb run -p n=5`` ran load
+    again and total still summed the rows of n=3 (3; the notebook's cells give 10)."""
+    for n in (3, 5):  # the notebook's own answers
+        kernel.run(f"%%dagger load --python --param n={n} --outputs rows\nrows = list(range(n))\n")
+        assert error(kernel.run("%%dagger total --python --outputs total\ntotal = sum(rows)\n")
+                     ) is None
+        assert kernel.value("total") == {3: "3", 5: "10"}[n]
+        if n == 3:
+            saved = kernel.run("%dagger save pipeline.yml")
+            assert error(saved) is None and usage_error(saved) == "", saved
+    console = [sys.executable, "-m", "dagnb.cli", "run", "pipeline.yml"]
+    for ran in (("succeeded", "cached"), ("cached",)):  # (run again unchanged: cached)
+        done = subprocess.run([*console, "-p", "n=5"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=60)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert any(line.split()[:1] == ["total"] and line.split()[1] in ran
+                   for line in done.stdout.splitlines()), done.stdout
+    script = ("import dagnb\nfrom dagnb.workflows.params import set_params\n"
+              "graph = dagnb.load('pipeline.yml')\nset_params(graph, {'n': 5}, 'pipeline.yml')\n"
+              "run = graph.run()\nprint(run.states()['total'], run.result('total'))\n")
+    read = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert read.stdout.split() == ["cached", "10"], read.stdout + read.stderr
+
+
 def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:
     kernel.run("Made = type('Made', (), {'size': 2})")
     kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")

@@ -456,6 +456,90 @@ def test_save_refuses_ipython_syntax_naming_the_step(shell, tmp_path):
         line(shell, "save flow.yml")
 
 
+def _params_set(graph, **values):
+    from dagnb.workflows.params import set_params
+
+    set_params(graph, values, "flow.yml")
+    return graph
+
+
+@pytest.mark.parametrize("needs", ["", "--needs load"], ids=["no-needs", "needs"])
+def test_save_passes_an_upstream_result_read_as_a_notebook_variable_at_run_time(
+        shell, tmp_path, needs):
+    """``total`` reads ``rows``, the variable ``load``'s result is published under: the
+    saved module held the rows of the save, so the workflow run with ``n=5`` recomputed
+    load and still summed the old rows (3, not the notebook's 10)."""
+    cell(shell, "load --python --param n=3 --outputs rows", "rows = list(range(n))\n")
+    cell(shell, f"total --python {needs} --outputs total", "total = sum(rows)\n")
+    assert shell.user_ns["total"] == 3
+    assert str(line(shell, "save flow.yml")) == "saved 2 steps to flow.yml"
+    module = (tmp_path / "flow_steps.py").read_text()
+    assert "rows = [0, 1, 2]" not in module and not (tmp_path / "flow_steps.pkl").exists()
+    saved = dagnb.load(tmp_path / "flow.yml")
+    assert saved["total"].needs == ("load",)
+    assert saved.run(raise_on_failure=True).result("total") == 3
+    changed = _params_set(dagnb.load(tmp_path / "flow.yml"), n=5).run(raise_on_failure=True)
+    assert changed.result("total") == 10  # as the notebook gives it
+    again = _params_set(dagnb.load(tmp_path / "flow.yml"), n=5).run()
+    assert again.states() == {"load": "cached", "total": "cached"}
+    cell(shell, "load --python --param n=5 --outputs rows", "rows = list(range(n))\n")
+    cell(shell, f"total --python {needs} --outputs total", "total = sum(rows)\n")
+    assert shell.user_ns["total"] == 10
+
+
+def test_save_binds_one_of_several_outputs_and_keeps_the_cells_other_reads(shell, tmp_path):
+    shell.run_cell("OFFSET = 100\n")
+    cell(shell, "load --python --param n=3 --outputs rows,count",
+         "rows = list(range(n))\ncount = len(rows)\n")
+    cell(shell, "total --python --outputs total", "total = sum(rows) + count + OFFSET\n")
+    assert shell.user_ns["total"] == 106
+    line(shell, "save flow.yml")
+    module = (tmp_path / "flow_steps.py").read_text()
+    assert "def total_cell(load):\n    count = load['count']" in module
+    assert "OFFSET = 100" in module
+    run = _params_set(dagnb.load(tmp_path / "flow.yml"), n=4).run(raise_on_failure=True)
+    assert run.result("total") == 6 + 4 + 100
+
+
+def test_save_gives_a_variable_several_steps_output_from_the_last_of_them(shell, tmp_path):
+    """``clean`` reads ``load``'s rows and outputs rows again, as a notebook re-binds a
+    name: ``total`` reads the cleaned rows, in the notebook and in the saved workflow."""
+    cell(shell, "load --python --param n=4 --outputs rows", "rows = list(range(n))\n")
+    cell(shell, "total --python --outputs total --define-only", "total = sum(rows)\n")
+    cell(shell, "clean --python --outputs rows", "rows = [r for r in rows if r % 2]\n")
+    cell(shell, "total --python --outputs total", "total = sum(rows)\n")
+    assert shell.user_ns["total"] == 4
+    line(shell, "save flow.yml")
+    saved = dagnb.load(tmp_path / "flow.yml")
+    assert (saved["clean"].needs, saved["total"].needs) == (("load",), ("clean",))
+    assert _params_set(saved, n=8).run(raise_on_failure=True).result("total") == 1 + 3 + 5 + 7
+
+
+@pytest.mark.parametrize(("cells", "refused"), [
+    ([("load --python --param n=3 --outputs rows", "rows = list(range(n))\n"),
+      ("total --python --outputs total", "total = summed()\n")],
+     r"^step 'total': summed\(\) reads notebook variable 'rows', the output of step 'load', "
+     r"which only the step's own code can be given at run time; pass rows to summed\(\)"),
+    ([("a --python --outputs rows", "rows = [1]\n"), ("b --python --outputs rows", "rows = [2]\n"),
+      ("total --python --outputs total", "total = sum(rows)\n")],
+     r"^step 'total' reads notebook variable 'rows', which steps 'a', 'b' all output; "
+     r"--needs just the one it reads"),
+    ([("seed --python --outputs rows", "rows = [1]\n"),
+      ("grow --python --needs seed --outputs more", "more = seed + [2]\n"),
+      ("seed --python --outputs rows", "rows = more + [3]\n")],
+     r"^step 'seed' reads notebook variable 'more', the output of step 'grow', which runs "
+     r"after it: a saved workflow cannot feed it back; make more a --param of 'seed'"),
+], ids=["a-helper-reads-it", "two-steps-output-it", "fed-back"])
+def test_save_refuses_an_upstream_result_no_saved_step_can_be_given(shell, tmp_path, cells,
+                                                                     refused):
+    shell.run_cell("def summed():\n    return sum(rows)\n")
+    for options, body in cells:
+        cell(shell, f"{options} --define-only", body)
+    with pytest.raises(UsageError, match=refused):
+        line(shell, "save flow.yml")
+    assert not (tmp_path / "flow_steps.py").exists()
+
+
 def test_config_shows_and_changes_settings(shell):
     old = dagnb.settings().max_concurrent_executions
     try:

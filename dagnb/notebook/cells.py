@@ -43,6 +43,7 @@ from dagnb.fingerprint import changed_inputs
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
+from dagnb.workflows.published import PUBLISHED_AS
 
 __all__ = [
     "cell_function",
@@ -265,6 +266,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     exec(code, globals_, scope)
     function = scope[func_name]
     function._dagnb_cell_source = source  # what the user wrote, for cell_text
+    setattr(function, PUBLISHED_AS, tuple(outputs))  # (a saved workflow's steps take it)
     if written:  # (what a traceback shows of them: see dagnb.executors.local)
         function._dagnb_lines_as_written = written
     return function

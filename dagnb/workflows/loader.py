@@ -46,6 +46,7 @@ from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.workflows.aliases import canonical_workflow
+from dagnb.workflows.published import published_reads
 from dagnb.workflows.pyfunctions import (
     PYTHON_KEY,
     check_params_taken,
@@ -488,8 +489,11 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
     Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
     functions = {s.name: s.func for s in graph if s.func is not None}
     secrets = {name for step in graph for name in step.secrets}
-    refs = (write_module(functions, Path(path), secrets) if functions and path is not None
-            else {})
+    refs: dict[str, str] = {}
+    if functions and path is not None:
+        published = published_reads(graph)
+        refs = write_module(functions, Path(path), secrets, published)
+        graph = published.graph  # (each step needing the steps it reads)
     text = _yaml_text(graph_to_dict(graph, refs))
     if path is not None:
         try:

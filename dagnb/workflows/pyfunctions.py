@@ -8,7 +8,10 @@ computes the same results under the same cache keys as the notebook did:
 - modules by their import (``import numpy as np``);
 - functions and classes defined in the notebook, by their source (and what they read);
 - data by value: a literal when it reads back equal, else pickled into
-  ``pipeline_steps.pkl`` (a DataFrame, an array), loaded by the module.
+  ``pipeline_steps.pkl`` (a DataFrame, an array), loaded by the module;
+- but not a variable another step's ``--outputs`` publish: the step takes that step's
+  result at run time (:mod:`dagnb.workflows.published`), under a key of its own (its
+  code takes the step as a parameter), so the file's first run runs it again once.
 
 A value that can neither be written nor pickled is refused with one line naming it.
 Loading a workflow imports the module from the workflow's folder.
@@ -36,6 +39,7 @@ from dagnb.fingerprint import code_names, loaded_globals
 from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
+from dagnb.workflows.published import Published, Read, taking_upstreams
 
 __all__ = ["PYTHON_KEY", "check_params_taken", "import_function", "write_module"]
 
@@ -43,15 +47,20 @@ PYTHON_KEY = "python"
 
 
 def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
-                 secrets: Iterable[str] = ()) -> dict[str, str]:
+                 secrets: Iterable[str] = (), published: Published | None = None
+                 ) -> dict[str, str]:
     """Write the functions (step name -> function) beside ``yaml_path``; step -> reference.
     A value they read that holds one of ``secrets`` (names, read from the environment
-    now) is refused: the module is a file to share, as the cache keeps no secret either."""
+    now) is refused: the module is a file to share, as the cache keeps no secret either.
+    A notebook variable that is another step's result (``published``) is not written:
+    the step's function takes that step's result and binds it (see
+    :mod:`dagnb.workflows.published`)."""
     module = yaml_path.with_name(f"{yaml_path.stem}_steps.py")
-    collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}))
+    collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}),
+                           published)
     for step, func in functions.items():
         try:
-            collected.add_function(func)
+            collected.add_step(step, func)
         except WorkflowError as exc:
             raise WorkflowError(f"step {step!r}: {exc}") from None
     pickled = module.with_suffix(".pkl")
@@ -191,21 +200,31 @@ def _give_back(name: str, before: types.ModuleType | None) -> None:
 class _Collected:
     """Imports, definitions and values a set of functions needs, in dependency order."""
 
-    def __init__(self, secrets: SecretFinder | None = None) -> None:
+    def __init__(self, secrets: SecretFinder | None = None,
+                 published: Published | None = None) -> None:
         self.secrets = secrets or SecretFinder({})
+        self.published = published
+        self.step = ""  # the step whose function is being collected
         self.imports: dict[str, str] = {}
         self.values: dict[str, str] = {}
         self.pickled: dict[str, Any] = {}
         self.definitions: dict[str, str] = {}
 
-    def add_function(self, func: Any) -> None:
+    def add_step(self, step: str, func: Any) -> None:
+        """A step's function, taking the upstream results it reads as notebook variables."""
+        self.step = step
+        self.add_function(func, self.published.reads.get(step) if self.published else None)
+
+    def add_function(self, func: Any, reads: list[Read] | None = None) -> None:
         name = func.__name__
         if name in self.definitions:
             return
         self.definitions[name] = ""  # placeholder: breaks cycles, keeps the order
-        for global_name in sorted(loaded_globals(func.__code__)):
-            self._add_global(global_name, func.__globals__)
-        self.definitions[name] = _source(func)
+        given = {read.variable for read in reads or ()}
+        for global_name in sorted(loaded_globals(func.__code__) - given):
+            self._add_global(global_name, func.__globals__, f"{name}()")
+        source = _source(func)
+        self.definitions[name] = taking_upstreams(source, reads) if reads else source
 
     def add_class(self, cls: type) -> None:
         """A notebook class by its source, after what its statement and methods read."""
@@ -216,14 +235,21 @@ class _Collected:
         source = _class_source(cls)
         namespace = vars(sys.modules[cls.__module__]) if cls.__module__ in sys.modules else {}
         for global_name in sorted(_statement_globals(source)):
-            self._add_global(global_name, namespace)
+            self._add_global(global_name, namespace, f"class {name}")
         del self.definitions[name]  # a class statement runs after the bases, decorators
         self.definitions[name] = source  # and values it reads; its methods' can follow
         for method in _methods(cls):
             for global_name in sorted(loaded_globals(method.__code__)):
-                self._add_global(global_name, method.__globals__)
+                self._add_global(global_name, method.__globals__, f"{name}.{method.__name__}()")
 
-    def _add_global(self, name: str, namespace: dict[str, Any]) -> None:
+    def _add_global(self, name: str, namespace: dict[str, Any], reader: str) -> None:
+        maker = (self.published.maker(name, namespace, self.step)
+                 if self.published is not None else None)
+        if maker is not None:  # (a step's own reads are given it: this is a helper's)
+            raise WorkflowError(
+                f"{reader} reads notebook variable {name!r}, the output of step {maker!r}, "
+                "which only the step's own code can be given at run time; pass "
+                f"{name} to {reader} as an argument from the cell")
         if name in self.imports or name in self.values:
             return
         if name not in namespace:  # a builtin; display() a notebook's only (IPython's)

@@ -1,0 +1,223 @@
+"""Notebook variables that are upstream results, in a saved workflow.
+
+A ``%%dagger --python`` cell's ``--outputs`` are published into the notebook as
+variables, so a later cell that reads ``rows`` reads the result of the step that outputs
+it (with or without ``--needs``), and a changed param of that step changes what it reads.
+A saved workflow has no notebook: written by value, ``rows`` would be the result at save
+time, whatever params the workflow runs with. So the saved step takes that step as an
+upstream (its ``needs``, a parameter of its function) and binds ``rows`` to its result
+first thing, as the notebook's variable was bound when the step ran.
+
+What cannot be given so is refused, naming the variable: a helper reading it (only the
+step's own function receives upstream results), a variable two steps output with
+nothing saying which, one a step downstream outputs (fed back, not passed on).
+"""
+
+from __future__ import annotations
+
+import ast
+import copy
+import dataclasses
+import keyword
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+from dagnb.errors import WorkflowError
+from dagnb.fingerprint import loaded_globals
+from dagnb.model.graph import Graph
+from dagnb.model.step import Step
+
+__all__ = ["PUBLISHED_AS", "Published", "Read", "published_reads", "taking_upstreams"]
+
+# The attribute a --python cell's function carries: the notebook variables its result is
+# published under (its --outputs), set by dagnb.notebook.cells.
+PUBLISHED_AS = "_dagnb_outputs"
+
+
+class Read(NamedTuple):
+    """Step ``step``'s result, as the notebook variable ``variable`` a step reads."""
+
+    variable: str
+    step: str
+    key: str | None  # its key in the result (a dict, for several --outputs), or None
+
+    def binding(self) -> str:
+        return f"{self.variable} = {self.step}" + (f"[{self.key!r}]" if self.key else "")
+
+
+class Published(NamedTuple):
+    """What a graph's Python steps read of the results published as notebook variables."""
+
+    reads: dict[str, list[Read]]  # step -> the variables it reads that another step outputs
+    makers: dict[str, list[Step]]  # variable -> the steps whose result is published under it
+    graph: Graph  # the graph, each step needing the steps whose results it reads
+
+    def maker(self, variable: str, namespace: Mapping[str, Any], step: str) -> str | None:
+        """A step other than ``step`` that publishes ``variable`` into ``namespace``."""
+        return next((m.name for m in self.makers.get(variable, ())
+                     if m.name != step and _globals(m) is namespace), None)
+
+
+def published_reads(graph: Graph) -> Published:
+    """What each Python step's function reads of the variables another step's result is
+    published under, and ``graph`` with the needs that adds; refused (a WorkflowError
+    naming the step and the variable) where no upstream can give it."""
+    made: dict[str, list[Step]] = {}
+    for step in graph:
+        for variable in getattr(step.func, PUBLISHED_AS, ()):
+            made.setdefault(variable, []).append(step)
+    readers = {step.name: _makers_read(step, made) for step in graph}
+    linked = copy.copy(graph)  # with the needs added so far: what runs before what
+    found: dict[str, list[Read]] = {}
+    # (those with one maker a variable first: the needs they add tell which of several
+    # makers publishes last, as ``clean`` reading ``load``'s rows and outputting rows)
+    for name in sorted(readers, key=lambda n: any(len(m) > 1 for m in readers[n].values())):
+        if readers[name]:
+            found[name] = [_read(graph, linked, name, variable, makers)
+                           for variable, makers in readers[name].items()]
+            needs = linked[name].needs
+            needs = (*needs, *dict.fromkeys(r.step for r in found[name] if r.step not in needs))
+            linked.replace(dataclasses.replace(linked[name], needs=needs))
+    return Published({n: found[n] for n in graph.names if n in found}, made, linked)
+
+
+def _makers_read(step: Step, made: Mapping[str, list[Step]]) -> dict[str, list[str]]:
+    """Variable -> the other steps publishing it, of those ``step``'s function reads."""
+    if step.func is None or not hasattr(step.func, "__code__"):
+        return {}
+    found = {}
+    for variable in sorted(loaded_globals(step.func.__code__)):
+        makers = [m.name for m in made.get(variable, ())
+                  if m.name != step.name and _globals(m) is _globals(step)]
+        if makers:
+            found[variable] = makers
+    return found
+
+
+def _globals(step: Step) -> Any:
+    """The namespace the step's function reads its globals from (a cell's: the notebook's)."""
+    return getattr(step.func, "__globals__", None)
+
+
+def _read(graph: Graph, linked: Graph, name: str, variable: str, makers: list[str]) -> Read:
+    before = [m for m in makers if name not in linked.upstream(m)]
+    maker = _maker(linked, name, variable, before) if before else makers[0]
+    where = f"step {name!r} reads notebook variable {variable!r}, the output of step {maker!r}"
+    if not before:
+        raise WorkflowError(f"{where}, which runs after it: a saved workflow cannot feed it "
+                            f"back; make {variable} a --param of {name!r}, or build it in "
+                            "the cell")
+    if not maker.isidentifier() or keyword.iskeyword(maker):
+        raise WorkflowError(f"{where}, which a Python step can receive only under a Python "
+                            f"name; rename step {maker!r} (as {_python_spelling(maker)!r})")
+    outputs = getattr(graph[maker].func, PUBLISHED_AS, ())
+    return Read(variable, maker, None if len(outputs) == 1 else variable)
+
+
+def _maker(linked: Graph, name: str, variable: str, makers: list[str]) -> str:
+    """The step whose result ``variable`` is, of several that can run before ``name``:
+    the one the others all run before (it publishes last), else the one ``name`` needs."""
+    if len(makers) == 1:
+        return makers[0]
+    last = [m for m in makers if set(makers) - {m} <= linked.upstream(m)]
+    needed = [m for m in makers if m in linked[name].needs]
+    for chosen in (last, needed):
+        if len(chosen) == 1:
+            return chosen[0]
+    listed = ", ".join(map(repr, makers))
+    raise WorkflowError(f"step {name!r} reads notebook variable {variable!r}, which steps "
+                        f"{listed} all output; --needs just the one it reads, or give them "
+                        "different --outputs")
+
+
+def _python_spelling(name: str) -> str:
+    spelt = "".join(c if c.isalnum() or c == "_" else "_" for c in name)
+    spelt = f"_{spelt}" if spelt[:1].isdigit() else spelt
+    return f"{spelt}_" if keyword.iskeyword(spelt) else spelt
+
+
+def taking_upstreams(source: str, reads: list[Read]) -> str:
+    """``source`` (a function's) taking each read's step as a parameter (unless it does
+    already) and binding the variable to its result before its body runs."""
+    tree = ast.parse(source)
+    node = next(n for n in tree.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)))
+    taken = [a.arg for a in (*node.args.posonlyargs, *node.args.args, *node.args.kwonlyargs)]
+    added = list(dict.fromkeys(r.step for r in reads if r.step not in taken))
+    _refuse_taken_names(node, added, reads)
+    reads = [r for r in reads if (r.variable, r.key) != (r.step, None)]  # (not rows = rows)
+    binds = [ast.parse(r.binding()).body[0] for r in reads]
+    first = node.body[0]
+    if first.lineno == node.lineno:  # (a one-line def: written again, comments aside)
+        whole = _with_parameters(node, added)
+        whole.body = [*binds, *node.body]
+        return _compiles(ast.unparse(whole) + "\n", reads)
+    lines = source.splitlines(keepends=True)
+    header = "".join(lines[node.lineno - 1:first.lineno - 1])
+    if added:
+        head = _with_parameters(node, added)
+        head.body, head.decorator_list = [ast.Pass()], []
+        header = " " * node.col_offset + ast.unparse(head).splitlines()[0] + "\n"
+    indent = " " * first.col_offset
+    bound = [f"{indent}{ast.unparse(b)}  # step {r.step}'s result, as in the notebook\n"
+             for b, r in zip(binds, reads, strict=True)]
+    return _compiles("".join([*lines[:node.lineno - 1], header, *bound,
+                              *lines[first.lineno - 1:]]), reads)
+
+
+def _compiles(source: str, reads: list[Read]) -> str:
+    """``source``, refused when binding the variables made it invalid (``global rows``)."""
+    try:
+        compile(source, "<saved step>", "exec")
+    except SyntaxError as exc:
+        names = ", ".join(repr(r.variable) for r in reads)
+        raise WorkflowError(f"notebook variable {names}, an upstream step's result, cannot be "
+                            f"bound in the step's code ({exc.msg}); leave it out of a "
+                            "global statement in the cell") from None
+    return source
+
+
+def _with_parameters(node: ast.FunctionDef | ast.AsyncFunctionDef,
+                     added: list[str]) -> ast.FunctionDef | ast.AsyncFunctionDef:
+    """A copy of ``node`` taking the parameters ``added`` too: after the others, or
+    keyword-only where a default or ``*`` comes before (the run passes them by name)."""
+    node = copy.copy(node)  # (its fields shared: the caller sets body and decorators anew)
+    node.args = arguments = copy.deepcopy(node.args)
+    new = [ast.arg(arg=name) for name in added]
+    if arguments.defaults or arguments.vararg or arguments.kwonlyargs or arguments.kwarg:
+        arguments.kwonlyargs += new
+        arguments.kw_defaults += [None] * len(new)
+    else:
+        arguments.args += new
+    return node
+
+
+def _refuse_taken_names(node: ast.AST, added: list[str], reads: list[Read]) -> None:
+    """Refuse a step name the code uses for something else (a variable, a helper): as a
+    parameter, the upstream result would take its place."""
+    if not added:
+        return
+    used = _names_in(node) - {r.variable for r in reads if r.variable == r.step}  # (rows
+    clash = next((name for name in added if name in used), None)  # of step rows: itself)
+    if clash is not None:
+        variable = next(r.variable for r in reads if r.step == clash)
+        raise WorkflowError(f"the result of step {clash!r}, read as notebook variable "
+                            f"{variable!r}, would reach the step as parameter {clash!r}, a name "
+                            f"its code uses for something else; rename {clash} in the cell")
+
+
+def _names_in(node: ast.AST) -> set[str]:
+    """Every name the code binds or reads (not attribute names: ``df.load`` is no clash)."""
+    names: set[str] = set()
+    for child in ast.walk(node):
+        if isinstance(child, ast.Name):
+            names.add(child.id)
+        elif isinstance(child, ast.arg):
+            names.add(child.arg)
+        elif isinstance(child, ast.alias):
+            names.add((child.asname or child.name).partition(".")[0])
+        elif isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
+                                ast.ExceptHandler)) and child.name:
+            names.add(child.name)
+        elif isinstance(child, (ast.Global, ast.Nonlocal)):
+            names.update(child.names)
+    return names
