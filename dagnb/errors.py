@@ -195,9 +195,19 @@ class RunFailed(DagnbError):
         self.states = dict(states or {})
         self.details = list(details or [])
 
+    @property
+    def sentence(self) -> str:
+        """The one-line summary: which steps failed, were cancelled or skipped."""
+        return str(self.args[0]) if self.args else ""
+
+    def __str__(self) -> str:
+        """The sentence, then the details: a script's traceback ends with why the steps
+        failed (their rows, their stderr tails), not only that they did."""
+        return "\n".join([self.sentence, *self.details])
+
     def _render_traceback_(self) -> list[str]:
         """What IPython shows for this error: the details, then one ``RunFailed:`` line."""
-        return [*self.details, f"{type(self).__name__}: {self}"]
+        return [*self.details, f"{type(self).__name__}: {self.sentence}"]
 
 
 class StepError(DagnbError):

@@ -3,6 +3,10 @@ RunFailed after a run whose steps did not all succeed."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 
 import dagnb
@@ -39,6 +43,27 @@ def test_raise_for_status_names_failed_and_skipped_steps_with_rows_and_stderr() 
     assert shown[3:5] == ["── broken failed; last lines of stderr ──", "bad thing"]
     assert shown[-1].startswith(f"RunFailed: run {run.id}: steps 'broken' failed")
     assert not any(line.split()[0] == "ok" for line in shown[1:3])
+
+
+def test_a_script_s_traceback_ends_with_why_the_steps_failed(tmp_path) -> None:
+    """Outside IPython nothing reads the details: the message carries them, so a CI log
+    shows the exit code and the stderr tail under the traceback, and the notebook's one
+    RunFailed line stays one line."""
+    script = tmp_path / "pipeline.py"
+    script.write_text("from dagnb import Graph, Step\n"
+                      "Graph('g', [Step('a', run=\"echo 'FATAL: table missing' >&2; exit 3\")]"
+                      ").run(executor='local', cache=False, raise_on_failure=True)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          cwd=tmp_path, env={**os.environ, "DAGNB_CONFIG": "none"})
+    assert done.returncode == 1
+    last = done.stderr.splitlines()
+    at = next(i for i, line in enumerate(last) if line.startswith("dagnb.errors.RunFailed: "))
+    assert last[at].endswith("step 'a' failed; the status rows and stderr tails say why")
+    assert last[at + 2].split()[:4] == ["a", "failed", "3", "exit"]
+    assert last[at + 3:] == ["── a failed; last lines of stderr ──", "FATAL: table missing"]
+    with pytest.raises(RunFailed) as info:
+        broken_graph().run(executor="local", cache=False, raise_on_failure=True)
+    assert info.value._render_traceback_()[-1].count("\n") == 0
 
 
 def test_graph_run_raises_only_when_asked() -> None:
