@@ -36,7 +36,7 @@ from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, f
 from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
 from dagnb.errors import CacheError, ConfigError
-from dagnb.testing import isolated
+from dagnb.testing import isolated, wait_until
 
 moto_server = pytest.importorskip("moto.server")
 s3fs = pytest.importorskip("s3fs")
@@ -739,6 +739,10 @@ class _SilentEndpoint:
             while True:
                 self._held.append(self._socket.accept()[0])
 
+    @property
+    def connections(self) -> int:
+        return len(self._held)
+
     def close(self) -> None:
         self._socket.close()
         for connection in self._held:
@@ -1351,3 +1355,24 @@ def test_a_cache_directory_argument_holding_credentials_is_refused_redacted(
     with pytest.raises(CacheError, match="without user or password") as err:
         Store("s3://AKIAXXX:hunter2@bucket/x")
     assert "hunter2" not in str(err.value) and "AKIAXXX" not in str(err.value)
+
+
+@pytest.mark.slow  # a process started, and stopped mid-pull
+@pytest.mark.parametrize("number", [signal.SIGINT, signal.SIGTERM])
+def test_a_pull_stopped_by_ctrl_c_or_a_ci_cancel_says_so_in_one_line(
+    silent: _SilentEndpoint, tmp_path: Path, number: int
+) -> None:
+    """It printed a 30-line traceback (SIGTERM: `dagnb.cli.Terminated`, exit 1), where an
+    interrupted `dagnb run` says one line and exits 128 + the signal's number."""
+    env = {**os.environ, "AWS_ENDPOINT_URL": silent.url, "DAGNB_CONFIG": "none"}
+    pull = subprocess.Popen(
+        [sys.executable, "-m", "dagnb", "cache", "pull", "s3://hung/cache", "--cache-dir",
+         str(tmp_path / "c")], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True)
+    assert wait_until(lambda: silent.connections, timeout=20)  # waiting on the store
+    pull.send_signal(number)
+    out, err = pull.communicate(timeout=30)
+    assert pull.returncode == 128 + number, err
+    assert err.splitlines()[-1] == ("dagnb: interrupted; the entries pulled so far are "
+                                    "whole and kept: run it again to copy the rest")
+    assert "Traceback" not in err

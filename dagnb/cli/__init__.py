@@ -669,6 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DagnbError as exc:
         print(f"dagnb: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as stop:  # (Ctrl-C; SIGTERM and SIGHUP: Terminated)
+        print(f"dagnb: interrupted{_what_is_kept(args)}", file=sys.stderr)
+        return 128 + getattr(stop, "signal", signal.SIGINT)
     except BrokenPipeError:  # (`dagnb ... | head`): the reader has what it wanted
         _quiet_stdout()
         return 141  # what a shell reports for a command that SIGPIPE ended
@@ -681,6 +684,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = shown
+
+
+def _what_is_kept(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves (a run says it itself: it stops its steps)."""
+    if getattr(args, "action", None) in ("push", "pull"):  # (each entry copied whole, last)
+        return (f"; the entries {args.action}ed so far are whole and kept: run it again to "
+                "copy the rest")
+    return ""
 
 
 _FULL = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO})  # a disk full, or failing
