@@ -1371,7 +1371,7 @@ def test_a_pull_stopped_by_ctrl_c_or_a_ci_cancel_says_so_in_one_line(
         text=True)
     assert wait_until(lambda: silent.connections, timeout=20)  # waiting on the store
     pull.send_signal(number)
-    out, err = pull.communicate(timeout=30)
+    _, err = pull.communicate(timeout=30)
     assert pull.returncode == 128 + number, err
     assert err.splitlines()[-1] == ("dagnb: interrupted; the entries pulled so far are "
                                     "whole and kept: run it again to copy the rest")
