@@ -680,6 +680,10 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
     (["prune", "--max-entries", "-1"], "--max-entries '-1' is not valid; expected a whole "
      "number >= 0"),
     (["prune", "--max-age", "soon"], "--max-age 'soon' is not a duration"),
+    # (a bare number counted seconds: --older-than 30, meant to keep a month, cleared all)
+    (["clear", "--older-than", "30"], "--older-than 30 has no unit; write 30d (days), 30h "
+     "(hours), 30m (minutes) or 30s (seconds)"),
+    (["prune", "--max-age", "7"], "--max-age 7 has no unit; write 7d (days)"),
     (["prune"], "dagnb cache prune needs a limit: --max-size SIZE (such as 1G), --max-entries "
      "N or --max-age AGE (such as 30d)"),
     (["clear", "--all", "--step", "load"], "--all clears every entry; give it alone"),

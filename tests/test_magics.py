@@ -368,6 +368,8 @@ def test_cache_clear_follows_the_cli_s_rules(shell, workdir):
         line(shell, "cache clear a --all")
     with pytest.raises(UsageError, match=r"^%dagger cache clear a --step b: name the step once"):
         line(shell, "cache clear a --step b")
+    with pytest.raises(UsageError, match=r"^--older-than 30 has no unit; write 30d"):
+        line(shell, "cache clear --older-than 30")
     assert len(line(shell, "cache entries")) == 2  # nothing went
     assert line(shell, "cache clear --older-than 1h") == (
         "removed 0 cache entries created more than 1h ago")

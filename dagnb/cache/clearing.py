@@ -4,6 +4,7 @@ the cache holds no entry of (a typo) is refused before anything goes."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 from typing import TYPE_CHECKING
 
@@ -14,13 +15,24 @@ from dagnb.model.step import parse_duration
 if TYPE_CHECKING:
     from dagnb.cache.store import Store
 
-__all__ = ["check_clear_options", "check_clear_scope"]
+__all__ = ["age_option", "check_clear_options", "check_clear_scope"]
+
+
+def age_option(given: str | None, option: str) -> float | None:
+    """A cache age typed by hand (``--older-than``, ``--max-age``), in seconds. A bare
+    number is refused: elsewhere it counts seconds, and ``--older-than 30`` meant to
+    keep a month cleared everything older than 30 seconds."""
+    if given is not None and re.fullmatch(r"\s*[0-9]+(\.[0-9]*)?\s*", str(given)):
+        number = str(given).strip()
+        raise ConfigError(f"{option} {number} has no unit; write {number}d (days), "
+                          f"{number}h (hours), {number}m (minutes) or {number}s (seconds)")
+    return parse_duration(given, what=option, error=ConfigError)
 
 
 def check_clear_options(step: str | None, older_than: str | None, everything: bool
                         ) -> float | None:
     """The ``--older-than`` age in seconds, once ``--all`` is known to come alone."""
-    seconds = parse_duration(older_than, what="--older-than", error=ConfigError)
+    seconds = age_option(older_than, "--older-than")
     if everything and (step is not None or seconds is not None):
         raise ConfigError("--all clears every entry; give it alone, or --step NAME / "
                           "--older-than AGE without it")

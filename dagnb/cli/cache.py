@@ -149,10 +149,11 @@ def _clear(args: argparse.Namespace) -> int:
 
 def _prune(args: argparse.Namespace) -> int:
     """`dagnb cache prune`: least recently used entries evicted until every limit holds."""
+    from dagnb.cache.clearing import age_option
     from dagnb.cache.eviction import parse_size
 
     limits = (parse_size(args.max_size, what="--max-size", error=ConfigError),
-              _count(args.max_entries, "--max-entries"), _duration(args.max_age, "--max-age"))
+              _count(args.max_entries, "--max-entries"), age_option(args.max_age, "--max-age"))
     if limits == (None, None, None):
         raise ConfigError("dagnb cache prune needs a limit: --max-size SIZE (such as 1G), "
                           "--max-entries N or --max-age AGE (such as 30d)")
@@ -221,12 +222,6 @@ def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> b
 _INSTEAD = {"verify": "pull it (dagnb cache pull URL) and verify that",
             "list": "pull it (dagnb cache pull URL) and list that",
             "": "name its local folder (the setting cache_local_directory)"}
-
-
-def _duration(given: str | None, option: str) -> float | None:
-    from dagnb.model.step import parse_duration
-
-    return parse_duration(given, what=option, error=ConfigError)
 
 
 def _count(given: str | None, option: str) -> int | None:
