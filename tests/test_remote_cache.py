@@ -195,6 +195,14 @@ def test_memory_on_a_store_url_hits_across_processes(url: str, tmp_path: Path) -
     assert any(o.startswith("entries/") for o in listing(url))
 
 
+def test_a_memory_on_a_store_url_shows_the_url(url: str, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not its local tier's folder, which is no place a teammate's Memory finds."""
+    monkeypatch.chdir(tmp_path)
+    assert repr(dagnb.Memory(url)) == f"Memory(location={url!r})"
+    assert repr(dagnb.Memory(tmp_path / "here")) == f"Memory(location={str(tmp_path / 'here')!r})"
+
+
 FORKED_SCRIPT = """\
 import multiprocessing
 import sys

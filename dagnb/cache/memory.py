@@ -267,7 +267,8 @@ class Memory:
                 clock, self.mmap_mode, self.bytes_limit, self.cache_mode)
 
     def __repr__(self) -> str:
-        where = None if self.store is None else str(self.store.location)
+        """Where entries go: the folder, or the store's URL (not its local tier's folder)."""
+        where = None if self.store is None else _shared_location(self.location, self.store)
         return f"Memory(location={where!r})"
 
     @overload
