@@ -96,19 +96,22 @@ def _named(root: Path, relative: str, files: Mapping[str, Any]) -> str:
 DIGEST_LIMIT = 64 * 1024  # files up to this size are hashed on a hit (first read per process)
 
 
-def _small_digests(build: Path, out: Path, sizes: Mapping[str, int]) -> dict[str, str]:
+def _small_digests(build: Path, out: Path, sizes: Mapping[str, int],
+                   hashed: Mapping[str, str]) -> dict[str, str]:
     """Content digests of an entry's small files (``result.json``, ``logs.jsonl``, small
     outputs), read from ``build`` and (for ``out/...``) from ``out``: cheap to check on
-    a hit, and what catches same-size edits there."""
-    def where(relative: str) -> Path:
+    a hit, and what catches same-size edits there. ``hashed``: the digests of ``out``'s
+    files that its output digest read (``directory_digest(file_digests=...)``), by
+    their names under it, so that those are not read again."""
+    def digest(relative: str) -> str:
         head, _, rest = relative.partition(os.sep)
-        return out / rest if head == "out" and rest else build / relative
+        if head != "out" or not rest:
+            return path_digest(build / relative, use_stat_cache=False)
+        known = hashed.get(rest.replace(os.sep, "/"))  # (the walk joins names with /)
+        return known or path_digest(out / rest, use_stat_cache=False)
 
-    return {
-        relative: path_digest(where(relative), use_stat_cache=False)
-        for relative, size in sizes.items()
-        if size <= DIGEST_LIMIT
-    }
+    return {relative: digest(relative) for relative, size in sizes.items()
+            if size <= DIGEST_LIMIT}
 
 
 def _digest_problem(root: Path, digests: Any) -> str | None:

@@ -837,6 +837,8 @@ class Store(Housekeeping):
             files = {**_file_sizes(build), **_file_sizes(out, "out")}
         except CacheError as exc:  # (a broken link: name the step it came from)
             raise CacheError(f"step {step_name!r}: {exc}") from None
+        hashed: dict[str, str] = {}  # (out's files, read once: for both digests below)
+        output_digest = directory_digest(out, use_stat_cache=False, file_digests=hashed)
         return {
             "format": STORE_FORMAT,
             "step": step_name,
@@ -847,9 +849,9 @@ class Store(Housekeeping):
             "exit_code": exit_code,
             "components": dict(key.components),
             "describe": dict(key.describe),
-            "output_digest": directory_digest(out, use_stat_cache=False),
+            "output_digest": output_digest,
             "files": files,
-            "digests": _small_digests(build, out, files),
+            "digests": _small_digests(build, out, files, hashed),
             "size_bytes": sum(files.values()),
             "hits": 0,
             "last_used": created,

@@ -178,18 +178,22 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
 
 
 def directory_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
-                     extra: Mapping[str, str] | None = None) -> str:
+                     extra: Mapping[str, str] | None = None,
+                     file_digests: dict[str, str] | None = None) -> str:
     """:func:`path_digest` of a directory (a step's output digest).
 
     ``extra`` (file name -> content digest) counts files as if written at the folder's
     top, in place of any of those names: the digest it will have once they are (a
     result not saved yet); with ``extra``, a folder not made counts as an empty one.
+    ``file_digests`` is filled with each file's digest as counted (its
+    :func:`path_digest`) by its name in the walk (``a/b.txt``), so that a caller who
+    wants some files' digests too reads none of them again; a file counted through a
+    link only (its folder walked first by that link's name) is there by that name.
     """
-    if extra:
-        return _digest_with(os.path.abspath(os.fspath(path)), extra, use_stat_cache)
-    if not os.path.isdir(path):
+    root = os.path.abspath(os.fspath(path))
+    if not extra and not os.path.isdir(root):
         raise NotADirectoryError(f"{os.fspath(path)!r} is not a directory")
-    return path_digest(path, use_stat_cache=use_stat_cache)
+    return _digest_with(root, extra or None, use_stat_cache, file_digests)
 
 
 class _Written:
@@ -207,14 +211,15 @@ class _Written:
         return True
 
 
-def _digest_with(root: str, extra: Mapping[str, str], use_cache: bool) -> str:
+def _digest_with(root: str, extra: Mapping[str, str] | None, use_cache: bool,
+                 digests: dict[str, str] | None) -> str:
     h = new_hasher()
     seen: dict[tuple[int, int], str] = {}
     if os.path.isdir(root):
         st = os.stat(root)
         seen[(st.st_dev, st.st_ino)] = ""
     try:
-        _feed_directory(h, root, "", use_cache, seen, extra=extra)
+        _feed_directory(h, root, "", use_cache, seen, extra=extra, digests=digests)
     except _TooDeep:
         raise _depth_error(root) from None
     if use_cache:
@@ -255,12 +260,12 @@ class _TooDeep(Exception):
 def _feed_directory(
     h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str],
     *, read: bool = True, skip: Callable[[str], bool] | None = None,
-    extra: Mapping[str, str] | None = None,
+    extra: Mapping[str, str] | None = None, digests: dict[str, str] | None = None,
 ) -> None:
-    """Feed one folder's tree. A folder reached again through a symlink (a loop, or two
-    links to one folder: a "DAG" that would double the work per level) is fed once,
-    then only as a link to where it was first seen; trees deeper than ``MAX_DEPTH`` are
-    refused."""
+    """Feed one folder's tree (each file's digest into ``digests`` too, by its name).
+    A folder reached again through a symlink (a loop, or two links to one folder: a
+    "DAG" that would double the work per level) is fed once, then only as a link to
+    where it was first seen; trees deeper than ``MAX_DEPTH`` are refused."""
     if rel.count("/") >= MAX_DEPTH:
         raise _TooDeep
     h.update(b"D%d:%s" % (len(rel), os.fsencode(rel)))
@@ -283,10 +288,13 @@ def _feed_directory(
             if first != name:  # seen before: a symlink loop or a second link
                 h.update(b"L%d:%s>%s" % (len(raw), raw, os.fsencode(first)))
                 continue
-            _feed_directory(h, entry.path, name, use_cache, seen, read=read, skip=skip)
+            _feed_directory(h, entry.path, name, use_cache, seen, read=read, skip=skip,
+                            digests=digests)
         elif entry.is_file() and read:
             digest = (entry.digest if type(entry) is _Written
                       else _file_digest(entry.path, entry.stat(), use_cache))
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))
+            if digests is not None:
+                digests[name] = digest
         else:  # a broken symlink, a socket: its name still counts
             h.update(b"X%d:%s" % (len(raw), raw))
