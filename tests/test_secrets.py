@@ -178,6 +178,10 @@ _NAMING = {
     "base64": 'touch "$DAGNB_OUT/$(printf %s "$API_TOKEN" | base64).txt"',
     "file in a linked folder": 'ln -s "$WD/outside" "$DAGNB_OUT/o"',
     "across folders": 'mkdir -p "$DAGNB_OUT/$API_TOKEN"',
+    # (a link to the folder, met first, had that folder passed over where it really is)
+    "across folders, a link to it first": (
+        'mkdir -p "$DAGNB_OUT/deep/${API_TOKEN%/*}"; touch "$DAGNB_OUT/deep/$API_TOKEN"; '
+        'ln -s "deep/${API_TOKEN%/*}" "$DAGNB_OUT/ln"'),
 }
 
 
@@ -185,7 +189,7 @@ _NAMING = {
 def test_an_output_whose_name_holds_a_secret_is_not_cached(workdir, monkeypatch, how):
     """A file, folder or link named after a secret (or a link to such a path) was stored,
     its name in clear in the entry's folder and manifest (and in stat-cache.json)."""
-    secret = "Kx7Secret/TokenVal" if how == "across folders" else "Kx7SecretTokenVal"
+    secret = "Kx7Secret/TokenVal" if how.startswith("across") else "Kx7SecretTokenVal"
     monkeypatch.setenv("API_TOKEN", secret)
     for made in (workdir / "outside" / f"in-{secret}", workdir / f"t-{secret}" / "f"):
         made.parent.mkdir(parents=True, exist_ok=True)

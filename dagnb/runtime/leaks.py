@@ -54,8 +54,9 @@ def named_secret(finder: SecretFinder, out_dir: str) -> str | None:
 def _paths_under(root: bytes) -> Iterator[bytes]:
     """Each path under ``root``, relative to it, and each link's target there: the local
     store keeps links as links, a push stores what one leading out of the entry points
-    to, so a link's folder is walked too (once: a loop of links ends). A folder that
-    cannot be read is passed over, as os.walk does."""
+    to, so a link's folder is walked too (once: a loop of links ends). A real folder is
+    walked where it is whatever link to it came first: its paths are the stored ones.
+    A folder that cannot be read is passed over, as os.walk does."""
     start, folders, walked = len(root) + 1, [root], set()
     _first_time(root, walked)
     while folders:
@@ -65,7 +66,10 @@ def _paths_under(root: bytes) -> Iterator[bytes]:
                 if entry.is_symlink():  # (told by the listing: no call for the others)
                     with contextlib.suppress(OSError):
                         yield os.readlink(entry.path)
-                if entry.is_dir() and _first_time(entry.path, walked):
+                    if entry.is_dir() and _first_time(entry.path, walked):
+                        folders.append(entry.path)
+                elif entry.is_dir(follow_symlinks=False):
+                    _first_time(entry.path, walked)  # (a link met later: not walked again)
                     folders.append(entry.path)
 
 
