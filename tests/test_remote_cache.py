@@ -312,6 +312,38 @@ def test_links_and_executable_files_come_back_as_they_were_saved(
     assert manifest["format"] == 2 and "out/folder" not in manifest["dirs"]
 
 
+def test_a_pipe_a_link_leads_out_to_is_left_out_of_the_upload_not_waited_on(
+        url: str, tmp_path: Path) -> None:
+    """Its digest was read from it: the run's upload (and a push) waited forever."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "f.txt").write_text("data")
+    os.mkfifo(outside / "pipe")
+    writer = store(url, tmp_path / "a")
+    out = writer.scratch_dir("step")
+    (out / "o").symlink_to(outside)
+    caught: list[warnings.WarningMessage] = []
+
+    def save() -> None:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            writer.save("step", "k", out_dir=out)
+        caught.extend(seen)
+
+    saving = threading.Thread(target=save, daemon=True)
+    saving.start()
+    saving.join(20)
+    if saving.is_alive():  # (let the reader go: open the pipe's other end)
+        os.close(os.open(outside / "pipe", os.O_WRONLY | os.O_NONBLOCK))
+    assert not saving.is_alive(), "the upload waited on the pipe"
+    assert [str(w.message) for w in caught] == [
+        "entry step/k: 'out/o/pipe' is not a file (a pipe, socket or device, reached "
+        "through a link out of the entry): left out of the store's copy of the entry"]
+    entry = store(url, tmp_path / "b").lookup("step", "k")
+    assert entry is not None and sorted(p.name for p in (entry.out_dir / "o").iterdir()) == [
+        "f.txt"]
+
+
 def test_a_manifest_without_links_or_modes_is_format_1_and_reads(
         url: str, tmp_path: Path) -> None:
     # What every writer before format 2 wrote, and readers before it still read.

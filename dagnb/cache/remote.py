@@ -61,6 +61,7 @@ import contextlib
 import json
 import os
 import shutil
+import stat
 import sys
 import time
 import uuid
@@ -328,7 +329,7 @@ class ObjectStore:
         Returns the bytes sent; 0 when another writer's good entry was already there
         (kept unless ``replace``: a refresh, or a rebuild of an entry found damaged).
         """
-        tree = _entry_tree(folder)
+        tree = _entry_tree(folder, f"{step}/{key[:12]}")
         manifest = {
             "format": MANIFEST_FORMAT if tree["links"] or tree["executable"] else 1,
             "step": step,
@@ -525,13 +526,13 @@ def _expired(manifest: Mapping[str, Any], now: float) -> bool:
     return isinstance(expires, (int, float)) and expires <= now
 
 
-def _entry_tree(folder: Path) -> dict[str, Any]:
+def _entry_tree(folder: Path, entry: str) -> dict[str, Any]:
     """A local entry as the manifest lists it: relative ``files`` -> size, ``dirs``,
     ``links`` -> target text and the ``executable`` files. A link inside the entry is
     kept as a link (as the local store keeps it); one that leads out of it is stored as
     what it points to (a reader's machine has its own files there), a folder walked once:
     another way to it becomes a link to where it was walked, one to a folder above it
-    (a loop) is left out."""
+    (a loop) is left out. ``entry`` names it in a warning."""
     tree: dict[str, Any] = {"files": {}, "dirs": [], "links": {}, "executable": []}
     walked = {os.path.realpath(folder): "."}
     for root, subdirs, names in os.walk(folder, followlinks=True):
@@ -551,7 +552,7 @@ def _entry_tree(folder: Path) -> dict[str, Any]:
             path = os.path.join(root, name)
             relative = os.path.relpath(path, folder)
             if not _add_link(tree, path, relative):
-                _add_file(tree, path, relative)
+                _add_file(tree, path, relative, entry)
     tree["dirs"].sort()
     tree["executable"].sort()
     return tree
@@ -579,11 +580,22 @@ def _add_link(tree: dict[str, Any], path: str, relative: str) -> bool:
     return True
 
 
-def _add_file(tree: dict[str, Any], path: str, relative: str) -> None:
+def _add_file(tree: dict[str, Any], path: str, relative: str, entry: str) -> None:
     status = os.stat(path)
+    if not stat.S_ISREG(status.st_mode):  # (a pipe in a folder a link leads out to:
+        _warn_left_out(entry, relative)    # reading it for its digest waited forever)
+        return
     tree["files"][relative] = status.st_size
     if status.st_mode & 0o111:
         tree["executable"].append(relative)
+
+
+def _warn_left_out(entry: str, relative: str) -> None:
+    """A pipe, socket or device under an entry (through a link out of it: the local
+    store keeps the link, and refuses such outputs of a step's own): no content to copy."""
+    warnings.warn(f"entry {entry}: {relative!r} is not a file (a pipe, socket or device, "
+                  "reached through a link out of the entry): left out of the store's copy "
+                  "of the entry", RemoteCacheWarning, stacklevel=2)
 
 
 def _restore_modes_and_links(manifest: Mapping[str, Any], into: Path) -> None:
