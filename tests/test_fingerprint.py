@@ -1429,3 +1429,20 @@ def test_a_closures_container_counts_by_content_unless_the_function_changes_it()
         return count
 
     assert code_digest(counting([])) == code_digest(counting([1, 2]))
+
+
+CUTOFF = 5
+example = "a host"
+
+
+def _queried() -> tuple[str, str]:
+    return "v > @CUTOFF", "write to user@example.com"  # (pandas' query/eval read @CUTOFF)
+
+
+def test_a_string_s_at_name_counts_as_a_read_of_the_global_but_an_address_does_not(
+        monkeypatch) -> None:
+    before = code_digest(_queried)
+    monkeypatch.setitem(globals(), "example", "another host")
+    assert code_digest(_queried) == before  # (user@example: an address, not a read)
+    monkeypatch.setitem(globals(), "CUTOFF", 2)
+    assert code_digest(_queried) != before

@@ -116,7 +116,14 @@ def states(kernel: Kernel) -> str:
     ("import pandas as pd\nframe = pd.DataFrame({'v': [1, 2]})", "frame.loc[0, 'v'] = 100",
      "out = int(frame['v'].sum())", "3", "102"),
     ("items = [1, 2]", "items.append(3)", "out = len(items)", "2", "3"),
-], ids=["mutated-dict", "rebound-lower-case-dict", "dataframe-edited-in-place", "list-append"])
+    # (pandas reads @cutoff from the caller's frame: no bytecode loads it)
+    ("import pandas as pd\nframe = pd.DataFrame({'v': range(10)})\ncutoff = 5",
+     "cutoff = 2", "out = len(frame.query('v > @cutoff'))", "4", "7"),
+    ("import pandas as pd\nsales = pd.DataFrame({'price': [10.0, 20.0]})\nrate = 0.1",
+     "rate = 0.5", "out = sales.eval('price * (1 + @rate)').tolist()", "[11.0, 22.0]",
+     "[15.0, 30.0]"),
+], ids=["mutated-dict", "rebound-lower-case-dict", "dataframe-edited-in-place", "list-append",
+        "query-at-variable", "eval-at-variable"])
 def test_a_changed_notebook_variable_reruns_the_step(kernel: Kernel, setup: str, change: str,
                                                      body: str, before: str, after: str) -> None:
     kernel.run(setup)

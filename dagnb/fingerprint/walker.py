@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import dis
 import inspect
+import re
 import types
 import warnings
 import weakref
+from collections.abc import Iterator
 from functools import partial
 from typing import Any
 
@@ -396,7 +398,29 @@ def _code_names(code: types.CodeType) -> list[str]:
     names: dict[str, None] = {}
     for nested in _code_objects(code):
         names.update(dict.fromkeys(nested.co_names))
+    names.update(dict.fromkeys(sorted(_query_names(code))))
     return list(names)
+
+
+# ``@name`` in a string, as pandas' query() and eval() read a variable of the caller's
+# (``df.query("v > @cutoff")``); not an address's ``user@host``
+_QUERY_NAME = re.compile(r"(?<![\w.@])@([A-Za-z_]\w*)")
+
+
+def _query_names(code: types.CodeType) -> set[str]:
+    """The names the code's strings read as pandas' ``query``/``eval`` do (``@cutoff``):
+    a read the bytecode does not show, which the key must see all the same."""
+    return {name for nested in _code_objects(code) for text in _strings(nested.co_consts)
+            if "@" in text for name in _QUERY_NAME.findall(text)}
+
+
+def _strings(consts: tuple[Any, ...]) -> Iterator[str]:
+    """The strings among a code's constants, those of its folded tuples too."""
+    for const in consts:
+        if type(const) is str:
+            yield const
+        elif type(const) in (tuple, frozenset):
+            yield from _strings(tuple(const))
 
 
 _GLOBAL_LOADS = frozenset({"LOAD_GLOBAL", "LOAD_NAME", "LOAD_FROM_DICT_OR_GLOBALS"})
@@ -463,6 +487,9 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[
                 (changed if is_global else changed_free).add(instruction.argval)
             else:
                 (read_too if is_global else read_free).add(instruction.argval)
+    queried = _query_names(code)  # (read by pandas from the caller's frame: inputs)
+    loaded |= queried
+    read_too |= queried
     state_free = (changed_free - read_free) | set_free
     return loaded, changed - read_too, state_free, (changed_free & read_free) - set_free
 
