@@ -763,6 +763,19 @@ def test_logs_read_left_aligned_and_stay_a_dataframe(shell):
     assert type(logs[logs["stream"] == "stdout"]) is pd.DataFrame  # slices are plain frames
 
 
+def test_the_logs_of_a_step_that_printed_much_show_as_many_rows_as_pandas_would(shell):
+    """Every one of 50,000 lines went into the cell (20 MB in the saved notebook)."""
+    cell(shell, "big", "seq 1 50000")
+    logs = line(shell, "logs big")
+    assert len(logs) == 50_000  # (the frame holds them all: code that reads it)
+    text, page = repr(logs), logs._repr_html_()
+    assert len(text) < 2_000 and len(page) < 5_000
+    assert text.splitlines()[-3].rstrip().endswith("stdout 50000")  # (the end: the cause)
+    assert text.endswith("[50000 rows x 5 columns]") and "50000 rows × 5 columns" in page
+    with pd.option_context("display.max_rows", None):  # (pandas' own switch: all of them)
+        assert len(repr(logs).splitlines()) == 50_001
+
+
 @pytest.mark.parametrize(("path", "says"), [
     ("''", "got an empty one"), ("/nonexistent/dir/p.yml", "No such file or directory")])
 def test_save_to_a_path_it_cannot_write_is_one_line(shell, path, says):

@@ -215,7 +215,8 @@ def _display_class() -> type[pd.DataFrame]:
             widths = {c: int(frame[c].astype(str).str.len().max()) for c in frame.columns}
             formatters = {c: (lambda w: lambda v: f"{v!s:<{w}}")(widths[c])
                           for c in frame.columns}
-            return frame.to_string(index=False, justify="left", formatters=formatters)
+            return frame.to_string(index=False, justify="left", formatters=formatters,
+                                   **_row_limits(len(frame)))
 
         def _repr_html_(self) -> str | None:
             options, frame = self._shown_as, _readable(self)
@@ -223,10 +224,25 @@ def _display_class() -> type[pd.DataFrame]:
                 return f"<p>{html.escape(options['empty'])}</p>"
             if not options["left"]:
                 return frame._repr_html_()
-            text = frame.to_html(index=False, justify="left")
+            limits = _row_limits(len(frame))
+            text = frame.to_html(index=False, justify="left", max_rows=limits.get("min_rows"),
+                                 show_dimensions=bool(limits))
             return text.replace("<td>", "<td style='text-align:left'>")
 
     return Shown
+
+
+def _row_limits(rows: int) -> dict[str, Any]:
+    """The rows a frame of ``rows`` shows, as pandas' own repr does: all up to
+    ``display.max_rows``, else the first and last of ``display.min_rows``, with its size
+    (a step's 50,000 log lines put 20 MB into the cell and the saved notebook)."""
+    import pandas as pd
+
+    most = pd.get_option("display.max_rows")
+    if most is None or rows <= most:
+        return {}
+    return {"max_rows": most, "min_rows": pd.get_option("display.min_rows") or most,
+            "show_dimensions": True}
 
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:
