@@ -278,6 +278,23 @@ def test_after_a_kernel_restart_the_last_cell_alone_is_served_from_the_cache(tmp
     assert last.strip() == "['make', 'total', 'report', 'final'] TOTAL=12"
 
 
+def test_a_kernel_says_which_step_its_notebook_defines_twice(tmp_path):
+    """A copied cell defines its step again: the kernel counted it twice ("3 steps" for
+    2) and said nothing of the earlier cell it replaces."""
+    path = tmp_path / "dup.ipynb"
+    nbf.write(nbf.v4.new_notebook(cells=[
+        nbf.v4.new_code_cell("%%dagger a\necho one"),
+        nbf.v4.new_code_cell("%%dagger b\necho two"),
+        nbf.v4.new_code_cell("%%dagger a\necho three")]), path)
+    started = nbf.v4.new_notebook(cells=[nbf.v4.new_code_cell("%load_ext dagnb")])
+    client = NotebookClient(started, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_CONFIG": "none", "JPY_SESSION_NAME": str(path)})
+    said = "".join(o.get("text", "") for o in started.cells[0].outputs)
+    assert said == ("dagnb: 2 steps read from dup.ipynb; step 'a' is defined in cells 1 and "
+                    "3: the last one counts\n")
+
+
 def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_path):
     path = _notebook(tmp_path)
     restarted = nbf.v4.new_notebook(cells=[

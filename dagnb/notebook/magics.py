@@ -580,8 +580,8 @@ def cell_definition(text: str, namespace: Mapping[str, Any] | None,
             parse_names(args.outputs))
 
 
-def adopt_notebook(session: Any, path: str | Path,
-                   namespace: Mapping[str, Any] | None = None) -> tuple[list[str], list[str]]:
+def adopt_notebook(session: Any, path: str | Path, namespace: Mapping[str, Any] | None = None
+                   ) -> tuple[dict[str, list[int]], list[str]]:
     """Define in ``session`` each step the notebook's cells define, as after running them.
 
     Used when a kernel starts (or restarts) and knows its notebook: the graph is whole
@@ -589,9 +589,11 @@ def adopt_notebook(session: Any, path: str | Path,
     their cached results). A cell that does not parse is passed over, with one line
     among the problems returned beside the names defined. A ``--python`` cell takes a
     variable it reads before assigning it (``rows = [r for r in rows if r]``) from the
-    notebook when a cell before it binds it, as the cells run in order do.
+    notebook when a cell before it binds it, as the cells run in order do. The names
+    defined come with the numbers of the cells defining them (a later one replaces).
     """
-    defined, problems = [], []
+    defined: dict[str, list[int]] = {}
+    problems: list[str] = []
     try:
         cells = read_notebook(path)
     except WorkflowError:
@@ -612,7 +614,7 @@ def adopt_notebook(session: Any, path: str | Path,
         except (DagnbError, UsageError) as exc:
             problems.append(f"cell {cell.index + 1} ({cell.line.strip()!r}): {exc}")
         else:
-            defined.append(step.name)
+            defined.setdefault(step.name, []).append(cell.index + 1)
             bound |= set(outputs)
     return defined, problems
 
@@ -761,10 +763,21 @@ def load_ipython_extension(ipython: Any) -> None:
     path = kernel_notebook_path(ipython.user_ns)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
-        noun = "step" if len(defined) == 1 else "steps"
-        note = f"dagnb: {len(defined)} {noun} read from {path.name}"
-        print(note + "".join(f"; skipped {p}" for p in problems) if defined or problems else "",
-              end="\n" if defined or problems else "")
+        if defined or problems:
+            print(_adopted_note(path.name, defined, problems))
+
+
+def _adopted_note(name: str, defined: Mapping[str, list[int]], problems: list[str]) -> str:
+    """The line a kernel that read its notebook's steps prints: how many, which cells
+    define one step twice (a copied cell: the later replaces it, silently before), and
+    the cells passed over."""
+    noun = "step" if len(defined) == 1 else "steps"
+    twice = [f"step {step!r} is defined in cells {', '.join(map(str, cells[:-1]))} and "
+             f"{cells[-1]}: the last one counts" for step, cells in defined.items()
+             if len(cells) > 1]
+    return (f"dagnb: {len(defined)} {noun} read from {name}"
+            + "".join(f"; {note}" for note in twice)
+            + "".join(f"; skipped {problem}" for problem in problems))
 
 
 def unload_ipython_extension(ipython: Any) -> None:
