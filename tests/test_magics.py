@@ -343,9 +343,9 @@ def test_plan_and_cache_commands(shell):
     entries = line(shell, "cache entries a")
     assert set(entries["step"]) == {"a"}
     assert "cached" in line(shell, "cache explain b")
-    assert line(shell, "cache clear a") == "removed 1 cache entries of 'a'"
+    assert line(shell, "cache clear a") == "removed 1 cache entry of 'a'"
     assert line(shell, "cache explain a") == "no entry yet for step 'a'"
-    assert line(shell, "cache clear --all") == "removed 1 cache entries"
+    assert line(shell, "cache clear --all") == "removed 1 cache entry"
 
 
 def test_cache_clear_follows_the_cli_s_rules(shell, workdir):
@@ -373,7 +373,7 @@ def test_cache_clear_follows_the_cli_s_rules(shell, workdir):
     assert len(line(shell, "cache entries")) == 2  # nothing went
     assert line(shell, "cache clear --older-than 1h") == (
         "removed 0 cache entries created more than 1h ago")
-    assert line(shell, "cache clear --step a") == "removed 1 cache entries of 'a'"
+    assert line(shell, "cache clear --step a") == "removed 1 cache entry of 'a'"
     assert line(shell, "cache clear a") == "removed 0 cache entries of 'a'"  # the graph's
     with pytest.raises(UsageError, match=r"^explain needs a step name: %dagger cache "
                        r"explain NAME$"):

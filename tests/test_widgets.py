@@ -125,8 +125,9 @@ def test_a_bad_dagnb_widgets_warns_once_naming_what_it_takes_then_detects(monkey
     monkeypatch.setenv("DAGNB_WIDGETS", "maybe")
     expected = ("environment variable DAGNB_WIDGETS='maybe' is not valid; expected "
                 "true/false, yes/no, on/off or 1/0; ignored")
-    with pytest.warns(UserWarning, match=re.escape(expected)):
+    with pytest.warns(UserWarning, match=re.escape(expected)) as said:
         assert frontend_available() is True
+    assert said[0].filename == __file__  # (the caller's line, not dagnb's)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # not again: a notebook would show it on every cell
         assert frontend_available() is True

@@ -468,7 +468,8 @@ def _cache_clear(self: DaggerMagics, rest: str) -> Text:
                       name_a_step="name a step", known=self.session.graph.names,
                       step_given_as="step" if args.step is None else "--step")
     removed = self.session.clear_cache(step, older)
-    return Text(f"removed {removed} cache entries" + (f" of {step!r}" if step else "")
+    noun = "cache entry" if removed == 1 else "cache entries"
+    return Text(f"removed {removed} {noun}" + (f" of {step!r}" if step else "")
                 + (f" created more than {args.older_than} ago" if older is not None else ""))
 
 

@@ -28,6 +28,7 @@ import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from dagnb.checks import warn_user
 from dagnb.config import context, env_flag
 from dagnb.errors import ConfigError
 from dagnb.views.live import TextView
@@ -65,8 +66,7 @@ def _chosen_by_environment() -> bool | None:
         warned = context().get("widgets.warned", set)
         if str(exc) not in warned:
             warned.add(str(exc))
-            warnings.warn(f"{exc}; ignored: widgets are shown where a front end can draw "
-                          "them", stacklevel=2)
+            warn_user(f"{exc}; ignored: widgets are shown where a front end can draw them")
         return None
 
 
