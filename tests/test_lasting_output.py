@@ -105,6 +105,23 @@ def test_a_step_cut_to_its_tail_says_how_many_lines_came_before(tmp_path):
                          "61"]
 
 
+def test_a_retried_step_keeps_why_between_its_attempts_as_text_mode_does(tmp_path):
+    """The saved notebook ran the attempts' lines together, the earlier failures' reasons
+    gone (text mode prints a line for each retry)."""
+    count = tmp_path / "count"
+    notebook = _widget_mode(tmp_path, "%load_ext dagnb", (
+        f"%%dagger flaky --retries 2\nn=$(( $(cat {count} 2>/dev/null || echo 0) + 1 ))\n"
+        f"echo $n > {count}; echo attempt $n; test $n -ge 3"))
+    bundle = next(out["data"] for out in notebook.cells[-1].outputs if "data" in out)
+    lines = "".join(bundle["text/plain"]).splitlines()
+    at = lines.index("── flaky ──")
+    assert [line.split(" in ")[0] for line in lines[at + 1:at + 6]] == [
+        "attempt 1", "── flaky: retrying 2/3", "attempt 2", "── flaky: retrying 3/3",
+        "attempt 3"]
+    assert lines[at + 2].endswith(": exit code 1 ──")
+    assert "── flaky: retrying 2/3 in " in "".join(bundle["text/html"])
+
+
 def test_a_failure_shows_once_when_the_cell_raises(tmp_path):
     """The cell's RunFailed shows the failed step's stderr tail: the snapshot does not
     show it a second time (it shows the step's output, as text mode prints it)."""

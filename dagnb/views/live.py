@@ -83,19 +83,22 @@ class LiveState:
                 self.retrying.pop(event.step, None)  # type: ignore[arg-type]
         self.finished = self.finished or any(
             e.kind == "run" and e.data.get("state") == "finished" for e in changes)
-        if self.tail and len(changes) < len(new):
+        if self.tail and (len(changes) < len(new) or any(e.kind == "retry" for e in changes)):
             self._fold_tails(new)
         return new
 
     def _fold_tails(self, new: list[Event]) -> None:
-        """Keep the last lines per step, walking back only as far as needed."""
+        """Keep the last lines per step, walking back only as far as needed; a retry
+        comes between its step's attempts as the line text mode prints for it."""
         found: dict[str, list[str]] = {name: [] for name in self.tails}
         wanting = len(found)
         for event in reversed(new):
-            lines = found.get(event.step) if event.kind == "log" else None  # type: ignore[arg-type]
+            lines = (found.get(event.step)  # type: ignore[arg-type]
+                     if event.kind in ("log", "retry") else None)
             if lines is None or len(lines) >= self.tail:
                 continue
-            lines.append(event.data["line"])
+            lines.append(event.data["line"] if event.kind == "log"
+                         else RetryLine(retry_line(event)))
             if len(lines) == self.tail:
                 wanting -= 1
                 if not wanting:
@@ -109,7 +112,8 @@ class LiveState:
         the folded tail would stay at line 10,000 and miss a traceback after it."""
         if self.run.events.spilled(name):
             return [shown_line(line) for line in self.run.log_tail(name, self.tail)]
-        return [shown_line(line) for line in self.tails.get(name, ())]
+        return [line if type(line) is RetryLine else shown_line(line)
+                for line in self.tails.get(name, ())]
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """Status rows by step name, as in ``run.status()``."""
@@ -119,6 +123,10 @@ class LiveState:
         """(steps in a final state, steps in the run)."""
         rows = self.rows()
         return sum(r["state"] in TERMINAL_STATES for r in rows.values()), len(rows)
+
+
+class RetryLine(str):
+    """The line a step's tail shows where it was retried (not one the step printed)."""
 
 
 def shown_line(line: str) -> str:

@@ -19,7 +19,13 @@ import time
 from typing import TYPE_CHECKING
 
 from dagnb.views.html import header_html, table_html, tail_html
-from dagnb.views.live import FAILED_TAIL, LiveState, earlier_note, format_rows
+from dagnb.views.live import (
+    FAILED_TAIL,
+    LiveState,
+    RetryLine,
+    earlier_note,
+    format_rows,
+)
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -71,7 +77,8 @@ class RunSnapshot:
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
                 lines, title = state.lines(name) if ran else [], f"── {name} ──"
-                earlier = earlier_note(run.events.line_count(name) - len(lines),
+                printed = sum(type(line) is not RetryLine for line in lines)
+                earlier = earlier_note(run.events.line_count(name) - printed,
                                        f"%dagger logs {name}")
             if lines:
                 sections.append((title, earlier, lines))
