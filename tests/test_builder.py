@@ -8,6 +8,7 @@ from IPython.core.interactiveshell import InteractiveShell
 
 import dagnb
 import dagnb.notebook.widgets
+from dagnb.cache import step_key
 from dagnb.notebook.cells import cell_text
 from dagnb.notebook.magics import step_from_cell
 from dagnb.notebook.session import Session, get_session
@@ -151,3 +152,114 @@ def test_a_python_cells_step_is_not_turned_into_a_shell_step():
     assert session.graph["fit"].func is not None and session.outputs["fit"] == ("m",)
     fill(Builder(session), name="fit").save_button.click()  # (a new step of its name)
     assert session.graph["fit"].params == {"n": 2}
+
+
+WORKFLOW = """\
+steps:
+  argv: {run: ["echo", "hello world"]}
+  moved: {run: pwd, workdir: sub}
+  lenient: {run: "false; echo ok", errexit: false}
+  patient: {run: echo r, retries: {max_retries: 3, retry_on: [137]}}
+  versioned: {run: echo v, cache_version: "2", env: {X: "1"}}
+"""
+
+
+@pytest.fixture
+def loaded():
+    """``%dagger load wf.yml`` in the notebook's session, and a form on its graph."""
+    with open("wf.yml", "w") as file:
+        file.write(WORKFLOW)
+    shell = InteractiveShell.instance()
+    shell.run_line_magic("load_ext", "dagnb.notebook.magics")
+    shell.run_line_magic("dagger", "load wf.yml")
+    return get_session(), Builder(get_session())
+
+
+def key_of(step, tmp_path):
+    return step_key(step, upstream_digests={}, base_dir=tmp_path).digest
+
+
+def save_unchanged(form, name):
+    form.existing.value = name
+    form.save_button.click()
+
+
+@pytest.mark.parametrize(("name", "field", "value"), [
+    ("argv", "run", ("echo", "hello world")),  # was the text "('echo', 'hello world')\n"
+    ("moved", "workdir", "sub"),  # was dropped
+    ("lenient", "errexit", False),  # became True
+    ("patient", "retries", {"max_retries": 3, "retry_on": [137]}),  # became None
+    ("versioned", "cache_version", "2"),  # became ''
+    ("moved", "run", "pwd"),  # gained a trailing newline
+])
+def test_an_unchanged_save_keeps_what_the_form_does_not_show(loaded, name, field, value):
+    session, form = loaded
+    save_unchanged(form, name)
+    assert getattr(session.graph[name], field) == value
+    assert "is in the graph" in form.message.value
+
+
+def test_an_unchanged_save_keeps_each_loaded_step_and_its_key(loaded, tmp_path):
+    session, form = loaded
+    for name in session.graph.names:
+        before = session.graph[name]
+        save_unchanged(form, name)
+        assert key_of(session.graph[name], tmp_path) == key_of(before, tmp_path)
+        assert session.graph[name] == before
+
+
+def test_the_form_shows_an_argv_run_as_shell_words_and_a_policy_as_its_count(loaded):
+    _, form = loaded
+    form.existing.value = "argv"
+    assert form.command.value == "echo 'hello world'"
+    form.existing.value = "patient"
+    assert form.retries.value == 3
+
+
+def test_an_edit_changes_only_the_field_edited(loaded):
+    session, form = loaded
+    form.existing.value = "moved"
+    form.image.value = "alpine:3.20"
+    form.save_button.click()
+    step = session.graph["moved"]
+    assert (step.image, step.workdir, step.run) == ("alpine:3.20", "sub", "pwd")
+    form.existing.value = "argv"
+    form.command.value = "echo 'hello there'"
+    form.save_button.click()
+    assert session.graph["argv"].run == "echo 'hello there'\n"
+
+
+def test_a_new_retry_count_replaces_the_policy_and_says_so(loaded):
+    session, form = loaded
+    form.existing.value = "patient"
+    form.retries.value = 5
+    form.save_button.click()
+    assert session.graph["patient"].retries == 5
+    message = form.message.value.replace("&#x27;", "'")
+    assert "its retry policy {'max_retries': 3, 'retry_on': [137]} was replaced by 5" in message
+
+
+def test_export_names_the_settings_a_cell_cannot_set(loaded):
+    _, form = loaded
+    form.existing.value = "versioned"
+    form.export_button.click()
+    first, comment, body = form.exported.value.splitlines()
+    assert first == "%%dagger versioned --env X=1"
+    assert comment == "# not set by this cell (%%dagger has no option for them): cache_version='2'"
+    assert body == "echo v"
+    form.existing.value = "patient"
+    form.export_button.click()
+    assert form.exported.value.startswith(
+        "%%dagger patient\n# not set by this cell (%%dagger has no option for them): "
+        "retries={'max_retries': 3, 'retry_on': [137]}\n")
+    form.existing.value = "argv"
+    form.export_button.click()
+    assert step_from_cell(form.exported.value).run == "echo 'hello world'\n"
+
+
+def test_a_bad_name_is_refused_naming_it_and_the_rule():
+    form = fill(Builder(Session()), name="bad name!")
+    form.save_button.click()
+    message = form.message.value.replace("&#x27;", "'")
+    assert "step name 'bad name!' is not valid; use letters, digits" in message
+    assert "unrecognized arguments" not in message

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import dataclasses
 import difflib
 import inspect
 import io
@@ -53,7 +54,10 @@ __all__ = [
     "parse_assignments",
     "parse_names",
     "parse_value",
+    "setting_text",
+    "shell_text",
     "step_from_options",
+    "unset_options",
 ]
 
 _counter = itertools.count(1)
@@ -594,7 +598,8 @@ def _cell_definition(outer: ast.FunctionDef) -> ast.FunctionDef:
 
 
 def cell_text(step: Step) -> str:
-    """The ``%%dagger`` cell that defines ``step`` (shell steps and ``--python`` cells)."""
+    """The ``%%dagger`` cell that defines ``step`` (shell steps and ``--python`` cells);
+    its first body line, a comment, names the step's settings no option sets, if any."""
     options = [f"%%dagger {step.name}"]
     if step.func is not None:
         options.append("--python")
@@ -603,8 +608,15 @@ def cell_text(step: Step) -> str:
         outputs = cell_outputs(step)
         if outputs:
             options.append(f"--outputs {','.join(outputs)}")
-        return " ".join(options) + "\n" + cell_body(step)
-    return " ".join(options) + "\n" + str(step.run).rstrip("\n") + "\n"
+    unset = _unset_comment(step)
+    body = cell_body(step) if step.func is not None else shell_text(step.run) + "\n"
+    return " ".join(options) + "\n" + (f"{unset}\n" if unset else "") + body
+
+
+def shell_text(run: str | tuple[str, ...] | None) -> str:
+    """A step's ``run`` as shell text (an argv list quoted word by word), no end newline."""
+    text = shlex.join(run) if isinstance(run, tuple) else (run or "")
+    return text.rstrip("\n")
 
 
 def cell_body(step: Step) -> str:
@@ -628,7 +640,7 @@ def cell_options(step: Step) -> list[str]:
     opts += [f"--secret {q(s)}" for s in step.secrets]
     opts += [f"--mount {q(f'{h}:{p}')}" for h, p in step.mounts.items()]
     opts += [f"--param {q(f'{k}=' + json.dumps(v))}" for k, v in step.params.items()]
-    if step.retries is not None:
+    if _is_count(step.retries):
         opts.append(f"--retries {step.retries}")
     if step.timeout is not None:
         opts.append(f"--timeout {duration_text(step.timeout)}")
@@ -646,3 +658,58 @@ def cell_options(step: Step) -> list[str]:
 def duration_text(value: float) -> str:
     """A duration option that parses back to the same number of seconds."""
     return f"{int(value)}s" if float(value).is_integer() else f"{value!r}s"
+
+
+# The Step fields the %%dagger options set (cell_options); any other field that differs
+# from its default is lost in a cell, and :func:`unset_options` names it.
+_CELL_FIELDS = frozenset({"name", "run", "func", "image", "needs", "env", "secrets", "mounts",
+                          "params", "timeout", "tags", "cache", "ttl", "retries", "executor"})
+
+
+def unset_options(step: Step) -> dict[str, Any]:
+    """The settings of ``step`` that no ``%%dagger`` option sets (``workdir``, a retry
+    policy, ``cache='session'``...): a cell written from the step leaves them out."""
+    unset = {f.name: getattr(step, f.name) for f in dataclasses.fields(step)
+             if f.name not in _CELL_FIELDS and getattr(step, f.name) != _default(f)}
+    if step.retries is not None and not _is_count(step.retries):
+        unset["retries"] = step.retries
+    if step.cache not in (True, False):
+        unset["cache"] = step.cache
+    return unset
+
+
+def _unset_comment(step: Step) -> str:
+    """One comment line naming :func:`unset_options`, or "" when there are none."""
+    unset = unset_options(step)
+    if not unset:
+        return ""
+    shown = ", ".join(f"{name}={_cut(setting_text(value))}" for name, value in unset.items())
+    return f"# not set by this cell (%%dagger has no option for them): {shown}"
+
+
+def setting_text(value: Any) -> str:
+    """A setting's one-line text: a function by its name, a mapping as a dict, a
+    dataclass (a RetryPolicy) by the fields it sets."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        set_ = [f"{f.name}={getattr(value, f.name)!r}" for f in dataclasses.fields(value)
+                if getattr(value, f.name) != _default(f)]
+        return f"{type(value).__name__}({', '.join(set_)})"
+    if callable(value):
+        return getattr(value, "__qualname__", repr(value))
+    return repr(dict(value) if isinstance(value, Mapping) else value)
+
+
+def _cut(text: str, limit: int = 80) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _default(field: dataclasses.Field[Any]) -> Any:
+    if field.default_factory is not dataclasses.MISSING:
+        return field.default_factory()
+    return field.default
+
+
+def _is_count(retries: Any) -> bool:
+    """Whether ``retries`` is a number of retries (what ``--retries N`` sets), not a
+    policy (a mapping, a RetryPolicy, or True/False)."""
+    return isinstance(retries, int) and not isinstance(retries, bool)

@@ -1,7 +1,10 @@
 """The graph builder: a form that adds or edits a shell step of the notebook's graph.
 
-The form is turned into ``%%dagger`` cell text and that text is parsed by the cell
-magic's own parser, so a step built here equals the step its exported cell builds.
+The form's fields are turned into ``%%dagger`` cell text, parsed by the cell magic's own
+parser. A new step is that parsed step. An edited step is the step loaded, with only the
+fields the user changed in the form replaced by the parsed ones: what the form cannot
+show (a workdir, a retry policy, an argv run, errexit...) is kept as it was, and a save
+with no change leaves the step (and its cache key) as it was.
 """
 
 from __future__ import annotations
@@ -15,16 +18,20 @@ import ipywidgets as w
 from IPython.core.error import UsageError
 
 from dagnb.checks import made_here
-from dagnb.errors import DagnbError, InvalidStepError
-from dagnb.model.step import Step
-from dagnb.notebook.cells import cell_options, duration_text
+from dagnb.errors import ConfigError, DagnbError, InvalidStepError
+from dagnb.model.step import Step, check_name
+from dagnb.notebook.cells import cell_text, duration_text, setting_text, shell_text
 from dagnb.notebook.magics import step_from_cell
 from dagnb.notebook.session import Session, get_session
+from dagnb.retry.policy import RetryPolicy
 
 __all__ = ["COMMON_IMAGES", "Builder", "builder"]
 
 COMMON_IMAGES = ("python:3.12-slim", "alpine:3.20", "ubuntu:24.04")
 _NEW = "(new step)"
+# The form's fields (widget attribute -> the Step field it edits).
+_EDITED = {"name": "name", "image": "image", "command": "run", "needs": "needs",
+           "retries": "retries", "ttl": "ttl"}
 
 
 class Builder(w.VBox):
@@ -53,6 +60,7 @@ class Builder(w.VBox):
         self.exported = w.Textarea(layout=w.Layout(width="40em", height="8em"))
         self.message = w.HTML()
         self.loaded: Step | None = None  # the step being edited, for the options not shown
+        self._shown: dict[str, Any] = {}  # the fields' values as load() filled them
         self.existing.observe(lambda change: self.load(change["new"]), names="value")
         self.name.observe(lambda _: self._offer_needs(), names="value")
         self.save_button.on_click(made_here(self._save))
@@ -85,16 +93,34 @@ class Builder(w.VBox):
         self.loaded = step
         self.name.value = step.name if step else ""
         self.image.value = (step.image or "") if step else ""
-        self.command.value = str(step.run or "") if step and step.run else ""
+        self.command.value = _command_text(step.run) if step else ""
         self.needs.value = tuple(step.needs) if step else ()
-        retries = step.retries if step and isinstance(step.retries, int) else 0
-        self.retries.value = retries
+        self.retries.value = _retry_count(step.retries) if step else 0
         self.ttl.value = duration_text(step.ttl) if step and step.ttl else ""
+        self._shown = self._fields()
         self.message.value = _error_html(_python_step(step.name)) if step and step.func else ""
 
+    def _fields(self) -> dict[str, Any]:
+        return {field: getattr(self, field).value for field in _EDITED}
+
+    def _changed(self) -> list[str]:
+        """The fields the user changed since the step was loaded."""
+        return [field for field, value in self._fields().items() if self._shown.get(field) != value]
+
+    def _edited(self) -> Step | None:
+        """The loaded step the form edits: a shell step (a --python cell's is not)."""
+        return self.loaded if self.loaded is not None and self.loaded.func is None else None
+
     def cell_text(self) -> str:
-        """The ``%%dagger`` cell equivalent to the form."""
-        options = [f"%%dagger {self.name.value.strip()}"]
+        """The ``%%dagger`` cell equivalent to the form's step, with a comment line naming
+        its settings no option sets (a workdir, a retry policy...)."""
+        return cell_text(self.step())
+
+    def _form_cell(self) -> str:
+        """The ``%%dagger`` cell of the form's fields alone."""
+        name = self.name.value.strip()
+        check_name(name)  # (else the magic's parser reads `bad name!` as two words)
+        options = [f"%%dagger {name}"]
         if self.image.value.strip():
             options.append(f"--image {shlex.quote(self.image.value.strip())}")
         if self.needs.value:
@@ -103,19 +129,17 @@ class Builder(w.VBox):
             options.append(f"--retries {self.retries.value}")
         if self.ttl.value.strip():
             options.append(f"--ttl {shlex.quote(self.ttl.value.strip())}")
-        options += self._hidden_options()
         return " ".join(options) + "\n" + self.command.value.strip("\n") + "\n"
 
-    def _hidden_options(self) -> list[str]:
-        """The edited step's options the form has no field for (env, params, tags, ...)."""
-        if self.loaded is None or self.loaded.func is not None:
-            return []
-        shown = dataclasses.replace(self.loaded, image=None, needs=(), retries=None, ttl=None)
-        return cell_options(shown)
-
     def step(self) -> Step:
-        """The Step the form describes, built by the ``%%dagger`` parser."""
-        return step_from_cell(self.cell_text())
+        """The Step the form describes: the fields parsed by the ``%%dagger`` parser; for
+        a loaded step, that step with the fields the user changed replaced."""
+        parsed = step_from_cell(self._form_cell())
+        edited = self._edited()
+        if edited is None:
+            return parsed
+        changes = {_EDITED[f]: getattr(parsed, _EDITED[f]) for f in self._changed()}
+        return dataclasses.replace(edited, **changes) if changes else edited
 
     # -- buttons ---------------------------------------------------------------------
     def _save(self) -> None:
@@ -127,13 +151,50 @@ class Builder(w.VBox):
         except (DagnbError, UsageError, ValueError) as exc:  # shown in the form, not raised
             self.message.value = _error_html(exc)
             return
+        replaced = self._replaced_policy()
         self.refresh()
+        if self.existing.value == step.name:
+            self.load(step.name)  # (the saved step is the one edited from now on)
         self.existing.value = step.name
-        self.message.value = html.escape(f"step {step.name!r} is in the graph; run it with "
-                                         f"%dagger run {step.name}")
+        self.message.value = html.escape(f"step {step.name!r} is in the graph; {replaced}"
+                                         f"run it with %dagger run {step.name}")
+
+    def _replaced_policy(self) -> str:
+        """What the message says when a retry policy the form showed as a number was
+        replaced by the number typed."""
+        edited = self._edited()
+        if (edited is None or "retries" not in self._changed() or edited.retries is None
+                or _is_count(edited.retries)):
+            return ""
+        return (f"its retry policy {setting_text(edited.retries)} was replaced by "
+                f"{self.retries.value} retries; ")
 
     def _export(self) -> None:
-        self.exported.value = self.cell_text()
+        try:
+            self.exported.value = self.cell_text()
+        except (DagnbError, UsageError, ValueError) as exc:
+            self.message.value = _error_html(exc)
+
+
+def _command_text(run: str | tuple[str, ...] | None) -> str:
+    """What the Command field shows: shell text as it is, an argv list quoted as shell
+    words (kept as the list while that text is unchanged)."""
+    return shell_text(run) if isinstance(run, tuple) else (run or "")
+
+
+def _is_count(retries: Any) -> bool:
+    """A number of retries (what the form's field shows), not a policy or True/False."""
+    return isinstance(retries, int) and not isinstance(retries, bool)
+
+
+def _retry_count(retries: Any) -> int:
+    """The number the Retries field shows: a policy's ``max_retries``."""
+    if retries is None or _is_count(retries):
+        return retries or 0
+    try:
+        return RetryPolicy.from_value(retries).max_retries
+    except ConfigError:  # (refused when the step runs: show no number for it)
+        return 0
 
 
 def _python_step(name: str) -> str:
