@@ -161,6 +161,7 @@ steps:
   lenient: {run: "false; echo ok", errexit: false}
   patient: {run: echo r, retries: {max_retries: 3, retry_on: [137]}}
   versioned: {run: echo v, cache_version: "2", env: {X: "1"}}
+  stubborn: {run: echo s, retries: 50}
 """
 
 
@@ -214,6 +215,8 @@ def test_the_form_shows_an_argv_run_as_shell_words_and_a_policy_as_its_count(loa
     assert form.command.value == "echo 'hello world'"
     form.existing.value = "patient"
     assert form.retries.value == 3
+    form.existing.value = "stubborn"  # (the field stopped at 20)
+    assert form.retries.value == 50
 
 
 def test_an_edit_changes_only_the_field_edited(loaded):

@@ -52,7 +52,7 @@ class Builder(w.VBox):
         self.command = w.Textarea(description="Command", placeholder="echo hello",
                                   layout=w.Layout(width="40em", height="8em"))
         self.needs = w.SelectMultiple(description="Needs", options=[])
-        self.retries = w.BoundedIntText(description="Retries", min=0, max=20, value=0)
+        self.retries = w.BoundedIntText(description="Retries", min=0, max=1000, value=0)
         self.ttl = w.Text(description="TTL", placeholder="1h (empty: no expiry)")
         self.save_button = w.Button(description="Add / update step", button_style="primary",
                                     icon="plus")
