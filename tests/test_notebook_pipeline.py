@@ -97,6 +97,24 @@ def test_a_changed_parameter_runs_only_the_steps_that_read_it(tmp_path):
     assert "total is 60" in executed.cells[-1].outputs[0]["text"]
 
 
+def test_a_step_its_cell_re_ran_shows_as_ran_though_a_later_cell_was_served_it(tmp_path):
+    """The table showed each step's row from the last run that had it: `total`, re-run
+    by its cell for the new scale, then served to `report`'s run, read `cached`, as if
+    the param had been ignored."""
+    path = _notebook(tmp_path)
+    notebook = nbf.read(path, as_version=4)
+    notebook.cells.append(nbf.v4.new_code_cell(
+        "%%dagger report --python --needs total --outputs line\nline = f'total={total}'"))
+    nbf.write(notebook, path)
+    assert _dagnb("run", str(path), cwd=tmp_path).returncode == 0
+    done = _dagnb("run", str(path), "--param", "scale=10", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert _runs(tmp_path) == ["make", "total", "total"]
+    states = {line.split()[0]: line.split()[1] for line in done.stdout.splitlines()
+              if line.split()[:1] in (["make"], ["total"], ["report"])}
+    assert states == {"make": "cached", "total": "succeeded", "report": "succeeded"}
+
+
 def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
     path = _notebook(tmp_path, failing=True)
     done = _dagnb("run", str(path), cwd=tmp_path)

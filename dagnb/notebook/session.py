@@ -65,6 +65,7 @@ class Session:
         self.recent_images: list[str] = []
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
+        self.ran: dict[str, tuple[dict[str, Any], Run]] = {}  # step -> its row, run: ran
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
         self.live: dict[str, Run] = {}  # run id -> a background run not published yet
         self._started: dict[str, int] = {}  # run id -> its place in order (newest wins)
@@ -307,6 +308,8 @@ class Session:
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
+            if row["state"] != "cached":
+                self.ran[row["step"]] = (self.latest[row["step"]], run)
         summary = _history_row(run, rows)
         known = [i for i, row in enumerate(self.runs) if row["run"] == run.id]
         if known:
@@ -332,6 +335,7 @@ class Session:
         self.outputs.clear()
         self.latest.clear()
         self.step_runs.clear()
+        self.ran.clear()
         self.runs.clear()
         self.live.clear()
         self._started.clear()
@@ -373,9 +377,21 @@ def notebook_summary(session: Session | None = None) -> str:
     session = session or get_session()
     for run in list(session.live.values()):
         session.publish(run.wait())
-    rows = [session.latest.get(name, {"step": name, "state": "not run"})
-            for name in session.graph.order()]
+    rows = [_summary_row(session, name) for name in session.graph.order()]
     return json.dumps(rows)
+
+
+def _summary_row(session: Session, step: str) -> dict[str, Any]:
+    """The step's latest row; the row of the run that ran it when a later run was served
+    the very entry it stored (``dagnb run NB -p``: a step its cell re-ran for the new
+    param, served to a later cell's run, read ``cached`` as if the param were ignored)."""
+    latest = session.latest.get(step, {"step": step, "state": "not run"})
+    ran, by = session.ran.get(step, (None, None))
+    served = session.step_runs.get(step)
+    if (latest["state"] == "cached" and ran is not None and served is not None
+            and by.entry_of(step) is not None and by.entry_of(step) == served.entry_of(step)):
+        return ran
+    return latest
 
 
 def _outputs_or_none(run: Run, name: str) -> Path | None:

@@ -152,6 +152,10 @@ class RunFolder:
                                              name="dagnb-prune", daemon=True)
             self._pruning.start()
 
+    def entry_of(self, step: str) -> str | None:
+        """The key of the cache entry ``step`` was served from or stored in, if any."""
+        return self._entries.get(step)
+
     def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
         """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
         written to ``<run>/.uses`` once the folder is made (until then kept: no step ran

@@ -92,6 +92,10 @@ class Run:
         """Make this run's folder if it is not made yet (a step is about to use it)."""
         self._folder.make()
 
+    def entry_of(self, step: str) -> str | None:
+        """The key of the cache entry ``step`` was served from or stored in this run."""
+        return self._folder.entry_of(step)
+
     def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
         """This run hands cache entry ``step/key`` to its steps: eviction leaves it alone
         while the run is live (see :meth:`RunFolder.note_use`)."""
