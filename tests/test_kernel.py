@@ -527,6 +527,20 @@ def test_after_a_restart_a_cell_reading_a_variable_before_assigning_it_is_read_a
     assert kernel.value("t") == "5"
 
 
+def test_a_step_using_the_notebook_s_sqlite_connection_is_told_where_steps_run(
+        kernel: Kernel) -> None:
+    """sqlite3 refuses a connection used off the thread that made it, and nothing said
+    that a step runs on dagnb's thread, not the notebook's."""
+    kernel.run("import sqlite3\ncon = sqlite3.connect(':memory:')")
+    failed = error(kernel.run("%%dagger q --python --outputs n\n"
+                              "n = con.execute('select 1').fetchone()[0]\n"))
+    assert failed is not None and failed["ename"] == "RunFailed"
+    assert failed["traceback"][-2] == (
+        "step 'q' used an object the notebook made on its own thread or event loop (a "
+        "sqlite3 connection, an async client); steps run on dagnb's: make it inside the "
+        "step, from what the notebook holds (a path, a URL)")
+
+
 def test_a_name_error_for_a_name_no_cell_defines_adds_no_note(kernel: Kernel) -> None:
     failed = error(kernel.run("%%dagger a --python --outputs x\nx = nowhere * 2\n"))
     assert failed is not None and failed["ename"] == "RunFailed"

@@ -34,7 +34,7 @@ from dagnb.errors import (
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
-from dagnb.notebook.unready import name_error_note
+from dagnb.notebook.unready import name_error_note, other_thread_note
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
@@ -205,9 +205,11 @@ class Session:
 
     def failure_notes(self, run: Run) -> list[str]:
         """One line per step of ``run`` that failed with a NameError for a notebook
-        variable not defined yet, naming the cell that defines it."""
+        variable not defined yet, naming the cell that defines it, or using an object
+        the notebook made on its own thread."""
         rows = run.status_rows()
         notes = (name_error_note(self.graph, self.namespace, name, rows[name]["error"])
+                 or other_thread_note(name, rows[name]["error"])
                  for name, state in run.states().items() if state == "failed")
         return [note for note in notes if note]
 

@@ -54,6 +54,23 @@ def name_error_note(graph: Graph, namespace: Mapping[str, Any], name: str,
     return unready_message(name, [(variable, place)]) if place else None
 
 
+# What a notebook's connection or client says when a step uses it off the thread (or
+# the event loop) it was made on: sqlite3's, asyncio's and aiohttp's words
+_OTHER_THREAD = re.compile(r"created in a thread can only be used in that same thread"
+                           r"|attached to a different loop|bound to a different event loop")
+
+
+def other_thread_note(name: str, error: str | None) -> str | None:
+    """For step ``name`` that failed using an object the notebook made on its own thread
+    or event loop (a ``sqlite3`` connection): one line saying where steps run, and the
+    fix; None for any other failure."""
+    if not _OTHER_THREAD.search(error or ""):
+        return None
+    return (f"step {name!r} used an object the notebook made on its own thread or event "
+            "loop (a sqlite3 connection, an async client); steps run on dagnb's: make it "
+            "inside the step, from what the notebook holds (a path, a URL)")
+
+
 def unready_message(name: str, missing: list[tuple[str, str | None]]) -> str:
     """One line: which variables step ``name`` reads that are not defined yet, and which
     cells to run first."""
