@@ -111,6 +111,14 @@ def test_each_component_changes_the_key_and_is_explained(
     assert messages[0].startswith(sentence)
 
 
+def test_a_script_s_change_is_explained_line_by_line_as_code_is(base, store):
+    """`command changed echo a\\necho b\\n → echo a\\necho B` was one line to read."""
+    save(store, key_of(base, run="echo a\necho b\n"), base)
+    [said] = explain(store, "train", key_of(base, run="echo a\necho B\n"))
+    assert said.splitlines() == ["command changed", "--- cached", "+++ now", "@@ -1,2 +1,2 @@",
+                                 " echo a", "-echo b", "+echo B"]
+
+
 def test_argv_command_is_a_kind_and_command_change(base):
     shell = key_of(base, run="echo hi")
     argv = key_of(base, run=["echo", "hi"])

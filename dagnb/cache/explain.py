@@ -134,6 +134,8 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         return f"argument {detail} {change}"
     if head == "code":
         return _code_sentence(before, after)
+    if head == "command" and change == "changed" and "\n" in before.strip() + after.strip():
+        return _code_sentence(before, after, "command changed")  # (a script: line by line)
     if head == "var":
         return _variable_sentence(detail, change, before, after)
     if head == "env":
@@ -164,12 +166,12 @@ def _variable_sentence(name: str, change: str, before: str, after: str) -> str:
     return sentence
 
 
-def _code_sentence(before: str, after: str) -> str:
+def _code_sentence(before: str, after: str, said: str = "code changed") -> str:
     diff = difflib.unified_diff(
         before.splitlines(), after.splitlines(), "cached", "now", lineterm="", n=2
     )
     lines = list(diff)
-    return "code changed" + ("\n" + "\n".join(lines) if lines else "")
+    return said + ("\n" + "\n".join(lines) if lines else "")
 
 
 def _load(text: str) -> Any:
