@@ -173,8 +173,14 @@ def did_you_mean(
     The one place a mistyped key, name or option gets its suggestion (``difflib``);
     callers put it after their own sentence: ``f"unknown key {key!r}; {hint}"``.
     """
+    close = closest(word, choices, cutoff=cutoff)
+    return f"did you mean {close!r}?" if close is not None else otherwise
+
+
+def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
+    """The choice closest to ``word`` (``difflib``'s), or None when none is close."""
     close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
-    return f"did you mean {close[0]!r}?" if close else otherwise
+    return close[0] if close else None
 
 
 def known_keys(

@@ -242,6 +242,8 @@ def test_timeout_option_stops_the_step(shell):
     ("x --executor mars", "echo", "invalid choice: 'mars'"),
     ("x --neds a", "echo", "unrecognized arguments: --neds a; did you mean '--needs'?"),
     ("x --tmeout=5s", "echo", "did you mean '--timeout'?"),
+    # (nothing like it: the dashes every option shares made --outputs look close)
+    ("x --bogus", "echo", "unrecognized arguments: --bogus$"),
 ])
 def test_bad_cell_input_is_a_usage_error(shell, magic_line, body, message):
     with pytest.raises(UsageError, match=message.replace("(", r"\(").replace("[", r"\[")):

@@ -25,7 +25,7 @@ from IPython.utils.text import DollarFormatter
 
 from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
-from dagnb.checks import did_you_mean
+from dagnb.checks import closest
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
 from dagnb.executors.capture import release_held
@@ -114,8 +114,10 @@ def _with_suggestion(message: str, words: list[str], parser: Any) -> str:
     known = [s for action in parser._actions for s in action.option_strings]
     unknown = [w.split("=")[0] for w in words if w.startswith("--") and
                w.split("=")[0] not in known]
-    hint = did_you_mean(unknown[0], known) if unknown else ""
-    return f"{message}; {hint}" if hint else message
+    # (compared without their dashes, which every option shares: --bogus is no --outputs)
+    names = {option.lstrip("-"): option for option in known}
+    close = closest(unknown[0].lstrip("-"), names) if unknown else None
+    return f"{message}; did you mean {names[close]!r}?" if close else message
 
 
 def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
