@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import random
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from dagnb.cli import main
+from dagnb.cli import build_parser, main
 from dagnb.testing import wait_until
 from dagnb.workflows.loader import load as dagnb_load
 
@@ -617,6 +618,27 @@ def test_cache_list_clear_a_step_then_prune_to_nothing(tmp_path, monkeypatch, ca
     assert _on_disk(cache) == []
     assert main(["cache", "list"]) == 0
     assert capsys.readouterr().out == "no entries\n"
+
+
+_DANGLING = ("is", "its", "if", "a", "an", "the", "of", "to", "this", "step's", "when", "alone")
+
+
+def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
+    return next(action.choices for action in parser._actions
+                if isinstance(action, argparse._SubParsersAction))
+
+
+def test_every_cache_option_help_is_a_whole_phrase(capsys):
+    """push --check's help ended '...without it, a file is there if its size is'."""
+    actions = _subcommands(_subcommands(build_parser())["cache"])
+    for name, parser in actions.items():
+        for option in parser._actions:
+            last = (option.help or "x").rstrip(")").rsplit(" ", 1)[-1]
+            assert last not in _DANGLING, (name, option.help)
+    with pytest.raises(SystemExit):
+        main(["cache", "push", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "without it, a file counts as there when its size is the one recorded" in text
 
 
 def test_cache_stats_counts_entries_and_the_hits_recorded(tmp_path, monkeypatch, capsys):

@@ -40,13 +40,14 @@ def add_parser(sub: Any) -> None:
     actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
-    listing.add_argument("--step", default=None, metavar="NAME", help="only this step's")
+    listing.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
     actions.add_parser("stats", help="per step: entries, hits recorded, size")
     clear = actions.add_parser("clear", help="remove entries: of a step, older than AGE, or all")
     clear.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
     clear.add_argument("--older-than", default=None, metavar="AGE",
                        help="only entries created more than AGE ago (30m, 12h, 7d)")
-    clear.add_argument("--all", action="store_true", help="every entry (needed when alone)")
+    clear.add_argument("--all", action="store_true",
+                       help="every entry (required when neither --step nor --older-than is given)")
     prune = actions.add_parser("prune", help="evict least recently used entries to a limit")
     prune.add_argument("--max-size", default=None, metavar="SIZE",
                        help="keep at most this many bytes (bytes, 500K, 10M, 1G)")
@@ -64,8 +65,9 @@ def add_parser(sub: Any) -> None:
                           help="the local cache folder (default: the setting's local folder)")
     actions.choices["push"].add_argument(
         "--check", action="store_true",
-        help="also download and hash the files of the entries the store has (each once), "
-             "and replace those changed there: without it, a file is there if its size is")
+        help="also download and hash each file of the entries the store has (each once) "
+             "and replace the entries changed there; without it, a file counts as there "
+             "when its size is the one recorded")
 
 
 def run(args: argparse.Namespace) -> int:
