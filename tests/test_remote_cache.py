@@ -1021,6 +1021,86 @@ def test_push_check_mends_a_file_changed_in_the_store_that_a_plain_push_takes_as
     assert "push: 0 entries copied, 2 already there" in capsys.readouterr().out
 
 
+def _blob_of(url: str, step: str, key: str, name: str) -> str:
+    """The store path (under the bucket) of the blob of ``out/<name>`` of ``step/key``."""
+    digest = json.loads(fs_cat(url, f"entries/{step}/{key}.json"))["files"][f"out/{name}"][0]
+    return f"{url.removeprefix('s3://')}/blobs/{digest}"
+
+
+def test_a_push_counts_the_bytes_of_a_file_it_sends_back_to_an_entry_the_store_lost(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A blob deleted in the store (its manifest kept) is sent again: the push said
+    '1 entries copied, 4 already there, 0.0 MB' of its 1 MB."""
+    local = Store(tmp_path / "a")
+    big = bytes(i % 251 for i in range(1_000_000))
+    save(local, "make", "big", {"big.bin": big})
+    for n in range(4):
+        save(local, "make", f"k{n}", {"data.txt": b"small %d" % n})
+    push = ["cache", "push", url, "--cache-dir", str(tmp_path / "a")]
+    assert main(push) == 0
+    blob = _blob_of(url, "make", "big", "big.bin")
+    s3fs.S3FileSystem(skip_instance_cache=True).rm(blob)
+    capsys.readouterr()
+    assert main(push) == 0
+    assert "push: 1 entries copied, 4 already there, 1.0 MB\n" in capsys.readouterr().out
+    assert s3fs.S3FileSystem(skip_instance_cache=True).info(blob)["size"] == 1_000_000
+    entry = store(url, tmp_path / "b").lookup("make", "big")
+    assert entry is not None and (entry.out_dir / "big.bin").read_bytes() == big
+
+
+@pytest.mark.parametrize("same", [True, False], ids=["same result", "another result"])
+def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, same: bool) -> None:
+    """Two pushes of one key: the second to write its manifest keeps the first's entry.
+    It said '1 entries copied ... 0.0 MB', though its entry was not kept and its file was
+    sent; a file of another content stays in the store, named by no entry."""
+    ours, theirs = bytes(200_000), bytes(200_000) if same else b"\x01" * 200_000
+    save(Store(tmp_path / "a"), "make", "k", {"data.bin": ours})
+    save(Store(tmp_path / "b"), "make", "k", {"data.bin": theirs})
+    real_put_blob = ObjectStore._put_blob
+
+    def the_other_push_first(remote: ObjectStore, *args: Any, **kwargs: Any) -> int:
+        if not raced:  # (while this push sends its blobs: the other one, whole)
+            raced.append(True)
+            assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "b")]) == 0
+        return real_put_blob(remote, *args, **kwargs)
+
+    raced: list[bool] = []
+    monkeypatch.setattr(ObjectStore, "_put_blob", the_other_push_first)
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    first, second = capsys.readouterr().out.splitlines()
+    assert first == "push: 1 entries copied, 0 already there, 0.2 MB"
+    # (its meta.json differs from the other's: when it was made, ...; sent, and left)
+    sent = r"0\.0 MB \(0\.\d kB" if same else r"0\.2 MB \(0\.2 MB"
+    assert re.fullmatch(
+        r"push: 0 entries copied, 1 already there \(1 written meanwhile by another push or "
+        rf"run\), {sent} of it unreferenced: files the entries written meanwhile do not "
+        r"name, left in the store, where nothing removes them\)", second), second
+    entry = store(url, tmp_path / "c").lookup("make", "k")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == theirs
+    # (its meta.json, and its data.bin of another content)
+    assert len(_unreferenced_blobs(url, "make", "k")) == (1 if same else 2)
+
+
+def test_a_save_sends_no_file_of_an_entry_another_machine_stored_meanwhile(
+        url: str, tmp_path: Path) -> None:
+    """A run's save uploads what the step made: when another machine stored the key
+    while the step ran, its files went up all the same and stayed, named by no entry."""
+    first, second = store(url, tmp_path / "a"), store(url, tmp_path / "b")
+    assert second.lookup("make", "k") is None  # (a miss: the step runs here too)
+    save(first, "make", "k", {"data.bin": b"\x01" * 200_000})
+    save(second, "make", "k", {"data.bin": b"\x02" * 200_000})
+    assert _unreferenced_blobs(url, "make", "k") == set()
+
+
+def _unreferenced_blobs(url: str, step: str, key: str) -> set[str]:
+    """The blobs in a store that the manifest of ``step/key`` (its only entry) does not name."""
+    named = {f"blobs/{digest}" for digest, _ in json.loads(
+        fs_cat(url, f"entries/{step}/{key}.json"))["files"].values()}
+    return {name for name in listing(url) if name.startswith("blobs/")} - named
+
+
 @pytest.mark.parametrize("action", ["push", "pull"])
 def test_a_store_that_fails_is_one_line_and_exit_2(
     action: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

@@ -36,7 +36,10 @@ A blob changed in the store is a miss, downloaded once per process (not again fo
 other entries, nor by a run's second look under the key's lock), and the process that met
 it mends it when it saves the step again (a refresh sends every blob again too). Two
 writers of one key leave one good entry: the first manifest stays, unless it is broken or
-expired, then it is replaced.
+expired, then it is replaced. An upload looks for the manifest first and sends nothing when
+a good one is there (another machine stored the key while the step ran); the loser of a
+race has sent its blobs, and those the kept manifest does not name (its ``meta.json``, an
+output of another content) stay in the store named by no entry: nothing removes them.
 Files move through ``put_file``/``get_file``, which stream in chunks: memory stays
 bounded whatever a file's size.
 
@@ -69,7 +72,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from dagnb import checks
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, register_backend
@@ -87,6 +90,7 @@ __all__ = [
     "RemoteBackend",
     "RemoteCacheWarning",
     "Transfer",
+    "Upload",
     "progress_line",
     "pull",
     "push",
@@ -97,6 +101,7 @@ _READABLE_FORMATS = (1, 2)
 RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
+_NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
 # seconds an S3 request waits to connect, and for the server's next bytes: a cache is
@@ -322,34 +327,38 @@ class ObjectStore:
 
     # -- writing ----------------------------------------------------------------------
     def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any],
-               replace: bool = False) -> int:
+               replace: bool = False, found: Any = _NOT_READ) -> Upload:
         """Upload the local entry ``folder``: missing blobs first, the manifest last.
 
-        ``meta`` is the entry's metadata (its ``expires`` goes into the manifest).
-        Returns the bytes sent; 0 when another writer's good entry was already there
-        (kept unless ``replace``: a refresh, or a rebuild of an entry found damaged).
+        ``meta`` is the entry's metadata (its ``expires`` goes into the manifest). Unless
+        ``replace`` (a refresh, or a rebuild of an entry found damaged), another writer's
+        good entry is kept: one there already is sent nothing, and one that came while the
+        blobs were sent leaves them in the store, those it does not name unreferenced.
+        ``found``: the manifest of ``step/key`` the caller read just now (None: there was
+        none), not whole; else it is read here first (a run's save comes after its step).
         """
-        tree = _entry_tree(folder, f"{step}/{key[:12]}")
-        manifest = {
-            "format": MANIFEST_FORMAT if tree["links"] or tree["executable"] else 1,
-            "step": step,
-            "key": key,
-            "created": meta.get("created"),
-            "expires": meta.get("expires"),
-            "dirs": tree["dirs"],
-            "files": {rel: [file_digest(folder / rel), size]
-                      for rel, size in tree["files"].items()},
-        }
-        manifest.update({name: tree[name] for name in ("links", "executable") if tree[name]})
+        manifest = _manifest_of(folder, step, key, meta)
         # a refresh or a rebuild sends its blobs again: a blob damaged in the store keeps
         # its name and size, so only sending it mends it
         replace = replace or (step, key) in self.damaged_entries
-        sent = 0
-        for relative, (digest, size) in _distinct(manifest["files"]).items():
-            sent += self._put_blob(folder / relative, digest, size, replace)
+        if replace:
+            found = None
+        elif found is _NOT_READ:
+            found = self.manifest(step, key)
+            if found is not None and self.whole(step, key, found):
+                return Upload(0, kept_other=True)  # stored while the step ran: sent nothing
+        sent = {digest: size for relative, (digest, size) in _distinct(manifest["files"]).items()
+                if self._put_blob(folder / relative, digest, size, replace)}
         self.damaged_entries.discard((step, key))
         self.unusable_entries.discard((step, key))
-        return sent if self._put_manifest(step, key, manifest, replace) else 0
+        kept = self._put_manifest(step, key, manifest, replace)
+        if kept is None:
+            return Upload(sum(sent.values()))
+        named = {digest for digest, _ in kept["files"].values()}
+        # (the same manifest as before the blobs: they made the store's entry whole)
+        return Upload(sum(sent.values()), kept_other=kept != found,
+                      unreferenced=sum(size for digest, size in sent.items()
+                                       if digest not in named))
 
     def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
         """Upload one blob unless the store has it already (see :meth:`_has_blob`) and
@@ -396,29 +405,35 @@ class ObjectStore:
             return None
 
     def _put_manifest(self, step: str, key: str, manifest: dict[str, Any],
-                      replace: bool = False) -> bool:
+                      replace: bool = False) -> dict[str, Any] | None:
         """Create the manifest if absent; replace one no reader would trust, or any one
-        when ``replace``. False when another writer's good entry stays."""
+        when ``replace``. None when written, else the other writer's that stays."""
         path, data = self.manifest_path(step, key), json.dumps(manifest).encode()
         if replace:  # the blobs are up already: a reader sees the old entry or this one
             self.fs.pipe_file(path, data)
-            return True
+            return None
         try:  # s3fs sends If-None-Match: * and turns S3's 412 into FileExistsError
             self.fs.pipe_file(path, data, mode="create")
-            return True
+            return None
         except FileExistsError:
             pass
-        if self.trusted(step, key):
-            return False
+        there = self.manifest(step, key)
+        if there is not None and self.whole(step, key, there):
+            return there
         self.fs.pipe_file(path, data)
-        return True
+        return None
 
     def trusted(self, step: str, key: str) -> bool:
         """Whether ``step/key`` has a manifest a reader accepts: parsed, not expired,
         every blob there (:meth:`_has_blob`). One naming a blob found damaged joins
         :attr:`damaged_entries` (its replacement sends every blob again)."""
         manifest = self.manifest(step, key)
-        if manifest is None or _expired(manifest, time.time()):
+        return manifest is not None and self.whole(step, key, manifest)
+
+    def whole(self, step: str, key: str, manifest: Mapping[str, Any]) -> bool:
+        """Whether the parsed ``manifest`` of ``step/key`` is unexpired and has every
+        blob it names in the store (see :meth:`trusted`)."""
+        if _expired(manifest, time.time()):
             return False
         blobs = set(map(tuple, manifest["files"].values()))
         if all(size == 0 or self._has_blob(digest, size) for digest, size in blobs):
@@ -426,6 +441,33 @@ class ObjectStore:
         if any(digest in self.damaged_blobs for digest, _ in blobs):
             self.damaged_entries.add((step, key))
         return False
+
+
+class Upload(NamedTuple):
+    """What :meth:`ObjectStore.upload` did: the bytes it sent; whether another writer's
+    entry, written since the caller looked, stays instead of this one; and the bytes
+    sent of blobs that entry does not name (left in the store, named by no entry)."""
+
+    sent: int
+    kept_other: bool = False
+    unreferenced: int = 0
+
+
+def _manifest_of(folder: Path, step: str, key: str, meta: Mapping[str, Any]) -> dict[str, Any]:
+    """The manifest of the local entry ``folder`` of ``step/key`` (``meta``: its metadata)."""
+    tree = _entry_tree(folder, f"{step}/{key[:12]}")
+    manifest = {
+        "format": MANIFEST_FORMAT if tree["links"] or tree["executable"] else 1,
+        "step": step,
+        "key": key,
+        "created": meta.get("created"),
+        "expires": meta.get("expires"),
+        "dirs": tree["dirs"],
+        "files": {rel: [file_digest(folder / rel), size]
+                  for rel, size in tree["files"].items()},
+    }
+    manifest.update({name: tree[name] for name in ("links", "executable") if tree[name]})
+    return manifest
 
 
 def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
@@ -816,28 +858,34 @@ def paid_replacement(root: Path, step: str, key: str) -> None:
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
     """What a :func:`push` or :func:`pull` did: entries copied (a push's ``mended``
-    among them: replacing a copy found damaged in the store), skipped (there already),
+    among them: replacing a copy found damaged in the store), skipped (there already; a
+    push's ``meanwhile`` among them: written by another writer while it sent them),
     expired, unusable (a pull's: in the store, expired, or with a file missing or
     damaged) and damaged (a push's: here, files no longer matching their digest, set
-    aside and not sent), bytes moved, and bytes read back to check the store's (a
+    aside and not sent), bytes moved (``unreferenced`` among them: a push's, of blobs
+    that no entry kept names), and bytes read back to check the store's (a
     ``push --check``'s)."""
 
-    __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "mended", "skipped",
-                 "unusable")
+    __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "meanwhile", "mended",
+                 "skipped", "unreferenced", "unusable")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
-        self.mended = self.bytes = self.checked = 0
+        self.mended = self.meanwhile = self.bytes = self.unreferenced = self.checked = 0
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, mended={self.mended}, "
-                f"skipped={self.skipped}, expired={self.expired}, unusable={self.unusable}, "
-                f"damaged={self.damaged}, bytes={self.bytes}, checked={self.checked})")
+                f"skipped={self.skipped}, meanwhile={self.meanwhile}, "
+                f"expired={self.expired}, unusable={self.unusable}, damaged={self.damaged}, "
+                f"bytes={self.bytes}, unreferenced={self.unreferenced}, "
+                f"checked={self.checked})")
 
     def line(self, action: str) -> str:
         """The one-line summary ``dagnb cache push|pull`` and the magic print."""
         mended = (f" ({self.mended} replacing a copy damaged in the store)" if self.mended
                   else "")
+        meanwhile = (f" ({self.meanwhile} written meanwhile by another push or run)"
+                     if self.meanwhile else "")
         checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
         unusable = (f", {self.unusable} not usable (a file missing or damaged in the store: "
@@ -845,8 +893,17 @@ class Transfer:
                     "them mends them)") if self.unusable else ""
         damaged = (f", {self.damaged} left out (damaged here: set aside, their steps run "
                    "again)") if self.damaged else ""
+        unreferenced = (f" ({_amount(self.unreferenced)} of it unreferenced: files the "
+                        "entries written meanwhile do not name, left in the store, where "
+                        "nothing removes them)") if self.unreferenced else ""
         return (f"{action}: {self.copied} entries copied{mended}, {self.skipped} already "
-                f"there{checked}{expired}{unusable}{damaged}, {self.bytes / 1e6:.1f} MB")
+                f"there{meanwhile}{checked}{expired}{unusable}{damaged}, "
+                f"{self.bytes / 1e6:.1f} MB{unreferenced}")
+
+
+def _amount(count: int) -> str:
+    """Bytes in MB, or in kB below 0.1 MB (an entry's small files: not shown as 0.0)."""
+    return f"{count / 1e6:.1f} MB" if count >= 50_000 else f"{count / 1e3:.1f} kB"
 
 
 def push(local: Store, url: str, *, progress: Progress | None = None,
@@ -866,19 +923,35 @@ def push(local: Store, url: str, *, progress: Progress | None = None,
     done = Transfer()
     for number, entry in enumerate(entries, 1):
         replace = (entry.step, entry.key) in owed
-        if not replace and remote.trusted(entry.step, entry.key):
+        found = None if replace else remote.manifest(entry.step, entry.key)
+        if found is not None and remote.whole(entry.step, entry.key, found):
             done.skipped += 1  # (not re-hashed: the store has it already)
         elif _intact(local, entry):
-            done.mended += (entry.step, entry.key) in remote.damaged_entries
-            done.bytes += remote.upload(entry.step, entry.key, entry.path, meta=entry.meta,
-                                        replace=replace)
-            done.copied += 1
-            paid_replacement(local.location, entry.step, entry.key)
+            _count_upload(done, local, remote, entry, replace, found)
         if progress is not None:
             progress(number, len(entries), done.bytes)
     done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
     done.checked = remote.bytes_checked
     return done
+
+
+def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entry,
+                  replace: bool, found: Mapping[str, Any] | None) -> None:
+    """Upload ``entry`` and count it: copied, or there already when another writer's
+    copy came while this push looked and sent (the bytes it sent are counted all the
+    same: a store that had lost a blob got it again)."""
+    mending = (entry.step, entry.key) in remote.damaged_entries
+    sent = remote.upload(entry.step, entry.key, entry.path, meta=entry.meta, replace=replace,
+                         found=found)
+    done.bytes += sent.sent
+    done.unreferenced += sent.unreferenced
+    if sent.kept_other:
+        done.skipped += 1
+        done.meanwhile += 1
+        return
+    done.copied += 1
+    done.mended += mending
+    paid_replacement(local.location, entry.step, entry.key)
 
 
 def _intact(local: Store, entry: Entry) -> bool:
