@@ -3,10 +3,15 @@ template running to success on the local executor."""
 
 from __future__ import annotations
 
+import ast
 import json
 import os
+import re
+import shlex
 import subprocess
 import sys
+import textwrap
+import warnings
 from pathlib import Path
 
 import pytest
@@ -106,6 +111,47 @@ def test_lint_test_template_with_a_bug_fails_the_tests():
                             "test": "failed", "report": "skipped"}
 
 
+_PYTHON_TEXT = re.compile(r"python3 - <<'PY'[^\n]*\n(.*?)\nPY$", re.DOTALL | re.MULTILINE)
+
+
+def _imported(source: str) -> set[str]:
+    """The top-level modules a step's Python text imports."""
+    names = set()
+    for node in ast.walk(ast.parse(textwrap.dedent(source))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def _pip_installed(run: str) -> set[str]:
+    """The distributions a step's shell text has pip install before its Python runs."""
+    names = set()
+    for line in run.split("python3 - <<'PY'")[0].replace("\\\n", " ").splitlines():
+        words = iter(shlex.split(line.partition("pip install")[2], comments=True))
+        for word in words:
+            if word == "--target":
+                next(words)  # (a folder)
+            elif not word.startswith(("-", ">")):  # (options, and >&2)
+                names.add(re.match(r"[\w.-]+", word).group())
+    return names
+
+
+@pytest.mark.parametrize("template_id", SHIPPED)
+def test_every_shipped_template_has_what_its_steps_import_in_its_image(template_id):
+    """pandas-etl ran python:3.12-slim, which has no pandas, and every step imports it:
+    each failed under the Dagger executor. A python image has the standard library only;
+    a step needs the rest from pip, installed before its Python runs."""
+    graph = templates.instantiate(template_id)
+    for step in map(graph.__getitem__, graph.names):
+        assert re.fullmatch(r"python:3\.\d+-slim", step.image), (step.name, step.image)
+        # (python3 -m unittest runs the standard library's, on the package's tests)
+        bodies = _PYTHON_TEXT.findall(step.run)
+        needed = set().union(*map(_imported, bodies)) - set(sys.stdlib_module_names)
+        assert needed <= _pip_installed(step.run), (template_id, step.name, needed)
+
+
 def test_typed_substitution_and_for_each(workspace, monkeypatch):
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", MINE)))
     graph = templates.instantiate("mine", label="x", words=["p", "q", "r"])
@@ -152,6 +198,24 @@ def test_ints_pass_as_floats(workspace, monkeypatch):
     assert graph["first"].params["ratio"] == 2.0
 
 
+def test_numbers_of_other_types_pass_as_ints_and_floats():
+    """instantiate('parameter-sweep', samples=np.int64(50)) said 'expected an int'."""
+    np = pytest.importorskip("numpy")
+    graph = templates.instantiate("parameter-sweep", samples=np.int64(50),
+                                  alphas=[np.float32(0.5), np.int64(2)], seed=np.uint8(3))
+    plain = templates.instantiate("parameter-sweep", samples=50, alphas=[0.5, 2.0], seed=3)
+    assert graph["prepare"].params == {"samples": 50, "seed": 3}
+    assert [type(value) for value in graph["prepare"].params.values()] == [int, int]
+    assert [graph[f"fit_{i}"].params["item"] for i in (0, 1)] == [0.5, 2.0]
+    assert graph.to_yaml() == plain.to_yaml()  # (the same file, the same cache keys)
+    for value, expected in ((np.float64(50), "an int"), (np.bool_(True), "an int"),
+                            (True, "an int"), (np.float64("nan"), "a list of finite float")):
+        name = "alphas" if "list" in expected else "samples"
+        with pytest.raises(dagnb.ConfigError, match=f"expected {expected}$"):
+            templates.instantiate("parameter-sweep",
+                                  **{name: [value] if name == "alphas" else value})
+
+
 @pytest.mark.parametrize(("kind", "text", "value"), [
     ("int", "12", 12), ("float", "0.5", 0.5), ("bool", "true", True), ("bool", "off", False),
     ("str", "a b", "a b"), ("list", "1,2", ["1", "2"]),
@@ -169,10 +233,53 @@ def test_unknown_template_suggests():
         templates.get("pandas-elt")
 
 
-def test_user_templates_override_built_in(workspace, monkeypatch):
+def test_user_templates_override_built_in_said_once(workspace, monkeypatch):
+    """A user's template taking a built-in's id replaced it with nothing said."""
     text = MINE.replace("id: mine", "id: pandas-etl")
     monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(user_template(workspace / "t", text)))
-    assert templates.get("pandas-etl").category == "custom"
+    built_in = Path(__file__).resolve().parent.parent / "templates" / "pipelines"
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")  # (once: dagnb's doing, not Python's filter)
+        assert templates.get("pandas-etl").category == "custom"
+        templates.list()
+    assert [str(w.message) for w in said] == [
+        f"template 'pandas-etl' of {str(workspace / 't' / 'mine.yml')!r} "
+        f"(DAGNB_TEMPLATE_PATH) replaces the built-in one of "
+        f"{str(built_in / 'pandas-etl.yml')!r}; give yours another id to keep both"]
+    assert said[0].category is templates.TemplatePathWarning
+
+
+def test_the_built_in_folder_named_in_the_path_replaces_nothing(workspace, monkeypatch):
+    built_in = Path(__file__).resolve().parent.parent / "templates" / "pipelines"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(built_in))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert set(SHIPPED) <= set(templates.list()["id"])
+
+
+@pytest.mark.parametrize("kind", ["missing", "file"])
+def test_a_template_path_that_is_no_folder_is_said_once(workspace, monkeypatch, capsys, kind):
+    """A mistyped DAGNB_TEMPLATE_PATH, or one naming a template file, was ignored silently."""
+    folder = user_template(workspace / "t", MINE)
+    given = folder / "mine.yml" if kind == "file" else workspace / "tmpl"
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(given))
+    fix = (f"a file, not a folder: no template is read from it; name the folder it is in "
+           f"({str(folder)!r})") if kind == "file" else (
+        f"which does not exist: no template is read from it; name a folder of *.yml "
+        f"templates (several separated by {os.pathsep!r})")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        templates.list()
+        templates.get("pandas-etl")
+    assert [str(w.message) for w in said] == [f"DAGNB_TEMPLATE_PATH names {str(given)!r}, {fix}"]
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", os.pathsep.join([str(given) + "2", str(folder)]))
+    assert main(["templates", "list"]) == 0
+    listed = capsys.readouterr()
+    assert "mine" in listed.out
+    assert listed.err == (f"dagnb: warning: DAGNB_TEMPLATE_PATH names {str(given) + '2'!r} "
+                          f"(in {os.environ['DAGNB_TEMPLATE_PATH']!r}), which does not exist: "
+                          "no template is read from it; name a folder of *.yml templates "
+                          f"(several separated by {os.pathsep!r})\n")
 
 
 @pytest.mark.parametrize(("text", "message"), [
@@ -325,6 +432,13 @@ def test_a_float_parameter_refuses_nan_and_infinities():
                                            "Python name: letters, digits and _, not a keyword"),
     ("python-lint-test", "package=class", "'package' = 'class' is not accepted; give a "
                                           "Python name: letters, digits and _, not a keyword"),
+    ("python-lint-test", "package=os", "'package' = 'os' is not accepted; 'os' is a module of "
+                                       "Python's standard library, which its imports would "
+                                       "find instead; give another name, such as os_pkg"),
+    ("python-lint-test", "package=unittest", "'package' = 'unittest' is not accepted; "
+                                             "'unittest' is a module of Python's standard "
+                                             "library, which its imports would find instead; "
+                                             "give another name, such as unittest_pkg"),
 ])
 def test_cli_new_refuses_a_value_the_pipeline_cannot_run_with(workspace, capsys, template_id,
                                                                param, message):

@@ -5,7 +5,9 @@ A parameter (or a list parameter's items) may say, in its template file::
     samples:  {type: int, default: 200, minimum: 2}        # numbers: minimum, maximum
     fraction: {type: float, default: 0.25, minimum: 0.1, maximum: 0.9}
     group_by: {type: str, default: region, choices: [region, product]}
-    package:  {type: str, default: demo_pkg, format: identifier}   # a Python name
+    name:     {type: str, default: total, format: identifier}      # a Python name
+    package:  {type: str, default: demo_pkg, format: package}      # ... and no module of
+                                                                   # the standard library
 
 A value outside them is refused in one line when the template is made, not met as a
 ZeroDivisionError in a step of the pipeline it made.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import keyword
 import math
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,7 +28,7 @@ from dagnb.errors import ConfigError, WorkflowError
 __all__ = ["BOUND_KEYS", "Bounds"]
 
 BOUND_KEYS = ("minimum", "maximum", "choices", "format")
-_FORMATS = ("identifier",)
+_FORMATS = ("identifier", "package")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,9 +72,13 @@ class Bounds:
             listed = ", ".join(map(repr, self.choices))
             return checks.did_you_mean(str(value), [str(c) for c in self.choices],
                                        otherwise=f"use one of {listed}")
-        if self.format == "identifier" and not (
+        if self.format is not None and not (
                 isinstance(value, str) and value.isidentifier() and not keyword.iskeyword(value)):
             return "give a Python name: letters, digits and _, not a keyword"
+        if self.format == "package" and value in sys.stdlib_module_names:
+            # (already imported, or found first: `import os.tests` failed in the package's tests)
+            return (f"{value!r} is a module of Python's standard library, which its imports "
+                    f"would find instead; give another name, such as {value}_pkg")
         low, high = self.minimum, self.maximum
         if (low is not None and value < low) or (high is not None and value > high):
             return f"give a value {self.describe()}"
@@ -84,6 +91,8 @@ class Bounds:
             return "one of " + ", ".join(map(repr, self.choices))
         if self.format == "identifier":
             return "a Python name"
+        if self.format == "package":
+            return "a Python name, no standard-library module's"
         if self.minimum is not None and self.maximum is not None:
             return f"from {self.minimum} to {self.maximum}"
         return f">= {self.minimum}" if self.minimum is not None else f"<= {self.maximum}"
@@ -93,7 +102,7 @@ class Bounds:
         None when any value of the type will do."""
         if self.choices is not None:
             return self.choices[0]
-        if self.format == "identifier":
+        if self.format is not None:
             return "x"
         if kind == "int":
             return math.ceil(self.minimum) if self.minimum is not None else math.floor(

@@ -29,7 +29,8 @@ command (``run``, or the platform's ``command``; text or argv) that mentions
 step is copied once per list item with params ``item`` and ``index``.
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
-their templates win over built-in ones of the same id), then in the checkout's
+their templates win over built-in ones of the same id, said once; an entry that is no
+folder, mistyped or a file, is left out, said once), then in the checkout's
 ``templates/pipelines`` or the installed copy under ``<prefix>/share/dagnb``. A file
 that does not load is left out of the list with a warning; only its own id fails.
 """
@@ -40,6 +41,7 @@ import dataclasses
 import functools
 import json
 import math
+import numbers
 import os
 import re
 import string
@@ -66,6 +68,7 @@ __all__ = [
     "BrokenTemplateWarning",
     "Parameter",
     "Template",
+    "TemplatePathWarning",
     "categories",
     "get",
     "instantiate",
@@ -183,18 +186,21 @@ def _non_finite(value: Any) -> bool:
 
 
 def _typed(kind: str | None, value: Any, bad: Any) -> Any:
+    """``value`` as a ``kind``: numbers of other types that are one (numpy's
+    ``int64(50)``, a ``numbers.Integral``; a ``numbers.Real`` for floats), not bools,
+    become Python's, which JSON and the cache keys take as they take ``50``."""
     if kind is None:
         return value
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
     ok = {
         "str": isinstance(value, str),
-        "int": isinstance(value, int) and not isinstance(value, bool),
-        "float": (isinstance(value, (int, float)) and not isinstance(value, bool)
-                  and math.isfinite(value)),
+        "int": number and isinstance(value, numbers.Integral),
+        "float": number and math.isfinite(value),
         "bool": isinstance(value, bool),
     }[kind]
     if not ok:
         raise bad(value)
-    return float(value) if kind == "float" else value
+    return int(value) if kind == "int" else float(value) if kind == "float" else value
 
 
 def _finite_float(text: str) -> float:
@@ -441,16 +447,54 @@ def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], sour
 
 # -- the catalogue --------------------------------------------------------------------
 def search_path() -> list[Path]:
-    """Folders searched for ``*.yml`` templates, first match of an id wins."""
-    user = [Path(p).expanduser() for p in os.environ.get("DAGNB_TEMPLATE_PATH", "").split(
-        os.pathsep) if p.strip()]
+    """Folders searched for ``*.yml`` templates, first match of an id wins: those of
+    ``$DAGNB_TEMPLATE_PATH`` that are folders (another is left out, said once in a
+    :class:`TemplatePathWarning`), then the built-in ones."""
+    return [*_user_folders(), *_built_in_folders()]
+
+
+def _user_folders() -> list[Path]:
+    given = os.environ.get("DAGNB_TEMPLATE_PATH", "")
+    folders = [Path(entry).expanduser() for entry in given.split(os.pathsep) if entry.strip()]
+    for folder in folders:
+        if not folder.is_dir():
+            _warn_once(_not_a_folder(given, folder))
+    return [folder for folder in folders if folder.is_dir()]
+
+
+def _not_a_folder(given: str, folder: Path) -> str:
+    """The warning's line for a DAGNB_TEMPLATE_PATH entry that is no folder (a typo, a file)."""
+    named = "" if str(folder) == given else f" (in {given!r})"
+    if folder.exists():
+        return (f"DAGNB_TEMPLATE_PATH names {str(folder)!r}{named}, a file, not a folder: no "
+                f"template is read from it; name the folder it is in ({str(folder.parent)!r})")
+    return (f"DAGNB_TEMPLATE_PATH names {str(folder)!r}{named}, which does not exist: no "
+            f"template is read from it; name a folder of *.yml templates (several separated "
+            f"by {os.pathsep!r})")
+
+
+def _built_in_folders() -> list[Path]:
     checkout = Path(__file__).resolve().parents[2] / "templates" / "pipelines"
     installed = Path(sysconfig.get_path("data")) / "share" / "dagnb" / "templates" / "pipelines"
-    return [*user, checkout, installed]
+    return [checkout, installed]
 
 
 class BrokenTemplateWarning(UserWarning):
     """A template file that cannot be loaded, left out of :func:`table`."""
+
+
+class TemplatePathWarning(UserWarning):
+    """``DAGNB_TEMPLATE_PATH`` names something that is not a folder, or a template there
+    takes a built-in template's id (it replaces that one)."""
+
+
+_WARNED: set[str] = set()  # the TemplatePathWarnings given: each once in a process
+
+
+def _warn_once(text: str) -> None:
+    if text not in _WARNED:
+        _WARNED.add(text)
+        warnings.warn(text, TemplatePathWarning, stacklevel=4)
 
 
 Entry = Template | WorkflowError
@@ -461,20 +505,36 @@ def _catalogue() -> tuple[dict[str, Entry], list[WorkflowError]]:
     """Each id's entry (the first on the search path wins), and every file's error.
 
     One broken file does not hide the others: its error stands in for the id it claims,
-    so ``get`` of that id (and only that id) raises it.
+    so ``get`` of that id (and only that id) raises it. A user's template that takes a
+    built-in's id replaces it, said once (:class:`TemplatePathWarning`).
     """
     found: dict[str, Entry] = {}
+    users: dict[str, Path] = {}  # id -> the file of DAGNB_TEMPLATE_PATH that defines it
     broken: list[WorkflowError] = []
-    for folder in search_path():
+    user_folders = _user_folders()
+    for folder in [*user_folders, *_built_in_folders()]:
         for path in sorted(folder.glob("*.yml")) + sorted(folder.glob("*.yaml")):
             try:
-                template = load_template(path)
+                entry: Entry = load_template(path)
             except WorkflowError as exc:
                 broken.append(exc)
-                found.setdefault(_claimed_id(path), exc)
-            else:
-                found.setdefault(template.id, template)
+                entry = exc
+            template_id = entry.id if isinstance(entry, Template) else _claimed_id(path)
+            if folder in user_folders:
+                users.setdefault(template_id, path)
+            elif template_id in users and not _same_file(users[template_id], path):
+                _warn_once(f"template {template_id!r} of {str(users[template_id])!r} "
+                           f"(DAGNB_TEMPLATE_PATH) replaces the built-in one of "
+                           f"{str(path)!r}; give yours another id to keep both")
+            found.setdefault(template_id, entry)
     return found, broken
+
+
+def _same_file(one: Path, other: Path) -> bool:
+    try:
+        return one.samefile(other)
+    except OSError:
+        return False
 
 
 def _claimed_id(path: Path) -> str:
