@@ -1048,6 +1048,26 @@ def test_a_push_counts_the_bytes_of_a_file_it_sends_back_to_an_entry_the_store_l
     assert entry is not None and (entry.out_dir / "big.bin").read_bytes() == big
 
 
+def test_a_push_that_makes_another_machines_entry_whole_says_what_it_left_unreferenced(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The store keeps the first machine's manifest; the second sends the lost file back,
+    and its own meta.json, which that manifest does not name."""
+    big = bytes(i % 251 for i in range(1_000_000))
+    save(Store(tmp_path / "a"), "make", "big", {"big.bin": big})
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
+    s3fs.S3FileSystem(skip_instance_cache=True).rm(_blob_of(url, "make", "big", "big.bin"))
+    save(Store(tmp_path / "b"), "make", "big", {"big.bin": big})
+    capsys.readouterr()
+    assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "b")]) == 0
+    assert re.fullmatch(
+        r"push: 1 entries copied, 0 already there, 1\.0 MB \(0\.\d kB of it unreferenced: "
+        r"files of entries the store kept another copy of, left there named by no entry, "
+        r"where nothing removes them\)\n", capsys.readouterr().out)
+    assert len(_unreferenced_blobs(url, "make", "big")) == 1  # (b's meta.json)
+    entry = store(url, tmp_path / "c").lookup("make", "big")
+    assert entry is not None and (entry.out_dir / "big.bin").read_bytes() == big
+
+
 @pytest.mark.parametrize("same", [True, False], ids=["same result", "another result"])
 def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
         url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
@@ -1075,8 +1095,8 @@ def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
     sent = r"0\.0 MB \(0\.\d kB" if same else r"0\.2 MB \(0\.2 MB"
     assert re.fullmatch(
         r"push: 0 entries copied, 1 already there \(1 written meanwhile by another push or "
-        rf"run\), {sent} of it unreferenced: files the entries written meanwhile do not "
-        r"name, left in the store, where nothing removes them\)", second), second
+        rf"run\), {sent} of it unreferenced: files of entries the store kept another copy "
+        r"of, left there named by no entry, where nothing removes them\)", second), second
     entry = store(url, tmp_path / "c").lookup("make", "k")
     assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == theirs
     # (its meta.json, and its data.bin of another content)

@@ -893,9 +893,9 @@ class Transfer:
                     "them mends them)") if self.unusable else ""
         damaged = (f", {self.damaged} left out (damaged here: set aside, their steps run "
                    "again)") if self.damaged else ""
-        unreferenced = (f" ({_amount(self.unreferenced)} of it unreferenced: files the "
-                        "entries written meanwhile do not name, left in the store, where "
-                        "nothing removes them)") if self.unreferenced else ""
+        unreferenced = (f" ({_amount(self.unreferenced)} of it unreferenced: files of "
+                        "entries the store kept another copy of, left there named by no "
+                        "entry, where nothing removes them)") if self.unreferenced else ""
         return (f"{action}: {self.copied} entries copied{mended}, {self.skipped} already "
                 f"there{meanwhile}{checked}{expired}{unusable}{damaged}, "
                 f"{self.bytes / 1e6:.1f} MB{unreferenced}")
