@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from dagnb import checks
+from dagnb.config import context
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
@@ -488,12 +489,11 @@ class TemplatePathWarning(UserWarning):
     takes a built-in template's id (it replaces that one)."""
 
 
-_WARNED: set[str] = set()  # the TemplatePathWarnings given: each once in a process
-
-
 def _warn_once(text: str) -> None:
-    if text not in _WARNED:
-        _WARNED.add(text)
+    """A TemplatePathWarning, once in a dagnb context (a process, a test's context)."""
+    warned = context().get("templates.warned", set)
+    if text not in warned:
+        warned.add(text)
         warnings.warn(text, TemplatePathWarning, stacklevel=4)
 
 
