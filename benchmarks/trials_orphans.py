@@ -67,6 +67,8 @@ PATHS = {
         ALL, tail=STUBBORN, signals=(signal.SIGINT, signal.SIGINT)),
     "SIGTERM": Path_(ALL, signals=(signal.SIGTERM,)),
     "SIGHUP": Path_(ALL, signals=(signal.SIGHUP,)),
+    "SIGKILL (dagnb run gets no say; step traps SIGTERM/SIGINT)": Path_(
+        ALL, tail=STUBBORN, signals=(signal.SIGKILL,)),
     "step timeout": Path_(ALL, step_timeout=1),
     "run timeout": Path_(ALL, args=("--timeout", "1")),
     "cancel()": Path_(ALL, via_cancel=True),

@@ -24,6 +24,7 @@ from nbclient import NotebookClient
 from nbclient.util import run_sync
 
 import dagnb
+from dagnb.testing import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -35,9 +36,10 @@ class Kernel:
         self.client = client
         self.home = home  # the folder the kernel started in
 
-    def restart(self) -> None:
-        """Restart the kernel, as the Restart button does, and load dagnb again."""
-        run_sync(self.client.km.restart_kernel)(now=True)
+    def restart(self, *, now: bool = True) -> None:
+        """Restart the kernel, as the Restart button does (``now=False``: asking it to
+        shut down first), and load dagnb again."""
+        run_sync(self.client.km.restart_kernel)(now=now)
         run_sync(self.client.kc.wait_for_ready)(timeout=60)
         self.run("%load_ext dagnb")
 
@@ -347,6 +349,69 @@ def _wait_for(path: Path, seconds: float = 20.0) -> None:
     deadline = time.monotonic() + seconds
     while not path.exists():
         assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="process groups and sessions")
+@pytest.mark.parametrize("now", [True, False], ids=["killed", "shut-down"])
+def test_a_restart_during_a_background_run_kills_its_step_processes(
+        kernel: Kernel, now: bool) -> None:
+    marker = f"sleep 301.{os.getpid()}{int(now)}"  # (the shell and its sleep show it)
+    outputs = kernel.run(f"%%dagger bgl --background --no-cache\necho start; {marker}; echo done")
+    try:
+        assert error(outputs) is None, outputs
+        assert wait_until(lambda: len(processes_showing(marker)) == 2, timeout=20)
+        kernel.restart(now=now)
+        assert wait_until(lambda: not processes_showing(marker), timeout=3), (
+            processes_showing(marker))
+    finally:
+        for pid in processes_showing(marker):
+            os.kill(pid, signal.SIGKILL)
+
+
+def processes_showing(marker: str) -> list[int]:
+    """The live processes whose command line holds ``marker``."""
+    found = []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{name}/cmdline").read_bytes().replace(b"\0", b" ")
+            state = Path(f"/proc/{name}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in cmdline and state != "Z" and int(name) != os.getpid():
+            found.append(int(name))
+    return found
+
+
+def test_a_cell_waiting_for_a_step_a_background_run_computes_says_so_at_once(
+        kernel: Kernel, tmp_path: Path) -> None:
+    slow = ("%%dagger x --background\ntouch started\n"  # (10 s at most)
+            "for i in $(seq 200); do [ -f release ] && break; sleep 0.05; done; echo x-done\n")
+    assert error(kernel.run(slow)) is None
+    _wait_for(tmp_path / "started")  # (it computes x, its key held)
+    said = "── x: waiting for another run computing it ──\n"
+    release = threading.Thread(target=_touch_once_shown, daemon=True,
+                               args=(kernel, said, tmp_path / "release"))
+    release.start()
+    begun = time.monotonic()
+    outputs = kernel.run("%dagger run x")
+    release.join(1)
+    (tmp_path / "release").touch()
+    assert error(outputs) is None, outputs
+    assert text(outputs).startswith(said)  # (shown while waiting: it let the step end)
+    assert text(outputs).count(said) == 1
+    assert time.monotonic() - begun < 8, text(outputs)
+    assert text(kernel.run(_STATES)) == "{'x': 'cached'}\n"
+
+
+def _touch_once_shown(kernel: Kernel, line: str, path: Path) -> None:
+    """Create ``path`` once the running cell (the last one) shows ``line``."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        cell = kernel.client.nb.cells[-1]
+        if cell.source == "%dagger run x" and line in text(list(cell.outputs)):
+            path.touch()
+            return
         time.sleep(0.02)
 
 

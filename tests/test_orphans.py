@@ -8,6 +8,7 @@ run, that pid must be gone: killed, and reaped if it is this process's to reap.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -252,3 +253,74 @@ def test_a_second_ctrl_c_kills_steps_that_ignore_sigterm_at_once(workdir: Path) 
     assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=1), [
         left_behind(pid) for pid in pids
     ]
+
+
+# -- the process that runs the steps dies first: a watcher kills what they left ----------
+@pytest.mark.slow
+def test_dagnb_run_killed_leaves_no_step_process(workdir: Path) -> None:
+    file, escaped = workdir / "pid", workdir / "escaped"
+    child = cli_run(workdir, f'{escaping("setsid", escaped)}echo $$ > "{file}"\n'
+                             "sleep 300; echo never\n")
+    pids = [pid_in(file), pid_in(escaped)]  # the step's shell, and one that left its group
+    pids += wait_until(lambda: [pid for pid in _children_of(pids[0]) if pid not in pids],
+                       timeout=5)  # the shell's sleep
+    try:
+        child.kill()  # (SIGKILL: dagnb run has no say)
+        child.communicate(timeout=10)
+        assert len(pids) == 3
+        assert wait_until(lambda: all(gone(pid) for pid in pids), timeout=3), [
+            left_behind(pid) for pid in pids
+        ]
+    finally:
+        for pid in pids:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+_LISTED = """
+import os, signal, subprocess, sys
+from dagnb.executors.watcher import Watcher
+watcher = Watcher("DAGNB_STEP_TOKEN", 0.3)
+def start(token):
+    step = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    watcher.add(token, step.pid)
+    print(step.pid, flush=True)
+    return step
+def kill_the_watcher():
+    for pid in open(f"/proc/self/task/{os.getpid()}/children").read().split():
+        if b"watcher.py" in open(f"/proc/{pid}/cmdline", "rb").read():
+            os.kill(int(pid), signal.SIGKILL)
+            os.waitpid(int(pid), 0)
+start("ended").kill()
+watcher.drop("ended")
+start("first")
+if sys.argv[1] == "again":  # its watcher is killed: the next step starts another
+    kill_the_watcher()
+    start("second")
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize("case", ["once", "again"])
+def test_the_groups_listed_with_the_watcher_die_when_their_starter_does(case: str) -> None:
+    done = subprocess.run([sys.executable, "-c", _LISTED, case], capture_output=True,
+                          text=True, timeout=30)
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    _, *running = (int(pid) for pid in done.stdout.split())  # (the first one ended)
+    try:
+        assert len(running) == (2 if case == "again" else 1)
+        assert wait_until(lambda: all(gone(pid) for pid in running), timeout=3), [
+            left_behind(pid) for pid in running
+        ]
+    finally:
+        for pid in running:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(child) for child in
+                Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []

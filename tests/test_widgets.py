@@ -563,3 +563,26 @@ def test_the_widget_says_which_attempt_comes_next_and_why(comms, local, tmp_path
     run.wait(30)
     widget.stop_following()
     assert "dagnb-retry" not in widget.header.value  # it succeeded: nothing is pending
+
+
+def test_the_widget_says_a_step_waits_for_another_run_computing_it(comms, local, tmp_path):
+    release = tmp_path / "release"
+    graph = Graph("shared", [Step("x", run=f'while [ ! -f "{release}" ]; do sleep 0.02; done')])
+    first = start_background(graph)
+    try:
+        assert wait_until(lambda: first.states()["x"] == "running", timeout=10)
+        second = start_background(graph)  # the same step, key and cache: it waits
+        widget = StatusWidget(second)
+
+        def shows_waiting() -> bool:
+            widget.throttle.flush()
+            return "dagnb-waiting" in widget.header.value
+
+        assert wait_until(shows_waiting, timeout=10)
+        assert "x: waiting for another run computing it" in widget.header.value
+    finally:
+        release.touch()
+    assert second.wait(30).states() == {"x": "cached"}
+    widget.stop_following()
+    assert "dagnb-waiting" not in widget.header.value  # it has its result: no wait pending
+    first.wait(30)

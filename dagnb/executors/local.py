@@ -134,21 +134,22 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
         cwd=workdir_of(task),
         start_new_session=True,  # its own process group, killed as one
     )
-    started = _starters().submit(_make_and_start, folders, start)
+    started = _starters().submit(_make_and_start, folders, start, processes)
     try:
-        popen = await asyncio.wrap_future(started)  # cancelled too if not begun yet
+        return await asyncio.wrap_future(started)  # cancelled too if not begun yet
     except asyncio.CancelledError:
         started.add_done_callback(functools.partial(_abandon, processes))
         raise
-    processes.pgid = popen.pid
-    return popen
 
 
 def _make_and_start(
-    folders: Callable[[], None], start: Callable[[], subprocess.Popen[bytes]]
+    folders: Callable[[], None], start: Callable[[], subprocess.Popen[bytes]],
+    processes: StepProcesses,
 ) -> subprocess.Popen[bytes]:
     folders()
-    return start()
+    popen = start()
+    processes.set_group(popen.pid)  # (here, not on the loop: it dies with us from now on)
+    return popen
 
 
 def _abandon(processes: StepProcesses, started: concurrent.futures.Future[Any]) -> None:
@@ -158,13 +159,13 @@ def _abandon(processes: StepProcesses, started: concurrent.futures.Future[Any]) 
     if started.cancelled() or started.exception() is not None:
         return
     popen = started.result()
-    processes.pgid = popen.pid
     _kill_stragglers(popen.pid)
     processes.kill_escaped()
     for pipe in (popen.stdout, popen.stderr):
         pipe.close()  # type: ignore[union-attr]
     with contextlib.suppress(subprocess.TimeoutExpired):  # else subprocess reaps it later
         popen.wait(1.0)
+    processes.forget_group()  # (the step ended before its process started)
 
 
 @functools.lru_cache(maxsize=1)

@@ -23,6 +23,9 @@ left a zombie of this process (an entry in the process table, not a running proc
 until this process ends: it cannot be told apart from a child that code in this process
 started with ``start_new_session`` and will wait for itself.
 
+When this process ends before its steps (a notebook kernel restarted, ``dagnb run``
+killed), a watcher process kills what they left: see :mod:`dagnb.executors.watcher`.
+
 cgroups would contain a step without a token, but need a delegated, writable cgroup
 (rarely there for a user, in a notebook or in CI containers); they are not used. Not on
 Linux: the group kill only.
@@ -43,6 +46,7 @@ from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from dagnb.cache.forks import ForkSafeCount
+from dagnb.executors.watcher import Watcher
 
 __all__ = [
     "KILL_GRACE",
@@ -75,6 +79,7 @@ class _Steps:
 
 
 _steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag is the process's
+_watcher = Watcher(TOKEN_VARIABLE, KILL_GRACE)  # kills what is listed if this process dies
 
 
 def new_token() -> str:
@@ -98,6 +103,16 @@ class StepProcesses:
         self.pgid: int | None = None
         self.started = time.monotonic()
         self.killed: set[int] = set()
+
+    def set_group(self, pgid: int) -> None:
+        """The step's main process has started, leading group ``pgid``: from now on, it
+        dies with this process too."""
+        self.pgid = pgid
+        _watcher.add(self.token, pgid)
+
+    def forget_group(self) -> None:
+        """The step's processes are killed: the watcher need not kill them again."""
+        _watcher.drop(self.token)
 
     def kill_escaped(self) -> None:
         """SIGKILL every process with the step's token, in its group or not."""
@@ -129,6 +144,7 @@ def running_step() -> Iterator[StepProcesses]:
     try:
         yield step
     finally:
+        step.forget_group()
         with _steps.lock:
             _steps.running.pop(step.token, None)
             if not _steps.running:

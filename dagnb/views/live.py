@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
 __all__ = ["STATE_COLOURS", "DisplayFeed", "LiveState", "Publish", "TextView", "earlier_note",
-           "folded", "format_rows", "retry_line", "row_cells", "shown_line"]
+           "folded", "format_rows", "retry_line", "row_cells", "shown_line", "waiting_line"]
 
 Publish = Callable[[Mapping[str, Any]], None]  # a display event's data -> shown
 
@@ -67,6 +67,7 @@ class LiveState:
         }
         self.finished = False
         self.retrying: dict[str, Event] = {}
+        self.waiting: dict[str, Event] = {}  # steps another run computes, this one waits for
 
     def pull(self) -> list[Event]:
         """Fold the events appended since the last call; returns them."""
@@ -76,16 +77,24 @@ class LiveState:
         # and every microsecond here is one the run's thread waits for the GIL.
         changes = [e for e in new if e.kind != "log"]
         self.state_events += [e for e in changes if e.kind == "state"]
-        for event in changes:  # a step waiting for its next attempt, and why
+        for event in changes:  # a step waiting for its next attempt or another run
             if event.kind == "retry":
                 self.retrying[event.step] = event  # type: ignore[index]
             elif event.kind == "state" and event.data.get("state") != "retrying":
                 self.retrying.pop(event.step, None)  # type: ignore[arg-type]
+            if event.kind == "state":
+                self._note_waiting(event)
         self.finished = self.finished or any(
             e.kind == "run" and e.data.get("state") == "finished" for e in changes)
         if self.tail and (len(changes) < len(new) or any(e.kind == "retry" for e in changes)):
             self._fold_tails(new)
         return new
+
+    def _note_waiting(self, event: Event) -> None:
+        if "waiting" in event.data:
+            self.waiting[event.step] = event  # type: ignore[index]
+        else:
+            self.waiting.pop(event.step, None)  # type: ignore[arg-type]
 
     def _fold_tails(self, new: list[Event]) -> None:
         """Keep the last lines per step, walking back only as far as needed; a retry
@@ -171,6 +180,13 @@ def retry_line(event: Event) -> str:
     return f"── {event.step}: {retry_words(event)} ──"
 
 
+def waiting_line(event: Event) -> str:
+    """``── fit: waiting for another run computing it ──`` for a step queued behind
+    another run (a ``--background`` one, another process) holding its cache key, as
+    ``dagnb run`` says it."""
+    return f"── {event.step}: waiting for {event.data['waiting']} ──"
+
+
 def retry_words(event: Event) -> str:
     """``retrying 2/4 in 1.3 s: <reason>``: a ``retry`` event as the notebook's views
     and ``dagnb run``'s progress lines both say it."""
@@ -252,6 +268,7 @@ class TextView:
         """Print the output of ``run`` from now on."""
         self.state = LiveState(run, tail=0)
         self._unsubscribe = run.events.subscribe(self.throttle.poke)
+        self.throttle.poke(None)  # what it logged before (a wait begun): at the next tick
 
     def tick(self) -> bool:
         """Print new lines if due (at most ten times a second)."""
@@ -287,6 +304,8 @@ class TextView:
                 self._cached_line(event.step or "", out)
             elif event.kind == "retry":
                 err.append(retry_line(event))
+            elif event.kind == "state" and "waiting" in event.data:
+                out.append(waiting_line(event))
             elif event.kind == "display" and self.publish is not None and not self._folds(event):
                 if event.step not in self._headed:
                     self._header(event, out)

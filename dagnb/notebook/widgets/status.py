@@ -26,7 +26,14 @@ from ipywidgets.widgets.widget_string import HTMLStyle  # not exported by ipywid
 from dagnb.checks import made_here
 from dagnb.runtime.events import TERMINAL_STATES
 from dagnb.views.html import header_html, table_html, tail_html
-from dagnb.views.live import STATE_COLOURS, DisplayFeed, LiveState, Publish, retry_line
+from dagnb.views.live import (
+    STATE_COLOURS,
+    DisplayFeed,
+    LiveState,
+    Publish,
+    retry_line,
+    waiting_line,
+)
 from dagnb.views.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -153,9 +160,7 @@ class StatusWidget(w.VBox):
         rows = self.state.rows()
         done, total = self.state.progress()
         now = time.time()
-        self.header.value = header_html(self.run, rows) + "".join(
-            f"<div class='dagnb-retry'>{html.escape(retry_line(event))}</div>"
-            for event in self.state.retrying.values())
+        self.header.value = header_html(self.run, rows) + self._waits_html()
         self.progress.max = max(total, 1)
         self.progress.value = done
         self.progress.bar_style = _bar_style(rows)
@@ -170,6 +175,14 @@ class StatusWidget(w.VBox):
             button.disabled = self._start is None or (running and not self.state.finished)
         if self.state.finished:
             self.throttle.stop()  # a render thread, if any, ends after this frame
+
+    def _waits_html(self) -> str:
+        """What steps wait for: their next attempt, or another run computing them."""
+        retrying = (f"<div class='dagnb-retry'>{html.escape(retry_line(event))}</div>"
+                    for event in self.state.retrying.values())
+        waiting = (f"<div class='dagnb-waiting'>{html.escape(waiting_line(event))}</div>"
+                   for event in self.state.waiting.values())
+        return "".join([*retrying, *waiting])
 
     def _render_log(self, rows: dict[str, dict[str, Any]]) -> None:
         """The picked step's output tail; until the user picks, a failed step's."""
