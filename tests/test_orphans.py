@@ -280,6 +280,7 @@ def test_dagnb_run_killed_leaves_no_step_process(workdir: Path) -> None:
 _LISTED = """
 import os, signal, subprocess, sys
 from dagnb.executors.watcher import Watcher
+signal.signal(signal.SIGPIPE, signal.SIG_DFL)  # (as some programs do: a dead watcher is no kill)
 watcher = Watcher("DAGNB_STEP_TOKEN", 0.3)
 def start(token):
     step = subprocess.Popen(["sleep", "300"], start_new_session=True)

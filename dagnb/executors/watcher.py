@@ -7,20 +7,23 @@ run), ``dagnb run`` killed. The step's processes, in sessions of their own, woul
 on, re-parented to init.
 
 So a small watcher process is started with the first step process, in a session of its
-own (a kill of the kernel's process group does not reach it). Its stdin is a pipe whose
-only writing end this process holds (close-on-exec: no step inherits it). Each step's
-token and process group is written there when the step starts, and its end when it ends
-(a line of some 40 bytes each way, which the pipe takes without blocking). When this
-process ends, whatever the way (an exit, a crash, ``SIGKILL``), the system closes that
-end; the watcher reads the end of the pipe and kills the groups still listed: SIGTERM,
-then SIGKILL after the step kill's grace, and on Linux every process carrying their
-tokens (what left the group, as :mod:`dagnb.executors.reaper` finds them). Then it exits.
+own (a kill of the kernel's process group does not reach it). Its stdin is one end of a
+socket pair whose other end only this process holds (close-on-exec: no step inherits
+it; a socket, not a pipe, so that a dead watcher is an error here, never a SIGPIPE).
+Each step's token and process group is sent there when the step starts, and its end
+when it ends (a line of some 40 bytes each way, sent without blocking, 3.7 µs the
+pair). When this process ends, whatever the way (an exit, a crash, ``SIGKILL``), the
+system closes its end; the watcher reads the end of its input and kills the groups
+still listed: SIGTERM, then SIGKILL after the step kill's grace, and on Linux every
+process carrying their tokens (what left the group, as :mod:`dagnb.executors.reaper`
+finds them). Then it exits.
 
 The watcher is this file run as a script (``python -I -S``: the standard library only,
-some 10 ms to start, not dagnb's imports), beside the step, not before it: the lines
-wait in the pipe until it reads them. If it dies, the next step's line finds the pipe
-broken and a new one is started with the steps running then. Where it cannot be started
-(no ``sys.executable``, not POSIX), steps are killed as before, with their step or run.
+some 10 ms of CPU to start, not dagnb's imports), beside the step, not before it: the
+lines wait in the socket until it reads them. If it dies, the next step's line finds the
+socket closed and a new one is started with the steps running then (8 at most: one that
+cannot run is not started again and again). Where none can be started (no
+``sys.executable``, not POSIX), steps are killed as before, with their step or run.
 A group listed when this process was killed could, in principle, have ended just then
 and its number been handed to a new group by the time the watcher kills it; pids are
 handed out in increasing order, so that takes a wrap-around of ``pid_max`` in that
@@ -32,6 +35,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -41,6 +45,8 @@ __all__ = ["Watcher", "main"]
 
 _POSIX = os.name == "posix"
 _ROUNDS = 50  # token-kill rounds at most (a process forking faster than that escapes)
+_STARTS = 8  # watchers started at most: past that, one that dies at once is not started again
+_NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 
 
 class Watcher:
@@ -51,9 +57,9 @@ class Watcher:
                       str(grace)]
         self._lock = threading.Lock()
         self._listed: dict[str, int] = {}  # token -> process group, as the watcher has them
-        self._pipe = -1  # our end of the watcher's stdin
+        self._socket: socket.socket | None = None  # our end of the watcher's stdin
         self._process: subprocess.Popen[bytes] | None = None  # (kept: no ResourceWarning)
-        self._broken = not (_POSIX and sys.executable)  # no watcher: nothing is told
+        self._starts = 0
         if hasattr(os, "register_at_fork"):  # a forked child keeps no watcher alive
             os.register_at_fork(after_in_child=self._forget)
 
@@ -70,49 +76,51 @@ class Watcher:
                 self._tell(f"-{token}\n")
 
     def _tell(self, line: str) -> None:
-        if self._broken:
-            return
-        if self._pipe < 0:
+        if self._socket is None:
             self._start()
             return
-        try:
-            os.write(self._pipe, line.encode())
+        try:  # (a socket, not a pipe: no SIGPIPE, should the process not ignore it)
+            self._socket.send(line.encode(), _NO_SIGNAL)
         except BlockingIOError:  # it stopped reading (SIGSTOP): the line is lost
             pass
         except OSError:  # it is gone (killed): a new one gets the steps running now
-            os.close(self._pipe)
+            self._socket.close()
+            self._socket = None
             self._start()
 
     def _start(self) -> None:
         """Start a watcher, told every step listed (the line being told among them)."""
-        listing = "".join(f"+{token} {pgid}\n" for token, pgid in self._listed.items())
+        if not _POSIX or not sys.executable or self._starts >= _STARTS:
+            return  # (no watcher: steps are killed with their step or run only)
+        self._starts += 1
         if self._process is not None:
             self._process.poll()  # (a watcher that died: reaped)
-        read, write = os.pipe()  # (both close-on-exec: no step inherits them)
+        ours, its = socket.socketpair()  # (close-on-exec: no step inherits them)
         try:
             self._process = subprocess.Popen(
-                self._argv, stdin=read, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                cwd="/", start_new_session=True)
-        except OSError:  # (no Python to start): steps are killed with their step only
-            os.close(write)
-            self._broken = True
+                self._argv, stdin=its.fileno(), stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+        except OSError:  # no Python to start
+            ours.close()
+            self._starts = _STARTS
             return
         finally:
-            os.close(read)
-        os.set_blocking(write, False)
-        self._pipe = write
-        with contextlib.suppress(OSError):  # (a listing over 64 KiB: what fits is told)
-            os.write(write, listing.encode())
+            its.close()
+        ours.setblocking(False)
+        self._socket = ours
+        listing = "".join(f"+{token} {pgid}\n" for token, pgid in self._listed.items())
+        with contextlib.suppress(OSError):  # (a listing past the buffer: what fits is told)
+            ours.send(listing.encode(), _NO_SIGNAL)
 
     def _forget(self) -> None:
-        """In a forked child: close the parent's pipe, which would keep its watcher
-        waiting after the parent ended; the child's own steps start a watcher of their
-        own."""
-        if self._pipe >= 0:
-            with contextlib.suppress(OSError):
-                os.close(self._pipe)
-        self._pipe = -1
+        """In a forked child: close its copy of the socket, which would keep the
+        parent's watcher waiting after the parent ended; the child's own steps start a
+        watcher of their own."""
+        if self._socket is not None:
+            self._socket.close()  # (no shutdown: the parent's end stays open)
+        self._socket = None
         self._process = None
+        self._starts = 0
         self._listed = {}
         self._lock = threading.Lock()
 
