@@ -127,7 +127,7 @@ class Watcher:
 
 # -- the watcher process ----------------------------------------------------------------
 def main() -> None:
-    """Read the steps running until the pipe ends, then kill those still listed."""
+    """Read the steps running until the input ends, then kill those still listed."""
     variable, grace = sys.argv[1], float(sys.argv[2])
     for number in (signal.SIGINT, signal.SIGHUP):  # (a terminal's signals are the run's)
         signal.signal(number, signal.SIG_IGN)
