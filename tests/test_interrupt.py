@@ -245,6 +245,43 @@ def test_ctrl_c_during_a_python_step_starts_no_other_step(workdir: Path) -> None
     assert states == {"first": "cancelled", "second": "cancelled"}, err
 
 
+CUT_SHORT = """
+import os
+
+def train():
+    rc = os.system("touch started; [ -e release ] || sleep 20")
+    return {"rc": rc}
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="a terminal signals a group on POSIX")
+def test_ctrl_c_in_a_terminal_stores_no_result_a_python_step_got_cut_short(
+        workdir: Path) -> None:
+    """A terminal's Ctrl-C signals the whole foreground group, and so the command a
+    Python step runs with os.system (which ignores SIGINT in dagnb while it runs): the
+    step returned what the killed command left, and it was stored as a success."""
+    (workdir / "steps.py").write_text(CUT_SHORT)
+    (workdir / "w.yml").write_text("name: cut\nsteps:\n  train: {python: 'steps.py:train'}\n")
+    command = [sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--executor", "local"]
+    child = subprocess.Popen(command, cwd=workdir, text=True, start_new_session=True,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 20
+    while not (workdir / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    os.killpg(child.pid, signal.SIGINT)  # (as the terminal does: the whole group)
+    _, err = child.communicate(timeout=20)
+    assert child.returncode == 128 + signal.SIGINT, err
+    workflow = (workdir / "w.yml").resolve()
+    assert history.last_states(workdir / ".dagnb_cache", "cut", workflow) == {
+        "train": "cancelled"}
+    (workdir / "release").touch()
+    again = subprocess.run(command, cwd=workdir, text=True, capture_output=True, timeout=60)
+    assert again.returncode == 0, again.stderr
+    assert history.last_states(workdir / ".dagnb_cache", "cut", workflow) == {
+        "train": "succeeded"}  # ran again: nothing was stored
+
+
 def dagnb_run(workdir: Path, workflow: str) -> subprocess.Popen[str]:
     return subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", workflow,
                              "--executor", "local"], cwd=workdir, text=True,

@@ -1047,6 +1047,93 @@ def test_an_interrupt_stops_the_process_a_python_step_waits_for(kernel: Kernel,
     assert states(kernel) == "{'next': 'succeeded'}"
 
 
+def stop_button_when(path: Path, kernel: Kernel) -> threading.Thread:
+    """Press the stop button as Jupyter does once ``path`` exists: ``interrupt_kernel``
+    sends SIGINT to the kernel's whole process group (``os.killpg``), so to the
+    processes a Python step waits for as well."""
+
+    def wait_then_press() -> None:
+        deadline = time.monotonic() + 30
+        while not path.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.3)
+        run_sync(kernel.client.km.interrupt_kernel)()
+
+    thread = threading.Thread(target=wait_then_press, daemon=True)
+    thread.start()
+    return thread
+
+
+def cut_short_cell(kind: str, marker: Path, release: Path) -> str:
+    """A Python step that waits for a command the stop button kills; the command ends
+    at once when ``release`` exists (the same cell, so the same key, run again)."""
+    command = f"touch {marker}; [ -e {release} ] || sleep 30"
+    wait = {"run": f"r = subprocess.run(['sh', '-c', {command!r}]).returncode",
+            "system": f"r = os.system({command!r})"}[kind]
+    return (f"%%dagger train_{kind} --python --outputs model\nimport os, subprocess\n"
+            f"{wait}\nmodel = {{'rc': r}}\nprint('trained', model)\n")
+
+
+def assert_cut_short_run_not_kept(kernel: Kernel, kind: str, outputs: list[dict],
+                                  source: str, release: Path) -> None:
+    assert usage_error(outputs).startswith("interrupted: the run was cancelled"), outputs
+    assert "succeeded" not in text(outputs), outputs
+    assert states(kernel) == f"{{'train_{kind}': 'cancelled'}}"
+    assert kernel.value(f"get_session().latest['train_{kind}']['state']") == "'cancelled'"
+    release.touch()
+    again = kernel.run(source)  # runs again: nothing was stored
+    assert error(again) is None and "trained {'rc': 0}" in text(again), again
+    assert states(kernel) == f"{{'train_{kind}': 'succeeded'}}"
+    assert kernel.value("model") == "{'rc': 0}"
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
+def test_the_stop_button_in_subprocess_run_stores_no_cut_short_result(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """The stop button's SIGINT reaches the step's child at once: subprocess.run returned
+    its cut-short result, stored as a success, when the kernel's main thread came to
+    the interrupt late (it runs Python's handler once it holds the GIL: measured up to
+    20 ms after the signal, while the child died and the step returned in 0.5 ms; 1 run
+    in 20 here). A handler that takes 0.5 s stands in for that, and so does a mark that
+    takes 0.5 s, for dagnb's handler: the scheduler sees the signal arrive without it."""
+    marker, release = tmp_path / "started", tmp_path / "release"
+    source = cut_short_cell("run", marker, release)
+    kernel.run(f"SOURCE = {source!r}")
+    thread = stop_button_when(marker, kernel)
+    outputs = kernel.run(
+        "import signal, time\n"
+        "from dagnb.runtime.run import Run\n"
+        "def slow_to_see_it(signum, frame):\n"
+        "    time.sleep(0.5)\n"
+        "    signal.default_int_handler(signum, frame)\n"
+        "signal.signal(signal.SIGINT, slow_to_see_it)\n"
+        "marked = getattr(Run, 'mark_cancelled', None)\n"
+        "if marked is not None:\n"
+        "    Run.mark_cancelled = lambda run: (time.sleep(0.5), marked(run))\n"
+        "try:\n"
+        "    line, _, body = SOURCE.partition('\\n')\n"
+        "    get_ipython().run_cell_magic('dagger', line.split(' ', 1)[1], body)\n"
+        "finally:\n"
+        "    if marked is not None:\n"
+        "        Run.mark_cancelled = marked\n")
+    thread.join(5)
+    assert_cut_short_run_not_kept(kernel, "run", outputs, source, release)
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
+def test_the_stop_button_in_os_system_stores_no_cut_short_result(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """os.system ignores SIGINT in the kernel while its command runs: the stop button
+    killed the command, the step went on and was stored, and the cell said nothing of
+    the interrupt."""
+    marker, release = tmp_path / "started", tmp_path / "release"
+    source = cut_short_cell("system", marker, release)
+    thread = stop_button_when(marker, kernel)
+    outputs = kernel.run(source)
+    thread.join(5)
+    assert_cut_short_run_not_kept(kernel, "system", outputs, source, release)
+
+
 # -- Memory and joblib.Parallel from a notebook ------------------------------------------
 def test_joblib_parallel_workers_hit_what_the_notebook_cached(kernel: Kernel,
                                                               tmp_path: Path) -> None:

@@ -319,6 +319,12 @@ class Run:
             self._cancel_hook()
         loop.interrupt(self._future)  # a Python step blocking the loop stops now, too
 
+    def mark_cancelled(self) -> None:
+        """Mark the run cancelled now (:attr:`cancel_requested`), from a signal handler
+        or a step's thread, before :meth:`cancel` follows: a step that ends after this
+        ends cancelled, its result not stored."""
+        self._cancelled = True
+
     def wait(self, timeout: float | None = None) -> Run:
         """Block until a background run ends (``TimeoutError`` after ``timeout``)."""
         if self._future is not None:

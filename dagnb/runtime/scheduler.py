@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from dagnb import checks
 from dagnb.cache.entry import PackedEntry
@@ -57,7 +57,14 @@ from dagnb.executors import running_on
 from dagnb.executors.base import QUEUES, SIMULATED, Executor, Input, Outcome, Task
 from dagnb.executors.context import step_secrets
 from dagnb.executors.local import parameter_names
-from dagnb.executors.loop import holding, stop_pending, wait_for
+from dagnb.executors.loop import (
+    cancelling,
+    holding,
+    interrupt_arrived,
+    stop_pending,
+    until_cancelled,
+    wait_for,
+)
 from dagnb.model.contract import write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.step import Step
@@ -720,10 +727,13 @@ class Scheduler:
         try:
             task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
-                outcome = await executor.execute(task)
+                ended = await executor.execute(task)
             else:
                 starts = start.event if start is not None else None
-                outcome = await wait_for(executor.execute(task), limit, starts)
+                ended = await wait_for(executor.execute(task), limit, starts)
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run):
+                await self._cut_short()
+            outcome = ended
         except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
             start = None  # not run, and is not said to have (no 'started', no attempt)
             raise
@@ -734,6 +744,10 @@ class Scheduler:
                 f"step {step.name!r} ran past its timeout of {limit:g} s and {stopped}",
                 step=step.name, masked=True,
             ) from None
+        except Exception:
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run):
+                await self._cut_short()
+            raise
         finally:
             if start is not None:  # (one that failed queued, not sent, is an attempt too)
                 start()
@@ -753,6 +767,16 @@ class Scheduler:
                 masked=True,  # (its stderr line is: not the exit code)
             )
         return outcome
+
+    @staticmethod
+    async def _cut_short() -> NoReturn:
+        """The run was cancelled, or an interrupt marked it so, as an attempt ended: the
+        stop button's SIGINT reaches the processes an in-process Python step waits for
+        (the kernel's process group) before dagnb cancels the run, and the step may
+        return at once with what they left. It ends cancelled, stored nowhere, as the
+        cancel that follows reaches this task (:func:`until_cancelled`)."""
+        await until_cancelled()
+        raise asyncio.CancelledError
 
     def _started(
         self, step: Step, executor: Executor, number: int, log_file: LogFile

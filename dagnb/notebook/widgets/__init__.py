@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.checks import warn_user
 from dagnb.config import context, env_flag
 from dagnb.errors import ConfigError
+from dagnb.executors.loop import interrupts_marked
 from dagnb.views.live import TextView
 
 if TYPE_CHECKING:
@@ -145,10 +146,14 @@ class LeftRunning(KeyboardInterrupt):
 
 def _wait(run: Run, view: Any, interval: float) -> None:
     try:
-        while not run.done:
-            with contextlib.suppress(TimeoutError):
-                run.wait(interval)
-            view.tick()
+        # (the stop button kills what a Python step waits for: the run is marked first,
+        # so that the step, cut short, is not stored; mark_cancelled is looked up only
+        # when the signal comes)
+        with interrupts_marked(lambda: run.mark_cancelled(), run):
+            while not run.done:
+                with contextlib.suppress(TimeoutError):
+                    run.wait(interval)
+                view.tick()
     except KeyboardInterrupt:
         run.cancel()
         try:
