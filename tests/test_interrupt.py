@@ -518,3 +518,32 @@ def test_a_run_in_a_child_forked_by_a_python_step_starts_a_loop_of_its_own(tmp_p
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads(done.stdout.splitlines()[-1]) == [{"outer": "succeeded"},
                                                         {"slow": "succeeded"}]
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_a_wait_leaves_the_sigint_handler_os_system_and_wakeup_fd_as_it_found_them() -> None:
+    """What the wait for a run puts in place is taken back after it, and the signals that
+    came meanwhile reach the wakeup fd set before it (asyncio's loop reads its own)."""
+    import socket
+
+    handler, system = signal.getsignal(signal.SIGINT), os.system
+    before_r, before_w = socket.socketpair()
+    before_w.setblocking(False)
+    marks: list[int] = []
+    old = signal.set_wakeup_fd(before_w.fileno())
+    try:
+        with pytest.raises(KeyboardInterrupt), loop.interrupts_marked(
+                lambda: marks.append(1), "the run"):
+            assert os.system is not system
+            assert loop.interrupt_arrived("the run") is False
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+            time.sleep(1)  # (the handler raises before this ends)
+        assert marks == [1]
+        assert signal.getsignal(signal.SIGINT) is handler and os.system is system
+        assert signal.set_wakeup_fd(before_w.fileno()) == before_w.fileno()
+        assert before_r.recv(16) == bytes([signal.SIGINT])  # handed on
+        assert loop.interrupt_arrived("the run") is False  # (no wait now)
+    finally:
+        signal.set_wakeup_fd(old)
+        before_r.close()
+        before_w.close()

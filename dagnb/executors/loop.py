@@ -573,7 +573,9 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
         if not callable(previous):
             return
         self._previous, self._system = previous, os.system
-        _drain(_wakeup_socket())  # (what an earlier wait left)
+        seen = _wakeup_socket()
+        if _waited is None:  # (what an earlier wait left; a wait around this one's: kept)
+            _drain(seen)
         self._before = (_set_wakeup(), _waited)
         _waited = self._waited
         _signal.signal(signal.SIGINT, self._interrupted)
