@@ -535,15 +535,33 @@ def test_a_wait_leaves_the_sigint_handler_os_system_and_wakeup_fd_as_it_found_th
         with pytest.raises(KeyboardInterrupt), loop.interrupts_marked(
                 lambda: marks.append(1), "the run"):
             assert os.system is not system
-            assert loop.interrupt_arrived("the run") is False
+            assert loop.interrupt_arrived("the run", time.monotonic()) is False
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
             time.sleep(1)  # (the handler raises before this ends)
         assert marks == [1]
         assert signal.getsignal(signal.SIGINT) is handler and os.system is system
         assert signal.set_wakeup_fd(before_w.fileno()) == before_w.fileno()
         assert before_r.recv(16) == bytes([signal.SIGINT])  # handed on
-        assert loop.interrupt_arrived("the run") is False  # (no wait now)
+        assert loop.interrupt_arrived("the run", time.monotonic()) is False  # (no wait now)
     finally:
         signal.set_wakeup_fd(old)
         before_r.close()
         before_w.close()
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux's /proc")
+def test_a_sigint_sent_but_not_yet_taken_is_seen() -> None:
+    """The stop button's SIGINT may wait for the main thread to be scheduled while the
+    step whose child it killed returns: the scheduler then sees it in the queue."""
+    script = ("import os, signal\n"
+              "from dagnb.executors.loop import sigint_pending\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n"
+              "before = sigint_pending()\n"
+              "os.kill(os.getpid(), signal.SIGINT)\n"
+              "print(before, sigint_pending())\n"
+              "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+              "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
+              "print(sigint_pending())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["False", "True", "False"], done.stdout + done.stderr

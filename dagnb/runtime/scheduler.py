@@ -724,6 +724,7 @@ class Scheduler:
         running = self._running[executor.name]  # (made with the executor)
         running.append(log_file)  # this attempt's token, for executors.status()
         task = start = outcome = None
+        began = time.monotonic()
         try:
             task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
@@ -731,7 +732,7 @@ class Scheduler:
             else:
                 starts = start.event if start is not None else None
                 ended = await wait_for(executor.execute(task), limit, starts)
-            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run):
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
                 await self._cut_short()
             outcome = ended
         except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
@@ -745,7 +746,7 @@ class Scheduler:
                 step=step.name, masked=True,
             ) from None
         except Exception:
-            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run):
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
                 await self._cut_short()
             raise
         finally:
