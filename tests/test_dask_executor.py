@@ -194,6 +194,43 @@ def test_a_cancelled_dask_step_stops(on_dask):
     assert stops_ticking(ticks)
 
 
+def hangs_after_printing() -> None:
+    print("connecting to db...", flush=True)
+    print("query sent", flush=True)
+    while True:
+        time.sleep(0.1)
+
+
+def test_a_dask_step_past_its_timeout_keeps_what_it_printed(on_dask):
+    """Its lines came only with its report, which a stopped step never sends: the run
+    said that it printed nothing."""
+    step = Step("hang", func=hangs_after_printing, executor="dask", timeout=2, cache=False)
+    run = Graph("g", [step]).run()
+    assert run.states() == {"hang": "failed"}
+    assert "timeout" in run.status_rows()["hang"]["error"]
+    assert run.logs("hang")["line"].tolist() == ["connecting to db...", "query sent"]
+
+
+def test_a_cancelled_dask_step_keeps_what_it_printed(on_dask):
+    step = Step("hang", func=hangs_after_printing, executor="dask", cache=False)
+    run = start_background(Graph("g", [step]), executor="local")
+    assert wait_until(lambda: len(run.logs("hang")) == 2, timeout=20)  # (as they come)
+    run.cancel()
+    run.wait(10)
+    assert run.states() == {"hang": "cancelled"}
+    assert run.logs("hang")["line"].tolist() == ["connecting to db...", "query sent"]
+
+
+def test_a_stopped_step_whose_lines_never_came_says_they_were_lost(on_dask, monkeypatch):
+    monkeypatch.setattr(dask_executor, "_LAST_WORDS", 0.5)
+    monkeypatch.setattr(dask_executor._Cluster, "_heard", lambda self, event: None)
+    step = Step("hang", func=hangs_after_printing, executor="dask", timeout=2, cache=False)
+    run = Graph("g", [step]).run()
+    assert run.logs("hang")["line"].tolist() == [
+        "dagnb: anything step 'hang' printed was lost with it: its dask worker sent no "
+        "last lines within 0.5 s of its stop"]
+
+
 def test_retries_run_the_step_again_on_dask(on_dask, clock):
     attempts = on_dask / "attempts.txt"
 
@@ -544,13 +581,13 @@ def kill_holders_before_the_task(monkeypatch, killed: Path) -> None:
     """Kill the worker holding a payload sent ahead of its task, before the task goes."""
     submit = dask_executor._Cluster.submit
 
-    def kill_then_submit(self, payload, key, marker, began):
+    def kill_then_submit(self, payload, key, marker, began, heard):
         if not killed.exists() and not isinstance(payload, list):
             killed.touch()
             holders = list(self.client.who_has([payload])[payload.key])
             for pid in self.client.run(os.getpid, workers=holders).values():
                 os.kill(pid, signal.SIGKILL)
-        return submit(self, payload, key, marker, began)
+        return submit(self, payload, key, marker, began, heard)
 
     monkeypatch.setattr(dask_executor._Cluster, "submit", kill_then_submit)
 

@@ -49,9 +49,15 @@ dies with its worker (a parent-death signal, which reaches the child only: its o
 subprocesses are swept at the end of the attempt, which a worker killed outright never
 reaches). The price is a Python start per attempt (0.1 to 0.3 s), small next to the
 steps worth sending to a cluster. The child's stdout and stderr go to files, not pipes (a
-process it left running would hold a pipe open, and the task would wait for it), and
-come back with the result, line by line, into the run's logs (masked there as every
-executor's are).
+process it left running would hold a pipe open, and the task would wait for it). The
+task reads them as they grow, every 0.1 s, and sends their new lines to the client as
+dask events (through the scheduler, the way the task's own result goes to a remote
+cluster's client), masked with the secrets the worker has, since the scheduler keeps its
+last events; the client logs them as they come (masked again, as every executor's
+lines). So a step that is stopped (a timeout, a cancel) or lost keeps what it printed,
+which came only with its result before. Its result carries them all again, and those
+not heard by then (an event lost with a reconnection) are logged from it. A step stopped
+whose last lines do not come within 2 s says so in its log, rather than seem silent.
 """
 
 from __future__ import annotations
@@ -95,6 +101,8 @@ _SCATTER_FROM = 1 << 20  # bytes of payload sent ahead of its task
 _INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, then this
 _BEGAN = "dagnb-began"  # the topic of the events a task logs as it starts on a worker
 _LOOK_EVERY = 1.0  # seconds, at least, between asking the scheduler where a task is
+_LINES = "dagnb-lines"  # the topic of the events carrying the lines a step prints
+_LAST_WORDS = 2.0  # seconds a stopped step's last lines have to come from its worker
 
 
 class DaskExecutor:
@@ -121,7 +129,8 @@ class DaskExecutor:
         key = _key(task)
         marker = os.path.join(task.step_dir, f".{key}")
         began = _on_loop(task.began)
-        cluster, sent, future = await _submitted(task, payload, key, marker, began)
+        heard = _Heard(task)
+        cluster, sent, future = await _submitted(task, payload, key, marker, began, heard)
         del payload  # (a pickle in it may be large: the cluster has it now)
         watch = asyncio.ensure_future(_watch_start(task, cluster, key, began))
         try:
@@ -132,8 +141,14 @@ class DaskExecutor:
                 await asyncio.wait_for(
                     asyncio.shield(asyncio.to_thread(cluster.stop, [future])), _STOP_GRACE
                 )
+            if key not in cluster.starting:  # (one still queued printed nothing)
+                await heard.last_words(_LAST_WORDS, "its dask worker sent no last lines "
+                                       f"within {_LAST_WORDS:g} s of its stop")
             raise
         except Exception as exc:  # the worker died, the connection dropped: may pass
+            if key not in cluster.starting:
+                await heard.last_words(0, "it was lost on the dask cluster: "
+                                          f"{_lost_cause(exc)}")
             raise _lost(task, exc) from exc
         finally:
             watch.cancel()
@@ -142,6 +157,7 @@ class DaskExecutor:
                 asyncio.get_running_loop().run_in_executor(None, cluster.close)  # (blocks)
             with contextlib.suppress(OSError):
                 os.remove(marker)
+        await heard.rest(report["lines"])
         return _outcome(task, report)
 
 
@@ -207,6 +223,14 @@ def _payload(task: Task) -> list[wire.Frame]:
             "locks and connections inside the step instead of passing or capturing them",
             step=step.name,
         ) from exc
+
+
+def _masks(task: Task) -> dict[str, list[str]]:
+    """What the worker masks in the lines it sends as they come, which the scheduler
+    keeps a while among its events: the step's secrets, and the values the worker has
+    of the run's others (which it may have inherited; their names only travel)."""
+    names = {*task.withheld, *settings().credential_secrets()}
+    return {"values": sorted(set(task.secrets.values())), "names": sorted(names)}
 
 
 def _secret_names(task: Task) -> list[str]:
@@ -321,7 +345,7 @@ async def _watch_start(
 
 async def _submitted(
     task: Task, payload: list[wire.Frame], key: str, marker: str,
-    began: Callable[[], None], again: bool = True,
+    began: Callable[[], None], heard: _Heard, again: bool = True,
 ) -> tuple[_Cluster, Any, Any]:
     """The attempt sent to the context's cluster: the cluster, its input, its future. A
     client closed since :func:`_cluster` looked at it is replaced once, as one it finds
@@ -331,12 +355,12 @@ async def _submitted(
     cluster = await asyncio.to_thread(_cluster)
     sent = await _upload(task, cluster, payload, key)
     try:
-        return cluster, sent, cluster.submit(sent, key, marker, began)
+        return cluster, sent, cluster.submit(sent, key, marker, began, heard)
     except ClosedClientError:
         if not again:
             raise
         cluster.release(sent)
-    return await _submitted(task, payload, key, marker, began, again=False)
+    return await _submitted(task, payload, key, marker, began, heard, again=False)
 
 
 async def _done(future: Any) -> None:
@@ -351,10 +375,59 @@ async def _done(future: Any) -> None:
     await done
 
 
+class _Heard:
+    """The lines of one attempt, logged as its worker sends them (events of topic
+    _LINES, numbered from 0), so that a step stopped or lost keeps what it printed:
+    they came only with its report before, which such a step never sends. The report
+    carries them all again; those not heard by then are logged from it."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.count = 0  # lines logged: the first ``count`` of the attempt's
+        self.ended = asyncio.Event()  # its worker sent the last of them
+        self.closed = False
+        self._loop = asyncio.get_running_loop()
+
+    def hear(self, message: dict[str, Any]) -> None:
+        """Lines from the worker (on the dask client's thread)."""
+        with contextlib.suppress(RuntimeError):  # (the run's loop has closed)
+            self._loop.call_soon_threadsafe(self._take, message)
+
+    def _take(self, message: dict[str, Any]) -> None:
+        at, lines = message["at"], message["lines"]
+        if self.closed or at > self.count:  # (after a lost event: the report has them)
+            return
+        for stream, line in lines[self.count - at:]:
+            self.task.log(stream, line)
+        self.count = max(self.count, at + len(lines))
+        if message["end"]:
+            self.ended.set()
+
+    async def rest(self, lines: list[tuple[str, str]]) -> None:
+        """Log the report's lines not heard yet, after those heard (their events may
+        wait on the loop: its turn lets them through first)."""
+        await asyncio.sleep(0)
+        self.closed = True
+        for stream, line in lines[self.count:]:
+            self.task.log(stream, line)
+
+    async def last_words(self, within: float, why: str) -> None:
+        """Wait up to ``within`` s for the last lines of a step that was stopped or lost;
+        without them, its log says that what it printed was lost with it, and ``why``
+        (rather than the run saying that it printed nothing)."""
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self.ended.wait(), within)
+        await asyncio.sleep(0)
+        self.closed = True
+        if self.ended.is_set():
+            return
+        which = "anything" if not self.count else "what else"
+        self.task.log("stderr", f"dagnb: {which} step {self.task.step.name!r} printed was "
+                                f"lost with it: {why}")
+
+
 def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
-    """Replay the step's captured output into its log, then say how it ended."""
-    for stream, line in report["lines"]:
-        task.log(stream, line)
+    """How the step ended (its lines are in its log: :class:`_Heard`)."""
     status = report["status"]
     if status == "ok":
         [result] = wire.unpack(report.pop("result"))  # (the frames go: the result stays)
@@ -377,17 +450,19 @@ def _lost(task: Task, exc: BaseException | None = None) -> TransientError:
     run then reports 'lost'), and cancels one whose input, sent ahead of it, died with
     the worker holding it (with a reason: 'already forgotten', or 'lost dependencies'
     when the input was lost before the task came)."""
+    return TransientError(
+        f"step {task.step.name!r} was lost on the dask cluster: {_lost_cause(exc)}; it "
+        "runs again as a new attempt if its retries allow"
+    )
+
+
+def _lost_cause(exc: BaseException | None) -> str:
     reason = getattr(exc, "reason", None)  # a FutureCancelledError's
     if exc is None or reason in ("already forgotten", "lost dependencies"):
-        cause = "the worker running it died (killed, or out of memory)"
-    elif reason == "scheduler-restart":
-        cause = "the cluster was restarted, its workers with it"
-    else:  # (the first line: a cancel's message may add more)
-        cause = exception_line(exc).splitlines()[0]
-    return TransientError(
-        f"step {task.step.name!r} was lost on the dask cluster: {cause}; it runs again "
-        "as a new attempt if its retries allow"
-    )
+        return "the worker running it died (killed, or out of memory)"
+    if reason == "scheduler-restart":
+        return "the cluster was restarted, its workers with it"
+    return exception_line(exc).splitlines()[0]  # (a cancel's message may add more)
 
 
 # -- the cluster ----------------------------------------------------------------------
@@ -402,6 +477,7 @@ class _Cluster:
         self.running: set[Any] = set()
         self.retired = False  # replaced in the context: closed once nothing runs on it
         self.starting: dict[str, Callable[[], None]] = {}  # task keys: their began()
+        self.hearing: dict[str, _Heard] = {}  # task keys: where their lines go
         self._subscribed: Any = None  # the connection to the scheduler it subscribed on
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
@@ -434,13 +510,16 @@ class _Cluster:
         scheduler for about 10 s, and then refuses every task it is given."""
         return self.address == address and self.client.status not in ("closing", "closed")
 
-    def submit(self, payload: Any, key: str, marker: str, began: Callable[[], None]) -> Any:
+    def submit(self, payload: Any, key: str, marker: str, began: Callable[[], None],
+               heard: _Heard) -> Any:
         """Send one attempt to the cluster; its future. ``began`` is called when a
         worker starts it: until then it waits in dask's queue for a free worker, which
-        is not the step's time (its timeout begins then)."""
+        is not the step's time (its timeout begins then). ``heard`` takes its lines."""
         self.starting[key] = began
+        self.hearing[key] = heard
         self._subscribe()
-        future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
+        future = self.client.submit(_run_on_worker, payload, key, marker,
+                                    _masks(heard.task), key=key, pure=False)
         self.running.add(future)
         return future
 
@@ -450,6 +529,7 @@ class _Cluster:
         connection = self.client.scheduler_comm
         if connection is None or connection is not self._subscribed:
             self.client.subscribe_topic(_BEGAN, self._began)
+            self.client.subscribe_topic(_LINES, self._heard)
             self._subscribed = connection
 
     def _began(self, event: tuple[float, str]) -> None:
@@ -457,6 +537,12 @@ class _Cluster:
         began = self.starting.pop(event[1], None)
         if began is not None:
             began()
+
+    def _heard(self, event: tuple[float, dict[str, Any]]) -> None:
+        """Lines a worker sent (on the client's thread)."""
+        heard = self.hearing.get(event[1].get("key", ""))
+        if heard is not None:
+            heard.hear(event[1])
 
     def state(self, key: str) -> str | None:
         """Where the scheduler has task ``key``: its state, or "executing" once its
@@ -486,6 +572,7 @@ class _Cluster:
         step of a retired connection)."""
         self.running.discard(future)
         self.starting.pop(future.key, None)
+        self.hearing.pop(future.key, None)
         return self.retired and not self.running
 
     def retire(self) -> None:
@@ -647,7 +734,8 @@ def close() -> None:
 _POLL = 0.1  # seconds between looks at whether the task is still wanted
 
 
-def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str, Any]:
+def _run_on_worker(payload: list[wire.Frame], key: str, marker: str,
+                   masks: dict[str, list[str]]) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
@@ -668,12 +756,65 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
             pickle.dump((os.getpid(), sys.path), handle)
             wire.write(handle, payload)
         child = _start(files, token)
-        _wait(child, token, lambda: _wanted(worker, key))
-        lines = _read_lines(files, "stdout") + _read_lines(files, "stderr")
+        with open(files["stdout"], "rb") as stdout, open(files["stderr"], "rb") as stderr:
+            tail = _Tail({"stdout": stdout, "stderr": stderr}, key, worker,
+                         _worker_masker(masks))
+            _wait(child, token, lambda: _wanted(worker, key), tail.send)
+            tail.send(last=True)
         if child.returncode == 0 and os.path.exists(files["result"]):
             report = _read_report(files["result"])
-            return {**report, "lines": lines + report.pop("lines", [])}
-        return {"status": "exit", "lines": lines, "exit_code": child.returncode}
+            return {**report, "lines": tail.lines + report.pop("lines", [])}
+        return {"status": "exit", "lines": tail.lines, "exit_code": child.returncode}
+
+
+def _worker_masker(masks: dict[str, list[str]]) -> Callable[[str], str]:
+    from dagnb.model.masking import Masker
+
+    inherited = [os.environ.get(name, "") for name in masks["names"]]
+    return Masker([*masks["values"], *inherited])
+
+
+class _Tail:
+    """The lines the child writes to its stdout and stderr files, read as they come
+    (every _POLL s) and sent to the client in events of topic _LINES, masked (the
+    scheduler keeps its last events): a step stopped or lost keeps what it printed.
+    Read in turns, stdout's then stderr's: their order holds within a turn's 0.1 s."""
+
+    _CHUNK = 1 << 16  # bytes of lines, about, in one event
+
+    def __init__(self, handles: dict[str, Any], key: str, worker: Any,
+                 mask: Callable[[str], str]) -> None:
+        self.lines: list[tuple[str, str]] = []
+        self._key, self._worker, self._mask = key, worker, mask
+        self._sent = 0
+        self._handles = handles  # the streams' files, read as they grow
+        self._partial = dict.fromkeys(handles, b"")
+
+    def send(self, last: bool = False) -> None:
+        """Send the lines written since the last turn (``last``: a last line unended
+        too, and the word that no more come)."""
+        for stream, handle in self._handles.items():
+            *whole, rest = (self._partial[stream] + handle.read()).split(b"\n")
+            if last and rest:
+                whole, rest = [*whole, rest], b""
+            self._partial[stream] = rest
+            self.lines += [(stream, line.decode("utf-8", "replace")) for line in whole]
+        while self._sent < len(self.lines) or last:
+            self._event(last)
+            last = last and self._sent < len(self.lines)
+
+    def _event(self, last: bool) -> None:
+        chunk, size = [], 0
+        for stream, line in self.lines[self._sent:]:
+            if chunk and size + len(line) > self._CHUNK:
+                break
+            chunk.append([stream, self._mask(line)])
+            size += len(line)
+        at, self._sent = self._sent, self._sent + len(chunk)
+        end = last and self._sent == len(self.lines)
+        with contextlib.suppress(Exception):  # (a closing worker: the report has them)
+            self._worker.log_event(_LINES, {"key": self._key, "at": at,
+                                            "lines": chunk, "end": end})
 
 
 def _read_report(path: str) -> dict[str, Any]:
@@ -718,7 +859,8 @@ def _start(files: dict[str, str], token: str) -> subprocess.Popen[bytes]:
         )
 
 
-def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool]) -> None:
+def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool],
+          each_turn: Callable[[], None]) -> None:
     """Wait for the child to exit, killing it once the task is unwanted; then kill what
     it left: its process group, and (Linux) every process carrying its token."""
     from dagnb.executors.reaper import kill_tagged
@@ -726,6 +868,7 @@ def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool]
     try:
         while not _exited(child):
             time.sleep(_POLL)
+            each_turn()
             if not wanted():
                 _kill_group(child.pid)
     finally:
@@ -753,14 +896,6 @@ def _wanted(worker: Any, key: str) -> bool:
     worker closing marks its task 'cancelled' (or forgets it) but lets the thread run."""
     task = worker.state.tasks.get(key)
     return task is not None and task.state not in ("cancelled", "released")
-
-
-def _read_lines(files: dict[str, str], stream: str) -> list[tuple[str, str]]:
-    with open(files[stream], "rb") as handle:
-        text = handle.read().decode("utf-8", "replace")
-    if text.endswith("\n"):
-        text = text[:-1]
-    return [(stream, line) for line in text.split("\n")] if text else []
 
 
 # The child's whole program: it imports no more than the step needs.
