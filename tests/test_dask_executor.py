@@ -4,6 +4,7 @@ processes, one thread each), shell steps on this machine, one cache."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import threading
 import time
@@ -139,6 +140,23 @@ def test_print_output_reaches_the_run_logs_with_secrets_masked_and_others_withhe
     assert logs[logs.stream == "stderr"]["line"].tolist() == ["a warning"]
 
 
+def test_lines_sent_as_they_come_are_masked_before_they_reach_the_scheduler(
+        cluster, on_dask, monkeypatch):
+    """The scheduler keeps its last events, for any client of it to read."""
+    monkeypatch.setenv("DASK_TEST_TOKEN", "s3cr3t-value")
+
+    def leaks() -> None:
+        print("token is", os.environ["DASK_TEST_TOKEN"], flush=True)
+        time.sleep(0.5)  # (sent as it runs, not with its result only)
+
+    step = Step("leaks", func=leaks, executor="dask", secrets=["DASK_TEST_TOKEN"], cache=False)
+    run = Graph("g", [step]).run()
+    assert run.logs("leaks")["line"].tolist() == ["token is ***"]
+    with distributed.Client(cluster) as client:
+        sent = str(client.get_events(dask_executor._LINES))
+    assert "token is ***" in sent and "s3cr3t" not in sent
+
+
 def test_a_failing_step_fails_with_its_traceback_tail(on_dask):
     def broken() -> None:
         raise ValueError("the input is malformed")
@@ -204,7 +222,7 @@ def hangs_after_printing() -> None:
 def test_a_dask_step_past_its_timeout_keeps_what_it_printed(on_dask):
     """Its lines came only with its report, which a stopped step never sends: the run
     said that it printed nothing."""
-    step = Step("hang", func=hangs_after_printing, executor="dask", timeout=2, cache=False)
+    step = Step("hang", func=hangs_after_printing, executor="dask", timeout=3, cache=False)
     run = Graph("g", [step]).run()
     assert run.states() == {"hang": "failed"}
     assert "timeout" in run.status_rows()["hang"]["error"]
@@ -859,6 +877,41 @@ def test_a_restarted_scheduler_serves_the_next_run_and_a_gone_one_fails_it_in_a_
     finally:
         dask_executor.close()
     assert again.states() == {"one": "succeeded"}, again.status()
+
+
+def test_a_scheduler_lost_mid_run_fails_its_steps_in_a_line_saying_so(
+        workdir, monkeypatch, caplog):
+    """Each step said that it 'was lost ... scheduler-connection-lost', was retried into
+    a FutureCancelledError, and the rows ended reading that dask had failed 8 times in
+    a row and that the steps printed nothing; dask's reconnect error was in the output."""
+    monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT", 1.0)  # (dask's reconnect too)
+
+    def slow() -> None:
+        print("working", flush=True)
+        time.sleep(30)
+
+    local = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0")  # (a thread would run on)
+    address = local.scheduler_address
+    dagnb.configure(dask_scheduler=address)
+    steps = [Step(f"s{i}", func=slow, executor="dask", cache=False) for i in range(3)]
+    closing = threading.Timer(1.5, local.close)
+    try:
+        closing.start()
+        begun = time.monotonic()
+        run = Graph("g", steps).run()
+        took = time.monotonic() - begun
+    finally:
+        closing.join()
+        dask_executor.close()
+    assert took < 12, took  # (the close: 4 s and more)
+    for row in run.status_rows().values():
+        assert row["state"] == "failed", run.status()
+        assert re.search(f"the Dask scheduler at {address} is unreachable "
+                         r"\(lost at \d\d:\d\d:\d\d\)", row["error"]), row["error"]
+    lines = run.logs("s0")["line"].tolist()
+    assert lines[0] == "working" and "is unreachable" in lines[-1]  # (not 'nothing')
+    assert not [r for r in caplog.records if "Failed to reconnect" in r.getMessage()]
 
 
 def test_a_default_local_cluster_whose_client_closed_is_connected_to_again(

@@ -25,6 +25,10 @@ the current :func:`dagnb.config.context`, one per process, and is closed at exit
 about 10 s; a LocalCluster of the user's closed) is replaced by a new connection when the
 next step is sent, rather than refuse every later step of the process; so is one opened
 for another ``dask_scheduler`` than the setting's now (closed once its steps have ended).
+A scheduler lost during a run fails its steps in a line naming it and when it was lost,
+once dask has tried for its connect timeout to connect again (one back by then lets
+their retries go); the run's later steps fail at once with the same line for 30 s,
+rather than each wait for a connect timeout of its own, one after another.
 
 When a step starts. More steps than the cluster has threads wait in dask's queue, which
 is not the step's time: the task logs a dask event as a worker starts it, the client
@@ -52,8 +56,9 @@ steps worth sending to a cluster. The child's stdout and stderr go to files, not
 process it left running would hold a pipe open, and the task would wait for it). The
 task reads them as they grow, every 0.1 s, and sends their new lines to the client as
 dask events (through the scheduler, the way the task's own result goes to a remote
-cluster's client), masked with the secrets the worker has, since the scheduler keeps its
-last events; the client logs them as they come (masked again, as every executor's
+cluster's client), masked with the secrets the child has (it writes them beside its
+output before the step runs), since the scheduler keeps its last events; the client
+logs them as they come (masked again, as every executor's
 lines). So a step that is stopped (a timeout, a cancel) or lost keeps what it printed,
 which came only with its result before. Its result carries them all again, and those
 not heard by then (an event lost with a reconnection) are logged from it. A step stopped
@@ -67,6 +72,7 @@ import atexit
 import contextlib
 import ctypes
 import importlib.util
+import json
 import linecache
 import logging
 import os
@@ -102,6 +108,7 @@ _INPUT = "-input"  # the name of a payload sent ahead of its task: the task's, t
 _BEGAN = "dagnb-began"  # the topic of the events a task logs as it starts on a worker
 _LOOK_EVERY = 1.0  # seconds, at least, between asking the scheduler where a task is
 _LINES = "dagnb-lines"  # the topic of the events carrying the lines a step prints
+_CONNECTION_LOST = "scheduler-connection-lost"  # dask's reason for the tasks it cancels
 _LAST_WORDS = 2.0  # seconds a stopped step's last lines have to come from its worker
 
 
@@ -146,10 +153,9 @@ class DaskExecutor:
                                        f"within {_LAST_WORDS:g} s of its stop")
             raise
         except Exception as exc:  # the worker died, the connection dropped: may pass
-            if key not in cluster.starting:
-                await heard.last_words(0, "it was lost on the dask cluster: "
-                                          f"{_lost_cause(exc)}")
-            raise _lost(task, exc) from exc
+            error, why = await _failure(task, cluster, exc)
+            await heard.last_words(0, why, began=key not in cluster.starting)
+            raise error from exc
         finally:
             watch.cancel()
             cluster.release(future, sent)
@@ -223,14 +229,6 @@ def _payload(task: Task) -> list[wire.Frame]:
             "locks and connections inside the step instead of passing or capturing them",
             step=step.name,
         ) from exc
-
-
-def _masks(task: Task) -> dict[str, list[str]]:
-    """What the worker masks in the lines it sends as they come, which the scheduler
-    keeps a while among its events: the step's secrets, and the values the worker has
-    of the run's others (which it may have inherited; their names only travel)."""
-    names = {*task.withheld, *settings().credential_secrets()}
-    return {"values": sorted(set(task.secrets.values())), "names": sorted(names)}
 
 
 def _secret_names(task: Task) -> list[str]:
@@ -352,7 +350,11 @@ async def _submitted(
     closed is."""
     from distributed.client import ClosedClientError
 
-    cluster = await asyncio.to_thread(_cluster)
+    cluster = await asyncio.to_thread(_cluster, task.run_id)
+    if cluster.client.status == "connecting" and not await asyncio.to_thread(
+            cluster.reconnected, task.run_id):  # (a task sent now would be cancelled)
+        raise ExecutorUnavailable(f"step {task.step.name!r} was not sent: "
+                                  f"{_unreachable(cluster.where)}")
     sent = await _upload(task, cluster, payload, key)
     try:
         return cluster, sent, cluster.submit(sent, key, marker, began, heard)
@@ -411,19 +413,21 @@ class _Heard:
         for stream, line in lines[self.count:]:
             self.task.log(stream, line)
 
-    async def last_words(self, within: float, why: str) -> None:
+    async def last_words(self, within: float, why: str, began: bool = True) -> None:
         """Wait up to ``within`` s for the last lines of a step that was stopped or lost;
         without them, its log says that what it printed was lost with it, and ``why``
-        (rather than the run saying that it printed nothing)."""
+        (rather than the run saying that it printed nothing); ``began``: whether the
+        client heard that a worker started it (the word may be lost with it)."""
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self.ended.wait(), within)
         await asyncio.sleep(0)
         self.closed = True
         if self.ended.is_set():
             return
-        which = "anything" if not self.count else "what else"
-        self.task.log("stderr", f"dagnb: {which} step {self.task.step.name!r} printed was "
-                                f"lost with it: {why}")
+        which = "anything" if not self.count else "anything else"
+        started = "" if began else ", if a worker had started it,"
+        self.task.log("stderr", f"dagnb: {which} step {self.task.step.name!r} printed"
+                                f"{started} was lost with it: {why}")
 
 
 def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
@@ -456,12 +460,29 @@ def _lost(task: Task, exc: BaseException | None = None) -> TransientError:
     )
 
 
+async def _failure(task: Task, cluster: _Cluster, exc: Exception) -> tuple[Exception, str]:
+    """What an attempt the cluster failed raises, and why what the step printed after
+    its last line heard was lost. A scheduler that stays unreachable (dask cancels every
+    task as the connection drops, then tries to connect again for its connect timeout)
+    fails it in a line saying so, not retried: a retry failed the same 10 s later, in
+    dask's words, until the breaker said only that dask had failed N times. One back
+    by then lets the retry go, as another loss does."""
+    if cluster.lost_connection(exc) and not await asyncio.to_thread(
+            cluster.reconnected, task.run_id):
+        error = ExecutorUnavailable(f"step {task.step.name!r} was stopped: "
+                                    f"{_unreachable(cluster.where)}")
+        return error, _unreachable(cluster.where, fix=False)
+    return _lost(task, exc), f"it was lost on the dask cluster: {_lost_cause(exc)}"
+
+
 def _lost_cause(exc: BaseException | None) -> str:
     reason = getattr(exc, "reason", None)  # a FutureCancelledError's
     if exc is None or reason in ("already forgotten", "lost dependencies"):
         return "the worker running it died (killed, or out of memory)"
     if reason == "scheduler-restart":
         return "the cluster was restarted, its workers with it"
+    if reason == _CONNECTION_LOST:
+        return "the connection to its scheduler dropped"
     return exception_line(exc).splitlines()[0]  # (a cancel's message may add more)
 
 
@@ -478,6 +499,7 @@ class _Cluster:
         self.retired = False  # replaced in the context: closed once nothing runs on it
         self.starting: dict[str, Callable[[], None]] = {}  # task keys: their began()
         self.hearing: dict[str, _Heard] = {}  # task keys: where their lines go
+        self.where = address or _scheduler_address(client)  # (said when it is lost)
         self._subscribed: Any = None  # the connection to the scheduler it subscribed on
         # values go straight to and from the workers of a LocalCluster (dask's default
         # is through the scheduler, which is in this process: one more copy here)
@@ -504,6 +526,36 @@ class _Cluster:
         except Exception:  # (a scheduler gone: the submit says so)
             return False
 
+    def lost_connection(self, exc: BaseException) -> bool:
+        """Whether ``exc`` (or the client's state) says the connection to the scheduler
+        dropped; the first time, the clock time is noted (the attempts that fail over it
+        end later, as the client tries to connect again)."""
+        lost = getattr(exc, "reason", None) == _CONNECTION_LOST
+        if not lost and self.client.status != "connecting":
+            return False
+        _LOST_AT.setdefault(self.where, time.strftime("%H:%M:%S"))
+        return True
+
+    def reconnected(self, run_id: str) -> bool:
+        """Wait while the client connects to its scheduler again (dask tries for its
+        connect timeout, then closes it); whether it did. If not, the run ``run_id``
+        does not try a new connection for a while (:func:`_connect_unless_refused`)."""
+        deadline = time.monotonic() + _CONNECT_TIMEOUT + 2
+        while self.client.status == "connecting" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if self.client.status == "running":
+            _LOST_AT.pop(self.where, None)
+            return True
+        self.gave_up(run_id)
+        return False
+
+    def gave_up(self, run_id: str) -> None:
+        """Once dask has closed the client of a scheduler it lost (after trying for its
+        connect timeout), the run ``run_id`` does not try it again for a while."""
+        if self.address and run_id and self.where in _LOST_AT:
+            _refuse(self.address, run_id, ExecutorUnavailable(
+                f"executor 'dask': {_unreachable(self.address)}"))
+
     def serves(self, address: str) -> bool:
         """Whether it is the connection for the dask_scheduler setting ``address`` ("" for
         a LocalCluster) and its client can take tasks: dask closes a client that lost its
@@ -518,8 +570,7 @@ class _Cluster:
         self.starting[key] = began
         self.hearing[key] = heard
         self._subscribe()
-        future = self.client.submit(_run_on_worker, payload, key, marker,
-                                    _masks(heard.task), key=key, pure=False)
+        future = self.client.submit(_run_on_worker, payload, key, marker, key=key, pure=False)
         self.running.add(future)
         return future
 
@@ -607,20 +658,38 @@ class _Cluster:
 
 
 _SWAP = threading.Lock()  # one connection made at a time, whichever context asks
+_LOST_AT: dict[str, str] = {}  # schedulers whose connection dropped: when (HH:MM:SS)
 
 
-def _cluster() -> _Cluster:
+def _scheduler_address(client: Any) -> str:
+    with contextlib.suppress(Exception):
+        return str(client.scheduler.address)
+    return "?"
+
+
+def _unreachable(address: str, fix: bool = True) -> str:
+    lost = _LOST_AT.get(address)
+    said = f"the Dask scheduler at {address} is unreachable" + (
+        f" (lost at {lost})" if lost else "")
+    return said + ("; start it again, or fix the dask_scheduler setting "
+                   "(DAGNB_DASK_SCHEDULER), and run again" if fix else "")
+
+
+def _cluster(run_id: str = "") -> _Cluster:
     """The context's cluster connection: made on first use, and again once its client
     is closed (a scheduler gone for 10 s, a LocalCluster of the user's closed), which
     would otherwise refuse every later task of the process, or once the dask_scheduler
-    setting names another cluster than the one it was opened for."""
+    setting names another cluster than the one it was opened for. ``run_id``: the run
+    asking, which is not made to wait again for a scheduler that did not answer it."""
     address = settings().dask_scheduler or ""
     with _SWAP:
         found = context().peek(_CONTEXT_NAME)
         if found is not None and found.serves(address):
             return found
+        if found is not None:
+            found.gave_up(run_id)
         local = _drop(found, address) if found is not None else None
-        cluster = _connect(address, local)
+        cluster = _connect_unless_refused(address, local, run_id)
         context().set(_CONTEXT_NAME, cluster)
         return cluster
 
@@ -641,6 +710,37 @@ def _drop(cluster: _Cluster, address: str) -> Any:
     return local
 
 
+_REFUSED: dict[str, tuple[str, float, ExecutorUnavailable]] = {}  # address: run, when, why
+_REFUSE_FOR = 30.0  # seconds a run is not made to wait again for a scheduler gone
+
+
+def _refuse(address: str, run_id: str, error: ExecutorUnavailable) -> None:
+    """Have the run ``run_id`` fail at once with ``error`` as it next asks for
+    ``address``, for _REFUSE_FOR s (kept when it has been so since less)."""
+    refused, when, _ = _REFUSED.get(address, ("", 0.0, None))
+    if refused != run_id or time.monotonic() - when >= _REFUSE_FOR:
+        _REFUSED[address] = (run_id, time.monotonic(), error)
+
+
+def _connect_unless_refused(address: str, local: Any, run_id: str) -> _Cluster:
+    """:func:`_connect`, but a scheduler that did not answer a run lately is not asked
+    again by that run: its error is raised again at once. Each of its steps (and each
+    retry) that found it gone waited the connect timeout, one after another. The next
+    run asks again (the scheduler may have been started again meanwhile)."""
+    refused, when, error = _REFUSED.get(address, ("", 0.0, None))
+    if error is not None and run_id and refused == run_id \
+            and time.monotonic() - when < _REFUSE_FOR:
+        raise ExecutorUnavailable(*error.args)
+    try:
+        cluster = _connect(address, local)
+    except ExecutorUnavailable as exc:
+        if address:
+            _refuse(address, run_id, exc)
+        raise
+    _REFUSED.pop(address, None)
+    return cluster
+
+
 def _connect(address: str, local: Any = None) -> _Cluster:
     """A new connection: to the dask_scheduler setting's address, else to ``local`` (a
     LocalCluster dagnb started, still running) or to a new LocalCluster."""
@@ -651,12 +751,17 @@ def _connect(address: str, local: Any = None) -> _Cluster:
             f"executor 'dask' needs dask.distributed, which is not installed; {_INSTALL}"
         ) from None
     _quiet_lost_inputs()
+    _quiet_reconnects()
     if address:
         try:
             _answers(address)
             cluster = _Cluster(Client(address, set_as_default=False,
                                       timeout=f"{_CONNECT_TIMEOUT}s"), address=address)
+            _LOST_AT.pop(address, None)
         except Exception as exc:
+            if address in _LOST_AT:  # (this process lost it: since when)
+                raise ExecutorUnavailable(f"executor 'dask': {_unreachable(address)} "
+                                          f"({exception_line(exc)})") from None
             raise ExecutorUnavailable(
                 f"executor 'dask' cannot reach the scheduler {address!r} "
                 f"({exception_line(exc)}); start it or fix the dask_scheduler setting "
@@ -689,6 +794,19 @@ def _quiet_lost_inputs() -> None:
     logger = logging.getLogger("distributed.scheduler")
     if _not_lost_inputs not in logger.filters:
         logger.addFilter(_not_lost_inputs)
+
+
+def _quiet_reconnects() -> None:
+    """Keep out of this process's log dask's error that its client failed to connect
+    again to a scheduler dagnb lost: the steps' rows say that it is unreachable, and
+    since when (it reached the CLI's output, between its progress lines)."""
+    logger = logging.getLogger("distributed.client")
+    if _not_reconnects not in logger.filters:
+        logger.addFilter(_not_reconnects)
+
+
+def _not_reconnects(record: logging.LogRecord) -> bool:
+    return not (_LOST_AT and record.getMessage().startswith("Failed to reconnect"))
 
 
 _LOST_DATA = re.compile(r"lose scattered data.*?\{([^}]*)\}")
@@ -734,8 +852,7 @@ def close() -> None:
 _POLL = 0.1  # seconds between looks at whether the task is still wanted
 
 
-def _run_on_worker(payload: list[wire.Frame], key: str, marker: str,
-                   masks: dict[str, list[str]]) -> dict[str, Any]:
+def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str, Any]:
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
@@ -758,7 +875,7 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str,
         child = _start(files, token)
         with open(files["stdout"], "rb") as stdout, open(files["stderr"], "rb") as stderr:
             tail = _Tail({"stdout": stdout, "stderr": stderr}, key, worker,
-                         _worker_masker(masks))
+                         files["secrets"])
             _wait(child, token, lambda: _wanted(worker, key), tail.send)
             tail.send(last=True)
         if child.returncode == 0 and os.path.exists(files["result"]):
@@ -767,25 +884,20 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str,
         return {"status": "exit", "lines": tail.lines, "exit_code": child.returncode}
 
 
-def _worker_masker(masks: dict[str, list[str]]) -> Callable[[str], str]:
-    from dagnb.model.masking import Masker
-
-    inherited = [os.environ.get(name, "") for name in masks["names"]]
-    return Masker([*masks["values"], *inherited])
-
-
 class _Tail:
     """The lines the child writes to its stdout and stderr files, read as they come
-    (every _POLL s) and sent to the client in events of topic _LINES, masked (the
-    scheduler keeps its last events): a step stopped or lost keeps what it printed.
-    Read in turns, stdout's then stderr's: their order holds within a turn's 0.1 s."""
+    (every _POLL s) and sent to the client in events of topic _LINES, masked with the
+    secrets the child has (the scheduler keeps its last events), which it writes to the
+    file ``secrets`` before the step runs: no line goes before that file is there.
+    A step stopped or lost keeps what it printed. Read in turns, stdout's then
+    stderr's: their order holds within a turn's 0.1 s."""
 
     _CHUNK = 1 << 16  # bytes of lines, about, in one event
 
-    def __init__(self, handles: dict[str, Any], key: str, worker: Any,
-                 mask: Callable[[str], str]) -> None:
+    def __init__(self, handles: dict[str, Any], key: str, worker: Any, secrets: str) -> None:
         self.lines: list[tuple[str, str]] = []
-        self._key, self._worker, self._mask = key, worker, mask
+        self._key, self._worker, self._secrets = key, worker, secrets
+        self._mask: Callable[[str], str] | None = None
         self._sent = 0
         self._handles = handles  # the streams' files, read as they grow
         self._partial = dict.fromkeys(handles, b"")
@@ -799,16 +911,28 @@ class _Tail:
                 whole, rest = [*whole, rest], b""
             self._partial[stream] = rest
             self.lines += [(stream, line.decode("utf-8", "replace")) for line in whole]
+        if self._mask is None and not self._read_secrets():
+            return  # (the step has not run yet; its report has these lines)
         while self._sent < len(self.lines) or last:
             self._event(last)
             last = last and self._sent < len(self.lines)
+
+    def _read_secrets(self) -> bool:
+        from dagnb.model.masking import Masker
+
+        try:
+            with open(self._secrets, encoding="utf-8") as handle:
+                self._mask = Masker(json.load(handle))
+        except (OSError, ValueError):  # (not written yet, or not whole yet)
+            return False
+        return True
 
     def _event(self, last: bool) -> None:
         chunk, size = [], 0
         for stream, line in self.lines[self._sent:]:
             if chunk and size + len(line) > self._CHUNK:
                 break
-            chunk.append([stream, self._mask(line)])
+            chunk.append([stream, self._mask(line) if self._mask else line])
             size += len(line)
         at, self._sent = self._sent, self._sent + len(chunk)
         end = last and self._sent == len(self.lines)
@@ -827,7 +951,7 @@ def _read_report(path: str) -> dict[str, Any]:
     return report
 
 
-_FILES = ("step", "stdout", "stderr", "result")
+_FILES = ("step", "stdout", "stderr", "result", "secrets")
 
 
 def _first_start(marker: str) -> bool:
@@ -937,8 +1061,20 @@ def _remember_secrets(names: Iterable[str], inherited: dict[str, str]) -> None:
     from dagnb.cache.secret_scan import remember_secrets, set_secrets_source
     from dagnb.executors.context import step_secrets
 
-    remember_secrets({**inherited, **{name: os.environ.get(name, "") for name in names}})
+    known = {**inherited, **{name: os.environ.get(name, "") for name in names}}
+    remember_secrets(known)
     set_secrets_source(step_secrets)
+    _write_secrets(sorted({value for value in known.values() if value}))
+
+
+def _write_secrets(values: list[str]) -> None:
+    """The values its worker masks in the lines it sends as they come (:class:`_Tail`),
+    written whole under their name (the worker reads none until it is there). The step's
+    file in the same folder holds them already."""
+    path = os.path.join(os.path.dirname(sys.argv[1]), "secrets")
+    with open(path + ".part", "w", encoding="utf-8") as handle:
+        json.dump(values, handle)
+    os.replace(path + ".part", path)
 
 
 def _write_report(report: dict[str, Any]) -> None:
