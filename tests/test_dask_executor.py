@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -227,6 +228,35 @@ def test_a_dask_step_past_its_timeout_keeps_what_it_printed(on_dask):
     assert run.states() == {"hang": "failed"}
     assert "timeout" in run.status_rows()["hang"]["error"]
     assert run.logs("hang")["line"].tolist() == ["connecting to db...", "query sent"]
+
+
+def _set_unbuffered(value: str | None) -> str | None:
+    """On a worker: set (None: unset) PYTHONUNBUFFERED; its value before."""
+    before = os.environ.pop("PYTHONUNBUFFERED", None)
+    if value is not None:
+        os.environ["PYTHONUNBUFFERED"] = value
+    return before
+
+
+def test_a_dask_step_past_its_timeout_keeps_lines_printed_without_flush(cluster, on_dask):
+    """A file's 8 kB buffer held them in the step's process until it ended."""
+    with distributed.Client(cluster) as client:  # (as a worker started by hand has it)
+        before = client.run(_set_unbuffered, None)
+    try:
+        run = Graph("g", [Step("hang", func=hangs_printing_without_flush, executor="dask",
+                               timeout=3, cache=False)]).run()
+    finally:
+        with distributed.Client(cluster) as client:
+            for worker, value in before.items():
+                client.run(_set_unbuffered, value, workers=[worker])
+    assert run.logs("hang")["line"].tolist() == ["connecting to db...", "not flushed"]
+
+
+def hangs_printing_without_flush() -> None:
+    print("connecting to db...")
+    print("not flushed", file=sys.stderr)
+    while True:
+        time.sleep(0.1)
 
 
 def test_a_cancelled_dask_step_keeps_what_it_printed(on_dask):

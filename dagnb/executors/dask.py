@@ -1031,6 +1031,10 @@ def child_main() -> None:
     """In the child: read the step from stdin, call it, write how it ended (argv[1])."""
     worker, paths = pickle.load(sys.stdin.buffer)
     _die_with(worker)
+    # a line printed is in its file at once, as its worker reads it: a file's buffer of
+    # 8 kB held a step's prints (without flush=True) until it ended, and a timeout's
+    # kill lost them
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
     sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p not in paths]
     try:
         (func, kwargs, spec, raw), *values, sources = wire.unpack(wire.read(sys.stdin.buffer))
