@@ -158,6 +158,26 @@ def test_lines_sent_as_they_come_are_masked_before_they_reach_the_scheduler(
     assert "token is ***" in sent and "s3cr3t" not in sent
 
 
+def test_stdout_and_stderr_lines_keep_the_order_they_were_printed_in(on_dask):
+    """They came grouped by stream: the step's stdout, then its stderr."""
+    def chatty() -> None:
+        import subprocess
+
+        print("first")
+        print("a warning", file=sys.stderr)
+        print("second")
+        sys.stdout.flush()
+        subprocess.run(["echo", "from a subprocess"], check=True)
+        time.sleep(0.3)  # (a turn: a line written below Python goes a turn after it came)
+        print("last", file=sys.stderr)
+
+    run = Graph("g", [Step("chatty", func=chatty, executor="dask", cache=False)]).run()
+    logs = run.logs("chatty")
+    assert list(zip(logs.stream, logs.line, strict=True)) == [
+        ("stdout", "first"), ("stderr", "a warning"), ("stdout", "second"),
+        ("stdout", "from a subprocess"), ("stderr", "last")]
+
+
 def test_a_failing_step_fails_with_its_traceback_tail(on_dask):
     def broken() -> None:
         raise ValueError("the input is malformed")

@@ -60,18 +60,23 @@ cluster's client), masked with the secrets the child has (it writes them beside 
 output before the step runs), since the scheduler keeps its last events; the client
 logs them as they come (masked again, as every executor's
 lines). So a step that is stopped (a timeout, a cancel) or lost keeps what it printed,
-which came only with its result before. Its result carries them all again, and those
-not heard by then (an event lost with a reconnection) are logged from it. A step stopped
-whose last lines do not come within 2 s says so in its log, rather than seem silent.
+which came only with its result before. The child's stdout and stderr are line-buffered
+and note in a third file which of them each line went to, so that the lines keep the
+order they were printed in (they came grouped by stream). Its result carries them all
+again, and those not heard by then (an event lost with a reconnection) are logged from
+it. A step stopped whose last lines do not come within 2 s says so in its log, rather
+than seem silent.
 """
 
 from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import ctypes
 import importlib.util
+import io
 import json
 import linecache
 import logging
@@ -873,8 +878,9 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
             pickle.dump((os.getpid(), sys.path), handle)
             wire.write(handle, payload)
         child = _start(files, token)
-        with open(files["stdout"], "rb") as stdout, open(files["stderr"], "rb") as stderr:
-            tail = _Tail({"stdout": stdout, "stderr": stderr}, key, worker,
+        with open(files["stdout"], "rb") as stdout, open(files["stderr"], "rb") as stderr, \
+                open(files["order"], "rb") as order:
+            tail = _Tail({"stdout": stdout, "stderr": stderr}, order, key, worker,
                          files["secrets"])
             _wait(child, token, lambda: _wanted(worker, key), tail.send)
             tail.send(last=True)
@@ -889,18 +895,25 @@ class _Tail:
     (every _POLL s) and sent to the client in events of topic _LINES, masked with the
     secrets the child has (the scheduler keeps its last events), which it writes to the
     file ``secrets`` before the step runs: no line goes before that file is there.
-    A step stopped or lost keeps what it printed. Read in turns, stdout's then
-    stderr's: their order holds within a turn's 0.1 s."""
+    A step stopped or lost keeps what it printed. The two files' lines are put in the
+    order the child printed them by the file ``order`` (:class:`_Tagged`: a byte for
+    each line it printed, its stream's); a line no byte names (written below Python: a
+    subprocess's, C code's) goes a turn after it came, stdout's first."""
 
     _CHUNK = 1 << 16  # bytes of lines, about, in one event
 
-    def __init__(self, handles: dict[str, Any], key: str, worker: Any, secrets: str) -> None:
+    def __init__(self, handles: dict[str, Any], order: Any, key: str, worker: Any,
+                 secrets: str) -> None:
         self.lines: list[tuple[str, str]] = []
         self._key, self._worker, self._secrets = key, worker, secrets
         self._mask: Callable[[str], str] | None = None
         self._sent = 0
         self._handles = handles  # the streams' files, read as they grow
         self._partial = dict.fromkeys(handles, b"")
+        self._order, self._tags = order, b""  # (tags not yet matched with a line)
+        self._queued: dict[str, collections.deque[str]] = {
+            stream: collections.deque() for stream in handles}
+        self._stale = dict.fromkeys(handles, 0)  # lines queued a turn already
 
     def send(self, last: bool = False) -> None:
         """Send the lines written since the last turn (``last``: a last line unended
@@ -910,12 +923,36 @@ class _Tail:
             if last and rest:
                 whole, rest = [*whole, rest], b""
             self._partial[stream] = rest
-            self.lines += [(stream, line.decode("utf-8", "replace")) for line in whole]
+            self._queued[stream] += [line.decode("utf-8", "replace") for line in whole]
+        self._in_order(last)
         if self._mask is None and not self._read_secrets():
             return  # (the step has not run yet; its report has these lines)
         while self._sent < len(self.lines) or last:
             self._event(last)
             last = last and self._sent < len(self.lines)
+
+    def _in_order(self, last: bool) -> None:
+        """Move the queued lines to ``lines``: those a turn old first, then as the
+        tags say, and all that are left at the ``last``."""
+        for stream, queue in self._queued.items():
+            self._move(stream, min(self._stale[stream], len(queue)))
+        self._tags += self._order.read()
+        used = 0
+        for tag in self._tags:
+            stream = _TAGS.get(tag, "stdout")
+            if not self._queued[stream]:
+                break
+            self._move(stream, 1)
+            used += 1
+        self._tags = self._tags[used:]
+        for stream, queue in self._queued.items():
+            self._stale[stream] = len(queue)
+            if last:
+                self._move(stream, len(queue))
+
+    def _move(self, stream: str, count: int) -> None:
+        queue = self._queued[stream]
+        self.lines += [(stream, queue.popleft()) for _ in range(count)]
 
     def _read_secrets(self) -> bool:
         from dagnb.model.masking import Masker
@@ -951,7 +988,8 @@ def _read_report(path: str) -> dict[str, Any]:
     return report
 
 
-_FILES = ("step", "stdout", "stderr", "result", "secrets")
+_FILES = ("step", "stdout", "stderr", "result", "secrets", "order")
+_TAGS = {ord("o"): "stdout", ord("e"): "stderr"}  # the bytes of the file ``order``
 
 
 def _first_start(marker: str) -> bool:
@@ -974,6 +1012,7 @@ def _start(files: dict[str, str], token: str) -> subprocess.Popen[bytes]:
     from dagnb.executors.reaper import TOKEN_VARIABLE
 
     env = {**os.environ, TOKEN_VARIABLE: token}
+    open(files["order"], "wb").close()  # (read by the worker from the start)
     with open(files["step"], "rb") as stdin, open(files["stdout"], "wb") as stdout, \
             open(files["stderr"], "wb") as stderr:
         return subprocess.Popen(
@@ -1031,10 +1070,7 @@ def child_main() -> None:
     """In the child: read the step from stdin, call it, write how it ended (argv[1])."""
     worker, paths = pickle.load(sys.stdin.buffer)
     _die_with(worker)
-    # a line printed is in its file at once, as its worker reads it: a file's buffer of
-    # 8 kB held a step's prints (without flush=True) until it ended, and a timeout's
-    # kill lost them
-    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    _tag_lines()
     sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p not in paths]
     try:
         (func, kwargs, spec, raw), *values, sources = wire.unpack(wire.read(sys.stdin.buffer))
@@ -1053,6 +1089,38 @@ def child_main() -> None:
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
     _write_report(_call(func, kwargs, spec))
+
+
+class _Tagged(io.TextIOWrapper):
+    """The child's stdout or stderr: line-buffered, so that a line printed is in its
+    file at once, as its worker reads it (a file's buffer of 8 kB held a step's prints
+    without flush=True until it ended, and a timeout's kill lost them); and a byte
+    (``tag``) is added to the file ``order`` for each line, so that the worker tells
+    in which order the two files' lines came (:class:`_Tail`)."""
+
+    def __init__(self, stream: Any, tag: bytes, order: int) -> None:
+        super().__init__(stream.buffer, encoding=stream.encoding, errors=stream.errors,
+                         line_buffering=True)
+        self.tag, self.order = tag, order
+
+    def write(self, text: str) -> int:
+        written = super().write(text)  # (in its file now: line-buffered)
+        lines = text.count("\n")
+        if lines:
+            with contextlib.suppress(OSError):
+                os.write(self.order, self.tag * lines)
+        return written
+
+
+def _tag_lines() -> None:
+    """Make the child's stdout and stderr :class:`_Tagged`."""
+    try:
+        order = os.open(os.path.join(os.path.dirname(sys.argv[1]), "order"),
+                        os.O_WRONLY | os.O_APPEND)
+    except OSError:  # (no such file: its worker reads none)
+        return
+    sys.stdout = _Tagged(sys.stdout, b"o", order)
+    sys.stderr = _Tagged(sys.stderr, b"e", order)
 
 
 def _remember_secrets(names: Iterable[str], inherited: dict[str, str]) -> None:
