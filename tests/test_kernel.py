@@ -910,6 +910,105 @@ def test_a_saved_workflow_run_with_another_param_gives_the_notebooks_downstream_
     assert read.stdout.split() == ["cached", "10"], read.stdout + read.stderr
 
 
+# -- a step reading a variable another step publishes, in one run ----------------------
+_LOAD = "%%dagger load --python --param n={n} --outputs rows{more}\nrows = list(range(n))\n"
+_TOTAL = "%%dagger total --python --outputs total\ntotal = sum(rows)\n"
+_RUN_STATES = "get_session().last_run.wait(30).states()"
+
+
+def _run_graph(kernel: Kernel, options: str = "") -> None:
+    """``%dagger run`` with ``options``; a --background one waited for, its results
+    published."""
+    assert error(kernel.run(f"%dagger run{options}")) is None
+    if "--background" in options:
+        kernel.run("background = get_session().last_run\n" + _PUBLISHED)
+
+
+@pytest.mark.parametrize("options", ["", " --background"], ids=["foreground", "background"])
+def test_a_run_of_the_graph_gives_a_cell_its_new_value_of_a_variable_a_step_publishes(
+        kernel: Kernel, options: str) -> None:
+    """``total`` reads ``rows``, which ``load``'s step publishes (no --needs): load's param
+    changed, ``%dagger run`` ran total beside load on the old rows, as results reached the
+    notebook when the run ended (3 under the old rows' key; only the next run gave 10)."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    assert error(kernel.run(_TOTAL)) is None
+    assert kernel.value("total") == "3"
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    for ran in ("succeeded", "cached"):  # (run again: all cached)
+        _run_graph(kernel, options)
+        assert kernel.value(_RUN_STATES) == f"{{'load': '{ran}', 'total': '{ran}'}}"
+        assert kernel.value("total, _dagger['total'], rows") == "(10, 10, [0, 1, 2, 3, 4])"
+
+
+def test_a_cached_publisher_gives_the_reader_its_cached_result(kernel: Kernel) -> None:
+    kernel.run(_LOAD.format(n=5, more=""))  # (n=5 in the cache)
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    _run_graph(kernel)
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'total': 'succeeded'}"
+    assert kernel.value("total, rows") == "(10, [0, 1, 2, 3, 4])"
+
+
+def test_a_failed_publisher_skips_the_step_reading_its_variable(kernel: Kernel) -> None:
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=5, more=" --define-only") + "raise ValueError('no rows')\n")
+    assert error(kernel.run("%dagger run --no-raise")) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'failed', 'total': 'skipped'}"
+    assert kernel.value("get_session().last_run.status_rows()['total']['error']") == (
+        "\"upstream step 'load' failed\"")
+    assert kernel.value("total, rows") == "(3, [0, 1, 2])"  # (nothing computed on them)
+
+
+def test_running_the_reader_alone_runs_the_step_whose_variable_it_reads(kernel: Kernel) -> None:
+    """As ``--needs load`` would, and ``dagnb run NB --target total`` does."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    _run_graph(kernel, " total")
+    assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
+    assert kernel.value("total") == "10"
+
+
+def test_a_variable_a_cell_bound_since_the_step_published_it_is_read_as_it_is(
+        kernel: Kernel) -> None:
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run("rows = [100]")  # the user's now, as a plain cell after load's would make it
+    _run_graph(kernel, " total")
+    assert kernel.value(_RUN_STATES) == "{'total': 'succeeded'}"
+    assert kernel.value("total, rows") == "(100, [100])"
+
+
+def test_of_two_steps_publishing_a_variable_the_reader_gets_the_later_ones_new_value(
+        kernel: Kernel) -> None:
+    """``clean`` re-binds ``load``'s rows: run beside load it kept filtering its own last
+    output, so no run ever gave the new rows."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run("%%dagger clean --python --outputs rows\nrows = [r for r in rows if r % 2 == 0]\n")
+    kernel.run(_TOTAL)
+    assert kernel.value("total") == "2"
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    for ran in ("succeeded", "cached"):
+        _run_graph(kernel)
+        assert kernel.value(_RUN_STATES) == (
+            f"{{'load': '{ran}', 'clean': '{ran}', 'total': '{ran}'}}")
+        assert kernel.value("total, rows") == "(6, [0, 2, 4])"
+
+
+def test_after_a_restart_a_cell_reading_a_variable_a_step_publishes_runs_first(
+        kernel: Kernel, tmp_path: Path) -> None:
+    cells = ["%load_ext dagnb", _LOAD.format(n=3, more=""), _TOTAL]
+    save_notebook(kernel, cells)
+    kernel.restart()  # every step defined from the file; rows unset
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert error(kernel.run(cells[2])) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
+    assert kernel.value("total") == "3"
+
+
 def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:
     kernel.run("Made = type('Made', (), {'size': 2})")
     kernel.run("%%dagger uses --python --define-only\nn = Made.size\n")

@@ -113,6 +113,38 @@ def test_failure_skips_dependents_and_independent_branches_finish() -> None:
     assert not result.ok and result.failed == ["bad"]
 
 
+def test_a_step_started_after_another_waits_for_it_without_needing_it() -> None:
+    """``after`` (the notebook's: a cell reading a variable another step publishes) is
+    ordering only: a target brings the step in, its failure skips, its result is no
+    argument and its key no part of the other's; it is no option of ``graph.run``."""
+    ended: list[str] = []
+
+    def first() -> int:
+        time.sleep(0.2)  # (the other would have run beside it)
+        ended.append("first")
+        return 1
+
+    def started(graph: Graph, targets: Any = None, cache: bool = False, **after: Any) -> Any:
+        return start_background(graph, targets, executor="local", cache=cache,
+                                after=after).wait(30)
+
+    graph = Graph("after", [Step("late", func=lambda: ended.append("late")),
+                            Step("first", func=first)])
+    result = started(graph, "late", late=["first"])
+    assert (result.order, ended) == (["first", "late"], ["first", "late"])
+    assert started(graph, cache=True).states() == {"late": "succeeded", "first": "succeeded"}
+    again = started(graph, cache=True, late=("first",))  # (the same keys)
+    assert again.states() == {"first": "cached", "late": "cached"}
+    failing = Graph("after", [Step("late", func=lambda: 2), Step("first", run="exit 3")])
+    assert started(failing, late=["first"]).states() == {"first": "failed", "late": "skipped"}
+    with pytest.raises(dagnb.StepNotFoundError, match="'frist'"):
+        started(graph, late=["frist"])
+    with pytest.raises(dagnb.CycleError, match=r"(late -> first|first -> late) -> \w+; remove"):
+        started(graph, late=["first"], first=["late"])
+    with pytest.raises(dagnb.ConfigError, match="unknown option 'after'"):
+        graph.run(after={"late": ["first"]})
+
+
 def test_an_errors_line_is_bounded_and_says_how_much_more_the_logs_hold() -> None:
     def huge() -> None:
         raise ValueError("v" * 100_000)

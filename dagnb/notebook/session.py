@@ -12,6 +12,7 @@ and the ``--outputs`` variables of ``--python`` cells under their own names.
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import json
 import threading
@@ -35,15 +36,17 @@ from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.notebook.unready import name_error_note, other_thread_note
-from dagnb.runtime.events import TERMINAL_STATES
+from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.prepare import start_background
 from dagnb.runtime.run import Run
+from dagnb.workflows.published import notebook_order
 
 __all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
 RESULTS_NAME = "_dagger"
 _RECENT_IMAGES = 10
+_UNSET = object()
 
 
 class Session:
@@ -73,6 +76,9 @@ class Session:
         # then: only that run publishes the step's result, under those names
         self._claims: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._counter = itertools.count()
+        # variable -> the value a step's result was last published as (the notebook's
+        # variable is a step's while it holds that value, the user's once re-bound)
+        self._published: dict[str, Any] = {}
 
     @property
     def last_run(self) -> Run | None:
@@ -179,19 +185,44 @@ class Session:
 
         With ``background`` (the default, used by the widget's buttons) a waiting
         thread publishes the results to the namespace when the run ends; otherwise the
-        caller waits and calls :meth:`publish` itself.
+        caller waits and calls :meth:`publish` itself. A step reading a variable another
+        step publishes starts after it, which is published as it ends
+        (:func:`~dagnb.workflows.published.notebook_order`).
         """
         if options.get("only_failed") and self.latest:  # (none yet: the run history's)
             options["only_failed"] = False  # (of the steps the targets or tags need)
             needed = set(self.graph.select(targets, tags=options.pop("tags", None)))
             targets = [name for name in self.unfinished() if name in needed]
+        after = notebook_order(self.graph, self._left_by_a_step)
         # (what its Python steps display goes to the cell that ran it, through its view)
-        run = start_background(self.graph, targets, displays_by_view=True, **options)
-        self._claim(run)
+        run = start_background(self.graph, targets, displays_by_view=True, after=after,
+                               before_start=functools.partial(self._starting, after=after),
+                               **options)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
         return run
+
+    def _left_by_a_step(self, variable: str) -> bool:
+        """Whether the notebook's ``variable`` is unset or as a step's result left it:
+        not re-bound by a cell since (then it is the user's, and a step reads it as is)."""
+        value = self.namespace.get(variable, _UNSET)
+        return value is _UNSET or value is self._published.get(variable, _UNSET)
+
+    def _starting(self, run: Run, after: dict[str, tuple[str, ...]]) -> None:
+        """Before any step of ``run`` starts: it is its steps' newest run, and a step that
+        another reads the published variables of is published as soon as it ends, so
+        that step (started after it) reads its value of this run, as cells run in order
+        would, and its key sees that value."""
+        self._claim(run)
+        makers = {maker for first in after.values() for maker in first}
+        if makers & set(run.order):
+            run.events.subscribe(functools.partial(self._publish_on_end, run, makers))
+
+    def _publish_on_end(self, run: Run, makers: set[str], event: Event) -> None:
+        if (event.kind == "state" and event.step in makers
+                and event.data["state"] in ("succeeded", "cached")):
+            self._publish_step(run, event.step, self.namespace.setdefault(RESULTS_NAME, {}))
 
     def raise_for_status(self, run: Run) -> None:
         """``run.raise_for_status()``; a step that failed reading a notebook variable a
@@ -263,17 +294,23 @@ class Session:
         if run.done:
             self.live.pop(run.id, None)
         for name, state in run.states().items():
-            outputs = self._outputs_to_publish(run, name)
-            if state not in ("succeeded", "cached") or outputs is None:
-                continue
-            try:
-                value = run.result(name)
-            except StepFailed as exc:  # (its entry cleared meanwhile: the others still go)
-                warnings.warn(f"dagnb: {exc}", stacklevel=2)
-                continue
-            results[name] = value if value is not None else _outputs_or_none(run, name)
-            self._publish_outputs(outputs, value)
+            if state in ("succeeded", "cached"):
+                self._publish_step(run, name, results)
         return results
+
+    def _publish_step(self, run: Run, name: str, results: dict[str, Any]) -> None:
+        """The result of ``name``, a finished step of ``run``, in ``results`` and under
+        its --outputs, unless a run started later has the step."""
+        outputs = self._outputs_to_publish(run, name)
+        if outputs is None:
+            return
+        try:
+            value = run.result(name)
+        except StepFailed as exc:  # (its entry cleared meanwhile: the others still go)
+            warnings.warn(f"dagnb: {exc}", stacklevel=3)
+            return
+        results[name] = value if value is not None else _outputs_or_none(run, name)
+        self._publish_outputs(outputs, value)
 
     def _claim(self, run: Run) -> None:
         """A run just started is its steps' newest, and publishes them under the
@@ -321,10 +358,10 @@ class Session:
 
     def _publish_outputs(self, outputs: tuple[str, ...], value: Any) -> None:
         if len(outputs) == 1:
-            self.namespace[outputs[0]] = value
+            self.namespace[outputs[0]] = self._published[outputs[0]] = value
         elif outputs and isinstance(value, dict):
             for key in outputs:
-                self.namespace[key] = value.get(key)
+                self.namespace[key] = self._published[key] = value.get(key)
 
     def clear_cache(self, step: str | None = None, older_than: float | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` seconds ago)
@@ -342,6 +379,7 @@ class Session:
         self.live.clear()
         self._started.clear()
         self._claims.clear()
+        self._published.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 

@@ -15,12 +15,14 @@ import atexit
 import contextlib
 import functools
 import gc
+import graphlib
+import heapq
 import os
 import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +34,7 @@ from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
     ConfigError,
+    CycleError,
     DagnbError,
     ExecutorUnavailable,
     InvalidStepError,
@@ -102,14 +105,19 @@ async def run_graph_async(
 
 def start_background(
     graph: Graph, targets: Iterable[str] | str | None = None, *,
-    displays_by_view: bool = False, **options: Any
+    displays_by_view: bool = False, before_start: Callable[[Run], None] | None = None,
+    after: Mapping[str, Iterable[str]] | None = None, **options: Any
 ) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops.
     ``displays_by_view``: the caller's view publishes what its steps display
-    (:attr:`Run.displays_by_view`), set before any step starts."""
+    (:attr:`Run.displays_by_view`), set before any step starts; ``before_start`` is
+    called with the Run then too (to follow its steps from the first); ``after``: see
+    :func:`prepare`."""
     check_run_options(options, "start_background()")
-    run, scheduler = prepare(graph, targets, **options)
+    run, scheduler = prepare(graph, targets, after=after, **options)
     run.displays_by_view = displays_by_view
+    if before_start is not None:
+        before_start(run)
     run.follow(loop.submit(_execute(run, scheduler)))
     return run
 
@@ -213,6 +221,7 @@ def prepare(
     use_circuit_breaker: bool = True,
     sleep: Any = None,
     on_event: Listener | None = None,
+    after: Mapping[str, Iterable[str]] | None = None,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
 
@@ -252,6 +261,11 @@ def prepare(
     on_event
         Called with each of the run's events from its first (the CLI's progress
         lines); ``run.events.subscribe`` does the same once the Run exists.
+    after
+        Step -> steps it starts after, ordering only (a notebook cell reading a
+        variable another cell's step publishes; the notebook's, not an option of
+        ``graph.run``): a target brings them into the run as it brings its needs, and
+        one that fails skips it, but neither its key nor its arguments see them.
     """
     _refuse_in_a_reimported_script()
     config = settings()
@@ -262,6 +276,9 @@ def prepare(
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
     mode = _read_only_if_unwritable(mode, cache_dir)
     order = _selection(graph, targets, tags, only_failed, cache_dir)
+    after = _checked_after(graph, after)
+    if after:
+        order = _with_after(graph, order, after)
     steps = graph.steps_of(order)
     base_dir = _resolved(graph.base_dir or ".")
     mounting = [name for name, step in steps.items() if step.mounts]  # (most mount none)
@@ -296,6 +313,7 @@ def prepare(
         retries_enabled=_switch("enable_retry", config.enable_retry if enable_retry is None
                                 else enable_retry),
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
+        after=after,
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
         _refuse_misses(graph, order, cache_for(mode="read-only"))  # store, so no folder
@@ -316,9 +334,11 @@ def prepare(
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
-# (``targets`` is there for "did you mean": given as a keyword it never reaches options)
+# (``targets`` is there for "did you mean": given as a keyword it never reaches options),
+# and but ``after``: the notebook's, given through start_background
 _CODE = prepare.__code__
-RUN_OPTIONS = frozenset(_CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount])
+RUN_OPTIONS = frozenset(
+    _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {"after"}
 GRAPH_RUN_OPTIONS = RUN_OPTIONS | {"raise_on_failure"}  # graph.run()'s own too
 RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 
@@ -419,6 +439,58 @@ def _selection(
     again += [step for step in ran if step not in states and step in graph]
     needed = set(graph.select(targets, tags=tags))
     return graph.select([step for step in again if step in needed])
+
+
+def _checked_after(graph: Graph, after: Mapping[str, Iterable[str]] | None
+                   ) -> dict[str, tuple[str, ...]]:
+    """``after`` as tuples, each name a step of the graph (else StepNotFoundError)."""
+    checked = {}
+    for name, first in (after or {}).items():
+        first = tuple(dict.fromkeys(first))
+        if first:
+            graph.steps_of((name, *first))  # (an unknown name: "did you mean")
+            checked[name] = first
+    return checked
+
+
+def _with_after(graph: Graph, order: list[str], after: Mapping[str, tuple[str, ...]]
+                ) -> list[str]:
+    """``order`` with the steps its steps start after (and what those need), each one
+    placed after what it needs and starts after, else in the graph's order."""
+    first: dict[str, tuple[str, ...]] = {}  # step -> what it needs and starts after
+    stack = list(order)
+    while stack:
+        name = stack.pop()
+        if name not in first:
+            first[name] = tuple(dict.fromkeys((*graph[name].needs, *after.get(name, ()))))
+            stack.extend(first[name])
+    return _sorted_by(first, {name: i for i, name in enumerate(graph.order())})
+
+
+def _sorted_by(first: Mapping[str, tuple[str, ...]], position: Mapping[str, int]) -> list[str]:
+    """Kahn's algorithm over ``first``, the ready step earliest in ``position`` first; a
+    cycle (``after`` closing one) is a CycleError naming it, as graphlib finds it."""
+    unmet = {name: len(before) for name, before in first.items()}
+    dependents: dict[str, list[str]] = {}
+    for name, before in first.items():
+        for earlier in before:
+            dependents.setdefault(earlier, []).append(name)
+    ready = [(position[name], name) for name, count in unmet.items() if count == 0]
+    heapq.heapify(ready)
+    ordered = []
+    while ready:
+        name = heapq.heappop(ready)[1]
+        ordered.append(name)
+        for child in dependents.get(name, ()):
+            unmet[child] -= 1
+            if unmet[child] == 0:
+                heapq.heappush(ready, (position[child], child))
+    if len(ordered) < len(first):
+        try:
+            graphlib.TopologicalSorter(first).prepare()
+        except graphlib.CycleError as exc:
+            raise CycleError(list(reversed(exc.args[1]))) from None
+    return ordered
 
 
 def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:

@@ -102,6 +102,8 @@ class RunOptions:
     circuit_breaker: bool = True  # False: no step waits on its executor's breaker
     sleep: Callable[[float], Any] = asyncio.sleep
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
+    # step -> steps it starts after, ordering only: not its needs (its key, its arguments)
+    after: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
 
 # Retry policies (immutable) built from plain settings, shared by every run.
@@ -192,7 +194,8 @@ class Scheduler:
             set_secrets_source(step_secrets)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
-        self._waiting, self._dependents, self._widest = _links(run.order, run.steps)
+        self._waiting, self._dependents, self._widest = _links(run.order, run.steps,
+                                                               options.after)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
         self._all_done: asyncio.Event | None = None
@@ -1015,18 +1018,23 @@ class Scheduler:
 
 
 def _links(
-    order: list[str], steps: Mapping[str, Step]
+    order: list[str], steps: Mapping[str, Step],
+    after: Mapping[str, tuple[str, ...]] | None = None,
 ) -> tuple[dict[str, int], dict[str, list[str]], int]:
     """Each step's count of needs in the run, the steps of the run that need it, and the
     most steps that can ever run at once, or more: the roots, plus for each step
     releasing k steps, k - 1 new branches (a chain is one, whatever its length). In one
-    pass: a notebook's graph of 1,000 steps makes them on every run."""
+    pass: a notebook's graph of 1,000 steps makes them on every run. The steps a step
+    starts ``after`` count as its needs here (not elsewhere: its key, its arguments)."""
     waiting = dict.fromkeys(order, 0)
     dependents: dict[str, list[str]] = {name: [] for name in order}
     branches = 0
     for name in order:
         count = 0
-        for need in steps[name].needs:
+        needs = steps[name].needs
+        if after and name in after:  # (most runs have none: no tuple made per step)
+            needs = (*needs, *(m for m in after[name] if m not in needs))
+        for need in needs:
             children = dependents.get(need)
             if children is not None:
                 branches += 1 if children else 0  # a second child: a new branch

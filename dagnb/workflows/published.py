@@ -1,4 +1,4 @@
-"""Notebook variables that are upstream results, in a saved workflow.
+"""Notebook variables that are upstream results: in a saved workflow, in a notebook run.
 
 A ``%%dagger --python`` cell's ``--outputs`` are published into the notebook as
 variables, so a later cell that reads ``rows`` reads the result of the step that outputs
@@ -11,6 +11,12 @@ first thing, as the notebook's variable was bound when the step ran.
 What cannot be given so is refused, naming the variable: a helper reading it (only the
 step's own function receives upstream results), a variable two steps output with
 nothing saying which, one a step downstream outputs (fed back, not passed on).
+
+A notebook run orders its steps by the same reads (:func:`notebook_order`): the reader
+starts after the step whose result it reads, which publishes it as it ends, so the
+reader sees the value of this run, under the key it always had (``var:rows``; the link
+is not a need). Where a saved workflow is refused the notebook reads the variable as
+it is, as it did before.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import ast
 import copy
 import dataclasses
 import keyword
-from collections.abc import Mapping
+import weakref
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from dagnb.errors import WorkflowError
@@ -27,7 +34,8 @@ from dagnb.fingerprint import loaded_globals
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 
-__all__ = ["PUBLISHED_AS", "Published", "Read", "published_reads", "taking_upstreams"]
+__all__ = ["PUBLISHED_AS", "Published", "Read", "notebook_order", "published_reads",
+           "taking_upstreams"]
 
 # The attribute a --python cell's function carries: the notebook variables its result is
 # published under (its --outputs), set by dagnb.notebook.cells.
@@ -62,23 +70,80 @@ def published_reads(graph: Graph) -> Published:
     """What each Python step's function reads of the variables another step's result is
     published under, and ``graph`` with the needs that adds; refused (a WorkflowError
     naming the step and the variable) where no upstream can give it."""
+    made = _made(graph)
+    chosen = _chosen(graph, _readers(graph, made), _saved_maker)
+    linked = copy.copy(graph)
+    for name, picked in chosen.items():
+        step = linked[name]
+        linked.replace(dataclasses.replace(step, needs=_with(step.needs, picked.values())))
+    found = {name: [_read(graph, variable, maker) for variable, maker in chosen[name].items()]
+             for name in graph.names if name in chosen}
+    return Published(found, made, linked)
+
+
+def notebook_order(graph: Graph, published: Callable[[str], bool]) -> dict[str, tuple[str, ...]]:
+    """Step -> the steps it starts after in a notebook run: those whose result is published
+    under a variable its function reads (one ``published`` says the notebook holds as a
+    step left it), chosen as a saved workflow chooses them. Ordering only, and only where
+    a saved workflow has one: a variable two steps output with nothing to tell which, or
+    one a step after the reader outputs, is left to the notebook, as before."""
+    made = {v: makers for v, makers in _made(graph).items() if published(v)}
+    chosen = _chosen(graph, _readers(graph, made), _maker_or_none)
+    return {name: _with((), picked.values()) for name, picked in chosen.items()}
+
+
+def _made(graph: Graph) -> dict[str, list[Step]]:
+    """Variable -> the steps whose result is published under it (their --outputs)."""
     made: dict[str, list[Step]] = {}
     for step in graph:
         for variable in getattr(step.func, PUBLISHED_AS, ()):
             made.setdefault(variable, []).append(step)
+    return made
+
+
+def _readers(graph: Graph, made: Mapping[str, list[Step]]) -> dict[str, dict[str, list[str]]]:
+    """Step -> the variables its function reads that other steps publish, and those steps."""
+    if not made:  # (no --python cell's outputs: no step's code to read)
+        return {}
     readers = {step.name: _makers_read(step, made) for step in graph}
-    linked = copy.copy(graph)  # with the needs added so far: what runs before what
-    found: dict[str, list[Read]] = {}
+    return {name: read for name, read in readers.items() if read}
+
+
+# needs (those added so far too), the reader, the variable, the steps publishing it
+_Chooser = Callable[[Mapping[str, tuple[str, ...]], str, str, list[str]], "str | None"]
+
+
+def _chosen(graph: Graph, readers: dict[str, dict[str, list[str]]],
+            choose: _Chooser) -> dict[str, dict[str, str]]:
+    """Reader -> {variable: the step ``choose`` picks as giving it} (None: none), each
+    pick needed by its reader when the next ones are chosen."""
+    needs = {step.name: step.needs for step in graph}  # with the picks so far
+    chosen: dict[str, dict[str, str]] = {}
     # (those with one maker a variable first: the needs they add tell which of several
     # makers publishes last, as ``clean`` reading ``load``'s rows and outputting rows)
     for name in sorted(readers, key=lambda n: any(len(m) > 1 for m in readers[n].values())):
-        if readers[name]:
-            found[name] = [_read(graph, linked, name, variable, makers)
-                           for variable, makers in readers[name].items()]
-            needs = linked[name].needs
-            needs = (*needs, *dict.fromkeys(r.step for r in found[name] if r.step not in needs))
-            linked.replace(dataclasses.replace(linked[name], needs=needs))
-    return Published({n: found[n] for n in graph.names if n in found}, made, linked)
+        picked = {variable: maker for variable, makers in readers[name].items()
+                  if (maker := choose(needs, name, variable, makers)) is not None}
+        if picked:
+            chosen[name] = picked
+            needs[name] = _with(needs[name], picked.values())
+    return chosen
+
+
+def _with(names: tuple[str, ...], more: Iterable[str]) -> tuple[str, ...]:
+    return (*names, *dict.fromkeys(m for m in more if m not in names))
+
+
+def _upstream(needs: Mapping[str, tuple[str, ...]], name: str) -> set[str]:
+    """Every step ``name`` needs, directly or not."""
+    seen: set[str] = set()
+    stack = list(needs[name])
+    while stack:
+        need = stack.pop()
+        if need not in seen:
+            seen.add(need)
+            stack.extend(needs.get(need, ()))  # (an unknown need: the graph refuses it)
+    return seen
 
 
 def _makers_read(step: Step, made: Mapping[str, list[Step]]) -> dict[str, list[str]]:
@@ -86,12 +151,29 @@ def _makers_read(step: Step, made: Mapping[str, list[Step]]) -> dict[str, list[s
     if step.func is None or not hasattr(step.func, "__code__"):
         return {}
     found = {}
-    for variable in sorted(loaded_globals(step.func.__code__)):
-        makers = [m.name for m in made.get(variable, ())
+    for variable in sorted(_globals_read(step.func) & made.keys()):
+        makers = [m.name for m in made[variable]
                   if m.name != step.name and _globals(m) is _globals(step)]
         if makers:
             found[variable] = makers
     return found
+
+
+# function -> its code and the globals that loads: a notebook asks at each run, of every
+# cell's function (a cell run again makes a new one)
+_READS: weakref.WeakKeyDictionary[Any, tuple[Any, frozenset[str]]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _globals_read(func: Any) -> frozenset[str]:
+    code = func.__code__
+    try:
+        known = _READS.get(func)
+    except TypeError:  # (not weakly referable: read each time)
+        return frozenset(loaded_globals(code))
+    if known is None or known[0] is not code:
+        known = _READS[func] = (code, frozenset(loaded_globals(code)))
+    return known[1]
 
 
 def _globals(step: Step) -> Any:
@@ -99,9 +181,12 @@ def _globals(step: Step) -> Any:
     return getattr(step.func, "__globals__", None)
 
 
-def _read(graph: Graph, linked: Graph, name: str, variable: str, makers: list[str]) -> Read:
-    before = [m for m in makers if name not in linked.upstream(m)]
-    maker = _maker(linked, name, variable, before) if before else makers[0]
+def _saved_maker(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
+                 makers: list[str]) -> str:
+    """The step whose result ``name`` reads as ``variable`` in a saved workflow; refused
+    where none can give it there."""
+    before = [m for m in makers if name not in _upstream(needs, m)]
+    maker = _maker(needs, name, variable, before) if before else makers[0]
     where = f"step {name!r} reads notebook variable {variable!r}, the output of step {maker!r}"
     if not before:
         raise WorkflowError(f"{where}, which runs after it: a saved workflow cannot feed it "
@@ -110,17 +195,32 @@ def _read(graph: Graph, linked: Graph, name: str, variable: str, makers: list[st
     if not maker.isidentifier() or keyword.iskeyword(maker):
         raise WorkflowError(f"{where}, which a Python step can receive only under a Python "
                             f"name; rename step {maker!r} (as {_python_spelling(maker)!r})")
+    return maker
+
+
+def _maker_or_none(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
+                   makers: list[str]) -> str | None:
+    """As :func:`_saved_maker`, but None where a saved workflow is refused."""
+    before = [m for m in makers if name not in _upstream(needs, m)]
+    try:
+        return _maker(needs, name, variable, before) if before else None
+    except WorkflowError:
+        return None
+
+
+def _read(graph: Graph, variable: str, maker: str) -> Read:
     outputs = getattr(graph[maker].func, PUBLISHED_AS, ())
     return Read(variable, maker, None if len(outputs) == 1 else variable)
 
 
-def _maker(linked: Graph, name: str, variable: str, makers: list[str]) -> str:
+def _maker(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
+           makers: list[str]) -> str:
     """The step whose result ``variable`` is, of several that can run before ``name``:
     the one the others all run before (it publishes last), else the one ``name`` needs."""
     if len(makers) == 1:
         return makers[0]
-    last = [m for m in makers if set(makers) - {m} <= linked.upstream(m)]
-    needed = [m for m in makers if m in linked[name].needs]
+    last = [m for m in makers if set(makers) - {m} <= _upstream(needs, m)]
+    needed = [m for m in makers if m in needs[name]]
     for chosen in (last, needed):
         if len(chosen) == 1:
             return chosen[0]
