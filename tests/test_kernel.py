@@ -971,6 +971,18 @@ def test_running_the_reader_alone_runs_the_step_whose_variable_it_reads(kernel: 
     assert kernel.value("total") == "10"
 
 
+def test_a_readers_cell_run_again_leaves_the_publishers_cached_result_as_the_notebook_has_it(
+        kernel: Kernel) -> None:
+    """Its run has load, cached: the notebook holds that entry's result already, so it is
+    not loaded from the cache again (a large frame would cost its read each time)."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run("held = rows")
+    assert error(kernel.run(_TOTAL)) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'total': 'cached'}"
+    assert kernel.value("rows is held is _dagger['load'], total") == "(True, 3)"
+
+
 def test_a_variable_a_cell_bound_since_the_step_published_it_is_read_as_it_is(
         kernel: Kernel) -> None:
     kernel.run(_LOAD.format(n=3, more=""))

@@ -76,9 +76,11 @@ class Session:
         # then: only that run publishes the step's result, under those names
         self._claims: dict[str, tuple[int, tuple[str, ...]]] = {}
         self._counter = itertools.count()
-        # variable -> the value a step's result was last published as (the notebook's
-        # variable is a step's while it holds that value, the user's once re-bound)
-        self._published: dict[str, Any] = {}
+        # variable -> the step whose result it was last published from, and the value
+        # (the notebook's variable is a step's while it holds that value, the user's once
+        # re-bound), and step -> the cache entry that result came from
+        self._published: dict[str, tuple[str, Any]] = {}
+        self._published_entries: dict[str, str] = {}
 
     @property
     def last_run(self) -> Run | None:
@@ -207,7 +209,13 @@ class Session:
         """Whether the notebook's ``variable`` is unset or as a step's result left it:
         not re-bound by a cell since (then it is the user's, and a step reads it as is)."""
         value = self.namespace.get(variable, _UNSET)
-        return value is _UNSET or value is self._published.get(variable, _UNSET)
+        return value is _UNSET or value is self._published.get(variable, (None, _UNSET))[1]
+
+    def _as_published_by(self, name: str, variable: str) -> bool:
+        """Whether the notebook's ``variable`` holds what step ``name``'s result was last
+        published as (not another step's since, not re-bound by a cell)."""
+        step, value = self._published.get(variable, (None, _UNSET))
+        return step == name and self.namespace.get(variable, _UNSET) is value
 
     def _starting(self, run: Run, after: dict[str, tuple[str, ...]]) -> None:
         """Before any step of ``run`` starts: it is its steps' newest run, and a step that
@@ -222,7 +230,8 @@ class Session:
     def _publish_on_end(self, run: Run, makers: set[str], event: Event) -> None:
         if (event.kind == "state" and event.step in makers
                 and event.data["state"] in ("succeeded", "cached")):
-            self._publish_step(run, event.step, self.namespace.setdefault(RESULTS_NAME, {}))
+            self._publish_step(run, event.step, event.data["state"],
+                               self.namespace.setdefault(RESULTS_NAME, {}))
 
     def raise_for_status(self, run: Run) -> None:
         """``run.raise_for_status()``; a step that failed reading a notebook variable a
@@ -295,14 +304,14 @@ class Session:
             self.live.pop(run.id, None)
         for name, state in run.states().items():
             if state in ("succeeded", "cached"):
-                self._publish_step(run, name, results)
+                self._publish_step(run, name, state, results)
         return results
 
-    def _publish_step(self, run: Run, name: str, results: dict[str, Any]) -> None:
+    def _publish_step(self, run: Run, name: str, state: str, results: dict[str, Any]) -> None:
         """The result of ``name``, a finished step of ``run``, in ``results`` and under
         its --outputs, unless a run started later has the step."""
         outputs = self._outputs_to_publish(run, name)
-        if outputs is None:
+        if outputs is None or (state == "cached" and self._holds(run, name, outputs, results)):
             return
         try:
             value = run.result(name)
@@ -310,7 +319,19 @@ class Session:
             warnings.warn(f"dagnb: {exc}", stacklevel=3)
             return
         results[name] = value if value is not None else _outputs_or_none(run, name)
-        self._publish_outputs(outputs, value)
+        self._publish_outputs(name, outputs, value)
+        # (a step publishing no variable, or None: its _dagger entry is the run's folder)
+        held = outputs and value is not None
+        self._published_entries[name] = (run.entry_of(name) or "") if held else ""
+
+    def _holds(self, run: Run, name: str, outputs: tuple[str, ...],
+               results: dict[str, Any]) -> bool:
+        """Whether the notebook holds the result of the cache entry ``name`` was restored
+        from in ``run`` already, as published from it: not loaded again (a cell's run has
+        the steps whose variables it reads, a large frame's among them)."""
+        entry = run.entry_of(name)
+        return (entry is not None and self._published_entries.get(name) == entry
+                and name in results and all(self._as_published_by(name, v) for v in outputs))
 
     def _claim(self, run: Run) -> None:
         """A run just started is its steps' newest, and publishes them under the
@@ -356,12 +377,14 @@ class Session:
         else:
             self.runs.append(summary)
 
-    def _publish_outputs(self, outputs: tuple[str, ...], value: Any) -> None:
+    def _publish_outputs(self, name: str, outputs: tuple[str, ...], value: Any) -> None:
         if len(outputs) == 1:
-            self.namespace[outputs[0]] = self._published[outputs[0]] = value
+            self.namespace[outputs[0]] = value
+            self._published[outputs[0]] = (name, value)
         elif outputs and isinstance(value, dict):
             for key in outputs:
-                self.namespace[key] = self._published[key] = value.get(key)
+                self.namespace[key] = value.get(key)
+                self._published[key] = (name, value.get(key))
 
     def clear_cache(self, step: str | None = None, older_than: float | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` seconds ago)
@@ -380,6 +403,7 @@ class Session:
         self._started.clear()
         self._claims.clear()
         self._published.clear()
+        self._published_entries.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
