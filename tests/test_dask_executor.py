@@ -212,6 +212,60 @@ def test_async_steps_run_and_a_step_that_exits_fails_with_its_exit_code(on_dask)
     assert run.status_rows()["leave"]["error"] == "exit code 3: leaving"
 
 
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_step_that_ends_its_process_with_os_exit_fails_and_runs_again_next_time(
+        on_dask, code):
+    """os._exit() ends the step's process mid-step, without Python's cleanup: no result
+    exists, and its exit code of 0 made it a success the cache served to the next run."""
+    runs = on_dask / "runs.txt"
+
+    def leave() -> int:
+        with open(runs, "a") as handle:
+            handle.write("ran\n")
+        print("half done", file=sys.stderr, flush=True)
+        os._exit(code)
+
+    graph = Graph("g", [Step("leave", func=leave, executor="dask"),
+                        Step("after", func=lambda leave: leave, needs=["leave"],
+                             executor="dask")])
+    started = time.monotonic()
+    for run in (graph.run(), graph.run()):
+        row = run.status_rows()["leave"]
+        assert (row["state"], row["cached"], row["exit_code"]) == ("failed", False, code)
+        assert row["error"] == (
+            f"step 'leave': its process on the dask worker exited with code {code} before "
+            "returning a result (os._exit() or a native exit() ends it so); end the step "
+            "by returning, raising or sys.exit() instead")
+        assert run.states()["after"] == "skipped"
+        logged = run.logs()
+        assert logged[logged["step"] == "leave"]["line"].tolist() == ["half done"]
+    assert count(runs) == 2  # not served from the cache: it ran again
+    assert time.monotonic() - started < 20  # its worker lives on: no lost-worker retries
+
+
+def test_sys_exit_in_a_dask_step_ends_it_as_on_the_local_executor(on_dask):
+    """sys.exit() ends a step as it ends a script, on either executor: 0 (or none)
+    succeeds with no result, a text fails with status 1 and is printed."""
+    def done_early() -> None:
+        sys.exit(0)
+
+    def complain() -> None:
+        sys.exit("no input today")
+
+    def after(done_early: Path) -> bool:
+        return isinstance(done_early, Path)  # (no result: its folder, as a shell step's)
+
+    steps = [Step("done_early", func=done_early), Step("complain", func=complain),
+             Step("after", func=after, needs=["done_early"])]
+    local, remote = (Graph("g", steps).run(executor=name, cache=False)
+                     for name in ("local", "dask"))
+    for run in (local, remote):
+        assert run.states() == {"done_early": "succeeded", "complain": "failed",
+                                "after": "succeeded"}, run.status_rows()
+        assert run.result("after") is True
+        assert run.status_rows()["complain"]["error"] == "exit code 1: no input today"
+
+
 def test_a_step_past_its_timeout_is_stopped_on_the_worker(on_dask):
     ticks = on_dask / "ticks.txt"
     step = Step("tick", func=ticker(ticks), executor="dask", timeout=1.5, cache=False)

@@ -51,7 +51,10 @@ and on Linux every process carrying the attempt's token in its environment
 (:mod:`dagnb.executors.reaper`), so a ``setsid`` escapee as well. On Linux the child also
 dies with its worker (a parent-death signal, which reaches the child only: its own
 subprocesses are swept at the end of the attempt, which a worker killed outright never
-reaches). The price is a Python start per attempt (0.1 to 0.3 s), small next to the
+reaches). A child that ends without writing its report (os._exit(), a native exit())
+fails its step whatever its exit code, 0 too: it returned no result for the cache to
+keep; sys.exit() is reported, and ends the step as on the local executor (0 succeeds).
+The price is a Python start per attempt (0.1 to 0.3 s), small next to the
 steps worth sending to a cluster. The child's stdout and stderr go to files, not pipes (a
 process it left running would hold a pipe open, and the task would wait for it). The
 task reads them as they grow, every 0.1 s, and sends their new lines to the client as
@@ -450,7 +453,26 @@ def _outcome(task: Task, report: dict[str, Any]) -> Outcome:
             report["summary"], step=task.step.name, exit_code=1,
             stderr_tail=report["tail"],
         )
-    return Outcome(exit_code=report["exit_code"])  # the child died: exit code or -signal
+    if status == "died":  # it wrote no report: killed, or ended by os._exit()
+        return _died(task, report["exit_code"], report["lines"])
+    return Outcome(exit_code=report["exit_code"])  # sys.exit(): its status, as a script's
+
+
+def _died(task: Task, code: int, lines: list[tuple[str, str]]) -> Outcome:
+    """The child ended without writing its report. Killed (``code`` is -signal), it
+    fails as a killed process does. Otherwise os._exit() or native code calling exit()
+    ended it mid-step, without Python's cleanup (files left unflushed): it produced no
+    result, and an exit code of 0 must not make it a success, which the cache would
+    then serve to every run after."""
+    if code < 0:
+        return Outcome(exit_code=code)
+    stderr = "\n".join(line for stream, line in lines if stream == "stderr")
+    raise StepFailed(
+        f"step {task.step.name!r}: its process on the dask worker exited with code {code} "
+        "before returning a result (os._exit() or a native exit() ends it so); end the "
+        "step by returning, raising or sys.exit() instead",
+        step=task.step.name, exit_code=code, stderr_tail=stderr[-2000:],
+    )
 
 
 def _lost(task: Task, exc: BaseException | None = None) -> TransientError:
@@ -887,7 +909,7 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
         if child.returncode == 0 and os.path.exists(files["result"]):
             report = _read_report(files["result"])
             return {**report, "lines": tail.lines + report.pop("lines", [])}
-        return {"status": "exit", "lines": tail.lines, "exit_code": child.returncode}
+        return {"status": "died", "lines": tail.lines, "exit_code": child.returncode}
 
 
 class _Tail:
@@ -1214,6 +1236,8 @@ def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
     try:
         with routed_output(lambda stream, line: None, StepContext(task)):
             result = asyncio.run(func(**kwargs)) if spec["is_async"] else func(**kwargs)
+    except SystemExit as exc:  # reported, so that the worker tells it from os._exit()
+        return {**_exit_report(task, exc.code), "lines": lines}
     except Exception as exc:
         return {**_error_report(task, exc), "lines": lines}
     try:
@@ -1238,6 +1262,17 @@ def _child_task(func: Any, spec: dict[str, Any], log: Any) -> Task:
                 out_dir=Path(spec["out_dir"]))
     task.cache_secrets = secrets_in_force()
     return task
+
+
+def _exit_report(task: Task, code: object) -> dict[str, Any]:
+    """A step that called ``sys.exit(code)`` ends as a script would, as on the local
+    executor: its exit status (0 succeeds, with no result), a message printed."""
+    from dagnb.executors.local import exit_status
+
+    status, message = exit_status(code)
+    if message:
+        task.log("stderr", message)
+    return {"status": "exit", "exit_code": status}
 
 
 def _error_report(task: Task, exc: Exception) -> dict[str, Any]:

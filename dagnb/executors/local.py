@@ -480,13 +480,20 @@ def _base_exception(task: Task, exc: BaseException) -> Outcome:
 
 
 def _exited(task: Task, code: object) -> Outcome:
-    """A step that called ``sys.exit(code)``: its exit status, as a process's (the low
-    8 bits: 256 is 0, -9 is 247); a message is printed to stderr, with status 1, as
-    Python does."""
+    """A step that called ``sys.exit(code)``: its exit status, as a process's."""
+    status, message = exit_status(code)
+    if message:
+        task.log("stderr", message)
+    return Outcome(exit_code=status)
+
+
+def exit_status(code: object) -> tuple[int, str]:
+    """The exit status ``sys.exit(code)`` gives a process (the low 8 bits: 256 is 0, -9
+    is 247), and the line Python prints to stderr for it: a code that is no number is
+    printed, with status 1 ("" for none)."""
     if code is None or isinstance(code, int):
-        return Outcome(exit_code=int(code or 0) & 0xFF)
-    task.log("stderr", str(code))
-    return Outcome(exit_code=1)
+        return int(code or 0) & 0xFF, ""
+    return 1, str(code)
 
 
 def function_arguments(
