@@ -847,3 +847,18 @@ def test_a_cells_own_lines_after_an_upstream_steps_have_a_header(shell, capsys):
 def test_a_cells_own_lines_alone_have_no_header(shell, capsys):
     cell(shell, "alone --python", "print('just me')")
     assert "── alone" not in capsys.readouterr().out
+
+
+def test_a_saved_cell_ending_in_an_expression_imports_dagnbs_display_with_a_note(
+        shell, tmp_path):
+    """The saved module calls dagnb's display of a cell's last value (the code the
+    notebook ran, so that ``dagnb run`` shares its keys): its import line says what that
+    helper, which the user never wrote, is for; likewise a %time line's timer."""
+    cell(shell, "show --python --outputs rows", "rows = [1, 2]\n%time len(rows)\n")
+    cell(shell, "head --python --needs show", "rows[:1]\n")
+    line(shell, "save flow.yml")
+    module = (tmp_path / "flow_steps.py").read_text()
+    imports = {text.split(" import ")[1].split()[0]: text for text in module.splitlines()
+               if text.startswith("from dagnb.")}
+    assert "# shows a cell's last value in IPython" in imports["_dagnb_displayed"]
+    assert "# what the cell's %time line became" in imports["timed"]

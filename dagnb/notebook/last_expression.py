@@ -24,6 +24,7 @@ import tokenize
 
 from dagnb.executors.dagger.shim import TRAVELS_AS_SOURCE
 from dagnb.notebook.ipython_lines import TIMER, is_expansion_read, is_timed
+from dagnb.workflows.pyfunctions import IMPORT_NOTE
 
 __all__ = ["DISPLAYED", "TIMED_VALUE", "displayed", "with_last_displayed"]
 
@@ -114,3 +115,5 @@ def _dagnb_displayed(value: object) -> None:
 
 displayed = _dagnb_displayed
 setattr(displayed, TRAVELS_AS_SOURCE, True)  # (stdlib only, its imports inside)
+setattr(displayed, IMPORT_NOTE,
+        "shows a cell's last value in IPython, as the notebook did; nothing outside it")

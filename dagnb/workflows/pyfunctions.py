@@ -41,9 +41,13 @@ from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.workflows.published import Published, Read, taking_upstreams
 
-__all__ = ["PYTHON_KEY", "check_params_taken", "import_function", "write_module"]
+__all__ = ["IMPORT_NOTE", "PYTHON_KEY", "check_params_taken", "import_function",
+           "write_module"]
 
 PYTHON_KEY = "python"
+# a function's attribute: the comment its import line gets in a saved module (dagnb's own
+# helpers that a cell's code calls, which the user never wrote: what they are for)
+IMPORT_NOTE = "_dagnb_import_note"
 
 
 def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
@@ -270,8 +274,10 @@ class _Collected:
             self.add_function(value)
         elif isinstance(value, (types.FunctionType, type, types.BuiltinFunctionType)):
             module = getattr(value, "__module__", None)
+            note = getattr(value, IMPORT_NOTE, None)
             self.imports[name] = f"from {module} import {value.__name__}" + (
-                f" as {name}" if value.__name__ != name else "")
+                f" as {name}" if value.__name__ != name else "") + (
+                f"  # {note}" if note else "")
         else:
             self._add_value(name, value)
 
