@@ -9,6 +9,7 @@ empty graph. ``DAGNB_WIDGETS=0`` makes dagnb print plain text, which the tests r
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
@@ -1019,6 +1020,114 @@ def test_after_a_restart_a_cell_reading_a_variable_a_step_publishes_runs_first(
     assert error(kernel.run(cells[2])) is None
     assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
     assert kernel.value("total") == "3"
+
+
+# -- looking ahead at a step reading a variable another step publishes -----------------
+_MAGIC = "get_ipython().run_line_magic('dagger', {!r})"
+_PLAN, _STATUS_FRAME = _MAGIC.format("plan"), _MAGIC.format("status")
+_PLANNED = f"{{row.step: (row.cached, row.reason) for row in {_PLAN}.itertuples()}}"
+_STATUS = f"{{row.step: (row.state, row.note) for row in {_STATUS_FRAME}.itertuples()}}"
+_FAIL_ON_MISS = "%dagger run --cache-mode fail-on-miss"
+
+
+def _rows(kernel: Kernel, expression: str) -> dict:
+    return ast.literal_eval(kernel.value(expression))  # (pretty-printed over lines)
+
+
+_ALL_CACHED = {"load": (True, "cached"), "total": (True, "cached")}
+
+
+def _refused(outputs: list[dict]) -> str:
+    """The CacheMissError a fail-on-miss run raised before any step ran."""
+    found = error(outputs)
+    assert found is not None and found["ename"] == "CacheMissError", outputs
+    return found["evalue"]
+
+
+def test_plan_says_a_reader_of_a_step_that_runs_runs_after_it(kernel: Kernel) -> None:
+    """load's param changed: plan, status and fail-on-miss keyed total on the rows the
+    notebook held, so said it was cached (fail-on-miss named load alone), and the run
+    ran it on load's new rows."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    anew = "runs after load: reads rows, which load makes anew"
+    assert _rows(kernel, _PLANNED) == {
+        "load": (False, "params changed: {'n': 3} → {'n': 5}"), "total": (False, anew)}
+    assert _rows(kernel, _STATUS) == {
+        "load": ("stale", "its inputs changed since it ran (%dagger plan says why)"),
+        "total": ("stale", "upstream load changed since it ran")}
+    refused = _refused(kernel.run(_FAIL_ON_MISS))
+    assert "2 steps would run" in refused and f"  total: {anew}" in refused
+    _run_graph(kernel)
+    assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
+
+
+def test_plan_keys_a_reader_of_a_cached_step_on_its_cached_result(kernel: Kernel) -> None:
+    """load's param set back to one cached: plan said total was cached (the rows held),
+    and a fail-on-miss run passed it, then failed total mid-run."""
+    kernel.run(_LOAD.format(n=5, more=""))  # (n=5 in the cache, total never ran on it)
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    changed = "notebook variable `rows` changed: [0, 1, 2] → [0, 1, 2, 3, 4]"
+    assert _rows(kernel, _PLANNED) == {"load": (True, "cached"), "total": (False, changed)}
+    refused = _refused(kernel.run(_FAIL_ON_MISS))
+    assert "1 step would run" in refused and f"  total: {changed}" in refused
+    _run_graph(kernel)
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'total': 'succeeded'}"
+
+
+def test_fail_on_miss_passes_a_reader_whose_cached_step_gives_a_value_it_ran_on(
+        kernel: Kernel) -> None:
+    """The other way round: refused (total keyed on the rows held, [0, 1, 2]), where the
+    run restores load's n=5 rows and total's entry for them."""
+    kernel.run(_LOAD.format(n=5, more=""))
+    kernel.run(_TOTAL)
+    kernel.run(_LOAD.format(n=3, more=" --define-only"))
+    _run_graph(kernel, " load")  # (rows: [0, 1, 2]; total never ran on them)
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    assert _rows(kernel, _PLANNED) == _ALL_CACHED
+    assert error(kernel.run(_FAIL_ON_MISS)) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'total': 'cached'}"
+    assert kernel.value("total, rows") == "(10, [0, 1, 2, 3, 4])"
+
+
+def test_after_a_restart_plan_keys_a_reader_on_the_value_its_cached_step_publishes(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """rows unset: total's key read no rows (another code digest), so plan said it
+    would run ('code changed') and fail-on-miss refused an all-cached run."""
+    cells = ["%load_ext dagnb", _LOAD.format(n=3, more=""), _TOTAL]
+    save_notebook(kernel, cells)
+    for source in cells[1:]:
+        kernel.run(source)
+    kernel.restart()  # every step defined from the file; rows unset
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert kernel.value("'rows' in globals()") == "False"
+    assert _rows(kernel, _PLANNED) == _ALL_CACHED
+    assert error(kernel.run(_FAIL_ON_MISS)) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached', 'total': 'cached'}"
+    assert kernel.value("total") == "3"
+
+
+def test_plan_reads_no_cached_result_the_notebook_holds_already(kernel: Kernel) -> None:
+    """A large frame would be read from the cache at each plan (and status); only a
+    result the notebook does not hold is."""
+    kernel.run(_LOAD.format(n=5, more=""))
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run("import dagnb.runtime.plan as plan_module\nloaded = []\n"
+               "read = plan_module._result_of\n"
+               "plan_module._result_of = lambda *a: loaded.append(a[1].name) or read(*a)")
+    try:
+        assert _rows(kernel, _PLANNED) == _ALL_CACHED
+        assert kernel.value("loaded") == "[]"
+        kernel.run(_LOAD.format(n=5, more=" --define-only"))
+        assert kernel.value(f"{_PLAN}['cached'].tolist(), loaded") == (
+            "([True, False], ['load'])")
+    finally:
+        kernel.run("plan_module._result_of = read")
 
 
 def test_save_refuses_a_class_with_no_source_in_one_line(kernel: Kernel) -> None:

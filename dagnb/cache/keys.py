@@ -140,6 +140,7 @@ def step_key(
     mask: Callable[[str], str] | None = None,
     container: bool = False,
     cache_folder: Path | None = None,
+    variables: Mapping[str, Any] | None = None,
 ) -> StepKey:
     """The cache key of ``step``.
 
@@ -171,6 +172,10 @@ def step_key(
     cache_folder
         The run's cache folder, left out of a mounted folder that holds it (as the
         configured one is): every run changes it.
+    variables
+        Values to key the globals of these names the code reads by, instead of their
+        values now, whether defined now or not (a plan: what a notebook variable will
+        hold when the step runs).
 
     Raises
     ------
@@ -187,7 +192,7 @@ def step_key(
         value = step.key_fn(step)
         components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
     elif step.func is not None:
-        _add_code(components, describe, step, mask)
+        _add_code(components, describe, step, mask, variables)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
         components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
@@ -304,10 +309,15 @@ def _spec(step: Step, kind: str, plain: bool,
 
 
 def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
-              mask: Callable[[str], str] | None = None) -> None:
-    """The ``code`` component and a ``var:<name>`` one per global the code reads."""
-    digest, variables = code_with_values(step.func, fresh=True)  # type: ignore[arg-type]
+              mask: Callable[[str], str] | None = None,
+              instead: Mapping[str, Any] | None = None) -> None:
+    """The ``code`` component and a ``var:<name>`` one per global the code reads (by
+    its value in ``instead``, if there; one it reads that is not defined now, too)."""
+    digest, variables = code_with_values(step.func, fresh=True,  # type: ignore[arg-type]
+                                         assumed=instead)
     components["code"], describe["code"] = digest, code_text(digest, step.func)
+    if instead:
+        variables = {name: instead.get(name, value) for name, value in variables.items()}
     if variables:
         _add_variables(_Builder(components, describe), step, variables, mask)
 

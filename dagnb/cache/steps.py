@@ -135,16 +135,18 @@ class StepCache:
         """False for ``cache=False`` steps."""
         return step.cache is not False
 
-    def key(self, step: Step, upstream_digests: Mapping[str, str], base_dir: Path) -> StepKey:
+    def key(self, step: Step, upstream_digests: Mapping[str, str], base_dir: Path,
+            variables: Mapping[str, Any] | None = None) -> StepKey:
         """The step's key from its spec, inputs and upstream output digests (its image
-        by digest when ``pin_images`` pinned its tag)."""
+        by digest when ``pin_images`` pinned its tag); ``variables``: values its code's
+        globals of those names will hold (see :func:`~dagnb.cache.keys.step_key`)."""
         if self.images is not None:
             step = self.images.pinned(step)
         return step_key(
             step, upstream_digests=upstream_digests, base_dir=base_dir,
             cache_version=self.version, mask=self._key_mask,
             container=self.in_container is not None and self.in_container(step),
-            cache_folder=self.folder,
+            cache_folder=self.folder, variables=variables,
         )
 
     def lookup(self, step: Step, key: StepKey) -> Entry | None:

@@ -266,13 +266,19 @@ def object_digest(obj: Any) -> str:
         ) from None
 
 
-def code_with_values(func: Callable[..., Any], *, fresh: bool = False
+def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
+                     assumed: Mapping[str, Any] | None = None
                      ) -> tuple[str, Mapping[str, Any]]:
     """``(code_digest(func, values=False), global_values(func))``, checking once whether
     the cached record of ``func`` still holds (a step's key needs both). ``fresh``: the
     closure values and class attributes it hashed are checked too
-    (:func:`changed_in_place`: a miss about to run, a step's key at each run)."""
+    (:func:`changed_in_place`: a miss about to run, a step's key at each run).
+    ``assumed``: values of globals its module does not define now, taken as defined
+    (a plan: a notebook variable a step will publish before this one runs)."""
     if type(func) is types.FunctionType:
+        missing = {n: v for n, v in (assumed or {}).items() if n not in func.__globals__}
+        if missing:
+            return _assuming(func, missing)
         record = _record(func)
         if fresh and record.contents and not _while_hashing(func, _contents_hold):
             _CODE_CACHE.forget(func)  # (changed in place since: hashed again)
@@ -466,8 +472,18 @@ def _deeper() -> Iterator[None]:
                 sys.setrecursionlimit(_Deeper.before)
 
 
-def _compute_record(func: types.FunctionType) -> _CodeRecord:
-    walker = _CodeWalker()
+def _assuming(func: types.FunctionType, assumed: Mapping[str, Any]
+              ) -> tuple[str, Mapping[str, Any]]:
+    """``code_with_values`` with the globals ``assumed`` defined: walked afresh, and not
+    kept (it is not what the function reads now)."""
+    record = _while_hashing(func, partial(_compute_record, assumed=assumed))
+    read = {name: value for name, value in assumed.items() if name in record.variables}
+    return record.code_only, {**_values_now(record.variables), **read}
+
+
+def _compute_record(func: types.FunctionType,
+                    assumed: Mapping[str, Any] | None = None) -> _CodeRecord:
+    walker = _CodeWalker(assumed)
     try:
         with _deeper():
             walker.add_function(func, f"def {func.__qualname__}")

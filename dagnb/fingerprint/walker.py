@@ -10,7 +10,7 @@ import re
 import types
 import warnings
 import weakref
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from functools import partial
 from typing import Any
 
@@ -64,7 +64,9 @@ def _cell_value(cell: Any) -> Any:
 class _CodeWalker:
     """Feeds a function and, transitively, its helpers and constants into one hasher."""
 
-    def __init__(self) -> None:
+    def __init__(self, assumed: Mapping[str, Any] | None = None) -> None:
+        # globals of the first code's module taken as defined (code_with_values)
+        self.assumed = assumed or {}
         self.h = new_hasher()
         self.h_code = new_hasher()  # the same, with global data by name only
         # global data read: label -> where (its module's globals, or a view of them for
@@ -122,6 +124,8 @@ class _CodeWalker:
             if name not in loaded:  # an attribute's (``src.name``), an import's (``import
                 continue  # json``), a global only set (``global last; last = x``)
             obj = func.__globals__.get(name, _MISSING)
+            if obj is _MISSING and func.__globals__ is self.home:
+                obj = self.assumed.get(name, _MISSING)
             if obj is _MISSING or _ipython_display(obj):
                 # Remembered so that defining it later (a notebook cell) is noticed.
                 # (IPython's display(), a builtin in a notebook, imported by the module of

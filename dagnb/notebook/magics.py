@@ -418,7 +418,7 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
 
 
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    return self.session.graph.plan(split_words(rest) or None)
+    return self.session.plan(split_words(rest) or None)
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
@@ -434,7 +434,7 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     if action == "explain" and len(names) <= 1:
         if not names:
             raise UsageError("explain needs a step name: %dagger cache explain NAME")
-        return Text("\n".join(self.session.graph.explain(names[0])))
+        return Text("\n".join(self.session.explain(names[0])))
     check = action == "push" and "--check" in names  # (as dagnb cache push --check)
     if check:
         names = [name for name in names if name != "--check"]

@@ -57,22 +57,26 @@ def _not_fresh(session: Session, names: list[str]) -> dict[str, tuple[str | None
     if not done:
         return {}
     try:
-        plan = session.graph.plan(done)
+        plan = session.plan(done)
     except DagnbError:
         return {}
     rerun = {row.step for row in plan.itertuples() if not row.cached}
+    after = session.published_reads().after
     found: dict[str, tuple[str | None, str]] = {}
     for row in plan.itertuples():  # in order: upstream steps first
         if row.step in rerun and row.step in done:
-            found[row.step] = _why_not_fresh(session, row, rerun, found)
+            found[row.step] = _why_not_fresh(session, row, rerun, found, after)
     return found
 
 
 def _why_not_fresh(session: Session, row: Any, rerun: set[str],
-                   found: dict[str, tuple[str | None, str]]) -> tuple[str | None, str]:
-    """(state, note) of a step that ended well but would run again (see _not_fresh)."""
+                   found: dict[str, tuple[str | None, str]],
+                   after: dict[str, tuple[str, ...]]) -> tuple[str | None, str]:
+    """(state, note) of a step that ended well but would run again (see _not_fresh); the
+    steps whose variables it reads (``after``) count as its upstream: it runs after them."""
     step = session.graph[row.step]
-    upstream = [n for n in step.needs if n in rerun]
+    upstream = [n for n in dict.fromkeys((*step.needs, *after.get(row.step, ())))
+                if n in rerun]
     if isinstance(row.key, str) or not upstream:  # its own key looked up, or not computable
         if not step.cache:
             return "uncached", "--no-cache: its result is never stored"

@@ -17,9 +17,9 @@ import itertools
 import json
 import threading
 import warnings
-from collections.abc import Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import store_for
 from dagnb.checks import did_you_mean
@@ -38,9 +38,14 @@ from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_not
 from dagnb.notebook.unready import name_error_note, other_thread_note
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.history import unfinished
+from dagnb.runtime.plan import explain, plan
 from dagnb.runtime.prepare import start_background
+from dagnb.runtime.reads import AS_IT_IS, PublishedReads
 from dagnb.runtime.run import Run
-from dagnb.workflows.published import notebook_order
+from dagnb.workflows.published import notebook_reads
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
@@ -189,21 +194,50 @@ class Session:
         thread publishes the results to the namespace when the run ends; otherwise the
         caller waits and calls :meth:`publish` itself. A step reading a variable another
         step publishes starts after it, which is published as it ends
-        (:func:`~dagnb.workflows.published.notebook_order`).
+        (:func:`~dagnb.workflows.published.notebook_reads`).
         """
         if options.get("only_failed") and self.latest:  # (none yet: the run history's)
             options["only_failed"] = False  # (of the steps the targets or tags need)
             needed = set(self.graph.select(targets, tags=options.pop("tags", None)))
             targets = [name for name in self.unfinished() if name in needed]
-        after = notebook_order(self.graph, self._left_by_a_step)
+        reads = self.published_reads()
         # (what its Python steps display goes to the cell that ran it, through its view)
-        run = start_background(self.graph, targets, displays_by_view=True, after=after,
-                               before_start=functools.partial(self._starting, after=after),
+        run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
+                               before_start=functools.partial(self._starting, reads=reads),
                                **options)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
         return run
+
+    def plan(self, targets: Iterable[str] | str | None = None) -> pd.DataFrame:
+        """``graph.plan(targets)`` as a run of the session would go: a step reading a
+        variable another step publishes after it, keyed on the value it will read
+        (``%dagger plan``; the status marks stale steps by it)."""
+        return plan(self.graph, targets, reads=self.published_reads())
+
+    def explain(self, name: str) -> list[str]:
+        """``graph.explain(name)`` as :meth:`plan` sees it."""
+        return explain(self.graph, name, reads=self.published_reads())
+
+    def published_reads(self) -> PublishedReads:
+        """What the steps read of the variables others publish, as a run orders them."""
+        return PublishedReads(notebook_reads(self.graph, self._left_by_a_step),
+                              self._value_published)
+
+    def _value_published(self, maker: str, variable: str, entry_key: str,
+                         load: Callable[[], Any]) -> Any:
+        """What ``variable`` reads once step ``maker``, served from cache entry
+        ``entry_key``, is published: as a run publishes it (see _publish_step), without
+        loading the result when the notebook holds that entry's already."""
+        if (self._published_entries.get(maker) == entry_key
+                and self._as_published_by(maker, variable)):
+            return AS_IT_IS  # (a run leaves it so, and a large frame is not read again)
+        value = load()
+        outputs = self.outputs.get(maker, ())
+        if len(outputs) == 1:
+            return value
+        return value.get(variable) if outputs and isinstance(value, dict) else AS_IT_IS
 
     def _left_by_a_step(self, variable: str) -> bool:
         """Whether the notebook's ``variable`` is unset or as a step's result left it:
@@ -217,13 +251,13 @@ class Session:
         step, value = self._published.get(variable, (None, _UNSET))
         return step == name and self.namespace.get(variable, _UNSET) is value
 
-    def _starting(self, run: Run, after: dict[str, tuple[str, ...]]) -> None:
+    def _starting(self, run: Run, reads: PublishedReads) -> None:
         """Before any step of ``run`` starts: it is its steps' newest run, and a step that
         another reads the published variables of is published as soon as it ends, so
         that step (started after it) reads its value of this run, as cells run in order
         would, and its key sees that value."""
         self._claim(run)
-        makers = {maker for first in after.values() for maker in first}
+        makers = {maker for read in reads.variables.values() for maker in read.values()}
         if makers & set(run.order):
             run.events.subscribe(functools.partial(self._publish_on_end, run, makers))
 

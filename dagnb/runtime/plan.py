@@ -3,26 +3,33 @@ and ``warm``, which fills the cache ahead of a later run.
 
 ``plan`` walks the selected steps in order and computes each key as the runner would,
 from the upstream entries' output digests. A step whose upstream would run cannot be
-known to hit (its input is not made yet), so it is reported as such.
+known to hit (its input is not made yet), so it is reported as such; so is a notebook
+cell's step reading a variable a step that runs publishes, and one whose publisher is
+cached is keyed on that entry's result (:mod:`dagnb.runtime.reads`), as a run keys it.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.steps import StepCache
 from dagnb.config import settings
-from dagnb.errors import UnfingerprintableVariable
+from dagnb.errors import StepFailed, UnfingerprintableVariable
 from dagnb.executors import Executor, container_steps
 from dagnb.model.contract import known_secret_values
+from dagnb.model.results import NO_RESULT
 from dagnb.runtime.frames import as_text
+from dagnb.runtime.reads import AS_IT_IS, PublishedReads, with_after
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from dagnb.cache.entry import Entry
     from dagnb.model.graph import Graph
+    from dagnb.model.step import Step
     from dagnb.runtime.run import Run
 
 __all__ = ["cached_steps", "explain", "misses", "plan", "warm"]
@@ -31,32 +38,34 @@ PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 NEVER_CACHED = "it runs every time: the step has cache=False"
 
 
-def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, Any]]:
+def _walk(graph: Graph, names: list[str], cache: StepCache,
+          reads: PublishedReads | None = None) -> list[dict[str, Any]]:
     base_dir = (graph.base_dir or Path.cwd()).resolve()
     digests: dict[str, str | None] = {}
+    entries: dict[str, Entry] = {}  # step -> the entry a run would restore it from
     rows = []
     for name in names:
         step = graph[name]
         waiting = [n for n in step.needs if digests.get(n) is None]
-        if waiting:
+        read = reads.variables.get(name, {}) if reads is not None else {}
+        anew = {variable: maker for variable, maker in read.items()
+                if maker in digests and digests[maker] is None}
+        if waiting or anew:
             digests[name] = None
-            rows.append(
-                {
-                    "step": name,
-                    "cached": False,
-                    "key": None,
-                    "reason": f"runs after {', '.join(waiting)}, which will run",
-                }
-            )
+            reason = (f"runs after {', '.join(waiting)}, which will run" if waiting
+                      else _made_anew(anew))
+            rows.append({"step": name, "cached": False, "key": None, "reason": reason})
             continue
         if not cache.enabled_for(step):  # it runs whatever the cache holds: no key to look up
             digests[name] = None
             rows.append({"step": name, "cached": False, "key": None, "reason": NEVER_CACHED})
             continue
         try:
-            key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir)  # type: ignore[misc]
-        except UnfingerprintableVariable as exc:  # it will run uncached, as the run says
-            digests[name] = None
+            values = _published_values(graph, cache, reads, read, entries) if read else None
+            key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir,  # type: ignore[misc]
+                            values)
+        except (UnfingerprintableVariable, StepFailed) as exc:  # it will run uncached, as
+            digests[name] = None  # the run says (or a cached result it reads is unreadable)
             rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
             continue
         entry = cache.peek(step, key)
@@ -64,6 +73,8 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
         if expired:  # (a run misses it: its ttl passed)
             entry = None
         digests[name] = entry.output_digest if entry is not None else None
+        if entry is not None:
+            entries[name] = entry
         reason = ("cached" if entry is not None else "its cache entry has expired"
                   if expired else _first(cache.explain(step, key)))
         rows.append(
@@ -79,26 +90,59 @@ def _walk(graph: Graph, names: list[str], cache: StepCache) -> list[dict[str, An
     return rows
 
 
+def _made_anew(anew: dict[str, str]) -> str:
+    """``runs after load: reads rows, which load makes anew`` (its key needs their value)."""
+    makers = list(dict.fromkeys(anew.values()))
+    parts = [f"reads {', '.join(v for v, m in anew.items() if m == maker)}, which {maker} "
+             "makes anew" for maker in makers]
+    return f"runs after {', '.join(makers)}: {'; '.join(parts)}"
+
+
+def _published_values(graph: Graph, cache: StepCache, reads: PublishedReads | None,
+                      read: dict[str, str], entries: dict[str, Entry]) -> dict[str, Any]:
+    """What the variables a step reads will hold when it runs: each published from the
+    cache entry its publisher is restored from (read from it only when the notebook does
+    not hold that result already); those of a publisher outside the plan as they are."""
+    values: dict[str, Any] = {}
+    for variable, maker in read.items():
+        entry = entries.get(maker)
+        if entry is not None and reads is not None:
+            load = functools.partial(_result_of, cache, graph[maker], entry)
+            value = reads.value(maker, variable, entry.key, load)
+            if value is not AS_IT_IS:
+                values[variable] = value
+    return values
+
+
+def _result_of(cache: StepCache, step: Step, entry: Entry) -> Any:
+    """The result a run would publish from ``entry`` (None for none)."""
+    value = cache.restore(step, entry).get()
+    return None if value is NO_RESULT else value
+
+
 def _first(lines: list[str]) -> str:
     return lines[0] if lines else "will run"
 
 
-def cached_steps(graph: Graph, names: list[str], cache: StepCache) -> set[str]:
-    """The steps among ``names`` (in order, with their upstream) that a run with
-    ``cache`` would restore rather than run."""
+def cached_steps(graph: Graph, names: list[str], cache: StepCache,
+                 reads: PublishedReads | None = None) -> set[str]:
+    """The steps among ``names`` (in order, with their upstream and the steps they
+    start after) that a run with ``cache`` would restore rather than run."""
     return {
         row["step"]
-        for row in _walk(graph, names, cache)
+        for row in _walk(graph, names, cache, reads)
         if row["cached"] and cache.lookup(graph[row["step"]], row["_key"]) is not None
     }
 
 
-def misses(graph: Graph, names: list[str], cache: StepCache) -> list[tuple[str, str]]:
-    """The steps among ``names`` (in order, with their upstream) that a run with
-    ``cache`` would execute, each with the first reason ``explain`` gives; counts nothing.
+def misses(graph: Graph, names: list[str], cache: StepCache,
+           reads: PublishedReads | None = None) -> list[tuple[str, str]]:
+    """The steps among ``names`` (in order, with their upstream and the steps they
+    start after) that a run with ``cache`` would execute, each with the first reason
+    ``explain`` gives; counts nothing.
     """
     found = []
-    for row in _walk(graph, names, cache):
+    for row in _walk(graph, names, cache, reads):
         step, entry = graph[row["step"]], row.get("_entry")
         if entry is None:
             reason: str | None = (row["reason"].splitlines()[0] if row["reason"]
@@ -127,11 +171,14 @@ def plan(
     *,
     cache_directory: str | Path | None = None,
     executor: str | Executor | None = None,
+    reads: PublishedReads | None = None,
 ) -> pd.DataFrame:
     """What a run would do now: one row per step with cached (True/False) and why;
-    ``executor`` as a run's (default: the setting)."""
+    ``executor`` as a run's (default: the setting); ``reads``: a notebook's, whose
+    readers a run starts after the steps they read (see :mod:`dagnb.runtime.reads`)."""
     graph.validate()
-    rows = _walk(graph, graph.select(targets), _looking(graph, cache_directory, executor))
+    cache = _looking(graph, cache_directory, executor)
+    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
@@ -140,16 +187,26 @@ def plan(
 
 
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,
-            executor: str | Executor | None = None) -> list[str]:
+            executor: str | Executor | None = None,
+            reads: PublishedReads | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences; ``executor`` as a
-    run's (default: the setting)."""
+    run's (default: the setting); ``reads`` as :func:`plan`'s."""
     graph.validate()
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, graph.select(step), cache)
-    row = rows[-1]
+    rows = _walk(graph, _selected(graph, step, reads), cache, reads)
+    row = next(row for row in rows if row["step"] == step)
     if "_key" not in row:
         return [row["reason"]]
     return cache.explain(graph[step], row["_key"])
+
+
+def _selected(graph: Graph, targets: Iterable[str] | str | None,
+              reads: PublishedReads | None) -> list[str]:
+    """The steps a run of ``targets`` has, in its order (with the steps they start
+    after: a notebook's run brings the steps whose variables they read)."""
+    order = graph.select(targets)
+    after = reads.after if reads is not None else None
+    return with_after(graph, order, after) if after else order
 
 
 def warm(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:

@@ -15,8 +15,6 @@ import atexit
 import contextlib
 import functools
 import gc
-import graphlib
-import heapq
 import os
 import shutil
 import sys
@@ -34,7 +32,6 @@ from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
     ConfigError,
-    CycleError,
     DagnbError,
     ExecutorUnavailable,
     InvalidStepError,
@@ -46,6 +43,7 @@ from dagnb.model.contract import known_secret_values, refuse_secret_values, reso
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import RunFolder, last_states, same_params, unfinished
+from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
 
@@ -106,15 +104,16 @@ async def run_graph_async(
 def start_background(
     graph: Graph, targets: Iterable[str] | str | None = None, *,
     displays_by_view: bool = False, before_start: Callable[[Run], None] | None = None,
-    after: Mapping[str, Iterable[str]] | None = None, **options: Any
+    after: Mapping[str, Iterable[str]] | None = None, reads: PublishedReads | None = None,
+    **options: Any
 ) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops.
     ``displays_by_view``: the caller's view publishes what its steps display
     (:attr:`Run.displays_by_view`), set before any step starts; ``before_start`` is
-    called with the Run then too (to follow its steps from the first); ``after``: see
-    :func:`prepare`."""
+    called with the Run then too (to follow its steps from the first); ``after`` and
+    ``reads``: see :func:`prepare`."""
     check_run_options(options, "start_background()")
-    run, scheduler = prepare(graph, targets, after=after, **options)
+    run, scheduler = prepare(graph, targets, after=after, reads=reads, **options)
     run.displays_by_view = displays_by_view
     if before_start is not None:
         before_start(run)
@@ -222,6 +221,7 @@ def prepare(
     sleep: Any = None,
     on_event: Listener | None = None,
     after: Mapping[str, Iterable[str]] | None = None,
+    reads: PublishedReads | None = None,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
 
@@ -266,6 +266,11 @@ def prepare(
         variable another cell's step publishes; the notebook's, not an option of
         ``graph.run``): a target brings them into the run as it brings its needs, and
         one that fails skips it, but neither its key nor its arguments see them.
+    reads
+        What the notebook's steps read of the variables others publish
+        (:class:`~dagnb.runtime.reads.PublishedReads`): ``after`` when that is None,
+        and what ``fail-on-miss`` looks ahead with (a reader of a step that runs
+        would run too; one of a cached step is keyed on that entry's result).
     """
     _refuse_in_a_reimported_script()
     config = settings()
@@ -276,9 +281,9 @@ def prepare(
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
     mode = _read_only_if_unwritable(mode, cache_dir)
     order = _selection(graph, targets, tags, only_failed, cache_dir)
-    after = _checked_after(graph, after)
+    after = checked_after(graph, reads.after if reads is not None and after is None else after)
     if after:
-        order = _with_after(graph, order, after)
+        order = with_after(graph, order, after)
     steps = graph.steps_of(order)
     base_dir = _resolved(graph.base_dir or ".")
     mounting = [name for name, step in steps.items() if step.mounts]  # (most mount none)
@@ -316,9 +321,9 @@ def prepare(
         after=after,
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
-        _refuse_misses(graph, order, cache_for(mode="read-only"))  # store, so no folder
+        _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder
         options.cache = cache_for(mode=mode)
-    _require_engine(graph, steps, executor or config.executor, options.cache)
+    _require_engine(graph, steps, executor or config.executor, options.cache, reads)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
@@ -335,10 +340,10 @@ def prepare(
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
 # (``targets`` is there for "did you mean": given as a keyword it never reaches options),
-# and but ``after``: the notebook's, given through start_background
+# and but ``after`` and ``reads``: the notebook's, given through start_background
 _CODE = prepare.__code__
 RUN_OPTIONS = frozenset(
-    _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {"after"}
+    _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {"after", "reads"}
 GRAPH_RUN_OPTIONS = RUN_OPTIONS | {"raise_on_failure"}  # graph.run()'s own too
 RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 
@@ -441,58 +446,6 @@ def _selection(
     return graph.select([step for step in again if step in needed])
 
 
-def _checked_after(graph: Graph, after: Mapping[str, Iterable[str]] | None
-                   ) -> dict[str, tuple[str, ...]]:
-    """``after`` as tuples, each name a step of the graph (else StepNotFoundError)."""
-    checked = {}
-    for name, first in (after or {}).items():
-        first = tuple(dict.fromkeys(first))
-        if first:
-            graph.steps_of((name, *first))  # (an unknown name: "did you mean")
-            checked[name] = first
-    return checked
-
-
-def _with_after(graph: Graph, order: list[str], after: Mapping[str, tuple[str, ...]]
-                ) -> list[str]:
-    """``order`` with the steps its steps start after (and what those need), each one
-    placed after what it needs and starts after, else in the graph's order."""
-    first: dict[str, tuple[str, ...]] = {}  # step -> what it needs and starts after
-    stack = list(order)
-    while stack:
-        name = stack.pop()
-        if name not in first:
-            first[name] = tuple(dict.fromkeys((*graph[name].needs, *after.get(name, ()))))
-            stack.extend(first[name])
-    return _sorted_by(first, {name: i for i, name in enumerate(graph.order())})
-
-
-def _sorted_by(first: Mapping[str, tuple[str, ...]], position: Mapping[str, int]) -> list[str]:
-    """Kahn's algorithm over ``first``, the ready step earliest in ``position`` first; a
-    cycle (``after`` closing one) is a CycleError naming it, as graphlib finds it."""
-    unmet = {name: len(before) for name, before in first.items()}
-    dependents: dict[str, list[str]] = {}
-    for name, before in first.items():
-        for earlier in before:
-            dependents.setdefault(earlier, []).append(name)
-    ready = [(position[name], name) for name, count in unmet.items() if count == 0]
-    heapq.heapify(ready)
-    ordered = []
-    while ready:
-        name = heapq.heappop(ready)[1]
-        ordered.append(name)
-        for child in dependents.get(name, ()):
-            unmet[child] -= 1
-            if unmet[child] == 0:
-                heapq.heappush(ready, (position[child], child))
-    if len(ordered) < len(first):
-        try:
-            graphlib.TopologicalSorter(first).prepare()
-        except graphlib.CycleError as exc:
-            raise CycleError(list(reversed(exc.args[1]))) from None
-    return ordered
-
-
 def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:
     """``refresh`` or its other name ``skip_cache`` (the platform's), checked: a name
     must be one of the graph's steps, else nothing would be refreshed."""
@@ -535,11 +488,12 @@ def _read_only_if_unwritable(mode: str, cache_dir: Path) -> str:
     return "read-only"
 
 
-def _refuse_misses(graph: Graph, order: list[str], cache: Any) -> None:
+def _refuse_misses(graph: Graph, order: list[str], cache: Any,
+                   reads: PublishedReads | None) -> None:
     """``fail-on-miss``: raise CacheMissError naming every step the run would execute."""
     from dagnb.runtime.plan import misses
 
-    found = misses(graph, order, cache)
+    found = misses(graph, order, cache, reads)
     if not found:
         return
     steps = "1 step" if len(found) == 1 else f"{len(found)} steps"
@@ -582,7 +536,8 @@ def _executor_chooser(default: Any) -> Any:
     return executor_for
 
 
-def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any) -> None:
+def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any,
+                    reads: PublishedReads | None) -> None:
     """Raise ExecutorUnavailable now if a step must run on an engine that is absent."""
     names = {step.executor or default for step in steps.values()}
     if "dagger" not in names:
@@ -596,7 +551,7 @@ def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache
     if cache is not None:  # this run's cache: its folder, version and refresh
         from dagnb.runtime.plan import cached_steps
 
-        restorable = cached_steps(graph, list(steps), cache)
+        restorable = cached_steps(graph, list(steps), cache, reads)
         needing = [n for n in needing if n not in restorable]
     if needing:
         raise ExecutorUnavailable(

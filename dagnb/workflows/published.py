@@ -12,7 +12,7 @@ What cannot be given so is refused, naming the variable: a helper reading it (on
 step's own function receives upstream results), a variable two steps output with
 nothing saying which, one a step downstream outputs (fed back, not passed on).
 
-A notebook run orders its steps by the same reads (:func:`notebook_order`): the reader
+A notebook run orders its steps by the same reads (:func:`notebook_reads`): the reader
 starts after the step whose result it reads, which publishes it as it ends, so the
 reader sees the value of this run, under the key it always had (``var:rows``; the link
 is not a need). Where a saved workflow is refused the notebook reads the variable as
@@ -34,7 +34,7 @@ from dagnb.fingerprint import loaded_globals
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 
-__all__ = ["PUBLISHED_AS", "Published", "Read", "notebook_order", "published_reads",
+__all__ = ["PUBLISHED_AS", "Published", "Read", "notebook_reads", "published_reads",
            "taking_upstreams"]
 
 # The attribute a --python cell's function carries: the notebook variables its result is
@@ -81,15 +81,15 @@ def published_reads(graph: Graph) -> Published:
     return Published(found, made, linked)
 
 
-def notebook_order(graph: Graph, published: Callable[[str], bool]) -> dict[str, tuple[str, ...]]:
-    """Step -> the steps it starts after in a notebook run: those whose result is published
-    under a variable its function reads (one ``published`` says the notebook holds as a
-    step left it), chosen as a saved workflow chooses them. Ordering only, and only where
-    a saved workflow has one: a variable two steps output with nothing to tell which, or
-    one a step after the reader outputs, is left to the notebook, as before."""
+def notebook_reads(graph: Graph, published: Callable[[str], bool]) -> dict[str, dict[str, str]]:
+    """Step -> {variable: the step it starts after for it} in a notebook run: each
+    variable its function reads that a step's result is published under (one
+    ``published`` says the notebook holds as a step left it), that step chosen as a
+    saved workflow chooses it. Ordering only, and only where a saved workflow has one: a
+    variable two steps output with nothing to tell which, or one a step after the reader
+    outputs, is left to the notebook, as before."""
     made = {v: makers for v, makers in _made(graph).items() if published(v)}
-    chosen = _chosen(graph, _readers(graph, made), _maker_or_none)
-    return {name: _with((), picked.values()) for name, picked in chosen.items()}
+    return _chosen(graph, _readers(graph, made), _maker_or_none)
 
 
 def _made(graph: Graph) -> dict[str, list[Step]]:
