@@ -6,6 +6,7 @@ import asyncio
 import itertools
 import json
 import logging
+import pathlib
 import re
 import time
 
@@ -1050,15 +1051,106 @@ def test_a_python_step_killed_by_a_signal_says_so_as_a_shell_step_does(stub, mak
         run(DaggerExecutor(), make_task(shell))
 
 
-def test_a_python_step_that_exits_without_a_traceback_says_to_see_its_stderr(
-        stub, make_task):
-    def leave():
-        import sys
+def half_done(code):
+    import os
+    import sys
 
-        sys.exit(1)
+    sys.stderr.write("half done")  # (no line end: the shim's line follows on this line)
+    sys.stderr.flush()
+    os._exit(code)
 
-    with pytest.raises(StepFailed, match=r"raised \(exit code 1\); see its stderr$"):
-        run(DaggerExecutor(), make_task(Step("leave", func=leave)))
+
+def after_leaving(leave):
+    return leave
+
+
+@pytest.mark.parametrize("user", ["", "1234:1234"])
+@pytest.mark.parametrize("code", [0, 3])
+def test_a_python_step_that_ends_its_process_with_os_exit_fails_and_runs_again_next_time(
+        stub, tmp_path, code, user):
+    """os._exit() ends the step's process mid-step: no result exists. With code 0 the
+    step succeeded, was stored and served to the next run (which the engine's exec
+    cache would have served too); with 3 it "raised (exit code 3)", raising nothing."""
+    from dagnb.model.graph import Graph
+
+    if user:
+        _needs_namespaces()
+    leave = Step("leave", func=half_done, params={"code": code}, user=user or None)
+    graph = Graph("g", [leave, Step("after", func=after_leaving, needs=["leave"])])
+    for _ in range(2):
+        run = graph.run(executor="dagger", cache_directory=tmp_path / "cache")
+        row = run.status_rows()["leave"]
+        assert (row["state"], row["cached"], row["exit_code"]) == ("failed", False, code)
+        assert row["error"] == (
+            f"step 'leave': its process in the container exited with code {code} before "
+            "returning a result (os._exit() or a native exit() ends it so); end the step "
+            "by returning, raising or sys.exit() instead")
+        assert run.states()["after"] == "skipped"
+        assert _lines(run, "leave", "stderr") == ["half done"]
+    assert len(stub.engine.exec_log) == 2  # the engine ran it again: nothing was cached
+
+
+@pytest.mark.parametrize(("stderr", "expected"), [
+    ("Traceback ...\nValueError: x\n{m}raised\n", ("Traceback ...\nValueError: x\n", "raised")),
+    ("half done{m}died 0\n", ("half done", "died 0")),
+    ("{m}died 3\n", ("", "died 3")),
+    ("{m}raised\nwritten after it\n", ("{m}raised\nwritten after it\n", "")),
+    ("leaving\n", ("leaving\n", "")),
+])
+def test_the_shims_last_line_says_how_a_python_step_ended(stderr, expected):
+    from dagnb.executors.dagger.shim import _MARKER, ending
+
+    def marked(text):
+        return text.replace("{m}", _MARKER)
+
+    assert ending(marked(stderr)) == tuple(marked(text) for text in expected)
+
+
+def leaving():
+    import sys
+
+    print("leaving", file=sys.stderr)
+    sys.exit(3)
+
+
+def complain():
+    import sys
+
+    sys.exit("no input today")
+
+
+def done_early():
+    import sys
+
+    sys.exit(0)
+
+
+def after_done(done_early):
+    return isinstance(done_early, pathlib.Path)  # no result: its folder, as a shell step's
+
+
+def test_sys_exit_in_a_container_step_ends_it_as_on_the_local_executor(stub, tmp_path):
+    """sys.exit() ends a step as it ends a script: 0 succeeds with no result, a text is
+    printed and fails with status 1, a number is the status. sys.exit(3) read "the
+    Python function raised (exit code 3); see its stderr"."""
+    from dagnb.model.graph import Graph
+
+    graph = Graph("g", [Step("leaving", func=leaving), Step("complain", func=complain),
+                        Step("done_early", func=done_early),
+                        Step("after", func=after_done, needs=["done_early"])])
+    local, remote = (graph.run(executor=name, cache=False, cache_directory=tmp_path / name)
+                     for name in ("local", "dagger"))
+    columns = ("state", "exit_code", "error")
+    for run in (local, remote):
+        rows = run.status_rows()
+        assert {name: tuple(rows[name][c] for c in columns) for name in rows} == {
+            "leaving": ("failed", 3, "exit code 3: leaving"),
+            "complain": ("failed", 1, "exit code 1: no input today"),
+            "done_early": ("succeeded", 0, None),
+            "after": ("succeeded", 0, None)}, run
+        assert run.result("after") is True
+        assert _lines(run, "complain", "stderr") == ["no input today"]
+    assert len(stub.engine.exec_log) == 4
 
 
 # -- review ---------------------------------------------------------------------------

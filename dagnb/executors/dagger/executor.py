@@ -16,15 +16,18 @@ is the digest the image resolved to (asked with its ``USER``, once per image and
 Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
 ``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
 ``dagger run`` and Dagger Cloud show as a failure. It becomes an ``Outcome`` with that
-exit code and the logs, as on the local executor; a Python step's failure (named by its
-exception's line), or a kill by a signal, becomes ``StepFailed`` with the output's tails,
-its output in the logs all the same; a dropped or refused connection becomes
-``TransientError``, which the runner retries and the circuit breaker counts; a
-file-system error on this machine (staging an input) is named as such, with its path,
-not as the engine's. Secret values are masked as ``***`` in what every message holds of
-the step's output or the engine's words, not in dagnb's own (a secret ``1`` leaves
-``exit code 1``): such errors are marked ``masked``. Cancelling ``execute`` cancels the
-in-flight request, and the engine stops the work of a request whose client went away.
+exit code and the logs, as on the local executor (a Python step's ``sys.exit(3)`` too);
+a Python step's failure (named by its exception's line), one whose process ended without
+returning (``os._exit()``: the shim then fails the exec whatever the code, so the engine
+caches nothing; :mod:`dagnb.executors.dagger.shim`), or a kill by a signal, becomes
+``StepFailed`` with the output's tails, its output in the logs all the same; a dropped
+or refused connection becomes ``TransientError``, which the runner retries and the
+circuit breaker counts; a file-system error on this machine (staging an input) is named
+as such, with its path, not as the engine's. Secret values are masked as ``***`` in what
+every message holds of the step's output or the engine's words, not in dagnb's own (a
+secret ``1`` leaves ``exit code 1``): such errors are marked ``masked``. Cancelling
+``execute`` cancels the in-flight request, and the engine stops the work of a request
+whose client went away.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ from typing import Any
 from dagnb.cache.images import digest_of
 from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
 from dagnb.executors.base import NO_RESULT, Availability, Outcome, Task
-from dagnb.executors.dagger import connection
+from dagnb.executors.dagger import connection, shim
 from dagnb.executors.dagger.translate import (
     CONTAINER_OUT,
     DEFAULT_IMAGE,
@@ -232,30 +235,49 @@ async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
 
 
 def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
-    """A command's non-zero exit is an Outcome with its logs, as on the local executor;
-    a Python step's (its function raised) or a signal's is a StepFailed. Every one's
-    output reaches the run's logs first: the local executor's does too."""
-    _log(task, "stdout", exc.stdout or "")
-    _log(task, "stderr", exc.stderr or "")
+    """A command's non-zero exit is an Outcome with its logs, as on the local executor
+    (a Python step's sys.exit(3) too); a Python step that raised, or ended without
+    returning (os._exit()), or a kill by a signal is a StepFailed. Every one's output
+    reaches the run's logs first: the local executor's does too."""
+    stdout = exc.stdout or ""
+    stderr, how = shim.ending(exc.stderr or "") if task.step.func else (exc.stderr or "", "")
+    _log(task, "stdout", stdout)
+    _log(task, "stderr", stderr)
     code = exc.exit_code
-    if code in _SIGNALLED:  # before the Python case: a killed step raised nothing
-        return _exec_failed(task, exc, mask)
-    if task.step.func is not None:  # the shim exits 1 after printing the traceback
-        return _raised(task, exc, mask)
+    if how.startswith("died "):  # before the signal's case: its code is the step's own
+        return _died(task, int(how.removeprefix("died ")), _tails(mask, stdout, stderr))
+    if code in _SIGNALLED:
+        return _exec_failed(task, code, _tails(mask, stdout, stderr))
+    if how == "raised":
+        return _raised(task, code, mask(stderr), _tails(mask, stdout, stderr))
     return Outcome(exit_code=code)
 
 
-def _raised(task: Task, exc: Any, mask: _Mask) -> StepFailed:
+def _tails(mask: _Mask, stdout: str, stderr: str) -> dict[str, str]:
+    """A StepFailed's ``stdout_tail`` and ``stderr_tail``, masked."""
+    return {"stdout_tail": mask(stdout)[-_TAIL:], "stderr_tail": mask(stderr)[-_TAIL:]}
+
+
+def _died(task: Task, code: int, tails: dict[str, str]) -> StepFailed:
+    """The step's process ended without returning, raising or sys.exit(): os._exit()
+    or native code calling exit() ended it mid-step, with no result; an exit code of 0
+    must not make it a success (the shim's exec fails, so the engine caches nothing)."""
+    return StepFailed(
+        f"step {task.step.name!r}: its process in the container exited with code {code} "
+        "before returning a result (os._exit() or a native exit() ends it so); end the "
+        "step by returning, raising or sys.exit() instead",
+        step=task.step.name, exit_code=code, masked=True, **tails,
+    )
+
+
+def _raised(task: Task, code: int, stderr: str, tails: dict[str, str]) -> StepFailed:
     """A Python step's failure, ending with its exception's line as the local
     executor's message is that line ("ValueError: bad input row 42")."""
-    stderr = mask(exc.stderr or "")
-    raised = _exception_line(stderr)
+    raised = _exception_line(stderr)  # (all of it: a long traceback's head is not in a tail)
     return StepFailed(
-        f"step {task.step.name!r}: the Python function raised (exit code {exc.exit_code})"
+        f"step {task.step.name!r}: the Python function raised (exit code {code})"
         + (f": {raised}" if raised else "; see its stderr"),
-        step=task.step.name, exit_code=exc.exit_code,
-        stdout_tail=mask(exc.stdout or "")[-_TAIL:],
-        stderr_tail=stderr[-_TAIL:], masked=True,
+        step=task.step.name, exit_code=code, masked=True, **tails,
     )
 
 
@@ -297,18 +319,15 @@ def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:
     return exc
 
 
-def _exec_failed(task: Task, exc: Any, mask: _Mask) -> StepFailed:
+def _exec_failed(task: Task, code: int, tails: dict[str, str]) -> StepFailed:
     """A step killed by a signal: its code, the signal's name and its last stderr line."""
-    stderr = mask(exc.stderr or "")
-    last = stderr.strip().splitlines()[-1:]
+    last = tails["stderr_tail"].strip().splitlines()[-1:]
     return StepFailed(
-        f"step {task.step.name!r} exited with code {exc.exit_code} "
-        f"({_signal_words(exc.exit_code)})" + (f": {last[0]}" if last else ""),
-        step=task.step.name,
-        exit_code=exc.exit_code,
-        stdout_tail=mask(exc.stdout or "")[-_TAIL:],
-        stderr_tail=stderr[-_TAIL:],
+        f"step {task.step.name!r} exited with code {code} "
+        f"({_signal_words(code)})" + (f": {last[0]}" if last else ""),
+        step=task.step.name, exit_code=code,
         masked=True,  # (its stderr line is: not the exit code)
+        **tails,
     )
 
 

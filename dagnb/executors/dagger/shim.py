@@ -9,6 +9,14 @@ the ``pathlib.Path`` of its folder, as on the local executor), calls the functio
 (coroutines through ``asyncio.run``) and writes the return value to ``$DAGNB_OUT`` as
 JSON when it round-trips exactly, pickle otherwise (the rule of :mod:`dagnb.model.results`).
 
+The function runs in a forked child, which tells the shim through a pipe how it ended:
+returned, raised, or ``sys.exit()`` (which ends the step as a script: 0 succeeds with
+no result, as on the local executor). A child that ends without telling, by
+``os._exit()`` or a native ``exit()``, made no result: the shim fails the exec whatever
+its exit code (0 too, or the engine would cache the exec and dagnb store it) and says so
+on its last stderr line, as it does for a function that raised (:func:`ending`). The
+success path costs the engine no query more than before; a fork, no second interpreter.
+
 Globals the function reads travel by value, as the cache key counts them: a literal as
 its ``repr``, anything else (a set, a DataFrame, a compiled regex) pickled into the
 module. One that cannot be (a lock, a client, an object of a class defined beside the
@@ -38,7 +46,8 @@ from dagnb.fingerprint import loaded_globals
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step
 
-__all__ = ["SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE", "python_argv", "python_files"]
+__all__ = ["SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE", "ending", "python_argv",
+           "python_files"]
 
 SOURCE_PATH = "/dagnb/step/step_source.py"
 SHIM_PATH = "/dagnb/step/shim.py"
@@ -47,13 +56,21 @@ SHIM_PATH = "/dagnb/step/shim.py"
 TRAVELS_AS_SOURCE = "_dagnb_travels_as_source"
 _PROTOCOL = 4  # pickled globals: readable by any python3 an image may have (3.4+)
 _FIX = "pass it as a parameter, or define it inside the function"
+# Starts the shim's last stderr line when the step raised or ended without telling it
+# how (:func:`ending`); the executor takes the line out of the step's output.
+_MARKER = "dagnb-step-ended: "
 
 _SHIM = '''\
-"""dagnb's container shim: call one step function under the dagnb step contract."""
-import asyncio, importlib.util, inspect, json, math, os, pathlib, pickle, sys
+"""dagnb's container shim: call one step function under the dagnb step contract.
+
+The step runs in a forked child that tells this process, through a pipe, how it ended;
+one that ends without telling (os._exit(), a native exit()) made no result, and its
+exec must not succeed, or the engine would cache it."""
+import asyncio, importlib.util, inspect, json, math, os, pathlib, pickle, signal, sys
 import traceback
 
 SPEC = json.loads(%(spec)r)
+MARKER = %(marker)r
 
 
 def load_function():
@@ -122,12 +139,61 @@ def report(exc):
     traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
 
 
-if __name__ == "__main__":
+def run_step(channel):
+    """In the child: the step, then how it ended, told on ``channel``; sys.exit() ends
+    it as it ends a script (its status, a text printed)."""
     try:
         main()
-    except Exception as exc:
+    except SystemExit:
+        os.write(channel, b"exit")
+        raise
+    except BaseException as exc:
         report(exc)
+        os.write(channel, b"raised")
         sys.exit(1)
+    os.write(channel, b"returned")
+    sys.exit(0)
+
+
+def forward_signals(pid):
+    """SIGTERM and SIGINT reach the step, as they would without the fork."""
+    def send(number, frame):
+        try:
+            os.kill(pid, number)
+        except OSError:  # it has ended
+            pass
+
+    for number in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(number, send)
+
+
+def supervise():
+    """The exit status of the step's child; a line for the executor when it raised or
+    ended without telling."""
+    reader, channel = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(reader)
+        run_step(channel)
+    os.close(channel)
+    forward_signals(pid)
+    status = os.waitpid(pid, 0)[1]
+    if os.WIFSIGNALED(status):
+        return 128 + os.WTERMSIG(status)  # as a shell reports a killed command
+    code = os.WEXITSTATUS(status)
+    os.set_blocking(reader, False)  # a process the step left may hold the pipe open
+    try:
+        told = os.read(reader, 64).decode()
+    except BlockingIOError:
+        told = ""
+    if told in ("returned", "exit"):
+        return code
+    print(MARKER + (told or "died %%d" %% code), file=sys.stderr, flush=True)
+    return code or 1
+
+
+if __name__ == "__main__":
+    sys.exit(supervise())
 '''
 
 
@@ -139,13 +205,24 @@ def python_files(step: Step, inputs: list[str],
     if func is None:
         raise InvalidStepError(f"step {step.name!r} has no Python function")
     spec = {"source": SOURCE_PATH, "function": func.__name__, "inputs": sorted(inputs)}
-    shim = _SHIM % {"spec": json.dumps(spec)}
+    shim = _SHIM % {"spec": json.dumps(spec), "marker": _MARKER}
     return {SOURCE_PATH: function_module(func, step.name, secrets), SHIM_PATH: shim}
 
 
 def python_argv() -> list[str]:
     """The command that runs the shim with the image's own interpreter."""
     return ["python3", SHIM_PATH]
+
+
+def ending(stderr: str) -> tuple[str, str]:
+    """How a failed Python step ended, as the shim's last stderr line says: "raised",
+    "died <exit code>" (it ended without telling: os._exit()), "" for an exit the step
+    chose (sys.exit()); and its stderr without that line."""
+    text = stderr.removesuffix("\n")
+    cut = text.rfind(_MARKER)  # (not always a line's start: the step's may be unended)
+    if cut < 0 or "\n" in text[cut:]:
+        return stderr, ""
+    return text[:cut], text[cut + len(_MARKER):]
 
 
 def function_module(func: Callable[..., Any], step: str,
