@@ -448,13 +448,15 @@ def test_a_function_that_does_not_pickle_fails_with_the_fix(on_dask):
     assert "lock" in error
 
 
-def test_a_step_from_a_module_the_workers_lack_fails_naming_it_and_the_fix(
+def test_a_step_from_a_package_the_workers_lack_fails_naming_it_and_the_fix(
         on_dask, monkeypatch):
     import importlib
     import sys
 
-    lib = on_dask / "lib"  # on this machine's path only: the workers started before
-    lib.mkdir()
+    # installed on this machine only (the workers started before): a library, whose
+    # code does not travel with the step as the project's own modules' does
+    lib = on_dask / "lib"
+    (lib / "dagnb_client_only-1.0.dist-info").mkdir(parents=True)
     (lib / "dagnb_client_only.py").write_text("def fit():\n    return 42\n")
     monkeypatch.syspath_prepend(str(lib))
     try:

@@ -3,7 +3,9 @@
 What runs where. A step with ``executor="dask"`` is a Python function; each attempt of it
 is one dask task. The runner, the cache and the shell steps stay on this machine: the
 function and its arguments (upstream results, params) travel to a worker by value
-(cloudpickle), its return value travels back by value and is cached here like any other.
+(cloudpickle), with the source of the project's own modules it uses (a helper beside
+the workflow or the notebook, a package of the project: :mod:`.shipped`), which workers
+need not have; its return value travels back by value and is cached here like any other.
 Both travel as frames (:mod:`dagnb.executors.wire`), an array's data uncopied; a payload
 over 1 MB is scattered to a worker ahead of its task, and with its own LocalCluster the
 client sends and gathers straight from the workers, not through the scheduler, which runs
@@ -99,7 +101,7 @@ from typing import Any, ClassVar
 
 from dagnb.config import context, settings
 from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError, exception_line
-from dagnb.executors import wire
+from dagnb.executors import shipped, wire
 from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
 from dagnb.executors.workdir import workdir_of
@@ -265,10 +267,11 @@ def _send_by_value(func: Any) -> None:
 
 
 def _pack(call: Any, raw: list[Any]) -> list[wire.Frame]:
-    """``call``, the ``raw`` values and the sources of the code sent by value, as frames:
-    cloudpickle, but keeping the file names of that code (cloudpickle writes
-    ``<dynamic-code>``) and those files' lines, so that a traceback on a worker names the
-    notebook cell or file and shows the line, as it would here."""
+    """``call``, the ``raw`` values, the sources of the code sent by value and the
+    project's modules the call reaches (:mod:`.shipped`), as frames: cloudpickle, but
+    keeping the file names of that code (cloudpickle writes ``<dynamic-code>``) and
+    those files' lines, so that a traceback on a worker names the notebook cell or file
+    and shows the line, as it would here."""
     import linecache
     import types
     from collections import ChainMap
@@ -276,9 +279,8 @@ def _pack(call: Any, raw: list[Any]) -> list[wire.Frame]:
     import cloudpickle
 
     sources: dict[str, list[str]] = {}  # (filled as ``call`` is pickled: packed after it)
+    reached = shipped.Reached()
     code_reduce = getattr(cloudpickle.cloudpickle, "_code_reduce", None)  # private there
-    if code_reduce is None:
-        return wire.pack([call, *raw, sources], cloudpickle.Pickler)
 
     def reduce_code(code: types.CodeType) -> Any:
         make, args = code_reduce(code)
@@ -287,10 +289,19 @@ def _pack(call: Any, raw: list[Any]) -> list[wire.Frame]:
 
     class Pickler(cloudpickle.Pickler):
         dispatch_table: ClassVar[ChainMap[Any, Any]] = ChainMap(
-            {types.CodeType: reduce_code}, cloudpickle.Pickler.dispatch_table
+            {types.CodeType: reduce_code} if code_reduce else {},
+            cloudpickle.Pickler.dispatch_table,
         )
 
-    return wire.pack([call, *raw, sources], Pickler)
+        def reducer_override(self, obj: Any) -> Any:
+            reached.note(obj)
+            return super().reducer_override(obj)
+
+    def values() -> Any:  # (the modules last: known once ``call`` is pickled)
+        yield from (call, *raw, sources)
+        yield shipped.project_sources(reached.names)
+
+    return wire.pack(values(), Pickler)
 
 
 def _key(task: Task) -> str:
@@ -1094,8 +1105,10 @@ def child_main() -> None:
     _die_with(worker)
     _tag_lines()
     sys.path[:] = [p for p in paths if p] + [p for p in sys.path if p not in paths]
+    *loads, load_modules = wire.loaders(wire.read(sys.stdin.buffer))
+    shipped.serve(load_modules())  # (before the rest: unpickling it imports them)
     try:
-        (func, kwargs, spec, raw), *values, sources = wire.unpack(wire.read(sys.stdin.buffer))
+        (func, kwargs, spec, raw), *values, sources = [load() for load in loads]
     except ModuleNotFoundError as exc:
         _write_report(_missing_module(exc))
         return

@@ -16,7 +16,7 @@ import pickle
 from collections.abc import Callable, Iterable
 from typing import IO, Any
 
-__all__ = ["Frame", "is_frame", "nbytes", "pack", "read", "unpack", "write"]
+__all__ = ["Frame", "is_frame", "loaders", "nbytes", "pack", "read", "unpack", "write"]
 
 Frame = bytes | bytearray | memoryview
 _RAW = {"bytes": bytes, "bytearray": bytearray}  # values that are frames themselves
@@ -57,18 +57,30 @@ def pack(values: Iterable[Any], pickler: Callable[..., pickle.Pickler] = pickle.
 def unpack(frames: list[Frame]) -> list[Any]:
     """The values :func:`pack` made ``frames`` of: arrays are views of their frames,
     writable or not as they were."""
-    values, at = [], 1
+    return [load() for load in loaders(frames)]
+
+
+def loaders(frames: list[Frame]) -> list[Callable[[], Any]]:
+    """A function per value of ``frames`` that makes it, to be called in any order: a
+    value packed last may be needed to load those before it."""
+    import functools
+
+    found: list[Callable[[], Any]] = []
+    at = 1
     for kind, writable in pickle.loads(frames[0]):
         if kind in _RAW:
-            frame = frames[at]
-            values.append(frame if type(frame) is _RAW[kind] else _RAW[kind](frame))
+            found.append(functools.partial(_raw, frames[at], _RAW[kind]))
             at += 1
             continue
         buffers = [_flagged(frame, flag)
                    for frame, flag in zip(frames[at + 1:], writable, strict=False)]
-        values.append(pickle.loads(frames[at], buffers=buffers))
+        found.append(functools.partial(pickle.loads, frames[at], buffers=buffers))
         at += 1 + len(writable)
-    return values
+    return found
+
+
+def _raw(frame: Frame, kind: type) -> Any:
+    return frame if type(frame) is kind else kind(frame)
 
 
 def _flagged(frame: Frame, writable: bool) -> memoryview:

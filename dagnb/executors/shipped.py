@@ -1,0 +1,233 @@
+"""The user's own modules, sent with a step to a process that may not import them.
+
+A dask worker has the client's third-party packages, not the project's files: a step
+whose function used ``helpers`` (a module beside the workflow or the notebook, or a
+package of the project) failed there with ModuleNotFoundError, unless the worker had
+been started in the project's folder. cloudpickle sends the functions of ``__main__`` (a
+notebook) by value and refers to everything else by module name. So, while a step is
+pickled, :class:`Reached` notes the modules it refers to, and those that code sent by
+value imports in its body; :func:`project_sources` keeps the user's among them (not
+Python's, an installed package's or dagnb's), with the project modules they import in
+turn and their packages, as source text. The step's process on the worker imports them
+from that text (:func:`serve`), ahead of its own path: it runs the code the client keyed
+the step on, not an older copy on the worker's disk, and a new process per attempt
+imports them afresh.
+
+Sources rather than ``cloudpickle.register_pickle_by_value``: that pickles a module's
+whole namespace, with what its top level made (a lock or a client does not pickle, a
+token read from the environment would travel in plain text). Here a module's top level
+runs on the worker, as an import there would run it, and only the modules the step
+reaches travel, not every file of the project.
+"""
+
+from __future__ import annotations
+
+import ast
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import linecache
+import os
+import sys
+import types
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from dagnb.fingerprint.modules import body_imports
+from dagnb.fingerprint.sources import _in_libraries  # (the key's own line: the same modules)
+
+__all__ = ["Reached", "Shipped", "project_sources", "serve"]
+
+# A module's file, its source (None: a namespace package) and, for a package, its folders
+Shipped = tuple[str, bytes | None, list[str] | None]
+_NOT_SHIPPED = frozenset({"__main__", "__mp_main__"})  # (cloudpickle sends those by value)
+
+
+class Reached:
+    """The names of the modules a pickle refers to (a class's, a function's, a module
+    object's) and those imported in the bodies of the functions it holds."""
+
+    __slots__ = ("names",)
+
+    def __init__(self) -> None:
+        self.names: set[str] = set()
+
+    def note(self, obj: Any) -> None:
+        """Called by the pickler for each object it reduces."""
+        if isinstance(obj, types.ModuleType):
+            self.names.add(obj.__name__)
+        elif isinstance(obj, (type, types.FunctionType)):
+            module = getattr(obj, "__module__", None)
+            if isinstance(module, str):
+                self.names.add(module)
+        if isinstance(obj, types.FunctionType):
+            package = obj.__globals__.get("__package__")
+            self.names.update(body_imports(obj.__code__, package))
+
+
+def project_sources(names: Iterable[str]) -> dict[str, Shipped]:
+    """The user's modules among ``names``, with their packages and the project modules
+    they import (anywhere in their text), by module name."""
+    by_value = set(_registered_by_value())
+    shipped: dict[str, Shipped] = {}
+    pending = list(names)
+    while pending:
+        name = pending.pop()
+        if name in shipped or name in _NOT_SHIPPED or _top(name) in by_value:
+            continue
+        found = _project_module(name)
+        if found is None:
+            continue
+        shipped[name] = found
+        pending += _parents(name)
+        if found[1] is not None:
+            pending += _source_imports(found[1], name, is_package=found[2] is not None)
+    return shipped
+
+
+def _registered_by_value() -> list[str]:
+    import cloudpickle
+
+    return list(cloudpickle.list_registry_pickle_by_value())
+
+
+def _top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def _parents(name: str) -> list[str]:
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
+
+
+def _project_module(name: str) -> Shipped | None:
+    """``name``'s file, source and folders if it is the user's Python source (imported
+    here or not yet), or a namespace package of the user's; else None."""
+    module = sys.modules.get(name)
+    if isinstance(module, types.ModuleType):
+        file, folders = getattr(module, "__file__", None), getattr(module, "__path__", None)
+    else:
+        file, folders = _location(name)
+    if file is None:  # a namespace package (a folder without __init__.py), or built in
+        found = list(dict.fromkeys(str(folder) for folder in folders or ()))
+        if found and not any(map(_in_libraries, found)):
+            return "", None, found
+        return None
+    if not isinstance(file, str) or not file.endswith(".py") or _in_libraries(file):
+        return None
+    return _read(file)
+
+
+def _location(name: str) -> tuple[str | None, list[str] | None]:
+    """The file and folders of a module not imported here yet (one imported in a
+    function's body), found as the import system would, without importing it."""
+    folders: list[str] | None = None
+    spec = None
+    for part in name.split("."):
+        try:
+            spec = importlib.machinery.PathFinder.find_spec(part, folders)
+        except (ImportError, ValueError):
+            return None, None
+        if spec is None:
+            return None, None
+        folders = list(spec.submodule_search_locations or ())
+    origin = spec.origin if spec is not None and spec.has_location else None
+    return origin, folders if spec is not None and spec.submodule_search_locations else None
+
+
+def _read(file: str) -> Shipped | None:
+    try:
+        with open(file, "rb") as handle:
+            source = handle.read()
+    except OSError:  # (gone since its import: the worker's own copy, if any, serves)
+        return None
+    is_package = os.path.basename(file) == "__init__.py"
+    return file, source, [os.path.dirname(file)] if is_package else None
+
+
+def _source_imports(source: bytes, name: str, is_package: bool) -> Iterator[str]:
+    """The absolute names a module's text imports: ``from pkg import sub`` gives
+    ``pkg.sub`` too (a submodule, or else a name found in no file)."""
+    package = name if is_package else name.rpartition(".")[0]
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):  # (its import on the worker will say so)
+        return
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            base = _absolute(node.module or "", node.level, package)
+            if base is None:
+                continue
+            yield base
+            if _may_be_the_users(base):
+                yield from (f"{base}.{alias.name}" for alias in node.names if alias.name != "*")
+
+
+def _absolute(name: str, level: int, package: str) -> str | None:
+    if not level:
+        return name
+    try:
+        return importlib.util.resolve_name("." * level + name, package)
+    except (ImportError, ValueError):  # (a relative import above the top package)
+        return None
+
+
+def _may_be_the_users(name: str) -> bool:
+    """Whether ``name`` may be a package of the user's, whose submodules are worth
+    looking for: not one imported here from a library's file."""
+    file = getattr(sys.modules.get(name), "__file__", None)
+    return file is None or not _in_libraries(file)
+
+
+# -- on the worker --------------------------------------------------------------------
+def serve(modules: dict[str, Shipped]) -> None:
+    """Import ``modules`` from their shipped text in this process, ahead of its path;
+    tracebacks show their lines (though no such file is here)."""
+    if not modules:
+        return
+    for file, source, _ in modules.values():
+        if source is not None:
+            lines = importlib.util.decode_source(source).splitlines(keepends=True)
+            linecache.cache[file] = (len(source), None, lines, file)
+    sys.meta_path.insert(0, _Finder(modules))
+
+
+class _Finder(importlib.abc.MetaPathFinder):
+    """Finds the shipped modules, by name."""
+
+    def __init__(self, modules: dict[str, Shipped]) -> None:
+        self.modules = modules
+
+    def find_spec(self, fullname: str, path: Any = None, target: Any = None,
+                  ) -> importlib.machinery.ModuleSpec | None:
+        found = self.modules.get(fullname)
+        if found is None:
+            return None
+        file, source, folders = found
+        if source is None:  # a namespace package: the import system makes it
+            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
+            spec.submodule_search_locations = folders
+            return spec
+        # (a package's folders stay searched: a submodule it imports by a computed
+        # name, which no text names, is found there on a shared disk)
+        return importlib.util.spec_from_file_location(
+            fullname, file, loader=_Source(file, source), submodule_search_locations=folders)
+
+
+class _Source(importlib.abc.SourceLoader):
+    """Loads a module from its shipped text; other files (a package's data) from
+    disk. No bytecode is cached: it has no file's time to be checked against."""
+
+    def __init__(self, file: str, source: bytes) -> None:
+        self.file, self.source = file, source
+
+    def get_filename(self, fullname: str) -> str:
+        return self.file
+
+    def get_data(self, path: str) -> bytes:
+        if path == self.file:
+            return self.source
+        with open(path, "rb") as handle:
+            return handle.read()

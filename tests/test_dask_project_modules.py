@@ -1,0 +1,191 @@
+"""A dask step whose code uses the project's own modules (a helper beside the workflow or
+the notebook, a package folder) on a cluster of the user's: a scheduler and a worker
+started as processes of their own, in a folder of their own, with a PYTHONPATH holding
+dagnb alone, so that nothing of the project is importable there. The modules travel with
+the step (:mod:`dagnb.executors.shipped`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import dagnb
+from dagnb.executors import dask as dask_executor
+from dagnb.testing import wait_until
+from dagnb.workflows.loader import load
+
+distributed = pytest.importorskip("distributed")
+pytestmark = pytest.mark.slow
+
+HELPERS = "VERSION = {version}\n\ndef make(n):\n    return [VERSION] * n\n"
+STEPS = """\
+import os
+
+import helpers
+from shapes.area import square
+
+
+def fit():
+    import units  # (in the body: imported on the worker only when the step runs)
+    return {"made": helpers.make(2), "area": square(3), "unit": units.UNIT,
+            "pid": os.getpid()}
+
+
+def fail():
+    helpers.explode()
+"""
+
+
+@pytest.fixture(scope="module")
+def scheduler(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The address of a scheduler with one worker (one thread), both started with
+    ``python -m dask`` in a folder of their own; they live for the module's tests."""
+    home = tmp_path_factory.mktemp("cluster")
+    env = {name: value for name, value in os.environ.items() if not name.startswith("DAGNB_")}
+    env["PYTHONPATH"] = str(Path(dagnb.__file__).resolve().parents[1])  # dagnb only
+    file = home / "scheduler.json"
+    started = [_dask(home, env, "scheduler", "--scheduler-file", file, "--port", "0",
+                     "--dashboard-address", ":0")]
+    try:
+        assert wait_until(file.exists, timeout=60), "the dask scheduler did not start"
+        started.append(_dask(home, env, "worker", "--scheduler-file", file, "--nworkers",
+                             "1", "--nthreads", "1", "--no-dashboard"))
+        address = json.loads(file.read_text())["address"]
+        with distributed.Client(address, set_as_default=False) as client:
+            client.wait_for_workers(1, timeout=60)
+        yield address
+    finally:
+        for process in reversed(started):
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def _dask(home: Path, env: dict[str, str], *args: object) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "dask", *map(str, args)], cwd=home,
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def project(scheduler: str, workdir: Path) -> Iterator[Path]:
+    """A workflow folder whose steps module imports a helper module beside it, a package
+    folder and (in a function's body) a module of a namespace package; the context's dask
+    steps go to the module's cluster."""
+    flow = workdir / "workflows"
+    (flow / "shapes").mkdir(parents=True)
+    (flow / "helpers.py").write_text(HELPERS.format(version=1))
+    (flow / "shapes" / "__init__.py").write_text("")
+    (flow / "shapes" / "area.py").write_text(
+        "from .sides import SIDES\n\ndef square(side):\n    return side ** SIDES\n")
+    (flow / "shapes" / "sides.py").write_text("SIDES = 2\n")
+    (flow / "units.py").write_text("UNIT = 'cm'\n")
+    (flow / "steps.py").write_text(STEPS)
+    (flow / "flow.yml").write_text(
+        "defaults: {executor: dask, retries: 0}\n"
+        "steps:\n  fit: {python: 'steps.py:fit'}\n  fail: {python: 'steps.py:fail'}\n")
+    dagnb.configure(dask_scheduler=scheduler)
+    yield flow
+    dask_executor.close()
+    for name in ("helpers", "units", "shapes", "shapes.area", "shapes.sides"):
+        sys.modules.pop(name, None)
+
+
+def test_a_workflow_step_using_the_project_s_modules_runs_on_a_cluster_without_them(project):
+    run = load(project / "flow.yml").run("fit")
+    assert run.states() == {"fit": "succeeded"}, run.status_rows()["fit"]["error"]
+    found = run.result("fit")
+    assert found["pid"] != os.getpid()
+    assert (found["made"], found["area"], found["unit"]) == ([1, 1], 9, "cm")
+
+
+def test_a_traceback_through_a_shipped_module_shows_its_file_and_line(project):
+    with open(project / "helpers.py", "a") as handle:
+        handle.write("\ndef explode():\n    raise ValueError('no rows today')\n")
+    run = load(project / "flow.yml").run("fail")
+    assert run.states() == {"fail": "failed"}
+    lines = run.logs("fail", stream="stderr")["line"].tolist()
+    assert f'  File "{project / "helpers.py"}", line 7, in explode' in lines, lines
+    assert "    raise ValueError('no rows today')" in lines
+
+
+RUN_FIT = """\
+import json, dagnb
+from dagnb.workflows.loader import load
+run = load("workflows/flow.yml").run("fit")
+made = run.result("fit") if run.states()["fit"] != "failed" else None
+print(json.dumps({"state": run.states()["fit"], "fit": made}))
+"""
+
+
+def run_fit_in_a_new_process(project: Path, scheduler: str) -> dict:
+    """``fit`` run by a client process of its own, as ``dagnb run`` runs it."""
+    env = {**os.environ, "DAGNB_DASK_SCHEDULER": scheduler}
+    done = subprocess.run([sys.executable, "-c", RUN_FIT], cwd=project.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_helper_changed_between_runs_runs_again_with_its_new_code_on_the_same_workers(
+        project, scheduler):
+    first = run_fit_in_a_new_process(project, scheduler)
+    (project / "helpers.py").write_text(HELPERS.format(version=2))
+    second = run_fit_in_a_new_process(project, scheduler)
+    third = run_fit_in_a_new_process(project, scheduler)
+    assert first["state"] == "succeeded" and first["fit"]["made"] == [1, 1]
+    assert second["state"] == "succeeded"  # not served v1's result: it ran,
+    assert second["fit"]["made"] == [2, 2]  # with v2, on the workers that ran v1
+    assert third["state"] == "cached" and third["fit"]["made"] == [2, 2]
+
+
+def test_the_cli_runs_a_workflow_step_using_a_helper_module_on_the_user_s_cluster(
+        project, scheduler):
+    env = {**os.environ, "DAGNB_DASK_SCHEDULER": scheduler}
+    done = subprocess.run([sys.executable, "-m", "dagnb", "run", "workflows/flow.yml",
+                           "--target", "fit"], cwd=project.parent, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 succeeded" in done.stdout
+
+
+def test_only_the_project_s_modules_the_step_reaches_travel(project, monkeypatch):
+    from dagnb.executors import wire
+
+    (project / "unrelated.py").write_text("TOKEN = 'not for the cluster'\n")
+    monkeypatch.syspath_prepend(str(project))
+    import unrelated  # noqa: F401  (imported here, as a notebook may: not the step's)
+
+    fit = load(project / "flow.yml")["fit"].func
+    dask_executor._send_by_value(fit)  # (as a payload is made: see _payload)
+    frames = dask_executor._pack((fit, {}, {}, []), [])
+    modules = wire.loaders(frames)[-1]()
+    sys.modules.pop("unrelated", None)
+    assert sorted(modules) == ["helpers", "shapes", "shapes.area", "shapes.sides", "units"]
+    assert modules["helpers"][1] == (project / "helpers.py").read_bytes()
+
+
+def test_a_notebook_cell_on_dask_uses_a_module_beside_the_notebook(scheduler, tmp_path):
+    from nbclient import NotebookClient
+
+    (tmp_path / "helpers.py").write_text(HELPERS.format(version=5))
+    cells = ["%load_ext dagnb",
+             f"import dagnb\ndagnb.configure(dask_scheduler={scheduler!r})",
+             "import os\nimport helpers\nfrom helpers import make",
+             "%%dagger fit --python --executor dask --outputs v\n"
+             "v = (helpers.make(1), make(2), os.getpid())",
+             "print('result', v[:2], v[2] != os.getpid())"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        NotebookClient(notebook, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    assert "result ([5], [5, 5]) True" in printed, notebook.cells[-2].outputs
