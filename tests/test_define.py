@@ -93,6 +93,11 @@ def test_remove_refuses_while_other_steps_need_it_naming_them(shell):
     assert names() == ["a", "b", "c"]
     assert shell.run_line_magic("dagger", "remove b") == "removed step 'b'; the graph has 2 steps"
     assert names() == ["a", "c"]
+    shell.run_line_magic("dagger", "remove c")
+    assert shell.run_line_magic("dagger", "remove a") == "removed step 'a'; the graph has 0 steps"
+    cell(shell, "d --define-only")
+    cell(shell, "e --define-only")
+    assert shell.run_line_magic("dagger", "remove e") == "removed step 'e'; the graph has 1 step"
 
 
 def test_remove_forgets_the_published_result(shell):

@@ -563,6 +563,30 @@ def test_help_is_written_for_users(shell):
     assert "Define a step from this cell" in cell_help
 
 
+def test_help_lists_every_option_of_dagger_run(shell):
+    """%dagger? is the one place a user reads %dagger run's options (the README says
+    --skip-cache and --[no-]enable-retry work there too)."""
+    from dagnb.notebook.magics import _cmd_run
+
+    line_help = shell.find_line_magic("dagger").__doc__
+    options = [s for action in _cmd_run.parser._actions for s in action.option_strings
+               if s not in ("-h", "--help")]
+
+    def shown(option):  # (a switch's two spellings may be written --[no-]NAME)
+        switch = "--[no-]" + option.removeprefix("--no-").removeprefix("--")
+        return f"[{option}" in line_help or f" {option}]" in line_help or switch in line_help
+
+    assert [o for o in options if not shown(o)] == []
+
+
+def test_a_bare_dagger_names_every_command(shell):
+    from dagnb.notebook.magics import _COMMANDS
+
+    with pytest.raises(UsageError) as error:
+        line(shell, "")
+    assert [c for c in _COMMANDS if c not in str(error.value)] == []
+
+
 # -- background, loops, interrupts --------------------------------------------------
 def test_background_returns_at_once_and_publishes(shell):
     started = time.monotonic()

@@ -308,7 +308,8 @@ class DaggerMagics(Magics):
         Commands::
 
             %dagger run [NAMES ...] [--only-failed] [--tags A,B] [--max-concurrency N]
-                        [--refresh] [--cache-mode MODE] [--background] [--no-raise]
+                        [--refresh | --skip-cache] [--cache-mode MODE] [--background]
+                        [--no-raise] [--[no-]enable-retry] [--[no-]use-circuit-breaker]
                                                       run steps (all by default)
             %dagger status                            every step: its latest state
             %dagger history                           every run of the session
@@ -331,8 +332,7 @@ class DaggerMagics(Magics):
         """
         words = split_words(line)
         if not words:
-            raise UsageError("%dagger needs a command: run, status, logs, graph, plan, "
-                             "cache, services, images, save, load, remove, reset or config "
+            raise UsageError(f"%dagger needs a command, one of {', '.join(_COMMANDS)} "
                              "(see %dagger?)")
         command, rest = words[0], shlex.join(words[1:])
         handler = _COMMANDS.get(command)
@@ -535,7 +535,8 @@ def _cmd_load(self: DaggerMagics, rest: str) -> Text:
 def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
     name = _one_word(rest, "remove", "NAME")
     self.session.remove(name)
-    return Text(f"removed step {name!r}; the graph has {len(self.session.graph)} steps")
+    count = len(self.session.graph)
+    return Text(f"removed step {name!r}; the graph has {count} step{'' if count == 1 else 's'}")
 
 
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
@@ -554,12 +555,12 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
     return pd.DataFrame({"setting": list(values), "value": [repr(v) for v in values.values()]})
 
 
+# (in %dagger?'s order: a bare %dagger lists them so)
 _COMMANDS: dict[str, Callable[[DaggerMagics, str], Any]] = {
-    "run": _cmd_run, "status": _cmd_status, "logs": _cmd_logs, "graph": _cmd_graph,
-    "history": _cmd_history,
-    "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services, "save": _cmd_save,
-    "load": _cmd_load, "remove": _cmd_remove, "reset": _cmd_reset, "config": _cmd_config,
-    "images": _cmd_images,
+    "run": _cmd_run, "status": _cmd_status, "history": _cmd_history, "logs": _cmd_logs,
+    "graph": _cmd_graph, "plan": _cmd_plan, "cache": _cmd_cache, "services": _cmd_services,
+    "images": _cmd_images, "save": _cmd_save, "load": _cmd_load, "remove": _cmd_remove,
+    "reset": _cmd_reset, "config": _cmd_config,
 }
 
 
