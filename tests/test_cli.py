@@ -628,6 +628,30 @@ def _subcommands(parser: argparse.ArgumentParser) -> dict[str, argparse.Argument
                 if isinstance(action, argparse._SubParsersAction))
 
 
+def test_run_validate_and_graph_help_describe_every_option_and_take_notebooks():
+    """`dagnb run --help` left --max-concurrency and --executor bare, said the cache
+    folder defaults to .dagnb_cache (it is the cache_directory setting), and the
+    command's description said YAML workflows only, though run, validate and graph read
+    notebooks."""
+    parser = build_parser()
+    assert "notebooks" in parser.description
+    commands = _subcommands(parser)
+    for name in ("run", "validate", "graph"):
+        bare = [a.dest for a in commands[name]._actions if not a.help]
+        assert bare == [], (name, bare)
+    cache_dir = next(a for a in commands["run"]._actions if a.dest == "cache_dir")
+    assert "cache_directory setting" in cache_dir.help
+
+
+def test_run_caches_in_the_cache_directory_setting_as_its_help_says(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()  # (the config search stops at the repository root)
+    (tmp_path / "dagnb.yaml").write_text("workflow_defaults:\n  cache_directory: shared\n")
+    (tmp_path / "w.yml").write_text("name: w\nsteps:\n  a:\n    run: echo a\n")
+    done = dagnb("run", "w.yml", "--executor", "local", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "shared").is_dir() and not (tmp_path / ".dagnb_cache").exists()
+
+
 def test_every_cache_option_help_is_a_whole_phrase(capsys):
     """push --check's help ended '...without it, a file is there if its size is'."""
     actions = _subcommands(_subcommands(build_parser())["cache"])

@@ -1,4 +1,4 @@
-"""The ``dagnb`` command: run, check and show YAML workflows outside notebooks.
+"""The ``dagnb`` command: run, check and show workflows (YAML files, or notebooks run headless).
 
 ::
 
@@ -57,12 +57,15 @@ def command(name: str) -> Callable[[Callable[[argparse.Namespace], int]], Any]:
     return register
 
 
+_WORKFLOW_HELP = "a workflow YAML file, or a notebook (.ipynb, percent .py)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dagnb", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action=_Version, help="print dagnb's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
-    run.add_argument("workflow", help="a workflow YAML file, or a notebook (.ipynb, percent .py)")
+    run.add_argument("workflow", help=_WORKFLOW_HELP)
     run.add_argument(
         "--target",
         action="append",
@@ -70,15 +73,19 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME",
         help="run this step and its upstream (repeatable)",
     )
-    run.add_argument("--tag", action="append", default=None, help="run steps with this tag")
+    run.add_argument("--tag", action="append", default=None,
+                     help="run steps with this tag and their upstream (repeatable)")
     run.add_argument(
         "--only-failed",
         action="store_true",
         help="run the steps that did not succeed last time (cache makes the rest free), "
              "with the --param values that run was given (a --param given now wins)",
     )
-    run.add_argument("--max-concurrency", type=int, default=None, metavar="N")
-    run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None)
+    run.add_argument("--max-concurrency", type=int, default=None, metavar="N",
+                     help="steps at once (default: the max_concurrent_executions setting)")
+    run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None,
+                     help="where steps run (default: the executor setting); a step's own "
+                          "executor wins")
     run.add_argument("--cache-mode", default=None, metavar="MODE",
                      help="read-write (default), read-only (use hits, write nothing), "
                           "fail-on-miss (exit 2 listing the steps that would run) or off")
@@ -86,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--refresh", action="store_true", help="run every step, overwrite the cache")
     run.add_argument("--timeout", default=None, help="limit for the whole run, e.g. 30m")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
-    run.add_argument("--cache-dir", default=None, help="cache folder (default .dagnb_cache)")
+    run.add_argument("--cache-dir", default=None,
+                     help="cache folder (default: the cache_directory setting, .dagnb_cache)")
     run.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                      help="workflows: set the param NAME of every step that has it (the value "
                           "read as the file reads it; as typed for a param the file gives as "
@@ -98,13 +106,13 @@ def build_parser() -> argparse.ArgumentParser:
                      help="notebooks: write the executed notebook here")
     _add_switches(run)
     validate = sub.add_parser("validate", help="check a workflow without running it")
-    validate.add_argument("workflow")
+    validate.add_argument("workflow", help=_WORKFLOW_HELP)
     validate.add_argument("--explain", action="store_true",
                           help="print the aliases read and the workflow in dagnb's spelling")
     validate.add_argument("--param", "-p", action="append", default=[], metavar="NAME=VALUE",
                           help="check the workflow with this param value, as run sets it")
     graph = sub.add_parser("graph", help="list the steps in order with their needs")
-    graph.add_argument("workflow")
+    graph.add_argument("workflow", help=_WORKFLOW_HELP)
     add_subcommands(sub)
     return parser
 
