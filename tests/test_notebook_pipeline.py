@@ -121,6 +121,11 @@ def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
     assert done.returncode == 1
     assert "about to fail" in done.stdout + done.stderr
     assert any(line.split()[:2] == ["broken", "failed"] for line in done.stdout.splitlines())
+    # the cell's output, echoed on stdout, is not repeated under the error (nbclient's
+    # message holds it): the error is the failed step's tail and RunFailed's line
+    error = done.stderr.split("failed:\n", 1)[1]
+    assert "----- stderr -----" not in error and "%%dagger broken" not in error
+    assert "RunFailed: " in error and "last lines of stderr" in error
 
 
 def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):

@@ -283,10 +283,14 @@ def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
 
 
 def _short_error(exc: Exception) -> str:
-    """The error's last lines (nbclient's message holds the whole cell and traceback)."""
-    text = ANSI.sub("", str(exc))
+    """The error's last lines: nbclient's message holds the cell's source and its
+    printed output (already echoed above it) between rules, then the traceback."""
+    text = ANSI.sub("", str(exc)).rpartition(f"\n{_NBCLIENT_RULE}\n")[2]
     lines = [line for line in text.splitlines() if line.strip()]
     return "\n".join(lines[-12:])
+
+
+_NBCLIENT_RULE = "-" * 18  # (nbclient's exec_err_msg frames the source and output so)
 
 
 def _echo(cell: Any, stream: TextIO) -> None:
