@@ -634,7 +634,7 @@ def test_run_validate_and_graph_help_describe_every_option_and_take_notebooks():
     command's description said YAML workflows only, though run, validate and graph read
     notebooks."""
     parser = build_parser()
-    assert "notebooks" in parser.description
+    assert "notebooks" in parser.description and "``" not in parser.description
     commands = _subcommands(parser)
     for name in ("run", "validate", "graph"):
         bare = [a.dest for a in commands[name]._actions if not a.help]

@@ -183,6 +183,17 @@ def test_dagnb_logs_of_a_cached_step_whose_entry_is_gone_says_to_run_again(tmp_p
     assert done.stderr.endswith("run the workflow again (dagnb run wf.yml) to see its lines\n")
 
 
+def test_dagnb_logs_reads_the_newest_run_that_had_the_step(failed, tmp_path):
+    """As its help says: a later --target run that left the step out is not "the last
+    run" dagnb logs reads; the run before it, which had the step, is."""
+    assert dagnb("run", "wf.yml", "--executor", "local", "--target", "fine",
+                 cwd=tmp_path).returncode == 0
+    done = dagnb("logs", "wf.yml", "dbt", "--tail", "1", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (0, "Done. PASS=3 ERROR=1\n"), done.stderr
+    helped = dagnb("--help", cwd=tmp_path).stdout
+    assert "newest run of a workflow that had it" in " ".join(helped.split())
+
+
 def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     done = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)

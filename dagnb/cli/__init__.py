@@ -61,7 +61,9 @@ _WORKFLOW_HELP = "a workflow YAML file, or a notebook (.ipynb, percent .py)"
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="dagnb", description=__doc__.splitlines()[0])
+    # (the docstring's first line, without its reST quotes: --help prints it as it is)
+    description = __doc__.splitlines()[0].replace("``", "")
+    parser = argparse.ArgumentParser(prog="dagnb", description=description)
     parser.add_argument("--version", action=_Version, help="print dagnb's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")

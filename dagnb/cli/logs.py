@@ -1,4 +1,4 @@
-"""``dagnb logs WORKFLOW STEP``: the lines a step printed in the last run of a workflow.
+"""``dagnb logs WORKFLOW STEP``: the lines a step printed in the newest run that had it.
 
 ``dagnb run`` points here under the last lines of a failed step. The lines come from the
 step's log files in the run's folder (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``,
@@ -37,7 +37,8 @@ __all__ = ["add_parser", "run"]
 
 def add_parser(sub: Any) -> None:
     """Add ``logs`` to the ``dagnb`` parser's subparsers."""
-    logs = sub.add_parser("logs", help="the lines a step printed in the last run of a workflow")
+    logs = sub.add_parser("logs", help="the lines a step printed in the newest run of a "
+                          "workflow that had it")
     logs.add_argument("workflow", help="the workflow file (as given to dagnb run)")
     logs.add_argument("step", help="the step whose lines to show")
     logs.add_argument("--tail", default=None, metavar="N", help="only the last N lines")
