@@ -107,6 +107,23 @@ def test_a_timed_line_that_is_not_one_simple_statement_is_refused(shell):
                        r"%time f\(\)$"):
         cell(shell, "timed --python --outputs v", "v = 1\n%time for i in range(3): pass\n")
 
+@pytest.mark.parametrize("body", ["files = !ls\n", "x = 1\n%env K=1\n",
+                                  "out = %sx echo hi\n"])
+def test_a_dask_cell_that_needs_the_kernel_is_refused_in_one_line(shell, body):
+    """The README: such a cell "needs the kernel and is refused there, with one line
+    saying so"; it used to fail when run, saying a sqlite3.Connection does not pickle."""
+    with pytest.raises(UsageError, match=r"^step 'fit': its cell uses IPython syntax "
+                       r"\(!cmd, %magic\), which needs this kernel, and --executor dask "
+                       r"runs it in a worker's process; write it as Python"):
+        cell(shell, "fit --python --executor dask --define-only", body)
+    assert get_session().graph.names == []
+
+
+def test_a_dask_cell_that_only_times_a_line_is_accepted(shell):
+    cell(shell, "fit --python --executor dask --define-only", "x = %time 1 + 1\n")
+    assert get_session().graph["fit"].executor == "dask"
+
+
 @pytest.mark.parametrize(("body", "word"), [
     ("x = 1\nyield 5\n", "yield"), ("x = 1\nif x:\n    y = yield from [5]\n", "yield from"),
 ])

@@ -42,7 +42,7 @@ from typing import Any
 from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
 from dagnb.model.step import Step, check_name
-from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, timed
+from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
 from dagnb.workflows.published import PUBLISHED_AS
 
@@ -169,12 +169,24 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
     if args.python:
         for key in fields["params"]:
             _python_name(key, "--param", "a --python cell's param (read as a variable)")
+        if args.executor == "dask":
+            _refuse_kernel_lines(name, body)
         fields["func"] = cell_function(  # (an empty namespace, too, is the one given)
             name, body, needs, outputs, {} if namespace is None else namespace,
             params=fields["params"], defined=defined)
     else:
         fields["run"] = _shell_text(name, body)
     return Step(name, **fields)
+
+
+def _refuse_kernel_lines(name: str, body: str) -> None:
+    """A dask step runs in a worker's process, with no kernel for ``!cmd`` or ``%magic``
+    (it would fail there, unpicklable: the shell holds a database connection)."""
+    if needs_kernel(ipython_to_python(body)):
+        raise InvalidStepError(
+            f"step {name!r}: its cell uses IPython syntax (!cmd, %magic), which needs this "
+            "kernel, and --executor dask runs it in a worker's process; write it as Python "
+            "(subprocess.run([...]), os.environ), or drop --executor dask")
 
 
 def _listed_once(names: tuple[str, ...], option: str, what: str) -> tuple[str, ...]:

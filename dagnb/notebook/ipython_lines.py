@@ -27,7 +27,7 @@ from typing import TypeGuard
 from dagnb.errors import InvalidStepError
 from dagnb.workflows.pyfunctions import IMPORT_NOTE
 
-__all__ = ["TIMER", "ipython_to_python", "is_expansion_read", "is_timed", "timed"]
+__all__ = ["TIMER", "ipython_to_python", "is_expansion_read", "is_timed", "needs_kernel", "timed"]
 
 TIMER = "_dagnb_time"  # what a ``%time`` line calls, set in the cell's globals
 
@@ -54,6 +54,17 @@ def ipython_to_python(source: str) -> str:
     lines = python.encode().splitlines(True)  # (ast's columns count UTF-8 bytes)
     return _applied(lines, [_edit(lines, statement, call) for statement, call
                             in _ipython_calls(tree)])
+
+
+def needs_kernel(python: str) -> bool:
+    """Whether the cell, as :func:`ipython_to_python` made it, calls ``get_ipython()``
+    (a ``!cmd`` or ``%magic`` line other than ``%time``): only a kernel can run it."""
+    try:
+        tree = ast.parse(python)
+    except SyntaxError:
+        return False  # (compiling it says which line is wrong)
+    return any(isinstance(node, ast.Name) and node.id == "get_ipython"
+               for node in ast.walk(tree))
 
 
 def _ipython_calls(tree: ast.AST) -> Iterator[tuple[ast.stmt, ast.Call]]:
