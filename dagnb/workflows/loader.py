@@ -17,10 +17,12 @@ Format::
         needs: [fetch]
         run: tr a-z A-Z < "$DAGNB_IN/fetch/greeting.txt"
 
-Step fields: run (shell text or argv list), image, needs, env, secrets, mounts (host
-path: path in the step), params, workdir, timeout, tags, cache (true, false or
-session), ttl, retries (a number or a mapping of retry settings), cache_version,
-services, cache_volumes, executor, description. ``steps`` may also be a list of
+Step fields: run (shell text or argv list), python (``FILE.py:function``, in place of
+run), image, needs, env, secrets, mounts (host path: path in the step), params, workdir,
+timeout, tags, cache (true, false or session), ttl, retries (a number or a mapping of
+retry settings), cache_version, services, cache_volumes, executor, errexit (false: plain
+``bash -c``), circuit_breaker (false: the executor's breaker leaves the step alone),
+description, and for containers user, platform, exclude. ``steps`` may also be a list of
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
 YAML anchors and merge keys (``<<: *defaults``) work; a key written twice in one mapping
 is refused.
