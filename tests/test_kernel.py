@@ -994,6 +994,39 @@ def test_a_variable_a_cell_bound_since_the_step_published_it_is_read_as_it_is(
     assert kernel.value("total, rows") == "(100, [100])"
 
 
+def test_a_publishers_cell_run_again_gives_its_result_anew_after_a_change_in_place(
+        kernel: Kernel) -> None:
+    """The notebook held load's cached result (the same object, changed in place since),
+    so load's own cell run again published nothing: rows and _dagger['load'] kept the
+    9, where a cell run again gives its value anew."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run("rows.append(9)")
+    assert error(kernel.run(_LOAD.format(n=3, more=""))) is None
+    assert kernel.value(_RUN_STATES) == "{'load': 'cached'}"
+    assert kernel.value("rows, _dagger['load']") == "([0, 1, 2], [0, 1, 2])"
+
+
+@pytest.mark.parametrize("load", [3, 5], ids=["cached", "changed"])
+def test_a_run_of_the_graph_gives_the_reader_what_its_publisher_puts_over_a_cells_value(
+        kernel: Kernel, load: int) -> None:
+    """rows re-bound by a cell, then %dagger run: total ran on the cell's rows, then load
+    (in the run) put its rows back over them as the run ended, so the notebook held total
+    300 beside rows [0, 1, 2], status all green, and the next run gave 3."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run(_TOTAL)
+    kernel.run("rows = [100, 200]")
+    kernel.run(_LOAD.format(n=load, more=" --define-only"))
+    cached = load == 3
+    assert _rows(kernel, _PLANNED)["total"] == (
+        (True, "cached") if cached else (False, "runs after load: reads rows, which load "
+                                                "makes anew"))
+    _run_graph(kernel)
+    ran = "cached" if cached else "succeeded"
+    assert kernel.value(_RUN_STATES) == f"{{'load': '{ran}', 'total': '{ran}'}}"
+    assert kernel.value("total, rows") == str((sum(range(load)), list(range(load))))
+
+
 def test_of_two_steps_publishing_a_variable_the_reader_gets_the_later_ones_new_value(
         kernel: Kernel) -> None:
     """``clean`` re-binds ``load``'s rows: run beside load it kept filtering its own last

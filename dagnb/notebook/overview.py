@@ -57,11 +57,12 @@ def _not_fresh(session: Session, names: list[str]) -> dict[str, tuple[str | None
     if not done:
         return {}
     try:
-        plan = session.plan(done)
+        reads = session.published_reads()  # (as a %dagger run would go)
+        plan = session.plan(done, reads=reads)
     except DagnbError:
         return {}
     rerun = {row.step for row in plan.itertuples() if not row.cached}
-    after = session.published_reads().after
+    after = reads.after
     found: dict[str, tuple[str | None, str]] = {}
     for row in plan.itertuples():  # in order: upstream steps first
         if row.step in rerun and row.step in done:

@@ -86,6 +86,9 @@ class Session:
         # re-bound), and step -> the cache entry that result came from
         self._published: dict[str, tuple[str, Any]] = {}
         self._published_entries: dict[str, str] = {}
+        # run id -> the steps it was asked for by name (a cell's own): published from the
+        # cache whatever the notebook holds, as a cell run again gives its value anew
+        self._asked: dict[str, frozenset[str]] = {}
 
     @property
     def last_run(self) -> Run | None:
@@ -196,41 +199,55 @@ class Session:
         step publishes starts after it, which is published as it ends
         (:func:`~dagnb.workflows.published.notebook_reads`).
         """
+        if targets is not None and not isinstance(targets, str):
+            targets = list(targets)  # (read twice: what it names, then the run's)
+        asked = _named(targets)
         if options.get("only_failed") and self.latest:  # (none yet: the run history's)
             options["only_failed"] = False  # (of the steps the targets or tags need)
             needed = set(self.graph.select(targets, tags=options.pop("tags", None)))
             targets = [name for name in self.unfinished() if name in needed]
-        reads = self.published_reads()
+        reads = self.published_reads(targets, tags=options.get("tags"), asked=asked)
         # (what its Python steps display goes to the cell that ran it, through its view)
+        starting = functools.partial(self._starting, reads=reads, asked=asked)
         run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
-                               before_start=functools.partial(self._starting, reads=reads),
-                               **options)
+                               before_start=starting, **options)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
         return run
 
-    def plan(self, targets: Iterable[str] | str | None = None) -> pd.DataFrame:
+    def plan(self, targets: Iterable[str] | str | None = None, *,
+             reads: PublishedReads | None = None) -> pd.DataFrame:
         """``graph.plan(targets)`` as a run of the session would go: a step reading a
         variable another step publishes after it, keyed on the value it will read
-        (``%dagger plan``; the status marks stale steps by it)."""
-        return plan(self.graph, targets, reads=self.published_reads())
+        (``%dagger plan``; the status marks stale steps by it, with ``reads`` of the
+        whole graph's run)."""
+        if reads is None:
+            reads = self.published_reads(targets, asked=_named(targets))
+        return plan(self.graph, targets, reads=reads)
 
     def explain(self, name: str) -> list[str]:
         """``graph.explain(name)`` as :meth:`plan` sees it."""
-        return explain(self.graph, name, reads=self.published_reads())
+        return explain(self.graph, name, reads=self.published_reads(name, asked=(name,)))
 
-    def published_reads(self) -> PublishedReads:
-        """What the steps read of the variables others publish, as a run orders them."""
-        return PublishedReads(notebook_reads(self.graph, self._left_by_a_step),
-                              self._value_published)
+    def published_reads(self, targets: Iterable[str] | str | None = None, *,
+                        tags: Iterable[str] | str | None = None,
+                        asked: Iterable[str] = ()) -> PublishedReads:
+        """What the steps read of the variables others publish, as a run of ``targets``
+        (``tags``) orders them: a variable a cell re-bound is read as it is unless a step
+        that run has anyway publishes over it; ``asked``, the steps named, are published
+        from the cache whatever the notebook holds."""
+        publishing = frozenset(self.graph.select(targets, tags=tags))
+        reads = notebook_reads(self.graph, self._left_by_a_step, publishing)
+        return PublishedReads(reads, functools.partial(self._value_published,
+                                                       asked=frozenset(asked)))
 
     def _value_published(self, maker: str, variable: str, entry_key: str,
-                         load: Callable[[], Any]) -> Any:
+                         load: Callable[[], Any], asked: frozenset[str] = frozenset()) -> Any:
         """What ``variable`` reads once step ``maker``, served from cache entry
         ``entry_key``, is published: as a run publishes it (see _publish_step), without
         loading the result when the notebook holds that entry's already."""
-        if (self._published_entries.get(maker) == entry_key
+        if (maker not in asked and self._published_entries.get(maker) == entry_key
                 and self._as_published_by(maker, variable)):
             return AS_IT_IS  # (a run leaves it so, and a large frame is not read again)
         value = load()
@@ -251,12 +268,14 @@ class Session:
         step, value = self._published.get(variable, (None, _UNSET))
         return step == name and self.namespace.get(variable, _UNSET) is value
 
-    def _starting(self, run: Run, reads: PublishedReads) -> None:
+    def _starting(self, run: Run, reads: PublishedReads, asked: frozenset[str]) -> None:
         """Before any step of ``run`` starts: it is its steps' newest run, and a step that
         another reads the published variables of is published as soon as it ends, so
         that step (started after it) reads its value of this run, as cells run in order
         would, and its key sees that value."""
         self._claim(run)
+        if asked:
+            self._asked[run.id] = asked
         makers = {maker for read in reads.variables.values() for maker in read.values()}
         if makers & set(run.order):
             run.events.subscribe(functools.partial(self._publish_on_end, run, makers))
@@ -345,7 +364,8 @@ class Session:
         """The result of ``name``, a finished step of ``run``, in ``results`` and under
         its --outputs, unless a run started later has the step."""
         outputs = self._outputs_to_publish(run, name)
-        if outputs is None or (state == "cached" and self._holds(run, name, outputs, results)):
+        if outputs is None or (state == "cached" and name not in self._asked.get(run.id, ())
+                               and self._holds(run, name, outputs, results)):
             return
         try:
             value = run.result(name)
@@ -438,6 +458,7 @@ class Session:
         self._claims.clear()
         self._published.clear()
         self._published_entries.clear()
+        self._asked.clear()
         self.namespace.pop(RESULTS_NAME, None)
 
 
@@ -490,6 +511,11 @@ def _summary_row(session: Session, step: str) -> dict[str, Any]:
             and by.entry_of(step) is not None and by.entry_of(step) == served.entry_of(step)):
         return ran
     return latest
+
+
+def _named(targets: Iterable[str] | str | None) -> frozenset[str]:
+    """The steps ``targets`` names (none for a run of the whole graph)."""
+    return frozenset([targets] if isinstance(targets, str) else targets or ())
 
 
 def _outputs_or_none(run: Run, name: str) -> Path | None:

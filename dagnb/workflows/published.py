@@ -26,7 +26,7 @@ import copy
 import dataclasses
 import keyword
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
 from dagnb.errors import WorkflowError
@@ -81,15 +81,21 @@ def published_reads(graph: Graph) -> Published:
     return Published(found, made, linked)
 
 
-def notebook_reads(graph: Graph, published: Callable[[str], bool]) -> dict[str, dict[str, str]]:
+def notebook_reads(graph: Graph, published: Callable[[str], bool],
+                   publishing: Collection[str] = ()) -> dict[str, dict[str, str]]:
     """Step -> {variable: the step it starts after for it} in a notebook run: each
     variable its function reads that a step's result is published under (one
-    ``published`` says the notebook holds as a step left it), that step chosen as a
-    saved workflow chooses it. Ordering only, and only where a saved workflow has one: a
-    variable two steps output with nothing to tell which, or one a step after the reader
-    outputs, is left to the notebook, as before."""
-    made = {v: makers for v, makers in _made(graph).items() if published(v)}
-    return _chosen(graph, _readers(graph, made), _maker_or_none)
+    ``published`` says the notebook holds as a step left it, or one a step among
+    ``publishing``, those the run has anyway, publishes over a cell's value as it ends),
+    that step chosen as a saved workflow chooses it. Ordering only, and only where a
+    saved workflow has one: a variable two steps output with nothing to tell which, or
+    one a step after the reader outputs, is left to the notebook, as before."""
+    made = {v: makers for v, makers in _made(graph).items()
+            if published(v) or any(m.name in publishing for m in makers)}
+    chosen = _chosen(graph, _readers(graph, made), _maker_or_none)
+    kept = {name: {v: maker for v, maker in read.items() if maker in publishing or published(v)}
+            for name, read in chosen.items()}  # (fewer links than an acyclic set: no cycle)
+    return {name: read for name, read in kept.items() if read}
 
 
 def _made(graph: Graph) -> dict[str, list[Step]]:
