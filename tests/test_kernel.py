@@ -1144,6 +1144,25 @@ def test_after_a_restart_plan_keys_a_reader_on_the_value_its_cached_step_publish
     assert kernel.value("total") == "3"
 
 
+def test_after_a_restart_status_names_no_variable_a_step_publishes_as_missing(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """Status said mid 'needs variable `rows` (not defined yet)', rows being load's
+    --outputs, though mid's cell runs load first and needs nothing else; a plain cell's
+    variable is still named."""
+    cells = ["%load_ext dagnb", "scale = 2", _LOAD.format(n=3, more=""),
+             "%%dagger mid --python --outputs doubled\ndoubled = [r * scale for r in rows]\n"]
+    save_notebook(kernel, cells)
+    kernel.restart()  # every step defined from the file; rows and scale unset
+    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+               "from dagnb.notebook.session import get_session")
+    assert _rows(kernel, _STATUS)["mid"] == (
+        "never run", "needs variable `scale` (cell 2 of pipeline.ipynb)")
+    kernel.run(cells[1])
+    assert _rows(kernel, _STATUS)["mid"] == ("never run", None)
+    assert error(kernel.run(cells[3])) is None
+    assert kernel.value("doubled") == "[0, 2, 4]"
+
+
 def test_plan_reads_no_cached_result_the_notebook_holds_already(kernel: Kernel) -> None:
     """A large frame would be read from the cache at each plan (and status); only a
     result the notebook does not hold is."""

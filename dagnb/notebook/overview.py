@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import functools
 import html
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagnb.errors import DagnbError
@@ -124,9 +125,12 @@ def notebook_status(session: Session) -> pd.DataFrame:
 
     rows = [{**session.latest.get(n, {"step": n}), "state": state, "note": note}
             for n, (state, note) in _states_and_notes(session).items()]
+    read = None
     for row in rows:
         if row["state"] not in ("succeeded", "uncached"):
-            row["note"] = _waiting_for(session, row["step"]) or row["note"]
+            read = read if read is not None else _published_reads(session)
+            row["note"] = (_waiting_for(session, row["step"], read.get(row["step"], {}))
+                           or row["note"])
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
     frame["cached"] = frame["cached"].eq(True)  # (missing: not cached)
     frame["attempts"] = pd.to_numeric(frame["attempts"]).fillna(0).astype("int64")
@@ -139,10 +143,21 @@ def notebook_status(session: Session) -> pd.DataFrame:
                  hide_blank=("image", "note"))
 
 
-def _waiting_for(session: Session, name: str) -> str | None:
+def _published_reads(session: Session) -> Mapping[str, Mapping[str, str]]:
+    """Step -> {variable: the step publishing it} (none for a graph that cannot order)."""
+    try:
+        return session.published_reads().variables
+    except DagnbError:
+        return {}
+
+
+def _waiting_for(session: Session, name: str, published: Mapping[str, str]) -> str | None:
     """``needs variable `scale` (cell 2 of pipeline.ipynb)`` for a Python step whose code
-    reads notebook variables that do not exist yet (a kernel that just started)."""
-    missing = missing_variables(session.graph, session.namespace, name)
+    reads notebook variables that do not exist yet (a kernel that just started); not one
+    a step publishes (``published``), which the step's run runs first."""
+    missing = [(variable, place) for variable, place
+               in missing_variables(session.graph, session.namespace, name)
+               if variable not in published]
     if not missing:
         return None
     return "needs variable " + ", ".join(
