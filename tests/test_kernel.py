@@ -941,6 +941,22 @@ def test_a_run_of_the_graph_gives_a_cell_its_new_value_of_a_variable_a_step_publ
         assert kernel.value("total, _dagger['total'], rows") == "(10, 10, [0, 1, 2, 3, 4])"
 
 
+def test_a_cell_reading_a_published_variable_through_a_helper_runs_after_its_step(
+        kernel: Kernel) -> None:
+    """total calls summarize(), a notebook function summing rows: its key counts rows, but
+    the run ordered by the cell's own code, so total ran beside load on the old rows (3,
+    plan 'cached'; only the next run gave 10)."""
+    kernel.run(_LOAD.format(n=3, more=""))
+    kernel.run("def summarize():\n    return sum(rows)\n")
+    kernel.run("%%dagger total --python --outputs total\ntotal = summarize()\n")
+    kernel.run(_LOAD.format(n=5, more=" --define-only"))
+    assert _rows(kernel, _PLANNED)["total"] == (
+        False, "runs after load: reads rows, which load makes anew")
+    _run_graph(kernel)
+    assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
+    assert kernel.value("total, rows") == "(10, [0, 1, 2, 3, 4])"
+
+
 def test_a_cached_publisher_gives_the_reader_its_cached_result(kernel: Kernel) -> None:
     kernel.run(_LOAD.format(n=5, more=""))  # (n=5 in the cache)
     kernel.run(_LOAD.format(n=3, more=""))

@@ -320,6 +320,19 @@ def _values_now(variables: dict[str, Any]) -> dict[str, Any]:
     return found
 
 
+def globals_read(func: Callable[..., Any]) -> frozenset[str]:
+    """The globals of ``func``'s own module that its code or a helper's its digest covers
+    reads as data (a notebook cell calling ``summarize()``, which sums ``rows``): the
+    ``var:`` components of its key from that module. Empty for a callable without
+    Python code; a global not defined now is not among them."""
+    target, _ = _unwrap(func)
+    if not isinstance(target, types.FunctionType):
+        return frozenset()
+    home = target.__globals__
+    return frozenset(label for label, where in _record(target).variables.items()
+                     if where is home)
+
+
 def missing_globals(func: Callable[..., Any]) -> list[str]:
     """Global names ``func``'s own code loads that are not defined now (nor builtins):
     a notebook cell that defines them has not run yet."""

@@ -29,8 +29,8 @@ import weakref
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
-from dagnb.errors import WorkflowError
-from dagnb.fingerprint import loaded_globals
+from dagnb.errors import FingerprintError, WorkflowError
+from dagnb.fingerprint import globals_read, loaded_globals
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 
@@ -92,7 +92,7 @@ def notebook_reads(graph: Graph, published: Callable[[str], bool],
     one a step after the reader outputs, is left to the notebook, as before."""
     made = {v: makers for v, makers in _made(graph).items()
             if published(v) or any(m.name in publishing for m in makers)}
-    chosen = _chosen(graph, _readers(graph, made), _maker_or_none)
+    chosen = _chosen(graph, _readers(graph, made, _read_by_helpers_too), _maker_or_none)
     kept = {name: {v: maker for v, maker in read.items() if maker in publishing or published(v)}
             for name, read in chosen.items()}  # (fewer links than an acyclic set: no cycle)
     return {name: read for name, read in kept.items() if read}
@@ -107,11 +107,14 @@ def _made(graph: Graph) -> dict[str, list[Step]]:
     return made
 
 
-def _readers(graph: Graph, made: Mapping[str, list[Step]]) -> dict[str, dict[str, list[str]]]:
-    """Step -> the variables its function reads that other steps publish, and those steps."""
+def _readers(graph: Graph, made: Mapping[str, list[Step]],
+             reads: Callable[[Any], frozenset[str]] | None = None
+             ) -> dict[str, dict[str, list[str]]]:
+    """Step -> the variables its function reads (``reads`` says which; by default its
+    own code's) that other steps publish, and those steps."""
     if not made:  # (no --python cell's outputs: no step's code to read)
         return {}
-    readers = {step.name: _makers_read(step, made) for step in graph}
+    readers = {step.name: _makers_read(step, made, reads or _globals_read) for step in graph}
     return {name: read for name, read in readers.items() if read}
 
 
@@ -152,12 +155,13 @@ def _upstream(needs: Mapping[str, tuple[str, ...]], name: str) -> set[str]:
     return seen
 
 
-def _makers_read(step: Step, made: Mapping[str, list[Step]]) -> dict[str, list[str]]:
+def _makers_read(step: Step, made: Mapping[str, list[Step]],
+                 reads: Callable[[Any], frozenset[str]]) -> dict[str, list[str]]:
     """Variable -> the other steps publishing it, of those ``step``'s function reads."""
     if step.func is None or not hasattr(step.func, "__code__"):
         return {}
     found = {}
-    for variable in sorted(_globals_read(step.func) & made.keys()):
+    for variable in sorted(reads(step.func) & made.keys()):
         makers = [m.name for m in made[variable]
                   if m.name != step.name and _globals(m) is _globals(step)]
         if makers:
@@ -180,6 +184,17 @@ def _globals_read(func: Any) -> frozenset[str]:
     if known is None or known[0] is not code:
         known = _READS[func] = (code, frozenset(loaded_globals(code)))
     return known[1]
+
+
+def _read_by_helpers_too(func: Any) -> frozenset[str]:
+    """The globals ``func``'s code reads, and those of its module the helpers it calls
+    read (``summarize()`` summing ``rows``): a notebook run orders a cell by both, as
+    its key counts both (a saved workflow refuses a helper's, see pyfunctions)."""
+    own = _globals_read(func)
+    try:
+        return own | globals_read(func)
+    except FingerprintError:  # (its key says why; ordered by its own code's reads)
+        return own
 
 
 def _globals(step: Step) -> Any:
