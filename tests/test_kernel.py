@@ -974,8 +974,19 @@ def test_a_failed_publisher_skips_the_step_reading_its_variable(kernel: Kernel) 
     assert error(kernel.run("%dagger run --no-raise")) is None
     assert kernel.value(_RUN_STATES) == "{'load': 'failed', 'total': 'skipped'}"
     assert kernel.value("get_session().last_run.status_rows()['total']['error']") == (
-        "\"upstream step 'load' failed\"")
+        "\"upstream step 'load' failed (it reads rows, which load publishes)\"")
     assert kernel.value("total, rows") == "(3, [0, 1, 2])"  # (nothing computed on them)
+
+
+def test_a_step_needing_a_failed_publisher_is_skipped_with_the_needs_words(
+        kernel: Kernel) -> None:
+    """Its --needs says why it depends on load: the words stay those of any need."""
+    kernel.run(_LOAD.format(n=3, more=" --define-only") + "raise ValueError('no rows')\n")
+    kernel.run("%%dagger total --python --needs load --outputs total --define-only\n"
+               "total = sum(rows)\n")
+    assert error(kernel.run("%dagger run --no-raise")) is None
+    assert kernel.value("get_session().last_run.status_rows()['total']['error']") == (
+        "\"upstream step 'load' failed\"")
 
 
 def test_running_the_reader_alone_runs_the_step_whose_variable_it_reads(kernel: Kernel) -> None:
@@ -1069,6 +1080,61 @@ def test_after_a_restart_a_cell_reading_a_variable_a_step_publishes_runs_first(
     assert error(kernel.run(cells[2])) is None
     assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
     assert kernel.value("total") == "3"
+
+
+def warnings_of(outputs: list[dict]) -> list[str]:
+    """The messages of the UserWarnings a cell printed (to stderr), in order."""
+    stderr = "".join(o["text"] for o in outputs
+                     if o["output_type"] == "stream" and o["name"] == "stderr")
+    return [line.partition("UserWarning: ")[2] for line in stderr.splitlines()
+            if "UserWarning: " in line]
+
+
+def test_a_reader_of_a_variable_two_steps_publish_is_told_it_runs_after_neither(
+        kernel: Kernel) -> None:
+    """c reads v, which a and b both publish (no --needs): it ran beside them on the
+    value the notebook held, plan said 'cached', and nothing said why; it still does
+    (what runs is the notebook's), once per plan and per run, naming the fix."""
+    kernel.run("%%dagger a --python --param n=1 --outputs v\nv = n\n")
+    kernel.run("%%dagger b --python --param n=2 --outputs v\nv = n * 10\n")
+    said = ("step 'c' reads notebook variable 'v', which steps 'a' and 'b' both publish: it "
+            "starts after none of them and reads the value the notebook holds; give it "
+            "--needs the one it means")
+    assert warnings_of(kernel.run("%%dagger c --python --outputs w\nw = v + 1\n")) == [said]
+    kernel.run("%%dagger a --python --param n=3 --outputs v --define-only\nv = n\n")
+    planned = kernel.run("planned = " + _PLANNED)
+    assert warnings_of(planned) == [said]
+    assert kernel.value("planned['c']") == "(True, 'cached')"
+    assert warnings_of(kernel.run("%dagger run")) == [said]
+    assert kernel.value(_RUN_STATES) == "{'a': 'succeeded', 'b': 'cached', 'c': 'cached'}"
+    assert warnings_of(kernel.run("%dagger run a")) == []  # (c is not in it)
+    kernel.run("%%dagger c --python --needs a --outputs w --define-only\nw = v + 1\n")
+    assert warnings_of(kernel.run("%dagger run")) == []
+
+
+def test_steps_reading_each_others_variables_are_told_neither_is_ordered(
+        kernel: Kernel) -> None:
+    """a reads y from b, b reads x from a (no --needs): nothing was said, a started after
+    b (whichever cell came first), plan said 'runs after b: reads y, which b makes anew'
+    and each run fed the values back. Now neither is ordered after the other, each reads
+    what the notebook holds, the runs end, and plan, the run and the cells say so."""
+    kernel.run("x, y = 1, 1")
+    kernel.run("%%dagger a --python --outputs x\nx = y + 1\n")
+    said = ("step 'a' reads y from 'b', 'b' reads x from 'a': neither is ordered after the "
+            "other, each reads the value the notebook holds; give one --needs the other")
+    assert warnings_of(kernel.run("%%dagger b --python --outputs y\ny = x * 2\n")) == [said]
+    assert kernel.value(_RUN_STATES) == "{'b': 'succeeded'}"  # (on the x the notebook holds)
+    planned = kernel.run("planned = " + _PLANNED)
+    assert warnings_of(planned) == [said]
+    assert _rows(kernel, "planned") == {
+        "a": (False, "notebook variable `y` changed: 1 → 4"), "b": (True, "cached")}
+    assert warnings_of(kernel.run("%dagger run")) == [said]
+    assert kernel.value("get_session().last_run.wait(30).order, x, y") == "(['a', 'b'], 5, 4)"
+    assert _rows(kernel, _STATUS)["b"] == (
+        "stale", "its inputs changed since it ran (%dagger plan says why)")
+    kernel.run("%%dagger a --python --needs b --outputs x --define-only\nx = y + 1\n")
+    assert warnings_of(kernel.run("%dagger run")) == []
+    assert kernel.value("get_session().last_run.wait(30).order") == "['b', 'a']"
 
 
 # -- looking ahead at a step reading a variable another step publishes -----------------

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import store_for
-from dagnb.checks import did_you_mean
+from dagnb.checks import did_you_mean, warn_user
 from dagnb.config import context
 from dagnb.errors import (
     DagnbError,
@@ -197,7 +197,9 @@ class Session:
         thread publishes the results to the namespace when the run ends; otherwise the
         caller waits and calls :meth:`publish` itself. A step reading a variable another
         step publishes starts after it, which is published as it ends
-        (:func:`~dagnb.workflows.published.notebook_reads`).
+        (:func:`~dagnb.workflows.published.notebook_reads`); where it starts after none
+        a user would expect one of (several publish it, a loop of reads), a warning says
+        so, once per run.
         """
         if targets is not None and not isinstance(targets, str):
             targets = list(targets)  # (read twice: what it names, then the run's)
@@ -211,6 +213,7 @@ class Session:
         starting = functools.partial(self._starting, reads=reads, asked=asked)
         run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
                                before_start=starting, **options)
+        _say_unordered(reads, run.order)
         if background:
             self._show_live(run)
             self.publish_when_done(run)
@@ -220,15 +223,20 @@ class Session:
              reads: PublishedReads | None = None) -> pd.DataFrame:
         """``graph.plan(targets)`` as a run of the session would go: a step reading a
         variable another step publishes after it, keyed on the value it will read
-        (``%dagger plan``; the status marks stale steps by it, with ``reads`` of the
-        whole graph's run)."""
-        if reads is None:
-            reads = self.published_reads(targets, asked=_named(targets))
-        return plan(self.graph, targets, reads=reads)
+        (``%dagger plan``, which warns as a run does of a read not ordered; the status
+        marks stale steps by it, with ``reads`` of the whole graph's run)."""
+        if reads is not None:  # (the status's: said by a run and a plan, not each view)
+            return plan(self.graph, targets, reads=reads)
+        reads = self.published_reads(targets, asked=_named(targets))
+        planned = plan(self.graph, targets, reads=reads)
+        _say_unordered(reads, planned["step"])
+        return planned
 
     def explain(self, name: str) -> list[str]:
         """``graph.explain(name)`` as :meth:`plan` sees it."""
-        return explain(self.graph, name, reads=self.published_reads(name, asked=(name,)))
+        reads = self.published_reads(name, asked=(name,))
+        _say_unordered(reads, (name,))
+        return explain(self.graph, name, reads=reads)
 
     def published_reads(self, targets: Iterable[str] | str | None = None, *,
                         tags: Iterable[str] | str | None = None,
@@ -239,8 +247,9 @@ class Session:
         from the cache whatever the notebook holds."""
         publishing = frozenset(self.graph.select(targets, tags=tags))
         reads = notebook_reads(self.graph, self._left_by_a_step, publishing)
-        return PublishedReads(reads, functools.partial(self._value_published,
-                                                       asked=frozenset(asked)))
+        return PublishedReads(reads.ordered, functools.partial(self._value_published,
+                                                               asked=frozenset(asked)),
+                              reads.unordered)
 
     def _value_published(self, maker: str, variable: str, entry_key: str,
                          load: Callable[[], Any], asked: frozenset[str] = frozenset()) -> Any:
@@ -511,6 +520,13 @@ def _summary_row(session: Session, step: str) -> dict[str, Any]:
             and by.entry_of(step) is not None and by.entry_of(step) == served.entry_of(step)):
         return ran
     return latest
+
+
+def _say_unordered(reads: PublishedReads, steps: Iterable[str]) -> None:
+    """Warn of each read of ``steps`` a user would expect ordered and is not (a variable
+    two steps publish, a loop of reads), a line each, at the user's line."""
+    for line in reads.unordered_in(steps):
+        warn_user(line)
 
 
 def _named(targets: Iterable[str] | str | None) -> frozenset[str]:

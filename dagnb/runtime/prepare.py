@@ -319,6 +319,7 @@ def prepare(
                                 else enable_retry),
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
         after=after,
+        reads=reads.variables if reads is not None else {},
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
         _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder

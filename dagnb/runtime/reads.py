@@ -48,16 +48,27 @@ class PublishedReads:
         ``load()`` gives that entry's result (a large one is read from disk: called
         only when the notebook does not hold it already), :data:`AS_IT_IS` when the
         notebook's value stands.
+    unordered
+        Step -> why a variable it reads starts it after no step, a line each (a variable
+        several steps publish, a loop of reads): what a run or plan of the step says.
     """
 
     variables: Mapping[str, Mapping[str, str]]
     value: ValueOf
+    unordered: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
 
     @property
     def after(self) -> dict[str, tuple[str, ...]]:
         """Reader -> the steps it starts after."""
         return {name: tuple(dict.fromkeys(read.values()))
                 for name, read in self.variables.items()}
+
+    def unordered_in(self, steps: Iterable[str]) -> list[str]:
+        """The lines of ``unordered`` for ``steps`` (a run's, a plan's), each once."""
+        if not self.unordered:  # (most notebooks)
+            return []
+        return list(dict.fromkeys(line for name in steps
+                                  for line in self.unordered.get(name, ())))
 
 
 def checked_after(graph: Graph, after: Mapping[str, Iterable[str]] | None

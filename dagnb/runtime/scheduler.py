@@ -104,6 +104,9 @@ class RunOptions:
     base_dir: Path = dataclasses.field(default_factory=Path.cwd)
     # step -> steps it starts after, ordering only: not its needs (its key, its arguments)
     after: Mapping[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)
+    # step -> {variable: the step publishing it}: why it starts after that step (said
+    # when that one fails and skips it)
+    reads: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
 
 
 # Retry policies (immutable) built from plain settings, shared by every run.
@@ -963,13 +966,24 @@ class Scheduler:
             error_type=type(exc).__name__,
         )
         for name in self._skippable(step.name):
-            self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}")
+            self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}"
+                                                f"{self._reading(name, step.name)}")
         if self.options.fail_fast and not self._failed_fast and state == "failed":
             self._failed_fast = True
             reason = f"stopped after step {step.name!r} failed (fail_fast)"
             # kept: the loop holds tasks weakly, and this one must finish
             self._stopper = asyncio.get_running_loop().create_task(self._stop_all(reason))
         self._check_done()
+
+    def _reading(self, name: str, upstream: str) -> str:
+        """`` (it reads rows, which load publishes)`` for a step started after
+        ``upstream`` for the variables it reads, not needing it: why it depends on it."""
+        read = self.options.reads.get(name)
+        if not read or upstream in self.run.steps[name].needs:
+            return ""
+        variables = [variable for variable, maker in read.items() if maker == upstream]
+        return (f" (it reads {', '.join(variables)}, which {upstream} publishes)"
+                if variables else "")
 
     def _skippable(self, name: str) -> list[str]:
         seen: list[str] = []

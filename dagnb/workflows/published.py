@@ -16,7 +16,8 @@ A notebook run orders its steps by the same reads (:func:`notebook_reads`): the 
 starts after the step whose result it reads, which publishes it as it ends, so the
 reader sees the value of this run, under the key it always had (``var:rows``; the link
 is not a need). Where a saved workflow is refused the notebook reads the variable as
-it is, as it did before.
+it is, as it did before, and says so for what a user would not guess: a variable two
+steps publish, and steps reading each other's variables (a loop: none of them ordered).
 """
 
 from __future__ import annotations
@@ -24,8 +25,10 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import functools
 import keyword
 import weakref
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Mapping
 from typing import Any, NamedTuple
 
@@ -34,8 +37,8 @@ from dagnb.fingerprint import globals_read, loaded_globals
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 
-__all__ = ["PUBLISHED_AS", "Published", "Read", "notebook_reads", "published_reads",
-           "taking_upstreams"]
+__all__ = ["PUBLISHED_AS", "NotebookReads", "Published", "Read", "notebook_reads",
+           "published_reads", "taking_upstreams"]
 
 # The attribute a --python cell's function carries: the notebook variables its result is
 # published under (its --outputs), set by dagnb.notebook.cells.
@@ -81,21 +84,139 @@ def published_reads(graph: Graph) -> Published:
     return Published(found, made, linked)
 
 
+class NotebookReads(NamedTuple):
+    """How a notebook run orders its steps by the variables others publish."""
+
+    ordered: dict[str, dict[str, str]]  # step -> {variable: the step it starts after}
+    # step -> why a variable it reads is read as the notebook holds it, a line each, where
+    # a user would expect an order (several steps publish it; steps reading each other's)
+    unordered: dict[str, tuple[str, ...]]
+
+
+class _Left(NamedTuple):
+    """A read no order is given for: the variable is read as the notebook holds it."""
+
+    reader: str
+    variable: str
+    makers: list[str]  # the steps publishing it (that could start before the reader)
+    several: bool  # True: several could, none telling which; False: all start after it
+
+
 def notebook_reads(graph: Graph, published: Callable[[str], bool],
-                   publishing: Collection[str] = ()) -> dict[str, dict[str, str]]:
+                   publishing: Collection[str] = ()) -> NotebookReads:
     """Step -> {variable: the step it starts after for it} in a notebook run: each
     variable its function reads that a step's result is published under (one
     ``published`` says the notebook holds as a step left it, or one a step among
     ``publishing``, those the run has anyway, publishes over a cell's value as it ends),
     that step chosen as a saved workflow chooses it. Ordering only, and only where a
     saved workflow has one: a variable two steps output with nothing to tell which, or
-    one a step after the reader outputs, is left to the notebook, as before."""
+    one a step after the reader outputs, is left to the notebook, as before; so is a loop
+    of reads (a reads y from b, b reads x from a), none of its steps ordered after
+    another (whichever came first would be arbitrary). The first two and a loop are
+    said in ``unordered``, one line each."""
     made = {v: makers for v, makers in _made(graph).items()
             if published(v) or any(m.name in publishing for m in makers)}
-    chosen = _chosen(graph, _readers(graph, made, _read_by_helpers_too), _maker_or_none)
+    readers = _readers(graph, made, _read_by_helpers_too)
+    chosen, left, loops = _chosen_without_loops(graph, readers)
     kept = {name: {v: maker for v, maker in read.items() if maker in publishing or published(v)}
             for name, read in chosen.items()}  # (fewer links than an acyclic set: no cycle)
-    return {name: read for name, read in kept.items() if read}
+    unordered: dict[str, tuple[str, ...]] = {}
+    for readers_said, line in [*_several_said(left), *map(_loop_said, loops)]:
+        for reader in readers_said:
+            unordered[reader] = (*unordered.get(reader, ()), line)
+    return NotebookReads({name: read for name, read in kept.items() if read}, unordered)
+
+
+# a loop of reads: (reader, variable, the step publishing it), each publisher the next
+# read's reader, the last's the first's reader
+_Loop = list[tuple[str, str, str]]
+
+
+def _chosen_without_loops(graph: Graph, readers: dict[str, dict[str, list[str]]]
+                          ) -> tuple[dict[str, dict[str, str]], list[_Left], list[_Loop]]:
+    """:func:`_chosen` for a notebook run, with the reads left unordered, and the loops
+    of reads found: taken out of ``readers`` and chosen again, so none is ordered."""
+    loops: list[_Loop] = []
+    while True:
+        left: list[_Left] = []
+        chosen = _chosen(graph, readers, functools.partial(_maker_or_none, left=left))
+        found = _loops(graph, chosen, left) if left else []  # (rare: no code walked)
+        if not found:
+            return chosen, left, loops
+        loops += found
+        readers = _without(readers, {(reader, variable) for loop in found
+                                     for reader, variable, _ in loop})
+
+
+def _loops(graph: Graph, chosen: Mapping[str, Mapping[str, str]],
+           left: list[_Left]) -> list[_Loop]:
+    """The loops of reads closed by a read ``left`` unordered: its publisher starts after
+    its reader through reads alone (a declared need would order them: then it is a step
+    after the reader that publishes the variable, read as the notebook holds it)."""
+    loops = []
+    for read in left:
+        for maker in read.makers if not read.several else ():
+            path = _reads_from(graph, chosen, maker, read.reader)
+            if path is not None:
+                loops.append([(read.reader, read.variable, maker), *path])
+    return loops
+
+
+def _reads_from(graph: Graph, chosen: Mapping[str, Mapping[str, str]], start: str,
+                end: str) -> _Loop | None:
+    """The reads leading from ``start`` to ``end`` (``start`` reads a variable of a step
+    that reads one of ... ``end``'s), fewest first, none of a step it needs; None if
+    there are none."""
+    came: dict[str, tuple[str, str, str]] = {}
+    queue = deque([start])
+    while queue:
+        name = queue.popleft()
+        if name == end:
+            path = []
+            while name != start:
+                path.append(came[name])
+                name = came[name][0]
+            return path[::-1]
+        for variable, maker in chosen.get(name, {}).items():
+            if maker not in came and maker != start and maker not in graph[name].needs:
+                came[maker] = (name, variable, maker)
+                queue.append(maker)
+    return None
+
+
+def _without(readers: Mapping[str, Mapping[str, list[str]]], reads: set[tuple[str, str]]
+             ) -> dict[str, dict[str, list[str]]]:
+    found = {name: {v: makers for v, makers in read.items() if (name, v) not in reads}
+             for name, read in readers.items()}
+    return {name: read for name, read in found.items() if read}
+
+
+def _several_said(left: list[_Left]) -> list[tuple[tuple[str], str]]:
+    """((reader,), the line saying it reads a variable several steps publish, unordered)."""
+    return [((read.reader,),
+             f"step {read.reader!r} reads notebook variable {read.variable!r}, which steps "
+             f"{_listed(read.makers)} {'both' if len(read.makers) == 2 else 'all'} publish: "
+             "it starts after none of them and reads the value the notebook holds; give it "
+             "--needs the one it means")
+            for read in left if read.several]
+
+
+def _loop_said(loop: _Loop) -> tuple[tuple[str, ...], str]:
+    """(its readers, ``step 'a' reads y from 'b', 'b' reads x from 'a': neither is ...``)."""
+    first = min(range(len(loop)), key=lambda i: loop[i][0])  # (the same line each time)
+    turned = loop[first:] + loop[:first]
+    reads = ", ".join(f"{reader!r} reads {variable} from {maker!r}"
+                      for reader, variable, maker in turned)
+    fix = ("neither is ordered after the other, each reads the value the notebook holds; "
+           "give one --needs the other" if len(loop) == 2 else
+           "none is ordered after another, each reads the value the notebook holds; give "
+           "one --needs the step it reads from")
+    return tuple(reader for reader, _, _ in turned), f"step {reads}: {fix}"
+
+
+def _listed(names: list[str]) -> str:
+    quoted = [repr(name) for name in names]
+    return f"{', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _made(graph: Graph) -> dict[str, list[Step]]:
@@ -220,13 +341,18 @@ def _saved_maker(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
 
 
 def _maker_or_none(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
-                   makers: list[str]) -> str | None:
-    """As :func:`_saved_maker`, but None where a saved workflow is refused."""
+                   makers: list[str], *, left: list[_Left]) -> str | None:
+    """As :func:`_saved_maker`, but None where a saved workflow is refused, that read
+    added to ``left``."""
     before = [m for m in makers if name not in _upstream(needs, m)]
     try:
-        return _maker(needs, name, variable, before) if before else None
+        if before:
+            return _maker(needs, name, variable, before)
     except WorkflowError:
+        left.append(_Left(name, variable, before, several=True))
         return None
+    left.append(_Left(name, variable, makers, several=False))
+    return None
 
 
 def _read(graph: Graph, variable: str, maker: str) -> Read:
