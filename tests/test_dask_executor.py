@@ -266,6 +266,41 @@ def test_sys_exit_in_a_dask_step_ends_it_as_on_the_local_executor(on_dask):
         assert run.status_rows()["complain"]["error"] == "exit code 1: no input today"
 
 
+class Enough(BaseException):
+    """A BaseException of the user's (not an Exception: ``except Exception`` lets it by)."""
+
+
+def test_a_dask_step_raising_a_base_exception_fails_with_its_line_as_on_local(on_dask):
+    """It read "its process on the dask worker exited with code 1 before returning a
+    result (os._exit() ...)", and KeyboardInterrupt "exit code -2: ..."."""
+    def stop() -> None:
+        raise Enough("enough for today")
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt("pressed")
+
+    async def stop_later() -> None:
+        raise Enough("enough later")
+
+    steps = [Step(f.__name__, func=f) for f in (stop, interrupted, stop_later)]
+    local, remote = (Graph("g", steps).run(executor=name, cache=False)
+                     for name in ("local", "dask"))
+    for run in (local, remote):  # (local names a BaseException's module: endswith)
+        rows = run.status_rows()
+        assert {name: (row["state"], row["exit_code"]) for name, row in rows.items()} == {
+            "stop": ("failed", 1), "interrupted": ("failed", 1),
+            "stop_later": ("failed", 1)}, run
+        assert rows["stop"]["error"].endswith("Enough: enough for today")
+        assert rows["interrupted"]["error"] == "KeyboardInterrupt: pressed"
+        assert rows["stop_later"]["error"].endswith("Enough: enough later")
+        assert _step_lines(run, "stop")[-1].endswith("Enough: enough for today")
+
+
+def _step_lines(run, step: str) -> list[str]:
+    logged = run.logs()
+    return logged[logged["step"] == step]["line"].tolist()
+
+
 def test_a_step_past_its_timeout_is_stopped_on_the_worker(on_dask):
     ticks = on_dask / "ticks.txt"
     step = Step("tick", func=ticker(ticks), executor="dask", timeout=1.5, cache=False)

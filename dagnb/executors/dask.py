@@ -1251,8 +1251,8 @@ def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
             result = asyncio.run(func(**kwargs)) if spec["is_async"] else func(**kwargs)
     except SystemExit as exc:  # reported, so that the worker tells it from os._exit()
         return {**_exit_report(task, exc.code), "lines": lines}
-    except Exception as exc:
-        return {**_error_report(task, exc), "lines": lines}
+    except BaseException as exc:  # (KeyboardInterrupt or the user's own fails, as on local;
+        return {**_error_report(task, exc), "lines": lines}  # unreported, it read os._exit())
     try:
         return {"status": "ok", "result": wire.pack([result], cloudpickle.Pickler)}
     except Exception as exc:
@@ -1288,7 +1288,7 @@ def _exit_report(task: Task, code: object) -> dict[str, Any]:
     return {"status": "exit", "exit_code": status}
 
 
-def _error_report(task: Task, exc: Exception) -> dict[str, Any]:
+def _error_report(task: Task, exc: BaseException) -> dict[str, Any]:
     """The failure in a line, whether a retry may pass; the task's log gets the user's
     traceback, less dagnb's frames, as the local executor writes it."""
     from dagnb.executors.local import _failure
