@@ -189,3 +189,68 @@ def test_a_notebook_cell_on_dask_uses_a_module_beside_the_notebook(scheduler, tm
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
     assert "result ([5], [5, 5]) True" in printed, notebook.cells[-2].outputs
+
+
+BIG = "TABLE = {\n" + "".join(f"    {i}: 'value-{i:08d}',\n" for i in range(20000)) + "}\n"
+
+
+def _an_hour_ago(path: Path) -> None:
+    """An mtime out of the window in which a file may change without its mtime moving."""
+    old = path.stat().st_mtime - 3600
+    os.utime(path, (old, old))
+
+
+def test_a_module_unchanged_since_the_last_task_is_not_read_and_parsed_again(
+        tmp_path, monkeypatch):
+    """Each task of a step ships its modules: each re-read and re-parsed them, 0.4 s a
+    task for a 1.7 MB module (a run of small tasks took 0.49 s a task, 0.30 before)."""
+    import ast
+
+    from dagnb.executors import shipped
+
+    table = tmp_path / "bigtable.py"
+    table.write_text(BIG)
+    _an_hour_ago(table)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    parsed: list[int] = []
+    real_parse = ast.parse
+
+    def parse(source, *args, **kwargs):
+        parsed.append(len(source))
+        return real_parse(source, *args, **kwargs)
+
+    monkeypatch.setattr(shipped.ast, "parse", parse)
+    for _ in range(3):
+        assert shipped.project_sources(["bigtable"])["bigtable"][1] == BIG.encode()
+    assert parsed == [len(BIG)]
+    changed = BIG.replace("value-00000001", "VALUE-00000001")  # (the same size)
+    table.write_text(changed)
+    _an_hour_ago(table)
+    assert shipped.project_sources(["bigtable"])["bigtable"][1] == changed.encode()
+    table.write_text(BIG)  # (in the window: read again, as it may change unseen)
+    assert shipped.project_sources(["bigtable"])["bigtable"][1] == BIG.encode()
+
+
+@pytest.mark.parametrize("case", ["same file", "another text", "bytecode older"])
+def test_a_shipped_module_uses_the_bytecode_of_the_same_file_on_the_worker(tmp_path, case):
+    """The worker compiled each shipped module at each task (0.2 s for 1.7 MB) where
+    it had the very file, and its .pyc, as a LocalCluster on the client's machine has."""
+    import py_compile
+
+    from dagnb.executors import shipped
+
+    file = tmp_path / "table.py"
+    file.write_text("VALUE = 'on disk'\n")
+    _an_hour_ago(file)
+    py_compile.compile(str(file))
+    if case == "bytecode older":
+        os.utime(file)  # (the source's mtime after its .pyc's)
+    text = b"VALUE = 'shipped'\n" if case == "another text" else file.read_bytes()
+    loader = shipped._Source(str(file), text)
+    compiled: list[str] = []
+    loader.source_to_code = lambda data, path, **kw: (  # type: ignore[method-assign]
+        compiled.append(path), compile(data, path, "exec", dont_inherit=True))[1]
+    namespace: dict = {}
+    exec(loader.get_code("table"), namespace)
+    assert namespace["VALUE"] == ("shipped" if case == "another text" else "on disk")
+    assert compiled == ([] if case == "same file" else [str(file)])
