@@ -1090,11 +1090,42 @@ def test_a_python_step_that_ends_its_process_with_os_exit_fails_and_runs_again_n
     assert len(stub.engine.exec_log) == 2  # the engine ran it again: nothing was cached
 
 
+def leaves_a_writer(how):
+    import os
+    import subprocess
+
+    subprocess.Popen(["sh", "-c", "sleep 0.3; echo still here >&2"])  # (after the step)
+    if how == "raise":
+        raise ValueError("bad rows")
+    os._exit(0)
+
+
+@pytest.mark.parametrize(("how", "error"), [
+    ("raise", "step 'left': the Python function raised (exit code 1): ValueError: bad rows"),
+    ("os._exit", "step 'left': its process in the container exited with code 0 before "
+                 "returning a result (os._exit() or a native exit() ends it so); end the "
+                 "step by returning, raising or sys.exit() instead"),
+])
+def test_a_python_step_leaving_a_process_that_writes_after_it_ended_fails_as_it_ended(
+        stub, make_task, how, error):
+    """The shim's line saying how the step ended was taken only as stderr's last: a line
+    from a process the step left running came after it, and the step failed as "exit
+    code 1: still here" (the marker line left in its logs)."""
+    task = make_task(Step("left", func=leaves_a_writer, params={"how": how}))
+    with pytest.raises(StepFailed) as caught:
+        run(DaggerExecutor(), task)
+    assert str(caught.value) == error
+    stderr = task.log.of("stderr")
+    assert stderr[-1] == "still here"
+    assert not [line for line in stderr if "dagnb-step-ended" in line], stderr
+
+
 @pytest.mark.parametrize(("stderr", "expected"), [
     ("Traceback ...\nValueError: x\n{m}raised\n", ("Traceback ...\nValueError: x\n", "raised")),
     ("half done{m}died 0\n", ("half done", "died 0")),
     ("{m}died 3\n", ("", "died 3")),
-    ("{m}raised\nwritten after it\n", ("{m}raised\nwritten after it\n", "")),
+    ("{m}raised\nwritten after it\n", ("written after it\n", "raised")),  # (a process left)
+    ("{m}raised by the step itself\n", ("{m}raised by the step itself\n", "")),
     ("leaving\n", ("leaving\n", "")),
 ])
 def test_the_shims_last_line_says_how_a_python_step_ended(stderr, expected):

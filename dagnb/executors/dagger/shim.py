@@ -35,6 +35,7 @@ import inspect
 import io
 import json
 import pickle
+import re
 import sys
 import textwrap
 import types
@@ -59,6 +60,8 @@ _FIX = "pass it as a parameter, or define it inside the function"
 # Starts the shim's last stderr line when the step raised or ended without telling it
 # how (:func:`ending`); the executor takes the line out of the step's output.
 _MARKER = "dagnb-step-ended: "
+# (not always at a line's start: the step's last line may be unended)
+_ENDED = re.compile(re.escape(_MARKER) + r"(raised|died \d+)(?:\n|\Z)")
 
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract.
@@ -215,14 +218,15 @@ def python_argv() -> list[str]:
 
 
 def ending(stderr: str) -> tuple[str, str]:
-    """How a failed Python step ended, as the shim's last stderr line says: "raised",
-    "died <exit code>" (it ended without telling: os._exit()), "" for an exit the step
-    chose (sys.exit()); and its stderr without that line."""
-    text = stderr.removesuffix("\n")
-    cut = text.rfind(_MARKER)  # (not always a line's start: the step's may be unended)
-    if cut < 0 or "\n" in text[cut:]:
+    """How a failed Python step ended, as the shim's last line says: "raised", "died
+    <exit code>" (it ended without telling: os._exit()), "" for an exit the step chose
+    (sys.exit()); and its stderr without that line. The line is the shim's last, not
+    always the stderr's: a process the step left running may write after it."""
+    found = list(_ENDED.finditer(stderr))  # (the shim writes it once, at its end)
+    if not found:
         return stderr, ""
-    return text[:cut], text[cut + len(_MARKER):]
+    last = found[-1]
+    return stderr[:last.start()] + stderr[last.end():], last.group(1)
 
 
 def function_module(func: Callable[..., Any], step: str,
