@@ -710,6 +710,23 @@ def test_python_step_exception_is_step_failed(stub, make_task):
     assert "ValueError: bad input" in caught.value.stderr_tail
 
 
+def boom_after_a_partial_line():
+    import sys
+
+    print("rows read: 41", end="", file=sys.stderr, flush=True)  # (no line end)
+    raise ValueError("bad input row 42")
+
+
+def test_a_python_step_raising_after_an_unended_line_is_named_by_its_exception(
+        stub, make_task):
+    """It read "the Python function raised (exit code 1); see its stderr": the
+    traceback's first line followed the step's unended one, on the same line."""
+    with pytest.raises(StepFailed) as caught:
+        run(DaggerExecutor(), make_task(Step("boom", func=boom_after_a_partial_line)))
+    assert str(caught.value) == (
+        "step 'boom': the Python function raised (exit code 1): ValueError: bad input row 42")
+
+
 def rows_and_a_note():
     import dagnb
 

@@ -284,8 +284,9 @@ def _raised(task: Task, code: int, stderr: str, tails: dict[str, str]) -> StepFa
 def _exception_line(stderr: str) -> str:
     """The exception's line of the last traceback in ``stderr`` (its first line not
     indented after the frames), or "" without one (``sys.exit(1)`` prints none)."""
-    lines = stderr.splitlines()
-    starts = [i for i, line in enumerate(lines) if line.startswith("Traceback (most recent")]
+    lines = stderr.splitlines()  # (its first line may follow the step's unended one)
+    starts = [i for i, line in enumerate(lines)
+              if line.endswith("Traceback (most recent call last):")]
     if not starts:
         return ""
     for line in lines[starts[-1] + 1:]:
