@@ -100,7 +100,13 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from dagnb.config import context, settings
-from dagnb.errors import ExecutorUnavailable, StepFailed, TransientError, exception_line
+from dagnb.errors import (
+    ExecutorError,
+    ExecutorUnavailable,
+    StepFailed,
+    TransientError,
+    exception_line,
+)
 from dagnb.executors import shipped, wire
 from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
 from dagnb.executors.local import function_arguments
@@ -232,6 +238,9 @@ def _payload(task: Task) -> list[wire.Frame]:
         _send_by_value(step.func)
         pickled = {name: value for name, value in kwargs.items() if name not in raw}
         return _pack((step.func, pickled, spec, raw), [kwargs[name] for name in raw])
+    except ExecutorError as exc:  # (a module edited before it was read: no text to send)
+        raise StepFailed(f"step {step.name!r} cannot be sent to dask workers: {exc}",
+                         step=step.name) from None
     except Exception as exc:
         raise StepFailed(
             f"step {step.name!r} cannot be sent to dask workers: its function or "

@@ -11,7 +11,11 @@ Python's, an installed package's or dagnb's), with the project modules they impo
 turn and their packages, as source text. The step's process on the worker imports them
 from that text (:func:`serve`), ahead of its own path: it runs the code the client keyed
 the step on, not an older copy on the worker's disk, and a new process per attempt
-imports them afresh.
+imports them afresh. A module imported here travels as the text it was imported from
+(:mod:`dagnb.fingerprint.imported`): its file edited since and not reloaded, the client
+runs the old code and keys the step on it, and so must the worker. One edited before
+dagnb first read it has no such text: the step is refused in one line saying how to load
+the new code.
 
 Sources rather than ``cloudpickle.register_pickle_by_value``: that pickles a module's
 whole namespace, with what its top level made (a lock or a client does not pickle, a
@@ -35,6 +39,8 @@ import types
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+from dagnb.errors import ExecutorError
+from dagnb.fingerprint.imported import IMPORTED, stale_line
 from dagnb.fingerprint.modules import body_imports
 from dagnb.fingerprint.paths import RACY_WINDOW_NS
 from dagnb.fingerprint.sources import _in_libraries  # (the key's own line: the same modules)
@@ -110,6 +116,7 @@ def _project_module(name: str) -> Shipped | None:
     if isinstance(module, types.ModuleType):
         file, folders = getattr(module, "__file__", None), getattr(module, "__path__", None)
     else:
+        module = None
         file, folders = _location(name)
     if file is None:  # a namespace package (a folder without __init__.py), or built in
         found = list(dict.fromkeys(str(folder) for folder in folders or ()))
@@ -118,7 +125,7 @@ def _project_module(name: str) -> Shipped | None:
         return None
     if not isinstance(file, str) or not file.endswith(".py") or _in_libraries(file):
         return None
-    return _read(file)
+    return _read(file, module)
 
 
 def _location(name: str) -> tuple[str | None, list[str] | None]:
@@ -138,32 +145,41 @@ def _location(name: str) -> tuple[str | None, list[str] | None]:
     return origin, folders if spec is not None and spec.submodule_search_locations else None
 
 
-def _read(file: str) -> Shipped | None:
-    """The module's text, read again only when its file changed: each task of a step
-    ships its modules, and re-reading and parsing a big one (1.7 MB: 0.4 s) per task
-    slowed a run of many small tasks."""
+def _read(file: str, module: types.ModuleType | None) -> Shipped | None:
+    """The module's text: the one it was imported from (its file's, unless the file
+    changed since: the code the key describes and this process runs); a module not
+    imported yet, as its file is (the import on the worker loads that)."""
     try:
-        st = os.stat(file)
+        if module is None:
+            source = _file_text(file)
+        else:
+            source = IMPORTED.source_run(module, file)
+            if source is None:  # (its namespace instead would send what its top made)
+                raise ExecutorError(stale_line(module.__name__, file, gone=True))
     except OSError:  # (gone since its import: the worker's own copy, if any, serves)
-        return None
-    if time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS:  # (may change, its mtime not)
-        return _read_now(file)
-    return _read_as_of(file, st.st_size, st.st_mtime_ns, st.st_ino)
-
-
-@functools.lru_cache(maxsize=1024)
-def _read_as_of(file: str, size: int, mtime_ns: int, inode: int) -> Shipped | None:
-    return _read_now(file)
-
-
-def _read_now(file: str) -> Shipped | None:
-    try:
-        with open(file, "rb") as handle:
-            source = handle.read()
-    except OSError:
         return None
     is_package = os.path.basename(file) == "__init__.py"
     return file, source, [os.path.dirname(file)] if is_package else None
+
+
+def _file_text(file: str) -> bytes:
+    """The file's text, read again only when it changed: each task of a step ships its
+    modules, and re-reading and parsing a big one (1.7 MB: 0.4 s) per task slowed a run
+    of many small tasks."""
+    st = os.stat(file)
+    if time.time_ns() - st.st_mtime_ns < RACY_WINDOW_NS:  # (may change, its mtime not)
+        return _read_bytes(file)
+    return _text_as_of(file, st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+@functools.lru_cache(maxsize=1024)
+def _text_as_of(file: str, size: int, mtime_ns: int, inode: int) -> bytes:
+    return _read_bytes(file)
+
+
+def _read_bytes(file: str) -> bytes:
+    with open(file, "rb") as handle:
+        return handle.read()
 
 
 def _source_imports(source: bytes, name: str, is_package: bool) -> Iterator[str]:

@@ -17,6 +17,7 @@ from typing import Any
 from dagnb.errors import FingerprintError
 from dagnb.fingerprint import hashers, values
 from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.imported import IMPORTED
 from dagnb.fingerprint.modules import MemberView
 from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.sources import _code_key, _of_user
@@ -34,7 +35,7 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "code_only", "contents", "deps", "digest", "functions",
-                 "home", "parts", "shapes", "sources", "table", "variables")
+                 "home", "imported", "parts", "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -51,6 +52,9 @@ class _CodeRecord:
                         for obj, source in walker.sources]
         self.table: dict[str, tuple[str, str]] | None = None  # (see source_table)
         self.shapes = walker.shapes
+        # the user's modules read, (name, file): each file checked against the text its
+        # module was imported from at each step's key (one stat a module)
+        self.imported = tuple((name, file) for file, name in walker.imported.items())
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != hashers._ALGORITHM:
@@ -250,6 +254,7 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
             _CLASS_RECORDS.clear()
         found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
                                            _CodeRecord(walker.h.hexdigest(), walker))
+        IMPORTED.check(found[2].imported)
     return found[2]
 
 
@@ -283,6 +288,8 @@ def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
         if fresh and record.contents and not _while_hashing(func, _contents_hold):
             _CODE_CACHE.forget(func)  # (changed in place since: hashed again)
             record = _record(func)
+        if fresh and record.imported:  # (a helper's file edited since: said once)
+            IMPORTED.check(record.imported)
         return record.code_only, _values_now(record.variables) if record.variables else _NONE
     if fresh:
         changed_in_place(func)
@@ -505,7 +512,9 @@ def _compute_record(func: types.FunctionType,
             f"the code {func.__qualname__} refers to goes too deep to fingerprint (helpers "
             "calling helpers, hundreds of levels); leave the deepest out of its globals"
         ) from None
-    return _CodeRecord(walker.h.hexdigest(), walker)
+    record = _CodeRecord(walker.h.hexdigest(), walker)
+    IMPORTED.check(record.imported)  # (a helper's file edited since its import: said once)
+    return record
 
 
 def source_table(func: Callable[..., Any]) -> dict[str, tuple[str, str]]:

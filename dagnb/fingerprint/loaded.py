@@ -5,6 +5,8 @@ not reloaded runs its old code. Keyed by the new text, its old result would be s
 where the new code's belongs, and served once the kernel restarts. So a function whose
 code no longer matches its file counts by its loaded bytecode instead: then the restart,
 which loads the file's code, makes the key the source's again, and the step runs.
+(Where dagnb read the module's text before the edit, :mod:`.imported` keeps it: the
+function counts by that text instead, and its key stays what it was.)
 """
 
 from __future__ import annotations
@@ -50,12 +52,28 @@ def loaded_from_file(code: types.CodeType, lines: list[str]) -> bool:
     return any(_shape(other) == shape for other in compiled.get(_name(code), ()))
 
 
+def same_program(one: list[str], other: list[str]) -> bool:
+    """Whether two texts of a file compile to the same code (comments, blank lines and
+    formatting aside); a text that does not compile is no program."""
+    first, second = _module_code_of(one), _module_code_of(other)
+    return first is not None and second is not None and _shape(first) == _shape(second)
+
+
+def _module_code(lines: list[str]) -> types.CodeType | None:
+    try:
+        return compile("".join(lines), "<compared>", "exec", dont_inherit=True)
+    except (SyntaxError, ValueError):
+        return None
+
+
+_module_code_of = PerFile(_module_code)
+
+
 def _compiled(lines: list[str]) -> dict[str, list[types.CodeType]] | None:
     """The code objects a file's text compiles to, by (qualified) name (their file name
     is not compared: any will do)."""
-    try:
-        module = compile("".join(lines), "<compared>", "exec", dont_inherit=True)
-    except (SyntaxError, ValueError):
+    module = _module_code_of(lines)
+    if module is None:
         return None
     found: dict[str, list[types.CodeType]] = {}
     for code in _nested(module):

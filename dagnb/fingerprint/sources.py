@@ -10,6 +10,7 @@ import functools
 import inspect
 import linecache
 import os
+import re
 import sys
 import textwrap
 import tokenize
@@ -18,6 +19,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from dagnb.fingerprint.hashers import new_hasher
+from dagnb.fingerprint.imported import IMPORTED
 from dagnb.fingerprint.loaded import PerFile, loaded_from_file
 from dagnb.fingerprint.members import (
     _class_functions,
@@ -50,13 +52,50 @@ def _normalized_source(obj: Any) -> tuple[str, str] | None:
 
 
 def _function_lines(func: Any) -> list[str] | None:
-    """A function's lines, if its file still holds the code it runs (:mod:`.loaded`)."""
+    """A function's lines, if its file still holds the code it runs (:mod:`.loaded`),
+    or the text its module was imported from holds it (:mod:`.imported`)."""
+    kept = _imported_lines(func)
+    if kept is not None:
+        return kept
     lines = _source_lines(func)[0]
     return lines if _still_loaded(func.__code__) else None
 
 
 def _still_loaded(code: types.CodeType) -> bool:
     return loaded_from_file(code, linecache.getlines(code.co_filename))
+
+
+def _imported_lines(func: Any) -> list[str] | None:
+    """``inspect.getsourcelines(func)[0]`` read from the text its module was imported
+    from, if its file holds another text now: the code that runs is that text's."""
+    code = getattr(inspect.unwrap(func), "__code__", None)  # (inspect reads the wrapped
+    if not isinstance(code, types.CodeType):                 # function's lines)
+        return None
+    kept = IMPORTED.stale_lines(code.co_filename)
+    if kept is None or not loaded_from_file(code, kept):
+        return None
+    if func.__code__ is not code and not _runs_from_its_text(func.__code__):
+        return None
+    return _block_of(code, kept)
+
+
+def _runs_from_its_text(code: types.CodeType) -> bool:
+    """Whether the code is the text its module was imported from, or else its file's."""
+    kept = IMPORTED.stale_lines(code.co_filename)
+    return _still_loaded(code) if kept is None else loaded_from_file(code, kept)
+
+
+# inspect.findsource's way back from a code's first line to its definition (before 3.13)
+_DEFINITION = re.compile(r"^(\s*def\s)|(\s*async\s+def\s)|(.*(?<!\w)lambda(:|\s))|^(\s*@)")
+
+
+def _block_of(code: types.CodeType, lines: list[str]) -> list[str]:
+    """The lines ``inspect.getsourcelines`` gives for ``code``, found in ``lines``."""
+    start = code.co_firstlineno - 1
+    while sys.version_info < (3, 13) and 0 < start < len(lines) and (
+            not _DEFINITION.match(lines[start])):
+        start -= 1
+    return inspect.getblock(lines[start:])
 
 
 _STATEMENTS = (ast.stmt, ast.excepthandler, ast.match_case)  # (classes are statements)
@@ -74,6 +113,9 @@ def _class_lines(cls: type) -> list[str] | None:
     3.13 it finds the first of a name redefined in a file), else the definition around
     its methods in their file or cell (a notebook's class, which ``inspect`` cannot
     find: the same lines as the module ``%dagger save`` writes holds)."""
+    file = getattr(sys.modules.get(cls.__module__), "__file__", None)
+    if isinstance(file, str) and (kept := IMPORTED.stale_lines(file)) is not None:
+        return _class_block(cls, file, kept)  # (its file changed since its import)
     if not all(_still_loaded(function.__code__) for function in _class_functions(cls)):
         return None
     try:
@@ -83,6 +125,18 @@ def _class_lines(cls: type) -> list[str] | None:
     except (OSError, TypeError):
         pass
     return _lines_around_methods(cls)
+
+
+def _class_block(cls: type, file: str, lines: list[str]) -> list[str] | None:
+    """The class's definition in ``lines`` (the text its module was imported from), if
+    its functions are that text's (or another file's as it is)."""
+    if not all(_runs_from_its_text(function.__code__) for function in _class_functions(cls)):
+        return None
+    for start in _starts_of(lines).get(cls.__qualname__, ()):
+        block = inspect.getblock(lines[start:])
+        if _functions_within(cls, file, start + 1, start + 1 + len(block)):
+            return block
+    return None
 
 
 def _lines_around_methods(cls: type) -> list[str] | None:
@@ -181,12 +235,15 @@ _OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # d
 def _source_of_code(code: types.CodeType) -> tuple[str, str] | None:
     """(AST dump, normalized source) of the function a code object is, found by its
     own lines (not by the name a wrapper took from the function it wraps)."""
+    kept = IMPORTED.stale_lines(code.co_filename)
     try:
-        lines, _ = inspect.getsourcelines(code)
+        if kept is not None and not loaded_from_file(code, kept):
+            return None
+        lines = inspect.getsourcelines(code)[0] if kept is None else _block_of(code, kept)
         tree = ast.parse(textwrap.dedent("".join(lines)))
     except (OSError, TypeError, SyntaxError, tokenize.TokenError):
         return None
-    if not _still_loaded(code):
+    if kept is None and not _still_loaded(code):
         return None
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and (

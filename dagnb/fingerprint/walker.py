@@ -7,6 +7,7 @@ from __future__ import annotations
 import dis
 import inspect
 import re
+import sys
 import types
 import warnings
 import weakref
@@ -84,6 +85,7 @@ class _CodeWalker:
         self.sources: list[tuple[Any, tuple[str, str]]] = []  # (function or class, source)
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
         self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
+        self.imported: dict[str, str] = {}  # the user's modules read, file -> name
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -98,6 +100,7 @@ class _CodeWalker:
             self.feed("recursive", func.__qualname__)
             return
         self.seen.add(id(func.__code__))
+        self._note_module(func.__module__)
         if self.home is None:
             self.home = func.__globals__
         self.functions.append((func, func.__code__, func.__defaults__, func.__kwdefaults__))
@@ -259,6 +262,7 @@ class _CodeWalker:
         if (id(module), id(owner.__code__)) in self.modules:
             return
         self.modules.add((id(module), id(owner.__code__)))
+        self._note_module(module.__name__)
         members = vars(module)
         for attribute in _code_names(owner.__code__):
             value = members.get(attribute, _MISSING)
@@ -280,6 +284,15 @@ class _CodeWalker:
                 self._add_data(attribute, value, (self.h,))
                 if _of_user(type(value).__module__):  # (an instance: its class's code)
                     self.add_object(label, type(value), owner)
+
+    def _note_module(self, name: Any) -> None:
+        """Note a module of the user's whose code or data the walk reads: its file is
+        checked against the text it was imported from (:mod:`.imported`)."""
+        if type(name) is not str:  # (a class may say anything)
+            return
+        file = getattr(sys.modules.get(name), "__file__", None)
+        if isinstance(file, str) and file.endswith(".py") and not _in_libraries(file):
+            self.imported[file] = name
 
     def _add_body_imports(self, func: types.FunctionType) -> None:
         """The user's modules the function imports in its body: their members it names
@@ -310,6 +323,7 @@ class _CodeWalker:
             self.feed("recursive", cls.__qualname__)
             return
         self.seen.add(id(cls))
+        self._note_module(cls.__module__)
         normalized = _normalized_source(cls)
         if normalized is not None:
             self.sources.append((cls, normalized))

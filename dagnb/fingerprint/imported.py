@@ -1,0 +1,290 @@
+"""The text each of the user's imported modules was loaded from, while its file changes.
+
+A module edited on disk and not reloaded (no ``importlib.reload``, no autoreload) runs
+the code it was imported with. Keyed by the file's new text, that code's result would be
+stored where the new code's belongs, and served once a restart runs the new code; and a
+dask worker, which imports the module from text sent along, would run the new code under
+the old code's key. So the first time dagnb reads a module of the user's, it keeps the
+module's text, if that text still compiles to the module's functions (:mod:`.loaded`;
+an import hook's code, such as pytest's rewritten asserts, no text compiles to: there
+the file's text is taken). A file changed since (another size, time or inode, then
+another text) is *stale*: keys read that kept text, a dask worker is sent it, and one
+warning names the module and the fix. A reload (the module gets another ``__spec__``)
+takes the file as it is then.
+
+A module whose file had already changed when dagnb first read it has no text to keep:
+it is warned of too, its functions count by their bytecode (:mod:`.sources`), and a dask
+step using it is refused (:mod:`dagnb.executors.shipped`): no text of the code it runs
+is to be had, and its namespace sent instead would carry what its top level made.
+Checking a module costs one ``stat`` while its file is unchanged.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import importlib.machinery
+import io
+import linecache
+import os
+import sys
+import types
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from dagnb.checks import warn_user
+from dagnb.fingerprint.loaded import loaded_from_file, same_program
+from dagnb.fingerprint.members import _class_functions, _held_code
+
+__all__ = ["IMPORTED", "ImportedSources", "stale_line"]
+
+
+class _Version:
+    """A module as dagnb knows it: its spec when read (a reload makes another), its
+    file's stat, the text its code runs (None: unknown), whether the file holds another
+    text now (its lines then, and what the module's code and values were when that was
+    decided: patched since, it is decided again), and whether that was said."""
+
+    __slots__ = ("disk", "lines", "name", "signature", "source", "spec", "stale", "stat",
+                 "warned", "watched")
+
+    def __init__(self, module: types.ModuleType, stat: tuple[int, int, int],
+                 source: bytes | None, lines: list[str] | None) -> None:
+        self.name, self.spec, self.stat = module.__name__, module.__spec__, stat
+        self.source, self.lines = source, lines
+        self.stale, self.warned = source is None, False
+        self.disk: tuple[bytes, list[str]] | None = None  # (the file's other text)
+        self.signature: tuple[int, ...] = ()
+        self.watched: tuple[str, ...] = ()  # (names the new text sets to literals)
+
+
+class ImportedSources:
+    """The :class:`_Version` of each module file the keys read, by file."""
+
+    def __init__(self, limit: int = 1024) -> None:
+        self.versions: dict[str, _Version] = {}
+        self.limit = limit
+
+    def check(self, modules: Iterable[tuple[str, str]]) -> None:
+        """Warn once of each module of ``modules`` ((name, file) pairs) whose file holds
+        another text than its code was made of: one ``stat`` a module if none changed."""
+        for name, file in modules:
+            version = self._version(name, file)
+            if version is not None:
+                _warn_once(version, file)
+
+    def stale_lines(self, file: str) -> list[str] | None:
+        """The lines ``file``'s module was imported from, if the file holds another text
+        now (and the module was not reloaded since); else None."""
+        version = self.versions.get(file)
+        if version is not None:
+            version = self._version(version.name, file)
+        return version.lines if version is not None and version.stale else None
+
+    def source_run(self, module: types.ModuleType, file: str) -> bytes | None:
+        """The text ``module`` (loaded from ``file``) runs: its file's, or the one it was
+        imported from if the file changed since (warned of); None if the file changed
+        before dagnb first read it (that text is gone)."""
+        version = self._version(module.__name__, file)
+        if version is None:
+            return _read(file)
+        _warn_once(version, file)
+        return version.source
+
+    def _version(self, name: str, file: str) -> _Version | None:
+        """The module's version: read now if first asked for or reloaded since, decided
+        again if the file's stat changed (or, stale, the module's code or values did:
+        autoreload patches functions in place); None if ``file`` is not the file of
+        module ``name`` now."""
+        module = sys.modules.get(name)
+        if not isinstance(module, types.ModuleType) or getattr(module, "__file__", None) != file:
+            return None
+        if file in linecache.cache and linecache.cache[file][1] is None:
+            return None  # (its text came with it, not from the file: shipped to a worker)
+        version = self.versions.get(file)
+        try:
+            stat = _stat(file)
+            if version is None or version.spec is not module.__spec__ or (
+                    version.stat != stat and version.source is None):
+                return self._first_read(module, file, stat)
+            if version.stat != stat:
+                _read_again(version, module, file, stat)
+            elif version.stale and version.signature != _signature(module, file, version):
+                _decide(version, module, file)
+        except OSError:  # (gone or unreadable: what was read is all there is)
+            pass
+        return version
+
+    def _first_read(self, module: types.ModuleType, file: str,
+                    stat: tuple[int, int, int]) -> _Version:
+        """The module's file read now, kept as its text if it compiles to the module's
+        functions (else its text is unknown: it changed before)."""
+        source = _read(file)
+        lines = _lines(file, source)
+        holds = _was_imported_from(module, file, lines)
+        if len(self.versions) >= self.limit:
+            self.versions.clear()
+        version = _Version(module, stat, *((source, lines) if holds else (None, None)))
+        self.versions[file] = version
+        return version
+
+
+def _warn_once(version: _Version, file: str) -> None:
+    if version.stale and not version.warned:
+        version.warned = True
+        warn_user(f"dagnb: {stale_line(version.name, file)}")
+
+
+def _read_again(version: _Version, module: types.ModuleType, file: str,
+                stat: tuple[int, int, int]) -> None:
+    """A known text's file whose stat changed: the same text, or another to decide on."""
+    version.stat = stat
+    source = _read(file)
+    if source == version.source:  # (touched, or put back)
+        version.stale, version.disk = False, None
+        return
+    version.disk = source, _lines(file, source)
+    _decide(version, module, file)
+
+
+def _decide(version: _Version, module: types.ModuleType, file: str) -> None:
+    """Whether the module runs the file's other text (reloaded or patched, or both
+    texts are one program: that text is the module's from now on), the one it was
+    imported from (stale: said once), or neither (unknown: none to send a worker)."""
+    if version.disk is None:
+        return
+    runs = _runs(module, file, version.lines, version.disk[1])
+    if runs == "disk":
+        (version.source, version.lines), version.disk = version.disk, None
+        version.stale = False
+        return
+    if not version.stale:
+        version.warned = False  # (stale again since it was said: said again)
+    version.stale = True
+    if runs == "neither":
+        version.source = version.lines = None
+    version.watched = tuple(sorted(_literals(version.disk[1])))
+    version.signature = _signature(module, file, version)
+
+
+def _runs(module: types.ModuleType, file: str, kept: list[str] | None,
+          disk: list[str]) -> str:
+    """``"disk"`` if the module's code is the file's other text's (or both texts are one
+    program), ``"kept"`` if it is the text it was imported from, else ``"neither"``.
+    Functions that both texts compile alike do not tell: then the literal values the
+    texts give differently do (autoreload re-runs a changed ``RATE = 2``)."""
+    if kept is not None and same_program(kept, disk):
+        return "disk"
+    codes = list(_codes(module, file))
+    on_disk = all(loaded_from_file(code, disk) for code in codes)
+    as_kept = kept is not None and all(loaded_from_file(code, kept) for code in codes)
+    if on_disk and (not as_kept or _holds_new_literals(module, kept, disk)):
+        return "disk"
+    return "kept" if as_kept else "neither"
+
+
+def _holds_new_literals(module: types.ModuleType, kept: list[str] | None,
+                        disk: list[str]) -> bool:
+    """Whether the module holds the file's new values of the literals the two texts give
+    differently (``RATE = 2`` where it was ``RATE = 1``), and none of the old ones."""
+    old, new = _literals(kept or []), _literals(disk)
+    members = vars(module)
+    changed = [name for name in new if name in members and (
+        name not in old or type(old[name]) is not type(new[name]) or old[name] != new[name])]
+    return bool(changed) and all(_equal(members[name], new[name]) for name in changed)
+
+
+def _equal(value: Any, literal: Any) -> bool:
+    try:
+        return type(value) is type(literal) and bool(value == literal)
+    except Exception:  # (a value whose == raises or is no bool: an array)
+        return False
+
+
+def _literals(lines: list[str]) -> dict[str, Any]:
+    """The module-level names a text sets to a literal (``RATE = 2``), with the value."""
+    try:
+        tree = ast.parse("".join(lines))
+    except (SyntaxError, ValueError):
+        return {}
+    found = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target, value = node.targets[0], node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            target, value = node.target, node.value
+        else:
+            continue
+        if isinstance(target, ast.Name):
+            with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError,
+                                     RecursionError):  # (not a literal)
+                found[target.id] = ast.literal_eval(value)
+    return found
+
+
+def _signature(module: types.ModuleType, file: str, version: _Version) -> tuple[int, ...]:
+    """What a patch of the module would change (autoreload's, in place): its functions'
+    code and the values of the names its new text sets to literals, by identity."""
+    members = vars(module)
+    return (*map(id, _codes(module, file)), *(id(members.get(name)) for name in version.watched))
+
+
+def stale_line(name: str, file: str, gone: bool = False) -> str:
+    """The one line that says a module changed on disk since it was imported, and the
+    fix; ``gone``: its imported code's text is not to be had."""
+    shown = os.path.relpath(file) if _under_cwd(file) else file
+    runs = ("the text of the imported code is gone" if gone
+            else "the step runs the imported code")
+    return (f"{shown} changed on disk since the kernel imported it; {runs}: restart, "
+            f"importlib.reload({name}), or %load_ext autoreload / %autoreload 2")
+
+
+def _under_cwd(file: str) -> bool:
+    try:
+        return not os.path.relpath(file).startswith(os.pardir)
+    except ValueError:  # (another drive)
+        return False
+
+
+def _stat(file: str) -> tuple[int, int, int]:
+    found = os.stat(file)
+    return found.st_mtime_ns, found.st_size, found.st_ino
+
+
+def _read(file: str) -> bytes:
+    with open(file, "rb") as handle:
+        return handle.read()
+
+
+def _was_imported_from(module: types.ModuleType, file: str, lines: list[str]) -> bool:
+    """Whether the module was imported from this text of its file: its functions are
+    what the text compiles to, or else an import hook made its code (pytest rewrites
+    asserts), which no text compiles to: nothing says the file changed."""
+    loader = getattr(module.__spec__, "loader", None)
+    return not isinstance(loader, importlib.machinery.SourceFileLoader) or all(
+        loaded_from_file(code, lines) for code in _codes(module, file))
+
+
+def _lines(file: str, source: bytes) -> list[str]:
+    """A module's text as ``linecache`` reads it (its encoding, newlines made ``\\n``,
+    split at ``\\n`` only): linecache's own list if it holds that text (compiled once)."""
+    import importlib.util
+
+    lines = io.StringIO(importlib.util.decode_source(source)).readlines()
+    cached = linecache.cache.get(file)
+    return cached[2] if cached is not None and cached[2] == lines else lines
+
+
+def _codes(module: types.ModuleType, file: str) -> Iterator[types.CodeType]:
+    """The code of the module's functions and classes' functions that its file made."""
+    for value in list(vars(module).values()):
+        held = _held_code(value)  # (an lru_cache's function: the one it wraps)
+        if not isinstance(held, (type, types.FunctionType)) or (
+                held.__module__ != module.__name__):
+            continue
+        for function in _class_functions(held) if isinstance(held, type) else [held]:
+            if function.__code__.co_filename == file:
+                yield function.__code__
+
+
+IMPORTED = ImportedSources()

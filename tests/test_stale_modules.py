@@ -1,0 +1,263 @@
+"""A module of the user's edited on disk and not reloaded (no ``importlib.reload``, no
+autoreload): the kernel runs the code it imported. A step's key describes that code
+(its cached result is served, and stored under that code's key only), a dask worker is
+sent that code's text, and one warning names the file and the fix
+(:mod:`dagnb.fingerprint.imported`). First in-process, then in a real kernel (nbclient),
+on the local executor and on dask's LocalCluster."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from dagnb.errors import ExecutorError
+from dagnb.executors import shipped
+from dagnb.fingerprint import code_source_parts, code_with_values
+
+
+def _module(folder: Path, monkeypatch: pytest.MonkeyPatch, name: str, text: str) -> object:
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    (folder / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.chdir(folder)  # (a notebook's helper is beside it: named as helpers.py)
+    return importlib.import_module(name)
+
+
+def _stale_warning(name: str) -> str:
+    return (rf"^dagnb: {name}\.py changed on disk since the kernel imported it; the step runs the "
+            rf"imported code: restart, importlib\.reload\({name}\), or %load_ext "
+            r"autoreload / %autoreload 2")
+
+
+def _key_in_a_new_process(folder: Path, module: str, function: str) -> str:
+    """The code digest a fresh process gives (a restarted kernel: it imports the file)."""
+    script = (f"import sys; sys.path.insert(0, {str(folder)!r}); import {module}; "
+              "from dagnb.fingerprint import code_with_values; "
+              f"print(code_with_values({module}.{function}, fresh=True)[0])")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=True, timeout=60)
+    return done.stdout.split()[-1]
+
+
+def test_a_helper_edited_and_not_reloaded_keeps_the_key_of_the_code_that_runs(
+        tmp_path, monkeypatch):
+    """Keyed by the new text, the old code's result would be stored under the new code's
+    key (and served after a restart, which runs the new code); keyed by bytecode, the
+    step would run again for nothing."""
+    helper = _module(tmp_path, monkeypatch, "helper_kept",
+                     "class Scale:\n    factor = 1\n\ndef make(x):\n    return x * 1\n")
+    uses = _module(tmp_path, monkeypatch, "uses_helper_kept",
+                   "from helper_kept import make, Scale\n\n"
+                   "def g(x):\n    return make(x) * Scale.factor\n")
+    before = code_with_values(uses.g, fresh=True)[0]
+    (tmp_path / "helper_kept.py").write_text(
+        "class Scale:\n    factor = 1\n\ndef make(x):\n    return x * 100\n")
+    importlib.reload(uses)  # (the cell that calls it run again: a new function)
+    with pytest.warns(UserWarning, match=_stale_warning("helper_kept")) as said:
+        assert code_with_values(uses.g, fresh=True)[0] == before
+    assert len(said) == 1
+    assert code_source_parts(uses.g)["def make"].endswith("x * 1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (said once; a reload is no news)
+        assert code_with_values(uses.g, fresh=True)[0] == before
+        importlib.reload(helper)
+        importlib.reload(uses)
+        reloaded = code_with_values(uses.g, fresh=True)[0]
+    assert reloaded != before
+    assert reloaded == _key_in_a_new_process(tmp_path, "uses_helper_kept", "g")
+
+
+def test_a_helper_s_constant_edited_and_not_reloaded_is_sent_as_imported(
+        tmp_path, monkeypatch):
+    """A dask worker is sent the text the kernel imported (RATE is 1 there, and in the
+    key), not the file's new one."""
+    text = "RATE = 1\n\ndef rate():\n    return RATE\n"
+    helper = _module(tmp_path, monkeypatch, "helper_rate", text)
+    code_with_values(helper.rate, fresh=True)  # (a step's key reads it)
+    (tmp_path / "helper_rate.py").write_text(text.replace("RATE = 1", "RATE = 2"))
+    with pytest.warns(UserWarning, match=_stale_warning("helper_rate")):
+        sent = shipped.project_sources(["helper_rate"])
+    assert sent["helper_rate"][1] == text.encode()
+
+
+def test_a_helper_patched_in_place_after_its_edit_is_sent_as_its_file_now(
+        tmp_path, monkeypatch):
+    """Autoreload may patch a module's functions in place (its spec stays), after dagnb
+    found the file stale: then the module runs the new text, and that is what is sent."""
+    old, new = "def make(x):\n    return x\n", "def make(x):\n    return x * 100\n"
+    helper = _module(tmp_path, monkeypatch, "helper_patched", old)
+    code_with_values(helper.make, fresh=True)
+    (tmp_path / "helper_patched.py").write_text(new)
+    with pytest.warns(UserWarning, match=_stale_warning("helper_patched")):
+        assert shipped.project_sources(["helper_patched"])["helper_patched"][1] == old.encode()
+    made: dict = {}
+    exec(compile(new, str(tmp_path / "helper_patched.py"), "exec"), made)
+    helper.make.__code__ = made["make"].__code__  # (as IPython's autoreload does)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert shipped.project_sources(["helper_patched"])["helper_patched"][1] == new.encode()
+        assert code_source_parts(helper.make)["def make"].endswith("x * 100")
+
+
+def test_a_helper_edited_before_dagnb_read_it_counts_by_its_bytecode_and_is_not_sent(
+        tmp_path, monkeypatch):
+    """No text of the code it runs is to be had: its key is its bytecode's, and a dask
+    worker cannot be sent it (refused, in one line saying how to load the new code)."""
+    helper = _module(tmp_path, monkeypatch, "helper_gone", "def make(x):\n    return x\n")
+    (tmp_path / "helper_gone.py").write_text("def make(x):\n    return x * 100\n")
+    with pytest.warns(UserWarning, match=_stale_warning("helper_gone")):
+        parts = code_source_parts(helper.make)
+    assert parts["def make"].startswith("<no source")
+    with pytest.raises(ExecutorError, match=r"^helper_gone\.py changed on disk since the "
+                       r"kernel imported it; the text of the imported code is gone: "
+                       r"restart, importlib\.reload\(helper_gone\)"):
+        shipped.project_sources(["helper_gone"])
+
+
+# -- in a real kernel -------------------------------------------------------------------
+pytest.importorskip("nbclient")
+
+
+class Kernel:
+    """A live kernel: :meth:`run` executes one cell and returns its outputs."""
+
+    def __init__(self, client: object, home: Path) -> None:
+        self.client, self.home = client, home
+
+    def run(self, source: str) -> list[dict]:
+        cell = nbformat.v4.new_code_cell(source)
+        self.client.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
+        return cell.outputs
+
+    def printed(self, source: str) -> str:
+        outputs = self.run(source)
+        assert not [o for o in outputs if o["output_type"] == "error"], outputs
+        return _stream(outputs, "stdout")
+
+    def restart(self) -> None:
+        from nbclient.util import run_sync
+
+        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.kc.wait_for_ready)(timeout=60)
+
+
+def _stream(outputs: list[dict], name: str) -> str:
+    return "".join(o["text"] for o in outputs
+                   if o["output_type"] == "stream" and o["name"] == name)
+
+
+@pytest.fixture
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    """A kernel of its own in ``tmp_path`` (a module name is imported once a kernel),
+    with dagnb loaded and helpers.py (``f()`` returns 1) imported."""
+    from nbclient import NotebookClient
+
+    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    (tmp_path / "helpers.py").write_text(HELPERS.format(value=1))
+    client = NotebookClient(nbformat.v4.new_notebook(), timeout=120, allow_errors=True,
+                            kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    try:
+        with client.setup_kernel():
+            kernel = Kernel(client, tmp_path)
+            kernel.printed("%load_ext dagnb\nimport helpers")
+            yield kernel
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+HELPERS = "def f():\n    return {value}\n"
+STALE_LINE = ("helpers.py changed on disk since the kernel imported it; the step runs the "
+              "imported code: restart, importlib.reload(helpers), or %load_ext autoreload "
+              "/ %autoreload 2")
+
+
+def _cell(executor: str) -> str:
+    return f"%%dagger clean --python --outputs v --executor {executor}\nv = helpers.f()"
+
+
+def _state(kernel: Kernel) -> str:
+    return kernel.printed("from dagnb.notebook.session import get_session\n"
+                          "print(get_session().last_run.states()['clean'])").strip()
+
+
+@pytest.mark.slow
+def test_a_cell_using_a_helper_edited_and_not_reloaded_is_served_its_imported_code_s_result(
+        kernel):
+    """Before, the cell ran again (keyed by bytecode), silently gave 1, the old code's
+    result, and the user saw no sign that the edit was not used."""
+    kernel.printed(_cell("local"))
+    (kernel.home / "helpers.py").write_text(HELPERS.format(value=2))
+    outputs = kernel.run(_cell("local"))
+    assert _state(kernel) == "cached"  # (before: run again, keyed by bytecode)
+    assert kernel.printed("print(v)").strip() == "1"  # (what the kernel's code gives)
+    assert _stream(outputs, "stderr").count(STALE_LINE) == 1, outputs
+    assert STALE_LINE not in _stream(kernel.run(_cell("local")), "stderr")  # (said once)
+    kernel.printed("import importlib\nimportlib.reload(helpers)")
+    outputs = kernel.run(_cell("local"))
+    assert STALE_LINE not in _stream(outputs, "stderr")
+    assert _state(kernel) == "succeeded"
+    assert kernel.printed("print(v)").strip() == "2"
+
+
+@pytest.mark.slow
+def test_a_dask_step_runs_the_code_the_kernel_imported_and_its_key_describes(kernel):
+    """Before, the workers were sent the file's new text: the new code's result (2) was
+    stored under the imported code's key, and served to a kernel importing that code."""
+    pytest.importorskip("distributed")
+    kernel.printed(_cell("dask"))
+    (kernel.home / "helpers.py").write_text(HELPERS.format(value=2))
+    said = _stream(kernel.run("%dagger run clean --refresh"), "stderr")
+    ran = kernel.printed("print(v)").strip()
+    (kernel.home / "helpers.py").write_text(HELPERS.format(value=1))  # (put back)
+    kernel.restart()
+    kernel.printed("%load_ext dagnb\nimport helpers")
+    kernel.printed(_cell("dask"))
+    served = (_state(kernel), kernel.printed("print(v)").strip())
+    assert (ran, served) == ("1", ("cached", "1"))  # (before: "2", and served "2")
+    assert STALE_LINE in said
+
+
+@pytest.mark.slow
+def test_a_dask_step_using_a_helper_edited_before_dagnb_read_it_is_refused_in_one_line(
+        kernel):
+    """No text of the code the kernel runs is to be had to send (before, the workers ran
+    the file's new code under the key of the kernel's)."""
+    pytest.importorskip("distributed")
+    (kernel.home / "helpers.py").write_text(HELPERS.format(value=2))
+    outputs = kernel.run(_cell("dask"))
+    errors = [o for o in outputs if o["output_type"] == "error"]
+    assert errors, outputs
+    shown = "\n".join([errors[0]["evalue"], *errors[0]["traceback"]])
+    assert ("step 'clean' cannot be sent to dask workers: helpers.py changed on disk since "
+            "the kernel imported it; the text of the imported code is gone: restart, "
+            "importlib.reload(helpers), or %load_ext autoreload / %autoreload 2") in shown
+
+
+@pytest.mark.slow
+def test_with_autoreload_a_dask_step_runs_the_edited_helper_and_nothing_is_said(kernel):
+    """IPython's autoreload patches the module's functions in place (its spec stays): the
+    kernel runs the new code, so the workers must be sent the file's new text."""
+    pytest.importorskip("distributed")
+    kernel.printed("%load_ext autoreload\n%autoreload 2")
+    kernel.printed(_cell("dask"))
+    (kernel.home / "helpers.py").write_text(HELPERS.format(value=2))
+    outputs = kernel.run(_cell("dask"))
+    assert (_state(kernel), kernel.printed("print(v, helpers.f())").strip()) == (
+        "succeeded", "2 2")
+    assert "changed on disk" not in _stream(outputs, "stderr"), outputs
