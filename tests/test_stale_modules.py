@@ -261,3 +261,27 @@ def test_with_autoreload_a_dask_step_runs_the_edited_helper_and_nothing_is_said(
     assert (_state(kernel), kernel.printed("print(v, helpers.f())").strip()) == (
         "succeeded", "2 2")
     assert "changed on disk" not in _stream(outputs, "stderr"), outputs
+
+
+def test_a_function_keyed_again_checks_its_helpers_files_once_a_second_and_warns(
+        tmp_path, monkeypatch):
+    """Each key of the same function (a Memory hit, a step of a cached re-run) would
+    stat its helpers' files: that is done once a second, which only delays the warning
+    (the key is the code the process runs either way); past that, an edit is said."""
+    from dagnb.fingerprint import code, imported
+
+    _module(tmp_path, monkeypatch, "helper_rechecked", "def make(x):\n    return x\n")
+    uses = _module(tmp_path, monkeypatch, "uses_helper_rechecked",
+                   "from helper_rechecked import make\n\ndef g(x):\n    return make(x)\n")
+    before = code_with_values(uses.g, fresh=True)[0]
+    checks = []
+    real = imported.IMPORTED.check
+    monkeypatch.setattr(imported.IMPORTED, "check", lambda mods: (checks.append(1), real(mods)))
+    for _ in range(100):
+        assert code_with_values(uses.g, fresh=True)[0] == before
+    assert checks == []  # (all within the second after the record was made)
+    (tmp_path / "helper_rechecked.py").write_text("def make(x):\n    return x * 2\n")
+    monkeypatch.setattr(code, "_RECHECK_S", 0.0)  # (as a second later)
+    with pytest.warns(UserWarning, match=_stale_warning("helper_rechecked")):
+        assert code_with_values(uses.g, fresh=True)[0] == before
+    assert checks == [1]
