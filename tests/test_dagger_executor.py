@@ -1143,6 +1143,7 @@ def test_a_python_step_leaving_a_process_that_writes_after_it_ended_fails_as_it_
     ("{m}died 3\n", ("", "died 3")),
     ("{m}raised\nwritten after it\n", ("written after it\n", "raised")),  # (a process left)
     ("{m}raised by the step itself\n", ("{m}raised by the step itself\n", "")),
+    ("out of patience\n{m}exit\n", ("out of patience\n", "exit")),  # (sys.exit(137))
     ("leaving\n", ("leaving\n", "")),
 ])
 def test_the_shims_last_line_says_how_a_python_step_ended(stderr, expected):
@@ -1199,6 +1200,26 @@ def test_sys_exit_in_a_container_step_ends_it_as_on_the_local_executor(stub, tmp
         assert run.result("after") is True
         assert _lines(run, "complain", "stderr") == ["no input today"]
     assert len(stub.engine.exec_log) == 4
+
+
+def exits_as_if_killed():
+    import sys
+
+    print("out of patience", file=sys.stderr)
+    sys.exit(137)
+
+
+def test_a_python_step_s_sys_exit_137_is_its_exit_code_not_a_kill(stub, tmp_path):
+    """sys.exit(137) read "exited with code 137 (killed by SIGKILL; out of memory?)" on
+    Dagger, "exit code 137" on the local executor: the shim knew the step chose it."""
+    from dagnb.model.graph import Graph
+
+    graph = Graph("g", [Step("chosen", func=exits_as_if_killed)])
+    errors = [graph.run(executor=name, cache=False, cache_directory=tmp_path / name)
+              .status_rows()["chosen"] for name in ("local", "dagger")]
+    assert [(row["state"], row["exit_code"], row["error"]) for row in errors] == [
+        ("failed", 137, "exit code 137: out of patience")] * 2
+    assert len(stub.engine.exec_log) == 1
 
 
 # -- review ---------------------------------------------------------------------------

@@ -3,19 +3,21 @@
 A module edited on disk and not reloaded (no ``importlib.reload``, no autoreload) runs
 the code it was imported with. Keyed by the file's new text, that code's result would be
 stored where the new code's belongs, and served once a restart runs the new code; and a
-dask worker, which imports the module from text sent along, would run the new code under
-the old code's key. So the first time dagnb reads a module of the user's, it keeps the
-module's text, if that text still compiles to the module's functions (:mod:`.loaded`;
-an import hook's code, such as pytest's rewritten asserts, no text compiles to: there
-the file's text is taken). A file changed since (another size, time or inode, then
-another text) is *stale*: keys read that kept text, a dask worker is sent it, and one
-warning names the module and the fix. A reload (the module gets another ``__spec__``)
-takes the file as it is then.
+dask worker, which imports the module from text sent along, or a container, sent a
+step's functions as text, would run the new code under the old code's key. So the first
+time dagnb reads a module of the user's, it keeps the module's text, if that text still
+compiles to the module's functions (:mod:`.loaded`; an import hook's code, such as
+pytest's rewritten asserts, no text compiles to: there the file's text is taken). A file
+changed since (another size, time or inode, then another text) is *stale*: keys read
+that kept text, a dask worker or a container is sent it, and one warning names the
+module and the fix. A reload (the module gets another ``__spec__``) takes the file as
+it is then.
 
 A module whose file had already changed when dagnb first read it has no text to keep:
 it is warned of too, its functions count by their bytecode (:mod:`.sources`), and a dask
-step using it is refused (:mod:`dagnb.executors.shipped`): no text of the code it runs
-is to be had, and its namespace sent instead would carry what its top level made.
+or container step using it is refused (:mod:`dagnb.executors.shipped`,
+:mod:`dagnb.executors.dagger.shim`): no text of the code it runs is to be had, and its
+namespace sent instead would carry what its top level made.
 Checking a module costs one ``stat`` while its file is unchanged.
 """
 
@@ -90,6 +92,17 @@ class ImportedSources:
             return _read(file)
         _warn_once(version, file)
         return version.source
+
+    def lines_run(self, module: types.ModuleType, file: str) -> tuple[bool, list[str] | None]:
+        """Whether ``module``'s file (``file``) holds another text than the module runs
+        (warned of), and then the lines it runs: those it was imported from, None if the
+        file changed before dagnb first read it (that text is gone). One ``stat`` while
+        the file is unchanged."""
+        version = self._version(module.__name__, file)
+        if version is None or not version.stale:
+            return False, None
+        _warn_once(version, file)
+        return True, version.lines
 
     def _version(self, name: str, file: str) -> _Version | None:
         """The module's version: read now if first asked for or reloaded since, decided

@@ -246,6 +246,8 @@ def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
     code = exc.exit_code
     if how.startswith("died "):  # before the signal's case: its code is the step's own
         return _died(task, int(how.removeprefix("died ")), _tails(mask, stdout, stderr))
+    if how == "exit":  # (its sys.exit(137) too: no kill)
+        return Outcome(exit_code=code)
     if code in _SIGNALLED:
         return _exec_failed(task, code, _tails(mask, stdout, stderr))
     if how == "raised":

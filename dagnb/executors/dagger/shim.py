@@ -2,7 +2,11 @@
 
 The container has its own ``python3`` and no dagnb, so the function travels as source:
 ``inspect.getsource``, dedented, decorators stripped, preceded by the imports of the
-modules it uses and the module-level constants and helper functions it names. The shim
+modules it uses and the module-level constants and helper functions it names. A module
+edited on disk and not reloaded runs the text it was imported from, which its key
+describes (:mod:`dagnb.fingerprint.imported`): its functions travel as that text, not
+the file's new one; one edited before dagnb first read it has no such text, and its
+step is refused in one line saying how to load the new code. The shim
 (below, stdlib only) reads params from ``$DAGNB_PARAMS`` and upstream results from
 ``$DAGNB_IN/<name>/result.json|result.pkl`` (an upstream without a result is passed as
 the ``pathlib.Path`` of its folder, as on the local executor), calls the function
@@ -14,7 +18,8 @@ returned, raised, or ``sys.exit()`` (which ends the step as a script: 0 succeeds
 no result, as on the local executor). A child that ends without telling, by
 ``os._exit()`` or a native ``exit()``, made no result: the shim fails the exec whatever
 its exit code (0 too, or the engine would cache the exec and dagnb store it) and says so
-on its last stderr line, as it does for a function that raised (:func:`ending`). The
+on its last stderr line, as it does for a function that raised and for a non-zero
+``sys.exit()`` (its 137 is no kill by SIGKILL: :func:`ending`). The
 success path costs the engine no query more than before; a fork, no second interpreter.
 
 Globals the function reads travel by value, as the cache key counts them: a literal as
@@ -44,6 +49,12 @@ from typing import Any
 
 from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import loaded_globals
+from dagnb.fingerprint.imported import IMPORTED, stale_line
+from dagnb.fingerprint.loaded import loaded_from_file
+from dagnb.fingerprint.sources import (  # (the key's own reading of a kept text)
+    _block_of,
+    _in_libraries,
+)
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step
 
@@ -61,7 +72,7 @@ _FIX = "pass it as a parameter, or define it inside the function"
 # how (:func:`ending`); the executor takes the line out of the step's output.
 _MARKER = "dagnb-step-ended: "
 # (not always at a line's start: the step's last line may be unended)
-_ENDED = re.compile(re.escape(_MARKER) + r"(raised|died \d+)(?:\n|\Z)")
+_ENDED = re.compile(re.escape(_MARKER) + r"(raised|exit|died \d+)(?:\n|\Z)")
 
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract.
@@ -171,8 +182,8 @@ def forward_signals(pid):
 
 
 def supervise():
-    """The exit status of the step's child; a line for the executor when it raised or
-    ended without telling."""
+    """The exit status of the step's child; a line for the executor when it failed
+    (its sys.exit(137) is no kill: the exit status alone cannot tell)."""
     reader, channel = os.pipe()
     pid = os.fork()
     if pid == 0:
@@ -189,7 +200,7 @@ def supervise():
         told = os.read(reader, 64).decode()
     except BlockingIOError:
         told = ""
-    if told in ("returned", "exit"):
+    if told == "returned" or (told == "exit" and code == 0):
         return code
     print(MARKER + (told or "died %%d" %% code), file=sys.stderr, flush=True)
     return code or 1
@@ -219,9 +230,10 @@ def python_argv() -> list[str]:
 
 def ending(stderr: str) -> tuple[str, str]:
     """How a failed Python step ended, as the shim's last line says: "raised", "died
-    <exit code>" (it ended without telling: os._exit()), "" for an exit the step chose
-    (sys.exit()); and its stderr without that line. The line is the shim's last, not
-    always the stderr's: a process the step left running may write after it."""
+    <exit code>" (it ended without telling: os._exit()), "exit" for a non-zero exit the
+    step chose (sys.exit(3)), "" without the line (a kill); and its stderr without that
+    line. The line is the shim's last, not always the stderr's: a process the step left
+    running may write after it."""
     found = list(_ENDED.finditer(stderr))  # (the shim writes it once, at its end)
     if not found:
         return stderr, ""
@@ -252,16 +264,39 @@ class _ModuleParts:
         self.aliases: set[str] = set()
         self.values: dict[str, bytes] = {}  # name -> pickle
         self.seen: set[str] = set()
+        self.imported: dict[str, tuple[bool, list[str] | None]] = {}  # (by module file)
 
     def collect(self, func: Callable[..., Any]) -> None:
         if func.__name__ in self.seen:
             return
         self.seen.add(func.__name__)
-        self.bodies.append(_undecorated_source(func, self.step))
+        self.bodies.append(_undecorated_source(func, self.step, self.imported_lines(func)))
         # Loads only: an attribute's name (``obj.lock``) is no global to ship.
         for name in sorted(loaded_globals(func.__code__)):
             if name in func.__globals__:  # else a builtin or undefined
                 self.add_global(name, func.__globals__[name], func)
+
+    def imported_lines(self, func: Callable[..., Any]) -> list[str] | None:
+        """``func``'s lines in the text its module was imported from, if the module's
+        file holds another text now: the code the kernel runs and the key describes.
+        None while the file holds that code (``inspect`` reads it there). One ``stat``
+        per module of the user's."""
+        unwrapped = inspect.unwrap(func)
+        code = getattr(unwrapped, "__code__", None)
+        module = sys.modules.get(getattr(unwrapped, "__module__", None) or "")
+        file = getattr(module, "__file__", None)
+        if module is None or not isinstance(code, types.CodeType) or (
+                file != code.co_filename or _in_libraries(file)):
+            return None  # (a notebook's: no file; a library's: keyed by its name)
+        if file not in self.imported:
+            self.imported[file] = IMPORTED.lines_run(module, file)
+        stale, lines = self.imported[file]
+        if not stale:
+            return None
+        if lines is None or not loaded_from_file(code, lines):  # (no text of its code)
+            raise InvalidStepError(f"step {self.step!r} cannot be sent to the container: "
+                                   f"{stale_line(module.__name__, file, gone=True)}")
+        return _block_of(code, lines)
 
     def add_global(self, name: str, value: Any, func: Callable[..., Any]) -> None:
         if isinstance(value, types.ModuleType):
@@ -307,9 +342,13 @@ class _ModuleParts:
         return error
 
 
-def _undecorated_source(func: Callable[..., Any], step: str) -> str:
+def _undecorated_source(func: Callable[..., Any], step: str,
+                        lines: list[str] | None = None) -> str:
+    """``func``'s definition without decorators, from ``lines`` (its own) or else its
+    file as it is."""
     try:
-        source = textwrap.dedent(inspect.getsource(func))
+        source = textwrap.dedent("".join(lines) if lines is not None
+                                 else inspect.getsource(func))
     except (OSError, TypeError):
         raise InvalidStepError(
             f"step {step!r}: the source of {func.__qualname__!r} cannot be found, so it "
