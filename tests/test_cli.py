@@ -364,6 +364,24 @@ def test_a_param_given_with_only_failed_wins_and_runs_what_no_run_with_it_finish
         "a step runs unless a run with these params finished it\n")
 
 
+def test_only_failed_given_the_files_own_value_retries_a_run_given_no_params(
+    tmp_path: Path,
+) -> None:
+    """A first run given no --param ran with the file's London: --only-failed given
+    city=London is that run again, so report runs alone. It said no run with these params
+    was recorded, and ran every step."""
+    (tmp_path / "wf.yml").write_text(_CITY_WORKFLOW)
+    first = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    assert first.returncode == 1 and _rows(first.stdout)["report"] == "failed", first.stdout
+    (tmp_path / "fixed").write_text("")
+    again = dagnb("run", "wf.yml", "--only-failed", "--executor", "local", "-p",
+                  "city=London", cwd=tmp_path)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert (_rows(again.stdout), again.stderr) == ({"load": "cached", "report": "succeeded"}, "")
+    assert (tmp_path / "seen").read_text() == "London London\n"
+    assert (tmp_path / "summaries").read_text() == "London\n"  # (summary ran once)
+
+
 def test_only_failed_reads_records_without_params_and_leaves_out_a_param_gone_since(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

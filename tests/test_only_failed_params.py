@@ -83,6 +83,24 @@ def test_steps_done_with_other_params_are_not_done_with_these(
     assert (workdir / "seen").read_text() == "London London\nParis Paris\n"
 
 
+@pytest.mark.parametrize("build", [_from_file, _in_python], ids=["yaml", "python"])
+@pytest.mark.parametrize("new_graph", [False, True], ids=["same-graph", "new-graph"])
+def test_params_given_the_steps_own_values_are_a_run_given_none(
+    workdir: Path, build: Callable[[Path], Graph], new_graph: bool
+) -> None:
+    """report failed in a run given no params (London, the steps' own): given
+    city=London, in this process or a new one, only report runs again, not every step
+    as if London were another configuration."""
+    graph = build(workdir)
+    assert graph.run(executor="local").failed == ["report"]
+    (workdir / "fixed").write_text("")
+    again = build(workdir) if new_graph else graph
+    set_params(again, {"city": "London"}, "the test")
+    retried = again.run(only_failed=True, executor="local")
+    assert retried.states() == {"load": "cached", "report": "succeeded"}
+    assert (workdir / "summaries").read_text() == "London\n"
+
+
 def test_a_graph_built_in_python_runs_in_a_new_process_what_ran_with_other_params_only(
     workdir: Path,
 ) -> None:

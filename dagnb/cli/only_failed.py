@@ -7,6 +7,8 @@ given again; a value given now wins for its name. Each is said in one line on st
 Which steps run is decided among the recorded runs given the same params
 (:func:`dagnb.runtime.history.last_states`): a step done with ``city=Paris`` has not run
 with ``city=Rome``, so after a change it runs too (from the cache, if it ran so before).
+Params are compared as the runs used them, the file's own values under those given: a
+run given none and one given the file's ``city=Paris`` are the same run.
 """
 
 from __future__ import annotations
@@ -34,15 +36,17 @@ def last_run_params(graph: Any, given: Mapping[str, Any], cache_dir: str | None,
     if last is None:  # (no run recorded: every step runs anyway)
         return {}
     declared = {name for step in graph for name in step.params}
+    own = graph.own_params()
     kept = {name: value for name, value in last.items()
             if name not in given and name in declared}
     dropped = {name: value for name, value in last.items()
                if name not in given and name not in declared}
+    ran_with = {**own, **last}  # (a value given the file's own one changes nothing)
     changed = {name: value for name, value in given.items()
-               if name not in last or _json(value) != _json(last[name])}
+               if name not in ran_with or _json(value) != _json(ran_with[name])}
     said = _notes(last, kept, changed, dropped, mask, graph.workflow_file.name)
     if changed or dropped:  # (another configuration: which runs count changes)
-        found = last_states(folder, graph.name, graph.workflow_file, {**kept, **given})
+        found = last_states(folder, graph.name, graph.workflow_file, {**kept, **given}, own)
         said.append(_AFTER_A_CHANGE[found is not None])
     if said:
         print("dagnb: --only-failed: " + "; ".join(said), file=sys.stderr)

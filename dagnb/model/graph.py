@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import graphlib
 import inspect
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -55,11 +56,14 @@ class Graph:
     given_params
         The params set from outside the file for its runs (``dagnb run --param``, through
         :func:`~dagnb.workflows.params.set_params`), by name: recorded with each run, so
-        that ``only_failed`` (``--only-failed``) counts only the runs given the same.
+        that ``only_failed`` (``--only-failed``) counts only the runs given the same
+        values, a param given the value the steps have of their own being as good as
+        not given (see :meth:`own_params`).
     """
 
-    __slots__ = ("_changes", "_checked", "_earlier", "_order", "_steps", "base_dir",
-                 "description", "given_params", "last_run", "name", "workflow_file")
+    __slots__ = ("_changes", "_checked", "_earlier", "_order", "_own_params", "_steps",
+                 "base_dir", "description", "given_params", "last_run", "name",
+                 "workflow_file")
 
     def __init__(
         self,
@@ -78,6 +82,7 @@ class Graph:
         self._earlier: tuple[dict[str, Any], dict[str, str]] = ({}, {})
         self.workflow_file: Path | None = None
         self.given_params: dict[str, Any] = {}  # (replaced, not changed: copies share it)
+        self._own_params: dict[str, Any] | None = None  # (kept as set_params first gives)
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes
         self._changes = 0  # steps added, replaced or removed so far
@@ -370,14 +375,12 @@ class Graph:
     def started(self, run: Run) -> None:
         """``run`` is the graph's last run now; the states of the one before it join those
         of the runs before (given the same params), which ``only_failed`` reads."""
-        from dagnb.runtime.history import same_params
-
         last = self.last_run
         if len(run.order) >= len(self._steps):  # (every step: its states supersede them,
             self._earlier = ({}, {})  #            and none is read for each run)
         elif last is not None:
             params, states = self._earlier
-            if not same_params(params, last.given_params):
+            if not self.same_run_params(params, last.given_params):
                 states = {}
             self._earlier = (last.given_params, {**states, **last.states()})
         self.last_run = run
@@ -386,11 +389,11 @@ class Graph:
         """The steps that did not finish in this process's runs given the params the
         graph has now, each by its latest run: a run of targets, or one that re-ran a
         failed step alone, leaves the other steps' states as the runs before left them."""
-        from dagnb.runtime.history import same_params, unfinished
+        from dagnb.runtime.history import unfinished
 
         if self.last_run is None:
             return []
-        if not same_params(self.last_run.given_params, self.given_params):
+        if not self.same_run_params(self.last_run.given_params, self.given_params):
             return list(self._steps)  # params set since: no step has run with these
         states = self.states_here()
         return unfinished(states, [name for name in states if name in self._steps])
@@ -398,15 +401,40 @@ class Graph:
     def states_here(self) -> dict[str, str]:
         """Each step's state in its latest run in this process among the runs given the
         params of the last one (none before a first run)."""
-        from dagnb.runtime.history import same_params
-
         if self.last_run is None:
             return {}
         params, earlier = self._earlier
         states = self.last_run.states()
-        if earlier and same_params(params, self.last_run.given_params):
+        if earlier and self.same_run_params(params, self.last_run.given_params):
             states = {**earlier, **states}
         return states
+
+    def own_params(self) -> dict[str, Any]:
+        """Each param's value in the steps as defined, before ``set_params`` gave any,
+        where every step that declares it gives the same: what a run given none runs
+        with (a name the steps give different values has none)."""
+        if self._own_params is not None:
+            return self._own_params
+        values: dict[str, Any] = {}
+        texts: dict[str, str | None] = {}  # (as JSON: 1 and true are other values)
+        for step in self._steps.values():
+            for name, value in step.params.items():
+                text = _json_text(value)
+                values.setdefault(name, value)
+                texts[name] = text if texts.get(name, text) == text else None
+        return {name: value for name, value in values.items() if texts[name] is not None}
+
+    def keep_own_params(self) -> None:
+        """Remember :meth:`own_params` before ``set_params`` replaces the steps' values."""
+        if self._own_params is None:
+            self._own_params = self.own_params()
+
+    def same_run_params(self, one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+        """Whether runs given params ``one`` and ``other`` ran with the same values: one
+        given the file's own ``city=Paris`` is one given none."""
+        from dagnb.runtime.history import same_params
+
+        return same_params(one, other) or same_params(one, other, self.own_params())
 
     # -- data -----------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
@@ -543,3 +571,12 @@ def _kind(path: Path) -> str:
     if path.is_socket():
         return "a socket"
     return "a device" if path.is_char_device() or path.is_block_device() else "not readable"
+
+
+def _json_text(value: Any) -> str | None:
+    """``value`` as JSON, as a run's record keeps it; None for what JSON cannot hold (a
+    Python step's object param, which is no value a run can be given from outside)."""
+    try:
+        return json.dumps(value, sort_keys=True)
+    except (TypeError, ValueError):
+        return None

@@ -269,16 +269,18 @@ def _remove_unless_live(folder: Path) -> bool:
 
 
 def last_states(cache_dir: Path, graph_name: str, source: Path | None = None,
-                params: Mapping[str, Any] | None = None) -> dict[str, str] | None:
+                params: Mapping[str, Any] | None = None,
+                own: Mapping[str, Any] | None = None) -> dict[str, str] | None:
     """Each step's final state in the newest recorded run of ``graph_name`` that ran it
     (a notebook runs a cell's steps at a time: a step that failed in one run stays
     failed after later runs of other steps); None when there is no run. Given its
     workflow file, ``source``, only that file's runs count (and older records, which
     name no file, of that name); given ``params``, only the runs given those params
-    (a record with none was given none)."""
+    (a record with none was given none), or the same values, given ``own`` (the values
+    the steps have of their own: see :func:`same_params`)."""
     runs = _runs_of(cache_dir, graph_name, source)
     if params is not None:
-        runs = [record for record in runs if same_params(_params(record), params)]
+        runs = [record for record in runs if same_params(_params(record), params, own)]
     if not runs:
         return None
     states: dict[str, str] = {}
@@ -329,9 +331,15 @@ def _params(record: Mapping[str, Any]) -> dict[str, Any]:
     return dict(params) if isinstance(params, dict) else {}
 
 
-def same_params(one: Mapping[str, Any], other: Mapping[str, Any]) -> bool:
+def same_params(one: Mapping[str, Any], other: Mapping[str, Any],
+                own: Mapping[str, Any] | None = None) -> bool:
     """Whether two runs were given the same params: the same JSON values (``1`` is not
-    ``1.0``, nor ``true``, though Python finds them equal: each makes its own key)."""
+    ``1.0``, nor ``true``, though Python finds them equal: each makes its own key).
+    Given ``own``, the values the steps have when given none (a workflow file's), the
+    values each run ran with: one given ``city=Paris`` where the file says Paris ran
+    as one given none."""
+    if own:
+        one, other = {**own, **one}, {**own, **other}
     return _params_text(one) == _params_text(other)
 
 

@@ -42,7 +42,7 @@ from dagnb.executors.capture import capturing
 from dagnb.model.contract import known_secret_values, refuse_secret_values, resolve_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
-from dagnb.runtime.history import RunFolder, last_states, same_params, unfinished
+from dagnb.runtime.history import RunFolder, last_states, unfinished
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
@@ -422,23 +422,25 @@ def _selection(
     process when that run was given the params the graph has now; else (a new process,
     params set since) the run history's, as ``dagnb run --only-failed`` does: a step's
     state counts only among the runs given the same params (one done, or failed, with
-    city=Paris has not run with London). A step those runs do not have has not finished
-    either if it is a workflow file's (the file's first run, a step new or renamed since:
-    left out, they would run nothing and report success) or ran with other params (a
-    graph of no file: a notebook cell never run is not taken for one that failed).
+    city=Paris has not run with London; one given the file's own value has run with none).
+    A step those runs do not have has not finished either if it is a workflow file's
+    (the file's first run, a step new or renamed since: left out, they would run nothing
+    and report success) or ran with other params (a graph of no file: a notebook cell
+    never run is not taken for one that failed).
     Targets or tags narrow it to the steps they need."""
     if not only_failed:
         return graph.select(targets, tags=tags)
     last = graph.last_run
     here = (graph.states_here() if last is not None
-            and same_params(last.given_params, graph.given_params) else {})
+            and graph.same_run_params(last.given_params, graph.given_params) else {})
     if here.keys() >= set(graph.names):  # (every step ran here: the history adds none)
         return graph.select(targets, tags=tags, only_failed=True)
     name, source = graph.name, graph.workflow_file
     # the history's, and this process's runs' over them (a read-only run recorded
     # nothing in cache_dir): a step that failed in another process and has not run here
     # since (a run of a target here) is still to run again
-    states = {**(last_states(cache_dir, name, source, graph.given_params) or {}), **here}
+    states = {**(last_states(cache_dir, name, source, graph.given_params,
+                             graph.own_params()) or {}), **here}
     ran = graph.names if source is not None else {
         *(last_states(cache_dir, name) or {}), *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))

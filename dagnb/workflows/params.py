@@ -160,6 +160,7 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str
         if name not in declared:
             raise WorkflowError(_undeclared(name, declared, source))
     changed: dict[str, list[str]] = {name: [] for name in values}
+    graph.keep_own_params()  # (a run given a param its own value ran as one given none)
     for step in list(graph):
         given = {name: value for name, value in values.items() if name in step.params}
         if given:
