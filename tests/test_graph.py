@@ -113,11 +113,22 @@ def test_select_targets_with_upstream_tags_and_failed() -> None:
     assert graph.select("left") == ["load", "left"]
     assert graph.select(tags="slow") == ["load", "right"]
     assert graph.select() == graph.order()
-    with pytest.raises(StepNotFoundError, match=r"no step has tag \['nope'\]"):
+    with pytest.raises(StepNotFoundError, match=r"^no step has tag 'nope'; the steps' tags "
+                                                 r"are 'io', 'slow'$"):
         graph.select(tags="nope")
-    with pytest.raises(StepNotFoundError, match=r"no step has tag \['slwo'\]; did you mean "
+    with pytest.raises(StepNotFoundError, match=r"^no step has tag 'slwo'; did you mean "
                                                  r"'slow'\?$"):
         graph.select(tags=["slow", "slwo"])  # a typo beside a good tag is no quiet subset
+
+
+def test_unknown_tags_are_named_plainly() -> None:
+    """It said "no step has tag ['x', 'y']", a Python list, and "tag" for several."""
+    with pytest.raises(StepNotFoundError, match=r"^no step has tags 'nope', 'zzz'; the "
+                                                 r"steps' tags are 'io', 'slow'$"):
+        diamond().select(tags=["zzz", "nope"])
+    untagged = Graph("u", [Step("a", run="true")])
+    with pytest.raises(StepNotFoundError, match=r"^no step has tag 'x'; no step has any tag$"):
+        untagged.select(tags="x")
 
 
 def test_a_target_that_is_also_tagged_selects_no_more_than_both_ask() -> None:

@@ -32,7 +32,13 @@ import dagnb
 import dagnb.cache.remote as remote_module
 from dagnb.cache import Store
 from dagnb.cache.entry import Entry
-from dagnb.cache.remote import ObjectStore, RemoteBackend, RemoteCacheWarning, file_digest
+from dagnb.cache.remote import (
+    ObjectStore,
+    RemoteBackend,
+    RemoteCacheWarning,
+    Transfer,
+    file_digest,
+)
 from dagnb.cache.store import DamagedEntryWarning
 from dagnb.cli import main
 from dagnb.errors import CacheError, ConfigError
@@ -405,7 +411,7 @@ def test_a_manifest_whose_files_are_in_each_others_way_is_a_miss_not_a_store_fai
         assert reader.lookup("step", "bad") is None
         assert reader.lookup("step", "good") is not None
     assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "c")]) == 1
-    assert "pull: 1 entries copied, 0 already there, 1 not usable" in capsys.readouterr().out
+    assert "pull: 1 entry copied, 0 already there, 1 not usable" in capsys.readouterr().out
 
 
 def test_a_link_out_of_the_entry_is_stored_as_what_it_points_to(
@@ -709,7 +715,7 @@ def test_a_refresh_the_store_missed_is_sent_by_the_next_push(
     finally:
         server.start()
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
-    assert "1 entries copied" in capsys.readouterr().out
+    assert "1 entry copied" in capsys.readouterr().out
     entry = store(url, tmp_path / "b").lookup("prices", "k")
     assert entry is not None and (entry.out_dir / "prices.csv").read_bytes() == b"tuesday"
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
@@ -734,7 +740,7 @@ def test_the_rebuild_of_an_entry_damaged_in_the_store_is_owed_while_it_is_down(
     finally:
         server.start()
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "b")]) == 0
-    assert "1 entries copied" in capsys.readouterr().out
+    assert "1 entry copied" in capsys.readouterr().out
     entry = store(url, tmp_path / "c").lookup("step", "k")
     assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
 
@@ -970,7 +976,7 @@ def test_a_pull_says_which_entries_it_could_not_use_and_exits_1(
     capsys.readouterr()
     assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 1
     out = capsys.readouterr().out
-    assert "pull: 1 entries copied, 0 already there, 1 not usable" in out, out
+    assert "pull: 1 entry copied, 0 already there, 1 not usable" in out, out
     assert Store(tmp_path / "b").lookup("make", "k1") is None
 
 
@@ -987,7 +993,7 @@ def test_push_leaves_out_an_entry_whose_file_was_edited_in_place(
     with pytest.warns(DamagedEntryWarning, match="make/k1.*no longer match"):
         assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 1
     out = capsys.readouterr().out
-    assert "push: 1 entries copied, 0 already there, 1 left out (damaged here" in out, out
+    assert "push: 1 entry copied, 0 already there, 1 left out (damaged here" in out, out
     assert "entries/make/k1.json" not in listing(url) and "entries/make/k2.json" in listing(url)
     assert Store(tmp_path / "a").lookup("make", "k1") is None  # set aside: runs again
     read = []  # an entry the store has already is not read again to be checked
@@ -1013,7 +1019,7 @@ def test_push_check_mends_a_file_changed_in_the_store_that_a_plain_push_takes_as
     assert downloads.blobs == []
     assert main([*push, "--check"]) == 0
     out = capsys.readouterr().out
-    assert ("push: 1 entries copied (1 replacing a copy damaged in the store), 1 already "
+    assert ("push: 1 entry copied (1 replacing a copy damaged in the store), 1 already "
             "there (read back and checked: 0.2 MB), 0.2 MB") in out, out
     entry = store(any_url, tmp_path / "c").lookup("make", "k1")
     assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == good
@@ -1030,7 +1036,7 @@ def _blob_of(url: str, step: str, key: str, name: str) -> str:
 def test_a_push_counts_the_bytes_of_a_file_it_sends_back_to_an_entry_the_store_lost(
         url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A blob deleted in the store (its manifest kept) is sent again: the push said
-    '1 entries copied, 4 already there, 0.0 MB' of its 1 MB."""
+    '1 entry copied, 4 already there, 0.0 MB' of its 1 MB."""
     local = Store(tmp_path / "a")
     big = bytes(i % 251 for i in range(1_000_000))
     save(local, "make", "big", {"big.bin": big})
@@ -1042,7 +1048,7 @@ def test_a_push_counts_the_bytes_of_a_file_it_sends_back_to_an_entry_the_store_l
     s3fs.S3FileSystem(skip_instance_cache=True).rm(blob)
     capsys.readouterr()
     assert main(push) == 0
-    assert "push: 1 entries copied, 4 already there, 1.0 MB\n" in capsys.readouterr().out
+    assert "push: 1 entry copied, 4 already there, 1.0 MB\n" in capsys.readouterr().out
     assert s3fs.S3FileSystem(skip_instance_cache=True).info(blob)["size"] == 1_000_000
     entry = store(url, tmp_path / "b").lookup("make", "big")
     assert entry is not None and (entry.out_dir / "big.bin").read_bytes() == big
@@ -1060,7 +1066,7 @@ def test_a_push_that_makes_another_machines_entry_whole_says_what_it_left_unrefe
     capsys.readouterr()
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "b")]) == 0
     assert re.fullmatch(
-        r"push: 1 entries copied, 0 already there, 1\.0 MB \(0\.\d kB of it unreferenced: "
+        r"push: 1 entry copied, 0 already there, 1\.0 MB \(0\.\d kB of it unreferenced: "
         r"files of entries the store kept another copy of, left there named by no entry, "
         r"where nothing removes them\)\n", capsys.readouterr().out)
     assert len(_unreferenced_blobs(url, "make", "big")) == 1  # (b's meta.json)
@@ -1073,7 +1079,7 @@ def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
         url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, same: bool) -> None:
     """Two pushes of one key: the second to write its manifest keeps the first's entry.
-    It said '1 entries copied ... 0.0 MB', though its entry was not kept and its file was
+    It said '1 entry copied ... 0.0 MB', though its entry was not kept and its file was
     sent; a file of another content stays in the store, named by no entry."""
     ours, theirs = bytes(200_000), bytes(200_000) if same else b"\x01" * 200_000
     save(Store(tmp_path / "a"), "make", "k", {"data.bin": ours})
@@ -1090,7 +1096,7 @@ def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
     monkeypatch.setattr(ObjectStore, "_put_blob", the_other_push_first)
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
     first, second = capsys.readouterr().out.splitlines()
-    assert first == "push: 1 entries copied, 0 already there, 0.2 MB"
+    assert first == "push: 1 entry copied, 0 already there, 0.2 MB"
     # (its meta.json differs from the other's: when it was made, ...; sent, and left)
     sent = r"0\.0 MB \(0\.\d kB" if same else r"0\.2 MB \(0\.2 MB"
     assert re.fullmatch(
@@ -1317,14 +1323,14 @@ def test_the_magic_pushes_and_pulls(url: str, shell: Any, tmp_path: Path) -> Non
     local = dagnb.cache.store_for()
     save(local, "make", "k1", {"data.txt": b"one"})
     pushed = shell.run_line_magic("dagger", f"cache push {url}")
-    assert "push: 1 entries copied" in str(pushed)
+    assert "push: 1 entry copied" in str(pushed)
     local.clear()
     pulled = shell.run_line_magic("dagger", f"cache pull {url}")
-    assert "pull: 1 entries copied" in str(pulled)
+    assert "pull: 1 entry copied" in str(pulled)
     assert local.lookup("make", "k1") is not None
     damage(url, "make", "k1", "data.txt")
     checked = shell.run_line_magic("dagger", f"cache push --check {url}")
-    assert "1 entries copied (1 replacing a copy damaged in the store)" in str(checked)
+    assert "1 entry copied (1 replacing a copy damaged in the store)" in str(checked)
 
 
 # -- interrupted uploads ------------------------------------------------------------------
@@ -1479,7 +1485,7 @@ def test_a_packed_entry_pushed_and_pulled_stays_intact(
     local.close()
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
     assert main(["cache", "pull", url, "--cache-dir", str(tmp_path / "b")]) == 0
-    assert "1 entries copied" in capsys.readouterr().out
+    assert "1 entry copied" in capsys.readouterr().out
     with isolated():
         pulled = Store(tmp_path / "b").lookup("s", "k1")
         assert pulled.result() == {"v": 1} and [r["line"] for r in pulled.logs()] == ["hi"]
@@ -1516,3 +1522,18 @@ def test_a_pull_stopped_by_ctrl_c_or_a_ci_cancel_says_so_in_one_line(
     assert err.splitlines()[-1] == ("dagnb: interrupted; the entries pulled so far are "
                                     "whole and kept: run it again to copy the rest")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(("count", "entries", "their", "them"), [
+    (1, "1 entry", "its step runs", "it"), (2, "2 entries", "their steps run", "them")])
+def test_the_transfer_line_says_one_entry_and_its_step_in_the_singular(
+    count: int, entries: str, their: str, them: str
+) -> None:
+    """It said "push: 1 entries copied" (and "their steps run" of one entry)."""
+    done = Transfer()
+    done.copied = done.unusable = done.damaged = count
+    assert done.line("pull") == (
+        f"pull: {entries} copied, 0 already there, {count} not usable (a file missing or "
+        f"damaged in the store: {their} again; dagnb cache push --check from a machine "
+        f"that has {them} mends {them}), {count} left out (damaged here: set aside, {their} "
+        "again), 0.0 MB")

@@ -888,17 +888,27 @@ class Transfer:
                      if self.meanwhile else "")
         checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
+        them = "it" if self.unusable == 1 else "them"
         unusable = (f", {self.unusable} not usable (a file missing or damaged in the store: "
-                    "their steps run again; dagnb cache push --check from a machine that has "
-                    "them mends them)") if self.unusable else ""
-        damaged = (f", {self.damaged} left out (damaged here: set aside, their steps run "
-                   "again)") if self.damaged else ""
+                    f"{_steps_run(self.unusable)} again; dagnb cache push --check from a "
+                    f"machine that has {them} mends {them})") if self.unusable else ""
+        damaged = (f", {self.damaged} left out (damaged here: set aside, "
+                   f"{_steps_run(self.damaged)} again)") if self.damaged else ""
         unreferenced = (f" ({_amount(self.unreferenced)} of it unreferenced: files of "
                         "entries the store kept another copy of, left there named by no "
                         "entry, where nothing removes them)") if self.unreferenced else ""
-        return (f"{action}: {self.copied} entries copied{mended}, {self.skipped} already "
+        return (f"{action}: {_entries(self.copied)} copied{mended}, {self.skipped} already "
                 f"there{meanwhile}{checked}{expired}{unusable}{damaged}, "
                 f"{self.bytes / 1e6:.1f} MB{unreferenced}")
+
+
+def _entries(count: int) -> str:
+    return "1 entry" if count == 1 else f"{count} entries"
+
+
+def _steps_run(count: int) -> str:
+    """What becomes of the steps of ``count`` entries that cannot be used."""
+    return "its step runs" if count == 1 else "their steps run"
 
 
 def _amount(count: int) -> str:

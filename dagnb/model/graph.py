@@ -368,9 +368,11 @@ class Graph:
         known = {tag for step in self._steps.values() for tag in step.tags}
         unknown = sorted(set(tags) - known)
         if unknown:
-            listed = f"the steps' tags are {sorted(known)!r}" if known else "no step has tags"
+            listed = (f"the steps' tags are {_quoted(sorted(known))}" if known
+                      else "no step has any tag")
             hint = checks.did_you_mean(unknown[0], known, otherwise=listed)
-            raise StepNotFoundError(f"no step has tag {unknown!r}; {hint}")
+            noun = "tag" if len(unknown) == 1 else "tags"
+            raise StepNotFoundError(f"no step has {noun} {_quoted(unknown)}; {hint}")
 
     def started(self, run: Run) -> None:
         """``run`` is the graph's last run now; the states of the one before it join those
@@ -554,6 +556,11 @@ def _check_options(options: Mapping[str, Any], call: str, known: tuple[str, ...]
     failed as a TypeError of an internal function."""
     checks.known_keys(options, known, call, ConfigError, noun="option",
                       see=f" (see help({call.replace('graph.', 'dagnb.Graph.')[:-2]}))")
+
+
+def _quoted(names: Iterable[str]) -> str:
+    """``'a', 'b'``: names as a message lists them (not as a Python list)."""
+    return ", ".join(repr(name) for name in names)
 
 
 def _suggestion(name: str, known: Iterable[str]) -> str:
