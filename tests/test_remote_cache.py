@@ -1402,10 +1402,13 @@ def test_interrupted_uploads_leave_nothing_a_reader_accepts(
 ) -> None:
     rng = random.Random(18)
     writer = Writer(url, tmp_path / "w0")
-    started = time.perf_counter()
-    writer.save("calibrate", "c")
-    assert writer.wait_done() == "done"
-    upload = time.perf_counter() - started
+    took = []  # (the quickest of three: one slowed by a loaded machine put every cut
+    for trial in range(3):  # after its manifest, and the test then cut nothing)
+        started = time.perf_counter()
+        writer.save(f"calibrate{trial}", f"c{trial}")
+        assert writer.wait_done() == "done"
+        took.append(time.perf_counter() - started)
+    upload = min(took)
     outcomes = []
     try:
         for trial in range(10):  # the server is stopped mid-upload
@@ -1432,7 +1435,7 @@ def test_interrupted_uploads_leave_nothing_a_reader_accepts(
     assert outcomes.count("none") >= 2, outcomes
     blobs = [o for o in listing(url) if o.startswith("blobs/")]
     manifests = [o for o in listing(url) if o.startswith("entries/")]
-    assert len(manifests) == 1 + outcomes.count("whole")
+    assert len(manifests) == 3 + outcomes.count("whole")
     assert len(blobs) > 3 * len(manifests)  # some cut uploads left blobs, never a manifest
 
 
