@@ -41,7 +41,7 @@ from typing import Any
 
 from dagnb.errors import ExecutorError
 from dagnb.fingerprint.imported import IMPORTED, stale_line
-from dagnb.fingerprint.modules import body_imports
+from dagnb.fingerprint.modules import body_imports, spec_of_unimported
 from dagnb.fingerprint.paths import RACY_WINDOW_NS
 from dagnb.fingerprint.sources import _in_libraries  # (the key's own line: the same modules)
 
@@ -131,18 +131,11 @@ def _project_module(name: str) -> Shipped | None:
 def _location(name: str) -> tuple[str | None, list[str] | None]:
     """The file and folders of a module not imported here yet (one imported in a
     function's body), found as the import system would, without importing it."""
-    folders: list[str] | None = None
-    spec = None
-    for part in name.split("."):
-        try:
-            spec = importlib.machinery.PathFinder.find_spec(part, folders)
-        except (ImportError, ValueError):
-            return None, None
-        if spec is None:
-            return None, None
-        folders = list(spec.submodule_search_locations or ())
-    origin = spec.origin if spec is not None and spec.has_location else None
-    return origin, folders if spec is not None and spec.submodule_search_locations else None
+    spec = spec_of_unimported(name)
+    if spec is None:
+        return None, None
+    origin = spec.origin if spec.has_location else None
+    return origin, list(spec.submodule_search_locations or ()) or None
 
 
 def _read(file: str, module: types.ModuleType | None) -> Shipped | None:

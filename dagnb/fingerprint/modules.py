@@ -45,6 +45,15 @@ def file_of_unimported(name: str) -> str | None:
     """The file a module not imported yet would be loaded from, found without importing
     anything (its parents' folders searched as the import system would); None for a
     built-in one, a namespace package, or one not to be found."""
+    spec = spec_of_unimported(name)
+    origin = getattr(spec, "origin", None)
+    return origin if origin and spec is not None and spec.has_location else None
+
+
+def spec_of_unimported(name: str) -> importlib.machinery.ModuleSpec | None:
+    """The spec a module not imported yet would be loaded by, found without importing
+    anything (its parents' folders searched as the import system would); None for one
+    not to be found."""
     path: list[str] | None = None
     spec = None
     for part in name.split("."):
@@ -55,8 +64,7 @@ def file_of_unimported(name: str) -> str | None:
         if spec is None:
             return None
         path = list(spec.submodule_search_locations or ())
-    origin = getattr(spec, "origin", None)
-    return origin if origin and spec is not None and spec.has_location else None
+    return spec
 
 
 def imported(name: str) -> types.ModuleType | None:
