@@ -109,7 +109,7 @@ from dagnb.errors import (
 )
 from dagnb.executors import shipped, wire
 from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
-from dagnb.executors.local import function_arguments
+from dagnb.executors.local import ended_without_result, function_arguments
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders, write_params
 
@@ -488,9 +488,7 @@ def _died(task: Task, code: int, lines: list[tuple[str, str]]) -> Outcome:
         return Outcome(exit_code=code)
     stderr = "\n".join(line for stream, line in lines if stream == "stderr")
     raise StepFailed(
-        f"step {task.step.name!r}: its process on the dask worker exited with code {code} "
-        "before returning a result (os._exit() or a native exit() ends it so); end the "
-        "step by returning, raising or sys.exit() instead",
+        ended_without_result(task.step.name, "on the dask worker", code),
         step=task.step.name, exit_code=code, stderr_tail=stderr[-2000:],
     )
 

@@ -496,6 +496,14 @@ def exit_status(code: object) -> tuple[int, str]:
     return 1, str(code)
 
 
+def ended_without_result(step: str, where: str, code: int) -> str:
+    """The failure of a step whose process (``where``: "in the container") ended
+    without returning, raising or sys.exit(): os._exit() or a native exit()."""
+    return (f"step {step!r}: its process {where} exited with code {code} before "
+            "returning a result (os._exit() or a native exit() ends it so); end the step "
+            "by returning, raising or sys.exit() instead")
+
+
 def function_arguments(
     func: Any, inputs: Mapping[str, Input], params: Mapping[str, Any]
 ) -> dict[str, Any]:

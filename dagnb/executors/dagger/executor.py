@@ -59,6 +59,7 @@ from dagnb.executors.dagger.translate import (
     staged_inputs,
     volume_key,
 )
+from dagnb.executors.local import ended_without_result
 from dagnb.model.masking import Masker
 from dagnb.model.results import load_result
 
@@ -265,9 +266,7 @@ def _died(task: Task, code: int, tails: dict[str, str]) -> StepFailed:
     or native code calling exit() ended it mid-step, with no result; an exit code of 0
     must not make it a success (the shim's exec fails, so the engine caches nothing)."""
     return StepFailed(
-        f"step {task.step.name!r}: its process in the container exited with code {code} "
-        "before returning a result (os._exit() or a native exit() ends it so); end the "
-        "step by returning, raising or sys.exit() instead",
+        ended_without_result(task.step.name, "in the container", code),
         step=task.step.name, exit_code=code, masked=True, **tails,
     )
 
