@@ -233,6 +233,17 @@ def test_plain_progress_lines_come_every_few_seconds_and_at_the_end():
                               "pull: 6/6 entries, 3.0 MB\n")
 
 
+def test_progress_line_of_one_entry_says_entry():
+    """A push of one entry read "push: 1/1 entries"; the noun agrees with the total."""
+    import io
+
+    from dagnb.cache.remote import progress_line
+
+    out = io.StringIO()
+    progress_line("push", out)(1, 1, 2_000_000)
+    assert out.getvalue() == "push: 1/1 entry, 2.0 MB\n"
+
+
 UNSAFE = r"""steps:
   bad:
     run: |

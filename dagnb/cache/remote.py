@@ -1054,10 +1054,15 @@ def progress_line(verb: str, stream: TextIO | None = None,
 
     def show(done: int, total: int, moved: int) -> None:
         end = "\n" if done == total else ""
-        out.write(f"\r{verb}: {done}/{total} entries, {moved / 1e6:.1f} MB{end}")
+        out.write(f"\r{_progress(verb, done, total, moved)}{end}")
         out.flush()
 
     return show
+
+
+def _progress(verb: str, done: int, total: int, moved: int) -> str:
+    """``push: 3/10 entries, 1.2 MB`` (``1/1 entry``: the noun agrees with the total)."""
+    return f"{verb}: {done}/{_entries(total)}, {moved / 1e6:.1f} MB"
 
 
 def _plain_lines(verb: str, out: TextIO, clock: Callable[[], float]) -> Progress:
@@ -1068,7 +1073,7 @@ def _plain_lines(verb: str, out: TextIO, clock: Callable[[], float]) -> Progress
         now = clock()
         if done == total or now - last >= PLAIN_EVERY:
             last = now
-            print(f"{verb}: {done}/{total} entries, {moved / 1e6:.1f} MB", file=out, flush=True)
+            print(_progress(verb, done, total, moved), file=out, flush=True)
 
     return show
 
