@@ -113,6 +113,21 @@ def test_failure_skips_dependents_and_independent_branches_finish() -> None:
     assert not result.ok and result.failed == ["bad"]
 
 
+def test_a_step_skipped_through_a_chain_names_the_step_between() -> None:
+    """``later`` read only "upstream step 'bad' failed", though it needs ``after``, not
+    ``bad``; a step needing both is named as a direct dependent."""
+    graph = Graph("chain", [
+        Step("bad", run="exit 3"),
+        Step("after", run="true", needs=["bad"]),
+        Step("later", run="true", needs=["after"]),
+        Step("both", run="true", needs=["later", "bad"]),
+    ])
+    errors = run(graph).status().set_index("step")["error"]
+    assert errors["after"] == "upstream step 'bad' failed"
+    assert errors["later"] == "upstream step 'bad' failed (through after)"
+    assert errors["both"] == "upstream step 'bad' failed"
+
+
 def test_a_step_started_after_another_waits_for_it_without_needing_it() -> None:
     """``after`` (the notebook's: a cell reading a variable another step publishes) is
     ordering only: a target brings the step in, its failure skips, its result is no

@@ -965,9 +965,10 @@ class Scheduler:
             exit_code=exit_code,
             error_type=type(exc).__name__,
         )
-        for name in self._skippable(step.name):
-            self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}"
-                                                f"{self._reading(name, step.name)}")
+        for name, via in self._skippable(step.name).items():
+            why = (self._reading(name, step.name) if via == step.name
+                   else f" (through {via})")  # (via's own row says how it depends)
+            self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}{why}")
         if self.options.fail_fast and not self._failed_fast and state == "failed":
             self._failed_fast = True
             reason = f"stopped after step {step.name!r} failed (fail_fast)"
@@ -985,14 +986,15 @@ class Scheduler:
         return (f" (it reads {', '.join(variables)}, which {upstream} publishes)"
                 if variables else "")
 
-    def _skippable(self, name: str) -> list[str]:
-        seen: list[str] = []
-        stack = list(self._dependents[name])
-        while stack:
-            child = stack.pop()
+    def _skippable(self, name: str) -> dict[str, str]:
+        """The unsettled steps downstream of ``name``, each with the step it was reached
+        through (``name`` itself for a direct dependent)."""
+        seen: dict[str, str] = {}
+        queue = [(child, name) for child in self._dependents[name]]
+        for child, via in queue:  # (breadth first: each reached by its shortest way)
             if child not in seen and child not in self._settled:
-                seen.append(child)
-                stack.extend(self._dependents[child])
+                seen[child] = via
+                queue.extend((grandchild, child) for grandchild in self._dependents[child])
         return seen
 
     def _release(self, name: str) -> str | None:
