@@ -221,6 +221,19 @@ def test_status_says_uncached_not_stale_for_a_result_that_was_not_stored(
         "'user': 'runs again after lam, whose result is not stored'}\n")
 
 
+def test_status_works_out_the_published_reads_once(kernel: Kernel) -> None:
+    """A view with steps done and one not: the reads were worked out twice (for the stale
+    marks, then for the notes of the steps not done), a few ms each."""
+    kernel.run("%%dagger done --python --outputs rows\nrows = [1, 2]\n")
+    kernel.run("%%dagger later --python --define-only\nprint(len(rows))\n")
+    kernel.run("from dagnb.notebook.overview import notebook_status\n"
+               "session = get_session()\n"
+               "calls, works_out = [], session.published_reads\n"
+               "session.published_reads = lambda *a, **k: calls.append(1) or works_out(*a, **k)\n"
+               "states = notebook_status(session).set_index('step')['state'].to_dict()\n")
+    assert kernel.value("states, len(calls)") == "({'done': 'succeeded', 'later': 'never run'}, 1)"
+
+
 # -- failures fail the cell ---------------------------------------------------------------
 def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger broken\necho partial\necho 'bad thing' >&2\nexit 3\n")

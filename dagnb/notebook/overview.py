@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 import html
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from dagnb.errors import DagnbError
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dagnb.notebook.session import Session
+    from dagnb.runtime.reads import PublishedReads
 
 __all__ = ["HISTORY_COLUMNS", "STATUS_COLUMNS", "history", "left_aligned", "notebook_logs",
            "notebook_states", "notebook_status", "shown"]
@@ -47,7 +48,8 @@ def _names(session: Session) -> list[str]:
         return list(session.graph.names)
 
 
-def _not_fresh(session: Session, names: list[str]) -> dict[str, tuple[str | None, str]]:
+def _not_fresh(session: Session, names: list[str], reads: Callable[[], PublishedReads],
+               ) -> dict[str, tuple[str | None, str]]:
     """Steps that ended well but that a run now would not restore from the cache, with
     (state, note): ``stale`` when their inputs changed since (the cache holds an entry of
     theirs under another key, or an upstream step is stale), ``uncached`` when no result
@@ -58,12 +60,11 @@ def _not_fresh(session: Session, names: list[str]) -> dict[str, tuple[str | None
     if not done:
         return {}
     try:
-        reads = session.published_reads()  # (as a %dagger run would go)
-        plan = session.plan(done, reads=reads)
+        plan = session.plan(done, reads=reads())  # (as a %dagger run would go)
     except DagnbError:
         return {}
     rerun = {row.step for row in plan.itertuples() if not row.cached}
-    after = reads.after
+    after = reads().after
     found: dict[str, tuple[str | None, str]] = {}
     for row in plan.itertuples():  # in order: upstream steps first
         if row.step in rerun and row.step in done:
@@ -104,13 +105,20 @@ def _has_entries(name: str) -> bool:
 def notebook_states(session: Session) -> dict[str, str]:
     """Each step's latest state, ``never run``, ``stale`` or ``uncached`` (what the graph
     picture colours)."""
-    return {name: state for name, (state, _) in _states_and_notes(session).items()}
+    return {name: state for name, (state, _) in
+            _states_and_notes(session, _once(session.published_reads)).items()}
 
 
-def _states_and_notes(session: Session) -> dict[str, tuple[str, str | None]]:
+def _once(published_reads: Callable[[], PublishedReads]) -> Callable[[], PublishedReads]:
+    """``published_reads``, worked out at most once in a view (a few ms each time)."""
+    return functools.cache(published_reads)
+
+
+def _states_and_notes(session: Session, reads: Callable[[], PublishedReads],
+                      ) -> dict[str, tuple[str, str | None]]:
     session.refresh()  # (a background run's steps as they are now)
     names = _names(session)
-    not_fresh = _not_fresh(session, names)
+    not_fresh = _not_fresh(session, names, reads)
     shown = {}
     for name in names:
         state, note = not_fresh.get(name, (None, None))
@@ -123,12 +131,13 @@ def notebook_status(session: Session) -> pd.DataFrame:
     sentence, when it has none."""
     import pandas as pd
 
+    reads = _once(session.published_reads)
     rows = [{**session.latest.get(n, {"step": n}), "state": state, "note": note}
-            for n, (state, note) in _states_and_notes(session).items()]
+            for n, (state, note) in _states_and_notes(session, reads).items()]
     read = None
     for row in rows:
         if row["state"] not in ("succeeded", "uncached"):
-            read = read if read is not None else _published_reads(session)
+            read = read if read is not None else _published_reads(reads)
             row["note"] = (_waiting_for(session, row["step"], read.get(row["step"], {}))
                            or row["note"])
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
@@ -143,10 +152,10 @@ def notebook_status(session: Session) -> pd.DataFrame:
                  hide_blank=("image", "note"))
 
 
-def _published_reads(session: Session) -> Mapping[str, Mapping[str, str]]:
+def _published_reads(reads: Callable[[], PublishedReads]) -> Mapping[str, Mapping[str, str]]:
     """Step -> {variable: the step publishing it} (none for a graph that cannot order)."""
     try:
-        return session.published_reads().variables
+        return reads().variables
     except DagnbError:
         return {}
 
