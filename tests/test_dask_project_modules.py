@@ -237,7 +237,7 @@ def test_a_shipped_module_uses_the_bytecode_of_the_same_file_on_the_worker(tmp_p
     it had the very file, and its .pyc, as a LocalCluster on the client's machine has."""
     import py_compile
 
-    from dagnb.executors import shipped
+    from dagnb.executors import served
 
     file = tmp_path / "table.py"
     file.write_text("VALUE = 'on disk'\n")
@@ -246,7 +246,7 @@ def test_a_shipped_module_uses_the_bytecode_of_the_same_file_on_the_worker(tmp_p
     if case == "bytecode older":
         os.utime(file)  # (the source's mtime after its .pyc's)
     text = b"VALUE = 'shipped'\n" if case == "another text" else file.read_bytes()
-    loader = shipped._Source(str(file), text)
+    loader = served._Source(str(file), text)
     compiled: list[str] = []
     loader.source_to_code = lambda data, path, **kw: (  # type: ignore[method-assign]
         compiled.append(path), compile(data, path, "exec", dont_inherit=True))[1]

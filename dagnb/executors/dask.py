@@ -308,7 +308,8 @@ def _pack(call: Any, raw: list[Any]) -> list[wire.Frame]:
 
     def values() -> Any:  # (the modules last: known once ``call`` is pickled)
         yield from (call, *raw, sources)
-        yield shipped.project_sources(reached.names)
+        by_value = cloudpickle.list_registry_pickle_by_value()  # (its pickle holds them)
+        yield shipped.project_sources(reached.names, sent_otherwise=by_value)
 
     return wire.pack(values(), Pickler)
 

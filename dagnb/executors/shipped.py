@@ -9,13 +9,18 @@ pickled, :class:`Reached` notes the modules it refers to, and those that code se
 value imports in its body; :func:`project_sources` keeps the user's among them (not
 Python's, an installed package's or dagnb's), with the project modules they import in
 turn and their packages, as source text. The step's process on the worker imports them
-from that text (:func:`serve`), ahead of its own path: it runs the code the client keyed
-the step on, not an older copy on the worker's disk, and a new process per attempt
-imports them afresh. A module imported here travels as the text it was imported from
-(:mod:`dagnb.fingerprint.imported`): its file edited since and not reloaded, the client
-runs the old code and keys the step on it, and so must the worker. One edited before
-dagnb first read it has no such text: the step is refused in one line saying how to load
-the new code.
+from that text (:func:`serve`, of :mod:`.served`), ahead of its own path: it runs the
+code the client keyed the step on, not an older copy on the worker's disk, and a new
+process per attempt imports them afresh. A module imported here travels as the text it
+was imported from (:mod:`dagnb.fingerprint.imported`): its file edited since and not
+reloaded, the client runs the old code and keys the step on it, and so must the worker.
+One edited before dagnb first read it has no such text: the step is refused in one line
+saying how to load the new code.
+
+A container step on Dagger is the same case (:mod:`.dagger.shim`): its function travels
+as source, and the modules it reaches (its globals, those its pickled values refer to,
+its body's imports) travel with it from :func:`project_sources`; the shim imports them
+with :mod:`.served`'s own text, as the image has no dagnb.
 
 Sources rather than ``cloudpickle.register_pickle_by_value``: that pickles a module's
 whole namespace, with what its top level made (a lock or a client does not pickle, a
@@ -28,18 +33,16 @@ from __future__ import annotations
 
 import ast
 import functools
-import importlib.abc
-import importlib.machinery
 import importlib.util
-import linecache
 import os
 import sys
 import time
 import types
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from typing import Any
 
 from dagnb.errors import ExecutorError
+from dagnb.executors.served import serve
 from dagnb.fingerprint.imported import IMPORTED, stale_line
 from dagnb.fingerprint.modules import body_imports, spec_of_unimported
 from dagnb.fingerprint.paths import RACY_WINDOW_NS
@@ -74,15 +77,16 @@ class Reached:
             self.names.update(body_imports(obj.__code__, package))
 
 
-def project_sources(names: Iterable[str]) -> dict[str, Shipped]:
+def project_sources(names: Iterable[str], sent_otherwise: Collection[str] = ()
+                    ) -> dict[str, Shipped]:
     """The user's modules among ``names``, with their packages and the project modules
-    they import (anywhere in their text), by module name."""
-    by_value = set(_registered_by_value())
+    they import (anywhere in their text), by module name; none of the top-level
+    packages ``sent_otherwise`` (those cloudpickle sends by value)."""
     shipped: dict[str, Shipped] = {}
     pending = list(names)
     while pending:
         name = pending.pop()
-        if name in shipped or name in _NOT_SHIPPED or _top(name) in by_value:
+        if name in shipped or name in _NOT_SHIPPED or _top(name) in sent_otherwise:
             continue
         found = _project_module(name)
         if found is None:
@@ -92,12 +96,6 @@ def project_sources(names: Iterable[str]) -> dict[str, Shipped]:
         if found[1] is not None:
             pending += _source_imports(found[1], name, is_package=found[2] is not None)
     return shipped
-
-
-def _registered_by_value() -> list[str]:
-    import cloudpickle
-
-    return list(cloudpickle.list_registry_pickle_by_value())
 
 
 def _top(name: str) -> str:
@@ -223,72 +221,3 @@ def _may_be_the_users(name: str) -> bool:
     looking for: not one imported here from a library's file."""
     file = getattr(sys.modules.get(name), "__file__", None)
     return file is None or not _in_libraries(file)
-
-
-# -- on the worker --------------------------------------------------------------------
-def serve(modules: dict[str, Shipped]) -> None:
-    """Import ``modules`` from their shipped text in this process, ahead of its path;
-    tracebacks show their lines (though no such file is here)."""
-    if not modules:
-        return
-    for file, source, _ in modules.values():
-        if source is not None:
-            lines = importlib.util.decode_source(source).splitlines(keepends=True)
-            linecache.cache[file] = (len(source), None, lines, file)
-    sys.meta_path.insert(0, _Finder(modules))
-
-
-class _Finder(importlib.abc.MetaPathFinder):
-    """Finds the shipped modules, by name."""
-
-    def __init__(self, modules: dict[str, Shipped]) -> None:
-        self.modules = modules
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None,
-                  ) -> importlib.machinery.ModuleSpec | None:
-        found = self.modules.get(fullname)
-        if found is None:
-            return None
-        file, source, folders = found
-        if source is None:  # a namespace package: the import system makes it
-            spec = importlib.machinery.ModuleSpec(fullname, None, is_package=True)
-            spec.submodule_search_locations = folders
-            return spec
-        # (a package's folders stay searched: a submodule it imports by a computed
-        # name, which no text names, is found there on a shared disk)
-        return importlib.util.spec_from_file_location(
-            fullname, file, loader=_Source(file, source), submodule_search_locations=folders)
-
-
-class _Source(importlib.abc.SourceLoader):
-    """Loads a module from its shipped text; other files (a package's data) from
-    disk. Where the worker has the very file (the client's machine, a shared disk),
-    its bytecode cache serves, as the worker's own import would: compiling a big module
-    per task (1.7 MB: 0.2 s) slowed a run of many small tasks. None is written."""
-
-    def __init__(self, file: str, source: bytes) -> None:
-        self.file, self.source = file, source
-
-    def get_filename(self, fullname: str) -> str:
-        return self.file
-
-    def path_stats(self, path: str) -> dict[str, Any]:
-        """The file's time and size, which its ``.pyc`` is checked against, when it
-        holds the shipped text and its ``.pyc`` was written after it (a file changed
-        twice in a second, at one size, passes the check with the first's); else
-        OSError: the text is compiled."""
-        st = os.stat(path)  # (before the read: a change after it fails the pyc's check)
-        cached = os.stat(importlib.util.cache_from_source(path))
-        if path != self.file or st.st_size != len(self.source) \
-                or cached.st_mtime_ns <= st.st_mtime_ns:
-            raise OSError(f"no bytecode of the shipped {path} here")
-        with open(path, "rb") as handle:
-            if handle.read() != self.source:
-                raise OSError(f"{path} here is not the shipped one")
-        return {"mtime": st.st_mtime, "size": st.st_size}
-
-    def get_data(self, path: str) -> bytes:
-        if path == self.file:
-            return self.source
-        with open(path, "rb") as handle:
-            return handle.read()

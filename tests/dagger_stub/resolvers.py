@@ -113,6 +113,7 @@ class StubEngine:
         self._cache_keys: dict[str, str] = {}
         self.volatile: dict[str, str] = {}  # this session's volatile values, the last set
         self._volatile_calls: set[str] = set()  # withVolatileVariable results resolved
+        self.hidden: list[Path] = []  # host folders no exec sees (sandbox.run's ``hidden``)
 
     def client_alive(self) -> bool:
         """Whether the client of the request being answered is still connected."""
@@ -196,6 +197,7 @@ class StubEngine:
             self.images.clear()
             self.tags.clear()
             self.resolved.clear()
+            self.hidden.clear()
             self._forget_volatile()
 
     def new_session(self) -> None:
@@ -313,7 +315,7 @@ class StubEngine:
             with self._counting():
                 result = sandbox.run(root, spec["args"], env, parent.state["workdir"],
                                      parent.binds(), alive=self.client_alive,
-                                     user=_ids(parent.state["user"]))
+                                     user=_ids(parent.state["user"]), hidden=self.hidden)
         except sandbox.Cancelled:
             entry["cancelled"] = True  # like the engine: the work of a gone client stops
             raise

@@ -14,6 +14,11 @@ tools. Two ways make the container's absolute paths real:
 ``rewrite``
     The fallback: the known container paths are replaced by their host paths in the
     argv and the environment values, and the command runs on the host.
+
+A real container has none of this machine's files: ``hidden`` host folders (a test's
+project folder) are covered by an empty tmpfs in namespace mode, so that a step finds
+its project's modules only where dagnb sent them. Rewrite mode cannot hide them (the
+command runs on the host): there they are merely off the command's paths.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import shlex
 import shutil
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 __all__ = ["Cancelled", "ExecResult", "mode", "run"]
@@ -96,6 +101,7 @@ def run(
     binds: dict[str, Path],
     alive: Callable[[], bool] = _always,
     user: str = "",
+    hidden: Iterable[Path] = (),
 ) -> ExecResult:
     """Run ``argv`` as if ``root`` were the container's filesystem.
 
@@ -105,12 +111,13 @@ def run(
 
     ``binds`` maps container paths to host directories shared between execs (cache
     volumes): they are bind-mounted, or rewritten, instead of copied. The exec is
-    killed, raising :class:`Cancelled`, once ``alive()`` returns False.
+    killed, raising :class:`Cancelled`, once ``alive()`` returns False. ``hidden`` host
+    folders are empty for the command (namespace mode only).
     """
     (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # a container's / is readable by every user (mkdtemp made it 0700)
     if mode() == "namespace":
-        return _run_namespace(root, argv, env, workdir, binds, alive, user)
+        return _run_namespace(root, argv, env, workdir, binds, alive, user, hidden)
     return _run_rewrite(root, argv, env, workdir, binds, alive)
 
 
@@ -125,7 +132,7 @@ def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
 
 def _run_namespace(
     root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path],
-    alive: Callable[[], bool], user: str,
+    alive: Callable[[], bool], user: str, hidden: Iterable[Path] = (),
 ) -> ExecResult:
     created: list[Path] = []
     lines = ["set -e"]
@@ -138,6 +145,9 @@ def _run_namespace(
         quoted = shlex.quote(str(point))
         lines.append(f"mkdir -p {quoted} && mount --bind {shlex.quote(str(source))} {quoted}")
     lines += _union_with_host(Path("/"), root, created)
+    for folder in hidden:  # (in this namespace only: the host keeps its files)
+        point = shlex.quote(str(root / str(folder).lstrip("/")))
+        lines.append(f"if [ -d {point} ]; then mount -t tmpfs dagnb-stub-hidden {point}; fi")
     # `cd` inside the chroot so a missing workdir fails like it would in a container.
     inner = 'cd "$1" || exit 126; shift; exec "$@"'
     chroot = [shutil.which("chroot") or "chroot", *([f"--userspec={user}"] if user else [])]

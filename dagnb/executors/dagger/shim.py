@@ -6,7 +6,16 @@ modules it uses and the module-level constants and helper functions it names. A 
 edited on disk and not reloaded runs the text it was imported from, which its key
 describes (:mod:`dagnb.fingerprint.imported`): its functions travel as that text, not
 the file's new one; one edited before dagnb first read it has no such text, and its
-step is refused in one line saying how to load the new code. The shim
+step is refused in one line saying how to load the new code.
+
+The project's own modules the function reaches (``helpers`` beside the steps module or
+the notebook, a package of the project: its globals' modules, those its pickled values
+refer to, its body's imports) travel with it as source too, as :mod:`.shipped` sends
+them to dask workers (the imported text of one edited since, and one edited before dagnb
+read it refused in one line), in a file beside the step's; the shim imports them from
+that text, ahead of the image's own path, with :mod:`dagnb.executors.served` (its file
+sent along: the image has no dagnb). The container needs no copy of the project, and an
+older one on its path is not used. The shim
 (below, stdlib only) reads params from ``$DAGNB_PARAMS`` and upstream results from
 ``$DAGNB_IN/<name>/result.json|result.pkl`` (an upstream without a result is passed as
 the ``pathlib.Path`` of its folder, as on the local executor), calls the function
@@ -36,6 +45,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import functools
 import inspect
 import io
 import json
@@ -47,7 +57,8 @@ import types
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from dagnb.errors import InvalidStepError
+from dagnb.errors import ExecutorError, InvalidStepError
+from dagnb.executors import served, shipped
 from dagnb.fingerprint import loaded_globals
 from dagnb.fingerprint.imported import IMPORTED, stale_line
 from dagnb.fingerprint.loaded import loaded_from_file
@@ -58,11 +69,14 @@ from dagnb.fingerprint.sources import (  # (the key's own reading of a kept text
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step
 
-__all__ = ["SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE", "ending", "python_argv",
-           "python_files"]
+__all__ = ["MODULES_PATH", "SERVED_PATH", "SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE",
+           "ending", "python_argv", "python_files"]
 
 SOURCE_PATH = "/dagnb/step/step_source.py"
 SHIM_PATH = "/dagnb/step/shim.py"
+# the project's modules the step reaches, and the code that imports them (sent with them)
+MODULES_PATH = "/dagnb/step/modules.json"
+SERVED_PATH = "/dagnb/step/served.py"
 # set on a dagnb function a cell's code calls (its last expression's display): it needs
 # only the standard library, and travels as its source, as the container has no dagnb
 TRAVELS_AS_SOURCE = "_dagnb_travels_as_source"
@@ -80,11 +94,25 @@ _SHIM = '''\
 The step runs in a forked child that tells this process, through a pipe, how it ended;
 one that ends without telling (os._exit(), a native exit()) made no result, and its
 exec must not succeed, or the engine would cache it."""
-import asyncio, importlib.util, inspect, json, math, os, pathlib, pickle, signal, sys
-import traceback
+import asyncio, base64, importlib.util, inspect, json, math, os, pathlib, pickle, signal
+import sys, traceback
 
 SPEC = json.loads(%(spec)r)
 MARKER = %(marker)r
+
+
+def serve_modules():
+    """The project's modules the step reaches, imported from the text sent with it,
+    ahead of the image's own path (by dagnb's served.py, sent too)."""
+    if "modules" not in SPEC:
+        return
+    spec = importlib.util.spec_from_file_location("dagnb_served", SPEC["served"])
+    served = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(served)
+    with open(SPEC["modules"], encoding="utf-8") as handle:
+        sent = json.load(handle)
+    served.serve({name: (file, None if text is None else base64.b64decode(text), folders)
+                  for name, (file, text, folders) in sent.items()})
 
 
 def load_function():
@@ -130,6 +158,7 @@ def save(value):
 
 
 def main():
+    serve_modules()
     func = load_function()
     with open(os.environ["DAGNB_PARAMS"], encoding="utf-8") as handle:
         params = json.load(handle)
@@ -218,9 +247,16 @@ def python_files(step: Step, inputs: list[str],
     func = step.func
     if func is None:
         raise InvalidStepError(f"step {step.name!r} has no Python function")
+    parts = _collected(func, step.name, secrets)
+    files = {SOURCE_PATH: parts.text()}
     spec = {"source": SOURCE_PATH, "function": func.__name__, "inputs": sorted(inputs)}
-    shim = _SHIM % {"spec": json.dumps(spec), "marker": _MARKER}
-    return {SOURCE_PATH: function_module(func, step.name, secrets), SHIM_PATH: shim}
+    modules = parts.project_modules(home=func.__module__)
+    if modules:  # (a step without any keeps its files, and so its exec's cache key)
+        files[MODULES_PATH] = _modules_text(modules)
+        files[SERVED_PATH] = _served_text()
+        spec.update(modules=MODULES_PATH, served=SERVED_PATH)
+    files[SHIM_PATH] = _SHIM % {"spec": json.dumps(spec), "marker": _MARKER}
+    return files
 
 
 def python_argv() -> list[str]:
@@ -244,12 +280,30 @@ def ending(stderr: str) -> tuple[str, str]:
 def function_module(func: Callable[..., Any], step: str,
                     secrets: Mapping[str, str] | None = None) -> str:
     """Source text of a module defining ``func`` and what it needs from its globals."""
+    return _collected(func, step, secrets).text()
+
+
+def _collected(func: Callable[..., Any], step: str,
+               secrets: Mapping[str, str] | None) -> _ModuleParts:
     parts = _ModuleParts(step, SecretFinder(secrets or {}))
     parts.collect(func)
-    # Helpers known by another name (``twice = _doubled``) are bound once all are defined.
-    lines = [*sorted(parts.header), "", *reversed(parts.bodies), *sorted(parts.aliases),
-             *_unpickled(parts.values)]
-    return "\n".join(lines) + "\n"
+    return parts
+
+
+def _modules_text(modules: Mapping[str, shipped.Shipped]) -> str:
+    """The shipped modules as the shim reads them: name -> [file, source as base64 (None
+    for a namespace package), folders], sorted: the text keys the engine's exec cache."""
+    return json.dumps({name: [file, _base64(source), folders]
+                       for name, (file, source, folders) in sorted(modules.items())})
+
+
+def _base64(source: bytes | None) -> str | None:
+    return None if source is None else base64.b64encode(source).decode()
+
+
+@functools.cache
+def _served_text() -> str:
+    return inspect.getsource(served)
 
 
 class _ModuleParts:
@@ -265,11 +319,35 @@ class _ModuleParts:
         self.values: dict[str, bytes] = {}  # name -> pickle
         self.seen: set[str] = set()
         self.imported: dict[str, tuple[bool, list[str] | None]] = {}  # (by module file)
+        self.reached = shipped.Reached()  # (the modules the container will import)
+
+    def text(self) -> str:
+        """The step's module, as the container loads it."""
+        # Helpers known by another name (``twice = _doubled``) are bound once all are defined.
+        lines = [*sorted(self.header), "", *reversed(self.bodies), *sorted(self.aliases),
+                 *_unpickled(self.values)]
+        return "\n".join(lines) + "\n"
+
+    def project_modules(self, home: str) -> dict[str, shipped.Shipped]:
+        """The project's modules the functions reach, but ``home``, whose functions the
+        step's module holds (unless one of those imports it)."""
+        try:
+            modules = shipped.project_sources(self.reached.names - {home})
+        except ExecutorError as exc:  # (edited before dagnb read it: no text to send)
+            raise InvalidStepError(
+                f"step {self.step!r} cannot be sent to the container: {exc}") from None
+        for name, (_, source, _) in sorted(modules.items()):
+            if source is not None:  # (its text sits in the engine's cache too)
+                self.secrets.refuse(source, f"step {self.step!r}: module {name!r}",
+                                    "would reach the container in plain text",
+                                    "read os.environ[{held!r}] in the module instead")
+        return modules
 
     def collect(self, func: Callable[..., Any]) -> None:
         if func.__name__ in self.seen:
             return
         self.seen.add(func.__name__)
+        self.reached.note(func)  # (its body's imports)
         self.bodies.append(_undecorated_source(func, self.step, self.imported_lines(func)))
         # Loads only: an attribute's name (``obj.lock``) is no global to ship.
         for name in sorted(loaded_globals(func.__code__)):
@@ -301,6 +379,7 @@ class _ModuleParts:
     def add_global(self, name: str, value: Any, func: Callable[..., Any]) -> None:
         if isinstance(value, types.ModuleType):
             self.header.add(_import_line(name, value))
+            self.reached.note(value)
         elif isinstance(value, types.FunctionType) and (
                 value.__module__ == func.__module__ or getattr(value, TRAVELS_AS_SOURCE, False)):
             self.collect(value)
@@ -308,6 +387,7 @@ class _ModuleParts:
                 self.aliases.add(f"{name} = {value.__name__}")
         elif _importable(value, func.__module__):
             self.header.add(f"from {value.__module__} import {value.__qualname__} as {name}")
+            self.reached.names.add(value.__module__)
         else:
             self.add_value(name, value, func.__module__)
 
@@ -319,7 +399,7 @@ class _ModuleParts:
             self.refuse_secret(name, text.encode())
             self.header.add(f"{name} = {text}")
             return
-        data, defined_here = _pickled(value, home, self.problem(name, value))
+        data, defined_here = _pickled(value, home, self.problem(name, value), self.reached)
         if defined_here:
             raise self.problem(name, value)(
                 f"it refers to {defined_here!r}, defined beside the function, which the "
@@ -400,15 +480,16 @@ def _literal_text(value: Any) -> str:
     return repr(value)
 
 
-def _pickled(value: Any, home: str, problem: Callable[[str], InvalidStepError]
-             ) -> tuple[bytes, str]:
+def _pickled(value: Any, home: str, problem: Callable[[str], InvalidStepError],
+             reached: shipped.Reached) -> tuple[bytes, str]:
     """``value``'s pickle, and the name of a class or function of ``home`` (or
     ``__main__``) it refers to, "" if none: pickle refers to those by their module,
-    which the container has not."""
+    which the container has not. The modules it refers to are noted in ``reached``."""
     found: list[str] = []
 
     class Finder(pickle.Pickler):
         def persistent_id(self, obj: Any) -> None:
+            reached.note(obj)
             held = obj if isinstance(obj, (type, types.FunctionType)) else type(obj)
             if getattr(held, "__module__", None) in (home, "__main__") and not found:
                 found.append(held.__qualname__)

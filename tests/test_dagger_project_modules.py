@@ -1,0 +1,187 @@
+"""A container Python step whose code uses the project's own modules (a helper beside
+the steps module or the notebook, a package folder, a namespace package): a container has
+none of the project's files, so those modules travel with the step as source
+(:mod:`dagnb.executors.shipped`) and the shim imports them from that text, ahead of the
+image's own path. Through the real dagger-io client and the stub engine, which runs the
+shim on this machine with the project's folder hidden (namespace mode) or off its paths."""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import nbformat
+import pytest
+from dagger_stub import sandbox
+
+from dagnb import Graph, Step
+from dagnb.errors import InvalidStepError, StepFailed
+from dagnb.executors.dagger.executor import DaggerExecutor
+from dagnb.executors.loop import run_sync
+from dagnb.fingerprint import code_with_values
+
+pytest_plugins = ["dagger_stub.fixtures"]
+
+HELPERS = ("FACTOR = {factor}\n\n\ndef scale(x):\n    return x * {factor}\n\n\n"
+           "def explode():\n    raise ValueError('no rows today')\n\n\n"
+           "class Ruler:\n    def __init__(self, unit):\n        self.unit = unit\n")
+STEPS = """\
+import os
+
+import helpers
+from helpers import scale
+from measures import lengths
+from shapes.area import square
+
+RULER = helpers.Ruler(7)  # (pickled: the container unpickles it with helpers' class)
+
+
+def fit(n):
+    import units  # (in the body: imported in the container only when the step runs)
+    return {"scaled": scale(n), "factor": helpers.FACTOR, "area": square(n),
+            "unit": units.UNIT, "meter": lengths.METER, "ruler": RULER.unit,
+            "on_disk": os.path.exists(helpers.__file__)}
+
+
+def fail():
+    helpers.explode()
+"""
+MODULES = ("steps", "helpers", "units", "shapes", "shapes.area", "shapes.sides", "measures",
+           "measures.lengths")
+
+
+def _write_project(folder: Path, factor: int = 10) -> None:
+    (folder / "shapes").mkdir(parents=True)
+    (folder / "measures").mkdir()  # (no __init__.py: a namespace package)
+    (folder / "helpers.py").write_text(HELPERS.format(factor=factor))
+    (folder / "shapes" / "__init__.py").write_text("")
+    (folder / "shapes" / "area.py").write_text(
+        "from .sides import SIDES\n\n\ndef square(side):\n    return side ** SIDES\n")
+    (folder / "shapes" / "sides.py").write_text("SIDES = 2\n")
+    (folder / "measures" / "lengths.py").write_text("METER = 100\n")
+    (folder / "units.py").write_text("UNIT = 'cm'\n")
+    (folder / "steps.py").write_text(STEPS)
+
+
+@pytest.fixture
+def project(stub, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The project's folder, on this process's path and hidden from the containers."""
+    folder = tmp_path / "project"
+    _write_project(folder)
+    for name in MODULES:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.chdir(folder)  # (a warning names a file by its path from here)
+    stub.engine.hidden.append(folder)
+    yield folder
+    for name in MODULES:
+        sys.modules.pop(name, None)
+
+
+def _steps() -> object:
+    return importlib.import_module("steps")
+
+
+@pytest.mark.parametrize("user", ["", "1234:1234"])
+def test_a_container_step_using_the_project_s_modules_runs_without_the_project_s_files(
+        project, user):
+    """Before, the step module's ``from helpers import scale`` met no ``helpers`` in the
+    container: ModuleNotFoundError."""
+    if user and sandbox.mode() != "namespace":
+        pytest.skip("the stub runs a step as another user in namespace mode only")
+    graph = Graph("g", [Step("fit", func=_steps().fit, params={"n": 3}, user=user or None)])
+    run = graph.run(executor="dagger", cache=False)
+    assert run.states() == {"fit": "succeeded"}, run.status_rows()["fit"]["error"]
+    found = run.result("fit")
+    assert found == {"scaled": 30, "factor": 10, "area": 9, "unit": "cm", "meter": 100,
+                     "ruler": 7, "on_disk": sandbox.mode() == "rewrite"}  # (hidden: from the text)
+
+
+def test_a_traceback_through_a_shipped_module_shows_its_file_and_line(stub, project, make_task):
+    with pytest.raises(StepFailed, match="ValueError: no rows today") as caught:
+        run_sync(DaggerExecutor().execute(make_task(Step("fail", func=_steps().fail))))
+    tail = caught.value.stderr_tail
+    assert f'  File "{project / "helpers.py"}", line 9, in explode' in tail, tail
+    assert "    raise ValueError('no rows today')" in tail
+
+
+def _stale_warning(name: str) -> str:
+    return (rf"^dagnb: {name}\.py changed on disk since the kernel imported it; the step "
+            rf"runs the imported code: restart, importlib\.reload\({name}\), or "
+            r"%load_ext autoreload / %autoreload 2")
+
+
+def test_an_edited_helper_not_reloaded_runs_its_imported_code_in_the_container(
+        stub, project, tmp_path):
+    """The container here has the project on its path (an image holding a copy, a
+    mounted folder): before, it imported the file's new code (factor 1000) and the run
+    stored its result under the key of the code the kernel runs (factor 10)."""
+    stub.engine.hidden.clear()
+    steps = _steps()
+    graph = Graph("g", [Step("fit", func=steps.fit, params={"n": 3},
+                             env={"PYTHONPATH": str(project)})])
+    cache = tmp_path / "cache"
+    assert graph.run(executor="dagger", cache_directory=cache).result("fit")["scaled"] == 30
+    key = code_with_values(steps.fit, fresh=True)[0]
+    (project / "helpers.py").write_text(HELPERS.format(factor=1000))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        refreshed = graph.run(executor="dagger", cache_directory=cache, refresh=True)
+    assert code_with_values(steps.fit, fresh=True)[0] == key  # (the imported code's)
+    assert refreshed.result("fit")["scaled"] == 30  # (before: 3000, the file's code)
+    assert [re.match(_stale_warning("helpers"), str(w.message)) is not None
+            for w in said] == [True]
+
+
+def test_a_container_step_using_a_helper_edited_before_dagnb_read_it_is_refused(
+        stub, project, make_task):
+    """No text of the code the kernel runs is to be had: before, the container ran the
+    file's code, or found no helpers at all."""
+    steps = _steps()
+    (project / "helpers.py").write_text(HELPERS.format(factor=1000))
+    task = make_task(Step("fit", func=steps.fit, params={"n": 3}))
+    with pytest.warns(UserWarning, match=_stale_warning("helpers")), \
+            pytest.raises(InvalidStepError) as caught:
+        run_sync(DaggerExecutor().execute(task))
+    assert str(caught.value) == (
+        "step 'fit' cannot be sent to the container: helpers.py changed on disk since the "
+        "kernel imported it; the text of the imported code is gone: restart, "
+        "importlib.reload(helpers), or %load_ext autoreload / %autoreload 2")
+    assert not stub.texts("withExec")  # nothing ran
+
+
+def test_a_helper_holding_a_step_s_secret_is_not_sent_to_the_container(
+        stub, project, make_task, monkeypatch):
+    """The module's text sits in the engine's cache with the exec: no secret in it."""
+    (project / "helpers.py").write_text("TOKEN = 'hunter2-hunter2'\n" + HELPERS.format(factor=1))
+    task = make_task(Step("fit", func=_steps().fit, params={"n": 3}, secrets=("API_TOKEN",)),
+                     secrets={"API_TOKEN": "hunter2-hunter2"})
+    with pytest.raises(InvalidStepError, match=r"^step 'fit': module 'helpers' holds the "
+                       r"value of secret 'API_TOKEN', which would reach the container"):
+        run_sync(DaggerExecutor().execute(task))
+    assert not stub.texts("withExec")
+
+
+def test_a_notebook_cell_in_a_container_uses_a_module_beside_the_notebook(stub, tmp_path):
+    from nbclient import NotebookClient
+
+    (tmp_path / "helpers.py").write_text(HELPERS.format(factor=5))
+    stub.engine.hidden.append(tmp_path)
+    cells = ["%load_ext dagnb",
+             "import helpers\nfrom helpers import scale",
+             "%%dagger fit --python --executor dagger --outputs v\n"
+             "v = (helpers.scale(1), scale(2))",
+             "print('result', v)"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        NotebookClient(notebook, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    assert "result (5, 10)" in printed, notebook.cells[-2].outputs
