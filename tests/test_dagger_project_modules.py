@@ -49,6 +49,13 @@ def fit(n):
 
 def fail():
     helpers.explode()
+
+
+def plugin(name):
+    import importlib
+
+    import shapes  # (sent: named here; its submodule is not)
+    return importlib.import_module(f"{shapes.__name__}.{name}").EXTRA
 """
 MODULES = ("steps", "helpers", "units", "shapes", "shapes.area", "shapes.sides", "measures",
            "measures.lengths")
@@ -107,6 +114,19 @@ def test_a_traceback_through_a_shipped_module_shows_its_file_and_line(stub, proj
     tail = caught.value.stderr_tail
     assert f'  File "{project / "helpers.py"}", line 9, in explode' in tail, tail
     assert "    raise ValueError('no rows today')" in tail
+
+
+def test_a_project_module_imported_by_a_name_built_at_run_time_is_explained(
+        stub, project, make_task):
+    """It is not sent (no text names it): Python's "No module named" said no more."""
+    (project / "shapes" / "extra.py").write_text("EXTRA = 5\n")
+    step = Step("plugin", func=_steps().plugin, params={"name": "extra"})
+    with pytest.raises(StepFailed) as caught:
+        run_sync(DaggerExecutor().execute(make_task(step)))
+    assert ("ModuleNotFoundError: No module named 'shapes.extra' (dagnb sends a step the "
+            "project modules its code imports by name; one imported by a name built at "
+            "run time is not among them: import shapes.extra in the step's module, or put "
+            "the project in the image)") in str(caught.value)
 
 
 def _stale_warning(name: str) -> str:

@@ -254,3 +254,33 @@ def test_a_shipped_module_uses_the_bytecode_of_the_same_file_on_the_worker(tmp_p
     exec(loader.get_code("table"), namespace)
     assert namespace["VALUE"] == ("shipped" if case == "another text" else "on disk")
     assert compiled == ([] if case == "same file" else [str(file)])
+
+
+EXPLAINED = """\
+import importlib, sys
+from dagnb.executors import served
+served.serve({"plugins": (sys.argv[1] + "/plugins/__init__.py", b"", [sys.argv[1] + "/plugins"])})
+import plugins
+try:
+    importlib.import_module("plugins.extra")
+except ModuleNotFoundError as exc:
+    served.explain_unshipped(exc, "install the project on the workers")
+    print(exc)
+"""
+
+
+@pytest.mark.parametrize("folder_here", [False, True])
+def test_a_submodule_imported_by_a_name_built_at_run_time_is_explained_where_it_is_not(
+        tmp_path, folder_here):
+    """Not sent, as no text names it: a worker without the project's files said only
+    "No module named 'plugins.extra'". Where the package's folder is (a shared disk), the
+    module is missing there too, and Python's words stand."""
+    if folder_here:
+        (tmp_path / "plugins").mkdir()
+    done = subprocess.run([sys.executable, "-c", EXPLAINED, str(tmp_path)],
+                          capture_output=True, text=True, timeout=60, check=True)
+    said = "No module named 'plugins.extra'"
+    assert done.stdout.strip() == (said if folder_here else (
+        f"{said} (dagnb sends a step the project modules its code imports by name; one "
+        "imported by a name built at run time is not among them: import plugins.extra in "
+        "the step's module, or install the project on the workers)"))

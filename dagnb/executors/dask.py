@@ -107,7 +107,7 @@ from dagnb.errors import (
     TransientError,
     exception_line,
 )
-from dagnb.executors import shipped, wire
+from dagnb.executors import served, shipped, wire
 from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
 from dagnb.executors.local import ended_without_result, function_arguments
 from dagnb.executors.workdir import workdir_of
@@ -1260,7 +1260,8 @@ def _call(func: Any, kwargs: dict[str, Any], spec: dict[str, Any]) -> dict[str, 
     except SystemExit as exc:  # reported, so that the worker tells it from os._exit()
         return {**_exit_report(task, exc.code), "lines": lines}
     except BaseException as exc:  # (KeyboardInterrupt or the user's own fails, as on local;
-        return {**_error_report(task, exc), "lines": lines}  # unreported, it read os._exit())
+        served.explain_unshipped(exc, "install the project on the workers")  # (unreported,
+        return {**_error_report(task, exc), "lines": lines}  # it read os._exit())
     try:
         return {"status": "ok", "result": wire.pack([result], cloudpickle.Pickler)}
     except Exception as exc:

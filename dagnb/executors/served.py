@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # (no dagnb in a container)
     from dagnb.executors.shipped import Shipped
 
-__all__ = ["serve"]
+__all__ = ["explain_unshipped", "serve"]
 
 
 def serve(modules: dict[str, Shipped]) -> None:
@@ -31,6 +31,26 @@ def serve(modules: dict[str, Shipped]) -> None:
             lines = importlib.util.decode_source(source).splitlines(keepends=True)
             linecache.cache[file] = (len(source), None, lines, file)
     sys.meta_path.insert(0, _Finder(modules))
+
+
+def explain_unshipped(exc: BaseException, install: str) -> None:
+    """Say, in ``exc``'s own message, why a submodule of a shipped package is missing
+    where the package's folders are not (``importlib.import_module(f"plugins.{name}")``:
+    no text names it, so it was not sent); ``install`` says where the project would
+    have to be. Where the folders are (a shared disk), the module is missing there too:
+    Python's words stand."""
+    name = getattr(exc, "name", None)
+    if not isinstance(exc, ModuleNotFoundError) or not isinstance(name, str):
+        return
+    for finder in sys.meta_path:
+        package = finder.modules.get(name.rpartition(".")[0]) if isinstance(
+            finder, _Finder) else None
+        if package is not None and not any(map(os.path.isdir, package[2] or ())):
+            exc.msg = (f"{exc.msg} (dagnb sends a step the project modules its code "
+                       "imports by name; one imported by a name built at run time is not "
+                       f"among them: import {name} in the step's module, or {install})")
+            exc.args = (exc.msg,)
+            return
 
 
 class _Finder(importlib.abc.MetaPathFinder):

@@ -99,15 +99,17 @@ import sys, traceback
 
 SPEC = json.loads(%(spec)r)
 MARKER = %(marker)r
+SERVED = None  # dagnb's served.py, once loaded
 
 
 def serve_modules():
     """The project's modules the step reaches, imported from the text sent with it,
     ahead of the image's own path (by dagnb's served.py, sent too)."""
+    global SERVED
     if "modules" not in SPEC:
         return
     spec = importlib.util.spec_from_file_location("dagnb_served", SPEC["served"])
-    served = importlib.util.module_from_spec(spec)
+    served = SERVED = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(served)
     with open(SPEC["modules"], encoding="utf-8") as handle:
         sent = json.load(handle)
@@ -179,6 +181,8 @@ def report(exc):
     tb = exc.__traceback__
     while tb is not None and tb.tb_frame.f_code.co_filename == __file__:
         tb = tb.tb_next
+    if SERVED is not None:
+        SERVED.explain_unshipped(exc, "put the project in the image")
     traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
 
 
