@@ -246,6 +246,21 @@ def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel
     assert "partial" in text(outputs)
 
 
+def test_a_retried_steps_stderr_tail_says_which_attempt_printed_each_line(
+        kernel: Kernel) -> None:
+    """The tail of a step that failed every attempt spans them: each attempt's lines come
+    under its rule, as ``dagnb run`` shows them, not run together as one traceback."""
+    outputs = kernel.run('%%dagger flaky --retries 1\necho "try $DAGNB_ATTEMPT" >&2\nexit 3\n')
+    failure = error(outputs)
+    assert failure is not None and failure["ename"] == "RunFailed"
+    shown = "\n".join(failure["traceback"])
+    assert ("── flaky failed; last lines of stderr ──\n── attempt 1 ──\ntry 1\n"
+            "── attempt 2 ──\ntry 2") in shown, shown
+    upstream = error(kernel.run("%%dagger after --needs flaky\necho never\n"))
+    assert upstream is not None
+    assert "── attempt 1 ──\ntry 1\n── attempt 2 ──\ntry 2" in "\n".join(upstream["traceback"])
+
+
 def test_no_raise_option_keeps_the_failure_as_data(kernel: Kernel) -> None:
     outputs = kernel.run("%%dagger broken --no-raise\nexit 3\n")
     assert error(outputs) is None

@@ -19,7 +19,7 @@ from json.encoder import encode_basestring  # C; json.dumps of a dict costs 4x m
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["LogFile", "attempt_files", "read_records", "tail_records"]
+__all__ = ["LogFile", "attempt_files", "attempt_marked", "read_records", "tail_records"]
 
 
 class LogFile:
@@ -155,6 +155,22 @@ def tail_records(paths: Iterable[Path], count: int,
             break
         found[:0] = _file_tail(path, count - len(found), stream=stream)
     return found
+
+
+def attempt_marked(lines: Iterable[tuple[int, str]], rule: str, marked: bool | None = None,
+                   ) -> Iterator[str]:
+    """The lines of (attempt, line) pairs, each attempt's under ``rule attempt N rule``
+    when ``marked`` (None: when the pairs, then a list, come from more than one attempt):
+    a tail spanning retries would read as one attempt's output."""
+    if marked is None:
+        lines = list(lines)
+        marked = len({attempt for attempt, _ in lines}) > 1
+    last = None
+    for attempt, line in lines:
+        if marked and attempt != last:
+            yield f"{rule} attempt {attempt} {rule}"
+            last = attempt
+        yield line
 
 
 def _file_tail(path: Path, count: int, block: int = 1 << 16,

@@ -21,7 +21,7 @@ from dagnb.model.step import Step
 from dagnb.runtime.events import TERMINAL_STATES, Event, EventLog
 from dagnb.runtime.frames import check_log_filters, logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
-from dagnb.runtime.logfile import read_records, tail_records
+from dagnb.runtime.logfile import attempt_marked, read_records, tail_records
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -306,11 +306,19 @@ class Run:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in table]
         for name, state in bad.items():
-            tail = self.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
-            if state == "failed" and tail:
+            tail = self.failure_tail(name) if state == "failed" else []
+            if tail:
                 lines += [f"── {name} failed; last lines of stderr ──",
                           *map(bounded_line, tail)]
         return lines
+
+    def failure_tail(self, step: str, count: int = FAILED_TAIL) -> list[str]:
+        """The last ``count`` stderr lines of ``step``, each attempt's under
+        ``── attempt N ──`` when they span retries (as ``dagnb run`` shows them): one
+        traceback after another would read as a single attempt's."""
+        frame = self.logs(step, stream="stderr", tail=count)
+        pairs = zip(frame["attempt"].tolist(), frame["line"].tolist(), strict=True)
+        return list(attempt_marked(pairs, "──"))
 
     def cancel(self) -> None:
         """Stop the run: running processes are killed, waiting steps are cancelled."""

@@ -352,7 +352,7 @@ class TextView:
         for name in run.failed if self.failed_tails else ():
             if name in self._headed:  # its lines, traceback included, were printed live
                 continue
-            tail = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+            tail = run.failure_tail(name, FAILED_TAIL)
             if tail:
                 lines.append(f"── {name} failed; last lines of stderr ──")
                 lines.extend(tail)

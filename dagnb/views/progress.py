@@ -7,11 +7,11 @@ import os
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
-from dagnb.runtime.logfile import tail_records
+from dagnb.runtime.logfile import attempt_marked, tail_records
 from dagnb.runtime.run import Run
 from dagnb.views.live import earlier_note, retry_words, shown_line
 
@@ -218,22 +218,6 @@ def _last_lines(run: Run, names: list[str], count: int) -> dict[str, list[tuple[
             found[name] = [(record.get("attempt", 1), str(record["line"]))
                            for record in tail_records(run.log_files(name), count)]
     return found
-
-
-def attempt_marked(lines: Iterable[tuple[int, str]], rule: str, marked: bool | None = None,
-                   ) -> Iterator[str]:
-    """The lines of (attempt, line) pairs, each attempt's under ``rule attempt N rule``
-    when ``marked`` (None: when the pairs, then a list, come from more than one attempt):
-    a tail spanning retries would read as one attempt's output."""
-    if marked is None:
-        lines = list(lines)
-        marked = len({attempt for attempt, _ in lines}) > 1
-    last = None
-    for attempt, line in lines:
-        if marked and attempt != last:
-            yield f"{rule} attempt {attempt} {rule}"
-            last = attempt
-        yield line
 
 
 # An SGR sequence (colour), or one control character but tab: \033[2J clears a terminal,

@@ -72,7 +72,7 @@ class RunSnapshot:
         sections = []
         for name in run.order:
             if failed_tails and name in run.failed and name != focus:
-                lines = run.logs(name, stream="stderr", tail=FAILED_TAIL)["line"].tolist()
+                lines = run.failure_tail(name, FAILED_TAIL)
                 title, earlier = f"── {name} failed; last lines of stderr ──", ""
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
