@@ -128,6 +128,20 @@ def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
     assert "RunFailed: " in error and "last lines of stderr" in error
 
 
+def test_a_refused_magic_says_why_under_the_failed_cell_line(tmp_path):
+    """A UsageError (a mistyped option) has no traceback: the error under "a cell of
+    ... failed:" was blank, its one line only somewhere in the echoed output above."""
+    path = _notebook(tmp_path)
+    notebook = nbf.read(path, as_version=4)
+    notebook.cells[3].source = notebook.cells[3].source.replace("--needs", "--neds", 1)
+    nbf.write(notebook, path)
+    done = _dagnb("run", str(path), cwd=tmp_path)
+    assert done.returncode == 1
+    error = done.stderr.split(f"a cell of {path} failed:\n", 1)[1]
+    assert error.splitlines()[0] == (
+        "UsageError: unrecognized arguments: --neds make; did you mean '--needs'?"), error
+
+
 def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):
     path = _notebook(tmp_path)
     done = _dagnb("run", str(path), "--target", "make", cwd=tmp_path)

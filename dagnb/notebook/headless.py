@@ -284,9 +284,12 @@ def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
 
 def _short_error(exc: Exception) -> str:
     """The error's last lines: nbclient's message holds the cell's source and its
-    printed output (already echoed above it) between rules, then the traceback."""
+    printed output (already echoed above it) between rules, then the traceback; an
+    error IPython shows without one (a magic's UsageError) is its one line."""
     text = ANSI.sub("", str(exc)).rpartition(f"\n{_NBCLIENT_RULE}\n")[2]
     lines = [line for line in text.splitlines() if line.strip()]
+    if not lines:
+        return f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
     return "\n".join(lines[-12:])
 
 
