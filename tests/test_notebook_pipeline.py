@@ -347,6 +347,26 @@ def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_p
                     "`scale` (cell 2 of pipe.ipynb)")
 
 
+def test_after_a_restart_plan_and_explain_say_which_cell_to_run_not_code_changed(tmp_path):
+    """The step's code was as it ran, but its key lacked the variable no cell had
+    defined yet: %dagger plan said "code changed", and explain began so, with no diff."""
+    path = _notebook(tmp_path)
+    _interactive(path)
+    restarted = nbf.v4.new_notebook(cells=[
+        nbf.v4.new_code_cell("%load_ext dagnb"),
+        nbf.v4.new_code_cell("plan = %dagger plan\n"
+                             "print(plan.set_index('step').loc['total', 'reason'])"),
+        nbf.v4.new_code_cell("why = %dagger cache explain total\nprint(str(why).splitlines()[0])"),
+    ])
+    client = NotebookClient(restarted, kernel_name="python3",
+                            resources={"metadata": {"path": str(tmp_path)}})
+    client.execute(env={**os.environ, "DAGNB_CONFIG": "none", "JPY_SESSION_NAME": str(path)})
+    said = ("step 'total' reads notebook variables `counter`, `scale`, not defined in this "
+            "kernel yet; run cell 2 of pipe.ipynb first")
+    assert restarted.cells[1].outputs[0]["text"].strip() == said
+    assert restarted.cells[2].outputs[0]["text"].strip() == said
+
+
 _CLEANED = """# %%
 %load_ext dagnb
 

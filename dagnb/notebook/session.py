@@ -35,7 +35,7 @@ from dagnb.errors import (
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
-from dagnb.notebook.unready import name_error_note, other_thread_note
+from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.plan import explain, plan
@@ -230,13 +230,25 @@ class Session:
         reads = self.published_reads(targets, asked=_named(targets))
         planned = plan(self.graph, targets, reads=reads)
         _say_unordered(reads, planned["step"])
+        for index, step in planned.loc[~planned["cached"], "step"].items():
+            unready = self._unready(step, reads)
+            if unready is not None:  # ("code changed": its key lacks what no cell defined)
+                planned.at[index, "reason"] = unready
         return planned
 
     def explain(self, name: str) -> list[str]:
-        """``graph.explain(name)`` as :meth:`plan` sees it."""
+        """``graph.explain(name)`` as :meth:`plan` sees it; first, the cells to run for a
+        step reading variables this kernel has not defined yet (a restart)."""
         reads = self.published_reads(name, asked=(name,))
         _say_unordered(reads, (name,))
-        return explain(self.graph, name, reads=reads)
+        sentences = explain(self.graph, name, reads=reads)
+        unready = self._unready(name, reads)
+        return sentences if unready is None else [unready, *sentences]
+
+    def _unready(self, name: str, reads: PublishedReads) -> str | None:
+        """Which cells to run first, for a step whose code reads notebook variables not
+        defined in this kernel (its key lacks them: a plan would say "code changed")."""
+        return unready_line(self.graph, self.namespace, name, reads.variables.get(name, {}))
 
     def published_reads(self, targets: Iterable[str] | str | None = None, *,
                         tags: Iterable[str] | str | None = None,

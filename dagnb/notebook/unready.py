@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
-__all__ = ["missing_variables", "name_error_note", "unready_message"]
+__all__ = ["missing_variables", "name_error_note", "unready_line", "unready_message"]
 
 
 def missing_variables(graph: Graph, namespace: Mapping[str, Any],
@@ -36,6 +36,15 @@ def missing_variables(graph: Graph, namespace: Mapping[str, Any],
         found.append((variable, f"cell {index + 1} of {path.name}"  # type: ignore[union-attr]
                        if index is not None else None))
     return found
+
+
+def unready_line(graph: Graph, namespace: Mapping[str, Any], name: str,
+                 published: Mapping[str, str]) -> str | None:
+    """The :func:`unready_message` of step ``name``, whose code reads notebook variables
+    not defined now (none a step publishes, which its run runs first); else None."""
+    missing = [(variable, place) for variable, place
+               in missing_variables(graph, namespace, name) if variable not in published]
+    return unready_message(name, missing) if missing else None
 
 
 _NAME_ERROR = re.compile(r"NameError: name '(\w+)' is not defined")
