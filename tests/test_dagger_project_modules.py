@@ -205,3 +205,41 @@ def test_a_notebook_cell_in_a_container_uses_a_module_beside_the_notebook(stub, 
                        resources={"metadata": {"path": str(tmp_path)}}).execute()
     printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
     assert "result (5, 10)" in printed, notebook.cells[-2].outputs
+
+
+# -- a helper's constant that its text, sent along, does not hold -----------------------
+def _drift(here: object, there: object) -> str:
+    return (f"step 'fit' cannot be sent to the container: helpers.FACTOR is {here} here but "
+            f"{there} in the text of helpers.py sent along (set since its import, or the "
+            "file edited before dagnb read it): pass it to the step as a parameter, or set "
+            "it in helpers.py and importlib.reload(helpers)")
+
+
+def test_a_helper_s_constant_edited_before_dagnb_read_it_is_not_sent_as_the_file_s(
+        stub, project, make_task):
+    """Only the constant changed, so the file's text compiles to the functions this
+    process runs: before, the container was sent it and gave FACTOR 1000 under the key
+    of the code and values here (FACTOR 10)."""
+    steps = _steps()
+    (project / "helpers.py").write_text(
+        HELPERS.format(factor=10).replace("FACTOR = 10", "FACTOR = 1000"))
+    with pytest.raises(InvalidStepError) as caught:
+        run_sync(DaggerExecutor().execute(make_task(Step("fit", func=steps.fit,
+                                                         params={"n": 3}))))
+    assert str(caught.value) == _drift(10, 1000)
+    assert not stub.texts("withExec")  # nothing ran
+
+
+def test_a_helper_s_constant_set_at_run_time_is_not_sent_as_its_text_s(
+        stub, project, tmp_path):
+    """The step's key counts the value helpers holds here (5): before, the container
+    imported the text (10) and its result was stored under the key of FACTOR 5."""
+    steps = _steps()
+    graph = Graph("g", [Step("fit", func=steps.fit, params={"n": 3})])
+    cache = tmp_path / "cache"
+    assert graph.run(executor="dagger", cache_directory=cache).result("fit")["factor"] == 10
+    sys.modules["helpers"].FACTOR = 5
+    run = graph.run(executor="dagger", cache_directory=cache)
+    assert run.states() == {"fit": "failed"}, run.result("fit")
+    assert run.status_rows()["fit"]["error"] == _drift(5, 10)
+    assert len(stub.texts("withExec")) == 1  # (the first run's only)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -284,3 +285,62 @@ def test_a_submodule_imported_by_a_name_built_at_run_time_is_explained_where_it_
         f"{said} (dagnb sends a step the project modules its code imports by name; one "
         "imported by a name built at run time is not among them: import plugins.extra in "
         "the step's module, or install the project on the workers)"))
+
+
+# -- a helper's constant that its text, sent along, does not hold -----------------------
+DRIFT = (r"^step 'fit' cannot be sent to dask workers: helpers\.VERSION is {here} here but "
+         r"{there} in the text of workflows/helpers\.py sent along \(set since its import, "
+         r"or the file edited before dagnb read it\): pass it to the step as a parameter, "
+         r"or set it in workflows/helpers\.py and importlib\.reload\(helpers\)$")
+
+
+def test_a_helper_s_constant_edited_before_dagnb_read_it_is_not_sent_as_the_file_s(project):
+    """Only the constant changed, so the file's text compiles to the functions the client
+    runs: before, the workers were sent it and made [2, 2] under the key of the client's
+    code and values (VERSION 1), which a run importing that code was then served."""
+    flow = load(project / "flow.yml")  # (imports steps, and helpers: VERSION 1)
+    (project / "helpers.py").write_text(HELPERS.format(version=2))
+    run = flow.run("fit")
+    assert run.states() == {"fit": "failed"}, run.result("fit")
+    assert re.match(DRIFT.format(here=1, there=2), run.status_rows()["fit"]["error"])
+
+
+def test_a_helper_s_constant_set_at_run_time_is_not_sent_as_its_text_s(project):
+    """The step's key counts the value the client's helpers holds (7): before, the
+    workers imported the text (1) and made [1, 1] under the key of [7, 7]."""
+    flow = load(project / "flow.yml")
+    assert flow.run("fit").result("fit")["made"] == [1, 1]
+    sys.modules["helpers"].VERSION = 7
+    run = flow.run("fit")
+    assert run.states() == {"fit": "failed"}, run.result("fit")
+    assert re.match(DRIFT.format(here=7, there=1), run.status_rows()["fit"]["error"])
+    sys.modules["helpers"].VERSION = 1  # (set back: sent again)
+    assert flow.run("fit").states() == {"fit": "cached"}
+
+
+def test_a_notebook_setting_a_helper_s_constant_is_told_instead_of_given_the_text_s_result(
+        scheduler, tmp_path):
+    """``helpers.VERSION = 7`` in a cell: the kernel (and the cell's key) says 7; before,
+    the workers imported helpers.py's text and gave [1]."""
+    from nbclient import NotebookClient
+
+    (tmp_path / "helpers.py").write_text(HELPERS.format(version=1))
+    fit = "%%dagger fit --python --executor dask --outputs v\nv = helpers.make(1)"
+    cells = ["%load_ext dagnb",
+             f"import dagnb\ndagnb.configure(dask_scheduler={scheduler!r})",
+             "import helpers", fit, "helpers.VERSION = 7", fit, "print('result', v)"]
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        NotebookClient(notebook, timeout=120, kernel_name="python3", allow_errors=True,
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
+    first, second = notebook.cells[3].outputs, notebook.cells[5].outputs
+    assert not [o for o in first if o["output_type"] == "error"], first
+    shown = "\n".join(o.get("evalue", "") + "".join(o.get("traceback", [])) + o.get("text", "")
+                      for o in second)
+    assert ("step 'fit' cannot be sent to dask workers: helpers.VERSION is 7 here but 1 in "
+            "the text of helpers.py sent along") in shown, second
+    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
+    assert "result [1]" in printed  # (the first run's: nothing made since)

@@ -285,3 +285,85 @@ def test_a_function_keyed_again_checks_its_helpers_files_once_a_second_and_warns
     with pytest.warns(UserWarning, match=_stale_warning("helper_rechecked")):
         assert code_with_values(uses.g, fresh=True)[0] == before
     assert checks == [1]
+
+
+# -- a module's values its text, sent along, does not set -------------------------------
+FILLED = """\
+FACTOR = 10
+MODE = "fast"
+NAMES = []
+SEEN = {}
+COUNT = 0
+RATES = [1, 2]
+RATES.append(3)
+DEBUG = False
+if FACTOR > 100:
+    DEBUG = True
+
+
+def register(name):
+    NAMES.append(name)
+    return name
+
+
+def bump():
+    global COUNT
+    COUNT += 1
+    SEEN[COUNT] = True
+
+
+register("first")
+"""
+
+
+def test_a_module_filled_as_it_runs_is_sent_as_its_text(tmp_path, monkeypatch):
+    """A registry, a cache, a counter and a value its top level changes hold other values
+    than the text's literals, as the worker's import makes them too: not refused."""
+    module = _module(tmp_path, monkeypatch, "helper_filled", FILLED)
+    module.bump()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sent = shipped.project_sources(["helper_filled"])
+    assert sent["helper_filled"][1] == FILLED.encode()
+
+
+@pytest.mark.parametrize(("name", "value", "said"), [
+    ("FACTOR", 5, "FACTOR is 5 here but 10"),
+    ("FACTOR", 10.0, "FACTOR is 10.0 here but 10"),
+    ("MODE", "slow", "MODE is a str of 4 characters here but another str"),
+    ("MODE", "hunter2-hunter2", "MODE is a str of 15 characters here but a str of 4 "
+                                "characters"),
+])
+def test_a_module_value_set_since_its_import_is_refused_in_one_line(
+        tmp_path, monkeypatch, name, value, said):
+    """Before, its text was sent, and the worker ran with the text's value. A string is
+    described, not shown: it may be a secret."""
+    module = _module(tmp_path, monkeypatch, "helper_set", FILLED)
+    shipped.project_sources(["helper_set"])  # (read: the text holds the module's values)
+    setattr(module, name, value)
+    with pytest.raises(ExecutorError) as caught:
+        shipped.project_sources(["helper_set"])
+    assert str(caught.value) == (
+        f"helper_set.{said} in the text of helper_set.py sent along (set since its import, "
+        "or the file edited before dagnb read it): pass it to the step as a parameter, or "
+        "set it in helper_set.py and importlib.reload(helper_set)")
+    assert "hunter2" not in str(caught.value)
+    setattr(module, name, {"FACTOR": 10, "MODE": "fast"}[name])  # (set back: sent)
+    assert shipped.project_sources(["helper_set"])["helper_set"][1] == FILLED.encode()
+
+
+def test_a_stale_module_s_constant_set_since_is_refused_and_a_reload_sends_the_file(
+        tmp_path, monkeypatch):
+    """Edited after dagnb read it, the module's imported text is sent: unless a value it
+    sets was set since; a reload takes the file's text and values."""
+    text = "RATE = 1\n\ndef rate():\n    return RATE\n"
+    helper = _module(tmp_path, monkeypatch, "helper_stale_set", text)
+    code_with_values(helper.rate, fresh=True)
+    (tmp_path / "helper_stale_set.py").write_text(text.replace("return RATE", "return -RATE"))
+    helper.RATE = 3
+    with pytest.warns(UserWarning, match=_stale_warning("helper_stale_set")), \
+            pytest.raises(ExecutorError, match=r"^helper_stale_set\.RATE is 3 here but 1 in"):
+        shipped.project_sources(["helper_stale_set"])
+    importlib.reload(helper)
+    assert shipped.project_sources(["helper_stale_set"])["helper_stale_set"][1] == (
+        tmp_path / "helper_stale_set.py").read_bytes()

@@ -238,7 +238,7 @@ def _payload(task: Task) -> list[wire.Frame]:
         _send_by_value(step.func)
         pickled = {name: value for name, value in kwargs.items() if name not in raw}
         return _pack((step.func, pickled, spec, raw), [kwargs[name] for name in raw])
-    except ExecutorError as exc:  # (a module edited before it was read: no text to send)
+    except ExecutorError as exc:  # (no text of a module as it runs here to send)
         raise StepFailed(f"step {step.name!r} cannot be sent to dask workers: {exc}",
                          step=step.name) from None
     except Exception as exc:

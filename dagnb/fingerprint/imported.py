@@ -19,11 +19,20 @@ or container step using it is refused (:mod:`dagnb.executors.shipped`,
 :mod:`dagnb.executors.dagger.shim`): no text of the code it runs is to be had, and its
 namespace sent instead would carry what its top level made.
 Checking a module costs one ``stat`` while its file is unchanged.
+
+A text compiling to the module's functions may still not hold its values: ``FACTOR = 10``
+set to 1000 in the file before dagnb first read it, or ``helpers.FACTOR = 5`` set at run
+time. The key counts the value the module holds; a worker importing the text would run
+with the text's. So before a text is sent (:meth:`ImportedSources.unlike_its_text`), the
+names it sets once to a literal are compared with the module's values, and a step
+reaching one that differs is refused in one line naming it (the two causes cannot be
+told apart, and neither changes what runs here: keys and warnings are as they were).
 """
 
 from __future__ import annotations
 
 import ast
+import collections
 import contextlib
 import importlib.machinery
 import io
@@ -38,7 +47,7 @@ from dagnb.checks import warn_user
 from dagnb.fingerprint.loaded import loaded_from_file, same_program
 from dagnb.fingerprint.members import _class_functions, _held_code
 
-__all__ = ["IMPORTED", "ImportedSources", "stale_line"]
+__all__ = ["IMPORTED", "ImportedSources", "constant_line", "stale_line"]
 
 
 class _Version:
@@ -47,8 +56,8 @@ class _Version:
     text now (its lines then, and what the module's code and values were when that was
     decided: patched since, it is decided again), and whether that was said."""
 
-    __slots__ = ("disk", "lines", "name", "signature", "source", "spec", "stale", "stat",
-                 "warned", "watched")
+    __slots__ = ("constants", "disk", "lines", "name", "signature", "source", "spec", "stale",
+                 "stat", "warned", "watched")
 
     def __init__(self, module: types.ModuleType, stat: tuple[int, int, int],
                  source: bytes | None, lines: list[str] | None) -> None:
@@ -58,6 +67,7 @@ class _Version:
         self.disk: tuple[bytes, list[str]] | None = None  # (the file's other text)
         self.signature: tuple[int, ...] = ()
         self.watched: tuple[str, ...] = ()  # (names the new text sets to literals)
+        self.constants: dict[str, Any] | None = None  # (``source``'s: read when first sent)
 
 
 class ImportedSources:
@@ -103,6 +113,22 @@ class ImportedSources:
             return False, None
         _warn_once(version, file)
         return True, version.lines
+
+    def unlike_its_text(self, module: types.ModuleType, file: str,
+                        source: bytes) -> str | None:
+        """The line saying a name that ``source`` (the text :meth:`source_run` gave)
+        sets once to a literal holds another value in ``module``, and the fix; None if
+        none does. The text is parsed once; each call compares the values."""
+        version = self.versions.get(file)
+        if version is None or version.source is not source or version.lines is None:
+            return None  # (not a text kept here: a module not read, or a worker's)
+        if version.constants is None:
+            version.constants = _constants(version.lines)
+        members = vars(module)
+        for name, literal in version.constants.items():
+            if name in members and not _equal(members[name], literal):
+                return constant_line(module.__name__, file, name, members[name], literal)
+        return None
 
     def _version(self, name: str, file: str) -> _Version | None:
         """The module's version: read now if first asked for or reloaded since, decided
@@ -169,7 +195,7 @@ def _decide(version: _Version, module: types.ModuleType, file: str) -> None:
     runs = _runs(module, file, version.lines, version.disk[1])
     if runs == "disk":
         (version.source, version.lines), version.disk = version.disk, None
-        version.stale = False
+        version.stale, version.constants = False, None
         return
     if not version.stale:
         version.warned = False  # (stale again since it was said: said again)
@@ -216,10 +242,18 @@ def _equal(value: Any, literal: Any) -> bool:
 
 def _literals(lines: list[str]) -> dict[str, Any]:
     """The module-level names a text sets to a literal (``RATE = 2``), with the value."""
+    tree = _parsed(lines)
+    return {} if tree is None else _literals_of(tree)
+
+
+def _parsed(lines: list[str]) -> ast.Module | None:
     try:
-        tree = ast.parse("".join(lines))
+        return ast.parse("".join(lines))
     except (SyntaxError, ValueError):
-        return {}
+        return None
+
+
+def _literals_of(tree: ast.Module) -> dict[str, Any]:
     found = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1:
@@ -235,6 +269,55 @@ def _literals(lines: list[str]) -> dict[str, Any]:
     return found
 
 
+def _constants(lines: list[str]) -> dict[str, Any]:
+    """The names a text sets once, at its top level, to a literal, with the value: what
+    its module holds unless set since. Not a name bound elsewhere in the text too (a
+    second assignment, ``global``, a loop's target), nor a container that starts empty
+    or that the top level uses further: its module fills it (a registry, a cache)."""
+    tree = _parsed(lines)
+    if tree is None:
+        return {}
+    bound, used = _bindings(tree), _top_level_loads(tree)
+    return {name: value for name, value in _literals_of(tree).items()
+            if bound[name] == 1 and not (
+                isinstance(value, (list, dict, set)) and (not value or used[name]))}
+
+
+def _bindings(tree: ast.Module) -> collections.Counter[str]:
+    """How many times the text binds each name, anywhere (``global`` counts twice)."""
+    bound: collections.Counter[str] = collections.Counter()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+            bound[node.id] += 1
+        elif isinstance(node, (ast.Global, ast.Nonlocal)):
+            bound.update({name: 2 for name in node.names})
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound[node.name] += 1
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            bound.update((alias.asname or alias.name).partition(".")[0]
+                         for alias in node.names)
+        elif isinstance(node, ast.ExceptHandler) and node.name:
+            bound[node.name] += 1
+    return bound
+
+
+def _top_level_loads(tree: ast.Module) -> collections.Counter[str]:
+    """The names the text's top level reads as it runs (functions' bodies left out;
+    their decorators and defaults run then)."""
+    used: collections.Counter[str] = collections.Counter()
+    pending: list[ast.AST] = list(tree.body)
+    while pending:
+        node = pending.pop()
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            pending += [*node.decorator_list, *node.args.defaults,
+                        *(default for default in node.args.kw_defaults if default)]
+        elif not isinstance(node, ast.Lambda):
+            if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+                used[node.id] += 1
+            pending += ast.iter_child_nodes(node)
+    return used
+
+
 def _signature(module: types.ModuleType, file: str, version: _Version) -> tuple[int, ...]:
     """What a patch of the module would change (autoreload's, in place): its functions'
     code and the values of the names its new text sets to literals, by identity."""
@@ -245,11 +328,44 @@ def _signature(module: types.ModuleType, file: str, version: _Version) -> tuple[
 def stale_line(name: str, file: str, gone: bool = False) -> str:
     """The one line that says a module changed on disk since it was imported, and the
     fix; ``gone``: its imported code's text is not to be had."""
-    shown = os.path.relpath(file) if _under_cwd(file) else file
+    shown = _shown_file(file)
     runs = ("the text of the imported code is gone" if gone
             else "the step runs the imported code")
     return (f"{shown} changed on disk since the kernel imported it; {runs}: restart, "
             f"importlib.reload({name}), or %load_ext autoreload / %autoreload 2")
+
+
+def constant_line(name: str, file: str, constant: str, here: Any, there: Any) -> str:
+    """The one line that says module ``name`` holds ``here`` where the text of ``file``
+    to be sent sets ``constant`` to ``there``, and the fix."""
+    shown = _shown_file(file)
+    here_shown, there_shown = _shown_value(here), _shown_value(there)
+    if there_shown == here_shown:  # (two strings of one length)
+        there_shown = f"another {type(there).__name__}"
+    return (f"{name}.{constant} is {here_shown} here but {there_shown} in the text of "
+            f"{shown} sent along (set since its import, or the file edited before dagnb "
+            f"read it): pass it to the step as a parameter, or set it in {shown} and "
+            f"importlib.reload({name})")
+
+
+def _shown_value(value: Any) -> str:
+    """A number, a bool or None as written; another value by its type and size: a string
+    may be a secret, read from the environment."""
+    if value is None or type(value) in (bool, int, float, complex):
+        written = repr(value)
+        if len(written) <= 40:
+            return written
+    try:
+        size = len(value)
+    except Exception:  # (no len(), or one that raises)
+        return f"a {type(value).__name__}"
+    unit = ("characters" if isinstance(value, str)
+            else "bytes" if isinstance(value, (bytes, bytearray)) else "items")
+    return f"a {type(value).__name__} of {size} {unit}"
+
+
+def _shown_file(file: str) -> str:
+    return os.path.relpath(file) if _under_cwd(file) else file
 
 
 def _under_cwd(file: str) -> bool:

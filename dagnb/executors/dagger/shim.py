@@ -11,11 +11,12 @@ step is refused in one line saying how to load the new code.
 The project's own modules the function reaches (``helpers`` beside the steps module or
 the notebook, a package of the project: its globals' modules, those its pickled values
 refer to, its body's imports) travel with it as source too, as :mod:`.shipped` sends
-them to dask workers (the imported text of one edited since, and one edited before dagnb
-read it refused in one line), in a file beside the step's; the shim imports them from
-that text, ahead of the image's own path, with :mod:`dagnb.executors.served` (its file
-sent along: the image has no dagnb). The container needs no copy of the project, and an
-older one on its path is not used. The shim
+them to dask workers (the imported text of one edited since; one edited before dagnb
+read it, or holding a value its text does not set, refused in one line), in a file
+beside the step's; the shim imports them from that text, ahead of the image's own path,
+with :mod:`dagnb.executors.served` (its file sent along: the image has no dagnb). The
+container needs no copy of the project, and an older one on its path is not used. The
+shim
 (below, stdlib only) reads params from ``$DAGNB_PARAMS`` and upstream results from
 ``$DAGNB_IN/<name>/result.json|result.pkl`` (an upstream without a result is passed as
 the ``pathlib.Path`` of its folder, as on the local executor), calls the function
@@ -337,7 +338,7 @@ class _ModuleParts:
         step's module holds (unless one of those imports it)."""
         try:
             modules = shipped.project_sources(self.reached.names - {home})
-        except ExecutorError as exc:  # (edited before dagnb read it: no text to send)
+        except ExecutorError as exc:  # (no text of a module as it runs here to send)
             raise InvalidStepError(
                 f"step {self.step!r} cannot be sent to the container: {exc}") from None
         for name, (_, source, _) in sorted(modules.items()):
