@@ -1386,6 +1386,22 @@ def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
     assert kernel.value("[r['cancelled'] for r in get_session().runs]") == "[1, 0]"
 
 
+def test_a_cell_waiting_for_a_background_python_step_says_so(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """A Python step runs on the loop every run needs: the next cell waited for the
+    background step's call with no word why (a shell step holds nothing)."""
+    marker = tmp_path / "started"
+    kernel.run(f"%%dagger bg --python --no-cache --background\nimport time\n"
+               f"open({str(marker)!r}, 'w').close()\ntime.sleep(3)\n")
+    kernel.run(f"import os, time\nwhile not os.path.exists({str(marker)!r}): time.sleep(0.02)\n")
+    after = kernel.run("%%dagger other --python --no-cache\nx = 1\n")
+    assert error(after) is None and text(after).startswith(
+        "dagnb: this run starts when 'bg', of a --background run, returns (a --python step "
+        "holds the kernel's run loop while it runs)\n"), after
+    again = kernel.run("%%dagger other --python --no-cache\nx = 2\n")  # (bg has returned)
+    assert "starts when" not in text(again)
+
+
 def test_the_stop_button_pressed_again_while_the_step_stops_says_truly_how_it_ended(
         kernel: Kernel, tmp_path: Path) -> None:
     """A second press during the grace the first gives the run ended the cell at once,

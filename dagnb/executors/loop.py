@@ -341,6 +341,12 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     return result
 
 
+def holding_the_loop() -> object | None:
+    """The owner (a run's future, see :func:`submit`) of the step call holding the loop
+    thread now, or None: every run's steps wait until that call returns."""
+    return _inline.owner
+
+
 def cancelling() -> bool:
     """Whether the run the calling task belongs to was cancelled (``TaskFuture.cancel``)
     or an interrupt was marked on it (:class:`interrupts_marked`), the cancellation

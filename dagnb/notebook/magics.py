@@ -284,6 +284,11 @@ class DaggerMagics(Magics):
         if held:  # (else the cell hangs with no word why)
             print(f"dagnb: this run starts when {', '.join(map(repr, held))}, interrupted, "
                   "returns from its long call (%dagger status shows when it has)")
+        busy = self.session.background_holding()
+        if busy:  # (a Python step runs on the loop: the cell would wait with no word why)
+            print(f"dagnb: this run starts when {', '.join(map(repr, busy))}, of a "
+                  "--background run, returns (a --python step holds the kernel's run loop "
+                  "while it runs)")
         return self.session.start(targets, background=args.background, **options), view
 
     def _follow(self, run: Any, view: Any, args: Any) -> None:

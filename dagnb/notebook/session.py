@@ -361,6 +361,11 @@ class Session:
         return [name for run in runs.values()
                 for name, state in run.states().items() if state == "running"]
 
+    def background_holding(self) -> list[str]:
+        """Python steps of background runs in a call now: a Python step runs on the loop
+        every run's steps need, so the next run starts when it returns."""
+        return [name for run in list(self.live.values()) for name in run.holding_the_loop()]
+
     def _publish_later(self, run: Run) -> None:
         try:
             self.publish(run.wait())

@@ -320,6 +320,15 @@ class Run:
         pairs = zip(frame["attempt"].tolist(), frame["line"].tolist(), strict=True)
         return list(attempt_marked(pairs, "──"))
 
+    def holding_the_loop(self) -> list[str]:
+        """Its running Python steps, if one of them is in a call holding the loop thread
+        (a Python step runs there): every run's steps wait for it to return."""
+        future = self._future
+        if future is None or loop.holding_the_loop() is not future:
+            return []
+        return [name for name, state in self.states().items()
+                if state == "running" and self.steps[name].func is not None]
+
     def cancel(self) -> None:
         """Stop the run: running processes are killed, waiting steps are cancelled."""
         self._cancelled = True
