@@ -565,3 +565,40 @@ def test_a_sigint_sent_but_not_yet_taken_is_seen() -> None:
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)
     assert done.stdout.split() == ["False", "True", "False"], done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")
+def test_a_run_nobody_waits_for_sees_the_sigints_that_overlap_its_attempt_and_no_other() -> None:
+    """A background run's attempt looks for the SIGINTs that came while it ran, whether
+    a wait for another run held the wakeup fd too and let it go first or last; the fd
+    is given back after the last hold, with the signals that came meanwhile."""
+    import socket
+
+    handler = signal.getsignal(signal.SIGINT)
+    before_r, before_w = socket.socketpair()
+    before_w.setblocking(False)
+    old = signal.set_wakeup_fd(before_w.fileno())
+    signal.signal(signal.SIGINT, lambda *_: None)  # (as the kernel's idle one: nothing)
+    run = object()
+    try:
+        loop.hold_wakeup()
+        loop.watch_unwaited(run)
+        seen = loop.unwaited_sigints(run)
+        assert seen is not None and loop.unwaited_sigints(object()) is None
+        began = time.monotonic() - 1
+        assert not loop.interrupted_unwaited(seen, began)
+        with loop.interrupts_marked(lambda: None, "a waited run"):
+            loop.release_wakeup()  # (the background run ended during the wait)
+        assert signal.set_wakeup_fd(before_w.fileno()) == before_w.fileno()  # given back
+        loop.hold_wakeup()
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        assert loop.interrupted_unwaited(seen, began)  # (overlapped it)
+        assert not loop.interrupted_unwaited(loop.unwaited_sigints(run), began)  # (did not)
+        loop.release_wakeup()
+        assert before_r.recv(16) == bytes([signal.SIGINT])  # handed on
+    finally:
+        loop.unwatch_unwaited(run)
+        signal.signal(signal.SIGINT, handler)
+        signal.set_wakeup_fd(old)
+        before_r.close()
+        before_w.close()

@@ -1561,3 +1561,107 @@ assert [slow_triple_cached(x) for x in range(4)] == [0, 3, 6, 9]
 """)
     assert error(outputs) is None, outputs
     assert sorted(runs.read_text().split()) == ["0", "1", "2", "3"]
+
+
+# -- the stop button while a --background run goes on ------------------------------------
+def background_graph(kernel: Kernel, tmp_path: Path) -> None:
+    """early -> train -> after, and other beside them: train waits for a command (its
+    child, in the kernel's process group) until ``release`` exists; other, a command
+    (a group of its own), until ``other-go`` exists."""
+    command = f"touch {tmp_path / 'started'}; [ -e {tmp_path / 'release'} ] || sleep 30"
+    cells = [
+        "%%dagger early --python --outputs e --define-only\ne = 1\n",
+        f"%%dagger train --python --needs early --outputs model --define-only\n"
+        f"import subprocess\nr = subprocess.run(['sh', '-c', {command!r}]).returncode\n"
+        f"model = {{'rc': r}}\n",
+        "%%dagger after --python --needs train --outputs a --define-only\na = model\n",
+        f"%%dagger other --define-only\n"
+        f"for i in $(seq 400); do [ -e {tmp_path / 'other-go'} ] && break; sleep 0.05; done\n",
+    ]
+    for cell in cells:
+        assert error(kernel.run(cell)) is None, cell
+
+
+def start_in_background(kernel: Kernel, tmp_path: Path) -> None:
+    """Start the graph's run in the background; the cell ends once train's command runs
+    (started while a cell ran, it dies of SIGINT, as one started while idle now does)."""
+    started = str(tmp_path / "started")
+    outputs = kernel.run(f"%dagger run --background\nimport os, time\nfor _ in range(400):\n"
+                         f"    if os.path.exists({started!r}): break\n    time.sleep(0.05)\n"
+                         "background = get_session().last_run")
+    assert error(outputs) is None, outputs
+    assert (tmp_path / "started").exists()
+
+
+def ended_states(kernel: Kernel, tmp_path: Path) -> dict[str, str]:
+    (tmp_path / "other-go").touch()
+    return ast.literal_eval(kernel.value("background.wait(30).states()"))
+
+
+def assert_train_cut_short_and_run_again(kernel: Kernel, tmp_path: Path) -> None:
+    assert ended_states(kernel, tmp_path) == {
+        "early": "succeeded", "train": "cancelled", "after": "skipped", "other": "succeeded"}
+    row = kernel.value("get_session().latest['train']['error']")
+    assert "was cut short: the stop button's interrupt reached the processes" in row, row
+    kernel.run("import threading\nfor t in threading.enumerate():\n"
+               "    if t.name == 'dagnb-publish': t.join(30)")
+    assert kernel.value("sorted(_dagger)") == "['early', 'other']"  # (no cut-short model)
+    (tmp_path / "release").touch()
+    assert error(kernel.run("%dagger run")) is None
+    assert ast.literal_eval(states(kernel)) == {  # train ran again: nothing was stored
+        "early": "cached", "train": "succeeded", "after": "succeeded", "other": "cached"}
+    assert kernel.value("model") == "{'rc': 0}"
+
+
+_GIVEN_BACK = ("import signal\nk = get_ipython().kernel\n"
+               "fd = signal.set_wakeup_fd(-1)\nsignal.set_wakeup_fd(fd)\n"
+               "k.saved_sigint_handler == signal.SIG_IGN, fd")
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
+def test_the_stop_button_with_the_kernel_idle_stores_no_cut_short_step_of_a_background_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """The stop button, pressed while the kernel was idle, killed the command a
+    background run's Python step waited for; the step stored `{'rc': -2}` as a success,
+    served from the cache after. It ends cancelled now, the rest of the run goes on."""
+    background_graph(kernel, tmp_path)
+    start_in_background(kernel, tmp_path)
+    time.sleep(0.3)
+    run_sync(kernel.client.km.interrupt_kernel)()  # (the kernel idle)
+    assert_train_cut_short_and_run_again(kernel, tmp_path)
+    assert kernel.value(_GIVEN_BACK) == "(True, -1)"  # as ipykernel had them
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
+def test_the_stop_button_in_another_cell_stores_no_cut_short_step_of_a_background_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """Pressed to stop another cell, the button killed the background step's command as
+    well: that cell is interrupted as ever, the step ends cancelled, not stored."""
+    background_graph(kernel, tmp_path)
+    start_in_background(kernel, tmp_path)
+    busy = tmp_path / "busy"
+    thread = stop_button_when(busy, kernel)
+    outputs = kernel.run(f"import time\nopen({str(busy)!r}, 'w').close()\ntime.sleep(20)\n"
+                         "print('not interrupted')")
+    thread.join(5)
+    found = error(outputs)
+    assert found is not None and found["ename"] == "KeyboardInterrupt", outputs
+    assert "not interrupted" not in text(outputs)
+    assert_train_cut_short_and_run_again(kernel, tmp_path)
+
+
+def test_a_background_run_with_no_interrupt_stores_as_before_and_gives_sigint_back(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """While a background run goes, the idle kernel's SIGINT is dagnb's to see (a
+    handler that does nothing, where ipykernel ignores it); with no press, the run is
+    stored as ever, and the kernel has SIGINT as it was once the run ends."""
+    background_graph(kernel, tmp_path)
+    start_in_background(kernel, tmp_path)
+    assert kernel.value("get_ipython().kernel.saved_sigint_handler.__name__") == "'_noticed'"
+    (tmp_path / "release").touch()
+    assert ended_states(kernel, tmp_path) == {
+        "early": "succeeded", "train": "succeeded", "after": "succeeded", "other": "succeeded"}
+    assert kernel.value(_GIVEN_BACK) == "(True, -1)"
+    assert error(kernel.run("%dagger run")) is None
+    assert ast.literal_eval(states(kernel)) == {
+        "early": "cached", "train": "cached", "after": "cached", "other": "cached"}

@@ -53,17 +53,24 @@ __all__ = [
     "call_interruptibly",
     "cancelling",
     "get_loop",
+    "hold_wakeup",
     "in_loop_thread",
     "interrupt",
     "interrupt_arrived",
+    "interrupted_unwaited",
     "interrupts_marked",
+    "release_wakeup",
     "run_async",
     "run_sync",
     "sigint_pending",
+    "sigints_seen",
     "stop_pending",
     "submit",
     "until_cancelled",
+    "unwaited_sigints",
+    "unwatch_unwaited",
     "wait_for",
+    "watch_unwaited",
 ]
 
 T = TypeVar("T")
@@ -511,16 +518,21 @@ def _renew_in_child() -> None:
     not as part of the run or under the timeout of the step that forked it (whose
     context the forking thread carries on in), and take no lock held in the parent by
     a thread the child has not."""
-    global _watchdog, _loop, _thread, _inline, _lock, _waited, _wakeup
+    global _watchdog, _loop, _thread, _inline, _lock, _waited, _wakeup, _holds, _held_from
+    global _sigints, _taking
     _forget_loop_thread()
     if _wakeup is not None:  # the parent's, shared with it: its signals are not the child's
         with contextlib.suppress(ValueError):  # (ValueError: not its main thread)
             before = _signal.set_wakeup_fd(-1)
             if before != _wakeup[1].fileno():  # (someone else's: kept)
                 _signal.set_wakeup_fd(before)
+            elif _held_from != -1:  # (the one ours replaced)
+                _signal.set_wakeup_fd(_held_from)
         for end in _wakeup:
             end.close()
     _waited = _wakeup = None
+    _holds, _held_from, _sigints, _taking = 0, -1, 0, threading.Lock()
+    _unwaited.clear()  # (the parent's runs)
     _loop = _thread = None
     _watchdog, _inline, _lock = _Watchdog(), _InlineCall(), threading.Lock()
     _owner.set(None)
@@ -570,34 +582,34 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
         self._mark, self._waited = mark, waited
         self._previous: Callable[..., Any] | None = None
         self._system: Callable[..., int] = os.system
-        self._before: tuple[int, object] = (-1, None)  # the wakeup fd and waited run
+        self._before: tuple[object, int] = (None, 0)  # the waited run and its count
 
     def __enter__(self) -> None:
-        global _waited
+        global _waited, _waited_since
         if threading.current_thread() is not threading.main_thread():
             return
         previous = _signal.getsignal(signal.SIGINT)
         if not callable(previous):
             return
         self._previous, self._system = previous, os.system
-        seen = _wakeup_socket()
-        if _waited is None:  # (what an earlier wait left; a wait around this one's: kept)
-            _drain(seen)
-        self._before = (_set_wakeup(), _waited)
+        hold_wakeup()
+        self._before = (_waited, _waited_since)
+        if _waited is None:  # (a wait around this one: the signals since it began count)
+            _waited_since = sigints_seen()
         _waited = self._waited
         _signal.signal(signal.SIGINT, self._interrupted)
         os.system = self._marking_system
 
     def __exit__(self, *exc_info: object) -> None:
-        global _waited
+        global _waited, _waited_since
         previous, self._previous = self._previous, None
         if previous is None:
             return
         if os.system == self._marking_system:  # (not if someone replaced it meanwhile)
             os.system = self._system
         _signal.signal(signal.SIGINT, previous)
-        fd, _waited = self._before
-        _restore_wakeup(fd)
+        _waited, _waited_since = self._before
+        release_wakeup()
 
     def _interrupted(self, signum: int, frame: Any) -> None:
         self._mark()
@@ -617,7 +629,12 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
 
 
 _waited: object = None  # the run the main thread waits for (interrupts_marked)
+_waited_since = 0  # the SIGINTs seen as its wait began (sigints_seen)
 _wakeup: tuple[socket.socket, socket.socket] | None = None  # (read end, write end)
+_holds = 0  # hold_wakeup() calls not released yet
+_held_from = -1  # the wakeup fd the first hold replaced, given the signals that come
+_sigints = 0  # SIGINTs taken out of the wakeup socket so far
+_taking = threading.Lock()  # (the loop thread and the main thread both take)
 
 
 def _wakeup_socket() -> socket.socket:
@@ -631,24 +648,52 @@ def _wakeup_socket() -> socket.socket:
     return _wakeup[0]
 
 
-def _set_wakeup() -> int:
-    """Make the wakeup fd ours; returns the one before."""
+def hold_wakeup() -> None:
+    """Make the signal wakeup fd ours (main thread) until as many :func:`release_wakeup`:
+    Python's C-level handler writes each signal's number there as it arrives, with no
+    GIL needed, for :func:`sigints_seen` to count. A wait for a run holds it, and so
+    does a run nobody waits for, the two perhaps at once and ending in any order."""
+    global _holds, _held_from
+    _wakeup_socket()
     assert _wakeup is not None
-    return _signal.set_wakeup_fd(_wakeup[1].fileno(), warn_on_full_buffer=False)
+    if _holds == 0:
+        _held_from = _signal.set_wakeup_fd(_wakeup[1].fileno(), warn_on_full_buffer=False)
+    _holds += 1
 
 
-def _restore_wakeup(fd: int) -> None:
-    """Give the wakeup fd back, and its owner the signals that came meanwhile (asyncio
-    runs its signal handlers from them), unless it was ours (a wait around this one)."""
-    assert _wakeup is not None
-    ours = _wakeup[1].fileno()
-    _signal.set_wakeup_fd(fd)
-    if fd == ours:
+def release_wakeup() -> None:
+    """Give the wakeup fd back once the last hold ends (main thread), and its owner the
+    signals that came meanwhile (asyncio runs its signal handlers from them)."""
+    global _holds, _held_from
+    if _holds == 0:  # (none held: released in a forked child)
         return
-    came = _drain(_wakeup[0])
-    if came and fd != -1:
+    _holds -= 1
+    if _holds:
+        return
+    _signal.set_wakeup_fd(_held_from)
+    _take()  # (handed on to _held_from)
+    _held_from = -1
+
+
+def sigints_seen() -> int:
+    """How many SIGINTs have reached this process while the wakeup fd was ours."""
+    _take()
+    return _sigints
+
+
+def _take() -> None:
+    """Count the SIGINTs in the wakeup socket, and hand what came on to the fd it
+    replaced (any thread)."""
+    global _sigints
+    if _wakeup is None:
+        return
+    with _taking:
+        came = _drain(_wakeup[0])
+        _sigints += came.count(signal.SIGINT)
+        owner = _held_from
+    if came and owner != -1:
         with contextlib.suppress(OSError):
-            os.write(fd, came)
+            os.write(owner, came)
 
 
 def _drain(seen: socket.socket) -> bytes:
@@ -671,20 +716,47 @@ def interrupt_arrived(run: object, began: float) -> bool:
     Sent but not yet taken counts too: the main thread must be scheduled to take it
     (and write it to the wakeup fd), and a step whose child the same signal killed may
     have returned meanwhile. Only an attempt (begun at ``began``, ``time.monotonic()``)
-    long enough to have started a process looks: the look (a socket peeked, 0.7 µs;
+    long enough to have started a process looks: the look (the socket read, 1 µs;
     the queue, 10 µs) cost a chain of no-op steps 2 µs (14%) a step."""
     waited = _waited
     if waited is None or (waited is not run and waited is not _owner.get()):
         return False
     if time.monotonic() - began < STARTS_A_PROCESS:
         return False
-    assert _wakeup is not None
-    try:
-        if signal.SIGINT in _wakeup[0].recv(256, socket.MSG_PEEK):
-            return True
-    except OSError:  # (BlockingIOError: no signal came)
-        pass
-    return sigint_pending()
+    return sigints_seen() > _waited_since or sigint_pending()
+
+
+_unwaited: set[object] = set()  # runs nobody waits for whose attempts SIGINT cuts short
+
+
+def watch_unwaited(run: object) -> None:
+    """Have the attempts of ``run``, which no thread waits for (a notebook's
+    ``--background`` run), look for SIGINTs as they end (:func:`unwaited_sigints`);
+    the caller holds the wakeup fd meanwhile (:func:`hold_wakeup`)."""
+    _unwaited.add(run)
+
+
+def unwatch_unwaited(run: object) -> None:
+    """``run`` has ended: its attempts are looked at no more (any thread)."""
+    _unwaited.discard(run)
+
+
+def unwaited_sigints(run: object) -> int | None:
+    """As an attempt of ``run`` begins: the SIGINTs seen so far if no thread waits for
+    ``run`` (:func:`watch_unwaited`), else None (and nothing to look at as it ends)."""
+    if not _unwaited or run not in _unwaited:
+        return None
+    return sigints_seen()
+
+
+def interrupted_unwaited(seen: int, began: float) -> bool:
+    """Whether SIGINT reached the process during an attempt of a run nobody waits for,
+    which began at ``began`` (``time.monotonic()``) having ``seen`` SIGINTs: the stop
+    button then killed what the step waited for, though nobody cancels the run. Sent
+    but not yet taken counts, as in :func:`interrupt_arrived`."""
+    if time.monotonic() - began < STARTS_A_PROCESS:
+        return False
+    return sigints_seen() > seen or sigint_pending()
 
 
 def sigint_pending() -> bool:

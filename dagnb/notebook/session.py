@@ -34,6 +34,7 @@ from dagnb.errors import (
 )
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
+from dagnb.notebook import stop_button
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
 from dagnb.runtime.events import TERMINAL_STATES, Event
@@ -210,11 +211,13 @@ class Session:
             targets = [name for name in self.unfinished() if name in needed]
         reads = self.published_reads(targets, tags=options.get("tags"), asked=asked)
         # (what its Python steps display goes to the cell that ran it, through its view)
-        starting = functools.partial(self._starting, reads=reads, asked=asked)
+        starting = functools.partial(self._starting, reads=reads, asked=asked,
+                                     background=background)
         run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
                                before_start=starting, **options)
         _say_unordered(reads, run.order)
         if background:
+            stop_button.watch_until_done(run)
             self._show_live(run)
             self.publish_when_done(run)
         return run
@@ -289,12 +292,16 @@ class Session:
         step, value = self._published.get(variable, (None, _UNSET))
         return step == name and self.namespace.get(variable, _UNSET) is value
 
-    def _starting(self, run: Run, reads: PublishedReads, asked: frozenset[str]) -> None:
+    def _starting(self, run: Run, reads: PublishedReads, asked: frozenset[str],
+                  background: bool) -> None:
         """Before any step of ``run`` starts: it is its steps' newest run, and a step that
         another reads the published variables of is published as soon as it ends, so
         that step (started after it) reads its value of this run, as cells run in order
-        would, and its key sees that value."""
+        would, and its key sees that value. The stop button's interrupts are watched
+        for a background run's steps from their start (:mod:`~dagnb.notebook.stop_button`)."""
         self._claim(run)
+        if background:
+            stop_button.watch(run)
         if asked:
             self._asked[run.id] = asked
         makers = {maker for read in reads.variables.values() for maker in read.values()}

@@ -248,6 +248,14 @@ class Run:
         """Let ``done`` and ``wait()`` follow ``future``, this run's background execution."""
         self._future = future
 
+    def add_done_callback(self, callback: Callable[[Run], Any]) -> None:
+        """Call ``callback(run)`` as the run ends, on the thread that ends it (at once
+        if it has ended, or was never started)."""
+        if self._future is None:
+            callback(self)
+        else:
+            self._future.add_done_callback(lambda _: callback(self))
+
     def on_cancel(self, hook: Callable[[], Any]) -> None:
         """Call ``hook`` when the run is cancelled (at once if it already was)."""
         self._cancel_hook = hook

@@ -61,8 +61,10 @@ from dagnb.executors.loop import (
     cancelling,
     holding,
     interrupt_arrived,
+    interrupted_unwaited,
     stop_pending,
     until_cancelled,
+    unwaited_sigints,
     wait_for,
 )
 from dagnb.model.contract import write_params
@@ -731,6 +733,11 @@ class Scheduler:
         running.append(log_file)  # this attempt's token, for executors.status()
         task = start = outcome = None
         began = time.monotonic()
+        # (None unless nobody waits for the run; the stop button's SIGINT reaches only
+        # the kernel's process group: a Python step run here, not a command, which leads
+        # a group of its own)
+        seen = (unwaited_sigints(self.run) if step.func is not None
+                and executor.name == "local" else None)
         try:
             task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
@@ -740,6 +747,8 @@ class Scheduler:
                 ended = await wait_for(executor.execute(task), limit, starts)
             if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
                 await self._cut_short()
+            if seen is not None and interrupted_unwaited(seen, began):
+                raise _stopped_by_the_button(step.name)
             outcome = ended
         except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
             start = None  # not run, and is not said to have (no 'started', no attempt)
@@ -751,9 +760,13 @@ class Scheduler:
                 f"step {step.name!r} ran past its timeout of {limit:g} s and {stopped}",
                 step=step.name, masked=True,
             ) from None
-        except Exception:
+        except StepCancelled:
+            raise
+        except Exception as exc:
             if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
                 await self._cut_short()
+            if seen is not None and interrupted_unwaited(seen, began):
+                raise _stopped_by_the_button(step.name) from exc
             raise
         finally:
             if start is not None:  # (one that failed queued, not sent, is an attempt too)
@@ -1079,6 +1092,19 @@ def _afresh(step: Step, cache: StepCache | None) -> bool:
 def _one_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
+
+
+def _stopped_by_the_button(name: str) -> StepCancelled:
+    """An attempt of a run nobody waits for (``--background``) that a SIGINT overlapped:
+    the kernel's stop button signals its whole process group, so the processes the step
+    waited for died of it, and what the step made of that (a ``returncode`` of -2, a
+    partial file, a ``CalledProcessError``) is not its result. It ends cancelled, not
+    stored and not retried (a re-run would repeat what the user perhaps meant to stop),
+    its dependents skipped, while the rest of the run goes on as the button left it."""
+    return StepCancelled(
+        f"step {name!r} was cut short: the stop button's interrupt reached the processes "
+        "it waited for (a --background run goes on, this step's result was not kept); "
+        "run it again", step=name, masked=True)
 
 
 def _exhausted(name: str, error: DagnbError) -> StepFailed:
