@@ -13,15 +13,12 @@ import importlib.util
 import linecache
 import os
 import sys
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # (no dagnb in a container)
-    from dagnb.executors.shipped import Shipped
+from typing import Any
 
 __all__ = ["explain_unshipped", "serve"]
 
 
-def serve(modules: dict[str, Shipped]) -> None:
+def serve(modules: dict[str, tuple[str, bytes | None, list[str] | None]]) -> None:
     """Import ``modules`` from their shipped text in this process, ahead of its path;
     tracebacks show their lines (though no such file is here)."""
     if not modules:
@@ -56,7 +53,7 @@ def explain_unshipped(exc: BaseException, install: str) -> None:
 class _Finder(importlib.abc.MetaPathFinder):
     """Finds the shipped modules, by name."""
 
-    def __init__(self, modules: dict[str, Shipped]) -> None:
+    def __init__(self, modules: dict[str, tuple[str, bytes | None, list[str] | None]]) -> None:
         self.modules = modules
 
     def find_spec(self, fullname: str, path: Any = None, target: Any = None,
