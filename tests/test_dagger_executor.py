@@ -27,6 +27,7 @@ from dagnb.executors.dagger import connection
 from dagnb.executors.dagger.executor import DEFAULT_IMAGE, DaggerExecutor
 from dagnb.executors.loop import run_sync
 from dagnb.executors.shell import container_argv
+from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import Step
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
@@ -1176,6 +1177,30 @@ def done_early():
 
 def after_done(done_early):
     return isinstance(done_early, pathlib.Path)  # no result: its folder, as a shell step's
+
+
+def load_cell():
+    import sys
+
+    sys.exit(0)
+
+
+setattr(load_cell, PUBLISHED_AS, ("rows",))  # (a --python cell's, with --outputs rows)
+
+
+def test_a_cell_with_outputs_ended_by_sys_exit_0_fails_and_stores_nothing_in_a_container(
+        stub, tmp_path):
+    """It succeeded with no result, published as None and cached; it fails, as on local."""
+    from dagnb.model.graph import Graph
+
+    graph = Graph("g", [Step("load", func=load_cell)])
+    for executor in ("local", "dagger"):
+        for _ in range(2):  # (the second is no cache hit: nothing was stored)
+            run = graph.run(executor=executor, cache_directory=tmp_path / executor)
+            row = run.status_rows()["load"]
+            assert (row["state"], row["cached"]) == ("failed", False), row
+            assert row["error"].startswith("step 'load': the cell ended (sys.exit(0)) "
+                                           "before assigning its --outputs 'rows'; "), row
 
 
 def test_sys_exit_in_a_container_step_ends_it_as_on_the_local_executor(stub, tmp_path):

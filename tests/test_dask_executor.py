@@ -17,6 +17,7 @@ import dagnb
 from dagnb import Graph, Step
 from dagnb.errors import ExecutorUnavailable, InvalidStepError, WorkflowError
 from dagnb.executors import dask as dask_executor
+from dagnb.model.results import PUBLISHED_AS
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import wait_until
 from dagnb.workflows.loader import load
@@ -264,6 +265,26 @@ def test_sys_exit_in_a_dask_step_ends_it_as_on_the_local_executor(on_dask):
                                 "after": "succeeded"}, run.status_rows()
         assert run.result("after") is True
         assert run.status_rows()["complain"]["error"] == "exit code 1: no input today"
+
+
+def test_a_cell_with_outputs_ended_by_sys_exit_0_fails_and_stores_nothing_on_dask(
+        on_dask, workdir):
+    """A --python cell's step with --outputs that sys.exit(0)s before assigning them
+    succeeded with no result, published as None and cached; it fails, as on local."""
+    def cell() -> int:
+        sys.exit(0)
+
+    setattr(cell, PUBLISHED_AS, ("rows",))
+    graph = Graph("g", [Step("load", func=cell)])
+    for executor in ("local", "dask"):
+        for _ in range(2):  # (the second is no cache hit: nothing was stored)
+            run = graph.run(executor=executor, cache_directory=workdir / executor)
+            row = run.status_rows()["load"]
+            assert (row["state"], row["cached"]) == ("failed", False), row
+            assert row["error"] == (
+                "step 'load': the cell ended (sys.exit(0)) before assigning its --outputs "
+                "'rows'; nothing was stored: assign them before sys.exit(), or raise to "
+                "fail the step")
 
 
 class Enough(BaseException):

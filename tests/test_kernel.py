@@ -765,6 +765,22 @@ def test_a_mistyped_output_is_refused_not_taken_from_the_notebook(kernel: Kernel
     assert kernel.value("get_session().graph.names") == "[]"
     assert kernel.value("score") == "0.5"
 
+def test_a_cell_with_outputs_ended_by_sys_exit_0_fails_and_leaves_the_variable(
+        kernel: Kernel) -> None:
+    """It succeeded, set v to None over the notebook's value and cached that."""
+    kernel.run("v = 5")
+    cell = "%%dagger s --python --outputs v\nimport sys; sys.exit(0)\nv = 1\n"
+    said = ("step 's': the cell ended (sys.exit(0)) before assigning its --outputs 'v'; "
+            "nothing was stored: assign them before sys.exit(), or raise to fail the step")
+    for _ in range(2):  # (the second runs it again: nothing was stored)
+        failure = error(kernel.run(cell))
+        assert failure is not None and failure["ename"] == "RunFailed"
+        assert said in "\n".join(failure["traceback"])
+        assert states(kernel) == "{'s': 'failed'}"
+    assert kernel.value("v") == "5"
+    assert error(kernel.run("%%dagger e --python\nimport sys; sys.exit(0)\n")) is None
+
+
 # -- secrets -----------------------------------------------------------------------------
 def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
         kernel: Kernel, tmp_path: Path) -> None:

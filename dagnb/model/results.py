@@ -21,6 +21,7 @@ from dagnb.model.jsontext import encoder
 
 __all__ = [
     "NO_RESULT",
+    "PUBLISHED_AS",
     "RESULT_FILES",
     "decode_inline",
     "encode_inline",
@@ -54,6 +55,11 @@ class _NoResult:
 
 
 NO_RESULT: Any = _NoResult()
+
+# The attribute a --python cell's function carries: the notebook variables its result is
+# published under (its --outputs), set by dagnb.notebook.cells. Here, below the runner,
+# which fails such a step that ends with no result (sys.exit(0) before its return).
+PUBLISHED_AS = "_dagnb_outputs"
 
 
 def _json_exact(value: Any) -> bool:

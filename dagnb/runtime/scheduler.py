@@ -69,6 +69,7 @@ from dagnb.executors.loop import (
 )
 from dagnb.model.contract import write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
+from dagnb.model.results import NO_RESULT, PUBLISHED_AS
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
@@ -786,6 +787,8 @@ class Scheduler:
                 stderr_tail=self._stderr_tail(step.name, number),
                 masked=True,  # (its stderr line is: not the exit code)
             )
+        if _exited_before_outputs(step, outcome, executor):
+            raise StepFailed(_outputs_unreached(step), step=step.name)
         return outcome
 
     @staticmethod
@@ -1087,6 +1090,20 @@ def _afresh(step: Step, cache: StepCache | None) -> bool:
     ttl: the engine cannot tell an old exec's age; ``cache="session"``: one process)."""
     return (step.cache is False or step.cache == "session" or cache is None
             or cache.refreshes(step) or cache.ttl_of(step) is not None)
+
+
+def _exited_before_outputs(step: Step, outcome: Outcome, executor: Executor) -> bool:
+    """Whether a --python cell's step with --outputs ended by ``sys.exit(0)`` (no result,
+    as a step without --outputs may end): stored, it would publish None as each."""
+    return (outcome.result is NO_RESULT and bool(getattr(step.func, PUBLISHED_AS, ()))
+            and SIMULATED not in executor.capabilities)  # (a scripted outcome has none)
+
+
+def _outputs_unreached(step: Step) -> str:
+    names = ", ".join(repr(name) for name in getattr(step.func, PUBLISHED_AS, ()))
+    return (f"step {step.name!r}: the cell ended (sys.exit(0)) before assigning its "
+            f"--outputs {names}; nothing was stored: assign them before sys.exit(), "
+            "or raise to fail the step")
 
 
 def _one_line(error: BaseException) -> str:

@@ -35,15 +35,11 @@ from typing import Any, NamedTuple
 from dagnb.errors import FingerprintError, WorkflowError
 from dagnb.fingerprint import globals_read, loaded_globals
 from dagnb.model.graph import Graph
+from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import Step
 
 __all__ = ["PUBLISHED_AS", "NotebookReads", "Published", "Read", "notebook_reads",
            "published_reads", "taking_upstreams"]
-
-# The attribute a --python cell's function carries: the notebook variables its result is
-# published under (its --outputs), set by dagnb.notebook.cells.
-PUBLISHED_AS = "_dagnb_outputs"
-
 
 class Read(NamedTuple):
     """Step ``step``'s result, as the notebook variable ``variable`` a step reads."""
