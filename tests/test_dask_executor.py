@@ -18,6 +18,7 @@ from dagnb import Graph, Step
 from dagnb.errors import ExecutorUnavailable, InvalidStepError, WorkflowError
 from dagnb.executors import dask as dask_executor
 from dagnb.model.results import PUBLISHED_AS
+from dagnb.notebook.cells import cell_function
 from dagnb.runtime.prepare import start_background
 from dagnb.testing import wait_until
 from dagnb.workflows.loader import load
@@ -285,6 +286,17 @@ def test_a_cell_with_outputs_ended_by_sys_exit_0_fails_and_stores_nothing_on_das
                 "step 'load': the cell ended (sys.exit(0)) before assigning its --outputs "
                 "'rows'; nothing was stored: assign them before sys.exit(), or raise to "
                 "fail the step")
+
+
+def test_an_output_a_cell_did_not_reach_fails_in_its_words_on_dask_as_on_local(on_dask):
+    """It failed with an UnboundLocalError pointing at a `return u` the user never wrote."""
+    cell = cell_function("s", "if flag:\n    u = 1\n", (), ("u",), {}, params=("flag",))
+    graph = Graph("g", [Step("s", func=cell, params={"flag": False})])
+    for executor in ("local", "dask"):
+        row = graph.run(executor=executor, cache=False).status_rows()["s"]
+        assert (row["state"], row["error"]) == ("failed", (
+            "step 's': --outputs 'u' was not assigned: the cell's code did not reach an "
+            "assignment to it; assign it on every path (u = None first, say)")), row
 
 
 class Enough(BaseException):

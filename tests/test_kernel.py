@@ -781,6 +781,21 @@ def test_a_cell_with_outputs_ended_by_sys_exit_0_fails_and_leaves_the_variable(
     assert error(kernel.run("%%dagger e --python\nimport sys; sys.exit(0)\n")) is None
 
 
+def test_an_output_the_cells_code_did_not_reach_fails_in_one_line(kernel: Kernel) -> None:
+    """It failed with an UnboundLocalError pointing at a hidden `return u` line."""
+    kernel.run("w = 3")  # (w, read before assigned, nests the cell's function in another)
+    outputs = kernel.run("%%dagger s --python --param flag=false --outputs w,u\n"
+                         "w = w + 1\nif flag:\n    u = 1\n")
+    failure = error(outputs)
+    assert failure is not None and failure["ename"] == "RunFailed"
+    shown = "\n".join([*failure["traceback"], text(outputs)])
+    assert ("s     failed  1     step 's': --outputs 'u' was not assigned: the cell's code "
+            "did not reach an assignment to it; assign it on every path (u = None first, "
+            "say)") in shown, shown
+    assert "return" not in shown and "Traceback" not in shown and "File " not in shown
+    assert kernel.value("w") == "3"
+
+
 # -- secrets -----------------------------------------------------------------------------
 def test_a_notebook_global_holding_a_secret_is_masked_in_the_cache_explain_and_plan(
         kernel: Kernel, tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ import contextvars
 import functools
 import inspect
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -48,6 +49,7 @@ from dagnb.executors.reaper import (
 from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
+from dagnb.model.results import PUBLISHED_AS
 from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
@@ -573,8 +575,28 @@ def _as_written(frames: list[traceback.FrameSummary], func: Any) -> list[Any]:
             for frame in frames]
 
 
+def _output_unreached(step: Any, exc: BaseException) -> str:
+    """The failure of a --python cell whose code did not reach an assignment to one of
+    its --outputs (``if flag: u = 1``): the UnboundLocalError of the ``return u`` line
+    dagnb added, in the cell's words; "" for any other exception."""
+    line = getattr(step.func, "_dagnb_return_line", None)
+    if line is None or not isinstance(exc, UnboundLocalError):
+        return ""
+    raised = traceback.extract_tb(exc.__traceback__)[-1]
+    named = re.search(r"'(\w+)'", str(exc))
+    if ((raised.filename, raised.lineno) != (step.func.__code__.co_filename, line)
+            or named is None or named[1] not in getattr(step.func, PUBLISHED_AS, ())):
+        return ""
+    return (f"step {step.name!r}: --outputs {named[1]!r} was not assigned: the cell's code "
+            f"did not reach an assignment to it; assign it on every path ({named[1]} = None "
+            "first, say)")
+
+
 def _failure(task: Task, exc: BaseException) -> StepFailed:
     """Report the user's exception as its traceback lines, minus dagnb's own frames."""
+    unreached = _output_unreached(task.step, exc)
+    if unreached:  # (raised on a line dagnb wrote: no frame of it would help)
+        return StepFailed(unreached, step=task.step.name, exit_code=1)
     frames = _shown_frames(exc.__traceback__)
     while frames and _is_ours(frames[0].filename):  # the calls that led into the step
         frames = frames[1:]

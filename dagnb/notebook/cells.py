@@ -285,7 +285,15 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     setattr(function, PUBLISHED_AS, tuple(outputs))  # (a saved workflow's steps take it)
     if written:  # (what a traceback shows of them: see dagnb.executors.local)
         function._dagnb_lines_as_written = written
+    if outputs:  # (an UnboundLocalError there is an output the cell did not reach)
+        function._dagnb_return_line = _return_line(text)
     return function
+
+
+def _return_line(text: str) -> int:
+    """The number of the line of the cell's function ``text`` that returns its outputs,
+    a line dagnb wrote, not the user."""
+    return _cell_definition(ast.parse(text).body[0]).body[-1].lineno  # type: ignore[arg-type]
 
 
 def _lines_as_written(text: str, as_written: str, prebound: list[str], func_name: str,
