@@ -719,6 +719,11 @@ def test_a_notebook_variable_with_a_space_unquoted_in_the_line_says_to_quote_it(
     assert usage_error(kernel.run("%dagger logs {city}")) == (
         "unrecognized arguments: York; IPython wrote the value of {city} into the line "
         'unquoted: quote it, as in "{city}"')
+    kernel.run("token = 'abc'")  # (it blamed $token, the first field, not the one split)
+    refused = usage_error(kernel.run(
+        "%%dagger y --python --param tok=$token --param w=$city\nprint(tok)\n"))
+    assert refused == ("unrecognized arguments: York; IPython wrote the value of $city into "
+                       'the line unquoted: quote it, as in --param w="$city"')
     outputs = kernel.run('%%dagger s --param who="$city"\necho "$DAGNB_PARAM_WHO"\n')
     assert error(outputs) is None, outputs
     assert kernel.value("get_session().last_run.logs('s')['line'].tolist()") == "['New York']"

@@ -356,7 +356,9 @@ class DaggerMagics(Magics):
         if "unrecognized arguments" not in message:
             return message
         written = _line_as_written(self.shell, magic, line)
-        fix = None if written is None else _quoted_example(written)
+        namespace = getattr(self.shell, "user_ns", {})
+        fix = None if written is None else _quoted_example(
+            written, lambda word: _expanded(word, namespace))
         if fix is None:
             return message
         return (f"{message}; IPython wrote the value of {fix[0]} into the line unquoted: "
@@ -697,22 +699,35 @@ def _expands_to(written: str, line: str) -> bool:
     return True
 
 
-def _quoted_example(written: str) -> tuple[str, str] | None:
-    """The first word of ``written`` that IPython expands (``who=$city``) and the same
-    quoted, with the option before it (``--param who="$city"``); None if none is one
-    word."""
+def _expanded(word: str, namespace: Mapping[str, Any]) -> str:
+    """``word`` as IPython expanded it with the notebook's variables; as it is if that
+    fails (IPython then left it so)."""
+    try:
+        return _EXPANDER.vformat(word, args=[], kwargs=dict(namespace))  # (a copy, as
+        #                                                  IPython's: eval adds builtins)
+    except Exception:  # (the user's expression: anything can happen)
+        return word
+
+
+def _quoted_example(written: str, expand: Callable[[str], str] = lambda word: word
+                    ) -> tuple[str, str] | None:
+    """The word of ``written`` that IPython expands into several (``who=$city`` with
+    city = "New York": by ``expand``), else the first it expands, and the same quoted,
+    with the option before it (``--param who="$city"``); None if none is one word."""
     words = written.split()
-    for index, word in enumerate(words):
-        if not line_fields(word):
-            continue
-        key, equals, value = word.partition("=")
-        shown, quoted = ((value, f'{key}="{value}"') if equals and line_fields(value)
-                         else (word, f'"{word}"'))
-        before = words[index - 1] if index else ""
-        if before.startswith("--") and "=" not in before:
-            quoted = f"{before} {quoted}"
-        return shown, quoted
-    return None
+    expanding = [i for i, word in enumerate(words) if line_fields(word)]
+    if not expanding:
+        return None
+    split = [i for i in expanding if len(expand(words[i]).split()) > 1]
+    index = (split or expanding)[0]
+    word = words[index]
+    key, equals, value = word.partition("=")
+    shown, quoted = ((value, f'{key}="{value}"') if equals and line_fields(value)
+                     else (word, f'"{word}"'))
+    before = words[index - 1] if index else ""
+    if before.startswith("--") and "=" not in before:
+        quoted = f"{before} {quoted}"
+    return shown, quoted
 
 
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
