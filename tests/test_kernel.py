@@ -490,14 +490,27 @@ def test_refused_cell_leaves_status_and_the_next_cell_unaffected(kernel: Kernel)
     ("%dagger history extra",
      "%dagger history takes no arguments, got 'extra'; write %dagger history alone "
      "(see %dagger?)"),
+    ("%dagger explain a",
+     "unknown %dagger command 'explain'; did you mean %dagger cache explain a?"),
+    ("%dagger cache remove a",
+     "%dagger cache 'remove' is not a cache command; did you mean %dagger cache clear a?"),
+    ("%dagger run --target a",  # (it suggested --tags)
+     "%dagger run has no --target option; give the step name as an argument: %dagger run a"),
 ], ids=["keyword-output", "need-twice", "param-not-a-name", "upstream-not-a-name",
         "tail-negative", "tail-zero",
-        "status-argument", "history-argument"])
+        "status-argument", "history-argument", "explain-no-cache", "cache-remove",
+        "run-target"])
 def test_bad_input_is_one_line_naming_the_value_and_the_fix(kernel: Kernel, source: str,
                                                             message: str) -> None:
     assert error(kernel.run("%%dagger a\necho a\n")) is None
     assert usage_error(kernel.run(source)) == message
     assert kernel.value("get_session().graph.names") == "['a']"  # the cell defined nothing
+
+
+def test_plan_of_an_empty_graph_is_the_sentence_status_says(kernel: Kernel) -> None:
+    """It printed "Empty DataFrame", where status says a sentence."""
+    said = "no steps yet: define one with a %%dagger cell"
+    assert kernel.value("%dagger status") == kernel.value("%dagger plan") == said
 
 
 def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(

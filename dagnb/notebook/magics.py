@@ -43,6 +43,7 @@ from dagnb.notebook.document import (
     read_notebook,
 )
 from dagnb.notebook.overview import (
+    NO_STEPS_YET,
     history,
     notebook_logs,
     notebook_states,
@@ -342,8 +343,7 @@ class DaggerMagics(Magics):
         command, rest = words[0], shlex.join(words[1:])
         handler = _COMMANDS.get(command)
         if handler is None:
-            raise UsageError(f"unknown %dagger command {command!r}; use one of "
-                             f"{', '.join(sorted(_COMMANDS))} (see %dagger?)")
+            raise UsageError(_unknown_command(command, words[1:]))
         try:
             return handler(self, rest)
         except UsageError as exc:
@@ -375,11 +375,23 @@ class DaggerMagics(Magics):
 @ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 @_run_options
 def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
+    _refuse_target_option(split_words(rest))
     args = parse_line(_cmd_run, rest)
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
     return self._run(args.names or None, args, **options)
+
+
+def _refuse_target_option(words: list[str]) -> None:
+    """``%dagger run --target x`` (``dagnb run NOTEBOOK --target``'s option): the magic
+    takes the step names as arguments (the parser would suggest --tags)."""
+    for index, word in enumerate(words):
+        option, _, value = word.partition("=")
+        if option in ("--target", "--targets", "--step", "--steps"):
+            value = value or (words[index + 1] if index + 1 < len(words) else "NAME")
+            raise UsageError(f"%dagger run has no {option} option; give the step name as "
+                             f"an argument: %dagger run {' '.join(parse_names(value))}")
 
 
 def _cmd_status(self: DaggerMagics, rest: str) -> Any:
@@ -425,7 +437,8 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
 
 
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    return self.session.plan(split_words(rest) or None)
+    planned = self.session.plan(split_words(rest) or None)
+    return shown(planned, empty=NO_STEPS_YET) if planned.empty else planned
 
 
 def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
@@ -448,9 +461,16 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     if action in ("push", "pull") and len(names) <= 1:
         done = sync(action, *names, check=check)
         return Text(done.line(action))
+    if action in _CLEAR_WORDS:
+        raise UsageError(f"%dagger cache {action!r} is not a cache command; did you mean "
+                         f"%dagger cache {shlex.join(['clear', *(names or ['NAME'])])}?")
     raise UsageError(f"%dagger cache {rest!r} is not a cache command; use stats, entries "
                      "[NAME], clear NAME|--older-than AGE|--all, explain NAME, push [URL] or "
                      "pull [URL]")
+
+
+_CACHE_ACTIONS = ("stats", "entries", "clear", "explain", "push", "pull")
+_CLEAR_WORDS = ("remove", "rm", "delete", "del", "drop", "purge", "prune")  # (clear's)
 
 
 def _cache_entries(store: Store, step: str | None = None) -> pd.DataFrame:
@@ -560,6 +580,15 @@ def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:
         configure(**changes)
     values = dataclasses.asdict(settings())
     return pd.DataFrame({"setting": list(values), "value": [repr(v) for v in values.values()]})
+
+
+def _unknown_command(command: str, rest: list[str]) -> str:
+    """The refusal of ``%dagger COMMAND``, with the cache command of that name if there
+    is one (``%dagger explain load``: ``%dagger cache explain load``)."""
+    said = f"unknown %dagger command {command!r}"
+    if command in _CACHE_ACTIONS:
+        return f"{said}; did you mean %dagger cache {shlex.join([command, *rest])}?"
+    return f"{said}; use one of {', '.join(sorted(_COMMANDS))} (see %dagger?)"
 
 
 # (in %dagger?'s order: a bare %dagger lists them so)

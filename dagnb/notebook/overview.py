@@ -126,6 +126,9 @@ def _states_and_notes(session: Session, reads: Callable[[], PublishedReads],
     return shown
 
 
+NO_STEPS_YET = "no steps yet: define one with a %%dagger cell"  # (status's and plan's)
+
+
 def notebook_status(session: Session) -> pd.DataFrame:
     """One row per step of the session (see the module docstring); no rows, shown as a
     sentence, when it has none."""
@@ -148,8 +151,7 @@ def notebook_status(session: Session) -> pd.DataFrame:
     as_text(frame, ("step", "state", "executor", "image", "error", "note"))
     # a column of blanks is clutter when shown (image: a local notebook), but code reads
     # status["note"] in any session: it stays in the frame
-    return shown(frame, empty="no steps yet: define one with a %%dagger cell",
-                 hide_blank=("image", "note"))
+    return shown(frame, empty=NO_STEPS_YET, hide_blank=("image", "note"))
 
 
 def _published_reads(reads: Callable[[], PublishedReads]) -> Mapping[str, Mapping[str, str]]:
