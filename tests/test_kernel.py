@@ -1176,7 +1176,8 @@ def test_a_reader_of_a_variable_two_steps_publish_is_told_it_runs_after_neither(
     kernel.run("%%dagger b --python --param n=2 --outputs v\nv = n * 10\n")
     said = ("step 'c' reads notebook variable 'v', which steps 'a' and 'b' both publish: it "
             "starts after none of them and reads the value the notebook holds; give it "
-            "--needs the one it means")
+            "--needs the one it means; if the cell of one of them was renamed or deleted, "
+            "remove the step it left: %dagger remove a or %dagger remove b")
     assert warnings_of(kernel.run("%%dagger c --python --outputs w\nw = v + 1\n")) == [said]
     kernel.run("%%dagger a --python --param n=3 --outputs v --define-only\nv = n\n")
     planned = kernel.run("planned = " + _PLANNED)
@@ -1186,6 +1187,28 @@ def test_a_reader_of_a_variable_two_steps_publish_is_told_it_runs_after_neither(
     assert kernel.value(_RUN_STATES) == "{'a': 'succeeded', 'b': 'cached', 'c': 'cached'}"
     assert warnings_of(kernel.run("%dagger run a")) == []  # (c is not in it)
     kernel.run("%%dagger c --python --needs a --outputs w --define-only\nw = v + 1\n")
+    assert warnings_of(kernel.run("%dagger run")) == []
+
+
+def test_a_renamed_cells_old_step_is_named_with_the_remove_that_fixes_it(
+        kernel: Kernel) -> None:
+    """%%dagger load renamed %%dagger fetch (same --outputs rows) kept load: a reader was
+    told two steps publish rows, save refused, and neither said to remove load. The cell
+    id is the one Jupyter front ends send with each cell (ipykernel passes it to IPython's
+    run_cell, as here)."""
+    def in_cell(source: str, cell_id: str) -> str:
+        return f"get_ipython().run_cell({source!r}, cell_id={cell_id!r});"
+
+    kernel.run(in_cell("%%dagger load --python --outputs rows\nrows = [1, 2]\n", "c1"))
+    kernel.run(in_cell("%%dagger fetch --python --outputs rows\nrows = [1, 2, 3]\n", "c1"))
+    fix = "the cell that defined 'load' now defines 'fetch': %dagger remove load"
+    warned = warnings_of(kernel.run("%%dagger count --python --outputs n\nn = len(rows)\n"))
+    assert len(warned) == 1 and warned[0].endswith(f"give it --needs the one it means; {fix}")
+    refused = usage_error(kernel.run("%dagger save flow.yml"))
+    assert refused.startswith("step 'count' reads notebook variable 'rows', which steps "
+                              "'load', 'fetch' all output; ") and refused.endswith(fix)
+    kernel.run("%dagger remove load")
+    assert usage_error(kernel.run("%dagger save flow.yml")) == ""
     assert warnings_of(kernel.run("%dagger run")) == []
 
 

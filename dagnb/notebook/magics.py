@@ -53,6 +53,7 @@ from dagnb.notebook.overview import (
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.widgets import LeftRunning, live_view, watch
 from dagnb.workflows.loader import load
+from dagnb.workflows.published import SeveralPublishers
 
 __all__ = [
     "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "cell_definitions",
@@ -249,10 +250,12 @@ class DaggerMagics(Magics):
             raise UsageError(self._with_quoting_hint(str(exc), "%%dagger", line)) from None
         step = step_from_options(args.name, cell, args, self.shell.user_ns)
         outputs = parse_names(args.outputs)
+        cell_id = _running_cell_id(self.shell)
         if args.define_only or not _selected(step.name):
-            self.session.define(step, outputs)
+            self.session.define(step, outputs, cell_id)
             return
-        with self.session.defining(step, outputs):  # a run that cannot start undoes it
+        with self.session.defining(step, outputs, cell_id):  # a run that cannot start
+            #                                                   undoes it
             run, view = self._start([step.name], args, focus=step.name)
         self._follow(run, view, args)
 
@@ -381,6 +384,14 @@ def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
     if args.tags:
         options["tags"] = parse_names(args.tags)
     return self._run(args.names or None, args, **options)
+
+
+def _running_cell_id(shell: Any) -> str | None:
+    """The id of the notebook cell running, as the front end sent it (JupyterLab and
+    Notebook 7 do; ipykernel passes it to IPython's run_cell), or None."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    cell_id = getattr(getattr(result, "info", None), "cell_id", None)
+    return cell_id if isinstance(cell_id, str) and cell_id else None
 
 
 def _refuse_target_option(words: list[str]) -> None:
@@ -544,7 +555,10 @@ def _one_word(rest: str, command: str, example: str, what: str = "step name") ->
 
 def _cmd_save(self: DaggerMagics, rest: str) -> Text:
     path = _one_path(rest, "save")
-    self.session.graph.to_yaml(path)
+    try:
+        self.session.graph.to_yaml(path)
+    except SeveralPublishers as exc:  # (a step a renamed cell left, often)
+        raise WorkflowError(f"{exc}{self.session.removal_fix(exc.publishers)}") from None
     count = len(self.session.graph)
     return Text(f"saved {count} step{'' if count == 1 else 's'} to {path}")
 

@@ -71,6 +71,9 @@ class Session:
         self.namespace = namespace if namespace is not None else {}
         self.graph = Graph(name)
         self.outputs: dict[str, tuple[str, ...]] = {}  # --outputs of --python cells
+        # step -> the id of the notebook cell that defined it (as the front end gives it),
+        # the step defined last from a cell last: a renamed cell leaves its old step here
+        self._cells: dict[str, str] = {}
         self.recent_images: list[str] = []
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
@@ -96,15 +99,16 @@ class Session:
         """The most recent run of the session graph."""
         return self.graph.last_run
 
-    def define(self, step: Step, outputs: Iterable[str] = ()) -> Step:
-        """Add ``step`` to the graph, or replace the step of that name.
+    def define(self, step: Step, outputs: Iterable[str] = (), cell: str | None = None) -> Step:
+        """Add ``step`` to the graph, or replace the step of that name; ``cell``: the id
+        of the notebook cell defining it, if known.
 
         All or nothing: a step whose needs name no step (the message says which cell
         to run first), that closes a cycle or whose function does not fit its needs is
         refused with a :class:`~dagnb.GraphError`, and the graph stays as it was.
         """
         previous = self._definition(step.name)
-        self._put(step, tuple(outputs))
+        self._put(step, tuple(outputs), cell)
         try:
             self._check(step)
         except DagnbError:
@@ -114,11 +118,12 @@ class Session:
         return step
 
     @contextlib.contextmanager
-    def defining(self, step: Step, outputs: Iterable[str] = ()) -> Iterator[Step]:
+    def defining(self, step: Step, outputs: Iterable[str] = (),
+                 cell: str | None = None) -> Iterator[Step]:
         """Define ``step`` for the ``with`` block; a DagnbError raised in the block (a run
         that could not start) undoes the definition too, so a refused cell changes nothing."""
         previous = self._definition(step.name)
-        self.define(step, outputs)
+        self.define(step, outputs, cell)
         try:
             yield step
         except DagnbError:
@@ -133,24 +138,45 @@ class Session:
                              "remove or redefine those steps first")
         step = self.graph.remove(name)
         self.outputs.pop(name, None)
+        self._cells.pop(name, None)
         self.namespace.get(RESULTS_NAME, {}).pop(name, None)
         return step
 
-    def _definition(self, name: str) -> tuple[Step, tuple[str, ...]] | None:
+    def _definition(self, name: str) -> tuple[Step, tuple[str, ...], str | None] | None:
         if name not in self.graph:
             return None
-        return self.graph[name], self.outputs.get(name, ())
+        return self.graph[name], self.outputs.get(name, ()), self._cells.get(name)
 
-    def _put(self, step: Step, outputs: tuple[str, ...]) -> None:
+    def _put(self, step: Step, outputs: tuple[str, ...], cell: str | None) -> None:
         self.graph.replace(step)
         self.outputs[step.name] = outputs
+        self._cells.pop(step.name, None)  # (last: the step its cell defined last)
+        if cell:
+            self._cells[step.name] = cell
 
-    def _restore(self, name: str, previous: tuple[Step, tuple[str, ...]] | None) -> None:
+    def _restore(self, name: str,
+                 previous: tuple[Step, tuple[str, ...], str | None] | None) -> None:
         if previous is not None:
             self._put(*previous)
             return
         self.graph.remove(name)
         self.outputs.pop(name, None)
+        self._cells.pop(name, None)
+
+    def removal_fix(self, publishers: Iterable[str]) -> str:
+        """What to add to a line saying ``publishers`` all publish one variable: how to
+        remove the step a renamed or deleted cell left (``%dagger remove load``), the
+        one whose cell now defines another step when that is known, else each."""
+        publishers = list(publishers)
+        current = {cell: name for name, cell in self._cells.items()}  # (the last wins)
+        renamed = {name: current[self._cells[name]] for name in publishers
+                   if name in self._cells and current[self._cells[name]] != name}
+        if renamed:
+            return "".join(f"; the cell that defined {old!r} now defines {new!r}: "
+                           f"%dagger remove {old}" for old, new in renamed.items())
+        removals = " or ".join(f"%dagger remove {name}" for name in publishers)
+        return (f"; if the cell of one of them was renamed or deleted, remove the step it "
+                f"left: {removals}")
 
     def _check(self, step: Step) -> None:
         for need in step.needs:
@@ -262,9 +288,12 @@ class Session:
         from the cache whatever the notebook holds."""
         publishing = frozenset(self.graph.select(targets, tags=tags))
         reads = notebook_reads(self.graph, self._left_by_a_step, publishing)
+        unordered = {reader: tuple(line + self.removal_fix(reads.publishers[line])
+                                   if line in reads.publishers else line for line in lines)
+                     for reader, lines in reads.unordered.items()}
         return PublishedReads(reads.ordered, functools.partial(self._value_published,
                                                                asked=frozenset(asked)),
-                              reads.unordered)
+                              unordered)
 
     def _value_published(self, maker: str, variable: str, entry_key: str,
                          load: Callable[[], Any], asked: frozenset[str] = frozenset()) -> Any:
@@ -482,6 +511,7 @@ class Session:
         """Forget the graph, the last run and the published results."""
         self.graph = Graph(self.graph.name)
         self.outputs.clear()
+        self._cells.clear()
         self.latest.clear()
         self.step_runs.clear()
         self.ran.clear()

@@ -38,8 +38,18 @@ from dagnb.model.graph import Graph
 from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import Step
 
-__all__ = ["PUBLISHED_AS", "NotebookReads", "Published", "Read", "notebook_reads",
-           "published_reads", "taking_upstreams"]
+__all__ = ["PUBLISHED_AS", "NotebookReads", "Published", "Read", "SeveralPublishers",
+           "notebook_reads", "published_reads", "taking_upstreams"]
+
+class SeveralPublishers(WorkflowError):
+    """A step reads a variable several steps publish, none telling which: a saved
+    workflow cannot choose. ``publishers`` names them (a notebook adds how to remove a
+    step whose cell was renamed, which still publishes it)."""
+
+    def __init__(self, message: str, publishers: Iterable[str]) -> None:
+        super().__init__(message)
+        self.publishers = tuple(publishers)
+
 
 class Read(NamedTuple):
     """Step ``step``'s result, as the notebook variable ``variable`` a step reads."""
@@ -87,6 +97,8 @@ class NotebookReads(NamedTuple):
     # step -> why a variable it reads is read as the notebook holds it, a line each, where
     # a user would expect an order (several steps publish it; steps reading each other's)
     unordered: dict[str, tuple[str, ...]]
+    publishers: dict[str, tuple[str, ...]]  # a line of unordered -> the steps it says
+    #                                         publish one variable (several publish it)
 
 
 class _Left(NamedTuple):
@@ -117,10 +129,15 @@ def notebook_reads(graph: Graph, published: Callable[[str], bool],
     kept = {name: {v: maker for v, maker in read.items() if maker in publishing or published(v)}
             for name, read in chosen.items()}  # (fewer links than an acyclic set: no cycle)
     unordered: dict[str, tuple[str, ...]] = {}
-    for readers_said, line in [*_several_said(left), *map(_loop_said, loops)]:
+    several = _several_said(left)
+    for readers_said, line in [*several, *map(_loop_said, loops)]:
         for reader in readers_said:
             unordered[reader] = (*unordered.get(reader, ()), line)
-    return NotebookReads({name: read for name, read in kept.items() if read}, unordered)
+    publishers = {line: tuple(read.makers)
+                  for (_, line), read in zip(several, [r for r in left if r.several],
+                                             strict=True)}
+    return NotebookReads({name: read for name, read in kept.items() if read}, unordered,
+                         publishers)
 
 
 # a loop of reads: (reader, variable, the step publishing it), each publisher the next
@@ -368,9 +385,9 @@ def _maker(needs: Mapping[str, tuple[str, ...]], name: str, variable: str,
         if len(chosen) == 1:
             return chosen[0]
     listed = ", ".join(map(repr, makers))
-    raise WorkflowError(f"step {name!r} reads notebook variable {variable!r}, which steps "
-                        f"{listed} all output; --needs just the one it reads, or give them "
-                        "different --outputs")
+    raise SeveralPublishers(f"step {name!r} reads notebook variable {variable!r}, which "
+                            f"steps {listed} all output; --needs just the one it reads, or "
+                            "give them different --outputs", makers)
 
 
 def _python_spelling(name: str) -> str:
