@@ -433,6 +433,47 @@ def test_a_param_given_the_value_of_a_secret_is_refused_though_its_steps_do_not_
     assert written == []
 
 
+SECRET_STEP = """\
+steps:
+  fetch:
+    secrets: [API_TOKEN]
+    run: 'echo "rows for $API_TOKEN" | wc -c > "$DAGNB_OUT/rows.txt"'
+  report:
+    needs: [fetch]
+    run: 'echo "report v1: $(cat "$DAGNB_IN/fetch/rows.txt")"'
+"""
+
+
+def test_a_step_served_from_the_cache_needs_no_secret_and_one_that_runs_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A re-run in a new shell where the token is not exported, or a CI build that has
+    none (read-only, fail-on-miss), was refused before anything ran, every step a hit."""
+    (tmp_path / "wf.yml").write_text(SECRET_STEP)
+    monkeypatch.setenv("API_TOKEN", "tok-9f8e7d6c5b")
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    monkeypatch.delenv("API_TOKEN")
+    for mode in ("read-write", "read-only", "fail-on-miss"):
+        again = dagnb("run", "wf.yml", "--executor", "local", "--cache-mode", mode,
+                      cwd=tmp_path)
+        assert (again.returncode, _states(again.stdout)) == (
+            0, {"fetch": "cached", "report": "cached"}), again.stderr
+    (tmp_path / "wf.yml").write_text(SECRET_STEP.replace("report v1", "report v2"))
+    edited = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
+    assert (edited.returncode, _states(edited.stdout)) == (
+        0, {"fetch": "cached", "report": "succeeded"}), edited.stderr
+    refused = dagnb("run", "wf.yml", "--executor", "local", "--refresh", cwd=tmp_path)
+    assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.splitlines()[-1] == (
+        "dagnb: error: step 'fetch' needs secret 'API_TOKEN', which is not set in the "
+        "environment; set it (export API_TOKEN=...) before running")
+
+
+def _states(stdout: str) -> dict[str, str]:
+    """The status table's state of each step of SECRET_STEP."""
+    return {row[0]: row[1] for row in map(str.split, stdout.splitlines())
+            if row[:1] in (["fetch"], ["report"])}
+
+
 def test_a_secret_written_in_pieces_never_shows_in_the_runs_output(tmp_path: Path) -> None:
     """``dagnb run`` prints progress lines, not the steps' output; a Python step's thread
     prints to its stdout, masked on the way, and a secret it wrote in pieces (a flush and

@@ -450,6 +450,25 @@ def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPat
         run(graph)
 
 
+def test_a_step_found_cached_that_must_run_after_all_fails_without_its_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A step that comes from the cache needs no secret; one the run found cached
+    whose entry is gone by the time it starts (a clear meanwhile) must run, and fails
+    naming the secret rather than run without it."""
+    import dagnb.runtime.plan
+
+    monkeypatch.delenv("API_TOKEN", raising=False)
+    monkeypatch.setattr(dagnb.runtime.plan, "misses", lambda *args: [])  # (all "cached")
+    graph = Graph("sec", [Step("use", secrets=["API_TOKEN"], run='echo "t=$API_TOKEN"'),
+                          Step("free", run="echo free")])
+    result = run(graph, cache=True)
+    assert result.states() == {"use": "failed", "free": "succeeded"}
+    assert result.status_rows()["use"]["error"] == (
+        "step 'use' needs secret 'API_TOKEN', which is not set in the environment; set it "
+        "(export API_TOKEN=...) before running")
+    assert result.logs("use").empty  # (it never started)
+
+
 def test_a_mount_that_does_not_exist_is_an_error_before_anything_runs(workdir: Path) -> None:
     graph = Graph("m", [Step("a", run="touch ran", mounts={"data/raw": "/data"})])
     with pytest.raises(InvalidStepError, match=r"step 'a' mounts 'data/raw', which does not exist"):

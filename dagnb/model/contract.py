@@ -20,6 +20,8 @@ __all__ = [
     "param_env_name",
     "refuse_secret_values",
     "resolve_secrets",
+    "secret_not_set",
+    "unset_secret",
     "write_params",
 ]
 
@@ -177,12 +179,14 @@ def _mkdir(path: str) -> None:
 
 
 def resolve_secrets(
-    steps: Iterable[Step], environ: Mapping[str, str] | None = None
+    steps: Iterable[Step], environ: Mapping[str, str] | None = None, *,
+    required: bool = True,
 ) -> dict[str, dict[str, str]]:
     """Step name -> {secret name: value}, read from the environment now, for the steps
     that declare secrets (most declare none).
 
-    A missing variable is a SecretError naming the step and the variable, never a value.
+    A missing variable is a SecretError naming the step and the variable, never a value;
+    not ``required``, it is left out (:func:`unset_secret` finds it).
     """
     environ = os.environ if environ is None else environ
     resolved: dict[str, dict[str, str]] = {}
@@ -191,14 +195,23 @@ def resolve_secrets(
             continue
         values = {}
         for name in step.secrets:
-            if name not in environ:
-                raise SecretError(
-                    f"step {step.name!r} needs secret {name!r}, which is not set in the "
-                    f"environment; set it (export {name}=...) before running"
-                )
-            values[name] = environ[name]
+            if name in environ:
+                values[name] = environ[name]
+            elif required:
+                raise secret_not_set(step.name, name)
         resolved[step.name] = values
     return resolved
+
+
+def unset_secret(step: Step, values: Mapping[str, str]) -> str | None:
+    """The first secret ``step`` declares that ``values`` (its resolved ones) lacks."""
+    return next((name for name in step.secrets if name not in values), None)
+
+
+def secret_not_set(step: str, name: str) -> SecretError:
+    """The error of a step that must run and whose secret ``name`` is not set."""
+    return SecretError(f"step {step!r} needs secret {name!r}, which is not set in the "
+                       f"environment; set it (export {name}=...) before running")
 
 
 def known_secret_values(

@@ -39,7 +39,13 @@ from dagnb.errors import (
 )
 from dagnb.executors import container_steps, get_executor, loop
 from dagnb.executors.capture import capturing
-from dagnb.model.contract import known_secret_values, refuse_secret_values, resolve_secrets
+from dagnb.model.contract import (
+    known_secret_values,
+    refuse_secret_values,
+    resolve_secrets,
+    secret_not_set,
+    unset_secret,
+)
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import RunFolder, last_states, unfinished
@@ -290,7 +296,6 @@ def prepare(
     if mounting:
         graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
-    secret_values = resolve_secrets(steps.values())
     check_secret_values(graph, _writing_params(graph, steps))
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
@@ -324,6 +329,7 @@ def prepare(
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
         _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder
         options.cache = cache_for(mode=mode)
+    secret_values = _secrets_needed(graph, steps, options.cache, reads)
     _require_engine(graph, steps, executor or config.executor, options.cache, reads)
     if sleep is not None:
         options.sleep = sleep
@@ -537,6 +543,27 @@ def _executor_chooser(default: Any) -> Any:
         return get_executor(step.executor or default)
 
     return executor_for
+
+
+def _secrets_needed(graph: Graph, steps: Mapping[str, Step], cache: Any,
+                    reads: PublishedReads | None) -> dict[str, dict[str, str]]:
+    """Each step's secrets, read from the environment; one not set is refused now,
+    unless its step comes from the cache: a fully cached run needs no secret, as it
+    needs no engine (a new shell where nothing was exported, a CI build that has none).
+    The scheduler refuses it after all if such a step must run."""
+    secrets = resolve_secrets(steps.values(), required=False)
+    unset = {name: secret for name, step in steps.items()
+             if (secret := unset_secret(step, secrets.get(name, {}))) is not None}
+    if not unset:  # (most runs: every secret set)
+        return secrets
+    from dagnb.runtime.plan import misses
+
+    running = (set(unset) if cache is None else  # (no cache: every step runs)
+               {name for name, _ in misses(graph, list(steps), cache, reads)})
+    for name, secret in unset.items():
+        if name in running:
+            raise secret_not_set(name, secret)
+    return secrets
 
 
 def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any,

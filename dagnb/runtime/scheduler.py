@@ -67,7 +67,7 @@ from dagnb.executors.loop import (
     unwaited_sigints,
     wait_for,
 )
-from dagnb.model.contract import write_params
+from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.results import NO_RESULT, PUBLISHED_AS
 from dagnb.model.step import Step
@@ -657,6 +657,10 @@ class Scheduler:
     async def _tries(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts; each writes its lines to a file of ``files`` (the last is
         that of the attempt that succeeded)."""
+        if step.secrets:  # (served from the cache as the run began, it needed none)
+            unset = unset_secret(step, self.secrets.get(step.name, _NONE))
+            if unset is not None:
+                raise secret_not_set(step.name, unset)
         self.run.make_workspace_for_uses()
         executor = self._executor(step)
         policy = self._policy(step)
