@@ -98,6 +98,28 @@ def test_a_long_log_shows_its_last_20_lines_and_how_many_came_before(tmp_path):
     assert done.returncode == 1
 
 
+def test_a_read_only_run_says_its_log_is_not_kept_rather_than_point_at_another_run(tmp_path):
+    """A read-only run (a pull-request build) writes nothing to the cache folder: its
+    log lives in a temporary folder removed at exit, and its run is not recorded, so
+    ``dagnb logs`` shows the lines of the last recorded run instead, here the one that
+    succeeded. Its footer said to look at both."""
+    wf = tmp_path / "wf.yml"
+    wf.write_text("steps:\n  dbt:\n    run: 'for i in $(seq 1 25); do echo \"v1 $i\"; done'\n")
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    wf.write_text("steps:\n  dbt:\n    run: 'for i in $(seq 1 25); do echo \"v2 $i\"; done; "
+                  "exit 1'\n")
+    done = dagnb("run", "wf.yml", "--executor", "local", "--cache-mode", "read-only",
+                 cwd=tmp_path)
+    assert done.returncode == 1
+    lines = block(done.stdout, "dbt")
+    assert lines[1] == ("5 earlier lines not shown: a read-only run keeps no log once it "
+                        "ends (--cache-mode off keeps it for dagnb logs)")
+    assert lines[2:-1] == [f"v2 {i}" for i in range(6, 26)]
+    assert lines[-1] == ("── full log: not kept: a read-only run writes nothing to the cache "
+                         "folder (--cache-mode off keeps it for dagnb logs) ──")
+    assert "dagnb logs wf.yml" not in done.stdout and "dagnb-runs-" not in done.stdout
+
+
 def test_a_secret_in_the_tail_is_masked_as_in_the_log(tmp_path):
     (tmp_path / "wf.yml").write_text(
         "steps:\n  leak:\n    secrets: [TOKEN]\n"

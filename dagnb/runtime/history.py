@@ -92,11 +92,14 @@ class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
     __slots__ = ("_cache_dir", "_closed", "_entries", "_lease", "_lock", "_path", "_pruning",
-                 "_uses", "_uses_file", "_uses_urgent", "params", "run_id", "source", "text")
+                 "_uses", "_uses_file", "_uses_urgent", "kept", "params", "run_id", "source",
+                 "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
-                 params: Mapping[str, Any] | None = None) -> None:
+                 params: Mapping[str, Any] | None = None, kept: bool = True) -> None:
         self._cache_dir = cache_dir
+        # False: in a temporary folder (a read-only run's), removed with the process
+        self.kept = kept
         self.run_id = run_id
         self.source = source  # the workflow file run, recorded for --only-failed
         # the params given for the run, recorded too: a copy, as they were (a list the

@@ -336,7 +336,8 @@ def prepare(
     run_id = _new_run_id()
     # off keeps the run's record (dagnb run --only-failed reads it), as it always did
     home = _scratch_home() if mode == "read-only" else cache_dir
-    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params)
+    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params,
+                       kept=mode != "read-only")
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)

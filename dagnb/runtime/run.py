@@ -74,6 +74,12 @@ class Run:
         return dict(self._folder.params)
 
     @property
+    def kept(self) -> bool:
+        """Whether this run is recorded and its folder (its steps' log files) outlives
+        the process: a read-only run's is a temporary folder, removed at exit."""
+        return self._folder.kept
+
+    @property
     def workspace(self) -> Path:
         """This run's folder of step directories, made when first needed."""
         return self._folder.make()

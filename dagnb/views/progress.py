@@ -171,8 +171,10 @@ def failure_tails(run: Run, reader: Callable[[str], str], count: int = FAILED_LI
     """Under a line saying so, each failed step's last ``count`` lines (stdout and stderr
     as they were logged, masked as the log is, each attempt's under ``rule attempt N
     rule`` when they come from more than one), how many came before, and where its whole
-    log is: its files, and ``reader(step)``, the command that shows it. Control
-    characters show as escapes (:func:`terminal_safe`; ``colour``: SGR kept)."""
+    log is: its files, and ``reader(step)``, the command that shows it; of a run not
+    kept (read-only), that it is not kept, as its files go with the process and
+    ``reader`` would show another run's. Control characters show as escapes
+    (:func:`terminal_safe`; ``colour``: SGR kept)."""
     rows = run.status_rows()
     tails = _last_lines(run, run.failed, count)
     found: list[str] = []
@@ -190,11 +192,22 @@ def _failure_tail(run: Run, row: Mapping[str, Any], lines: list[tuple[int, str]]
     said = f"{rule} {name} failed" + (f": {error}" if error else "")
     if not lines:  # (a program not found: nothing ran to print)
         return [f"{said}; it printed nothing {rule}"]
-    earlier = earlier_note(run.events.line_count(name) - len(lines), reader)
+    cut = run.events.line_count(name) - len(lines)
+    if not run.kept:
+        earlier = f"{cut} earlier line{'s' if cut != 1 else ''} not shown: {_NOT_KEPT}"
+        footer = (f"{rule} full log: not kept: a read-only run writes nothing to the cache "
+                  f"folder ({_KEEP_IT}) {rule}")
+        return [f"{said} {rule}", *([earlier] if cut > 0 else []),
+                *attempt_marked(lines, rule), footer]
+    earlier = earlier_note(cut, reader)
     files = ", ".join(_near(path) for path in run.log_files(name))
     return [f"{said} {rule}", *([earlier] if earlier else []), *attempt_marked(lines, rule),
             f"{rule} full log: {files} ({reader}) {rule}" if files
             else f"{rule} full log: {reader} {rule}"]
+
+
+_KEEP_IT = "--cache-mode off keeps it for dagnb logs"
+_NOT_KEPT = f"a read-only run keeps no log once it ends ({_KEEP_IT})"
 
 
 def _last_lines(run: Run, names: list[str], count: int) -> dict[str, list[tuple[int, str]]]:
