@@ -333,6 +333,41 @@ def test_a_tail_spanning_retries_says_which_attempt_each_line_came_from(tmp_path
     assert one.stdout == "try 2\ncause 2\n"  # (one attempt's lines: no marker)
 
 
+RECOVERED = """\
+steps:
+  flaky:
+    retries: {max_retries: 2, backoff_factor: 0, retry_on: [3]}
+    run: |
+      echo "try $DAGNB_ATTEMPT"
+      if [ "$DAGNB_ATTEMPT" -lt 3 ]; then echo "cause $DAGNB_ATTEMPT" >&2; exit 3; fi
+      echo "loaded 120 rows"
+"""
+
+
+def test_dagnb_logs_of_a_step_that_succeeded_on_a_retry_shows_every_attempt(tmp_path):
+    """The failed attempts' lines are in the run's folder, those of the attempt that
+    succeeded in its cache entry: both are shown (the last attempt's were left out)."""
+    (tmp_path / "wf.yml").write_text(RECOVERED)
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    done = dagnb("logs", "wf.yml", "flaky", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    marked = ["── attempt 1 ──", "try 1", "cause 1", "── attempt 2 ──", "try 2", "cause 2",
+              "── attempt 3 ──", "try 3", "loaded 120 rows"]
+    assert done.stdout.splitlines() == marked
+    assert re.fullmatch(r"dagnb: step 'flaky' succeeded in run \S+ on a retry: the failed "
+                        r"attempts' lines from the run's folder, then those of the one stored "
+                        r"with its cache entry at \S+ \S+\n", done.stderr), done.stderr
+    tail = dagnb("logs", "wf.yml", "flaky", "--tail", "3", cwd=tmp_path)
+    assert tail.stdout.splitlines() == ["── attempt 2 ──", "cause 2", "── attempt 3 ──",
+                                        "try 3", "loaded 120 rows"]
+    out = dagnb("logs", "wf.yml", "flaky", "--stream", "stdout", "--tail", "2", cwd=tmp_path)
+    assert out.stdout == "try 3\nloaded 120 rows\n"  # (one attempt's lines: no marker)
+    dagnb("cache", "clear", "--all", cwd=tmp_path)  # (the failed attempts' lines stay)
+    gone = dagnb("logs", "wf.yml", "flaky", cwd=tmp_path)
+    assert (gone.returncode, gone.stdout.splitlines()) == (1, marked[:6])
+    assert "entry is no longer in" in gone.stderr
+
+
 def test_dagnb_logs_prints_a_step_that_succeeded_unstored_without_the_cache_note(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     dagnb("run", "wf.yml", "--executor", "local", "--no-cache", cwd=tmp_path)

@@ -10,7 +10,8 @@ of its cache entry, those of the run that stored it (the run's record names the 
 under one line on stderr saying so and when; an entry gone since (a cleared cache) is
 said in one line. A step that ran, succeeded and was stored in that run left its lines
 with its cache entry too (the run's folder keeps the lines of steps that failed, were
-cancelled, or were not stored): they come from there, under such a line. A record
+cancelled, or were not stored): they come from there, under such a line; of a step
+that succeeded on a retry, after its failed attempts' lines from the run's folder. A record
 written before runs named their entries says how to read them in Python instead.
 (:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
@@ -55,8 +56,9 @@ def run(args: argparse.Namespace, graph: Any) -> int:
     tail = _tail(args.tail)
     graph[args.step]  # (an unknown step: refused, with the closest name)
     found, files = _last_log(args, graph)
-    if found.entry is not None and (found.state == "cached" or (
-            found.state == "succeeded" and not files)):  # (stored: its lines with it)
+    if found.entry is not None and found.state == "succeeded" and files:
+        return _print_retried(args, found, files, tail)  # (failed attempts, then stored)
+    if found.entry is not None and found.state in _DONE:  # (stored: its lines with it)
         return _print_entry(args, found, tail)
     _print_lines(files, tail, args.stream)
     if found.state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
@@ -98,17 +100,10 @@ def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -
     """Print the lines of the cache entry a step was served from in that run (the lines
     of the run that stored it, as ``run.logs(step)`` replays them), or stored there,
     under one line on stderr saying so and when; 1 if the entry is gone."""
-    from dagnb.cache import local_folder, store_for
-
-    folder = local_folder(args.cache_dir)
-    entry = store_for(folder).peek(args.step, found.entry)
-    run_id, done = found.run, _DONE[found.state]
+    entry = _stored_entry(args, found)
     if entry is None:
-        print(f"dagnb: step {args.step!r} {done} in run {run_id}, and its cache "
-              f"entry is no longer in {str(folder)!r} (the cache was cleared or pruned since): "
-              f"run the workflow again (dagnb run {args.workflow}) to see its lines",
-              file=sys.stderr)
         return 1
+    run_id, done = found.run, _DONE[found.state]
     made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
     silent = entry.head_field("log_lines") == 0  # (no file: a silent step's entry has none)
     said = f"dagnb: step {args.step!r} {done} in run {run_id}"
@@ -118,6 +113,49 @@ def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -
         return 0
     _print_records(_entry_records(entry, tail, args.stream), marked=False)  # (one attempt)
     return 0
+
+
+def _print_retried(args: argparse.Namespace, found: StepInRun, files: list[Path],
+                   tail: int | None) -> int:
+    """Print the lines of a step that succeeded on a retry: its failed attempts' from
+    the run's folder, then those of the attempt stored with its cache entry (the run's
+    folder keeps only what was not stored); 1 if the entry is gone."""
+    from itertools import chain
+
+    from dagnb.runtime.logfile import read_records, tail_records
+
+    entry = _stored_entry(args, found)
+    if entry is None:  # (the failed attempts' lines are still there to show)
+        _print_lines(files, tail, args.stream)
+        return 1
+    made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    print(f"dagnb: step {args.step!r} succeeded in run {found.run} on a retry: the failed "
+          "attempts' lines from the run's folder, then those of the one stored with its "
+          f"cache entry at {made}", file=sys.stderr, flush=True)
+    stored = _entry_records(entry, tail, args.stream)
+    if tail is None:
+        earlier = (r for r in read_records(files) if args.stream in (None, r.get("stream")))
+        _print_records(chain(earlier, stored), marked=True)
+        return 0
+    last = list(stored)
+    earlier_tail = tail_records(files, tail - len(last), args.stream) if len(last) < tail else []
+    _print_records([*earlier_tail, *last], marked=None)
+    return 0
+
+
+def _stored_entry(args: argparse.Namespace, found: StepInRun) -> Entry | None:
+    """The cache entry a step was served from or stored in, in that run; None (said in
+    one line on stderr) if it is gone since."""
+    from dagnb.cache import local_folder, store_for
+
+    folder = local_folder(args.cache_dir)
+    entry = store_for(folder).peek(args.step, found.entry)
+    if entry is None:
+        print(f"dagnb: step {args.step!r} {_DONE[found.state]} in run {found.run}, and its "
+              f"cache entry is no longer in {str(folder)!r} (the cache was cleared or pruned "
+              f"since): run the workflow again (dagnb run {args.workflow}) to see its lines",
+              file=sys.stderr)
+    return entry
 
 
 def _entry_header(said: str, cached: bool, made: str, silent: bool) -> str:
