@@ -1527,3 +1527,35 @@ def test_a_list_or_map_the_file_gives_as_text_items_keeps_them_as_typed(
     assert main(["validate", "wf.yml", "-p", f"{name}={given}"]) == 0
     out, err = capsys.readouterr()
     assert (out.splitlines()[-1], err) == (f"params given: {name}={read} for s", "")
+
+
+def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
+        tmp_path: Path) -> None:
+    """Outside a notebook, the runs were only in .runs/records.jsonl: no command listed
+    them (%dagger history is the notebook's)."""
+    flaky = tmp_path / "flaky.yml"
+    flaky.write_text("defaults: {params: {n: 1}}\nsteps:\n  ok: {run: 'true'}\n"
+                     "  bad: {run: 'exit 3', needs: [ok]}\n  after: {run: 'true', needs: [bad]}\n")
+    assert dagnb("history", cwd=tmp_path).stdout == (
+        f"no run recorded in {str(tmp_path / '.dagnb_cache')!r} (dagnb run records each; "
+        "--cache-dir names another cache folder)\n")
+    dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
+    assert dagnb("run", str(flaky), "-p", "n=2", cwd=tmp_path).returncode == 1
+    dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
+    every = dagnb("history", cwd=tmp_path)
+    assert every.returncode == 0, every.stderr
+    header, *rows = [line.split() for line in every.stdout.splitlines()]
+    assert header == ["run", "finished", "workflow", "steps", "succeeded", "cached", "failed",
+                      "skipped", "cancelled", "params"]
+    assert [row[3:] for row in rows] == [  # (the run id, the date and time before)
+        ["example_workflow.yml", "5", "5", "0", "0", "0", "0"],
+        ["flaky.yml", "3", "1", "0", "1", "1", "0", '{"n":2}'],
+        ["example_workflow.yml", "5", "0", "5", "0", "0", "0"]]
+    one = dagnb("history", str(flaky), cwd=tmp_path).stdout.splitlines()
+    assert len(one) == 2 and one[1].split()[0] == rows[1][0]
+    last = dagnb("history", "--last", "1", cwd=tmp_path).stdout.splitlines()
+    assert last[1].split()[0] == rows[2][0]
+    assert last[2] == "(the last 1 of 3 runs; --last all shows every one)"
+    refused = dagnb("history", "--last", "none", cwd=tmp_path)
+    assert (refused.returncode, refused.stderr) == (
+        2, "dagnb: error: --last 'none' is not valid; expected a whole number >= 1\n")

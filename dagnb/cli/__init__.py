@@ -4,6 +4,7 @@
 
     dagnb run|validate|graph WORKFLOW
     dagnb logs WORKFLOW STEP [--tail N] [--stream stdout|stderr]    (see dagnb.cli.logs)
+    dagnb history [WORKFLOW] [--last N]    (see dagnb.cli.history)
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
@@ -36,6 +37,7 @@ from typing import Any
 
 from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
+from dagnb.cli import history as history_command
 from dagnb.cli import logs as logs_command
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import ProgressPrinter, failure_tails, rule_for, status_table
@@ -399,6 +401,7 @@ def add_subcommands(sub: Any) -> None:
     cfg_actions.add_parser("path", help="the config file in force")
     cache_commands.add_parser(sub)
     logs_command.add_parser(sub)
+    history_command.add_parser(sub)
     images = sub.add_parser("images", help="the image tags pinned to digests (pin_images)")
     image_actions = images.add_subparsers(dest="action", required=True, metavar="ACTION")
     image_actions.add_parser("list", help="each pinned tag and its digest")
@@ -514,6 +517,16 @@ def _logs(args: argparse.Namespace) -> int:
                           "NOTEBOOK -o OUT.ipynb keeps them)")
     _unfailing_stdout()
     return logs_command.run(args, load(args.workflow))
+
+
+@command("history")
+def _history(args: argparse.Namespace) -> int:
+    if args.workflow is not None and _is_notebook(args.workflow):  # (recorded as "notebook")
+        raise ConfigError(f"dagnb history WORKFLOW takes a workflow file, and "
+                          f"{args.workflow!r} is a notebook: its runs are listed with every "
+                          "run, by dagnb history with no file")
+    _unfailing_stdout()
+    return history_command.run(args, None if args.workflow is None else load(args.workflow))
 
 
 @command("images")

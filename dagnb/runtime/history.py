@@ -323,6 +323,15 @@ def last_run_of(cache_dir: Path, graph_name: str, source: Path | None,
     return None
 
 
+def recorded_runs(cache_dir: Path, graph_name: str | None = None,
+                  source: Path | None = None) -> list[dict[str, Any]]:
+    """The run records in ``cache_dir``, oldest first: every workflow's and notebook's,
+    or, given ``graph_name`` (and its file, ``source``), that workflow's."""
+    if graph_name is not None:
+        return _runs_of(cache_dir, graph_name, source)
+    return sorted(_records(cache_dir / ".runs"), key=lambda record: record.get("finished", 0) or 0)
+
+
 def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:
     """The records of this workflow, oldest first."""
     return sorted((r for r in _records(cache_dir / ".runs") if _of(r, graph_name, source)),
