@@ -1540,3 +1540,31 @@ def test_the_transfer_line_says_one_entry_and_its_step_in_the_singular(
         f"damaged in the store: {their} again; dagnb cache push --check from a machine "
         f"that has {them} mends {them}), {count} left out (damaged here: set aside, {their} "
         "again), 0.0 MB")
+
+
+@pytest.mark.parametrize(("step", "key"), [("..", "project"), (".git", "k"), ("step", ".git")])
+def test_a_pull_leaves_alone_a_store_object_named_as_no_entry_is(
+        url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], step: str, key: str) -> None:
+    """A store holding ``entries/../project.json`` had its entry pulled to
+    ``<cache>/../project``, replacing the user's folder of that name beside the cache
+    folder (a '.git' there, a project's sources)."""
+    writer = store(url, tmp_path / "a")
+    save(writer, "step", "good", {"v.txt": b"from the store"})
+    manifest = json.loads(fs_cat(url, "entries/step/good.json"))
+    manifest.update(step=step, key=key)
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    fs.pipe_file(f"{url.removeprefix('s3://')}/entries/{step}/{key}.json",
+                 json.dumps(manifest).encode())
+    mine = tmp_path / "project" / "mine.txt"
+    mine.parent.mkdir()
+    mine.write_text("the user's")
+    cache = tmp_path / "cache"
+    named = re.escape(f"store object 'entries/{step}/{key}.json' is named as no cache entry is")
+    with pytest.warns(RemoteCacheWarning, match=named):
+        assert main(["cache", "pull", url, "--cache-dir", str(cache)]) == 0
+    assert "pull: 1 entry copied" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "cache", "project"]
+    assert [p.name for p in mine.parent.iterdir()] == ["mine.txt"]
+    assert mine.read_text() == "the user's"
+    assert not (cache / step / key / "meta.json").exists()
+    assert (cache / "step" / "good" / "out" / "v.txt").read_bytes() == b"from the store"

@@ -63,6 +63,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import sys
@@ -323,7 +324,10 @@ class ObjectStore:
             relative = path[path.find(prefix) + len(prefix):] if prefix in path else ""
             step, _, name = relative.partition("/")
             if step and name.endswith(".json") and "/" not in name:
-                yield step, name[: -len(".json")]
+                if _entry_name(step) and _entry_name(key := name[: -len(".json")]):
+                    yield step, key
+                else:
+                    _warn_not_entry(relative)
 
     # -- writing ----------------------------------------------------------------------
     def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any],
@@ -546,6 +550,18 @@ def _inside(link: str, target: Any) -> bool:
         return False
     resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
     return resolved != ".." and not resolved.startswith(("../", "/"))
+
+
+# A step's or a cached function's name, or a key: what a cache folder holds, and nothing
+# a path reads otherwise ('..', '.git': a store's object named so was pulled beside the
+# cache folder, replacing the user's folder of that name).
+_entry_name = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.\-]*").fullmatch
+
+
+def _warn_not_entry(relative: str) -> None:
+    warnings.warn(f"store object {'entries/' + relative!r} is named as no cache entry is "
+                  "('..', '.git': a pull would write outside the cache folder): left alone",
+                  RemoteCacheWarning, stacklevel=3)
 
 
 def _is_blob_ref(ref: Any) -> bool:
