@@ -954,6 +954,34 @@ def test_a_long_secret_shown_cut_short_is_masked(workdir, monkeypatch):
     assert lines[2] == "'***...***' wait... eyJhb..."  # (a piece under 6 characters stays)
 
 
+def test_a_secret_cut_short_after_a_whole_copy_in_one_word_is_masked(workdir, monkeypatch):
+    """A head cut short was looked for from the first place the word began as the secret
+    does: a whole copy before it there (a URL holding the token twice, cut by pandas at
+    50 characters) began a match that was no head, and the copy's head was shown, stored
+    in the step's logs in the cache."""
+    token = "tok-9f8e7d6c5b4a3210fedcba9876"  # (30: pandas shows 11 of a second copy)
+    monkeypatch.setenv("API_TOKEN", token)
+    assert Masker([token])(f"?t={token}&r={token[:10]}...") == "?t=***&r=***..."
+
+    def show() -> None:
+        import os
+
+        import pandas as pd
+
+        print(pd.DataFrame({"url": [f"?t={os.environ['API_TOKEN']}&r={os.environ['API_TOKEN']}"]}))
+
+    shell = 'echo "retry ?t=$API_TOKEN&r=${API_TOKEN:0:12}..."'
+    run = Graph("s", [Step("show", func=show, secrets=("API_TOKEN",)),
+                      Step("sh", run=shell, secrets=("API_TOKEN",))]).run(executor="local")
+    lines = [line for step in ("show", "sh") for line in run.logs(step)["line"]]
+    assert lines[1].split() == ["0", "?t=***&r=***..."]
+    assert lines[2] == "retry ?t=***&r=***..."
+    head = token[:MIN_LINE].encode()
+    stored = [p for p in (workdir / ".dagnb_cache").rglob("*") if p.is_file()
+              and head in p.read_bytes()]
+    assert stored == []
+
+
 @pytest.mark.parametrize("boundary", [1, 2])
 def test_a_secret_across_the_searchs_pieces_keeps_a_result_out_of_the_cache(
         workdir, monkeypatch, boundary):

@@ -487,7 +487,7 @@ class _CutShort:
     escapes ``&``, ``<`` and ``>``), its tail after one (``reprlib`` cuts in the middle),
     masked from ``MIN_LINE`` characters of it on."""
 
-    __slots__ = ("_pattern", "_values")
+    __slots__ = ("_head_starts", "_pattern", "_values")
 
     def __init__(self, secrets: Iterable[str]) -> None:
         pieces = {line.strip() for secret in secrets
@@ -500,6 +500,7 @@ class _CutShort:
         self._pattern = re.compile(
             rf"(?P<head>(?:{heads})\S*?)(?={_ELLIPSIS})|(?P<cut>\.{{3,}}|\u2026)"
             rf"(?P<tail>\S*?(?:{tails}))") if self._values else None
+        self._head_starts = re.compile(f"(?=(?:{heads}))").finditer
 
     def __call__(self, text: str) -> str:
         return text if self._pattern is None else self._pattern.sub(self._masked, text)
@@ -531,7 +532,18 @@ class _CutShort:
     def _masked(self, match: re.Match[str]) -> str:
         head, tail = match["head"], match["tail"]
         if head is not None:
-            return MASK if any(value.startswith(head) for value in self._values) else head
+            return self._masked_head(head)
         if any(value.endswith(tail) for value in self._values):
             return match["cut"] + MASK
         return match[0]
+
+    def _masked_head(self, word: str) -> str:
+        """``word`` (up to an ellipsis) with the secret's head that ends it masked. The
+        match begins at the first head-like start of the word, so a secret shown whole
+        before its cut-short copy (``tok-9f8e7d6c5b4a&retry=tok-9f8e7d...``) began a
+        match that was no head: the copy's head was left in clear."""
+        for begun in self._head_starts(word):
+            start = begun.start()
+            if any(value.startswith(word[start:]) for value in self._values):
+                return word[:start] + MASK
+        return word
