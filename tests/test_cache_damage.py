@@ -338,3 +338,35 @@ def test_a_read_only_cache_serves_its_entries_with_one_warning(shared: Path) -> 
     again = _as_nobody(shared, cache)
     assert set(again["states"].values()) == {"cached"} and again["value"] == {"n": 1}
     assert len(again["warnings"]) <= 2, again["warnings"]
+
+
+def test_a_pack_record_named_out_of_the_cache_is_damage_never_a_path(workdir: Path) -> None:
+    """A pack record written by hand (a copied cache) for step '../../elsewhere', its
+    metadata agreeing: `dagnb cache push` made its folder beside the cache folder and
+    wrote its manifest beside the store's, and listings showed it as an entry."""
+    from dagnb.cache import pack_records
+
+    cache = workdir / "project" / ".dagnb_cache"
+    _graph().run(executor="local", cache_directory=str(cache)).raise_for_status()
+    (pack,) = (cache / ".packs").glob("*.pack")
+    (record,) = [r for r in pack_records.decode(pack.read_bytes(), pack.name)[0]
+                 if r.step == "value"]
+    body = record.body.replace(b'"step":"value"', b'"step":"../../elsewhere"')
+    with pack.open("ab") as handle:
+        handle.write(pack_records.encode("../../elsewhere", record.key, record.kind, body))
+    (workdir / "store").mkdir()
+    before = sorted(workdir.iterdir())
+
+    def cli(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dagnb", "cache", *args, "--cache-dir",
+                               str(cache)], capture_output=True, text=True, cwd=workdir,
+                              check=False)
+        return done.stdout + done.stderr
+
+    assert "elsewhere" not in cli("list").split("warning")[0]
+    assert "its step or key is no name a cache folder holds" in cli("verify")
+    cli("push", f"file://{workdir / 'store'}")
+    assert sorted(workdir.iterdir()) == before
+    assert sorted(p.name for p in (workdir / "project").iterdir()) == [".dagnb_cache"]
+    assert sorted(p.name for p in (workdir / "store" / "entries").iterdir()) == [
+        "large", "make", "use", "value"]

@@ -36,6 +36,7 @@ import fcntl
 import functools
 import os
 import platform
+import re
 import shutil
 import stat
 import struct
@@ -170,6 +171,12 @@ def get_backend(name: str) -> type[StoreBackend]:
     except KeyError:
         known = ", ".join(sorted(_BACKENDS))
         raise CacheError(f"cache backend {name!r} is not registered; use one of {known}") from None
+
+
+# A step's or a cached function's name, or a key: what a cache folder holds, nothing a
+# path reads otherwise ('..', '.git'). A name from outside (a store's listing, a pack
+# record written by hand) that is not one was made into a path outside the cache folder.
+is_entry_name = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.\-]*").fullmatch
 
 
 def _stamp(st: os.stat_result) -> Stamp:

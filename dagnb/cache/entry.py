@@ -11,6 +11,7 @@ from collections.abc import Hashable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Protocol
 
+from dagnb.cache.backend import is_entry_name
 from dagnb.cache.unpacked import out_files
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest, text_digest
@@ -439,6 +440,8 @@ def _parse_meta(
         return {}, f"format {meta['format']!r} is not {STORE_FORMAT!r}"
     if meta["step"] != step_name or meta["key"] != key:
         return {}, "meta.json belongs to another entry"
+    if not (is_entry_name(step_name) and is_entry_name(key)):  # (a pack record's, by hand)
+        return {}, "its step or key is no name a cache folder holds"
     created, expires = meta["created"], meta["expires"]
     if type(created) not in _TIMES or not (expires is None or type(expires) in _TIMES):
         return {}, f"its times are not numbers (expires {expires!r})"

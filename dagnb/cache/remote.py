@@ -63,7 +63,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import shutil
 import stat
 import sys
@@ -76,7 +75,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
 
 from dagnb import checks
-from dagnb.cache.backend import Item, LocalBackend, StoreBackend, register_backend
+from dagnb.cache.backend import (
+    Item,
+    LocalBackend,
+    StoreBackend,
+    is_entry_name,
+    register_backend,
+)
 from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
@@ -324,7 +329,7 @@ class ObjectStore:
             relative = path[path.find(prefix) + len(prefix):] if prefix in path else ""
             step, _, name = relative.partition("/")
             if step and name.endswith(".json") and "/" not in name:
-                if _entry_name(step) and _entry_name(key := name[: -len(".json")]):
+                if is_entry_name(step) and is_entry_name(key := name[: -len(".json")]):
                     yield step, key
                 else:
                     _warn_not_entry(relative)
@@ -550,12 +555,6 @@ def _inside(link: str, target: Any) -> bool:
         return False
     resolved = os.path.normpath(os.path.join(os.path.dirname(link), target))
     return resolved != ".." and not resolved.startswith(("../", "/"))
-
-
-# A step's or a cached function's name, or a key: what a cache folder holds, and nothing
-# a path reads otherwise ('..', '.git': a store's object named so was pulled beside the
-# cache folder, replacing the user's folder of that name).
-_entry_name = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.\-]*").fullmatch
 
 
 def _warn_not_entry(relative: str) -> None:
