@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 import dagnb
 from dagnb import Step, WorkflowError
@@ -51,6 +52,19 @@ def test_unknown_step_key_names_file_step_and_key() -> None:
     with pytest.raises(WorkflowError,
                        match=r"wf\.yml: step 'a': unknown key 'neds'; did you mean 'needs'"):
         loads("steps:\n  a: {run: 'true', neds: [b]}\n", source="wf.yml")
+
+
+@pytest.mark.parametrize("name", ["\x1b[2Jevil", "two\nlines", "bell\x07", "c1\x9b31m"])
+def test_a_workflow_name_holding_a_control_character_is_refused(name: str) -> None:
+    """It was printed as it is under each run: a terminal escape cleared the screen."""
+    with pytest.raises(WorkflowError) as caught:
+        loads(yaml.safe_dump({"name": name, "steps": {"a": {"run": "true"}}}), source="wf.yml")
+    assert str(caught.value) == (f"wf.yml: name {name!r} holds a control character; write it "
+                                 "as one line of printable text")
+
+
+def test_a_workflow_name_with_spaces_and_accents_stays() -> None:
+    assert loads("name: Données du jour\nsteps:\n  a: {run: 'true'}\n").name == "Données du jour"
 
 
 def test_unknown_workflow_key() -> None:

@@ -284,9 +284,8 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
             f"{source}: defaults must be a mapping of step fields, got {defaults!r}"
         )
     checks.known_keys(defaults, STEP_FIELDS, f"{source}: defaults", WorkflowError)
-    graph = Graph(
-        str(data.get("name") or "workflow"), description=str(data.get("description") or "")
-    )
+    graph = Graph(_workflow_name(data.get("name"), source),
+                  description=str(data.get("description") or ""))
     for name, fields in _step_items(data.get("steps"), source):
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
@@ -372,6 +371,16 @@ def _target(value: Any) -> Any:
 def _retry_settings(value: Any) -> Any:
     is_count = isinstance(value, int) and not isinstance(value, bool)
     return {"max_retries": value} if is_count else value
+
+
+def _workflow_name(name: Any, source: Any) -> str:
+    """The workflow's ``name:``, refused with a control character (a newline, a terminal
+    escape): it is printed as it is under each run and kept in the run records."""
+    text = str(name or "workflow")
+    if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in text):
+        raise WorkflowError(f"{source}: name {text!r} holds a control character; write it "
+                            "as one line of printable text")
+    return text
 
 
 def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
