@@ -1145,6 +1145,7 @@ def test_a_python_step_leaving_a_process_that_writes_after_it_ended_fails_as_it_
     ("{m}raised\nwritten after it\n", ("written after it\n", "raised")),  # (a process left)
     ("{m}raised by the step itself\n", ("{m}raised by the step itself\n", "")),
     ("out of patience\n{m}exit\n", ("out of patience\n", "exit")),  # (sys.exit(137))
+    ("{m}unreached u\n", ("", "unreached u")),  # (a cell's --outputs name not reached)
     ("leaving\n", ("leaving\n", "")),
 ])
 def test_the_shims_last_line_says_how_a_python_step_ended(stderr, expected):
@@ -1464,3 +1465,29 @@ def test_a_short_secret_masks_what_the_step_or_engine_said_not_dagnbs_words(
     stub.fail("drop", match="drop-step", times=5)  # (alone: it drops the others' session)
     [dropped] = errors(Step("drop1", run="echo drop-step", secrets=["RETRIES"])).values()
     assert dropped.startswith("step 'drop1': lost the Dagger engine: "), dropped
+
+
+def test_an_output_a_cell_did_not_reach_fails_in_its_words_in_a_container(stub, tmp_path):
+    """It failed with "the Python function raised (exit code 1): UnboundLocalError",
+    pointing at a `return u` line dagnb wrote; it fails in one line, as on local. An
+    UnboundLocalError on the cell's own lines is reported as before."""
+    from dagnb.model.graph import Graph
+    from dagnb.notebook.cells import cell_function
+
+    unreached = cell_function("s", "if flag:\n    u = 1\n", (), ("u",), {}, params=("flag",))
+    nested = cell_function(  # (w, read before assigned, nests the cell's function)
+        "t", "w = w + 1\nif flag:\n    u = 1\n", (), ("w", "u"), {"w": 3}, params=("flag",))
+    own = cell_function("own", "def f():\n    print(v)\n    v = 1\nf()\nw = 2\n", (), ("w",),
+                        {})
+    graph = Graph("g", [Step(name, func=func, params={"flag": False})
+                        for name, func in (("s", unreached), ("t", nested), ("own", own))])
+    for executor in ("local", "dagger"):
+        rows = graph.run(executor=executor, cache=False,
+                         cache_directory=tmp_path / executor).status_rows()
+        for name in ("s", "t"):
+            assert (rows[name]["state"], rows[name]["exit_code"], rows[name]["error"]) == (
+                "failed", 1, f"step {name!r}: --outputs 'u' was not assigned: the cell's code "
+                "did not reach an assignment to it; assign it on every path (u = None first, "
+                "say)"), rows
+        assert rows["own"]["state"] == "failed", rows
+        assert "UnboundLocalError" in rows["own"]["error"], rows

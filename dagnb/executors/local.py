@@ -587,8 +587,14 @@ def _output_unreached(step: Any, exc: BaseException) -> str:
     if ((raised.filename, raised.lineno) != (step.func.__code__.co_filename, line)
             or named is None or named[1] not in getattr(step.func, PUBLISHED_AS, ())):
         return ""
-    return (f"step {step.name!r}: --outputs {named[1]!r} was not assigned: the cell's code "
-            f"did not reach an assignment to it; assign it on every path ({named[1]} = None "
+    return output_unreached_line(step.name, named[1])
+
+
+def output_unreached_line(step: str, output: str) -> str:
+    """The failure of a --python cell whose code did not reach an assignment to its
+    --outputs name ``output``, on any executor."""
+    return (f"step {step!r}: --outputs {output!r} was not assigned: the cell's code did "
+            f"not reach an assignment to it; assign it on every path ({output} = None "
             "first, say)")
 
 

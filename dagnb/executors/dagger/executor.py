@@ -59,7 +59,7 @@ from dagnb.executors.dagger.translate import (
     staged_inputs,
     volume_key,
 )
-from dagnb.executors.local import ended_without_result
+from dagnb.executors.local import ended_without_result, output_unreached_line
 from dagnb.model.masking import Masker
 from dagnb.model.results import load_result
 
@@ -237,8 +237,9 @@ async def _volumes(dag: Any, task: Task) -> dict[str, Any]:
 
 def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
     """A command's non-zero exit is an Outcome with its logs, as on the local executor
-    (a Python step's sys.exit(3) too); a Python step that raised, or ended without
-    returning (os._exit()), or a kill by a signal is a StepFailed. Every one's output
+    (a Python step's sys.exit(3) too); a Python step that raised (a cell's --outputs
+    name its code did not reach, in one line), or ended without returning (os._exit()),
+    or a kill by a signal is a StepFailed. Every one's output
     reaches the run's logs first: the local executor's does too."""
     stdout = exc.stdout or ""
     stderr, how = shim.ending(exc.stderr or "") if task.step.func else (exc.stderr or "", "")
@@ -253,6 +254,9 @@ def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
         return _exec_failed(task, code, _tails(mask, stdout, stderr))
     if how == "raised":
         return _raised(task, code, mask(stderr), _tails(mask, stdout, stderr))
+    if how.startswith("unreached "):  # (the shim printed no traceback: a line dagnb wrote)
+        return StepFailed(output_unreached_line(task.step.name, how.removeprefix("unreached ")),
+                          step=task.step.name, exit_code=code)
     return Outcome(exit_code=code)
 
 

@@ -29,7 +29,10 @@ no result, as on the local executor). A child that ends without telling, by
 ``os._exit()`` or a native ``exit()``, made no result: the shim fails the exec whatever
 its exit code (0 too, or the engine would cache the exec and dagnb store it) and says so
 on its last stderr line, as it does for a function that raised and for a non-zero
-``sys.exit()`` (its 137 is no kill by SIGKILL: :func:`ending`). The
+``sys.exit()`` (its 137 is no kill by SIGKILL: :func:`ending`). A ``--python`` cell's
+``--outputs`` name its code did not reach (the UnboundLocalError of the return line
+dagnb wrote, whose line in the shipped text the shim's spec holds) is told by its name,
+with no traceback, and failed in the local executor's words. The
 success path costs the engine no query more than before; a fork, no second interpreter.
 
 Globals the function reads travel by value, as the cache key counts them: a literal as
@@ -68,6 +71,7 @@ from dagnb.fingerprint.sources import (  # (the key's own reading of a kept text
     _in_libraries,
 )
 from dagnb.model.masking import SecretFinder
+from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import Step
 
 __all__ = ["MODULES_PATH", "SERVED_PATH", "SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE",
@@ -87,7 +91,7 @@ _FIX = "pass it as a parameter, or define it inside the function"
 # how (:func:`ending`); the executor takes the line out of the step's output.
 _MARKER = "dagnb-step-ended: "
 # (not always at a line's start: the step's last line may be unended)
-_ENDED = re.compile(re.escape(_MARKER) + r"(raised|exit|died \d+)(?:\n|\Z)")
+_ENDED = re.compile(re.escape(_MARKER) + r"(raised|exit|died \d+|unreached \w+)(?:\n|\Z)")
 
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract.
@@ -95,8 +99,8 @@ _SHIM = '''\
 The step runs in a forked child that tells this process, through a pipe, how it ended;
 one that ends without telling (os._exit(), a native exit()) made no result, and its
 exec must not succeed, or the engine would cache it."""
-import asyncio, base64, importlib.util, inspect, json, math, os, pathlib, pickle, signal
-import sys, traceback
+import asyncio, base64, importlib.util, inspect, json, math, os, pathlib, pickle, re
+import signal, sys, traceback
 
 SPEC = json.loads(%(spec)r)
 MARKER = %(marker)r
@@ -187,6 +191,20 @@ def report(exc):
     traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
 
 
+def unreached_output(exc):
+    """The --outputs name of a cell whose code did not reach an assignment to it: the
+    UnboundLocalError of the return line dagnb wrote (SPEC's "unreached"); else None."""
+    unreached = SPEC.get("unreached")
+    if unreached is None or not isinstance(exc, UnboundLocalError):
+        return None
+    raised = traceback.extract_tb(exc.__traceback__)[-1]
+    named = re.search(r"'(\\w+)'", str(exc))
+    if ((raised.filename, raised.lineno) != (SPEC["source"], unreached["line"])
+            or named is None or named[1] not in unreached["outputs"]):
+        return None
+    return named[1]
+
+
 def run_step(channel):
     """In the child: the step, then how it ended, told on ``channel``; sys.exit() ends
     it as it ends a script (its status, a text printed)."""
@@ -196,8 +214,11 @@ def run_step(channel):
         os.write(channel, b"exit")
         raise
     except BaseException as exc:
-        report(exc)
-        os.write(channel, b"raised")
+        output = unreached_output(exc)
+        if output is None:
+            report(exc)  # (no frame of a line dagnb wrote would help: only its name)
+        told = "raised" if output is None else "unreached " + output
+        os.write(channel, told.encode())
         sys.exit(1)
     os.write(channel, b"returned")
     sys.exit(0)
@@ -231,7 +252,7 @@ def supervise():
     code = os.WEXITSTATUS(status)
     os.set_blocking(reader, False)  # a process the step left may hold the pipe open
     try:
-        told = os.read(reader, 64).decode()
+        told = os.read(reader, 4096).decode()
     except BlockingIOError:
         told = ""
     if told == "returned" or (told == "exit" and code == 0):
@@ -254,7 +275,11 @@ def python_files(step: Step, inputs: list[str],
         raise InvalidStepError(f"step {step.name!r} has no Python function")
     parts = _collected(func, step.name, secrets)
     files = {SOURCE_PATH: parts.text()}
-    spec = {"source": SOURCE_PATH, "function": func.__name__, "inputs": sorted(inputs)}
+    spec: dict[str, Any] = {"source": SOURCE_PATH, "function": func.__name__,
+                            "inputs": sorted(inputs)}
+    return_line = _shipped_return_line(func, files[SOURCE_PATH])
+    if return_line:  # (a --python cell with --outputs: see unreached_output in the shim)
+        spec["unreached"] = {"line": return_line, "outputs": list(getattr(func, PUBLISHED_AS))}
     modules = parts.project_modules(home=func.__module__)
     if modules:  # (a step without any keeps its files, and so its exec's cache key)
         files[MODULES_PATH] = _modules_text(modules)
@@ -262,6 +287,34 @@ def python_files(step: Step, inputs: list[str],
         spec.update(modules=MODULES_PATH, served=SERVED_PATH)
     files[SHIM_PATH] = _SHIM % {"spec": json.dumps(spec), "marker": _MARKER}
     return files
+
+
+def _shipped_return_line(func: Callable[..., Any], module: str) -> int | None:
+    """The line of the step's ``module`` text that is the line a --python cell's function
+    returns its outputs on (``_dagnb_return_line``): unparsing it moved that line."""
+    line = getattr(func, "_dagnb_return_line", None)
+    if line is None:
+        return None
+    written = ast.parse(textwrap.dedent(inspect.getsource(func))).body[0]
+    path = _statement_path(written, line - func.__code__.co_firstlineno + 1)
+    shipped = next(node for node in ast.parse(module).body
+                   if isinstance(node, ast.FunctionDef) and node.name == func.__name__)
+    for index in path or ():
+        shipped = shipped.body[index]
+    return shipped.lineno if path else None
+
+
+def _statement_path(node: ast.AST, line: int) -> list[int]:
+    """The indices, body by body through ``node``'s nested functions, of its statement
+    on ``line``; [] if none."""
+    for index, statement in enumerate(getattr(node, "body", ())):
+        if statement.lineno == line:
+            return [index]
+        if isinstance(statement, ast.FunctionDef) and (
+                statement.lineno < line <= (statement.end_lineno or 0)):
+            inner = _statement_path(statement, line)
+            return [index, *inner] if inner else []
+    return []
 
 
 def python_argv() -> list[str]:
