@@ -583,8 +583,8 @@ def test_a_run_nobody_waits_for_sees_the_sigints_that_overlap_its_attempt_and_no
     try:
         loop.hold_wakeup()
         loop.watch_unwaited(run)
-        seen = loop.unwaited_sigints(run)
-        assert seen is not None and loop.unwaited_sigints(object()) is None
+        seen = loop.unwaited_attempt(run)
+        assert seen is not None and loop.unwaited_attempt(object()) is None
         began = time.monotonic() - 1
         assert not loop.interrupted_unwaited(seen, began)
         with loop.interrupts_marked(lambda: None, "a waited run"):
@@ -593,7 +593,7 @@ def test_a_run_nobody_waits_for_sees_the_sigints_that_overlap_its_attempt_and_no
         loop.hold_wakeup()
         signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         assert loop.interrupted_unwaited(seen, began)  # (overlapped it)
-        assert not loop.interrupted_unwaited(loop.unwaited_sigints(run), began)  # (did not)
+        assert not loop.interrupted_unwaited(loop.unwaited_attempt(run), began)  # (did not)
         loop.release_wakeup()
         assert before_r.recv(16) == bytes([signal.SIGINT])  # handed on
     finally:
@@ -602,3 +602,36 @@ def test_a_run_nobody_waits_for_sees_the_sigints_that_overlap_its_attempt_and_no
         signal.set_wakeup_fd(old)
         before_r.close()
         before_w.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a command's death by a signal: POSIX")
+def test_an_os_system_command_killed_by_sigint_marks_the_attempt_of_a_run_nobody_waits_for(
+) -> None:
+    """C's system() ignores SIGINT in the whole process while its command runs, so the
+    stop button that killed a background step's command was seen by nothing. os.system
+    is wrapped while such a run goes, whatever waits begin and end around it, and given
+    back after the last."""
+    system, run, other = os.system, object(), object()
+    try:
+        loop.watch_unwaited(run)
+        attempt = loop.unwaited_attempt(run)
+        assert attempt is not None and os.system is not system
+        began = time.monotonic()
+        assert os.system("exit 3") >> 8 == 3
+        assert not loop.interrupted_unwaited(attempt, began)
+        os.system("kill -INT $$")  # (its shell dies of SIGINT, as the button kills it)
+        assert loop.interrupted_unwaited(attempt, began)
+        assert not loop.interrupted_unwaited(loop.unwaited_attempt(run), began)  # (a new one)
+        with loop.interrupts_marked(lambda: None, "a waited run"):
+            loop.unwatch_unwaited(run)  # (the background run ended during the wait)
+            assert os.system is not system
+        assert os.system is system
+        with loop.interrupts_marked(lambda: None, "a waited run"):
+            loop.watch_unwaited(other)  # (one began during the wait, and outlived it)
+        assert os.system is not system
+        loop.unwatch_unwaited(other)
+        assert os.system is system
+    finally:
+        loop.unwatch_unwaited(run)
+        loop.unwatch_unwaited(other)
+        os.system = system

@@ -1636,16 +1636,18 @@ assert [slow_triple_cached(x) for x in range(4)] == [0, 3, 6, 9]
 
 
 # -- the stop button while a --background run goes on ------------------------------------
-def background_graph(kernel: Kernel, tmp_path: Path) -> None:
+def background_graph(kernel: Kernel, tmp_path: Path, wait: str = "run") -> None:
     """early -> train -> after, and other beside them: train waits for a command (its
-    child, in the kernel's process group) until ``release`` exists; other, a command
-    (a group of its own), until ``other-go`` exists."""
+    child, in the kernel's process group; by subprocess.run, or ``wait`` "system":
+    os.system) until ``release`` exists; other, a command (a group of its own), until
+    ``other-go`` exists."""
     command = f"touch {tmp_path / 'started'}; [ -e {tmp_path / 'release'} ] || sleep 30"
+    waits = {"run": f"import subprocess\nr = subprocess.run(['sh', '-c', {command!r}]).returncode",
+             "system": f"import os, time\ntime.sleep(0.5)\nr = os.system({command!r})"}
     cells = [
         "%%dagger early --python --outputs e --define-only\ne = 1\n",
         f"%%dagger train --python --needs early --outputs model --define-only\n"
-        f"import subprocess\nr = subprocess.run(['sh', '-c', {command!r}]).returncode\n"
-        f"model = {{'rc': r}}\n",
+        f"{waits[wait]}\nmodel = {{'rc': r}}\n",
         "%%dagger after --python --needs train --outputs a --define-only\na = model\n",
         f"%%dagger other --define-only\n"
         f"for i in $(seq 400); do [ -e {tmp_path / 'other-go'} ] && break; sleep 0.05; done\n",
@@ -1720,6 +1722,28 @@ def test_the_stop_button_in_another_cell_stores_no_cut_short_step_of_a_backgroun
     assert found is not None and found["ename"] == "KeyboardInterrupt", outputs
     assert "not interrupted" not in text(outputs)
     assert_train_cut_short_and_run_again(kernel, tmp_path)
+
+
+@pytest.mark.skipif(not hasattr(os, "killpg"), reason="the stop button signals a group on POSIX")
+def test_the_stop_button_in_os_system_stores_no_cut_short_step_of_a_background_run(
+        kernel: Kernel, tmp_path: Path) -> None:
+    """C's system() ignores SIGINT in the whole kernel while its command runs: the
+    button, pressed with the kernel idle, killed a background step's os.system command
+    unseen, and the step stored `{'rc': 2}` as a success. It ends cancelled now; os.system
+    is the kernel's own before the run and again after it."""
+    own = "import os, posix\nos.system is posix.system"
+    assert kernel.value(own) == "True"
+    background_graph(kernel, tmp_path, wait="system")
+    outputs = kernel.run("%dagger run --background\nbackground = get_session().last_run")
+    assert error(outputs) is None, outputs
+    # (no request to the kernel until the press: ipykernel sets SIGINT's handler for
+    # each, undoing system()'s SIG_IGN; train sleeps first, to start it with the kernel idle)
+    assert wait_until((tmp_path / "started").exists, 20)
+    time.sleep(0.3)
+    run_sync(kernel.client.km.interrupt_kernel)()
+    assert_train_cut_short_and_run_again(kernel, tmp_path)
+    assert kernel.value(own) == "True"
+    assert kernel.value(_GIVEN_BACK) == "(True, -1)"
 
 
 def test_a_background_run_with_no_interrupt_stores_as_before_and_gives_sigint_back(

@@ -50,6 +50,7 @@ from dagnb.executors.reaper import kill_everything
 __all__ = [
     "Interrupted",
     "TaskFuture",
+    "UnwaitedAttempt",
     "call_interruptibly",
     "cancelling",
     "get_loop",
@@ -67,7 +68,7 @@ __all__ = [
     "stop_pending",
     "submit",
     "until_cancelled",
-    "unwaited_sigints",
+    "unwaited_attempt",
     "unwatch_unwaited",
     "wait_for",
     "watch_unwaited",
@@ -519,7 +520,7 @@ def _renew_in_child() -> None:
     context the forking thread carries on in), and take no lock held in the parent by
     a thread the child has not."""
     global _watchdog, _loop, _thread, _inline, _lock, _waited, _wakeup, _holds, _held_from
-    global _sigints, _taking
+    global _sigints, _taking, _marking, _system_holds, _watching
     _forget_loop_thread()
     if _wakeup is not None:  # the parent's, shared with it: its signals are not the child's
         with contextlib.suppress(ValueError):  # (ValueError: not its main thread)
@@ -533,6 +534,9 @@ def _renew_in_child() -> None:
     _waited = _wakeup = None
     _holds, _held_from, _sigints, _taking = 0, -1, 0, threading.Lock()
     _unwaited.clear()  # (the parent's runs)
+    if os.system is _system_marking:  # (its marks are of the parent's runs)
+        os.system = _system_under
+    _marking, _system_holds, _watching = None, 0, threading.Lock()
     _loop = _thread = None
     _watchdog, _inline, _lock = _Watchdog(), _InlineCall(), threading.Lock()
     _owner.set(None)
@@ -566,8 +570,9 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
 
     ``os.system`` ignores SIGINT in the whole process while its command runs (C's
     ``system()``): the stop button kills the command and nothing else sees it. So
-    ``os.system`` is wrapped meanwhile: a command killed by SIGINT marks the run before
-    ``os.system`` returns, and the SIGINT is sent again to the main thread.
+    ``os.system`` is wrapped meanwhile (:func:`_system_marking`): a command killed by
+    SIGINT marks the run before ``os.system`` returns, and the SIGINT is sent again to
+    the main thread.
 
     Only in the main thread (signal handlers run there only), and only over a Python
     handler: one ignored or left at the default stays so. Through ``_signal``: the
@@ -576,37 +581,38 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
     1-step run costs about 150 µs); ``_signal``'s take 0.2 µs.
     """
 
-    __slots__ = ("_before", "_mark", "_previous", "_system", "_waited")
+    __slots__ = ("_before", "_mark", "_marking_before", "_previous", "_waited")
 
     def __init__(self, mark: Callable[[], object], waited: object) -> None:
         self._mark, self._waited = mark, waited
         self._previous: Callable[..., Any] | None = None
-        self._system: Callable[..., int] = os.system
         self._before: tuple[object, int] = (None, 0)  # the waited run and its count
+        self._marking_before: interrupts_marked | None = None
 
     def __enter__(self) -> None:
-        global _waited, _waited_since
+        global _waited, _waited_since, _marking
         if threading.current_thread() is not threading.main_thread():
             return
         previous = _signal.getsignal(signal.SIGINT)
         if not callable(previous):
             return
-        self._previous, self._system = previous, os.system
+        self._previous = previous
         hold_wakeup()
         self._before = (_waited, _waited_since)
         if _waited is None:  # (a wait around this one: the signals since it began count)
             _waited_since = sigints_seen()
         _waited = self._waited
         _signal.signal(signal.SIGINT, self._interrupted)
-        os.system = self._marking_system
+        self._marking_before, _marking = _marking, self
+        _hold_system()
 
     def __exit__(self, *exc_info: object) -> None:
-        global _waited, _waited_since
+        global _waited, _waited_since, _marking
         previous, self._previous = self._previous, None
         if previous is None:
             return
-        if os.system == self._marking_system:  # (not if someone replaced it meanwhile)
-            os.system = self._system
+        _release_system()
+        _marking, self._marking_before = self._marking_before, None
         _signal.signal(signal.SIGINT, previous)
         _waited, _waited_since = self._before
         release_wakeup()
@@ -618,14 +624,56 @@ class interrupts_marked:  # (lower case: used as a function, ``with interrupts_m
         raise KeyboardInterrupt  # (a handler that did not raise: the run is marked and
         #                           must be cancelled, or it would start no step again)
 
-    def _marking_system(self, command: Any) -> int:
-        status = self._system(command)
-        if (self._previous is not None and os.name == "posix" and os.WIFSIGNALED(status)
-                and os.WTERMSIG(status) == signal.SIGINT):
+    def _command_interrupted(self) -> None:
+        """An ``os.system`` command died of SIGINT while the run is waited for."""
+        if self._previous is not None:
             self._mark()
             signal.pthread_kill(threading.main_thread().ident,  # type: ignore[arg-type]
                                 signal.SIGINT)
-        return status
+
+
+_marking: interrupts_marked | None = None  # the innermost wait on (its os.system marks)
+_system_holds = 0  # waits and runs nobody waits for that need os.system wrapped
+_system_under: Callable[..., int] = os.system  # what the first hold wrapped
+_watching = threading.Lock()  # (holds end on the loop thread, begin on the main one)
+
+
+def _system_marking(command: Any) -> int:
+    """``os.system`` while a run is waited for or a run nobody waits for goes: C's
+    ``system()`` ignores SIGINT in the whole process while its command runs, so the
+    stop button that killed the command reaches no handler and no wakeup fd. A command
+    killed by SIGINT marks, before ``os.system`` returns, the waited run
+    (:class:`interrupts_marked`) and the attempt of a run nobody waits for that ran it
+    (:func:`unwaited_attempt`)."""
+    status = _system_under(command)
+    if os.name == "posix" and os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGINT:
+        attempt = _attempt_of_unwaited.get()
+        if attempt is not None:
+            attempt.command_interrupted = True
+        marking = _marking
+        if marking is not None:
+            marking._command_interrupted()
+    return status
+
+
+def _hold_system() -> None:
+    """Have ``os.system`` be :func:`_system_marking` until as many :func:`_release_system`."""
+    global _system_holds, _system_under
+    with _watching:
+        if _system_holds == 0 and os.system is not _system_marking:
+            _system_under, os.system = os.system, _system_marking
+        _system_holds += 1
+
+
+def _release_system() -> None:
+    """Give ``os.system`` back after the last hold (not if someone replaced it meanwhile)."""
+    global _system_holds
+    with _watching:
+        if _system_holds == 0:  # (none held: released in a forked child)
+            return
+        _system_holds -= 1
+        if _system_holds == 0 and os.system is _system_marking:
+            os.system = _system_under
 
 
 _waited: object = None  # the run the main thread waits for (interrupts_marked)
@@ -729,34 +777,59 @@ def interrupt_arrived(run: object, began: float) -> bool:
 _unwaited: set[object] = set()  # runs nobody waits for whose attempts SIGINT cuts short
 
 
+class UnwaitedAttempt:
+    """An attempt of a run nobody waits for, as it began: the SIGINTs seen then, and
+    whether an ``os.system`` command it ran has died of SIGINT since."""
+
+    __slots__ = ("command_interrupted", "seen")
+
+    def __init__(self, seen: int) -> None:
+        self.seen, self.command_interrupted = seen, False
+
+
+_attempt_of_unwaited: contextvars.ContextVar[UnwaitedAttempt | None] = contextvars.ContextVar(
+    "dagnb_unwaited_attempt", default=None)
+
+
 def watch_unwaited(run: object) -> None:
     """Have the attempts of ``run``, which no thread waits for (a notebook's
-    ``--background`` run), look for SIGINTs as they end (:func:`unwaited_sigints`);
-    the caller holds the wakeup fd meanwhile (:func:`hold_wakeup`)."""
-    _unwaited.add(run)
+    ``--background`` run), look for SIGINTs as they end (:func:`unwaited_attempt`),
+    an ``os.system`` command killed by one too; the caller holds the wakeup fd
+    meanwhile (:func:`hold_wakeup`)."""
+    if run not in _unwaited:
+        _unwaited.add(run)
+        _hold_system()
 
 
 def unwatch_unwaited(run: object) -> None:
-    """``run`` has ended: its attempts are looked at no more (any thread)."""
-    _unwaited.discard(run)
+    """``run`` has ended: its attempts are looked at no more (any thread); after the
+    last, ``os.system`` is given back."""
+    if run in _unwaited:
+        _unwaited.discard(run)
+        _release_system()
 
 
-def unwaited_sigints(run: object) -> int | None:
-    """As an attempt of ``run`` begins: the SIGINTs seen so far if no thread waits for
-    ``run`` (:func:`watch_unwaited`), else None (and nothing to look at as it ends)."""
+def unwaited_attempt(run: object) -> UnwaitedAttempt | None:
+    """As an attempt of ``run`` begins, in its context (an ``os.system`` the step calls
+    there marks it): what to look at as it ends (:func:`interrupted_unwaited`) if no
+    thread waits for ``run`` (:func:`watch_unwaited`), else None."""
     if not _unwaited or run not in _unwaited:
         return None
-    return sigints_seen()
+    attempt = UnwaitedAttempt(sigints_seen())
+    _attempt_of_unwaited.set(attempt)
+    return attempt
 
 
-def interrupted_unwaited(seen: int, began: float) -> bool:
-    """Whether SIGINT reached the process during an attempt of a run nobody waits for,
-    which began at ``began`` (``time.monotonic()``) having ``seen`` SIGINTs: the stop
-    button then killed what the step waited for, though nobody cancels the run. Sent
-    but not yet taken counts, as in :func:`interrupt_arrived`."""
+def interrupted_unwaited(attempt: UnwaitedAttempt, began: float) -> bool:
+    """Whether SIGINT reached the process during ``attempt`` of a run nobody waits for,
+    which began at ``began`` (``time.monotonic()``), or killed an ``os.system`` command
+    it ran: the stop button then killed what the step waited for, though nobody cancels
+    the run. Sent but not yet taken counts, as in :func:`interrupt_arrived`."""
+    if attempt.command_interrupted:
+        return True
     if time.monotonic() - began < STARTS_A_PROCESS:
         return False
-    return sigints_seen() > seen or sigint_pending()
+    return sigints_seen() > attempt.seen or sigint_pending()
 
 
 def sigint_pending() -> bool:

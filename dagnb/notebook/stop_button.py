@@ -7,7 +7,9 @@ left (``returncode`` -2, a partial file) and be stored as a success, served from
 cache after. So, from the start of the first background run to the end of the last,
 every SIGINT the kernel gets is counted (the signal wakeup fd,
 :func:`dagnb.executors.loop.hold_wakeup`), and the scheduler ends an attempt that one
-overlapped ``cancelled``, not stored (:func:`dagnb.executors.loop.interrupted_unwaited`).
+overlapped ``cancelled``, not stored (:func:`dagnb.executors.loop.interrupted_unwaited`),
+as it does one whose ``os.system`` command died of SIGINT (C's ``system()`` ignores
+SIGINT in the whole kernel while its command runs: ``os.system`` is wrapped meanwhile).
 
 ipykernel ignores SIGINT while idle (``SIG_IGN``: no handler, no wakeup fd, sees it)
 and puts Python's default handler in place for each request, giving back the one it

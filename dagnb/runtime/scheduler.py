@@ -64,7 +64,7 @@ from dagnb.executors.loop import (
     interrupted_unwaited,
     stop_pending,
     until_cancelled,
-    unwaited_sigints,
+    unwaited_attempt,
     wait_for,
 )
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
@@ -741,7 +741,7 @@ class Scheduler:
         # (None unless nobody waits for the run; the stop button's SIGINT reaches only
         # the kernel's process group: a Python step run here, not a command, which leads
         # a group of its own)
-        seen = (unwaited_sigints(self.run) if step.func is not None
+        seen = (unwaited_attempt(self.run) if step.func is not None
                 and executor.name == "local" else None)
         try:
             task, start = self._started(step, executor, number, log_file)
