@@ -1641,7 +1641,8 @@ def background_graph(kernel: Kernel, tmp_path: Path, wait: str = "run") -> None:
     child, in the kernel's process group; by subprocess.run, or ``wait`` "system":
     os.system) until ``release`` exists; other, a command (a group of its own), until
     ``other-go`` exists."""
-    command = f"touch {tmp_path / 'started'}; [ -e {tmp_path / 'release'} ] || sleep 30"
+    command = (f"touch {tmp_path / 'started'}; for i in $(seq 600); do "  # (polls: a sleep
+               f"[ -e {tmp_path / 'release'} ] && break; sleep 0.05; done")  # 30 took 30 s)
     waits = {"run": f"import subprocess\nr = subprocess.run(['sh', '-c', {command!r}]).returncode",
              "system": f"import os, time\ntime.sleep(0.5)\nr = os.system({command!r})"}
     cells = [
