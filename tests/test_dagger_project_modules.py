@@ -7,9 +7,12 @@ shim on this machine with the project's folder hidden (namespace mode) or off it
 
 from __future__ import annotations
 
+import ast
 import base64
 import importlib
+import inspect
 import json
+import os
 import re
 import sys
 import warnings
@@ -59,8 +62,8 @@ def plugin(name):
     import shapes  # (sent: named here; its submodule is not)
     return importlib.import_module(f"{shapes.__name__}.{name}").EXTRA
 """
-MODULES = ("steps", "helpers", "units", "shapes", "shapes.area", "shapes.sides", "measures",
-           "measures.lengths")
+MODULES = ("steps", "which", "helpers", "units", "shapes", "shapes.area", "shapes.sides",
+           "measures", "measures.lengths")
 
 
 def _write_project(folder: Path, factor: int = 10) -> None:
@@ -267,3 +270,41 @@ def test_a_helper_s_constant_set_at_run_time_is_not_sent_as_its_text_s(
     assert run.states() == {"fit": "failed"}, run.result("fit")
     assert run.status_rows()["fit"]["error"] == _drift(5, 10)
     assert len(stub.texts("withExec")) == 1  # (the first run's only)
+
+
+# -- the image's own python3: 3.7 or later ---------------------------------------------
+_OLDEST = (3, 7)  # served.py's and the shim's promise (asyncio.run came in 3.7)
+
+
+def _container_texts() -> dict[str, str]:
+    from dagnb.executors import served
+    from dagnb.executors.dagger import shim
+
+    return {"served.py": inspect.getsource(served),
+            "shim.py": shim._SHIM % {"spec": "{}", "marker": shim._MARKER}}
+
+
+@pytest.mark.parametrize("name", ["served.py", "shim.py"])
+def test_the_files_run_by_the_image_s_python_parse_as_python_3_7(name):
+    """Syntax newer than 3.7 (a walrus, match, positional-only parameters) would fail
+    the step in an older image before it ran a line."""
+    ast.parse(_container_texts()[name], feature_version=_OLDEST)
+
+
+# (a folder whose python3 is 3.7, outside /tmp: the stub's containers have their own)
+_OLDEST_PYTHON = next(iter(sorted(Path("/root/.pyenv/versions").glob("3.7.*/bin"))), None)
+
+
+@pytest.mark.skipif(_OLDEST_PYTHON is None, reason="no python3.7 on this machine")
+def test_a_step_using_the_project_s_modules_runs_on_an_image_s_python_3_7(
+        project, monkeypatch):
+    """The shim and served.py run on the image's python3, as old as 3.7: what parses
+    there can still fail at run time (str.removeprefix, dict | dict, list[int])."""
+    (project / "which.py").write_text(
+        "import sys\n\nimport helpers\n\n\ndef fit():\n"
+        "    return [list(sys.version_info[:2]), helpers.scale(3)]\n")
+    monkeypatch.setenv("PATH", f"{_OLDEST_PYTHON}:{os.environ['PATH']}")  # (the stub's image's)
+    step = Step("fit", func=importlib.import_module("which").fit)
+    run = Graph("g", [step]).run(executor="dagger", cache=False)
+    assert run.states() == {"fit": "succeeded"}, run.status_rows()["fit"]["error"]
+    assert run.result("fit") == [list(_OLDEST), 30]
