@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
@@ -25,6 +26,7 @@ from dagger_stub import sandbox
 
 from dagnb import Graph, Step
 from dagnb.errors import InvalidStepError, StepFailed
+from dagnb.executors.dagger import shim
 from dagnb.executors.dagger.executor import DaggerExecutor
 from dagnb.executors.loop import run_sync
 from dagnb.fingerprint import code_with_values
@@ -118,7 +120,6 @@ def test_a_step_s_modules_are_encoded_once_while_their_text_is_unchanged(
     """Each Python step's files hold its project modules as JSON of their base64 text,
     made again for each step before (a 1 MB module: 6 ms a step); now once for each
     text of a module, and the file's new text once it changes."""
-    from dagnb.executors.dagger import shim
 
     encoded: list[bytes] = []
     base64_of = shim._base64
@@ -278,7 +279,6 @@ _OLDEST = (3, 7)  # served.py's and the shim's promise (asyncio.run came in 3.7)
 
 def _container_texts() -> dict[str, str]:
     from dagnb.executors import served
-    from dagnb.executors.dagger import shim
 
     return {"served.py": inspect.getsource(served),
             "shim.py": shim._SHIM % {"spec": "{}", "marker": shim._MARKER}}
@@ -308,3 +308,36 @@ def test_a_step_using_the_project_s_modules_runs_on_an_image_s_python_3_7(
     run = Graph("g", [step]).run(executor="dagger", cache=False)
     assert run.states() == {"fit": "succeeded"}, run.status_rows()["fit"]["error"]
     assert run.result("fit") == [list(_OLDEST), 30]
+
+
+# -- the files key the engine's exec cache: the same for the same code ------------------
+_FILES_OF = """\
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import steps
+from dagnb import Step
+from dagnb.executors.dagger.shim import python_files
+print(json.dumps({name: python_files(Step(name, func=getattr(steps, name)), ["up"])
+                  for name in ("fit", "alone")}))
+"""
+
+
+def test_a_step_s_files_are_the_same_bytes_in_every_process(tmp_path):
+    """The files are part of the engine's exec cache key: a module, a set or a namespace
+    package's folders in another order in the next kernel (its own string hashing)
+    would run each step again there."""
+    _write_project(tmp_path)
+    with open(tmp_path / "steps.py", "a") as handle:
+        handle.write("\nKINDS = {'a', 'b', 'c', 'd'}\n\n\ndef alone(n):\n"
+                     "    return sorted(KINDS)[n]\n")
+    made = [subprocess.run([sys.executable, "-c", _FILES_OF, str(tmp_path)], check=True,
+                           capture_output=True, text=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout
+            for seed in (1, 2)]
+    assert made[0] == made[1]
+    files = json.loads(made[0])
+    assert sorted(files["fit"]) == sorted([shim.MODULES_PATH, shim.SERVED_PATH,
+                                           shim.SHIM_PATH, shim.SOURCE_PATH])
+    # (no project module reached: the files it had before modules were sent)
+    assert sorted(files["alone"]) == sorted([shim.SHIM_PATH, shim.SOURCE_PATH])
+    assert shim.MODULES_PATH not in files["alone"][shim.SHIM_PATH]
