@@ -5,6 +5,7 @@ import gc
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import warnings
@@ -320,6 +321,26 @@ def test_reduce_size_by_bytes_and_age(store, clock):
             store.reduce_size(bytes_limit=negative)
     assert store.reduce_size(bytes_limit="100000") == 0  # (digits: bytes, as an int is)
     assert store.lookup("s", key(3), touch=False) is not None
+
+
+@pytest.mark.parametrize(("text", "size"), [
+    ("979B", 979), ("2.9K", int(2.9 * 1024)), ("73b", 73), ("1GB", 1024 ** 3),
+    ("1gb", 1024 ** 3), ("1GiB", 1024 ** 3), ("500kb", 500 * 1024), ("10 M", 10 * 1024 ** 2),
+    ("1T", 1024 ** 4), ("1000", 1000), (" 12K ", 12 * 1024)])
+def test_a_size_reads_as_stats_prints_it_and_as_usually_written(text, size):
+    """`dagnb cache stats` printed 979B and `prune --max-size 979B` refused it, as 1GB."""
+    from dagnb.cache.eviction import parse_size
+
+    assert parse_size(text) == size
+
+
+@pytest.mark.parametrize("text", ["lots", "1X", "1KK", "-3K", "1 GBB", "infG", "K"])
+def test_a_size_it_cannot_read_names_itself_and_the_forms_it_takes(text):
+    from dagnb.cache.eviction import parse_size
+
+    with pytest.raises(CacheError, match=rf"^bytes_limit {re.escape(repr(text))} is not a "
+                                         r"size; use .*979B.* 1K = 1024 bytes\)$"):
+        parse_size(text)
 
 
 def test_newest(store, clock):

@@ -780,7 +780,8 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
     (["clear", "--older-than", "banana"], "--older-than 'banana' is not a duration; use "
      "seconds or a number with ms, s, m, h or d such as '10m'"),
     (["prune", "--max-size", "-3"], "--max-size '-3' is not a size; use a number of bytes "
-     "(0 or more) or '500K', '10M', '1G'"),
+     "(0 or more), or one with a unit as `dagnb cache stats` prints it: 979B, 500K, 1.5M, "
+     "10MB, 1GiB (B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB, any case; 1K = 1024 bytes)"),
     (["prune", "--max-size", "lots"], "--max-size 'lots' is not a size"),
     (["prune", "--max-entries", "-1"], "--max-entries '-1' is not valid; expected a whole "
      "number >= 0"),
@@ -800,6 +801,24 @@ def test_cache_clear_and_prune_bad_values_are_one_line_and_lose_nothing(
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"dagnb: error: {message}") and err.count("\n") == 1
     assert _on_disk(cache) == ["load", "report"]
+
+
+def test_cache_prune_reads_the_sizes_cache_stats_prints(tmp_path: Path) -> None:
+    """`dagnb cache stats` printed 73B and 2.9K; `prune --max-size 73B` and `1GB` were
+    refused, though _size's docstring said --max-size reads what it prints."""
+    (tmp_path / "w.yml").write_text(TWO_STEPS)
+    assert dagnb("run", "w.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    stats = dagnb("cache", "stats", cwd=tmp_path)
+    sizes = {line.split()[0]: line.split()[-1] for line in stats.stdout.splitlines()[2:4]}
+    assert sorted(sizes) == ["load", "report"] and sizes["report"].endswith("B"), stats.stdout
+    for roomy in ("1GB", "1gb", "1GiB"):
+        done = dagnb("cache", "prune", "--max-size", roomy, cwd=tmp_path)
+        assert (done.returncode, done.stderr) == (0, ""), roomy
+    assert _on_disk(tmp_path / ".dagnb_cache") == ["load", "report"]
+    done = dagnb("cache", "prune", "--max-size", sizes["report"], cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout.startswith("removed 1 cache entry")
+    assert _on_disk(tmp_path / ".dagnb_cache") == ["report"]
 
 
 @pytest.mark.parametrize("command", [["clear", "--all"], ["prune", "--max-entries", "0"],

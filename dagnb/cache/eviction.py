@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING
@@ -42,19 +43,29 @@ def _items_to_delete(
     return doomed
 
 
+SIZE_FORMS = ("a number of bytes (0 or more), or one with a unit as `dagnb cache stats` "
+              "prints it: 979B, 500K, 1.5M, 10MB, 1GiB (B, K/KB/KiB, M/MB/MiB, G/GB/GiB, "
+              "T/TB/TiB, any case; 1K = 1024 bytes)")
+
+# A number, then a unit: a letter of _POWERS (B for bytes), with an optional "B" or "iB".
+_SIZE = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:([kmgt])(?:i?b)?|b)?\s*", re.IGNORECASE)
+_POWERS = {"k": 1, "m": 2, "g": 3, "t": 4}
+
+
 def parse_size(
     limit: int | str | None, *, what: str = "bytes_limit",
     error: Callable[[str], Exception] = CacheError,
 ) -> int | None:
-    """Bytes of a size limit: a whole number (text too, ``"1000"``) or joblib's text
-    (``"500K"``, ``"10M"``, ``"1.5G"``); None stays None (no limit). A negative size
+    """Bytes of a size limit: a whole number (text too, ``"1000"``) or a size as
+    ``dagnb cache stats`` prints it (``"979B"``, ``"1.5K"``, ``"10M"``) or as it is
+    usually written (``"1GB"``, ``"1GiB"``, ``"500kb"``); K, M, G, T count in 1024s, as
+    ``ls -h``, joblib and the stats do. None stays None (no limit). A negative size
     (``-3``, ``"-3K"``: every entry would go) is refused as ``error``, naming ``what``."""
     if limit is None:
         return None
     size = _size_or_none(limit)
     if size is None or size < 0:
-        raise error(f"{what} {limit!r} is not a size; use a number of bytes (0 or more) "
-                    "or '500K', '10M', '1G'")
+        raise error(f"{what} {limit!r} is not a size; use {SIZE_FORMS}")
     return size
 
 
@@ -63,14 +74,11 @@ def _size_or_none(limit: object) -> int | None:
         return limit
     if not isinstance(limit, str):
         return None
-    if limit.strip().isdigit():
-        return int(limit)
-    from joblib.disk import memstr_to_bytes  # joblib's "10M" / "1G" parser
-
-    try:
-        return int(memstr_to_bytes(limit.strip()))
-    except (ValueError, OverflowError):  # ("infG": an infinite float)
+    found = _SIZE.fullmatch(limit)
+    if found is None:
         return None
+    number, unit = found.groups()
+    return int(float(number) * 1024 ** _POWERS.get((unit or "").lower(), 0))
 
 
 def _age_seconds(limit: timedelta | float | str | None) -> float | None:

@@ -50,7 +50,9 @@ def add_parser(sub: Any) -> None:
                        help="every entry (required when neither --step nor --older-than is given)")
     prune = actions.add_parser("prune", help="evict least recently used entries to a limit")
     prune.add_argument("--max-size", default=None, metavar="SIZE",
-                       help="keep at most this many bytes (bytes, 500K, 10M, 1G)")
+                       help="keep at most this many bytes: a number, or a size as stats prints it "
+                            "(979B, 1.5K, 10M, 1G; KB, KiB, GB... too, any case; "
+                            "1K = 1024 bytes)")
     prune.add_argument("--max-entries", default=None, metavar="N", help="keep at most N entries")
     prune.add_argument("--max-age", default=None, metavar="AGE",
                        help="remove entries not used for AGE (30m, 12h, 7d)")
@@ -237,7 +239,8 @@ def _entries(count: int) -> str:
 
 
 def _size(count: int) -> str:
-    """Bytes as ``ls -h`` shows them (``512B``, ``1.5K``, ``12M``): what --max-size reads."""
+    """Bytes as ``ls -h`` shows them, in 1024s (``512B``, ``1.5K``, ``12M``): what
+    --max-size reads (:func:`dagnb.cache.eviction.parse_size`)."""
     size = float(count)
     for unit in ("B", "K", "M", "G"):
         if size < 1024 or unit == "G":
