@@ -26,7 +26,8 @@ validator           passes
 ==================  =====================================================================
 
 :func:`parse_duration` is the duration of a Python argument (a step's ``timeout``), with
-its own messages; :func:`did_you_mean` and :func:`known_keys` suggest the closest key.
+its own messages; :func:`did_you_mean` and :func:`known_keys` suggest the closest key,
+:func:`choices_named` also names the choices (or the closest few of many).
 Validators never accept a bool where a number is asked for (``True`` is an ``int`` in
 Python, never a count in a config file), and accept text only when asked to
 (``text=True``: values read from files and environment variables).
@@ -54,6 +55,7 @@ from dagnb.errors import InvalidStepError
 __all__ = [
     "Invalid",
     "checked",
+    "choices_named",
     "count",
     "did_you_mean",
     "duration",
@@ -175,6 +177,25 @@ def did_you_mean(
     """
     close = closest(word, choices, cutoff=cutoff)
     return f"did you mean {close!r}?" if close is not None else otherwise
+
+
+def choices_named(word: object, choices: Iterable[str], *, noun: str = "steps",
+                  most: int = 20, few: int = 5) -> str:
+    """``"did you mean 'x'? (its steps: x, y)"``, or ``"its steps are x, y"`` when none is
+    close: every choice when there are at most ``most``, else the ``few`` closest to
+    ``word`` and how many there are, so that a name nothing resembles still finds its
+    fix in the message."""
+    known = list(choices)
+    if not known:
+        return f"it has no {noun}"
+    named = known if len(known) <= most else difflib.get_close_matches(
+        str(word), known, n=few, cutoff=0)
+    listed = ", ".join(named)
+    which = f"its {noun}" if len(named) == len(known) else f"the closest of its {len(known)} {noun}"
+    close = closest(word, known)
+    if close is not None:
+        return f"did you mean {close!r}? ({which}: {listed})"
+    return f"{which} are {listed}"
 
 
 def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:

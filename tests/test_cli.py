@@ -93,6 +93,29 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, text: str, message: st
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize("count", [3, 25])
+def test_a_step_name_it_does_not_know_is_refused_naming_the_steps_it_has(tmp_path, count):
+    """`dagnb run long.yml --target nope` and `dagnb logs long.yml nope` said "check the
+    step names" without naming one: each, if few, else the closest and how many."""
+    names = [f"part_{n:02d}" for n in range(count)]
+    (tmp_path / "long.yml").write_text(
+        "steps:\n" + "".join(f"  {name}: {{run: 'true'}}\n" for name in names))
+    if count <= 20:
+        listed, close = f"its steps are {', '.join(names)}", f"its steps: {', '.join(names)}"
+    else:
+        listed = f"the closest of its {count} steps are "
+        close = f"the closest of its {count} steps: part_01, "
+    for command in (["run", "long.yml", "--executor", "local", "--target"], ["logs", "long.yml"]):
+        refused = dagnb(*command, "nope", cwd=tmp_path)
+        assert refused.returncode == 2 and refused.stderr.count("\n") == 1
+        assert refused.stderr.startswith(
+            f"dagnb: error: no step named 'nope' in the graph; {listed}"), refused.stderr
+        assert len(refused.stderr.split(", ")) == min(count, 5 if count > 20 else count)
+        typo = dagnb(*command, "prt_01", cwd=tmp_path)
+        assert typo.stderr.startswith("dagnb: error: no step named 'prt_01' in the graph; did "
+                                      f"you mean 'part_01'? ({close}"), typo.stderr
+
+
 def test_validate_and_graph(tmp_path: Path) -> None:
     valid = dagnb("validate", str(EXAMPLE), cwd=tmp_path)
     assert valid.returncode == 0 and "5 steps, valid" in valid.stdout

@@ -158,7 +158,7 @@ def test_refresh_of_an_unknown_step_is_refused_with_a_suggestion() -> None:
     graph = Graph("r", [Step("alpha", run="echo a")])
     with pytest.raises(dagnb.StepNotFoundError,
                        match=r"^refresh names 'alpah', which is no step of graph 'r'; "
-                             r"did you mean 'alpha'\?$"):
+                             r"did you mean 'alpha'\? \(its steps: alpha\)$"):
         graph.run(executor="local", refresh=["alpah"])
 
 

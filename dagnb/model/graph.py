@@ -568,7 +568,7 @@ def _suggestion(name: str, known: Iterable[str]) -> str:
 
 
 def _unknown_message(name: str, known: Iterable[str], where: str) -> str:
-    return f"no step named {name!r} {where}" + _suggestion(name, known)
+    return f"no step named {name!r} {where}; " + checks.choices_named(name, known)
 
 
 def _kind(path: Path) -> str:

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
 from dagnb.cache.steps import StepCache, refresh_setting
-from dagnb.checks import did_you_mean, known_keys, warn_user
+from dagnb.checks import choices_named, known_keys, warn_user
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
@@ -465,7 +465,7 @@ def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[st
                           "skip_cache is another name for refresh: give one of them")
     for name in sorted(wanted) if isinstance(wanted, frozenset) else ():
         if name not in graph:
-            hint = did_you_mean(name, graph.names, otherwise="check the step names")
+            hint = choices_named(name, graph.names)
             raise StepNotFoundError(f"refresh names {name!r}, which is no step of graph "
                                     f"{graph.name!r}; {hint}")
     return wanted
