@@ -216,6 +216,33 @@ def test_dagnb_logs_reads_the_newest_run_that_had_the_step(failed, tmp_path):
     assert "newest run of a workflow that had it" in " ".join(helped.split())
 
 
+def _run_ids(tmp_path: Path) -> list[str]:
+    """The ids of the recorded runs, oldest first."""
+    records = (tmp_path / ".dagnb_cache" / ".runs" / "records.jsonl").read_text()
+    return [json.loads(line)["run"] for line in records.splitlines() if line.strip()]
+
+
+def test_dagnb_logs_of_a_skipped_step_says_why_and_where_it_last_ran(tmp_path):
+    """It said "step 'report' (skipped) printed nothing in run X" and exited 0."""
+    workflow = tmp_path / "wf.yml"
+    workflow.write_text("steps:\n  load: {run: echo loading}\n"
+                        "  report: {run: echo reporting, needs: [load]}\n")
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    workflow.write_text(workflow.read_text().replace("echo loading", "exit 3"))
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 1
+    ran, skipped = _run_ids(tmp_path)
+    done = dagnb("logs", "wf.yml", "report", cwd=tmp_path)
+    assert (done.returncode, done.stdout) == (1, "")
+    assert done.stderr == (
+        f"dagnb: step 'report' did not run in run {skipped}: it was skipped because upstream "
+        f"step 'load' failed; it last ran in run {ran} (succeeded): dagnb logs wf.yml report "
+        f"--run {ran} shows its lines\n")
+    earlier = dagnb("logs", "wf.yml", "report", "--run", ran, cwd=tmp_path)
+    assert (earlier.returncode, earlier.stdout) == (0, "reporting\n"), earlier.stderr
+    unknown = dagnb("logs", "wf.yml", "report", "--run", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and unknown.stderr.startswith("dagnb: error: --run 'nope'")
+
+
 def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     done = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)

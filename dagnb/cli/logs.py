@@ -1,6 +1,9 @@
 """``dagnb logs WORKFLOW STEP``: the lines a step printed in the newest run that had it.
 
-``dagnb run`` points here under the last lines of a failed step. The lines come from the
+``dagnb run`` points here under the last lines of a failed step; ``--run RUN`` shows
+those of an earlier recorded run. A step that did not run in that run (skipped, as its
+upstream failed) is said in one line on stderr, exit 1, with why (the run's record) and
+the newest run that ran it. The lines come from the
 step's log files in the run's folder (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``,
 every attempt's, masked as they were logged, each attempt's under ``── attempt N ──``
 when there were more), in the newest recorded run of the workflow file that had the
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import shlex
 import sys
 import time
 from collections.abc import Iterable
@@ -43,6 +47,8 @@ def add_parser(sub: Any) -> None:
     logs.add_argument("workflow", help="the workflow file (as given to dagnb run)")
     logs.add_argument("step", help="the step whose lines to show")
     logs.add_argument("--tail", default=None, metavar="N", help="only the last N lines")
+    logs.add_argument("--run", default=None, metavar="RUN",
+                      help="the lines of this recorded run (its id), not the newest's")
     logs.add_argument("--stream", choices=["stdout", "stderr"], default=None,
                       help="only this stream's lines (default: both, as they were logged)")
     logs.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
@@ -51,11 +57,14 @@ def add_parser(sub: Any) -> None:
 def run(args: argparse.Namespace, graph: Any) -> int:
     """``dagnb logs``, for the workflow ``graph`` loaded from ``args.workflow``; 1 when
     neither the run's folder nor the cache holds the lines of a step done there."""
-    from dagnb.runtime.history import DONE_STATES
+    from dagnb.runtime.history import DONE_STATES, NOT_RUN_STATES
 
     tail = _tail(args.tail)
     graph[args.step]  # (an unknown step: refused, with the closest name)
     found, files = _last_log(args, graph)
+    if found.state in NOT_RUN_STATES and not files:
+        print(f"dagnb: {_not_run(args, graph, found)}", file=sys.stderr)
+        return 1
     if found.entry is not None and found.state == "succeeded" and files:
         return _print_retried(args, found, files, tail)  # (failed attempts, then stored)
     if found.entry is not None and found.state in _DONE:  # (stored: its lines with it)
@@ -76,6 +85,26 @@ def run(args: argparse.Namespace, graph: Any) -> int:
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
 
 
+def _not_run(args: argparse.Namespace, graph: Any, found: StepInRun) -> str:
+    """Why a step has no lines in the run asked for (it was skipped, or never started),
+    and the newest run that ran it, with the command that shows its lines."""
+    from dagnb.cache import local_folder
+    from dagnb.runtime.history import last_run_of
+
+    why = (f"it was skipped because {found.why}" if found.why
+           else "it was skipped: a step upstream of it did not succeed"
+           if found.state == "skipped" else f"it was still {found.state} when the run ended")
+    said = f"step {args.step!r} did not run in run {found.run}: {why}"
+    folder = local_folder(args.cache_dir)
+    earlier = last_run_of(folder, graph.name, graph.workflow_file, args.step, ran=True)
+    if earlier is None:
+        return f"{said}; no recorded run of {args.workflow!r} ran it"
+    where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
+    return (f"{said}; it last ran in run {earlier.run} ({earlier.state}): dagnb logs "
+            f"{shlex.quote(args.workflow)} {args.step} --run {earlier.run}{where} shows its "
+            "lines")
+
+
 def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Path]]:
     """The step in the newest run of the workflow that had it, and the log files of its
     attempts in the run's folder."""
@@ -84,7 +113,11 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
     from dagnb.runtime.logfile import attempt_files
 
     folder = local_folder(args.cache_dir)
-    found = last_run_of(folder, graph.name, graph.workflow_file, args.step)
+    found = last_run_of(folder, graph.name, graph.workflow_file, args.step, run=args.run)
+    if found is None and args.run is not None:
+        raise ConfigError(f"--run {args.run!r}: no run of {args.workflow!r} recorded in "
+                          f"{str(folder)!r} by that id had step {args.step!r}; leave --run "
+                          "out for the newest run that had it")
     if found is None:
         raise ConfigError(f"no run of {args.workflow!r} recorded in {str(folder)!r} had step "
                           f"{args.step!r}; run it first (dagnb run {args.workflow})")

@@ -8,13 +8,15 @@ to the records log: the run's id, the graph's name, its workflow file (``source`
 graph loaded from one), when it ended, each step's final state, the params given for the
 run (``params``: the values ``dagnb run --param`` set; none, no field) and the key of the
 cache entry each step was served from or stored in (``entries``: ``dagnb logs`` reads a
-cached step's lines from it; none, no field). ``dagnb run --only-failed`` reads the newest
-record of a workflow from there, so it works in a new process: of that file, since files
-made from one template share its name; of that name, for a graph built in Python or a
-notebook, and for records older versions wrote without a file. A step's state counts
-only among the runs given the same params: a step done with ``city=Paris`` has not run
-with ``city=Rome``. (Runs of older versions left ``run.json`` in their folder, and their
-records have no params, nor entries; those are read too, as runs given none.)
+cached step's lines from it; none, no field), and why each skipped step was (``skipped``:
+the upstream step that failed, which ``dagnb logs`` says; none, no field).
+``dagnb run --only-failed`` reads the newest record of a workflow from there, so it
+works in a new process: of that file, since files made from one template share its name;
+of that name, for a graph built in Python or a notebook, and for records older versions
+wrote without a file. A step's state counts only among the runs given the same params: a
+step done with ``city=Paris`` has not run with ``city=Rome``. (Runs of older versions
+left ``run.json`` in their folder, and their records have no params, nor entries; those
+are read too, as runs given none.)
 
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
@@ -62,6 +64,7 @@ from dagnb.model.jsontext import encoder
 __all__ = [
     "DONE_STATES",
     "KEEP_RUNS",
+    "NOT_RUN_STATES",
     "PRUNE_SLACK",
     "RECORDS_NAME",
     "RECORD_NAME",
@@ -193,8 +196,10 @@ class RunFolder:
             self._uses_file = os.open(f"{self.text}/{RUN_USES}", flags, 0o666)
             os.write(self._uses_file, "".join(kept).encode())
 
-    def close(self, states: Mapping[str, str], graph_name: str) -> None:
-        """Write the run's record, give up the lease, and now and then prune old runs.
+    def close(self, states: Mapping[str, str], graph_name: str,
+              skipped: Mapping[str, str] | None = None) -> None:
+        """Write the run's record (with why each ``skipped`` step was), give up the
+        lease, and now and then prune old runs.
 
         Housekeeping never fails a run: a problem here is one warning.
         """
@@ -207,6 +212,8 @@ class RunFolder:
             record["params"] = self.params
         if self._entries:
             record["entries"] = self._entries
+        if skipped:
+            record["skipped"] = dict(skipped)
         log_size = 0
         try:
             log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
@@ -301,25 +308,31 @@ def last_params(cache_dir: Path, graph_name: str,
 
 
 class StepInRun(NamedTuple):
-    """A step in a recorded run: the run's id, the step's final state there, and the key
-    of the cache entry it was served from or stored in (None: none, or not recorded)."""
+    """A step in a recorded run: the run's id, the step's final state there, the key
+    of the cache entry it was served from or stored in (None: none, or not recorded),
+    and why it was skipped there (None: it was not, or the record does not say)."""
 
     run: str
     state: str
     entry: str | None
+    why: str | None = None
 
 
-def last_run_of(cache_dir: Path, graph_name: str, source: Path | None,
-                step: str) -> StepInRun | None:
-    """``step`` in the newest recorded run of this workflow that had it; None when no
-    run had it."""
+# states of a step that started no attempt in its run (it has no lines there)
+NOT_RUN_STATES = frozenset({"skipped", "pending", "queued"})
+
+
+def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str,
+                *, ran: bool = False, run: str | None = None) -> StepInRun | None:
+    """``step`` in the newest recorded run of this workflow that had it (given ``ran``,
+    that ran it: not skipped, nor left pending; given ``run``, in that run); None when
+    no run had it."""
     for record in reversed(_runs_of(cache_dir, graph_name, source)):
-        states = record.get("states")
-        state = states.get(step) if isinstance(states, dict) else None
-        if isinstance(state, str) and isinstance(record.get("run"), str):
-            entries = record.get("entries")
-            key = entries.get(step) if isinstance(entries, dict) else None
-            return StepInRun(record["run"], state, key if isinstance(key, str) else None)
+        found = _step_in(record, step)
+        if found is None or (run is not None and found.run != run):
+            continue
+        if not (ran and found.state in NOT_RUN_STATES):
+            return found
     return None
 
 
@@ -330,6 +343,22 @@ def recorded_runs(cache_dir: Path, graph_name: str | None = None,
     if graph_name is not None:
         return _runs_of(cache_dir, graph_name, source)
     return sorted(_records(cache_dir / ".runs"), key=lambda record: record.get("finished", 0) or 0)
+
+
+def _step_in(record: Mapping[str, Any], step: str) -> StepInRun | None:
+    """``step`` as ``record`` has it; None when it has not, or is not readable."""
+    states = record.get("states")
+    state = states.get(step) if isinstance(states, dict) else None
+    if not isinstance(state, str) or not isinstance(record.get("run"), str):
+        return None
+    key, why = (_text_of(record.get(field), step) for field in ("entries", "skipped"))
+    return StepInRun(record["run"], state, key, why)
+
+
+def _text_of(field: object, step: str) -> str | None:
+    """A record field's text for ``step`` (a dict by step name); None if it has none."""
+    value = field.get(step) if isinstance(field, dict) else None
+    return value if isinstance(value, str) else None
 
 
 def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:

@@ -273,7 +273,16 @@ class Run:
         later) and let old run folders be pruned; called once, as the run ends. A run
         of no steps leaves no trace."""
         if self.order:
-            self._folder.close(self.states(), self.graph_name)
+            states = self.states()
+            self._folder.close(states, self.graph_name, self._why_skipped(states))
+
+    def _why_skipped(self, states: Mapping[str, str]) -> dict[str, str]:
+        """Why each skipped step was (the upstream step that failed), for the record."""
+        if "skipped" not in states.values():
+            return {}
+        rows = self.status_rows()
+        return {name: rows[name]["error"] for name, state in states.items()
+                if state == "skipped" and rows[name].get("error")}
 
     @property
     def cancel_requested(self) -> bool:
