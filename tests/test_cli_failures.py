@@ -249,6 +249,28 @@ def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     assert done.returncode == 2 and "run it first (dagnb run wf.yml)" in done.stderr
 
 
+def test_dagnb_logs_names_a_cache_dir_that_is_not_there_and_the_option_when_none_is_given(
+        tmp_path):
+    """`--cache-dir nonexist` said "no run ... recorded in '.../nonexist'; run it first";
+    without it, the hint did not say a run may have cached elsewhere."""
+    (tmp_path / "wf.yml").write_text(FAILING)
+    assert dagnb("run", "wf.yml", "--executor", "local", "--cache-dir", "elsewhere",
+                 cwd=tmp_path).returncode == 1
+    typo = dagnb("logs", "wf.yml", "dbt", "--cache-dir", "elsewher", cwd=tmp_path)
+    assert (typo.returncode, typo.stderr) == (2, (
+        f"dagnb: error: --cache-dir 'elsewher': there is no folder "
+        f"{str(tmp_path / 'elsewher')!r}; name the folder dagnb run caches in (the setting "
+        "cache_directory)\n"))
+    assert not (tmp_path / "elsewher").exists()
+    default = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)
+    assert default.returncode == 2 and default.stderr.count("\n") == 1
+    assert "run it first (dagnb run wf.yml), or name the folder it cached in with " \
+           "--cache-dir DIR" in default.stderr
+    found = dagnb("logs", "wf.yml", "dbt", "--cache-dir", "elsewhere", "--tail", "1",
+                  cwd=tmp_path)
+    assert (found.returncode, found.stdout) == (0, "Done. PASS=3 ERROR=1\n"), found.stderr
+
+
 def test_cache_push_prints_plain_lines_when_stderr_is_no_terminal(tmp_path):
     (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'echo a > $DAGNB_OUT/a'}\n"
                                      "  b: {run: 'echo b', needs: [a]}\n")

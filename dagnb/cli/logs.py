@@ -113,6 +113,11 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
     from dagnb.runtime.logfile import attempt_files
 
     folder = local_folder(args.cache_dir)
+    named = args.cache_dir is not None and not checks.is_url(args.cache_dir)
+    if named and not folder.is_dir():  # (a typo: not "no run yet")
+        raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder "
+                          f"{str(folder)!r}; name the folder dagnb run caches in (the "
+                          "setting cache_directory)")
     found = last_run_of(folder, graph.name, graph.workflow_file, args.step, run=args.run)
     if found is None and args.run is not None:
         raise ConfigError(f"--run {args.run!r}: no run of {args.workflow!r} recorded in "
@@ -120,13 +125,23 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
                           "out for the newest run that had it")
     if found is None:
         raise ConfigError(f"no run of {args.workflow!r} recorded in {str(folder)!r} had step "
-                          f"{args.step!r}; run it first (dagnb run {args.workflow})")
+                          f"{args.step!r}; run it first (dagnb run {args.workflow})"
+                          + _elsewhere(args))
     run_folder = folder / ".runs" / found.run
     if not run_folder.is_dir() and found.state not in DONE_STATES:  # (stored: in the cache)
         raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, has no "
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
     return found, attempt_files(run_folder / args.step)
+
+
+def _elsewhere(args: argparse.Namespace) -> str:
+    """Where else its runs may be: the folder a run given --cache-dir, or another
+    setting, cached in (nothing when --cache-dir named the folder)."""
+    if args.cache_dir is not None:
+        return ""
+    return (", or name the folder it cached in with --cache-dir DIR (one a run was given "
+            "with --cache-dir, or the setting cache_directory)")
 
 
 def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -> int:
