@@ -243,6 +243,37 @@ def test_dagnb_logs_of_a_skipped_step_says_why_and_where_it_last_ran(tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("dagnb: error: --run 'nope'")
 
 
+def test_dagnb_logs_reads_a_step_renamed_since_or_a_file_mid_edit_from_the_records(tmp_path):
+    """After `extract` was renamed in the file, or while the file had a YAML error,
+    `dagnb logs wf.yml extract` failed ("no step named", the YAML error), though the
+    last run's record has the step."""
+    workflow = tmp_path / "wf.yml"
+    workflow.write_text("steps:\n  extract: {run: echo extracting}\n"
+                        "  report: {run: echo reporting, needs: [extract]}\n")
+    assert dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    (ran,) = _run_ids(tmp_path)
+    workflow.write_text(workflow.read_text().replace("extract", "pull"))
+    renamed = dagnb("logs", "wf.yml", "extract", cwd=tmp_path)
+    assert (renamed.returncode, renamed.stdout) == (0, "extracting\n"), renamed.stderr
+    assert renamed.stderr.startswith("dagnb: wf.yml no longer defines step 'extract'; read "
+                                     f"from its run records: its lines in run {ran}")
+    unknown = dagnb("logs", "wf.yml", "nope", cwd=tmp_path)
+    assert unknown.returncode == 2 and "no step named 'nope'" in unknown.stderr
+    workflow.write_text("steps:\n  pull: [\n")
+    for step, line in (("extract", "extracting"), ("report", "reporting")):
+        mid_edit = dagnb("logs", "wf.yml", step, cwd=tmp_path)
+        assert (mid_edit.returncode, mid_edit.stdout) == (0, f"{line}\n"), mid_edit.stderr
+        assert mid_edit.stderr.startswith("dagnb: wf.yml does not load now (wf.yml, line 3: "
+                                          "YAML does not parse")
+        assert f"step {step!r} read from its run records: its lines in run {ran}\n" in \
+            mid_edit.stderr
+    never = dagnb("logs", "wf.yml", "nope", cwd=tmp_path)
+    assert never.returncode == 2 and never.stderr.count("\n") == 1
+    assert never.stderr.startswith("dagnb: error: wf.yml, line 3: YAML does not parse")
+    assert never.stderr.endswith("(dagnb logs found no run record of this file with step "
+                                 "'nope': name a step a recorded run had, or fix the file)\n")
+
+
 def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     done = dagnb("logs", "wf.yml", "dbt", cwd=tmp_path)

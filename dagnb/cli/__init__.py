@@ -516,7 +516,7 @@ def _logs(args: argparse.Namespace) -> int:
                           "is a notebook: its steps' lines are its cells' outputs (dagnb run "
                           "NOTEBOOK -o OUT.ipynb keeps them)")
     _unfailing_stdout()
-    return logs_command.run(args, load(args.workflow))
+    return logs_command.run(args, logs_command.workflow_of(args.workflow))
 
 
 @command("history")

@@ -1,21 +1,24 @@
 """``dagnb logs WORKFLOW STEP``: the lines a step printed in the newest run that had it.
 
-``dagnb run`` points here under the last lines of a failed step; ``--run RUN`` shows
-those of an earlier recorded run. A step that did not run in that run (skipped, as its
-upstream failed) is said in one line on stderr, exit 1, with why (the run's record) and
-the newest run that ran it. The lines come from the
-step's log files in the run's folder (``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``,
-every attempt's, masked as they were logged, each attempt's under ``── attempt N ──``
-when there were more), in the newest recorded run of the workflow file that had the
-step; control characters show as escapes, as under ``dagnb run``'s failures. A step
-served from the cache in that run (a re-run whose inputs did not change) shows the lines
-of its cache entry, those of the run that stored it (the run's record names the entry),
-under one line on stderr saying so and when; an entry gone since (a cleared cache) is
-said in one line. A step that ran, succeeded and was stored in that run left its lines
-with its cache entry too (the run's folder keeps the lines of steps that failed, were
-cancelled, or were not stored): they come from there, under such a line; of a step
-that succeeded on a retry, after its failed attempts' lines from the run's folder. A record
-written before runs named their entries says how to read them in Python instead.
+``dagnb run`` points here under the last lines of a failed step. The lines come from the
+step's log files in the run's folder
+(``<cache>/.runs/<run>/<step>/logs-<attempt>.jsonl``, every attempt's, masked as they
+were logged, each attempt's under ``── attempt N ──`` when there were more), in the
+newest recorded run of the workflow file that had the step; control characters show as
+escapes, as under ``dagnb run``'s failures. A step served from the cache in that run (a
+re-run whose inputs did not change) shows the lines of its cache entry, those of the run
+that stored it (the run's record names the entry), under one line on stderr saying so
+and when; an entry gone since (a cleared cache) is said in one line. A step that ran,
+succeeded and was stored in that run left its lines with its cache entry too (the run's
+folder keeps the lines of steps that failed, were cancelled, or were not stored): they
+come from there, under such a line; of a step that succeeded on a retry, after its
+failed attempts' lines from the run's folder. A record written before runs named their
+entries says how to read them in Python instead. ``--run RUN`` reads an earlier recorded
+run instead of the newest. A step that did not run in that run (skipped, as its upstream failed) is
+said in one line on stderr, exit 1, with why (the run's record) and the newest run that
+ran it. A step the file no longer defines (renamed since), or any step of a file that
+does not load now (a YAML error mid-edit), is read from the run records of that file all
+the same, under one line on stderr saying so.
 (:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
 
@@ -28,16 +31,16 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagnb import checks
-from dagnb.errors import ConfigError
+from dagnb.errors import ConfigError, DagnbError
 
 if TYPE_CHECKING:
     from dagnb.cache.entry import Entry
     from dagnb.runtime.history import StepInRun
 
-__all__ = ["add_parser", "run"]
+__all__ = ["Workflow", "add_parser", "run", "workflow_of"]
 
 
 def add_parser(sub: Any) -> None:
@@ -54,16 +57,42 @@ def add_parser(sub: Any) -> None:
     logs.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
 
 
-def run(args: argparse.Namespace, graph: Any) -> int:
-    """``dagnb logs``, for the workflow ``graph`` loaded from ``args.workflow``; 1 when
-    neither the run's folder nor the cache holds the lines of a step done there."""
+class Workflow(NamedTuple):
+    """A workflow file as ``dagnb logs`` reads it: the name and file its runs are
+    recorded under, its graph, or (None) why it does not load now (mid-edit)."""
+
+    name: str | None
+    source: Path
+    graph: Any | None
+    problem: str | None = None
+
+
+def workflow_of(path: str) -> Workflow:
+    """The workflow file at ``path``; one that is there but does not load (a YAML error
+    mid-edit) is still found in the run records by its path."""
+    from dagnb.workflows.loader import load
+
+    try:
+        graph = load(path)
+    except DagnbError as exc:
+        if not Path(path).is_file():
+            raise
+        return Workflow(None, Path(path).resolve(), None, str(exc))
+    return Workflow(graph.name, graph.workflow_file, graph)
+
+
+def run(args: argparse.Namespace, workflow: Workflow) -> int:
+    """``dagnb logs``, for the ``workflow`` read from ``args.workflow``; 1 when neither
+    the run's folder nor the cache holds the lines of a step done there."""
     from dagnb.runtime.history import DONE_STATES, NOT_RUN_STATES
 
     tail = _tail(args.tail)
-    graph[args.step]  # (an unknown step: refused, with the closest name)
-    found, files = _last_log(args, graph)
+    found, files = _last_log(args, workflow)
+    unlisted = _unlisted(args, workflow, found)
+    if unlisted:
+        print(f"dagnb: {unlisted}", file=sys.stderr, flush=True)
     if found.state in NOT_RUN_STATES and not files:
-        print(f"dagnb: {_not_run(args, graph, found)}", file=sys.stderr)
+        print(f"dagnb: {_not_run(args, workflow, found)}", file=sys.stderr)
         return 1
     if found.entry is not None and found.state == "succeeded" and files:
         return _print_retried(args, found, files, tail)  # (failed attempts, then stored)
@@ -85,7 +114,19 @@ def run(args: argparse.Namespace, graph: Any) -> int:
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
 
 
-def _not_run(args: argparse.Namespace, graph: Any, found: StepInRun) -> str:
+def _unlisted(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> str:
+    """The line saying the file does not define the step now, or does not load ("":
+    it defines it): its lines come from the run records alone."""
+    if workflow.graph is None:
+        return (f"{args.workflow} does not load now ({workflow.problem}); step "
+                f"{args.step!r} read from its run records: its lines in run {found.run}")
+    if args.step not in workflow.graph:
+        return (f"{args.workflow} no longer defines step {args.step!r}; read from its run "
+                f"records: its lines in run {found.run}, the newest that had it")
+    return ""
+
+
+def _not_run(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> str:
     """Why a step has no lines in the run asked for (it was skipped, or never started),
     and the newest run that ran it, with the command that shows its lines."""
     from dagnb.cache import local_folder
@@ -96,7 +137,7 @@ def _not_run(args: argparse.Namespace, graph: Any, found: StepInRun) -> str:
            if found.state == "skipped" else f"it was still {found.state} when the run ended")
     said = f"step {args.step!r} did not run in run {found.run}: {why}"
     folder = local_folder(args.cache_dir)
-    earlier = last_run_of(folder, graph.name, graph.workflow_file, args.step, ran=True)
+    earlier = last_run_of(folder, workflow.name, workflow.source, args.step, ran=True)
     if earlier is None:
         return f"{said}; no recorded run of {args.workflow!r} ran it"
     where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
@@ -105,9 +146,9 @@ def _not_run(args: argparse.Namespace, graph: Any, found: StepInRun) -> str:
             "lines")
 
 
-def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Path]]:
-    """The step in the newest run of the workflow that had it, and the log files of its
-    attempts in the run's folder."""
+def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, list[Path]]:
+    """The step in the newest run of the workflow that had it (one the file defines no
+    more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.runtime.history import DONE_STATES, last_run_of
     from dagnb.runtime.logfile import attempt_files
@@ -118,7 +159,9 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
         raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder "
                           f"{str(folder)!r}; name the folder dagnb run caches in (the "
                           "setting cache_directory)")
-    found = last_run_of(folder, graph.name, graph.workflow_file, args.step, run=args.run)
+    found = last_run_of(folder, workflow.name, workflow.source, args.step, run=args.run)
+    if found is None:
+        _refuse_unknown(args, workflow)
     if found is None and args.run is not None:
         raise ConfigError(f"--run {args.run!r}: no run of {args.workflow!r} recorded in "
                           f"{str(folder)!r} by that id had step {args.step!r}; leave --run "
@@ -133,6 +176,16 @@ def _last_log(args: argparse.Namespace, graph: Any) -> tuple[StepInRun, list[Pat
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
     return found, attempt_files(run_folder / args.step)
+
+
+def _refuse_unknown(args: argparse.Namespace, workflow: Workflow) -> None:
+    """Refuse a step no record has that the file does not define, or any step no record
+    has when the file does not load (its error, and why it matters here)."""
+    if workflow.graph is None:
+        raise ConfigError(f"{workflow.problem} (dagnb logs found no run record of this "
+                          f"file with step {args.step!r}: name a step a recorded run had, or "
+                          "fix the file)")
+    workflow.graph[args.step]  # (unknown: refused, with its steps and the closest name)
 
 
 def _elsewhere(args: argparse.Namespace) -> str:
