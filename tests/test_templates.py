@@ -183,7 +183,8 @@ def test_values_never_reach_shell_text(workspace, monkeypatch):
     ({"label": "x", "loud": 1}, "expected a bool"),
     ({"label": "x", "words": "a"}, "expected a list of str"),
     ({"label": "x", "words": [1]}, "expected a list of str"),
-    ({"label": "x", "words": []}, "step 'each' has for_each \\[\\]; give a non-empty list"),
+    ({"label": "x", "words": []}, "parameter 'words' = \\[\\] leaves step 'each' nothing to "
+     "run \\(one copy per item, for_each\\); give words a non-empty list, such as words="),
     ({"label": "x", "cont": 1}, "has no parameter 'cont'; did you mean 'count'"),
 ])
 def test_parameter_errors(workspace, monkeypatch, params, message):
@@ -404,6 +405,25 @@ def test_cli_new_refuses_a_value_before_making_any_folder(workspace, params, mes
     assert done.returncode == 2
     assert done.stderr == f"dagnb: error: {message}\n"
     assert not (workspace / "newdir").exists()
+
+
+def test_cli_new_names_the_parameter_that_left_a_for_each_step_nothing(workspace):
+    """`templates new parameter-sweep -p 'alphas=[]'` said "step 'fit' has for_each []",
+    naming neither the parameter nor what it needs."""
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "templates", "new",
+                           "parameter-sweep", "-p", "alphas=[]", "-o", "sweep.yml"],
+                          capture_output=True, text=True, timeout=120)
+    suggested = ",".join(map(str, templates.get("parameter-sweep").parameters["alphas"].default))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (
+        "dagnb: error: template 'parameter-sweep': parameter 'alphas' = [] leaves step 'fit' "
+        "nothing to run (one copy per item, for_each); give alphas a non-empty list, such as "
+        f"alphas={suggested}\n")
+    assert not (workspace / "sweep.yml").exists()
+    again = subprocess.run([sys.executable, "-m", "dagnb.cli", "templates", "new",
+                            "parameter-sweep", "-p", f"alphas={suggested}", "-o", "sweep.yml"],
+                           capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and (workspace / "sweep.yml").is_file(), again.stderr
 
 
 def test_a_float_parameter_refuses_nan_and_infinities():

@@ -269,7 +269,10 @@ class Template:
         values = self.values(params)
         data = _substitute(self.workflow, values)
         data.setdefault("name", self.id)
-        data["steps"] = _expand(data.get("steps") or {}, self.id)
+        fed = _for_each_params(self.workflow.get("steps"))
+        data["steps"] = _expand(data.get("steps") or {}, self.id,
+                                {step: self.parameters[name] for step, name in fed.items()
+                                 if name in self.parameters})
         return data
 
     def instantiate(self, **params: Any) -> Graph:
@@ -309,23 +312,46 @@ def _as_text(value: Any) -> str:
     return json.dumps(value) if isinstance(value, (list, bool)) else str(value)
 
 
-def _expand(steps: Any, template_id: str) -> Any:
-    """Copy each ``for_each`` step per item and point ``needs`` at every copy; ``steps``
-    keeps its form: a mapping, or the platform's list of ``{name, ...}`` items."""
+def _step_pairs(steps: Any) -> list[tuple[str, Any]] | None:
+    """``(name, fields)`` of each step, of either form; None for neither."""
     if isinstance(steps, Mapping):
-        return dict(_expanded(list(steps.items()), template_id))
+        return list(steps.items())
     if isinstance(steps, list) and all(_is_listed_step(item) for item in steps):
-        pairs = [(item["name"], {k: v for k, v in item.items() if k != "name"})
-                 for item in steps]
-        return [{"name": name, **fields} for name, fields in _expanded(pairs, template_id)]
-    return steps  # graph_from_dict says what 'steps' and its items must be
+        return [(item["name"], {k: v for k, v in item.items() if k != "name"})
+                for item in steps]
+    return None
+
+
+def _for_each_params(steps: Any) -> dict[str, str]:
+    """Each step whose ``for_each`` is a parameter (``"${alphas}"``), and its name."""
+    fed = {}
+    for name, fields in _step_pairs(steps) or ():
+        whole = isinstance(fields, Mapping) and _WHOLE.match(str(fields.get("for_each", "")))
+        if whole:
+            fed[name] = whole.group(1)
+    return fed
+
+
+def _expand(steps: Any, template_id: str,
+            fed: Mapping[str, Parameter] | None = None) -> Any:
+    """Copy each ``for_each`` step per item and point ``needs`` at every copy; ``steps``
+    keeps its form: a mapping, or the platform's list of ``{name, ...}`` items. ``fed``:
+    the parameter each step's ``for_each`` is, to name in an error."""
+    pairs = _step_pairs(steps)
+    if pairs is None:
+        return steps  # graph_from_dict says what 'steps' and its items must be
+    expanded = _expanded(pairs, template_id, fed or {})
+    if isinstance(steps, Mapping):
+        return dict(expanded)
+    return [{"name": name, **fields} for name, fields in expanded]
 
 
 def _is_listed_step(item: Any) -> bool:
     return isinstance(item, Mapping) and isinstance(item.get("name"), str)
 
 
-def _expanded(steps: list[tuple[str, Any]], template_id: str) -> list[tuple[str, Any]]:
+def _expanded(steps: list[tuple[str, Any]], template_id: str,
+              fed: Mapping[str, Parameter]) -> list[tuple[str, Any]]:
     expanded: list[tuple[str, Any]] = []
     copies: dict[str, list[str]] = {}
     names = {name for name, _ in steps}
@@ -339,10 +365,7 @@ def _expanded(steps: list[tuple[str, Any]], template_id: str) -> list[tuple[str,
             expanded.append((name, fields))
             continue
         if not isinstance(items, list) or not items:
-            raise ConfigError(
-                f"template {template_id!r}: step {name!r} has for_each {items!r}; "
-                "give a non-empty list"
-            )
+            raise ConfigError(_no_items(template_id, name, items, fed.get(name)))
         copies[name] = [f"{name}_{i}" for i in range(len(items))]
         for copy in copies[name]:
             if copy in names:
@@ -356,6 +379,19 @@ def _expanded(steps: list[tuple[str, Any]], template_id: str) -> list[tuple[str,
     for _, fields in expanded:
         _point_needs_at_copies(fields, copies)
     return expanded
+
+
+def _no_items(template_id: str, step: str, items: Any, parameter: Parameter | None) -> str:
+    """Why a ``for_each`` made no copy: the parameter that gave it nothing, and the fix."""
+    if parameter is None:
+        return (f"template {template_id!r}: step {step!r} has for_each {items!r}; give a "
+                "non-empty list")
+    example = parameter.default if isinstance(parameter.default, list) and parameter.default \
+        else parameter.example()
+    return (f"template {template_id!r}: parameter {parameter.name!r} = {items!r} leaves "
+            f"step {step!r} nothing to run (one copy per item, for_each); give "
+            f"{parameter.name} a non-empty list, such as {parameter.name}="
+            f"{','.join(map(str, example))}")
 
 
 def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None:
