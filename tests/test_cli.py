@@ -864,6 +864,29 @@ def test_cache_commands_touch_no_folder_that_is_not_a_cache(tmp_path, command, g
     assert (tmp_path / "src" / "x.py").read_text() == "x = 1\n"
 
 
+def test_cache_push_suggests_the_file_url_of_a_folder_and_refuses_a_memory_store(tmp_path):
+    """`dagnb cache push /tmp/store` suggested only s3://... though file:///tmp/store
+    works; `dagnb cache push memory://x` said "1 entry copied", exit 0, into memory gone
+    as the command exited."""
+    (tmp_path / "w.yml").write_text(TWO_STEPS)
+    assert dagnb("run", "w.yml", "--executor", "local", cwd=tmp_path).returncode == 0
+    store = tmp_path / "store"
+    store.mkdir()
+    plain = dagnb("cache", "push", str(store), cwd=tmp_path)
+    assert plain.returncode == 2 and plain.stderr.count("\n") == 1
+    suggested = re.search(r"\(dagnb cache push (\S+)\)", plain.stderr)
+    assert suggested is not None and suggested.group(1) == store.as_uri(), plain.stderr
+    taken = dagnb("cache", "push", suggested.group(1), cwd=tmp_path)
+    assert taken.returncode == 0 and "2 entries copied" in taken.stdout, taken.stderr
+    for action in ("push", "pull"):
+        done = dagnb("cache", action, "memory://x", cwd=tmp_path)
+        assert (done.returncode, done.stdout) == (2, "")
+        assert done.stderr == (f"dagnb: error: dagnb cache {action} memory://x: a memory:// "
+                               "store is gone when the command exits; name one that lasts "
+                               "(file:///path/to/folder, s3://bucket/prefix)\n")
+    assert _on_disk(tmp_path / ".dagnb_cache") == ["load", "report"]
+
+
 @pytest.mark.parametrize("command", [["list"], ["stats"], ["clear", "--all"],
                                      ["prune", "--max-size", "1G"]])
 def test_cache_commands_with_no_cache_yet_say_so_and_make_none(tmp_path, monkeypatch, capsys,

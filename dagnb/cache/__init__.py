@@ -260,6 +260,16 @@ def explain_frame(step_name: str, key: StepKey) -> Any:
     return _explain_module.explain_frame(default_store(), step_name, key)
 
 
+def _store_hint(action: str, given: str | os.PathLike[str] | None) -> str:
+    """How to name the store: a folder given as a path, as its file URL (which works);
+    the setting (a local folder, the cache itself), any store's URL."""
+    if given is None:
+        return (f"name one (dagnb cache {action} s3://bucket/prefix, or file:///path/to/folder "
+                "for a folder) or set cache_directory to one")
+    return (f"name a folder as a file URL (dagnb cache {action} {Path(given).resolve().as_uri()}), "
+            "another store by its URL (s3://bucket/prefix), or set cache_directory to one")
+
+
 def sync(
     action: str,
     url: str | None = None,
@@ -272,16 +282,15 @@ def sync(
     setting's when None) and the store ``url`` (``cache_directory`` when None), with a
     progress line on ``stream`` (stderr); ``check``: a push downloads and hashes the
     blobs of the entries the store has (``push --check``, see :func:`~dagnb.cache.remote.push`)."""
+    given = url
     url = settings().cache_directory if url is None else url
     try:
         url = checks.location(url)
     except checks.Invalid as bad:
         raise CacheError(f"the remote store is not valid; expected {bad.expected}") from None
     if not is_url(url):
-        raise CacheError(
-            f"cache {action} needs a store URL, not {url!r}; name one "
-            f"(dagnb cache {action} s3://bucket/prefix) or set cache_directory to it"
-        )
+        raise CacheError(f"cache {action} needs a store URL, not {url!r}; "
+                         + _store_hint(action, given))
     folder = local_folder(local)
     refuse_foreign_folder(folder)  # (pull writes entries there)
     store = store_for(folder)

@@ -60,7 +60,8 @@ def add_parser(sub: Any) -> None:
         parser.add_argument("--cache-dir", default=None, help=_DIR_HELP)
     for action, where in (("push", "to"), ("pull", "from")):
         sync = actions.add_parser(
-            action, help=f"copy entries {where} a remote store (s3://bucket/prefix, ...)")
+            action, help=f"copy entries {where} a remote store (s3://bucket/prefix, "
+                         "file:///path/to/folder, ...)")
         sync.add_argument("url", nargs="?", default=None,
                           help="the remote store (default: cache_directory when it is a URL)")
         sync.add_argument("--cache-dir", default=None,
@@ -175,9 +176,22 @@ def _cache_sync(args: argparse.Namespace) -> int:
     """`dagnb cache push|pull [URL]`: copy entries between the local cache and a store."""
     from dagnb.cache import sync
 
+    _refuse_memory_store(args.action, args.url)
     done = sync(args.action, args.url, args.cache_dir, check=getattr(args, "check", False))
     print(done.line(args.action))
     return 1 if done.unusable or done.damaged else 0
+
+
+def _refuse_memory_store(action: str, url: str | None) -> None:
+    """A ``memory://`` store lives as long as the process: from the command line, what
+    push copies there is gone as it exits, and pull finds nothing."""
+    from dagnb.config import settings
+
+    given = str(settings().cache_directory if url is None else url)
+    if given.lower().startswith("memory://"):
+        raise ConfigError(f"dagnb cache {action} {given}: a memory:// store is gone when the "
+                          "command exits; name one that lasts (file:///path/to/folder, "
+                          "s3://bucket/prefix)")
 
 
 _ACTIONS = {"verify": _verify, "list": _list, "stats": _stats, "clear": _clear,
