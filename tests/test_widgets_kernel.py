@@ -70,3 +70,43 @@ def test_a_run_a_button_starts_warns_at_the_line_that_made_the_widget(tmp_path: 
     assert [w[2] for w in warned if "cannot be pickled" in w[2]], warned
     assert [(f, n) for f, n, text in warned if "cannot be pickled" in text] == [made]
     assert not [w for w in warned if os.sep + "ipywidgets" + os.sep in w[0]], warned
+
+
+
+OPEN_MODELS = """\
+import threading
+from ipywidgets.widgets.widget import _instances
+[t.join(30) for t in threading.enumerate() if t.name == 'dagnb-settle']
+sorted(type(_instances[m]).__name__ for m in set(_instances) - before)
+"""
+
+
+def _kernel(tmp_path: Path, monkeypatch) -> NotebookClient:
+    """A kernel showing widgets, as JupyterLab's does (no widget state kept)."""
+    for name, value in (("DAGNB_CONFIG", "none"), ("DAGNB_EXECUTOR", "local"),
+                        ("DAGNB_WIDGETS", "1"), ("DAGNB_CACHE_DIRECTORY", str(tmp_path / "c"))):
+        monkeypatch.setenv(name, value)
+    return NotebookClient(nbformat.v4.new_notebook(), timeout=60, kernel_name="python3",
+                          store_widget_state=False,
+                          resources={"metadata": {"path": str(tmp_path)}})
+
+
+def _models_left_open(client: NotebookClient, *sources: str) -> object:
+    """The widget models the cells ``sources`` opened and left open once their runs ended."""
+    _value(client, "%load_ext dagnb\nfrom ipywidgets.widgets.widget import _instances\n"
+                   "before = set(_instances)\n0")
+    for source in sources:
+        cell = nbformat.v4.new_code_cell(source)
+        client.nb.cells.append(cell)
+        client.execute_cell(cell, len(client.nb.cells) - 1)
+    return _value(client, OPEN_MODELS)
+
+
+def test_a_settled_widget_leaves_no_model_open(tmp_path: Path, monkeypatch) -> None:
+    """Each run's widget left its layouts and styles open once replaced by its snapshot:
+    seven models a run, kept by the kernel and the front end for the session."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        left = _models_left_open(client, "%%dagger a\necho a",
+                                 "%%dagger b --background\necho b")
+    assert left == []

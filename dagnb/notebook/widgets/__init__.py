@@ -234,8 +234,13 @@ def _settle(view: Any) -> None:
 
 
 def _close_models(widget: Any) -> None:
-    for child in getattr(widget, "children", ()):
-        _close_models(child)
+    """Close ``widget`` and every model it holds: its children, and their layout and style
+    models (shared ones too), which the front end and the kernel keep until closed."""
+    held = [*getattr(widget, "children", ()), getattr(widget, "layout", None),
+            getattr(widget, "style", None)]
+    for model in held:
+        if model is not None:
+            _close_models(model)
     widget.close()
 
 
