@@ -110,3 +110,15 @@ def test_a_settled_widget_leaves_no_model_open(tmp_path: Path, monkeypatch) -> N
         left = _models_left_open(client, "%%dagger a\necho a",
                                  "%%dagger b --background\necho b")
     assert left == []
+
+
+def test_a_run_that_does_not_start_leaves_no_widget_model_open(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    """A ``%dagger run`` refused (a mistyped step) or with nothing to run built its widget
+    first and never showed nor closed it: nineteen models in the front end each time."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        client.allow_errors = True  # (the refused line)
+        left = _models_left_open(client, "%%dagger a\necho a", "%dagger run nosuch",
+                                 "%dagger run --only-failed")
+    assert left == []

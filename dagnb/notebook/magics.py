@@ -51,7 +51,7 @@ from dagnb.notebook.overview import (
     shown,
 )
 from dagnb.notebook.session import Session, get_session
-from dagnb.notebook.widgets import LeftRunning, live_view, watch
+from dagnb.notebook.widgets import LeftRunning, discard, live_view, watch
 from dagnb.workflows.loader import load
 from dagnb.workflows.published import SeveralPublishers
 
@@ -262,6 +262,7 @@ class DaggerMagics(Magics):
     def _run(self, targets: list[str] | None, args: Any, **options: Any) -> Text | None:
         run, view = self._start(targets, args, **options)
         if options.get("only_failed") and not run.order:
+            discard(view)
             among = (" among the steps named or tagged and their upstream"
                      if targets or options.get("tags") else "")
             return Text(f"nothing to run again{among}: no step failed, was skipped or was "
@@ -293,7 +294,11 @@ class DaggerMagics(Magics):
             print(f"dagnb: this run starts when {', '.join(map(repr, busy))}, of a "
                   "--background run, returns (a --python step holds the kernel's run loop "
                   "while it runs)")
-        return self.session.start(targets, background=args.background, **options), view
+        try:
+            return self.session.start(targets, background=args.background, **options), view
+        except BaseException:
+            discard(view)
+            raise
 
     def _follow(self, run: Any, view: Any, args: Any) -> None:
         """Show the run until it ends, publish its results, then raise if a step failed.

@@ -38,7 +38,8 @@ if TYPE_CHECKING:
     from dagnb.notebook.widgets.status import StatusWidget
     from dagnb.runtime.run import Run
 
-__all__ = ["ENABLED", "Builder", "StatusWidget", "frontend_available", "live_view", "watch"]
+__all__ = ["ENABLED", "Builder", "StatusWidget", "discard", "frontend_available", "live_view",
+           "watch"]
 
 ENABLED: bool | None = None
 CANCEL_GRACE = 5.0  # seconds a cancelled run gets to kill its processes
@@ -207,6 +208,14 @@ def _close_after_run(view: Any) -> None:
     except Exception as exc:  # a thread has nobody to raise to
         warnings.warn(f"dagnb: the view of run {run.id if run else '?'} was not replaced "
                       f"by its snapshot: {exc}", stacklevel=1)
+
+
+def discard(view: Any) -> None:
+    """Close a view built for a run that did not start or had nothing to run: a widget's
+    models opened with it, shown or not, and stay open in the kernel and the front end
+    (stored by ``nbconvert --execute``) until closed."""
+    if not isinstance(view, TextView):
+        _close_models(view)
 
 
 def _close(view: Any) -> None:
