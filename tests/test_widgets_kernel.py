@@ -96,10 +96,14 @@ def _models_left_open(client: NotebookClient, *sources: str) -> object:
     _value(client, "%load_ext dagnb\nfrom ipywidgets.widgets.widget import _instances\n"
                    "before = set(_instances)\n0")
     for source in sources:
-        cell = nbformat.v4.new_code_cell(source)
-        client.nb.cells.append(cell)
-        client.execute_cell(cell, len(client.nb.cells) - 1)
+        _execute(client, source)
     return _value(client, OPEN_MODELS)
+
+
+def _execute(client: NotebookClient, source: str) -> None:
+    cell = nbformat.v4.new_code_cell(source)
+    client.nb.cells.append(cell)
+    client.execute_cell(cell, len(client.nb.cells) - 1)
 
 
 def test_a_settled_widget_leaves_no_model_open(tmp_path: Path, monkeypatch) -> None:
@@ -122,3 +126,23 @@ def test_a_run_that_does_not_start_leaves_no_widget_model_open(tmp_path: Path,
         left = _models_left_open(client, "%%dagger a\necho a", "%dagger run nosuch",
                                  "%dagger run --only-failed")
     assert left == []
+
+
+def test_a_form_save_does_not_undo_the_cell_that_redefined_its_step(tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """The builder's step exported, its cell edited and run, then another field of the
+    form changed and saved: the form's old command replaced the cell's, saying all was
+    well. The fields the user did not change keep what the cell set."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        _value(client, "%load_ext dagnb\nimport dagnb\nform = dagnb.builder()\n"
+                       "form.name.value = 'prep'; form.command.value = 'echo v1'\n"
+                       "form.save_button.click()\n0")
+        _execute(client, "%%dagger prep --define-only\necho v2")
+        saved, shown, said = _value(client, "form.retries.value = 3\nform.save_button.click()\n"
+                                            "step = form.session.graph['prep']\n"
+                                            "(step.run, step.retries), form.command.value, "
+                                            "form.message.value")
+    assert saved == ("echo v2\n", 3)
+    assert shown == "echo v2\n"  # (the form shows the step as saved)
+    assert "given since the form loaded it" in said, said

@@ -1,10 +1,11 @@
 """The graph builder: a form that adds or edits a shell step of the notebook's graph.
 
 The form's fields are turned into ``%%dagger`` cell text, parsed by the cell magic's own
-parser. A new step is that parsed step. An edited step is the step loaded, with only the
-fields the user changed in the form replaced by the parsed ones: what the form cannot
-show (a workdir, a retry policy, an argv run, errexit...) is kept as it was, and a save
-with no change leaves the step (and its cache key) as it was.
+parser. A new step is that parsed step. An edited step is the step loaded, as the graph
+holds it when saved (its cell may have run again since), with only the fields the user
+changed in the form replaced by the parsed ones: what the form cannot show (a workdir, a
+retry policy, an argv run, errexit...) is kept as it was, and a save with no change
+leaves the step (and its cache key) as it was.
 """
 
 from __future__ import annotations
@@ -108,8 +109,22 @@ class Builder(w.VBox):
         return [field for field, value in self._fields().items() if self._shown.get(field) != value]
 
     def _edited(self) -> Step | None:
-        """The loaded step the form edits: a shell step (a --python cell's is not)."""
-        return self.loaded if self.loaded is not None and self.loaded.func is None else None
+        """The loaded step the form edits, as the graph holds it now: its cell may have run
+        again since it was loaded, and the fields the user did not change keep that. A
+        shell step (a --python cell's is not)."""
+        if self.loaded is None:
+            return None
+        graph = self.session.graph
+        step = graph[self.loaded.name] if self.loaded.name in graph.names else self.loaded
+        return step if step.func is None else None
+
+    def _redefined(self) -> str:
+        """What the message says when the loaded step changed in the graph since."""
+        edited = self._edited()
+        if edited is None or edited == self.loaded:
+            return ""
+        return ("the fields not changed here keep what the step was given since the form "
+                "loaded it (its cell ran again?); ")
 
     def cell_text(self) -> str:
         """The ``%%dagger`` cell equivalent to the form's step, with a comment line naming
@@ -147,11 +162,11 @@ class Builder(w.VBox):
             step = self.step()
             if step.name in self.session.graph.names and self.session.graph[step.name].func:
                 raise InvalidStepError(_python_step(step.name))
+            replaced = self._redefined() + self._replaced_policy()  # (of the step before)
             step = self.session.define(step)
         except (DagnbError, UsageError, ValueError) as exc:  # shown in the form, not raised
             self.message.value = _error_html(exc)
             return
-        replaced = self._replaced_policy()
         self.refresh()
         if self.existing.value == step.name:
             self.load(step.name)  # (the saved step is the one edited from now on)
