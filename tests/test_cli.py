@@ -57,6 +57,41 @@ def test_plain_progress_lines_when_not_a_tty(tmp_path: Path) -> None:
     assert "[5/5] report succeeded" in done.stdout
 
 
+def _run_on_a_terminal(args: list[str], cwd: Path) -> str:
+    """What ``dagnb`` writes to a terminal (stdout and stderr both a pty), as read."""
+    import pty
+
+    main_fd, child_fd = pty.openpty()
+    process = subprocess.Popen([sys.executable, "-m", "dagnb.cli", *args], cwd=cwd,
+                               stdin=subprocess.DEVNULL, stdout=child_fd, stderr=child_fd)
+    os.close(child_fd)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main_fd, 65536)
+        except OSError:  # (EIO: the child's end closed)
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(main_fd)
+    assert process.wait(timeout=120) == 0
+    return b"".join(chunks).decode()
+
+
+def test_a_notice_printed_during_the_bar_starts_a_line_of_its_own(tmp_path: Path) -> None:
+    """The local executor's notice of an ignored image comes while the bar is drawn: it
+    clears the bar's line rather than run on after ``[....] 0/1`` (as the first run of
+    the README's example showed it), and the bar is drawn again under it."""
+    (tmp_path / "wf.yml").write_text("steps:\n  a: {run: 'sleep 0.2', image: 'alpine:3'}\n")
+    shown = _run_on_a_terminal(["run", "wf.yml", "--executor", "local"], tmp_path)
+    lines = [line for line in shown.replace("\r\n", "\n").split("\n") if "ignores images" in line]
+    assert len(lines) == 1, shown
+    assert lines[0].split("\r")[-1].startswith("dagnb: the local executor"), repr(lines[0])
+    after = shown.split("ignores images", 1)[1]
+    assert "] 1/1" in after, repr(shown)  # the bar, drawn again after the notice
+
+
 def test_a_retry_line_says_which_attempt_of_how_many_and_when(tmp_path: Path) -> None:
     (tmp_path / "wf.yml").write_text("steps:\n  flaky: {run: 'exit 5', retries: 1}\n")
     result = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)

@@ -133,20 +133,21 @@ def _run(args: argparse.Namespace) -> int:
     _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
     try:
-        run = graph.run(
-            args.target,
-            tags=args.tag,
-            only_failed=args.only_failed,
-            max_concurrency=args.max_concurrency,
-            executor=args.executor,
-            cache_mode=mode,
-            refresh=args.refresh,
-            timeout=args.timeout,
-            fail_fast=args.fail_fast,
-            cache_directory=args.cache_dir,
-            on_event=printer.on_event,
-            **_switches(args),
-        )
+        with printer.stderr_above_bar():
+            run = graph.run(
+                args.target,
+                tags=args.tag,
+                only_failed=args.only_failed,
+                max_concurrency=args.max_concurrency,
+                executor=args.executor,
+                cache_mode=mode,
+                refresh=args.refresh,
+                timeout=args.timeout,
+                fail_fast=args.fail_fast,
+                cache_directory=args.cache_dir,
+                on_event=printer.on_event,
+                **_switches(args),
+            )
     except KeyboardInterrupt as stop:
         printer.finish()
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)

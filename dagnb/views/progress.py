@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from dagnb.runtime.events import TERMINAL_STATES, Event
@@ -55,7 +57,8 @@ class ProgressPrinter:
         self._later = _later if later is None else later  # (delay, func) -> .cancel()-able
         self._trailing: Any = None  # the redraw of what a throttled event changed
         self._finished = False
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # (stderr's writes above the bar take it too)
+        self._bar_width = 0  # the bar's length on the terminal's line, while it is there
         self.lost: OSError | None = None  # why the stream stopped taking text, if it did
 
     def on_event(self, event: Event) -> None:
@@ -123,8 +126,10 @@ class ProgressPrinter:
         filled = int(_BAR_WIDTH * len(self._done) / total)
         running = ", ".join(sorted(self._running))[:60]
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        self.stream.write(f"\r[{bar}] {len(self._done)}/{total} {running:<60}")
+        line = f"[{bar}] {len(self._done)}/{total} {running:<60}"
+        self.stream.write("\r" + line)
         self.stream.flush()
+        self._bar_width = len(line)
 
     def _draw_late(self) -> None:
         """The redraw a throttled event left for later (called on a timer's thread)."""
@@ -150,11 +155,56 @@ class ProgressPrinter:
         self._draw(force=True)
         self.stream.write("\n")
         self.stream.flush()
+        self._bar_width = 0
+
+    @contextlib.contextmanager
+    def stderr_above_bar(self) -> Iterator[None]:
+        """While it lasts, what is printed to ``sys.stderr`` (a notice, a warning) on the
+        terminal that shows the bar clears the bar's line first, and the bar is drawn
+        again under a finished line: else the text runs on after ``[....] 0/5``."""
+        stderr = sys.stderr
+        if not (self.tty and getattr(stderr, "isatty", lambda: False)()):
+            yield
+            return
+        sys.stderr = _AboveBar(stderr, self)  # type: ignore[assignment]
+        try:
+            yield
+        finally:
+            sys.stderr = stderr
+
+    def _write_above(self, stream: TextIO, text: str) -> int:
+        with self._lock:
+            if text and self._bar_width:
+                self._unless_lost(self._hide_bar)
+            written = stream.write(text)
+            if text.endswith("\n") and not self._finished:
+                stream.flush()  # (on the terminal before the bar drawn under it)
+                self._unless_lost(self._draw, True)
+            return written
+
+    def _hide_bar(self) -> None:
+        self.stream.write("\r" + " " * self._bar_width + "\r")
+        self.stream.flush()
+        self._bar_width = 0
 
     def table(self, run: Run) -> str:
         """The run's final status table as text (without pandas: the CLI starts faster);
         with an ``image`` column (the digest that ran) when a step ran in a container."""
         return status_table(list(run.status_rows().values()))
+
+
+class _AboveBar:
+    """A stream (stderr) whose writes go above a :class:`ProgressPrinter`'s bar."""
+
+    def __init__(self, stream: TextIO, printer: ProgressPrinter) -> None:
+        self._stream = stream
+        self._printer = printer
+
+    def write(self, text: str) -> int:
+        return self._printer._write_above(self._stream, text)
+
+    def __getattr__(self, name: str) -> Any:  # flush, fileno, encoding, isatty, ...
+        return getattr(self._stream, name)
 
 
 def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
