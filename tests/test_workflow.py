@@ -293,3 +293,43 @@ def test_a_null_argv_item_from_data_is_refused() -> None:
         graph_from_dict({"steps": {"a": {"run": ["echo", None]}}})
     with pytest.raises(InvalidStepError, match=r"step 'a': env FOO is null; give a string"):
         Step("a", run="true", env={"FOO": None})
+
+
+_SCRIPT_GRAPH = """\
+import dagnb
+
+graph = dagnb.Graph("demo")
+
+
+@graph.step
+def numbers():
+    return list(range(10))
+
+
+@graph.step(cache_version="1")  # parameters named after steps receive their results
+def total(numbers):
+    return sum(numbers)
+
+
+graph.add(dagnb.Step("report", needs=["total"], run='echo done > "$DAGNB_OUT/report.txt"'))
+if __name__ == "__main__":
+    assert graph.run(executor="local").ok
+    graph.to_yaml("pipeline.yml")
+"""
+
+
+def test_a_script_graph_of_decorated_steps_saved_to_yaml_runs_cached_from_the_file(
+        tmp_path: Path) -> None:
+    """The README's Python example saved with ``graph.to_yaml``: its module held the
+    ``@graph.step`` lines, so ``dagnb run pipeline.yml`` failed importing it (NameError:
+    'graph'); the functions the decorators returned are what the file's steps run, under
+    the keys the script's run stored."""
+    (tmp_path / "build.py").write_text(_SCRIPT_GRAPH)
+    subprocess.run([sys.executable, "build.py"], cwd=tmp_path, check=True, timeout=120,
+                   capture_output=True)
+    assert "@graph" not in (tmp_path / "pipeline_steps.py").read_text()
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "pipeline.yml",
+                           "--executor", "local"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "3 cached" in done.stdout, done.stdout

@@ -28,6 +28,7 @@ import linecache
 import os
 import pickle
 import sys
+import textwrap
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -401,7 +402,22 @@ def _source(obj: Any) -> str:
     if code is not None and code.co_filename.startswith("<dagger-cell"):
         return "".join(linecache.getlines(code.co_filename))  # a %%dagger --python cell
     try:
-        return inspect.getsource(obj)
+        source = inspect.getsource(obj)
     except (OSError, TypeError) as exc:
         raise WorkflowError(f"the source of {getattr(obj, '__name__', obj)!r} cannot be "
                             f"found ({exc}); define it in a cell or a module") from None
+    return _without_decorators(source) if inspect.unwrap(obj) is obj else source
+
+
+def _without_decorators(source: str) -> str:
+    """A function's ``def`` without the decorators above it: the step runs the function
+    the ``def`` made, not what they returned, and their names (``@graph.step``, the
+    script's graph) are not in the saved module. (A wrapper is written with them.)"""
+    text = textwrap.dedent(source)
+    try:
+        node = ast.parse(text).body[0]
+    except (SyntaxError, IndexError):  # (a lambda's line, cut out of an expression)
+        return source
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or not node.decorator_list:
+        return source
+    return "".join(text.splitlines(keepends=True)[node.lineno - 1:])
