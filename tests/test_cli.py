@@ -1658,4 +1658,5 @@ def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
     assert last[2] == "(the last 1 of 3 runs; --last all shows every one)"
     refused = dagnb("history", "--last", "none", cwd=tmp_path)
     assert (refused.returncode, refused.stderr) == (
-        2, "dagnb: error: --last 'none' is not valid; expected a whole number >= 1\n")
+        2, "dagnb: error: --last 'none' is not valid; expected a whole number >= 1, or all "
+           "(every run)\n")  # (all is taken too: the error says so)

@@ -88,5 +88,8 @@ def _last(given: str | None) -> int | None:
         return _LAST
     if given.strip().lower() == "all":
         return None
-    return checks.checked(checks.count, given, "--last", ConfigError, sep=" ", text=True,
-                          least=1)
+    try:
+        return checks.checked(checks.count, given, "--last", ConfigError, sep=" ", text=True,
+                              least=1)
+    except ConfigError as exc:  # (the count's words alone would hide that all is taken)
+        raise ConfigError(f"{exc}, or all (every run)") from None
