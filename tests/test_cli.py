@@ -1660,3 +1660,60 @@ def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
     assert (refused.returncode, refused.stderr) == (
         2, "dagnb: error: --last 'none' is not valid; expected a whole number >= 1, or all "
            "(every run)\n")  # (all is taken too: the error says so)
+
+
+def _padded_with_other_runs(tmp_path: Path, count: int) -> Path:
+    """The records log of a real run of wf.yml (its step printing), then ``count`` runs
+    of other workflows recorded after it."""
+    from dagnb.runtime.history import RECORDS_NAME, _append_record
+
+    (tmp_path / "wf.yml").write_text("steps:\n  talk: {run: 'echo one; echo two'}\n")
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    log = tmp_path / ".dagnb_cache" / ".runs" / RECORDS_NAME
+    for i in range(count):
+        _append_record(log, {"run": f"other-{i}", "graph": "other", "finished": time.time(),
+                             "source": str(tmp_path / f"other{i}.yml"), "states": {"x": "failed"}})
+    return log
+
+
+def _records_parsed(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """The run records ``json.loads`` is given from now on (other JSON it reads aside)."""
+    given: list[object] = []
+    loads = json.loads
+
+    def counted(text: str | bytes, *args: object, **kwargs: object) -> object:
+        if b'"states"' in (text if isinstance(text, bytes) else text.encode()):
+            given.append(text)
+        return loads(text, *args, **kwargs)
+
+    monkeypatch.setattr(json, "loads", counted)
+    return given
+
+
+def test_dagnb_history_last_n_parses_only_the_n_records_it_shows(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """With thousands of runs recorded, dagnb history parsed every record to show 20."""
+    monkeypatch.chdir(tmp_path)
+    _padded_with_other_runs(tmp_path, 300)
+    capsys.readouterr()
+    parsed = _records_parsed(monkeypatch)
+    assert main(["history", "--last", "5"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out[1:-1]] == [f"other-{i}" for i in range(295, 300)]
+    assert out[-1] == "(the last 5 of 301 runs; --last all shows every one)"
+    assert len(parsed) == 5
+
+
+def test_dagnb_logs_parses_only_the_records_of_its_workflow_newest_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """dagnb logs parsed every run record (of every workflow) to find the newest run of
+    one; now it parses the lines naming the workflow, from the last, up to the first."""
+    monkeypatch.chdir(tmp_path)
+    _padded_with_other_runs(tmp_path, 300)
+    capsys.readouterr()
+    parsed = _records_parsed(monkeypatch)
+    assert main(["logs", "wf.yml", "talk", "--tail", "1"]) == 0
+    assert capsys.readouterr().out == "two\n"
+    assert len(parsed) == 1

@@ -43,17 +43,16 @@ def run(args: argparse.Namespace, graph: Any | None) -> int:
 
     last = _last(args.last)
     folder = local_folder(args.cache_dir)
-    records = (recorded_runs(folder) if graph is None
-               else recorded_runs(folder, graph.name, graph.workflow_file))
-    if not records:
+    shown, total = (recorded_runs(folder, last=last) if graph is None
+                    else recorded_runs(folder, graph.name, graph.workflow_file, last=last))
+    if not shown:
         of = "" if graph is None else f" of {args.workflow}"
         print(f"no run{of} recorded in {str(folder)!r} (dagnb run records each; "
               "--cache-dir names another cache folder)")
         return 0
-    shown = records if last is None else records[-last:]
     print(_table(shown).to_string(index=False))
-    if len(shown) < len(records):
-        print(f"(the last {len(shown)} of {len(records)} runs; --last all shows every one)")
+    if len(shown) < total:
+        print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
     return 0
 
 

@@ -46,13 +46,14 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import itertools
 import json
 import os
 import random
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -326,23 +327,39 @@ def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str
                 *, ran: bool = False, run: str | None = None) -> StepInRun | None:
     """``step`` in the newest recorded run of this workflow that had it (given ``ran``,
     that ran it: not skipped, nor left pending; given ``run``, in that run); None when
-    no run had it."""
-    for record in reversed(_runs_of(cache_dir, graph_name, source)):
+    no run had it. The log is read back from its end, and only its lines that may be
+    this workflow's are parsed, up to the first that had the step."""
+    def wanted(record: Mapping[str, Any]) -> bool:
         found = _step_in(record, step)
-        if found is None or (run is not None and found.run != run):
-            continue
-        if not (ran and found.state in NOT_RUN_STATES):
-            return found
-    return None
+        return found is not None and (run is None or found.run == run) and not (
+            ran and found.state in NOT_RUN_STATES)
+
+    runs = cache_dir / ".runs"
+    logged = (record for record in _newest_first(_lines_of(runs, graph_name, source))
+              if _of(record, graph_name, source))
+    had = [record for record in (next(filter(wanted, logged), None), *_folder_records(runs))
+           if record is not None and _of(record, graph_name, source) and wanted(record)]
+    return _step_in(max(had, key=_finished), step) if had else None
 
 
-def recorded_runs(cache_dir: Path, graph_name: str | None = None,
-                  source: Path | None = None) -> list[dict[str, Any]]:
-    """The run records in ``cache_dir``, oldest first: every workflow's and notebook's,
-    or, given ``graph_name`` (and its file, ``source``), that workflow's."""
+def recorded_runs(cache_dir: Path, graph_name: str | None = None, source: Path | None = None,
+                  last: int | None = None) -> tuple[list[dict[str, Any]], int]:
+    """The newest ``last`` run records in ``cache_dir`` (None: every one), oldest first,
+    and how many there are: every workflow's and notebook's, or, given ``graph_name``
+    (and its file, ``source``), that workflow's. Of every workflow's, only the lines
+    shown are parsed: the log holds the runs in the order they ended (each appends its
+    record as it ends), so the newest are its last lines; the others are counted."""
     if graph_name is not None:
-        return _runs_of(cache_dir, graph_name, source)
-    return sorted(_records(cache_dir / ".runs"), key=lambda record: record.get("finished", 0) or 0)
+        records = _runs_of(cache_dir, graph_name, source)
+        return (records if last is None else records[-last:]), len(records)
+    runs = cache_dir / ".runs"
+    lines = _log_lines(runs / RECORDS_NAME)
+    older = _folder_records(runs)
+    newest = list(itertools.islice(_newest_first(lines), last))
+    records = sorted([*newest, *older], key=_finished)
+    if last is None:
+        return records, len(records)
+    return records[-last:], sum(map(_looks_recorded, lines)) + len(older)
 
 
 def _step_in(record: Mapping[str, Any], step: str) -> StepInRun | None:
@@ -362,9 +379,15 @@ def _text_of(field: object, step: str) -> str | None:
 
 
 def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:
-    """The records of this workflow, oldest first."""
-    return sorted((r for r in _records(cache_dir / ".runs") if _of(r, graph_name, source)),
-                  key=lambda record: record.get("finished", 0) or 0)
+    """The records of this workflow, oldest first (the log's lines of others unparsed)."""
+    runs = cache_dir / ".runs"
+    logged = [r for r in map(_parsed, _lines_of(runs, graph_name, source)) if r is not None]
+    return sorted((r for r in [*logged, *_folder_records(runs)] if _of(r, graph_name, source)),
+                  key=_finished)
+
+
+def _finished(record: Mapping[str, Any]) -> Any:
+    return record.get("finished", 0) or 0
 
 
 def _params(record: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,13 +424,13 @@ def unfinished(states: Mapping[str, str], names: Iterable[str]) -> list[str]:
     return [n for n in names if n in states and states[n] not in DONE_STATES]
 
 
-def _records(runs: Path) -> list[dict[str, Any]]:
-    """Every run record: the log's, then those older runs left in their folders."""
+def _folder_records(runs: Path) -> list[dict[str, Any]]:
+    """The records older runs left in their folders (``run.json``, before the log)."""
     try:
         entries = list(os.scandir(runs))
     except OSError:
         return []
-    found = _logged(runs / RECORDS_NAME)
+    found = []
     for entry in entries:
         if not entry.is_dir():
             continue
@@ -422,19 +445,53 @@ def _records(runs: Path) -> list[dict[str, Any]]:
 
 def _logged(path: Path) -> list[dict[str, Any]]:
     """The records in the log; a torn or damaged line is skipped."""
+    return [record for record in map(_parsed, _log_lines(path)) if record is not None]
+
+
+def _log_lines(path: Path) -> list[bytes]:
+    """The log's non-blank lines, unparsed (most readers parse a few of them)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        data = path.read_bytes()
     except OSError:
         return []
-    found = []
-    for line in text.splitlines():
-        try:
-            record = json.loads(line) if line.strip() else None
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            found.append(record)
-    return found
+    return [line for line in data.split(b"\n") if line.strip()]
+
+
+def _lines_of(runs: Path, graph_name: str, source: Path | None) -> list[bytes]:
+    """The log's lines that may be records of this workflow: those holding its file's
+    name or its graph's name as JSON text (a record of it holds one; others, unparsed)."""
+    names = [graph_name] if source is None else [graph_name, str(source)]
+    needles = {text for name in names for text in _json_texts(name)}
+    return [line for line in _log_lines(runs / RECORDS_NAME)
+            if any(needle in line for needle in needles)]
+
+
+def _json_texts(value: str) -> tuple[bytes, bytes]:
+    """``value`` as a JSON string, its non-ASCII escaped (as dagnb writes it) and not."""
+    return (json.dumps(value).encode(), json.dumps(value, ensure_ascii=False).encode())
+
+
+def _newest_first(lines: list[bytes]) -> Iterator[dict[str, Any]]:
+    """The records of log lines, parsed one at a time from the last."""
+    for line in reversed(lines):
+        record = _parsed(line)
+        if record is not None:
+            yield record
+
+
+def _parsed(line: bytes) -> dict[str, Any] | None:
+    """One log line's record; None for a torn or damaged one."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _looks_recorded(line: bytes) -> bool:
+    """Whether a log line, unparsed, is a whole record (not one torn by a crash)."""
+    line = line.strip()
+    return line.startswith(b"{") and line.endswith(b"}")
 
 
 _COMPACT = encoder(separators=(",", ":"))  # json.dumps' text, its C encoder made once
