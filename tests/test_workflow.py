@@ -333,3 +333,28 @@ def test_a_script_graph_of_decorated_steps_saved_to_yaml_runs_cached_from_the_fi
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "3 cached" in done.stdout, done.stdout
+
+
+@pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="PyYAML without libyaml")
+def test_a_big_workflow_is_read_by_libyaml_and_a_broken_one_in_pure_pythons_words(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A 2,000-step workflow took 1.6 s to load (PyYAML's pure-Python scanner, run twice),
+    most of a cached re-run; libyaml reads it now, and a problem is said as before."""
+    text = "steps:\n" + "".join(f"  s{i}:\n    params: {{v: 0}}\n    run: 'true'\n"
+                                for i in range(200))
+    (tmp_path / "wf.yml").write_text(text)
+    scanned: list[object] = []
+    check_token = yaml.scanner.Scanner.check_token
+
+    def counted(self: object, *choices: object) -> bool:
+        scanned.append(self)
+        return check_token(self, *choices)
+
+    monkeypatch.setattr(yaml.scanner.Scanner, "check_token", counted)
+    graph = dagnb.load(tmp_path / "wf.yml")
+    assert (len(graph.names), graph["s199"].params, scanned) == (200, {"v": 0}, [])
+    (tmp_path / "bad.yml").write_text("steps:\n  a: {run: 'true'\n")
+    with pytest.raises(dagnb.WorkflowError, match=r"bad.yml, line 3: YAML does not parse "
+                       r"\(expected ',' or '}', but got '<stream end>'\)"):
+        dagnb.load(tmp_path / "bad.yml")
+    assert scanned  # (said by the pure-Python reader, as before)

@@ -125,6 +125,10 @@ def _as_written(text: str, source: str) -> Any:
     """The document with its numbers, booleans and nulls as the text written (it
     parsed already: a problem here is said in one line all the same)."""
     try:
+        return yaml.load(text, Loader=_C_WRITTEN)
+    except yaml.YAMLError:
+        pass  # (said in pure Python's words, as always)
+    try:
         return yaml.load(text, Loader=_WrittenLoader)
     except yaml.YAMLError as exc:
         raise WorkflowError(_yaml_message(exc, source)) from None
@@ -133,8 +137,19 @@ def _as_written(text: str, source: str) -> Any:
 def parse_yaml(text: str, source: str) -> Any:
     """YAML data, refused before it is built when aliases would blow it up or it nests
     absurdly deep (a few hundred bytes of aliases can expand to billions of values);
-    every problem is a one-line WorkflowError starting with ``source``."""
-    loader = _StrictLoader(text)  # a SafeLoader: no arbitrary objects
+    every problem is a one-line WorkflowError starting with ``source``. Read by libyaml
+    (C) where PyYAML has it; a problem is then found again in pure Python, to be said in
+    the words, and with the limits, it always had."""
+    try:
+        return _parsed(text, source, _C_STRICT)
+    except WorkflowError:
+        if _C_STRICT is _StrictLoader:
+            raise
+    return _parsed(text, source, _StrictLoader)
+
+
+def _parsed(text: str, source: str, loader_class: type[_StrictLoader]) -> Any:
+    loader = loader_class(text)  # a SafeLoader: no arbitrary objects
     try:
         node = loader.get_single_node()
         if node is None:
@@ -207,6 +222,27 @@ class _WrittenLoader(_StrictLoader):
 for _tag in ("int", "float", "bool", "null"):
     _WrittenLoader.add_constructor(f"tag:yaml.org,2002:{_tag}",
                                    yaml.constructor.SafeConstructor.construct_scalar)
+
+
+def _with_libyaml(loader_class: type[_StrictLoader]) -> type[_StrictLoader]:
+    """``loader_class`` reading its text with libyaml's parser, its own constructor kept
+    (PyYAML's pure-Python scanner took 1.6 s to read a 2,000-step workflow twice, most
+    of a cached re-run); itself when PyYAML was built without libyaml."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return loader_class
+
+    class CLoader(yaml.cyaml.CParser, loader_class):  # type: ignore[misc,valid-type]
+        def __init__(self, stream: str) -> None:
+            yaml.cyaml.CParser.__init__(self, stream)
+            yaml.constructor.SafeConstructor.__init__(self)
+            yaml.resolver.Resolver.__init__(self)
+
+    CLoader.__name__ = f"C{loader_class.__name__}"
+    return CLoader
+
+
+_C_STRICT = _with_libyaml(_StrictLoader)
+_C_WRITTEN = _with_libyaml(_WrittenLoader)
 
 # The step fields whose values become text (variables, argv), in either spelling.
 _TEXT_FIELDS = ("env", "environment", "run", "command")
