@@ -65,6 +65,7 @@ def test_needs_offer_existing_steps_and_edit_loads_a_step():
     session = Session()
     form = fill(Builder(session))
     form.save_button.click()
+    form.existing.value = "(new step)"  # (else the form, editing fetch, would rename it)
     fill(form, name="shout", command="tr a-z A-Z", needs=("fetch",), retries=2, ttl="1h")
     form.save_button.click()
     assert session.graph["shout"].needs == ("fetch",)

@@ -146,3 +146,37 @@ def test_a_form_save_does_not_undo_the_cell_that_redefined_its_step(tmp_path: Pa
     assert saved == ("echo v2\n", 3)
     assert shown == "echo v2\n"  # (the form shows the step as saved)
     assert "given since the form loaded it" in said, said
+
+
+def test_a_form_save_under_another_steps_name_is_refused_and_a_new_name_renames(
+        tmp_path: Path, monkeypatch) -> None:
+    """`prep` loaded under Edit and saved with Name `train` replaced `train` by `prep`'s
+    command, saying all was well; a new Name copied the step instead of renaming it."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        _execute(client, "%load_ext dagnb\nimport dagnb, html\nform = dagnb.builder()")
+        _execute(client, "%%dagger train --define-only\necho train")
+        _execute(client, "%%dagger prep --define-only\necho prep")
+        over = _value(client, "form.refresh(); form.existing.value = 'prep'\n"
+                              "form.name.value = 'train'\n"
+                              "form.save_button.click()\ng = form.session.graph\n"
+                              "g['train'].run, g['prep'].run, html.unescape(form.message.value)")
+        new = _value(client, "form.existing.value = '(new step)'; form.name.value = 'train'\n"
+                             "form.command.value = 'echo new'; form.save_button.click()\n"
+                             "g['train'].run, html.unescape(form.message.value)")
+        renamed = _value(client, "form.existing.value = 'prep'; form.name.value = 'prep2'\n"
+                                 "form.save_button.click()\n"
+                                 "g.names, g['prep2'].run, html.unescape(form.message.value)")
+        _execute(client, "%%dagger uses --needs prep2 --define-only\necho uses")
+        needed = _value(client, "form.refresh(); form.existing.value = 'prep2'\n"
+                                "form.name.value = 'prep3'\n"
+                                "form.save_button.click()\n"
+                                "g.names, html.unescape(form.message.value)")
+    assert over[:2] == ("echo train\n", "echo prep\n")
+    assert ("step 'train' is already in the graph and saving 'prep' as 'train' would replace "
+            "it; pick 'train' under Edit to change it, or choose a new name") in over[2], over
+    assert new[0] == "echo train\n" and "pick 'train' under Edit" in new[1], new
+    assert renamed[:2] == (["train", "prep2"], "echo prep\n"), renamed
+    assert "renamed from 'prep'" in renamed[2], renamed
+    assert needed[0] == ["train", "prep2", "uses"], needed
+    assert "renaming 'prep2' to 'prep3' is refused: 'uses' needs 'prep2'" in needed[1], needed

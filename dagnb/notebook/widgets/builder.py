@@ -19,7 +19,7 @@ import ipywidgets as w
 from IPython.core.error import UsageError
 
 from dagnb.checks import made_here
-from dagnb.errors import ConfigError, DagnbError, InvalidStepError
+from dagnb.errors import ConfigError, DagnbError, GraphError, InvalidStepError
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.cells import cell_text, duration_text, setting_text, shell_text
 from dagnb.notebook.magics import step_from_cell
@@ -162,8 +162,12 @@ class Builder(w.VBox):
             step = self.step()
             if step.name in self.session.graph.names and self.session.graph[step.name].func:
                 raise InvalidStepError(_python_step(step.name))
+            self._check_not_another(step.name)
+            renamed = self._check_renaming(step)
             replaced = self._redefined() + self._replaced_policy()  # (of the step before)
             step = self.session.define(step)
+            if renamed:
+                self.session.remove(renamed)
         except (DagnbError, UsageError, ValueError) as exc:  # shown in the form, not raised
             self.message.value = _error_html(exc)
             return
@@ -171,8 +175,36 @@ class Builder(w.VBox):
         if self.existing.value == step.name:
             self.load(step.name)  # (the saved step is the one edited from now on)
         self.existing.value = step.name
+        if renamed:
+            replaced = f"{replaced}renamed from {renamed!r} (removed from the graph); "
         self.message.value = html.escape(f"step {step.name!r} is in the graph; {replaced}"
                                          f"run it with %dagger run {step.name}")
+
+    def _check_not_another(self, name: str) -> None:
+        """Refuse a save that would replace a step other than the one loaded (a Name
+        typed over, or a new step named as one of the graph's)."""
+        loaded = self.loaded.name if self.loaded is not None else None
+        if name == loaded or name not in self.session.graph:
+            return
+        what = f"saving {loaded!r} as {name!r}" if loaded else f"a new step {name!r}"
+        raise GraphError(f"step {name!r} is already in the graph and {what} would replace "
+                         f"it; pick {name!r} under Edit to change it, or choose a new name")
+
+    def _check_renaming(self, step: Step) -> str | None:
+        """The loaded step's name when the form saves it under a new one: a rename (the
+        old step is removed), refused while other steps, or the step itself, need it."""
+        old = self.loaded.name if self.loaded is not None else None
+        if old is None or old == step.name or old not in self.session.graph:
+            return None
+        needing = [s.name for s in self.session.graph if old in s.needs and s.name != old]
+        if old in step.needs:
+            needing.append(step.name)
+        if needing:
+            verb = "needs" if len(needing) == 1 else "need"
+            raise GraphError(f"renaming {old!r} to {step.name!r} is refused: "
+                             f"{', '.join(map(repr, needing))} {verb} {old!r}; change that "
+                             f"first, or pick {_NEW} under Edit to add {step.name!r} beside it")
+        return old
 
     def _replaced_policy(self) -> str:
         """What the message says when a retry policy the form showed as a number was
