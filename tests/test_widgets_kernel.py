@@ -180,3 +180,31 @@ def test_a_form_save_under_another_steps_name_is_refused_and_a_new_name_renames(
     assert "renamed from 'prep'" in renamed[2], renamed
     assert needed[0] == ["train", "prep2", "uses"], needed
     assert "renaming 'prep2' to 'prep3' is refused: 'uses' needs 'prep2'" in needed[1], needed
+
+
+def test_the_form_follows_the_cells_that_define_and_remove_steps(tmp_path: Path,
+                                                                 monkeypatch) -> None:
+    """After `%%dagger train --define-only`, Edit offered only (new step) and Needs
+    nothing until `form.refresh()`; after `%dagger remove train`, Edit still listed
+    `train`, and picking it cleared the form while it still said "Edit: train"."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        _execute(client, "%load_ext dagnb\nimport dagnb, html\nform = dagnb.builder()")
+        _execute(client, "%%dagger train --define-only\necho train")
+        _execute(client, "%%dagger prep --define-only\necho prep")
+        offered = _value(client, "form.existing.options, form.needs.options")
+        _execute(client, "form.existing.value = 'train'")
+        _execute(client, "%dagger remove train")
+        after_removal = _value(client, "(form.existing.value, form.existing.options, "
+                                       "form.command.value, html.unescape(form.message.value))")
+        picked_gone = _value(client, "form.session.remove('prep')\n"
+                                     "form.existing.value = 'prep'\n"  # (still listed)
+                                     "(form.existing.value, form.existing.options, "
+                                     "form.command.value, html.unescape(form.message.value))")
+    assert offered == (("(new step)", "train", "prep"), ("train", "prep")), offered
+    assert after_removal[:3] == ("(new step)", ("(new step)", "prep"), "echo train\n")
+    assert ("step 'train' is no longer in the graph (removed since the form loaded it); "
+            "Save adds the form's fields as a new step") in after_removal[3], after_removal
+    assert picked_gone[:3] == ("(new step)", ("(new step)",), "echo train\n"), picked_gone
+    assert ("step 'prep' is no longer in the graph (removed since Edit listed it); Edit now "
+            "lists the graph's steps") in picked_gone[3], picked_gone

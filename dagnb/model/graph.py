@@ -178,6 +178,12 @@ class Graph:
         return f"Graph({self.name!r}, steps={list(self._steps)})"
 
     @property
+    def changes(self) -> int:
+        """How many times a step was added, replaced or removed: a view of the graph
+        (the builder's choices) is stale when this moved since it was drawn."""
+        return self._changes
+
+    @property
     def names(self) -> list[str]:
         """Step names in the order they were added."""
         return list(self._steps)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import shlex
+import weakref
 from typing import Any
 
 import ipywidgets as w
@@ -62,7 +63,9 @@ class Builder(w.VBox):
         self.message = w.HTML()
         self.loaded: Step | None = None  # the step being edited, for the options not shown
         self._shown: dict[str, Any] = {}  # the fields' values as load() filled them
-        self.existing.observe(lambda change: self.load(change["new"]), names="value")
+        self._listed: tuple[Any, int] | None = None  # the graph and its changes when listed
+        self._listing = False  # refresh(), not the user, is setting Edit's options
+        self.existing.observe(self._on_pick, names="value")
         self.name.observe(lambda _: self._offer_needs(), names="value")
         self.save_button.on_click(made_here(self._save))
         self.export_button.on_click(made_here(self._export))
@@ -72,11 +75,24 @@ class Builder(w.VBox):
             self.exported,
         ], **kwargs)
         self.refresh()
+        _follow_cells(self)
 
     # -- the form <-> steps ----------------------------------------------------------
     def refresh(self) -> None:
-        """Update the choices from the graph (steps to edit, needs, recent images)."""
-        self.existing.options = [_NEW, *self.session.graph.names]
+        """Update the choices from the graph (steps to edit, needs, recent images), the
+        step being edited kept; done after each cell, so a form follows the cells that
+        define or remove steps."""
+        graph = self.session.graph
+        self._listed = (graph, graph.changes)
+        shown = self.existing.value
+        self._listing = True  # (new options select the first: not the user's pick)
+        try:
+            self.existing.options = [_NEW, *graph.names]
+            self.existing.value = shown if shown in graph else _NEW
+        finally:
+            self._listing = False
+        if shown != _NEW and shown not in graph:
+            self._gone(shown)
         self._offer_needs()
         recent = self.session.recent_images
         self.image.options = [*recent, *(i for i in COMMON_IMAGES if i not in recent)]
@@ -88,8 +104,43 @@ class Builder(w.VBox):
         self.needs.options = options
         self.needs.value = tuple(n for n in chosen if n in options)
 
+    def follow_graph(self) -> None:
+        """Refresh the choices if the graph changed since they were listed."""
+        graph = self.session.graph
+        if self._listed != (graph, graph.changes):
+            self.refresh()
+
+    def _on_pick(self, change: dict[str, Any]) -> None:
+        if self._listing:
+            return
+        if change["new"] == _NEW or change["new"] in self.session.graph:
+            self.load(change["new"])
+            return
+        self._listing = True  # (Edit listed a step gone since: back to what it showed)
+        try:
+            self.existing.value = change["old"]
+        finally:
+            self._listing = False
+        self.refresh()
+        if change["old"] == _NEW or change["old"] in self.session.graph:
+            # (else refresh said the step being edited went too)
+            self.message.value = _error_html(_gone_text(change["new"], "Edit listed it") +
+                                             "; Edit now lists the graph's steps")
+
+    def _gone(self, name: str) -> None:
+        """The step picked, or being edited, left the graph since Edit listed it: the
+        form keeps its fields (Save adds them as a new step) and says so."""
+        self.loaded = None
+        self._shown = {}
+        self.message.value = _error_html(
+            _gone_text(name, "the form loaded it") +
+            "; Save adds the form's fields as a new step, or pick another under Edit")
+
     def load(self, name: str) -> None:
         """Fill the form from the graph's step ``name`` (or clear it for a new step)."""
+        if name != _NEW and name not in self.session.graph:
+            self.message.value = _error_html(_gone_text(name, "it was listed"))
+            return
         step = self.session.graph[name] if name in self.session.graph.names else None
         self.loaded = step
         self.name.value = step.name if step else ""
@@ -216,11 +267,34 @@ class Builder(w.VBox):
         return (f"its retry policy {setting_text(edited.retries)} was replaced by "
                 f"{self.retries.value} retries; ")
 
+    def close(self) -> None:
+        _FORMS.discard(self)
+        super().close()
+
     def _export(self) -> None:
         try:
             self.exported.value = self.cell_text()
         except (DagnbError, UsageError, ValueError) as exc:
             self.message.value = _error_html(exc)
+
+
+# The open forms, refreshed after each cell (weakly held: a form dropped is forgotten).
+_FORMS: weakref.WeakSet[Builder] = weakref.WeakSet()
+
+
+def _follow_cells(form: Builder) -> None:
+    """Refresh ``form`` after each cell that changed its graph (IPython's post_run_cell)."""
+    from IPython import get_ipython
+
+    _FORMS.add(form)
+    shell = get_ipython()
+    if shell is not None and _refresh_forms not in shell.events.callbacks["post_run_cell"]:
+        shell.events.register("post_run_cell", _refresh_forms)
+
+
+def _refresh_forms(*_: Any) -> None:
+    for form in list(_FORMS):
+        form.follow_graph()
 
 
 def _command_text(run: str | tuple[str, ...] | None) -> str:
@@ -242,6 +316,10 @@ def _retry_count(retries: Any) -> int:
         return RetryPolicy.from_value(retries).max_retries
     except ConfigError:  # (refused when the step runs: show no number for it)
         return 0
+
+
+def _gone_text(name: str, since: str) -> str:
+    return f"step {name!r} is no longer in the graph (removed since {since})"
 
 
 def _python_step(name: str) -> str:
