@@ -6,10 +6,8 @@ widget sends, so the tests can count what would reach the browser.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import re
-import sys
 import threading
 import time
 import types
@@ -236,59 +234,6 @@ def test_a_picked_step_is_not_replaced_by_a_failure(comms, local):
 
 
 # -- buttons ----------------------------------------------------------------------------
-def test_run_all_button_starts_and_follows_a_new_run(comms, local):
-    graph = two_step_graph()
-    widget = finished_widget(graph, start=lambda targets, **o: start_background(graph, targets,
-                                                                                 **o))
-    first = widget.run
-    widget.run_all_button.click()
-    assert widget.run is not first
-    widget.run.wait(30)
-    widget.stop_following()
-    assert widget.run.states() == {"make": "cached", "use": "cached"}
-    assert widget.table.value.count("dagnb-state-cached") == 2
-
-
-def test_a_button_run_warns_at_the_line_that_made_the_widget(comms, local):
-    """A click comes from the kernel, with no line of the user's: the run's warnings
-    name the line that made the widget, not ipywidgets' handler."""
-    graph = Graph("unpicklable")
-
-    @graph.step()
-    def make():
-        return lambda: 1  # (cannot be pickled: not stored, and warned of)
-
-    start = start_background(graph)
-    start.wait(30)
-    made = sys._getframe().f_lineno + 1  # (a partial: no frame of this file's in the click)
-    widget = StatusWidget(start, start=functools.partial(start_background, graph))
-    widget.stop_following()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        widget.run_all_button.click()
-        widget.run.wait(30)
-    widget.stop_following()
-    warned = [w for w in caught if "cannot be pickled" in str(w.message)]
-    assert [(w.filename, w.lineno) for w in warned] == [(__file__, made)]
-
-
-def test_run_failed_button_runs_only_what_failed(comms, local):
-    graph = two_step_graph(fail=True)
-    widget = finished_widget(graph, start=lambda targets, **o: start_background(graph, targets,
-                                                                                 **o))
-    graph.replace(Step("use", run="echo fixed", needs=("make",)))
-    widget.run_failed_button.click()
-    widget.run.wait(30)
-    widget.stop_following()
-    assert widget.run.states() == {"make": "cached", "use": "succeeded"}
-
-
-def test_buttons_without_start_are_disabled(comms, local):
-    widget = finished_widget(two_step_graph())
-    assert widget.run_all_button.disabled and widget.run_failed_button.disabled
-    widget.run_all_button.click()  # a no-op, not an error
-
-
 def test_cancel_button_cancels_the_run(comms, local):
     run, widget = running_widget("sleep 30")
     assert not widget.cancel_button.disabled
@@ -297,28 +242,6 @@ def test_cancel_button_cancels_the_run(comms, local):
     widget.stop_following()
     assert run.states() == {"nap": "cancelled"}
     assert "dagnb-state-cancelled" in widget.table.value
-
-
-def test_clear_cache_button_forwards_the_step(comms, local):
-    cleared = []
-    widget = finished_widget(two_step_graph(), clear_cache=lambda s: cleared.append(s) or 1)
-    widget.step_picker.value = "use"
-    widget.clear_button.click()
-    assert cleared == ["use"]
-    assert "cleared 1 cache entries of &#x27;use&#x27;" in widget.message.value
-
-
-def test_clear_cache_button_default_clears_the_store(comms, local):
-    from dagnb.notebook.session import Session
-
-    session = Session()
-    session.define(Step("keep", run="echo k"))
-    session.start().wait(30)
-    widget = finished_widget(session.graph, clear_cache=session.clear_cache)
-    assert len(dagnb.cache.entries("keep")) == 1
-    widget.step_picker.value = "keep"
-    widget.clear_button.click()
-    assert len(dagnb.cache.entries("keep")) == 0
 
 
 # -- throttling -----------------------------------------------------------------------

@@ -1,10 +1,9 @@
-"""A widget's buttons clicked as a browser clicks them: a comm message to a real kernel
-(nbclient), handled by ipywidgets with no line of the user's on the stack."""
+"""dagnb's widgets in a real kernel (nbclient): the models they leave open, what the run
+widget offers, the builder form as cells change the graph."""
 
 from __future__ import annotations
 
 import ast
-import os
 from pathlib import Path
 
 import nbformat
@@ -13,38 +12,6 @@ from nbclient import NotebookClient
 
 pytestmark = pytest.mark.slow
 
-SHOW = """\
-import functools, sys, warnings
-from dagnb import Graph
-from dagnb.notebook.widgets.status import StatusWidget
-from dagnb.runtime.prepare import start_background
-warned = []
-warnings.simplefilter("always")
-warnings.showwarning = lambda message, category, filename, lineno, *_: warned.append(
-    (filename, lineno, str(message)))
-graph = Graph("unpicklable")
-
-@graph.step()
-def make():
-    return lambda: 1  # (cannot be pickled: not stored, and warned of)
-
-first = start_background(graph)
-first.wait(30)
-made = (sys._getframe().f_code.co_filename, sys._getframe().f_lineno + 1)
-widget = StatusWidget(first, start=functools.partial(start_background, graph))
-widget.stop_following()
-warned.clear()
-widget.run_all_button.model_id
-"""
-
-
-def _click(client: NotebookClient, model_id: str) -> None:
-    """What the browser sends for a click on the button ``model_id``."""
-    data = {"method": "custom", "content": {"event": "click"}}
-    message = client.kc.session.msg("comm_msg", {"comm_id": model_id, "data": data})
-    client.kc.shell_channel.send(message)
-
-
 def _value(client: NotebookClient, source: str) -> object:
     cell = nbformat.v4.new_code_cell(source)
     client.nb.cells.append(cell)
@@ -52,25 +19,6 @@ def _value(client: NotebookClient, source: str) -> object:
     results = [o for o in cell.outputs if o["output_type"] == "execute_result"]
     assert results, cell.outputs
     return ast.literal_eval(results[0]["data"]["text/plain"])
-
-
-def test_a_run_a_button_starts_warns_at_the_line_that_made_the_widget(tmp_path: Path,
-                                                                      monkeypatch) -> None:
-    monkeypatch.setenv("DAGNB_CONFIG", "none")
-    monkeypatch.setenv("DAGNB_EXECUTOR", "local")
-    monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", str(tmp_path / "cache"))
-    client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    with client.setup_kernel():
-        model_id = _value(client, SHOW)
-        _click(client, model_id)
-        # (the kernel handles the click before this cell: one shell channel, in order)
-        _value(client, "widget.run.wait(30)\nwidget.stop_following()\n0")
-        made, warned = _value(client, "made, warned")
-    assert [w[2] for w in warned if "cannot be pickled" in w[2]], warned
-    assert [(f, n) for f, n, text in warned if "cannot be pickled" in text] == [made]
-    assert not [w for w in warned if os.sep + "ipywidgets" + os.sep in w[0]], warned
-
 
 
 OPEN_MODELS = """\
@@ -208,3 +156,21 @@ def test_the_form_follows_the_cells_that_define_and_remove_steps(tmp_path: Path,
     assert picked_gone[:3] == ("(new step)", ("(new step)",), "echo train\n"), picked_gone
     assert ("step 'prep' is no longer in the graph (removed since Edit listed it); Edit now "
             "lists the graph's steps") in picked_gone[3], picked_gone
+
+
+def test_a_running_widget_offers_only_what_a_run_can_use(tmp_path: Path,
+                                                         monkeypatch) -> None:
+    """A `%%dagger` cell's widget showed Run all, Run failed and Clear cache, disabled
+    while its run went, and was replaced by its snapshot when it ended: never usable."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        _execute(client, "%load_ext dagnb")
+        _execute(client, "%%dagger nap --background\nsleep 2")
+        shown = _value(client, "from ipywidgets import Button\n"
+                               "from ipywidgets.widgets.widget import _instances\n"
+                               "from dagnb.notebook.widgets.status import StatusWidget\n"
+                               "[view] = [m for m in list(_instances.values()) "
+                               "if isinstance(m, StatusWidget)]\n"
+                               "[c.description for c in view.buttons.children "
+                               "if isinstance(c, Button)], view.run.done")
+    assert shown == (["Cancel"], False), shown

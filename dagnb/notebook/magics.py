@@ -282,9 +282,7 @@ class DaggerMagics(Magics):
             options["max_concurrency"] = args.max_concurrency
         if args.cache_mode is not None:
             options["cache_mode"] = check_cache_mode(args.cache_mode, "--cache-mode")
-        view = live_view(focus=focus, start=self.session.start,
-                         clear_cache=self.session.clear_cache,
-                         failed_tails=not _raises(args))
+        view = live_view(focus=focus, failed_tails=not _raises(args))
         held = self.session.still_running()
         if held:  # (else the cell hangs with no word why)
             print(f"dagnb: this run starts when {', '.join(map(repr, held))}, interrupted, "

@@ -25,7 +25,6 @@ import contextlib
 import threading
 import time
 import warnings
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from dagnb.checks import warn_user
@@ -72,9 +71,7 @@ def _chosen_by_environment() -> bool | None:
         return None
 
 
-def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = None,
-              clear_cache: Callable[[str], int] | None = None,
-              failed_tails: bool = True) -> Any:
+def live_view(*, focus: str | None = None, failed_tails: bool = True) -> Any:
     """A StatusWidget or a TextView, not following any run yet (see :func:`watch`).
 
     ``failed_tails=False``: the view (and the widget's lasting snapshot) leaves the
@@ -86,14 +83,12 @@ def live_view(*, focus: str | None = None, start: Callable[..., Run] | None = No
     if frontend_available():
         from dagnb.notebook.widgets.status import StatusWidget
 
-        return StatusWidget(focus=focus, start=start, clear_cache=clear_cache,
-                            failed_tails=failed_tails, publish=publish)
+        return StatusWidget(focus=focus, failed_tails=failed_tails, publish=publish)
     return TextView(focus=focus, failed_tails=failed_tails, publish=publish)
 
 
 def watch(run: Run, view: Any = None, *, focus: str | None = None, background: bool = False,
-          start: Callable[..., Run] | None = None,
-          clear_cache: Callable[[str], int] | None = None, interval: float = 0.1) -> Any:
+          interval: float = 0.1) -> Any:
     """Display a live view of ``run``; wait for it unless ``background``.
 
     Parameters
@@ -103,7 +98,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     view
         A view from :func:`live_view`; built here if None. Building it before starting
         the run keeps the widget's construction out of the run's time.
-    focus, start, clear_cache
+    focus
         As for :func:`live_view`.
     background
         Return at once; a widget keeps rendering from its own thread and turns into its
@@ -118,7 +113,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     The view.
     """
     if view is None:
-        view = live_view(focus=focus, start=start, clear_cache=clear_cache)
+        view = live_view(focus=focus)
     if isinstance(view, TextView):
         if background:
             print(f"run {run.id} started in the background; %dagger status shows it")
@@ -201,7 +196,7 @@ def _close_when_done(view: Any) -> None:
 def _close_after_run(view: Any) -> None:
     run = None
     try:
-        while view.run is not run:  # (a button may have started another run meanwhile)
+        while view.run is not run:  # (its view may have followed another run meanwhile)
             run = view.run
             run.wait()
         _close(view)

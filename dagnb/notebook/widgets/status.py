@@ -1,10 +1,11 @@
-"""The live status widget: one row per step, a progress bar, log tails and run buttons.
+"""The live status widget: one row per step, a progress bar, log tails and a Cancel button.
 
-Everything it shows is folded from the run's event log (:class:`dagnb.views.live.LiveState`);
-the buttons call the public API (start a run, ``run.cancel()``, clear a step's cache)
-and the widget then follows the new run. The event listener only pokes a
-:class:`~dagnb.views.throttle.Throttle`, so however fast a step prints, the widget
-sends at most about ten updates a second to the browser.
+Everything it shows is folded from the run's event log (:class:`dagnb.views.live.LiveState`).
+It lives as long as its run: when the run ends it is replaced by its snapshot and its
+models are closed (:func:`dagnb.notebook.widgets.watch`), so it offers only what a
+running run can use: Cancel (``run.cancel()``) and the step whose log shows. The event
+listener only pokes a :class:`~dagnb.views.throttle.Throttle`, so however fast a step
+prints, the widget sends at most about ten updates a second to the browser.
 
 Only standard ipywidgets 8 controls are used (VBox, HTML, IntProgress, Button,
 Dropdown), which JupyterLab draws without any extra extension. The number of widget
@@ -41,9 +42,6 @@ if TYPE_CHECKING:
 
 __all__ = ["STATE_COLOURS", "StatusWidget"]
 
-StartRun = Callable[..., "Run"]
-
-
 class StatusWidget(w.VBox):
     """Live view of a :class:`~dagnb.Run`.
 
@@ -54,12 +52,6 @@ class StatusWidget(w.VBox):
         before starting the run keeps that work out of the run's time).
     focus
         A step whose log tail starts expanded (the step a ``%%dagger`` cell defined).
-    start
-        ``start(targets, only_failed=...) -> Run`` starts a run without waiting; the
-        Run all and Run failed buttons call it. Without it those buttons are disabled.
-    clear_cache
-        ``clear_cache(step) -> int`` removes a step's cache entries (default
-        :func:`dagnb.cache.clear`).
     interval
         Minimum seconds between two renders.
     failed_tails
@@ -68,13 +60,11 @@ class StatusWidget(w.VBox):
     publish
         Shows what a Python step of a run it waits on displays, below it, as it comes
         (see :class:`~dagnb.views.live.DisplayFeed`); a run it follows live (a
-        ``--background`` one, a button's) shows none: the cell is done, and they would
+        ``--background`` one) shows none: the cell is done, and they would
         land in whichever cell runs then.
     """
 
-    def __init__(self, run: Run | None = None, *, focus: str | None = None,
-                 start: StartRun | None = None,
-                 clear_cache: Callable[[str], int] | None = None, interval: float = 0.1,
+    def __init__(self, run: Run | None = None, *, focus: str | None = None, interval: float = 0.1,
                  failed_tails: bool = True, publish: Publish | None = None,
                  **kwargs: Any) -> None:
         self.focus = focus
@@ -82,8 +72,6 @@ class StatusWidget(w.VBox):
         self._publish = publish
         self._displays: DisplayFeed | None = None
         self.cell_waiting = False  # its cell waits on the run: the kernel reads no clicks
-        self._start = start
-        self._clear_cache = clear_cache or _default_clear
         self._interval = interval
         self._unsubscribe: Callable[[], None] | None = None
         self._picked = False  # the user chose the log's step: stop following failures
@@ -171,8 +159,6 @@ class StatusWidget(w.VBox):
         self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
         self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
         self.cancel_button.tooltip = _CANCEL_TIPS[self.cell_waiting and running]
-        for button in (self.run_all_button, self.run_failed_button):
-            button.disabled = self._start is None or (running and not self.state.finished)
         if self.state.finished:
             self.throttle.stop()  # a render thread, if any, ends after this frame
 
@@ -200,25 +186,13 @@ class StatusWidget(w.VBox):
 
     # -- buttons -----------------------------------------------------------------------
     def _make_buttons(self, shared: _SharedModels) -> w.HBox:
-        self.run_all_button = shared.button(description="Run all", icon="play",
-                                            tooltip="Run every step (cached steps are free)")
-        self.run_failed_button = shared.button(description="Run failed", icon="redo",
-                                               tooltip="Run the steps that failed, were "
-                                               "skipped or cancelled")
         self.cancel_button = shared.button(description="Cancel", icon="stop",
                                            button_style="warning", tooltip="Cancel this run")
         self.step_picker = w.Dropdown(description="", layout=w.Layout(width="12em"),
-                                      tooltip="The step whose output shows below, and whose "
-                                      "cache Clear cache removes")
-        self.clear_button = shared.button(description="Clear cache", icon="trash",
-                                          tooltip="Remove the picked step's cache entries")
-        self.run_all_button.on_click(made_here(lambda: self._restart(only_failed=False)))
-        self.run_failed_button.on_click(made_here(lambda: self._restart(only_failed=True)))
+                                      tooltip="The step whose output shows below")
         self.cancel_button.on_click(made_here(lambda: self.run.cancel()))
-        self.clear_button.on_click(made_here(self._clear))
         self.step_picker.observe(self._on_pick, names="value")
-        return w.HBox([self.run_all_button, self.run_failed_button, self.cancel_button,
-                       self.step_picker, self.clear_button], layout=shared.layout)
+        return w.HBox([self.cancel_button, self.step_picker], layout=shared.layout)
 
     def _on_pick(self, change: dict[str, Any]) -> None:
         if self._picking:
@@ -226,23 +200,6 @@ class StatusWidget(w.VBox):
         self._picked = True
         if getattr(self, "state", None) is not None:
             self._render_log(self.state.rows())
-
-    def _restart(self, *, only_failed: bool) -> None:
-        if self._start is None:
-            return
-        try:
-            run = self._start(None, only_failed=only_failed)
-        except Exception as exc:  # a DagnbError from validation: show, do not raise
-            self.message.value = f"<span style='color:#c62828'>{html.escape(str(exc))}</span>"
-            return
-        self.message.value = ""
-        self.follow(run, live=True)
-
-    def _clear(self) -> None:
-        step = self.step_picker.value
-        if step:
-            removed = self._clear_cache(step)
-            self.message.value = html.escape(f"cleared {removed} cache entries of {step!r}")
 
 
 class _SharedModels:
@@ -269,12 +226,6 @@ class _SharedModels:
 _CANCEL_TIPS = {False: "Cancel this run",
                 True: "Interrupt the kernel (the stop button) to cancel a run while its "
                       "cell is running"}
-
-
-def _default_clear(step: str) -> int:
-    from dagnb import cache
-
-    return cache.clear(step)
 
 
 def _bar_style(rows: dict[str, dict[str, Any]]) -> str:
