@@ -174,3 +174,20 @@ def test_a_running_widget_offers_only_what_a_run_can_use(tmp_path: Path,
                                "[c.description for c in view.buttons.children "
                                "if isinstance(c, Button)], view.run.done")
     assert shown == (["Cancel"], False), shown
+
+
+def test_a_form_saved_without_widget_state_says_what_it_is(tmp_path: Path,
+                                                           monkeypatch) -> None:
+    """The cell showing `dagnb.builder()` saved, for a reader with no widgets, ipywidgets'
+    `Builder(children=(Dropdown(description='Edit', ...` cut at 110 characters."""
+    client = _kernel(tmp_path, monkeypatch)
+    with client.setup_kernel():
+        _execute(client, "%load_ext dagnb\nimport dagnb")
+        _execute(client, "%%dagger train --define-only\necho train")
+        cell = nbformat.v4.new_code_cell("form = dagnb.builder()\nform")
+        client.nb.cells.append(cell)
+        client.execute_cell(cell, len(client.nb.cells) - 1)
+    [shown] = [o["data"] for o in cell.outputs if o["output_type"] == "execute_result"]
+    assert "application/vnd.jupyter.widget-view+json" in shown
+    assert shown["text/plain"] == ("dagnb step builder (a live form: run its cell in a kernel "
+                                   "to use it); steps: train")

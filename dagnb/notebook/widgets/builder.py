@@ -31,6 +31,7 @@ __all__ = ["COMMON_IMAGES", "Builder", "builder"]
 
 COMMON_IMAGES = ("python:3.12-slim", "alpine:3.20", "ubuntu:24.04")
 _NEW = "(new step)"
+_TEXT_WIDTH = 110  # (what ipywidgets keeps of a widget's text form)
 # The form's fields (widget attribute -> the Step field it edits).
 _EDITED = {"name": "name", "image": "image", "command": "run", "needs": "needs",
            "retries": "retries", "ttl": "ttl"}
@@ -76,6 +77,18 @@ class Builder(w.VBox):
         ], **kwargs)
         self.refresh()
         _follow_cells(self)
+
+    def __repr__(self) -> str:
+        """The text a reader with no widgets sees (a notebook saved without widget state;
+        ipywidgets keeps 110 characters): what the form is, and the graph's steps."""
+        names = getattr(getattr(self, "session", None), "graph", None)
+        names = names.names if names is not None else []
+        text = "dagnb step builder (a live form: run its cell in a kernel to use it); "
+        steps = f"steps: {', '.join(names)}" if names else "no steps yet"
+        if len(text + steps) > _TEXT_WIDTH:
+            steps = f"{len(names)} steps: {', '.join(names)}"
+            steps = steps[:_TEXT_WIDTH - len(text) - 1].rsplit(", ", 1)[0] + "…"
+        return text + steps
 
     # -- the form <-> steps ----------------------------------------------------------
     def refresh(self) -> None:
