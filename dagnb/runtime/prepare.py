@@ -553,8 +553,8 @@ def _secrets_needed(graph: Graph, steps: Mapping[str, Step], cache: Any,
     needs no engine (a new shell where nothing was exported, a CI build that has none).
     The scheduler refuses it after all if such a step must run."""
     secrets = resolve_secrets(steps.values(), required=False)
-    unset = {name: secret for name, step in steps.items()
-             if (secret := unset_secret(step, secrets.get(name, {}))) is not None}
+    unset = {name: secret for name, step in steps.items()  # (most steps declare none)
+             if step.secrets and (secret := unset_secret(step, secrets.get(name, {})))}
     if not unset:  # (most runs: every secret set)
         return secrets
     from dagnb.runtime.plan import misses
