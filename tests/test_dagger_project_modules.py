@@ -20,9 +20,9 @@ import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
 from dagger_stub import sandbox
+from notebook_cells import executed, printed
 
 from dagnb import Graph, Step
 from dagnb.errors import InvalidStepError, StepFailed
@@ -215,8 +215,6 @@ def test_a_helper_holding_a_step_s_secret_is_not_sent_to_the_container(
 
 
 def test_a_notebook_cell_in_a_container_uses_a_module_beside_the_notebook(stub, tmp_path):
-    from nbclient import NotebookClient
-
     (tmp_path / "helpers.py").write_text(HELPERS.format(factor=5))
     stub.engine.hidden.append(tmp_path)
     cells = ["%load_ext dagnb",
@@ -224,15 +222,8 @@ def test_a_notebook_cell_in_a_container_uses_a_module_beside_the_notebook(stub, 
              "%%dagger fit --python --executor dagger --outputs v\n"
              "v = (helpers.scale(1), scale(2))",
              "print('result', v)"]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        NotebookClient(notebook, timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
-    assert "result (5, 10)" in printed, notebook.cells[-2].outputs
+    notebook = executed(cells, tmp_path)
+    assert "result (5, 10)" in printed(notebook.cells[-1]), notebook.cells[-2].outputs
 
 
 # -- a helper's constant that its text, sent along, does not hold -----------------------
@@ -288,7 +279,10 @@ def _container_texts() -> dict[str, str]:
 def test_the_files_run_by_the_image_s_python_parse_as_python_3_7(name):
     """Syntax newer than 3.7 (a walrus, match, positional-only parameters) would fail
     the step in an older image before it ran a line."""
-    ast.parse(_container_texts()[name], feature_version=_OLDEST)
+    try:
+        ast.parse(_container_texts()[name], feature_version=_OLDEST)
+    except SyntaxError as exc:
+        pytest.fail(f"{name} uses syntax newer than Python 3.7: {exc}")
 
 
 # (a folder whose python3 is 3.7, outside /tmp: the stub's containers have their own)

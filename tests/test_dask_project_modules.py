@@ -16,6 +16,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_cells import executed, printed
 
 import dagnb
 from dagnb.executors import dask as dask_executor
@@ -172,8 +173,6 @@ def test_only_the_project_s_modules_the_step_reaches_travel(project, monkeypatch
 
 
 def test_a_notebook_cell_on_dask_uses_a_module_beside_the_notebook(scheduler, tmp_path):
-    from nbclient import NotebookClient
-
     (tmp_path / "helpers.py").write_text(HELPERS.format(version=5))
     cells = ["%load_ext dagnb",
              f"import dagnb\ndagnb.configure(dask_scheduler={scheduler!r})",
@@ -181,15 +180,8 @@ def test_a_notebook_cell_on_dask_uses_a_module_beside_the_notebook(scheduler, tm
              "%%dagger fit --python --executor dask --outputs v\n"
              "v = (helpers.make(1), make(2), os.getpid())",
              "print('result', v[:2], v[2] != os.getpid())"]
-    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
-    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in env.items():
-            patch.setenv(name, value)
-        NotebookClient(notebook, timeout=120, kernel_name="python3",
-                       resources={"metadata": {"path": str(tmp_path)}}).execute()
-    printed = "".join(o.get("text", "") for o in notebook.cells[-1].outputs)
-    assert "result ([5], [5, 5]) True" in printed, notebook.cells[-2].outputs
+    notebook = executed(cells, tmp_path)
+    assert "result ([5], [5, 5]) True" in printed(notebook.cells[-1]), notebook.cells[-2].outputs
 
 
 BIG = "TABLE = {\n" + "".join(f"    {i}: 'value-{i:08d}',\n" for i in range(20000)) + "}\n"
