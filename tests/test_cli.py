@@ -1656,6 +1656,11 @@ def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
     last = dagnb("history", "--last", "1", cwd=tmp_path).stdout.splitlines()
     assert last[1].split()[0] == rows[2][0]
     assert last[2] == "(the last 1 of 3 runs; --last all shows every one)"
+    typo = dagnb("history", "--cache-dir", "nonexist", cwd=tmp_path)
+    assert (typo.returncode, typo.stderr) == (2, (
+        f"dagnb: error: --cache-dir 'nonexist': there is no folder "
+        f"{str(tmp_path / 'nonexist')!r}; name the folder dagnb run caches in (the setting "
+        "cache_directory)\n"))
     refused = dagnb("history", "--last", "none", cwd=tmp_path)
     assert (refused.returncode, refused.stderr) == (
         2, "dagnb: error: --last 'none' is not valid; expected a whole number >= 1, or all "

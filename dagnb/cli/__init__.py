@@ -546,8 +546,7 @@ def _images(args: argparse.Namespace) -> int:
 
     folder = local_folder(args.cache_dir)  # (listing reads it: nothing is made there)
     if args.cache_dir and not checks.is_url(args.cache_dir) and not folder.is_dir():
-        raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder {str(folder)!r}; "
-                          "name the folder dagnb run caches in (the setting cache_directory)")
+        raise cache_commands.missing_folder(args.cache_dir, folder)
     table = ImagePins(folder).table()
     print("\n".join(f"{label}  {pin['digest']}  ({pin['resolved']})"
                     for label, pin in table.items()) or "no pinned images")

@@ -24,9 +24,11 @@ from dagnb import checks
 from dagnb.errors import CacheError, ConfigError
 
 if TYPE_CHECKING:
+    from pathlib import Path
+
     from dagnb.cache import Store
 
-__all__ = ["add_parser", "run"]
+__all__ = ["add_parser", "missing_folder", "run"]
 
 _DIR_HELP = "cache folder (default: the setting)"
 
@@ -228,8 +230,7 @@ def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> b
         if given is None:
             print(f"no cache at {str(folder)!r} yet: nothing to {verb or action}")
             return True
-        raise ConfigError(f"--cache-dir {given!r}: there is no folder {str(folder)!r}; "
-                          "name the folder dagnb run caches in (the setting cache_directory)")
+        raise missing_folder(given, folder)
     if not is_cache_folder(folder):
         raise ConfigError(f"--cache-dir {given or str(folder)!r}: {str(folder)!r} is not a dagnb "
                           "cache folder (none of .packs, .scratch, .locks in it); name the "
@@ -280,3 +281,8 @@ def _times(column: Any, missing: str) -> Any:
     never = column.isna() | (column.dt.year <= 1970)  # (last used 0: never hit)
     return shown.where(~never, missing)
 
+
+def missing_folder(given: str, folder: Path) -> ConfigError:
+    """The error of a ``--cache-dir`` naming no folder (a typo: not "no run yet")."""
+    return ConfigError(f"--cache-dir {given!r}: there is no folder {str(folder)!r}; name the "
+                       "folder dagnb run caches in (the setting cache_directory)")

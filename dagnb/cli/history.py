@@ -39,10 +39,13 @@ def run(args: argparse.Namespace, graph: Any | None) -> int:
     """``dagnb history``, of the workflow ``graph`` loaded from ``args.workflow`` (None:
     every run recorded)."""
     from dagnb.cache import local_folder
+    from dagnb.cli.cache import missing_folder
     from dagnb.runtime.history import recorded_runs
 
     last = _last(args.last)
     folder = local_folder(args.cache_dir)
+    if args.cache_dir is not None and not checks.is_url(args.cache_dir) and not folder.is_dir():
+        raise missing_folder(args.cache_dir, folder)  # (a typo: not "no run yet")
     shown, total = (recorded_runs(folder, last=last) if graph is None
                     else recorded_runs(folder, graph.name, graph.workflow_file, last=last))
     if not shown:

@@ -150,15 +150,14 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     """The step in the newest run of the workflow that had it (one the file defines no
     more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
+    from dagnb.cli.cache import missing_folder
     from dagnb.runtime.history import DONE_STATES, last_run_of
     from dagnb.runtime.logfile import attempt_files
 
     folder = local_folder(args.cache_dir)
     named = args.cache_dir is not None and not checks.is_url(args.cache_dir)
     if named and not folder.is_dir():  # (a typo: not "no run yet")
-        raise ConfigError(f"--cache-dir {args.cache_dir!r}: there is no folder "
-                          f"{str(folder)!r}; name the folder dagnb run caches in (the "
-                          "setting cache_directory)")
+        raise missing_folder(args.cache_dir, folder)
     found = last_run_of(folder, workflow.name, workflow.source, args.step, run=args.run)
     if found is None:
         _refuse_unknown(args, workflow)
