@@ -1083,8 +1083,11 @@ def test_a_scheduler_lost_mid_run_fails_its_steps_in_a_line_saying_so(
         assert row["state"] == "failed", run.status()
         assert re.search(f"the Dask scheduler at {address} is unreachable "
                          r"\(lost at \d\d:\d\d:\d\d\)", row["error"]), row["error"]
-    lines = run.logs("s0")["line"].tolist()
-    assert lines[0] == "working" and "is unreachable" in lines[-1]  # (not 'nothing')
+    # (the step the one worker took printed; which one it took is dask's choice: on a
+    # loaded machine s0 waited and said so first)
+    taken = [lines for lines in (run.logs(step.name)["line"].tolist() for step in steps)
+             if "working" in lines]
+    assert taken and all("is unreachable" in lines[-1] for lines in taken)  # (not 'nothing')
     assert not [r for r in caplog.records if "Failed to reconnect" in r.getMessage()]
 
 
