@@ -1128,9 +1128,11 @@ def test_a_new_dask_scheduler_setting_sends_the_next_steps_to_that_cluster(workd
 
 def test_time_waiting_for_a_free_worker_is_not_counted_against_a_step_s_timeout(on_dask):
     def nap() -> None:
-        time.sleep(1.5)
+        time.sleep(2.0)
 
-    graph = Graph("g", [Step(name, func=nap, executor="dask", timeout=2.5, cache=False,
+    # 1.5 s for a step's own start on a loaded machine; the one that waits for a worker
+    # would need 4 s and more if the wait counted
+    graph = Graph("g", [Step(name, func=nap, executor="dask", timeout=3.5, cache=False,
                              retries=False) for name in ("a", "b", "c")])
     run = graph.run()  # three steps, two workers: one waits for the first to end
     assert set(run.states().values()) == {"succeeded"}, run.status()
