@@ -1221,8 +1221,7 @@ def test_a_methods_object_counts_by_its_state_at_each_call(memory):
 
 def test_a_cached_function_cached_again_caches_its_function_and_is_forgotten_with_it(tmp_path):
     import gc
-
-    from dagnb.cache import memory as memory_module
+    import weakref
 
     memory = Memory(tmp_path)
 
@@ -1236,10 +1235,35 @@ def test_a_cached_function_cached_again_caches_its_function_and_is_forgotten_wit
     assert twice.__wrapped__ is f and twice.func is f
     assert (twice.__name__, twice.__qualname__, twice.__doc__, twice.extra) == (
         "f", f.__qualname__, "Doubles.", 1)
-    before = len(memory_module._CACHED)
+    assert twice(2) == 4 and once.check_call_in_cache(2)  # (one function, one cache)
+    gone = [weakref.ref(once), weakref.ref(twice)]
     del once, twice
     gc.collect()
-    assert len(memory_module._CACHED) == before - 2
+    assert [ref() for ref in gone] == [None, None]
+
+
+@pytest.mark.parametrize("location", ["cache", None])
+def test_each_kind_of_cached_function_cached_again_caches_its_function(tmp_path, location):
+    """Sync or async, on a cache or on none: caching it again caches the function (a
+    wrapper of its own, not of the wrapper: the new options are seen); a function
+    wrapping a cached one (functools.wraps copies its attributes) is not one."""
+    memory = Memory(None if location is None else tmp_path / location)
+
+    def f(x: int, y: int = 0) -> int:
+        return x + y
+
+    async def g(x: int, y: int = 0) -> int:
+        return x + y
+
+    for func in (f, g):
+        again = memory.cache(ignore=["y"])(memory.cache(func))
+        assert again.__wrapped__ is func and again.ignore == ["y"]
+
+    @functools.wraps(memory.cache(f))
+    def mine(x: int, y: int = 0) -> int:
+        return 10 * f(x, y)
+
+    assert memory.cache(mine).func is mine
 
 
 def test_a_function_cached_again_has_its_traits_remembered_while_they_hold(tmp_path):
@@ -1304,10 +1328,10 @@ def test_a_cached_function_let_go_at_exit_reports_nothing(tmp_path, monkeypatch)
     exec("def f(x):\n    return x + 1\n", namespace)
     cached = Memory(tmp_path).cache(namespace["f"])
     assert cached(1) == 2
-    traits, noted = memory_module._TRAITS, memory_module._CACHED
-    for name in ("_TRAITS", "_CACHED", "_remove_dead"):
+    traits = memory_module._TRAITS
+    for name in ("_TRAITS", "_RUN_CELLS", "_remove_dead"):
         monkeypatch.setattr(memory_module, name, None)  # (as at exit)
     del cached, namespace
     gc.collect()
     assert unraisable == []
-    assert not any(found[0]() is None for found in (*traits.values(), *noted.values()))
+    assert not any(found[0]() is None for found in traits.values())

@@ -235,10 +235,14 @@ def _absolute(root: str | os.PathLike[str]) -> str:
     """``str(Path(root).expanduser().absolute())``, without a Path when ``root`` is an
     absolute path that a Path would not change (what ``Memory(location)`` gets)."""
     text = os.fspath(root)
-    if (type(text) is str and text.startswith("/") and "//" not in text
-            and "/./" not in text and not text.endswith(("/", "/."))):
+    if type(text) is str and _AS_PATH_SPELLS_IT(text):
         return text
     return str(Path(text).expanduser().absolute())
+
+
+# An absolute POSIX path as pathlib spells it: no empty or "." part, no trailing "/" (one
+# C call: a fresh process's first Memory() pays for each instruction of checking it)
+_AS_PATH_SPELLS_IT = re.compile(r"(?:/(?!\.(?:/|\Z))[^/]+)+").fullmatch
 
 
 class LocalBackend(StoreBackend):
@@ -251,7 +255,8 @@ class LocalBackend(StoreBackend):
     name = "local"
 
     def __init__(self, root: str | os.PathLike[str], *, create: bool = True) -> None:
-        self._root_text = _absolute(root)
+        self._root_text = (root if type(root) is str and _AS_PATH_SPELLS_IT(root)
+                           else _absolute(root))
         self._read: dict[tuple[str, str], Item] = {}
         self.identity = folder_identity(self._root_text)  # (None: no folder yet)
         if not create or self.identity is not None:  # read-only: a missing folder is

@@ -169,6 +169,15 @@ def _mmap_mode(value: Any) -> str | None:
     return value
 
 
+def _ignored(value: Iterable[str]) -> list[str]:
+    """``ignore`` as a list of the parameter names it gives."""
+    if isinstance(value, str):  # (list() of it: each letter a name to leave out)
+        raise ConfigError(  # (a ValueError, as joblib's is)
+            f"ignore={value!r} is a string, not a list of parameter names; "
+            f"write ignore=[{value!r}]")
+    return list(value)
+
+
 def _validity(value: Any) -> Validity | None:
     if value is not None and not callable(value):
         # joblib's words, so code that matches joblib's message keeps working
@@ -315,24 +324,22 @@ class Memory:
             ``input_args``, ``time``) it does not accept runs again, as in joblib
             (``joblib.expires_after(minutes=5)`` works).
         """
-        if isinstance(ignore, str):  # (list() of it: each letter a name to leave out)
-            raise ConfigError(  # (a ValueError, as joblib's is)
-                f"ignore={ignore!r} is a string, not a list of parameter names; "
-                f"write ignore=[{ignore!r}]")
-        options = {
-            "ignore": list(ignore or []),
-            "ttl": ttl,
-            "verbose": self.verbose if verbose is None else verbose,
-            "mmap_mode": self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode),
-            "valid": (None if cache_validation_callback is None
-                      else _validity(cache_validation_callback)),
-        }
+        # (each option checked, no dict of them made: a fresh process's .cache() pays
+        # for every instruction)
+        ignore = [] if ignore is None else _ignored(ignore)
+        if verbose is None:
+            verbose = self.verbose
+        mmap_mode = self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode)
+        if cache_validation_callback is not None:
+            _validity(cache_validation_callback)
         if func is None:
-            return lambda f: self.cache(f, **_cache_kwargs(options))
+            return _decorator(self, ignore, ttl, verbose, mmap_mode, cache_validation_callback)
         func = _function_cached_by(func)
         if self.store is None:
-            return _Uncached(func, options).wrapper()
-        return _CachedCall(self, func, options).wrapper()
+            return _Uncached(func, ignore, ttl, verbose, mmap_mode,
+                             cache_validation_callback).wrapper()
+        return _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
+                           cache_validation_callback).wrapper()
 
     def eval(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """``func(*args, **kwargs)`` through the cache (joblib's ``Memory.eval``)."""
@@ -375,25 +382,17 @@ class Memory:
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
 
 
-# A cached function (by id, with a weak reference to it) -> the function it caches:
-# caching it again caches that one, with the new options, as joblib does (a wrapper of
-# a wrapper would never see them). (Not a WeakKeyDictionary: its Python methods cost
-# each .cache() more.)
-_CACHED: dict[int, tuple[weakref.ref[Any], Callable[..., Any]]] = {}
-
-
 def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
-    """The function ``func`` caches if it is a cached function; ``func`` otherwise."""
-    if type(func) is not types.FunctionType:  # (wrappers are functions; not every
-        return func  #                            callable can be weakly referenced)
-    found = _CACHED.get(id(func))
-    return found[1] if found is not None and found[0]() is func else func
-
-
-def _note_cached(run: Callable[..., Any], func: Callable[..., Any]) -> None:
-    """Remember that ``run`` caches ``func`` (forgotten with ``run``)."""
-    ident = id(run)
-    _CACHED[ident] = (weakref.ref(run, _forgetting(_CACHED, ident)), func)
+    """The function ``func`` caches if it is a cached function; ``func`` otherwise:
+    caching it again caches that one, with the new options, as joblib does (a wrapper
+    of a wrapper would never see them). A cached function is a ``run`` made by a
+    wrapper below, known by its code, its calls in its closure (no table of them kept,
+    none to clean up)."""
+    if type(func) is types.FunctionType:
+        cell = _RUN_CELLS.get(id(func.__code__))
+        if cell is not None:
+            return func.__closure__[cell].cell_contents.func  # type: ignore[index]
+    return func
 
 
 def _forgetting(table: dict[int, tuple[Any, ...]], ident: int) -> Callable[[Any], None]:
@@ -409,32 +408,23 @@ def _remove_dead(table: dict[int, tuple[weakref.ref[Any], Any]], ident: int) -> 
         del table[ident]
 
 
-def _wrap(run: Any, func: Callable[..., Any]) -> None:
-    """``functools.update_wrapper(run, func)``: for a plain function, its assignments
-    made directly (a fresh process's .cache() pays for update_wrapper's loop)."""
-    if type(func) is not types.FunctionType or functools.WRAPPER_ASSIGNMENTS != _ASSIGNED:
-        functools.update_wrapper(run, func)  # (skips what a partial lacks)
-        return
-    run.__module__, run.__name__, run.__qualname__ = (
-        func.__module__, func.__name__, func.__qualname__)
-    run.__doc__, run.__annotations__ = func.__doc__, func.__annotations__
-    if func.__dict__:
-        run.__dict__.update(func.__dict__)
-    run.__wrapped__ = func
+# functools.update_wrapper's assignments are these (3.12 adds __type_params__): a plain
+# function's are then made directly (a fresh process's .cache() pays for its loop)
+_PLAIN_WRAP = functools.WRAPPER_ASSIGNMENTS == (
+    "__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
 
 
-_ASSIGNED = ("__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
+def _decorator(memory: Memory, ignore: list[str], ttl: float | str | None, verbose: int,
+               mmap_mode: str | None, valid: Validity | None) -> Callable[..., Any]:
+    """``@memory.cache(...)``: the decorator caching a function with these options."""
+    return lambda f: memory.cache(f, ignore=ignore, ttl=ttl, verbose=verbose,
+                                  mmap_mode=mmap_mode, cache_validation_callback=valid)
 
 
-def _cache_kwargs(options: Mapping[str, Any]) -> dict[str, Any]:
-    """``options`` as ``Memory.cache`` keyword arguments again."""
-    return {
-        "ignore": options["ignore"],
-        "ttl": options["ttl"],
-        "verbose": options["verbose"],
-        "mmap_mode": options["mmap_mode"],
-        "cache_validation_callback": options["valid"],
-    }
+def _options_of(options: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A pickled call's options (see :attr:`_Calls.options`) as its constructor takes them."""
+    return (options["ignore"], options["ttl"], options["verbose"], options["mmap_mode"],
+            options["valid"])
 
 
 class ShelvedResult:
@@ -523,10 +513,17 @@ class _Calls:
 
     name: str
 
-    def __init__(self, func: Callable[..., Any], options: Mapping[str, Any]) -> None:
-        self.func, self.options = func, options
-        self.verbose: int = options["verbose"]
-        self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
+    def __init__(self, func: Callable[..., Any], ignore: list[str], ttl: float | str | None,
+                 verbose: int, mmap_mode: str | None, valid: Validity | None) -> None:
+        self.func, self.ignore, self.ttl = func, ignore, ttl
+        self.verbose, self.mmap_mode, self.valid = verbose, mmap_mode, valid
+        self.keys, self.name, self.asynchronous = _traits_of(func, ignore)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The options it was cached with (what a pickled call carries)."""
+        return {"ignore": self.ignore, "ttl": self.ttl, "verbose": self.verbose,
+                "mmap_mode": self.mmap_mode, "valid": self.valid}
 
     def before(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                secrets: SecretsInForce | None = None) -> None:
@@ -546,15 +543,24 @@ class _Calls:
         inputs = {k: repr(v) for k, v in self.keys.arguments(args, kwargs).items()}
         return {"duration": took, "input_args": inputs, "time": start}
 
-    def decorate(self, run: Any, call: Any, shelve: Any) -> Any:
-        _wrap(run, self.func)
-        run.func = self.func
-        run.ignore = self.options["ignore"]
-        run.mmap_mode = self.options["mmap_mode"]
-        run.call = call
-        run.call_and_shelve = shelve
-        run.store_name = self.name
-        _note_cached(run, self.func)
+    def decorate(self, run: Any, call: Any, shelve: Any, check: Any, clear: Any) -> Any:
+        """``run`` as ``functools.wraps(func)`` makes it, with joblib's attributes of a
+        cached function (all in one dict: a fresh process's .cache() pays for each
+        instruction)."""
+        func = self.func
+        if type(func) is types.FunctionType and _PLAIN_WRAP:
+            run.__module__ = func.__module__
+            run.__name__ = func.__name__
+            run.__qualname__ = func.__qualname__
+            run.__doc__ = func.__doc__
+            run.__annotations__ = func.__annotations__
+            inherited = func.__dict__
+        else:
+            functools.update_wrapper(run, func)  # (skips what a partial lacks)
+            inherited = run.__dict__
+        run.__dict__ = {**inherited, "__wrapped__": func, "func": func, "ignore": self.ignore,
+                        "mmap_mode": self.mmap_mode, "call": call, "call_and_shelve": shelve,
+                        "store_name": self.name, "check_call_in_cache": check, "clear": clear}
         return run
 
 
@@ -562,40 +568,47 @@ class _Uncached(_Calls):
     """``Memory(location=None)``: the function runs every time, nothing is stored."""
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return _Uncached, (self.func, self.options)
+        return _Uncached, (self.func, *_options_of(self.options))
 
     def wrapper(self) -> Any:
-        func = self.func
         if self.asynchronous:
 
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                start = time.time()
-                value = await func(*args, **kwargs)
-                return value, self.metadata(args, kwargs, time.time() - start, start)
-
             async def run(*args: Any, **kwargs: Any) -> Any:
-                return (await call(*args, **kwargs))[0]
+                return (await self.call_async(*args, **kwargs))[0]
 
-            async def shelve(*args: Any, **kwargs: Any) -> Any:
-                return _Value((await call(*args, **kwargs))[0])
+            return self.decorate(run, self.call_async, self.call_and_shelve_async,
+                                 _never_cached, _nothing_to_clear)
 
-        else:
+        def run(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+            return self.call(*args, **kwargs)[0]
 
-            def call(*args: Any, **kwargs: Any) -> Any:
-                start = time.time()
-                value = func(*args, **kwargs)
-                return value, self.metadata(args, kwargs, time.time() - start, start)
+        return self.decorate(run, self.call, self.call_and_shelve, _never_cached,
+                             _nothing_to_clear)
 
-            def run(*args: Any, **kwargs: Any) -> Any:
-                return call(*args, **kwargs)[0]
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        value = self.func(*args, **kwargs)
+        return value, self.metadata(args, kwargs, time.time() - start, start)
 
-            def shelve(*args: Any, **kwargs: Any) -> Any:
-                return _Value(call(*args, **kwargs)[0])
+    async def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        start = time.time()
+        value = await self.func(*args, **kwargs)
+        return value, self.metadata(args, kwargs, time.time() - start, start)
 
-        run = self.decorate(run, call, shelve)
-        run.check_call_in_cache = lambda *args, **kwargs: False
-        run.clear = lambda warn=True: None
-        return run
+    def call_and_shelve(self, *args: Any, **kwargs: Any) -> Any:
+        return _Value(self.call(*args, **kwargs)[0])
+
+    async def call_and_shelve_async(self, *args: Any, **kwargs: Any) -> Any:
+        return _Value((await self.call_async(*args, **kwargs))[0])
+
+
+def _never_cached(*args: Any, **kwargs: Any) -> bool:
+    """``check_call_in_cache`` of ``Memory(location=None)``'s functions."""
+    return False
+
+
+def _nothing_to_clear(warn: bool = True) -> None:
+    """``clear`` of ``Memory(location=None)``'s functions."""
 
 
 class _CachedCall(_Calls):
@@ -606,14 +619,13 @@ class _CachedCall(_Calls):
     fail_on_miss: bool
     max_age: float | None  # seconds: the oldest entry served (the ttl), None for any
 
-    def __init__(self, memory: Memory | None, func: Callable[..., Any],
-                 options: Mapping[str, Any]) -> None:
+    def __init__(self, memory: Memory | None, func: Callable[..., Any], ignore: list[str],
+                 ttl: float | str | None, verbose: int, mmap_mode: str | None,
+                 valid: Validity | None) -> None:
         # (_Calls.__init__'s fields set here: super() costs a fresh process's .cache())
-        self.func, self.options = func, options
-        self.verbose: int = options["verbose"]
-        self.keys, self.name, self.asynchronous = _traits_of(func, options["ignore"])
-        self.ttl, self.mmap_mode = options["ttl"], options["mmap_mode"]
-        self.valid: Validity | None = options["valid"]
+        self.func, self.ignore, self.ttl = func, ignore, ttl
+        self.verbose, self.mmap_mode, self.valid = verbose, mmap_mode, valid
+        self.keys, self.name, self.asynchronous = _traits_of(func, ignore)
         self.loaded: dict[str, tuple[Entry, Any]] = {}  # key -> (entry, its result)
         if memory is not None:
             self._attach(memory)
@@ -791,8 +803,10 @@ class _CachedCall(_Calls):
 
     def wrapper(self) -> Any:
         # The key is computed once, before running: the call may mutate its arguments
-        # or the globals its code reads.
-        func, keys = self.func, self.keys
+        # or the globals its code reads. (Only ``run`` is made here, joblib's ``call``,
+        # ``call_and_shelve`` and the rest are methods: a fresh process's .cache() pays
+        # for each closure it makes.)
+        keys = self.keys
         if self.asynchronous:
 
             async def run(*args: Any, **kwargs: Any) -> Any:
@@ -803,80 +817,83 @@ class _CachedCall(_Calls):
                         value = self.computed_meanwhile(key, args, kwargs)
                         if value is NO_RESULT:
                             components = keys.components(args, kwargs)
-                            value, _, _ = await execute(components, args, kwargs)
+                            value, _, _ = await self.execute_async(components, args, kwargs)
                 return value
 
-            async def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
-                """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
-                secrets = secrets_in_force()  # (a step's, when one runs the call)
-                key = keys.step_key(components, args, kwargs,
-                                    None if secrets is None else secrets.mask)
-                self.computing(key.digest)
-                self.before(args, kwargs, secrets)
-                start, clock = time.time(), time.perf_counter()
-                value = await func(*args, **kwargs)
-                took = time.perf_counter() - clock
-                self.after(took)
-                keys.warn_of_state(components)
-                return self.save(key, value, took, secrets), took, start
+            return self.decorate(run, self.call_async, self.call_and_shelve_async,
+                                 self.check_call_in_cache, self.clear)
 
-            async def call(*args: Any, **kwargs: Any) -> Any:
-                value, took, start = await execute(keys.components(args, kwargs), args, kwargs)
-                return value, self.metadata(args, kwargs, took, start)
+        def run(*args: Any, **kwargs: Any) -> Any:  # type: ignore[no-redef]
+            key = keys.digest(args, kwargs)
+            value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
+            if value is NO_RESULT:
+                # one process computes a key at a time; the others wait, then hit
+                with self.claim(key):
+                    value = self.computed_meanwhile(key, args, kwargs)
+                    if value is NO_RESULT:
+                        value, _, _ = self.execute(keys.components(args, kwargs), args, kwargs)
+            return value
 
-            async def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
-                digest = keys.digest(args, kwargs)
-                if self.entry(digest) is None:
-                    self.refuse_miss()
-                    value, _, _ = await execute(keys.components(args, kwargs), args, kwargs)
-                    if self.store.read_only or self.store.peek(self.name, digest) is None:
-                        return _Value(value)  # (not stored: a secret, a full disk)
-                return ShelvedResult(self, digest)
+        return self.decorate(run, self.call, self.call_and_shelve, self.check_call_in_cache,
+                             self.clear)
 
-        else:
+    def execute(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
+        """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
+        secrets = secrets_in_force()  # (a step's, when one runs the call)
+        key = self.keys.step_key(components, args, kwargs,
+                                 None if secrets is None else secrets.mask)
+        self.computing(key.digest)
+        self.before(args, kwargs, secrets)
+        start, clock = time.time(), time.perf_counter()
+        value = self.func(*args, **kwargs)
+        took = time.perf_counter() - clock
+        self.after(took)
+        self.keys.warn_of_state(components)
+        return self.save(key, value, took, secrets), took, start
 
-            def run(*args: Any, **kwargs: Any) -> Any:
-                key = keys.digest(args, kwargs)
-                value = self.cached(key) if self.verbose < 20 else self.lookup(key, args, kwargs)
-                if value is NO_RESULT:
-                    # one process computes a key at a time; the others wait, then hit
-                    with self.claim(key):
-                        value = self.computed_meanwhile(key, args, kwargs)
-                        if value is NO_RESULT:
-                            value, _, _ = execute(keys.components(args, kwargs), args, kwargs)
-                return value
+    async def execute_async(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
+        """:meth:`execute` of a coroutine function."""
+        secrets = secrets_in_force()  # (a step's, when one runs the call)
+        key = self.keys.step_key(components, args, kwargs,
+                                 None if secrets is None else secrets.mask)
+        self.computing(key.digest)
+        self.before(args, kwargs, secrets)
+        start, clock = time.time(), time.perf_counter()
+        value = await self.func(*args, **kwargs)
+        took = time.perf_counter() - clock
+        self.after(took)
+        self.keys.warn_of_state(components)
+        return self.save(key, value, took, secrets), took, start
 
-            def execute(components: dict[str, str], args: Any, kwargs: Any) -> Any:
-                """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
-                secrets = secrets_in_force()  # (a step's, when one runs the call)
-                key = keys.step_key(components, args, kwargs,
-                                    None if secrets is None else secrets.mask)
-                self.computing(key.digest)
-                self.before(args, kwargs, secrets)
-                start, clock = time.time(), time.perf_counter()
-                value = func(*args, **kwargs)
-                took = time.perf_counter() - clock
-                self.after(took)
-                keys.warn_of_state(components)
-                return self.save(key, value, took, secrets), took, start
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        """joblib's ``call``: run even if cached, store; ``(result, metadata)``."""
+        value, took, start = self.execute(self.keys.components(args, kwargs), args, kwargs)
+        return value, self.metadata(args, kwargs, took, start)
 
-            def call(*args: Any, **kwargs: Any) -> Any:
-                value, took, start = execute(keys.components(args, kwargs), args, kwargs)
-                return value, self.metadata(args, kwargs, took, start)
+    async def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        components = self.keys.components(args, kwargs)
+        value, took, start = await self.execute_async(components, args, kwargs)
+        return value, self.metadata(args, kwargs, took, start)
 
-            def shelve(*args: Any, **kwargs: Any) -> ShelvedResult:
-                digest = keys.digest(args, kwargs)
-                if self.entry(digest) is None:
-                    self.refuse_miss()
-                    value, _, _ = execute(keys.components(args, kwargs), args, kwargs)
-                    if self.store.read_only or self.store.peek(self.name, digest) is None:
-                        return _Value(value)  # (not stored: a secret, a full disk)
-                return ShelvedResult(self, digest)
+    def call_and_shelve(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
+        """Run the call unless cached; a handle on the stored result."""
+        digest = self.keys.digest(args, kwargs)
+        if self.entry(digest) is None:
+            self.refuse_miss()
+            value, _, _ = self.execute(self.keys.components(args, kwargs), args, kwargs)
+            if self.store.read_only or self.store.peek(self.name, digest) is None:
+                return _Value(value)  # (not stored: a secret, a full disk)
+        return ShelvedResult(self, digest)
 
-        run = self.decorate(run, call, shelve)
-        run.check_call_in_cache = self.check_call_in_cache
-        run.clear = self.clear
-        return run
+    async def call_and_shelve_async(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
+        digest = self.keys.digest(args, kwargs)
+        if self.entry(digest) is None:
+            self.refuse_miss()
+            components = self.keys.components(args, kwargs)
+            value, _, _ = await self.execute_async(components, args, kwargs)
+            if self.store.read_only or self.store.peek(self.name, digest) is None:
+                return _Value(value)  # (not stored: a secret, a full disk)
+        return ShelvedResult(self, digest)
 
     def claim(self, key: str, *, asynchronous: bool = False) -> Any:
         """After a miss: the key's lock (``with`` or ``async with``); none in a read-only
@@ -926,6 +943,17 @@ class _CachedCall(_Calls):
         self.store.clear(self.name)
 
 
+
+def _runs_made_by(*wrappers: Callable[..., Any]) -> dict[int, int]:
+    """The code of each ``run`` the ``wrapper`` methods make (by id: it lives as long as
+    this module) -> where its closure holds the calls object (``self``)."""
+    return {id(code): code.co_freevars.index("self") for wrapper in wrappers
+            for code in wrapper.__code__.co_consts
+            if isinstance(code, types.CodeType) and code.co_name == "run"}
+
+
+_RUN_CELLS = _runs_made_by(_Uncached.wrapper, _CachedCall.wrapper)  # (see _function_cached_by)
+
 _ATOMS = (type(None), bool, int, float, complex, str, bytes, range)
 
 
@@ -965,7 +993,7 @@ class _SentCall(_CachedCall):
 
     def __init__(self, spec: tuple[Any, ...], func: Callable[..., Any],
                  options: Mapping[str, Any], sources: Mapping[str, Any]) -> None:
-        super().__init__(None, func, options)
+        super().__init__(None, func, *_options_of(options))
         self.sent = (spec, sources)
 
     def __getattr__(self, name: str) -> Any:

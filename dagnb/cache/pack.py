@@ -114,7 +114,7 @@ from dagnb.cache.pack_records import (
     encode,
 )
 from dagnb.cache.sealed import SEALED, is_seal_temporary
-from dagnb.config import context
+from dagnb.config import made
 
 __all__ = [
     "ENTRY",
@@ -737,7 +737,7 @@ def index_of(folder: str, identity: tuple[int, int] | None = None) -> PackIndex:
     index made meanwhile is the one found once the folder is made). The stores of the
     folder share it while one of them lives (see :class:`_LiveIndexes`)."""
     identity = identity or folder_identity(os.path.dirname(folder))
-    live = context().get("cache.packs", _LiveIndexes)
+    live = made("cache.packs", _LiveIndexes)
     spelled, indexes = ("spelled", folder), live.indexes
     with live.lock.lock:  # (the indexes' weak references read in place: a fresh
         if identity is None:  # process's first Memory() makes no call it can spare)

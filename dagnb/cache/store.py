@@ -109,6 +109,7 @@ from dagnb.cache.pack import (
     PACKS,
     RECORD_LIMIT,
     TOMBSTONE,
+    PackIndex,
     Record,
     encode,
     index_of,
@@ -198,6 +199,20 @@ def _key_text(key: StepKey | str) -> str:
     return key if type(key) is str else key.digest  # type: ignore[union-attr]
 
 
+def _backend_of(location: str | os.PathLike[str], backend: str | StoreBackend, *,
+                create: bool) -> StoreBackend:
+    """The backend of a store at ``location``: ``backend``, a registered name or an
+    instance, or a remote one for a store URL; ``create=False``: a local folder is made
+    by the first write, not now."""
+    if backend == "local" and is_url(os.fspath(location)):
+        backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
+    if type(backend) is not str and isinstance(backend, StoreBackend):
+        return backend
+    if backend == "local" and not create:
+        return LocalBackend(location, create=False)
+    return get_backend(backend)(location)  # type: ignore[arg-type]
+
+
 class Store(Housekeeping):
     """Cache entries of steps, in ``location``.
 
@@ -225,6 +240,8 @@ class Store(Housekeeping):
     _writer: PackWriter | None = None  # made at the first record appended
     _absent: tuple[str, str] | None = None  # the last key found with no folder
     _flush_failed = False  # warned once already
+    default_ttl: float | None = None  # (most stores set none)
+    _packs: PackIndex | None = None  # a local store's (see __init__)
 
     def __init__(
         self,
@@ -237,23 +254,21 @@ class Store(Housekeeping):
         create: bool = True,
     ) -> None:
         self.read_only = read_only
-        if backend == "local" and (type(location) is not str or "://" in location) and (
-                is_url(os.fspath(location))):  # (a plain path asks no more)
-            backend = "remote"  # dagnb.cache.remote: a local tier in front of the URL
-        if type(backend) is not str and isinstance(backend, StoreBackend):
-            self.backend = backend
-        elif backend == "local" and (read_only or not create):  # (no folder made now)
-            self.backend = LocalBackend(location, create=False)
+        if backend == "local" and type(location) is str and "://" not in location:
+            # a folder's path, the usual case: asked no more
+            made = (LocalBackend(location, create=False) if read_only or not create
+                    else get_backend(backend)(location))
         else:
-            self.backend = get_backend(backend)(location)
+            made = _backend_of(location, backend, create=create and not read_only)
+        self.backend = made
         self.clock = clock
-        self.default_ttl = (None if default_ttl is None  # (most set none: no call)
-                            else parse_duration(default_ttl, what="default_ttl"))
+        if default_ttl is not None:
+            self.default_ttl = parse_duration(default_ttl, what="default_ttl")
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
-        self._packs = (index_of(f"{self.backend._root_text}/{PACKS}", self.backend.identity)
-                       if type(self.backend) is LocalBackend else None)
+        if type(made) is LocalBackend:
+            self._packs = index_of(f"{made._root_text}/{PACKS}", made.identity)
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out

@@ -70,7 +70,7 @@ from typing import Any
 
 from dagnb import checks
 from dagnb.config.aliases import DEFAULTS_ALIASES, canonical_file
-from dagnb.config.live import Context, context, use_context
+from dagnb.config.live import Context, context, made, use_context
 from dagnb.errors import ConfigError
 
 __all__ = [
@@ -84,6 +84,7 @@ __all__ = [
     "context",
     "env_flag",
     "find_config_file",
+    "made",
     "origins",
     "reload",
     "settings",
@@ -500,7 +501,7 @@ class _Loaded:
 
 def _loaded() -> _Loaded:
     """The current context's settings holder (empty until the first :func:`settings`)."""
-    return context().get("settings", _Loaded)
+    return made("settings", _Loaded)
 
 
 def _load() -> Settings:
@@ -541,7 +542,7 @@ def settings() -> Settings:
     The same object is returned until the context is replaced (:func:`use_context`):
     :func:`configure` and :func:`reload` change it in place, so callers may hold it.
     """
-    current = _loaded().settings
+    current = made("settings", _Loaded).settings  # (_loaded()'s, with a call less)
     return current if current is not None else _load()
 
 

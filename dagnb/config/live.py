@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
 
-__all__ = ["Context", "context", "use_context"]
+__all__ = ["Context", "context", "made", "use_context"]
 
 T = TypeVar("T")
 
@@ -65,6 +65,13 @@ _current = Context()
 def context() -> Context:
     """The context in force for this process."""
     return _current
+
+
+def made(name: str, factory: Callable[[], T]) -> T:
+    """``context().get(name, factory)`` in one call, with none when it is made (a fresh
+    process's first ``Memory()`` asks twice)."""
+    found = _current._objects.get(name)
+    return found if found is not None else _current.get(name, factory)
 
 
 @contextmanager
