@@ -243,11 +243,10 @@ class Memory:
         self.cache_mode = mode
         self.store = (
             None
-            if location is None or self.cache_mode == "off"
-            else Store(location, backend=backend, clock=clock, default_ttl=ttl,
-                       read_only=self.cache_mode == "read-only",
+            if location is None or mode == "off"
+            else Store(location, backend, clock, ttl, read_only=mode == "read-only",
                        # fail-on-miss stores nothing: a folder only if it is there
-                       create=self.cache_mode != "fail-on-miss")
+                       create=mode != "fail-on-miss")
         )
         self.verbose = verbose
         self.mmap_mode = None if mmap_mode is None else _mmap_mode(mmap_mode)
@@ -388,7 +387,7 @@ def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
     of a wrapper would never see them). A cached function is a ``run`` made by a
     wrapper below, known by its code, its calls in its closure (no table of them kept,
     none to clean up)."""
-    if type(func) is types.FunctionType:
+    if type(func) is _FUNCTION:
         cell = _RUN_CELLS.get(id(func.__code__))
         if cell is not None:
             return func.__closure__[cell].cell_contents.func  # type: ignore[index]
@@ -410,6 +409,7 @@ def _remove_dead(table: dict[int, tuple[weakref.ref[Any], Any]], ident: int) -> 
 
 # functools.update_wrapper's assignments are these (3.12 adds __type_params__): a plain
 # function's are then made directly (a fresh process's .cache() pays for its loop)
+_FUNCTION = types.FunctionType
 _PLAIN_WRAP = functools.WRAPPER_ASSIGNMENTS == (
     "__module__", "__name__", "__qualname__", "__doc__", "__annotations__")
 
@@ -548,7 +548,7 @@ class _Calls:
         cached function (all in one dict: a fresh process's .cache() pays for each
         instruction)."""
         func = self.func
-        if type(func) is types.FunctionType and _PLAIN_WRAP:
+        if type(func) is _FUNCTION and _PLAIN_WRAP:
             run.__module__ = func.__module__
             run.__name__ = func.__name__
             run.__qualname__ = func.__qualname__
@@ -616,7 +616,6 @@ class _CachedCall(_Calls):
 
     store: Store
     memory: Memory
-    fail_on_miss: bool
     max_age: float | None  # seconds: the oldest entry served (the ttl), None for any
 
     def __init__(self, memory: Memory | None, func: Callable[..., Any], ignore: list[str],
@@ -631,15 +630,20 @@ class _CachedCall(_Calls):
             self._attach(memory)
 
     def _attach(self, memory: Memory) -> None:
-        assert memory.store is not None
-        self.store, self.memory = memory.store, memory
-        self.fail_on_miss = memory.cache_mode == "fail-on-miss"
+        store: Store = memory.store  # type: ignore[assignment]  # (a Memory with a cache)
+        self.store = store
+        self.memory = memory
         # the ttl counts from each entry's creation, so that one saved before with none
         # (or a longer one) is not served past it
         ttl = self.ttl
-        self.max_age = (memory.store.default_ttl if ttl is None
-                        else parse_duration(ttl, what="ttl"))
+        self.max_age = store.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         memory._names.add(self.name)
+
+    @property
+    def fail_on_miss(self) -> bool:
+        """``cache_mode='fail-on-miss'``: a call not stored raises CacheMissError (asked
+        only on a miss, so not set up front)."""
+        return self.memory.cache_mode == "fail-on-miss"
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (joblib.Parallel's and dask's workers get a cached function with its
@@ -997,7 +1001,7 @@ class _SentCall(_CachedCall):
         self.sent = (spec, sources)
 
     def __getattr__(self, name: str) -> Any:
-        if name not in ("store", "memory", "fail_on_miss", "max_age"):
+        if name not in ("store", "memory", "max_age"):
             raise AttributeError(name)
         self._attach(_memory_of(self.sent[0]))
         return getattr(self, name)
