@@ -685,14 +685,18 @@ class _CachedCall(_Calls):
             return known[1]
         start = time.perf_counter() if self.verbose > 4 else 0.0
         try:
-            value = self.load(entry)
+            inline = entry.inline  # (load()'s usual case inline: a call less a hit)
+            value = self.load(entry) if inline is None else decode_inline(inline)
         except Exception as exc:  # a torn or foreign result file: a miss, as the design says
             self.loaded.pop(key, None)
             self.store.quarantine(self.name, key, f"its result cannot be loaded: {exc}", entry)
             return NO_RESULT
         if self.verbose > 4:
             self.after(time.perf_counter() - start, "cache loaded ")
-        self.remember(key, entry, value)
+        if known is None and type(value) in _ATOMS and len(self.loaded) < _LOADED_LIMIT:
+            self.loaded[key] = (entry, value)  # (remember()'s usual case inline, as load's)
+        else:
+            self.remember(key, entry, value)
         return value
 
     def load(self, entry: Entry) -> Any:

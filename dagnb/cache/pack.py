@@ -236,11 +236,23 @@ class PackIndex:
         A record about to be served costs one ``stat`` of the generation file: when
         another process removed or replaced something since the packs were read, they
         are read again first (what they gained: a tombstone, a newer record)."""
-        # read just now by this call, the generation the same all along: no fstat again
-        fresh = not self.loaded and self.refresh()
-        record = self._lookup(step, key)
-        if record is None or fresh:
-            return record
+        if not self.loaded:
+            # read just now by this call, the generation the same all along: no fstat again
+            fresh = self.refresh()
+            record = self._lookup(step, key)
+            if record is None or fresh:
+                return record
+        else:  # (_lookup's work, inline: every hit passes here)
+            where = (step, key)
+            record = self.records.get(where)
+            if self._keyed and where not in self._resolved:
+                record = self._resolve(where, record)
+            if self._blobs:
+                record = self._search(step, key, record)
+            if type(record) is tuple:
+                record = self._check(where, record)
+            if record is None or record.kind != ENTRY:
+                return None
         seen = self._generation_file  # (the usual case inline: one fstat)
         now = os.fstat(seen) if seen >= 0 else self._generation_now()
         if now != self.generation or (now is not None and not now.st_nlink):
@@ -252,11 +264,16 @@ class PackIndex:
         """The live record of ``step/key`` as read so far, or None."""
         if not self.loaded:
             self.refresh()
-        found = self._known(step, key)
+        where = (step, key)  # (_known's work inline; get() has this inline too)
+        found = self.records.get(where)
+        if self._keyed and where not in self._resolved:
+            found = self._resolve(where, found)
+        if self._blobs:
+            found = self._search(step, key, found)
         if found is None:
             return None
         if type(found) is tuple:
-            found = self._check((step, key), found)
+            found = self._check(where, found)
             if found is None:
                 return None
         return found if found.kind == ENTRY else None  # type: ignore[union-attr]
@@ -303,14 +320,15 @@ class PackIndex:
                     return self.records.get(where)
                 if data is None:
                     continue
-                if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
-                    self._distrust()
-                    return self.records.get(where)
-                if best is not None and (_pack_of(best) == name or not _wins(
-                        best, _FRAME.unpack_from(data)[3], name)):  # (its stamp: only then)
-                    continue  # (one of this pack known already: read past its keys file)
+                if best is not None:  # (most keys have no other record: no check then)
+                    if len(data) < _FRAME.size:  # a keys file that lies: walk the packs
+                        self._distrust()
+                        return self.records.get(where)
+                    if _pack_of(best) == name or not _wins(
+                            best, _FRAME.unpack_from(data)[3], name):  # (its stamp: only then)
+                        continue  # (one of this pack known already: read past its keys file)
                 record = _record_of(data, where, needle, name)  # checked now: at hand
-                if record is None:
+                if record is None:  # (one shorter than a frame too)
                     self._distrust()  # damaged, or a keys file that lies: walk the packs
                     return self.records.get(where)
                 best = record
@@ -513,7 +531,8 @@ class PackIndex:
 
     def _known(self, step: str, key: str) -> Record | _Slot | None:
         """The newest record of ``step/key`` known so far, through the index, then the
-        keys files and the packs searched by key (not checked yet)."""
+        keys files and the packs searched by key (not checked yet). (:meth:`_lookup`
+        does the same inline.)"""
         found = self.records.get((step, key))
         if self._keyed and (step, key) not in self._resolved:
             found = self._resolve((step, key), found)

@@ -19,6 +19,7 @@ KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
 _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
 _CHAIN_AT = _KEY.size - 8
+_KEYS_HEAD_SIZE, _KEY_SIZE = _KEYS_HEAD.size, _KEY.size  # (as constants: every hit reads them)
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
 _FIRST = operator.itemgetter(0)
 _DICT_AFTER = 16  # a sealed index makes a dict after SEARCH_KEYS lookups, or one per
@@ -70,12 +71,20 @@ class _Keys:
         Once the dict is made, its work is done here (no offset, read or data call, no
         min or max: every hit of a fresh process's run passes here)."""
         found = self.found
-        if found is None:
-            where = self.offset(digest)
-            if where is None:
+        if found is None:  # (offset's and read's work inline: no call, as below)
+            blob, end = self.blob, len(self.blob)
+            while (at := blob.rfind(digest, _KEYS_HEAD_SIZE, end)) >= 0:
+                if (at - _KEYS_HEAD_SIZE) % _KEY_SIZE == 0:
+                    break
+                end = at + len(digest) - 1
+            else:
                 return None
+            offset, length = _KEY.unpack_from(blob, at)[1:3]
+            room = self.covered - offset  # (min and max only when needed, as in read)
+            if not 0 <= length <= room:
+                length = max(0, min(length, room))
             try:
-                return self.read(*where)
+                return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
             except (OSError, OverflowError):  # (an offset past what pread takes)
                 return b""
         at = found.get(digest)
@@ -176,6 +185,8 @@ class _SealedKeys(_Keys):
         """As :meth:`_Keys.bytes_of`; while the index is searched, found and read here
         (offset's and read's work inline: a fresh process's first hit passes here)."""
         if self.found is not None or self.searches <= 0:
+            if self.found is None:  # (the lookup that makes the dict: see offset)
+                self._make_dict()
             return _Keys.bytes_of(self, digest)  # (not super(): one object less a hit)
         self.searches -= 1
         entry = self.sealed.find(digest)

@@ -201,25 +201,27 @@ def _torn_key(data: bytes, offset: int) -> tuple[str, str] | None:
         return None
 
 
+# (as constants: _record_of, which every hit of a fresh process runs, reads no attribute)
+_FRAME_SIZE, _HEAD_SIZE, _FIXED_SIZE, _TAIL_SIZE = _FRAME.size, _HEAD.size, _FIXED.size, _TAIL.size
+
+
 def _record_of(data: bytes, where: tuple[str, str], needle: bytes, pack: str) -> Record | None:
     """The record at the start of ``data`` if its framing, end and digest hold and it is
     of ``where`` (its names are ``needle``), else None: :func:`_whole_record` for a key
-    known, with no names decoded."""
-    if len(data) < _FRAME.size:
+    known, with no names decoded. (Every hit of a fresh process checks one: its frame is
+    read in one unpack, its names compared in place, its body cut once.)"""
+    if len(data) < _FRAME_SIZE:
         return None
-    magic, length, digest = _HEAD.unpack_from(data)
-    after = _HEAD.size + length + _TAIL.size
-    if magic != MAGIC or length < _FIXED.size or after > len(data):
+    magic, length, digest, stamp, kind, _, _ = _FRAME.unpack_from(data)
+    end = _HEAD_SIZE + length  # (where its tail starts)
+    if magic != MAGIC or length < _FIXED_SIZE or end + _TAIL_SIZE > len(data):
         return None
-    if _TAIL.unpack_from(data, after - _TAIL.size) != (after, END):
+    if _TAIL.unpack_from(data, end) != (end + _TAIL_SIZE, END):
         return None
-    rest = data[_HEAD.size:after - _TAIL.size]
-    names_at = _NAMES_AT - _HEAD.size
-    names_end = names_at + len(needle)
-    if xxhash.xxh3_64_intdigest(rest) != digest or rest[names_at:names_end] != needle:
+    if (xxhash.xxh3_64_intdigest(data[_HEAD_SIZE:end]) != digest
+            or not data.startswith(needle, _NAMES_AT, end)):
         return None
-    stamp, kind = _FIXED.unpack_from(rest)[:2]
-    return Record(where[0], where[1], kind, stamp, rest[names_end:], pack)
+    return Record(where[0], where[1], kind, stamp, data[_NAMES_AT + len(needle):end], pack)
 
 
 def _whole_record(data: bytes, offset: int, pack: str) -> Record | None:

@@ -60,16 +60,21 @@ def packed_head_bytes(head: dict[str, Any], inline_text: str | None = None) -> b
 _EXPIRES, _DURATION = ',"expires":', ',"duration_s":'
 _DIGEST, _PACKED = ',"output_digest":', ',"packed":true'
 _INLINE, _PROVENANCE = ',"inline":', ',"provenance":'
+# their lengths, as constants: a len() call each cost a fresh process's hit a builtin call
+_EXPIRES_LEN, _DIGEST_LEN, _PACKED_LEN = len(_EXPIRES), len(_DIGEST), len(_PACKED)
+_INLINE_LEN, _PROVENANCE_LEN = len(_INLINE), len(_PROVENANCE)
 _NUMBERS = (int, float)  # (what JSON numbers parse to; not bool)
+_EXPIRIES = (int, float, type(None))  # (an expiry: a number or null)
+_INLINES = (dict, type(None))  # (an inline result: a mapping, or null as a parse reads it)
 _SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
-_STARTS: dict[str, bytes] = {}  # step -> how its heads start, up to its key
+_STARTS: dict[str, str] = {}  # step -> how its heads start, up to its key
 
 
-def _start_of(step: str) -> bytes:
+def _start_of(step: str) -> str:
     """How the heads of ``step`` start (remembered: a process hits few steps)."""
     if len(_STARTS) >= 1024:  # (a bound, for a process that names many)
         _STARTS.clear()
-    starts = _STARTS[step] = b'{"format":1,"step":%s,"key":' % _quoted(step).encode()
+    starts = _STARTS[step] = f'{{"format":1,"step":{_quoted(step)},"key":'
     return starts
 
 
@@ -84,39 +89,40 @@ def head_at_a_glance(raw: bytes, step: str, key: str) -> tuple[float | None, Any
     and text, its inline result and provenance as mappings, nothing after them (a name
     given twice, which no dagnb writes, is read by its first). Names are found with
     ``str.find``: ``,"output_digest":`` cannot occur inside a JSON string (its quote
-    would end the string)."""
+    would end the string). Every hit of a fresh process passes here: each check is
+    made once, with as few calls as it takes."""
     starts = _STARTS.get(step)
     if starts is None:
         starts = _start_of(step)
-    keyed = b'%s,"created":' % _quoted(key).encode()
-    if (not raw.startswith(starts) or not raw.startswith(keyed, len(starts))
-            or not raw.isascii()):  # (ASCII: offsets are the text's)
-        return None
-    text, after = raw.decode("ascii"), len(starts) + len(keyed)
+    keyed = f'{starts}{_quoted(key)},"created":'  # (its start, up to its first time)
     try:
-        created, at = _SCAN(text, after)
+        text = raw.decode("ascii")  # (ASCII: offsets are the text's; else a ValueError)
+        if not text.startswith(keyed):
+            return None
+        created, at = _SCAN(text, len(keyed))
         if type(created) not in _NUMBERS or not text.startswith(_EXPIRES, at):
             return None
-        expires, at = _SCAN(text, at + len(_EXPIRES))
-        if (expires is not None and type(expires) not in _NUMBERS) or not text.startswith(
-                _DURATION, at):
+        expires, at = _SCAN(text, at + _EXPIRES_LEN)
+        if type(expires) not in _EXPIRIES or not text.startswith(_DURATION, at):
             return None
-        digest_at = text.find(_DIGEST, at) + len(_DIGEST)
-        if digest_at < len(_DIGEST) or not text.startswith('"', digest_at):  # (text)
+        at = text.find(_DIGEST, at) + _DIGEST_LEN
+        if at < _DIGEST_LEN or not text.startswith('"', at):  # (text)
             return None
-        at = text.find(_PACKED, digest_at) + len(_PACKED)
+        at = text.find(_PACKED, at) + _PACKED_LEN
+        if at < _PACKED_LEN:
+            return None
         inline = None
-        if at >= len(_PACKED) and text.startswith(_INLINE, at):
-            inline, at = _SCAN(text, at + len(_INLINE))
-        if at >= len(_PACKED) and text.startswith(_PROVENANCE, at):
-            provenance, at = _SCAN(text, at + len(_PROVENANCE))
+        if text.startswith(_INLINE, at):
+            inline, at = _SCAN(text, at + _INLINE_LEN)
+            if type(inline) not in _INLINES:
+                return None
+        if text.startswith(_PROVENANCE, at):
+            provenance, at = _SCAN(text, at + _PROVENANCE_LEN)
             if type(provenance) is not dict:
                 return None
     except (ValueError, StopIteration):
         return None
-    if at < len(_PACKED) or text[at:] != "}" or not (inline is None or type(inline) is dict):
-        return None
-    return expires, inline
+    return (expires, inline) if text[at:] == "}" else None
 
 
 def _number(value: Any) -> str:

@@ -189,12 +189,6 @@ def _renew_store(store: Store) -> None:
 renew_in_child(_LIVE, _renew_store)
 
 
-def _first_line(body: bytes) -> bytes:
-    """A record body's first line, its head (all of it when it has no second line)."""
-    end = body.find(b"\n")
-    return body if end < 0 else body[:end]
-
-
 def _key_text(key: StepKey | str) -> str:
     return key if type(key) is str else key.digest  # type: ignore[union-attr]
 
@@ -318,10 +312,16 @@ class Store(Housekeeping):
         ``glance``: a packed entry's head is read at a glance (its expiry and inline
         result, what a ``Memory`` hit uses), the rest parsed when asked for.
         """
-        if type(key) is not str:  # (_key_text, inline: every hit passes here)
+        # Every hit passes here: _key_text, _current's packed case and the hit counted are
+        # written inline (a call each less, which a fresh process's hits pay most for).
+        if type(key) is not str:
             key = key.digest  # type: ignore[union-attr]
-        # a miss may rely on packs read a moment ago: a run's claim (peek) reads them again
-        entry = self._current(step_name, key, recent=True, glance=glance)
+        packs = self._packs
+        record = None if packs is None else packs.get(step_name, key)
+        if record is not None:
+            entry = self._packed(record, glance)
+        else:  # a miss may rely on packs read a moment ago: a run's claim (peek) reads
+            entry = self._unpacked(step_name, key, recent=True)  # them again
         now = self.clock()
         if entry is not None and entry.expired(now, max_age):
             if entry.expired(now):  # (past its own ttl; one only this caller's ttl
@@ -330,8 +330,20 @@ class Store(Housekeeping):
                     self._drop_packed(step_name, key)
                     self.backend.remove(step_name, key)
             entry = None
-        if touch:
-            self._count(step_name, key, entry, now)
+        if not touch:
+            return entry
+        if entry is None:
+            self.count_miss(step_name)
+            return None
+        hits = self._session_hits
+        hits[step_name] = hits.get(step_name, 0) + 1
+        where = (step_name, key)
+        pending = self._pending.get(where)
+        if pending is None:
+            self._pending[where] = [1, now]
+        else:
+            pending[0] += 1
+            pending[1] = now
         return entry
 
     def count_miss(self, step_name: str) -> None:
@@ -344,20 +356,6 @@ class Store(Housekeeping):
         """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
         return self._current(step_name, _key_text(key))
 
-    def _count(self, step_name: str, key: str, entry: Entry | None, now: float) -> None:
-        if entry is None:
-            misses = self._session_misses
-            misses[step_name] = misses.get(step_name, 0) + 1
-            return
-        hits = self._session_hits
-        hits[step_name] = hits.get(step_name, 0) + 1
-        pending = self._pending.get((step_name, key))
-        if pending is None:
-            self._pending[(step_name, key)] = [1, now]
-        else:
-            pending[0] += 1
-            pending[1] = now
-
     def _current(
         self, step_name: str, key: str, retry: bool = True, recent: bool = False,
         glance: bool = False,
@@ -369,6 +367,13 @@ class Store(Housekeeping):
             record = packs.get(step_name, key)
             if record is not None:
                 return self._packed(record, glance)
+        return self._unpacked(step_name, key, retry, recent)
+
+    def _unpacked(self, step_name: str, key: str, retry: bool = True,
+                  recent: bool = False) -> Entry | None:
+        """:meth:`_current` of a key the packs do not hold now: its folder's entry, from
+        memory while the backend's version is the same."""
+        packs = self._packs
         item = self.backend.read(step_name, key)
         if item is None:
             self._entries.pop((step_name, key), None)
@@ -414,7 +419,9 @@ class Store(Housekeeping):
             if problem is None:
                 return cached
             return self._damaged(record.step, record.key, problem, record)
-        head_bytes = _first_line(record.body)  # (the rest is cut when asked for)
+        body = record.body  # its first line, the head (inline: every hit passes here)
+        end = body.find(b"\n")  # (the rest is cut when asked for)
+        head_bytes = body if end < 0 else body[:end]
         seen = head_at_a_glance(head_bytes, *where) if glance else None
         if seen is not None:
             entry = PackedEntry(record.step, record.key, None, record, self,

@@ -284,10 +284,15 @@ def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
     ``assumed``: values of globals its module does not define now, taken as defined
     (a plan: a notebook variable a step will publish before this one runs)."""
     if type(func) is types.FunctionType:
-        missing = {n: v for n, v in (assumed or {}).items() if n not in func.__globals__}
-        if missing:
-            return _assuming(func, missing)
-        record = _record(func)
+        if assumed:
+            missing = {n: v for n, v in assumed.items() if n not in func.__globals__}
+            if missing:
+                return _assuming(func, missing)
+        # _record and _Records.get, inline: every Memory hit passes here
+        found = _CODE_CACHE.entries.get(id(func))
+        record = found[1] if found is not None and found[0]() is func else None
+        if record is None or not record.still_valid(func):
+            record = _record(func)
         if fresh and record.contents and not _while_hashing(func, _contents_hold):
             _CODE_CACHE.forget(func)  # (changed in place since: hashed again)
             record = _record(func)
