@@ -201,25 +201,24 @@ def _torn_key(data: bytes, offset: int) -> tuple[str, str] | None:
         return None
 
 
-# (as constants: _record_of, which every hit of a fresh process runs, reads no attribute)
-_FRAME_SIZE, _HEAD_SIZE, _FIXED_SIZE, _TAIL_SIZE = _FRAME.size, _HEAD.size, _FIXED.size, _TAIL.size
+_HEAD_SIZE, _TAIL_SIZE = _HEAD.size, _TAIL.size  # (as constants: _record_of reads them)
 
 
 def _record_of(data: bytes, where: tuple[str, str], needle: bytes, pack: str) -> Record | None:
     """The record at the start of ``data`` if its framing, end and digest hold and it is
     of ``where`` (its names are ``needle``), else None: :func:`_whole_record` for a key
     known, with no names decoded. (Every hit of a fresh process checks one: its frame is
-    read in one unpack, its names compared in place, its body cut once.)"""
-    if len(data) < _FRAME_SIZE:
+    read in one unpack, its bounds checked by the unpacks themselves, its names compared
+    in place, which also holds it to at least its fixed part.)"""
+    try:
+        magic, length, digest, stamp, kind, _, _ = _FRAME.unpack_from(data)
+        end = _HEAD_SIZE + length  # (where its tail starts)
+        tail = _TAIL.unpack_from(data, end)  # (past the data: struct.error)
+    except struct.error:
         return None
-    magic, length, digest, stamp, kind, _, _ = _FRAME.unpack_from(data)
-    end = _HEAD_SIZE + length  # (where its tail starts)
-    if magic != MAGIC or length < _FIXED_SIZE or end + _TAIL_SIZE > len(data):
-        return None
-    if _TAIL.unpack_from(data, end) != (end + _TAIL_SIZE, END):
-        return None
-    if (xxhash.xxh3_64_intdigest(data[_HEAD_SIZE:end]) != digest
-            or not data.startswith(needle, _NAMES_AT, end)):
+    if (magic != MAGIC or tail != (end + _TAIL_SIZE, END)
+            or not data.startswith(needle, _NAMES_AT, end)
+            or xxhash.xxh3_64_intdigest(data[_HEAD_SIZE:end]) != digest):
         return None
     return Record(where[0], where[1], kind, stamp, data[_NAMES_AT + len(needle):end], pack)
 

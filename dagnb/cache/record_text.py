@@ -68,13 +68,18 @@ _EXPIRIES = (int, float, type(None))  # (an expiry: a number or null)
 _INLINES = (dict, type(None))  # (an inline result: a mapping, or null as a parse reads it)
 _SCAN = json.JSONDecoder().scan_once  # the C scanner: one value from an offset
 _STARTS: dict[str, str] = {}  # step -> how its heads start, up to its key
+_FORMAT_START = '{"format":1,"step":'  # how every head of this layout starts
+# A name head_at_a_glance does not find (find: -1) leaves its offset inside that start,
+# where what it checks next never holds (a quote after the digest's name, a comma
+# starting the inline result's or the provenance's name, the end): no test for -1.
+assert _FORMAT_START[_DIGEST_LEN - 1] != '"' and _FORMAT_START[_PACKED_LEN - 1] != ","
 
 
 def _start_of(step: str) -> str:
     """How the heads of ``step`` start (remembered: a process hits few steps)."""
     if len(_STARTS) >= 1024:  # (a bound, for a process that names many)
         _STARTS.clear()
-    starts = _STARTS[step] = f'{{"format":1,"step":{_quoted(step)},"key":'
+    starts = _STARTS[step] = f'{_FORMAT_START}{_quoted(step)},"key":'
     return starts
 
 
@@ -105,12 +110,10 @@ def head_at_a_glance(raw: bytes, step: str, key: str) -> tuple[float | None, Any
         expires, at = _SCAN(text, at + _EXPIRES_LEN)
         if type(expires) not in _EXPIRIES or not text.startswith(_DURATION, at):
             return None
-        at = text.find(_DIGEST, at) + _DIGEST_LEN
-        if at < _DIGEST_LEN or not text.startswith('"', at):  # (text)
+        at = text.find(_DIGEST, at) + _DIGEST_LEN  # (not found: see _FORMAT_START)
+        if not text.startswith('"', at):  # (text)
             return None
         at = text.find(_PACKED, at) + _PACKED_LEN
-        if at < _PACKED_LEN:
-            return None
         inline = None
         if text.startswith(_INLINE, at):
             inline, at = _SCAN(text, at + _INLINE_LEN)

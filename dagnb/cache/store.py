@@ -323,7 +323,10 @@ class Store(Housekeeping):
         else:  # a miss may rely on packs read a moment ago: a run's claim (peek) reads
             entry = self._unpacked(step_name, key, recent=True)  # them again
         now = self.clock()
-        if entry is not None and entry.expired(now, max_age):
+        # (a packed entry with no expiry asked for no ttl is not expired: said here, no
+        # call of expired() for it)
+        if entry is not None and (record is None or entry._expires is not None  # type: ignore[attr-defined]
+                                  or max_age is not None) and entry.expired(now, max_age):
             if entry.expired(now):  # (past its own ttl; one only this caller's ttl
                 self._forget(step_name, key)  # finds too old is another run's to use)
                 if not self.read_only:
