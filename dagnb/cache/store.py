@@ -321,7 +321,7 @@ class Store(Housekeeping):
         if record is not None:
             entry = self._packed(record, glance)
         else:  # a miss may rely on packs read a moment ago: a run's claim (peek) reads
-            entry = self._unpacked(step_name, key, recent=True)  # them again
+            entry = self._folder_entry(step_name, key, recent=True)  # them again
         now = self.clock()
         # (a packed entry with no expiry asked for no ttl is not expired: said here, no
         # call of expired() for it)
@@ -370,10 +370,10 @@ class Store(Housekeeping):
             record = packs.get(step_name, key)
             if record is not None:
                 return self._packed(record, glance)
-        return self._unpacked(step_name, key, retry, recent)
+        return self._folder_entry(step_name, key, retry, recent)
 
-    def _unpacked(self, step_name: str, key: str, retry: bool = True,
-                  recent: bool = False) -> Entry | None:
+    def _folder_entry(self, step_name: str, key: str, retry: bool = True,
+                      recent: bool = False) -> Entry | None:
         """:meth:`_current` of a key the packs do not hold now: its folder's entry, from
         memory while the backend's version is the same."""
         packs = self._packs
