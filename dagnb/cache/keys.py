@@ -17,6 +17,7 @@ import reprlib
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
+from itertools import islice
 from json.encoder import encode_basestring as _quoted
 from pathlib import Path
 from typing import Any
@@ -186,13 +187,20 @@ def step_key(
     """
     if get_hash_algorithm() != _MEMO_ALGORITHM[0]:
         _forget_digests()
-    components, describe, spec_lines = _spec_components(step, cache_version)
-    spec_count = len(components)  # (the step's own components come after the spec's)
-    if step.key_fn is not None:  # instead of the code or the command
-        value = step.key_fn(step)
-        components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
-    elif step.func is not None:
-        _add_code(components, describe, step, mask, variables)
+    spec = _spec_of(step, cache_version)
+    params = _params_text(step.params) if step.params else None
+    code = None
+    if step.key_fn is None and step.func is not None:
+        code = _code_and_variables(step, variables)
+    if code is not None and not code[1]:  # (most Python steps: code that reads no global)
+        components, describe, lines = spec.with_code(code[0], params, step.func)
+    else:
+        components, describe, lines = spec.with_params(params)
+        if step.key_fn is not None:  # instead of the code or the command
+            value = step.key_fn(step)
+            components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
+        elif code is not None:
+            _add_code(components, describe, step, code, mask)
     for host, target in step.mounts.items():
         label = f"mount:{host}"
         components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
@@ -204,8 +212,7 @@ def step_key(
         components["runs_in"], describe["runs_in"] = _text_digest(CONTAINER), CONTAINER
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
-    own = ["params", *list(components)[spec_count:]]
-    return StepKey(spec_lines.digest(components, own), components, describe)
+    return StepKey(lines.digest(components), components, describe)
 
 
 # What a step's fields alone give (every component but params, code, mounts and
@@ -213,7 +220,7 @@ def step_key(
 # their names, and a step met for the first time (a re-run in a new process) costs a
 # tuple and a dict hit. Params are not in it: their JSON is their digest's input anyway,
 # and 1, 1.0 and True are equal as Python values but not as JSON.
-_SPEC_MEMO: dict[tuple[Any, ...], tuple[dict[str, str], dict[str, str], _SpecLines]] = {}
+_SPEC_MEMO: dict[tuple[Any, ...], _Spec] = {}
 _SPEC_MEMO_LIMIT = 100_000
 _NO_PARAMS = "{}"
 
@@ -233,32 +240,67 @@ def _items(mapping: Mapping[str, Any]) -> tuple[tuple[str, Any], ...]:
     return tuple(mapping.items()) if mapping else ()
 
 
-class _SpecLines:
-    """The ``name=digest`` lines of :func:`key_digest` for a spec's components but
-    ``params``, sorted: a key's text is these with the step's own lines (params, code,
-    upstreams...) put in their places, where formatting and sorting every line again
-    cost a first run of 100 steps some 14,000 instructions a step."""
+class _KeyLines:
+    """The sorted ``name=digest`` lines of :func:`key_digest` for the components a key
+    starts from (but those named ``own``): a key's text is these with the step's own
+    lines (params, code, upstreams...) put in their places, where formatting and sorting
+    every line again cost a first run of 100 steps some 14,000 instructions a step."""
 
-    __slots__ = ("lines", "names")
+    __slots__ = ("count", "lines", "names", "own")
 
-    def __init__(self, components: Mapping[str, str]) -> None:
-        self.names = sorted(name for name in components if name != "params")
+    def __init__(self, components: Mapping[str, str], own: tuple[str, ...] = ()) -> None:
+        self.names = sorted(name for name in components if name not in own)
         self.lines = [f"{name}={components[name]}\n" for name in self.names]
+        self.own, self.count = own, len(components)
 
-    def digest(self, components: Mapping[str, str], own: list[str]) -> str:
-        """``key_digest(components)``, where only the names ``own`` may differ from the
-        spec's (or be new)."""
+    def digest(self, components: Mapping[str, str]) -> str:
+        """``key_digest(components)``, where only the names ``own`` and those added
+        after the first ``count`` may differ from the ones these lines were made of."""
         lines = self.lines.copy()
+        own = (*self.own, *islice(components, self.count, None))
         for name in sorted(own, reverse=True):  # (the last first: earlier places hold)
             lines.insert(bisect_left(self.names, name), f"{name}={components[name]}\n")
         return text_digest("".join(lines))
 
 
-def _spec_components(
-    step: Step, cache_version: str
-) -> tuple[dict[str, str], dict[str, str], _SpecLines]:
-    """The components that depend on the step's fields alone (new dicts, to add to),
-    and their lines of the key's text."""
+_Parts = tuple[dict[str, str], dict[str, str], _KeyLines]
+
+
+class _Spec:
+    """The components of a step's fields (params ``{}``), and those with its params
+    and code too, by the code's digest and the params' text: the steps of a chain that
+    run one function share them, and each key adds only its upstreams' lines."""
+
+    __slots__ = ("_with_code", "components", "describe", "lines")
+
+    def __init__(self, components: dict[str, str], describe: dict[str, str]) -> None:
+        self.components, self.describe = components, describe
+        self.lines = _KeyLines(components, ("params",))
+        self._with_code: dict[tuple[str, str | None], _Parts] = {}
+
+    def with_params(self, params: str | None) -> _Parts:
+        """New dicts of the components with ``params`` (``_params_text``; None: none)."""
+        components, describe = self.components.copy(), self.describe.copy()
+        if params is not None:  # in its place among the components (the order is kept)
+            components["params"], describe["params"] = _text_digest(params), params
+        return components, describe, self.lines
+
+    def with_code(self, digest: str, params: str | None, func: Any) -> _Parts:
+        """New dicts of the components with ``params`` and the ``code`` component of
+        ``func`` (of code ``digest``, reading no global), and their lines."""
+        found = self._with_code.get((digest, params))
+        if found is None:
+            components, describe, _ = self.with_params(params)
+            components["code"], describe["code"] = digest, code_text(digest, func)
+            found = (components, describe, _KeyLines(components))
+            if len(self._with_code) >= _TEXT_MEMO_LIMIT:
+                self._with_code.clear()
+            self._with_code[digest, params] = found
+        return found[0].copy(), found[1].copy(), found[2]
+
+
+def _spec_of(step: Step, cache_version: str) -> _Spec:
+    """The components that depend on the step's fields alone, memoized."""
     plain = step.key_fn is None and step.func is None  # a command: part of the spec
     kind = step.kind
     try:
@@ -267,21 +309,17 @@ def _spec_components(
     except TypeError:  # an unhashable field value (Step checks most): not memoized
         signature = found = None
     if found is None:
-        found = _spec(step, kind, plain, cache_version)
+        found = _Spec(*_spec(step, kind, plain, cache_version))
         if signature is not None:
             if len(_SPEC_MEMO) >= _SPEC_MEMO_LIMIT:
                 _SPEC_MEMO.clear()
             _SPEC_MEMO[signature] = found
-    components, describe = found[0].copy(), found[1].copy()
-    if step.params:  # in its place among the components (the order is kept)
-        text = _params_text(step.params)
-        components["params"], describe["params"] = _text_digest(text), text
-    return components, describe, found[2]
+    return found
 
 
 def _spec(step: Step, kind: str, plain: bool,
-          cache_version: str) -> tuple[dict[str, str], dict[str, str], _SpecLines]:
-    """The components ``_spec_components`` memoizes, with no params (``{}``)."""
+          cache_version: str) -> tuple[dict[str, str], dict[str, str]]:
+    """The components ``_spec_of`` memoizes, with no params (``{}``)."""
     key = _Builder()
     key.text("format", CACHE_FORMAT)
     key.text("cache_version", _canonical([step.cache_version, cache_version]))
@@ -305,19 +343,26 @@ def _spec(step: Step, kind: str, plain: bool,
         key.text("platform", step.platform)
     if not step.errexit:  # shell text that carries on after a failing command
         key.text("errexit", "false")
-    return key.components, key.describe, _SpecLines(key.components)
+    return key.components, key.describe
+
+
+def _code_and_variables(step: Step, instead: Mapping[str, Any] | None
+                        ) -> tuple[str, Mapping[str, Any]]:
+    """The code digest of a Python step and the globals its code reads (by their value
+    in ``instead``, if there; one it reads that is not defined now, too)."""
+    digest, variables = code_with_values(step.func, fresh=True,  # type: ignore[arg-type]
+                                         assumed=instead)
+    if instead:
+        variables = {name: instead.get(name, value) for name, value in variables.items()}
+    return digest, variables
 
 
 def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
-              mask: Callable[[str], str] | None = None,
-              instead: Mapping[str, Any] | None = None) -> None:
-    """The ``code`` component and a ``var:<name>`` one per global the code reads (by
-    its value in ``instead``, if there; one it reads that is not defined now, too)."""
-    digest, variables = code_with_values(step.func, fresh=True,  # type: ignore[arg-type]
-                                         assumed=instead)
+              code: tuple[str, Mapping[str, Any]],
+              mask: Callable[[str], str] | None = None) -> None:
+    """The ``code`` component and a ``var:<name>`` one per global the code reads."""
+    digest, variables = code
     components["code"], describe["code"] = digest, code_text(digest, step.func)
-    if instead:
-        variables = {name: instead.get(name, value) for name, value in variables.items()}
     if variables:
         _add_variables(_Builder(components, describe), step, variables, mask)
 

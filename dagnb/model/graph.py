@@ -253,6 +253,9 @@ class Graph:
         """Kahn's algorithm in waves, as graphlib's get_ready/done loop orders them
         (each wave in the order steps were added), without the cycle search graphlib's
         ``prepare`` always makes: that one runs only when a cycle is left over."""
+        by_depth = self._sorted_by_depth(wanted)
+        if by_depth is not None:
+            return by_depth
         unmet: dict[str, int] = {}
         dependents: dict[str, list[str]] = {}
         for name, step in self._steps.items():
@@ -279,6 +282,25 @@ class Graph:
         if len(ordered) < len(unmet):
             self._raise_cycle(unmet)
         return ordered
+
+    def _sorted_by_depth(self, wanted: set[str]) -> list[str] | None:
+        """``_sorted``'s order in one pass, when each step was added after its needs (as
+        most graphs are built; else None): a step's wave is one past its deepest need's,
+        so the waves, each in the order steps were added, are a stable sort by wave. (A
+        cold re-run of a 10,000-step chain spent 2% of its time in the waves' loop.)"""
+        depth: dict[str, int] = {}
+        for name, step in self._steps.items():
+            if name in wanted:
+                deepest = -1
+                for need in step.needs:
+                    if need in wanted:
+                        found = depth.get(need)
+                        if found is None:  # added later (or a cycle): the waves tell
+                            return None
+                        if found > deepest:
+                            deepest = found
+                depth[name] = deepest + 1
+        return sorted(depth, key=depth.__getitem__)
 
     def _raise_cycle(self, wanted: Iterable[str]) -> None:
         """Raise CycleError naming a cycle among ``wanted`` (graphlib finds it)."""
