@@ -140,16 +140,27 @@ class _Outcome:
 
     __slots__ = ("_path", "digest", "entry", "handle", "result")
 
-    def __init__(self, path: Path | str, result: Any, handle: Any, digest: str | None,
+    def __init__(self, path: Path | str | None, result: Any, handle: Any, digest: str | None,
                  entry: Entry | None = None) -> None:
+        """``path`` None: the folder of ``entry`` (a hit's), asked of it when first used
+        (most hits of a re-run are never read)."""
         self._path, self.result, self.handle, self.digest = path, result, handle, digest
         self.entry = entry
 
     @property
-    def path(self) -> Path:
-        if not isinstance(self._path, Path):
-            self._path = Path(self._path)
+    def where(self) -> Path | str | os.PathLike[str]:
+        """The folder as given (text, or a packed entry's made when used as a path)."""
+        if self._path is None:
+            assert self.entry is not None
+            self._path = self.entry.out_ref
         return self._path
+
+    @property
+    def path(self) -> Path:
+        where = self.where
+        if not isinstance(where, Path):
+            self._path = where = Path(where)
+        return where
 
 
 class _Start:
@@ -200,6 +211,7 @@ class Scheduler:
             set_secrets_source(step_secrets)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
+        self._step_count = len(run.order)  # (settled: the run is done)
         self._waiting, self._dependents, self._widest = _links(run.order, run.steps,
                                                                options.after)
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -508,7 +520,7 @@ class Scheduler:
 
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head.get  # (four fields read: one call)
-        done = _Outcome(entry.out_ref, result, None, entry.output_digest, entry)
+        done = _Outcome(None, result, None, entry.output_digest, entry)
         self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
@@ -885,7 +897,7 @@ class Scheduler:
                 result = done.result  # (_value inline: on every step with needs)
                 if isinstance(result, CachedResult):
                     result = result.get()
-                inputs[need] = Input(need, done._path, result, done.handle)
+                inputs[need] = Input(need, done.where, result, done.handle)
         return inputs
 
     def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
@@ -1027,17 +1039,19 @@ class Scheduler:
                 self._emit("state", name, state="succeeded", exit_code=0)
             else:
                 self._emit("state", name, state="succeeded", exit_code=0, image=image)
-        if self._all_done is not None and len(self._settled) == len(self.run.order):
+        settled, waiting = self._settled, self._waiting
+        if len(settled) == self._step_count and self._all_done is not None:
             self._all_done.set()
         ready = []
         for child in self._dependents[name]:
-            self._waiting[child] -= 1
-            if self._waiting[child] == 0 and child not in self._settled and not self._failed_fast:
+            left = waiting[child] = waiting[child] - 1
+            if left == 0 and child not in settled and not self._failed_fast:
                 ready.append(child)
-        for child in ready[1:]:
-            self._wait_ready(child)
         if not ready:
             return None
+        if len(ready) > 1:
+            for child in ready[1:]:
+                self._wait_ready(child)
         self._emit("state", ready[0], state="queued")
         return ready[0]  # the calling task records it as its own
 
@@ -1049,7 +1063,7 @@ class Scheduler:
         self._check_done()
 
     def _check_done(self) -> None:
-        if self._all_done is not None and len(self._settled) == len(self.run.order):
+        if self._all_done is not None and len(self._settled) == self._step_count:
             self._all_done.set()
 
 
