@@ -1060,16 +1060,24 @@ def test_a_scheduler_lost_mid_run_fails_its_steps_in_a_line_saying_so(
     a row and that the steps printed nothing; dask's reconnect error was in the output."""
     monkeypatch.setattr(dask_executor, "_CONNECT_TIMEOUT", 1.0)  # (dask's reconnect too)
 
+    started = str(workdir / "started")
+
     def slow() -> None:
         print("working", flush=True)
+        open(started, "w").close()
         time.sleep(30)
+
+    def close_once_a_step_printed() -> None:  # (a fixed delay: on a loaded machine the
+        wait_until(lambda: os.path.exists(started), timeout=20)  # cluster went first)
+        time.sleep(0.5)
+        local.close()
 
     local = distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                      dashboard_address=":0")  # (a thread would run on)
     address = local.scheduler_address
     dagnb.configure(dask_scheduler=address)
     steps = [Step(f"s{i}", func=slow, executor="dask", cache=False) for i in range(3)]
-    closing = threading.Timer(1.5, local.close)
+    closing = threading.Thread(target=close_once_a_step_printed)
     try:
         closing.start()
         begun = time.monotonic()
@@ -1087,6 +1095,7 @@ def test_a_scheduler_lost_mid_run_fails_its_steps_in_a_line_saying_so(
     # loaded machine s0 waited and said so first)
     taken = [lines for lines in (run.logs(step.name)["line"].tolist() for step in steps)
              if "working" in lines]
+    assert os.path.exists(started)
     assert taken and all("is unreachable" in lines[-1] for lines in taken)  # (not 'nothing')
     assert not [r for r in caplog.records if "Failed to reconnect" in r.getMessage()]
 

@@ -260,7 +260,8 @@ def writes_on_after_its_cancel(done: list[str]) -> Any:
 
 def test_a_retry_after_an_attempt_that_did_not_stop_gets_a_folder_of_its_own(sleeps, tmp_path):
     done: list[str] = []
-    step = Step("s", func=writes_on_after_its_cancel(done), timeout=0.5,
+    # (attempt 2 sleeps 0.3 s: a 0.5 s timeout cut it short too on a loaded machine)
+    step = Step("s", func=writes_on_after_its_cancel(done), timeout=1.5,
                 retries=RetryPolicy(max_retries=1, retry_on_timeout=True))
     cache = tmp_path / "cache"
     run = run_graph([step], sleeps, cache=True, cache_directory=cache)
