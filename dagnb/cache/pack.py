@@ -134,7 +134,6 @@ PACKS = ".packs"  # the folder of the packs, in the cache folder
 GENERATION = "generation"  # a file of the packs folder that grows by a byte whenever a
 #                            record others may serve is removed or replaced (see get())
 _IS_PACK = operator.methodcaller("endswith", SUFFIX)  # a pack's file name
-_IS_SEALED = operator.methodcaller("endswith", f"{SUFFIX}{SEALED}")  # its sealed index's
 _RELIST = 5  # a refresh that meets packs vanishing (a compaction) starts over this often
 
 
@@ -175,7 +174,7 @@ class PackIndex:
     _trust_keys = True  # (False while reading again after one lied)
     _read_at_generation = False  # the last refresh saw the generation hold
     _listed_at: os.stat_result | None = None  # the generation at the last listing
-    _sealed_listed: frozenset[str] = frozenset()  # packs it showed a sealed index of
+    _listing: frozenset[str] = frozenset()  # the files of the last listing (sealed indexes)
     settled = False  # folder has no symlink in it (see settle_folder)
 
     def __init__(self, folder: str) -> None:
@@ -440,8 +439,17 @@ class PackIndex:
                 if not self._read_all(names):
                     self.reset()  # one vanished while read: a compaction, read anew
                     continue
-                if sum(sizes.values()) == before or self._listing_held(names, generation):
-                    self.loaded = True  # nothing taken in, or no change since
+                if sum(sizes.values()) == before:
+                    self.loaded = True  # nothing taken in
+                    break
+                # the listing still holds if the generation is the same (one fstat), or a
+                # listing now names the same packs (a writer's bump, or no generation file).
+                # Not merely none gone: a listing that missed a compaction's new pack and an
+                # old one it removed sees the new one now.
+                self._read_at_generation = (
+                    generation is not None and self._generation_now() == generation)
+                if self._read_at_generation or set(names) == set(self._names()):
+                    self.loaded = True  # no change since
                     break
                 self._listed_at = None  # packs came or went meanwhile: list again
             self.generation = generation if self.loaded else _REFRESHING
@@ -473,27 +481,17 @@ class PackIndex:
         ``fstat``, see :meth:`_only_own_since`)."""
         return not self._only_own_since()
 
-    def _listing_held(self, names: list[str], generation: os.stat_result | None) -> bool:
-        """Whether a listing taken after ``generation`` was read still holds: the
-        generation is the same (one ``fstat``), or a listing now names the same packs
-        (a writer's bump, or no generation file). Not merely none gone: a listing that
-        missed a compaction's new pack and an old one it removed sees the new one now."""
-        self._read_at_generation = (
-            generation is not None and self._generation_now() == generation)
-        return self._read_at_generation or set(names) == set(self._names())
-
     def _names(self) -> list[str]:
-        """The packs of the folder now; those it shows a sealed index of are kept in
-        :attr:`_sealed_listed` (a pack read fresh looks for no index the listing had
-        none of: the failed ``open`` took 17 µs of a fresh process's first hit of 260. One
-        sealed since is read through its keys file, as before it was sealed.)"""
+        """The packs of the folder now; the whole listing is kept in :attr:`_listing`
+        (a pack read fresh looks for no sealed index the listing had none of: the
+        failed ``open`` took 17 µs of a fresh process's first hit of 260. One sealed
+        since is read through its keys file, as before it was sealed.)"""
         try:
             listing = os.listdir(self.folder)
         except (FileNotFoundError, NotADirectoryError):
             return []
-        self._sealed_listed = frozenset(
-            name[:-len(SEALED)] for name in filter(_IS_SEALED, listing))
-        return list(filter(_IS_PACK, listing))  # (no Python loop)
+        self._listing = frozenset(listing)  # (no Python loop)
+        return list(filter(_IS_PACK, listing))
 
     def bump(self) -> None:
         """Tell the other processes that a record they may serve was removed or
@@ -563,7 +561,7 @@ class PackIndex:
         try:
             if fresh and self._trust_keys:  # a fresh process: keys looked up in its keys
                 # file, and the pack opened as it is now (a compaction may remove it later)
-                size, keys = _opened_with_keys(path, name, name in self._sealed_listed)
+                size, keys = _opened_with_keys(path, name, f"{name}{SEALED}" in self._listing)
             else:
                 size, keys = os.stat(path).st_size, None
             if size <= done:  # most packs did not grow: one stat

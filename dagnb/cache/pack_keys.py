@@ -18,6 +18,7 @@ from dagnb.cache.sealed import READ_ONLY, SEAL_FROM, SEALED, SealedIndex, write_
 KEYS = ".keys"  # a pack's keys file: <name>.pack.keys
 _KEYS_HEAD = struct.Struct("<4sIQ")  # "DGKY", the entry size, xxh3_64 of the pack's name
 _KEY = struct.Struct("<16sQIQ")  # xxh3_128 of the names, offset, length, chain
+_KEY_SIZE, _KEYS_HEAD_SIZE = _KEY.size, _KEYS_HEAD.size
 _CHAIN_AT = _KEY.size - 8
 _KEYS_HEAD_SIZE, _KEY_SIZE = _KEYS_HEAD.size, _KEY.size  # (as constants: every hit reads them)
 _DIGEST = struct.Struct(f"<16s{_KEY.size - 16}x")  # an entry's digest alone
@@ -45,11 +46,12 @@ class _Keys:
 
     __slots__ = ("blob", "covered", "descriptor", "found", "mapped", "path")
 
-    def __init__(self, blob: bytes, covered: int, path: str) -> None:
+    def __init__(self, blob: bytes, covered: int, path: str,
+                 descriptor: int | None = None) -> None:
         self.blob, self.covered, self.path = blob, covered, path
         self.found: dict[bytes, int] | None = None  # digest -> where its entry starts
         self.mapped: mmap.mmap | bytes | None = None  # the pack, once asked for (data())
-        self.descriptor: int | None = None
+        self.descriptor = descriptor  # the pack's, open (see open())
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """Where the last record whose names hash to ``digest`` starts, and its
@@ -166,7 +168,8 @@ class _SealedKeys(_Keys):
         self.found = self.mapped = None
         # lookups left before the one that makes the dict (counted down: each hit of a
         # fresh process passes here)
-        self.searches = max(SEARCH_KEYS, sealed.count // _DICT_AFTER) - 1
+        many = sealed.count // _DICT_AFTER  # (max(), inline: a builtin call costs more)
+        self.searches = (many if many > SEARCH_KEYS else SEARCH_KEYS) - 1
 
     def offset(self, digest: bytes) -> tuple[int, int] | None:
         """As :meth:`_Keys.offset`; ValueError (or OSError) when the index is damaged.
@@ -217,10 +220,11 @@ def _opened_with_keys(path: str, name: str, may_be_sealed: bool = True,
                       ) -> tuple[int, _Keys | None]:
     """Pack ``name`` opened (its size by ``lseek``: its path walked once, not twice, and
     no stat result made: a fresh process's first hit passes here) and where it says its
-    keys are (see :func:`_keys_of`, which looks for a sealed index if it ``may_be_sealed``),
-    which then own the descriptor; ``(size, None)`` when they cannot be trusted (the
-    pack closed again). (Reads of it are ``pread``: the offset left at its end moves
-    none of them.)"""
+    keys are, which then own the descriptor: its sealed index (looked for if it
+    ``may_be_sealed``) if it covers those bytes (but a short tail, walked) and the
+    record it names last is there (see :meth:`SealedIndex.open`), else its keys file
+    (:func:`_read_keys`); ``(size, None)`` when neither can be trusted (the pack closed
+    again). (Reads of it are ``pread``: the offset left at its end moves none of them.)"""
     descriptor = os.open(path, READ_ONLY)
     keys = None
     try:
@@ -228,35 +232,17 @@ def _opened_with_keys(path: str, name: str, may_be_sealed: bool = True,
             size = os.lseek(descriptor, 0, os.SEEK_END)
         except OSError:  # (a file one cannot seek in, on some odd mount: its fstat)
             size = os.fstat(descriptor).st_size
-        if size:
-            keys = _keys_of(path, name, size, descriptor, may_be_sealed)
+        if may_be_sealed and size >= _SEALED_FROM:  # (_name_digest, inline)
+            sealed = SealedIndex.open(path, xxhash.xxh3_64_intdigest(name.encode()), size,
+                                      _KEY_SIZE, descriptor)
+            if sealed is not None:
+                keys = _SealedKeys(sealed, sealed.covered, path, descriptor)
+        if keys is None and size:
+            keys = _read_keys(path, name, size, descriptor)
     finally:
         if keys is None:
             os.close(descriptor)
     return size, keys
-
-
-def _keys_of(path: str, name: str, size: int, pack: int, may_be_sealed: bool = True,
-             ) -> _Keys | None:
-    """Where pack ``name`` (``size`` bytes now, open as descriptor ``pack``, which the
-    keys returned own) says its keys are: its sealed index (looked for if it
-    ``may_be_sealed``) if it covers those bytes (but a short tail, walked) and the record
-    it names last is there, else its keys file (None: neither can be trusted)."""
-    # (_name_digest, and sealed.may_be_sealed's bound, written inline)
-    sealed = (SealedIndex.open(path, xxhash.xxh3_64_intdigest(name.encode()), size, _KEY.size)
-              if may_be_sealed and size >= _SEALED_FROM else None)
-    if sealed is not None:
-        at, head = sealed.last
-        try:  # (at is before covered, and covered within the pack: one pread, in range)
-            if at <= sealed.covered - len(head) and os.pread(pack, len(head), at) == head:
-                return _SealedKeys(sealed, sealed.covered, path, pack)
-        except OSError:
-            pass
-        sealed.close()
-    found = _read_keys(path, name, size)
-    if found is not None:
-        found.descriptor = pack
-    return found
 
 
 _SEALED_FROM = SEAL_FROM * (_FRAME.size + _TAIL.size)  # bytes: may_be_sealed's bound
@@ -272,30 +258,32 @@ def _keys_head(pack: str) -> bytes:
     return _KEYS_HEAD.pack(b"DGKY", _KEY.size, _name_digest(pack))
 
 
-def _read_keys(path: str, name: str, size: int) -> _Keys | None:
-    """The keys file of pack ``name`` (``size`` bytes now), or None if there is none or
-    it cannot be trusted: not of this pack, its last whole entry's chain (the xxh3_64 of
+def _read_keys(path: str, name: str, size: int, pack: int | None = None) -> _Keys | None:
+    """The keys file of pack ``name`` (``size`` bytes now, open as descriptor ``pack``
+    if given, which the keys returned then own), or None if there is none or it cannot
+    be trusted: not of this pack, its last whole entry's chain (the xxh3_64 of
     everything before it) does not hold, or it covers more than the pack holds. A torn
     last entry is left out."""
     try:
         blob = _read_whole(path + KEYS)
     except OSError:
         return None
-    head = _KEYS_HEAD.size
-    if len(blob) < head or blob[:head] != _keys_head(name):
+    # (_keys_head, inline; a shorter blob's start is shorter than a head)
+    if blob[:_KEYS_HEAD_SIZE] != _KEYS_HEAD.pack(
+            b"DGKY", _KEY_SIZE, xxhash.xxh3_64_intdigest(name.encode())):
         return None
-    whole = head + (len(blob) - head) // _KEY.size * _KEY.size
+    whole = len(blob) - (len(blob) - _KEYS_HEAD_SIZE) % _KEY_SIZE
     if whole < len(blob):
         blob = blob[:whole]
     covered = 0
-    if whole > head:
-        _, offset, length, chain = _KEY.unpack_from(blob, whole - _KEY.size)
+    if whole > _KEYS_HEAD_SIZE:
+        _, offset, length, chain = _KEY.unpack_from(blob, whole - _KEY_SIZE)
         if xxhash.xxh3_64_intdigest(memoryview(blob)[:whole - 8]) != chain:
             return None
         covered = offset + length
     if covered > size:
         return None
-    return _Keys(blob, covered, path)
+    return _Keys(blob, covered, path, pack)
 
 
 _READ_AT_ONCE = 1 << 16  # a keys file of up to ~1,800 records is read with one read()
@@ -307,15 +295,20 @@ def _read_whole(path: str) -> bytes:
     asked for ended the file), a large one in one more ``read`` of the size it has."""
     descriptor = os.open(path, READ_ONLY)
     try:
-        chunks = [os.read(descriptor, _READ_AT_ONCE)]
-        if len(chunks[0]) == _READ_AT_ONCE:
-            rest = os.fstat(descriptor).st_size - _READ_AT_ONCE
-            while rest > 0 and (chunk := os.read(descriptor, rest)):
-                chunks.append(chunk)
-                rest -= len(chunk)
-        return b"".join(chunks)
+        data = os.read(descriptor, _READ_AT_ONCE)
+        return data if len(data) < _READ_AT_ONCE else _read_rest(descriptor, data)
     finally:
         os.close(descriptor)
+
+
+def _read_rest(descriptor: int, start: bytes) -> bytes:
+    """The rest of a file whose first ``start`` bytes were read, up to the size it has."""
+    chunks = [start]
+    rest = os.fstat(descriptor).st_size - len(start)
+    while rest > 0 and (chunk := os.read(descriptor, rest)):
+        chunks.append(chunk)
+        rest -= len(chunk)
+    return b"".join(chunks)
 
 
 def _key_entry(hasher: xxhash.xxh3_64, needle: bytes, offset: int, length: int) -> bytes:

@@ -51,8 +51,12 @@ SEALED = ".idx"  # a pack's sealed index: <name>.pack.idx
 SEAL_FROM = 256  # a keys file of fewer entries (9 KB) costs a fresh process little to read
 _HEAD = struct.Struct("<4sHHQQIIQ16sQQ")
 _MAGIC, _VERSION = b"DGIX", 3
+_MAGIC_VERSION = (_MAGIC, _VERSION)  # a head's first two fields
+_HEAD_SIZE = _HEAD.size
+_HEAD_END = _HEAD_SIZE - 8  # what the head's own digest is of
 TAIL_WALK = 64 * 1024  # a pack grown by more since it was sealed: its keys file is read
 _BUCKET = struct.Struct("<IQ")  # entries up to and in this bucket, digest of its entries
+_BUCKET_SIZE = _BUCKET.size
 _PAIR = struct.Struct("<IQIQ")  # the bucket before, and this one
 _PAGE = 4096  # the first read: the head, and the whole fanout up to 335 buckets (bits <= 8:
 #               fewer than 1,024 entries); a larger index reads a bucket's bounds apart
@@ -168,30 +172,44 @@ class SealedIndex:
             fields = _HEAD.unpack_from(page)
         self.descriptor, self.page, self.entry_size = descriptor, page, entry_size
         self.whole = False  # page holds the whole index, checked (see load)
-        _, _, bits, _, self.covered, self.count, _, *last, _, _ = fields
-        self.bits, self.last = bits, last  # (last: checked by the caller, in the pack)
+        bits = self.bits = fields[2]
+        self.covered, self.count = fields[4], fields[5]
+        self.last = fields[7:9]  # where the pack's last record starts, and its head
         # where the entries start, after the head and the fanout (each find needs it)
-        self.entries_start = _HEAD.size + _BUCKET.size * (1 << bits)
+        self.entries_start = _HEAD_SIZE + _BUCKET_SIZE * (1 << bits)
 
     @classmethod
-    def open(cls, path: str, name_digest: int, size: int, entry_size: int) -> SealedIndex | None:
+    def open(cls, path: str, name_digest: int, size: int, entry_size: int,
+             pack: int | None = None) -> SealedIndex | None:
         """The sealed index of pack ``path`` (``size`` bytes now) if its head holds (its
-        digest; of this pack; as long as it says where one read shows it whole) and it
-        covers all of the pack but at most :data:`TAIL_WALK` bytes; else None. The
-        caller checks :attr:`last` against the pack, and walks what it does not cover."""
+        digest; of this pack; as long as it says where one read shows it whole), it
+        covers all of the pack but at most :data:`TAIL_WALK` bytes and, given the pack
+        open as descriptor ``pack``, the record it names last is there (one ``pread``);
+        else None. The caller walks what it does not cover. (The head is unpacked once
+        and checked here, inline: a fresh process's first hit passes here once a pack.)"""
         try:
             descriptor = os.open(path + SEALED, READ_ONLY)
         except OSError:
             return None
         try:
             page = os.pread(descriptor, _PAGE, 0)
+            if len(page) >= _HEAD_SIZE:
+                fields = _HEAD.unpack_from(page)
+                _, _, bits, digest, covered, count, _, last, head, _, head_digest = fields
+                # as long as it says, when the page holds all of it (a u16 of bits: no
+                # shift too large to make)
+                total = _HEAD_SIZE + _BUCKET_SIZE * (1 << bits) + count * entry_size
+                if (fields[:2] == _MAGIC_VERSION and digest == name_digest and 1 <= bits <= 24
+                        and covered <= size <= covered + TAIL_WALK
+                        and xxhash.xxh3_64_intdigest(page[:_HEAD_END]) == head_digest
+                        and len(page) == (total if total < _PAGE else _PAGE)
+                        and (pack is None or (last <= covered - len(head)
+                                              and os.pread(pack, len(head), last) == head))):
+                    return cls(descriptor, page, entry_size, fields)
         except OSError:
-            page = b""
-        fields = _head_if_whole(page, name_digest, size, entry_size)
-        if fields is None:
-            os.close(descriptor)
-            return None
-        return cls(descriptor, page, entry_size, fields)
+            pass
+        os.close(descriptor)
+        return None
 
     def find(self, digest: bytes) -> bytes | None:
         """The entry of ``digest`` (its keys file's bytes), or None; ValueError when the
@@ -265,22 +283,3 @@ class SealedIndex:
             except OSError:
                 pass
             self.descriptor = -1
-
-
-def _head_if_whole(page: bytes, name_digest: int, size: int, entry_size: int) -> tuple | None:
-    """The fields of the head at the start of ``page`` if the index has a whole head, is
-    of this pack (its name), covers the pack's ``size`` bytes but at most
-    :data:`TAIL_WALK`, and is as long as its head says (when the page holds all of it);
-    else None. (One unpack, the head's digest checked inline: a fresh process's first
-    hit passes here once per pack.)"""
-    end = _HEAD.size - 8
-    if len(page) < _HEAD.size or xxhash.xxh3_64_intdigest(page[:end]) != int.from_bytes(
-            page[end:_HEAD.size], "little"):
-        return None
-    fields = _HEAD.unpack_from(page)
-    magic, version, bits, digest, covered, count = fields[:6]
-    if (magic != _MAGIC or version != _VERSION or digest != name_digest
-            or not covered <= size <= covered + TAIL_WALK or not 1 <= bits <= 24):
-        return None
-    total = _HEAD.size + _BUCKET.size * (1 << bits) + count * entry_size
-    return fields if len(page) == (total if total < _PAGE else _PAGE) else None
