@@ -446,8 +446,9 @@ class PackIndex:
                 # listing now names the same packs (a writer's bump, or no generation file).
                 # Not merely none gone: a listing that missed a compaction's new pack and an
                 # old one it removed sees the new one now.
-                self._read_at_generation = (
-                    generation is not None and self._generation_now() == generation)
+                seen = self._generation_file  # (the usual case inline: one fstat)
+                self._read_at_generation = generation is not None and (
+                    os.fstat(seen) if seen >= 0 else self._generation_now()) == generation
                 if self._read_at_generation or set(names) == set(self._names()):
                     self.loaded = True  # no change since
                     break

@@ -54,6 +54,7 @@ _MAGIC, _VERSION = b"DGIX", 3
 _MAGIC_VERSION = (_MAGIC, _VERSION)  # a head's first two fields
 _HEAD_SIZE = _HEAD.size
 _HEAD_END = _HEAD_SIZE - 8  # what the head's own digest is of
+_LAST_HEAD = 16  # the bytes of the pack's last record a head keeps (its "16s")
 TAIL_WALK = 64 * 1024  # a pack grown by more since it was sealed: its keys file is read
 _BUCKET = struct.Struct("<IQ")  # entries up to and in this bucket, digest of its entries
 _BUCKET_SIZE = _BUCKET.size
@@ -203,8 +204,8 @@ class SealedIndex:
                         and covered <= size <= covered + TAIL_WALK
                         and xxhash.xxh3_64_intdigest(page[:_HEAD_END]) == head_digest
                         and len(page) == (total if total < _PAGE else _PAGE)
-                        and (pack is None or (last <= covered - len(head)
-                                              and os.pread(pack, len(head), last) == head))):
+                        and (pack is None or (last <= covered - _LAST_HEAD
+                                              and os.pread(pack, _LAST_HEAD, last) == head))):
                     return cls(descriptor, page, entry_size, fields)
         except OSError:
             pass
