@@ -165,7 +165,7 @@ class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
     __slots__ = ("bits", "count", "covered", "descriptor", "entries_start", "entry_size",
-                 "last", "page", "whole")
+                 "page", "whole")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int,
                  fields: tuple | None = None) -> None:
@@ -175,7 +175,6 @@ class SealedIndex:
         self.whole = False  # page holds the whole index, checked (see load)
         bits = self.bits = fields[2]
         self.covered, self.count = fields[4], fields[5]
-        self.last = fields[7:9]  # where the pack's last record starts, and its head
         # where the entries start, after the head and the fanout (each find needs it)
         self.entries_start = _HEAD_SIZE + _BUCKET_SIZE * (1 << bits)
 
