@@ -368,6 +368,76 @@ def test_a_digest_met_across_the_fields_of_an_entry_is_not_a_key(tmp_path):
     index.load()
     assert index.find(hidden) is None and index.find(b"\x00\x22" * 8) == other
 
+def _opened_index(pack: Path) -> sealed_module.SealedIndex:
+    index = sealed_module.SealedIndex.open(
+        str(pack), pack_keys._name_digest(pack.name), pack.stat().st_size, pack_keys._KEY.size)
+    assert index is not None
+    return index
+
+
+def _digests(count: int) -> list[bytes]:
+    import xxhash
+
+    return [xxhash.xxh3_128_digest(pack_records._needle("s", f"k{i}")) for i in range(count)]
+
+
+def test_a_small_sealed_index_is_read_whole_after_its_first_lookup_then_read_no_more(
+    tmp_path, monkeypatch
+):
+    """The first lookup reads the key's bucket (a fresh process's first hit reads
+    little); the next reads the small index whole, checked, and no lookup reads again."""
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    digests = _digests(SEAL_FROM)
+    by_bucket = _opened_index(pack)
+    by_bucket.reads = SEAL_FROM + 1  # (found by bucket reads alone: what is right)
+    right = [by_bucket.find(digest) for digest in digests]
+    assert not by_bucket.whole and all(right)
+    index = _opened_index(pack)
+    assert index.find(digests[0]) == right[0] and not index.whole
+    assert index.find(digests[1]) == right[1] and index.whole
+    reads = []
+    real = os.pread
+    monkeypatch.setattr(os, "pread", lambda *a: (reads.append(a), real(*a))[1])
+    assert [index.find(digest) for digest in digests] == right
+    assert index.find(b"\x00" * 16) is None and index.find(b"\xff" * 16) is None
+    assert reads == []
+
+
+def test_damage_to_a_bucket_never_looked_up_is_found_when_a_small_index_is_read_whole(
+    tmp_path,
+):
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    digests = _digests(SEAL_FROM)
+    whole = _index(pack).read_bytes()
+    index = _opened_index(pack)
+    bucket_of = lambda digest: int.from_bytes(digest[:4], "big") >> (32 - index.bits)  # noqa: E731
+    other = next(d for d in digests[2:] if bucket_of(d) not in map(bucket_of, digests[:2]))
+    damaged = bytearray(whole)
+    damaged[whole.find(other) + 20] ^= 0x01  # (its offset: a bucket neither lookup reads)
+    _index(pack).write_bytes(bytes(damaged))
+    index = _opened_index(pack)
+    assert index.find(digests[0]) is not None
+    with pytest.raises(ValueError, match="digest"):
+        index.find(digests[1])
+    assert _fresh(tmp_path / "c", ["k0", "k1", "k2"])[0] == [0, 1, 2]
+
+
+def test_a_large_sealed_index_is_looked_up_by_bucket_until_a_dict_is_made_of_it(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setattr(sealed_module, "_READ_WHOLE_UP_TO", 1024)  # (as if large)
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    digests = _digests(SEAL_FROM)
+    index = _opened_index(pack)
+    found = [index.find(digest) for digest in digests[:40]]
+    assert all(found) and not index.whole
+    index.load()
+    assert [index.find(digest) for digest in digests[:40]] == found
+
+
 def test_a_pack_whose_last_record_is_not_the_one_its_index_names_is_read_through_its_keys(
     tmp_path,
 ):

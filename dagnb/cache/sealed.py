@@ -59,11 +59,16 @@ TAIL_WALK = 64 * 1024  # a pack grown by more since it was sealed: its keys file
 _BUCKET = struct.Struct("<IQ")  # entries up to and in this bucket, digest of its entries
 _BUCKET_SIZE = _BUCKET.size
 _PAIR = struct.Struct("<IQIQ")  # the bucket before, and this one
+_PAIRS_AT = _HEAD.size - _BUCKET.size  # bucket i's pair starts at _PAIRS_AT + i * _BUCKET_SIZE
 _PAGE = 4096  # the first read: the head, and the whole fanout up to 335 buckets (bits <= 8:
 #               fewer than 1,024 entries); a larger index reads a bucket's bounds apart
 _BUCKET_MOST = 4096  # entries a bucket can hold (2 to 4 on average): more is damage, not a
 #                      read of that many
 _FIRST = operator.itemgetter(0)
+_READ_WHOLE_UP_TO = 64 * 1024  # an index of up to ~1,700 entries is read whole after
+_BUCKET_READS = 1  #             this many lookups by bucket (each a pread and a digest):
+#                                from then on a lookup reads nothing (measured in a fresh
+#                                process on 900 entries: 49 distinct hits X% faster)
 
 
 def should_seal(entries: int, sealed: int) -> bool:
@@ -165,7 +170,7 @@ class SealedIndex:
     """A pack's sealed index, open (see the module docstring)."""
 
     __slots__ = ("bits", "count", "covered", "descriptor", "entries_start", "entry_size",
-                 "page", "whole")
+                 "page", "reads", "shift", "whole")
 
     def __init__(self, descriptor: int, page: bytes, entry_size: int,
                  fields: tuple | None = None) -> None:
@@ -177,6 +182,9 @@ class SealedIndex:
         self.covered, self.count = fields[4], fields[5]
         # where the entries start, after the head and the fanout (each find needs it)
         self.entries_start = _HEAD_SIZE + _BUCKET_SIZE * (1 << bits)
+        self.shift = 32 - bits  # a digest's first 4 bytes, shifted by it: its bucket
+        self.reads = _BUCKET_READS  # lookups by bucket left before a small index is read
+        #                             whole (see find)
 
     @classmethod
     def open(cls, path: str, name_digest: int, size: int, entry_size: int,
@@ -213,9 +221,33 @@ class SealedIndex:
 
     def find(self, digest: bytes) -> bytes | None:
         """The entry of ``digest`` (its keys file's bytes), or None; ValueError when the
-        index turns out damaged (its bucket's digest, or its bounds, do not hold)."""
-        bucket = int.from_bytes(digest[:4], "big") >> (32 - self.bits)
-        at = _HEAD.size + _BUCKET.size * (bucket - 1)
+        index turns out damaged (its bucket's digest, its bounds, or the whole index's
+        digest when it is read whole, do not hold). The first lookups read the key's
+        bucket; a small index is then read whole (:attr:`reads`), a large one when the
+        caller makes a dict of it."""
+        bucket = int.from_bytes(digest[:4], "big") >> self.shift
+        if self.whole:  # (checked whole: the bucket is searched in place, no bounds
+            page = self.page  # checked: a search starts among the entries, and aligned
+            if bucket:  #       entries of the digest are the key's, wherever they are)
+                start, _, end, _ = _PAIR.unpack_from(page, _PAIRS_AT + _BUCKET_SIZE * bucket)
+            else:
+                start, end = 0, _BUCKET.unpack_from(page, _HEAD_SIZE)[0]
+            size, base = self.entry_size, self.entries_start
+            end = base + end * size
+            at = page.find(digest, base + start * size, end)
+            while at >= 0:  # (a digest met across two entries is not one)
+                if (at - base) % size == 0:
+                    return page[at:at + size]
+                at = page.find(digest, at + 1, end)
+            return None
+        if not self.reads:  # (a large index is read whole when the caller makes a dict
+            #                   of it, well before ``count`` more lookups)
+            if self.entries_start + self.count * self.entry_size <= _READ_WHOLE_UP_TO:
+                self.load()
+                return self.find(digest)
+            self.reads = self.count
+        self.reads -= 1
+        at = _PAIRS_AT + _BUCKET_SIZE * bucket
         if bucket and at + _PAIR.size <= len(self.page):  # (the usual case inline: the
             start, _, end, check = _PAIR.unpack_from(self.page, at)  # bounds in the page)
         else:
@@ -224,14 +256,10 @@ class SealedIndex:
             #                                      a builtin call costs a fresh process's hit 1k)
             raise ValueError("a sealed index's fanout is out of bounds")
         size = self.entry_size
-        first = self.entries_start + start * size
-        if self.whole:  # (checked whole already)
-            data = self.page[first:first + (end - start) * size]
-        else:
-            data = os.pread(self.descriptor, (end - start) * size, first)
-            if (len(data) != (end - start) * size
-                    or xxhash.xxh3_64_intdigest(data, seed=bucket) != check):
-                raise ValueError("a bucket of a sealed index does not match its digest")
+        data = os.pread(self.descriptor, (end - start) * size, self.entries_start + start * size)
+        if (len(data) != (end - start) * size
+                or xxhash.xxh3_64_intdigest(data, seed=bucket) != check):
+            raise ValueError("a bucket of a sealed index does not match its digest")
         at = data.find(digest)  # (a search in C: a bucket's 2 to 4 entries are not looped
         while at >= 0:  #           over; a digest met across two entries is not one)
             if at % size == 0:
