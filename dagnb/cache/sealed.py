@@ -24,9 +24,12 @@ loss and grown back is not the pack it was made of). It reads the head (checked 
 its digest) and the fanout with one ``pread`` (two past 335 buckets, about 1,000
 entries), then the key's bucket with another, checked against its digest: damage
 anywhere in the index is found (the caller then reads the packs whole), not taken for a
-key the pack does not hold, which would let another pack's older record win. What an
-entry points to is then checked as a keys file's entry is (framing, digest, step and
-key). The file is synced before it is renamed into place.
+key the pack does not hold, which would let another pack's older record win. A small
+index (:data:`_READ_WHOLE_UP_TO`) is read whole at its second lookup, checked against the
+head's digest of everything after it, and searched in place from then on (no read a
+lookup); a large one when the caller makes a dict of it. What an entry points to is then
+checked as a keys file's entry is (framing, digest, step and key). The file is synced
+before it is renamed into place.
 """
 
 from __future__ import annotations
@@ -67,8 +70,9 @@ _BUCKET_MOST = 4096  # entries a bucket can hold (2 to 4 on average): more is da
 _FIRST = operator.itemgetter(0)
 _READ_WHOLE_UP_TO = 64 * 1024  # an index of up to ~1,700 entries is read whole after
 _BUCKET_READS = 1  #             this many lookups by bucket (each a pread and a digest):
-#                                from then on a lookup reads nothing (measured in a fresh
-#                                process on 900 entries: 49 distinct hits X% faster)
+#   the read costs a fresh process ~20 us (its new memory), then each lookup ~1.5 us less.
+#   Measured on 900 entries, the 49 distinct hits after a first: ~5% faster than never
+#   reading it whole, ~2% than after 8 bucket reads; a first hit still reads its bucket.
 
 
 def should_seal(entries: int, sealed: int) -> bool:
