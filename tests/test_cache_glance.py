@@ -115,3 +115,41 @@ def test_a_head_damaged_past_a_glance_is_a_miss_set_aside_for_every_other_reader
     with pytest.warns(DamagedEntryWarning, match="not valid JSON"):
         assert store.lookup("s", KEY) is None  # (a run's lookup: the same entry, parsed)
     assert Store(tmp_path).lookup("s", KEY, glance=True) is None  # set aside: gone
+
+
+def _layout(**fields) -> bytes:
+    """A head in the layout dagnb writes (what a run's hit reads without the decoder)."""
+    from dagnb.cache.record_text import head_bytes
+
+    head = json.loads(_head(duration_s=0.5, **fields))
+    return head_bytes({k: v for k, v in head.items() if v is not _GONE})
+
+
+# in dagnb's layout, but with a value the parse refuses: a run's hit refuses it too
+DAMAGED_IN_LAYOUT = {
+    "a count below zero": _layout(size_bytes=-1),
+    "an inline null": _layout(inline={"json": 7}).replace(b'{"json":7}', b"null"),
+    "hits not whole": _layout().replace(b'"hits":0', b'"hits":0.5'),
+    "exit code as text": _layout().replace(b'"exit_code":0', b'"exit_code":"0"'),
+    "a provenance list": _layout(provenance={"a": 1}).replace(b'{"a":1}', b"[1]"),
+}
+
+
+@pytest.mark.parametrize("raw", DAMAGED_IN_LAYOUT.values(), ids=DAMAGED_IN_LAYOUT.keys())
+def test_a_run_refuses_a_head_of_its_layout_whose_values_the_parse_refuses(tmp_path, raw):
+    _forge(tmp_path, raw)
+    with pytest.warns(DamagedEntryWarning):
+        assert Store(tmp_path).lookup("s", KEY) is None
+    assert Store(tmp_path).lookup("s", KEY) is None  # set aside: gone
+
+
+def test_a_run_reads_a_head_of_its_layout_as_the_parse_does(tmp_path):
+    from dagnb.cache.record_text import head_read_whole
+
+    raw = _layout(provenance={"image_ref": "img@sha256:1"}, exit_code=3, log_lines=2)
+    assert head_read_whole(raw, "s", KEY) is not None  # (read without the decoder)
+    _forge(tmp_path, raw)
+    entry = Store(tmp_path).lookup("s", KEY)
+    assert entry is not None and entry.head_read
+    assert entry.head == json.loads(raw) and list(entry.head) == list(json.loads(raw))
+    assert (entry.head.get("exit_code"), entry.head.get("log_lines")) == (3, 2)

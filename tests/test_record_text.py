@@ -10,8 +10,15 @@ import random
 
 import pytest
 
+from dagnb.cache.entry import _HEAD_REQUIRED, _parse_meta
 from dagnb.cache.pack_records import decode
-from dagnb.cache.record_text import head_at_a_glance, head_bytes, packed_head_bytes, rest_bytes
+from dagnb.cache.record_text import (
+    head_at_a_glance,
+    head_bytes,
+    head_read_whole,
+    packed_head_bytes,
+    rest_bytes,
+)
 from dagnb.cache.store import Store
 
 
@@ -223,3 +230,73 @@ def test_a_glance_is_what_parsing_gives_over_random_heads():
         head = _head(**changes)
         seen = _glance(head)
         assert seen is not None and _same(seen, head), head
+
+
+def _parsed(raw, step="s0", key=_KEY):
+    """What every reader but a glance made of a head: the dict, or None when refused."""
+    head, problem = _parse_meta(raw, step, key, _HEAD_REQUIRED)
+    return None if problem is not None else head
+
+
+def _read_whole(raw, step="s0", key=_KEY):
+    head = head_read_whole(raw, step, key)
+    assert head is None or (_parsed(raw, step, key) == head and (
+        [type(v) for v in head.values()] == [type(v) for v in _parsed(raw, step, key).values()]
+        and list(head) == list(_parsed(raw, step, key)))), raw
+    return head
+
+
+@pytest.mark.parametrize("head", [
+    _head(),
+    _head(inline={"json": [1, "é"]}),
+    _head(provenance={"image_ref": "alpine@sha256:00"}),
+    _head(inline={"pickle": "gASV"}, provenance={"image_ref": _TRICKY}),
+    _head(expires=1796069999.5, exit_code=-3, has_result=False, log_lines=7, hits=2),
+    _head(duration_s=1e300, created=-0.0, last_used=5e-324, size_bytes=0),
+    _head(inline={"json": _NESTED}, provenance=_NESTED),
+], ids=range(7))
+def test_a_head_read_whole_is_the_dict_parsing_it_gives(head):
+    """A run's hit reads the head of dagnb's layout without the JSON decoder: the same
+    fields, values, types and order as the parse (and its checks) give."""
+    assert _read_whole(head_bytes(head)) == head
+
+
+@pytest.mark.parametrize("raw", [
+    head_bytes(_head(created=5, last_used=5)),  # int times: parsed (and served) as before
+    head_bytes(_head(duration_s=float("inf"))),  # Infinity: parsed
+    head_bytes(_head(output_digest="a\\b")),  # an escape: parsed
+    head_bytes(_head(exit_code=None)),  # another shape: parsed
+    head_bytes(_head(inline={"json": 1})).replace(b'{"json":1}', b"null"),  # refused
+    head_bytes(_head(size_bytes=-1)),  # refused by the parse's checks
+    head_bytes(_head()).replace(b'"hits":0', b'"hits":1.5'),
+    head_bytes(_head()).replace(b'"log_lines":0', b'"log_lines":true'),
+    head_bytes(_head(exit_code=3)).replace(b'"exit_code":3', b'"exit_code":03'),  # not JSON
+    head_bytes(_head(step="s 0")),  # no name a cache folder holds: refused
+    head_bytes(_head(step="s1")),  # another entry's: refused
+    head_bytes(_head(displays=2)),  # another shape: parsed
+    head_bytes(_head(provenance={"a": 1})) + b"}",
+], ids=range(13))
+def test_a_head_the_pattern_does_not_take_is_left_to_the_parse(raw):
+    step = "s 0" if b'"s 0"' in raw else "s0"
+    assert head_read_whole(raw, step, _KEY) is None
+
+
+def test_a_head_read_whole_is_never_one_the_parse_refuses_over_damaged_heads():
+    """Heads of dagnb's layout with a character dropped, doubled or changed anywhere:
+    what the reader takes, the parse takes and reads alike; the rest is left to it."""
+    rng = random.Random(7)
+    heads = [head_bytes(_head()), head_bytes(_head(inline={"json": [1, {"a": None}]},
+                                                   provenance={"image_ref": "x"}, expires=9.5))]
+    taken = 0
+    for _ in range(4000):
+        raw = bytearray(rng.choice(heads))
+        at = rng.randrange(len(raw))
+        change = rng.randrange(3)
+        if change == 0:
+            del raw[at]
+        elif change == 1:
+            raw.insert(at, raw[at])
+        else:
+            raw[at] = ord(rng.choice('0123456789-+.eE"\\,:{}[]ntfx \x01'))
+        taken += _read_whole(bytes(raw)) is not None
+    assert taken  # (some changes leave a head dagnb could have written)

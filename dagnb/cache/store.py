@@ -118,6 +118,7 @@ from dagnb.cache.pack_writer import PackWriter
 from dagnb.cache.record_text import (
     head_at_a_glance,
     head_bytes,
+    head_read_whole,
     packed_head_bytes,
     rest_bytes,
 )
@@ -431,9 +432,13 @@ class Store(Housekeeping):
                                 raw_head=head_bytes, seen=seen)
             self._entries[where] = entry
             return entry
-        head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
-        if problem is not None:
-            return self._damaged(record.step, record.key, problem, record)
+        # (a run's hit: its head read whole in dagnb's layout without the JSON decoder;
+        # any other is parsed and checked, and told damaged as before)
+        head = head_read_whole(head_bytes, *where)
+        if head is None:
+            head, problem = _parse_meta(head_bytes, record.step, record.key, _HEAD_REQUIRED)
+            if problem is not None:
+                return self._damaged(record.step, record.key, problem, record)
         entry = PackedEntry(record.step, record.key, head, record, self)
         self._entries[where] = entry
         return entry
