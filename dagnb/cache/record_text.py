@@ -177,10 +177,12 @@ def _whole_head(fields: tuple[Any, ...], tail: tuple[Any, Any]) -> dict[str, Any
     """The head's dict from the pattern's groups, each value of the type JSON reads."""
     (step, key, created, expires, duration, code, digest, size, hits, used, has_result,
      lines) = fields
-    head = {"format": 1, "step": step, "key": key, "created": float(created),
+    created_at = float(created)  # (its last use: the same text in most heads, no parse)
+    head = {"format": 1, "step": step, "key": key, "created": created_at,
             "expires": None if expires is None else float(expires),
             "duration_s": float(duration), "exit_code": int(code), "output_digest": digest,
-            "size_bytes": int(size), "hits": int(hits), "last_used": float(used),
+            "size_bytes": int(size), "hits": int(hits),
+            "last_used": created_at if used == created else float(used),
             "has_result": has_result is not None, "log_lines": int(lines), "packed": True}
     inline, provenance = tail
     if inline is not None:
