@@ -847,31 +847,37 @@ class _CachedCall(_Calls):
 
     def execute(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
         """Run and store; ``(value, took, start)`` (metadata only if asked for)."""
-        secrets = secrets_in_force()  # (a step's, when one runs the call)
-        key = self.keys.step_key(components, args, kwargs,
-                                 None if secrets is None else secrets.mask)
-        self.computing(key.digest)
-        self.before(args, kwargs, secrets)
+        key, secrets = self._starting(components, args, kwargs)
         start, clock = time.time(), time.perf_counter()
         value = self.func(*args, **kwargs)
         took = time.perf_counter() - clock
-        self.after(took)
-        self.keys.warn_of_state(components)
-        return self.save(key, value, took, secrets), took, start
+        return self._finished(key, value, took, components, secrets), took, start
 
     async def execute_async(self, components: dict[str, str], args: Any, kwargs: Any) -> Any:
         """:meth:`execute` of a coroutine function."""
-        secrets = secrets_in_force()  # (a step's, when one runs the call)
+        key, secrets = self._starting(components, args, kwargs)
+        start, clock = time.time(), time.perf_counter()
+        value = await self.func(*args, **kwargs)
+        took = time.perf_counter() - clock
+        return self._finished(key, value, took, components, secrets), took, start
+
+    def _starting(self, components: dict[str, str], args: Any,
+                  kwargs: Any) -> tuple[StepKey, SecretsInForce | None]:
+        """A miss about to run: its key (descriptions masked by the secrets in force, a
+        step's when one runs the call), said as verbose asks."""
+        secrets = secrets_in_force()
         key = self.keys.step_key(components, args, kwargs,
                                  None if secrets is None else secrets.mask)
         self.computing(key.digest)
         self.before(args, kwargs, secrets)
-        start, clock = time.time(), time.perf_counter()
-        value = await self.func(*args, **kwargs)
-        took = time.perf_counter() - clock
+        return key, secrets
+
+    def _finished(self, key: StepKey, value: Any, took: float, components: dict[str, str],
+                  secrets: SecretsInForce | None) -> Any:
+        """A miss that ran: said, warned of state it read, stored; the value returned."""
         self.after(took)
         self.keys.warn_of_state(components)
-        return self.save(key, value, took, secrets), took, start
+        return self.save(key, value, took, secrets)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
         """joblib's ``call``: run even if cached, store; ``(result, metadata)``."""
