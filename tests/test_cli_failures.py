@@ -464,3 +464,24 @@ def test_dagnb_logs_refuses_a_notebook_in_one_line(tmp_path):
     done = dagnb("logs", "x.ipynb", "step1", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
     assert done.stderr.count("\n") == 1 and "'x.ipynb' is a notebook" in done.stderr
+
+
+def test_a_ctrl_c_pending_as_an_interrupted_command_exits_changes_no_exit_code(tmp_path):
+    """A second Ctrl-C that lands once dagnb has said it was interrupted (here: after
+    ``main`` returned) ended the process by SIGINT (-2), not with 130."""
+    script = (
+        "import os, signal, sys, time\n"
+        "from dagnb import cli\n"
+        "def stopped(args):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli._COMMANDS['run'] = stopped\n"
+        "sys.argv = ['dagnb', 'run', 'wf.yml']\n"
+        "code = cli.main()\n"
+        "os.kill(os.getpid(), signal.SIGINT)  # the second Ctrl-C, late\n"
+        "time.sleep(0.2)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)
+    assert done.returncode == 130, done.stderr
+    assert done.stderr.count("dagnb: interrupted") == 1, done.stderr

@@ -149,6 +149,7 @@ def _run(args: argparse.Namespace) -> int:
                 **_switches(args),
             )
     except KeyboardInterrupt as stop:
+        _no_more_interrupts(args)
         printer.finish()
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
         return 128 + getattr(stop, "signal", signal.SIGINT)
@@ -679,6 +680,7 @@ def _handle_termination() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagnb`` console script."""
     args = build_parser().parse_args(argv)
+    args.from_command_line = argv is None
     if threading.current_thread() is threading.main_thread():
         _handle_termination()
     if sys.stdout is None:  # (started with stdout closed, `dagnb ... >&-`: Python's None)
@@ -693,6 +695,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"dagnb: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:  # (Ctrl-C; SIGTERM and SIGHUP: Terminated)
+        _no_more_interrupts(args)
         print(f"dagnb: interrupted{_what_is_kept(args)}", file=sys.stderr)
         return 128 + getattr(stop, "signal", signal.SIGINT)
     except BrokenPipeError:  # (`dagnb ... | head`): the reader has what it wanted
@@ -707,6 +710,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = shown
+
+
+def _no_more_interrupts(args: argparse.Namespace) -> None:
+    """A command stopped by Ctrl-C exits 130 from here on: a second Ctrl-C landing while
+    it says so (or pending when ``main`` returns) would end the process by SIGINT
+    instead. Only in the ``dagnb`` process itself (``main()`` of the command line, not of
+    a caller that passed its own arguments), whose every step is stopped by now."""
+    if getattr(args, "from_command_line", False) and (
+            threading.current_thread() is threading.main_thread()):
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _what_is_kept(args: argparse.Namespace) -> str:
