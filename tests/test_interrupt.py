@@ -549,22 +549,63 @@ def test_a_wait_leaves_the_sigint_handler_os_system_and_wakeup_fd_as_it_found_th
         before_w.close()
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/status"), reason="Linux's /proc")
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
 def test_a_sigint_sent_but_not_yet_taken_is_seen() -> None:
     """The stop button's SIGINT may wait for the main thread to be scheduled while the
-    step whose child it killed returns: the scheduler then sees it in the queue."""
-    script = ("import os, signal\n"
+    step whose child it killed returns: the scheduler then sees it pending, from the
+    loop's thread too, and leaves each thread's mask as it found it."""
+    script = ("import os, signal, threading\n"
               "from dagnb.executors.loop import sigint_pending\n"
+              "def blocked():\n"
+              "    return signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])\n"
+              "print(sigint_pending(), blocked())\n"
               "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])\n"
               "before = sigint_pending()\n"
               "os.kill(os.getpid(), signal.SIGINT)\n"
-              "print(before, sigint_pending())\n"
+              "seen = []\n"
+              "thread = threading.Thread(target=lambda: seen.append(sigint_pending()))\n"
+              "thread.start(); thread.join()\n"
+              "print(before, sigint_pending(), seen[0], blocked())\n"
               "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
               "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
-              "print(sigint_pending())\n")
+              "print(sigint_pending(), blocked())\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
                           timeout=60)
-    assert done.stdout.split() == ["False", "True", "False"], done.stdout + done.stderr
+    assert done.stdout.split() == ["False", "False", "False", "True", "True", "True",
+                                   "False", "False"], done.stdout + done.stderr
+
+
+@pytest.mark.skipif(not hasattr(signal, "pthread_sigmask"), reason="POSIX signal masks")
+def test_a_sigint_pending_as_the_loop_looks_is_taken_once_the_look_ends() -> None:
+    """The look blocks SIGINT for a moment in a thread that takes it: one that comes
+    meanwhile is taken as the look ends (Python's handler runs), not left pending."""
+    script = ("import os, signal, threading, time\n"
+              "from dagnb.executors import loop\n"
+              "got = []\n"
+              "signal.signal(signal.SIGINT, lambda *a: got.append(1))\n"
+              "def look():\n"
+              "    before = loop._signal.sigpending\n"
+              "    def sent_meanwhile():\n"
+              "        os.kill(os.getpid(), signal.SIGINT)\n"
+              "        return before()\n"
+              "    loop._signal.sigpending = sent_meanwhile\n"
+              "    try:\n"
+              "        seen.append(loop.sigint_pending())\n"
+              "    finally:\n"
+              "        loop._signal.sigpending = before\n"
+              "seen = []\n"
+              "def thread_that_takes_it():\n"
+              "    signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
+              "    look()\n"
+              "signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])  # (the thread's only)\n"
+              "thread = threading.Thread(target=thread_that_takes_it)\n"
+              "thread.start(); thread.join()\n"
+              "signal.pthread_sigmask(signal.SIG_UNBLOCK, [signal.SIGINT])\n"
+              "time.sleep(0.05)\n"
+              "print(seen[0], len(got), signal.SIGINT in signal.sigpending())\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.split() == ["True", "1", "False"], done.stdout + done.stderr
 
 
 @pytest.mark.skipif(not hasattr(signal, "pthread_kill"), reason="POSIX signals")

@@ -833,16 +833,27 @@ def interrupted_unwaited(attempt: UnwaitedAttempt, began: float) -> bool:
 
 
 def sigint_pending() -> bool:
-    """Whether SIGINT was sent to the process and no thread has taken it yet (Linux's
-    ``/proc``; False elsewhere)."""
+    """Whether SIGINT was sent to the process (or this thread) and no thread has taken
+    it yet; False where threads have no signal masks (Windows).
+
+    A thread is told only the pending signals it blocks, so SIGINT is blocked for the
+    look (and unblocked after, unless it was already blocked: a SIGINT pending then is
+    taken at once, by this thread, as any thread may take it). Reading Linux's
+    ``/proc/self/status`` instead cost 26 µs, on a shell step's loop some 80 µs a step;
+    these three calls, 2 µs."""
     try:
-        with open("/proc/self/status", "rb") as status:
-            for line in status:
-                if line.startswith(b"ShdPnd:"):
-                    return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
-    except (OSError, ValueError, IndexError):
-        pass
-    return False
+        before = _signal.pthread_sigmask(_signal.SIG_BLOCK, _SIGINT_ONLY)
+    except (AttributeError, OSError, ValueError):
+        return False
+    try:
+        return _SIGINT in _signal.sigpending()
+    finally:
+        if _SIGINT not in before:
+            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _SIGINT_ONLY)
+
+
+_SIGINT = int(signal.SIGINT)
+_SIGINT_ONLY = frozenset((_SIGINT,))
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
