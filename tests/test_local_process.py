@@ -10,6 +10,7 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -272,3 +273,25 @@ def test_a_replaced_os_environ_is_the_one_a_step_sees() -> None:
         del os.environ["DAGNB_TEST_HIDDEN"]
     assert result.ok
     assert result.logs("s")["line"].tolist() == ["on gone"]
+
+
+def test_a_tasks_folders_as_text_are_its_paths_and_make_the_runs_folder(tmp_path: Path) -> None:
+    """What a process start takes (text, no Path made) names the very folders the Task's
+    Paths name, made or given, and makes the run's folder first, as the Paths do."""
+    from dagnb.executors.base import Task
+
+    made: list[int] = []
+
+    def task(**given: Any) -> Task:
+        return Task(step=Step("a", run="true"), attempt=1, inputs={}, secrets={},
+                    base_dir=tmp_path, log=lambda stream, line: None,
+                    make_folder=lambda: made.append(1), **given)
+
+    texts = task(step_dir=f"{tmp_path}/run/a").folder_texts()
+    assert made == [1]
+    paths = task(step_dir=f"{tmp_path}/run/a")
+    assert texts == (str(paths.out_dir), str(paths.in_dir), str(paths.params_file))
+    given = task(out_dir=tmp_path / "o", in_dir=tmp_path / "i", params_file=tmp_path / "p.json")
+    assert given.folder_texts() == (f"{tmp_path}/o", f"{tmp_path}/i", f"{tmp_path}/p.json")
+    env = task(step_dir=f"{tmp_path}/run/a").env
+    assert (env["DAGNB_OUT"], env["DAGNB_IN"], env["DAGNB_PARAMS"]) == texts

@@ -117,12 +117,13 @@ async def _launch(task: Task, processes: StepProcesses) -> subprocess.Popen[byte
     process killed as soon as it is there.
     """
     argv = host_argv(task.step) if isinstance(task.step.run, str) else list(task.step.run or ())
+    out_dir, in_dir, params_file = task.folder_texts()  # (on the loop: the run's folder made)
     folders = functools.partial(
         make_step_folders,
         task.step,
-        out_dir=str(task.out_dir),  # asked for here, on the loop: the run's folder is made
-        in_dir=str(task.in_dir),
-        params_file=str(task.params_file),
+        out_dir=out_dir,
+        in_dir=in_dir,
+        params_file=params_file,
         inputs={name: item.path for name, item in task.inputs.items()},
     )
     start = functools.partial(
@@ -353,13 +354,19 @@ def _process_env(task: Task, extra: Mapping[str, str]) -> dict[Any, Any]:
     if task.withheld:
         withheld = {encode(name) for name in task.withheld}
         env = {k: v for k, v in env.items() if k not in withheld}
-    env = {**env, **{encode(k): encode(v) for mapping in (task.env, task.secrets, extra)
-                     for k, v in mapping.items()}}
+    mappings = (task.env, task.secrets, extra)
+    try:  # (str.encode as fsencode does it, without its Python frame per name and value)
+        added = {k.encode(_FS_ENCODING, _FS_ERRORS): v.encode(_FS_ENCODING, _FS_ERRORS)
+                 for mapping in mappings for k, v in mapping.items()}
+    except AttributeError:  # a PathLike or bytes value, as Popen takes them
+        added = {encode(k): encode(v) for mapping in mappings for k, v in mapping.items()}
+    env = {**env, **added}
     env[b"PATH"] = b"%s%s%s" % (_PYTHON_FOLDER, os.pathsep.encode(), env.get(b"PATH", b""))
     return env
 
 
 _PYTHON_FOLDER = os.fsencode(os.path.dirname(sys.executable))
+_FS_ENCODING, _FS_ERRORS = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 
 
 def _host_environb(now: dict[bytes, bytes]) -> dict[bytes, bytes]:

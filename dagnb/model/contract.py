@@ -27,7 +27,8 @@ __all__ = [
 
 
 def contract_env(
-    step: Step, *, out_dir: Path, in_dir: Path, params_file: Path, run_id: str, attempt: int
+    step: Step, *, out_dir: Path | str, in_dir: Path | str, params_file: Path | str,
+    run_id: str, attempt: int,
 ) -> dict[str, str]:
     """The step's own env plus the contract's variables (no secrets)."""
     env = dict(step.env)
