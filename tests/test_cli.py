@@ -737,6 +737,68 @@ def test_cache_list_clear_a_step_then_prune_to_nothing(tmp_path, monkeypatch, ca
     assert capsys.readouterr().out == "no entries\n"
 
 
+@pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset (POSIX)")
+def test_cache_list_reads_as_the_entries_frame_printed_by_pandas(tmp_path, monkeypatch, capsys):
+    """``dagnb cache list`` lays its rows out without pandas: the same text as the frame
+    of ``Store.entries()`` printed by pandas, times as local clock times (in a zone with
+    summer time, on both sides of its change), a never hit entry's last use and an entry
+    without expiry said in words, steps in order, entries by creation."""
+    import pandas as pd
+
+    import dagnb
+    from dagnb.cache import Store
+
+    monkeypatch.setenv("TZ", "Europe/Paris")
+    time.tzset()
+    try:
+        # (Paris went from UTC+1 to UTC+2 at 01:00 UTC on 2024-03-31: between the first two)
+        clock = iter([1_711_846_000.25, 1_711_847_000.75, 1_711_848_000.5, 1_711_849_000.0])
+        memory = dagnb.Memory(tmp_path / "cache")
+        now = [0.0]
+        memory.store.clock = lambda: now[0]
+        for name, ttl in (("b_step", None), ("a_step", "30d")):
+            def work(x: int) -> int:
+                return x
+
+            work.__qualname__ = name
+            cached = memory.cache(work, ttl=ttl)
+            for x in (1, 2):
+                now[0] = next(clock)
+                cached(x)
+        now[0] = 1_711_850_000.0
+        cached(1)  # a hit
+        monkeypatch.chdir(tmp_path)
+        assert main(["cache", "list", "--cache-dir", "cache"]) == 0
+        listed = capsys.readouterr().out
+        frame = Store(tmp_path / "cache", read_only=True).entries()
+
+        def times(column: pd.Series, missing: str) -> pd.Series:
+            shown = column.dt.strftime("%Y-%m-%d %H:%M:%S")
+            return shown.where(~(column.isna() | (column.dt.year <= 1970)), missing)
+
+        from dagnb.cli.cache import _size
+
+        expected = pd.DataFrame({
+            "step": frame["step"], "key": frame["key"], "size": frame["size_bytes"].map(_size),
+            "created": times(frame["created"], "-"), "last_used": times(frame["last_used"], "-"),
+            "expires": times(frame["expires"], "never"),
+        }).to_string(index=False)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert listed == expected + "\n"
+    rows = [line.split() for line in listed.splitlines()[1:]]
+    assert [row[0].rsplit(".", 1)[1] for row in rows] == ["a_step"] * 2 + ["b_step"] * 2
+    assert [row[4] for row in rows[2:]] == ["01:46:40", "03:03:20"]  # winter, then summer time
+    assert [row[-2] for row in rows[:2]] == ["2024-04-30"] * 2  # a ttl of 30 days
+    assert [row[-1] for row in rows[2:]] == ["never"] * 2
+    script = ("import sys\nfrom dagnb.cli import main\nmain(['cache', 'list', '--cache-dir', "
+              f"{str(tmp_path / 'cache')!r}])\nprint('pandas' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          timeout=60)
+    assert done.stdout.splitlines()[-1] == "False", done.stdout + done.stderr  # (0.5 s saved)
+
+
 _DANGLING = ("is", "its", "if", "a", "an", "the", "of", "to", "this", "step's", "when", "alone")
 
 

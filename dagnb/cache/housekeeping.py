@@ -97,6 +97,11 @@ class Housekeeping:
         ]
         return max(candidates, key=lambda e: e.created, default=None)
 
+    def entry_rows(self, step: str | None = None) -> list[dict[str, Any]]:
+        """The rows of :meth:`entries` in its order, times as epoch seconds (None: none),
+        without pandas (``dagnb cache list`` needs no DataFrame)."""
+        return _entry_rows(self, step)
+
     def entries(self, step: str | None = None) -> Any:
         """A pandas DataFrame with one row per entry: step, key, created, last_used,
         expires, hits, size_bytes, duration_s, exit_code and path (the entry's folder; for
@@ -334,6 +339,16 @@ _STATS_COLUMNS = ["entries", "hits", "misses", "hit_rate", "bytes", "session_hit
 def _entries_frame(store: Housekeeping, step: str | None) -> Any:
     import pandas as pd
 
+    frame = pd.DataFrame(_entry_rows(store, step), columns=_ENTRY_COLUMNS)
+    for column in ("created", "last_used", "expires"):
+        frame[column] = local_times(frame[column])
+    # (no entries: the same dtypes, so frame.hits.mean() and the like work on any answer)
+    return frame.astype(_ENTRY_DTYPES)
+
+
+def _entry_rows(store: Housekeeping, step: str | None) -> list[dict[str, Any]]:
+    """A dict per entry (the columns of :meth:`Housekeeping.entries`), by step then
+    created (a stable sort: entries created at the same time keep the order read)."""
     rows, counts = [], store._counts()
     for entry in store.iter_entries(step):
         hits, last_used = store._usage(entry, counts)
@@ -345,12 +360,8 @@ def _entries_frame(store: Housekeeping, step: str | None) -> Any:
             "duration_s": float(meta.get("duration_s", 0.0)),
             "exit_code": meta.get("exit_code"), "path": _where(store, entry),
         })
-    frame = pd.DataFrame(rows, columns=_ENTRY_COLUMNS)
-    for column in ("created", "last_used", "expires"):
-        frame[column] = local_times(frame[column])
-    # (no entries: the same dtypes, so frame.hits.mean() and the like work on any answer)
-    frame = frame.astype(_ENTRY_DTYPES)
-    return frame.sort_values(["step", "created"], ignore_index=True)
+    rows.sort(key=lambda row: (row["step"], row["created"]))
+    return rows
 
 
 def _where(store: Housekeeping, entry: Entry) -> str:
@@ -366,10 +377,20 @@ def local_times(seconds: Any) -> Any:
     machine's zone, to the microsecond: every frame's times compare with each other
     and read as the clock on the wall."""
     import pandas as pd
-    from dateutil.tz import tzlocal  # (pandas' own dependency) follows daylight saving
 
     utc = pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True)
-    return utc.dt.as_unit("us").dt.tz_convert(tzlocal())
+    return utc.dt.as_unit("us").dt.tz_convert(local_zone())
+
+
+def local_zone() -> Any:
+    """The machine's time zone as it is now (``TZ``, else ``/etc/localtime``), with its
+    whole history of offsets: as ``dateutil.tz.gettz`` reads it (pandas' own dependency),
+    which pandas converts to in one pass. ``tzlocal()``, which it falls back to where
+    there is no zone file, converts one value at a time: 60,000 times took ``dagnb cache
+    list`` 1.1 s of 2.6 s for 20,000 entries."""
+    from dateutil.tz import gettz, tzlocal
+
+    return gettz() or tzlocal()  # (None: a TZ naming no zone this machine has)
 
 
 def _stats_frame(store: Housekeeping) -> Any:

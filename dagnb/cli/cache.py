@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import time
 import warnings
 from typing import TYPE_CHECKING, Any
 
@@ -113,11 +114,11 @@ def _list(args: argparse.Namespace) -> int:
     store = _store(args, "list", read_only=True)
     if store is None:
         return 0
-    frame = store.entries(args.step)
-    if not len(frame):
+    rows = store.entry_rows(args.step)  # (no DataFrame: pandas' import alone took 0.5 s)
+    if not rows:
         print("no entries" + ("" if args.step is None else f" of step {args.step!r}"))
         return 0
-    print(_entries_table(frame).to_string(index=False))
+    print(_as_text(_entries_table(rows)))
     return 0
 
 
@@ -264,22 +265,35 @@ def _size(count: int) -> str:
     return f"{count}B" if unit == "B" else f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
 
 
-def _entries_table(frame: Any) -> Any:
+def _entries_table(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
     """The columns of :meth:`Store.entries` that fit a terminal, as text."""
-    import pandas as pd
+    return {
+        "step": [row["step"] for row in rows], "key": [row["key"] for row in rows],
+        "size": [_size(row["size_bytes"]) for row in rows],
+        "created": [_time(row["created"], "-") for row in rows],
+        "last_used": [_time(row["last_used"], "-") for row in rows],
+        "expires": [_time(row["expires"], "never") for row in rows],
+    }
 
-    return pd.DataFrame({
-        "step": frame["step"], "key": frame["key"], "size": frame["size_bytes"].map(_size),
-        "created": _times(frame["created"], "-"), "last_used": _times(frame["last_used"], "-"),
-        "expires": _times(frame["expires"], "never"),
-    })
+
+def _as_text(table: dict[str, list[str]]) -> str:
+    """Columns of text laid out as pandas' ``to_string(index=False)`` does (each column
+    right-aligned to its widest cell, one space between), without pandas: its import
+    and its formatting of each cell took 1.6 s of the 2.6 s ``dagnb cache list`` took
+    for 20,000 entries. (Names, keys, sizes and times hold no tab or line break.)"""
+    columns = [[name, *cells] for name, cells in table.items()]
+    widths = [max(map(len, column)) for column in columns]
+    return "\n".join(" ".join(cell.rjust(width) for cell, width in zip(row, widths, strict=True))
+                     for row in zip(*columns, strict=True))
 
 
-def _times(column: Any, missing: str) -> Any:
-    """Times to the second, in the machine's zone; ``missing`` where there is none."""
-    shown = column.dt.strftime("%Y-%m-%d %H:%M:%S")
-    never = column.isna() | (column.dt.year <= 1970)  # (last used 0: never hit)
-    return shown.where(~never, missing)
+def _time(seconds: float | None, missing: str) -> str:
+    """A time to the second, in the machine's zone; ``missing`` where there is none (or
+    it is 1970's: last used 0, never hit)."""
+    if seconds is None or seconds != seconds:  # (None or NaN)
+        return missing
+    local = time.localtime(seconds)
+    return missing if local.tm_year <= 1970 else time.strftime("%Y-%m-%d %H:%M:%S", local)
 
 
 def missing_folder(given: str, folder: Path) -> ConfigError:

@@ -209,9 +209,9 @@ def history(session: Session) -> pd.DataFrame:
 
 def _time_dtype(pd: Any) -> Any:
     """The dtype of every frame's times (dagnb.cache.housekeeping.local_times)."""
-    from dateutil.tz import tzlocal
+    from dagnb.cache.housekeeping import local_zone
 
-    return pd.DatetimeTZDtype("us", tzlocal())
+    return pd.DatetimeTZDtype("us", local_zone())
 
 
 def shown(frame: pd.DataFrame, *, empty: str, hide_blank: tuple[str, ...] = (),
