@@ -292,7 +292,10 @@ def _time(seconds: float | None, missing: str) -> str:
     it is 1970's: last used 0, never hit)."""
     if seconds is None or seconds != seconds:  # (None or NaN)
         return missing
-    local = time.localtime(seconds)
+    try:
+        local = time.localtime(seconds)
+    except (OverflowError, OSError, ValueError):  # (past what the platform's clock holds)
+        return "?"
     return missing if local.tm_year <= 1970 else time.strftime("%Y-%m-%d %H:%M:%S", local)
 
 
