@@ -34,7 +34,7 @@ import sys
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any, TextIO, TypeVar
 
 __all__ = ["add_step_hook", "capturing", "current_context", "in_step_with_displays",
@@ -370,8 +370,7 @@ class _RoutingBuffer(io.BufferedIOBase):
         return getattr(self._stream._fallback, "encoding", None) or "utf-8"
 
 
-@contextlib.contextmanager
-def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
+class capturing:  # (lower case: used as the function it was, ``with capturing(mask):``)
     """Install the routing streams for the duration of a run (nesting is counted);
     ``mask``: the run's, applied to what is written meanwhile outside any step.
 
@@ -379,29 +378,53 @@ def capturing(mask: Callable[[str], str] | None = None) -> Iterator[None]:
     never ends (dask's pools, a client's IO loop) would keep every later print of the
     process masked, ever slower; what such a thread prints after the run goes out as it
     is (README), though a ``dagnb.Memory`` call there still keeps the run's secrets out
-    of its cache (:func:`dagnb.cache.secret_scan.remember_secrets`)."""
-    global _users, _masks
-    with _lock:
-        if _users == 0:
-            for name in ("stdout", "stderr"):
-                _saved[name] = getattr(sys, name)
-                setattr(sys, name, _RoutingStream(name, _saved[name]))
-        _users += 1
-        if mask is not None:
-            with _echo_lock:
-                _masks = (*_masks, mask)
-    try:
-        yield
-    finally:
+    of its cache (:func:`dagnb.cache.secret_scan.remember_secrets`). The routing streams
+    are made again only for a stream that is not the one they last stood for (a class,
+    and streams made once: a generator and two streams cost every run some 400
+    instructions)."""
+
+    __slots__ = ("_mask",)
+
+    def __init__(self, mask: Callable[[str], str] | None = None) -> None:
+        self._mask = mask
+
+    def __enter__(self) -> None:
+        global _users, _masks
+        mask = self._mask
         with _lock:
+            if _users == 0:
+                for name in ("stdout", "stderr"):
+                    _saved[name] = fallback = getattr(sys, name)
+                    setattr(sys, name, _routing(name, fallback))
+            _users += 1
             if mask is not None:
-                _stop_masking(mask)
+                with _echo_lock:
+                    _masks = (*_masks, mask)
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _users
+        with _lock:
+            if self._mask is not None:
+                _stop_masking(self._mask)
             _users -= 1
             if _users == 0:
                 for name, stream in _saved.items():
                     if isinstance(getattr(sys, name), _RoutingStream):
                         setattr(sys, name, stream)
                 _saved.clear()
+
+
+_routings: dict[str, _RoutingStream] = {}  # the routing stream last made for each name
+
+
+def _routing(name: str, fallback: TextIO) -> _RoutingStream:
+    """The routing stream that stands for ``fallback``: the one made last time if it
+    stood for that same stream (what it holds back was let go as the runs that masked
+    ended, :func:`_stop_masking`), else a new one."""
+    stream = _routings.get(name)
+    if stream is None or stream._fallback is not fallback:
+        stream = _routings[name] = _RoutingStream(name, fallback)
+    return stream
 
 
 def _stop_masking(mask: Callable[[str], str]) -> None:

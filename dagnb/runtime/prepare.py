@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import atexit
-import contextlib
 import functools
 import gc
 import os
@@ -20,7 +19,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -135,7 +134,7 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
     with capturing(scheduler.outside_mask()), _heap_frozen():
         # a long run collects its old garbage as any program does: it is the short
         # ones whose cost the full passes would multiply
-        valve = running_loop.call_later(_until_full_passes(), _allow_full_passes)
+        _arm_valve(running_loop)
         try:
             return await scheduler.execute()
         except asyncio.CancelledError:
@@ -143,7 +142,6 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
                 return run  # cancelled on request: the Run records it, nothing to raise
             raise
         finally:
-            valve.cancel()
             run.finish()
 
 
@@ -154,25 +152,29 @@ _NO_FULL_PASS = 1 << 30  # gen-2 threshold while runs are live: never reached
 FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let run again
 
 
-@contextlib.contextmanager
-def _heap_frozen() -> Iterator[None]:
+class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_frozen():``)
     """Keep the collector's full passes away from a run while it runs: the objects that
     existed before it are frozen (a large graph or notebook is not re-scanned), and the
     gen-2 threshold is out of reach, so the run's own objects (an entry, events and an
     outcome per step) are not scanned again and again as they grow: full passes over
     them made a 10,000-step run cost a fifth more per step than a 1,000-step one.
     Young objects are still collected (gens 0 and 1), and so is everything after (or
-    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`)."""
-    global _frozen_runs, _saved_threshold, _frozen_at
-    if _frozen_runs == 0:
-        _frozen_at = time.monotonic()
-        gc.freeze()
-        _saved_threshold = gc.get_threshold()
-        gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
-    _frozen_runs += 1
-    try:
-        yield
-    finally:
+    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`).
+    (A class: a generator costs every run some 100 instructions more.)"""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        global _frozen_runs, _saved_threshold, _frozen_at
+        if _frozen_runs == 0:
+            _frozen_at = time.monotonic()
+            gc.freeze()
+            _saved_threshold = gc.get_threshold()
+            gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
+        _frozen_runs += 1
+
+    def __exit__(self, *exc_info: object) -> None:
+        global _frozen_runs
         _frozen_runs -= 1
         if _frozen_runs == 0:
             gc.set_threshold(*_saved_threshold)
@@ -183,6 +185,38 @@ def _until_full_passes() -> float:
     """Seconds until full passes may run again: counted from when the heap was frozen,
     so that runs that overlap back to back do not keep them away for ever."""
     return max(0.0, FULL_PASSES_AFTER - (time.monotonic() - _frozen_at))
+
+
+# the timer that lets full passes run again: its loop, when it fires (time.monotonic)
+_valve: tuple[asyncio.AbstractEventLoop, float, asyncio.TimerHandle] | None = None
+
+
+def _arm_valve(loop: asyncio.AbstractEventLoop) -> None:
+    """Have full passes let run again ``FULL_PASSES_AFTER`` seconds after the heap froze
+    (a run on the loop thread). One timer for all runs, left armed as they end, and
+    armed again only to fire sooner (a timer made and cancelled per run cost a run some
+    200 instructions): as it fires, it lets them run if live runs have lasted that long
+    since the heap froze, else waits again for the rest of that time, if any run is live
+    (:func:`_valve_fires`)."""
+    global _valve
+    due = _frozen_at + FULL_PASSES_AFTER
+    valve = _valve
+    if valve is not None and valve[0] is loop:
+        if valve[1] <= due:
+            return  # (most runs: armed as the runs before ended, to fire sooner)
+        valve[2].cancel()
+    _valve = (loop, due, loop.call_later(max(0.0, due - time.monotonic()), _valve_fires))
+
+
+def _valve_fires() -> None:
+    global _valve
+    _valve = None
+    if not _frozen_runs:
+        return  # the runs it was armed for ended (the next one arms it again)
+    if _until_full_passes() > 0:  # (the heap froze again since it was armed)
+        _arm_valve(asyncio.get_running_loop())
+    else:
+        _allow_full_passes()
 
 
 def _allow_full_passes() -> None:

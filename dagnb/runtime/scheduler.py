@@ -131,6 +131,9 @@ def _policy_memo(value: Any) -> tuple[Any, ...] | None:
 # a step's secrets when it declares none: shared by such steps, so not writable
 _NONE: Mapping[str, str] = MappingProxyType({})
 _NO_NAMES: frozenset[str] = frozenset()
+# the mask and finder of a run without secrets (neither is changed once made: shared)
+_NO_MASK = Masker()
+_NO_FINDER = SecretFinder({})
 _NO_IMAGE = object()  # a step that ran in no container: its state names no image
 
 
@@ -194,21 +197,17 @@ class Scheduler:
         self._caller = checks.user_line()  # (made where the run starts, not on the loop)
         self.secrets = secrets
         declared = {n: v for values in secrets.values() for n, v in values.items()}
-        values = [*declared.values(), *others.values(), *masked_only.values()]
-        self.mask = Masker(values)
-        self._masking = self.mask if self.mask else None  # (asked for on every step)
-        self._folder = run.workspace_text  # (where each step's folder goes)
-        self._secret_names = frozenset(declared).union(others)
-        self._secret_values = by_distinct_names(  # (each value, a rotated one's too)
-            [*declared.items(), *others.items(), *masked_only.items()])
-        self._secrets_found = SecretFinder(self._secret_values)
         # what a dagnb.Memory call in one of the run's in-process steps keeps of its
         # secrets (none), set on their tasks; made only for a run that has some
         self._cache_secrets: SecretsInForce | None = None
-        if self.mask:
-            self._cache_secrets = SecretsInForce(Masker(values, words_below=MIN_LINE),
-                                                 self._secrets_found)
-            set_secrets_source(step_secrets)
+        if declared or others or masked_only:
+            self._take_secrets(declared, others, masked_only)
+        else:  # (most runs: no secret at all; the empty mask and finder are shared)
+            self.mask, self._secret_names = _NO_MASK, _NO_NAMES
+            self._secret_values: dict[str, str] = {}
+            self._secrets_found = _NO_FINDER
+        self._masking = self.mask if self.mask else None  # (asked for on every step)
+        self._folder = run.workspace_text  # (where each step's folder goes)
         self._emit = run.events.emit
         self._finished: dict[str, _Outcome] = {}
         self._step_count = len(run.order)  # (settled: the run is done)
@@ -244,6 +243,21 @@ class Scheduler:
         # an in-process Python step -> what the guard looks at after it, which grows if
         # it asks dagnb.current().inputs for the folders of packed entries
         self._watching: dict[str, list[Any]] = {}
+
+    def _take_secrets(self, declared: Mapping[str, str], others: Mapping[str, str],
+                      masked_only: Mapping[str, str]) -> None:
+        """The run's masks and what finds its secrets: of each step's (``declared``),
+        ``others`` and ``masked_only`` (see ``__init__``)."""
+        values = [*declared.values(), *others.values(), *masked_only.values()]
+        self.mask = Masker(values)
+        self._secret_names = frozenset(declared).union(others)
+        self._secret_values = by_distinct_names(  # (each value, a rotated one's too)
+            [*declared.items(), *others.items(), *masked_only.items()])
+        self._secrets_found = SecretFinder(self._secret_values)
+        if self.mask:
+            self._cache_secrets = SecretsInForce(Masker(values, words_below=MIN_LINE),
+                                                 self._secrets_found)
+            set_secrets_source(step_secrets)
 
     def outside_mask(self) -> Callable[[str], str] | None:
         """The mask of what is printed outside any step while the run lasts (a thread a
