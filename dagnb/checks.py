@@ -584,10 +584,28 @@ def user_stacklevel() -> int:
 def _first_user_frame(frame: Any) -> tuple[Any, int]:
     """The first frame from ``frame`` back that is not dagnb's or IPython's (None if
     there is none), and how many frames back it is (1: ``frame`` itself)."""
-    level = 1
-    while frame is not None and _ours(frame.f_globals.get("__name__") or ""):
+    level, known = 1, _OURS_BY_NAME
+    while frame is not None:
+        name = frame.f_globals.get("__name__")
+        ours = known.get(name)
+        if ours is None:
+            ours = _remember_ours(name)
+        if not ours:
+            break
         frame, level = frame.f_back, level + 1
     return frame, level
+
+
+# whether a module is dagnb's or IPython's, by name: asked of each frame of a walk (a
+# run's start walks four of dagnb's)
+_OURS_BY_NAME: dict[Any, bool] = {}
+
+
+def _remember_ours(name: Any) -> bool:
+    if len(_OURS_BY_NAME) > 1024:
+        _OURS_BY_NAME.clear()
+    ours = _OURS_BY_NAME[name] = _ours(name or "")
+    return ours
 
 
 class UserLine(NamedTuple):

@@ -316,16 +316,17 @@ def prepare(
     config = settings()
     graph.validate()
     cache_directory = cache_directory or None  # None: the setting
-    mode = _cache_mode(cache, cache_mode)
+    mode = _cache_mode(cache, cache_mode, config.cache_mode)
+    cwd = os.getcwd()  # (for the two memos below: one look)
     # a store URL's local tier; a read-only run writes nothing there: any folder will do
-    cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only")
+    cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only", cwd=cwd)
     mode = _read_only_if_unwritable(mode, cache_dir)
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     after = checked_after(graph, reads.after if reads is not None and after is None else after)
     if after:
         order = with_after(graph, order, after)
     steps = graph.steps_of(order)
-    base_dir = _resolved(graph.base_dir or ".")
+    base_dir = _resolved(graph.base_dir or ".", cwd)
     mounting = [name for name, step in steps.items() if step.mounts]  # (most mount none)
     if mounting:
         graph.check_mounts(mounting, base_dir)
@@ -337,10 +338,11 @@ def prepare(
         or max_concurrency < 1
     ):
         raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
+    registry_secrets = config.credential_secrets()
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's
-        secrets=[*known_secret_values(graph), *config.credential_secrets().values()],
+        secrets=[*known_secret_values(graph), *registry_secrets.values()],
         in_container=container_steps(executor or config.executor),
     )
     options = RunOptions(
@@ -351,7 +353,7 @@ def prepare(
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),
         cache=cache_for(mode=mode) if mode in ("read-write", "read-only") else None,
-        retry_defaults=_retry_defaults(retries),
+        retry_defaults=_retry_defaults(retries, config),
         base_dir=base_dir,
         step_timeout=config.step_timeout_seconds,
         retries_enabled=_switch("enable_retry", config.enable_retry if enable_retry is None
@@ -377,7 +379,7 @@ def prepare(
         run.events.subscribe(on_event)
     graph.started(run)
     return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
-                          masked_only=config.credential_secrets())
+                          masked_only=registry_secrets)
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
@@ -425,13 +427,14 @@ _RESOLVED: dict[tuple[str, str], Path] = {}
 _LOCAL: dict[tuple[Any, ...], Path] = {}
 
 
-def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = True) -> Path:
+def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = True,
+                  cwd: str | None = None) -> Path:
     """:func:`~dagnb.cache.local_folder`, remembered per folder, settings, working
-    directory and home, as :func:`_resolved` is: it resolves a path on every run
-    otherwise. ``refuse``: a folder of other things than a cache's is refused (once per
-    folder: a run makes it a cache)."""
+    directory (``cwd``, if the caller has it) and home, as :func:`_resolved` is: it
+    resolves a path on every run otherwise. ``refuse``: a folder of other things than a
+    cache's is refused (once per folder: a run makes it a cache)."""
     memo = (None if directory is None else os.fspath(directory), config.cache_directory,
-            config.cache_local_directory, os.getcwd(), os.environ.get("HOME"), refuse)
+            config.cache_local_directory, cwd or os.getcwd(), os.environ.get("HOME"), refuse)
     found = _LOCAL.get(memo)  # (HOME: for "~")
     if found is None:
         if len(_LOCAL) > 256:
@@ -443,11 +446,12 @@ def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = T
     return found
 
 
-def _resolved(path: str | Path) -> Path:
-    """``Path(path).resolve()`` of the base folder, remembered per working directory:
-    resolving costs a ``stat`` per path component, on every run. (A symlink re-pointed
-    while the process runs is not seen: a base folder is not moved under a session.)"""
-    memo = (os.fspath(path), os.getcwd())
+def _resolved(path: str | Path, cwd: str | None = None) -> Path:
+    """``Path(path).resolve()`` of the base folder, remembered per working directory
+    (``cwd``, if the caller has it): resolving costs a ``stat`` per path component, on
+    every run. (A symlink re-pointed while the process runs is not seen: a base folder
+    is not moved under a session.)"""
+    memo = (os.fspath(path), cwd or os.getcwd())
     found = _RESOLVED.get(memo)
     if found is None:
         if len(_RESOLVED) > 256:
@@ -505,10 +509,9 @@ def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[st
     return wanted
 
 
-def _cache_mode(cache: bool | None, cache_mode: str | None) -> str:
+def _cache_mode(cache: bool | None, cache_mode: str | None, setting: str) -> str:
     """The run's cache mode: ``cache_mode``, else ``cache`` (the older switch), else the
-    setting."""
-    setting = settings().cache_mode
+    ``setting``."""
     if cache_mode is not None:
         mode = check_cache_mode(cache_mode)
         if cache is not None and (mode != "off") != cache:
@@ -624,10 +627,10 @@ def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache
         )
 
 
-def _retry_defaults(retries: Any) -> Any:
+def _retry_defaults(retries: Any, config: Any) -> Any:
     from dagnb.retry.policy import layered
 
-    return layered(settings().retry_defaults(), retries)
+    return layered(config.retry_defaults(), retries)
 
 
 def _new_run_id() -> str:
