@@ -646,6 +646,25 @@ def test_prints_outside_steps_are_not_captured(capsys: pytest.CaptureFixture[str
     assert seen.is_set() and "outside" in capsys.readouterr().out
 
 
+def test_each_run_stands_in_for_the_stdout_of_its_time() -> None:
+    """The routing streams are kept for the next run; one over a stream replaced since
+    (a notebook's, a test's capture) stands in for the new one, and gives it back."""
+    import io
+
+    graph = Graph("out")
+    streams: list[object] = []
+    graph.step(lambda: streams.append(sys.stdout) or print("inside"), name="talk")
+    first, second = io.StringIO(), io.StringIO()
+    for stream in (first, second, second):
+        with contextlib.redirect_stdout(stream):
+            assert run(graph).logs("talk")["line"].tolist() == ["inside"]
+            assert sys.stdout is stream
+            print("outside")
+    assert [getattr(s, "_fallback", None) for s in streams] == [first, second, second]
+    assert streams[1] is streams[2]  # (made once for the same stream)
+    assert first.getvalue() == second.getvalue().replace("outside\n", "", 1) == "outside\n"
+
+
 def test_no_orphans_and_env_of_the_host_is_kept(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HOST_ONLY", "kept")
     graph = Graph("env", [Step("e", run='echo "$HOST_ONLY $DAGNB_STEP"', env={"X": 1})])
