@@ -737,6 +737,29 @@ def test_cache_list_clear_a_step_then_prune_to_nothing(tmp_path, monkeypatch, ca
     assert capsys.readouterr().out == "no entries\n"
 
 
+def test_the_text_tables_of_list_and_history_are_laid_out_as_pandas_prints_them() -> None:
+    """``dagnb cache list`` and ``dagnb history`` print their tables without pandas: for
+    columns of text (spaces, accents, tabs and line breaks, empty cells) and of whole
+    numbers (negative, zero, wider and narrower than their names), the very text of
+    pandas' ``to_string(index=False)``."""
+    import pandas as pd
+
+    from dagnb.cli.cache import text_table
+
+    pick = random.Random(16)
+    texts = ["", "a", "run 1", "données", "x\ty", "two\nlines", "r\r", "longer-name.yml"]
+    for _ in range(200):
+        table: dict[str, list[object]] = {}
+        rows = pick.randint(1, 4)
+        for number in range(pick.randint(1, 5)):
+            name = pick.choice(["n", "steps", "cancelled", "s", "workflow", "id"]) + str(number)
+            if pick.random() < 0.5:
+                table[name] = [pick.choice([0, 5, -3, 12345, 7]) for _ in range(rows)]
+            else:
+                table[name] = [pick.choice(texts) for _ in range(rows)]
+        assert text_table(table) == pd.DataFrame(table).to_string(index=False), table
+
+
 @pytest.mark.skipif(not hasattr(time, "tzset"), reason="time.tzset (POSIX)")
 def test_cache_list_reads_as_the_entries_frame_printed_by_pandas(tmp_path, monkeypatch, capsys):
     """``dagnb cache list`` lays its rows out without pandas: the same text as the frame
@@ -1717,6 +1740,11 @@ def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
     assert len(one) == 2 and one[1].split()[0] == rows[1][0]
     last = dagnb("history", "--last", "1", cwd=tmp_path).stdout.splitlines()
     assert last[1].split()[0] == rows[2][0]
+    script = ("import sys\nfrom dagnb.cli import main\nmain(['history'])\n"
+              "print('pandas' in sys.modules)")
+    alone = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                           cwd=tmp_path, timeout=60)
+    assert alone.stdout.splitlines()[-1] == "False", alone.stderr  # (its import: 0.5 s)
     assert last[2] == "(the last 1 of 3 runs; --last all shows every one)"
     typo = dagnb("history", "--cache-dir", "nonexist", cwd=tmp_path)
     assert (typo.returncode, typo.stderr) == (2, (
