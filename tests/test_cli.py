@@ -815,11 +815,18 @@ def test_cache_list_reads_as_the_entries_frame_printed_by_pandas(tmp_path, monke
     assert [row[4] for row in rows[2:]] == ["01:46:40", "03:03:20"]  # winter, then summer time
     assert [row[-2] for row in rows[:2]] == ["2024-04-30"] * 2  # a ttl of 30 days
     assert [row[-1] for row in rows[2:]] == ["never"] * 2
-    script = ("import sys\nfrom dagnb.cli import main\nmain(['cache', 'list', '--cache-dir', "
-              f"{str(tmp_path / 'cache')!r}])\nprint('pandas' in sys.modules)")
+    assert not _imports_pandas(["cache", "list", "--cache-dir", str(tmp_path / "cache")],
+                               tmp_path)  # (its import: 0.5 s)
+
+
+def _imports_pandas(argv: list[str], cwd: Path) -> bool:
+    """Whether ``dagnb ARGV``, run in a process of its own, imports pandas."""
+    script = (f"import sys\nfrom dagnb.cli import main\nmain({argv!r})\n"
+              "print('pandas' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                          timeout=60)
-    assert done.stdout.splitlines()[-1] == "False", done.stdout + done.stderr  # (0.5 s saved)
+                          cwd=cwd, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout.splitlines()[-1] == "True"
 
 
 _DANGLING = ("is", "its", "if", "a", "an", "the", "of", "to", "this", "step's", "when", "alone")
@@ -1740,11 +1747,7 @@ def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
     assert len(one) == 2 and one[1].split()[0] == rows[1][0]
     last = dagnb("history", "--last", "1", cwd=tmp_path).stdout.splitlines()
     assert last[1].split()[0] == rows[2][0]
-    script = ("import sys\nfrom dagnb.cli import main\nmain(['history'])\n"
-              "print('pandas' in sys.modules)")
-    alone = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                           cwd=tmp_path, timeout=60)
-    assert alone.stdout.splitlines()[-1] == "False", alone.stderr  # (its import: 0.5 s)
+    assert not _imports_pandas(["history"], tmp_path)  # (its import: 0.5 s)
     assert last[2] == "(the last 1 of 3 runs; --last all shows every one)"
     typo = dagnb("history", "--cache-dir", "nonexist", cwd=tmp_path)
     assert (typo.returncode, typo.stderr) == (2, (
