@@ -802,7 +802,7 @@ def _drain(seen: socket.socket) -> bytes:
 STARTS_A_PROCESS = 0.0002  # s: an attempt shorter than this started no process to kill
 
 
-def interrupt_arrived(run: object, began: float) -> bool:
+def interrupt_arrived(run: object, began: float, own_group: bool = False) -> bool:
     """Whether SIGINT has reached the process while the main thread waits for ``run``
     (a Run, or the TaskFuture the calling task belongs to), though its Python handler,
     which marks the run, may not have run yet (see :class:`interrupts_marked`).
@@ -811,13 +811,16 @@ def interrupt_arrived(run: object, began: float) -> bool:
     (and write it to the wakeup fd), and a step whose child the same signal killed may
     have returned meanwhile. Only an attempt (begun at ``began``, ``time.monotonic()``)
     long enough to have started a process looks: the look (the socket read, 1 µs;
-    the queue, 10 µs) cost a chain of no-op steps 2 µs (14%) a step."""
+    the queue, 10 µs) cost a chain of no-op steps 2 µs (14%) a step. An attempt whose
+    processes lead a group of their own (``own_group``: a command the local executor
+    ran), which a SIGINT to this process's group cannot have cut short, is not looked
+    for in the queue: reading it cost each shell step 26 µs."""
     waited = _waited
     if waited is None or (waited is not run and waited is not _owner.get()):
         return False
     if time.monotonic() - began < STARTS_A_PROCESS:
         return False
-    return sigints_seen() > _waited_since or sigint_pending()
+    return sigints_seen() > _waited_since or (not own_group and sigint_pending())
 
 
 _unwaited: set[object] = set()  # runs nobody waits for whose attempts SIGINT cuts short
@@ -879,27 +882,20 @@ def interrupted_unwaited(attempt: UnwaitedAttempt, began: float) -> bool:
 
 
 def sigint_pending() -> bool:
-    """Whether SIGINT was sent to the process (or this thread) and no thread has taken
-    it yet; False where threads have no signal masks (Windows).
-
-    A thread is told only the pending signals it blocks, so SIGINT is blocked for the
-    look (and unblocked after, unless it was already blocked: a SIGINT pending then is
-    taken at once, by this thread, as any thread may take it). Reading Linux's
-    ``/proc/self/status`` instead cost 26 µs, on a shell step's loop some 80 µs a step;
-    these three calls, 2 µs."""
+    """Whether SIGINT was sent to the process and no thread has taken it yet (Linux's
+    ``/proc``; False elsewhere). Read, not taken: a look that blocked SIGINT for a
+    moment (``sigpending`` sees only what the thread blocks) would take a pending one
+    into this thread as it unblocked it, and the main thread, not woken, would run
+    Python's handler only at its next line: an idle kernel's next cell then raised
+    KeyboardInterrupt."""
     try:
-        before = _signal.pthread_sigmask(_signal.SIG_BLOCK, _SIGINT_ONLY)
-    except (AttributeError, OSError, ValueError):
-        return False
-    try:
-        return _SIGINT in _signal.sigpending()
-    finally:
-        if _SIGINT not in before:
-            _signal.pthread_sigmask(_signal.SIG_UNBLOCK, _SIGINT_ONLY)
-
-
-_SIGINT = int(signal.SIGINT)
-_SIGINT_ONLY = frozenset((_SIGINT,))
+        with open("/proc/self/status", "rb") as status:
+            for line in status:
+                if line.startswith(b"ShdPnd:"):
+                    return bool(int(line.split()[1], 16) >> (signal.SIGINT - 1) & 1)
+    except (OSError, ValueError, IndexError):
+        pass
+    return False
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:

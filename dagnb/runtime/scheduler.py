@@ -769,6 +769,7 @@ class Scheduler:
         # a group of its own)
         seen = (unwaited_attempt(self.run) if step.func is not None
                 and executor.name == "local" else None)
+        own_group = step.func is None and executor.name == "local"  # (a command: see above)
         try:
             task, start = self._started(step, executor, number, log_file)
             if limit is None:  # wait_for would only await it
@@ -776,7 +777,8 @@ class Scheduler:
             else:
                 starts = start.event if start is not None else None
                 ended = await wait_for(executor.execute(task), limit, starts)
-            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(
+                    self.run, began, own_group=own_group):
                 await self._cut_short()
             if seen is not None and interrupted_unwaited(seen, began):
                 raise _stopped_by_the_button(step.name)
@@ -794,7 +796,8 @@ class Scheduler:
         except StepCancelled:
             raise
         except Exception as exc:
-            if self.run.cancel_requested or cancelling() or interrupt_arrived(self.run, began):
+            if self.run.cancel_requested or cancelling() or interrupt_arrived(
+                    self.run, began, own_group=own_group):
                 await self._cut_short()
             if seen is not None and interrupted_unwaited(seen, began):
                 raise _stopped_by_the_button(step.name) from exc
