@@ -386,8 +386,8 @@ def local_zone() -> Any:
     """The machine's time zone as it is now (``TZ``, else ``/etc/localtime``), with its
     whole history of offsets: as ``dateutil.tz.gettz`` reads it (pandas' own dependency),
     which pandas converts to in one pass. ``tzlocal()``, which it falls back to where
-    there is no zone file, converts one value at a time: 60,000 times took ``dagnb cache
-    list`` 1.1 s of 2.6 s for 20,000 entries."""
+    there is no zone file, converts one value at a time: ``dagnb cache list`` of 20,000
+    entries (60,000 times) took 2.6 s with it, 1.8 s without."""
     from dateutil.tz import gettz, tzlocal
 
     return gettz() or tzlocal()  # (None: a TZ naming no zone this machine has)

@@ -280,8 +280,8 @@ def _entries_table(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
 def text_table(table: Mapping[str, Sequence[object]]) -> str:
     """Columns laid out as pandas' ``to_string(index=False)`` lays them out (each cell as
     text, a tab or line break written as its escape, each column right-aligned to its
-    widest cell, one space between), without pandas: its import and its formatting of
-    each cell took 1.6 s of the 2.6 s ``dagnb cache list`` took for 20,000 entries. A
+    widest cell, one space between), without pandas: with its import and its formatting
+    of each cell, ``dagnb cache list`` of 20,000 entries took 1.8 s, without 0.9 s. A
     column of whole numbers has its name one space further from the column before, as
     pandas gives a numeric column's name a leading space."""
     columns = [[f" {name}" if all(isinstance(cell, int) for cell in cells) else name,
