@@ -13,6 +13,8 @@
 - memory_first_hit_cold_20000 / memory_hit_distinct_cold_20000  the same two in caches
                              of 20,000 entries each (information: a fresh dagnb process
                              finds keys through each pack's sealed index)
+- memory_first_miss_cold_20000  the first miss of a fresh process there (information:
+                             dagnb's adopts the pack, reading its keys file whole)
 - memory_first_result_from_import  a fresh process: from ``import`` to the first hit's
                              result, lazy loading included (<= 1.3, the start-up target)
 - memory_miss_warm           a miss with small arguments (<= 1.5)
@@ -40,6 +42,7 @@ import os
 import pickle
 import statistics
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import workloads
@@ -120,10 +123,14 @@ def memory_hits_large(tmp: Path, rounds: int) -> None:
         {lib: child("memory_cold", lib, locations[lib], 0, COLD_CALLS) for lib in LIBS},
         rounds,
     )
+    large = f"(fresh process each, caches of {LARGE:,} entries)"
     for key, name in (("first", f"memory_first_hit_cold_{LARGE}"),
                       ("rest", f"memory_hit_distinct_cold_{LARGE}")):
         report(Figure(name, column(samples[DAGNB], key), column(samples[JOBLIB], key),
-                      "joblib", None, note=f"(fresh process each, caches of {LARGE:,} entries)"))
+                      "joblib", None, note=large))
+    fresh = itertools.count(MISS_ARGS)
+    compare(f"memory_first_miss_cold_{LARGE}", first_miss(locations[DAGNB], DAGNB, fresh),
+            first_miss(locations[JOBLIB], JOBLIB, fresh), "joblib", None, rounds, note=large)
 
 
 def memory_misses(tmp: Path, rounds: int) -> None:
@@ -143,11 +150,14 @@ def memory_misses(tmp: Path, rounds: int) -> None:
         func(-1, "abc")  # the function's folder and code check are not a per-miss cost
     compare("memory_miss_warm", misses(DAGNB), misses(JOBLIB), "joblib", 1.5, rounds)
 
-    def first_miss(lib: str) -> Trial:
-        return lambda: run_child("memory_cold", lib, locations[lib], next(fresh), 1)["first"]
+    compare("memory_first_miss_cold", first_miss(locations[DAGNB], DAGNB, fresh),
+            first_miss(locations[JOBLIB], JOBLIB, fresh), "joblib", 1.5, rounds,
+            note="(fresh process each)")
 
-    compare("memory_first_miss_cold", first_miss(DAGNB), first_miss(JOBLIB), "joblib", 1.5,
-            rounds, note="(fresh process each)")
+
+def first_miss(location: str, lib: str, fresh: Iterator[int]) -> Trial:
+    """A cold trial: the first call in a fresh process, with arguments never seen."""
+    return lambda: run_child("memory_cold", lib, location, next(fresh), 1)["first"]
 
 
 def first_run(tmp: Path, rounds: int, memory: Path | None = None) -> None:

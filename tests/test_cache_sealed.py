@@ -670,6 +670,30 @@ def test_a_writer_seals_again_a_pack_whose_index_is_damaged(tmp_path):
     assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_keys._SealedKeys})
 
 
+def test_a_writer_adopting_a_sealed_pack_reads_its_index_when_it_lets_go_not_at_its_save(
+    tmp_path, monkeypatch
+):
+    """The sealed index of an adopted pack is read whole (to know whether to seal it
+    again) when the writer lets go of the pack, not at a fresh process's first save."""
+    from dagnb.cache import pack_writer
+
+    _filled(tmp_path / "c", SEAL_FROM)
+    (pack,) = packs(tmp_path / "c")
+    sealed_before = _index(pack).read_bytes()
+    read: list[str] = []
+    real = pack_writer.sealed_entries
+    monkeypatch.setattr(pack_writer, "sealed_entries",
+                        lambda path, digest: (read.append(path), real(path, digest))[1])
+    with isolated():
+        writer = Store(tmp_path / "c")  # adopts the sealed pack
+        save(writer, "s", "new", "n")
+        assert read == [] and len(packs(tmp_path / "c")) == 1
+        writer.close()  # one entry more: too few to seal again
+    assert read == [str(pack)]
+    assert _index(pack).read_bytes() == sealed_before
+    assert _fresh(tmp_path / "c", ["k0", "new"]) == ([0, "n"], {pack_keys._SealedKeys})
+
+
 def test_a_fresh_process_finds_a_packs_size_through_the_descriptor_it_reads_with(
     tmp_path, monkeypatch
 ):

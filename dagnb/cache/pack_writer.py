@@ -66,7 +66,9 @@ class PackWriter:
         self._hasher = xxhash.xxh3_64()  # of the keys file so far
         self._covered = 0  # the bytes of the pack the keys file covers
         self._entries = 0  # in the keys file
-        self._sealed = 0  # of them, those its sealed index was made of
+        # of them, those its sealed index was made of (None: not read yet; an adopted
+        # pack's index is read whole only when it is let go of, not at the first save)
+        self._sealed: int | None = 0
         self._pid = os.getpid()  # of the process that took the pack (a forked child's
         #                          copy of this writer neither seals nor writes there)
         _WRITERS.add(self)
@@ -192,7 +194,7 @@ class PackWriter:
             return False
         self._keys, self._hasher, self._covered = descriptor, xxhash.xxh3_64(keys.blob), size
         self._entries = (len(keys.blob) - _KEYS_HEAD.size) // _KEY.size
-        self._sealed = sealed_entries(path, _name_digest(name))
+        self._sealed = None  # (read when it is let go of: see _seal)
         return True
 
     def _hold(self, name: str, create: bool = False) -> int | None:
@@ -233,7 +235,7 @@ class PackWriter:
         """Write the pack's sealed index if its keys file covers it whole and it grew
         enough; this process's own writer only (a forked child's copy is not)."""
         if (self._keys is None or self._descriptor is None
-                or not should_seal(self._entries, self._sealed)
+                or not should_seal(self._entries, self._sealed_entries())
                 or not os.access(self.index.folder, os.W_OK)):  # (no index can be put
             return                                              # there: sort nothing)
         path = f"{self.index.folder}/{self._name}"
@@ -245,6 +247,16 @@ class PackWriter:
         if keys is not None and keys.covered == size:
             _seal(path, keys.blob, size)
             self._sealed = self._entries
+
+    def _sealed_entries(self) -> int:
+        """How many entries the held pack's sealed index was made of (read once, and
+        only for a pack with enough entries to have one: see :func:`should_seal`)."""
+        if self._sealed is None:
+            if not should_seal(self._entries, 0):  # (fewer than one seal needs: none)
+                return 0
+            path = f"{self.index.folder}/{self._name}"
+            self._sealed = sealed_entries(path, _name_digest(self._name))
+        return self._sealed
 
     def _give_up(self, before: int) -> None:
         """Let go of the pack after a write into it failed (a full disk), and remove it
