@@ -191,6 +191,32 @@ def test_a_fresh_processs_first_save_walks_no_pack_and_what_it_replaces_is_serve
         assert found == [0, "new", "o", 9]
 
 
+def test_keys_files_searched_for_more_keys_than_they_hold_have_their_packs_walked(
+    tmp_path, monkeypatch
+):
+    """A process that looks up more keys than the packs hold walks them once (then a
+    key costs a dict lookup, not a search of each keys file), and finds the same."""
+    import dagnb.cache.pack as pack
+
+    location = tmp_path / "c"
+    for i in range(12):
+        saved_elsewhere(location, f"k{i}", i)
+    walked: list[str] = []
+    real_scan = pack.PackIndex._scan
+    monkeypatch.setattr(pack.PackIndex, "_scan",
+                        lambda self, data, name, *a: (walked.append(name),
+                                                      real_scan(self, data, name, *a))[1])
+    with isolated():
+        store = Store(location)
+        asked = [f"k{i}" for i in range(12)] + [f"absent{i}" for i in range(4)]
+        found = [store.lookup("s", key) for key in asked[:12]]  # as many as they hold
+        assert walked == [] and store._packs._keyed
+        found += [store.lookup("s", key) for key in asked[12:]]  # more: walked
+        assert len(walked) == 1 and not store._packs._keyed
+        assert [None if e is None else e.result() for e in found] == [*range(12)] + [None] * 4
+        assert [store.lookup("s", f"k{i}").result() for i in (0, 11)] == [0, 11]
+
+
 def test_a_writer_appends_each_record_after_the_last_in_a_new_and_an_adopted_pack(tmp_path):
     """The writer keeps where its pack ends (no seek per record): every record of a
     store, and of the next store that adopts the pack, lands after the one before."""
@@ -644,6 +670,8 @@ def test_a_pack_read_after_the_dicts_were_made_gets_one_at_once(tmp_path):
     from dagnb.cache import pack as packs
 
     _filled(tmp_path / "c")
+    for i in range(3, 20):  # (more entries than keys looked up: the packs not walked)
+        saved_elsewhere(tmp_path / "c", f"k{i}", i)
     with isolated():
         reader = Store(tmp_path / "c")
         for i in range(packs.SEARCH_KEYS):  # enough keys looked up: dicts made

@@ -75,6 +75,7 @@ import fcntl
 import mmap
 import operator
 import os
+import sys
 import time
 import uuid
 import weakref
@@ -171,6 +172,7 @@ class PackIndex:
     # as seen by the last refresh (_REFRESHING: none whole, or one under way)
     generation: os.stat_result | object | None = None
     _keys_searched = 0  # searches of the keys files
+    _walk_after = sys.maxsize  # the searches after which the packs are walked (_index_keys)
     _trust_keys = True  # (False while reading again after one lied)
     _read_at_generation = False  # the last refresh saw the generation hold
     _listed_at: os.stat_result | None = None  # the generation at the last listing
@@ -337,6 +339,8 @@ class PackIndex:
             self._keys_searched += 1
             if self._keys_searched == SEARCH_KEYS:
                 self._index_keys()
+            elif self._keys_searched > self._walk_after:
+                self._walk_blobs()  # (see _index_keys)
             return best
 
     def _distrust(self) -> None:
@@ -351,9 +355,15 @@ class PackIndex:
 
     def _index_keys(self) -> None:
         """Make dicts of the keys files: searching them (:data:`SEARCH_KEYS` times) cost
-        about what making them costs."""
+        about what making them costs. Once they were searched for more keys than they
+        hold, the packs are walked: a key looked up then costs a dict lookup, not a
+        search of each keys file (a walk costs about what that many searches cost; a
+        process that saves and looks up many keys, a notebook's, then pays neither)."""
+        entries = 0
         for keys in self._keyed.values():
             keys.index()
+            entries += keys.entries()
+        self._walk_after = max(entries, SEARCH_KEYS)
 
     def _search(self, step: str, key: str, known: Record | _Slot | None) -> Record | _Slot | None:
         """The newest record of ``step/key``, ``known`` or one found by searching the packs
@@ -553,6 +563,7 @@ class PackIndex:
             self._keyed.clear()
             self._resolved.clear()
             self._keys_searched = 0
+            self._walk_after = sys.maxsize
             self._torn.clear()
             self._listed_at = None  # (list again)
             self.loaded = False

@@ -102,6 +102,10 @@ class _Keys:
         except (OSError, OverflowError):
             return b""
 
+    def entries(self) -> int:
+        """How many entries the file holds (what a walk of the pack takes in)."""
+        return (len(self.blob) - _KEYS_HEAD_SIZE) // _KEY_SIZE
+
     def index(self) -> None:
         """Make a dict of the file (the last record of a key wins, as with rfind), with
         no Python loop: a fresh process makes it once, before any loop is specialized."""
@@ -203,6 +207,9 @@ class _SealedKeys(_Keys):
             return os.pread(self.descriptor, length, offset)  # type: ignore[arg-type]
         except (OSError, OverflowError):
             return b""
+
+    def entries(self) -> int:
+        return self.sealed.count  # (its blob is empty until the dict is made)
 
     def index(self) -> None:
         """Nothing: searching the index costs little, the dict waits (see offset)."""
