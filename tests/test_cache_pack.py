@@ -191,6 +191,36 @@ def test_a_fresh_processs_first_save_walks_no_pack_and_what_it_replaces_is_serve
         assert found == [0, "new", "o", 9]
 
 
+def test_an_adopted_keys_files_chain_goes_on_read_in_chunks_and_one_that_breaks_is_not(
+    tmp_path
+):
+    """A writer adopting a pack hashes its keys file in chunks (2,000 entries: 72 KB,
+    past one chunk) and goes on with its chain; a pack whose keys file's chain does not
+    hold is not adopted, nor is that file appended to."""
+    import xxhash
+
+    location = tmp_path / "c"
+    store = Store(location)
+    for i in range(2000):
+        _save(store, "s", f"k{i}", i)
+    store.close()
+    [pack] = _packs(location)
+    assert _keys(pack).stat().st_size > 65536
+    saved_elsewhere(location, "new", "n")  # adopts the pack
+    data = _keys(pack).read_bytes()
+    assert _packs(location) == [pack] and len(data) == 16 + 2001 * 36
+    assert xxhash.xxh3_64_intdigest(data[:-8]) == int.from_bytes(data[-8:], "little")
+    damaged = bytearray(data)
+    damaged[16 + 36 * 1000] ^= 0x01  # an entry's digest, midway
+    _keys(pack).write_bytes(bytes(damaged))
+    saved_elsewhere(location, "newer", "m")  # a pack of its own
+    assert len(_packs(location)) == 2 and _keys(pack).read_bytes() == bytes(damaged)
+    with isolated():
+        found = Store(location, read_only=True)
+        assert [found.lookup("s", k).result() for k in ("newer", "new", "k1000")] == [
+            "m", "n", 1000]
+
+
 def test_keys_files_searched_for_more_keys_than_they_hold_have_their_packs_walked(
     tmp_path, monkeypatch
 ):

@@ -296,6 +296,52 @@ def _read_keys(path: str, name: str, size: int, pack: int | None = None) -> _Key
 _READ_AT_ONCE = 1 << 16  # a keys file of up to ~1,800 records is read with one read()
 
 
+def chained_keys(path: str, name: str, size: int) -> tuple[int, xxhash.xxh3_64, int] | None:
+    """What a writer adopting pack ``path`` (named ``name``, ``size`` bytes) appends to
+    its keys file with: the file opened for appending, the hasher of all it holds (its
+    chain goes on from there) and how many entries it holds; None unless it is this
+    pack's, has no torn entry, covers the pack exactly and its last chain holds. Read in
+    chunks as it is hashed: read whole, a large one (20,000 entries, 720 KB) cost a
+    fresh process's first save 1 ms in copies."""
+    flags = os.O_RDWR | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path + KEYS, flags)
+    except OSError:
+        return None
+    try:
+        found = _hashed_whole(descriptor, name, size)
+    except (OSError, struct.error):  # (a file cut short as it is read)
+        found = None
+    if found is None:
+        os.close(descriptor)
+        return None
+    return (descriptor, *found)
+
+
+def _hashed_whole(descriptor: int, name: str, size: int) -> tuple[xxhash.xxh3_64, int] | None:
+    """:func:`chained_keys`' checks and hash of the keys file open as ``descriptor``."""
+    total = os.fstat(descriptor).st_size
+    entries, torn = divmod(total - _KEYS_HEAD_SIZE, _KEY_SIZE)
+    if entries < 0 or torn or os.pread(descriptor, _KEYS_HEAD_SIZE, 0) != _keys_head(name):
+        return None
+    if entries == 0:  # (a head alone covers an empty pack)
+        return (xxhash.xxh3_64(_keys_head(name)), 0) if size == 0 else None
+    _, offset, length, chain = _KEY.unpack(os.pread(descriptor, _KEY_SIZE, total - _KEY_SIZE))
+    if offset + length != size:  # (told before anything is hashed)
+        return None
+    hasher, at, end = xxhash.xxh3_64(), 0, total - 8  # (all but the last chain)
+    while at < end:
+        chunk = os.pread(descriptor, min(end - at, _READ_AT_ONCE), at)
+        if not chunk:
+            return None
+        hasher.update(chunk)
+        at += len(chunk)
+    if hasher.intdigest() != chain:
+        return None
+    hasher.update(chain.to_bytes(8, "little"))
+    return hasher, entries
+
+
 def _read_whole(path: str) -> bytes:
     """A file's bytes, with no file object: a small one with one ``read`` and no
     ``fstat`` (a fresh process's first hit reads one; a read that returns less than it

@@ -16,14 +16,13 @@ import xxhash
 
 from dagnb.cache.forks import renew_in_child
 from dagnb.cache.pack_keys import (
-    _KEY,
-    _KEYS_HEAD,
     KEYS,
     _key_entry,
     _keys_head,
     _name_digest,
     _read_keys,
     _seal,
+    chained_keys,
 )
 from dagnb.cache.pack_records import SUFFIX, Record, _record_needle
 from dagnb.cache.sealed import sealed_entries, should_seal
@@ -180,20 +179,11 @@ class PackWriter:
         """Whether the keys file of pack ``name`` covers its ``size`` bytes whole (then
         this writer appends to it)."""
         self._close_keys()
-        path = f"{self.index.folder}/{name}"
-        keys = _read_keys(path, name, size)
-        if keys is None or keys.covered != size:
+        chained = chained_keys(f"{self.index.folder}/{name}", name, size)
+        if chained is None:
             return False
-        try:
-            flags = os.O_WRONLY | os.O_APPEND | getattr(os, "O_CLOEXEC", 0)
-            descriptor = os.open(path + KEYS, flags)
-        except OSError:
-            return False
-        if os.fstat(descriptor).st_size != len(keys.blob):  # a torn entry at its end
-            os.close(descriptor)
-            return False
-        self._keys, self._hasher, self._covered = descriptor, xxhash.xxh3_64(keys.blob), size
-        self._entries = (len(keys.blob) - _KEYS_HEAD.size) // _KEY.size
+        self._keys, self._hasher, self._entries = chained
+        self._covered = size
         self._sealed = None  # (read when it is let go of: see _seal)
         return True
 
