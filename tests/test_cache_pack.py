@@ -158,6 +158,18 @@ def test_a_closed_stores_pack_is_adopted_so_packs_do_not_pile_up(tmp_path):
             0, 1, 2]
 
 
+def _walks(monkeypatch) -> list[str]:
+    """The packs an index walks from now on, as it walks them."""
+    import dagnb.cache.pack as pack
+
+    walked: list[str] = []
+    real_scan = pack.PackIndex._scan
+    monkeypatch.setattr(pack.PackIndex, "_scan",
+                        lambda self, data, name, *a: (walked.append(name),
+                                                      real_scan(self, data, name, *a))[1])
+    return walked
+
+
 def test_a_fresh_processs_first_save_walks_no_pack_and_what_it_replaces_is_served(
     tmp_path, monkeypatch
 ):
@@ -165,18 +177,12 @@ def test_a_fresh_processs_first_save_walks_no_pack_and_what_it_replaces_is_serve
     every record cost a first miss 50 ms in a cache of 20,000 entries): their records
     are still found through the keys files, and a record the save replaced in the
     adopted pack gives way to the new one, here and in the next process."""
-    import dagnb.cache.pack as pack
-
     location = tmp_path / "c"
     for i in range(6):
         saved_elsewhere(location, f"k{i}", i)  # one pack, adopted by each writer
     save_in_a_new_pack(location, "other", "o")  # and a second pack
     assert len(_packs(location)) == 2
-    walked: list[str] = []
-    real_scan = pack.PackIndex._scan
-    monkeypatch.setattr(pack.PackIndex, "_scan",
-                        lambda self, data, name, *a: (walked.append(name),
-                                                      real_scan(self, data, name, *a))[1])
+    walked = _walks(monkeypatch)
     with isolated():
         store = Store(location)
         _save(store, "s", "k2", "new")  # adopts a pack, replacing k2's record
@@ -226,16 +232,10 @@ def test_keys_files_searched_for_more_keys_than_they_hold_have_their_packs_walke
 ):
     """A process that looks up more keys than the packs hold walks them once (then a
     key costs a dict lookup, not a search of each keys file), and finds the same."""
-    import dagnb.cache.pack as pack
-
     location = tmp_path / "c"
     for i in range(12):
         saved_elsewhere(location, f"k{i}", i)
-    walked: list[str] = []
-    real_scan = pack.PackIndex._scan
-    monkeypatch.setattr(pack.PackIndex, "_scan",
-                        lambda self, data, name, *a: (walked.append(name),
-                                                      real_scan(self, data, name, *a))[1])
+    walked = _walks(monkeypatch)
     with isolated():
         store = Store(location)
         asked = [f"k{i}" for i in range(12)] + [f"absent{i}" for i in range(4)]
