@@ -266,6 +266,37 @@ def test_a_writer_appends_each_record_after_the_last_in_a_new_and_an_adopted_pac
             0, 1, 2, 3, 4, 5]
 
 
+def test_a_small_entry_replaces_a_folder_saved_since_its_key_was_found_without_one(tmp_path):
+    """A key looked up with no folder, then saved with one (a big result), then saved
+    small: the pack record replaces the folder, which goes (no leftover under it)."""
+    store = Store(tmp_path / "c")
+    assert store.lookup("s", "k") is None  # no folder
+    _save(store, "s", "k", "x" * 100_000)  # a folder
+    assert store.lookup("s", "k").result() == "x" * 100_000
+    _save(store, "s", "k", 1)  # a pack record
+    assert not (tmp_path / "c" / "s" / "k").exists()
+    with isolated():
+        assert Store(tmp_path / "c").lookup("s", "k").result() == 1
+
+
+def test_keys_looked_up_at_once_with_no_folder_are_not_looked_for_again_as_they_are_saved(
+    tmp_path, monkeypatch
+):
+    """Steps run at once look their keys up, then save them: a key found with no folder
+    is not looked for again as its record is saved (a stat a step, 8 steps at once)."""
+    store = Store(tmp_path / "c")
+    keys = [f"k{i}" for i in range(8)]
+    assert [store.lookup("s", key) for key in keys] == [None] * 8
+    looked: list[str] = []
+    real = type(store.backend).exists
+    monkeypatch.setattr(type(store.backend), "exists",
+                        lambda self, step, key: (looked.append(key), real(self, step, key))[1])
+    for i, key in enumerate(keys):
+        _save(store, "s", key, i)
+    assert looked == []
+    assert [store.lookup("s", key).result() for key in keys] == list(range(8))
+
+
 def test_a_big_entry_keeps_its_folder_and_replaces_a_packed_one(tmp_path):
     store = Store(tmp_path / "c")
     _save(store, "s", "k", 1)
