@@ -340,7 +340,8 @@ class LocalBackend(StoreBackend):
             shutil.rmtree(old, ignore_errors=True)
 
     def exists(self, step: str, key: str) -> bool:
-        return os.path.isdir(f"{self._root_text}/{step}/{key}")
+        folder = f"{self._root_text}/{step}/{key}"  # (most saves find none: no exception)
+        return not surely_absent(folder) and os.path.isdir(folder)
 
     def names(self, step: str | None = None) -> list[str]:
         folder = self.root if step is None else self.root / step

@@ -142,7 +142,6 @@ _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
 _SET_ASIDE_KEPT = 100_000  # (a long-lived process that never asks keeps no more)
-_ABSENT_KEPT = 4096  # keys found with no folder kept at once (see Store._absent)
 
 
 class DamagedEntryWarning(UserWarning):
@@ -234,9 +233,6 @@ class Store(Housekeeping):
     # What a fresh store starts from, as class attributes (each is replaced, never
     # changed in place): a fresh process's first Memory() sets none of them
     _writer: PackWriter | None = None  # made at the first record appended
-    # keys found with no folder since (a save next need not look again; steps run at
-    # once look theirs up before any saves): made on the first, emptied when full
-    _absent: set[tuple[str, str]] | frozenset[tuple[str, str]] = frozenset()
     _flush_failed = False  # warned once already
     default_ttl: float | None = None  # (most stores set none)
     _packs: PackIndex | None = None  # a local store's (see __init__)
@@ -384,10 +380,7 @@ class Store(Housekeeping):
         item = self.backend.read(step_name, key)
         if item is None:
             self._entries.pop((step_name, key), None)
-            self._note_absent((step_name, key))
             return self._fresh_packed(step_name, key, recent) if packs is not None else None
-        if (step_name, key) in self._absent:  # (another process made it meanwhile)
-            self._absent.discard((step_name, key))  # type: ignore[union-attr]
         cached = self._entries.get((step_name, key))
         # On a hit, also check that out/ is still there (a user may have deleted it);
         # everything else was checked when the entry was first read.
@@ -398,13 +391,6 @@ class Store(Housekeeping):
         ):
             return cached
         return self._load(step_name, key, item, retry)
-
-    def _note_absent(self, where: tuple[str, str]) -> None:
-        """Remember that ``where`` has no folder (see :attr:`_absent`)."""
-        absent = self._absent
-        if type(absent) is not set or len(absent) >= _ABSENT_KEPT:
-            absent = self._absent = set()
-        absent.add(where)
 
     def _fresh_packed(self, step_name: str, key: str, recent: bool = False) -> Entry | None:
         """After a miss: what the packs gained meanwhile (another process's saves);
@@ -643,8 +629,6 @@ class Store(Housekeeping):
     def _forget(self, step_name: str, key: str) -> None:
         self._entries.pop((step_name, key), None)
         self._pending.pop((step_name, key), None)
-        if (step_name, key) in self._absent:  # (a folder saved, or one gone: look again)
-            self._absent.discard((step_name, key))  # type: ignore[union-attr]
 
     # ------------------------------------------------------------------ save
 
@@ -839,10 +823,10 @@ class Store(Housekeeping):
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
-        where = (step_name, key.digest)
-        if where in self._absent:
-            self._absent.discard(where)  # type: ignore[union-attr]  # (a set: it is in it)
-        elif self.backend.exists(step_name, key.digest):  # a folder entry it replaces
+        # a folder entry it replaces goes, looked for after the record is appended: one
+        # saved before, by any process (a look before the step ran is no proof: another
+        # process may save a folder meanwhile, with no lock, as Memory.call() does)
+        if self.backend.exists(step_name, key.digest):
             self.backend.remove(step_name, key.digest)
         if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
             _consume(out_dir, logs)
