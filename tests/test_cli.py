@@ -883,6 +883,30 @@ def test_cache_stats_counts_entries_and_the_hits_recorded(tmp_path, monkeypatch,
     assert lines[0].split() == ["entries", "hits", "size"]
     assert [line.split()[:3] for line in lines[2:4]] == [["load", "1", "1"], ["report", "1", "1"]]
     assert lines[-1].startswith(f"2 cache entries, 3.0K in {cache}")
+    from dagnb.cache import Store
+    from dagnb.cli.cache import _size
+
+    frame = Store(cache).stats()  # the table is laid out as pandas lays out the frame's
+    expected = frame[["entries", "hits"]].assign(size=frame["bytes"].map(_size)).to_string()
+    assert "\n".join(lines[:-1]) == expected
+    assert not _imports_pandas(["cache", "stats"], tmp_path)  # (its import: 0.35 s)
+
+
+@pytest.mark.parametrize("names", [["a"], ["a_step_with_a_long_name", "b"], ["é", "z.y-x"]])
+def test_cache_stats_lays_its_table_out_as_pandas_does(names):
+    """`dagnb cache stats` prints its table without pandas, as pandas' ``to_string`` of
+    the stats frame printed it: short and long step names, wide numbers, each size."""
+    import pandas as pd
+
+    from dagnb.cli.cache import _size, stats_table
+
+    rows = {name: {"entries": 10 ** (3 * i), "hits": 7 * i, "bytes": 999 * 1000 ** i}
+            for i, name in enumerate(names)}
+    frame = pd.DataFrame.from_dict(rows, orient="index")
+    frame.index = pd.Index(frame.index, dtype="str", name="step")
+    frame = frame.sort_index()  # (as Store.stats sorts it)
+    expected = frame[["entries", "hits"]].assign(size=frame["bytes"].map(_size)).to_string()
+    assert stats_table(rows) == expected
 
 
 def test_cache_clear_older_than_removes_the_older_entries_only(tmp_path, monkeypatch, capsys):

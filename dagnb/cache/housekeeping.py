@@ -112,6 +112,11 @@ class Housekeeping:
         """A pandas DataFrame per step: entries, hits, misses, hit_rate, bytes."""
         return _stats_frame(self)
 
+    def stats_by_step(self) -> dict[str, dict[str, int]]:
+        """What :meth:`stats` is made of, without pandas: per step (unsorted), its
+        entries, hits, misses, bytes and session_hits (``hit_rate`` left at 0)."""
+        return _stats_rows(self)
+
     def clear(self, step: str | None = None, older_than: float | str | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` ago); how many.
 
@@ -393,12 +398,9 @@ def local_zone() -> Any:
     return gettz() or tzlocal()  # (None: a TZ naming no zone this machine has)
 
 
-def _stats_frame(store: Housekeeping) -> Any:
-    """Per step: entries and bytes on disk, hits recorded on them (all processes), and
-    this store's misses; ``hit_rate`` is hits / (hits + misses)."""
-    import pandas as pd
-
-    table: dict[str, dict[str, float]] = {}
+def _stats_rows(store: Housekeeping) -> dict[str, dict[str, int]]:
+    """:func:`_stats_frame`'s rows, by step."""
+    table: dict[str, dict[str, int]] = {}
     counts = store._counts()
     for entry in store.iter_entries():
         row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
@@ -409,6 +411,15 @@ def _stats_frame(store: Housekeeping) -> Any:
         row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
         row["misses"] = store._session_misses.get(step, 0)
         row["session_hits"] = store._session_hits.get(step, 0)
+    return table
+
+
+def _stats_frame(store: Housekeeping) -> Any:
+    """Per step: entries and bytes on disk, hits recorded on them (all processes), and
+    this store's misses; ``hit_rate`` is hits / (hits + misses)."""
+    import pandas as pd
+
+    table = _stats_rows(store)
     frame = pd.DataFrame.from_dict(table, orient="index", columns=_STATS_COLUMNS)
     lookups = frame["hits"] + frame["misses"]
     frame["hit_rate"] = (frame["hits"] / lookups.where(lookups > 0)).astype("float64")

@@ -128,15 +128,36 @@ def _stats(args: argparse.Namespace) -> int:
     store = _store(args, "show", read_only=True)
     if store is None:
         return 0
-    frame = store.stats()
-    if not len(frame):
+    rows = store.stats_by_step()
+    if not rows:
         print("no entries")
         return 0
-    table = frame[["entries", "hits"]].assign(size=frame["bytes"].map(_size))
-    print(table.to_string())
-    print(f"{_entries(int(frame['entries'].sum()))}, {_size(int(frame['bytes'].sum()))} in "
-          f"{store.location}")
+    print(stats_table(rows))
+    print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
+          f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
     return 0
+
+
+def stats_table(rows: Mapping[str, Mapping[str, int]]) -> str:
+    """Entries, hits and size by step, laid out as pandas' ``to_string()`` lays out
+    those columns of :meth:`Store.stats` (the step names left-aligned under a line
+    naming them, each column right-aligned, a space before its widest cell, and before
+    a number column's name too), without pandas, whose import was half of the
+    command's 0.6 s."""
+    steps = sorted(rows)
+    columns = {"entries": [str(rows[step]["entries"]) for step in steps],
+               "hits": [str(rows[step]["hits"]) for step in steps],
+               "size": [_size(rows[step]["bytes"]) for step in steps]}
+    named = max(len("step"), *map(len, steps))
+    widths = [max(len(name) + (name != "size"), 1 + max(map(len, cells)))
+              for name, cells in columns.items()]
+    lines = [" " * named + "".join(f" {name:>{width}}"
+                                   for name, width in zip(columns, widths, strict=True)),
+             "step".ljust(named + sum(width + 1 for width in widths))]
+    for i, step in enumerate(steps):
+        lines.append(step.ljust(named) + "".join(
+            f" {cells[i]:>{width}}" for cells, width in zip(columns.values(), widths, strict=True)))
+    return "\n".join(lines)
 
 
 def _clear(args: argparse.Namespace) -> int:
