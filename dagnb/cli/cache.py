@@ -140,23 +140,21 @@ def _stats(args: argparse.Namespace) -> int:
 
 def stats_table(rows: Mapping[str, Mapping[str, int]]) -> str:
     """Entries, hits and size by step, laid out as pandas' ``to_string()`` lays out
-    those columns of :meth:`Store.stats` (the step names left-aligned under a line
-    naming them, each column right-aligned, a space before its widest cell, and before
-    a number column's name too), without pandas, whose import was half of the
-    command's 0.6 s."""
+    those columns of :meth:`Store.stats`, without pandas, whose import was half of the
+    command's 0.6 s: the step names left-aligned under a line naming them; each column
+    right-aligned to its widest cell, one space between, a space before each cell and
+    before a number column's name."""
     steps = sorted(rows)
-    columns = {"entries": [str(rows[step]["entries"]) for step in steps],
-               "hits": [str(rows[step]["hits"]) for step in steps],
-               "size": [_size(rows[step]["bytes"]) for step in steps]}
+    table = {"entries": [rows[step]["entries"] for step in steps],
+             "hits": [rows[step]["hits"] for step in steps],
+             "size": [_size(rows[step]["bytes"]) for step in steps]}
     named = max(len("step"), *map(len, steps))
-    widths = [max(len(name) + (name != "size"), 1 + max(map(len, cells)))
-              for name, cells in columns.items()]
-    lines = [" " * named + "".join(f" {name:>{width}}"
-                                   for name, width in zip(columns, widths, strict=True)),
-             "step".ljust(named + sum(width + 1 for width in widths))]
-    for i, step in enumerate(steps):
-        lines.append(step.ljust(named) + "".join(
-            f" {cells[i]:>{width}}" for cells, width in zip(columns.values(), widths, strict=True)))
+    lines = [" " * named, "step".ljust(named), *(step.ljust(named) for step in steps)]
+    for name, cells in table.items():
+        column = [f" {name}" if all(type(cell) is int for cell in cells) else name, "",
+                  *(f" {cell}" for cell in cells)]
+        width = max(map(len, column))
+        lines = [f"{line} {cell:>{width}}" for line, cell in zip(lines, column, strict=True)]
     return "\n".join(lines)
 
 
