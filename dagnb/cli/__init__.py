@@ -3,6 +3,7 @@
 ::
 
     dagnb run|validate|graph WORKFLOW
+    dagnb plan WORKFLOW | explain WORKFLOW STEP    (see dagnb.cli.plan)
     dagnb logs WORKFLOW STEP [--tail N] [--stream stdout|stderr]    (see dagnb.cli.logs)
     dagnb history [WORKFLOW] [--last N]    (see dagnb.cli.history)
     dagnb templates list|show|new ...
@@ -39,6 +40,7 @@ from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
 from dagnb.cli import history as history_command
 from dagnb.cli import logs as logs_command
+from dagnb.cli import plan as plan_command
 from dagnb.errors import ConfigError, DagnbError
 from dagnb.views.progress import ProgressPrinter, failure_tails, rule_for, status_table
 from dagnb.workflows import templates
@@ -117,6 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="check the workflow with this param value, as run sets it")
     graph = sub.add_parser("graph", help="list the steps in order with their needs")
     graph.add_argument("workflow", help=_WORKFLOW_HELP)
+    plan_command.add_parsers(sub, "a workflow YAML file")
     add_subcommands(sub)
     return parser
 
@@ -379,6 +382,46 @@ def _graph(args: argparse.Namespace) -> int:
         note = f"  ({later[name]})" if name in later else ""
         print(f"{name}" + (f"  <- {needs}" if needs else "") + note)
     return 0
+
+
+@command("plan")
+def _plan(args: argparse.Namespace) -> int:
+    return plan_command.plan(_planned(args, "plan"), args)
+
+
+@command("explain")
+def _explain(args: argparse.Namespace) -> int:
+    return plan_command.explain(_planned(args, "explain"), args)
+
+
+def _planned(args: argparse.Namespace, action: str) -> Any:
+    """The workflow file's graph with the ``--param`` values set, as ``run`` sets them;
+    a notebook is refused: its steps' keys see what its cells leave in the kernel."""
+    if _is_notebook(args.workflow):
+        raise ConfigError(
+            f"dagnb {action} reads workflow files, and {args.workflow!r} is a notebook, whose "
+            "steps' keys see what its cells leave in the kernel: open it and run "
+            f"%dagger {action}{' NAME' if action == 'explain' else ''} there, or list the steps "
+            "a run would execute with: dagnb run NOTEBOOK --cache-mode fail-on-miss")
+    _refuse_missing_folder(args.cache_dir)
+    graph = load(args.workflow)
+    given = _set_params(graph, args)
+    _unfailing_stdout()
+    if given:
+        print(given)
+    return graph
+
+
+def _refuse_missing_folder(given: str | None) -> None:
+    """A ``--cache-dir`` naming no folder is refused: a typo would plan every step to
+    run, as an empty cache does (a store URL is read as a run reads it)."""
+    if given is None or checks.is_url(given):
+        return
+    from dagnb.cache import local_folder
+
+    folder = local_folder(given)
+    if not folder.exists():
+        raise cache_commands.missing_folder(given, folder)
 
 
 def add_subcommands(sub: Any) -> None:

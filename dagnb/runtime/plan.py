@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from dagnb.model.step import Step
     from dagnb.runtime.run import Run
 
-__all__ = ["cached_steps", "explain", "misses", "plan", "warm"]
+__all__ = ["cached_steps", "explain", "misses", "plan", "plan_rows", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 NEVER_CACHED = "it runs every time: the step has cache=False"
@@ -176,14 +176,29 @@ def plan(
     """What a run would do now: one row per step with cached (True/False) and why;
     ``executor`` as a run's (default: the setting); ``reads``: a notebook's, whose
     readers a run starts after the steps they read (see :mod:`dagnb.runtime.reads`)."""
-    graph.validate()
-    cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
+    rows = plan_rows(graph, targets, cache_directory=cache_directory, executor=executor,
+                     reads=reads)
     import pandas as pd
 
     frame = pd.DataFrame(rows, columns=PLAN_COLUMNS)
     frame["cached"] = frame["cached"].astype(bool)  # (no steps: still bool, so ~p.cached works)
     return as_text(frame, ("step", "key", "reason"))
+
+
+def plan_rows(
+    graph: Graph,
+    targets: Iterable[str] | str | None = None,
+    *,
+    cache_directory: str | Path | None = None,
+    executor: str | Executor | None = None,
+    reads: PublishedReads | None = None,
+) -> list[dict[str, Any]]:
+    """:func:`plan`'s rows as dicts of :data:`PLAN_COLUMNS` (no pandas: the CLI prints
+    them); the key is None for a step whose key cannot be known before a run."""
+    graph.validate()
+    cache = _looking(graph, cache_directory, executor)
+    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
+    return [{column: row[column] for column in PLAN_COLUMNS} for row in rows]
 
 
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,

@@ -1,0 +1,75 @@
+"""``dagnb plan`` and ``dagnb explain``: what a run of a workflow file would do now, and
+why a step would run, without running anything (the notebook's ``%dagger plan`` and
+``%dagger explain NAME``, for workflow files).
+
+::
+
+    dagnb plan WORKFLOW [--target NAME] [--tag TAG] [-p NAME=VALUE] [--executor E]
+    dagnb explain WORKFLOW STEP [-p NAME=VALUE] [--executor E]
+
+Both read the cache and write nothing (no hit counted, no entry made); both exit 0
+whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run).
+"""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+from dagnb.views.progress import terminal_safe, text_table
+
+__all__ = ["add_parsers", "explain", "plan", "plan_table"]
+
+_EXECUTOR_HELP = ("as a run with this executor would key the steps (default: the executor "
+                  "setting): a step run in a container has another key than on the host")
+
+
+def add_parsers(sub: Any, workflow_help: str) -> None:
+    """Add ``plan`` and ``explain`` to the ``dagnb`` parser's subparsers."""
+    plan_parser = sub.add_parser(
+        "plan", help="which steps a run would take from the cache and why the others would run")
+    plan_parser.add_argument("workflow", help=workflow_help)
+    plan_parser.add_argument("--target", action="append", default=None, metavar="NAME",
+                             help="plan this step and its upstream (repeatable)")
+    plan_parser.add_argument("--tag", action="append", default=None,
+                             help="plan the steps with this tag and their upstream (repeatable)")
+    explain_parser = sub.add_parser("explain", help="why a step would run (what changed since "
+                                                    "its cache entry), or that it is cached")
+    explain_parser.add_argument("workflow", help=workflow_help)
+    explain_parser.add_argument("step", help="the step to explain")
+    for parser in (plan_parser, explain_parser):
+        parser.add_argument("--param", "-p", action="append", default=[],
+                            metavar="NAME=VALUE", help="as dagnb run --param sets it")
+        parser.add_argument("--executor", choices=["auto", "local", "dagger"], default=None,
+                            help=_EXECUTOR_HELP)
+        parser.add_argument("--cache-dir", default=None,
+                            help="cache folder (default: the cache_directory setting)")
+
+
+def plan(graph: Any, args: argparse.Namespace) -> int:
+    """Print the plan of ``graph`` (its ``--param`` values set) as a table and a line."""
+    from dagnb.runtime.plan import plan_rows
+
+    targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
+    rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor)
+    print(plan_table(rows))
+    cached = sum(1 for row in rows if row["cached"])
+    would_run = len(rows) - cached
+    print(f"{cached} of {len(rows)} steps cached, "
+          + (f"{would_run} would run" if would_run else "none would run"))
+    return 0
+
+
+def plan_table(rows: list[dict[str, Any]]) -> str:
+    """The plan's rows as ``dagnb run``'s status table lays rows out (a reason's control
+    characters, a line break in a param's value, shown as escapes)."""
+    shown = [{**row, "key": row["key"] or "-",
+              "reason": terminal_safe(row["reason"])} for row in rows]
+    return text_table(shown, ("step", "cached", "key", "reason"))
+
+
+def explain(graph: Any, args: argparse.Namespace) -> int:
+    """Print why ``args.step`` would run, a sentence a line."""
+    print("\n".join(graph.explain(args.step, cache_directory=args.cache_dir,
+                                  executor=args.executor)))
+    return 0
