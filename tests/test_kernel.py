@@ -1676,10 +1676,10 @@ def ended_states(kernel: Kernel, tmp_path: Path) -> dict[str, str]:
 def assert_train_cut_short_and_run_again(kernel: Kernel, tmp_path: Path) -> None:
     assert ended_states(kernel, tmp_path) == {
         "early": "succeeded", "train": "cancelled", "after": "skipped", "other": "succeeded"}
+    kernel.run("import threading\nfor t in threading.enumerate():\n"  # (the rows and
+               "    if t.name == 'dagnb-publish': t.join(30)")  # the namespace: its thread's)
     row = kernel.value("get_session().latest['train']['error']")
     assert "was cut short: the stop button's interrupt reached the processes" in row, row
-    kernel.run("import threading\nfor t in threading.enumerate():\n"
-               "    if t.name == 'dagnb-publish': t.join(30)")
     assert kernel.value("sorted(_dagger)") == "['early', 'other']"  # (no cut-short model)
     (tmp_path / "release").touch()
     assert error(kernel.run("%dagger run")) is None

@@ -616,6 +616,20 @@ def test_a_background_run_publishes_under_the_outputs_its_cell_had(shell, workdi
     assert "x" not in shell.user_ns
 
 
+def test_only_failed_just_after_a_background_run_ended_sees_how_it_ended(shell, monkeypatch):
+    """A --background run's rows reached the steps' latest only when its publishing
+    thread got to them: --only-failed, run just after it ended, read its steps as still
+    running and ran them again."""
+    from dagnb.notebook.session import Session
+
+    monkeypatch.setattr(Session, "publish_when_done", lambda self, run: None)  # (late)
+    cell(shell, "bg --define-only", "echo bg\n")
+    line(shell, "run --background")
+    assert last_run().wait(10).ok
+    said = line(shell, "run --only-failed")
+    assert str(said).startswith("nothing to run again: no step failed"), said
+
+
 def test_background_line_run(shell):
     cell(shell, "s --define-only", "sleep 0.3; echo done\n")
     line(shell, "run --background")

@@ -385,7 +385,9 @@ class Session:
     def unfinished(self) -> list[str]:
         """Steps whose latest row, from whichever run had them, is not done (failed,
         skipped, cancelled or never finished): as ``%dagger status`` shows them, not only
-        the last run's."""
+        the last run's. A --background run that ended is read as it ended, not as
+        its publishing thread last left it."""
+        self.refresh()
         states = {name: row["state"] for name, row in self.latest.items()}
         return unfinished(states, self.graph.names)
 
