@@ -150,8 +150,9 @@ def _make_and_start(
     processes: StepProcesses,
 ) -> subprocess.Popen[bytes]:
     folders()
+    processes.announce()  # (here, not on the loop: the first starts the watcher, 15 ms)
     popen = start()
-    processes.set_group(popen.pid)  # (here, not on the loop: it dies with us from now on)
+    processes.set_group(popen.pid)
     return popen
 
 

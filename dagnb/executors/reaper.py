@@ -104,9 +104,15 @@ class StepProcesses:
         self.started = time.monotonic()
         self.killed: set[int] = set()
 
+    def announce(self) -> None:
+        """The step's main process is about to start: the watcher is told its token
+        first (started now if none runs), so that it kills what carries the token should
+        this process die before :meth:`set_group` tells it the group."""
+        _watcher.add(self.token, 0)
+
     def set_group(self, pgid: int) -> None:
-        """The step's main process has started, leading group ``pgid``: from now on, it
-        dies with this process too."""
+        """The step's main process has started, leading group ``pgid``: the watcher
+        kills that group too should this process die."""
         self.pgid = pgid
         _watcher.add(self.token, pgid)
 

@@ -6,21 +6,26 @@ to do so: a kernel restarted (``SIGKILL``, or a shutdown during a ``--background
 run), ``dagnb run`` killed. The step's processes, in sessions of their own, would run
 on, re-parented to init.
 
-So a small watcher process is started with the first step process, in a session of its
+So a small watcher process is started before the first step process, in a session of its
 own (a kill of the kernel's process group does not reach it). Its stdin is one end of a
 socket pair whose other end only this process holds (close-on-exec: no step inherits
 it; a socket, not a pipe, so that a dead watcher is an error here, never a SIGPIPE).
-Each step's token and process group is sent there when the step starts, and its end
-when it ends (a line of some 40 bytes each way, sent without blocking, 3.7 µs the
-pair). When this process ends, whatever the way (an exit, a crash, ``SIGKILL``), the
+Each step's token is sent there as its process is about to start, its process group
+once started, and its end when it ends (lines of some 40 bytes, sent without blocking,
+about 2 µs each). When this process ends, whatever the way (an exit, a crash, ``SIGKILL``), the
 system closes its end; the watcher reads the end of its input and kills the groups
 still listed: SIGTERM, then SIGKILL after the step kill's grace, and on Linux every
 process carrying their tokens (what left the group, as :mod:`dagnb.executors.reaper`
 finds them). Then it exits.
 
 The watcher is this file run as a script (``python -I -S``: the standard library only,
-some 10 ms of CPU to start, not dagnb's imports), beside the step, not before it: the
-lines wait in the socket until it reads them. If it dies, the next step's line finds the
+some 10 ms of CPU to start, not dagnb's imports), started as the first step is about to
+start its process, and told of each step before its process starts (its token; its
+group once there): the lines wait in the socket until it reads them. Told only once the
+process ran, as before, a ``dagnb run`` killed while it started the watcher (15 ms, more
+on a busy machine) left that step's processes running for good. A process killed while
+it forked a step's, before the step's program ran, is the one gap left: the watcher
+looks for the token twice, ``grace`` apart. If it dies, the next step's line finds the
 socket closed and a new one is started with the steps running then (8 at most: one that
 cannot run is not started again and again). Where none can be started (no
 ``sys.executable``, not POSIX), steps are killed as before, with their step or run.
@@ -64,7 +69,8 @@ class Watcher:
             os.register_at_fork(after_in_child=self._forget)
 
     def add(self, token: str, pgid: int) -> None:
-        """The step with ``token`` has started, its processes in group ``pgid``."""
+        """The step with ``token`` has started, its processes in group ``pgid``; or
+        ``pgid`` 0: it is about to start (its processes known by their token only)."""
         with self._lock:
             self._listed[token] = pgid
             self._tell(f"+{token} {pgid}\n")
@@ -133,8 +139,12 @@ def main() -> None:
         signal.signal(number, signal.SIG_IGN)
     listed = _read_until_the_end(sys.stdin.buffer)
     if listed:
-        _kill_groups(list(listed.values()), grace)
-        _kill_tagged([f"{variable}={token}".encode() for token in listed])
+        marks = [f"{variable}={token}".encode() for token in listed]
+        _kill_groups([pgid for pgid in listed.values() if pgid], grace)  # (0: not known)
+        _kill_tagged(marks)
+        if 0 in listed.values():  # a process starting then has the token once it runs
+            time.sleep(grace)     # its program (exec): looked for again after a while
+            _kill_tagged(marks)
 
 
 def _read_until_the_end(stream: object) -> dict[str, int]:
