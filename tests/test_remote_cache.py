@@ -241,10 +241,11 @@ def test_memory_calls_in_forked_workers_reach_the_store(url: str, tmp_path: Path
 
 # -- the layout ---------------------------------------------------------------------------
 class Recording:
-    """The real filesystem, with the order of its writes written down."""
+    """The real filesystem, with the order of its writes written down (in ``writes``,
+    which two of them may share: a store's client and its client for blobs)."""
 
-    def __init__(self, fs: Any) -> None:
-        self.fs, self.writes = fs, []
+    def __init__(self, fs: Any, writes: list[str] | None = None) -> None:
+        self.fs, self.writes = fs, [] if writes is None else writes
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.fs, name)
@@ -262,6 +263,7 @@ def test_the_manifest_is_written_after_every_blob_it_names(url: str, tmp_path: P
     writer = store(url, tmp_path / "a")
     remote = writer.backend.remote
     remote.fs = Recording(remote.fs)
+    remote.transfers = Recording(remote.transfers, remote.fs.writes)
     save(writer, "step", "k1", {"a.bin": os.urandom(1000), "b.bin": os.urandom(2000)})
     writes = remote.fs.writes
     assert writes[-1].endswith("entries/step/k1.json")
@@ -507,7 +509,7 @@ class Downloads:
 
         def connect(store: ObjectStore) -> None:
             real(store)
-            store.fs = Counting(store.fs, self.blobs)
+            store.transfers = Counting(store.transfers, self.blobs)  # (its client for blobs)
 
         monkeypatch.setattr(ObjectStore, "_connect", connect)
 
@@ -1465,6 +1467,43 @@ def test_large_files_stream_in_bounded_memory(url: str, tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) < 120  # MB: a 192 MB file moves in 32 MB parts, two at a time
 
+
+
+def _slow_to_answer(monkeypatch: pytest.MonkeyPatch, method: str, seconds: float) -> None:
+    """moto's server (a thread of this process) waits ``seconds`` before it answers
+    ``method`` for a blob, as a busy S3 server storing what it was sent, or joining a
+    large upload's parts, does."""
+    from moto.s3.models import S3Backend
+
+    real = getattr(S3Backend, method)
+
+    def slow(backend: Any, bucket: str, name: str, *args: Any, **kwargs: Any) -> Any:
+        if method != "put_object" or "/blobs/" in name:  # (a manifest is answered at once)
+            time.sleep(seconds)
+        return real(backend, bucket, name, *args, **kwargs)
+
+    monkeypatch.setattr(S3Backend, method, slow)
+
+
+@pytest.mark.slow  # seconds waited on the server: on CI's main leg only
+@pytest.mark.parametrize(("method", "size"), [
+    ("put_object", 1000), ("complete_multipart_upload", 11 << 20)])
+def test_a_server_slow_to_store_a_blob_is_waited_for_not_taken_for_down(
+    url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, method: str, size: int
+) -> None:
+    """A blob's upload waited on the server as a lookup does (4 s): a 192 MB output sent to
+    a busy moto was taken for down as its parts were joined, the entry stayed local and
+    the store rested for a minute. A lookup still waits its short while (see the tests
+    of a store that never answers)."""
+    monkeypatch.setattr(remote_module, "_S3_READ_TIMEOUT", 0.5)  # a lookup's, made short
+    monkeypatch.setattr(remote_module, "_S3_CHUNK", 5 << 20)  # S3's least part: 3 parts
+    _slow_to_answer(monkeypatch, method, 2.0)
+    data = os.urandom(size)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a RemoteCacheWarning: the upload failed)
+        save(store(url, tmp_path / "a"), "step", "k", {"data.bin": data})
+    entry = store(url, tmp_path / "b").lookup("step", "k")
+    assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == data
 
 def test_read_only_runs_use_the_store_and_write_nothing_to_it(url: str, tmp_path: Path) -> None:
     counter = tmp_path / "executions.txt"

@@ -115,6 +115,12 @@ _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in 
 # answers a lookup in well under a second (s3fs' own are 5 and 15)
 _S3_CONNECT_TIMEOUT = 4.0
 _S3_READ_TIMEOUT = 4.0
+# what a request moving a blob waits for the server's answer once it is sent: the server
+# stores a part (32 MB) before it answers, and joins the parts of a large upload when it
+# completes (S3 answers at once and keeps the line alive; moto and other S3 servers do
+# the work first): 4 s failed a 192 MB upload to a busy server, which a second attempt
+# then found completed, and the store rested for a minute with the entry left local
+_S3_TRANSFER_READ_TIMEOUT = 30.0
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
 
@@ -161,14 +167,16 @@ def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
 
 def _let_go_of_client(store: ObjectStore) -> None:
     """In a forked child (see :mod:`dagnb.cache.forks`; a Pool's worker): forget the
-    parent's client, which its next use makes again (:meth:`ObjectStore.__getattr__`).
+    parent's clients, which their next use makes again (:meth:`ObjectStore.__getattr__`).
     s3fs' client of the parent refuses to work there ("not fork-safe"), which read as an
     unreachable store, so whatever the workers computed stayed on this machine. Made at
     that use, not here: fsspec's own renewal in the child (its event loop) may not have
     run yet."""
-    store.__dict__.pop("fs", None)
+    for client in _CLIENTS:
+        store.__dict__.pop(client, None)
 
 
+_CLIENTS = ("fs", "transfers")  # an ObjectStore's clients (see ObjectStore._connect)
 _STORES = WeakRefs()  # the object stores alive (see ObjectStore.__init__)
 renew_in_child(_STORES, _let_go_of_client)
 
@@ -200,11 +208,13 @@ class ObjectStore:
         options = _checked_options(storage_options)
         if protocol in ("file", "local"):
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
-        s3_retries = 1
+        s3_retries, transfer_options = 1, None
         if protocol in ("s3", "s3a"):
             s3_retries = options.pop("retries", s3_retries)
-            options = _s3_defaults(options)
+            transfer_options = _s3_defaults(dict(options), _S3_TRANSFER_READ_TIMEOUT)
+            options = _s3_defaults(options, _S3_READ_TIMEOUT)
         self._options, self._s3_retries = options, s3_retries
+        self._transfer_options = transfer_options  # (None: the one client moves blobs too)
         self._connect()
         _STORES.add(weakref.ref(self, _STORES.discard))  # (gone with the store)
         is_s3 = "s3" in _protocols(self.fs)
@@ -227,25 +237,34 @@ class ObjectStore:
         return f"ObjectStore({self.url!r})"
 
     def _connect(self) -> None:
-        """Make this process's client of the store."""
+        """Make this process's clients of the store: :attr:`fs` for manifests, sizes and
+        listings (short waits: a store that does not answer is found out in seconds) and
+        :attr:`transfers` for blobs (on S3, a client whose requests wait longer for the
+        server to store or join what it was sent; see _S3_TRANSFER_READ_TIMEOUT)."""
+        fs, path = self._client(self._options)
+        self.path = path.rstrip("/")
+        options = self._transfer_options
+        self.transfers = fs if options is None else self._client(options)[0]
+        self.fs = fs
+
+    def _client(self, options: Mapping[str, Any]) -> tuple[Any, str]:
         try:
-            fs, path = _fsspec(self.url).core.url_to_fs(self.url, **self._options)
+            fs, path = _fsspec(self.url).core.url_to_fs(self.url, **options)
         except ImportError as exc:  # s3fs, gcsfs or adlfs missing
             raise CacheError(
                 f"cache directory {self.url!r} needs {exc.name or 'its store library'}; "
                 "install it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
             ) from None
-        self.path = path.rstrip("/")
         if "s3" in _protocols(fs):
             fs.retries = self._s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
-        self.fs = fs
+        return fs, path
 
     def __getattr__(self, name: str) -> Any:
-        # (only for what the instance lacks: the client a forked child let go of)
-        if name != "fs":
+        # (only for what the instance lacks: the clients a forked child let go of)
+        if name not in _CLIENTS:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
         self._connect()
-        return self.fs
+        return self.__dict__[name]
 
     def blob_path(self, digest: str) -> str:
         """Where the blob of ``digest`` is."""
@@ -309,7 +328,8 @@ class ObjectStore:
         if digest in self.damaged_blobs:
             return False
         try:
-            self.fs.get_file(self.blob_path(digest), os.fspath(target), **self._part_options)
+            self.transfers.get_file(self.blob_path(digest), os.fspath(target),
+                                    **self._part_options)
         except FileNotFoundError:
             return False
         if file_digest(target) != digest:
@@ -374,7 +394,7 @@ class ObjectStore:
         it is not to be replaced; the bytes sent."""
         if size == 0 or (not replace and self._has_blob(digest, size)):
             return 0  # stored once, whatever step made it
-        self.fs.put_file(os.fspath(path), self.blob_path(digest), **self._part_options)
+        self.transfers.put_file(os.fspath(path), self.blob_path(digest), **self._part_options)
         self.damaged_blobs.discard(digest)
         self._checked_blobs.add(digest)
         return size
@@ -394,7 +414,8 @@ class ObjectStore:
             return True
         hasher = new_hasher()
         try:
-            with self.fs.open(self.blob_path(digest), "rb", block_size=_S3_CHUNK) as handle:
+            with self.transfers.open(self.blob_path(digest), "rb",
+                                     block_size=_S3_CHUNK) as handle:
                 while chunk := handle.read(_CHUNK):
                     hasher.update(chunk)
                     self.bytes_checked += len(chunk)
@@ -479,7 +500,7 @@ def _manifest_of(folder: Path, step: str, key: str, meta: Mapping[str, Any]) -> 
     return manifest
 
 
-def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
+def _s3_defaults(options: dict[str, Any], read_timeout: float) -> dict[str, Any]:
     """Short timeouts and two attempts of each request, unless the user chose (in
     ``config_kwargs``, or ``AWS_MAX_ATTEMPTS`` for the attempts). A store that accepts
     connections and never answers (a hung server, a stuck proxy) cost the first lookup
@@ -487,10 +508,11 @@ def _s3_defaults(options: dict[str, Any]) -> dict[str, Any]:
     attempts): 47 s of a run with nothing said. Now it costs two timeouts, about 9 s,
     then the store rests (RETRY_AFTER). A read timeout bounds one wait for the server's
     next bytes (its first, once a request is sent whole), not a transfer: a large upload
-    or download is not cut short by it."""
+    or download is not cut short by it; but the server's work before it answers is
+    (storing a part, joining the parts), hence the blobs' own ``read_timeout``."""
     config = dict(options.get("config_kwargs") or {})
     for name, seconds in (("connect_timeout", _S3_CONNECT_TIMEOUT),
-                          ("read_timeout", _S3_READ_TIMEOUT)):
+                          ("read_timeout", read_timeout)):
         config.setdefault(name, seconds)
     if "retries" not in config and "AWS_MAX_ATTEMPTS" not in os.environ:
         config["retries"] = {"total_max_attempts": 2, "mode": "standard"}
