@@ -1505,6 +1505,44 @@ def test_a_server_slow_to_store_a_blob_is_waited_for_not_taken_for_down(
     entry = store(url, tmp_path / "b").lookup("step", "k")
     assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == data
 
+
+class AnswerLost(Recording):
+    """The real client, whose uploads fail once sent: having stored the blob (the answer
+    lost: a completion the server ended after the client's wait ran out) or not."""
+
+    def __init__(self, fs: Any, stored: bool) -> None:
+        super().__init__(fs)
+        self.stored = stored
+
+    def put_file(self, local: str, remote: str, **options: Any) -> Any:
+        if self.stored:
+            self.fs.put_file(local, remote, **options)
+        raise OSError("no such upload (the server's answer to the first attempt was lost)")
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_an_upload_whose_answer_was_lost_counts_if_the_blob_is_there(
+    url: str, tmp_path: Path, stored: bool
+) -> None:
+    """A blob stored whole by an upload that failed after all (its answer lost) is as
+    sent: the store was taken for down, rested a minute and the entry stayed local. One
+    not stored still fails the upload, and no manifest names it."""
+    writer = store(url, tmp_path / "a")
+    remote = writer.backend.remote
+    remote.transfers = AnswerLost(remote.transfers, stored)
+    data = os.urandom(3000)
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        save(writer, "step", "k", {"data.bin": data})
+    failed = [str(w.message) for w in said if issubclass(w.category, RemoteCacheWarning)]
+    entry = store(url, tmp_path / "b").lookup("step", "k")
+    if stored:
+        assert failed == []
+        assert entry is not None and (entry.out_dir / "data.bin").read_bytes() == data
+    else:
+        assert len(failed) == 1 and "an upload failed (OSError: no such upload" in failed[0]
+        assert entry is None and not [o for o in listing(url) if o.startswith("entries/")]
+
 def test_read_only_runs_use_the_store_and_write_nothing_to_it(url: str, tmp_path: Path) -> None:
     counter = tmp_path / "executions.txt"
     (tmp_path / "wf.yml").write_text(WORKFLOW.format(counter=counter))

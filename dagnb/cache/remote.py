@@ -394,10 +394,26 @@ class ObjectStore:
         it is not to be replaced; the bytes sent."""
         if size == 0 or (not replace and self._has_blob(digest, size)):
             return 0  # stored once, whatever step made it
-        self.transfers.put_file(os.fspath(path), self.blob_path(digest), **self._part_options)
+        try:
+            self.transfers.put_file(os.fspath(path), self.blob_path(digest),
+                                    **self._part_options)
+        except Exception:
+            if replace or not self._stored_after_all(digest, size):
+                raise
         self.damaged_blobs.discard(digest)
         self._checked_blobs.add(digest)
         return size
+
+    def _stored_after_all(self, digest: str, size: int) -> bool:
+        """Whether an upload of the blob of ``digest`` that failed stored it all the same,
+        its answer lost: a completion the server ended after the wait ran out, whose
+        second attempt was told "no such upload". (Not asked of a blob being replaced:
+        the old one has its name and size.) False when the store does not answer: the
+        upload's own error is the one said."""
+        try:
+            return self._has_blob(digest, size)
+        except Exception:
+            return False
 
     def _has_blob(self, digest: str, size: int) -> bool:
         """Whether the store has the blob of ``digest``: of its size (one request, all
