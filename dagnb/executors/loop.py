@@ -888,40 +888,35 @@ def sigint_pending() -> bool:
     into this thread as it unblocked it, and the main thread, not woken, would run
     Python's handler only at its next line: an idle kernel's next cell then raised
     KeyboardInterrupt."""
-    status = _proc_status_through(_SHARED_PENDING)
-    at = status.find(_SHARED_PENDING)
-    end = status.find(b"\n", at + 1)
-    if at < 0 or end < 0:
-        return False
+    mask = _proc_status_field(b"\nShdPnd:")  # the process's pending signals, in hex
     try:
-        return bool(int(status[at + len(_SHARED_PENDING):end], 16) >> (signal.SIGINT - 1) & 1)
+        return mask is not None and bool(int(mask, 16) >> (signal.SIGINT - 1) & 1)
     except ValueError:
         return False
 
 
-_SHARED_PENDING = b"\nShdPnd:"  # the process's pending signals, as a hex mask
-
-
-def _proc_status_through(marker: bytes) -> bytes:
-    """``/proc/self/status`` read up to the line of ``marker`` (empty where there is no
-    such file), with as few ``read`` calls as it takes: one, for its 1.5 KB. (A Python
-    file read line by line cost each look at the end of an attempt 18 µs, this 12.)"""
+def _proc_status_field(name: bytes) -> bytes | None:
+    """The value after ``name`` on its line of ``/proc/self/status`` (None where there is
+    no such file or line), read with as few ``read`` calls as it takes: one, for its
+    1.5 KB. (A Python file read line by line cost each look at the end of an attempt
+    18.6 µs; this, 13.)"""
     try:
         descriptor = os.open("/proc/self/status", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
-        return b""
+        return None
     status = b""
     try:
         while chunk := os.read(descriptor, 8192):
             status += chunk
-            at = status.find(marker)
-            if at >= 0 and status.find(b"\n", at + 1) >= 0:
-                break
+            at = status.find(name)
+            end = status.find(b"\n", at + 1) if at >= 0 else -1
+            if end >= 0:
+                return status[at + len(name):end]
     except OSError:
-        return b""
+        return None
     finally:
         os.close(descriptor)
-    return status
+    return None
 
 
 def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
