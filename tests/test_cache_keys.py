@@ -213,6 +213,56 @@ def test_explain_states(base, store):
     assert entry.path.exists()  # explain never removes anything
 
 
+def test_a_mounted_script_s_exec_bit_counts_in_the_key(base, store):
+    """A step that ran `./tool.sh` and succeeded was served again once the script had
+    lost its x bit, though it would now fail (git counts the bit too)."""
+    (base / "tools").mkdir()
+    script = base / "tools" / "tool.sh"
+    script.write_text("#!/bin/sh\necho hi\n")
+    for mounts in ({"tools/tool.sh": "/in/tool.sh"}, {"tools": "/in/tools"}):
+        script.chmod(0o644)
+        plain = key_of(base, mounts=mounts)
+        script.chmod(0o755)
+        executable = key_of(base, mounts=mounts)
+        assert executable.digest != plain.digest
+        save(store, plain, base)
+        [said] = explain(store, "train", executable)
+        assert said == f"input {next(iter(mounts))} changed"
+        script.chmod(0o744)  # (any x bit: the same key)
+        assert key_of(base, mounts=mounts).digest == executable.digest
+
+
+def test_a_mount_without_exec_bits_keeps_its_key(base):
+    """Counting the x bit changed no key of a file that has none: the pinned keys hold
+    (tests/test_key_pins.py), and caches made before are still hit."""
+    from dagnb.cache.keys import text_digest
+    from dagnb.fingerprint.paths import path_digest
+
+    raw = base / "data" / "raw.csv"
+    assert path_digest(raw, modes=True) == path_digest(raw)
+    assert path_digest(base / "data", modes=True) == path_digest(base / "data")
+    expected = text_digest(f"/in/raw.csv\n{path_digest(raw)}")
+    assert key_of(base).components["mount:data/raw.csv"] == expected
+
+
+def test_explain_compares_with_the_closest_entry_not_the_newest(base, store):
+    """Two workflows sharing a cache folder both have a step 'train': the newest entry
+    was the other one's, and explain said everything about it had changed."""
+    save(store, key_of(base), base)
+    store.clock.now += 10  # the other workflow's step of the same name, stored later
+    save(store, key_of(base, run="make model", image="r:4", env={}, params={"k": 2}), base)
+    assert explain(store, "train", key_of(base, image="python:3.12")) == [
+        "image changed python:3.11 → python:3.12"]
+
+
+def test_explain_takes_the_newest_of_the_entries_as_close(base, store):
+    save(store, key_of(base, params={"n": 1}), base)
+    store.clock.now += 10
+    save(store, key_of(base, params={"n": 2}), base)
+    [said] = explain(store, "train", key_of(base, params={"n": 3}))
+    assert "{'n': 2} → {'n': 3}" in said
+
+
 def test_explain_frame_has_one_row_per_change(base, store):
     save(store, key_of(base), base)
     frame = explain_frame(store, "train", key_of(base, image="python:3.12", params={"n": 5}))

@@ -63,7 +63,9 @@ def _overwrite(up: Path) -> int:
     ('touch "$DAGNB_IN/up/sub/new.txt"', "$DAGNB_IN/up/sub/new.txt"),
     ('rm "$DAGNB_IN/up/x.txt"', "$DAGNB_IN/up/x.txt"),
     (_overwrite, "$DAGNB_IN/up/x.txt"),  # a Python step, in this process, given up's Path
-], ids=["shell-overwrite", "shell-append", "new-file", "removed", "python-step"])
+    # the mode alone: size, time and inode stay, and a tool losing its x bit fails later
+    ('chmod +x "$DAGNB_IN/up/x.txt"', "$DAGNB_IN/up/x.txt"),
+], ids=["shell-overwrite", "shell-append", "new-file", "removed", "python-step", "chmod"])
 def test_a_step_writing_into_its_input_fails_and_the_entry_is_made_anew(
         workdir: Path, down: object, written: str) -> None:
     run, damaged = _run(workdir, down)

@@ -1,8 +1,12 @@
 """Why a step misses the cache, in sentences.
 
 The new key's components are compared one by one with those stored in the step's
-newest entry; each difference becomes a sentence ("image changed python:3.11 →
-python:3.12", "input data/raw.csv changed", "code changed" with a line diff,
+entry closest to it (the fewest components that differ; the newest of those that tie):
+the entry this step would have hit but for what changed. The newest entry alone could
+be another workflow's step of the same name, sharing the cache folder, or the step
+run with other params: its differences would not be this step's. Each difference
+becomes a sentence ("image changed python:3.11 → python:3.12", "input data/raw.csv
+changed", "code changed" with a line diff,
 "notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}"). Only
 digests and the descriptions in ``StepKey.describe`` are used, and those never hold a
 secret value (secrets count by name).
@@ -25,7 +29,7 @@ __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
 
 @dataclasses.dataclass(frozen=True)
 class Change:
-    """One difference between a key and the newest entry (one row of explain_frame)."""
+    """One difference between a key and the closest entry (one row of explain_frame)."""
 
     component: str
     change: str  # "changed", "added", "removed", "cached", "expired", "missing"
@@ -80,13 +84,29 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
         if exact.expired(store.clock(), max_age):
             return [_status("expired", f"entry {key.short} expired: it will run again")]
         return [_status("cached", "entry found: it is cached")]
-    newest = store.newest(step_name, include_expired=True)
-    if newest is None:
+    closest = _closest(store, step_name, key)
+    if closest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]
-    changes = _compare(newest, key, mask or _unmasked)
+    changes = _compare(closest, key, mask or _unmasked)
     if not changes:  # same components, other digest: a different hash algorithm
         return [_status("changed", "the key changed but no component did (hash algorithm?)")]
     return changes
+
+
+def _closest(store: Store, step_name: str, key: StepKey) -> Entry | None:
+    """The entry of ``step_name`` (expired ones too) whose components differ from the
+    key's in the fewest places; the newest of those that tie."""
+    new = key.components
+    return min(store.iter_entries(step_name), default=None,
+               key=lambda entry: (_distance(entry.meta.get("components", {}), new),
+                                  -entry.created))
+
+
+def _distance(old: Mapping[str, str], new: Mapping[str, str]) -> int:
+    """How many components differ (changed, added or removed)."""
+    if not isinstance(old, Mapping):  # (a damaged entry's: as far as can be)
+        return len(new) + 1
+    return sum(old.get(name) != new.get(name) for name in old.keys() | new.keys())
 
 
 def _status(change: str, message: str) -> Change:

@@ -506,7 +506,7 @@ def _mount_digest(step: Step, base_dir: Path, host: str, target: str,
     path = mount_path(base_dir, host)
     try:  # (a folder as a container's upload of it holds it)
         skip = excluder(mount_excludes(step, path, cache_folder)) if path.is_dir() else None
-        content = path_digest(path, skip=skip)
+        content = path_digest(path, skip=skip, modes=True)  # (a script's exec bit too)
     except FileNotFoundError:
         raise FingerprintError(
             f"step {step.name!r}: mount {host!r} does not exist (looked for {str(path)!r})"

@@ -21,6 +21,7 @@ MAX_DEPTH = 256  # folders nested deeper are refused by the directory walk
 # A file modified within this window of being hashed may change again without its
 # mtime moving (coarse filesystem clocks, 2 s on FAT/some NFS): such entries are re-hashed.
 RACY_WINDOW_NS = 2_000_000_000
+_EXECUTABLE = 0o111  # any of a file's x bits (path_digest's ``modes``)
 
 
 class _StatCache:
@@ -135,7 +136,7 @@ def _file_digest(path: str, st: os.stat_result, use_cache: bool) -> str:
 
 
 def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
-                skip: Callable[[str], bool] | None = None) -> str:
+                skip: Callable[[str], bool] | None = None, modes: bool = False) -> str:
     """Hex digest of a file's content, or of a directory tree.
 
     A directory's digest covers every relative name (files, subdirectories, empty ones
@@ -152,6 +153,10 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
     skip
         Leaves out of a directory's digest each path (relative, ``a/b.txt``; a folder's
         with a ``/`` after it) for which it is true, and a folder's whole tree.
+    modes
+        Counts whether each file is executable, as git does (a mounted script that lost
+        its exec bit fails where it ran): a file with none of its x bits digests as
+        without ``modes``, so turning it on changes no digest of files that have none.
 
     Raises
     ------
@@ -164,11 +169,13 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
     st = os.stat(absolute)
     if not os.path.isdir(absolute):
         digest = _file_digest(absolute, st, use_stat_cache)
+        if modes and st.st_mode & _EXECUTABLE:
+            digest = hashers.text_digest(f"x:{digest}")
     else:
         h = new_hasher()
         try:
             _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""},
-                            skip=skip)
+                            skip=skip, modes=modes)
         except _TooDeep:
             raise _depth_error(absolute) from None
         digest = h.hexdigest()
@@ -261,6 +268,7 @@ def _feed_directory(
     h: Any, root: str, rel: str, use_cache: bool, seen: dict[tuple[int, int], str],
     *, read: bool = True, skip: Callable[[str], bool] | None = None,
     extra: Mapping[str, str] | None = None, digests: dict[str, str] | None = None,
+    modes: bool = False,
 ) -> None:
     """Feed one folder's tree (each file's digest into ``digests`` too, by its name).
     A folder reached again through a symlink (a loop, or two links to one folder: a
@@ -289,11 +297,13 @@ def _feed_directory(
                 h.update(b"L%d:%s>%s" % (len(raw), raw, os.fsencode(first)))
                 continue
             _feed_directory(h, entry.path, name, use_cache, seen, read=read, skip=skip,
-                            digests=digests)
+                            digests=digests, modes=modes)
         elif entry.is_file() and read:
             digest = (entry.digest if type(entry) is _Written
                       else _file_digest(entry.path, entry.stat(), use_cache))
             h.update(b"F%d:%s%s" % (len(raw), raw, digest.encode()))
+            if modes and entry.stat().st_mode & _EXECUTABLE:
+                h.update(b"x")  # (after a fixed-length digest, before the next "F", "D"...)
             if digests is not None:
                 digests[name] = digest
         else:  # a broken symlink, a socket: its name still counts

@@ -8,9 +8,10 @@ read-only too, and appending to it fails; root is not stopped by them anyway):
 the contract is kept by looking. The output files of an upstream cache entry (those
 its manifest lists, and the folders holding them) are looked at when a first step
 downstream starts, and again after each step downstream ran: one ``stat`` each,
-compared by size, modification time and inode. A change fails the step in one line
-naming the file, and sets the entry aside as damaged (recomputed, never served); a
-step that would read it later in the run fails saying so.
+compared by size, modification time, inode and mode (``chmod -x`` changes none of the
+others, and a tool that lost its exec bit fails every later reader). A change fails
+the step in one line naming the file, and sets the entry aside as damaged (recomputed,
+never served); a step that would read it later in the run fails saying so.
 
 A small result is a pack record, not a folder: a step that reads it as files (a
 command, a Python step elsewhere than in this process, or one in this process given the
@@ -45,7 +46,7 @@ from dagnb.errors import StepFailed
 
 __all__ = ["InputGuard"]
 
-_Stamp = tuple[int, int, int]  # size, mtime in ns, inode
+_Stamp = tuple[int, int, int, int]  # size, mtime in ns, inode, mode
 # (upstream name, its entry, the problem) -> whether it was set aside (False: removed)
 _SetAside = Callable[[str, Any, str], bool]
 
@@ -259,7 +260,7 @@ def _stamp(path: str) -> _Stamp | None:
         info = os.stat(path)
     except OSError:
         return None
-    return info.st_size, info.st_mtime_ns, info.st_ino
+    return info.st_size, info.st_mtime_ns, info.st_ino, info.st_mode
 
 
 def _inode(path: str) -> int | None:
