@@ -119,6 +119,14 @@ def test_a_script_s_change_is_explained_line_by_line_as_code_is(base, store):
                                  " echo a", "-echo b", "+echo B"]
 
 
+def test_a_one_line_command_s_change_is_one_sentence_on_one_line(base, store):
+    """A cell's command ends in a newline: the sentence was cut after the old command,
+    and fail-on-miss, which shows a reason's first line, named the old one alone."""
+    save(store, key_of(base, run="echo 'rows from 2023'\n"), base)
+    said = explain(store, "train", key_of(base, run="echo 'rows from 2024'\n"))
+    assert said == ["command changed echo 'rows from 2023' → echo 'rows from 2024'"]
+
+
 def test_argv_command_is_a_kind_and_command_change(base):
     shell = key_of(base, run="echo hi")
     argv = key_of(base, run=["echo", "hi"])

@@ -154,8 +154,12 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         return f"argument {detail} {change}"
     if head == "code":
         return _code_sentence(before, after)
-    if head == "command" and change == "changed" and "\n" in before.strip() + after.strip():
-        return _code_sentence(before, after, "command changed")  # (a script: line by line)
+    if head == "command" and change == "changed":
+        if "\n" in before.strip() + after.strip():
+            return _code_sentence(before, after, "command changed")  # (a script: line by line)
+        # one line each, less a cell's last newline: the sentence stays on one line, which
+        # fail-on-miss and plan's reason column show alone
+        return f"command changed {before.strip()} → {after.strip()}"
     if head == "var":
         return _variable_sentence(detail, change, before, after)
     if head == "env":
