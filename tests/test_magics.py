@@ -81,6 +81,29 @@ def test_python_cell_single_output_and_user_namespace(shell):
     assert shell.user_ns["_dagger"]["scaled"] == 21
 
 
+def test_outputs_named_as_the_results_variable_is_refused(shell):
+    with pytest.raises(UsageError, match=r"^--outputs '_dagger': `_dagger` is dagnb's "
+                       r"variable of the steps' results; name the output otherwise$"):
+        cell(shell, "first --python --outputs _dagger", "_dagger = None\n")
+    assert graph().names == []  # the refused cell defined nothing
+
+
+@pytest.mark.parametrize("assigned", ["None", "1"])
+def test_a_results_variable_the_user_replaced_is_a_dict_again_with_a_warning(shell, assigned):
+    """Every %%dagger cell after ``_dagger = 1`` failed with an internal TypeError."""
+    cell(shell, "a --python --outputs x", "x = 1\n")
+    shell.run_cell(f"_dagger = {assigned}")
+    with pytest.warns(UserWarning, match=r"^dagnb: `_dagger` holds the steps' results and "
+                      r"was set to something else \((NoneType|int)\); it is a dict of them "
+                      r"again: keep your value under another name$"):
+        cell(shell, "b --python --needs a --outputs y", "y = a + 1\n")
+    assert shell.user_ns["_dagger"] == {"a": 1, "b": 2} and shell.user_ns["y"] == 2
+    shell.run_cell("_dagger = 1")
+    with pytest.warns(UserWarning, match="`_dagger` holds the steps' results"):
+        line(shell, "remove b")
+    assert shell.user_ns["_dagger"] == {}
+
+
 def test_python_cell_comment_edit_hits_and_code_edit_runs(shell):
     cell(shell, "calc --python --outputs v", "v = 1 + 1  # first\n")
     cell(shell, "calc --python --outputs v", "# a new comment\nv = 1 + 1  # second\n")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import sys
+
 import pytest
 from IPython.core.error import UsageError
 
+import dagnb
 from dagnb.fingerprint import global_values
 from dagnb.notebook.cells import cell_text, ipython_to_python
 from dagnb.notebook.session import get_session
@@ -41,10 +45,14 @@ def test_a_cell_that_prints_more_leaves_the_cells_after_it_cached(shell):
     assert shell.user_ns["w"] == 2
 
 
-def test_upstream_result_wins_over_a_param_of_the_same_name(shell):
+def test_a_param_named_as_an_upstream_is_refused_in_one_line(shell):
+    """The upstream's result was the variable, the param silently dropped (though its
+    value was in the key: changing it ran the step again for nothing)."""
     cell(shell, "a --python --outputs x", "x = 'from a'\n")
-    cell(shell, "b --python --needs a --param a=1 --outputs y", "y = a\n")
-    assert shell.user_ns["y"] == "from a"
+    with pytest.raises(UsageError, match=r"^--param 'a': upstream step 'a' \(--needs\) is "
+                       r"the variable `a` too; rename the param, or the step$"):
+        cell(shell, "b --python --needs a --param a=1 --outputs y", "y = a\n")
+    assert get_session().graph.names == ["a"]  # the refused cell defined nothing
 
 
 def test_shell_escape_and_captured_output_in_a_python_cell(shell, capsys):
@@ -267,6 +275,34 @@ def test_a_failing_cell_that_reassigns_a_notebook_variable_shows_only_its_own_fr
     assert [line.strip() for line in lines if line.strip().startswith("File")] == [
         line.strip() for line in lines[1:2]]  # one frame: the cell's
     assert "boom_cell(data)" not in "\n".join(lines) and lines[-1] == "ValueError: bad"
+
+
+@pytest.mark.parametrize(("raising", "link"), [
+    ("raise RuntimeError('no count') from e",
+     "The above exception was the direct cause of the following exception:"),
+    ("raise RuntimeError('no count')",
+     "During handling of the above exception, another exception occurred:"),
+], ids=["cause", "context"])
+def test_a_failing_cell_shows_the_exception_it_came_from_as_a_plain_cell_does(
+        shell, raising, link):
+    cell(shell, "load --python --no-raise --outputs rows",
+         "def parse(text):\n    try:\n        return int(text)\n"
+         f"    except ValueError as e:\n        {raising}\nrows = parse('12a')\n")
+    text = "\n".join(get_session().last_run.logs("load", stream="stderr")["line"])
+    assert "ValueError: invalid literal for int() with base 10: '12a'" in text
+    assert link in text and text.endswith("RuntimeError: no count")
+    assert text.count("Traceback (most recent call last):") == 2
+    assert os.path.dirname(dagnb.__file__) not in text and "load_cell(" not in text
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="ExceptionGroup is Python 3.11's")
+def test_a_failing_cell_shows_the_members_of_its_exception_group(shell):
+    cell(shell, "files --python --no-raise",
+         "raise ExceptionGroup('2 files failed', [ValueError('bad a.csv'), "
+         "OSError('missing b.csv')])\n")
+    text = "\n".join(get_session().last_run.logs("files", stream="stderr")["line"])
+    assert "| ValueError: bad a.csv" in text and "| OSError: missing b.csv" in text
+    assert os.path.dirname(dagnb.__file__) not in text
 
 
 def test_a_triple_quoted_text_in_a_python_cell_keeps_its_lines_as_written(shell):

@@ -611,15 +611,35 @@ def _failure(task: Task, exc: BaseException) -> StepFailed:
     unreached = _output_unreached(task.step, exc)
     if unreached:  # (raised on a line dagnb wrote: no frame of it would help)
         return StepFailed(unreached, step=task.step.name, exit_code=1)
-    frames = _shown_frames(exc.__traceback__)
-    while frames and _is_ours(frames[0].filename):  # the calls that led into the step
-        frames = frames[1:]
-    if len(frames) > 1 and _is_cell_wrapper(frames[0], frames[1]):
-        frames = frames[1:]
-    frames = _as_written(frames, task.step.func)
-    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
-    text = "".join(lines).rstrip("\n")
-    for line in ["Traceback (most recent call last):", *text.split("\n")]:
+    text = _traceback_text(exc, task.step.func)
+    for line in text.split("\n"):
         task.log("stderr", line)
     return StepFailed(exception_line(exc), step=task.step.name, exit_code=1,
                       stderr_tail=text[-2000:])
+
+
+def _traceback_text(exc: BaseException, func: Any) -> str:
+    """The exception's traceback as Python prints it, with its cause or context and an
+    ExceptionGroup's members, each exception's frames the user's own."""
+    shown = traceback.TracebackException.from_exception(exc)
+    pending: list[tuple[Any, BaseException]] = [(shown, exc)]
+    while pending:  # (as TracebackException pairs them: no recursion, loops cut)
+        summary, raised = pending.pop()
+        summary.stack = traceback.StackSummary.from_list(
+            _own_frames(raised.__traceback__, func))
+        linked = [(summary.__cause__, raised.__cause__),
+                  (summary.__context__, raised.__context__),
+                  *zip(getattr(summary, "exceptions", None) or (),  # (3.11+: a group's;
+                       getattr(raised, "exceptions", ()), strict=False)]  # no other's)
+        pending += [(link, cause) for link, cause in linked if link is not None]
+    return "".join(shown.format()).rstrip("\n")
+
+
+def _own_frames(tb: Any, func: Any) -> list[traceback.FrameSummary]:
+    """A traceback's frames from the user's first on: not dagnb's calls into the step."""
+    frames = _shown_frames(tb)
+    while frames and _is_ours(frames[0].filename):
+        frames = frames[1:]
+    if len(frames) > 1 and _is_cell_wrapper(frames[0], frames[1]):
+        frames = frames[1:]
+    return _as_written(frames, func)

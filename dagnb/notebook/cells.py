@@ -47,6 +47,7 @@ from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, wi
 from dagnb.workflows.published import PUBLISHED_AS
 
 __all__ = [
+    "RESULTS_NAME",
     "cell_function",
     "cell_options",
     "cell_text",
@@ -60,6 +61,7 @@ __all__ = [
     "unset_options",
 ]
 
+RESULTS_NAME = "_dagger"  # the notebook variable of the steps' results: dagnb's
 _counter = itertools.count(1)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -239,16 +241,17 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     namespace
         The globals the cell reads (the notebook's user namespace).
     params
-        Param names; those that are identifiers (and not upstream names) become
-        parameters too, so the executor passes their values.
+        Param names; those that are identifiers become parameters too, so the executor
+        passes their values (one named as an upstream is refused: one would hide the
+        other).
     defined
         Names taken as notebook variables though ``namespace`` lacks them: those the
         cells before this one bind, for a cell read from the notebook's file before they
         ran (a restart), so that it reads them as the cell run in order does.
     """
     arguments = [_receivable(n) for n in needs]
-    arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)
-                  and p not in arguments]
+    _refuse_params_named_as_upstreams(params, arguments)
+    arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)]
     func_name = re.sub(r"\W", "_", name) + "_cell"
     try:
         python = ipython_to_python(source)
@@ -261,6 +264,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     _refuse_top_level_yield(name, code, func_name, python)
     local = _local_names(code, func_name) - {TIMED_VALUE}  # (dagnb's, not the user's)
     declared = _globals_set(python)
+    _refuse_results_name(tuple(outputs))
     _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | declared)
     # (a name the notebook lacks: a plain cell's NameError, as UnboundLocalError is one)
     inputs = {*_read_before_assigned(python, local, arguments),
@@ -354,6 +358,22 @@ def _changed_notebook_variables(module: types.CodeType, func_name: str) -> set[s
     key counts by name; they are the cell's inputs, read as those it reads before
     assigning them. One it only changes (``log.append(x)``) stays state."""
     return changed_inputs(_function_code(module, func_name))
+
+
+def _refuse_params_named_as_upstreams(params: Iterable[str], needs: list[str]) -> None:
+    """Refuse a param named as an upstream step: the cell's variable of that name would
+    be the upstream's result, the param only a part of its key."""
+    clash = next((p for p in params if p in needs), None)
+    if clash is not None:
+        raise InvalidStepError(f"--param {clash!r}: upstream step {clash!r} (--needs) is "
+                               f"the variable `{clash}` too; rename the param, or the step")
+
+
+def _refuse_results_name(outputs: tuple[str, ...]) -> None:
+    """Refuse ``--outputs _dagger``: the notebook variable of every step's result."""
+    if RESULTS_NAME in outputs:
+        raise InvalidStepError(f"--outputs {RESULTS_NAME!r}: `{RESULTS_NAME}` is dagnb's "
+                               "variable of the steps' results; name the output otherwise")
 
 
 def _refuse_unassigned_outputs(name: str, outputs: tuple[str, ...], assigned: set[str]

@@ -6,7 +6,9 @@ and leaves the graph as it was, so one bad cell cannot break the cells after it;
 runs use the process-wide settings (``dagnb.configure`` or ``%dagger config``), hence one
 cache store and one executor per kernel. After a run, each step's result is in the
 user namespace as ``_dagger[NAME]`` (a shell step's is the Path of its output folder),
-and the ``--outputs`` variables of ``--python`` cells under their own names.
+and the ``--outputs`` variables of ``--python`` cells under their own names. ``_dagger``
+is dagnb's: set to anything but a dict, it is a new dict at the next publish, with a
+warning saying so.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dagnb.errors import (
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook import stop_button
+from dagnb.notebook.cells import RESULTS_NAME
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
 from dagnb.runtime.events import TERMINAL_STATES, Event
@@ -50,7 +53,6 @@ if TYPE_CHECKING:
 
 __all__ = ["RESULTS_NAME", "Session", "get_session", "notebook_summary"]
 
-RESULTS_NAME = "_dagger"
 _RECENT_IMAGES = 10
 _UNSET = object()
 
@@ -139,7 +141,7 @@ class Session:
         step = self.graph.remove(name)
         self.outputs.pop(name, None)
         self._cells.pop(name, None)
-        self.namespace.get(RESULTS_NAME, {}).pop(name, None)
+        self._results().pop(name, None)
         return step
 
     def _definition(self, name: str) -> tuple[Step, tuple[str, ...], str | None] | None:
@@ -340,8 +342,7 @@ class Session:
     def _publish_on_end(self, run: Run, makers: set[str], event: Event) -> None:
         if (event.kind == "state" and event.step in makers
                 and event.data["state"] in ("succeeded", "cached")):
-            self._publish_step(run, event.step, event.data["state"],
-                               self.namespace.setdefault(RESULTS_NAME, {}))
+            self._publish_step(run, event.step, event.data["state"], self._results())
 
     def raise_for_status(self, run: Run) -> None:
         """``run.raise_for_status()``; a step that failed reading a notebook variable a
@@ -415,13 +416,25 @@ class Session:
         """Put the results of the run's finished steps into the namespace, but not
         those of steps a run started later has (a ``--background`` run ending after a
         newer run of its step leaves the newer one's result, as status shows its row)."""
-        results = self.namespace.setdefault(RESULTS_NAME, {})
+        results = self._results()
         self._remember_rows(run)
         if run.done:
             self.live.pop(run.id, None)
         for name, state in run.states().items():
             if state in ("succeeded", "cached"):
                 self._publish_step(run, name, state, results)
+        return results
+
+    def _results(self) -> dict[str, Any]:
+        """The notebook's ``_dagger``, the dict of the steps' results. One the user set to
+        something else (``_dagger = 1``) is replaced by a new dict, with a warning, rather
+        than failing every cell after it."""
+        results = self.namespace.setdefault(RESULTS_NAME, {})
+        if not isinstance(results, dict):
+            warn_user(f"dagnb: `{RESULTS_NAME}` holds the steps' results and was set to "
+                      f"something else ({type(results).__name__}); it is a dict of them "
+                      "again: keep your value under another name")
+            results = self.namespace[RESULTS_NAME] = {}
         return results
 
     def _publish_step(self, run: Run, name: str, state: str, results: dict[str, Any]) -> None:
