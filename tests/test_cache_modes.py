@@ -347,6 +347,62 @@ def test_a_fail_on_miss_memory_on_a_new_folder_makes_none_and_hits_once_filled(
     assert strict(1) == 2 and calls == [1]  # the strict one, made before the folder, hits
 
 
+def test_fail_on_miss_memory_hits_a_call_another_process_just_stored(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The packs read a moment ago lack a call another process stored since: it is looked
+    for again before it is refused. (A fresh dagnb context reads and writes packs of its
+    own, as another process does.)"""
+    from dagnb.cache import store as store_module
+    from dagnb.testing import isolated
+
+    def double(x: int) -> int:
+        return 2 * x
+
+    dagnb.Memory(tmp_path).cache(double)(1)
+    strict = dagnb.Memory(tmp_path, cache_mode="fail-on-miss").cache(double)
+    assert strict(1) == 2  # the packs read now
+    monkeypatch.setattr(store_module, "_RECENT_S", 3600)  # each look "a moment" after
+    for x, look in ((2, strict), (3, lambda x: strict.call_and_shelve(x).get())):
+        with isolated():
+            dagnb.Memory(tmp_path).cache(double)(x)
+        assert look(x) == 2 * x
+    with pytest.raises(CacheMissError, match="no stored call with these arguments"):
+        strict(4)
+    with pytest.raises(CacheMissError, match="no stored call with these arguments"):
+        strict.call_and_shelve(4)
+
+
+def test_fail_on_miss_memory_refuses_call_which_always_runs(tmp_path: Path) -> None:
+    """joblib's ``.call()`` runs the function even if it is cached: fail-on-miss runs
+    nothing, so it refuses it, storing nothing and making no folder."""
+    import asyncio
+
+    calls: list[int] = []
+
+    def double(x: int) -> int:
+        calls.append(x)
+        return 2 * x
+
+    async def adouble(x: int) -> int:
+        return double(x)
+
+    folder = tmp_path / "new"
+    for cached in dagnb.Memory(folder, cache_mode="fail-on-miss").cache(double), \
+            dagnb.Memory(folder, cache_mode="fail-on-miss").cache(adouble):
+        with pytest.raises(CacheMissError) as refused:
+            result = cached.call(1)
+            if asyncio.iscoroutine(result):
+                asyncio.run(result)
+        assert str(refused.value).endswith(
+            ": .call() always runs the function, and cache_mode 'fail-on-miss' runs nothing; "
+            "call the function itself to take its stored result")
+    assert calls == [] and not folder.exists()
+    dagnb.Memory(folder).cache(double)(1)
+    with pytest.raises(CacheMissError, match=r"\.call\(\) always runs"):  # stored: still
+        dagnb.Memory(folder, cache_mode="fail-on-miss").cache(double).call(1)
+    assert calls == [1]
+
+
 # -- dagnb run NOTEBOOK ---------------------------------------------------------------------
 @pytest.mark.slow
 def test_a_notebook_run_with_fail_on_miss_exits_2_and_runs_no_step(tmp_path: Path) -> None:

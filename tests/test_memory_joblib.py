@@ -12,13 +12,21 @@ joblib upgrade brings a test nobody has sorted yet.
 from __future__ import annotations
 
 import asyncio
+import importlib
 import inspect
 import operator
+import pickle
+import sys
+import threading
 import types
+import warnings
 
 import pytest
 
 import dagnb
+from dagnb.cache import store as store_module
+from dagnb.cache.memory import ShelvedResult
+from dagnb.testing import isolated
 
 _joblib = pytest.importorskip("joblib.test.test_memory")
 _joblib_async = pytest.importorskip("joblib.test.test_memory_async")
@@ -461,3 +469,127 @@ def test_call_returns_result_and_joblibs_metadata(tmp_path, clock):
     assert value == 11
     assert set(metadata) == {"duration", "input_args", "time"}
     assert metadata["input_args"] == {"x": "3"}
+
+
+# -- handles, options and warnings, as joblib's behave ---------------------------------------
+def test_a_handle_on_a_call_another_process_just_stored_gets_it(tmp_path, monkeypatch):
+    """A joblib.Parallel worker that used the cache a moment ago gets a handle the parent
+    made just now: the packs it read then lack the call, so get() reads them again
+    before saying the result is gone. (A fresh dagnb context reads and writes packs of
+    its own, as another process does.)"""
+    cached = dagnb.Memory(tmp_path).cache(f)
+    assert cached(1) == 2  # the packs read now
+    with isolated():
+        stored = dagnb.Memory(tmp_path).cache(f).call_and_shelve(2)
+    monkeypatch.setattr(store_module, "_RECENT_S", 3600)  # the packs read "a moment ago"
+    handle = ShelvedResult(cached.call_and_shelve.__self__, stored.args_id)  # (as sent here)
+    assert handle.get() == 5
+    handle.clear()
+    with pytest.raises(KeyError, match="no longer in the cache"):
+        handle.get()
+
+
+SHELVING = """
+import dagnb
+
+memory = dagnb.Memory({location!r})
+
+
+@memory.cache
+def inc(x):
+    return x + 1
+"""
+
+
+@pytest.fixture
+def shelving(tmp_path, monkeypatch):
+    """An importable module with a function cached at module level (its name, the cached
+    function's), as a script or a package has."""
+    (tmp_path / "shelving.py").write_text(SHELVING.format(location=str(tmp_path / "cache")))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield importlib.import_module("shelving")
+    sys.modules.pop("shelving", None)
+
+
+def test_a_handle_of_a_function_cached_at_module_level_pickles_as_joblibs_does(shelving):
+    """joblib's MemorizedResult pickles (a Pool's workers get it so); the function it
+    caches is not found by its name, the cached function is."""
+    handle = shelving.inc.call_and_shelve(5)
+    sent = pickle.loads(pickle.dumps(handle))
+    assert sent.get() == 6 and sent.args_id == handle.args_id and sent.func == handle.func
+    sent.clear()
+    with pytest.raises(KeyError):
+        handle.get()
+
+
+@pytest.mark.parametrize("make", [
+    lambda where: dagnb.Memory(where, ttl="1 day"),
+    lambda where: dagnb.Memory(None, ttl="1 day"),
+    lambda where: dagnb.Memory(where, ttl="1 day", cache_mode="off"),
+    lambda where: dagnb.Memory(where, ttl="1 day", cache_mode="fail-on-miss"),
+    lambda where: dagnb.Memory(None).cache(ttl="1 day")(f),
+    lambda where: dagnb.Memory(where).cache(f, ttl="1 day"),
+], ids=["cached", "none", "off", "fail-on-miss", "none-cache", "cache"])
+def test_a_bad_ttl_is_refused_up_front_whatever_the_cache(tmp_path, make):
+    with pytest.raises(dagnb.InvalidStepError) as refused:
+        make(tmp_path / "cache")
+    assert str(refused.value) == ("ttl '1 day' is not a duration; use seconds or a number "
+                                  "with ms, s, m, h or d such as '10m'")
+
+
+def _lock(x):
+    return threading.Lock()  # (no pickle takes it: the call runs, uncached, with a warning)
+
+
+async def _alock(x):
+    return threading.Lock()
+
+
+@pytest.mark.parametrize("how", ["call", ".call", "call_and_shelve", "await"])
+def test_a_call_not_cached_is_warned_of_at_the_callers_line(tmp_path, how):
+    memory = dagnb.Memory(tmp_path)
+    cached = memory.cache(_alock if how == "await" else _lock)
+
+    async def awaiting():
+        return await cached(1)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if how == "call":
+            cached(1)
+        elif how == ".call":
+            cached.call(1)
+        elif how == "call_and_shelve":
+            cached.call_and_shelve(1)
+        else:
+            asyncio.run(awaiting())
+    assert [w.filename for w in caught] == [__file__]
+    assert "this call is not cached" in str(caught[0].message)
+
+
+@pytest.mark.parametrize("make", [
+    lambda where: dagnb.Memory(where, verbose="1"),
+    lambda where: dagnb.Memory(None, verbose=0.5),
+    lambda where: dagnb.Memory(where).cache(f, verbose="1"),
+], ids=["text", "float", "cache"])
+def test_a_verbose_that_is_no_whole_number_is_refused_in_one_line(tmp_path, make):
+    with pytest.raises(dagnb.ConfigError, match=r"^(Memory|\.cache)\(verbose=") as bad:
+        make(tmp_path)
+    assert str(bad.value).endswith(
+        ") is not valid: verbose is an int, such as 0 (silent) or 1 (each call that runs)")
+
+
+def test_a_verbose_given_as_a_bool_or_a_numpy_int_is_joblibs_int(tmp_path):
+    np = pytest.importorskip("numpy")
+    assert dagnb.Memory(tmp_path, verbose=True).verbose == 1
+    assert dagnb.Memory(tmp_path).cache(f, verbose=np.int64(0))(1) == 2
+
+
+@pytest.mark.parametrize("inside", [False, True])
+def test_a_location_that_is_a_file_says_so(tmp_path, inside):
+    (tmp_path / "notes").write_text("x")
+    location = tmp_path / "notes" / "cache" if inside else tmp_path / "notes"
+    with pytest.raises(dagnb.CacheError) as refused:
+        dagnb.Memory(location)
+    assert str(refused.value).endswith(
+        f"{str(tmp_path / 'notes')!r} is a file, not a folder; pass a folder path")

@@ -19,8 +19,10 @@ What differs from joblib is listed in the README's Memory section.
 
 ``cache_mode`` (default: the setting) works as for runs: ``read-only`` serves hits and
 runs a miss without storing it (no entry, lock or hit count is written), ``fail-on-miss``
-raises :class:`~dagnb.errors.CacheMissError` instead of running a miss (it stores
-nothing, so it makes no cache folder), ``off`` is ``location=None``.
+runs nothing: it raises :class:`~dagnb.errors.CacheMissError` for a miss (once it has read
+the packs again, so a call another process just stored is a hit) and for ``.call()``,
+which always runs (it stores nothing, so it makes no cache folder), ``off`` is
+``location=None``.
 
 A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
@@ -45,6 +47,7 @@ import errno
 import functools
 import inspect
 import logging
+import operator
 import os
 import re
 import shutil
@@ -67,7 +70,7 @@ from dagnb.cache.secret_scan import (
     secrets_in_force,
 )
 from dagnb.cache.store import Entry, Store
-from dagnb.checks import is_url, short_repr
+from dagnb.checks import is_url, short_repr, user_stacklevel
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
@@ -107,7 +110,8 @@ class CachedFunction(Protocol[P, R_co]):
     def __call__(self, *args: P.args, **kwargs: P.kwargs) -> R_co: ...
 
     def call(self, *args: P.args, **kwargs: P.kwargs) -> tuple[R_co, dict[str, Any]]:
-        """Run the function even if cached, store its result; ``(result, metadata)``."""
+        """Run the function even if cached, store its result; ``(result, metadata)``
+        (CacheMissError under ``fail-on-miss``, which runs nothing)."""
         ...
 
     def check_call_in_cache(self, *args: P.args, **kwargs: P.kwargs) -> bool:
@@ -169,6 +173,17 @@ def _mmap_mode(value: Any) -> str | None:
     return value
 
 
+def _verbose(value: Any, where: str) -> int:
+    """``verbose`` as joblib compares it: a whole number (a bool or a numpy integer as
+    its int), refused otherwise in one line, not by a TypeError at the first call."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        shown = short_repr(value, 80, one_line=True)
+        raise ConfigError(f"{where}(verbose={shown}) is not valid: verbose is an int, such "
+                          "as 0 (silent) or 1 (each call that runs)") from None
+
+
 def _ignored(value: Iterable[str]) -> list[str]:
     """``ignore`` as a list of the parameter names it gives."""
     if isinstance(value, str):  # (list() of it: each letter a name to leave out)
@@ -204,12 +219,14 @@ class Memory:
         Cache directory (shared with dagnb steps' cache if you like). None caches
         nothing: decorated functions simply run, as with ``joblib.Memory(None)``.
     ttl
-        Default time to live of entries (seconds or ``"1d"``); None keeps them.
+        Default time to live of entries (seconds or ``"1d"``); None keeps them. Checked
+        whatever the mode, as ``verbose`` is.
     backend
         A registered store backend name.
     verbose
-        0 is silent; 1 prints each call that runs and its duration (joblib's lines);
-        above 4 also cache loads, above 10 what is computed where, 20 logs each query.
+        An int (a bool is one), as joblib's: 0 is silent; 1 prints each call that runs
+        and its duration (joblib's lines); above 4 also cache loads, above 10 what is
+        computed where, 20 logs each query.
     clock
         Current time in seconds; tests inject a fake one.
     mmap_mode
@@ -237,6 +254,10 @@ class Memory:
         if type(location) is not str:  # (a str, the usual case, with no call)
             location = _location(location)
         self.location = location
+        if ttl is not None:  # (checked whatever the mode: code that runs uncached runs cached)
+            ttl = parse_duration(ttl, what="ttl")
+        if type(verbose) is not int:
+            verbose = _verbose(verbose, "Memory")
         mode = settings().cache_mode if cache_mode is None else cache_mode
         if type(mode) is not str or mode not in CACHE_MODES:  # (spelled otherwise, or wrong)
             mode = check_cache_mode(mode, "cache_mode")
@@ -326,8 +347,12 @@ class Memory:
         # (each option checked, no dict of them made: a fresh process's .cache() pays
         # for every instruction)
         ignore = [] if ignore is None else _ignored(ignore)
+        if ttl is not None:  # (checked even where nothing is cached, as in Memory())
+            parse_duration(ttl, what="ttl")
         if verbose is None:
             verbose = self.verbose
+        elif type(verbose) is not int:
+            verbose = _verbose(verbose, ".cache")
         mmap_mode = self.mmap_mode if mmap_mode is False else _mmap_mode(mmap_mode)
         if cache_validation_callback is not None:
             _validity(cache_validation_callback)
@@ -431,7 +456,8 @@ class ShelvedResult:
     """A handle on one stored call's result (joblib's ``MemorizedResult``).
 
     ``get()`` loads the result (KeyError once it is gone from the cache), ``clear()``
-    removes it. The result is not loaded until ``get()`` asks for it.
+    removes it. The result is not loaded until ``get()`` asks for it. It pickles, with
+    ``pickle`` too for a function cached at module level, to the same cache.
     """
 
     def __init__(self, call: _CachedCall, key: str) -> None:
@@ -441,6 +467,8 @@ class ShelvedResult:
     def get(self) -> Any:
         """The stored result; KeyError when it is no longer in the cache."""
         value = self._call.cached(self.args_id, check=False)
+        if value is NO_RESULT:  # (or stored by another process since the packs were read)
+            value = self._call.cached_again(self.args_id, check=False)
         if value is NO_RESULT:
             raise KeyError(
                 f"the result of {self.func} with argument hash {self.args_id[:12]} is no "
@@ -453,11 +481,34 @@ class ShelvedResult:
         self._call.loaded.pop(self.args_id, None)
         self._call.store.remove(self.func, self.args_id)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled (sent to a Pool's workers, as joblib's MemorizedResult is): a handle on
+        the same result in the same cache, there. The function goes as pickle finds it
+        by its name: cached at module level, that name gives the cached function."""
+        call = self._call
+        return _shelved_rebuilt, (call.sent_spec(), _as_named(call.func), call.options,
+                                  self.args_id)
+
     def __repr__(self) -> str:
         return (
             f'ShelvedResult(location="{self._call.store.location}", func="{self.func}", '
             f'args_id="{self.args_id}")'
         )
+
+
+def _as_named(func: Callable[..., Any]) -> Callable[..., Any]:
+    """``func``, or the cached function its module names by ``func``'s name (which plain
+    pickle sends by that name, and ``func`` it cannot)."""
+    named = sys.modules.get(getattr(func, "__module__", None) or "")
+    for part in getattr(func, "__qualname__", "").split("."):
+        named = getattr(named, part, None)
+    return named if named is not func and _function_cached_by(named) is func else func
+
+
+def _shelved_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
+                     options: Mapping[str, Any], key: str) -> ShelvedResult:
+    """A pickled ShelvedResult, made again in this process (its Memory when first used)."""
+    return ShelvedResult(_call_rebuilt(spec, _function_cached_by(func), options, {}), key)
 
 
 class _Value:
@@ -650,17 +701,22 @@ class _CachedCall(_Calls):
         closure, by cloudpickle): the same function on the same cache, there, with the
         sources its key was made of, which a function sent by value lacks (so that its
         keys there are the ones it has here)."""
+        spec = self.sent_spec()
+        try:
+            sources = source_table(self.func)
+        except DagnbError:  # (not hashable here either: each call runs uncached)
+            sources = {}
+        return _call_rebuilt, (spec, self.func, self.options, sources)
+
+    def sent_spec(self) -> tuple[Any, ...]:
+        """Its Memory's :meth:`Memory._spec`, to pickle it; TypeError when there is none."""
         spec = self.memory._spec()
         if spec is None:
             raise TypeError(
                 f"{self.name} is cached on a store backend object, which cannot be sent to "
                 "another process; name the backend (Memory(location, backend='local'))"
             )
-        try:
-            sources = source_table(self.func)
-        except DagnbError:  # (not hashable here either: each call runs uncached)
-            sources = {}
-        return _call_rebuilt, (spec, self.func, self.options, sources)
+        return spec
 
     def entry(self, key: str, *, check: bool = True) -> Entry | None:
         """The entry for ``key`` if there is one that ``cache_validation_callback`` accepts."""
@@ -760,7 +816,8 @@ class _CachedCall(_Calls):
     def uncached(self, value: Any, out: Path | None, exc: Exception) -> Any:
         """``value``, not stored because of ``exc``, said in a warning that says what to
         do: a full disk or a folder it may not write without the temporary file's name,
-        so the warning is the same at each call (shown once, as warnings are)."""
+        so the warning is the same at each call (shown once, as warnings are). It names
+        the caller's line, however deep in this module the call came here from."""
         if out is not None:
             shutil.rmtree(out, ignore_errors=True)
         if isinstance(exc, OSError) and exc.errno in _UNWRITABLE:
@@ -771,7 +828,7 @@ class _CachedCall(_Calls):
         else:
             why = (f"the result cannot be stored ({exc}), so this call is not cached; "
                    "return a picklable value to cache it")
-        warnings.warn(f"{self.name}: {why}", stacklevel=5)
+        warnings.warn(f"{self.name}: {why}", stacklevel=user_stacklevel())
         return value
 
     def holding_secret(self, value: Any, secret: str) -> Any:
@@ -782,7 +839,8 @@ class _CachedCall(_Calls):
             "dagnb.cache.forget_secrets())")
         warnings.warn(f"{self.name}: the call ran but was not cached: its result holds the "
                       f"value of secret {secret!r}{remembered}, and the cache keeps no "
-                      "secret; return a result without the secret to cache it", stacklevel=5)
+                      "secret; return a result without the secret to cache it",
+                      stacklevel=user_stacklevel())
         return value
 
     def write(self, out: Path, value: Any) -> None:
@@ -863,8 +921,10 @@ class _CachedCall(_Calls):
 
     def _starting(self, components: dict[str, str], args: Any,
                   kwargs: Any) -> tuple[StepKey, SecretsInForce | None]:
-        """A miss about to run: its key (descriptions masked by the secrets in force, a
-        step's when one runs the call), said as verbose asks."""
+        """A miss about to run (refused under ``fail-on-miss``): its key (descriptions
+        masked by the secrets in force, a step's when one runs the call), said as verbose
+        asks."""
+        self.refuse_miss()
         secrets = secrets_in_force()
         key = self.keys.step_key(components, args, kwargs,
                                  None if secrets is None else secrets.mask)
@@ -880,11 +940,14 @@ class _CachedCall(_Calls):
         return self.save(key, value, took, secrets)
 
     def call(self, *args: Any, **kwargs: Any) -> Any:
-        """joblib's ``call``: run even if cached, store; ``(result, metadata)``."""
+        """joblib's ``call``: run even if cached, store; ``(result, metadata)``. Refused
+        under ``fail-on-miss``, which runs nothing."""
+        self.refuse_call()
         value, took, start = self.execute(self.keys.components(args, kwargs), args, kwargs)
         return value, self.metadata(args, kwargs, took, start)
 
     async def call_async(self, *args: Any, **kwargs: Any) -> Any:
+        self.refuse_call()
         components = self.keys.components(args, kwargs)
         value, took, start = await self.execute_async(components, args, kwargs)
         return value, self.metadata(args, kwargs, took, start)
@@ -892,8 +955,7 @@ class _CachedCall(_Calls):
     def call_and_shelve(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
         """Run the call unless cached; a handle on the stored result."""
         digest = self.keys.digest(args, kwargs)
-        if self.entry(digest) is None:
-            self.refuse_miss()
+        if self.entry(digest) is None and self.entry_again(digest) is None:
             value, _, _ = self.execute(self.keys.components(args, kwargs), args, kwargs)
             if self.store.read_only or self.store.peek(self.name, digest) is None:
                 return _Value(value)  # (not stored: a secret, a full disk)
@@ -901,8 +963,7 @@ class _CachedCall(_Calls):
 
     async def call_and_shelve_async(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
         digest = self.keys.digest(args, kwargs)
-        if self.entry(digest) is None:
-            self.refuse_miss()
+        if self.entry(digest) is None and self.entry_again(digest) is None:
             components = self.keys.components(args, kwargs)
             value, _, _ = await self.execute_async(components, args, kwargs)
             if self.store.read_only or self.store.peek(self.name, digest) is None:
@@ -910,23 +971,44 @@ class _CachedCall(_Calls):
         return ShelvedResult(self, digest)
 
     def claim(self, key: str, *, asynchronous: bool = False) -> Any:
-        """After a miss: the key's lock (``with`` or ``async with``); none in a read-only
-        store, which stores nothing. ``fail-on-miss`` raises CacheMissError instead."""
-        self.refuse_miss()
-        if self.store.read_only:
+        """After a miss: the key's lock (``with`` or ``async with``); none where nothing is
+        stored (``read-only``; ``fail-on-miss``, whose lock would make the cache folder)."""
+        if self.store.read_only or self.fail_on_miss:
             return contextlib.nullcontext()
         if asynchronous:
             return self.store.alock(self.name, key)
         return self.store.lock(self.name, key)
 
     def refuse_miss(self) -> None:
-        """Under ``fail-on-miss``, a call that is not stored raises CacheMissError."""
+        """Under ``fail-on-miss``, a call about to run raises CacheMissError (its callers
+        have looked for it afresh: see :meth:`cached_again`)."""
         if self.fail_on_miss:
             reason = "no stored call with these arguments"
             raise CacheMissError(
                 f"{self.name}: {reason}, and cache_mode is 'fail-on-miss'",
                 misses=[(self.name, reason)],
             )
+
+    def refuse_call(self) -> None:
+        """Under ``fail-on-miss``, ``.call()``, which always runs, raises CacheMissError."""
+        if self.fail_on_miss:
+            reason = ".call() always runs the function"
+            raise CacheMissError(
+                f"{self.name}: {reason}, and cache_mode 'fail-on-miss' runs nothing; call "
+                "the function itself to take its stored result", misses=[(self.name, reason)])
+
+    def cached_again(self, key: str, *, check: bool = True) -> Any:
+        """:meth:`cached` after it missed: the call may have been stored by another process
+        since this one read the packs (a lookup's miss reads them again only if they were
+        not read a moment ago), so they are read again first (:meth:`Store.peek` does)."""
+        if self.store.peek(self.name, key) is None:
+            return NO_RESULT
+        return self.cached(key, check=check)
+
+    def entry_again(self, key: str) -> Entry | None:
+        """:meth:`entry` after it found none, the packs read again first (see
+        :meth:`cached_again`)."""
+        return None if self.store.peek(self.name, key) is None else self.entry(key)
 
     def computed_meanwhile(self, key: str, args: Any, kwargs: Any) -> Any:
         """After a miss, with the key's lock held: the result another process stored while

@@ -208,6 +208,22 @@ def _backend_of(location: str | os.PathLike[str], backend: str | StoreBackend, *
     return get_backend(backend)(location)  # type: ignore[arg-type]
 
 
+def _file_in_the_way(location: str | os.PathLike[str]) -> CacheError | None:
+    """The error to raise when a cache folder cannot be made at ``location`` because a
+    file is there (or in its path); None if none is."""
+    if is_url(os.fspath(location)):
+        return None
+    folder = Path(location).expanduser().absolute()
+    for path in (folder, *folder.parents):
+        if os.path.lexists(path):
+            if os.path.isdir(path):
+                return None
+            where = "is" if path == folder else f"cannot be created: {str(path)!r} is"
+            return CacheError(f"cache directory {str(folder)!r} {where} a file, not a "
+                              "folder; pass a folder path")
+    return None
+
+
 class Store(Housekeeping):
     """Cache entries of steps, in ``location``.
 
@@ -248,12 +264,18 @@ class Store(Housekeeping):
         create: bool = True,
     ) -> None:
         self.read_only = read_only
-        if backend == "local" and type(location) is str and "://" not in location:
-            # a folder's path, the usual case: asked no more
-            made = (LocalBackend(location, create=False) if read_only or not create
-                    else get_backend(backend)(location))
-        else:
-            made = _backend_of(location, backend, create=create and not read_only)
+        try:
+            if backend == "local" and type(location) is str and "://" not in location:
+                # a folder's path, the usual case: asked no more
+                made = (LocalBackend(location, create=False) if read_only or not create
+                        else get_backend(backend)(location))
+            else:
+                made = _backend_of(location, backend, create=create and not read_only)
+        except CacheError as exc:  # (mkdir's "File exists" names no fix)
+            in_the_way = _file_in_the_way(location)
+            if in_the_way is None:
+                raise
+            raise in_the_way from exc
         self.backend = made
         self.clock = clock
         if default_ttl is not None:
