@@ -1827,6 +1827,53 @@ def test_dagnb_history_last_n_parses_only_the_n_records_it_shows(
     assert len(parsed) == 5
 
 
+def test_dagnb_history_masks_the_secrets_in_the_params_as_dagnb_run_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """dagnb run said code="***", and dagnb history printed {"code":"4711"}: a declared
+    secret's value (short, as a PIN) and the registry's, in clear on the terminal."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("PIN", "4711")
+    monkeypatch.setenv("REGISTRY_PW", "9z8y")
+    (tmp_path / "dagnb.yml").write_text("container_credentials: {username: me, "
+                                        "password_env: REGISTRY_PW}\n")
+    (tmp_path / "w.yml").write_text("steps:\n  a: {secrets: [PIN], params: {code: '0', "
+                                    "note: ''}, run: 'true'}\n")
+    assert main(["run", "w.yml", "--executor", "local", "-p", "code=4711",
+                 "-p", "note=9z8y"]) == 0
+    capsys.readouterr()
+    for argv in (["history", "w.yml"], ["history"]):
+        assert main(argv) == 0
+        row = capsys.readouterr().out.splitlines()[1]
+        assert row.endswith('{"code":"***","note":"***"}')
+
+
+def test_dagnb_history_and_only_failed_take_a_record_whose_finished_is_no_time(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+) -> None:
+    """A run record with text for its end (a hand edit, another tool) failed dagnb history
+    and run --only-failed on a TypeError; NaN, or a time past any calendar, its row."""
+    from dagnb.runtime.history import RECORDS_NAME
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "w.yml").write_text("steps:\n  a: {run: 'true'}\n")
+    assert main(["run", "w.yml", "--executor", "local"]) == 0
+    log = tmp_path / ".dagnb_cache" / ".runs" / RECORDS_NAME
+    record = json.loads(log.read_text())
+    with open(log, "a") as handle:
+        for name, finished in [("text", "2026-12-04 14:00"), ("nan", float("nan")),
+                               ("far", 1e300)]:
+            handle.write(json.dumps({**record, "run": name, "finished": finished}) + "\n")
+    capsys.readouterr()
+    for argv in (["history"], ["history", "w.yml"]):
+        assert main(argv) == 0
+        rows = [row.split() for row in capsys.readouterr().out.splitlines()[1:]]
+        # no time: the oldest; 1e300: the newest; neither has a time shown
+        assert sorted(row[0] for row in rows[:2]) == ["nan", "text"] and rows[3][0] == "far"
+        assert [row[1] for row in [*rows[:2], rows[3]]] == ["w.yml"] * 3
+    assert main(["run", "w.yml", "--only-failed", "--executor", "local"]) == 0
+
+
 def test_dagnb_logs_parses_only_the_records_of_its_workflow_newest_first(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:

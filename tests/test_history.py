@@ -68,6 +68,28 @@ def test_records_of_older_runs_in_their_folders_are_still_read(workdir: Path) ->
     assert history.last_states(workdir / ".dagnb_cache", "old") == {"a": "failed"}
 
 
+@pytest.mark.parametrize("finished", ['"2026-12-04 14:00"', "[1]", "true", "NaN", "Infinity"])
+def test_a_record_whose_finished_is_no_time_sorts_as_the_oldest(
+        tmp_path: Path, finished: str) -> None:
+    """One record with text there (a hand edit, another tool) failed every reader of the
+    log, dagnb history and --only-failed, on a TypeError comparing it with a number."""
+    log = tmp_path / ".runs" / history.RECORDS_NAME
+    history._append_record(log, {"run": "r1", "graph": "g", "finished": 0.5,
+                                 "states": {"a": "failed"}})
+    with open(log, "a") as handle:
+        handle.write(f'{{"run": "r2", "graph": "g", "finished": {finished}, '
+                     '"states": {"a": "succeeded"}, "params": {"n": 2}}\n')
+    history._append_record(log, {"run": "r3", "graph": "g", "finished": 3.0,
+                                 "states": {"b": "failed"}})
+    every, _total = history.recorded_runs(tmp_path)
+    assert [r["run"] for r in every] == ["r2", "r1", "r3"]
+    assert [r["run"] for r in history.recorded_runs(tmp_path, "g")[0]] == ["r2", "r1", "r3"]
+    assert history.last_states(tmp_path, "g") == {"a": "failed", "b": "failed"}
+    assert history.last_params(tmp_path, "g") == {}
+    assert history.last_run_of(tmp_path, "g", None, "b") == ("r3", "failed", None, None)
+    assert history.finished_at(every[0]) is None
+
+
 def test_pruning_compacts_the_log_keeping_each_graphs_newest(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

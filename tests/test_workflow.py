@@ -67,6 +67,27 @@ def test_a_workflow_name_with_spaces_and_accents_stays() -> None:
     assert loads("name: Données du jour\nsteps:\n  a: {run: 'true'}\n").name == "Données du jour"
 
 
+@pytest.mark.parametrize(("written", "message"), [
+    ("off", 'name: off reads as false in YAML; quote it: "off"'),
+    ("3.10", 'name: 3.10 reads as the number 3.1 in YAML; quote it: "3.10"'),
+    ("2024", 'name: 2024 reads as the number 2024 in YAML; quote it: "2024"'),
+    ("[etl, daily]", 'name: [etl, daily] reads as a list in YAML; quote it: "[etl, daily]"'),
+])
+def test_a_workflow_name_yaml_reads_as_no_text_is_refused(written: str, message: str) -> None:
+    """``off`` silently became the file's stem, ``3.10`` the name 3.1, a list its repr."""
+    with pytest.raises(WorkflowError) as caught:
+        loads(f"name: {written}\nsteps:\n  a: {{run: 'true'}}\n", source="wf.yml")
+    assert str(caught.value) == f"wf.yml: {message}"
+    with pytest.raises(WorkflowError, match=r"^<dict>: name False is not text; "):
+        graph_from_dict({"name": False, "steps": {"a": {"run": "true"}}})
+
+
+@pytest.mark.parametrize("line", ["", "name:\n", "name: ''\n", "name: ~\n"])
+def test_a_workflow_without_a_name_is_named_after_its_file(tmp_path: Path, line: str) -> None:
+    (tmp_path / "nightly.yml").write_text(f"{line}steps:\n  a: {{run: 'true'}}\n")
+    assert dagnb.load(tmp_path / "nightly.yml").name == "nightly"
+
+
 def test_unknown_workflow_key() -> None:
     with pytest.raises(WorkflowError, match=r"unknown workflow key 'stpes'; did you mean 'steps'"):
         loads("stpes: {}\n")

@@ -48,6 +48,7 @@ import copy
 import fcntl
 import itertools
 import json
+import math
 import os
 import random
 import shutil
@@ -71,6 +72,7 @@ __all__ = [
     "RECORD_NAME",
     "RunFolder",
     "StepInRun",
+    "finished_at",
     "last_params",
     "last_run_of",
     "last_states",
@@ -386,8 +388,20 @@ def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict
                   key=_finished)
 
 
-def _finished(record: Mapping[str, Any]) -> Any:
-    return record.get("finished", 0) or 0
+def _finished(record: Mapping[str, Any]) -> float:
+    """When the run ended, to sort by: a record saying no time is the oldest, as those
+    with none always were (not skipped, as a torn line is: its states and params are
+    whole, and dagnb history still lists it)."""
+    return finished_at(record) or 0
+
+
+def finished_at(record: Mapping[str, Any]) -> float | None:
+    """When the run ended, in seconds since the epoch; None when the record says no time:
+    older versions' may hold none, one hand-edited or another tool's text, true or NaN."""
+    finished = record.get("finished")
+    if isinstance(finished, bool) or not isinstance(finished, (int, float)):
+        return None
+    return finished if isinstance(finished, int) or math.isfinite(finished) else None
 
 
 def _params(record: Mapping[str, Any]) -> dict[str, Any]:

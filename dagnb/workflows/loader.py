@@ -250,7 +250,9 @@ _TEXT_FIELDS = ("env", "environment", "run", "command")
 
 def _check_as_written(data: Any, written: Any, source: str) -> None:
     """Refuse an env value or argv item YAML read as something other than its text:
-    ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null."""
+    ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null. And
+    a workflow ``name`` YAML read as no text, said as written."""
+    _check_name(data.get("name"), _at(written, "name"), source)
     for where, value, text in _text_values(data, written):
         if value is None:
             raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
@@ -258,6 +260,22 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
         if reading:
             raise WorkflowError(f"{source}: {where}: {text} reads as {reading} in YAML; "
                                 f"quote it: \"{text}\"")
+
+
+def _check_name(name: Any, written: Any, source: str) -> None:
+    """Refuse a ``name`` that is not text: ``off`` was false, and the run went by the
+    file's stem; ``3.10`` the name 3.1; ``[etl, daily]`` the name "['etl', 'daily']"."""
+    if name is None or isinstance(name, str):  # (none: named after the file)
+        return
+    text = written if isinstance(written, str) else yaml.safe_dump(
+        written, default_flow_style=True, width=float("inf")).removesuffix("...\n").strip()
+    # (a scalar against no text: what it read as, true and 2024 too)
+    reading = _misread(name, "") or f"a {_KINDS.get(type(name), type(name).__name__)}"
+    raise WorkflowError(f"{source}: name: {text} reads as {reading} in YAML; quote it: "
+                        f"\"{text}\"")
+
+
+_KINDS = {list: "list", dict: "mapping"}
 
 
 def _misread(value: Any, text: str) -> str:
@@ -411,8 +429,11 @@ def _retry_settings(value: Any) -> Any:
 
 def _workflow_name(name: Any, source: Any) -> str:
     """The workflow's ``name:``, refused with a control character (a newline, a terminal
-    escape): it is printed as it is under each run and kept in the run records."""
-    text = str(name or "workflow")
+    escape): it is printed as it is under each run and kept in the run records. One
+    that is no text is refused (a file's, on load, as written: :func:`_check_name`)."""
+    if name is not None and not isinstance(name, str):
+        raise WorkflowError(f"{source}: name {name!r} is not text; give it as a string")
+    text = name or "workflow"
     if any(ord(char) < 32 or 127 <= ord(char) < 160 for char in text):
         raise WorkflowError(f"{source}: name {text!r} holds a control character; write it "
                             "as one line of printable text")
