@@ -163,6 +163,42 @@ def test_function_parameter_that_matches_nothing_is_an_error() -> None:
         graph.validate()
 
 
+def test_a_callable_object_s_parameter_that_matches_nothing_names_its_class() -> None:
+    class Scale:
+        def __call__(self, factor: int) -> int:
+            return factor
+
+    graph = Graph("f", [Step("use", func=Scale())])
+    with pytest.raises(InvalidStepError, match=r"parameter 'factor' of Scale\(\) names no"):
+        graph.validate()
+
+
+def test_a_positional_only_parameter_is_refused_in_one_line_before_anything_runs(
+    workdir: Path
+) -> None:
+    """Results and params are passed by name: "add it to needs" was a TypeError on
+    every run (and @graph.step never inferred it)."""
+    graph = Graph("f")
+
+    @graph.step
+    def numbers() -> list[int]:
+        return [1, 2, 3]
+
+    def total(numbers: list[int], /) -> int:
+        return sum(numbers)
+
+    refused = (r"^step 'total': parameter 'numbers' of total\(\) is positional-only \(before "
+               r"'/'\), and dagnb passes it by name; remove the '/' from total\(\)$")
+    for step in (graph.step(total) and graph["total"],
+                 Step("total", func=total, needs=["numbers"])):
+        graph.replace(step)
+        with pytest.raises(InvalidStepError, match=refused):
+            graph.run(executor="local", cache=False)
+    assert not list(workdir.iterdir())
+    graph.replace(Step("total", func=lambda n=6, /: n))  # given nothing: its default
+    assert graph.run(executor="local", cache=False).result("total") == 6
+
+
 def test_a_graph_checked_once_is_checked_again_after_each_change(tmp_path: Path) -> None:
     """validate() is remembered until a step changes (every run checks the graph):
     each way of changing it brings its problem back."""
@@ -217,6 +253,33 @@ def test_upstream_and_downstream() -> None:
     graph = diamond()
     assert graph.upstream("join") == {"load", "left", "right"}
     assert graph.downstream("load") == {"left", "right", "join"}
+
+
+def test_upstream_of_a_step_whose_need_is_missing_names_it() -> None:
+    graph = Graph("g", [Step("a", run="true", needs=["b"]), Step("b", run="true", needs=["zz"])])
+    for name in ("a", "b"):  # it was a raw KeyError: 'zz'
+        with pytest.raises(MissingDependencyError, match=r"^step 'b' needs 'zz', which is not"):
+            graph.upstream(name)
+
+
+@pytest.mark.parametrize(("call", "refused"), [
+    (lambda g: g.run(targets=3), r"^targets 3 is not a step name or a list of them; "
+                                 r"give one like targets='train' or targets=\['train'\]$"),
+    (lambda g: g.plan(3), r"^targets 3 is not a step name"),
+    (lambda g: g.run(tags=3), r"^tags 3 is not a tag or a list of them; give one like "
+                              r"tags='nightly' or tags=\['nightly'\]$"),
+    (lambda g: g.run(tags=0), r"^tags 0 is not a tag"),
+    (lambda g: g.explain(3), r"^graph\.explain\(\) takes a step name, not 3; give one "
+                             r"like graph\.explain\('train'\)$"),
+    (lambda g: Graph(base_dir=3), r"^base_dir 3 is not a path; give a folder as text or a "
+                                  r"Path, like base_dir='\.'$"),
+])
+def test_a_name_or_path_of_the_wrong_type_is_refused_in_one_line_before_anything_runs(
+    call, refused, workdir: Path
+) -> None:
+    with pytest.raises(ConfigError, match=refused):
+        call(diamond())
+    assert not list(workdir.iterdir())
 
 
 @pytest.mark.parametrize(("call", "close"), [

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 import warnings
@@ -188,6 +189,26 @@ def test_explain_names_what_changed() -> None:
     assert "params changed" in reasons
     plan = graph.plan()
     assert plan.loc[0, "cached"] == False  # noqa: E712 - a numpy bool
+
+
+@dataclasses.dataclass
+class Scale:  # (eq=True leaves it no __hash__)
+    factor: int
+
+    def __call__(self, numbers: list[int]) -> list[int]:
+        return [n * self.factor for n in numbers]
+
+
+def test_a_callable_object_that_cannot_be_hashed_runs_and_is_cached_by_its_state() -> None:
+    # It was a raw TypeError from the lru_caches keyed on the function.
+    scale = Scale(3)
+    graph = Graph("obj", [Step("numbers", func=lambda: [1, 2]),
+                          Step("scaled", func=scale, needs=["numbers"])])
+    assert graph.run(executor="local").result("scaled") == [3, 6]
+    assert graph.run(executor="local").states()["scaled"] == "cached"
+    scale.factor = 4  # its state counts, as a bound method's object does
+    again = graph.run(executor="local")
+    assert again.states()["scaled"] == "succeeded" and again.result("scaled") == [4, 8]
 
 
 def test_a_plan_of_no_steps_has_the_columns_and_dtypes_of_one_with_steps() -> None:

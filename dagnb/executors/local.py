@@ -50,6 +50,7 @@ from dagnb.executors.shell import host_argv
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders
 from dagnb.model.results import PUBLISHED_AS
+from dagnb.model.step import cached_per_function
 from dagnb.retry.policy import classify
 
 __all__ = ["LocalExecutor"]
@@ -532,7 +533,7 @@ def function_arguments(
     return kwargs
 
 
-@functools.lru_cache(maxsize=4096)
+@cached_per_function
 def parameter_names(func: Any) -> tuple[str, ...]:
     """The names of ``func``'s parameters (an upstream step's, or a param's)."""
     return tuple(inspect.signature(func).parameters)

@@ -7,10 +7,10 @@ replaces its step), ``validate`` (unknown needs, cycles, host paths), ``order`` 
 
 from __future__ import annotations
 
-import functools
 import graphlib
 import inspect
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -24,7 +24,7 @@ from dagnb.errors import (
     MissingDependencyError,
     StepNotFoundError,
 )
-from dagnb.model.step import Step, mount_path
+from dagnb.model.step import Step, cached_per_function, mount_path
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -75,7 +75,7 @@ class Graph:
     ) -> None:
         self.name = name
         self.description = description
-        self.base_dir = Path(base_dir) if base_dir is not None else None
+        self.base_dir = _folder(base_dir)
         self.last_run: Run | None = None
         # the states of the runs before it in this process (latest first), and the params
         # they were given: a run of some steps leaves the others' states as they were
@@ -210,15 +210,18 @@ class Graph:
 
     def _check_steps(self) -> None:
         for step in self._steps.values():
-            for need in step.needs:
-                if need not in self._steps:
-                    raise MissingDependencyError(
-                        f"step {step.name!r} needs {need!r}, which is not a step"
-                        + _suggestion(need, self._steps)
-                    )
+            self._check_needs(step)
             if step.func is not None:
                 _check_signature(step)
         self.order()
+
+    def _check_needs(self, step: Step) -> None:
+        for need in step.needs:
+            if need not in self._steps:
+                raise MissingDependencyError(
+                    f"step {step.name!r} needs {need!r}, which is not a step"
+                    + _suggestion(need, self._steps)
+                )
 
     def check_mounts(
         self, names: Iterable[str] | None = None, base_dir: Path | None = None
@@ -320,11 +323,17 @@ class Graph:
         """The names and everything they depend on, in one walk."""
         seen: set[str] = set()
         stack = list(names)
-        while stack:
-            name = stack.pop()
-            if name not in seen:
-                seen.add(name)
-                stack.extend(self._steps[name].needs)
+        try:
+            while stack:
+                name = stack.pop()
+                if name not in seen:
+                    seen.add(name)
+                    stack.extend(self._steps[name].needs)
+        except KeyError as missing:  # a need that is no step (not validated yet): say whose
+            for step in self._steps.values():
+                if missing.args[0] in step.needs:
+                    self._check_needs(step)
+            raise
         return seen
 
     def downstream(self, name: str) -> set[str]:
@@ -370,10 +379,8 @@ class Graph:
 
     def _named(self, targets: Any, tags: Any) -> list[str] | None:
         """The targets and the steps with one of the tags; None when neither is given."""
-        if isinstance(targets, str):
-            targets = [targets]
-        if isinstance(tags, str):
-            tags = [tags]
+        targets = _names_given(targets, "targets", "a step name", "train")
+        tags = _names_given(tags, "tags", "a tag", "nightly")
         if targets is None and not tags:
             return None
         chosen = [self._known(t) for t in targets or ()]
@@ -515,6 +522,9 @@ class Graph:
         from dagnb.runtime.plan import explain
 
         _check_options(options, "graph.explain()", ("cache_directory", "executor"))
+        if not isinstance(name, str):
+            raise ConfigError(f"graph.explain() takes a step name, not {name!r}; give one "
+                              "like graph.explain('train')")
         return explain(self, name, **options)
 
     def warm(self, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
@@ -562,21 +572,53 @@ def _inferred_needs(fn: Callable[..., Any], params: Mapping[str, Any] | None) ->
     ]
 
 
-@functools.lru_cache(maxsize=4096)
-def _required_parameters(func: Callable[..., Any]) -> tuple[str, ...]:
+@cached_per_function
+def _named_parameters(func: Callable[..., Any]) -> tuple[inspect.Parameter, ...]:
+    """The parameters a run may give a value (not ``*args`` or ``**kwargs``)."""
     return tuple(
-        p.name for p in inspect.signature(func).parameters.values()
-        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.default is p.empty
+        p for p in inspect.signature(func).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     )
 
 
 def _check_signature(step: Step) -> None:
-    for name in _required_parameters(step.func):  # type: ignore[arg-type]
-        if name not in step.needs and name not in step.params:
+    func = _function_name(step.func)
+    for parameter in _named_parameters(step.func):
+        name, required = parameter.name, parameter.default is parameter.empty
+        given = name in step.needs or name in step.params
+        # (every executor passes results and params by keyword)
+        if parameter.kind is parameter.POSITIONAL_ONLY and (given or required):
             raise InvalidStepError(
-                f"step {step.name!r}: parameter {name!r} of {step.func.__name__}() names "  # type: ignore[union-attr]
+                f"step {step.name!r}: parameter {name!r} of {func}() is positional-only "
+                f"(before '/'), and dagnb passes it by name; remove the '/' from {func}()"
+            )
+        if required and not given:
+            raise InvalidStepError(
+                f"step {step.name!r}: parameter {name!r} of {func}() names "
                 "no upstream step in needs and no param; add it to needs or params"
             )
+
+
+def _function_name(func: Any) -> str:
+    """A function's name, or a callable object's class (which has no ``__name__``)."""
+    return getattr(func, "__name__", None) or type(func).__name__
+
+
+def _names_given(value: Any, field: str, what: str, example: str) -> list[str] | None:
+    """Targets or tags, one name or several, as a list (None for none given)."""
+    if value is None or isinstance(value, str):
+        return value if value is None else [value]
+    if not isinstance(value, Iterable):
+        raise ConfigError(f"{field} {value!r} is not {what} or a list of them; give one "
+                          f"like {field}={example!r} or {field}=[{example!r}]")
+    return list(value)
+
+
+def _folder(base_dir: Any) -> Path | None:
+    if base_dir is not None and not isinstance(base_dir, (str, os.PathLike)):
+        raise ConfigError(f"base_dir {base_dir!r} is not a path; give a folder as text or "
+                          "a Path, like base_dir='.'")
+    return Path(base_dir) if base_dir is not None else None
 
 
 def _check_options(options: Mapping[str, Any], call: str, known: tuple[str, ...]) -> None:

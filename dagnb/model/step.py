@@ -16,13 +16,16 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any, TypeVar, Union
 
 from dagnb import checks
 from dagnb.checks import parse_duration
 from dagnb.errors import InvalidStepError
 
-__all__ = ["CachePolicy", "Step", "check_name", "mount_path", "parse_duration"]
+__all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "mount_path",
+           "parse_duration"]
+
+T = TypeVar("T")
 
 CachePolicy = Union[bool, str]  # noqa: UP007 - a runtime alias on Python 3.10
 
@@ -442,7 +445,33 @@ class Step:
         return data
 
 
-@functools.lru_cache(maxsize=4096)
+def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:
+    """``compute(func)``, remembered per function (steps ask on every run), and computed
+    afresh for a callable object that cannot be hashed (a ``@dataclass`` with
+    ``__call__``: ``eq=True`` leaves it no ``__hash__``)."""
+    cached = functools.lru_cache(maxsize=4096)(compute)
+
+    @functools.wraps(compute)
+    def lookup(func: Any) -> T:
+        try:
+            return cached(func)
+        except TypeError:
+            if _hashable(func):  # raised by compute itself: not ours to hide
+                raise
+            return compute(func)
+
+    return lookup
+
+
+def _hashable(value: Any) -> bool:
+    try:
+        hash(value)
+    except TypeError:
+        return False
+    return True
+
+
+@cached_per_function
 def _is_coroutine_function(func: Callable[..., Any] | None) -> bool:
     return func is not None and inspect.iscoroutinefunction(func)
 
