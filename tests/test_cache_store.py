@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import gc
 import json
 import math
@@ -321,6 +322,31 @@ def test_reduce_size_by_bytes_and_age(store, clock):
             store.reduce_size(bytes_limit=negative)
     assert store.reduce_size(bytes_limit="100000") == 0  # (digits: bytes, as an int is)
     assert store.lookup("s", key(3), touch=False) is not None
+
+
+@pytest.mark.parametrize(("name", "value", "fix"), [
+    ("items_limit", -1, "expected a whole number >= 0"),
+    ("items_limit", "2", "expected a whole number >= 0"),
+    ("items_limit", True, "expected a whole number >= 0"),
+    ("items_limit", 1.5, "expected a whole number >= 0"),
+    ("age_limit", datetime.timedelta(days=-1), "use a positive timedelta"),
+])
+def test_reduce_size_refuses_a_bad_limit_before_removing_anything(store, clock, name, value,
+                                                                    fix):
+    for n in (1, 2, 3):  # (a negative limit removed every entry)
+        save(store, "s", key(n))
+    with pytest.raises(CacheError, match=rf"^{name} {re.escape(repr(value))} .*{fix}") as err:
+        store.reduce_size(**{name: value})
+    assert "\n" not in str(err.value)
+    assert len(store.entries()) == 3
+
+
+def test_listing_or_clearing_refuses_a_step_that_is_no_name(store, clock):
+    save(store, "s", key(1))
+    for call in (store.entries, store.clear, cache.entries):
+        with pytest.raises(CacheError, match=r"^step 3 is not a step's name; give its name"):
+            call(3)
+    assert len(store.entries()) == 1
 
 
 @pytest.mark.parametrize(("text", "size"), [

@@ -23,6 +23,7 @@ from dagnb.retry.policy import (
     DEFAULT_RETRIES,
     RetryPolicy,
     classify,
+    layered,
     retry,
     run_with_retries,
     run_with_retries_sync,
@@ -270,6 +271,19 @@ def test_from_value_accepts_the_seed_config_names():
 def test_bad_retry_settings_raise_config_error(value, message):
     with pytest.raises(ConfigError, match=message):
         RetryPolicy.from_value(value)
+
+
+@pytest.mark.parametrize(("base", "value", "merged"), [
+    ({"backoff_factor": 0.5, "jitter": 0.1}, {"retry_backoff_factor": 2},
+     {"jitter": 0.1, "retry_backoff_factor": 2}),
+    ({"retry_jitter": 0.3, "max_retries": 1}, {"jitter": 0},
+     {"max_retries": 1, "jitter": 0}),
+])
+def test_a_layer_naming_a_setting_by_its_other_name_overrides_the_one_below(base, value,
+                                                                           merged):
+    # (both kept, the policy was refused at run time: "both set backoff_factor")
+    assert layered(base, value) == merged
+    RetryPolicy.from_value(layered(base, value))
 
 
 def test_policy_fields_are_validated_too():

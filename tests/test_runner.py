@@ -22,9 +22,10 @@ import pytest
 
 import dagnb
 from dagnb import Graph, InvalidStepError, SecretError, Step
+from dagnb.executors import get_executor
 from dagnb.runtime.frames import LOG_COLUMNS, STATUS_COLUMNS
 from dagnb.runtime.prepare import start_background
-from dagnb.testing import wait_until
+from dagnb.testing import FakeExecutor, wait_until
 
 pytestmark = pytest.mark.usefixtures("workdir")
 
@@ -696,6 +697,26 @@ def test_bad_max_concurrency_is_one_line() -> None:
     graph = Graph("c", [Step("a", run="true")])
     with pytest.raises(dagnb.ConfigError, match=r"max_concurrency=0 must be a whole number >= 1"):
         run(graph, max_concurrency=0)
+
+
+def test_an_executor_that_is_no_executor_is_refused_in_one_line_before_the_run() -> None:
+    graph = Graph("e", [Step("a", run="true")])
+    assert graph.run(executor="local").ok  # cached now: the run needs no executor
+    message = (r"^executor 3 \(type int\) is not an executor; use 'auto', 'local', "
+               r"'dagger' or 'dask', or an Executor instance$")
+    with pytest.raises(dagnb.ExecutorUnavailable, match=message):  # (every step failed)
+        graph.run(executor=3)
+    with pytest.raises(dagnb.ExecutorUnavailable, match=message):
+        get_executor(3)  # type: ignore[arg-type]
+    assert graph.last_run is not None and graph.last_run.ok  # no run started
+    assert run(graph, executor=FakeExecutor()).ok  # one made by the caller is an Executor
+
+
+def test_a_cache_directory_that_is_no_path_is_one_line() -> None:
+    graph = Graph("c", [Step("a", run="true")])
+    with pytest.raises(dagnb.ConfigError, match=r"^cache_directory=3 \(type int\) is not a "
+                       r"folder; use a path or a store URL such as 's3://bucket/prefix'$"):
+        graph.run(cache_directory=3)
 
 
 @pytest.mark.parametrize("leftover", [

@@ -56,6 +56,21 @@ def default_policy() -> RetryPolicy:
     return RetryPolicy.from_value(dagnb.settings().retry_defaults())
 
 
+@pytest.mark.parametrize(("retries", "error"), [
+    (-1, r"retry setting max_retries=-1 is not valid; expected a whole number >= 0$"),
+    ({"max_retires": 3}, r"retry setting 'max_retires' is not known \(did you mean "
+                         r"'max_retries'\?\)"),
+    ("3", r"retries '3' is not a retry setting"),
+])
+def test_a_bad_retries_of_the_run_is_refused_before_it_as_a_steps_is(sleeps, retries, error):
+    graph = Graph("retries", [Step("load", run="true")])
+    assert graph.run(sleep=sleeps, executor="local").ok  # cached: no step would run
+    for mode in ("read-write", "off"):  # (else every step that ran failed with it)
+        with pytest.raises(dagnb.ConfigError, match=rf"^retries= of the run: {error}"):
+            graph.run(retries=retries, cache_mode=mode, sleep=sleeps, executor="local")
+    assert run_graph([Step("load", run="true")], sleeps, retries={"retry_jitter": 0}).ok
+
+
 # -- transient errors -------------------------------------------------------------------
 
 

@@ -8,6 +8,7 @@ from collections.abc import Callable, Collection
 from datetime import timedelta
 from typing import TYPE_CHECKING
 
+from dagnb.checks import checked, count
 from dagnb.errors import CacheError
 from dagnb.model.step import parse_duration
 
@@ -81,7 +82,18 @@ def _size_or_none(limit: object) -> int | None:
     return int(float(number) * 1024 ** _POWERS.get((unit or "").lower(), 0))
 
 
+def _items_limit(limit: object) -> int | None:
+    """A count of entries to keep: a whole number >= 0 (not a bool) or None (no limit);
+    a negative one would remove every entry."""
+    if limit is None:
+        return None
+    return checked(count, limit, "items_limit", CacheError, sep=" ")
+
+
 def _age_seconds(limit: timedelta | float | str | None) -> float | None:
-    if isinstance(limit, timedelta):
+    if isinstance(limit, timedelta):  # (0 removes every entry, as in joblib)
+        if limit < timedelta(0):
+            raise CacheError(f"age_limit {limit!r} is negative (every entry would go); "
+                             "use a positive timedelta such as timedelta(days=7), or '7d'")
         return limit.total_seconds()
     return parse_duration(limit, what="age_limit")

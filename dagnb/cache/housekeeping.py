@@ -16,10 +16,11 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
-from dagnb.cache.eviction import _age_seconds, _items_to_delete, parse_size
+from dagnb.cache.eviction import _age_seconds, _items_limit, _items_to_delete, parse_size
 from dagnb.cache.journal import Totals
 from dagnb.cache.pack import iter_pack_files
 from dagnb.cache.pack_compact import compact
+from dagnb.errors import CacheError
 from dagnb.model.step import parse_duration
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Housekeeping:
 
     def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
         """Every readable entry (expired ones included), of one step or all."""
+        if step is not None and not isinstance(step, str):
+            raise CacheError(f"step {step!r} is not a step's name; give its name, "
+                             "or None for every step")
         seen: set[tuple[str, str]] = set()
         if self._packs is not None:
             for record in self._packs.live(step):
@@ -229,16 +233,12 @@ class Housekeeping:
         over an hour ago go too, and the folders under ``.unpacked`` of records no longer
         there (not counted: they were no entries).
         """
+        # every limit checked before anything goes: a negative one would take every entry
+        limits = (parse_size(bytes_limit), _items_limit(items_limit),
+                  _age_seconds(age_limit))
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
-        doomed = _items_to_delete(
-            self._usage_items(),
-            parse_size(bytes_limit),
-            items_limit,
-            _age_seconds(age_limit),
-            self.clock(),
-            kept=in_use,
-        )
+        doomed = _items_to_delete(self._usage_items(), *limits, self.clock(), kept=in_use)
         in_use = self._read_by_live_runs()  # (and those a run took up meanwhile)
         removed = sum(self.remove(e.step, e.key) for e in doomed
                       if (e.step, e.key) not in in_use)

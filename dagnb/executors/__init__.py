@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 # Not plain ``context``: the ``dagnb.executors.context`` submodule takes that name here.
+from dagnb.checks import short_repr
 from dagnb.config import context as live_context
 from dagnb.config import settings
 from dagnb.errors import ExecutorUnavailable
@@ -66,9 +67,9 @@ def known_executors() -> list[str]:
 
 def get_executor(name: str | Executor = "auto") -> Executor:
     """The executor of that name ('auto', 'local', 'dagger' or 'dask') in the current
-    context."""
+    context, or ``name`` itself if it is an Executor."""
     if not isinstance(name, str):
-        return name
+        return _instance(name)
     if name == "auto":
         name = _pick_auto()
     instances = _registry().instances
@@ -113,6 +114,16 @@ def _create(name: str) -> Executor:
     raise ExecutorUnavailable(
         f"unknown executor {name!r}; use 'auto', 'local', 'dagger' or 'dask'"
     )
+
+
+def _instance(executor: object) -> Executor:
+    """An Executor given as such (anything else failed every step on an attribute)."""
+    if not isinstance(executor, Executor):  # (its methods and attributes, by name)
+        raise ExecutorUnavailable(
+            f"executor {short_repr(executor, one_line=True)} (type {type(executor).__name__})"
+            " is not an executor; use 'auto', 'local', 'dagger' or 'dask', or an Executor "
+            "instance")
+    return executor
 
 
 def _usable(executor: Executor) -> Executor:

@@ -756,5 +756,8 @@ def layered(base: Mapping[str, Any], value: Any) -> Any:
         return {**merged, "max_retries": value}
     if {"retry_on", "retry_on_timeout"} & value.keys() and "max_retries" not in value:
         merged.pop("max_retries", None)
+    # a setting given under its other name (retry_jitter, jitter) replaces the base's
+    named = {_ALIASES.get(key, key) for key in value}
+    merged = {key: v for key, v in merged.items() if _ALIASES.get(key, key) not in named}
     return {**merged, **value}
 

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
 from dagnb.cache.steps import StepCache, refresh_setting
-from dagnb.checks import choices_named, known_keys, warn_user
+from dagnb.checks import choices_named, known_keys, short_repr, warn_user
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
     CacheMissError,
@@ -433,7 +433,7 @@ def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = T
     directory (``cwd``, if the caller has it) and home, as :func:`_resolved` is: it
     resolves a path on every run otherwise. ``refuse``: a folder of other things than a
     cache's is refused (once per folder: a run makes it a cache)."""
-    memo = (None if directory is None else os.fspath(directory), config.cache_directory,
+    memo = (_folder_text(directory), config.cache_directory,
             config.cache_local_directory, cwd or os.getcwd(), os.environ.get("HOME"), refuse)
     found = _LOCAL.get(memo)  # (HOME: for "~")
     if found is None:
@@ -444,6 +444,18 @@ def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = T
             refuse_foreign_folder(found)
         _LOCAL[memo] = found
     return found
+
+
+def _folder_text(directory: Any) -> str | None:
+    """``os.fspath`` of a run's ``cache_directory`` (None: the setting's); a value
+    that is no path is refused in one line, not as fspath's TypeError."""
+    try:
+        return None if directory is None else os.fspath(directory)
+    except TypeError:
+        raise ConfigError(
+            f"cache_directory={short_repr(directory, one_line=True)} (type "
+            f"{type(directory).__name__}) is not a folder; use a path or a store URL such "
+            "as 's3://bucket/prefix'") from None
 
 
 def _resolved(path: str | Path, cwd: str | None = None) -> Path:
@@ -574,7 +586,10 @@ def _switch(name: str, value: Any) -> bool:
 def _executor_chooser(default: Any) -> Any:
     """Executors are made when a step first needs one, so a fully cached run works
     with no engine at all."""
-    if isinstance(default, str) and default not in ("auto", "local", "dagger"):
+    if not isinstance(default, str):  # an instance: checked once, not for each step
+        executor = get_executor(default)  # (no Executor: the one-line error, now)
+        return lambda step: get_executor(step.executor) if step.executor else executor
+    if default not in ("auto", "local", "dagger"):
         get_executor(default)  # raises the one-line error now, before any step runs
 
     def executor_for(step: Step) -> Any:
@@ -628,9 +643,18 @@ def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache
 
 
 def _retry_defaults(retries: Any, config: Any) -> Any:
-    from dagnb.retry.policy import layered
+    """The run's retries over the settings' (checked as they loaded), refused now as a
+    step's are (:func:`check_retries`): else every step that runs fails with its error."""
+    from dagnb.retry.policy import RetryPolicy, layered
 
-    return layered(config.retry_defaults(), retries)
+    if retries is None:  # (most runs)
+        return layered(config.retry_defaults(), None)
+    try:
+        defaults = layered(config.retry_defaults(), retries)
+        RetryPolicy.from_value(defaults)
+    except DagnbError as exc:
+        raise ConfigError(f"retries= of the run: {exc}") from None
+    return defaults
 
 
 def _new_run_id() -> str:
