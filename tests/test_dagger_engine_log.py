@@ -116,3 +116,49 @@ def test_a_folder_that_cannot_take_the_file_does_not_fail_the_step(tmp_path, cap
     with log.attached(blocked):
         log.write("dropped\n")
     assert "the engine's output is not kept" in caplog.text
+
+
+FAILING_CLI = '''#!/bin/sh
+echo "connect: starting engine" >&2
+echo "Error: failed to start engine: Cannot connect to the Docker daemon at \\
+unix:///var/run/docker.sock (as $API_TOKEN)" >&2
+echo "Run 'dagger --help' for usage." >&2
+exit 1
+'''
+
+
+def test_an_engine_that_cannot_start_is_named_by_the_clis_own_words(
+        stub, tmp_path, monkeypatch, make_task):
+    # The SDK's SessionError says only that the command exited: it keeps no copy of
+    # a stderr it pipes to log_output, so the reason was in engine.log alone.
+    from dagnb.errors import ExecutorUnavailable
+    from dagnb.executors.dagger.executor import DaggerExecutor
+
+    cli = tmp_path / "failing-dagger"
+    cli.write_text(FAILING_CLI)
+    cli.chmod(0o755)
+    for name in ("DAGGER_SESSION_PORT", "DAGGER_SESSION_TOKEN"):
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("_EXPERIMENTAL_DAGGER_CLI_BIN", str(cli))
+    monkeypatch.setenv("API_TOKEN", SECRET)
+    run_sync(connection.aclose())
+    task = make_task(Step("hello", run="true", secrets=["API_TOKEN"]),
+                     secrets={"API_TOKEN": SECRET})
+    with pytest.raises(ExecutorUnavailable) as raised:
+        run_sync(DaggerExecutor().execute(task))
+    engine_log = Path(task.step_dir).parent / "engine.log"
+    assert str(raised.value) == (
+        "executor 'dagger' could not start an engine: failed to start engine: Cannot "
+        "connect to the Docker daemon at unix:///var/run/docker.sock (as ***) (the dagger "
+        f"CLI's output is in {engine_log})")
+    assert "Run 'dagger --help' for usage." in engine_log.read_text()
+
+
+def test_the_reason_is_the_last_error_line_else_the_last_line(tmp_path):
+    log = EngineLog()
+    begun = log.begin_session()
+    log.writelines(["pulling\n", "error: no space left on device\n", "bye\n"])
+    assert log.reason(begun) == "no space left on device"
+    begun = log.begin_session()
+    log.writelines(["killed\n", "\n"])
+    assert log.reason(begun) == "killed"

@@ -297,6 +297,69 @@ def test_the_step_user_option_runs_as_that_user(stub, make_task):
         Step("bad", run="true", user="")
 
 
+NONROOT_IMAGE = "quay.io/jupyter/base-notebook"
+
+
+def test_the_stub_keeps_owners_as_the_engine_does(stub, tmp_path):
+    # A stub that made every copy root's (or none) would hide what a non-root step
+    # can read: uploads are 0:0 with their modes (filesync.go normalizeLocalImportStat),
+    # a container's directory keeps its owners, and a mount's owner= chowns it all.
+    _needs_namespaces()
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "f").write_text("x")
+    (tmp_path / "up" / "f").chmod(0o600)
+    stat = ["stat", "-c", "%u %a", "/m/f"]
+
+    async def owners() -> list[str]:
+        dag = await connection.client()
+        base = dag.container().from_("alpine:3.20")
+        made = base.with_user("1000:100").with_directory("/o", dag.directory(), owner="1000")
+        made = made.with_exec(["sh", "-c", "umask 077; echo x > /o/f"]).directory("/o")
+        host = dag.host().directory(str(tmp_path / "up"))
+        mounts = [(made, ""), (host, ""), (host, "1234:1234")]
+        return [(await base.with_mounted_directory("/m", source, owner=owner)
+                 .with_exec(stat).stdout()).strip() for source, owner in mounts]
+
+    assert run_sync(owners()) == ["1000 600", "0 600", "1234 600"]
+
+
+def test_a_non_root_step_reads_the_private_files_of_its_uploads(stub, make_task, tmp_path):
+    # An upstream served from dagnb's cache (or run here, or before the session was
+    # reopened) and a mounted folder or file are uploaded: root's, with their modes.
+    _needs_namespaces()
+    stub.engine.images[NONROOT_IMAGE] = {"user": "1000:100"}
+    for folder, name in (("up-out", "model.bin"), ("data", "private.txt")):
+        (tmp_path / folder / "sub").mkdir(parents=True)
+        (tmp_path / folder / "sub" / name).write_text(f"{name}\n")
+        (tmp_path / folder / "sub").chmod(0o700)
+        (tmp_path / folder / "sub" / name).chmod(0o600)
+    (tmp_path / "app.ini").write_text("k=v\n")
+    (tmp_path / "app.ini").chmod(0o600)
+    step = Step("down", image=NONROOT_IMAGE, needs=["up"],
+                run='cat "$DAGNB_IN/up/sub/model.bin" /data/sub/private.txt /etc/app.ini',
+                mounts={"data": "/data", "app.ini": "/etc/app.ini"})
+    task = make_task(step, base_dir=tmp_path, inputs={"up": Input("up", tmp_path / "up-out")})
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["model.bin", "private.txt", "k=v"]
+    owners = {name: {a.get("owner") for a in call_args(stub, name)}
+              for name in ("withMountedDirectory", "withMountedFile")}
+    assert owners == {"withMountedDirectory": {"1000:100"}, "withMountedFile": {"1000:100"}}
+
+
+def test_a_step_reads_the_private_files_of_an_upstream_run_as_another_user(
+        stub, make_task):
+    # Passed container to container, the upstream's files keep their owner (root
+    # here): given to the step's user, they read as they would had `up` been cached.
+    _needs_namespaces()
+    up_task = make_task(Step("up", run='umask 077; echo 42 > "$DAGNB_OUT/n.txt"'))
+    up = run(DaggerExecutor(), up_task)
+    inputs = {"up": Input("up", up_task.out_dir, handle=up.handle)}
+    step = Step("down", run='cat "$DAGNB_IN/up/n.txt"', needs=["up"], user="1234:1234")
+    task = make_task(step, inputs=inputs)
+    assert run(DaggerExecutor(), task).exit_code == 0, task.log.lines
+    assert task.log.of("stdout") == ["42"]
+
+
 def test_nonzero_exit_is_an_outcome_with_logs(stub, make_task):
     task = make_task(Step("bad", run="echo out; echo oops >&2; exit 3"))
     outcome = run(DaggerExecutor(), task)
@@ -536,7 +599,7 @@ def _engine_error(message: str):
     from dagnb.executors.dagger.executor import _classified
 
     exc = dagger.QueryError([QueryErrorValue(message=message)], SimpleNamespace(document=None))
-    return _classified(SimpleNamespace(step=Step("s", run="true")), exc, _unmasked, dagger)
+    return _classified("step 's'", exc, _unmasked, dagger, "s")
 
 
 def _wait_until(condition, seconds: float = 3.0) -> bool:
@@ -792,12 +855,9 @@ def test_a_failed_copy_here_names_its_file():
 
 
 def _classified_message(exc: Exception) -> str:
-    from types import SimpleNamespace
-
     from dagnb.executors.dagger.executor import _classified
 
-    step = SimpleNamespace(step=Step("s", run="true"))
-    return str(_classified(step, exc, _unmasked, dagger))
+    return str(_classified("step 's'", exc, _unmasked, dagger, "s"))
 
 
 # -- availability and the connection --------------------------------------------------
@@ -907,6 +967,20 @@ def test_exit_hook_closes_on_the_owning_loop(stub, make_task):
     assert connection._connection.client is None
     assert run(DaggerExecutor(), make_task(Step("b", run="true"))).exit_code == 0
 
+
+def test_a_stale_session_port_says_how_to_fix_it(stub, monkeypatch):
+    import socket
+
+    with socket.socket() as sock:  # a port nothing listens on: `dagger run` has ended
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("DAGGER_SESSION_PORT", str(port))
+    run_sync(connection.aclose())
+    with pytest.raises(TransientError, match=re.escape(
+            f"could not connect to the Dagger session on 127.0.0.1:{port} "
+            "(DAGGER_SESSION_PORT): nothing answers there; restart `dagger run` (the "
+            "session ends with it), or unset DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN")):
+        run_sync(connection.client())
 
 def test_rewrite_sandbox_fallback(stub, make_task, tmp_path, monkeypatch):
     # Where mount namespaces are not allowed the stub rewrites container paths instead.

@@ -222,3 +222,44 @@ def test_a_read_only_cache_pins_a_new_tag_for_the_run_only(stub, workdir):
     assert run.ok, run.status()
     assert from_address(stub) == f"{IMAGE}@{stub.engine.resolve(IMAGE, None)[0]}"
     assert not (workdir / ".dagnb_cache" / "images.json").exists()
+
+
+PULL_DENIED = ("failed to resolve source metadata for docker.io/library/alpine:3.20: pull "
+               "access denied, repository does not exist or may require authorization")
+
+
+@pytest.mark.usefixtures("pinning")
+def test_an_image_that_cannot_be_pinned_fails_its_step_as_its_exec_would(stub):
+    stub.fail("error", match="imageRef", times=10, message=PULL_DENIED)
+    row = graph().run(executor="dagger").status().loc[0]
+    assert (row["state"], row["error"]) == ("failed",
+                                            f"step 'hello': Dagger engine error: {PULL_DENIED}")
+
+
+@pytest.mark.usefixtures("pinning")
+def test_a_session_lost_before_pinning_is_reopened(stub):
+    run_sync(connection.client())
+    session = connection.session_number()
+    stub.lose_session()  # the engine restarted: the old client's requests are dropped
+    run = graph().run(executor="dagger")
+    assert run.ok, run.status()
+    assert connection.session_number() == session + 1
+
+
+def test_pinning_errors_are_sorted_and_masked_as_a_steps(stub, monkeypatch):
+    monkeypatch.setenv("REG_TOKEN", "reg-S3cret-token")
+    executor = DaggerExecutor(registry_auth={"address": "ghcr.io", "username": "me",
+                                             "token_env": "REG_TOKEN"})
+    stub.fail("error", match="imageRef", message="unauthorized: token reg-S3cret-token")
+    with pytest.raises(dagnb.StepFailed, match=re.escape(
+            "step 'hello': Dagger engine error: unauthorized: token ***")) as failed:
+        run_sync(executor.image_ref(IMAGE, step="hello"))
+    assert failed.value.step == "hello"
+    stub.fail("error", match="imageRef", message="pull: dial tcp 1.2.3.4:443: i/o timeout")
+    with pytest.raises(dagnb.TransientError, match="step 'hello': Dagger engine error: pull"):
+        run_sync(executor.image_ref(IMAGE, step="hello"))
+    stub.fail("drop", match="imageRef", times=2)  # the client's own retry sees both
+    assert run_sync(executor.image_ref(IMAGE)).startswith("docker.io/library/alpine:3.20@")
+    stub.fail("drop", match="imageRef", times=4)  # (another tag: the first is remembered)
+    with pytest.raises(dagnb.TransientError, match=r"^image 'alpine:3\.21': lost the Dagger"):
+        run_sync(executor.image_ref("alpine:3.21"))

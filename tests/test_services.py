@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from dagnb.errors import ConfigError, ExecutorError
+from dagnb.errors import ConfigError, ExecutorError, TransientError
 from dagnb.executors.dagger import services
 
 # The stub engine fixtures (stub, dagger_stub, make_task); see dagger_stub/fixtures.py.
@@ -120,3 +120,40 @@ def test_two_starts_of_one_name_at_once_leave_one_service(stub):
     assert isinstance(second, ConfigError) and "'db' is already" in str(second)
     running = [r for r in stub.engine.services.values() if r["state"] == "running"]
     assert len(running) == 2  # the one service and its tunnel, nothing orphaned
+
+
+def test_a_lost_session_is_reopened_for_the_next_start(stub):
+    services.start("db", "postgres:16", ports=[5432])
+    stub.lose_session()  # the engine restarted: the old client's requests are dropped
+    assert services.start("cache", "redis:7", ports=[6379]).state == "running"
+    states = services.running().set_index("name")["state"].to_dict()
+    assert states == {"db": "stopped", "cache": "running"}  # db went with its session
+    assert services.logs("db").endswith("stopped: the Dagger session was lost")
+    assert services.start("db", "postgres:16", ports=[5432]).state == "running"
+
+
+def test_a_stop_after_a_lost_session_finds_the_service_gone_with_it(stub):
+    services.start("db", "postgres:16", ports=[5432])
+    stub.lose_session()
+    assert services.stop("db").state == "stopped"
+    assert services.logs("db").endswith("stopped: the Dagger session was lost")
+    assert services.stop("db").state == "stopped"  # (nothing left to ask the engine)
+    assert services.start("db", "postgres:16", ports=[5432]).state == "running"
+
+
+def test_engine_errors_are_one_line_naming_the_service(stub):
+    stub.fail("error", match="start", message="health check errored: tcp://db:5432 (pw-S3cret)")
+    with pytest.raises(ExecutorError, match=re.escape(
+            "service 'db' could not start: Dagger engine error: health check errored: "
+            "tcp://db:5432 (***); check its image, ports, env and args")):
+        services.start("db", "postgres:16", ports=[5432], secrets={"PW": "pw-S3cret"})
+    stub.fail("error", match="start", message="pull: dial tcp 1.2.3.4:443: i/o timeout")
+    with pytest.raises(TransientError, match=r"service 'db' could not start: .*i/o timeout"):
+        services.start("db", "postgres:16", ports=[5432])
+    services.start("db", "postgres:16", ports=[5432])
+    stub.fail("error", match="stop", message="stub: stop refused")
+    with pytest.raises(ExecutorError, match=r"^service 'db' could not stop: .*stop refused$"):
+        services.stop("db")
+    stub.fail("drop", times=50)  # no engine answers: nor the reopened session
+    with pytest.raises(TransientError, match=r"^service 'db2': "):
+        services.start("db2", "postgres:16", ports=[5432])

@@ -429,7 +429,8 @@ class Scheduler:
 
             executor, image = self._executor(step), step.image or ""
             if isinstance(executor, DaggerExecutor):
-                images.add(image, step.platform, await executor.image_ref(image, step.platform))
+                ref = await executor.image_ref(image, step.platform, step=step.name)
+                images.add(image, step.platform, ref)
         return images.pinned(step)
 
     async def _run_and_store(self, step: Step, cache: StepCache, key: Any) -> _Outcome:

@@ -266,7 +266,10 @@ class StubEngine:
         return cached
 
     def snapshot_host(self, path: str, is_file: bool, exclude: list[str] | None = None) -> str:
-        """Copy a host path into the store now, as Dagger uploads it; keyed by content."""
+        """Copy a host path into the store now, as Dagger uploads it; keyed by content.
+        As the engine's (v0.21.8 engine/client/filesync.go normalizeLocalImportStat),
+        every uploaded entry is root's (0:0) and keeps its mode: a private file (0600)
+        is unreadable to a non-root user unless a mount's ``owner`` gives it to them."""
         source = Path(path)
         if not source.exists():
             raise ValueError(f"{path!r} does not exist on the host")
@@ -276,6 +279,7 @@ class StubEngine:
             shutil.copy2(source, copy)
         else:
             shutil.copytree(source, copy, symlinks=True, ignore=_ignoring(source, exclude or []))
+        _chown(copy, "0:0")
         target = self.workdir / f"host-{_content_digest(copy)}"
         with self._lock:
             if target.exists():
@@ -422,15 +426,44 @@ def _ids(user: str) -> str:
 
 
 def _chown(path: Path, owner: str) -> None:
-    """Give ``path`` and everything under it to ``owner`` (nothing for root)."""
-    ids = _ids(owner)
-    if not ids:
+    """Give ``path`` and everything under it to ``owner`` ("" leaves the owners as they
+    are; "root" is 0:0). Only root may chown: elsewhere (no mount namespaces, so every
+    exec runs as this user) owners do not matter."""
+    if not owner or os.geteuid() != 0:
         return
-    uid, gid = (int(n) for n in ids.split(":"))
-    for folder, _, files in os.walk(path):
-        os.chown(folder, uid, gid)
-        for name in files:
-            os.chown(os.path.join(folder, name), uid, gid)
+    uid, gid = (int(n) for n in (_ids(owner) or "0:0").split(":"))
+    os.lchown(path, uid, gid)  # (a file's walk is empty)
+    for folder, dirs, files in os.walk(path):
+        os.lchown(folder, uid, gid)
+        for name in dirs + files:  # (a symlink itself, never what it points at)
+            os.lchown(os.path.join(folder, name), uid, gid)
+
+
+def _copy_tree(source: Path, target: Path) -> None:
+    """Copy a directory as the engine's snapshots pass between containers: each entry
+    keeps its mode and its owner (shutil's copies keep modes only; run as root, every
+    copy became root's, so a file private to a non-root user was lost to that user)."""
+    shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+    _keep_owners(source, target)
+
+
+def _copy_file(source: Path, target: Path) -> None:
+    shutil.copy2(source, target)
+    _keep_owners(source, target)
+
+
+def _keep_owners(source: Path, target: Path) -> None:
+    if os.geteuid() != 0:
+        return
+    if not source.is_dir() or source.is_symlink():
+        found = source.lstat()
+        os.lchown(target, found.st_uid, found.st_gid)
+        return
+    for folder, dirs, files in os.walk(source):
+        for name in [".", *dirs, *files]:
+            entry = os.path.join(folder, name)
+            found = os.lstat(entry)
+            os.lchown(target / os.path.relpath(entry, source), found.st_uid, found.st_gid)
 
 
 def _free_port() -> int:
@@ -552,11 +585,14 @@ class Obj:
         spec = {"dir": self.engine.load(source).ident, "owner": owner}
         return self.with_entry("files", self.abs(path), spec)
 
-    def r_withMountedDirectory(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_mount(self.abs(path), {"dir": self.engine.load(source).ident})
+    def r_withMountedDirectory(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
+        # As the engine's: the source keeps its owners unless ``owner`` chowns it all.
+        spec = {"dir": self.engine.load(source).ident, **({"owner": owner} if owner else {})}
+        return self.with_mount(self.abs(path), spec)
 
-    def r_withMountedFile(self, path: str, source: str, **_: Any) -> Obj:
-        return self.with_mount(self.abs(path), {"file": self.engine.load(source).ident})
+    def r_withMountedFile(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
+        spec = {"file": self.engine.load(source).ident, **({"owner": owner} if owner else {})}
+        return self.with_mount(self.abs(path), spec)
 
     def r_withMountedCache(self, path: str, cache: str, owner: str = "",
                            sharing: str = "SHARED", **_: Any) -> Obj:
@@ -638,7 +674,7 @@ class Obj:
         if self.state["exec"]:
             self.check_exec()
             _, snapshot = self.engine.exec_result(self.ident)
-            shutil.copytree(snapshot, root, symlinks=True, dirs_exist_ok=True)
+            _copy_tree(snapshot, root)
         root.mkdir(parents=True, exist_ok=True)
         for path, spec in sorted(self.state["files"].items()):
             target = root / path.lstrip("/")
@@ -655,10 +691,11 @@ class Obj:
         for path, spec in sorted(self.state["mounts"].items()):
             target = root / path.lstrip("/")
             if "dir" in spec:
-                self.engine.load(spec["dir"]).materialize(target)
+                self.engine.load(spec["dir"]).materialize_mount(spec, target)
             elif "file" in spec:
                 target.parent.mkdir(parents=True, exist_ok=True)
                 self.engine.load(spec["file"]).materialize_file(target)
+                _chown(target, spec.get("owner", ""))
 
     def drop_mounts(self, root: Path) -> None:
         """Remove mounts from an exec's snapshot: they are not part of the rootfs."""
@@ -683,7 +720,7 @@ class Obj:
                     _chown(binds[path], spec.get("owner", ""))
             elif "dir" in spec and any(path.startswith(cache + "/") for cache in caches):
                 binds[path] = self.engine.new_dir("nested-") / "d"
-                self.engine.load(spec["dir"]).materialize(binds[path])
+                self.engine.load(spec["dir"]).materialize_mount(spec, binds[path])
         return binds
 
     def exec_env(self) -> dict[str, str]:
@@ -703,37 +740,41 @@ class Obj:
             target.mkdir(parents=True, exist_ok=True)
             return
         if "store" in self.state:
-            shutil.copytree(Path(self.state["store"]) / "d", target, symlinks=True,
-                            dirs_exist_ok=True)
+            _copy_tree(Path(self.state["store"]) / "d", target)
             return
         ctr = self.engine.load(self.state["ctr"])
         path = self.state["path"]
         for mount, spec in sorted(ctr.state["mounts"].items(), key=_deepest_first):
             if "dir" in spec and (path == mount or path.startswith(mount + "/")):
                 with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
-                    self.engine.load(spec["dir"]).materialize(Path(tmp) / "m")
+                    self.engine.load(spec["dir"]).materialize_mount(spec, Path(tmp) / "m")
                     sub = Path(tmp) / "m" / os.path.relpath(path, mount)
-                    shutil.copytree(sub, target, symlinks=True, dirs_exist_ok=True)
+                    _copy_tree(sub, target)
                 return
         with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
             ctr.build_rootfs(Path(tmp))
             source = Path(tmp) / path.lstrip("/")
             if not source.is_dir():
                 raise ValueError(f"{path!r} is not a directory in the container")
-            shutil.copytree(source, target, symlinks=True, dirs_exist_ok=True)
+            _copy_tree(source, target)
+
+    def materialize_mount(self, spec: dict[str, Any], target: Path) -> None:
+        """This directory as mount ``spec`` shows it: chowned when it gives an owner."""
+        self.materialize(target)
+        _chown(target, spec.get("owner", ""))
 
     def materialize_file(self, target: Path) -> None:
         """Write this file's contents to host path ``target``."""
         if "store" in self.state:
-            shutil.copy2(self.state["store"], target)
+            _copy_file(Path(self.state["store"]), target)
             return
         with tempfile.TemporaryDirectory(dir=self.engine.workdir) as tmp:
             if "dir" in self.state:
                 self.engine.load(self.state["dir"]).materialize(Path(tmp) / "d")
-                shutil.copy2(Path(tmp) / "d" / self.state["path"].lstrip("/"), target)
+                _copy_file(Path(tmp) / "d" / self.state["path"].lstrip("/"), target)
             else:
                 self.engine.load(self.state["ctr"]).build_rootfs(Path(tmp))
-                shutil.copy2(Path(tmp) / self.state["path"].lstrip("/"), target)
+                _copy_file(Path(tmp) / self.state["path"].lstrip("/"), target)
 
     def r_export(self, path: str, wipe: bool = False, **_: Any) -> str:
         target = Path(path)

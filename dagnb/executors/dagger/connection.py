@@ -56,6 +56,7 @@ __all__ = [
     "fresh_session",
     "from_this_session",
     "is_transient",
+    "network_error",
     "pick_auto",
     "remembered",
     "reopen",
@@ -137,6 +138,32 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, transient)
 
 
+# Engine errors that are about the network rather than the step (a registry hiccup):
+# phrases Go's net, net/http, TLS and registry clients write, never a bare "timeout"
+# or "eof" inside a word (a path "/data/thereof", an image "geoffrey/etl").
+_TRANSIENT_HINT = re.compile(
+    r"i/o timeout|TLS handshake timeout|Client\.Timeout exceeded|context deadline exceeded|"
+    r"\btimed out\b|connection reset|connection refused|temporarily unavailable|"
+    r"too many requests|unexpected EOF|(?-i:\bEOF\b)|"
+    r"(?:status(?: code)?:?|HTTP(?:/[\d.]+)?)\s+(?:429|50[234])\b|"
+    r"\b(?:429 Too Many|502 Bad Gateway|503 Service Unavailable|504 Gateway Time-?out)",
+    re.IGNORECASE,
+)
+# Signals that the work itself is wrong: retrying cannot help, whatever else the
+# message says ("failed to stat /src/timeout_settings.yaml: no such file or directory").
+_PERMANENT_HINT = re.compile(
+    r"no such file or directory|pull access denied|\bnot found\b|\bunauthorized\b|"
+    r"\binvalid\b",
+    re.IGNORECASE,
+)
+
+
+def network_error(message: str) -> bool:
+    """Whether an engine error's text says the network failed rather than the work (a
+    step, a service): worth retrying."""
+    return not _PERMANENT_HINT.search(message) and bool(_TRANSIENT_HINT.search(message))
+
+
 # -- the client's own logs --------------------------------------------------------------
 
 _LEFT_OUT = "(a setSecret request, left out of the log: it holds a secret's value)"
@@ -190,13 +217,14 @@ class _Connection:
         dagger = require_sdk()
         _prefer_cli_on_path()
         stack = contextlib.AsyncExitStack()
+        begun = self.log.begin_session()
         try:
             client = await stack.enter_async_context(dagger.Connection(_config(dagger)))
         except BaseException as exc:
             await stack.aclose()
             if not isinstance(exc, Exception):  # cancelled or interrupted: as it is
                 raise
-            raise _connect_error(dagger, exc) from exc
+            raise _connect_error(dagger, exc, begun) from exc
         self.client, self.loop, self.stack = client, loop, stack
         self.number += 1
 
@@ -259,11 +287,12 @@ async def fresh_session() -> Any:
     client joins that run's session, and a moved tag is seen after it restarts."""
     dagger = require_sdk()
     _prefer_cli_on_path()
+    begun = _connection.log.begin_session()
     try:
         opened = dagger.Connection(_config(dagger))
         dag = await opened.__aenter__()
     except Exception as exc:
-        raise _connect_error(dagger, exc) from exc
+        raise _connect_error(dagger, exc, begun) from exc
     try:
         yield dag
     finally:
@@ -445,12 +474,43 @@ def _config(dagger: Any) -> Any:
                          log_output=_connection.log)
 
 
-def _connect_error(dagger: Any, exc: Exception) -> DagnbError:
+def _connect_error(dagger: Any, exc: Exception, begun: int) -> DagnbError:
+    """``begun``: the engine log's :meth:`~EngineLog.begin_session` for this opening."""
     found = detect()
     if not found.available:
         return ExecutorUnavailable(f"executor 'dagger' is not available: {found.reason}")
-    provisioning = (dagger.ProvisionError, dagger.SessionError, dagger.DownloadError)
-    if isinstance(exc, provisioning):
+    if isinstance(exc, dagger.SessionError):
         # The CLI is there but could not start an engine (no container runtime, ...).
+        return ExecutorUnavailable(
+            f"executor 'dagger' could not start an engine: {_cli_reason(exc, begun)}")
+    if isinstance(exc, (dagger.ProvisionError, dagger.DownloadError)):
         return ExecutorUnavailable(f"executor 'dagger' could not start an engine: {exc}")
+    if (port := os.environ.get("DAGGER_SESSION_PORT")) and _refused(exc):
+        return TransientError(
+            f"could not connect to the Dagger session on 127.0.0.1:{port} "
+            "(DAGGER_SESSION_PORT): nothing answers there; restart `dagger run` (the "
+            "session ends with it), or unset DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN "
+            "so that dagnb starts an engine with the dagger CLI")
     return TransientError(f"could not connect to the Dagger engine: {exc}")
+
+
+def _cli_reason(exc: Exception, begun: int) -> str:
+    """The CLI's own reason, masked as the engine log is, and where all its words are:
+    the SDK's message says only that the command exited (it keeps no copy of a stderr
+    it hands to ``log_output``)."""
+    log = _connection.log
+    reason = log.reason(begun) or str(exc)
+    where = " and ".join(str(path) for path in log.paths())
+    return reason + (f" (the dagger CLI's output is in {where})" if where else "")
+
+
+def _refused(exc: BaseException) -> bool:
+    """Whether nothing listens at the session's port (a ``dagger run`` that ended)."""
+    import httpx
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, (httpx.ConnectError, ConnectionRefusedError)):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

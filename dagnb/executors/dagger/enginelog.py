@@ -12,6 +12,10 @@ The stream has no file descriptor on purpose: the SDK then pipes the session's s
 through :meth:`write` (from a thread of its own) instead of handing the child the file,
 which would bypass the masking.
 
+The last lines are kept too, masked: when the CLI cannot start an engine (no Docker),
+the SDK's error only says that it exited, and :meth:`EngineLog.reason` gives its own
+words.
+
 What appears depends on how the engine was reached: a session the SDK starts (the
 ``dagger`` CLI) writes its progress here; under ``dagger run`` the progress is the TUI's,
 and the file holds only what the SDK itself prints.
@@ -33,6 +37,8 @@ from dagnb.model.masking import Masker
 __all__ = ["ENGINE_LOG", "EngineLog"]
 
 ENGINE_LOG = "engine.log"
+_TAIL = 50  # lines kept for reason()
+_DRAIN_WAIT = 2.0  # seconds reason() waits for the failed session's last lines
 log = logging.getLogger("dagnb.executors.dagger.enginelog")
 
 
@@ -42,6 +48,9 @@ class EngineLog(io.TextIOBase):
     def __init__(self) -> None:
         super().__init__()
         self._lock = threading.Lock()
+        self._drained = threading.Condition(self._lock)
+        self._ended = 0  # sessions whose stderr closed (writelines returned)
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL)  # masked
         self._files: dict[Path, IO[str]] = {}
         self._users: collections.Counter[Path] = collections.Counter()
         self._secrets: set[str] = set()
@@ -87,12 +96,47 @@ class EngineLog(io.TextIOBase):
 
     def write(self, text: str) -> int:
         with self._lock:
-            if self._files:
-                masked = self._mask(text)
-                for file in self._files.values():
-                    file.write(masked)
-                    file.flush()
+            masked = self._mask(text)
+            self._tail.extend(line for line in masked.splitlines() if line.strip())
+            for file in self._files.values():
+                file.write(masked)
+                file.flush()
         return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        """The SDK drains a session's stderr with one call, which returns when the
+        ``dagger`` process closed it (it exited)."""
+        try:
+            for line in lines:
+                self.write(line)
+        finally:
+            with self._drained:
+                self._ended += 1
+                self._drained.notify_all()
+
+    def begin_session(self) -> int:
+        """Before a session starts: forget the kept lines; returns what :meth:`reason`
+        takes to wait for this session's."""
+        with self._lock:
+            self._tail.clear()
+            return self._ended
+
+    def reason(self, begun: int) -> str:
+        """Why the session begun with :meth:`begin_session` (``begun``) ended, in the
+        CLI's words, masked: its last line that says "error" (``Error: `` left out), else
+        its last line; "" when it said nothing. Waits a moment for its stderr to close,
+        so that its last lines are in."""
+        with self._drained:
+            self._drained.wait_for(lambda: self._ended > begun, _DRAIN_WAIT)
+            lines = list(self._tail)
+        errors = [line for line in lines if "error" in line.lower()]
+        last = (errors or lines or [""])[-1].strip()
+        return last.removeprefix("Error: ").removeprefix("error: ")
+
+    def paths(self) -> list[Path]:
+        """The ``engine.log`` files lines go to now."""
+        with self._lock:
+            return list(self._files)
 
     def writable(self) -> bool:
         return True

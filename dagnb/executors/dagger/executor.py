@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import re
 import shutil
 import signal
 from collections.abc import Callable, Iterable, Mapping
@@ -67,31 +66,6 @@ __all__ = ["DEFAULT_IMAGE", "DaggerExecutor"]
 
 _TAIL = 2000  # characters of stdout/stderr kept in a StepFailed
 _SIGNALLED = range(128, 192)  # exit codes of a process killed by a signal (137: OOM kill)
-# Engine errors that are about the network rather than the step (a registry hiccup):
-# phrases Go's net, net/http, TLS and registry clients write, never a bare "timeout"
-# or "eof" inside a word (a path "/data/thereof", an image "geoffrey/etl").
-_TRANSIENT_HINT = re.compile(
-    r"i/o timeout|TLS handshake timeout|Client\.Timeout exceeded|context deadline exceeded|"
-    r"\btimed out\b|connection reset|connection refused|temporarily unavailable|"
-    r"too many requests|unexpected EOF|(?-i:\bEOF\b)|"
-    r"(?:status(?: code)?:?|HTTP(?:/[\d.]+)?)\s+(?:429|50[234])\b|"
-    r"\b(?:429 Too Many|502 Bad Gateway|503 Service Unavailable|504 Gateway Time-?out)",
-    re.IGNORECASE,
-)
-# Signals that the step itself is wrong: retrying cannot help, whatever else the
-# message says ("failed to stat /src/timeout_settings.yaml: no such file or directory").
-_PERMANENT_HINT = re.compile(
-    r"no such file or directory|pull access denied|\bnot found\b|\bunauthorized\b|"
-    r"\binvalid\b",
-    re.IGNORECASE,
-)
-
-
-def _network_error(message: str) -> bool:
-    """Whether an engine error's text says the network failed rather than the step."""
-    return not _PERMANENT_HINT.search(message) and bool(_TRANSIENT_HINT.search(message))
-
-
 class DaggerExecutor:
     """Runs steps in containers on a Dagger engine.
 
@@ -167,17 +141,43 @@ class DaggerExecutor:
         except Exception as exc:
             if connection.is_transient(exc):  # the session may be gone: a retry gets a new one
                 await connection.reopen(dag)
-            raise _classified(task, exc, mask, dagger) from None
+            raise _classified(f"step {task.step.name!r}", exc, mask, dagger,
+                              task.step.name) from None
         if isinstance(failed, StepFailed):
             raise failed
         return failed
 
-    async def image_ref(self, image: str, platform: str | None = None) -> str:
+    async def image_ref(self, image: str, platform: str | None = None, *,
+                        step: str | None = None) -> str:
         """The digest reference tag ``image`` resolves to on the engine now
-        (``docker.io/library/python:3.12-slim@sha256:…``); what ``pin_images`` pins."""
+        (``docker.io/library/python:3.12-slim@sha256:…``); what ``pin_images`` pins.
+
+        Its errors are those of a step's exec (``step``: the step it is asked for,
+        named in them): the engine's words masked, a network failure a TransientError,
+        others StepFailed. It is asked before the step's attempts, so no retry of the
+        runner's follows: a dropped connection is asked once more here, in a new
+        session if the old one was lost."""
+        try:
+            try:
+                return await self._image_ref(image, platform)
+            except Exception as exc:
+                if not connection.is_transient(exc):
+                    raise
+            return await self._image_ref(image, platform)  # (a lost session was reopened)
+        except DagnbError as exc:  # (no engine, a registry password not set: one line)
+            raise _masked(exc, self._registry_secrets()) from None
+        except Exception as exc:
+            raise self._image_error(exc, image, step) from None
+
+    async def _image_ref(self, image: str, platform: str | None) -> str:
         dag = await connection.client()
-        container = image_from(dag, image, platform, self.registry_auth)
-        facts = await self._image_facts((image, platform), container)
+        try:
+            container = image_from(dag, image, platform, self.registry_auth)
+            facts = await self._image_facts((image, platform), container)
+        except Exception as exc:
+            if connection.is_transient(exc):  # the session may be gone: the next ask reopens
+                await connection.reopen(dag)
+            raise
         # The pinned reference names the same image: its steps need not ask again.
         pinned = f"{image.partition('@')[0]}@{digest_of(facts['image_ref'])}"
         await connection.remembered(("image", pinned, platform), functools.partial(_same, facts))
@@ -192,11 +192,24 @@ class DaggerExecutor:
         return await connection.remembered(("image", *key),
                                            functools.partial(facts.execute, dict[str, str]))
 
+    def _image_error(self, exc: Exception, image: str, step: str | None) -> DagnbError:
+        """An error resolving ``image`` worded as a step's exec's; not marked masked, so
+        the run masks it with its steps' secrets too (only the registry's are known
+        here)."""
+        mask = Masker(self._registry_secrets())
+        who = f"step {step!r}" if step else f"image {image!r}"
+        error = _classified(who, exc, mask, connection.require_sdk(), step)
+        error.masked = False  # type: ignore[attr-defined]  # (both kinds have it)
+        return error
+
     def _image_key(self, task: Task) -> tuple[str, str | None]:
         return task.step.image or self.default_image, task.step.platform
 
     def _secret_values(self, task: Task) -> list[str]:
-        values = list(task.secrets.values())
+        return [v for v in task.secrets.values() if v] + self._registry_secrets()
+
+    def _registry_secrets(self) -> list[str]:
+        values = []
         for auth in self.registry_auth:
             with contextlib.suppress(DagnbError):  # build_container names the variable
                 values.append(auth.secret_value())
@@ -360,18 +373,18 @@ def _host_error(exc: Exception) -> str:
     return f"{exc.strerror or type(exc).__name__}: {paths}"
 
 
-def _classified(task: Task, exc: Exception, mask: _Mask, dagger: Any) -> DagnbError:
-    """The error an exception of the engine's connection or of this machine's is; only
-    its words are masked (they may quote the step's command), not the step's name."""
-    name = task.step.name
+def _classified(who: str, exc: Exception, mask: _Mask, dagger: Any,
+                step: str | None) -> DagnbError:
+    """The error an exception of the engine's connection or of this machine's is, said
+    of ``who`` ("step 'load'") for step ``step``; only its words are masked (they may
+    quote the step's command), not the step's name."""
     if connection.is_transient(exc):
-        return TransientError(f"step {name!r}: lost the Dagger engine: {mask(str(exc))}",
+        return TransientError(f"{who}: lost the Dagger engine: {mask(str(exc))}",
                               masked=True)
     if host := _host_error(exc):  # not the engine's: the path is this machine's
-        return StepFailed(f"step {name!r}: file-system error on this machine: {mask(host)}",
-                          step=name, masked=True)
+        return StepFailed(f"{who}: file-system error on this machine: {mask(host)}",
+                          step=step, masked=True)
     message = mask(str(exc))
-    if isinstance(exc, dagger.QueryError) and _network_error(message):
-        return TransientError(f"step {name!r}: Dagger engine error: {message}", masked=True)
-    return StepFailed(f"step {name!r}: Dagger engine error: {message}", step=name,
-                      masked=True)
+    if isinstance(exc, dagger.QueryError) and connection.network_error(message):
+        return TransientError(f"{who}: Dagger engine error: {message}", masked=True)
+    return StepFailed(f"{who}: Dagger engine error: {message}", step=step, masked=True)

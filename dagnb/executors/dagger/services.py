@@ -5,7 +5,10 @@ service and opens a tunnel from this machine to each of its ports, so the notebo
 connect to ``info.endpoint`` (``localhost:<random port>``) while Dagger steps declared
 with ``services=["db"]`` reach it as host ``db`` inside their containers.
 
-Services live on the process's Dagger connection and stop with it. The functions here
+Services live on the process's Dagger connection and stop with it. A session found lost
+(the engine restarted) is reopened, as for steps: a start then tries once more in the new
+session, and a stop finds its service gone with the old one. Engine errors are one line
+naming the service, its secrets masked. The functions here
 are synchronous and run on dagnb's background loop (:mod:`dagnb.executors.loop`); each has an
 ``a``-prefixed coroutine twin for code already running there.
 
@@ -19,13 +22,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime
+import functools
 import os
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from dagnb.errors import ConfigError, ExecutorError
+from dagnb.errors import ConfigError, DagnbError, ExecutorError, TransientError
 from dagnb.executors.dagger import connection
+from dagnb.model.masking import Masker
 
 __all__ = [
     "ServiceInfo",
@@ -59,6 +64,8 @@ class _Running:
     tunnels: list[Any]
     events: list[str]
     session: int  # connection.session_number() it was started in; it dies with that session
+    client: Any  # the session's client (connection.reopen's, should a stop find it lost)
+    secrets: tuple[str, ...] = ()  # values masked in the engine's words
 
 
 SERVICE_LABEL = "dev.dagnb.service"  # the container label holding a service's name
@@ -119,8 +126,9 @@ async def astart(
     try:
         definition = _Definition(name, image, ports, dict(env or {}),
                                  _secret_values(name, secrets), args)
-        dag = await connection.client()
-        service, tunnels, endpoints = await _start_service(dag, definition)
+        dag, (service, tunnels, endpoints) = await _on_engine(
+            name, "start", definition.secrets.values(),
+            functools.partial(_start_service, spec=definition))
     finally:
         with _lock:
             _starting.discard(name)
@@ -130,8 +138,50 @@ async def astart(
     events = [f"{started:%H:%M:%S} started {image}"]
     events += [f"{started:%H:%M:%S} port {p} -> {e}" for p, e in endpoints.items()]
     with _lock:
-        _running[name] = _Running(info, service, tunnels, events, connection.session_number())
+        _running[name] = _Running(info, service, tunnels, events, connection.session_number(),
+                                  dag, tuple(definition.secrets.values()))
     return info
+
+
+async def _on_engine(name: str, doing: str, secrets: Iterable[str],
+                     call: Callable[[Any], Awaitable[Any]], *, again: bool = True
+                     ) -> tuple[Any, Any]:
+    """``(dag, await call(dag))`` on the process's session. A session that no longer
+    answers is reopened and ``call`` tried once more in the new one, as a step's retry
+    would be (without it every later start failed on the dead client); errors are
+    one line naming the service."""
+    dag = None
+    try:
+        dag = await connection.client()
+        return dag, await call(dag)
+    except DagnbError as exc:  # (no engine to connect to: one line already)
+        raise _named(exc, name) from None
+    except Exception as exc:
+        if again and connection.is_transient(exc) and await connection.reopen(dag):
+            return await _on_engine(name, doing, secrets, call, again=False)
+        raise _engine_error(name, doing, exc, secrets) from None
+
+
+def _named(exc: DagnbError, name: str) -> DagnbError:
+    exc.args = (f"service {name!r}: {exc}", *exc.args[1:])
+    return exc
+
+
+def _engine_error(name: str, doing: str, exc: Exception, secrets: Iterable[str]
+                  ) -> DagnbError:
+    """The engine's failure to ``doing`` ("start", "stop") service ``name``, in one
+    line saying what to do; its words masked (the engine may quote the service's env)."""
+    dagger = connection.require_sdk()
+    words = Masker(list(secrets))(str(exc) or type(exc).__name__)
+    if connection.is_transient(exc):
+        return TransientError(f"service {name!r}: lost the Dagger engine ({words}); {doing} "
+                              "it again once the engine answers", masked=True)
+    if isinstance(exc, dagger.QueryError) and connection.network_error(words):
+        return TransientError(f"service {name!r} could not {doing}: Dagger engine error: "
+                              f"{words}; {doing} it again", masked=True)
+    hint = "; check its image, ports, env and args" if doing == "start" else ""
+    return ExecutorError(f"service {name!r} could not {doing}: Dagger engine error: "
+                         f"{words}{hint}")
 
 
 def _service(dag: Any, spec: _Definition) -> Any:
@@ -151,7 +201,8 @@ def _service(dag: Any, spec: _Definition) -> Any:
     return ctr.as_service(use_entrypoint=True)
 
 
-async def _start_service(dag: Any, spec: _Definition) -> tuple[Any, list[Any], dict[int, str]]:
+async def _start_service(dag: Any, *, spec: _Definition
+                         ) -> tuple[Any, list[Any], dict[int, str]]:
     """The started service and its tunnels; on a failure, what was started is stopped."""
     ports = spec.ports
     service = await _service(dag, spec).start()
@@ -186,6 +237,7 @@ def _reserve(name: str, ports: Sequence[int]) -> None:
     for port in ports:
         if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
             raise ConfigError(f"service {name!r}: port {port!r} must be a number 1-65535")
+    _mark_lost()  # (one that went with a lost session may start again)
     with _lock:
         running = _running.get(name)
         if name in _starting or (running and running.info.state == "running"):
@@ -231,8 +283,18 @@ def start(
 async def astop(name: str) -> ServiceInfo:
     """Coroutine of :func:`stop`."""
     running = _lookup(name)
-    for handle in [*running.tunnels, running.service]:
-        await handle.stop()
+    if running.info.state == "stopped":  # stopped already, or gone with its lost session
+        return running.info
+    try:
+        for handle in [*running.tunnels, running.service]:
+            await handle.stop()
+    except Exception as exc:
+        if connection.is_transient(exc):  # the session may be gone, and the service with it
+            await connection.reopen(running.client)
+            _mark_lost()
+        if running.info.state != "stopped":
+            raise _engine_error(name, "stop", exc, running.secrets) from None
+        return running.info
     info = dataclasses.replace(running.info, state="stopped")
     with _lock:
         running.info = info

@@ -203,7 +203,8 @@ def build_container(
     ``volatile_variables``: whether the engine has ``withVolatileVariable`` (0.21.4+).
     ``owner``: the user that runs the step (the image's ``USER`` or the step's
     ``user``); ``$DAGNB_OUT`` and cache volumes are given to it, since the engine makes
-    new directories and volumes root's and a non-root user could not write them.
+    new directories and volumes root's and a non-root user could not write them, and so
+    are its inputs and mounts (:func:`_with_contract_dirs`), so that it reads them.
     ``image``: the :func:`image_container` to start from, when the caller has one (the
     SDK resolves an argument's ID once per pipeline object it has built, so sharing it
     saves the round trips). ``empty`` (an empty Directory) and ``volumes`` (alias ->
@@ -219,8 +220,9 @@ def build_container(
     ctr = _with_env(ctr, task, volatile_variables)
     for name, value in sorted(task.secrets.items()):
         ctr = ctr.with_secret_variable(name, dag.set_secret(name, value))
-    ctr = _with_contract_dirs(ctr, dag, task, dagger, _owner(owner), empty, staged or {})
-    mounts = [*_host_mounts(dag, task), *_cache_mounts(dag, task, dagger, owner, volumes)]
+    ctr = _with_contract_dirs(ctr, dag, task, _owner(owner), empty, staged or {})
+    mounts = [*_host_mounts(dag, task, _owner(owner)),
+              *_cache_mounts(dag, task, dagger, owner, volumes)]
     ctr = _with_mounts(ctr, task.step, mounts)
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
@@ -271,8 +273,8 @@ def _sdk() -> Any:
     return dagger
 
 
-def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str,
-                        empty: Any, staged: Mapping[str, Path]) -> Any:
+def _with_contract_dirs(ctr: Any, dag: Any, task: Task, owner: str, empty: Any,
+                        staged: Mapping[str, Path]) -> Any:
     # Real (empty) directories, so they exist for commands and for export even when a
     # step has no upstreams or writes nothing.
     empty = empty if empty is not None else dag.directory()
@@ -280,7 +282,12 @@ def _with_contract_dirs(ctr: Any, dag: Any, task: Task, dagger: Any, owner: str,
     ctr = ctr.with_directory(CONTAINER_IN, empty)
     for name, item in sorted(task.inputs.items()):
         source = _input_source(dag, item, staged.get(name), empty)
-        ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, read_only=True)
+        # Given to the step's user: the engine makes an upload root's, keeping its
+        # modes (a private 0600 file was unreadable to a non-root step when its upstream
+        # was cached), and a container's directory keeps its owner (the upstream's user,
+        # maybe another); chowned alike, a step reads the same whichever it got.
+        ctr = ctr.with_mounted_directory(f"{CONTAINER_IN}/{name}", source, owner=owner,
+                                         read_only=True)
     return ctr.with_new_file(CONTAINER_PARAMS, _params_text(task))
 
 
@@ -392,7 +399,9 @@ def _check_targets(step: Step, targets: list[str]) -> None:
         seen.add(path)
 
 
-def _host_mounts(dag: Any, task: Task) -> list[Mount]:
+def _host_mounts(dag: Any, task: Task, owner: str) -> list[Mount]:
+    """The step's host folders and files, given to its user (``owner``): uploads are
+    root's with their modes, and a step must read what it mounts."""
     mounts = []
     for host, target in task.step.mounts.items():
         path = mount_path(task.base_dir, host).resolve()  # as the cache key reads it
@@ -401,10 +410,11 @@ def _host_mounts(dag: Any, task: Task) -> list[Mount]:
                                           exclude=host_excludes(task.step, path,
                                                                 task.cache_folder),
                                           no_cache=True)
-            mounts.append((target, "with_mounted_directory", folder, {"read_only": True}))
+            mounts.append((target, "with_mounted_directory", folder,
+                           {"owner": owner, "read_only": True}))
         elif path.is_file():
             source = dag.host().file(str(path), no_cache=True)
-            mounts.append((target, "with_mounted_file", source, {}))
+            mounts.append((target, "with_mounted_file", source, {"owner": owner}))
         else:
             raise InvalidStepError(
                 f"step {task.step.name!r}: mount source {host!r} does not exist (looked for "
