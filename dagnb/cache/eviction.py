@@ -90,10 +90,19 @@ def _items_limit(limit: object) -> int | None:
     return checked(count, limit, "items_limit", CacheError, sep=" ")
 
 
+def checked_limits(bytes_limit: object, items_limit: object,
+                   age_limit: timedelta | float | str | None
+                   ) -> tuple[int | None, int | None, float | None]:
+    """``reduce_size``'s limits, each checked before anything goes (a negative one
+    would take every entry): bytes, entries and seconds, None for none given."""
+    return parse_size(bytes_limit), _items_limit(items_limit), _age_seconds(age_limit)
+
+
 def _age_seconds(limit: timedelta | float | str | None) -> float | None:
     if isinstance(limit, timedelta):  # (0 removes every entry, as in joblib)
         if limit < timedelta(0):
-            raise CacheError(f"age_limit {limit!r} is negative (every entry would go); "
-                             "use a positive timedelta such as timedelta(days=7), or '7d'")
+            raise CacheError(f"age_limit {limit!r} has to be a positive timedelta (every "
+                             "entry would go); use a positive timedelta such as "
+                             "timedelta(days=7), or '7d'")  # (joblib's words, then the fix)
         return limit.total_seconds()
     return parse_duration(limit, what="age_limit")

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
-from dagnb.cache.eviction import _age_seconds, _items_limit, _items_to_delete, parse_size
+from dagnb.cache.eviction import _items_to_delete, checked_limits
 from dagnb.cache.journal import Totals
 from dagnb.cache.pack import iter_pack_files
 from dagnb.cache.pack_compact import compact
@@ -233,9 +233,7 @@ class Housekeeping:
         over an hour ago go too, and the folders under ``.unpacked`` of records no longer
         there (not counted: they were no entries).
         """
-        # every limit checked before anything goes: a negative one would take every entry
-        limits = (parse_size(bytes_limit), _items_limit(items_limit),
-                  _age_seconds(age_limit))
+        limits = checked_limits(bytes_limit, items_limit, age_limit)
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
         doomed = _items_to_delete(self._usage_items(), *limits, self.clock(), kept=in_use)

@@ -62,6 +62,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
 from dagnb.cache.call_keys import CallKeys, label, target_of
+from dagnb.cache.eviction import checked_limits
 from dagnb.cache.keys import StepKey
 from dagnb.cache.secret_scan import (
     SecretsInForce,
@@ -394,14 +395,10 @@ class Memory:
         or ``"7d"``) removes entries not used for that long. With no limit given, the
         Memory's ``bytes_limit`` applies, else nothing is removed. Returns how many were.
         """
-        if isinstance(age_limit, timedelta) and age_limit < timedelta(0):
-            raise CacheError(
-                f"age_limit has to be a positive timedelta, got {age_limit!r}; "
-                "use timedelta(days=7) or '7d'"
-            )
         if bytes_limit is None and items_limit is None and age_limit is None:
             bytes_limit = self.bytes_limit
-        if self.store is None:
+        if self.store is None:  # (nothing to remove; the limits refused as a store would)
+            checked_limits(bytes_limit, items_limit, age_limit)
             return 0
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
 
