@@ -118,6 +118,16 @@ def test_a_step_name_given_twice_is_an_error_with_its_line() -> None:
         loads(text)
 
 
+def test_a_step_listed_twice_in_a_steps_list_is_told_in_the_file_s_words() -> None:
+    """The graph's own refusal suggested graph.replace(), which a YAML file has no use for."""
+    text = ("steps:\n  - {name: a, run: 'true'}\n  - {name: b, run: 'true'}\n"
+            "  - {name: a, run: 'false'}\n")
+    with pytest.raises(WorkflowError) as refused:
+        loads(text)
+    assert str(refused.value) == ("<string>: step 'a' is listed twice in 'steps' (items 1 and "
+                                  "3); give each step its own name")
+
+
 _POINT_MODULE = """\
 import dataclasses
 import os

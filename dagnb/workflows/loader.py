@@ -447,6 +447,7 @@ def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
         items = [
             (_listed_name(s, source), {k: v for k, v in s.items() if k != "name"}) for s in steps
         ]
+        _refuse_listed_twice([name for name, _ in items], source)
     else:
         raise WorkflowError(
             f"{source}: 'steps' must be a mapping of step name -> fields, got {steps!r}"
@@ -457,6 +458,17 @@ def _step_items(steps: Any, source: str) -> list[tuple[str, Mapping[str, Any]]]:
                 f"{source}: step {name!r} must be a mapping of fields, got {fields!r}"
             )
     return items
+
+
+def _refuse_listed_twice(names: list[Any], source: str) -> None:
+    """A 'steps' list naming one step twice (the graph's own refusal suggested
+    ``graph.replace()``, which a file has no use for)."""
+    first: dict[str, int] = {}
+    for item, name in enumerate(names, 1):
+        if isinstance(name, str) and first.setdefault(name, item) != item:  # (other kinds:
+            raise WorkflowError(  #                                     refused by Step)
+                f"{source}: step {name!r} is listed twice in 'steps' (items "
+                f"{first[name]} and {item}); give each step its own name")
 
 
 def _listed_name(item: Any, source: str) -> str:
