@@ -420,3 +420,54 @@ def test_a_notebook_run_with_fail_on_miss_exits_2_and_runs_no_step(tmp_path: Pat
     assert "make: no entry yet for step 'make'" in done.stderr
     assert _executions(tmp_path) == []
     assert not (tmp_path / ".dagnb_cache").exists()  # (the kernel's run made none)
+
+
+# -- the step contract holds in every mode ----------------------------------------------
+def _small() -> dict[str, int]:
+    return {"v": 1}
+
+
+def _a_set() -> set[int]:
+    return {3}
+
+
+@pytest.mark.parametrize("how", ["off", "read-only", "step cache=False"])
+@pytest.mark.parametrize(("func", "reads"), [
+    (_small, 'cat "$DAGNB_IN/up/result.json"'),
+    (_a_set, 'python3 -c "import pickle,sys; print(pickle.load(open(sys.argv[1], \'rb\')))" '
+             '"$DAGNB_IN/up/result.pkl"'),
+])
+def test_a_command_reads_a_python_upstreams_result_file_though_it_was_not_stored(
+        workdir: Path, how: str, func: Any, reads: str) -> None:
+    """An uncached Python step's result is in its folder as a stored one's is: a pull
+    request's read-only run that missed failed every command reading it."""
+    graph = Graph("contract", [Step("up", func=func, cache=how != "step cache=False"),
+                               Step("b", run=reads, needs=["up"])])
+    mode = "read-write" if how == "step cache=False" else how
+    run = graph.run(executor="local", cache_mode=mode)
+    assert run.states() == {"up": "succeeded", "b": "succeeded"}, run.status()
+    printed = run.logs("b", stream="stdout")["line"].tolist()
+    assert printed == (['{"v": 1}'] if func is _small else ["{3}"])
+    if how != "step cache=False":
+        assert not list(workdir.glob(".dagnb_cache/up"))  # and nothing was stored
+        stored = graph.run(executor="local")  # the same file as a stored entry's
+        assert stored.logs("b", stream="stdout")["line"].tolist() == printed
+
+
+def test_an_unstored_result_holding_a_secret_is_not_written_for_the_commands(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "zz-TOPSECRET-42-abcdef"
+    monkeypatch.setenv("MYTOKEN", secret)
+
+    def peek() -> str:
+        return os.environ["MYTOKEN"]
+
+    graph = Graph("contract", [Step("up", func=peek, secrets=("MYTOKEN",)),
+                               Step("b", run='ls "$DAGNB_IN/up/"', needs=["up"])])
+    with pytest.warns(UserWarning, match=r"'up': its result holds the value of secret "
+                                          r"'MYTOKEN', so the steps that read it as a file"):
+        run = graph.run(executor="local")
+    assert run.states()["up"] == "succeeded"
+    on_disk = [p for p in (workdir / ".dagnb_cache").rglob("*") if p.is_file()
+               and secret.encode() in p.read_bytes()]
+    assert on_disk == []

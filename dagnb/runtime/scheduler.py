@@ -24,6 +24,7 @@ import contextlib
 import dataclasses
 import functools
 import os
+import pickle
 import shutil
 import time
 from collections import deque
@@ -69,7 +70,7 @@ from dagnb.executors.loop import (
 )
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
-from dagnb.model.results import NO_RESULT, PUBLISHED_AS
+from dagnb.model.results import NO_RESULT, PUBLISHED_AS, save_result
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
@@ -593,9 +594,37 @@ class Scheduler:
     def _record(self, step: Step, outcome: Outcome, digest: str | None) -> _Outcome:
         if outcome.image_ref:  # (_ran inline: every step that ran passes here)
             self._ran(step, outcome)
-        done = _Outcome(self._out_text(step.name), outcome.result, outcome.handle, digest)
+        out_dir = self._out_text(step.name)
+        if (step.func is not None and outcome.result is not NO_RESULT
+                and self._read_by_a_command(step.name)):
+            cache = self.options.cache
+            if digest is None and cache is not None:  # (of its folder without the file)
+                digest = cache.digest_of(Path(out_dir), outcome.result)
+            self._result_for_commands(step, out_dir, outcome.result)
+        done = _Outcome(out_dir, outcome.result, outcome.handle, digest)
         self.run.record(step.name, done, outcome.result)
         return done
+
+    def _result_for_commands(self, step: Step, out_dir: str, result: Any) -> None:
+        """A Python step's result that is not stored (caching off or read-only, a miss
+        of ``cache=False``...) written into its folder as its entry would hold it, when a
+        command or another process reads it there (``$DAGNB_IN/<step>/result.json``):
+        the step contract does not depend on the cache mode. Not a result holding a
+        secret: the run's folder is kept, and no secret is written in plain text."""
+        leaked = stored_secret(self._secrets_found, None, result)
+        if leaked is not None:
+            checks.warn_user(f"step {step.name!r}: its result holds the value of secret "
+                             f"{leaked!r}, so the steps that read it as a file "
+                             f"($DAGNB_IN/{step.name}) do not get it; pass the secret to "
+                             "them at run time instead")
+            return
+        try:
+            self.run.make_workspace()
+            os.makedirs(out_dir, exist_ok=True)
+            save_result(Path(out_dir), result)
+        except (OSError, pickle.PicklingError, TypeError, AttributeError) as exc:
+            checks.warn_user(f"step {step.name!r}: its result could not be written for the "
+                             f"steps that read it as a file ($DAGNB_IN/{step.name}): {exc}")
 
     def _ran(self, step: Step, outcome: Outcome) -> None:
         """Keep the image that ran (by digest, when the executor says) for the status."""
