@@ -370,3 +370,57 @@ def test_a_pack_record_named_out_of_the_cache_is_damage_never_a_path(workdir: Pa
     assert sorted(p.name for p in (workdir / "project").iterdir()) == [".dagnb_cache"]
     assert sorted(p.name for p in (workdir / "store" / "entries").iterdir()) == [
         "large", "make", "use", "value"]
+
+
+@pytest.mark.parametrize("meanwhile", ["replaced", "removed"])
+def test_verify_leaves_an_entry_another_process_replaced_or_removed_as_it_hashed(
+        meanwhile: str, workdir: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `dagnb run --refresh` (or a clear) beside `dagnb cache verify`: the entry verify
+    listed is gone as it hashes it. That is no damage: the new entry is not set aside,
+    nothing is reported, and the next run hits."""
+    from dagnb.cache.entry import Entry
+    from dagnb.cli import main
+
+    cache = workdir / ".dagnb_cache"
+    _run(workdir)
+    hashed = Entry.verify
+
+    def verify_as_another_process_acts(entry: Entry) -> bool:
+        if entry.step != "make":
+            return hashed(entry)
+        if meanwhile == "replaced":
+            with isolated(cache_directory=str(cache)):
+                _graph().run(executor="local", refresh=True, targets=["make"])
+        else:
+            Store(cache).remove("make", entry.key)
+        return False  # what hashing saw while the old folder went
+
+    monkeypatch.setattr(Entry, "verify", verify_as_another_process_acts)
+    capsys.readouterr()
+    assert main(["cache", "verify", "--cache-dir", str(cache)]) == 0
+    assert "damaged" not in capsys.readouterr().out
+    assert not (cache / ".damaged").exists() or not any((cache / ".damaged").iterdir())
+    monkeypatch.undo()
+    if meanwhile == "replaced":
+        assert _run(workdir).states()["make"] == "cached"
+
+
+def test_push_leaves_an_entry_replaced_as_it_was_hashed_for_upload(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`dagnb cache push` hashes each entry before it uploads it (as verify does): one
+    replaced meanwhile is not sent now, and the new one is not set aside."""
+    from dagnb.cache import remote
+    from dagnb.cache.entry import Entry
+
+    cache = workdir / ".dagnb_cache"
+    _run(workdir)
+    store = Store(cache)
+    listed = next(e for e in store.iter_entries() if e.step == "make")
+    with isolated(cache_directory=str(cache)):
+        _graph().run(executor="local", refresh=True, targets=["make"])
+    monkeypatch.setattr(Entry, "verify", lambda entry: False)  # what hashing saw meanwhile
+    assert remote._intact(store, listed) is False
+    assert store.take_set_aside() == []
+    monkeypatch.undo()
+    assert _run(workdir).states()["make"] == "cached"

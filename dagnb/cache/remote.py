@@ -1020,10 +1020,12 @@ def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entr
 def _intact(local: Store, entry: Entry) -> bool:
     """Whether an entry's files still hash to its digest: a listing checks sizes only,
     and an upload names blobs by the files as they are now, so a file edited in place
-    would reach every machine that pulls. One that does not is set aside, reported once."""
+    would reach every machine that pulls. One that does not is set aside, reported once;
+    one replaced or removed meanwhile is not sent now, and the entry at its key is left."""
     if entry.verify():
         return True
-    local.quarantine(entry.step, entry.key, "its files no longer match their digest")
+    local.quarantine(entry.step, entry.key, "its files no longer match their digest",
+                     entry=entry)
     return False
 
 

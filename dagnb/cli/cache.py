@@ -97,8 +97,10 @@ def _verify(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", DamagedEntryWarning)
         entries = list(store.iter_entries())  # (damage a hit would see: set aside)
         changed = [entry for entry in entries if not entry.verify()]
-        for entry in changed:
-            store.quarantine(entry.step, entry.key, "its files no longer match their digest")
+        for entry in changed:  # (one replaced or removed meanwhile, a --refresh's or a
+            # clear's, is no damage: the entry now at its key is left alone)
+            store.quarantine(entry.step, entry.key, "its files no longer match their digest",
+                             entry=entry)
     damaged = [f"damaged entry: {line}, {done}" for line in store.take_set_aside()]
     damaged += [f"damaged pack record: {record}" for record in store.damaged_records()]
     for line in damaged:
