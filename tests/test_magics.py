@@ -14,7 +14,7 @@ from IPython.core.error import UsageError
 
 import dagnb
 import dagnb.notebook.widgets
-from dagnb.notebook.overview import HISTORY_COLUMNS, STATUS_COLUMNS
+from dagnb.notebook.overview import HISTORY_COLUMNS, STATUS_COLUMNS, left_aligned
 from dagnb.notebook.session import get_session
 from dagnb.runtime.frames import LOG_COLUMNS
 from dagnb.testing import wait_until
@@ -837,6 +837,22 @@ def test_the_logs_of_a_step_that_printed_much_show_as_many_rows_as_pandas_would(
     assert text.endswith("[50000 rows x 5 columns]") and "50000 rows × 5 columns" in page
     with pd.option_context("display.max_rows", None):  # (pandas' own switch: all of them)
         assert len(repr(logs).splitlines()) == 50_001
+
+
+def test_one_long_log_line_neither_pads_the_rows_shown_nor_shows_whole(shell):
+    """A 200,000-character line among 1,000 short ones padded each of the 10 rows shown
+    to its width (megabytes of spaces in the cell and the saved notebook); shown, it is
+    its first 500 characters, and the frame still holds it whole."""
+    cell(shell, "big", "seq 1 500; printf 'X%.0s' $(seq 1 200000); echo; seq 501 1000")
+    logs = line(shell, "logs big")
+    assert len(logs) == 1001 and len(logs["line"].iloc[500]) == 200_000
+    text, page = repr(logs), logs._repr_html_()
+    assert len(text) < 2_000 and len(page) < 5_000
+    shown = logs.iloc[495:506]  # the long line among the rows shown
+    text, page = repr(left_aligned(shown)), left_aligned(shown)._repr_html_()
+    assert len(text) < 3_000 and len(page) < 4_000
+    assert "X" * 500 + "… (199500 characters more)" in text
+    assert "X" * 500 + "… (199500 characters more)" in page
 
 
 @pytest.mark.parametrize(("path", "says"), [

@@ -243,11 +243,14 @@ def _display_class() -> type[pd.DataFrame]:
                 return options["empty"]
             if not options["left"]:
                 return repr(frame)
-            widths = {c: int(frame[c].astype(str).str.len().max()) for c in frame.columns}
-            formatters = {c: (lambda w: lambda v: f"{v!s:<{w}}")(widths[c])
+            limits = _row_limits(len(frame))
+            shown_rows = _shown_rows(frame, limits)
+            widths = {c: int(shown_rows[c].map(_cut).str.len().max()) for c in frame.columns}
+            formatters = {c: (lambda w: lambda v: f"{_cut(v):<{w}}")(widths[c])
                           for c in frame.columns}
-            return frame.to_string(index=False, justify="left", formatters=formatters,
-                                   **_row_limits(len(frame)))
+            text = frame.to_string(index=False, justify="left", formatters=formatters,
+                                   **limits)
+            return "\n".join(row.rstrip() for row in text.splitlines())  # (the last column's)
 
         def _repr_html_(self) -> str | None:
             options, frame = self._shown_as, _readable(self)
@@ -257,7 +260,8 @@ def _display_class() -> type[pd.DataFrame]:
                 return frame._repr_html_()
             limits = _row_limits(len(frame))
             text = frame.to_html(index=False, justify="left", max_rows=limits.get("min_rows"),
-                                 show_dimensions=bool(limits))
+                                 show_dimensions=bool(limits),
+                                 formatters=dict.fromkeys(frame.columns, _cut))
             return text.replace("<td>", "<td style='text-align:left'>")
 
     return Shown
@@ -274,6 +278,28 @@ def _row_limits(rows: int) -> dict[str, Any]:
         return {}
     return {"max_rows": most, "min_rows": pd.get_option("display.min_rows") or most,
             "show_dimensions": True}
+
+
+SHOWN_CHARACTERS = 500  # of a value in a left-aligned frame (a log line can be megabytes)
+
+
+def _cut(value: Any) -> str:
+    """A value as a left-aligned frame shows it: its first :data:`SHOWN_CHARACTERS` (the
+    frame holds it whole)."""
+    text = str(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return text
+    return f"{text[:SHOWN_CHARACTERS]}… ({len(text) - SHOWN_CHARACTERS} characters more)"
+
+
+def _shown_rows(frame: pd.DataFrame, limits: Mapping[str, Any]) -> pd.DataFrame:
+    """The rows ``to_string`` shows with ``limits`` (its first and last halves of
+    ``min_rows``; one more each way, to be safe): each column is padded to the widest
+    of those alone (one long line elsewhere padded every row shown to its width)."""
+    if not limits:
+        return frame
+    half = limits["min_rows"] // 2 + 1
+    return frame.iloc[list(range(half)) + list(range(len(frame) - half, len(frame)))]
 
 
 def _readable(frame: pd.DataFrame) -> pd.DataFrame:
