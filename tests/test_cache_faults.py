@@ -89,6 +89,45 @@ def test_a_cache_nobody_may_write_serves_hits_and_runs_misses_uncached(shared: P
         for name in ("big", "small")]
 
 
+FAIL_ON_MISS_UNWRITABLE = """
+import json, os, sys, warnings
+import dagnb
+from dagnb import Graph, Step
+
+def graph():
+    made = Graph("ro", [Step("make", run='echo hi > "$DAGNB_OUT/a.txt"'),
+                        Step("use", run='cat "$DAGNB_IN/make/a.txt"', needs=["make"])])
+    made.step(lambda: {"n": 1}, name="value")
+    return made
+
+with dagnb.testing.isolated(cache_directory=sys.argv[1]):
+    graph().run(executor="local").raise_for_status()
+os.setgid(65534); os.setuid(65534)
+with dagnb.testing.isolated(cache_directory=sys.argv[1]), \\
+        warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("default")
+    run = graph().run(executor="local", cache_mode="fail-on-miss")
+    print(json.dumps({"states": run.states(), "warnings": [str(w.message) for w in caught],
+                      "kept": run.kept}))
+"""
+
+
+@needs_root
+def test_fail_on_miss_on_a_cache_it_may_not_write_reads_it_and_writes_and_warns_nothing(
+        shared: Path) -> None:
+    """A CI's fail-on-miss run on a pulled cache mounted read-only: its hits are served
+    as a read-only run serves them; it wrote hit counts and a run record there, each
+    failing with a warning."""
+    (shared / "script.py").write_text(FAIL_ON_MISS_UNWRITABLE)
+    cache = shared / "cache"
+    done = subprocess.run([sys.executable, "script.py", str(cache)], cwd=shared,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    said = json.loads(done.stdout.strip().splitlines()[-1])
+    assert said == {"states": {"make": "cached", "use": "cached", "value": "cached"},
+                    "warnings": [], "kept": False}
+
+
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 1 MB file system (tmpfs), or a skip where mounting is not allowed."""

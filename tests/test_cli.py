@@ -1164,6 +1164,14 @@ def test_a_warning_is_one_line_with_no_source_line(tmp_path, monkeypatch):
     assert "scheduler.py" not in done.stderr and "tok-9876543210" not in done.stderr
 
 
+def test_a_warning_meant_for_a_notebook_is_not_prefixed_twice() -> None:
+    from dagnb.cli import _one_line_warning
+
+    said = _one_line_warning(UserWarning("dagnb: run record in '/c/.runs' not written: x"),
+                             UserWarning, "history.py", 1)
+    assert said == "dagnb: warning: run record in '/c/.runs' not written: x\n"
+
+
 PIPED = ("steps:\n  quick: {run: echo quick}\n  quick2: {run: echo quick2}\n"
          "  slow: {needs: [quick], run: 'sleep 1; echo done > $DAGNB_OUT/s.txt'}\n"
          "  after: {needs: [slow], run: 'cat $DAGNB_IN/slow/s.txt'}\n")

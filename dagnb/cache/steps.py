@@ -96,6 +96,9 @@ class StepCache:
         executor; the cache does not): those steps' keys say so, so that a result made
         on the host is never served to a container run, nor the other way round. None:
         every step on the host.
+    read_only
+        Write nothing to the cache folder whatever the ``mode`` (a ``fail-on-miss`` run
+        on a folder it may not write).
     """
 
     def __init__(
@@ -108,6 +111,7 @@ class StepCache:
         mode: str | None = None,
         secrets: Iterable[str] = (),
         in_container: Callable[[Step], bool] | None = None,
+        read_only: bool = False,
     ) -> None:
         config = settings()
         self.in_container = in_container
@@ -116,7 +120,7 @@ class StepCache:
         self.mode = check_cache_mode(config.cache_mode if mode is None else mode, "mode")
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
-        self.writes = self.mode != "read-only"
+        self.writes = self.mode != "read-only" and not read_only
         self.store: Store = store_for(directory, read_only=not self.writes)
         self.folder = local_folder(directory)  # (left out of the steps' mounted folders)
         self.version = version or config.cache_version

@@ -786,8 +786,9 @@ def _check_cache_dir(args: argparse.Namespace) -> None:
 
 def _one_line_warning(message: Warning | str, category: type[Warning], filename: str,
                       lineno: int, line: str | None = None) -> str:
-    """A warning as the command prints it: one line, not dagnb's source line after it."""
-    return f"dagnb: warning: {message}\n"
+    """A warning as the command prints it: one line, not dagnb's source line after it
+    (and no second "dagnb: ", which a warning meant for a notebook begins with)."""
+    return f"dagnb: warning: {str(message).removeprefix('dagnb: ')}\n"
 
 
 def _quiet_stdout() -> None:

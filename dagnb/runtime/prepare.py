@@ -320,7 +320,8 @@ def prepare(
     cwd = os.getcwd()  # (for the two memos below: one look)
     # a store URL's local tier; a read-only run writes nothing there: any folder will do
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only", cwd=cwd)
-    mode = _read_only_if_unwritable(mode, cache_dir)
+    unwritable = mode in ("read-write", "fail-on-miss") and _unwritable(cache_dir)
+    mode = _read_only_if_unwritable(mode, cache_dir) if unwritable else mode
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     after = checked_after(graph, reads.after if reads is not None and after is None else after)
     if after:
@@ -364,16 +365,18 @@ def prepare(
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
         _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder
-        options.cache = cache_for(mode=mode)
+        # (a folder it may not write, a CI's read-only mount of a pulled cache: its hits
+        # read as read-only reads them, with no bookkeeping written and nothing to warn of)
+        options.cache = cache_for(mode=mode, read_only=unwritable)
     secret_values = _secrets_needed(graph, steps, options.cache, reads)
     _require_engine(graph, steps, executor or config.executor, options.cache, reads)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
     # off keeps the run's record (dagnb run --only-failed reads it), as it always did
-    home = _scratch_home() if mode == "read-only" else cache_dir
-    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params,
-                       kept=mode != "read-only")
+    recorded = mode != "read-only" and not unwritable
+    home = cache_dir if recorded else _scratch_home()
+    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=recorded)
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
@@ -535,12 +538,17 @@ def _cache_mode(cache: bool | None, cache_mode: str | None, setting: str) -> str
     return ("read-write" if setting == "off" else setting) if cache else "off"
 
 
+def _unwritable(cache_dir: Path) -> bool:
+    """Whether the cache folder is there and this process may not write it."""
+    return not os.access(cache_dir, os.W_OK) and os.path.isdir(cache_dir)
+
+
 def _read_only_if_unwritable(mode: str, cache_dir: Path) -> str:
     """A ``read-write`` run on a cache folder this process may not write (a read-only
     mount, another user's folder) reads it as ``read-only`` does, said in one warning:
     else each step that missed would fail to make its folder or to take its key's lock
     there, and each write of the run's bookkeeping would warn."""
-    if mode != "read-write" or os.access(cache_dir, os.W_OK) or not os.path.isdir(cache_dir):
+    if mode != "read-write":
         return mode
     warn_user(f"cache folder {str(cache_dir)!r} cannot be written (a read-only mount, or no "
               "write permission); this run only reads it, as cache_mode 'read-only' does")
