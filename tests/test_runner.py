@@ -217,6 +217,28 @@ def test_fail_fast_stops_everything() -> None:
     assert result.states() == {"bad": "failed", "slow": "cancelled"}
 
 
+def test_fail_fast_starts_no_step_that_waited_for_a_slot(tmp_path: Path) -> None:
+    """The slot the failed step gave back went to the next step waiting before the run
+    was stopped: a deploy step could start after the failure."""
+    marker = tmp_path / "deployed"
+    graph = Graph("ff", [Step("bad", run="exit 1"),
+                         Step("deploy", run=f"touch {marker}")])
+    result = run(graph, fail_fast=True, max_concurrency=1)
+    assert result.states() == {"bad": "failed", "deploy": "cancelled"}
+    row = result.status().set_index("step").loc["deploy"]
+    assert row["attempts"] == 0 and "failed (fail_fast)" in row["error"]
+    assert not marker.exists()
+
+
+def test_a_failed_steps_error_is_what_the_terminal_left_of_a_redrawn_line() -> None:
+    """A progress bar redrawn with carriage returns, then the error on the same line:
+    the error said ``downloading 10%``, the first part."""
+    graph = Graph("bar", [Step("get", run="printf 'downloading 10%%\\rdownloading 99%%\\r"
+                                          "ERROR: checksum mismatch\\n' >&2; exit 1")])
+    result = run(graph)
+    assert result.status().loc[0, "error"] == "exit code 1: ERROR: checksum mismatch"
+
+
 def test_four_one_second_sleeps_run_concurrently() -> None:
     graph = Graph("par", [Step(f"s{i}", run="sleep 1") for i in range(4)])
     started = time.monotonic()

@@ -347,6 +347,11 @@ class Scheduler:
             name = self._ready.popleft()
             self._tasks[name] = asyncio.ensure_future(self._chain_from(name))
 
+    def _not_started(self, name: str) -> None:
+        """Settle ``name`` as cancelled by the stop under way (fail_fast): nothing new
+        starts after a failure, a deploy step waiting for a slot least of all."""
+        self._settle(name, "cancelled", error=self._stop_reason)
+
     async def _stop_all(self, reason: str) -> None:
         self._stop_reason = reason
         self._ready.clear()  # none of them starts now: settled as cancelled below
@@ -369,6 +374,8 @@ class Scheduler:
             else:  # not ``async with``: two coroutines less per step
                 await self._semaphore.acquire()
                 try:
+                    if self._failed_fast:  # a step failed as this one waited for a slot:
+                        return self._not_started(name)  # (its stop task not run yet)
                     outcome = await self._cached_or_run(step)
                 finally:
                     self._semaphore.release()
@@ -1025,7 +1032,7 @@ class Scheduler:
     def _stderr_tail(self, name: str, attempt: int, lines: int = STDERR_TAIL) -> str:
         """The last non-blank stderr lines of the step's current attempt."""
         found = list(self._tails.get(name, ()))  # (masked already)
-        return "\n".join(bounded_line(line) for line in found[-lines:])
+        return "\n".join(bounded_line(_as_shown(line)) for line in found[-lines:])
 
     def _error_line(self, error: BaseException) -> str:
         """The error's first line, masked unless it is already, then bounded (a Python
@@ -1050,7 +1057,7 @@ class Scheduler:
             self._settle(name, "skipped", error=f"upstream step {step.name!r} {state}{why}")
         if self.options.fail_fast and not self._failed_fast and state == "failed":
             self._failed_fast = True
-            reason = f"stopped after step {step.name!r} failed (fail_fast)"
+            reason = self._stop_reason = f"stopped after step {step.name!r} failed (fail_fast)"
             # kept: the loop holds tasks weakly, and this one must finish
             self._stopper = asyncio.get_running_loop().create_task(self._stop_all(reason))
         self._check_done()
@@ -1169,6 +1176,15 @@ def _outputs_unreached(step: Step) -> str:
     return (f"step {step.name!r}: the cell ended (sys.exit(0)) before assigning its "
             f"--outputs {names}; nothing was stored: assign them before sys.exit(), "
             "or raise to fail the step")
+
+
+def _as_shown(line: str) -> str:
+    """What a terminal left of a line redrawn with carriage returns (a progress bar
+    ending in the error): its last part that is not blank."""
+    if "\r" not in line:
+        return line
+    parts = [part for part in line.split("\r") if part.strip()]
+    return parts[-1] if parts else line
 
 
 def _one_line(error: BaseException) -> str:
