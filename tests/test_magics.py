@@ -324,6 +324,23 @@ def test_run_only_failed_and_tags(shell, tmp_path):
     assert last_run().states() == {"good": "cached"}
 
 
+def test_a_skipped_step_whose_upstream_ended_well_since_says_so(shell):
+    """Its error still names the failure of its last run; the note says that no longer
+    holds, rather than leave it beside the upstream's 'succeeded'."""
+    cell(shell, "load --define-only", "exit 1\n")
+    cell(shell, "use --needs load --define-only", "echo use\n")
+    line(shell, "run --no-raise")
+    status = line(shell, "status").set_index("step")
+    assert status.loc["use", "state"] == "skipped" and pd.isna(status.loc["use", "note"])
+    cell(shell, "load", "echo fixed\n")
+    status = line(shell, "status").set_index("step")
+    assert status.loc["load", "state"] == "succeeded"
+    assert status.loc["use", "state"] == "skipped"
+    assert "upstream step 'load' failed" in status.loc["use", "error"]
+    assert status.loc["use", "note"] == ("load ended well since it was skipped; run its "
+                                         "cell (or %dagger run) to run it")
+
+
 def test_run_only_failed_with_names_or_tags_reruns_only_what_they_need(shell):
     cell(shell, "a --define-only", "echo a\n")
     cell(shell, "b --needs a --define-only", "exit 1\n")

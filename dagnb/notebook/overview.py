@@ -142,7 +142,7 @@ def notebook_status(session: Session) -> pd.DataFrame:
         if row["state"] not in ("succeeded", "uncached"):
             read = read if read is not None else _published_reads(reads)
             row["note"] = (_waiting_for(session, row["step"], read.get(row["step"], {}))
-                           or row["note"])
+                           or _skipped_before(session, row) or row["note"])
     frame = pd.DataFrame(rows).reindex(columns=STATUS_COLUMNS)
     frame["cached"] = frame["cached"].eq(True)  # (missing: not cached)
     frame["attempts"] = pd.to_numeric(frame["attempts"]).fillna(0).astype("int64")
@@ -152,6 +152,18 @@ def notebook_status(session: Session) -> pd.DataFrame:
     # a column of blanks is clutter when shown (image: a local notebook), but code reads
     # status["note"] in any session: it stays in the frame
     return shown(frame, empty=NO_STEPS_YET, hide_blank=("image", "note"))
+
+
+def _skipped_before(session: Session, row: Mapping[str, Any]) -> str | None:
+    """The note of a step skipped because an upstream step failed, once every step it
+    needs has ended well since (its error names a failure the table no longer shows)."""
+    if row["state"] != "skipped":
+        return None
+    needs = session.graph[row["step"]].needs if row["step"] in session.graph else ()
+    if not needs or any(session.latest.get(n, {}).get("state") not in _DONE for n in needs):
+        return None
+    return (f"{', '.join(needs)} ended well since it was skipped; run its cell "
+            "(or %dagger run) to run it")
 
 
 def _published_reads(reads: Callable[[], PublishedReads]) -> Mapping[str, Mapping[str, str]]:
