@@ -244,6 +244,30 @@ def test_cancel_button_cancels_the_run(comms, local):
     assert "dagnb-state-cancelled" in widget.table.value
 
 
+def test_a_clicked_cancel_says_so_and_what_it_waits_for(comms, local):
+    """A Python step holding the run loop is cancelled only when it returns: the button
+    looked as if the click was not heard."""
+    def hold() -> None:
+        time.sleep(2)
+
+    graph = Graph("held", [Step("hold", func=hold, cache=False)])
+    run = start_background(graph)
+    widget = StatusWidget(run)
+    assert wait_until(lambda: run.states()["hold"] == "running", timeout=10)
+    widget.render()
+    assert widget.cancel_button.description == "Cancel"
+    widget.cancel_button.click()
+    assert widget.cancel_button.description == "Cancelling…"
+    assert widget.cancel_button.disabled
+    assert widget.cancel_button.tooltip == ("Cancelling: waits for Python step hold to "
+                                            "return (it holds the run loop)")
+    run.wait(10)
+    widget.stop_following()
+    widget.render()
+    assert run.states() == {"hold": "cancelled"}
+    assert widget.cancel_button.description == "Cancel" and widget.cancel_button.disabled
+
+
 # -- throttling -----------------------------------------------------------------------
 def test_throttle_renders_at_most_once_per_interval():
     clock = Clock(now=0.0)

@@ -156,11 +156,26 @@ class StatusWidget(w.VBox):
         self._render_log(rows)
         running = not all(r["state"] in TERMINAL_STATES for r in rows.values())
         self.throttle.heartbeat = 1.0 if running else None  # durations move while quiet
-        self.cancel_button.disabled = not running or self.state.finished or self.cell_waiting
-        self.cancel_button.button_style = "" if self.cancel_button.disabled else "warning"
-        self.cancel_button.tooltip = _CANCEL_TIPS[self.cell_waiting and running]
+        self._render_cancel(running)
         if self.state.finished:
             self.throttle.stop()  # a render thread, if any, ends after this frame
+
+    def _render_cancel(self, running: bool) -> None:
+        """The Cancel button: what a click does now; once clicked, that the run is being
+        cancelled, and what it waits for (a Python step holding the run loop ends first)."""
+        button, stopping = self.cancel_button, running and self.run.cancel_requested
+        button.disabled = (not running or self.state.finished or self.cell_waiting
+                           or stopping)
+        button.button_style = "" if button.disabled else "warning"
+        button.description = "Cancelling…" if stopping else "Cancel"
+        held = self.run.holding_the_loop() if stopping else []
+        button.tooltip = (f"Cancelling: waits for Python step {', '.join(held)} to return "
+                          "(it holds the run loop)" if held
+                          else _CANCEL_TIPS[self.cell_waiting and running])
+
+    def _cancel(self) -> None:
+        self.run.cancel()
+        self.render()  # (said at once: a Python step may hold the run for a while yet)
 
     def _waits_html(self) -> str:
         """What steps wait for: their next attempt, or another run computing them."""
@@ -190,7 +205,7 @@ class StatusWidget(w.VBox):
                                            button_style="warning", tooltip="Cancel this run")
         self.step_picker = w.Dropdown(description="", layout=w.Layout(width="12em"),
                                       tooltip="The step whose output shows below")
-        self.cancel_button.on_click(made_here(lambda: self.run.cancel()))
+        self.cancel_button.on_click(made_here(self._cancel))
         self.step_picker.observe(self._on_pick, names="value")
         return w.HBox([self.cancel_button, self.step_picker], layout=shared.layout)
 
