@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -265,6 +266,31 @@ def test_a_stream_that_stops_taking_text_ends_the_printing_quietly(tty: bool) ->
     printer.on_event(events.emit("state", "flaky", 2, state="succeeded"))
     printer.finish()
     assert isinstance(printer.lost, BrokenPipeError) and stream.writes == 1
+
+
+def test_a_closed_stderr_fails_no_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``dagnb run wf.yml 2> >(exit 0)``: the notice of where ``auto`` runs the steps,
+    said as the first step asks for its executor, cannot be written; the steps run."""
+    from dagnb.executors.dagger import connection
+
+    monkeypatch.setattr(connection, "pick_auto", lambda: ("local", "no engine here"))
+    common = [*_workflow_args(tmp_path, monkeypatch, "steps:\n  a: {run: 'echo a'}\n"),
+              "--executor", "auto"]
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the run starts
+    closed = open(write_end, "w", buffering=1)  # noqa: SIM115 (closed below)
+    try:
+        with monkeypatch.context() as patch:
+            patch.setattr(sys, "stderr", closed)
+            code = main(["run", *common])
+    finally:
+        with contextlib.suppress(OSError):  # (what it holds cannot be flushed either)
+            closed.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "[1/1] a succeeded" in out
 
 
 def _workflow_args(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> list[str]:

@@ -385,6 +385,30 @@ def test_control_characters_in_a_tail_show_as_escapes(tmp_path):
     assert logs.stdout.splitlines()[1] == shown
 
 
+def test_control_characters_in_an_error_show_as_escapes_in_progress_lines_and_the_table(
+        tmp_path, monkeypatch, capsys):
+    """A step's error (its last line on stderr) is in its retry line, its progress line and
+    the status table: a clear-screen there wiped the failure report printed above."""
+    from dagnb.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "wf.yml").write_text(
+        "steps:\n"
+        "  bad:\n"
+        "    retries: {max_retries: 1, backoff_factor: 0, retry_on: [1]}\n"
+        "    run: printf 'quota \\033[2J\\033[H\\n' >&2; exit 1\n")
+    assert main(["run", "wf.yml", "--executor", "local", "--no-cache"]) == 1
+    out = capsys.readouterr().out
+    error = r"exit code 1: quota \x1b[2J\x1b[H"
+    said = [line.split(" ", 1)[1] for line in out.splitlines() if line[:1].isdigit()]
+    retry = re.fullmatch(r"\[0/1\] bad retrying 2/2 in [0-9.]+ s: (.*)", said[1])
+    assert retry is not None and retry.group(1) == error, said
+    assert said[3] == f"[1/1] bad failed: {error}"
+    assert any(line.split()[:2] == ["bad", "failed"] and line.endswith(error)
+               for line in out.splitlines())
+    assert "\x1b" not in out
+
+
 def test_terminal_safe_keeps_colour_on_a_terminal_only():
     from dagnb.views.progress import terminal_safe
 

@@ -367,6 +367,24 @@ def test_a_secret_with_quotes_is_masked_as_shells_and_python_quote_it(workdir, m
     assert [line for line in lines if "rd" in line or "123456" in line] == []
 
 
+def test_a_secret_in_utf8_json_is_masked(workdir, monkeypatch):
+    """``ensure_ascii=False``, the usual way to write UTF-8 JSON, escapes a quote but not
+    a non-ASCII letter: a secret holding both was shown in clear in that spelling."""
+    monkeypatch.setenv("DB_PASSWORD", 'Grüße"$2024')
+
+    def dump() -> None:
+        import json
+        import os
+
+        token = os.environ["DB_PASSWORD"]
+        print(json.dumps({"password": token}))
+        print(json.dumps({"password": token}, ensure_ascii=False))
+
+    run = Graph("s", [Step("dump", func=dump, secrets=("DB_PASSWORD",))]).run(
+        executor="local", cache=False)
+    assert run.logs("dump")["line"].tolist() == ['{"password": "***"}'] * 2
+
+
 def test_what_a_steps_threads_print_is_masked_though_not_captured(workdir, monkeypatch, capsys):
     """A thread does not inherit the step's context, so its prints reach no step's log:
     they went to the terminal, or the notebook cell's output, in clear. A secret too

@@ -9,6 +9,7 @@ context (``dagnb.testing.isolated()``) starts with none. :func:`status` shows th
 
 from __future__ import annotations
 
+import contextlib
 import sys
 import threading
 from collections.abc import Callable
@@ -147,8 +148,16 @@ def _pick_auto() -> str:
         else:
             choice, reason = pick_auto()
         registry.auto_choice = choice
-        print(_notice(choice, reason), file=sys.stderr)
+        _say(_notice(choice, reason))
     return registry.auto_choice
+
+
+def _say(notice: str) -> None:
+    """``notice`` on stderr, unless stderr stopped taking text (``dagnb run 2>&1 | head``,
+    a full disk): as for the progress lines, the run goes on. Said as the first step asks
+    for its executor, an error here would fail that step without running it."""
+    with contextlib.suppress(OSError):  # (BrokenPipeError among them)
+        print(notice, file=sys.stderr)
 
 
 def _notice(choice: str, reason: str) -> str:

@@ -39,6 +39,7 @@ def leak_forms(secret: str, lines: bool = True) -> set[str]:
     multi-line one too (a PEM file's, which other certificates share)."""
     raw = secret.encode()
     forms = {secret, json.dumps(secret)[1:-1], repr(secret)[1:-1],
+             json.dumps(secret, ensure_ascii=False)[1:-1],  # (UTF-8 JSON's: "ü" kept)
              urllib.parse.quote(secret, safe=""), urllib.parse.quote_plus(secret),
              urllib.parse.quote(secret)}  # (a path's: "/" kept)
     for encoded in (base64.b64encode(raw), base64.urlsafe_b64encode(raw)):

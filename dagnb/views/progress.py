@@ -68,7 +68,7 @@ class ProgressPrinter:
         if event.kind == "retry" and not self.tty:
             # ``12:00:01 [0/3] flaky retrying 2/4 in 1.3 s: exit code 5``
             with self._lock:
-                self._unless_lost(self._print, event, retry_words(event))
+                self._unless_lost(self._print, event, terminal_safe(retry_words(event)))
         if event.kind != "state" or event.step is None:
             return
         state = event.data["state"]
@@ -109,8 +109,8 @@ class ProgressPrinter:
             state, extra = "waiting", f" for {event.data['waiting']}"
         elif state == "running" and event.attempt > 1:
             extra = f" (attempt {event.attempt})"
-        elif event.data.get("error"):
-            extra = f": {event.data['error']}"
+        elif event.data.get("error"):  # (a step's text: escaped, as under the report)
+            extra = f": {terminal_safe(event.data['error'])}"
         self._print(event, f"{state}{extra}")
 
     def _draw(self, force: bool = False) -> None:
@@ -342,4 +342,5 @@ def text_table(rows: Iterable[Mapping[str, Any]], columns: Sequence[str]) -> str
 def _cell(value: Any) -> str:
     if value is None or value != value:  # None or NaN
         return ""
-    return f"{value:.3f}" if isinstance(value, float) else str(value)
+    # (a step's error: a clear-screen in it would wipe the report printed above the table)
+    return f"{value:.3f}" if isinstance(value, float) else terminal_safe(str(value))
