@@ -15,6 +15,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 import types
 from pathlib import Path
 
@@ -1450,3 +1451,23 @@ def test_a_string_s_at_name_counts_as_a_read_of_the_global_but_an_address_does_n
     monkeypatch.setitem(globals(), "CUTOFF", 2)
     assert code_digest(_queried) != before
 
+
+
+def test_stat_cache_sees_a_file_changed_with_its_size_mtime_and_inode_put_back(
+        tmp_path, monkeypatch):
+    """``tar x`` of a reproducible archive (or ``cp -p``): other bytes of the same size,
+    the mtime set back, the inode reused. Only the ctime, which no tool sets back,
+    moved: the old digest was served, and a mounted file's step with it."""
+    fingerprint.configure_stat_cache(tmp_path / "stat-cache.json")
+    path = tmp_path / "data.csv"
+    path.write_text("1,10\n")
+    os.utime(path, (1_600_000_000, 1_600_000_000))  # (outside the racy window)
+    before = path_digest(path)
+    inode = path.stat().st_ino
+    time.sleep(0.01)  # (a ctime of its own, on a coarse clock too)
+    with open(path, "r+") as handle:  # in place: the same inode
+        handle.write("1,99\n")
+    os.utime(path, (1_600_000_000, 1_600_000_000))
+    assert path.stat().st_ino == inode and path.stat().st_size == 5
+    assert path_digest(path) != before
+    assert path_digest(path) == path_digest(path, use_stat_cache=False)

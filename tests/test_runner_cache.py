@@ -7,6 +7,7 @@ import threading
 import time
 import warnings
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 
@@ -721,3 +722,26 @@ def test_two_processes_running_the_same_python_steps_run_each_once(workdir: Path
             ["succeeded"] * 3, ["cached"] * 3, ["cached", "succeeded", "succeeded"],
             ["cached", "cached", "succeeded"])}
     assert "cached" in "".join(out for out, _ in outputs)
+
+
+class _Model:
+    PARAMS: ClassVar[dict[str, int]] = {"lr": 1}
+
+    def fit(self) -> int:
+        return 100 * self.PARAMS["lr"]
+
+
+def test_a_class_attribute_changed_in_place_runs_a_method_step_again(workdir: Path) -> None:
+    """A notebook session: ``Model.PARAMS["lr"] = 2`` between two runs of a step that is
+    a method of a model object (``func=m.fit``, a cell's ``r = m.fit()``). The class's
+    record was checked for a new member only, and the old result was served."""
+    model = _Model()
+    graph = Graph("model", [Step("fit", func=model.fit)])
+    try:
+        assert graph.run(executor="local").result("fit") == 100
+        _Model.PARAMS["lr"] = 2
+        again = graph.run(executor="local")
+        assert (again.result("fit"), again.states()["fit"]) == (200, "succeeded")
+        assert graph.run(executor="local").states()["fit"] == "cached"  # and held then
+    finally:
+        _Model.PARAMS["lr"] = 1

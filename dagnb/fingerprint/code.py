@@ -225,9 +225,14 @@ def _bound_object(func: Any) -> Any:
     return _MISSING
 
 
-_CLASS_RECORDS: dict[int, tuple[weakref.ref[type], Any, _CodeRecord]] = {}  # by id():
+# by id(): the class, its first function, its walk and the look it was last checked at
+_CLASS_RECORDS: dict[int, tuple[weakref.ref[type], Any, _CodeRecord, int]] = {}
 _CLASS_RECORDS_LIMIT = 1024  # a metaclass's __eq__ may say two classes are one, its
 #                              __hash__ be missing; a record holds its class: bounded
+# Fresh looks so far (a step's key at each run, a miss about to run): a class record
+# made or checked before the latest checks its attributes' contents once more then
+# (``Model.PARAMS["lr"] = 2``), as a function's record checks its closure's.
+_fresh_looks = 0
 
 
 def _class_digest(cls: type) -> str:
@@ -243,7 +248,8 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
     if not anyway and not _of_user(cls.__module__):
         return None
     found = _CLASS_RECORDS.get(id(cls))
-    if found is None or found[0]() is not cls or not found[2].still_valid(found[1]):
+    if (found is None or found[0]() is not cls or not found[2].still_valid(found[1])
+            or (found[3] != _fresh_looks and not _class_contents_hold(cls, found))):
         walker = _CodeWalker()
         try:
             with _deeper():
@@ -256,9 +262,25 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
         if len(_CLASS_RECORDS) >= _CLASS_RECORDS_LIMIT:
             _CLASS_RECORDS.clear()
         found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
-                                           _CodeRecord(walker.h.hexdigest(), walker))
+                                           _CodeRecord(walker.h.hexdigest(), walker),
+                                           _fresh_looks)
         IMPORTED.check(found[2].imported)
     return found[2]
+
+
+def _class_contents_hold(cls: type, found: tuple[Any, ...]) -> bool:
+    """Whether the attributes a class's record hashed by content are as they were (its
+    record then counts as checked at the latest fresh look)."""
+    if not all(_soft_digest(obj) == digest for obj, digest in found[2].contents):
+        return False
+    _CLASS_RECORDS[id(cls)] = (*found[:3], _fresh_looks)
+    return True
+
+
+def _look_fresh() -> None:
+    """Count a fresh look: each class record checks its contents again when next used."""
+    global _fresh_looks
+    _fresh_looks += 1
 
 
 def object_digest(obj: Any) -> str:
@@ -283,6 +305,8 @@ def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
     (:func:`changed_in_place`: a miss about to run, a step's key at each run).
     ``assumed``: values of globals its module does not define now, taken as defined
     (a plan: a notebook variable a step will publish before this one runs)."""
+    if fresh:
+        _look_fresh()
     if type(func) is types.FunctionType:
         if assumed:
             missing = {n: v for n, v in assumed.items() if n not in func.__globals__}
@@ -403,6 +427,7 @@ def changed_in_place(func: Callable[..., Any]) -> bool:
     closure that is state the code keeps out of sight (an rng, a heap) costs a miss a
     new call, not one every call.
     """
+    _look_fresh()  # (and the classes it reaches: their records check theirs when used)
     target, _ = _unwrap(func)
     if not isinstance(target, types.FunctionType):
         return False

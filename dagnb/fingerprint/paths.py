@@ -1,5 +1,5 @@
 """Digests of files and directory trees, with a stat cache keyed on (path, size,
-mtime_ns, inode): an unchanged tree costs one ``stat`` per file."""
+mtime_ns, inode, ctime_ns): an unchanged tree costs one ``stat`` per file."""
 
 from __future__ import annotations
 
@@ -22,10 +22,13 @@ MAX_DEPTH = 256  # folders nested deeper are refused by the directory walk
 # mtime moving (coarse filesystem clocks, 2 s on FAT/some NFS): such entries are re-hashed.
 RACY_WINDOW_NS = 2_000_000_000
 _EXECUTABLE = 0o111  # any of a file's x bits (path_digest's ``modes``)
+_STAT_CACHE_VERSION = 2  # its entries: size, mtime_ns, inode, ctime_ns, hashed at, digest
 
 
 class _StatCache:
-    """(path, size, mtime_ns, inode) -> content digest, in memory and in a JSON file.
+    """(path, size, mtime_ns, inode, ctime_ns) -> content digest, in memory and in a JSON
+    file. The ctime because no tool can set it back: ``tar x`` or ``cp -p`` of another
+    file of the same size, mtime put back, may even reuse the inode.
 
     A JSON file read once per process and rewritten whole (to a temporary name, then
     renamed) when something changed: lookups are then plain dict hits, and a concurrent
@@ -51,14 +54,16 @@ class _StatCache:
         if not self.loaded:
             self._load()
         entry = self.entries.get(path)
-        if entry is None or entry[:3] != [st.st_size, st.st_mtime_ns, st.st_ino]:
+        if entry is None or entry[:4] != [st.st_size, st.st_mtime_ns, st.st_ino,
+                                          st.st_ctime_ns]:
             return None
-        if st.st_mtime_ns + RACY_WINDOW_NS >= entry[3]:
+        if st.st_mtime_ns + RACY_WINDOW_NS >= entry[4]:
             return None  # modified close to when it was hashed: its mtime cannot be trusted
-        return entry[4]
+        return entry[5]
 
     def put(self, path: str, st: os.stat_result, digest: str) -> None:
-        self.entries[path] = [st.st_size, st.st_mtime_ns, st.st_ino, time.time_ns(), digest]
+        self.entries[path] = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns,
+                              time.time_ns(), digest]
         self.dirty = True
 
     def _load(self) -> None:
@@ -69,14 +74,16 @@ class _StatCache:
             data = json.loads(self.file.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return  # best effort: a missing or damaged file is an empty cache
-        if isinstance(data, dict) and data.get("algorithm") == hashers._ALGORITHM:
+        if (isinstance(data, dict) and data.get("algorithm") == hashers._ALGORITHM
+                and data.get("version") == _STAT_CACHE_VERSION):  # (1: no ctime, not read)
             self.entries = {**data.get("entries", {}), **self.entries}
 
     def flush(self) -> None:
         if not self.dirty or self.file is None:
             return
         self.dirty = False
-        payload = {"version": 1, "algorithm": hashers._ALGORITHM, "entries": self.entries}
+        payload = {"version": _STAT_CACHE_VERSION, "algorithm": hashers._ALGORITHM,
+                   "entries": self.entries}
         temp = self.file.with_name(f".{self.file.name}.{os.getpid()}.tmp")
         try:
             self.file.parent.mkdir(parents=True, exist_ok=True)
