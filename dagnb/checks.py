@@ -470,7 +470,7 @@ def flag(value: Any, *, text: bool = False) -> bool:
 def count(value: Any, *, least: int = 0, text: bool = False) -> int:
     """A whole number >= ``least`` (never a bool); with ``text=True`` also ``"8"``."""
     parsed = value
-    if text and isinstance(value, str) and value.strip().lstrip("-").isdigit():
+    if text and isinstance(value, str) and value.strip().lstrip("-").isdecimal():
         parsed = int(value)
     if isinstance(parsed, int) and not isinstance(parsed, bool) and parsed >= least:
         return parsed

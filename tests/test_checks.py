@@ -33,6 +33,13 @@ def test_checked_raises_the_callers_error_naming_what_and_the_value() -> None:
         checks.checked(checks.count, "many", "f.yaml: max_retries", ConfigError, text=True)
 
 
+@pytest.mark.parametrize("text", ["²", "3²"])
+def test_a_digit_int_cannot_read_is_refused_in_one_line(text: str) -> None:
+    """``DAGNB_MAX_RETRIES=²``: str.isdigit() takes it, int() does not (a ValueError)."""
+    with pytest.raises(ConfigError, match=r"is not valid; expected a whole number >= 0$"):
+        checks.checked(checks.count, text, "DAGNB_MAX_RETRIES", ConfigError, text=True)
+
+
 def test_checked_passes_options_and_returns_the_parsed_value() -> None:
     assert checks.checked(checks.count, "3", "n", text=True, least=1) == 3
 

@@ -1190,6 +1190,16 @@ def test_a_warning_is_one_line_with_no_source_line(tmp_path, monkeypatch):
     assert "scheduler.py" not in done.stderr and "tok-9876543210" not in done.stderr
 
 
+def test_a_command_in_a_removed_folder_says_so_in_one_line(tmp_path: Path) -> None:
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    done = subprocess.run(f"cd {gone} && rmdir {gone} && {sys.executable} -m dagnb.cli config "
+                          "show", shell=True, capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (2, (
+        "dagnb: error: the current folder no longer exists (removed since the shell entered "
+        "it); cd into an existing folder and run the command again\n"))
+
+
 def test_a_warning_meant_for_a_notebook_is_not_prefixed_twice() -> None:
     from dagnb.cli import _one_line_warning
 

@@ -459,3 +459,25 @@ def test_graph_and_validate_say_a_line_reads_notebook_variables(tmp_path):
     assert valid.returncode == 0, valid.stderr
     assert valid.stdout.splitlines() == ["v.py: 1 step, valid",
                                          f"note: step 'report': {said}, and checked then"]
+
+
+def test_the_callers_relative_dagnb_paths_reach_the_kernel_as_absolute_ones(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`DAGNB_CACHE_DIRECTORY=mycache dagnb run nbs/nb.ipynb` wrote nbs/mycache (the
+    kernel works in the notebook's folder), and a relative DAGNB_CONFIG failed the first
+    cell there, though `dagnb config show` named the project's: as --cache-dir is, they
+    are made absolute from where the command was typed."""
+    from dagnb.notebook.headless import _kernel_env
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", "mycache")
+    monkeypatch.setenv("DAGNB_CONFIG", "conf/dagnb.yaml")
+    monkeypatch.setenv("DAGNB_MAX_RETRIES", "3")
+    env = _kernel_env(None)
+    assert env["DAGNB_CACHE_DIRECTORY"] == str(tmp_path / "mycache")
+    assert env["DAGNB_CONFIG"] == str(tmp_path / "conf" / "dagnb.yaml")
+    assert env["DAGNB_MAX_RETRIES"] == "3"  # (no path: as given)
+    monkeypatch.setenv("DAGNB_CACHE_DIRECTORY", "s3://bucket/cache")
+    monkeypatch.setenv("DAGNB_CONFIG", "none")
+    env = _kernel_env(None)
+    assert (env["DAGNB_CACHE_DIRECTORY"], env["DAGNB_CONFIG"]) == ("s3://bucket/cache", "none")

@@ -730,6 +730,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the life of the process)
     shown, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
+        _check_working_folder()
         _check_cache_dir(args)
         code = _COMMANDS[args.command](args)
         sys.stdout.flush()  # (a reader gone: the error caught here, not at exit)
@@ -753,6 +754,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = shown
+
+
+def _check_working_folder() -> None:
+    """One line for a shell left in a folder that was removed (every command resolves
+    paths from it: a FileNotFoundError deep in the config search, before)."""
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        raise ConfigError("the current folder no longer exists (removed since the shell "
+                          "entered it); cd into an existing folder and run the command "
+                          "again") from None
 
 
 def _no_more_interrupts(args: argparse.Namespace) -> None:

@@ -263,12 +263,28 @@ _CALLERS_NOTEBOOK = "JPY_SESSION_NAME"
 
 
 def _kernel_env(only: list[str] | None) -> dict[str, str]:
-    env = {**os.environ, "DAGNB_WIDGETS": "0"}
+    env = {**os.environ, "DAGNB_WIDGETS": "0", **_paths_from_here(os.environ)}
     env.pop(ONLY_STEPS_VARIABLE, None)
     env.pop(_CALLERS_NOTEBOOK, None)  # the cells define the graph as they run, as anywhere
     if only is not None:
         env[ONLY_STEPS_VARIABLE] = ",".join(only)
     return env
+
+
+def _paths_from_here(environ: Mapping[str, str]) -> dict[str, str]:
+    """The caller's relative ``DAGNB_*`` paths (a cache folder, ``DAGNB_CONFIG``) made
+    absolute, as ``--cache-dir`` is: the kernel works in the notebook's folder, where
+    they would name another place than ``dagnb config`` shows here."""
+    made = {name: str(value) for value, name in env_values(environ).values()
+            if isinstance(value, str) and os.path.isabs(value)
+            and not os.path.isabs(environ[name])}
+    config = environ.get(CONFIG_VARIABLE, "").strip()
+    if config and config.lower() != "none" and not os.path.isabs(config):
+        made[CONFIG_VARIABLE] = str(Path(config).expanduser().absolute())
+    return made
+
+
+CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
 
 
 def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
