@@ -150,3 +150,20 @@ def test_a_plan_of_no_cache_folder_yet_makes_none(tmp_path, monkeypatch, capsys)
     assert set(rows) == {"make", "total", "side"}
     assert last == "0 of 3 steps cached, 3 would run"
     assert os.listdir(tmp_path) == ["wf.yml"]
+
+
+def test_explain_compares_a_step_with_its_own_workflows_entry_first(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys) -> None:
+    """Two workflows share a cache folder, each with a step ``build``: a one-word edit of
+    wb's was explained against wa's entry, the newest of the two that each differ by
+    their command alone."""
+    monkeypatch.chdir(tmp_path)
+    options = ["--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    (tmp_path / "wb.yml").write_text("name: wb\nsteps:\n  build: {run: echo B}\n")
+    (tmp_path / "wa.yml").write_text("name: wa\nsteps:\n  build: {run: echo A}\n")
+    assert main(["run", "wb.yml", *options]) == 0
+    assert main(["run", "wa.yml", *options]) == 0  # (the newer entry)
+    (tmp_path / "wb.yml").write_text("name: wb\nsteps:\n  build: {run: echo B2}\n")
+    capsys.readouterr()
+    assert main(["explain", "wb.yml", "build", *options]) == 0
+    assert capsys.readouterr().out == "command changed echo B → echo B2\n"

@@ -40,7 +40,7 @@ class Change:
 
 def explain(store: Store, step_name: str, key: StepKey,
             mask: Callable[[str], str] | None = None,
-            max_age: float | None = None) -> list[str]:
+            max_age: float | None = None, workflow: str | None = None) -> list[str]:
     """Sentences saying why ``key`` is (or is not) cached for ``step_name``.
 
     Parameters
@@ -54,6 +54,8 @@ def explain(store: Store, step_name: str, key: StepKey,
         secrets' values become ``***``); the sentences' words and names are left alone.
     max_age
         The ttl the step has now (seconds): an entry older than that has expired.
+    workflow
+        The name of the step's graph: its entries are compared with first.
 
     Returns
     -------
@@ -63,7 +65,7 @@ def explain(store: Store, step_name: str, key: StepKey,
         normalized source on the following lines of the same string.
     """
     return [change.message
-            for change in explain_changes(store, step_name, key, mask, max_age)]
+            for change in explain_changes(store, step_name, key, mask, max_age, workflow)]
 
 
 def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
@@ -76,15 +78,16 @@ def explain_frame(store: Store, step_name: str, key: StepKey) -> Any:
 
 def explain_changes(store: Store, step_name: str, key: StepKey,
                     mask: Callable[[str], str] | None = None,
-                    max_age: float | None = None) -> list[Change]:
-    """The differences as :class:`Change` records (``mask``, ``max_age``: see
-    :func:`explain`)."""
+                    max_age: float | None = None,
+                    workflow: str | None = None) -> list[Change]:
+    """The differences as :class:`Change` records (``mask``, ``max_age``, ``workflow``:
+    see :func:`explain`)."""
     exact = store.peek(step_name, key)
     if exact is not None:
         if exact.expired(store.clock(), max_age):
             return [_status("expired", f"entry {key.short} expired: it will run again")]
         return [_status("cached", "entry found: it is cached")]
-    closest = _closest(store, step_name, key)
+    closest = _closest(store, step_name, key, workflow)
     if closest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]
     changes = _compare(closest, key, mask or _unmasked)
@@ -93,13 +96,21 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
     return changes
 
 
-def _closest(store: Store, step_name: str, key: StepKey) -> Entry | None:
+def _closest(store: Store, step_name: str, key: StepKey,
+             workflow: str | None = None) -> Entry | None:
     """The entry of ``step_name`` (expired ones too) whose components differ from the
-    key's in the fewest places; the newest of those that tie."""
+    key's in the fewest places, among those of ``workflow`` if it has any (another
+    workflow's step of that name is another step); the newest of those that tie."""
     new = key.components
     return min(store.iter_entries(step_name), default=None,
-               key=lambda entry: (_distance(entry.meta.get("components", {}), new),
+               key=lambda entry: (_workflow_of(entry) != workflow if workflow else False,
+                                  _distance(entry.meta.get("components", {}), new),
                                   -entry.created))
+
+
+def _workflow_of(entry: Entry) -> str | None:
+    provenance = entry.meta.get("provenance")
+    return provenance.get("workflow") if isinstance(provenance, Mapping) else None
 
 
 def _distance(old: Mapping[str, str], new: Mapping[str, str]) -> int:

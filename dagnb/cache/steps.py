@@ -99,6 +99,10 @@ class StepCache:
     read_only
         Write nothing to the cache folder whatever the ``mode`` (a ``fail-on-miss`` run
         on a folder it may not write).
+    workflow
+        The name of the graph whose steps it keys: kept in each entry it stores, so that
+        ``explain`` compares a step with its own workflow's entries first (two workflows
+        sharing a folder may both have a step ``build``).
     """
 
     def __init__(
@@ -112,6 +116,7 @@ class StepCache:
         secrets: Iterable[str] = (),
         in_container: Callable[[Step], bool] | None = None,
         read_only: bool = False,
+        workflow: str | None = None,
     ) -> None:
         config = settings()
         self.in_container = in_container
@@ -121,6 +126,7 @@ class StepCache:
         if self.mode == "off":
             raise CacheError("a StepCache with mode 'off' caches nothing; run without one")
         self.writes = self.mode != "read-only" and not read_only
+        self.workflow = workflow
         self.store: Store = store_for(directory, read_only=not self.writes)
         self.folder = local_folder(directory)  # (left out of the steps' mounted folders)
         self.version = version or config.cache_version
@@ -220,7 +226,8 @@ class StepCache:
         values they show are masked (an entry stored by an older dagnb may describe a
         secret's value), not dagnb's words or the names."""
         return explain_key(self._store_of(step), step.name, key,
-                           mask=self.mask if self.mask else None, max_age=self.ttl_of(step))
+                           mask=self.mask if self.mask else None, max_age=self.ttl_of(step),
+                           workflow=self.workflow)
 
     # -- storing and restoring ------------------------------------------------------
     def save(
@@ -274,7 +281,7 @@ class StepCache:
                 exit_code=exit_code,
                 duration_s=duration_s,
                 ttl=self.ttl_of(step),
-                provenance=provenance,
+                provenance=self._with_workflow(provenance),
                 refresh=self._refresh_all or step.name in self._refresh,
                 inline=inline or None,
                 result_file=True,
@@ -283,6 +290,13 @@ class StepCache:
         except (OSError, CacheError) as exc:
             warn_user(f"step {step.name!r} ran but was not cached: {exc}")
             return None
+
+    def _with_workflow(self, provenance: Mapping[str, Any] | None) -> Mapping[str, Any] | None:
+        """``provenance`` and the workflow the entry is of (see ``workflow``)."""
+        if self.workflow is None:
+            return provenance
+        return {"workflow": self.workflow} if not provenance else {
+            **provenance, "workflow": self.workflow}
 
     def restore(self, step: Step, entry: Entry) -> CachedResult:
         """The result of a hit, loaded when first asked for (most are never read)."""

@@ -162,7 +162,8 @@ def _looking(graph: Graph, cache_directory: str | Path | None,
     config = settings()
     secrets = [*known_secret_values(graph), *config.credential_secrets().values()]
     return StepCache(cache_directory, mode="read-only", secrets=secrets,
-                     in_container=container_steps(executor or config.executor))
+                     in_container=container_steps(executor or config.executor),
+                     workflow=graph.name)
 
 
 def plan(

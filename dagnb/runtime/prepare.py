@@ -344,7 +344,7 @@ def prepare(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's
         secrets=[*known_secret_values(graph), *registry_secrets.values()],
-        in_container=container_steps(executor or config.executor),
+        in_container=container_steps(executor or config.executor), workflow=graph.name,
     )
     options = RunOptions(
         max_concurrency=max_concurrency or config.max_concurrent_executions,
