@@ -370,6 +370,7 @@ def prepare(
         options.cache = cache_for(mode=mode, read_only=unwritable)
     secret_values = _secrets_needed(graph, steps, options.cache, reads)
     _require_engine(graph, steps, executor or config.executor, options.cache, reads)
+    _refuse_services_off_dagger(steps, executor or config.executor)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
@@ -648,6 +649,21 @@ def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache
         raise ExecutorUnavailable(
             f"executor 'dagger' is needed for step {needing[0]!r} but {availability.reason}"
         )
+
+
+def _refuse_services_off_dagger(steps: Mapping[str, Step], default: Any) -> None:
+    """A step binding services runs only on Dagger: refused before anything runs (else
+    its upstream steps ran first, then it failed)."""
+    binding = [name for name, step in steps.items() if step.services]
+    if not binding:  # (most runs)
+        return
+    in_container = container_steps(default)
+    for name in binding:
+        if not in_container(steps[name]):
+            raise ExecutorUnavailable(
+                f"step {name!r} binds services {list(steps[name].services)!r}, which need "
+                "the Dagger executor, and it would run on this machine; run it on Dagger "
+                "(executor: dagger on the step, --executor dagger, or executor='dagger')")
 
 
 def _retry_defaults(retries: Any, config: Any) -> Any:
