@@ -225,7 +225,7 @@ def test_runner_uses_the_configured_cache(tmp_path):
     ("timeout_seconds: -5\n", "timeout_seconds = -5 is not valid"),
     ("workflow_defaults: {caching_enabled: sometimes}\n", "expected true or false"),
     ("workflow_defaults: {retry_backoff_factor: [1]}\n", "expected a number >= 0"),
-    ("workflow_defaults: []\n", "workflow_defaults = \\[\\] must be a mapping"),
+    ("workflow_defaults: []\n", "workflow_defaults is a list, not a mapping of settings"),
     ("workflow_directory: ''\n", "expected a non-empty string"),
     ("executor: docker\n", "expected 'auto', 'local' or 'dagger'"),
     ("container_credentials: {username: me, password: hunter2}\n",
@@ -436,3 +436,186 @@ def test_a_setting_address_without_credentials_is_taken_as_it_is():
     assert table["dask_scheduler"] == "tls://10.0.0.5:8786"
     assert table["container_registry"] == "localhost:5000"
     assert table["cache_storage_options"] == {"endpoint_url": "http://minio:9000/a@b"}
+
+
+# -- values YAML (or a paste) gets wrong, and what a message may show ------------------
+@pytest.mark.parametrize(("name", "text"), [
+    ("dagnb.yaml", "workflow_directory: ~/flows\n"
+                   "workflow_defaults: {cache_directory: ~/caches/dagnb, "
+                   "cache_local_directory: ~/local}\n"),
+    ("pyproject.toml", '[tool.dagnb]\nworkflow_directory = "~/flows"\n'
+                       '[tool.dagnb.workflow_defaults]\ncache_directory = "~/caches/dagnb"\n'
+                       'cache_local_directory = "~/local"\n'),
+])
+def test_a_tilde_in_a_config_file_path_is_the_home_folder(tmp_path, monkeypatch, name, text):
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    write(tmp_path / name, text)
+    current = config.reload()
+    assert current.cache_directory == str(home / "caches" / "dagnb")  # not ./~/caches
+    assert current.cache_local_directory == str(home / "local")
+    assert current.workflow_directory == str(home / "flows")
+
+
+def test_a_cache_version_yaml_reads_as_a_number_is_refused_with_the_quoted_form(tmp_path):
+    path = write(tmp_path / "dagnb.yaml", "workflow_defaults: {cache_version: 1.10}\n")
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    message = str(info.value)
+    assert message.startswith(f"{path}: cache_version = 1.1 is not valid; expected text")
+    assert 'quote it: cache_version: "1.10"' in message and "\n" not in message
+    with pytest.raises(dagnb.ConfigError, match=r"cache_version = 1\.1 is not valid"):
+        dagnb.configure(cache_version=1.1)  # (%dagger config cache_version=1.10 is this)
+    write(path, 'workflow_defaults: {cache_version: "1.10"}\n')
+    assert config.reload().cache_version == "1.10"
+    write(path, "workflow_defaults: {cache_version: 2}\n")  # (two numbers: two texts)
+    assert config.reload().cache_version == "2"
+
+
+SECRET = "dckr_pat_R3alT0ken-Value.abc"
+
+
+@pytest.mark.parametrize("value", [SECRET, "ghp_abc/def", "my token", "1ABC"])
+def test_a_token_given_as_token_env_is_refused_without_showing_it(tmp_path, value):
+    with pytest.raises(dagnb.ConfigError, match="password_env looks like a token") as info:
+        dagnb.configure(container_credentials={"username": "me", "password_env": value})
+    assert value not in str(info.value)
+    path = write(tmp_path / "dagnb.yaml",
+                 f'container_credentials: {{username: me, token_env: "{value}"}}\n')
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    message = str(info.value)
+    assert message.startswith(f"{path}: container_credentials.token_env looks like a token")
+    assert value not in message and "token_env: VARIABLE_NAME" in message
+
+
+def test_a_variable_name_in_token_env_is_accepted(tmp_path):
+    write(tmp_path / "dagnb.yaml", "container_credentials: {username: me, token_env: _GHCR_2}\n")
+    assert config.reload().container_credentials == {"username": "me", "token_env": "_GHCR_2"}
+
+
+def test_a_credentials_field_of_the_wrong_type_is_named_and_not_shown(tmp_path):
+    path = write(tmp_path / "dagnb.yaml",
+                 "container_credentials: {username: 12345, token_env: T}\n")
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    assert str(info.value) == (f"{path}: container_credentials.username is a number, not "
+                               'text; quote it (username: "...")')
+
+
+def test_a_config_that_is_no_mapping_says_its_type_never_its_content(tmp_path, monkeypatch):
+    env = write(tmp_path / ".env", "AWS_ACCESS_KEY_ID=AKIAEXAMPLE\n"
+                                   "AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG\n")
+    monkeypatch.setenv("DAGNB_CONFIG", str(env))
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    assert str(info.value) == (f"{str(env)!r}: the config must be a mapping of keys (key: "
+                               "value lines), got text; is this the right file?")
+    bad = write(tmp_path / "bad.yaml", "workflow_defaults: s3://b  # TOKEN=ghp_abcdef123\n")
+    monkeypatch.setenv("DAGNB_CONFIG", str(bad))
+    with pytest.raises(dagnb.ConfigError, match="workflow_defaults is text, not a mapping") as info:
+        config.reload()
+    assert "ghp_abcdef123" not in str(info.value)
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_empty_dagnb_config_is_unset_and_the_search_goes_on(tmp_path, monkeypatch, empty):
+    path = write(tmp_path / "dagnb.yaml", "max_concurrent_executions: 5\n")
+    monkeypatch.setenv("DAGNB_CONFIG", empty)  # (CI's `DAGNB_CONFIG: ${{ vars.X }}`, X unset)
+    assert config.find_config_file() == path
+    assert config.reload().max_concurrent_executions == 5
+
+
+@pytest.mark.parametrize(("name", "meant"), [
+    ("DAGNB_CACHE_DIR", "DAGNB_CACHE_DIRECTORY"),  # (named like --cache-dir)
+    ("DAGNB_MAX_RETRY", "DAGNB_MAX_RETRIES"),
+    ("DAGNB_CACHEMODE", "DAGNB_CACHE_MODE"),
+    ("DAGNB_CONFIG_FILE", "DAGNB_CONFIG"),
+    ("DAGNB_cache_mode", "DAGNB_CACHE_MODE"),  # (read in capitals only)
+])
+def test_a_dagnb_variable_that_is_no_setting_warns_once(monkeypatch, name, meant):
+    monkeypatch.setenv(name, "x")
+    with pytest.warns(UserWarning) as caught:
+        config.reload()
+        config.reload()  # (once per process, not per reload)
+    assert [str(w.message) for w in caught] == [
+        f"environment variable {name} is not a dagnb setting and is ignored; "
+        f"did you mean {meant}?"
+    ]
+
+
+def test_the_variables_dagnb_reads_or_sets_are_never_warned_about(monkeypatch, recwarn):
+    from dagnb.executors.reaper import TOKEN_VARIABLE
+    from dagnb.model.step import _EXECUTOR_VARIABLES, CONTRACT_VARIABLES, param_env_name
+    from dagnb.notebook.headless import CONFIG_VARIABLE
+    from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
+
+    own = [*CONTRACT_VARIABLES, *_EXECUTOR_VARIABLES, TOKEN_VARIABLE, CONFIG_VARIABLE,
+           ONLY_STEPS_VARIABLE, "DAGNB_WIDGETS", "DAGNB_TEMPLATE_PATH", param_env_name("rows"),
+           "DAGNB_TEST_FIRST", "DAGNB_STUB_SANDBOX", "DAGNB_SKIP_BINDER", "DAGNB_SHOWN"]
+    for name in own:
+        monkeypatch.setenv(name, "none" if name == CONFIG_VARIABLE else "0")
+    monkeypatch.setenv("DAGNB_MAX_RETRIES", "1")
+    config.reload()
+    assert [str(w.message) for w in recwarn] == []
+
+
+def test_the_mapping_settings_are_read_from_their_variables_as_json(monkeypatch):
+    monkeypatch.setenv("DAGNB_CACHE_STORAGE_OPTIONS", '{"endpoint_url": "http://minio:9000"}')
+    monkeypatch.setenv("DAGNB_CONTAINER_CREDENTIALS", "{username: me, token_env: GHCR_TOKEN}")
+    current = config.reload()
+    assert current.cache_storage_options == {"endpoint_url": "http://minio:9000"}
+    assert current.container_credentials == {"username": "me", "token_env": "GHCR_TOKEN"}
+    assert config.origins()["container_credentials"] == "DAGNB_CONTAINER_CREDENTIALS"
+    monkeypatch.setenv("DAGNB_CONTAINER_CREDENTIALS", "me:ghp_SECRET123")
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    assert str(info.value) == ("environment variable DAGNB_CONTAINER_CREDENTIALS is not a "
+                               'mapping; give it as JSON: {"username": "me", "token_env": '
+                               '"GHCR_TOKEN"}')
+    monkeypatch.setenv("DAGNB_CONTAINER_CREDENTIALS", '{"username": "me", "token": "ghp_S3"}')
+    with pytest.raises(dagnb.ConfigError, match=r"container_credentials\.token is refused") as info:
+        config.reload()
+    assert "ghp_S3" not in str(info.value)
+
+
+@pytest.mark.parametrize("written", ["off", "Off", "OFF", "no"])
+def test_cache_mode_off_written_bare_is_off(tmp_path, written):
+    write(tmp_path / "dagnb.yaml", f"workflow_defaults:\n  cache_mode: {written}\n")
+    assert config.reload().cache_mode == "off"  # (YAML read it as false)
+
+
+@pytest.mark.parametrize(("name", "data"), [
+    ("dagnb.yaml", "executor: local\n".encode("utf-16")),  # PowerShell 5's `>`
+    ("dagnb.yaml", "# caf\xe9\nexecutor: local\n".encode("cp1252")),
+    ("pyproject.toml", "# caf\xe9\n[tool.dagnb]\nexecutor = 'local'\n".encode("cp1252")),
+])
+def test_a_config_file_not_in_utf8_is_one_line_naming_it(tmp_path, name, data):
+    path = tmp_path / name
+    path.write_bytes(data)
+    with pytest.raises(dagnb.ConfigError, match=r"; save it as UTF-8$") as info:
+        config.reload()
+    assert str(info.value).startswith(f"{str(path)!r} is ")
+
+
+@pytest.mark.parametrize("key", ["executor", "max_concurrent_executions", "project"])
+def test_a_top_level_setting_under_workflow_defaults_says_to_unindent_it(tmp_path, key):
+    path = write(tmp_path / "dagnb.yaml", f"workflow_defaults:\n  {key}: 2\n")
+    with pytest.raises(dagnb.ConfigError) as info:
+        config.reload()
+    assert str(info.value) == (f"{path}: workflow_defaults: key {key!r} is a top-level "
+                               "setting, not a step default; unindent it")
+
+
+def test_config_show_names_the_source_of_cache_mode_and_caching_enabled(tmp_path,
+                                                                        monkeypatch):
+    path = write(tmp_path / "dagnb.yaml", "workflow_defaults: {cache_mode: read-only}\n")
+    monkeypatch.setenv("DAGNB_CACHING_ENABLED", "true")  # (changes nothing: not "off")
+    config.reload()
+    assert config.origins()["cache_mode"] == str(path)
+    assert config.origins()["caching_enabled"] == "DAGNB_CACHING_ENABLED"
+    write(path, "workflow_defaults: {caching_enabled: false}\n")
+    monkeypatch.delenv("DAGNB_CACHING_ENABLED")
+    monkeypatch.setenv("DAGNB_CACHE_MODE", "read-only")
+    assert config.reload().caching_enabled is True
+    assert config.origins()["caching_enabled"] == "DAGNB_CACHE_MODE"  # (not the file's false)

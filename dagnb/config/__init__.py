@@ -6,9 +6,12 @@ Precedence, lowest first:
 2. the project's config file: ``dagnb.yaml`` (or ``dagnb.yml``), else ``[tool.dagnb]``
    in ``pyproject.toml``, found in the current directory or the nearest parent, stopping
    at the first folder that holds ``.git`` (the repository root) or at the filesystem
-   root. ``DAGNB_CONFIG=path`` names the file instead; ``DAGNB_CONFIG=none`` skips it;
+   root. ``DAGNB_CONFIG=path`` names the file instead; ``DAGNB_CONFIG=none`` skips it
+   (empty is unset, as for the ``DAGNB_*`` switches: the search goes on);
 3. ``DAGNB_*`` environment variables, one per setting (``DAGNB_MAX_CONCURRENT_EXECUTIONS=8``,
-   ``DAGNB_CACHE_DIRECTORY=/scratch/cache``, ``DAGNB_CACHE_MODE=read-only``);
+   ``DAGNB_CACHE_DIRECTORY=/scratch/cache``, ``DAGNB_CACHE_MODE=read-only``), the two
+   mappings as JSON (``DAGNB_CACHE_STORAGE_OPTIONS='{"endpoint_url": "http://minio:9000"}'``);
+   a ``DAGNB_*`` variable that is neither a setting nor one dagnb reads is warned about;
 4. explicit arguments: :func:`configure`, magic options, CLI flags.
 
 The file format (every key optional)::
@@ -32,13 +35,14 @@ The file format (every key optional)::
       retry_jitter: 0.1                 # seconds; true = 0.1, false = none
       enable_retry: true
       cache_mode: read-write            # read-only, fail-on-miss or off (see below)
-      cache_directory: .dagnb_cache     # relative paths: relative to the config file;
+      cache_directory: .dagnb_cache     # relative paths: relative to the config file
+                                        # (~ is the home folder, as in DAGNB_*);
                                         # or a store URL: s3://bucket/prefix, gs://, az://
       cache_local_directory: .dagnb_cache   # a URL's local read-through tier
       cache_storage_options:            # passed to the store library (fsspec); never
         endpoint_url: http://minio:9000 # credentials: those come from its environment
       cache_ttl_seconds: 7d
-      cache_version: ""
+      cache_version: "1.10"             # text: quoted, as YAML reads 1.10 as 1.1
       pin_images: false                 # key container steps by image digest (images.json)
 
 ``cache_mode`` says what a run does with the cache: ``read-write`` uses hits and stores
@@ -172,7 +176,7 @@ class Settings:
 
 
 # -- checking values (the validators are dagnb.checks'; these few are config's own) --
-_NONE = {"", "none", "null"}
+_NONE = {"none", "null"}  # DAGNB_CONFIG's "no file" (empty is unset: the search goes on)
 
 
 def _optional_text(value: Any) -> str | None:
@@ -190,10 +194,17 @@ def _address(fix: str) -> Callable[[Any], str | None]:
     return check
 
 
+_VERSION_AS_TEXT = ('text, as a number loses digits (1.10 is read as 1.1, and a new version '
+                    'would look old); quote it: cache_version: "1.10" in a file, '
+                    'cache_version=\'"1.10"\' in %dagger config')
+
+
 def _version(value: Any) -> str:
-    if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+    """A salt that must change when its text does: a float is refused (``1.10`` was read as
+    1.1); a whole number is kept, as two different ones never give the same text."""
+    if isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)):
         return str(value)
-    raise checks.Invalid(value, "a string")
+    raise checks.Invalid(value, _VERSION_AS_TEXT)
 
 
 _SWITCH_WORDS = frozenset({"true", "false", "yes", "no", "on", "off"})
@@ -212,7 +223,10 @@ def _jitter(value: Any) -> float:
 
 
 def _cache_mode(value: Any) -> str:
-    """One of :data:`CACHE_MODES` (any case, ``_`` for ``-``), with a suggestion."""
+    """One of :data:`CACHE_MODES` (any case, ``_`` for ``-``), with a suggestion. False is
+    ``"off"``: YAML reads a bare ``cache_mode: off`` (or ``Off``, ``no``) as False."""
+    if value is False:
+        return "off"
     if isinstance(value, str):
         mode = value.strip().lower().replace("_", "-")
         if mode in CACHE_MODES:
@@ -317,7 +331,6 @@ DEFAULT_KEYS = (
     "pin_images",
 )
 _PATH_KEYS = ("cache_directory", "cache_local_directory", "workflow_directory")
-_NOT_FROM_ENV = ("container_credentials", "cache_storage_options")
 _SECRET_KEYS = ("container_credentials",)
 
 
@@ -339,8 +352,8 @@ def find_config_file(start: str | Path | None = None) -> Path | None:
     ``dagnb.yaml``, ``dagnb.yml`` or a ``pyproject.toml`` with a ``[tool.dagnb]`` table,
     and stops after the first folder holding ``.git``, or at the filesystem root.
     """
-    named = os.environ.get(f"{ENV_PREFIX}CONFIG")
-    if named is not None:
+    named = os.environ.get(f"{ENV_PREFIX}CONFIG", "")
+    if named.strip():  # (empty is unset: CI's `DAGNB_CONFIG: ${{ vars.X }}` with X unset)
         return _named_file(named)
     folder = Path(start or Path.cwd()).absolute()
     for candidate in (folder, *folder.parents):
@@ -378,7 +391,7 @@ def _read_pyproject(path: Path) -> dict[str, Any] | None:
     except ImportError:  # Python 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(_read_text(path))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{str(path)!r} is not valid TOML ({exc}); fix the syntax") from None
     return data.get("tool", {}).get("dagnb")
@@ -393,7 +406,7 @@ def _read_file(path: Path) -> Mapping[str, Any]:
         from dagnb.config.yaml_keys import DuplicateKeyError, UniqueKeyLoader
 
         try:
-            data = yaml.load(path.read_text(encoding="utf-8"), Loader=UniqueKeyLoader) or {}
+            data = yaml.load(_read_text(path), Loader=UniqueKeyLoader) or {}
         except DuplicateKeyError as exc:
             raise ConfigError(f"{str(path)!r}, line {exc.line}: key {exc.key!r} is given "
                               "twice; keep one") from None
@@ -402,8 +415,19 @@ def _read_file(path: Path) -> Mapping[str, Any]:
             line = f", line {mark.line + 1}" if mark is not None else ""
             raise ConfigError(f"{str(path)!r}{line}: YAML does not parse; fix the syntax") from None
     if not isinstance(data, Mapping):
-        raise ConfigError(f"{str(path)!r}: the config must be a mapping of keys, got {data!r}")
+        # (its type only: DAGNB_CONFIG=.env would print every secret in it)
+        raise ConfigError(f"{str(path)!r}: the config must be a mapping of keys (key: value "
+                          f"lines), got {_kind(data)}; is this the right file?")
     return data
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        utf16 = exc.object[:2] in (b"\xff\xfe", b"\xfe\xff")  # (PowerShell 5's `>`)
+        was = "UTF-16" if utf16 else f"not UTF-8 (byte {exc.start + 1})"
+        raise ConfigError(f"{str(path)!r} is {was}; save it as UTF-8") from None
 
 
 def file_values(path: Path) -> dict[str, Any]:
@@ -425,7 +449,8 @@ def file_values(path: Path) -> dict[str, Any]:
             values[key] = _checked(key, raw, where)
     for key in _PATH_KEYS:
         if key in values and not checks.is_url(values[key]):
-            values[key] = str((path.parent / values[key]).resolve())
+            # (~ first, as a DAGNB_* path and --cache-dir: a folder named '~' here is no one's)
+            values[key] = str((path.parent / Path(values[key]).expanduser()).resolve())
     return values
 
 
@@ -433,7 +458,13 @@ def _defaults_values(raw: Any, where: str) -> dict[str, Any]:
     if raw is None:
         return {}
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{where}: workflow_defaults = {raw!r} must be a mapping of settings")
+        # (its type only: a value here may be a line of secrets the indentation lost)
+        raise ConfigError(f"{where}: workflow_defaults is {_kind(raw)}, not a mapping of "
+                          "settings; indent the settings under it")
+    for key in raw:
+        if key in TOP_KEYS:  # (the reverse of file_values' "belongs under")
+            raise ConfigError(f"{where}: workflow_defaults: key {key!r} is a top-level "
+                              "setting, not a step default; unindent it")
     _known(raw, (*DEFAULT_KEYS, *DEFAULTS_ALIASES), f"{where}: workflow_defaults")
     return {key: _checked(key, value, where) for key, value in raw.items()}
 
@@ -448,7 +479,42 @@ def _file_credentials(raw: Any, where: str) -> dict[str, str] | None:
                     f"environment variable and give {key}_env: VARIABLE_NAME instead"
                 )
         _known(raw, _CREDENTIAL_KEYS, f"{where}: container_credentials")
+        for key in _CREDENTIAL_KEYS:
+            _credential_field(key, raw.get(key), where)
     return _checked("container_credentials", raw, where)
+
+
+def _credential_field(key: str, value: Any, where: str) -> None:
+    """One field of ``container_credentials``, named in its error and never shown: a
+    token pasted in the wrong place is the likely mistake."""
+    if value is None or value == "":  # (missing: the mapping's own check says what it needs)
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: container_credentials.{key} is {_kind(value)}, not text; "
+                          f"quote it ({key}: \"...\")")
+    if key.endswith("_env") and not _is_variable_name(value):
+        raise ConfigError(
+            f"{where}: container_credentials.{key} looks like a token, not a variable's name "
+            f"(letters, digits and '_'); put the token in an environment variable and give "
+            f"{key}: VARIABLE_NAME (not shown: a secret in settings ends up in logs)"
+        )
+
+
+def _is_variable_name(value: str) -> bool:
+    try:
+        checks.variable_name(value)
+    except checks.Invalid:
+        return False
+    return True
+
+
+_KINDS = {bool: "true/false", int: "a number", float: "a number", str: "text",
+          list: "a list", dict: "a mapping"}
+
+
+def _kind(value: Any) -> str:
+    """What YAML made of a value, for a message that must not show it."""
+    return _KINDS.get(type(value), f"a {type(value).__name__}")
 
 
 def _describe(path: Path) -> str:
@@ -462,13 +528,85 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any,
     values = {}
     for key in _CHECKS:
         name = ENV_PREFIX + key.upper()
-        if key in _NOT_FROM_ENV or name not in environ:
+        if name not in environ or (key in _MAPPING_KEYS and not environ[name].strip()):
             continue
-        value = _checked(key, environ[name], f"environment variable {name}")
-        if key in _PATH_KEYS and not checks.is_url(value):
-            value = str(Path(value).expanduser().absolute())
-        values[key] = (value, name)
+        values[key] = (_env_value(key, environ[name], f"environment variable {name}"), name)
     return values
+
+
+_MAPPING_KEYS = {  # settings that are mappings: their variable holds JSON (or YAML's flow)
+    "cache_storage_options": '{"endpoint_url": "http://minio:9000"}',
+    "container_credentials": '{"username": "me", "token_env": "GHCR_TOKEN"}',
+}
+
+
+def _env_value(key: str, text: str, where: str) -> Any:
+    if key in _MAPPING_KEYS:
+        mapping = _env_mapping(key, text, where)
+        if key == "container_credentials":
+            return _file_credentials(mapping, where)
+        return _checked(key, mapping, where)
+    value = _checked(key, text, where)
+    if key in _PATH_KEYS and not checks.is_url(value):
+        value = str(Path(value).expanduser().absolute())
+    return value
+
+
+def _env_mapping(key: str, text: str, where: str) -> Any:
+    """The mapping a variable holds as JSON; an error never shows the text (it may be
+    credentials pasted whole)."""
+    import yaml  # (JSON is YAML's flow style: {endpoint_url: x} reads too)
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        value = None
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} is not a mapping; give it as JSON: {_MAPPING_KEYS[key]}")
+    return value
+
+
+# DAGNB_* variables dagnb reads or sets that are no setting: never "did you mean" them.
+_OWN_VARIABLES = frozenset({
+    "DAGNB_CONFIG", "DAGNB_WIDGETS", "DAGNB_TEMPLATE_PATH",  # read by config, widgets, templates
+    "DAGNB_ONLY_STEPS",  # set by `dagnb run NOTEBOOK --target` for the kernel
+    "DAGNB_STEP_TOKEN",  # set in every step's processes (executors.reaper)
+    # the step contract (model.step.CONTRACT_VARIABLES) and the Dagger executor's DAGNB_KEY:
+    # a step that runs dagnb (a nested graph) has them in its environment
+    "DAGNB_OUT", "DAGNB_IN", "DAGNB_PARAMS", "DAGNB_STEP", "DAGNB_RUN_ID", "DAGNB_ATTEMPT",
+    "DAGNB_KEY",
+    "DAGNB_STUB_SANDBOX", "DAGNB_SKIP_BINDER", "DAGNB_SHOWN",  # dagnb's own tests
+})
+_OWN_PREFIXES = ("DAGNB_PARAM_", "DAGNB_TEST_")  # a step's params; dagnb's own tests
+
+
+def _warn_unknown_variables(environ: Mapping[str, str]) -> None:
+    """Say once, for each ``DAGNB_*`` variable that is no setting, that it is ignored,
+    with the setting it was likely meant for (``DAGNB_CACHE_DIR``: a flag's name)."""
+    warned = made("unknown variables warned", set)
+    read = {ENV_PREFIX + key.upper() for key in _CHECKS} | _OWN_VARIABLES
+    for name in sorted(environ):
+        if (not name.startswith(ENV_PREFIX) or name in read or name in warned
+                or name.startswith(_OWN_PREFIXES)):
+            continue
+        warned.add(name)
+        hint = _variable_hint(name[len(ENV_PREFIX):].lower())
+        checks.warn_user(f"environment variable {name} is not a dagnb setting and is "
+                         f"ignored; {hint}")
+
+
+_READ_VARIABLES = ("config", "widgets", "template_path")  # (suggested too: DAGNB_CONFIG_FILE)
+
+
+def _variable_hint(key: str) -> str:
+    """The file's "did you mean" on the key part (``cache_dir``: ``cache_directory``, as
+    in the file; on whole names the shared ``DAGNB_CACHE_`` made it ``DAGNB_CACHE_MODE``)."""
+    choices = (*_CHECKS, *_READ_VARIABLES)
+    started = [choice for choice in choices if choice.startswith(key)]  # (a flag's short form)
+    close = started[0] if len(started) == 1 else checks.closest(key, choices, cutoff=0.5)
+    if close is None:
+        return "the variables are DAGNB_<KEY> for the keys dagnb config show lists"
+    return f"did you mean {ENV_PREFIX + close.upper()}?"
 
 
 def env_flag(name: str, environ: Mapping[str, str] | None = None) -> bool | None:
@@ -513,14 +651,20 @@ def _load() -> Settings:
             _set(loaded, origin, key, value, _describe(path))
     for key, (value, name) in env_values().items():
         _set(loaded, origin, key, value, name)
+    _warn_unknown_variables(os.environ)
     return _install(loaded, origin)
 
 
 def _set(values: Settings, origin: dict[str, str], key: str, value: Any, where: str) -> None:
-    """One setting and where it came from (an older spelling also marks what it sets)."""
+    """One setting and where it came from. ``caching_enabled`` is read from ``cache_mode``,
+    so setting the mode sets its origin too; ``caching_enabled`` marks the mode's origin
+    only when it changed it (true leaves read-only as the file gave it)."""
+    mode_before = values.cache_mode
     setattr(values, key, value)
     origin[key] = where
-    if key == "caching_enabled":
+    if key == "cache_mode":
+        origin["caching_enabled"] = where
+    elif key == "caching_enabled" and values.cache_mode != mode_before:
         origin["cache_mode"] = where
 
 
