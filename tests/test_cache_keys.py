@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import importlib
 import importlib.util
+import linecache
 import sys
 import textwrap
 from pathlib import Path
@@ -298,3 +300,152 @@ def test_params_of_scalars_are_written_as_the_encoder_writes_them():
              {"u": "\ud800"}, {"k": "\u65e5\u672c"}, {1: 2}]
     for params in cases:
         assert _params_text(MappingProxyType(params)) == _canonical(dict(params))
+
+
+# ------------------------------------------------ code a step reaches other than by name
+
+
+def project_module(tmp_path: Path, monkeypatch, name: str, source: str):
+    """A module of the project's, importable by name (and forgotten after the test)."""
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)  # (an edit of the same size in
+    monkeypatch.syspath_prepend(str(tmp_path))              # the same second: no .pyc)
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / f"{name}.py").write_text(textwrap.dedent(source))
+    return importlib.import_module(name)
+
+
+def edited(tmp_path: Path, module, old: str, new: str):
+    """``module`` with ``old`` replaced by ``new`` in its file, and loaded again."""
+    path = tmp_path / f"{module.__name__}.py"
+    text = path.read_text()
+    assert old in text
+    path.write_text(text.replace(old, new))
+    linecache.checkcache()
+    return importlib.reload(module)
+
+
+def func_key(tmp_path: Path, func) -> str:
+    step = Step("fit", func=func, needs=("prep",))
+    return step_key(step, upstream_digests={"prep": "a" * 32}, base_dir=tmp_path).digest
+
+
+FEATS = """
+    def make(x):
+        return x + 1
+
+    def other(x):
+        return x
+"""
+
+
+@pytest.mark.parametrize("read", ['getattr(keys_feats, "make")', 'keys_feats.__dict__["make"]',
+                                  'vars(keys_feats)["make"]'])
+def test_a_project_modules_member_read_by_a_name_in_text_counts(tmp_path, monkeypatch, read):
+    feats = project_module(tmp_path, monkeypatch, "keys_feats", FEATS)
+    steps = project_module(tmp_path, monkeypatch, "keys_feats_steps",
+                           f"import keys_feats\n\ndef train(prep):\n    return {read}(prep)\n")
+    before = func_key(tmp_path, steps.train)
+    edited(tmp_path, feats, "return x\n", "return x * 2\n")  # (a member it does not read)
+    assert func_key(tmp_path, importlib.reload(steps).train) == before
+    edited(tmp_path, feats, "x + 1", "x + 2")
+    assert func_key(tmp_path, importlib.reload(steps).train) != before
+
+
+ATTRIBUTES = """
+    def tagged(rate):
+        def deco(f):
+            f.rate = rate
+            return f
+        return deco
+
+    @tagged(0.5)
+    def by_decorator():
+        return 100 * by_decorator.rate
+
+    def by_assignment():
+        return 100 * by_assignment.rate
+
+    by_assignment.rate = 0.5
+
+    def other():
+        return 1
+
+    def train(prep):
+        return prep + by_decorator() + by_assignment()
+"""
+
+
+@pytest.mark.parametrize("edit", [("@tagged(0.5)", "@tagged(0.7)"),
+                                  ("by_assignment.rate = 0.5", "by_assignment.rate = 0.7")],
+                         ids=["decorator", "assignment"])
+def test_a_project_functions_attributes_count(tmp_path, monkeypatch, edit):
+    steps = project_module(tmp_path, monkeypatch, "keys_attributes", ATTRIBUTES)
+    before = func_key(tmp_path, steps.train)
+    steps = edited(tmp_path, steps, "return 1\n", "return 2\n")  # (a function it does not call)
+    assert func_key(tmp_path, steps.train) == before
+    steps = edited(tmp_path, steps, *edit)
+    assert func_key(tmp_path, steps.train) != before
+    changed = func_key(tmp_path, steps.train)
+    steps.by_assignment.rate = 0.9  # (set again in the process: a notebook's cell)
+    assert func_key(tmp_path, steps.train) != changed
+
+
+METAS = """
+    class Meta(type):
+        def value(cls):
+            return 1
+
+    def other():
+        return 10
+"""
+
+
+def test_a_project_metaclass_counts_by_its_code(tmp_path, monkeypatch):
+    metas = project_module(tmp_path, monkeypatch, "keys_metas", METAS)
+    steps = project_module(tmp_path, monkeypatch, "keys_metas_steps", """
+        from keys_metas import Meta
+
+        class Model(metaclass=Meta):
+            pass
+
+        def train(prep):
+            return prep + Model.value()
+    """)
+    before = func_key(tmp_path, steps.train)
+    edited(tmp_path, metas, "return 10", "return 30")  # (not the metaclass's)
+    assert func_key(tmp_path, importlib.reload(steps).train) == before
+    edited(tmp_path, metas, "return 1\n", "return 2\n")
+    assert func_key(tmp_path, importlib.reload(steps).train) != before
+
+
+def test_what_a_librarys_wrapper_keeps_on_itself_is_not_an_attribute_that_counts(
+        tmp_path, monkeypatch):
+    """singledispatch's registry (a mappingproxy no hash takes), nor its copy that
+    functools.wraps puts on a project's wrapper: the step stays cached as before."""
+    from dagnb.fingerprint import code_with_values
+
+    steps = project_module(tmp_path, monkeypatch, "keys_dispatch", """
+        import functools
+
+        def logged(f):
+            @functools.wraps(f)
+            def wrapper(x):
+                return f(x)
+            return wrapper
+
+        @logged
+        @functools.singledispatch
+        def describe(x):
+            return "thing"
+
+        @describe.register
+        def _(x: int):
+            return "number"
+
+        def train(prep):
+            return describe(prep)
+    """)
+    assert code_with_values(steps.train)[1] == {}
+    before = func_key(tmp_path, steps.train)
+    steps.describe(1.5)  # (its dispatch cache filled)
+    assert func_key(tmp_path, steps.train) == before

@@ -122,6 +122,8 @@ class _CodeWalker:
         loaded, changed, state_free, own_inputs = _name_uses(func.__code__)
         self._add_closure(func, state_free, own_inputs)
         self._add_body_imports(func)
+        if func.__dict__:  # (most functions have no attributes: nothing more to do)
+            self._add_attributes(func)
         read = loaded - changed
         for name in _code_names(func.__code__):
             if name not in loaded:  # an attribute's (``src.name``), an import's (``import
@@ -141,6 +143,21 @@ class _CodeWalker:
                 self.feed("state", name)
             else:
                 self.add_global(name, obj, func, read=name in read)
+
+    def _add_attributes(self, func: types.FunctionType) -> None:
+        """A function's own attributes (``f.rate``, set by a decorator's argument,
+        ``@tagged(0.5)``, or by ``helper.rate = 0.7``): as a module's members its code
+        reads count (code by its code, data by value at each run)."""
+        names = _own_attributes(func)
+        if not names or _in_libraries(func.__code__.co_filename):  # (a library's wrapper
+            return  # under the function's name, functools.wraps': its machinery, its state)
+        members = func.__dict__
+        self.shapes.append((members, len(members)))  # (one set later: walked again)
+        owner = f"{main_spelled(func.__module__)}.{func.__qualname__}"
+        for name in names:
+            label = f"{owner}.{name}"
+            self.feed("attribute", label)
+            self._add_member(members, name, members[name], label, func)
 
     def _add_wrapper(self, func: types.FunctionType, label: str) -> None:
         """The code of a decorator's wrapper (``functools.wraps``): what it does counts
@@ -264,26 +281,31 @@ class _CodeWalker:
         self.modules.add((id(module), id(owner.__code__)))
         self._note_module(module.__name__)
         members = vars(module)
-        for attribute in _code_names(owner.__code__):
+        for attribute in _member_names(owner.__code__):
             value = members.get(attribute, _MISSING)
             if value is _MISSING:
                 continue
-            self.deps.append((members, attribute, value))
             label = f"{module.__name__}.{attribute}"
             self.feed("member", label)
-            if isinstance(value, types.ModuleType):
-                if _of_user(value.__name__):  # (import pkg.sub; pkg.sub.make(x))
-                    self._add_module_members(value, owner)
-            elif isinstance(value, partial):  # (its function's code, and its arguments)
-                self.add_object(label, value, owner)
-            elif _is_code(value):  # (an lru_cache's function: the one it wraps)
-                self.add_object(label, _held_code(value) or value, owner)
-            else:  # data: read afresh at each run by a step, as its globals are
-                self.variables.setdefault(label, MemberView(members, attribute))
-                self.feed("var", label, into=(self.h_code,))
-                self._add_data(attribute, value, (self.h,))
-                if _of_user(type(value).__module__):  # (an instance: its class's code)
-                    self.add_object(label, type(value), owner)
+            self._add_member(members, attribute, value, label, owner)
+
+    def _add_member(self, members: dict[str, Any], attribute: str, value: Any, label: str,
+                    owner: types.FunctionType) -> None:
+        """A module's member ``owner``'s code reads, or an attribute of ``owner``'s own."""
+        self.deps.append((members, attribute, value))
+        if isinstance(value, types.ModuleType):
+            if _of_user(value.__name__):  # (import pkg.sub; pkg.sub.make(x))
+                self._add_module_members(value, owner)
+        elif isinstance(value, partial):  # (its function's code, and its arguments)
+            self.add_object(label, value, owner)
+        elif _is_code(value):  # (an lru_cache's function: the one it wraps)
+            self.add_object(label, _held_code(value) or value, owner)
+        else:  # data: read afresh at each run by a step, as its globals are
+            self.variables.setdefault(label, MemberView(members, attribute))
+            self.feed("var", label, into=(self.h_code,))
+            self._add_data(attribute, value, (self.h,))
+            if _of_user(type(value).__module__):  # (an instance: its class's code)
+                self.add_object(label, type(value), owner)
 
     def _note_module(self, name: Any) -> None:
         """Note a module of the user's whose code or data the walk reads: its file is
@@ -344,6 +366,10 @@ class _CodeWalker:
                 self.add_class(base)
             else:
                 self.feed("base", _reference(base))
+        meta = type(cls)  # (most classes' is type: nothing to walk)
+        if meta is not type and _of_user(meta.__module__):  # a metaclass of the project's,
+            self.add_class(meta)  # by its code as a base is; a library's (enum's, even
+            #                       reached from enum's own classes) left out as ever
         for name, value in _class_members(cls):
             held = _held_code(value)
             if isinstance(held, type) and _by_code(held, cls.__module__):
@@ -408,6 +434,37 @@ def _is_code(obj: Any) -> bool:
     """Modules, functions and classes (and partials of functions): what counts by code
     or name, not by content."""
     return isinstance(obj, (types.ModuleType, type, partial)) or inspect.isroutine(obj)
+
+
+def _own_attributes(func: types.FunctionType) -> list[str]:
+    """The attributes of a function that count in its key, sorted: not one Python or a
+    library sets for its own use (``__wrapped__``, ``__signature__``), one dagnb sets
+    (``_dagnb_cell_source``), nor one ``functools.wraps`` copied from the function
+    wrapped (it counts there)."""
+    members = func.__dict__
+    wrapped = getattr(members.get("__wrapped__"), "__dict__", {})
+    return sorted(name for name, value in members.items()
+                  if not name.startswith("_dagnb_") and not _is_dunder(name)
+                  and wrapped.get(name, _MISSING) is not value)
+
+
+def _is_dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+# What reads a member by a name the code spells as text: ``getattr(features, "make")``,
+# ``features.__dict__["make"]``, ``vars(features)["make"]``
+_READS_BY_TEXT = frozenset({"getattr", "__dict__", "vars"})
+
+
+def _member_names(code: types.CodeType) -> list[str]:
+    """The names by which code may read a module's members: its names and, in code that
+    reads members by text, its strings (a name made at run time is not to be seen)."""
+    names = _code_names(code)
+    texts = [text for nested in _code_objects(code)
+             if not _READS_BY_TEXT.isdisjoint(nested.co_names)
+             for text in _strings(nested.co_consts)]
+    return list(dict.fromkeys(names + texts)) if texts else names
 
 
 def _code_names(code: types.CodeType) -> list[str]:
