@@ -199,6 +199,32 @@ def test_a_positional_only_parameter_is_refused_in_one_line_before_anything_runs
     assert graph.run(executor="local", cache=False).result("total") == 6
 
 
+def test_a_param_named_like_an_upstream_the_function_takes_is_refused_before_anything_runs(
+    workdir: Path
+) -> None:
+    """The function got the upstream's result, never the param (nor `-p a=7`), which
+    only changed the step's key: silently."""
+    def a() -> int:
+        return 5
+
+    def h(a: int) -> int:
+        return a
+
+    graph = Graph("f", [Step("a", func=a), Step("h", func=h, needs=["a"], params={"a": 99})])
+    with pytest.raises(InvalidStepError, match=(
+            r"^step 'h': param 'a' is upstream step 'a' \(needs\) too, whose result h\(\) "
+            r"takes as `a`, never the param; rename the param, or the step$")):
+        graph.run(executor="local", cache=False)
+    assert not list(workdir.iterdir())
+    # a **kwargs takes neither (both are read from dagnb.current()); a command's param
+    # and upstream folder do not meet; nor do a param and a need the function does not take
+    for step in (Step("h", func=lambda **options: 1, needs=["a"], params={"a": 99}),
+                 Step("h", run="echo $DAGNB_PARAM_A", needs=["a"], params={"a": 99}),
+                 Step("h", func=lambda b=1: b, needs=["a"], params={"a": 99})):
+        graph.replace(step)
+        graph.validate()
+
+
 def test_a_graph_checked_once_is_checked_again_after_each_change(tmp_path: Path) -> None:
     """validate() is remembered until a step changes (every run checks the graph):
     each way of changing it brings its problem back."""

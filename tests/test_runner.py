@@ -98,6 +98,54 @@ def test_shell_step_output_reaches_python_step_as_a_folder() -> None:
     assert run(graph).result("read") == "hello"
 
 
+def test_an_in_process_python_step_sees_its_env_while_it_runs(monkeypatch) -> None:
+    """As on dask, which shares its cache key: it never saw it, and each executor was
+    served the other's result. The process's own variables come back afterwards (and
+    one it did not have goes), however the step ended; a shell step started meanwhile
+    sees none of them."""
+    monkeypatch.delenv("STEP_T_MODE", raising=False)
+    monkeypatch.setenv("STEP_T_KEEP", "host")
+    env = {"STEP_T_MODE": "fast", "STEP_T_KEEP": "step"}
+
+    def seen() -> str:
+        time.sleep(0.1)  # (holds the loop while the shell steps start)
+        return f"{os.environ.get('STEP_T_MODE')} {os.environ['STEP_T_KEEP']}"
+
+    def fails() -> None:
+        raise ValueError(os.environ["STEP_T_MODE"])
+
+    def spins() -> None:
+        while os.environ["STEP_T_MODE"]:
+            pass
+
+    shells = [Step(f"s{i}", run='echo "${STEP_T_MODE-unset} $STEP_T_KEEP"') for i in range(3)]
+    graph = Graph("env", [Step("f", func=seen, env=env), *shells,
+                          Step("g", func=fails, env=env),
+                          Step("t", func=spins, env=env, timeout=0.1)])
+    result = run(graph, max_concurrency=5)
+    assert result.result("f") == "fast step"
+    assert [result.logs(s.name)["line"].tolist() for s in shells] == [["unset host"]] * 3
+    assert result.states()["g"] == "failed" and "ValueError: fast" in result.status(
+        ).set_index("step").loc["g", "error"]
+    assert result.states()["t"] == "failed"
+    assert "STEP_T_MODE" not in os.environ and os.environ["STEP_T_KEEP"] == "host"
+
+
+def test_an_async_in_process_step_with_env_is_refused_in_one_line() -> None:
+    """Between its awaits the other steps run on the loop: they would see its env (a
+    shell step started meanwhile, inherit it); it ran without it, as if it had none."""
+    async def seen() -> str | None:
+        return os.environ.get("STEP_T_MODE")
+
+    result = run(Graph("env", [Step("f", func=seen, env={"STEP_T_MODE": "fast"})]))
+    assert result.states() == {"f": "failed"}
+    assert result.status().loc[0, "error"] == (
+        "step 'f' is an async Python step with env, which the local executor cannot set for "
+        "it alone (the steps beside it on the loop would see it); make it a plain function, "
+        "pass the values as params, or run it with executor='dask'")
+    assert "STEP_T_MODE" not in os.environ
+
+
 def test_failure_skips_dependents_and_independent_branches_finish() -> None:
     graph = Graph("fail", [
         Step("bad", run="echo broken >&2; exit 3"),
@@ -237,6 +285,20 @@ def test_a_failed_steps_error_is_what_the_terminal_left_of_a_redrawn_line() -> N
                                           "ERROR: checksum mismatch\\n' >&2; exit 1")])
     result = run(graph)
     assert result.status().loc[0, "error"] == "exit code 1: ERROR: checksum mismatch"
+
+
+def test_a_step_binding_services_off_dagger_is_refused_before_anything_runs(
+        tmp_path: Path) -> None:
+    """Its upstream step ran first, then it failed; the message spoke Python only."""
+    marker = tmp_path / "a-ran"
+    graph = Graph("svc", [Step("a", run=f"touch {marker}"),
+                          Step("b", run="echo b", needs=["a"], services=["postgres"])])
+    with pytest.raises(dagnb.ExecutorUnavailable, match=(
+            r"^step 'b' binds services \['postgres'\], which need the Dagger executor, and "
+            r"it would run on this machine; run it on Dagger \(executor: dagger on the "
+            r"step, --executor dagger, or executor='dagger'\)$")):
+        run(graph)
+    assert not marker.exists()
 
 
 def test_four_one_second_sleeps_run_concurrently() -> None:

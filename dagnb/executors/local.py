@@ -414,6 +414,8 @@ async def _call_function(task: Task) -> Outcome:
     step = task.step
     if step.workdir is not None:  # (one that is no folder fails the step; the process
         workdir_of(task)  #              keeps its own)
+    if step.env and step.is_async:
+        raise StepFailed(_async_env_refused(step.name), step=step.name)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
         with routed_output(task.log, StepContext(task), task.show):
@@ -421,9 +423,14 @@ async def _call_function(task: Task) -> Outcome:
                 result = await _until_cancelled_or_done(task, contextvars.copy_context().run(
                     asyncio.get_running_loop().create_task,  # create_task takes none)
                     _kept_on_the_loop(step.func(**kwargs))))  # type: ignore[arg-type]
-            else:
-                result = contextvars.copy_context().run(
-                    call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
+            else:  # its env around the interruptible call: no interrupt lands in the
+                saved = _set_env(step.env) if step.env else None  # restore, run however
+                try:  # the call ended (an error, a timeout, a cancel)
+                    result = contextvars.copy_context().run(
+                        call_interruptibly, step.func, kwargs)  # type: ignore[arg-type]
+                finally:
+                    if saved is not None:
+                        _restore_env(saved)
     except Interrupted:  # by a timeout or a cancel: it reaches this task now
         await until_cancelled()
         raise
@@ -440,6 +447,37 @@ async def _call_function(task: Task) -> Outcome:
     except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
         return _base_exception(task, exc)  # end the step, not the loop all steps need
     return Outcome(exit_code=0, result=result)
+
+
+def _set_env(env: Mapping[str, str]) -> dict[str, str | None]:
+    """Set a plain in-process step's ``env`` in ``os.environ`` for its call, as a dask
+    worker's process has it (both executors share its cache key); what each variable
+    was before (None: unset), for :func:`_restore_env`.
+
+    Safe for a plain function only: it holds the loop while it runs, so no other step
+    runs meanwhile, and a shell step's environment is built on the loop (_process_env),
+    not in the thread that starts its process."""
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    return saved
+
+
+def _restore_env(saved: Mapping[str, str | None]) -> None:
+    """Put back the variables :func:`_set_env` set, however the call ended."""
+    for name, value in saved.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
+def _async_env_refused(step: str) -> str:
+    """Why an async in-process step with ``env`` does not run: between its awaits the
+    other steps run on the same loop, and would see its variables (a shell step started
+    meanwhile would inherit them); dask runs it in a process of its own."""
+    return (f"step {step!r} is an async Python step with env, which the local executor "
+            "cannot set for it alone (the steps beside it on the loop would see it); make "
+            "it a plain function, pass the values as params, or run it with executor='dask'")
 
 
 async def _until_cancelled_or_done(task: Task, step_task: asyncio.Task[Any]) -> Any:

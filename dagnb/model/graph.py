@@ -597,6 +597,12 @@ def _check_signature(step: Step) -> None:
                 f"step {step.name!r}: parameter {name!r} of {func}() names "
                 "no upstream step in needs and no param; add it to needs or params"
             )
+        if name in step.needs and name in step.params:  # (the upstream's result wins:
+            raise InvalidStepError(  # the param only changed the key; **kwargs takes none)
+                f"step {step.name!r}: param {name!r} is upstream step {name!r} (needs) "
+                f"too, whose result {func}() takes as `{name}`, never the param; rename "
+                "the param, or the step"
+            )
 
 
 def _function_name(func: Any) -> str:
