@@ -1713,7 +1713,8 @@ def test_a_quoted_value_for_a_text_param_is_read_as_quoted_yaml(
 
 @pytest.mark.parametrize(("name", "given", "read"), [
     ("f", "0.50", "0.5"), ("f", "1.0e-4", "0.0001"), ("f", "1.5e+3", "1500.0"),
-    ("f", "100.", "100.0"), ("number", "3.10", "3.1"), ("number", "0755", "493"),
+    ("f", "100.", "100.0"), ("f", "1e-3", "0.001"), ("f", "1E6", "1000000.0"),
+    ("number", "3.10", "3.1"), ("number", "0755", "493"),
     ("number", "yes", "true"), ("number", "~", "null"), ("number", "7", "7"),
     ("number", "[1, 2]", "[1, 2]"), ("number", "abc", '"abc"'), ("number", '"0755"', '"0755"'),
 ])
@@ -1770,6 +1771,7 @@ _TEXT_ITEMS = ("steps:\n  s:\n    params: {pythons: ['3.10', '3.11'], images: {l
 @pytest.mark.parametrize(("name", "given", "read"), [
     ("pythons", "[3.10, 3.12]", '["3.10", "3.12"]'),
     ("pythons", "[yes, ~, 0755, 2024-01-01, a]", '["yes", "~", "0755", "2024-01-01", "a"]'),
+    ("pythons", "[1e-3, a]", '["1e-3", "a"]'), ("nums", "[1e-3, 2]", "[0.001, 2]"),
     ("pythons", "['3.10', \"3.12\", !!float 3.14]", '["3.10", "3.12", 3.14]'),
     ("images", "{lin: 3.10, mac: '3.12', win: yes}",
      '{"lin": "3.10", "mac": "3.12", "win": "yes"}'),

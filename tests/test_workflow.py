@@ -8,12 +8,14 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 import dagnb
 from dagnb import Step, WorkflowError
+from dagnb.cache import step_key
 from dagnb.errors import InvalidStepError
 from dagnb.workflows.loader import dump, graph_from_dict, loads
 
@@ -197,6 +199,67 @@ def test_two_workflows_steps_files_of_one_name_are_two_modules_in_any_order(
     assert dataclasses.fields(again.result("make"))[0].name == "x"
 
 
+@pytest.fixture
+def sibling_helpers() -> Any:
+    """Forgets the ``wf_helpers`` module the workflows' steps import, before and after."""
+    sys.modules.pop("wf_helpers", None)
+    yield
+    sys.modules.pop("wf_helpers", None)
+
+
+def _helpers_workflow(folder: Path, factor: str) -> Path:
+    """A workflow whose steps.py imports ``wf_helpers``, the module beside it."""
+    folder.mkdir()
+    (folder / "wf_helpers.py").write_text(f"FACTOR = {factor!r}\n")
+    (folder / "steps.py").write_text("import wf_helpers\n\n\ndef which():\n"
+                                     "    return wf_helpers.FACTOR\n")
+    (folder / "wf.yml").write_text("steps:\n  which: {python: 'steps.py:which'}\n")
+    return folder / "wf.yml"
+
+
+@pytest.mark.usefixtures("sibling_helpers")
+def test_a_workflow_importing_a_sibling_another_folder_s_module_of_that_name_holds_is_refused(
+        workdir: Path) -> None:
+    # b's `import wf_helpers` was answered by a's module, already loaded: b ran a's code,
+    # and was served a's cache entry (its key read a's helpers).
+    first = dagnb.load(_helpers_workflow(workdir / "a", "a"))
+    second = _helpers_workflow(workdir / "b", "b")
+    assert first.run(executor="local").result("which") == "a"
+    with pytest.raises(WorkflowError) as refused:
+        dagnb.load(second)
+    message = str(refused.value)
+    assert "\n" not in message and message.startswith(f"{second}: step 'which': ")
+    assert str(workdir / "a" / "wf_helpers.py") in message
+    assert str(workdir / "b" / "wf_helpers.py") in message
+    assert "distinct name" in message and "separate processes" in message
+    again = dagnb.load(workdir / "a" / "wf.yml").run(executor="local")  # a is unharmed
+    assert again.states() == {"which": "cached"} and again.result("which") == "a"
+
+
+@pytest.mark.usefixtures("sibling_helpers")
+def test_a_sibling_imported_by_a_sibling_is_checked_too(workdir: Path) -> None:
+    dagnb.load(_helpers_workflow(workdir / "a", "a"))
+    second = _helpers_workflow(workdir / "b", "b")
+    (second.parent / "steps.py").write_text(
+        "def which():\n    import middle\n    return middle.FACTOR\n")
+    (second.parent / "middle.py").write_text("from wf_helpers import FACTOR\n")
+    with pytest.raises(WorkflowError,
+                       match=r": middle\.py imports 'wf_helpers', the module .*b/wf_helpers"):
+        dagnb.load(second)
+
+
+@pytest.mark.usefixtures("sibling_helpers")
+def test_a_workflow_with_sibling_modules_loads_and_runs_again_in_one_process(
+        workdir: Path) -> None:
+    path = _helpers_workflow(workdir / "a", "a")
+    (path.parent / "yaml").mkdir()  # (a data folder named like a package: not a module)
+    (path.parent / "steps.py").write_text("import yaml\n" + (path.parent / "steps.py")
+                                          .read_text())
+    assert dagnb.load(path).run(executor="local").result("which") == "a"
+    again = dagnb.load(path).run(executor="local")
+    assert again.states() == {"which": "cached"} and again.result("which") == "a"
+
+
 def test_a_steps_module_result_loads_in_a_moved_or_copied_project_sharing_the_cache(
         tmp_path: Path) -> None:
     """The key holds no path, so the copy (a moved folder, a teammate's checkout or CI
@@ -326,6 +389,34 @@ def test_a_null_argv_item_from_data_is_refused() -> None:
         Step("a", run="true", env={"FOO": None})
 
 
+def test_an_exponent_in_env_or_an_argv_list_stays_the_text_written() -> None:
+    """YAML 1.2 reads 1e-3 as a number, but env values and argv items are text: as
+    written, as before (`run: [python, train.py, --lr, 1e-3]` was refused)."""
+    graph = loads("steps:\n  a:\n    run: [python, train.py, --lr, 1e-3, 2.5E+3]\n"
+                  "    env: {LR: 1e-3}\n")
+    assert graph["a"].run == ("python", "train.py", "--lr", "1e-3", "2.5E+3")
+    assert graph["a"].env == {"LR": "1e-3"}
+
+
+def test_yaml_1_2_exponent_floats_are_numbers_with_the_keys_of_the_same_numbers(
+        tmp_path: Path) -> None:
+    """`big: 1e6` (and `--param ratio=1e-3`) arrived as the text "1e6": PyYAML reads YAML
+    1.1, whose floats need a dot and a signed exponent, where a notebook's --param and
+    the templates read 1e-3 as 0.001. Only those forms change; the text "1e-3" written
+    back stays text."""
+    graph = loads("steps:\n  a:\n    run: 'true'\n    params: {big: 1e6, small: 1e-3, "
+                  "neg: -2.5E+3, half: .5e1, text: '1e-3', word: 1e, v: 3.10, n: 0755}\n")
+    params = graph["a"].params
+    assert params == {"big": 1e6, "small": 0.001, "neg": -2500.0, "half": 5.0,
+                      "text": "1e-3", "word": "1e", "v": 3.1, "n": 493}
+    assert isinstance(params["big"], float)
+    assert loads(dump(graph))["a"].params == params
+    same = loads("steps:\n  a:\n    run: 'true'\n    params: {big: 1000000.0, small: 0.001, "
+                 "neg: -2500.0, half: 5.0, text: '1e-3', word: 1e, v: 3.1, n: 493}\n")
+    assert (step_key(graph["a"], upstream_digests={}, base_dir=tmp_path).digest
+            == step_key(same["a"], upstream_digests={}, base_dir=tmp_path).digest)
+
+
 _SCRIPT_GRAPH = """\
 import dagnb
 
@@ -364,6 +455,57 @@ def test_a_script_graph_of_decorated_steps_saved_to_yaml_runs_cached_from_the_fi
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "3 cached" in done.stdout, done.stdout
+
+
+_SAVED_ELSEWHERE = """\
+import dagnb
+from subfolder_helpers import double
+
+graph = dagnb.Graph("demo")
+graph.add(dagnb.Step("fetch", run='cp data/in.txt "$DAGNB_OUT/in.txt"', mounts={"data": "/data"}))
+
+
+def total(fetch):
+    return double(len((fetch / "in.txt").read_text()))
+
+
+graph.add(dagnb.Step("total", func=total, needs=["fetch"]))
+graph.to_yaml("workflows/pipe.yml")
+"""
+
+
+def test_a_graph_saved_into_another_folder_keeps_its_paths_and_runs(tmp_path: Path) -> None:
+    """`graph.to_yaml("workflows/pipe.yml")` wrote the mount `data` and the module beside
+    the YAML unchanged, but a workflow's paths are its file's folder's: the run failed
+    (`No module named 'subfolder_helpers'`, then `mounts 'data', which does not exist`)."""
+    tmp_path = tmp_path.resolve()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "in.txt").write_text("abcd")
+    (tmp_path / "workflows").mkdir()
+    (tmp_path / "subfolder_helpers.py").write_text("def double(n):\n    return 2 * n\n")
+    (tmp_path / "build.py").write_text(_SAVED_ELSEWHERE)
+    subprocess.run([sys.executable, "build.py"], cwd=tmp_path, check=True, timeout=120,
+                   capture_output=True)
+    steps = yaml.safe_load((tmp_path / "workflows" / "pipe.yml").read_text())["steps"]
+    in_file = tmp_path / "workflows"
+    assert {(in_file / host).resolve(): target
+            for host, target in steps["fetch"]["mounts"].items()} == {tmp_path / "data": "/data"}
+    assert {(in_file / steps[name]["workdir"]).resolve() for name in steps} == {tmp_path}
+    module = steps["total"]["python"].partition(":")[0]
+    assert (in_file / module).resolve().parent == tmp_path  # (its imports found there)
+    done = subprocess.run([sys.executable, "-m", "dagnb.cli", "run", "workflows/pipe.yml",
+                           "--executor", "local"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "2 succeeded" in done.stdout, done.stdout
+
+
+def test_a_graph_saved_beside_its_folder_keeps_its_paths_as_written(tmp_path: Path) -> None:
+    graph = dagnb.Graph("demo", base_dir=tmp_path)
+    graph.add(Step("a", run="true", mounts={"./data": "/data"}, workdir="src"))
+    dump(graph, tmp_path / "wf.yml")
+    steps = yaml.safe_load((tmp_path / "wf.yml").read_text())["steps"]
+    assert steps == {"a": {"run": "true", "mounts": {"./data": "/data"}, "workdir": "src"}}
 
 
 @pytest.mark.skipif(not getattr(yaml, "__with_libyaml__", False), reason="PyYAML without libyaml")

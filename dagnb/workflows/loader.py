@@ -35,6 +35,8 @@ The orchestration platform's spelling (``command``, ``container_image``, ``envir
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import stat
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -57,8 +59,8 @@ from dagnb.workflows.pyfunctions import (
 )
 
 __all__ = [
-    "STEP_FIELDS", "dump", "explain", "graph_from_dict", "graph_to_dict", "load", "loads",
-    "parse_yaml", "read_text",
+    "STEP_FIELDS", "WorkflowDumper", "WorkflowLoader", "dump", "explain", "graph_from_dict",
+    "graph_to_dict", "load", "loads", "parse_yaml", "read_text",
 ]
 
 STEP_FIELDS = tuple(
@@ -206,7 +208,26 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
 
 class _StrictLoader(UniqueKeyLoader):
     """Refuses a key given twice in one mapping (two steps of one name would otherwise
-    silently become the last one); merge keys work."""
+    silently become the last one); merge keys work. Reads YAML 1.2's floats."""
+
+
+# YAML 1.2 (and JSON, Python, a notebook's --param) reads 1e-3, 1e6 and 2.5E3 as numbers;
+# PyYAML reads YAML 1.1, whose floats need a dot and a signed exponent, so there they were
+# text ("1e-3" * 18 repeated the text). Only these exponent forms are added: every other
+# scalar reads as before.
+_FLOAT_TAG = "tag:yaml.org,2002:float"
+_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
+
+
+def _reading_yaml_1_2_floats(cls: type[Any]) -> type[Any]:
+    """``cls`` (a loader, or a dumper: it then quotes the text "1e-3") resolving
+    exponent floats as YAML 1.2 does."""
+    cls.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, list("-+.0123456789"))
+    return cls
+
+
+_reading_yaml_1_2_floats(_StrictLoader)
+WorkflowLoader = _StrictLoader  # (a --param value is read as the file reads it)
 
 
 class _WrittenLoader(_StrictLoader):
@@ -253,7 +274,10 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null. And
     a workflow ``name`` YAML read as no text, said as written."""
     _check_name(data.get("name"), _at(written, "name"), source)
-    for where, value, text in _text_values(data, written):
+    for where, holder, key, text in _text_values(data, written):
+        value = holder[key]
+        if isinstance(value, float) and isinstance(text, str) and _EXPONENT_FLOAT.match(text):
+            holder[key] = value = text  # (text: `--lr 1e-3` as written, a number to YAML 1.2)
         if value is None:
             raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
         reading = _misread(value, text) if isinstance(text, str) else ""
@@ -287,9 +311,10 @@ def _misread(value: Any, text: str) -> str:
     return ""
 
 
-def _text_values(data: Any, written: Any) -> Iterator[tuple[str, Any, str]]:
-    """(where, value, text as written) of each env value and argv item of the defaults
-    and steps; anything of another shape is left for the loader to refuse."""
+def _text_values(data: Any, written: Any) -> Iterator[tuple[str, Any, Any, str]]:
+    """(where, its mapping or list, its key there, text as written) of each env value and
+    argv item of the defaults and steps; anything of another shape is left for the
+    loader to refuse."""
     for key in ("defaults", "workflow_defaults"):
         yield from _fields_text(data.get(key), _at(written, key), key)
     steps, texts = data.get("steps"), _at(written, "steps")
@@ -302,17 +327,17 @@ def _text_values(data: Any, written: Any) -> Iterator[tuple[str, Any, str]]:
             yield from _fields_text(fields, text, f"step {name!r}")
 
 
-def _fields_text(fields: Any, texts: Any, where: str) -> Iterator[tuple[str, Any, str]]:
+def _fields_text(fields: Any, texts: Any, where: str) -> Iterator[tuple[str, Any, Any, str]]:
     if not isinstance(fields, Mapping):
         return
     for key in _TEXT_FIELDS:
         value, text = fields.get(key), _at(texts, key)
-        if isinstance(value, Mapping) and isinstance(text, Mapping):
-            yield from ((f"{where}: {key} {name}", item, text.get(name))
-                        for name, item in value.items() if isinstance(name, str))
+        if isinstance(value, dict) and isinstance(text, Mapping):
+            yield from ((f"{where}: {key} {name}", value, name, text.get(name))
+                        for name in list(value) if isinstance(name, str))
         elif isinstance(value, list) and isinstance(text, list) and len(text) == len(value):
-            yield from ((f"{where}: {key}[{i}]", item, text[i])
-                        for i, item in enumerate(value))
+            yield from ((f"{where}: {key}[{i}]", value, i, text[i])
+                        for i in range(len(value)))
 
 
 def _at(written: Any, key: str) -> Any:
@@ -538,6 +563,7 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 
 
 _BlockDumper.add_representer(str, _str_representer)
+WorkflowDumper = _reading_yaml_1_2_floats(_BlockDumper)  # (text "1e6" stays text)
 
 
 def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:
@@ -566,15 +592,22 @@ def _yaml_text(data: Mapping[str, Any]) -> str:
 
 def dump(graph: Graph, path: str | Path | None = None) -> str:
     """YAML text for ``graph``; also written to ``path`` when given (with the module of its
-    Python steps beside it, see :mod:`dagnb.workflows.pyfunctions`)."""
+    Python steps, see :mod:`dagnb.workflows.pyfunctions`), its relative paths rewritten
+    for the file's folder (see :func:`_moved`)."""
     functions = {s.name: s.func for s in graph if s.func is not None}
     secrets = {name for step in graph for name in step.secrets}
     refs: dict[str, str] = {}
+    folder = (graph.base_dir or Path.cwd()).resolve()  # where the graph's paths start
     if functions and path is not None:
         published = published_reads(graph)
-        refs = write_module(functions, Path(path), secrets, published)
+        # the module goes in the graph's folder, where its imports (a notebook's helper
+        # modules beside it) are found; beside the file when that is the same folder
+        refs = write_module(functions, folder / Path(path).name, secrets, published)
         graph = published.graph  # (each step needing the steps it reads)
-    text = _yaml_text(graph_to_dict(graph, refs))
+    data = graph_to_dict(graph, refs)
+    if path is not None:
+        _moved(data["steps"], folder, Path(path).resolve().parent)
+    text = _yaml_text(data)
     if path is not None:
         try:
             Path(path).write_text(text, encoding="utf-8")
@@ -582,3 +615,37 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
             raise WorkflowError(f"cannot write {str(path)!r}: {exc.strerror}; check that its "
                                 "folder exists and is writable") from None
     return text
+
+
+def _moved(steps: Mapping[str, dict[str, Any]], folder: Path, file_folder: Path) -> None:
+    """Rewrite the steps' paths relative to the graph's ``folder`` (mounts' host paths,
+    ``workdir``, ``python`` modules) to be relative to the file's: a workflow's paths
+    are read from its file's folder, so a file saved elsewhere (``workflows/``) runs the
+    same steps. A step that started in ``folder`` by default is given it as its workdir,
+    but not one for a container (its image's folder). In place; nothing when the folders
+    are one (a file beside the notebook keeps its paths, and its keys, as written)."""
+    if folder == file_folder:
+        return
+    for fields in steps.values():
+        if "mounts" in fields:
+            fields["mounts"] = {_rebased(host, folder, file_folder): target
+                                for host, target in fields["mounts"].items()}
+        if fields.get("workdir") is not None:
+            fields["workdir"] = _rebased(fields["workdir"], folder, file_folder)
+        elif "image" not in fields and fields.get("executor") != "dagger":
+            fields["workdir"] = _rebased(".", folder, file_folder)
+        if PYTHON_KEY in fields:
+            module, _, function = fields[PYTHON_KEY].rpartition(":")
+            fields[PYTHON_KEY] = f"{_rebased(module, folder, file_folder)}:{function}"
+
+
+def _rebased(path: str, folder: Path, file_folder: Path) -> str:
+    """``path``, relative to ``folder``, as relative to ``file_folder``; an absolute or
+    ``~`` path as it is; absolute where no relative path leads there (another drive)."""
+    if path.startswith("~") or Path(path).is_absolute():
+        return path
+    where = os.path.normpath(folder / path)
+    try:
+        return Path(os.path.relpath(where, file_folder)).as_posix()
+    except ValueError:  # (Windows: another drive)
+        return where

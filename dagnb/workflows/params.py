@@ -24,7 +24,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.workflows.loader import parse_yaml
+from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
 
 __all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown"]
 
@@ -71,7 +71,7 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
     where = f"--param {shown(f'{name}={text}', mask)!r}"
     quoted = f"quote it as text: --param '{name}={shown(json.dumps(text), mask)}'"
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        node = yaml.compose(text, Loader=WorkflowLoader)  # (1e-3 a float, as in the file)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise WorkflowError(f"{where}: the value does not read as YAML ({problem}); "
@@ -125,7 +125,7 @@ def _items_as_typed(node: yaml.Node, text: str) -> bool:
 
 def _constructed(node: yaml.Node) -> Any:
     """The value of a composed (and retagged) YAML node."""
-    loader = yaml.SafeLoader("")
+    loader = WorkflowLoader("")
     try:
         return loader.construct_document(node)
     finally:
@@ -140,8 +140,8 @@ def _written_quoted(text: str) -> bool:
 def as_written(value: Any) -> str:
     """``value`` as ``--param NAME=...`` gives it back (what :func:`read_value` reads as
     ``value``): ``Paris``, ``5``, ``'5'`` (the text), ``[a, b]``."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"),
-                          allow_unicode=True).removesuffix("...\n").strip()
+    text = yaml.dump(value, Dumper=WorkflowDumper, default_flow_style=True,
+                     width=float("inf"), allow_unicode=True).removesuffix("...\n").strip()
     return json.dumps(value, ensure_ascii=False) if "\n" in text else text  # (one line)
 
 

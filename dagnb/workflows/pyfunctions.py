@@ -41,6 +41,7 @@ from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.workflows.published import Published, Read, taking_upstreams
+from dagnb.workflows.siblings import check_siblings
 
 __all__ = ["IMPORT_NOTE", "PYTHON_KEY", "check_params_taken", "import_function",
            "write_module"]
@@ -151,7 +152,8 @@ def _imported(path: Path, where: str) -> types.ModuleType:
     the same ones; two files of one name in two folders (two workflows' ``steps.py``)
     are two modules, whatever order they are loaded in.
     Its folder is on ``sys.path`` (as a script's is): the helper modules beside it, as
-    a notebook beside them imported them, are found."""
+    a notebook beside them imported them, are found; one that another folder's module
+    of its name would stand in for is refused (:mod:`.siblings`)."""
     resolved = path.resolve()
     try:
         digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
@@ -159,12 +161,14 @@ def _imported(path: Path, where: str) -> types.ModuleType:
         raise WorkflowError(f"{where}: {path.name} cannot be read ({exc.strerror}); check "
                             "its permissions") from None
     known = _MODULES.get(resolved)
-    if known is not None and known[0] == digest:
+    again = known is not None and known[0] == digest
+    folder = str(resolved.parent)
+    if not again and folder not in sys.path:
+        sys.path.insert(0, folder)
+    check_siblings(resolved, where)  # (at each load: another folder's may be loaded since)
+    if again:
         sys.modules[known[1].__name__] = known[1]  # (a file of the same name may have taken it)
         return known[1]
-    folder = str(resolved.parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)
     module = _run_module(resolved, module_name(resolved), where)
     _MODULES[resolved] = (digest, module)
     return module
