@@ -198,3 +198,14 @@ def test_a_secret_name_that_cannot_be_one_is_refused_in_one_line(secret, says):
     with pytest.raises(InvalidStepError, match=says) as caught:
         Step("s", run="true", secrets=[secret])
     assert "\n" not in str(caught.value) and repr(secret) in str(caught.value)
+
+
+def test_a_decimal_cache_version_is_refused_with_the_quoted_form() -> None:
+    """YAML reads a step's `cache_version: 1.10` as 1.1: bumped from 1.1, the steps kept
+    their entries. Text and whole numbers stay as they were (their keys unchanged)."""
+    with pytest.raises(InvalidStepError, match=r"^step 'a': cache_version 1\.1 is a number, "
+                       r"which loses digits \(1\.10 is read as 1\.1\); quote it: "
+                       r'cache_version: "1\.10"$'):
+        Step("a", run="true", cache_version=1.1)
+    assert Step("a", run="true", cache_version="1.10").cache_version == "1.10"
+    assert Step("a", run="true", cache_version=2).cache_version == 2

@@ -347,6 +347,8 @@ class Step:
         set_(self, "cache_volumes", _frozen_map(self.cache_volumes, "cache_volumes", name))
         set_(self, "timeout", parse_duration(self.timeout, what=f"step {name!r} timeout"))
         set_(self, "ttl", parse_duration(self.ttl, what=f"step {name!r} ttl"))
+        if isinstance(self.cache_version, float):  # (1.10 read as 1.1: a bump unseen)
+            _refuse_decimal_version(self.cache_version, name)
         self._check_policies(name)
 
     def _normalized_run(self, name: str) -> str | tuple[str, ...] | None:
@@ -488,3 +490,12 @@ def _plain(value: Any) -> Any:
     if isinstance(value, tuple):
         return [_plain(v) for v in value]
     return value
+
+
+def _refuse_decimal_version(value: float, name: str) -> None:
+    """A step's ``cache_version`` that YAML read as a decimal, refused as the setting's
+    is: ``1.10`` is 1.1, and the new version would look like the old one. (A whole number
+    stays, as written: its key is its own.)"""
+    raise InvalidStepError(
+        f"step {name!r}: cache_version {value!r} is a number, which loses digits (1.10 is "
+        f"read as 1.1); quote it: cache_version: \"1.10\"")
