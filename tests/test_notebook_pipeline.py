@@ -201,6 +201,19 @@ def test_graph_and_validate_read_the_cells_without_running_them(tmp_path):
     assert _runs(tmp_path) == []
 
 
+def test_graph_shows_a_step_reading_another_steps_outputs_as_after_it(tmp_path):
+    """A cell reading a variable an earlier --python cell outputs runs after it (--target
+    and a saved workflow have it), though no --needs says so: graph listed it alone. A
+    plain cell binding the variable again between them cuts the link."""
+    path = tmp_path / "reads.py"
+    path.write_text("# %%\n%load_ext dagnb\n\n# %%\n%%dagger load --python --outputs rows\n"
+                    "rows = [1, 2]\n\n# %%\n%%dagger total --python --outputs t\n"
+                    "t = sum(rows)\n\n# %%\nrows = [3]\n\n"
+                    "# %%\n%%dagger again --python --outputs u\nu = len(rows)\n")
+    graph = _dagnb("graph", str(path), cwd=tmp_path)
+    assert graph.stdout.splitlines() == ["load", "total  <- load (reads rows)", "again"]
+
+
 def test_a_bad_cell_is_one_line_and_exit_2(tmp_path):
     path = tmp_path / "bad.ipynb"
     cells = [nbf.v4.new_code_cell("%%dagger a --neds b\necho a")]

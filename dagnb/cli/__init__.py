@@ -377,11 +377,26 @@ def _graph(args: argparse.Namespace) -> int:
     graph = _load_any(args.workflow)
     graph.validate()
     later = _known_when_run(args.workflow)
+    reads = _outputs_read(args.workflow)
     for name in graph.order():
-        needs = ", ".join(graph[name].needs)
+        read = {step: variable for variable, step in reads.get(name, {}).items()
+                if step not in graph[name].needs}
+        needs = ", ".join([*graph[name].needs,
+                           *(f"{step} (reads {variable})" for step, variable in read.items())])
         note = f"  ({later[name]})" if name in later else ""
         print(f"{name}" + (f"  <- {needs}" if needs else "") + note)
     return 0
+
+
+def _outputs_read(path: str) -> dict[str, dict[str, str]]:
+    """For a notebook: what each step reads of another step's ``--outputs`` (it runs
+    after that one, as ``--target`` and a saved workflow have it)."""
+    if not _is_notebook(path):
+        return {}
+    from dagnb.notebook.document import read_notebook
+    from dagnb.notebook.flow import outputs_read
+
+    return outputs_read(read_notebook(path))
 
 
 @command("plan")

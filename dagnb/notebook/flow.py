@@ -23,7 +23,7 @@ from dagnb.model.step import Step
 from dagnb.notebook.document import bound_names, dagger_cells, read_names
 from dagnb.notebook.magics import cell_definitions, graph_of, line_fields
 
-__all__ = ["Feed", "needed_steps"]
+__all__ = ["Feed", "needed_steps", "outputs_read"]
 
 
 class Feed(NamedTuple):
@@ -69,6 +69,32 @@ def needed_steps(cells: Sequence[tuple[str, str]], targets: Sequence[str],
             for variable in read_names(source):
                 live.setdefault(variable, reader)
     return graph.select(sorted(selected)), feeds[::-1]
+
+
+def outputs_read(cells: Sequence[tuple[str, str]]) -> dict[str, dict[str, str]]:
+    """Step -> {variable: the step whose ``--outputs`` gave it}, for each variable a
+    step's cell reads that an earlier ``%%dagger`` cell's outputs hold (unless a plain
+    cell between them binds it again): a full run has it after that step, though no
+    ``--needs`` says so (``dagnb graph`` shows it)."""
+    found = dagger_cells(cells)
+    definitions = cell_definitions(found, _EveryName())
+    by_index = {cell.index: cell for cell in found}
+    latest: dict[str, str] = {}  # variable -> the step whose outputs hold it now
+    reads: dict[str, dict[str, str]] = {}
+    for index, (kind, source) in enumerate(cells):
+        cell = by_index.get(index)
+        if cell is None:
+            if kind == "code":
+                for variable in bound_names(source):
+                    latest.pop(variable, None)
+            continue
+        step, outputs = definitions[index]
+        read = {v: latest[v] for v in sorted(_reads(step, cell.line))
+                if latest.get(v, cell.name) != cell.name}
+        if read:
+            reads[cell.name] = read
+        latest.update(dict.fromkeys(outputs, cell.name))
+    return reads
 
 
 class _EveryName(dict):  # type: ignore[type-arg]
