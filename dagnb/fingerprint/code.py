@@ -271,7 +271,7 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
 def _class_contents_hold(cls: type, found: tuple[Any, ...]) -> bool:
     """Whether the attributes a class's record hashed by content are as they were (its
     record then counts as checked at the latest fresh look)."""
-    if not all(_soft_digest(obj) == digest for obj, digest in found[2].contents):
+    if not _as_hashed(found[2].contents):
         return False
     _CLASS_RECORDS[id(cls)] = (*found[:3], _fresh_looks)
     return True
@@ -440,7 +440,13 @@ def changed_in_place(func: Callable[..., Any]) -> bool:
 
 def _contents_hold(target: types.FunctionType) -> bool:
     record = _CODE_CACHE[target]
-    return all(_soft_digest(obj) == digest for obj, digest in record.contents)
+    return _as_hashed(record.contents)
+
+
+def _as_hashed(contents: list[tuple[Any, str]]) -> bool:
+    """Whether the objects a record hashed by content (a closure's values, a class's
+    attributes) still hash as they did then (none changed in place)."""
+    return all(_soft_digest(obj) == digest for obj, digest in contents)
 
 
 def _while_hashing(target: types.FunctionType, work: Callable[[types.FunctionType], Any]) -> Any:
