@@ -231,6 +231,27 @@ def test_a_rotated_secret_reaches_a_step_that_runs_every_time(stub, tmp_path, mo
     assert users == ["alice", "bob"]
 
 
+def _peek_token() -> str:
+    return os.environ["TOKEN"]
+
+
+@pytest.mark.parametrize("mode", ["read-write", "off"])
+def test_an_unstored_result_holding_a_secret_is_not_staged_for_a_container(
+        stub, tmp_path, monkeypatch, mode):
+    """The run warns that the steps reading it as a file do not get it: a container's
+    did, staged into a host folder and uploaded to the engine (whose cache keeps it)."""
+    monkeypatch.setenv("TOKEN", "zz-TOPSECRET-42-abcdef")
+    graph = dagnb.Graph("peek", [
+        Step("up", func=_peek_token, secrets=["TOKEN"], executor="local"),
+        Step("b", run='ls "$DAGNB_IN/up/"; echo listed', needs=["up"])])
+    with pytest.warns(UserWarning, match=r"'up': its result holds the value of secret "
+                                          r"'TOKEN', so the steps that read it as a file"):
+        run = graph.run(executor="dagger", cache_directory=tmp_path / "cache",
+                        cache_mode=mode)
+    assert run.states() == {"up": "succeeded", "b": "succeeded"}, run.status()
+    assert run.logs("b", stream="stdout")["line"].tolist() == ["listed"]
+
+
 def test_an_engine_without_volatile_variables_gets_neither(stub, tmp_path):
     from dagnb.executors.dagger import connection
     from dagnb.executors.loop import run_sync

@@ -231,6 +231,9 @@ class Scheduler:
         # step -> the attempt that did not stop when cancelled (it may write on) and the
         # folder of the latest attempt, one of its own (see _step_dir)
         self._left_running: dict[str, int] = {}
+        # Python steps whose unstored result holds a secret: not written for commands,
+        # nor staged for a container (see _result_for_commands)
+        self._withheld_results: set[str] = set()
         self._own_dirs: dict[str, str] = {}
         self._tails: dict[str, deque[str]] = {}  # the last stderr lines of each step
         # (step, attempt) -> what a Python step's attempt displayed, made on its first
@@ -620,6 +623,7 @@ class Scheduler:
         secret: the run's folder is kept, and no secret is written in plain text."""
         leaked = stored_secret(self._secrets_found, None, result)
         if leaked is not None:
+            self._withheld_results.add(step.name)
             checks.warn_user(f"step {step.name!r}: its result holds the value of secret "
                              f"{leaked!r}, so the steps that read it as a file "
                              f"($DAGNB_IN/{step.name}) do not get it; pass the secret to "
@@ -951,8 +955,20 @@ class Scheduler:
                 result = done.result  # (_value inline: on every step with needs)
                 if isinstance(result, CachedResult):
                     result = result.get()
+                elif need in self._withheld_results and self._reads_files(step):
+                    result = NO_RESULT  # (a container's executor would stage it as a file)
                 inputs[need] = Input(need, done.where, result, done.handle)
         return inputs
+
+    def _reads_files(self, step: Step) -> bool:
+        """Whether ``step`` gets its upstreams' results as files (a command, or any step
+        in a container), not as values in memory (Python, in this process or on dask)."""
+        if step.func is None:
+            return True
+        try:
+            return self._executor(step).name == "dagger"
+        except Exception:  # (ExecutorUnavailable, a bad setting: said as that step starts)
+            return False
 
     def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
         """Where an attempt's lines go: masked, to the event log (a bounded head), to
