@@ -255,6 +255,20 @@ def test_a_mount_without_exec_bits_keeps_its_key(base):
     assert key_of(base).components["mount:data/raw.csv"] == expected
 
 
+@pytest.mark.parametrize("spelled", ["./data", "data/", "data//", "./data/."])
+def test_a_mount_spelled_another_way_keeps_its_key(base, spelled):
+    """``./data`` and ``data/`` are the folder ``data``: rewriting one as the other ran
+    a cached step again."""
+    assert key_of(base, mounts={spelled: "/in"}).digest == \
+        key_of(base, mounts={"data": "/in"}).digest
+
+
+def test_two_spellings_of_one_mounted_folder_both_count_as_before(base):
+    both = key_of(base, mounts={"data": "/in", "./data": "/also"})
+    assert len([label for label in both.components if label.startswith("mount:")]) == 2
+    assert both.digest != key_of(base, mounts={"data": "/in"}).digest
+
+
 def test_explain_compares_with_the_closest_entry_not_the_newest(base, store):
     """Two workflows sharing a cache folder both have a step 'train': the newest entry
     was the other one's, and explain said everything about it had changed."""

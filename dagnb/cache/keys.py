@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import posixpath
 import re
 import reprlib
 import sys
@@ -202,7 +203,7 @@ def step_key(
         elif code is not None:
             _add_code(components, describe, step, code, mask)
     for host, target in step.mounts.items():
-        label = f"mount:{host}"
+        label = _mount_label(host, components)
         components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
         describe[label] = target
     for name, digest in upstream_digests.items():
@@ -213,6 +214,14 @@ def step_key(
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
     return StepKey(lines.digest(components), components, describe)
+
+
+def _mount_label(host: str, components: Mapping[str, str]) -> str:
+    """A mount's component, by its host path as the file system reads it: ``data``,
+    ``./data`` and ``data/`` are one folder, and rewriting one as another ran the step
+    again. (Two spellings of one folder in one step keep theirs, so neither is lost.)"""
+    label = f"mount:{posixpath.normpath(host)}"
+    return label if label not in components else f"mount:{host}"
 
 
 # What a step's fields alone give (every component but params, code, mounts and
