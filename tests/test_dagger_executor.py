@@ -471,7 +471,8 @@ def test_secret_values_stay_out_of_the_clients_debug_log(stub, make_task, monkey
     executor = DaggerExecutor(registry_auth={"address": "registry.example.com",
                                              "username": "bob", "password_env": "REG_PASSWORD"})
     caplog.set_level(logging.DEBUG)
-    task = make_task(Step("sec", run='echo "${#TOKEN} chars"', secrets=["TOKEN"]),
+    task = make_task(Step("sec", run='echo "${#TOKEN} chars"', secrets=["TOKEN"],
+                          image="registry.example.com/app:1"),
                      secrets={"TOKEN": SECRET})
     run(executor, task)
     assert task.log.of("stdout") == [f"{len(SECRET)} chars"]
@@ -501,8 +502,9 @@ def test_registry_auth_config_errors(stub, make_task, monkeypatch):
     monkeypatch.delenv("REG_TOKEN", raising=False)
     executor = DaggerExecutor(registry_auth=[{"address": "r.io", "username": "u",
                                               "token_env": "REG_TOKEN"}])
-    with pytest.raises(SecretError, match="'REG_TOKEN', which is not set"):
-        run(executor, make_task(Step("s", run="true")))
+    with pytest.raises(SecretError, match=r"^container_credentials for 'r\.io': token_env "
+                                          r"names 'REG_TOKEN', which is not set"):
+        run(executor, make_task(Step("s", run="true", image="r.io/app:1")))
 
 
 # -- errors ---------------------------------------------------------------------------

@@ -170,6 +170,18 @@ def test_refresh_sees_a_moved_tag_though_the_kernels_session_does_not(stub):
 
 
 @pytest.mark.usefixtures("pinning")
+def test_refresh_says_which_platform_of_a_tag_moved(stub):
+    """Before, both lines read 'image alpine:3.20 moved: ...' with different digests."""
+    arm = f"{IMAGE} [linux/arm64]"
+    run_sync(refresh(images=[IMAGE, arm]))
+    stub.engine.move_tag(IMAGE)
+    stub.engine.move_tag(IMAGE, "linux/arm64")
+    said = run_sync(refresh())
+    assert sorted(line.partition(" moved: ")[0] for line in said) == [
+        f"image {IMAGE}", f"image {arm}"]
+
+
+@pytest.mark.usefixtures("pinning")
 def test_refresh_of_a_tag_not_pinned_pins_it_and_refuses_a_digest(stub):
     assert run_sync(refresh(images=[IMAGE]))[0].startswith(f"image {IMAGE} pinned: sha256:")
     assert "unchanged" in run_sync(refresh())[0]

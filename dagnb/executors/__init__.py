@@ -160,8 +160,16 @@ def _say(notice: str) -> None:
         print(notice, file=sys.stderr)
 
 
+# How connection.detect() begins its reason when dagger-io is missing: an engine may be
+# there all the same (``dagger run jupyter lab`` without the extra), so it is not "none".
+_NO_SDK = "the Dagger SDK is not installed"
+
+
 def _notice(choice: str, reason: str) -> str:
     """One short line; the long reason is in ``dagnb.executors.status()``."""
+    if choice == "local" and reason.startswith(_NO_SDK):
+        return (f"dagnb: {_NO_SDK} (pip install 'dagnb[dagger]'); steps run on this "
+                "machine")
     if choice == "local":
         return ("dagnb: no Dagger engine found; steps run on this machine "
                 "(dagnb.executors.status() says why)")

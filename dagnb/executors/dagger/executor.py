@@ -128,6 +128,7 @@ class DaggerExecutor:
             facts = await self._image_facts(self._image_key(task), image)
             with staged_inputs(task) as staged:
                 ctr = build_container(dag, task, image=image, services=self._services,
+                                      registry_auth=self.registry_auth,
                                       volatile_variables=volatile,
                                       owner=task.step.user or facts["user"],
                                       empty=await connection.constant("empty", dag.directory),

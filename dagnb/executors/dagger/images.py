@@ -64,4 +64,8 @@ def _sentence(label: str, old: str | None, new: str, reference: str) -> str:
     if old == new:
         return f"image {label} unchanged: {new}"
     image = label.partition(" [")[0]
-    return moved(f"{image}@{old}", f"{image}@{new}") or f"image {label} moved: {reference}"
+    said = moved(f"{image}@{old}", f"{image}@{new}")
+    if said is None:
+        return f"image {label} moved: {reference}"
+    # (with its platform: one tag pinned for two platforms says which of them moved)
+    return said.replace(f"image {image} ", f"image {label} ", 1)

@@ -15,8 +15,10 @@ them to dask workers (the imported text of one edited since; one edited before d
 read it, or holding a value its text does not set, refused in one line), in a file
 beside the step's; the shim imports them from that text, ahead of the image's own path,
 with :mod:`dagnb.executors.served` (its file sent along: the image has no dagnb). The
-container needs no copy of the project, and an older one on its path is not used. The
-shim
+container needs no copy of the project, and an older one on its path is not used. A step
+whose code imports dagnb gets :mod:`.standin` too, a ``dagnb`` with ``current()`` alone,
+last on the path (an image's own dagnb wins), as the step contract offers
+``dagnb.current()`` on every executor. The shim
 (below, stdlib only) reads params from ``$DAGNB_PARAMS`` and upstream results from
 ``$DAGNB_IN/<name>/result.json|result.pkl`` (an upstream without a result is passed as
 the ``pathlib.Path`` of its folder, as on the local executor), calls the function
@@ -39,7 +41,8 @@ Globals the function reads travel by value, as the cache key counts them: a lite
 its ``repr``, anything else (a set, a DataFrame, a compiled regex) pickled into the
 module. One that cannot be (a lock, a client, an object of a class defined beside the
 function, which the container cannot import) or that holds one of the step's secrets
-is refused before the step runs, in one line naming it.
+is refused before the step runs, in one line naming it; so is one that holds a secret of
+another step's (withheld from this one) or a registry's password.
 
 Limits: the function and its helpers need retrievable source (not a lambda); pickled
 values and results need the same classes importable on both sides.
@@ -63,6 +66,7 @@ from typing import Any
 
 from dagnb.errors import ExecutorError, InvalidStepError
 from dagnb.executors import served, shipped
+from dagnb.executors.dagger import standin
 from dagnb.fingerprint import loaded_globals
 from dagnb.fingerprint.imported import IMPORTED, stale_line
 from dagnb.fingerprint.loaded import loaded_from_file
@@ -74,14 +78,17 @@ from dagnb.model.masking import SecretFinder
 from dagnb.model.results import PUBLISHED_AS
 from dagnb.model.step import Step
 
-__all__ = ["MODULES_PATH", "SERVED_PATH", "SHIM_PATH", "SOURCE_PATH", "TRAVELS_AS_SOURCE",
-           "ending", "python_argv", "python_files"]
+__all__ = ["MODULES_PATH", "SERVED_PATH", "SHIM_PATH", "SOURCE_PATH", "STANDIN_FOLDER",
+           "TRAVELS_AS_SOURCE", "ending", "python_argv", "python_files"]
 
 SOURCE_PATH = "/dagnb/step/step_source.py"
 SHIM_PATH = "/dagnb/step/shim.py"
 # the project's modules the step reaches, and the code that imports them (sent with them)
 MODULES_PATH = "/dagnb/step/modules.json"
 SERVED_PATH = "/dagnb/step/served.py"
+# dagnb's stand-in (:mod:`.standin`: current() alone), sent to a step whose code names
+# dagnb, as dagnb.py in this folder, which the shim puts last on the path
+STANDIN_FOLDER = "/dagnb/step/standin"
 # set on a dagnb function a cell's code calls (its last expression's display): it needs
 # only the standard library, and travels as its source, as the container has no dagnb
 TRAVELS_AS_SOURCE = "_dagnb_travels_as_source"
@@ -120,6 +127,12 @@ def serve_modules():
         sent = json.load(handle)
     served.serve({name: (file, None if text is None else base64.b64decode(text), folders)
                   for name, (file, text, folders) in sent.items()})
+
+
+def serve_dagnb():
+    """dagnb's stand-in (current() alone), last on the path: an image's own dagnb wins."""
+    if "standin" in SPEC:
+        sys.path.append(SPEC["standin"])
 
 
 def load_function():
@@ -166,6 +179,7 @@ def save(value):
 
 def main():
     serve_modules()
+    serve_dagnb()
     func = load_function()
     with open(os.environ["DAGNB_PARAMS"], encoding="utf-8") as handle:
         params = json.load(handle)
@@ -188,6 +202,9 @@ def report(exc):
         tb = tb.tb_next
     if SERVED is not None:
         SERVED.explain_unshipped(exc, "put the project in the image")
+    dagnb = sys.modules.get("dagnb")
+    if "standin" in SPEC and os.path.dirname(getattr(dagnb, "__file__", "")) == SPEC["standin"]:
+        dagnb.explain(exc)  # (an import of what the stand-in has not)
     traceback.print_exception(type(exc), exc, tb or exc.__traceback__)
 
 
@@ -269,7 +286,8 @@ if __name__ == "__main__":
 def python_files(step: Step, inputs: list[str],
                  secrets: Mapping[str, str] | None = None) -> dict[str, str]:
     """Container path -> text of the files a Python function step needs; ``secrets``
-    (name -> value) are the step's, which no global it ships may hold."""
+    (name -> value): every secret the run knows for it (its own, other steps', the
+    registries'), which no global or module it ships may hold."""
     func = step.func
     if func is None:
         raise InvalidStepError(f"step {step.name!r} has no Python function")
@@ -285,6 +303,9 @@ def python_files(step: Step, inputs: list[str],
         files[MODULES_PATH] = _modules_text(modules)
         files[SERVED_PATH] = _served_text()
         spec.update(modules=MODULES_PATH, served=SERVED_PATH)
+    if parts.names_dagnb(modules):  # (as with modules: a step naming none keeps its files)
+        files[f"{STANDIN_FOLDER}/dagnb.py"] = _standin_text()
+        spec["standin"] = STANDIN_FOLDER
     files[SHIM_PATH] = _SHIM % {"spec": json.dumps(spec), "marker": _MARKER}
     return files
 
@@ -374,6 +395,11 @@ def _served_text() -> str:
     return inspect.getsource(served)
 
 
+@functools.cache
+def _standin_text() -> str:
+    return inspect.getsource(standin)
+
+
 class _ModuleParts:
     """The imports and constants, function bodies, aliases and pickled values of a
     step's module."""
@@ -408,14 +434,24 @@ class _ModuleParts:
             if source is not None:  # (its text sits in the engine's cache too)
                 self.secrets.refuse(source, f"step {self.step!r}: module {name!r}",
                                     "would reach the container in plain text",
-                                    "read os.environ[{held!r}] in the module instead")
+                                    "read os.environ[{held!r}] in the module instead, "
+                                    "with {held!r} among the step's secrets")
         return modules
+
+    def names_dagnb(self, modules: Mapping[str, shipped.Shipped]) -> bool:
+        """Whether the step's code (its functions, or the project ``modules`` sent with
+        them) imports dagnb, which the container may have only as :mod:`.standin`."""
+        if any(_top(name) == "dagnb" for name in self.reached.names):
+            return True
+        return any(source is not None and _imports_dagnb(source)
+                   for _, source, _ in modules.values())
 
     def collect(self, func: Callable[..., Any]) -> None:
         if func.__name__ in self.seen:
             return
         self.seen.add(func.__name__)
-        self.reached.note(func)  # (its body's imports)
+        if not getattr(func, TRAVELS_AS_SOURCE, False):  # (dagnb's, stdlib only: no dagnb)
+            self.reached.note(func)  # (its body's imports)
         self.bodies.append(_undecorated_source(func, self.step, self.imported_lines(func)))
         # Loads only: an attribute's name (``obj.lock``) is no global to ship.
         for name in sorted(loaded_globals(func.__code__)):
@@ -454,8 +490,10 @@ class _ModuleParts:
             if name != value.__name__:
                 self.aliases.add(f"{name} = {value.__name__}")
         elif _importable(value, func.__module__):
-            self.header.add(f"from {value.__module__} import {value.__qualname__} as {name}")
-            self.reached.names.add(value.__module__)
+            # (dagnb.current as ``from dagnb import current``: the stand-in has that name)
+            module = "dagnb" if _is_current(value) else value.__module__
+            self.header.add(f"from {module} import {value.__qualname__} as {name}")
+            self.reached.names.add(module)
         else:
             self.add_value(name, value, func.__module__)
 
@@ -480,7 +518,8 @@ class _ModuleParts:
         # The module travels in the query and sits in the engine's cache: no secret in it.
         self.secrets.refuse(data, f"step {self.step!r}: global {name!r}",
                             "would reach the container in plain text",
-                            "read os.environ[{held!r}] inside the function instead")
+                            "read os.environ[{held!r}] inside the function instead, "
+                            "with {held!r} among the step's secrets")
 
     def problem(self, name: str, value: Any) -> Callable[[str], InvalidStepError]:
         def error(why: str) -> InvalidStepError:
@@ -511,6 +550,23 @@ def _undecorated_source(func: Callable[..., Any], step: str,
         )
     node.decorator_list = []
     return ast.unparse(node) + "\n"
+
+
+def _top(name: str) -> str:
+    return name.partition(".")[0]
+
+
+def _imports_dagnb(source: bytes) -> bool:
+    """Whether a module's text imports dagnb (read as :mod:`.shipped` reads its imports,
+    once per text)."""
+    return any(level == 0 and _top(module) == "dagnb"
+               for module, level, _ in shipped._import_statements(source))
+
+
+def _is_current(value: Any) -> bool:
+    """Whether ``value`` is ``dagnb.current`` (without importing its module)."""
+    return (getattr(value, "__module__", None), getattr(value, "__qualname__", None)) == (
+        "dagnb.executors.context", "current")
 
 
 def _import_line(name: str, module: types.ModuleType) -> str:

@@ -59,6 +59,8 @@ __all__ = [
     "host_excludes",
     "image_container",
     "image_from",
+    "image_registry",
+    "known_secrets",
     "volume_key",
 ]
 
@@ -91,6 +93,7 @@ class RegistryAuth:
     address: str
     username: str
     secret_env: str  # the variable holding the password or token
+    env_key: str = "password_env"  # the setting that names it (or "token_env")
 
     @classmethod
     def parse(cls, value: Mapping[str, Any]) -> RegistryAuth:
@@ -104,16 +107,46 @@ class RegistryAuth:
                 f"registry_auth entry {dict(value)!r} must have 'address', 'username' and one "
                 "of 'password_env' or 'token_env' (the name of a variable, not the password)"
             )
-        return cls(str(value["address"]), str(value["username"]), str(value[env_keys[0]]))
+        return cls(str(value["address"]), str(value["username"]), str(value[env_keys[0]]),
+                   env_keys[0])
+
+    @property
+    def registry(self) -> str:
+        """The registry's host as an image reference names it (``docker.io`` for Docker
+        Hub's other names): ``ghcr.io`` of ``https://ghcr.io/org``."""
+        host = self.address.partition("://")[2] or self.address
+        return _hub(host.partition("/")[0].lower())
+
+    def serves(self, image: str) -> bool:
+        """Whether ``image`` is pulled from this registry."""
+        return image_registry(image) == self.registry
 
     def secret_value(self) -> str:
         try:
             return os.environ[self.secret_env]
         except KeyError:
             raise SecretError(
-                f"registry_auth for {self.address!r} reads its password from "
-                f"{self.secret_env!r}, which is not set in the environment"
+                f"container_credentials for {self.address!r}: {self.env_key} names "
+                f"{self.secret_env!r}, which is not set in the environment; export it"
             ) from None
+
+
+_DOCKER_HUB = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io",
+                         "registry.hub.docker.com"})
+
+
+def _hub(host: str) -> str:
+    return "docker.io" if host in _DOCKER_HUB else host
+
+
+def image_registry(image: str) -> str:
+    """The registry ``image`` is pulled from, as Docker reads a reference: its first
+    part when that has a '.' or ':' or is ``localhost`` (``ghcr.io/org/app``,
+    ``localhost:5000/app``), else Docker Hub (``alpine:3.20``, ``library/python``)."""
+    first, slash, _ = image.partition("/")
+    if slash and ("." in first or ":" in first or first == "localhost"):
+        return _hub(first.lower())
+    return "docker.io"
 
 
 def parse_registry_auth(value: Mapping[str, Any] | Iterable[Mapping[str, Any]] | None
@@ -178,7 +211,9 @@ def image_from(dag: Any, image: str, platform: str | None = None,
                registry_auth: Iterable[RegistryAuth] = ()) -> Any:
     """``container(platform).from(image)`` (lazy), pulled with the registries' credentials."""
     ctr = dag.container(platform=_sdk().Platform(platform)) if platform else dag.container()
-    for auth in registry_auth:  # before from_(), so the pull itself is authenticated
+    # Only the image's registry's: another's token is not needed, and may not be set.
+    for auth in (auth for auth in registry_auth if auth.serves(image)):
+        # (before from_(), so the pull itself is authenticated)
         secret = dag.set_secret(f"registry-{auth.address}", auth.secret_value())
         ctr = ctr.with_registry_auth(auth.address, auth.username, secret)
     return ctr.from_(image)
@@ -210,6 +245,8 @@ def build_container(
     saves the round trips). ``empty`` (an empty Directory) and ``volumes`` (alias ->
     CacheVolume): objects whose IDs the caller already knows (:func:`connection.constant`).
     ``staged``: upstream name -> the host folder :func:`staged_inputs` made for it.
+    ``registry_auth``: pulls the image (without ``image``), and its passwords are among
+    the secrets no shipped global may hold (:func:`known_secrets`).
     """
     dagger = _sdk()
     step = task.step
@@ -226,13 +263,24 @@ def build_container(
     ctr = _with_mounts(ctr, task.step, mounts)
     ctr = _with_services(ctr, task, services)
     if step.func is not None:
-        for path, text in python_files(step, list(task.inputs), task.secrets).items():
+        known = known_secrets(task, registry_auth)
+        for path, text in python_files(step, list(task.inputs), known).items():
             ctr = ctr.with_new_file(path, text)
     if step.workdir:
         ctr = ctr.with_workdir(step.workdir)
     # The default expect (SUCCESS): a non-zero exit is an ExecError, which the engine
     # does not cache (a retry really runs again) and its UI shows as a failure.
     return ctr.with_exec(command_argv(task))
+
+
+def known_secrets(task: Task, registry_auth: Iterable[RegistryAuth] = ()) -> dict[str, str]:
+    """Every secret the run knows for ``task``, name -> value: its own, those other steps
+    declare (withheld from it; the run read them from the environment too) and the
+    registries' passwords. No text a Python step ships may hold one: it travels in the
+    query and sits in the engine's cache."""
+    names = [*sorted(task.withheld), *(auth.secret_env for auth in registry_auth)]
+    known = {name: os.environ[name] for name in names if os.environ.get(name)}
+    return {**known, **task.secrets}
 
 
 _SHARING = {"shared": "SHARED", "private": "PRIVATE", "locked": "LOCKED"}
