@@ -79,3 +79,29 @@ def test_only_a_container_run_adds_to_the_key(tmp_path):
     boxed = step_key(step, upstream_digests={}, base_dir=tmp_path, container=True)
     assert boxed.digest != host.digest
     assert set(boxed.components) - set(host.components) == {"runs_in"}
+
+
+def test_an_executors_own_default_image_is_in_the_key_of_an_image_less_step(stub, tmp_path):
+    """A step with no image runs in the executor's default image: one made with
+    python:3.11-slim, then python:3.13-slim, served the 3.11 result to the 3.13 run."""
+    from dagnb.executors.dagger.executor import DEFAULT_IMAGE, DaggerExecutor
+
+    graph = dagnb.Graph("k", [Step("which", run="echo hi")])
+    cache = tmp_path / "cache"
+    first = graph.run(executor=DaggerExecutor(default_image="python:3.11-slim"),
+                      cache_directory=cache)
+    assert graph.explain("which", executor=DaggerExecutor(default_image="python:3.13-slim"),
+                         cache_directory=cache) == [
+        "the executor's default image changed: python:3.11-slim → python:3.13-slim"]
+    runs = [first, *(graph.run(executor=DaggerExecutor(default_image="python:3.13-slim"),
+                               cache_directory=cache) for _ in range(2))]
+    assert [bool(run.status()["cached"].iloc[0]) for run in runs] == [False, False, True]
+    # dagnb's own default, named or made by hand, keeps the keys it had
+    named = graph.run(executor="dagger", cache_directory=cache)
+    made = graph.run(executor=DaggerExecutor(default_image=DEFAULT_IMAGE), cache_directory=cache)
+    assert [bool(run.status()["cached"].iloc[0]) for run in (named, made)] == [False, True]
+    # a step naming its image is keyed by it alone
+    own = dagnb.Graph("k", [Step("which", run="echo hi", image="alpine:3.20")])
+    for image in ("python:3.11-slim", "python:3.13-slim"):
+        own.run(executor=DaggerExecutor(default_image=image), cache_directory=cache)
+    assert len(stub.engine.exec_log) == 4

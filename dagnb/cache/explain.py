@@ -144,8 +144,8 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
 
 
 _ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "runs_in",
-          "image", "env", "secrets", "workdir", "params", "services", "cache_volumes", "mount",
-          "upstream", "arg")
+          "image", "default_image", "env", "secrets", "workdir", "params", "services",
+          "cache_volumes", "mount", "upstream", "arg")
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -188,6 +188,9 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
     if head == "runs_in":  # a result made on the host is not one made in a container
         return ("it ran on this machine; this run runs it in a container" if change == "added"
                 else "it ran in a container; this run runs it on this machine")
+    if head == "default_image":  # (absent: dagnb's own, python:3.12-slim)
+        return (f"the executor's default image changed: {before or 'dagnb’s default'} → "
+                f"{after or 'dagnb’s default'}")
     if head == "image" and (sentence := moved(before, after)):  # a pinned tag moved
         return sentence
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"

@@ -140,7 +140,7 @@ def step_key(
     base_dir: Path,
     cache_version: str = "",
     mask: Callable[[str], str] | None = None,
-    container: bool = False,
+    container: bool | str = False,
     cache_folder: Path | None = None,
     variables: Mapping[str, Any] | None = None,
 ) -> StepKey:
@@ -171,6 +171,8 @@ def step_key(
         The run executes the step in a container (the Dagger executor): a ``runs_in``
         component tells its result apart from one made on the host, which saw another
         system. False (the host: local, dask) adds nothing, so those keys stay as they were.
+        A str: the image a step without one runs in there, when it is not dagnb's default
+        (an executor made with its own ``default_image``): a ``default_image`` component.
     cache_folder
         The run's cache folder, left out of a mounted folder that holds it (as the
         configured one is): every run changes it.
@@ -211,6 +213,9 @@ def step_key(
         components[label] = describe[label] = digest
     if container:
         components["runs_in"], describe["runs_in"] = _text_digest(CONTAINER), CONTAINER
+        if type(container) is str and not step.image:  # (not dagnb's default: keys kept)
+            components["default_image"] = _text_digest(container)
+            describe["default_image"] = container
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
     return StepKey(lines.digest(components), components, describe)

@@ -114,7 +114,7 @@ class StepCache:
         ttl: float | str | None = None,
         mode: str | None = None,
         secrets: Iterable[str] = (),
-        in_container: Callable[[Step], bool] | None = None,
+        in_container: Callable[[Step], bool | str] | None = None,
         read_only: bool = False,
         workflow: str | None = None,
     ) -> None:

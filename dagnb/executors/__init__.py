@@ -80,13 +80,13 @@ def get_executor(name: str | Executor = "auto") -> Executor:
         return instances[name]
 
 
-def container_steps(default: str | Executor) -> Callable[[Step], bool]:
+def container_steps(default: str | Executor) -> Callable[[Step], bool | str]:
     """Whether a run whose executor is ``default`` (a step's own wins) executes a step in
     a container: what its cache key must say. Known without making the executor, so a
     fully cached run needs no engine; 'auto' is chosen now, as a run would choose it."""
-    answers: dict[str | None, bool] = {}  # by the step's own executor
+    answers: dict[str | None, bool | str] = {}  # by the step's own executor
 
-    def in_container(step: Step) -> bool:
+    def in_container(step: Step) -> bool | str:
         found = answers.get(step.executor)
         if found is None:
             found = answers[step.executor] = _in_container(step.executor or default)
@@ -95,10 +95,23 @@ def container_steps(default: str | Executor) -> Callable[[Step], bool]:
     return in_container
 
 
-def _in_container(name: str | Executor) -> bool:
+def _in_container(name: str | Executor) -> bool | str:
+    """Whether ``name`` runs steps in containers; for an executor made with a default
+    image other than dagnb's, that image (an image-less step's key names it)."""
     if not isinstance(name, str):
-        return "containers" in name.capabilities
+        if "containers" not in name.capabilities:
+            return False
+        return _own_default_image(name) or True
     return (_pick_auto() if name == "auto" else name) == "dagger"
+
+
+def _own_default_image(executor: Executor) -> str | None:
+    image = getattr(executor, "default_image", None)
+    if not isinstance(image, str):
+        return None
+    from dagnb.executors.dagger.translate import DEFAULT_IMAGE  # (loaded with the executor)
+
+    return None if image == DEFAULT_IMAGE else image
 
 
 def _create(name: str) -> Executor:
