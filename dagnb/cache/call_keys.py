@@ -21,6 +21,8 @@ from dagnb.fingerprint import (
     text_digest,
     value_digest,
 )
+from dagnb.fingerprint.code import PARTIAL_LABEL, partial_arguments
+from dagnb.fingerprint.walker import DEFAULT_LABEL
 
 __all__ = ["CallKeys", "label", "plain_parameters", "target_of"]
 
@@ -52,12 +54,14 @@ class CallKeys(Generic[P]):
     than hashing small arguments: every hit pays for the binding.
     """
 
-    __slots__ = ("defaults", "func", "ignore", "labels", "names", "opaque", "template",
-                 "unhashed")
+    __slots__ = ("defaults", "func", "ignore", "keyed", "labels", "names", "opaque",
+                 "template", "unhashed")
 
     def __init__(self, func: Callable[P, Any], ignore: Iterable[str]) -> None:
         self.func = func
         self.ignore = frozenset(ignore)
+        # what the code digest is taken of: a partial's arguments ignore= names left out
+        self.keyed: Callable[..., Any] = _leaving_out(func, self.ignore)
         self.unhashed: set[str] = set()  # globals warned of (_variable_digest, warn_of_state)
         plain = plain_parameters(func)
         self.opaque = plain is None and not _has_signature(func)
@@ -71,11 +75,12 @@ class CallKeys(Generic[P]):
         else:
             every, self.defaults = plain
             self.names = every
-        unknown = self.ignore.difference(every)
+        known = [*every, *(name for name in _bound_names(func) if name not in every)]
+        unknown = self.ignore.difference(known)
         if unknown:
             raise ConfigError(  # (a ValueError, as joblib's is)
                 f"ignore={sorted(unknown)!r} names no parameter of {label(func)}; "
-                f"choose among its parameters {list(every)!r}"
+                f"choose among its parameters {known!r}"
             )
         self.labels = _labels(every)  # component names (shared: only read)
         self.template = (_key_template(self.names)
@@ -89,6 +94,7 @@ class CallKeys(Generic[P]):
         keys: CallKeys[P] = object.__new__(CallKeys)
         keys.func, keys.ignore, keys.opaque, keys.names = (
             func, self.ignore, self.opaque, self.names)
+        keys.keyed = func if self.keyed is self.func else self.keyed
         keys.defaults, keys.labels, keys.template = self.defaults, self.labels, self.template
         keys.unhashed = set()
         return keys
@@ -138,7 +144,7 @@ class CallKeys(Generic[P]):
         given by position (every hit's, usually) of a function that reads no data from
         globals, the key's text is filled into the template made once, without the dict
         and the sort."""
-        code = code_with_values(self.func)
+        code = code_with_values(self.keyed)
         template = self.template
         if (template is not None and not code[1] and not kwargs
                 and len(args) == len(self.labels)):
@@ -154,7 +160,7 @@ class CallKeys(Generic[P]):
         ``var:<name>`` a global the code reads data from (hashed at each call, as a
         step's are at each run: a dict changed in place, or in another process, counts)."""
         # (code None: a miss about to run, stored under its inputs as they are now)
-        digest, variables = code_with_values(self.func, fresh=True) if code is None else code
+        digest, variables = code_with_values(self.keyed, fresh=True) if code is None else code
         components = {"format": CACHE_FORMAT, "code": digest}
         names, labels = self.names, self.labels
         try:
@@ -167,7 +173,8 @@ class CallKeys(Generic[P]):
         except FingerprintError as exc:
             raise self._named(exc, args, kwargs) from exc.__cause__
         for name, value in variables.items():
-            components[f"var:{name}"] = self._variable_digest(name, value)
+            if not name.startswith(DEFAULT_LABEL):  # (bound above, unless ignored)
+                components[f"var:{name}"] = self._variable_digest(name, value)
         return components
 
     def _named(self, exc: FingerprintError, args: tuple[Any, ...],
@@ -193,6 +200,8 @@ class CallKeys(Generic[P]):
         entries (FingerprintError, as before the call runs)."""
         if name == "self":
             return object_digest(value)
+        if name.startswith(PARTIAL_LABEL):
+            return self._bound_digest(name[len(PARTIAL_LABEL):], value)
         try:
             return value_digest(value)
         except FingerprintError as exc:
@@ -205,13 +214,27 @@ class CallKeys(Generic[P]):
                     stacklevel=5)
             return text_digest(f"type:{type(value).__module__}.{type(value).__qualname__}")
 
+    def _bound_digest(self, name: str, value: Any) -> str:
+        """An argument the partial binds (its code digest leaves them out when one cannot
+        be hashed): as one given at the call, refused rather than counted by its type
+        (two clients would share entries)."""
+        try:
+            return value_digest(value)
+        except FingerprintError as exc:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            raise FingerprintError(
+                f"{label(self.func)}: argument {name!r} the functools.partial binds cannot "
+                f"be fingerprinted (a {kind!r}: {exc.__cause__ or exc}); leave it out of "
+                f"the key with memory.cache(..., ignore=[{name!r}]), or bind plain data "
+                "instead") from None
+
     def warn_of_state(self, components: Mapping[str, str]) -> None:
         """After a call ran: a global it read and changed (``calls.append(x)``) is state,
         not input; keyed by it, every call misses. Say so, once a name."""
         read = [key[4:] for key in components if key.startswith("var:")]
         if not read:
             return
-        now = global_values(self.func)
+        now = global_values(self.keyed)
         for name in read:
             if name in now and name not in self.unhashed and self._variable_digest(
                     name, now[name]) != components[f"var:{name}"]:
@@ -228,14 +251,57 @@ class CallKeys(Generic[P]):
         """The full key, with descriptions for explain (only built on a miss): the code
         as a step's is described (no values of the constants it reads), each description
         masked by ``mask`` (the secrets in force: a step's); digests unchanged."""
-        describe = {"code": code_text(components["code"], self.func)}
+        describe = {"code": code_text(components["code"], self.keyed)}
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = short_repr(value)
-        for name, value in global_values(self.func).items():
-            describe[f"var:{name}"] = shown(name, value, mask)
+        for name, value in global_values(self.keyed).items():
+            if not name.startswith(DEFAULT_LABEL):
+                describe[f"var:{name}"] = shown(name, value, mask)
         if mask is not None:
             describe = {label: mask(text) for label, text in describe.items()}
         return StepKey(key_digest(components), components, describe)
+
+
+def _bound_names(func: Callable[..., Any]) -> list[str]:
+    """The parameters a ``functools.partial`` (however nested) binds, which ``ignore=``
+    may name as joblib's does (``partial(fetch, client)``, ``ignore=["client"]``)."""
+    names: list[str] = []
+    while isinstance(func, functools.partial):
+        names += partial_arguments(func)
+        func = func.func
+    return names
+
+
+class _LeftOut:
+    """What stands in a partial's code digest for a bound argument ``ignore=`` names."""
+
+    __slots__ = ()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _LeftOut, ()
+
+
+_LEFT_OUT = _LeftOut()
+
+
+def _leaving_out(func: Callable[..., Any], ignore: frozenset[str]) -> Callable[..., Any]:
+    """``func``, or a partial that binds ``_LEFT_OUT`` where it bound an argument
+    ``ignore`` names: what the key's code digest is taken of (never called)."""
+    if not isinstance(func, functools.partial) or not ignore.intersection(_bound_names(func)):
+        return func
+    inner = _leaving_out(func.func, ignore)
+    args = tuple(_LEFT_OUT if name in ignore else value
+                 for name, value in zip(_positional_names(func), func.args, strict=True))
+    keywords = {name: _LEFT_OUT if name in ignore else value
+                for name, value in func.keywords.items()}
+    return functools.partial(inner, *args, **keywords)
+
+
+def _positional_names(func: functools.partial[Any]) -> list[str]:
+    """The parameter each argument a partial binds by position fills (``*args``' name
+    for each one it takes), as :func:`partial_arguments` names them."""
+    names = list(partial_arguments(functools.partial(func.func, *func.args)))
+    return [names[min(at, len(names) - 1)] for at in range(len(func.args))]
 
 
 _AS_GIVEN = inspect.Signature([

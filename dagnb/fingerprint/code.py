@@ -150,6 +150,8 @@ def code_digest(func: Callable[..., Any], *, values: bool = True) -> str:
     if type(func) is types.FunctionType:  # the common case: no unwrapping to do
         record = _record(func)
         return record.digest if values else record.code_only
+    if values and isinstance(func, partial) and not _binds_hashable(func):
+        raise _unhashable_partial(func)
     target, extra = _unwrap(func)
     bound = _bound_object(func)
     if bound is not _MISSING:  # the class's code (its attributes, the methods `self.`
@@ -191,7 +193,69 @@ def global_values(func: Callable[..., Any]) -> dict[str, Any]:
         record = _class_record(target)
         if record is not None and record.variables:
             found = _values_now(record.variables)
+    if isinstance(func, partial):
+        found.update(_unhashed_partial_values(func))
     return found
+
+
+PARTIAL_LABEL = "partial:"
+"""What :func:`global_values` labels an argument a ``functools.partial`` binds with,
+before its parameter's name, when one of them cannot be hashed."""
+
+
+def _binds_hashable(func: partial[Any]) -> bool:
+    return _soft_digest((func.args, func.keywords)) is not None
+
+
+def _unhashed_partial_values(func: partial[Any]) -> dict[str, Any]:
+    """The arguments a partial (and a partial it wraps) binds, labelled, when one of
+    them cannot be hashed (else none): its code digest without values leaves them out
+    then, so they count as a method's object does, where the caller hashes the values
+    (a step runs uncached, a cached function refuses them), never as one constant."""
+    layers = []
+    while isinstance(func, partial):
+        layers.append(func)
+        func = func.func
+    if all(_binds_hashable(layer) for layer in layers):
+        return {}
+    found: dict[str, Any] = {}
+    for layer in layers:
+        for name, value in partial_arguments(layer).items():
+            found.setdefault(f"{PARTIAL_LABEL}{name}", value)
+    return found
+
+
+def partial_arguments(func: partial[Any]) -> dict[str, Any]:
+    """The arguments a ``functools.partial`` binds, by the parameter each fills (those
+    ``**kwargs`` takes by their keyword); by position (``"0"``, ``"1"``...) where its
+    function has no signature inspect reads."""
+    try:
+        signature = inspect.signature(func.func)
+        bound = signature.bind_partial(*func.args, **func.keywords).arguments
+    except (TypeError, ValueError):
+        return {**{str(i): value for i, value in enumerate(func.args)}, **func.keywords}
+    found: dict[str, Any] = {}
+    for name, value in bound.items():
+        if signature.parameters[name].kind is inspect.Parameter.VAR_KEYWORD:
+            found.update(value)
+        else:
+            found[name] = value
+    return found
+
+
+def _unhashable_partial(func: partial[Any]) -> FingerprintError:
+    """The error for a partial whose bound arguments cannot be hashed, naming the first."""
+    for name, value in partial_arguments(func).items():
+        try:
+            value_digest(value)
+        except FingerprintError as exc:
+            kind = f"{type(value).__module__}.{type(value).__qualname__}"
+            return FingerprintError(
+                f"cannot fingerprint the argument {name!r} a functools.partial binds to "
+                f"{_reference(func.func)} (a {kind!r}: {exc.__cause__ or exc}); bind plain "
+                "data instead")
+    return FingerprintError(
+        f"cannot fingerprint the arguments a functools.partial binds to {_reference(func.func)}")
 
 
 def _seen_from(own: _CodeRecord | None, walked: _CodeRecord) -> dict[str, Any]:
@@ -480,6 +544,7 @@ def _unwrap(func: Any) -> tuple[Any, str | None]:
     """The plain function behind partials, methods and callable objects."""
     if isinstance(func, partial):
         bound = _soft_digest((func.args, func.keywords))
+        # (bound arguments no hash takes count among global_values: this is no key)
         return func.func, _combine(["partial", bound or "unhashable-args"])
     if isinstance(func, types.MethodType):
         return func.__func__, None

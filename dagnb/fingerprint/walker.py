@@ -86,6 +86,7 @@ class _CodeWalker:
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
         self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
         self.imported: dict[str, str] = {}  # the user's modules read, file -> name
+        self.first: types.FunctionType | None = None  # the function the walk is made for
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -99,6 +100,8 @@ class _CodeWalker:
         if id(func.__code__) in self.seen:  # recursion, mutual recursion
             self.feed("recursive", func.__qualname__)
             return
+        if not self.seen:  # (not a class's walk: it adds the class first)
+            self.first = func
         self.seen.add(id(func.__code__))
         self._note_module(func.__module__)
         if self.home is None:
@@ -118,7 +121,7 @@ class _CodeWalker:
 
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
-        self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
+        self._add_defaults(func)
         loaded, changed, state_free, own_inputs = _name_uses(func.__code__)
         self._add_closure(func, state_free, own_inputs)
         self._add_body_imports(func)
@@ -143,6 +146,25 @@ class _CodeWalker:
                 self.feed("state", name)
             else:
                 self.add_global(name, obj, func, read=name in read)
+
+    def _add_defaults(self, func: types.FunctionType) -> None:
+        """A function's defaults by content. Where one cannot be hashed: those of the
+        function the walk is made for count by value where its caller hashes its data
+        (``default:<name>`` variables: a step runs uncached, a cached function binds
+        them as arguments); a helper's by their type, with a warning."""
+        digest = _soft_digest((func.__defaults__, func.__kwdefaults__))
+        if digest is not None:
+            self.feed("defaults", digest)
+            return
+        defaults = defaults_of(func)
+        if func is not self.first:
+            self.feed("defaults", self._by_type("a default", tuple(defaults.values()), func))
+            return
+        view = DefaultsView(func)
+        for name in defaults:
+            self.variables.setdefault(f"{DEFAULT_LABEL}{name}", view)
+        self.feed("defaults", *(_soft_digest(value) or _reference(type(value))
+                                for value in defaults.values()))
 
     def _add_attributes(self, func: types.FunctionType) -> None:
         """A function's own attributes (``f.rate``, set by a decorator's argument,
@@ -230,7 +252,8 @@ class _CodeWalker:
     def add_global(self, name: str, obj: Any, owner: types.FunctionType, *,
                    read: bool = False) -> None:
         self.deps.append((owner.__globals__, name, obj))
-        if read and not _is_code(obj):
+        unhashed = _binds_unhashable(obj, owner.__module__)
+        if read and (not _is_code(obj) or unhashed):
             if self.home is None:
                 self.home = owner.__globals__
             where: Any = owner.__globals__
@@ -241,6 +264,8 @@ class _CodeWalker:
             self.variables.setdefault(label, where)
             self.feed("var", label, into=(self.h_code,))
             self.add_object(label, obj, owner, into=(self.h,))
+            if unhashed:  # (data, read at each call, as a Client(...) global is; its
+                self.add_object(name, _bound_function(obj), owner)  # code counts too)
         else:
             self.add_object(name, obj, owner)
 
@@ -261,16 +286,34 @@ class _CodeWalker:
             self.add_class(obj)
         elif isinstance(obj, partial):  # (its function's code, and its arguments)
             self.add_object(name, obj.func, owner)
-            self.feed("args", _soft_digest((obj.args, obj.keywords)) or "?")
+            self.feed("args", _soft_digest((obj.args, obj.keywords)) or self._by_type(
+                f"{name!r} (a functools.partial)", (*obj.args, *obj.keywords.values()), owner))
         elif (isinstance(obj, types.MethodType) and isinstance(obj.__func__, types.FunctionType)
               and _by_code(obj.__func__, owner.__module__)):  # (make(Scaler(2).apply): its
             self.add_object(name, obj.__func__, owner)  # code and its object; a library's
-            self.feed("self", _soft_digest(obj.__self__) or _reference(obj.__self__))  # by name
+            self.feed("self", _soft_digest(obj.__self__) or self._by_type(  # by name)
+                f"{name!r} (a bound method)", (obj.__self__,), owner))
         elif isinstance(held := _held_code(obj), types.FunctionType) and _by_code(
                 held, owner.__module__):  # (an lru_cache's function: the one it wraps)
             self.add_function(held, f"def {held.__qualname__}")
         else:
             self._add_data(name, obj, None)
+
+    def _by_type(self, what: str, bound: tuple[Any, ...], owner: types.FunctionType) -> str:
+        """What a partial binds, or a method's object, where one cannot be hashed (one a
+        closure holds, a default): each by content, or by its type with a warning (a
+        change to it is not seen), as a closure's value is; never one constant for all."""
+        digests = [_soft_digest(value) for value in bound]
+        bad = next((v for v, digest in zip(bound, digests, strict=True) if digest is None),
+                   bound[0])
+        code = owner.__code__  # (the warning points at the function, not at the walk)
+        warnings.warn_explicit(
+            f"{owner.__qualname__}: {what} holds a {type(bad).__qualname__} that "
+            "cannot be hashed; it counts by its type only, so a change to it is not seen "
+            "(pass what the function needs of it as an argument)",
+            UserWarning, code.co_filename, code.co_firstlineno, module=owner.__module__)
+        return "".join(digest or _reference(type(value))
+                       for value, digest in zip(bound, digests, strict=True))
 
     def _add_module_members(self, module: types.ModuleType, owner: types.FunctionType) -> None:
         """What code reads of a module of the user's (``features.make(1)``,
@@ -293,18 +336,21 @@ class _CodeWalker:
                     owner: types.FunctionType) -> None:
         """A module's member ``owner``'s code reads, or an attribute of ``owner``'s own."""
         self.deps.append((members, attribute, value))
+        unhashed = _binds_unhashable(value, owner.__module__)
         if isinstance(value, types.ModuleType):
             if _of_user(value.__name__):  # (import pkg.sub; pkg.sub.make(x))
                 self._add_module_members(value, owner)
-        elif isinstance(value, partial):  # (its function's code, and its arguments)
-            self.add_object(label, value, owner)
-        elif _is_code(value):  # (an lru_cache's function: the one it wraps)
+        elif isinstance(value, partial) and not unhashed:  # (its function's code, and
+            self.add_object(label, value, owner)  #              its arguments)
+        elif _is_code(value) and not unhashed:  # (an lru_cache's function: the one it wraps)
             self.add_object(label, _held_code(value) or value, owner)
         else:  # data: read afresh at each run by a step, as its globals are
             self.variables.setdefault(label, MemberView(members, attribute))
             self.feed("var", label, into=(self.h_code,))
             self._add_data(attribute, value, (self.h,))
-            if _of_user(type(value).__module__):  # (an instance: its class's code)
+            if unhashed:  # (a partial or method over a Client(...): its code counts too)
+                self.add_object(label, _bound_function(value), owner)
+            elif _of_user(type(value).__module__):  # (an instance: its class's code)
                 self.add_object(label, type(value), owner)
 
     def _note_module(self, name: Any) -> None:
@@ -417,6 +463,54 @@ def _is_constant(name: str, obj: Any) -> bool:
     if isinstance(obj, (list, dict, set)):
         return name.isupper()
     return type(obj).__module__.startswith(("numpy", "pandas"))
+
+
+DEFAULT_LABEL = "default:"
+"""What a walk's variables label a default of its function with, before the parameter's
+name, when one of its defaults cannot be hashed."""
+
+
+def defaults_of(func: types.FunctionType) -> dict[str, Any]:
+    """A function's defaults by parameter name."""
+    code = func.__code__
+    names = code.co_varnames[:code.co_argcount]
+    values = func.__defaults__ or ()
+    found = dict(zip(names[len(names) - len(values):], values, strict=True))
+    found.update(func.__kwdefaults__ or {})
+    return found
+
+
+class DefaultsView:
+    """A function's defaults as a walk's variables read a module's globals (``get``, by
+    label), the function by weak reference: a record must not keep it alive."""
+
+    __slots__ = ("ref",)
+
+    def __init__(self, func: types.FunctionType) -> None:
+        self.ref = weakref.ref(func)
+
+    def get(self, label: str, missing: Any = None) -> Any:
+        func = self.ref()
+        if func is None:
+            return missing
+        return defaults_of(func).get(label.removeprefix(DEFAULT_LABEL), missing)
+
+
+def _binds_unhashable(obj: Any, module: str) -> bool:
+    """Whether ``obj`` is a partial, or a method of the user's code (``module``'s, the
+    code that reads it), whose arguments or object no hash takes (a client holding a
+    lock): read as data, by its type with a warning as a global ``Client(...)`` is,
+    where keyed by its code alone another client's result was served. (A library's
+    method counts by name, as ever: its object is not hashed.)"""
+    if isinstance(obj, partial):
+        return _soft_digest((obj.args, obj.keywords)) is None
+    return (isinstance(obj, types.MethodType) and isinstance(obj.__func__, types.FunctionType)
+            and _by_code(obj.__func__, module) and _soft_digest(obj.__self__) is None)
+
+
+def _bound_function(obj: partial[Any] | types.MethodType) -> Any:
+    """The function a partial or a bound method calls."""
+    return obj.func if isinstance(obj, partial) else obj.__func__
 
 
 def _cached_by(func: types.FunctionType) -> types.FunctionType | None:
