@@ -436,7 +436,7 @@ def file_values(path: Path) -> dict[str, Any]:
     data = canonical_file(_read_file(path), where)
     values: dict[str, Any] = {}
     for key, raw in data.items():
-        if key in DEFAULT_KEYS:
+        if key in DEFAULT_KEYS or (key in DEFAULTS_ALIASES and key not in TOP_KEYS):
             raise ConfigError(
                 f"{where}: key {key!r} belongs under 'workflow_defaults'; indent it there"
             )
@@ -466,7 +466,24 @@ def _defaults_values(raw: Any, where: str) -> dict[str, Any]:
             raise ConfigError(f"{where}: workflow_defaults: key {key!r} is a top-level "
                               "setting, not a step default; unindent it")
     _known(raw, (*DEFAULT_KEYS, *DEFAULTS_ALIASES), f"{where}: workflow_defaults")
-    return {key: _checked(key, value, where) for key, value in raw.items()}
+    values = {key: _checked(key, value, where) for key, value in raw.items()}
+    if _cache_switches_disagree(values):
+        raise ConfigError(
+            f"{where}: workflow_defaults: caching_enabled: {_yaml_flag(values['caching_enabled'])}"
+            f" and cache_mode: {values['cache_mode']} disagree; give one of the two")
+    return values
+
+
+def _cache_switches_disagree(values: Mapping[str, Any]) -> bool:
+    """Whether ``caching_enabled`` and ``cache_mode``, both given in one place, disagree:
+    set in turn, the later one would silently undo the other."""
+    if "caching_enabled" not in values or "cache_mode" not in values:
+        return False
+    return bool(values["caching_enabled"]) != (values["cache_mode"] != "off")
+
+
+def _yaml_flag(on: Any) -> str:
+    return "true" if on else "false"
 
 
 def _file_credentials(raw: Any, where: str) -> dict[str, str] | None:
@@ -531,6 +548,11 @@ def env_values(environ: Mapping[str, str] | None = None) -> dict[str, tuple[Any,
         if name not in environ or (key in _MAPPING_KEYS and not environ[name].strip()):
             continue
         values[key] = (_env_value(key, environ[name], f"environment variable {name}"), name)
+    if _cache_switches_disagree({key: value for key, (value, _) in values.items()}):
+        raise ConfigError(
+            f"environment variables {ENV_PREFIX}CACHING_ENABLED="
+            f"{environ[ENV_PREFIX + 'CACHING_ENABLED']} and {ENV_PREFIX}CACHE_MODE="
+            f"{environ[ENV_PREFIX + 'CACHE_MODE']} disagree; unset one of the two")
     return values
 
 
@@ -719,6 +741,9 @@ def configure(**changes: Any) -> Settings:
             checked[key] = _checked(key, value, "dagnb.configure()")
         if key in _PATH_KEYS and not checks.is_url(checked[key]):
             checked[key] = str(Path(checked[key]).expanduser().absolute())
+    if _cache_switches_disagree(checked):
+        raise ConfigError(f"dagnb.configure(): caching_enabled={checked['caching_enabled']!r} "
+                          f"and cache_mode={checked['cache_mode']!r} disagree; give one")
     fields = {key: value for key, value in checked.items() if key != "caching_enabled"}
     new, origin = dataclasses.replace(current, **fields), dict(_loaded().origins)
     for key, value in checked.items():

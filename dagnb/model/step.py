@@ -20,7 +20,7 @@ from typing import Any, TypeVar, Union
 
 from dagnb import checks
 from dagnb.checks import parse_duration
-from dagnb.errors import InvalidStepError
+from dagnb.errors import InvalidStepError, WorkflowError
 
 __all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "mount_path",
            "parse_duration"]
@@ -430,12 +430,26 @@ class Step:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain data for YAML; fields left at their defaults are left out."""
+        """Plain data for YAML; fields left at their defaults are left out.
+
+        Raises
+        ------
+        InvalidStepError
+            For a Python function step (its graph's ``to_yaml(path)`` saves it).
+        WorkflowError
+            For a step with a ``key_fn``, which no file can hold.
+        """
         if self.func is not None:
             raise InvalidStepError(
                 f"step {self.name!r} is a Python function: write its graph to a file with "
                 "graph.to_yaml(path), which puts its code in a module beside the YAML"
             )
+        if self.key_fn is not None:  # (left out, the file's step would key by its command)
+            raise WorkflowError(
+                f"step {self.name!r} has a key_fn, which a workflow file cannot hold (saved "
+                "without it, the step would be keyed by its command alone and serve stale "
+                "results); to save it, mount the file key_fn reads (mounts:) or set "
+                "cache_version in place of key_fn")
         data: dict[str, Any] = {}
         for field in dataclasses.fields(self):
             if field.name in ("name", "func", "key_fn"):

@@ -513,16 +513,27 @@ def _selection(
 def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:
     """``refresh`` or its other name ``skip_cache`` (the platform's), checked: a name
     must be one of the graph's steps, else nothing would be refreshed."""
-    wanted = refresh_setting(refresh if skip_cache is None else skip_cache)
-    if skip_cache is not None and refresh is not False and refresh_setting(refresh) != wanted:
+    given = "refresh" if skip_cache is None else "skip_cache"  # (named as the user did)
+    wanted = _refresh_setting(refresh if skip_cache is None else skip_cache, given)
+    if (skip_cache is not None and refresh is not False
+            and _refresh_setting(refresh, "refresh") != wanted):
         raise ConfigError(f"refresh={refresh!r} and skip_cache={skip_cache!r} disagree; "
                           "skip_cache is another name for refresh: give one of them")
     for name in sorted(wanted) if isinstance(wanted, frozenset) else ():
         if name not in graph:
             hint = choices_named(name, graph.names)
-            raise StepNotFoundError(f"refresh names {name!r}, which is no step of graph "
+            raise StepNotFoundError(f"{given} names {name!r}, which is no step of graph "
                                     f"{graph.name!r}; {hint}")
     return wanted
+
+
+def _refresh_setting(value: Any, given: str) -> bool | frozenset[str]:
+    """:func:`refresh_setting`, its error naming the option as given (``skip_cache``)."""
+    try:
+        return refresh_setting(value)
+    except ConfigError:
+        raise ConfigError(f"{given}={value!r} must be True, False or a list of step "
+                          "names") from None
 
 
 def _cache_mode(cache: bool | None, cache_mode: str | None, setting: str) -> str:

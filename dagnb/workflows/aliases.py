@@ -25,8 +25,11 @@ the platform writes                        dagnb reads
 ``retry_jitter`` / ``jitter``              jitter}`` (jitter true = 0.1 s, false = 0)
 =========================================  ================================================
 
-A switch left at its default (``skip_cache: false``, ``enable_retry: true``,
-``use_circuit_breaker: true``) says nothing and is dropped.
+A switch at its default value is written out too (``skip_cache: false`` is ``cache:
+true``, ``enable_retry: true`` is ``retries: {enable_retry: true}``), so that a step's
+overrides the ``workflow_defaults``' opposite. ``skip_cache`` and ``caching_enabled`` in
+one step must agree. ``retries: true`` or ``false`` beside a retry key is ``max_retries:
+2`` or ``enable_retry: false`` in the mapping.
 """
 
 from __future__ import annotations
@@ -38,9 +41,9 @@ from typing import Any
 from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.step import Step
-from dagnb.retry.policy import DEFAULT_JITTER
+from dagnb.retry.policy import DEFAULT_JITTER, DEFAULT_RETRIES
 
-__all__ = ["RENAMED", "Canonical", "canonical_step", "canonical_workflow"]
+__all__ = ["RENAMED", "Canonical", "canonical_retries", "canonical_step", "canonical_workflow"]
 
 WORKFLOW_RENAMED = {"workflow_defaults": "defaults"}
 RENAMED = {
@@ -61,7 +64,12 @@ _RETRY_KEYS = {
     "jitter": "jitter",
     "enable_retry": "enable_retry",
 }
-_SWITCHES = ("skip_cache", "caching_enabled", "use_circuit_breaker")
+# switch -> (the field it sets, that field's value for the switch's value)
+_SWITCHES: dict[str, tuple[str, Callable[[bool], bool]]] = {
+    "skip_cache": ("cache", lambda on: not on),
+    "caching_enabled": ("cache", lambda on: on),
+    "use_circuit_breaker": ("circuit_breaker", lambda on: on),
+}
 _VOLUME_KEYS = ("source", "target", "read_only")
 _STEP_FIELDS = (
     *(f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")),
@@ -126,9 +134,7 @@ def canonical_step(
     if "volumes" in out:
         out = _with(out, "mounts", _mounts(out.pop("volumes"), where), where, "volumes")
         notes.append(f"{where}: volumes -> mounts")
-    for key, convert in _CONVERTERS.items():
-        if key in fields:
-            out = convert(out, fields[key], where, notes)
+    out = _with_switches(out, fields, where, notes)
     return _with_retry_settings(out, fields, where, notes)
 
 
@@ -169,29 +175,31 @@ def _flag(key: str, value: Any, where: str) -> bool:
     return value
 
 
-def _switch_to(
-    key: str, field: str, meaning: Callable[[bool], Any]
-) -> Callable[[dict[str, Any], Any, str, list[str]], dict[str, Any]]:
-    """A converter for switch ``key``: its value, if not the default, sets ``field``."""
+def _with_switches(
+    out: dict[str, Any], fields: Mapping[str, Any], where: str, notes: list[str]
+) -> dict[str, Any]:
+    """``out`` with the switches' fields, a default value written out too: a step's
+    ``caching_enabled: true`` must override the defaults' ``false``. Two switches of one
+    field (``skip_cache``, ``caching_enabled``) must agree."""
+    said_by: dict[str, str] = {}  # field -> the switch that set it
+    for key, (field, meaning) in _SWITCHES.items():
+        if key not in fields:
+            continue
+        value = meaning(_flag(key, fields[key], where))
+        notes.append(f"{where}: {key}: {fields[key]} -> {field}: {value}")
+        earlier = said_by.get(field)
+        if earlier is None:
+            out = _with(out, field, value, where, key)
+            said_by[field] = key
+        elif out[field] != value:
+            raise WorkflowError(
+                f"{where}: {earlier}: {_yaml_flag(fields[earlier])} and {key}: "
+                f"{_yaml_flag(fields[key])} disagree on {field}; give one of the two")
+    return out
 
-    def convert(out: dict[str, Any], value: Any, where: str, notes: list[str]) -> dict[str, Any]:
-        said = meaning(_flag(key, value, where))
-        if said is None:
-            notes.append(f"{where}: {key}: {value} is the default -> dropped")
-            return out
-        notes.append(f"{where}: {key}: {value} -> {field}: {said}")
-        return _with(out, field, said, where, key)
 
-    return convert
-
-
-_CONVERTERS = {
-    "skip_cache": _switch_to("skip_cache", "cache", lambda on: False if on else None),
-    "caching_enabled": _switch_to("caching_enabled", "cache", lambda on: None if on else False),
-    "use_circuit_breaker": _switch_to(
-        "use_circuit_breaker", "circuit_breaker", lambda on: None if on else False
-    ),
-}
+def _yaml_flag(flag: bool) -> str:
+    return "true" if flag else "false"
 
 
 def _mounts(volumes: Any, where: str) -> dict[str, str]:
@@ -230,32 +238,59 @@ def _with_retry_settings(
     given = {k: v for k, v in fields.items() if k in _RETRY_KEYS}
     retries = out.get("retries")
     if isinstance(retries, Mapping):
-        out["retries"] = _retry_mapping(retries, where, notes)
+        out["retries"] = retries = _retry_mapping(retries, where, notes)
     if not given:
         return out
-    base = dict(out["retries"]) if isinstance(out.get("retries"), Mapping) else {}
-    if isinstance(retries, int) and not isinstance(retries, bool):
-        base = {"max_retries": retries}
+    settings, said_by = _retry_base(retries, where)
     notes.append(f"{where}: {', '.join(given)} -> retries")
-    for key, value in _retry_mapping(given, where, []).items():
-        base = _with(base, key, value, where, key)
-    if base:  # enable_retry: true alone says nothing
-        out["retries"] = base
+    for key, value in given.items():
+        name, setting = _retry_setting(key, value, where, [])
+        if name in settings:
+            raise WorkflowError(f"{where}: {key!r} and {said_by[name]} both set {name!r}; "
+                                "keep one of the two")
+        settings[name] = setting
+    out["retries"] = settings
     return out
+
+
+def _retry_base(retries: Any, where: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """A step's ``retries`` as settings the step's retry keys add to, and for each
+    setting how the step gave it (for a message naming what the user wrote)."""
+    if retries is None:
+        return {}, {}
+    if isinstance(retries, Mapping):
+        return dict(retries), {name: f"retries.{name}" for name in retries}
+    if isinstance(retries, bool):  # true: the default count; false: none at all
+        name, value = ("max_retries", DEFAULT_RETRIES) if retries else ("enable_retry", False)
+        return {name: value}, {name: f"'retries: {_yaml_flag(retries)}'"}
+    if isinstance(retries, int):
+        return {"max_retries": retries}, {"max_retries": f"'retries: {retries}'"}
+    raise WorkflowError(f"{where}: retries {retries!r} is not a retry setting; give a number, "
+                        "true/false or a mapping of retry settings")
+
+
+def canonical_retries(settings: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """A ``retries`` mapping in dagnb's spelling (as a workflow file writes it)."""
+    return _retry_mapping(settings, where, [])
 
 
 def _retry_mapping(settings: Mapping[str, Any], where: str, notes: list[str]) -> dict[str, Any]:
     """Retry settings with dagnb's names, and jitter true/false as seconds."""
     out: dict[str, Any] = {}
     for key, value in settings.items():
-        name = _RETRY_KEYS.get(key, key)
-        if name == "enable_retry" and _flag(key, value, where):
-            notes.append(f"{where}: {key}: true is the default -> dropped")
-            continue
-        if name == "jitter" and isinstance(value, bool):
-            value = DEFAULT_JITTER if value else 0.0
-            notes.append(f"{where}: {key}: {settings[key]} -> jitter: {value}")
-        elif name != key:
-            notes.append(f"{where}: retries.{key} -> {name}")
-        out = _with(out, name, value, where, key)
+        name, setting = _retry_setting(key, value, where, notes)
+        out = _with(out, name, setting, where, key)
     return out
+
+
+def _retry_setting(key: Any, value: Any, where: str, notes: list[str]) -> tuple[Any, Any]:
+    """One retry setting as (dagnb's name, value): jitter true/false as seconds."""
+    name = _RETRY_KEYS.get(key, key)
+    if name == "enable_retry":  # (true too: a step's overrides the defaults' false)
+        value = _flag(key, value, where)
+    if name == "jitter" and isinstance(value, bool):
+        notes.append(f"{where}: {key}: {value} -> jitter: {DEFAULT_JITTER if value else 0.0}")
+        value = DEFAULT_JITTER if value else 0.0
+    elif name != key:
+        notes.append(f"{where}: retries.{key} -> {name}")
+    return name, value

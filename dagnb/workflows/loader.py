@@ -49,7 +49,8 @@ from dagnb.config.yaml_keys import UniqueKeyLoader
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step, split_names, variable_text
-from dagnb.workflows.aliases import canonical_workflow
+from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
+from dagnb.workflows.aliases import canonical_retries, canonical_workflow
 from dagnb.workflows.published import published_reads
 from dagnb.workflows.pyfunctions import (
     PYTHON_KEY,
@@ -402,7 +403,18 @@ def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
             merged[key] = _merged(defaults[key], fields[key], key)
     if "secrets" in fields and "secrets" in defaults:
         merged["secrets"] = _secret_union(defaults["secrets"], fields["secrets"])
+    if "retries" in merged:
+        merged["retries"] = _without_enabled(merged["retries"])
     return merged
+
+
+def _without_enabled(retries: Any) -> Any:
+    """``retries`` without an ``enable_retry: true``, which only undoes the defaults'
+    false (merged already): the step is then the one its other settings make."""
+    if not isinstance(retries, Mapping) or retries.get("enable_retry") is not True:
+        return retries
+    rest = {key: value for key, value in retries.items() if key != "enable_retry"}
+    return rest or None
 
 
 def _secret_union(default: Any, own: Any) -> Any:
@@ -430,6 +442,10 @@ def _merged(default: Any, own: Any, key: str) -> Any:
     or cache volume replaces the default's at the same container path."""
     if key == "retries" and (isinstance(default, Mapping) or isinstance(own, Mapping)):
         default, own = _retry_settings(default), _retry_settings(own)
+        if isinstance(default, Mapping) and isinstance(own, Mapping) and (
+                "max_retries" in own and "enable_retry" not in own):
+            # a step's own count turns retries on, as its plain ``retries: 3`` does
+            default = {k: v for k, v in default.items() if k != "enable_retry"}
     if isinstance(default, Mapping) and isinstance(own, Mapping):
         if key in _BY_TARGET:
             taken = {_target(value) for value in own.values()}
@@ -448,8 +464,11 @@ def _target(value: Any) -> Any:
 
 
 def _retry_settings(value: Any) -> Any:
-    is_count = isinstance(value, int) and not isinstance(value, bool)
-    return {"max_retries": value} if is_count else value
+    """A ``retries`` value as settings to merge: a count is ``max_retries``, true the
+    default count, false no retries at all (a step's backoff must not turn them on)."""
+    if isinstance(value, bool):
+        return {"max_retries": DEFAULT_RETRIES} if value else {"enable_retry": False}
+    return {"max_retries": value} if isinstance(value, int) else value
 
 
 def _workflow_name(name: Any, source: Any) -> str:
@@ -568,11 +587,64 @@ WorkflowDumper = _reading_yaml_1_2_floats(_BlockDumper)  # (text "1e6" stays tex
 
 def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:
     if step.func is None:
-        return step.to_dict()
+        return _with_saved_retries(step.to_dict(), step)
     if step.name not in functions:
         raise WorkflowError(f"step {step.name!r} is a Python function; write the workflow to a "
                             "file (its code goes to a module beside it)")
-    return {PYTHON_KEY: functions[step.name], **_fields_of(step)}
+    return {PYTHON_KEY: functions[step.name], **_with_saved_retries(_fields_of(step), step)}
+
+
+def _with_saved_retries(data: dict[str, Any], step: Step) -> dict[str, Any]:
+    """``data`` with the step's ``retries`` as a file writes them: a RetryPolicy as its
+    settings, a mapping in dagnb's spelling; none left when they say nothing."""
+    if "retries" not in data:
+        return data
+    where = f"step {step.name!r}"
+    retries = step.retries
+    if isinstance(retries, RetryPolicy):
+        retries = _policy_settings(retries)
+    if isinstance(retries, Mapping):
+        retries = _without_enabled(canonical_retries(retries, where))
+        _check_retry_on(retries, where)
+    if retries is None:
+        del data["retries"]
+    else:
+        data["retries"] = _yaml_value(retries)
+    return data
+
+
+# The settings the config's retry defaults fill in where a step's mapping is silent:
+# a saved RetryPolicy gives them all, so that it loads as the same policy.
+_LAYERED_RETRY_SETTINGS = ("max_retries", "backoff_factor", "jitter")
+
+
+def _policy_settings(policy: RetryPolicy) -> dict[str, Any]:
+    """A RetryPolicy as the mapping that loads as an equal policy: the settings the
+    config layers under a step's, and every other one not at its default."""
+    default = RetryPolicy()
+    return {field.name: getattr(policy, field.name) for field in dataclasses.fields(policy)
+            if field.name in _LAYERED_RETRY_SETTINGS
+            or getattr(policy, field.name) != getattr(default, field.name)}
+
+
+def _check_retry_on(retries: Mapping[str, Any] | None, where: str) -> None:
+    """Refuse a ``retry_on`` item a file cannot hold (only exit codes are data)."""
+    items = (retries or {}).get("retry_on", ())
+    for item in items if isinstance(items, (list, tuple, set, frozenset)) else (items,):
+        if not isinstance(item, int) or isinstance(item, bool):
+            shown = getattr(item, "__name__", repr(item))
+            raise WorkflowError(
+                f"{where}: retries.retry_on holds {shown}, which a workflow file cannot; "
+                "name exit codes (such as 137) there, or keep the step in Python")
+
+
+def _yaml_value(value: Any) -> Any:
+    """Plain YAML data: tuples and sets as lists."""
+    if isinstance(value, Mapping):
+        return {key: _yaml_value(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [_yaml_value(item) for item in value]
+    return value
 
 
 def _fields_of(step: Step) -> dict[str, Any]:
@@ -599,7 +671,8 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
     refs: dict[str, str] = {}
     folder = (graph.base_dir or Path.cwd()).resolve()  # where the graph's paths start
     if functions and path is not None:
-        published = published_reads(graph)
+        graph_to_dict(graph, dict.fromkeys(functions, ""))  # (what no file holds: refused
+        published = published_reads(graph)  #                  before the module is written)
         # the module goes in the graph's folder, where its imports (a notebook's helper
         # modules beside it) are found; beside the file when that is the same folder
         refs = write_module(functions, folder / Path(path).name, secrets, published)
