@@ -201,14 +201,18 @@ def test_off_in_an_empty_folder_writes_only_the_run_record(workdir: Path) -> Non
     assert os.listdir(workdir / ".dagnb_cache") == [".runs"]
 
 
-def test_plan_and_explain_write_nothing_and_work_whatever_the_mode(workdir: Path) -> None:
+def test_plan_and_explain_write_nothing_and_say_when_caching_is_off(workdir: Path) -> None:
     _graph(workdir).run(executor="local")
     before = _tree(workdir / ".dagnb_cache")
     changed = _graph(workdir, b_value="2")
-    for mode in ("off", "read-only", "fail-on-miss"):
+    for mode in ("read-only", "fail-on-miss"):
         dagnb.configure(cache_mode=mode)
         assert changed.plan()["cached"].tolist() == [True, False, False]
         assert changed.explain("b")[0].startswith("command changed")
+    dagnb.configure(cache_mode="off")  # (a run looks nothing up: it runs every step)
+    off = "it runs every time: caching is off (cache_mode 'off' from dagnb.configure())"
+    assert changed.plan()["reason"].tolist() == [off] * 3
+    assert changed.explain("b") == [off]
     assert _tree(workdir / ".dagnb_cache") == before
 
 

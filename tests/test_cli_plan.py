@@ -124,7 +124,7 @@ def test_a_secret_s_value_never_shows_in_a_plan_or_an_explanation(workflow, caps
     (["plan", "wf.yml", "-p", "nope=1"], "no step of 'wf.yml' has a param 'nope'"),
     (["plan", "wf.yml", "--cache-dir", "typo"], "--cache-dir 'typo': there is no folder"),
     (["plan", "nb.ipynb"], "dagnb plan reads workflow files, and 'nb.ipynb' is a notebook"),
-    (["explain", "nb.ipynb", "a"], "open it and run %dagger explain NAME there"),
+    (["explain", "nb.ipynb", "a"], "open it and run %dagger cache explain NAME there"),
 ])
 def test_bad_input_is_one_line_naming_it(workflow, capsys, argv, says):
     assert main(argv) == 2

@@ -67,6 +67,7 @@ import shutil
 import stat
 import sys
 import time
+import urllib.parse
 import uuid
 import warnings
 import weakref
@@ -153,6 +154,16 @@ _OPTIONS_FIX = (
     "give credentials in the key and secret options, or where the store library reads them "
     "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE)"
 )
+
+
+def _unquoted(url: str) -> str:
+    """A ``file://`` URL with its path percent-decoded, as RFC 8089 writes it
+    (``Path.as_uri()``: ``my%20store``); fsspec takes the rest of a local URL as the
+    path, and would make a folder literally named ``my%20store``."""
+    protocol, sep, path = url.partition("://")
+    if protocol in ("file", "local") and "%" in path:
+        return f"{protocol}{sep}{urllib.parse.unquote(path)}"
+    return url
 
 
 def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -249,7 +260,7 @@ class ObjectStore:
 
     def _client(self, options: Mapping[str, Any]) -> tuple[Any, str]:
         try:
-            fs, path = _fsspec(self.url).core.url_to_fs(self.url, **options)
+            fs, path = _fsspec(self.url).core.url_to_fs(_unquoted(self.url), **options)
         except ImportError as exc:  # s3fs, gcsfs or adlfs missing
             raise CacheError(
                 f"cache directory {self.url!r} needs {exc.name or 'its store library'}; "

@@ -27,6 +27,7 @@ import contextlib
 import errno
 import json
 import os
+import re
 import shlex
 import signal
 import sys
@@ -153,8 +154,7 @@ def _run(args: argparse.Namespace) -> int:
             )
     except KeyboardInterrupt as stop:
         _no_more_interrupts(args)
-        printer.finish()
-        print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
+        _report_interrupted(graph.last_run, printer)
         return 128 + getattr(stop, "signal", signal.SIGINT)
     if args.only_failed and not run.order:
         print(f"dagnb: the last run of {graph.name!r} has no failed, skipped, cancelled or "
@@ -171,6 +171,24 @@ def _run(args: argparse.Namespace) -> int:
     if given:
         print(given)
     return 0 if run.ok else 1
+
+
+def _report_interrupted(run: Any, printer: ProgressPrinter) -> None:
+    """An interrupted run's end: its bar's line ended, its status table and summary (which
+    steps were cancelled) as a finished run's, and on stderr what became of the steps."""
+    printer.finish()
+    if run is not None and printer.lost is None:  # (None: stopped before it was made)
+        with contextlib.suppress(OSError):  # (a reader gone: the exit code still says it)
+            print(printer.table(run))
+            print(run.summary(), flush=True)
+    left = run.left_running if run is not None else []
+    if not left:
+        print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
+        return
+    noun = "step" if len(left) == 1 else "steps"
+    print(f"dagnb: interrupted; Python {noun} {', '.join(map(repr, left))} did not stop: a "
+          "long call outside Python (C code) cannot be interrupted; it ends as dagnb exits, "
+          "recorded as cancelled", file=sys.stderr)
 
 
 def _unfailing_stdout() -> None:
@@ -416,8 +434,8 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
         raise ConfigError(
             f"dagnb {action} reads workflow files, and {args.workflow!r} is a notebook, whose "
             "steps' keys see what its cells leave in the kernel: open it and run "
-            f"%dagger {action}{' NAME' if action == 'explain' else ''} there, or list the steps "
-            "a run would execute with: dagnb run NOTEBOOK --cache-mode fail-on-miss")
+            f"{_MAGIC_OF[action]} there, or find the first cell that would run a step with "
+            "dagnb run NOTEBOOK --cache-mode fail-on-miss (it stops at that cell)")
     _refuse_missing_folder(args.cache_dir)
     graph = load(args.workflow)
     given = _set_params(graph, args)
@@ -425,6 +443,9 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
     if given:
         print(given)
     return graph
+
+
+_MAGIC_OF = {"plan": "%dagger plan", "explain": "%dagger cache explain NAME"}
 
 
 def _refuse_missing_folder(given: str | None) -> None:
@@ -586,7 +607,8 @@ def _history(args: argparse.Namespace) -> int:
                           f"{args.workflow!r} is a notebook: its runs are listed with every "
                           "run, by dagnb history with no file")
     _unfailing_stdout()
-    return history_command.run(args, None if args.workflow is None else load(args.workflow))
+    return history_command.run(args, None if args.workflow is None
+                               else history_command.workflow_of(args.workflow))
 
 
 @command("images")
@@ -730,14 +752,18 @@ def _stop_like_ctrl_c(signal_number: int, frame: Any) -> None:
 def _handle_termination() -> None:
     """``timeout``, a CI cancel and a closed terminal send SIGTERM or SIGHUP: without this
     Python dies at once and every step process lives on; with it the run stops its steps
-    (their whole process groups) as for Ctrl-C, then exits 128 + the signal's number."""
+    (their whole process groups) as for Ctrl-C, then exits 128 + the signal's number.
+    A signal ignored when dagnb starts stays ignored: ``nohup`` (``trap '' HUP``) ignores
+    SIGHUP so that a run outlives the terminal, as Python leaves an ignored SIGINT."""
     for number in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(number, _stop_like_ctrl_c)
+        if signal.getsignal(number) is not signal.SIG_IGN:
+            signal.signal(number, _stop_like_ctrl_c)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``dagnb`` console script."""
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(_signed_values_joined(
+        sys.argv[1:] if argv is None else argv))
     args.from_command_line = argv is None
     if threading.current_thread() is threading.main_thread():
         _handle_termination()
@@ -769,6 +795,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     finally:
         warnings.formatwarning = shown
+
+
+# Options whose value may start with "-": argparse takes "--timeout -1s" for two options
+# and says "expected one argument", where dagnb's own check says what a duration is.
+_SIGNED_OPTIONS = frozenset({"--timeout", "--older-than", "--max-age", "--max-size"})
+_NEGATIVE = re.compile(r"-[0-9.]")
+
+
+def _signed_values_joined(argv: Sequence[str]) -> list[str]:
+    """``argv`` with ``--timeout -1s`` as ``--timeout=-1s`` (a value that starts like a
+    negative number), which argparse gives the option to be checked (before any ``--``)."""
+    joined: list[str] = []
+    for item in argv:
+        if (joined and joined[-1] in _SIGNED_OPTIONS and _NEGATIVE.match(item)
+                and "--" not in joined):
+            joined[-1] = f"{joined[-1]}={item}"
+        else:
+            joined.append(item)
+    return joined
 
 
 def _check_working_folder() -> None:

@@ -4,24 +4,29 @@ Each run of a workflow file (and of a notebook, ``dagnb run NB`` or a kernel's) 
 record in the cache folder's ``.runs``: when it finished, how each step ended, the params
 it was given. This lists them, the last ``--last`` (20 unless told), of every workflow or
 of the one named, secrets in the params masked as ``dagnb run`` masks them: its run ids
-are what ``dagnb logs`` names. (:mod:`dagnb.cli` registers this as its ``history``
-subcommand.)
+are what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone
+(renamed) is found in the records by its path, under one line on stderr saying so. The
+``workflow`` column names each run's file, by its path from here where two share a name.
+(:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import contextlib
 import json
+import os
+import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dagnb import checks
 from dagnb.errors import ConfigError, DagnbError
 
-__all__ = ["add_parser", "run"]
+__all__ = ["Workflow", "add_parser", "run", "workflow_of"]
 
 _ENDINGS = ("succeeded", "cached", "failed", "skipped", "cancelled")
 _LAST = 20
@@ -38,28 +43,68 @@ def add_parser(sub: Any) -> None:
     history.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
 
 
-def run(args: argparse.Namespace, graph: Any | None) -> int:
-    """``dagnb history``, of the workflow ``graph`` loaded from ``args.workflow`` (None:
-    every run recorded)."""
+class Workflow(NamedTuple):
+    """The workflow file named: its graph, or (None) why it does not load now, and the
+    path its runs are recorded under."""
+
+    source: Path
+    graph: Any | None
+    problem: str | None = None
+
+
+def workflow_of(path: str) -> Workflow:
+    """The workflow file at ``path``; one that does not load now (a YAML error mid-edit)
+    or is gone (renamed since) is still found in the run records by its path."""
+    from dagnb.workflows.loader import load
+
+    try:
+        graph = load(path)
+    except DagnbError as exc:
+        return Workflow(Path(path).resolve(), None, str(exc))
+    return Workflow(graph.workflow_file, graph)
+
+
+def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
+    """``dagnb history``, of the ``workflow`` read from ``args.workflow`` (None: every
+    run recorded)."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
-    from dagnb.runtime.history import recorded_runs
 
     last = _last(args.last)
     folder = local_folder(args.cache_dir)
     if args.cache_dir is not None and not checks.is_url(args.cache_dir) and not folder.is_dir():
         raise missing_folder(args.cache_dir, folder)  # (a typo: not "no run yet")
-    shown, total = (recorded_runs(folder, last=last) if graph is None
-                    else recorded_runs(folder, graph.name, graph.workflow_file, last=last))
+    shown, total = _records(folder, workflow, last)
+    if workflow is not None and workflow.problem is not None:
+        if not shown:  # (nor recorded: a typo, or a file never run)
+            raise ConfigError(workflow.problem)
+        print(f"dagnb: {args.workflow} does not load now ({workflow.problem}); its runs "
+              "found in the run records by its path", file=sys.stderr, flush=True)
     if not shown:
-        of = "" if graph is None else f" of {args.workflow}"
+        of = "" if workflow is None else f" of {args.workflow}"
         print(f"no run{of} recorded in {str(folder)!r} (dagnb run records each; "
               "--cache-dir names another cache folder)")
         return 0
+    graph = None if workflow is None else workflow.graph
     print(_table(shown, _params_mask(graph, shown)))
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
     return 0
+
+
+def _records(folder: Path, workflow: Workflow | None,
+             last: int | None) -> tuple[list[dict[str, Any]], int]:
+    """The last ``last`` run records of ``workflow`` (None: of every one), oldest first,
+    and how many there are; those of a file that does not load, by its path alone."""
+    from dagnb.runtime.history import recorded_runs
+
+    if workflow is None:
+        return recorded_runs(folder, last=last)
+    if workflow.graph is not None:
+        return recorded_runs(folder, workflow.graph.name, workflow.source, last=last)
+    records = [record for record in recorded_runs(folder)[0]
+               if record.get("source") == str(workflow.source)]
+    return (records if last is None else records[-last:]), len(records)
 
 
 def _params_mask(graph: Any | None, records: list[dict[str, Any]]) -> Callable[[str], str]:
@@ -67,45 +112,89 @@ def _params_mask(graph: Any | None, records: list[dict[str, Any]]) -> Callable[[
     as set now, of the secrets the workflow's steps declare (with no workflow named,
     those of each run's file, as it reads now), and of the registry's credentials."""
     from dagnb import config
-    from dagnb.model.contract import known_secret_values
     from dagnb.model.masking import MIN_LINE, Masker
 
-    graphs = [graph] if graph is not None else _workflows_of(records)
-    steps = [step for one in graphs for step in one]
-    secrets = [*known_secret_values(steps), *config.settings().credential_secrets().values()]
+    names = ({name for step in graph for name in step.secrets} if graph is not None
+             else _declared_secrets(records))
+    secrets = [*(os.environ[name] for name in sorted(names) if os.environ.get(name)),
+               *config.settings().credential_secrets().values()]
     return Masker(secrets, words_below=MIN_LINE)
 
 
-def _workflows_of(records: list[dict[str, Any]]) -> list[Any]:
-    """The workflow files of the runs given params, loaded (one that no longer loads
-    declares no secret: left out)."""
-    from dagnb.workflows.loader import load
-
-    graphs = []
+def _declared_secrets(records: list[dict[str, Any]]) -> set[str]:
+    """The secret names the workflow files of the runs given params declare, each read
+    from its YAML alone: loading it would import its ``python:`` steps' modules, running
+    their code (a model loaded, a database opened), to list runs. One that no longer
+    reads declares none."""
+    names: set[str] = set()
     for source in sorted({record["source"] for record in records
                           if record.get("params") and isinstance(record.get("source"), str)}):
         with contextlib.suppress(DagnbError, OSError, ValueError):  # (a notebook's, gone...)
-            graphs.append(load(source))
-    return graphs
+            names |= _secrets_in(source)
+    return names
+
+
+def _secrets_in(source: str) -> set[str]:
+    """The secret names a workflow file's defaults and steps declare (in either
+    spelling of the defaults; a step's add to the defaults', so all of them count)."""
+    from dagnb.workflows.loader import parse_yaml, read_text
+
+    data = parse_yaml(read_text(Path(source), "workflow file"), source)
+    if not isinstance(data, Mapping):
+        return set()
+    steps = data.get("steps")
+    listed = list(steps.values()) if isinstance(steps, Mapping) else steps
+    holders = [data.get("defaults"), data.get("workflow_defaults"),
+               *(listed if isinstance(listed, list) else ())]
+    return {name for fields in holders for name in _names_in(fields)}
+
+
+def _names_in(fields: Any) -> list[str]:
+    """The ``secrets`` of a step's (or the defaults') fields: a list, or names in a text."""
+    from dagnb.model.step import split_names
+
+    given = fields.get("secrets") if isinstance(fields, Mapping) else None
+    if isinstance(given, str):
+        return split_names(given)
+    return [name for name in given if isinstance(name, str)] if isinstance(given, list) else []
 
 
 def _table(records: list[dict[str, Any]], mask: Callable[[str], str]) -> str:
     """The runs' rows as text, as pandas would print them (without its 0.5 s import)."""
     from dagnb.cli.cache import text_table
 
-    rows = [_row(record, mask) for record in records]
+    names = _shown_names(records)
+    rows = [_row(record, mask, names) for record in records]
     return text_table({name: [row[name] for row in rows] for name in rows[0]})
 
 
-def _row(record: dict[str, Any], mask: Callable[[str], str]) -> dict[str, Any]:
-    """One run: its id, when it finished, of what, its steps by how they ended, params
-    (secrets masked)."""
+def _shown_names(records: list[dict[str, Any]]) -> dict[str, str]:
+    """Each run's file as the ``workflow`` column names it: by its name, or, where two
+    files of one name are listed (``a/wf.yml``, ``b/wf.yml``), by its path from here."""
+    sources = {record["source"] for record in records if isinstance(record.get("source"), str)}
+    named = collections.Counter(Path(source).name for source in sources)
+    return {source: _from_here(source) if named[Path(source).name] > 1 else Path(source).name
+            for source in sources}
+
+
+def _from_here(path: str) -> str:
+    """``path`` relative to the current folder (as it is, on another Windows drive)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return path
+
+
+def _row(record: dict[str, Any], mask: Callable[[str], str],
+         names: Mapping[str, str]) -> dict[str, Any]:
+    """One run: its id, when it finished, of what (its file as ``names`` shows it), its
+    steps by how they ended, params (secrets masked)."""
     states = record.get("states") if isinstance(record.get("states"), dict) else {}
     source = record.get("source")
     row = {
         "run": str(record.get("run", "?")),
         "finished": _finished(record),
-        "workflow": Path(source).name if isinstance(source, str) else str(record.get("graph", "")),
+        "workflow": names[source] if isinstance(source, str) else str(record.get("graph", "")),
         "steps": len(states),
     }
     ended = list(states.values())

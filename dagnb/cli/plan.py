@@ -1,11 +1,12 @@
 """``dagnb plan`` and ``dagnb explain``: what a run of a workflow file would do now, and
 why a step would run, without running anything (the notebook's ``%dagger plan`` and
-``%dagger explain NAME``, for workflow files).
+``%dagger cache explain NAME``, for workflow files).
 
 ::
 
     dagnb plan WORKFLOW [--target NAME] [--tag TAG] [-p NAME=VALUE] [--executor E]
-    dagnb explain WORKFLOW STEP [-p NAME=VALUE] [--executor E]
+               [--cache-mode MODE]
+    dagnb explain WORKFLOW STEP [-p NAME=VALUE] [--executor E] [--cache-mode MODE]
 
 Both read the cache and write nothing (no hit counted, no entry made); both exit 0
 whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run).
@@ -44,6 +45,9 @@ def add_parsers(sub: Any, workflow_help: str) -> None:
                             help=_EXECUTOR_HELP)
         parser.add_argument("--cache-dir", default=None,
                             help="cache folder (default: the cache_directory setting)")
+        parser.add_argument("--cache-mode", default=None, metavar="MODE",
+                            help="as a run with this cache mode would go (default: the "
+                                 "cache_mode setting): with off, every step runs")
 
 
 def plan(graph: Any, args: argparse.Namespace) -> int:
@@ -51,7 +55,8 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import plan_rows
 
     targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
-    rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor)
+    rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor,
+                     cache_mode=_cache_mode(args))
     print(plan_table(rows))
     cached = sum(1 for row in rows if row["cached"])
     would_run = len(rows) - cached
@@ -70,6 +75,16 @@ def plan_table(rows: list[dict[str, Any]]) -> str:
 
 def explain(graph: Any, args: argparse.Namespace) -> int:
     """Print why ``args.step`` would run, a sentence a line."""
-    print("\n".join(graph.explain(args.step, cache_directory=args.cache_dir,
-                                  executor=args.executor)))
+    from dagnb.runtime.plan import explain as explained
+
+    print("\n".join(explained(graph, args.step, cache_directory=args.cache_dir,
+                              executor=args.executor, cache_mode=_cache_mode(args))))
     return 0
+
+
+def _cache_mode(args: argparse.Namespace) -> str | None:
+    """``--cache-mode``, checked (None: the setting's)."""
+    from dagnb.config import check_cache_mode
+
+    return None if args.cache_mode is None else check_cache_mode(args.cache_mode,
+                                                                  "--cache-mode")

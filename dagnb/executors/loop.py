@@ -45,6 +45,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from typing import Any, NoReturn, TypeVar
 
+from dagnb.checks import warn_user
 from dagnb.executors import children
 from dagnb.executors.reaper import kill_everything
 
@@ -73,6 +74,7 @@ __all__ = [
     "unwatch_unwaited",
     "wait_for",
     "watch_unwaited",
+    "when_abandoned",
 ]
 
 T = TypeVar("T")
@@ -130,6 +132,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._task: asyncio.Task[Any] | None = None
         self._cancel_requested = False
         self.stopping = False  # cancel() was called (read by stop_pending)
+        self._abandon_hooks: list[Callable[[bool], object]] = []  # see when_abandoned
 
     def start(self) -> TaskFuture:
         """Schedule the task on the loop (apart from ``__init__``: a caller that must
@@ -199,6 +202,17 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         """Mark the task stopping now, from a signal handler or a step's thread, before
         :meth:`cancel` follows (see :class:`interrupts_marked`)."""
         self.stopping = True
+
+    def abandon(self) -> None:
+        """The thread waiting for the task gives up on it, not done (:func:`run_sync`):
+        call the hooks :func:`when_abandoned` set, each with whether a step call of the
+        task still holds the loop thread. A hook that fails is one warning."""
+        held = holding_the_loop() is self
+        for hook in self._abandon_hooks:
+            try:
+                hook(held)
+            except Exception as exc:  # the caller is leaving on Ctrl-C: say so, go on
+                warn_user(f"dagnb: a run given up on after Ctrl-C: {exc}")
 
     def _cancel_task(self) -> None:
         self._cancel_requested = True
@@ -381,6 +395,17 @@ def holding_the_loop() -> object | None:
     """The owner (a run's future, see :func:`submit`) of the step call holding the loop
     thread now, or None: every run's steps wait until that call returns."""
     return _inline.owner
+
+
+def when_abandoned(hook: Callable[[bool], object]) -> None:
+    """From a task: should the thread waiting for it (:func:`run_sync`) give up before it
+    ends (Ctrl-C's grace ran out, most often as a Python step holds the loop thread in one
+    long C call), call ``hook(held)`` on that thread, ``held`` telling whether a step call
+    of the task still holds the loop thread. The process may exit right after, the loop
+    thread never running again: the hook records what only the task would have."""
+    owner = _owner.get()
+    if owner is not None:
+        owner._abandon_hooks.append(hook)
 
 
 def cancelling() -> bool:
@@ -924,7 +949,8 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
 
     Ctrl-C (or a kernel interrupt) cancels the coroutine, waits up to ``grace``
     seconds for it to clean up (kill its processes), then re-raises KeyboardInterrupt;
-    a second Ctrl-C meanwhile kills every step process at once.
+    a second Ctrl-C meanwhile kills every step process at once. A task still not done
+    then is given up on (:func:`when_abandoned`).
     """
     if in_loop_thread():
         coro.close()
@@ -944,7 +970,8 @@ def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
     """Give a cancelled task ``grace`` seconds to stop its steps (SIGTERM, then SIGKILL
     a moment later). A second Ctrl-C (or SIGTERM) meanwhile, or the grace running out,
     SIGKILLs every step process at once: the caller is leaving, perhaps the process too,
-    and must not leave the SIGKILL undone."""
+    and must not leave the SIGKILL undone, nor the run unrecorded (the task, held up,
+    records it no more: it is given up on, :meth:`TaskFuture.abandon`)."""
     try:
         future.result(timeout=grace)
         return
@@ -960,6 +987,8 @@ def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
             continue
     with contextlib.suppress(BaseException):  # the cleanup records the steps' ends
         future.result(timeout=0.5)
+    if not future.done():  # a step call holds the loop thread (a long C call), or the
+        future.abandon()  # cleanup is slow: what it would record is recorded from here
 
 
 async def run_async(coro: Coroutine[Any, Any, T]) -> T:

@@ -6,6 +6,8 @@ from the upstream entries' output digests. A step whose upstream would run canno
 known to hit (its input is not made yet), so it is reported as such; so is a notebook
 cell's step reading a variable a step that runs publishes, and one whose publisher is
 cached is keyed on that entry's result (:mod:`dagnb.runtime.reads`), as a run keys it.
+With caching off (the ``cache_mode`` setting, or the one a run is given) every step
+would run, and each row says so and where ``off`` came from.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dagnb.cache.steps import StepCache
-from dagnb.config import settings
+from dagnb.config import ARGUMENT, check_cache_mode, origins, settings
 from dagnb.errors import StepFailed, UnfingerprintableVariable
 from dagnb.executors import Executor, container_steps
 from dagnb.model.contract import known_secret_values
@@ -36,6 +38,7 @@ __all__ = ["cached_steps", "explain", "misses", "plan", "plan_rows", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 NEVER_CACHED = "it runs every time: the step has cache=False"
+_OFF = "it runs every time: caching is off"
 
 
 def _walk(graph: Graph, names: list[str], cache: StepCache,
@@ -193,21 +196,46 @@ def plan_rows(
     cache_directory: str | Path | None = None,
     executor: str | Executor | None = None,
     reads: PublishedReads | None = None,
+    cache_mode: str | None = None,
 ) -> list[dict[str, Any]]:
     """:func:`plan`'s rows as dicts of :data:`PLAN_COLUMNS` (no pandas: the CLI prints
-    them); the key is None for a step whose key cannot be known before a run."""
+    them); the key is None for a step whose key cannot be known before a run. With
+    ``cache_mode`` (None: the setting) ``off``, every step runs, and its reason says so."""
     graph.validate()
+    off = _caching_off(cache_mode)
+    if off is not None:  # (a run looks nothing up: every step runs)
+        return [{"step": name, "cached": False, "key": None, "reason": off}
+                for name in _selected(graph, targets, reads)]
     cache = _looking(graph, cache_directory, executor)
     rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
     return [{column: row[column] for column in PLAN_COLUMNS} for row in rows]
 
 
+def _caching_off(cache_mode: str | None) -> str | None:
+    """Why every step would run when the run's ``cache_mode`` (None: the setting) is
+    ``off``, naming where that came from; None when the run would look the cache up
+    (``read-only`` and ``fail-on-miss`` look it up as ``read-write`` does)."""
+    if cache_mode is not None:
+        off = check_cache_mode(cache_mode) == "off"
+        return f"{_OFF} (cache_mode 'off' asked for)" if off else None
+    if settings().cache_mode != "off":
+        return None
+    origin = origins().get("cache_mode", "")
+    where = "dagnb.configure()" if origin == ARGUMENT else origin
+    return f"{_OFF} (cache_mode 'off' from {where})"
+
+
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,
             executor: str | Executor | None = None,
-            reads: PublishedReads | None = None) -> list[str]:
+            reads: PublishedReads | None = None,
+            cache_mode: str | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences; ``executor`` as a
-    run's (default: the setting); ``reads`` as :func:`plan`'s."""
+    run's (default: the setting); ``reads`` and ``cache_mode`` as :func:`plan_rows`'."""
     graph.validate()
+    off = _caching_off(cache_mode)
+    if off is not None:
+        _selected(graph, step, reads)  # (an unknown name refused, as with caching on)
+        return [off]
     cache = _looking(graph, cache_directory, executor)
     rows = _walk(graph, _selected(graph, step, reads), cache, reads)
     row = next(row for row in rows if row["step"] == step)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import html
+import threading
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,6 +31,8 @@ __all__ = ["Run"]
 
 NOT_OK = ("failed", "cancelled", "skipped")
 FAILED_TAIL = 10  # stderr lines of each failed step in a RunFailed
+CANCELLED = "the run was cancelled"  # why a step not ended was, as the scheduler says it
+LEFT_IN_A_CALL = "the run was cancelled; the step did not return from a call in C code in time"
 
 
 class Run:
@@ -55,6 +58,11 @@ class Run:
         #                                     and log file, read when first asked for)
         self._future: concurrent.futures.Future[Any] | None = None
         self._cancelled = False  # set once, from any thread
+        # the record is written once: as the run ends, or by the thread waiting for it
+        # as it gives up on it (abandon), whichever comes first; the other waits for it
+        self._recording = threading.Lock()
+        self._recorded = False
+        self.left_running: list[str] = []  # see abandon()
         self.not_stored: dict[str, str] = {}  # step -> why it ran but was not cached
         self._cancel_hook: Any = None
         # step -> files of all its lines (or what lists them, asked when first needed)
@@ -263,18 +271,48 @@ class Run:
             self._future.add_done_callback(lambda _: callback(self))
 
     def on_cancel(self, hook: Callable[[], Any]) -> None:
-        """Call ``hook`` when the run is cancelled (at once if it already was)."""
+        """Call ``hook`` when the run is cancelled (at once if it already was). The task
+        that executes the run calls this as it starts; a thread waiting for that task
+        that gives up on it then records the run (:meth:`abandon`)."""
         self._cancel_hook = hook
+        loop.when_abandoned(self.abandon)
         if self._cancelled:
             hook()
 
     def finish(self) -> None:
         """Record the final states in the run's folder (what ``--only-failed`` reads
-        later) and let old run folders be pruned; called once, as the run ends. A run
-        of no steps leaves no trace."""
+        later) and let old run folders be pruned; called once, as the run ends (nothing
+        if :meth:`abandon` recorded it already). A run of no steps leaves no trace."""
+        with self._recording:
+            if not self._recorded:
+                self._record()
+
+    def _record(self) -> None:
+        self._recorded = True
         if self.order:
             states = self.states()
             self._folder.close(states, self.graph_name, self._why_skipped(states))
+
+    def abandon(self, held: bool) -> None:
+        """The thread waiting for the run gives up on it after Ctrl-C's grace, the run's
+        task not done (``held``: a Python step of it holds the loop thread in one long
+        call, C code that no interrupt stops before it returns): its steps not ended are
+        settled as cancelled and the run is recorded now, from that thread, as the
+        process may exit before the task runs again (``--only-failed`` would read the
+        run before as the last, and find nothing to re-run). :attr:`left_running` lists
+        the Python steps still in their call. Nothing if the run was recorded already."""
+        with self._recording:
+            if self._recorded:
+                return
+            states = self.states()
+            if held:
+                self.left_running = [name for name, state in states.items()
+                                     if state == "running" and self.steps[name].func is not None]
+            for name, state in states.items():
+                if state not in TERMINAL_STATES:
+                    error = LEFT_IN_A_CALL if name in self.left_running else CANCELLED
+                    self.events.emit("state", name, state="cancelled", error=error)
+            self._record()
 
     def _why_skipped(self, states: Mapping[str, str]) -> dict[str, str]:
         """Why each skipped step was (the upstream step that failed), for the record."""

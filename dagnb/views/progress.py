@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import os
 import re
@@ -45,8 +46,12 @@ class ProgressPrinter:
 
     def __init__(self, stream: TextIO, *, min_interval: float = 0.1,
                  clock: Callable[[], float] = time.monotonic,
-                 later: Callable[[float, Callable[[], None]], Any] | None = None) -> None:
+                 later: Callable[[float, Callable[[], None]], Any] | None = None,
+                 columns: Callable[[], int] | None = None) -> None:
         self.stream = stream
+        # the terminal's width, asked at each draw (one ioctl, at most 10 a second): a
+        # line as wide wraps, and "\r" then redraws only its second row
+        self._columns = functools.partial(_terminal_columns, stream) if columns is None else columns
         self.total = 0
         self.tty = bool(getattr(stream, "isatty", lambda: False)())
         self._done: set[str] = set()
@@ -95,7 +100,8 @@ class ProgressPrinter:
             self._running.add(step)
         elif state in TERMINAL_STATES:
             self._running.discard(step)
-            self._done.add(step)
+            if state != "cancelled":  # (not done: an interrupted run's bar is not full)
+                self._done.add(step)
 
     def _print(self, event: Event, says: str) -> None:
         stamp = time.strftime("%H:%M:%S", time.localtime(event.time))
@@ -124,12 +130,20 @@ class ProgressPrinter:
         self._last_draw = now
         total = self.total or 1
         filled = int(_BAR_WIDTH * len(self._done) / total)
-        running = ", ".join(sorted(self._running))[:60]
+        running = ", ".join(sorted(self._running))
         bar = "#" * filled + "." * (_BAR_WIDTH - filled)
-        line = f"[{bar}] {len(self._done)}/{total} {running:<60}"
+        fits = self._fits()
+        # (padded over what the last draw left, as wide as the terminal allows)
+        line = f"[{bar}] {len(self._done)}/{total} {running}"[:fits]
+        line = line.ljust(min(self._bar_width, fits))
         self.stream.write("\r" + line)
         self.stream.flush()
         self._bar_width = len(line)
+
+    def _fits(self) -> int:
+        """How many characters a line may have without wrapping: the terminal's width
+        less one (a line as wide leaves some terminals' cursor past its end)."""
+        return max(self._columns() - 1, 1)
 
     def _draw_late(self) -> None:
         """The redraw a throttled event left for later (called on a timer's thread)."""
@@ -183,7 +197,7 @@ class ProgressPrinter:
             return written
 
     def _hide_bar(self) -> None:
-        self.stream.write("\r" + " " * self._bar_width + "\r")
+        self.stream.write("\r" + " " * min(self._bar_width, self._fits()) + "\r")
         self.stream.flush()
         self._bar_width = 0
 
@@ -191,6 +205,18 @@ class ProgressPrinter:
         """The run's final status table as text (without pandas: the CLI starts faster);
         with an ``image`` column (the digest that ran) when a step ran in a container."""
         return status_table(list(run.status_rows().values()))
+
+
+def _terminal_columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to: ``COLUMNS`` when set (as
+    :func:`shutil.get_terminal_size` reads it), else the terminal's; 80 when neither says."""
+    with contextlib.suppress(ValueError):
+        if int(os.environ.get("COLUMNS", "")) > 0:
+            return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 80
+    except (AttributeError, OSError, ValueError):  # (no descriptor, or no terminal's)
+        return 80
 
 
 class _AboveBar:
