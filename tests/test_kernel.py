@@ -98,10 +98,19 @@ def live_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
                 os.environ[key] = value
 
 
+def _into(folder: Path) -> str:
+    """Cell code that moves the kernel to ``folder`` as if it had started there: its
+    relative cache folder is pinned there too (``%load_ext dagnb`` pins the one it
+    started in, which a ``%cd`` does not move), so each test has its own cache."""
+    return (f"import os\nos.chdir({str(folder)!r})\n"
+            "from dagnb.cache.location import pin_relative_folder\n"
+            "pin_relative_folder(os.getcwd())")
+
+
 @pytest.fixture
 def kernel(live_kernel: Kernel, tmp_path: Path) -> Kernel:
     """The module's kernel, in a fresh folder with an empty graph."""
-    outputs = live_kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n%dagger reset\n"
+    outputs = live_kernel.run(f"{_into(tmp_path)}\n%dagger reset\n"
                               "from dagnb.notebook.session import get_session")
     assert error(outputs) is None, outputs
     return live_kernel
@@ -542,7 +551,7 @@ def test_after_a_restart_a_downstream_cell_says_which_cell_to_run_first(
     notebook = nbformat.v4.new_notebook()
     notebook.cells = [nbformat.v4.new_code_cell(source) for source in cells]
     nbformat.write(notebook, saved)
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    kernel.run(_into(tmp_path))
     refused = usage_error(kernel.run(cells[2]))
     assert refused == ("step 'total' needs 'prep', which is not defined in this kernel yet; run "
                        "cell 2 of pipeline.ipynb (%%dagger prep --python --outputs n) first")
@@ -567,7 +576,7 @@ def test_after_a_restart_that_reads_the_notebook_a_downstream_cell_runs_first(
              "%%dagger total --python --needs prep --outputs t\nt = prep * 2\n"]
     save_notebook(kernel, cells)
     kernel.restart()  # reads the notebook's cells: the broken c2 is passed over
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     assert kernel.value("get_session().graph.names") == "['prep', 'total']"
     assert error(kernel.run(cells[3])) is None
@@ -585,12 +594,12 @@ def test_after_a_restart_a_cell_whose_line_reads_a_variable_is_not_read_from_the
              "%%dagger price --python --param p=$$5 --outputs x\nx = p\n",
              "%%dagger tag --python --needs price --outputs y\ny = price + '!'\n"]
     save_notebook(kernel, cells)
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    kernel.run(_into(tmp_path))
     for source in cells[1:]:
         assert error(kernel.run(source)) is None
     assert kernel.value("page") == "'FOR ACME'"
     kernel.restart()  # reads the notebook: title (and page, which needs it) is left out
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     assert kernel.value("get_session().graph.names") == "['price', 'tag']"
     assert error(kernel.run(cells[5])) is None  # price's line as run: p = '$5', cached
@@ -613,7 +622,7 @@ def test_after_a_restart_a_step_failing_on_a_variable_not_defined_yet_says_which
     for source in cells[1:]:
         assert error(kernel.run(source)) is None
     kernel.restart()  # reads the notebook: a and b are defined, k is not
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     failed = error(kernel.run(cells[3]))
     assert failed is not None and failed["ename"] == "RunFailed"
@@ -637,11 +646,11 @@ def test_after_a_restart_a_cell_reading_a_variable_before_assigning_it_is_read_a
              "kept = rows\n",
              "%%dagger total --python --needs clean --outputs t\nt = sum(clean)\n"]
     save_notebook(kernel, cells)
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    kernel.run(_into(tmp_path))
     for source in cells[1:]:
         assert error(kernel.run(source)) is None
     kernel.restart()  # reads the notebook: clean is defined, rows is not
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     failed = error(kernel.run(cells[3]))
     assert failed is not None and failed["traceback"][-2] == (
@@ -693,11 +702,11 @@ def test_after_a_restart_only_failed_runs_the_failed_step_alone(
              "%%dagger b --python --outputs y\nimport os\nif not os.path.exists('ok'):\n"
              "    raise ValueError('no')\ny = 1\n"]
     save_notebook(kernel, cells)
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})")
+    kernel.run(_into(tmp_path))
     for source in cells[1:]:
         kernel.run(source)
     kernel.restart()  # reads the notebook: b failed in the last run, k is not defined
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session\nopen('ok', 'w').close()")
     outputs = kernel.run("%dagger run --only-failed")
     assert error(outputs) is None and usage_error(outputs) == "", outputs
@@ -1171,7 +1180,7 @@ def test_after_a_restart_a_cell_reading_a_variable_a_step_publishes_runs_first(
     cells = ["%load_ext dagnb", _LOAD.format(n=3, more=""), _TOTAL]
     save_notebook(kernel, cells)
     kernel.restart()  # every step defined from the file; rows unset
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     assert error(kernel.run(cells[2])) is None
     assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
@@ -1336,7 +1345,7 @@ def test_after_a_restart_plan_keys_a_reader_on_the_value_its_cached_step_publish
     for source in cells[1:]:
         kernel.run(source)
     kernel.restart()  # every step defined from the file; rows unset
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     assert kernel.value("'rows' in globals()") == "False"
     assert _rows(kernel, _PLANNED) == _ALL_CACHED
@@ -1354,7 +1363,7 @@ def test_after_a_restart_status_names_no_variable_a_step_publishes_as_missing(
              "%%dagger mid --python --outputs doubled\ndoubled = [r * scale for r in rows]\n"]
     save_notebook(kernel, cells)
     kernel.restart()  # every step defined from the file; rows and scale unset
-    kernel.run(f"import os\nos.chdir({str(tmp_path)!r})\n"
+    kernel.run(f"{_into(tmp_path)}\n"
                "from dagnb.notebook.session import get_session")
     assert _rows(kernel, _STATUS)["mid"] == (
         "never run", "needs variable `scale` (cell 2 of pipeline.ipynb)")

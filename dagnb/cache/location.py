@@ -1,5 +1,11 @@
 """Where the cache is: the configured folder, or a store URL's local tier (where run
-records and locks live too)."""
+records and locks live too).
+
+A relative folder (the default ``.dagnb_cache``) is the working directory's, except in a
+notebook's kernel: ``%load_ext dagnb`` pins it to the notebook's folder
+(:func:`pin_relative_folder`), so a ``%cd`` in a cell does not start a second cache
+there, in which every step would run again.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ from pathlib import Path
 
 from dagnb import checks
 from dagnb.checks import is_url
-from dagnb.config import settings
+from dagnb.config import context, settings
 from dagnb.errors import ConfigError
 
 # The folders a store makes at a cache's top (a run makes .runs and .locks): what tells a
@@ -42,9 +48,20 @@ def local_folder(directory: str | os.PathLike[str] | None = None) -> Path:
 
 
 def absolute(directory: str | os.PathLike[str]) -> Path | str:
-    """A folder resolved now (a relative one follows the working directory), or a
-    store URL as given."""
+    """A folder resolved now (a relative one follows the working directory, or the
+    folder :func:`pin_relative_folder` pinned), or a store URL as given."""
     text = os.fspath(directory)
     if is_url(text):  # (one with credentials in it refused, as the setting's is)
         return checks.checked(checks.location, text, "cache directory", ConfigError, sep=" ")
-    return Path(text).expanduser().resolve()
+    path = Path(text).expanduser()
+    pinned = context().peek(_RELATIVE_TO)
+    return (path if pinned is None else pinned / path).resolve()  # (absolute: path alone)
+
+
+_RELATIVE_TO = "cache.relative_to"
+
+
+def pin_relative_folder(folder: str | os.PathLike[str]) -> None:
+    """Resolve a relative cache folder against ``folder`` from now on, not against the
+    working directory (a notebook kernel's: its notebook's folder)."""
+    context().set(_RELATIVE_TO, Path(folder).absolute())

@@ -669,8 +669,10 @@ def cell_body(step: Step) -> str:
 
 
 def cell_options(step: Step) -> list[str]:
-    """The ``%%dagger`` options (after the name and ``--python``) that rebuild ``step``."""
-    q = shlex.quote
+    """The ``%%dagger`` options (after the name and ``--python``) that rebuild ``step``,
+    as IPython gives them to the magic once it expanded ``$name`` and ``{expr}`` in the
+    line (:func:`line_word`)."""
+    q = line_word
     opts = []
     if step.image:
         opts.append(f"--image {q(step.image)}")
@@ -693,6 +695,19 @@ def cell_options(step: Step) -> list[str]:
     if step.executor:
         opts.append(f"--executor {step.executor}")
     return opts
+
+
+def line_word(text: str) -> str:
+    """``text`` as one word of a magic's line: shell-quoted, and written so that IPython's
+    expansion of the line (``var_expand``) gives it back rather than a notebook variable's
+    value (``sales_{date}.csv``, ``hello $user``). Braces are doubled; a ``$`` is followed
+    by an empty ``""`` (in double quotes), which ends any ``$name``: ``$$`` is no way out,
+    as IPython leaves a ``$`` alone inside what it counts as single quotes."""
+    text = text.replace("{", "{{").replace("}", "}}")
+    if "$" not in text:
+        return shlex.quote(text)
+    quoted = text.replace("\\", "\\\\").replace('"', '\\"').replace("$", '$""')
+    return f'"{quoted}"'
 
 
 def duration_text(value: float) -> str:

@@ -12,16 +12,22 @@ time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
   is put after the cell tagged ``parameters`` (at the top, with a warning, when there is
-  none), so notebooks written for papermill work unchanged. A name that cell does not
-  assign is refused (papermill warns, and the value is set but nothing reads it); one it
-  assigns only text keeps the text typed (``--param version=3.10`` is ``'3.10'``).
+  none), so notebooks written for papermill work unchanged; it replaces the cells an
+  earlier run injected (a notebook run again with ``-o``), which would assign after it.
+  Without params such a cell stays, as papermill leaves it: it is what the file says.
+  A float no literal writes (``1e400``, ``NaN``) is set as ``float('inf')``. A name
+  that cell does not assign is refused (papermill warns, and the value is set but nothing
+  reads it); one it assigns only text keeps the text typed (``--param version=3.10`` is
+  ``'3.10'``).
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
   read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
   steps whose ``--outputs`` a needed cell reads (:mod:`dagnb.notebook.flow`; one line
   names each) run their step; the others only define it (``DAGNB_ONLY_STEPS`` tells the
   magic). Cells after the last needed one do not run.
-- ``output`` receives the executed notebook, with its cells' lasting outputs.
+- ``output`` receives the executed notebook, with its cells' lasting outputs; its
+  folder is checked before the kernel starts (:func:`check_output_file`), and a write
+  that fails still returns the steps' rows.
 - ``timeout`` (seconds) limits the whole notebook: the cell running when it passes is
   interrupted (its steps stopped, as by Ctrl-C) and no later cell runs.
 - ``settings`` (``{"executor": "local", "cache_directory": ...}``) reach the kernel as
@@ -35,6 +41,7 @@ time limit passed).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -57,7 +64,8 @@ from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
 from dagnb.views.html import ANSI
 
-__all__ = ["NotebookOutcome", "check_notebook_file", "run_notebook", "selected_steps"]
+__all__ = ["NotebookOutcome", "check_notebook_file", "check_output_file", "run_notebook",
+           "selected_steps"]
 
 _SUMMARY_MARK = "\x1edagnb-summary "
 _SUMMARY_CODE = (
@@ -71,15 +79,18 @@ class NotebookOutcome:
     """What a headless run of a notebook ended with: the steps' rows, or the failing cell."""
 
     def __init__(self, rows: list[dict[str, Any]], error: str | None = None,
-                 error_name: str | None = None) -> None:
+                 error_name: str | None = None, unsaved: str | None = None) -> None:
         self.rows = rows
         self.error = error
         self.error_name = error_name
+        self.unsaved = unsaved  # why the executed notebook was not written, if it was not
 
     @property
     def ok(self) -> bool:
-        """True when no cell raised and no step failed, was cancelled or skipped."""
-        return self.error is None and not any(r.get("state") in _FAILED for r in self.rows)
+        """True when no cell raised, no step failed, was cancelled or skipped, and the
+        executed notebook (if asked for) was written."""
+        return (self.error is None and self.unsaved is None
+                and not any(r.get("state") in _FAILED for r in self.rows))
 
     @property
     def exit_code(self) -> int:
@@ -108,6 +119,8 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     parameters cell gives as text."""
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
+    if output is not None:  # (before the kernel: not after an hour's run)
+        check_output_file(output)
     notebook = _load(nbformat, path)
     _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
@@ -129,10 +142,40 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     error, error_name = _execute(client, env)
     summary = notebook.cells.pop()
     notebook.cells.extend(unneeded)
-    if output is not None:
-        nbformat.write(notebook, str(output))
+    unsaved = None if output is None else _write(nbformat, notebook, Path(output))
     rows = _summary_rows(summary)
-    return NotebookOutcome(rows + _unreached(notebook, only, rows), error, error_name)
+    return NotebookOutcome((rows or []) + _unreached(notebook, only, rows), error, error_name,
+                           unsaved)
+
+
+def check_output_file(output: str | Path) -> None:
+    """Refuse an ``--output`` no file can be written at (a missing or read-only folder, a
+    folder's name) before the notebook runs."""
+    path = Path(output)
+    folder = path.parent
+    if path.is_dir():
+        raise WorkflowError(f"--output {str(output)!r} is a folder; name the notebook file "
+                            f"to write, such as {str(path / 'executed.ipynb')!r}")
+    if not folder.is_dir():
+        raise WorkflowError(f"--output {str(output)!r}: its folder {str(folder)!r} does not "
+                            "exist; create it or name a file in an existing folder")
+    if not os.access(folder, os.W_OK | os.X_OK) or (path.exists()
+                                                    and not os.access(path, os.W_OK)):
+        raise WorkflowError(f"--output {str(output)!r} cannot be written (no permission); "
+                            "name a file in a folder you can write")
+
+
+def _write(nbformat: Any, notebook: Any, output: Path) -> str | None:
+    """Write the executed notebook; the one-line reason it was not (said on stderr), so
+    that the run's status table still shows."""
+    try:
+        nbformat.write(notebook, str(output))
+    except OSError as exc:
+        said = (f"cannot write the executed notebook to {str(output)!r}: "
+                f"{exc.strerror or exc}; check that its folder exists and can be written")
+        print(f"dagnb: {said}", file=sys.stderr)
+        return said
+    return None
 
 
 def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
@@ -205,9 +248,9 @@ def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
     """papermill's convention: assignments in a cell after the one tagged ``parameters``,
     for names that cell assigns (at the top, with a warning, when no cell has the tag)."""
     if not params:
-        return
-    tagged = [i for i, c in enumerate(notebook.cells)
-              if "parameters" in c.get("metadata", {}).get("tags", [])]
+        return  # (an injected cell an earlier run left stays: papermill's too)
+    notebook.cells = [c for c in notebook.cells if not _tagged(c, "injected-parameters")]
+    tagged = [i for i, c in enumerate(notebook.cells) if _tagged(c, "parameters")]
     if tagged:
         source = notebook.cells[tagged[0]].source
         _check_parameter_names(params, bound_names(source), path)
@@ -218,10 +261,27 @@ def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
             "'parameters', so the values are set in a cell put at the top, which a later "
             "assignment overwrites; tag the cell that assigns its parameters 'parameters' "
             "(papermill's convention)")
-    source = "# Parameters\n" + "".join(f"{name} = {value!r}\n" for name, value in params.items())
+    source = "# Parameters\n" + "".join(f"{name} = {_literal(value)}\n"
+                                        for name, value in params.items())
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]
     notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+
+
+def _tagged(cell: Any, tag: str) -> bool:
+    return tag in cell.get("metadata", {}).get("tags", [])
+
+
+def _literal(value: Any) -> str:
+    """Python source giving ``value`` (JSON read): its repr, but a float repr writes as
+    ``inf`` or ``nan`` (a NameError), also inside a list or mapping, as ``float('inf')``."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"float({str(value)!r})"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_literal, value)) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_literal(k)}: {_literal(v)}" for k, v in value.items()) + "}"
+    return repr(value)
 
 
 def _kept_as_typed(params: Mapping[str, Any], typed: Mapping[str, str],
@@ -323,19 +383,21 @@ def _echo(cell: Any, stream: TextIO) -> None:
     stream.flush()
 
 
-def _summary_rows(cell: Any) -> list[dict[str, Any]]:
+def _summary_rows(cell: Any) -> list[dict[str, Any]] | None:
+    """The steps' rows the summary cell printed; None when it did not run."""
     for out in cell.get("outputs", []):
         text = out.get("text", "")
         if _SUMMARY_MARK in text:
             return json.loads(text.split(_SUMMARY_MARK, 1)[1])
-    return []
+    return None
 
 
 def _unreached(notebook: Any, only: list[str] | None,
-               rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+               rows: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
     """A ``not run`` row for each step the run was to run that no cell defined in the
-    kernel (a failed cell stopped it first), so the table shows every step."""
-    if not rows:
+    kernel (a failed cell stopped it first, maybe before any step ran), so the table
+    shows every step."""
+    if rows is None:
         return []  # (no summary: the time limit passed, or the kernel died)
     shown = {row.get("step") for row in rows}
     cells = dagger_cells((c.cell_type, c.source) for c in notebook.cells)

@@ -25,6 +25,7 @@ from IPython.utils.text import DollarFormatter
 
 from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
+from dagnb.cache.location import pin_relative_folder
 from dagnb.checks import closest
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
@@ -93,12 +94,19 @@ def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+# What the parser or shlex says of a line a value IPython wrote into it unquoted broke.
+_SPLIT_BY_A_VALUE = ("unrecognized arguments", "No closing quotation", "No escaped character")
+
+
 def split_words(line: str) -> list[str]:
     """``shlex.split``, with an unclosed quote as a UsageError rather than a traceback."""
     try:
         return shlex.split(line)
     except ValueError as exc:
-        raise UsageError(f"cannot read the options {line!r}: {exc}; close the quote") from None
+        raise UsageError(f"cannot read the options {line!r}: {exc}{_CLOSE_THE_QUOTE}") from None
+
+
+_CLOSE_THE_QUOTE = "; close the quote"  # (not the fix when IPython wrote the quote in)
 
 
 def parse_line(magic: Callable[..., Any], line: str) -> Any:
@@ -356,10 +364,11 @@ class DaggerMagics(Magics):
             raise UsageError(self._with_quoting_hint(str(exc), "%dagger", line)) from None
 
     def _with_quoting_hint(self, message: str, magic: str, line: str) -> str:
-        """``message`` of a parser that found extra words, plus how to quote the ``$name``
-        or ``{expr}`` of the line as written, if IPython's expansion of it made them
-        (``--param who=$city`` with city = "New York": "unrecognized arguments: York")."""
-        if "unrecognized arguments" not in message:
+        """``message`` of a parser that found extra words or an unclosed quote, plus how
+        to quote the ``$name`` or ``{expr}`` of the line as written, if IPython's
+        expansion of it made them (``--param who=$city`` with city = "New York":
+        "unrecognized arguments: York"; title = "Q3's sales": "No closing quotation")."""
+        if not any(said in message for said in _SPLIT_BY_A_VALUE):
             return message
         written = _line_as_written(self.shell, magic, line)
         namespace = getattr(self.shell, "user_ns", {})
@@ -367,8 +376,8 @@ class DaggerMagics(Magics):
             written, lambda word: _expanded(word, namespace))
         if fix is None:
             return message
-        return (f"{message}; IPython wrote the value of {fix[0]} into the line unquoted: "
-                f"quote it, as in {fix[1]}")
+        return (f"{message.removesuffix(_CLOSE_THE_QUOTE)}; IPython wrote the value of "
+                f"{fix[0]} into the line unquoted: quote it, as in {fix[1]}")
 
     # -- commands --------------------------------------------------------------------
 
@@ -381,8 +390,12 @@ class DaggerMagics(Magics):
 @ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 @_run_options
 def _cmd_run(self: DaggerMagics, rest: str) -> Text | None:
-    _refuse_target_option(split_words(rest))
+    _refuse_target_option(split_words(rest), "run")
     args = parse_line(_cmd_run, rest)
+    if not (len(self.session.graph) or args.names or args.tags):  # (else a bare header)
+        if args.cache_mode is not None:  # (a wrong option is said first, as with steps)
+            check_cache_mode(args.cache_mode, "--cache-mode")
+        return Text(NO_STEPS_YET)
     options: dict[str, Any] = {"only_failed": args.only_failed}
     if args.tags:
         options["tags"] = parse_names(args.tags)
@@ -397,15 +410,16 @@ def _running_cell_id(shell: Any) -> str | None:
     return cell_id if isinstance(cell_id, str) and cell_id else None
 
 
-def _refuse_target_option(words: list[str]) -> None:
+def _refuse_target_option(words: list[str], command: str) -> None:
     """``%dagger run --target x`` (``dagnb run NOTEBOOK --target``'s option): the magic
     takes the step names as arguments (the parser would suggest --tags)."""
     for index, word in enumerate(words):
         option, _, value = word.partition("=")
         if option in ("--target", "--targets", "--step", "--steps"):
             value = value or (words[index + 1] if index + 1 < len(words) else "NAME")
-            raise UsageError(f"%dagger run has no {option} option; give the step name as "
-                             f"an argument: %dagger run {' '.join(parse_names(value))}")
+            raise UsageError(f"%dagger {command} has no {option} option; give the step name "
+                             f"as an argument: %dagger {command} "
+                             f"{' '.join(parse_names(value))}")
 
 
 def _cmd_status(self: DaggerMagics, rest: str) -> Any:
@@ -450,8 +464,16 @@ def _cmd_graph(self: DaggerMagics, rest: str) -> Any:
     return DagView(self.session.graph, states=notebook_states(self.session))
 
 
+@ma.magic_arguments("dagger plan")
+@ma.argument("names", nargs="*", help="Steps to plan (with their upstream); all if none.")
+@ma.argument("--tags", metavar="A,B", help="Steps with these tags.")
 def _cmd_plan(self: DaggerMagics, rest: str) -> pd.DataFrame:
-    planned = self.session.plan(split_words(rest) or None)
+    _refuse_target_option(split_words(rest), "plan")
+    args = parse_line(_cmd_plan, rest)  # (options are not step names: --tag is --tags)
+    targets = args.names or None
+    if args.tags:
+        targets = self.session.graph.select(targets, tags=parse_names(args.tags))
+    planned = self.session.plan(targets)
     return shown(planned, empty=NO_STEPS_YET) if planned.empty else planned
 
 
@@ -764,7 +786,7 @@ def _quoted_example(written: str, expand: Callable[[str], str] = lambda word: wo
     expanding = [i for i, word in enumerate(words) if line_fields(word)]
     if not expanding:
         return None
-    split = [i for i in expanding if len(expand(words[i]).split()) > 1]
+    split = [i for i in expanding if _breaks_words(expand(words[i]))]
     index = (split or expanding)[0]
     word = words[index]
     key, equals, value = word.partition("=")
@@ -774,6 +796,11 @@ def _quoted_example(written: str, expand: Callable[[str], str] = lambda word: wo
     if before.startswith("--") and "=" not in before:
         quoted = f"{before} {quoted}"
     return shown, quoted
+
+
+def _breaks_words(text: str) -> bool:
+    """Whether ``text``, unquoted in a line, is not one shell word (a space, a quote)."""
+    return len(text.split()) > 1 or any(mark in text for mark in "'\"\\")
 
 
 def graph_from_cells(cells: Iterable[DaggerCell], name: str = "notebook",
@@ -824,13 +851,18 @@ def load_ipython_extension(ipython: Any) -> None:
     A kernel that knows its notebook file (JupyterLab, VS Code: see
     :func:`dagnb.notebook.document.kernel_notebook_path`) starts with the graph its
     ``%%dagger`` cells define, so after a restart any cell can run first.
+
+    A relative cache folder (the default ``.dagnb_cache``) is pinned to the notebook's
+    folder: the file's when the kernel knows it, else the one the kernel started in
+    (Jupyter, nbclient and ``dagnb run`` start it there); a later ``%cd`` does not move it.
     """
+    path = kernel_notebook_path(ipython.user_ns)
+    pin_relative_folder(path.parent if path is not None else Path.cwd())
     magics = DaggerMagics(ipython)
     ipython.register_magics(magics)
     displays.install(ipython)  # what a --python step displays is its own output
     # (a cell's partial line held back while a run masks goes out in that cell)
     ipython.events.register("post_execute", release_held)
-    path = kernel_notebook_path(ipython.user_ns)
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
         if defined or problems:

@@ -490,12 +490,14 @@ class Session:
         """The run's rows as the steps' latest, and its row in the history (replaced in
         place when it is there: a live run, an interrupted one published again). A step
         a run started later has taken keeps that run's row (a --background run that
-        ends after a newer run of its step does not take it back)."""
+        ends after a newer run of its step does not take it back), and so does a step
+        a run only waited for, another run computing it, when it was cancelled."""
         rows = run.status().to_dict("records")
         place = self._place(run)
         for row in rows:
             holder = self.step_runs.get(row["step"])
-            if holder is not None and holder is not run and self._place(holder) > place:
+            if holder is not None and holder is not run and (
+                    self._place(holder) > place or _only_waited(run, row)):
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
@@ -540,6 +542,25 @@ class Session:
         self.namespace.pop(RESULTS_NAME, None)
 
 
+def _only_waited(run: Run, row: dict[str, Any]) -> bool:
+    """Whether ``run`` cancelled the row's step before any attempt, while it waited for
+    another run computing it: that run's row of the step is the news, not this one's."""
+    if row["state"] != "cancelled" or row["attempts"]:
+        return False
+    return any(e.step == row["step"] and e.kind == "state" and "waiting" in e.data
+               for e in run.events)
+
+
+def _run_started(run: Run) -> Any:
+    """When ``run`` started (None if it has not), as a status row's times read: the
+    history's time of a run stopped before any of its steps started."""
+    from dagnb.cache.housekeeping import local_times
+
+    begun = next((e.time for e in run.events
+                  if e.kind == "run" and e.data.get("state") == "started"), None)
+    return None if begun is None else local_times([begun])[0]
+
+
 def _history_row(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The run's row in ``%dagger history``: when it started, its steps and how many
     ended each way; ``unfinished`` counts those not finished yet (running, retrying or
@@ -549,7 +570,7 @@ def _history_row(run: Run, rows: list[dict[str, Any]]) -> dict[str, Any]:
     started = [r["started"] for r in rows if r["started"] is not None
                and r["started"] == r["started"]]  # (not NaT)
     return {
-        "run": run.id, "started": min(started, default=None),
+        "run": run.id, "started": min(started) if started else _run_started(run),
         "steps": ", ".join(r["step"] for r in rows),
         "unfinished": sum(state not in TERMINAL_STATES for state in states),
         **{state: states.count(state) for state in
