@@ -310,6 +310,30 @@ def test_a_helper_s_constant_set_at_run_time_is_not_sent_as_its_text_s(project):
     assert flow.run("fit").states() == {"fit": "cached"}
 
 
+def test_a_helper_s_function_rebound_at_run_time_is_refused_not_run_from_its_text(project):
+    """``helpers.make = better`` in the client: the workers imported helpers.py's text
+    and ran its make, silently, under the key of the client's code."""
+    flow = load(project / "flow.yml")
+    helpers = sys.modules.get("helpers") or __import__("helpers")
+    original = helpers.make
+
+    def better(n):
+        return [0] * n
+
+    helpers.make = better
+    try:
+        run = flow.run("fit")
+    finally:
+        helpers.make = original
+    assert run.states() == {"fit": "failed"}, run.result("fit")
+    assert run.status_rows()["fit"]["error"] == (
+        "step 'fit' cannot be sent to dask workers: helpers.make is "
+        f"{__name__}.{better.__qualname__} here but the function make in the text of "
+        "workflows/helpers.py sent along (set since its import): put the new code in "
+        "workflows/helpers.py and importlib.reload(helpers), or run the step on "
+        "executor='local'")
+
+
 def test_a_notebook_setting_a_helper_s_constant_is_told_instead_of_given_the_text_s_result(
         scheduler, tmp_path):
     """``helpers.VERSION = 7`` in a cell: the kernel (and the cell's key) says 7; before,

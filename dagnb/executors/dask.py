@@ -56,6 +56,9 @@ subprocesses are swept at the end of the attempt, which a worker killed outright
 reaches). A child that ends without writing its report (os._exit(), a native exit())
 fails its step whatever its exit code, 0 too: it returned no result for the cache to
 keep; sys.exit() is reported, and ends the step as on the local executor (0 succeeds).
+The step ends as its function returns: the child runs its exit work (atexit) and
+exits, killing the threads the step left running (the local executor, in-process, lets
+them run on), which a normal exit would wait for, holding the step and its timeout.
 The price is a Python start per attempt (0.1 to 0.3 s), small next to the
 steps worth sending to a cluster. The child's stdout and stderr go to files, not pipes (a
 process it left running would hold a pipe open, and the task would wait for it). The
@@ -97,7 +100,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NoReturn
 
 from dagnb.config import context, settings
 from dagnb.errors import (
@@ -1107,7 +1110,7 @@ _PR_SET_PDEATHSIG = 1
 _CHILD_MAIN = "from dagnb.executors.dask import child_main; child_main()"
 
 
-def child_main() -> None:
+def child_main() -> NoReturn:
     """In the child: read the step from stdin, call it, write how it ended (argv[1])."""
     worker, paths = pickle.load(sys.stdin.buffer)
     _die_with(worker)
@@ -1118,8 +1121,7 @@ def child_main() -> None:
     try:
         (func, kwargs, spec, raw), *values, sources = [load() for load in loads]
     except ModuleNotFoundError as exc:
-        _write_report(_missing_module(exc))
-        return
+        _end(_missing_module(exc))
     kwargs.update(zip(raw, values, strict=True))
     del values
     for filename, lines in sources.items():  # no mtime: linecache keeps them as they are
@@ -1131,7 +1133,24 @@ def child_main() -> None:
     _unshared_contract(func, spec, scratch=os.path.dirname(sys.argv[1]))
     if os.path.isdir(spec["cwd"]):
         os.chdir(spec["cwd"])
-    _write_report(_call(func, kwargs, spec))
+    _end(_call(func, kwargs, spec))
+
+
+def _end(report: dict[str, Any]) -> NoReturn:
+    """Write the report and end the child: the step ends as its function returns, as on
+    the local executor. A normal exit would first join the non-daemon threads the step
+    left running, holding the step (and its timeout) for them; they are killed instead.
+    The process's exit work runs (atexit: a ``dagnb.Memory``'s counts, logging's
+    flush), but not the collection of objects left alive: a file the step left open and
+    unflushed in a global keeps what it flushed only."""
+    _write_report(report)
+    try:
+        atexit._run_exitfuncs()
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):
+                stream.flush()
+        os._exit(0)
 
 
 class _Tagged(io.TextIOWrapper):

@@ -16,7 +16,8 @@ was imported from (:mod:`dagnb.fingerprint.imported`): its file edited since and
 reloaded, the client runs the old code and keys the step on it, and so must the worker.
 One edited before dagnb first read it has no such text: the step is refused in one line
 saying how to load the new code. So is one holding a value its text does not set, as
-``helpers.FACTOR = 5`` in a notebook leaves it: the worker would run with the text's.
+``helpers.FACTOR = 5`` in a notebook leaves it, or a function of its text rebound
+(``helpers.clean = better_clean``): the worker would run with the text's.
 
 A container step on Dagger is the same case (:mod:`.dagger.shim`): its function travels
 as source, and the modules it reaches (its globals, those its pickled values refer to,
@@ -149,7 +150,7 @@ def _read(file: str, module: types.ModuleType | None) -> Shipped | None:
             if source is None:  # (its namespace instead would send what its top made)
                 raise ExecutorError(stale_line(module.__name__, file, gone=True))
             unlike = IMPORTED.unlike_its_text(module, file, source)
-            if unlike is not None:  # (``helpers.FACTOR = 5``: the text says 10)
+            if unlike is not None:  # (``helpers.FACTOR = 5``, ``helpers.clean = better``)
                 raise ExecutorError(unlike)
     except OSError:  # (gone since its import: the worker's own copy, if any, serves)
         return None

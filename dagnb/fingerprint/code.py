@@ -263,12 +263,21 @@ def _seen_from(own: _CodeRecord | None, walked: _CodeRecord) -> dict[str, Any]:
     labels them: those of its own module by name, another module's by module and name
     (a class whose inherited method is another module's: two ``params`` apart)."""
     home = walked.home
-    if own is None or home is None or home is own.home:
+    if own is None or home is None or home is own.home or _one_module(home, own.home):
         return walked.variables
     module = main_spelled(home.get("__name__", "?"))
     return {(f"{module}.{label}" if where is home else label):
             (MemberView(home, label) if where is home else where)
             for label, where in walked.variables.items()}
+
+
+def _one_module(home: dict[str, Any], other: dict[str, Any] | None) -> bool:
+    """Whether two globals of ``__main__`` are one module's: cloudpickle gives each
+    unpickling of a notebook's function a namespace of its own, and a worker's method
+    sent again had another than its class, cached from the first (labelled apart, its
+    key missed what this process stored)."""
+    return (other is not None and home.get("__name__") == "__main__"
+            and other.get("__name__") == "__main__")
 
 
 def _bound_object(func: Any) -> Any:
@@ -638,14 +647,30 @@ def _compute_record(func: types.FunctionType,
 def source_table(func: Callable[..., Any]) -> dict[str, tuple[str, str]]:
     """What another process needs to hash ``func``'s code as this one does where the
     source is not to be found: the normalized source of the function and of each
-    helper and class its digest walked, by :func:`_code_key` (exact bytecode)."""
+    helper and class its digest walked, by :func:`_code_key` (exact bytecode); for a
+    method, those of its object's class too, which its key counts."""
     target, _ = _unwrap(func)
+    bound = _bound_object(func)
+    owner = {} if bound is _MISSING else _class_table(
+        bound if isinstance(bound, type) else type(bound))
     if not isinstance(target, types.FunctionType):
-        return {}
+        return owner
     code_digest(target)
     record = _CODE_CACHE[target]
     if record.table is None:  # (the sources hashed then: the file may have changed since)
         record.table = {_code_key(target if obj is None else obj): source
+                        for obj, source in record.sources}
+    return {**owner, **record.table} if owner else record.table
+
+
+def _class_table(cls: type) -> dict[str, tuple[str, str]]:
+    """:func:`source_table` of a class of the user's code (its walk's sources)."""
+    record = _class_record(cls)
+    if record is None:
+        return {}
+    if record.table is None:
+        first = _CLASS_RECORDS[id(cls)][1]  # (the walk's first function, kept as None)
+        record.table = {_code_key(first if obj is None else obj): source
                         for obj, source in record.sources}
     return record.table
 

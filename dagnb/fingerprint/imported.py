@@ -27,6 +27,11 @@ with the text's. So before a text is sent (:meth:`ImportedSources.unlike_its_tex
 names it sets once to a literal are compared with the module's values, and a step
 reaching one that differs is refused in one line naming it (the two causes cannot be
 told apart, and neither changes what runs here: keys and warnings are as they were).
+So is one whose function or class (an undecorated ``def`` or ``class`` of its text) was
+rebound (``feats.clean = better_clean``), and one whose class or function attribute
+differs from its text's literal (``Config.lr = 0.5``) or is one its text never sets
+(``rate_fn.rate = 0.7``). Not covered: a value the text computes (``FACTOR = int("2")``)
+set or changed in place at run time; telling would mean running the text here.
 """
 
 from __future__ import annotations
@@ -49,7 +54,7 @@ from dagnb.checks import warn_user
 from dagnb.fingerprint.loaded import loaded_from_file, same_program
 from dagnb.fingerprint.members import _class_functions, _held_code
 
-__all__ = ["IMPORTED", "ImportedSources", "constant_line", "stale_line"]
+__all__ = ["IMPORTED", "ImportedSources", "constant_line", "rebound_line", "stale_line"]
 
 
 class _Version:
@@ -126,13 +131,17 @@ class ImportedSources:
         if version is None or version.source is not source or version.lines is None:
             return None  # (not a text kept here: a module not read, or a worker's)
         if version.constants is None:
-            version.constants = _Constants(_constants(version.lines))
+            version.constants = _text_members(version.lines)
         members = vars(module)
         name = version.constants.unlike(members)
-        if name is None:
-            return None
-        literal = version.constants.literals[name]
-        return constant_line(module.__name__, file, name, members[name], literal)
+        if name is not None:
+            literal = version.constants.literals[name]
+            return constant_line(module.__name__, file, name, members[name], literal)
+        name = version.constants.rebound(members, module.__name__)
+        if name is not None:
+            return rebound_line(module.__name__, file, name, members[name],
+                                version.constants.defined[name])
+        return version.constants.unlike_attribute(members, module.__name__, file)
 
     def _version(self, name: str, file: str) -> _Version | None:
         """The module's version: read now if first asked for or reloaded since, decided
@@ -177,12 +186,21 @@ class _Constants:
     the module held for those of immutable values when last found equal to them. Each
     send compared every value (a 1 MB module of 8,000 constants: 2 ms a send, each task
     of a step); the same immutable object is the same value, so a send compares only
-    those rebound since, and the containers, which a module may fill in place."""
+    those rebound since, and the containers, which a module may fill in place.
+    And the functions and classes it defines (:func:`_defined`), by name: "function" or
+    "class"."""
 
-    __slots__ = ("containers", "held", "immutable", "literals")
+    __slots__ = ("attributes", "bare_functions", "containers", "defined", "held",
+                 "immutable", "literals", "stored")
 
-    def __init__(self, literals: dict[str, Any]) -> None:
-        self.literals = literals
+    def __init__(self, literals: dict[str, Any], defined: dict[str, str],
+                 attributes: dict[tuple[str, str], Any] | None = None,
+                 stored: collections.Counter[str] | None = None,
+                 bare_functions: tuple[str, ...] = ()) -> None:
+        self.literals, self.defined = literals, defined
+        self.attributes = attributes or {}  # ((class or function, attribute): literal)
+        self.stored = stored or collections.Counter()  # (attribute names the text sets)
+        self.bare_functions = bare_functions  # (those its top level does not hand on)
         self.immutable = tuple(name for name, value in literals.items() if _immutable(value))
         self.containers = {name: value for name, value in literals.items()
                            if not _immutable(value)}
@@ -200,8 +218,50 @@ class _Constants:
         self.held = now
         return None
 
+    def rebound(self, members: dict[str, Any], module: str) -> str | None:
+        """The first function or class of the text that ``members`` (module ``module``'s)
+        holds as another object: ``feats.clean = better_clean``, which a worker importing
+        the text would not run."""
+        for name in self.defined:
+            value = members.get(name, _ABSENT)
+            if value is not _ABSENT and not _made_by_the_text(value, module, name):
+                return name
+        return None
+
+
+    def unlike_attribute(self, members: dict[str, Any], module: str, file: str
+                         ) -> str | None:
+        """The line for the first attribute of a class or function of the text that
+        holds another value than the text's literal (``Config.lr = 0.5`` where its class
+        body says 0.1), or that the text never sets (``rate_fn.rate = 0.7``); None if
+        none. Not an attribute the text's code sets as it runs (``cls.count += 1``)."""
+        for (owner, attribute), literal in self.attributes.items():
+            held = members.get(owner)
+            setters = 1 if isinstance(held, types.FunctionType) else 0  # (``f.rate = 2``)
+            if type(held) not in (type, types.FunctionType) or self.stored[attribute] > setters:
+                continue  # (a metaclass's class, an Enum's, makes its own attributes)
+            value = vars(held).get(attribute, _ABSENT)
+            if value is not _ABSENT and not _equal(value, literal):
+                return constant_line(module, file, f"{owner}.{attribute}", value, literal)
+        for owner in self.bare_functions:
+            held = members.get(owner)
+            for attribute, value in vars(held).items() if type(held) is types.FunctionType else ():
+                if not attribute.startswith("_") and not self.stored[attribute]:
+                    return constant_line(module, file, f"{owner}.{attribute}", value, _UNSET)
+        return None
+
+
+def _made_by_the_text(value: Any, module: str, name: str) -> bool:
+    """Whether ``value`` is the function or class that ``def name`` or ``class name`` at
+    the top of module ``module``'s text made (its code may have been patched in place, as
+    autoreload does: the text sent is then the file's, which holds that code)."""
+    return (isinstance(value, (types.FunctionType, type))
+            and getattr(value, "__module__", None) == module
+            and getattr(value, "__qualname__", None) == name)
+
 
 _ABSENT = object()  # (a name the module no longer holds)
+_UNSET = object()  # (an attribute its text does not set)
 _SCALARS = (int, float, complex, str, bytes, bool, type(None), type(Ellipsis))
 
 
@@ -314,15 +374,63 @@ def _literals_of(tree: ast.Module) -> dict[str, Any]:
     return found
 
 
-def _constants(lines: list[str]) -> dict[str, Any]:
+def _text_members(lines: list[str]) -> _Constants:
+    """What a kept text makes that its module must still hold for the text to run as
+    the module does: its literal constants and its functions and classes."""
+    tree = _parsed(lines)
+    if tree is None:
+        return _Constants({}, {})
+    bound, used = _bindings(tree), _top_level_loads(tree)
+    defined = _defined(tree, bound)
+    # a function the top level hands on (``register(f)``) may get attributes there
+    bare = tuple(name for name, kind in defined.items() if kind == "function" and not used[name])
+    return _Constants(_constants(tree, bound), defined, _attribute_literals(tree, defined),
+                      _stored_attributes(tree), bare)
+
+
+def _attribute_literals(tree: ast.Module, defined: dict[str, str]
+                        ) -> dict[tuple[str, str], Any]:
+    """The immutable literals a text gives the attributes of its classes (``lr = 0.1`` in
+    a class body) and functions (``rate_fn.rate = 0.7`` at its top level)."""
+    found: dict[tuple[str, str], Any] = {}
+    for node in tree.body:
+        if isinstance(node, ast.ClassDef) and node.name in defined:
+            body = ast.Module(body=node.body, type_ignores=[])
+            found.update({(node.name, name): value
+                          for name, value in _literals_of(body).items()})
+        elif isinstance(node, ast.Assign) and len(node.targets) == 1:
+            target = node.targets[0]
+            if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
+                    and defined.get(target.value.id) == "function"):
+                with contextlib.suppress(ValueError, TypeError, SyntaxError, MemoryError,
+                                         RecursionError):  # (not a literal)
+                    found[target.value.id, target.attr] = ast.literal_eval(node.value)
+    return {key: value for key, value in found.items() if _immutable(value)}
+
+
+def _stored_attributes(tree: ast.Module) -> collections.Counter[str]:
+    """How many times the text sets each attribute name (``x.name = ``, ``x.name += ``),
+    on anything: code that sets it as it runs, here as on a worker."""
+    return collections.Counter(
+        node.attr for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute) and not isinstance(node.ctx, ast.Load))
+
+
+def _defined(tree: ast.Module, bound: collections.Counter[str]) -> dict[str, str]:
+    """The functions and classes a text defines once at its top level, undecorated (a
+    decorator may return another object), by name: "function" or "class"."""
+    return {node.name: "class" if isinstance(node, ast.ClassDef) else "function"
+            for node in tree.body
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not node.decorator_list and bound[node.name] == 1}
+
+
+def _constants(tree: ast.Module, bound: collections.Counter[str]) -> dict[str, Any]:
     """The names a text sets once, at its top level, to a literal, with the value: what
     its module holds unless set since. Not a name bound elsewhere in the text too (a
     second assignment, ``global``, a loop's target), nor a container that starts empty
     or that the top level uses further: its module fills it (a registry, a cache)."""
-    tree = _parsed(lines)
-    if tree is None:
-        return {}
-    bound, used = _bindings(tree), _top_level_loads(tree)
+    used = _top_level_loads(tree)
     return {name: value for name, value in _literals_of(tree).items()
             if bound[name] == 1 and not (
                 isinstance(value, (list, dict, set)) and (not value or used[name]))}
@@ -385,12 +493,25 @@ def constant_line(name: str, file: str, constant: str, here: Any, there: Any) ->
     to be sent sets ``constant`` to ``there``, and the fix."""
     shown = _shown_file(file)
     here_shown, there_shown = _shown_value(here), _shown_value(there)
-    if there_shown == here_shown:  # (two strings of one length)
+    if there is _UNSET:
+        there_shown = "not set"
+    elif there_shown == here_shown:  # (two strings of one length)
         there_shown = f"another {type(there).__name__}"
     return (f"{name}.{constant} is {here_shown} here but {there_shown} in the text of "
             f"{shown} sent along (set since its import, or the file edited before dagnb "
             f"read it): pass it to the step as a parameter, or set it in {shown} and "
             f"importlib.reload({name})")
+
+
+def rebound_line(name: str, file: str, member: str, here: Any, kind: str) -> str:
+    """The one line that says module ``name`` holds ``here`` where the text of ``file``
+    to be sent defines the function or class (``kind``) ``member``, and the fix."""
+    shown = _shown_file(file)
+    here_shown = (f"{here.__module__}.{here.__qualname__}"
+                  if isinstance(here, (types.FunctionType, type)) else f"a {type(here).__name__}")
+    return (f"{name}.{member} is {here_shown} here but the {kind} {member} in the text of "
+            f"{shown} sent along (set since its import): put the new code in {shown} and "
+            f"importlib.reload({name}), or run the step on executor='local'")
 
 
 def _shown_value(value: Any) -> str:

@@ -609,6 +609,10 @@ def _executor_chooser(default: Any) -> Any:
     if not isinstance(default, str):  # an instance: checked once, not for each step
         executor = get_executor(default)  # (no Executor: the one-line error, now)
         return lambda step: get_executor(step.executor) if step.executor else executor
+    if default == "dask":  # (a run's commands cannot go there: each step asks for it)
+        raise ConfigError(
+            "run(): executor = 'dask' is not valid; expected 'auto', 'local' or 'dagger' "
+            "(give the Python steps to send to dask executor='dask')")
     if default not in ("auto", "local", "dagger"):
         get_executor(default)  # raises the one-line error now, before any step runs
 
