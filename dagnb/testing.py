@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import atexit
 import shutil
+import signal
 import tempfile
 import time
 from collections import defaultdict, deque
@@ -43,7 +44,7 @@ from dagnb.config import Context, configure, use_context
 from dagnb.errors import TransientError
 from dagnb.executors.base import SIMULATED, Availability, Outcome, Task
 
-__all__ = ["Clock", "FakeExecutor", "isolated", "wait_until"]
+__all__ = ["Clock", "FakeExecutor", "isolated", "terminal_signals", "wait_until"]
 
 T = TypeVar("T")
 Scripted = int | Outcome | BaseException
@@ -263,3 +264,12 @@ def wait_until(
     while not (value := predicate()) and clock() < deadline:
         sleep(interval)
     return value
+
+
+def terminal_signals() -> None:
+    """``subprocess.Popen(..., preexec_fn=terminal_signals)``: the child takes SIGINT,
+    SIGTERM and SIGHUP as a command a shell starts does, whatever this process ignores
+    (a CI job run under ``nohup`` ignores SIGHUP, which ``dagnb run`` then keeps
+    ignoring, as a job started so must)."""
+    for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(number, signal.SIG_DFL)

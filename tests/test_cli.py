@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from dagnb.cli import build_parser, main
-from dagnb.testing import wait_until
+from dagnb.testing import terminal_signals, wait_until
 from dagnb.workflows.loader import load as dagnb_load
 
 REPO = Path(__file__).resolve().parents[1]
@@ -632,7 +632,7 @@ def test_sigterm_and_sighup_stop_the_run_and_its_processes_like_ctrl_c(number, t
 
     child = subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--no-cache"],
                              cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             text=True)
+                             text=True, preexec_fn=terminal_signals)
     assert wait_until(lambda: len(running()) >= 2, timeout=15), "the step never started"
     child.send_signal(number)
     _, err = child.communicate(timeout=10)

@@ -22,7 +22,7 @@ import pytest
 from dagnb import Graph, Step
 from dagnb.executors import reaper
 from dagnb.runtime.prepare import start_background
-from dagnb.testing import wait_until
+from dagnb.testing import terminal_signals, wait_until
 
 pytestmark = [
     pytest.mark.usefixtures("workdir"),
@@ -221,7 +221,8 @@ def cli_run(workdir: Path, text: str) -> subprocess.Popen[str]:
     (workdir / "w.yml").write_text(f"steps:\n  s:\n    run: |\n{lines}")
     return subprocess.Popen([sys.executable, "-m", "dagnb.cli", "run", "w.yml", "--no-cache",
                              "--executor", "local"], cwd=workdir, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=terminal_signals)
 
 
 @pytest.mark.slow
