@@ -4,6 +4,7 @@ step on another executor (Dask, Dagger) need it: dagnb's widgets off, no user co
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import nbformat
 import pytest
@@ -27,3 +28,37 @@ def executed(cells: list[str], folder: Path, timeout: int = 120) -> nbformat.Not
 def printed(cell: nbformat.NotebookNode) -> str:
     """What a run cell printed."""
     return "".join(output.get("text", "") for output in cell.outputs)
+
+
+class LiveKernel:
+    """A kernel a test keeps (an nbclient ``client`` in ``setup_kernel()``): :meth:`run`
+    executes one more cell and returns its outputs."""
+
+    streams: tuple[str, ...] = ("stdout",)  # what :meth:`printed` returns
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+
+    def run(self, source: str) -> list[dict]:
+        cell = nbformat.v4.new_code_cell(source)
+        self.client.nb.cells.append(cell)
+        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
+        return cell.outputs
+
+    def printed(self, source: str) -> str:
+        """What the cell printed to :attr:`streams`; it must raise nothing."""
+        outputs = self.run(source)
+        assert not [o for o in outputs if o["output_type"] == "error"], outputs
+        return "".join(o["text"] for o in outputs
+                       if o["output_type"] == "stream" and o["name"] in self.streams)
+
+    def interrupt(self) -> None:
+        from nbclient.util import run_sync
+
+        run_sync(self.client.km.interrupt_kernel)()
+
+    def restart(self) -> None:
+        from nbclient.util import run_sync
+
+        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.kc.wait_for_ready)(timeout=60)

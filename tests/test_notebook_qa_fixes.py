@@ -14,6 +14,7 @@ from pathlib import Path
 import nbformat as nbf
 import pytest
 from nbclient import NotebookClient
+from notebook_cells import LiveKernel
 
 pytestmark = pytest.mark.slow
 
@@ -91,31 +92,14 @@ def test_a_cell_failing_before_any_step_shows_them_not_run_and_a_failed_write_on
 
 
 # -- in a kernel -------------------------------------------------------------------------
-class Kernel:
-    def __init__(self, client: NotebookClient) -> None:
-        self.client = client
-
-    def run(self, source: str) -> list[dict]:
-        cell = nbf.v4.new_code_cell(source)
-        self.client.nb.cells.append(cell)
-        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
-        return cell.outputs
-
-    def printed(self, source: str) -> str:
-        outputs = self.run(source)
-        assert not [o for o in outputs if o["output_type"] == "error"], outputs
-        return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+class Kernel(LiveKernel):
+    streams = ("stdout", "stderr")
 
     def refused(self, source: str) -> str:
         """The one line IPython prints for a UsageError."""
         stderr = "".join(o["text"] for o in self.run(source)
                          if o["output_type"] == "stream" and o["name"] == "stderr")
         return stderr.partition("UsageError: ")[2].strip()
-
-    def interrupt(self) -> None:
-        from nbclient.util import run_sync
-
-        run_sync(self.client.km.interrupt_kernel)()
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from notebook_cells import LiveKernel
 
 from dagnb.errors import ExecutorError
 from dagnb.executors import shipped
@@ -126,28 +127,12 @@ def test_a_helper_edited_before_dagnb_read_it_counts_by_its_bytecode_and_is_not_
 pytest.importorskip("nbclient")
 
 
-class Kernel:
-    """A live kernel: :meth:`run` executes one cell and returns its outputs."""
+class Kernel(LiveKernel):
+    """A live kernel in folder ``home``."""
 
     def __init__(self, client: object, home: Path) -> None:
-        self.client, self.home = client, home
-
-    def run(self, source: str) -> list[dict]:
-        cell = nbformat.v4.new_code_cell(source)
-        self.client.nb.cells.append(cell)
-        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
-        return cell.outputs
-
-    def printed(self, source: str) -> str:
-        outputs = self.run(source)
-        assert not [o for o in outputs if o["output_type"] == "error"], outputs
-        return _stream(outputs, "stdout")
-
-    def restart(self) -> None:
-        from nbclient.util import run_sync
-
-        run_sync(self.client.km.restart_kernel)(now=True)
-        run_sync(self.client.kc.wait_for_ready)(timeout=60)
+        super().__init__(client)
+        self.home = home
 
 
 def _stream(outputs: list[dict], name: str) -> str:
