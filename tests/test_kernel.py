@@ -24,6 +24,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.util import run_sync
+from notebook_cells import LiveKernel
 
 import dagnb
 from dagnb.testing import wait_until
@@ -31,11 +32,11 @@ from dagnb.testing import wait_until
 pytestmark = pytest.mark.slow
 
 
-class Kernel:
+class Kernel(LiveKernel):
     """A live kernel: :meth:`run` executes one cell and returns its outputs."""
 
     def __init__(self, client: NotebookClient, home: Path) -> None:
-        self.client = client
+        super().__init__(client)
         self.home = home  # the folder the kernel started in
 
     def restart(self, *, now: bool = True) -> None:
@@ -44,12 +45,6 @@ class Kernel:
         run_sync(self.client.km.restart_kernel)(now=now)
         run_sync(self.client.kc.wait_for_ready)(timeout=60)
         self.run("%load_ext dagnb")
-
-    def run(self, source: str) -> list[dict]:
-        cell = nbformat.v4.new_code_cell(source)
-        self.client.nb.cells.append(cell)
-        self.client.execute_cell(cell, len(self.client.nb.cells) - 1)
-        return cell.outputs
 
     def value(self, expression: str) -> str:
         """The repr of ``expression`` in the kernel."""
