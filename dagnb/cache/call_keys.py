@@ -22,7 +22,6 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.fingerprint.code import PARTIAL_LABEL, partial_arguments
-from dagnb.fingerprint.walker import DEFAULT_LABEL
 
 __all__ = ["CallKeys", "label", "plain_parameters", "target_of"]
 
@@ -173,8 +172,7 @@ class CallKeys(Generic[P]):
         except FingerprintError as exc:
             raise self._named(exc, args, kwargs) from exc.__cause__
         for name, value in variables.items():
-            if not name.startswith(DEFAULT_LABEL):  # (bound above, unless ignored)
-                components[f"var:{name}"] = self._variable_digest(name, value)
+            components[f"var:{name}"] = self._variable_digest(name, value)
         return components
 
     def _named(self, exc: FingerprintError, args: tuple[Any, ...],
@@ -255,8 +253,7 @@ class CallKeys(Generic[P]):
         for name, value in self.arguments(args, kwargs).items():
             describe[f"arg:{name}"] = short_repr(value)
         for name, value in global_values(self.keyed).items():
-            if not name.startswith(DEFAULT_LABEL):
-                describe[f"var:{name}"] = shown(name, value, mask)
+            describe[f"var:{name}"] = shown(name, value, mask)
         if mask is not None:
             describe = {label: mask(text) for label, text in describe.items()}
         return StepKey(key_digest(components), components, describe)

@@ -86,7 +86,6 @@ class _CodeWalker:
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
         self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
         self.imported: dict[str, str] = {}  # the user's modules read, file -> name
-        self.first: types.FunctionType | None = None  # the function the walk is made for
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -100,8 +99,6 @@ class _CodeWalker:
         if id(func.__code__) in self.seen:  # recursion, mutual recursion
             self.feed("recursive", func.__qualname__)
             return
-        if not self.seen:  # (not a class's walk: it adds the class first)
-            self.first = func
         self.seen.add(id(func.__code__))
         self._note_module(func.__module__)
         if self.home is None:
@@ -121,7 +118,9 @@ class _CodeWalker:
 
     def _add_references(self, func: types.FunctionType) -> None:
         """What a function's code refers to: its defaults, closure and globals."""
-        self._add_defaults(func)
+        # (one no hash takes, a helper's ``out=sys.stdout``, counts as "?": as in every
+        # key made so far; a function's own defaults are arguments to a cached call)
+        self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
         loaded, changed, state_free, own_inputs = _name_uses(func.__code__)
         self._add_closure(func, state_free, own_inputs)
         self._add_body_imports(func)
@@ -146,25 +145,6 @@ class _CodeWalker:
                 self.feed("state", name)
             else:
                 self.add_global(name, obj, func, read=name in read)
-
-    def _add_defaults(self, func: types.FunctionType) -> None:
-        """A function's defaults by content. Where one cannot be hashed: those of the
-        function the walk is made for count by value where its caller hashes its data
-        (``default:<name>`` variables: a step runs uncached, a cached function binds
-        them as arguments); a helper's by their type, with a warning."""
-        digest = _soft_digest((func.__defaults__, func.__kwdefaults__))
-        if digest is not None:
-            self.feed("defaults", digest)
-            return
-        defaults = defaults_of(func)
-        if func is not self.first:
-            self.feed("defaults", self._by_type("a default", tuple(defaults.values()), func))
-            return
-        view = DefaultsView(func)
-        for name in defaults:
-            self.variables.setdefault(f"{DEFAULT_LABEL}{name}", view)
-        self.feed("defaults", *(_soft_digest(value) or _reference(type(value))
-                                for value in defaults.values()))
 
     def _add_attributes(self, func: types.FunctionType) -> None:
         """A function's own attributes (``f.rate``, set by a decorator's argument,
@@ -463,37 +443,6 @@ def _is_constant(name: str, obj: Any) -> bool:
     if isinstance(obj, (list, dict, set)):
         return name.isupper()
     return type(obj).__module__.startswith(("numpy", "pandas"))
-
-
-DEFAULT_LABEL = "default:"
-"""What a walk's variables label a default of its function with, before the parameter's
-name, when one of its defaults cannot be hashed."""
-
-
-def defaults_of(func: types.FunctionType) -> dict[str, Any]:
-    """A function's defaults by parameter name."""
-    code = func.__code__
-    names = code.co_varnames[:code.co_argcount]
-    values = func.__defaults__ or ()
-    found = dict(zip(names[len(names) - len(values):], values, strict=True))
-    found.update(func.__kwdefaults__ or {})
-    return found
-
-
-class DefaultsView:
-    """A function's defaults as a walk's variables read a module's globals (``get``, by
-    label), the function by weak reference: a record must not keep it alive."""
-
-    __slots__ = ("ref",)
-
-    def __init__(self, func: types.FunctionType) -> None:
-        self.ref = weakref.ref(func)
-
-    def get(self, label: str, missing: Any = None) -> Any:
-        func = self.ref()
-        if func is None:
-            return missing
-        return defaults_of(func).get(label.removeprefix(DEFAULT_LABEL), missing)
 
 
 def _binds_unhashable(obj: Any, module: str) -> bool:
