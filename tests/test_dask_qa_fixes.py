@@ -121,3 +121,133 @@ def test_what_the_text_s_own_code_changes_as_it_runs_is_not_refused(feats):
     feats.Config().bump()
     assert isinstance(feats.Color.RED, enum.Enum)
     assert shipped.project_sources(["qa_feats"])["qa_feats"][1] == TEXT.encode()
+
+
+FAST_IMPL = """\
+__all__ = ["clean"]
+
+
+def clean(x):
+    return x + 1
+
+
+class Fields:
+    def __init_subclass__(cls):
+        for name, value in list(vars(cls).items()):
+            if isinstance(value, int):
+                setattr(cls, name, property(lambda self, value=value: value))
+"""
+
+SELF_SETTING_TEXTS = {
+    "namedtuple_defaults": """\
+from typing import NamedTuple
+
+
+class Window(NamedTuple):
+    size: int = 10
+    step: int = 1
+""",
+    "dataclass_defaults": """\
+import dataclasses
+
+
+@dataclasses.dataclass
+class Window:
+    size: int = 10
+    name: str = "w"
+""",
+    "enum": """\
+import enum
+
+
+class Color(enum.Enum):
+    RED = 1
+    GREEN = "g"
+""",
+    "base_makes_descriptors": """\
+from qa_fastimpl import Fields
+
+
+class Window(Fields):
+    size = 10
+""",
+    "conditional_class_attribute": """\
+import os
+
+
+class Settings:
+    workers = 1
+    if os.cpu_count() or 0:
+        workers = 4
+    retries = 1
+    retries = 2
+""",
+    "star_import_fallback": """\
+def clean(x):
+    return x + 1
+
+
+try:
+    from qa_fastimpl import *
+except ImportError:
+    pass
+""",
+    "update_wrapper": """\
+import functools
+
+
+def _impl(x):
+    return x
+
+
+def api(x):
+    return _impl(x)
+
+
+functools.update_wrapper(api, _impl)
+""",
+    "globals_update": """\
+FACTOR = 10
+
+
+def clean(x):
+    return x
+
+
+globals().update(clean=lambda x: x * 2, FACTOR=20)
+""",
+}
+
+
+@pytest.mark.parametrize("case", sorted(SELF_SETTING_TEXTS))
+def test_what_a_text_sets_of_its_own_names_at_import_is_not_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str):
+    """A worker importing the text sets them alike: a NamedTuple's defaults become field
+    getters (a base's ``__init_subclass__`` properties), a class body binds an attribute
+    twice, a star import replaces a fallback, ``update_wrapper`` renames a function,
+    ``globals()`` rebinds names."""
+    name, text = f"qa_self_{case}", SELF_SETTING_TEXTS[case]
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.delitem(sys.modules, "qa_fastimpl", raising=False)
+    (tmp_path / "qa_fastimpl.py").write_text(FAST_IMPL)
+    (tmp_path / f"{name}.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    importlib.import_module(name)
+    assert shipped.project_sources([name])[name][1] == text.encode()
+
+
+def test_a_def_after_a_star_import_rebound_at_run_time_is_still_refused(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    text = "from qa_fastimpl import *\n\n\ndef clean(x):\n    return x + 2\n"
+    for name in ("qa_after_star", "qa_fastimpl"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    (tmp_path / "qa_fastimpl.py").write_text(FAST_IMPL)
+    (tmp_path / "qa_after_star.py").write_text(text)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    module = importlib.import_module("qa_after_star")
+    assert shipped.project_sources(["qa_after_star"])["qa_after_star"][1] == text.encode()
+    monkeypatch.setattr(module, "clean", better_clean)
+    with pytest.raises(ExecutorError, match=r"^qa_after_star\.clean is .*better_clean here"):
+        shipped.project_sources(["qa_after_star"])

@@ -31,7 +31,14 @@ So is one whose function or class (an undecorated ``def`` or ``class`` of its te
 rebound (``feats.clean = better_clean``), and one whose class or function attribute
 differs from its text's literal (``Config.lr = 0.5``) or is one its text never sets
 (``rate_fn.rate = 0.7``). Not covered: a value the text computes (``FACTOR = int("2")``)
-set or changed in place at run time; telling would mean running the text here.
+set or changed in place at run time; telling would mean running the text here. Nor,
+since the text itself may set them (a false refusal would stop a working pipeline):
+any name of a text that calls ``globals()``; a name bound before a ``from x import *``
+(a pure-Python fallback the import replaces); a class attribute bound twice in its body
+or in an ``if``, ``for``, ``try`` or ``with`` there, annotated in a class with bases (a
+NamedTuple's default), or held as a descriptor (a property); a function rebound to
+another ``def`` of the same name in the same file (a function is told by its code, as
+``functools.update_wrapper`` rewrites its names).
 """
 
 from __future__ import annotations
@@ -137,7 +144,7 @@ class ImportedSources:
         if name is not None:
             literal = version.constants.literals[name]
             return constant_line(module.__name__, file, name, members[name], literal)
-        name = version.constants.rebound(members, module.__name__)
+        name = version.constants.rebound(members, module.__name__, file)
         if name is not None:
             return rebound_line(module.__name__, file, name, members[name],
                                 version.constants.defined[name])
@@ -218,16 +225,15 @@ class _Constants:
         self.held = now
         return None
 
-    def rebound(self, members: dict[str, Any], module: str) -> str | None:
-        """The first function or class of the text that ``members`` (module ``module``'s)
-        holds as another object: ``feats.clean = better_clean``, which a worker importing
-        the text would not run."""
+    def rebound(self, members: dict[str, Any], module: str, file: str) -> str | None:
+        """The first function or class of the text that ``members`` (module ``module``'s,
+        read from ``file``) holds as another object: ``feats.clean = better_clean``,
+        which a worker importing the text would not run."""
         for name in self.defined:
             value = members.get(name, _ABSENT)
-            if value is not _ABSENT and not _made_by_the_text(value, module, name):
+            if value is not _ABSENT and not _made_by_the_text(value, module, name, file):
                 return name
         return None
-
 
     def unlike_attribute(self, members: dict[str, Any], module: str, file: str
                          ) -> str | None:
@@ -241,7 +247,7 @@ class _Constants:
             if type(held) not in (type, types.FunctionType) or self.stored[attribute] > setters:
                 continue  # (a metaclass's class, an Enum's, makes its own attributes)
             value = vars(held).get(attribute, _ABSENT)
-            if value is not _ABSENT and not _equal(value, literal):
+            if value is not _ABSENT and not _descriptor(value) and not _equal(value, literal):
                 return constant_line(module, file, f"{owner}.{attribute}", value, literal)
         for owner in self.bare_functions:
             held = members.get(owner)
@@ -251,13 +257,22 @@ class _Constants:
         return None
 
 
-def _made_by_the_text(value: Any, module: str, name: str) -> bool:
+def _made_by_the_text(value: Any, module: str, name: str, file: str) -> bool:
     """Whether ``value`` is the function or class that ``def name`` or ``class name`` at
-    the top of module ``module``'s text made (its code may have been patched in place, as
-    autoreload does: the text sent is then the file's, which holds that code)."""
-    return (isinstance(value, (types.FunctionType, type))
-            and getattr(value, "__module__", None) == module
-            and getattr(value, "__qualname__", None) == name)
+    the top of module ``module``'s text (``file``) made (its code may have been patched
+    in place, as autoreload does: the text sent is then the file's, which holds that
+    code). A function by its code: ``functools.update_wrapper`` rewrites its names."""
+    if isinstance(value, types.FunctionType):
+        code = value.__code__
+        return code.co_filename == file and code.co_name == name
+    return (isinstance(value, type) and value.__module__ == module
+            and value.__qualname__ == name)
+
+
+def _descriptor(value: Any) -> bool:
+    """Whether a class holds ``value`` as a descriptor (a NamedTuple's field getter made
+    of its body's default, a property): not the body's value, nor what the class gives."""
+    return hasattr(type(value), "__get__")
 
 
 _ABSENT = object()  # (a name the module no longer holds)
@@ -378,14 +393,31 @@ def _text_members(lines: list[str]) -> _Constants:
     """What a kept text makes that its module must still hold for the text to run as
     the module does: its literal constants and its functions and classes."""
     tree = _parsed(lines)
-    if tree is None:
-        return _Constants({}, {})
+    if tree is None or _calls_globals(tree):
+        return _Constants({}, {})  # (``globals().update(...)`` may set any name)
     bound, used = _bindings(tree), _top_level_loads(tree)
-    defined = _defined(tree, bound)
+    settled = _after_star_imports(tree)
+    defined = _defined(settled, bound)
     # a function the top level hands on (``register(f)``) may get attributes there
     bare = tuple(name for name, kind in defined.items() if kind == "function" and not used[name])
-    return _Constants(_constants(tree, bound), defined, _attribute_literals(tree, defined),
-                      _stored_attributes(tree), bare)
+    return _Constants(_constants(settled, bound, used), defined,
+                      _attribute_literals(settled, defined), _stored_attributes(tree), bare)
+
+
+def _calls_globals(tree: ast.Module) -> bool:
+    """Whether the text calls ``globals()``, through which it may set any of its names."""
+    return any(isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+               and node.func.id == "globals" for node in ast.walk(tree))
+
+
+def _after_star_imports(tree: ast.Module) -> ast.Module:
+    """The text's top-level statements after its last ``from x import *`` (in a ``try``
+    too): a name bound before it may be replaced by it (a fast version of a fallback)."""
+    last = max((index for index, node in enumerate(tree.body)
+                if any(isinstance(child, ast.ImportFrom)
+                       and any(alias.name == "*" for alias in child.names)
+                       for child in ast.walk(node))), default=-1)
+    return ast.Module(body=tree.body[last + 1:], type_ignores=[])
 
 
 def _attribute_literals(tree: ast.Module, defined: dict[str, str]
@@ -395,9 +427,8 @@ def _attribute_literals(tree: ast.Module, defined: dict[str, str]
     found: dict[tuple[str, str], Any] = {}
     for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name in defined:
-            body = ast.Module(body=node.body, type_ignores=[])
             found.update({(node.name, name): value
-                          for name, value in _literals_of(body).items()})
+                          for name, value in _class_literals(node).items()})
         elif isinstance(node, ast.Assign) and len(node.targets) == 1:
             target = node.targets[0]
             if (isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name)
@@ -406,6 +437,38 @@ def _attribute_literals(tree: ast.Module, defined: dict[str, str]
                                          RecursionError):  # (not a literal)
                     found[target.value.id, target.attr] = ast.literal_eval(node.value)
     return {key: value for key, value in found.items() if _immutable(value)}
+
+
+def _class_literals(node: ast.ClassDef) -> dict[str, Any]:
+    """The names a class body binds once, at its top, to a literal. Not an annotated one
+    in a class with bases: a NamedTuple's, a TypedDict's, or a base's
+    ``__init_subclass__``'s field, which the class may hold as another object."""
+    bound = _class_bindings(node)
+    if bound is None:
+        return {}
+    statements = [statement for statement in node.body
+                  if not (node.bases or node.keywords) or not isinstance(statement, ast.AnnAssign)]
+    literals = _literals_of(ast.Module(body=statements, type_ignores=[]))
+    return {name: value for name, value in literals.items() if bound[name] == 1}
+
+
+def _class_bindings(node: ast.ClassDef) -> collections.Counter[str] | None:
+    """How many times a class body binds each name, in an ``if``, ``for``, ``try`` or
+    ``with`` too (its functions' bodies left out: their names are their own); None if it
+    calls ``locals()`` or ``vars()``, through which it may bind any."""
+    bound: collections.Counter[str] = collections.Counter()
+    pending: list[ast.AST] = list(node.body)
+    while pending:
+        child = pending.pop()
+        if (isinstance(child, ast.Call) and isinstance(child.func, ast.Name)
+                and child.func.id in ("locals", "vars") and not child.args):
+            return None
+        bound.update(_names_bound(child))
+        if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            pending += child.decorator_list
+        elif not isinstance(child, ast.Lambda):
+            pending += ast.iter_child_nodes(child)
+    return bound
 
 
 def _stored_attributes(tree: ast.Module) -> collections.Counter[str]:
@@ -425,12 +488,12 @@ def _defined(tree: ast.Module, bound: collections.Counter[str]) -> dict[str, str
             and not node.decorator_list and bound[node.name] == 1}
 
 
-def _constants(tree: ast.Module, bound: collections.Counter[str]) -> dict[str, Any]:
+def _constants(tree: ast.Module, bound: collections.Counter[str],
+               used: collections.Counter[str]) -> dict[str, Any]:
     """The names a text sets once, at its top level, to a literal, with the value: what
     its module holds unless set since. Not a name bound elsewhere in the text too (a
     second assignment, ``global``, a loop's target), nor a container that starts empty
-    or that the top level uses further: its module fills it (a registry, a cache)."""
-    used = _top_level_loads(tree)
+    or that the top level uses further (``used``): its module fills it (a registry)."""
     return {name: value for name, value in _literals_of(tree).items()
             if bound[name] == 1 and not (
                 isinstance(value, (list, dict, set)) and (not value or used[name]))}
@@ -440,18 +503,23 @@ def _bindings(tree: ast.Module) -> collections.Counter[str]:
     """How many times the text binds each name, anywhere (``global`` counts twice)."""
     bound: collections.Counter[str] = collections.Counter()
     for node in ast.walk(tree):
-        if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
-            bound[node.id] += 1
-        elif isinstance(node, (ast.Global, ast.Nonlocal)):
-            bound.update({name: 2 for name in node.names})
-        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            bound[node.name] += 1
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            bound.update((alias.asname or alias.name).partition(".")[0]
-                         for alias in node.names)
-        elif isinstance(node, ast.ExceptHandler) and node.name:
-            bound[node.name] += 1
+        bound.update(_names_bound(node))
     return bound
+
+
+def _names_bound(node: ast.AST) -> list[str]:
+    """The names one node binds (``global`` and ``nonlocal`` twice)."""
+    if isinstance(node, ast.Name) and not isinstance(node.ctx, ast.Load):
+        return [node.id]
+    if isinstance(node, (ast.Global, ast.Nonlocal)):
+        return [*node.names, *node.names]
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        return [node.name]
+    if isinstance(node, (ast.Import, ast.ImportFrom)):
+        return [(alias.asname or alias.name).partition(".")[0] for alias in node.names]
+    if isinstance(node, ast.ExceptHandler) and node.name:
+        return [node.name]
+    return []
 
 
 def _top_level_loads(tree: ast.Module) -> collections.Counter[str]:
