@@ -200,6 +200,33 @@ def test_history_of_every_run_masks_secrets_without_importing_python_steps(tmp_p
     assert (tmp_path / "imports.log").read_text() == imported
 
 
+
+def test_history_of_a_file_named_reads_its_yaml_alone(tmp_path, monkeypatch, capsys):
+    """dagnb history wf.yml loaded the file, importing its python: steps' module: its
+    top level ran, and one that needs an unset variable made the file "not load now"."""
+    (tmp_path / "steps.py").write_text(
+        "import os\nwith open('imports.log', 'a') as log:\n    log.write('imported\\n')\n"
+        "URL = os.environ['DATABASE_URL']\n\ndef fit(code):\n    print('fit')\n")
+    (tmp_path / "wf.yml").write_text(
+        "name: nightly\ndefaults: {secrets: [PIN]}\n"
+        "steps:\n  fit: {python: 'steps.py:fit', params: {code: '0'}}\n")
+    env = {**os.environ, "PIN": "4711", "DATABASE_URL": "sqlite://"}
+    done = subprocess.run([sys.executable, "-m", "dagnb", "run", "wf.yml", "--executor",
+                           "local", "-p", "code=4711"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    imported = (tmp_path / "imports.log").read_text()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    monkeypatch.setenv("PIN", "4711")
+    assert main(["history", "wf.yml"]) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.splitlines()[1].split()[3] == "wf.yml"
+    assert out.splitlines()[1].endswith('{"code":"***"}')
+    assert (tmp_path / "imports.log").read_text() == imported
+
+
 def test_history_of_a_file_mid_edit_or_renamed_reads_the_run_records(here, capsys):
     capsys.readouterr()
     with open("wf.yml", "a") as edited:

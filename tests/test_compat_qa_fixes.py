@@ -139,6 +139,35 @@ def test_skip_cache_and_caching_enabled_in_one_step_must_agree():
               " caching_enabled: true}\n")
 
 
+
+@pytest.mark.parametrize(("fields", "cache", "breaker"), [
+    ("cache: session, caching_enabled: true", "session", True),
+    ("cache: session, skip_cache: false, caching_enabled: true", "session", True),
+    ("cache: true, skip_cache: false", True, True),
+    ("cache: false, caching_enabled: false", False, True),
+    ("cache: false, skip_cache: true", False, True),
+    ("circuit_breaker: true, use_circuit_breaker: true", True, True),
+    ("circuit_breaker: false, use_circuit_breaker: false", True, False),
+])
+def test_a_switch_that_agrees_with_the_steps_own_field_loads(fields, cache, breaker):
+    step = loads(f"steps:\n  - {{name: a, command: 'true', {fields}}}\n")["a"]
+    assert (step.cache, step.circuit_breaker) == (cache, breaker)
+
+
+@pytest.mark.parametrize(("fields", "switch", "field"), [
+    ("cache: session, caching_enabled: false", "caching_enabled", "cache"),
+    ("cache: session, skip_cache: true", "skip_cache", "cache"),
+    ("cache: false, caching_enabled: true", "caching_enabled", "cache"),
+    ("cache: true, skip_cache: false, caching_enabled: false", "caching_enabled", "cache"),
+    ("circuit_breaker: true, use_circuit_breaker: false", "use_circuit_breaker",
+     "circuit_breaker"),
+])
+def test_a_switch_that_disagrees_with_the_steps_own_field_is_refused(fields, switch, field):
+    with pytest.raises(WorkflowError, match=rf"step 'a': '{switch}' sets '{field}', which is "
+                       "already given; keep one of the two"):
+        loads(f"steps:\n  - {{name: a, command: 'true', {fields}}}\n")
+
+
 # -- bug 5: saving Python-only retry values ---------------------------------------------
 
 

@@ -84,3 +84,45 @@ def test_the_bar_of_an_interrupted_run_counts_no_cancelled_step_as_done() -> Non
         printer.on_event(events.emit("state", name, 1, state="cancelled"))
     printer.finish()
     assert screen.getvalue().split("\r")[-1].startswith("[" + "#" * 8 + "." * 16 + "] 1/3")
+
+
+def _sleeps_on_a_worker() -> None:
+    """(a stand-in: abandon() never calls it)"""
+
+
+def _sleeps_in_c() -> None:
+    """(a stand-in: abandon() never calls it)"""
+
+
+def test_only_the_step_in_the_call_holding_the_loop_is_named_left_in_c_code(
+        workdir: Path, monkeypatch) -> None:
+    """After Ctrl-C every running Python step was named stuck "in C code", a dask step
+    merely running on a worker too: only the one whose call holds the loop thread is."""
+    from dagnb.executors import loop
+    from dagnb.runtime.run import CANCELLED, LEFT_IN_A_CALL
+
+    graph = dagnb.Graph("held", [dagnb.Step("remote", func=_sleeps_on_a_worker),
+                                 dagnb.Step("fit", func=_sleeps_in_c)])
+    run, _ = prepare(graph, executor="local")
+    for name in ("remote", "fit"):
+        run.events.emit("state", name, 1, state="running")
+    monkeypatch.setattr(loop, "held_function", lambda: _sleeps_in_c)
+    run.abandon(held=True)
+    rows = run.status_rows()
+    assert run.left_running == ["fit"]
+    assert (rows["fit"]["error"], rows["remote"]["error"]) == (LEFT_IN_A_CALL, CANCELLED)
+
+
+def _asks_what_holds_the_loop() -> bool:
+    from dagnb.executors import loop
+
+    return loop.held_function() is _asks_what_holds_the_loop
+
+
+def test_a_python_steps_call_on_the_loop_thread_is_known_by_its_function(workdir: Path):
+    graph = dagnb.Graph("ask", [dagnb.Step("ask", func=_asks_what_holds_the_loop)])
+    run = graph.run(executor="local", cache=False)
+    assert run.result("ask") is True
+    from dagnb.executors import loop
+
+    assert loop.held_function() is None  # (once the call has left)

@@ -233,11 +233,20 @@ def surely_absent(path: str) -> bool:
 
 def _absolute(root: str | os.PathLike[str]) -> str:
     """``str(Path(root).expanduser().absolute())``, without a Path when ``root`` is an
-    absolute path that a Path would not change (what ``Memory(location)`` gets)."""
+    absolute path that a Path would not change (what ``Memory(location)`` gets). A
+    relative one is the pinned folder's, where one is (a notebook's: see
+    :func:`dagnb.cache.location.pin_relative_folder`), so that after a ``%cd`` a
+    ``Memory()`` still shares its steps' cache."""
     text = os.fspath(root)
     if type(text) is str and _AS_PATH_SPELLS_IT(text):
         return text
-    return str(Path(text).expanduser().absolute())
+    path = Path(text).expanduser()
+    if not path.is_absolute():
+        from dagnb.cache.location import pinned_folder  # (config: not on the path above)
+
+        pinned = pinned_folder()
+        path = path if pinned is None else pinned / path
+    return str(path.absolute())
 
 
 # An absolute POSIX path as pathlib spells it: no empty or "." part, no trailing "/" (one

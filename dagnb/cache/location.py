@@ -54,7 +54,7 @@ def absolute(directory: str | os.PathLike[str]) -> Path | str:
     if is_url(text):  # (one with credentials in it refused, as the setting's is)
         return checks.checked(checks.location, text, "cache directory", ConfigError, sep=" ")
     path = Path(text).expanduser()
-    pinned = context().peek(_RELATIVE_TO)
+    pinned = pinned_folder()
     return (path if pinned is None else pinned / path).resolve()  # (absolute: path alone)
 
 
@@ -65,3 +65,9 @@ def pin_relative_folder(folder: str | os.PathLike[str]) -> None:
     """Resolve a relative cache folder against ``folder`` from now on, not against the
     working directory (a notebook kernel's: its notebook's folder)."""
     context().set(_RELATIVE_TO, Path(folder).absolute())
+
+
+def pinned_folder() -> Path | None:
+    """The folder a relative cache folder is resolved against (None: the working
+    directory's, as it is then); see :func:`pin_relative_folder`."""
+    return context().peek(_RELATIVE_TO)

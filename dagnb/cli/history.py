@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from dagnb import checks
-from dagnb.errors import ConfigError, DagnbError
+from dagnb.errors import ConfigError, DagnbError, WorkflowError
 
 __all__ = ["Workflow", "add_parser", "run", "workflow_of"]
 
@@ -44,24 +44,46 @@ def add_parser(sub: Any) -> None:
 
 
 class Workflow(NamedTuple):
-    """The workflow file named: its graph, or (None) why it does not load now, and the
-    path its runs are recorded under."""
+    """The workflow file named: the path its runs are recorded under, its name and the
+    secret names it declares, or (name None) why it does not read now."""
 
     source: Path
-    graph: Any | None
+    name: str | None
+    secrets: frozenset[str] = frozenset()
     problem: str | None = None
 
 
 def workflow_of(path: str) -> Workflow:
-    """The workflow file at ``path``; one that does not load now (a YAML error mid-edit)
-    or is gone (renamed since) is still found in the run records by its path."""
-    from dagnb.workflows.loader import load
-
+    """The workflow file at ``path``, read from its YAML alone: loading it would import
+    its ``python:`` steps' modules, running their code (a model loaded, a database
+    opened, an unset variable refused), to list runs. One that does not read now (a YAML
+    error mid-edit) or is gone (renamed since) is still found in the records by its path."""
+    source = Path(path).resolve()
     try:
-        graph = load(path)
+        data = _yaml_of(path)
+        name = _name_in(data, path)
     except DagnbError as exc:
-        return Workflow(Path(path).resolve(), None, str(exc))
-    return Workflow(graph.workflow_file, graph)
+        return Workflow(source, None, problem=str(exc))
+    return Workflow(source, name, frozenset(_secrets_of(data)))
+
+
+def _yaml_of(path: str) -> Mapping[str, Any]:
+    """The workflow file's YAML data, refused when it is no mapping (as loading it is)."""
+    from dagnb.workflows.loader import parse_yaml, read_text
+
+    data = parse_yaml(read_text(Path(path), "workflow file"), path)
+    if not isinstance(data, Mapping):
+        raise WorkflowError(f"{path}: a workflow is a mapping with a 'steps' key, got {data!r}")
+    return data
+
+
+def _name_in(data: Mapping[str, Any], path: str) -> str:
+    """The name its runs are recorded under: its ``name:``, or (none, or "workflow") the
+    file's stem, as loading it names the graph."""
+    name = data.get("name")
+    if name is not None and not isinstance(name, str):
+        raise WorkflowError(f"{path}: name {name!r} is not text; give it as a string")
+    return name if name and name != "workflow" else Path(path).stem
 
 
 def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
@@ -85,8 +107,7 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
         print(f"no run{of} recorded in {str(folder)!r} (dagnb run records each; "
               "--cache-dir names another cache folder)")
         return 0
-    graph = None if workflow is None else workflow.graph
-    print(_table(shown, _params_mask(graph, shown)))
+    print(_table(shown, _params_mask(workflow, shown)))
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
     return 0
@@ -100,21 +121,22 @@ def _records(folder: Path, workflow: Workflow | None,
 
     if workflow is None:
         return recorded_runs(folder, last=last)
-    if workflow.graph is not None:
-        return recorded_runs(folder, workflow.graph.name, workflow.source, last=last)
+    if workflow.name is not None:
+        return recorded_runs(folder, workflow.name, workflow.source, last=last)
     records = [record for record in recorded_runs(folder)[0]
                if record.get("source") == str(workflow.source)]
     return (records if last is None else records[-last:]), len(records)
 
 
-def _params_mask(graph: Any | None, records: list[dict[str, Any]]) -> Callable[[str], str]:
+def _params_mask(workflow: Workflow | None,
+                 records: list[dict[str, Any]]) -> Callable[[str], str]:
     """What masks the params shown, as ``dagnb run`` masks those it prints: the values,
     as set now, of the secrets the workflow's steps declare (with no workflow named,
     those of each run's file, as it reads now), and of the registry's credentials."""
     from dagnb import config
     from dagnb.model.masking import MIN_LINE, Masker
 
-    names = ({name for step in graph for name in step.secrets} if graph is not None
+    names = (workflow.secrets if workflow is not None and workflow.name is not None
              else _declared_secrets(records))
     secrets = [*(os.environ[name] for name in sorted(names) if os.environ.get(name)),
                *config.settings().credential_secrets().values()]
@@ -136,12 +158,16 @@ def _declared_secrets(records: list[dict[str, Any]]) -> set[str]:
 
 def _secrets_in(source: str) -> set[str]:
     """The secret names a workflow file's defaults and steps declare (in either
-    spelling of the defaults; a step's add to the defaults', so all of them count)."""
+    spelling of the defaults; a step's add to the defaults', so all of them count); none
+    when it holds no mapping."""
     from dagnb.workflows.loader import parse_yaml, read_text
 
     data = parse_yaml(read_text(Path(source), "workflow file"), source)
-    if not isinstance(data, Mapping):
-        return set()
+    return _secrets_of(data) if isinstance(data, Mapping) else set()
+
+
+def _secrets_of(data: Mapping[str, Any]) -> set[str]:
+    """The secret names in a workflow file's YAML data."""
     steps = data.get("steps")
     listed = list(steps.values()) if isinstance(steps, Mapping) else steps
     holders = [data.get("defaults"), data.get("workflow_defaults"),

@@ -56,6 +56,7 @@ __all__ = [
     "call_interruptibly",
     "cancelling",
     "get_loop",
+    "held_function",
     "hold_wakeup",
     "in_loop_thread",
     "interrupt",
@@ -284,17 +285,19 @@ class _Interrupt(KeyboardInterrupt):
 class _InlineCall:
     """The Python step the loop thread is calling now, and whether it was interrupted.
 
-    ``owner``, ``serial`` (which call this is) and ``children`` (the loop thread's as the
-    call began) are written only by the loop thread and read by interrupters under
-    ``lock``; the loop thread takes ``lock`` to leave, so no interrupt can be sent after
-    it has left, and one sent just before is cleared or caught there.
+    ``owner``, ``func`` (the step's function called), ``serial`` (which call this is) and
+    ``children`` (the loop thread's as the call began) are written only by the loop
+    thread and read by interrupters under ``lock``; the loop thread takes ``lock`` to
+    leave, so no interrupt can be sent after it has left, and one sent just before is
+    cleared or caught there.
     """
 
-    __slots__ = ("children", "fired", "lock", "owner", "serial", "stopped")
+    __slots__ = ("children", "fired", "func", "lock", "owner", "serial", "stopped")
 
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self.owner: object | None = None
+        self.func: Callable[..., Any] | None = None
         self.fired = False
         self.serial = 0
         self.children: bytes | None = None
@@ -335,7 +338,7 @@ class _InlineCall:
         while True:
             try:
                 with self.lock:
-                    self.owner = None
+                    self.owner = self.func = None
                     fired, self.fired = fired or self.fired, False
                     if fired:  # sent but perhaps not raised yet: take it back
                         _set_async_exc(threading.get_ident(), None)
@@ -371,6 +374,7 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
         try:
             _inline.serial += 1  # (then owner: an interrupt of this call sees its children)
             _inline.children = children.snapshot(_native_id)  # type: ignore[arg-type]
+            _inline.func = func
             _inline.owner = _UNOWNED if owner is None else owner
             if waits:  # (the earliest of nested timeouts)
                 _watchdog.arm(_inline.serial, min(wait.deadline() for wait in waits))
@@ -395,6 +399,12 @@ def holding_the_loop() -> object | None:
     """The owner (a run's future, see :func:`submit`) of the step call holding the loop
     thread now, or None: every run's steps wait until that call returns."""
     return _inline.owner
+
+
+def held_function() -> Callable[..., Any] | None:
+    """The function of the step call holding the loop thread now (whose owner is
+    :func:`holding_the_loop`), or None: which of a run's running steps is in it."""
+    return _inline.func
 
 
 def when_abandoned(hook: Callable[[bool], object]) -> None:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
+from dagnb.cache.location import pinned_folder
 from dagnb.cache.steps import StepCache, refresh_setting
 from dagnb.checks import choices_named, known_keys, short_repr, warn_user
 from dagnb.config import check_cache_mode, context, settings
@@ -434,12 +435,12 @@ _LOCAL: dict[tuple[Any, ...], Path] = {}
 def _local_folder(directory: str | Path | None, config: Any, *, refuse: bool = True,
                   cwd: str | None = None) -> Path:
     """:func:`~dagnb.cache.local_folder`, remembered per folder, settings, working
-    directory (``cwd``, if the caller has it) and home, as :func:`_resolved` is: it
-    resolves a path on every run otherwise. ``refuse``: a folder of other things than a
-    cache's is refused (once per folder: a run makes it a cache)."""
-    memo = (_folder_text(directory), config.cache_directory,
-            config.cache_local_directory, cwd or os.getcwd(), os.environ.get("HOME"), refuse)
-    found = _LOCAL.get(memo)  # (HOME: for "~")
+    directory (``cwd``, if the caller has it), pinned folder and home, as
+    :func:`_resolved` is: it resolves a path on every run otherwise. ``refuse``: a folder
+    of other things than a cache's is refused (once per folder: a run makes it a cache)."""
+    memo = (_folder_text(directory), config.cache_directory, config.cache_local_directory,
+            cwd or os.getcwd(), pinned_folder(), os.environ.get("HOME"), refuse)
+    found = _LOCAL.get(memo)  # (HOME: for "~"; the pin: a notebook's, set at %load_ext)
     if found is None:
         if len(_LOCAL) > 256:
             _LOCAL.clear()

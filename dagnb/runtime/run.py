@@ -306,8 +306,7 @@ class Run:
                 return
             states = self.states()
             if held:
-                self.left_running = [name for name, state in states.items()
-                                     if state == "running" and self.steps[name].func is not None]
+                self.left_running = self._in_the_held_call(states)
             for name, state in states.items():
                 if state not in TERMINAL_STATES:
                     error = LEFT_IN_A_CALL if name in self.left_running else CANCELLED
@@ -382,13 +381,19 @@ class Run:
         return list(attempt_marked(pairs, "──"))
 
     def holding_the_loop(self) -> list[str]:
-        """Its running Python steps, if one of them is in a call holding the loop thread
-        (a Python step runs there): every run's steps wait for it to return."""
+        """Its running Python step in the call holding the loop thread, if one is (a
+        Python step runs there): every run's steps wait for it to return."""
         future = self._future
         if future is None or loop.holding_the_loop() is not future:
             return []
-        return [name for name, state in self.states().items()
-                if state == "running" and self.steps[name].func is not None]
+        return self._in_the_held_call(self.states())
+
+    def _in_the_held_call(self, states: Mapping[str, str]) -> list[str]:
+        """The running step whose function the call holding the loop thread is (two if
+        they share it): not its other Python steps, on dask workers or awaiting."""
+        func = loop.held_function()
+        return [name for name, state in states.items()
+                if state == "running" and func is not None and self.steps[name].func is func]
 
     def cancel(self) -> None:
         """Stop the run: running processes are killed, waiting steps are cancelled."""

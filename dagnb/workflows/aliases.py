@@ -28,8 +28,10 @@ the platform writes                        dagnb reads
 A switch at its default value is written out too (``skip_cache: false`` is ``cache:
 true``, ``enable_retry: true`` is ``retries: {enable_retry: true}``), so that a step's
 overrides the ``workflow_defaults``' opposite. ``skip_cache`` and ``caching_enabled`` in
-one step must agree. ``retries: true`` or ``false`` beside a retry key is ``max_retries:
-2`` or ``enable_retry: false`` in the mapping.
+one step must agree, and with the step's own ``cache`` (``session`` is on), as
+``use_circuit_breaker`` must with its ``circuit_breaker``. ``retries: true`` or
+``false`` beside a retry key is ``max_retries: 2`` or ``enable_retry: false`` in the
+mapping.
 """
 
 from __future__ import annotations
@@ -162,11 +164,14 @@ def _renamed(
 def _with(out: dict[str, Any], name: str, value: Any, where: str, given: str) -> dict[str, Any]:
     """``out`` plus ``name: value``, refusing a second spelling of one field."""
     if name in out:
-        raise WorkflowError(
-            f"{where}: {given!r} sets {name!r}, which is already given; keep one of the two"
-        )
+        raise _already_given(name, where, given)
     out[name] = value
     return out
+
+
+def _already_given(name: str, where: str, given: str) -> WorkflowError:
+    return WorkflowError(
+        f"{where}: {given!r} sets {name!r}, which is already given; keep one of the two")
 
 
 def _flag(key: str, value: Any, where: str) -> bool:
@@ -180,22 +185,33 @@ def _with_switches(
 ) -> dict[str, Any]:
     """``out`` with the switches' fields, a default value written out too: a step's
     ``caching_enabled: true`` must override the defaults' ``false``. Two switches of one
-    field (``skip_cache``, ``caching_enabled``) must agree."""
+    field (``skip_cache``, ``caching_enabled``) must agree, and a switch beside the field
+    itself must agree with it (``cache: session`` is on), which then stays as given."""
     said_by: dict[str, str] = {}  # field -> the switch that set it
     for key, (field, meaning) in _SWITCHES.items():
         if key not in fields:
             continue
         value = meaning(_flag(key, fields[key], where))
-        notes.append(f"{where}: {key}: {fields[key]} -> {field}: {value}")
         earlier = said_by.get(field)
-        if earlier is None:
-            out = _with(out, field, value, where, key)
-            said_by[field] = key
-        elif out[field] != value:
+        if earlier is not None and out[field] != value:
             raise WorkflowError(
                 f"{where}: {earlier}: {_yaml_flag(fields[earlier])} and {key}: "
                 f"{_yaml_flag(fields[key])} disagree on {field}; give one of the two")
+        if earlier is None and field in out:
+            _check_agrees(out[field], field, value, where, key)
+            notes.append(f"{where}: {key}: {fields[key]} agrees with {field}: {out[field]}")
+            continue
+        notes.append(f"{where}: {key}: {fields[key]} -> {field}: {value}")
+        out[field], said_by[field] = value, key
     return out
+
+
+def _check_agrees(given: Any, field: str, value: bool, where: str, key: str) -> None:
+    """Refuse a switch that contradicts the step's own ``field``: any cache but false is
+    on (``session`` too), so only ``true``/``false`` against on/off disagree."""
+    on = given is not False if field == "cache" else given is True
+    if on != value:
+        raise _already_given(field, where, key)
 
 
 def _yaml_flag(flag: bool) -> str:
