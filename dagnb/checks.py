@@ -317,11 +317,15 @@ def address(value: Any, *, fix: str) -> str:
     return _without_credentials(text(value), fix, bare=True)
 
 
-# Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs) that carry credentials.
+# Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs: its SAS token or key as
+# ``credential``) that carry credentials, and HTTP headers that do (an ``Authorization:
+# Bearer`` in ``client_kwargs``), looked for at any depth, in any case.
 STORE_CREDENTIALS = frozenset({
     "key", "secret", "token", "password", "access_key", "secret_key", "session_token",
     "aws_access_key_id", "aws_secret_access_key", "aws_session_token", "account_key",
-    "sas_token", "client_secret", "connection_string", "credentials",
+    "sas_token", "client_secret", "connection_string", "credentials", "credential",
+    "access_token", "refresh_token", "private_key", "authorization",
+    "proxy-authorization", "auth", "api_key", "api-key", "apikey", "x-api-key",
 })
 
 

@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
+from dagnb.model.results import json_text
 
 __all__ = ["SecretsInForce", "by_distinct_names", "forget_secrets", "known_secrets",
            "outside_steps", "pickle_holds", "remember_secrets", "secrets_in_force",
@@ -132,17 +133,33 @@ def by_distinct_names(secrets: Iterable[tuple[str, str]]) -> dict[str, str]:
 
 
 def pickle_holds(value: Any, finder: SecretFinder) -> str | None:
-    """The name of a secret in the value's pickle, or None (a value that does not pickle
-    holds none: it cannot be stored either). Searched as pickle writes it: never the
-    whole pickle in memory (a 100 MB array's would cost 150 MB more), a MiB at a time."""
+    """The name of a secret in the value's pickle or in its JSON text (what a result of
+    numbers is stored as: pickle writes an int in binary, ``result.json`` in digits), or
+    None (a value that does not pickle holds none: it cannot be stored either). Searched
+    as pickle writes it: never the whole pickle in memory (a 100 MB array's would cost
+    150 MB more), a MiB at a time."""
     scan = _Scan(finder)
     try:
         pickle.Pickler(scan, protocol=5).dump(value)
     except _Found:
-        pass
+        return scan.found
     except Exception:
         return None
-    return scan.found
+    return _json_holds(value, finder)
+
+
+# what may hold a number that pickle writes in binary and a store as JSON text (a str's
+# or bytes' pickle holds its text already: not encoded again)
+_WITH_NUMBERS = (int, float, list, dict)
+
+
+def _json_holds(value: Any, finder: SecretFinder) -> str | None:
+    """The name of a secret in the JSON text a step's ``result.json`` or a cache entry's
+    inline result would hold (a PIN returned as an int, or a float in a dict), or None."""
+    if type(value) is bool or not isinstance(value, _WITH_NUMBERS):
+        return None
+    text = json_text(value)
+    return None if text is None else finder.find(text.encode())
 
 
 class _Found(Exception):

@@ -10,7 +10,15 @@ from pathlib import Path
 
 from dagnb.checks import warn_user
 from dagnb.errors import SecretError
-from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, leak_forms
+from dagnb.model.masking import (
+    MIN_LINE,
+    Masker,
+    SecretFinder,
+    leak_forms,
+    looks_like_token,
+    name_shown,
+    variable_holding,
+)
 from dagnb.model.step import Step, fits_a_variable, param_env_name, param_text
 
 __all__ = [
@@ -199,7 +207,7 @@ def resolve_secrets(
             if name in environ:
                 values[name] = environ[name]
             elif required:
-                raise secret_not_set(step.name, name)
+                raise secret_not_set(step.name, name, environ)
         resolved[step.name] = values
     return resolved
 
@@ -209,8 +217,20 @@ def unset_secret(step: Step, values: Mapping[str, str]) -> str | None:
     return next((name for name in step.secrets if name not in values), None)
 
 
-def secret_not_set(step: str, name: str) -> SecretError:
-    """The error of a step that must run and whose secret ``name`` is not set."""
+def secret_not_set(step: str, name: str,
+                   environ: Mapping[str, str] | None = None) -> SecretError:
+    """The error of a step that must run and whose secret ``name`` is not set: a name
+    that is the value of a variable (``environ``, else the process's), or looks like a
+    token, is a secret's value given as its name, and is not shown."""
+    holder = variable_holding(name, os.environ if environ is None else environ)
+    if holder is not None:
+        return SecretError(f"step {step!r}: a secret's name ({len(name)} characters, not "
+                           f"shown) is the value of ${holder}; give the name: "
+                           f"secrets=[{holder!r}]")
+    if looks_like_token(name):
+        return SecretError(f"step {step!r} needs secret {name_shown(name)}, which is not "
+                           "set in the environment; give the variable's name, e.g. "
+                           "API_TOKEN, not its value")
     return SecretError(f"step {step!r} needs secret {name!r}, which is not set in the "
                        f"environment; set it (export {name}=...) before running")
 

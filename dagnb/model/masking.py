@@ -23,7 +23,8 @@ from html.entities import html5 as _HTML_NAMES
 
 from dagnb.errors import InvalidStepError
 
-__all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms"]
+__all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms",
+           "looks_like_token", "name_shown", "variable_holding"]
 
 MASK = "***"
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
@@ -47,7 +48,49 @@ def leak_forms(secret: str, lines: bool = True) -> set[str]:
     forms |= _base64_within(raw) | _quoted(secret) | _html_escaped(secret)
     if lines:
         forms |= {line.strip() for line in secret.splitlines() if len(line.strip()) >= MIN_LINE}
+    trimmed = secret.strip()
+    if trimmed != secret and len(trimmed) >= MIN_LINE:
+        # a value read from a file ends in a newline (a Kubernetes secret --from-file):
+        # the token its user sends, and encodes, is the trimmed one
+        forms |= leak_forms(trimmed, lines=False)
     return {form for form in forms if form}
+
+
+# How the tokens services issue begin: GitHub's, OpenAI's and Stripe's, Slack's, AWS
+# access keys, GitLab's. Given where a secret's name goes, one is a value, not a name.
+_TOKEN_PREFIXES = ("ghp_", "gho_", "ghs_", "ghu_", "ghr_", "github_pat_", "sk-", "sk_live",
+                   "sk_test", "xox", "AKIA", "ASIA", "glpat-")
+_UPPER_NAME = re.compile(r"[A-Z0-9_]+\Z")  # (how variables are named: API_TOKEN)
+
+
+def looks_like_token(text: str) -> bool:
+    """Whether ``text``, given as a secret's name, looks like a secret's value: a known
+    token prefix, or long and not in upper case, or mixing lower case, upper case and
+    digits, or long upper case and digits run together (``ABCD1234EFGH5678IJKL``)."""
+    if text.startswith(_TOKEN_PREFIXES):
+        return True
+    if _UPPER_NAME.match(text):
+        return len(text) >= 20 and "_" not in text and any(c.isdigit() for c in text)
+    mixed = all(any(test(c) for c in text) for test in (str.islower, str.isupper, str.isdigit))
+    return len(text) >= 24 or (len(text) >= 16 and mixed)
+
+
+def variable_holding(value: str, environ: Mapping[str, str]) -> str | None:
+    """The environment variable whose value ``value`` is (trimmed or not), if any: a
+    secret's value given where its name goes (``secrets=[os.environ["API_TOKEN"]]``)."""
+    if len(value) < MIN_LINE:  # (``dev``: too many variables hold one so short)
+        return None
+    return next((name for name, held in environ.items()
+                 if name != value and value in (held, held.strip())), None)
+
+
+def name_shown(name: str) -> str:
+    """A secret's name as a message shows it: as it is, unless it looks like a token,
+    then its known prefix only (``'ghp_***'``) or ``'***'``, with its length."""
+    if not looks_like_token(name):
+        return repr(name)
+    prefix = next((start for start in _TOKEN_PREFIXES if name.startswith(start)), "")
+    return f"{prefix + MASK!r} ({len(name)} characters, not shown: it looks like a token)"
 
 
 # what printf %q and bash's ${v@Q} put a backslash before (bash's sh_backslash_quote)

@@ -12,6 +12,7 @@ import dataclasses
 import functools
 import inspect
 import json
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
@@ -21,6 +22,7 @@ from typing import Any, TypeVar, Union
 from dagnb import checks
 from dagnb.checks import parse_duration
 from dagnb.errors import InvalidStepError, WorkflowError
+from dagnb.model.masking import variable_holding
 
 __all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "mount_path",
            "parse_duration"]
@@ -65,7 +67,9 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
     items = tuple(value)
     for item in items:
         if not isinstance(item, str) or not item:
-            raise InvalidStepError(f"step {step!r}: {field} must be names, got {item!r}")
+            # (a secret's value in its name's place, a PIN as an int: not shown)
+            shown = f"<{type(item).__name__}>" if field == "secrets" else repr(item)
+            raise InvalidStepError(f"step {step!r}: {field} must be names, got {shown}")
     return items
 
 
@@ -91,16 +95,32 @@ _SYSTEM_VARIABLES = frozenset({"PATH", "HOME", "USER", "SHELL", "PWD", "LANG", "
 
 def _secret_names(names: tuple[str, ...], step: str) -> tuple[str, ...]:
     """Secret names that are environment variable names, and none the system needs."""
-    for name in names:
+    for position, name in enumerate(names, 1):
         if not _VARIABLE.match(name):
-            raise InvalidStepError(
-                f"step {step!r}: secret {name!r} is not an environment variable name; use "
-                "letters, digits and _ (not first a digit), e.g. API_TOKEN")
+            raise InvalidStepError(_not_a_secret_name(name, position, step))
         if name in _SYSTEM_VARIABLES:
             raise InvalidStepError(
                 f"step {step!r}: secret {name!r} is a variable every process needs (the "
                 "other steps would run without it); keep the secret in a variable of its own")
     return names
+
+
+def _not_a_secret_name(name: str, position: int, step: str) -> str:
+    """The message for a secret's name that is not a variable's name: not shown, as the
+    likely slip is the secret's value in its place (``secrets=[os.environ["TOKEN"]]``)."""
+    holder = variable_holding(name, os.environ)
+    whose = f"; it is the value of ${holder}" if holder else ""
+    example = holder or "API_TOKEN"
+    return (f"step {step!r}: the {_ordinal(position)} secret name ({len(name)} characters, "
+            f"not shown) is not an environment variable name{whose}; give the variable's "
+            f"name (letters, digits and _, not first a digit), e.g. {example}, not its value")
+
+
+def _ordinal(number: int) -> str:
+    """``1st``, ``2nd``, ``3rd``, ``4th``, ... ``11th``, ``21st``."""
+    teens = 10 <= number % 100 <= 20
+    suffix = "th" if teens else {1: "st", 2: "nd", 3: "rd"}.get(number % 10, "th")
+    return f"{number}{suffix}"
 
 
 def check_name(name: object) -> str:

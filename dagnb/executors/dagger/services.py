@@ -30,7 +30,7 @@ from typing import Any
 
 from dagnb.errors import ConfigError, DagnbError, ExecutorError, TransientError
 from dagnb.executors.dagger import connection
-from dagnb.model.masking import Masker
+from dagnb.model.masking import Masker, looks_like_token, name_shown
 
 __all__ = [
     "ServiceInfo",
@@ -105,6 +105,9 @@ def _secret_values(name: str, secrets: Mapping[str, str] | Sequence[str] | None
     if isinstance(secrets, Mapping):
         return {str(k): str(v) for k, v in secrets.items()}
     missing = [n for n in secrets if n not in os.environ]
+    if missing and looks_like_token(missing[0]):  # (a value pasted where its name goes)
+        raise ConfigError(f"service {name!r}: secret {name_shown(missing[0])} is not set in "
+                          "the environment; give the name of the variable that holds it")
     if missing:
         raise ConfigError(
             f"service {name!r}: secret {missing[0]!r} is not set in the environment; set it "
