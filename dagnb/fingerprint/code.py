@@ -28,6 +28,7 @@ from dagnb.fingerprint.walker import (
     _cell_value,
     _code_names,
     _CodeWalker,
+    _is_constant,
     loaded_globals,
 )
 
@@ -36,8 +37,8 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
-                 "functions", "home", "imported", "parts", "shapes", "sources", "table",
-                 "variables")
+                 "functions", "home", "imported", "in_value", "looked", "parts", "seen",
+                 "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -58,6 +59,11 @@ class _CodeRecord:
         # module was imported from at each step's key (one stat a module)
         self.imported = tuple((name, file) for file, name in walker.imported.items())
         self.checked_at = time.monotonic()  # (those files' last check: see _check_imported)
+        # Held by a value (see _in_value_digest): its digest there, the digests of the
+        # data it read then, and the fresh look its contents were last checked at.
+        self.in_value: str | None = None
+        self.seen: dict[str, str | None] = {}
+        self.looked = _fresh_looks
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != hashers._ALGORITHM:
@@ -692,5 +698,63 @@ def _user_class_digest(cls: type) -> str | None:
     return None if record is None else record.digest
 
 
-values.use(code_digest, _class_content_digest, _user_class_digest, _of_user)  # (values
+def _in_value_digest(func: Any) -> str:
+    """A function inside a value (``apply(df, transform)``, ``TRANSFORMS[name]``): counts
+    as one called directly does, the data its globals hold taken now (a dict changed in
+    place, which its record's digest held as it was when made), its closure's contents
+    checked again at each fresh look (as the cached function's before a miss)."""
+    if type(func) is not types.FunctionType:
+        return code_digest(func)
+    return _while_hashing(func, _held_digest)  # type: ignore[no-any-return]
+
+
+def _held_digest(func: types.FunctionType) -> str:
+    record = _CODE_CACHE.get(func)
+    if record is None or not record.still_valid(func) or not _holds_in_value(record):
+        record = _compute_record(func)  # (its data changed since: walked again, as a new
+        _CODE_CACHE.put(func, record)  #   process would, so the key is the one it makes)
+        _note_data(record)
+    return record.in_value  # type: ignore[return-value]
+
+
+def _holds_in_value(record: _CodeRecord) -> bool:
+    """Whether a function record's digest inside a value still holds: the closure values
+    and class attributes it hashed (once a fresh look), and the data its globals hold."""
+    if record.contents and record.looked != _fresh_looks:
+        if not _as_hashed(record.contents):
+            return False
+        record.looked = _fresh_looks
+    if not record.variables:  # (most helpers read no data: their digest is their code's)
+        if record.in_value is None:
+            _note_data(record)
+        return True
+    # (a record made for a cached function's own key has no data digests: walked again)
+    return record.in_value is not None and _data_digests(record)[0] == record.seen
+
+
+def _note_data(record: _CodeRecord) -> None:
+    """Record the digests of the data ``record``'s walk read, just made, and its digest
+    inside a value: the walk's, with the data it fed by name (a lower-case dict, an
+    object) by content, as a cached function's key counts them."""
+    record.seen, by_name = _data_digests(record)
+    record.in_value = (_combine([record.digest, *(part for pair in by_name for part in pair)])
+                       if by_name else record.digest)
+
+
+def _data_digests(record: _CodeRecord
+                  ) -> tuple[dict[str, str | None], list[tuple[str, str]]]:
+    """The digest of each global's data ``record``'s walk read, now (None: no hash takes
+    it), and those of the data the walk fed by name only, sorted, each as it counts."""
+    seen: dict[str, str | None] = {}
+    by_name = []
+    for label, value in _values_now(record.variables).items():
+        digest = seen[label] = _soft_digest(value)
+        # (by its label, as a global of another module's is fed: ``cfg.PARAMS`` a member
+        # read was fed by content too, and counts twice rather than risk none)
+        if not _is_constant(label, value):
+            by_name.append((label, digest or _reference(type(value))))
+    return seen, sorted(by_name)
+
+
+values.use(_in_value_digest, _class_content_digest, _user_class_digest, _of_user)  # (values
 #                                                           cannot import this module)
