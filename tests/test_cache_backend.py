@@ -145,7 +145,7 @@ def test_a_graph_stores_then_hits_on_a_backend_of_six_methods(memory_store, tmp_
 def test_a_damaged_entry_is_set_aside_on_any_backend(memory_store, tmp_path):
     out = memory_store.scratch_dir("s")
     (out / "f.txt").write_text("x")
-    key = StepKey("k" * 32, {}, {})
+    key = StepKey("d" * 32, {}, {})  # (a folder named by no key is no entry: left alone)
     memory_store.save("s", key, out_dir=out)
     backend = memory_store.backend
     version, files = backend.objects[("s", key.digest)]

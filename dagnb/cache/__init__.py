@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import OrderedDict
 from collections.abc import Hashable
 from datetime import timedelta
@@ -27,6 +26,7 @@ from dagnb.cache import explain as _explain_module
 from dagnb.cache import remote as _remote
 from dagnb.cache.backend import Item, LocalBackend, StoreBackend, get_backend, register_backend
 from dagnb.cache.forks import ForkSafeLock
+from dagnb.cache.housekeeping import ENTRY_KEY
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, key_digest, step_key
 from dagnb.cache.location import absolute, default_location, local_folder, made_by_a_store
 from dagnb.cache.remote import RemoteBackend  # registers the "remote" backend
@@ -73,7 +73,6 @@ __all__ = [
 # folders a store makes in its cache folder: a used one holds at least one of them
 # files dagnb writes at a cache's top (image pins, file digests), maybe before any entry
 _STORE_FILES = ("images.json", "stat-cache.json")
-_ENTRY_KEY = re.compile(r"[0-9a-f]{32}")  # an entry's folder, in its step's
 
 
 def is_cache_folder(path: str | os.PathLike[str]) -> bool:
@@ -102,7 +101,7 @@ def _holds_entries(folder: str) -> bool:
     except OSError:  # a file, or unreadable
         return False
     return bool(found) and all(
-        _ENTRY_KEY.fullmatch(child.name) is not None
+        ENTRY_KEY.fullmatch(child.name) is not None
         and os.path.isfile(os.path.join(child.path, "meta.json")) for child in found)
 
 

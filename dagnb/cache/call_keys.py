@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, code_text, key_digest, shown
-from dagnb.checks import short_repr
+from dagnb.checks import short_repr, user_stacklevel
 from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
     code_with_values,
@@ -240,7 +240,7 @@ class CallKeys(Generic[P]):
                 warnings.warn(
                     f"{label(self.func)} changed global {name!r}, which it reads: the key "
                     "of its calls holds that global's value, so each call misses; keep "
-                    "such state out of a cached function", stacklevel=4)
+                    "such state out of a cached function", stacklevel=user_stacklevel())
 
     def step_key(
         self, components: dict[str, str], args: tuple[Any, ...], kwargs: dict[str, Any],

@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable, Iterator, Set
@@ -35,6 +36,8 @@ _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 DAMAGED = ".damaged"  # entries found damaged, moved aside for a post-mortem
 UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 RUN_USES = ".uses"  # in a run's folder: the entries it hands to its steps, a line each
+# an entry's folder name, in its step's: a key's hex digest (xxh3_128's or blake3's)
+ENTRY_KEY = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")
 
 # the hits a store's journal holds, and those it counted and has not written yet
 _Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
@@ -79,6 +82,14 @@ class Housekeeping:
                 entry = self._current(step_name, key)
                 if entry is not None:
                     yield entry
+
+    def step_names(self) -> set[str]:
+        """The names of the steps with entries, packed or in folders (a folder of the
+        cache's top that holds no entry may be among them)."""
+        names = set(self.backend.names())
+        if self._packs is not None:
+            names.update(record.step for record in self._packs.live())
+        return names
 
     def usage(self, entry: Entry) -> tuple[int, float]:
         """(hits, last_used) of an entry: persisted plus counted in this process."""

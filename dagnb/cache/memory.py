@@ -61,6 +61,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
 
+from dagnb.cache import refuse_foreign_folder
+from dagnb.cache.backend import LocalBackend
 from dagnb.cache.call_keys import CallKeys, label, target_of
 from dagnb.cache.eviction import checked_limits
 from dagnb.cache.keys import StepKey
@@ -276,6 +278,19 @@ class Memory:
         self._names: set[str] = set()
         self._made_with = (ttl, backend, clock)  # (for _spec(), when it is pickled)
 
+    _folder_checked = False  # (a class attribute: a fresh process's Memory() sets none)
+
+    def refuse_foreign_folder(self) -> None:
+        """Before its first write, refuse a local folder that holds other files and is
+        no cache yet (a project's, ``Memory(".")``), as runs do: its folders would be
+        mixed with entries. Checked once, at the first miss, not at each ``Memory()``."""
+        if self._folder_checked:
+            return
+        store = self.store
+        if store is not None and not store.read_only and type(store.backend) is LocalBackend:
+            refuse_foreign_folder(store.location)
+        self._folder_checked = True
+
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (as joblib's is, inside a scikit-learn pipeline sent to workers): the
         same cache and settings, there."""
@@ -371,15 +386,17 @@ class Memory:
         return self.cache(func)(*args, **kwargs)  # type: ignore[no-any-return]
 
     def clear(self, warn: bool = True) -> None:
-        """Remove the entries of every function cached through this Memory.
+        """Remove the entries of every function cached in this location, those of
+        functions not cached in this process too, as joblib's empties its folder
+        (``warn``: said in a logged warning, as joblib's says it).
 
         Unlike joblib's, the rest of the cache directory (steps' entries) is kept.
         """
+        if warn:
+            _log.warning("[%r]: Flushing the cache of every cached function", self)
         if self.store is None:
             return
-        if warn and self.verbose:
-            print(f"[Memory] Clearing the cache of {len(self._names)} functions")
-        for name in self._names:
+        for name in sorted(self._names.union(_function_names(self.store))):
             self.store.clear(name)
 
     def reduce_size(
@@ -401,6 +418,12 @@ class Memory:
             checked_limits(bytes_limit, items_limit, age_limit)
             return 0
         return self.store.reduce_size(bytes_limit, items_limit, age_limit)
+
+
+def _function_names(store: Store) -> list[str]:
+    """The names the functions cached in ``store`` are stored under: ``module.qualname``
+    (see :func:`_step_name`), with a dot no workflow step's name may have."""
+    return [name for name in store.step_names() if "." in name]
 
 
 def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -922,6 +945,7 @@ class _CachedCall(_Calls):
         masked by the secrets in force, a step's when one runs the call), said as verbose
         asks."""
         self.refuse_miss()
+        self.memory.refuse_foreign_folder()  # (.call() takes no lock)
         secrets = secrets_in_force()
         key = self.keys.step_key(components, args, kwargs,
                                  None if secrets is None else secrets.mask)
@@ -972,6 +996,7 @@ class _CachedCall(_Calls):
         stored (``read-only``; ``fail-on-miss``, whose lock would make the cache folder)."""
         if self.store.read_only or self.fail_on_miss:
             return contextlib.nullcontext()
+        self.memory.refuse_foreign_folder()  # (before the lock makes .locks there)
         if asynchronous:
             return self.store.alock(self.name, key)
         return self.store.lock(self.name, key)

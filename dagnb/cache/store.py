@@ -101,7 +101,7 @@ from dagnb.cache.entry_files import (
     _write_meta,
 )
 from dagnb.cache.forks import WeakRefs, renew_in_child
-from dagnb.cache.housekeeping import DAMAGED, UNPACKED, Housekeeping, _Counts
+from dagnb.cache.housekeeping import DAMAGED, ENTRY_KEY, UNPACKED, Housekeeping, _Counts
 from dagnb.cache.journal import AccessJournal
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
@@ -553,9 +553,13 @@ class Store(Housekeeping):
 
     def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
         if item.meta is None:
+            if ENTRY_KEY.fullmatch(key) is None:  # no entry: see _not_an_entry
+                return self._not_an_entry(step_name, key)
             return self._damaged_folder(step_name, key, "meta.json is missing", item.version,
                                         retry)
         meta, problem = _parse_meta(item.meta, step_name, key)
+        if problem is not None and ENTRY_KEY.fullmatch(key) is None:
+            return self._not_an_entry(step_name, key)
         if problem is None and not _has_out_files(meta) and not os.path.isdir(f"{item.path}/out"):
             problem = "its out/ directory is missing"  # (a file under out/ is checked below)
         if problem is None:
@@ -567,6 +571,11 @@ class Store(Housekeeping):
         entry = Entry(step_name, key, item.path, meta, item.version)
         self._entries[(step_name, key)] = entry
         return entry
+
+    def _not_an_entry(self, step_name: str, key: str) -> None:
+        """A folder named by no key, without an entry's meta.json: someone else's (a
+        project's ``data/raw`` in a folder given as the cache), left in place, unlisted."""
+        self._forget(step_name, key)
 
     def _damaged_folder(
         self, step_name: str, key: str, problem: str, version: Hashable, retry: bool
