@@ -6,6 +6,7 @@ its own environment variables, so it calls :func:`current` instead.
 
 from __future__ import annotations
 
+import copy
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,7 +18,7 @@ if TYPE_CHECKING:
     from dagnb.cache.secret_scan import SecretsInForce
     from dagnb.executors.base import Task
 
-__all__ = ["StepContext", "current", "step_secrets"]
+__all__ = ["StepContext", "current", "param_copy", "step_secrets"]
 
 # held while the runner lists and watches a step's input folders: a second thread of
 # the step asking meanwhile waits, or it would read (and write) them unwatched
@@ -44,8 +45,9 @@ class StepContext:
 
     @property
     def params(self) -> Mapping[str, Any]:
-        """The step's params."""
-        return self._task.step.params
+        """The step's params: copies, as its function gets them (see param_copy)."""
+        params = self._task.step.params
+        return {name: param_copy(value) for name, value in params.items()} if params else params
 
     @property
     def inputs(self) -> dict[str, Path]:
@@ -70,11 +72,25 @@ class StepContext:
         return f"<StepContext {self.step!r} attempt {self.attempt}>"
 
 
+_SHARED_AS_IS = frozenset({str, int, float, bool, type(None)})  # (nothing to change in place)
+
+
+def param_copy(value: Any) -> Any:
+    """A param's value as a running step gets it: its own copy, as a dask worker's or a
+    container's is (a step that fills defaults into a config dict in place changes
+    neither the Step, nor its cache key, nor another step sharing the dict)."""
+    return value if type(value) in _SHARED_AS_IS else copy.deepcopy(value)
+
+
 def current() -> StepContext:
     """The context of the Python step running now; raises outside a step."""
     context = current_context()  # set with the step's output capture
     if not isinstance(context, StepContext):
-        raise RuntimeError("dagnb.current() is only available inside a running Python step")
+        raise RuntimeError(
+            "dagnb.current() is only available inside a running Python step, and a step's "
+            "context does not reach the threads it starts (a ThreadPoolExecutor's): read "
+            "dagnb.current() before starting them and pass its values on, or run them in "
+            "contextvars.copy_context().run")
     return context
 
 

@@ -36,7 +36,7 @@ from typing import Any
 from dagnb.errors import StepFailed, TransientError, exception_line
 from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
-from dagnb.executors.context import StepContext
+from dagnb.executors.context import StepContext, param_copy
 from dagnb.executors.loop import Interrupted, call_interruptibly, until_cancelled
 from dagnb.executors.programs import start_program
 from dagnb.executors.reaper import (
@@ -566,8 +566,8 @@ def function_arguments(
         if name in inputs:
             item = inputs[name]
             kwargs[name] = item.path if item.result is NO_RESULT else item.result
-        elif name in params:
-            kwargs[name] = params[name]
+        elif name in params:  # (a copy: the function may change it in place)
+            kwargs[name] = param_copy(params[name])
     return kwargs
 
 

@@ -55,6 +55,7 @@ __all__ = [
     "UnwaitedAttempt",
     "call_interruptibly",
     "cancelling",
+    "current_future",
     "get_loop",
     "held_function",
     "hold_wakeup",
@@ -393,6 +394,12 @@ def call_interruptibly(func: Callable[..., T], kwargs: Mapping[str, Any]) -> T:
     if fired:
         raise Interrupted("interrupted")
     return result
+
+
+def current_future() -> TaskFuture | None:
+    """The TaskFuture the calling task runs under (``run_sync``, ``run_async``, ``submit``
+    set it as they start it), or None outside one."""
+    return _owner.get()
 
 
 def holding_the_loop() -> object | None:

@@ -27,6 +27,7 @@ __all__ = [
     "encode_inline",
     "json_text",
     "load_result",
+    "own_result",
     "save_result",
 ]
 
@@ -104,6 +105,8 @@ def save_result(out_dir: Path, value: Any) -> Path:
         The file written.
     """
     out_dir = Path(out_dir)
+    if _already_saved(out_dir, value):  # (a step's own file, its result: kept as written)
+        return out_dir / _found_result_file(out_dir)  # type: ignore[operator]
     text = json_text(value)
     if text is not None:
         path = out_dir / RESULT_FILES[0]
@@ -113,6 +116,44 @@ def save_result(out_dir: Path, value: Any) -> Path:
     with open(path, "wb") as handle:
         pickle.dump(value, handle, protocol=5)
     return path
+
+
+def _found_result_file(out_dir: Path | str) -> str | None:
+    """The name of the result file ``out_dir`` holds already, or None."""
+    folder = os.fspath(out_dir)
+    return next((name for name in RESULT_FILES if os.path.exists(f"{folder}/{name}")), None)
+
+
+def _already_saved(out_dir: Path, value: Any) -> bool:
+    """Whether ``out_dir`` holds a result file whose value is ``value`` (a step that
+    returned None with its own result.json: that file is its result, see own_result)."""
+    if _found_result_file(out_dir) is None:  # (every save but that one)
+        return False
+    try:
+        return bool(load_result(out_dir) == value)
+    except Exception:  # unreadable, or no plain answer to == (an array): written anew
+        return False
+
+
+def own_result(step: str, out_dir: Path | str, value: Any) -> Any:
+    """The result of a Python step that ended with ``value``, ``out_dir`` being where
+    it could write: ``value``, or the value of the result.json (or result.pkl) it wrote
+    itself when it returned None (that file is its output, left as written, and a cache
+    hit reads it back: a fresh run gives the same). Raises ValueError for a step that
+    wrote such a file and returned a value: one of the two would be lost."""
+    name = _found_result_file(out_dir)
+    if name is None:
+        return value
+    if value is not None:
+        raise ValueError(f"step {step!r} wrote {name}, the name dagnb keeps its returned value "
+                     "under; name the file otherwise (metrics.json), or return None to "
+                     "make that file the step's result")
+    try:
+        return load_result(out_dir)
+    except Exception as exc:  # (not JSON, a pickle of a class gone...)
+        raise ValueError(f"step {step!r} returned None and wrote {name}, which dagnb reads "
+                         f"as its result, and it does not load ({exc}); name the file "
+                         "otherwise (metrics.json)") from exc
 
 
 def json_text(value: Any) -> str | None:

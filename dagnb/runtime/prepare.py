@@ -93,7 +93,7 @@ def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **o
     """Run and wait. Options are those of :func:`prepare`."""
     check_run_options(options, "graph.run()", GRAPH_RUN_OPTIONS)
     run, scheduler = prepare(graph, targets, **options)
-    loop.run_sync(_execute(run, scheduler))
+    loop.run_sync(_followed(run, scheduler))
     return run
 
 
@@ -103,8 +103,21 @@ async def run_graph_async(
     """Run from async code; the work happens on dagnb's loop whatever loop awaits."""
     check_run_options(options, "graph.arun()", GRAPH_RUN_OPTIONS)
     run, scheduler = prepare(graph, targets, **options)
-    await loop.run_async(_execute(run, scheduler))
+    # (awaited on dagnb's loop itself, it runs in the caller's task: nothing of its own)
+    execute = _execute if loop.in_loop_thread() else _followed
+    await loop.run_async(execute(run, scheduler))
     return run
+
+
+async def _followed(run: Run, scheduler: Scheduler) -> Run:
+    """:func:`_execute`, the Run following the future it runs under, made by
+    ``loop.run_sync`` or ``loop.run_async`` (``start_background`` hands it over itself):
+    ``run.cancel()`` interrupts the one it owns of a Python step's call holding the loop,
+    and ``done``, ``wait()`` and ``holding_the_loop()`` see it run, from any thread."""
+    future = loop.current_future()
+    if future is not None:
+        run.follow(future)
+    return await _execute(run, scheduler)
 
 
 def start_background(

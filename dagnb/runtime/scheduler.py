@@ -70,7 +70,7 @@ from dagnb.executors.loop import (
 )
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
-from dagnb.model.results import NO_RESULT, PUBLISHED_AS, save_result
+from dagnb.model.results import NO_RESULT, PUBLISHED_AS, own_result, save_result
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
@@ -863,6 +863,8 @@ class Scheduler:
             )
         if _exited_before_outputs(step, outcome, executor):
             raise StepFailed(_outputs_unreached(step), step=step.name)
+        if _may_hold_own_result(step, outcome, executor, task):
+            outcome = _with_own_result(step, outcome, task)
         return outcome
 
     @staticmethod
@@ -1185,6 +1187,25 @@ def _exited_before_outputs(step: Step, outcome: Outcome, executor: Executor) -> 
     as a step without --outputs may end): stored, it would publish None as each."""
     return (outcome.result is NO_RESULT and bool(getattr(step.func, PUBLISHED_AS, ()))
             and SIMULATED not in executor.capabilities)  # (a scripted outcome has none)
+
+
+def _may_hold_own_result(step: Step, outcome: Outcome, executor: Executor,
+                         task: Task | None) -> bool:
+    """Whether a Python step's folder may hold a result file it wrote itself: one that
+    asked for its folder (an inline step that did not has none), on an executor that
+    does not write its result there itself (a container's is exported with it)."""
+    return (step.func is not None and outcome.result is not NO_RESULT and task is not None
+            and "out_dir" in task.__dict__ and "containers" not in executor.capabilities)
+
+
+def _with_own_result(step: Step, outcome: Outcome, task: Task) -> Outcome:
+    """``outcome`` with the result of a step that wrote its own result file (see
+    :func:`~dagnb.model.results.own_result`): refused if it returned a value too."""
+    try:
+        result = own_result(step.name, task.out_dir, outcome.result)
+    except ValueError as exc:
+        raise StepFailed(str(exc), step=step.name) from None
+    return outcome if result is outcome.result else dataclasses.replace(outcome, result=result)
 
 
 def _outputs_unreached(step: Step) -> str:
