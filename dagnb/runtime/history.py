@@ -12,11 +12,13 @@ cached step's lines from it; none, no field), and why each skipped step was (``s
 the upstream step that failed, which ``dagnb logs`` says; none, no field).
 ``dagnb run --only-failed`` reads the newest record of a workflow from there, so it
 works in a new process: of that file, since files made from one template share its name;
-of that name, for a graph built in Python or a notebook, and for records older versions
-wrote without a file. A step's state counts only among the runs given the same params: a
-step done with ``city=Paris`` has not run with ``city=Rome``. (Runs of older versions
-left ``run.json`` in their folder, and their records have no params, nor entries; those
-are read too, as runs given none.)
+of that name and ``origin``, for a graph built in Python or a notebook (the script that
+built it: two scripts' ``dagnb.Graph()`` share the name "graph", and one's runs are not
+the other's); of that name alone, for records older versions wrote with neither. A
+step's state counts only among the runs given the same params: a step done with
+``city=Paris`` has not run with ``city=Rome``. (Runs of older versions left ``run.json``
+in their folder, and their records have no params, nor entries; those are read too, as
+runs given none.)
 
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
@@ -52,6 +54,7 @@ import math
 import os
 import random
 import shutil
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping
@@ -64,6 +67,7 @@ from dagnb.checks import warn_user
 from dagnb.model.jsontext import encoder
 
 __all__ = [
+    "ANY_ORIGIN",
     "DONE_STATES",
     "KEEP_RUNS",
     "NOT_RUN_STATES",
@@ -73,6 +77,7 @@ __all__ = [
     "RunFolder",
     "StepInRun",
     "finished_at",
+    "graph_origin",
     "last_params",
     "last_run_of",
     "last_states",
@@ -92,22 +97,32 @@ _draw = random.random  # whether this run prunes (tests replace it)
 # a step left in any other state (failed, skipped, cancelled; or pending, queued, running
 # in a run cut short) was not done, and --only-failed runs it again
 DONE_STATES = frozenset({"succeeded", "cached"})
+ANY_ORIGIN = "*any*"  # a reader of any script's runs of a name (dagnb logs, history)
+
+
+def graph_origin() -> str | None:
+    """What built a graph of no workflow file: the main script's path, as the record's
+    ``origin``; None where there is none (a notebook, a REPL, ``python -c``)."""
+    script = getattr(sys.modules.get("__main__"), "__file__", None)
+    return os.path.abspath(script) if isinstance(script, str) and script else None
 
 
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
     __slots__ = ("_cache_dir", "_closed", "_entries", "_lease", "_lock", "_path", "_pruning",
-                 "_uses", "_uses_file", "_uses_urgent", "kept", "params", "run_id", "source",
-                 "text")
+                 "_uses", "_uses_file", "_uses_urgent", "kept", "origin", "params", "run_id",
+                 "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
-                 params: Mapping[str, Any] | None = None, kept: bool = True) -> None:
+                 params: Mapping[str, Any] | None = None, kept: bool = True,
+                 origin: str | None = None) -> None:
         self._cache_dir = cache_dir
         # False: in a temporary folder (a read-only run's), removed with the process
         self.kept = kept
         self.run_id = run_id
         self.source = source  # the workflow file run, recorded for --only-failed
+        self.origin = origin  # with no file, the script that built the graph (None: none)
         # the params given for the run, recorded too: a copy, as they were (a list the
         # caller changes in place later was not given to this run)
         self.params = copy.deepcopy(dict(params)) if params else {}
@@ -211,6 +226,8 @@ class RunFolder:
                   "states": dict(states)}
         if self.source is not None:
             record["source"] = str(self.source)
+        else:  # (null where no script is known: still not an older version's record)
+            record["origin"] = self.origin
         if self.params:  # (most runs are given none: no field)
             record["params"] = self.params
         if self._entries:
@@ -283,15 +300,17 @@ def _remove_unless_live(folder: Path) -> bool:
 
 def last_states(cache_dir: Path, graph_name: str, source: Path | None = None,
                 params: Mapping[str, Any] | None = None,
-                own: Mapping[str, Any] | None = None) -> dict[str, str] | None:
+                own: Mapping[str, Any] | None = None,
+                origin: str | None = ANY_ORIGIN) -> dict[str, str] | None:
     """Each step's final state in the newest recorded run of ``graph_name`` that ran it
     (a notebook runs a cell's steps at a time: a step that failed in one run stays
     failed after later runs of other steps); None when there is no run. Given its
     workflow file, ``source``, only that file's runs count (and older records, which
     name no file, of that name); given ``params``, only the runs given those params
     (a record with none was given none), or the same values, given ``own`` (the values
-    the steps have of their own: see :func:`same_params`)."""
-    runs = _runs_of(cache_dir, graph_name, source)
+    the steps have of their own: see :func:`same_params`). Given ``origin`` (no file), only
+    that script's runs count: see :func:`_runs_of`."""
+    runs = _runs_of(cache_dir, graph_name, source, origin)
     if params is not None:
         runs = [record for record in runs if same_params(_params(record), params, own)]
     if not runs:
@@ -380,12 +399,19 @@ def _text_of(field: object, step: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _runs_of(cache_dir: Path, graph_name: str, source: Path | None) -> list[dict[str, Any]]:
-    """The records of this workflow, oldest first (the log's lines of others unparsed)."""
+def _runs_of(cache_dir: Path, graph_name: str, source: Path | None,
+             origin: str | None = ANY_ORIGIN) -> list[dict[str, Any]]:
+    """The records of this workflow, oldest first (the log's lines of others unparsed).
+    Given an ``origin`` (a graph of no file), the records older versions wrote, which say
+    none, count only while that script has none of its own: they may be another
+    script's, of the same name (its steps' done states taken for this graph's would run
+    nothing); until then they are all that is known, as before."""
     runs = cache_dir / ".runs"
     logged = [r for r in map(_parsed, _lines_of(runs, graph_name, source)) if r is not None]
-    return sorted((r for r in [*logged, *_folder_records(runs)] if _of(r, graph_name, source)),
-                  key=_finished)
+    found = [r for r in [*logged, *_folder_records(runs)] if _of(r, graph_name, source, origin)]
+    if source is None and origin != ANY_ORIGIN and any("origin" in r for r in found):
+        found = [r for r in found if "origin" in r]
+    return sorted(found, key=_finished)
 
 
 def _finished(record: Mapping[str, Any]) -> float:
@@ -425,10 +451,15 @@ def _params_text(params: Mapping[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, separators=(",", ":"))
 
 
-def _of(record: Mapping[str, Any], graph_name: str, source: Path | None) -> bool:
-    """Whether ``record`` is a run of this workflow file, or of this name (no file)."""
+def _of(record: Mapping[str, Any], graph_name: str, source: Path | None,
+        origin: str | None = ANY_ORIGIN) -> bool:
+    """Whether ``record`` is a run of this workflow file, or of this name (no file) and,
+    given an ``origin``, of that script (a record that says none is an older version's)."""
     if "source" in record:
         return source is not None and record["source"] == str(source)
+    if "origin" in record and (source is not None or origin not in (ANY_ORIGIN,
+                                                                     record["origin"])):
+        return False  # a graph built in Python: no workflow file's, nor another script's
     return record.get("graph") == graph_name
 
 
@@ -612,9 +643,9 @@ def _locked_log(path: Path, create: bool) -> int | None:
     raise OSError(f"the run records {str(path)!r} kept changing while being opened")
 
 
-def _workflow(record: Mapping[str, Any]) -> tuple[Any, Any]:
-    """What a record is a run of: its graph's name and workflow file (if any)."""
-    return record.get("graph"), record.get("source")
+def _workflow(record: Mapping[str, Any]) -> tuple[Any, Any, Any]:
+    """What a record is a run of: its graph's name, workflow file and script (if any)."""
+    return record.get("graph"), record.get("source"), record.get("origin")
 
 
 def _compact_records(path: Path, keep: int) -> None:

@@ -48,7 +48,7 @@ from dagnb.model.contract import (
 )
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
-from dagnb.runtime.history import RunFolder, last_states, unfinished
+from dagnb.runtime.history import RunFolder, graph_origin, last_states, unfinished
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
@@ -391,7 +391,8 @@ def prepare(
     # off keeps the run's record (dagnb run --only-failed reads it), as it always did
     recorded = mode != "read-only" and not unwritable
     home = cache_dir if recorded else _scratch_home()
-    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=recorded)
+    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=recorded,
+                       origin=graph_origin())
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
@@ -511,13 +512,17 @@ def _selection(
     if here.keys() >= set(graph.names):  # (every step ran here: the history adds none)
         return graph.select(targets, tags=tags, only_failed=True)
     name, source = graph.name, graph.workflow_file
+    # with no file, only the runs of the script that built it: another script's graph of
+    # the same name ("graph") that succeeded is not this one's
+    origin = graph_origin() if source is None else None
     # the history's, and this process's runs' over them (a read-only run recorded
     # nothing in cache_dir): a step that failed in another process and has not run here
     # since (a run of a target here) is still to run again
     states = {**(last_states(cache_dir, name, source, graph.given_params,
-                             graph.own_params()) or {}), **here}
+                             graph.own_params(), origin=origin) or {}), **here}
     ran = graph.names if source is not None else {
-        *(last_states(cache_dir, name) or {}), *(last.states() if last is not None else {})}
+        *(last_states(cache_dir, name, origin=origin) or {}),
+        *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))
     again += [step for step in ran if step not in states and step in graph]
     needed = set(graph.select(targets, tags=tags))
