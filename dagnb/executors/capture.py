@@ -100,9 +100,13 @@ class _StepBuffer:
         if not (partial["stdout"] or partial["stderr"]):  # most steps: nothing
             return
         self.partial = {"stdout": [], "stderr": []}
+        # a line cut off (the step ended, or displays next) is the last of its line: a
+        # sink that masks one as such (the scheduler's: ``last``) gets it so, lest a
+        # secret's start there show in clear (``Bearer sk-live-Abc1``)
+        sink = getattr(self.sink, "last", self.sink)
         for stream, pieces in partial.items():
             if rest := "".join(pieces):
-                self.sink(stream, rest)
+                sink(stream, rest)
 
 
 class _RoutingStream:

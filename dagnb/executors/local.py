@@ -275,8 +275,9 @@ class _Pipe:
             if chunk:
                 self._lines(chunk)
                 return
-            if rest := b"".join(self._pending):
-                self._task.log(self._stream, rest.decode("utf-8", "replace"))
+            if rest := b"".join(self._pending):  # (a line cut off: the sink's last, if
+                log = self._task.log                  # it has one, masks a secret's start)
+                getattr(log, "last", log)(self._stream, rest.decode("utf-8", "replace"))
         except Exception as exc:  # a failing log sink fails the step, as it would inline
             self.close()
             if not self.done.done():

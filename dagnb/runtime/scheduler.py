@@ -29,7 +29,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
-from pathlib import Path
+from pathlib import Path, PurePath
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -165,6 +165,38 @@ class _Outcome:
         if not isinstance(where, Path):
             self._path = where = Path(where)
         return where
+
+
+class _AttemptLog:
+    """An attempt's log sink (see Scheduler._log_sink): ``log(stream, line)`` for a line
+    that ended; ``log.last(stream, line)`` for the end of a stream that had no newline
+    (the step cut off mid-line), masked as the last of its line: a secret's start
+    there (``Bearer sk-live-Abc1``) is masked too (:meth:`Masker.masked_as_last`)."""
+
+    __slots__ = ("_emit", "_mask", "_name", "_number", "_tails", "_write")
+
+    def __init__(self, scheduler: Scheduler, name: str, number: int, log_file: LogFile) -> None:
+        self._emit, self._mask, self._tails = scheduler._emit, scheduler._masking, scheduler._tails
+        self._name, self._number, self._write = name, number, log_file.write_line
+
+    def __call__(self, stream: str, line: str) -> None:
+        mask = self._mask
+        self._record(stream, line if mask is None else mask(line))
+
+    def last(self, stream: str, line: str) -> None:
+        mask = self._mask
+        self._record(stream, line if mask is None else mask.masked_as_last(line))
+
+    def _record(self, stream: str, masked: str) -> None:
+        name = self._name
+        event = self._emit("log", name, self._number, stream=stream, line=masked)
+        masked = event.data["line"]
+        if stream == "stderr" and masked.strip():
+            tail = self._tails.get(name)
+            if tail is None:
+                tail = self._tails[name] = deque(maxlen=STDERR_TAIL)
+            tail.append(masked)
+        self._write(event.time, self._number, stream, masked)
 
 
 class _Start:
@@ -491,6 +523,8 @@ class Scheduler:
                                               "full (the warning said which)")
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
         self._ran(step, outcome)
+        if wrote and isinstance(outcome.result, PurePath):
+            _warn_if_into_out_dir(step.name, outcome.result, out_dir)
         # (most steps ran once: no list of the earlier attempts' files made)
         self.run.record_log_files(step.name, [entry.log_file] if len(files) == 1 else
                                   [f.path for f in files[:-1]] + [entry.log_file])
@@ -972,25 +1006,12 @@ class Scheduler:
         except Exception:  # (ExecutorUnavailable, a bad setting: said as that step starts)
             return False
 
-    def _log_sink(self, name: str, number: int, log_file: LogFile) -> Callable[[str, str], None]:
+    def _log_sink(self, name: str, number: int, log_file: LogFile) -> _AttemptLog:
         """Where an attempt's lines go: masked, to the event log (a bounded head), to
         the attempt's log file (all of them), and the last stderr ones to a short tail
         (made on the first: most steps print nothing)."""
-        emit, mask, write, tails = self._emit, self._masking, log_file.write_line, self._tails
-        tails.pop(name, None)  # a new attempt's tail
-
-        def log(stream: str, line: str) -> None:
-            event = emit("log", name, number, stream=stream,
-                         line=line if mask is None else mask(line))
-            masked = event.data["line"]
-            if stream == "stderr" and masked.strip():
-                tail = tails.get(name)
-                if tail is None:
-                    tail = tails[name] = deque(maxlen=STDERR_TAIL)
-                tail.append(masked)
-            write(event.time, number, stream, masked)
-
-        return log
+        self._tails.pop(name, None)  # a new attempt's tail
+        return _AttemptLog(self, name, number, log_file)
 
     def _stores_displays(self, step: Step, outcome: Outcome | None) -> bool:
         """Whether an attempt's displays go into the step's entry: it succeeded, and the
@@ -1171,6 +1192,19 @@ def _links(
 
 def _value(result: Any) -> Any:
     return result.get() if isinstance(result, CachedResult) else result
+
+
+def _warn_if_into_out_dir(name: str, result: PurePath, out_dir: str) -> None:
+    """A step's result that is a path into its out_dir dangles once its outputs move
+    into the cache entry (this run's steps downstream get it too, and a hit): said, with
+    the path that stays right."""
+    try:
+        inside = Path(os.path.abspath(result)).relative_to(os.path.abspath(out_dir))
+    except ValueError:
+        return
+    checks.warn_user(f"step {name!r} returned a path inside its out_dir, which moves into "
+                     f"the cache; a downstream step reads it as "
+                     f"dagnb.current().inputs[{name!r}] / {inside.as_posix()!r}")
 
 
 def _afresh(step: Step, cache: StepCache | None) -> bool:
