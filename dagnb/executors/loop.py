@@ -40,6 +40,7 @@ import os
 import select
 import signal
 import socket
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
@@ -47,7 +48,7 @@ from typing import Any, NoReturn, TypeVar
 
 from dagnb.checks import warn_user
 from dagnb.executors import children
-from dagnb.executors.reaper import kill_everything
+from dagnb.executors.reaper import kill_everything, steps_run
 
 __all__ = [
     "Interrupted",
@@ -135,6 +136,8 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         self._cancel_requested = False
         self.stopping = False  # cancel() was called (read by stop_pending)
         self._abandon_hooks: list[Callable[[bool], object]] = []  # see when_abandoned
+        self.left_in_call: list[str] = []  # given up on, its steps still in their call
+        self._wait_told = False  # a run has said it waits for them (run_sync)
 
     def start(self) -> TaskFuture:
         """Schedule the task on the loop (apart from ``__init__``: a caller that must
@@ -157,7 +160,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
         coro, self._coro = self._coro, None
         assert coro is not None
         context = contextvars.copy_context()
-        context.run(_owner.set, self)  # the task and the steps it starts know their future
+        context.run(_belong_to, self)  # the task and the steps it starts know their future
         self._task = context.run(self._loop.create_task, self._reporting(coro))
         if self._cancel_requested:
             self._cancel_task()
@@ -208,13 +211,35 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
     def abandon(self) -> None:
         """The thread waiting for the task gives up on it, not done (:func:`run_sync`):
         call the hooks :func:`when_abandoned` set, each with whether a step call of the
-        task still holds the loop thread. A hook that fails is one warning."""
+        task still holds the loop thread. A hook that fails is one warning.
+        :attr:`left_in_call` then names the steps still in that call."""
+        func = held_function()
         held = holding_the_loop() is self
+        named: list[str] = []
         for hook in self._abandon_hooks:
             try:
-                hook(held)
+                named += _step_names(hook(held))
             except Exception as exc:  # the caller is leaving on Ctrl-C: say so, go on
                 warn_user(f"dagnb: a run given up on after Ctrl-C: {exc}")
+        if held:
+            self.left_in_call = named or [getattr(func, "__name__", repr(func))]
+
+    def still_in_call(self) -> str:
+        """What the caller given up on it is told: which step did not stop, and why."""
+        steps = ", ".join(map(repr, self.left_in_call))
+        noun = "step" if len(self.left_in_call) == 1 else "steps"
+        return (f"Python {noun} {steps} did not stop: a long call outside Python (C code) "
+                "cannot be interrupted; it holds dagnb's loop until its call returns, and "
+                "the next run waits for it")
+
+    def tell_waiting(self) -> None:
+        """Say once, on stderr, that a run waits for this abandoned task's call."""
+        if self._wait_told:
+            return
+        self._wait_told = True
+        noun = "step" if len(self.left_in_call) == 1 else "steps"
+        print(f"dagnb: waiting for {noun} {', '.join(map(repr, self.left_in_call))} of an "
+              "interrupted run, still in its call", file=sys.stderr, flush=True)
 
     def _cancel_task(self) -> None:
         self._cancel_requested = True
@@ -235,6 +260,20 @@ _SELECTOR_LOOPS = frozenset({asyncio.SelectorEventLoop})
 _owner: contextvars.ContextVar[TaskFuture | None] = contextvars.ContextVar(
     "dagnb_task_future", default=None
 )
+
+
+def _belong_to(future: TaskFuture) -> None:
+    """In a task's context: its steps are ``future``'s, their processes too (a Ctrl-C
+    on it kills those, not another run's: :func:`dagnb.executors.reaper.kill_everything`)."""
+    _owner.set(future)
+    steps_run.set(future)
+
+
+def _step_names(named: object) -> list[str]:
+    """The step names an abandon hook returned (a list of str), else none."""
+    if isinstance(named, list) and all(isinstance(name, str) for name in named):
+        return named
+    return []
 
 
 class _Held:
@@ -419,7 +458,9 @@ def when_abandoned(hook: Callable[[bool], object]) -> None:
     ends (Ctrl-C's grace ran out, most often as a Python step holds the loop thread in one
     long C call), call ``hook(held)`` on that thread, ``held`` telling whether a step call
     of the task still holds the loop thread. The process may exit right after, the loop
-    thread never running again: the hook records what only the task would have."""
+    thread never running again: the hook records what only the task would have. It may
+    return the names of the task's steps still in the held call, for the message the
+    waiting caller's KeyboardInterrupt carries (else the held function's name is)."""
     owner = _owner.get()
     if owner is not None:
         owner._abandon_hooks.append(hook)
@@ -611,6 +652,7 @@ def _renew_in_child() -> None:
     _loop = _thread = None
     _watchdog, _inline, _lock = _Watchdog(), _InlineCall(), threading.Lock()
     _owner.set(None)
+    steps_run.set(None)
     _waits.set(())
 
 
@@ -966,27 +1008,40 @@ def run_sync(coro: Coroutine[Any, Any, T], *, grace: float = 3.0) -> T:
 
     Ctrl-C (or a kernel interrupt) cancels the coroutine, waits up to ``grace``
     seconds for it to clean up (kill its processes), then re-raises KeyboardInterrupt;
-    a second Ctrl-C meanwhile kills every step process at once. A task still not done
-    then is given up on (:func:`when_abandoned`).
+    a second Ctrl-C meanwhile kills the task's step processes at once. A task still not
+    done then is given up on (:func:`when_abandoned`), and the KeyboardInterrupt names
+    its step still in its call, which holds the loop: a later call says it waits for it.
     """
     if in_loop_thread():
         coro.close()
         raise RuntimeError("run_sync() called from dagnb's own loop; use 'await' there instead")
+    _tell_if_held_by_abandoned()
     future = TaskFuture(get_loop(), coro)
     try:  # (a Ctrl-C as the task is started, once the loop has it, is caught: the task
         future.start()  # is cancelled and cleans up, rather than run on unwatched)
         with interrupts_marked(future.mark_stopping, future):
             return future.result()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         future.cancel()
         _wait_for_cleanup(future, grace)
-        raise
+        if future.left_in_call and type(stop) is KeyboardInterrupt and not stop.args:
+            raise KeyboardInterrupt(future.still_in_call()) from None  # (a subclass, the
+        raise  #                                         CLI's SIGTERM, keeps its own)
+
+
+def _tell_if_held_by_abandoned() -> None:
+    """A step call of a run given up on holds the loop: this run waits until it returns,
+    which could be hours. Say so rather than hang silently."""
+    owner = _inline.owner
+    if isinstance(owner, TaskFuture) and owner.left_in_call:
+        owner.tell_waiting()
 
 
 def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
     """Give a cancelled task ``grace`` seconds to stop its steps (SIGTERM, then SIGKILL
     a moment later). A second Ctrl-C (or SIGTERM) meanwhile, or the grace running out,
-    SIGKILLs every step process at once: the caller is leaving, perhaps the process too,
+    SIGKILLs the task's step processes at once (not another run's, a background one's
+    or another thread's): the caller is leaving, perhaps the process too,
     and must not leave the SIGKILL undone, nor the run unrecorded (the task, held up,
     records it no more: it is given up on, :meth:`TaskFuture.abandon`)."""
     try:
@@ -998,7 +1053,7 @@ def _wait_for_cleanup(future: TaskFuture, grace: float) -> None:
         return
     while True:
         try:
-            kill_everything()
+            kill_everything(future)
             break
         except KeyboardInterrupt:  # a third one: kill all the same
             continue

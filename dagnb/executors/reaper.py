@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import ctypes
 import functools
 import os
@@ -55,6 +56,7 @@ __all__ = [
     "kill_everything",
     "kill_tagged",
     "running_step",
+    "steps_run",
     "sweep",
 ]
 
@@ -78,6 +80,11 @@ class _Steps:
         self.subreaper = False
 
 
+# the run the calling task's steps belong to (dagnb's loop sets it as it starts a run's
+# task): a Ctrl-C on one run kills that run's steps, not another run's
+steps_run: contextvars.ContextVar[object | None] = contextvars.ContextVar(
+    "dagnb_steps_run", default=None)
+
 _steps = _Steps()  # per OS process, not per dagnb context: the subreaper flag is the process's
 _watcher = Watcher(TOKEN_VARIABLE, KILL_GRACE)  # kills what is listed if this process dies
 
@@ -94,12 +101,13 @@ _TOKEN_MASK = (1 << 96) - 1
 
 class StepProcesses:
     """One step attempt's processes: its token, its group once started (its leader's
-    pid), and the pids killed for carrying the token (to reap)."""
+    pid), the pids killed for carrying the token (to reap), and the run it is of."""
 
-    __slots__ = ("killed", "pgid", "started", "token")
+    __slots__ = ("killed", "pgid", "run", "started", "token")
 
     def __init__(self, token: str) -> None:
         self.token = token
+        self.run = steps_run.get()
         self.pgid: int | None = None
         self.started = time.monotonic()
         self.killed: set[int] = set()
@@ -183,11 +191,12 @@ async def sweep(step: StepProcesses, *, leader_reaped: bool) -> None:
     await _reap(step.pgid if leader_reaped else None, step.killed)
 
 
-def kill_everything() -> None:
-    """SIGKILL every running step's processes at once (a second Ctrl-C): no grace, no
-    reaping (the loop's own cleanup of each step does that if it still runs)."""
+def kill_everything(run: object | None = None) -> None:
+    """SIGKILL every running step's processes at once, only those of ``run`` if given
+    (a second Ctrl-C): no grace, no reaping (the loop's own cleanup of each step does
+    that if it still runs)."""
     with _steps.lock:
-        steps = list(_steps.running.values())
+        steps = [step for step in _steps.running.values() if run is None or step.run is run]
     for step in steps:
         if step.pgid is not None:
             _kill_group(step.pgid)

@@ -293,17 +293,18 @@ class Run:
             states = self.states()
             self._folder.close(states, self.graph_name, self._why_skipped(states))
 
-    def abandon(self, held: bool) -> None:
+    def abandon(self, held: bool) -> list[str]:
         """The thread waiting for the run gives up on it after Ctrl-C's grace, the run's
         task not done (``held``: a Python step of it holds the loop thread in one long
         call, C code that no interrupt stops before it returns): its steps not ended are
         settled as cancelled and the run is recorded now, from that thread, as the
         process may exit before the task runs again (``--only-failed`` would read the
         run before as the last, and find nothing to re-run). :attr:`left_running` lists
-        the Python steps still in their call. Nothing if the run was recorded already."""
+        the Python steps still in their call, returned too (the interrupt names them).
+        Nothing if the run was recorded already."""
         with self._recording:
             if self._recorded:
-                return
+                return self.left_running
             states = self.states()
             if held:
                 self.left_running = self._in_the_held_call(states)
@@ -312,6 +313,7 @@ class Run:
                     error = LEFT_IN_A_CALL if name in self.left_running else CANCELLED
                     self.events.emit("state", name, state="cancelled", error=error)
             self._record()
+        return self.left_running
 
     def _why_skipped(self, states: Mapping[str, str]) -> dict[str, str]:
         """Why each skipped step was (the upstream step that failed), for the record."""
