@@ -2,7 +2,9 @@
 
 A hit writes nothing: the store counts hits in memory and :meth:`AccessJournal.append`
 writes them all at once, as one small folder per flush under ``.access``, so a fully
-cached re-run of 10,000 steps writes one file, not 10,000. Past
+cached re-run of 10,000 steps writes a file or a few, not 10,000. A store that lives
+long (a notebook's ``Memory``) flushes on a hit when its last flush is
+:data:`FLUSH_EVERY` seconds old, so another process's ``reduce_size`` sees its uses. Past
 :data:`COMPACT_AT` folders, one process folds them into one while the others go on.
 Journal folders never change once written, so their sums are remembered for as long as
 the list of folders is the same.
@@ -22,9 +24,11 @@ from pathlib import Path
 
 from dagnb.cache.backend import StoreBackend
 
-__all__ = ["COMPACT_AT", "AccessJournal", "Totals"]
+__all__ = ["COMPACT_AT", "FLUSH_EVERY", "AccessJournal", "Totals"]
 
 COMPACT_AT = 64
+# well under any sensible age_limit; at most one small write per 10 s of hits
+FLUSH_EVERY = 10.0
 FOLDER = ".access"
 _FILE = "journal.jsonl"
 

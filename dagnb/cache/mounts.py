@@ -4,6 +4,9 @@ environments, bytecode, notebook checkpoints, dagnb's caches), and what the step
 ``exclude`` patterns name. One list for every executor: a folder mounted at ``.`` holds
 the cache, which every run changes, and was never a hit; so does a run's ``--cache-dir``
 of another name, or another workflow's cache there (found by what a store makes in it).
+A container's upload also leaves out dotenv files (:data:`DOTENV_EXCLUDES`), which hold
+secrets' values: a secret reaches the engine only as a Dagger secret. The key still
+counts them, so keys made before stay; it only counts more than the step sees.
 
 Patterns are Dagger's (BuildKit's): relative to the mounted folder; ``*`` and ``?`` do
 not cross ``/``; ``**/name`` is ``name`` at any depth; a folder that matches is left out
@@ -24,13 +27,27 @@ from dagnb.model.step import Step
 
 DEFAULT_EXCLUDES = ("**/.git", "**/.venv", "**/__pycache__", "**/.ipynb_checkpoints",
                     "**/.dagnb_cache")
+# (python-dotenv's, direnv's dotenv, docker compose's: a step that needs one mounts the
+# file itself, ``mounts: {.env: /workspace/.env}``, or takes it back, ``exclude: ['!.env']``)
+DOTENV_EXCLUDES = ("**/.env", "**/.env.*", "**/.envrc")  # (direnv's too)
 
 
 def mount_excludes(step: Step, folder: Path, cache: Path | None = None) -> list[str]:
     """What a mount of ``folder`` leaves out: the defaults, the configured cache folder
     and ``cache`` (the run's, which may be empty still), virtual environments and dagnb
     caches of any name at its top, the step's own."""
-    patterns = list(DEFAULT_EXCLUDES)
+    return _excludes(step, folder, cache, DEFAULT_EXCLUDES)
+
+
+def upload_excludes(step: Step, folder: Path, cache: Path | None = None) -> list[str]:
+    """What a container's upload of ``folder`` leaves out: what its key leaves out, and
+    dotenv files before the step's own patterns (which may take one back)."""
+    return _excludes(step, folder, cache, (*DEFAULT_EXCLUDES, *DOTENV_EXCLUDES))
+
+
+def _excludes(step: Step, folder: Path, cache: Path | None,
+              defaults: Iterable[str]) -> list[str]:
+    patterns = list(defaults)
     root = folder.resolve()
     for held in (local_folder(), *([cache] if cache is not None else [])):
         held = held.resolve()

@@ -102,7 +102,7 @@ from dagnb.cache.entry_files import (
 )
 from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.cache.housekeeping import DAMAGED, ENTRY_KEY, UNPACKED, Housekeeping, _Counts
-from dagnb.cache.journal import AccessJournal
+from dagnb.cache.journal import FLUSH_EVERY, AccessJournal
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
     ENTRY,
@@ -252,6 +252,7 @@ class Store(Housekeeping):
     _flush_failed = False  # warned once already
     default_ttl: float | None = None  # (most stores set none)
     _packs: PackIndex | None = None  # a local store's (see __init__)
+    _flush_due: float | None = None  # when a hit writes the uses out (set by the first)
 
     def __init__(
         self,
@@ -369,6 +370,12 @@ class Store(Housekeeping):
         else:
             pending[0] += 1
             pending[1] = now
+        # now and then, so another process's reduce_size sees what this one uses
+        due = self._flush_due
+        if due is None or now >= due:
+            self._flush_due = now + FLUSH_EVERY
+            if due is not None:
+                self.flush()
         return entry
 
     def count_miss(self, step_name: str) -> None:

@@ -18,7 +18,8 @@ did see the edit) stores the stale result under the new key. Every host read the
 passes ``no_cache=True``; the upload is still content-digested, so Dagger's own exec
 cache is not defeated. Folders leave out what no step should need and that can be
 large: version control, virtual environments, bytecode, notebook checkpoints and
-dagnb's cache (:data:`DEFAULT_EXCLUDES`), plus the step's ``exclude`` patterns.
+dagnb's cache (:data:`DEFAULT_EXCLUDES`), and dotenv files, which hold secrets' values
+(:data:`~dagnb.cache.mounts.DOTENV_EXCLUDES`), then the step's ``exclude`` patterns.
 ``.gitignore`` is not applied: data folders are commonly ignored by git, and a step
 that mounts ``data/`` must see its files.
 """
@@ -34,7 +35,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from dagnb.cache.mounts import DEFAULT_EXCLUDES, mount_excludes
+from dagnb.cache.mounts import DEFAULT_EXCLUDES, upload_excludes
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Input, Task
 from dagnb.executors.dagger.connection import from_this_session
@@ -483,9 +484,10 @@ def _cache_mounts(dag: Any, task: Task, dagger: Any, owner: str,
 
 
 def host_excludes(step: Step, folder: Path, cache: Path | None = None) -> list[str]:
-    """What an upload of ``folder`` leaves out: what the step's key leaves out of it
-    (:func:`dagnb.cache.mounts.mount_excludes`; ``cache``: the run's cache folder)."""
-    return mount_excludes(step, folder, cache)
+    """What an upload of ``folder`` leaves out: what the step's key leaves out of it,
+    and dotenv files (:func:`dagnb.cache.mounts.upload_excludes`; ``cache``: the run's
+    cache folder)."""
+    return upload_excludes(step, folder, cache)
 
 
 def _with_services(ctr: Any, task: Task, services: ServiceLookup | None) -> Any:
