@@ -10,6 +10,7 @@ import copy
 import threading
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dagnb.executors.capture import current_context
@@ -45,9 +46,12 @@ class StepContext:
 
     @property
     def params(self) -> Mapping[str, Any]:
-        """The step's params: copies, as its function gets them (see param_copy)."""
+        """The step's params, read-only as the step's own: copies of their values, as its
+        function gets them (see param_copy)."""
         params = self._task.step.params
-        return {name: param_copy(value) for name, value in params.items()} if params else params
+        if not params:
+            return params
+        return MappingProxyType({name: param_copy(value) for name, value in params.items()})
 
     @property
     def inputs(self) -> dict[str, Path]:
