@@ -48,6 +48,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import fcntl
+import functools
 import itertools
 import json
 import math
@@ -104,7 +105,14 @@ def graph_origin() -> str | None:
     """What built a graph of no workflow file: the main script's path, as the record's
     ``origin``; None where there is none (a notebook, a REPL, ``python -c``)."""
     script = getattr(sys.modules.get("__main__"), "__file__", None)
-    return os.path.abspath(script) if isinstance(script, str) and script else None
+    return _absolute_once(script) if isinstance(script, str) and script else None
+
+
+@functools.lru_cache(maxsize=8)
+def _absolute_once(script: str) -> str:
+    """``os.path.abspath(script)``, once a process (the path Python 3.9 and later gives
+    ``__main__.__file__`` is absolute already: the working folder cannot move it)."""
+    return os.path.abspath(script)
 
 
 class RunFolder:

@@ -392,7 +392,7 @@ def prepare(
     recorded = mode != "read-only" and not unwritable
     home = cache_dir if recorded else _scratch_home()
     folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=recorded,
-                       origin=graph_origin())
+                       origin=None if graph.workflow_file is not None else graph_origin())
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
