@@ -271,7 +271,24 @@ def _failed_exec(task: Task, exc: Any, mask: _Mask) -> Outcome | StepFailed:
     if how.startswith("unreached "):  # (the shim printed no traceback: a line dagnb wrote)
         return StepFailed(output_unreached_line(task.step.name, how.removeprefix("unreached ")),
                           step=task.step.name, exit_code=code)
+    if how.startswith(("wrote ", "unloadable ")):  # (its own result file: the shim saved nothing)
+        return StepFailed(_own_result_refused(task.step.name, how, mask), step=task.step.name,
+                          masked=True)
     return Outcome(exit_code=code)
+
+
+def _own_result_refused(step: str, how: str, mask: _Mask) -> str:
+    """The local executor's words (:func:`~dagnb.model.results.own_result`) for a step
+    that wrote its own result file and returned a value ("wrote result.json"), or
+    returned None and wrote one that does not load ("unloadable result.json: why")."""
+    if how.startswith("wrote "):
+        return (f"step {step!r} {how}, the name dagnb keeps its returned value under; "
+                "name the file otherwise (metrics.json), or return None to make that "
+                "file the step's result")
+    name, _, why = how.removeprefix("unloadable ").partition(": ")
+    return (f"step {step!r} returned None and wrote {name}, which dagnb reads as its "
+            f"result, and it does not load ({mask(why)}); name the file otherwise "
+            "(metrics.json)")
 
 
 def _tails(mask: _Mask, stdout: str, stderr: str) -> dict[str, str]:
@@ -315,10 +332,14 @@ def _exception_line(stderr: str) -> str:
 
 
 def _log(task: Task, stream: str, text: str) -> None:
-    if not text:
-        return
-    for line in text.removesuffix("\n").split("\n"):
+    """``text``'s lines to the step's log; one cut off (no newline ends the output)
+    goes to the sink's ``last``, if it has one, which masks a secret's start at its end
+    (``Bearer tok-9f8e``), as the local executor's does."""
+    *lines, rest = text.split("\n")
+    for line in lines:
         task.log(stream, line)
+    if rest:
+        getattr(task.log, "last", task.log)(stream, rest)
 
 
 _Mask = Callable[[str], str]
@@ -327,9 +348,11 @@ _Mask = Callable[[str], str]
 def _output_mask(task: Task, secrets: list[str]) -> _Mask:
     """What masks the step's output and the engine's words in an error: the step's
     secrets (and the registry's) as the executor knows them, then the run's (those of
-    other steps, which an upstream's files may hold). Made when an error asks: most
-    steps succeed."""
-    return lambda text: task.mask(Masker(secrets)(text))
+    other steps, which an upstream's files may hold). Each text is masked as the last
+    of its output: one cut off mid-line may end with a secret's start. Made when an
+    error asks: most steps succeed."""
+    run_mask = getattr(task.mask, "masked_as_last", task.mask)
+    return lambda text: run_mask(Masker(secrets).masked_as_last(text))
 
 
 def _masked(exc: DagnbError, secrets: list[str]) -> DagnbError:

@@ -24,6 +24,9 @@ last on the path (an image's own dagnb wins), as the step contract offers
 the ``pathlib.Path`` of its folder, as on the local executor), calls the function
 (coroutines through ``asyncio.run``) and writes the return value to ``$DAGNB_OUT`` as
 JSON when it round-trips exactly, pickle otherwise (the rule of :mod:`dagnb.model.results`).
+A ``result.json`` (or ``.pkl``) the step wrote there itself is its result when it returned
+None, kept as written (it must load), and never overwritten: a step that returned a value
+too fails, as on the local executor (:func:`~dagnb.model.results.own_result`).
 
 The function runs in a forked child, which tells the shim through a pipe how it ended:
 returned, raised, or ``sys.exit()`` (which ends the step as a script: 0 succeeds with
@@ -98,7 +101,8 @@ _FIX = "pass it as a parameter, or define it inside the function"
 # how (:func:`ending`); the executor takes the line out of the step's output.
 _MARKER = "dagnb-step-ended: "
 # (not always at a line's start: the step's last line may be unended)
-_ENDED = re.compile(re.escape(_MARKER) + r"(raised|exit|died \d+|unreached \w+)(?:\n|\Z)")
+_ENDED = re.compile(re.escape(_MARKER) + r"(raised|exit|died \d+|unreached \w+|wrote result\.\w+"
+                    r"|unloadable result\.\w+: [^\n]*)(?:\n|\Z)")
 
 _SHIM = '''\
 """dagnb's container shim: call one step function under the dagnb step contract.
@@ -165,9 +169,43 @@ def json_exact(value):
     return False
 
 
+class Refused(Exception):
+    """The step's result cannot be saved: ``told`` says why, as the executor reads it."""
+
+    def __init__(self, told):
+        super().__init__(told)
+        self.told = told
+
+
+def own_result(out):
+    """The result file the step wrote itself in ``out``, or None."""
+    return next((name for name in ("result.json", "result.pkl") if (out / name).exists()),
+                None)
+
+
+def check_loads(path):
+    """A step's own result file, its result, must load (as dagnb reads it)."""
+    try:
+        if path.suffix == ".json":
+            json.loads(path.read_bytes())
+        else:
+            with open(path, "rb") as handle:
+                pickle.load(handle)
+    except Exception as exc:
+        raise Refused("unloadable %%s: %%s" %% (path.name, " ".join(str(exc).split())))
+
+
 def save(value):
+    """Write the step's value, as dagnb's save_result does; a step's own result file
+    (returned None) is its result, kept as written; with a value too, it is refused."""
     out = pathlib.Path(os.environ["DAGNB_OUT"])
     out.mkdir(parents=True, exist_ok=True)
+    own = own_result(out)
+    if own is not None:
+        if value is not None:
+            raise Refused("wrote " + own)
+        check_loads(out / own)
+        return
     if json_exact(value):
         text = json.dumps(value, allow_nan=False)
         if json.loads(text) == value:
@@ -230,6 +268,9 @@ def run_step(channel):
     except SystemExit:
         os.write(channel, b"exit")
         raise
+    except Refused as exc:  # (no traceback: the executor words it)
+        os.write(channel, exc.told.encode())
+        sys.exit(1)
     except BaseException as exc:
         output = unreached_output(exc)
         if output is None:
@@ -346,9 +387,10 @@ def python_argv() -> list[str]:
 def ending(stderr: str) -> tuple[str, str]:
     """How a failed Python step ended, as the shim's last line says: "raised", "died
     <exit code>" (it ended without telling: os._exit()), "exit" for a non-zero exit the
-    step chose (sys.exit(3)), "" without the line (a kill); and its stderr without that
-    line. The line is the shim's last, not always the stderr's: a process the step left
-    running may write after it."""
+    step chose (sys.exit(3)), "wrote result.json" (its own, and it returned a value),
+    "unloadable result.json: <why>" (its own, its result, does not load), "" without the
+    line (a kill); and its stderr without that line. The line is the shim's last, not
+    always the stderr's: a process the step left running may write after it."""
     found = list(_ENDED.finditer(stderr))  # (the shim writes it once, at its end)
     if not found:
         return stderr, ""
