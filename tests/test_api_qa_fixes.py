@@ -97,6 +97,16 @@ def test_a_step_changing_its_params_in_place_changes_neither_the_step_nor_the_ne
     assert set(graph.run().states().values()) == {"cached"}
 
 
+def test_a_large_param_copy_is_equal_and_apart():
+    from dagnb.executors.context import param_copy
+
+    rows = [{"x": i, "tags": ["a", "b"]} for i in range(1000)]
+    copied = param_copy(rows)
+    assert copied == rows
+    assert copied is not rows and copied[0] is not rows[0]
+    assert copied[0]["tags"] is not rows[0]["tags"]
+
+
 # -- run.cancel() of a graph.run() or arun() run ----------------------------------------
 BUSY_FOR = 6.0  # seconds a busy step would run on uncancelled
 
