@@ -13,7 +13,6 @@ from __future__ import annotations
 import builtins
 import dataclasses
 import posixpath
-import re
 import reprlib
 import sys
 from bisect import bisect_left
@@ -34,6 +33,7 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
+from dagnb.model.masking import named_as_secret
 from dagnb.model.step import Step, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
@@ -462,15 +462,11 @@ def _type_name(value: Any) -> str:
     return f"{module}.{name}"
 
 
-# A variable named like a credential keeps its value out of the entry's metadata.
-_SECRET_NAME = re.compile(r"token|secret|passw|credential|api_?key|private", re.IGNORECASE)
-
-
 def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> str:
     """A short description for explain: the repr of plain data (each item masked by
     ``mask`` before it is cut short), else type and shape."""
     plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
-    if isinstance(value, plain) and not _SECRET_NAME.search(name):
+    if isinstance(value, plain) and not named_as_secret(name):
         return reprlib.repr(value) if mask is None else _MaskedRepr(mask).repr(value)
     shape = getattr(value, "shape", None)
     return f"<{_type_name(value)}" + (f" shape {tuple(shape)!r}>" if shape is not None else ">")

@@ -28,6 +28,11 @@ __all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_f
 
 MASK = "***"
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
+
+# A variable named like a credential (``HF_TOKEN``, ``DB_PASSWORD``): its value is kept out
+# of a cache entry's metadata, and a notebook param equal to it is refused.
+named_as_secret = re.compile(r"token|secret|passw|credential|api_?key|private",
+                             re.IGNORECASE).search
 MIN_LINE = 6
 # the fewest characters of a secret's start at the end of the last text written (its
 # writer stopped there) that are masked, where a word starts: fewer end much ordinary

@@ -18,9 +18,11 @@ reads nothing: the cells define the graph as they run, as before.
 from __future__ import annotations
 
 import ast
+import itertools
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,8 +31,9 @@ from typing import Any
 from dagnb.errors import WorkflowError
 
 __all__ = [
-    "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "defining_cell",
-    "kernel_notebook_path", "read_names", "read_notebook", "read_notebook_tagged", "text_names",
+    "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "declared_secrets",
+    "defining_cell", "kernel_notebook_path", "read_names", "read_notebook",
+    "read_notebook_tagged", "text_names",
 ]
 
 MAGIC = "%%dagger"
@@ -160,6 +163,37 @@ def dagger_cells(cells: Iterable[tuple[str, str]]) -> list[DaggerCell]:
         if kind == "code" and first.startswith(MAGIC + " "):
             found.append(DaggerCell(index, first, body))
     return found
+
+
+def declared_secrets(cells: Iterable[tuple[str, str]]) -> set[str]:
+    """The secret names the cells declare, read without running them: ``--secret NAME``
+    on a ``%%dagger`` line, ``secrets=["NAME", ...]`` in a plain cell's call (a
+    ``dagnb.Step``). A name the cell computes (``$name``, a variable) is not known here."""
+    cells = list(cells)
+    names = {name for cell in dagger_cells(cells) for name in _line_secrets(cell.line)}
+    for kind, source in cells:
+        if kind == "code" and not source.lstrip().startswith("%%"):
+            names |= _keyword_secrets(source)
+    return names
+
+
+def _line_secrets(line: str) -> list[str]:
+    """The names a ``%%dagger`` line's ``--secret NAME`` (or ``--secret=NAME``) give."""
+    try:
+        words = shlex.split(line)
+    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
+        return []
+    found = [after for before, after in itertools.pairwise(words) if before == "--secret"]
+    found += [word.partition("=")[2] for word in words if word.startswith("--secret=")]
+    return [name for name in found if name and "$" not in name and "{" not in name]
+
+
+def _keyword_secrets(source: str) -> set[str]:
+    """The text literals in a ``secrets=[...]`` (or tuple) keyword of any call."""
+    return {item.value for node in ast.walk(_parsed(source)) if isinstance(node, ast.keyword)
+            and node.arg == "secrets" and isinstance(node.value, (ast.List, ast.Tuple))
+            for item in node.value.elts
+            if isinstance(item, ast.Constant) and isinstance(item.value, str)}
 
 
 def defining_cell(path: str | Path, name: str) -> int | None:

@@ -18,7 +18,8 @@ time limit passed).
   A float no literal writes (``1e400``, ``NaN``) is set as ``float('inf')``. A name
   that cell does not assign is refused (papermill warns, and the value is set but nothing
   reads it); one it assigns only text keeps the text typed (``--param version=3.10`` is
-  ``'3.10'``).
+  ``'3.10'``). A value holding a secret's value is refused before the kernel starts
+  (:func:`_refuse_secret_params`): that cell holds it in clear, and so does ``output``.
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
   read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
@@ -50,12 +51,21 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from dagnb import checks
-from dagnb.config import DEFAULT_KEYS, ENV_PREFIX, TOP_KEYS, check_cache_mode, env_values
+from dagnb.config import (
+    DEFAULT_KEYS,
+    ENV_PREFIX,
+    TOP_KEYS,
+    check_cache_mode,
+    env_values,
+    settings,
+)
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
+from dagnb.model.masking import MIN_LINE, SecretFinder, named_as_secret
 from dagnb.model.step import variable_text
 from dagnb.notebook.document import (
     bound_names,
     dagger_cells,
+    declared_secrets,
     read_notebook,
     read_notebook_tagged,
     text_names,
@@ -122,6 +132,8 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     if output is not None:  # (before the kernel: not after an hour's run)
         check_output_file(output)
     notebook = _load(nbformat, path)
+    _refuse_secret_params(params or {}, param_texts or {},
+                          [(c.cell_type, c.source) for c in notebook.cells])
     _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
     for feed in feeds:  # (a full run gives the target the value these steps make)
@@ -303,6 +315,52 @@ def _check_parameter_names(params: Mapping[str, Any], assigned: set[str], path: 
                 f"assign {name} in that cell to set it from the command line"))
             raise WorkflowError(f"--param {name!r}: the parameters cell of {str(path)!r} "
                                 f"assigns no {name!r}; {listed}; {hint}")
+
+
+def _refuse_secret_params(params: Mapping[str, Any], typed: Mapping[str, str],
+                          cells: list[tuple[str, str]]) -> None:
+    """Refuse a param holding the value of a secret, before the kernel starts: the
+    injected-parameters cell would hold it in clear, in the kernel and in the
+    ``--output`` notebook (papermill's does). Refused: a param holding, anywhere and in
+    any leak form, the value of a secret the notebook's cells declare or the registry's,
+    as set now (as a workflow's params are checked); and one whose value is that of a
+    variable named as a secret (``HF_TOKEN``), declared or not."""
+    if not params:
+        return
+    declared = {name: os.environ[name] for name in sorted(declared_secrets(cells))
+                if os.environ.get(name)}
+    finder = SecretFinder({**declared, **settings().credential_secrets()})
+    named = _named_secret_values(os.environ)
+    for name, value in params.items():
+        texts = _param_texts(value, typed.get(name))
+        held = (finder.find("\n".join([_literal(value), *texts]).encode())
+                or next((named[text] for text in texts if text in named), None))
+        if held is not None:
+            raise WorkflowError(
+                f"--param {name!r} holds the value of secret {held!r}, which would be "
+                "written in clear to the notebook's injected-parameters cell (and --output's "
+                f"file); pass it as a secret, not a param: --secret {held} on the %%dagger "
+                f"cell that needs it, read there as os.environ[{held!r}] (a --python cell) "
+                f'or "${held}" (a shell cell)')
+
+
+def _param_texts(value: Any, typed: str | None) -> set[str]:
+    """A param's value as text (trimmed): as typed (``--param``), and as read (the text,
+    or the literal a number or list is written as)."""
+    read = value if isinstance(value, str) else _literal(value)
+    return {text.strip() for text in (typed, read) if text is not None}
+
+
+def _named_secret_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Value (trimmed) -> name of each variable named as a secret, but for a value under
+    ``MIN_LINE`` characters (``dev``, ``1``: in too many params) and one naming an
+    existing file or folder (``GOOGLE_APPLICATION_CREDENTIALS``: a path, not the key)."""
+    found = {}
+    for name, value in sorted(environ.items()):
+        text = value.strip()
+        if named_as_secret(name) and len(text) >= MIN_LINE and not os.path.exists(text):
+            found[text] = name
+    return found
 
 
 def _cells_after_selection(notebook: Any, only: list[str] | None) -> list[Any]:
