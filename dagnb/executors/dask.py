@@ -51,11 +51,13 @@ once it is not: a cancel, a timeout, a client that went away. The step stops, wh
 was doing. Once the child has ended, what it started is killed too: its process group,
 and on Linux every process carrying the attempt's token in its environment
 (:mod:`dagnb.executors.reaper`), so a ``setsid`` escapee as well. On Linux the child also
-dies with its worker (a parent-death signal, which reaches the child only: its own
-subprocesses are swept at the end of the attempt, which a worker killed outright never
-reaches). A child that ends without writing its report (os._exit(), a native exit())
-fails its step whatever its exit code, 0 too: it returned no result for the cache to
-keep; sys.exit() is reported, and ends the step as on the local executor (0 succeeds).
+dies with its worker (a parent-death signal), and so does what it started: the worker
+has a watcher (:mod:`dagnb.executors.watcher`, as the local executor's process has) that
+kills the groups and tokens of its steps still running when the worker ends (killed,
+out of memory), whose retry would otherwise run beside them. A child that ends without
+writing its report (os._exit(), a native exit()) fails its step whatever its exit code,
+0 too: it returned no result for the cache to keep; sys.exit() is reported, and ends
+the step as on the local executor (0 succeeds).
 The step ends as its function returns: the child runs its exit work (atexit) and
 exits, killing the threads the step left running (the local executor, in-process, lets
 them run on), which a normal exit would wait for, holding the step and its timeout.
@@ -98,9 +100,9 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
-from typing import Any, ClassVar, NoReturn
+from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
 from dagnb.config import context, settings
 from dagnb.errors import (
@@ -113,8 +115,12 @@ from dagnb.errors import (
 from dagnb.executors import served, shipped, wire
 from dagnb.executors.base import QUEUES, Availability, Input, Outcome, Task
 from dagnb.executors.local import ended_without_result, function_arguments
+from dagnb.executors.reaper import TOKEN_VARIABLE, StepProcesses, kill_tagged, new_token
 from dagnb.executors.workdir import workdir_of
 from dagnb.model.contract import make_step_folders, write_params
+
+if TYPE_CHECKING:
+    from dagnb.model.masking import Masker
 
 __all__ = ["DaskExecutor", "close"]
 
@@ -182,7 +188,7 @@ class DaskExecutor:
                 asyncio.get_running_loop().run_in_executor(None, cluster.close)  # (blocks)
             with contextlib.suppress(OSError):
                 os.remove(marker)
-        await heard.rest(report["lines"])
+        await heard.rest(report["lines"], report.get("cut", ()))  # (an older worker: none)
         return _outcome(task, report)
 
 
@@ -398,14 +404,25 @@ async def _submitted(
 
 
 async def _done(future: Any) -> None:
-    """Wait for a dask future from asyncio without holding a thread."""
+    """Wait for a dask future from asyncio without holding a thread. Its end is heard on
+    the dask client's loop, not through ``Future.add_done_callback``, whose thread pool
+    refuses work once the interpreter shuts down: a step still running as ``dagnb run``
+    exits after a Ctrl-C (a local step's C call held the run's loop) is cancelled by the
+    client's close at exit, and the refusal printed a tornado traceback after the run's
+    summary."""
     loop = asyncio.get_running_loop()
     done = loop.create_future()
 
     def settle(_: Any) -> None:
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        with contextlib.suppress(RuntimeError):  # (the run's loop has closed)
+            loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
 
-    future.add_done_callback(settle)
+    try:  # (undocumented: a distributed without it is heard as documented)
+        from distributed.client import done_callback
+    except ImportError:
+        future.add_done_callback(settle)
+    else:
+        future.client.loop.add_callback(done_callback, future, settle)
     await done
 
 
@@ -431,19 +448,26 @@ class _Heard:
         at, lines = message["at"], message["lines"]
         if self.closed or at > self.count:  # (after a lost event: the report has them)
             return
-        for stream, line in lines[self.count - at:]:
-            self.task.log(stream, line)
+        self._log(lines[self.count - at:], self.count, message.get("cut", ()))
         self.count = max(self.count, at + len(lines))
         if message["end"]:
             self.ended.set()
 
-    async def rest(self, lines: list[tuple[str, str]]) -> None:
+    async def rest(self, lines: list[tuple[str, str]], cut: Collection[int]) -> None:
         """Log the report's lines not heard yet, after those heard (their events may
         wait on the loop: its turn lets them through first)."""
         await asyncio.sleep(0)
         self.closed = True
-        for stream, line in lines[self.count:]:
-            self.task.log(stream, line)
+        self._log(lines[self.count:], self.count, cut)
+
+    def _log(self, lines: list[tuple[str, str]], at: int, cut: Collection[int]) -> None:
+        """Log ``lines``, the attempt's from number ``at`` on; those numbered in ``cut``
+        were cut off mid-line (a stream's end without a newline): masked as the last of
+        their line, as the local executor's are, lest a secret's start there show."""
+        log = self.task.log
+        last = getattr(log, "last", log)
+        for number, (stream, line) in enumerate(lines, at):
+            (last if number in cut else log)(stream, line)
 
     async def last_words(self, within: float, why: str, began: bool = True) -> None:
         """Wait up to ``within`` s for the last lines of a step that was stopped or lost;
@@ -905,14 +929,14 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
     """The dask task: run the step in a child process, return what became of it."""
     from distributed import get_worker
 
-    from dagnb.executors.reaper import new_token
-
     if not _first_start(marker):
         return {"status": "lost", "lines": []}
 
     worker = get_worker()
     worker.log_event(_BEGAN, key)  # its timeout starts now, not as it waited for a worker
-    token = new_token()  # in the child's environment, inherited by what it starts
+    # the token is in the child's environment, inherited by what it starts; the worker's
+    # watcher kills its group and what carries the token should this worker die first
+    processes = StepProcesses(new_token())
     # in the worker's own folder: dask removes it when the worker closes, and a killed
     # worker's when the next one starts, with the step's files in it
     where = getattr(worker, "local_directory", None)
@@ -921,17 +945,19 @@ def _run_on_worker(payload: list[wire.Frame], key: str, marker: str) -> dict[str
         with open(files["step"], "wb") as handle:
             pickle.dump((os.getpid(), sys.path), handle)
             wire.write(handle, payload)
-        child = _start(files, token)
+        child = _start(files, processes)
         with open(files["stdout"], "rb") as stdout, open(files["stderr"], "rb") as stderr, \
                 open(files["order"], "rb") as order:
             tail = _Tail({"stdout": stdout, "stderr": stderr}, order, key, worker,
                          files["secrets"])
-            _wait(child, token, lambda: _wanted(worker, key), tail.send)
+            _wait(child, processes, lambda: _wanted(worker, key), tail.send)
             tail.send(last=True)
         if child.returncode == 0 and os.path.exists(files["result"]):
             report = _read_report(files["result"])
-            return {**report, "lines": tail.lines + report.pop("lines", [])}
-        return {"status": "died", "lines": tail.lines, "exit_code": child.returncode}
+            return {**report, "lines": tail.lines + report.pop("lines", []),
+                    "cut": sorted(tail.cut)}
+        return {"status": "died", "lines": tail.lines, "cut": sorted(tail.cut),
+                "exit_code": child.returncode}
 
 
 class _Tail:
@@ -942,15 +968,18 @@ class _Tail:
     A step stopped or lost keeps what it printed. The two files' lines are put in the
     order the child printed them by the file ``order`` (:class:`_Tagged`: a byte for
     each line it printed, its stream's); a line no byte names (written below Python: a
-    subprocess's, C code's) goes a turn after it came, stdout's first."""
+    subprocess's, C code's) goes a turn after it came, stdout's first. A stream's end
+    without a newline (the step cut off mid-line) is masked as the last of its line
+    (:meth:`~dagnb.model.masking.Masker.masked_as_last`), here and by the client."""
 
     _CHUNK = 1 << 16  # bytes of lines, about, in one event
 
     def __init__(self, handles: dict[str, Any], order: Any, key: str, worker: Any,
                  secrets: str) -> None:
         self.lines: list[tuple[str, str]] = []
+        self.cut: set[int] = set()  # the numbers in ``lines`` of those cut off mid-line
         self._key, self._worker, self._secrets = key, worker, secrets
-        self._mask: Callable[[str], str] | None = None
+        self._mask: Masker | None = None
         self._sent = 0
         self._handles = handles  # the streams' files, read as they grow
         self._partial = dict.fromkeys(handles, b"")
@@ -962,13 +991,16 @@ class _Tail:
     def send(self, last: bool = False) -> None:
         """Send the lines written since the last turn (``last``: a last line unended
         too, and the word that no more come)."""
+        cut = []
         for stream, handle in self._handles.items():
             *whole, rest = (self._partial[stream] + handle.read()).split(b"\n")
             if last and rest:
                 whole, rest = [*whole, rest], b""
+                cut.append(stream)
             self._partial[stream] = rest
             self._queued[stream] += [line.decode("utf-8", "replace") for line in whole]
         self._in_order(last)
+        self.cut.update(self._last_of(stream) for stream in cut)
         if self._mask is None and not self._read_secrets():
             return  # (the step has not run yet; its report has these lines)
         while self._sent < len(self.lines) or last:
@@ -998,6 +1030,11 @@ class _Tail:
         queue = self._queued[stream]
         self.lines += [(stream, queue.popleft()) for _ in range(count)]
 
+    def _last_of(self, stream: str) -> int:
+        """The number of the last line in ``lines`` of ``stream``."""
+        return next(number for number in range(len(self.lines) - 1, -1, -1)
+                    if self.lines[number][0] == stream)
+
     def _read_secrets(self) -> bool:
         from dagnb.model.masking import Masker
 
@@ -1010,16 +1047,22 @@ class _Tail:
 
     def _event(self, last: bool) -> None:
         chunk, size = [], 0
-        for stream, line in self.lines[self._sent:]:
+        for number, (stream, line) in enumerate(self.lines[self._sent:], self._sent):
             if chunk and size + len(line) > self._CHUNK:
                 break
-            chunk.append([stream, self._mask(line) if self._mask else line])
+            chunk.append([stream, self._masked(number, line)])
             size += len(line)
         at, self._sent = self._sent, self._sent + len(chunk)
         end = last and self._sent == len(self.lines)
+        cut = sorted(number for number in self.cut if at <= number < self._sent)
         with contextlib.suppress(Exception):  # (a closing worker: the report has them)
-            self._worker.log_event(_LINES, {"key": self._key, "at": at,
-                                            "lines": chunk, "end": end})
+            self._worker.log_event(_LINES, {"key": self._key, "at": at, "lines": chunk,
+                                            "end": end, "cut": cut})
+
+    def _masked(self, number: int, line: str) -> str:
+        if self._mask is None:
+            return line
+        return self._mask.masked_as_last(line) if number in self.cut else self._mask(line)
 
 
 def _read_report(path: str) -> dict[str, Any]:
@@ -1050,28 +1093,33 @@ def _first_start(marker: str) -> bool:
     return True
 
 
-def _start(files: dict[str, str], token: str) -> subprocess.Popen[bytes]:
+def _start(files: dict[str, str], processes: StepProcesses) -> subprocess.Popen[bytes]:
     """Start the child with files for its streams, not pipes: a process the step leaves
-    running inherits them, and a pipe would keep the task waiting for that process."""
-    from dagnb.executors.reaper import TOKEN_VARIABLE
-
-    env = {**os.environ, TOKEN_VARIABLE: token}
+    running inherits them, and a pipe would keep the task waiting for that process.
+    The worker's watcher is told the child's token before it starts, its group after."""
+    env = {**os.environ, TOKEN_VARIABLE: processes.token}
     open(files["order"], "wb").close()  # (read by the worker from the start)
-    with open(files["step"], "rb") as stdin, open(files["stdout"], "wb") as stdout, \
-            open(files["stderr"], "wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-c", _CHILD_MAIN, files["result"]],
-            stdin=stdin, stdout=stdout, stderr=stderr, env=env,
-            start_new_session=True,  # its own process group, killed as one
-        )
+    processes.announce()
+    try:
+        with open(files["step"], "rb") as stdin, open(files["stdout"], "wb") as stdout, \
+                open(files["stderr"], "wb") as stderr:
+            child = subprocess.Popen(
+                [sys.executable, "-c", _CHILD_MAIN, files["result"]],
+                stdin=stdin, stdout=stdout, stderr=stderr, env=env,
+                start_new_session=True,  # its own process group, killed as one
+            )
+    except BaseException:
+        processes.forget_group()  # (nothing started: nothing for the watcher to kill)
+        raise
+    processes.set_group(child.pid)
+    return child
 
 
-def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool],
-          each_turn: Callable[[], None]) -> None:
+def _wait(child: subprocess.Popen[bytes], processes: StepProcesses,
+          wanted: Callable[[], bool], each_turn: Callable[[], None]) -> None:
     """Wait for the child to exit, killing it once the task is unwanted; then kill what
-    it left: its process group, and (Linux) every process carrying its token."""
-    from dagnb.executors.reaper import kill_tagged
-
+    it left: its process group, and (Linux) every process carrying its token; the
+    watcher is then told they are gone."""
     try:
         while not _exited(child):
             time.sleep(_POLL)
@@ -1082,7 +1130,8 @@ def _wait(child: subprocess.Popen[bytes], token: str, wanted: Callable[[], bool]
         _kill_group(child.pid)  # before the reap: the pid cannot name another group yet
         child.wait()
         child.wait()
-        kill_tagged([token])  # those that left the group (setsid); a no-op off Linux
+        kill_tagged([processes.token])  # those that left the group (setsid); Linux only
+        processes.forget_group()
 
 
 def _exited(child: subprocess.Popen[bytes]) -> bool:
@@ -1254,7 +1303,7 @@ def _unshared_contract(func: Any, spec: dict[str, Any], scratch: str) -> None:
 def _die_with(worker: int) -> None:
     """On Linux, the child is killed when its worker process ends: a closed or lost
     worker leaves no step running (the child has a process group of its own). The signal
-    reaches the child only, not the processes it started."""
+    reaches the child only: the worker's watcher kills the processes it started."""
     try:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
