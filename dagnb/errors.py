@@ -252,6 +252,11 @@ class StepCancelled(StepError):
 
 def exception_line(exc: BaseException) -> str:
     """``KeyError: 'x'``, as Python's last traceback line; the type alone when the
-    message is empty (``KeyboardInterrupt``, ``AssertionError()``), not a dangling colon."""
-    text = str(exc)
+    message is empty (``KeyboardInterrupt``, ``AssertionError()``), not a dangling colon;
+    ``BadStr: <str() failed: RuntimeError>`` for one whose ``str()`` raises (the step's
+    failure, not dagnb's, is what its status row names)."""
+    try:
+        text = str(exc)
+    except Exception as broken:
+        text = f"<str() failed: {type(broken).__name__}>"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

@@ -2,11 +2,13 @@
 
 Each run of a workflow file (and of a notebook, ``dagnb run NB`` or a kernel's) leaves a
 record in the cache folder's ``.runs``: when it finished, how each step ended, the params
-it was given. This lists them, the last ``--last`` (20 unless told), of every workflow or
-of the one named, secrets in the params masked as ``dagnb run`` masks them: its run ids
-are what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone
-(renamed) is found in the records by its path, under one line on stderr saying so. The
-``workflow`` column names each run's file, by its path from here where two share a name.
+it was given; a run killed before it ended (SIGKILL, power lost) is listed as ``killed``,
+each of its steps counted in a ``killed`` column. This lists them, the last ``--last``
+(20 unless told), of every workflow or of the one named, secrets in the params masked as
+``dagnb run`` masks them: its run ids are what ``dagnb logs`` names. A file that does
+not load now (mid-edit) or is gone (renamed) is found in the records by its path, under
+one line on stderr saying so. The ``workflow`` column names each run's file, by its path
+from here where two share a name.
 (:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
 """
 
@@ -190,7 +192,8 @@ def _table(records: list[dict[str, Any]], mask: Callable[[str], str]) -> str:
     from dagnb.cli.cache import text_table
 
     names = _shown_names(records)
-    rows = [_row(record, mask, names) for record in records]
+    endings = _ENDINGS + (("killed",) if any(r.get("killed") is True for r in records) else ())
+    rows = [_row(record, mask, names, endings) for record in records]
     return text_table({name: [row[name] for row in rows] for name in rows[0]})
 
 
@@ -212,19 +215,21 @@ def _from_here(path: str) -> str:
 
 
 def _row(record: dict[str, Any], mask: Callable[[str], str],
-         names: Mapping[str, str]) -> dict[str, Any]:
-    """One run: its id, when it finished, of what (its file as ``names`` shows it), its
-    steps by how they ended, params (secrets masked)."""
+         names: Mapping[str, str], endings: tuple[str, ...] = _ENDINGS) -> dict[str, Any]:
+    """One run: its id, when it finished (``killed``, and when it started, for one that
+    did not), of what (its file as ``names`` shows it), its steps by how they ended (each
+    of ``endings``), params (secrets masked)."""
     states = record.get("states") if isinstance(record.get("states"), dict) else {}
     source = record.get("source")
     row = {
         "run": str(record.get("run", "?")),
-        "finished": _finished(record),
+        "finished": (f"killed (started {_finished(record)})" if record.get("killed") is True
+                     else _finished(record)),
         "workflow": names[source] if isinstance(source, str) else str(record.get("graph", "")),
         "steps": len(states),
     }
     ended = list(states.values())
-    row.update({ending: ended.count(ending) for ending in _ENDINGS})
+    row.update({ending: ended.count(ending) for ending in endings})
     params = record.get("params")
     row["params"] = mask(json.dumps(params, separators=(",", ":"))) if params else ""
     return row

@@ -20,6 +20,16 @@ step's state counts only among the runs given the same params: a step done with
 in their folder, and their records have no params, nor entries; those are read too, as
 runs given none.)
 
+A run that is killed (SIGKILL, the machine losing power) writes no record as it ends. So
+each run also appends one short line as it starts, to ``<cache>/.runs/started.jsonl``:
+its id, workflow, params, steps, and its process (pid, and the host and pid namespace
+that pid means something in). A reader takes a started run with no record whose process
+is gone (no such pid on this host) for a killed one: a record of state ``killed`` for each
+of its steps, which ``--only-failed`` runs again (those it finished and stored come from
+the cache) and ``dagnb history`` lists. A process of another host cannot be told dead: its run is
+taken for live, and read as it was before. A prune drops the lines of the runs that
+ended and writes the killed ones' records to the records log.
+
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
 exists already: a run of in-process Python steps that write no files creates no file.
@@ -71,10 +81,12 @@ __all__ = [
     "ANY_ORIGIN",
     "DONE_STATES",
     "KEEP_RUNS",
+    "KILLED",
     "NOT_RUN_STATES",
     "PRUNE_SLACK",
     "RECORDS_NAME",
     "RECORD_NAME",
+    "STARTED_NAME",
     "RunFolder",
     "StepInRun",
     "finished_at",
@@ -91,6 +103,8 @@ KEEP_RUNS = 20  # run folders kept under <cache>/.runs
 PRUNE_SLACK = 10  # about this many runs end without pruning between two that prune
 RECORD_NAME = "run.json"  # a run's record in its folder, before the records log
 RECORDS_NAME = "records.jsonl"
+STARTED_NAME = "started.jsonl"  # a line as each run starts: see the module's text
+KILLED = "killed"  # the state of each step of a run killed before it ended
 _COMPACT_AT = 4 * KEEP_RUNS  # records in the log before a prune rewrites it
 _COMPACT_BYTES = 4 << 20  # or bytes (runs of many steps have long records)
 _PRUNE_LOG_BYTES = 32 << 10  # runs that made no folder prune once the log is this big
@@ -222,6 +236,28 @@ class RunFolder:
             self._uses_file = os.open(f"{self.text}/{RUN_USES}", flags, 0o666)
             os.write(self._uses_file, "".join(kept).encode())
 
+    def begin(self, graph_name: str, steps: Iterable[str]) -> None:
+        """Note that the run starts, in one line appended to ``.runs/started.jsonl``: a
+        run killed before :meth:`close` is then read as killed (see the module's text).
+        A kept run's alone; one that cannot be noted goes on (``close`` warns, if the
+        records log cannot be written either). About 12 µs: the append alone, no sync."""
+        if not self.kept:
+            return
+        line = {"run": self.run_id, "graph": graph_name, **self._workflow_fields(),
+                "started": time.time(), "pid": os.getpid(), "host": _host(),
+                "steps": list(steps)}
+        with contextlib.suppress(OSError, TypeError, ValueError):  # (never fails a run)
+            _append_record(f"{self._cache_dir}/.runs/{STARTED_NAME}", line)
+
+    def _workflow_fields(self) -> dict[str, Any]:
+        """What the run's record says it was a run of: its file or its script, params."""
+        # (origin null where no script is known: still not an older version's record)
+        fields: dict[str, Any] = ({"source": str(self.source)} if self.source is not None
+                                  else {"origin": self.origin})
+        if self.params:  # (most runs are given none: no field)
+            fields["params"] = self.params
+        return fields
+
     def close(self, states: Mapping[str, str], graph_name: str,
               skipped: Mapping[str, str] | None = None) -> None:
         """Write the run's record (with why each ``skipped`` step was), give up the
@@ -231,13 +267,7 @@ class RunFolder:
         """
         self._closed = True
         record = {"run": self.run_id, "graph": graph_name, "finished": time.time(),
-                  "states": dict(states)}
-        if self.source is not None:
-            record["source"] = str(self.source)
-        else:  # (null where no script is known: still not an older version's record)
-            record["origin"] = self.origin
-        if self.params:  # (most runs are given none: no field)
-            record["params"] = self.params
+                  "states": dict(states), **self._workflow_fields()}
         if self._entries:
             record["entries"] = self._entries
         if skipped:
@@ -283,6 +313,8 @@ def prune(runs: Path, keep: int | None = None) -> list[Path]:
     """Remove the run folders older than the newest ``keep`` (default ``KEEP_RUNS``),
     skipping live runs (their lease is held); returns what was removed."""
     keep = KEEP_RUNS if keep is None else keep
+    with contextlib.suppress(OSError):
+        _settle_started(runs)
     with contextlib.suppress(OSError):
         _compact_records(runs / RECORDS_NAME, keep)
     try:
@@ -382,8 +414,9 @@ def recorded_runs(cache_dir: Path, graph_name: str | None = None, source: Path |
         records = _runs_of(cache_dir, graph_name, source)
         return (records if last is None else records[-last:]), len(records)
     runs = cache_dir / ".runs"
+    gone = _gone(_log_lines(runs / STARTED_NAME))  # (first: see _gone)
     lines = _log_lines(runs / RECORDS_NAME)
-    older = _folder_records(runs)
+    older = [*_folder_records(runs), *_unrecorded(gone, lines)]
     newest = list(itertools.islice(_newest_first(lines), last))
     records = sorted([*newest, *older], key=_finished)
     if last is None:
@@ -415,8 +448,11 @@ def _runs_of(cache_dir: Path, graph_name: str, source: Path | None,
     script's, of the same name (its steps' done states taken for this graph's would run
     nothing); until then they are all that is known, as before."""
     runs = cache_dir / ".runs"
-    logged = [r for r in map(_parsed, _lines_of(runs, graph_name, source)) if r is not None]
-    found = [r for r in [*logged, *_folder_records(runs)] if _of(r, graph_name, source, origin)]
+    gone = _gone(_lines_of(runs, graph_name, source, STARTED_NAME))  # (first: see _gone)
+    lines = _lines_of(runs, graph_name, source)
+    logged = [r for r in map(_parsed, lines) if r is not None]
+    found = [r for r in [*logged, *_folder_records(runs), *_unrecorded(gone, lines)]
+             if _of(r, graph_name, source, origin)]
     if source is None and origin != ANY_ORIGIN and any("origin" in r for r in found):
         found = [r for r in found if "origin" in r]
     return sorted(found, key=_finished)
@@ -510,13 +546,128 @@ def _log_lines(path: Path) -> list[bytes]:
     return [line for line in data.split(b"\n") if line.strip()]
 
 
-def _lines_of(runs: Path, graph_name: str, source: Path | None) -> list[bytes]:
+def _lines_of(runs: Path, graph_name: str, source: Path | None,
+              log: str = RECORDS_NAME) -> list[bytes]:
     """The log's lines that may be records of this workflow: those holding its file's
-    name or its graph's name as JSON text (a record of it holds one; others, unparsed)."""
+    name or its graph's name as JSON text (a record of it holds one; others, unparsed);
+    of the records log, or another of the same form (``log``: the started runs')."""
     names = [graph_name] if source is None else [graph_name, str(source)]
     needles = {text for name in names for text in _json_texts(name)}
-    return [line for line in _log_lines(runs / RECORDS_NAME)
+    return [line for line in _log_lines(runs / log)
             if any(needle in line for needle in needles)]
+
+
+# -- runs killed before they ended ----------------------------------------------------
+def _gone(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The runs started (lines of the started log) whose process is gone: killed, or
+    ended with a record, which :func:`_unrecorded` tells apart. Read before the records:
+    a run whose process is gone wrote its record before it went, so a reader that finds
+    it gone and then reads the records cannot miss that record."""
+    return [start for start in _starts(lines) if _process_gone(start)]
+
+
+def _starts(lines: Iterable[bytes]) -> list[dict[str, Any]]:
+    """The started log's lines, parsed; torn or damaged ones left out."""
+    return [start for start in map(_parsed, lines) if start is not None and _is_start(start)]
+
+
+def _unrecorded(gone: Iterable[Mapping[str, Any]], lines: list[bytes]) -> list[dict[str, Any]]:
+    """The :func:`_gone` runs that no line of the records log (``lines``, the workflow's
+    or all) is the record of, each as the record of a killed run. (A run's id, its time
+    and random part, is in no other run's record.)"""
+    logged = b"\n".join(lines)
+    return [_killed(start) for start in gone if _json_texts(start["run"])[0] not in logged]
+
+
+def _is_start(line: Mapping[str, Any]) -> bool:
+    """Whether a started log's line is whole and of this form (not a torn one)."""
+    return (isinstance(line.get("run"), str) and isinstance(line.get("steps"), list)
+            and finished_at({"finished": line.get("started")}) is not None)
+
+
+def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
+    """The record of a run killed before it ended, from the line noted as it started:
+    each of its steps ``killed`` (which finished is not known: a step writes nothing as it
+    ends); sorted as of when it started, the last time it is known to have been live."""
+    record = {key: value for key, value in start.items()
+              if key not in ("started", "pid", "host", "steps")}
+    record.update(finished=start["started"], killed=True,
+                  states={str(step): KILLED for step in start["steps"]})
+    return record
+
+
+def _process_gone(start: Mapping[str, Any]) -> bool:
+    """Whether the process that started a run is gone: of this host and pid namespace
+    (another's cannot be told: taken for live), and no process, or a zombie, has its pid
+    now. (A pid used again since by another process reads as live: as before, unseen.)"""
+    pid = start.get("pid")
+    if start.get("host") != _host() or type(pid) is not int or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (PermissionError: another user's process, alive)
+        return False
+    return _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` is a process that has ended, its parent yet to reap it (Linux)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    return stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]
+
+
+@functools.lru_cache(maxsize=1)
+def _host() -> str:
+    """Where a pid means something: this host's name, and its pid namespace where the
+    system says (a container's pids are not its host's). Once a process."""
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+    except OSError:
+        namespace = ""
+    return f"{os.uname().nodename} {namespace}".rstrip()
+
+
+def _settle_started(runs: Path) -> None:
+    """Rewrite the started log with the lines of live runs alone: a run that ended has
+    its record already; one killed gets its record now, in the records log. (Under the
+    started log's lock, appending through a descriptor of its own: the process's
+    appender, held by a run starting in another thread, may be waiting for that lock.)"""
+    path = runs / STARTED_NAME
+    descriptor = _existing_locked(path)
+    if descriptor is None:
+        return
+    try:
+        lines = _log_lines(path)
+        starts = _starts(lines)  # (torn lines dropped)
+        gone = {start["run"] for start in starts if _process_gone(start)}  # (first: _gone)
+        logged = b"\n".join(_log_lines(runs / RECORDS_NAME))
+        ended = {start["run"] for start in starts if _json_texts(start["run"])[0] in logged}
+        killed = [_killed(start) for start in starts
+                  if start["run"] in gone and start["run"] not in ended]
+        if killed:
+            _append_all(runs / RECORDS_NAME, killed)
+        live = [_COMPACT(start) for start in starts
+                if start["run"] not in gone and start["run"] not in ended]
+        partial = path.with_name(f"{path.name}.{os.getpid()}.partial")
+        partial.write_text("".join(f"{line}\n" for line in live), encoding="utf-8")
+        os.replace(partial, path)
+    finally:
+        os.close(descriptor)
+
+
+def _append_all(path: Path, records: Iterable[Mapping[str, Any]]) -> None:
+    """Append ``records`` to the log under its lock, through a descriptor of its own."""
+    descriptor = _open_locked(path)
+    try:
+        os.write(descriptor, "".join(f"\n{_COMPACT(r)}\n" for r in records).encode())
+    finally:
+        os.close(descriptor)
 
 
 def _json_texts(value: str) -> tuple[bytes, bytes]:

@@ -502,8 +502,9 @@ def _selection(
     A step those runs do not have has not finished either if it is a workflow file's
     (the file's first run, a step new or renamed since: left out, they would run nothing
     and report success) or ran with other params (a graph of no file: a notebook cell
-    never run is not taken for one that failed).
-    Targets or tags narrow it to the steps they need."""
+    never run is not taken for one that failed). With no run of the graph recorded at all
+    (here or in the history), every step runs, as ``dagnb run --only-failed`` runs a file
+    never run, and a warning says why. Targets or tags narrow it to the steps they need."""
     if not only_failed:
         return graph.select(targets, tags=tags)
     last = graph.last_run
@@ -518,15 +519,35 @@ def _selection(
     # the history's, and this process's runs' over them (a read-only run recorded
     # nothing in cache_dir): a step that failed in another process and has not run here
     # since (a run of a target here) is still to run again
-    states = {**(last_states(cache_dir, name, source, graph.given_params,
-                             graph.own_params(), origin=origin) or {}), **here}
+    given = last_states(cache_dir, name, source, graph.given_params, graph.own_params(),
+                        origin=origin)
+    states = {**(given or {}), **here}
+    # any run of it, whatever its params (a file's: read only when none with these is)
+    ever = (given if source is not None and given is not None
+            else last_states(cache_dir, name, source, origin=origin))
+    if ever is None and last is None:  # (no run at all: selecting none would report success)
+        _say_nothing_recorded(graph, cache_dir, origin, targets or tags)
+        return graph.select(targets, tags=tags)
     ran = graph.names if source is not None else {
-        *(last_states(cache_dir, name, origin=origin) or {}),
-        *(last.states() if last is not None else {})}
+        *(ever or {}), *(last.states() if last is not None else {})}
     again = unfinished(states, (step.name for step in graph))
     again += [step for step in ran if step not in states and step in graph]
     needed = set(graph.select(targets, tags=tags))
     return graph.select([step for step in again if step in needed])
+
+
+def _say_nothing_recorded(graph: Graph, cache_dir: Path, origin: str | None,
+                          narrowed: Any) -> None:
+    """One line saying ``only_failed`` found no run of the graph, so every step runs (as
+    ``dagnb run --only-failed`` runs a workflow file never run): not a silent full run;
+    worded as the command line's lines for a workflow file (its option's spelling)."""
+    file = graph.workflow_file
+    option, of = (("--only-failed", file.name) if file is not None else
+                  ("only_failed", f"graph {graph.name!r}" + (f" built by {origin!r}"
+                                                            if origin else "")))
+    steps = "every step the targets or tags select" if narrowed else "every step"
+    warn_user(f"dagnb: {option}: no run of {of} is recorded in {str(cache_dir)!r}, so "
+              f"{steps} runs (those whose inputs are unchanged come from the cache)")
 
 
 def _refresh(graph: Graph, refresh: Any, skip_cache: Any) -> bool | frozenset[str]:

@@ -279,6 +279,14 @@ class Run:
         if self._cancelled:
             hook()
 
+    def begin(self) -> None:
+        """Note in the run history that the run starts (one short line): killed before
+        it ends (SIGKILL, power lost), it is read as killed, its steps to run again, not
+        taken for no run at all (see :mod:`dagnb.runtime.history`). A run of no steps
+        leaves no trace."""
+        if self.order:
+            self._folder.begin(self.graph_name, self.order)
+
     def finish(self) -> None:
         """Record the final states in the run's folder (what ``--only-failed`` reads
         later) and let old run folders be pruned; called once, as the run ends (nothing

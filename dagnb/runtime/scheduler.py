@@ -311,6 +311,7 @@ class Scheduler:
         # no semaphore when every step may run at once: it would only cost each step
         self._semaphore = asyncio.Semaphore(limit) if limit < self._widest else None
         self._emit("run", None, state="started", steps=len(self.run.order))
+        self.run.begin()
         # (a cached call outside the steps' context, a thread of a step's pool, keeps
         # the run's secrets out of the cache too, and so does one after the run ends: a
         # thread a step left running)
