@@ -530,7 +530,8 @@ def _new(args: argparse.Namespace) -> int:
     if output.exists() and not args.force:
         raise ConfigError(f"{str(output)!r} already exists; pass --force to overwrite it")
     _write_workflow(template, output, values)
-    print(f"wrote {output} from template {template.id!r}; run it with: dagnb run {output}")
+    print(f"wrote {output} from template {template.id!r}; run it with: "
+          f"dagnb run {shlex.quote(str(output))}")
     return 0
 
 
@@ -541,6 +542,9 @@ def _workflow_path(output: str | None, template_id: str) -> Path:
         return Path(config.settings().workflow_directory) / f"{template_id}.yml"
     if output.endswith(("/", os.sep)) or Path(output).is_dir():
         return Path(output) / f"{template_id}.yml"
+    if Path(output).suffix.lower() not in (".yml", ".yaml"):  # (dagnb run reads it by suffix)
+        raise ConfigError(f"-o {output!r}: templates new writes a YAML workflow; name a .yml "
+                          f"file (such as {str(Path(output).with_suffix('.yml'))!r})")
     return Path(output)
 
 

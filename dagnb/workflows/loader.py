@@ -674,8 +674,9 @@ def dump(graph: Graph, path: str | Path | None = None) -> str:
         graph_to_dict(graph, dict.fromkeys(functions, ""))  # (what no file holds: refused
         published = published_reads(graph)  #                  before the module is written)
         # the module goes in the graph's folder, where its imports (a notebook's helper
-        # modules beside it) are found; beside the file when that is the same folder
-        refs = write_module(functions, folder / Path(path).name, secrets, published)
+        # modules beside it) are found, named after the file and its folder (two files
+        # saved from one notebook folder do not share one)
+        refs = write_module(functions, Path(path), secrets, published, folder)
         graph = published.graph  # (each step needing the steps it reads)
     data = graph_to_dict(graph, refs)
     if path is not None:

@@ -26,7 +26,8 @@ from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
 
-__all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown"]
+__all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown",
+           "with_text_items"]
 
 
 Mask = Callable[[str], str]
@@ -121,6 +122,16 @@ def _items_as_typed(node: yaml.Node, text: str) -> bool:
     for item in bare:
         item.tag = _STR
     return bool(bare)
+
+
+def with_text_items(text: str) -> Any:
+    """The value of the YAML flow list (map) ``text``, its bare items (values) kept as
+    typed: ``[3.10, yes]`` is ``["3.10", "yes"]``, not ``[3.1, True]``, as for a param
+    the file gives only as lists of text. Raises yaml.YAMLError for text no YAML."""
+    node = yaml.compose(text, Loader=WorkflowLoader)
+    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
+        _items_as_typed(node, text)
+    return None if node is None else _constructed(node)
 
 
 def _constructed(node: yaml.Node) -> Any:

@@ -2,6 +2,11 @@
 
 ``graph.to_yaml("pipeline.yml")`` (and ``%dagger save``) writes each Python step's function
 into ``pipeline_steps.py`` and names it in the YAML as ``python: pipeline_steps.py:fit``.
+The module stays in the graph's folder, where the helpers its code imports are found; a
+file saved into another folder names it after that folder too (``wa/pipeline.yml``'s is
+``wa_pipeline_steps.py``), so that two workflows never share one. Its second line names
+the workflow it serves: a save refuses to replace a module of another workflow file, or
+a file of that name that dagnb did not write.
 What the function reads goes into the module too, so that ``dagnb run pipeline.yml``
 computes the same results under the same cache keys as the notebook did:
 
@@ -20,6 +25,7 @@ Loading a workflow imports the module from the workflow's folder.
 from __future__ import annotations
 
 import ast
+import errno
 import hashlib
 import importlib.util
 import inspect
@@ -44,7 +50,7 @@ from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
 
 __all__ = ["IMPORT_NOTE", "PYTHON_KEY", "check_params_taken", "import_function",
-           "write_module"]
+           "module_path", "write_module"]
 
 PYTHON_KEY = "python"
 # a function's attribute: the comment its import line gets in a saved module (dagnb's own
@@ -53,15 +59,21 @@ IMPORT_NOTE = "_dagnb_import_note"
 
 
 def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
-                 secrets: Iterable[str] = (), published: Published | None = None
-                 ) -> dict[str, str]:
-    """Write the functions (step name -> function) beside ``yaml_path``; step -> reference.
+                 secrets: Iterable[str] = (), published: Published | None = None,
+                 folder: Path | None = None) -> dict[str, str]:
+    """Write the functions (step name -> function) into the module of the workflow file
+    ``yaml_path`` in ``folder`` (by default the file's; see :func:`module_path`); step ->
+    reference, relative to ``folder``.
     A value they read that holds one of ``secrets`` (names, read from the environment
     now) is refused: the module is a file to share, as the cache keeps no secret either.
     A notebook variable that is another step's result (``published``) is not written:
     the step's function takes that step's result and binds it (see
     :mod:`dagnb.workflows.published`)."""
-    module = yaml_path.with_name(f"{yaml_path.stem}_steps.py")
+    yaml_path = yaml_path.resolve()
+    if not yaml_path.parent.is_dir():  # (no module left behind for a file never written)
+        raise WorkflowError(f"cannot write {str(yaml_path)!r}: {os.strerror(errno.ENOENT)}; "
+                            "check that its folder exists and is writable")
+    module = module_path(yaml_path, (folder or yaml_path.parent).resolve())
     collected = _Collected(SecretFinder({n: os.environ[n] for n in secrets if n in os.environ}),
                            published)
     for step, func in functions.items():
@@ -70,14 +82,67 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
         except WorkflowError as exc:
             raise WorkflowError(f"step {step!r}: {exc}") from None
     pickled = module.with_suffix(".pkl")
+    _check_replaceable(module, yaml_path, pickled if collected.pickled else None)
     try:
-        module.write_text(collected.text(pickled.name), encoding="utf-8")
+        served = Path(os.path.relpath(yaml_path, module.parent)).as_posix()
+        module.write_text(collected.text(pickled.name, served), encoding="utf-8")
         if collected.pickled:
             pickled.write_bytes(pickle.dumps(collected.pickled))
     except OSError as exc:
         raise WorkflowError(f"cannot write {str(module)!r}: {exc.strerror}; check that its "
                             "folder exists and is writable") from None
     return {step: f"{module.name}:{func.__name__}" for step, func in functions.items()}
+
+
+def module_path(yaml_path: Path, folder: Path) -> Path:
+    """The module of the workflow file ``yaml_path``'s Python steps: in ``folder``, named
+    after the file (``pipeline_steps.py``), and after the path to its folder when that is
+    another (``wa_pipeline_steps.py`` for ``wa/pipeline.yml``, ``up_`` for a ``..``)."""
+    try:
+        between = Path(os.path.relpath(yaml_path.parent, folder)).parts
+    except ValueError:  # (Windows: another drive)
+        between = (yaml_path.parent.name,)
+    prefix = "".join(f"{'up' if part == '..' else part}_" for part in between if part != ".")
+    return folder / f"{prefix}{yaml_path.stem}_steps.py"
+
+
+_HEADER = '"""Python steps exported by dagnb with their workflow; loaded by it."""'
+_SERVES = "# the Python steps of workflow file "  # + its path from the module's folder
+
+
+def _check_replaceable(module: Path, yaml_path: Path, pickled: Path | None) -> None:
+    """Refuse to write over a file dagnb did not write (a hand-written ``c_steps.py``, or
+    a ``pickled`` file with no module of dagnb's beside it), or over the module of another
+    workflow file that is still there (its steps would silently run this one's code)."""
+    head = _first_lines(module)
+    if head is not None and head[0] != _HEADER:
+        _refuse_foreign(module, yaml_path)
+    if head is None and pickled is not None and pickled.exists():
+        _refuse_foreign(pickled, yaml_path)
+    # (a module saved before dagnb named its workflow names none: it is replaced, as then)
+    served = head[1].removeprefix(_SERVES) if head and head[1].startswith(_SERVES) else ""
+    other = (module.parent / served).resolve() if served else yaml_path
+    if other != yaml_path and other.is_file():
+        raise WorkflowError(
+            f"{str(module)!r} holds the Python steps of workflow {str(other)!r}, and saving "
+            f"{str(yaml_path)!r} would replace them; save it under another file name")
+
+
+def _refuse_foreign(path: Path, yaml_path: Path) -> None:
+    raise WorkflowError(f"{str(path)!r} exists and was not written by dagnb, and saving "
+                        f"{yaml_path.name!r} would replace it: save the workflow under another "
+                        f"name, or move {path.name} away")
+
+
+def _first_lines(path: Path) -> list[str] | None:
+    """The first two lines of ``path``; None when there is no such file."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return [handle.readline().rstrip("\r\n") for _ in range(2)]
+    except FileNotFoundError:
+        return None
+    except OSError:  # (unreadable: writing it says why, in one line)
+        return [_HEADER, ""]
 
 
 def import_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
@@ -325,8 +390,8 @@ class _Collected:
                 f"secret {held!r}; saving it would write the secret to a file: read "
                 f"os.environ[{held!r}] inside the step instead")
 
-    def text(self, pickle_name: str) -> str:
-        head = ['"""Python steps exported by dagnb with their workflow; loaded by it."""', ""]
+    def text(self, pickle_name: str, served: str) -> str:
+        head = [_HEADER, f"{_SERVES}{served}", ""]
         imports = sorted(set(self.imports.values()))
         if self.pickled:
             imports = ["import pickle", "from pathlib import Path", *imports]

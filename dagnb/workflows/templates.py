@@ -60,6 +60,7 @@ from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
 from dagnb.workflows.bounds import BOUND_KEYS, Bounds, refused
 from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
+from dagnb.workflows.params import with_text_items
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,6 +129,7 @@ class Parameter:
         """``value`` if it has this parameter's type (ints pass as floats) and is within
         its bounds, else ConfigError."""
         if self.type == "list":
+            value = _as_list(value)
             if not isinstance(value, (list, tuple)):
                 raise self._mistyped(value)
             return self._bounded([_typed(self.items, item, self._mistyped) for item in value])
@@ -148,7 +150,7 @@ class Parameter:
         """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
         if self.type == "list":
             try:
-                parsed = yaml.safe_load(text) if text.strip().startswith("[") else [
+                parsed = self._read_list(text) if text.strip().startswith("[") else [
                     item.strip() for item in text.split(",") if item.strip()
                 ]
             except yaml.YAMLError:  # "[1," : an unclosed list
@@ -158,6 +160,11 @@ class Parameter:
             return self._bounded([_from_text(self.items, item, self._mistyped)
                                   for item in parsed])
         return self._bounded(_from_text(self.type, text, self._mistyped))
+
+    def _read_list(self, text: str) -> Any:
+        """``[...]`` as YAML; for text items, those written bare kept as typed (``3.10``,
+        not the float 3.1 that YAML reads), as ``dagnb run --param`` keeps them."""
+        return with_text_items(text) if self.items == "str" else yaml.safe_load(text)
 
     def example(self) -> Any:
         """A value this parameter takes (lists: of one item), for a preview."""
@@ -176,6 +183,13 @@ class Parameter:
             f"template parameter {self.name!r} = {value!r} is not valid; expected "
             f"{article} {expected}"
         )
+
+
+def _as_list(value: Any) -> Any:
+    """A numpy array (a pandas Series: what has ``tolist()``) as the list it holds, as
+    ``np.linspace(0, 1, 5)`` is given for a sweep; any other value as it is."""
+    to_list = getattr(value, "tolist", None)
+    return to_list() if callable(to_list) and not isinstance(value, (str, bytes)) else value
 
 
 def _non_finite(value: Any) -> bool:
@@ -542,7 +556,8 @@ def _catalogue() -> tuple[dict[str, Entry], list[WorkflowError]]:
 
     One broken file does not hide the others: its error stands in for the id it claims,
     so ``get`` of that id (and only that id) raises it. A user's template that takes a
-    built-in's id replaces it, said once (:class:`TemplatePathWarning`).
+    built-in's id replaces it, and one taking another user file's id is hidden by it,
+    each said once (:class:`TemplatePathWarning`).
     """
     found: dict[str, Entry] = {}
     users: dict[str, Path] = {}  # id -> the file of DAGNB_TEMPLATE_PATH that defines it
@@ -556,14 +571,23 @@ def _catalogue() -> tuple[dict[str, Entry], list[WorkflowError]]:
                 broken.append(exc)
                 entry = exc
             template_id = entry.id if isinstance(entry, Template) else _claimed_id(path)
+            if template_id in users and not _same_file(users[template_id], path):
+                _warn_taken(template_id, users[template_id], path, folder in user_folders)
             if folder in user_folders:
                 users.setdefault(template_id, path)
-            elif template_id in users and not _same_file(users[template_id], path):
-                _warn_once(f"template {template_id!r} of {str(users[template_id])!r} "
-                           f"(DAGNB_TEMPLATE_PATH) replaces the built-in one of "
-                           f"{str(path)!r}; give yours another id to keep both")
             found.setdefault(template_id, entry)
     return found, broken
+
+
+def _warn_taken(template_id: str, first: Path, hidden: Path, by_user: bool) -> None:
+    """Say once that the user's ``first`` file takes an id ``hidden`` claims too."""
+    if by_user:  # (two of the user's: the later one's edits would be silently ignored)
+        _warn_once(f"template {template_id!r} of {str(hidden)!r} is hidden by the one of "
+                   f"{str(first)!r}, found first on DAGNB_TEMPLATE_PATH; give it another id")
+    else:
+        _warn_once(f"template {template_id!r} of {str(first)!r} (DAGNB_TEMPLATE_PATH) "
+                   f"replaces the built-in one of {str(hidden)!r}; give yours another id to "
+                   "keep both")
 
 
 def _same_file(one: Path, other: Path) -> bool:
