@@ -31,6 +31,7 @@ import itertools
 import json
 import keyword
 import linecache
+import os
 import re
 import shlex
 import textwrap
@@ -41,6 +42,7 @@ from typing import Any
 
 from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
+from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
@@ -637,20 +639,52 @@ def _cell_definition(outer: ast.FunctionDef) -> ast.FunctionDef:
     return first if nested else outer
 
 
-def cell_text(step: Step) -> str:
+def cell_text(step: Step, secrets: Mapping[str, str] | None = None) -> str:
     """The ``%%dagger`` cell that defines ``step`` (shell steps and ``--python`` cells);
-    its first body line, a comment, names the step's settings no option sets, if any."""
+    its first body line, a comment, names the step's settings no option sets, if any.
+
+    A cell is kept in clear (in the notebook, in a form's widget state): one holding the
+    value of a secret is refused. ``secrets`` maps their names to values, by default
+    those the step declares, as set now (a run masks the graph's: a form passes them)."""
+    secrets = _declared_values(step) if secrets is None else secrets
     options = [f"%%dagger {step.name}"]
     if step.func is not None:
         options.append("--python")
-    options += cell_options(step)
+    options += cell_options(step, secrets)
     if step.func is not None:
         outputs = cell_outputs(step)
         if outputs:
             options.append(f"--outputs {','.join(outputs)}")
     unset = _unset_comment(step)
     body = cell_body(step) if step.func is not None else shell_text(step.run) + "\n"
-    return " ".join(options) + "\n" + (f"{unset}\n" if unset else "") + body
+    text = " ".join(options) + "\n" + (f"{unset}\n" if unset else "") + body
+    held = SecretFinder(secrets).find(text.encode()) if secrets else None
+    if held is not None:  # (the options' are refused by name: this is its code, a mount...)
+        raise InvalidStepError(f"step {step.name!r}: its cell would show the value of secret "
+                               f"{held!r} in clear; write ${held} in its place, with "
+                               f"--secret {held}")
+    return text
+
+
+def _declared_values(step: Step) -> dict[str, str]:
+    """The step's declared secrets that are set now: name -> value."""
+    return {name: os.environ[name] for name in step.secrets if os.environ.get(name)}
+
+
+def _refuse_secret_options(step: Step, secrets: Mapping[str, str]) -> None:
+    """Refuse an ``--env`` or ``--param`` holding a secret's value (as a run refuses such
+    a param), naming the option and the fix, never the value."""
+    finder = SecretFinder(secrets)
+    if not finder:
+        return
+    for option, name, data in [*(("--env", k, v) for k, v in step.env.items()),
+                               *(("--param", k, json.dumps(v)) for k, v in step.params.items())]:
+        held = finder.find(data.encode())
+        if held is not None:
+            fix = (f"build it from ${held} in the command, or declare {name} with --secret"
+                   if option == "--env" else f"read ${held} in the step, with --secret {held}")
+            raise InvalidStepError(f"step {step.name!r}: {option} {name} holds the value of "
+                                   f"secret {held!r}, which a cell would show in clear; {fix}")
 
 
 def shell_text(run: str | tuple[str, ...] | None) -> str:
@@ -668,10 +702,12 @@ def cell_body(step: Step) -> str:
     return textwrap.dedent("".join(lines[1:-1])).rstrip("\n") + "\n"
 
 
-def cell_options(step: Step) -> list[str]:
+def cell_options(step: Step, secrets: Mapping[str, str] | None = None) -> list[str]:
     """The ``%%dagger`` options (after the name and ``--python``) that rebuild ``step``,
     as IPython gives them to the magic once it expanded ``$name`` and ``{expr}`` in the
-    line (:func:`line_word`)."""
+    line (:func:`line_word`); an env or param holding the value of one of ``secrets``
+    (by default the step's, as set now) is refused."""
+    _refuse_secret_options(step, _declared_values(step) if secrets is None else secrets)
     q = line_word
     opts = []
     if step.image:

@@ -5,13 +5,18 @@ parser. A new step is that parsed step. An edited step is the step loaded, as th
 holds it when saved (its cell may have run again since), with only the fields the user
 changed in the form replaced by the parsed ones: what the form cannot show (a workdir, a
 retry policy, an argv run, errexit...) is kept as it was, and a save with no change
-leaves the step (and its cache key) as it was.
+leaves the step (and its cache key) as it was. When the loaded step's cell runs again,
+the form shows the graph's new version in the fields the user did not change.
+
+A ``--python`` cell's step is loaded to be read and exported, never saved over: a name
+typed over it adds a new shell step beside it, not a rename.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import html
+import os
 import shlex
 import weakref
 from typing import Any
@@ -20,6 +25,7 @@ import ipywidgets as w
 from IPython.core.error import UsageError
 
 from dagnb.checks import made_here
+from dagnb.config import settings
 from dagnb.errors import ConfigError, DagnbError, GraphError, InvalidStepError
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.cells import cell_text, duration_text, setting_text, shell_text
@@ -67,7 +73,8 @@ class Builder(w.VBox):
         self._listed: tuple[Any, int] | None = None  # the graph and its changes when listed
         self._listing = False  # refresh(), not the user, is setting Edit's options
         self.existing.observe(self._on_pick, names="value")
-        self.name.observe(lambda _: self._offer_needs(), names="value")
+        # (no Name observer: each keystroke is a change, and a need dropped while the
+        # typed name passed through it never came back; Save refuses a self-need)
         self.save_button.on_click(made_here(self._save))
         self.export_button.on_click(made_here(self._export))
         super().__init__(children=[
@@ -107,15 +114,36 @@ class Builder(w.VBox):
         if shown != _NEW and shown not in graph:
             self._gone(shown)
         self._offer_needs()
+        self._follow_loaded()
         recent = self.session.recent_images
         self.image.options = [*recent, *(i for i in COMMON_IMAGES if i not in recent)]
 
     def _offer_needs(self) -> None:
-        """Every other step of the graph can be needed; keep the valid choices."""
+        """Every step of the graph can be needed; the choices still in the graph kept.
+        The Name typed changes neither (Save refuses a step needing itself)."""
         chosen = self.needs.value
-        options = [n for n in self.session.graph.names if n != self.name.value.strip()]
-        self.needs.options = options
+        options = list(self.session.graph.names)
+        if list(self.needs.options) != options:
+            self.needs.options = options
         self.needs.value = tuple(n for n in chosen if n in options)
+
+    def _follow_loaded(self) -> None:
+        """The loaded step changed in the graph (its cell ran again): the fields the user
+        did not change show its new version; those changed keep what was typed."""
+        graph = self.session.graph
+        if self.loaded is None or self.loaded.name not in graph.names:
+            return
+        if graph[self.loaded.name] == self.loaded:
+            return
+        typed = {field: getattr(self, field).value for field in self._changed()}
+        self.load(self.loaded.name)
+        for field, value in typed.items():
+            getattr(self, field).value = value
+        if self.message.value:  # (load's own word: the step became a --python cell's)
+            return
+        kept = f"; the fields you changed are kept ({', '.join(typed)})" if typed else ""
+        self.message.value = html.escape(f"step {self.loaded.name!r} changed in the graph "
+                                         f"(its cell ran again?): the form shows it now{kept}")
 
     def follow_graph(self) -> None:
         """Refresh the choices if the graph changed since they were listed."""
@@ -159,7 +187,7 @@ class Builder(w.VBox):
         self.name.value = step.name if step else ""
         self.image.value = (step.image or "") if step else ""
         self.command.value = _command_text(step.run) if step else ""
-        self.needs.value = tuple(step.needs) if step else ()
+        self.needs.value = tuple(n for n in step.needs if n in self.needs.options) if step else ()
         self.retries.value = _retry_count(step.retries) if step else 0
         self.ttl.value = duration_text(step.ttl) if step and step.ttl else ""
         self._shown = self._fields()
@@ -190,10 +218,32 @@ class Builder(w.VBox):
         return ("the fields not changed here keep what the step was given since the form "
                 "loaded it (its cell ran again?); ")
 
+    def _python_loaded(self) -> Step | None:
+        """The loaded step when it is a ``--python`` cell's (as the graph holds it now)."""
+        graph = self.session.graph
+        if self.loaded is None or self.loaded.name not in graph.names:
+            return None
+        step = graph[self.loaded.name]
+        return step if step.func is not None else None
+
     def cell_text(self) -> str:
         """The ``%%dagger`` cell equivalent to the form's step, with a comment line naming
-        its settings no option sets (a workdir, a retry policy...)."""
-        return cell_text(self.step())
+        its settings no option sets (a workdir, a retry policy...); for a ``--python``
+        cell's step loaded and left as it is, its own cell. Refused when it would hold a
+        secret's value (one a run of the graph masks)."""
+        python = self._python_loaded()
+        if python is not None and self.name.value.strip() == python.name:
+            if self._changed():
+                raise InvalidStepError(_python_step(python.name))
+            return cell_text(python, self._secret_values())
+        return cell_text(self.step(), self._secret_values())
+
+    def _secret_values(self) -> dict[str, str]:
+        """Name -> value of each secret a run of the graph masks, as set now: the steps'
+        declared ones and the registry's (as a run's check of params and env)."""
+        names = sorted({name for step in self.session.graph for name in step.secrets})
+        declared = {name: os.environ[name] for name in names if os.environ.get(name)}
+        return {**declared, **settings().credential_secrets()}
 
     def _form_cell(self) -> str:
         """The ``%%dagger`` cell of the form's fields alone."""
@@ -201,13 +251,14 @@ class Builder(w.VBox):
         check_name(name)  # (else the magic's parser reads `bad name!` as two words)
         options = [f"%%dagger {name}"]
         if self.image.value.strip():
-            options.append(f"--image {shlex.quote(self.image.value.strip())}")
+            options.append(f"--image={shlex.quote(self.image.value.strip())}")
         if self.needs.value:
             options.append(f"--needs {','.join(self.needs.value)}")
         if self.retries.value:
             options.append(f"--retries {self.retries.value}")
         if self.ttl.value.strip():
-            options.append(f"--ttl {shlex.quote(self.ttl.value.strip())}")
+            # (--ttl=: a value starting with "-" is not read as an option)
+            options.append(f"--ttl={shlex.quote(self.ttl.value.strip())}")
         return " ".join(options) + "\n" + self.command.value.strip("\n") + "\n"
 
     def step(self) -> Step:
@@ -226,6 +277,7 @@ class Builder(w.VBox):
             step = self.step()
             if step.name in self.session.graph.names and self.session.graph[step.name].func:
                 raise InvalidStepError(_python_step(step.name))
+            _check_not_needing_itself(step)
             self._check_not_another(step.name)
             renamed = self._check_renaming(step)
             replaced = self._redefined() + self._replaced_policy()  # (of the step before)
@@ -241,13 +293,16 @@ class Builder(w.VBox):
         self.existing.value = step.name
         if renamed:
             replaced = f"{replaced}renamed from {renamed!r} (removed from the graph); "
-        self.message.value = html.escape(f"step {step.name!r} is in the graph; {replaced}"
-                                         f"run it with %dagger run {step.name}")
+        self.message.value = html.escape(
+            f"step {step.name!r} is in the graph; {replaced}run it with %dagger run "
+            f"{step.name}; it lives in this kernel only until exported as a %%dagger cell "
+            "(Export, then paste it in a cell)")
 
     def _check_not_another(self, name: str) -> None:
         """Refuse a save that would replace a step other than the one loaded (a Name
         typed over, or a new step named as one of the graph's)."""
-        loaded = self.loaded.name if self.loaded is not None else None
+        edited = self._edited()  # (a --python step loaded is not: a new step beside it)
+        loaded = edited.name if edited is not None else None
         if name == loaded or name not in self.session.graph:
             return
         what = f"saving {loaded!r} as {name!r}" if loaded else f"a new step {name!r}"
@@ -257,7 +312,8 @@ class Builder(w.VBox):
     def _check_renaming(self, step: Step) -> str | None:
         """The loaded step's name when the form saves it under a new one: a rename (the
         old step is removed), refused while other steps, or the step itself, need it."""
-        old = self.loaded.name if self.loaded is not None else None
+        edited = self._edited()  # (a --python step loaded is never renamed: see _python_step)
+        old = edited.name if edited is not None else None
         if old is None or old == step.name or old not in self.session.graph:
             return None
         needing = [s.name for s in self.session.graph if old in s.needs and s.name != old]
@@ -288,7 +344,11 @@ class Builder(w.VBox):
         try:
             self.exported.value = self.cell_text()
         except (DagnbError, UsageError, ValueError) as exc:
+            self.exported.value = ""  # (a cell left from before would not match the form)
             self.message.value = _error_html(exc)
+            return
+        redefined = self._redefined()  # (as Save says it)
+        self.message.value = html.escape(f"exported; {redefined.rstrip('; ')}") if redefined else ""
 
 
 # The open forms, refreshed after each cell (weakly held: a form dropped is forgotten).
@@ -339,7 +399,15 @@ def _python_step(name: str) -> str:
     """Why the form leaves a ``--python`` cell's step alone: saved, it would become a
     shell step, its code, params and outputs gone."""
     return (f"step {name!r} is a --python cell's: this form edits shell steps; change it "
-            "in its cell, or name this step otherwise")
+            "in its cell, or name this step otherwise (a new step, beside it)")
+
+
+def _check_not_needing_itself(step: Step) -> None:
+    """Refuse a step whose Name is one of the Needs chosen (the graph would call it a
+    cycle)."""
+    if step.name in step.needs:
+        raise GraphError(f"step {step.name!r} is among its own Needs; unselect {step.name!r} "
+                         "under Needs, or choose another name")
 
 
 def _error_html(exc: BaseException | str) -> str:
