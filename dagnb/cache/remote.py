@@ -776,6 +776,10 @@ class RemoteBackend(StoreBackend):
         # keys removed from the tier here (set aside as damaged, cleared): the store's copy
         # is not fetched again, and the next save of the key replaces it
         self._distrusted: set[tuple[str, str]] = set()
+        # the store refused an upload (no write permission, no credentials, no bucket):
+        # asking again gets the same answer, so this process stops uploading
+        self._uploads_refused = False
+        self._refusals_said: set[str] = set()  # each refusal's fix is said once
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
@@ -804,16 +808,24 @@ class RemoteBackend(StoreBackend):
         replace = (refresh or (step, key) in self._distrusted or self.local.exists(step, key)
                    or (step, key) in self.remote.damaged_entries)
         self._distrusted.discard((step, key))
-        self.local.write(step, key, folder)
+        owes = replace and not step.startswith(".")
+        if owes:  # owed before the entry is: a process killed while it uploads (OOM, a CI
+            owe_replacement(self.root, step, key)  # timeout) left the store's old copy,
+        self.local.write(step, key, folder)        # which a push then took as there
         item = self.local.read(step, key)
         if step.startswith(".") or item is None or item.meta is None:
             return
-        # (the entry is saved locally; a push uploads it later)
-        if not self._reachable() or self._ask(
-            "an upload", self.remote.upload, step, key, item.path,
-            meta=json.loads(item.meta), replace=replace,
-        ) is _UNANSWERED:
-            owe_replacement(self.root, step, key, replace)
+        # (else the entry is saved locally; a push uploads it later)
+        if self._upload(step, key, item, replace) and owes:
+            paid_replacement(self.root, step, key)
+
+    def _upload(self, step: str, key: str, item: Item, replace: bool) -> bool:
+        """Send the tier's entry ``item`` to the store; whether it got there."""
+        if self._uploads_refused or not self._reachable():
+            return False
+        return self._ask("an upload", self.remote.upload, step, key, item.path,
+                         meta=json.loads(item.meta or b"{}"), replace=replace,
+                         ) is not _UNANSWERED
 
     def _may_fetch(self, step: str, key: str) -> bool:
         """Whether the store's copy of ``step/key`` is worth asking for: not when this
@@ -844,7 +856,12 @@ class RemoteBackend(StoreBackend):
         (a kernel open for days said nothing of the second, whose saves stayed local),
         and in one line each time asking again after the rest made the run wait (a store
         that never answers: those pauses said nothing). Requests begun before the
-        outage's first failure was known (other threads') were part of it: not said."""
+        outage's first failure was known (other threads') were part of it: not said.
+        A refusal is no outage: see :meth:`_refused`."""
+        fix = _refusal_fix(exc, what, self.remote)
+        if fix is not None:
+            self._refused(what, exc, fix)
+            return
         now = time.monotonic()
         waited = now - started
         retried = started >= self._failed_at
@@ -867,6 +884,24 @@ class RemoteBackend(StoreBackend):
             stacklevel=5,
         )
 
+    def _refused(self, what: str, exc: BaseException, fix: str) -> None:
+        """The store answered no (see :func:`_refusal_fix`): uploads stop for this process
+        (a push could not send them either); reads go on after a refused upload (a
+        read-only user's steps in the store were run again for a minute), and rest as in
+        an outage after a refused read, which would be refused again. Said once per fix."""
+        self._uploads_refused = True
+        if what != "an upload" or _is_no_credentials(exc):
+            self._down_until = time.monotonic() + RETRY_AFTER
+        if fix in self._refusals_said:
+            return
+        self._refusals_said.add(fix)
+        reads = ("the store is still read" if time.monotonic() >= self._down_until
+                 else f"the store is asked again in {RETRY_AFTER:g} s")
+        warnings.warn(
+            f"remote cache {self.remote.url!r}: {what} was refused ({type(exc).__name__}: "
+            f"{checks.redact_url(str(exc))}); entries are saved locally only and {reads}; "
+            f"{fix}", RemoteCacheWarning, stacklevel=6)
+
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
             return True
@@ -880,14 +915,63 @@ class RemoteBackend(StoreBackend):
         return self.local.names(step)
 
     def remove(self, step: str, key: str) -> bool:
-        self._distrusted.add((step, key))
+        if not self._expired_here(step, key):  # (set aside, cleared: not fetched again)
+            self._distrusted.add((step, key))
         return self.local.remove(step, key)
+
+    def _expired_here(self, step: str, key: str) -> bool:
+        """Whether the tier's copy of ``step/key`` is past its ttl: removed for that, it
+        says nothing against the store's copy, maybe another machine's fresh one (which
+        was not fetched, and the step's re-run replaced it in the store)."""
+        item = self.local.read(step, key)
+        try:
+            expires = None if item is None else json.loads(item.meta or b"{}").get("expires")
+        except ValueError:
+            return False
+        return isinstance(expires, (int, float)) and expires <= time.time()
 
     def lock(self, step: str, key: str, timeout: float = -1) -> Any:
         return self.local.lock(step, key, timeout)
 
 
 register_backend("remote", RemoteBackend)
+
+_NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore's
+
+
+def _is_no_credentials(exc: BaseException) -> bool:
+    """Whether ``exc`` says the store library found no credentials (botocore's errors,
+    named rather than imported: it comes with the s3 extra only)."""
+    return any(cls.__name__ in _NO_CREDENTIALS for cls in type(exc).__mro__)
+
+
+def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore) -> str | None:
+    """What fixes a request the store refused (no credentials, no permission, no bucket),
+    or None for an outage (no answer): waiting, then ``dagnb cache push``, fixes that;
+    for a refusal it cannot, and the warning said to."""
+    if _is_no_credentials(exc):
+        return ("no credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY (or the store library's own)")
+    if isinstance(exc, PermissionError):
+        if what == "an upload":
+            return ("these credentials may not write to the store: set cache_mode: "
+                    "read-only, or use credentials that may write")
+        return "these credentials may not read the store: use credentials that may"
+    if isinstance(exc, FileNotFoundError) and (bucket := _no_bucket(remote)) is not None:
+        return f"there is no bucket {bucket!r}: check the bucket name in the store's URL"
+    return None
+
+
+def _no_bucket(remote: ObjectStore) -> str | None:
+    """The bucket of ``remote`` when it is not there (a request that found nothing may
+    also be a file removed meanwhile), else None."""
+    try:
+        missing = _missing_part(remote)
+    except Exception:  # (no answer: an outage, said as one)
+        return None
+    if missing is None or not missing.startswith("bucket"):
+        return None
+    return remote.path.split("/", 1)[0]
 
 _OWED = ".unsent-replacements"  # in the local tier: <step>/<key>, one empty file each
 
@@ -1047,7 +1131,7 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
     keys = list(remote.entries())
     done = Transfer()
     for number, (step, key) in enumerate(keys, 1):
-        if local.peek(step, key) is not None:
+        if _unexpired(local, step, key):
             done.skipped += 1
         else:
             moved = fetch_into(remote, local.backend, step, key)
@@ -1058,6 +1142,16 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
         if progress is not None:
             progress(number, len(keys), done.bytes)
     return done
+
+
+def _unexpired(local: Store, step: str, key: str) -> bool:
+    """Whether ``local`` has ``step/key``, unexpired; an expired copy is removed, as a
+    lookup does: it hid the store's fresh copy, counted as there."""
+    entry = local.peek(step, key)
+    if entry is None or not entry.expired(local.clock()):
+        return entry is not None
+    local.remove(step, key)
+    return False
 
 
 def _refuse_no_store(remote: ObjectStore) -> None:

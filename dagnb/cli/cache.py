@@ -202,9 +202,22 @@ def _cache_sync(args: argparse.Namespace) -> int:
     from dagnb.cache import sync
 
     _refuse_memory_store(args.action, args.url)
+    if args.action == "push":  # (a typo made an empty folder, pushed it, and exited 0)
+        _refuse_missing_source(args.cache_dir)
     done = sync(args.action, args.url, args.cache_dir, check=getattr(args, "check", False))
     print(done.line(args.action))
     return 1 if done.unusable or done.damaged else 0
+
+
+def _refuse_missing_source(given: str | None) -> None:
+    """ConfigError for a ``--cache-dir`` to push from that names no folder; a URL is
+    left to :func:`dagnb.cache.sync`, whose error says what to name."""
+    from dagnb.cache import local_folder
+
+    if given is not None and not checks.is_url(given):
+        folder = local_folder(given)
+        if not folder.exists():
+            raise missing_folder(given, folder)
 
 
 def _refuse_memory_store(action: str, url: str | None) -> None:
