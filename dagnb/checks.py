@@ -317,6 +317,17 @@ def address(value: Any, *, fix: str) -> str:
     return _without_credentials(text(value), fix, bare=True)
 
 
+# An S3 SSE-C key (s3fs' ``s3_additional_kwargs``, or its HTTP header): the key itself,
+# which whoever reads it may decrypt the store with. (SSE-KMS's key id and encryption
+# context are not secret: AWS logs the context in clear.)
+_ENCRYPTION_KEYS = frozenset({
+    "ssecustomerkey", "copysourcessecustomerkey", "x-amz-server-side-encryption-customer-key",
+    "x-amz-copy-source-server-side-encryption-customer-key",
+})
+_ENCRYPTION_FIX = ("an encryption key is a secret, and config show prints every setting; "
+                   "encrypt with KMS instead (ServerSideEncryption: aws:kms, SSEKMSKeyId: "
+                   "its ARN), whose key stays in KMS")
+
 # Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs: its SAS token or key as
 # ``credential``) that carry credentials, and HTTP headers that do (an ``Authorization:
 # Bearer`` in ``client_kwargs``), looked for at any depth, in any case.
@@ -326,6 +337,7 @@ STORE_CREDENTIALS = frozenset({
     "sas_token", "client_secret", "connection_string", "credentials", "credential",
     "access_token", "refresh_token", "private_key", "authorization",
     "proxy-authorization", "auth", "api_key", "api-key", "apikey", "x-api-key",
+    *_ENCRYPTION_KEYS,
 })
 
 
@@ -340,7 +352,8 @@ def store_options(value: Any, *, fix: str, credentials: bool = False) -> dict[st
                       "a mapping of store options (endpoint_url, profile, ...)")
     found = None if credentials else _credential_option_in(value)
     if found is not None:  # its value may be the secret itself: not shown at all
-        raise Invalid(Redacted("<options with a credential>"), f"no {found!r} option: {fix}")
+        why = _ENCRYPTION_FIX if found.lower() in _ENCRYPTION_KEYS else fix
+        raise Invalid(Redacted("<options with a credential>"), f"no {found!r} option: {why}")
     found = _url_credential_in(value)
     if found is not None:  # (endpoint_url: http://user:pass@minio:9000) shown redacted
         raise Invalid(_masked_options(value),

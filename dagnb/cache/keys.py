@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import os
 import posixpath
 import reprlib
 import sys
@@ -33,7 +34,7 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
-from dagnb.model.masking import named_as_secret
+from dagnb.model.masking import MIN_LINE, named_as_secret
 from dagnb.model.step import Step, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
@@ -464,36 +465,81 @@ def _type_name(value: Any) -> str:
 
 def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> str:
     """A short description for explain: the repr of plain data (each item masked by
-    ``mask`` before it is cut short), else type and shape."""
+    ``mask`` before it is cut short), else type and shape. Data that holds the value of
+    a variable named as a secret (``{"token": os.environ["API_TOKEN"]}``) is described
+    by its type and size: the description goes to the entry's metadata, and to a store."""
     plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
     if isinstance(value, plain) and not named_as_secret(name):
-        return reprlib.repr(value) if mask is None else _MaskedRepr(mask).repr(value)
+        try:
+            return _MaskedRepr(mask, _environ_secrets).repr(value)
+        except _HoldsSecret:
+            return _sized(value)
     shape = getattr(value, "shape", None)
     return f"<{_type_name(value)}" + (f" shape {tuple(shape)!r}>" if shape is not None else ">")
+
+
+def _sized(value: Any) -> str:
+    """``<dict of 2>``: a value's type, and its number of items when it is a container
+    (text: its type alone, as its length would hint at a secret's)."""
+    if isinstance(value, (str, bytes)):
+        return f"<{_type_name(value)}>"
+    return f"<{_type_name(value)} of {len(value)}>"
+
+
+def _environ_secrets() -> list[str]:
+    """The values of the environment's variables named as secrets (``API_TOKEN``), as
+    ``headless`` finds them: none under ``MIN_LINE`` characters, nor one naming an
+    existing path (``GOOGLE_APPLICATION_CREDENTIALS``: a path, not the key)."""
+    found = []
+    for name, value in os.environ.items():
+        text = value.strip()
+        if named_as_secret(name) and len(text) >= MIN_LINE and not os.path.exists(text):
+            found += [text, repr(text)[1:-1]]  # (a repr escapes quotes and backslashes)
+    return found
+
+
+class _HoldsSecret(Exception):
+    """An item of a described value holds a secret's value that no mask hides."""
 
 
 class _MaskedRepr(reprlib.Repr):
     """reprlib's short repr, with each item that is not a container and holds a secret
     masked whole before it is cut to its type's length: a secret cut in the middle would
-    show its head and tail. An item without one is shown as reprlib shows it."""
+    show its head and tail. An item without one is shown as reprlib shows it. An item
+    that still holds a value of ``secrets()`` (looked up on the first item) raises
+    :class:`_HoldsSecret`: reprlib's walk is the one over the items it would show."""
 
     _CONTAINERS = frozenset({"tuple", "list", "array", "set", "frozenset", "deque", "dict"})
 
-    def __init__(self, mask: Callable[[str], str]) -> None:
+    def __init__(self, mask: Callable[[str], str] | None,
+                 secrets: Callable[[], list[str]]) -> None:
         super().__init__()
         self._mask = mask
+        self._secrets = secrets
+        self._found: list[str] | None = None
 
     def repr1(self, x: Any, level: int) -> str:
         if type(x).__name__ in self._CONTAINERS:
             return super().repr1(x, level)  # its items come back here
+        if self._mask is None and isinstance(x, (str, bytes)):  # (no repr of all of it)
+            self._refuse_secret_in(x)
+            return super().repr1(x, level)
         try:
             whole = builtins.repr(x)
         except Exception:  # (a repr that fails, an int too long to print)
             return f"<{type(x).__name__} instance>"
-        masked = self._mask(whole)
+        masked = whole if self._mask is None else self._mask(whole)
+        self._refuse_secret_in(masked)
         if masked == whole:
             return super().repr1(x, level)
         return _cut(masked, self._limit(x))
+
+    def _refuse_secret_in(self, text: str | bytes) -> None:
+        if self._found is None:
+            self._found = self._secrets()
+        found = self._found if isinstance(text, str) else [s.encode() for s in self._found]
+        if any(secret in text for secret in found):
+            raise _HoldsSecret
 
     def _limit(self, x: Any) -> int:
         """reprlib's length for ``x``'s type (``maxlong`` for an int, ...)."""

@@ -166,13 +166,38 @@ class Settings:
             return None
         return {"address": self.container_registry or "docker.io", **self.container_credentials}
 
-    def credential_secrets(self) -> dict[str, str]:
-        """The variable ``container_credentials`` names, and its value, when it is set: no
-        step declares it, but a local step sees it in its environment (``env`` prints
-        it), so a run masks it, and keeps it out of the cache, as a declared secret."""
+    def credential_secrets(self, store: str | Path | None = None) -> dict[str, str]:
+        """The variables holding credentials dagnb uses, and their values, when set: the
+        one ``container_credentials`` names, and when the cache is a store (``store``,
+        a run's ``cache_directory``, else the setting) the store library's secrets
+        (``AWS_SECRET_ACCESS_KEY``...). No step declares them, but a local step sees them
+        in its environment (``env`` prints them), so a run masks them, and keeps them out
+        of the cache (which a store shares), as declared secrets."""
         credentials = self.container_credentials or {}
         names = [credentials[key] for key in ("password_env", "token_env") if key in credentials]
+        names += _store_secret_names(store or self.cache_directory)
         return {name: os.environ[name] for name in names if os.environ.get(name)}
+
+
+# The variables whose values are secrets among those the store libraries read: botocore's
+# (s3fs: AWS_SECURITY_TOKEN is its older name of the session token), and adlfs' and
+# azure-identity's. gcsfs reads none: GOOGLE_APPLICATION_CREDENTIALS names a file.
+_STORE_SECRETS = {
+    "s3": ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN"),
+    "az": ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
+           "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
+}
+_STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "az": "az", "abfs": "az", "abfss": "az",
+                   "adl": "az", "wasb": "az", "wasbs": "az"}
+
+
+def _store_secret_names(cache_directory: str | Path) -> tuple[str, ...]:
+    """The secret variables the store library of ``cache_directory`` reads (a store URL's;
+    none for a folder)."""
+    if not checks.is_url(cache_directory):
+        return ()
+    scheme = str(cache_directory).partition("://")[0].lower()
+    return _STORE_SECRETS.get(_STORE_FAMILIES.get(scheme, ""), ())
 
 
 # -- checking values (the validators are dagnb.checks'; these few are config's own) --

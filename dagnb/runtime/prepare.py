@@ -353,7 +353,7 @@ def prepare(
         or max_concurrency < 1
     ):
         raise ConfigError(f"max_concurrency={max_concurrency!r} must be a whole number >= 1")
-    registry_secrets = config.credential_secrets()
+    registry_secrets = config.credential_secrets(cache_directory)  # (its store's too)
     cache_for = functools.partial(
         StepCache, cache_directory, refresh=refreshed, version=cache_version, ttl=ttl,
         # this run's, the other cells' and the registry's

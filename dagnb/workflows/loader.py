@@ -352,11 +352,29 @@ def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
     return f"{where}: YAML does not parse ({problem}); fix the syntax there"
 
 
+# the settings a cache shared through a store needs, which dagnb.yaml's workflow_defaults
+# hold (the README's "Sharing a cache"): pasted into a workflow file's, each is told so
+_SETTINGS_ONLY = ("cache_directory", "cache_local_directory", "cache_storage_options")
+
+
+def _refuse_settings_in_defaults(defaults: Any, source: str, written: str) -> None:
+    """Refuse a setting written among a workflow file's defaults, naming where it goes."""
+    if not isinstance(defaults, Mapping):  # (said as the defaults are read)
+        return
+    for key in _SETTINGS_ONLY:
+        if key in defaults:
+            raise WorkflowError(
+                f"{source}: {written}: {key!r} is a setting, not a workflow key; put it in "
+                f"dagnb.yaml's workflow_defaults (or set DAGNB_{key.upper()})")
+
+
 def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
                     base_dir: Path | None = None) -> Graph:
     """Build a Graph from workflow-format data; errors name ``source``, step and key."""
     known = (*WORKFLOW_KEYS, "workflow_defaults")  # the platform's name of defaults
     checks.known_keys(data, known, source, WorkflowError, noun="workflow key")
+    for written in ("defaults", "workflow_defaults"):  # (before their keys are read)
+        _refuse_settings_in_defaults(data.get(written), source, written)
     data = canonical_workflow(data, source).data
     defaults = data.get("defaults") or {}
     if not isinstance(defaults, Mapping):
