@@ -25,6 +25,7 @@ Loading a workflow imports the module from the workflow's folder.
 from __future__ import annotations
 
 import ast
+import contextlib
 import errno
 import hashlib
 import importlib.util
@@ -221,7 +222,7 @@ def _imported(path: Path, where: str) -> types.ModuleType:
     of its name would stand in for is refused (:mod:`.siblings`)."""
     resolved = path.resolve()
     try:
-        digest = hashlib.sha256(resolved.read_bytes()).hexdigest()
+        digest = _module_digest(resolved)
     except OSError as exc:
         raise WorkflowError(f"{where}: {path.name} cannot be read ({exc.strerror}); check "
                             "its permissions") from None
@@ -237,6 +238,16 @@ def _imported(path: Path, where: str) -> types.ModuleType:
     module = _run_module(resolved, module_name(resolved), where)
     _MODULES[resolved] = (digest, module)
     return module
+
+
+def _module_digest(resolved: Path) -> str:
+    """The digest of a steps module's text and of the values it loads from the pickle
+    beside it (a save's ``pipeline_steps.pkl``): saved again with other values and the
+    same text, it is run again, not served from the first import with the old ones."""
+    hasher = hashlib.sha256(resolved.read_bytes())
+    with contextlib.suppress(FileNotFoundError):
+        hasher.update(resolved.with_suffix(".pkl").read_bytes())
+    return hasher.hexdigest()
 
 
 def module_name(resolved: Path) -> str:
