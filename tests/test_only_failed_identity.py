@@ -69,3 +69,29 @@ def test_a_python_graphs_run_is_no_workflow_files_of_the_same_name(workdir: Path
     cache = workdir / ".dagnb_cache"
     assert history.last_states(cache, "graph", workdir / "graph.yml") is None
     assert history.last_states(cache, "graph")["train"] == "failed"  # (dagnb logs: any)
+
+
+def _as_notebook(monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+    """Make the process a kernel running notebook ``path``: ``__main__`` has no file,
+    and ipykernel's ``__session__`` names the notebook (JupyterLab's, from
+    ``JPY_SESSION_NAME``)."""
+    path.write_text("{}", encoding="utf-8")
+    kernel_main = type(sys)("__main__")
+    kernel_main.__session__ = str(path)
+    monkeypatch.setitem(sys.modules, "__main__", kernel_main)
+    monkeypatch.delenv("JPY_SESSION_NAME", raising=False)
+
+
+def test_two_notebooks_of_one_folder_do_not_read_each_others_runs(
+        workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every notebook's graph is named "notebook": A's failed step was taken as done
+    once B, beside it, ran the same names successfully."""
+    flag = workdir / "fixed"
+    _as_notebook(monkeypatch, workdir / "a.ipynb")
+    assert _pipeline(f"test -e {flag}").run(executor="local").failed == ["train"]
+    _as_notebook(monkeypatch, workdir / "b.ipynb")
+    assert _pipeline("echo b").run(executor="local").ok
+    _as_notebook(monkeypatch, workdir / "a.ipynb")
+    again = _pipeline(f"test -e {flag}").run(only_failed=True, executor="local")
+    assert again.states() == {"load": "cached", "train": "failed", "report": "skipped"}
+    assert history.graph_origin() == str(workdir / "a.ipynb")

@@ -20,15 +20,15 @@ from __future__ import annotations
 import ast
 import itertools
 import json
-import os
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dagnb.errors import WorkflowError
+from dagnb.runtime.history import kernel_notebook_path
 
 __all__ = [
     "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "declared_secrets",
@@ -260,17 +260,3 @@ def _parsed(source: str) -> ast.Module:
         return ast.parse("\n".join(lines))
     except SyntaxError:
         return ast.Module(body=[], type_ignores=[])
-
-
-def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:
-    """The notebook file this kernel runs, when the front end said so (see module doc)."""
-    namespace = namespace or {}
-    for candidate in (namespace.get("__vsc_ipynb_file__"), namespace.get("__session__"),
-                      os.environ.get("JPY_SESSION_NAME")):
-        if isinstance(candidate, str) and candidate.endswith((".ipynb", ".py")):
-            # an absolute path from JupyterLab; else relative to the server's root, while
-            # the kernel runs in the notebook's folder
-            for path in (Path(candidate), Path(Path(candidate).name)):
-                if path.is_file():
-                    return path.absolute()
-    return None

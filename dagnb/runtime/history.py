@@ -116,10 +116,34 @@ ANY_ORIGIN = "*any*"  # a reader of any script's runs of a name (dagnb logs, his
 
 
 def graph_origin() -> str | None:
-    """What built a graph of no workflow file: the main script's path, as the record's
-    ``origin``; None where there is none (a notebook, a REPL, ``python -c``)."""
-    script = getattr(sys.modules.get("__main__"), "__file__", None)
-    return _absolute_once(script) if isinstance(script, str) and script else None
+    """What built a graph of no workflow file: the main script's path, or in a kernel
+    the notebook's file where the front end says it (:func:`kernel_notebook_path`), as
+    the record's ``origin``: two notebooks of one folder, whose graphs share a name, do
+    not read each other's runs. None where there is none (a REPL, ``python -c``, a
+    kernel that was not told its file)."""
+    main = sys.modules.get("__main__")
+    script = getattr(main, "__file__", None)
+    if isinstance(script, str) and script:
+        return _absolute_once(script)
+    notebook = kernel_notebook_path(getattr(main, "__dict__", None))
+    return None if notebook is None else str(notebook)
+
+
+def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:
+    """The notebook file this kernel runs, when the front end said so: Jupyter Server
+    (2.x) starts a session's kernel with ``JPY_SESSION_NAME`` set to the notebook's path
+    and ipykernel copies it into ``__session__``; VS Code sets ``__vsc_ipynb_file__``. A
+    kernel started any other way (``jupyter console``, nbclient) does not know it."""
+    namespace = namespace or {}
+    for candidate in (namespace.get("__vsc_ipynb_file__"), namespace.get("__session__"),
+                      os.environ.get("JPY_SESSION_NAME")):
+        if isinstance(candidate, str) and candidate.endswith((".ipynb", ".py")):
+            # an absolute path from JupyterLab; else relative to the server's root, while
+            # the kernel runs in the notebook's folder
+            for path in (Path(candidate), Path(Path(candidate).name)):
+                if path.is_file():
+                    return path.absolute()
+    return None
 
 
 @functools.lru_cache(maxsize=8)
