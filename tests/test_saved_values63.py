@@ -4,6 +4,7 @@ text) runs with the new values, not those of the module's first import."""
 from __future__ import annotations
 
 import importlib.util
+import subprocess
 import sys
 
 import dagnb
@@ -45,3 +46,39 @@ def test_a_workflow_saved_again_with_other_pickled_values_runs_them(tmp_path, mo
         assert again.result("use") == "2/3"
     finally:
         sys.modules.pop("nbvalues63", None)
+
+
+
+_POINTS = """
+import dataclasses, sys
+import dagnb
+
+
+@dataclasses.dataclass
+class Point:
+    x: int
+
+
+def points():
+    return [Point(1), Point(2)]
+
+
+dagnb.Graph("points", [dagnb.Step("points", func=points)]).to_yaml(sys.argv[1])
+"""
+
+
+def test_a_workflow_saved_into_a_dotted_folder_caches_results_of_its_classes(tmp_path):
+    """``w/v0.3/pipe.yml``'s module was imported under a dotted name: a result of a class
+    the notebook defined (``__main__``'s, copied into the module) could not be pickled,
+    so the step was never cached."""
+    (tmp_path / "nb.py").write_text(_POINTS, encoding="utf-8")
+    (tmp_path / "w" / "v0.3").mkdir(parents=True)
+    saved = subprocess.run([sys.executable, "nb.py", "w/v0.3/pipe.yml"], cwd=tmp_path,
+                           capture_output=True, text=True, check=False)
+    assert saved.returncode == 0, saved.stderr
+    runs = [subprocess.run([sys.executable, "-m", "dagnb", "run", "w/v0.3/pipe.yml"],
+                           cwd=tmp_path, capture_output=True, text=True, check=False)
+            for _ in range(2)]
+    assert [run.returncode for run in runs] == [0, 0], runs[0].stderr
+    assert "cannot be pickled" not in runs[0].stderr
+    assert "1 cached" in runs[1].stdout

@@ -254,7 +254,10 @@ def module_name(resolved: Path) -> str:
     """The name a steps file is imported as: its stem, and a digest of where it is (a
     result pickled by one process is found by the next, the file at the same place)."""
     where = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:8]
-    return f"{STEPS_MODULE_PREFIX}{resolved.stem}_{where}"  # (moved_modules reads it)
+    # (a dot, of a saved file's folder ``v0.3``, would make it a package's submodule to
+    # pickle: a result of its classes could not be stored)
+    stem = resolved.stem.replace(".", "_")
+    return f"{STEPS_MODULE_PREFIX}{stem}_{where}"  # (moved_modules reads it)
 
 
 def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
