@@ -124,6 +124,20 @@ def test_a_short_value_or_a_path_in_a_variable_named_as_a_secret_is_no_refusal(
     headless._refuse_secret_params({"stage": "dev", "credentials": str(key_file)}, {}, [])
 
 
+@pytest.mark.parametrize("name", ["TOKENIZER_NAME", "OAUTH_TOKEN_URL", "SECRET_NAME",
+                                  "PRIVATE_REGISTRY"])
+def test_a_variable_merely_named_like_a_secret_refuses_no_param(monkeypatch, name):
+    """``-p model=bert-base-uncased`` was refused as secret 'TOKENIZER_NAME''s value."""
+    monkeypatch.setenv(name, "bert-base-uncased")
+    headless._refuse_secret_params({"model": "bert-base-uncased"}, {}, [])
+
+
+def test_a_variable_named_as_a_secret_beyond_doubt_still_refuses(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_abcdefghijklmnop")
+    with pytest.raises(WorkflowError, match="secret 'HF_TOKEN'"):
+        headless._refuse_secret_params({"model": "hf_abcdefghijklmnop"}, {}, [])
+
+
 def test_declared_secrets_are_read_from_lines_and_python_cells():
     cells = [("code", "%%dagger a --secret A_TOKEN --secret=B_KEY --env X=1\necho"),
              ("code", "%%dagger b --secret $name\necho"),

@@ -33,6 +33,19 @@ _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
 # of a cache entry's metadata, and a notebook param equal to it is refused.
 named_as_secret = re.compile(r"token|secret|passw|credential|api_?key|private",
                              re.IGNORECASE).search
+# Named as a secret beyond doubt, what a refusal needs (hiding takes the rule above): the
+# word whole (``TOKENIZER_NAME`` is no token), and not the name of where one is or of one
+# (``OAUTH_TOKEN_URL``, ``SECRET_NAME``, ``PRIVATE_REGISTRY``).
+_SURELY_SECRET = re.compile(
+    r"(?:tokens?|secrets?|passw(?:or)?d|passphrase|credentials?|api_?key|private_?key)"
+    r"(?![a-z])(?!.*_(?:url|uri|name|file|path|endpoint|type|dir|host|port|id)$)",
+    re.IGNORECASE)
+
+
+def named_surely_secret(name: str) -> bool:
+    """Whether variable ``name`` holds a secret beyond doubt (``HF_TOKEN``,
+    ``DB_PASSWORD``, ``STRIPE_API_KEY``), not merely a name like one's."""
+    return _SURELY_SECRET.search(name) is not None
 MIN_LINE = 6
 # the fewest characters of a secret's start at the end of the last text written (its
 # writer stopped there) that are masked, where a word starts: fewer end much ordinary

@@ -60,7 +60,7 @@ from dagnb.config import (
     settings,
 )
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
-from dagnb.model.masking import MIN_LINE, SecretFinder, named_as_secret
+from dagnb.model.masking import MIN_LINE, SecretFinder, named_surely_secret
 from dagnb.model.step import variable_text
 from dagnb.notebook.document import (
     bound_names,
@@ -358,7 +358,7 @@ def _named_secret_values(environ: Mapping[str, str]) -> dict[str, str]:
     found = {}
     for name, value in sorted(environ.items()):
         text = value.strip()
-        if named_as_secret(name) and len(text) >= MIN_LINE and not os.path.exists(text):
+        if named_surely_secret(name) and len(text) >= MIN_LINE and not os.path.exists(text):
             found[text] = name
     return found
 
