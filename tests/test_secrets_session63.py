@@ -169,3 +169,13 @@ def test_a_store_setting_pasted_into_a_workflow_files_defaults_says_where_it_goe
     assert "'cache_directory' is a setting" in message
     assert "dagnb.yaml's workflow_defaults" in message and "DAGNB_CACHE_DIRECTORY" in message
     assert "\n" not in message
+
+
+def test_a_local_servers_stand_in_store_secret_is_no_secret(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto's ``testing`` (MinIO's ``minioadmin``) as the store's secret refused a param
+    ``stage: testing``, kept results holding the word out of the cache, and masked it in
+    every log line."""
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "minioadmin")
+    assert settings().credential_secrets("s3://bucket/cache") == {}

@@ -175,8 +175,12 @@ class Settings:
         of the cache (which a store shares), as declared secrets."""
         credentials = self.container_credentials or {}
         names = [credentials[key] for key in ("password_env", "token_env") if key in credentials]
-        names += _store_secret_names(store or self.cache_directory)
-        return {name: os.environ[name] for name in names if os.environ.get(name)}
+        found = {name: os.environ[name] for name in names if os.environ.get(name)}
+        for name in _store_secret_names(store or self.cache_directory):
+            value = os.environ.get(name, "")
+            if len(value.strip()) >= _STORE_SECRET_LEAST:
+                found[name] = value
+        return found
 
 
 # The variables whose values are secrets among those the store libraries read: botocore's
@@ -187,6 +191,10 @@ _STORE_SECRETS = {
     "az": ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
            "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
 }
+# A store library's secret shorter than this is a local server's stand-in (moto's
+# ``testing``, MinIO's ``minioadmin``), which params and results hold for other reasons: a
+# real one (AWS' 40 characters, Azure's keys and tokens) is longer.
+_STORE_SECRET_LEAST = 16
 _STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "az": "az", "abfs": "az", "abfss": "az",
                    "adl": "az", "wasb": "az", "wasbs": "az"}
 
