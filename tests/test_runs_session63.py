@@ -147,12 +147,14 @@ def test_a_read_only_run_notes_no_start(workdir: Path) -> None:
     assert not (_runs(workdir) / history.STARTED_NAME).exists()
 
 
-def _as_if_of(workdir: Path, pid: int, host: str | None = None) -> None:
-    """Make every noted start that of process ``pid`` (of ``host``: this one's)."""
+def _as_if_of(workdir: Path, pid: int, host: str | None = None, days_ago: float = 0) -> None:
+    """Make every noted start that of process ``pid`` (of ``host``: this one's), started
+    ``days_ago`` earlier than noted."""
     path = _runs(workdir) / history.STARTED_NAME
     starts = [json.loads(line) for line in _lines(path)]
     for start in starts:
-        start.update(pid=pid, host=host or start["host"])
+        start.update(pid=pid, host=host or start["host"],
+                     started=start["started"] - days_ago * 86400)
     path.write_text("".join(json.dumps(start) + "\n" for start in starts))
 
 
@@ -186,6 +188,18 @@ def test_a_started_run_of_another_host_is_taken_for_live(workdir: Path) -> None:
     _as_if_of(workdir, _dead_pid(), host="elsewhere")
     assert history.last_states(workdir / ".dagnb_cache", "cut") == {
         "a": "succeeded", "b": "failed"}
+
+
+def test_a_started_run_of_another_host_is_taken_for_killed_after_days(workdir: Path) -> None:
+    """A CI job's container, killed at its time limit, never read as killed: its start
+    line stayed, and its run was taken for live forever."""
+    killed = _killed_before_its_record(workdir)
+    _as_if_of(workdir, _dead_pid(), host="elsewhere", days_ago=history.FOREIGN_RUN_DAYS + 0.1)
+    runs = history.recorded_runs(workdir / ".dagnb_cache")[0]
+    assert [(r["run"], r["states"]) for r in runs if r.get("killed")] == [
+        (killed, {"a": "killed", "b": "killed"})]
+    history.prune(_runs(workdir))
+    assert not any(killed in line for line in _lines(_runs(workdir) / history.STARTED_NAME))
 
 
 def test_only_failed_in_python_runs_again_the_steps_of_a_killed_run(workdir: Path) -> None:

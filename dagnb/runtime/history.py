@@ -80,6 +80,7 @@ from dagnb.model.jsontext import encoder
 __all__ = [
     "ANY_ORIGIN",
     "DONE_STATES",
+    "FOREIGN_RUN_DAYS",
     "KEEP_RUNS",
     "KILLED",
     "NOT_RUN_STATES",
@@ -105,6 +106,7 @@ RECORD_NAME = "run.json"  # a run's record in its folder, before the records log
 RECORDS_NAME = "records.jsonl"
 STARTED_NAME = "started.jsonl"  # a line as each run starts: see the module's text
 KILLED = "killed"  # the state of each step of a run killed before it ended
+FOREIGN_RUN_DAYS = 2  # a run started on another host: taken for live this long at most
 _COMPACT_AT = 4 * KEEP_RUNS  # records in the log before a prune rewrites it
 _COMPACT_BYTES = 4 << 20  # or bytes (runs of many steps have long records)
 _PRUNE_LOG_BYTES = 32 << 10  # runs that made no folder prune once the log is this big
@@ -621,11 +623,16 @@ def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _process_gone(start: Mapping[str, Any]) -> bool:
-    """Whether the process that started a run is gone: of this host and pid namespace
-    (another's cannot be told: taken for live), and no process, or a zombie, has its pid
-    now. (A pid used again since by another process reads as live: as before, unseen.)"""
+    """Whether the process that started a run is gone: of this host and pid namespace, no
+    process, or a zombie, has its pid now; of another (a CI job's container, a teammate's
+    machine sharing the cache), none can be told, so it is taken for live for
+    :data:`FOREIGN_RUN_DAYS`, then for killed (its line is then settled by a prune). (A
+    pid used again since by another process reads as live: as before, unseen.)"""
     pid = start.get("pid")
-    if start.get("host") != _host() or type(pid) is not int or pid <= 0 or pid == os.getpid():
+    if start.get("host") != _host():  # (a CI job's container, gone with its run: in time)
+        started = finished_at({"finished": start.get("started")})
+        return started is not None and time.time() - started > FOREIGN_RUN_DAYS * 86400
+    if type(pid) is not int or pid <= 0 or pid == os.getpid():
         return False
     try:
         os.kill(pid, 0)
