@@ -224,14 +224,15 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
     from dagnb.workflows.params import file_values, param_pairs, set_params, shown
 
     mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
-    values = param_pairs(args.param, mask, file_values(graph))
+    values = param_pairs(args.param, mask, file_values(graph), graph.parameters,
+                         repr(args.workflow))  # (a declared parameter's: checked by it)
     _refuse_secret_texts(graph, args.param, values)
-    changed = set_params(graph, values, repr(args.workflow))  # (a name refused first)
+    changed = set_params(graph, values, repr(args.workflow), mask)  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params
 
         carried = last_run_params(graph, values, args.cache_dir, mask)
-        changed.update(set_params(graph, carried, repr(args.workflow)))
+        changed.update(set_params(graph, carried, repr(args.workflow), mask))
         values.update(carried)
     if not values:
         return ""

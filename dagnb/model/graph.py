@@ -59,11 +59,18 @@ class Graph:
         that ``only_failed`` (``--only-failed``) counts only the runs given the same
         values, a param given the value the steps have of their own being as good as
         not given (see :meth:`own_params`).
+    parameters
+        The parameters the workflow declares (a file's ``parameters:``, kept by
+        ``templates new``), :class:`~dagnb.workflows.templates.Parameter` by name:
+        a ``--param`` of one is checked against it. Empty for most graphs.
+    template
+        The id of the template the workflow was made from (a file's ``template:``), or
+        None: named in the command that makes the file again.
     """
 
     __slots__ = ("_changes", "_checked", "_earlier", "_order", "_own_params", "_steps",
                  "base_dir", "description", "given_params", "last_run", "name",
-                 "workflow_file")
+                 "parameters", "template", "workflow_file")
 
     def __init__(
         self,
@@ -82,6 +89,8 @@ class Graph:
         self._earlier: tuple[dict[str, Any], dict[str, str]] = ({}, {})
         self.workflow_file: Path | None = None
         self.given_params: dict[str, Any] = {}  # (replaced, not changed: copies share it)
+        self.parameters: dict[str, Any] = {}  # (the model layer knows no Parameter)
+        self.template: str | None = None
         self._own_params: dict[str, Any] | None = None  # (kept as set_params first gives)
         self._steps: dict[str, Step] = {}
         self._order: list[str] | None = None  # the whole graph's order, until it changes

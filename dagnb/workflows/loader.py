@@ -4,6 +4,9 @@ Format::
 
     name: example                 # optional, defaults to the file name
     description: what it does     # optional
+    template: parameter-sweep     # optional: the template it was made from
+    parameters:                   # optional: what --param NAME=VALUE may give each one,
+      samples: {type: int, default: 200, minimum: 2}  # as a template declares them
     defaults:                     # optional; any step field, applied where a step is silent
                                   # (a mapping such as env or retries: key by key;
                                   # a step's secrets add to these, never replace them)
@@ -26,6 +29,10 @@ description, and for containers user, platform, exclude. ``steps`` may also be a
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
 YAML anchors and merge keys (``<<: *defaults``) work; a key written twice in one mapping
 is refused.
+
+``parameters`` (written by ``dagnb templates new``, or by hand) checks a ``--param`` of
+a name it declares as the template did (:mod:`dagnb.workflows.params`); each needs a
+``default``, the value its steps are written with. It changes no step, nor any cache key.
 
 The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
 ``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
@@ -67,7 +74,7 @@ __all__ = [
 STEP_FIELDS = tuple(
     f.name for f in dataclasses.fields(Step) if f.name not in ("name", "func", "key_fn")
 )
-WORKFLOW_KEYS = ("name", "description", "defaults", "steps")
+WORKFLOW_KEYS = ("name", "description", "template", "parameters", "defaults", "steps")
 _TUPLE_FIELDS = ("needs", "secrets", "tags", "services")
 
 
@@ -384,6 +391,8 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     checks.known_keys(defaults, STEP_FIELDS, f"{source}: defaults", WorkflowError)
     graph = Graph(_workflow_name(data.get("name"), source),
                   description=str(data.get("description") or ""))
+    graph.parameters = _declared_parameters(data.get("parameters"), source)
+    graph.template = _template_id(data.get("template"), source)
     for name, fields in _step_items(data.get("steps"), source):
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
@@ -398,6 +407,26 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
             check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
     return graph
+
+
+def _declared_parameters(specs: Any, source: str) -> dict[str, Any]:
+    """The ``parameters`` section's Parameters, by name (none: no import of templates)."""
+    if specs is None:
+        return {}
+    from dagnb.workflows.templates import declared_parameters  # (it builds on this module)
+
+    return declared_parameters(specs, source)
+
+
+_TEMPLATE_ID = re.compile(r"^[\w.-]+$")
+
+
+def _template_id(given: Any, source: str) -> str | None:
+    """The ``template`` key: a template's id, as ``dagnb templates list`` shows it."""
+    if given is None or (isinstance(given, str) and _TEMPLATE_ID.match(given)):
+        return given
+    raise WorkflowError(f"{source}: template {given!r} is no template id; give the id "
+                        "`dagnb templates list` shows (such as parameter-sweep), or remove it")
 
 
 def _own_params(fields: Mapping[str, Any]) -> list[str]:
@@ -568,6 +597,11 @@ def graph_to_dict(graph: Graph, functions: Mapping[str, str] | None = None) -> d
     data: dict[str, Any] = {"name": graph.name}
     if graph.description:
         data["description"] = graph.description
+    if graph.template is not None:
+        data["template"] = graph.template
+    if graph.parameters:
+        data["parameters"] = {name: parameter.spec()
+                              for name, parameter in graph.parameters.items()}
     data["steps"] = {step.name: _step_data(step, functions or {}) for step in graph}
     return data
 

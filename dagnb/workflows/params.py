@@ -10,14 +10,22 @@ items of a list given for a param the file gives as lists of text (``[3.10, 3.12
 each unless written quoted (or tagged). The value
 replaces the param in every step that declares it, in its own ``params`` or through
 ``defaults``; a name no step declares is refused.
+
+A name the file declares under ``parameters:`` (as ``dagnb templates new`` writes it) is
+read and checked by its :class:`~dagnb.workflows.templates.Parameter`, as the template
+read it: ``samples=0`` for a ``minimum: 1`` is refused before any step runs. One that no
+step takes (it shaped the file: a ``for_each`` list) is refused, naming the
+``dagnb templates new ... --force`` that makes the file again with it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -25,6 +33,9 @@ from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
+
+if TYPE_CHECKING:
+    from dagnb.workflows.templates import Parameter, ParameterValueError
 
 __all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown",
            "with_text_items"]
@@ -34,10 +45,13 @@ Mask = Callable[[str], str]
 
 
 def param_pairs(items: Iterable[str], mask: Mask = str,
-                declared: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
+                declared: Mapping[str, Sequence[Any]] | None = None,
+                parameters: Mapping[str, Parameter] | None = None,
+                source: str = "the workflow") -> dict[str, Any]:
     """``["rows=5", ...]`` -> ``{"rows": 5}``, each value as :func:`read_value` reads it
-    against the values the file gives that name (``declared``: see :func:`file_values`);
-    ``mask`` hides secret values in the messages, which show what was given."""
+    against the values the file gives that name (``declared``: see :func:`file_values`),
+    or, for a name of the file's ``parameters`` (``source``'s), as that parameter reads
+    it; ``mask`` hides secret values in the messages, which show what was given."""
     values = {}
     for item in items:
         name, sep, text = item.partition("=")
@@ -45,8 +59,29 @@ def param_pairs(items: Iterable[str], mask: Mask = str,
             raise WorkflowError(f"--param {shown(item, mask)!r} is not NAME=VALUE; write it "
                                 "like rows=100")
         name = name.strip()
-        values[name] = read_value(name, text, mask, (declared or {}).get(name, ()))
+        parameter = (parameters or {}).get(name)
+        if parameter is None:
+            values[name] = read_value(name, text, mask, (declared or {}).get(name, ()))
+        else:
+            values[name] = _parsed(parameter, item, text, mask, source)
     return values
+
+
+def _parsed(parameter: Parameter, item: str, text: str, mask: Mask, source: str) -> Any:
+    """``text`` as the declared ``parameter`` reads it, as ``dagnb templates new`` did."""
+    from dagnb.workflows.templates import ParameterValueError  # (it builds on this module)
+
+    try:
+        return parameter.parse(text)
+    except ParameterValueError as exc:
+        raise WorkflowError(_refusal(f"--param {shown(item, mask)!r}", exc, source,
+                                     mask)) from None
+
+
+def _refusal(given: str, exc: ParameterValueError, source: str, mask: Mask = str) -> str:
+    """The line refusing a value of a declared parameter: the value, the rule, the file."""
+    return mask(f"{given}: {exc.name} = {exc.value!r} {exc.problem} (parameters of "
+                f"{source})")
 
 
 def file_values(graph: Graph) -> dict[str, list[Any]]:
@@ -162,12 +197,19 @@ def shown(text: str, mask: Mask = str, limit: int = 60) -> str:
     return text if len(text) <= limit else f"{text[:limit - 3]}..."
 
 
-def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str, list[str]]:
+def set_params(graph: Graph, values: Mapping[str, Any], source: str,
+               mask: Mask = str) -> dict[str, list[str]]:
     """Give each step of ``graph`` that declares a param of ``values`` that value; the
-    steps changed, by param. A name no step declares is refused, naming the graph's.
-    The values are kept in ``graph.given_params``, which its runs record."""
+    steps changed, by param. A value of a name ``graph.parameters`` declares is checked
+    by its Parameter first. A name no step declares is refused, naming the graph's (for
+    a parameter of the file's, the command that makes the file again with it). The
+    values are kept in ``graph.given_params``, which its runs record; ``mask`` hides
+    secret values in the messages."""
+    values = _checked(graph, values, source, mask)
     declared = sorted({name for step in graph for name in step.params})
     for name in values:
+        if name in graph.parameters and name not in declared:
+            raise WorkflowError(mask(_shaped_the_file(graph, name, values, source)))
         if name not in declared:
             raise WorkflowError(_undeclared(name, declared, source))
     changed: dict[str, list[str]] = {name: [] for name in values}
@@ -180,6 +222,56 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str) -> dict[str
                 changed[name].append(step.name)
     graph.given_params = {**graph.given_params, **values}
     return changed
+
+
+def _checked(graph: Graph, values: Mapping[str, Any], source: str,
+             mask: Mask) -> dict[str, Any]:
+    """``values``, each of a declared parameter checked (and typed: ``2`` a float's
+    ``2.0``) by it."""
+    from dagnb.workflows.templates import ParameterValueError  # (it builds on this module)
+
+    checked = dict(values)
+    for name, value in values.items():
+        if name in graph.parameters:
+            try:
+                checked[name] = graph.parameters[name].check(value)
+            except ParameterValueError as exc:
+                raise WorkflowError(_refusal(f"--param {name!r}", exc, source, mask)) from None
+    return checked
+
+
+def _shaped_the_file(graph: Graph, name: str, values: Mapping[str, Any], source: str) -> str:
+    """Why a declared parameter no step takes cannot be set for a run, and the fix."""
+    if graph.template is None:
+        return (f"--param {name!r}: {source} declares {name!r} under parameters, but no "
+                f"step has a param {name!r}; add it to the params of the steps that read it")
+    chosen = {key: values.get(key, parameter.default)
+              for key, parameter in graph.parameters.items()}
+    options = " ".join(f"-p {shlex.quote(f'{key}={_option_text(value)}')}"
+                       for key, value in chosen.items())
+    return (f"--param {name!r}: no step of {source} has a param {name!r}: template "
+            f"{graph.template!r} made its steps from it, so make the file again: dagnb "
+            f"templates new {graph.template} {options} -o {_file_option(graph)} --force")
+
+
+def _option_text(value: Any) -> str:
+    """``value`` as ``templates new -p NAME=...`` reads it: ``0.5,2.0``, ``true``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(item, (int, float)) for item in value):
+        return ",".join(as_written(item) for item in value)
+    return as_written(value)
+
+
+def _file_option(graph: Graph) -> str:
+    """The workflow's file as ``-o`` names it from here."""
+    if graph.workflow_file is None:
+        return "FILE.yml"
+    try:
+        return shlex.quote(os.path.relpath(graph.workflow_file))
+    except ValueError:  # (Windows: another drive)
+        return shlex.quote(str(graph.workflow_file))
 
 
 def _undeclared(name: str, declared: list[str], source: str) -> str:

@@ -28,6 +28,12 @@ command (``run``, or the platform's ``command``; text or argv) that mentions
 ``${parameter}`` is refused: it would splice user text into shell code. A ``for_each``
 step is copied once per list item with params ``item`` and ``index``.
 
+A workflow made from a template (``dagnb templates new``) keeps the template's id and
+its parameters, their values as defaults, in the file's ``template:`` and ``parameters:``
+keys (:func:`declared_parameters` reads them back): ``dagnb run FILE --param`` checks a
+value as this module does, and for a parameter no step takes (a ``for_each`` list)
+names the ``templates new`` command that makes the file again.
+
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id, said once; an entry that is no
 folder, mistyped or a file, is left out, said once), then in the checkout's
@@ -58,7 +64,7 @@ from dagnb.config import context
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
-from dagnb.workflows.bounds import BOUND_KEYS, Bounds, refused
+from dagnb.workflows.bounds import BOUND_KEYS, Bounds
 from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
 from dagnb.workflows.params import with_text_items
 
@@ -69,9 +75,11 @@ __all__ = [
     "TYPES",
     "BrokenTemplateWarning",
     "Parameter",
+    "ParameterValueError",
     "Template",
     "TemplatePathWarning",
     "categories",
+    "declared_parameters",
     "get",
     "instantiate",
     "list",  # served by __getattr__, so this module never shadows the builtin
@@ -94,6 +102,15 @@ _NEEDS_KEYS = ("needs", *(alias for alias, name in RENAMED.items() if name == "n
 
 
 # -- parameters -----------------------------------------------------------------------
+class ParameterValueError(ConfigError):
+    """A value a :class:`Parameter` does not take; ``problem`` is the rule it breaks and
+    the fix (``is not accepted; give a value >= 2``), for messages of other wording."""
+
+    def __init__(self, name: str, value: Any, problem: str) -> None:
+        super().__init__(f"template parameter {name!r} = {value!r} {problem}")
+        self.name, self.value, self.problem = name, value, problem
+
+
 @dataclasses.dataclass(frozen=True)
 class Parameter:
     """One typed template parameter.
@@ -143,7 +160,7 @@ class Parameter:
             problem = self.bounds.problem(item)
             if problem is not None:
                 where = f"item {item!r}: " if self.type == "list" else ""
-                raise refused(self.name, value, where + problem)
+                raise ParameterValueError(self.name, value, f"is not accepted; {where}{problem}")
         return value
 
     def parse(self, text: str) -> Any:
@@ -174,15 +191,31 @@ class Parameter:
             value = _SAMPLES[kind]
         return [value] if self.type == "list" else value
 
-    def _mistyped(self, value: Any) -> ConfigError:
+    def spec(self) -> dict[str, Any]:
+        """This parameter as a file declares it (a template's ``parameters``, or a
+        workflow's), which :func:`declared_parameters` reads back as an equal one."""
+        spec: dict[str, Any] = {"type": self.type}
+        if self.items is not None:
+            spec["items"] = self.items
+        if self.required:
+            spec["required"] = True
+        if not self.required or self.default is not None:
+            spec["default"] = self.default
+        for key in BOUND_KEYS:
+            bound = None if self.bounds is None else getattr(self.bounds, key)
+            if bound is not None:
+                spec[key] = list(bound) if isinstance(bound, tuple) else bound
+        if self.description:
+            spec["description"] = self.description
+        return spec
+
+    def _mistyped(self, value: Any) -> ParameterValueError:
         expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
         if _non_finite(value):  # a float, but nan and inf are no JSON
             expected = expected.replace("float", "finite float")
         article = "an" if expected[0] in "aeiou" else "a"
-        return ConfigError(
-            f"template parameter {self.name!r} = {value!r} is not valid; expected "
-            f"{article} {expected}"
-        )
+        return ParameterValueError(self.name, value,
+                                   f"is not valid; expected {article} {expected}")
 
 
 def _as_list(value: Any) -> Any:
@@ -287,6 +320,12 @@ class Template:
         data["steps"] = _expand(data.get("steps") or {}, self.id,
                                 {step: self.parameters[name] for step, name in fed.items()
                                  if name in self.parameters})
+        # kept in the file made: its runs check a --param as this template does, and a
+        # parameter that shaped it (for_each) names the command that makes it again
+        data["template"] = self.id
+        data["parameters"] = {
+            name: dataclasses.replace(parameter, default=values[name], required=False).spec()
+            for name, parameter in self.parameters.items()}
         return data
 
     def instantiate(self, **params: Any) -> Graph:
@@ -434,7 +473,7 @@ def load_template(path: str | Path) -> Template:
     if not isinstance(specs, Mapping):
         raise WorkflowError(f"template {source!r}: 'parameters' must be a mapping of name: "
                             f"{{type, default, ...}}, got {specs!r}")
-    parameters = {name: _parameter(name, spec, source) for name, spec in specs.items()}
+    parameters = {name: _template_parameter(name, spec, source) for name, spec in specs.items()}
     _check_placeholders(data["workflow"], parameters, source)
     return Template(
         id=str(data["id"]), name=str(data["name"]), category=str(data.get("category") or "other"),
@@ -443,8 +482,47 @@ def load_template(path: str | Path) -> Template:
     )
 
 
-def _parameter(name: str, spec: Any, source: str) -> Parameter:
-    where = f"template {source!r}: parameter {name!r}"
+def _template_parameter(name: str, spec: Any, source: str) -> Parameter:
+    try:
+        return _parameter(name, spec, f"template {source!r}: parameter {name!r}")
+    except ParameterValueError as exc:
+        raise WorkflowError(f"template {source!r}: default: {exc}") from None
+
+
+def declared_parameters(specs: Any, source: str) -> dict[str, Parameter]:
+    """The parameters of a workflow file's ``parameters:`` section, each declared as a
+    template declares it, with a default: the value its steps were made with. Problems
+    are one-line WorkflowErrors naming ``source``, the parameter and the key."""
+    if specs is None:
+        return {}
+    if not isinstance(specs, Mapping):
+        raise WorkflowError(f"{source}: 'parameters' must be a mapping of name: {{type, "
+                            f"default, ...}}, as a template declares them; got {specs!r}")
+    return {_parameter_name(name, source): _workflow_parameter(name, spec, source)
+            for name, spec in specs.items()}
+
+
+def _parameter_name(name: Any, source: str) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise WorkflowError(f"{source}: parameters: {name!r} is no name; name each one as "
+                            "the steps' params do (rows, seed, ...)")
+    return name
+
+
+def _workflow_parameter(name: str, spec: Any, source: str) -> Parameter:
+    where = f"{source}: parameter {name!r}"
+    if isinstance(spec, Mapping) and "default" not in spec:
+        raise WorkflowError(f"{where} has no default; give the value its steps are written "
+                            "with (default: ...)")
+    try:
+        return _parameter(name, spec, where)
+    except ParameterValueError as exc:
+        raise WorkflowError(f"{where}: default {exc.value!r} {exc.problem}") from None
+
+
+def _parameter(name: str, spec: Any, where: str) -> Parameter:
+    """A parameter from its spec; WorkflowErrors start with ``where``, a default it does
+    not take is a ParameterValueError."""
     if not isinstance(spec, Mapping):
         raise WorkflowError(f"{where} must be a mapping with a 'type', got {spec!r}")
     checks.known_keys(spec, _PARAMETER_KEYS, where, WorkflowError)
@@ -461,10 +539,7 @@ def _parameter(name: str, spec: Any, source: str) -> Parameter:
             raise WorkflowError(f"{where}: choices: {exc}") from None
     parameter = dataclasses.replace(parameter, bounds=bounds)
     if "default" in spec:
-        try:
-            parameter = dataclasses.replace(parameter, default=parameter.check(spec["default"]))
-        except ConfigError as exc:
-            raise WorkflowError(f"template {source!r}: default: {exc}") from None
+        parameter = dataclasses.replace(parameter, default=parameter.check(spec["default"]))
     elif not required:
         raise WorkflowError(f"{where} is optional but has no default; give one")
     return parameter
