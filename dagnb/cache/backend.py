@@ -131,6 +131,13 @@ class StoreBackend(abc.ABC):
         purpose, so a copy shared with other machines is replaced too (a shared store
         otherwise keeps the first writer's entry of a key)."""
 
+    def glance(self, step: str, key: str) -> Item | None:
+        """The folder ``step/key`` as :meth:`read` gives it, fetching nothing: a backend
+        that keeps entries elsewhere (a store URL) gives one it does not hold locally by
+        its metadata alone, in an Item whose ``path`` is not there (``plan`` and
+        ``explain`` read the cache and write nothing). Default: :meth:`read`."""
+        return self.read(step, key)
+
     def add(self, step: str, key: str, folder: Path) -> None:
         """Put the finished local ``folder`` in place as the new name ``step/key`` of a
         store that is there: housekeeping (the hit counts' journal) written after a

@@ -82,7 +82,7 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
                     workflow: str | None = None) -> list[Change]:
     """The differences as :class:`Change` records (``mask``, ``max_age``, ``workflow``:
     see :func:`explain`)."""
-    exact = store.peek(step_name, key)
+    exact = store.peek(step_name, key, metadata_only=True)  # (a store's: no download)
     if exact is not None:
         if exact.expired(store.clock(), max_age):
             return [_status("expired", f"entry {key.short} expired: it will run again")]

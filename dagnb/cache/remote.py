@@ -7,6 +7,8 @@ local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
 
 - a read of an entry in the local tier costs what it costs today (one ``stat``); a local
   miss looks remote, downloads the entry into the local tier, and then hits there;
+  ``plan`` and ``explain`` only glance: the manifest and the ``meta.json`` blob, nothing
+  written to the tier (:meth:`RemoteBackend.glance`);
 - a new entry is written to the local tier, then uploaded;
 - names, removals, locks, the journal of hits and damaged entries stay local: the remote
   store is shared, what it keeps is the bucket's business (lifecycle rules).
@@ -109,7 +111,9 @@ RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
+_GLANCED = "store"  # the version of an Item RemoteBackend.glance made from the store
 _CHUNK = 1 << 20  # bytes read at a time when hashing
+_META = "meta.json"  # the entry's metadata, the one file a glance downloads
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
 # seconds an S3 request waits to connect, and for the server's next bytes: a cache is
 # worth no long wait (a failed request is a miss, the local tier goes on); S3 itself
@@ -312,6 +316,30 @@ class ObjectStore:
             return None
         _restore_modes_and_links(manifest, into)
         return sum(size for _, size in manifest["files"].values())
+
+    def glance(self, step: str, key: str) -> bytes | None:
+        """The ``meta.json`` of the entry ``step/key``, downloading nothing else: None
+        unless :meth:`download` would rebuild it (the manifest unexpired and whole, its
+        other blobs seen by size) and the blob hashes to its name."""
+        manifest = self.manifest(step, key)
+        if manifest is None or not self.whole(step, key, manifest):
+            return None
+        ref = manifest["files"].get(_META)
+        if ref is None:  # (no entry without one: the tier would find it damaged)
+            return None
+        digest, size = ref
+        try:
+            data = self.transfers.cat_file(self.blob_path(digest))
+        except FileNotFoundError:  # (removed since its size was seen)
+            return None
+        hasher = new_hasher()
+        hasher.update(data)
+        if len(data) != size or hasher.hexdigest() != digest:
+            self.damaged_blobs.add(digest)  # as a download that met it (see download)
+            self.damaged_entries.add((step, key))
+            self.unusable_entries.add((step, key))
+            return None
+        return data
 
     def _fetch_files(self, files: Mapping[str, list[Any]], into: Path) -> bool:
         """Download an entry's files into ``into``; False at the first one missing,
@@ -794,12 +822,34 @@ class RemoteBackend(StoreBackend):
         moved = self._ask("a download", fetch_into, self.remote, self.local, step, key)
         if moved is _UNANSWERED:
             return None
-        if moved is None and (step, key) in self.remote.damaged_entries:
+        if moved is None:
+            self._warn_if_damaged(step, key)
+        return None if moved is None else self.local.read(step, key)
+
+    def _warn_if_damaged(self, step: str, key: str) -> None:
+        """Say that the store's ``step/key`` was found changed there (once: it is not
+        asked for again, see :meth:`_may_fetch`)."""
+        if (step, key) in self.remote.damaged_entries:
             warnings.warn(
                 f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} has a file whose "
                 "content does not match its digest (changed in the store); it is a miss, and "
-                "saving the step again replaces it there", RemoteCacheWarning, stacklevel=4)
-        return None if moved is None else self.local.read(step, key)
+                "saving the step again replaces it there", RemoteCacheWarning, stacklevel=5)
+
+    def glance(self, step: str, key: str) -> Item | None:
+        """:meth:`read` without the download: an entry the tier lacks is the store's
+        ``meta.json`` alone (:meth:`ObjectStore.glance`), nothing written to the tier;
+        its Item's ``path`` (the tier's folder it would have) is not there."""
+        item = self.local.read(step, key)
+        if item is not None or step.startswith(".") or not self._may_fetch(step, key):
+            return item
+        if not self._reachable():
+            return None
+        meta = self._ask("a lookup", self.remote.glance, step, key)
+        if meta is None:
+            self._warn_if_damaged(step, key)
+        if meta is None or meta is _UNANSWERED:  # (unreachable: absent, as for read)
+            return None
+        return Item(self.local.root / step / key, meta, (_GLANCED, meta))
 
     def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
         # an entry this machine replaces (a refresh, a rebuild of a damaged or cleared

@@ -38,7 +38,7 @@ from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.location import local_folder
-from dagnb.cache.store import Entry, Store, _taking_now, acquire
+from dagnb.cache.store import Entry, GlancedEntry, Store, _taking_now, acquire
 from dagnb.checks import warn_user
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
@@ -186,10 +186,20 @@ class StepCache:
         return None
 
     def peek(self, step: Step, key: StepKey) -> Entry | None:
-        """The entry under ``key`` (expired ones too), counting nothing: for a plan."""
+        """The entry under ``key`` (expired ones too), counting nothing: for a plan. A
+        store URL's entry that the local tier lacks is seen by its metadata alone (see
+        :meth:`with_files`): a plan downloads no outputs."""
         if not self.enabled_for(step):
             return None
-        return self._store_of(step).peek(step.name, key)
+        return self._store_of(step).peek(step.name, key, metadata_only=True)
+
+    def with_files(self, step: Step, entry: Entry) -> Entry:
+        """``entry`` with its files at hand: one :meth:`peek` saw by its metadata alone,
+        downloaded into the tier as a run's lookup would (counting nothing), for a
+        result it keeps in a file; else (or when that fails) ``entry`` itself."""
+        if type(entry) is not GlancedEntry or entry.inline is not None:
+            return entry
+        return self._store_of(step).peek(step.name, entry.key) or entry
 
     def expired(self, step: Step, entry: Entry) -> bool:
         """Whether a :meth:`peek`'s entry has passed its ttl (a lookup would miss)."""

@@ -135,7 +135,8 @@ from dagnb.model.results import (
 )
 from dagnb.model.step import parse_duration
 
-__all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "PackedEntry", "SessionStore", "Store"]
+__all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "GlancedEntry", "PackedEntry",
+           "SessionStore", "Store"]
 
 _RECENT_S = 0.05  # a lookup's miss reads the packs again only if read longer ago
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
@@ -222,6 +223,12 @@ def _file_in_the_way(location: str | os.PathLike[str]) -> CacheError | None:
             return CacheError(f"cache directory {str(folder)!r} {where} a file, not a "
                               "folder; pass a folder path")
     return None
+
+
+class GlancedEntry(Entry):
+    """An entry of a store URL seen by its metadata alone (:meth:`Store.peek` with
+    ``metadata_only``): its expiry, output digest and components; its files are not in
+    the local tier (a lookup downloads them)."""
 
 
 class Store(Housekeeping):
@@ -384,9 +391,34 @@ class Store(Housekeeping):
         misses = self._session_misses
         misses[step_name] = misses.get(step_name, 0) + 1
 
-    def peek(self, step_name: str, key: StepKey | str) -> Entry | None:
-        """Like :meth:`lookup` but expired entries are returned and nothing is recorded."""
+    def peek(self, step_name: str, key: StepKey | str, *,
+             metadata_only: bool = False) -> Entry | None:
+        """Like :meth:`lookup` but expired entries are returned and nothing is recorded.
+        ``metadata_only`` (``plan``, ``explain``: they write nothing): an entry of a store
+        URL that the local tier lacks is not downloaded into it, but seen by its metadata
+        alone, a :class:`GlancedEntry`."""
+        if metadata_only and self._packs is None:  # (a local store's fetches nothing)
+            return self._glanced(step_name, _key_text(key))
         return self._current(step_name, _key_text(key))
+
+    def _glanced(self, step_name: str, key: str) -> Entry | None:
+        """:meth:`peek` through the backend's glance: an entry in the tier read as
+        :meth:`_folder_entry` reads it; else its metadata, parsed, kept nowhere."""
+        item = self.backend.glance(step_name, key)
+        if item is None:
+            return None
+        if os.path.isdir(item.path):  # the tier holds it: checked as a read's
+            cached = self._entries.get((step_name, key))
+            if (cached is not None and cached.version == item.version
+                    and os.path.isdir(cached._out_text)):
+                return cached
+            return self._load(step_name, key, item, retry=True)
+        if item.meta is None:
+            return None
+        meta, problem = _parse_meta(item.meta, step_name, key)
+        if problem is not None:  # (a download would find it damaged: a miss)
+            return None
+        return GlancedEntry(step_name, key, item.path, meta, item.version)
 
     def _current(
         self, step_name: str, key: str, retry: bool = True, recent: bool = False,

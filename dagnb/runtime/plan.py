@@ -118,8 +118,9 @@ def _published_values(graph: Graph, cache: StepCache, reads: PublishedReads | No
 
 
 def _result_of(cache: StepCache, step: Step, entry: Entry) -> Any:
-    """The result a run would publish from ``entry`` (None for none)."""
-    value = cache.restore(step, entry).get()
+    """The result a run would publish from ``entry`` (None for none): one in a file of
+    a store URL's entry is downloaded for it (a plan's look downloads none)."""
+    value = cache.restore(step, cache.with_files(step, entry)).get()
     return None if value is NO_RESULT else value
 
 
