@@ -308,3 +308,74 @@ def test_a_push_from_a_folder_that_is_not_there_is_refused(
 
 
 # -- 5. a look at an entry's metadata alone ------------------------------------------------
+
+
+# -- review mends: a refusal that passes, a refused read ------------------------------------
+class _ClientError(Exception):
+    """botocore's ClientError as s3fs raises its PermissionError from (its response)."""
+
+    def __init__(self, code: str) -> None:
+        super().__init__(code)
+        self.response = {"Error": {"Code": code}}
+
+
+def _refused_once(monkeypatch: pytest.MonkeyPatch, code: str | None) -> None:
+    """The next upload is refused with a PermissionError (from an S3 error ``code``)."""
+    real, calls = ObjectStore.upload, []
+
+    def upload(self: ObjectStore, *args: object, **kwargs: object) -> object:
+        calls.append(1)
+        if len(calls) == 1:
+            error = PermissionError("Access Denied" if code is None else code)
+            if code is not None:
+                error.__cause__ = _ClientError(code)
+            raise error
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(ObjectStore, "upload", upload)
+
+
+def test_an_expired_token_is_an_outage_and_uploads_go_on_after_it(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One 403 for an expired token (s3fs: a PermissionError) stopped every upload of the
+    process, taken for credentials that may not write."""
+    monkeypatch.setattr("dagnb.cache.remote.RETRY_AFTER", 0.2)
+    _refused_once(monkeypatch, "ExpiredToken")
+    team = store(url, tmp_path / "a")
+    with pytest.warns(RemoteCacheWarning, match="an upload failed.*dagnb cache push"):
+        save(team, "first", "k", {"v.txt": b"1"})
+    time.sleep(0.3)
+    save(team, "second", "k", {"v.txt": b"2"})
+    assert read(url, tmp_path / "b", "second", "k", "v.txt") == b"2"
+
+
+def test_a_refused_upload_is_tried_again_after_a_while(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("dagnb.cache.remote.REFUSED_RETRY_AFTER", 0.5)
+    _refused_once(monkeypatch, None)
+    team = store(url, tmp_path / "a")
+    with pytest.warns(RemoteCacheWarning, match="an upload was refused.*locally only for"):
+        save(team, "first", "k", {"v.txt": b"1"})
+    save(team, "second", "k", {"v.txt": b"2"})
+    assert read(url, tmp_path / "b", "second", "k", "v.txt") is None  # (not tried)
+    time.sleep(0.6)
+    save(team, "third", "k", {"v.txt": b"3"})
+    assert read(url, tmp_path / "c", "third", "k", "v.txt") == b"3"
+
+
+def test_a_refused_read_stops_no_upload(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A download refused (an object under a KMS key the user may not use) stopped every
+    upload of the process."""
+    save(store(url, tmp_path / "writer"), "theirs", "k", {"v.txt": b"theirs"})
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise PermissionError("Access Denied")
+
+    team = store(url, tmp_path / "a")
+    with monkeypatch.context() as patched:
+        patched.setattr("dagnb.cache.remote.fetch_into", refused)
+        with pytest.warns(RemoteCacheWarning, match="a download was refused"):
+            assert team.lookup("theirs", "k") is None
+    save(team, "mine", "k", {"v.txt": b"mine"})
+    assert read(url, tmp_path / "b", "mine", "k", "v.txt") == b"mine"

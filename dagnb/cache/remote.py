@@ -108,6 +108,9 @@ __all__ = [
 MANIFEST_FORMAT = 2  # the newest; a tree with no links or executable files is still 1
 _READABLE_FORMATS = (1, 2)
 RETRY_AFTER = 60.0  # seconds a store that failed is left alone
+# seconds uploads stop after one is refused: a read-only user's saves try no more, yet a
+# refusal that passes (a token refreshed, a policy fixed) costs minutes of saves, not all
+REFUSED_RETRY_AFTER = 600.0
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
@@ -806,7 +809,7 @@ class RemoteBackend(StoreBackend):
         self._distrusted: set[tuple[str, str]] = set()
         # the store refused an upload (no write permission, no credentials, no bucket):
         # asking again gets the same answer, so this process stops uploading
-        self._uploads_refused = False
+        self._uploads_refused_until = 0.0  # (monotonic) uploads refused: none until then
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
 
     def __repr__(self) -> str:
@@ -871,7 +874,7 @@ class RemoteBackend(StoreBackend):
 
     def _upload(self, step: str, key: str, item: Item, replace: bool) -> bool:
         """Send the tier's entry ``item`` to the store; whether it got there."""
-        if self._uploads_refused or not self._reachable():
+        if time.monotonic() < self._uploads_refused_until or not self._reachable():
             return False
         return self._ask("an upload", self.remote.upload, step, key, item.path,
                          meta=json.loads(item.meta or b"{}"), replace=replace,
@@ -935,22 +938,29 @@ class RemoteBackend(StoreBackend):
         )
 
     def _refused(self, what: str, exc: BaseException, fix: str) -> None:
-        """The store answered no (see :func:`_refusal_fix`): uploads stop for this process
-        (a push could not send them either); reads go on after a refused upload (a
-        read-only user's steps in the store were run again for a minute), and rest as in
-        an outage after a refused read, which would be refused again. Said once per fix."""
-        self._uploads_refused = True
-        if what != "an upload" or _is_no_credentials(exc):
-            self._down_until = time.monotonic() + RETRY_AFTER
+        """The store answered no (see :func:`_refusal_fix`): after a refused upload (or
+        no credentials) uploads stop for :data:`REFUSED_RETRY_AFTER` s (a push could not
+        send them either) while reads go on (a read-only user's steps in the store were
+        run again for a minute); a refused read (one object's: a key the user may not
+        use) is a miss that stops nothing (a refusal comes at once: no wait to spare).
+        With no credentials, nothing is asked for a while. Said once per fix."""
+        now = time.monotonic()
+        if what == "an upload" or _is_no_credentials(exc):
+            self._uploads_refused_until = now + REFUSED_RETRY_AFTER
+        if _is_no_credentials(exc):
+            self._down_until = now + RETRY_AFTER
         if fix in self._refusals_said:
             return
         self._refusals_said.add(fix)
-        reads = ("the store is still read" if time.monotonic() >= self._down_until
+        now = time.monotonic()
+        reads = ("the store is still read" if now >= self._down_until
                  else f"the store is asked again in {RETRY_AFTER:g} s")
+        saves = (f"entries are saved locally only for {REFUSED_RETRY_AFTER / 60:g} min and "
+                 if now < self._uploads_refused_until else "")
         warnings.warn(
             f"remote cache {self.remote.url!r}: {what} was refused ({type(exc).__name__}: "
-            f"{checks.redact_url(str(exc))}); entries are saved locally only and {reads}; "
-            f"{fix}", RemoteCacheWarning, stacklevel=6)
+            f"{checks.redact_url(str(exc))}); {saves}{reads}; {fix}",
+            RemoteCacheWarning, stacklevel=6)
 
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
@@ -1003,6 +1013,8 @@ def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore) -> str | No
         return ("no credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (or the store library's own)")
     if isinstance(exc, PermissionError):
+        if _error_code(exc) in _PASSING_REFUSALS:  # (a token expired: refreshed, it works)
+            return None
         if what == "an upload":
             return ("these credentials may not write to the store: set cache_mode: "
                     "read-only, or use credentials that may write")
@@ -1010,6 +1022,21 @@ def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore) -> str | No
     if isinstance(exc, FileNotFoundError) and (bucket := _no_bucket(remote)) is not None:
         return f"there is no bucket {bucket!r}: check the bucket name in the store's URL"
     return None
+
+
+# What S3 answers with a 403 that a retry later gets past (s3fs makes each of them a
+# PermissionError): said as an outage, whose warning says to push later.
+_PASSING_REFUSALS = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestExpired",
+                               "RequestTimeTooSkewed", "SignatureDoesNotMatch"})
+
+
+def _error_code(exc: BaseException) -> str | None:
+    """The S3 error code behind a store library's error (botocore's ClientError, which
+    s3fs raises its PermissionError from), or None."""
+    response = getattr(exc.__cause__, "response", None)
+    error = response.get("Error") if isinstance(response, dict) else None
+    code = error.get("Code") if isinstance(error, dict) else None
+    return code if isinstance(code, str) else None
 
 
 def _no_bucket(remote: ObjectStore) -> str | None:
