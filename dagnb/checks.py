@@ -325,8 +325,25 @@ _ENCRYPTION_KEYS = frozenset({
     "x-amz-copy-source-server-side-encryption-customer-key",
 })
 _ENCRYPTION_FIX = ("an encryption key is a secret, and config show prints every setting; "
-                   "encrypt with KMS instead (ServerSideEncryption: aws:kms, SSEKMSKeyId: "
-                   "its ARN), whose key stays in KMS")
+                   "give the variable that holds it instead (SSECustomerKey_env: "
+                   "MY_SSE_KEY), or encrypt with KMS (ServerSideEncryption: aws:kms, "
+                   "SSEKMSKeyId: its ARN), whose key stays in KMS")
+KEY_FROM_VARIABLE = "_env"  # an encryption key's option + this: the variable holding it
+
+
+def key_variables(options: Any) -> dict[str, str]:
+    """The variables the store's encryption keys are read from (``SSECustomerKey_env:
+    MY_SSE_KEY``, at any depth of ``options``), by the option they give."""
+    found: dict[str, str] = {}
+    if isinstance(options, Mapping):
+        for key, value in options.items():
+            option = str(key)
+            if isinstance(value, Mapping):
+                found.update(key_variables(value))
+            elif (option.lower().endswith(KEY_FROM_VARIABLE) and isinstance(value, str)
+                  and option[:-len(KEY_FROM_VARIABLE)].lower() in _ENCRYPTION_KEYS):
+                found[option[:-len(KEY_FROM_VARIABLE)]] = value
+    return found
 
 # Keyword arguments of fsspec stores (s3fs, gcsfs, adlfs: its SAS token or key as
 # ``credential``) that carry credentials, and HTTP headers that do (an ``Authorization:

@@ -144,7 +144,8 @@ def test_a_python_steps_global_holding_a_token_stays_out_of_the_cache(
 ])
 def test_an_sse_c_key_in_the_store_options_is_refused_unshown(
         options: dict[str, object]) -> None:
-    with pytest.raises(ConfigError, match="encrypt with KMS instead") as refused:
+    with pytest.raises(ConfigError, match="give the variable that holds it instead "
+                       r"\(SSECustomerKey_env: MY_SSE_KEY\)") as refused:
         dagnb.configure(cache_storage_options=options)
     assert "0123456789abcdef" not in str(refused.value)
 
@@ -179,3 +180,35 @@ def test_a_local_servers_stand_in_store_secret_is_no_secret(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_SESSION_TOKEN", "minioadmin")
     assert settings().credential_secrets("s3://bucket/cache") == {}
+
+
+SSE_KEY = "k" * 32  # an SSE-C key: 32 bytes
+
+
+def test_an_sse_c_key_given_by_its_variable_reaches_the_store_and_is_masked(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Refusing the key in the settings left stores encrypted with SSE-C unreadable: it is
+    given by the variable that holds it, read as the store is made, masked in runs."""
+    from dagnb.cache.remote import ObjectStore
+
+    options = {"s3_additional_kwargs": {"SSECustomerAlgorithm": "AES256",
+                                        "SSECustomerKey_env": "MY_SSE_KEY"}}
+    monkeypatch.setenv("MY_SSE_KEY", SSE_KEY)
+    dagnb.configure(cache_storage_options=options)
+    assert settings().cache_storage_options == options  # (what config show prints)
+    assert settings().credential_secrets()["MY_SSE_KEY"] == SSE_KEY
+    made = ObjectStore("s3://bucket/cache", settings().cache_storage_options)
+    assert made._options["s3_additional_kwargs"] == {"SSECustomerAlgorithm": "AES256",
+                                                     "SSECustomerKey": SSE_KEY}
+
+
+def test_an_sse_c_key_variable_not_set_is_one_line_naming_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from dagnb.cache.remote import ObjectStore
+    from dagnb.errors import CacheError
+
+    monkeypatch.delenv("MY_SSE_KEY", raising=False)
+    with pytest.raises(CacheError, match="SSECustomerKey_env names variable 'MY_SSE_KEY', "
+                       "which is not set; export MY_SSE_KEY"):
+        ObjectStore("s3://bucket/cache", {"s3_additional_kwargs": {
+            "SSECustomerKey_env": "MY_SSE_KEY"}})

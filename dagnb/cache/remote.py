@@ -183,6 +183,27 @@ def _checked_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
                           sep="=", fix=_OPTIONS_FIX, credentials=True)
 
 
+def _keys_from_variables(options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` with each encryption key given by its variable (``SSECustomerKey_env:
+    MY_SSE_KEY``, see :func:`dagnb.checks.key_variables`) as the variable's value: a
+    setting holds no key, as ``config show`` prints them all."""
+    suffix = checks.KEY_FROM_VARIABLE
+    given: dict[str, Any] = {}
+    for key, value in options.items():
+        option = str(key)
+        if isinstance(value, Mapping):
+            given[key] = _keys_from_variables(value)
+        elif option[:-len(suffix)] in checks.key_variables({option: value}):
+            secret = os.environ.get(value, "")
+            if not secret:
+                raise CacheError(f"cache_storage_options: {option} names variable {value!r}, "
+                                 f"which is not set; export {value}=... (the key) first")
+            given[option[:-len(suffix)]] = secret
+        else:
+            given[key] = value
+    return given
+
+
 def _let_go_of_client(store: ObjectStore) -> None:
     """In a forked child (see :mod:`dagnb.cache.forks`; a Pool's worker): forget the
     parent's clients, which their next use makes again (:meth:`ObjectStore.__getattr__`).
@@ -223,7 +244,7 @@ class ObjectStore:
             # (s3:// lost its slashes to rstrip and became a local folder named "s3:")
             raise CacheError(f"cache store {url!r} names no bucket; write it as "
                              f"{protocol}://BUCKET/prefix")
-        options = _checked_options(storage_options)
+        options = _keys_from_variables(_checked_options(storage_options))
         if protocol in ("file", "local"):
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
         s3_retries, transfer_options = 1, None

@@ -175,6 +175,7 @@ class Settings:
         of the cache (which a store shares), as declared secrets."""
         credentials = self.container_credentials or {}
         names = [credentials[key] for key in ("password_env", "token_env") if key in credentials]
+        names += checks.key_variables(self.cache_storage_options).values()  # (SSE-C's)
         found = {name: os.environ[name] for name in names if os.environ.get(name)}
         for name in _store_secret_names(store or self.cache_directory):
             value = os.environ.get(name, "")
