@@ -267,3 +267,45 @@ def test_a_steps_exception_whose_str_raises_is_named_in_its_status_row(workdir: 
         "bad": "failed", "next": "skipped"}
     with pytest.raises(Exception, match="'bad' failed"):
         run.raise_for_status()
+
+
+# -- a run waiting for another run's step keeps what it restored -------------------------
+_WAITED = """\
+name: waited
+steps:
+  up:
+    run: head -c 30000 /dev/urandom > "$DAGNB_OUT/data.bin"
+  mid:
+    run: touch "{started}"; sleep 4; echo m > "$DAGNB_OUT/m"
+  down:
+    needs: [up, mid]
+    run: wc -c < "$DAGNB_IN/up/data.bin"; cat "$DAGNB_IN/mid/m"
+"""
+
+
+def test_a_prune_while_a_run_waits_for_another_runs_step_keeps_what_it_restored(
+        workdir: Path) -> None:
+    """Run B restored `up`, then waited for `mid`, which run A computed: B listed no use
+    yet, so a prune removed `up` and B's `down` failed on its missing input."""
+    started = workdir / "mid-started"
+    (workdir / "wf.yml").write_text(_WAITED.format(started=started), encoding="utf-8")
+    dagnb = [sys.executable, "-m", "dagnb"]
+    subprocess.run([*dagnb, "run", "wf.yml", "--target", "up"], cwd=workdir, check=True,
+                   capture_output=True)
+    computing = subprocess.Popen([*dagnb, "run", "wf.yml", "--target", "mid"], cwd=workdir,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 20
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        waiting = subprocess.Popen([*dagnb, "run", "wf.yml"], cwd=workdir, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        time.sleep(1.5)  # (B restored `up` and waits for `mid`)
+        pruned = subprocess.run([*dagnb, "cache", "prune", "--max-entries", "0"], cwd=workdir,
+                                capture_output=True, text=True, check=False)
+        out, err = waiting.communicate(timeout=60)
+    finally:
+        computing.wait(timeout=60)
+    assert pruned.returncode == 0, pruned.stderr
+    assert waiting.returncode == 0, out + err
+    assert "down  succeeded" in out

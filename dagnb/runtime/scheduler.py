@@ -462,7 +462,10 @@ class Scheduler:
 
     def _waiting_for_another_run(self, step: Step) -> None:
         """Another process holds the step's key: it runs the step, and this run waits
-        to take its entry (a "queued" event that says so: the state does not change)."""
+        to take its entry (a "queued" event that says so: the state does not change).
+        The wait may last as long as that step: the entries this run restored are
+        listed in its ``.uses`` first, so no prune removes them meanwhile."""
+        self.run.make_workspace_for_uses()
         self._emit("state", step.name, state="queued", waiting="another run computing it")
 
     async def _pinned(self, step: Step, images: ImagePins) -> Step:
