@@ -976,19 +976,26 @@ class _CachedCall(_Calls):
     def call_and_shelve(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
         """Run the call unless cached; a handle on the stored result."""
         digest = self.keys.digest(args, kwargs)
-        if self.entry(digest) is None and self.entry_again(digest) is None:
-            value, _, _ = self.execute(self.keys.components(args, kwargs), args, kwargs)
-            if self.store.read_only or self.store.peek(self.name, digest) is None:
-                return _Value(value)  # (not stored: a secret, a full disk)
+        if self.entry(digest) is None:
+            # one process computes a key at a time, as a call does: the others wait, then
+            # take its entry (each computed it before)
+            with self.claim(digest):
+                if self.entry_again(digest) is None:
+                    value, _, _ = self.execute(self.keys.components(args, kwargs), args,
+                                               kwargs)
+                    if self.store.read_only or self.store.peek(self.name, digest) is None:
+                        return _Value(value)  # (not stored: a secret, a full disk)
         return ShelvedResult(self, digest)
 
     async def call_and_shelve_async(self, *args: Any, **kwargs: Any) -> ShelvedResult | _Value:
         digest = self.keys.digest(args, kwargs)
-        if self.entry(digest) is None and self.entry_again(digest) is None:
-            components = self.keys.components(args, kwargs)
-            value, _, _ = await self.execute_async(components, args, kwargs)
-            if self.store.read_only or self.store.peek(self.name, digest) is None:
-                return _Value(value)  # (not stored: a secret, a full disk)
+        if self.entry(digest) is None:
+            async with self.claim(digest, asynchronous=True):  # (see call_and_shelve)
+                if self.entry_again(digest) is None:
+                    components = self.keys.components(args, kwargs)
+                    value, _, _ = await self.execute_async(components, args, kwargs)
+                    if self.store.read_only or self.store.peek(self.name, digest) is None:
+                        return _Value(value)  # (not stored: a secret, a full disk)
         return ShelvedResult(self, digest)
 
     def claim(self, key: str, *, asynchronous: bool = False) -> Any:
