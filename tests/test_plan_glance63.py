@@ -157,3 +157,17 @@ def test_a_glance_reads_the_metadata_alone_and_refuses_a_meta_json_changed_in_th
         assert reader.peek("make", "k2", metadata_only=True) is None  # as a download finds it
     assert reader.lookup("make", "k2") is None  # (not asked for again, nor said again)
     assert tier_bytes(tmp_path / "b") == 0
+
+
+def test_fail_on_miss_looks_at_the_store_whole_before_anything_runs(
+        url: str, tmp_path: Path) -> None:
+    """A blob changed in the store at the same size passes a glance: fail-on-miss, which
+    looked through it, let the run start, and `big` failed mid-run; it refuses up front."""
+    _published(url, tmp_path / "a")
+    fs = s3fs.S3FileSystem(skip_instance_cache=True)
+    root = url.removeprefix("s3://")
+    (big,) = [path for path in fs.find(f"{root}/blobs") if fs.info(path)["size"] == SIZE]
+    fs.pipe(big, b"z" * SIZE)  # (damaged in place: the same size)
+    dagnb.configure(cache_local_directory=str(tmp_path / "b"))
+    with pytest.raises(dagnb.errors.CacheMissError, match="2 steps would run"):
+        _graph().run(executor="local", cache_directory=url, cache_mode="fail-on-miss")

@@ -379,3 +379,20 @@ def test_a_refused_read_stops_no_upload(
             assert team.lookup("theirs", "k") is None
     save(team, "mine", "k", {"v.txt": b"mine"})
     assert read(url, tmp_path / "b", "mine", "k", "v.txt") == b"mine"
+
+
+def test_a_refused_read_rests_the_stores_reads_for_a_while(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Credentials that may read nothing cost a round trip at each lookup, said once."""
+    asked = []
+
+    def refused(*args: object, **kwargs: object) -> None:
+        asked.append(1)
+        raise PermissionError("Access Denied")
+
+    team = store(url, tmp_path / "a")
+    monkeypatch.setattr("dagnb.cache.remote.fetch_into", refused)
+    with pytest.warns(RemoteCacheWarning, match="a download was refused.*asked again in"):
+        for key in ("k1", "k2", "k3"):
+            assert team.lookup("theirs", key) is None
+    assert asked == [1]

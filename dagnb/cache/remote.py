@@ -831,6 +831,7 @@ class RemoteBackend(StoreBackend):
         # the store refused an upload (no write permission, no credentials, no bucket):
         # asking again gets the same answer, so this process stops uploading
         self._uploads_refused_until = 0.0  # (monotonic) uploads refused: none until then
+        self._reads_refused_until = 0.0  # (monotonic) a read refused: none until then
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
 
     def __repr__(self) -> str:
@@ -840,7 +841,7 @@ class RemoteBackend(StoreBackend):
         item = self.local.read(step, key)
         if item is not None or step.startswith(".") or not self._may_fetch(step, key):
             return item  # the store's own folders are local
-        if not self._reachable():
+        if not self._readable():
             return None
         # (an unreachable store is a miss, never a failed run)
         moved = self._ask("a download", fetch_into, self.remote, self.local, step, key)
@@ -866,7 +867,7 @@ class RemoteBackend(StoreBackend):
         item = self.local.read(step, key)
         if item is not None or step.startswith(".") or not self._may_fetch(step, key):
             return item
-        if not self._reachable():
+        if not self._readable():
             return None
         meta = self._ask("a lookup", self.remote.glance, step, key)
         if meta is None:
@@ -911,6 +912,12 @@ class RemoteBackend(StoreBackend):
 
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
+
+    def _readable(self) -> bool:
+        """Reachable, and no read refused in the last :data:`RETRY_AFTER` s (credentials
+        that may not read: each lookup asked again, a round trip a step)."""
+        now = time.monotonic()
+        return now >= self._down_until and now >= self._reads_refused_until
 
     def _ask(self, what: str, call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """``call(*args, **kwargs)``'s result, or ``_UNANSWERED`` when it failed (then
@@ -963,18 +970,21 @@ class RemoteBackend(StoreBackend):
         no credentials) uploads stop for :data:`REFUSED_RETRY_AFTER` s (a push could not
         send them either) while reads go on (a read-only user's steps in the store were
         run again for a minute); a refused read (one object's: a key the user may not
-        use) is a miss that stops nothing (a refusal comes at once: no wait to spare).
+        use) is a miss, and reads rest for :data:`RETRY_AFTER` s (each lookup asked again,
+        a round trip a step, for credentials that may read nothing), uploads going on.
         With no credentials, nothing is asked for a while. Said once per fix."""
         now = time.monotonic()
         if what == "an upload" or _is_no_credentials(exc):
             self._uploads_refused_until = now + REFUSED_RETRY_AFTER
+        else:
+            self._reads_refused_until = now + RETRY_AFTER
         if _is_no_credentials(exc):
             self._down_until = now + RETRY_AFTER
         if fix in self._refusals_said:
             return
         self._refusals_said.add(fix)
         now = time.monotonic()
-        reads = ("the store is still read" if now >= self._down_until
+        reads = ("the store is still read" if self._readable()
                  else f"the store is asked again in {RETRY_AFTER:g} s")
         saves = (f"entries are saved locally only for {REFUSED_RETRY_AFTER / 60:g} min and "
                  if now < self._uploads_refused_until else "")
@@ -986,7 +996,7 @@ class RemoteBackend(StoreBackend):
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
             return True
-        if step.startswith(".") or not self._may_fetch(step, key) or not self._reachable():
+        if step.startswith(".") or not self._may_fetch(step, key) or not self._readable():
             return False
         manifest = self._ask("a lookup", self.remote.manifest, step, key)
         return manifest is not None and manifest is not _UNANSWERED  # (unreachable: absent)

@@ -185,21 +185,23 @@ class StepCache:
             return "its cache entry has expired"
         return None
 
-    def peek(self, step: Step, key: StepKey) -> Entry | None:
-        """The entry under ``key`` (expired ones too), counting nothing: for a plan. A
-        store URL's entry that the local tier lacks is seen by its metadata alone (see
-        :meth:`with_files`): a plan downloads no outputs."""
+    def peek(self, step: Step, key: StepKey, *, metadata_only: bool = False) -> Entry | None:
+        """The entry under ``key`` (expired ones too), counting nothing: for a plan.
+        ``metadata_only``: a store URL's entry that the local tier lacks is seen by its
+        metadata alone (see :meth:`with_files`): a plan downloads no outputs; a run's
+        own checks (``fail-on-miss``) look as the run will be served, whole."""
         if not self.enabled_for(step):
             return None
-        return self._store_of(step).peek(step.name, key, metadata_only=True)
+        return self._store_of(step).peek(step.name, key, metadata_only=metadata_only)
 
-    def with_files(self, step: Step, entry: Entry) -> Entry:
+    def with_files(self, step: Step, entry: Entry) -> Entry | None:
         """``entry`` with its files at hand: one :meth:`peek` saw by its metadata alone,
         downloaded into the tier as a run's lookup would (counting nothing), for a
-        result it keeps in a file; else (or when that fails) ``entry`` itself."""
+        result it keeps in a file; else ``entry`` itself. None when that download finds
+        the store's copy unusable (damaged, removed): a run would run the step."""
         if type(entry) is not GlancedEntry or entry.inline is not None:
             return entry
-        return self._store_of(step).peek(step.name, entry.key) or entry
+        return self._store_of(step).peek(step.name, entry.key)
 
     def expired(self, step: Step, entry: Entry) -> bool:
         """Whether a :meth:`peek`'s entry has passed its ttl (a lookup would miss)."""

@@ -42,7 +42,10 @@ _OFF = "it runs every time: caching is off"
 
 
 def _walk(graph: Graph, names: list[str], cache: StepCache,
-          reads: PublishedReads | None = None) -> list[dict[str, Any]]:
+          reads: PublishedReads | None = None, glance: bool = True) -> list[dict[str, Any]]:
+    """A row per step: whether a run would restore it, its key, why. ``glance``: a store
+    URL's entries seen by their metadata alone (a plan, which downloads nothing); else
+    whole, as a run is served them (a run's own checks: ``fail-on-miss``)."""
     base_dir = (graph.base_dir or Path.cwd()).resolve()
     digests: dict[str, str | None] = {}
     entries: dict[str, Entry] = {}  # step -> the entry a run would restore it from
@@ -71,7 +74,7 @@ def _walk(graph: Graph, names: list[str], cache: StepCache,
             digests[name] = None  # the run says (or a cached result it reads is unreadable)
             rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
             continue
-        entry = cache.peek(step, key)
+        entry = cache.peek(step, key, metadata_only=glance)
         expired = entry is not None and cache.expired(step, entry)
         if expired:  # (a run misses it: its ttl passed)
             entry = None
@@ -119,8 +122,13 @@ def _published_values(graph: Graph, cache: StepCache, reads: PublishedReads | No
 
 def _result_of(cache: StepCache, step: Step, entry: Entry) -> Any:
     """The result a run would publish from ``entry`` (None for none): one in a file of
-    a store URL's entry is downloaded for it (a plan's look downloads none)."""
-    value = cache.restore(step, cache.with_files(step, entry)).get()
+    a store URL's entry is downloaded for it into the tier, as a run would (a plan's look
+    downloads no other output)."""
+    whole = cache.with_files(step, entry)
+    if whole is None:  # (the store's copy, seen whole only now, is damaged or gone)
+        raise StepFailed(f"the store's entry of step {step.name!r}, whose result this "
+                         "step reads, cannot be downloaded: both run", step=step.name)
+    value = cache.restore(step, whole).get()
     return None if value is NO_RESULT else value
 
 
@@ -146,7 +154,7 @@ def misses(graph: Graph, names: list[str], cache: StepCache,
     ``explain`` gives; counts nothing.
     """
     found = []
-    for row in _walk(graph, names, cache, reads):
+    for row in _walk(graph, names, cache, reads, glance=False):
         step, entry = graph[row["step"]], row.get("_entry")
         if entry is None:
             reason: str | None = (row["reason"].splitlines()[0] if row["reason"]
