@@ -43,7 +43,7 @@ import struct
 import sys
 import time
 import uuid
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -333,7 +333,12 @@ class LocalBackend(StoreBackend):
         finally:
             os.close(root)
 
-    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False,
+              kept_for: Callable[[], str | None] | None = None) -> str | None:
+        """:meth:`StoreBackend.write`; ``kept_for``, asked only when a folder is there
+        to replace: who reads it now (a live run's ``pid N``), or None. When someone
+        does, the folder there is kept and ``folder`` left as it is: that answer is
+        returned (None: ``folder`` was put in place)."""
         target = self.root / step / key
         make_folder(target.parent)
         aside: list[Path] = []
@@ -344,6 +349,12 @@ class LocalBackend(StoreBackend):
             except OSError:
                 if not target.exists():
                     raise
+            # (a reader's $DAGNB_IN names the key's folder: replaced, it would read
+            # two versions, or none between the renames below)
+            reader = None if kept_for is None else kept_for()
+            if reader is not None:
+                return reader
+            kept_for = None  # (asked once: the same key)
             # Replace: move the old folder aside, rename the new one in, then delete.
             old = self._scratch(".old-")
             with contextlib.suppress(FileNotFoundError):
@@ -354,6 +365,7 @@ class LocalBackend(StoreBackend):
         self._read.pop((step, key), None)
         for old in aside:
             shutil.rmtree(old, ignore_errors=True)
+        return None
 
     def exists(self, step: str, key: str) -> bool:
         folder = f"{self._root_text}/{step}/{key}"  # (most saves find none: no exception)

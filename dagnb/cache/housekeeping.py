@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 DAMAGED = ".damaged"  # entries found damaged, moved aside for a post-mortem
 UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 RUN_USES = ".uses"  # in a run's folder: the entries it hands to its steps, a line each
+RUNS_STARTED = "started.jsonl"  # in .runs: a line as each run starts, with its pid
 # an entry's folder name, in its step's: a key's hex digest (xxh3_128's or blake3's)
 ENTRY_KEY = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")
 
@@ -273,12 +275,50 @@ class Housekeeping:
         root = os.path.realpath(self.location)
         used: set[tuple[str, str]] = set()
         for run in _live_run_folders(os.path.join(root, ".runs")):
-            used.update(_listed_uses(run))
-            for link in _input_links(run):
-                found = _entry_of(os.path.realpath(link), root)
-                if found is not None:
-                    used.add(found)
+            used.update(_uses_of(run, root))
         return used
+
+    def _live_user_of(self, step_name: str, key: str) -> str | None:
+        """Who among the live runs (any process's) hands entry ``step/key`` to its steps,
+        as ``pid N`` (``run <id>`` where its start was not noted); None: no live run.
+        Read only before an entry is replaced or removed for its age (rare): a hit or a
+        first save never reads the runs."""
+        root = os.path.realpath(self.location)
+        runs = os.path.join(root, ".runs")
+        for run in _live_run_folders(runs):
+            if (step_name, key) in _uses_of(run, root):
+                pid = _pid_of(runs, os.path.basename(run))
+                return f"run {os.path.basename(run)}" if pid is None else f"pid {pid}"
+        return None
+
+
+def _uses_of(run: str, root: str) -> set[tuple[str, str]]:
+    """The entries one live run folder lists in ``.uses`` or links as ``$DAGNB_IN``."""
+    used = set(_listed_uses(run))
+    for link in _input_links(run):
+        found = _entry_of(os.path.realpath(link), root)
+        if found is not None:
+            used.add(found)
+    return used
+
+
+def _pid_of(runs: str, run_id: str) -> int | None:
+    """The process of run ``run_id``, from the line it wrote as it started (the newest
+    first); None where there is none."""
+    try:
+        with open(f"{runs}/{RUNS_STARTED}", encoding="utf-8", errors="replace") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if f'"{run_id}"' not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            record = json.loads(line)
+            if isinstance(record, dict) and record.get("run") == run_id:
+                pid = record.get("pid")
+                return pid if isinstance(pid, int) else None
+    return None
 
 
 

@@ -143,6 +143,30 @@ _REPORTED: set[str] = set()  # damaged entries already reported by this process
 
 
 _SET_ASIDE_KEPT = 100_000  # (a long-lived process that never asks keeps no more)
+# a save that finds its key empty waits this long, doubling, for a replacement by
+# another writer to end (1 ms to 0.256 s: about half a second in all)
+_SWAP_FIRST_S = 0.001
+_SWAP_LAST_S = 0.256
+# entries assembled and not put in place (a live run read the one there): (pid, folder),
+# removed as the process ends (a fork's child removes none of its parent's)
+_UNSTORED: list[tuple[int, str]] = []
+_WARNED_NOT_STORED: set[tuple[str, str, str]] = set()  # (step, key, reader) said once
+
+
+@atexit.register
+def _remove_unstored() -> None:
+    for pid, folder in _UNSTORED:
+        if pid == os.getpid():
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _warn_not_stored(step_name: str, key: StepKey, reader: str) -> None:
+    """Say once a process that ``step_name``'s new entry was not stored, and why."""
+    if (step_name, key.digest, reader) in _WARNED_NOT_STORED:
+        return
+    _WARNED_NOT_STORED.add((step_name, key.digest, reader))
+    warn_user(f"step {step_name!r}: its new result was not stored: entry {step_name}/{key.short} "
+              f"in use by a live run ({reader}); a later run stores it")
 
 
 class DamagedEntryWarning(UserWarning):
@@ -359,7 +383,9 @@ class Store(Housekeeping):
                                   or max_age is not None) and entry.expired(now, max_age):
             if entry.expired(now):  # (past its own ttl; one only this caller's ttl
                 self._forget(step_name, key)  # finds too old is another run's to use)
-                if not self.read_only:
+                # (one a live run hands its steps is theirs until it ends: removed, a
+                # step would find its input gone midway)
+                if not self.read_only and self._live_user_of(step_name, key) is None:
                     self._drop_packed(step_name, key)
                     self.backend.remove(step_name, key)
             entry = None
@@ -803,8 +829,8 @@ class Store(Housekeeping):
                 entry = None
             if entry is not None:
                 return entry
-        if self._packs is not None:
-            self._drop_packed(step_name, step_key.digest)  # the folder takes its place
+        if self._packs is not None:  # the folder takes its place
+            self._drop_packed(step_name, step_key.digest, spare_if_used=True)
         if out_dir is None or not os.path.isdir(out_dir):
             out_dir = self._new_folder(".tmp-out-")
         out = Path(out_dir)
@@ -835,15 +861,37 @@ class Store(Housekeeping):
             data = json.dumps(meta, separators=(",", ":")).encode()  # the C encoder
             _write_meta(build / "meta.json", data)
             _move(os.fspath(out), f"{build}/out")
-            self.backend.write(step_name, step_key.digest, build, refresh=refresh)
+            reader = self._write(step_name, step_key.digest, build, refresh)
         except BaseException:
             _put_back(build / "out", out)
             if isinstance(logs, os.PathLike):
                 _put_back(build / "logs.jsonl", Path(logs))
             shutil.rmtree(build, ignore_errors=True)
             raise
+        if reader is not None:
+            return self._not_stored(step_name, step_key, build, meta, reader)
         self._forget(step_name, step_key.digest)
         return self._saved(step_name, step_key, meta, data)
+
+    def _write(self, step_name: str, key: str, build: Path, refresh: bool) -> str | None:
+        """Put ``build`` in place as ``step/key``; on the local backend, unless it would
+        replace an entry a live run reads: then who reads it (``pid N``), and ``build``
+        is left where it is."""
+        backend = self.backend
+        if type(backend) is LocalBackend:
+            return backend.write(step_name, key, build, refresh=refresh,
+                                 kept_for=functools.partial(self._live_user_of, step_name, key))
+        backend.write(step_name, key, build, refresh=refresh)
+        return None
+
+    def _not_stored(self, step_name: str, key: StepKey, build: Path, meta: dict[str, Any],
+                    reader: str) -> Entry:
+        """The entry assembled in ``build`` and not put in place (a live run reads the
+        one there): handed to the caller all the same, its folder removed at exit (or
+        by a prune, as a crash's leftover)."""
+        _UNSTORED.append((os.getpid(), os.fspath(build)))
+        _warn_not_stored(step_name, key, reader)
+        return Entry(step_name, key.digest, build, meta, None)
 
     def _save_packed(
         self,
@@ -896,13 +944,21 @@ class Store(Housekeeping):
         # a folder entry it replaces goes, looked for after the record is appended: one
         # saved before, by any process (a look before the step ran is no proof: another
         # process may save a folder meanwhile, with no lock, as Memory.call() does)
+        reader = None
         if self.backend.exists(step_name, key.digest):
-            self.backend.remove(step_name, key.digest)
+            reader = self._live_user_of(step_name, key.digest)
+            if reader is None:
+                self.backend.remove(step_name, key.digest)
+            else:  # a live run reads that folder: it stays the key's entry
+                self._append(step_name, key.digest, TOMBSTONE, b"")
+                _warn_not_stored(step_name, key, reader)
         if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
             _consume(out_dir, logs)
         where = (step_name, key.digest)
-        self._pending.pop(where, None)  # (hits of the entry it replaces)
-        entry = self._entries[where] = PackedEntry(step_name, key.digest, head, record, self)
+        entry = PackedEntry(step_name, key.digest, head, record, self)
+        if reader is None:
+            self._pending.pop(where, None)  # (hits of the entry it replaces)
+            self._entries[where] = entry
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
@@ -914,6 +970,13 @@ class Store(Housekeeping):
             self._entries[(step_name, key.digest)] = entry
             return entry
         entry = self._current(step_name, key.digest)
+        pause = _SWAP_FIRST_S
+        while entry is None and pause <= _SWAP_LAST_S:
+            # another writer of the key may be between moving the old folder aside and
+            # renaming its own in (LocalBackend.write): there again in a moment
+            time.sleep(pause)
+            pause *= 2
+            entry = self._current(step_name, key.digest)
         if entry is None:
             raise CacheError(f"entry {step_name}/{key.short} vanished right after saving")
         return entry
@@ -1052,8 +1115,10 @@ class Store(Housekeeping):
         packed = self._drop_packed(step_name, key)
         return self.backend.remove(step_name, key) or packed
 
-    def _drop_packed(self, step_name: str, key: str) -> bool:
-        """Append a tombstone for a packed entry of ``step/key``; whether there was one."""
+    def _drop_packed(self, step_name: str, key: str, *, spare_if_used: bool = False) -> bool:
+        """Append a tombstone for a packed entry of ``step/key``; whether there was one.
+        ``spare_if_used``: its folder, if a live run reads it, is left to a later prune
+        (named by the record's stamp, no later entry takes its place)."""
         if self._packs is None or self.read_only:
             return False
         self._packs.refresh()  # the entry may be another process's, written since
@@ -1061,8 +1126,10 @@ class Store(Housekeeping):
         if record is None:
             return False
         self._append(step_name, key, TOMBSTONE, b"")
-        shutil.rmtree(f"{self.location}/{UNPACKED}/{step_name}/{key}-{record.stamp}",
-                      ignore_errors=True)
+        folder = f"{self.location}/{UNPACKED}/{step_name}/{key}-{record.stamp}"
+        if not (spare_if_used and os.path.isdir(folder)
+                and self._live_user_of(step_name, key) is not None):
+            shutil.rmtree(folder, ignore_errors=True)
         return True
 
     def _append(self, step_name: str, key: str, kind: int, body: bytes) -> Record:
