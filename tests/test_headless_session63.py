@@ -144,3 +144,11 @@ def test_declared_secrets_are_read_from_lines_and_python_cells():
              ("code", "dagnb.Step('c', run='true', secrets=('C_PASS',))"),
              ("markdown", "secrets=['NOT_CODE']")]
     assert declared_secrets(cells) == {"A_TOKEN", "B_KEY", "C_PASS"}
+
+
+@pytest.mark.parametrize("name", ["SECRETKEY", "DJANGO_SECRET_KEY", "DB_PASSWORDS",
+                                  "STRIPE_API_KEYS"])
+def test_a_secret_word_with_key_or_a_plural_is_still_surely_secret(name):
+    from dagnb.model.masking import named_surely_secret
+
+    assert named_surely_secret(name)

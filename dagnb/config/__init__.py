@@ -179,7 +179,7 @@ class Settings:
         found = {name: os.environ[name] for name in names if os.environ.get(name)}
         for name in _store_secret_names(store or self.cache_directory):
             value = os.environ.get(name, "")
-            if len(value.strip()) >= _STORE_SECRET_LEAST:
+            if value.strip() and value.strip() not in _STAND_INS:
                 found[name] = value
         return found
 
@@ -192,10 +192,10 @@ _STORE_SECRETS = {
     "az": ("AZURE_STORAGE_ACCOUNT_KEY", "AZURE_STORAGE_CONNECTION_STRING",
            "AZURE_STORAGE_SAS_TOKEN", "AZURE_STORAGE_CLIENT_SECRET", "AZURE_CLIENT_SECRET"),
 }
-# A store library's secret shorter than this is a local server's stand-in (moto's
-# ``testing``, MinIO's ``minioadmin``), which params and results hold for other reasons: a
-# real one (AWS' 40 characters, Azure's keys and tokens) is longer.
-_STORE_SECRET_LEAST = 16
+# The stand-ins local servers take for a store's secret (moto's and LocalStack's, MinIO's
+# defaults), words params, results and logs hold for other reasons: no secret. (A real
+# one of any length counts: a self-hosted store's password may be short.)
+_STAND_INS = frozenset({"testing", "test", "minioadmin", "minio123", "password"})
 _STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "az": "az", "abfs": "az", "abfss": "az",
                    "adl": "az", "wasb": "az", "wasbs": "az"}
 

@@ -37,7 +37,8 @@ named_as_secret = re.compile(r"token|secret|passw|credential|api_?key|private",
 # word whole (``TOKENIZER_NAME`` is no token), and not the name of where one is or of one
 # (``OAUTH_TOKEN_URL``, ``SECRET_NAME``, ``PRIVATE_REGISTRY``).
 _SURELY_SECRET = re.compile(
-    r"(?:tokens?|secrets?|passw(?:or)?d|passphrase|credentials?|api_?key|private_?key)"
+    r"(?:tokens?|secrets?(?:_?keys?)?|passw(?:or)?ds?|passphrases?|credentials?|api_?keys?"
+    r"|private_?keys?)"
     r"(?![a-z])(?!.*_(?:url|uri|name|file|path|endpoint|type|dir|host|port|id)$)",
     re.IGNORECASE)
 
