@@ -236,3 +236,13 @@ def test_the_command_that_makes_the_file_again_masks_a_secret_given(workspace, c
     err = capsys.readouterr().err
     assert "s3cr3t" not in err
     assert "make the file again: dagnb templates new mine -p label=" in err
+
+
+def test_a_quoted_value_of_a_declared_parameter_is_the_text_in_its_quotes(workspace):
+    """`--param 'group="region"'` kept its quotes for a declared name (and was refused by
+    its choices), where the README says a quoted value is the text in the quotes."""
+    (workspace / "hand.yml").write_text(HAND_WRITTEN, encoding="utf-8")
+    graph = load(workspace / "hand.yml")
+    values = param_pairs(['group="region"', "ratio='0.25'"], str, file_values(graph),
+                         graph.parameters, "'hand.yml'")
+    assert values == {"group": "region", "ratio": 0.25}

@@ -71,6 +71,8 @@ def _parsed(parameter: Parameter, item: str, text: str, mask: Mask, source: str)
     """``text`` as the declared ``parameter`` reads it, as ``dagnb templates new`` did."""
     from dagnb.workflows.templates import ParameterValueError  # (it builds on this module)
 
+    if _written_quoted(text.strip()):  # ("Q3 sales": the text in the quotes, as a file's
+        text = _unquoted(text.strip())  #  `title: "Q3 sales"` is, then read as declared)
     try:
         return parameter.parse(text)
     except ParameterValueError as exc:
@@ -181,6 +183,15 @@ def _constructed(node: yaml.Node) -> Any:
 def _written_quoted(text: str) -> bool:
     """Whether ``text`` is written in quotes, ``"3.10"`` or ``'3.10'`` (read as YAML)."""
     return len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"
+
+
+def _unquoted(text: str) -> str:
+    """A quoted ``text`` as YAML reads it (its escapes too); as it is if YAML cannot."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str) else text
 
 
 def as_written(value: Any) -> str:
