@@ -171,3 +171,25 @@ def test_fail_on_miss_looks_at_the_store_whole_before_anything_runs(
     dagnb.configure(cache_local_directory=str(tmp_path / "b"))
     with pytest.raises(dagnb.errors.CacheMissError, match="2 steps would run"):
         _graph().run(executor="local", cache_directory=url, cache_mode="fail-on-miss")
+
+
+def test_plans_again_within_a_while_ask_the_store_once(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three plans from an empty tier read every manifest three times (a notebook plans
+    at each cell)."""
+    from dagnb.cache.remote import ObjectStore
+
+    _published(url, tmp_path / "a")
+    asked = []
+    real = ObjectStore.glance
+
+    def counted(self: ObjectStore, step: str, key: str) -> object:
+        asked.append(step)
+        return real(self, step, key)
+
+    monkeypatch.setattr(ObjectStore, "glance", counted)
+    dagnb.configure(cache_local_directory=str(tmp_path / "b"))
+    graph = _graph()
+    for _ in range(3):
+        assert graph.plan(cache_directory=url)["cached"].tolist() == [True, True]
+    assert sorted(asked) == ["big", "report"]

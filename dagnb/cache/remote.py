@@ -111,6 +111,7 @@ RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 # seconds uploads stop after one is refused: a read-only user's saves try no more, yet a
 # refusal that passes (a token refreshed, a policy fixed) costs minutes of saves, not all
 REFUSED_RETRY_AFTER = 600.0
+GLANCE_KEPT = 30.0  # seconds a plan's look at a store entry is taken for the store's
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
@@ -832,6 +833,9 @@ class RemoteBackend(StoreBackend):
         # asking again gets the same answer, so this process stops uploading
         self._uploads_refused_until = 0.0  # (monotonic) uploads refused: none until then
         self._reads_refused_until = 0.0  # (monotonic) a read refused: none until then
+        # the store's answers to glances (a plan's): (when, meta.json or None), kept
+        # GLANCE_KEPT s; a save here forgets its own
+        self._glances: dict[tuple[str, str], tuple[float, bytes | None]] = {}
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
 
     def __repr__(self) -> str:
@@ -869,9 +873,16 @@ class RemoteBackend(StoreBackend):
             return item
         if not self._readable():
             return None
-        meta = self._ask("a lookup", self.remote.glance, step, key)
-        if meta is None:
-            self._warn_if_damaged(step, key)
+        now = time.monotonic()
+        seen = self._glances.get((step, key))
+        if seen is not None and now - seen[0] < GLANCE_KEPT:
+            meta = seen[1]
+        else:
+            meta = self._ask("a lookup", self.remote.glance, step, key)
+            if meta is None:
+                self._warn_if_damaged(step, key)
+            if meta is not _UNANSWERED:  # (kept a while: a notebook's plan at each cell
+                self._glances[(step, key)] = (now, meta)  # asked the store again)
         if meta is None or meta is _UNANSWERED:  # (unreachable: absent, as for read)
             return None
         return Item(self.local.root / step / key, meta, (_GLANCED, meta))
@@ -883,6 +894,7 @@ class RemoteBackend(StoreBackend):
         replace = (refresh or (step, key) in self._distrusted or self.local.exists(step, key)
                    or (step, key) in self.remote.damaged_entries)
         self._distrusted.discard((step, key))
+        self._glances.pop((step, key), None)
         owes = replace and not step.startswith(".")
         if owes:  # owed before the entry is: a process killed while it uploads (OOM, a CI
             owe_replacement(self.root, step, key)  # timeout) left the store's old copy,
