@@ -135,6 +135,41 @@ def test_a_python_steps_global_holding_a_token_stays_out_of_the_cache(
     assert [data for data in described if any(piece in data for piece in pieces)] == []
 
 
+def _fetch_with(n: int, token: str) -> int:
+    return n
+
+
+def _fetch_from(n: int, config: dict[str, str]) -> int:
+    return n
+
+
+def test_a_token_passed_to_a_memory_function_stays_out_of_its_entry(
+        token: str, tmp_path: Path) -> None:
+    """joblib's way to pass a token, ``fetch(n, os.environ["API_TOKEN"])``, stored it in
+    clear in the entry's description of its arguments, which goes to a shared store."""
+    memory = dagnb.Memory(location=tmp_path / "memory")
+    fetch_with, fetch_from = memory.cache(_fetch_with), memory.cache(_fetch_from)
+    config = {"url": "https://api.example.com", "auth": "Bearer " + token}
+    assert fetch_with(1, token) == 1 and fetch_from(2, config) == 2
+    assert fetch_with.check_call_in_cache(1, token)
+    stored = _tier_files(tmp_path / "memory")
+    pieces = {API_TOKEN[i:i + 6].encode() for i in range(len(API_TOKEN) - 5)}
+    assert [where for where, data in stored.items() if any(p in data for p in pieces)] == []
+    described = b"".join(stored.values())
+    assert b'"arg:token":"<str>"' in described and b'"arg:config":"<dict of 2>"' in described
+    assert b'"arg:n":"1"' in described  # (plain data still shown)
+
+
+def test_a_declared_secret_in_a_memory_calls_argument_is_masked() -> None:
+    from dagnb.cache.call_keys import CallKeys
+
+    keys = CallKeys(_fetch_from, [])
+    args = (3, {"auth": "Bearer declared-secret-42"})
+    key = keys.step_key(keys.components(args, {}), args, {}, Masker(["declared-secret-42"]))
+    assert key.describe["arg:config"] == "{'auth': 'Bearer ***'}"
+    assert key.describe["arg:n"] == "3"
+
+
 # -- an encryption key in the store's options --------------------------------------------
 @pytest.mark.parametrize("options", [
     {"s3_additional_kwargs": {"SSECustomerAlgorithm": "AES256",

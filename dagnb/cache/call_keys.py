@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, ParamSpec
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, code_text, key_digest, shown
-from dagnb.checks import short_repr, user_stacklevel
+from dagnb.checks import user_stacklevel
 from dagnb.errors import ConfigError, FingerprintError
 from dagnb.fingerprint import (
     code_with_values,
@@ -248,10 +248,12 @@ class CallKeys(Generic[P]):
     ) -> StepKey:
         """The full key, with descriptions for explain (only built on a miss): the code
         as a step's is described (no values of the constants it reads), each description
-        masked by ``mask`` (the secrets in force: a step's); digests unchanged."""
+        masked by ``mask`` (the secrets in force: a step's), each argument as a global
+        is (one holding a secret-named variable's value: by its type and size, as
+        ``fetch(n, os.environ["API_TOKEN"])`` stored its token); digests unchanged."""
         describe = {"code": code_text(components["code"], self.keyed)}
         for name, value in self.arguments(args, kwargs).items():
-            describe[f"arg:{name}"] = short_repr(value)
+            describe[f"arg:{name}"] = shown(name, value, mask)
         for name, value in global_values(self.keyed).items():
             describe[f"var:{name}"] = shown(name, value, mask)
         if mask is not None:

@@ -463,6 +463,10 @@ def _type_name(value: Any) -> str:
     return f"{module}.{name}"
 
 
+# What cannot hold text: described without looking for a secret in it.
+_NOT_TEXT = (int, float, complex, bool, type(None))
+
+
 def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> str:
     """A short description for explain: the repr of plain data (each item masked by
     ``mask`` before it is cut short), else type and shape. Data that holds the value of
@@ -470,8 +474,10 @@ def shown(name: str, value: Any, mask: Callable[[str], str] | None = None) -> st
     by its type and size: the description goes to the entry's metadata, and to a store."""
     plain = (str, bytes, int, float, bool, type(None), list, tuple, dict, set)
     if isinstance(value, plain) and not named_as_secret(name):
+        if mask is None and type(value) in _NOT_TEXT:  # (every key build: kept cheap)
+            return _NUMBER_REPR.repr(value)
         try:
-            return _MaskedRepr(mask, _environ_secrets).repr(value)
+            return _MaskedRepr(mask, _ENVIRON_SECRETS).repr(value)
         except _HoldsSecret:
             return _sized(value)
     shape = getattr(value, "shape", None)
@@ -486,16 +492,47 @@ def _sized(value: Any) -> str:
     return f"<{_type_name(value)} of {len(value)}>"
 
 
-def _environ_secrets() -> list[str]:
-    """The values of the environment's variables named as secrets (``API_TOKEN``), as
-    ``headless`` finds them: none under ``MIN_LINE`` characters, nor one naming an
-    existing path (``GOOGLE_APPLICATION_CREDENTIALS``: a path, not the key)."""
-    found = []
-    for name, value in os.environ.items():
-        text = value.strip()
-        if named_as_secret(name) and len(text) >= MIN_LINE and not os.path.exists(text):
-            found += [text, repr(text)[1:-1]]  # (a repr escapes quotes and backslashes)
-    return found
+def _pieces(secrets: set[str]) -> frozenset[str]:
+    """Every ``MIN_LINE``-character piece of each secret, as written and in a repr (of
+    text, of bytes: quotes and backslashes escaped): a text holding part of a secret (a
+    head or tail that ``...`` cut) holds one of them, unless that part is shorter."""
+    forms = {form for secret in secrets for form in (
+        secret, repr(secret)[1:-1], repr(secret.encode(errors="backslashreplace"))[2:-1])}
+    return frozenset(form[at:at + MIN_LINE]
+                     for form in forms for at in range(len(form) - MIN_LINE + 1))
+
+
+class _EnvironSecrets:
+    """The pieces (:func:`_pieces`) of the values of the environment's variables named
+    as secrets (``API_TOKEN``), as ``headless`` finds them: none under ``MIN_LINE``
+    characters, nor one naming an existing path (``GOOGLE_APPLICATION_CREDENTIALS``: a
+    path, not the key). Every key build asks: the names are listed again only when the
+    environment's size changes or one of them is removed, their values read each time."""
+
+    def __init__(self) -> None:
+        # (each a tuple replaced whole: threads building keys read it consistent)
+        self._listed: tuple[tuple[int, int], tuple[str, ...]] = ((0, -1), ())
+        self._read: tuple[tuple[str | None, ...] | None, frozenset[str]] = (None, frozenset())
+
+    def __call__(self) -> frozenset[str]:
+        environ = os.environ
+        size, (listed_size, names) = (id(environ), len(environ)), self._listed
+        values = tuple(map(environ.get, names))
+        if size != listed_size or None in values:  # (one gone: another in its place?)
+            names = tuple(name for name in environ if named_as_secret(name))
+            self._listed = (size, names)
+            values = tuple(map(environ.get, names))
+        if values != self._read[0]:
+            self._read = (values, _pieces(_secret_values(values)))
+        return self._read[1]
+
+
+def _secret_values(values: tuple[str | None, ...]) -> set[str]:
+    texts = {value.strip() for value in values if value is not None}
+    return {text for text in texts if len(text) >= MIN_LINE and not os.path.exists(text)}
+
+
+_ENVIRON_SECRETS = _EnvironSecrets()
 
 
 class _HoldsSecret(Exception):
@@ -506,39 +543,44 @@ class _MaskedRepr(reprlib.Repr):
     """reprlib's short repr, with each item that is not a container and holds a secret
     masked whole before it is cut to its type's length: a secret cut in the middle would
     show its head and tail. An item without one is shown as reprlib shows it. An item
-    that still holds a value of ``secrets()`` (looked up on the first item) raises
-    :class:`_HoldsSecret`: reprlib's walk is the one over the items it would show."""
+    whose shown part holds a piece of ``secrets()`` (looked up on the first item)
+    raises :class:`_HoldsSecret`: reprlib's walk is the one over the items it shows."""
 
     _CONTAINERS = frozenset({"tuple", "list", "array", "set", "frozenset", "deque", "dict"})
 
     def __init__(self, mask: Callable[[str], str] | None,
-                 secrets: Callable[[], list[str]]) -> None:
+                 secrets: Callable[[], frozenset[str]]) -> None:
         super().__init__()
         self._mask = mask
         self._secrets = secrets
-        self._found: list[str] | None = None
+        self._found: frozenset[str] | None = None
 
     def repr1(self, x: Any, level: int) -> str:
         if type(x).__name__ in self._CONTAINERS:
             return super().repr1(x, level)  # its items come back here
-        if self._mask is None and isinstance(x, (str, bytes)):  # (no repr of all of it)
-            self._refuse_secret_in(x)
+        if self._mask is None and type(x) is str:  # (no repr of all of it)
+            self._refuse_secret_in(x, self.maxstring)  # (reprlib shows its head and tail)
             return super().repr1(x, level)
         try:
             whole = builtins.repr(x)
         except Exception:  # (a repr that fails, an int too long to print)
             return f"<{type(x).__name__} instance>"
         masked = whole if self._mask is None else self._mask(whole)
-        self._refuse_secret_in(masked)
         if masked == whole:
+            if not isinstance(x, _NOT_TEXT):
+                self._refuse_secret_in(x if type(x) is str else whole, self._limit(x))
             return super().repr1(x, level)
+        self._refuse_secret_in(masked, self._limit(x))
         return _cut(masked, self._limit(x))
 
-    def _refuse_secret_in(self, text: str | bytes) -> None:
+    def _refuse_secret_in(self, text: str, limit: int) -> None:
+        """:class:`_HoldsSecret` if ``text`` cut to ``limit`` shows any of a secret."""
+        if len(text) < MIN_LINE:  # (no piece of a secret in it)
+            return
         if self._found is None:
             self._found = self._secrets()
-        found = self._found if isinstance(text, str) else [s.encode() for s in self._found]
-        if any(secret in text for secret in found):
+        if self._found and any(_holds_piece(part, self._found)
+                               for part in _shown_parts(text, limit)):
             raise _HoldsSecret
 
     def _limit(self, x: Any) -> int:
@@ -546,6 +588,24 @@ class _MaskedRepr(reprlib.Repr):
         if isinstance(x, str):
             return self.maxstring
         return self.maxlong if isinstance(x, int) and not isinstance(x, bool) else self.maxother
+
+
+_NUMBER_REPR = _MaskedRepr(None, frozenset)  # (no text in a number: never asks)
+
+
+def _shown_parts(text: str, limit: int) -> tuple[str, ...]:
+    """The head and tail of ``text`` that :func:`_cut` to ``limit`` shows, each with the
+    ``MIN_LINE - 1`` characters hidden next to it: a secret of which it shows a single
+    character has a whole piece in them."""
+    if len(text) <= limit:
+        return (text,)
+    head = max(0, (limit - 3) // 2)
+    tail = max(0, limit - 3 - head)
+    return text[:head + MIN_LINE - 1], text[len(text) - tail - MIN_LINE + 1:]
+
+
+def _holds_piece(text: str, pieces: frozenset[str]) -> bool:
+    return any(text[at:at + MIN_LINE] in pieces for at in range(len(text) - MIN_LINE + 1))
 
 
 def _cut(text: str, limit: int) -> str:
