@@ -99,12 +99,15 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
 def _closest(store: Store, step_name: str, key: StepKey,
              workflow: str | None = None) -> Entry | None:
     """The entry of ``step_name`` (expired ones too) whose components differ from the
-    key's in the fewest places, among those of ``workflow`` if it has any (another
-    workflow's step of that name is another step); the newest of those that tie."""
+    key's in the fewest places, among those of ``workflow`` when given (another
+    workflow's step of that name is another step: none of its own is no entry yet);
+    the newest of those that tie."""
     new = key.components
-    return min(store.iter_entries(step_name), default=None,
-               key=lambda entry: (_workflow_of(entry) != workflow if workflow else False,
-                                  _distance(entry.meta.get("components", {}), new),
+    entries = store.iter_entries(step_name)
+    if workflow:  # (one with no provenance, saved before dagnb kept it, may be its own)
+        entries = (entry for entry in entries if _workflow_of(entry) in (workflow, None))
+    return min(entries, default=None,
+               key=lambda entry: (_distance(entry.meta.get("components", {}), new),
                                   -entry.created))
 
 
@@ -197,8 +200,10 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
 
 
 def _variable_sentence(name: str, change: str, before: str, after: str) -> str:
-    """``notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}``."""
-    sentence = f"notebook variable `{name}` {change}"
+    """``notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}``; a
+    module's (``helpers.FACTOR``, a workflow's or a script's import) is a ``variable``."""
+    kind = "variable" if "." in name else "notebook variable"
+    sentence = f"{kind} `{name}` {change}"
     if change == "changed" and before != after and not before.startswith("<"):
         sentence += f": {before} → {after}"
     return sentence
