@@ -86,7 +86,8 @@ def test_a_record_whose_finished_is_no_time_sorts_as_the_oldest(
     assert [r["run"] for r in history.recorded_runs(tmp_path, "g")[0]] == ["r2", "r1", "r3"]
     assert history.last_states(tmp_path, "g") == {"a": "failed", "b": "failed"}
     assert history.last_params(tmp_path, "g") == {}
-    assert history.last_run_of(tmp_path, "g", None, "b") == ("r3", "failed", None, None)
+    assert history.last_run_of(tmp_path, "g", None, "b") == history.StepInRun("r3", "failed",
+                                                                              None)
     assert history.finished_at(every[0]) is None
 
 

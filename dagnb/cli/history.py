@@ -198,12 +198,22 @@ def _table(records: list[dict[str, Any]], mask: Callable[[str], str]) -> str:
 
 
 def _shown_names(records: list[dict[str, Any]]) -> dict[str, str]:
-    """Each run's file as the ``workflow`` column names it: by its name, or, where two
-    files of one name are listed (``a/wf.yml``, ``b/wf.yml``), by its path from here."""
-    sources = {record["source"] for record in records if isinstance(record.get("source"), str)}
+    """Each run's file (a workflow's or a notebook's) as the ``workflow`` column names
+    it: by its name, or, where two files of one name are listed (``a/wf.yml``,
+    ``b/wf.yml``), by its path from here."""
+    sources = {source for source in map(_file_of, records) if source is not None}
     named = collections.Counter(Path(source).name for source in sources)
     return {source: _from_here(source) if named[Path(source).name] > 1 else Path(source).name
             for source in sources}
+
+
+def _file_of(record: dict[str, Any]) -> str | None:
+    """The run's workflow file, else the notebook it ran in (its graph is "notebook"
+    whichever it is; a script's graph is named by its graph's name)."""
+    source, origin = record.get("source"), record.get("origin")
+    if isinstance(source, str):
+        return source
+    return origin if isinstance(origin, str) and origin.endswith(".ipynb") else None
 
 
 def _from_here(path: str) -> str:
@@ -220,7 +230,7 @@ def _row(record: dict[str, Any], mask: Callable[[str], str],
     did not), of what (its file as ``names`` shows it), its steps by how they ended (each
     of ``endings``), params (secrets masked)."""
     states = record.get("states") if isinstance(record.get("states"), dict) else {}
-    source = record.get("source")
+    source = _file_of(record)
     row = {
         "run": str(record.get("run", "?")),
         "finished": (f"killed (started {_finished(record)})" if record.get("killed") is True

@@ -8,7 +8,9 @@ newest recorded run of the workflow file that had the step; control characters s
 escapes, as under ``dagnb run``'s failures. A step served from the cache in that run (a
 re-run whose inputs did not change) shows the lines of its cache entry, those of the run
 that stored it (the run's record names the entry), under one line on stderr saying so
-and when; an entry gone since (a cleared cache) is said in one line. A step that ran,
+and when; an entry gone since (a cleared cache), or stored again under its key since (a
+``--refresh``, an expired ttl: the record of a run notes which version it used, and the
+lines found are a later run's), is said in one line, exit 1. A step that ran,
 succeeded and was stored in that run left its lines with its cache entry too (the run's
 folder keeps the lines of steps that failed, were cancelled, or were not stored): they
 come from there, under such a line; of a step that succeeded on a retry, after its
@@ -95,9 +97,9 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
         print(f"dagnb: {_not_run(args, workflow, found)}", file=sys.stderr)
         return 1
     if found.entry is not None and found.state == "succeeded" and files:
-        return _print_retried(args, found, files, tail)  # (failed attempts, then stored)
+        return _print_retried(args, workflow, found, files, tail)  # (failed, then stored)
     if found.entry is not None and found.state in _DONE:  # (stored: its lines with it)
-        return _print_entry(args, found, tail)
+        return _print_entry(args, workflow, found, tail)
     _print_lines(files, tail, args.stream)
     if found.state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
         print(f"dagnb: step {args.step!r} {_DONE[found.state]} in run {found.run}: the lines "
@@ -140,10 +142,16 @@ def _not_run(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> 
     earlier = last_run_of(folder, workflow.name, workflow.source, args.step, ran=True)
     if earlier is None:
         return f"{said}; no recorded run of {args.workflow!r} ran it"
+    return (f"{said}; it last ran in run {earlier.run} ({earlier.state}): "
+            f"{_logs_command(args, earlier.run)} shows its lines")
+
+
+def _logs_command(args: argparse.Namespace, run_id: str | None) -> str:
+    """The ``dagnb logs`` command that shows the step's lines in run ``run_id`` (None:
+    in the newest run that had it)."""
     where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
-    return (f"{said}; it last ran in run {earlier.run} ({earlier.state}): dagnb logs "
-            f"{shlex.quote(args.workflow)} {args.step} --run {earlier.run}{where} shows its "
-            "lines")
+    which = "" if run_id is None else f" --run {run_id}"
+    return f"dagnb logs {shlex.quote(args.workflow)} {args.step}{which}{where}"
 
 
 def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, list[Path]]:
@@ -196,11 +204,12 @@ def _elsewhere(args: argparse.Namespace) -> str:
             "with --cache-dir, or the setting cache_directory)")
 
 
-def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -> int:
+def _print_entry(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
+                 tail: int | None) -> int:
     """Print the lines of the cache entry a step was served from in that run (the lines
     of the run that stored it, as ``run.logs(step)`` replays them), or stored there,
     under one line on stderr saying so and when; 1 if the entry is gone."""
-    entry = _stored_entry(args, found)
+    entry = _stored_entry(args, workflow, found)
     if entry is None:
         return 1
     run_id, done = found.run, _DONE[found.state]
@@ -215,8 +224,8 @@ def _print_entry(args: argparse.Namespace, found: StepInRun, tail: int | None) -
     return 0
 
 
-def _print_retried(args: argparse.Namespace, found: StepInRun, files: list[Path],
-                   tail: int | None) -> int:
+def _print_retried(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
+                   files: list[Path], tail: int | None) -> int:
     """Print the lines of a step that succeeded on a retry: its failed attempts' from
     the run's folder, then those of the attempt stored with its cache entry (the run's
     folder keeps only what was not stored); 1 if the entry is gone."""
@@ -224,7 +233,7 @@ def _print_retried(args: argparse.Namespace, found: StepInRun, files: list[Path]
 
     from dagnb.runtime.logfile import read_records, tail_records
 
-    entry = _stored_entry(args, found)
+    entry = _stored_entry(args, workflow, found)
     if entry is None:  # (the failed attempts' lines are still there to show)
         _print_lines(files, tail, args.stream)
         return 1
@@ -243,9 +252,11 @@ def _print_retried(args: argparse.Namespace, found: StepInRun, files: list[Path]
     return 0
 
 
-def _stored_entry(args: argparse.Namespace, found: StepInRun) -> Entry | None:
+def _stored_entry(args: argparse.Namespace, workflow: Workflow,
+                  found: StepInRun) -> Entry | None:
     """The cache entry a step was served from or stored in, in that run; None (said in
-    one line on stderr) if it is gone since."""
+    one line on stderr) if it is gone since, or was stored again under its key since
+    (what is there now holds a later run's lines)."""
     from dagnb.cache import local_folder, store_for
 
     folder = local_folder(args.cache_dir)
@@ -255,7 +266,32 @@ def _stored_entry(args: argparse.Namespace, found: StepInRun) -> Entry | None:
               f"cache entry is no longer in {str(folder)!r} (the cache was cleared or pruned "
               f"since): run the workflow again (dagnb run {args.workflow}) to see its lines",
               file=sys.stderr)
-    return entry
+        return None
+    # (a record older than runs noting which version they used: none to check, as before)
+    if found.created is None or found.created == entry.created:
+        return entry
+    print(f"dagnb: {_replaced(args, workflow, found, entry)}", file=sys.stderr)
+    return None
+
+
+def _replaced(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
+              entry: Entry) -> str:
+    """The line saying the lines of the run asked for are gone, its entry stored again
+    since, and the command that shows the lines there now (of the run that stored them:
+    the first recorded with that version of the entry)."""
+    from dagnb.cache import local_folder
+    from dagnb.runtime.history import entry_created, recorded_runs
+
+    made = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(entry.created))
+    records = recorded_runs(local_folder(args.cache_dir), workflow.name, workflow.source)[0]
+    later = next((r["run"] for r in records if entry_created(r, args.step) == entry.created
+                  and r.get("run") != found.run and isinstance(r.get("run"), str)), None)
+    by, shows = ((f"by run {later}", f"{_logs_command(args, later)} shows those")
+                 if later is not None else
+                 ("by a later run", f"{_logs_command(args, None)} shows the newest run's"))
+    return (f"step {args.step!r} {_DONE[found.state]} in run {found.run}, but its lines are "
+            f"gone: its cache entry was stored again at {made} {by} (a "
+            f"--refresh, an expired ttl, or a cleared cache since); {shows}")
 
 
 def _entry_header(said: str, cached: bool, made: str, silent: bool) -> str:

@@ -626,6 +626,7 @@ def _env_mapping(key: str, text: str, where: str) -> Any:
 _OWN_VARIABLES = frozenset({
     "DAGNB_CONFIG", "DAGNB_WIDGETS", "DAGNB_TEMPLATE_PATH",  # read by config, widgets, templates
     "DAGNB_ONLY_STEPS",  # set by `dagnb run NOTEBOOK --target` for the kernel
+    "DAGNB_NOTEBOOK_FILE",  # set by dagnb run NOTEBOOK for the kernel (run records' origin)
     "DAGNB_STEP_TOKEN",  # set in every step's processes (executors.reaper)
     # the step contract (model.step.CONTRACT_VARIABLES) and the Dagger executor's DAGNB_KEY:
     # a step that runs dagnb (a nested graph) has them in its environment

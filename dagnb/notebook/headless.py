@@ -148,7 +148,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
         on_cell_error=lambda **kw: _summary_after_error(client, kw["execute_reply"]),
         **_whole_run_limit(timeout),
     )
-    env = {**_kernel_env(only), **_settings_env(settings or {})}  # (over the caller's)
+    env = {**_kernel_env(only, path), **_settings_env(settings or {})}  # (over the caller's)
     if cache_mode is not None:
         env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
     error, error_name = _execute(client, env)
@@ -378,12 +378,17 @@ def _cells_after_selection(notebook: Any, only: list[str] | None) -> list[Any]:
 # Set by Jupyter for the kernel of a notebook, and inherited by what that kernel (or a
 # terminal in JupyterLab) starts: the headless kernel would read the caller's notebook.
 _CALLERS_NOTEBOOK = "JPY_SESSION_NAME"
+# the notebook's absolute path, for the run records' origin alone (graph_origin reads it)
+_NOTEBOOK_FILE = "DAGNB_NOTEBOOK_FILE"
 
 
-def _kernel_env(only: list[str] | None) -> dict[str, str]:
+def _kernel_env(only: list[str] | None, notebook: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "DAGNB_WIDGETS": "0", **_paths_from_here(os.environ)}
     env.pop(ONLY_STEPS_VARIABLE, None)
     env.pop(_CALLERS_NOTEBOOK, None)  # the cells define the graph as they run, as anywhere
+    env.pop(_NOTEBOOK_FILE, None)  # (a notebook run from a notebook's cell: not the caller)
+    if notebook is not None:  # (dagnb history names the notebook's runs by it)
+        env[_NOTEBOOK_FILE] = str(notebook.absolute())
     if only is not None:
         env[ONLY_STEPS_VARIABLE] = ",".join(only)
     return env

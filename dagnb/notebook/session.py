@@ -79,7 +79,7 @@ class Session:
         self.recent_images: list[str] = []
         self.latest: dict[str, dict[str, Any]] = {}  # step -> its row in the latest run
         self.step_runs: dict[str, Run] = {}  # step -> the latest run that had it (its logs)
-        self.ran: dict[str, tuple[dict[str, Any], Run]] = {}  # step -> its row, run: ran
+        self.ran: dict[str, tuple[dict[str, Any], Run]] = {}  # step -> its row, run: ran to an end
         self.runs: list[dict[str, Any]] = []  # one summary row per run of the session
         self.live: dict[str, Run] = {}  # run id -> a background run not published yet
         self._started: dict[str, int] = {}  # run id -> its place in order (newest wins)
@@ -501,7 +501,7 @@ class Session:
                 continue
             self.latest[row["step"]] = {k: _plain(v) for k, v in row.items()}
             self.step_runs[row["step"]] = run
-            if row["state"] != "cached":
+            if _ran_to_an_end(row):
                 self.ran[row["step"]] = (self.latest[row["step"]], run)
         summary = _history_row(run, rows)
         known = [i for i, row in enumerate(self.runs) if row["run"] == run.id]
@@ -540,6 +540,13 @@ class Session:
         self._published_entries.clear()
         self._asked.clear()
         self.namespace.pop(RESULTS_NAME, None)
+
+
+def _ran_to_an_end(row: dict[str, Any]) -> bool:
+    """Whether the row is of a step its run ran and finished: not one served from the
+    cache, nor a row of a --background run at its start (``pending``, ``queued``), which
+    would stand for the step after that run ends with it ``cached``."""
+    return row["state"] in TERMINAL_STATES and row["state"] != "cached"
 
 
 def _only_waited(run: Run, row: dict[str, Any]) -> bool:

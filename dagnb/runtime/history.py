@@ -8,8 +8,11 @@ to the records log: the run's id, the graph's name, its workflow file (``source`
 graph loaded from one), when it ended, each step's final state, the params given for the
 run (``params``: the values ``dagnb run --param`` set; none, no field) and the key of the
 cache entry each step was served from or stored in (``entries``: ``dagnb logs`` reads a
-cached step's lines from it; none, no field), and why each skipped step was (``skipped``:
-the upstream step that failed, which ``dagnb logs`` says; none, no field).
+cached step's lines from it; none, no field), when that entry was stored
+(``entry_created``, its ``created``: the same key may be stored again later, by a
+``--refresh`` or once its ttl passed, and ``dagnb logs`` then tells this run's lines are
+gone; older records have no field), and why each skipped step was (``skipped``: the
+upstream step that failed, which ``dagnb logs`` says; none, no field).
 ``dagnb run --only-failed`` reads the newest record of a workflow from there, so it
 works in a new process: of that file, since files made from one template share its name;
 of that name and ``origin``, for a graph built in Python or a notebook (the script that
@@ -90,6 +93,7 @@ __all__ = [
     "STARTED_NAME",
     "RunFolder",
     "StepInRun",
+    "entry_created",
     "finished_at",
     "graph_origin",
     "last_params",
@@ -119,16 +123,19 @@ ANY_ORIGIN = "*any*"  # a reader of any script's runs of a name (dagnb logs, his
 
 def graph_origin() -> str | None:
     """What built a graph of no workflow file: the main script's path, or in a kernel
-    the notebook's file where the front end says it (:func:`kernel_notebook_path`), as
-    the record's ``origin``: two notebooks of one folder, whose graphs share a name, do
-    not read each other's runs. None where there is none (a REPL, ``python -c``, a
-    kernel that was not told its file)."""
+    the notebook's file where the front end says it (:func:`kernel_notebook_path`), else
+    where ``dagnb run NOTEBOOK`` says it (``DAGNB_NOTEBOOK_FILE``: not the front end's
+    name, which would make ``%load_ext`` read the cells), as the record's ``origin``: two
+    notebooks of one folder, whose graphs share a name, do not read each other's runs.
+    None where there is none (a REPL, ``python -c``, a kernel that was not told its file)."""
     main = sys.modules.get("__main__")
     script = getattr(main, "__file__", None)
     if isinstance(script, str) and script:
         return _absolute_once(script)
     notebook = kernel_notebook_path(getattr(main, "__dict__", None))
-    return None if notebook is None else str(notebook)
+    if notebook is not None:
+        return str(notebook)
+    return os.environ.get("DAGNB_NOTEBOOK_FILE") or None
 
 
 def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | None:
@@ -158,9 +165,9 @@ def _absolute_once(script: str) -> str:
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
-    __slots__ = ("_cache_dir", "_closed", "_entries", "_lease", "_lock", "_path", "_pruning",
-                 "_uses", "_uses_file", "_uses_urgent", "kept", "origin", "params", "run_id",
-                 "source", "text")
+    __slots__ = ("_cache_dir", "_closed", "_entries", "_entries_created", "_lease", "_lock",
+                 "_path", "_pruning", "_uses", "_uses_file", "_uses_urgent", "kept", "origin",
+                 "params", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
                  params: Mapping[str, Any] | None = None, kept: bool = True,
@@ -183,6 +190,8 @@ class RunFolder:
         self._uses_file: int | None = None
         self._uses_urgent = False  # whether a kept use is of an entry read from disk later
         self._entries: dict[str, str] = {}  # step -> key of the entry it used, for the record
+        # step -> that entry's created time: which version of the key it was (for the record)
+        self._entries_created: dict[str, float] = {}
         # (a step's own thread may make the folder, through current().inputs, while the
         # loop notes uses: a use noted as the kept ones are written out is not lost)
         self._lock = threading.Lock()
@@ -228,22 +237,34 @@ class RunFolder:
         """The key of the cache entry ``step`` was served from or stored in, if any."""
         return self._entries.get(step)
 
-    def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
+    def note_use(self, step: str, key: str, read_from_disk: bool = True,
+                 created: float | None = None) -> None:
         """Say that this run hands entry ``step/key`` (restored or stored) to its steps:
         written to ``<run>/.uses`` once the folder is made (until then kept: no step ran
         yet to read it), so that an eviction in another process leaves it alone while
         the run is live. ``read_from_disk``: False for a result its steps downstream take
         from memory alone (an eviction cannot touch it: no folder is made for it).
+        ``created``: the entry's ``created`` time, kept in the record to tell this version
+        of the key from one stored again under it later (None: not known).
         (A step name holds no space or control character.)"""
         line = f"{step}\t{key}\n"
         with self._lock:
             self._entries[step] = key
+            self._note_created(step, created)
             if self._uses is not None:
                 self._uses.append(line)
                 self._uses_urgent = self._uses_urgent or read_from_disk
             elif self._uses_file is not None:
                 with contextlib.suppress(OSError):  # (a full disk: only eviction would know)
                     os.write(self._uses_file, line.encode())
+
+    def _note_created(self, step: str, created: float | None) -> None:
+        """Keep which version of its entry ``step`` used (none known: none kept, not an
+        earlier one's)."""
+        if created is None:
+            self._entries_created.pop(step, None)
+        else:
+            self._entries_created[step] = created
 
     @property
     def uses_unwritten(self) -> bool:
@@ -296,6 +317,8 @@ class RunFolder:
                   "states": dict(states), **self._workflow_fields()}
         if self._entries:
             record["entries"] = self._entries
+        if self._entries_created:
+            record["entry_created"] = self._entries_created
         if skipped:
             record["skipped"] = dict(skipped)
         log_size = 0
@@ -398,12 +421,14 @@ def last_params(cache_dir: Path, graph_name: str,
 class StepInRun(NamedTuple):
     """A step in a recorded run: the run's id, the step's final state there, the key
     of the cache entry it was served from or stored in (None: none, or not recorded),
-    and why it was skipped there (None: it was not, or the record does not say)."""
+    why it was skipped there (None: it was not, or the record does not say), and the
+    ``created`` time of that entry (None: the record is older than the field)."""
 
     run: str
     state: str
     entry: str | None
     why: str | None = None
+    created: float | None = None
 
 
 # states of a step that started no attempt in its run (it has no lines there)
@@ -457,7 +482,15 @@ def _step_in(record: Mapping[str, Any], step: str) -> StepInRun | None:
     if not isinstance(state, str) or not isinstance(record.get("run"), str):
         return None
     key, why = (_text_of(record.get(field), step) for field in ("entries", "skipped"))
-    return StepInRun(record["run"], state, key, why)
+    return StepInRun(record["run"], state, key, why, entry_created(record, step))
+
+
+def entry_created(record: Mapping[str, Any], step: str) -> float | None:
+    """The ``created`` time of the entry ``step`` used in a recorded run, the version of
+    its key it was; None when the record notes none (one older than the field)."""
+    noted = record.get("entry_created")
+    created = noted.get(step) if isinstance(noted, dict) else None
+    return created if type(created) in (int, float) else None
 
 
 def _text_of(field: object, step: str) -> str | None:

@@ -110,10 +110,12 @@ class Run:
         """The key of the cache entry ``step`` was served from or stored in this run."""
         return self._folder.entry_of(step)
 
-    def note_use(self, step: str, key: str, read_from_disk: bool = True) -> None:
-        """This run hands cache entry ``step/key`` to its steps: eviction leaves it alone
-        while the run is live (see :meth:`RunFolder.note_use`)."""
-        self._folder.note_use(step, key, read_from_disk)
+    def note_use(self, step: str, key: str, read_from_disk: bool = True,
+                 created: float | None = None) -> None:
+        """This run hands cache entry ``step/key`` (of that ``created`` time) to its
+        steps: eviction leaves it alone while the run is live, and the run's record notes
+        which version of the key it was (see :meth:`RunFolder.note_use`)."""
+        self._folder.note_use(step, key, read_from_disk, created)
 
     def list_uses_now(self) -> None:
         """Write the entries this run uses to its ``.uses`` now (its folder made, if not

@@ -541,7 +541,7 @@ class Scheduler:
         # and it is a pack record: then no run folder is made to list it. A folder, a
         # result too big for a pack, is listed: a step may read it by its path)
         self.run.note_use(entry.step, entry.key, wrote or not isinstance(entry, PackedEntry)
-                          or self._read_by_a_command(step.name))
+                          or self._read_by_a_command(step.name), created=entry.created)
         # a packed entry's folder is made only if a downstream step or the user asks
         done = _Outcome(entry.out_ref, outcome.result, outcome.handle, entry.output_digest,
                         entry)
@@ -585,7 +585,7 @@ class Scheduler:
     def _restore(self, step: Step, entry: Entry, result: CachedResult) -> _Outcome:
         name, head = step.name, entry.head.get  # (four fields read: one call)
         done = _Outcome(None, result, None, entry.output_digest, entry)
-        self.run.note_use(entry.step, entry.key)  # (its steps downstream read it)
+        self.run.note_use(entry.step, entry.key, created=entry.created)  # (read downstream)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("displays"):  # (most entries have none: no file opened, no check made)
