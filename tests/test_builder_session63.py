@@ -6,7 +6,6 @@ import html
 import re
 from pathlib import Path
 
-import comm
 import nbformat
 import pytest
 from nbclient import NotebookClient
@@ -22,29 +21,12 @@ from dagnb.notebook.widgets.builder import Builder
 TOKEN = "ghp_abcdefghijklmnop1234"
 
 
-class DummyComm:
-    comm_id = "a-b-c-d"
-    kernel = "Truthy"
-
-    def open(self, *args, **kwargs):
-        pass
-
-    def on_msg(self, *args, **kwargs):
-        pass
-
-    def send(self, *args, **kwargs):
-        pass
-
-    def close(self, *args, **kwargs):
-        pass
+from test_builder import dummy_comm as _no_kernel  # noqa: E402, F401  (autouse: no kernel)
 
 
 @pytest.fixture(autouse=True)
-def dummy_comm(monkeypatch, tmp_path):
-    monkeypatch.setattr(comm, "create_comm", lambda **kwargs: DummyComm())
-    monkeypatch.chdir(tmp_path)
+def no_config(monkeypatch):
     monkeypatch.setenv("DAGNB_CONFIG", "none")
-    monkeypatch.setattr(dagnb.notebook.widgets, "ENABLED", False)
 
 
 def said(form: Builder) -> str:

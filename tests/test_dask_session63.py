@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 import pytest
+import test_dask_executor
 
-import dagnb
 from dagnb import Graph, Step
 from dagnb.executors import dask as dask_executor
 from dagnb.runtime.prepare import start_background
@@ -25,19 +25,8 @@ TOKEN = "sk-live-Abc123XyZ987qwe"
 LINUX = pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc (Linux)")
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    with distributed.LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0"
-    ) as local:
-        yield local
-
-
-@pytest.fixture
-def on_dask(cluster, workdir: Path):
-    dagnb.configure(dask_scheduler=cluster.scheduler_address)
-    yield workdir
-    dask_executor.close()
+cluster = test_dask_executor.cluster  # (the fixtures that module starts its cluster with)
+on_dask = test_dask_executor.on_dask
 
 
 def alive(pid: int) -> bool:

@@ -7,14 +7,12 @@ step into a ZeroDivisionError (QA report, bugs 4 and 5).
 
 from __future__ import annotations
 
-import os
 import shlex
-import sys
 import textwrap
 
 import pytest
+import test_templates
 
-import dagnb
 from dagnb.cache import step_key
 from dagnb.cli import main
 from dagnb.errors import WorkflowError
@@ -22,17 +20,7 @@ from dagnb.workflows import templates
 from dagnb.workflows.loader import load, loads
 from dagnb.workflows.params import file_values, param_pairs, set_params
 
-
-@pytest.fixture(autouse=True)
-def workspace(tmp_path, monkeypatch):
-    """A temp working dir and cache; python3 in steps is this interpreter."""
-    monkeypatch.delenv("DAGNB_TEMPLATE_PATH", raising=False)
-    monkeypatch.setenv("DAGNB_CONFIG", "none")
-    monkeypatch.setenv("PATH", os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
-    monkeypatch.chdir(tmp_path)
-    dagnb.configure(cache_directory=tmp_path / "cache", executor="local")
-    yield tmp_path
-    monkeypatch.undo()
+workspace = test_templates.workspace  # (its autouse fixture, as that module has it)
 
 
 def made(template_id: str, output: str, capsys) -> str:
