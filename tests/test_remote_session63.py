@@ -216,7 +216,18 @@ def test_read_only_credentials_stop_uploads_but_the_store_is_still_read(
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # said once; uploads are not tried again
         save(reader, "s1", "other", {"v.txt": b"newer"})
-        entry = reader.lookup("s2", "k")  # in the store: served, not run again
+
+
+def test_after_a_refused_upload_the_store_is_still_read(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The reads rested for a minute after a refused upload: steps in the store ran
+    again. (Refused by injection: moto 5.2.6's IAM refuses a read-only user's HEAD too.)"""
+    save(store(url, tmp_path / "a"), "s2", "k", {"v.txt": b"slow result"})
+    _refused_once(monkeypatch, None)
+    reader = store(url, tmp_path / "b")
+    with pytest.warns(RemoteCacheWarning, match="an upload was refused.*the store is still read"):
+        save(reader, "s1", "k", {"v.txt": b"new"})
+    entry = reader.lookup("s2", "k")  # in the store: served, not run again
     assert entry is not None and (entry.out_dir / "v.txt").read_bytes() == b"slow result"
 
 

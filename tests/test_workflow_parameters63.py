@@ -17,6 +17,7 @@ from dagnb.cache import step_key
 from dagnb.cli import main
 from dagnb.errors import WorkflowError
 from dagnb.workflows import templates
+from dagnb.workflows.bounds import Bounds
 from dagnb.workflows.loader import load, loads
 from dagnb.workflows.params import file_values, param_pairs, set_params
 
@@ -92,7 +93,7 @@ def test_a_hand_written_parameters_section_checks_and_types_the_values_given(wor
     graph = load(workspace / "hand.yml")
     assert graph.parameters["ratio"] == templates.Parameter(
         "ratio", "float", 0.5, False, "Share kept.", None,
-        templates.Bounds(minimum=0, maximum=1))
+        Bounds(minimum=0, maximum=1))
     assert list(graph.parameters) == ["ratio", "loud", "group"] and graph.template is None
     assert main(["run", "hand.yml", "-p", "ratio=1.5"]) == 2
     assert capsys.readouterr().err == (

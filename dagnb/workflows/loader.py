@@ -52,12 +52,12 @@ from typing import Any
 import yaml
 
 from dagnb import checks
-from dagnb.config.yaml_keys import UniqueKeyLoader
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
+from dagnb.workflows.parameters import declared_parameters
 from dagnb.workflows.published import published_reads
 from dagnb.workflows.pyfunctions import (
     PYTHON_KEY,
@@ -65,6 +65,7 @@ from dagnb.workflows.pyfunctions import (
     import_function,
     write_module,
 )
+from dagnb.workflows.yaml_reading import EXPONENT_FLOAT, WorkflowLoader, reading_yaml_1_2_floats
 
 __all__ = [
     "STEP_FIELDS", "WorkflowDumper", "WorkflowLoader", "dump", "explain", "graph_from_dict",
@@ -214,28 +215,8 @@ def _children(node: yaml.Node) -> list[yaml.Node]:
     return []
 
 
-class _StrictLoader(UniqueKeyLoader):
-    """Refuses a key given twice in one mapping (two steps of one name would otherwise
-    silently become the last one); merge keys work. Reads YAML 1.2's floats."""
-
-
-# YAML 1.2 (and JSON, Python, a notebook's --param) reads 1e-3, 1e6 and 2.5E3 as numbers;
-# PyYAML reads YAML 1.1, whose floats need a dot and a signed exponent, so there they were
-# text ("1e-3" * 18 repeated the text). Only these exponent forms are added: every other
-# scalar reads as before.
-_FLOAT_TAG = "tag:yaml.org,2002:float"
-_EXPONENT_FLOAT = re.compile(r"^[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)[eE][-+]?[0-9]+$")
-
-
-def _reading_yaml_1_2_floats(cls: type[Any]) -> type[Any]:
-    """``cls`` (a loader, or a dumper: it then quotes the text "1e-3") resolving
-    exponent floats as YAML 1.2 does."""
-    cls.add_implicit_resolver(_FLOAT_TAG, _EXPONENT_FLOAT, list("-+.0123456789"))
-    return cls
-
-
-_reading_yaml_1_2_floats(_StrictLoader)
-WorkflowLoader = _StrictLoader  # (a --param value is read as the file reads it)
+_StrictLoader = WorkflowLoader  # (see dagnb.workflows.yaml_reading)
+_reading_yaml_1_2_floats = reading_yaml_1_2_floats
 
 
 class _WrittenLoader(_StrictLoader):
@@ -284,7 +265,7 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     _check_name(data.get("name"), _at(written, "name"), source)
     for where, holder, key, text in _text_values(data, written):
         value = holder[key]
-        if isinstance(value, float) and isinstance(text, str) and _EXPONENT_FLOAT.match(text):
+        if isinstance(value, float) and isinstance(text, str) and EXPONENT_FLOAT.match(text):
             holder[key] = value = text  # (text: `--lr 1e-3` as written, a number to YAML 1.2)
         if value is None:
             raise WorkflowError(f"{source}: {where} is null; give a string, e.g. \"\"")
@@ -413,7 +394,6 @@ def _declared_parameters(specs: Any, source: str) -> dict[str, Any]:
     """The ``parameters`` section's Parameters, by name (none: no import of templates)."""
     if specs is None:
         return {}
-    from dagnb.workflows.templates import declared_parameters  # (it builds on this module)
 
     return declared_parameters(specs, source)
 

@@ -33,6 +33,7 @@ from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
+from dagnb.workflows.parameters import _constructed, _items_as_typed, with_text_items
 
 if TYPE_CHECKING:
     from dagnb.workflows.templates import Parameter, ParameterValueError
@@ -146,38 +147,6 @@ def _text_items_of(in_file: Sequence[Any]) -> type[yaml.Node] | None:
             items = (item for v in in_file for item in (v.values() if kind is dict else v))
             return node if all(isinstance(item, str) for item in items) else None
     return None
-
-
-def _items_as_typed(node: yaml.Node, text: str) -> bool:
-    """Retag as text the items of a flow list (the values of a flow map) that are written
-    bare, with no quotes, tag or anchor, and that YAML reads as no text (``3.10``,
-    ``yes``, ``~``): kept as typed, as a text param's value is. Whether any was."""
-    items = node.value if isinstance(node, yaml.SequenceNode) else [v for _, v in node.value]
-    bare = [item for item in items if isinstance(item, yaml.ScalarNode) and item.tag != _STR
-            and item.style is None
-            and text[item.start_mark.index:item.end_mark.index] == item.value]
-    for item in bare:
-        item.tag = _STR
-    return bool(bare)
-
-
-def with_text_items(text: str) -> Any:
-    """The value of the YAML flow list (map) ``text``, its bare items (values) kept as
-    typed: ``[3.10, yes]`` is ``["3.10", "yes"]``, not ``[3.1, True]``, as for a param
-    the file gives only as lists of text. Raises yaml.YAMLError for text no YAML."""
-    node = yaml.compose(text, Loader=WorkflowLoader)
-    if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
-        _items_as_typed(node, text)
-    return None if node is None else _constructed(node)
-
-
-def _constructed(node: yaml.Node) -> Any:
-    """The value of a composed (and retagged) YAML node."""
-    loader = WorkflowLoader("")
-    try:
-        return loader.construct_document(node)
-    finally:
-        loader.dispose()
 
 
 def _written_quoted(text: str) -> bool:

@@ -44,29 +44,29 @@ that does not load is left out of the list with a warning; only its own id fails
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
-import math
-import numbers
 import os
 import re
 import string
 import sysconfig
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from dagnb import checks
 from dagnb.config import context
 from dagnb.errors import ConfigError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
-from dagnb.workflows.bounds import BOUND_KEYS, Bounds
 from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
-from dagnb.workflows.params import with_text_items
+from dagnb.workflows.parameters import (
+    TYPES,
+    Parameter,
+    ParameterValueError,
+    _template_parameter,
+    declared_parameters,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -87,9 +87,7 @@ __all__ = [
     "table",
 ]
 
-TYPES = ("str", "int", "float", "bool", "list")
 _TEMPLATE_KEYS = ("id", "name", "category", "description", "parameters", "workflow")
-_PARAMETER_KEYS = ("type", "default", "required", "description", "items", *BOUND_KEYS)
 _WHOLE = re.compile(r"^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _MISSING: Any = object()
@@ -99,183 +97,6 @@ _CLAIMED_ID = re.compile(r"""^id:[ \t]*(["']?)([\w.-]+)\1[ \t]*(?:#.*)?$""", re.
 _COMMAND_KEYS = frozenset(
     {"run", *(alias for alias, name in RENAMED.items() if name == "run")})
 _NEEDS_KEYS = ("needs", *(alias for alias, name in RENAMED.items() if name == "needs"))
-
-
-# -- parameters -----------------------------------------------------------------------
-class ParameterValueError(ConfigError):
-    """A value a :class:`Parameter` does not take; ``problem`` is the rule it breaks and
-    the fix (``is not accepted; give a value >= 2``), for messages of other wording."""
-
-    def __init__(self, name: str, value: Any, problem: str) -> None:
-        super().__init__(f"template parameter {name!r} = {value!r} {problem}")
-        self.name, self.value, self.problem = name, value, problem
-
-
-@dataclasses.dataclass(frozen=True)
-class Parameter:
-    """One typed template parameter.
-
-    Parameters
-    ----------
-    name
-        Used as ``${name}`` in the template and as a keyword of :func:`instantiate`.
-    type
-        One of ``str``, ``int``, ``float``, ``bool``, ``list``.
-    default
-        The value when none is given; a parameter without one is required.
-    required
-        True when the caller must give a value.
-    description
-        Help shown by ``dagnb templates show``.
-    items
-        For lists: the type of each item (``str``, ``int``, ``float`` or ``bool``).
-    bounds
-        What the value (a list's items) must also be: a minimum, a maximum, one of some
-        choices, a Python name (:mod:`dagnb.workflows.bounds`); None: any of its type.
-    """
-
-    name: str
-    type: str = "str"
-    default: Any = None
-    required: bool = False
-    description: str = ""
-    items: str | None = None
-    bounds: Bounds | None = None
-
-    def check(self, value: Any) -> Any:
-        """``value`` if it has this parameter's type (ints pass as floats) and is within
-        its bounds, else ConfigError."""
-        if self.type == "list":
-            value = _as_list(value)
-            if not isinstance(value, (list, tuple)):
-                raise self._mistyped(value)
-            return self._bounded([_typed(self.items, item, self._mistyped) for item in value])
-        return self._bounded(_typed(self.type, value, self._mistyped))
-
-    def _bounded(self, value: Any) -> Any:
-        """``value``, refused in one line if it (or an item of it) is out of bounds."""
-        if self.bounds is None:
-            return value
-        for item in value if self.type == "list" else [value]:
-            problem = self.bounds.problem(item)
-            if problem is not None:
-                where = f"item {item!r}: " if self.type == "list" else ""
-                raise ParameterValueError(self.name, value, f"is not accepted; {where}{problem}")
-        return value
-
-    def parse(self, text: str) -> Any:
-        """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
-        if self.type == "list":
-            try:
-                parsed = self._read_list(text) if text.strip().startswith("[") else [
-                    item.strip() for item in text.split(",") if item.strip()
-                ]
-            except yaml.YAMLError:  # "[1," : an unclosed list
-                raise self._mistyped(text) from None
-            if not isinstance(parsed, list):
-                raise self._mistyped(text)
-            return self._bounded([_from_text(self.items, item, self._mistyped)
-                                  for item in parsed])
-        return self._bounded(_from_text(self.type, text, self._mistyped))
-
-    def _read_list(self, text: str) -> Any:
-        """``[...]`` as YAML; for text items, those written bare kept as typed (``3.10``,
-        not the float 3.1 that YAML reads), as ``dagnb run --param`` keeps them."""
-        return with_text_items(text) if self.items == "str" else yaml.safe_load(text)
-
-    def example(self) -> Any:
-        """A value this parameter takes (lists: of one item), for a preview."""
-        kind = self.items if self.type == "list" else self.type
-        value = None if self.bounds is None else self.bounds.example(kind)
-        if value is None:
-            value = _SAMPLES[kind]
-        return [value] if self.type == "list" else value
-
-    def spec(self) -> dict[str, Any]:
-        """This parameter as a file declares it (a template's ``parameters``, or a
-        workflow's), which :func:`declared_parameters` reads back as an equal one."""
-        spec: dict[str, Any] = {"type": self.type}
-        if self.items is not None:
-            spec["items"] = self.items
-        if self.required:
-            spec["required"] = True
-        if not self.required or self.default is not None:
-            spec["default"] = self.default
-        for key in BOUND_KEYS:
-            bound = None if self.bounds is None else getattr(self.bounds, key)
-            if bound is not None:
-                spec[key] = list(bound) if isinstance(bound, tuple) else bound
-        if self.description:
-            spec["description"] = self.description
-        return spec
-
-    def _mistyped(self, value: Any) -> ParameterValueError:
-        expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
-        if _non_finite(value):  # a float, but nan and inf are no JSON
-            expected = expected.replace("float", "finite float")
-        article = "an" if expected[0] in "aeiou" else "a"
-        return ParameterValueError(self.name, value,
-                                   f"is not valid; expected {article} {expected}")
-
-
-def _as_list(value: Any) -> Any:
-    """A numpy array (a pandas Series: what has ``tolist()``) as the list it holds, as
-    ``np.linspace(0, 1, 5)`` is given for a sweep; any other value as it is."""
-    to_list = getattr(value, "tolist", None)
-    return to_list() if callable(to_list) and not isinstance(value, (str, bytes)) else value
-
-
-def _non_finite(value: Any) -> bool:
-    """Whether ``value`` (or its text) is nan or an infinity."""
-    try:
-        return not math.isfinite(float(value))
-    except (TypeError, ValueError):
-        return False
-
-
-def _typed(kind: str | None, value: Any, bad: Any) -> Any:
-    """``value`` as a ``kind``: numbers of other types that are one (numpy's
-    ``int64(50)``, a ``numbers.Integral``; a ``numbers.Real`` for floats), not bools,
-    become Python's, which JSON and the cache keys take as they take ``50``."""
-    if kind is None:
-        return value
-    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = {
-        "str": isinstance(value, str),
-        "int": number and isinstance(value, numbers.Integral),
-        "float": number and math.isfinite(value),
-        "bool": isinstance(value, bool),
-    }[kind]
-    if not ok:
-        raise bad(value)
-    return int(value) if kind == "int" else float(value) if kind == "float" else value
-
-
-def _finite_float(text: str) -> float:
-    """A float from text; nan and inf are refused (a step's params are JSON)."""
-    value = float(text)
-    if not math.isfinite(value):
-        raise ValueError(f"{text!r} is not finite")
-    return value
-
-
-_SAMPLES = {"str": "x", "int": 1, "float": 1.0, "bool": False, None: "x"}
-
-_PARSERS: dict[str | None, Callable[[str], Any]] = {
-    "int": int,
-    "float": _finite_float,
-    "bool": functools.partial(checks.flag, text=True),
-}
-
-
-def _from_text(kind: str | None, text: Any, bad: Any) -> Any:
-    if not isinstance(text, str):
-        return _typed(kind, text, bad)
-    parse = _PARSERS.get(kind)
-    try:
-        return text if parse is None else parse(text)
-    except ValueError:  # checks.Invalid is one
-        raise bad(text) from None
 
 
 # -- templates ------------------------------------------------------------------------
@@ -480,69 +301,6 @@ def load_template(path: str | Path) -> Template:
         description=str(data.get("description") or "").strip(), parameters=parameters,
         workflow=data["workflow"], path=path.absolute(),
     )
-
-
-def _template_parameter(name: str, spec: Any, source: str) -> Parameter:
-    try:
-        return _parameter(name, spec, f"template {source!r}: parameter {name!r}")
-    except ParameterValueError as exc:
-        raise WorkflowError(f"template {source!r}: default: {exc}") from None
-
-
-def declared_parameters(specs: Any, source: str) -> dict[str, Parameter]:
-    """The parameters of a workflow file's ``parameters:`` section, each declared as a
-    template declares it, with a default: the value its steps were made with. Problems
-    are one-line WorkflowErrors naming ``source``, the parameter and the key."""
-    if specs is None:
-        return {}
-    if not isinstance(specs, Mapping):
-        raise WorkflowError(f"{source}: 'parameters' must be a mapping of name: {{type, "
-                            f"default, ...}}, as a template declares them; got {specs!r}")
-    return {_parameter_name(name, source): _workflow_parameter(name, spec, source)
-            for name, spec in specs.items()}
-
-
-def _parameter_name(name: Any, source: str) -> str:
-    if not isinstance(name, str) or not name.strip():
-        raise WorkflowError(f"{source}: parameters: {name!r} is no name; name each one as "
-                            "the steps' params do (rows, seed, ...)")
-    return name
-
-
-def _workflow_parameter(name: str, spec: Any, source: str) -> Parameter:
-    where = f"{source}: parameter {name!r}"
-    if isinstance(spec, Mapping) and "default" not in spec:
-        raise WorkflowError(f"{where} has no default; give the value its steps are written "
-                            "with (default: ...)")
-    try:
-        return _parameter(name, spec, where)
-    except ParameterValueError as exc:
-        raise WorkflowError(f"{where}: default {exc.value!r} {exc.problem}") from None
-
-
-def _parameter(name: str, spec: Any, where: str) -> Parameter:
-    """A parameter from its spec; WorkflowErrors start with ``where``, a default it does
-    not take is a ParameterValueError."""
-    if not isinstance(spec, Mapping):
-        raise WorkflowError(f"{where} must be a mapping with a 'type', got {spec!r}")
-    checks.known_keys(spec, _PARAMETER_KEYS, where, WorkflowError)
-    kind, items = spec.get("type", "str"), spec.get("items")
-    if kind not in TYPES or items not in (None, "str", "int", "float", "bool"):
-        raise WorkflowError(f"{where}: type {kind!r} (items {items!r}) is not one of {TYPES}")
-    required = bool(spec.get("required", "default" not in spec))
-    bounds = Bounds.from_spec(spec, items if kind == "list" else kind, where)
-    parameter = Parameter(name, kind, None, required, str(spec.get("description") or ""), items)
-    for choice in () if bounds is None or bounds.choices is None else bounds.choices:
-        try:  # each of the parameter's (or its items') type
-            _typed(items if kind == "list" else kind, choice, parameter._mistyped)
-        except ConfigError as exc:
-            raise WorkflowError(f"{where}: choices: {exc}") from None
-    parameter = dataclasses.replace(parameter, bounds=bounds)
-    if "default" in spec:
-        parameter = dataclasses.replace(parameter, default=parameter.check(spec["default"]))
-    elif not required:
-        raise WorkflowError(f"{where} is optional but has no default; give one")
-    return parameter
 
 
 def _check_placeholders(workflow: Any, parameters: Mapping[str, Parameter], source: str,
