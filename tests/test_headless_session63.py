@@ -121,6 +121,8 @@ def test_a_short_value_or_a_path_in_a_variable_named_as_a_secret_is_no_refusal(
     key_file.write_text("{}")
     monkeypatch.setenv("DB_PASSWORD", "dev")
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(key_file))
+    found = headless._named_secret_values(os.environ)
+    assert "dev" not in found and str(key_file) not in found
     headless._refuse_secret_params({"stage": "dev", "credentials": str(key_file)}, {}, [])
 
 
@@ -129,6 +131,7 @@ def test_a_short_value_or_a_path_in_a_variable_named_as_a_secret_is_no_refusal(
 def test_a_variable_merely_named_like_a_secret_refuses_no_param(monkeypatch, name):
     """``-p model=bert-base-uncased`` was refused as secret 'TOKENIZER_NAME''s value."""
     monkeypatch.setenv(name, "bert-base-uncased")
+    assert "bert-base-uncased" not in headless._named_secret_values(os.environ)
     headless._refuse_secret_params({"model": "bert-base-uncased"}, {}, [])
 
 
