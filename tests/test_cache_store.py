@@ -719,19 +719,24 @@ def test_a_hit_checks_small_files_with_the_digest_they_were_saved_with(tmp_path)
                                                                       use_stat_cache=False)
 
 
-def _folders_held_open(root: Path) -> set[str]:
-    """The cache folders under ``root`` that this process holds a file open in."""
+def _files_held_open(root: Path) -> list[str]:
+    """The files and folders under ``root`` that this process holds open."""
     import os
 
-    held = set()
+    held = []
     for descriptor in os.listdir("/proc/self/fd"):
         try:
             target = os.readlink(f"/proc/self/fd/{descriptor}")
         except OSError:
             continue
         if target.startswith(f"{root}/"):
-            held.add(target[len(str(root)) + 1:].split("/")[0])
-    return held
+            held.append(target[len(str(root)) + 1:])
+    return sorted(held)
+
+
+def _folders_held_open(root: Path) -> set[str]:
+    """The cache folders under ``root`` that this process holds a file open in."""
+    return {path.split("/")[0] for path in _files_held_open(root)}
 
 
 @pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
@@ -755,7 +760,9 @@ def test_a_process_using_many_cache_folders_keeps_files_open_in_a_few(tmp_path):
             assert graph.run(cache_directory=tmp_path / f"runs-{n}", executor="local").ok
         gc.collect()  # (runs are let go of when their cycles are)
         held = _folders_held_open(tmp_path)  # runs-0: its store is still held here
-        assert held == {"runs-0", *(f"runs-{n}" for n in range(22, 30))}, held
+        # (the files too: a rare failure in CI, never reproduced, said only the folders)
+        assert held == {"runs-0", *(f"runs-{n}" for n in range(22, 30))}, (
+            _files_held_open(tmp_path), gc.get_freeze_count())
         saved = save(first, "late", key(1))  # fell out (closed): it takes a pack again
         assert first.lookup("late", key(1)) is not None and saved is not None
         again = graph.run(cache_directory=tmp_path / "runs-0", executor="local")

@@ -521,6 +521,37 @@ def test_runs_that_overlap_back_to_back_let_full_passes_run_again(
     assert seen == [before] and gc.get_threshold() == before
 
 
+def test_garbage_frozen_as_a_run_began_is_collected_once_full_passes_run_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """What was garbage as the heap froze is not kept for as long as runs go on: once
+    full passes run again, it is collected while the run is still live."""
+    import gc
+    import weakref
+
+    from dagnb.runtime import prepare
+
+    monkeypatch.setattr(prepare, "FULL_PASSES_AFTER", 0.05)
+
+    class Cycle:
+        me: object = None
+
+    cycle = Cycle()
+    cycle.me = cycle
+    gone = weakref.ref(cycle)
+    gc.collect()  # (still held: now among the oldest objects, which only full passes see)
+    del cycle  # garbage as the run begins and freezes the heap
+    seen: list[tuple[bool, int]] = []
+
+    async def late() -> None:
+        await asyncio.sleep(0.3)  # (past the limit: full passes may run again)
+        gc.collect()
+        seen.append((gone() is None, gc.get_freeze_count()))
+
+    assert run(Graph("long", [Step("late", func=late)])).ok
+    assert seen == [(True, 0)]
+
+
 def test_secrets_are_masked_and_missing_ones_named(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("API_TOKEN", "s3cr3t-value")
     graph = Graph("sec", [Step("use", secrets=["API_TOKEN"],

@@ -234,9 +234,12 @@ def _valve_fires() -> None:
 
 
 def _allow_full_passes() -> None:
-    """Let full passes run again while runs are still live (the run's objects are still
-    not scanned if frozen before; old garbage of a long run is collected)."""
+    """Let full passes run again while runs are still live, over every object: old
+    garbage of a long run is collected, and so is what was garbage already as the heap
+    froze (runs that keep overlapping, in a kernel's background, would otherwise keep
+    it frozen, uncollected, for as long as they go on)."""
     if _frozen_runs:
+        gc.unfreeze()
         gc.set_threshold(*_saved_threshold)
 
 
