@@ -226,7 +226,7 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
     mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
     values = param_pairs(args.param, mask, file_values(graph), graph.parameters,
                          repr(args.workflow))  # (a declared parameter's: checked by it)
-    _refuse_secret_texts(graph, args.param, values)
+    _refuse_secret_texts(graph, args.param, values, args.cache_dir)
     changed = set_params(graph, values, repr(args.workflow), mask)  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params
@@ -242,16 +242,18 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
         for name, steps in changed.items())
 
 
-def _refuse_secret_texts(graph: Any, items: Sequence[str], values: dict[str, Any]) -> None:
+def _refuse_secret_texts(graph: Any, items: Sequence[str], values: dict[str, Any],
+                         store: str | None = None) -> None:
     """Refuse a ``--param`` that YAML read as no text (a number, a list) from a text
-    holding the value of a secret the workflow declares, or the registry's: a key
+    holding the value of a secret the workflow declares, or the registry's, or of the
+    credentials of the run's store (``store``, its ``--cache-dir``): a key
     ``0x1F2E3D4C5B6A`` read as the number 34283457370986 passed the check of a param's
     value (:func:`~dagnb.model.contract.refuse_secret_values`, which refuses text
     holding one, with the step's name), and went in that form to the params file."""
     from dagnb.model.masking import SecretFinder
 
     names = sorted({name for step in graph for name in step.secrets})
-    finder = SecretFinder({**config.settings().credential_secrets(),
+    finder = SecretFinder({**config.settings().credential_secrets(store),
                            **{name: os.environ[name] for name in names if os.environ.get(name)}})
     for item in items if finder else ():
         name, _, text = item.partition("=")

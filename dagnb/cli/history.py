@@ -109,7 +109,7 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
         print(f"no run{of} recorded in {str(folder)!r} (dagnb run records each; "
               "--cache-dir names another cache folder)")
         return 0
-    print(_table(shown, _params_mask(workflow, shown)))
+    print(_table(shown, _params_mask(workflow, shown, args.cache_dir)))
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
     return 0
@@ -130,18 +130,19 @@ def _records(folder: Path, workflow: Workflow | None,
     return (records if last is None else records[-last:]), len(records)
 
 
-def _params_mask(workflow: Workflow | None,
-                 records: list[dict[str, Any]]) -> Callable[[str], str]:
+def _params_mask(workflow: Workflow | None, records: list[dict[str, Any]],
+                 store: str | None = None) -> Callable[[str], str]:
     """What masks the params shown, as ``dagnb run`` masks those it prints: the values,
     as set now, of the secrets the workflow's steps declare (with no workflow named,
-    those of each run's file, as it reads now), and of the registry's credentials."""
+    those of each run's file, as it reads now), of the registry's credentials and of
+    the store's (``store``, the ``--cache-dir`` given; None: the setting's)."""
     from dagnb import config
     from dagnb.model.masking import MIN_LINE, Masker
 
     names = (workflow.secrets if workflow is not None and workflow.name is not None
              else _declared_secrets(records))
     secrets = [*(os.environ[name] for name in sorted(names) if os.environ.get(name)),
-               *config.settings().credential_secrets().values()]
+               *config.settings().credential_secrets(store).values()]
     return Masker(secrets, words_below=MIN_LINE)
 
 

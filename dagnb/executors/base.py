@@ -118,6 +118,11 @@ class Task:
     # Set by the runner when the run has secrets: what a dagnb.Memory call that misses in
     # an in-process Python step keeps of them (none: see dagnb.cache.secret_scan)
     cache_secrets: SecretsInForce | None = None
+    # Set by the runner: the names of the settings' secrets the run masks but no step
+    # declares (the registry's, the credentials of the run's store, which may be its
+    # cache_directory option rather than the setting): a step run in another process
+    # keeps them out of what it caches and prints there too
+    masked_names: frozenset[str] = frozenset()
     # Set by the runner for an executor with the QUEUES capability: called, on the run's
     # loop, when the attempt leaves the executor's queue and starts (later calls: no-ops)
     began: Callable[[], None] | None = None

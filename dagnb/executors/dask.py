@@ -261,9 +261,10 @@ def _payload(task: Task) -> list[wire.Frame]:
 
 def _secret_names(task: Task) -> list[str]:
     """The names of the secrets the step's process on the worker keeps out of any
-    ``dagnb.Memory`` cache: the step's own, and the registry's that the settings name
-    (a worker started here inherits it, and no step declares it)."""
-    return sorted({*task.secrets, *settings().credential_secrets()})
+    ``dagnb.Memory`` cache: the step's own, and those the run masks that no step
+    declares (the registry's, the credentials of the run's store, named by the run's
+    ``cache_directory`` or the setting; a worker started here inherits them)."""
+    return sorted({*task.secrets, *task.masked_names, *settings().credential_secrets()})
 
 
 def _send_by_value(func: Any) -> None:

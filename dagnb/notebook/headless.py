@@ -133,7 +133,8 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
         check_output_file(output)
     notebook = _load(nbformat, path)
     _refuse_secret_params(params or {}, param_texts or {},
-                          [(c.cell_type, c.source) for c in notebook.cells])
+                          [(c.cell_type, c.source) for c in notebook.cells],
+                          (settings or {}).get("cache_directory"))
     _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
     for feed in feeds:  # (a full run gives the target the value these steps make)
@@ -318,18 +319,20 @@ def _check_parameter_names(params: Mapping[str, Any], assigned: set[str], path: 
 
 
 def _refuse_secret_params(params: Mapping[str, Any], typed: Mapping[str, str],
-                          cells: list[tuple[str, str]]) -> None:
+                          cells: list[tuple[str, str]], store: Any = None) -> None:
     """Refuse a param holding the value of a secret, before the kernel starts: the
     injected-parameters cell would hold it in clear, in the kernel and in the
     ``--output`` notebook (papermill's does). Refused: a param holding, anywhere and in
     any leak form, the value of a secret the notebook's cells declare or the registry's,
-    as set now (as a workflow's params are checked); and one whose value is that of a
-    variable named as a secret (``HF_TOKEN``), declared or not."""
+    as set now (as a workflow's params are checked), the credentials of the kernel's
+    store too (``store``, its ``cache_directory`` setting; None: this process's); and
+    one whose value is that of a variable named as a secret (``HF_TOKEN``), declared or
+    not."""
     if not params:
         return
     declared = {name: os.environ[name] for name in sorted(declared_secrets(cells))
                 if os.environ.get(name)}
-    finder = SecretFinder({**declared, **settings().credential_secrets()})
+    finder = SecretFinder({**declared, **settings().credential_secrets(store)})
     named = _named_secret_values(os.environ)
     for name, value in params.items():
         texts = _param_texts(value, typed.get(name))

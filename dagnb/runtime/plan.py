@@ -172,7 +172,8 @@ def _looking(graph: Graph, cache_directory: str | Path | None,
     setting, looking ahead writes nothing; the graph's secrets are masked, as a run
     masks them; the keys are those of a run with ``executor`` (a container run's differ)."""
     config = settings()
-    secrets = [*known_secret_values(graph), *config.credential_secrets().values()]
+    secrets = [*known_secret_values(graph),
+               *config.credential_secrets(cache_directory).values()]
     return StepCache(cache_directory, mode="read-only", secrets=secrets,
                      in_container=container_steps(executor or config.executor),
                      workflow=graph.name)

@@ -349,7 +349,7 @@ def prepare(
     if mounting:
         graph.check_mounts(mounting, base_dir)
     check_retries(steps.values())
-    check_secret_values(graph, _writing_params(graph, steps))
+    check_secret_values(graph, _writing_params(graph, steps), cache_directory)
     refreshed = _refresh(graph, refresh, skip_cache)
     if max_concurrency is not None and (
         isinstance(max_concurrency, bool) or not isinstance(max_concurrency, int)
@@ -433,16 +433,19 @@ def _writing_params(graph: Graph, steps: Mapping[str, Step]) -> list[Step]:
             if step.name in steps or not given.keys().isdisjoint(step.params)]
 
 
-def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None) -> None:
+def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None,
+                        store: str | Path | None = None) -> None:
     """Refuse a param or env value of ``steps`` (all the graph's by default) that holds
     the value of a secret a run of the graph masks: one its steps declare, as set now,
-    or the registry's (:func:`~dagnb.model.contract.refuse_secret_values`)."""
+    or the registry's, or the credentials of the run's store (``store``, its
+    ``cache_directory``; None: the setting's) (see
+    :func:`~dagnb.model.contract.refuse_secret_values`)."""
     checked = list(graph if steps is None else steps)
     if not any(step.params or step.env for step in checked):  # (most: no secret looked up)
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_values(checked, {**declared, **settings().credential_secrets()})
+    refuse_secret_values(checked, {**declared, **settings().credential_secrets(store)})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}

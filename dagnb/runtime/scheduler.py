@@ -286,6 +286,7 @@ class Scheduler:
         ``others`` and ``masked_only`` (see ``__init__``)."""
         values = [*declared.values(), *others.values(), *masked_only.values()]
         self.mask = Masker(values)
+        self._masked_names = frozenset(masked_only)
         self._secret_names = frozenset(declared).union(others)
         self._secret_values = by_distinct_names(  # (each value, a rotated one's too)
             [*declared.items(), *others.items(), *masked_only.items()])
@@ -962,6 +963,7 @@ class Scheduler:
         )
         if self._masking is not None:
             task.mask, task.cache_secrets = self._masking, self._cache_secrets
+            task.masked_names = self._masked_names
         cache = self.options.cache
         if cache is not None:
             task.cache_folder = cache.folder
