@@ -25,9 +25,10 @@ runs given none.)
 
 A run that is killed (SIGKILL, the machine losing power) writes no record as it ends. So
 each run also appends one short line as it starts, to ``<cache>/.runs/started.jsonl``:
-its id, workflow, params, steps, and its process (pid, and the host and pid namespace
-that pid means something in). A reader takes a started run with no record whose process
-is gone (no such pid on this host) for a killed one: a record of state ``killed`` for each
+its id, workflow, params, steps, and its process (pid, when it started, and the host and
+pid namespace that pid means something in). A reader takes a started run with no record
+whose process is gone (no such pid on this host, or one that started at another time:
+the pid used again) for a killed one: a record of state ``killed`` for each
 of its steps, which ``--only-failed`` runs again (those it finished and stored come from
 the cache) and ``dagnb history`` lists. A process of another host cannot be told dead: its run is
 taken for live, and read as it was before. A prune drops the lines of the runs that
@@ -293,8 +294,8 @@ class RunFolder:
         if not self.kept:
             return
         line = {"run": self.run_id, "graph": graph_name, **self._workflow_fields(),
-                "started": time.time(), "pid": os.getpid(), "host": _host(),
-                "steps": list(steps)}
+                "started": time.time(), "pid": os.getpid(), "since": _own_start(),
+                "host": _host(), "steps": list(steps)}
         with contextlib.suppress(OSError, TypeError, ValueError):  # (never fails a run)
             _appender.append(f"{self._cache_dir}/.runs/{STARTED_NAME}",
                              f"\n{_COMPACT(line)}\n".encode())
@@ -652,7 +653,7 @@ def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
     each of its steps ``killed`` (which finished is not known: a step writes nothing as it
     ends); sorted as of when it started, the last time it is known to have been live."""
     record = {key: value for key, value in start.items()
-              if key not in ("started", "pid", "host", "steps")}
+              if key not in ("started", "pid", "since", "host", "steps")}
     record.update(finished=start["started"], killed=True,
                   states={str(step): KILLED for step in start["steps"]})
     return record
@@ -660,33 +661,52 @@ def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
 
 def _process_gone(start: Mapping[str, Any]) -> bool:
     """Whether the process that started a run is gone: of this host and pid namespace, no
-    process, or a zombie, has its pid now; of another (a CI job's container, a teammate's
-    machine sharing the cache), none can be told, so it is taken for live for
-    :data:`FOREIGN_RUN_DAYS`, then for killed (its line is then settled by a prune). (A
-    pid used again since by another process reads as live: as before, unseen.)"""
+    process, or a zombie, has its pid now, or one that started at another time than the
+    line says (``since``: the pid used again since, by another process; a line of an
+    older version, which has none, reads as live then); of another host (a CI job's
+    container, a teammate's machine sharing the cache), none can be told, so it is taken
+    for live for :data:`FOREIGN_RUN_DAYS`, then for killed (its line is then settled by
+    a prune)."""
     pid = start.get("pid")
     if start.get("host") != _host():  # (a CI job's container, gone with its run: in time)
         started = finished_at({"finished": start.get("started")})
         return started is not None and time.time() - started > FOREIGN_RUN_DAYS * 86400
-    if type(pid) is not int or pid <= 0 or pid == os.getpid():
+    if type(pid) is not int or pid <= 0:
         return False
+    since = start.get("since")
+    if pid == os.getpid():
+        return type(since) is int and since != _own_start()
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
     except OSError:  # (PermissionError: another user's process, alive)
         return False
-    return _zombie(pid)
+    state, began = _process_state(pid)
+    return state == b"Z" or (type(since) is int and began is not None and began != since)
 
 
-def _zombie(pid: int) -> bool:
-    """Whether ``pid`` is a process that has ended, its parent yet to reap it (Linux)."""
+def _process_state(pid: int) -> tuple[bytes | None, int | None]:
+    """The state of process ``pid`` (``Z``: ended, its parent yet to reap it) and when it
+    started (clock ticks after boot), from ``/proc`` (Linux); None for what cannot be read."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
-            stat = file.read()
+            fields = file.read().rsplit(b")", 1)[-1].split()
     except OSError:
-        return False
-    return stat.rsplit(b")", 1)[-1].split()[:1] == [b"Z"]
+        return None, None
+    began = fields[19] if len(fields) > 19 else b""  # (the stat's 22nd field, starttime)
+    return (fields[0] if fields else None), (int(began) if began.isdigit() else None)
+
+
+def _own_start() -> int | None:
+    """When this process started (see :func:`_process_state`), read once per process."""
+    pid = os.getpid()
+    if _OWN_START[0] != pid:  # (a forked child started later than its parent)
+        _OWN_START[:] = [pid, _process_state(pid)[1]]
+    return _OWN_START[1]
+
+
+_OWN_START: list[Any] = [None, None]  # [pid, its start]
 
 
 @functools.lru_cache(maxsize=1)
