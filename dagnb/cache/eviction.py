@@ -23,9 +23,11 @@ def _items_to_delete(
     age_limit: float | None,
     now: float,
     kept: Collection[tuple[str, str]] = (),
+    passed_over: list[Entry] | None = None,
 ) -> list[Entry]:
     """joblib's ``_get_items_to_delete``: oldest use first until every limit holds,
-    passing over the entries ``kept`` (step, key): runs going on now use them."""
+    passing over the entries ``kept`` (step, key): runs going on now use them (those it
+    would have taken are appended to ``passed_over``, when given)."""
     if not items:
         return []
     excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
@@ -38,6 +40,8 @@ def _items_to_delete(
         if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
             break
         if kept and (entry.step, entry.key) in kept:
+            if passed_over is not None:
+                passed_over.append(entry)
             continue
         doomed.append(entry)
         freed += size

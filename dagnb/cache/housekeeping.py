@@ -55,6 +55,9 @@ class Housekeeping:
     _entries: dict[tuple[str, str], Entry]
     _session_hits: dict[str, int]
     _session_misses: dict[str, int]
+    # the entries the last reduce_size would have removed, but that live runs use (they
+    # go at a later one): what `dagnb cache prune` says it kept
+    spared_for_live_runs = 0
 
     if TYPE_CHECKING:  # (the Store's own)
         @property
@@ -249,8 +252,12 @@ class Housekeeping:
         limits = checked_limits(bytes_limit, items_limit, age_limit)
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
-        doomed = _items_to_delete(self._usage_items(), *limits, self.clock(), kept=in_use)
+        spared: list[Entry] = []
+        doomed = _items_to_delete(self._usage_items(), *limits, self.clock(), kept=in_use,
+                                  passed_over=spared)
         in_use = self._read_by_live_runs()  # (and those a run took up meanwhile)
+        spared += [e for e in doomed if (e.step, e.key) in in_use]
+        self.spared_for_live_runs = len(spared)
         removed = sum(self.remove(e.step, e.key) for e in doomed
                       if (e.step, e.key) not in in_use)
         self._compact()
