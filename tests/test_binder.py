@@ -57,7 +57,29 @@ def test_tutorials_pass_in_a_fresh_binder_environment(tmp_path):
     _run([*pip, "-r", "binder/requirements.txt"], repo, env)  # as repo2docker: from the root
     _run(["bash", "binder/postBuild"], repo, env)
     _run([*pip, "pytest", "nbval", "ipykernel"], repo, env)
-    out = _run([str(bindir / "python"), "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                "-o", "addopts=", "--nbval", "notebooks/", "--nbval-current-env",
-                "--nbval-sanitize-with", "notebooks/nbval-sanitize.cfg"], repo, env)
-    assert " passed" in out and "failed" not in out
+    nbval = [str(bindir / "python"), "-m", "pytest", "-q", "-rfE", "-p", "no:cacheprovider",
+             "-o", "addopts=", "--nbval", "--nbval-current-env",
+             "--nbval-sanitize-with", "notebooks/nbval-sanitize.cfg"]
+    done = subprocess.run([*nbval, "notebooks/"], cwd=repo, env=env, capture_output=True,
+                          text=True, timeout=540)
+    again = _to_run_again(done)
+    if again:  # jupyter_client's port race, not the notebook's: once more, those alone
+        done = subprocess.run([*nbval, *again], cwd=repo, env=env, capture_output=True,
+                              text=True, timeout=540)
+    assert done.returncode == 0, f"nbval failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    assert " passed" in done.stdout and "failed" not in done.stdout
+
+
+# A kernel's ports are picked free by the client, then bound by the kernel: on a busy
+# machine (CI's legs start kernels beside this one) another process may take one between
+# the two, and the kernel exits before it answers. Seen once in CI, on tutorial 04.
+_DIED = "Kernel died before replying to kernel_info"
+
+
+def _to_run_again(done: subprocess.CompletedProcess[str]) -> list[str]:
+    """The notebooks that failed where a kernel died as it started: run once more (a
+    notebook that fails for itself fails again); none when no kernel died so."""
+    if done.returncode == 0 or _DIED not in done.stdout + done.stderr:
+        return []
+    return sorted({line.split()[1].split("::")[0] for line in done.stdout.splitlines()
+                   if line.startswith(("FAILED ", "ERROR ")) and len(line.split()) > 1})
