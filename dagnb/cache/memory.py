@@ -28,7 +28,9 @@ A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
 components, so :func:`dagnb.cache.explain` can name the argument that changed). Results
 go into the same store layout as steps, under ``<module>.<qualname>`` (step names never
-contain a dot, so the two never collide).
+contain a dot, so the two never collide); a script's functions under
+``__main__-<file stem>-<path digest>.<qualname>``, so that two scripts' ``load`` on one
+cache are cleared apart (a notebook's, with no file, under ``__main__.<qualname>``).
 
 A small result (up to 2 KiB) is kept in the entry's record of a pack
 (:mod:`dagnb.cache.pack`): a miss appends one record, and a hit on a call stored by
@@ -45,6 +47,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
 import inspect
 import logging
 import operator
@@ -134,13 +137,73 @@ def _step_name(func: Callable[..., Any]) -> str:
     """``module.qualname`` made safe as a directory name.
 
     A partial is named after the function it wraps (its bound arguments are in the
-    key); a callable object with no ``__qualname__`` after its class.
+    key); a callable object with no ``__qualname__`` after its class. A script's
+    function is named after the script's file (:func:`_script_module`).
     """
     target = target_of(func)
-    module = getattr(target, "__module__", None) or type(target).__module__
+    module = main_spelled(getattr(target, "__module__", None) or type(target).__module__)
     qualname = getattr(target, "__qualname__", None) or type(target).__qualname__
     suffix = ".partial" if target is not func else ""
-    return _safe_name(f"{main_spelled(module)}.{qualname}{suffix}")
+    if module == "__main__":
+        module = _script_module(target)
+    return _safe_name(f"{module}.{qualname}{suffix}")
+
+
+def _script_module(target: Any) -> str:
+    """``__main__``'s name for ``target``: ``__main__-<stem>-<path digest>`` when its code
+    is the script file's (the module's ``__file__``), so that two scripts' functions of
+    one name on one cache are two (``load.clear()`` in one keeps the other's entries),
+    as joblib names them after the file. Read from the function itself, as a spawn
+    worker's ``__mp_main__`` keeps it, and cloudpickle, which sends its ``__file__``
+    (its code named ``<dynamic-code>``); a notebook cell, ``python -c`` or a class has
+    no such file: ``__main__``."""
+    function = _function_behind(target)
+    if function is None:
+        return "__main__"
+    script = function.__globals__.get("__file__")
+    if type(script) is not str or function.__code__.co_filename not in (script, _SENT_CODE):
+        return "__main__"
+    return _script_tag(script)
+
+
+_SENT_CODE = "<dynamic-code>"  # cloudpickle's file name of code it sends by value
+
+
+def _function_behind(target: Any) -> types.FunctionType | None:
+    """The Python function whose code ``target`` runs: the one it wraps (a decorator's
+    wrapper may be a library's code), a method's, a callable object's ``__call__``;
+    None for anything else (a class, a builtin)."""
+    if type(target) is types.FunctionType and "__wrapped__" not in target.__dict__:
+        return target  # (the usual case, without inspect)
+    try:
+        inner = inspect.unwrap(target)
+    except ValueError:  # (a cycle of __wrapped__)
+        return None
+    if type(inner) is types.FunctionType:
+        return inner
+    for candidate in (getattr(inner, "__func__", None),
+                      inspect.getattr_static(type(inner), "__call__", None)):
+        if type(candidate) is types.FunctionType:
+            return candidate
+    return None
+
+
+@functools.lru_cache(maxsize=64)
+def _script_tag(script: str) -> str:
+    """The module name of a script's functions: its file's stem (no dot: the name's
+    first dot ends the module) and 8 hex digits of its absolute path (two ``train.py``
+    of two folders are two scripts; a digest the hash setting does not change)."""
+    path = os.path.normcase(os.path.abspath(script))
+    digest = hashlib.blake2b(path.encode(), digest_size=4).hexdigest()
+    return f"__main__-{Path(path).stem.replace('.', '_')}-{digest}"
+
+
+def _shown(name: str) -> str:
+    """A stored name as messages give it: a script's function as ``__main__.qualname``
+    (the file's tag of :func:`_script_tag` left out), any other as stored."""
+    if name.startswith("__main__-"):
+        return "__main__" + name[name.index("."):]
+    return name
 
 
 @functools.lru_cache(maxsize=1024)  # (each Memory(...).cache(func) names it again)
@@ -491,7 +554,7 @@ class ShelvedResult:
             value = self._call.cached_again(self.args_id, check=False)
         if value is NO_RESULT:
             raise KeyError(
-                f"the result of {self.func} with argument hash {self.args_id[:12]} is no "
+                f"the result of {_shown(self.func)} with argument hash {self.args_id[:12]} is no "
                 "longer in the cache; call the function again"
             )
         return value
@@ -507,7 +570,7 @@ class ShelvedResult:
         by its name: cached at module level, that name gives the cached function."""
         call = self._call
         return _shelved_rebuilt, (call.sent_spec(), _as_named(call.func), call.options,
-                                  self.args_id)
+                                  self.args_id, call.name)
 
     def __repr__(self) -> str:
         return (
@@ -526,9 +589,10 @@ def _as_named(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _shelved_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
-                     options: Mapping[str, Any], key: str) -> ShelvedResult:
+                     options: Mapping[str, Any], key: str, name: str) -> ShelvedResult:
     """A pickled ShelvedResult, made again in this process (its Memory when first used)."""
-    return ShelvedResult(_call_rebuilt(spec, _function_cached_by(func), options, {}), key)
+    call = _call_rebuilt(spec, _function_cached_by(func), options, {}, name)
+    return ShelvedResult(call, key)
 
 
 class _Value:
@@ -602,7 +666,7 @@ class _Calls:
             shown = ", ".join([*map(short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
             shown = shown if secrets is None else secrets.mask(shown)
             print("_" * 80)
-            print(f"[Memory] Calling {self.name}...")
+            print(f"[Memory] Calling {_shown(self.name)}...")
             print(f"{label(self.func)}({shown})")
 
     def after(self, took: float, context: str = "") -> None:
@@ -720,20 +784,21 @@ class _CachedCall(_Calls):
         """Pickled (joblib.Parallel's and dask's workers get a cached function with its
         closure, by cloudpickle): the same function on the same cache, there, with the
         sources its key was made of, which a function sent by value lacks (so that its
-        keys there are the ones it has here)."""
+        keys there are the ones it has here), and its name (cloudpickle sends a script's
+        code without its file, which the name is made of)."""
         spec = self.sent_spec()
         try:
             sources = source_table(self.func)
         except DagnbError:  # (not hashable here either: each call runs uncached)
             sources = {}
-        return _call_rebuilt, (spec, self.func, self.options, sources)
+        return _call_rebuilt, (spec, self.func, self.options, sources, self.name)
 
     def sent_spec(self) -> tuple[Any, ...]:
         """Its Memory's :meth:`Memory._spec`, to pickle it; TypeError when there is none."""
         spec = self.memory._spec()
         if spec is None:
             raise TypeError(
-                f"{self.name} is cached on a store backend object, which cannot be sent to "
+                f"{_shown(self.name)} is cached on a store backend object, which cannot be sent to "
                 "another process; name the backend (Memory(location, backend='local'))"
             )
         return spec
@@ -848,7 +913,7 @@ class _CachedCall(_Calls):
         else:
             why = (f"the result cannot be stored ({exc}), so this call is not cached; "
                    "return a picklable value to cache it")
-        warnings.warn(f"{self.name}: {why}", stacklevel=user_stacklevel())
+        warnings.warn(f"{_shown(self.name)}: {why}", stacklevel=user_stacklevel())
         return value
 
     def holding_secret(self, value: Any, secret: str) -> Any:
@@ -857,7 +922,7 @@ class _CachedCall(_Calls):
         remembered = "" if not outside_steps() else (
             " (given to a run of this process, it stays known until the process ends or "
             "dagnb.cache.forget_secrets())")
-        warnings.warn(f"{self.name}: the call ran but was not cached: its result holds the "
+        warnings.warn(f"{_shown(self.name)}: the call ran but was not cached: its result holds the "
                       f"value of secret {secret!r}{remembered}, and the cache keeps no "
                       "secret; return a result without the secret to cache it",
                       stacklevel=user_stacklevel())
@@ -1014,8 +1079,8 @@ class _CachedCall(_Calls):
         if self.fail_on_miss:
             reason = "no stored call with these arguments"
             raise CacheMissError(
-                f"{self.name}: {reason}, and cache_mode is 'fail-on-miss'",
-                misses=[(self.name, reason)],
+                f"{_shown(self.name)}: {reason}, and cache_mode is 'fail-on-miss'",
+                misses=[(_shown(self.name), reason)],
             )
 
     def refuse_call(self) -> None:
@@ -1023,8 +1088,9 @@ class _CachedCall(_Calls):
         if self.fail_on_miss:
             reason = ".call() always runs the function"
             raise CacheMissError(
-                f"{self.name}: {reason}, and cache_mode 'fail-on-miss' runs nothing; call "
-                "the function itself to take its stored result", misses=[(self.name, reason)])
+                f"{_shown(self.name)}: {reason}, and cache_mode 'fail-on-miss' runs nothing; "
+                "call the function itself to take its stored result",
+                misses=[(_shown(self.name), reason)])
 
     def cached_again(self, key: str, *, check: bool = True) -> Any:
         """:meth:`cached` after it missed: the call may have been stored by another process
@@ -1117,8 +1183,9 @@ class _SentCall(_CachedCall):
     CPython from specializing every attribute read of the calls that have none.)"""
 
     def __init__(self, spec: tuple[Any, ...], func: Callable[..., Any],
-                 options: Mapping[str, Any], sources: Mapping[str, Any]) -> None:
+                 options: Mapping[str, Any], sources: Mapping[str, Any], name: str) -> None:
         super().__init__(None, func, *_options_of(options))
+        self.name = name  # (the sender's: where its entries are)
         self.sent = (spec, sources)
 
     def __getattr__(self, name: str) -> Any:
@@ -1129,14 +1196,14 @@ class _SentCall(_CachedCall):
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Sent on as it came."""
-        return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1])
+        return _call_rebuilt, (self.sent[0], self.func, self.options, self.sent[1], self.name)
 
 
-def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
-                  options: Mapping[str, Any], sources: Mapping[str, Any]) -> _CachedCall:
+def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any], options: Mapping[str, Any],
+                  sources: Mapping[str, Any], name: str) -> _CachedCall:
     """A pickled cached call, made again in this process (its Memory when first used)."""
     adopt_sources(sources)
-    return _SentCall(spec, func, options, sources)
+    return _SentCall(spec, func, options, sources, name)
 
 
 def _memory_of(spec: tuple[Any, ...]) -> Memory:
