@@ -226,7 +226,8 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
     mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
     values = param_pairs(args.param, mask, file_values(graph), graph.parameters,
                          repr(args.workflow))  # (a declared parameter's: checked by it)
-    _refuse_secret_texts(graph, args.param, values, args.cache_dir)
+    _refuse_secret_texts(graph, args.param, values,
+                         getattr(args, "cache_dir", None))  # (validate has none)
     changed = set_params(graph, values, repr(args.workflow), mask)  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params
@@ -518,7 +519,7 @@ def _show(args: argparse.Namespace) -> int:
     print(template.description)
     print("parameters:")
     for parameter in template.parameters.values():
-        print(f"  {templates._signature(parameter)}  {parameter.description}")
+        print(f"  {templates.signature(parameter)}  {parameter.description}")
     graph = template.instantiate(**{
         name: p.example() for name, p in template.parameters.items() if p.required
     })
@@ -585,13 +586,11 @@ def _remove_empty(folders: list[Path]) -> None:
 
 
 def _pairs(items: list[str]) -> dict[str, str]:
-    pairs = {}
-    for item in items:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise ConfigError(f"--param {item!r} is not NAME=VALUE; write it like rows=100")
-        pairs[name.strip()] = value
-    return pairs
+    """``-p`` NAME=VALUE items by name, split as ``dagnb run -p`` splits them (each value
+    is then read by its Parameter as run reads it: in quotes, the text in them)."""
+    from dagnb.workflows.params import name_and_text
+
+    return dict(name_and_text(item) for item in items)
 
 
 command("cache")(cache_commands.run)

@@ -19,8 +19,8 @@ from dagnb.errors import ConfigError, WorkflowError
 from dagnb.workflows.bounds import BOUND_KEYS, Bounds
 from dagnb.workflows.yaml_reading import WorkflowLoader
 
-__all__ = ["TYPES", "Parameter", "ParameterValueError", "declared_parameters",
-           "with_text_items"]
+__all__ = ["TYPES", "Parameter", "ParameterValueError", "constructed", "declared_parameters",
+           "items_as_typed", "template_parameter", "with_text_items", "written_quoted"]
 
 TYPES = ("str", "int", "float", "bool", "list")
 _PARAMETER_KEYS = ("type", "default", "required", "description", "items", *BOUND_KEYS)
@@ -90,7 +90,12 @@ class Parameter:
         return value
 
     def parse(self, text: str) -> Any:
-        """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``."""
+        """A value from command-line text: ``3``, ``0.5``, ``true``, ``a,b`` or ``[1, 2]``;
+        written in quotes (``"Q3 sales"``), the text in them, as a file's ``title: "Q3
+        sales"`` is, then read as this parameter reads text. ``dagnb run -p`` and
+        ``dagnb templates new -p`` both read a declared parameter's value with this."""
+        if written_quoted(text.strip()):
+            text = _unquoted(text.strip())
         if self.type == "list":
             try:
                 parsed = self._read_list(text) if text.strip().startswith("[") else [
@@ -204,7 +209,21 @@ def _from_text(kind: str | None, text: Any, bad: Any) -> Any:
         raise bad(text) from None
 
 
-def _items_as_typed(node: yaml.Node, text: str) -> bool:
+def written_quoted(text: str) -> bool:
+    """Whether ``text`` is written in quotes, ``"3.10"`` or ``'3.10'`` (read as YAML)."""
+    return len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"
+
+
+def _unquoted(text: str) -> str:
+    """A quoted ``text`` as YAML reads it (its escapes too); as it is if YAML cannot."""
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return value if isinstance(value, str) else text
+
+
+def items_as_typed(node: yaml.Node, text: str) -> bool:
     """Retag as text the items of a flow list (the values of a flow map) that are written
     bare, with no quotes, tag or anchor, and that YAML reads as no text (``3.10``,
     ``yes``, ``~``): kept as typed, as a text param's value is. Whether any was."""
@@ -223,11 +242,11 @@ def with_text_items(text: str) -> Any:
     the file gives only as lists of text. Raises yaml.YAMLError for text no YAML."""
     node = yaml.compose(text, Loader=WorkflowLoader)
     if isinstance(node, (yaml.SequenceNode, yaml.MappingNode)):
-        _items_as_typed(node, text)
-    return None if node is None else _constructed(node)
+        items_as_typed(node, text)
+    return None if node is None else constructed(node)
 
 
-def _constructed(node: yaml.Node) -> Any:
+def constructed(node: yaml.Node) -> Any:
     """The value of a composed (and retagged) YAML node."""
     loader = WorkflowLoader("")
     try:
@@ -236,7 +255,10 @@ def _constructed(node: yaml.Node) -> Any:
         loader.dispose()
 
 
-def _template_parameter(name: str, spec: Any, source: str) -> Parameter:
+def template_parameter(name: str, spec: Any, source: str) -> Parameter:
+    """The parameter ``name`` a template file (``source``) declares with ``spec``;
+    problems, a default it does not take too, are one-line WorkflowErrors naming the
+    file."""
     try:
         return _parameter(name, spec, f"template {source!r}: parameter {name!r}")
     except ParameterValueError as exc:

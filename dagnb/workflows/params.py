@@ -15,7 +15,9 @@ A name the file declares under ``parameters:`` (as ``dagnb templates new`` write
 read and checked by its :class:`~dagnb.workflows.templates.Parameter`, as the template
 read it: ``samples=0`` for a ``minimum: 1`` is refused before any step runs. One that no
 step takes (it shaped the file: a ``for_each`` list) is refused, naming the
-``dagnb templates new ... --force`` that makes the file again with it.
+``dagnb templates new ... --force`` that makes the file again with it; so is the
+``item`` (``index``) of the steps a template's ``for_each`` copied, the value each copy
+has its own of, which is no parameter: the list parameter it was an item of is.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import json
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
@@ -33,13 +35,18 @@ from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
-from dagnb.workflows.parameters import _constructed, _items_as_typed, with_text_items
+from dagnb.workflows.parameters import (
+    Parameter,
+    ParameterValueError,
+    constructed,
+    items_as_typed,
+    with_text_items,
+    written_quoted,
+)
+from dagnb.workflows.templates import BRANCH_PARAMS, branches
 
-if TYPE_CHECKING:
-    from dagnb.workflows.templates import Parameter, ParameterValueError
-
-__all__ = ["as_written", "file_values", "param_pairs", "read_value", "set_params", "shown",
-           "with_text_items"]
+__all__ = ["as_written", "file_values", "name_and_text", "param_pairs", "read_value",
+           "set_params", "shown", "with_text_items"]
 
 
 Mask = Callable[[str], str]
@@ -55,11 +62,7 @@ def param_pairs(items: Iterable[str], mask: Mask = str,
     it; ``mask`` hides secret values in the messages, which show what was given."""
     values = {}
     for item in items:
-        name, sep, text = item.partition("=")
-        if not sep or not name.strip():
-            raise WorkflowError(f"--param {shown(item, mask)!r} is not NAME=VALUE; write it "
-                                "like rows=100")
-        name = name.strip()
+        name, text = name_and_text(item, mask)
         parameter = (parameters or {}).get(name)
         if parameter is None:
             values[name] = read_value(name, text, mask, (declared or {}).get(name, ()))
@@ -68,12 +71,18 @@ def param_pairs(items: Iterable[str], mask: Mask = str,
     return values
 
 
-def _parsed(parameter: Parameter, item: str, text: str, mask: Mask, source: str) -> Any:
-    """``text`` as the declared ``parameter`` reads it, as ``dagnb templates new`` did."""
-    from dagnb.workflows.templates import ParameterValueError  # (it builds on this module)
+def name_and_text(item: str, mask: Mask = str) -> tuple[str, str]:
+    """``"rows=5"`` (a ``--param``) -> ``("rows", "5")``; anything else is refused, in a
+    line ``mask`` hides secret values in."""
+    name, sep, text = item.partition("=")
+    if not sep or not name.strip():
+        raise WorkflowError(f"--param {shown(item, mask)!r} is not NAME=VALUE; write it "
+                            "like rows=100")
+    return name.strip(), text
 
-    if _written_quoted(text.strip()):  # ("Q3 sales": the text in the quotes, as a file's
-        text = _unquoted(text.strip())  #  `title: "Q3 sales"` is, then read as declared)
+
+def _parsed(parameter: Parameter, item: str, text: str, mask: Mask, source: str) -> Any:
+    """``text`` as the declared ``parameter`` reads it, as ``dagnb templates new`` does."""
     try:
         return parameter.parse(text)
     except ParameterValueError as exc:
@@ -105,7 +114,7 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
     where it gives ``name`` only as lists of text (maps of text values), so are the items
     (values) of a flow list (map) written bare."""
     if in_file and all(isinstance(default, str) for default in in_file) and not (
-            _written_quoted(text)):
+            written_quoted(text)):
         return text
     where = f"--param {shown(f'{name}={text}', mask)!r}"
     quoted = f"quote it as text: --param '{name}={shown(json.dumps(text), mask)}'"
@@ -124,8 +133,8 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
                             "[a, b]")
     value = parse_yaml(text, where)  # (with the file's limits on size and nesting)
     kind = _text_items_of(in_file)
-    if kind is not None and isinstance(node, kind) and _items_as_typed(node, text):
-        value = _constructed(node)
+    if kind is not None and isinstance(node, kind) and items_as_typed(node, text):
+        value = constructed(node)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
@@ -133,9 +142,6 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
                             f"{shown(str(value), mask)}, and a param is a JSON value; "
                             f"{quoted}") from None
     return value
-
-
-_STR = "tag:yaml.org,2002:str"
 
 
 def _text_items_of(in_file: Sequence[Any]) -> type[yaml.Node] | None:
@@ -147,20 +153,6 @@ def _text_items_of(in_file: Sequence[Any]) -> type[yaml.Node] | None:
             items = (item for v in in_file for item in (v.values() if kind is dict else v))
             return node if all(isinstance(item, str) for item in items) else None
     return None
-
-
-def _written_quoted(text: str) -> bool:
-    """Whether ``text`` is written in quotes, ``"3.10"`` or ``'3.10'`` (read as YAML)."""
-    return len(text) >= 2 and text[0] == text[-1] and text[0] in "\"'"
-
-
-def _unquoted(text: str) -> str:
-    """A quoted ``text`` as YAML reads it (its escapes too); as it is if YAML cannot."""
-    try:
-        value = yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
-    return value if isinstance(value, str) else text
 
 
 def as_written(value: Any) -> str:
@@ -182,7 +174,8 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str,
     """Give each step of ``graph`` that declares a param of ``values`` that value; the
     steps changed, by param. A value of a name ``graph.parameters`` declares is checked
     by its Parameter first. A name no step declares is refused, naming the graph's (for
-    a parameter of the file's, the command that makes the file again with it). The
+    a parameter of the file's, the command that makes the file again with it), and so
+    is a ``for_each`` copy's ``item`` or ``index``, naming the graph's parameters. The
     values are kept in ``graph.given_params``, which its runs record; ``mask`` hides
     secret values in the messages."""
     values = _checked(graph, values, source, mask)
@@ -192,6 +185,8 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str,
             raise WorkflowError(mask(_shaped_the_file(graph, name, values, source)))
         if name not in declared:
             raise WorkflowError(_undeclared(name, declared, source))
+        if name in BRANCH_PARAMS and name not in graph.parameters and branches(graph):
+            raise WorkflowError(mask(_per_branch(graph, name, values[name], source, mask)))
     changed: dict[str, list[str]] = {name: [] for name in values}
     graph.keep_own_params()  # (a run given a param its own value ran as one given none)
     for step in list(graph):
@@ -208,8 +203,6 @@ def _checked(graph: Graph, values: Mapping[str, Any], source: str,
              mask: Mask) -> dict[str, Any]:
     """``values``, each of a declared parameter checked (and typed: ``2`` a float's
     ``2.0``) by it."""
-    from dagnb.workflows.templates import ParameterValueError  # (it builds on this module)
-
     checked = dict(values)
     for name, value in values.items():
         if name in graph.parameters:
@@ -225,13 +218,60 @@ def _shaped_the_file(graph: Graph, name: str, values: Mapping[str, Any], source:
     if graph.template is None:
         return (f"--param {name!r}: {source} declares {name!r} under parameters, but no "
                 f"step has a param {name!r}; add it to the params of the steps that read it")
+    return (f"--param {name!r}: no step of {source} has a param {name!r}: template "
+            f"{graph.template!r} made its steps from it, so make the file again: "
+            f"{_made_again(graph, values)}")
+
+
+def _per_branch(graph: Graph, name: str, value: Any, source: str, mask: Mask) -> str:
+    """Why a ``for_each`` copy's ``item`` (``index``) cannot be set for a run: each copy
+    has its own, one per item of a list parameter, which is what to change."""
+    copied = branches(graph)
+    swept = {step: _swept_by(graph, copies) for step, copies in copied.items()}
+    where = "; ".join(_copies_of(step, len(copied[step]), parameter)
+                      for step, parameter in swept.items())
+    problem = (f"--param {shown(f'{name}={as_written(value)}', mask)!r}: {name!r} is not a "
+               f"parameter of {source}: each for_each copy has its own ({where}); its "
+               f"parameters are {', '.join(graph.parameters) or 'none'}")
+    lists = [parameter for parameter in swept.values() if parameter is not None]
+    if not lists:  # (the template's own items, no parameter's)
+        return f"{problem}; set one of those, or edit the copies' items in the file"
+    chosen = {parameter.name: [value] for parameter in lists
+              if name == "item" and _takes(parameter, [value])}
+    return f"{problem}: to run other items make the file again: {_made_again(graph, chosen)}"
+
+
+def _copies_of(step: str, count: int, parameter: Parameter | None) -> str:
+    """``4 copies of step 'fit', one per item of its parameter 'alphas'``."""
+    fed = "" if parameter is None else f", one per item of its parameter {parameter.name!r}"
+    return f"{count} copies of step {step!r}{fed}"
+
+
+def _swept_by(graph: Graph, copies: Sequence[Any]) -> Parameter | None:
+    """The list parameter whose value (the file's) the ``copies`` have one item each of."""
+    items = [copy.params["item"] for copy in copies]
+    return next((parameter for parameter in graph.parameters.values()
+                 if parameter.type == "list" and parameter.default == items), None)
+
+
+def _takes(parameter: Parameter, value: Any) -> bool:
+    """Whether ``parameter`` accepts ``value``."""
+    try:
+        parameter.check(value)
+    except ParameterValueError:
+        return False
+    return True
+
+
+def _made_again(graph: Graph, values: Mapping[str, Any]) -> str:
+    """The ``templates new`` command that makes ``graph``'s file again with ``values``
+    (the file's for the other parameters)."""
     chosen = {key: values.get(key, parameter.default)
               for key, parameter in graph.parameters.items()}
-    options = " ".join(f"-p {shlex.quote(f'{key}={_option_text(value)}')}"
-                       for key, value in chosen.items())
-    return (f"--param {name!r}: no step of {source} has a param {name!r}: template "
-            f"{graph.template!r} made its steps from it, so make the file again: dagnb "
-            f"templates new {graph.template} {options} -o {_file_option(graph)} --force")
+    options = [f"-p {shlex.quote(f'{key}={_option_text(value)}')}"
+               for key, value in chosen.items()]
+    return " ".join(["dagnb templates new", str(graph.template), *options,
+                     f"-o {_file_option(graph)} --force"])
 
 
 def _option_text(value: Any) -> str:

@@ -32,7 +32,8 @@ A workflow made from a template (``dagnb templates new``) keeps the template's i
 its parameters, their values as defaults, in the file's ``template:`` and ``parameters:``
 keys (:func:`declared_parameters` reads them back): ``dagnb run FILE --param`` checks a
 value as this module does, and for a parameter no step takes (a ``for_each`` list)
-names the ``templates new`` command that makes the file again.
+names the ``templates new`` command that makes the file again; so it does for the
+copies' own ``item`` and ``index`` (:func:`branches`), which are no parameter.
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id, said once; an entry that is no
@@ -64,26 +65,31 @@ from dagnb.workflows.parameters import (
     TYPES,
     Parameter,
     ParameterValueError,
-    _template_parameter,
     declared_parameters,
+    template_parameter,
 )
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from dagnb.model.step import Step
+
 __all__ = [
+    "BRANCH_PARAMS",
     "TYPES",
     "BrokenTemplateWarning",
     "Parameter",
     "ParameterValueError",
     "Template",
     "TemplatePathWarning",
+    "branches",
     "categories",
     "declared_parameters",
     "get",
     "instantiate",
     "list",  # served by __getattr__, so this module never shadows the builtin
     "search_path",
+    "signature",
     "table",
 ]
 
@@ -97,6 +103,8 @@ _CLAIMED_ID = re.compile(r"""^id:[ \t]*(["']?)([\w.-]+)\1[ \t]*(?:#.*)?$""", re.
 _COMMAND_KEYS = frozenset(
     {"run", *(alias for alias, name in RENAMED.items() if name == "run")})
 _NEEDS_KEYS = ("needs", *(alias for alias, name in RENAMED.items() if name == "needs"))
+BRANCH_PARAMS = ("item", "index")
+"""The params ``for_each`` gives each copy of a step: its item, and the item's position."""
 
 
 # -- templates ------------------------------------------------------------------------
@@ -268,6 +276,19 @@ def _no_items(template_id: str, step: str, items: Any, parameter: Parameter | No
             f"{','.join(map(str, example))}")
 
 
+def branches(graph: Graph) -> dict[str, list[Step]]:
+    """The copies a template's ``for_each`` made in ``graph``, by the step they were
+    copied from (``{"fit": [fit_0, fit_1, ...]}``), as the file made from it has them:
+    steps named ``<step>_<index>`` whose params are an ``item`` and that ``index``.
+    Empty for a graph not made from a template (``for_each`` is the templates')."""
+    found: dict[str, list[Step]] = {}
+    for step in graph if graph.template is not None else ():
+        index = step.params.get("index")
+        if "item" in step.params and type(index) is int and step.name.endswith(f"_{index}"):
+            found.setdefault(step.name.removesuffix(f"_{index}"), []).append(step)
+    return found
+
+
 def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None:
     """A ``for_each`` step's name in ``needs`` (or ``depends_on``) stands for its copies."""
     for key in _NEEDS_KEYS:
@@ -294,7 +315,7 @@ def load_template(path: str | Path) -> Template:
     if not isinstance(specs, Mapping):
         raise WorkflowError(f"template {source!r}: 'parameters' must be a mapping of name: "
                             f"{{type, default, ...}}, got {specs!r}")
-    parameters = {name: _template_parameter(name, spec, source) for name, spec in specs.items()}
+    parameters = {name: template_parameter(name, spec, source) for name, spec in specs.items()}
     _check_placeholders(data["workflow"], parameters, source)
     return Template(
         id=str(data["id"]), name=str(data["name"]), category=str(data.get("category") or "other"),
@@ -478,7 +499,7 @@ def table(category: str | None = None) -> pd.DataFrame:
     rows = [
         {"id": t.id, "name": t.name, "category": t.category,
          "description": t.description.splitlines()[0] if t.description else "",
-         "parameters": ", ".join(_signature(p) for p in t.parameters.values())}
+         "parameters": ", ".join(signature(p) for p in t.parameters.values())}
         for t in _templates() if category in (None, t.category)
     ]
     columns = ["id", "name", "category", "description", "parameters"]
@@ -487,7 +508,9 @@ def table(category: str | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=columns).sort_values("id", ignore_index=True)
 
 
-def _signature(parameter: Parameter) -> str:
+def signature(parameter: Parameter) -> str:
+    """``parameter`` as ``templates show`` lists it: ``name: type = default (bounds)``,
+    ``name: type`` when it is required."""
     kind = f"list[{parameter.items}]" if parameter.items else parameter.type
     bounds = "" if parameter.bounds is None else f" ({parameter.bounds.describe()})"
     if parameter.required:
