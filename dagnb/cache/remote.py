@@ -11,7 +11,8 @@ local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
   written to the tier (:meth:`RemoteBackend.glance`);
 - a new entry is written to the local tier, then uploaded;
 - names, removals, locks, the journal of hits and damaged entries stay local: the remote
-  store is shared, what it keeps is the bucket's business (lifecycle rules).
+  store is shared, what it keeps is the bucket's business (lifecycle rules: a save keeps
+  the blobs it names young enough for an age-based one, see below).
 - a read-only store (``cache_mode: read-only``) never writes to the remote store; a hit
   found there is still downloaded into the local tier, which is how it is served.
 
@@ -45,6 +46,18 @@ output of another content) stay in the store named by no entry: nothing removes 
 Files move through ``put_file``/``get_file``, which stream in chunks: memory stays
 bounded whatever a file's size.
 
+A blob is shared, and an upload skips one the store has, so its date was its first
+upload's: a lifecycle rule expiring objects N days after their creation deleted it while
+entries saved the day before named it (a miss for everyone: the step ran again). A save
+that reuses a blob older than :data:`BLOB_REDATED_AFTER` gives it a new date
+(:meth:`ObjectStore._redate`), so such a rule counts from the last save that named it: on
+S3 a copy of the object onto itself (one CopyObject, done by the server: no bytes move;
+a blob over 5 GB, more than one copy takes, is sent again), in a folder a new
+modification time, elsewhere (``gs://``, ``az://``) the blob sent again from the local
+tier. Younger blobs cost nothing: the date comes with the size the save asks for anyway.
+One that cannot be given a new date is said once, and the save goes on. A hit gives no
+blob a new date (a read would then write).
+
 Credentials come from the store library's usual places (environment variables, profiles,
 instance roles); dagnb's settings refuse them (:func:`dagnb.config.settings`). Code may
 pass ``key`` and ``secret`` in ``storage_options``, whose URLs are checked as the
@@ -63,6 +76,7 @@ does; obstore is faster per request but adds a Rust build and its own credential
 from __future__ import annotations
 
 import contextlib
+import datetime
 import json
 import os
 import shutil
@@ -112,6 +126,12 @@ RETRY_AFTER = 60.0  # seconds a store that failed is left alone
 # refusal that passes (a token refreshed, a policy fixed) costs minutes of saves, not all
 REFUSED_RETRY_AFTER = 600.0
 GLANCE_KEPT = 30.0  # seconds a plan's look at a store entry is taken for the store's
+# seconds after which a blob a save reuses is given a new date (see _redate): lifecycle
+# rules count whole days (S3 rounds up to the next midnight UTC), so a day late costs a
+# rule at most a day of an entry's life, while a blob many saves share is copied once a
+# day rather than at each save
+BLOB_REDATED_AFTER = 86400.0
+_S3_COPY_LIMIT = 5 << 30  # bytes: the largest object one CopyObject copies
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
@@ -269,6 +289,7 @@ class ObjectStore:
         self.bytes_checked = 0  # read back from the store to check blobs' content
         self._checked_blobs: set[str] = set()  # found whole by that check, or sent from here
         self.expired = False  # whether the last download found its entry expired
+        self._redate_failure_said = False  # a blob not given a new date: said once
         # parts of _S3_CHUNK bytes, two in flight: what a transfer holds in memory (s3fs'
         # defaults read ten 50 MB parts of a download at once)
         self._part_options = {"chunksize": _S3_CHUNK, "max_concurrency": 2} if is_s3 else {}
@@ -456,7 +477,10 @@ class ObjectStore:
     def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
         """Upload one blob unless the store has it already (see :meth:`_has_blob`) and
         it is not to be replaced; the bytes sent."""
-        if size == 0 or (not replace and self._has_blob(digest, size)):
+        if size == 0:
+            return 0
+        if not replace and (stored := self._stored_blob(digest, size)) is not None:
+            self._keep_young(path, digest, stored)
             return 0  # stored once, whatever step made it
         try:
             self.transfers.put_file(os.fspath(path), self.blob_path(digest),
@@ -480,12 +504,74 @@ class ObjectStore:
             return False
 
     def _has_blob(self, digest: str, size: int) -> bool:
-        """Whether the store has the blob of ``digest``: of its size (one request, all
-        that can be seen without downloading it), not found damaged by this process,
-        and, when :attr:`check_content`, hashing to its name."""
-        if digest in self.damaged_blobs or self._size(self.blob_path(digest)) != size:
-            return False
-        return not self.check_content or self._hashes_to_name(digest)
+        """Whether the store has the blob of ``digest`` (see :meth:`_stored_blob`)."""
+        return self._stored_blob(digest, size) is not None
+
+    def _stored_blob(self, digest: str, size: int) -> dict[str, Any] | None:
+        """The store's ``info`` of the blob of ``digest`` if it has it: of its size (one
+        request, all that can be seen without downloading it), not found damaged by this
+        process, and, when :attr:`check_content`, hashing to its name; else None."""
+        if digest in self.damaged_blobs:
+            return None
+        info = self._info(self.blob_path(digest))
+        if info is None or int(info["size"]) != size:
+            return None
+        if self.check_content and not self._hashes_to_name(digest):
+            return None
+        return info
+
+    def _keep_young(self, path: Path, digest: str, info: Mapping[str, Any]) -> None:
+        """Give the stored blob of ``digest`` (``info``: what the store said of it; ``path``:
+        the tier's copy) a new date if it is older than :data:`BLOB_REDATED_AFTER`, so an
+        age-based lifecycle rule counts from this save. A failure fails no save: said once."""
+        modified = _modified(info)
+        if modified is None or time.time() - modified < BLOB_REDATED_AFTER:
+            return
+        try:
+            self._redate(path, digest, int(info["size"]))
+        except Exception as exc:
+            self._say_not_redated(digest, exc)
+
+    def _redate(self, path: Path, digest: str, size: int) -> None:
+        """A new date for the stored blob of ``digest``, its content the same: on S3 the
+        object copied onto itself by the server (metadata replaced, which S3 requires of
+        a copy in place), in a folder its modification time, elsewhere (and for an S3
+        blob too large for one copy) the tier's copy at ``path`` sent again."""
+        blob = self.blob_path(digest)
+        protocols = set(_protocols(self.fs))
+        if "s3" in protocols and size <= _S3_COPY_LIMIT:
+            self._copy_in_place(blob)
+        elif protocols & {"file", "local"}:
+            self.fs.touch(blob, truncate=False)
+        else:
+            self.transfers.put_file(os.fspath(path), blob, **self._part_options)
+
+    def _copy_in_place(self, blob: str) -> None:
+        """One CopyObject of ``blob`` onto itself: S3 makes it a new object (a new
+        LastModified) without a byte sent. An SSE-C key (``s3_additional_kwargs``) is
+        the source's as well as the copy's."""
+        fs = self.transfers  # (its longer wait: the server copies before it answers)
+        bucket, key, _ = fs.split_path(blob)
+        source_keys = {f"CopySource{name}": value
+                       for name, value in fs.s3_additional_kwargs.items()
+                       if name.startswith("SSECustomer")}
+        fs.call_s3("copy_object", Bucket=bucket, Key=key,
+                   CopySource={"Bucket": bucket, "Key": key}, MetadataDirective="REPLACE",
+                   Metadata={"dagnb-used": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+                   **source_keys)
+        fs.invalidate_cache(blob)
+
+    def _say_not_redated(self, digest: str, exc: Exception) -> None:
+        if self._redate_failure_said:
+            return
+        self._redate_failure_said = True
+        warnings.warn(
+            f"remote cache {self.url!r}: blob {digest[:12]}, which a new entry names, could "
+            f"not be given a new date ({type(exc).__name__}: {checks.redact_url(str(exc))}); "
+            "the entry is saved, but an age-based lifecycle rule counts from the blob's first "
+            "upload and may delete it early (the step then runs again): let these "
+            "credentials copy an object onto itself (s3:GetObject and s3:PutObject), or "
+            "lengthen the rule (said once)", RemoteCacheWarning, stacklevel=2)
 
     def _hashes_to_name(self, digest: str) -> bool:
         """Whether the stored blob of ``digest`` hashes to it, read in chunks (once per
@@ -507,10 +593,11 @@ class ObjectStore:
         self._checked_blobs.add(digest)
         return True
 
-    def _size(self, path: str) -> int | None:
+    def _info(self, path: str) -> dict[str, Any] | None:
+        """What the store says of the object at ``path`` (size, date), or None if absent."""
         self.fs.invalidate_cache(path)  # a listing made earlier must not answer for now
         try:
-            return int(self.fs.info(path)["size"])
+            return dict(self.fs.info(path))
         except FileNotFoundError:
             return None
 
@@ -598,6 +685,25 @@ def _s3_defaults(options: dict[str, Any], read_timeout: float) -> dict[str, Any]
         config["retries"] = {"total_max_attempts": 2, "mode": "standard"}
     options["config_kwargs"] = config
     return options
+
+
+# where fsspec filesystems say when an object was last written: s3fs, a folder, gcsfs,
+# adlfs, memory (a date-time, a Unix time, or ISO 8601 text)
+_DATE_FIELDS = ("LastModified", "mtime", "updated", "last_modified", "created")
+
+
+def _modified(info: Mapping[str, Any]) -> float | None:
+    """When the store last wrote the object ``info`` describes (Unix time), or None."""
+    for field in _DATE_FIELDS:
+        value = info.get(field)
+        if isinstance(value, datetime.datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            with contextlib.suppress(ValueError):  # ("Z": Python 3.10's fromisoformat)
+                return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+    return None
 
 
 def _protocols(fs: Any) -> tuple[str, ...]:
