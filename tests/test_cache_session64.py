@@ -4,6 +4,7 @@ them: the limits given may not hold after it, and the user was told nothing of w
 from __future__ import annotations
 
 import fcntl
+import itertools
 import os
 from pathlib import Path
 
@@ -32,9 +33,36 @@ def test_prune_says_it_kept_the_entries_a_live_run_uses(
         out_text = capsys.readouterr().out
         assert out_text.startswith("removed 1 cache entry from ")
         assert out_text.rstrip().endswith(
-            "1 cache entry left, 4B (1 cache entry a run going on now uses kept: a later "
-            "prune removes them once it ends)"), out_text
+            "1 cache entry left, 4B (1 cache entry over the limits kept: a run going on now "
+            "uses them)"), out_text
     finally:
         os.close(lease)
     assert main(["cache", "prune", "--max-entries", "0", "--cache-dir", str(tmp_path / "c")]) == 0
     assert capsys.readouterr().out.rstrip().endswith("0 cache entries left, 0B")
+
+
+def test_prune_says_nothing_kept_when_others_went_in_place_of_what_a_live_run_uses(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The limit held: another entry went in place of the one a live run uses."""
+    ticks = itertools.count(1)
+    store = Store(tmp_path / "c", clock=lambda: float(next(ticks)))
+    for step in ("a", "b", "c"):  # (a used first: the oldest)
+        out = store.scratch_dir(step)
+        (out / "data.txt").write_text(step)
+        store.save(step, "k", out_dir=out)
+    run = tmp_path / "c" / ".runs" / "20261205-120000-000-abcdef"
+    (run / "down" / "in").mkdir(parents=True)
+    os.symlink(Store(tmp_path / "c").lookup("a", "k", touch=False).out_dir,
+               run / "down" / "in" / "a")
+    store.close()
+    lease = os.open(run, os.O_RDONLY)
+    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the run is live
+    try:
+        assert main(["cache", "prune", "--max-entries", "2",
+                     "--cache-dir", str(tmp_path / "c")]) == 0
+    finally:
+        os.close(lease)
+    said = capsys.readouterr().out.rstrip()
+    assert said.startswith("removed 1 cache entry from ") and said.endswith(
+        "2 cache entries left, 2B"), said
+    assert sorted(entry.step for entry in Store(tmp_path / "c").iter_entries()) == ["a", "c"]

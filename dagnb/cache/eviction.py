@@ -26,25 +26,30 @@ def _items_to_delete(
     passed_over: list[Entry] | None = None,
 ) -> list[Entry]:
     """joblib's ``_get_items_to_delete``: oldest use first until every limit holds,
-    passing over the entries ``kept`` (step, key): runs going on now use them (those it
-    would have taken are appended to ``passed_over``, when given)."""
+    passing over the entries ``kept`` (step, key): runs going on now use them. Those kept
+    over a limit (past the age limit, or the size or count limit left unmet without
+    them: not those others were taken in place of) are appended to ``passed_over``,
+    when given."""
     if not items:
         return []
     excess_bytes = sum(size for _, _, size in items) - bytes_limit if bytes_limit is not None else 0
     excess_items = len(items) - items_limit if items_limit is not None else 0
     deadline = None if age_limit is None else now - age_limit
     doomed: list[Entry] = []
+    spared: list[tuple[Entry, bool]] = []  # (entry, whether past the age limit)
     freed = 0
     for entry, last_used, size in sorted(items, key=lambda item: item[1]):
         too_old = deadline is not None and last_used <= deadline
         if not too_old and freed >= excess_bytes and len(doomed) >= excess_items:
             break
         if kept and (entry.step, entry.key) in kept:
-            if passed_over is not None:
-                passed_over.append(entry)
+            spared.append((entry, too_old))
             continue
         doomed.append(entry)
         freed += size
+    if passed_over is not None:
+        met = freed >= excess_bytes and len(doomed) >= excess_items
+        passed_over += [entry for entry, too_old in spared if too_old or not met]
     return doomed
 
 

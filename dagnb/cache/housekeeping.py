@@ -55,8 +55,8 @@ class Housekeeping:
     _entries: dict[tuple[str, str], Entry]
     _session_hits: dict[str, int]
     _session_misses: dict[str, int]
-    # the entries the last reduce_size would have removed, but that live runs use (they
-    # go at a later one): what `dagnb cache prune` says it kept
+    # the entries the last reduce_size kept over its limits because live runs use them
+    # (none counted that others were removed in place of): what `dagnb cache prune` says
     spared_for_live_runs = 0
 
     if TYPE_CHECKING:  # (the Store's own)

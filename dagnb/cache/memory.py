@@ -181,11 +181,20 @@ def _function_behind(target: Any) -> types.FunctionType | None:
         return None
     if type(inner) is types.FunctionType:
         return inner
+    if isinstance(inner, type):  # (a class cached itself: its code is its methods')
+        return next((member for member in map(_plain_function, vars(inner).values())
+                     if member is not None and member.__module__ == inner.__module__), None)
     for candidate in (getattr(inner, "__func__", None),
                       inspect.getattr_static(type(inner), "__call__", None)):
         if type(candidate) is types.FunctionType:
             return candidate
     return None
+
+
+def _plain_function(member: Any) -> types.FunctionType | None:
+    """A class's member as a Python function (a static or class method's own), or None."""
+    member = getattr(member, "__func__", member)
+    return member if type(member) is types.FunctionType else None
 
 
 @functools.lru_cache(maxsize=64)
@@ -589,8 +598,10 @@ def _as_named(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _shelved_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any],
-                     options: Mapping[str, Any], key: str, name: str) -> ShelvedResult:
-    """A pickled ShelvedResult, made again in this process (its Memory when first used)."""
+                     options: Mapping[str, Any], key: str,
+                     name: str | None = None) -> ShelvedResult:
+    """A pickled ShelvedResult, made again in this process (its Memory when first used);
+    ``name`` None: pickled by a version before names were sent, named here as there."""
     call = _call_rebuilt(spec, _function_cached_by(func), options, {}, name)
     return ShelvedResult(call, key)
 
@@ -1183,9 +1194,11 @@ class _SentCall(_CachedCall):
     CPython from specializing every attribute read of the calls that have none.)"""
 
     def __init__(self, spec: tuple[Any, ...], func: Callable[..., Any],
-                 options: Mapping[str, Any], sources: Mapping[str, Any], name: str) -> None:
+                 options: Mapping[str, Any], sources: Mapping[str, Any],
+                 name: str | None = None) -> None:
         super().__init__(None, func, *_options_of(options))
-        self.name = name  # (the sender's: where its entries are)
+        if name is not None:  # (None: sent by a version that sent no name)
+            self.name = name  # (the sender's: where its entries are)
         self.sent = (spec, sources)
 
     def __getattr__(self, name: str) -> Any:
@@ -1200,8 +1213,9 @@ class _SentCall(_CachedCall):
 
 
 def _call_rebuilt(spec: tuple[Any, ...], func: Callable[..., Any], options: Mapping[str, Any],
-                  sources: Mapping[str, Any], name: str) -> _CachedCall:
-    """A pickled cached call, made again in this process (its Memory when first used)."""
+                  sources: Mapping[str, Any], name: str | None = None) -> _CachedCall:
+    """A pickled cached call, made again in this process (its Memory when first used);
+    ``name`` None: pickled by a version before names were sent, named here as there."""
     adopt_sources(sources)
     return _SentCall(spec, func, options, sources, name)
 

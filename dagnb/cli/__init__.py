@@ -223,11 +223,15 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
     from dagnb.model.masking import MIN_LINE, Masker
     from dagnb.workflows.params import file_values, param_pairs, set_params, shown
 
-    mask = Masker(known_secret_values(graph), words_below=MIN_LINE)
+    store = getattr(args, "cache_dir", None)  # (validate has none)
+    # what the messages and the line of the params given hide: the declared secrets, and
+    # the registry's and the stores' credentials (a CI's log shows `-p k=$VAR` expanded)
+    mask = Masker([*known_secret_values(graph),
+                   *config.settings().credential_secrets(store).values()],
+                  words_below=MIN_LINE)
     values = param_pairs(args.param, mask, file_values(graph), graph.parameters,
                          repr(args.workflow))  # (a declared parameter's: checked by it)
-    _refuse_secret_texts(graph, args.param, values,
-                         getattr(args, "cache_dir", None))  # (validate has none)
+    _refuse_secret_texts(graph, args.param, values, store)
     changed = set_params(graph, values, repr(args.workflow), mask)  # (a name refused first)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params

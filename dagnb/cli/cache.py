@@ -193,8 +193,8 @@ def _prune(args: argparse.Namespace) -> int:
     removed = store.reduce_size(*limits)
     left = [int(entry.meta.get("size_bytes", 0)) for entry in store.iter_entries()]
     spared = store.spared_for_live_runs
-    kept = ("" if not spared else f" ({_entries(spared)} a run going on now uses kept: "
-            "a later prune removes them once it ends)")
+    kept = ("" if not spared else f" ({_entries(spared)} over the limits kept: a run going "
+            "on now uses them)")
     print(f"removed {_entries(removed)} from {store.location}; {_entries(len(left))} left, "
           f"{_size(sum(left))}{kept}")
     return 0

@@ -168,16 +168,20 @@ class Settings:
 
     def credential_secrets(self, store: str | Path | None = None) -> dict[str, str]:
         """The variables holding credentials dagnb uses, and their values, when set: the
-        one ``container_credentials`` names, and when the cache is a store (``store``,
-        a run's ``cache_directory``, else the setting) the store library's secrets
-        (``AWS_SECRET_ACCESS_KEY``...). No step declares them, but a local step sees them
-        in its environment (``env`` prints them), so a run masks them, and keeps them out
-        of the cache (which a store shares), as declared secrets."""
+        one ``container_credentials`` names, and the store library's secrets
+        (``AWS_SECRET_ACCESS_KEY``...) of the setting's cache when it is a store, and of
+        ``store`` (a run's ``cache_directory``) when that is one. No step declares them,
+        but a local step sees them in its environment (``env`` prints them), so a run
+        masks them, and keeps them out of the cache (which a store shares), as declared
+        secrets. (The setting's too where a run names a folder: a step still sees them.)"""
         credentials = self.container_credentials or {}
         names = [credentials[key] for key in ("password_env", "token_env") if key in credentials]
         names += checks.key_variables(self.cache_storage_options).values()  # (SSE-C's)
         found = {name: os.environ[name] for name in names if os.environ.get(name)}
-        for name in _store_secret_names(store or self.cache_directory):
+        named = _store_secret_names(self.cache_directory)
+        if store is not None:  # (a tuple each, most often empty: a run's cost)
+            named += _store_secret_names(store)
+        for name in dict.fromkeys(named):
             value = os.environ.get(name, "")
             if value.strip() and value.strip() not in _STAND_INS:
                 found[name] = value

@@ -680,8 +680,8 @@ def _process_gone(start: Mapping[str, Any]) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return True
-    except OSError:  # (PermissionError: another user's process, alive)
-        return False
+    except OSError:  # (PermissionError: another user's process has the pid: the run's,
+        pass  #         or one that took the pid since, which its start tells)
     state, began = _process_state(pid)
     return state == b"Z" or (type(since) is int and began is not None and began != since)
 
