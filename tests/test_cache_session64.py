@@ -14,6 +14,18 @@ from dagnb.cache.store import Store
 from dagnb.cli import main
 
 
+def _live_run_reading(store: Store, step: str, key: str) -> int:
+    """A live run (its folder leased) whose step ``down`` has entry ``step/key`` as
+    input: the lease, to close when the run ends."""
+    run = store.location / ".runs" / "20261205-120000-000-abcdef"
+    (run / "down" / "in").mkdir(parents=True)
+    os.symlink(store.lookup(step, key, touch=False).out_dir, run / "down" / "in" / step)
+    store.close()
+    lease = os.open(run, os.O_RDONLY)
+    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return lease
+
+
 def test_prune_says_it_kept_the_entries_a_live_run_uses(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     store = Store(tmp_path / "c")
@@ -21,12 +33,7 @@ def test_prune_says_it_kept_the_entries_a_live_run_uses(
     (out / "data.txt").write_text("data")
     store.save("up", "k1", out_dir=out)
     store.save("idle", "k2", out_dir=None, inline={"json": 2})
-    run = tmp_path / "c" / ".runs" / "20261205-120000-000-abcdef"
-    (run / "down" / "in").mkdir(parents=True)
-    os.symlink(store.lookup("up", "k1").out_dir, run / "down" / "in" / "up")
-    store.close()
-    lease = os.open(run, os.O_RDONLY)
-    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the run is live
+    lease = _live_run_reading(store, "up", "k1")
     try:
         assert main(["cache", "prune", "--max-entries", "0",
                      "--cache-dir", str(tmp_path / "c")]) == 0
@@ -50,13 +57,7 @@ def test_prune_says_nothing_kept_when_others_went_in_place_of_what_a_live_run_us
         out = store.scratch_dir(step)
         (out / "data.txt").write_text(step)
         store.save(step, "k", out_dir=out)
-    run = tmp_path / "c" / ".runs" / "20261205-120000-000-abcdef"
-    (run / "down" / "in").mkdir(parents=True)
-    os.symlink(Store(tmp_path / "c").lookup("a", "k", touch=False).out_dir,
-               run / "down" / "in" / "a")
-    store.close()
-    lease = os.open(run, os.O_RDONLY)
-    fcntl.flock(lease, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the run is live
+    lease = _live_run_reading(store, "a", "k")
     try:
         assert main(["cache", "prune", "--max-entries", "2",
                      "--cache-dir", str(tmp_path / "c")]) == 0
