@@ -146,12 +146,13 @@ def _not_run(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> 
             f"{_logs_command(args, earlier.run)} shows its lines")
 
 
-def _logs_command(args: argparse.Namespace, run_id: str | None) -> str:
+def _logs_command(args: argparse.Namespace, run_id: str | None,
+                  workflow: str | None = None) -> str:
     """The ``dagnb logs`` command that shows the step's lines in run ``run_id`` (None:
-    in the newest run that had it)."""
+    in the newest run that had it) of ``workflow`` (None: the file given)."""
     where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
     which = "" if run_id is None else f" --run {run_id}"
-    return f"dagnb logs {shlex.quote(args.workflow)} {args.step}{which}{where}"
+    return f"dagnb logs {shlex.quote(workflow or args.workflow)} {args.step}{which}{where}"
 
 
 def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, list[Path]]:
@@ -287,11 +288,43 @@ def _replaced(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
     later = next((r["run"] for r in records if entry_created(r, args.step) == entry.created
                   and r.get("run") != found.run and isinstance(r.get("run"), str)), None)
     by, shows = ((f"by run {later}", f"{_logs_command(args, later)} shows those")
-                 if later is not None else
-                 ("by a later run", f"{_logs_command(args, None)} shows the newest run's"))
+                 if later is not None else _stored_elsewhere(args, workflow, found, entry))
     return (f"step {args.step!r} {_DONE[found.state]} in run {found.run}, but its lines are "
             f"gone: its cache entry was stored again at {made} {by} (a "
             f"--refresh, an expired ttl, or a cleared cache since); {shows}")
+
+
+def _stored_elsewhere(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
+                      entry: Entry) -> tuple[str, str]:
+    """Who stored the entry again when no run of this file did, and what shows its
+    lines: a run of another workflow file sharing the cache folder (its step of the
+    same name and key), named with its command; else the newest run of this file, unless
+    that is the run asked about (its command again would say this again)."""
+    from dagnb.cache import local_folder
+    from dagnb.runtime.history import entry_created, last_run_of, recorded_runs
+
+    folder = local_folder(args.cache_dir)
+    other = next((r for r in recorded_runs(folder)[0]
+                  if entry_created(r, args.step) == entry.created
+                  and isinstance(r.get("run"), str) and isinstance(r.get("source"), str)
+                  and Path(r["source"]).suffix != ".ipynb"), None)
+    if other is not None:
+        file = _shown_path(Path(other["source"]))
+        return (f"by run {other['run']} of {file}",
+                f"{_logs_command(args, other['run'], file)} shows those")
+    newest = last_run_of(folder, workflow.name, workflow.source, args.step)
+    if newest is None or newest.run == found.run:
+        return ("by a run of another workflow, notebook or script sharing this cache "
+                "folder", "its lines there now are that run's, not this one's")
+    return ("by a later run", f"{_logs_command(args, None)} shows the newest run's")
+
+
+def _shown_path(path: Path) -> str:
+    """``path`` from the current folder where it is below it, else as it is."""
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _entry_header(said: str, cached: bool, made: str, silent: bool) -> str:

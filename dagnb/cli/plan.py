@@ -15,6 +15,7 @@ whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps w
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 from dagnb.views.progress import terminal_safe, text_table
@@ -57,7 +58,7 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
     rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor,
                      cache_mode=_cache_mode(args))
-    print(plan_table(rows))
+    print(plan_table(rows, args.workflow))
     cached = sum(1 for row in rows if row["cached"])
     would_run = len(rows) - cached
     print(f"{cached} of {len(rows)} steps cached, "
@@ -65,12 +66,29 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     return 0
 
 
-def plan_table(rows: list[dict[str, Any]]) -> str:
+def plan_table(rows: list[dict[str, Any]], workflow: str | None = None) -> str:
     """The plan's rows as ``dagnb run``'s status table lays rows out (a reason's control
-    characters, a line break in a param's value, shown as escapes)."""
+    characters, a line break in a param's value, shown as escapes; a code or command
+    diff left to ``dagnb explain``, which ``workflow`` names)."""
     shown = [{**row, "key": row["key"] or "-",
-              "reason": terminal_safe(row["reason"])} for row in rows]
+              "reason": terminal_safe(_without_diff(row, workflow))} for row in rows]
     return text_table(shown, ("step", "cached", "key", "reason"))
+
+
+# what starts the line diff under "code changed" or "command changed" (dagnb.cache.explain)
+_DIFF_START = "\n--- cached\n+++ now\n"
+
+
+def _without_diff(row: dict[str, Any], workflow: str | None) -> str:
+    """A row's reason with a code or command diff cut off: a row holds one line, and
+    the diff squeezed into it (every line break an escape) could not be read; the
+    command that prints the diff is named instead."""
+    reason, diff_start, _ = str(row["reason"]).partition(_DIFF_START)
+    if not diff_start:
+        return reason
+    shows = (f"dagnb explain {shlex.quote(workflow)} {row['step']}" if workflow
+             else "dagnb explain")
+    return f"{reason} ({shows} shows the diff)"
 
 
 def explain(graph: Any, args: argparse.Namespace) -> int:

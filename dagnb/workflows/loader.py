@@ -425,6 +425,8 @@ def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
     """A step's fields over the defaults: a mapping merges key by key, secrets add up,
     the rest replaces."""
     merged = {**defaults, **fields}
+    if PYTHON_KEY in fields and "run" not in fields:  # the step's own command wins over the
+        merged.pop("run", None)  # defaults' run, as its other fields do (not "both given")
     for key in _MAPPING_FIELDS:
         if key in fields and key in defaults:
             merged[key] = _merged(defaults[key], fields[key], key)
