@@ -481,8 +481,8 @@ def _cmd_cache(self: DaggerMagics, rest: str) -> Any:
     words = split_words(rest) or ["stats"]
     store = store_for()
     action, names = words[0], words[1:]
-    if action == "stats" and not names:
-        return store.stats()
+    if action == "stats" and not names:  # (an empty cache: a sentence, as entries says)
+        return shown(store.stats(), empty="no cache entries yet")
     if action == "entries" and len(names) <= 1:
         return _cache_entries(store, *names)
     if action == "clear":
@@ -591,11 +591,11 @@ def _cmd_save(self: DaggerMagics, rest: str) -> Text:
 def _cmd_load(self: DaggerMagics, rest: str) -> Text:
     path = _one_path(rest, "load")
     graph = load(path)
-    self.session.reset()
+    cancelled = self.session.reset()
     self.session.graph = graph
     count = len(graph)
     return Text(f"loaded {count} step{'' if count == 1 else 's'} from {path}: "
-                f"{', '.join(graph.names)}")
+                f"{', '.join(graph.names)}{_cancelled_runs(cancelled)}")
 
 
 def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
@@ -607,10 +607,17 @@ def _cmd_remove(self: DaggerMagics, rest: str) -> Text:
 
 def _cmd_reset(self: DaggerMagics, rest: str) -> Text:
     _no_arguments(rest, "reset")
-    self.session.reset()
+    cancelled = self.session.reset()
     forget_secrets()  # (a dagnb.Memory call then keeps no earlier run's secret out)
     return Text("the notebook's graph is empty again, and the secrets its runs were "
-                "given are forgotten")
+                f"given are forgotten{_cancelled_runs(cancelled)}")
+
+
+def _cancelled_runs(count: int) -> str:
+    """What a reset adds for the background runs it cancelled (of the graph it forgot)."""
+    if not count:
+        return ""
+    return f"; {count} background run{'' if count == 1 else 's'} of the old graph cancelled"
 
 
 def _cmd_config(self: DaggerMagics, rest: str) -> pd.DataFrame:

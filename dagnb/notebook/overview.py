@@ -254,7 +254,8 @@ def _display_class() -> type[pd.DataFrame]:
             if not len(frame):
                 return options["empty"]
             if not options["left"]:
-                return repr(frame)
+                with _whole_notes():
+                    return repr(frame)
             limits = _row_limits(len(frame))
             shown_rows = _shown_rows(frame, limits)
             widths = {c: int(shown_rows[c].map(_cut).str.len().max()) for c in frame.columns}
@@ -269,7 +270,8 @@ def _display_class() -> type[pd.DataFrame]:
             if not len(frame):
                 return f"<p>{html.escape(options['empty'])}</p>"
             if not options["left"]:
-                return frame._repr_html_()
+                with _whole_notes():
+                    return frame._repr_html_()
             limits = _row_limits(len(frame))
             text = frame.to_html(index=False, justify="left", max_rows=limits.get("min_rows"),
                                  show_dimensions=bool(limits),
@@ -277,6 +279,17 @@ def _display_class() -> type[pd.DataFrame]:
             return text.replace("<td>", "<td style='text-align:left'>")
 
     return Shown
+
+
+def _whole_notes() -> Any:
+    """pandas' display, its values shown up to :data:`SHOWN_CHARACTERS` rather than
+    its 50 (a status note, an error, a plan's reason cut there lost what to do: "its
+    inputs changed since it ran (%dagger plan ..."); a wider setting of the user's holds."""
+    import pandas as pd
+
+    width = pd.get_option("display.max_colwidth")
+    wider = width is None or width >= SHOWN_CHARACTERS
+    return pd.option_context("display.max_colwidth", width if wider else SHOWN_CHARACTERS)
 
 
 def _row_limits(rows: int) -> dict[str, Any]:

@@ -95,6 +95,9 @@ class Session:
         # run id -> the steps it was asked for by name (a cell's own): published from the
         # cache whatever the notebook holds, as a cell run again gives its value anew
         self._asked: dict[str, frozenset[str]] = {}
+        # ids of the background runs a reset cancelled: their end publishes nothing into
+        # the graph and results that came after them
+        self._forgotten: set[str] = set()
 
     @property
     def last_run(self) -> Run | None:
@@ -142,7 +145,16 @@ class Session:
         self.outputs.pop(name, None)
         self._cells.pop(name, None)
         self._results().pop(name, None)
+        self._forget_runs_of(name)
         return step
+
+    def _forget_runs_of(self, name: str) -> None:
+        """A removed step's latest row and logs go with it: a step defined again under
+        its name is ``never run``, not the removed one's ``failed`` (the history keeps
+        the runs)."""
+        self.latest.pop(name, None)
+        self.step_runs.pop(name, None)
+        self.ran.pop(name, None)
 
     def _definition(self, name: str) -> tuple[Step, tuple[str, ...], str | None] | None:
         if name not in self.graph:
@@ -341,7 +353,8 @@ class Session:
 
     def _publish_on_end(self, run: Run, makers: set[str], event: Event) -> None:
         if (event.kind == "state" and event.step in makers
-                and event.data["state"] in ("succeeded", "cached")):
+                and event.data["state"] in ("succeeded", "cached")
+                and run.id not in self._forgotten):
             self._publish_step(run, event.step, event.data["state"], self._results())
 
     def raise_for_status(self, run: Run) -> None:
@@ -416,6 +429,8 @@ class Session:
         """Put the results of the run's finished steps into the namespace, but not
         those of steps a run started later has (a ``--background`` run ending after a
         newer run of its step leaves the newer one's result, as status shows its row)."""
+        if run.id in self._forgotten:  # (cancelled by a reset: of a graph forgotten)
+            return self._results()
         results = self._results()
         self._remember_rows(run)
         if run.done:
@@ -524,8 +539,10 @@ class Session:
         from the configured cache; how many."""
         return store_for().clear(step, older_than)
 
-    def reset(self) -> None:
-        """Forget the graph, the last run and the published results."""
+    def reset(self) -> int:
+        """Forget the graph, the last run and the published results; cancel the
+        background runs still going (of the graph forgotten), and say how many."""
+        cancelled = self._cancel_live_runs()
         self.graph = Graph(self.graph.name)
         self.outputs.clear()
         self._cells.clear()
@@ -540,6 +557,17 @@ class Session:
         self._published_entries.clear()
         self._asked.clear()
         self.namespace.pop(RESULTS_NAME, None)
+        return cancelled
+
+    def _cancel_live_runs(self) -> int:
+        """Cancel the background runs going on, which would otherwise run on unseen and,
+        as they end, put their rows and results back into the session just reset."""
+        self.refresh()  # (those that ended meanwhile are not live any more)
+        going = list(self.live.values())
+        for run in going:
+            self._forgotten.add(run.id)
+            run.cancel()
+        return len(going)
 
 
 def _ran_to_an_end(row: dict[str, Any]) -> bool:
