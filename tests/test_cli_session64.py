@@ -17,17 +17,24 @@ SCRIPT = ("    run: |\n"
           "      echo three\n")
 
 
+def _ran_then_edited(folder: Path, monkeypatch: pytest.MonkeyPatch,
+                     capsys: pytest.CaptureFixture[str]) -> None:
+    """wf.yml, its step run, then one line of its command edited (in ``folder``, made
+    the current one)."""
+    monkeypatch.chdir(folder)
+    wf = folder / "wf.yml"
+    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="two"))
+    assert main(["run", "wf.yml", "--executor", "local"]) == 0
+    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="deux"))
+    capsys.readouterr()
+
+
 def test_plan_after_editing_a_multi_line_step_says_command_changed_in_one_readable_row(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     # (the row held the whole diff, each line break shown as \n: unreadable, and as long
     # as the script)
-    monkeypatch.chdir(tmp_path)
-    wf = tmp_path / "wf.yml"
-    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="two"))
-    assert main(["run", "wf.yml", "--executor", "local"]) == 0
-    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="deux"))
-    capsys.readouterr()
+    _ran_then_edited(tmp_path, monkeypatch, capsys)
     assert main(["plan", "wf.yml", "--executor", "local"]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines()
                if line.startswith("build"))
@@ -38,12 +45,7 @@ def test_plan_after_editing_a_multi_line_step_says_command_changed_in_one_readab
 def test_explain_still_prints_the_diff_that_plan_leaves_to_it(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.chdir(tmp_path)
-    wf = tmp_path / "wf.yml"
-    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="two"))
-    assert main(["run", "wf.yml", "--executor", "local"]) == 0
-    wf.write_text("steps:\n  build:\n" + SCRIPT.format(word="deux"))
-    capsys.readouterr()
+    _ran_then_edited(tmp_path, monkeypatch, capsys)
     assert main(["explain", "wf.yml", "build", "--executor", "local"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("command changed\n--- cached\n+++ now\n")
