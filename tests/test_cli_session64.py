@@ -90,3 +90,31 @@ def test_logs_of_a_step_whose_entry_another_workflow_stored_again_names_that_run
     assert err.rstrip().endswith(f"dagnb logs x/wf.yml a --run {refreshed} shows those")
     assert main(["logs", "x/wf.yml", "a", "--run", refreshed]) == 0
     assert capsys.readouterr().out == "same\n"
+
+
+@pytest.mark.parametrize("reference, said", [
+    ("nothere.py:fit", "python 'nothere.py:fit' names 'nothere.py', which is not a file in "),
+    ("steps.py:fitt", "steps.py has no function 'fitt'; did you mean 'fit'?"),
+    ("steps.py", "python 'steps.py' is not FILE.py:FUNCTION; write it like python: "
+                 "steps.py:fit"),
+])
+def test_a_python_reference_that_names_nothing_says_what_is_wrong_and_the_fix(
+        tmp_path: Path, reference: str, said: str) -> None:
+    # (a missing file was said to be a reference not of the form FILE.py:FUNCTION, and a
+    # misspelt function named no close one)
+    from dagnb.errors import DagnbError
+
+    (tmp_path / "steps.py").write_text("def fit():\n    return 42\n")
+    wf = tmp_path / "wf.yml"
+    wf.write_text(f"steps:\n  fit: {{python: '{reference}'}}\n")
+    with pytest.raises(DagnbError) as refused:
+        load(wf).run(executor="local", cache=False)
+    assert said in str(refused.value), str(refused.value)
+
+
+def test_a_python_reference_with_spaces_around_its_colon_is_read(tmp_path: Path) -> None:
+    (tmp_path / "steps.py").write_text("def fit():\n    return 42\n")
+    wf = tmp_path / "wf.yml"
+    wf.write_text("steps:\n  fit: {python: 'steps.py : fit'}\n")
+    run = load(wf).run(executor="local", cache=False)
+    assert run.result("fit") == 42

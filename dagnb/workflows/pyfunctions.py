@@ -149,19 +149,31 @@ def _first_lines(path: Path) -> list[str] | None:
 def import_function(reference: str, base_dir: Path, where: str) -> Callable[..., Any]:
     """The function ``file.py:name`` names, from a module in ``base_dir``; a module that
     is not Python or fails to import is a one-line WorkflowError naming it."""
-    file, sep, name = str(reference).partition(":")
+    file, sep, name = (part.strip() for part in str(reference).partition(":"))
+    if not sep or not file or not name:
+        raise WorkflowError(f"{where}: python {reference!r} is not FILE.py:FUNCTION; write "
+                            "it like python: steps.py:fit")
     path = base_dir / file
-    if not sep or not name or not path.is_file():
-        raise WorkflowError(f"{where}: python {reference!r} is not FILE.py:FUNCTION of a file "
-                            f"in {str(base_dir)!r}")
+    if not path.is_file():
+        raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a "
+                            f"file in {str(base_dir)!r}; check the path")
     if path.suffix != ".py":
         raise WorkflowError(f"{where}: python {reference!r} names {file!r}, which is not a .py "
                             "file; name a Python module as FILE.py:FUNCTION")
     module = _imported(path, f"{where}: python {reference!r}")
     func = getattr(module, name, None)
     if not callable(func):
-        raise WorkflowError(f"{where}: {file} has no function {name!r}")
+        raise WorkflowError(f"{where}: {file} has no function {name!r}; "
+                            + checks.choices_named(name, _functions_of(module),
+                                                   noun="functions"))
     return func
+
+
+def _functions_of(module: types.ModuleType) -> list[str]:
+    """The names a ``python:`` reference may give in ``module`` (its callables that are
+    neither classes nor private), for the message naming the one meant."""
+    return [name for name, value in vars(module).items()
+            if callable(value) and not isinstance(value, type) and not name.startswith("_")]
 
 
 def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: str) -> None:
