@@ -1051,7 +1051,7 @@ def test_a_cell_reading_a_published_variable_through_a_helper_runs_after_its_ste
     kernel.run("%%dagger total --python --outputs total\ntotal = summarize()\n")
     kernel.run(_LOAD.format(n=5, more=" --define-only"))
     assert _rows(kernel, _PLANNED)["total"] == (
-        False, "runs after load: reads rows, which load makes anew")
+        False, "may run: runs if rows (made by load) changes (load will run)")
     _run_graph(kernel)
     assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
     assert kernel.value("total, rows") == "(10, [0, 1, 2, 3, 4])"
@@ -1146,8 +1146,8 @@ def test_a_run_of_the_graph_gives_the_reader_what_its_publisher_puts_over_a_cell
     kernel.run(_LOAD.format(n=load, more=" --define-only"))
     cached = load == 3
     assert _rows(kernel, _PLANNED)["total"] == (
-        (True, "cached") if cached else (False, "runs after load: reads rows, which load "
-                                                "makes anew"))
+        (True, "cached") if cached else (
+            False, "may run: runs if rows (made by load) changes (load will run)"))
     _run_graph(kernel)
     ran = "cached" if cached else "succeeded"
     assert kernel.value(_RUN_STATES) == f"{{'load': '{ran}', 'total': '{ran}'}}"
@@ -1289,7 +1289,7 @@ def test_plan_says_a_reader_of_a_step_that_runs_runs_after_it(kernel: Kernel) ->
     kernel.run(_LOAD.format(n=3, more=""))
     kernel.run(_TOTAL)
     kernel.run(_LOAD.format(n=5, more=" --define-only"))
-    anew = "runs after load: reads rows, which load makes anew"
+    anew = "may run: runs if rows (made by load) changes (load will run)"
     assert _rows(kernel, _PLANNED) == {
         "load": (False, "params changed: {'n': 3} → {'n': 5}"), "total": (False, anew)}
     assert _rows(kernel, _STATUS) == {

@@ -116,7 +116,7 @@ def test_a_plan_from_the_store_answers_as_one_from_a_full_tier(
         dagnb.configure(cache_local_directory=str(tmp_path / "a"))
         assert glanced == full
     assert [row["reason"] for row in full] == [
-        "its cache entry has expired", "runs after big, which will run"]
+        "its cache entry has expired", "may run: runs if big's result changes (big will run)"]
     assert out_files(tmp_path / "b") == []
 
 

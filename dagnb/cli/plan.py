@@ -10,12 +10,16 @@ why a step would run, without running anything (the notebook's ``%dagger plan`` 
 
 Both read the cache and write nothing (no hit counted, no entry made); both exit 0
 whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run).
+A step keyed on the result of one that runs *may run* (counted apart: early cut-off
+serves it if that result comes out the same); a ``cache: session`` step runs in each
+``dagnb run``, a process of its own.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+from collections import Counter
 from typing import Any
 
 from dagnb.views.progress import terminal_safe, text_table
@@ -56,14 +60,26 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import plan_rows
 
     targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
+    # (each dagnb run is a process of its own: a cache: session step finds nothing there)
     rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor,
-                     cache_mode=_cache_mode(args))
+                     cache_mode=_cache_mode(args), new_session=True)
     print(plan_table(rows, args.workflow))
-    cached = sum(1 for row in rows if row["cached"])
-    would_run = len(rows) - cached
-    print(f"{cached} of {len(rows)} steps cached, "
-          + (f"{would_run} would run" if would_run else "none would run"))
+    print(_summary(rows))
     return 0
+
+
+def _summary(rows: list[dict[str, Any]]) -> str:
+    """``1 of 4 steps cached, 2 would run, 1 may run (...)``: a step that may run is
+    counted apart, as its key waits for what a step that runs makes."""
+    from dagnb.runtime.plan import CACHED, MAY_RUN, WILL_RUN
+
+    counts = Counter(row["state"] for row in rows)
+    will, may = counts[WILL_RUN], counts[MAY_RUN]
+    line = (f"{counts[CACHED]} of {len(rows)} steps cached, "
+            + (f"{will} would run" if will else "none would run"))
+    if may:
+        line += f", {may} may run (if an upstream's result changes)"
+    return line
 
 
 def plan_table(rows: list[dict[str, Any]], workflow: str | None = None) -> str:
@@ -96,7 +112,8 @@ def explain(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import explain as explained
 
     print("\n".join(explained(graph, args.step, cache_directory=args.cache_dir,
-                              executor=args.executor, cache_mode=_cache_mode(args))))
+                              executor=args.executor, cache_mode=_cache_mode(args),
+                              new_session=True)))
     return 0
 
 

@@ -2,12 +2,15 @@
 and ``warm``, which fills the cache ahead of a later run.
 
 ``plan`` walks the selected steps in order and computes each key as the runner would,
-from the upstream entries' output digests. A step whose upstream would run cannot be
-known to hit (its input is not made yet), so it is reported as such; so is a notebook
-cell's step reading a variable a step that runs publishes, and one whose publisher is
-cached is keyed on that entry's result (:mod:`dagnb.runtime.reads`), as a run keys it.
-With caching off (the ``cache_mode`` setting, or the one a run is given) every step
-would run, and each row says so and where ``off`` came from.
+from the upstream entries' output digests. A step keyed on what a step that runs makes
+first (an upstream's output; a notebook cell's variable a step that runs publishes)
+cannot be known to hit before that has run: a run keys it on what comes out, and an
+upstream remade the same leaves its key as it was (early cut-off). It *may run* when
+an entry of it matches every other part of its key, else it surely runs, and the plan
+says why. A step reading the variable of a cached publisher is keyed on that entry's
+result (:mod:`dagnb.runtime.reads`), as a run keys it. With caching off (the
+``cache_mode`` setting, or the one a run is given) every step would run, and each row
+says so and where ``off`` came from.
 """
 
 from __future__ import annotations
@@ -17,6 +20,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache import session_store
+from dagnb.cache.explain import explain_changes
+from dagnb.cache.remote import RemoteBackend
 from dagnb.cache.steps import StepCache
 from dagnb.config import ARGUMENT, check_cache_mode, origins, settings
 from dagnb.errors import StepFailed, UnfingerprintableVariable
@@ -30,6 +36,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from dagnb.cache.entry import Entry
+    from dagnb.cache.keys import StepKey
+    from dagnb.cache.store import Store
     from dagnb.model.graph import Graph
     from dagnb.model.step import Step
     from dagnb.runtime.run import Run
@@ -37,71 +45,154 @@ if TYPE_CHECKING:
 __all__ = ["cached_steps", "explain", "misses", "plan", "plan_rows", "warm"]
 
 PLAN_COLUMNS = ["step", "cached", "key", "reason"]
+# a row's state (plan_rows' "state"): restored, surely run, or run unless what an upstream
+# that runs makes comes out the same (early cut-off: then its key is that of an entry)
+CACHED, WILL_RUN, MAY_RUN = "cached", "will run", "may run"
 NEVER_CACHED = "it runs every time: the step has cache=False"
+NEW_SESSION = "cache: session: each dagnb run is a new session, so it runs every time"
+_NOT_MADE = "not made yet"  # what keys a step in place of an input the run makes first
 _OFF = "it runs every time: caching is off"
 
 
+class _Walk:
+    """One look ahead over the steps in a run's order: each step's row, and the output
+    digest it leaves its dependents (None: made by the run, so unknown now)."""
+
+    __slots__ = ("base_dir", "cache", "digests", "entries", "glance", "graph",
+                 "new_session", "reads", "states")
+
+    def __init__(self, graph: Graph, cache: StepCache, reads: PublishedReads | None,
+                 glance: bool, new_session: bool) -> None:
+        self.graph, self.cache, self.reads = graph, cache, reads
+        self.glance, self.new_session = glance, new_session
+        self.base_dir = (graph.base_dir or Path.cwd()).resolve()
+        self.digests: dict[str, str | None] = {}
+        self.states: dict[str, str] = {}  # step -> CACHED, WILL_RUN or MAY_RUN
+        self.entries: dict[str, Entry] = {}  # step -> the entry a run would restore it from
+
+    def row(self, name: str) -> dict[str, Any]:
+        """The step's row (the steps it reads from walked already)."""
+        step = self.graph[name]
+        row = self._not_looked_up(step) or self._looked_up(step)
+        entry = row.get("_entry")
+        if entry is not None:
+            self.entries[name] = entry
+        self.digests[name] = entry.output_digest if entry is not None else None
+        self.states[name] = row["state"]
+        return row
+
+    def _not_looked_up(self, step: Step) -> dict[str, Any] | None:
+        """The row of a step that runs whatever the cache holds: no key to look up."""
+        if not self.cache.enabled_for(step):
+            return _row(step.name, WILL_RUN, NEVER_CACHED)
+        if self.new_session and step.cache == "session":
+            return _row(step.name, WILL_RUN, NEW_SESSION)
+        return None
+
+    def _looked_up(self, step: Step) -> dict[str, Any]:
+        read = self.reads.variables.get(step.name, {}) if self.reads is not None else {}
+        unknown = self._unknown(step, read)
+        try:
+            key = self._key(step, read, unknown)
+        except (UnfingerprintableVariable, StepFailed) as exc:
+            # it will run uncached, as the run says (or a cached result it reads is unreadable)
+            return _row(step.name, WILL_RUN, str(exc))
+        except Exception:
+            if not unknown:
+                raise
+            # its key_fn or a mount may need what an upstream makes: its key is made once
+            # that has run, and may then be found
+            return _row(step.name, MAY_RUN, _may_run(unknown, self.states))
+        if unknown:
+            return self._after_unknown(step, key, unknown)
+        entry = self.cache.peek(step, key, metadata_only=self.glance)
+        if entry is not None and self.cache.expired(step, entry):  # (a run misses it)
+            reason, entry = "its cache entry has expired", None
+        else:
+            reason = "cached" if entry is not None else _first(self.cache.explain(step, key))
+        return {**_row(step.name, CACHED if entry is not None else WILL_RUN, reason),
+                "key": key.short, "_key": key, "_entry": entry}
+
+    def _unknown(self, step: Step, read: dict[str, str]) -> dict[str, str]:
+        """The components of the step's key that a step the run runs makes, each with
+        that step: an upstream's output (``upstream:load``), a variable it publishes
+        (``var:rows``, which ``load`` makes anew)."""
+        unknown = {f"upstream:{n}": n for n in step.needs if self.digests.get(n) is None}
+        unknown.update({f"var:{variable}": maker for variable, maker in read.items()
+                        if maker in self.digests and self.digests[maker] is None})
+        return unknown
+
+    def _key(self, step: Step, read: dict[str, str], unknown: dict[str, str]) -> StepKey:
+        """The step's key, what the run makes before it stood for by :data:`_NOT_MADE`."""
+        values = (_published_values(self.graph, self.cache, self.reads, read, self.entries)
+                  if read else None)
+        anew = {v: _NOT_MADE for v in read if f"var:{v}" in unknown}
+        if anew:
+            values = {**(values or {}), **anew}
+        upstream = {n: self.digests[n] or _NOT_MADE for n in step.needs}
+        return self.cache.key(step, upstream, self.base_dir, values)
+
+    def _after_unknown(self, step: Step, key: StepKey, unknown: dict[str, str]
+                       ) -> dict[str, Any]:
+        """A step whose key takes what the run makes first: it may come from the cache
+        (early cut-off: remade the same, it keys the same), if an entry of it that has
+        not expired matches every other part of its key, or if a store URL, whose
+        entries are not listed, may hold one; else it surely runs, and why (the other
+        parts' changes, or no entry yet)."""
+        store = _store_of(self.cache, step)
+        if type(store.backend) is RemoteBackend or any(  # (lists its local tier alone)
+                _matches(entry, key, unknown) and not self.cache.expired(step, entry)
+                for entry in store.iter_entries(step.name)):
+            return _row(step.name, MAY_RUN, _may_run(unknown, self.states))
+        changes = explain_changes(store, step.name, key,
+                                  mask=self.cache.mask if self.cache.mask else None,
+                                  max_age=self.cache.ttl_of(step), workflow=self.cache.workflow)
+        reasons = [change.message for change in changes if change.component not in unknown]
+        reasons = reasons or ["its cache entry has expired"]  # (the one that matched)
+        return {**_row(step.name, WILL_RUN, reasons[0]), "_reasons": reasons}
+
+
 def _walk(graph: Graph, names: list[str], cache: StepCache,
-          reads: PublishedReads | None = None, glance: bool = True) -> list[dict[str, Any]]:
+          reads: PublishedReads | None = None, glance: bool = True,
+          new_session: bool = False) -> list[dict[str, Any]]:
     """A row per step: whether a run would restore it, its key, why. ``glance``: a store
     URL's entries seen by their metadata alone (a plan, which downloads nothing); else
-    whole, as a run is served them (a run's own checks: ``fail-on-miss``)."""
-    base_dir = (graph.base_dir or Path.cwd()).resolve()
-    digests: dict[str, str | None] = {}
-    entries: dict[str, Entry] = {}  # step -> the entry a run would restore it from
-    rows = []
-    for name in names:
-        step = graph[name]
-        waiting = [n for n in step.needs if digests.get(n) is None]
-        read = reads.variables.get(name, {}) if reads is not None else {}
-        anew = {variable: maker for variable, maker in read.items()
-                if maker in digests and digests[maker] is None}
-        if waiting or anew:
-            digests[name] = None
-            reason = (f"runs after {', '.join(waiting)}, which will run" if waiting
-                      else _made_anew(anew))
-            rows.append({"step": name, "cached": False, "key": None, "reason": reason})
-            continue
-        if not cache.enabled_for(step):  # it runs whatever the cache holds: no key to look up
-            digests[name] = None
-            rows.append({"step": name, "cached": False, "key": None, "reason": NEVER_CACHED})
-            continue
-        try:
-            values = _published_values(graph, cache, reads, read, entries) if read else None
-            key = cache.key(step, {n: digests[n] for n in step.needs}, base_dir,  # type: ignore[misc]
-                            values)
-        except (UnfingerprintableVariable, StepFailed) as exc:  # it will run uncached, as
-            digests[name] = None  # the run says (or a cached result it reads is unreadable)
-            rows.append({"step": name, "cached": False, "key": None, "reason": str(exc)})
-            continue
-        entry = cache.peek(step, key, metadata_only=glance)
-        expired = entry is not None and cache.expired(step, entry)
-        if expired:  # (a run misses it: its ttl passed)
-            entry = None
-        digests[name] = entry.output_digest if entry is not None else None
-        if entry is not None:
-            entries[name] = entry
-        reason = ("cached" if entry is not None else "its cache entry has expired"
-                  if expired else _first(cache.explain(step, key)))
-        rows.append(
-            {
-                "step": name,
-                "cached": entry is not None,
-                "key": key.short,
-                "reason": reason,
-                "_key": key,
-                "_entry": entry,
-            }
-        )
-    return rows
+    whole, as a run is served them (a run's own checks: ``fail-on-miss``).
+    ``new_session``: the run is another process (``dagnb run``), whose session store
+    holds nothing yet."""
+    walk = _Walk(graph, cache, reads, glance, new_session)
+    return [walk.row(name) for name in names]
 
 
-def _made_anew(anew: dict[str, str]) -> str:
-    """``runs after load: reads rows, which load makes anew`` (its key needs their value)."""
-    makers = list(dict.fromkeys(anew.values()))
-    parts = [f"reads {', '.join(v for v, m in anew.items() if m == maker)}, which {maker} "
-             "makes anew" for maker in makers]
-    return f"runs after {', '.join(makers)}: {'; '.join(parts)}"
+def _row(step: str, state: str, reason: str) -> dict[str, Any]:
+    """A row with no key: one of a step not looked up, or not known to hit."""
+    return {"step": step, "cached": state == CACHED, "key": None, "reason": reason,
+            "state": state}
+
+
+def _store_of(cache: StepCache, step: Step) -> Store:
+    """Where a run looks ``step`` up (as :class:`StepCache` picks it)."""
+    return session_store() if step.cache == "session" else cache.store
+
+
+def _matches(entry: Entry, key: StepKey, unknown: dict[str, str]) -> bool:
+    """Whether ``entry``'s key is ``key`` but for the ``unknown`` components, which it
+    has: what the run makes may key it (an entry without one never can)."""
+    old = entry.meta.get("components")
+    if not isinstance(old, dict) or not all(name in old for name in unknown):
+        return False
+    new = key.components
+    return all(old.get(name) == new.get(name)
+               for name in old.keys() | new.keys() if name not in unknown)
+
+
+def _may_run(unknown: dict[str, str], states: dict[str, str]) -> str:
+    """``may run: runs if make's result changes (make will run)``."""
+    inputs = [f"{maker}'s result" if component.startswith("upstream:")
+              else f"{component.partition(':')[2]} (made by {maker})"
+              for component, maker in unknown.items()]
+    makers = ", ".join(f"{maker} {states[maker]}" for maker in dict.fromkeys(unknown.values()))
+    return f"{MAY_RUN}: runs if {' or '.join(inputs)} changes ({makers})"
 
 
 def _published_values(graph: Graph, cache: StepCache, reads: PublishedReads | None,
@@ -151,7 +242,9 @@ def misses(graph: Graph, names: list[str], cache: StepCache,
            reads: PublishedReads | None = None) -> list[tuple[str, str]]:
     """The steps among ``names`` (in order, with their upstream and the steps they
     start after) that a run with ``cache`` would execute, each with the first reason
-    ``explain`` gives; counts nothing.
+    ``explain`` gives; counts nothing. A step that may run (``may run: ...``) is one:
+    ``fail-on-miss`` refuses as soon as one step surely runs, and there is one before
+    each such step (the step that makes what it is keyed on, or one before that).
     """
     found = []
     for row in _walk(graph, names, cache, reads, glance=False):
@@ -207,18 +300,22 @@ def plan_rows(
     executor: str | Executor | None = None,
     reads: PublishedReads | None = None,
     cache_mode: str | None = None,
+    new_session: bool = False,
 ) -> list[dict[str, Any]]:
-    """:func:`plan`'s rows as dicts of :data:`PLAN_COLUMNS` (no pandas: the CLI prints
-    them); the key is None for a step whose key cannot be known before a run. With
-    ``cache_mode`` (None: the setting) ``off``, every step runs, and its reason says so."""
+    """:func:`plan`'s rows as dicts of :data:`PLAN_COLUMNS` and ``state`` (:data:`CACHED`,
+    :data:`WILL_RUN` or :data:`MAY_RUN`; no pandas: the CLI prints them); the key is
+    None for a step whose key cannot be known before a run. With ``cache_mode`` (None:
+    the setting) ``off``, every step runs, and its reason says so. ``new_session``: the
+    run foreseen is another process (``dagnb run``), where a ``cache: session`` step
+    finds no entry (in this one, a kernel's, it finds those of its earlier runs)."""
     graph.validate()
     off = _caching_off(cache_mode)
     if off is not None:  # (a run looks nothing up: every step runs)
-        return [{"step": name, "cached": False, "key": None, "reason": off}
-                for name in _selected(graph, targets, reads)]
+        return [_row(name, WILL_RUN, off) for name in _selected(graph, targets, reads)]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
-    return [{column: row[column] for column in PLAN_COLUMNS} for row in rows]
+    rows = _walk(graph, _selected(graph, targets, reads), cache, reads,
+                 new_session=new_session)
+    return [{column: row[column] for column in (*PLAN_COLUMNS, "state")} for row in rows]
 
 
 def _caching_off(cache_mode: str | None) -> str | None:
@@ -238,19 +335,21 @@ def _caching_off(cache_mode: str | None) -> str | None:
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,
             executor: str | Executor | None = None,
             reads: PublishedReads | None = None,
-            cache_mode: str | None = None) -> list[str]:
+            cache_mode: str | None = None, new_session: bool = False) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences; ``executor`` as a
-    run's (default: the setting); ``reads`` and ``cache_mode`` as :func:`plan_rows`'."""
+    run's (default: the setting); ``reads``, ``cache_mode`` and ``new_session`` as
+    :func:`plan_rows`'."""
     graph.validate()
     off = _caching_off(cache_mode)
     if off is not None:
         _selected(graph, step, reads)  # (an unknown name refused, as with caching on)
         return [off]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, step, reads), cache, reads)
+    rows = _walk(graph, _selected(graph, step, reads), cache, reads,
+                 new_session=new_session)
     row = next(row for row in rows if row["step"] == step)
     if "_key" not in row:
-        return [row["reason"]]
+        return row.get("_reasons", [row["reason"]])
     return cache.explain(graph[step], row["_key"])
 
 
