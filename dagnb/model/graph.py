@@ -29,7 +29,7 @@ from dagnb.model.step import Step, cached_per_function, mount_path
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
-__all__ = ["Graph"]
+__all__ = ["Graph", "unknown_need_message"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -227,10 +227,7 @@ class Graph:
     def _check_needs(self, step: Step) -> None:
         for need in step.needs:
             if need not in self._steps:
-                raise MissingDependencyError(
-                    f"step {step.name!r} needs {need!r}, which is not a step"
-                    + _suggestion(need, self._steps)
-                )
+                raise MissingDependencyError(unknown_need_message(step.name, need, self._steps))
 
     def check_mounts(
         self, names: Iterable[str] | None = None, base_dir: Path | None = None
@@ -648,8 +645,12 @@ def _quoted(names: Iterable[str]) -> str:
     return ", ".join(repr(name) for name in names)
 
 
-def _suggestion(name: str, known: Iterable[str]) -> str:
-    return "; " + checks.did_you_mean(name, known, otherwise="check the step names")
+def unknown_need_message(step: str, need: str, known: Iterable[str]) -> str:
+    """Why ``step`` cannot need ``need``, with the closest step name (or the names) to
+    write instead; a workflow file's loader says it too, naming the file first."""
+    known = list(known)
+    hint = checks.did_you_mean(need, known, otherwise=checks.choices_named(need, known))
+    return f"step {step!r} needs {need!r}, which is not a step; {hint}"
 
 
 def _unknown_message(name: str, known: Iterable[str], where: str) -> str:

@@ -52,12 +52,12 @@ from typing import Any
 import yaml
 
 from dagnb import checks
-from dagnb.errors import DagnbError, WorkflowError
-from dagnb.model.graph import Graph
+from dagnb.errors import CycleError, DagnbError, WorkflowError
+from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
-from dagnb.workflows.parameters import declared_parameters
+from dagnb.workflows.parameters import check_written_values, declared_parameters
 from dagnb.workflows.published import published_reads
 from dagnb.workflows.pyfunctions import (
     PYTHON_KEY,
@@ -374,10 +374,13 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
                   description=str(data.get("description") or ""))
     graph.parameters = _declared_parameters(data.get("parameters"), source)
     graph.template = _template_id(data.get("template"), source)
-    for name, fields in _step_items(data.get("steps"), source):
+    _check_retries(defaults.get("retries"), f"{source}: defaults")
+    items = _step_items(data.get("steps"), source)
+    for name, fields in items:
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
         merged = _over_defaults(fields, defaults)
+        _check_retries(merged.get("retries"), f"{source}: step {name!r}")
         if (merged.get(PYTHON_KEY) is None) == (merged.get("run") is None):  # (not func=)
             raise WorkflowError(f"{source}: step {name!r} needs exactly one of run (a shell "
                                 "command) or python (FILE.py:FUNCTION)")
@@ -387,7 +390,50 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
                                              where)
             check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
+    _check_needs(graph, source)
+    _check_parameter_values(graph, {name: _own_params(fields) for name, fields in items},
+                            source)
     return graph
+
+
+def _check_retries(retries: Any, where: str) -> None:
+    """Refuse, in the words of the file, a ``retries`` the retry layer would refuse when
+    the run starts (in its own words, naming no file); a count is Step's to check."""
+    if retries is None or isinstance(retries, int):  # (true and false are ints too)
+        return
+    if not isinstance(retries, Mapping):
+        kind = "a whole number" if isinstance(retries, float) else "a number"
+        raise WorkflowError(f"{where}: retries: {retries!r} is not {kind}; write retries: 3 "
+                            "or retries: {max_retries: 3, backoff_factor: 2}")
+    _check_retry_on(retries, where)  # (exit codes: no exception type or predicate in YAML)
+    try:
+        RetryPolicy.from_value(retries)
+    except DagnbError as exc:
+        problem = str(exc).removeprefix("retry setting ")  # (what follows retries:)
+        raise WorkflowError(f"{where}: retries: {problem}") from None
+
+
+def _check_needs(graph: Graph, source: str) -> None:
+    """Refuse a need that names no step, and needs that form a cycle, naming the file
+    (the graph's own check, as a run makes it, names none)."""
+    for step in graph:
+        for need in step.needs:
+            if need not in graph:
+                raise WorkflowError(
+                    f"{source}: {unknown_need_message(step.name, need, graph.names)}")
+    try:
+        graph.order()
+    except CycleError as exc:
+        raise WorkflowError(f"{source}: {exc}") from None
+
+
+def _check_parameter_values(graph: Graph, own: Mapping[str, list[str]], source: str) -> None:
+    """Each declared parameter's default against the value each step runs with, said
+    where the file writes it: in the step's own params (``own``), else the defaults'."""
+    written = [(f"step {step.name!r}" if name in own[step.name] else "defaults", name, value)
+               for step in graph for name, value in step.params.items()
+               if name in graph.parameters]
+    check_written_values(graph.parameters, written, source)
 
 
 def _declared_parameters(specs: Any, source: str) -> dict[str, Any]:

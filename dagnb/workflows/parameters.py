@@ -9,7 +9,7 @@ import dataclasses
 import functools
 import math
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import yaml
@@ -19,8 +19,9 @@ from dagnb.errors import ConfigError, WorkflowError
 from dagnb.workflows.bounds import BOUND_KEYS, Bounds
 from dagnb.workflows.yaml_reading import WorkflowLoader
 
-__all__ = ["TYPES", "Parameter", "ParameterValueError", "constructed", "declared_parameters",
-           "items_as_typed", "template_parameter", "with_text_items", "written_quoted"]
+__all__ = ["TYPES", "Parameter", "ParameterValueError", "check_written_values", "constructed",
+           "declared_parameters", "items_as_typed", "template_parameter", "with_text_items",
+           "written_quoted"]
 
 TYPES = ("str", "int", "float", "bool", "list")
 _PARAMETER_KEYS = ("type", "default", "required", "description", "items", *BOUND_KEYS)
@@ -276,6 +277,29 @@ def declared_parameters(specs: Any, source: str) -> dict[str, Parameter]:
                             f"default, ...}}, as a template declares them; got {specs!r}")
     return {_parameter_name(name, source): _workflow_parameter(name, spec, source)
             for name, spec in specs.items()}
+
+
+def check_written_values(parameters: Mapping[str, Parameter],
+                         written: Iterable[tuple[str, str, Any]], source: str) -> None:
+    """Refuse a declared parameter whose default is not the value the file's steps are
+    written with: ``written`` holds (where, name, value) for each param of a step that
+    is a declared parameter, ``where`` the step or the defaults that give it. The steps
+    run with their own value, so a default unlike it said the run would use another,
+    and ``templates new ... --force`` would write that other back into the steps."""
+    for where, name, value in written:
+        parameter = parameters[name]
+        try:
+            same = parameter.check(value) == parameter.default
+        except ParameterValueError as exc:
+            raise WorkflowError(
+                f"{source}: parameter {name!r}: {where} gives params {name}: {value!r}, "
+                f"which {exc.problem}; write its default, {name}: {parameter.default!r}, "
+                "there") from None
+        if not same:
+            raise WorkflowError(
+                f"{source}: parameter {name!r} has default {parameter.default!r}, but {where} "
+                f"gives params {name}: {value!r}, the value its steps run with; make them "
+                f"one: default: {value!r}, or {name}: {parameter.default!r} in {where}")
 
 
 def _parameter_name(name: Any, source: str) -> str:
