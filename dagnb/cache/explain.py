@@ -7,7 +7,9 @@ be another workflow's step of the same name, sharing the cache folder, or the st
 run with other params: its differences would not be this step's. Each difference
 becomes a sentence ("image changed python:3.11 → python:3.12", "input data/raw.csv
 changed", "code changed" with a line diff,
-"notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}"). Only
+"notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}", "global
+`THRESHOLD` of steps.py changed: 3 → 4" for a module's, where the key says whose
+globals its ``var:`` names are: see :data:`~dagnb.cache.keys.GLOBALS_OF`). Only
 digests and the descriptions in ``StepKey.describe`` are used, and those never hold a
 secret value (secrets count by name).
 """
@@ -21,7 +23,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.cache.images import moved
-from dagnb.cache.keys import StepKey
+from dagnb.cache.keys import GLOBALS_OF, StepKey, variable_words
 from dagnb.cache.store import Entry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
@@ -134,6 +136,7 @@ def _unmasked(text: str) -> str:
 def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Change]:
     old: Mapping[str, str] = entry.meta.get("components", {})
     old_text: Mapping[str, str] = entry.meta.get("describe", {})
+    home = key.describe.get(GLOBALS_OF) or old_text.get(GLOBALS_OF)  # (the code's now)
     changes = []
     for name in sorted(set(old) | set(key.components), key=_order):
         before, after = old.get(name), key.components.get(name)
@@ -141,7 +144,7 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
             continue
         change = "added" if before is None else "removed" if after is None else "changed"
         shown_before, shown_after = mask(old_text.get(name, "")), mask(key.describe.get(name, ""))
-        message = _sentence(name, change, shown_before, shown_after)
+        message = _sentence(name, change, shown_before, shown_after, home)
         changes.append(Change(name, change, shown_before, shown_after, message))
     return changes
 
@@ -156,7 +159,8 @@ def _order(name: str) -> tuple[int, str]:
     return (_ORDER.index(head) if head in _ORDER else len(_ORDER), name)
 
 
-def _sentence(name: str, change: str, before: str, after: str) -> str:
+def _sentence(name: str, change: str, before: str, after: str,
+              home: str | None = None) -> str:
     head, _, detail = name.partition(":")
     if head == "mount":
         return f"input {detail} {change}"
@@ -175,7 +179,7 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
         # fail-on-miss and plan's reason column show alone
         return f"command changed {before.strip()} → {after.strip()}"
     if head == "var":
-        return _variable_sentence(detail, change, before, after)
+        return _variable_sentence(detail, change, before, after, home)
     if head == "env":
         return f"env changed ({', '.join(_changed_names(before, after)) or '?'})"
     if head == "secrets":
@@ -199,11 +203,12 @@ def _sentence(name: str, change: str, before: str, after: str) -> str:
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"
 
 
-def _variable_sentence(name: str, change: str, before: str, after: str) -> str:
+def _variable_sentence(name: str, change: str, before: str, after: str,
+                       home: str | None = None) -> str:
     """``notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}``; a
-    module's (``helpers.FACTOR``, a workflow's or a script's import) is a ``variable``."""
-    kind = "variable" if "." in name else "notebook variable"
-    sentence = f"{kind} `{name}` {change}"
+    global of the module ``home`` names (a workflow's ``steps.py``) is ``global
+    `THRESHOLD` of steps.py``, another module's (``helpers.FACTOR``) a ``variable``."""
+    sentence = f"{variable_words(name, home)} {change}"
     if change == "changed" and before != after and not before.startswith("<"):
         sentence += f": {before} → {after}"
     return sentence

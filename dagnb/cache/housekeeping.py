@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
 from dagnb.cache.eviction import _items_to_delete, checked_limits
-from dagnb.cache.journal import Totals
+from dagnb.cache.journal import UNWRITTEN_FOR, Totals
 from dagnb.cache.pack import iter_pack_files
 from dagnb.cache.pack_compact import compact
 from dagnb.errors import CacheError
@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from dagnb.cache.backend import StoreBackend
+    from dagnb.cache.journal import AccessJournal
     from dagnb.cache.pack import PackIndex, Record
     from dagnb.cache.pack_writer import PackWriter
 
@@ -67,6 +68,8 @@ class Housekeeping:
         def _counts(self) -> _Counts: ...
         def _writable(self, action: str, step_name: str | None = None) -> None: ...
         def remove(self, step_name: str, key: str) -> bool: ...
+        @property
+        def _journal(self) -> AccessJournal: ...
 
     def iter_entries(self, step: str | None = None) -> Iterator[Entry]:
         """Every readable entry (expired ones included), of one step or all."""
@@ -253,7 +256,8 @@ class Housekeeping:
         self._writable("evict entries")
         in_use = self._read_by_live_runs()
         spared: list[Entry] = []
-        doomed = _items_to_delete(self._usage_items(), *limits, self.clock(), kept=in_use,
+        now = self.clock()
+        doomed = _items_to_delete(self._usage_items(now), *limits, now, kept=in_use,
                                   passed_over=spared)
         in_use = self._read_by_live_runs()  # (and those a run took up meanwhile)
         spared += [e for e in doomed if (e.step, e.key) in in_use]
@@ -266,10 +270,17 @@ class Housekeeping:
         self._remove_temporaries(_TEMP_MAX_AGE, in_use)
         return removed
 
-    def _usage_items(self) -> list[tuple[Entry, float, int]]:
+    def _usage_items(self, now: float) -> list[tuple[Entry, float, int]]:
+        """(entry, last used, size) of every entry; one whose use another live process
+        wrote lately counts as used ``now``: it writes its uses at most every
+        FLUSH_EVERY s, so those it made since are not written yet (a short age_limit
+        took its hot entry for unused)."""
         items, counts = [], self._counts()
+        hot = self._journal.written_lately_by_others(now - UNWRITTEN_FOR)
         for entry in self.iter_entries():
             _, last_used = self._usage(entry, counts)
+            if (entry.step, entry.key) in hot:
+                last_used = max(last_used, now)
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 

@@ -4,7 +4,10 @@ A hit writes nothing: the store counts hits in memory and :meth:`AccessJournal.a
 writes them all at once, as one small folder per flush under ``.access``, so a fully
 cached re-run of 10,000 steps writes a file or a few, not 10,000. A store that lives
 long (a notebook's ``Memory``) flushes on a hit when its last flush is
-:data:`FLUSH_EVERY` seconds old, so another process's ``reduce_size`` sees its uses. Past
+:data:`FLUSH_EVERY` seconds old, so another process's ``reduce_size`` sees its uses;
+what it used since is not written yet, so ``reduce_size`` takes an entry whose use
+another live process wrote within :data:`UNWRITTEN_FOR` for one used now
+(:meth:`AccessJournal.written_lately_by_others`). Past
 :data:`COMPACT_AT` folders, one process folds them into one while the others go on.
 Journal folders never change once written, so their sums are remembered for as long as
 the list of folders is the same.
@@ -24,11 +27,15 @@ from pathlib import Path
 
 from dagnb.cache.backend import StoreBackend
 
-__all__ = ["COMPACT_AT", "FLUSH_EVERY", "AccessJournal", "Totals"]
+__all__ = ["COMPACT_AT", "FLUSH_EVERY", "UNWRITTEN_FOR", "AccessJournal", "Totals"]
 
 COMPACT_AT = 64
-# well under any sensible age_limit; at most one small write per 10 s of hits
+# at most one small write per 10 s of hits
 FLUSH_EVERY = 10.0
+# How long a live process's uses of an entry it keeps hitting may go unwritten: its hits
+# after a write wait for the first hit FLUSH_EVERY s later (an age_limit shorter than
+# this would take its hot entry for unused)
+UNWRITTEN_FOR = 2 * FLUSH_EVERY
 FOLDER = ".access"
 _FILE = "journal.jsonl"
 
@@ -78,6 +85,18 @@ class AccessJournal:
         if self._memo is None or self._memo[0] != names:
             self._memo = (names, self._sum(names))
         return self._memo[1]
+
+    def written_lately_by_others(self, since: float) -> set[tuple[str, str]]:
+        """The (step, key) of the uses written by another process still alive, last
+        used at ``since`` or later: it may have used them again since, not written yet.
+        (A folder's pid is this machine's; a compacted folder's writers are unknown:
+        its uses count as another live process's.)"""
+        found: set[tuple[str, str]] = set()
+        for name in self.backend.names(FOLDER):
+            if _written_by_this_or_an_ended_process(name):
+                continue
+            found.update(where for where, _, last in self._records(name) if last >= since)
+        return found
 
     def _compact(self) -> None:
         """Fold the journal into one folder; uses of removed entries are dropped."""
@@ -131,6 +150,26 @@ def _line(step: str, key: str, hits: int, last_used: float) -> str:
         return f"{json.dumps(record)}\n"
     return (f'{{"step": {_quoted(step)}, "key": {_quoted(key)}, "hits": {hits}, '
             f'"last_used": {last_used!r}}}\n')
+
+
+def _written_by_this_or_an_ended_process(name: str) -> bool:
+    """Whether journal folder ``name`` (``<time_ns>-<pid>-<tag>``) was written by this
+    process (whose later uses its store holds) or by one no longer running (it wrote
+    them as it ended, or was killed: it uses nothing now)."""
+    _, _, rest = name.partition("-")
+    pid_text, _, tag = rest.partition("-")
+    if tag == "compact" or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except OSError:  # (another user's process: running)
+        pass
+    return False
 
 
 _quoted = encode_basestring_ascii  # (json.dumps' own escaping of a string)

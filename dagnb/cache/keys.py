@@ -379,7 +379,37 @@ def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
     digest, variables = code
     components["code"], describe["code"] = digest, code_text(digest, step.func)
     if variables:
-        _add_variables(_Builder(components, describe), step, variables, mask)
+        home = describe[GLOBALS_OF] = globals_home(step.func)
+        _add_variables(_Builder(components, describe), step, variables, mask, home)
+
+
+# The description (not a component: no key depends on it) naming whose globals a key's
+# ``var:<name>`` components are (those of a name without a dot): the file of the
+# step's module (``steps.py``), or NOTEBOOK for a namespace with no file (a kernel's).
+GLOBALS_OF = "globals_of"
+NOTEBOOK = "__main__"
+
+
+def globals_home(func: Any) -> str:
+    """Whose globals ``func`` reads: its module's file name, or :data:`NOTEBOOK`."""
+    while hasattr(func, "func"):  # (a partial's)
+        func = func.func
+    namespace = getattr(func, "__globals__", None) or {}
+    file = namespace.get("__file__")
+    return posixpath.basename(file.replace(os.sep, "/")) if isinstance(file, str) else NOTEBOOK
+
+
+def variable_words(name: str, home: str | None, shown: str = "") -> str:
+    """How a sentence names global ``name`` (written as ``shown``, else in backquotes)
+    read by code of ``home``: another module's (the walk names it ``helpers.FACTOR``) is
+    a variable; a notebook's, a notebook variable (also when no home is known: keys made
+    before it was written)."""
+    shown = shown or f"`{name}`"
+    if "." in name:
+        return f"variable {shown}"
+    if home and home != NOTEBOOK:
+        return f"global {shown} of {home}"
+    return f"notebook variable {shown}"
 
 
 # Digests of the short texts most steps share (an empty env, no image, the format...):
@@ -429,14 +459,14 @@ def code_text(digest: str, func: Any) -> str:
 
 
 def _add_variables(key: _Builder, step: Step, variables: Mapping[str, Any],
-                   mask: Callable[[str], str] | None = None) -> None:
+                   mask: Callable[[str], str] | None = None, home: str | None = None) -> None:
     """One ``var:<name>`` component per global the code reads, hashed now (mutations count)."""
     for name, value in variables.items():
         try:
             digest = value_digest(value)
         except FingerprintError as exc:
             why = exc.__cause__ or exc
-            reason = (f"notebook variable {name!r} ({_type_name(value)}) cannot be "
+            reason = (f"{variable_words(name, home, repr(name))} ({_type_name(value)}) cannot be "
                       f"fingerprinted ({why}); {_UNHASHED_FIX}")
             raise UnfingerprintableVariable(
                 f"step {step.name!r} is not cached this run: {reason}",
