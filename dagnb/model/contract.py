@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -231,8 +232,24 @@ def secret_not_set(step: str, name: str,
         return SecretError(f"step {step!r} needs secret {name_shown(name)}, which is not "
                            "set in the environment; give the variable's name, e.g. "
                            "API_TOKEN, not its value")
+    if _in_a_kernel():
+        return SecretError(f"step {step!r} needs secret {name!r}, which is not set in the "
+                           "kernel's environment (a shell's export does not reach a running "
+                           "kernel); set it in a cell before running: import os, getpass; "
+                           f"os.environ[{name!r}] = getpass.getpass() (%env {name}=... "
+                           "works too, but saves the value in the notebook)")
     return SecretError(f"step {step!r} needs secret {name!r}, which is not set in the "
                        f"environment; set it (export {name}=...) before running")
+
+
+def _in_a_kernel() -> bool:
+    """Whether this process is a Jupyter kernel the user works in, whose environment only
+    its own cells can change: not ``dagnb run NOTEBOOK``'s, which inherits the caller's.
+    Read from ``sys.modules``: the model layer does not import IPython."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return (getattr(shell, "kernel", None) is not None  # (a terminal IPython has none)
+            and not os.environ.get("DAGNB_NOTEBOOK_FILE"))
 
 
 def known_secret_values(

@@ -52,7 +52,7 @@ from dagnb.notebook.overview import (
     shown,
 )
 from dagnb.notebook.session import Session, get_session
-from dagnb.notebook.widgets import LeftRunning, discard, live_view, watch
+from dagnb.notebook.widgets import LeftRunning, discard, live_view, stop, watch
 from dagnb.workflows.loader import load
 from dagnb.workflows.published import SeveralPublishers
 
@@ -312,6 +312,10 @@ class DaggerMagics(Magics):
         status, history, logs and ``_dagger`` keep what it did."""
         try:
             watch(run, view, background=args.background)
+        except KeyboardInterrupt:
+            if args.background:  # (the cell stopped as it started the run: so does the run,
+                stop(run)  #       as the interrupt's message says)
+            raise
         finally:
             if not args.background:
                 self.session.publish(run)

@@ -40,6 +40,7 @@ from dagnb.notebook import stop_button
 from dagnb.notebook.cells import RESULTS_NAME
 from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
 from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
+from dagnb.notebook.widgets import stop
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.history import unfinished
 from dagnb.runtime.plan import explain, plan
@@ -255,11 +256,17 @@ class Session:
                                      background=background)
         run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
                                before_start=starting, **options)
-        _say_unordered(reads, run.order)
-        if background:
-            stop_button.watch_until_done(run)
-            self._show_live(run)
-            self.publish_when_done(run)
+        try:
+            _say_unordered(reads, run.order)
+            if background:
+                stop_button.watch_until_done(run)
+                self._show_live(run)
+                self.publish_when_done(run)
+        except KeyboardInterrupt:  # (the cell that started it was stopped: so is the run)
+            if background:  # (what its start changed is given back as it ends)
+                stop_button.watch_until_done(run)
+            stop(run)
+            raise
         return run
 
     def plan(self, targets: Iterable[str] | str | None = None, *,

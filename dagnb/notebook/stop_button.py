@@ -43,10 +43,11 @@ class _Watch:
     """The background runs going, and the loop of the main thread that gives back what
     the first one changed when the last ends."""
 
-    __slots__ = ("main_loop", "runs")
+    __slots__ = ("ending", "main_loop", "runs")
 
     def __init__(self) -> None:
         self.runs: set[Run] = set()
+        self.ending: set[Run] = set()  # runs told to give back as they end (once each)
         self.main_loop: asyncio.AbstractEventLoop | None = None
 
 
@@ -74,8 +75,10 @@ def watch(run: Run) -> bool:
 
 
 def watch_until_done(run: Run) -> None:
-    """Stop watching ``run`` as it ends, and give everything back after the last."""
-    if run in _watch.runs:
+    """Stop watching ``run`` as it ends, and give everything back after the last (once,
+    however often it is asked: an interrupted start asks again)."""
+    if run in _watch.runs and run not in _watch.ending:
+        _watch.ending.add(run)
         run.add_done_callback(_ended)
 
 
@@ -90,6 +93,7 @@ def _release(run: Run) -> None:
     """On the main thread: one run fewer; after the last, SIGINT ignored again while
     the kernel is idle, and the wakeup fd given back."""
     _watch.runs.discard(run)
+    _watch.ending.discard(run)
     if _watch.runs:
         return
     _watch.main_loop = None

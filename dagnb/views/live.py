@@ -26,13 +26,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dagnb.checks import bounded_line
 from dagnb.runtime.events import TERMINAL_STATES, Event
 from dagnb.runtime.frames import status_rows
+from dagnb.runtime.logfile import attempt_marked
 from dagnb.views.throttle import Throttle
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
 
 __all__ = ["STATE_COLOURS", "DisplayFeed", "LiveState", "Publish", "TextView", "earlier_note",
-           "folded", "format_rows", "retry_line", "row_cells", "shown_line", "waiting_line"]
+           "failed_tail", "folded", "format_rows", "retry_line", "row_cells", "shown_line",
+           "waiting_line"]
 
 Publish = Callable[[Mapping[str, Any]], None]  # a display event's data -> shown
 
@@ -124,6 +126,12 @@ class LiveState:
         return [line if type(line) is RetryLine else shown_line(line)
                 for line in self.tails.get(name, ())]
 
+    def earlier(self, name: str, lines: Sequence[str]) -> str:
+        """The note saying how many of step ``name``'s lines its tail ``lines`` (from
+        :meth:`lines`) leaves out, and what shows them; "" when none."""
+        printed = sum(type(line) is not RetryLine for line in lines)
+        return earlier_note(self.run.events.line_count(name) - printed, logs_command(name))
+
     def rows(self) -> dict[str, dict[str, Any]]:
         """Status rows by step name, as in ``run.status()``."""
         return status_rows(self.state_events, self.run.order)
@@ -157,6 +165,21 @@ def earlier_note(count: int, reader: str) -> str:
         return ""
     plural = "s" if count != 1 else ""
     return f"{count} earlier line{plural} not shown; {reader} shows them"
+
+
+def logs_command(step: str) -> str:
+    """The notebook's command that shows all of ``step``'s lines."""
+    return f"%dagger logs {step}"
+
+
+def failed_tail(run: Run, step: str, count: int = FAILED_TAIL) -> tuple[str, list[str]]:
+    """The note saying how many of failed ``step``'s lines are not shown ("" when none),
+    and its last ``count`` stderr lines, as :meth:`~dagnb.Run.failure_tail` gives them
+    (each attempt's under ``── attempt N ──`` when they span retries)."""
+    frame = run.logs(step, stream="stderr", tail=count)
+    pairs = zip(frame["attempt"].tolist(), frame["line"].tolist(), strict=True)
+    note = earlier_note(run.events.line_count(step) - len(frame), logs_command(step))
+    return note, list(attempt_marked(pairs, "──"))
 
 
 def row_cells(row: dict[str, Any], now: float | None = None) -> dict[str, str]:
@@ -352,9 +375,10 @@ class TextView:
         for name in run.failed if self.failed_tails else ():
             if name in self._headed:  # its lines, traceback included, were printed live
                 continue
-            tail = run.failure_tail(name, FAILED_TAIL)
+            earlier, tail = failed_tail(run, name)
             if tail:
                 lines.append(f"── {name} failed; last lines of stderr ──")
+                lines.extend([earlier] if earlier else [])
                 lines.extend(tail)
         lines.append(format_rows(self.state.rows().values()))
         self._write(lines, [])

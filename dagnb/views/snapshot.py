@@ -22,8 +22,7 @@ from dagnb.views.html import header_html, table_html, tail_html
 from dagnb.views.live import (
     FAILED_TAIL,
     LiveState,
-    RetryLine,
-    earlier_note,
+    failed_tail,
     format_rows,
 )
 
@@ -72,14 +71,12 @@ class RunSnapshot:
         sections = []
         for name in run.order:
             if failed_tails and name in run.failed and name != focus:
-                lines = run.failure_tail(name, FAILED_TAIL)
-                title, earlier = f"── {name} failed; last lines of stderr ──", ""
+                earlier, lines = failed_tail(run, name, FAILED_TAIL)
+                title = f"── {name} failed; last lines of stderr ──"
             else:
                 ran = name == focus or not rows.get(name, {}).get("cached")
                 lines, title = state.lines(name) if ran else [], f"── {name} ──"
-                printed = sum(type(line) is not RetryLine for line in lines)
-                earlier = earlier_note(run.events.line_count(name) - printed,
-                                       f"%dagger logs {name}")
+                earlier = state.earlier(name, lines)
             if lines:
                 sections.append((title, earlier, lines))
         return sections

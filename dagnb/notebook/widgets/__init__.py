@@ -151,16 +151,23 @@ def _wait(run: Run, view: Any, interval: float) -> None:
                     run.wait(interval)
                 view.tick()
     except KeyboardInterrupt:
-        run.cancel()
         try:
-            _grace(run)
+            stop(run)
         finally:
             _close(view)
-        if not run.done:  # (saying its processes stopped would be untrue)
-            left = [name for name, state in run.states().items() if state == "running"]
-            raise LeftRunning(left) from None
         raise
     _close(view)
+
+
+def stop(run: Run) -> None:
+    """Cancel ``run``, whose cell was interrupted, and give it :func:`_grace`;
+    :class:`LeftRunning` when steps still run then (saying its processes stopped would be
+    untrue), else the caller's interrupt goes on."""
+    run.cancel()
+    _grace(run)
+    if not run.done:
+        left = [name for name, state in run.states().items() if state == "running"]
+        raise LeftRunning(left) from None
 
 
 def _grace(run: Run) -> None:

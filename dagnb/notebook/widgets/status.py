@@ -196,8 +196,12 @@ class StatusWidget(w.VBox):
         name = self.step_picker.value
         if name in rows:
             title = html.escape(_tail_title(rows[name]))
-            self.log_view.value = (f"<div class='dagnb-log-title'><b>{title}</b></div>"
-                                   f"{tail_html(self.state.lines(name))}")
+            lines = self.state.lines(name)
+            earlier = self.state.earlier(name, lines)
+            self.log_view.value = (
+                f"<div class='dagnb-log-title'><b>{title}</b></div>"
+                + (f"<div class='dagnb-earlier'>{html.escape(earlier)}</div>" if earlier else "")
+                + tail_html(lines))
 
     # -- buttons -----------------------------------------------------------------------
     def _make_buttons(self, shared: _SharedModels) -> w.HBox:
