@@ -110,7 +110,8 @@ class CallKeys(Generic[P]):
             try:
                 signature = self.signature.bind(*args, **kwargs)
             except TypeError as exc:  # (bind's words name no function)
-                raise TypeError(f"{label(self.func)}(): {exc}") from None
+                hint = _method_hint(self.func, self.signature, args)
+                raise TypeError(f"{label(self.func)}(): {exc}{hint}") from None
             signature.apply_defaults()
             bound = signature.arguments
         if not self.ignore:
@@ -259,6 +260,28 @@ class CallKeys(Generic[P]):
         if mask is not None:
             describe = {label: mask(text) for label, text in describe.items()}
         return StepKey(key_digest(components), components, describe)
+
+
+def _method_hint(func: Callable[..., Any], signature: inspect.Signature,
+                 args: tuple[Any, ...]) -> str:
+    """For a call of a method that does not fit: how to give its cache controls the
+    object, when it was not given. ``obj.fit.call(x)`` reaches the function's ``call``
+    through the bound method, which passes ``obj`` to calls of the method, not to its
+    attributes: ``x`` is taken for ``self``. (Only on the way to an error.)"""
+    first = next(iter(signature.parameters), None)
+    if first not in ("self", "cls"):
+        return ""
+    if args:  # the object given (a call through the bound method itself): no hint
+        owner = args[0] if first == "cls" else type(args[0])
+        member = inspect.getattr_static(owner, getattr(func, "__name__", ""), None)
+        if func in (getattr(member, "__wrapped__", None),
+                    getattr(getattr(member, "__func__", None), "__wrapped__", None)):
+            return ""
+    name = ".".join(str(getattr(func, "__qualname__", label(func))).split(".")[-2:])  # Model.fit
+    given = (name.rpartition(".")[0] or "cls") if first == "cls" else "obj"
+    return (f"; {name} is a method: give it the {'class' if first == 'cls' else 'object'} "
+            f"first ({name}.check_call_in_cache({given}, ...)): a bound method passes it to "
+            "calls, not to .call(), .check_call_in_cache() or .call_and_shelve()")
 
 
 def _bound_names(func: Callable[..., Any]) -> list[str]:

@@ -59,7 +59,7 @@ import time
 import types
 import warnings
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar, overload
@@ -99,6 +99,8 @@ _LOADED_LIMIT = 128  # results kept in memory per function, most recently used
 # process removed meanwhile, say what they are)
 _UNWRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC,
                          getattr(errno, "EDQUOT", errno.ENOSPC)})  # (none on Windows)
+# what makes a folder one this user may not change (a clear there says so in one line)
+_NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 _MMAP_MODES = (None, "r+", "r", "w+", "c")
 _MMAP_FILE = "result.joblib"  # joblib's own format: arrays stored raw, so they can be mapped
 _INLINE_LIMIT = 2048  # bytes: a result this small lives in meta.json, with no file of its own
@@ -468,8 +470,9 @@ class Memory:
             _log.warning("[%r]: Flushing the cache of every cached function", self)
         if self.store is None:
             return
-        for name in sorted(self._names.union(_function_names(self.store))):
-            self.store.clear(name)
+        with _refused_where_unwritable(self.store, "clear"):
+            for name in sorted(self._names.union(_function_names(self.store))):
+                self.store.clear(name)
 
     def reduce_size(
         self,
@@ -489,7 +492,24 @@ class Memory:
         if self.store is None:  # (nothing to remove; the limits refused as a store would)
             checked_limits(bytes_limit, items_limit, age_limit)
             return 0
-        return self.store.reduce_size(bytes_limit, items_limit, age_limit)
+        with _refused_where_unwritable(self.store, "reduce the size of"):
+            return self.store.reduce_size(bytes_limit, items_limit, age_limit)
+
+
+@contextlib.contextmanager
+def _refused_where_unwritable(store: Store, action: str) -> Iterator[None]:
+    """A clear or an eviction in a folder this user may not change (a read-only mount,
+    another user's cache) in one line with the fix, as ``dagnb cache clear`` says it:
+    the store meets it as an OSError naming a pack file it could not make."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in _NOT_WRITABLE:
+            raise
+        raise CacheError(
+            f"cannot {action} the cache in {str(store.location)!r}: the folder cannot be "
+            f"written ({os.strerror(exc.errno)}); run it as a user who may write there, on "
+            "a writable mount") from None
 
 
 def _function_names(store: Store) -> list[str]:
@@ -571,7 +591,8 @@ class ShelvedResult:
     def clear(self) -> None:
         """Remove the stored result (nothing happens if it is already gone)."""
         self._call.loaded.pop(self.args_id, None)
-        self._call.store.remove(self.func, self.args_id)
+        with _refused_where_unwritable(self._call.store, "clear a result from"):
+            self._call.store.remove(self.func, self.args_id)
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickled (sent to a Pool's workers, as joblib's MemorizedResult is): a handle on
@@ -674,7 +695,10 @@ class _Calls:
     def before(self, args: tuple[Any, ...], kwargs: dict[str, Any],
                secrets: SecretsInForce | None = None) -> None:
         if self.verbose > 0:
-            shown = ", ".join([*map(short_repr, args), *(f"{k}={v!r}" for k, v in kwargs.items())])
+            # (keywords cut as positional ones are: a list of 100,000 texts is not
+            # printed whole, and one whose repr raises does not fail the call)
+            shown = ", ".join([*map(short_repr, args),
+                               *(f"{k}={short_repr(v)}" for k, v in kwargs.items())])
             shown = shown if secrets is None else secrets.mask(shown)
             print("_" * 80)
             print(f"[Memory] Calling {_shown(self.name)}...")
@@ -1142,7 +1166,8 @@ class _CachedCall(_Calls):
         if warn and self.verbose > 0:
             print(f"[Memory] Clearing function cache identified by {self.name}")
         self.loaded.clear()
-        self.store.clear(self.name)
+        with _refused_where_unwritable(self.store, "clear"):
+            self.store.clear(self.name)
 
 
 
