@@ -1296,7 +1296,7 @@ def test_plan_says_a_reader_of_a_step_that_runs_runs_after_it(kernel: Kernel) ->
         "load": ("stale", "its inputs changed since it ran (%dagger plan says why)"),
         "total": ("stale", "upstream load changed since it ran")}
     refused = _refused(kernel.run(_FAIL_ON_MISS))
-    assert "2 steps would run" in refused and f"  total: {anew}" in refused
+    assert "1 step would run, 1 may run" in refused and f"  total: {anew}" in refused
     _run_graph(kernel)
     assert kernel.value(_RUN_STATES) == "{'load': 'succeeded', 'total': 'succeeded'}"
 

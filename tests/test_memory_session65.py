@@ -8,6 +8,7 @@ give them the object."""
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import pytest
 
@@ -147,3 +148,10 @@ def test_a_method_called_with_an_argument_missing_has_no_hint_of_cache_controls(
     with pytest.raises(TypeError) as missing:
         model(3).fit()
     assert str(missing.value) == "fit(): missing a required argument: 'x'"
+
+
+def test_a_bytes_limit_that_is_no_size_is_refused_as_the_memory_is_made(tmp_path: Path) -> None:
+    """It was taken, and refused only at the first reduce_size(), maybe hours later."""
+    with pytest.raises(CacheError, match="bytes_limit 'lots' is not a size"):
+        Memory(tmp_path / "c", bytes_limit="lots")
+    assert Memory(tmp_path / "c", bytes_limit="1G").bytes_limit == "1G"

@@ -348,6 +348,8 @@ class Memory:
         )
         self.verbose = verbose
         self.mmap_mode = None if mmap_mode is None else _mmap_mode(mmap_mode)
+        if bytes_limit is not None:  # (refused now, not at the first reduce_size())
+            checked_limits(bytes_limit, None, None)
         self.bytes_limit = bytes_limit
         self._names: set[str] = set()
         self._made_with = (ttl, backend, clock)  # (for _spec(), when it is pickled)

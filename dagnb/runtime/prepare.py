@@ -621,14 +621,23 @@ def _refuse_misses(graph: Graph, order: list[str], cache: Any,
     found = misses(graph, order, cache, reads)
     if not found:
         return
-    steps = "1 step" if len(found) == 1 else f"{len(found)} steps"
     lines = [f"  {name}: {reason}" for name, reason in found]
     raise CacheMissError(
-        f"cache_mode is 'fail-on-miss' and {steps} would run; fill the cache first (run "
+        f"cache_mode is 'fail-on-miss' and {_would_run(found)}; fill the cache first (run "
         "with cache_mode 'read-write', or pull it), or run with another cache_mode:\n"
         + "\n".join(lines),
         misses=found,
     )
+
+
+def _would_run(found: list[tuple[str, str]]) -> str:
+    """``2 steps would run`` (``, 1 may run``: keyed on what those make, see plan)."""
+    from dagnb.runtime.plan import MAY_RUN
+
+    may = sum(reason.startswith(MAY_RUN) for _, reason in found)
+    will = len(found) - may
+    said = f"{will} step{'' if will == 1 else 's'} would run"
+    return said + (f", {may} may run" if may else "")
 
 
 def _scratch_home() -> Path:
