@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from dagnb.cache.explain import _variable_sentence, explain
-from dagnb.cache.journal import UNWRITTEN_FOR
+from dagnb.cache.journal import FLUSH_EVERY
 from dagnb.cache.keys import StepKey
 from dagnb.cache.store import Store
 from dagnb.cli import main
@@ -97,12 +97,16 @@ def test_once_that_process_ended_its_entry_ages_as_any_other(
     assert seconds_later.peek("hot", "k1") is None
 
 
-def test_a_use_the_live_process_wrote_long_ago_counts_for_what_it_is(
+def test_a_live_process_s_entry_counts_as_used_until_flush_every_after_its_last_write(
         cache: Path, hitter: subprocess.Popen[str]) -> None:
-    """Only uses written lately count as now: an entry it stopped hitting ages."""
-    much_later = Store(cache, clock=lambda: time.time() + UNWRITTEN_FOR + 5)
-    assert much_later.reduce_size(age_limit=UNWRITTEN_FOR) == 2
-    assert much_later.peek("hot", "k1") is None
+    """Its hits after a write go unwritten until one comes FLUSH_EVERY s later: an entry
+    it used is taken as used until then (a rule of "written in the last 20 s" took an
+    entry hit 3 s after a write, unwritten, for 20 s unused 18 s later)."""
+    later = Store(cache, clock=lambda: time.time() + 2 * FLUSH_EVERY + 5)
+    assert later.reduce_size(age_limit=2 * FLUSH_EVERY) == 1  # cold only: hot's last
+    assert later.peek("hot", "k1") is not None  # possible use is 15 s old by that clock
+    assert later.reduce_size(age_limit=FLUSH_EVERY) == 1  # an entry it stopped hitting ages
+    assert later.peek("hot", "k1") is None
 
 
 def _threshold_key(value: int, **describe: str) -> StepKey:

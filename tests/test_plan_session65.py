@@ -161,7 +161,29 @@ def test_in_one_process_a_session_step_is_planned_cached_once_it_ran(workdir):
     """A kernel's (or a script's) plan foresees a run of the same session: there the
     session's entries are found."""
     graph = Graph("g", [Step("sess", run="echo s", cache="session")])
-    assert graph.plan(executor="local")["reason"].tolist() == ["no entry yet for step 'sess'"]
+    assert graph.plan(executor="local")["reason"].tolist() == [NEW_SESSION]
     graph.run(executor="local")
     assert graph.plan(executor="local")["cached"].tolist() == [True]
     assert graph.run(executor="local").states() == {"sess": "cached"}
+
+
+def test_fail_on_miss_gives_a_session_step_the_reason_plan_gives(options, tmp_path, capsys):
+    """It said "no entry yet" and to fill the cache first, of a step no cache can fill."""
+    (tmp_path / "wf.yml").write_text(SESSION)
+    assert dagnb("run", *options, cwd=tmp_path).returncode == 0
+    assert main(["run", *options, "--cache-mode", "fail-on-miss"]) == 2
+    assert f"  sess: {NEW_SESSION}" in capsys.readouterr().err
+
+
+def test_a_step_given_a_need_on_a_step_that_runs_says_the_need_was_added(options, tmp_path,
+                                                                         capsys):
+    """Its entry lacks the new upstream, so it can never match: plan said "its cache
+    entry has expired" of a step with no ttl."""
+    _write(tmp_path)
+    assert _states(capsys, *options) == dict.fromkeys(("make", "total", "side"), "succeeded")
+    wf = tmp_path / "wf.yml"
+    wf.write_text(wf.read_text().replace("needs: [make]", "needs: [make, side]")
+                  .replace("'echo side'", "'echo side two'"))
+    rows, _ = _plan(capsys, *options)
+    assert rows["total"][2] == "upstream side added", rows["total"]
+    assert "expired" not in " ".join(" ".join(row) for row in rows.values())

@@ -140,3 +140,69 @@ def test_a_file_templates_new_writes_still_validates(tmp_path, capsys, monkeypat
                  "-o", "q3.yml"]) == 0
     assert main(["validate", "q3.yml"]) == 0
     assert "q3.yml: " in capsys.readouterr().out
+
+
+# -- what the review of the check found -------------------------------------------------
+
+GREET = """\
+id: greet
+name: Greeting
+category: demo
+description: says hello
+parameters:
+  who: {type: str, default: world}
+workflow:
+  steps:
+    hello:
+      run: 'echo "$DAGNB_PARAM_WHO"'
+      params: {who: "Dear ${who}"}
+"""
+
+WRITTEN = """\
+parameters:
+  alpha: {type: float, default: 0.1}
+steps:
+  fit:
+    run: 'echo "$DAGNB_PARAM_ALPHA"'
+    params: {alpha: 0.1}
+"""
+
+
+def test_a_user_template_with_a_parameter_inside_a_longer_value_still_makes_files(
+        tmp_path, monkeypatch) -> None:
+    """Its steps' values are made of the parameter, never its default: the check refused
+    `templates new` of it, and the files it had made."""
+    (tmp_path / "tpl").mkdir()
+    (tmp_path / "tpl" / "greet.yml").write_text(GREET)
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(tmp_path / "tpl"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["templates", "new", "greet", "-o", "g.yml", "-p", "who=Ann"]) == 0
+    assert main(["validate", "g.yml"]) == 0
+    assert main(["run", "g.yml", "--executor", "local"]) == 0
+    assert "who: Dear Ann" in (tmp_path / "g.yml").read_text()
+
+
+def test_a_graph_given_a_param_then_saved_loads_again_with_that_default(tmp_path) -> None:
+    """The dump kept the declared default while its steps held the value set."""
+    import yaml
+
+    from dagnb.workflows.loader import graph_from_dict, load
+    from dagnb.workflows.params import set_params
+
+    (tmp_path / "wf.yml").write_text(WRITTEN)
+    graph = load(tmp_path / "wf.yml")
+    set_params(graph, {"alpha": 0.5}, "wf.yml")
+    again = graph_from_dict(yaml.safe_load(graph.to_yaml()), source="dumped")
+    assert again.parameters["alpha"].default == 0.5 and again["fit"].params == {"alpha": 0.5}
+
+
+def test_a_graph_needing_a_step_it_lacks_is_not_saved_to_a_file_no_load_takes(
+        tmp_path) -> None:
+    from dagnb import Graph, Step
+    from dagnb.errors import WorkflowError
+
+    graph = Graph("partial", [Step("report", run="true", needs=("clean",))])
+    with pytest.raises(WorkflowError, match="cannot save 'partial': step 'report' needs "
+                                            "'clean', which is not a step"):
+        graph.to_yaml(tmp_path / "partial.yml")
+    assert not (tmp_path / "partial.yml").exists()

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
 from dagnb.cache.eviction import _items_to_delete, checked_limits
-from dagnb.cache.journal import UNWRITTEN_FOR, Totals
+from dagnb.cache.journal import Totals
 from dagnb.cache.pack import iter_pack_files
 from dagnb.cache.pack_compact import compact
 from dagnb.errors import CacheError
@@ -271,16 +271,17 @@ class Housekeeping:
         return removed
 
     def _usage_items(self, now: float) -> list[tuple[Entry, float, int]]:
-        """(entry, last used, size) of every entry; one whose use another live process
-        wrote lately counts as used ``now``: it writes its uses at most every
-        FLUSH_EVERY s, so those it made since are not written yet (a short age_limit
-        took its hot entry for unused)."""
+        """(entry, last used, size) of every entry; one another live process used may
+        have been used again since it wrote its uses (at most every FLUSH_EVERY s): as
+        late as :meth:`~dagnb.cache.journal.AccessJournal.used_lately_by_others` says (a
+        short age_limit took its hot entry for unused)."""
         items, counts = [], self._counts()
-        hot = self._journal.written_lately_by_others(now - UNWRITTEN_FOR)
+        lately = self._journal.used_lately_by_others(now)
         for entry in self.iter_entries():
             _, last_used = self._usage(entry, counts)
-            if (entry.step, entry.key) in hot:
-                last_used = max(last_used, now)
+            credit = lately.get((entry.step, entry.key))
+            if credit is not None and credit > last_used:
+                last_used = credit
             items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
         return items
 

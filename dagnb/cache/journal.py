@@ -5,9 +5,9 @@ writes them all at once, as one small folder per flush under ``.access``, so a f
 cached re-run of 10,000 steps writes a file or a few, not 10,000. A store that lives
 long (a notebook's ``Memory``) flushes on a hit when its last flush is
 :data:`FLUSH_EVERY` seconds old, so another process's ``reduce_size`` sees its uses;
-what it used since is not written yet, so ``reduce_size`` takes an entry whose use
-another live process wrote within :data:`UNWRITTEN_FOR` for one used now
-(:meth:`AccessJournal.written_lately_by_others`). Past
+what it used again since is not written yet, so ``reduce_size`` takes an entry another
+live process wrote a use of for one used up to FLUSH_EVERY after that process's last
+write (:meth:`AccessJournal.used_lately_by_others`). Past
 :data:`COMPACT_AT` folders, one process folds them into one while the others go on.
 Journal folders never change once written, so their sums are remembered for as long as
 the list of folders is the same.
@@ -27,15 +27,11 @@ from pathlib import Path
 
 from dagnb.cache.backend import StoreBackend
 
-__all__ = ["COMPACT_AT", "FLUSH_EVERY", "UNWRITTEN_FOR", "AccessJournal", "Totals"]
+__all__ = ["COMPACT_AT", "FLUSH_EVERY", "AccessJournal", "Totals"]
 
 COMPACT_AT = 64
 # at most one small write per 10 s of hits
 FLUSH_EVERY = 10.0
-# How long a live process's uses of an entry it keeps hitting may go unwritten: its hits
-# after a write wait for the first hit FLUSH_EVERY s later (an age_limit shorter than
-# this would take its hot entry for unused)
-UNWRITTEN_FOR = 2 * FLUSH_EVERY
 FOLDER = ".access"
 _FILE = "journal.jsonl"
 
@@ -86,16 +82,26 @@ class AccessJournal:
             self._memo = (names, self._sum(names))
         return self._memo[1]
 
-    def written_lately_by_others(self, since: float) -> set[tuple[str, str]]:
-        """The (step, key) of the uses written by another process still alive, last
-        used at ``since`` or later: it may have used them again since, not written yet.
-        (A folder's pid is this machine's; a compacted folder's writers are unknown:
-        its uses count as another live process's.)"""
-        found: set[tuple[str, str]] = set()
+    def used_lately_by_others(self, now: float) -> dict[tuple[str, str], float]:
+        """(step, key) -> when another process still running may have used it last: of
+        the entries it wrote a use of, each may have been used again, unwritten, until
+        FLUSH_EVERY s after its last write (its next hit after that writes them all),
+        and not after ``now``. (A folder's pid is this machine's; a compacted folder's
+        writers are unknown, its uses counted as written. An entry such a process used
+        first after its last write is not known here.)"""
+        last_write: dict[int, float] = {}
+        used: dict[int, set[tuple[str, str]]] = {}
         for name in self.backend.names(FOLDER):
-            if _written_by_this_or_an_ended_process(name):
-                continue
-            found.update(where for where, _, last in self._records(name) if last >= since)
+            writer = _live_other_writer(name)
+            if writer is not None:
+                pid, written = writer
+                last_write[pid] = max(last_write.get(pid, written), written)
+                used.setdefault(pid, set()).update(where for where, _, _ in self._records(name))
+        found: dict[tuple[str, str], float] = {}
+        for pid, wheres in used.items():
+            until = min(now, last_write[pid] + FLUSH_EVERY)
+            for where in wheres:
+                found[where] = max(found.get(where, until), until)
         return found
 
     def _compact(self) -> None:
@@ -152,24 +158,25 @@ def _line(step: str, key: str, hits: int, last_used: float) -> str:
             f'"last_used": {last_used!r}}}\n')
 
 
-def _written_by_this_or_an_ended_process(name: str) -> bool:
-    """Whether journal folder ``name`` (``<time_ns>-<pid>-<tag>``) was written by this
-    process (whose later uses its store holds) or by one no longer running (it wrote
-    them as it ended, or was killed: it uses nothing now)."""
-    _, _, rest = name.partition("-")
+def _live_other_writer(name: str) -> tuple[int, float] | None:
+    """The pid and write time (s) of journal folder ``name`` (``<time_ns>-<pid>-<tag>``)
+    if another process still running wrote it; None for this process's (its store holds
+    its later uses), an ended one's (it wrote them as it ended, or was killed: it uses
+    nothing now) and a compaction's."""
+    time_text, _, rest = name.partition("-")
     pid_text, _, tag = rest.partition("-")
-    if tag == "compact" or not pid_text.isdigit():
-        return False
+    if tag == "compact" or not (pid_text.isdigit() and time_text.isdigit()):
+        return None
     pid = int(pid_text)
     if pid == os.getpid():
-        return True
+        return None
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return True
+        return None
     except OSError:  # (another user's process: running)
         pass
-    return False
+    return pid, int(time_text) / 1e9
 
 
 _quoted = encode_basestring_ascii  # (json.dumps' own escaping of a string)

@@ -407,8 +407,8 @@ def variable_words(name: str, home: str | None, shown: str = "") -> str:
     shown = shown or f"`{name}`"
     if "." in name:
         return f"variable {shown}"
-    if home and home != NOTEBOOK:
-        return f"global {shown} of {home}"
+    if home and home != NOTEBOOK and name.isidentifier() and name != "self":  # (a
+        return f"global {shown} of {home}"  # method's object, a partial's argument: no global)
     return f"notebook variable {shown}"
 
 

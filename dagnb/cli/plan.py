@@ -60,9 +60,8 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import plan_rows
 
     targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
-    # (each dagnb run is a process of its own: a cache: session step finds nothing there)
     rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor,
-                     cache_mode=_cache_mode(args), new_session=True)
+                     cache_mode=_cache_mode(args))
     print(plan_table(rows, args.workflow))
     print(_summary(rows))
     return 0
@@ -112,8 +111,7 @@ def explain(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import explain as explained
 
     print("\n".join(explained(graph, args.step, cache_directory=args.cache_dir,
-                              executor=args.executor, cache_mode=_cache_mode(args),
-                              new_session=True)))
+                              executor=args.executor, cache_mode=_cache_mode(args))))
     return 0
 
 

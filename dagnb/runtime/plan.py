@@ -49,7 +49,8 @@ PLAN_COLUMNS = ["step", "cached", "key", "reason"]
 # that runs makes comes out the same (early cut-off: then its key is that of an entry)
 CACHED, WILL_RUN, MAY_RUN = "cached", "will run", "may run"
 NEVER_CACHED = "it runs every time: the step has cache=False"
-NEW_SESSION = "cache: session: each dagnb run is a new session, so it runs every time"
+NEW_SESSION = ("cache: session: this session has no entry of it yet (each dagnb run, each "
+               "kernel, is a new session)")
 _NOT_MADE = "not made yet"  # what keys a step in place of an input the run makes first
 _OFF = "it runs every time: caching is off"
 
@@ -58,13 +59,13 @@ class _Walk:
     """One look ahead over the steps in a run's order: each step's row, and the output
     digest it leaves its dependents (None: made by the run, so unknown now)."""
 
-    __slots__ = ("base_dir", "cache", "digests", "entries", "glance", "graph",
-                 "new_session", "reads", "states")
+    __slots__ = ("base_dir", "cache", "digests", "entries", "glance", "graph", "reads",
+                 "states")
 
     def __init__(self, graph: Graph, cache: StepCache, reads: PublishedReads | None,
-                 glance: bool, new_session: bool) -> None:
+                 glance: bool) -> None:
         self.graph, self.cache, self.reads = graph, cache, reads
-        self.glance, self.new_session = glance, new_session
+        self.glance = glance
         self.base_dir = (graph.base_dir or Path.cwd()).resolve()
         self.digests: dict[str, str | None] = {}
         self.states: dict[str, str] = {}  # step -> CACHED, WILL_RUN or MAY_RUN
@@ -85,7 +86,7 @@ class _Walk:
         """The row of a step that runs whatever the cache holds: no key to look up."""
         if not self.cache.enabled_for(step):
             return _row(step.name, WILL_RUN, NEVER_CACHED)
-        if self.new_session and step.cache == "session":
+        if step.cache == "session" and _new_in_session(step.name):
             return _row(step.name, WILL_RUN, NEW_SESSION)
         return None
 
@@ -147,20 +148,25 @@ class _Walk:
         changes = explain_changes(store, step.name, key,
                                   mask=self.cache.mask if self.cache.mask else None,
                                   max_age=self.cache.ttl_of(step), workflow=self.cache.workflow)
-        reasons = [change.message for change in changes if change.component not in unknown]
+        # (an unknown part changed waits on the run; one added or removed never matches)
+        reasons = [change.message for change in changes
+                   if change.component not in unknown or change.change != "changed"]
         reasons = reasons or ["its cache entry has expired"]  # (the one that matched)
         return {**_row(step.name, WILL_RUN, reasons[0]), "_reasons": reasons}
 
 
+def _new_in_session(step: str) -> bool:
+    """Whether this process's session store holds no entry of ``step`` (a ``dagnb``
+    command's never does: each is a new session; a kernel's once the step ran there)."""
+    return next(iter(session_store().iter_entries(step)), None) is None
+
+
 def _walk(graph: Graph, names: list[str], cache: StepCache,
-          reads: PublishedReads | None = None, glance: bool = True,
-          new_session: bool = False) -> list[dict[str, Any]]:
+          reads: PublishedReads | None = None, glance: bool = True) -> list[dict[str, Any]]:
     """A row per step: whether a run would restore it, its key, why. ``glance``: a store
     URL's entries seen by their metadata alone (a plan, which downloads nothing); else
-    whole, as a run is served them (a run's own checks: ``fail-on-miss``).
-    ``new_session``: the run is another process (``dagnb run``), whose session store
-    holds nothing yet."""
-    walk = _Walk(graph, cache, reads, glance, new_session)
+    whole, as a run is served them (a run's own checks: ``fail-on-miss``)."""
+    walk = _Walk(graph, cache, reads, glance)
     return [walk.row(name) for name in names]
 
 
@@ -300,21 +306,17 @@ def plan_rows(
     executor: str | Executor | None = None,
     reads: PublishedReads | None = None,
     cache_mode: str | None = None,
-    new_session: bool = False,
 ) -> list[dict[str, Any]]:
     """:func:`plan`'s rows as dicts of :data:`PLAN_COLUMNS` and ``state`` (:data:`CACHED`,
     :data:`WILL_RUN` or :data:`MAY_RUN`; no pandas: the CLI prints them); the key is
     None for a step whose key cannot be known before a run. With ``cache_mode`` (None:
-    the setting) ``off``, every step runs, and its reason says so. ``new_session``: the
-    run foreseen is another process (``dagnb run``), where a ``cache: session`` step
-    finds no entry (in this one, a kernel's, it finds those of its earlier runs)."""
+    the setting) ``off``, every step runs, and its reason says so."""
     graph.validate()
     off = _caching_off(cache_mode)
     if off is not None:  # (a run looks nothing up: every step runs)
         return [_row(name, WILL_RUN, off) for name in _selected(graph, targets, reads)]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, targets, reads), cache, reads,
-                 new_session=new_session)
+    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
     return [{column: row[column] for column in (*PLAN_COLUMNS, "state")} for row in rows]
 
 
@@ -335,18 +337,16 @@ def _caching_off(cache_mode: str | None) -> str | None:
 def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = None,
             executor: str | Executor | None = None,
             reads: PublishedReads | None = None,
-            cache_mode: str | None = None, new_session: bool = False) -> list[str]:
+            cache_mode: str | None = None) -> list[str]:
     """Why ``step`` would run (or that it is cached), in sentences; ``executor`` as a
-    run's (default: the setting); ``reads``, ``cache_mode`` and ``new_session`` as
-    :func:`plan_rows`'."""
+    run's (default: the setting); ``reads`` and ``cache_mode`` as :func:`plan_rows`'."""
     graph.validate()
     off = _caching_off(cache_mode)
     if off is not None:
         _selected(graph, step, reads)  # (an unknown name refused, as with caching on)
         return [off]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, step, reads), cache, reads,
-                 new_session=new_session)
+    rows = _walk(graph, _selected(graph, step, reads), cache, reads)
     row = next(row for row in rows if row["step"] == step)
     if "_key" not in row:
         return row.get("_reasons", [row["reason"]])

@@ -391,8 +391,10 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
             check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
     _check_needs(graph, source)
-    _check_parameter_values(graph, {name: _own_params(fields) for name, fields in items},
-                            source)
+    if graph.template is None:  # (a template's steps may hold a value made of one: "Dear
+        #                           ${who}", never its default: the template checks them)
+        _check_parameter_values(graph, {name: _own_params(fields) for name, fields in items},
+                                source)
     return graph
 
 
@@ -627,11 +629,24 @@ def graph_to_dict(graph: Graph, functions: Mapping[str, str] | None = None) -> d
         data["description"] = graph.description
     if graph.template is not None:
         data["template"] = graph.template
-    if graph.parameters:
-        data["parameters"] = {name: parameter.spec()
-                              for name, parameter in graph.parameters.items()}
+    if graph.parameters:  # (a value given for a run is the default its steps now hold)
+        given = graph.given_params
+        data["parameters"] = {
+            name: (dataclasses.replace(parameter, default=given[name]) if name in given
+                   else parameter).spec() for name, parameter in graph.parameters.items()}
+    _refuse_unknown_needs(graph)
     data["steps"] = {step.name: _step_data(step, functions or {}) for step in graph}
     return data
+
+
+def _refuse_unknown_needs(graph: Graph) -> None:
+    """A step needing one the graph lacks makes a file no load takes: refused before."""
+    for step in graph:
+        for need in step.needs:
+            if need not in graph:
+                raise WorkflowError(f"cannot save {graph.name!r}: "
+                                    f"{unknown_need_message(step.name, need, graph.names)}; "
+                                    "add that step first")
 
 
 def explain(path: str | Path) -> str:
