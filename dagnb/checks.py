@@ -304,10 +304,48 @@ def _without_credentials(value: str, fix: str, *, bare: bool = False) -> str:
 
 def location(value: Any) -> str:
     """A path, or a store URL without credentials in it (``s3://KEY:SECRET@bucket``);
-    the one refused is reported with them redacted."""
+    the one refused is reported with them redacted. A URL's scheme is read in lower case
+    (``S3://`` is ``s3://``: schemes ignore case, the store libraries' names do not); a
+    path that starts as a known one with a slash short (``s3:/bucket``) is refused:
+    it made a local folder named ``s3:``, and shared nothing."""
+    given = path(value)
+    scheme, sep, rest = given.partition("://")
+    if sep and is_url(given) and not scheme.islower():
+        given = f"{scheme.lower()}://{rest}"
+    elif not sep:
+        _refuse_one_slash(given)
     return _without_credentials(
-        path(value), "the store library reads credentials from the environment or a profile"
+        given, "the store library reads credentials from the environment or a profile"
     )
+
+
+_ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+# The schemes a store URL most often has, for when fsspec (s3fs' dependency) is missing
+_KNOWN_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file",
+                            "local", "memory", "http", "https", "hdfs", "sftp", "ftp"})
+_FOLDER_SCHEMES = frozenset({"file", "local"})  # (what follows is an absolute path)
+
+
+def _refuse_one_slash(given: str) -> None:
+    """Refuse ``s3:/bucket/prefix``, a store URL with one slash, that would be a folder."""
+    found = _ONE_SLASH.match(given)
+    if found is None or found.group(1).lower() not in _store_schemes():
+        return
+    scheme = found.group(1).lower()
+    rest = redact_url(f"x://{given[found.end():]}")[4:]  # (a user:password@ as ***@)
+    fixed = f"{scheme}:///{rest}" if scheme in _FOLDER_SCHEMES else f"{scheme}://{rest}"
+    shown = f"{given[:found.end()]}{rest}"
+    raise Invalid(Masked(repr(shown)), f"a store URL with two slashes, {fixed} (or "
+                  f"./{shown} for a local folder)")
+
+
+def _store_schemes() -> frozenset[str]:
+    """The schemes fsspec knows (asked only of a value that looks like ``x:/...``)."""
+    try:
+        import fsspec
+    except ImportError:
+        return _KNOWN_SCHEMES
+    return _KNOWN_SCHEMES.union(fsspec.available_protocols())
 
 
 def address(value: Any, *, fix: str) -> str:

@@ -76,7 +76,8 @@ from dagnb.cache.secret_scan import (
     secrets_in_force,
 )
 from dagnb.cache.store import Entry, Store
-from dagnb.checks import is_url, short_repr, user_stacklevel
+from dagnb.checks import checked, is_url, short_repr, user_stacklevel
+from dagnb.checks import location as checked_location
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
@@ -330,6 +331,9 @@ class Memory:
     ) -> None:
         if type(location) is not str:  # (a str, the usual case, with no call)
             location = _location(location)
+        elif ":/" in location and "://" not in location:  # (s3:/bucket: a slash short, it
+            location = checked(checked_location, location, "Memory location", ConfigError,
+                               sep=" ")  # (made a folder named s3:)
         self.location = location
         if ttl is not None:  # (checked whatever the mode: code that runs uncached runs cached)
             ttl = parse_duration(ttl, what="ttl")
@@ -468,7 +472,13 @@ class Memory:
 
         Unlike joblib's, the rest of the cache directory (steps' entries) is kept.
         """
-        if warn:
+        if warn and self.store is not None and is_url(os.fspath(self.location or "")):
+            # (a new process downloads the store's copies again: said, not left to find)
+            _log.warning("[%r]: Flushing the cache of every cached function in the local "
+                         "tier %r only; the store keeps its copies, which another process "
+                         "downloads again (the bucket's lifecycle rules remove them)",
+                         self, str(self.store.location))
+        elif warn:
             _log.warning("[%r]: Flushing the cache of every cached function", self)
         if self.store is None:
             return

@@ -261,6 +261,7 @@ class ObjectStore:
         self.url = checks.checked(checks.location, url, "cache store", CacheError,
                                   sep=" ").rstrip("/")
         protocol, _, where = url.partition("://")
+        protocol = protocol.lower()  # (S3:// is s3://, as self.url has it)
         if protocol not in _FOLDER_PROTOCOLS and not where.split("/", 1)[0]:
             # (s3:// lost its slashes to rstrip and became a local folder named "s3:")
             raise CacheError(f"cache store {url!r} names no bucket; write it as "
@@ -316,6 +317,12 @@ class ObjectStore:
                 f"cache directory {self.url!r} needs {exc.name or 'its store library'}; "
                 "install it with pip install 'dagnb[s3]' (or gcsfs / adlfs)"
             ) from None
+        except ValueError as exc:  # fsspec's "Protocol not known: s4"
+            if "Protocol not known" not in str(exc):
+                raise
+            scheme = self.url.partition("://")[0]
+            raise CacheError(f"cache directory {self.url!r}: no store library knows the "
+                             f"scheme {scheme!r}; write s3://, gs://, az:// or file://") from None
         if "s3" in _protocols(fs):
             fs.retries = self._s3_retries  # s3fs' own loop (botocore's beneath: _s3_defaults)
         return fs, path
@@ -345,14 +352,15 @@ class ObjectStore:
         return _parse_manifest(raw, step, key)
 
     def download(self, step: str, key: str, into: Path) -> int | None:
-        """Rebuild the entry ``step/key`` in the empty local folder ``into``; the bytes
-        moved, or None when there is no entry a reader may trust (nothing absent,
-        expired, or with a blob missing, of the wrong size or not of its digest: then it
-        is in :attr:`damaged_entries`)."""
+        """Rebuild the entry ``step/key`` in the local folder ``into`` (made if need be,
+        empty if there); the bytes moved, or None when there is no entry a reader may
+        trust (nothing absent, expired, or with a blob missing, of the wrong size or not
+        of its digest: then it is in :attr:`damaged_entries`)."""
         manifest = self.manifest(step, key)
         self.expired = manifest is not None and _expired(manifest, time.time())
         if manifest is None or self.expired:
             return None
+        into.mkdir(parents=True, exist_ok=True)  # (a miss makes no folder: see fetch_into)
         for folder in manifest["dirs"]:
             (into / folder).mkdir(parents=True, exist_ok=True)
         if not self._fetch_files(manifest["files"], into):
@@ -890,8 +898,9 @@ def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
 def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str) -> int | None:
     """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
     or None when the remote has no entry to trust."""
+    # (made by the download once an entry is found: a miss, a fail-on-miss run's
+    # lookups, leaves no local tier behind)
     folder = backend.root / ".scratch" / f".tmp-pull-{uuid.uuid4().hex}"
-    folder.mkdir(parents=True)
     try:
         moved = remote.download(step, key, folder)
         if moved is not None:
@@ -927,7 +936,10 @@ class RemoteBackend(StoreBackend):
         config = settings()
         options = config.cache_storage_options if storage_options is None else storage_options
         self.remote = ObjectStore(url, options)
-        self.local = LocalBackend(config.cache_local_directory if local is None else local)
+        # the tier is made by its first write (a fail-on-miss run, which writes none,
+        # leaves no folder behind, as with a local cache folder)
+        self.local = LocalBackend(config.cache_local_directory if local is None else local,
+                                  create=False)
         self.root = self.local.root
         self._warned = False  # one warning per outage: reset when the store answers
         self._down_until = 0.0  # after a failure the store rests: no call waits on it
@@ -939,6 +951,7 @@ class RemoteBackend(StoreBackend):
         # asking again gets the same answer, so this process stops uploading
         self._uploads_refused_until = 0.0  # (monotonic) uploads refused: none until then
         self._reads_refused_until = 0.0  # (monotonic) a read refused: none until then
+        self._a_read_refused = False  # (ever: then a refused upload is no read-only case)
         # the store's answers to glances (a plan's): (when, meta.json or None), kept
         # GLANCE_KEPT s; a save here forgets its own
         self._glances: dict[tuple[str, str], tuple[float, bytes | None]] = {}
@@ -1057,7 +1070,7 @@ class RemoteBackend(StoreBackend):
         that never answers: those pauses said nothing). Requests begun before the
         outage's first failure was known (other threads') were part of it: not said.
         A refusal is no outage: see :meth:`_refused`."""
-        fix = _refusal_fix(exc, what, self.remote)
+        fix = _refusal_fix(exc, what, self.remote, reads_refused=self._a_read_refused)
         if fix is not None:
             self._refused(what, exc, fix)
             return
@@ -1096,6 +1109,7 @@ class RemoteBackend(StoreBackend):
             self._uploads_refused_until = now + REFUSED_RETRY_AFTER
         else:
             self._reads_refused_until = now + RETRY_AFTER
+            self._a_read_refused = True
         if _is_no_credentials(exc):
             self._down_until = now + RETRY_AFTER
         if fix in self._refusals_said:
@@ -1154,16 +1168,23 @@ def _is_no_credentials(exc: BaseException) -> bool:
     return any(cls.__name__ in _NO_CREDENTIALS for cls in type(exc).__mro__)
 
 
-def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore) -> str | None:
+def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore, *,
+                 reads_refused: bool = False) -> str | None:
     """What fixes a request the store refused (no credentials, no permission, no bucket),
     or None for an outage (no answer): waiting, then ``dagnb cache push``, fixes that;
-    for a refusal it cannot, and the warning said to."""
+    for a refusal it cannot, and the warning said to. ``reads_refused``: a read was
+    refused before, so ``cache_mode: read-only`` would not help a refused upload."""
     if _is_no_credentials(exc):
         return ("no credentials were found: set AWS_PROFILE, or AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY (or the store library's own)")
     if isinstance(exc, PermissionError):
-        if _error_code(exc) in _PASSING_REFUSALS:  # (a token expired: refreshed, it works)
+        code = _error_code(exc)
+        if code in _PASSING_REFUSALS:  # (a token expired: refreshed, it works)
             return None
+        if code in _UNKNOWN_CREDENTIALS:
+            return f"the store does not know these credentials: {_CHECK_CREDENTIALS}"
+        if what == "an upload" and reads_refused:
+            return f"these credentials may neither read nor write the store: {_CHECK_CREDENTIALS}"
         if what == "an upload":
             return ("these credentials may not write to the store: set cache_mode: "
                     "read-only, or use credentials that may write")
@@ -1177,6 +1198,12 @@ def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore) -> str | No
 # PermissionError): said as an outage, whose warning says to push later.
 _PASSING_REFUSALS = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestExpired",
                                "RequestTimeTooSkewed", "SignatureDoesNotMatch"})
+
+
+# What S3 answers for credentials it does not know (a mistyped key id, a token from
+# elsewhere): neither read nor write works, so cache_mode: read-only cannot help.
+_UNKNOWN_CREDENTIALS = frozenset({"InvalidAccessKeyId", "InvalidToken"})
+_CHECK_CREDENTIALS = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
 
 
 def _error_code(exc: BaseException) -> str | None:

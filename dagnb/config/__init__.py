@@ -185,6 +185,9 @@ class Settings:
             value = os.environ.get(name, "")
             if value.strip() and value.strip() not in _STAND_INS:
                 found[name] = value
+        if "AWS_SECRET_ACCESS_KEY" in named:  # an S3 store: its profile's keys too
+            profile = (self.cache_storage_options or {}).get("profile")
+            found.update(_profile_secrets(profile if isinstance(profile, str) else None))
         return found
 
 
@@ -202,6 +205,66 @@ _STORE_SECRETS = {
 _STAND_INS = frozenset({"testing", "test", "minioadmin", "minio123", "password"})
 _STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "az": "az", "abfs": "az", "abfss": "az",
                    "adl": "az", "wasb": "az", "wasbs": "az"}
+
+
+# The secrets of a profile in the AWS files, by (profile, each file and its mtime): a
+# run's prepare asks each time, and parses the files again only when one changed
+_PROFILE_SECRETS: dict[tuple[Any, ...], dict[str, str]] = {}
+_PROFILE_KEYS = ("aws_secret_access_key", "aws_session_token", "aws_security_token")
+
+
+def _profile_secrets(profile: str | None) -> dict[str, str]:
+    """The secret key and token that botocore reads for ``profile`` (the store's option,
+    else ``AWS_PROFILE``) from ``~/.aws/credentials`` and ``~/.aws/config`` (or the files
+    ``AWS_SHARED_CREDENTIALS_FILE`` and ``AWS_CONFIG_FILE`` name): the store's secret
+    when no variable holds it, which a step's boto3 reads and may print as well. Only
+    those files: a role's, SSO's or an instance's credentials are asked of a server,
+    which a run's start does not wait on (and each step's session gets its own)."""
+    profile = profile or os.environ.get("AWS_PROFILE") or os.environ.get(
+        "AWS_DEFAULT_PROFILE") or "default"
+    files = tuple(os.path.expanduser(os.environ.get(variable) or default) for variable, default
+                  in (("AWS_SHARED_CREDENTIALS_FILE", "~/.aws/credentials"),
+                      ("AWS_CONFIG_FILE", "~/.aws/config")))
+    known = (profile, *((path, _mtime(path)) for path in files))
+    if known not in _PROFILE_SECRETS:
+        if len(_PROFILE_SECRETS) > 16:  # (files edited many times in a long kernel)
+            _PROFILE_SECRETS.clear()
+        _PROFILE_SECRETS[known] = _read_profile_secrets(profile, *files)
+    return _PROFILE_SECRETS[known]
+
+
+def _mtime(path: str) -> int | None:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _read_profile_secrets(profile: str, credentials: str, config: str) -> dict[str, str]:
+    """The secrets of ``profile`` in the ``credentials`` file, then ``config``'s (the
+    order botocore reads them in), but a local server's stand-ins; named by the key and
+    the profile (never by the value, which no message shows)."""
+    try:  # (only for an S3 store: a folder's run imports none of it)
+        from botocore.configloader import raw_config_parse
+        from botocore.exceptions import BotoCoreError
+    except ImportError:  # no s3fs either: the store says so
+        return {}
+    found: dict[str, str] = {}
+    for path, section in ((credentials, profile), (config, _config_section(profile))):
+        try:
+            keys = raw_config_parse(path).get(section) or {}
+        except (BotoCoreError, OSError, ValueError):  # none, or not INI: botocore's to say
+            continue
+        for key in _PROFILE_KEYS:
+            value = str(keys.get(key) or "").strip()
+            if value and value not in _STAND_INS and value not in found.values():
+                found[f"{key} of AWS profile {profile!r}"] = value
+    return found
+
+
+def _config_section(profile: str) -> str:
+    """A profile's section in ``~/.aws/config``: ``[profile team]``, ``[default]``."""
+    return profile if profile == "default" else f"profile {profile}"
 
 
 def _store_secret_names(cache_directory: str | Path) -> tuple[str, ...]:
