@@ -564,7 +564,7 @@ def _write_workflow(template: templates.Template, output: Path, values: dict[str
     written = False
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
-        dump(workflow, output)
+        dump(workflow, output, replace=True)  # (reached new, or with --force)
         written = True
     except OSError as exc:
         in_the_way = next((p for p in output.parents if p.exists() and not p.is_dir()), None)

@@ -46,6 +46,7 @@ from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, check_name
 from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel, timed
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
+from dagnb.workflows.loader import secret_option
 from dagnb.workflows.published import PUBLISHED_AS
 
 __all__ = [
@@ -673,18 +674,16 @@ def _declared_values(step: Step) -> dict[str, str]:
 
 def _refuse_secret_options(step: Step, secrets: Mapping[str, str]) -> None:
     """Refuse an ``--env`` or ``--param`` holding a secret's value (as a run refuses such
-    a param), naming the option and the fix, never the value."""
-    finder = SecretFinder(secrets)
-    if not finder:
+    a param, and a save such a field), naming the option and the fix, never the value."""
+    found = secret_option(step, secrets)
+    if found is None:
         return
-    for option, name, data in [*(("--env", k, v) for k, v in step.env.items()),
-                               *(("--param", k, json.dumps(v)) for k, v in step.params.items())]:
-        held = finder.find(data.encode())
-        if held is not None:
-            fix = (f"build it from ${held} in the command, or declare {name} with --secret"
-                   if option == "--env" else f"read ${held} in the step, with --secret {held}")
-            raise InvalidStepError(f"step {step.name!r}: {option} {name} holds the value of "
-                                   f"secret {held!r}, which a cell would show in clear; {fix}")
+    field, name, held = found
+    option = "--env" if field == "env" else "--param"
+    fix = (f"build it from ${held} in the command, or declare {name} with --secret"
+           if option == "--env" else f"read ${held} in the step, with --secret {held}")
+    raise InvalidStepError(f"step {step.name!r}: {option} {name} holds the value of "
+                           f"secret {held!r}, which a cell would show in clear; {fix}")
 
 
 def shell_text(run: str | tuple[str, ...] | None) -> str:

@@ -40,6 +40,7 @@ from dagnb.notebook.document import (
     DaggerCell,
     binds_at_top,
     dagger_cells,
+    defining_cell,
     kernel_notebook_path,
     read_notebook,
 )
@@ -52,9 +53,11 @@ from dagnb.notebook.overview import (
     shown,
 )
 from dagnb.notebook.session import Session, get_session
+from dagnb.notebook.unready import unready_message
 from dagnb.notebook.widgets import LeftRunning, discard, live_view, stop, watch
 from dagnb.workflows.loader import load
 from dagnb.workflows.published import SeveralPublishers
+from dagnb.workflows.pyfunctions import UndefinedName
 
 __all__ = [
     "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "cell_definitions",
@@ -588,8 +591,19 @@ def _cmd_save(self: DaggerMagics, rest: str) -> Text:
         self.session.graph.to_yaml(path)
     except SeveralPublishers as exc:  # (a step a renamed cell left, often)
         raise WorkflowError(f"{exc}{self.session.removal_fix(exc.publishers)}") from None
+    except UndefinedName as exc:  # (a restart: the cell defining it has not run yet)
+        raise WorkflowError(f"cannot save {path}: "
+                            f"{_not_run_yet(exc, self.session.namespace)}") from None
     count = len(self.session.graph)
     return Text(f"saved {count} step{'' if count == 1 else 's'} to {path}")
+
+
+def _not_run_yet(exc: UndefinedName, namespace: Mapping[str, Any]) -> str:
+    """A run's words for a step reading a name this kernel lacks: the cell to run first."""
+    notebook = kernel_notebook_path(namespace)
+    index = defining_cell(notebook, exc.name) if notebook is not None else None
+    place = f"cell {index + 1} of {notebook.name}" if index is not None else None
+    return unready_message(exc.step, [(exc.name, place)])
 
 
 def _cmd_load(self: DaggerMagics, rest: str) -> Text:

@@ -36,12 +36,14 @@ a name it declares as the template did (:mod:`dagnb.workflows.params`); each nee
 
 The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
 ``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
-:mod:`dagnb.workflows.aliases`. Written files use dagnb's spelling.
+:mod:`dagnb.workflows.aliases`. Written files use dagnb's spelling, under a first line
+saying dagnb saved them: a save replaces such a file, never one dagnb did not write.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import re
 import stat
@@ -54,6 +56,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import CycleError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
+from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
@@ -69,7 +72,7 @@ from dagnb.workflows.yaml_reading import EXPONENT_FLOAT, WorkflowLoader, reading
 
 __all__ = [
     "STEP_FIELDS", "WorkflowDumper", "WorkflowLoader", "dump", "explain", "graph_from_dict",
-    "graph_to_dict", "load", "loads", "parse_yaml", "read_text",
+    "graph_to_dict", "load", "loads", "parse_yaml", "read_text", "secret_option",
 ]
 
 STEP_FIELDS = tuple(
@@ -757,33 +760,126 @@ def _yaml_text(data: Mapping[str, Any]) -> str:
                      allow_unicode=True, width=float("inf"))
 
 
-def dump(graph: Graph, path: str | Path | None = None) -> str:
-    """YAML text for ``graph``; also written to ``path`` when given (with the module of its
-    Python steps, see :mod:`dagnb.workflows.pyfunctions`), its relative paths rewritten
-    for the file's folder (see :func:`_moved`)."""
-    functions = {s.name: s.func for s in graph if s.func is not None}
-    secrets = {name for step in graph for name in step.secrets}
+def dump(graph: Graph, path: str | Path | None = None, *, replace: bool = False) -> str:
+    """YAML text for ``graph``, its first line saying dagnb wrote it; also written to
+    ``path`` when given (with the module of its Python steps, see
+    :mod:`dagnb.workflows.pyfunctions`), its relative paths rewritten for the file's
+    folder (see :func:`_moved`).
+
+    A file is kept and shared in clear: a step holding the value of a secret the graph
+    declares is refused, text or file. ``path`` must be a ``.yml``/``.yaml`` file that
+    does not exist or that dagnb wrote (its first line says so), unless ``replace``."""
+    functions = dict.fromkeys((s.name for s in graph if s.func is not None), "")
+    draft = graph_to_dict(graph, functions)  # (what no file can hold is refused
+    _refuse_secrets(graph, draft["steps"])  #   before anything is written)
+    if path is None:
+        return _SAVED_LINE + _yaml_text(graph_to_dict(graph))
+    _check_target(Path(path), replace)
+    return _save(graph, Path(path))
+
+
+def _save(graph: Graph, path: Path) -> str:
+    """Write ``graph`` to ``path`` (its Python steps' module first); the file's text."""
     refs: dict[str, str] = {}
     folder = (graph.base_dir or Path.cwd()).resolve()  # where the graph's paths start
-    if functions and path is not None:
-        graph_to_dict(graph, dict.fromkeys(functions, ""))  # (what no file holds: refused
-        published = published_reads(graph)  #                  before the module is written)
+    functions = {s.name: s.func for s in graph if s.func is not None}
+    if functions:
+        published = published_reads(graph)
         # the module goes in the graph's folder, where its imports (a notebook's helper
         # modules beside it) are found, named after the file and its folder (two files
         # saved from one notebook folder do not share one)
-        refs = write_module(functions, Path(path), secrets, published, folder)
+        secrets = {name for step in graph for name in step.secrets}
+        refs = write_module(functions, path, secrets, published, folder)
         graph = published.graph  # (each step needing the steps it reads)
     data = graph_to_dict(graph, refs)
-    if path is not None:
-        _moved(data["steps"], folder, Path(path).resolve().parent)
-    text = _yaml_text(data)
-    if path is not None:
-        try:
-            Path(path).write_text(text, encoding="utf-8")
-        except OSError as exc:
-            raise WorkflowError(f"cannot write {str(path)!r}: {exc.strerror}; check that its "
-                                "folder exists and is writable") from None
+    _moved(data["steps"], folder, path.resolve().parent)
+    text = _SAVED_LINE + _yaml_text(data)
+    try:
+        path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        raise WorkflowError(f"cannot write {str(path)!r}: {exc.strerror}; check that its "
+                            "folder exists and is writable") from None
+    _warn_unmoved_python(data["steps"], folder, path)
     return text
+
+
+# The first line of a file dagnb saved: a save replaces such a file, and no other (a
+# hand-written workflow, someone's notes.yml)
+_SAVED_MARK = "# saved by dagnb"
+_SAVED_LINE = f"{_SAVED_MARK}: saving again replaces this file (delete this line to keep it)\n"
+
+
+def _check_target(path: Path, replace: bool) -> None:
+    """Refuse a name no workflow file has (``dagnb run`` reads a workflow by its suffix)
+    and, unless ``replace``, a file dagnb did not write: a save replaces it whole."""
+    if path.suffix.lower() not in (".yml", ".yaml"):
+        raise WorkflowError(f"cannot save the workflow as {str(path)!r}: a workflow file's "
+                            f"name ends in .yml or .yaml; save it as {path.stem or 'pipeline'}.yml")
+    first = None if replace else _first_line(path)
+    if first is not None and not first.startswith(_SAVED_MARK):
+        raise WorkflowError(f"{str(path)!r} exists and was not written by dagnb, and saving the "
+                            "workflow would replace it: save it under another name, or remove "
+                            f"{path.name} first")
+
+
+def _first_line(path: Path) -> str | None:
+    """The first line of ``path``; None when it is no file or an empty one (nothing to
+    lose), or cannot be read (writing it says why, in one line)."""
+    try:
+        with path.open(encoding="utf-8", errors="replace") as handle:
+            return handle.readline() or None
+    except OSError:
+        return None
+
+
+def secret_option(step: Step, secrets: Mapping[str, str]) -> tuple[str, str, str] | None:
+    """The first ``env`` variable or param of ``step`` holding the value of one of
+    ``secrets`` (name -> value; in any leak form, :class:`SecretFinder`'s), as
+    ``("env" or "params", its name, the secret's name)``; None when none does. A
+    ``%%dagger`` cell and a workflow file would both show it in clear: each refuses it."""
+    finder = SecretFinder(secrets)
+    if not finder:
+        return None
+    for field, name, data in [*(("env", k, v) for k, v in step.env.items()),
+                              *(("params", k, json.dumps(v)) for k, v in step.params.items())]:
+        held = finder.find(data.encode())
+        if held is not None:
+            return field, name, held
+    return None
+
+
+def _refuse_secrets(graph: Graph, steps: Mapping[str, Mapping[str, Any]]) -> None:
+    """Refuse a step whose saved fields (``steps``: name -> fields) hold the value of a
+    secret the graph declares, as set now: a run reads it from the environment, a file
+    would keep it in clear (as :mod:`.pyfunctions` refuses a notebook value holding one)."""
+    secrets = {name: os.environ[name] for step in graph for name in step.secrets
+               if os.environ.get(name)}
+    finder = SecretFinder(secrets)
+    if not finder:
+        return
+    for step in graph:
+        found = secret_option(step, secrets)
+        if found is not None:
+            raise WorkflowError(_secret_held_message(step.name, *found))
+        for field, value in steps[step.name].items():
+            text = _yaml_text({field: value}) + json.dumps(_yaml_value(value), default=str)
+            held = finder.find(text.encode())
+            if held is not None:
+                raise WorkflowError(_secret_held_message(step.name, field, "", held))
+
+
+def _secret_held_message(step: str, field: str, name: str, held: str) -> str:
+    if field == "env":
+        what, fix = (f"env {name!r}", f"declare {name} itself as a secret (--secret {name}), "
+                     f"or build it in the step from ${held}")
+    elif field == "params":
+        what, fix = (f"param {name!r}", f"read the secret in the step instead "
+                     f'(os.environ[{held!r}] in Python, "${held}" in a command)')
+    else:
+        what, fix = (f"its {field}", f'write "${held}" in the command in its place'
+                     if field == "run" else "keep the secret's value out of it")
+    return (f"step {step!r}: {what} holds the value of secret {held!r}, which the saved "
+            f"workflow would hold in clear; {fix}")
 
 
 def _moved(steps: Mapping[str, dict[str, Any]], folder: Path, file_folder: Path) -> None:
@@ -806,6 +902,23 @@ def _moved(steps: Mapping[str, dict[str, Any]], folder: Path, file_folder: Path)
         if PYTHON_KEY in fields:
             module, _, function = fields[PYTHON_KEY].rpartition(":")
             fields[PYTHON_KEY] = f"{_rebased(module, folder, file_folder)}:{function}"
+
+
+def _warn_unmoved_python(steps: Mapping[str, dict[str, Any]], folder: Path, path: Path) -> None:
+    """Warn that the saved Python steps a run calls in its own process keep the folder
+    ``dagnb run`` starts in: the process has one, so their ``workdir`` (``..``, the
+    notebook's folder) is not where their relative paths (``open("data.txt")``) start,
+    as it is for a shell step's (and for a Python step on ``dask``: its worker is moved)."""
+    unmoved = [name for name, fields in steps.items() if PYTHON_KEY in fields
+               and fields.get("executor") in (None, "local") and "image" not in fields]
+    if folder == path.resolve().parent or not unmoved:
+        return
+    named = ", ".join(repr(name) for name in unmoved)
+    checks.warn_user(
+        f"{str(path)!r}: a Python step runs in the folder `dagnb run` starts in, not in its "
+        "workdir (a step run in dagnb's process is not moved: the process has one folder), "
+        f"so the relative paths of {named} (open('data.txt')) are read from there; start "
+        f"the run in {str(folder)!r}, or make those paths absolute")
 
 
 def _rebased(path: str, folder: Path, file_folder: Path) -> str:

@@ -18,13 +18,16 @@ computes the same results under the same cache keys as the notebook did:
   result at run time (:mod:`dagnb.workflows.published`), under a key of its own (its
   code takes the step as a parameter), so the file's first run runs it again once.
 
-A value that can neither be written nor pickled is refused with one line naming it.
+A value that can neither be written nor pickled is refused with one line naming it, and
+so is a name the code reads that is neither defined now nor a builtin (a kernel that
+restarted has not run the cell defining a helper: the module would lack it).
 Loading a workflow imports the module from the workflow's folder.
 """
 
 from __future__ import annotations
 
 import ast
+import builtins
 import contextlib
 import errno
 import hashlib
@@ -50,13 +53,25 @@ from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
 
-__all__ = ["IMPORT_NOTE", "PYTHON_KEY", "check_params_taken", "import_function",
-           "module_path", "write_module"]
+__all__ = ["IMPORT_NOTE", "PYTHON_KEY", "UndefinedName", "check_params_taken",
+           "import_function", "module_path", "write_module"]
 
 PYTHON_KEY = "python"
 # a function's attribute: the comment its import line gets in a saved module (dagnb's own
 # helpers that a cell's code calls, which the user never wrote: what they are for)
 IMPORT_NOTE = "_dagnb_import_note"
+
+
+class UndefinedName(WorkflowError):
+    """A name a step's code reads that is neither defined now nor a builtin: its saved
+    module would fail with a NameError (a notebook cell defining it has not run in this
+    kernel). Carries the ``step`` and the ``name``, for a notebook to name that cell."""
+
+    def __init__(self, step: str, name: str, reader: str) -> None:
+        self.step, self.name = step, name
+        super().__init__(f"step {step!r}: {reader} reads {name!r}, which is not defined (nor "
+                         "a builtin), so its saved module could not run it; define it (run "
+                         "the cell that does) before saving")
 
 
 def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
@@ -80,6 +95,8 @@ def write_module(functions: dict[str, Callable[..., Any]], yaml_path: Path,
     for step, func in functions.items():
         try:
             collected.add_step(step, func)
+        except UndefinedName:  # (it names the step)
+            raise
         except WorkflowError as exc:
             raise WorkflowError(f"step {step!r}: {exc}") from None
     pickled = module.with_suffix(".pkl")
@@ -352,9 +369,8 @@ class _Collected:
                 f"{name} to {reader} as an argument from the cell")
         if name in self.imports or name in self.values:
             return
-        if name not in namespace:  # a builtin; display() a notebook's only (IPython's)
-            if name == "display":
-                self.imports[name] = "from IPython.display import display"
+        if name not in namespace:
+            self._add_builtin(name, reader)
             return
         value = namespace[name]
         if name == "get_ipython":  # (what a cell's ``!cmd`` and ``%magic`` lines became)
@@ -376,6 +392,15 @@ class _Collected:
                 f"  # {note}" if note else "")
         else:
             self._add_value(name, value)
+
+    def _add_builtin(self, name: str, reader: str) -> None:
+        """A name its namespace lacks: ``display()`` (a notebook's builtin, IPython's,
+        imported), a builtin or a module's own name (``__file__``); else refused, as the
+        saved module could not run (a kernel restarted, the cell defining it not run)."""
+        if name == "display":
+            self.imports[name] = "from IPython.display import display"
+        elif not hasattr(builtins, name) and not (name.startswith("__") and name.endswith("__")):
+            raise UndefinedName(self.step, name, reader)
 
     def _add_value(self, name: str, value: Any) -> None:
         self._refuse_secret(name, value)
