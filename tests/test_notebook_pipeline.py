@@ -454,7 +454,9 @@ def test_needed_steps_follow_notebook_variables_through_plain_cells_and_lines():
     assert steps == ["clean", "size", "shout"]
     assert [(f.step, f.variable, f.reader) for f in feeds] == [
         ("clean", "rows", "size"), ("size", "n", "shout")]
-    assert needed_steps(cells, ["late"], []) == (["late"], [])
+    steps, feeds = needed_steps(cells, ["late"], [])
+    assert steps == ["clean", "late"]  # cell 3, `valid = list(rows)`, runs before `late`
+    assert [(f.step, f.variable, f.reader) for f in feeds] == [("clean", "rows", "cell 3")]
     # a needed step that rebinds what it reads (rows = f(rows)) reads the earlier one's
     again = [cells[0], cells[1], ("code", "%%dagger drop --python --outputs rows\n"
                                           "rows = [r for r in rows if r != 1]")]

@@ -5,10 +5,10 @@ papermill use), in the notebook's folder, so its ``%%dagger`` cells meet the sam
 as an interactive session there: a notebook already run in JupyterLab runs again all
 ``cached``. As in a terminal, the cells define the graph as they run: a run started from
 inside Jupyter does not pass on the caller's ``JPY_SESSION_NAME`` (the kernel would read
-the caller's notebook). The kernel works in text mode (``DAGNB_WIDGETS=0``), and each cell's output
-is printed as the cell finishes. At the end the kernel reports every step's latest state,
-printed as the same status table as a YAML run, also when a cell failed (not when the
-time limit passed).
+the caller's notebook). The kernel works in text mode (``DAGNB_WIDGETS=0``), and each
+cell's output (printed lines, and the text of its values and displays) is printed as the
+cell finishes. At the end the kernel reports every step's latest state, printed as the
+same status table as a YAML run, also when a cell failed (not when the time limit passed).
 
 - ``params`` follow papermill's convention: a new cell, tagged ``injected-parameters``,
   is put after the cell tagged ``parameters`` (at the top, with a warning, when there is
@@ -27,8 +27,8 @@ time limit passed).
   names each) run their step; the others only define it (``DAGNB_ONLY_STEPS`` tells the
   magic). Cells after the last needed one do not run.
 - ``output`` receives the executed notebook, with its cells' lasting outputs; its
-  folder is checked before the kernel starts (:func:`check_output_file`), and a write
-  that fails still returns the steps' rows.
+  name (an ``.ipynb``, not the notebook run) and folder are checked before the kernel
+  starts (:func:`check_output_file`), and a write that fails still returns the steps' rows.
 - ``timeout`` (seconds) limits the whole notebook: the cell running when it passes is
   interrupted (its steps stopped, as by Ctrl-C) and no later cell runs.
 - ``settings`` (``{"executor": "local", "cache_directory": ...}``) reach the kernel as
@@ -130,7 +130,7 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
     if output is not None:  # (before the kernel: not after an hour's run)
-        check_output_file(output)
+        check_output_file(output, path)
     notebook = _load(nbformat, path)
     _refuse_secret_params(params or {}, param_texts or {},
                           [(c.cell_type, c.source) for c in notebook.cells],
@@ -161,14 +161,16 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
                            unsaved)
 
 
-def check_output_file(output: str | Path) -> None:
-    """Refuse an ``--output`` no file can be written at (a missing or read-only folder, a
-    folder's name) before the notebook runs."""
+def check_output_file(output: str | Path, source: str | Path | None = None) -> None:
+    """Refuse an ``--output`` no executed notebook should be written at (not an ``.ipynb``
+    name, the notebook being run, a missing or read-only folder, a folder's name) before
+    the notebook runs."""
     path = Path(output)
     folder = path.parent
     if path.is_dir():
         raise WorkflowError(f"--output {str(output)!r} is a folder; name the notebook file "
                             f"to write, such as {str(path / 'executed.ipynb')!r}")
+    _refuse_output_name(path, source)
     if not folder.is_dir():
         raise WorkflowError(f"--output {str(output)!r}: its folder {str(folder)!r} does not "
                             "exist; create it or name a file in an existing folder")
@@ -176,6 +178,20 @@ def check_output_file(output: str | Path) -> None:
                                                     and not os.access(path, os.W_OK)):
         raise WorkflowError(f"--output {str(output)!r} cannot be written (no permission); "
                             "name a file in a folder you can write")
+
+
+def _refuse_output_name(path: Path, source: str | Path | None) -> None:
+    """Refuse writing the executed notebook (ipynb JSON) over the notebook being run (a
+    percent-format ``.py`` would be lost) or under a name other than ``.ipynb``."""
+    suggested = str(path.with_name(f"{Path(source or path).stem}.executed.ipynb"))
+    if source is not None and path.absolute().resolve() == Path(source).absolute().resolve():
+        raise WorkflowError(f"--output {str(path)!r} is the notebook being run, which the "
+                            f"executed notebook would replace; name another file, such as "
+                            f"{suggested!r}")
+    if path.suffix != ".ipynb":
+        raise WorkflowError(f"--output {str(path)!r} is not an .ipynb file, and the executed "
+                            f"notebook is written as one; name a FILE.ipynb, such as "
+                            f"{suggested!r}")
 
 
 def _write(nbformat: Any, notebook: Any, output: Path) -> str | None:
@@ -439,14 +455,27 @@ _NBCLIENT_RULE = "-" * 18  # (nbclient's exec_err_msg frames the source and outp
 
 
 def _echo(cell: Any, stream: TextIO) -> None:
-    """Print what a finished cell wrote (its text outputs), as ``%%bash`` would."""
+    """Print what a finished cell showed, in order, as a terminal IPython would: its
+    printed lines, and the text of its values and displays (a step's ``display(df)``, a
+    cell's last expression, ``%dagger status``'s tables)."""
     if cell.cell_type != "code" or cell.source == _SUMMARY_CODE:
         return
     for out in cell.get("outputs", []):
-        text = out.get("text") or out.get("data", {}).get("text/plain", "")
-        if out.get("output_type") == "stream" and text:
+        text = _shown_text(out)
+        if text:
             stream.write(text if text.endswith("\n") else text + "\n")
     stream.flush()
+
+
+_SHOWN = ("stream", "execute_result", "display_data")  # (an error is said once, at the end)
+
+
+def _shown_text(out: Any) -> str:
+    """An output's text: a stream's, or the ``text/plain`` of a value or display."""
+    if out.get("output_type") not in _SHOWN:
+        return ""
+    text = out.get("text") or out.get("data", {}).get("text/plain", "")
+    return "".join(text) if isinstance(text, list) else text
 
 
 def _summary_rows(cell: Any) -> list[dict[str, Any]] | None:
