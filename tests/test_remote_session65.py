@@ -290,3 +290,20 @@ def test_a_memory_given_a_one_slash_store_url_is_refused_and_makes_no_folder(
     with pytest.raises(ConfigError, match="two slashes, s3://team/m"):
         Memory("s3:/team/m")
     assert not (tmp_path / "s3:").exists()
+
+
+def test_a_dask_worker_told_a_profile_secret_s_name_finds_its_value_in_its_files(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A worker is told secrets by name and looked each up in its environment: a
+    profile's has no variable, so its Memory kept it in what it cached."""
+    from dagnb.executors import dask as dask_executor
+
+    _give_profile("AWS_PROFILE", tmp_path, monkeypatch)
+    monkeypatch.setattr(config_module, "_PROFILE_SECRETS", {})
+    (name,) = settings().credential_secrets("s3://bucket/cache")
+    assert config_module.secret_value(name) == PROFILE_SECRET
+    remembered: list[dict[str, str]] = []
+    monkeypatch.setattr("dagnb.cache.secret_scan.remember_secrets", remembered.append)
+    monkeypatch.setattr(dask_executor, "_write_secrets", lambda values: None)
+    dask_executor._remember_secrets([name], {})
+    assert remembered == [{name: PROFILE_SECRET}]

@@ -68,6 +68,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ __all__ = [
     "made",
     "origins",
     "reload",
+    "secret_value",
     "settings",
     "show",
     "use_context",
@@ -260,6 +262,21 @@ def _read_profile_secrets(profile: str, credentials: str, config: str) -> dict[s
             if value and value not in _STAND_INS and value not in found.values():
                 found[f"{key} of AWS profile {profile!r}"] = value
     return found
+
+
+_PROFILE_SECRET = re.compile(r"(aws_\w+) of AWS profile '(.*)'")  # (the names above)
+
+
+def secret_value(name: str) -> str:
+    """The value of the secret ``name`` in this process ("" for none): its environment
+    variable, or, named as :func:`_read_profile_secrets` names one, the key of that AWS
+    profile in this machine's files (a dask worker told the names only, as the run's
+    other secrets, finds it there, where the step's boto3 would)."""
+    value = os.environ.get(name, "")
+    if value:
+        return value
+    named = _PROFILE_SECRET.fullmatch(name)
+    return "" if named is None else _profile_secrets(named[2]).get(name, "")
 
 
 def _config_section(profile: str) -> str:

@@ -104,7 +104,7 @@ from collections.abc import Callable, Collection, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, NoReturn
 
-from dagnb.config import context, settings
+from dagnb.config import context, secret_value, settings
 from dagnb.errors import (
     ExecutorError,
     ExecutorUnavailable,
@@ -1245,7 +1245,7 @@ def _remember_secrets(names: Iterable[str], inherited: dict[str, str]) -> None:
     from dagnb.cache.secret_scan import remember_secrets, set_secrets_source
     from dagnb.executors.context import step_secrets
 
-    known = {**inherited, **{name: os.environ.get(name, "") for name in names}}
+    known = {**inherited, **{name: secret_value(name) for name in names}}
     remember_secrets(known)
     set_secrets_source(step_secrets)
     _write_secrets(sorted({value for value in known.values() if value}))
