@@ -1095,6 +1095,8 @@ def test_the_push_that_loses_a_race_for_a_key_says_it_was_written_meanwhile(
 
     raced: list[bool] = []
     monkeypatch.setattr(ObjectStore, "_put_blob", the_other_push_first)
+    # (one blob at a time: the other push comes before this one looks for any blob)
+    monkeypatch.setattr("dagnb.cache.remote._BLOBS_AT_ONCE", 1)
     assert main(["cache", "push", url, "--cache-dir", str(tmp_path / "a")]) == 0
     first, second = capsys.readouterr().out.splitlines()
     assert first == "push: 1 entry copied, 0 already there, 0.2 MB"

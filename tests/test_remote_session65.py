@@ -21,6 +21,7 @@ import textwrap
 import uuid
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import test_remote_cache as shared
@@ -307,3 +308,53 @@ def test_a_dask_worker_told_a_profile_secret_s_name_finds_its_value_in_its_files
     monkeypatch.setattr(dask_executor, "_write_secrets", lambda values: None)
     dask_executor._remember_secrets([name], {})
     assert remembered == [{name: PROFILE_SECRET}]
+
+
+# -- an entry's small files go several at once -------------------------------------------
+def _most_at_once(monkeypatch: pytest.MonkeyPatch, name: str) -> list[int]:
+    """Record how many calls of ObjectStore.``name`` overlap at most (list: [now, most])."""
+    import threading
+    import time
+
+    seen, lock = [0, 0], threading.Lock()
+    real = getattr(ObjectStore, name)
+
+    def counted(self: ObjectStore, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            seen[0] += 1
+            seen[1] = max(seen)
+        try:
+            time.sleep(0.02)  # (a store's answer takes this long: the others start)
+            return real(self, *args, **kwargs)
+        finally:
+            with lock:
+                seen[0] -= 1
+
+    monkeypatch.setattr(ObjectStore, name, counted)
+    return seen
+
+
+def test_an_entrys_small_files_are_sent_and_fetched_several_at_once_and_come_back_whole(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One after the other, 1,000 small files took 21 s to send to a store nearby."""
+    files = {f"f{i}.txt": f"{i} {uuid.uuid4()}".encode() for i in range(24)}
+    files["twin.txt"] = files["f0.txt"]  # (one blob: sent once, fetched once, copied)
+    sent = _most_at_once(monkeypatch, "_put_blob")
+    shared.save(shared.store(url, tmp_path / "a"), "make", "k", files)
+    assert sent[1] > 1
+    fetched = _most_at_once(monkeypatch, "_fetch_blob")
+    entry = shared.store(url, tmp_path / "b").lookup("make", "k")
+    assert fetched[1] > 1
+    assert entry is not None
+    assert {name: (entry.out_dir / name).read_bytes() for name in files} == files
+
+
+def test_large_files_go_one_at_a_time_each_streaming_through_its_own_buffers() -> None:
+    from dagnb.cache import remote
+
+    order: list[str] = []
+    jobs = ["big-1", "small-1", "big-2", "small-2"]
+    sizes = [remote._AT_ONCE_UP_TO + 1, 10, remote._AT_ONCE_UP_TO + 1, 10]
+    assert remote._at_once(lambda job: order.append(job) or job.upper(), jobs, sizes) == [
+        "BIG-1", "SMALL-1", "BIG-2", "SMALL-2"]  # (the results in the jobs' order)
+    assert order[-2:] == ["big-1", "big-2"]  # (after the small ones, in turn)

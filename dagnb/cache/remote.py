@@ -89,7 +89,7 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple, TextIO
+from typing import TYPE_CHECKING, Any, NamedTuple, TextIO, TypeVar
 
 from dagnb import checks
 from dagnb.cache.backend import (
@@ -132,6 +132,11 @@ GLANCE_KEPT = 30.0  # seconds a plan's look at a store entry is taken for the st
 # day rather than at each save
 BLOB_REDATED_AFTER = 86400.0
 _S3_COPY_LIMIT = 5 << 30  # bytes: the largest object one CopyObject copies
+# small blobs of an entry sent or fetched at once: a small file's transfer is mostly the
+# wait for answers, which a folder of 1,000 paid one after the other (larger ones go one
+# at a time: each streams through buffers of its own, and fills the line alone)
+_BLOBS_AT_ONCE = 8
+_AT_ONCE_UP_TO = 4 << 20  # bytes
 _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-outage
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
@@ -152,6 +157,7 @@ _S3_READ_TIMEOUT = 4.0
 _S3_TRANSFER_READ_TIMEOUT = 30.0
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
+T = TypeVar("T")
 
 
 class RemoteCacheWarning(UserWarning):
@@ -396,28 +402,34 @@ class ObjectStore:
         return data
 
     def _fetch_files(self, files: Mapping[str, list[Any]], into: Path) -> bool:
-        """Download an entry's files into ``into``; False at the first one missing,
+        """Download an entry's files into ``into``, each blob once (a repeated digest is
+        copied locally), :data:`_BLOBS_AT_ONCE` at a time; False when one is missing,
         damaged or of another size than its manifest says."""
-        fetched: dict[str, Path] = {}
+        first: dict[str, Path] = {}  # digest -> the file it is downloaded into
         for relative, (digest, size) in files.items():
             target = into / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             if size == 0:
                 target.touch()  # empty files have no blob: nothing to fetch
-            elif not self._fetch_blob(digest, target, fetched):
-                return False
+            else:
+                first.setdefault(digest, target)
+        sizes = {digest: size for digest, size in files.values()}
+        if not all(_at_once(lambda job: self._fetch_blob(*job), list(first.items()),
+                            [sizes[digest] for digest in first])):
+            return False
+        for relative, (digest, size) in files.items():
+            target = into / relative
+            if size and first[digest] != target:
+                shutil.copyfile(first[digest], target)
             if os.stat(target).st_size != size:
                 return False
         return True
 
-    def _fetch_blob(self, digest: str, target: Path, fetched: dict[str, Path]) -> bool:
-        """Download one blob (once per entry: a repeated digest is copied locally); False
-        when it is absent, or is not the content its name says (changed in the store, by
-        a bug or by hand: never served, and in :attr:`damaged_blobs`, not downloaded
-        again by this process until it sends the blob itself)."""
-        if digest in fetched:
-            shutil.copyfile(fetched[digest], target)
-            return True
+    def _fetch_blob(self, digest: str, target: Path) -> bool:
+        """Download one blob; False when it is absent, or is not the content its name
+        says (changed in the store, by a bug or by hand: never served, and in
+        :attr:`damaged_blobs`, not downloaded again by this process until it sends the
+        blob itself)."""
         if digest in self.damaged_blobs:
             return False
         try:
@@ -428,7 +440,6 @@ class ObjectStore:
         if file_digest(target) != digest:
             self.damaged_blobs.add(digest)
             return False
-        fetched[digest] = target
         return True
 
     def entries(self) -> Iterator[tuple[str, str]]:
@@ -469,8 +480,7 @@ class ObjectStore:
             found = self.manifest(step, key)
             if found is not None and self.whole(step, key, found):
                 return Upload(0, kept_other=True)  # stored while the step ran: sent nothing
-        sent = {digest: size for relative, (digest, size) in _distinct(manifest["files"]).items()
-                if self._put_blob(folder / relative, digest, size, replace)}
+        sent = self._put_blobs(folder, _distinct(manifest["files"]), replace)
         self.damaged_entries.discard((step, key))
         self.unusable_entries.discard((step, key))
         kept = self._put_manifest(step, key, manifest, replace)
@@ -481,6 +491,17 @@ class ObjectStore:
         return Upload(sum(sent.values()), kept_other=kept != found,
                       unreferenced=sum(size for digest, size in sent.items()
                                        if digest not in named))
+
+    def _put_blobs(self, folder: Path, files: Mapping[str, list[Any]],
+                   replace: bool) -> dict[str, int]:
+        """Upload the blobs of ``files`` (relative path -> digest, size; one per digest)
+        that the store lacks, :data:`_BLOBS_AT_ONCE` at a time; the bytes sent by digest.
+        The first failure is raised once the others have ended."""
+        jobs = [(folder / relative, digest, size) for relative, (digest, size) in files.items()]
+        counts = _at_once(lambda job: self._put_blob(*job, replace), jobs,
+                          [size for _, _, size in jobs])
+        return {digest: size for (_, digest, size), count in zip(jobs, counts, strict=True)
+                if count}
 
     def _put_blob(self, path: Path, digest: str, size: int, replace: bool = False) -> int:
         """Upload one blob unless the store has it already (see :meth:`_has_blob`) and
@@ -885,6 +906,24 @@ def _make_executable(path: Path) -> None:
     """Executable by whoever may read it, as git checks out a file whose mode is 755."""
     mode = os.stat(path).st_mode
     os.chmod(path, mode | (mode & 0o444) >> 2)
+
+
+def _at_once(transfer: Callable[[Any], T], jobs: list[Any], sizes: list[int]) -> list[T]:
+    """``transfer`` of each job, in order: those of at most :data:`_AT_ONCE_UP_TO` bytes
+    :data:`_BLOBS_AT_ONCE` at a time, the larger ones one after the other; the first
+    failure is raised once the others have ended."""
+    small = [i for i, size in enumerate(sizes) if size <= _AT_ONCE_UP_TO]
+    results: dict[int, T] = {}
+    if len(small) > 1:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(_BLOBS_AT_ONCE, len(small)),
+                                thread_name_prefix="dagnb-transfer") as pool:
+            results.update(zip(small, pool.map(lambda i: transfer(jobs[i]), small), strict=True))
+    for i, job in enumerate(jobs):
+        if i not in results:
+            results[i] = transfer(job)
+    return [results[i] for i in range(len(jobs))]
 
 
 def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
