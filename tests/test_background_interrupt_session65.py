@@ -26,16 +26,13 @@ def _stopped_within_grace(started: float) -> None:
     assert time.monotonic() - started < 10  # (not the step's 30 s)
 
 
-def test_an_interrupt_as_the_session_starts_a_background_run_cancels_it(shell, monkeypatch):
-    monkeypatch.setattr(dagnb.notebook.session, "_say_unordered", _interrupt)
-    started = time.monotonic()
-    with pytest.raises(UsageError, match="interrupted: the run was cancelled"):
-        shell.run_cell_magic("dagger", "slow --background --no-cache", SLOW)
-    _stopped_within_grace(started)
-
-
-def test_an_interrupt_as_the_cell_shows_a_background_run_cancels_it(shell, monkeypatch):
-    monkeypatch.setattr(dagnb.notebook.magics, "watch", _interrupt)
+@pytest.mark.parametrize("module, name", [
+    (dagnb.notebook.session, "_say_unordered"),  # as the session starts the run
+    (dagnb.notebook.magics, "watch"),  # as the cell shows it
+], ids=["session start", "cell shows it"])
+def test_an_interrupt_just_after_a_background_run_started_cancels_it(
+        shell, monkeypatch, module, name):
+    monkeypatch.setattr(module, name, _interrupt)
     started = time.monotonic()
     with pytest.raises(UsageError, match="interrupted: the run was cancelled"):
         shell.run_cell_magic("dagger", "slow --background --no-cache", SLOW)

@@ -15,6 +15,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from test_kernel import Kernel, _into, error, usage_error
+from test_notebook_session64 import _plain
 
 from dagnb.model.contract import secret_not_set
 
@@ -51,12 +52,6 @@ def kernel(widget_kernel: Kernel, tmp_path: Path) -> Kernel:
                                 "from dagnb.notebook.session import get_session")
     assert error(outputs) is None, outputs
     return widget_kernel
-
-
-def _plain(outputs: list[dict]) -> str:
-    """The text/plain of a cell's displays and results, and the text it printed."""
-    return "".join(o["data"]["text/plain"] if "data" in o else o.get("text", "")
-                   for o in outputs)
 
 
 # -- a secret not set ----------------------------------------------------------------------
