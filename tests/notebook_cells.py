@@ -1,8 +1,11 @@
 """A notebook of cells run top to bottom in a kernel of its own, as tests of a notebook
-step on another executor (Dask, Dagger) need it: dagnb's widgets off, no user config."""
+step on another executor (Dask, Dagger) need it: dagnb's widgets off, no user config;
+and a kernel a test keeps, to run one cell after another in."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +26,27 @@ def executed(cells: list[str], folder: Path, timeout: int = 120) -> nbformat.Not
         NotebookClient(notebook, timeout=timeout, kernel_name="python3",
                        resources={"metadata": {"path": str(folder)}}).execute()
     return notebook
+
+
+@contextlib.contextmanager
+def started_kernel(folder: Path, env: Mapping[str, str], *, unset: tuple[str, ...] = (),
+                   timeout: int = 60, **options: Any) -> Iterator[Any]:
+    """An nbclient client whose kernel runs in ``folder`` until the block ends (failed
+    cells do not stop it). The kernel inherits this process's environment, so ``env`` is
+    set and the names in ``unset`` removed here, and put back once the kernel is gone;
+    ``options`` go to ``NotebookClient`` (``store_widget_state=False``, say)."""
+    from nbclient import NotebookClient
+
+    with pytest.MonkeyPatch.context() as patch:
+        for name, value in env.items():
+            patch.setenv(name, value)
+        for name in unset:
+            patch.delenv(name, raising=False)
+        client = NotebookClient(nbformat.v4.new_notebook(), timeout=timeout, allow_errors=True,
+                                kernel_name="python3",
+                                resources={"metadata": {"path": str(folder)}}, **options)
+        with client.setup_kernel():
+            yield client
 
 
 def printed(cell: nbformat.NotebookNode) -> str:

@@ -24,7 +24,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 from nbclient.util import run_sync
-from notebook_cells import LiveKernel
+from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 import dagnb
 from dagnb.testing import wait_until
@@ -38,6 +38,13 @@ class Kernel(LiveKernel):
     def __init__(self, client: NotebookClient, home: Path) -> None:
         super().__init__(client)
         self.home = home  # the folder the kernel started in
+
+    def fresh(self, folder: Path) -> Kernel:
+        """This kernel moved to ``folder`` (so its own cache), with an empty graph."""
+        outputs = self.run(f"{_into(folder)}\n%dagger reset\n"
+                           "from dagnb.notebook.session import get_session")
+        assert error(outputs) is None, outputs
+        return self
 
     def restart(self, *, now: bool = True) -> None:
         """Restart the kernel, as the Restart button does (``now=False``: asking it to
@@ -74,23 +81,11 @@ def error(outputs: list[dict]) -> dict | None:
 @pytest.fixture(scope="module")
 def live_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     home = tmp_path_factory.mktemp("kernel")
-    names = ("DAGNB_WIDGETS", "DAGNB_CONFIG", "DAGNB_EXECUTOR", "JPY_SESSION_NAME")
-    saved = {k: os.environ.get(k) for k in names}
-    os.environ.update(DAGNB_WIDGETS="0", DAGNB_CONFIG="none", DAGNB_EXECUTOR="local",
-                      JPY_SESSION_NAME=str(home / "pipeline.ipynb"))
-    client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, allow_errors=True,
-                            kernel_name="python3", resources={"metadata": {"path": str(home)}})
-    try:
-        with client.setup_kernel():
-            kernel = Kernel(client, home)
-            kernel.run("%load_ext dagnb")
-            yield kernel
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    env = KERNEL_ENV | {"JPY_SESSION_NAME": str(home / "pipeline.ipynb")}
+    with started_kernel(home, env) as client:
+        kernel = Kernel(client, home)
+        kernel.run("%load_ext dagnb")
+        yield kernel
 
 
 def _into(folder: Path) -> str:
@@ -105,10 +100,7 @@ def _into(folder: Path) -> str:
 @pytest.fixture
 def kernel(live_kernel: Kernel, tmp_path: Path) -> Kernel:
     """The module's kernel, in a fresh folder with an empty graph."""
-    outputs = live_kernel.run(f"{_into(tmp_path)}\n%dagger reset\n"
-                              "from dagnb.notebook.session import get_session")
-    assert error(outputs) is None, outputs
-    return live_kernel
+    return live_kernel.fresh(tmp_path)
 
 
 # -- keys see notebook variables -------------------------------------------------------

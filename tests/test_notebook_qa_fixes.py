@@ -13,8 +13,7 @@ from pathlib import Path
 
 import nbformat as nbf
 import pytest
-from nbclient import NotebookClient
-from notebook_cells import LiveKernel
+from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 pytestmark = pytest.mark.slow
 
@@ -103,14 +102,9 @@ class Kernel(LiveKernel):
 
 
 @pytest.fixture
-def kernel(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Kernel]:
-    for name, value in dict(DAGNB_WIDGETS="0", DAGNB_CONFIG="none", DAGNB_EXECUTOR="local",
-                            JPY_SESSION_NAME=str(tmp_path / "pipeline.ipynb")).items():
-        monkeypatch.setenv(name, value)
-    client = NotebookClient(nbf.v4.new_notebook(), timeout=60, allow_errors=True,
-                            kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    with client.setup_kernel():
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    env = KERNEL_ENV | {"JPY_SESSION_NAME": str(tmp_path / "pipeline.ipynb")}
+    with started_kernel(tmp_path, env) as client:
         kernel = Kernel(client)
         kernel.printed("%load_ext dagnb\nfrom dagnb.notebook.session import get_session\n"
                        "import dagnb, os, time")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 from test_kernel import (
     Kernel,
-    _into,
     error,
     live_kernel,  # noqa: F401 (a fixture: one kernel for the module)
 )
@@ -20,10 +19,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def kernel(live_kernel: Kernel, tmp_path: Path) -> Kernel:  # noqa: F811 (the fixture)
     """The module's kernel in a fresh folder (its own cache), with an empty graph."""
-    outputs = live_kernel.run(f"{_into(tmp_path)}\n%dagger reset\n"
-                              "from dagnb.notebook.session import get_session")
-    assert error(outputs) is None, outputs
-    return live_kernel
+    return live_kernel.fresh(tmp_path)
 
 
 def _plain(outputs: list[dict]) -> str:

@@ -11,10 +11,9 @@ import types
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
-from test_kernel import Kernel, _into, error, usage_error
+from notebook_cells import KERNEL_ENV, started_kernel
+from test_kernel import Kernel, error, usage_error
 from test_notebook_session64 import _plain
 
 from dagnb.model.contract import secret_not_set
@@ -30,28 +29,18 @@ LOUD_FAILURE = "for i in $(seq 50); do echo line$i >&2; done; exit 3"
 def widget_kernel(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Kernel]:
     """One kernel for the module, showing widgets as JupyterLab's does."""
     home = tmp_path_factory.mktemp("kernel")
-    with pytest.MonkeyPatch.context() as patch:
-        for name, value in (("DAGNB_WIDGETS", "1"), ("DAGNB_CONFIG", "none"),
-                            ("DAGNB_EXECUTOR", "local"), ("JPY_SESSION_NAME", "")):
-            patch.setenv(name, value)
-        patch.delenv(UNSET, raising=False)
-        patch.delenv("DAGNB_NOTEBOOK_FILE", raising=False)
-        client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, allow_errors=True,
-                                kernel_name="python3", store_widget_state=False,
-                                resources={"metadata": {"path": str(home)}})
-        with client.setup_kernel():
-            kernel = Kernel(client, home)
-            kernel.run("%load_ext dagnb")
-            yield kernel
+    env = KERNEL_ENV | {"DAGNB_WIDGETS": "1", "JPY_SESSION_NAME": ""}
+    with started_kernel(home, env, unset=(UNSET, "DAGNB_NOTEBOOK_FILE"),
+                        store_widget_state=False) as client:
+        kernel = Kernel(client, home)
+        kernel.run("%load_ext dagnb")
+        yield kernel
 
 
 @pytest.fixture
 def kernel(widget_kernel: Kernel, tmp_path: Path) -> Kernel:
     """The module's kernel in a fresh folder (its own cache), with an empty graph."""
-    outputs = widget_kernel.run(f"{_into(tmp_path)}\n%dagger reset\n"
-                                "from dagnb.notebook.session import get_session")
-    assert error(outputs) is None, outputs
-    return widget_kernel
+    return widget_kernel.fresh(tmp_path)
 
 
 # -- a secret not set ----------------------------------------------------------------------

@@ -4,14 +4,12 @@ defined yet (a restart), and a word on where a saved Python step reads its paths
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import nbformat
 import pytest
 from IPython.core.error import UsageError
-from nbclient import NotebookClient
-from notebook_cells import LiveKernel
+from notebook_cells import LiveKernel, started_kernel
 
 import dagnb
 from dagnb.errors import WorkflowError
@@ -183,22 +181,12 @@ def test_save_in_a_fresh_kernel_that_read_its_notebook_names_the_cell_to_run(tmp
     ``%load_ext dagnb`` (which defines ``load`` from the file) and ``%dagger save``."""
     cells = ["%load_ext dagnb", HELPERS, LOAD, "%dagger save pipeline.yml"]
     write_notebook(tmp_path / "nb14.ipynb", cells)
-    saved = {k: os.environ.get(k) for k in ("DAGNB_WIDGETS", "DAGNB_CONFIG", "JPY_SESSION_NAME")}
-    os.environ.update(DAGNB_WIDGETS="0", DAGNB_CONFIG="none",
-                      JPY_SESSION_NAME=str(tmp_path / "nb14.ipynb"))
-    client = NotebookClient(nbformat.v4.new_notebook(), timeout=60, allow_errors=True,
-                            kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        with client.setup_kernel():
-            kernel = LiveKernel(client)
-            kernel.run(cells[0])
-            outputs = kernel.run(cells[3])
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
+    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none",
+           "JPY_SESSION_NAME": str(tmp_path / "nb14.ipynb")}
+    with started_kernel(tmp_path, env) as client:
+        kernel = LiveKernel(client)
+        kernel.run(cells[0])
+        outputs = kernel.run(cells[3])
     stderr = "".join(o.get("text", "") for o in outputs if o.get("name") == "stderr")
     assert stderr.partition("UsageError: ")[2].strip() == (
         "cannot save pipeline.yml: step 'load' reads notebook variable `scale`, not defined "

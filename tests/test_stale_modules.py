@@ -8,16 +8,14 @@ on the local executor and on dask's LocalCluster."""
 from __future__ import annotations
 
 import importlib
-import os
 import subprocess
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
-from notebook_cells import LiveKernel
+from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 from dagnb.errors import ExecutorError
 from dagnb.executors import shipped
@@ -144,26 +142,11 @@ def _stream(outputs: list[dict], name: str) -> str:
 def kernel(tmp_path: Path) -> Iterator[Kernel]:
     """A kernel of its own in ``tmp_path`` (a module name is imported once a kernel),
     with dagnb loaded and helpers.py (``f()`` returns 1) imported."""
-    from nbclient import NotebookClient
-
-    env = {"DAGNB_WIDGETS": "0", "DAGNB_CONFIG": "none", "DAGNB_EXECUTOR": "local"}
-    saved = {name: os.environ.get(name) for name in env}
-    os.environ.update(env)
     (tmp_path / "helpers.py").write_text(HELPERS.format(value=1))
-    client = NotebookClient(nbformat.v4.new_notebook(), timeout=120, allow_errors=True,
-                            kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}})
-    try:
-        with client.setup_kernel():
-            kernel = Kernel(client, tmp_path)
-            kernel.printed("%load_ext dagnb\nimport helpers")
-            yield kernel
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+    with started_kernel(tmp_path, KERNEL_ENV, timeout=120) as client:
+        kernel = Kernel(client, tmp_path)
+        kernel.printed("%load_ext dagnb\nimport helpers")
+        yield kernel
 
 
 HELPERS = "def f():\n    return {value}\n"
