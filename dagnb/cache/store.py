@@ -184,6 +184,38 @@ def _close_live_stores() -> None:
             store.close()
 
 
+_CELLS_WATCHED: list[bool] = []  # [True] once the kernel's cells end with a flush
+
+
+def _write_uses_as_cells_end() -> None:
+    """In an IPython kernel, have each cell's end write the uses its hits counted (see
+    :func:`_write_counted_uses`): a kernel that hits once, then stays quiet for an hour,
+    would otherwise keep that use unwritten, and another process's prune would take
+    the entry for unused. Once per process; nothing outside a kernel."""
+    if _CELLS_WATCHED:
+        return
+    shell = sys.modules["IPython"].get_ipython()
+    if shell is None:  # (IPython imported, no shell: a script that uses its display)
+        return
+    shell.events.register("post_execute", _write_counted_uses)
+    _CELLS_WATCHED.append(True)
+
+
+def _write_counted_uses() -> None:
+    """As a cell ends: each live store writes the uses it counted, once none of its
+    own was written yet, or :data:`FLUSH_EVERY` s after its last write (a flush at
+    most that often, as hits make them)."""
+    for store in list(_LIVE):
+        if not store._pending:
+            continue
+        now = store.clock()
+        due = store._flush_due
+        if not store._cell_wrote or due is None or now >= due:
+            store._cell_wrote, store._flush_due = True, now + FLUSH_EVERY
+            with contextlib.suppress(Exception):  # (a cell's end never fails for it)
+                store.flush()
+
+
 def _close_live_stores_in_a_fork(parent: int = os.getpid()) -> None:
     """The same, as a forked ``multiprocessing`` worker ends: it ends with ``os._exit``,
     which runs no ``atexit`` function, after threading's shutdown, which runs this (a
@@ -284,6 +316,7 @@ class Store(Housekeeping):
     default_ttl: float | None = None  # (most stores set none)
     _packs: PackIndex | None = None  # a local store's (see __init__)
     _flush_due: float | None = None  # when a hit writes the uses out (set by the first)
+    _cell_wrote = False  # a cell's end wrote this store's uses (see _write_counted_uses)
 
     def __init__(
         self,
@@ -409,6 +442,8 @@ class Store(Housekeeping):
             self._flush_due = now + FLUSH_EVERY
             if due is not None:
                 self.flush()
+            elif "IPython" in sys.modules:  # a kernel may go quiet after this cell
+                _write_uses_as_cells_end()
         return entry
 
     def count_miss(self, step_name: str) -> None:
