@@ -137,7 +137,8 @@ def test_a_refused_magic_says_why_under_the_failed_cell_line(tmp_path):
     nbf.write(notebook, path)
     done = _dagnb("run", str(path), cwd=tmp_path)
     assert done.returncode == 1
-    error = done.stderr.split(f"a cell of {path} failed:\n", 1)[1]
+    assert f"dagnb: cell 4 of {path} (step " in done.stderr, done.stderr
+    error = done.stderr.split(" failed:\n", 1)[1]
     assert error.splitlines()[0] == (
         "UsageError: unrecognized arguments: --neds make; did you mean '--needs'?"), error
 

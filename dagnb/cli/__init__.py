@@ -705,8 +705,10 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
                            timeout=_timeout(args.timeout), settings=_kernel_settings(args))
     if outcome.rows:  # (as a YAML run's: a frame of rows some "not run" made counts floats)
         print(status_table(outcome.rows))
-    if outcome.error is not None:
-        print(f"dagnb: a cell of {args.workflow} failed:\n{outcome.error}", file=sys.stderr)
+    if outcome.error is not None:  # (one line naming the cell, so the user finds it)
+        cell = outcome.failed_cell
+        where = f"a cell of {args.workflow}" if cell is None else cell.said(args.workflow)
+        print(f"dagnb: {where} failed:\n{outcome.error}", file=sys.stderr)
     return outcome.exit_code
 
 

@@ -147,16 +147,27 @@ def _params_mask(workflow: Workflow | None, records: list[dict[str, Any]],
 
 
 def _declared_secrets(records: list[dict[str, Any]]) -> set[str]:
-    """The secret names the workflow files of the runs given params declare, each read
-    from its YAML alone: loading it would import its ``python:`` steps' modules, running
-    their code (a model loaded, a database opened), to list runs. One that no longer
-    reads declares none."""
+    """The secret names the workflow files (and notebooks: ``dagnb run NB -p``) of the
+    runs given params declare, each read from its text alone: loading a workflow would
+    import its ``python:`` steps' modules, running their code (a model loaded, a
+    database opened), to list runs. One that no longer reads declares none."""
     names: set[str] = set()
-    for source in sorted({record["source"] for record in records
-                          if record.get("params") and isinstance(record.get("source"), str)}):
-        with contextlib.suppress(DagnbError, OSError, ValueError):  # (a notebook's, gone...)
-            names |= _secrets_in(source)
+    files = {(record.get("source"), record.get("origin")) for record in records
+             if record.get("params")}
+    for source, origin in sorted(files, key=str):
+        with contextlib.suppress(DagnbError, OSError, ValueError):  # (gone, mid-edit...)
+            if isinstance(source, str):
+                names |= _secrets_in(source)
+            elif isinstance(origin, str) and origin.endswith((".ipynb", ".py")):
+                names |= _notebook_secrets(origin)
     return names
+
+
+def _notebook_secrets(path: str) -> set[str]:
+    """The secret names a notebook's cells declare (``--secret NAME``, ``secrets=[...]``)."""
+    from dagnb.notebook.document import declared_secrets, read_notebook
+
+    return declared_secrets(read_notebook(path))
 
 
 def _secrets_in(source: str) -> set[str]:

@@ -20,6 +20,8 @@ same status table as a YAML run, also when a cell failed (not when the time limi
   reads it); one it assigns only text keeps the text typed (``--param version=3.10`` is
   ``'3.10'``). A value holding a secret's value is refused before the kernel starts
   (:func:`_refuse_secret_params`): that cell holds it in clear, and so does ``output``.
+  The kernel's runs record the values set (``dagnb history`` shows them), as a
+  workflow's runs record their ``--param`` values.
 - ``targets`` (and ``tags``, the steps labelled so) run only what those steps need: the
   cells up to the last one a target needs run (plain cells too: they define what steps
   read), but only the ``%%dagger`` cells of the targets, their upstream steps and the
@@ -37,6 +39,11 @@ same status table as a YAML run, also when a cell failed (not when the time limi
 - ``cache_mode`` reaches the kernel as ``DAGNB_CACHE_MODE``. With ``fail-on-miss`` each
   ``%%dagger`` cell refuses to run a step that misses: the steps of the cells before it
   come from the cache, and the plain cells before it run (they define what steps read).
+  Any refusal (raised, wrapped by the cell, or a step's own ``dagnb.Memory`` call's) is
+  exit 2, as for a YAML run, unless a real failure came with it (exit 1).
+
+A cell that raised is named (:class:`FailedCell`): its number in the file and its step,
+or its first line.
 """
 
 from __future__ import annotations
@@ -46,9 +53,9 @@ import math
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from dagnb import checks
 from dagnb.config import (
@@ -59,7 +66,7 @@ from dagnb.config import (
     env_values,
     settings,
 )
-from dagnb.errors import CacheMissError, ConfigError, DagnbError, WorkflowError
+from dagnb.errors import CacheMissError, ConfigError, DagnbError, RunFailed, WorkflowError
 from dagnb.model.masking import MIN_LINE, SecretFinder, named_surely_secret
 from dagnb.model.step import variable_text
 from dagnb.notebook.document import (
@@ -72,28 +79,53 @@ from dagnb.notebook.document import (
 )
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
+from dagnb.runtime.history import NOTEBOOK_PARAMS_VARIABLE
 from dagnb.views.html import ANSI
 
-__all__ = ["NotebookOutcome", "check_notebook_file", "check_output_file", "run_notebook",
-           "selected_steps"]
+__all__ = ["FailedCell", "NotebookOutcome", "check_notebook_file", "check_output_file",
+           "last_error_refused", "run_notebook", "selected_steps"]
 
 _SUMMARY_MARK = "\x1edagnb-summary "
+_REFUSED_MARK = "\x1edagnb-refused"  # (printed by the summary when fail-on-miss stopped a cell)
 _SUMMARY_CODE = (
     "from dagnb.notebook.session import notebook_summary as _dagnb_summary\n"
-    f"print({_SUMMARY_MARK!r} + _dagnb_summary())"
+    "from dagnb.notebook.headless import last_error_refused as _dagnb_refused\n"
+    f"print({_SUMMARY_MARK!r} + _dagnb_summary())\n"
+    f"if _dagnb_refused():\n    print({_REFUSED_MARK!r})"
 )
 _FAILED = ("failed", "cancelled", "skipped")
+
+
+class FailedCell(NamedTuple):
+    """The cell that stopped a headless run: its number in the file (1 for the first;
+    None for the cell ``--param`` put in), and its step's name or its first line."""
+
+    number: int | None
+    step: str | None = None
+    first_line: str = ""
+
+    def said(self, notebook: str) -> str:
+        """``cell 4 of nb.ipynb (step 'train')``, as a user finds it in the file."""
+        if self.number is None:
+            return f"the injected-parameters cell that --param put in {notebook}"
+        what = f"step {self.step!r}" if self.step else f"which starts {self.first_line!r}"
+        return f"cell {self.number} of {notebook} ({what})"
 
 
 class NotebookOutcome:
     """What a headless run of a notebook ended with: the steps' rows, or the failing cell."""
 
     def __init__(self, rows: list[dict[str, Any]], error: str | None = None,
-                 error_name: str | None = None, unsaved: str | None = None) -> None:
+                 error_name: str | None = None, unsaved: str | None = None, *,
+                 refused: bool = False, failed_cell: FailedCell | None = None) -> None:
         self.rows = rows
         self.error = error
         self.error_name = error_name
         self.unsaved = unsaved  # why the executed notebook was not written, if it was not
+        # whether the failing cell's error holds fail-on-miss's refusal (raised, wrapped
+        # in another exception or raised while handling it), as the kernel saw it
+        self.refused = refused
+        self.failed_cell = failed_cell
 
     @property
     def ok(self) -> bool:
@@ -104,10 +136,45 @@ class NotebookOutcome:
 
     @property
     def exit_code(self) -> int:
-        """The CLI's: 0 ok, 2 when ``fail-on-miss`` refused a cell, else 1."""
+        """The CLI's: 0 ok, 2 when all that went wrong is ``fail-on-miss`` refusing to run
+        a miss (as a YAML run exits), else 1 (a real failure next to a refusal too)."""
         if self.ok:
             return 0
-        return 2 if self.error_name == CacheMissError.__name__ else 1
+        return 2 if self._only_refused() else 1
+
+    def _only_refused(self) -> bool:
+        """Whether every failure is a refusal: the failing cell's error holds one, or is
+        the ``RunFailed`` of steps that failed on one (a step's own ``dagnb.Memory``
+        call); and every step that failed, in any cell's run, failed on one."""
+        failed = [row for row in self.rows if row.get("state") in ("failed", "cancelled")]
+        if self.unsaved is not None or not all(map(_failed_on_a_refusal, failed)):
+            return False
+        if self.error is None:  # (a --background cell's run: no cell raised)
+            return bool(failed)
+        return (self.refused or self.error_name == CacheMissError.__name__
+                or (self.error_name == RunFailed.__name__ and bool(failed)))
+
+
+def _failed_on_a_refusal(row: Mapping[str, Any]) -> bool:
+    """Whether a step's row says it failed on a CacheMissError (``CacheMissError: ...``;
+    a container's traceback names it ``dagnb.errors.CacheMissError``)."""
+    error = row.get("error")
+    raised = error.split(":", 1)[0].rsplit(".", 1)[-1] if isinstance(error, str) else ""
+    return row.get("state") == "failed" and raised == CacheMissError.__name__
+
+
+def last_error_refused() -> bool:
+    """In the kernel: whether the error that stopped the notebook (IPython keeps it as
+    ``sys.last_value``) is fail-on-miss's refusal, or one raised from it or while
+    handling it (a cell's ``except CacheMissError: raise RuntimeError(...)``)."""
+    error = getattr(sys, "last_value", None)
+    seen: set[int] = set()
+    while isinstance(error, BaseException) and id(error) not in seen:
+        if isinstance(error, CacheMissError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 def selected_steps(path: str | Path, targets: Sequence[str] | None,
@@ -132,33 +199,37 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     if output is not None:  # (before the kernel: not after an hour's run)
         check_output_file(output, path)
     notebook = _load(nbformat, path)
+    in_file = list(notebook.cells)  # (as numbered in the file: an error names its cell)
     _refuse_secret_params(params or {}, param_texts or {},
                           [(c.cell_type, c.source) for c in notebook.cells],
                           (settings or {}).get("cache_directory"))
-    _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
+    given = _inject_parameters(nbformat, notebook, params or {}, path, param_texts or {})
     only, feeds = selected_steps(path, targets, tags) if targets or tags else (None, [])
     for feed in feeds:  # (a full run gives the target the value these steps make)
         stream.write(f"dagnb: {feed.note()}\n")
     unneeded = _cells_after_selection(notebook, only)
     notebook.cells.append(nbformat.v4.new_code_cell(_SUMMARY_CODE))
+    failing: list[Any] = []  # the cell whose error stopped the run, once one has
     client = client_class(
         notebook, kernel_name="python3", allow_errors=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
         resources={"metadata": {"path": str(path.parent.absolute())}},
         on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
-        on_cell_error=lambda **kw: _summary_after_error(client, kw["execute_reply"]),
+        on_cell_error=_on_cell_error(lambda: client, failing),
         **_whole_run_limit(timeout),
     )
-    env = {**_kernel_env(only, path), **_settings_env(settings or {})}  # (over the caller's)
-    if cache_mode is not None:
+    env = {**_kernel_env(only, path, given), **_settings_env(settings or {})}  # (over the
+    if cache_mode is not None:  #                                                 caller's)
         env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
     error, error_name = _execute(client, env)
     summary = notebook.cells.pop()
     notebook.cells.extend(unneeded)
     unsaved = None if output is None else _write(nbformat, notebook, Path(output))
     rows = _summary_rows(summary)
-    return NotebookOutcome((rows or []) + _unreached(notebook, only, rows), error, error_name,
-                           unsaved)
+    return NotebookOutcome(
+        (rows or []) + _unreached(notebook, only, rows), error, error_name, unsaved,
+        refused=_refused(summary),
+        failed_cell=_failed_cell(failing[-1], in_file) if error and failing else None)
 
 
 def check_output_file(output: str | Path, source: str | Path | None = None) -> None:
@@ -218,6 +289,31 @@ def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
     return {name: variable_text(value) for value, name in env_values(given).values()}
 
 
+def _on_cell_error(client: Callable[[], Any], failing: list[Any]) -> Callable[..., Any]:
+    """nbclient's hook for a cell that raised: note the cell (the last one noted is
+    the one that stopped the run), then run the summary (not again for the summary's
+    own error: it would run itself over and over)."""
+
+    def hook(cell: Any, execute_reply: dict[str, Any], **_: Any) -> Any:
+        if cell.source == _SUMMARY_CODE:
+            return None
+        failing.append(cell)
+        return _summary_after_error(client(), execute_reply)
+
+    return hook
+
+
+def _failed_cell(cell: Any, in_file: list[Any]) -> FailedCell:
+    """The failing cell as the file numbers it: its step (a ``%%dagger`` cell's), else
+    its first line (shortened)."""
+    number = next((i + 1 for i, c in enumerate(in_file) if c is cell), None)
+    found = dagger_cells([("code", cell.source)])
+    if found and found[0].name:
+        return FailedCell(number, step=found[0].name)
+    first = next((line.strip() for line in cell.source.splitlines() if line.strip()), "")
+    return FailedCell(number, first_line=first if len(first) <= 60 else first[:59] + "…")
+
+
 async def _summary_after_error(client: Any, reply: dict[str, Any]) -> None:
     """Run the summary cell (the last) in the kernel of a cell that failed, before
     nbclient shuts it down: the status table then shows every step, those the failure
@@ -273,11 +369,12 @@ def _load(nbformat: Any, path: Path) -> Any:
 
 
 def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
-                       path: Path, typed: Mapping[str, str]) -> None:
+                       path: Path, typed: Mapping[str, str]) -> dict[str, Any]:
     """papermill's convention: assignments in a cell after the one tagged ``parameters``,
-    for names that cell assigns (at the top, with a warning, when no cell has the tag)."""
+    for names that cell assigns (at the top, with a warning, when no cell has the tag);
+    the values set, as the cell sets them."""
     if not params:
-        return  # (an injected cell an earlier run left stays: papermill's too)
+        return {}  # (an injected cell an earlier run left stays: papermill's too)
     notebook.cells = [c for c in notebook.cells if not _tagged(c, "injected-parameters")]
     tagged = [i for i, c in enumerate(notebook.cells) if _tagged(c, "parameters")]
     if tagged:
@@ -295,6 +392,7 @@ def _inject_parameters(nbformat: Any, notebook: Any, params: Mapping[str, Any],
     cell = nbformat.v4.new_code_cell(source)
     cell.metadata["tags"] = ["injected-parameters"]
     notebook.cells.insert(tagged[0] + 1 if tagged else 0, cell)
+    return dict(params)
 
 
 def _tagged(cell: Any, tag: str) -> bool:
@@ -401,13 +499,18 @@ _CALLERS_NOTEBOOK = "JPY_SESSION_NAME"
 _NOTEBOOK_FILE = "DAGNB_NOTEBOOK_FILE"
 
 
-def _kernel_env(only: list[str] | None, notebook: Path | None = None) -> dict[str, str]:
+def _kernel_env(only: list[str] | None, notebook: Path | None = None,
+                params: Mapping[str, Any] | None = None) -> dict[str, str]:
     env = {**os.environ, "DAGNB_WIDGETS": "0", **_paths_from_here(os.environ)}
     env.pop(ONLY_STEPS_VARIABLE, None)
     env.pop(_CALLERS_NOTEBOOK, None)  # the cells define the graph as they run, as anywhere
-    env.pop(_NOTEBOOK_FILE, None)  # (a notebook run from a notebook's cell: not the caller)
+    # (a notebook run from a notebook's cell: not the caller's)
+    for name in (_NOTEBOOK_FILE, NOTEBOOK_PARAMS_VARIABLE):
+        env.pop(name, None)
     if notebook is not None:  # (dagnb history names the notebook's runs by it)
         env[_NOTEBOOK_FILE] = str(notebook.absolute())
+    if params:  # (its runs record them, as a workflow's record its --param values)
+        env[NOTEBOOK_PARAMS_VARIABLE] = json.dumps(params)
     if only is not None:
         env[ONLY_STEPS_VARIABLE] = ",".join(only)
     return env
@@ -478,12 +581,17 @@ def _shown_text(out: Any) -> str:
     return "".join(text) if isinstance(text, list) else text
 
 
+def _refused(summary: Any) -> bool:
+    """Whether the summary cell said fail-on-miss's refusal stopped the run."""
+    return any(_REFUSED_MARK in out.get("text", "") for out in summary.get("outputs", []))
+
+
 def _summary_rows(cell: Any) -> list[dict[str, Any]] | None:
     """The steps' rows the summary cell printed; None when it did not run."""
     for out in cell.get("outputs", []):
         text = out.get("text", "")
         if _SUMMARY_MARK in text:
-            return json.loads(text.split(_SUMMARY_MARK, 1)[1])
+            return json.loads(text.split(_SUMMARY_MARK, 1)[1].partition("\n")[0])
     return None
 
 

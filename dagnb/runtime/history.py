@@ -88,6 +88,7 @@ __all__ = [
     "FOREIGN_RUN_DAYS",
     "KEEP_RUNS",
     "KILLED",
+    "NOTEBOOK_PARAMS_VARIABLE",
     "NOT_RUN_STATES",
     "PRUNE_SLACK",
     "RECORDS_NAME",
@@ -101,6 +102,7 @@ __all__ = [
     "last_params",
     "last_run_of",
     "last_states",
+    "notebook_run_params",
     "prune",
     "same_params",
     "unfinished",
@@ -121,6 +123,9 @@ _draw = random.random  # whether this run prunes (tests replace it)
 # in a run cut short) was not done, and --only-failed runs it again
 DONE_STATES = frozenset({"succeeded", "cached"})
 ANY_ORIGIN = "*any*"  # a reader of any script's runs of a name (dagnb logs, history)
+# the --param values `dagnb run NOTEBOOK` gave the notebook, as JSON, for its kernel (no
+# DAGNB_ prefix: not taken for a misspelt setting, which the kernel would warn of)
+NOTEBOOK_PARAMS_VARIABLE = "_DAGNB_NOTEBOOK_PARAMS"
 
 
 def graph_origin() -> str | None:
@@ -155,6 +160,21 @@ def kernel_notebook_path(namespace: Mapping[str, Any] | None = None) -> Path | N
                 if path.is_file():
                     return path.absolute()
     return None
+
+
+def notebook_run_params() -> dict[str, Any]:
+    """The params ``dagnb run NOTEBOOK --param`` gave the notebook, for a graph that
+    notebook's kernel builds (its origin is that notebook: not a script a cell started),
+    which its runs record as a workflow's runs record theirs; ``{}`` elsewhere."""
+    notebook = os.environ.get("DAGNB_NOTEBOOK_FILE")
+    given = os.environ.get(NOTEBOOK_PARAMS_VARIABLE)
+    if not notebook or not given or graph_origin() != notebook:
+        return {}
+    try:
+        params = json.loads(given)
+    except ValueError:
+        return {}
+    return params if isinstance(params, dict) else {}
 
 
 @functools.lru_cache(maxsize=8)

@@ -48,7 +48,13 @@ from dagnb.model.contract import (
 )
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
-from dagnb.runtime.history import RunFolder, graph_origin, last_states, unfinished
+from dagnb.runtime.history import (
+    RunFolder,
+    graph_origin,
+    last_states,
+    notebook_run_params,
+    unfinished,
+)
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
@@ -332,6 +338,10 @@ def prepare(
     _refuse_in_a_reimported_script()
     config = settings()
     graph.validate()
+    if graph.workflow_file is None and not graph.given_params:  # (dagnb run NOTEBOOK -p:
+        given = notebook_run_params()  # its runs record them, and --only-failed matches
+        if given:  #                     them, as a file's; a graph of its cells, once)
+            graph.given_params = given
     cache_directory = cache_directory or None  # None: the setting
     mode = _cache_mode(cache, cache_mode, config.cache_mode)
     cwd = os.getcwd()  # (for the two memos below: one look)
