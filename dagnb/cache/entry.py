@@ -18,7 +18,7 @@ from dagnb.fingerprint import directory_digest, text_digest
 from dagnb.model.jsontext import encoder
 from dagnb.model.results import NO_RESULT, decode_inline, load_result
 
-__all__ = ["STORE_FORMAT", "Entry", "PackedEntry"]
+__all__ = ["COUNTED_AS", "STORE_FORMAT", "Entry", "PackedEntry"]
 
 STORE_FORMAT = 1  # the entry layout; an entry of another format is treated as damaged
 _REQUIRED = frozenset(
@@ -171,11 +171,14 @@ class Entry:
         return self.meta
 
     def verify(self) -> bool:
-        """Re-hash the output files (no stat cache) and compare with the saved digest."""
+        """Re-hash the output files (no stat cache) and compare with the saved digest
+        (``files_digest`` when the output digest counts a result holding a set by its
+        value, not by its pickle's bytes: see ``Store.save``)."""
         if self.meta.get("packed"):  # no output files: its digest is of its inline result
             return _inline_digest(self.meta.get("inline")) == self.output_digest
         try:
-            return directory_digest(self.out_dir, use_stat_cache=False) == self.output_digest
+            return directory_digest(self.out_dir, use_stat_cache=False) == self.meta.get(
+                "files_digest", self.output_digest)
         except OSError:
             return False
 
@@ -400,8 +403,22 @@ _COMPACT = encoder(separators=(",", ":"))
 _SORTED = encoder(sort_keys=True)
 
 
-def _inline_digest(inline: Any) -> str:
-    return _packed_digest(None if inline is None else _SORTED(inline))
+# The field of an inline result whose pickle holds a set that gives the digest it counts
+# by (its sets by their members' digests): a set pickles in its iteration order, which
+# hash seeds change, so the digest of its bytes would change from one process to the next.
+COUNTED_AS = "counted_as"
+
+
+def _inline_digest(inline: Any, inline_text: str | None = None) -> str:
+    """The output digest of an entry whose result is ``inline`` (None: it has none): of
+    its JSON with sorted keys (``inline_text``, when the caller has it), or of the digest
+    it counts by (:data:`COUNTED_AS`)."""
+    if inline is None:
+        return _packed_digest(None)
+    counted = inline.get(COUNTED_AS) if type(inline) is dict else None
+    if counted is not None:
+        return _packed_digest(_SORTED({COUNTED_AS: counted}))
+    return _packed_digest(_SORTED(inline) if inline_text is None else inline_text)
 
 
 def _packed_digest(inline_text: str | None) -> str:

@@ -25,6 +25,7 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 
 from __future__ import annotations
 
+import base64
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -33,7 +34,7 @@ from typing import Any
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import KeyRangeLock, surely_absent
-from dagnb.cache.entry import _inline_digest
+from dagnb.cache.entry import COUNTED_AS, _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
@@ -278,11 +279,14 @@ class StepCache:
             # loop than its whole record
             wrote_files = may_hold_files and has_files(out_dir)
             inline = _inline(result) if not wrote_files else None
+            counted = None  # (what its result.pkl counts by, when not by its bytes)
             if inline is None:
                 out_dir = Path(out_dir)
                 out_dir.mkdir(parents=True, exist_ok=True)
-                if result is not NO_RESULT and not _saved(step, out_dir, result):
-                    return None
+                if result is not NO_RESULT:
+                    saved, counted = _saved(step, out_dir, result)
+                    if not saved:
+                        return None
             # (_store_of and refreshes written out: a first run saves every step)
             store = session_store() if step.cache == "session" else self.store
             return store.save(
@@ -298,6 +302,7 @@ class StepCache:
                 inline=inline or None,
                 result_file=True,
                 displays=displays,
+                result_digest=counted,
             )
         except (OSError, CacheError) as exc:
             warn_user(f"step {step.name!r} ran but was not cached: {exc}")
@@ -486,15 +491,18 @@ def _result_digest(result: Any) -> str:
 
 
 def _result_file_digest(result: Any) -> tuple[str, str]:
-    """The name and content digest of the file ``save_result`` writes for ``result``;
-    a pickle is streamed into the hasher, never held whole in memory."""
+    """The name and content digest of the file ``save_result`` writes for ``result``
+    (or the digest it counts by, :func:`_set_free_digest`); a pickle is streamed into
+    the hasher, never held whole in memory."""
     text = json_text(result)
     hasher = new_hasher()
     if text is not None:
         hasher.update(text.encode("utf-8"))
         return RESULT_FILES[0], hasher.hexdigest()
-    pickle.Pickler(_Feed(hasher), protocol=5).dump(result)
-    return RESULT_FILES[1], hasher.hexdigest()
+    marks = _SetMarks()
+    pickle.Pickler(marks.writing_to(_Feed(hasher)), protocol=5).dump(result)
+    counted = _set_free_digest(result) if marks.seen else None
+    return RESULT_FILES[1], counted or hasher.hexdigest()
 
 
 class _Feed:
@@ -506,14 +514,116 @@ class _Feed:
         self.write = hasher.update
 
 
+# How a set with members and a frozenset show in a protocol 5 pickle, whatever they hold:
+# EMPTY_SET, MEMOIZE, MARK (its first ADDITEMS), and FROZENSET, MEMOIZE. Their members
+# come in the set's iteration order, which hash seeds change (a set of strings pickles
+# apart in each process). Data may hold these bytes too: _pickles_a_set tells.
+_SET_MARKS = (b"\x8f\x94(", b"\x91\x94")
+
+
+def _holds_set_marks(data: bytes) -> bool:
+    return _SET_MARKS[0] in data or _SET_MARKS[1] in data
+
+
+class _SetMarks:
+    """Whether a pickle written through it may hold a set: it passes each write on, and
+    looks for :data:`_SET_MARKS` in its frames (the C pickler writes each frame whole, a
+    set's marks within one; a large array's buffer apart, as a PickleBuffer: data, not
+    looked at). A look at bytes in C, where telling whether a result holds a set would
+    walk it in Python."""
+
+    __slots__ = ("_write", "seen", "used")
+
+    def __init__(self) -> None:
+        self.seen = self.used = False
+
+    def writing_to(self, file: Any) -> _SetMarks:
+        self._write, self.used = file.write, True
+        return self
+
+    def write(self, data: Any) -> Any:
+        if not self.seen and type(data) is bytes:
+            self.seen = _holds_set_marks(data)
+        return self._write(data)
+
+    def read(self, path: Path) -> None:
+        """Look at a pickle written elsewhere (by the step, or in its container)."""
+        tail = b""  # (the end of the block before: a mark may span two)
+        with open(path, "rb") as handle:
+            while block := handle.read(1 << 20):
+                if _holds_set_marks(tail + block):
+                    self.seen = True
+                    return
+                tail = block[-2:]
+
+
+class _SetsByDigest(pickle.Pickler):
+    """Pickles a value with each set and frozenset in it as its value digest (its
+    members' digests, sorted: as an argument of a ``Memory``-cached function counts),
+    noting whether it met one."""
+
+    met_a_set = False
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _SETS:
+            self.met_a_set = True
+            return value_digest(obj)
+        return None
+
+
+_SETS = (set, frozenset)
+
+
+# A set or frozenset pickled by protocol 3 is reduced to its type, named as a global.
+_SETS_BY_NAME = (b"cbuiltins\nset\n", b"cbuiltins\nfrozenset\n")
+
+
+def _pickles_a_set(result: Any) -> bool:
+    """Whether pickling ``result`` meets a set or a frozenset (or may: it does not
+    pickle with protocol 3). Asked of a pickle whose bytes hold :data:`_SET_MARKS`,
+    which data may hold too (about one float in 10,000): one more pickling, in C,
+    where a ``persistent_id`` would be a Python call for every object it holds (five
+    times the pickle's time for 200,000 tuples)."""
+    try:
+        data = pickle.dumps(result, protocol=3)
+    except Exception:  # (one protocol 3 cannot pickle: _set_free_digest tells)
+        return True
+    return _SETS_BY_NAME[0] in data or _SETS_BY_NAME[1] in data
+
+
+def _set_free_digest(result: Any) -> str | None:
+    """What a result whose pickle holds :data:`_SET_MARKS` counts by in its step's
+    output digest, in place of its pickle's bytes: the digest of its pickle with each
+    set as its value digest, the same in every process. None when it holds no set
+    after all (its pickle's bytes, the same in every process, count), or when a set's
+    member cannot be fingerprinted (the bytes count, as before)."""
+    if not _pickles_a_set(result):
+        return None
+    hasher = new_hasher()
+    hasher.update(b"pickle with sets by digest:")
+    pickler = _SetsByDigest(_Feed(hasher), protocol=5)
+    try:
+        pickler.dump(result)
+    except Exception:  # (a member value_digest refuses: by the pickle's bytes)
+        return None
+    return hasher.hexdigest() if pickler.met_a_set else None
+
+
 _INLINE_LIMIT = 2048  # bytes: a result this small is kept in the entry's metadata
 
 
 def _inline(result: Any) -> dict[str, Any] | None:
-    """A small result as inline fields (``{}`` for no result), or None: a file then."""
+    """A small result as inline fields (``{}`` for no result), or None: a file then. A
+    pickle holding a set gets the digest it counts by (:data:`COUNTED_AS`)."""
     if result is NO_RESULT:
         return {}
-    return encode_inline(result, _INLINE_LIMIT)
+    inline = encode_inline(result, _INLINE_LIMIT)
+    if inline is not None and "pickle" in inline and _holds_set_marks(
+            base64.b64decode(inline["pickle"])):
+        counted = _set_free_digest(result)
+        if counted is not None:
+            inline[COUNTED_AS] = counted
+    return inline
 
 
 def has_files(out_dir: Path | str) -> bool:
@@ -527,12 +637,19 @@ def has_files(out_dir: Path | str) -> bool:
         return False
 
 
-def _saved(step: Step, out_dir: Path, result: Any) -> bool:
+def _saved(step: Step, out_dir: Path, result: Any) -> tuple[bool, str | None]:
+    """Whether ``result`` was written into ``out_dir``, and what its ``result.pkl``
+    counts by in the output digest when not by its bytes (:func:`_set_free_digest`)."""
+    marks = _SetMarks()
     try:
-        save_result(out_dir, result)
-        return True
+        path = save_result(out_dir, result, through=marks.writing_to)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         warn_user(f"step {step.name!r}: its result cannot be pickled ({exc}), so it is not "
                   "cached; return plain data or write files to dagnb.current().out_dir")
-        return False
+        return False, None
+    if path.name != RESULT_FILES[1]:
+        return True, None
+    if not marks.used:  # (a result.pkl the step wrote, kept: read to look at it)
+        marks.read(path)
+    return True, _set_free_digest(result) if marks.seen else None
 

@@ -81,7 +81,7 @@ from dagnb.cache.entry import (
     STORE_FORMAT,
     Entry,
     PackedEntry,
-    _packed_digest,
+    _inline_digest,
     _parse_meta,
 )
 from dagnb.cache.entry_files import (
@@ -804,6 +804,7 @@ class Store(Housekeeping):
         refresh: bool = False,
         result_file: bool = False,
         displays: Sequence[Mapping[str, Any]] = (),
+        result_digest: str | None = None,
     ) -> Entry:
         """Store a step's outputs under ``key``, replacing any entry there (``refresh``:
         in a store shared with other machines too).
@@ -840,6 +841,12 @@ class Store(Housekeeping):
             many of its lines came before it), ``data`` (the mime bundle) and
             ``metadata``, kept in ``displays.jsonl``, their number in the metadata as
             ``displays`` (none: no file, and a hit opens none).
+        result_digest
+            What ``out/result.pkl`` counts by in the output digest, in place of its
+            bytes' digest: a result whose pickle holds a set, which pickles in its
+            iteration order, changed by hash seeds (the steps downstream would miss in
+            another process). Then ``files_digest`` in the metadata is what the files
+            hash to, for :meth:`Entry.verify`.
 
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder;
@@ -882,7 +889,8 @@ class Store(Housekeeping):
             else:
                 count = _write_logs(build / "logs.jsonl", logs)
             shown = _write_logs(build / "displays.jsonl", displays)  # (its records)
-            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl)
+            meta = self._new_meta(step_name, step_key, build, out, exit_code, duration_s, ttl,
+                                  result_digest)
             meta["log_lines"] = count  # a hit on a silent step then opens no file
             if shown:
                 meta["displays"] = shown  # (absent: a hit looks for no file)
@@ -958,7 +966,7 @@ class Store(Housekeeping):
             "format": STORE_FORMAT, "step": step_name, "key": key.digest,
             "created": created, "expires": None if ttl_s is None else created + ttl_s,
             "duration_s": float(duration_s), "exit_code": exit_code,
-            "output_digest": _packed_digest(inline_text),
+            "output_digest": _inline_digest(inline, inline_text),
             # what reduce_size frees, counted as a folder entry's files would be
             "size_bytes": (len(inline_text) if inline_text else 0) + (
                 len(logs_text) if logs_text else 0),
@@ -1025,9 +1033,10 @@ class Store(Housekeeping):
         exit_code: int,
         duration_s: float,
         ttl: float | str | None,
+        result_digest: str | None = None,
     ) -> dict[str, Any]:
         """The metadata of an entry assembled in ``build``, whose outputs, still in
-        ``out``, will be its ``out/``."""
+        ``out``, will be its ``out/`` (``result_digest``: see :meth:`save`)."""
         ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
         created = self.clock()
         try:
@@ -1036,7 +1045,11 @@ class Store(Housekeeping):
             raise CacheError(f"step {step_name!r}: {exc}") from None
         hashed: dict[str, str] = {}  # (out's files, read once: for both digests below)
         output_digest = directory_digest(out, use_stat_cache=False, file_digests=hashed)
-        return {
+        files_digest = None
+        if result_digest is not None:  # (a result holding a set: rare, its folder walked again)
+            files_digest, output_digest = output_digest, directory_digest(
+                out, use_stat_cache=False, extra={RESULT_FILES[1]: result_digest})
+        meta = {
             "format": STORE_FORMAT,
             "step": step_name,
             "key": key.digest,
@@ -1054,6 +1067,9 @@ class Store(Housekeeping):
             "last_used": created,
             "has_result": any(f"out/{name}" in files for name in RESULT_FILES),
         }
+        if files_digest is not None:
+            meta["files_digest"] = files_digest
+        return meta
 
     # ------------------------------------------------------------------ locks
 
@@ -1190,7 +1206,8 @@ def _result_head(inline: Mapping[str, Any] | None) -> dict[str, Any]:
     output digest, of the result alone (logs and displays are no output, and must not
     change the keys downstream), and the inline result :meth:`Entry.verify` checks."""
     head: dict[str, Any] = {
-        "output_digest": _packed_digest(None if inline is None else _inline_text(inline)),
+        "output_digest": _inline_digest(
+            inline, None if inline is None else _inline_text(inline)),
         "has_result": inline is not None, "packed": True}
     if inline is not None:
         head["inline"] = dict(inline)

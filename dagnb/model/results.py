@@ -13,8 +13,9 @@ import json
 import math
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dagnb.model import moved_modules
 from dagnb.model.jsontext import encoder
@@ -89,7 +90,8 @@ def _has_float(value: Any) -> bool:
     return False
 
 
-def save_result(out_dir: Path, value: Any) -> Path:
+def save_result(out_dir: Path, value: Any, *,
+                through: Callable[[BinaryIO], Any] | None = None) -> Path:
     """Write ``value`` into ``out_dir`` as ``result.json`` or ``result.pkl``.
 
     Parameters
@@ -98,6 +100,11 @@ def save_result(out_dir: Path, value: Any) -> Path:
         The step's output directory (``$DAGNB_OUT``); it must exist.
     value
         Any picklable value.
+    through
+        Given the open ``result.pkl``, the file object to pickle into: one that passes
+        each write on to it and looks at what goes by (the cache looks for sets, which
+        pickle in an order hash seeds change). Not called for a value written as JSON,
+        or saved already.
 
     Returns
     -------
@@ -114,7 +121,7 @@ def save_result(out_dir: Path, value: Any) -> Path:
         return path
     path = out_dir / RESULT_FILES[1]
     with open(path, "wb") as handle:
-        pickle.dump(value, handle, protocol=5)
+        pickle.Pickler(handle if through is None else through(handle), protocol=5).dump(value)
     return path
 
 
