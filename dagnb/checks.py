@@ -53,6 +53,8 @@ from typing import Any, NamedTuple, TypeVar
 from dagnb.errors import InvalidStepError
 
 __all__ = [
+    "AGE_FORMS",
+    "DURATION_FORMS",
     "Invalid",
     "checked",
     "choices_named",
@@ -581,25 +583,32 @@ def _seconds(value: Any) -> float | None:
     return float(match.group(1)) * _UNIT_SECONDS[match.group(2)] if match else None
 
 
+# what a duration may be, as the message of one that is not says (the default: a bare
+# number is seconds) ...
+DURATION_FORMS = "seconds or a number with ms, s, m, h or d such as '10m'"
+# ... and of a cache age typed by hand, which refuses a bare number (see cache.clearing)
+AGE_FORMS = ("a number with a unit such as 30d (days), 12h (hours), 10m (minutes), 30s "
+             "(seconds) or 500ms")
+
+
 def parse_duration(
     value: float | int | str | None,
     *,
     what: str = "duration",
     error: Callable[[str], Exception] = InvalidStepError,
+    forms: str = DURATION_FORMS,
 ) -> float | None:
     """Seconds from ``30``, ``"30s"``, ``"10m"``, ``"1.5h"``, ``"2d"`` or ``"250ms"``.
 
     None stays None (no limit). ``what`` starts the message of ``error``, raised for
-    anything else and for durations that are not greater than zero.
+    anything else (saying to use ``forms``, what the caller takes) and for durations
+    that are not greater than zero.
     """
     if value is None:
         return None
     seconds = _seconds(value)
     if seconds is None:
-        raise error(
-            f"{what} {value!r} is not a duration; use seconds or a number with "
-            "ms, s, m, h or d such as '10m'"
-        )
+        raise error(f"{what} {value!r} is not a duration; use {forms}")
     if not seconds > 0:  # NaN too
         raise error(f"{what} {value!r} must be greater than zero")
     return seconds

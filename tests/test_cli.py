@@ -978,7 +978,8 @@ def test_cache_clear_of_a_step_it_does_not_hold_is_refused(tmp_path, monkeypatch
 
 @pytest.mark.parametrize(("args", "message"), [
     (["clear", "--older-than", "banana"], "--older-than 'banana' is not a duration; use "
-     "seconds or a number with ms, s, m, h or d such as '10m'"),
+     "a number with a unit such as 30d (days), 12h (hours), 10m (minutes), 30s (seconds) "
+     "or 500ms"),
     (["prune", "--max-size", "-3"], "--max-size '-3' is not a size; use a number of bytes "
      "(0 or more), or one with a unit as `dagnb cache stats` prints it: 979B, 500K, 1.5M, "
      "10MB, 1GiB (B, K/KB/KiB, M/MB/MiB, G/GB/GiB, T/TB/TiB, any case; 1K = 1024 bytes)"),
@@ -1114,10 +1115,12 @@ def test_a_key_written_twice_beside_a_merge_is_still_refused(tmp_path: Path, tex
 
 @pytest.mark.parametrize(("module", "problem"), [
     ("import nonexistent_mod\n", "importing steps.py failed (ModuleNotFoundError: No module "
-                                 "named 'nonexistent_mod'); install what it imports"),
+                                 "named 'nonexistent_mod' (steps.py, line 1)); install what "
+                                 "it imports"),
     ("def f(:\n    pass\n", "(steps.py, line 1)); fix the module"),  # wording: Python's
-    ("raise RuntimeError('no config')\n", "(RuntimeError: no config); fix the module"),
-    ("import sys\nsys.exit(3)\n", "(SystemExit: 3); fix the module"),
+    ("raise RuntimeError('no config')\n", "(RuntimeError: no config (steps.py, line 1)); "
+                                           "fix the module"),
+    ("import sys\nsys.exit(3)\n", "(SystemExit: 3 (steps.py, line 2)); fix the module"),
 ])
 @pytest.mark.parametrize("command", ["run", "validate"])
 def test_a_python_step_module_that_fails_to_import_is_one_line(

@@ -33,9 +33,9 @@ import signal
 import sys
 import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from dagnb import checks, config
 from dagnb.cli import cache as cache_commands
@@ -88,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the steps that did not succeed last time (cache makes the rest free), "
              "with the --param values that run was given (a --param given now wins)",
     )
-    run.add_argument("--max-concurrency", type=int, default=None, metavar="N",
+    run.add_argument("--max-concurrency", type=_at_least_one, default=None, metavar="N",
                      help="steps at once (default: the max_concurrent_executions setting)")
     run.add_argument("--executor", choices=["auto", "local", "dagger"], default=None,
                      help="where steps run (default: the executor setting); a step's own "
@@ -134,6 +134,7 @@ def _run(args: argparse.Namespace) -> int:
     _refuse_notebook_options(args)
     graph = load(args.workflow)
     given = _set_params(graph, args)
+    _warn_unreached(given, graph, args)
     _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
     try:
@@ -168,8 +169,8 @@ def _run(args: argparse.Namespace) -> int:
                                        colour=printer.tty)))
     print(printer.table(run))
     print(run.summary())
-    if given:
-        print(given)
+    if given.values:
+        print(given.line(run.order))
     return 0 if run.ok else 1
 
 
@@ -212,16 +213,63 @@ def _among(args: argparse.Namespace) -> str:
     return f" among those {', '.join(named)} select" if named else ""
 
 
-def _set_params(graph: Any, args: argparse.Namespace) -> str:
+class _Given(NamedTuple):
+    """The ``--param`` values set (``typed``: those of the command line, not carried
+    from the last run by ``--only-failed``), the steps each was set in, and the mask
+    that hides secrets where they are shown."""
+
+    values: dict[str, Any]
+    steps: dict[str, list[str]]
+    typed: frozenset[str] = frozenset()
+    mask: Callable[[str], str] = str
+
+    def line(self, selected: Collection[str] | None = None) -> str:
+        """``params given: ...`` (values as JSON, secrets masked), each with the steps
+        it was set in that are ``selected``, the run's (None: every one)."""
+        from dagnb.workflows.params import shown
+
+        return "params given: " + "; ".join(
+            f"{name}={shown(json.dumps(self.values[name], ensure_ascii=False), self.mask)}"
+            f"{_taken_by(steps, selected)}" for name, steps in self.steps.items())
+
+
+def _taken_by(steps: list[str], selected: Collection[str] | None) -> str:
+    """`` for a, b``: the steps of ``selected`` (None: all) among ``steps``."""
+    taking = [step for step in steps if selected is None or step in selected]
+    return f" for {', '.join(taking)}" if taking else " (no step of this run takes it)"
+
+
+def _warn_unreached(given: _Given, graph: Any, args: argparse.Namespace) -> list[str] | None:
+    """Warn, in one line on stderr, of the command line's params that reach no step
+    ``--target``/``--tag`` select (not an error: the same command line may be reused
+    with other targets); the steps selected (None: every one, none narrowed)."""
+    targets, tags = getattr(args, "target", None), getattr(args, "tag", None)
+    if not given.values or not (targets or tags):
+        return None
+    selected = graph.select(targets, tags=tags)
+    chosen = set(selected)
+    unreached = [f"--param {name} (taken by {', '.join(steps)})"
+                 for name, steps in given.steps.items()
+                 if name in given.typed and chosen.isdisjoint(steps)]
+    if unreached:
+        named = " ".join([*(f"--target {t}" for t in targets or ()),
+                          *(f"--tag {t}" for t in tags or ())])
+        verb, it = ("reaches", "it changes") if len(unreached) == 1 else ("reach", "they change")
+        print(f"dagnb: warning: {', '.join(unreached)} {verb} no step that {named} "
+              f"selects: {it} nothing in this run", file=sys.stderr)
+    return selected
+
+
+def _set_params(graph: Any, args: argparse.Namespace) -> _Given:
     """Set the ``--param`` values in the workflow's steps (for ``--only-failed``, with
-    the last run's: see dagnb.cli.only_failed); the line saying which (values as JSON,
-    secrets masked), or "" when none was set."""
+    the last run's: see dagnb.cli.only_failed): which, in which steps (no values when
+    none was set)."""
     only_failed = getattr(args, "only_failed", False)
     if not args.param and not only_failed:
-        return ""
+        return _Given({}, {})
     from dagnb.model.contract import known_secret_values
     from dagnb.model.masking import MIN_LINE, Masker
-    from dagnb.workflows.params import file_values, param_pairs, set_params, shown
+    from dagnb.workflows.params import file_values, param_pairs, set_params
 
     store = getattr(args, "cache_dir", None)  # (validate has none)
     # what the messages and the line of the params given hide: the declared secrets, and
@@ -233,18 +281,14 @@ def _set_params(graph: Any, args: argparse.Namespace) -> str:
                          repr(args.workflow))  # (a declared parameter's: checked by it)
     _refuse_secret_texts(graph, args.param, values, store)
     changed = set_params(graph, values, repr(args.workflow), mask)  # (a name refused first)
+    typed = frozenset(values)
     if only_failed:
         from dagnb.cli.only_failed import last_run_params
 
         carried = last_run_params(graph, values, args.cache_dir, mask)
         changed.update(set_params(graph, carried, repr(args.workflow), mask))
         values.update(carried)
-    if not values:
-        return ""
-    return "params given: " + "; ".join(
-        f"{name}={shown(json.dumps(values[name], ensure_ascii=False), mask)} for "
-        f"{', '.join(steps)}"
-        for name, steps in changed.items())
+    return _Given(values, changed, typed, mask)
 
 
 def _refuse_secret_texts(graph: Any, items: Sequence[str], values: dict[str, Any],
@@ -366,13 +410,13 @@ def _validate(args: argparse.Namespace) -> int:
         from dagnb.workflows.loader import explain
 
         print(f"# {args.workflow}: {_steps(len(graph))}, valid")
-        if given:  # (the file below is as written)
-            print(f"# {given}")
+        if given.values:  # (the file below is as written)
+            print(f"# {given.line()}")
         print(explain(args.workflow), end="")
         return 0
     print(f"{args.workflow}: {_steps(len(graph))}, valid")
-    if given:
-        print(given)
+    if given.values:
+        print(given.line())
     for name, note in later.items():
         print(f"note: step {name!r}: {note}, and checked then")
     return 0
@@ -447,9 +491,10 @@ def _planned(args: argparse.Namespace, action: str) -> Any:
     _refuse_missing_folder(args.cache_dir)
     graph = load(args.workflow)
     given = _set_params(graph, args)
+    selected = _warn_unreached(given, graph, args)
     _unfailing_stdout()
-    if given:
-        print(given)
+    if given.values:
+        print(given.line(selected))
     return graph
 
 
@@ -710,6 +755,16 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
         where = f"a cell of {args.workflow}" if cell is None else cell.said(args.workflow)
         print(f"dagnb: {where} failed:\n{outcome.error}", file=sys.stderr)
     return outcome.exit_code
+
+
+def _at_least_one(given: str) -> int:
+    """``--max-concurrency``, as argparse reads it: a whole number >= 1, said with the
+    option's name (argparse's line starts with it), not the keyword's of ``graph.run``."""
+    try:
+        return checks.count(given, least=1, text=True)
+    except checks.Invalid:
+        shown = given if given.strip() else repr(given)
+        raise argparse.ArgumentTypeError(f"{shown} must be a whole number >= 1") from None
 
 
 def _timeout(given: str | None) -> float | None:

@@ -164,6 +164,7 @@ def _clear(args: argparse.Namespace) -> int:
     """`dagnb cache clear`: of a step, older than AGE, or (``--all``) every entry."""
     from dagnb.cache.clearing import check_clear_options, check_clear_scope
 
+    _refuse_no_age(args.older_than, "--older-than")
     older = check_clear_options(args.step, args.older_than, args.all)
     store = _store(args, "clear")
     if store is None:
@@ -177,13 +178,28 @@ def _clear(args: argparse.Namespace) -> int:
     return 0
 
 
+def _age(given: str | None, option: str) -> float | None:
+    """``--max-age``/``--older-than`` in seconds (None: not given), checked."""
+    from dagnb.cache.clearing import age_option
+
+    _refuse_no_age(given, option)
+    return age_option(given, option)
+
+
+def _refuse_no_age(given: str | None, option: str) -> None:
+    """Refuse an age that is no duration at all, saying what these options take: a
+    number with a unit (a bare number, seconds elsewhere, is refused here, with its own
+    message, by ``age_option``)."""
+    if given is not None:
+        checks.parse_duration(given, what=option, error=ConfigError, forms=checks.AGE_FORMS)
+
+
 def _prune(args: argparse.Namespace) -> int:
     """`dagnb cache prune`: least recently used entries evicted until every limit holds."""
-    from dagnb.cache.clearing import age_option
     from dagnb.cache.eviction import parse_size
 
     limits = (parse_size(args.max_size, what="--max-size", error=ConfigError),
-              _count(args.max_entries, "--max-entries"), age_option(args.max_age, "--max-age"))
+              _count(args.max_entries, "--max-entries"), _age(args.max_age, "--max-age"))
     if limits == (None, None, None):
         raise ConfigError("dagnb cache prune needs a limit: --max-size SIZE (such as 1G), "
                           "--max-entries N or --max-age AGE (such as 30d)")

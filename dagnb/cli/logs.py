@@ -14,13 +14,17 @@ lines found are a later run's), is said in one line, exit 1. A step that ran,
 succeeded and was stored in that run left its lines with its cache entry too (the run's
 folder keeps the lines of steps that failed, were cancelled, or were not stored): they
 come from there, under such a line; of a step that succeeded on a retry, after its
-failed attempts' lines from the run's folder. A record written before runs named their
-entries says how to read them in Python instead. ``--run RUN`` reads an earlier recorded
-run instead of the newest. A step that did not run in that run (skipped, as its upstream failed) is
-said in one line on stderr, exit 1, with why (the run's record) and the newest run that
-ran it. A step the file no longer defines (renamed since), or any step of a file that
-does not load now (a YAML error mid-edit), is read from the run records of that file all
-the same, under one line on stderr saying so.
+failed attempts' lines from the run's folder. A step that succeeded and was not stored
+(``cache: false``, ``--no-cache``, a result holding a secret) and left no lines there
+printed nothing, said in one line with why it was not stored (exit 0; 1 when a prune may
+have taken the run's folder, with the lines). A record written before runs named their
+entries (a step from the cache with none named) says how to read them in Python instead.
+``--run RUN`` reads an earlier recorded run instead of the newest. A step that did not
+run in that run (skipped, as its upstream failed) is said in one line on stderr, exit 1,
+with why (the run's record) and the newest run that ran it. A step the file no longer
+defines (renamed since), or any step of a file that does not load now (a YAML error
+mid-edit), is read from the run records of that file all the same, under one line on
+stderr saying so.
 (:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
 
@@ -28,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import shlex
 import sys
 import time
@@ -101,12 +106,14 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
     if found.entry is not None and found.state in _DONE:  # (stored: its lines with it)
         return _print_entry(args, workflow, found, tail)
     _print_lines(files, tail, args.stream)
-    if found.state in DONE_STATES and not files:  # (files left: it was not stored, --no-cache)
-        print(f"dagnb: step {args.step!r} {_DONE[found.state]} in run {found.run}: the lines "
+    if found.state == "cached" and not files:  # (no entry named: a record older than that)
+        print(f"dagnb: step {args.step!r} came from the cache in run {found.run}: the lines "
               "of an attempt stored in the cache are kept with its entry, not in the run's "
-              f"folder; in Python, {_replay(args)} replays them from the cache (nothing, for "
-              "a step that printed nothing or was not stored)", file=sys.stderr)
+              f"folder; in Python, {_replay(args)} replays them from the cache",
+              file=sys.stderr)
         return 1
+    if found.state in DONE_STATES and not files:  # (its record names no entry: not stored)
+        return _silent_unstored(args, workflow, found)
     if not files:
         print(f"dagnb: step {args.step!r} ({found.state}) printed nothing in run {found.run}",
               file=sys.stderr)
@@ -114,6 +121,50 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
 
 
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
+
+
+def _silent_unstored(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> int:
+    """Say that a step which succeeded and was not stored (its lines stay in the run's
+    folder, not with an entry) left no lines there: 0 when it printed nothing (the run's
+    folder is there, or it never had one: a run of silent Python steps makes none), 1
+    when a prune may have taken the folder with them."""
+    from dagnb.cache import local_folder
+    from dagnb.runtime.history import KEEP_RUNS
+
+    runs = local_folder(args.cache_dir) / ".runs"
+    said = (f"dagnb: step {args.step!r} succeeded in run {found.run}, not stored in the "
+            f"cache ({_why_unstored(args, workflow)})")
+    if (runs / found.run).is_dir() or not _may_be_pruned(runs, found.run):
+        print(f"{said}; it printed nothing", file=sys.stderr)
+        return 0
+    print(f"{said}, and that run has no folder in {str(runs)!r} to keep its lines: it "
+          "printed nothing and wrote no file, or the folder was pruned since (the newest "
+          f"{KEEP_RUNS} runs' folders are kept)", file=sys.stderr)
+    return 1
+
+
+def _may_be_pruned(runs: Path, run_id: str) -> bool:
+    """Whether a prune may have taken the folder of run ``run_id``: it keeps the newest
+    ``KEEP_RUNS`` folders by name (the run ids' order), so with fewer newer ones beside
+    it, the run never had a folder."""
+    from dagnb.runtime.history import KEEP_RUNS
+
+    try:
+        return sum(entry.is_dir() and entry.name > run_id
+                   for entry in os.scandir(runs)) >= KEEP_RUNS
+    except OSError:
+        return True
+
+
+def _why_unstored(args: argparse.Namespace, workflow: Workflow) -> str:
+    """Why a step that succeeded was not stored: ``cache: false`` if the file says so
+    now, else what else keeps a result out (the run's record does not say which)."""
+    graph = workflow.graph
+    if graph is not None and args.step in graph and graph[args.step].cache is False:
+        return "it has cache: false"
+    return ("caching was off for that run (--no-cache, --cache-mode off), or the run "
+            "warned that its result could not be stored: one holding a secret's value, "
+            "or one that cannot be pickled")
 
 
 def _unlisted(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> str:

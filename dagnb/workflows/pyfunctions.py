@@ -39,6 +39,7 @@ import os
 import pickle
 import sys
 import textwrap
+import traceback
 import types
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -303,8 +304,33 @@ def _run_module(path: Path, name: str, where: str) -> types.ModuleType:
         problem = (str(exc).strip().splitlines() or [""])[0]
         kind = type(exc).__name__ + (f": {problem}" if problem else "")
         fix = "install what it imports" if isinstance(exc, ImportError) else "fix the module"
-        raise WorkflowError(f"{where}: importing {path.name} failed ({kind}); {fix}") from None
+        raise WorkflowError(f"{where}: importing {path.name} failed ({kind}"
+                            f"{_raised_at(exc, path)}); {fix}") from None
     return module
+
+
+def _raised_at(exc: BaseException, module: Path) -> str:
+    """`` (helper.py, line 2)``: where ``exc`` was raised, as a SyntaxError's message
+    says it: the deepest frame in the project's files (the module's folder, an installed
+    package in it aside), the module itself or a helper it imported; "" for a
+    SyntaxError, whose message says where already."""
+    if isinstance(exc, SyntaxError):
+        return ""
+    folder = module.parent
+    at = ""
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        file = Path(os.path.abspath(frame.f_code.co_filename))
+        if _in_project(file, folder):
+            at = f" ({file.relative_to(folder).as_posix()}, line {line})"
+    return at
+
+
+def _in_project(file: Path, folder: Path) -> bool:
+    """Whether ``file`` is one of the project's own, in ``folder`` and not in an
+    environment's installed packages there (a ``.venv`` beside the steps)."""
+    if not file.is_relative_to(folder):
+        return False
+    return not {"site-packages", "dist-packages"} & set(file.relative_to(folder).parts)
 
 
 def _give_back(name: str, before: types.ModuleType | None) -> None:
