@@ -7,7 +7,8 @@ be another workflow's step of the same name, sharing the cache folder, or the st
 run with other params: its differences would not be this step's. Each difference
 becomes a sentence ("image changed python:3.11 → python:3.12", "input data/raw.csv
 changed", "code changed" with a line diff,
-"notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}", "global
+"notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}", "host
+variable REGION changed: eu → ap" of a shell step run on this machine, "global
 `THRESHOLD` of steps.py changed: 3 → 4" for a module's, where the key says whose
 globals its ``var:`` names are: see :data:`~dagnb.cache.keys.GLOBALS_OF`). Only
 digests and the descriptions in ``StepKey.describe`` are used, and those never hold a
@@ -23,7 +24,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.cache.images import moved
-from dagnb.cache.keys import GLOBALS_OF, StepKey, variable_words
+from dagnb.cache.keys import GLOBALS_OF, HOST_VARIABLE, NOT_SHOWN, StepKey, variable_words
 from dagnb.cache.store import Entry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
@@ -150,8 +151,8 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
 
 
 _ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "runs_in",
-          "image", "default_image", "env", "secrets", "workdir", "params", "services",
-          "cache_volumes", "mount", "upstream", "arg")
+          "image", "default_image", "env", HOST_VARIABLE, "secrets", "workdir", "params",
+          "services", "cache_volumes", "mount", "upstream", "arg")
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -180,6 +181,8 @@ def _sentence(name: str, change: str, before: str, after: str,
         return f"command changed {before.strip()} → {after.strip()}"
     if head == "var":
         return _variable_sentence(detail, change, before, after, home)
+    if head == HOST_VARIABLE:
+        return _host_variable_sentence(detail, change, before, after)
     if head == "env":
         return f"env changed ({', '.join(_changed_names(before, after)) or '?'})"
     if head == "secrets":
@@ -211,6 +214,17 @@ def _variable_sentence(name: str, change: str, before: str, after: str,
     sentence = f"{variable_words(name, home)} {change}"
     if change == "changed" and before != after and not before.startswith("<"):
         sentence += f": {before} → {after}"
+    return sentence
+
+
+def _host_variable_sentence(name: str, change: str, before: str, after: str) -> str:
+    """``host variable REGION changed: eu → ap``; without the values of one named like a
+    secret (``TOKENIZER_NAME``), which the key does not describe."""
+    sentence = f"host variable {name} {change}"
+    if change == "changed" and NOT_SHOWN not in (before, after):
+        sentence += f": {before} → {after}"
+    elif change == "added" and after != NOT_SHOWN:
+        sentence += f": {after}"
     return sentence
 
 

@@ -14,6 +14,7 @@ import builtins
 import dataclasses
 import os
 import posixpath
+import re
 import reprlib
 import sys
 from bisect import bisect_left
@@ -34,7 +35,7 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
-from dagnb.model.masking import MIN_LINE, named_as_secret
+from dagnb.model.masking import MIN_LINE, named_as_secret, named_surely_secret
 from dagnb.model.step import Step, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
@@ -57,7 +58,8 @@ class StepKey:
         Hex digest over all components; names the entry directory.
     components
         Component name -> digest, e.g. ``"image"``, ``"mount:data/raw.csv"``,
-        ``"upstream:prep"``, ``"var:params"`` (a global a Python step reads).
+        ``"upstream:prep"``, ``"var:params"`` (a global a Python step reads),
+        ``"host_var:REGION"`` (a host variable a shell step run on this machine reads).
     describe
         Component name -> human-readable value (image string, env JSON, params JSON,
         the normalized code), used only to explain a miss.
@@ -205,6 +207,8 @@ def step_key(
             components["key_fn"], describe["key_fn"] = value_digest(value), repr(value)
         elif code is not None:
             _add_code(components, describe, step, code, mask)
+    if step.func is None and not container:  # (in a container the host's are not seen)
+        _add_host_variables(components, describe, step, mask)
     for host, target in step.mounts.items():
         label = _mount_label(host, components)
         components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
@@ -220,6 +224,103 @@ def step_key(
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
     return StepKey(lines.digest(components), components, describe)
+
+
+# The ``host_var:<name>`` component of a host variable a shell step's text names.
+HOST_VARIABLE = "host_var"
+
+# ``$NAME``, ``${NAME}``, ``${NAME:-x}``, ``${#NAME}``: positional and special
+# parameters ($1, $@, $?...) start otherwise.
+_NAMED = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
+
+# Variables of the machine or the shell session, not inputs: their values differ from one
+# machine (or terminal) to the next without changing what a step makes, and keying them
+# would leave a shared cache to no one else.
+_MACHINE_VARIABLES = frozenset({
+    "HOME", "PATH", "PWD", "OLDPWD", "USER", "LOGNAME", "SHELL", "SHLVL", "TERM", "TMPDIR",
+    "TMP", "TEMP", "LANG", "LANGUAGE", "HOSTNAME", "DISPLAY", "COLUMNS", "LINES", "PS1",
+    "PS2", "PS3", "PS4", "IFS", "RANDOM", "SRANDOM", "SECONDS", "LINENO", "UID", "EUID",
+    "PPID", "OPTIND", "OPTARG", "REPLY", "PIPESTATUS", "FUNCNAME", "GROUPS", "HOSTTYPE",
+    "OSTYPE", "MACHTYPE", "EPOCHSECONDS", "EPOCHREALTIME", "VIRTUAL_ENV", "_",
+})
+_MACHINE_PREFIXES = ("LC_", "XDG_", "SSH_", "BASH", "CONDA_", "JUPYTER_", "DAGNB_")
+
+# Names the text binds itself before it reads them: a loop's (``for i in 3 1 4``,
+# ``for ((i = 0; ...``) and ``read``'s (``while read -r line``), which a host variable
+# of that name does not reach.
+_BOUND = re.compile(
+    r"\b(?:for\s+([A-Za-z_]\w*)\s|for\s*\(\(\s*([A-Za-z_]\w*)"
+    r"|read((?:[ \t]+-[A-Za-z]+)*(?:[ \t]+[A-Za-z_]\w*)+))")
+
+# The names a command text reads that may count, by the text: most steps' keys look once.
+_HOST_NAMES: dict[Any, tuple[str, ...]] = {}
+
+
+def _host_names(run: str | tuple[str, ...] | None) -> tuple[str, ...]:
+    """The variables ``run`` names, less the machine's, dagnb's own and secrets'."""
+    found = _HOST_NAMES.get(run)  # (Step made it text or a tuple of texts)
+    if found is None:
+        text = run if isinstance(run, str) else "\n".join(run or ())
+        found = tuple(sorted({
+            name for name in _NAMED.findall(text)
+            if name not in _MACHINE_VARIABLES and not name.startswith(_MACHINE_PREFIXES)
+            and not named_surely_secret(name)} - _bound(text)))
+        if len(_HOST_NAMES) >= _TEXT_MEMO_LIMIT:
+            _HOST_NAMES.clear()
+        _HOST_NAMES[run] = found
+    return found
+
+
+def _bound(text: str) -> set[str]:
+    """The names ``text`` binds in a loop or a ``read`` (see :data:`_BOUND`)."""
+    names = set()
+    for loop, counter, read in _BOUND.findall(text):
+        names.update(word for word in (loop, counter, *read.split())
+                     if word and not word.startswith("-"))
+    return names
+
+
+def _add_host_variables(components: dict[str, str], describe: dict[str, str], step: Step,
+                        mask: Callable[[str], str] | None) -> None:
+    """One ``host_var:<name>`` component per host variable a shell step run on this
+    machine reads, by its value now (unset counts as such): the step sees it, and a
+    result made with another value is another result. Left out: those the step sets
+    (``env``), its secrets, and a value holding a secret's (the run's, or of a variable
+    named as one): a secret's value goes in no key."""
+    names = _host_names(step.run)
+    if not names:  # (most steps)
+        return
+    for name in names:
+        if name in step.env or name in step.secrets:
+            continue
+        value = os.environ.get(name)
+        if value is not None and _holds_secret(value, mask):
+            continue
+        label = f"{HOST_VARIABLE}:{name}"
+        components[label] = _text_digest(_canonical(value))  # (unset: null, not "")
+        describe[label] = _host_value_shown(name, value)
+
+
+def _holds_secret(value: str, mask: Callable[[str], str] | None) -> bool:
+    """Whether ``value`` holds a secret the run knows, or a piece of the value of a
+    variable named as one beyond doubt (``API_TOKEN``'s, which a step sees undeclared)."""
+    if mask is not None and mask(value) != value:
+        return True
+    return len(value) >= MIN_LINE and _holds_piece(value, _SURE_ENVIRON_SECRETS())
+
+
+# A host variable's value as explain shows it: short, on one line.
+_SHOWN_LENGTH = reprlib.Repr().maxstring
+UNSET, NOT_SHOWN = "(unset)", "<not shown>"
+
+
+def _host_value_shown(name: str, value: str | None) -> str:
+    if value is None:
+        return UNSET
+    if named_as_secret(name):  # (``TOKENIZER_NAME``: not a secret, but shown as none)
+        return NOT_SHOWN
+    text = value if value.isprintable() else repr(value)[1:-1]
+    return _cut(text, _SHOWN_LENGTH) if text else '""'
 
 
 def _mount_label(host: str, components: Mapping[str, str]) -> str:
@@ -534,12 +635,14 @@ def _pieces(secrets: set[str]) -> frozenset[str]:
 
 class _EnvironSecrets:
     """The pieces (:func:`_pieces`) of the values of the environment's variables named
-    as secrets (``API_TOKEN``), as ``headless`` finds them: none under ``MIN_LINE``
-    characters, nor one naming an existing path (``GOOGLE_APPLICATION_CREDENTIALS``: a
-    path, not the key). Every key build asks: the names are listed again only when the
-    environment's size changes or one of them is removed, their values read each time."""
+    as secrets (``API_TOKEN``: ``named`` says which), as ``headless`` finds them: none
+    under ``MIN_LINE`` characters, nor one naming an existing path
+    (``GOOGLE_APPLICATION_CREDENTIALS``: a path, not the key). Every key build asks: the
+    names are listed again only when the environment's size changes or one of them is
+    removed, their values read each time."""
 
-    def __init__(self) -> None:
+    def __init__(self, named: Callable[[str], Any] = named_as_secret) -> None:
+        self._named = named
         # (each a tuple replaced whole: threads building keys read it consistent)
         self._listed: tuple[tuple[int, int], tuple[str, ...]] = ((0, -1), ())
         self._read: tuple[tuple[str | None, ...] | None, frozenset[str]] = (None, frozenset())
@@ -549,7 +652,7 @@ class _EnvironSecrets:
         size, (listed_size, names) = (id(environ), len(environ)), self._listed
         values = tuple(map(environ.get, names))
         if size != listed_size or None in values:  # (one gone: another in its place?)
-            names = tuple(name for name in environ if named_as_secret(name))
+            names = tuple(name for name in environ if self._named(name))
             self._listed = (size, names)
             values = tuple(map(environ.get, names))
         if values != self._read[0]:
@@ -563,6 +666,7 @@ def _secret_values(values: tuple[str | None, ...]) -> set[str]:
 
 
 _ENVIRON_SECRETS = _EnvironSecrets()
+_SURE_ENVIRON_SECRETS = _EnvironSecrets(named_surely_secret)
 
 
 class _HoldsSecret(Exception):
