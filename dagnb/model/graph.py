@@ -240,15 +240,22 @@ class Graph:
             for host in step.mounts:
                 path = mount_path(base, host)
                 if not path.exists():
-                    raise InvalidStepError(
+                    raise InvalidStepError(self._of_file(
                         f"step {name!r} mounts {host!r}, which does not exist ({path}); "
                         "create it or fix the path"
-                    )
+                    ))
                 if not (path.is_dir() or path.is_file()):
-                    raise InvalidStepError(
+                    raise InvalidStepError(self._of_file(
                         f"step {name!r} mounts {host!r}, which is {_kind(path)}, not a file "
                         "or folder; mount a file or a folder"
-                    )
+                    ))
+
+    def _of_file(self, message: str) -> str:
+        """``message`` starting with the workflow file the graph was loaded from, if any,
+        as that file's load errors do (the rest are said by the loader)."""
+        if self.workflow_file is None:
+            return message
+        return f"{_shown_file(self.workflow_file)}: {message}"
 
     def order(self, names: Iterable[str] | None = None) -> list[str]:
         """Topological order (graphlib), ties broken by the order steps were added."""
@@ -609,6 +616,16 @@ def _check_signature(step: Step) -> None:
                 f"too, whose result {func}() takes as `{name}`, never the param; rename "
                 "the param, or the step"
             )
+
+
+def _shown_file(path: Path) -> str:
+    """``path`` relative to the working folder when it is in it (as the command named
+    it, mostly), else as it is."""
+    try:
+        relative = os.path.relpath(path)
+    except ValueError:  # (Windows: another drive)
+        return str(path)
+    return str(path) if relative.startswith(os.pardir) else relative
 
 
 def _function_name(func: Any) -> str:

@@ -54,13 +54,19 @@ from typing import Any
 import yaml
 
 from dagnb import checks
-from dagnb.errors import CycleError, DagnbError, WorkflowError
+from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
-from dagnb.workflows.parameters import check_written_values, declared_parameters
+from dagnb.workflows.parameters import (
+    Yaml12Loader,
+    check_written_values,
+    declared_parameters,
+    quoting_yaml_1_2,
+    yaml_1_2_value,
+)
 from dagnb.workflows.published import published_reads
 from dagnb.workflows.pyfunctions import (
     PYTHON_KEY,
@@ -148,12 +154,16 @@ def _as_written(text: str, source: str) -> Any:
         raise WorkflowError(_yaml_message(exc, source)) from None
 
 
-def parse_yaml(text: str, source: str) -> Any:
+def parse_yaml(text: str, source: str, *, yaml_1_2: bool = False) -> Any:
     """YAML data, refused before it is built when aliases would blow it up or it nests
     absurdly deep (a few hundred bytes of aliases can expand to billions of values);
     every problem is a one-line WorkflowError starting with ``source``. Read by libyaml
     (C) where PyYAML has it; a problem is then found again in pure Python, to be said in
-    the words, and with the limits, it always had."""
+    the words, and with the limits, it always had. ``yaml_1_2``: booleans and numbers
+    read by YAML 1.2's core schema (``0755`` is 755, ``12:30`` and ``yes`` text), as a
+    ``--param`` value is (:class:`~dagnb.workflows.parameters.Yaml12Loader`)."""
+    if yaml_1_2:
+        return _parsed(text, source, Yaml12Loader)
     try:
         return _parsed(text, source, _C_STRICT)
     except WorkflowError:
@@ -263,9 +273,11 @@ _TEXT_FIELDS = ("env", "environment", "run", "command")
 
 def _check_as_written(data: Any, written: Any, source: str) -> None:
     """Refuse an env value or argv item YAML read as something other than its text:
-    ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null. And
-    a workflow ``name`` YAML read as no text, said as written."""
+    ``3.10`` is the number 3.1, ``0755`` the number 493, ``yes`` true, ``~`` null; a
+    param written bare that a reader may take for another value (:func:`_check_params`).
+    And a workflow ``name`` YAML read as no text, said as written."""
     _check_name(data.get("name"), _at(written, "name"), source)
+    _check_params(data, written, source)
     for where, holder, key, text in _text_values(data, written):
         value = holder[key]
         if isinstance(value, float) and isinstance(text, str) and EXPONENT_FLOAT.match(text):
@@ -303,20 +315,110 @@ def _misread(value: Any, text: str) -> str:
     return ""
 
 
+def _check_params(data: Any, written: Any, source: str) -> None:
+    """Refuse a param (a step's, the defaults', a declared parameter's default) written
+    bare that the file's YAML (1.1) reads as a value a reader may not mean: ``12:30`` is
+    750, ``0755`` 493, ``yes`` true, where YAML 1.2 (and a --param) reads the text 12:30,
+    755 and the text yes. Said as an env value is. (Not ``0.50``, a number to both, most
+    often a ratio: an env value's ``3.10`` is refused, as the text it becomes is 3.1.)"""
+    for where, value, text, kind in _param_values(data, written):
+        reading = _misread_param(value, text, kind)
+        if reading:
+            raise WorkflowError(f"{source}: {where}: {text} reads as {reading} in YAML; "
+                                f"{_quoting_fix(value, text)}")
+
+
+def _misread_param(value: Any, text: str, kind: str | None) -> str:
+    """What YAML read a param's bare ``text`` as (as :func:`_misread` says it), when a
+    reader may mean another value: YAML 1.2 reads it otherwise. Nothing when the declared
+    ``kind`` says which: a bool's ``yes``; a text's is any value that is no text."""
+    reading = _misread(value, text)
+    if not reading or kind == "str":
+        return reading
+    if kind in ("bool", "float") and kind == type(value).__name__:
+        return ""
+    if _same_value(yaml_1_2_value(text), value):
+        return ""  # (+5, 0x1F, .5, 0.50, 1e-3: one number to either YAML, and to a reader)
+    return reading
+
+
+def _same_value(one: Any, other: Any) -> bool:
+    return type(one) is type(other) and (one == other or (one != one and other != other))
+
+
+def _quoting_fix(value: Any, text: str) -> str:
+    """Quote ``text``; or, for a boolean a reader may have meant, write that."""
+    fix = f'quote it: "{text}"'
+    if isinstance(value, bool):
+        fix += f", or write {json.dumps(value)} for the boolean"
+    return fix
+
+
+def _param_values(data: Any, written: Any) -> Iterator[tuple[str, Any, str, str | None]]:
+    """(where, value, text as written, declared type) of each param value of the defaults
+    and steps, and of each declared parameter's default; an item of a list or a mapping
+    on its own."""
+    specs, spec_texts = data.get("parameters"), _at(written, "parameters")
+    kinds = _declared_kinds(specs)
+    for where, fields, texts in _fields_written(data, written):
+        params, params_text = _at(fields, "params"), _at(texts, "params")
+        if isinstance(params, Mapping) and isinstance(params_text, Mapping):
+            for name, value in params.items():
+                if isinstance(name, str):
+                    yield from _leaves(value, params_text.get(name),
+                                       f"{where}: params {name}", kinds.get(name))
+    if isinstance(specs, Mapping):
+        for name, spec in specs.items():
+            if isinstance(name, str) and isinstance(spec, Mapping) and "default" in spec:
+                yield from _leaves(spec["default"], _at(_at(spec_texts, name), "default"),
+                                   f"parameter {name!r}: default", kinds.get(name))
+
+
+def _declared_kinds(specs: Any) -> dict[str, str]:
+    """Each declared parameter's type (a list's: its items'), as the file writes it."""
+    kinds = {}
+    for name, spec in specs.items() if isinstance(specs, Mapping) else ():
+        if isinstance(spec, Mapping):
+            kind = spec.get("items") if spec.get("type") == "list" else spec.get("type", "str")
+            if isinstance(kind, str):
+                kinds[name] = kind
+    return kinds
+
+
+def _leaves(value: Any, text: Any, where: str,
+            kind: str | None) -> Iterator[tuple[str, Any, str, str | None]]:
+    """(where, value, text) of ``value`` and, in a list or mapping, of each item."""
+    if isinstance(value, list) and isinstance(text, list) and len(text) == len(value):
+        for index, (item, item_text) in enumerate(zip(value, text, strict=True)):
+            yield from _leaves(item, item_text, f"{where}[{index}]", kind)
+    elif isinstance(value, Mapping) and isinstance(text, Mapping):
+        for key, item in value.items():
+            if isinstance(key, str):
+                yield from _leaves(item, text.get(key), f"{where}.{key}", kind)
+    elif isinstance(text, str):
+        yield where, value, text, kind
+
+
 def _text_values(data: Any, written: Any) -> Iterator[tuple[str, Any, Any, str]]:
     """(where, its mapping or list, its key there, text as written) of each env value and
     argv item of the defaults and steps; anything of another shape is left for the
     loader to refuse."""
+    for where, fields, texts in _fields_written(data, written):
+        yield from _fields_text(fields, texts, where)
+
+
+def _fields_written(data: Any, written: Any) -> Iterator[tuple[str, Any, Any]]:
+    """(where, fields, the fields as written) of the defaults and of each step."""
     for key in ("defaults", "workflow_defaults"):
-        yield from _fields_text(data.get(key), _at(written, key), key)
+        yield key, data.get(key), _at(written, key)
     steps, texts = data.get("steps"), _at(written, "steps")
     if isinstance(steps, Mapping):
         for name, fields in steps.items():
-            yield from _fields_text(fields, _at(texts, name), f"step {name!r}")
+            yield f"step {name!r}", fields, _at(texts, name)
     elif isinstance(steps, list) and isinstance(texts, list) and len(texts) == len(steps):
         for fields, text in zip(steps, texts, strict=True):
             name = fields.get("name") if isinstance(fields, Mapping) else None
-            yield from _fields_text(fields, text, f"step {name!r}")
+            yield f"step {name!r}", fields, text
 
 
 def _fields_text(fields: Any, texts: Any, where: str) -> Iterator[tuple[str, Any, Any, str]]:
@@ -419,16 +521,17 @@ def _check_retries(retries: Any, where: str) -> None:
 
 
 def _check_needs(graph: Graph, source: str) -> None:
-    """Refuse a need that names no step, and needs that form a cycle, naming the file
-    (the graph's own check, as a run makes it, names none)."""
+    """Refuse a need that names no step, needs that form a cycle, and a Python step whose
+    function takes a name that is neither a need nor a param, naming the file (the
+    graph's own check, as a run makes it, names none)."""
     for step in graph:
         for need in step.needs:
             if need not in graph:
                 raise WorkflowError(
                     f"{source}: {unknown_need_message(step.name, need, graph.names)}")
-    try:
-        graph.order()
-    except CycleError as exc:
+    try:  # (a cycle; a Python step's function against its needs and params)
+        graph.validate()
+    except DagnbError as exc:
         raise WorkflowError(f"{source}: {exc}") from None
 
 
@@ -680,7 +783,9 @@ def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
 
 
 _BlockDumper.add_representer(str, _str_representer)
-WorkflowDumper = _reading_yaml_1_2_floats(_BlockDumper)  # (text "1e6" stays text)
+# (text "1e6", "0o755" stays text, quoted, as "0755" and "12:30" are: --param reads
+# a value YAML 1.2's way)
+WorkflowDumper = quoting_yaml_1_2(_reading_yaml_1_2_floats(_BlockDumper))
 
 
 def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:

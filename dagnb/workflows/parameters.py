@@ -9,8 +9,9 @@ import dataclasses
 import functools
 import math
 import numbers
+import re
 from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -19,9 +20,9 @@ from dagnb.errors import ConfigError, WorkflowError
 from dagnb.workflows.bounds import BOUND_KEYS, Bounds
 from dagnb.workflows.yaml_reading import WorkflowLoader
 
-__all__ = ["TYPES", "Parameter", "ParameterValueError", "check_written_values", "constructed",
-           "declared_parameters", "items_as_typed", "template_parameter", "with_text_items",
-           "written_quoted"]
+__all__ = ["TYPES", "Parameter", "ParameterValueError", "Yaml12Loader", "check_written_values",
+           "constructed", "declared_parameters", "items_as_typed", "quoting_yaml_1_2",
+           "template_parameter", "with_text_items", "written_quoted", "yaml_1_2_value"]
 
 TYPES = ("str", "int", "float", "bool", "list")
 _PARAMETER_KEYS = ("type", "default", "required", "description", "items", *BOUND_KEYS)
@@ -111,9 +112,11 @@ class Parameter:
         return self._bounded(_from_text(self.type, text, self._mistyped))
 
     def _read_list(self, text: str) -> Any:
-        """``[...]`` as YAML; for text items, those written bare kept as typed (``3.10``,
-        not the float 3.1 that YAML reads), as ``dagnb run --param`` keeps them."""
-        return with_text_items(text) if self.items == "str" else yaml.safe_load(text)
+        """``[...]`` as YAML 1.2 reads it (``[050]`` is [50], as ``050,...`` is); for text
+        items, those written bare kept as typed (``3.10``, not the float 3.1 that YAML
+        reads), as ``dagnb run --param`` keeps them."""
+        return with_text_items(text) if self.items == "str" else yaml.load(
+            text, Loader=Yaml12Loader)
 
     def example(self) -> Any:
         """A value this parameter takes (lists: of one item), for a preview."""
@@ -247,11 +250,76 @@ def with_text_items(text: str) -> Any:
     return None if node is None else constructed(node)
 
 
-def constructed(node: yaml.Node) -> Any:
-    """The value of a composed (and retagged) YAML node."""
-    loader = WorkflowLoader("")
+def constructed(node: yaml.Node, loader_class: type[Any] = WorkflowLoader) -> Any:
+    """The value of a composed (and retagged) YAML node, built as ``loader_class`` (the
+    one that composed it) builds values."""
+    loader = loader_class("")
     try:
         return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+# -- YAML 1.2 -------------------------------------------------------------------------
+# PyYAML reads YAML 1.1, where 0755 and 050 are octal (493, 40), 12:30 is base 60 (750),
+# 1_000 is 1000 and yes/no/on/off are booleans. YAML 1.2's core schema, which JSON, most
+# readers and most other tools follow, reads 0755 as 755 (0o755 is octal) and the rest
+# as text. A --param value is read as YAML 1.2 reads it; a file's value that the two
+# read apart is refused (dagnb.workflows.loader): which one was meant, no reader knows.
+_CORE_RESOLVERS = (
+    ("tag:yaml.org,2002:bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("tag:yaml.org,2002:int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    ("tag:yaml.org,2002:float", r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+     r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$", "-+.0123456789"),
+)
+_CORE_TAGS = {tag for tag, _, _ in _CORE_RESOLVERS}
+
+
+def _with_core_resolvers(cls: type[Any]) -> type[Any]:
+    """``cls`` also resolving YAML 1.2's booleans and numbers (after its own)."""
+    for tag, pattern, first in _CORE_RESOLVERS:
+        cls.add_implicit_resolver(tag, re.compile(pattern), list(first))
+    return cls
+
+
+class Yaml12Loader(WorkflowLoader):
+    """:data:`WorkflowLoader` reading booleans and numbers by YAML 1.2's core schema
+    (its nulls are YAML 1.1's; a date stays a date, for a value to refuse it as the
+    file does)."""
+
+    yaml_implicit_resolvers: ClassVar[dict[Any, list[tuple[str, re.Pattern[str]]]]] = {
+        first: [(tag, pattern) for tag, pattern in resolvers if tag not in _CORE_TAGS]
+        for first, resolvers in WorkflowLoader.yaml_implicit_resolvers.items()}
+
+
+def _core_int(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """A YAML 1.2 int: ``0755`` is 755, ``0o755`` octal, ``0x1F`` hexadecimal."""
+    text = loader.construct_scalar(node)
+    sign, digits = (-1, text[1:]) if text[:1] == "-" else (1, text.removeprefix("+"))
+    base = {"0o": 8, "0x": 16}.get(digits[:2].lower(), 10)
+    return sign * int(digits[2:] if base != 10 else digits, base)
+
+
+_with_core_resolvers(Yaml12Loader)
+Yaml12Loader.add_constructor("tag:yaml.org,2002:int", _core_int)
+
+
+def quoting_yaml_1_2(dumper: type[Any]) -> type[Any]:
+    """``dumper`` quoting the text YAML 1.2 reads as a number too (``"0o755"``), as it
+    quotes what YAML 1.1 does (``"0755"``, ``"12:30"``, ``"yes"``): such text, written,
+    reads back as text by either."""
+    return _with_core_resolvers(dumper)
+
+
+def yaml_1_2_value(text: str) -> Any:
+    """What YAML 1.2 reads the plain scalar ``text`` as: ``12:30`` and ``yes`` text,
+    ``0755`` the int 755, ``3.10`` the float 3.1."""
+    loader = Yaml12Loader("")
+    try:
+        tag = loader.resolve(yaml.ScalarNode, text, (True, False))
+        return loader.construct_object(yaml.ScalarNode(tag, text), deep=True)
+    except (yaml.YAMLError, ValueError):  # (a date YAML cannot build: as text)
+        return text
     finally:
         loader.dispose()
 

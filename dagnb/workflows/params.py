@@ -1,8 +1,12 @@
 """A workflow's params set for one run: ``dagnb run FILE.yml --param rows=5``.
 
-A value is read as the file reads ``rows: 5`` (``5`` the number, ``yes`` true, ``[a, b]``
+A value is read as the file reads ``rows: 5`` (``5`` the number, ``true`` true, ``[a, b]``
 a list, ``'"5"'`` the text), so one value written in the file or given on the command
-line makes one cache key; but for a param the file gives as text (in every step that has
+line makes one cache key. Where YAML 1.1, which reads the file (and refuses such a value
+there, written bare), and YAML 1.2 read a value apart, it is read as YAML 1.2 (and JSON)
+reads it: ``0755`` and ``050`` are 755 and 50 (not octal), ``9:45`` and ``yes`` text (not
+585 and true); but ``yes``/``no``/``on``/``off`` are true and false for a param the file
+gives only as booleans. For a param the file gives as text (in every step that has
 it), the value is the text as typed (``3.10``, ``0755``, ``yes``, ``#x`` stay so: YAML
 would make them 3.1, 493, true and null), unless it is written quoted; likewise the
 items of a list given for a param the file gives as lists of text (``[3.10, 3.12]`` is
@@ -34,10 +38,11 @@ import yaml
 from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.workflows.loader import WorkflowDumper, WorkflowLoader, parse_yaml
+from dagnb.workflows.loader import WorkflowDumper, parse_yaml
 from dagnb.workflows.parameters import (
     Parameter,
     ParameterValueError,
+    Yaml12Loader,
     constructed,
     items_as_typed,
     with_text_items,
@@ -107,8 +112,9 @@ def file_values(graph: Graph) -> dict[str, list[Any]]:
 
 
 def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = ()) -> Any:
-    """``text`` as the workflow file reads the value of ``name: text``; what the file
-    would refuse (``a: b``, ``*.csv``, a date) is refused, with the quoting that fixes it.
+    """``text`` as the workflow file reads the value of ``name: text``, by YAML 1.2 where
+    the file's YAML 1.1 reads it otherwise (:func:`_as_yaml_1_2`); what the file would
+    refuse (``a: b``, ``*.csv``, a date) is refused, with the quoting that fixes it.
     Where the file gives ``name`` only as text (``in_file``: its values there), ``text``
     is that text as typed, not read as YAML, unless it is written quoted (``"3.10"``);
     where it gives ``name`` only as lists of text (maps of text values), so are the items
@@ -119,7 +125,7 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
     where = f"--param {shown(f'{name}={text}', mask)!r}"
     quoted = f"quote it as text: --param '{name}={shown(json.dumps(text), mask)}'"
     try:
-        node = yaml.compose(text, Loader=WorkflowLoader)  # (1e-3 a float, as in the file)
+        node = yaml.compose(text, Loader=Yaml12Loader)  # (1e-3 a float, as in the file)
     except yaml.YAMLError as exc:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise WorkflowError(f"{where}: the value does not read as YAML ({problem}); "
@@ -131,16 +137,27 @@ def read_value(name: str, text: str, mask: Mask = str, in_file: Sequence[Any] = 
         raise WorkflowError(f"{where}: the value reads as a YAML block, which a param "
                             f"written in the file cannot be; {quoted}, or write a list as "
                             "[a, b]")
-    value = parse_yaml(text, where)  # (with the file's limits on size and nesting)
+    value = _as_yaml_1_2(text, where, in_file)
     kind = _text_items_of(in_file)
     if kind is not None and isinstance(node, kind) and items_as_typed(node, text):
-        value = constructed(node)
+        value = constructed(node, Yaml12Loader)
     try:
         json.dumps(value, allow_nan=False)
     except (TypeError, ValueError):
         raise WorkflowError(f"{where}: the value reads as the {type(value).__name__} "
                             f"{shown(str(value), mask)}, and a param is a JSON value; "
                             f"{quoted}") from None
+    return value
+
+
+def _as_yaml_1_2(text: str, where: str, in_file: Sequence[Any]) -> Any:
+    """``text`` read as YAML 1.2 reads it (``0755`` is 755, ``9:45`` the text), with the
+    file's limits on size and nesting; but a YAML 1.1 boolean (``yes``, ``off``) is that
+    boolean for a param the file gives only as booleans (the text "no" would be true)."""
+    value = parse_yaml(text, where, yaml_1_2=True)
+    if isinstance(value, str) and in_file and all(isinstance(v, bool) for v in in_file):
+        as_1_1 = parse_yaml(text, where)
+        return as_1_1 if isinstance(as_1_1, bool) else value
     return value
 
 
