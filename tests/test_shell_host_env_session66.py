@@ -196,3 +196,18 @@ def test_a_step_run_in_a_container_is_not_keyed_by_the_host_s_variables(
     assert _key(step, container=True) == first
     assert not [name for name in first.components if name.startswith("host_var:")]
     assert _key(step) != _key(step, container=True)
+
+
+@pytest.mark.parametrize(("text", "read"), [
+    ('PYTHONPATH="$(mktemp -d)"; export PYTHONPATH; trap \'rm -rf "$PYTHONPATH"\' EXIT',
+     ()),  # assigned before it is read: the host's value never reaches the step
+    ("REGION=${REGION:-eu}; echo $REGION", ("REGION",)),  # read by its own default
+    ('OUT="$(prefix $OUT)" run', ("OUT",)),  # the value assigned reads it
+    ("echo $X; X=1", ("X",)),  # read first
+    ("export A=1\necho $A $B", ("B",)),
+    ("for f in *.csv; do wc -l $f; done", ()),
+])
+def test_a_variable_the_text_assigns_before_reading_it_is_not_the_hosts(text, read):
+    from dagnb.cache.keys import _host_names
+
+    assert _host_names(text) == read

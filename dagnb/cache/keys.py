@@ -272,12 +272,54 @@ def _host_names(run: str | tuple[str, ...] | None) -> tuple[str, ...]:
 
 
 def _bound(text: str) -> set[str]:
-    """The names ``text`` binds in a loop or a ``read`` (see :data:`_BOUND`)."""
-    names = set()
+    """The names ``text`` binds in a loop or a ``read`` (see :data:`_BOUND`), or
+    assigns before it reads them (:func:`_assigned_first`)."""
+    names = _assigned_first(text)
     for loop, counter, read in _BOUND.findall(text):
         names.update(word for word in (loop, counter, *read.split())
                      if word and not word.startswith("-"))
     return names
+
+
+# ``NAME=`` at a command's start (``export``, ``local``... before it): an assignment.
+_ASSIGNED = re.compile(
+    r"(?:^|[\s;&|(])(?:(?:export|local|readonly|declare(?:\s+-\w+)*)\s+)?([A-Za-z_]\w*)=")
+
+
+def _assigned_first(text: str) -> set[str]:
+    """The names ``text`` assigns before it first reads them, the value assigned not
+    reading them either (``PYTHONPATH="$(mktemp -d)"``: the host's value never reaches
+    the step; ``REGION=${REGION:-eu}`` reads it, and counts)."""
+    first_read: dict[str, int] = {}
+    for found in _NAMED.finditer(text):
+        first_read.setdefault(found.group(1), found.start())
+    names = set()
+    for found in _ASSIGNED.finditer(text):
+        name, at = found.group(1), found.end()
+        if at <= first_read.get(name, len(text)) and not any(
+                read == name for read in _NAMED.findall(_word_at(text, at))):
+            names.add(name)
+    return names
+
+
+def _word_at(text: str, start: int) -> str:
+    """The shell word starting at ``start``: up to a blank, ``;``, ``&`` or ``|`` outside
+    quotes and ``$(...)`` (an assignment's value)."""
+    quote, depth, at = "", 0, start
+    while at < len(text):
+        char = text[at]
+        if quote:
+            quote = "" if char == quote else quote
+        elif char in "'\"":
+            quote = char
+        elif text.startswith("$(", at):
+            depth, at = depth + 1, at + 1
+        elif char == ")" and depth:
+            depth -= 1
+        elif not depth and (char.isspace() or char in ";&|"):
+            break
+        at += 1
+    return text[start:at]
 
 
 def _add_host_variables(components: dict[str, str], describe: dict[str, str], step: Step,
