@@ -449,7 +449,8 @@ class _Spec:
         found = self._with_code.get((digest, params))
         if found is None:
             components, describe, _ = self.with_params(params)
-            components["code"], describe["code"] = digest, code_text(digest, func)
+            components["code"] = digest
+            describe["code"] = code_text(digest, func) + _defaults_line(func, None)
             found = (components, describe, _KeyLines(components))
             if len(self._with_code) >= _TEXT_MEMO_LIMIT:
                 self._with_code.clear()
@@ -520,10 +521,39 @@ def _add_code(components: dict[str, str], describe: dict[str, str], step: Step,
               mask: Callable[[str], str] | None = None) -> None:
     """The ``code`` component and a ``var:<name>`` one per global the code reads."""
     digest, variables = code
-    components["code"], describe["code"] = digest, code_text(digest, step.func)
+    components["code"] = digest
+    describe["code"] = code_text(digest, step.func) + _defaults_line(step.func, mask)
     if variables:
         home = describe[GLOBALS_OF] = globals_home(step.func)
         _add_variables(_Builder(components, describe), step, variables, mask, home)
+
+
+def _defaults_line(func: Any, mask: Callable[[str], str] | None) -> str:
+    """The values of the function's defaults, as a last line of its code's description:
+    the code digest counts them, and ``def f(x=fmt.K)`` reads the same after ``K``
+    changed (explain then had only "code changed" to say). Each shown as a variable is
+    (masked, short; one named as a secret by its type alone); text with no ``mask`` to
+    hide a secret it may be (a step's code memoized for every run) by its type alone."""
+    while hasattr(func, "func"):  # (a partial's)
+        func = func.func
+    func = getattr(func, "__func__", func)  # (a method's)
+    code = getattr(func, "__code__", None)
+    if code is None:
+        return ""
+    given = dict(zip(code.co_varnames[code.co_argcount - len(func.__defaults__ or ()):
+                                       code.co_argcount], func.__defaults__ or (),
+                     strict=True))
+    given.update(func.__kwdefaults__ or {})
+    if not given:
+        return ""
+    return "\n\n# defaults: " + ", ".join(
+        f"{name}={_default_shown(name, value, mask)}" for name, value in given.items())
+
+
+def _default_shown(name: str, value: Any, mask: Callable[[str], str] | None) -> str:
+    if mask is None and isinstance(value, (str, bytes)):
+        return _sized(value)
+    return shown(name, value, mask)
 
 
 # The description (not a component: no key depends on it) naming whose globals a key's
