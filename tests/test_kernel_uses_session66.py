@@ -10,9 +10,9 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 from dagnb.cache.store import Store
-from tests.notebook_cells import KERNEL_ENV, LiveKernel, started_kernel
 
 pytestmark = pytest.mark.slow
 
