@@ -72,6 +72,7 @@ from __future__ import annotations
 import _thread
 import contextlib
 import fcntl
+import itertools
 import mmap
 import operator
 import os
@@ -178,6 +179,10 @@ class PackIndex:
     _listed_at: os.stat_result | None = None  # the generation at the last listing
     _listing: frozenset[str] = frozenset()  # the files of the last listing (sealed indexes)
     settled = False  # folder has no symlink in it (see settle_folder)
+    # step -> its keys in records (in their order there), of the first _by_step_count
+    # keys of records (see _keys_of; at 0, a new dict is made before any is added)
+    _by_step: dict[str, dict[str, None]] = {}  # noqa: RUF012 (never changed: replaced)
+    _by_step_count = 0
 
     def __init__(self, folder: str) -> None:
         self.folder = folder
@@ -557,6 +562,7 @@ class PackIndex:
         """Forget everything read (the packs were removed or rewritten)."""
         with self._lock:
             self.records.clear()
+            self._by_step, self._by_step_count = {}, 0
             self.sizes.clear()
             self._blobs.clear()
             self._searched = 0
@@ -695,13 +701,32 @@ class PackIndex:
         with self._lock:
             self.refresh()
             self._walk_blobs()
+            keys = list(self.records) if step is None else self._keys_of(step)
         found = []
-        for where in list(self.records):
-            if step is None or where[0] == step:
-                record = self._lookup(*where)
-                if record is not None:
-                    found.append(record)
+        for where in keys:
+            record = self._lookup(*where)
+            if record is not None:
+                found.append(record)
         return found
+
+    def _keys_of(self, step: str) -> list[tuple[str, str]]:
+        """The keys of ``step`` in :attr:`records`, in their order there, in the time its
+        own keys take (a plan asks for each step's: a loop over every key made it
+        quadratic). Keys leave :attr:`records` only all at once (:meth:`reset`, which
+        empties this index too), so those it gained since are the last ones of it:
+        taken from its end, nothing done where a record is added (a walk, a hit)."""
+        records, by_step = self.records, self._by_step
+        gained = len(records) - self._by_step_count
+        if gained:
+            if not self._by_step_count:  # a fresh index: its own dict (not the class's)
+                by_step = self._by_step = {}
+            for where in reversed(list(itertools.islice(reversed(records), gained))):
+                keys = by_step.get(where[0])
+                if keys is None:
+                    keys = by_step[where[0]] = {}
+                keys[where[1]] = None
+            self._by_step_count = len(records)
+        return [(step, key) for key in by_step.get(step, ())]
 
     @property
     def may_have_problems(self) -> bool:
