@@ -9,7 +9,8 @@ Format::
       samples: {type: int, default: 200, minimum: 2}  # as a template declares them
     defaults:                     # optional; any step field, applied where a step is silent
                                   # (a mapping such as env or retries: key by key;
-                                  # a step's secrets add to these, never replace them)
+                                  # a step's secrets add to these, never replace them;
+                                  # run or python: each step's that gives neither)
       image: python:3.12-slim
       timeout: 10m
     steps:                        # a mapping of step name -> fields (order is kept)
@@ -42,6 +43,7 @@ saying dagnb saved them: a save replaces such a file, never one dagnb did not wr
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -89,9 +91,11 @@ _TUPLE_FIELDS = ("needs", "secrets", "tags", "services")
 
 
 # Far above any real workflow, far below what hurts: a file this big, or YAML whose
-# aliases expand to this many values or nest this deep, is refused before it is built.
+# aliases add this many values to those written or that nests this deep, is refused
+# before it is built. (The values written are bounded by the file's size alone: a
+# 15,000-step file dagnb saved holds 200,000 of them.)
 MAX_WORKFLOW_BYTES = 4 * 2**20
-MAX_YAML_VALUES = 200_000
+MAX_ALIAS_VALUES = 1_000_000
 MAX_YAML_DEPTH = 64
 
 
@@ -195,29 +199,40 @@ def _parsed(text: str, source: str, loader_class: type[_StrictLoader]) -> Any:
 
 
 def _check_expansion(root: yaml.Node, source: str) -> None:
-    """Count the values the document expands to (aliases counted each time they are used)."""
-    sizes: dict[int, int] = {}
-    open_: set[int] = set()
-    stack: list[tuple[yaml.Node, int, bool]] = [(root, 0, False)]
+    """Refuse YAML whose aliases stand for too many values ("billion laughs": a few
+    hundred bytes of aliases of aliases stand for billions), whose alias refers to the
+    value holding it, or that nests too deep. What counts is what aliases add: each use
+    of a value beyond its first adds its size, expanded (its own aliases' values too),
+    so a file with no alias is never refused here however big it is."""
+    sizes: dict[int, int] = {}  # node -> its size expanded, once its walk is done
+    walking: set[int] = set()  # the nodes holding the one at hand
+    added = 0
+    stack: list[tuple[yaml.Node, int, list[yaml.Node] | None]] = [(root, 0, None)]
     while stack:
-        node, depth, children_done = stack.pop()
-        kids = _children(node)
-        if children_done:
-            open_.discard(id(node))
-            sizes[id(node)] = 1 + sum(sizes[id(k)] for k in kids)
-            if sizes[id(node)] > MAX_YAML_VALUES:
+        node, depth, kids = stack.pop()
+        key = id(node)
+        if kids is not None:  # (all its children walked)
+            walking.discard(key)
+            sizes[key] = 1 + sum(sizes[id(kid)] for kid in kids)
+        elif key in sizes:  # a value used again: an alias
+            added += sizes[key]
+            if added > MAX_ALIAS_VALUES:
                 raise WorkflowError(f"{source}: YAML aliases expand to more than "
-                                    f"{MAX_YAML_VALUES} values; write the data out instead")
-        elif id(node) in open_:
+                                    f"{MAX_ALIAS_VALUES} values beyond those written; "
+                                    "write the data out instead")
+        elif key in walking:
             raise WorkflowError(f"{source}, line {node.start_mark.line + 1}: a YAML alias "
                                 "refers to the value that contains it")
-        elif id(node) not in sizes:
-            if depth > MAX_YAML_DEPTH:
-                raise WorkflowError(f"{source}, line {node.start_mark.line + 1}: YAML nests "
-                                    f"more than {MAX_YAML_DEPTH} levels deep")
-            open_.add(id(node))
-            stack.append((node, depth, True))
-            stack.extend((kid, depth + 1, False) for kid in kids)
+        elif depth > MAX_YAML_DEPTH:
+            raise WorkflowError(f"{source}, line {node.start_mark.line + 1}: YAML nests "
+                                f"more than {MAX_YAML_DEPTH} levels deep")
+        elif isinstance(node, yaml.ScalarNode):
+            sizes[key] = 1
+        else:
+            kids = _children(node)
+            walking.add(key)
+            stack.append((node, depth, kids))
+            stack.extend((kid, depth + 1, None) for kid in kids)
 
 
 def _children(node: yaml.Node) -> list[yaml.Node]:
@@ -474,7 +489,11 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
         raise WorkflowError(
             f"{source}: defaults must be a mapping of step fields, got {defaults!r}"
         )
-    checks.known_keys(defaults, STEP_FIELDS, f"{source}: defaults", WorkflowError)
+    checks.known_keys(defaults, (*STEP_FIELDS, PYTHON_KEY), f"{source}: defaults",
+                      WorkflowError)
+    if defaults.get("run") is not None and defaults.get(PYTHON_KEY) is not None:
+        raise WorkflowError(f"{source}: defaults give both run and python, and a step runs "
+                            "one; keep one there (a step running the other gives it itself)")
     graph = Graph(_workflow_name(data.get("name"), source),
                   description=str(data.get("description") or ""))
     graph.parameters = _declared_parameters(data.get("parameters"), source)
@@ -579,8 +598,12 @@ def _over_defaults(fields: Mapping[str, Any], defaults: Mapping[str, Any]) -> di
     """A step's fields over the defaults: a mapping merges key by key, secrets add up,
     the rest replaces."""
     merged = {**defaults, **fields}
-    if PYTHON_KEY in fields and "run" not in fields:  # the step's own command wins over the
-        merged.pop("run", None)  # defaults' run, as its other fields do (not "both given")
+    # the step's own command wins over the defaults' run or python, as its other fields
+    # do (not "both given"): a default command is each step's that gives none
+    if PYTHON_KEY in fields and "run" not in fields:
+        merged.pop("run", None)
+    if "run" in fields and PYTHON_KEY not in fields:
+        merged.pop(PYTHON_KEY, None)
     for key in _MAPPING_FIELDS:
         if key in fields and key in defaults:
             merged[key] = _merged(defaults[key], fields[key], key)
@@ -792,9 +815,13 @@ def _step_data(step: Step, functions: Mapping[str, str]) -> dict[str, Any]:
     if step.func is None:
         return _with_saved_retries(step.to_dict(), step)
     if step.name not in functions:
-        raise WorkflowError(f"step {step.name!r} is a Python function; write the workflow to a "
-                            "file (its code goes to a module beside it)")
+        raise _function_step_error(step.name)
     return {PYTHON_KEY: functions[step.name], **_with_saved_retries(_fields_of(step), step)}
+
+
+def _function_step_error(name: str) -> WorkflowError:
+    return WorkflowError(f"step {name!r} is a Python function; write the workflow to a "
+                         "file (its code goes to a module beside it)")
 
 
 def _with_saved_retries(data: dict[str, Any], step: Step) -> dict[str, Any]:
@@ -852,17 +879,66 @@ def _yaml_value(value: Any) -> Any:
 
 def _fields_of(step: Step) -> dict[str, Any]:
     """A Python step's fields other than its function, as YAML data."""
-    stand_in = dataclasses.replace(step, func=None, run="true")
-    data = stand_in.to_dict()
-    data.pop("run", None)
-    return data
+    # a copy without its function, not checked again (dataclasses.replace did, a fifth
+    # of a big save, and refused a step on dask, which runs Python functions only)
+    stand_in = copy.copy(step)
+    object.__setattr__(stand_in, "func", None)
+    return stand_in.to_dict()  # (its run is None, the default: left out)
 
 
 def _yaml_text(data: Mapping[str, Any]) -> str:
     # UTF-8 as written (the files are read as UTF-8, not "R\xE9sum\xE9"), and no line
     # folded: a long value stays one line a person can read and grep
+    if _CBlockDumper is not None and _libyaml_writes_alike(data):
+        return yaml.dump(data, Dumper=_CBlockDumper, sort_keys=False,
+                         default_flow_style=False, allow_unicode=True, width=-1)
     return yaml.dump(data, Dumper=_BlockDumper, sort_keys=False, default_flow_style=False,
                      allow_unicode=True, width=float("inf"))
+
+
+def _make_c_dumper() -> type[yaml.SafeDumper] | None:
+    """:class:`_BlockDumper` (its representers, its resolvers) writing with libyaml's
+    emitter (PyYAML's pure-Python one took 10 of the 12 s a 20,000-step save took);
+    None when PyYAML was built without libyaml."""
+    if not getattr(yaml, "__with_libyaml__", False):
+        return None
+
+    class CBlockDumper(yaml.CSafeDumper):
+        yaml_representers = _BlockDumper.yaml_representers
+        yaml_implicit_resolvers = _BlockDumper.yaml_implicit_resolvers
+
+    return CBlockDumper
+
+
+_CBlockDumper = _make_c_dumper()
+
+# The text libyaml writes as PyYAML does (test_loader_scale_session66 compares them):
+# printable text of Unicode's first plane (libyaml escapes an emoji that PyYAML writes,
+# and writes U+0085, U+2028, U+2029, a tab or a CR otherwise) not ending in line breaks
+# kept ("|+"), and a mapping key of one line, not empty, of at most 100 bytes (libyaml
+# measures a key's bytes, PyYAML its characters, where a long key becomes "? key").
+_LIBYAML_ALIKE_TEXT = re.compile(
+    r"[\n\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufefe\uff00-\ufffd]*")
+_LIBYAML_ALIKE_KEY_BYTES = 100
+
+
+def _libyaml_writes_alike(value: Any) -> bool:
+    """Whether libyaml writes ``value`` (plain YAML data) as PyYAML's emitter would."""
+    if isinstance(value, str):  # (not a "|+" block: after one, libyaml ends the file "...")
+        return (_LIBYAML_ALIKE_TEXT.fullmatch(value) is not None
+                and not value.endswith("\n\n") and value != "\n")
+    if isinstance(value, dict):
+        return all(_libyaml_writes_key_alike(key) and _libyaml_writes_alike(item)
+                   for key, item in value.items())
+    if isinstance(value, list):
+        return all(_libyaml_writes_alike(item) for item in value)
+    return value is None or isinstance(value, (bool, int, float))
+
+
+def _libyaml_writes_key_alike(key: Any) -> bool:
+    text = key if isinstance(key, str) else repr(key)  # (PyYAML writes "? ''" for '')
+    return (text != "" and "\n" not in text and len(text.encode()) <= _LIBYAML_ALIKE_KEY_BYTES
+            and _libyaml_writes_alike(key))
 
 
 def dump(graph: Graph, path: str | Path | None = None, *, replace: bool = False) -> str:
@@ -875,17 +951,20 @@ def dump(graph: Graph, path: str | Path | None = None, *, replace: bool = False)
     declares is refused, text or file. ``path`` must be a ``.yml``/``.yaml`` file that
     does not exist or that dagnb wrote (its first line says so), unless ``replace``."""
     functions = dict.fromkeys((s.name for s in graph if s.func is not None), "")
-    draft = graph_to_dict(graph, functions)  # (what no file can hold is refused
-    _refuse_secrets(graph, draft["steps"])  #   before anything is written)
+    data = graph_to_dict(graph, functions)  # (what no file can hold is refused
+    _refuse_secrets(graph, data["steps"])  #   before anything is written)
     if path is None:
-        return _SAVED_LINE + _yaml_text(graph_to_dict(graph))
+        if functions:
+            raise _function_step_error(next(iter(functions)))
+        return _SAVED_LINE + _yaml_text(data)
     _check_target(Path(path), replace)
-    return _save(graph, Path(path))
+    return _save(graph, Path(path), data)
 
 
-def _save(graph: Graph, path: Path) -> str:
-    """Write ``graph`` to ``path`` (its Python steps' module first); the file's text."""
-    refs: dict[str, str] = {}
+def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
+    """Write ``graph`` to ``path`` (its Python steps' module first); the file's text.
+    ``data``: the graph's :func:`graph_to_dict`, its Python steps' references blank
+    (each is then given its own)."""
     folder = (graph.base_dir or Path.cwd()).resolve()  # where the graph's paths start
     functions = {s.name: s.func for s in graph if s.func is not None}
     if functions:
@@ -895,8 +974,7 @@ def _save(graph: Graph, path: Path) -> str:
         # saved from one notebook folder do not share one)
         secrets = {name for step in graph for name in step.secrets}
         refs = write_module(functions, path, secrets, published, folder)
-        graph = published.graph  # (each step needing the steps it reads)
-    data = graph_to_dict(graph, refs)
+        _relinked(data["steps"], graph, published.graph, refs)
     _moved(data["steps"], folder, path.resolve().parent)
     text = _SAVED_LINE + _yaml_text(data)
     try:
@@ -906,6 +984,21 @@ def _save(graph: Graph, path: Path) -> str:
                             "folder exists and is writable") from None
     _warn_unmoved_python(data["steps"], folder, path)
     return text
+
+
+def _relinked(steps: dict[str, dict[str, Any]], graph: Graph, linked: Graph,
+              refs: Mapping[str, str]) -> None:
+    """``steps`` (``graph``'s saved fields, in place) with each Python step's reference
+    from ``refs`` and, written anew, each step ``linked`` changed (needing the steps whose
+    results it reads): the rest is saved as it was checked."""
+    for name, fields in steps.items():
+        if PYTHON_KEY in fields:
+            if name not in refs:  # (a step no module holds: no file without it)
+                raise _function_step_error(name)
+            fields[PYTHON_KEY] = refs[name]
+    for step in linked:
+        if step is not graph[step.name] and step != graph[step.name]:
+            steps[step.name] = _step_data(step, refs)
 
 
 # The first line of a file dagnb saved: a save replaces such a file, and no other (a
@@ -996,17 +1089,23 @@ def _moved(steps: Mapping[str, dict[str, Any]], folder: Path, file_folder: Path)
     are one (a file beside the notebook keeps its paths, and its keys, as written)."""
     if folder == file_folder:
         return
+    rebased: dict[str, str] = {}  # (steps share a few paths: 20,000 relpaths took 1 s)
+
+    def moved(path: str) -> str:
+        if path not in rebased:
+            rebased[path] = _rebased(path, folder, file_folder)
+        return rebased[path]
+
     for fields in steps.values():
         if "mounts" in fields:
-            fields["mounts"] = {_rebased(host, folder, file_folder): target
-                                for host, target in fields["mounts"].items()}
+            fields["mounts"] = {moved(host): target for host, target in fields["mounts"].items()}
         if fields.get("workdir") is not None:
-            fields["workdir"] = _rebased(fields["workdir"], folder, file_folder)
+            fields["workdir"] = moved(fields["workdir"])
         elif "image" not in fields and fields.get("executor") != "dagger":
-            fields["workdir"] = _rebased(".", folder, file_folder)
+            fields["workdir"] = moved(".")
         if PYTHON_KEY in fields:
             module, _, function = fields[PYTHON_KEY].rpartition(":")
-            fields[PYTHON_KEY] = f"{_rebased(module, folder, file_folder)}:{function}"
+            fields[PYTHON_KEY] = f"{moved(module)}:{function}"
 
 
 def _warn_unmoved_python(steps: Mapping[str, dict[str, Any]], folder: Path, path: Path) -> None:
@@ -1018,12 +1117,23 @@ def _warn_unmoved_python(steps: Mapping[str, dict[str, Any]], folder: Path, path
                and fields.get("executor") in (None, "local") and "image" not in fields]
     if folder == path.resolve().parent or not unmoved:
         return
-    named = ", ".join(repr(name) for name in unmoved)
     checks.warn_user(
         f"{str(path)!r}: a Python step runs in the folder `dagnb run` starts in, not in its "
         "workdir (a step run in dagnb's process is not moved: the process has one folder), "
-        f"so the relative paths of {named} (open('data.txt')) are read from there; start "
-        f"the run in {str(folder)!r}, or make those paths absolute")
+        f"so a relative path in the code of {_few_named(unmoved)} (such as 'data.txt' in "
+        "open('data.txt')) is read from there; start the run in "
+        f"{str(folder)!r}, or make those paths absolute")
+
+
+# Names a message lists before "and N more" (a 20,000-step save's warning was 200 KB)
+_NAMES_SHOWN = 5
+
+
+def _few_named(names: list[str]) -> str:
+    """The first few of ``names``, quoted, and how many more there are."""
+    shown = ", ".join(repr(name) for name in names[:_NAMES_SHOWN])
+    rest = len(names) - _NAMES_SHOWN
+    return f"{shown} and {rest} more" if rest > 0 else shown
 
 
 def _rebased(path: str, folder: Path, file_folder: Path) -> str:
