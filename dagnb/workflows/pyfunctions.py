@@ -51,6 +51,7 @@ from dagnb.fingerprint import code_names, loaded_globals
 from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
+from dagnb.workflows.file_facts import file_digest
 from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
 
@@ -273,11 +274,12 @@ def _imported(path: Path, where: str) -> types.ModuleType:
 def _module_digest(resolved: Path) -> str:
     """The digest of a steps module's text and of the values it loads from the pickle
     beside it (a save's ``pipeline_steps.pkl``): saved again with other values and the
-    same text, it is run again, not served from the first import with the old ones."""
-    hasher = hashlib.sha256(resolved.read_bytes())
+    same text, it is run again, not served from the first import with the old ones.
+    Each file is read once per text (each step of a load asks: :mod:`.file_facts`)."""
+    digests = [file_digest(resolved)]
     with contextlib.suppress(FileNotFoundError):
-        hasher.update(resolved.with_suffix(".pkl").read_bytes())
-    return hasher.hexdigest()
+        digests.append(file_digest(resolved.with_suffix(".pkl")))
+    return ":".join(digests)
 
 
 def module_name(resolved: Path) -> str:

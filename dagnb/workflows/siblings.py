@@ -17,6 +17,7 @@ import importlib.util
 from pathlib import Path
 
 from dagnb.errors import WorkflowError
+from dagnb.workflows.file_facts import file_fact
 
 __all__ = ["check_siblings"]
 
@@ -58,20 +59,28 @@ def _imported_siblings(steps_file: Path) -> dict[str, tuple[Path, Path]]:
     return found
 
 
-def _top_level_imports(file: Path) -> set[str]:
+def _top_level_imports(file: Path) -> frozenset[str]:
     """The top-level names of the absolute imports in a Python file (none if it cannot
-    be read or parsed: importing it says why)."""
+    be read or parsed: importing it says why). Parsed once per text of the file: each
+    step of a load asks (:mod:`.file_facts`)."""
     try:
-        tree = ast.parse(file.read_bytes())
-    except (OSError, SyntaxError, ValueError):
-        return set()
+        return file_fact(file, _absolute_imports)
+    except OSError:
+        return frozenset()
+
+
+def _absolute_imports(source: bytes) -> frozenset[str]:
+    try:
+        tree = ast.parse(source)
+    except (SyntaxError, ValueError):
+        return frozenset()
     names: set[str] = set()
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             names.update(alias.name.partition(".")[0] for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.partition(".")[0])
-    return names
+    return frozenset(names)
 
 
 def _location(spec: importlib.machinery.ModuleSpec | None) -> Path | None:
