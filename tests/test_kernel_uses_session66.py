@@ -69,7 +69,8 @@ def test_no_cell_hook_outside_a_kernel(filled: Path, monkeypatch: pytest.MonkeyP
 
     monkeypatch.setattr(store_module, "_CELLS_WATCHED", [])
     monkeypatch.syspath_prepend(str(filled.parent))
-    assert IPython.get_ipython() is None
+    # (no shell, as in a script: another test of this process may have made one)
+    monkeypatch.setattr(IPython, "get_ipython", lambda: None)
     import dagnb
 
     before = _hits(filled)

@@ -525,6 +525,12 @@ def _holds_set_marks(data: bytes) -> bool:
     return _SET_MARKS[0] in data or _SET_MARKS[1] in data
 
 
+# The longest write of the pickler looked at: its frames (64 KiB, a little more to end
+# an opcode). A longer one is a payload written apart (32 MB of bytes, a long text),
+# data whose chance marks would have the result pickled again whole, in memory.
+_FRAMES_UP_TO = 1 << 18
+
+
 class _SetMarks:
     """Whether a pickle written through it may hold a set: it passes each write on, and
     looks for :data:`_SET_MARKS` in its frames (the C pickler writes each frame whole, a
@@ -542,7 +548,7 @@ class _SetMarks:
         return self
 
     def write(self, data: Any) -> Any:
-        if not self.seen and type(data) is bytes:
+        if not self.seen and type(data) is bytes and len(data) <= _FRAMES_UP_TO:
             self.seen = _holds_set_marks(data)
         return self._write(data)
 
