@@ -176,6 +176,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self._reported_by_end()
             raise
         self.set_result(result)
+        self._let_go()
         return result
 
     def _reported_by_end(self) -> None:
@@ -194,6 +195,16 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self.set_exception(task.exception())
         else:
             self.set_result(task.result())
+        self._let_go()
+
+    def _let_go(self) -> None:
+        """Done (its callbacks called): drop the task, the abandon hooks and the done
+        callbacks. The task's context holds this future, and the hooks and callbacks
+        hold the run that follows it: kept, they made a cycle per run, which only the
+        collector's full passes free (rare in a kernel: see ``_heap_frozen``)."""
+        self._task = None
+        self._abandon_hooks = []
+        self._done_callbacks = []
 
     def cancel(self) -> bool:
         if self.done():
@@ -251,6 +262,7 @@ class TaskFuture(concurrent.futures.Future):  # type: ignore[type-arg]
             self._coro = None
             super().cancel()
             self.set_running_or_notify_cancel()
+            self._let_go()
 
 
 # the loops a task may be made on from another thread (see TaskFuture.start): asyncio's,

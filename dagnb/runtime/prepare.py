@@ -115,7 +115,7 @@ async def run_graph_async(
     return run
 
 
-async def _followed(run: Run, scheduler: Scheduler) -> Run:
+async def _followed(run: Run, scheduler: Scheduler) -> None:
     """:func:`_execute`, the Run following the future it runs under, made by
     ``loop.run_sync`` or ``loop.run_async`` (``start_background`` hands it over itself):
     ``run.cancel()`` interrupts the one it owns of a Python step's call holding the loop,
@@ -123,7 +123,7 @@ async def _followed(run: Run, scheduler: Scheduler) -> Run:
     future = loop.current_future()
     if future is not None:
         run.follow(future)
-    return await _execute(run, scheduler)
+    await _execute(run, scheduler)
 
 
 def start_background(
@@ -146,7 +146,9 @@ def start_background(
     return run
 
 
-async def _execute(run: Run, scheduler: Scheduler) -> Run:
+async def _execute(run: Run, scheduler: Scheduler) -> None:
+    """Run it. Nothing is returned: the result of its task and of the future it runs
+    under (which the Run follows) would hold the Run in a cycle with that future."""
     task = asyncio.current_task()
     assert task is not None
     running_loop = asyncio.get_running_loop()
@@ -156,10 +158,10 @@ async def _execute(run: Run, scheduler: Scheduler) -> Run:
         # ones whose cost the full passes would multiply
         _arm_valve(running_loop)
         try:
-            return await scheduler.execute()
+            await scheduler.execute()
         except asyncio.CancelledError:
             if run.cancel_requested:
-                return run  # cancelled on request: the Run records it, nothing to raise
+                return  # cancelled on request: the Run records it, nothing to raise
             raise
         finally:
             run.finish()
@@ -170,6 +172,17 @@ _frozen_at = 0.0  # when the first of the live runs froze the heap (time.monoton
 _saved_threshold = (700, 10, 10)
 _NO_FULL_PASS = 1 << 30  # gen-2 threshold while runs are live: never reached
 FULL_PASSES_AFTER = 30.0  # seconds into a run after which full passes are let run again
+# the backstop of the full passes (_collect_if_grown): the heap is collected as a run
+# begins once it grew by a quarter and this many objects since the last full pass
+HEAP_GROWTH_FLOOR = 50_000
+HEAP_LOOKS_EVERY = 0.1  # seconds at least between two looks at the heap's size
+_LOOK_SECONDS_PER_OBJECT = 3e-6  # (and more for a larger heap: a look walks it, 5-10 ns
+#                                  an object: looks take some 0.3% of the time at most)
+_UNCOUNTED = -1
+_heap_after_full_pass = _UNCOUNTED  # objects the last full pass left (made here, or seen)
+_heap_counted = 0  # objects as a look last counted them
+_full_passes_seen = -1  # the collector's count of full passes as the heap was last looked at
+_next_look = 0.0  # time.monotonic() of the next look
 
 
 class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_frozen():``)
@@ -179,8 +192,10 @@ class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_fr
     outcome per step) are not scanned again and again as they grow: full passes over
     them made a 10,000-step run cost a fifth more per step than a 1,000-step one.
     Young objects are still collected (gens 0 and 1), and so is everything after (or
-    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`).
-    (A class: a generator costs every run some 100 instructions more.)"""
+    after ``FULL_PASSES_AFTER`` seconds of a long run, :func:`_allow_full_passes`), or
+    as a run begins (:func:`_collect_if_grown`: runs back to back leave Python's own
+    full passes no time between them). (A class: a generator costs every run some 100
+    instructions more.)"""
 
     __slots__ = ()
 
@@ -189,6 +204,8 @@ class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_fr
         if _frozen_runs == 0:
             _frozen_at = time.monotonic()
             gc.freeze()
+            if _frozen_at >= _next_look:  # (most runs: not yet)
+                _collect_if_grown()
             _saved_threshold = gc.get_threshold()
             gc.set_threshold(_saved_threshold[0], _saved_threshold[1], _NO_FULL_PASS)
         _frozen_runs += 1
@@ -199,6 +216,42 @@ class _heap_frozen:  # (lower case: used as the function it was, ``with _heap_fr
         if _frozen_runs == 0:
             gc.set_threshold(*_saved_threshold)
             gc.unfreeze()
+
+
+def _collect_if_grown() -> None:
+    """The backstop of the full passes :class:`_heap_frozen` keeps from runs: a kernel's
+    runs back to back leave too few allocations between them for Python's own to
+    trigger, and cyclic garbage (a step's, an exception's traceback) piled up for the
+    kernel's life. So as the first live run freezes the heap, at most once a
+    ``HEAP_LOOKS_EVERY`` seconds (counting the frozen objects walks them all, in
+    CPython 3.11), it is collected fully first if it grew by more than a quarter and
+    ``HEAP_GROWTH_FLOOR`` objects since the last full pass (Python's own rule: the
+    objects promoted since, beyond a quarter of the long-lived ones). The run's own
+    objects are not there yet. Not while the collector is disabled (``gc.disable()``).
+
+    The heap a full pass made elsewhere left (Python's own, a ``gc.collect()``; none yet
+    in a new process) is counted at the next look: a process that runs once, or whose
+    full passes run between looks (the benchmarks'), never walks its heap."""
+    global _heap_after_full_pass, _heap_counted, _full_passes_seen, _next_look
+    if not gc.isenabled():
+        return
+    passes = gc.get_stats()[2]["collections"]
+    if passes != _full_passes_seen:
+        _heap_after_full_pass = _UNCOUNTED
+    else:
+        size = gc.get_freeze_count()  # (every object: the heap was frozen just now)
+        if _heap_after_full_pass == _UNCOUNTED:
+            _heap_after_full_pass = size
+        elif size - _heap_after_full_pass > max(HEAP_GROWTH_FLOOR, _heap_after_full_pass // 4):
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            size = _heap_after_full_pass = gc.get_freeze_count()
+            passes = gc.get_stats()[2]["collections"]
+        _heap_counted = size
+    _full_passes_seen = passes
+    _next_look = time.monotonic() + max(HEAP_LOOKS_EVERY,
+                                        _heap_counted * _LOOK_SECONDS_PER_OBJECT)
 
 
 def _until_full_passes() -> float:

@@ -274,8 +274,10 @@ class Scheduler:
         self._keys: dict[str, str] = {}  # step -> its key's digest, as it runs to be stored
         # what a step that ran finds of its upstream steps' cache entries (it may not
         # write into them): none to look at when the run has no cache
-        self._guard = (InputGuard(self._set_aside, self.mask) if options.cache is not None
-                       else None)
+        # (its set_aside holds the cache and the steps, not this scheduler: a bound
+        # method would make a cycle, freed only by a full pass of the collector)
+        self._guard = (InputGuard(functools.partial(_set_aside, options.cache, run.steps),
+                                  self.mask) if options.cache is not None else None)
         # an in-process Python step -> what the guard looks at after it, which grows if
         # it asks dagnb.current().inputs for the folders of packed entries
         self._watching: dict[str, list[Any]] = {}
@@ -754,12 +756,6 @@ class Scheduler:
         finished = self._finished
         return {need: finished[need].entry for need in step.needs if need in finished}
 
-    def _set_aside(self, name: str, entry: Entry, problem: str) -> bool:
-        """Move aside an upstream step's entry that a step downstream changed; False if
-        it was removed meanwhile (a clear, an eviction)."""
-        assert self.options.cache is not None
-        return self.options.cache.quarantine(self.run.steps[name], entry, problem)
-
     async def _tries(self, step: Step, files: list[LogFile] | None = None) -> Outcome:
         """Run the attempts; each writes its lines to a file of ``files`` (the last is
         that of the attempt that succeeded)."""
@@ -1194,6 +1190,13 @@ def _links(
         else:
             branches += 1  # a root
     return waiting, dependents, min(branches, len(order))
+
+
+def _set_aside(cache: StepCache, steps: Mapping[str, Step], name: str, entry: Entry,
+               problem: str) -> bool:
+    """Move aside an upstream step's entry that a step downstream changed; False if
+    it was removed meanwhile (a clear, an eviction)."""
+    return cache.quarantine(steps[name], entry, problem)
 
 
 def _value(result: Any) -> Any:

@@ -1,0 +1,104 @@
+"""Runs back to back in one process (a kernel's life) leave no garbage that only the
+collector's full passes would free: a run's objects go as it is let go of, and cyclic
+garbage a step makes is collected by the backstop of ``_heap_frozen``, though runs
+leave Python's own full passes no time between them."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dagnb import Graph, Step
+from dagnb.runtime import prepare
+
+RUNS = 30
+
+
+def value(n: int) -> int:
+    return n + 1
+
+
+def total(value: int) -> int:
+    return value * 2
+
+
+def small_graph() -> Graph:
+    return Graph("garbage", [
+        Step("value", func=value, params={"n": 1}),
+        Step("total", func=total, needs=["value"]),
+        Step("shell", run="echo done", needs=["total"]),
+    ])
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """No collection at all: only what reference counting frees is freed."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+@pytest.mark.parametrize("refresh", [False, True], ids=["cached", "steps-run-again"])
+def test_runs_back_to_back_are_freed_by_reference_counting(
+        tmp_path: Path, collector_off: None, refresh: bool) -> None:
+    """Each Run (and all it holds) goes once the graph's next run replaces it as its
+    last: no cycle (the Run and the future it follows, the scheduler and its guard of
+    inputs) keeps it for a full pass, and the count of tracked objects stays flat."""
+    graph, cache = small_graph(), tmp_path / "cache"
+    for _ in range(3):  # (warm: the process's memos, the loop, the cache's files)
+        assert graph.run(cache_directory=cache, refresh=refresh).ok
+    before = len(gc.get_objects())
+    runs = []
+    for _ in range(RUNS):
+        run = graph.run(cache_directory=cache, refresh=refresh)
+        assert run.ok
+        runs.append(weakref.ref(run))
+        del run
+    grown = len(gc.get_objects()) - before - len(runs)  # (the weakrefs are tracked too)
+    alive = [ref for ref in runs[:-1] if ref() is not None]  # (the last: graph.last_run)
+    assert not alive, f"{len(alive)} of {RUNS - 1} runs let go of are still alive"
+    # (a few dozen may come and go: a process reaped; a run let go of held 100 or more)
+    assert grown < 3 * RUNS, f"{grown} tracked objects more after {RUNS} runs"
+
+
+KNOTS_ALIVE: weakref.WeakSet[Knot] = weakref.WeakSet()
+
+
+class Knot:
+    """An object in a cycle of its own: only a full pass of the collector frees it."""
+
+    def __init__(self) -> None:
+        self.me = self
+        KNOTS_ALIVE.add(self)
+
+
+KNOTS = 10_000  # made by each run
+
+
+def tied_knots() -> list[Knot]:
+    """Its result is cyclic garbage once the next run replaces this one as the graph's
+    last: by then among the oldest objects, which only full passes look at."""
+    return [Knot() for _ in range(KNOTS)]
+
+
+def test_cyclic_garbage_of_runs_back_to_back_is_collected(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Runs that leave cyclic garbage among the oldest objects, back to back: Python's
+    own full passes do not run while a run is live, and hardly between them; without
+    the backstop the garbage piled up for the kernel's life."""
+    for name in ("HEAP_LOOKS_EVERY", "_LOOK_SECONDS_PER_OBJECT", "_next_look"):
+        monkeypatch.setattr(prepare, name, 0.0, raising=False)  # (a look every run)
+    graph = Graph("knots", [Step("knots", func=tied_knots)])
+    gc.collect()
+    most = 0
+    for _ in range(RUNS):
+        assert graph.run(cache=False).ok
+        most = max(most, len(KNOTS_ALIVE))
+    assert most < RUNS * KNOTS // 2, f"{most} knots alive of {RUNS * KNOTS} made"
