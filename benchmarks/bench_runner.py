@@ -101,6 +101,7 @@ def shell_steps(tmp: Path, rounds: int, memory: Path) -> None:
             "in_memory": lambda: run(False, memory),
         },
         rounds,
+        all_cpus=True,  # 8 processes at once: on one CPU they would wait for each other
     )
     peer = f"asyncio, {SHELL_CONCURRENCY} at once"
     for cache in ("off", "on"):

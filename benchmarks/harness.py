@@ -6,6 +6,8 @@ same rules (see README.md):
 - contenders run interleaved in one process run, A, B, A, B..., one *trial* each per
   round, so that a load spike or a CPU-frequency change hits both alike;
 - ``gc.collect()`` before each trial, and the same repeat count inside each trial;
+- the trials run on one CPU (`one_cpu`), the same for every contender, unless a figure
+  is about processes running at once (``all_cpus=True``);
 - at least 5 rounds; the median and the minimum are both printed, the ratio is the
   median of the per-round ratios, and a judged figure says in how many rounds its
   ratio was within the target (a miss in most rounds is not a miss by chance);
@@ -44,6 +46,7 @@ __all__ = [
     "disk_note",
     "interleave",
     "machine_note",
+    "one_cpu",
     "report",
     "run_child",
     "scratch",
@@ -55,6 +58,7 @@ __all__ = [
 
 BENCH_DIR = Path(__file__).resolve().parent
 MIN_ROUNDS = 5
+PIN = True  # run_all.py --all-cpus turns it off: the scheduler then places every thread
 
 Trial = Callable[[], Any]  # seconds per unit, or a dict of such figures (see `column`)
 
@@ -131,18 +135,58 @@ def _show(seconds: float) -> str:
     return f"{seconds * 1e9:.3g} ns"
 
 
-def interleave(trials: Mapping[str, Trial], rounds: int) -> dict[str, list[Any]]:
+def interleave(
+    trials: Mapping[str, Trial], rounds: int, *, all_cpus: bool = False
+) -> dict[str, list[Any]]:
     """Run each trial once per round, in the given order, gc.collect() before each and
-    `settle` after each (off the clock)."""
+    `settle` after each (off the clock), on one CPU (`one_cpu`) unless ``all_cpus``."""
     if rounds < MIN_ROUNDS:
         raise ValueError(f"rounds={rounds!r} is too few to take a median; use >= {MIN_ROUNDS}")
     samples: dict[str, list[Any]] = {name: [] for name in trials}
-    for _ in range(rounds):
-        for name, trial in trials.items():
-            gc.collect()
-            samples[name].append(trial())
-            settle()
+    with one_cpu(PIN and not all_cpus):
+        for _ in range(rounds):
+            for name, trial in trials.items():
+                gc.collect()
+                samples[name].append(trial())
+                settle()
     return samples
+
+
+@contextlib.contextmanager
+def one_cpu(enabled: bool = True) -> Iterator[int | None]:
+    """Run every thread of this process, and the processes they start, on one CPU (the
+    highest this process may use; Linux), and let them back on all of them after.
+
+    A virtual machine's CPUs slow down one at a time, by up to a half for seconds, as
+    the host's other work lands on them (measured here: one pinned busy loop per vCPU,
+    one ran 1.5x slower for 2.5 s while the other did not). dagnb runs a graph on its
+    loop thread while a peer like dask's get_sync runs on the calling thread, and the
+    scheduler puts the two on different CPUs: a slow spell then hit one contender for
+    rounds on end (dagnb at 1,000 no-op steps: 20 µs a step, then 31-35 for 13 rounds,
+    dask unchanged). On one CPU a slow spell hits both alike, as interleaving means."""
+    if not enabled or not hasattr(os, "sched_setaffinity"):
+        yield None
+        return
+    allowed = os.sched_getaffinity(0)
+    cpu = max(allowed)
+    _set_cpus({cpu})
+    try:
+        yield cpu
+    finally:
+        _set_cpus(allowed)
+
+
+def _set_cpus(cpus: set[int]) -> None:
+    """Every thread's CPUs (``sched_setaffinity(0)`` sets the calling thread's only, and
+    dagnb's loop thread, started earlier, keeps its own; threads and processes started
+    later take their starter's)."""
+    try:
+        threads = [int(name) for name in os.listdir("/proc/self/task")]
+    except OSError:
+        threads = [0]
+    for thread in threads:
+        with contextlib.suppress(OSError):  # (a thread that ended meanwhile)
+            os.sched_setaffinity(thread, cpus)
 
 
 def timed(func: Callable[[], Any], repeat: int = 1, per: int = 1) -> Trial:

@@ -1,6 +1,6 @@
 """Every figure of issue #16, each as a ratio to a named peer, with its target.
 
-    python benchmarks/run_all.py [--quick] [--sizes 1000,10000] [--only REGEX]
+    python benchmarks/run_all.py [--quick] [--sizes 1000,10000] [--only REGEX] [--all-cpus]
 
 Each line reads ``name: dagnb X, peer P Y, ratio R (median of N), target <= T met|MISSED
 [min ...]``; the last line counts the targets met. ``--quick`` takes 5 rounds of every
@@ -8,7 +8,8 @@ figure instead of 9 for the cheap ones (15 for a run's fixed cost, first runs,
 scheduling and the widget; the expensive ones always take 5). Step counts for
 scheduling and cold re-runs default to 1,000 and 10,000; 100,000 is left out by
 default because filling its cache alone takes minutes: ask for it with ``--sizes
-1000,10000,100000``. See README.md for what each peer is and why.
+1000,10000,100000``. Trials run on one CPU, but for the shell steps' (``--all-cpus``:
+wherever the scheduler puts them). See README.md for what each peer is and why.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import bench_cache
 import bench_runner
 import bench_startup
 import bench_widgets
+import harness
 from harness import BENCH_DIR, byte_compiled, disk_note, machine_note, scratch, summary
 
 
@@ -63,8 +65,12 @@ def main() -> None:
     parser.add_argument("--only", default="", help="run the groups whose name matches")
     parser.add_argument("--baseline", default=bench_startup.BASELINE,
                         help="the commit `dagnb run` is compared to")
+    parser.add_argument("--all-cpus", action="store_true",
+                        help="let the scheduler place every thread (default: one CPU)")
     args = parser.parse_args()
+    harness.PIN = not args.all_cpus
     print(machine_note(), flush=True)
+    print(cpus_note(), flush=True)
     print(byte_compiled(BENCH_DIR.parent / "dagnb"), flush=True)
     started = time.perf_counter()
     with scratch() as (disk, memory):
@@ -78,6 +84,14 @@ def main() -> None:
     print(summary())
     print(machine_note().replace("# ", "# at the end: ", 1).split(";")[0]
           + f"; {time.perf_counter() - started:.0f} s in all")
+
+
+def cpus_note() -> str:
+    """Where the trials run (see `harness.one_cpu`)."""
+    if not harness.PIN:
+        return "# trials on every CPU, wherever the scheduler puts each thread (--all-cpus)"
+    return ("# trials on one CPU, every contender on the same (harness.one_cpu), but for the "
+            "shell steps' (8 at once); --all-cpus to lift that")
 
 
 if __name__ == "__main__":
