@@ -5,7 +5,9 @@ No timing is asserted here: the trials are fakes that return fixed numbers.
 
 from __future__ import annotations
 
+import os
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -106,3 +108,50 @@ def test_a_first_hit_is_timed_whole_and_in_its_two_parts(tmp_path):
     assert set(timed) == {"first", "setup", "call", "rest"}
     assert timed["setup"] > 0 and timed["call"] > 0
     assert timed["setup"] + timed["call"] == pytest.approx(timed["first"], rel=1e-9)
+
+
+needs_affinity = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="pinning needs Linux's sched_setaffinity and two CPUs or more")
+
+
+def _cpus_of(thread_id):
+    return os.sched_getaffinity(thread_id)
+
+
+@needs_affinity
+def test_trials_run_on_one_cpu_every_thread_the_same_and_all_cpus_come_back():
+    allowed = os.sched_getaffinity(0)
+    seen, started, stop = [], threading.Event(), threading.Event()
+
+    def elsewhere():  # a thread started before the trials: dagnb's loop thread is one
+        seen.append(threading.get_native_id())
+        started.set()
+        stop.wait()
+
+    other = threading.Thread(target=elsewhere)
+    other.start()
+    started.wait()
+    try:
+        samples = harness.interleave({
+            "a": lambda: (_cpus_of(0), _cpus_of(seen[0])),
+            "b": lambda: (_cpus_of(0), _cpus_of(seen[0])),
+        }, rounds=5)
+        after = (_cpus_of(0), _cpus_of(seen[0]))
+    finally:
+        stop.set()
+        other.join()
+
+    assert {tuple(map(frozenset, s)) for s in samples["a"] + samples["b"]} == {
+        (frozenset({max(allowed)}),) * 2}
+    assert after == (allowed, allowed)
+
+
+@needs_affinity
+def test_a_figure_of_processes_at_once_keeps_every_cpu(monkeypatch):
+    allowed = os.sched_getaffinity(0)
+    samples = harness.interleave({"a": lambda: _cpus_of(0)}, rounds=5, all_cpus=True)
+    monkeypatch.setattr(harness, "PIN", False)  # run_all.py --all-cpus
+    unpinned = harness.interleave({"a": lambda: _cpus_of(0)}, rounds=5)
+
+    assert samples["a"] == unpinned["a"] == [allowed] * 5
