@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -120,3 +121,27 @@ def test_a_workdir_runs_where_it_is_here_or_where_a_mount_maps_it(workdir):
     assert run.states() == {"rel": "succeeded", "mapped": "succeeded"}
     assert run.logs("rel")["line"].tolist() == [str(workdir / "build")]
     assert run.logs("mapped")["line"].tolist() == [str(workdir / "src" / "pkg")]
+
+
+def test_a_command_naming_a_mounts_container_path_fails_saying_mounts_are_read_here(workdir):
+    (workdir / "transform.py").write_text("print('transformed')\n")
+    step = Step("t", run="python3 /src/transform.py",
+                mounts={"transform.py": "/src/transform.py"})
+    run = dagnb.Graph("m", [step]).run(executor="local", cache=False)
+    error = run.status_rows()["t"]["error"]
+    assert run.states() == {"t": "failed"}
+    assert "exit code 2" in error and "\n" not in error
+    assert ("no file is put at its container path: the command names /src/transform.py "
+            "(mount 'transform.py'); use the host path") in error
+    fixed = dagnb.Graph("m", [dataclasses.replace(step, run="python3 transform.py")]).run(
+        executor="local", cache=False)
+    assert fixed.states() == {"t": "succeeded"}
+
+
+@pytest.mark.parametrize("command", ["exit 3", "python3 /srcs/x.py; exit 3",
+                                     "cat a/src/x; exit 3"])
+def test_a_failure_that_names_no_container_path_gets_no_mount_hint(workdir, command):
+    run = dagnb.Graph("m", [Step("t", run=command, mounts={".": "/src"})]).run(
+        executor="local", cache=False)
+    error = run.status_rows()["t"]["error"]
+    assert error.startswith("exit code") and "container path" not in error

@@ -4,12 +4,13 @@ the wrong files)."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path, PurePosixPath
 
 from dagnb.errors import StepFailed
 from dagnb.executors.base import Task
-from dagnb.model.step import mount_path
+from dagnb.model.step import Step, mount_path
 
 
 def workdir_of(task: Task) -> str:
@@ -40,3 +41,27 @@ def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterat
         if inside.is_absolute() and inside.is_relative_to(target):
             yield mount_path(base, host) / inside.relative_to(target)
     yield base / workdir
+
+
+def unmade_mounts_hint(step: Step) -> str:
+    """For a shell step that failed on this machine: the container paths of its mounts
+    that its command names and that are no path here (``python3 /src/transform.py``
+    with ``mounts: {transform.py: /src/transform.py}``), which only a container makes.
+    Empty when there are none: the failure was something else."""
+    if not isinstance(step.run, str):
+        return ""
+    named = [(host, target) for host, target in step.mounts.items()
+             if _names_path(step.run, target) and not Path(target).exists()]
+    if not named:
+        return ""
+    shown = ", ".join(f"{target} (mount {host!r})" for host, target in named[:3])
+    return (f"; on this machine a mount is read at its host path, and no file is put at "
+            f"its container path: the command names {shown}; use the host path, or run "
+            "the step in a container (executor: dagger)")
+
+
+def _names_path(command: str, path: str) -> bool:
+    """Whether ``command`` names ``path`` or a path under it, as a word of its own
+    (``/src`` in ``cd /src && ...`` or ``/src/x.py``, not in ``/srcs`` or ``a/src``)."""
+    target = re.escape(path.rstrip("/") or "/")
+    return re.search(rf"(?<![\w./-]){target}(?![\w.-])", command) is not None

@@ -68,6 +68,7 @@ from dagnb.executors.loop import (
     unwaited_attempt,
     wait_for,
 )
+from dagnb.executors.workdir import unmade_mounts_hint
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
 from dagnb.model.results import NO_RESULT, PUBLISHED_AS, own_result, save_result
@@ -890,7 +891,8 @@ class Scheduler:
         assert outcome is not None
         if outcome.exit_code not in (0, None):
             raise StepFailed(
-                self._exit_message(step.name, number, outcome.exit_code),
+                self._exit_message(step.name, number, outcome.exit_code)
+                + (unmade_mounts_hint(step) if executor.name == "local" else ""),
                 step=step.name,
                 exit_code=outcome.exit_code,
                 stderr_tail=self._stderr_tail(step.name, number),
