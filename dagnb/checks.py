@@ -614,6 +614,29 @@ def parse_duration(
     return seconds
 
 
+NEVER_EXPIRES = math.inf  # a ttl of "never": set, it beats a default ttl (None takes it)
+
+
+def parse_ttl(
+    value: float | int | str | None,
+    *,
+    what: str = "ttl",
+    error: Callable[[str], Exception] = InvalidStepError,
+) -> float | None:
+    """Seconds of a ttl: None (no ttl of its own: the default's, if any), ``"never"``
+    (:data:`NEVER_EXPIRES`: its entries never expire, whatever the default), or a
+    duration (:func:`parse_duration`)."""
+    if isinstance(value, str) and value.strip().lower() == "never":
+        return NEVER_EXPIRES
+    return parse_duration(value, what=what, error=error,
+                          forms=f"{DURATION_FORMS}, or 'never'")
+
+
+def seconds_to_live(ttl: float | None) -> float | None:
+    """What an entry is saved with: None for no expiry (a ttl of none, or "never")."""
+    return None if ttl is None or ttl == NEVER_EXPIRES else ttl
+
+
 def duration(value: Any) -> float | None:
     """Seconds for a setting read from a file or the environment; None for no limit.
 

@@ -537,7 +537,7 @@ def test_a_bad_ttl_is_refused_up_front_whatever_the_cache(tmp_path, make):
     with pytest.raises(dagnb.InvalidStepError) as refused:
         make(tmp_path / "cache")
     assert str(refused.value) == ("ttl '1 day' is not a duration; use seconds or a number "
-                                  "with ms, s, m, h or d such as '10m'")
+                                  "with ms, s, m, h or d such as '10m', or 'never'")
 
 
 def _lock(x):

@@ -76,7 +76,7 @@ from dagnb.cache.secret_scan import (
     secrets_in_force,
 )
 from dagnb.cache.store import Entry, Store
-from dagnb.checks import checked, is_url, short_repr, user_stacklevel
+from dagnb.checks import checked, is_url, parse_ttl, seconds_to_live, short_repr, user_stacklevel
 from dagnb.checks import location as checked_location
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
@@ -86,7 +86,6 @@ from dagnb.fingerprint import (
     source_table,
 )
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
-from dagnb.model.step import parse_duration
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
 
@@ -336,7 +335,7 @@ class Memory:
                                sep=" ")  # (made a folder named s3:)
         self.location = location
         if ttl is not None:  # (checked whatever the mode: code that runs uncached runs cached)
-            ttl = parse_duration(ttl, what="ttl")
+            ttl = parse_ttl(ttl)
         if type(verbose) is not int:
             verbose = _verbose(verbose, "Memory")
         mode = settings().cache_mode if cache_mode is None else cache_mode
@@ -444,7 +443,7 @@ class Memory:
         # for every instruction)
         ignore = [] if ignore is None else _ignored(ignore)
         if ttl is not None:  # (checked even where nothing is cached, as in Memory())
-            parse_duration(ttl, what="ttl")
+            parse_ttl(ttl)
         if verbose is None:
             verbose = self.verbose
         elif type(verbose) is not int:
@@ -818,7 +817,7 @@ class _CachedCall(_Calls):
         # the ttl counts from each entry's creation, so that one saved before with none
         # (or a longer one) is not served past it
         ttl = self.ttl
-        self.max_age = store.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
+        self.max_age = seconds_to_live(store.default_ttl if ttl is None else parse_ttl(ttl))
         memory._names.add(self.name)
 
     @property

@@ -40,7 +40,7 @@ from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
 from dagnb.cache.location import local_folder
 from dagnb.cache.store import Entry, GlancedEntry, Store, _taking_now, acquire
-from dagnb.checks import warn_user
+from dagnb.checks import parse_ttl, warn_user
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
 from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
@@ -52,7 +52,7 @@ from dagnb.model.results import (
     json_text,
     save_result,
 )
-from dagnb.model.step import Step, parse_duration
+from dagnb.model.step import Step
 
 __all__ = ["MUST_WAIT", "CachedResult", "StepCache", "has_files", "refresh_setting"]
 
@@ -132,7 +132,7 @@ class StepCache:
         self.folder = local_folder(directory)  # (left out of the steps' mounted folders)
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
-        self.ttl = config.cache_ttl_seconds if ttl is None else parse_duration(ttl, what="ttl")
+        self.ttl = config.cache_ttl_seconds if ttl is None else parse_ttl(ttl)
         wanted = refresh_setting(refresh)
         self._refresh_all = wanted is True
         self._refresh = frozenset() if isinstance(wanted, bool) else wanted

@@ -124,7 +124,7 @@ from dagnb.cache.record_text import (
 )
 from dagnb.cache.sealed import SEALED
 from dagnb.cache.unpacked import exchange, first_difference, out_files
-from dagnb.checks import is_url, warn_user
+from dagnb.checks import is_url, parse_ttl, seconds_to_live, warn_user
 from dagnb.errors import CacheError
 from dagnb.fingerprint import directory_digest
 from dagnb.model.jsontext import scalar_text
@@ -133,7 +133,6 @@ from dagnb.model.results import (
     decode_inline,
     save_result,
 )
-from dagnb.model.step import parse_duration
 
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "GlancedEntry", "PackedEntry",
            "SessionStore", "Store"]
@@ -344,7 +343,7 @@ class Store(Housekeeping):
         self.backend = made
         self.clock = clock
         if default_ttl is not None:
-            self.default_ttl = parse_duration(default_ttl, what="default_ttl")
+            self.default_ttl = parse_ttl(default_ttl, what="default_ttl")
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
@@ -958,7 +957,7 @@ class Store(Housekeeping):
         lines = [] if type(logs) is list and not logs else _small_logs(logs)
         if lines is None:
             return None
-        ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
+        ttl_s = seconds_to_live(self.default_ttl if ttl is None else parse_ttl(ttl))
         created = self.clock()
         inline_text, compact = (None, None) if inline is None else _inline_texts(inline)
         logs_text = _COMPACT(lines) if lines else None
@@ -1037,7 +1036,7 @@ class Store(Housekeeping):
     ) -> dict[str, Any]:
         """The metadata of an entry assembled in ``build``, whose outputs, still in
         ``out``, will be its ``out/`` (``result_digest``: see :meth:`save`)."""
-        ttl_s = self.default_ttl if ttl is None else parse_duration(ttl, what="ttl")
+        ttl_s = seconds_to_live(self.default_ttl if ttl is None else parse_ttl(ttl))
         created = self.clock()
         try:
             files = {**_file_sizes(build), **_file_sizes(out, "out")}

@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Union
 
 from dagnb import checks
-from dagnb.checks import parse_duration
+from dagnb.checks import parse_duration, parse_ttl
 from dagnb.errors import InvalidStepError, WorkflowError
 from dagnb.model.masking import variable_holding
 
@@ -366,7 +366,7 @@ class Step:
             _check_long_params(self.params, self.run, name)  # (JSON is at least as long)
         set_(self, "cache_volumes", _frozen_map(self.cache_volumes, "cache_volumes", name))
         set_(self, "timeout", parse_duration(self.timeout, what=f"step {name!r} timeout"))
-        set_(self, "ttl", parse_duration(self.ttl, what=f"step {name!r} ttl"))
+        set_(self, "ttl", parse_ttl(self.ttl, what=f"step {name!r} ttl"))
         if isinstance(self.cache_version, float):  # (1.10 read as 1.1: a bump unseen)
             _refuse_decimal_version(self.cache_version, name)
         self._check_policies(name)

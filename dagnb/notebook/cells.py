@@ -40,6 +40,7 @@ import types
 from collections.abc import Collection, Iterable, Iterator, Mapping
 from typing import Any
 
+from dagnb.checks import NEVER_EXPIRES
 from dagnb.errors import InvalidStepError
 from dagnb.fingerprint import changed_inputs
 from dagnb.model.masking import SecretFinder
@@ -747,6 +748,8 @@ def line_word(text: str) -> str:
 
 def duration_text(value: float) -> str:
     """A duration option that parses back to the same number of seconds."""
+    if value == NEVER_EXPIRES:
+        return "never"
     return f"{int(value)}s" if float(value).is_integer() else f"{value!r}s"
 
 
