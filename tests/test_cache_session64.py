@@ -12,6 +12,13 @@ import pytest
 
 from dagnb.cache.store import Store
 from dagnb.cli import main
+from dagnb.cli.cache import _size
+
+
+def _on_disk(location: Path) -> str:
+    """What the entries left in ``location`` take on disk, as prune prints it."""
+    store = Store(location, read_only=True)
+    return _size(sum(store.disk_bytes(store.iter_entries())))
 
 
 def _live_run_reading(store: Store, step: str, key: str) -> int:
@@ -39,9 +46,10 @@ def test_prune_says_it_kept_the_entries_a_live_run_uses(
                      "--cache-dir", str(tmp_path / "c")]) == 0
         out_text = capsys.readouterr().out
         assert out_text.startswith("removed 1 cache entry from ")
+        left = _on_disk(tmp_path / "c")  # (its file and its meta.json)
         assert out_text.rstrip().endswith(
-            "1 cache entry left, 4B (1 cache entry over the limits kept: a run going on now "
-            "uses them)"), out_text
+            f"1 cache entry left, {left} (1 cache entry over the limits kept: a run going on "
+            "now uses them)"), out_text
     finally:
         os.close(lease)
     assert main(["cache", "prune", "--max-entries", "0", "--cache-dir", str(tmp_path / "c")]) == 0
@@ -64,6 +72,7 @@ def test_prune_says_nothing_kept_when_others_went_in_place_of_what_a_live_run_us
     finally:
         os.close(lease)
     said = capsys.readouterr().out.rstrip()
+    left = _on_disk(tmp_path / "c")
     assert said.startswith("removed 1 cache entry from ") and said.endswith(
-        "2 cache entries left, 2B"), said
+        f"2 cache entries left, {left}"), said
     assert sorted(entry.step for entry in Store(tmp_path / "c").iter_entries()) == ["a", "c"]

@@ -12,7 +12,7 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable, Iterator, Set
+from collections.abc import Callable, Iterable, Iterator, Set
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -20,7 +20,12 @@ from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
 from dagnb.cache.eviction import _items_to_delete, checked_limits
 from dagnb.cache.journal import Totals
-from dagnb.cache.pack import iter_pack_files
+from dagnb.cache.pack import (
+    iter_pack_files,
+    record_disk_bytes,
+    record_length,
+    sealed_packs,
+)
 from dagnb.cache.pack_compact import compact
 from dagnb.errors import CacheError
 from dagnb.model.step import parse_duration
@@ -132,13 +137,41 @@ class Housekeeping:
         return _entries_frame(self, step)
 
     def stats(self) -> Any:
-        """A pandas DataFrame per step: entries, hits, misses, hit_rate, bytes."""
+        """A pandas DataFrame per step: entries, hits, misses, hit_rate, bytes (what its
+        entries take on disk: :meth:`disk_bytes`)."""
         return _stats_frame(self)
 
     def stats_by_step(self) -> dict[str, dict[str, int]]:
         """What :meth:`stats` is made of, without pandas: per step (unsorted), its
         entries, hits, misses, bytes and session_hits (``hit_rate`` left at 0)."""
         return _stats_rows(self)
+
+    def disk_bytes(self, entries: Iterable[Entry]) -> list[int]:
+        """What each entry takes on disk, what ``reduce_size``'s ``bytes_limit`` counts:
+        a folder's files (its outputs, logs and ``meta.json``); a packed entry's record
+        (with its keys-file and sealed-index entries) and its folder under
+        ``.unpacked``, if made. Sizes as recorded or stat gives them (no file is read);
+        file bytes, as ``du --apparent-size`` counts them (not the file system's blocks)."""
+        return list(map(self._disk_counter(), entries))
+
+    def _disk_counter(self) -> Callable[[Entry], int]:
+        sealed = frozenset() if self._packs is None else sealed_packs(self._packs.folder)
+        return _DiskBytes(f"{self.location}/{UNPACKED}", sealed)
+
+    def outside_entries(self) -> tuple[int, int]:
+        """What the cache folder holds beyond its entries: the bytes of removed and
+        replaced records in the packs (freed when they are compacted), and the number
+        of run folders in ``.runs`` (the last runs' working folders, kept for
+        ``dagnb history``; not measured: one holds a folder per step)."""
+        return self._dead_pack_bytes(), len(list(_run_folders(f"{self.location}/.runs")))
+
+    def _dead_pack_bytes(self) -> int:
+        """The bytes of the packs' records that are not live (removed or replaced
+        entries, tombstones): what a compaction gives back."""
+        if self._packs is None:
+            return 0
+        live = sum(map(record_length, self._packs.live()))  # (reads what they gained)
+        return max(0, sum(self._packs.sizes.values()) - live)
 
     def clear(self, step: str | None = None, older_than: float | str | None = None) -> int:
         """Remove entries (of one step; created more than ``older_than`` ago); how many.
@@ -165,13 +198,14 @@ class Housekeeping:
             self._remove_temporaries(_TEMP_MAX_AGE, self._read_by_live_runs())
         return removed
 
-    def _compact(self) -> None:
-        """After removals: rewrite the packs if removed records take most of them."""
+    def _compact(self, force: bool = False) -> None:
+        """After removals: rewrite the packs if removed records take most of them
+        (``force``: any of them)."""
         if self._packs is None:
             return
         if self._writer is not None:
             self._writer.close(seal=False)  # (its pack may be rewritten: not sealed)
-        if compact(self._packs):
+        if compact(self._packs, force=force):
             self._entries.clear()
 
     def _remove_packs(self) -> None:
@@ -237,7 +271,9 @@ class Housekeeping:
         Parameters
         ----------
         bytes_limit
-            Keep at most this many bytes: an int or a string such as ``"10M"``, ``"1G"``.
+            Keep at most this many bytes: an int or a string such as ``"10M"``, ``"1G"``;
+            bytes on disk (:meth:`disk_bytes`). The packs are compacted when the bytes
+            of removed records would keep the folder over it.
         items_limit
             Keep at most this many entries.
         age_limit
@@ -257,32 +293,35 @@ class Housekeeping:
         in_use = self._read_by_live_runs()
         spared: list[Entry] = []
         now = self.clock()
-        doomed = _items_to_delete(self._usage_items(now), *limits, now, kept=in_use,
-                                  passed_over=spared)
+        items = self._usage_items(now)
+        doomed = _items_to_delete(items, *limits, now, kept=in_use, passed_over=spared)
         in_use = self._read_by_live_runs()  # (and those a run took up meanwhile)
         spared += [e for e in doomed if (e.step, e.key) in in_use]
         self.spared_for_live_runs = len(spared)
-        removed = sum(self.remove(e.step, e.key) for e in doomed
-                      if (e.step, e.key) not in in_use)
-        self._compact()
+        gone = [e for e in doomed if (e.step, e.key) not in in_use]
+        removed = sum(self.remove(e.step, e.key) for e in gone)
+        # a size limit is one of the disk the cache takes: the removed records' bytes
+        # are given back now, not at a later compaction, when they keep it over
+        self._compact(force=limits[0] is not None
+                      and _kept_bytes(items, gone) + self._dead_pack_bytes() > limits[0])
         # what a killed save or unpack left half-made, the folders of records gone: no
         # entry counts them, nothing else frees them
         self._remove_temporaries(_TEMP_MAX_AGE, in_use)
         return removed
 
     def _usage_items(self, now: float) -> list[tuple[Entry, float, int]]:
-        """(entry, last used, size) of every entry; one another live process used may
+        """(entry, last used, bytes on disk) of every entry; one another live process used may
         have been used again since it wrote its uses (at most every FLUSH_EVERY s): as
         late as :meth:`~dagnb.cache.journal.AccessJournal.used_lately_by_others` says (a
         short age_limit took its hot entry for unused)."""
-        items, counts = [], self._counts()
+        items, counts, disk_bytes = [], self._counts(), self._disk_counter()
         lately = self._journal.used_lately_by_others(now)
         for entry in self.iter_entries():
             _, last_used = self._usage(entry, counts)
             credit = lately.get((entry.step, entry.key))
             if credit is not None and credit > last_used:
                 last_used = credit
-            items.append((entry, last_used, int(entry.meta.get("size_bytes", 0))))
+            items.append((entry, last_used, disk_bytes(entry)))
         return items
 
     def _read_by_live_runs(self) -> set[tuple[str, str]]:
@@ -343,13 +382,72 @@ def _pid_of(runs: str, run_id: str) -> int | None:
 
 def _live_run_folders(runs: str) -> Iterator[str]:
     """The run folders a live run holds the lease of (a flock on the folder itself)."""
-    try:
-        names = [entry.path for entry in os.scandir(runs) if entry.is_dir()]
-    except OSError:
-        return
-    for folder in names:
+    for folder in list(_run_folders(runs)):
         if _leased(folder):
             yield folder
+
+
+def _kept_bytes(items: list[tuple[Entry, float, int]], gone: list[Entry]) -> int:
+    """The bytes on disk of the entries of ``items`` not ``gone``."""
+    removed = {(entry.step, entry.key) for entry in gone}
+    return sum(size for entry, _, size in items if (entry.step, entry.key) not in removed)
+
+
+def _run_folders(runs: str) -> Iterator[str]:
+    """The run folders in ``runs``."""
+    try:
+        yield from [entry.path for entry in os.scandir(runs) if entry.is_dir()]
+    except OSError:
+        return
+
+
+class _DiskBytes:
+    """What an entry takes on disk (see :meth:`Housekeeping.disk_bytes`), given the
+    cache's ``.unpacked`` folder and the packs with a sealed index; the folders made
+    there are listed once a step (most packed entries have none)."""
+
+    def __init__(self, unpacked: str, sealed: frozenset[str]) -> None:
+        self.unpacked, self.sealed = unpacked, sealed
+        self.made: dict[str, frozenset[str]] = {}  # step -> its folders in .unpacked
+
+    def __call__(self, entry: Entry) -> int:
+        if isinstance(entry, PackedEntry):
+            record = entry.version
+            return record_disk_bytes(record, self.sealed) + self._unpacked_bytes(
+                entry.step, f"{entry.key}-{record.stamp}")
+        files = entry.meta.get("files")  # (its outputs and logs, as a hit checks them)
+        recorded = (sum(files.values()) if isinstance(files, dict)
+                    else int(entry.meta.get("size_bytes", 0)))
+        try:
+            return recorded + os.stat(f"{entry.path}/meta.json").st_size
+        except OSError:  # (removed meanwhile)
+            return recorded
+
+    def _unpacked_bytes(self, step: str, name: str) -> int:
+        made = self.made.get(step)
+        if made is None:
+            try:
+                made = frozenset(os.listdir(f"{self.unpacked}/{step}"))
+            except OSError:
+                made = frozenset()
+            self.made[step] = made
+        return _tree_bytes(f"{self.unpacked}/{step}/{name}") if name in made else 0
+
+
+def _tree_bytes(folder: str) -> int:
+    """The bytes of the files under ``folder`` (0: none there), links not followed."""
+    total = 0
+    try:
+        with os.scandir(folder) as found:
+            for item in found:
+                if item.is_dir(follow_symlinks=False):
+                    total += _tree_bytes(item.path)
+                else:
+                    with contextlib.suppress(OSError):
+                        total += item.stat(follow_symlinks=False).st_size
+    except OSError:
+        return 0
+    return total
 
 
 def _leased(folder: str) -> bool:
@@ -469,12 +567,12 @@ def local_zone() -> Any:
 def _stats_rows(store: Housekeeping) -> dict[str, dict[str, int]]:
     """:func:`_stats_frame`'s rows, by step."""
     table: dict[str, dict[str, int]] = {}
-    counts = store._counts()
+    counts, disk_bytes = store._counts(), store._disk_counter()
     for entry in store.iter_entries():
         row = table.setdefault(entry.step, dict.fromkeys(_STATS_COLUMNS, 0))
         row["entries"] += 1
         row["hits"] += store._usage(entry, counts)[0]
-        row["bytes"] += int(entry.meta.get("size_bytes", 0))
+        row["bytes"] += disk_bytes(entry)
     for step in set(store._session_hits) | set(store._session_misses):
         row = table.setdefault(step, dict.fromkeys(_STATS_COLUMNS, 0))
         row["misses"] = store._session_misses.get(step, 0)

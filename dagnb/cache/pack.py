@@ -88,7 +88,14 @@ import xxhash
 
 from dagnb.cache.backend import folder_identity
 from dagnb.cache.forks import ForkSafeLock, WeakRefs, renew_in_child
-from dagnb.cache.pack_keys import KEYS, READ_ONLY, SEARCH_KEYS, _Keys, _opened_with_keys
+from dagnb.cache.pack_keys import (
+    _KEY_SIZE,
+    KEYS,
+    READ_ONLY,
+    SEARCH_KEYS,
+    _Keys,
+    _opened_with_keys,
+)
 from dagnb.cache.pack_records import (
     _DAMAGED,
     _FRAME,
@@ -848,3 +855,25 @@ def iter_pack_files(folder: str) -> Iterator[str]:
         if name.endswith((SUFFIX, f"{SUFFIX}{KEYS}", f"{SUFFIX}{SEALED}")) or (
                 is_seal_temporary(name)):
             yield f"{folder}/{name}"
+
+
+def sealed_packs(folder: str) -> frozenset[str]:
+    """The names of the packs in ``folder`` that have a sealed index (one listing)."""
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return frozenset()
+    return frozenset(name[:-len(SEALED)] for name in names if name.endswith(SEALED))
+
+
+def record_length(record: Record) -> int:
+    """The bytes of ``record`` in its pack, as :func:`encode` wrote them (from its
+    lengths: nothing read or encoded)."""
+    names = len(record.step.encode()) + len(record.key.encode())
+    return _FRAME.size + names + len(record.body) + _TAIL.size
+
+
+def record_disk_bytes(record: Record, sealed: frozenset[str]) -> int:
+    """What ``record`` takes on disk: its bytes in its pack, and its entry in the pack's
+    keys file and, for a pack in ``sealed``, in its sealed index."""
+    return record_length(record) + (2 if record.pack in sealed else 1) * _KEY_SIZE

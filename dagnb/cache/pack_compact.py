@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 
 import xxhash
 
+from dagnb.cache.pack import record_length
 from dagnb.cache.pack_keys import KEYS, _key_entry, _keys_head, _seal
 from dagnb.cache.pack_records import (
     ENTRY,
@@ -34,9 +35,10 @@ if TYPE_CHECKING:
 COMPACT_FROM = 256 * 1024  # packs smaller than this in all are not worth rewriting
 
 
-def compact(index: PackIndex) -> bool:
+def compact(index: PackIndex, *, force: bool = False) -> bool:
     """Rewrite the packs of ``index``'s folder as one pack of their live records, when
-    removed and replaced records take most of their bytes; whether it did.
+    removed and replaced records take most of their bytes (``force``: when they take
+    any: a prune to a size needs their bytes back now); whether it did.
 
     Only packs that no writer holds can be rewritten, so it is all or nothing: with
     another process writing there, nothing is done (a later clear compacts). Records
@@ -47,7 +49,7 @@ def compact(index: PackIndex) -> bool:
     """
     with index._lock:
         index.refresh()
-        if sum(index.sizes.values()) < COMPACT_FROM:
+        if not force and sum(index.sizes.values()) < COMPACT_FROM:
             return False
         held = _hold_all(index.folder, list(index.sizes))
         if held is None:
@@ -59,8 +61,9 @@ def compact(index: PackIndex) -> bool:
             total = sum(index.sizes.get(name, 0) for name in held)
             live = [r for r in (index._lookup(*where) for where in list(index.records))
                     if r is not None and r.pack in held]
-            if sum(len(r.body) + 64 for r in live) * 2 > total:
-                return False
+            if (sum(map(record_length, live)) >= total if force
+                    else sum(len(r.body) + 64 for r in live) * 2 > total):
+                return False  # (forced: nothing removed or replaced to free)
             _write_pack(index.folder, live + _hiding(index, held))
             index.bump()  # before the old packs go: see refresh
             for name in held:

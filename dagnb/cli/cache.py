@@ -45,7 +45,7 @@ def add_parser(sub: Any) -> None:
     actions.add_parser("verify", help="re-hash every entry's files; set aside those that changed")
     listing = actions.add_parser("list", help="the entries as a table, by step then created")
     listing.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
-    actions.add_parser("stats", help="per step: entries, hits recorded, size")
+    actions.add_parser("stats", help="per step: entries, hits recorded, size on disk")
     clear = actions.add_parser("clear", help="remove entries: of a step, older than AGE, or all")
     clear.add_argument("--step", default=None, metavar="NAME", help="only this step's entries")
     clear.add_argument("--older-than", default=None, metavar="AGE",
@@ -126,7 +126,9 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _stats(args: argparse.Namespace) -> int:
-    """`dagnb cache stats`: per step, its entries, the hits recorded on them, their size."""
+    """`dagnb cache stats`: per step, its entries, the hits recorded on them, the bytes
+    they take on disk (what ``prune --max-size`` counts); then what else the folder
+    holds."""
     store = _store(args, "show", read_only=True)
     if store is None:
         return 0
@@ -137,7 +139,24 @@ def _stats(args: argparse.Namespace) -> int:
     print(stats_table(rows))
     print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
           f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
+    outside = _outside_entries(store)
+    if outside:
+        print(f"not counted: {outside}")
     return 0
+
+
+def _outside_entries(store: Store) -> str:
+    """What the folder holds beyond its entries: removed records not yet compacted
+    away, the run folders kept for `dagnb history` (counted, not walked: one holds a
+    folder per step)."""
+    dead, runs = store.outside_entries()
+    parts = []
+    if dead:
+        parts.append(f"{_size(dead)} of removed records in .packs, awaiting compaction")
+    if runs:
+        parts.append(f"{runs} run folder{'s' if runs != 1 else ''} in .runs (the last "
+                     "runs' step folders)")
+    return "; ".join(parts)
 
 
 def stats_table(rows: Mapping[str, Mapping[str, int]]) -> str:
@@ -207,7 +226,7 @@ def _prune(args: argparse.Namespace) -> int:
     if store is None:
         return 0
     removed = store.reduce_size(*limits)
-    left = [int(entry.meta.get("size_bytes", 0)) for entry in store.iter_entries()]
+    left = store.disk_bytes(store.iter_entries())
     spared = store.spared_for_live_runs
     kept = ("" if not spared else f" ({_entries(spared)} over the limits kept: a run going "
             "on now uses them)")
