@@ -129,7 +129,7 @@ def _silent_unstored(args: argparse.Namespace, workflow: Workflow, found: StepIn
     folder is there, or it never had one: a run of silent Python steps makes none), 1
     when a prune may have taken the folder with them."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import KEEP_RUNS
+    from dagnb.runtime.history import KEEP_RUNS, KEEP_RUNS_BYTES
 
     runs = local_folder(args.cache_dir) / ".runs"
     said = (f"dagnb: step {args.step!r} succeeded in run {found.run}, not stored in the "
@@ -139,21 +139,25 @@ def _silent_unstored(args: argparse.Namespace, workflow: Workflow, found: StepIn
         return 0
     print(f"{said}, and that run has no folder in {str(runs)!r} to keep its lines: it "
           "printed nothing and wrote no file, or the folder was pruned since (the newest "
-          f"{KEEP_RUNS} runs' folders are kept)", file=sys.stderr)
+          f"{KEEP_RUNS} runs' folders are kept, up to {KEEP_RUNS_BYTES / 2**30:g} GiB)",
+          file=sys.stderr)
     return 1
 
 
 def _may_be_pruned(runs: Path, run_id: str) -> bool:
-    """Whether a prune may have taken the folder of run ``run_id``: it keeps the newest
-    ``KEEP_RUNS`` folders by name (the run ids' order), so with fewer newer ones beside
-    it, the run never had a folder."""
+    """Whether a prune may have taken the folder of run ``run_id``. It keeps the newest
+    ``KEEP_RUNS`` folders by name (the run ids' order), and of them the newest up to
+    ``KEEP_RUNS_BYTES``, taking every older finished one past that: so with fewer newer
+    ones beside it, and an older one still there (or none newer), the run never had a
+    folder."""
     from dagnb.runtime.history import KEEP_RUNS
 
     try:
-        return sum(entry.is_dir() and entry.name > run_id
-                   for entry in os.scandir(runs)) >= KEEP_RUNS
+        names = [entry.name for entry in os.scandir(runs) if entry.is_dir()]
     except OSError:
         return True
+    newer = sum(name > run_id for name in names)
+    return newer >= KEEP_RUNS or (newer > 0 and not any(name < run_id for name in names))
 
 
 def _why_unstored(args: argparse.Namespace, workflow: Workflow) -> str:

@@ -38,8 +38,23 @@ The folder is made only when something needs it (a step that executes a command,
 one that asks for its output folder), and the record is an append to a file that
 exists already: a run of in-process Python steps that write no files creates no file.
 While a run is live it holds a lock on its folder (POSIX ``flock``, let go by the system
-if the process dies); pruning, which keeps the newest ``KEEP_RUNS`` folders, skips any
-folder whose lock is held, so a long run's outputs are never deleted under it.
+if the process dies); pruning, which keeps the newest ``KEEP_RUNS`` folders, and of them
+the newest up to ``KEEP_RUNS_BYTES`` in all, skips any folder whose lock is held, so a
+long run's outputs are never deleted under it.
+
+A run's folder is mostly of use while it runs: once a step is stored, its lines and
+files are read from its cache entry (``dagnb logs``, ``Run.logs``, ``Run.outputs``), and
+the records log says how it ended (``dagnb history``, ``--only-failed``, explain). What
+its stored (or served) steps left there, their params file, ``in/`` links and emptied
+``out/`` (16 KB and five inodes a shell step: 435 MB for 20,000), is removed by the
+first prune to see the folder finished (``.uses`` stays: a line an entry);
+a stored step's failed attempts' logs stay, as does all that failed, unstored or skipped
+steps left (how a user debugs them, and a cache-off step's outputs). Removing is slow on
+some disks (milliseconds a folder where the file system discards freed blocks), so a run
+does not do it as it ends: it notes in ``.runs/.trim`` that it is owed (a run that stored
+no step, with the cache off, does not), and the next run to make its folder prunes, in
+its thread, for sure. That prune notes the folder's size in its ``.size``, which later
+prunes read instead of walking its files.
 
 Records are appended under an exclusive ``flock`` on the log, one ``write`` each,
 between newlines (a record torn by a crash spoils no other); the process keeps the log
@@ -73,7 +88,7 @@ import shutil
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -87,6 +102,7 @@ __all__ = [
     "DONE_STATES",
     "FOREIGN_RUN_DAYS",
     "KEEP_RUNS",
+    "KEEP_RUNS_BYTES",
     "KILLED",
     "NOTEBOOK_PARAMS_VARIABLE",
     "NOT_RUN_STATES",
@@ -109,6 +125,14 @@ __all__ = [
 ]
 
 KEEP_RUNS = 20  # run folders kept under <cache>/.runs
+# and bytes of them, the newest first (see _bound_bytes): once trimmed, a run whose steps
+# were stored takes a few KB; this bounds what failed and unstored steps left (logs,
+# cache-off outputs) to what 20 runs of a mid-sized pipeline leave, not 20 times the
+# biggest run's
+KEEP_RUNS_BYTES = 1 << 30
+SIZE_NAME = ".size"  # in a finished run's folder: its bytes, noted by a prune
+TRIM_OWED = ".trim"  # in .runs: a finished run left its stored steps' folders
+_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
 PRUNE_SLACK = 10  # about this many runs end without pruning between two that prune
 RECORD_NAME = "run.json"  # a run's record in its folder, before the records log
 RECORDS_NAME = "records.jsonl"
@@ -250,8 +274,12 @@ class RunFolder:
         # leased last: make() returns at once, unlocked, once it is, and a caller may then
         # read entries that only .uses keeps from an eviction
         self._lease = lease
-        if _draw() * (PRUNE_SLACK + 1) < 1:  # while the steps run (this one is leased)
-            self._pruning = threading.Thread(target=_prune_quietly, args=(self.runs,),
+        # while the steps run (this one is leased); after a run that owes a trim, its
+        # part of a prune for sure (no rewrite of the logs: most runs owe one)
+        drawn = _draw() * (PRUNE_SLACK + 1) < 1
+        if drawn or _trim_owed(self.runs):
+            work = _prune_quietly if drawn else _trim_quietly
+            self._pruning = threading.Thread(target=work, args=(self.runs,),
                                              name="dagnb-prune", daemon=True)
             self._pruning.start()
 
@@ -355,6 +383,8 @@ class RunFolder:
                 os.close(self._uses_file)
                 self._uses_file = None
             if self._lease is not None:
+                if self._stored_any(states):  # (what a stored step ran with is left)
+                    _owe_trim(self.runs)
                 os.close(self._lease)  # closing lets go of the lock
                 self._lease = None
         if self._pruning is not None:
@@ -364,10 +394,40 @@ class RunFolder:
         elif log_size > _PRUNE_LOG_BYTES and _draw() * (PRUNE_SLACK + 1) < 1:
             _prune_quietly(self.runs)
 
+    def _stored_any(self, states: Mapping[str, str]) -> bool:
+        """Whether a step ran and was stored in this run (not one served from the cache:
+        that leaves nothing here; nor with the cache off: no entry)."""
+        return any(states.get(step) == "succeeded" for step in self._entries)
+
+
+def _owe_trim(runs: Path) -> None:
+    """Note that a finished folder holds what its stored steps left: the next run to make
+    its folder prunes (and so trims it) for sure, not one in ``PRUNE_SLACK + 1``."""
+    with contextlib.suppress(OSError):  # (housekeeping never fails a run)
+        os.close(os.open(runs / TRIM_OWED, os.O_WRONLY | os.O_CREAT | _CLOEXEC, 0o666))
+
+
+def _trim_owed(runs: Path) -> bool:
+    return os.path.exists(runs / TRIM_OWED)
+
 
 def _prune_quietly(runs: Path) -> None:
     with contextlib.suppress(Exception):  # housekeeping never fails a run
         prune(runs)
+
+
+def _trim_quietly(runs: Path) -> None:
+    """A prune's trim and size bound alone (see :func:`prune`)."""
+    with contextlib.suppress(Exception):  # housekeeping never fails a run
+        _no_trim_owed(runs)
+        folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
+        _bound_bytes(runs, folders[:KEEP_RUNS], KEEP_RUNS_BYTES)
+
+
+def _no_trim_owed(runs: Path) -> None:
+    """Take the note away before trimming: a run ending meanwhile notes its own again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(runs / TRIM_OWED)
 
 
 def _lease(folder: Path) -> int | None:
@@ -382,10 +442,14 @@ def _lease(folder: Path) -> int | None:
     return descriptor
 
 
-def prune(runs: Path, keep: int | None = None) -> list[Path]:
+def prune(runs: Path, keep: int | None = None, max_bytes: int | None = None) -> list[Path]:
     """Remove the run folders older than the newest ``keep`` (default ``KEEP_RUNS``),
-    skipping live runs (their lease is held); returns what was removed."""
+    then, of those kept, the older ones beyond ``max_bytes`` in all (default
+    ``KEEP_RUNS_BYTES``: see :func:`_bound_bytes`), skipping live runs (their lease is
+    held); returns what was removed."""
     keep = KEEP_RUNS if keep is None else keep
+    max_bytes = KEEP_RUNS_BYTES if max_bytes is None else max_bytes
+    _no_trim_owed(runs)
     with contextlib.suppress(OSError):
         _settle_started(runs)
     with contextlib.suppress(OSError):
@@ -394,7 +458,137 @@ def prune(runs: Path, keep: int | None = None) -> list[Path]:
         folders = sorted((e.name for e in os.scandir(runs) if e.is_dir()), reverse=True)
     except OSError:
         return []
-    return [runs / name for name in folders[keep:] if _remove_unless_live(runs / name)]
+    removed = [runs / name for name in folders[keep:] if _remove_unless_live(runs / name)]
+    return removed + _bound_bytes(runs, folders[:keep], max_bytes)
+
+
+def _bound_bytes(runs: Path, newest_first: list[str], max_bytes: int) -> list[Path]:
+    """Remove the finished folders among ``newest_first`` from the first that would take
+    their total past ``max_bytes`` on: the newest kept first (the newest finished one
+    whatever its size: the last run's logs are what a user reads next). Each finished
+    folder is settled once (:func:`_settled_bytes`); a live one is neither removed nor
+    counted (it grows while its run goes on). Returns what was removed."""
+    stored = _StoredSteps(runs)
+    total, removed, over, kept_one = 0, [], False, False
+    for name in newest_first:
+        folder = runs / name
+        try:
+            lease = _lease(folder)
+        except OSError:
+            continue  # gone already, or not ours to open
+        if lease is None:
+            continue  # a run still in progress holds it (or it cannot be told)
+        try:
+            if not over:
+                size = _settled_bytes(folder, stored)
+                over = kept_one and total + size > max_bytes
+                total, kept_one = total + size, True
+            if over:
+                shutil.rmtree(folder, ignore_errors=True)
+                removed.append(folder)
+        finally:
+            os.close(lease)
+    return removed
+
+
+class _StoredSteps:
+    """The steps a run stored or was served from the cache (done, and its record names
+    their entry), from the records log, read once when first asked; only the record of
+    the run asked of is parsed (told by how its line begins, ``{"run":"<id>"``)."""
+
+    def __init__(self, runs: Path) -> None:
+        self._runs = runs
+        self._lines: list[bytes] | None = None
+
+    def of(self, run_id: str) -> set[str]:
+        if self._lines is None:
+            self._lines = _log_lines(self._runs / RECORDS_NAME)
+        head = b'{"run":' + _json_texts(run_id)[0]
+        for line in self._lines:
+            record = _parsed(line) if line.startswith(head) else None
+            if record is not None and record.get("run") == run_id:
+                entries, states = record.get("entries"), record.get("states")
+                if isinstance(entries, dict) and isinstance(states, dict):
+                    return {step for step in entries if states.get(step) in DONE_STATES}
+        return set()
+
+
+def _settled_bytes(folder: Path, stored: _StoredSteps) -> int:
+    """The bytes a finished run folder holds, noted in its ``.size`` by the first prune
+    that measures it (a finished folder changes no more: later prunes read the note,
+    not the folder's files); before measuring, what its stored steps left is trimmed
+    (a run killed as it trimmed, or one of an older version, had it left)."""
+    note = folder / SIZE_NAME
+    with contextlib.suppress(OSError, ValueError):
+        return int(note.read_text(encoding="ascii"))
+    with contextlib.suppress(OSError):
+        _trim_stored(str(folder), stored.of(folder.name))
+    size = _folder_bytes(str(folder))
+    with contextlib.suppress(OSError):
+        note.write_text(str(size), encoding="ascii")
+    return size
+
+
+def _folder_bytes(top: str) -> int:
+    """The disk space a folder takes, as ``du`` counts it (its allocated blocks: a
+    folder of many small files and folders takes far more than their bytes say); links
+    are not followed."""
+    total, folders = 0, [top]
+    while folders:
+        with contextlib.suppress(OSError), os.scandir(folders.pop()) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    total += _disk_bytes(entry.stat(follow_symlinks=False))
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+    return total
+
+
+def _disk_bytes(status: os.stat_result) -> int:
+    blocks = getattr(status, "st_blocks", None)  # (not on Windows)
+    return status.st_size if blocks is None else blocks * 512
+
+
+def _trim_stored(folder: str, stored: Collection[str]) -> None:
+    """Remove from a finished run's folder what its ``stored`` steps left there (their
+    params file, ``in/`` links and emptied ``out/``: what they made is in the cache, and
+    ``dagnb logs``, ``Run.logs`` and ``Run.outputs`` read a stored step's lines and files
+    from its entry). ``.uses`` stays (one short line an entry, the run's list of them).
+    A stored step's failed attempts' logs stay (``dagnb logs`` shows them before the
+    entry's lines), as does all that failed, unstored or skipped steps left: how a user
+    debugs them."""
+    if not stored:
+        return
+    with os.scandir(folder) as entries:  # (one look: most stored steps left no folder)
+        names = [entry.name for entry in entries
+                 if entry.name in stored and entry.is_dir(follow_symlinks=False)]
+    for name in names:
+        with contextlib.suppress(OSError):
+            _trim_step(f"{folder}/{name}")
+
+
+def _trim_step(path: str) -> None:
+    """Empty a stored step's folder but for its attempts' logs; remove it if none."""
+    kept = False
+    with os.scandir(path) as entries:
+        found = [(entry.name, entry.is_dir(follow_symlinks=False)) for entry in entries]
+    for name, is_folder in found:
+        if name.startswith("logs-"):
+            kept = True
+        elif is_folder:
+            _remove_folder(f"{path}/{name}")
+        else:
+            os.unlink(f"{path}/{name}")
+    if not kept:
+        os.rmdir(path)
+
+
+def _remove_folder(path: str) -> None:
+    """``rm -r path``: one call for an empty one (a stored step's ``out``)."""
+    try:
+        os.rmdir(path)
+    except OSError:
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _remove_unless_live(folder: Path) -> bool:
