@@ -91,17 +91,51 @@ class _Process(NamedTuple):
     pid: int
     start: bytes  # its start time: with the pid, names the process (pids are reused)
     leader: bool  # it leads a process group of its own
+    pidfd: int | None = None  # a child of this process: to reap it if its waiter does not
 
 
-def stop(processes: list[_Process], grace: float = KILL_GRACE) -> None:
-    """SIGTERM ``processes``, SIGKILL those still there after ``grace`` seconds. Blocks:
-    run it in a thread."""
-    _send(processes, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while processes and time.monotonic() < deadline:
-        time.sleep(0.01)
-        processes = [process for process in processes if _running(process)]
-    _send(processes, signal.SIGKILL)
+REAP_AFTER = 1.0  # seconds a stopped child's own waiter (Popen.wait) has to reap it
+
+
+def stop(processes: list[_Process], grace: float = KILL_GRACE,
+         reap_after: float = REAP_AFTER) -> None:
+    """SIGTERM ``processes``, SIGKILL those still there after ``grace`` seconds, then reap
+    the children among them their waiter left zombies. Blocks: run it in a thread."""
+    try:
+        _send(processes, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        running = processes
+        while running and time.monotonic() < deadline:
+            time.sleep(0.01)
+            running = [process for process in running if _running(process)]
+        _send(running, signal.SIGKILL)
+        _reap_left(processes, reap_after)
+    finally:
+        for process in processes:
+            if process.pidfd is not None:
+                os.close(process.pidfd)
+
+
+def _reap_left(processes: list[_Process], wait: float) -> None:
+    """Reap the stopped children no one reaped within ``wait`` seconds. The call they
+    were started in is interrupted: one landing in ``subprocess.Popen()`` after the fork
+    leaves the child to no one, a zombie of the kernel for good. Their waiter (``Popen``
+    in ``wait()``) goes first: one that finds the child reaped takes it as ended.
+    Through the pidfd opened as it was found alive: never another process by its pid."""
+    left = [process for process in processes if process.pidfd is not None]
+    deadline = time.monotonic() + wait
+    while left and time.monotonic() < deadline:
+        time.sleep(0.02)
+        left = [process for process in left if _unreaped(process)]
+    for process in left:
+        with contextlib.suppress(ChildProcessError, OSError):  # (reaped meanwhile)
+            os.waitid(os.P_PIDFD, process.pidfd, os.WEXITED | os.WNOHANG)  # type: ignore[attr-defined,arg-type]
+
+
+def _unreaped(process: _Process) -> bool:
+    """The child is still there (running, or a zombie its waiter has not reaped)."""
+    fields = _stat(process.pid)
+    return fields is not None and fields[19] == process.start
 
 
 def started_since(thread: int, before: bytes) -> list[_Process]:
@@ -121,9 +155,24 @@ def started_since(thread: int, before: bytes) -> list[_Process]:
         fields = _stat(pid)
         if fields is None or int(fields[1]) != parent or fields[0] == b"Z":
             continue  # gone (or a zombie, as good as gone), or its pid reused
-        found.append(_Process(pid, fields[19], int(fields[2]) == pid))
+        pidfd = _pidfd(pid, fields[19]) if parent == os.getpid() else None
+        found.append(_Process(pid, fields[19], int(fields[2]) == pid, pidfd))
         pending += [(child, pid) for child in _children_of(pid)]
     return found
+
+
+def _pidfd(pid: int, start: bytes) -> int | None:
+    """A pidfd naming the child ``pid`` that started at ``start`` (Linux 5.3+; None
+    where there is none, or the pid names another process by now)."""
+    try:
+        pidfd = os.pidfd_open(pid)  # type: ignore[attr-defined]
+    except (AttributeError, OSError):
+        return None
+    fields = _stat(pid)  # (read after the open: the pidfd names this one)
+    if fields is not None and fields[19] == start:
+        return pidfd
+    os.close(pidfd)
+    return None
 
 
 def _children_of(pid: int) -> list[int]:

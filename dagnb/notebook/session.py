@@ -252,17 +252,21 @@ class Session:
             targets = [name for name in self.unfinished() if name in needed]
         reads = self.published_reads(targets, tags=options.get("tags"), asked=asked)
         # (what its Python steps display goes to the cell that ran it, through its view)
-        starting = functools.partial(self._starting, reads=reads, asked=asked,
+        begun: list[Run] = []  # (a Ctrl-C as the run starts leaves no run returned)
+        starting = functools.partial(self._starting, begun=begun, reads=reads, asked=asked,
                                      background=background)
-        run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
-                               before_start=starting, **options)
         try:
+            run = start_background(self.graph, targets, displays_by_view=True, reads=reads,
+                                   before_start=starting, **options)
             _say_unordered(reads, run.order)
             if background:
                 stop_button.watch_until_done(run)
                 self._show_live(run)
                 self.publish_when_done(run)
         except KeyboardInterrupt:  # (the cell that started it was stopped: so is the run)
+            if not begun:
+                raise
+            run = begun[0]
             if background:  # (what its start changed is given back as it ends)
                 stop_button.watch_until_done(run)
             stop(run)
@@ -342,13 +346,14 @@ class Session:
         step, value = self._published.get(variable, (None, _UNSET))
         return step == name and self.namespace.get(variable, _UNSET) is value
 
-    def _starting(self, run: Run, reads: PublishedReads, asked: frozenset[str],
-                  background: bool) -> None:
+    def _starting(self, run: Run, begun: list[Run], reads: PublishedReads,
+                  asked: frozenset[str], background: bool) -> None:
         """Before any step of ``run`` starts: it is its steps' newest run, and a step that
         another reads the published variables of is published as soon as it ends, so
         that step (started after it) reads its value of this run, as cells run in order
         would, and its key sees that value. The stop button's interrupts are watched
         for a background run's steps from their start (:mod:`~dagnb.notebook.stop_button`)."""
+        begun.append(run)
         self._claim(run)
         if background:
             stop_button.watch(run)

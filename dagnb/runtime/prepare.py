@@ -142,7 +142,13 @@ def start_background(
     run.displays_by_view = displays_by_view
     if before_start is not None:
         before_start(run)
-    run.follow(loop.submit(_execute(run, scheduler)))
+    future = loop.TaskFuture(loop.get_loop(), _execute(run, scheduler))
+    run.follow(future)  # before its task can start: a stop then reaches its steps
+    try:
+        future.start()
+    except KeyboardInterrupt:  # (its first step may be running already: the caller
+        future.cancel()        # stops the run it had from before_start, see Session.start)
+        raise
     return run
 
 
