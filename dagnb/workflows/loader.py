@@ -43,8 +43,10 @@ saying dagnb saved them: a save replaces such a file, never one dagnb did not wr
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
+import gc
 import json
 import os
 import re
@@ -93,8 +95,9 @@ _TUPLE_FIELDS = ("needs", "secrets", "tags", "services")
 # Far above any real workflow, far below what hurts: a file this big, or YAML whose
 # aliases add this many values to those written or that nests this deep, is refused
 # before it is built. (The values written are bounded by the file's size alone: a
-# 15,000-step file dagnb saved holds 200,000 of them.)
-MAX_WORKFLOW_BYTES = 4 * 2**20
+# 15,000-step file dagnb saved holds 200,000 of them. 32 MiB: some 400,000 steps as a
+# save writes them, read in about 20 s per 100,000; a save refuses to write more.)
+MAX_WORKFLOW_BYTES = 32 * 2**20
 MAX_ALIAS_VALUES = 1_000_000
 MAX_YAML_DEPTH = 64
 
@@ -138,11 +141,29 @@ def read_text(path: Path, what: str) -> str:
 
 def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) -> Graph:
     """Parse workflow YAML text (``python:`` steps import their module from ``base_dir``)."""
-    data = parse_yaml(text, source)
-    if not isinstance(data, Mapping):
-        raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, got {data!r}")
-    _check_as_written(data, _as_written(text, source), source)
-    return graph_from_dict(data, source=source, base_dir=base_dir)
+    with collections_paused():
+        data = parse_yaml(text, source)
+        if not isinstance(data, Mapping):
+            raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, "
+                                f"got {data!r}")
+        _check_as_written(data, _as_written(text, source), source)
+        return graph_from_dict(data, source=source, base_dir=base_dir)
+
+
+@contextlib.contextmanager
+def collections_paused() -> Iterator[None]:
+    """No cyclic garbage collection while a workflow is read or written: its millions of
+    new objects (YAML nodes, values, steps) make none, and collections over them, each
+    walking all of them so far, took 13 of a 60,000-step file's 21 s to load. Left as it
+    was where it is off already."""
+    if not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def _as_written(text: str, source: str) -> Any:
@@ -951,14 +972,15 @@ def dump(graph: Graph, path: str | Path | None = None, *, replace: bool = False)
     declares is refused, text or file. ``path`` must be a ``.yml``/``.yaml`` file that
     does not exist or that dagnb wrote (its first line says so), unless ``replace``."""
     functions = dict.fromkeys((s.name for s in graph if s.func is not None), "")
-    data = graph_to_dict(graph, functions)  # (what no file can hold is refused
-    _refuse_secrets(graph, data["steps"])  #   before anything is written)
-    if path is None:
-        if functions:
-            raise _function_step_error(next(iter(functions)))
-        return _SAVED_LINE + _yaml_text(data)
-    _check_target(Path(path), replace)
-    return _save(graph, Path(path), data)
+    with collections_paused():
+        data = graph_to_dict(graph, functions)  # (what no file can hold is refused
+        _refuse_secrets(graph, data["steps"])  #   before anything is written)
+        if path is None:
+            if functions:
+                raise _function_step_error(next(iter(functions)))
+            return _SAVED_LINE + _yaml_text(data)
+        _check_target(Path(path), replace)
+        return _save(graph, Path(path), data)
 
 
 def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
@@ -977,6 +999,7 @@ def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
         _relinked(data["steps"], graph, published.graph, refs)
     _moved(data["steps"], folder, path.resolve().parent)
     text = _SAVED_LINE + _yaml_text(data)
+    _refuse_unloadable(graph, path, text)
     try:
         path.write_text(text, encoding="utf-8")
     except OSError as exc:
@@ -984,6 +1007,16 @@ def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
                             "folder exists and is writable") from None
     _warn_unmoved_python(data["steps"], folder, path)
     return text
+
+
+def _refuse_unloadable(graph: Graph, path: Path, text: str) -> None:
+    """Refuse to write a file bigger than a workflow file may be: none could load it."""
+    size = len(text.encode("utf-8"))
+    if size > MAX_WORKFLOW_BYTES:
+        raise WorkflowError(
+            f"cannot save graph {graph.name!r} to {str(path)!r}: its {len(graph):,} steps "
+            f"take {size:,} bytes as YAML, and a workflow file is at most "
+            f"{MAX_WORKFLOW_BYTES // 2**20} MiB; save its parts as graphs of their own")
 
 
 def _relinked(steps: dict[str, dict[str, Any]], graph: Graph, linked: Graph,
