@@ -100,3 +100,15 @@ def test_barycentre_ordering_uncrosses_a_simple_case():
 def test_broken_dot_falls_back(graph, monkeypatch):
     monkeypatch.setattr("dagnb.views.picture._DOT_TIMEOUT", 0.000001)
     assert DagView(graph).svg is None or "<svg" in DagView(graph).svg
+
+
+def test_a_graph_past_what_graphviz_draws_in_time_is_drawn_by_dagnb_at_once(
+        graph, monkeypatch):
+    called = []
+    monkeypatch.setattr("dagnb.views.picture.render_svg", lambda dot: called.append(dot))
+    monkeypatch.setattr("dagnb.views.picture.DOT_MAX_STEPS", 2)  # (3 steps: past it)
+    svg = DagView(graph)._repr_svg_()
+    assert called == [] and svg.startswith("<svg") and 'data-step="report"' in svg
+    monkeypatch.setattr("dagnb.views.picture.DOT_MAX_STEPS", 3)  # (3 steps: Graphviz's)
+    DagView(graph)._repr_svg_()
+    assert len(called) == 1
