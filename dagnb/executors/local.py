@@ -441,10 +441,13 @@ async def _call_function(task: Task) -> Outcome:
         return _base_exception(task, ended.raised)
     except Exception as exc:
         failure = _failure(task, exc)
-        if classify(exc) == "transient":  # a dropped connection in user code may pass
-            raise TransientError(str(failure), in_step_code=True,
-                                 exit_code=failure.exit_code) from exc
-        raise failure from exc
+        try:
+            if classify(exc) == "transient":  # a dropped connection in user code may pass
+                raise TransientError(str(failure), in_step_code=True,
+                                     exit_code=failure.exit_code) from exc
+            raise failure from exc
+        finally:  # (held here, it held its own traceback, which holds this frame: a
+            del failure  # cycle, and the step's locals with it, till a full collection)
     except BaseException as exc:  # sys.exit(), the step's own KeyboardInterrupt: they
         return _base_exception(task, exc)  # end the step, not the loop all steps need
     return Outcome(exit_code=0, result=result)

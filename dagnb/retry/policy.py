@@ -32,6 +32,7 @@ own time limit, while a ``TimeoutError`` from user code is a transient network e
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import errno
 import functools
@@ -576,7 +577,32 @@ async def run_with_retries(
         return await _guarded(attempt_fn, next(numbers), breaker)
 
     kwargs = RetryPolicy.from_value(policy).tenacity_kwargs(on_retry)
-    return await tenacity.AsyncRetrying(sleep=sleep, **kwargs)(attempt)
+    try:
+        return await tenacity.AsyncRetrying(sleep=sleep, **kwargs)(attempt)
+    except BaseException as error:
+        _let_go_of_retry_state(error)
+        raise
+
+
+def _let_go_of_retry_state(error: BaseException) -> None:
+    """Clear the locals of tenacity's frames (and of the future they keep the outcome
+    in) in ``error``'s traceback. They hold the retry's state, which holds the error,
+    whose traceback holds them: a cycle, and with it the frames of the step's own code
+    that raised, its DataFrames among their locals, alive until a full collection (rare
+    while runs go on, see ``dagnb.runtime.prepare``). Their locals are no one's to
+    read; the step's own frames keep theirs, for a post-mortem."""
+    seen = 0
+    traceback = error.__traceback__
+    while traceback is not None and seen < _FRAMES_LOOKED_AT:
+        frame = traceback.tb_frame
+        if frame.f_globals.get("__name__", "").startswith(_RETRY_MODULES):
+            with contextlib.suppress(RuntimeError):  # (one still running: not ours)
+                frame.clear()
+        traceback, seen = traceback.tb_next, seen + 1
+
+
+_RETRY_MODULES = ("tenacity", "concurrent.futures")
+_FRAMES_LOOKED_AT = 200  # (a deep recursion's traceback is not walked to its end)
 
 
 def run_with_retries_sync(
