@@ -171,7 +171,14 @@ def _run(args: argparse.Namespace) -> int:
     print(run.summary())
     if given.values:
         print(given.line(run.order))
-    return 0 if run.ok else 1
+    return 0 if run.ok else _failed_code(run)
+
+
+def _failed_code(run: Any) -> int:
+    """1 for a failed run; 2, as the check before it refuses, when the steps that failed
+    were only refused by ``fail-on-miss`` (their entries gone since that check)."""
+    failed = {name for name, state in run.states().items() if state == "failed"}
+    return 2 if failed and failed <= run.refused.keys() else 1
 
 
 def _report_interrupted(run: Any, printer: ProgressPrinter) -> None:

@@ -64,6 +64,8 @@ class Run:
         self._recorded = False
         self.left_running: list[str] = []  # see abandon()
         self.not_stored: dict[str, str] = {}  # step -> why it ran but was not cached
+        # step -> why fail-on-miss refused it, its entry gone since the run's check
+        self.refused: dict[str, str] = {}
         self._cancel_hook: Any = None
         # step -> files of all its lines (or what lists them, asked when first needed)
         # step -> its log files, or its CachedResult (whose log_files() lists its entry's)

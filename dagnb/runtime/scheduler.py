@@ -45,6 +45,7 @@ from dagnb.cache.secret_scan import (
 from dagnb.cache.steps import MUST_WAIT, CachedResult, has_files
 from dagnb.checks import LINE_LIMIT, bounded_line
 from dagnb.errors import (
+    CacheMissError,
     DagnbError,
     StepCancelled,
     StepError,
@@ -424,6 +425,9 @@ class Scheduler:
             raise
         except StepError as exc:
             self._fail(step, exc)
+        except CacheMissError as exc:  # fail-on-miss: its entry went since the run's check
+            self.run.refused[name] = str(exc)  # (another process pruned it): not run
+            self._fail(step, StepFailed(str(exc), step=name))
         except DagnbError as exc:  # the breaker, retries of a transient error exhausted
             self._fail(step, _exhausted(name, exc))
         except Exception as exc:  # an executor's own failure still ends only this step
