@@ -253,6 +253,10 @@ class DisplayFeed:
                 self._publish(event.data)
 
 
+def _no_render() -> None:
+    """What a closed view's throttle calls: nothing (see :meth:`TextView.close_quietly`)."""
+
+
 class TextView:
     """Prints a run's output as it comes, then its failures and status table.
 
@@ -303,10 +307,13 @@ class TextView:
         self.finish()
 
     def close_quietly(self) -> None:
-        """Stop following the run without printing anything."""
+        """Stop following the run without printing anything; the throttle lets go of
+        this view (its render held it: a cycle that kept the view's run, and the results
+        its steps published, a notebook's DataFrames, till a full collection)."""
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
+        self.throttle.render = _no_render
 
     def render(self) -> None:
         """Print the lines logged since the last render.

@@ -1,0 +1,31 @@
+"""A %%dagger cell run again lets go of what its earlier runs published (a notebook's
+DataFrames) with no full collection: its live view held its run in a reference cycle,
+and a kernel re-running a 380 MB frame's cell grew by 380 MB a run."""
+
+from __future__ import annotations
+
+import gc
+
+import pytest
+
+CELL = ("%%dagger big --python --no-cache --outputs value\n"
+        "value = Held()\n"
+        "made.append(weakref.ref(value))\n")
+
+
+@pytest.fixture
+def no_collections():
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def test_a_cell_run_again_frees_what_its_earlier_runs_published(shell, no_collections):
+    shell.run_cell("import weakref\nmade = []\nclass Held: pass\n")
+    for _ in range(3):
+        assert shell.run_cell(CELL).success
+    made = shell.user_ns["made"]
+    assert [ref() is None for ref in made] == [True, True, False]  # (the last: in `value`)
