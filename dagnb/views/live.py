@@ -253,10 +253,6 @@ class DisplayFeed:
                 self._publish(event.data)
 
 
-def _no_render() -> None:
-    """What a closed view's throttle calls: nothing (see :meth:`TextView.close_quietly`)."""
-
-
 class TextView:
     """Prints a run's output as it comes, then its failures and status table.
 
@@ -313,7 +309,7 @@ class TextView:
         if self._unsubscribe is not None:
             self._unsubscribe()
             self._unsubscribe = None
-        self.throttle.render = _no_render
+        self.throttle.release()
 
     def render(self) -> None:
         """Print the lines logged since the last render.

@@ -105,6 +105,11 @@ class Throttle:
         """Let the thread render once more and end; returns at once (safe from render)."""
         self._stop.set()
 
+    def release(self) -> None:
+        """Render nothing from now on, and let go of ``render``: a view's own method,
+        which holds the view, which holds this throttle (a cycle; see the views' close)."""
+        self.render = _nothing
+
     def close(self) -> None:
         """Stop the thread (if any), wait for it, and render what is pending."""
         thread, self._thread = self._thread, None
@@ -112,3 +117,7 @@ class Throttle:
         if thread is not None and thread is not threading.current_thread():
             thread.join(timeout=self.interval + 2)
         self.flush()
+
+
+def _nothing() -> None:
+    """What a released throttle renders."""

@@ -227,6 +227,9 @@ def _close(view: Any) -> None:
         view.cell_waiting = False
         view.stop_following()
         _settle(view)
+        let_go = getattr(view, "let_go", None)  # (a stand-in view has none)
+        if let_go is not None:
+            let_go()
 
 
 def _settle(view: Any) -> None:

@@ -141,6 +141,15 @@ class StatusWidget(w.VBox):
             self._unsubscribe = None
             self.throttle.close()
 
+    def let_go(self) -> None:
+        """Closed, after its last frame: drop its run (the results its steps published,
+        a notebook's DataFrames) and what drew it. Its models hold it in cycles (its
+        buttons' callbacks, its throttle's render) that only a full collection frees,
+        and a cell run again kept each earlier run's results till then."""
+        self.stop_following()
+        self.throttle.release()
+        self.run = self.state = None  # type: ignore[assignment]
+
     # -- drawing -----------------------------------------------------------------------
     def render(self) -> None:
         """Draw the state folded from the events seen so far."""
