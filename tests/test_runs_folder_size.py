@@ -87,31 +87,40 @@ def test_a_failed_steps_logs_stay_readable_after_the_prune_its_stored_steps_go(
                                                "──", "attempt", "2", "──", "try", "2"]
 
 
-def _folder_of(runs: Path, name: str, size: int) -> Path:
+def _folder_of(runs: Path, name: str, size: int, *, finished: bool = True) -> Path:
     folder = runs / name
     (folder / "step").mkdir(parents=True)
     (folder / "step" / "logs-1.jsonl").write_bytes(b"x" * size)
+    if finished:
+        _finished(runs, name)
     return folder
+
+
+def _finished(runs: Path, name: str) -> None:
+    """The record a run writes as it ends (a live run's folder has none yet)."""
+    history._append_record(runs / history.RECORDS_NAME, {"run": name, "states": {}})
 
 
 def test_the_size_bound_prunes_the_oldest_folders_beyond_it_and_never_a_live_runs(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(history, "KEEP_RUNS_BYTES", 350_000, raising=False)
     runs = tmp_path / ".runs"
-    folders = [_folder_of(runs, f"2026-{i}", 100_000) for i in range(6)]
+    folders = [_folder_of(runs, f"2026-{i}", 100_000, finished=i != 1) for i in range(6)]
     live = os.open(folders[1], os.O_RDONLY)  # as a run going on holds its lease
     fcntl.flock(live, fcntl.LOCK_EX)
     try:
         removed = history.prune(runs)
     finally:
         os.close(live)
+    _finished(runs, "2026-1")
     # the newest three fit (with their folders' own blocks); the older go, but the live one
     assert sorted(p.name for p in removed) == ["2026-0", "2026-2"]
-    assert sorted(p.name for p in runs.iterdir()) == ["2026-1", "2026-3", "2026-4", "2026-5"]
+    assert sorted(p.name for p in runs.iterdir() if p.is_dir()) == ["2026-1", "2026-3", "2026-4",
+                                                                    "2026-5"]
     # the newest finished folder is kept whatever its size: the last run's logs
     monkeypatch.setattr(history, "KEEP_RUNS_BYTES", 1, raising=False)
     assert sorted(p.name for p in history.prune(runs)) == ["2026-1", "2026-3", "2026-4"]
-    assert [p.name for p in runs.iterdir()] == ["2026-5"]
+    assert [p.name for p in runs.iterdir() if p.is_dir()] == ["2026-5"]
 
 
 
@@ -125,6 +134,7 @@ def _quiet_run_folder(folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     assert main(["run", "wf.yml", "--executor", "local"]) == 0
     (made,) = (path for path in _runs(folder).iterdir() if path.is_dir())
     (_runs(folder) / "29991231-000000-000-000001").mkdir()  # a newer run, < KEEP_RUNS
+    _finished(_runs(folder), "29991231-000000-000-000001")
     return made
 
 
@@ -148,3 +158,18 @@ def test_logs_of_an_unstored_step_with_an_older_folder_left_says_it_printed_noth
     assert main(["logs", "wf.yml", "quiet"]) == 0
     err = capsys.readouterr().err
     assert err.endswith("it printed nothing\n") and PRUNED not in err
+
+
+def test_the_size_bound_leaves_a_folder_whose_run_has_no_record_unlocked_and_unmeasured(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # (a run that just made its folder takes its lease a moment later: a prune that took
+    # it first, to see whether the run was live, left the run unleased, and wrote a
+    # size note into the live folder)
+    runs = tmp_path / ".runs"
+    _folder_of(runs, "2026-1", 10)
+    just_made = _folder_of(runs, "2026-2", 10, finished=False)
+    leased = []
+    monkeypatch.setattr(history, "_lease", lambda folder: leased.append(folder.name))
+    history.prune(runs, max_bytes=1)
+    assert "2026-2" not in leased and just_made.is_dir()
+    assert not (just_made / history.SIZE_NAME).exists()

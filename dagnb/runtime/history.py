@@ -472,6 +472,8 @@ def _bound_bytes(runs: Path, newest_first: list[str], max_bytes: int) -> list[Pa
     total, removed, over, kept_one = 0, [], False, False
     for name in newest_first:
         folder = runs / name
+        if stored.record(name) is None:  # live: not even tried for its lease, which a
+            continue  # run just made takes as this looks (it would go on without)
         try:
             lease = _lease(folder)
         except OSError:
@@ -501,16 +503,23 @@ class _StoredSteps:
         self._lines: list[bytes] | None = None
 
     def of(self, run_id: str) -> set[str]:
+        record = self.record(run_id) or {}
+        entries, states = record.get("entries"), record.get("states")
+        if isinstance(entries, dict) and isinstance(states, dict):
+            return {step for step in entries if states.get(step) in DONE_STATES}
+        return set()
+
+    def record(self, run_id: str) -> dict[str, Any] | None:
+        """The run's record: None while it runs (or if it was killed and no prune has
+        written its record yet)."""
         if self._lines is None:
             self._lines = _log_lines(self._runs / RECORDS_NAME)
         head = b'{"run":' + _json_texts(run_id)[0]
         for line in self._lines:
             record = _parsed(line) if line.startswith(head) else None
             if record is not None and record.get("run") == run_id:
-                entries, states = record.get("entries"), record.get("states")
-                if isinstance(entries, dict) and isinstance(states, dict):
-                    return {step for step in entries if states.get(step) in DONE_STATES}
-        return set()
+                return record
+        return None
 
 
 def _settled_bytes(folder: Path, stored: _StoredSteps) -> int:
