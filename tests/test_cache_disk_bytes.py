@@ -1,5 +1,5 @@
 """`dagnb cache stats` and `prune --max-size` count what entries take on disk: a packed
-entry's record (its metadata, logs and result), a folder entry's files and meta.json.
+entry's record (its metadata, logs and result), a folder entry's files and folders.
 They counted each entry's output bytes alone: a scale QA cache that `du` put at 44 MB
 read as 258 KB, and `prune --max-size 1M` removed nothing."""
 
@@ -52,9 +52,19 @@ def cache(tmp_path: Path) -> Path:
 
 
 def _bytes_under(folder: Path) -> int:
-    """The bytes of every file under ``folder`` (as `du --apparent-size` counts files)."""
-    return sum(os.lstat(os.path.join(where, name)).st_size
-               for where, _, names in os.walk(folder) for name in names)
+    """The bytes of every file under ``folder`` and of the folders entries make (an
+    entry's own, ``<step>/<key>``, and those in it; ``.unpacked/<step>/<name>``), as
+    `du --apparent-size` counts them; not the cache's own (its root, a step's folder,
+    ``.packs``, ``.unpacked``, ``.unpacked/<step>``)."""
+    total = 0
+    for where, folders, names in os.walk(folder):
+        depth = len(Path(where).relative_to(folder).parts)
+        below_step = depth >= (2 if Path(where).relative_to(folder).parts[:1] == (".unpacked",)
+                               else 1)
+        total += sum(os.lstat(os.path.join(where, name)).st_size for name in names)
+        if below_step:
+            total += sum(os.lstat(os.path.join(where, name)).st_size for name in folders)
+    return total
 
 
 def _output_bytes(folder: Path) -> int:
@@ -106,3 +116,21 @@ def test_cache_stats_says_what_removed_records_hold_until_compaction(cache, caps
     assert lines[-1].startswith("not counted: ") and "of removed records in .packs" in lines[-1]
     counted = int(Store(cache, read_only=True).stats()["bytes"].sum())
     assert lines[-2] == f"{ENTRIES + FOLDERS - 40} cache entries, {_size(counted)} in {cache}"
+
+
+def test_folder_entries_of_shell_steps_count_their_folders(tmp_path, capsys, monkeypatch):
+    # (each entry of a shell step that writes one small file is three folders: stats
+    # read 342K for 300 of them, du --apparent-size 4.0M, and --max-size 1M removed none)
+    import dagnb
+
+    monkeypatch.chdir(tmp_path)
+    graph = dagnb.Graph("files", [dagnb.Step(f"s{i}", run=f"echo {i} > $DAGNB_OUT/f.txt")
+                                  for i in range(30)])
+    assert graph.run(executor="local", cache_directory=tmp_path / "c").ok
+    cache = tmp_path / "c"
+    real = _bytes_under(cache) - _bytes_under(cache / ".runs")
+    counted = int(Store(cache, read_only=True).stats()["bytes"].sum())
+    assert real * (1 - TOLERANCE) <= counted <= real, (counted, real)
+    assert main(["cache", "prune", "--max-size", str(real // 2), "--cache-dir",
+                 str(cache)]) == 0
+    assert _bytes_under(cache) - _bytes_under(cache / ".runs") <= real * (0.5 + TOLERANCE)

@@ -415,13 +415,9 @@ class _DiskBytes:
             record = entry.version
             return record_disk_bytes(record, self.sealed) + self._unpacked_bytes(
                 entry.step, f"{entry.key}-{record.stamp}")
-        files = entry.meta.get("files")  # (its outputs and logs, as a hit checks them)
-        recorded = (sum(files.values()) if isinstance(files, dict)
-                    else int(entry.meta.get("size_bytes", 0)))
-        try:
-            return recorded + os.stat(f"{entry.path}/meta.json").st_size
-        except OSError:  # (removed meanwhile)
-            return recorded
+        # its files and its folders' own entries (a folder entry of a shell step's one
+        # small output is three folders: 12K of what du counts, for 20 bytes of output)
+        return _tree_bytes(str(entry.path), with_folders=True)
 
     def _unpacked_bytes(self, step: str, name: str) -> int:
         made = self.made.get(step)
@@ -431,17 +427,22 @@ class _DiskBytes:
             except OSError:
                 made = frozenset()
             self.made[step] = made
-        return _tree_bytes(f"{self.unpacked}/{step}/{name}") if name in made else 0
+        folder = f"{self.unpacked}/{step}/{name}"
+        return _tree_bytes(folder, with_folders=True) if name in made else 0
 
 
-def _tree_bytes(folder: str) -> int:
-    """The bytes of the files under ``folder`` (0: none there), links not followed."""
+def _tree_bytes(folder: str, *, with_folders: bool = False) -> int:
+    """The bytes of the files under ``folder`` (0: none there), links not followed;
+    ``with_folders``: and of the folders themselves, ``folder`` too, as ``du
+    --apparent-size`` counts them."""
     total = 0
     try:
+        if with_folders:
+            total += os.stat(folder).st_size
         with os.scandir(folder) as found:
             for item in found:
                 if item.is_dir(follow_symlinks=False):
-                    total += _tree_bytes(item.path)
+                    total += _tree_bytes(item.path, with_folders=with_folders)
                 else:
                     with contextlib.suppress(OSError):
                         total += item.stat(follow_symlinks=False).st_size
