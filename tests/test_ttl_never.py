@@ -53,3 +53,12 @@ def test_never_is_written_back_as_never_and_a_misspelling_names_it():
     with pytest.raises(InvalidStepError, match=r"step 's' ttl 'nevr' is not a duration; use "
                                                r".*, or 'never'"):
         Step("s", run="x", ttl="nevr")
+
+
+def test_a_saved_workflow_says_never_and_reads_back_so(tmp_path):
+    graph = dagnb.Graph("g", [Step("fit", run="echo hi", ttl="never")])
+    text = graph.to_yaml(tmp_path / "wf.yml")
+    assert "ttl: never" in text and ".inf" not in text
+    from dagnb.workflows.loader import load
+
+    assert load(tmp_path / "wf.yml")["fit"].ttl == Step("f", run="x", ttl="never").ttl

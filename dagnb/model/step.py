@@ -20,7 +20,7 @@ from types import MappingProxyType
 from typing import Any, TypeVar, Union
 
 from dagnb import checks
-from dagnb.checks import parse_duration, parse_ttl
+from dagnb.checks import NEVER_EXPIRES, parse_duration, parse_ttl
 from dagnb.errors import InvalidStepError, WorkflowError
 from dagnb.model.masking import variable_holding
 
@@ -477,7 +477,8 @@ class Step:
             value = getattr(self, field.name)
             if value == _default(field):
                 continue
-            data[field.name] = _plain(value)
+            data[field.name] = "never" if field.name == "ttl" and value == NEVER_EXPIRES else (
+                _plain(value))
         return data
 
 

@@ -155,7 +155,8 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
         ma.argument("--retries", type=int, metavar="N",
                     help="Retry a failed run of the step up to N times, with backoff."),
         ma.argument("--timeout", help="Time limit, such as 10m."),
-        ma.argument("--ttl", help="How long the cached result stays valid, such as 1h."),
+        ma.argument("--ttl", help="How long the cached result stays valid, such as 1h; "
+                    "never: whatever the run's or the setting's."),
         ma.argument("--no-cache", action="store_true", help="Never cache this step."),
         ma.argument("--tags", metavar="A,B", help="Labels, for %%dagger run --tags."),
         ma.argument("--executor", choices=["auto", "local", "dagger", "dask"],

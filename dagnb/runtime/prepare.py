@@ -372,7 +372,7 @@ def prepare(
         ``"off"`` setting into ``"read-write"``.
     refresh, skip_cache, cache_directory, cache_version, ttl
         ``refresh`` (alias ``skip_cache``) runs steps again and overwrites their entries
-        (True for all, or names); ``ttl`` (seconds or '1h') for the entries of steps
+        (True for all, or names); ``ttl`` (seconds, '1h' or 'never') for the entries of steps
         that set none.
     retries
         Default retry policy for steps that set none (a number or a mapping).
