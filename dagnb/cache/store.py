@@ -286,6 +286,22 @@ class GlancedEntry(Entry):
     the local tier (a lookup downloads them)."""
 
 
+def _add_pending(into: dict[tuple[str, str], list[float]],
+                 pending: Mapping[tuple[str, str], list[float]]) -> None:
+    """Add ``pending`` hits (``[hits, last used]`` by entry) to ``into``."""
+    for where, (hits, last_used) in pending.items():
+        mine = into.get(where)
+        into[where] = [hits, last_used] if mine is None else [
+            mine[0] + hits, max(mine[1], last_used)]
+
+
+# this process's hits and misses by step, per cache folder (its identity), shared by
+# every store on it: a notebook's `dagnb.Memory` counts in its own store, and `%dagger
+# cache stats` read the steps' one (4 misses of a Memory function read as 0, its hit
+# rate 1.0)
+_SESSION_COUNTS: dict[tuple[int, int], tuple[dict[str, int], dict[str, int]]] = {}
+
+
 class Store(Housekeeping):
     """Cache entries of steps, in ``location``.
 
@@ -347,15 +363,19 @@ class Store(Housekeeping):
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
+        counts = None
         if type(made) is LocalBackend:
             self._packs = index_of(f"{made._root_text}/{PACKS}", made.identity)
+            counts = _SESSION_COUNTS.get(made.identity) if made.identity is not None else None
+            if counts is None and made.identity is not None:
+                counts = _SESSION_COUNTS[made.identity] = ({}, {})
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out
-        # hits and misses by step in this session (plain dicts: two defaultdicts cost a
-        # fresh process's first Memory() 2.5k instructions)
-        self._session_hits: dict[str, int] = {}
-        self._session_misses: dict[str, int] = {}
+        # hits and misses by step in this session, shared by the stores on one folder
+        # (see _SESSION_COUNTS; plain dicts: two defaultdicts cost a fresh process's first
+        # Memory() 2.5k instructions)
+        self._session_hits, self._session_misses = ({}, {}) if counts is None else counts
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
 
@@ -1133,9 +1153,16 @@ class Store(Housekeeping):
 
     def _counts(self) -> _Counts:
         """The hits the journal holds and those counted here, not written yet, read
-        together: a flush (another thread's) moves them from one to the other."""
+        together: a flush (another thread's) moves them from one to the other. And
+        those other stores on this folder counted and did not write yet (a notebook's
+        ``Memory`` counts in a store of its own: its hits showed only once written)."""
         with self._moving_counts:
-            return self._journal.totals(), dict(self._pending)
+            totals, pending = self._journal.totals(), dict(self._pending)
+        for other in list(_LIVE) if self._session_hits else ():
+            if other is not self and other._session_hits is self._session_hits:
+                with other._moving_counts:
+                    _add_pending(pending, other._pending)
+        return totals, pending
 
     def __del__(self) -> None:
         # A store that dies with hits counted (a Memory made at each call, as in
