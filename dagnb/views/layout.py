@@ -64,11 +64,14 @@ def _ordered(columns: list[list[str]], needs: Mapping[str, Sequence[str]]) -> No
     for sweep in range(_SWEEPS):
         forward = sweep % 2 == 0
         sequence = columns[1:] if forward else columns[-2::-1]
+        neighbours = needs if forward else downstream
+        row = {n: i for c in columns for i, n in enumerate(c)}
         for column in sequence:
-            row = {n: i for c in columns for i, n in enumerate(c)}
-            neighbours = needs if forward else downstream
             column.sort(key=lambda n: _mean([row[m] for m in neighbours.get(n, ()) if m in row],
                                             row[n]))
+            # (its new rows, for the next column: the whole map made again per column
+            # cost a 3,000-step chain 7 s)
+            row.update((n, i) for i, n in enumerate(column))
 
 
 def _mean(values: list[int], default: float) -> float:
