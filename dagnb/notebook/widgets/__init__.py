@@ -227,9 +227,6 @@ def _close(view: Any) -> None:
         view.cell_waiting = False
         view.stop_following()
         _settle(view)
-        let_go = getattr(view, "let_go", None)  # (a stand-in view has none)
-        if let_go is not None:
-            let_go()
 
 
 def _settle(view: Any) -> None:
@@ -245,6 +242,9 @@ def _settle(view: Any) -> None:
         return
     handle.update(RunSnapshot(view.run, view.focus, failed_tails=view.failed_tails))
     _close_models(view)
+    let_go = getattr(view, "let_go", None)  # (closed: nothing draws or clicks it again)
+    if let_go is not None:  # (a stand-in view has none)
+        let_go()
 
 
 def _close_models(widget: Any) -> None:
