@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import signal
@@ -107,6 +108,18 @@ def shell(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
     ip.run_line_magic("dagger", "reset")
     yield ip
     ip.user_ns.pop("__session__", None)
+
+
+@pytest.fixture
+def collector_off() -> Iterator[None]:
+    """No collection at all: only what reference counting frees is freed (what a test
+    of reference cycles needs: a collection would free them whatever the code does)."""
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 @pytest.fixture

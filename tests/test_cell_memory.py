@@ -4,8 +4,6 @@ and a kernel re-running a 380 MB frame's cell grew by 380 MB a run."""
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 CELL = ("%%dagger big --python --no-cache --outputs value\n"
@@ -13,17 +11,7 @@ CELL = ("%%dagger big --python --no-cache --outputs value\n"
         "made.append(weakref.ref(value))\n")
 
 
-@pytest.fixture
-def no_collections():
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
-def test_a_cell_run_again_frees_what_its_earlier_runs_published(shell, no_collections):
+def test_a_cell_run_again_frees_what_its_earlier_runs_published(shell, collector_off):
     shell.run_cell("import weakref\nmade = []\nclass Held: pass\n")
     for _ in range(3):
         assert shell.run_cell(CELL).success

@@ -4,7 +4,6 @@ reference cycle through the error's traceback."""
 
 from __future__ import annotations
 
-import gc
 import weakref
 
 import pytest
@@ -19,18 +18,8 @@ class _Held:
     """Stands for a big value a step holds as it fails."""
 
 
-@pytest.fixture
-def no_collections():
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 @pytest.mark.parametrize("cache", [True, False])
-def test_a_failed_steps_locals_go_with_its_run_without_a_collection(no_collections, cache):
+def test_a_failed_steps_locals_go_with_its_run_without_a_collection(collector_off, cache):
     held = {}
 
     def fails():

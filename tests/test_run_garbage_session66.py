@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import gc
 import weakref
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -32,17 +31,6 @@ def small_graph() -> Graph:
         Step("total", func=total, needs=["value"]),
         Step("shell", run="echo done", needs=["total"]),
     ])
-
-
-@pytest.fixture
-def collector_off() -> Iterator[None]:
-    """No collection at all: only what reference counting frees is freed."""
-    gc.collect()
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
 
 
 @pytest.mark.parametrize("refresh", [False, True], ids=["cached", "steps-run-again"])
