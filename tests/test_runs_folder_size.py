@@ -160,16 +160,19 @@ def test_logs_of_an_unstored_step_with_an_older_folder_left_says_it_printed_noth
     assert err.endswith("it printed nothing\n") and PRUNED not in err
 
 
-def test_the_size_bound_leaves_a_folder_whose_run_has_no_record_unlocked_and_unmeasured(
+def test_the_size_bound_takes_no_lease_and_leaves_a_run_with_no_record_alone(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # (a run that just made its folder takes its lease a moment later: a prune that took
     # it first, to see whether the run was live, left the run unleased, and wrote a
-    # size note into the live folder)
+    # size note into the live folder; and a finished folder it held while trimming it
+    # looked live to another run, whose --refresh then kept its new result unstored)
     runs = tmp_path / ".runs"
     _folder_of(runs, "2026-1", 10)
-    just_made = _folder_of(runs, "2026-2", 10, finished=False)
+    _folder_of(runs, "2026-2", 10)
+    just_made = _folder_of(runs, "2026-3", 10, finished=False)
     leased = []
     monkeypatch.setattr(history, "_lease", lambda folder: leased.append(folder.name))
-    history.prune(runs, max_bytes=1)
-    assert "2026-2" not in leased and just_made.is_dir()
+    monkeypatch.setattr(history, "KEEP_RUNS", 3)  # (no folder past the count to remove)
+    assert history.prune(runs, max_bytes=1) == [runs / "2026-1"]
+    assert leased == [] and just_made.is_dir()
     assert not (just_made / history.SIZE_NAME).exists()

@@ -466,30 +466,26 @@ def _bound_bytes(runs: Path, newest_first: list[str], max_bytes: int) -> list[Pa
     """Remove the finished folders among ``newest_first`` from the first that would take
     their total past ``max_bytes`` on: the newest kept first (the newest finished one
     whatever its size: the last run's logs are what a user reads next). Each finished
-    folder is settled once (:func:`_settled_bytes`); a live one is neither removed nor
-    counted (it grows while its run goes on). Returns what was removed."""
+    folder is settled once (:func:`_settled_bytes`). Returns what was removed.
+
+    Finished is told by the run's record alone, never by a try of its lease: a run just
+    made takes it a moment later (a prune that held it then left the run unleased), and
+    a finished run's folder held meanwhile looked live to another run, whose ``--refresh``
+    then kept the entries it lists from being replaced. A live folder is neither removed
+    nor counted (it grows while its run goes on)."""
     stored = _StoredSteps(runs)
     total, removed, over, kept_one = 0, [], False, False
     for name in newest_first:
         folder = runs / name
-        if stored.record(name) is None:  # live: not even tried for its lease, which a
-            continue  # run just made takes as this looks (it would go on without)
-        try:
-            lease = _lease(folder)
-        except OSError:
-            continue  # gone already, or not ours to open
-        if lease is None:
-            continue  # a run still in progress holds it (or it cannot be told)
-        try:
-            if not over:
-                size = _settled_bytes(folder, stored)
-                over = kept_one and total + size > max_bytes
-                total, kept_one = total + size, True
-            if over:
-                shutil.rmtree(folder, ignore_errors=True)
-                removed.append(folder)
-        finally:
-            os.close(lease)
+        if stored.record(name) is None or not folder.is_dir():
+            continue
+        if not over:
+            size = _settled_bytes(folder, stored)
+            over = kept_one and total + size > max_bytes
+            total, kept_one = total + size, True
+        if over:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
     return removed
 
 
