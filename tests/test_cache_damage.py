@@ -230,7 +230,10 @@ def test_listings_leave_out_an_entry_whose_metadata_field_is_of_another_type(
         warnings.simplefilter("always")
         entries, stats = dagnb.cache.entries(), dagnb.cache.stats()
     assert sorted(entries["step"]) == ["large", "use", "value"]
-    assert sorted(stats.index) == ["large", "use", "value"]
+    # (make's row stays, with no entry: this process's run missed it, and every store
+    # on the folder shares those counts)
+    assert sorted(stats.index[stats["entries"] > 0]) == ["large", "use", "value"]
+    assert stats.loc["make", ["entries", "misses"]].tolist() == [0, 1]
     [said] = [str(w.message) for w in caught if w.category is DamagedEntryWarning]
     assert re.match(_damage_named(key, field), said)
 
