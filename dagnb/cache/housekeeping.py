@@ -548,9 +548,14 @@ def local_times(seconds: Any) -> Any:
     """Epoch seconds (None or NaN where missing) as timezone-aware datetimes in the
     machine's zone, to the microsecond: every frame's times compare with each other
     and read as the clock on the wall."""
+    import numpy as np
     import pandas as pd
 
-    utc = pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True)
+    # (whatever numpy's error state the caller set: pandas 2.3 rounds the slots of the
+    # missing times too, and under np.seterr(all="raise") a listing failed with an
+    # overflow there, once, on CI's oldest Python)
+    with np.errstate(all="ignore"):
+        utc = pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True)
     return utc.dt.as_unit("us").dt.tz_convert(local_zone())
 
 
