@@ -548,14 +548,13 @@ def local_times(seconds: Any) -> Any:
     """Epoch seconds (None or NaN where missing) as timezone-aware datetimes in the
     machine's zone, to the microsecond: every frame's times compare with each other
     and read as the clock on the wall."""
-    import numpy as np
     import pandas as pd
 
-    # (whatever numpy's error state the caller set: pandas 2.3 rounds the slots of the
-    # missing times too, and under np.seterr(all="raise") a listing failed with an
-    # overflow there, once, on CI's oldest Python)
-    with np.errstate(all="ignore"):
-        utc = pd.to_datetime(pd.Series(seconds, dtype="float64"), unit="s", utc=True)
+    # (whole microseconds made here: pandas 2.3's own rounding of float seconds, on
+    # CI's oldest Python, overflowed on what it read as the missing ones' values)
+    micros = [None if value is None or value != value else round(float(value) * 1e6)
+              for value in seconds]
+    utc = pd.to_datetime(pd.Series(micros, dtype="Int64"), unit="us", utc=True)
     return utc.dt.as_unit("us").dt.tz_convert(local_zone())
 
 
