@@ -148,10 +148,11 @@ class Housekeeping:
 
     def disk_bytes(self, entries: Iterable[Entry]) -> list[int]:
         """What each entry takes on disk, what ``reduce_size``'s ``bytes_limit`` counts:
-        a folder's files (its outputs, logs and ``meta.json``); a packed entry's record
-        (with its keys-file and sealed-index entries) and its folder under
-        ``.unpacked``, if made. Sizes as recorded or stat gives them (no file is read);
-        file bytes, as ``du --apparent-size`` counts them (not the file system's blocks)."""
+        a folder entry's files and folders (its outputs, logs and ``meta.json``); a
+        packed entry's record (with its keys-file and sealed-index entries) and its
+        folder under ``.unpacked``, if made. Sizes as the record or ``stat`` gives them
+        (no file is read), as ``du --apparent-size`` counts them (not the file system's
+        blocks)."""
         return list(map(self._disk_counter(), entries))
 
     def _disk_counter(self) -> Callable[[Entry], int]:
