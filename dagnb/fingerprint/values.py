@@ -377,8 +377,12 @@ class _HashingPickler(pickle.Pickler):
     by name)."""
 
     def reducer_override(self, obj: Any) -> Any:
-        if type(obj) is not types.FunctionType or (
-                obj.__module__ not in _MAIN_NAMES and _importable(obj)
+        kind = type(obj)
+        if kind is not types.FunctionType:
+            if kind not in _PLAIN_SETS and isinstance(obj, _PLAIN_SETS):
+                return _set_subclass_reduced(obj)
+            return NotImplemented
+        if (obj.__module__ not in _MAIN_NAMES and _importable(obj)
                 and not _digests.of_user(obj.__module__)):
             return NotImplemented
         under_way = functions_under_way()
@@ -409,6 +413,24 @@ class _HashingPickler(pickle.Pickler):
                 return ("class", main_spelled(obj.__module__), obj.__qualname__,
                         contents[id(obj)])
         return None
+
+
+_PLAIN_SETS = (set, frozenset)
+
+
+def _set_subclass_reduced(obj: set[Any] | frozenset[Any]) -> tuple[Any, ...]:
+    """A set subclass's reduction with its members as their sorted digests, not in
+    iteration order (pickle's own), which hash seeds change from process to process:
+    ``class Tags(frozenset)`` of strings missed the cache in every new process. Its
+    class and its state (attributes) still count."""
+    reduced = obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+    state = reduced[2] if isinstance(reduced, tuple) and len(reduced) > 2 else None
+    return _set_of_members, (type(obj), _digest_bytes(frozenset(obj))), state
+
+
+def _set_of_members(kind: type, members: bytes) -> None:
+    """What a set subclass inside a hashed value is pickled as (never unpickled)."""
+    raise TypeError("a fingerprint is not a pickle to load")
 
 
 def _function_of_code(digest: str) -> None:
