@@ -213,7 +213,9 @@ PINNED_CALLS = {
     "partial_positional": "ef0d210a33bf775d4832708cf0f526b8",
     "partial_keyword": "78fe3ce21c37bd6799891952ee3ea81c",
     "global_partial": "427f96b2f2eca74faf87f4d2074e9104",
-    "global_method": "e51b48e79d064db9ca18ba01de2bddb0",
+    # (its instance's dict in key order since dicts reached through pickle count so,
+    # not in an order the hash seed can change: the one deliberate change of a pin)
+    "global_method": "9d2241e5fa07c335c1ae85e190ad5866",
     "default": "cb6f2ceb4ba4571c753768e676a65ec0",
     "helper_unhashable_default": "c988fbfe294f5894eac71f1a6d6a378b",  # (as at 65ccfd3)
 }
@@ -221,7 +223,7 @@ PINNED_CALLS = {
 PINNED_STEPS = {
     "partial_positional": "64b22dc46c0a204925f80af5d584cd93",
     "global_partial": "f49786859453271391bb9a2ccc5a02bb",
-    "global_method": "1a0a2eca1411ba038ea172d60a7e7ac2",
+    "global_method": "20826eebbb5bc1a6417f04d367b89a9e",  # (see PINNED_CALLS)
     "default": "bb6f4a9c5befc59a72f08406ad06f2ea",
     "helper_unhashable_default": "a12c1c482cb3051c1013af2901ce04b2",  # (as at 65ccfd3)
 }

@@ -9,6 +9,7 @@ import struct
 import sys
 import threading
 import types
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -73,9 +74,8 @@ def value_digest(obj: Any) -> str:
         h = new_hasher()
         h.update(data)
         return h.hexdigest()
-    h = new_hasher()
     try:
-        _feed(h, obj, set())
+        h = _fed(obj)
     except RecursionError:
         raise FingerprintError(
             f"a {type(obj).__qualname__} value nests too deep to fingerprint (hundreds of "
@@ -376,12 +376,20 @@ class _HashingPickler(pickle.Pickler):
     by its code, as one passed itself does (a library's, and those that reduce values,
     by name)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _texts_met(self)
+
     def reducer_override(self, obj: Any) -> Any:
         kind = type(obj)
         if kind is not types.FunctionType:
-            if kind not in _PLAIN_SETS and isinstance(obj, _PLAIN_SETS):
-                return _set_subclass_reduced(obj)
-            return NotImplemented
+            if kind in _PLAIN_SETS or kind is dict or not isinstance(obj, _ORDER_FREE):
+                return NotImplemented
+            if isinstance(obj, dict):  # (a defaultdict: its items in key order)
+                if isinstance(obj, OrderedDict) or self.texts is None:
+                    return NotImplemented
+                return _dict_reduced(obj)
+            return _set_subclass_reduced(obj)
         if (obj.__module__ not in _MAIN_NAMES and _importable(obj)
                 and not _digests.of_user(obj.__module__)):
             return NotImplemented
@@ -397,8 +405,19 @@ class _HashingPickler(pickle.Pickler):
     def persistent_id(self, obj: Any) -> Any:
         # Called for every object (reducer_override skips exact sets): a set becomes its
         # sorted member digests, so hash seeds do not change the stream.
-        if type(obj) in (set, frozenset):
-            return (type(obj).__name__, _digest_bytes(obj))
+        kind = type(obj)
+        if kind is str:  # (inline, not a call: texts are most of what a value pickles)
+            texts = self.texts
+            if texts is None:
+                return None
+            first = texts.get(obj)
+            if first is None:
+                texts[obj] = len(texts)
+            return first  # (see _texts_met)
+        if kind is dict:  # (in key order, as a dict argument counts, and as joblib's)
+            return None if self.texts is None else self._dict_in_order(obj)
+        if kind in _PLAIN_SETS:
+            return (kind.__name__, _digest_bytes(obj))
         if isinstance(obj, type):
             # A class pickle cannot look up (one made by exec or in a function, as a
             # notebook's can be), or one of the user's code (an argument built from
@@ -414,8 +433,58 @@ class _HashingPickler(pickle.Pickler):
                         contents[id(obj)])
         return None
 
+    def _dict_in_order(self, obj: dict[Any, Any]) -> Any:
+        """A dict as its items in key order: built by iterating a set, its insertion
+        order changes with the hash seed, so an object holding it (a dataclass's dict,
+        a Counter) missed the cache in every new process. A dict met again is written
+        as a reference to the first, as pickle's memo (which never sees it) would: a
+        cycle through it ends there."""
+        met = self.dicts
+        found = met.get(id(obj))
+        if found is not None:
+            return ("dict-again", found[0])
+        met[id(obj)] = (len(met), obj)  # (kept: a dict made by a reduce, gone, would
+        return ("dict", tuple(_items_in_order(obj)))  # hand its id to another)
+
+
+def _texts_met(pickler: Any) -> None:
+    """Start a pickler's own memos. ``texts``: a text met again, as the same object or
+    an equal one, is pickled as its first's number (an int: no call here for it), one
+    met first as ever. Pickle's memo writes a reference for the same object only, so
+    equal values hashed apart as their equal texts were one object or two (a literal's
+    and json's). ``dicts``: see :meth:`_HashingPickler._dict_in_order`. Neither (texts
+    None) for a value too deep for them (:func:`_fed`)."""
+    as_inserted = getattr(_UNDER_WAY, "as_inserted", False)
+    pickler.texts = None if as_inserted else {}
+    pickler.dicts = {}
+
 
 _PLAIN_SETS = (set, frozenset)
+_ORDER_FREE = (set, frozenset, dict)
+
+
+def _items_in_order(obj: dict[Any, Any]) -> list[tuple[Any, Any]]:
+    """A dict's items by key: texts sorted as such (the usual case, fast), any other
+    keys by their digests (they may not compare, or not in a total order)."""
+    if set(map(type, obj)) == _TEXT_ONLY:
+        return sorted(obj.items(), key=_first)
+    return sorted(obj.items(), key=lambda item: _digest_bytes(item[0]))
+
+
+_TEXT_ONLY = {str}
+
+
+def _first(item: tuple[Any, Any]) -> Any:
+    return item[0]
+
+
+def _dict_reduced(obj: dict[Any, Any]) -> tuple[Any, ...]:
+    """A dict subclass's reduction with its items in key order (pickle's own follows
+    insertion order: see :meth:`_HashingPickler._dict_in_order`)."""
+    reduced = obj.__reduce_ex__(pickle.DEFAULT_PROTOCOL)
+    if not isinstance(reduced, tuple) or len(reduced) < 5 or reduced[4] is None:
+        return reduced
+    return (*reduced[:4], iter(_items_in_order(obj)), *reduced[5:])
 
 
 def _set_subclass_reduced(obj: set[Any] | frozenset[Any]) -> tuple[Any, ...]:
@@ -476,6 +545,11 @@ class _MainSpelledPickler(pickle._Pickler):  # type: ignore[misc]  # (the Python
 
     persistent_id = _HashingPickler.persistent_id
     reducer_override = _HashingPickler.reducer_override
+    _dict_in_order = _HashingPickler._dict_in_order
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        _texts_met(self)
 
     def save_global(self, obj: Any, name: str | None = None) -> None:
         if getattr(obj, "__module__", None) != _MP_MAIN:
@@ -591,9 +665,29 @@ def _digest_bytes(obj: Any) -> bytes:
     if type(obj) is str and hashers._ALGORITHM == "xxh3_128":  # dict keys: the common case, fast
         data = obj.encode("utf-8", "surrogatepass")
         return xxhash.xxh3_128_digest(b"s%d:%s" % (len(data), data))
+    return _fed(obj).digest()
+
+
+def _fed(obj: Any) -> Any:
+    """A hasher fed ``obj``. Dicts reached through pickle go in key order, which takes
+    the pickler more levels of its own a level of the value: a value deep enough for
+    that to reach Python's recursion limit (hundreds of levels), and only such a one,
+    goes again with them in insertion order, as before, rather than fail."""
     h = new_hasher()
-    _feed(h, obj, set())
-    return h.digest()
+    try:
+        _feed(h, obj, set())
+        return h
+    except (RecursionError, FingerprintError) as exc:
+        if getattr(_UNDER_WAY, "as_inserted", False) or not (
+                isinstance(exc, RecursionError) or isinstance(exc.__cause__, RecursionError)):
+            raise
+    _UNDER_WAY.as_inserted = True
+    try:
+        h = new_hasher()
+        _feed(h, obj, set())
+        return h
+    finally:
+        _UNDER_WAY.as_inserted = False
 
 
 def _soft_digest(obj: Any) -> str | None:
