@@ -259,6 +259,13 @@ class RunFolder:
         """Whether the folder was made (and is leased) by this live run."""
         return self._lease is not None
 
+    @property
+    def pruned(self) -> bool:
+        """Whether the run made its folder, ended, and a prune removed the folder since
+        (the newest ``KEEP_RUNS`` are kept, up to ``KEEP_RUNS_BYTES``: never a live run's)."""
+        # (_uses is None once the folder was made: see _start_uses)
+        return self._closed and self._uses is None and not os.path.isdir(self.text)
+
     def make(self) -> Path:
         """Create the folder (once) and, while the run is live, take its lease."""
         if self._lease is None and not self._closed:

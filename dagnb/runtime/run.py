@@ -19,6 +19,7 @@ from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
 from dagnb.model.results import NO_RESULT
 from dagnb.model.step import Step
+from dagnb.runtime import history
 from dagnb.runtime.events import TERMINAL_STATES, Event, EventLog
 from dagnb.runtime.frames import check_log_filters, logs_frame, status_frame, status_rows
 from dagnb.runtime.history import RunFolder
@@ -214,7 +215,19 @@ class Run:
         if step not in self._outputs:
             raise StepNotFoundError(self._nothing_of(step, "outputs"))
         found = self._outputs[step]
-        return found if isinstance(found, Path) else found.path  # the scheduler's record
+        path = found if isinstance(found, Path) else found.path  # the scheduler's record
+        if str(path).startswith(f"{self._folder.text}/") and self._folder.pruned:
+            raise StepNotFoundError(self._pruned_outputs(step))
+        return path
+
+    def _pruned_outputs(self, step: str) -> str:
+        """Why a step not stored in the cache (``cache=False``...) has no outputs now:
+        they were in the run's folder, which a prune of old runs' folders removed."""
+        return (f"step {step!r} has no outputs any more: they were in run {self.id}'s "
+                f"folder, not in the cache, and that folder was pruned (the newest "
+                f"{history.KEEP_RUNS} runs' folders are kept, up to "
+                f"{history.KEEP_RUNS_BYTES / 2**30:g} GiB in all); to keep a step's "
+                "outputs, let it be cached, or read them before the next runs")
 
     def _nothing_of(self, step: str, what: str) -> str:
         """Why a step has no result or outputs: its state, and its error if it has one."""
