@@ -217,6 +217,17 @@ def make_folder(path: Path) -> Path:
     return path
 
 
+def _remove_if_empty(folder: str) -> None:
+    """Remove a step's folder its last entry left empty; one another process saved an
+    entry in meanwhile stays (a write that finds it gone makes it again), as does one
+    gone already."""
+    try:
+        os.rmdir(folder)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            raise
+
+
 def folder_identity(path: str) -> tuple[int, int] | None:
     """The (device, inode) of folder ``path``: the same for every spelling of it (a
     symlink, a relative path), with one ``stat`` where ``realpath`` takes one per part
@@ -347,6 +358,9 @@ class LocalBackend(StoreBackend):
                 os.rename(folder, target)
                 break
             except OSError:
+                if not target.parent.is_dir():  # emptied and removed by a remove meanwhile
+                    make_folder(target.parent)
+                    continue
                 if not target.exists():
                     raise
             # (a reader's $DAGNB_IN names the key's folder: replaced, it would read
@@ -387,6 +401,8 @@ class LocalBackend(StoreBackend):
             return False
         self._read.pop((step, key), None)
         shutil.rmtree(trash, ignore_errors=True)
+        if not step.startswith("."):  # (a step's, not .access or .damaged)
+            _remove_if_empty(f"{self._root_text}/{step}")
         return True
 
     def lock(self, step: str, key: str, timeout: float = -1) -> Lock:
