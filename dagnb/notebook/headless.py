@@ -157,10 +157,12 @@ class NotebookOutcome:
 
 def _failed_on_a_refusal(row: Mapping[str, Any]) -> bool:
     """Whether a step's row says it failed on a CacheMissError (``CacheMissError: ...``;
-    a container's traceback names it ``dagnb.errors.CacheMissError``)."""
+    a container's traceback names it ``dagnb.errors.CacheMissError``), or that its run
+    refused it (``refused``: its entry gone since the run's check)."""
     error = row.get("error")
     raised = error.split(":", 1)[0].rsplit(".", 1)[-1] if isinstance(error, str) else ""
-    return row.get("state") == "failed" and raised == CacheMissError.__name__
+    return row.get("state") == "failed" and (row.get("refused") is True
+                                             or raised == CacheMissError.__name__)
 
 
 def last_error_refused() -> bool:

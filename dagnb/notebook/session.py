@@ -649,10 +649,14 @@ def notebook_summary(session: Session | None = None) -> str:
 def _summary_row(session: Session, step: str) -> dict[str, Any]:
     """The step's latest row; the row of the run that ran it when a later run was served
     the very entry it stored (``dagnb run NB -p``: a step its cell re-ran for the new
-    param, served to a later cell's run, read ``cached`` as if the param were ignored)."""
+    param, served to a later cell's run, read ``cached`` as if the param were ignored).
+    A step fail-on-miss refused, its entry gone since its run's check, is marked
+    ``refused``: ``dagnb run NB`` exits 2 for it, as for a file's run."""
     latest = session.latest.get(step, {"step": step, "state": "not run"})
     ran, by = session.ran.get(step, (None, None))
     served = session.step_runs.get(step)
+    if latest["state"] == "failed" and served is not None and step in served.refused:
+        return {**latest, "refused": True}
     if (latest["state"] == "cached" and ran is not None and served is not None
             and by.entry_of(step) is not None and by.entry_of(step) == served.entry_of(step)):
         return ran
