@@ -535,7 +535,7 @@ def test_a_handle_of_a_function_cached_at_module_level_pickles_as_joblibs_does(s
     lambda where: dagnb.Memory(where).cache(f, ttl="1 day"),
 ], ids=["cached", "none", "off", "fail-on-miss", "none-cache", "cache"])
 def test_a_bad_ttl_is_refused_up_front_whatever_the_cache(tmp_path, make):
-    with pytest.raises(dagnb.InvalidStepError) as refused:
+    with pytest.raises(dagnb.ConfigError) as refused:
         make(tmp_path / "cache")
     assert str(refused.value) == ("ttl '1 day' is not a duration; use seconds or a number "
                                   "with ms, s, m, h or d such as '10m', or 'never'")

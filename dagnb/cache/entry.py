@@ -47,7 +47,12 @@ class Entry:
         describe, output_digest, size_bytes, has_result, ...).
     version
         The backend's version of the entry when it was read.
+    not_stored
+        Why a save's entry was not put in place (its key's entry in use by a live run):
+        the saver's alone, gone with its process; None for an entry that is stored.
     """
+
+    not_stored: str | None = None
 
     def __init__(
         self, step: str, key: str, path: Path, meta: Mapping[str, Any], version: Hashable = None

@@ -335,7 +335,7 @@ class Memory:
                                sep=" ")  # (made a folder named s3:)
         self.location = location
         if ttl is not None:  # (checked whatever the mode: code that runs uncached runs cached)
-            ttl = parse_ttl(ttl)
+            ttl = parse_ttl(ttl, error=ConfigError)
         if type(verbose) is not int:
             verbose = _verbose(verbose, "Memory")
         mode = settings().cache_mode if cache_mode is None else cache_mode
@@ -443,7 +443,7 @@ class Memory:
         # for every instruction)
         ignore = [] if ignore is None else _ignored(ignore)
         if ttl is not None:  # (checked even where nothing is cached, as in Memory())
-            parse_ttl(ttl)
+            parse_ttl(ttl, error=ConfigError)
         if verbose is None:
             verbose = self.verbose
         elif type(verbose) is not int:

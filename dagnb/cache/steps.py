@@ -26,6 +26,8 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 from __future__ import annotations
 
 import base64
+import itertools
+import operator
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -34,7 +36,7 @@ from typing import Any
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import KeyRangeLock, surely_absent
-from dagnb.cache.entry import COUNTED_AS, _inline_digest
+from dagnb.cache.entry import _SORTED, COUNTED_AS, _inline_digest
 from dagnb.cache.explain import explain as explain_key
 from dagnb.cache.images import ImagePins
 from dagnb.cache.keys import StepKey, step_key
@@ -44,6 +46,7 @@ from dagnb.checks import parse_ttl, warn_user
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
 from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
+from dagnb.model.jsontext import encoder
 from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import (
     NO_RESULT,
@@ -132,7 +135,7 @@ class StepCache:
         self.folder = local_folder(directory)  # (left out of the steps' mounted folders)
         self.version = version or config.cache_version
         # for steps that set none; a Store is shared, so not its default
-        self.ttl = config.cache_ttl_seconds if ttl is None else parse_ttl(ttl)
+        self.ttl = config.cache_ttl_seconds if ttl is None else parse_ttl(ttl, error=ConfigError)
         wanted = refresh_setting(refresh)
         self._refresh_all = wanted is True
         self._refresh = frozenset() if isinstance(wanted, bool) else wanted
@@ -267,7 +270,9 @@ class StepCache:
         Returns None, with a warning saying why, when nothing was stored: a result that
         cannot be pickled, or a store that cannot be written (a full disk). The step
         still succeeded; its result stays in memory. A read-only run stores nothing and
-        says nothing.
+        says nothing. An entry not put in place, as a live run reads the one under its
+        key, has ``not_stored`` saying so (warned), and what the step made is given back
+        to ``out_dir`` and ``logs``: the run's folder keeps it, as a step's not stored.
         """
         if not self.writes:
             return None
@@ -289,7 +294,7 @@ class StepCache:
                         return None
             # (_store_of and refreshes written out: a first run saves every step)
             store = session_store() if step.cache == "session" else self.store
-            return store.save(
+            entry = store.save(
                 step.name,
                 key,
                 out_dir=out_dir if wrote_files or inline is None else None,
@@ -304,6 +309,9 @@ class StepCache:
                 displays=displays,
                 result_digest=counted,
             )
+            if entry.not_stored is not None:  # (a live run reads the one there: warned)
+                store.give_back(entry, out_dir, logs if isinstance(logs, os.PathLike) else None)
+            return entry
         except (OSError, CacheError) as exc:
             warn_user(f"step {step.name!r} ran but was not cached: {exc}")
             return None
@@ -492,17 +500,79 @@ def _result_digest(result: Any) -> str:
 
 def _result_file_digest(result: Any) -> tuple[str, str]:
     """The name and content digest of the file ``save_result`` writes for ``result``
-    (or the digest it counts by, :func:`_set_free_digest`); a pickle is streamed into
-    the hasher, never held whole in memory."""
+    (or the digest it counts by: :func:`_order_free_json`, :func:`_set_free_digest`); a
+    pickle is streamed into the hasher, never held whole in memory."""
     text = json_text(result)
     hasher = new_hasher()
     if text is not None:
-        hasher.update(text.encode("utf-8"))
+        hasher.update(_order_free_json(result, text.encode("utf-8")))
         return RESULT_FILES[0], hasher.hexdigest()
     marks = _SetMarks()
     pickle.Pickler(marks.writing_to(_Feed(hasher)), protocol=5).dump(result)
     counted = _set_free_digest(result) if marks.seen else None
     return RESULT_FILES[1], counted or hasher.hexdigest()
+
+
+def _order_free_json(result: Any, text: bytes) -> bytes:
+    """What the ``result.json`` of ``result`` (``text``) counts by in the output digest:
+    its JSON with sorted keys, as an inline result's (:func:`_inline_digest`). A dict
+    keeps its keys' order, which a set it was built from takes from the hash seed
+    (``{w: len(w) for w in words}``). ``text`` itself when it holds no dict, or its
+    keys came sorted: what a dict of several MB sorted costs, about one more encoding
+    (its items met out of the order they were made in), is paid only when needed."""
+    try:
+        if b"{" not in text or _in_key_order(result):
+            return text
+        # (the encoder's sort_keys sorts (key, value) pairs: 3 times slower)
+        return _IN_ORDER(_keys_sorted(result)).encode("utf-8")
+    except RecursionError:  # (nested deeper than a walk in Python goes)
+        return _SORTED(result).encode("utf-8")
+
+
+_IN_ORDER = encoder()  # _SORTED's text, keys in the order they come
+_CONTAINERS = frozenset((dict, list))
+
+
+def _in_key_order(value: Any) -> bool:
+    """Whether the keys of each dict in ``value`` (JSON data) are sorted (each key
+    compared with the next, up to the first out of order)."""
+    kind = type(value)
+    if kind is dict:
+        keys = list(value)
+        return all(map(operator.lt, keys, itertools.islice(keys, 1, None))) and all(
+            _in_key_order(item) for item in value.values() if type(item) in _CONTAINERS)
+    if kind is list:
+        return all(_in_key_order(item) for item in value if type(item) in _CONTAINERS)
+    return True
+
+
+def _keys_sorted(value: Any) -> Any:
+    """``value`` (JSON data) with the keys of each dict in it sorted (a call for each
+    dict and list only: a scalar is taken as it is, a list of scalars too)."""
+    kind = type(value)
+    if kind is dict:
+        keys = sorted(value)
+        rebuilt = dict(zip(keys, map(value.__getitem__, keys), strict=True))
+        if not _CONTAINERS.isdisjoint(map(type, rebuilt.values())):
+            for key, item in rebuilt.items():
+                if type(item) in _CONTAINERS:
+                    rebuilt[key] = _keys_sorted(item)
+        return rebuilt
+    if kind is list and not _CONTAINERS.isdisjoint(map(type, value)):
+        return [_keys_sorted(item) if type(item) in _CONTAINERS else item for item in value]
+    return value  # (a str holding "{")
+
+
+def _json_counted(result: Any, path: Path) -> str | None:
+    """The digest the ``result.json`` at ``path`` counts by when not by its bytes
+    (:func:`_order_free_json`); None when they are the same (its keys came sorted)."""
+    written = path.read_bytes()
+    counted = _order_free_json(result, written)
+    if counted is written:
+        return None
+    hasher = new_hasher()
+    hasher.update(counted)
+    return hasher.hexdigest()
 
 
 class _Feed:
@@ -644,8 +714,9 @@ def has_files(out_dir: Path | str) -> bool:
 
 
 def _saved(step: Step, out_dir: Path, result: Any) -> tuple[bool, str | None]:
-    """Whether ``result`` was written into ``out_dir``, and what its ``result.pkl``
-    counts by in the output digest when not by its bytes (:func:`_set_free_digest`)."""
+    """Whether ``result`` was written into ``out_dir``, and what its result file counts
+    by in the output digest when not by its bytes (:func:`_json_counted`,
+    :func:`_set_free_digest`)."""
     marks = _SetMarks()
     try:
         path = save_result(out_dir, result, through=marks.writing_to)
@@ -654,7 +725,7 @@ def _saved(step: Step, out_dir: Path, result: Any) -> tuple[bool, str | None]:
                   "cached; return plain data or write files to dagnb.current().out_dir")
         return False, None
     if path.name != RESULT_FILES[1]:
-        return True, None
+        return True, _json_counted(result, path)
     if not marks.used:  # (a result.pkl the step wrote, kept: read to look at it)
         marks.read(path)
     return True, _set_free_digest(result) if marks.seen else None

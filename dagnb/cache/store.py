@@ -125,7 +125,7 @@ from dagnb.cache.record_text import (
 from dagnb.cache.sealed import SEALED
 from dagnb.cache.unpacked import exchange, first_difference, out_files
 from dagnb.checks import is_url, parse_ttl, seconds_to_live, warn_user
-from dagnb.errors import CacheError
+from dagnb.errors import CacheError, ConfigError
 from dagnb.fingerprint import directory_digest
 from dagnb.model.jsontext import scalar_text
 from dagnb.model.results import (
@@ -159,13 +159,13 @@ def _remove_unstored() -> None:
             shutil.rmtree(folder, ignore_errors=True)
 
 
-def _warn_not_stored(step_name: str, key: StepKey, reader: str) -> None:
-    """Say once a process that ``step_name``'s new entry was not stored, and why."""
-    if (step_name, key.digest, reader) in _WARNED_NOT_STORED:
-        return
-    _WARNED_NOT_STORED.add((step_name, key.digest, reader))
-    warn_user(f"step {step_name!r}: its new result was not stored: entry {step_name}/{key.short} "
-              f"in use by a live run ({reader}); a later run stores it")
+def _warn_not_stored(step_name: str, key: StepKey, reader: str) -> str:
+    """Say once a process that ``step_name``'s new entry was not stored, and why (returned)."""
+    why = f"entry {step_name}/{key.short} in use by a live run ({reader}); a later run stores it"
+    if (step_name, key.digest, reader) not in _WARNED_NOT_STORED:
+        _WARNED_NOT_STORED.add((step_name, key.digest, reader))
+        warn_user(f"step {step_name!r}: its new result was not stored: {why}")
+    return why
 
 
 class DamagedEntryWarning(UserWarning):
@@ -359,7 +359,8 @@ class Store(Housekeeping):
         self.backend = made
         self.clock = clock
         if default_ttl is not None:
-            self.default_ttl = parse_ttl(default_ttl, what="default_ttl")
+            self.default_ttl = parse_ttl(default_ttl, what="default_ttl",
+                                         error=ConfigError)
         # small entries as records of packs: the local backend only (a remote store
         # shares folders); see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
@@ -861,11 +862,12 @@ class Store(Housekeeping):
             ``metadata``, kept in ``displays.jsonl``, their number in the metadata as
             ``displays`` (none: no file, and a hit opens none).
         result_digest
-            What ``out/result.pkl`` counts by in the output digest, in place of its
-            bytes' digest: a result whose pickle holds a set, which pickles in its
+            What the result file in ``out/`` counts by in the output digest, in place of
+            its bytes' digest: a ``result.pkl`` holding a set, which pickles in its
             iteration order, changed by hash seeds (the steps downstream would miss in
-            another process). Then ``files_digest`` in the metadata is what the files
-            hash to, for :meth:`Entry.verify`.
+            another process), or a ``result.json`` holding a dict (its keys' order may
+            come from a set: counted sorted). Then ``files_digest`` in the metadata is
+            what the files hash to, for :meth:`Entry.verify`.
 
         An entry with no output files (``out_dir`` None, missing or empty) whose record
         is under 64 KiB is appended to this store's pack instead of getting a folder;
@@ -952,8 +954,21 @@ class Store(Housekeeping):
         one there): handed to the caller all the same, its folder removed at exit (or
         by a prune, as a crash's leftover)."""
         _UNSTORED.append((os.getpid(), os.fspath(build)))
-        _warn_not_stored(step_name, key, reader)
-        return Entry(step_name, key.digest, build, meta, None)
+        entry = Entry(step_name, key.digest, build, meta, None)
+        entry.not_stored = _warn_not_stored(step_name, key, reader)
+        return entry
+
+    def give_back(self, entry: Entry, out_dir: str | os.PathLike[str],
+                  logs: os.PathLike[str] | None) -> None:
+        """Return what :meth:`save` moved into an entry it did not store (its
+        ``not_stored`` says why) to where the caller had it: its outputs to ``out_dir``,
+        its lines to ``logs`` (a packed one took nothing); the entry's folder goes now."""
+        if entry.not_stored is None or isinstance(entry, PackedEntry):
+            return
+        _put_back(entry.path / "out", Path(out_dir))
+        if logs is not None:
+            _put_back(entry.path / "logs.jsonl", Path(logs))
+        shutil.rmtree(entry.path, ignore_errors=True)
 
     def _save_packed(
         self,
@@ -1013,14 +1028,15 @@ class Store(Housekeeping):
                 self.backend.remove(step_name, key.digest)
             else:  # a live run reads that folder: it stays the key's entry
                 self._append(step_name, key.digest, TOMBSTONE, b"")
-                _warn_not_stored(step_name, key, reader)
-        if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
-            _consume(out_dir, logs)
         where = (step_name, key.digest)
         entry = PackedEntry(step_name, key.digest, head, record, self)
-        if reader is None:
-            self._pending.pop(where, None)  # (hits of the entry it replaces)
-            self._entries[where] = entry
+        if reader is not None:  # (what was handed to it stays the caller's)
+            entry.not_stored = _warn_not_stored(step_name, key, reader)
+            return entry
+        if out_dir is not None or type(logs) is not list:  # (a Python step's: nothing)
+            _consume(out_dir, logs)
+        self._pending.pop(where, None)  # (hits of the entry it replaces)
+        self._entries[where] = entry
         return entry
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
@@ -1065,9 +1081,9 @@ class Store(Housekeeping):
         hashed: dict[str, str] = {}  # (out's files, read once: for both digests below)
         output_digest = directory_digest(out, use_stat_cache=False, file_digests=hashed)
         files_digest = None
-        if result_digest is not None:  # (a result holding a set: rare, its folder walked again)
+        if result_digest is not None:  # (a set, an unsorted dict: its folder walked again)
             files_digest, output_digest = output_digest, directory_digest(
-                out, use_stat_cache=False, extra={RESULT_FILES[1]: result_digest})
+                out, use_stat_cache=False, extra={_result_file(out): result_digest})
         meta = {
             "format": STORE_FORMAT,
             "step": step_name,
@@ -1224,6 +1240,11 @@ class Store(Housekeeping):
         if replaces:  # other processes may serve what it replaces: they stat, then read
             self._packs.bump()
         return record
+
+
+def _result_file(out: Path) -> str:
+    """The name of the result file in ``out`` (``result.json`` first, as a hit reads)."""
+    return next((name for name in RESULT_FILES if (out / name).is_file()), RESULT_FILES[1])
 
 
 def _result_head(inline: Mapping[str, Any] | None) -> dict[str, Any]:

@@ -435,7 +435,8 @@ def prepare(
     options = RunOptions(
         max_concurrency=max_concurrency or config.max_concurrent_executions,
         timeout=parse_duration(
-            timeout if timeout is not None else config.timeout_seconds, what="run timeout"
+            timeout if timeout is not None else config.timeout_seconds, what="run timeout",
+            error=ConfigError,  # (a run's option, not a step's)
         ),
         fail_fast=fail_fast,
         executor_for=_executor_chooser(executor or config.executor),

@@ -534,6 +534,9 @@ class Scheduler:
             self.run.not_stored[step.name] = ("its result cannot be pickled, or the disk is "
                                               "full (the warning said which)")
             return self._record(step, outcome, cache.digest_of(Path(out_dir), outcome.result))
+        if entry.not_stored is not None:  # (its files given back: the trim leaves them)
+            self.run.not_stored[step.name] = entry.not_stored
+            return self._record(step, outcome, entry.output_digest)
         self._ran(step, outcome)
         if wrote and isinstance(outcome.result, PurePath):
             _warn_if_into_out_dir(step.name, outcome.result, out_dir)
