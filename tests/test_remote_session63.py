@@ -133,12 +133,13 @@ while True:
 
 class AuthServer:
     """moto's S3 and IAM in a process of its own that checks every request's rights
-    after its first few, which make a bucket, a writer and a reader (Get and List only)."""
+    after its first few, which make a bucket, a writer, a reader (Get and List only) and
+    a stranger (List only)."""
 
     def __init__(self, folder: Path) -> None:
         port = _free_port()
         self.endpoint = f"http://127.0.0.1:{port}"
-        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "7"}
+        env = {**os.environ, "INITIAL_NO_AUTH_ACTION_COUNT": "10"}  # (see _make_users)
         self._process = subprocess.Popen([sys.executable, "-c", AUTH_SERVER, str(port)],
                                          env=env, cwd=folder, stdout=subprocess.DEVNULL,
                                          stderr=subprocess.DEVNULL)
@@ -165,7 +166,8 @@ class AuthServer:
         keys = {}
         for user, actions in (("writer", ["s3:*"]),
                               ("reader", ["s3:GetObject", "s3:ListBucket",
-                                          "s3:GetBucketLocation"])):
+                                          "s3:GetBucketLocation"]),
+                              ("stranger", ["s3:ListBucket"])):  # (reads nothing)
             iam.create_user(UserName=user)
             key = iam.create_access_key(UserName=user)["AccessKey"]
             iam.put_user_policy(UserName=user, PolicyName="p", PolicyDocument=json.dumps(

@@ -138,6 +138,11 @@ class StoreBackend(abc.ABC):
         ``explain`` read the cache and write nothing). Default: :meth:`read`."""
         return self.read(step, key)
 
+    def unreached(self) -> str | None:
+        """Where entries live that this process could not reach just now (a store's
+        URL, resting after a failed request), so a miss may not be one; else None."""
+        return None
+
     def add(self, step: str, key: str, folder: Path) -> None:
         """Put the finished local ``folder`` in place as the new name ``step/key`` of a
         store that is there: housekeeping (the hit counts' journal) written after a

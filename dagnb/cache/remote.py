@@ -85,11 +85,12 @@ import sys
 import time
 import urllib.parse
 import uuid
-import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple, TextIO, TypeVar
+
+import xxhash
 
 from dagnb import checks
 from dagnb.cache.backend import (
@@ -141,6 +142,7 @@ _NOTICED_WAIT = 1.0  # seconds a failed request made a run wait: said, even mid-
 _UNANSWERED = object()  # what RemoteBackend._ask returns for a request that failed
 _NOT_READ = object()  # ObjectStore.upload's ``found`` when its caller read no manifest
 _GLANCED = "store"  # the version of an Item RemoteBackend.glance made from the store
+_GLANCING = "a lookup of an entry's metadata"  # what RemoteBackend.glance asks (see _failed)
 _CHUNK = 1 << 20  # bytes read at a time when hashing
 _META = "meta.json"  # the entry's metadata, the one file a glance downloads
 _S3_CHUNK = 32 << 20  # s3fs part size: an upload holds at most two of these in memory
@@ -444,17 +446,23 @@ class ObjectStore:
 
     def entries(self) -> Iterator[tuple[str, str]]:
         """Every (step, key) with a manifest, whether or not its blobs are all there."""
+        for step, key, _when in self.entries_modified():
+            yield step, key
+
+    def entries_modified(self) -> Iterator[tuple[str, str, float | None]]:
+        """:meth:`entries` with when each manifest was last written (epoch seconds, as
+        the listing says, at no extra request; None where it does not say)."""
         prefix = f"{self.path}/entries/"
         try:
-            paths = self.fs.find(f"{self.path}/entries")
+            found = self.fs.find(f"{self.path}/entries", detail=True)
         except FileNotFoundError:
             return
-        for path in sorted(paths):
+        for path in sorted(found):
             relative = path[path.find(prefix) + len(prefix):] if prefix in path else ""
             step, _, name = relative.partition("/")
             if step and name.endswith(".json") and "/" not in name:
                 if is_entry_name(step) and is_entry_name(key := name[: -len(".json")]):
-                    yield step, key
+                    yield step, key, _modified(found[path])
                 else:
                     _warn_not_entry(relative)
 
@@ -594,13 +602,13 @@ class ObjectStore:
         if self._redate_failure_said:
             return
         self._redate_failure_said = True
-        warnings.warn(
+        checks.warn_user(
             f"remote cache {self.url!r}: blob {digest[:12]}, which a new entry names, could "
             f"not be given a new date ({type(exc).__name__}: {checks.redact_url(str(exc))}); "
             "the entry is saved, but an age-based lifecycle rule counts from the blob's first "
             "upload and may delete it early (the step then runs again): let these "
             "credentials copy an object onto itself (s3:GetObject and s3:PutObject), or "
-            "lengthen the rule (said once)", RemoteCacheWarning, stacklevel=2)
+            "lengthen the rule (said once)", RemoteCacheWarning)
 
     def _hashes_to_name(self, digest: str) -> bool:
         """Whether the stored blob of ``digest`` hashes to it, read in chunks (once per
@@ -795,9 +803,9 @@ def _inside(link: str, target: Any) -> bool:
 
 
 def _warn_not_entry(relative: str) -> None:
-    warnings.warn(f"store object {'entries/' + relative!r} is named as no cache entry is "
+    checks.warn_user(f"store object {'entries/' + relative!r} is named as no cache entry is "
                   "('..', '.git': a pull would write outside the cache folder): left alone",
-                  RemoteCacheWarning, stacklevel=3)
+                  RemoteCacheWarning)
 
 
 def _is_blob_ref(ref: Any) -> bool:
@@ -887,9 +895,9 @@ def _add_file(tree: dict[str, Any], path: str, relative: str, entry: str) -> Non
 def _warn_left_out(entry: str, relative: str) -> None:
     """A pipe, socket or device under an entry (through a link out of it: the local
     store keeps the link, and refuses such outputs of a step's own): no content to copy."""
-    warnings.warn(f"entry {entry}: {relative!r} is not a file (a pipe, socket or device, "
+    checks.warn_user(f"entry {entry}: {relative!r} is not a file (a pipe, socket or device, "
                   "reached through a link out of the entry): left out of the store's copy "
-                  "of the entry", RemoteCacheWarning, stacklevel=2)
+                  "of the entry", RemoteCacheWarning)
 
 
 def _restore_modes_and_links(manifest: Mapping[str, Any], into: Path) -> None:
@@ -934,15 +942,20 @@ def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
     return {relative: (digest, size) for relative, digest, size in seen.values()}
 
 
-def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str) -> int | None:
+def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str,
+               replacing: Callable[[], object] | None = None) -> int | None:
     """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
-    or None when the remote has no entry to trust."""
+    or None when the remote has no entry to trust. ``replacing``: called once the
+    download is whole, before the write (a pull drops the older local copy it replaces,
+    which may be a pack's record, not a folder the write would replace)."""
     # (made by the download once an entry is found: a miss, a fail-on-miss run's
     # lookups, leaves no local tier behind)
     folder = backend.root / ".scratch" / f".tmp-pull-{uuid.uuid4().hex}"
     try:
         moved = remote.download(step, key, folder)
         if moved is not None:
+            if replacing is not None:
+                replacing()
             backend.write(step, key, folder)
         return moved
     finally:
@@ -1017,10 +1030,10 @@ class RemoteBackend(StoreBackend):
         """Say that the store's ``step/key`` was found changed there (once: it is not
         asked for again, see :meth:`_may_fetch`)."""
         if (step, key) in self.remote.damaged_entries:
-            warnings.warn(
+            checks.warn_user(
                 f"remote cache {self.remote.url!r}: entry {step}/{key[:12]} has a file whose "
                 "content does not match its digest (changed in the store); it is a miss, and "
-                "saving the step again replaces it there", RemoteCacheWarning, stacklevel=5)
+                "saving the step again replaces it there", RemoteCacheWarning)
 
     def glance(self, step: str, key: str) -> Item | None:
         """:meth:`read` without the download: an entry the tier lacks is the store's
@@ -1036,7 +1049,7 @@ class RemoteBackend(StoreBackend):
         if seen is not None and now - seen[0] < GLANCE_KEPT:
             meta = seen[1]
         else:
-            meta = self._ask("a lookup", self.remote.glance, step, key)
+            meta = self._ask(_GLANCING, self.remote.glance, step, key)
             if meta is None:
                 self._warn_if_damaged(step, key)
             if meta is not _UNANSWERED:  # (kept a while: a notebook's plan at each cell
@@ -1083,6 +1096,9 @@ class RemoteBackend(StoreBackend):
     def _reachable(self) -> bool:
         return time.monotonic() >= self._down_until
 
+    def unreached(self) -> str | None:
+        return None if self._reachable() else self.remote.url
+
     def _readable(self) -> bool:
         """Reachable, and no read refused in the last :data:`RETRY_AFTER` s (credentials
         that may not read: each lookup asked again, a round trip a step)."""
@@ -1119,21 +1135,20 @@ class RemoteBackend(StoreBackend):
         self._down_until, self._failed_at = now + RETRY_AFTER, now
         if self._warned:
             if retried and waited >= _NOTICED_WAIT:
-                warnings.warn(
+                checks.warn_user(
                     f"remote cache {self.remote.url!r}: {what} waited {waited:.0f} s and "
                     f"failed again; asking again in {RETRY_AFTER:g} s",
-                    RemoteCacheWarning, stacklevel=5)
+                    RemoteCacheWarning)
             return
         self._warned = True
         after = f" after {waited:.0f} s" if waited >= _NOTICED_WAIT else ""
-        warnings.warn(  # (the library's error may name a URL of the environment's)
+        checks.warn_user(  # (the library's error may name a URL of the environment's)
             f"remote cache {self.remote.url!r}: {what} failed{after} "
             f"({type(exc).__name__}: {checks.redact_url(str(exc))}); "
-            f"the local tier goes on alone, asking the store again every {RETRY_AFTER:g} s "
-            "(entries saved meanwhile stay local: dagnb cache push uploads them later)",
-            RemoteCacheWarning,
-            stacklevel=5,
-        )
+            f"the local tier goes on alone, asking the store again every {RETRY_AFTER:g} s"
+            + ("" if what == _GLANCING else  # (a plan, an explain: they save nothing)
+               " (entries saved meanwhile stay local: dagnb cache push uploads them later)"),
+            RemoteCacheWarning)
 
     def _refused(self, what: str, exc: BaseException, fix: str) -> None:
         """The store answered no (see :func:`_refusal_fix`): after a refused upload (or
@@ -1158,11 +1173,11 @@ class RemoteBackend(StoreBackend):
         reads = ("the store is still read" if self._readable()
                  else f"the store is asked again in {RETRY_AFTER:g} s")
         saves = (f"entries are saved locally only for {REFUSED_RETRY_AFTER / 60:g} min and "
-                 if now < self._uploads_refused_until else "")
-        warnings.warn(
+                 if now < self._uploads_refused_until and what != _GLANCING else "")
+        checks.warn_user(
             f"remote cache {self.remote.url!r}: {what} was refused ({type(exc).__name__}: "
             f"{checks.redact_url(str(exc))}); {saves}{reads}; {fix}",
-            RemoteCacheWarning, stacklevel=6)
+            RemoteCacheWarning)
 
     def exists(self, step: str, key: str) -> bool:
         if self.local.exists(step, key):
@@ -1220,14 +1235,15 @@ def _refusal_fix(exc: BaseException, what: str, remote: ObjectStore, *,
         code = _error_code(exc)
         if code in _PASSING_REFUSALS:  # (a token expired: refreshed, it works)
             return None
+        check = _check_credentials(remote)
         if code in _UNKNOWN_CREDENTIALS:
-            return f"the store does not know these credentials: {_CHECK_CREDENTIALS}"
+            return f"the store does not know these credentials: {check}"
         if what == "an upload" and reads_refused:
-            return f"these credentials may neither read nor write the store: {_CHECK_CREDENTIALS}"
+            return f"these credentials may neither read nor write the store: {check}"
         if what == "an upload":
             return ("these credentials may not write to the store: set cache_mode: "
                     "read-only, or use credentials that may write")
-        return "these credentials may not read the store: use credentials that may"
+        return f"these credentials may not read the store: {check}, and that they may read it"
     if isinstance(exc, FileNotFoundError) and (bucket := _no_bucket(remote)) is not None:
         return f"there is no bucket {bucket!r}: check the bucket name in the store's URL"
     return None
@@ -1242,7 +1258,20 @@ _PASSING_REFUSALS = frozenset({"ExpiredToken", "TokenRefreshRequired", "RequestE
 # What S3 answers for credentials it does not know (a mistyped key id, a token from
 # elsewhere): neither read nor write works, so cache_mode: read-only cannot help.
 _UNKNOWN_CREDENTIALS = frozenset({"InvalidAccessKeyId", "InvalidToken"})
-_CHECK_CREDENTIALS = "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE"
+_CHECK_CREDENTIALS = {  # where each store library reads them, by URL scheme
+    "s3": "check AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_PROFILE",
+    "gs": "check GOOGLE_APPLICATION_CREDENTIALS (or gcloud auth application-default login)",
+    "az": "check AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME / "
+          "AZURE_STORAGE_ACCOUNT_KEY",
+}
+_SCHEMES = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "adl": "az"}
+
+
+def _check_credentials(remote: ObjectStore) -> str:
+    """What to check of the credentials of ``remote``'s store library."""
+    scheme = remote.url.partition("://")[0].lower()
+    return _CHECK_CREDENTIALS.get(_SCHEMES.get(scheme, scheme),
+                                  "check the credentials the store library reads")
 
 
 def _error_code(exc: BaseException) -> str | None:
@@ -1298,7 +1327,8 @@ def paid_replacement(root: Path, step: str, key: str) -> None:
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
     """What a :func:`push` or :func:`pull` did: entries copied (a push's ``mended``
-    among them: replacing a copy found damaged in the store), skipped (there already; a
+    among them: replacing a copy found damaged in the store; a pull's ``replaced``:
+    older local copies of keys the store holds a newer entry of), skipped (there already; a
     push's ``meanwhile`` among them: written by another writer while it sent them),
     expired, unusable (a pull's: in the store, expired, or with a file missing or
     damaged) and damaged (a push's: here, files no longer matching their digest, set
@@ -1307,11 +1337,12 @@ class Transfer:
     ``push --check``'s)."""
 
     __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "meanwhile", "mended",
-                 "skipped", "unreferenced", "unusable")
+                 "replaced", "skipped", "unreferenced", "unusable")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
         self.mended = self.meanwhile = self.bytes = self.unreferenced = self.checked = 0
+        self.replaced = 0
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, mended={self.mended}, "
@@ -1324,6 +1355,9 @@ class Transfer:
         """The one-line summary ``dagnb cache push|pull`` and the magic print."""
         mended = (f" ({self.mended} replacing a copy damaged in the store)" if self.mended
                   else "")
+        mended += (f" ({self.replaced} replaced by "
+                   f"{'a newer copy' if self.replaced == 1 else 'newer copies'})"
+                   if self.replaced else "")
         meanwhile = (f" ({self.meanwhile} written meanwhile by another push or run)"
                      if self.meanwhile else "")
         checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
@@ -1391,8 +1425,14 @@ def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entr
     copy came while this push looked and sent (the bytes it sent are counted all the
     same: a store that had lost a blob got it again)."""
     mending = (entry.step, entry.key) in remote.damaged_entries
-    sent = remote.upload(entry.step, entry.key, entry.path, meta=entry.meta, replace=replace,
-                         found=found)
+    try:
+        sent = remote.upload(entry.step, entry.key, entry.path, meta=entry.meta,
+                             replace=replace, found=found)
+    except FileNotFoundError:  # (s3fs' "The specified bucket does not exist": said as pull's)
+        if (bucket := _no_bucket(remote)) is None:
+            raise
+        raise CacheError(f"cache push {remote.url}: there is no bucket {bucket!r}; check the "
+                         "bucket name in the URL (or make the bucket first)") from None
     done.bytes += sent.sent
     done.unreferenced += sent.unreferenced
     if sent.kept_other:
@@ -1417,33 +1457,96 @@ def _intact(local: Store, entry: Entry) -> bool:
 
 
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
-    """Download every entry of ``url`` that the ``local`` store lacks (trusted ones)."""
+    """Download every entry of ``url`` that the ``local`` store lacks (trusted ones), or
+    holds an older entry of the key of (:func:`_newer_in_store`: a teammate's refresh,
+    which a local hit never asks the store about)."""
     remote = _object_store(url)
     _refuse_no_store(remote)
-    keys = list(remote.entries())
+    seen = _pulled_up_to(local, url)
+    keys = list(remote.entries_modified())
     done = Transfer()
-    for number, (step, key) in enumerate(keys, 1):
-        if _unexpired(local, step, key):
+    for number, (step, key, modified) in enumerate(keys, 1):
+        here = _unexpired(local, step, key)
+        older = (here is not None and _written_since(modified, seen)
+                 and _newer_in_store(remote, here, step, key))
+        if here is not None and not older:
             done.skipped += 1
         else:
-            moved = fetch_into(remote, local.backend, step, key)
+            moved = fetch_into(remote, local.backend, step, key,
+                               _dropping(local, step, key) if older else None)
             done.copied += moved is not None
+            done.replaced += older and moved is not None
             done.expired += moved is None and remote.expired
             done.unusable += moved is None and not remote.expired
             done.bytes += moved or 0
         if progress is not None:
             progress(number, len(keys), done.bytes)
+    _note_pulled(local, url, [modified for _step, _key, modified in keys])
     return done
 
 
-def _unexpired(local: Store, step: str, key: str) -> bool:
-    """Whether ``local`` has ``step/key``, unexpired; an expired copy is removed, as a
+_PULLED = ".pulled"  # in the local tier: the newest manifest time each store's last pull saw
+
+
+def _written_since(modified: float | None, seen: float | None) -> bool:
+    """Whether a listed manifest of a key the tier holds may name a newer entry than
+    the tier's: written no earlier than the newest the last whole pull listed (that
+    pull compared those). Both times are the store's (its clock, not this machine's,
+    which may differ); a time unknown, or no pull before: it may."""
+    return modified is None or seen is None or modified >= seen
+
+
+def _pulled_up_to(local: Store, url: str) -> float | None:
+    """The newest manifest time the last whole pull of ``url`` into ``local`` listed."""
+    try:
+        return float((local.location / _PULLED / _url_name(url)).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _note_pulled(local: Store, url: str, listed: list[float | None]) -> None:
+    """Note what the pull's listing showed, once the pull went through."""
+    times = [modified for modified in listed if modified is not None]
+    if not times or len(times) < len(listed):  # (a listing without times: none noted)
+        return
+    with contextlib.suppress(OSError):  # (unnoted: the next pull reads more manifests)
+        (local.location / _PULLED).mkdir(exist_ok=True)
+        (local.location / _PULLED / _url_name(url)).write_text(repr(max(times)))
+
+
+def _url_name(url: str) -> str:
+    return xxhash.xxh3_64_hexdigest(url.rstrip("/").encode())
+
+
+def _unexpired(local: Store, step: str, key: str) -> Entry | None:
+    """``local``'s entry of ``step/key`` if unexpired; an expired copy is removed, as a
     lookup does: it hid the store's fresh copy, counted as there."""
     entry = local.peek(step, key)
     if entry is None or not entry.expired(local.clock()):
-        return entry is not None
+        return entry
     local.remove(step, key)
-    return False
+    return None
+
+
+def _newer_in_store(remote: ObjectStore, here: Entry, step: str, key: str) -> bool:
+    """Whether the store's unexpired entry of ``step/key`` is another one, created after
+    ``here`` (the local copy): another machine replaced it (``--refresh``). One created
+    here later (a refresh not pushed yet) stays; so does the same entry (same time)."""
+    manifest = remote.manifest(step, key)
+    created = None if manifest is None else manifest.get("created")
+    if type(created) not in (int, float) or _expired(manifest or {}, time.time()):
+        return False
+    return created > here.created
+
+
+def _dropping(local: Store, step: str, key: str) -> Callable[[], None]:
+    """What a pull does before it writes the store's newer copy of ``step/key``: drop
+    the local one (a pack's record would hide the folder written), and what this
+    machine owed the store for it (its refresh is older than the store's)."""
+    def drop() -> None:
+        local.remove(step, key)
+        paid_replacement(local.location, step, key)
+    return drop
 
 
 def _refuse_no_store(remote: ObjectStore) -> None:
