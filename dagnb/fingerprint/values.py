@@ -453,7 +453,8 @@ def _texts_met(pickler: Any) -> None:
     met first as ever. Pickle's memo writes a reference for the same object only, so
     equal values hashed apart as their equal texts were one object or two (a literal's
     and json's). ``dicts``: see :meth:`_HashingPickler._dict_in_order`. Neither (texts
-    None) for a value too deep for them (:func:`_fed`)."""
+    None) for a value too deep for them (:func:`_fed`); no ``texts`` in pickle's fast
+    mode (no memo: each text is written whole, as an object column's are)."""
     as_inserted = getattr(_UNDER_WAY, "as_inserted", False)
     pickler.texts = None if as_inserted else {}
     pickler.dicts = {}
@@ -637,6 +638,8 @@ def _pickle_into(feed: Callable[[Any], Any], obj: Any,
     writer = pickler(types.SimpleNamespace(write=feed), protocol=5,
                      buffer_callback=out_of_band)
     writer.fast = fast
+    if fast:  # (no memo, no reference to a text met before: each is written whole)
+        writer.texts = None
     writer.dump(obj)
     if buffers:
         feed(b"buffers:%d" % len(buffers))
