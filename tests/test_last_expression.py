@@ -116,7 +116,7 @@ def test_errors_name_the_line_the_user_wrote():
 def test_a_last_await_line_is_refused_as_before():
     from dagnb.errors import InvalidStepError
 
-    with pytest.raises(InvalidStepError, match=r"^step 's': line 2 of the cell is not valid "
+    with pytest.raises(InvalidStepError, match=r"^step 's': line 3 of the cell is not valid "
                                                r"Python: 'await' outside async function$"):
         cell_function("s", "import asyncio\nawait asyncio.sleep(0)\n", [], [], {})
     assert "_dagnb_displayed((await" in with_last_displayed("await f()\n")

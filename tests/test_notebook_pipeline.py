@@ -129,18 +129,22 @@ def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
 
 
 def test_a_refused_magic_says_why_under_the_failed_cell_line(tmp_path):
-    """A UsageError (a mistyped option) has no traceback: the error under "a cell of
-    ... failed:" was blank, its one line only somewhere in the echoed output above."""
+    """A UsageError (a bad option) has no traceback: the error under "a cell of ...
+    failed:" was blank, its one line only somewhere in the echoed output above. (Its
+    value read from a notebook variable: a bad option written out is refused before the
+    kernel starts, as `dagnb validate` refuses it.)"""
     path = _notebook(tmp_path)
     notebook = nbf.read(path, as_version=4)
-    notebook.cells[3].source = notebook.cells[3].source.replace("--needs", "--neds", 1)
+    notebook.cells[3].source = notebook.cells[3].source.replace(
+        "--needs make", "--needs make --timeout {scale}x", 1)
     nbf.write(notebook, path)
     done = _dagnb("run", str(path), cwd=tmp_path)
     assert done.returncode == 1
     assert f"dagnb: cell 4 of {path} (step " in done.stderr, done.stderr
     error = done.stderr.split(" failed:\n", 1)[1]
     assert error.splitlines()[0] == (
-        "UsageError: unrecognized arguments: --neds make; did you mean '--needs'?"), error
+        "UsageError: step 'total' timeout '2x' is not a duration; use seconds or a number "
+        "with ms, s, m, h or d such as '10m'"), error
 
 
 def test_target_runs_what_it_needs_and_not_the_cells_after(tmp_path):

@@ -154,9 +154,12 @@ def test_magics_in_a_kernel(kernel: Kernel, tmp_path: Path) -> None:
 
 def test_a_cell_stopped_while_waiting_for_a_background_run_leaves_it_that_runs_row(
         kernel: Kernel, tmp_path: Path) -> None:
-    kernel.printed("%%dagger a --background\nsleep 3; echo done > $DAGNB_OUT/x\n")
+    release = tmp_path / "release"  # (a, running till then: a sleep 3 was waited out)
+    kernel.printed(f"%%dagger a --background\nfor i in $(seq 600); do [ -e {release} ] && "
+                   "break; sleep 0.05; done; echo done > $DAGNB_OUT/x\n")
     threading.Timer(1.5, kernel.interrupt).start()
     kernel.run("%%dagger b --needs a\ncat $DAGNB_IN/a/x\n")
+    release.touch()
     kernel.printed("while get_session().live: time.sleep(0.1)")
     assert kernel.printed(_STATES) == "{'a': 'succeeded', 'b': 'cancelled'}\n"
     history = kernel.printed("h = %dagger history\nprint(h['started'].isna().sum(), len(h))")

@@ -109,7 +109,8 @@ def test_a_timed_statement_or_expression_is_the_cell_s_own_code(shell, capsys):
 
 
 def test_a_timed_line_that_is_not_one_simple_statement_is_refused(shell):
-    with pytest.raises(UsageError, match=r"^step 'timed': line 2 of the cell: %time 'for i "
+    # (line 3: the cell's first line is its %%dagger line, as Jupyter counts them)
+    with pytest.raises(UsageError, match=r"^step 'timed': line 3 of the cell: %time 'for i "
                        r"in range\(3\): pass' is not a one-line Python statement, which a "
                        r"--python cell can time; put the code in a function and write "
                        r"%time f\(\)$"):
@@ -138,7 +139,7 @@ def test_a_dask_cell_that_only_times_a_line_is_accepted(shell):
 def test_a_yield_at_the_cells_top_level_is_refused_as_a_plain_cell_refuses_it(shell, body,
                                                                                word):
     """Else the cell's function is a generator: the step "succeeds" without running."""
-    line = body.count("\n")
+    line = body.count("\n") + 1  # (the %%dagger line is the cell's line 1)
     with pytest.raises(UsageError, match=rf"^step 'gen': line {line} of the cell is not "
                        rf"valid Python: '{word}' outside function \(it would make the cell "
                        r"a generator, whose body never runs\); put it in a def, or collect "

@@ -189,7 +189,11 @@ def _report_interrupted(run: Any, printer: ProgressPrinter) -> None:
         with contextlib.suppress(OSError):  # (a reader gone: the exit code still says it)
             print(printer.table(run))
             print(run.summary(), flush=True)
-    left = run.left_running if run is not None else []
+    _say_interrupted(run.left_running if run is not None else [])
+
+
+def _say_interrupted(left: Sequence[str]) -> None:
+    """The line on stderr ending an interrupted run: what became of its steps."""
     if not left:
         print("dagnb: interrupted; running steps were stopped", file=sys.stderr)
         return
@@ -716,13 +720,13 @@ def _is_notebook(path: str) -> bool:
 
 
 def _load_any(path: str) -> Any:
-    """The graph of a workflow file, or the one a notebook's %%dagger cells define."""
+    """The graph of a workflow file, or the one a notebook's %%dagger cells define
+    (checked as ``dagnb run`` checks it before its kernel starts)."""
     if not _is_notebook(path):
         return load(path)
-    from dagnb.notebook.document import dagger_cells, read_notebook
-    from dagnb.notebook.magics import graph_from_cells
+    from dagnb.notebook.magics import notebook_graph
 
-    return graph_from_cells(dagger_cells(read_notebook(path)), name=Path(path).stem)
+    return notebook_graph(path)
 
 
 def _known_when_run(path: str) -> dict[str, str]:
@@ -748,16 +752,23 @@ def _run_notebook(args: argparse.Namespace, cache_mode: str | None) -> int:
     refused by ``fail-on-miss`` exits 2, as a YAML run does."""
     from dagnb.notebook.cells import parse_assignments
     from dagnb.notebook.headless import run_notebook
+    from dagnb.notebook.magics import notebook_graph
 
     params = parse_assignments(args.param, "--param", as_json=True)
+    # what graph/validate refuse is refused before any cell runs, not when its cell comes
+    notebook_graph(args.workflow, in_order=True)
     outcome = run_notebook(args.workflow, params=params,
                            param_texts=parse_assignments(args.param, "--param"),
                            targets=args.target, tags=args.tag,
                            output=args.output, cache_mode=cache_mode,
                            timeout=_timeout(args.timeout), settings=_kernel_settings(args))
+    if outcome.interrupted is not None:
+        _no_more_interrupts(args)
     if outcome.rows:  # (as a YAML run's: a frame of rows some "not run" made counts floats)
         print(status_table(outcome.rows))
-    if outcome.error is not None:  # (one line naming the cell, so the user finds it)
+    if outcome.interrupted is not None:  # (the cell's KeyboardInterrupt is no news)
+        _say_interrupted([row["step"] for row in outcome.rows if row.get("state") == "running"])
+    elif outcome.error is not None:  # (one line naming the cell, so the user finds it)
         cell = outcome.failed_cell
         where = f"a cell of {args.workflow}" if cell is None else cell.said(args.workflow)
         print(f"dagnb: {where} failed:\n{outcome.error}", file=sys.stderr)

@@ -188,7 +188,7 @@ def step_from_options(name: str, body: str, args: argparse.Namespace,
 def _refuse_kernel_lines(name: str, body: str) -> None:
     """A dask step runs in a worker's process, with no kernel for ``!cmd`` or ``%magic``
     (it would fail there, unpicklable: the shell holds a database connection)."""
-    if needs_kernel(ipython_to_python(body)):
+    if needs_kernel(ipython_to_python(body, _first_code_line(body))):
         raise InvalidStepError(
             f"step {name!r}: its cell uses IPython syntax (!cmd, %magic), which needs this "
             "kernel, and --executor dask runs it in a worker's process; write it as Python "
@@ -257,15 +257,16 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     _refuse_params_named_as_upstreams(params, arguments)
     arguments += [p for p in params if _IDENTIFIER.match(p) and not keyword.iskeyword(p)]
     func_name = re.sub(r"\W", "_", name) + "_cell"
+    first = _first_code_line(source)
     try:
-        python = ipython_to_python(source)
+        python = ipython_to_python(source, first)
     except InvalidStepError as exc:
         raise InvalidStepError(f"step {name!r}: {exc}") from None
     run = with_last_displayed(python)
     text = _function_source(func_name, arguments, run, tuple(outputs))
     filename = f"<dagger-cell {name} #{next(_counter)}>"
-    code = _compiled(name, text, filename, 1)
-    _refuse_top_level_yield(name, code, func_name, python)
+    code = _compiled(name, text, filename, 1, first)
+    _refuse_top_level_yield(name, code, func_name, python, first)
     local = _local_names(code, func_name) - {TIMED_VALUE}  # (dagnb's, not the user's)
     declared = _globals_set(python)
     _refuse_results_name(tuple(outputs))
@@ -276,7 +277,7 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     prebound = sorted(n for n in inputs if n in namespace or n in defined)
     if prebound:
         text = _prebinding_source(func_name, arguments, prebound, text)
-        code = _compiled(name, text, filename, 2)
+        code = _compiled(name, text, filename, 2, first)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     written = {} if run == python else _lines_as_written(
         text, _function_source(func_name, arguments, python, tuple(outputs)), prebound,
@@ -317,19 +318,28 @@ def _lines_as_written(text: str, as_written: str, prebound: list[str], func_name
         zip(lines, mine, strict=True), start=1) if ran != theirs}
 
 
-def _compiled(name: str, text: str, filename: str, lines_before: int) -> types.CodeType:
+def _first_code_line(source: str) -> int:
+    """The number in the cell of the first line of ``source`` (the cell's body) that is
+    not blank: the line the cell's function starts with, as the blank lines before it
+    are dropped. Line 1 is the ``%%dagger`` line, as tracebacks and Jupyter count."""
+    lines = source.split("\n")
+    return 2 + next((i for i, line in enumerate(lines) if line.strip()), 0)
+
+
+def _compiled(name: str, text: str, filename: str, lines_before: int,
+              first_line: int) -> types.CodeType:
     """The module code of ``text``; a SyntaxError names the cell's line (the def lines
-    come first)."""
+    come first, and the body's first line is the cell's ``first_line``)."""
     try:
         return compile(text, filename, "exec")
     except SyntaxError as exc:
-        line = (exc.lineno or lines_before + 1) - lines_before
+        line = (exc.lineno or lines_before + 1) - lines_before + first_line - 1
         raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
                                f"Python: {exc.msg}") from None
 
 
 def _refuse_top_level_yield(name: str, module: types.CodeType, func_name: str,
-                            python: str) -> None:
+                            python: str, first_line: int) -> None:
     """Refuse a ``yield`` in the cell's own scope: it would make the cell's function a
     generator, whose body never runs (a plain cell refuses it: outside a function)."""
     if not _function_code(module, func_name).co_flags & inspect.CO_GENERATOR:
@@ -338,7 +348,8 @@ def _refuse_top_level_yield(name: str, module: types.CodeType, func_name: str,
     found = next(node for statement in body for node in _own_nodes(statement)
                  if isinstance(node, (ast.Yield, ast.YieldFrom)))
     word = "yield from" if isinstance(found, ast.YieldFrom) else "yield"
-    raise InvalidStepError(f"step {name!r}: line {found.lineno} of the cell is not valid "
+    line = found.lineno + first_line - 1
+    raise InvalidStepError(f"step {name!r}: line {line} of the cell is not valid "
                            f"Python: {word!r} outside function (it would make the cell a "
                            "generator, whose body never runs); put it in a def, or collect "
                            "the values in a list")

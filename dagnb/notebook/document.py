@@ -22,7 +22,7 @@ import itertools
 import json
 import re
 import shlex
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,7 @@ from dagnb.runtime.history import kernel_notebook_path
 __all__ = [
     "MAGIC", "DaggerCell", "binds_at_top", "bound_names", "dagger_cells", "declared_secrets",
     "defining_cell", "kernel_notebook_path", "read_names", "read_notebook",
-    "read_notebook_tagged", "text_names",
+    "read_notebook_tagged", "refuse_unloaded_magic", "text_names",
 ]
 
 MAGIC = "%%dagger"
@@ -163,6 +163,49 @@ def dagger_cells(cells: Iterable[tuple[str, str]]) -> list[DaggerCell]:
         if kind == "code" and first.startswith(MAGIC + " "):
             found.append(DaggerCell(index, first, body))
     return found
+
+
+# `%load_ext dagnb`, `%reload_ext dagnb` (or dagnb.notebook.magics), the call IPython
+# makes of either (`run_line_magic("load_ext", "dagnb")`), `load_ipython_extension(...)`
+_LOADS_DAGNB = re.compile(r"(?<!\w)(?:re)?load_ext\b.*\bdagnb\b|\bload_ipython_extension\(")
+
+
+def refuse_unloaded_magic(cells: Sequence[tuple[str, str]], notebook: str) -> None:
+    """Refuse a notebook whose first ``%%dagger`` cell no cell before it loads dagnb in:
+    run, IPython stops there (``Cell magic `%%dagger` not found``), after the cells
+    before it ran. A kernel whose IPython profile loads dagnb needs no such cell."""
+    found = dagger_cells(cells)
+    if not found or _profile_loads_dagnb():
+        return
+    first = found[0]
+    loads = [index for index, (kind, source) in enumerate(cells)
+             if kind == "code" and any(_LOADS_DAGNB.search(line) for line in source.splitlines()
+                                       if not line.lstrip().startswith("#"))]
+    if loads and loads[0] < first.index:
+        return
+    where = f"{notebook}: cell {first.index + 1} ({first.line.strip()!r}) is a %%dagger cell"
+    said = (f"{where}, but `%load_ext dagnb` comes only in cell {loads[0] + 1}, after it"
+            if loads else f"{where}, but no cell before it runs `%load_ext dagnb`")
+    raise WorkflowError(f"{said}, so IPython has no %%dagger magic there; add "
+                        "`%load_ext dagnb` in a cell before it")
+
+
+def _profile_loads_dagnb() -> bool:
+    """Whether the IPython profile a kernel starts with names dagnb (in its config's
+    ``extensions`` or a startup file): then it may load the magics itself."""
+    try:
+        from IPython.paths import get_ipython_dir
+    except ImportError:  # (no IPython: no kernel either)
+        return False
+    profile = Path(get_ipython_dir()) / "profile_default"
+    files = [*profile.glob("ipython*_config.*"), *profile.glob("startup/*")]
+    for file in files:
+        try:
+            if "dagnb" in file.read_text(encoding="utf-8", errors="replace"):
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def declared_secrets(cells: Iterable[tuple[str, str]]) -> set[str]:

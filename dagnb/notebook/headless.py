@@ -41,6 +41,9 @@ same status table as a YAML run, also when a cell failed (not when the time limi
   come from the cache, and the plain cells before it run (they define what steps read).
   Any refusal (raised, wrapped by the cell, or a step's own ``dagnb.Memory`` call's) is
   exit 2, as for a YAML run, unless a real failure came with it (exit 1).
+- Ctrl-C, SIGTERM or SIGHUP (:class:`_Interruption`) interrupt the running cell, whose
+  steps stop as on Ctrl-C in Jupyter; no later cell runs, the status table and
+  ``output`` have what ran, and the CLI exits 128 + the signal, as a YAML run does.
 
 A cell that raised is named (:class:`FailedCell`): its number in the file and its step,
 or its first line.
@@ -48,10 +51,15 @@ or its first line.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -93,6 +101,11 @@ _SUMMARY_CODE = (
     f"print({_SUMMARY_MARK!r} + _dagnb_summary())\n"
     f"if _dagnb_refused():\n    print({_REFUSED_MARK!r})"
 )
+# run before the summary of an interrupted run: it would wait for the --background runs
+_CANCEL_CODE = (
+    "from dagnb.notebook.session import get_session as _dagnb_session\n"
+    "for _dagnb_run in list(_dagnb_session().live.values()):\n    _dagnb_run.cancel()"
+)
 _FAILED = ("failed", "cancelled", "skipped")
 
 
@@ -117,7 +130,8 @@ class NotebookOutcome:
 
     def __init__(self, rows: list[dict[str, Any]], error: str | None = None,
                  error_name: str | None = None, unsaved: str | None = None, *,
-                 refused: bool = False, failed_cell: FailedCell | None = None) -> None:
+                 refused: bool = False, failed_cell: FailedCell | None = None,
+                 interrupted: int | None = None) -> None:
         self.rows = rows
         self.error = error
         self.error_name = error_name
@@ -126,6 +140,7 @@ class NotebookOutcome:
         # in another exception or raised while handling it), as the kernel saw it
         self.refused = refused
         self.failed_cell = failed_cell
+        self.interrupted = interrupted  # the signal that stopped the run, if one did
 
     @property
     def ok(self) -> bool:
@@ -137,7 +152,10 @@ class NotebookOutcome:
     @property
     def exit_code(self) -> int:
         """The CLI's: 0 ok, 2 when all that went wrong is ``fail-on-miss`` refusing to run
-        a miss (as a YAML run exits), else 1 (a real failure next to a refusal too)."""
+        a miss (as a YAML run exits), 128 + the signal that stopped the run, else 1 (a
+        real failure next to a refusal too)."""
+        if self.interrupted is not None:
+            return 128 + self.interrupted
         if self.ok:
             return 0
         return 2 if self._only_refused() else 1
@@ -212,25 +230,28 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     unneeded = _cells_after_selection(notebook, only)
     notebook.cells.append(nbformat.v4.new_code_cell(_SUMMARY_CODE))
     failing: list[Any] = []  # the cell whose error stopped the run, once one has
-    client = client_class(
+    interruption = _Interruption()
+    client = _hearing_signals(client_class, interruption)(
         notebook, kernel_name="python3", allow_errors=False,
         extra_arguments=["--IPKernelApp.log_level=ERROR"],  # no transport warnings in the log
         resources={"metadata": {"path": str(path.parent.absolute())}},
+        on_notebook_start=interruption.kernel_started,
+        on_cell_start=_stop_after_interruption(lambda: client, interruption),
         on_cell_executed=lambda **kw: _echo(kw["cell"], stream),
-        on_cell_error=_on_cell_error(lambda: client, failing),
+        on_cell_error=_on_cell_error(lambda: client, failing, interruption),
         **_whole_run_limit(timeout),
     )
     env = {**_kernel_env(only, path, given), **_settings_env(settings or {})}  # (over the
     if cache_mode is not None:  #                                                 caller's)
         env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
-    error, error_name = _execute(client, env)
+    error, error_name = _execute(client, env, interruption)
     summary = notebook.cells.pop()
     notebook.cells.extend(unneeded)
     unsaved = None if output is None else _write(nbformat, notebook, Path(output))
     rows = _summary_rows(summary)
     return NotebookOutcome(
         (rows or []) + _unreached(notebook, only, rows), error, error_name, unsaved,
-        refused=_refused(summary),
+        refused=_refused(summary), interrupted=interruption.signal,
         failed_cell=_failed_cell(failing[-1], in_file) if error and failing else None)
 
 
@@ -291,7 +312,8 @@ def _settings_env(settings: Mapping[str, Any]) -> dict[str, str]:
     return {name: variable_text(value) for value, name in env_values(given).values()}
 
 
-def _on_cell_error(client: Callable[[], Any], failing: list[Any]) -> Callable[..., Any]:
+def _on_cell_error(client: Callable[[], Any], failing: list[Any],
+                   interruption: _Interruption) -> Callable[..., Any]:
     """nbclient's hook for a cell that raised: note the cell (the last one noted is
     the one that stopped the run), then run the summary (not again for the summary's
     own error: it would run itself over and over)."""
@@ -300,7 +322,7 @@ def _on_cell_error(client: Callable[[], Any], failing: list[Any]) -> Callable[..
         if cell.source == _SUMMARY_CODE:
             return None
         failing.append(cell)
-        return _summary_after_error(client(), execute_reply)
+        return _summary_after_error(client(), execute_reply, interruption)
 
     return hook
 
@@ -316,15 +338,26 @@ def _failed_cell(cell: Any, in_file: list[Any]) -> FailedCell:
     return FailedCell(number, first_line=first if len(first) <= 60 else first[:59] + "…")
 
 
-async def _summary_after_error(client: Any, reply: dict[str, Any]) -> None:
+async def _summary_after_error(client: Any, reply: dict[str, Any],
+                               interruption: _Interruption) -> None:
     """Run the summary cell (the last) in the kernel of a cell that failed, before
     nbclient shuts it down: the status table then shows every step, those the failure
     left unrun too, as after a YAML run. Not when the time limit passed: the summary
     would wait for the ``--background`` runs the limit cut short."""
-    if reply["content"].get("evalue", "").startswith(_TIME_LIMIT):
-        return
+    if not reply["content"].get("evalue", "").startswith(_TIME_LIMIT):
+        await _run_summary(client, interruption)
+
+
+async def _run_summary(client: Any, interruption: _Interruption) -> None:
+    """Run the summary cell (the last) in the kernel, before nbclient shuts it down;
+    after a signal, once the ``--background`` runs still going are cancelled."""
+    from jupyter_core.utils import ensure_async
+
     index = len(client.nb.cells) - 1
     try:
+        if interruption.signal is not None:  # (silent: no cell of the notebook, no output)
+            sent = await ensure_async(client.kc.execute(_CANCEL_CODE, silent=True))
+            await client.async_wait_for_reply(sent)
         await client.async_execute_cell(client.nb.cells[index], index)
     except Exception:  # (the kernel died, say): the failing cell's error is the news
         return
@@ -534,15 +567,119 @@ def _paths_from_here(environ: Mapping[str, str]) -> dict[str, str]:
 CONFIG_VARIABLE = f"{ENV_PREFIX}CONFIG"
 
 
-def _execute(client: Any, env: dict[str, str]) -> tuple[str | None, str | None]:
-    """Run every cell; the failing cell's error text and error name, or None twice."""
-    from nbclient.exceptions import CellExecutionError
+def _execute(client: Any, env: dict[str, str],
+             interruption: _Interruption) -> tuple[str | None, str | None]:
+    """Run every cell; the failing cell's error text and error name, or None twice
+    (also when a signal stopped the run before a cell failed, or killed the kernel)."""
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
 
     try:
         client.execute(env=env)
     except CellExecutionError as exc:
         return _short_error(exc), getattr(exc, "ename", None)
+    except (_Stopped, DeadKernelError):
+        if interruption.signal is None:
+            raise
+    finally:
+        interruption.restore()
     return None, None
+
+
+_STOPPING = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP")
+                  if hasattr(signal, name))
+
+
+class _Interruption:
+    """Ctrl-C, SIGTERM or SIGHUP during the run, heard as a YAML run hears them (nbclient's
+    own handlers shut the kernel down under the running cell: a traceback, no table, no
+    ``output``). The first interrupts the kernel: the running cell stops its steps as on
+    Ctrl-C in Jupyter, the summary runs, no later cell does. A second kills the kernel
+    (dagnb's watcher kills what its steps left). A kernel still starting is left alone
+    (one interrupted then dies): the first cell stops. Heard are the signals the caller
+    made raise KeyboardInterrupt (the CLI's SIGTERM and SIGHUP too); the others get back
+    what they had, so an ignored one stays ignored (``nohup``, ``&`` in a script)."""
+
+    def __init__(self) -> None:
+        self.signal: int | None = None  # the first signal heard
+        self._kernel_ready = False
+        self._before = {number: signal.getsignal(number) for number in _STOPPING}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._tasks: set[asyncio.Future[None]] = set()  # (kept: a task is weakly held)
+
+    def listen(self, client: Any) -> None:
+        """In nbclient's loop, once it has set its handlers and before the kernel starts."""
+        if threading.current_thread() is not threading.main_thread():
+            return  # (no handler can be set there; nbclient sets none either)
+        self._loop = asyncio.get_running_loop()
+        for number, before in self._before.items():
+            if callable(before):
+                self._loop.add_signal_handler(number, self._heard, client, number)
+            else:
+                self._put_back(number, before)
+
+    def kernel_started(self, **_: Any) -> None:
+        """nbclient's hook once the kernel has answered: an interrupt no longer kills it."""
+        self._kernel_ready = True
+
+    def _heard(self, client: Any, number: int) -> None:
+        first = self.signal is None
+        self.signal = self.signal or number
+        manager = client.km
+        if self._kernel_ready and manager is not None:
+            stop = (manager.interrupt_kernel if first
+                    else functools.partial(manager.shutdown_kernel, now=True))
+            task = asyncio.ensure_future(_quietly(stop))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def restore(self) -> None:
+        """The handlers of before the run (nbclient leaves SIGTERM at its default)."""
+        if self._loop is not None:
+            for number, before in self._before.items():
+                self._put_back(number, before)
+
+    def _put_back(self, number: int, before: Any) -> None:
+        assert self._loop is not None
+        self._loop.remove_signal_handler(number)
+        if before is not None:  # (None: a handler set outside Python, left as it is)
+            signal.signal(number, before)
+
+
+class _Stopped(Exception):
+    """A cell about to start after the run was interrupted: none does."""
+
+
+async def _quietly(stop: Callable[[], Any]) -> None:
+    """Interrupt or kill the kernel, which may be dying already."""
+    from jupyter_core.utils import ensure_async
+
+    with contextlib.suppress(Exception):
+        await ensure_async(stop())
+
+
+def _hearing_signals(client_class: Any, interruption: _Interruption) -> Any:
+    """nbclient's client, whose signals ``interruption`` hears from before the kernel
+    starts (nbclient sets its own handlers just before)."""
+
+    class Client(client_class):
+        async def async_start_new_kernel(self, **kwargs: Any) -> None:
+            interruption.listen(self)
+            await super().async_start_new_kernel(**kwargs)
+
+    return Client
+
+
+def _stop_after_interruption(client: Callable[[], Any],
+                             interruption: _Interruption) -> Callable[..., Any]:
+    """nbclient's hook for a cell about to run: after a signal, the summary runs (the
+    interrupted cell finished without raising) and no other cell."""
+
+    async def hook(cell: Any, **_: Any) -> None:
+        if interruption.signal is not None and cell.source != _SUMMARY_CODE:
+            await _run_summary(client(), interruption)
+            raise _Stopped
+
+    return hook
 
 
 def _short_error(exc: Exception) -> str:

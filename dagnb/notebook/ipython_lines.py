@@ -36,10 +36,12 @@ _DOTTED = re.compile(r"[\w.]+")  # ``$name.attr``: no parentheses needed
 _Edit = tuple[int, int, int, str]  # (line, first column, last column, new text)
 
 
-def ipython_to_python(source: str) -> str:
+def ipython_to_python(source: str, first_line: int = 1) -> str:
     """The cell as Python: ``!cmd``, ``x = !cmd`` and ``%magic`` lines become calls on
     ``get_ipython()``, as IPython transforms a cell it runs, and each such line also
-    reads the names it expands; ``%time STMT`` becomes the statement, timed."""
+    reads the names it expands; ``%time STMT`` becomes the statement, timed.
+    ``first_line``: the number in the cell of the source's first line that is not blank
+    (IPython drops the blank ones), which a refused line's number counts from."""
     if "!" not in source and "%" not in source:
         return source  # nothing to transform: skip importing IPython (the CLI, scripts)
     from IPython.core.inputtransformer2 import TransformerManager
@@ -52,7 +54,7 @@ def ipython_to_python(source: str) -> str:
     except SyntaxError:
         return python  # (compiling it says which line is wrong)
     lines = python.encode().splitlines(True)  # (ast's columns count UTF-8 bytes)
-    return _applied(lines, [_edit(lines, statement, call) for statement, call
+    return _applied(lines, [_edit(lines, statement, call, first_line) for statement, call
                             in _ipython_calls(tree)])
 
 
@@ -93,13 +95,14 @@ def _expanded_text(node: ast.AST) -> str | None:
     return texts[at] if None not in texts else None
 
 
-def _edit(lines: list[bytes], statement: ast.stmt, call: ast.Call) -> _Edit | None:
+def _edit(lines: list[bytes], statement: ast.stmt, call: ast.Call,
+          first_line: int) -> _Edit | None:
     """How the line of ``statement`` changes: ``%time`` timed, else the expressions its
     call expands read after it."""
     magic = call.args[0].value if call.func.attr.startswith("run_") else None  # type: ignore[attr-defined]
     text = _expanded_text(call) or ""
     if magic == "time" and call.func.attr == "run_line_magic":  # type: ignore[attr-defined]
-        return _timed_edit(lines, statement, call, text)
+        return _timed_edit(lines, statement, call, text, first_line)
     if magic is not None and _expands_nothing(magic, call.func.attr):  # type: ignore[attr-defined]
         return None
     reads = _expanded_expressions(text)
@@ -160,24 +163,26 @@ def _expanded_expressions(text: str) -> list[str]:
     return list(found)
 
 
-def _timed_edit(lines: list[bytes], statement: ast.stmt, call: ast.Call, text: str) -> _Edit:
+def _timed_edit(lines: list[bytes], statement: ast.stmt, call: ast.Call, text: str,
+                first_line: int) -> _Edit:
     """``%time STMT`` -> ``with _dagnb_time(): STMT``; ``x = %time EXPR`` ->
     ``with _dagnb_time(): x = (EXPR)``: on the statement's own line."""
     line = statement.lineno
     source = lines[line - 1]
+    in_cell = line + first_line - 1  # (what a refusal names)
 
     def part(start: int, end: int | None) -> str:
         return source[start:end].decode()
 
     if isinstance(statement, ast.Expr) and statement.value is call:
         timed_text = text.strip()
-        _refuse_unless_simple(timed_text, line, "exec")
+        _refuse_unless_simple(timed_text, in_cell, "exec")
     else:
-        _refuse_unless_simple(text, line, "eval")
+        _refuse_unless_simple(text, in_cell, "eval")
         timed_text = (part(statement.col_offset, call.col_offset) + f"({text.strip()})"
                       + part(call.end_col_offset or 0, statement.end_col_offset))
     if statement.end_lineno != line or part(0, statement.col_offset).strip():
-        raise InvalidStepError(f"line {line} of the cell: %time {text.strip()!r} must start "
+        raise InvalidStepError(f"line {in_cell} of the cell: %time {text.strip()!r} must start "
                                "its own line in a --python cell")
     return line, statement.col_offset, statement.end_col_offset or 0, (
         f"with {TIMER}(): {timed_text}")

@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import functools
 import os
+import re
 import shlex
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
@@ -23,15 +24,23 @@ from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.utils.text import DollarFormatter
 
+from dagnb import checks
 from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.cache.location import pin_relative_folder
 from dagnb.checks import closest
 from dagnb.config import check_cache_mode, configure, settings
-from dagnb.errors import CacheMissError, DagnbError, InvalidStepError, RunFailed, WorkflowError
+from dagnb.errors import (
+    CacheMissError,
+    DagnbError,
+    InvalidStepError,
+    MissingDependencyError,
+    RunFailed,
+    WorkflowError,
+)
 from dagnb.executors.capture import release_held
 from dagnb.executors.dagger import services
-from dagnb.model.graph import Graph
+from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.step import Step
 from dagnb.notebook import displays
 from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
@@ -43,6 +52,7 @@ from dagnb.notebook.document import (
     defining_cell,
     kernel_notebook_path,
     read_notebook,
+    refuse_unloaded_magic,
 )
 from dagnb.notebook.overview import (
     NO_STEPS_YET,
@@ -61,8 +71,8 @@ from dagnb.workflows.pyfunctions import UndefinedName
 
 __all__ = [
     "DaggerMagics", "Text", "adopt_notebook", "cell_definition", "cell_definitions",
-    "graph_from_cells", "graph_of", "line_fields", "load_ipython_extension", "parse_line",
-    "step_from_cell", "unload_ipython_extension",
+    "graph_from_cells", "graph_of", "line_fields", "load_ipython_extension", "notebook_graph",
+    "parse_line", "step_from_cell", "unload_ipython_extension",
 ]
 
 
@@ -841,7 +851,7 @@ def cell_definitions(cells: Iterable[DaggerCell], namespace: Mapping[str, Any] |
     a cell refused is named in the error."""
     found = {}
     for cell in cells:
-        where = f"cell {cell.index + 1} ({cell.line.strip()!r})"
+        where = _cell_named(cell)
         try:
             found[cell.index] = cell_definition(f"{cell.line}\n{cell.body}", namespace)
         except DagnbError as exc:
@@ -859,6 +869,110 @@ def graph_of(definitions: Mapping[int, tuple[Step, tuple[str, ...]]],
     for step, _ in definitions.values():
         graph.replace(step)
     return graph
+
+
+def _cell_named(cell: DaggerCell) -> str:
+    """``cell 3 ('%%dagger fit --python')``: how an error names the cell."""
+    return f"cell {cell.index + 1} ({cell.line.strip()!r})"
+
+
+def notebook_graph(path: str | Path, *, in_order: bool = False) -> Graph:
+    """The graph a notebook file's ``%%dagger`` cells define, checked as ``dagnb graph``,
+    ``validate`` and ``run`` check it before any kernel starts: each cell's line and code,
+    each ``--needs`` naming a step, ``%load_ext dagnb`` before the first cell (and a
+    warning for a step two cells define differently). ``in_order`` (``dagnb run``): each
+    need is defined by a cell before, as the cells run top to bottom in a kernel that does
+    not know its notebook."""
+    cells = read_notebook(path)
+    found = dagger_cells(cells)
+    steps = _static_steps(found)
+    _warn_redefinitions(found, steps)
+    # (a run of a notebook that also makes steps otherwise, `%dagger load wf.yml`, a
+    # builder, may need those: its needs are checked as its cells run, as before)
+    checked = not (in_order and _steps_made_otherwise(cells))
+    if checked:
+        _check_needs(found, steps, in_order)
+    refuse_unloaded_magic(cells, Path(path).name)
+    graph = Graph(Path(path).stem)
+    for step in steps.values():
+        graph.replace(step)
+    if checked:
+        graph.validate()
+    return graph
+
+
+# `%dagger load wf.yml` (or IPython's call of it), `dagnb.builder()`: steps no
+# `%%dagger` cell defines
+_MAKES_STEPS = re.compile(
+    r"%dagger\s+load\b|run_line_magic\(\s*['\"]dagger['\"]\s*,\s*['\"]\s*load\b|\bbuilder\(")
+
+
+def _steps_made_otherwise(cells: Iterable[tuple[str, str]]) -> bool:
+    return any(kind == "code" and _MAKES_STEPS.search(source) for kind, source in cells)
+
+
+def _static_steps(found: list[DaggerCell]) -> dict[int, Step]:
+    """Each cell's step by its index, refused in one line naming the cell. A cell whose
+    line reads notebook variables (``--timeout $t``, ``--needs $up``) is checked when it
+    runs: when it does not parse as written, or needs such a name, it stands for its step
+    here, needing nothing (none, when the name itself is one)."""
+    steps = {}
+    for cell in found:
+        if not line_fields(cell.line):
+            steps[cell.index] = cell_definitions([cell])[cell.index][0]
+            continue
+        try:
+            step = cell_definitions([cell])[cell.index][0]
+        except DagnbError:
+            step = None
+        if step is None or any(line_fields(need) for need in step.needs):
+            try:
+                step = Step(cell.name, run=":")
+            except DagnbError:
+                continue
+        steps[cell.index] = step
+    return steps
+
+
+def _warn_redefinitions(found: list[DaggerCell], steps: Mapping[int, Step]) -> None:
+    """Warn of two cells defining one step differently, which a copied cell not renamed
+    does: the later replaces the earlier, which graph and validate then do not show. Not
+    refused: a notebook may show an edited cell run again so (the quickstart tutorial
+    does); the same cell twice (a cached re-run) is one definition."""
+    first: dict[str, DaggerCell] = {}
+    for cell in found:
+        if cell.index not in steps:
+            continue
+        name = steps[cell.index].name
+        earlier = first.setdefault(name, cell)
+        if _cell_text(earlier) != _cell_text(cell):
+            checks.warn_user(
+                f"step {name!r} is defined by cell {earlier.index + 1} and again, "
+                f"differently, by {_cell_named(cell)}, which replaces it from there on; "
+                "rename one of them if they are two steps")
+
+
+def _cell_text(cell: DaggerCell) -> tuple[str, str]:
+    return cell.line.strip(), cell.body.strip()
+
+
+def _check_needs(found: list[DaggerCell], steps: Mapping[int, Step], in_order: bool) -> None:
+    """Refuse a ``--needs`` that no cell defines (naming the cell), and with ``in_order``
+    one only a later cell defines."""
+    defined_by: dict[str, int] = {}
+    for index, step in steps.items():
+        defined_by.setdefault(step.name, index)
+    for cell in found:
+        step = steps.get(cell.index)
+        for need in step.needs if step is not None else ():
+            if need not in defined_by:
+                raise MissingDependencyError(
+                    f"{_cell_named(cell)}: {unknown_need_message(step.name, need, defined_by)}")
+            if in_order and defined_by[need] > cell.index:
+                raise MissingDependencyError(
+                    f"{_cell_named(cell)}: step {step.name!r} needs {need!r}, which only "
+                    f"cell {defined_by[need] + 1}, after it, defines; move that cell above "
+                    "it (dagnb run runs the cells in order, defining each step as it goes)")
 
 
 
