@@ -1449,6 +1449,19 @@ def test_the_views_keep_an_interrupted_run(kernel: Kernel, tmp_path: Path) -> No
     assert kernel.value("sorted(_dagger)") == "['up']"  # what finished is published
 
 
+@contextlib.contextmanager
+def shorter_cancel_grace(kernel: Kernel, seconds: float) -> Iterator[None]:
+    """The stop button's grace in the module's kernel cut to ``seconds`` (a step outlasts
+    it sooner), and put back for the tests after."""
+    grace = "dagnb.notebook.widgets.CANCEL_GRACE"
+    before = kernel.value(f"import dagnb.notebook.widgets\n{grace}")
+    kernel.run(f"{grace} = {seconds!r}")
+    try:
+        yield
+    finally:
+        kernel.run(f"{grace} = {before}")
+
+
 def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
         kernel: Kernel, tmp_path: Path) -> None:
     """The stop button stops waiting after a grace; a step in one long C call ends later:
@@ -1456,8 +1469,9 @@ def test_a_run_interrupted_in_a_long_c_call_is_published_again_when_it_ends(
     waits for it, says so."""
     marker = tmp_path / "started"
     thread = interrupt_when(marker, kernel, [])
-    outputs = kernel.run(f"%%dagger nap --python --no-cache\nimport time\n"
-                         f"open({str(marker)!r}, 'w').close()\ntime.sleep(7)\n")
+    with shorter_cancel_grace(kernel, 1.0):  # (the default 5 s, waited out, cost 7 s)
+        outputs = kernel.run(f"%%dagger nap --python --no-cache\nimport time\n"
+                             f"open({str(marker)!r}, 'w').close()\ntime.sleep(3)\n")
     thread.join(5)
     assert usage_error(outputs) == (  # (it said "its processes stopped")
         "interrupted: the run was cancelled, but 'nap' is still running: Python code in one "
@@ -1477,11 +1491,14 @@ def test_a_cell_waiting_for_a_background_python_step_says_so(
         kernel: Kernel, tmp_path: Path) -> None:
     """A Python step runs on the loop every run needs: the next cell waited for the
     background step's call with no word why (a shell step holds nothing)."""
-    marker = tmp_path / "started"
-    kernel.run(f"%%dagger bg --python --no-cache --background\nimport time\n"
-               f"open({str(marker)!r}, 'w').close()\ntime.sleep(3)\n")
+    marker, release = tmp_path / "started", tmp_path / "release"
+    kernel.run(f"%%dagger bg --python --no-cache --background\nimport os, time\n"
+               f"open({str(marker)!r}, 'w').close()\n"
+               f"for _ in range(1500):\n    if os.path.exists({str(release)!r}): break\n"
+               "    time.sleep(0.02)\n")
     kernel.run(f"import os, time\nwhile not os.path.exists({str(marker)!r}): time.sleep(0.02)\n")
-    after = kernel.run("%%dagger other --python --no-cache\nx = 1\n")
+    threading.Timer(1.0, release.touch).start()  # (bg returns 1 s after the next cell began:
+    after = kernel.run("%%dagger other --python --no-cache\nx = 1\n")  # a sleep 3 was 3 s)
     assert error(after) is None and text(after).startswith(
         "dagnb: this run starts when 'bg', of a --background run, returns (a --python step "
         "holds the kernel's run loop while it runs)\n"), after

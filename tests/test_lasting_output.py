@@ -140,12 +140,16 @@ def test_a_failure_shows_once_when_the_cell_raises(tmp_path):
 def test_a_background_cell_is_saved_as_its_snapshot_once_its_run_ended(tmp_path):
     """A ``--background`` cell finished long before its run: the run's end updates its
     output in place (by display id), so the notebook saved afterwards reads how it ended."""
-    settled = ("import threading\n"  # the threads that send the updates, then the updates
+    # the runs go on till the last cell lets them end (a sleep 2 in each was waited out);
+    # it then waits for the threads that send the updates, then for the updates
+    release = tmp_path / "release"
+    wait = f"for i in $(seq 1500); do [ -e {release} ] && break; sleep 0.02; done"
+    settled = (f"import threading\nopen({str(release)!r}, 'w').close()\n"
                "[t.join(30) for t in threading.enumerate() if t.name == 'dagnb-settle']")
     notebook = _widget_mode(
         tmp_path, "%load_ext dagnb",
-        "%%dagger slow --background\nsleep 2; echo output of slow",
-        "%%dagger bad --background\nsleep 2; echo broke here >&2; exit 3", settled)
+        f"%%dagger slow --background\n{wait}; echo output of slow",
+        f"%%dagger bad --background\n{wait}; echo broke here >&2; exit 3", settled)
     path = tmp_path / "background.ipynb"
     nbf.write(notebook, path)
     cells = nbf.read(path, as_version=4).cells

@@ -276,7 +276,9 @@ steps:
   up:
     run: head -c 30000 /dev/urandom > "$DAGNB_OUT/data.bin"
   mid:
-    run: touch "{started}"; sleep 4; echo m > "$DAGNB_OUT/m"
+    run: >-
+      touch "{started}"; for i in $(seq 600); do [ -e "{release}" ] && break; sleep 0.05;
+      done; echo m > "$DAGNB_OUT/m"
   down:
     needs: [up, mid]
     run: wc -c < "$DAGNB_IN/up/data.bin"; cat "$DAGNB_IN/mid/m"
@@ -288,7 +290,9 @@ def test_a_prune_while_a_run_waits_for_another_runs_step_keeps_what_it_restored(
     """Run B restored `up`, then waited for `mid`, which run A computed: B listed no use
     yet, so a prune removed `up` and B's `down` failed on its missing input."""
     started = workdir / "mid-started"
-    (workdir / "wf.yml").write_text(_WAITED.format(started=started), encoding="utf-8")
+    release = workdir / "mid-release"  # mid runs till the prune is done (a sleep 4 was not)
+    (workdir / "wf.yml").write_text(_WAITED.format(started=started, release=release),
+                                    encoding="utf-8")
     dagnb = [sys.executable, "-m", "dagnb"]
     subprocess.run([*dagnb, "run", "wf.yml", "--target", "up"], cwd=workdir, check=True,
                    capture_output=True)
@@ -303,6 +307,7 @@ def test_a_prune_while_a_run_waits_for_another_runs_step_keeps_what_it_restored(
         time.sleep(1.5)  # (B restored `up` and waits for `mid`)
         pruned = subprocess.run([*dagnb, "cache", "prune", "--max-entries", "0"], cwd=workdir,
                                 capture_output=True, text=True, check=False)
+        release.touch()
         out, err = waiting.communicate(timeout=60)
     finally:
         computing.wait(timeout=60)

@@ -247,8 +247,10 @@ def test_cancel_button_cancels_the_run(comms, local):
 def test_a_clicked_cancel_says_so_and_what_it_waits_for(comms, local):
     """A Python step holding the run loop is cancelled only when it returns: the button
     looked as if the click was not heard."""
+    released = threading.Event()  # (a sleep of 2 s was waited out)
+
     def hold() -> None:
-        time.sleep(2)
+        released.wait(30)  # (one long call, as time.sleep is)
 
     graph = Graph("held", [Step("hold", func=hold, cache=False)])
     run = start_background(graph)
@@ -261,6 +263,7 @@ def test_a_clicked_cancel_says_so_and_what_it_waits_for(comms, local):
     assert widget.cancel_button.disabled
     assert widget.cancel_button.tooltip == ("Cancelling: waits for Python step hold to "
                                             "return (it holds the run loop)")
+    released.set()
     run.wait(10)
     widget.stop_following()
     widget.render()
@@ -301,9 +304,12 @@ def test_throttle_heartbeat_renders_a_quiet_stretch_once_a_second():
     assert all(0.99 <= b - a <= 1.11 for a, b in itertools.pairwise(renders[1:]))
 
 
-def test_a_running_step_keeps_its_widget_beating(comms, local):
-    run, widget = running_widget("sleep 1")
+def test_a_running_step_keeps_its_widget_beating(comms, local, tmp_path):
+    release = tmp_path / "release"  # (running till then: a sleep 1 was waited out)
+    run, widget = running_widget(f"for i in $(seq 600); do [ -e {release} ] && break; "
+                                 "sleep 0.02; done")
     assert widget.throttle.heartbeat == 1.0
+    release.touch()
     run.wait(30)
     widget.stop_following()
     assert widget.throttle.heartbeat is None
