@@ -61,7 +61,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple, TextIO
 
@@ -383,13 +383,34 @@ def _whole_run_limit(timeout: float | None) -> dict[str, Any]:
 
 
 def _notebook_libraries() -> tuple[Any, Any]:
-    try:
-        import nbformat
-        from nbclient import NotebookClient
-    except ImportError:
-        raise DagnbError("running a notebook needs nbclient and ipykernel; install them with "
-                         "pip install 'dagnb[notebook]'") from None
+    with _without(_GRAMMARS):
+        try:
+            import nbformat
+            from nbclient import NotebookClient
+        except ImportError:
+            raise DagnbError("running a notebook needs nbclient and ipykernel; install them "
+                             "with pip install 'dagnb[notebook]'") from None
     return nbformat, NotebookClient
+
+
+# jsonschema, which nbformat imports, imports this where it is installed (Jupyter's own
+# schemas want it): it builds 38 grammars as it loads, 0.9 to 1.3 s of CPU each `dagnb run
+# NOTEBOOK`, for the "iri" format, which no notebook schema checks
+_GRAMMARS = "rfc3987_syntax"
+
+
+@contextlib.contextmanager
+def _without(module: str) -> Iterator[None]:
+    """Within it, ``module`` cannot be imported (ImportError: jsonschema checks that
+    format without it), unless it was already; importable again after."""
+    blocked = module not in sys.modules
+    if blocked:
+        sys.modules[module] = None  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        if blocked and module in sys.modules and sys.modules[module] is None:
+            del sys.modules[module]
 
 
 def _load(nbformat: Any, path: Path) -> Any:
