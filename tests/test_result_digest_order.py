@@ -7,11 +7,12 @@ process look changed, and its dependents ran again (no early cut-off)."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+
+from seeded_flows import run_seeded
 
 from dagnb import Step
 from dagnb.cache import Store
@@ -54,13 +55,7 @@ FLOW = textwrap.dedent('''
 
 
 def _run_flow(tmp_path: Path, seed: str, mode: str) -> dict:
-    script = tmp_path / "flow.py"
-    script.write_text(FLOW)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), mode],
-                          env={**os.environ, "PYTHONHASHSEED": seed}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return run_seeded(tmp_path, FLOW, seed, mode)
 
 
 def test_a_large_dict_result_run_again_in_another_process_leaves_its_dependents_cached(

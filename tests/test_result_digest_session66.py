@@ -14,6 +14,8 @@ import sys
 import textwrap
 from pathlib import Path
 
+from seeded_flows import run_seeded
+
 from dagnb import Step
 from dagnb.cache import Store
 from dagnb.cache.keys import StepKey
@@ -70,13 +72,7 @@ FLOW = textwrap.dedent('''
 
 
 def _run_flow(tmp_path: Path, seed: str, mode: str) -> dict:
-    script = tmp_path / "flow.py"
-    script.write_text(FLOW)
-    done = subprocess.run([sys.executable, str(script), str(tmp_path / "cache"), mode],
-                          env={**os.environ, "PYTHONHASHSEED": seed}, cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.splitlines()[-1])
+    return run_seeded(tmp_path, FLOW, seed, mode)
 
 
 def test_upstream_steps_rerun_with_the_same_sets_in_another_process_leave_their_downstream_cached(
