@@ -54,19 +54,15 @@ FLOW = textwrap.dedent('''
 ''')
 
 
-def _run_flow(tmp_path: Path, seed: str, mode: str) -> dict:
-    return run_seeded(tmp_path, FLOW, seed, mode)
-
-
 def test_a_large_dict_result_run_again_in_another_process_leaves_its_dependents_cached(
         tmp_path):
-    first = _run_flow(tmp_path, "1", "same")
-    again = _run_flow(tmp_path, "2", "same")
+    first = run_seeded(tmp_path, FLOW, "1", "same")
+    again = run_seeded(tmp_path, FLOW, "2", "same")
     assert first["order"] != again["order"]  # (the dicts were built in another order)
     assert set(first["states"].values()) == {"succeeded"}
     assert again["states"] == {"counts": "succeeded", "nested": "succeeded",
                                "report": "cached", "use_nested": "cached"}
-    changed = _run_flow(tmp_path, "2", "changed")  # one item more: the dependents run
+    changed = run_seeded(tmp_path, FLOW, "2", "changed")  # one item more: the dependents run
     assert changed["states"] == {"counts": "succeeded", "nested": "succeeded",
                                  "report": "succeeded", "use_nested": "succeeded"}
     # what the cache holds is intact (its files checked against their digests)

@@ -12,7 +12,6 @@ import pickle
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 from seeded_flows import run_seeded
 
@@ -71,14 +70,10 @@ FLOW = textwrap.dedent('''
 ''')
 
 
-def _run_flow(tmp_path: Path, seed: str, mode: str) -> dict:
-    return run_seeded(tmp_path, FLOW, seed, mode)
-
-
 def test_upstream_steps_rerun_with_the_same_sets_in_another_process_leave_their_downstream_cached(
         tmp_path):
-    first = _run_flow(tmp_path, "1", "first")
-    again = _run_flow(tmp_path, "2", "again")  # every upstream step forced to run again
+    first = run_seeded(tmp_path, FLOW, "1", "first")
+    again = run_seeded(tmp_path, FLOW, "2", "again")  # every upstream step forced to run again
     assert first["order"] != again["order"]  # (the sets did pickle apart)
     assert set(first["states"].values()) == {"succeeded"}
     states = again["states"]
