@@ -406,7 +406,7 @@ def _validate(args: argparse.Namespace) -> int:
         raise ConfigError(f"validate --param applies to workflow files; the notebook "
                           f"{args.workflow!r} reads its parameters cell when it runs: "
                           "dagnb run NOTEBOOK --param ...")
-    graph = _load_any(args.workflow)
+    graph = _load_any(args.workflow, lint=True)
     given = _set_params(graph, args)
     later = _known_when_run(args.workflow)
     graph.validate()
@@ -719,14 +719,15 @@ def _is_notebook(path: str) -> bool:
     return Path(path).suffix in (".ipynb", ".py")
 
 
-def _load_any(path: str) -> Any:
+def _load_any(path: str, *, lint: bool = False) -> Any:
     """The graph of a workflow file, or the one a notebook's %%dagger cells define
-    (checked as ``dagnb run`` checks it before its kernel starts)."""
+    (checked as ``dagnb run`` checks it before its kernel starts; ``lint``: validate's
+    warnings too)."""
     if not _is_notebook(path):
         return load(path)
     from dagnb.notebook.magics import notebook_graph
 
-    return notebook_graph(path)
+    return notebook_graph(path, lint=lint)
 
 
 def _known_when_run(path: str) -> dict[str, str]:

@@ -876,17 +876,20 @@ def _cell_named(cell: DaggerCell) -> str:
     return f"cell {cell.index + 1} ({cell.line.strip()!r})"
 
 
-def notebook_graph(path: str | Path, *, in_order: bool = False) -> Graph:
+def notebook_graph(path: str | Path, *, in_order: bool = False, lint: bool = False) -> Graph:
     """The graph a notebook file's ``%%dagger`` cells define, checked as ``dagnb graph``,
     ``validate`` and ``run`` check it before any kernel starts: each cell's line and code,
     each ``--needs`` naming a step, ``%load_ext dagnb`` before the first cell (and a
-    warning for a step two cells define differently). ``in_order`` (``dagnb run``): each
+    warning for a step two cells define differently, with ``lint``: ``dagnb validate``'s,
+    not graph's or run's, as the quickstart re-runs an edited cell so). ``in_order``
+    (``dagnb run``): each
     need is defined by a cell before, as the cells run top to bottom in a kernel that does
     not know its notebook."""
     cells = read_notebook(path)
     found = dagger_cells(cells)
     steps = _static_steps(found)
-    _warn_redefinitions(found, steps)
+    if lint:
+        _warn_redefinitions(found, steps)
     # (a run of a notebook that also makes steps otherwise, `%dagger load wf.yml`, a
     # builder, may need those: its needs are checked as its cells run, as before)
     checked = not (in_order and _steps_made_otherwise(cells))
