@@ -323,6 +323,9 @@ def location(value: Any) -> str:
 
 _ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
 # The schemes a store URL most often has, for when fsspec (s3fs' dependency) is missing
+# each store URL scheme's family: the library (and its credentials) that serves it
+STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "gs": "gs", "gcs": "gs", "az": "az", "abfs": "az",
+                  "abfss": "az", "adl": "az", "wasb": "az", "wasbs": "az"}
 _KNOWN_SCHEMES = frozenset({"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "adl", "file",
                             "local", "memory", "http", "https", "hdfs", "sftp", "ftp"})
 _FOLDER_SCHEMES = frozenset({"file", "local"})  # (what follows is an absolute path)

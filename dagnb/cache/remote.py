@@ -1264,13 +1264,12 @@ _CHECK_CREDENTIALS = {  # where each store library reads them, by URL scheme
     "az": "check AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT_NAME / "
           "AZURE_STORAGE_ACCOUNT_KEY",
 }
-_SCHEMES = {"s3a": "s3", "gcs": "gs", "abfs": "az", "abfss": "az", "adl": "az"}
 
 
 def _check_credentials(remote: ObjectStore) -> str:
     """What to check of the credentials of ``remote``'s store library."""
     scheme = remote.url.partition("://")[0].lower()
-    return _CHECK_CREDENTIALS.get(_SCHEMES.get(scheme, scheme),
+    return _CHECK_CREDENTIALS.get(checks.STORE_FAMILIES.get(scheme, scheme),
                                   "check the credentials the store library reads")
 
 

@@ -205,8 +205,6 @@ _STORE_SECRETS = {
 # defaults), words params, results and logs hold for other reasons: no secret. (A real
 # one of any length counts: a self-hosted store's password may be short.)
 _STAND_INS = frozenset({"testing", "test", "minioadmin", "minio123", "password"})
-_STORE_FAMILIES = {"s3": "s3", "s3a": "s3", "az": "az", "abfs": "az", "abfss": "az",
-                   "adl": "az", "wasb": "az", "wasbs": "az"}
 
 
 # The secrets of a profile in the AWS files, by (profile, each file and its mtime): a
@@ -290,7 +288,7 @@ def _store_secret_names(cache_directory: str | Path) -> tuple[str, ...]:
     if not checks.is_url(cache_directory):
         return ()
     scheme = str(cache_directory).partition("://")[0].lower()
-    return _STORE_SECRETS.get(_STORE_FAMILIES.get(scheme, ""), ())
+    return _STORE_SECRETS.get(checks.STORE_FAMILIES.get(scheme, ""), ())
 
 
 # -- checking values (the validators are dagnb.checks'; these few are config's own) --

@@ -139,7 +139,7 @@ def _plain_dict(obj: dict, depth: int) -> bytes | None:
     return b"d%d:%s" % (len(obj), b"".join([key + data for key, data in pairs]))
 
 
-def _first(pair: tuple[bytes, bytes]) -> bytes:
+def _first(pair: tuple[Any, Any]) -> Any:
     return pair[0]
 
 
@@ -473,10 +473,6 @@ def _items_in_order(obj: dict[Any, Any]) -> list[tuple[Any, Any]]:
 
 
 _TEXT_ONLY = {str}
-
-
-def _first(item: tuple[Any, Any]) -> Any:
-    return item[0]
 
 
 def _dict_reduced(obj: dict[Any, Any]) -> tuple[Any, ...]:
