@@ -82,7 +82,9 @@ class LiveKernel:
         run_sync(self.client.km.interrupt_kernel)()
 
     def restart(self) -> None:
+        """As JupyterLab's restart: a shutdown request first (a kill of the kernel's
+        process group took a dask LocalCluster's semaphores with it, left in /dev/shm)."""
         from nbclient.util import run_sync
 
-        run_sync(self.client.km.restart_kernel)(now=True)
+        run_sync(self.client.km.restart_kernel)(now=False)
         run_sync(self.client.kc.wait_for_ready)(timeout=60)
