@@ -139,8 +139,9 @@ class StoreBackend(abc.ABC):
         return self.read(step, key)
 
     def unreached(self) -> str | None:
-        """Where entries live that this process could not reach just now (a store's
-        URL, resting after a failed request), so a miss may not be one; else None."""
+        """Why entries may be where this process could not read them just now (a store
+        resting after a failed or refused request, said with its URL), so a miss may not
+        be one; else None."""
         return None
 
     def add(self, step: str, key: str, folder: Path) -> None:

@@ -92,8 +92,8 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
         return [_status("cached", "entry found: it is cached")]
     unreached = store.backend.unreached()
     if unreached is not None:  # (no answer is not "no entry", nor is the local tier's closest)
-        return [_status("missing", f"store {unreached!r} could not be reached: the entry of "
-                        f"step {step_name!r} may be there; try again once it is reachable")]
+        return [_status("missing", f"{unreached}: the entry of step {step_name!r} may be "
+                        "there; try again once it is reachable")]
     closest = _closest(store, step_name, key, workflow)
     if closest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]

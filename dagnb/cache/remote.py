@@ -76,6 +76,7 @@ does; obstore is faster per request but adds a Rust build and its own credential
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime
 import json
 import os
@@ -110,6 +111,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MANIFEST_FORMAT",
+    "HeldUploads",
     "ObjectStore",
     "RemoteBackend",
     "RemoteCacheWarning",
@@ -386,6 +388,11 @@ class ObjectStore:
         manifest = self.manifest(step, key)
         if manifest is None or not self.whole(step, key, manifest):
             return None
+        return self.meta_of(step, key, manifest)
+
+    def meta_of(self, step: str, key: str, manifest: Mapping[str, Any]) -> bytes | None:
+        """The ``meta.json`` blob that the parsed ``manifest`` of ``step/key`` names, if it
+        hashes to its name (else None, and the entry is damaged: see :meth:`download`)."""
         ref = manifest["files"].get(_META)
         if ref is None:  # (no entry without one: the tier would find it damaged)
             return None
@@ -1073,9 +1080,19 @@ class RemoteBackend(StoreBackend):
         item = self.local.read(step, key)
         if step.startswith(".") or item is None or item.meta is None:
             return
-        # (else the entry is saved locally; a push uploads it later)
-        if self._upload(step, key, item, replace) and owes:
+        held = _HELD_UPLOADS.get()
+        if held is not None:  # (a run's save: sent once its step is said done)
+            held.add(lambda: self._send(step, key, item, replace, owes))
+            return
+        self._send(step, key, item, replace, owes)
+
+    def _send(self, step: str, key: str, item: Item, replace: bool, owes: bool) -> bool:
+        """Upload the tier's new entry ``item``; whether it got there (else the entry is
+        saved locally; a push uploads it later)."""
+        sent = self._upload(step, key, item, replace)
+        if sent and owes:
             paid_replacement(self.root, step, key)
+        return sent
 
     def _upload(self, step: str, key: str, item: Item, replace: bool) -> bool:
         """Send the tier's entry ``item`` to the store; whether it got there."""
@@ -1097,7 +1114,12 @@ class RemoteBackend(StoreBackend):
         return time.monotonic() >= self._down_until
 
     def unreached(self) -> str | None:
-        return None if self._reachable() else self.remote.url
+        # (a read refused rests the reads as an outage does: a miss then is no "no entry")
+        if self._readable():
+            return None
+        if time.monotonic() < self._down_until:
+            return f"store {self.remote.url!r} could not be reached"
+        return f"store {self.remote.url!r} refused a read (its credentials may not read it)"
 
     def _readable(self) -> bool:
         """Reachable, and no read refused in the last :data:`RETRY_AFTER` s (credentials
@@ -1212,6 +1234,46 @@ class RemoteBackend(StoreBackend):
 
 
 register_backend("remote", RemoteBackend)
+
+
+class HeldUploads:
+    """In a ``with HeldUploads() as held:`` block, a save to a store URL writes its entry
+    to the local tier and puts its upload off until ``held.send()``: a run's step is done,
+    and timed, once its entry is in the tier; the upload, however slow the line, is not
+    the step's time (the scheduler sends it right after saying the step succeeded)."""
+
+    __slots__ = ("_sends", "_token")
+
+    def __init__(self) -> None:
+        self._sends: list[Callable[[], bool]] = []
+        self._token: contextvars.Token[HeldUploads | None] | None = None
+
+    def __enter__(self) -> HeldUploads:
+        self._token = _HELD_UPLOADS.set(self)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._token is not None:
+            _HELD_UPLOADS.reset(self._token)
+            self._token = None
+
+    def __bool__(self) -> bool:
+        return bool(self._sends)
+
+    def add(self, send: Callable[[], bool]) -> None:
+        self._sends.append(send)
+
+    def send(self) -> tuple[float, bool]:
+        """Send them, as the saves would have; the seconds it took, and whether all got
+        there (a store resting after a failure is not asked: a push sends them later)."""
+        started = time.monotonic()
+        sends, self._sends = self._sends, []
+        sent = all([send() for send in sends])  # (each sent, whatever the others did)
+        return time.monotonic() - started, sent
+
+
+_HELD_UPLOADS: contextvars.ContextVar[HeldUploads | None] = contextvars.ContextVar(
+    "dagnb_held_uploads", default=None)
 
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore's
 
@@ -1328,7 +1390,9 @@ class Transfer:
     """What a :func:`push` or :func:`pull` did: entries copied (a push's ``mended``
     among them: replacing a copy found damaged in the store; a pull's ``replaced``:
     older local copies of keys the store holds a newer entry of), skipped (there already; a
-    push's ``meanwhile`` among them: written by another writer while it sent them),
+    push's ``meanwhile`` among them: written by another writer while it sent them; a
+    pull's ``same_output``: the store's newer copy holds the same output as the local
+    copy, which stays),
     expired, unusable (a pull's: in the store, expired, or with a file missing or
     damaged) and damaged (a push's: here, files no longer matching their digest, set
     aside and not sent), bytes moved (``unreferenced`` among them: a push's, of blobs
@@ -1336,12 +1400,12 @@ class Transfer:
     ``push --check``'s)."""
 
     __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "meanwhile", "mended",
-                 "replaced", "skipped", "unreferenced", "unusable")
+                 "replaced", "same_output", "skipped", "unreferenced", "unusable")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
         self.mended = self.meanwhile = self.bytes = self.unreferenced = self.checked = 0
-        self.replaced = 0
+        self.replaced = self.same_output = 0
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, mended={self.mended}, "
@@ -1359,6 +1423,8 @@ class Transfer:
                    if self.replaced else "")
         meanwhile = (f" ({self.meanwhile} written meanwhile by another push or run)"
                      if self.meanwhile else "")
+        meanwhile += (f" ({self.same_output} of the same output as the store's newer "
+                      "copy: kept, nothing downloaded)" if self.same_output else "")
         checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
         them = "it" if self.unusable == 1 else "them"
@@ -1458,7 +1524,8 @@ def _intact(local: Store, entry: Entry) -> bool:
 def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfer:
     """Download every entry of ``url`` that the ``local`` store lacks (trusted ones), or
     holds an older entry of the key of (:func:`_newer_in_store`: a teammate's refresh,
-    which a local hit never asks the store about)."""
+    which a local hit never asks the store about); an older one of the same output stays
+    (:func:`_same_output`: its files are not downloaded)."""
     remote = _object_store(url)
     _refuse_no_store(remote)
     seen = _pulled_up_to(local, url)
@@ -1466,10 +1533,15 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
     done = Transfer()
     for number, (step, key, modified) in enumerate(keys, 1):
         here = _unexpired(local, step, key)
-        older = (here is not None and _written_since(modified, seen)
-                 and _newer_in_store(remote, here, step, key))
-        if here is not None and not older:
+        newer = (_newer_in_store(remote, here, step, key)
+                 if here is not None and _written_since(modified, seen) else None)
+        older = newer is not None
+        # (the store's newer copy of the same output: the local one takes its times)
+        if here is not None and (newer is None or _same_output(remote, here, newer)):
             done.skipped += 1
+            done.same_output += older
+            if older:  # (a refresh here not pushed yet is no longer owed to the store)
+                paid_replacement(local.location, step, key)
         else:
             moved = fetch_into(remote, local.backend, step, key,
                                _dropping(local, step, key) if older else None)
@@ -1527,15 +1599,32 @@ def _unexpired(local: Store, step: str, key: str) -> Entry | None:
     return None
 
 
-def _newer_in_store(remote: ObjectStore, here: Entry, step: str, key: str) -> bool:
-    """Whether the store's unexpired entry of ``step/key`` is another one, created after
-    ``here`` (the local copy): another machine replaced it (``--refresh``). One created
-    here later (a refresh not pushed yet) stays; so does the same entry (same time)."""
+def _newer_in_store(remote: ObjectStore, here: Entry, step: str,
+                    key: str) -> dict[str, Any] | None:
+    """The manifest of the store's unexpired entry of ``step/key`` if it is another one,
+    created after ``here`` (the local copy): another machine replaced it (``--refresh``);
+    else None. One created here later (a refresh not pushed yet) stays; so does the same
+    entry (same time)."""
     manifest = remote.manifest(step, key)
     created = None if manifest is None else manifest.get("created")
     if type(created) not in (int, float) or _expired(manifest or {}, time.time()):
+        return None
+    return manifest if created > here.created else None
+
+
+def _same_output(remote: ObjectStore, here: Entry, newer: Mapping[str, Any]) -> bool:
+    """Whether the store's ``newer`` entry of ``here``'s key (a ``--refresh`` that made
+    it again) holds the same output as ``here``, the local copy: then its files are not
+    downloaded again, only its ``meta.json`` read. The local copy keeps its own times
+    and logs (``dagnb logs --run`` of the run that made it still finds its lines)."""
+    meta = remote.meta_of(here.step, here.key, newer)
+    try:
+        theirs = json.loads(meta) if meta is not None else None
+    except ValueError:
         return False
-    return created > here.created
+    ours = here.output_digest
+    return (ours is not None and isinstance(theirs, dict)
+            and theirs.get("output_digest") == ours)
 
 
 def _dropping(local: Store, step: str, key: str) -> Callable[[], None]:

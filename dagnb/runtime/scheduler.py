@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from dagnb import checks
 from dagnb.cache.entry import PackedEntry
 from dagnb.cache.images import image_label
+from dagnb.cache.remote import HeldUploads
 from dagnb.cache.secret_scan import (
     SecretsInForce,
     by_distinct_names,
@@ -250,6 +251,7 @@ class Scheduler:
                                                                options.after)
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
+        self._unsent: dict[str, HeldUploads] = {}  # step -> its entry's upload, held
         self._all_done: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
@@ -435,7 +437,22 @@ class Scheduler:
         else:
             self._finished[name] = outcome
             return self._release(name)
+        finally:
+            if self._unsent:  # (after its end was said: most runs have none)
+                self._send_held(name)
         return None
+
+    def _send_held(self, name: str) -> None:
+        """Upload the entry step ``name`` saved to a store URL (:class:`HeldUploads`),
+        once its end was said: its ``duration_s`` is its own time, not the line's to the
+        store (9 s of an 80 MB upload read as a 3 s step's broken timeout). The upload's
+        seconds are a ``stored`` event's ``store_s``."""
+        held = self._unsent.pop(name, None)
+        if held is None:
+            return
+        with holding():  # (the upload holds the loop: not others' time)
+            seconds, sent = held.send()
+        self._emit("stored", name, store_s=round(seconds, 3), sent=sent)
 
     async def _cached_or_run(self, step: Step) -> _Outcome:
         cache = self.options.cache
@@ -502,9 +519,15 @@ class Scheduler:
         if last.error is not None:  # an entry without all its lines would replay them so
             return self._not_stored(step, outcome, cache, out_dir,
                                     f"its log could not be written ({last.error})")
-        with holding():  # (hashing big outputs holds the loop: not others' time)
-            return self._store(step, cache, key, outcome, out_dir, files, started,
-                               shown.records if shown is not None else ())
+        # (hashing big outputs holds the loop: not others' time; an upload to a store
+        # URL is held, and sent once the step's end is said: see _send_held)
+        with holding(), HeldUploads() as held:
+            try:
+                return self._store(step, cache, key, outcome, out_dir, files, started,
+                                   shown.records if shown is not None else ())
+            finally:
+                if held:  # (saved, whatever came after)
+                    self._unsent[step.name] = held
 
     def _store(self, step: Step, cache: StepCache, key: Any, outcome: Outcome, out_dir: str,
                files: list[LogFile], started: float,
