@@ -65,6 +65,12 @@ def text(outputs: list[dict]) -> str:
     return "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
 
 
+def _shown_text(outputs: list[dict]) -> str:
+    """What a cell showed as text: its streams and its displays' plain text (a live view)."""
+    return "".join(o.get("text", "") if o["output_type"] == "stream"
+                   else o.get("data", {}).get("text/plain", "") for o in outputs)
+
+
 def usage_error(outputs: list[dict]) -> str:
     """The one line IPython prints (to stderr, not as an error output) for a UsageError."""
     stderr = "".join(o["text"] for o in outputs
@@ -238,7 +244,8 @@ def test_failing_cell_raises_with_stderr_tail_and_no_dagnb_frames(kernel: Kernel
     assert failure is not None and failure["ename"] == "RunFailed"
     shown = "\n".join(failure["traceback"])
     assert "broken  failed  3" in shown
-    assert "── broken failed; last lines of stderr ──\nbad thing" in shown
+    # the cell's text view showed its stderr as it came: the error does not repeat it
+    assert "bad thing" in text(outputs) and "last lines of stderr" not in shown, shown
     assert "dagnb/" not in shown and "File " not in shown and "Traceback" not in shown
     assert "partial" in text(outputs)
 
@@ -251,11 +258,13 @@ def test_a_retried_steps_stderr_tail_says_which_attempt_printed_each_line(
     failure = error(outputs)
     assert failure is not None and failure["ename"] == "RunFailed"
     shown = "\n".join(failure["traceback"])
-    assert ("── flaky failed; last lines of stderr ──\n── attempt 1 ──\ntry 1\n"
-            "── attempt 2 ──\ntry 2") in shown, shown
-    upstream = error(kernel.run("%%dagger after --needs flaky\necho never\n"))
-    assert upstream is not None
-    assert "── attempt 1 ──\ntry 1\n── attempt 2 ──\ntry 2" in "\n".join(upstream["traceback"])
+    live = _shown_text(outputs)  # (a text-mode view: the error repeats none of it)
+    assert "try 1\n── flaky: retrying 2/2 in " in live and " ──\ntry 2\n" in live, live
+    assert "last lines of stderr" not in shown, shown
+    after = kernel.run("%%dagger after --needs flaky\necho never\n")  # (flaky runs again)
+    upstream, again = error(after), _shown_text(after)
+    assert upstream is not None and "last lines of stderr" not in "\n".join(upstream["traceback"])
+    assert "try 1\n── flaky: retrying 2/2 in " in again and " ──\ntry 2\n" in again, again
 
 
 def test_no_raise_option_keeps_the_failure_as_data(kernel: Kernel) -> None:
@@ -905,10 +914,10 @@ def test_a_step_looking_up_sys_stdout_buffer_fails_as_without_dagnb(kernel: Kern
     outputs = kernel.run("%%dagger buf --python --no-cache\nimport sys\nsys.stdout.buffer\n")
     failed = error(outputs)
     assert failed is not None and failed["ename"] == "RunFailed"
-    traceback = "\n".join(failed["traceback"])
-    assert "capture.py" not in traceback + text(outputs)
+    shown = _shown_text(outputs) + "\n".join(failed["traceback"])
+    assert "capture.py" not in shown
     assert ("sys.stdout.buffer\nAttributeError: 'OutStream' object has no attribute 'buffer'"
-            in traceback)
+            in shown)
 
 
 # -- %dagger save ------------------------------------------------------------------------

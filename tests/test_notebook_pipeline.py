@@ -122,10 +122,12 @@ def test_a_failing_step_exits_1_with_its_stderr(tmp_path):
     assert "about to fail" in done.stdout + done.stderr
     assert any(line.split()[:2] == ["broken", "failed"] for line in done.stdout.splitlines())
     # the cell's output, echoed on stdout, is not repeated under the error (nbclient's
-    # message holds it): the error is the failed step's tail and RunFailed's line
+    # message holds it, and the failed step's tail, which the cell's view printed)
     error = done.stderr.split("failed:\n", 1)[1]
     assert "----- stderr -----" not in error and "%%dagger broken" not in error
-    assert "RunFailed: " in error and "last lines of stderr" in error
+    assert "RunFailed: " in error and "last lines of stderr" not in error, error
+    printed = (done.stdout + done.stderr).splitlines()
+    assert printed.count("about to fail") == 1, printed  # (once: the live line)
 
 
 def test_a_refused_magic_says_why_under_the_failed_cell_line(tmp_path):

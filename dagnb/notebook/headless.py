@@ -77,6 +77,7 @@ from dagnb.config import (
 from dagnb.errors import CacheMissError, ConfigError, DagnbError, RunFailed, WorkflowError
 from dagnb.model.masking import MIN_LINE, SecretFinder, named_surely_secret
 from dagnb.model.step import variable_text
+from dagnb.notebook.before_kernel import refuse_before_kernel
 from dagnb.notebook.document import (
     bound_names,
     dagger_cells,
@@ -87,18 +88,22 @@ from dagnb.notebook.document import (
 )
 from dagnb.notebook.flow import Feed, needed_steps
 from dagnb.notebook.magics import ONLY_STEPS_VARIABLE
+from dagnb.notebook.session import get_session
 from dagnb.runtime.history import NOTEBOOK_PARAMS_VARIABLE
 from dagnb.views.html import ANSI
 
-__all__ = ["FailedCell", "NotebookOutcome", "check_notebook_file", "check_output_file",
-           "last_error_refused", "run_notebook", "selected_steps"]
+__all__ = ["FailedCell", "NotebookOutcome", "background_failure", "check_notebook_file",
+           "check_output_file", "last_error_refused", "run_notebook", "selected_steps"]
 
 _SUMMARY_MARK = "\x1edagnb-summary "
 _REFUSED_MARK = "\x1edagnb-refused"  # (printed by the summary when fail-on-miss stopped a cell)
+_BACKGROUND_MARK = "\x1edagnb-background "  # (then a failed --background cell, if one did)
 _SUMMARY_CODE = (
     "from dagnb.notebook.session import notebook_summary as _dagnb_summary\n"
+    "from dagnb.notebook.headless import background_failure as _dagnb_background\n"
     "from dagnb.notebook.headless import last_error_refused as _dagnb_refused\n"
     f"print({_SUMMARY_MARK!r} + _dagnb_summary())\n"
+    f"print({_BACKGROUND_MARK!r} + _dagnb_background())\n"
     f"if _dagnb_refused():\n    print({_REFUSED_MARK!r})"
 )
 # run before the summary of an interrupted run: it would wait for the --background runs
@@ -197,6 +202,24 @@ def last_error_refused() -> bool:
     return False
 
 
+def background_failure() -> str:
+    """In the kernel, once the summary waited for the ``--background`` runs: the first
+    cell (by execution count) whose background run, still the latest run of a step of
+    it, did not succeed, and the error that cell would have raised in the foreground
+    (its stderr tails kept: a background cell prints none), as JSON; "" when none."""
+    session = get_session()
+    latest = {run.id: run for run in session.step_runs.values()}
+    for run_id, number in sorted(session.background_cells.items(), key=lambda item: item[1]):
+        if run_id not in latest:  # (a later run of its steps has their rows)
+            continue
+        try:
+            session.raise_for_status(latest[run_id])
+        except RunFailed as failed:
+            shown = "\n".join(failed._render_traceback_())  # (what IPython would show)
+            return json.dumps({"cell": number, "error": shown})
+    return ""
+
+
 def selected_steps(path: str | Path, targets: Sequence[str] | None,
                    tags: Sequence[str] | None = None) -> tuple[list[str], list[Feed]]:
     """The targets (and steps with these tags) and every step they need, by the
@@ -207,13 +230,14 @@ def selected_steps(path: str | Path, targets: Sequence[str] | None,
 
 def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
                  targets: Sequence[str] | None = None, output: str | Path | None = None,
-                 stream: TextIO = sys.stdout, timeout: float | None = None,
+                 stream: TextIO | None = None, timeout: float | None = None,
                  cache_mode: str | None = None, tags: Sequence[str] | None = None,
                  settings: Mapping[str, Any] | None = None,
                  param_texts: Mapping[str, str] | None = None) -> NotebookOutcome:
     """Execute the notebook at ``path`` in a new kernel; see the module docstring.
     ``param_texts``: the ``params`` as typed (``--param``), kept as typed for a name the
     parameters cell gives as text."""
+    stream = sys.stdout if stream is None else stream  # (now: a caller may redirect it)
     nbformat, client_class = _notebook_libraries()
     path = Path(path)
     if output is not None:  # (before the kernel: not after an hour's run)
@@ -244,15 +268,23 @@ def run_notebook(path: str | Path, *, params: Mapping[str, Any] | None = None,
     env = {**_kernel_env(only, path, given), **_settings_env(settings or {})}  # (over the
     if cache_mode is not None:  #                                                 caller's)
         env[f"{ENV_PREFIX}CACHE_MODE"] = check_cache_mode(cache_mode)
+    # (what a YAML run refuses before running anything: not after the cells before it)
+    refuse_before_kernel(path, [(c.cell_type, c.source) for c in notebook.cells[:-1]], env,
+                         only)
     error, error_name = _execute(client, env, interruption)
     summary = notebook.cells.pop()
+    failed_cell = _failed_cell(failing[-1], in_file) if error and failing else None
+    background = _background_failure(summary, notebook.cells)
+    if error is None and background is not None and interruption.signal is None:
+        (error, cell), error_name = background, RunFailed.__name__
+        failed_cell = _failed_cell(cell, in_file)
     notebook.cells.extend(unneeded)
     unsaved = None if output is None else _write(nbformat, notebook, Path(output))
     rows = _summary_rows(summary)
     return NotebookOutcome(
         (rows or []) + _unreached(notebook, only, rows), error, error_name, unsaved,
         refused=_refused(summary), interrupted=interruption.signal,
-        failed_cell=_failed_cell(failing[-1], in_file) if error and failing else None)
+        failed_cell=failed_cell)
 
 
 def check_output_file(output: str | Path, source: str | Path | None = None) -> None:
@@ -708,10 +740,15 @@ def _short_error(exc: Exception) -> str:
     printed output (already echoed above it) between rules, then the traceback; an
     error IPython shows without one (a magic's UsageError) is its one line."""
     text = ANSI.sub("", str(exc)).rpartition(f"\n{_NBCLIENT_RULE}\n")[2]
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = _last_lines(text)
     if not lines:
         return f"{getattr(exc, 'ename', type(exc).__name__)}: {getattr(exc, 'evalue', exc)}"
-    return "\n".join(lines[-12:])
+    return lines
+
+
+def _last_lines(text: str) -> str:
+    """The last 12 lines of an error's text that are not blank."""
+    return "\n".join([line for line in text.splitlines() if line.strip()][-12:])
 
 
 _NBCLIENT_RULE = "-" * 18  # (nbclient's exec_err_msg frames the source and output so)
@@ -746,13 +783,30 @@ def _refused(summary: Any) -> bool:
     return any(_REFUSED_MARK in out.get("text", "") for out in summary.get("outputs", []))
 
 
+def _background_failure(summary: Any, cells: list[Any]) -> tuple[str, Any] | None:
+    """The error of the failed ``--background`` cell the summary named
+    (:func:`background_failure`), shortened as a failing cell's, and that cell."""
+    said = _marked_line(summary, _BACKGROUND_MARK)
+    if not said:
+        return None
+    found = json.loads(said)
+    cell = next((c for c in cells if c.get("execution_count") == found["cell"]), None)
+    return (_last_lines(found["error"]), cell) if cell is not None else None
+
+
+def _marked_line(summary: Any, mark: str) -> str | None:
+    """What the summary cell printed after ``mark`` on its line; None when it did not."""
+    for out in summary.get("outputs", []):
+        text = out.get("text", "")
+        if mark in text:
+            return text.split(mark, 1)[1].partition("\n")[0]
+    return None
+
+
 def _summary_rows(cell: Any) -> list[dict[str, Any]] | None:
     """The steps' rows the summary cell printed; None when it did not run."""
-    for out in cell.get("outputs", []):
-        text = out.get("text", "")
-        if _SUMMARY_MARK in text:
-            return json.loads(text.split(_SUMMARY_MARK, 1)[1].partition("\n")[0])
-    return None
+    said = _marked_line(cell, _SUMMARY_MARK)
+    return None if said is None else json.loads(said)
 
 
 def _unreached(notebook: Any, only: list[str] | None,

@@ -65,6 +65,7 @@ from dagnb.notebook.overview import (
 from dagnb.notebook.session import Session, get_session
 from dagnb.notebook.unready import unready_message
 from dagnb.notebook.widgets import LeftRunning, discard, live_view, stop, watch
+from dagnb.views.live import TextView
 from dagnb.workflows.loader import load
 from dagnb.workflows.published import SeveralPublishers
 from dagnb.workflows.pyfunctions import UndefinedName
@@ -180,7 +181,22 @@ def _step_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 def _raises(args: Any) -> bool:
     """Whether a run of these options ends with ``raise_for_status`` (not in background)."""
-    return not (args.background or args.no_raise) and settings().raise_on_failure
+    return not args.background and _failure_raises(args)
+
+
+def _failure_raises(args: Any) -> bool:
+    """Whether a failed step fails the cell, in the foreground (``--no-raise`` and the
+    ``raise_on_failure`` setting say not)."""
+    return not args.no_raise and settings().raise_on_failure
+
+
+def _printed_whole(run: Any, view: Any) -> frozenset[str]:
+    """The failed steps whose every line the cell's text view printed as they came: all
+    but those past what the event log keeps of a step, whose last lines it never saw.
+    A widget prints none into the cell's output."""
+    if not isinstance(view, TextView):
+        return frozenset()
+    return frozenset(name for name in run.failed if not run.events.spilled(name))
 
 
 def _run_options(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -245,7 +261,8 @@ class DaggerMagics(Magics):
 
         The output appears below the cell as it is produced, then the status. When a
         step fails, is cancelled or is skipped, the cell raises ``RunFailed`` after the
-        run, showing the status rows and the end of the stderr, so Run All stops there;
+        run, showing the status rows and the end of the stderr (in text mode, of the
+        steps whose lines were not printed above), so Run All stops there;
         ``--no-raise`` shows them without raising.
 
         With --python, upstream results are variables named after the upstream steps
@@ -336,7 +353,11 @@ class DaggerMagics(Magics):
                 if not run.done:  # (an interrupt stopped waiting first: what it ends as)
                     self.session.publish_when_done(run)
         if _raises(args):
-            self.session.raise_for_status(run)
+            self.session.raise_for_status(run, printed=_printed_whole(run, view))
+        elif args.background and _failure_raises(args):
+            number = _running_cell_number(self.shell)
+            if number is not None:
+                self.session.background_cells[run.id] = number
 
     @line_magic("dagger")
     @_usage_errors
@@ -426,6 +447,14 @@ def _running_cell_id(shell: Any) -> str | None:
     result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
     cell_id = getattr(getattr(result, "info", None), "cell_id", None)
     return cell_id if isinstance(cell_id, str) and cell_id else None
+
+
+def _running_cell_number(shell: Any) -> int | None:
+    """The running cell's execution count (``In [N]``), which the front end records
+    on the cell, or None."""
+    result = getattr(getattr(shell, "displayhook", None), "exec_result", None)
+    number = getattr(result, "execution_count", None)
+    return number if isinstance(number, int) else None
 
 
 def _refuse_target_option(words: list[str], command: str) -> None:

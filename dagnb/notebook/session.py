@@ -19,7 +19,7 @@ import itertools
 import json
 import threading
 import warnings
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -99,6 +99,10 @@ class Session:
         # ids of the background runs a reset cancelled: their end publishes nothing into
         # the graph and results that came after them
         self._forgotten: set[str] = set()
+        # run id -> the number (execution count) of the cell that started it in the
+        # background and would have raised for its failure in the foreground: `dagnb run
+        # NOTEBOOK` names that cell as it names a foreground cell that failed
+        self.background_cells: dict[str, int] = {}
 
     @property
     def last_run(self) -> Run | None:
@@ -369,12 +373,14 @@ class Session:
                 and run.id not in self._forgotten):
             self._publish_step(run, event.step, event.data["state"], self._results())
 
-    def raise_for_status(self, run: Run) -> None:
+    def raise_for_status(self, run: Run, printed: Collection[str] = ()) -> None:
         """``run.raise_for_status()``; a step that failed reading a notebook variable a
         cell defines but this kernel has not run yet (after a restart) adds which cell to
-        run first."""
+        run first. ``printed``: failed steps whose every line the cell's view printed as
+        they came (text mode): the error leaves their stderr tails out, which would show
+        those lines a second time."""
         try:
-            run.raise_for_status()
+            run.raise_for_status(shown=printed)
         except RunFailed as failed:
             failed.details += self.failure_notes(run)
             raise

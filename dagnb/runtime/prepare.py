@@ -62,7 +62,7 @@ from dagnb.runtime.scheduler import RunOptions, Scheduler
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
-__all__ = ["prepare", "run_graph_async", "run_graph_sync", "start_background"]
+__all__ = ["prepare", "require_engine", "run_graph_async", "run_graph_sync", "start_background"]
 
 
 def _refuse_in_a_reimported_script() -> None:
@@ -456,7 +456,7 @@ def prepare(
         # read as read-only reads them, with no bookkeeping written and nothing to warn of)
         options.cache = cache_for(mode=mode, read_only=unwritable)
     secret_values = _secrets_needed(graph, steps, options.cache, reads)
-    _require_engine(graph, steps, executor or config.executor, options.cache, reads)
+    require_engine(graph, steps, executor or config.executor, options.cache, reads)
     _refuse_services_off_dagger(steps, executor or config.executor)
     if sleep is not None:
         options.sleep = sleep
@@ -768,7 +768,7 @@ def _secrets_needed(graph: Graph, steps: Mapping[str, Step], cache: Any,
     return secrets
 
 
-def _require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any,
+def require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache: Any,
                     reads: PublishedReads | None) -> None:
     """Raise ExecutorUnavailable now if a step must run on an engine that is absent."""
     names = {step.executor or default for step in steps.values()}

@@ -10,7 +10,7 @@ import concurrent.futures
 import contextlib
 import html
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -369,21 +369,24 @@ class Run:
         """Names of the steps that failed."""
         return [n for n, state in self.states().items() if state == "failed"]
 
-    def raise_for_status(self) -> Run:
+    def raise_for_status(self, *, shown: Collection[str] = ()) -> Run:
         """Raise :class:`~dagnb.RunFailed` if a step failed, was cancelled or was skipped.
 
         httpx's idiom: ``graph.run().raise_for_status()`` returns the run when every
         step succeeded or was cached. The error carries the steps' status rows and the
         stderr tail of each failed one; a notebook shows those and no traceback.
+        ``shown``: steps whose every line the caller printed as they came (a notebook
+        cell's text view), whose tails would show those lines a second time.
         """
         bad = {n: state for n, state in self.states().items() if state in NOT_OK}
         if not bad:
             return self
-        raise RunFailed(_failure_sentence(self.id, bad), run_id=self.id, states=bad,
-                        details=self._failure_details(bad))
+        raise RunFailed(_failure_sentence(self.id, bad, shown), run_id=self.id, states=bad,
+                        details=self._failure_details(bad, shown))
 
-    def _failure_details(self, bad: Mapping[str, str]) -> list[str]:
-        """The status rows of the ``bad`` steps, then each failed step's stderr tail."""
+    def _failure_details(self, bad: Mapping[str, str], shown: Collection[str]) -> list[str]:
+        """The status rows of the ``bad`` steps, then each failed step's stderr tail
+        (not of those ``shown``)."""
         rows = status_rows(self.events, self.order)
         table = [["step", "state", "exit", "error"]] + [
             [name, state, _blank(rows[name]["exit_code"]), _blank(rows[name]["error"])]
@@ -393,7 +396,7 @@ class Run:
         lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
                  for row in table]
         for name, state in bad.items():
-            tail = self.failure_tail(name) if state == "failed" else []
+            tail = self.failure_tail(name) if state == "failed" and name not in shown else []
             if tail:
                 lines += [f"── {name} failed; last lines of stderr ──",
                           *map(bounded_line, tail)]
@@ -464,11 +467,15 @@ class Run:
         return f"<p>{html.escape(self.summary())}</p>" + table.to_html(index=False, na_rep="")
 
 
-def _failure_sentence(run_id: str, bad: Mapping[str, str]) -> str:
+def _failure_sentence(run_id: str, bad: Mapping[str, str], shown: Collection[str]) -> str:
     """``run X: step 'a' failed, 'b' skipped; ...`` in one sentence."""
     parts = [f"{name!r} {state}" for name, state in bad.items()]
     noun = "step" if len(parts) == 1 else "steps"
-    return f"run {run_id}: {noun} {', '.join(parts)}; the status rows and stderr tails say why"
+    failed = [name for name, state in bad.items() if state == "failed"]
+    why = ("the status rows and stderr tails say why" if not failed or set(failed) - set(shown)
+           else "the status rows and its output above say why" if len(failed) == 1
+           else "the status rows and their output above say why")
+    return f"run {run_id}: {noun} {', '.join(parts)}; {why}"
 
 
 def _from_files(
