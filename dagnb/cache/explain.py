@@ -35,7 +35,7 @@ class Change:
     """One difference between a key and the closest entry (one row of explain_frame)."""
 
     component: str
-    change: str  # "changed", "added", "removed", "cached", "expired", "missing"
+    change: str  # "changed", "added", "removed", "cached", "expired", "missing", "damaged"
     before: str
     after: str
     message: str
@@ -63,7 +63,8 @@ def explain(store: Store, step_name: str, key: StepKey,
     Returns
     -------
     list of str
-        ``["entry found: it is cached"]``, ``["no entry yet for step 'x'"]``, or one
+        ``["entry found: it is cached"]``, ``["no entry yet for step 'x'"]``,
+        ``["cache entry x/… is damaged (what is wrong): it will run again"]``, or one
         sentence per changed component; "code changed" carries a unified diff of the
         normalized source on the following lines of the same string.
     """
@@ -94,6 +95,10 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
     if unreached is not None:  # (no answer is not "no entry", nor is the local tier's closest)
         return [_status("missing", f"{unreached}: the entry of step {step_name!r} may be "
                         "there; try again once it is reachable")]
+    damage = _damage_at(store, step_name, key)
+    if damage is not None:  # (nothing changed: an older entry's differences are not why)
+        return [_status("damaged", f"cache entry {step_name}/{key.short} is damaged "
+                        f"({damage}): it will run again")]
     closest = _closest(store, step_name, key, workflow)
     if closest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]
@@ -116,6 +121,18 @@ def _closest(store: Store, step_name: str, key: StepKey,
     return min(entries, default=None,
                key=lambda entry: (_distance(entry.meta.get("components", {}), new),
                                   -entry.created))
+
+
+def _damage_at(store: Store, step_name: str, key: StepKey) -> str | None:
+    """What the store found wrong with the entry at ``key`` (the peek that missed, or a
+    run's lookup before it, found it damaged: a read-only store leaves it in place, a
+    writable one sets it aside), or None: no entry there.
+
+    The store's list of entries found damaged is taken (emptied): each was reported
+    when found, and a read-only store's grows at each look."""
+    where = f"{step_name}/{key.digest[:12]} ("
+    found = [line for line in store.take_set_aside() if line.startswith(where)]
+    return found[-1][len(where):].removesuffix(")") if found else None
 
 
 def _workflow_of(entry: Entry) -> str | None:

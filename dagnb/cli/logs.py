@@ -19,7 +19,11 @@ failed attempts' lines from the run's folder. A step that succeeded and was not 
 printed nothing, said in one line with why it was not stored (exit 0; 1 when a prune may
 have taken the run's folder, with the lines). A record written before runs named their
 entries (a step from the cache with none named) says how to read them in Python instead.
-``--run RUN`` reads an earlier recorded run instead of the newest. A step that did not
+``--run RUN`` reads an earlier recorded run instead of the newest. A run killed before it
+ended (``kill -9``: read as killed, :mod:`dagnb.runtime.history`) shows the lines its
+step's file got by then, under one line on stderr saying so (exit 0); without ``--run``,
+one whose step left no lines there gives way to the newest run that was not killed,
+said in a line. A step that did not
 run in that run (skipped, as its upstream failed) is said in one line on stderr, exit 1,
 with why (the run's record) and the newest run that ran it. A step the file no longer
 defines (renamed since), or any step of a file that does not load now (a YAML error
@@ -91,13 +95,15 @@ def workflow_of(path: str) -> Workflow:
 def run(args: argparse.Namespace, workflow: Workflow) -> int:
     """``dagnb logs``, for the ``workflow`` read from ``args.workflow``; 1 when neither
     the run's folder nor the cache holds the lines of a step done there."""
-    from dagnb.runtime.history import DONE_STATES, NOT_RUN_STATES
+    from dagnb.runtime.history import DONE_STATES, KILLED, NOT_RUN_STATES
 
     tail = _tail(args.tail)
     found, files = _last_log(args, workflow)
     unlisted = _unlisted(args, workflow, found)
     if unlisted:
         print(f"dagnb: {unlisted}", file=sys.stderr, flush=True)
+    if found.state == KILLED:
+        return _print_killed(args, found, files, tail)
     if found.state in NOT_RUN_STATES and not files:
         print(f"dagnb: {_not_run(args, workflow, found)}", file=sys.stderr)
         return 1
@@ -121,6 +127,30 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
 
 
 _DONE = {"succeeded": "succeeded", "cached": "came from the cache"}
+
+
+def _print_killed(args: argparse.Namespace, found: StepInRun, files: list[Path],
+                  tail: int | None) -> int:
+    """Print the lines a step of a run killed before it ended (``kill -9``: no record
+    of how its steps ended) wrote to the run's folder, under one line on stderr saying
+    so; or say that it wrote none there."""
+    said = f"dagnb: run {found.run} was killed before it ended"
+    if not any(_size(path) for path in files):  # (a file opened, its lines not written)
+        print(f"{said}, and step {args.step!r} left no lines in its folder: it had printed "
+              "nothing by then, or had not started, or had finished and was stored (its "
+              "lines then went with its cache entry)", file=sys.stderr)
+        return 0
+    print(f"{said}: the lines step {args.step!r} had written to its log file by then (what "
+          "it printed in its last moment may be missing)", file=sys.stderr, flush=True)
+    _print_lines(files, tail, args.stream)
+    return 0
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
 
 
 def _silent_unstored(args: argparse.Namespace, workflow: Workflow, found: StepInRun) -> int:
@@ -215,8 +245,7 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
-    from dagnb.runtime.history import DONE_STATES, last_run_of
-    from dagnb.runtime.logfile import attempt_files
+    from dagnb.runtime.history import DONE_STATES, KILLED, last_run_of
 
     folder = local_folder(args.cache_dir)
     named = args.cache_dir is not None and not checks.is_url(args.cache_dir)
@@ -233,12 +262,39 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
         raise ConfigError(f"no run of {args.workflow!r} recorded in {str(folder)!r} had step "
                           f"{args.step!r}; run it first (dagnb run {args.workflow})"
                           + _elsewhere(args))
+    if found.state == KILLED and args.run is None and not _attempts(folder, found, args.step):
+        found = _before_killed(args, workflow, folder, found)
     run_folder = folder / ".runs" / found.run
-    if not run_folder.is_dir() and found.state not in DONE_STATES:  # (stored: in the cache)
+    # (a stored step's lines are in the cache; a killed run's missing folder is said)
+    if not run_folder.is_dir() and found.state not in (*DONE_STATES, KILLED):
         raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, has no "
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
-    return found, attempt_files(run_folder / args.step)
+    return found, _attempts(folder, found, args.step)
+
+
+def _attempts(folder: Path, found: StepInRun, step: str) -> list[Path]:
+    """The log files of the step's attempts in the folder of the run ``found``."""
+    from dagnb.runtime.logfile import attempt_files
+
+    return attempt_files(folder / ".runs" / found.run / step)
+
+
+def _before_killed(args: argparse.Namespace, workflow: Workflow, folder: Path,
+                   killed: StepInRun) -> StepInRun:
+    """The newest run that had the step and was not killed, in place of the newest,
+    killed before the step wrote a line (one served from the cache writes none: its
+    lines are those of the entry, as an earlier run's record names it), said in a
+    line; ``killed`` when there is none."""
+    from dagnb.runtime.history import last_run_of
+
+    earlier = last_run_of(folder, workflow.name, workflow.source, args.step, killed=False)
+    if earlier is None:
+        return killed
+    print(f"dagnb: run {killed.run}, the newest that had step {args.step!r}, was killed "
+          f"before it ended and holds no lines of it; run {earlier.run} shown instead "
+          f"({_logs_command(args, killed.run)} for that one)", file=sys.stderr, flush=True)
+    return earlier
 
 
 def _refuse_unknown(args: argparse.Namespace, workflow: Workflow) -> None:

@@ -666,20 +666,25 @@ NOT_RUN_STATES = frozenset({"skipped", "pending", "queued"})
 
 
 def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str,
-                *, ran: bool = False, run: str | None = None) -> StepInRun | None:
+                *, ran: bool = False, run: str | None = None,
+                killed: bool = True) -> StepInRun | None:
     """``step`` in the newest recorded run of this workflow that had it (given ``ran``,
-    that ran it: not skipped, nor left pending; given ``run``, in that run); None when
-    no run had it. The log is read back from its end, and only its lines that may be
-    this workflow's are parsed, up to the first that had the step."""
+    that ran it: not skipped, nor left pending; given ``run``, in that run; a run killed
+    before it ended too, its steps' state :data:`KILLED`, unless ``killed`` is False);
+    None when no run had it. The log is read back from its end, and only its lines that
+    may be this workflow's are parsed, up to the first that had the step."""
     def wanted(record: Mapping[str, Any]) -> bool:
         found = _step_in(record, step)
         return found is not None and (run is None or found.run == run) and not (
-            ran and found.state in NOT_RUN_STATES)
+            ran and found.state in NOT_RUN_STATES) and (killed or found.state != KILLED)
 
     runs = cache_dir / ".runs"
-    logged = (record for record in _newest_first(_lines_of(runs, graph_name, source))
-              if _of(record, graph_name, source))
-    had = [record for record in (next(filter(wanted, logged), None), *_folder_records(runs))
+    gone = (_gone(_lines_of(runs, graph_name, source, STARTED_NAME)) if killed
+            else [])  # (first: see _gone)
+    lines = _lines_of(runs, graph_name, source)
+    logged = (record for record in _newest_first(lines) if _of(record, graph_name, source))
+    had = [record for record in (next(filter(wanted, logged), None), *_folder_records(runs),
+                                 *_unrecorded(gone, lines))
            if record is not None and _of(record, graph_name, source) and wanted(record)]
     return _step_in(max(had, key=_finished), step) if had else None
 

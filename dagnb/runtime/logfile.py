@@ -7,6 +7,12 @@ file. The cache moves the file of the attempt that succeeded into the step's ent
 a stored step's lines are written once. The event log keeps only a bounded head of each
 step's lines (:mod:`dagnb.runtime.events`); :meth:`dagnb.Run.logs` reads these files for
 a step whose lines were not all kept.
+
+Lines are written through a buffer (a chatty step's in one system call a buffer, not one
+a line), and each file whose lines wait there is flushed by one thread of the process
+about :data:`FLUSH_AFTER_S` after the first of them was written, and as its attempt
+ends: ``dagnb logs`` of a live run, or of one killed since (``kill -9``, no chance to
+flush), finds what a step printed up to a moment before.
 """
 
 from __future__ import annotations
@@ -14,19 +20,24 @@ from __future__ import annotations
 import json
 import os
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from json.encoder import encode_basestring  # C; json.dumps of a dict costs 4x more
 from pathlib import Path
+from threading import Thread  # (bound once: a test may stand in for the module's Lock)
 from typing import IO, Any
 
-__all__ = ["LogFile", "attempt_files", "attempt_marked", "read_records", "tail_records"]
+__all__ = ["FLUSH_AFTER_S", "LogFile", "attempt_files", "attempt_marked", "read_records",
+           "tail_records"]
+
+FLUSH_AFTER_S = 0.2  # the longest a written line waits in the buffer, near enough
 
 
 class LogFile:
     """The lines of one attempt of one step, appended to a file opened on the first."""
 
-    __slots__ = ("_closed", "_handle", "_lock", "_make_folder", "_on_open", "_path", "count",
-                 "error")
+    __slots__ = ("_closed", "_handle", "_lock", "_make_folder", "_on_open", "_path",
+                 "_waiting", "count", "error")
 
     def __init__(
         self,
@@ -41,6 +52,7 @@ class LogFile:
         self.error: OSError | None = None  # why the file is not whole (a full disk)
         self._handle: IO[str] | None = None
         self._closed = False
+        self._waiting = False  # lines wait in the buffer, the file given to _LATE to flush
         # flush() comes from the user's thread (Run.logs) while the loop thread writes,
         # and a TextIOWrapper is not safe to flush during a write; an inline Python step
         # may hold the loop for as long as it likes, so the flush cannot wait for it.
@@ -76,6 +88,9 @@ class LogFile:
                 self._open()
             self._handle.write(text)  # type: ignore[union-attr]  # opened just above
             self.count += 1
+            if not self._waiting:  # (the first line since the last flush)
+                self._waiting = True
+                _LATE.add(self)
         except OSError as exc:
             self.error = exc
         finally:
@@ -97,7 +112,8 @@ class LogFile:
         far (nothing happens once closed or before the first line); from any thread. A
         flush that fails is kept in ``error``, as a failed write is."""
         with self._lock:
-            if self._handle is None:  # no line yet
+            self._waiting = False
+            if self._handle is None:  # no line yet, or closed
                 return
             try:
                 self._handle.flush()
@@ -117,6 +133,53 @@ class LogFile:
                 except OSError as exc:  # the last buffered lines did not fit
                     self.error = self.error or exc
                 self._handle = None
+
+
+class _LateFlush:
+    """The thread that flushes the log files whose lines wait in their buffer, each
+    about :data:`FLUSH_AFTER_S` after it was handed over (:meth:`add`, at its first line
+    since its last flush): a step's lines reach its file within a moment whether it
+    goes on printing or not, and a chatty step pays a flush per pause, not per line.
+    The thread ends once a pause passes with no file handed over (the next starts one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._waiting: list[LogFile] = []
+        self._thread: Thread | None = None
+
+    def add(self, log: LogFile) -> None:
+        with self._lock:
+            self._waiting.append(log)
+            if self._thread is not None:
+                return
+            thread = Thread(target=self._run, name="dagnb-log-flush", daemon=True)
+            try:
+                thread.start()
+            except RuntimeError:  # (the interpreter is ending: the file's close flushes)
+                return
+            self._thread = thread
+
+    def _run(self) -> None:
+        while True:
+            time.sleep(FLUSH_AFTER_S)
+            with self._lock:
+                due, self._waiting = self._waiting, []
+                if not due:
+                    self._thread = None
+                    return
+            for log in due:  # (outside the lock: a flush waits for a write under way)
+                log.flush()
+
+
+def _new_late_flush() -> None:
+    """A forked child has none of its parent's threads: a flusher of its own."""
+    global _LATE
+    _LATE = _LateFlush()
+
+
+_LATE = _LateFlush()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_late_flush)
 
 
 def attempt_files(folder: Path) -> list[Path]:
