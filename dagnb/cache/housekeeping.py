@@ -14,19 +14,19 @@ import shutil
 import time
 from collections.abc import Callable, Iterable, Iterator, Set
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.entry_files import _children, _mtime
 from dagnb.cache.eviction import _items_to_delete, checked_limits
-from dagnb.cache.journal import Totals
+from dagnb.cache.journal import Uses
 from dagnb.cache.pack import (
     iter_pack_files,
     record_disk_bytes,
     record_length,
     sealed_packs,
 )
-from dagnb.cache.pack_compact import compact
+from dagnb.cache.pack_compact import compact, dead_leftovers
 from dagnb.errors import CacheError
 from dagnb.model.step import parse_duration
 
@@ -48,7 +48,17 @@ RUNS_STARTED = "started.jsonl"  # in .runs: a line as each run starts, with its 
 ENTRY_KEY = re.compile(r"[0-9a-f]{32}(?:[0-9a-f]{32})?")
 
 # the hits a store's journal holds, and those it counted and has not written yet
-_Counts = tuple[Totals, dict[tuple[str, str], list[float]]]
+_Counts = tuple[Uses, dict[tuple[str, str], list[float]]]
+
+
+class Outside(NamedTuple):
+    """What a cache folder holds beyond its entries (:meth:`Housekeeping.outside_entries`)."""
+
+    dead_pack_bytes: int  # removed and replaced records in the packs, until compacted
+    run_folders: int  # in .runs: the last runs' working folders
+    damaged: int  # entries set aside under .damaged (by verify, or a hit that found them so)
+    damaged_bytes: int
+    leftover_bytes: int  # what a killed compaction left in .packs
 
 
 class Housekeeping:
@@ -64,6 +74,7 @@ class Housekeeping:
     # the entries the last reduce_size kept over its limits because live runs use them
     # (none counted that others were removed in place of): what `dagnb cache prune` says
     spared_for_live_runs = 0
+    damaged_removed = 0  # the damaged entries set aside that the last reduce_size deleted
 
     if TYPE_CHECKING:  # (the Store's own)
         @property
@@ -110,10 +121,12 @@ class Housekeeping:
 
     def _usage(self, entry: Entry, counts: _Counts) -> tuple[int, float]:
         totals, unwritten = counts
-        hits, last_used = totals.get((entry.step, entry.key), (0, 0.0))
+        where, created = (entry.step, entry.key), entry.created
+        # (the uses of the entries its key held before it are not its own)
+        hits, last_used = totals.since(where, created)
         last_used = max(last_used, entry.meta.get("last_used", 0.0))
-        pending = unwritten.get((entry.step, entry.key))
-        if pending is not None:
+        pending = unwritten.get(where)
+        if pending is not None and pending[1] >= created:
             hits, last_used = hits + int(pending[0]), max(last_used, pending[1])
         return hits, last_used
 
@@ -125,10 +138,13 @@ class Housekeeping:
         ]
         return max(candidates, key=lambda e: e.created, default=None)
 
-    def entry_rows(self, step: str | None = None) -> list[dict[str, Any]]:
+    def entry_rows(self, step: str | None = None, *, on_disk: bool = False
+                   ) -> list[dict[str, Any]]:
         """The rows of :meth:`entries` in its order, times as epoch seconds (None: none),
-        without pandas (``dagnb cache list`` needs no DataFrame)."""
-        return _entry_rows(self, step)
+        without pandas (``dagnb cache list`` needs no DataFrame); ``on_disk``: each with
+        ``disk_bytes`` too, what it takes on disk (:meth:`disk_bytes`, what ``stats``
+        and ``reduce_size`` count; ``size_bytes`` is its files' alone)."""
+        return _entry_rows(self, step, on_disk=on_disk)
 
     def entries(self, step: str | None = None) -> Any:
         """A pandas DataFrame with one row per entry: step, key, created, last_used,
@@ -159,12 +175,18 @@ class Housekeeping:
         sealed = frozenset() if self._packs is None else sealed_packs(self._packs.folder)
         return _DiskBytes(f"{self.location}/{UNPACKED}", sealed)
 
-    def outside_entries(self) -> tuple[int, int]:
+    def outside_entries(self) -> Outside:
         """What the cache folder holds beyond its entries: the bytes of removed and
-        replaced records in the packs (freed when they are compacted), and the number
-        of run folders in ``.runs`` (the last runs' working folders, kept for
-        ``dagnb history``; not measured: one holds a folder per step)."""
-        return self._dead_pack_bytes(), len(list(_run_folders(f"{self.location}/.runs")))
+        replaced records in the packs (freed when they are compacted), the number of
+        run folders in ``.runs`` (the last runs' working folders, kept for ``dagnb
+        history``; not measured: one holds a folder per step), the damaged entries set
+        aside under ``.damaged`` and their bytes (never served: a prune frees them), and
+        the bytes a killed compaction left in ``.packs`` (a prune frees them)."""
+        damaged = [f"{self.location}/{DAMAGED}/{name}" for name in self.backend.names(DAMAGED)]
+        return Outside(
+            self._dead_pack_bytes(), len(list(_run_folders(f"{self.location}/.runs"))),
+            len(damaged), sum(_tree_bytes(path, with_folders=True) for path in damaged),
+            sum(_file_bytes(path) for path in self._compaction_leftovers()))
 
     def _dead_pack_bytes(self) -> int:
         """The bytes of the packs' records that are not live (removed or replaced
@@ -179,7 +201,8 @@ class Housekeeping:
 
         ``older_than`` is seconds or a duration such as ``"1d"``. Clearing everything
         also deletes damaged entries moved aside; any clear, temporary folders a crash
-        left over an hour ago and the folders of records no longer there (as a prune).
+        left over an hour ago, the folders of records no longer there and what a killed
+        compaction left in ``.packs`` (as a prune).
         """
         self._writable("clear entries")
         seconds = parse_duration(older_than, what="older_than")
@@ -190,8 +213,7 @@ class Housekeeping:
             self._remove_packs()
             removed += sum(self.remove(e.step, e.key) for e in doomed
                            if not isinstance(e, PackedEntry))
-            for name in self.backend.names(DAMAGED):
-                self.backend.remove(DAMAGED, name)
+            self._remove_damaged()
             self._remove_temporaries(_TEMP_MAX_AGE)
         else:
             removed = sum(self.remove(e.step, e.key) for e in doomed)
@@ -225,9 +247,10 @@ class Housekeeping:
     def _remove_temporaries(self, older_than: float,
                             kept: Set[tuple[str, str]] = frozenset()) -> int:
         """Delete folders left in ``.scratch`` and ``.unpacked/<step>`` by a crash more
-        than ``older_than`` s ago, and the folders under ``.unpacked`` of records no
-        longer live (replaced, or removed by what did not remove their folder) but for
-        those of the entries ``kept`` (read by a live run)."""
+        than ``older_than`` s ago, the folders under ``.unpacked`` of records no longer
+        live (replaced, or removed by what did not remove their folder) but for those of
+        the entries ``kept`` (read by a live run), and the files a killed compaction
+        left in ``.packs``."""
         deadline = time.time() - older_than
         removed = 0
         unpacked = [folder for step in _children(self.location / UNPACKED)
@@ -238,7 +261,15 @@ class Housekeeping:
                 removed += 1
         for path in self._unneeded(unpacked, kept):
             shutil.rmtree(path, ignore_errors=True)
+        for path in self._compaction_leftovers():
+            with contextlib.suppress(OSError):
+                os.unlink(path)
         return removed
+
+    def _compaction_leftovers(self) -> list[str]:
+        """What a compaction killed as it wrote its pack left in ``.packs`` (see
+        :func:`~dagnb.cache.pack_compact.dead_leftovers`): no entry counts it."""
+        return [] if self._packs is None else dead_leftovers(self._packs.folder)
 
     def _unneeded(self, folders: list[Path], kept: Set[tuple[str, str]]) -> list[Path]:
         """The folders ``<step>/<key>-<stamp>`` of ``folders`` (listed before this reads
@@ -286,8 +317,10 @@ class Housekeeping:
             The number of entries removed.
 
         Folders a killed process left half-assembled in ``.scratch`` or ``.unpacked``
-        over an hour ago go too, and the folders under ``.unpacked`` of records no longer
-        there (not counted: they were no entries).
+        over an hour ago go too, the folders under ``.unpacked`` of records no longer
+        there, what a killed compaction left in ``.packs`` and the damaged entries set
+        aside under ``.damaged`` (not counted: they were no entries; those last in
+        :attr:`damaged_removed`).
         """
         limits = checked_limits(bytes_limit, items_limit, age_limit)
         self._writable("evict entries")
@@ -305,10 +338,16 @@ class Housekeeping:
         # are given back now, not at a later compaction, when they keep it over
         self._compact(force=limits[0] is not None
                       and _kept_bytes(items, gone) + self._dead_pack_bytes() > limits[0])
-        # what a killed save or unpack left half-made, the folders of records gone: no
-        # entry counts them, nothing else frees them
+        # what a killed save, unpack or compaction left half-made, the folders of records
+        # gone, the damaged entries set aside (never served): no entry counts them,
+        # nothing else frees them
         self._remove_temporaries(_TEMP_MAX_AGE, in_use)
+        self.damaged_removed = self._remove_damaged()
         return removed
+
+    def _remove_damaged(self) -> int:
+        """Delete the damaged entries set aside under ``.damaged``; how many."""
+        return sum(self.backend.remove(DAMAGED, name) for name in self.backend.names(DAMAGED))
 
     def _usage_items(self, now: float) -> list[tuple[Entry, float, int]]:
         """(entry, last used, bytes on disk) of every entry; one another live process used may
@@ -452,6 +491,14 @@ def _tree_bytes(folder: str, *, with_folders: bool = False) -> int:
     return total
 
 
+def _file_bytes(path: str) -> int:
+    """The size of file ``path`` (0: gone)."""
+    try:
+        return os.stat(path).st_size
+    except OSError:
+        return 0
+
+
 def _leased(folder: str) -> bool:
     try:
         descriptor = os.open(folder, os.O_RDONLY)
@@ -519,10 +566,13 @@ def _entries_frame(store: Housekeeping, step: str | None) -> Any:
     return frame.astype(_ENTRY_DTYPES)
 
 
-def _entry_rows(store: Housekeeping, step: str | None) -> list[dict[str, Any]]:
-    """A dict per entry (the columns of :meth:`Housekeeping.entries`), by step then
-    created (a stable sort: entries created at the same time keep the order read)."""
+def _entry_rows(store: Housekeeping, step: str | None, *, on_disk: bool = False
+                ) -> list[dict[str, Any]]:
+    """A dict per entry (the columns of :meth:`Housekeeping.entries`, and ``disk_bytes``
+    when ``on_disk``), by step then created (a stable sort: entries created at the same
+    time keep the order read)."""
     rows, counts = [], store._counts()
+    disk_bytes = store._disk_counter() if on_disk else None
     for entry in store.iter_entries(step):
         hits, last_used = store._usage(entry, counts)
         meta = entry.meta
@@ -533,6 +583,8 @@ def _entry_rows(store: Housekeeping, step: str | None) -> list[dict[str, Any]]:
             "duration_s": float(meta.get("duration_s", 0.0)),
             "exit_code": meta.get("exit_code"), "path": _where(store, entry),
         })
+        if disk_bytes is not None:
+            rows[-1]["disk_bytes"] = disk_bytes(entry)
     rows.sort(key=lambda row: (row["step"], row["created"]))
     return rows
 

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from dagnb.cache.backend import StoreBackend
 
-__all__ = ["COMPACT_AT", "FLUSH_EVERY", "AccessJournal", "Totals"]
+__all__ = ["COMPACT_AT", "FLUSH_EVERY", "AccessJournal", "Totals", "Uses"]
 
 COMPACT_AT = 64
 # at most one small write per 10 s of hits
@@ -36,6 +36,40 @@ FOLDER = ".access"
 _FILE = "journal.jsonl"
 
 Totals = dict[tuple[str, str], tuple[int, float]]  # (step, key) -> (hits, last_used)
+
+
+class Uses(Totals):
+    """The totals of the journal, and what tells the uses of an entry from those of
+    the entries of its key before it (removed, replaced by a ``--refresh``, cleared and
+    run again): a use is of the entry saved last before it, so an entry counts the
+    uses written after its creation only (a new entry of a key hit 3 times had 3)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # (step, key) -> (last_used, hits) of each record, for keys written more than
+        # once (those written once need no more than their total)
+        self.each: dict[tuple[str, str], list[tuple[float, int]]] = {}
+
+    def add(self, where: tuple[str, str], hits: int, last_used: float) -> None:
+        before = self.get(where)
+        if before is None:
+            self[where] = (hits, last_used)
+            return
+        records = self.each.get(where)
+        if records is None:
+            records = self.each[where] = [(before[1], before[0])]
+        records.append((last_used, hits))
+        self[where] = (before[0] + hits, max(before[1], last_used))
+
+    def since(self, where: tuple[str, str], created: float) -> tuple[int, float]:
+        """(hits, last_used) of the uses of ``where`` written after ``created``."""
+        hits, last_used = self.get(where, (0, 0.0))
+        if last_used < created:  # (none after it: all of earlier entries, or none)
+            return 0, 0.0
+        records = self.each.get(where)
+        if records is None:
+            return hits, last_used
+        return sum(count for used, count in records if used >= created), last_used
 
 
 class AccessJournal:
@@ -51,6 +85,10 @@ class AccessJournal:
     exists
         Whether an entry is still there (compaction drops the uses of removed ones);
         the backend's ``exists`` when None.
+    created
+        When the entry there now was saved, None when there is none: compaction keeps
+        the uses since then only (those of the entries it replaced would count as its
+        own once folded in); when None, ``exists`` says which to keep, whole.
     """
 
     def __init__(
@@ -58,11 +96,13 @@ class AccessJournal:
         backend: StoreBackend,
         new_folder: Callable[[], Path],
         exists: Callable[[str, str], bool] | None = None,
+        created: Callable[[str, str], float | None] | None = None,
     ) -> None:
         self.backend = backend
         self._new_folder = new_folder
         self._exists = backend.exists if exists is None else exists
-        self._memo: tuple[tuple[str, ...], Totals] | None = None
+        self._created = created
+        self._memo: tuple[tuple[str, ...], Uses] | None = None
 
     def append(self, uses: Totals, *, compact: bool = True) -> None:
         """Record uses of entries (hits and last use of each (step, key)), all at once;
@@ -75,8 +115,9 @@ class AccessJournal:
             with contextlib.suppress(TimeoutError), lock:  # one compacts, others go on
                 self._compact()
 
-    def totals(self) -> Totals:
-        """(step, key) -> (hits, last_used), summed over every recorded use."""
+    def totals(self) -> Uses:
+        """(step, key) -> (hits, last_used), summed over every recorded use (and what
+        :meth:`Uses.since` needs to count those of the entry there now only)."""
         names = tuple(self.backend.names(FOLDER))
         if self._memo is None or self._memo[0] != names:
             self._memo = (names, self._sum(names))
@@ -105,9 +146,19 @@ class AccessJournal:
         return found
 
     def _compact(self) -> None:
-        """Fold the journal into one folder; uses of removed entries are dropped."""
+        """Fold the journal into one folder; uses of removed entries are dropped, and
+        those of the entries a key held before the one there now."""
         names = self.backend.names(FOLDER)
-        live = {where: use for where, use in self._sum(names).items() if self._exists(*where)}
+        uses = self._sum(names)
+        if self._created is None:
+            live = {where: use for where, use in uses.items() if self._exists(*where)}
+        else:
+            live = {}
+            for where in uses:
+                created = self._created(*where)
+                use = None if created is None else uses.since(where, created)
+                if use is not None and use[0] > 0:
+                    live[where] = use
         self._write(f"{time.time_ns()}-{os.getpid()}-compact", live)
         for name in names:  # only what was read: a concurrent writer's folder stays
             self.backend.remove(FOLDER, name)
@@ -123,12 +174,11 @@ class AccessJournal:
             shutil.rmtree(folder, ignore_errors=True)  # (moved in, it is no longer there)
             raise
 
-    def _sum(self, names: Iterable[str]) -> Totals:
-        totals: Totals = {}
+    def _sum(self, names: Iterable[str]) -> Uses:
+        totals = Uses()
         for name in names:
             for where, hits, last in self._records(name):
-                before = totals.get(where, (0, 0.0))
-                totals[where] = (before[0] + hits, max(before[1], last))
+                totals.add(where, hits, last)
         return totals
 
     def _records(self, name: str) -> list[tuple[tuple[str, str], int, float]]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import re
+import time
 import uuid
 from typing import TYPE_CHECKING
 
@@ -118,7 +120,10 @@ def _hold_all(folder: str, names: list[str]) -> dict[str, int] | None:
 
 def _write_pack(folder: str, records: list[Record]) -> None:
     """A new pack of ``records`` (stamps kept), and its keys file, each put in place
-    whole with a rename (the keys file first)."""
+    whole with a rename (the keys file first). Each file is written as ``<name>.tmp``
+    under its ``flock``, the keys file's held until the pack is in place: what an
+    interrupted one leaves (a Ctrl-C's is removed here, a kill's is not) is known
+    from a live one's by that lock (:func:`dead_leftovers`)."""
     name = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
     head = _keys_head(f"{name}{SUFFIX}")
     hasher = xxhash.xxh3_64(head)
@@ -129,11 +134,82 @@ def _write_pack(folder: str, records: list[Record]) -> None:
         chunks.append(chunk)
         offset += len(chunk)
     keys_blob = b"".join(keys)
-    for suffix, data in ((f"{SUFFIX}{KEYS}", keys_blob), (SUFFIX, b"".join(chunks))):
-        with open(f"{folder}/{name}.tmp", "wb") as handle:
+    temporary, held = f"{folder}/{name}{_TEMPORARY}", []
+    try:
+        for suffix, data in ((f"{SUFFIX}{KEYS}", keys_blob), (SUFFIX, b"".join(chunks))):
+            handle = open(temporary, "xb")  # noqa: SIM115 (open until the pack is in place)
+            held.append(handle)
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             handle.write(data)
+            handle.flush()
             os.fsync(handle.fileno())  # before the packs it replaces go: a power loss
             #                            then costs nothing that was in them
-        os.rename(f"{folder}/{name}.tmp", f"{folder}/{name}{suffix}")
+            os.rename(temporary, f"{folder}/{name}{suffix}")
+    except BaseException:  # (a Ctrl-C too: a pack-sized file left that nothing frees)
+        for path in (temporary, f"{folder}/{name}{SUFFIX}{KEYS}"):
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+        raise
+    finally:
+        for handle in held:
+            handle.close()
     if should_seal(len(records), 0):
         _seal(f"{folder}/{name}{SUFFIX}", keys_blob, offset)
+
+
+_TEMPORARY = ".tmp"  # a compaction's file being written: <pid>-<12 hex>.tmp
+_NAME = re.compile(r"(\d+)-[0-9a-f]{12}")  # a compaction's (and a writer's) pack name
+_STALE_S = 3600.0  # a leftover whose writer's pid is alive still goes past this age
+
+
+def dead_leftovers(folder: str) -> list[str]:
+    """The files of ``folder`` that a compaction killed as it wrote its new pack left:
+    its ``<name>.tmp`` and a ``<name>.pack.keys`` with no ``<name>.pack`` (nor would one
+    come: their writer holds no lock on them, and its process, named by its pid, ended
+    or they are over an hour old). None of them is a pack a reader reads; each is the
+    size of the live records (a pack-sized file that no prune, clear or stats saw)."""
+    try:
+        names = set(os.listdir(folder))
+    except OSError:
+        return []
+    found = []
+    for name in sorted(names):
+        if name.endswith(_TEMPORARY):
+            stem = name[:-len(_TEMPORARY)]
+        elif name.endswith(f"{SUFFIX}{KEYS}") and name[:-len(KEYS)] not in names:
+            stem = name[:-len(SUFFIX + KEYS)]
+        else:
+            continue
+        named = _NAME.fullmatch(stem)
+        if named is not None and _dead(f"{folder}/{name}", int(named.group(1))):
+            found.append(f"{folder}/{name}")
+    return found
+
+
+def _dead(path: str, pid: int) -> bool:
+    """Whether nothing writes ``path`` now: no process holds its lock, and the one
+    that made it (``pid``) ended, or it is over an hour old (a pid used again)."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return False  # (gone meanwhile: put in place, or removed)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(descriptor, fcntl.LOCK_UN)
+        age = time.time() - os.fstat(descriptor).st_mtime
+    except OSError:
+        return False  # held: a compaction writes it now
+    finally:
+        os.close(descriptor)
+    return age > _STALE_S or not _running(pid)
+
+
+def _running(pid: int) -> bool:
+    """Whether process ``pid`` runs on this machine (another user's too)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # (not ours to signal: running)
+        return True
+    return True

@@ -332,6 +332,8 @@ class Store(Housekeeping):
     _packs: PackIndex | None = None  # a local store's (see __init__)
     _flush_due: float | None = None  # when a hit writes the uses out (set by the first)
     _cell_wrote = False  # a cell's end wrote this store's uses (see _write_counted_uses)
+    # why a read-only store leaves a damaged entry in place (a listing's says it is one)
+    read_only_reason = "the cache is read-only"
 
     def __init__(
         self,
@@ -383,7 +385,8 @@ class Store(Housekeeping):
     @functools.cached_property
     def _journal(self) -> AccessJournal:
         """The journal of uses, made when first written or read (a hit needs none)."""
-        return AccessJournal(self.backend, self._journal_folder, exists=self._exists)
+        return AccessJournal(self.backend, self._journal_folder, exists=self._exists,
+                             created=self._created_of)
 
     @property
     def location(self) -> Path:
@@ -671,6 +674,25 @@ class Store(Housekeeping):
                 return True
         return self.backend.exists(step_name, key)
 
+    def _created_of(self, step_name: str, key: str) -> float | None:
+        """When the entry ``step/key`` holds now was saved, None: there is none (the
+        journal's compaction keeps the uses since then). Read from its record's head or
+        its ``meta.json`` alone: its files are not checked (a store URL's entries are
+        not read: their uses are kept whole, as before)."""
+        if not self._exists(step_name, key):
+            return None
+        record = None if self._packs is None else self._packs.get(step_name, key)
+        item = None
+        if record is None and type(self.backend) is LocalBackend:
+            item = self.backend.read(step_name, key)
+        with contextlib.suppress(CacheError, ValueError, TypeError, KeyError):
+            if record is not None:
+                entry = self._packed(record, glance=True)
+                return 0.0 if entry is None else float(entry.created)
+            if item is not None and item.meta is not None:
+                return float(json.loads(item.meta)["created"])
+        return 0.0  # (unknown, or damaged: every use kept, as before)
+
     def _load(self, step_name: str, key: str, item: Item, retry: bool) -> Entry | None:
         if item.meta is None:
             if ENTRY_KEY.fullmatch(key) is None:  # no entry: see _not_an_entry
@@ -721,7 +743,7 @@ class Store(Housekeeping):
             _REPORTED.add(ident)
             moved = f"moved to {str(where)!r}" if where else "dropped"
             if self.read_only:
-                moved = "left in place (the cache is read-only)"
+                moved = f"left in place ({self.read_only_reason})"
             warn_user(f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
                       "treated as a miss", DamagedEntryWarning)  # (the user's line: a run's)
         return None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 import warnings
 from collections.abc import Mapping, Sequence
@@ -114,14 +115,24 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _list(args: argparse.Namespace) -> int:
     """`dagnb cache list [--step NAME]`: one row per entry, by step then created."""
+    from dagnb.cache.clearing import held_step
+
     store = _store(args, "list", read_only=True)
     if store is None:
         return 0
-    rows = store.entry_rows(args.step)  # (no DataFrame: pandas' import alone took 0.5 s)
+    # (a typo is refused, as clear refuses it; a Memory function's plain name is taken)
+    step = None if args.step is None else held_step(store, args.step, otherwise="nothing to list")
+    # (no DataFrame: pandas' import alone took 0.5 s)
+    rows = store.entry_rows(step, on_disk=True)
     if not rows:
-        print("no entries" + ("" if args.step is None else f" of step {args.step!r}"))
+        print("no entries")
         return 0
-    print(text_table(_entries_table(rows)))
+    table = _entries_table(rows, store.default_ttl)
+    print(text_table(table))
+    if any(cell.endswith("*") for cell in table["expires"]):  # (the table alone on stdout)
+        print(f"* when the setting cache_ttl_seconds ({_duration(store.default_ttl)}) ends "
+              "it, before the ttl it was saved with, unless its step or Memory function "
+              "sets a ttl of its own (dagnb plan says)", file=sys.stderr)
     return 0
 
 
@@ -133,12 +144,12 @@ def _stats(args: argparse.Namespace) -> int:
     if store is None:
         return 0
     rows = store.stats_by_step()
-    if not rows:
-        print("no entries")
-        return 0
-    print(stats_table(rows))
-    print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
-          f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
+    if rows:
+        print(stats_table(rows))
+        print(f"{_entries(sum(row['entries'] for row in rows.values()))}, "
+              f"{_size(sum(row['bytes'] for row in rows.values()))} in {store.location}")
+    else:  # (what else the folder holds is said all the same: it may take megabytes)
+        print(f"no entries in {store.location}")
     outside = _outside_entries(store)
     if outside:
         print(f"not counted: {outside}")
@@ -148,15 +159,28 @@ def _stats(args: argparse.Namespace) -> int:
 def _outside_entries(store: Store) -> str:
     """What the folder holds beyond its entries: removed records not yet compacted
     away, the run folders kept for `dagnb history` (counted, not walked: one holds a
-    folder per step)."""
-    dead, runs = store.outside_entries()
+    folder per step), the damaged entries set aside and what a killed compaction left
+    (both freed by a prune)."""
+    outside = store.outside_entries()
     parts = []
-    if dead:
-        parts.append(f"{_size(dead)} of removed records in .packs, awaiting compaction")
+    if outside.dead_pack_bytes:
+        parts.append(f"{_size(outside.dead_pack_bytes)} of removed records in .packs, "
+                     "awaiting compaction")
+    runs = outside.run_folders
     if runs:
         parts.append(f"{runs} run folder{'s' if runs != 1 else ''} in .runs (the last "
                      "runs' step folders)")
+    if outside.damaged:
+        parts.append(f"{_damaged(outside.damaged)} set aside in .damaged, "
+                     f"{_size(outside.damaged_bytes)} (never served; prune frees them)")
+    if outside.leftover_bytes:
+        parts.append(f"{_size(outside.leftover_bytes)} an interrupted compaction left in "
+                     ".packs (prune frees it)")
     return "; ".join(parts)
+
+
+def _damaged(count: int) -> str:
+    return f"{count} damaged entr{'y' if count == 1 else 'ies'}"
 
 
 def stats_table(rows: Mapping[str, Mapping[str, int]]) -> str:
@@ -188,10 +212,11 @@ def _clear(args: argparse.Namespace) -> int:
     store = _store(args, "clear")
     if store is None:
         return 0
-    check_clear_scope(store, "dagnb cache clear", args.step, older, args.all)
-    removed = store.clear(args.step, older)
+    step = check_clear_scope(store, "dagnb cache clear", args.step, older, args.all,
+                             plain_names=True)
+    removed = store.clear(step, older)
     print(f"removed {_entries(removed)}"
-          + ("" if args.step is None else f" of step {args.step!r}")
+          + ("" if step is None else f" of step {step!r}")
           + ("" if older is None else f" created more than {args.older_than} ago")
           + f" from {store.location}")
     return 0
@@ -230,8 +255,10 @@ def _prune(args: argparse.Namespace) -> int:
     spared = store.spared_for_live_runs
     kept = ("" if not spared else f" ({_entries(spared)} over the limits kept: a run going "
             "on now uses them)")
-    print(f"removed {_entries(removed)} from {store.location}; {_entries(len(left))} left, "
-          f"{_size(sum(left))}{kept}")
+    damaged = store.damaged_removed
+    freed = "" if not damaged else f" and {_damaged(damaged)} set aside in .damaged"
+    print(f"removed {_entries(removed)}{freed} from {store.location}; "
+          f"{_entries(len(left))} left, {_size(sum(left))}{kept}")
     return 0
 
 
@@ -282,11 +309,28 @@ def _store(args: argparse.Namespace, verb: str, *, read_only: bool = False) -> S
     if _no_cache_here(args.cache_dir, args.action, verb):
         return None
     folder = local_folder(args.cache_dir)
-    if not read_only and not os.access(folder, os.W_OK):
+    writable = os.access(folder, os.W_OK)
+    if not read_only and not writable:
         raise CacheError(f"cannot {verb} the cache in {str(folder)!r}: the folder cannot be "
                          "written (a read-only mount, or no write permission); run it as a "
                          "user who may write there, on a writable mount")
-    return store_for(folder, read_only=read_only)
+    if not read_only:
+        return store_for(folder)
+    return _listing_store(folder, f"dagnb cache {args.action}" if writable else None)
+
+
+def _listing_store(folder: Path, command: str | None) -> Store:
+    """A store of this command's own that reads ``folder`` and writes nothing there (a
+    listing moves no damaged entry aside): ``command`` is why, in the warning of each
+    damaged entry it leaves in place (None: the folder cannot be written)."""
+    from dagnb.cache import Store
+    from dagnb.config import settings
+
+    store = Store(folder, read_only=True)
+    store.default_ttl = settings().cache_ttl_seconds  # (as the process-wide store's)
+    store.read_only_reason = ("the folder cannot be written" if command is None else
+                              f"{command} moves nothing; dagnb cache verify sets it aside")
+    return store
 
 
 def _no_cache_here(given: str | None, action: str, verb: str | None = None) -> bool:
@@ -338,15 +382,41 @@ def _size(count: int) -> str:
     return f"{count}B" if unit == "B" else f"{size:.1f}{unit}" if size < 10 else f"{size:.0f}{unit}"
 
 
-def _entries_table(rows: list[dict[str, Any]]) -> dict[str, list[str]]:
-    """The columns of :meth:`Store.entries` that fit a terminal, as text."""
+def _entries_table(rows: list[dict[str, Any]], ttl: float | None = None
+                   ) -> dict[str, list[str]]:
+    """The columns of :meth:`Store.entries` that fit a terminal, as text: the size an
+    entry takes on disk (what stats and ``prune --max-size`` count), and when it expires
+    (``ttl``: the setting ``cache_ttl_seconds``, the oldest entry served of a step that
+    sets no ttl, marked ``*`` where it ends an entry sooner than its own)."""
     return {
         "step": [row["step"] for row in rows], "key": [row["key"] for row in rows],
-        "size": [_size(row["size_bytes"]) for row in rows],
+        "size": [_size(row["disk_bytes"]) for row in rows],
         "created": [_time(row["created"], "-") for row in rows],
         "last_used": [_time(row["last_used"], "-") for row in rows],
-        "expires": [_time(row["expires"], "never") for row in rows],
+        "expires": [_expires(row, ttl) for row in rows],
     }
+
+
+def _expires(row: Mapping[str, Any], ttl: float | None) -> str:
+    """When an entry stops being served: the expiry it was saved with, or, marked
+    ``*``, its creation plus ``ttl`` when that comes first (a ``plan`` of a step with
+    no ttl of its own calls it expired then)."""
+    saved, created = row["expires"], row["created"]
+    ttl = checks.seconds_to_live(ttl)  # ("never": none)
+    if ttl is not None and isinstance(created, (int, float)) and (
+            saved is None or created + ttl < saved):
+        return f"{_time(created + ttl, 'never')}*"
+    return _time(saved, "never")
+
+
+def _duration(seconds: float | None) -> str:
+    """Seconds as the largest whole unit that fits (``7d``, ``12h``, ``90s``)."""
+    if seconds is None:
+        return "none"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
 
 
 def text_table(table: Mapping[str, Sequence[object]]) -> str:
