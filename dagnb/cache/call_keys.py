@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import io
 import types
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from typing import Any, Generic, ParamSpec
 
 from dagnb.cache.keys import CACHE_FORMAT, StepKey, code_text, key_digest, shown
@@ -188,8 +189,7 @@ class CallKeys(Generic[P]):
                 kind = f"{type(value).__module__}.{type(value).__qualname__}"
                 return FingerprintError(
                     f"{label(self.func)}: argument {name!r} cannot be fingerprinted (a "
-                    f"{kind!r}: {bad.__cause__ or bad}); leave it out of the key with "
-                    f"@memory.cache(ignore=[{name!r}]), or pass plain data instead")
+                    f"{kind!r}: {bad.__cause__ or bad}); {_way_out(name, value)}")
         return exc
 
     def _variable_digest(self, name: str, value: Any) -> str:
@@ -210,7 +210,7 @@ class CallKeys(Generic[P]):
                     f"{label(self.func)}: global {name!r} ({type(value).__qualname__}) cannot "
                     f"be hashed ({exc.__cause__ or exc}); it counts by its type only, so a "
                     "change to it is not seen (pass what the function needs of it as an argument)",
-                    stacklevel=5)
+                    stacklevel=user_stacklevel())
             return text_digest(f"type:{type(value).__module__}.{type(value).__qualname__}")
 
     def _bound_digest(self, name: str, value: Any) -> str:
@@ -262,6 +262,21 @@ class CallKeys(Generic[P]):
         return StepKey(key_digest(components), components, describe)
 
 
+def _way_out(name: str, value: Any) -> str:
+    """What to do about an argument no hash takes: data read by the call (a generator,
+    an iterator, a file) passed as plain data, since left out of the key every call
+    would return the first's result; anything else (a connection, a lock, a client,
+    which does not change the result) left out of the key."""
+    if isinstance(value, io.IOBase):
+        return "pass its path (or its contents) instead: what it holds is the call's input"
+    if isinstance(value, (Iterator, AsyncIterator)):
+        return ("pass plain data instead, such as a list (list(...) of it): it is data the "
+                "call reads, which left out of the key (ignore=) would make every call "
+                "return the first one's result")
+    return (f"leave it out of the key with @memory.cache(ignore=[{name!r}]), or pass "
+            "plain data instead")
+
+
 def _method_hint(func: Callable[..., Any], signature: inspect.Signature,
                  args: tuple[Any, ...]) -> str:
     """For a call of a method that does not fit: how to give its cache controls the
@@ -270,7 +285,7 @@ def _method_hint(func: Callable[..., Any], signature: inspect.Signature,
     attributes: ``x`` is taken for ``self``. (Only on the way to an error.)"""
     first = next(iter(signature.parameters), None)
     if first not in ("self", "cls"):
-        return ""
+        return _set_on_a_class_hint(func, args)
     if args:  # the object given (a call through the bound method itself): no hint
         owner = args[0] if first == "cls" else type(args[0])
         member = inspect.getattr_static(owner, getattr(func, "__name__", ""), None)
@@ -282,6 +297,24 @@ def _method_hint(func: Callable[..., Any], signature: inspect.Signature,
     return (f"; {name} is a method: give it the {'class' if first == 'cls' else 'object'} "
             f"first ({name}.check_call_in_cache({given}, ...)): a bound method passes it to "
             "calls, not to .call(), .check_call_in_cache() or .call_and_shelve()")
+
+
+def _set_on_a_class_hint(func: Callable[..., Any], args: tuple[Any, ...]) -> str:
+    """For a call with an argument too many of a function cached outside a class body
+    and set on a class since (``Dataset._read = memory.cache(read_csv)``): its wrapper,
+    a function, is given the instance first, as any function set on a class is (one
+    cached in the class body is a static method). (Only on the way to an error.)"""
+    if not args:
+        return ""
+    for owner in type(args[0]).__mro__:
+        for name, member in vars(owner).items():
+            if type(member) is types.FunctionType and member.__dict__.get("func") is func:
+                where = f"{owner.__qualname__}.{name}"
+                return (f"; {where} is a cached function set on a class, which passes the "
+                        f"object first, as to any function set on a class; set it as "
+                        f"{where} = staticmethod(memory.cache({label(func)})), or cache it "
+                        "in the class body")
+    return ""
 
 
 def _bound_names(func: Callable[..., Any]) -> list[str]:

@@ -242,6 +242,39 @@ def _location(value: Any) -> str | os.PathLike[str] | None:
                       "path, a store URL (s3://bucket/cache), or None to cache nothing")
 
 
+def _memory_ttl(value: Any) -> float | None:
+    """Memory's ``ttl``, its second positional argument: one that is no duration and
+    has no digit (``Memory("cache", "local")``, joblib's backend there) is refused
+    naming ``backend=``."""
+    try:
+        return parse_ttl(value, error=ConfigError)
+    except ConfigError:
+        if isinstance(value, (int, float)) or (isinstance(value, str) and any(
+                c.isdigit() for c in value)):
+            raise  # (a duration mistyped: parse_ttl's words say how to write one)
+        shown = short_repr(value, 60, one_line=True)
+        backend = repr(value) if isinstance(value, str) else "..."
+        raise ConfigError(
+            f"Memory(location, {shown}): dagnb's second positional argument is ttl (a "
+            f"duration: seconds, '10m', '1d', 'never'), not joblib's backend; pass the "
+            f"backend by keyword: Memory(location, backend={backend})") from None
+
+
+def _refuse_joblib_options(compress: Any, backend_options: Any) -> None:
+    """joblib's ``compress`` and ``backend_options``, which dagnb has no use for (their
+    no-op values, ``compress=False``, ``backend_options={}``, pass): refused in one line.
+    The options' values are not shown: a backend's may hold credentials."""
+    if compress:
+        raise ConfigError(
+            f"Memory(compress={short_repr(compress, 40, one_line=True)}): dagnb does not "
+            "compress results (stored as written, a hit loads them without decompressing, "
+            "and mmap_mode maps them); drop the argument")
+    raise ConfigError(
+        "Memory(backend_options=...): dagnb's store backends take no options (a store "
+        "URL as location says where: s3://bucket/cache, with the credentials of the "
+        "environment); drop the argument")
+
+
 def _mmap_mode(value: Any) -> str | None:
     if value not in _MMAP_MODES:
         raise ConfigError(
@@ -267,7 +300,14 @@ def _ignored(value: Iterable[str]) -> list[str]:
         raise ConfigError(  # (a ValueError, as joblib's is)
             f"ignore={value!r} is a string, not a list of parameter names; "
             f"write ignore=[{value!r}]")
-    return list(value)
+    try:
+        return list(value)
+    except TypeError:  # (memory.cache(f, 1): joblib's verbose, say, given by position)
+        shown = short_repr(value, 60, one_line=True)
+        raise ConfigError(
+            f"ignore={shown} is not a list of parameter names (memory.cache's second "
+            "positional argument is ignore, as joblib's); give the other options by "
+            "keyword: memory.cache(f, verbose=1)") from None
 
 
 def _validity(value: Any) -> Validity | None:
@@ -314,6 +354,9 @@ class Memory:
     cache_mode
         ``"read-write"``, ``"read-only"``, ``"fail-on-miss"`` or ``"off"`` (see the
         module docstring); None for the ``cache_mode`` setting.
+    compress, backend_options
+        joblib's: refused in one line unless they ask for what dagnb does (no
+        compression, no options).
     """
 
     def __init__(
@@ -327,7 +370,11 @@ class Memory:
         mmap_mode: str | None = None,
         bytes_limit: int | str | None = None,
         cache_mode: str | None = None,
+        compress: bool | int = False,
+        backend_options: Mapping[str, Any] | None = None,
     ) -> None:
+        if compress or backend_options:
+            _refuse_joblib_options(compress, backend_options)
         if type(location) is not str:  # (a str, the usual case, with no call)
             location = _location(location)
         elif ":/" in location and "://" not in location:  # (s3:/bucket: a slash short, it
@@ -335,7 +382,7 @@ class Memory:
                                sep=" ")  # (made a folder named s3:)
         self.location = location
         if ttl is not None:  # (checked whatever the mode: code that runs uncached runs cached)
-            ttl = parse_ttl(ttl, error=ConfigError)
+            ttl = _memory_ttl(ttl)
         if type(verbose) is not int:
             verbose = _verbose(verbose, "Memory")
         mode = settings().cache_mode if cache_mode is None else cache_mode
@@ -402,8 +449,8 @@ class Memory:
     def cache(
         self,
         func: None = None,
-        *,
         ignore: Iterable[str] | None = None,
+        *,
         ttl: float | str | None = None,
         verbose: int | None = None,
         mmap_mode: str | bool | None = False,
@@ -413,8 +460,8 @@ class Memory:
     def cache(
         self,
         func: Callable[P, R] | None = None,
-        *,
         ignore: Iterable[str] | None = None,
+        *,
         ttl: float | str | None = None,
         verbose: int | None = None,
         mmap_mode: str | bool | None = False,
@@ -423,12 +470,16 @@ class Memory:
         """Decorate a sync or async function (or a partial, or a callable) to cache it.
 
         Usable bare (``@memory.cache``) or with options (``@memory.cache(ignore=["v"],
-        ttl="1h")``). The wrapper keeps the function's signature.
+        ttl="1h")``). The wrapper keeps the function's signature. A function defined in
+        a class body is a method (its object is an argument); any other cached in a class
+        body (``_read = memory.cache(read_csv)``), or a ``staticmethod``, is a static
+        method: called through an instance it is not given the instance, as joblib's.
 
         Parameters
         ----------
         ignore
-            Parameter names left out of the key.
+            Parameter names left out of the key (the one option also taken by position,
+            second, as joblib's: ``memory.cache(f, ["verbose"])``).
         ttl
             Time to live of this function's entries.
         verbose, mmap_mode
@@ -453,12 +504,17 @@ class Memory:
             _validity(cache_validation_callback)
         if func is None:
             return _decorator(self, ignore, ttl, verbose, mmap_mode, cache_validation_callback)
-        func = _function_cached_by(func)
+        static = type(func) is staticmethod  # (@memory.cache over @staticmethod)
+        func = _function_cached_by(func.__func__ if static else func)
         if self.store is None:
-            return _Uncached(func, ignore, ttl, verbose, mmap_mode,
-                             cache_validation_callback).wrapper()
-        return _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
-                           cache_validation_callback).wrapper()
+            cached = _Uncached(func, ignore, ttl, verbose, mmap_mode,
+                               cache_validation_callback).wrapper()
+        else:
+            cached = _CachedCall(self, func, ignore, ttl, verbose, mmap_mode,
+                                 cache_validation_callback).wrapper()
+        if static or (not _defined_in_a_class(func) and _called_in_a_class_body()):
+            return staticmethod(cached)  # (a function would be bound: a descriptor)
+        return cached
 
     def eval(self, func: Callable[..., R], *args: Any, **kwargs: Any) -> R:
         """``func(*args, **kwargs)`` through the cache (joblib's ``Memory.eval``)."""
@@ -542,6 +598,30 @@ def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
+def _defined_in_a_class(func: Callable[..., Any]) -> bool:
+    """Whether ``func`` is a function defined in a class body (``Model.fit``, not
+    ``read_csv`` nor ``make.<locals>.helper``): a method, its wrapper bound to the
+    object as the function would be. Anything else (a partial, a bound method, a
+    callable object) Python does not bind, nor does dagnb."""
+    if type(func) is not _FUNCTION:
+        return False
+    owner = func.__qualname__.rpartition(".")[0]
+    return bool(owner) and not owner.endswith("<locals>")
+
+
+def _called_in_a_class_body() -> bool:
+    """Whether :meth:`Memory.cache`'s caller (or ``@memory.cache(...)``'s) is a class
+    body: a class namespace's frame, neither a function's (optimized) nor a module's."""
+    frame = sys._getframe(2)  # (1: cache(); 2: what called it)
+    if frame.f_code is _DECORATOR_CODE:
+        frame = frame.f_back
+    if frame is None or frame.f_code.co_flags & inspect.CO_OPTIMIZED:
+        return False
+    namespace = frame.f_locals  # (a class body's own dict: no copy made)
+    return (namespace is not frame.f_globals and "__qualname__" in namespace
+            and "__module__" in namespace)
+
+
 def _forgetting(table: dict[int, tuple[Any, ...]], ident: int) -> Callable[[Any], None]:
     """The callback of a weak reference kept in ``table`` under ``ident``: it removes it.
     (Its table and function bound now: at exit the module's globals may be gone when
@@ -567,6 +647,10 @@ def _decorator(memory: Memory, ignore: list[str], ttl: float | str | None, verbo
     """``@memory.cache(...)``: the decorator caching a function with these options."""
     return lambda f: memory.cache(f, ignore=ignore, ttl=ttl, verbose=verbose,
                                   mmap_mode=mmap_mode, cache_validation_callback=valid)
+
+
+_DECORATOR_CODE = next(code for code in _decorator.__code__.co_consts
+                       if isinstance(code, types.CodeType))  # (its lambda's)
 
 
 def _options_of(options: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -742,7 +826,21 @@ class _Calls:
         run.__dict__ = {**inherited, "__wrapped__": func, "func": func, "ignore": self.ignore,
                         "mmap_mode": self.mmap_mode, "call": call, "call_and_shelve": shelve,
                         "store_name": self.name, "check_call_in_cache": check, "clear": clear}
+        if type(func) is types.MethodType:
+            self.wrap_method(run, func)
         return run
+
+    def wrap_method(self, run: Any, method: types.MethodType) -> None:
+        """A bound method's wrapper (``self.fit_cached = memory.cache(self.fit)``) as the
+        fingerprint reads a cached function's, as the function it caches: its
+        ``__wrapped__`` the method's function (its ``__signature__`` the method's, with
+        no ``self``). The object it is set on is hashed, ``self`` of its calls: read as
+        code, the wrapper's closure, dagnb's calls object, was hashed as the user's
+        (warned of at each process's first call, in dagnb's file)."""
+        function = _function_cached_by(method.__func__)  # (a cached method's: its own)
+        if type(function) is _FUNCTION:
+            run.__wrapped__ = function
+            run.__signature__ = self.keys.signature
 
 
 class _Uncached(_Calls):
