@@ -390,6 +390,18 @@ def test_plan_and_cache_commands(shell):
     assert line(shell, "cache clear --all") == "removed 1 cache entry"
 
 
+def test_cache_clear_takes_a_memory_function_s_plain_name(shell, workdir):
+    """As ``dagnb cache clear --step square`` does: a Memory function's name without its
+    module's part, when one function has it (before: refused, naming the full name)."""
+    shell.run_cell("import dagnb\nmemory = dagnb.Memory()\n"
+                   "def square(x):\n    return x * x\n"
+                   "cached = memory.cache(square)\ncached(3)\n")
+    full = next(entry.step for entry in dagnb.cache.default_store().iter_entries())
+    assert full.endswith(".square") and full != "square"
+    assert line(shell, "cache clear square") == f"removed 1 cache entry of {full!r}"
+    assert next(dagnb.cache.default_store().iter_entries(), None) is None
+
+
 def test_cache_clear_follows_the_cli_s_rules(shell, workdir):
     """A bare clear removes nothing and asks for --all; a step neither cached nor in
     the graph (a typo) is refused; --step NAME and --older-than AGE are understood."""

@@ -576,9 +576,10 @@ def _cache_clear(self: DaggerMagics, rest: str) -> Text:
                          "--step NAME")
     step = args.name if args.step is None else args.step
     older = check_clear_options(step, args.older_than, args.all)
-    check_clear_scope(store_for(), "%dagger cache clear", step, older, args.all,
-                      name_a_step="name a step", known=self.session.graph.names,
-                      step_given_as="step" if args.step is None else "--step")
+    step = check_clear_scope(  # (a Memory function's plain name: its full one)
+        store_for(), "%dagger cache clear", step, older, args.all, name_a_step="name a step",
+        known=self.session.graph.names, step_given_as="step" if args.step is None else "--step",
+        plain_names=True)
     removed = self.session.clear_cache(step, older)
     noun = "cache entry" if removed == 1 else "cache entries"
     return Text(f"removed {removed} {noun}" + (f" of {step!r}" if step else "")
