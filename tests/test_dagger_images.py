@@ -73,7 +73,7 @@ def test_the_image_facts_are_one_query_asked_of_the_image_itself(stub, make_task
     assert outcome.image_ref == stub.engine.resolve(IMAGE, None)[1]
     before = len(stub.queries)
     run_sync(executor.execute(make_task(Step("b", run="true", image=IMAGE))))
-    assert stub.texts("imageRef")[1:] == [] and len(stub.queries) - before == 4
+    assert stub.texts("imageRef")[1:] == [] and len(stub.queries) - before == 3
 
 
 def test_the_stub_has_no_image_ref_after_the_image_changed(stub):

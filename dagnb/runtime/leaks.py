@@ -1,7 +1,8 @@
 """What a step would store is checked first: its result, its files and their names for
 the run's secrets (the cache keeps none: a step may read one it did not declare,
 in-process, or write one it did into its outputs or their names), and its outputs for
-what is not a file or a folder (a pipe or a device would be read forever)."""
+what is not a file or a folder (a pipe or a device would be read forever), or a link a
+container made leading out of them (it names the container's file, not this machine's)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from typing import Any
 from dagnb.cache.backend import surely_absent
 from dagnb.cache.secret_scan import pickle_holds
 from dagnb.executors.base import NO_RESULT
+from dagnb.executors.dagger.links import first_set_aside
 from dagnb.model.masking import SecretFinder
 
 _CHUNK = 1 << 20
@@ -117,3 +119,17 @@ def unstorable(out_dir: str) -> str | None:
             if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
                 return os.path.relpath(path, out_dir)
     return None
+
+
+def container_link(out_dir: str) -> str | None:
+    """Why a step's outputs are not stored when a link in them led out of them in its
+    container (the Dagger executor set it aside: nothing here follows it), or None.
+    Looked for once :func:`unstorable` found an output it refuses: a set-aside link is
+    one, a broken link here."""
+    found = first_set_aside(out_dir)
+    if found is None:
+        return None
+    link, target = found
+    return (f"its output {link!r} is a link to {target!r} in the container, which names "
+            "the container's file, not one here; copy the file into $DAGNB_OUT (cp -L) "
+            "or make the link relative inside it")

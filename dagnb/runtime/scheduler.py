@@ -78,7 +78,7 @@ from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
 from dagnb.runtime.inputs_guard import InputGuard
-from dagnb.runtime.leaks import named_secret, stored_secret, unstorable
+from dagnb.runtime.leaks import container_link, named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
 
@@ -592,9 +592,10 @@ class Scheduler:
                     f"holds the value of secret {named!r}, and the cache keeps no secret; "
                     "name its outputs without it")
         odd = unstorable(out_dir) if out_dir is not None else None
-        if odd is not None:
-            return (f"its output {odd!r} is not a file or a folder (a pipe, a device, a "
-                    "socket, a broken link); write files there")
+        if odd is not None:  # (a container's link out of its outputs is one: said as such)
+            return container_link(out_dir) or (
+                f"its output {odd!r} is not a file or a folder (a pipe, a device, a "
+                "socket, a broken link); write files there")
         leaked = stored_secret(found, out_dir, result)
         if leaked is not None:
             return (f"its result or files hold the value of secret {leaked!r}, and the cache "

@@ -319,7 +319,8 @@ class StubEngine:
             with self._counting():
                 result = sandbox.run(root, spec["args"], env, parent.state["workdir"],
                                      parent.binds(), alive=self.client_alive,
-                                     user=_ids(parent.state["user"]), hidden=self.hidden)
+                                     user=_ids(parent.state["user"]), hidden=self.hidden,
+                                     read_only=parent.read_only_mounts())
         except sandbox.Cancelled:
             entry["cancelled"] = True  # like the engine: the work of a gone client stops
             raise
@@ -585,9 +586,12 @@ class Obj:
         spec = {"dir": self.engine.load(source).ident, "owner": owner}
         return self.with_entry("files", self.abs(path), spec)
 
-    def r_withMountedDirectory(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
-        # As the engine's: the source keeps its owners unless ``owner`` chowns it all.
-        spec = {"dir": self.engine.load(source).ident, **({"owner": owner} if owner else {})}
+    def r_withMountedDirectory(self, path: str, source: str, owner: str = "",
+                               readOnly: bool = False, **_: Any) -> Obj:
+        # As the engine's: the source keeps its owners unless ``owner`` chowns it all;
+        # ``readOnly`` mounts it "ro" (core/container_exec.go): a write fails with EROFS.
+        spec = {"dir": self.engine.load(source).ident, **({"owner": owner} if owner else {}),
+                **({"readOnly": True} if readOnly else {})}
         return self.with_mount(self.abs(path), spec)
 
     def r_withMountedFile(self, path: str, source: str, owner: str = "", **_: Any) -> Obj:
@@ -722,6 +726,11 @@ class Obj:
                 binds[path] = self.engine.new_dir("nested-") / "d"
                 self.engine.load(spec["dir"]).materialize_mount(spec, binds[path])
         return binds
+
+    def read_only_mounts(self) -> list[str]:
+        """The container paths of the mounts made ``readOnly``."""
+        return sorted(path for path, spec in self.state["mounts"].items()
+                      if spec.get("readOnly"))
 
     def exec_env(self) -> dict[str, str]:
         env = {"PATH": os.environ.get("PATH", _DEFAULT_PATH), **self.state["env"],

@@ -19,6 +19,11 @@ A real container has none of this machine's files: ``hidden`` host folders (a te
 project folder) are covered by an empty tmpfs in namespace mode, so that a step finds
 its project's modules only where dagnb sent them. Rewrite mode cannot hide them (the
 command runs on the host): there they are merely off the command's paths.
+
+``read_only`` mounts are mounted "ro" in namespace mode, as the engine mounts them
+(v0.21.8 core/container_exec.go), so a write there fails with the kernel's EROFS, "Read-only
+file system", and the exec with it. Rewrite mode cannot refuse the write: an exec that
+changed such a mount fails there after the fact, with those words and its path.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ import os
 import shlex
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -102,6 +108,7 @@ def run(
     alive: Callable[[], bool] = _always,
     user: str = "",
     hidden: Iterable[Path] = (),
+    read_only: Iterable[str] = (),
 ) -> ExecResult:
     """Run ``argv`` as if ``root`` were the container's filesystem.
 
@@ -112,13 +119,18 @@ def run(
     ``binds`` maps container paths to host directories shared between execs (cache
     volumes): they are bind-mounted, or rewritten, instead of copied. The exec is
     killed, raising :class:`Cancelled`, once ``alive()`` returns False. ``hidden`` host
-    folders are empty for the command (namespace mode only).
+    folders are empty for the command (namespace mode only). ``read_only``: the
+    container paths of the mounts a write into fails (see the module's docstring).
     """
     (root / workdir.lstrip("/")).mkdir(parents=True, exist_ok=True)
     root.chmod(0o755)  # a container's / is readable by every user (mkdtemp made it 0700)
+    read_only = sorted(read_only, key=lambda target: target.count("/"))  # parents first
     if mode() == "namespace":
-        return _run_namespace(root, argv, env, workdir, binds, alive, user, hidden)
-    return _run_rewrite(root, argv, env, workdir, binds, alive)
+        return _run_namespace(root, argv, env, workdir, binds, alive, user, hidden,
+                              read_only)
+    before = {target: _tree_state(root / target.lstrip("/")) for target in read_only}
+    result = _run_rewrite(root, argv, env, workdir, binds, alive)
+    return _refused_writes(root, before, result)
 
 
 def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
@@ -133,6 +145,7 @@ def _finish(proc: subprocess.CompletedProcess[bytes]) -> ExecResult:
 def _run_namespace(
     root: Path, argv: list[str], env: dict[str, str], workdir: str, binds: dict[str, Path],
     alive: Callable[[], bool], user: str, hidden: Iterable[Path] = (),
+    read_only: Iterable[str] = (),
 ) -> ExecResult:
     created: list[Path] = []
     lines = ["set -e"]
@@ -148,6 +161,9 @@ def _run_namespace(
     for folder in hidden:  # (in this namespace only: the host keeps its files)
         point = shlex.quote(str(root / str(folder).lstrip("/")))
         lines.append(f"if [ -d {point} ]; then mount -t tmpfs dagnb-stub-hidden {point}; fi")
+    for target in read_only:  # (rbind: a cache volume mounted beneath stays writable)
+        point = shlex.quote(str(root / target.lstrip("/")))
+        lines.append(f"mount --rbind {point} {point} && mount -o remount,bind,ro {point}")
     # `cd` inside the chroot so a missing workdir fails like it would in a container.
     inner = 'cd "$1" || exit 126; shift; exec "$@"'
     chroot = [shutil.which("chroot") or "chroot", *([f"--userspec={user}"] if user else [])]
@@ -222,6 +238,40 @@ def _run_rewrite(
     except FileNotFoundError as exc:
         return ExecResult("", f"exec: {exc}\n", 127)
     return _finish(proc)
+
+
+def _tree_state(folder: Path) -> dict[str, tuple[int, int, int]]:
+    """Each entry under ``folder`` (relative path -> mode, size, mtime; a folder's by
+    its mode and entries only), to tell a write; not Python's bytecode caches: on
+    EROFS, Python writes none and says nothing."""
+    state = {}
+    for parent, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if name != "__pycache__"]
+        for name in [".", *folders, *files]:
+            path = os.path.join(parent, name)
+            found = os.lstat(path)
+            kept = (0, 0) if stat.S_ISDIR(found.st_mode) else (found.st_size,
+                                                                found.st_mtime_ns)
+            state[os.path.relpath(path, folder)] = (found.st_mode, *kept)
+    return state
+
+
+def _refused_writes(root: Path, before: dict[str, dict[str, tuple[int, int, int]]],
+                    result: ExecResult) -> ExecResult:
+    """``result``, failed with EROFS's words if the exec changed a read-only mount."""
+    for target, state in before.items():
+        after = _tree_state(root / target.lstrip("/"))
+        changed = sorted(name for name in state.keys() | after.keys()
+                         if state.get(name) != after.get(name))
+        # (a file written rather than the new folder it is in)
+        files = [name for name in changed
+                 if not stat.S_ISDIR((after.get(name) or state[name])[0])]
+        if changed:
+            path = os.path.normpath(os.path.join(target, (files or changed)[0]))
+            return ExecResult(result.stdout,
+                              f"{result.stderr}{path}: Read-only file system\n",
+                              result.exit_code or 1)
+    return result
 
 
 def _owned_paths(host: Path, root: Path) -> list[Path]:

@@ -9,6 +9,9 @@ failures are ``errors`` entries. Every request is recorded for the tests to insp
 Like the engine, an exec whose client goes away (a cancelled request, a client-side
 timeout) is killed and its result is not kept.
 
+A request with another session token is answered ``401 Unauthorized``, as the engine
+answers it, and counted (:attr:`StubServer.unauthorized`), not recorded.
+
 Faults for tests: :meth:`StubServer.fail` makes the next matching requests drop the
 connection without an answer, answer HTTP 500, or answer a GraphQL error.
 """
@@ -82,6 +85,7 @@ class StubServer:
         self.queries: list[RecordedQuery] = []
         self.faults: list[Fault] = []
         self.session_lost = False  # see lose_session
+        self.unauthorized = 0  # requests refused for a wrong session token
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._httpd.daemon_threads = True
@@ -111,6 +115,7 @@ class StubServer:
             self.queries.clear()
             self.faults.clear()
             self.session_lost = False
+            self.unauthorized = 0
         self.engine.reset()
 
     def lose_session(self) -> None:
@@ -170,7 +175,7 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             if self.path != "/query":
                 return self._answer(404, {"message": f"no route {self.path}"})
             if not self._authorized():
-                return self._answer(401, {"message": "invalid session token"})
+                return self._unauthorized()
             body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             server.record(body, self.headers.get("traceparent"))
             if server.session_lost and "IntrospectionQuery" not in body.get("query", ""):
@@ -200,6 +205,14 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             expected = base64.b64encode(f"{server.token}:".encode()).decode()
             return self.headers.get("Authorization") == f"Basic {expected}"
 
+        def _unauthorized(self) -> None:
+            """The engine's answer to a wrong token (engine/client/client.go ServeHTTP)."""
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))  # (kept alive)
+            with server._lock:
+                server.unauthorized += 1
+            self._answer(401, {"message": "invalid session token"}, {
+                "WWW-Authenticate": 'Basic realm="Access to the Dagger engine session"'})
+
         def _inject(self, fault: Fault) -> None:
             if fault.kind == "drop":
                 self.close_connection = True
@@ -209,10 +222,13 @@ def _handler_for(server: StubServer) -> type[BaseHTTPRequestHandler]:
             else:
                 self._answer(200, {"data": None, "errors": [{"message": fault.message}]})
 
-        def _answer(self, status: int, payload: dict[str, Any]) -> None:
+        def _answer(self, status: int, payload: dict[str, Any],
+                    headers: dict[str, str] | None = None) -> None:
             data = json.dumps(payload).encode()
             try:
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()

@@ -218,8 +218,9 @@ class _Connection:
         _prefer_cli_on_path()
         stack = contextlib.AsyncExitStack()
         begun = self.log.begin_session()
+        noted: dict[str, str] = {}
         try:
-            client = await stack.enter_async_context(dagger.Connection(_config(dagger)))
+            client = await stack.enter_async_context(dagger.Connection(_config(dagger, noted)))
         except BaseException as exc:
             await stack.aclose()
             if not isinstance(exc, Exception):  # cancelled or interrupted: as it is
@@ -227,6 +228,9 @@ class _Connection:
             raise _connect_error(dagger, exc, begun) from exc
         self.client, self.loop, self.stack = client, loop, stack
         self.number += 1
+        if "version" in noted:  # (the SDK's check on connecting asked it: not asked again)
+            answered = self.memo["version"] = loop.create_future()
+            answered.set_result(noted["version"])
 
     def abandon(self) -> None:
         """Drop a session whose loop is gone or elsewhere, closing it there if it can."""
@@ -449,9 +453,11 @@ def _prefer_cli_on_path() -> None:
         os.environ["_EXPERIMENTAL_DAGGER_CLI_BIN"] = cli
 
 
-def _config(dagger: Any) -> Any:
+def _config(dagger: Any, noted: dict[str, str] | None = None) -> Any:
     """SDK settings: dagnb's runner retries steps, so the SDK retries a query only once;
     the engine's progress output goes to the runs' ``engine.log`` (:func:`engine_log`).
+    Given ``noted``, the engine's version the SDK asks on connecting goes there
+    (:func:`_noting_version`).
 
     Only ``Exception``s are retried: tenacity catches ``BaseException``, and retrying a
     ``CancelledError`` would swallow a step's timeout or cancel (the request would be
@@ -470,8 +476,30 @@ def _config(dagger: Any) -> Any:
     )
     connect = tenacity.retry(stop=tenacity.stop_after_attempt(3), wait=tenacity.wait_fixed(0.5),
                              reraise=True)
+    if noted is not None:
+        execute = _noting_version(execute, noted)
     return dagger.Config(retry=dagger.Retry(connect=connect, execute=execute),
                          log_output=_connection.log)
+
+
+def _noting_version(retry: Callable[[Any], Any], noted: dict[str, str]) -> Callable[[Any], Any]:
+    """The SDK's ``execute`` retry decorator, which also puts the answer of the first
+    ``{ version }`` query into ``noted``: the SDK asks it on connecting (a compatibility
+    check) and drops it, and dagnb would otherwise ask the same again
+    (:func:`engine_version`). Every answer passes here: only its keys are looked at."""
+    def decorate(execute: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        retried = retry(execute)
+
+        async def noting(*args: Any, **kwargs: Any) -> Any:
+            answer = await retried(*args, **kwargs)
+            data = getattr(answer, "data", None)
+            if not noted and isinstance(data, dict) and data.keys() == {"version"}:
+                noted["version"] = data["version"]
+            return answer
+
+        return noting
+
+    return decorate
 
 
 def _connect_error(dagger: Any, exc: Exception, begun: int) -> DagnbError:
@@ -485,6 +513,9 @@ def _connect_error(dagger: Any, exc: Exception, begun: int) -> DagnbError:
             f"executor 'dagger' could not start an engine: {_cli_reason(exc, begun)}")
     if isinstance(exc, (dagger.ProvisionError, dagger.DownloadError)):
         return ExecutorUnavailable(f"executor 'dagger' could not start an engine: {exc}")
+    if status := _token_refused(exc):
+        return ExecutorUnavailable(_TOKEN_REFUSED.format(
+            where=_session_named(os.environ.get("DAGGER_SESSION_PORT")), status=status))
     if (port := os.environ.get("DAGGER_SESSION_PORT")) and _refused(exc):
         return TransientError(
             f"could not connect to the Dagger session on 127.0.0.1:{port} "
@@ -492,6 +523,31 @@ def _connect_error(dagger: Any, exc: Exception, begun: int) -> DagnbError:
             "session ends with it), or unset DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN "
             "so that dagnb starts an engine with the dagger CLI")
     return TransientError(f"could not connect to the Dagger engine: {exc}")
+
+
+_TOKEN_REFUSED = (
+    "could not connect to the Dagger session{where}: it refused DAGGER_SESSION_TOKEN "
+    "({status}); set DAGGER_SESSION_TOKEN to that session's token (`dagger run` sets it "
+    "for the command it runs), or unset DAGGER_SESSION_PORT and DAGGER_SESSION_TOKEN so "
+    "that dagnb starts an engine with the dagger CLI")
+
+
+def _session_named(port: str | None) -> str:
+    return f" on 127.0.0.1:{port} (DAGGER_SESSION_PORT)" if port else ""
+
+
+def _token_refused(exc: BaseException) -> str:
+    """"401 Unauthorized" (or 403) when the engine refused the session token: the
+    token is wrong, which no retry mends; "" otherwise."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None)  # httpx's
+        if status is None:
+            status = getattr(seen, "code", None)  # gql's TransportServerError
+        if status in (401, 403):
+            return "401 Unauthorized" if status == 401 else "403 Forbidden"
+        seen = seen.__cause__ or seen.__context__
+    return ""
 
 
 def _cli_reason(exc: Exception, begun: int) -> str:

@@ -8,10 +8,15 @@ concurrently on it; the runner decides how many at once.
 Output: Dagger hands over a command's stdout and stderr when it has finished, not as it
 runs, so a step's log lines arrive together at its end (the engine's own progress
 output is live in ``dagger run``'s view, and otherwise goes to the run folder's
-``engine.log``: :mod:`dagnb.executors.dagger.enginelog`). The output directory is
+``engine.log``: :mod:`dagnb.executors.dagger.enginelog`); a step stopped before its
+command ended (its timeout, a cancel) gets none, and its log says so and where to look
+(:func:`_output_withheld`). The output directory is
 exported into the task's ``out_dir`` for the cache, and also returned as
-``Outcome.handle`` so that downstream Dagger steps mount it directly. ``Outcome.image_ref``
-is the digest the image resolved to (asked with its ``USER``, once per image and session).
+``Outcome.handle`` so that downstream Dagger steps mount it directly; a link in it that
+leads out of it is set aside on this machine (:mod:`dagnb.executors.dagger.links`).
+``Outcome.image_ref`` is the digest the image resolved to (asked with its ``USER``, once
+per image and session), a failed exec's too: its ``Outcome``'s, or its ``StepFailed``'s
+``image_ref``.
 
 Errors: execs keep Dagger's default ``expect: SUCCESS``, so a non-zero exit is a
 ``dagger.ExecError``, which the engine does not cache (a retry runs again) and which
@@ -36,6 +41,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import shutil
 import signal
 from collections.abc import Callable, Iterable, Mapping
@@ -45,7 +51,8 @@ from typing import Any
 from dagnb.cache.images import digest_of
 from dagnb.errors import DagnbError, ExecutorUnavailable, StepFailed, TransientError
 from dagnb.executors.base import NO_RESULT, Availability, Outcome, Task
-from dagnb.executors.dagger import connection, shim
+from dagnb.executors.dagger import connection, links, shim
+from dagnb.executors.dagger.enginelog import ENGINE_LOG
 from dagnb.executors.dagger.translate import (
     CONTAINER_OUT,
     DEFAULT_IMAGE,
@@ -144,9 +151,11 @@ class DaggerExecutor:
                 await connection.reopen(dag)
             raise _classified(f"step {task.step.name!r}", exc, mask, dagger,
                               task.step.name) from None
+        # The image ran, failed or not: its digest is named as a succeeded step's is.
         if isinstance(failed, StepFailed):
+            failed.image_ref = facts["image_ref"]  # type: ignore[attr-defined]
             raise failed
-        return failed
+        return dataclasses.replace(failed, image_ref=facts["image_ref"])
 
     async def image_ref(self, image: str, platform: str | None = None, *,
                         step: str | None = None) -> str:
@@ -222,14 +231,35 @@ async def _same(value: Any) -> Any:
 
 
 async def _run(ctr: Any, task: Task) -> Outcome:
-    ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
-    stdout, stderr = await asyncio.gather(ctr.stdout(), ctr.stderr())
-    _log(task, "stdout", stdout)
-    _log(task, "stderr", stderr)
+    try:
+        ctr = await ctr.sync()  # runs the exec; a non-zero exit raises dagger.ExecError
+    except asyncio.CancelledError:  # (a timeout, a cancel: the engine keeps what it printed)
+        task.log("stderr", _output_withheld(task))
+        raise
+    # Both in one query: each is a round trip of its own otherwise.
+    output = await ctr._select_multiple(stdout="stdout", stderr="stderr").execute(
+        dict[str, str])
+    _log(task, "stdout", output["stdout"])
+    _log(task, "stderr", output["stderr"])
     out = connection.adopt(ctr.directory(CONTAINER_OUT))
     await out.export(str(task.out_dir))
+    # (before anything here reads them: a link out of $DAGNB_OUT names the container's file)
+    links.set_aside_leaving_links(task.out_dir)
     result = load_result(task.out_dir) if task.step.func is not None else NO_RESULT
     return Outcome(exit_code=0, result=result, handle=out)
+
+
+def _output_withheld(task: Task) -> str:
+    """The log line of a step stopped before its command ended: the engine hands a
+    command's output over only when it ends, so none reached dagnb, and the run must not
+    read as a step that printed nothing. Where the engine showed it as it ran: its
+    progress output in the run's ``engine.log``, or ``dagger run``'s view."""
+    where = (f"{Path(task.step_dir).parent / ENGINE_LOG}, the engine's log of this run"
+             if not os.environ.get("DAGGER_SESSION_PORT") else
+             "the view of the `dagger run` it ran under (or its Dagger Cloud trace)")
+    return (f"dagnb: the Dagger engine returned none of the output of step "
+            f"{task.step.name!r}: it hands a command's output over when the command ends, "
+            f"and this one was stopped before; what it printed as it ran is in {where}")
 
 
 @functools.cache
