@@ -141,3 +141,22 @@ def test_a_failed_exec_names_the_image_digest_it_ran_as_a_succeeded_one_does(
     with pytest.raises(StepFailed, match="bad input row 42") as raised:
         run(executor, make_task(Step("raises", func=fails)))
     assert raised.value.image_ref == ran.image_ref
+
+
+def _raises_bad() -> None:
+    raise ValueError("bad")
+
+
+def test_a_failed_steps_status_row_names_the_image_digest_as_a_succeeded_one(stub):
+    """The row of a step that failed in its container showed the tag alone, though the
+    engine had resolved the digest it ran (a succeeded step's row showed it)."""
+    image = "python:3.12-slim"
+    done = dagnb.Graph("images", [
+        Step("ok", run="true", image=image),
+        Step("exits", run="exit 3", image=image, retries=0),
+        Step("raises", func=_raises_bad, image=image, retries=0),
+    ]).run(executor="dagger", cache=False, raise_on_failure=False)
+    rows = done.status_rows()
+    assert done.states() == {"ok": "succeeded", "exits": "failed", "raises": "failed"}
+    assert "@sha256:" in rows["ok"]["image"], rows["ok"]
+    assert [rows[name]["image"] for name in ("exits", "raises")] == [rows["ok"]["image"]] * 2

@@ -710,10 +710,12 @@ class Scheduler:
             checks.warn_user(f"step {step.name!r}: its result could not be written for the "
                              f"steps that read it as a file ($DAGNB_IN/{step.name}): {exc}")
 
-    def _ran(self, step: Step, outcome: Outcome) -> None:
-        """Keep the image that ran (by digest, when the executor says) for the status."""
-        if outcome.image_ref:
-            self._images[step.name] = image_label(step.image, outcome.image_ref)
+    def _ran(self, step: Step, outcome: Outcome | BaseException) -> None:
+        """Keep the image that ran (by digest, when the executor says: an Outcome's, a
+        failed attempt's error's ``image_ref``) for the status."""
+        reference = getattr(outcome, "image_ref", None)
+        if reference:
+            self._images[step.name] = image_label(step.image, reference)
 
     def _upstream_digests(self, step: Step) -> dict[str, str]:
         if not step.needs:  # (a root: most steps of a wide graph)
@@ -891,6 +893,7 @@ class Scheduler:
             if seen is not None and interrupted_unwaited(seen, began):
                 raise _stopped_by_the_button(step.name)
             outcome = ended
+            self._ran(step, ended)  # (failed or not: the image that ran)
         except asyncio.CancelledError:  # (a run's timeout, a cancel): one still queued did
             start = None  # not run, and is not said to have (no 'started', no attempt)
             raise
@@ -904,6 +907,7 @@ class Scheduler:
         except StepCancelled:
             raise
         except Exception as exc:
+            self._ran(step, exc)  # (an executor's StepFailed may name the image that ran)
             if self.run.cancel_requested or cancelling() or interrupt_arrived(
                     self.run, began, own_group=own_group):
                 await self._cut_short()
@@ -1118,12 +1122,14 @@ class Scheduler:
     def _fail(self, step: Step, exc: StepError) -> None:
         exit_code = getattr(exc, "exit_code", None)
         state = "cancelled" if isinstance(exc, StepCancelled) else "failed"
+        image = self._images.get(step.name, _NO_IMAGE)
         self._settle(
             step.name,
             state,
             error=self._error_line(exc),
             exit_code=exit_code,
             error_type=type(exc).__name__,
+            **({} if image is _NO_IMAGE else {"image": image}),
         )
         for name, via in self._skippable(step.name).items():
             why = (self._reading(name, step.name) if via == step.name
