@@ -22,9 +22,15 @@ from dagnb.fingerprint.imported import IMPORTED
 from dagnb.fingerprint.modules import MemberView
 from dagnb.fingerprint.names import _reference, main_spelled
 from dagnb.fingerprint.sources import _code_key, _of_user
-from dagnb.fingerprint.values import _soft_digest, functions_under_way, value_digest
+from dagnb.fingerprint.values import (
+    _soft_digest,
+    functions_under_way,
+    value_digest,
+    while_class_under_way,
+)
 from dagnb.fingerprint.walker import (
     _MISSING,
+    _SCALARS,
     _cell_value,
     _code_names,
     _CodeWalker,
@@ -37,8 +43,8 @@ class _CodeRecord:
     """A function's digest plus what it was computed from, to notice a stale entry."""
 
     __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
-                 "functions", "home", "imported", "in_value", "looked", "parts", "seen",
-                 "shapes", "sources", "table", "variables")
+                 "functions", "held", "home", "imported", "in_value", "looked", "parts",
+                 "seen", "shapes", "sources", "table", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -64,6 +70,9 @@ class _CodeRecord:
         self.in_value: str | None = None
         self.seen: dict[str, str | None] = {}
         self.looked = _fresh_looks
+        # A class's: the data its methods read that can change in place, with its digest
+        # then, checked at each use (see _class_data_hold)
+        self.held: list[tuple[Any, str]] = []
 
     def still_valid(self, func: types.FunctionType) -> bool:
         if self.algorithm != hashers._ALGORITHM:
@@ -328,7 +337,8 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
         return None
     found = _CLASS_RECORDS.get(id(cls))
     if (found is None or found[0]() is not cls or not found[2].still_valid(found[1])
-            or (found[3] != _fresh_looks and not _class_contents_hold(cls, found))):
+            or (found[3] != _fresh_looks and not _class_contents_hold(cls, found))
+            or (found[2].held and not _class_data_hold(cls, found[2]))):
         walker = _CodeWalker()
         try:
             with _deeper():
@@ -338,13 +348,34 @@ def _class_record(cls: type, anyway: bool = False) -> _CodeRecord | None:
                 f"the code class {cls.__qualname__} refers to goes too deep to fingerprint "
                 "(classes and helpers referring on, hundreds of levels)") from None
         first = walker.functions[0][0] if walker.functions else None
+        record = _CodeRecord(walker.h.hexdigest(), walker)
+        if record.variables:  # (before it is stored: another thread may use it then)
+            _note_class_data(cls, record)
         if len(_CLASS_RECORDS) >= _CLASS_RECORDS_LIMIT:
             _CLASS_RECORDS.clear()
-        found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first,
-                                           _CodeRecord(walker.h.hexdigest(), walker),
-                                           _fresh_looks)
-        IMPORTED.check(found[2].imported)
+        found = _CLASS_RECORDS[id(cls)] = (weakref.ref(cls), first, record, _fresh_looks)
+        IMPORTED.check(record.imported)
     return found[2]
+
+
+def _note_class_data(cls: type, record: _CodeRecord) -> None:
+    """Record the data a class's methods read, as :func:`_note_data` does a function's
+    (its digest inside a value, ``in_value``, counts it all by content), and keep those
+    values that can change in place, to be hashed again at each use of the record: an
+    argument ``Model()`` whose ``predict`` reads ``SETTINGS`` kept its first key after
+    ``SETTINGS["k"] = 100`` (a stale hit, and a result stored under the old value)."""
+    while_class_under_way(cls, partial(_note_data, record))
+    seen = record.seen
+    record.held = [(value, seen[label]) for label, value in _values_now(record.variables).items()
+                   if seen.get(label) is not None and not isinstance(value, _SCALARS)]
+
+
+def _class_data_hold(cls: type, record: _CodeRecord) -> bool:
+    """Whether the data a class's methods read, that can change in place, still hashes
+    as when its record was made (the very objects: ``still_valid`` checked that). Only
+    a class whose methods read such data pays for this, at each use, as a function
+    reading it does (its ``var:`` components); a dataclass reads none."""
+    return while_class_under_way(cls, partial(_as_hashed, record.held))
 
 
 def _class_contents_hold(cls: type, found: tuple[Any, ...]) -> bool:
@@ -688,14 +719,14 @@ def _class_content_digest(cls: type) -> str:
     as a method's class is (the same walk, kept while it holds)."""
     record = _class_record(cls, anyway=True)
     assert record is not None  # (anyway: never None)
-    return record.digest
+    return record.in_value or record.digest
 
 
 def _user_class_digest(cls: type) -> str | None:
     """A class of the user's code inside a value: by its code and values; None for a
     library's or Python's (pickled by name)."""
     record = _class_record(cls)
-    return None if record is None else record.digest
+    return None if record is None else record.in_value or record.digest
 
 
 def _in_value_digest(func: Any) -> str:

@@ -11,7 +11,7 @@ import threading
 import types
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 import xxhash
 
@@ -510,6 +510,7 @@ def _function_of_code(digest: str) -> None:
 _function_of_code.__module__ = "dagnb.fingerprint"
 
 
+_T = TypeVar("_T")
 _UNDER_WAY = threading.local()  # this thread's classes whose content is being hashed (a
 #                                 value of one may hold the class itself)
 
@@ -520,10 +521,28 @@ def functions_under_way() -> set[int]:
     return _UNDER_WAY.__dict__.setdefault("functions", set())  # type: ignore[no-any-return]
 
 
+def _classes_under_way() -> set[int]:
+    return _UNDER_WAY.__dict__.setdefault("classes", set())  # type: ignore[no-any-return]
+
+
+def while_class_under_way(cls: type, work: Callable[[], _T]) -> _T:
+    """``work()`` with ``cls`` counted as being hashed (if it is not already): an
+    instance of it inside the data its methods read counts as ``recursive`` there, as
+    in the class's own values, wherever that data's digests are asked for."""
+    under_way = _classes_under_way()
+    if id(cls) in under_way:
+        return work()
+    under_way.add(id(cls))
+    try:
+        return work()
+    finally:
+        under_way.discard(id(cls))
+
+
 def _class_content(cls: type, digest: Callable[[type], str | None]) -> str | None:
     """What a class holds: its code (its functions with their closures and globals, its
     bases and nested classes) and its values, by ``digest`` (None: by name)."""
-    under_way: set[int] = _UNDER_WAY.__dict__.setdefault("classes", set())
+    under_way = _classes_under_way()
     if id(cls) in under_way:
         return "recursive"
     under_way.add(id(cls))
