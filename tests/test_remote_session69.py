@@ -14,15 +14,15 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import test_remote_cache as shared
 import test_remote_session63 as rights
+import test_remote_session68 as session68
 
 from dagnb.cache import Store
-from dagnb.cache.remote import ObjectStore, RemoteBackend
+from dagnb.cache.remote import ObjectStore
 from dagnb.cli import main
 
 s3fs = pytest.importorskip("s3fs")
@@ -31,17 +31,8 @@ server, url = shared.server, shared.url  # the fixtures: moto's S3 server, a fre
 auth_server = rights.auth_server  # moto in a process of its own, checking rights
 
 
-@pytest.fixture(autouse=True)
-def _fresh_clients() -> Iterator[None]:
-    """s3fs keeps its clients, with the credentials they were made with (see session63)."""
-    s3fs.S3FileSystem.clear_instance_cache()
-    yield
-    s3fs.S3FileSystem.clear_instance_cache()
-
-
-def _saver(url: str, tier: Path, when: float) -> Store:
-    """A machine's store on ``url`` whose entries are created at ``when``."""
-    return Store(url, backend=RemoteBackend(url, local=tier), clock=lambda: when)
+# s3fs's clients forgotten around each test (autouse); a machine's store at a given time
+_fresh_clients, _saver = session68._fresh_clients, session68._saver
 
 
 def _save(target: Store, data: bytes, *, refresh: bool = False) -> None:
