@@ -124,6 +124,9 @@ class LogFile:
         """Flush and close the file (nothing happens for a silent attempt)."""
         with self._lock:
             self._closed = True
+            if self._waiting:  # (let go of now: a run's files are not kept till the flush)
+                self._waiting = False
+                _LATE.discard(self)
             # no line opens the file now: its callbacks go (the runner's on_open holds
             # the list of files holding this one, a cycle only the GC would free)
             self._make_folder = self._on_open = None
@@ -144,12 +147,12 @@ class _LateFlush:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._waiting: list[LogFile] = []
+        self._waiting: dict[int, LogFile] = {}  # id -> the file (closed ones let go of)
         self._thread: Thread | None = None
 
     def add(self, log: LogFile) -> None:
         with self._lock:
-            self._waiting.append(log)
+            self._waiting[id(log)] = log
             if self._thread is not None:
                 return
             thread = Thread(target=self._run, name="dagnb-log-flush", daemon=True)
@@ -163,12 +166,17 @@ class _LateFlush:
         while True:
             time.sleep(FLUSH_AFTER_S)
             with self._lock:
-                due, self._waiting = self._waiting, []
+                due, self._waiting = self._waiting, {}
                 if not due:
                     self._thread = None
                     return
-            for log in due:  # (outside the lock: a flush waits for a write under way)
+            for log in due.values():  # (outside the lock: a flush waits for a write)
                 log.flush()
+
+    def discard(self, log: LogFile) -> None:
+        """Forget ``log``, closed (its close flushed it)."""
+        with self._lock:
+            self._waiting.pop(id(log), None)
 
 
 def _new_late_flush() -> None:
