@@ -6,7 +6,9 @@ six-method backend interface by putting a :class:`~dagnb.cache.backend.LocalBack
 local tier, ``cache_local_directory``) in front of an :class:`ObjectStore`:
 
 - a read of an entry in the local tier costs what it costs today (one ``stat``); a local
-  miss looks remote, downloads the entry into the local tier, and then hits there;
+  miss looks remote, downloads the entry into the local tier, and then hits there (a
+  small one, which a local save packs, as a record of the tier's packs, as a pull keeps
+  it: :meth:`~dagnb.cache.store.Store.keep_fetched`);
   ``plan`` and ``explain`` only glance: the manifest and the ``meta.json`` blob, nothing
   written to the tier (:meth:`RemoteBackend.glance`);
 - a new entry is written to the local tier, then uploaded;
@@ -949,12 +951,18 @@ def _distinct(files: Mapping[str, list[Any]]) -> dict[str, tuple[str, int]]:
     return {relative: (digest, size) for relative, digest, size in seen.values()}
 
 
+KeepFetched = Callable[[str, str, Path], bool]  # (step, key, folder): kept as a record
+
+
 def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str,
-               replacing: Callable[[], object] | None = None) -> int | None:
+               replacing: Callable[[], object] | None = None,
+               keep: KeepFetched | None = None) -> int | None:
     """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
     or None when the remote has no entry to trust. ``replacing``: called once the
     download is whole, before the write (a pull drops the older local copy it replaces,
-    which may be a pack's record, not a folder the write would replace)."""
+    which may be a pack's record, not a folder the write would replace). ``keep``: the
+    local store's :meth:`~dagnb.cache.store.Store.keep_fetched`, which keeps a small
+    entry as a pack record, as a save there would have (then no folder is written)."""
     # (made by the download once an entry is found: a miss, a fail-on-miss run's
     # lookups, leaves no local tier behind)
     folder = backend.root / ".scratch" / f".tmp-pull-{uuid.uuid4().hex}"
@@ -963,7 +971,8 @@ def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str,
         if moved is not None:
             if replacing is not None:
                 replacing()
-            backend.write(step, key, folder)
+            if keep is None or not keep(step, key, folder):
+                backend.write(step, key, folder)
         return moved
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -1015,9 +1024,17 @@ class RemoteBackend(StoreBackend):
         # GLANCE_KEPT s; a save here forgets its own
         self._glances: dict[tuple[str, str], tuple[float, bytes | None]] = {}
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
+        self._keeper: weakref.WeakMethod[KeepFetched] | None = None  # (its store's)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
+
+    def keep_downloads_with(self, keeper: weakref.WeakMethod[KeepFetched]) -> None:
+        """Have the store on this backend keep what a lookup downloads as a record of
+        the tier's packs when a save there would have packed it (``keeper``: its
+        :meth:`~dagnb.cache.store.Store.keep_fetched`, held weakly: the store holds
+        this backend), rather than as a folder of the tier."""
+        self._keeper = keeper
 
     def read(self, step: str, key: str) -> Item | None:
         item = self.local.read(step, key)
@@ -1025,8 +1042,11 @@ class RemoteBackend(StoreBackend):
             return item  # the store's own folders are local
         if not self._readable():
             return None
-        # (an unreachable store is a miss, never a failed run)
-        moved = self._ask("a download", fetch_into, self.remote, self.local, step, key)
+        # (an unreachable store is a miss, never a failed run; one kept as a record is
+        # no folder: the store finds it in its packs)
+        keep = None if self._keeper is None else self._keeper()
+        moved = self._ask("a download", fetch_into, self.remote, self.local, step, key,
+                          None, keep)
         if moved is _UNANSWERED:
             return None
         if moved is None:
@@ -1544,7 +1564,8 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
                 paid_replacement(local.location, step, key)
         else:
             moved = fetch_into(remote, local.backend, step, key,
-                               _dropping(local, step, key) if older else None)
+                               _dropping(local, step, key) if older else None,
+                               keep=local.keep_fetched)
             done.copied += moved is not None
             done.replaced += older and moved is not None
             done.expired += moved is None and remote.expired

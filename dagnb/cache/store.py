@@ -330,6 +330,7 @@ class Store(Housekeeping):
     _flush_failed = False  # warned once already
     default_ttl: float | None = None  # (most stores set none)
     _packs: PackIndex | None = None  # a local store's (see __init__)
+    _url_tier: LocalBackend | None = None  # a store URL's local tier, when it holds packs
     _flush_due: float | None = None  # when a hit writes the uses out (set by the first)
     _cell_wrote = False  # a cell's end wrote this store's uses (see _write_counted_uses)
     # why a read-only store leaves a damaged entry in place (a listing's says it is one)
@@ -363,8 +364,9 @@ class Store(Housekeeping):
         if default_ttl is not None:
             self.default_ttl = parse_ttl(default_ttl, what="default_ttl",
                                          error=ConfigError)
-        # small entries as records of packs: the local backend only (a remote store
-        # shares folders); see dagnb.cache.pack
+        # small entries as records of packs: the local backend's, and a store URL's local
+        # tier's, of what its downloads became (its saves keep folders, which it uploads);
+        # see dagnb.cache.pack
         # (two spellings of the folder, through a symlink, share one index)
         counts = None
         if type(made) is LocalBackend:
@@ -372,6 +374,8 @@ class Store(Housekeeping):
             counts = _SESSION_COUNTS.get(made.identity) if made.identity is not None else None
             if counts is None and made.identity is not None:
                 counts = _SESSION_COUNTS[made.identity] = ({}, {})
+        else:
+            self._keep_downloads_as_records(made)
         self._entries: dict[tuple[str, str], Entry] = {}  # parsed metadata, checked by version
         self._pending: dict[tuple[str, str], list[float]] = {}  # unflushed [hits, last_used]
         self._moving_counts = threading.Lock()  # held while a flush writes _pending out
@@ -381,6 +385,19 @@ class Store(Housekeeping):
         self._session_hits, self._session_misses = ({}, {}) if counts is None else counts
         self._set_aside_now: list[str] = []  # entries found damaged since last asked
         _LIVE.add(weakref.ref(self, _LIVE.discard))  # (gone with the store)
+
+    def _keep_downloads_as_records(self, backend: StoreBackend) -> None:
+        """On a store URL's backend (:class:`~dagnb.cache.remote.RemoteBackend`): read
+        the pack records of its local tier, and have a download that a save here would
+        have packed kept as one (:meth:`keep_fetched`), as a pull into that folder keeps
+        it; a folder each took ten times the space. (Held weakly: the store owns it.)"""
+        tier = getattr(backend, "local", None)
+        keep_with = getattr(backend, "keep_downloads_with", None)
+        if type(tier) is not LocalBackend or keep_with is None:
+            return
+        self._packs = index_of(f"{tier._root_text}/{PACKS}", tier.identity)
+        self._url_tier = tier
+        keep_with(weakref.WeakMethod(self.keep_fetched))
 
     @functools.cached_property
     def _journal(self) -> AccessJournal:
@@ -442,8 +459,7 @@ class Store(Housekeeping):
                 # (one a live run hands its steps is theirs until it ends: removed, a
                 # step would find its input gone midway)
                 if not self.read_only and self._live_user_of(step_name, key) is None:
-                    self._drop_packed(step_name, key)
-                    self.backend.remove(step_name, key)
+                    self._remove_expired(step_name, key)
             entry = None
         if not touch:
             return entry
@@ -469,6 +485,13 @@ class Store(Housekeeping):
                 _write_uses_as_cells_end()
         return entry
 
+    def _remove_expired(self, step_name: str, key: str) -> None:
+        """Remove an entry past its ttl. A store URL's backend is not told of a record
+        (it has no folder of it): told, it would take the store's copy for one this
+        machine distrusts, and never look at it again (as it does for a cleared entry)."""
+        if not self._drop_packed(step_name, key) or self._url_tier is None:
+            self.backend.remove(step_name, key)
+
     def count_miss(self, step_name: str) -> None:
         """Count a miss found by :meth:`peek` rather than :meth:`lookup` (a run's look
         under the key's lock, when it took the lock first)."""
@@ -481,9 +504,13 @@ class Store(Housekeeping):
         ``metadata_only`` (``plan``, ``explain``: they write nothing): an entry of a store
         URL that the local tier lacks is not downloaded into it, but seen by its metadata
         alone, a :class:`GlancedEntry`."""
-        if metadata_only and self._packs is None:  # (a local store's fetches nothing)
-            return self._glanced(step_name, _key_text(key))
-        return self._current(step_name, _key_text(key))
+        key = _key_text(key)
+        if metadata_only and type(self.backend) is not LocalBackend:  # (a local store's
+            record = None if self._packs is None else self._packs.get(step_name, key)
+            if record is None:  # fetches nothing; a store URL's tier may hold a record)
+                return self._glanced(step_name, key)
+            return self._packed(record)
+        return self._current(step_name, key)
 
     def _glanced(self, step_name: str, key: str) -> Entry | None:
         """:meth:`peek` through the backend's glance: an entry in the tier read as
@@ -522,7 +549,16 @@ class Store(Housekeeping):
         """:meth:`_current` of a key the packs do not hold now: its folder's entry, from
         memory while the backend's version is the same."""
         packs = self._packs
-        item = self.backend.read(step_name, key)
+        if self._url_tier is None:
+            item = self.backend.read(step_name, key)
+        else:
+            item = self._tier_item(step_name, key)
+            record = None if item is not None or packs is None else packs.get(step_name, key)
+            if record is not None:  # (a download this store kept as a record)
+                return self._packed(record)
+            if item is None:
+                self._entries.pop((step_name, key), None)
+                return None
         if item is None:
             self._entries.pop((step_name, key), None)
             return self._fresh_packed(step_name, key, recent) if packs is not None else None
@@ -536,6 +572,17 @@ class Store(Housekeeping):
         ):
             return cached
         return self._load(step_name, key, item, retry)
+
+    def _tier_item(self, step_name: str, key: str) -> Item | None:
+        """A store URL's :meth:`_folder_entry`'s read: the tier's folder; else the
+        records another process wrote since the packs were read (a pull's: not
+        downloaded again), then the store's copy, downloaded (:meth:`keep_fetched`).
+        None: a miss, or a record now (what the packs hold is asked after)."""
+        assert self._url_tier is not None
+        item = self._url_tier.read(step_name, key)
+        if item is not None or self._fresh_packed(step_name, key) is not None:
+            return item
+        return self.backend.read(step_name, key)
 
     def _fresh_packed(self, step_name: str, key: str, recent: bool = False) -> Entry | None:
         """After a miss: what the packs gained meanwhile (another process's saves);
@@ -905,7 +952,8 @@ class Store(Housekeeping):
         # (what a refresh replaces may be another process's record: the packs are read
         # before a record is written, in _append, and before a packed one is dropped)
         result_only = out_dir is None or _no_files(out_dir)  # (no output files)
-        if self._packs is not None and result_only:
+        # (a store URL's saves keep folders: what its backend uploads)
+        if self._packs is not None and result_only and self._url_tier is None:
             try:
                 entry = self._save_packed(step_name, step_key, out_dir, logs, inline,
                                           exit_code, duration_s, ttl, provenance,
@@ -915,7 +963,9 @@ class Store(Housekeeping):
             if entry is not None:
                 return entry
         if self._packs is not None:  # the folder takes its place
-            self._drop_packed(step_name, step_key.digest, spare_if_used=True)
+            replaced = self._drop_packed(step_name, step_key.digest, spare_if_used=True)
+            # (of a store URL's record: the store's copy too, as of a folder of its tier)
+            refresh = refresh or (replaced and self._url_tier is not None)
         if out_dir is None or not os.path.isdir(out_dir):
             out_dir = self._new_folder(".tmp-out-")
         out = Path(out_dir)
@@ -1016,27 +1066,11 @@ class Store(Housekeeping):
             return None
         ttl_s = seconds_to_live(self.default_ttl if ttl is None else parse_ttl(ttl))
         created = self.clock()
-        inline_text, compact = (None, None) if inline is None else _inline_texts(inline)
-        logs_text = _COMPACT(lines) if lines else None
-        head: dict[str, Any] = {
-            "format": STORE_FORMAT, "step": step_name, "key": key.digest,
-            "created": created, "expires": None if ttl_s is None else created + ttl_s,
-            "duration_s": float(duration_s), "exit_code": exit_code,
-            "output_digest": _inline_digest(inline, inline_text),
-            # what reduce_size frees, counted as a folder entry's files would be
-            "size_bytes": (len(inline_text) if inline_text else 0) + (
-                len(logs_text) if logs_text else 0),
-            "hits": 0, "last_used": created, "has_result": inline is not None,
-            "log_lines": len(lines), "packed": True,
-        }
-        if inline is not None:
-            head["inline"] = dict(inline)
-        if provenance:
-            head["provenance"] = dict(provenance)
-        rest = rest_bytes(key.components, key.describe, logs_text)
-        head_text = (packed_head_bytes(head, compact) if type(exit_code) is int
-                     else head_bytes(head))  # (another shape: written as head_bytes does)
-        body = b"%s\n%s" % (head_text, rest)
+        texts = (None, None) if inline is None else _inline_texts(inline)
+        head, body = _record(
+            step_name, key.digest, created, None if ttl_s is None else created + ttl_s,
+            float(duration_s), exit_code, _inline_digest(inline, texts[0]), inline, texts,
+            provenance, lines, key.components, key.describe)
         if len(body) > RECORD_LIMIT:
             return None
         record = self._append(step_name, key.digest, ENTRY, body)
@@ -1060,6 +1094,26 @@ class Store(Housekeeping):
         self._pending.pop(where, None)  # (hits of the entry it replaces)
         self._entries[where] = entry
         return entry
+
+    def keep_fetched(self, step_name: str, key: str, folder: Path) -> bool:
+        """Keep the entry a download rebuilt in ``folder`` (a pull's, a store URL's
+        lookup's) as a record of this store's pack, as :meth:`save` would have kept it
+        here (:func:`_record_of_download`); its times, output digest and provenance are
+        the store's copy's, its hits start from none. Whether it did (else it gets its
+        folder, as before). A folder of the key, saved meanwhile, goes: the download's
+        folder would have replaced it."""
+        if self._packs is None or self.read_only:
+            return False
+        body = _record_of_download(folder, step_name, key)
+        if body is None:
+            return False
+        try:
+            self._append(step_name, key, ENTRY, body)
+        except OSError:  # (no flock here, a full disk: it gets its folder)
+            return False
+        self._forget(step_name, key)
+        (self._url_tier or self.backend).remove(step_name, key)  # (the tier's: the
+        return True  # store's copy is the one kept, not one to distrust)
 
     def _saved(self, step_name: str, key: StepKey, meta: dict[str, Any], data: bytes) -> Entry:
         """The entry just saved: its metadata is known, so it is not parsed and checked
@@ -1281,6 +1335,69 @@ def _result_head(inline: Mapping[str, Any] | None) -> dict[str, Any]:
     if inline is not None:
         head["inline"] = dict(inline)
     return head
+
+
+# what the folder of an entry a save would have packed holds (the tree a download rebuilds)
+_PACKABLE_TREE = frozenset({"meta.json", "logs.jsonl", "out"})
+
+
+def _record_of_download(folder: Path, step_name: str, key: str) -> bytes | None:
+    """The record :meth:`Store._save_packed` would have written of the entry a download
+    rebuilt in ``folder``; None for one a save gives a folder (output files of its own:
+    its metadata not ``packed``; displays; lines or a record too big) or one whose files
+    are not as its metadata says (a lookup of its folder finds what is wrong). Its
+    ``out/`` holds nothing, or just the result file made from its inline result."""
+    try:
+        tree = set(os.listdir(folder))
+        meta, problem = _parse_meta((folder / "meta.json").read_bytes(), step_name, key)
+        inline = meta.get("inline")
+        if (problem is not None or meta.get("packed") is not True or "displays" in meta
+                or not tree <= _PACKABLE_TREE or type(inline) not in (dict, type(None))
+                or _inline_digest(inline) != meta["output_digest"]
+                or not (_no_files(folder / "out")
+                        or first_difference(f"{folder}/out", out_files(inline)) is None)):
+            return None
+        lines = _small_logs(folder / "logs.jsonl")
+        if lines is None:
+            return None
+        _, body = _record(
+            step_name, key, meta["created"], meta["expires"],
+            float(meta.get("duration_s", 0.0)), meta.get("exit_code", 0),
+            meta["output_digest"], inline,
+            (None, None) if inline is None else _inline_texts(inline),
+            meta.get("provenance"), lines, meta["components"], meta.get("describe") or {})
+    except (OSError, ValueError, TypeError, KeyError):  # (not as dagnb writes it: a folder)
+        return None
+    return body if len(body) <= RECORD_LIMIT else None
+
+
+def _record(step_name: str, key: str, created: float, expires: float | None,
+            duration_s: float, exit_code: Any, output_digest: str,
+            inline: Mapping[str, Any] | None, texts: tuple[str | None, str | None],
+            provenance: Mapping[str, Any] | None, lines: list[Any],
+            components: Any, describe: Any) -> tuple[dict[str, Any], bytes]:
+    """The head and the bytes of an entry's pack record (``texts``: the inline result's
+    :func:`_inline_texts`), as a save writes it and a download is kept."""
+    inline_text, compact = texts
+    logs_text = _COMPACT(lines) if lines else None
+    head: dict[str, Any] = {
+        "format": STORE_FORMAT, "step": step_name, "key": key, "created": created,
+        "expires": expires, "duration_s": duration_s, "exit_code": exit_code,
+        "output_digest": output_digest,
+        # what reduce_size frees, counted as a folder entry's files would be
+        "size_bytes": (len(inline_text) if inline_text else 0) + (
+            len(logs_text) if logs_text else 0),
+        "hits": 0, "last_used": created, "has_result": inline is not None,
+        "log_lines": len(lines), "packed": True,
+    }
+    if inline is not None:
+        head["inline"] = dict(inline)
+    if provenance:
+        head["provenance"] = dict(provenance)
+    rest = rest_bytes(components, describe, logs_text)
+    head_text = (packed_head_bytes(head, compact) if type(exit_code) is int
+                 else head_bytes(head))  # (another shape: written as head_bytes does)
+    return head, b"%s\n%s" % (head_text, rest)
 
 
 def _inline_text(inline: Mapping[str, Any]) -> str:
