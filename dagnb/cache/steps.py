@@ -26,13 +26,14 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 from __future__ import annotations
 
 import base64
+import copyreg
 import itertools
 import operator
 import os
 import pickle
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from dagnb.cache import session_store, store_for
 from dagnb.cache.backend import KeyRangeLock, surely_absent
@@ -45,7 +46,14 @@ from dagnb.cache.store import Entry, GlancedEntry, Store, _taking_now, acquire
 from dagnb.checks import parse_ttl, warn_user
 from dagnb.config import check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, StepFailed, exception_line
-from dagnb.fingerprint import directory_digest, new_hasher, text_digest, value_digest
+from dagnb.fingerprint import (
+    directory_digest,
+    main_spelled,
+    new_hasher,
+    text_digest,
+    value_digest,
+)
+from dagnb.fingerprint.code import _user_class_digest
 from dagnb.model.jsontext import encoder
 from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import (
@@ -500,17 +508,20 @@ def _result_digest(result: Any) -> str:
 
 def _result_file_digest(result: Any) -> tuple[str, str]:
     """The name and content digest of the file ``save_result`` writes for ``result``
-    (or the digest it counts by: :func:`_order_free_json`, :func:`_set_free_digest`); a
-    pickle is streamed into the hasher, never held whole in memory."""
+    (or the digest it counts by: :func:`_order_free_json`, :func:`_set_free_digest`,
+    :func:`_with_classes`); a pickle is streamed into the hasher, never held whole in
+    memory."""
     text = json_text(result)
     hasher = new_hasher()
     if text is not None:
         hasher.update(_order_free_json(result, text.encode("utf-8")))
         return RESULT_FILES[0], hasher.hexdigest()
     marks = _SetMarks()
-    pickle.Pickler(marks.writing_to(_Feed(hasher)), protocol=5).dump(result)
-    counted = _set_free_digest(result) if marks.seen else None
-    return RESULT_FILES[1], counted or hasher.hexdigest()
+    pickler = _ClassNoting(marks.writing_to(_Feed(hasher)))
+    pickler.dump(result)
+    counted = (_set_free_digest(result) if marks.seen else None) or hasher.hexdigest()
+    classes = pickler.user_classes()
+    return RESULT_FILES[1], _with_classes(counted, classes) if classes else counted
 
 
 def _order_free_json(result: Any, text: bytes) -> bytes:
@@ -690,16 +701,25 @@ _INLINE_LIMIT = 2048  # bytes: a result this small is kept in the entry's metada
 
 def _inline(result: Any) -> dict[str, Any] | None:
     """A small result as inline fields (``{}`` for no result), or None: a file then. A
-    pickle holding a set gets the digest it counts by (:data:`COUNTED_AS`)."""
+    pickle holding a set, or an object of a user class, gets the digest it counts by
+    (:data:`COUNTED_AS`)."""
     if result is NO_RESULT:
         return {}
     inline = encode_inline(result, _INLINE_LIMIT)
-    if inline is not None and "pickle" in inline and _holds_set_marks(
-            base64.b64decode(inline["pickle"])):
-        counted = _set_free_digest(result)
-        if counted is not None:
-            inline[COUNTED_AS] = counted
+    if inline is None or "pickle" not in inline:
+        return inline
+    data = base64.b64decode(inline["pickle"])
+    counted = _set_free_digest(result) if _holds_set_marks(data) else None
+    # (a pickle naming no class or function, plain data, holds no class: not pickled again)
+    classes = _classes_in(result) if _STACK_GLOBAL in data else []
+    if classes:
+        counted = _with_classes(counted or _inline_digest(inline), classes)
+    if counted is not None:
+        inline[COUNTED_AS] = counted
     return inline
+
+
+_STACK_GLOBAL = b"\x93"  # (the opcode a protocol 5 pickle names each class or function by)
 
 
 def has_files(out_dir: Path | str) -> bool:
@@ -716,10 +736,10 @@ def has_files(out_dir: Path | str) -> bool:
 def _saved(step: Step, out_dir: Path, result: Any) -> tuple[bool, str | None]:
     """Whether ``result`` was written into ``out_dir``, and what its result file counts
     by in the output digest when not by its bytes (:func:`_json_counted`,
-    :func:`_set_free_digest`)."""
+    :func:`_set_free_digest`, :func:`_with_classes`)."""
     marks = _SetMarks()
     try:
-        path = save_result(out_dir, result, through=marks.writing_to)
+        path, classes = _written(out_dir, result, marks)
     except (pickle.PicklingError, TypeError, AttributeError) as exc:
         warn_user(f"step {step.name!r}: its result cannot be pickled ({exc}), so it is not "
                   "cached; return plain data or write files to dagnb.current().out_dir")
@@ -728,5 +748,120 @@ def _saved(step: Step, out_dir: Path, result: Any) -> tuple[bool, str | None]:
         return True, _json_counted(result, path)
     if not marks.used:  # (a result.pkl the step wrote, kept: read to look at it)
         marks.read(path)
-    return True, _set_free_digest(result) if marks.seen else None
+    counted = _set_free_digest(result) if marks.seen else None
+    if classes is None:  # (not pickled here: the step's own file, kept or written anew)
+        classes = _classes_in(result)
+    if classes:
+        counted = _with_classes(counted or _file_digest(path), classes)
+    return True, counted
+
+
+def _written(out_dir: Path, result: Any, marks: _SetMarks
+             ) -> tuple[Path, list[tuple[str, str]] | None]:
+    """The file :func:`save_result` wrote ``result`` to in ``out_dir``, and the user
+    classes its pickle holds, noted as it was written (None: not pickled here, JSON or
+    a result file the step wrote itself)."""
+    made: list[_ClassNoting] = []
+
+    def noting(handle: BinaryIO) -> _ClassNoting:
+        made.append(_ClassNoting(marks.writing_to(handle)))
+        return made[-1]
+
+    path = save_result(out_dir, result, pickler=noting)
+    return path, made[0].user_classes() if made else None
+
+
+def _file_digest(path: Path) -> str:
+    """The digest of a file's bytes (as the pickle's, streamed into a hasher)."""
+    hasher = new_hasher()
+    with open(path, "rb") as handle:
+        while block := handle.read(1 << 20):
+            hasher.update(block)
+    return hasher.hexdigest()
+
+
+# -- the user classes a result holds ------------------------------------------------
+# Pickle names a class by reference: a step's result holding a Model pickles to the same
+# bytes after an edit of Model.predict (or of the data it reads), so its output digest
+# stayed, and a step calling ``load.predict(1)`` was served its old result. A pickled
+# result counts the digests of the user classes of the objects it holds too (as an
+# argument's key counts them: by their code and the data their methods read).
+
+# What pickle calls to reduce an object of a type copyreg has no reducer for.
+_REDUCE_EX = operator.methodcaller("__reduce_ex__", 5)
+
+
+class _TypesMet(dict):  # type: ignore[type-arg]
+    """A pickler's dispatch table that notes each type pickle reduces an object of (any
+    object met first but None, bools, ints, floats, texts, bytes, exact dicts, lists,
+    tuples and sets, and classes and functions, named): asked once a type, it then
+    answers as pickle does without one (copyreg's reducer, else ``__reduce_ex__``), in
+    C. A ``reducer_override`` is a call in Python for each such object: a list of
+    200,000 datetimes pickled a third slower, one of numpy floats 15% slower."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.met: list[type] = []
+
+    def __missing__(self, kind: type) -> Any:
+        self.met.append(kind)
+        if issubclass(kind, type):  # (a class of a metaclass: named, as without a table)
+            raise KeyError(kind)
+        found = self[kind] = copyreg.dispatch_table.get(kind, _REDUCE_EX)
+        return found
+
+
+class _ClassNoting(pickle.Pickler):
+    """Pickles as ``pickle.Pickler(file, protocol=5)`` does (the same bytes), noting the
+    types of the objects it reduces (:class:`_TypesMet`). A class itself (``{"kind":
+    Model}``) is named without a look at the table: not noted."""
+
+    def __init__(self, file: Any) -> None:
+        super().__init__(file, protocol=5)
+        self.dispatch_table = self.types_met = _TypesMet()
+
+    def user_classes(self) -> list[tuple[str, str]]:
+        return _user_classes(self.types_met.met)
+
+
+class _Discard:
+    """A file object that keeps nothing written to it."""
+
+    __slots__ = ()
+
+    @staticmethod
+    def write(data: Any) -> None:
+        return None
+
+
+def _classes_in(result: Any) -> list[tuple[str, str]]:
+    """The user classes ``result``'s pickle holds, pickled again to find them (a small
+    result kept inline, a result file the step wrote); none if it does not pickle."""
+    pickler = _ClassNoting(_Discard())
+    try:
+        pickler.dump(result)
+    except Exception:  # (a value loaded from a file the step wrote: by its bytes, as before)
+        return []
+    return pickler.user_classes()
+
+
+def _user_classes(types: Iterable[type]) -> list[tuple[str, str]]:
+    """The user classes among ``types`` (a library's and Python's count by name, in the
+    pickle), each by name and digest, sorted."""
+    found = set()
+    for cls in types:
+        try:
+            digest = _user_class_digest(cls)
+        except Exception:  # (one that cannot be fingerprinted: no key reading it holds)
+            digest = f"unhashable-{id(cls)}"
+        if digest is not None:
+            found.add((f"{main_spelled(cls.__module__)}.{cls.__qualname__}", digest))
+    return sorted(found)
+
+
+def _with_classes(digest: str, classes: Sequence[tuple[str, str]]) -> str:
+    """What a pickled result counts by, ``digest`` being what its pickle counts by, when
+    it holds objects of user classes (:func:`_user_classes`)."""
+    return text_digest("\n".join([f"pickle {digest} with classes:",
+                                  *(f"{name} {code}" for name, code in classes)]))
 

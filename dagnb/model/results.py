@@ -91,7 +91,7 @@ def _has_float(value: Any) -> bool:
 
 
 def save_result(out_dir: Path, value: Any, *,
-                through: Callable[[BinaryIO], Any] | None = None) -> Path:
+                pickler: Callable[[BinaryIO], pickle.Pickler] | None = None) -> Path:
     """Write ``value`` into ``out_dir`` as ``result.json`` or ``result.pkl``.
 
     Parameters
@@ -100,11 +100,11 @@ def save_result(out_dir: Path, value: Any, *,
         The step's output directory (``$DAGNB_OUT``); it must exist.
     value
         Any picklable value.
-    through
-        Given the open ``result.pkl``, the file object to pickle into: one that passes
-        each write on to it and looks at what goes by (the cache looks for sets, which
-        pickle in an order hash seeds change). Not called for a value written as JSON,
-        or saved already.
+    pickler
+        Given the open ``result.pkl``, the pickler (protocol 5) to dump the value with:
+        the cache's looks at what goes by (sets, which pickle in an order hash seeds
+        change; the user classes the value holds). Not called for a value written as
+        JSON, or saved already.
 
     Returns
     -------
@@ -121,7 +121,7 @@ def save_result(out_dir: Path, value: Any, *,
         return path
     path = out_dir / RESULT_FILES[1]
     with open(path, "wb") as handle:
-        pickle.Pickler(handle if through is None else through(handle), protocol=5).dump(value)
+        (pickle.Pickler(handle, protocol=5) if pickler is None else pickler(handle)).dump(value)
     return path
 
 
