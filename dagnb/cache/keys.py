@@ -35,7 +35,7 @@ from dagnb.fingerprint import (
     value_digest,
 )
 from dagnb.model.jsontext import encoder, scalar_text
-from dagnb.model.masking import MIN_LINE, named_as_secret, named_surely_secret
+from dagnb.model.masking import MIN_LINE, named_as_secret, named_surely_secret, url_password
 from dagnb.model.step import Step, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
@@ -359,7 +359,7 @@ UNSET, NOT_SHOWN = "(unset)", "<not shown>"
 def _host_value_shown(name: str, value: str | None) -> str:
     if value is None:
         return UNSET
-    if named_as_secret(name):  # (``TOKENIZER_NAME``: not a secret, but shown as none)
+    if named_as_secret(name) or url_password(value):  # (``TOKENIZER_NAME``: shown as none)
         return NOT_SHOWN
     text = value if value.isprintable() else repr(value)[1:-1]
     return _cut(text, _SHOWN_LENGTH) if text else '""'
@@ -764,6 +764,8 @@ class _MaskedRepr(reprlib.Repr):
     def repr1(self, x: Any, level: int) -> str:
         if type(x).__name__ in self._CONTAINERS:
             return super().repr1(x, level)  # its items come back here
+        if type(x) is str and url_password(x):  # (a URL's password: a secret, in any)
+            raise _HoldsSecret
         if self._mask is None and type(x) is str:  # (no repr of all of it)
             self._refuse_secret_in(x, self.maxstring)  # (reprlib shows its head and tail)
             return super().repr1(x, level)

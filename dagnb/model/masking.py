@@ -24,15 +24,20 @@ from html.entities import html5 as _HTML_NAMES
 from dagnb.errors import InvalidStepError
 
 __all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms",
-           "looks_like_token", "name_shown", "variable_holding"]
+           "looks_like_token", "name_shown", "url_password", "variable_holding"]
 
 MASK = "***"
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
 
 # A variable named like a credential (``HF_TOKEN``, ``DB_PASSWORD``): its value is kept out
 # of a cache entry's metadata, and a notebook param equal to it is refused.
-named_as_secret = re.compile(r"token|secret|passw|credential|api_?key|private",
-                             re.IGNORECASE).search
+# (``DB_PASS``, ``GH_PAT``, ``SENTRY_DSN``, ``SSH_KEY``, ``BASIC_AUTH`` too, as words of
+# their own: not ``COMPASS``, ``PATH``, ``KEYBOARD``; nor ``PWD``, the shell's folder)
+named_as_secret = re.compile(
+    r"token|secret|passw|credential|api_?key|private"
+    r"|(?<![a-z])(?:pass|pat|dsn|key|auth|cookie)(?![a-z])", re.IGNORECASE).search
+# A URL's password (``postgres://etl:Hunter22@db/prod``), whatever its variable is named
+url_password = re.compile(r"[a-z][a-z0-9+.-]*://[^/\s:@]*:[^@\s/]+@", re.IGNORECASE).search
 # Named as a secret beyond doubt, what a refusal needs (hiding takes the rule above): the
 # word whole (``TOKENIZER_NAME`` is no token), and not the name of where one is or of one
 # (``OAUTH_TOKEN_URL``, ``SECRET_NAME``, ``PRIVATE_REGISTRY``).
