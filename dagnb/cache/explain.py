@@ -24,7 +24,14 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from dagnb.cache.images import moved
-from dagnb.cache.keys import GLOBALS_OF, HOST_VARIABLE, NOT_SHOWN, StepKey, variable_words
+from dagnb.cache.keys import (
+    GLOBALS_OF,
+    HOST_VARIABLE,
+    NOT_SHOWN,
+    STARTED_IN,
+    StepKey,
+    variable_words,
+)
 from dagnb.cache.store import Entry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
@@ -172,8 +179,8 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
 
 
 _ORDER = ("format", "cache_version", "kind", "command", "code", "var", "key_fn", "runs_in",
-          "image", "default_image", "env", HOST_VARIABLE, "secrets", "workdir", "params",
-          "services", "cache_volumes", "mount", "upstream", "arg")
+          STARTED_IN, "image", "default_image", "env", HOST_VARIABLE, "secrets", "workdir",
+          "params", "services", "cache_volumes", "mount", "upstream", "arg")
 
 
 def _order(name: str) -> tuple[int, str]:
@@ -219,6 +226,8 @@ def _sentence(name: str, change: str, before: str, after: str,
     if head == "runs_in":  # a result made on the host is not one made in a container
         return ("it ran on this machine; this run runs it in a container" if change == "added"
                 else "it ran in a container; this run runs it on this machine")
+    if head == STARTED_IN:
+        return _started_in_sentence(change, before, after)
     if head == "default_image":  # (absent: dagnb's own, python:3.12-slim)
         return (f"the executor's default image changed: {before or 'dagnb’s default'} → "
                 f"{after or 'dagnb’s default'}")
@@ -247,6 +256,17 @@ def _host_variable_sentence(name: str, change: str, before: str, after: str) -> 
     elif change == "added" and after != NOT_SHOWN:
         sentence += f": {after}"
     return sentence
+
+
+def _started_in_sentence(change: str, before: str, after: str) -> str:
+    """Where an in-process Python step ran, the folder the process was started in (each
+    described as ``/x, not the workflow’s folder``)."""
+    if change == "added":
+        return f"this run is started in {after}: the in-process step runs there"
+    if change == "removed":
+        return (f"it ran in {before}, where that run was started; this run is started in "
+                "the step’s folder")
+    return f"it ran in {before}; this run is started in {after}: the in-process step runs there"
 
 
 def _code_sentence(before: str, after: str, said: str = "code changed") -> str:

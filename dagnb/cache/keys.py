@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from itertools import islice
 from json.encoder import encode_basestring as _quoted
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from dagnb.cache.mounts import excluder, mount_excludes
@@ -59,7 +59,9 @@ class StepKey:
     components
         Component name -> digest, e.g. ``"image"``, ``"mount:data/raw.csv"``,
         ``"upstream:prep"``, ``"var:params"`` (a global a Python step reads),
-        ``"host_var:REGION"`` (a host variable a shell step run on this machine reads).
+        ``"host_var:REGION"`` (a host variable a shell step run on this machine reads),
+        ``"started_in"`` (the folder an in-process Python step runs in, when the process
+        was started in another than the step's).
     describe
         Component name -> human-readable value (image string, env JSON, params JSON,
         the normalized code), used only to explain a miss.
@@ -143,7 +145,7 @@ def step_key(
     base_dir: Path,
     cache_version: str = "",
     mask: Callable[[str], str] | None = None,
-    container: bool | str = False,
+    container: bool | str | None = None,
     cache_folder: Path | None = None,
     variables: Mapping[str, Any] | None = None,
 ) -> StepKey:
@@ -173,9 +175,13 @@ def step_key(
     container
         The run executes the step in a container (the Dagger executor): a ``runs_in``
         component tells its result apart from one made on the host, which saw another
-        system. False (the host: local, dask) adds nothing, so those keys stay as they were.
-        A str: the image a step without one runs in there, when it is not dagnb's default
+        system. False (the host: local, dask) adds no ``runs_in``, so those keys stay as
+        they were. A str: the image a step without one runs in there, when it is not dagnb's default
         (an executor made with its own ``default_image``): a ``default_image`` component.
+        False (a run's cache says it runs on the host) also counts, for a Python step,
+        the folder this process runs in when it is not the step's (``started_in``): an
+        in-process step runs there. None (the default: a key made outside a run) counts
+        no folder, as before.
     cache_folder
         The run's cache folder, left out of a mounted folder that holds it (as the
         configured one is): every run changes it.
@@ -209,6 +215,8 @@ def step_key(
             _add_code(components, describe, step, code, mask)
     if step.func is None and not container:  # (in a container the host's are not seen)
         _add_host_variables(components, describe, step, mask)
+    elif container is False and step.executor != "dask":  # (dask moves it to its folder)
+        _add_process_folder(components, describe, step, Path(base_dir))
     for host, target in step.mounts.items():
         label = _mount_label(host, components)
         components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
@@ -232,6 +240,24 @@ HOST_VARIABLE = "host_var"
 # ``$NAME``, ``${NAME}``, ``${NAME:-x}``, ``${#NAME}``: positional and special
 # parameters ($1, $@, $?...) start otherwise.
 _NAMED = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
+
+# Python run by the text (``python3 - <<'PY'``, ``python -c``) reading one by its literal
+# name: ``os.environ["X"]``, ``os.environ.get("X", ...)``, ``os.getenv("X")``, ``environ['X']``.
+_PYTHON_READ = re.compile(
+    r"""\b(?:environ\s*\[|environ\.get\(|getenv\()\s*(?P<q>['"])([A-Za-z_][A-Za-z0-9_]*)(?P=q)""")
+
+
+def _reads(text: str) -> list[tuple[int, str]]:
+    """Where ``text`` reads a variable, and its name: by the shell or by Python."""
+    reads = [(found.start(), found.group(1)) for found in _NAMED.finditer(text)]
+    if "env" in text:  # (most commands run no Python reading one)
+        reads.extend((found.start(), found.group(2)) for found in _PYTHON_READ.finditer(text))
+    return reads
+
+
+def _read_names(text: str) -> list[str]:
+    return [name for _, name in _reads(text)]
+
 
 # Variables of the machine or the shell session, not inputs: their values differ from one
 # machine (or terminal) to the next without changing what a step makes, and keying them
@@ -262,7 +288,7 @@ def _host_names(run: str | tuple[str, ...] | None) -> tuple[str, ...]:
     if found is None:
         text = run if isinstance(run, str) else "\n".join(run or ())
         found = tuple(sorted({
-            name for name in _NAMED.findall(text)
+            name for name in _read_names(text)
             if name not in _MACHINE_VARIABLES and not name.startswith(_MACHINE_PREFIXES)
             and not named_surely_secret(name)} - _bound(text)))
         if len(_HOST_NAMES) >= _TEXT_MEMO_LIMIT:
@@ -291,13 +317,13 @@ def _assigned_first(text: str) -> set[str]:
     reading them either (``PYTHONPATH="$(mktemp -d)"``: the host's value never reaches
     the step; ``REGION=${REGION:-eu}`` reads it, and counts)."""
     first_read: dict[str, int] = {}
-    for found in _NAMED.finditer(text):
-        first_read.setdefault(found.group(1), found.start())
+    for at, name in sorted(_reads(text)):
+        first_read.setdefault(name, at)
     names = set()
     for found in _ASSIGNED.finditer(text):
         name, at = found.group(1), found.end()
         if at <= first_read.get(name, len(text)) and not any(
-                read == name for read in _NAMED.findall(_word_at(text, at))):
+                read == name for read in _read_names(_word_at(text, at))):
             names.add(name)
     return names
 
@@ -341,6 +367,53 @@ def _add_host_variables(components: dict[str, str], describe: dict[str, str], st
         label = f"{HOST_VARIABLE}:{name}"
         components[label] = _text_digest(_canonical(value))  # (unset: null, not "")
         describe[label] = _host_value_shown(name, value)
+
+
+# The ``started_in`` component: the folder this process runs an in-process Python step in.
+STARTED_IN = "started_in"
+
+# (process folder, base folder, workdir, mounts) -> the process folder, resolved, when
+# a shell step would start in another, else None: resolving costs a stat a component.
+_ELSEWHERE: dict[tuple[Any, ...], str | None] = {}
+
+
+def _add_process_folder(components: dict[str, str], describe: dict[str, str], step: Step,
+                        base_dir: Path) -> None:
+    """A ``started_in`` component naming the folder this process runs in, for a Python
+    step run in it: the step runs there (the process has one folder), and reads
+    ``Path("data")`` there. Only when a shell step would start in another (its workdir,
+    else the workflow's folder): the keys of a run started there stay as they were."""
+    here = os.getcwd()
+    if step.workdir is None and here == os.fspath(base_dir):  # (most runs: no more looks)
+        return
+    memo = (here, os.fspath(base_dir), step.workdir, _items(step.mounts))
+    if memo not in _ELSEWHERE:
+        resolved = str(Path(here).resolve())
+        if len(_ELSEWHERE) >= _TEXT_MEMO_LIMIT:
+            _ELSEWHERE.clear()
+        _ELSEWHERE[memo] = None if resolved == str(_shell_folder(step, base_dir)) else resolved
+    folder = _ELSEWHERE[memo]
+    if folder is not None:
+        components[STARTED_IN] = _text_digest(folder)
+        own = f"its workdir {step.workdir}" if step.workdir else "the workflow’s folder"
+        describe[STARTED_IN] = f"{folder}, not {own}"
+
+
+def _shell_folder(step: Step, base_dir: Path) -> Path:
+    """The folder a shell step of ``step``'s workdir and mounts starts in on this machine,
+    resolved (as the local executor finds it: through the deepest mount mapping the
+    workdir, else in the workflow's folder)."""
+    if step.workdir is None:
+        return base_dir.resolve()
+    inside = PurePosixPath(step.workdir)
+    deepest_first = sorted(step.mounts.items(),
+                           key=lambda mount: -len(PurePosixPath(mount[1]).parts))
+    for host, target in deepest_first:
+        if inside.is_absolute() and inside.is_relative_to(target):
+            mapped = mount_path(base_dir, host) / inside.relative_to(target)
+            if mapped.is_dir():
+                return mapped.resolve()
+    return (base_dir / step.workdir).resolve()
 
 
 def _holds_secret(value: str, mask: Callable[[str], str] | None) -> bool:
