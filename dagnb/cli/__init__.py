@@ -68,7 +68,7 @@ _WORKFLOW_HELP = "a workflow YAML file, or a notebook (.ipynb, percent .py)"
 def build_parser() -> argparse.ArgumentParser:
     # (the docstring's first line, without its reST quotes: --help prints it as it is)
     description = __doc__.splitlines()[0].replace("``", "")
-    parser = argparse.ArgumentParser(prog="dagnb", description=description)
+    parser = _Parser(prog="dagnb", description=description)
     parser.add_argument("--version", action=_Version, help="print dagnb's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     run = sub.add_parser("run", help="run a workflow and print its status table")
@@ -123,6 +123,35 @@ def build_parser() -> argparse.ArgumentParser:
     plan_command.add_parsers(sub, "a workflow YAML file")
     add_subcommands(sub)
     return parser
+
+
+class _Parser(argparse.ArgumentParser):
+    """An option a command does not know is refused with that command's usage (not
+    dagnb's) and the option meant when one is close: ``run --tags`` is ``--tag``. (Its
+    subcommands' parsers are of this class too: add_subparsers makes them so.)"""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:  # (left by this command's parser: refused here, with its usage)
+            self.error(f"unrecognized arguments: {' '.join(extras)}{self._meant(extras)}")
+        return parsed, extras
+
+    def _meant(self, extras: Sequence[str]) -> str:
+        """``; did you mean --tag?`` for the first unknown option close to one of this
+        command's options (its value, ``--tags=x``, left out)."""
+        known = [option for action in self._actions for option in action.option_strings
+                 if option.startswith("--")]
+        for extra in extras:
+            option = extra.partition("=")[0]
+            close = (_SPELLED_OTHERWISE.get(option) if "--cache-mode" in known else None) or (
+                checks.closest(option, known) if option.startswith("--") else None)
+            if close is not None:
+                return f" (did you mean {close}?)"
+        return ""
+
+
+# run's options that plan and explain spell otherwise
+_SPELLED_OTHERWISE = {"--no-cache": "--cache-mode off"}
 
 
 @command("run")

@@ -9,7 +9,10 @@ why a step would run, without running anything (the notebook's ``%dagger plan`` 
     dagnb explain WORKFLOW STEP [-p NAME=VALUE] [--executor E] [--cache-mode MODE]
 
 Both read the cache and write nothing (no hit counted, no entry made); both exit 0
-whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run).
+whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run),
+but ``plan`` exits 2, saying why in its last line, where the run would refuse before
+running anything: a step that would run needs a secret that is not set, or a Dagger
+engine that cannot be reached.
 A step keyed on the result of one that runs *may run* (counted apart: early cut-off
 serves it if that result comes out the same); a ``cache: session`` step runs in each
 ``dagnb run``, a process of its own.
@@ -64,7 +67,33 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
                      cache_mode=_cache_mode(args))
     print(plan_table(rows, args.workflow))
     print(_summary(rows))
-    return 0
+    refusal = _run_refusal(graph, rows, args.executor)
+    if refusal is None:
+        return 0
+    print(f"dagnb run would refuse before running anything: {refusal}")
+    return 2  # (as the run exits)
+
+
+def _run_refusal(graph: Any, rows: list[dict[str, Any]], executor: str | None) -> str | None:
+    """What the run checks before its first step (a secret not set, an engine not
+    reached) for the steps the plan says would or may run, in the run's own words; None
+    when it would start. A cached step needs neither, as in the run; a step binding
+    services is refused off Dagger, cached or not, as in the run."""
+    from dagnb.config import settings
+    from dagnb.errors import DagnbError
+    from dagnb.model.contract import resolve_secrets
+    from dagnb.runtime.plan import CACHED
+    from dagnb.runtime.prepare import refuse_services_off_dagger, require_engine
+
+    default = executor or settings().executor
+    running = graph.steps_of([row["step"] for row in rows if row["state"] != CACHED])
+    try:
+        resolve_secrets(running.values())
+        require_engine(graph, running, default, None, None)
+        refuse_services_off_dagger(graph.steps_of([row["step"] for row in rows]), default)
+    except DagnbError as refused:
+        return str(refused)
+    return None
 
 
 def _summary(rows: list[dict[str, Any]]) -> str:

@@ -62,7 +62,8 @@ from dagnb.runtime.scheduler import RunOptions, Scheduler
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
 
-__all__ = ["prepare", "require_engine", "run_graph_async", "run_graph_sync", "start_background"]
+__all__ = ["prepare", "refuse_services_off_dagger", "require_engine", "run_graph_async",
+           "run_graph_sync", "start_background"]
 
 
 def _refuse_in_a_reimported_script() -> None:
@@ -457,7 +458,7 @@ def prepare(
         options.cache = cache_for(mode=mode, read_only=unwritable)
     secret_values = _secrets_needed(graph, steps, options.cache, reads)
     require_engine(graph, steps, executor or config.executor, options.cache, reads)
-    _refuse_services_off_dagger(steps, executor or config.executor)
+    refuse_services_off_dagger(steps, executor or config.executor)
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
@@ -791,7 +792,7 @@ def require_engine(graph: Graph, steps: Mapping[str, Step], default: Any, cache:
         )
 
 
-def _refuse_services_off_dagger(steps: Mapping[str, Step], default: Any) -> None:
+def refuse_services_off_dagger(steps: Mapping[str, Step], default: Any) -> None:
     """A step binding services runs only on Dagger: refused before anything runs (else
     its upstream steps ran first, then it failed)."""
     binding = [name for name, step in steps.items() if step.services]

@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime
 import gc
 import json
 import os
@@ -269,8 +270,8 @@ _reading_yaml_1_2_floats = reading_yaml_1_2_floats
 
 
 class _WrittenLoader(_StrictLoader):
-    """Reads numbers, booleans and nulls as the text they were written as (``3.10``,
-    ``0755``, ``yes``), for :func:`_check_as_written`."""
+    """Reads numbers, booleans, nulls and dates as the text they were written as
+    (``3.10``, ``0755``, ``yes``, ``2024-01-01``), for :func:`_check_as_written`."""
 
     def flatten_mapping(self, node: yaml.MappingNode) -> None:
         # no check for keys given twice: the document's own read made it, and as text
@@ -278,7 +279,7 @@ class _WrittenLoader(_StrictLoader):
         yaml.SafeLoader.flatten_mapping(self, node)
 
 
-for _tag in ("int", "float", "bool", "null"):
+for _tag in ("int", "float", "bool", "null", "timestamp"):
     _WrittenLoader.add_constructor(f"tag:yaml.org,2002:{_tag}",
                                    yaml.constructor.SafeConstructor.construct_scalar)
 
@@ -313,6 +314,7 @@ def _check_as_written(data: Any, written: Any, source: str) -> None:
     param written bare that a reader may take for another value (:func:`_check_params`).
     And a workflow ``name`` YAML read as no text, said as written."""
     _check_name(data.get("name"), _at(written, "name"), source)
+    _check_step_names(data.get("steps"), _at(written, "steps"), source)
     _check_params(data, written, source)
     for where, holder, key, text in _text_values(data, written):
         value = holder[key]
@@ -342,12 +344,32 @@ def _check_name(name: Any, written: Any, source: str) -> None:
 _KINDS = {list: "list", dict: "mapping"}
 
 
+def _check_step_names(steps: Any, written: Any, source: str) -> None:
+    """Refuse a step name YAML read as no text: a step ``on`` was named True (and
+    ``needs: [on]`` needed True), said as written."""
+    if isinstance(steps, Mapping) and isinstance(written, Mapping) and len(steps) == len(
+            written):
+        pairs: Iterator[tuple[Any, Any]] = zip(steps, written, strict=True)
+    elif isinstance(steps, list) and isinstance(written, list) and len(steps) == len(written):
+        pairs = ((_at(fields, "name"), _at(text, "name")) for fields, text in zip(
+            steps, written, strict=True))
+    else:
+        return
+    for name, text in pairs:
+        reading = _misread(name, text) if isinstance(text, str) else ""
+        if reading:
+            raise WorkflowError(f"{source}: step name {text} reads as {reading} in YAML; "
+                                f"quote it: \"{text}\" (and where a step needs it)")
+
+
 def _misread(value: Any, text: str) -> str:
     """What YAML read ``text`` as, when that is not the text (``True`` as true is)."""
     if isinstance(value, bool):
         return "" if text.lower() in ("true", "false") else str(value).lower()
     if isinstance(value, (int, float)) and str(value) != text:
         return f"the number {value}"
+    if isinstance(value, datetime.date):  # (2024-01-01: a date to YAML 1.1, text to 1.2)
+        return "a date and time" if isinstance(value, datetime.datetime) else "a date"
     return ""
 
 
@@ -373,6 +395,8 @@ def _misread_param(value: Any, text: str, kind: str | None) -> str:
         return reading
     if kind in ("bool", "float") and kind == type(value).__name__:
         return ""
+    if isinstance(value, datetime.date):  # (no param holds one: JSON has no dates)
+        return reading
     if _same_value(yaml_1_2_value(text), value):
         return ""  # (+5, 0x1F, .5, 0.50, 1e-3: one number to either YAML, and to a reader)
     return reading

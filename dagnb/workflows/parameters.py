@@ -380,12 +380,24 @@ def _parameter_name(name: Any, source: str) -> str:
 def _workflow_parameter(name: str, spec: Any, source: str) -> Parameter:
     where = f"{source}: parameter {name!r}"
     if isinstance(spec, Mapping) and "default" not in spec:
+        checks.known_keys(spec, _PARAMETER_KEYS, where, WorkflowError)  # (defualt: its typo)
         raise WorkflowError(f"{where} has no default; give the value its steps are written "
                             "with (default: ...)")
     try:
         return _parameter(name, spec, where)
     except ParameterValueError as exc:
         raise WorkflowError(f"{where}: default {exc.value!r} {exc.problem}") from None
+
+
+_ITEM_TYPES = ("str", "int", "float", "bool")
+
+
+def _check_kind(key: str, kind: Any, known: tuple[str, ...], where: str) -> None:
+    """Refuse a ``type`` (``items``) not one of ``known``, with the one meant if close."""
+    if kind not in known:
+        hint = checks.did_you_mean(kind, known)
+        raise WorkflowError(f"{where}: {key} {kind!r} is not one of {known}"
+                            + (f"; {hint}" if hint else ""))
 
 
 def _parameter(name: str, spec: Any, where: str) -> Parameter:
@@ -395,8 +407,9 @@ def _parameter(name: str, spec: Any, where: str) -> Parameter:
         raise WorkflowError(f"{where} must be a mapping with a 'type', got {spec!r}")
     checks.known_keys(spec, _PARAMETER_KEYS, where, WorkflowError)
     kind, items = spec.get("type", "str"), spec.get("items")
-    if kind not in TYPES or items not in (None, "str", "int", "float", "bool"):
-        raise WorkflowError(f"{where}: type {kind!r} (items {items!r}) is not one of {TYPES}")
+    _check_kind("type", kind, TYPES, where)
+    if items is not None:
+        _check_kind("items", items, _ITEM_TYPES, where)
     required = bool(spec.get("required", "default" not in spec))
     bounds = Bounds.from_spec(spec, items if kind == "list" else kind, where)
     parameter = Parameter(name, kind, None, required, str(spec.get("description") or ""), items)
