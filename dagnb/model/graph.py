@@ -20,11 +20,13 @@ from dagnb.errors import (
     ConfigError,
     CycleError,
     DuplicateStepError,
+    ExecutorUnavailable,
     InvalidStepError,
     MissingDependencyError,
     StepNotFoundError,
 )
-from dagnb.model.step import Step, cached_per_function, mount_path
+from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
+from dagnb.model.step import EXECUTOR_NAMES, Step, cached_per_function, mount_path
 
 if TYPE_CHECKING:
     from dagnb.runtime.run import Run
@@ -223,6 +225,25 @@ class Graph:
             if step.func is not None:
                 _check_signature(step)
         self.order()
+        self._warn_of_unpassed()
+
+    def _warn_of_unpassed(self) -> None:
+        """Warn, once the graph passed its checks, of what a Python step's function will
+        not be given: a step's result its defaulted parameter of that name does not get
+        (needs infers no need from it), and a param it takes no parameter for."""
+        from dagnb.workflows.pyfunctions import check_params_taken  # (a layer above)
+
+        for step in self._steps.values():
+            if step.func is None:
+                continue
+            for name in _defaulted_step_names(step, self._steps):
+                checks.warn_user(
+                    f"step {step.name!r}: its parameter {name!r} has a default, so it does "
+                    f"not get step {name!r}'s result; add needs=[{name!r}] to pass it, or "
+                    "rename the parameter")
+            if not _from_a_workflow_file(step.func):  # (its loading warned, of the
+                #                                         step's own params, not defaults')
+                check_params_taken(step.func, step.params, f"step {step.name!r}")
 
     def _check_needs(self, step: Step) -> None:
         for need in step.needs:
@@ -527,6 +548,7 @@ class Graph:
         from dagnb.runtime.plan import plan
 
         _check_options(options, "graph.plan()", ("cache_directory", "executor", "targets"))
+        _check_executor(options)
         return plan(self, targets, **options)
 
     def explain(self, name: str, **options: Any) -> list[str]:
@@ -535,6 +557,7 @@ class Graph:
         from dagnb.runtime.plan import explain
 
         _check_options(options, "graph.explain()", ("cache_directory", "executor"))
+        _check_executor(options)
         if not isinstance(name, str):
             raise ConfigError(f"graph.explain() takes a step name, not {name!r}; give one "
                               "like graph.explain('train')")
@@ -561,6 +584,7 @@ class Graph:
         """
         from dagnb.runtime.prepare import run_graph_sync
 
+        _check_flag(raise_on_failure, "raise_on_failure")
         run = run_graph_sync(self, targets, **options)
         return run.raise_for_status() if raise_on_failure else run
 
@@ -569,6 +593,7 @@ class Graph:
         """Run the selected steps from async code (``await graph.arun()``); as :meth:`run`."""
         from dagnb.runtime.prepare import run_graph_async
 
+        _check_flag(raise_on_failure, "raise_on_failure")
         run = await run_graph_async(self, targets, **options)
         return run.raise_for_status() if raise_on_failure else run
 
@@ -592,6 +617,22 @@ def _named_parameters(func: Callable[..., Any]) -> tuple[inspect.Parameter, ...]
         p for p in inspect.signature(func).parameters.values()
         if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
     )
+
+
+def _defaulted_step_names(step: Step, steps: Mapping[str, Step]) -> list[str]:
+    """The parameters of ``step``'s function named after another step of the graph that
+    it neither needs nor is given as a param, and that have a default: they get that
+    default, never the step's result."""
+    return [p.name for p in _named_parameters(step.func)
+            if p.default is not p.empty and p.kind is not p.POSITIONAL_ONLY
+            and p.name in steps and p.name != step.name
+            and p.name not in step.needs and p.name not in step.params]
+
+
+def _from_a_workflow_file(func: Any) -> bool:
+    """Whether ``func`` is a workflow file's ``python:`` function (of the module dagnb
+    imported it from)."""
+    return str(getattr(func, "__module__", "")).startswith(STEPS_MODULE_PREFIX)
 
 
 def _check_signature(step: Step) -> None:
@@ -655,6 +696,21 @@ def _check_options(options: Mapping[str, Any], call: str, known: tuple[str, ...]
     failed as a TypeError of an internal function."""
     checks.known_keys(options, known, call, ConfigError, noun="option",
                       see=f" (see help({call.replace('graph.', 'dagnb.Graph.')[:-2]}))")
+
+
+def _check_executor(options: Mapping[str, Any]) -> None:
+    """Refuse an executor name a run would refuse, with its words: a plan or an
+    explanation for no executor would answer as though for the default one."""
+    name = options.get("executor")
+    if isinstance(name, str) and name not in EXECUTOR_NAMES:
+        raise ExecutorUnavailable(
+            f"unknown executor {name!r}; use 'auto', 'local', 'dagger' or 'dask'")
+
+
+def _check_flag(value: Any, option: str) -> None:
+    """Refuse a flag that is no bool (``"no"`` is true) in one line, as a count's is."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{option}={value!r} must be True or False")
 
 
 def _quoted(names: Iterable[str]) -> str:

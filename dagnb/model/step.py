@@ -14,6 +14,7 @@ import inspect
 import json
 import os
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
@@ -35,6 +36,9 @@ _CACHE_POLICIES = (True, False, "session")
 # The executors a step may name; dagnb.executors builds them (the names live here so that a
 # workflow naming another is refused when it is read, not when the step is reached).
 EXECUTOR_NAMES = ("auto", "local", "dagger", "dask")
+# the retry layer's words for a retries= of no kind it reads (dagnb.retry.policy)
+NOT_RETRIES = ("is not a retry setting; expected None, a number of retries, a mapping of "
+               "retry settings or a RetryPolicy")
 # Linux's MAX_ARG_STRLEN: execve refuses (E2BIG) any one argument, or NAME=value variable,
 # this long or longer (its NUL counted), whatever room the total (ARG_MAX) leaves.
 ARG_LIMIT = 128 * 1024
@@ -392,6 +396,8 @@ class Step:
         # True/False (on/off) and the other settings are RetryPolicy.from_value's
         if isinstance(self.retries, int) and not isinstance(self.retries, bool):
             _must(checks.count, self.retries, f"step {name!r}: retries {self.retries!r}")
+        elif not _may_be_retries(self.retries):
+            raise InvalidStepError(f"step {name!r}: retries {self.retries!r} {NOT_RETRIES}")
         _must(checks.flag, self.circuit_breaker,
               f"step {name!r}: circuit_breaker={self.circuit_breaker!r}")
         if self.image is not None and (not isinstance(self.image, str) or not self.image):
@@ -480,6 +486,36 @@ class Step:
             data[field.name] = "never" if field.name == "ttl" and value == NEVER_EXPIRES else (
                 _plain(value))
         return data
+
+
+STEP_ARGUMENTS = frozenset(field.name for field in dataclasses.fields(Step))
+
+
+def _naming_typos(init: Callable[..., None]) -> Callable[..., None]:
+    """Step's dataclass ``__init__``, refusing a misspelt keyword with the closest one, as
+    ``graph.run()`` does (the bare TypeError named no fix); still a TypeError."""
+
+    @functools.wraps(init)  # (help() and inspect.signature still show the fields)
+    def __init__(self: Step, *args: Any, **kwargs: Any) -> None:
+        if not kwargs.keys() <= STEP_ARGUMENTS:
+            checks.known_keys(kwargs, sorted(STEP_ARGUMENTS), "dagnb.Step()", TypeError,
+                              noun="argument", see=" (see help(dagnb.Step))")
+        init(self, *args, **kwargs)
+
+    return __init__
+
+
+Step.__init__ = _naming_typos(Step.__init__)  # type: ignore[method-assign]
+
+
+def _may_be_retries(value: Any) -> bool:
+    """Whether ``retries`` is of a kind the retry layer reads (None, a bool or count, a
+    mapping, a RetryPolicy); its values are checked as a run starts. (No RetryPolicy
+    exists unless its module is loaded: this layer may not import it.)"""
+    if value is None or isinstance(value, (int, Mapping)):
+        return True
+    policy = sys.modules.get("dagnb.retry.policy")
+    return policy is not None and isinstance(value, policy.RetryPolicy)
 
 
 def cached_per_function(compute: Callable[[Any], T]) -> Callable[[Any], T]:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dagnb.cache.housekeeping import DAMAGED
 from dagnb.checks import bounded_line
 from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
@@ -218,7 +219,36 @@ class Run:
         path = found if isinstance(found, Path) else found.path  # the scheduler's record
         if str(path).startswith(f"{self._folder.text}/") and self._folder.pruned:
             raise StepNotFoundError(self._pruned_outputs(step))
+        if not path.exists():
+            set_aside = self._set_aside_outputs(step, getattr(found, "entry", None))
+            if set_aside:
+                raise StepNotFoundError(set_aside)
         return path
+
+    def _set_aside_outputs(self, step: str, entry: Any) -> str | None:
+        """Why a step's outputs, a cache entry's folder, are gone when the entry was set
+        aside as damaged (a step downstream wrote into it: moved under ``.damaged``);
+        None when it was not (removed by a clear or an eviction, say)."""
+        if entry is None:
+            return None
+        damaged = entry.path.parent.parent / DAMAGED  # (<root>/<step>/<key>)
+        if not any(damaged.glob(f"{entry.step}--{entry.key}--*")):
+            return None
+        why = self._damage_of(step)
+        return (f"step {step!r} has no outputs any more: its cache entry "
+                f"{entry.step}/{entry.key[:12]} was set aside as damaged"
+                f"{f' ({why})' if why else ''}, moved under {str(damaged)!r}; the next "
+                "run makes it again")
+
+    def _damage_of(self, step: str) -> str | None:
+        """The error of the step of this run that wrote into ``step``'s outputs, its
+        input, if one did (the input guard's line names ``$DAGNB_IN/<step>``)."""
+        told = (f"$DAGNB_IN/{step}/", f"$DAGNB_IN/{step} ", f"$DAGNB_IN/{step};")
+        for row in self.status_rows().values():
+            error = row.get("error") or ""
+            if any(part in error for part in told):
+                return error
+        return None
 
     def _pruned_outputs(self, step: str) -> str:
         """Why a step not stored in the cache (``cache=False``...) has no outputs now:
