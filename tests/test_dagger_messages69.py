@@ -5,6 +5,7 @@ the stub engine (tests/dagger_stub)."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
@@ -64,7 +65,7 @@ def test_a_stopped_step_points_to_the_run_s_engine_log(stub, make_task, monkeypa
     monkeypatch.delenv("DAGGER_SESSION_PORT")  # (as with the CLI: the open session stays)
     monkeypatch.setenv("_EXPERIMENTAL_DAGGER_CLI_BIN", "/usr/bin/false")
     task = make_task(Step("slow", run="echo started; sleep 30", timeout=0.8))
-    with pytest.raises(TimeoutError):
+    with pytest.raises(asyncio.TimeoutError):  # (3.10's is not the builtin)
         run_sync(_timed_out(executor, task, 0.8))
     [(stream, line)] = task.log.lines
     engine_log = Path(task.step_dir).parent / "engine.log"
@@ -74,8 +75,6 @@ def test_a_stopped_step_points_to_the_run_s_engine_log(stub, make_task, monkeypa
 
 
 async def _timed_out(executor: DaggerExecutor, task, seconds: float) -> None:
-    import asyncio
-
     await asyncio.wait_for(executor.execute(task), seconds)
 
 

@@ -432,7 +432,7 @@ UNSET, NOT_SHOWN = "(unset)", "<not shown>"
 def _host_value_shown(name: str, value: str | None) -> str:
     if value is None:
         return UNSET
-    if named_as_secret(name) or url_password(value):  # (``TOKENIZER_NAME``: shown as none)
+    if named_as_secret(name) or _url_password_near_ends(value):  # (``TOKENIZER_NAME``, too)
         return NOT_SHOWN
     text = value if value.isprintable() else repr(value)[1:-1]
     return _cut(text, _SHOWN_LENGTH) if text else '""'
@@ -818,6 +818,18 @@ class _HoldsSecret(Exception):
     """An item of a described value holds a secret's value that no mask hides."""
 
 
+_URL_WINDOW = 4096  # of a long text's head and tail, looked at for a URL's password
+
+
+def _url_password_near_ends(text: str) -> bool:
+    """Whether ``text`` holds a URL with its password where a short description shows
+    it: anywhere in a short text, near either end of a long one (reprlib shows its
+    head and tail; a 60 MB text is not searched whole)."""
+    if len(text) <= 2 * _URL_WINDOW:
+        return url_password(text) is not None
+    return bool(url_password(text[:_URL_WINDOW]) or url_password(text[-_URL_WINDOW:]))
+
+
 class _MaskedRepr(reprlib.Repr):
     """reprlib's short repr, with each item that is not a container and holds a secret
     masked whole before it is cut to its type's length: a secret cut in the middle would
@@ -837,7 +849,7 @@ class _MaskedRepr(reprlib.Repr):
     def repr1(self, x: Any, level: int) -> str:
         if type(x).__name__ in self._CONTAINERS:
             return super().repr1(x, level)  # its items come back here
-        if type(x) is str and url_password(x):  # (a URL's password: a secret, in any)
+        if type(x) is str and _url_password_near_ends(x):  # (a URL's password: a secret)
             raise _HoldsSecret
         if self._mask is None and type(x) is str:  # (no repr of all of it)
             self._refuse_secret_in(x, self.maxstring)  # (reprlib shows its head and tail)
