@@ -91,6 +91,17 @@ def _assert_kept_as_records(folder: Path, source: dict[tuple[str, str], Any]) ->
     assert (store.lookup("files", "k").out_dir / "data.txt").read_text() == "a file"
 
 
+def _pushed(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+            ) -> tuple[str, float, dict[tuple[str, str], Any]]:
+    """A source cache filled and pushed to a file store: the store's URL, the source's
+    size as ``stats`` says it, and its entries."""
+    source, url = tmp_path / "source", (tmp_path / "store").as_uri()
+    _fill(source)
+    made, before = _stats_bytes(source, capsys), _entries(source)
+    assert main(["cache", "push", url, "--cache-dir", str(source)]) == 0
+    return url, made, before
+
+
 def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     downloads: list[str] = []
     real = ObjectStore.download
@@ -102,11 +113,8 @@ def _count_downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
 def test_a_pull_keeps_small_entries_as_pack_records(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    source, copy, url = tmp_path / "source", tmp_path / "copy", (tmp_path / "store").as_uri()
-    _fill(source)
-    made = _stats_bytes(source, capsys)
-    before = _entries(source)
-    assert main(["cache", "push", url, "--cache-dir", str(source)]) == 0
+    copy = tmp_path / "copy"
+    url, made, before = _pushed(tmp_path, capsys)
     assert main(["cache", "pull", url, "--cache-dir", str(copy)]) == 0
     assert f"pull: {2 * COUNT + 2} entries copied" in capsys.readouterr().out
     assert all(row["hits"] == 0 for row in Store(copy).stats_by_step().values())
@@ -143,11 +151,8 @@ def test_a_pull_replaces_an_older_small_copy_with_a_record(
 def test_a_store_urls_lookup_keeps_a_small_download_as_a_record_of_its_tier(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    source, tier, url = tmp_path / "source", tmp_path / "tier", (tmp_path / "store").as_uri()
-    _fill(source)
-    made = _stats_bytes(source, capsys)
-    before = _entries(source)
-    assert main(["cache", "push", url, "--cache-dir", str(source)]) == 0
+    tier = tmp_path / "tier"
+    url, made, before = _pushed(tmp_path, capsys)
     downloads = _count_downloads(monkeypatch)
     shared = Store(url, backend=RemoteBackend(url, local=tier))
     for where, entry in before.items():
