@@ -21,7 +21,7 @@ from bisect import bisect_left
 from collections.abc import Callable, Mapping
 from itertools import islice
 from json.encoder import encode_basestring as _quoted
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from dagnb.cache.mounts import excluder, mount_excludes
@@ -36,7 +36,7 @@ from dagnb.fingerprint import (
 )
 from dagnb.model.jsontext import encoder, scalar_text
 from dagnb.model.masking import MIN_LINE, named_as_secret, named_surely_secret, url_password
-from dagnb.model.step import Step, mount_path
+from dagnb.model.step import Step, host_folders, mount_path
 
 __all__ = ["CACHE_FORMAT", "StepKey", "code_text", "key_digest", "step_key"]
 
@@ -401,19 +401,12 @@ def _add_process_folder(components: dict[str, str], describe: dict[str, str], st
 
 def _shell_folder(step: Step, base_dir: Path) -> Path:
     """The folder a shell step of ``step``'s workdir and mounts starts in on this machine,
-    resolved (as the local executor finds it: through the deepest mount mapping the
-    workdir, else in the workflow's folder)."""
+    resolved (as the local executor finds it: :func:`host_folders`)."""
     if step.workdir is None:
         return base_dir.resolve()
-    inside = PurePosixPath(step.workdir)
-    deepest_first = sorted(step.mounts.items(),
-                           key=lambda mount: -len(PurePosixPath(mount[1]).parts))
-    for host, target in deepest_first:
-        if inside.is_absolute() and inside.is_relative_to(target):
-            mapped = mount_path(base_dir, host) / inside.relative_to(target)
-            if mapped.is_dir():
-                return mapped.resolve()
-    return (base_dir / step.workdir).resolve()
+    found = next((path for path in host_folders(base_dir, step.workdir, step.mounts)
+                  if path.is_dir()), base_dir / step.workdir)
+    return found.resolve()
 
 
 def _holds_secret(value: str, mask: Callable[[str], str] | None) -> bool:

@@ -5,12 +5,11 @@ the wrong files)."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from dagnb.errors import StepFailed
 from dagnb.executors.base import Task
-from dagnb.model.step import Step, mount_path
+from dagnb.model.step import Step, host_folders
 
 
 def workdir_of(task: Task) -> str:
@@ -19,7 +18,7 @@ def workdir_of(task: Task) -> str:
     workdir = task.step.workdir
     if workdir is None:
         return str(task.base_dir)
-    for path in _host_folders(task.base_dir, workdir, task.step.mounts):
+    for path in host_folders(task.base_dir, workdir, task.step.mounts):
         if path.is_dir():
             return str(path)
     raise StepFailed(
@@ -28,19 +27,6 @@ def workdir_of(task: Task) -> str:
         "or fix the path (a step that runs on this machine runs in a folder of it)",
         step=task.step.name,
     )
-
-
-def _host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
-    """Where ``workdir`` may be here: first through each mount whose container path
-    holds it, the deepest first (``{src: /workspace}`` maps ``/workspace/pkg`` to ``src/pkg``, as a
-    container would see it, whatever this machine has at ``/workspace``), then itself
-    (relative to the workflow's folder)."""
-    inside = PurePosixPath(workdir)
-    deepest_first = sorted(mounts.items(), key=lambda mount: -len(PurePosixPath(mount[1]).parts))
-    for host, target in deepest_first:  # (a container sees the deeper mount on top)
-        if inside.is_absolute() and inside.is_relative_to(target):
-            yield mount_path(base, host) / inside.relative_to(target)
-    yield base / workdir
 
 
 def unmade_mounts_hint(step: Step) -> str:

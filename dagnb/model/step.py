@@ -15,7 +15,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Any, TypeVar, Union
@@ -25,8 +25,8 @@ from dagnb.checks import NEVER_EXPIRES, parse_duration, parse_ttl
 from dagnb.errors import InvalidStepError, WorkflowError
 from dagnb.model.masking import variable_holding
 
-__all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "mount_path",
-           "parse_duration"]
+__all__ = ["CachePolicy", "Step", "cached_per_function", "check_name", "host_folders",
+           "mount_path", "parse_duration"]
 
 T = TypeVar("T")
 
@@ -256,6 +256,19 @@ def mount_path(base_dir: Path, host: str) -> Path:
     """Where a mount's host path is: ``~`` expanded, a relative one in ``base_dir`` (the
     workflow's folder). The check before a run, the key and the upload all read this."""
     return Path(base_dir) / Path(host).expanduser()
+
+
+def host_folders(base: Path, workdir: str, mounts: Mapping[str, str]) -> Iterator[Path]:
+    """Where ``workdir`` may be here: first through each mount whose container path
+    holds it, the deepest first (``{src: /workspace}`` maps ``/workspace/pkg`` to ``src/pkg``, as a
+    container would see it, whatever this machine has at ``/workspace``), then itself
+    (relative to the workflow's folder)."""
+    inside = PurePosixPath(workdir)
+    deepest_first = sorted(mounts.items(), key=lambda mount: -len(PurePosixPath(mount[1]).parts))
+    for host, target in deepest_first:  # (a container sees the deeper mount on top)
+        if inside.is_absolute() and inside.is_relative_to(target):
+            yield mount_path(base, host) / inside.relative_to(target)
+    yield base / workdir
 
 
 def _check_mounts(mounts: Mapping[str, Any], step: str) -> Mapping[str, str]:
