@@ -241,8 +241,8 @@ class Graph:
                     f"step {step.name!r}: its parameter {name!r} has a default, so it does "
                     f"not get step {name!r}'s result; add needs=[{name!r}] to pass it, or "
                     "rename the parameter")
-            if not _from_a_workflow_file(step.func):  # (its loading warned, of the
-                #                                         step's own params, not defaults')
+            if step.params and not _from_a_workflow_file(step.func):  # (its loading
+                # warned, of the step's own params, not defaults')
                 check_params_taken(step.func, step.params, f"step {step.name!r}")
 
     def _check_needs(self, step: Step) -> None:

@@ -41,7 +41,7 @@ import sys
 import textwrap
 import traceback
 import types
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,7 @@ from dagnb.fingerprint import code_names, loaded_globals
 from dagnb.fingerprint.sources import class_source
 from dagnb.model.masking import SecretFinder
 from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
+from dagnb.model.step import cached_per_function
 from dagnb.workflows.file_facts import file_digest
 from dagnb.workflows.published import Published, Read, taking_upstreams
 from dagnb.workflows.siblings import check_siblings
@@ -195,6 +196,11 @@ def _functions_of(module: types.ModuleType) -> list[str]:
             if callable(value) and not isinstance(value, type) and not name.startswith("_")]
 
 
+@cached_per_function  # (a graph of 10,000 steps of one function asks it 10,000 times)
+def _parameters_of(func: Callable[..., Any]) -> Mapping[str, inspect.Parameter]:
+    return inspect.signature(func).parameters
+
+
 def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: str) -> None:
     """Warn of a param the step's function may never see: not one of its parameters, no
     ``**kwargs`` that could be meant for it, and no ``dagnb.current().params`` read in
@@ -202,7 +208,7 @@ def check_params_taken(func: Callable[..., Any], params: Iterable[str], where: s
     warning, not a refusal: the walk does not enter installed packages, and a helper
     there may read it."""
     try:
-        parameters = inspect.signature(func).parameters
+        parameters = _parameters_of(func)
     except (TypeError, ValueError):  # (a callable without a signature: nothing to check)
         return
     if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
