@@ -41,6 +41,21 @@ if TYPE_CHECKING:
 _TEMP_MAX_AGE = 3600.0  # leftover build directories older than this are someone's crash
 _TEMP_PREFIXES = (".tmp-", ".old-", ".trash-")
 DAMAGED = ".damaged"  # entries found damaged, moved aside for a post-mortem
+
+
+def damaged_name(step: str, key: str, tag: str) -> str:
+    """The name under :data:`DAMAGED` of entry ``step/key`` set aside (``tag``: apart
+    from another copy of it set aside before)."""
+    return f"{step}--{key}--{tag}"
+
+
+def set_aside_as_damaged(root: Path, step: str, key: str) -> bool:
+    """Whether an entry of ``step/key`` of the cache at ``root`` was set aside as damaged."""
+    prefix = damaged_name(step, key, "")
+    try:
+        return any(name.startswith(prefix) for name in os.listdir(os.path.join(root, DAMAGED)))
+    except OSError:  # (none set aside there)
+        return False
 UNPACKED = ".unpacked"  # folders of packed entries, made when a caller needs one
 RUN_USES = ".uses"  # in a run's folder: the entries it hands to its steps, a line each
 RUNS_STARTED = "started.jsonl"  # in .runs: a line as each run starts, with its pid

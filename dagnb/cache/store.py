@@ -101,7 +101,14 @@ from dagnb.cache.entry_files import (
     _write_meta,
 )
 from dagnb.cache.forks import WeakRefs, renew_in_child
-from dagnb.cache.housekeeping import DAMAGED, ENTRY_KEY, UNPACKED, Housekeeping, _Counts
+from dagnb.cache.housekeeping import (
+    DAMAGED,
+    ENTRY_KEY,
+    UNPACKED,
+    Housekeeping,
+    _Counts,
+    damaged_name,
+)
 from dagnb.cache.journal import FLUSH_EVERY, AccessJournal
 from dagnb.cache.keys import StepKey
 from dagnb.cache.pack import (
@@ -804,7 +811,7 @@ class Store(Housekeeping):
         item = self.backend.read(step_name, key)
         if item is None or (version is not None and item.version != version):
             return None
-        name = f"{step_name}--{key}--{uuid.uuid4().hex[:8]}"
+        name = damaged_name(step_name, key, uuid.uuid4().hex[:8])
         _let_owner_in(item.path)
         try:
             self.backend.write(DAMAGED, name, item.path)

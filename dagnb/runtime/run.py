@@ -14,7 +14,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, S
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagnb.cache.housekeeping import DAMAGED
+from dagnb.cache.housekeeping import DAMAGED, set_aside_as_damaged
 from dagnb.checks import bounded_line
 from dagnb.errors import RunFailed, StepNotFoundError
 from dagnb.executors import loop
@@ -231,9 +231,10 @@ class Run:
         None when it was not (removed by a clear or an eviction, say)."""
         if entry is None:
             return None
-        damaged = entry.path.parent.parent / DAMAGED  # (<root>/<step>/<key>)
-        if not any(damaged.glob(f"{entry.step}--{entry.key}--*")):
+        root = entry.path.parent.parent  # (<root>/<step>/<key>)
+        if not set_aside_as_damaged(root, entry.step, entry.key):
             return None
+        damaged = root / DAMAGED
         why = self._damage_of(step)
         return (f"step {step!r} has no outputs any more: its cache entry "
                 f"{entry.step}/{entry.key[:12]} was set aside as damaged"
