@@ -51,9 +51,9 @@ from dagnb.fingerprint import (
     main_spelled,
     new_hasher,
     text_digest,
+    user_class_digest,
     value_digest,
 )
-from dagnb.fingerprint.code import _user_class_digest
 from dagnb.model.jsontext import encoder
 from dagnb.model.masking import MIN_LINE, Masker
 from dagnb.model.results import (
@@ -851,7 +851,7 @@ def _user_classes(types: Iterable[type]) -> list[tuple[str, str]]:
     found = set()
     for cls in types:
         try:
-            digest = _user_class_digest(cls)
+            digest = user_class_digest(cls)
         except Exception:  # (one that cannot be fingerprinted: no key reading it holds)
             digest = f"unhashable-{id(cls)}"
         if digest is not None:

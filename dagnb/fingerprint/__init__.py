@@ -38,6 +38,7 @@ from dagnb.fingerprint.code import (
     object_digest,
     signature_of,
     source_table,
+    user_class_digest,
 )
 from dagnb.fingerprint.hashers import get_hash_algorithm, new_hasher, text_digest
 from dagnb.fingerprint.names import main_spelled
@@ -83,6 +84,7 @@ __all__ = [
     "signature_of",
     "source_table",
     "text_digest",
+    "user_class_digest",
     "value_digest",
 ]
 

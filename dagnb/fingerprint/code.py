@@ -787,5 +787,6 @@ def _data_digests(record: _CodeRecord
     return seen, sorted(by_name)
 
 
+user_class_digest = _user_class_digest  # (public: a result's output digest counts it)
 values.use(_in_value_digest, _class_content_digest, _user_class_digest, _of_user)  # (values
 #                                                           cannot import this module)
