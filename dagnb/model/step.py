@@ -73,7 +73,9 @@ def _names(value: Iterable[str] | str | None, field: str, step: str) -> tuple[st
         if not isinstance(item, str) or not item:
             # (a secret's value in its name's place, a PIN as an int: not shown)
             shown = f"<{type(item).__name__}>" if field == "secrets" else repr(item)
-            raise InvalidStepError(f"step {step!r}: {field} must be names, got {shown}")
+            raise InvalidStepError(f"step {step!r}: {field} must be names, got {shown}"
+                                   + (_YAML_BOOLEAN.format(field=field)
+                                      if isinstance(item, bool) else ""))
     return items
 
 
@@ -82,12 +84,19 @@ _LIST_EXAMPLES = {"secrets": "[API_TOKEN] (the values stay in the environment)",
                   "exclude": "['*.tmp']"}
 
 
+# (a step named "on" or "yes", written bare in a YAML list: YAML 1.1 reads a boolean)
+_YAML_BOOLEAN = (" (YAML reads a bare on, off, yes, no, true or false as a boolean: quote the"
+                 " name, {field}: [\"on\"])")
+
+
 def _not_a_list(value: Any, field: str, step: str) -> str:
     """The message for a field of names given a number or a mapping (whose keys would
     pass as names: needs: {a: 1} was needs: [a]); a mapping's values are not shown, as
     they may be secrets."""
     shown = "a mapping" if isinstance(value, Mapping) else repr(value)
     example = _LIST_EXAMPLES.get(field, "[a, b]")
+    if isinstance(value, bool):
+        return f"step {step!r}: {field} is {shown}" + _YAML_BOOLEAN.format(field=field)
     return f"step {step!r}: {field} is {shown}, not a list; write it like {field}: {example}"
 
 
