@@ -315,3 +315,6 @@ def _feed_directory(
                 digests[name] = digest
         else:  # a broken symlink, a socket: its name still counts
             h.update(b"X%d:%s" % (len(raw), raw))
+            if read and entry.is_symlink():  # and where a broken link points (latest -> v2)
+                target = os.fsencode(os.readlink(entry.path))
+                h.update(b">%d:%s" % (len(target), target))

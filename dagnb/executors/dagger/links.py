@@ -10,7 +10,9 @@ following it stops at that missing folder, as at any missing file (were a step t
 one by that name, at a file of its own), never reaching a ``..`` or ``/`` of its target;
 and the runner, finding it, does not store the step
 (:func:`dagnb.runtime.leaks.container_link`). Downstream Dagger steps mount the
-container's directory, links as the step made them.
+container's directory, links as the step made them; in a session reopened since (that
+directory is gone with the old one), a copy of the folder here, its links put back as
+the step made them (:func:`put_back_set_aside`), so they see the same.
 """
 
 from __future__ import annotations
@@ -20,7 +22,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, unquote
 
-__all__ = ["SET_ASIDE", "first_set_aside", "set_aside_leaving_links"]
+__all__ = ["SET_ASIDE", "first_set_aside", "holds_set_aside", "put_back_set_aside",
+           "set_aside_leaving_links"]
 
 # What a set-aside link's target starts with; its target in the container follows,
 # %-quoted into one name. (Not a path under /dev/null: following one raises
@@ -52,6 +55,19 @@ def first_set_aside(out_dir: str) -> tuple[str, str] | None:
     found = sorted((os.path.relpath(path, out_dir), unquote(target[len(SET_ASIDE):]))
                    for path, target in _links(out_dir) if target.startswith(SET_ASIDE))
     return found[0] if found else None
+
+
+def holds_set_aside(folder: Path) -> bool:
+    """Whether a link under ``folder`` is set aside."""
+    return any(target.startswith(SET_ASIDE) for _, target in _links(os.fspath(folder)))
+
+
+def put_back_set_aside(folder: Path) -> None:
+    """Make each set-aside link under ``folder`` (a copy of a step's outputs, about to
+    be uploaded into a container) a link to its target in the container again."""
+    for path, target in list(_links(os.fspath(folder))):
+        if target.startswith(SET_ASIDE):
+            _relink(path, unquote(target[len(SET_ASIDE):]))
 
 
 def _links(folder: str) -> Iterator[tuple[str, str]]:
@@ -90,6 +106,11 @@ def _reaches_out(root: str, path: str) -> bool:
 
 def _set_aside(path: str, target: str) -> None:
     """Replace link ``path`` by one to ``SET_ASIDE`` and its target, in one rename."""
+    _relink(path, SET_ASIDE + quote(target, safe=""))
+
+
+def _relink(path: str, target: str) -> None:
+    """Replace link ``path`` by one to ``target``, in one rename."""
     aside = f"{path}.dagnb-aside"
-    os.symlink(SET_ASIDE + quote(target, safe=""), aside)
+    os.symlink(target, aside)
     os.replace(aside, path)

@@ -8,9 +8,11 @@ The step contract inside the container::
 
 An upstream that ran on Dagger is mounted from its output ``Directory`` itself, so its
 files go container to container and never through the host; other upstreams are
-uploaded from their host folders. Secrets become Dagger secrets (``setSecret`` is the
-only query that carries a value); they are never plain environment variables. Building
-the pipeline sends nothing: the SDK is lazy until a field is awaited.
+uploaded from their host folders (one whose container's links were set aside here, as
+a copy with them put back: :func:`staged_inputs`). Secrets become Dagger secrets
+(``setSecret`` is the only query that carries a value); they are never plain
+environment variables. Building the pipeline sends nothing: the SDK is lazy until a
+field is awaited.
 
 Host reads: the engine caches ``host.directory``/``host.file`` per client, so within one
 kernel an edited file could be served from an earlier read while dagnb's key (which
@@ -38,6 +40,7 @@ from typing import Any
 from dagnb.cache.mounts import DEFAULT_EXCLUDES, upload_excludes
 from dagnb.errors import ConfigError, InvalidStepError, SecretError
 from dagnb.executors.base import Input, Task
+from dagnb.executors.dagger import links
 from dagnb.executors.dagger.connection import from_this_session
 from dagnb.executors.dagger.shim import python_argv, python_files
 from dagnb.executors.shell import container_argv
@@ -354,19 +357,30 @@ def _input_source(dag: Any, item: Input, staged: Path | None, empty: Any) -> Any
 
 @contextlib.contextmanager
 def staged_inputs(task: Task) -> Iterator[dict[str, Path]]:
-    """Host folders for the upstreams whose value is not in their folder, removed
-    after the step: an upstream that ran in this process (local, dask) and whose value
-    the run did not store (cache=False, caching off) keeps it in memory only, and the
-    shim would hand the step the folder's Path instead. Each gets the upstream's files
-    (hard links where they can be) and its value as ``result.json`` or ``result.pkl``."""
-    missing = [name for name, item in task.inputs.items() if _value_not_in_folder(item)]
-    if not missing:
+    """Host folders for the upstreams whose folder is not what the step is to see,
+    removed after the step. Each gets the upstream's files (hard links where they can
+    be), and:
+
+    - its value as ``result.json`` or ``result.pkl``, for an upstream whose value is
+      not in its folder: one that ran in this process (local, dask) and whose value the
+      run did not store (cache=False, caching off) keeps it in memory only, and the
+      shim would hand the step the folder's Path instead;
+    - its links as its container made them, for a Dagger upstream of a session since
+      lost whose links leading out were set aside here (:mod:`links`): the new session
+      has no container directory of it, and a step must see the same whether or not
+      the engine's session was reopened between the two.
+    """
+    missing = {name: _value_not_in_folder(item) for name, item in task.inputs.items()}
+    staged = [name for name, item in task.inputs.items()
+              if missing[name] or _links_set_aside(item)]
+    if not staged:
         yield {}
         return
     into = task.out_dir.parent / "inputs"
     shutil.rmtree(into, ignore_errors=True)  # what a killed attempt left
     try:
-        yield {name: _stage(task.inputs[name], into / name) for name in missing}
+        yield {name: _stage(task.inputs[name], into / name, with_value=missing[name])
+               for name in staged}
     finally:
         shutil.rmtree(into, ignore_errors=True)
 
@@ -378,12 +392,21 @@ def _value_not_in_folder(item: Input) -> bool:
     return not any((item.path / file).exists() for file in RESULT_FILES)
 
 
-def _stage(item: Input, target: Path) -> Path:
+def _links_set_aside(item: Input) -> bool:
+    """Whether the upstream ran on Dagger in a session since lost and left links set
+    aside in its folder (only such a step's can hold any: they are never stored)."""
+    return (item.handle is not None and not from_this_session(item.handle)
+            and links.holds_set_aside(item.path))
+
+
+def _stage(item: Input, target: Path, *, with_value: bool) -> Path:
     if item.path.is_dir():
         shutil.copytree(item.path, target, symlinks=True, copy_function=_link_or_copy)
+        links.put_back_set_aside(target)  # (new links: the upstream's stay as they are)
     else:
         target.mkdir(parents=True)
-    save_result(target, item.result)
+    if with_value:  # (not into a file linked to the upstream's: there is none)
+        save_result(target, item.result)
     return target
 
 
