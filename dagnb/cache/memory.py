@@ -81,6 +81,7 @@ from dagnb.checks import location as checked_location
 from dagnb.config import CACHE_MODES, check_cache_mode, settings
 from dagnb.errors import CacheError, CacheMissError, ConfigError, DagnbError
 from dagnb.fingerprint import (
+    WRAPPER_MARK,
     adopt_sources,
     main_spelled,
     source_table,
@@ -823,9 +824,12 @@ class _Calls:
         else:
             functools.update_wrapper(run, func)  # (skips what a partial lacks)
             inherited = run.__dict__
+        # (WRAPPER_MARK: the fingerprint knows it by it where its file is not known, a
+        # worker's copy sent by cloudpickle; its code, which pickling keeps its own)
         run.__dict__ = {**inherited, "__wrapped__": func, "func": func, "ignore": self.ignore,
                         "mmap_mode": self.mmap_mode, "call": call, "call_and_shelve": shelve,
-                        "store_name": self.name, "check_call_in_cache": check, "clear": clear}
+                        "store_name": self.name, "check_call_in_cache": check, "clear": clear,
+                        WRAPPER_MARK: run.__code__}
         if type(func) is types.MethodType:
             self.wrap_method(run, func)
         return run

@@ -55,11 +55,12 @@ from dagnb.fingerprint.paths import (
 from dagnb.fingerprint.sources import adopt_sources
 from dagnb.fingerprint.values import _function_of_code as _function_of_code  # (see there)
 from dagnb.fingerprint.values import value_digest
-from dagnb.fingerprint.walker import changed_inputs, loaded_globals
+from dagnb.fingerprint.walker import WRAPPER_MARK, changed_inputs, loaded_globals
 
 __all__ = [
     "CHUNK_SIZE",
     "MAX_DEPTH",
+    "WRAPPER_MARK",
     "adopt_sources",
     "changed_in_place",
     "changed_inputs",

@@ -86,6 +86,7 @@ class _CodeWalker:
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
         self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
         self.imported: dict[str, str] = {}  # the user's modules read, file -> name
+        self.in_class = 0  # how deep in walks of classes' methods (and their helpers)
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
         for h in into or (self.h, self.h_code):
@@ -112,7 +113,7 @@ class _CodeWalker:
             self.sources.append((func, normalized))
             self.feed("ast", normalized[0])
             self.parts[label] = normalized[1]
-        if "__wrapped__" in func.__dict__ and not func.__code__.co_filename.startswith(_OWN):
+        if "__wrapped__" in func.__dict__ and not _made_by_dagnb(func):
             self._add_wrapper(func, label)  # (its source, found above, is the wrapped's)
         self._add_references(func)
 
@@ -121,7 +122,11 @@ class _CodeWalker:
         # (one no hash takes, a helper's ``out=sys.stdout``, counts as "?": as in every
         # key made so far; a function's own defaults are arguments to a cached call)
         self.feed("defaults", _soft_digest((func.__defaults__, func.__kwdefaults__)) or "?")
-        loaded, changed, state_free, own_inputs = _name_uses(func.__code__)
+        loaded, changed, state_free, own_inputs, filled = _name_uses(func.__code__)
+        # A global a class's method fills and reads (a memo): the class's state, by name
+        # (by content, its objects' keys changed as it grew: every call missed)
+        filled = filled if self.in_class else _NOTHING
+        changed |= filled
         self._add_closure(func, state_free, own_inputs)
         self._add_body_imports(func)
         if func.__dict__:  # (most functions have no attributes: nothing more to do)
@@ -143,6 +148,8 @@ class _CodeWalker:
                 # another function appending to it too would change this one's key
                 self.deps.append((func.__globals__, name, obj))
                 self.feed("state", name)
+                if name in filled:
+                    _say_class_state(func, name)
             else:
                 self.add_global(name, obj, func, read=name in read)
 
@@ -358,6 +365,24 @@ class _CodeWalker:
             if file is not None and not _in_libraries(file):
                 self.feed("imports", name, _file_content(file))
 
+    def _add_methods(self, cls: type, normalized: tuple[str, str] | None) -> None:
+        """A class's source (or, none found, its functions' code) and what its methods
+        refer to."""
+        if normalized is not None:
+            self.sources.append((cls, normalized))
+            self.feed("class", normalized[0])
+            self.parts[f"class {cls.__qualname__}"] = normalized[1]
+            for function in _class_functions(cls):  # (the helpers its methods call)
+                if id(function.__code__) not in self.seen:
+                    self.seen.add(id(function.__code__))
+                    self.functions.append((function, function.__code__,
+                                           function.__defaults__, function.__kwdefaults__))
+                    self._add_references(function)
+        else:  # no source (a notebook's class): its functions' code instead
+            self.feed("class", _reference(cls))
+            for function in _class_functions(cls):
+                self.add_function(function, f"def {function.__qualname__}")
+
     def _add_data(self, name: str, obj: Any, into: tuple[Any, ...] | None) -> None:
         if _is_constant(name, obj):
             digest = _soft_digest(obj)
@@ -373,20 +398,11 @@ class _CodeWalker:
         self.seen.add(id(cls))
         self._note_module(cls.__module__)
         normalized = _normalized_source(cls)
-        if normalized is not None:
-            self.sources.append((cls, normalized))
-            self.feed("class", normalized[0])
-            self.parts[f"class {cls.__qualname__}"] = normalized[1]
-            for function in _class_functions(cls):  # (the helpers its methods call)
-                if id(function.__code__) not in self.seen:
-                    self.seen.add(id(function.__code__))
-                    self.functions.append((function, function.__code__,
-                                           function.__defaults__, function.__kwdefaults__))
-                    self._add_references(function)
-        else:  # no source (a notebook's class): its functions' code instead
-            self.feed("class", _reference(cls))
-            for function in _class_functions(cls):
-                self.add_function(function, f"def {function.__qualname__}")
+        self.in_class += 1
+        try:
+            self._add_methods(cls, normalized)
+        finally:
+            self.in_class -= 1
         for base in cls.__bases__:  # (a base of the module: by its code; others by name)
             if _by_code(base, cls.__module__):
                 self.add_class(base)
@@ -462,15 +478,47 @@ def _bound_function(obj: partial[Any] | types.MethodType) -> Any:
     return obj.func if isinstance(obj, partial) else obj.__func__
 
 
+_NOTHING: frozenset[str] = frozenset()
+_SAID_STATE: set[tuple[str, str, str]] = set()  # (module, function, global) warned of
+
+
+def _say_class_state(func: types.FunctionType, name: str) -> None:
+    """Warn, once a process, that global ``name``, which a class's method (or a helper
+    of one) fills and reads, counts by name: a change to it is not in any key."""
+    said = (func.__module__, func.__qualname__, name)
+    if said in _SAID_STATE:
+        return
+    _SAID_STATE.add(said)
+    code = func.__code__  # (the warning points at the function, not at the walk)
+    warnings.warn_explicit(
+        f"{func.__qualname__} changes global {name!r}, which it reads: it counts as the "
+        "class's state, by name, not by content, so a change to it is not seen (pass "
+        "what the method needs of it as an argument)", UserWarning,
+        code.co_filename, code.co_firstlineno, module=func.__module__)
+
+
 def _cached_by(func: types.FunctionType) -> types.FunctionType | None:
     """The function one of dagnb's own wrappers (a cached function) calls; None for any
     other function. What the wrapper does is what that function does; and every cached
     function's wrapper runs the same code, so walked as code, a second one was taken for
     recursion and its function's code left out of the key."""
     wrapped = func.__dict__.get("__wrapped__")
-    if type(wrapped) is types.FunctionType and func.__code__.co_filename.startswith(_OWN):
+    if type(wrapped) is types.FunctionType and _made_by_dagnb(func):
         return wrapped
     return None
+
+
+# The attribute dagnb's wrapper of a cached function holds its own code in: what tells
+# it apart where its file does not (cloudpickle sends it by value, its code named
+# "<dynamic-code>"), while a user's wrapper that ``functools.wraps`` copied the
+# attribute onto has code of its own.
+WRAPPER_MARK = "_dagnb_wrapper_code"
+
+
+def _made_by_dagnb(func: types.FunctionType) -> bool:
+    """Whether ``func`` is a wrapper dagnb made: marked so, or read from dagnb's files."""
+    return (func.__dict__.get(WRAPPER_MARK) is func.__code__
+            or func.__code__.co_filename.startswith(_OWN))
 
 
 def _is_code(obj: Any) -> bool:
@@ -569,7 +617,7 @@ def loaded_globals(code: types.CodeType) -> set[str]:
 
 def global_uses(code: types.CodeType) -> tuple[set[str], set[str]]:
     """:func:`loaded_globals` and :func:`changed_globals`, in one pass."""
-    loaded, changed, _, _ = _name_uses(code)
+    loaded, changed, _, _, _ = _name_uses(code)
     return loaded, changed
 
 
@@ -577,12 +625,14 @@ _FREE_LOADS = frozenset({"LOAD_DEREF", "LOAD_CLASSDEREF", "LOAD_FROM_DICT_OR_DER
 _FREE_STORES = frozenset({"STORE_DEREF", "DELETE_DEREF"})
 
 
-def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[str]]:
+def _name_uses(code: types.CodeType
+               ) -> tuple[set[str], set[str], set[str], set[str], set[str]]:
     """The globals loaded, the globals changed in place and not read otherwise (the
     function's state: ``calls.append(x)``; ``df["p"] /= df["p"].max()`` reads ``df``,
     its input, whose value must stay in the key), the free variables that are state the
-    same way (or set by ``nonlocal``), and those changed in place and read otherwise
-    too: one pass over the bytecode."""
+    same way (or set by ``nonlocal``) and those changed in place and read otherwise
+    too, and the globals changed in place and read otherwise too (a memo filled and
+    read): one pass over the bytecode."""
     loaded: set[str] = set()
     changed: set[str] = set()
     read_too: set[str] = set()
@@ -609,16 +659,42 @@ def _name_uses(code: types.CodeType) -> tuple[set[str], set[str], set[str], set[
     loaded |= queried
     read_too |= queried
     state_free = (changed_free - read_free) | set_free
-    return loaded, changed - read_too, state_free, (changed_free & read_free) - set_free
+    return (loaded, changed - read_too, state_free, (changed_free & read_free) - set_free,
+            changed & read_too)
 
 
 def _changes(instructions: list[dis.Instruction], at: int) -> bool:
     """Whether the name loaded at ``at`` is loaded to be changed in place."""
-    after = instructions[at + 1:at + 3]
+    after = instructions[at + 1:at + 2]
     return bool(after and after[0].opname in _ATTRIBUTE_LOADS
                 and after[0].argval in _CHANGING) or (
-        len(after) == 2 and after[1].opname in _ITEM_CHANGES) or (
-        _augments(instructions, at + 1))
+        _stores_item(instructions, at + 1)) or _augments(instructions, at + 1)
+
+
+def _stores_item(instructions: list[dis.Instruction], start: int) -> bool:
+    """Whether the object loaded just before ``start`` (or an attribute of it) has an
+    item set or deleted, whatever its key's expression: ``memo[x] = y``, and a method's
+    ``memo[self.side] = y``, ``memo[a, b] = y``, which read as the memo's only input
+    (every object's key changed as it grew). Between the object and the store:
+    instructions with no jump that leave one value, the key, above it."""
+    depth = 0  # values pushed above the object (or its attribute reached)
+    for at in range(start, min(start + _LONGEST_TARGET, len(instructions))):
+        instruction = instructions[at]
+        if instruction.opname in _NEUTRAL:
+            continue
+        if depth == 1 and instruction.opname in _ITEM_CHANGES:
+            return True
+        if instruction.opcode in _JUMPS:
+            return False
+        try:
+            effect = dis.stack_effect(instruction.opcode, instruction.arg, jump=False)
+        except ValueError:  # (an opcode dis cannot tell the effect of)
+            return False
+        if depth + effect <= 0 and not (
+                depth == 0 and effect == 0 and instruction.opname == "LOAD_ATTR"):
+            return False  # (the object taken: read, called, looked up in)
+        depth += effect
+    return False
 
 
 # An augmented assignment copies its target's object (and key) to read the old value
