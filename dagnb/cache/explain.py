@@ -32,6 +32,7 @@ from dagnb.cache.keys import (
     StepKey,
     variable_words,
 )
+from dagnb.cache.remote import RemoteBackend
 from dagnb.cache.store import Entry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
@@ -133,13 +134,23 @@ def _closest(store: Store, step_name: str, key: StepKey,
 def _damage_at(store: Store, step_name: str, key: StepKey) -> str | None:
     """What the store found wrong with the entry at ``key`` (the peek that missed, or a
     run's lookup before it, found it damaged: a read-only store leaves it in place, a
-    writable one sets it aside), or None: no entry there.
+    writable one sets it aside; a pack record that fails its check stays a miss where it
+    is; a store URL's copy whose ``meta.json`` does not match its digest, seen by its
+    metadata alone), or None: no entry there.
 
     The store's list of entries found damaged is taken (emptied): each was reported
     when found, and a read-only store's grows at each look."""
     where = f"{step_name}/{key.digest[:12]} ("
     found = [line for line in store.take_set_aside() if line.startswith(where)]
-    return found[-1][len(where):].removesuffix(")") if found else None
+    if found:
+        return found[-1][len(where):].removesuffix(")")
+    pack = store.damaged_record(step_name, key.digest)
+    if pack is not None:
+        return f"its record in pack {pack!r} fails its check"
+    backend = store.backend
+    if isinstance(backend, RemoteBackend) and backend.damaged_in_store(step_name, key.digest):
+        return "a file of the store's copy does not match its digest"
+    return None
 
 
 def _workflow_of(entry: Entry) -> str | None:

@@ -85,6 +85,7 @@ import os
 import shutil
 import stat
 import sys
+import tempfile
 import time
 import urllib.parse
 import uuid
@@ -103,12 +104,12 @@ from dagnb.cache.backend import (
     is_entry_name,
     register_backend,
 )
+from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.forks import WeakRefs, renew_in_child
 from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
 
 if TYPE_CHECKING:
-    from dagnb.cache.entry import Entry
     from dagnb.cache.store import Store
 
 __all__ = [
@@ -1062,6 +1063,12 @@ class RemoteBackend(StoreBackend):
                 "content does not match its digest (changed in the store); it is a miss, and "
                 "saving the step again replaces it there", RemoteCacheWarning)
 
+    def damaged_in_store(self, step: str, key: str) -> bool:
+        """Whether this process found the store's copy of ``step/key`` damaged (a file
+        whose content does not match its digest: its ``meta.json``, met by a plan's
+        :meth:`glance`, or one a download met): a miss until a save replaces it there."""
+        return (step, key) in self.remote.damaged_entries
+
     def glance(self, step: str, key: str) -> Item | None:
         """:meth:`read` without the download: an entry the tier lacks is the store's
         ``meta.json`` alone (:meth:`ObjectStore.glance`), nothing written to the tier;
@@ -1490,28 +1497,59 @@ def push(local: Store, url: str, *, progress: Progress | None = None,
     entries = [entry for entry in local.iter_entries() if not entry.expired(now)]
     owed = owed_replacements(local.location)  # refreshes the store did not get
     done = Transfer()
-    for number, entry in enumerate(entries, 1):
-        replace = (entry.step, entry.key) in owed
-        found = None if replace else remote.manifest(entry.step, entry.key)
-        if found is not None and remote.whole(entry.step, entry.key, found):
-            done.skipped += 1  # (not re-hashed: the store has it already)
-        elif _intact(local, entry):
-            _count_upload(done, local, remote, entry, replace, found)
-        if progress is not None:
-            progress(number, len(entries), done.bytes)
+    with tempfile.TemporaryDirectory(prefix="dagnb-push-") as scratch:
+        for number, entry in enumerate(entries, 1):
+            replace = (entry.step, entry.key) in owed
+            found = None if replace else remote.manifest(entry.step, entry.key)
+            if found is not None and remote.whole(entry.step, entry.key, found):
+                done.skipped += 1  # (not re-hashed: the store has it already)
+            elif _intact(local, entry):
+                with _folder_to_upload(local, entry, scratch) as folder:
+                    _count_upload(done, local, remote, entry, folder, replace, found)
+            if progress is not None:
+                progress(number, len(entries), done.bytes)
     done.damaged = len(local.take_set_aside())  # (the listing's finds too: sizes changed)
     done.checked = remote.bytes_checked
     return done
 
 
+@contextlib.contextmanager
+def _folder_to_upload(local: Store, entry: Entry, scratch: str) -> Iterator[Path]:
+    """The folder to upload of ``entry``: a folder entry's own; a packed entry's made
+    from its record in a folder of ``scratch`` (outside the cache), removed once sent.
+    Not the one under the cache's ``.unpacked``, which is for the runs whose steps read
+    it: a push left one there for each record, a cache of small entries grew tenfold."""
+    if not isinstance(entry, PackedEntry):
+        yield entry.path
+        return
+    root = tempfile.mkdtemp(dir=scratch)
+    try:
+        made_here = _UnpackedIn(local, root)
+        yield PackedEntry(entry.step, entry.key, dict(entry.head), entry.version,
+                          made_here).path
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+class _UnpackedIn:
+    """Makes packed entries' folders under ``root`` as ``store`` makes them under its
+    ``.unpacked`` (the owner a :class:`~dagnb.cache.entry.PackedEntry` asks)."""
+
+    def __init__(self, store: Store, root: str) -> None:
+        self._store, self._unpack_root = store, root
+
+    def _unpack(self, entry: PackedEntry, again: bool = False) -> None:
+        self._store._unpack(entry, again)
+
+
 def _count_upload(done: Transfer, local: Store, remote: ObjectStore, entry: Entry,
-                  replace: bool, found: Mapping[str, Any] | None) -> None:
-    """Upload ``entry`` and count it: copied, or there already when another writer's
-    copy came while this push looked and sent (the bytes it sent are counted all the
-    same: a store that had lost a blob got it again)."""
+                  folder: Path, replace: bool, found: Mapping[str, Any] | None) -> None:
+    """Upload ``entry`` (its files in ``folder``) and count it: copied, or there already
+    when another writer's copy came while this push looked and sent (the bytes it sent
+    are counted all the same: a store that had lost a blob got it again)."""
     mending = (entry.step, entry.key) in remote.damaged_entries
     try:
-        sent = remote.upload(entry.step, entry.key, entry.path, meta=entry.meta,
+        sent = remote.upload(entry.step, entry.key, folder, meta=entry.meta,
                              replace=replace, found=found)
     except FileNotFoundError:  # (s3fs' "The specified bucket does not exist": said as pull's)
         if (bucket := _no_bucket(remote)) is None:

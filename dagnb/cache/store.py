@@ -121,6 +121,7 @@ from dagnb.cache.pack import (
     encode,
     index_of,
 )
+from dagnb.cache.pack_records import _DAMAGED
 from dagnb.cache.pack_writer import PackWriter
 from dagnb.cache.record_text import (
     head_at_a_glance,
@@ -829,6 +830,15 @@ class Store(Housekeeping):
         those its listing met as well as those whose files it found changed."""
         found, self._set_aside_now = self._set_aside_now, []
         return found
+
+    def damaged_record(self, step_name: str, key: StepKey | str) -> str | None:
+        """The pack whose record of ``step/key`` a look found damaged (a miss, until a
+        save or ``dagnb cache verify`` writes over it), or None: ``plan`` and ``explain``
+        say so, as of a folder entry found damaged (see :meth:`take_set_aside`), which a
+        damaged record, reported once, never joins."""
+        found = None if self._packs is None else self._packs.records.get(
+            (step_name, _key_text(key)))
+        return found.pack if type(found) is Record and found.kind == _DAMAGED else None
 
     def quarantine(self, step_name: str, key: StepKey | str, problem: str,
                    entry: Entry | None = None) -> bool:
