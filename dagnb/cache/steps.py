@@ -26,11 +26,14 @@ step before it starts: :func:`dagnb.runtime.plan.misses`).
 from __future__ import annotations
 
 import base64
+import builtins
 import copyreg
+import functools
 import itertools
 import operator
 import os
 import pickle
+import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -50,6 +53,7 @@ from dagnb.fingerprint import (
     directory_digest,
     main_spelled,
     new_hasher,
+    of_user_code,
     text_digest,
     user_class_digest,
     value_digest,
@@ -813,15 +817,102 @@ class _TypesMet(dict):  # type: ignore[type-arg]
 
 class _ClassNoting(pickle.Pickler):
     """Pickles as ``pickle.Pickler(file, protocol=5)`` does (the same bytes), noting the
-    types of the objects it reduces (:class:`_TypesMet`). A class itself (``{"kind":
-    Model}``) is named without a look at the table: not noted."""
+    types of the objects it reduces (:class:`_TypesMet`) and the module of each class
+    or function it names (:func:`_dump_naming`): a class or function held itself
+    (``{"kind": Model}``, ``{"f": helper}``) is named without a look at the table."""
 
     def __init__(self, file: Any) -> None:
         super().__init__(file, protocol=5)
         self.dispatch_table = self.types_met = _TypesMet()
+        self.modules_named: list[str] = []
+
+    def dump(self, obj: Any) -> None:
+        self.modules_named += _dump_naming(self, obj)
 
     def user_classes(self) -> list[tuple[str, str]]:
-        return _user_classes(self.types_met.met)
+        """The user classes of the objects it reduced, and the user classes and functions
+        it named besides them (looked for in its memo only then: see :func:`_named_apart`)."""
+        met = self.types_met.met
+        found = _user_classes(met)
+        if _named_apart(self.modules_named, met):
+            found = sorted({*found, *_held_by_name(self.memo.copy(), met)})
+        return found
+
+
+# The modules a pickle names classes and functions of. The C pickler imports the module of
+# each global it names (once: then its memo) with the ``__import__`` of the builtins of the
+# Python frame that called ``dump`` (PyImport_Import, CPython 3.10 to 3.13); _dump_naming
+# calls it from a frame whose builtins note the names: a call in Python a name, never one
+# an object (see _TypesMet), and no look through the memo (a list of 200,000 datetimes
+# leaves 600,000 entries there: copied, longer than the pickling itself).
+
+_NAMED = "__dagnb_named__"  # (the list of names, in the globals of the frame calling dump)
+
+
+def _import_noting(name: str, globals: Mapping[str, Any] | None = None,
+                   locals: Any = None, fromlist: Any = (), level: int = 0) -> Any:
+    named = None if globals is None else globals.get(_NAMED)
+    if named is not None:
+        named.append(name)
+    return builtins.__import__(name, globals, locals, fromlist, level)
+
+
+_NOTING_BUILTINS = {**vars(builtins), "__import__": _import_noting}
+
+
+def _dumping(dump: Callable[[Any, Any], None], pickler: Any, obj: Any) -> None:
+    """``dump(pickler, obj)``: its code runs with globals of its own (:func:`_dump_naming`)."""
+    dump(pickler, obj)
+
+
+def _dump_naming(pickler: pickle.Pickler, obj: Any) -> list[str]:
+    """Pickle ``obj`` with ``pickler``; the module of each class or function it named."""
+    named: list[str] = []
+    run = types.FunctionType(_dumping.__code__, {
+        "__builtins__": _NOTING_BUILTINS, "__name__": __name__, _NAMED: named})
+    run(pickle.Pickler.dump, pickler, obj)
+    return named
+
+
+@functools.cache
+def _names_noted() -> bool:
+    """Whether :func:`_dump_naming` sees the names pickle writes (else each pickle's
+    memo is looked through: what another Python's pickler names goes unseen)."""
+    return __name__ in _dump_naming(pickle.Pickler(_Discard(), protocol=5), _Discard)
+
+
+def _named_apart(modules: list[str], met: Iterable[type]) -> bool:
+    """Whether a pickle named classes or functions of the user's code (``modules``: the
+    module of each name it wrote) besides the classes of the objects it reduced through
+    ``object.__reduce_ex__``, which names each (a pickle holding user classes' objects
+    and nothing else of the user's: no look through its memo)."""
+    if not _names_noted():
+        return True
+    users = set(filter(of_user_code, set(modules)))
+    if not users:  # (the common case: Python's, numpy's, pandas' names only)
+        return False
+    named = sum(map(users.__contains__, modules))
+    return named > sum(1 for kind in met if _names_its_class(kind) and kind.__module__ in users)
+
+
+def _names_its_class(kind: type) -> bool:
+    """Whether pickle names ``kind`` to rebuild an object of it: reduced by
+    ``object.__reduce_ex__`` (NEWOBJ), not a reducer of its own or of copyreg's."""
+    return (not issubclass(kind, type) and kind not in copyreg.dispatch_table
+            and kind.__reduce_ex__ is object.__reduce_ex__
+            and kind.__reduce__ is object.__reduce__)
+
+
+_NAMED_KINDS = (type, types.FunctionType)  # (what pickle names, and classes of metaclasses)
+
+
+def _held_by_name(memo: Mapping[int, tuple[int, Any]], met: Iterable[type]
+                  ) -> list[tuple[str, str]]:
+    """The user classes and functions among the objects a pickler's ``memo`` holds (each
+    named in its pickle once, and kept there), sorted out in C (map, compress)."""
+    kinds = {*_NAMED_KINDS, *(kind for kind in met if issubclass(kind, type))}
+    objects = list(map(operator.itemgetter(1), memo.values()))
+    return _user_classes(itertools.compress(objects, map(kinds.__contains__, map(type, objects))))
 
 
 class _Discard:
@@ -845,18 +936,49 @@ def _classes_in(result: Any) -> list[tuple[str, str]]:
     return pickler.user_classes()
 
 
-def _user_classes(types: Iterable[type]) -> list[tuple[str, str]]:
-    """The user classes among ``types`` (a library's and Python's count by name, in the
-    pickle), each by name and digest, sorted."""
-    found = set()
-    for cls in types:
+def _user_classes(found: Iterable[Any]) -> list[tuple[str, str]]:
+    """The classes and functions of the user's code among ``found`` (a library's and
+    Python's count by name, in the pickle), each by name and digest, sorted."""
+    counted = set()
+    for obj in found:
         try:
-            digest = user_class_digest(cls)
-        except Exception:  # (one that cannot be fingerprinted: no key reading it holds)
-            digest = f"unhashable-{id(cls)}"
+            digest = _user_code_digest(obj)
+        except Exception as exc:  # (one that cannot be fingerprinted)
+            digest = _stand_in(obj, exc)
         if digest is not None:
-            found.add((f"{main_spelled(cls.__module__)}.{cls.__qualname__}", digest))
-    return sorted(found)
+            counted.add((f"{main_spelled(obj.__module__)}.{obj.__qualname__}", digest))
+    return sorted(counted)
+
+
+def _user_code_digest(obj: Any) -> str | None:
+    """A class by its code and the data its methods read, as inside an argument; a
+    function as one inside an argument counts (its code and the data it reads, now);
+    None for a library's or Python's."""
+    if isinstance(obj, type):
+        return user_class_digest(obj)
+    return value_digest(obj) if of_user_code(obj.__module__) else None
+
+
+_SAID_UNHASHABLE: set[str] = set()
+
+
+def _stand_in(obj: Any, exc: Exception) -> str:
+    """What a class or function of the user's code that cannot be fingerprinted counts
+    by: a new digest each time (said once a name). Its code and data cannot be told
+    unchanged, so the steps reading a result holding it run again whenever the step
+    returning it does: never served a result made with other code. (By its module
+    file's bytes, an edit of the helpers of other files it calls, or of the data it
+    reads, would go unseen; by its id, a class made again, reloaded, may have its old
+    one's, and another process the same.)"""
+    name = f"{main_spelled(obj.__module__)}.{obj.__qualname__}"
+    if name not in _SAID_UNHASHABLE:
+        _SAID_UNHASHABLE.add(name)
+        kind = "class" if isinstance(obj, type) else "function"
+        warn_user(f"{kind} {name}, in a step's result, cannot be fingerprinted "
+                  f"({exception_line(exc)}): the steps reading that result run again each "
+                  f"time its step runs; return plain data rather than {name} to have them "
+                  "cached")
+    return "unhashable-" + os.urandom(16).hex()
 
 
 def _with_classes(digest: str, classes: Sequence[tuple[str, str]]) -> str:

@@ -52,6 +52,7 @@ from dagnb.fingerprint.paths import (
     flush_stat_cache,
     path_digest,
 )
+from dagnb.fingerprint.sources import _of_user as of_user_code
 from dagnb.fingerprint.sources import adopt_sources
 from dagnb.fingerprint.values import _function_of_code as _function_of_code  # (see there)
 from dagnb.fingerprint.values import value_digest
@@ -80,6 +81,7 @@ __all__ = [
     "missing_globals",
     "new_hasher",
     "object_digest",
+    "of_user_code",
     "path_digest",
     "set_hash_algorithm",
     "signature_of",
