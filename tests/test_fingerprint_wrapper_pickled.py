@@ -127,3 +127,16 @@ def test_a_wrapper_rebuilt_by_cloudpickle_is_known_by_its_mark_not_a_copy_of_it(
         return wrapper
 
     assert any(label.startswith("wrapper of") for label in code_source_parts(logged(rebuilt)))
+
+
+def test_caching_a_cached_function_cloudpickle_sent_caches_its_function(
+        tmp_path: Path) -> None:
+    """As caching a cached function again does here: the function it caches, with the
+    new options, not a wrapper of the copy (whose calls would go to its own folder)."""
+    double = _in_main("def double(x):\n    return x * 2\n")["double"]
+    rebuilt = cloudpickle.loads(cloudpickle.dumps(Memory(tmp_path / "a", verbose=0).cache(double)))
+    again = Memory(tmp_path / "b", verbose=0).cache(rebuilt)
+    assert again.func is rebuilt.func
+    assert again(4) == 8
+    assert again.check_call_in_cache(4)
+    assert not (tmp_path / "a").exists() or not rebuilt.check_call_in_cache(4)

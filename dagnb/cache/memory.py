@@ -596,6 +596,8 @@ def _function_cached_by(func: Callable[..., Any]) -> Callable[..., Any]:
         cell = _RUN_CELLS.get(id(func.__code__))
         if cell is not None:
             return func.__closure__[cell].cell_contents.func  # type: ignore[index]
+        if func.__dict__.get(WRAPPER_MARK) is func.__code__:  # (one cloudpickle sent by
+            return func.__dict__["func"]  #                      value: code of its own)
     return func
 
 
