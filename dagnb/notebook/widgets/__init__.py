@@ -25,11 +25,12 @@ import contextlib
 import threading
 import time
 import warnings
+import weakref
 from typing import TYPE_CHECKING, Any
 
 from dagnb.checks import warn_user
 from dagnb.config import context, env_flag
-from dagnb.errors import ConfigError
+from dagnb.errors import ConfigError, DagnbError
 from dagnb.executors.loop import interrupts_marked
 from dagnb.views.live import TextView
 
@@ -37,8 +38,8 @@ if TYPE_CHECKING:
     from dagnb.notebook.widgets.status import StatusWidget
     from dagnb.runtime.run import Run
 
-__all__ = ["ENABLED", "Builder", "StatusWidget", "discard", "frontend_available", "live_view",
-           "watch"]
+__all__ = ["ENABLED", "Builder", "FinishedBeforeInterrupt", "LeftRunning", "StatusWidget",
+           "discard", "frontend_available", "live_view", "stop", "watch"]
 
 ENABLED: bool | None = None
 CANCEL_GRACE = 5.0  # seconds a cancelled run gets to kill its processes
@@ -114,6 +115,7 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     """
     if view is None:
         view = live_view(focus=focus)
+    _watched.add(run)
     if isinstance(view, TextView):
         if background:
             print(f"run {run.id} started in the background; %dagger status shows it")
@@ -130,14 +132,25 @@ def watch(run: Run, view: Any = None, *, focus: str | None = None, background: b
     return view
 
 
+# the runs shown here (weakly): which one's step holds the loop a cancelled run waits for
+_watched: weakref.WeakSet[Run] = weakref.WeakSet()
+
+
 class LeftRunning(KeyboardInterrupt):
     """An interrupt after which steps of the cancelled run were still running when the
     grace ended: Python code in one long call (``time.sleep``, ``subprocess.run``, a C
-    extension) stops only when the call returns."""
+    extension) stops only when the call returns. ``steps`` names them, or the step of
+    another run whose call holds the loop this run waited for."""
 
     def __init__(self, steps: list[str]) -> None:
         super().__init__(steps)
         self.steps = steps
+
+
+class FinishedBeforeInterrupt(DagnbError):
+    """An interrupt that came once every step of the run had ended (the last one's result
+    being stored, say): it stops the cell, as any interrupt does (Run All stops there),
+    but nothing was cancelled, and its message says so."""
 
 
 def _wait(run: Run, view: Any, interval: float) -> None:
@@ -162,12 +175,52 @@ def _wait(run: Run, view: Any, interval: float) -> None:
 def stop(run: Run) -> None:
     """Cancel ``run``, whose cell was interrupted, and give it :func:`_grace`;
     :class:`LeftRunning` when steps still run then (saying its processes stopped would be
-    untrue), else the caller's interrupt goes on."""
+    untrue), :class:`FinishedBeforeInterrupt` when every step had ended and none was
+    cancelled (saying the run was would be untrue), else the caller's interrupt goes on."""
     run.cancel()
     _grace(run)
     if not run.done:
-        left = [name for name, state in run.states().items() if state == "running"]
-        raise LeftRunning(left) from None
+        raise LeftRunning(_still_in_a_call(run)) from None
+    finished = _finished_uncancelled(run)
+    if finished is not None:
+        raise FinishedBeforeInterrupt(
+            f"interrupted: every step had finished ({finished}); nothing was cancelled") from None
+
+
+def _still_in_a_call(run: Run) -> list[str]:
+    """The running steps of ``run``, cancelled but not done; if none (it waits for the
+    loop, its steps not started), the step of another run whose long call holds it."""
+    running = [name for name, state in run.states().items() if state == "running"]
+    if running:
+        return running
+    return [name for other in list(_watched) if other is not run
+            for name in other.holding_the_loop()]
+
+
+def _finished_uncancelled(run: Run) -> str | None:
+    """How ``run``'s steps ended (``1 succeeded and stored``), if each had ended and none
+    was cancelled: the interrupt came after the last one's code (as its result was
+    stored); None otherwise."""
+    states = run.states()
+    ends = list(states.values())
+    if not ends or "cancelled" in ends or any(end not in _ENDS for end in ends):
+        return None
+    counts = {end: ends.count(end) for end in dict.fromkeys(ends)}
+    return ", ".join(_count_words(run, states, end, count) for end, count in counts.items())
+
+
+_ENDS = ("succeeded", "cached", "failed", "skipped")  # (cancelled: the interrupt's doing)
+
+
+def _count_words(run: Run, states: dict[str, str], end: str, count: int) -> str:
+    """``2 succeeded``, with how many of those were stored in the cache."""
+    if end != "succeeded":
+        return f"{count} {end}"
+    stored = sum(1 for name, state in states.items()
+                 if state == end and run.entry_of(name) is not None)
+    if stored == count:
+        return f"{count} succeeded and stored"
+    return f"{count} succeeded ({stored} stored)" if stored else f"{count} succeeded"
 
 
 def _grace(run: Run) -> None:
