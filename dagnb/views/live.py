@@ -324,6 +324,10 @@ class TextView:
                 self._folded[event.step] = self._folded.get(event.step, 0) + 1  # type: ignore[index]
             elif event.kind == "log":
                 if event.step not in self._headed:
+                    # (the lines before it first: a step's stderr, written after every
+                    # step's stdout of the tick, read as the last header's step's)
+                    self._write(out, err)
+                    out, err = [], []
                     self._header(event, out)
                 (err if event.data["stream"] == "stderr" else out).append(event.data["line"])
             elif event.kind == "state" and event.data.get("state") == "cached":

@@ -1,0 +1,40 @@
+"""Text mode writes stdout and stderr apart (a notebook shows them as two streams): a
+step's stderr written after every step's stdout of the same tick read as the last
+header's step's (``a: WARNING`` under ``── c ──``). Each step's lines are written before
+the next step's header."""
+
+from __future__ import annotations
+
+import dagnb
+from dagnb.views.live import TextView
+
+
+class _Recorder:
+    """One of two streams that note, in order, what each is given."""
+
+    def __init__(self, name: str, written: list[tuple[str, str]]) -> None:
+        self.name, self.written = name, written
+
+    def write(self, text: str) -> int:
+        self.written.extend((self.name, line) for line in text.splitlines())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def test_each_steps_stderr_comes_before_the_next_steps_header(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    graph = dagnb.Graph("order", [
+        dagnb.Step("a", run="echo a-out; echo a-err >&2"),
+        dagnb.Step("b", run="echo b-out; echo b-err >&2", needs=["a"]),
+        dagnb.Step("c", run="echo c-out", needs=["b"]),
+    ])
+    run = graph.run(on_event=None)  # (done: the view reads every line in one tick)
+    written: list[tuple[str, str]] = []
+    TextView(run, focus="c", stdout=_Recorder("out", written),
+             stderr=_Recorder("err", written)).close()
+    lines = [line for _, line in written]
+    assert lines.index("a-err") < lines.index("── b ──") < lines.index("b-err") \
+        < lines.index("── c ──"), written
+    assert ("err", "a-err") in written and ("out", "a-out") in written
