@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import nbformat as nbf
@@ -348,8 +349,9 @@ def test_a_kernel_says_which_step_its_notebook_defines_twice(tmp_path):
                             resources={"metadata": {"path": str(tmp_path)}})
     client.execute(env={**os.environ, "DAGNB_CONFIG": "none", "JPY_SESSION_NAME": str(path)})
     said = "".join(o.get("text", "") for o in started.cells[0].outputs)
-    assert said == ("dagnb: 2 steps read from dup.ipynb; step 'a' is defined in cells 1 and "
-                    "3: the last one counts\n")
+    saved = time.strftime("%H:%M:%S", time.localtime(path.stat().st_mtime))
+    assert said == (f"dagnb: 2 steps read from dup.ipynb (saved {saved}; unsaved edits are not "
+                    "seen); step 'a' is defined in cells 1 and 3: the last one counts\n")
 
 
 def test_after_a_restart_status_says_which_cell_defines_a_missing_variable(tmp_path):

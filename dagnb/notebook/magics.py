@@ -9,11 +9,13 @@ data (its status row and stderr tail), never a traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import functools
 import os
 import re
 import shlex
+import time
 from collections.abc import Callable, Collection, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from dagnb import checks
 from dagnb.cache import Store, forget_secrets, store_for, sync
 from dagnb.cache.clearing import check_clear_options, check_clear_scope
 from dagnb.cache.location import pin_relative_folder
+from dagnb.cache.secret_scan import known_secrets
 from dagnb.checks import closest
 from dagnb.config import check_cache_mode, configure, settings
 from dagnb.errors import (
@@ -41,6 +44,7 @@ from dagnb.errors import (
 from dagnb.executors.capture import release_held
 from dagnb.executors.dagger import services
 from dagnb.model.graph import Graph, unknown_need_message
+from dagnb.model.masking import MIN_LINE, Masker, named_as_secret
 from dagnb.model.step import Step
 from dagnb.notebook import displays
 from dagnb.notebook.cells import parse_assignments, parse_names, step_from_options
@@ -49,6 +53,7 @@ from dagnb.notebook.document import (
     DaggerCell,
     binds_at_top,
     dagger_cells,
+    declared_secrets,
     defining_cell,
     kernel_notebook_path,
     read_notebook,
@@ -85,16 +90,18 @@ class Text(str):
 
 
 def _usage_errors(func: Callable[..., Any]) -> Callable[..., Any]:
-    """DagnbErrors become UsageErrors: one line in the notebook, no traceback."""
+    """DagnbErrors become UsageErrors: one line in the notebook, no traceback. A message
+    shows no secret's value: IPython wrote the notebook's values into the magic's line
+    (``--param p=$pw``) before a parser quoted it, and the cell's output is saved."""
 
     @functools.wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(magics: DaggerMagics, line: str, *args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            return func(magics, line, *args, **kwargs)
         except (RunFailed, CacheMissError):
             raise  # shown by their _render_traceback_ (status rows, misses), no frames
-        except DagnbError as exc:
-            raise UsageError(str(exc)) from None
+        except (DagnbError, UsageError) as exc:
+            raise UsageError(magics.without_secrets(str(exc), line)) from None
         except LeftRunning as stop:
             steps = ", ".join(map(repr, stop.steps)) or "a step"
             raise UsageError(
@@ -418,8 +425,32 @@ class DaggerMagics(Magics):
         return (f"{message.removesuffix(_CLOSE_THE_QUOTE)}; IPython wrote the value of "
                 f"{fix[0]} into the line unquoted: quote it, as in {fix[1]}")
 
+    def without_secrets(self, message: str, line: str = "") -> str:
+        """``message`` with the value of every secret dagnb knows masked (``***``)."""
+        namespace = getattr(self.shell, "user_ns", None)
+        secrets = _secret_values(self.session, namespace, line)
+        return Masker(secrets, words_below=MIN_LINE)(message) if secrets else message
+
     # -- commands --------------------------------------------------------------------
 
+
+
+def _secret_values(session: Session, namespace: Mapping[str, Any] | None,
+                   line: str) -> list[str]:
+    """The values, as set now, of the secrets the notebook's steps declare (in the kernel,
+    in its notebook file, on ``line``), of those runs of this process were given and
+    dagnb's credentials, and of each variable named as a secret (``DB_PASSWORD``),
+    declared or not (but for one under ``MIN_LINE`` characters: ``1``, ``dev``)."""
+    names = {name for step in session.graph for name in step.secrets}
+    names |= declared_secrets([("code", f"{MAGIC} {line}")])
+    path = kernel_notebook_path(namespace)
+    if path is not None:
+        with contextlib.suppress(WorkflowError, OSError):  # (gone, mid-save: the rest)
+            names |= declared_secrets(read_notebook(path))
+    values = [os.environ[name] for name in sorted(names) if os.environ.get(name)]
+    values += [value for name, value in os.environ.items()
+               if named_as_secret(name) and len(value.strip()) >= MIN_LINE]
+    return [*values, *known_secrets().values(), *settings().credential_secrets().values()]
 
 
 @ma.magic_arguments("dagger run")
@@ -1039,13 +1070,15 @@ def load_ipython_extension(ipython: Any) -> None:
     if path is not None and not len(magics.session.graph):
         defined, problems = adopt_notebook(magics.session, path, ipython.user_ns)
         if defined or problems:
-            print(_adopted_note(path.name, defined, problems))
+            print(_adopted_note(path, defined, problems))
 
 
-def _adopted_note(name: str, defined: Mapping[str, list[int]], problems: list[str]) -> str:
-    """The line a kernel that read its notebook's steps prints: how many, which cells
-    define one step twice (a copied cell: the later replaces it, silently before), and
-    the cells passed over."""
+def _adopted_note(path: Path, defined: Mapping[str, list[int]], problems: list[str]) -> str:
+    """The line a kernel that read its notebook's steps prints: how many, from the file
+    saved when (after a restart, the cells on screen may have been edited since), which
+    cells define one step twice (a copied cell: the later replaces it, silently before),
+    and the cells passed over."""
+    name = f"{path.name} ({_saved_at(path)}; unsaved edits are not seen)"
     noun = "step" if len(defined) == 1 else "steps"
     twice = [f"step {step!r} is defined in cells {', '.join(map(str, cells[:-1]))} and "
              f"{cells[-1]}: the last one counts" for step, cells in defined.items()
@@ -1053,6 +1086,17 @@ def _adopted_note(name: str, defined: Mapping[str, list[int]], problems: list[st
     return (f"dagnb: {len(defined)} {noun} read from {name}"
             + "".join(f"; {note}" for note in twice)
             + "".join(f"; skipped {problem}" for problem in problems))
+
+
+def _saved_at(path: Path) -> str:
+    """``saved 14:02:11`` (today), ``saved 2024-05-01 14:02`` (before): the file's time."""
+    try:
+        saved = time.localtime(path.stat().st_mtime)
+    except OSError:  # (gone since it was read)
+        return "saved when read"
+    if saved[:3] == time.localtime()[:3]:
+        return time.strftime("saved %H:%M:%S", saved)
+    return time.strftime("saved %Y-%m-%d %H:%M", saved)
 
 
 def unload_ipython_extension(ipython: Any) -> None:
