@@ -196,11 +196,50 @@ def _run(args: argparse.Namespace) -> int:
     if run.failed:
         print("\n".join(failure_tails(run, _logs_command(args), rule=rule_for(sys.stdout),
                                        colour=printer.tty)))
+        _say_unwritable(run)
     print(printer.table(run))
     print(run.summary())
     if given.values:
         print(given.line(run.order))
     return 0 if run.ok else _failed_code(run)
+
+
+# a failed step's error (its status row's) saying that a disk is full, or read-only
+_UNWRITABLE_ERRORS = {errno.ENOSPC: "[Errno 28]", errno.EROFS: "[Errno 30]"}
+_NEARLY_FULL = 64 << 20  # bytes free on the run folder's disk: it is what filled up
+
+
+def _say_unwritable(run: Any) -> None:
+    """One line on stderr for a run whose step failed on a full or read-only disk where
+    the run's folder is (its step's folders could not be made: the error alone names no
+    folder): which folder, and the fix. A step that failed writing elsewhere (the run's
+    folder's disk has room, and may be written) gets none."""
+    errors = " ".join(str(row.get("error") or "") for row in run.status_rows().values()
+                      if row.get("state") == "failed")
+    found = [code for code, text in _UNWRITABLE_ERRORS.items() if text in errors]
+    if not found:  # (most failures)
+        return
+    folder = run.workspace_text
+    existing = next((path for path in (Path(folder), *Path(folder).parents)
+                     if path.exists()), Path(folder))
+    free = _free_bytes(existing)
+    if errno.ENOSPC in found and free is not None and free < _NEARLY_FULL:
+        print(f"dagnb: the run's folder {folder!r} is on a disk with {free / 2**20:.1f} MiB "
+              "free, where its steps' folders could not be written: free space there, or "
+              "run with --cache-dir on another disk", file=sys.stderr)
+    elif errno.EROFS in found and not os.access(existing, os.W_OK):
+        print(f"dagnb: the run's folder {folder!r} is on a read-only file system, where its "
+              "steps' folders could not be made: run with --cache-dir on a folder this user "
+              "may write, or with --cache-mode read-only", file=sys.stderr)
+
+
+def _free_bytes(path: Path) -> int | None:
+    """The bytes a user may still write on ``path``'s disk; None where it cannot be told."""
+    try:
+        status = os.statvfs(path)
+    except (OSError, AttributeError):  # (no statvfs on Windows)
+        return None
+    return status.f_bavail * status.f_frsize
 
 
 def _failed_code(run: Any) -> int:

@@ -3,12 +3,15 @@
 Each run of a workflow file (and of a notebook, ``dagnb run NB`` or a kernel's) leaves a
 record in the cache folder's ``.runs``: when it finished, how each step ended, the params
 it was given; a run killed before it ended (SIGKILL, power lost) is listed as ``killed``,
-each of its steps counted in a ``killed`` column. This lists them, the last ``--last``
-(20 unless told), of every workflow or of the one named, secrets in the params masked as
-``dagnb run`` masks them: its run ids are what ``dagnb logs`` names. A file that does
-not load now (mid-edit) or is gone (renamed) is found in the records by its path, under
-one line on stderr saying so. The ``workflow`` column names each run's file, by its path
-from here where two share a name.
+each of its steps counted in a ``killed`` column (one that ended but could write its
+record nowhere, a full disk, as ``end unrecorded``, in an ``unrecorded`` column). A
+read-only run, which writes nothing to the cache folder, is recorded outside it
+(:func:`dagnb.runtime.history.side_home`) and listed too, ``(read-only)`` after its
+time. This lists them, the last ``--last`` (20 unless told), of every workflow or of the
+one named, secrets in the params masked as ``dagnb run`` masks them: its run ids are
+what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone (renamed)
+is found in the records by its path, under one line on stderr saying so. The
+``workflow`` column names each run's file, by its path from here where two share a name.
 (:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
 """
 
@@ -93,11 +96,14 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
     run recorded)."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
+    from dagnb.runtime.history import side_home
 
     last = _last(args.last)
     folder = local_folder(args.cache_dir)
-    if args.cache_dir is not None and not checks.is_url(args.cache_dir) and not folder.is_dir():
-        raise missing_folder(args.cache_dir, folder)  # (a typo: not "no run yet")
+    if (args.cache_dir is not None and not checks.is_url(args.cache_dir)
+            and not folder.is_dir() and not side_home(folder).is_dir()):
+        # (a typo: not "no run yet"; a read-only run's of a folder never made is recorded)
+        raise missing_folder(args.cache_dir, folder)
     shown, total = _records(folder, workflow, last)
     if workflow is not None and workflow.problem is not None:
         if not shown:  # (nor recorded: a typo, or a file never run)
@@ -204,7 +210,8 @@ def _table(records: list[dict[str, Any]], mask: Callable[[str], str]) -> str:
     from dagnb.cli.cache import text_table
 
     names = _shown_names(records)
-    endings = _ENDINGS + (("killed",) if any(r.get("killed") is True for r in records) else ())
+    endings = _ENDINGS + tuple(ending for ending in ("killed", "unrecorded")
+                               if any(r.get(ending) is True for r in records))
     rows = [_row(record, mask, names, endings) for record in records]
     return text_table({name: [row[name] for row in rows] for name in rows[0]})
 
@@ -239,14 +246,14 @@ def _from_here(path: str) -> str:
 def _row(record: dict[str, Any], mask: Callable[[str], str],
          names: Mapping[str, str], endings: tuple[str, ...] = _ENDINGS) -> dict[str, Any]:
     """One run: its id, when it finished (``killed``, and when it started, for one that
-    did not), of what (its file as ``names`` shows it), its steps by how they ended (each
-    of ``endings``), params (secrets masked)."""
+    did not; ``end unrecorded`` for one whose end could not be written; ``read-only``
+    after the time of a read-only run's), of what (its file as ``names`` shows it), its
+    steps by how they ended (each of ``endings``), params (secrets masked)."""
     states = record.get("states") if isinstance(record.get("states"), dict) else {}
     source = _file_of(record)
     row = {
         "run": str(record.get("run", "?")),
-        "finished": (f"killed (started {_finished(record)})" if record.get("killed") is True
-                     else _finished(record)),
+        "finished": _ending(record),
         "workflow": names[source] if isinstance(source, str) else str(record.get("graph", "")),
         "steps": len(states),
     }
@@ -255,6 +262,15 @@ def _row(record: dict[str, Any], mask: Callable[[str], str],
     params = record.get("params")
     row["params"] = mask(json.dumps(params, separators=(",", ":"))) if params else ""
     return row
+
+
+def _ending(record: dict[str, Any]) -> str:
+    """The ``finished`` column: when the run ended, or how it did not end recorded."""
+    if record.get("killed") is True:
+        return f"killed (started {_finished(record)})"
+    if record.get("unrecorded") is True:
+        return f"end unrecorded (started {_finished(record)})"
+    return _finished(record) + (" (read-only)" if record.get("read_only") is True else "")
 
 
 def _finished(record: dict[str, Any]) -> str:

@@ -23,7 +23,10 @@ entries (a step from the cache with none named) says how to read them in Python 
 ended (``kill -9``: read as killed, :mod:`dagnb.runtime.history`) shows the lines its
 step's file got by then, under one line on stderr saying so (exit 0); without ``--run``,
 one whose step left no lines there gives way to the newest run that was not killed,
-said in a line. A step that did not
+said in a line (one that ended but could not write its record, a full disk, as a killed
+one). A read-only run is recorded too, outside the cache folder (its side home,
+:func:`dagnb.runtime.history.side_home`), but its folder went with its process: a step
+that ran there has no lines to show, said in one line (exit 2). A step that did not
 run in that run (skipped, as its upstream failed) is said in one line on stderr, exit 1,
 with why (the run's record) and the newest run that ran it. A step the file no longer
 defines (renamed since), or any step of a file that does not load now (a YAML error
@@ -95,14 +98,14 @@ def workflow_of(path: str) -> Workflow:
 def run(args: argparse.Namespace, workflow: Workflow) -> int:
     """``dagnb logs``, for the ``workflow`` read from ``args.workflow``; 1 when neither
     the run's folder nor the cache holds the lines of a step done there."""
-    from dagnb.runtime.history import DONE_STATES, KILLED, NOT_RUN_STATES
+    from dagnb.runtime.history import DONE_STATES, KILLED, NOT_RUN_STATES, UNRECORDED
 
     tail = _tail(args.tail)
     found, files = _last_log(args, workflow)
     unlisted = _unlisted(args, workflow, found)
     if unlisted:
         print(f"dagnb: {unlisted}", file=sys.stderr, flush=True)
-    if found.state == KILLED:
+    if found.state in (KILLED, UNRECORDED):
         return _print_killed(args, found, files, tail)
     if found.state in NOT_RUN_STATES and not files:
         print(f"dagnb: {_not_run(args, workflow, found)}", file=sys.stderr)
@@ -134,7 +137,11 @@ def _print_killed(args: argparse.Namespace, found: StepInRun, files: list[Path],
     """Print the lines a step of a run killed before it ended (``kill -9``: no record
     of how its steps ended) wrote to the run's folder, under one line on stderr saying
     so; or say that it wrote none there."""
-    said = f"dagnb: run {found.run} was killed before it ended"
+    from dagnb.runtime.history import KILLED
+
+    said = (f"dagnb: run {found.run} was killed before it ended" if found.state == KILLED
+            else f"dagnb: run {found.run} ended, but how could not be recorded (its cache "
+                 "folder's disk was full, or it turned read-only)")
     if not any(_size(path) for path in files):  # (a file opened, its lines not written)
         print(f"{said}, and step {args.step!r} left no lines in its folder: it had printed "
               "nothing by then, or had not started, or had finished and was stored (its "
@@ -159,9 +166,9 @@ def _silent_unstored(args: argparse.Namespace, workflow: Workflow, found: StepIn
     folder is there, or it never had one: a run of silent Python steps makes none), 1
     when a prune may have taken the folder with them."""
     from dagnb.cache import local_folder
-    from dagnb.runtime.history import KEEP_RUNS, KEEP_RUNS_BYTES
+    from dagnb.runtime.history import KEEP_RUNS, KEEP_RUNS_BYTES, run_folder_of
 
-    runs = local_folder(args.cache_dir) / ".runs"
+    runs = run_folder_of(local_folder(args.cache_dir), found.run).parent
     said = (f"dagnb: step {args.step!r} succeeded in run {found.run}, not stored in the "
             f"cache ({_why_unstored(args, workflow)})")
     if (runs / found.run).is_dir() or not _may_be_pruned(runs, found.run):
@@ -245,11 +252,19 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     more, too), and the log files of its attempts in the run's folder."""
     from dagnb.cache import local_folder
     from dagnb.cli.cache import missing_folder
-    from dagnb.runtime.history import DONE_STATES, KILLED, last_run_of
+    from dagnb.runtime.history import (
+        DONE_STATES,
+        KILLED,
+        UNRECORDED,
+        last_run_of,
+        run_folder_of,
+        side_home,
+    )
 
     folder = local_folder(args.cache_dir)
     named = args.cache_dir is not None and not checks.is_url(args.cache_dir)
-    if named and not folder.is_dir():  # (a typo: not "no run yet")
+    # (a typo: not "no run yet"; a read-only run's of a folder never made is recorded)
+    if named and not folder.is_dir() and not side_home(folder).is_dir():
         raise missing_folder(args.cache_dir, folder)
     found = last_run_of(folder, workflow.name, workflow.source, args.step, run=args.run)
     if found is None:
@@ -262,11 +277,18 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
         raise ConfigError(f"no run of {args.workflow!r} recorded in {str(folder)!r} had step "
                           f"{args.step!r}; run it first (dagnb run {args.workflow})"
                           + _elsewhere(args))
-    if found.state == KILLED and args.run is None and not _attempts(folder, found, args.step):
+    if (found.state in (KILLED, UNRECORDED) and args.run is None
+            and not _attempts(folder, found, args.step)):
         found = _before_killed(args, workflow, folder, found)
-    run_folder = folder / ".runs" / found.run
+    run_folder = run_folder_of(folder, found.run)
     # (a stored step's lines are in the cache; a killed run's missing folder is said)
-    if not run_folder.is_dir() and found.state not in (*DONE_STATES, KILLED):
+    if not run_folder.is_dir() and found.state not in (*DONE_STATES, KILLED, UNRECORDED):
+        if found.read_only:
+            raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, was "
+                              "read-only: its steps' lines were not kept (a read-only run "
+                              "writes nothing to the cache folder; --cache-mode off keeps "
+                              "them for dagnb logs); dagnb history lists the runs, and --run "
+                              "RUN shows an earlier one's")
         raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, has no "
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
@@ -275,9 +297,10 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
 
 def _attempts(folder: Path, found: StepInRun, step: str) -> list[Path]:
     """The log files of the step's attempts in the folder of the run ``found``."""
+    from dagnb.runtime.history import run_folder_of
     from dagnb.runtime.logfile import attempt_files
 
-    return attempt_files(folder / ".runs" / found.run / step)
+    return attempt_files(run_folder_of(folder, found.run) / step)
 
 
 def _before_killed(args: argparse.Namespace, workflow: Workflow, folder: Path,
@@ -286,13 +309,15 @@ def _before_killed(args: argparse.Namespace, workflow: Workflow, folder: Path,
     killed before the step wrote a line (one served from the cache writes none: its
     lines are those of the entry, as an earlier run's record names it), said in a
     line; ``killed`` when there is none."""
-    from dagnb.runtime.history import last_run_of
+    from dagnb.runtime.history import KILLED, last_run_of
 
     earlier = last_run_of(folder, workflow.name, workflow.source, args.step, killed=False)
     if earlier is None:
         return killed
-    print(f"dagnb: run {killed.run}, the newest that had step {args.step!r}, was killed "
-          f"before it ended and holds no lines of it; run {earlier.run} shown instead "
+    how = ("was killed before it ended" if killed.state == KILLED
+           else "ended unrecorded (its end could not be written)")
+    print(f"dagnb: run {killed.run}, the newest that had step {args.step!r}, {how} and "
+          f"holds no lines of it; run {earlier.run} shown instead "
           f"({_logs_command(args, killed.run)} for that one)", file=sys.stderr, flush=True)
     return earlier
 

@@ -15,16 +15,19 @@ import base64
 import bisect
 import functools
 import json
+import os
 import re
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from html import escape as html_escape
 from html.entities import html5 as _HTML_NAMES
+from types import MappingProxyType
 
 from dagnb.errors import InvalidStepError
 
-__all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "leak_forms",
-           "looks_like_token", "name_shown", "url_password", "variable_holding"]
+__all__ = ["MASK", "MASKED_START", "MIN_LINE", "Masker", "SecretFinder", "environ_secrets",
+           "leak_forms", "looks_like_token", "name_shown", "shared_finder", "shared_masker",
+           "url_password", "variable_holding"]
 
 MASK = "***"
 _SGR = re.compile(r"\x1b\[[0-9;:]*m")  # a terminal's colour and style codes
@@ -52,11 +55,74 @@ def named_surely_secret(name: str) -> bool:
     """Whether variable ``name`` holds a secret beyond doubt (``HF_TOKEN``,
     ``DB_PASSWORD``, ``STRIPE_API_KEY``), not merely a name like one's."""
     return _SURELY_SECRET.search(name) is not None
+
+
 MIN_LINE = 6
 # the fewest characters of a secret's start at the end of the last text written (its
 # writer stopped there) that are masked, where a word starts: fewer end much ordinary
 # text as well (`471` of a total, as of a PIN `4711`; `tok` of a word)
 MASKED_START = 4
+
+
+# A word or a number (``postgres``, ``changeme``, ``123456``), under this many characters:
+# too common a value to mask wherever it is, or to refuse a result for, on a name's word
+_COMMON_BELOW = 16
+_WORD_OR_NUMBER = re.compile(r"[^\W\d_]+|[0-9]+").fullmatch
+
+
+def _may_be_secret(value: str) -> bool:
+    """Whether the value of a variable named as a secret that no step declares is masked:
+    not one under ``MIN_LINE`` characters (``dev``, ``1``), nor a word or a number that
+    ordinary output holds, nor an existing path (``..._CREDENTIALS``: a file's name)."""
+    text = value.strip()
+    return (len(text) >= MIN_LINE
+            and not (len(text) < _COMMON_BELOW and _WORD_OR_NUMBER(text))
+            and not os.path.exists(text))
+
+
+_NONE_SET: Mapping[str, str] = MappingProxyType({})
+
+
+class _EnvironSecrets:
+    """The variables of ``os.environ`` named as secrets beyond doubt (``HF_TOKEN``,
+    ``DB_PASSWORD``: :func:`named_surely_secret`) whose values may be secrets, by name.
+    Every run asks: the names are listed again only when the environment's names changed
+    (its raw keys, not decoded: a third of a microsecond), their values read each time."""
+
+    __slots__ = ("_listed", "_read")
+
+    def __init__(self) -> None:
+        # (each a tuple replaced whole: threads starting runs read it consistent)
+        self._listed: tuple[tuple[object, ...] | None, tuple[str, ...]] = (None, ())
+        self._read: tuple[tuple[object, ...], Mapping[str, str]] = ((), _NONE_SET)
+
+    def __call__(self) -> Mapping[str, str]:
+        environ = os.environ
+        keys = tuple(getattr(environ, "_data", environ))
+        listed_keys, names = self._listed
+        if keys != listed_keys:
+            names = tuple(name for name in environ if named_surely_secret(name))
+            self._listed = (keys, names)
+        if not names:  # (most environments: no such name)
+            return _NONE_SET
+        state = (names, tuple(map(environ.get, names)))
+        read_state, found = self._read
+        if state != read_state:
+            found = MappingProxyType({name: value for name, value in zip(*state, strict=True)
+                                      if value is not None and _may_be_secret(value)})
+            self._read = (state, found)
+        return found
+
+
+_ENVIRON_SECRETS = _EnvironSecrets()
+
+
+def environ_secrets() -> Mapping[str, str]:
+    """The variables of the environment named as secrets beyond doubt whose values may
+    be secrets (of ``MIN_LINE`` characters or more, not a plain word or number, not a
+    path), by name: a run masks them even when no step declares them (an in-process
+    step reads the process's environment, a command inherits it). Shared: not to change."""
+    return _ENVIRON_SECRETS()
 
 
 def leak_forms(secret: str, lines: bool = True) -> set[str]:
@@ -349,6 +415,39 @@ class Masker:
         if self._forms is None:
             self._forms = _Forms(self._kept)
         return self._forms
+
+
+# the maskers and finders made for the secrets of recent runs: a run of a process whose
+# environment holds a token (HF_TOKEN, masked in every run) would make its own (100 µs)
+_SHARED: dict[tuple[object, ...], Masker | SecretFinder] = {}
+_SHARED_LIMIT = 64
+
+
+def shared_masker(secrets: Iterable[str], *, words_below: int = 1) -> Masker:
+    """A :class:`Masker` of ``secrets``, the one made last time for the same (neither
+    is changed once made; what it makes as asked, for HTML or a secret's start, it
+    keeps for every run)."""
+    memo = ("mask", words_below, *secrets)
+    found = _SHARED.get(memo)
+    if found is None:
+        found = _shared(memo, Masker(memo[2:], words_below=words_below))
+    return found  # type: ignore[return-value]
+
+
+def shared_finder(secrets: Mapping[str, str]) -> SecretFinder:
+    """A :class:`SecretFinder` of ``secrets``, the one made last time for the same."""
+    memo = ("find", *secrets.items())
+    found = _SHARED.get(memo)
+    if found is None:
+        found = _shared(memo, SecretFinder(secrets))
+    return found  # type: ignore[return-value]
+
+
+def _shared(memo: tuple[object, ...], made: Masker | SecretFinder) -> Masker | SecretFinder:
+    if len(_SHARED) >= _SHARED_LIMIT:  # (secrets rotated many times in a long kernel)
+        _SHARED.clear()
+    _SHARED[memo] = made
+    return made
 
 
 class _Forms:

@@ -34,6 +34,17 @@ the cache) and ``dagnb history`` lists. A process of another host cannot be told
 taken for live, and read as it was before. A prune drops the lines of the runs that
 ended and writes the killed ones' records to the records log.
 
+A run that writes nothing to the cache folder (``read-only``, or a run on a folder this
+user may not write) keeps its start line and record in the cache folder's side home
+instead (:func:`side_home`: ``<temp>/dagnb-<uid>/runs/<name>-<digest>/.runs``, this
+user's alone), its record marked ``read_only`` (its steps' folder was temporary); an
+``off`` run there keeps its folder there too. Every reader reads both, the newest run
+winning: a read-only run that failed is not passed over for an older one that
+succeeded. A run whose record cannot be written in the cache folder (a full disk)
+writes it there; where that fails too, its start line is marked in place as that of a
+run that ended unrecorded (its steps ``unrecorded``, run again by ``--only-failed``),
+not killed.
+
 The folder is made only when something needs it (a step that executes a command, or
 one that asks for its output folder), and the record is an append to a file that
 exists already: a run of in-process Python steps that write no files creates no file.
@@ -76,8 +87,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import errno
 import fcntl
 import functools
+import hashlib
 import itertools
 import json
 import math
@@ -85,7 +98,9 @@ import os
 import random
 import re
 import shutil
+import stat
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -110,6 +125,7 @@ __all__ = [
     "RECORDS_NAME",
     "RECORD_NAME",
     "STARTED_NAME",
+    "UNRECORDED",
     "RunFolder",
     "StepInRun",
     "entry_created",
@@ -118,10 +134,14 @@ __all__ = [
     "last_params",
     "last_run_of",
     "last_states",
+    "make_side_home",
     "notebook_run_params",
     "prune",
+    "run_folder_of",
     "same_params",
+    "side_home",
     "unfinished",
+    "unwritable_fix",
 ]
 
 KEEP_RUNS = 20  # run folders kept under <cache>/.runs
@@ -138,6 +158,9 @@ RECORD_NAME = "run.json"  # a run's record in its folder, before the records log
 RECORDS_NAME = "records.jsonl"
 STARTED_NAME = "started.jsonl"  # a line as each run starts: see the module's text
 KILLED = "killed"  # the state of each step of a run killed before it ended
+# the state of each step of a run that ended but could write its record nowhere (a full
+# disk): its start line says so (see _mark_unrecorded), not that it was killed
+UNRECORDED = "unrecorded"
 FOREIGN_RUN_DAYS = 2  # a run started on another host: taken for live this long at most
 _COMPACT_AT = 4 * KEEP_RUNS  # records in the log before a prune rewrites it
 _COMPACT_BYTES = 4 << 20  # or bytes (runs of many steps have long records)
@@ -208,19 +231,98 @@ def _absolute_once(script: str) -> str:
     return os.path.abspath(script)
 
 
+# -- runs that may not write the cache folder ------------------------------------------
+def side_home(cache_dir: Path) -> Path:
+    """Where the runs that write nothing to ``cache_dir`` keep their records (its
+    ``.runs``, laid out as the cache folder's): ``read-only`` runs, explicit or on a
+    folder this process may not write, and ``off`` runs on such a folder (their steps'
+    folders too). One per user and cache folder (its resolved path), in the temporary
+    folder: ``<temp>/dagnb-<uid>/runs/<name>-<digest>``, kept until the system cleans it,
+    and read with the cache folder's own records (:func:`last_states`, ``dagnb history``,
+    ``dagnb logs``). A run whose record cannot be written in the cache folder (a full
+    disk) writes it here too."""
+    resolved = os.path.realpath(cache_dir)
+    name = re.sub(r"[^A-Za-z0-9._-]", "_", os.path.basename(resolved))[:40] or "cache"
+    digest = hashlib.sha256(os.fsencode(resolved)).hexdigest()[:16]
+    return _side_base() / "runs" / f"{name}-{digest}"
+
+
+def _side_base() -> Path:
+    return Path(tempfile.gettempdir()) / f"dagnb-{os.getuid()}"
+
+
+def make_side_home(cache_dir: Path) -> Path | None:
+    """:func:`side_home`, made (its ``.runs`` too); None where it cannot be, or where its
+    ``dagnb-<uid>`` folder is not this user's alone (another user's, or one others may
+    write: records planted there would steer ``--only-failed``)."""
+    base = _side_base()
+    try:
+        os.makedirs(base, mode=0o700, exist_ok=True)
+        if not _own_folder(base):
+            return None
+        home = side_home(cache_dir)
+        make_folder(home / ".runs")
+    except OSError:
+        return None
+    return home
+
+
+def _own_folder(path: Path) -> bool:
+    """Whether ``path`` is a folder (not a link) of this user that no other may write."""
+    try:
+        status = os.lstat(path)
+    except OSError:
+        return False
+    return (stat.S_ISDIR(status.st_mode) and status.st_uid == os.getuid()
+            and not status.st_mode & 0o022)
+
+
+def _in_side(home: Path) -> bool:
+    """Whether ``home`` is a :func:`side_home` (it has none of its own)."""
+    return _side_base() in home.parents
+
+
+def unwritable_fix(exc: OSError) -> str:
+    """What to do about a cache folder that could not be written (``exc``'s errno)."""
+    if exc.errno == errno.ENOSPC:
+        return "free space on its disk, or run with --cache-dir on another disk"
+    return ("run with --cache-dir on a folder this user may write, or with --cache-mode "
+            "read-only")
+
+
+def _runs_folders(cache_dir: Path) -> list[Path]:
+    """The ``.runs`` folders holding the records of ``cache_dir``'s runs: its own, and
+    its :func:`side_home`'s where there is one."""
+    side = side_home(cache_dir) / ".runs"
+    return [cache_dir / ".runs", *([side] if _own_folder(_side_base()) and side.is_dir()
+                                   else [])]
+
+
+def run_folder_of(cache_dir: Path, run_id: str) -> Path:
+    """The folder of run ``run_id`` of ``cache_dir``: in its ``.runs``, or in its
+    :func:`side_home`'s (a run that could not write the cache folder); the first where
+    neither has it."""
+    folders = [runs / run_id for runs in _runs_folders(cache_dir)]
+    return next((folder for folder in folders if folder.is_dir()), folders[0])
+
+
 class RunFolder:
     """One run's folder, made on first use and leased while the run is live."""
 
     __slots__ = ("_cache_dir", "_closed", "_entries", "_entries_created", "_lease", "_lock",
-                 "_path", "_pruning", "_uses", "_uses_file", "_uses_urgent", "kept", "origin",
-                 "params", "run_id", "source", "text")
+                 "_path", "_pruning", "_records_home", "_uses", "_uses_file", "_uses_urgent",
+                 "kept", "origin", "params", "recorded", "run_id", "source", "text")
 
     def __init__(self, cache_dir: Path, run_id: str, source: Path | None = None,
                  params: Mapping[str, Any] | None = None, kept: bool = True,
-                 origin: str | None = None) -> None:
+                 origin: str | None = None, records_home: Path | None = None) -> None:
         self._cache_dir = cache_dir
         # False: in a temporary folder (a read-only run's), removed with the process
         self.kept = kept
+        # where its start line and record go: its folder's home, or (a read-only run's,
+        # whose folder is temporary) the cache folder's side_home
+        self._records_home = records_home or cache_dir
+        self.recorded = kept or records_home is not None  # (a record that outlives it)
         self.run_id = run_id
         self.source = source  # the workflow file run, recorded for --only-failed
         self.origin = origin  # with no file, the script that built the graph (None: none)
@@ -275,7 +377,11 @@ class RunFolder:
         return self.path
 
     def _make(self) -> None:
-        make_folder(self.path)  # a file named .runs is moved aside, not an error
+        try:
+            make_folder(self.path)  # a file named .runs is moved aside, not an error
+        except OSError as exc:  # (the step that needed it fails with this: where, and why)
+            raise OSError(exc.errno, f"{exc.strerror}: the run's folder {self.text!r} could "
+                                     f"not be made; {unwritable_fix(exc)}") from exc
         lease = _lease(self.path)
         self._start_uses(leased=lease is not None)
         # leased last: make() returns at once, unlocked, once it is, and a caller may then
@@ -346,13 +452,13 @@ class RunFolder:
         A kept run's alone; one that cannot be noted goes on (``close`` warns, if the
         records log cannot be written either). Two system calls: an fstat and the write,
         without the log's lock (see :meth:`_Appender.append`), no sync."""
-        if not self.kept:
+        if not self.recorded:
             return
         line = {"run": self.run_id, "graph": graph_name, **self._workflow_fields(),
                 "started": time.time(), "pid": os.getpid(), "since": _own_start(),
                 "host": _host(), "steps": list(steps)}
         with contextlib.suppress(OSError, TypeError, ValueError):  # (never fails a run)
-            _appender.append(f"{self._cache_dir}/.runs/{STARTED_NAME}",
+            _appender.append(f"{self._records_home}/.runs/{STARTED_NAME}",
                              f"\n{_COMPACT(line)}\n".encode())
 
     def _workflow_fields(self) -> dict[str, Any]:
@@ -380,11 +486,14 @@ class RunFolder:
             record["entry_created"] = self._entries_created
         if skipped:
             record["skipped"] = dict(skipped)
+        if not self.kept:  # (its folder, its steps' lines with it, went with its process)
+            record["read_only"] = True
         log_size = 0
+        records = self._records_home / ".runs"
         try:
-            log_size = _append_record(f"{self._cache_dir}/.runs/{RECORDS_NAME}", record)
+            log_size = _append_record(records / RECORDS_NAME, record)
         except OSError as exc:
-            warn_user(f"dagnb: run record in {str(self.runs)!r} not written: {exc}")
+            self._record_elsewhere(record, records, exc)
         finally:
             if self._uses_file is not None:
                 os.close(self._uses_file)
@@ -399,7 +508,31 @@ class RunFolder:
         # a run that made no folder (and drew no prune) and left the log small leaves
         # nothing to prune; one that left it big compacts it now (rare, and quick)
         elif log_size > _PRUNE_LOG_BYTES and _draw() * (PRUNE_SLACK + 1) < 1:
-            _prune_quietly(self.runs)
+            _prune_quietly(records)
+
+    def _record_elsewhere(self, record: Mapping[str, Any], records: Path,
+                          exc: OSError) -> None:
+        """The record could not be written in ``records`` (a full disk, a folder that
+        turned read-only): written in the cache folder's :func:`side_home` instead (read
+        with its own), else its start line is marked in place as that of a run that
+        ended unrecorded, not killed (:func:`_mark_unrecorded`); said in one warning."""
+        said = (f"dagnb: run {self.run_id}'s record could not be written in "
+                f"{str(records)!r} ({exc})")
+        # (a run that writes in its cache folder: one that cannot, its record there already)
+        kept_here = self.kept and not _in_side(self._records_home)
+        side = make_side_home(self._cache_dir) if kept_here else None
+        if side is not None:
+            try:
+                _append_record(side / ".runs" / RECORDS_NAME, record)
+            except OSError:
+                pass
+            else:
+                warn_user(f"{said}; kept in {str(side / '.runs')!r} instead, where dagnb "
+                          "history, dagnb logs and --only-failed read it")
+                return
+        marked = self.recorded and _mark_unrecorded(records / STARTED_NAME, self.run_id)
+        warn_user(f"{said}{'; dagnb history lists it as unrecorded' if marked else ''}; "
+                  f"{unwritable_fix(exc)}")
 
     def _stored_any(self, states: Mapping[str, str]) -> bool:
         """Whether a step ran and was stored in this run (not one served from the cache:
@@ -652,13 +785,15 @@ class StepInRun(NamedTuple):
     """A step in a recorded run: the run's id, the step's final state there, the key
     of the cache entry it was served from or stored in (None: none, or not recorded),
     why it was skipped there (None: it was not, or the record does not say), and the
-    ``created`` time of that entry (None: the record is older than the field)."""
+    ``created`` time of that entry (None: the record is older than the field), and
+    whether the run was read-only (its steps' lines went with its process)."""
 
     run: str
     state: str
     entry: str | None
     why: str | None = None
     created: float | None = None
+    read_only: bool = False  # a run whose folder, with its steps' lines, was not kept
 
 
 # states of a step that started no attempt in its run (it has no lines there)
@@ -676,15 +811,19 @@ def last_run_of(cache_dir: Path, graph_name: str, source: Path | None, step: str
     def wanted(record: Mapping[str, Any]) -> bool:
         found = _step_in(record, step)
         return found is not None and (run is None or found.run == run) and not (
-            ran and found.state in NOT_RUN_STATES) and (killed or found.state != KILLED)
+            ran and found.state in NOT_RUN_STATES) and (
+                killed or found.state not in (KILLED, UNRECORDED))
 
-    runs = cache_dir / ".runs"
-    gone = (_gone(_lines_of(runs, graph_name, source, STARTED_NAME)) if killed
-            else [])  # (first: see _gone)
-    lines = _lines_of(runs, graph_name, source)
-    logged = (record for record in _newest_first(lines) if _of(record, graph_name, source))
-    had = [record for record in (next(filter(wanted, logged), None), *_folder_records(runs),
-                                 *_unrecorded(gone, lines))
+    folders = _runs_folders(cache_dir)
+    gone = ([start for runs in folders  # (first: see _gone)
+             for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME))]
+            if killed else [])
+    logs = [_lines_of(runs, graph_name, source) for runs in folders]
+    newest = [next(filter(wanted, (record for record in _newest_first(lines)
+                                   if _of(record, graph_name, source))), None)
+              for lines in logs]  # (each log's newest: the cache folder's, its side's)
+    had = [record for record in (*newest, *_folder_records(folders[0]),
+                                 *_unrecorded(gone, [line for lines in logs for line in lines]))
            if record is not None and _of(record, graph_name, source) and wanted(record)]
     return _step_in(max(had, key=_finished), step) if had else None
 
@@ -699,11 +838,13 @@ def recorded_runs(cache_dir: Path, graph_name: str | None = None, source: Path |
     if graph_name is not None:
         records = _runs_of(cache_dir, graph_name, source)
         return (records if last is None else records[-last:]), len(records)
-    runs = cache_dir / ".runs"
-    gone = _gone(_log_lines(runs / STARTED_NAME))  # (first: see _gone)
-    lines = _log_lines(runs / RECORDS_NAME)
-    older = [*_folder_records(runs), *_unrecorded(gone, lines)]
-    newest = list(itertools.islice(_newest_first(lines), last))
+    folders = _runs_folders(cache_dir)
+    gone = [start for runs in folders  # (first: see _gone)
+            for start in _gone(_log_lines(runs / STARTED_NAME))]
+    logs = [_log_lines(runs / RECORDS_NAME) for runs in folders]
+    lines = [line for log in logs for line in log]
+    older = [*_folder_records(folders[0]), *_unrecorded(gone, lines)]
+    newest = [record for log in logs for record in itertools.islice(_newest_first(log), last)]
     records = sorted([*newest, *older], key=_finished)
     if last is None:
         return records, len(records)
@@ -717,7 +858,8 @@ def _step_in(record: Mapping[str, Any], step: str) -> StepInRun | None:
     if not isinstance(state, str) or not isinstance(record.get("run"), str):
         return None
     key, why = (_text_of(record.get(field), step) for field in ("entries", "skipped"))
-    return StepInRun(record["run"], state, key, why, entry_created(record, step))
+    return StepInRun(record["run"], state, key, why, entry_created(record, step),
+                     record.get("read_only") is True)
 
 
 def entry_created(record: Mapping[str, Any], step: str) -> float | None:
@@ -741,11 +883,12 @@ def _runs_of(cache_dir: Path, graph_name: str, source: Path | None,
     none, count only while that script has none of its own: they may be another
     script's, of the same name (its steps' done states taken for this graph's would run
     nothing); until then they are all that is known, as before."""
-    runs = cache_dir / ".runs"
-    gone = _gone(_lines_of(runs, graph_name, source, STARTED_NAME))  # (first: see _gone)
-    lines = _lines_of(runs, graph_name, source)
+    folders = _runs_folders(cache_dir)  # (the cache folder's, and its side's)
+    gone = [start for runs in folders  # (first: see _gone)
+            for start in _gone(_lines_of(runs, graph_name, source, STARTED_NAME))]
+    lines = [line for runs in folders for line in _lines_of(runs, graph_name, source)]
     logged = [r for r in map(_parsed, lines) if r is not None]
-    found = [r for r in [*logged, *_folder_records(runs), *_unrecorded(gone, lines)]
+    found = [r for r in [*logged, *_folder_records(folders[0]), *_unrecorded(gone, lines)]
              if _of(r, graph_name, source, origin)]
     if source is None and origin != ANY_ORIGIN and any("origin" in r for r in found):
         found = [r for r in found if "origin" in r]
@@ -882,12 +1025,48 @@ def _is_start(line: Mapping[str, Any]) -> bool:
 def _killed(start: Mapping[str, Any]) -> dict[str, Any]:
     """The record of a run killed before it ended, from the line noted as it started:
     each of its steps ``killed`` (which finished is not known: a step writes nothing as it
-    ends); sorted as of when it started, the last time it is known to have been live."""
+    ends); sorted as of when it started, the last time it is known to have been live.
+    One whose line says it ended (:func:`_mark_unrecorded`) is ``unrecorded`` instead."""
     record = {key: value for key, value in start.items()
-              if key not in ("started", "pid", "since", "host", "steps")}
-    record.update(finished=start["started"], killed=True,
-                  states={str(step): KILLED for step in start["steps"]})
+              if key not in ("started", "pid", "since", "host", "steps", _ENDED)}
+    state, flag = (UNRECORDED, "unrecorded") if _ENDED in start else (KILLED, "killed")
+    record.update({"finished": start["started"], flag: True,
+                   "states": {str(step): state for step in start["steps"]}})
     return record
+
+
+_ENDED = "end"  # a start line's field, in place of "pid", once its run ended unrecorded
+# where a start line says its pid: just after when it started (a param named pid is
+# earlier, in its params)
+_PID_FIELD = re.compile(rb',"started":[-+.0-9eE]+,("pid"):')
+
+
+def _mark_unrecorded(path: Path, run_id: str) -> bool:
+    """Mark run ``run_id``'s line in the started log ``path`` as that of a run that ended
+    but could write its record nowhere (a full disk): its ``"pid"`` becomes ``"end"``,
+    written in place (bytes the file has: no space needed), so readers list it as
+    ``unrecorded``, not killed. False where it cannot be (the line gone, a prune's
+    rewrite under way, a file system that cannot write at all)."""
+    head = b'{"run":' + _json_texts(run_id)[0] + b","
+    try:
+        descriptor = os.open(path, os.O_RDWR | _CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)  # (a prune rewrites it under this lock)
+        if os.fstat(descriptor).st_ino != os.stat(path).st_ino:
+            return False  # replaced meanwhile: its line, if any, is in the new one
+        data = path.read_bytes()
+        start = 0 if data.startswith(head) else data.find(b"\n" + head) + 1
+        end = data.find(b"\n", start) if start > 0 or data.startswith(head) else -1
+        found = _PID_FIELD.search(data, start, end) if end > start else None
+        if found is None:
+            return False
+        return os.pwrite(descriptor, f'"{_ENDED}"'.encode(), found.start(1)) == 5
+    except OSError:
+        return False
+    finally:
+        os.close(descriptor)
 
 
 def _process_gone(start: Mapping[str, Any]) -> bool:
@@ -898,6 +1077,8 @@ def _process_gone(start: Mapping[str, Any]) -> bool:
     container, a teammate's machine sharing the cache), none can be told, so it is taken
     for live for :data:`FOREIGN_RUN_DAYS`, then for killed (its line is then settled by
     a prune)."""
+    if _ENDED in start:  # (it ended: its record could not be written)
+        return True
     pid = start.get("pid")
     if start.get("host") != _host():  # (a CI job's container, gone with its run: in time)
         started = finished_at({"finished": start.get("started")})
@@ -962,12 +1143,15 @@ def _settle_started(runs: Path) -> None:
         return
     try:
         lines = _log_lines(path)
-        logged_ids = _run_ids(runs / RECORDS_NAME)
+        # (a run whose record went to the side home, its disk full here, ended too)
+        logs = [runs / RECORDS_NAME, *([] if _in_side(runs.parent) else
+                                      [side_home(runs.parent) / ".runs" / RECORDS_NAME])]
+        logged_ids = set().union(*map(_run_ids, logs))
         # (most lines are of runs that ended, their record logged: dropped unparsed; the
         # process check comes first all the same, see _gone)
         starts = _starts(line for line in lines if not _logged_start(line, logged_ids))
         gone = {start["run"] for start in starts if _process_gone(start)}
-        logged = b"\n".join(_log_lines(runs / RECORDS_NAME))  # (after: see _gone)
+        logged = b"\n".join(line for log in logs for line in _log_lines(log))  # (after: _gone)
         ended = {start["run"] for start in starts if _json_texts(start["run"])[0] in logged}
         killed = [_killed(start) for start in starts
                   if start["run"] in gone and start["run"] not in ended]
@@ -1052,9 +1236,11 @@ def _append_record(path: Path | str, record: Mapping[str, Any]) -> int:
     with _appender.lock:
         descriptor, size = _appender.locked(os.fspath(path))
         try:
-            os.write(descriptor, data)
+            written = os.write(descriptor, data)
         finally:
             fcntl.flock(descriptor, fcntl.LOCK_UN)
+    if written < len(data):  # (a disk that filled up mid-write: a torn line, skipped)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), os.fspath(path))
     return size + len(data)
 
 

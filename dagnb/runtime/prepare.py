@@ -46,13 +46,16 @@ from dagnb.model.contract import (
     secret_not_set,
     unset_secret,
 )
+from dagnb.model.masking import environ_secrets
 from dagnb.model.step import Step, parse_duration
 from dagnb.runtime.events import Listener
 from dagnb.runtime.history import (
     RunFolder,
     graph_origin,
     last_states,
+    make_side_home,
     notebook_run_params,
+    side_home,
     unfinished,
 )
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
@@ -365,10 +368,12 @@ def prepare(
     cache_mode, cache
         What the run does with the cache (default: the ``cache_mode`` setting):
         ``"read-write"``; ``"read-only"`` (hits are used, nothing is written to the
-        cache folder, not even the run's history); ``"fail-on-miss"`` (a
+        cache folder: the run's record goes to a folder of this user's outside it,
+        :func:`~dagnb.runtime.history.side_home`); ``"fail-on-miss"`` (a
         :class:`~dagnb.errors.CacheMissError` listing every step that would run, with
         why, before anything runs or any cache folder is made); ``"off"`` (no lookups,
-        no entries; the run's record is kept under ``.runs`` for ``only_failed``).
+        no entries; the run's record is kept under ``.runs`` for ``only_failed``, in
+        the side home where the cache folder cannot be written).
         ``cache=False`` is the older spelling of ``"off"``; ``cache=True`` turns an
         ``"off"`` setting into ``"read-write"``.
     refresh, skip_cache, cache_directory, cache_version, ttl
@@ -407,7 +412,8 @@ def prepare(
     cwd = os.getcwd()  # (for the two memos below: one look)
     # a store URL's local tier; a read-only run writes nothing there: any folder will do
     cache_dir = _local_folder(cache_directory, config, refuse=mode != "read-only", cwd=cwd)
-    unwritable = mode in ("read-write", "fail-on-miss") and _unwritable(cache_dir)
+    # (off too: it writes no entry, but its steps' folders and its record go elsewhere)
+    unwritable = mode in ("read-write", "fail-on-miss", "off") and _unwritable(cache_dir)
     mode = _read_only_if_unwritable(mode, cache_dir) if unwritable else mode
     order = _selection(graph, targets, tags, only_failed, cache_dir)
     after = checked_after(graph, reads.after if reads is not None and after is None else after)
@@ -462,17 +468,19 @@ def prepare(
     if sleep is not None:
         options.sleep = sleep
     run_id = _new_run_id()
-    # off keeps the run's record (dagnb run --only-failed reads it), as it always did
-    recorded = mode != "read-only" and not unwritable
-    home = cache_dir if recorded else _scratch_home()
-    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=recorded,
-                       origin=None if graph.workflow_file is not None else graph_origin())
+    home, kept, records_home = _run_homes(mode, cache_dir, unwritable)
+    folder = RunFolder(home, run_id, graph.workflow_file, graph.given_params, kept=kept,
+                       origin=None if graph.workflow_file is not None else graph_origin(),
+                       records_home=records_home)
     run = Run(run_id, graph.name, steps, order, folder)
     if on_event is not None:
         run.events.subscribe(on_event)
     graph.started(run)
     return run, Scheduler(run, options, secret_values, _others_secrets(graph, steps),
-                          masked_only=registry_secrets)
+                          # the variables named as secrets beyond doubt (HF_TOKEN), declared
+                          # or not: masked and kept out of the cache, not withheld (an
+                          # in-process step reads them, a command inherits them)
+                          masked_only={**environ_secrets(), **registry_secrets})
 
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
@@ -593,9 +601,9 @@ def _selection(
     # with no file, only the runs of the script that built it: another script's graph of
     # the same name ("graph") that succeeded is not this one's
     origin = graph_origin() if source is None else None
-    # the history's, and this process's runs' over them (a read-only run recorded
-    # nothing in cache_dir): a step that failed in another process and has not run here
-    # since (a run of a target here) is still to run again
+    # the history's (a read-only run's too, recorded in the side home), and this
+    # process's runs' over them: a step that failed in another process and has not run
+    # here since (a run of a target here) is still to run again
     given = last_states(cache_dir, name, source, graph.given_params, graph.own_params(),
                         origin=origin)
     states = {**(given or {}), **here}
@@ -709,6 +717,26 @@ def _would_run(found: list[tuple[str, str]]) -> str:
     will = len(found) - may
     said = f"{will} step{'' if will == 1 else 's'} would run"
     return said + (f", {may} may run" if may else "")
+
+
+def _run_homes(mode: str, cache_dir: Path, unwritable: bool) -> tuple[Path, bool, Path | None]:
+    """Where the run's folder goes, whether it is kept, and where its record goes (None:
+    with its folder). In the cache folder, as ever (off too: ``--only-failed`` reads its
+    record), unless the run may not write there: a ``read-only`` run's folder is
+    temporary and its record goes to the cache folder's side home (``--only-failed``,
+    ``dagnb history`` and ``dagnb logs`` read it with the cache folder's own: a failed
+    read-only run is not passed over for an older one); an ``off`` run on a folder it may
+    not write keeps both there (else every step failed to make its folder)."""
+    if mode != "read-only" and not unwritable:
+        return cache_dir, True, None
+    side = make_side_home(cache_dir)
+    if side is None:
+        warn_user(f"dagnb: this run is not recorded: {str(side_home(cache_dir))!r}, where "
+                  "runs that write nothing to the cache folder keep their records, cannot be "
+                  "made; --only-failed, dagnb history and dagnb logs will not see it")
+    if mode == "off" and side is not None:
+        return side, True, None
+    return _scratch_home(), False, side
 
 
 def _scratch_home() -> Path:
