@@ -12,7 +12,10 @@ results and param values arrive as variables of those names) and its globals are
 user namespace; it returns the ``--outputs``. A notebook variable the cell reads before
 it assigns it (``data = data + [a]``) starts with the notebook's value, as in a plain
 cell: the cell's function is then nested in one that reads those globals (so the key
-sees them as any global) and passes them in. IPython syntax in the cell (``!ls``,
+sees them as any global) and passes them in; those the cell changes in place and reads
+(``cfg.setdefault('lr', 0.1)`` then ``cfg['lr']``) are passed on, as the cell left them,
+to :func:`keep`, which keeps them with the step's outputs, so that a run served from the
+cache can put them back (:mod:`dagnb.notebook.session`). IPython syntax in the cell (``!ls``,
 ``files = !ls``, ``%time``) is turned into Python first, as IPython does for a cell, with
 the names such a line expands (``!ls $folder``) read as Python too
 (:mod:`dagnb.notebook.ipython_lines`). A last statement that is an expression is
@@ -32,16 +35,19 @@ import json
 import keyword
 import linecache
 import os
+import pickle
 import re
 import shlex
 import textwrap
 import tokenize
 import types
 from collections.abc import Collection, Iterable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 from dagnb.checks import NEVER_EXPIRES
 from dagnb.errors import InvalidStepError
+from dagnb.executors.dagger.shim import TRAVELS_AS_SOURCE
 from dagnb.fingerprint import changed_inputs
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, check_name
@@ -49,6 +55,7 @@ from dagnb.notebook.ipython_lines import TIMER, ipython_to_python, needs_kernel,
 from dagnb.notebook.last_expression import DISPLAYED, TIMED_VALUE, displayed, with_last_displayed
 from dagnb.workflows.loader import secret_option
 from dagnb.workflows.published import PUBLISHED_AS
+from dagnb.workflows.pyfunctions import IMPORT_NOTE
 
 __all__ = [
     "RESULTS_NAME",
@@ -56,16 +63,23 @@ __all__ = [
     "cell_options",
     "cell_text",
     "duration_text",
+    "kept_names",
+    "kept_values",
     "parse_assignments",
     "parse_names",
     "parse_value",
     "setting_text",
     "shell_text",
     "step_from_options",
+    "unkept",
     "unset_options",
 ]
 
 RESULTS_NAME = "_dagger"  # the notebook variable of the steps' results: dagnb's
+KEEP = "_dagnb_keep"  # what a cell's function passes the variables it changes in place to
+KEPT_AS = "_dagnb_kept"  # its attribute naming them (``_dagnb_``: not part of its key)
+KEPT_FILE = ".dagnb-kept.pkl"  # where its outputs keep them (see _dagnb_keep)
+UNKEPT_FILE = ".dagnb-unkept.txt"  # or which one does not pickle, and why
 _counter = itertools.count(1)
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -272,22 +286,25 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
     _refuse_results_name(tuple(outputs))
     _refuse_unassigned_outputs(name, tuple(outputs), local | set(arguments) | declared)
     # (a name the notebook lacks: a plain cell's NameError, as UnboundLocalError is one)
-    inputs = {*_read_before_assigned(python, local, arguments),
-              *_changed_notebook_variables(code, func_name) - declared}
+    changed = _changed_notebook_variables(code, func_name) - declared
+    inputs = {*_read_before_assigned(python, local, arguments), *changed}
     prebound = sorted(n for n in inputs if n in namespace or n in defined)
+    kept = [n for n in prebound if n in changed]  # (kept with its entry: see _dagnb_keep)
     if prebound:
-        text = _prebinding_source(func_name, arguments, prebound, text)
+        text = _prebinding_source(func_name, arguments, prebound, text, kept)
         code = _compiled(name, text, filename, 2, first)
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)
     written = {} if run == python else _lines_as_written(
         text, _function_source(func_name, arguments, python, tuple(outputs)), prebound,
-        func_name, arguments)
+        func_name, arguments, kept)
     scope: dict[str, Any] = {}
     globals_ = namespace if isinstance(namespace, dict) else dict(namespace)
     if TIMER in python:
         globals_[TIMER] = timed  # (what a ``%time`` line became calls it)
     if run != python:
         globals_[DISPLAYED] = displayed  # (what the last expression is passed to)
+    if kept:
+        globals_[KEEP] = keep  # (what the variables it changes in place are passed to)
     exec(code, globals_, scope)
     function = scope[func_name]
     function._dagnb_cell_source = source  # what the user wrote, for cell_text
@@ -296,6 +313,8 @@ def cell_function(name: str, source: str, needs: Iterable[str], outputs: Iterabl
         function._dagnb_lines_as_written = written
     if outputs:  # (an UnboundLocalError there is an output the cell did not reach)
         function._dagnb_return_line = _return_line(text)
+    if kept:  # (the session puts them back from a cache hit: see kept_names)
+        setattr(function, KEPT_AS, tuple(kept))
     return function
 
 
@@ -306,11 +325,11 @@ def _return_line(text: str) -> int:
 
 
 def _lines_as_written(text: str, as_written: str, prebound: list[str], func_name: str,
-                      arguments: list[str]) -> dict[int, str]:
+                      arguments: list[str], kept: list[str]) -> dict[int, str]:
     """The lines of the cell's function ``text`` that its last expression's display call
     changed (by number), as the user wrote them (the same lines, the call aside)."""
     if prebound:
-        as_written = _prebinding_source(func_name, arguments, prebound, as_written)
+        as_written = _prebinding_source(func_name, arguments, prebound, as_written, kept)
     lines, mine = text.splitlines(), as_written.splitlines()
     if len(lines) != len(mine):  # (the call keeps the lines: should it not, say nothing)
         return {}
@@ -371,8 +390,80 @@ def _changed_notebook_variables(module: types.CodeType, func_name: str) -> set[s
     """The notebook variables the cell changes in place and reads (``df['r'] = df['a']``,
     ``cfg.setdefault(...)`` then ``cfg['k']``): as globals, a function's state, which its
     key counts by name; they are the cell's inputs, read as those it reads before
-    assigning them. One it only changes (``log.append(x)``) stays state."""
+    assigning them, and kept with its result as it leaves them (:func:`keep`). One it
+    only changes (``log.append(x)``) stays state, not kept: its value is no part of the
+    key, so a kept value could be another's (a hit would undo what other cells added)."""
     return changed_inputs(_function_code(module, func_name))
+
+
+# named as the cells call it: a container's module gets its source under this name
+def _dagnb_keep(result: object, changed: dict[str, object]) -> object:
+    """``result``, once ``changed`` (the notebook variables the cell changes in place
+    and reads, as it left them) is pickled into the step's outputs, its cache entry's:
+    a run served from the cache puts them back (:func:`kept_values`). One that does not
+    pickle is named in a file there instead (:func:`unkept`). Stdlib only, its imports
+    inside: it travels to a container as source; its file names are :data:`KEPT_FILE`'s
+    and :data:`UNKEPT_FILE`'s."""
+    import os
+    import pickle
+
+    try:
+        from dagnb.executors.context import current
+
+        folder = str(current().out_dir)
+    except (ImportError, RuntimeError):  # (a container's: its contract's variable)
+        folder = os.environ.get("DAGNB_OUT", "")
+    if not folder:  # (called outside a step: nothing keeps it)
+        return result
+    try:
+        data = pickle.dumps(changed, protocol=5)
+    except Exception:  # (pickle's errors are of many types: a reducer raises what it may)
+        for name, value in changed.items():
+            try:
+                pickle.dumps(value, protocol=5)
+            except Exception as exc:
+                with open(os.path.join(folder, ".dagnb-unkept.txt"), "w",
+                          encoding="utf-8") as handle:
+                    handle.write(f"{name}\n{exc}")
+                break
+        return result
+    with open(os.path.join(folder, ".dagnb-kept.pkl"), "wb") as handle:
+        handle.write(data)
+    return result
+
+
+keep = _dagnb_keep
+setattr(keep, TRAVELS_AS_SOURCE, True)  # (stdlib only, its imports inside)
+setattr(keep, IMPORT_NOTE, "keeps the notebook variables the cell changes in place with "
+        "its outputs, for a notebook served from the cache")
+
+
+def kept_names(step: Step) -> tuple[str, ...]:
+    """The notebook variables the ``--python`` cell of ``step`` changes in place and
+    reads, which its step keeps with its outputs (none for any other step)."""
+    return getattr(step.func, KEPT_AS, ())
+
+
+def kept_values(folder: Path) -> dict[str, Any] | None:
+    """The notebook variables a cell's step kept in its output ``folder`` (see
+    :func:`keep`), by name; None when it kept none there. Raises what unpickling does."""
+    try:
+        with open(folder / KEPT_FILE, "rb") as handle:
+            values: dict[str, Any] = pickle.load(handle)
+    except FileNotFoundError:
+        return None
+    return values
+
+
+def unkept(folder: Path) -> tuple[str, str] | None:
+    """(variable, why) when a cell's step could not keep that notebook variable in its
+    output ``folder`` (it does not pickle); else None."""
+    try:
+        text = (folder / UNKEPT_FILE).read_text(encoding="utf-8")
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    name, _, why = text.partition("\n")
+    return name, why
 
 
 def _refuse_params_named_as_upstreams(params: Iterable[str], needs: list[str]) -> None:
@@ -564,12 +655,15 @@ def _stores(node: ast.AST | None) -> set[str]:
 
 
 def _prebinding_source(func_name: str, arguments: list[str], prebound: list[str],
-                       text: str) -> str:
+                       text: str, kept: list[str]) -> str:
     """``text``'s function nested in one that reads ``prebound`` as globals and passes
-    them in as parameters."""
+    them in as parameters; then passes those of ``kept`` (read again: as the call left
+    them) and the result to :func:`keep`."""
     inner = text.replace(f"def {func_name}({', '.join(arguments)}):",
                          f"def {func_name}({', '.join([*arguments, *prebound])}):", 1)
     call = f"{func_name}({', '.join([*arguments, *prebound])})"
+    if kept:
+        call = f"{KEEP}({call}, {{{', '.join(f'{n!r}: {n}' for n in kept)}}})"
     return (f"def {func_name}({', '.join(arguments)}):\n"
             f"{_indented(inner)}    return {call}\n")
 
@@ -645,11 +739,18 @@ def _cell_definition(outer: ast.FunctionDef) -> ast.FunctionDef:
     """The function holding the cell's body: ``outer``, or the one of the same name it
     nests when it passes notebook variables in (see :func:`_prebinding_source`)."""
     first, last = outer.body[0], outer.body[-1]
+    call = last.value if isinstance(last, ast.Return) else None
+    if isinstance(call, ast.Call) and _calls(call, KEEP) and call.args:
+        call = call.args[0]  # (the cell's function's call; the variables kept after it)
     nested = (len(outer.body) == 2 and isinstance(first, ast.FunctionDef)
-              and first.name == outer.name and isinstance(last, ast.Return)
-              and isinstance(last.value, ast.Call) and isinstance(last.value.func, ast.Name)
-              and last.value.func.id == outer.name)
+              and first.name == outer.name and _calls(call, outer.name))
     return first if nested else outer
+
+
+def _calls(node: ast.AST | None, name: str) -> bool:
+    """Whether ``node`` is a call of the function called ``name``."""
+    return (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
+            and node.func.id == name)
 
 
 def cell_text(step: Step, secrets: Mapping[str, str] | None = None) -> str:

@@ -13,20 +13,23 @@ warning saying so.
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import itertools
 import json
+import shlex
 import threading
 import warnings
 from collections.abc import Callable, Collection, Iterable, Iterator, MutableMapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from dagnb.cache import store_for
+from dagnb.cache import session_store, store_for
 from dagnb.checks import did_you_mean, warn_user
 from dagnb.config import context
 from dagnb.errors import (
+    CycleError,
     DagnbError,
     GraphError,
     MissingDependencyError,
@@ -37,8 +40,13 @@ from dagnb.errors import (
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook import stop_button
-from dagnb.notebook.cells import RESULTS_NAME
-from dagnb.notebook.document import dagger_cells, kernel_notebook_path, read_notebook
+from dagnb.notebook.cells import RESULTS_NAME, kept_names, kept_values, parse_names, unkept
+from dagnb.notebook.document import (
+    DaggerCell,
+    dagger_cells,
+    kernel_notebook_path,
+    read_notebook,
+)
 from dagnb.notebook.unready import name_error_note, other_thread_note, unready_line
 from dagnb.notebook.widgets import stop
 from dagnb.runtime.events import TERMINAL_STATES, Event
@@ -93,6 +101,9 @@ class Session:
         # re-bound), and step -> the cache entry that result came from
         self._published: dict[str, tuple[str, Any]] = {}
         self._published_entries: dict[str, str] = {}
+        # step -> the run that last put back (or left) the notebook variables its cell
+        # changes in place and reads, the entry they are of and the objects it left
+        self._kept: dict[str, tuple[str, str, dict[str, Any]]] = {}
         # run id -> the steps it was asked for by name (a cell's own): published from the
         # cache whatever the notebook holds, as a cell run again gives its value anew
         self._asked: dict[str, frozenset[str]] = {}
@@ -200,34 +211,53 @@ class Session:
     def _check(self, step: Step) -> None:
         for need in step.needs:
             if need not in self.graph:
-                raise MissingDependencyError(self._missing_need(step.name, need))
+                raise self._missing_need(step.name, need)
         self.graph.validate()
 
-    def _missing_need(self, name: str, need: str) -> str:
-        """Which cell to run first (after a kernel restart), else "did you mean"."""
-        cell = self._defining_cell(need)
-        if cell is not None:
-            return (f"step {name!r} needs {need!r}, which is not defined in this kernel yet; "
-                    f"run {cell} first")
+    def _missing_need(self, name: str, need: str) -> GraphError:
+        """Which cell to run first (after a kernel restart), else "did you mean"; the
+        cycle, when the cell defining ``need`` needs ``name`` in turn (each cell would
+        send the user to the other)."""
+        notebook, cells = self._notebook_cells()
+        found = next((c for c in cells if c.name == need), None)
+        if found is not None:
+            cycle = self._cycle_through(name, need, cells)
+            if cycle is not None:
+                return CycleError(cycle)
+            return MissingDependencyError(
+                f"step {name!r} needs {need!r}, which is not defined in this kernel yet; "
+                f"run cell {found.index + 1} of {notebook} ({found.line.strip()}) first")
         hint = did_you_mean(need, self.graph.names)
         if hint:
-            return f"step {name!r} needs {need!r}, which is not a step; {hint}"
-        return (f"step {name!r} needs {need!r}, which is not a step yet; run the cell that "
-                f"defines it (%%dagger {need}) first, or check the name")
+            return MissingDependencyError(f"step {name!r} needs {need!r}, which is not a "
+                                          f"step; {hint}")
+        return MissingDependencyError(
+            f"step {name!r} needs {need!r}, which is not a step yet; run the cell that "
+            f"defines it (%%dagger {need}) first, or check the name")
 
-    def _defining_cell(self, name: str) -> str | None:
-        """``cell 3 of pipeline.ipynb (%%dagger prep ...)`` when the kernel knows its file."""
+    def _notebook_cells(self) -> tuple[str, list[DaggerCell]]:
+        """The name of the kernel's notebook file and its ``%%dagger`` cells (none when
+        it is not known or cannot be read now: the message says less, nothing else
+        changes)."""
         path = kernel_notebook_path(self.namespace)
         if path is None:
-            return None
+            return "", []
         try:
-            cells = dagger_cells(read_notebook(path))
+            return path.name, dagger_cells(read_notebook(path))
         except WorkflowError:
-            return None  # unreadable now: the message says less, nothing else changes
-        found = next((c for c in cells if c.name == name), None)
-        if found is None:
-            return None
-        return f"cell {found.index + 1} of {path.name} ({found.line.strip()})"
+            return path.name, []
+
+    def _cycle_through(self, name: str, need: str,
+                       cells: list[DaggerCell]) -> list[str] | None:
+        """``[name, need, ..., name]`` when ``need``'s needs lead back to ``name``: by
+        the kernel's steps, and by the notebook's cells for those it lacks."""
+        written = {cell.name: _line_needs(cell.line) for cell in cells}  # (the last counts)
+
+        def needs_of(step: str) -> Iterable[str]:
+            return self.graph[step].needs if step in self.graph else written.get(step, ())
+
+        path = _needs_path(need, name, needs_of)
+        return None if path is None else [name, *path]
 
     def _remember_image(self, step: Step) -> None:
         """The builder offers recently used images first."""
@@ -364,6 +394,8 @@ class Session:
         if asked:
             self._asked[run.id] = asked
         makers = {maker for read in reads.variables.values() for maker in read.values()}
+        # (and one keeping variables its cell changes: a step after it reads them so)
+        makers |= {name for name in run.order if kept_names(run.steps[name])}
         if makers & set(run.order):
             run.events.subscribe(functools.partial(self._publish_on_end, run, makers))
 
@@ -456,6 +488,8 @@ class Session:
         for name, state in run.states().items():
             if state in ("succeeded", "cached"):
                 self._publish_step(run, name, state, results)
+        if run.done:  # (no step reads its entries now)
+            self._uncache_unkept(run)
         return results
 
     def _results(self) -> dict[str, Any]:
@@ -474,8 +508,11 @@ class Session:
         """The result of ``name``, a finished step of ``run``, in ``results`` and under
         its --outputs, unless a run started later has the step."""
         outputs = self._outputs_to_publish(run, name)
-        if outputs is None or (state == "cached" and name not in self._asked.get(run.id, ())
-                               and self._holds(run, name, outputs, results)):
+        if outputs is None:
+            return
+        asked = name in self._asked.get(run.id, ())
+        self._put_back_kept(run, name, state, asked)
+        if state == "cached" and not asked and self._holds(run, name, outputs, results):
             return
         try:
             value = run.result(name)
@@ -496,6 +533,89 @@ class Session:
         entry = run.entry_of(name)
         return (entry is not None and self._published_entries.get(name) == entry
                 and name in results and all(self._as_published_by(name, v) for v in outputs))
+
+    def _put_back_kept(self, run: Run, name: str, state: str, asked: bool) -> None:
+        """Bind the notebook variables step ``name``'s cell changes in place and reads
+        to the values its cache entry kept (:func:`~dagnb.notebook.cells.keep`), once a
+        run: served from the cache, or run out of this process (a dask worker, a
+        container), the cell changed none of the notebook's objects; run here, it changed
+        them, and they stay (so do other names of them). As ``--outputs`` are, they are
+        not loaded again while the notebook holds them as put back from that entry,
+        unless the cell's own run asked for the step."""
+        names = kept_names(run.steps[name])
+        last = self._kept.get(name)
+        if not names or (last is not None and last[0] == run.id):
+            return
+        entry = run.entry_of(name) or ""
+        if state == "succeeded" and _ran_here(run, name):
+            self._note_kept(run, name, entry, names)
+            return
+        if (state == "cached" and not asked and last is not None and entry == last[1]
+                and all(self.namespace.get(n, _UNSET) is last[2].get(n, _UNSET)
+                        for n in names)):
+            return
+        values = self._kept_values(run, name, state, names) or {}
+        for variable in names:
+            if variable in values:
+                self._rebind(variable, values[variable])
+        self._note_kept(run, name, entry, names)
+
+    def _rebind(self, variable: str, value: Any) -> None:
+        """Bind the notebook's ``variable`` to a value a step kept; one a step published
+        stays that step's (as the object changed in place did)."""
+        maker, published = self._published.get(variable, (None, _UNSET))
+        if maker is not None and self.namespace.get(variable, _UNSET) is published:
+            self._published[variable] = (maker, value)
+        self.namespace[variable] = value
+
+    def _kept_values(self, run: Run, name: str, state: str,
+                     names: tuple[str, ...]) -> dict[str, Any] | None:
+        """The values step ``name`` kept of the variables ``names``, or None (said in a
+        line when an entry served lacks them or cannot give them)."""
+        try:
+            folder = run.outputs(name)
+            missing = unkept(folder)
+            if missing is None:
+                return kept_values(folder)
+        except Exception as exc:  # (damaged, cleared meanwhile: the notebook's stay)
+            warn_user(f"dagnb: step {name!r}: notebook variables {', '.join(names)}, which "
+                      f"its cell changes in place, could not be put back from its cache "
+                      f"entry ({exc}); they are left as they are: run the cell again")
+            return None
+        if state == "cached":  # (an entry its run could not remove: see _uncache_unkept)
+            warn_user(f"dagnb: step {name!r} was served from the cache without notebook "
+                      f"variable {missing[0]!r}, which its cell changes in place and which "
+                      f"does not pickle ({missing[1]}); it is left as it is: run the cell "
+                      "with --no-cache")
+        return None
+
+    def _note_kept(self, run: Run, name: str, entry: str, names: tuple[str, ...]) -> None:
+        self._kept[name] = (run.id, entry, {n: self.namespace.get(n, _UNSET) for n in names})
+
+    def _uncache_unkept(self, run: Run) -> None:
+        """Remove the entry of each step of ``run`` (ended) that ran and could not keep
+        a variable its cell changes in place (it does not pickle), and say so: a run
+        served that entry could not give the variable back, so the step runs uncached,
+        as one whose result does not pickle."""
+        for name, state in run.states().items():
+            entry = run.entry_of(name)
+            if (state != "succeeded" or entry is None or name in run.not_stored
+                    or not kept_names(run.steps[name])):
+                continue
+            try:
+                missing = unkept(run.outputs(name))
+            except DagnbError:  # (its folder gone: nothing to read, nor to serve)
+                continue
+            if missing is None:
+                continue
+            why = (f"notebook variable {missing[0]!r}, which its cell changes in place and "
+                   f"reads, cannot be pickled ({missing[1]}), so a run served from the "
+                   "cache could not give it back")
+            run.not_stored[name] = why
+            warn_user(f"step {name!r} ran but was not cached: {why}")
+            store = session_store() if run.steps[name].cache == "session" else store_for()
+            with contextlib.suppress(DagnbError, OSError):  # (read-only: a hit says so)
+                store.remove(name, entry)
 
     def _claim(self, run: Run) -> None:
         """A run just started is its steps' newest, and publishes them under the
@@ -573,6 +693,7 @@ class Session:
         self._claims.clear()
         self._published.clear()
         self._published_entries.clear()
+        self._kept.clear()
         self._asked.clear()
         self.namespace.pop(RESULTS_NAME, None)
         return cancelled
@@ -586,6 +707,49 @@ class Session:
             self._forgotten.add(run.id)
             run.cancel()
         return len(going)
+
+
+def _line_needs(line: str) -> tuple[str, ...]:
+    """The steps a ``%%dagger`` line's ``--needs`` names (its last, as the parser takes
+    it), read without running the cell: none that reads a notebook variable (``$up``)."""
+    try:
+        words = shlex.split(line)
+    except ValueError:  # (an unclosed quote: the magic refuses the line when it runs)
+        return ()
+    given = ""
+    for before, word in itertools.pairwise(["", *words]):
+        if before == "--needs":
+            given = word
+        elif word.startswith("--needs="):
+            given = word.partition("=")[2]
+    return tuple(n for n in parse_names(given) if "$" not in n and "{" not in n)
+
+
+def _needs_path(start: str, goal: str,
+                needs_of: Callable[[str], Iterable[str]]) -> list[str] | None:
+    """The shortest way from ``start`` to ``goal`` along needs, both ends included."""
+    came_from: dict[str, str | None] = {start: None}
+    waiting = collections.deque([start])
+    while waiting:
+        step = waiting.popleft()
+        if step == goal:
+            path = [step]
+            while (before := came_from[path[-1]]) is not None:
+                path.append(before)
+            return path[::-1]
+        for up in needs_of(step):
+            if up not in came_from:
+                came_from[up] = step
+                waiting.append(up)
+    return None
+
+
+def _ran_here(run: Run, name: str) -> bool:
+    """Whether step ``name`` of ``run`` last ran in this process: on the local executor,
+    which calls a Python step's function here (a cell's, with the notebook's objects)."""
+    return next((event.data.get("executor") == "local" for event in reversed(list(run.events))
+                 if event.step == name and event.kind == "state"
+                 and event.data.get("state") == "running"), False)
 
 
 def _ran_to_an_end(row: dict[str, Any]) -> bool:
