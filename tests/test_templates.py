@@ -393,9 +393,9 @@ def test_cli_errors_exit_2(argv, message, capsys):
 
 
 @pytest.mark.parametrize(("params", "message"), [
-    (["-p", "min_amount=nan"], "template parameter 'min_amount' = 'nan' is not valid; "
+    (["-p", "min_amount=nan"], "template parameter 'min_amount' = nan is not valid; "
                                "expected a finite float"),
-    (["-p", "min_amount=-inf"], "template parameter 'min_amount' = '-inf' is not valid; "
+    (["-p", "min_amount=-inf"], "template parameter 'min_amount' = -inf is not valid; "
                                 "expected a finite float"),
 ])
 def test_cli_new_refuses_a_value_before_making_any_folder(workspace, params, message):

@@ -40,7 +40,7 @@ REFUSED = [
      "--param 'with_bug=maybe': with_bug = 'maybe' is not valid; expected a bool "
      "(parameters of 'w.yml')"),
     ("ml-train-evaluate", "epochs=2.5",
-     "--param 'epochs=2.5': epochs = '2.5' is not valid; expected an int "
+     "--param 'epochs=2.5': epochs = 2.5 is not valid; expected an int "
      "(parameters of 'w.yml')"),
 ]
 

@@ -33,7 +33,9 @@ is refused.
 
 ``parameters`` (written by ``dagnb templates new``, or by hand) checks a ``--param`` of
 a name it declares as the template did (:mod:`dagnb.workflows.params`); each needs a
-``default``, the value its steps are written with. It changes no step, nor any cache key.
+``default``, the value its steps are written with (in a file a template made, or the
+value that template writes there for it: ``"Dear ${who}"``). It changes no step, nor any
+cache key.
 
 The orchestration platform's spelling (``command``, ``container_image``, ``environment``,
 ``volumes``, ``depends_on``, ``skip_cache``, ...) is read as dagnb's on load; see
@@ -66,6 +68,8 @@ from dagnb.model.step import Step, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
 from dagnb.workflows.parameters import (
+    Parameter,
+    ParameterValueError,
     Yaml12Loader,
     check_written_values,
     declared_parameters,
@@ -82,7 +86,8 @@ from dagnb.workflows.pyfunctions import (
 from dagnb.workflows.yaml_reading import EXPONENT_FLOAT, WorkflowLoader, reading_yaml_1_2_floats
 
 __all__ = [
-    "STEP_FIELDS", "WorkflowDumper", "WorkflowLoader", "dump", "explain", "graph_from_dict",
+    "STEP_FIELDS", "WorkflowDumper", "WorkflowLoader", "as_saved", "dump", "explain",
+    "graph_from_dict",
     "graph_to_dict", "load", "loads", "parse_yaml", "read_text", "secret_option",
 ]
 
@@ -148,7 +153,7 @@ def loads(text: str, *, source: str = "<string>", base_dir: Path | None = None) 
             raise WorkflowError(f"{source}: a workflow is a mapping with a 'steps' key, "
                                 f"got {data!r}")
         _check_as_written(data, _as_written(text, source), source)
-        return graph_from_dict(data, source=source, base_dir=base_dir)
+        return graph_from_dict(data, source=source, base_dir=base_dir, file=True)
 
 
 @contextlib.contextmanager
@@ -522,8 +527,10 @@ def _refuse_settings_in_defaults(defaults: Any, source: str, written: str) -> No
 
 
 def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
-                    base_dir: Path | None = None) -> Graph:
-    """Build a Graph from workflow-format data; errors name ``source``, step and key."""
+                    base_dir: Path | None = None, file: bool = False) -> Graph:
+    """Build a Graph from workflow-format data; errors name ``source``, step and key.
+    ``file``: the data is a file's (in ``base_dir``), whose params, when a template made
+    it, are checked against what that template writes (:func:`_check_template_values`)."""
     known = (*WORKFLOW_KEYS, "workflow_defaults")  # the platform's name of defaults
     checks.known_keys(data, known, source, WorkflowError, noun="workflow key")
     for written in ("defaults", "workflow_defaults"):  # (before their keys are read)
@@ -560,10 +567,11 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
             check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
     _check_needs(graph, source)
-    if graph.template is None:  # (a template's steps may hold a value made of one: "Dear
-        #                           ${who}", never its default: the template checks them)
-        _check_parameter_values(graph, {name: _own_params(fields) for name, fields in items},
-                                source)
+    own = {name: _own_params(fields) for name, fields in items}
+    if graph.template is None:
+        _check_parameter_values(graph, own, source)
+    elif file:  # (not the template's own graph: it is what the file is checked against)
+        _check_template_values(graph, own, source, base_dir or Path.cwd())
     return graph
 
 
@@ -602,10 +610,68 @@ def _check_needs(graph: Graph, source: str) -> None:
 def _check_parameter_values(graph: Graph, own: Mapping[str, list[str]], source: str) -> None:
     """Each declared parameter's default against the value each step runs with, said
     where the file writes it: in the step's own params (``own``), else the defaults'."""
-    written = [(f"step {step.name!r}" if name in own[step.name] else "defaults", name, value)
-               for step in graph for name, value in step.params.items()
-               if name in graph.parameters]
-    check_written_values(graph.parameters, written, source)
+    check_written_values(graph.parameters, [(where, name, value) for where, name, value, _
+                                            in _parameter_values(graph, own)], source)
+
+
+def _parameter_values(graph: Graph,
+                      own: Mapping[str, list[str]]) -> Iterator[tuple[str, str, Any, Step]]:
+    """(where the file writes it, name, value, step) of each step's param that is a
+    declared parameter: ``where`` is the step, or the defaults when not its ``own``."""
+    for step in graph:
+        for name, value in step.params.items():
+            if name in graph.parameters:
+                where = f"step {step.name!r}" if name in own[step.name] else "defaults"
+                yield where, name, value, step
+
+
+def _check_template_values(graph: Graph, own: Mapping[str, list[str]], source: str,
+                           folder: Path) -> None:
+    """The check of :func:`_check_parameter_values` for a file a template made: a value
+    that template writes there for the file's parameter values passes (it may be made of
+    one, ``"Dear ${who}"``, never its default), any other must be the default, as in a
+    hand-written file (a step edited to ``samples: 500`` under a default of 200 ran 500,
+    and the ``--force`` a refusal named wrote 200 back). Left alone when the template is
+    not here, or refuses those values: which values it wrote, nothing can tell."""
+    from dagnb.workflows.templates import made_again  # (the templates build on this module)
+
+    made = made_again(graph, folder)
+    if made is None:
+        return
+    hand_written = []
+    for where, name, value, step in _parameter_values(graph, own):
+        wrote = made[step.name].params.get(name, _NONE) if step.name in made else _NONE
+        if _same_value(value, wrote):
+            continue
+        default = graph.parameters[name].default
+        if wrote is not _NONE and _made_of(graph.parameters[name], wrote):
+            raise WorkflowError(
+                f"{source}: parameter {name!r} has default {default!r}, for which template "
+                f"{graph.template!r} writes params {name}: {wrote!r} in {where}, but the file "
+                f"gives {value!r} there; write {name}: {wrote!r} there, or give {name} the "
+                "default that value is made of")
+        hand_written.append((where, name, value))
+    check_written_values(graph.parameters, hand_written, source)
+
+
+_NONE: Any = object()  # (no value: the template's step has no such param)
+
+
+def _made_of(parameter: Parameter, wrote: Any) -> bool:
+    """Whether the value a template ``wrote`` is made of ``parameter``'s default rather
+    than being it (``"Dear Ann"`` of ``Ann``)."""
+    try:
+        return parameter.check(wrote) != parameter.default
+    except ParameterValueError:
+        return True
+
+
+def as_saved(graph: Graph, folder: Path) -> Graph:
+    """``graph`` as the file :func:`dump` would save it to in ``folder`` reads back: its
+    relative paths (mounts, workdir) rewritten for that folder, as a save rewrites them."""
+    data = graph_to_dict(graph)
+    _moved(data["steps"], (graph.base_dir or Path.cwd()).resolve(), folder.resolve())
+    return graph_from_dict(data, source=f"graph {graph.name!r}", base_dir=folder)
 
 
 def _declared_parameters(specs: Any, source: str) -> dict[str, Any]:

@@ -32,11 +32,38 @@ _STR = "tag:yaml.org,2002:str"
 # -- parameters -----------------------------------------------------------------------
 class ParameterValueError(ConfigError):
     """A value a :class:`Parameter` does not take; ``problem`` is the rule it breaks and
-    the fix (``is not accepted; give a value >= 2``), for messages of other wording."""
+    the fix (``is not accepted; give a value >= 2``), for messages of other wording;
+    ``shown``: the value as they show it (:func:`_shown`)."""
 
-    def __init__(self, name: str, value: Any, problem: str) -> None:
-        super().__init__(f"template parameter {name!r} = {value!r} {problem}")
+    def __init__(self, name: str, value: Any, problem: str, *, typed: bool = False) -> None:
         self.name, self.value, self.problem = name, value, problem
+        self.shown = _shown(value, typed)
+        super().__init__(f"template parameter {name!r} = {self.shown} {problem}")
+
+
+def _shown(value: Any, typed: bool) -> str:
+    """``value`` in a message: its repr, but text ``typed`` on a command line that reads
+    as a number or a boolean (``2.5``, ``1e3``, ``inf``, ``.inf``, ``true``) as typed,
+    unquoted: ``rows = 2.5 is not valid; expected an int``, not ``'2.5'``, which says
+    text the user did not write."""
+    if typed and isinstance(value, str):
+        text = value.strip()
+        if text and (_number_written(text) is not None
+                     or isinstance(yaml_1_2_value(text), bool)):
+            return text
+    return repr(value)
+
+
+def _number_written(text: str) -> float | None:
+    """The number ``text`` is written as, to Python (``inf``, ``1_000``) or YAML
+    (``.inf``, ``0x1F``); None for text that is none."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    value = yaml_1_2_value(text.strip())
+    return float(value) if isinstance(value, (int, float)) and not isinstance(
+        value, bool) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -104,9 +131,9 @@ class Parameter:
                     item.strip() for item in text.split(",") if item.strip()
                 ]
             except yaml.YAMLError:  # "[1," : an unclosed list
-                raise self._mistyped(text) from None
+                raise self._mistyped(text, typed=True) from None
             if not isinstance(parsed, list):
-                raise self._mistyped(text)
+                raise self._mistyped(text, typed=True)
             return self._bounded([_from_text(self.items, item, self._mistyped)
                                   for item in parsed])
         return self._bounded(_from_text(self.type, text, self._mistyped))
@@ -144,13 +171,14 @@ class Parameter:
             spec["description"] = self.description
         return spec
 
-    def _mistyped(self, value: Any) -> ParameterValueError:
+    def _mistyped(self, value: Any, *, typed: bool = False) -> ParameterValueError:
+        """The error for ``value`` (``typed``: command-line text) of no type it takes."""
         expected = f"list of {self.items}" if self.type == "list" and self.items else self.type
         if _non_finite(value):  # a float, but nan and inf are no JSON
             expected = expected.replace("float", "finite float")
         article = "an" if expected[0] in "aeiou" else "a"
         return ParameterValueError(self.name, value,
-                                   f"is not valid; expected {article} {expected}")
+                                   f"is not valid; expected {article} {expected}", typed=typed)
 
 
 def _as_list(value: Any) -> Any:
@@ -161,10 +189,13 @@ def _as_list(value: Any) -> Any:
 
 
 def _non_finite(value: Any) -> bool:
-    """Whether ``value`` (or its text) is nan or an infinity."""
+    """Whether ``value`` (or its text, ``inf`` as YAML's ``.inf``) is nan or an infinity."""
+    if isinstance(value, str):
+        number = _number_written(value)
+        return number is not None and not math.isfinite(number)
     try:
         return not math.isfinite(float(value))
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return False
 
 
@@ -210,7 +241,7 @@ def _from_text(kind: str | None, text: Any, bad: Any) -> Any:
     try:
         return text if parse is None else parse(text)
     except ValueError:  # checks.Invalid is one
-        raise bad(text) from None
+        raise bad(text, typed=True) from None
 
 
 def written_quoted(text: str) -> bool:

@@ -19,9 +19,11 @@ A name the file declares under ``parameters:`` (as ``dagnb templates new`` write
 read and checked by its :class:`~dagnb.workflows.templates.Parameter`, as the template
 read it: ``samples=0`` for a ``minimum: 1`` is refused before any step runs. One that no
 step takes (it shaped the file: a ``for_each`` list) is refused, naming the
-``dagnb templates new ... --force`` that makes the file again with it; so is the
-``item`` (``index``) of the steps a template's ``for_each`` copied, the value each copy
-has its own of, which is no parameter: the list parameter it was an item of is.
+``dagnb templates new ... --force`` that makes the file again with it (or, when the
+file's steps were edited since, which that would undo, a ``templates new`` to another
+file); so is the ``item`` (``index``) of the steps a template's ``for_each`` copied, the
+value each copy has its own of, which is no parameter: the list parameter it was an item
+of is.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import json
 import os
 import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,7 +51,7 @@ from dagnb.workflows.parameters import (
     with_text_items,
     written_quoted,
 )
-from dagnb.workflows.templates import BRANCH_PARAMS, branches
+from dagnb.workflows.templates import BRANCH_PARAMS, branches, edited_steps
 
 __all__ = ["as_written", "file_values", "name_and_text", "param_pairs", "read_value",
            "set_params", "shown", "with_text_items"]
@@ -97,7 +100,7 @@ def _parsed(parameter: Parameter, item: str, text: str, mask: Mask, source: str)
 
 def _refusal(given: str, exc: ParameterValueError, source: str, mask: Mask = str) -> str:
     """The line refusing a value of a declared parameter: the value, the rule, the file."""
-    return mask(f"{given}: {exc.name} = {exc.value!r} {exc.problem} (parameters of "
+    return mask(f"{given}: {exc.name} = {exc.shown} {exc.problem} (parameters of "
                 f"{source})")
 
 
@@ -201,8 +204,8 @@ def set_params(graph: Graph, values: Mapping[str, Any], source: str,
         if name in graph.parameters and name not in declared:
             raise WorkflowError(mask(_shaped_the_file(graph, name, values, source)))
         if name not in declared:
-            raise WorkflowError(_undeclared(name, declared, source))
-        if name in BRANCH_PARAMS and name not in graph.parameters and branches(graph):
+            raise WorkflowError(_undeclared(graph, name, declared, source))
+        if _per_copy(graph, name):
             raise WorkflowError(mask(_per_branch(graph, name, values[name], source, mask)))
     changed: dict[str, list[str]] = {name: [] for name in values}
     graph.keep_own_params()  # (a run given a param its own value ran as one given none)
@@ -236,8 +239,7 @@ def _shaped_the_file(graph: Graph, name: str, values: Mapping[str, Any], source:
         return (f"--param {name!r}: {source} declares {name!r} under parameters, but no "
                 f"step has a param {name!r}; add it to the params of the steps that read it")
     return (f"--param {name!r}: no step of {source} has a param {name!r}: template "
-            f"{graph.template!r} made its steps from it, so make the file again: "
-            f"{_made_again(graph, values)}")
+            f"{graph.template!r} made its steps from it, so {_remade(graph, values, name)}")
 
 
 def _per_branch(graph: Graph, name: str, value: Any, source: str, mask: Mask) -> str:
@@ -255,7 +257,8 @@ def _per_branch(graph: Graph, name: str, value: Any, source: str, mask: Mask) ->
         return f"{problem}; set one of those, or edit the copies' items in the file"
     chosen = {parameter.name: [value] for parameter in lists
               if name == "item" and _takes(parameter, [value])}
-    return f"{problem}: to run other items make the file again: {_made_again(graph, chosen)}"
+    list_names = " or ".join(parameter.name for parameter in lists)
+    return f"{problem}: to run other items {_remade(graph, chosen, list_names)}"
 
 
 def _copies_of(step: str, count: int, parameter: Parameter | None) -> str:
@@ -280,15 +283,37 @@ def _takes(parameter: Parameter, value: Any) -> bool:
     return True
 
 
-def _made_again(graph: Graph, values: Mapping[str, Any]) -> str:
-    """The ``templates new`` command that makes ``graph``'s file again with ``values``
-    (the file's for the other parameters)."""
+def _remade(graph: Graph, values: Mapping[str, Any], swept: str) -> str:
+    """How to have ``graph``'s file with ``values`` (``swept``: the parameter changed):
+    make it again (``templates new --force``) when that undoes nothing (said to undo any
+    edit when its template is not here to tell); when its steps were edited since, make
+    another file and carry the edits over, or edit this one."""
+    edited = edited_steps(graph)
+    again = f"make the file again: {_made_again(graph, values)} --force"
+    if not edited:  # (None: its template is not here to tell, nor to make it again)
+        return again if edited == [] else f"{again} (this rewrites its steps, undoing any edit)"
+    return (f"make another file, {_made_again(graph, values, _other_file(graph))}, and carry "
+            "the edits over (making this one again, --force, would undo the edits of its "
+            f"{_steps_named(edited)}); or edit this one: the default of {swept} under "
+            "parameters, and the steps made from it")
+
+
+def _steps_named(names: Sequence[str]) -> str:
+    """``step 'prepare'``, ``steps 'a', 'b' and 3 more``."""
+    shown = ", ".join(repr(name) for name in names[:3])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return f"step{'s' if len(names) > 1 else ''} {shown}{more}"
+
+
+def _made_again(graph: Graph, values: Mapping[str, Any], output: str | None = None) -> str:
+    """The ``templates new`` command that makes ``graph``'s file (or ``output``) again
+    with ``values`` (the file's for the other parameters)."""
     chosen = {key: values.get(key, parameter.default)
               for key, parameter in graph.parameters.items()}
     options = [f"-p {shlex.quote(f'{key}={_option_text(value)}')}"
                for key, value in chosen.items()]
     return " ".join(["dagnb templates new", str(graph.template), *options,
-                     f"-o {_file_option(graph)} --force"])
+                     f"-o {output or _file_option(graph)}"])
 
 
 def _option_text(value: Any) -> str:
@@ -305,16 +330,42 @@ def _file_option(graph: Graph) -> str:
     """The workflow's file as ``-o`` names it from here."""
     if graph.workflow_file is None:
         return "FILE.yml"
+    return _from_here(graph.workflow_file)
+
+
+def _other_file(graph: Graph) -> str:
+    """A file beside the workflow's, as ``-o`` names it from here: ``sweep-2.yml``."""
+    if graph.workflow_file is None:
+        return "OTHER.yml"
+    path, number = graph.workflow_file, 2
+    while path.with_name(f"{path.stem}-{number}{path.suffix}").exists():
+        number += 1
+    return _from_here(path.with_name(f"{path.stem}-{number}{path.suffix}"))
+
+
+def _from_here(path: Path) -> str:
     try:
-        return shlex.quote(os.path.relpath(graph.workflow_file))
+        return shlex.quote(os.path.relpath(path))
     except ValueError:  # (Windows: another drive)
-        return shlex.quote(str(graph.workflow_file))
+        return shlex.quote(str(path))
 
 
-def _undeclared(name: str, declared: list[str], source: str) -> str:
-    if not declared:
-        return (f"--param {name!r}: no step of {source} has params; declare it in a step's "
-                "params (or under defaults: params:) to set it from the command line")
-    hint = checks.did_you_mean(name, declared, otherwise="set one of those")
+def _undeclared(graph: Graph, name: str, declared: list[str], source: str) -> str:
+    """Why ``name`` cannot be set, listing the params that can (not a ``for_each``
+    copy's own ``item`` and ``index``), the one meant found among them and the file's
+    parameters (``alpha`` for ``alphas``, which says how it changes)."""
+    settable = [param for param in declared if not _per_copy(graph, param)]
+    if not settable:
+        some = " but the for_each copies' own item and index" if declared else ""
+        return (f"--param {name!r}: no step of {source} has params{some}; declare it in a "
+                "step's params (or under defaults: params:) to set it from the command line")
+    hint = checks.did_you_mean(name, [*settable, *graph.parameters], otherwise="set one of "
+                               "those")
     return (f"--param {name!r}: no step of {source} has a param {name!r}; its params are "
-            f"{', '.join(declared)}; {hint}")
+            f"{', '.join(settable)}; {hint}")
+
+
+def _per_copy(graph: Graph, name: str) -> bool:
+    """Whether ``name`` is the ``item`` (``index``) each ``for_each`` copy has its own
+    of, which no ``--param`` sets."""
+    return name in BRANCH_PARAMS and name not in graph.parameters and bool(branches(graph))

@@ -32,8 +32,10 @@ A workflow made from a template (``dagnb templates new``) keeps the template's i
 its parameters, their values as defaults, in the file's ``template:`` and ``parameters:``
 keys (:func:`declared_parameters` reads them back): ``dagnb run FILE --param`` checks a
 value as this module does, and for a parameter no step takes (a ``for_each`` list)
-names the ``templates new`` command that makes the file again; so it does for the
-copies' own ``item`` and ``index`` (:func:`branches`), which are no parameter.
+names the ``templates new`` command that makes the file again (another file, when its
+steps were edited: :func:`edited_steps`); so it does for the copies' own ``item`` and
+``index`` (:func:`branches`), which are no parameter. Loading such a file checks each
+step's value of a parameter against what the template writes there (:func:`made_again`).
 
 Templates are found in ``$DAGNB_TEMPLATE_PATH`` (folders separated by ``os.pathsep``;
 their templates win over built-in ones of the same id, said once; an entry that is no
@@ -57,10 +59,10 @@ from typing import TYPE_CHECKING, Any
 
 from dagnb import checks
 from dagnb.config import context
-from dagnb.errors import ConfigError, WorkflowError
+from dagnb.errors import ConfigError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
-from dagnb.workflows.loader import dump, graph_from_dict, parse_yaml, read_text
+from dagnb.workflows.loader import as_saved, dump, graph_from_dict, parse_yaml, read_text
 from dagnb.workflows.parameters import (
     TYPES,
     Parameter,
@@ -85,9 +87,11 @@ __all__ = [
     "branches",
     "categories",
     "declared_parameters",
+    "edited_steps",
     "get",
     "instantiate",
     "list",  # served by __getattr__, so this module never shadows the builtin
+    "made_again",
     "search_path",
     "signature",
     "table",
@@ -287,6 +291,35 @@ def branches(graph: Graph) -> dict[str, list[Step]]:
         if "item" in step.params and type(index) is int and step.name.endswith(f"_{index}"):
             found.setdefault(step.name.removesuffix(f"_{index}"), []).append(step)
     return found
+
+
+def made_again(graph: Graph, folder: Path) -> Graph | None:
+    """The graph ``dagnb templates new`` (run here) would write to a file in ``folder``
+    for ``graph``'s template and parameter values (a value given for a run over the
+    file's default), read back as that file; None when that cannot be known: ``graph``
+    names no template, or it is not found here, does not load, or refuses those values."""
+    if graph.template is None:
+        return None
+    try:
+        template = get(graph.template)
+        values = {name: graph.given_params.get(name, parameter.default)
+                  for name, parameter in graph.parameters.items()
+                  if name in template.parameters}
+        return as_saved(template.instantiate(**values), folder)
+    except DagnbError:
+        return None
+
+
+def edited_steps(graph: Graph) -> list[str] | None:
+    """The steps of ``graph``, a file made from a template, that are not as that template
+    makes them with the file's parameter values (:func:`made_again`), or that it does not
+    make, then those it makes that the file lacks: what making the file again (``templates
+    new --force``) would undo. None when that cannot be known."""
+    made = made_again(graph, graph.base_dir or Path.cwd())
+    if made is None:
+        return None
+    changed = [step.name for step in graph if step.name not in made or made[step.name] != step]
+    return changed + [name for name in made.names if name not in graph]
 
 
 def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None:
