@@ -126,3 +126,14 @@ def test_a_notebook_cell_showing_an_undeclared_token_keeps_it_out_of_the_noteboo
     outputs = json.dumps(notebook.cells[1].outputs)
     assert HF not in outputs and "hf ***" in outputs
     assert _files_holding(tmp_path, HF) == []
+
+
+def test_the_token_dagnbs_own_steps_carry_is_no_secret(monkeypatch) -> None:
+    """``DAGNB_STEP_TOKEN`` (set while an in-process step runs, a run inside a step's
+    process inherits it) names processes; named like a secret, it is not one."""
+    from dagnb.executors.reaper import TOKEN_VARIABLE
+    from dagnb.model.masking import environ_secrets
+
+    monkeypatch.setenv(TOKEN_VARIABLE, "0123456789abcdef01234567")
+    monkeypatch.setenv("HF_TOKEN", "hf_Zq8vT2mPx4Lk9Wd3Rb7Yn")
+    assert set(environ_secrets()) == {"HF_TOKEN"}

@@ -33,6 +33,7 @@ import itertools
 import operator
 import os
 import pickle
+import sys
 import types
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -224,15 +225,16 @@ class StepCache:
         return entry.expired(self._store_of(step).clock(), self.ttl_of(step))
 
     def claim(self, step: Step, key: StepKey, *, looked: bool = True,
-              on_wait: Callable[[Step], object] | None = None) -> _Claim:
+              on_wait: Callable[[Step, int | None], object] | None = None) -> _Claim:
         """After a miss, ``async with cache.claim(step, key) as entry``: hold the key's
         lock for the block and look again. The entry another process stored meanwhile,
         or None: then run the step and :meth:`save` it (others wait, then hit).
 
         ``looked=False``: no :meth:`lookup` came first (a run whose steps keep missing
         claims first): the look under the lock is the only one, and counts the use.
-        ``on_wait(step)`` is called once if another process holds the lock (it is
-        running the step): the claim waits for it.
+        ``on_wait(step, pid)`` is called once if another process holds the lock (it is
+        running the step): the claim waits for it; ``pid`` is that process's, where the
+        system tells (Linux), else None.
 
         A read-only run takes no lock (a lock is a file); a ``fail-on-miss`` run raises
         :class:`~dagnb.errors.CacheMissError` rather than let the step run.
@@ -440,7 +442,7 @@ class _Claim:
     __slots__ = ("_cache", "_key", "_lock", "_looked", "_on_wait", "_step")
 
     def __init__(self, cache: StepCache, step: Step, key: StepKey, looked: bool,
-                 on_wait: Callable[[Step], object] | None = None) -> None:
+                 on_wait: Callable[[Step, int | None], object] | None = None) -> None:
         self._cache, self._step, self._key, self._looked = cache, step, key, looked
         self._on_wait = on_wait
         self._lock: Any = None
@@ -485,7 +487,7 @@ class _Claim:
 
     def _waiting(self) -> None:
         if self._on_wait is not None:
-            self._on_wait(self._step)
+            self._on_wait(self._step, lock_holder(self._lock))
 
     def release(self) -> None:
         """Let go of the key's lock (once: again does nothing)."""
@@ -495,6 +497,57 @@ class _Claim:
 
 
 MUST_WAIT = object()  # _Claim.enter_now: the lock is held elsewhere, to be waited for
+
+
+def lock_holder(lock: Any) -> int | None:
+    """The pid of the process holding ``lock``, a key's lock (Linux: the process with an
+    open file of the lock file that ``/proc/<pid>/fdinfo`` lists the lock of: the key's
+    byte of a KeyRangeLock, the whole file's flock of a FileLock); None where it cannot be
+    told. Read once, as a run starts to wait: every process's open files are looked at."""
+    path = lock.path if type(lock) is KeyRangeLock else getattr(lock, "lock_file", None)
+    if not path or not sys.platform.startswith("linux"):
+        return None
+    offset = getattr(lock, "_offset", None)  # (a KeyRangeLock's byte)
+    try:
+        held = os.stat(path)
+        pids = [name for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return None
+    for pid in pids:
+        for fd in _open_files(pid):
+            if _is_file(f"/proc/{pid}/fd/{fd}", held) and _locks(pid, fd, offset):
+                return int(pid)
+    return None
+
+
+def _open_files(pid: str) -> list[str]:
+    try:
+        return os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone, or another user's
+        return []
+
+
+def _is_file(link: str, held: os.stat_result) -> bool:
+    try:
+        found = os.stat(link)
+    except OSError:
+        return False
+    return (found.st_ino, found.st_dev) == (held.st_ino, held.st_dev)
+
+
+def _locks(pid: str, fd: str, offset: int | None) -> bool:
+    """Whether descriptor ``fd`` of ``pid`` holds a write lock (of byte ``offset``)."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as file:
+            info = file.read().decode("ascii", "replace")
+    except OSError:
+        return False
+    for line in info.splitlines():  # lock:\t1: OFDLCK ADVISORY WRITE -1 fe:00:42 7 7
+        fields = line.split()
+        if fields[:1] == ["lock:"] and "WRITE" in fields and (
+                offset is None or fields[-2:] == [str(offset)] * 2):
+            return True
+    return False
 
 
 def _taken_now(lock: Any) -> bool:

@@ -33,6 +33,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from dagnb.checks import warn_user
 from dagnb.errors import StepFailed, TransientError, exception_line
 from dagnb.executors.base import NO_RESULT, Availability, Input, Outcome, Task
 from dagnb.executors.capture import routed_output
@@ -43,6 +44,11 @@ from dagnb.executors.reaper import (
     KILL_GRACE,
     TOKEN_VARIABLE,
     StepProcesses,
+    children_tagged,
+    group_alive,
+    open_for_writing,
+    pipe_holders,
+    process_name,
     running_step,
     sweep,
 )
@@ -271,19 +277,30 @@ class _Pipe:
             return
         except OSError:
             chunk = b""
+        if not chunk:
+            self.let_go()
+            return
         try:
-            if chunk:
-                self._lines(chunk)
-                return
+            self._lines(chunk)
+        except Exception as exc:  # a failing log sink fails the step, as it would inline
+            self._failed(exc)
+
+    def let_go(self) -> None:
+        """Stop reading, the line so far logged: at the end of the output, or when a
+        process that escaped the step still holds the pipe."""
+        try:
             if rest := b"".join(self._pending):  # (a line cut off: the sink's last, if
                 log = self._task.log                  # it has one, masks a secret's start)
                 getattr(log, "last", log)(self._stream, rest.decode("utf-8", "replace"))
-        except Exception as exc:  # a failing log sink fails the step, as it would inline
-            self.close()
-            if not self.done.done():
-                self.done.set_exception(exc)
+        except Exception as exc:
+            self._failed(exc)
             return
         self.close()
+
+    def _failed(self, exc: Exception) -> None:
+        self.close()
+        if not self.done.done():
+            self.done.set_exception(exc)
 
     def _lines(self, chunk: bytes) -> None:
         if b"\n" not in chunk:
@@ -294,6 +311,9 @@ class _Pipe:
         self._pending = [lines.pop()]
         for line in lines:
             self._task.log(self._stream, line.decode("utf-8", "replace"))
+
+    def fileno(self) -> int:
+        return self._file.fileno()
 
     def close(self) -> None:
         """Stop reading (at the end of the output, or when the step is stopped)."""
@@ -308,34 +328,152 @@ async def _finish(process: _Child, task: Task, processes: StepProcesses) -> Outc
     """Stream the step's output until it exits; kill its group if stopped before."""
     stdout, stderr = process.outputs
     pipes = (_Pipe(stdout, "stdout", task), _Pipe(stderr, "stderr", task))
-    output = asyncio.gather(*(pipe.done for pipe in pipes))
     try:
         code = await process.wait()  # not the pipes: a background child may hold them
-        await _end_group(process.pid, processes, output)
-        return Outcome(exit_code=code)
+        cut = await _end_group(process.pid, processes, pipes, task, check_outputs=code == 0)
     except BaseException:
         await _kill_group(process)
         raise
     finally:
         for pipe in pipes:
             pipe.close()
+    if cut:
+        raise StepFailed(cut, step=task.step.name)
+    if code < 0:  # (the exit code column keeps -9: retry_on reads it as 137)
+        task.log("stderr", _signal_line(-code))
+    return Outcome(exit_code=code)
 
 
-async def _end_group(pgid: int, processes: StepProcesses, output: asyncio.Future[Any]) -> None:
+async def _end_group(pgid: int, processes: StepProcesses, pipes: tuple[_Pipe, _Pipe],
+                     task: Task, *, check_outputs: bool) -> str:
     """The step's main process has exited: what it left running goes too.
 
     A background child (``server &``, or a daemon that left the group) may still hold the
     output pipes, and would keep the step, and its timeout, waiting for an end of file
     that never comes; it gets a moment to finish writing, then its process group and
     every process with the step's token are killed, so no process outlives its step.
+
+    A process killed so may have been writing the step's outputs (a writer started with
+    ``&`` and not waited for): with ``check_outputs`` (it exited 0: a failure says its
+    own), its outputs are looked at when it left any, and the failure that names the
+    files cut short is returned ("" if none).
     """
+    output = asyncio.gather(*(pipe.done for pipe in pipes))
+    left_some = check_outputs and (not output.done() or group_alive(pgid))
+    watched = _OutputsWatch(task.folder_texts()[0]) if left_some else None
     if not output.done():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
+    if watched is not None:
+        watched.note_left(processes.left_in_group())  # (before they are killed)
     _kill_stragglers(pgid)
     if not output.done():
         processes.kill_escaped()
+        await _drain_or_let_go(output, pipes, task)
     await output
+    return watched.cut_short(task.step.name, processes.killed) if watched is not None else ""
+
+
+async def _drain_or_let_go(output: asyncio.Future[Any], pipes: tuple[_Pipe, _Pipe],
+                           task: Task) -> None:
+    """Wait a moment for the pipes' end once all the step's processes dagnb can find
+    are killed; a process that left both its group and its environment (``setsid env
+    -i daemon &``) may still hold them, for as long as it lives: they are closed then,
+    and the step ends, with a warning (its timeout is no longer at stake)."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
+    if output.done():
+        return
+    holders = sorted({pid for pipe in pipes if not pipe.done.done()
+                      for pid in pipe_holders(pipe.fileno())})
+    for pipe in pipes:
+        pipe.let_go()
+    who = ", ".join(_named(pid) for pid in holders) or "its pid not found"
+    warn_user(f"step {task.step.name!r}: a process it started ({who}) left its process "
+              "group and its environment, so dagnb could not stop it, and holds the "
+              "step's output still: its later lines are not kept; redirect such a "
+              "process's output ('daemon > daemon.log 2>&1 &') or end it in the step")
+
+
+def _named(pid: int) -> str:
+    name = process_name(pid)
+    return f"pid {pid}, {name}" if name else f"pid {pid}"
+
+
+class _OutputsWatch:
+    """The files of a step's output folder when its command exited leaving processes
+    running, to tell which of them those processes wrote before they were killed."""
+
+    __slots__ = ("_at_exit", "_folder", "_left", "_writing")
+
+    def __init__(self, folder: str) -> None:
+        self._folder = os.path.realpath(folder)
+        self._at_exit = _files_in(self._folder)
+        self._left: dict[int, str] = {}
+        self._writing: dict[str, int] = {}
+
+    def note_left(self, pids: list[int]) -> None:
+        """The processes left running, about to be killed, and what they hold open for
+        writing in the folder (a file written slowly may not change in the moment)."""
+        self._left = {pid: _named(pid) for pid in pids}
+        for pid, path in open_for_writing(pids, self._folder):
+            self._writing.setdefault(os.path.relpath(path, self._folder), pid)
+
+    def cut_short(self, step: str, escaped: set[int]) -> str:
+        """The failure naming the outputs a killed process wrote after the command
+        exited or held open for writing ("" if none, or if none was left to kill: one
+        that ended by itself meanwhile finished its files)."""
+        if not self._left and not escaped:
+            return ""
+        now = _files_in(self._folder)
+        changed = {name for name in self._at_exit.keys() | now.keys()
+                   if self._at_exit.get(name) != now.get(name)}
+        files = sorted(changed | self._writing.keys())
+        if not files:
+            return ""
+        writers = sorted({self._writing[name] for name in files if name in self._writing})
+        who = ", ".join(self._left.get(pid, f"pid {pid}")
+                        for pid in writers or sorted(self._left) or sorted(escaped))
+        shown = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        return (f"step {step!r}: its output {shown} was still being written by a process "
+                f"it left running ({who}) when its command ended, and dagnb stopped that "
+                "process with the step, so the file may be cut short and is not passed on; "
+                "'wait' for it before the step ends (a server's log: write it outside "
+                "$DAGNB_OUT)")
+
+
+def _files_in(folder: str) -> dict[str, tuple[int, int]]:
+    """Each file under ``folder`` (by its path there) with its size and mtime."""
+    found: dict[str, tuple[int, int]] = {}
+    pending = [folder]
+    while pending:
+        current = pending.pop()
+        try:
+            entries = list(os.scandir(current))
+        except OSError:
+            continue
+        for entry in entries:
+            try:
+                if entry.is_dir(follow_symlinks=False):
+                    pending.append(entry.path)
+                    continue
+                stat = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            found[os.path.relpath(entry.path, folder)] = (stat.st_size, stat.st_mtime_ns)
+    return found
+
+
+def _signal_line(number: int) -> str:
+    """What ended a step's process that a signal ended, for its failure's line."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        name = "an unknown signal"
+    if number == signal.SIGKILL:
+        return f"killed by signal {number} ({name}: out of memory, or killed from outside)"
+    verb = "stopped" if number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else "killed"
+    return f"{verb} by signal {number} ({name})"
 
 
 def _process_env(task: Task, extra: Mapping[str, str]) -> dict[Any, Any]:
@@ -419,7 +557,8 @@ async def _call_function(task: Task) -> Outcome:
         raise StepFailed(_async_env_refused(step.name), step=step.name)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
-        with routed_output(task.log, StepContext(task), task.show):
+        # (children_tagged: what the step starts dies with this process, see reaper)
+        with routed_output(task.log, StepContext(task), task.show), children_tagged:
             if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
                 result = await _until_cancelled_or_done(task, contextvars.copy_context().run(
                     asyncio.get_running_loop().create_task,  # create_task takes none)

@@ -53,8 +53,13 @@ __all__ = [
     "KILL_GRACE",
     "TOKEN_VARIABLE",
     "StepProcesses",
+    "children_tagged",
+    "group_alive",
     "kill_everything",
     "kill_tagged",
+    "open_for_writing",
+    "pipe_holders",
+    "process_name",
     "running_step",
     "steps_run",
     "sweep",
@@ -137,6 +142,16 @@ class StepProcesses:
             [self.token], after=self.pgid if recent else None, skip=_other_leaders(self)
         )
 
+    def left_in_group(self) -> list[int]:
+        """The live processes (no zombies) of the step's group: those its main process
+        left running. Only pids handed out after its leader's are looked at, as
+        :meth:`kill_escaped` does."""
+        if self.pgid is None or not _LINUX:
+            return []
+        recent = time.monotonic() - self.started < _RECENT
+        return [pid for pid in _candidates(self.pgid if recent else None)
+                if _live_member(pid, self.pgid)]
+
 
 def _other_leaders(step: StepProcesses) -> set[int]:
     """The main processes of the other steps running now: each carries its own step's
@@ -165,6 +180,85 @@ def running_step() -> Iterator[StepProcesses]:
                 _set_subreaper(False)
 
 
+class _ChildrenTagged:
+    """``with children_tagged:`` around an in-process Python step: the processes it
+    starts carry a token in their environment, which the watcher holds while such a step
+    runs, and kills should this process die first (Linux: where a token is looked for).
+    One token for the steps running at once (async ones overlap, and share the
+    environment), a new one each time none ran; between steps the variable is empty (C
+    environment) or unset (``os.environ``). So the processes the user starts between
+    steps (a notebook's ``!server &``) carry none, and those a step left running on
+    purpose (a server for later steps) are left alone once it ended.
+
+    In ``os.environ``'s dict (``env={**os.environ, ...}`` passes it on), and in the C
+    environment a child (``subprocess.run``, ``os.system``) inherits as the watcher's
+    shared entry, ``putenv`` once (:meth:`Watcher.entry`): ``os.environ[...] =`` would
+    copy each new value (``setenv``: 5 µs, and the C library keeps every copy for good).
+    Where the environment holds a token already, of a step of another dagnb that this
+    process runs in, that one stays: what a step starts is that step's."""
+
+    __slots__ = ()
+    lock = threading.Lock()
+    count = 0  # in-process steps running now
+    token: bytes | None = None  # the token set in os.environ's dict (None: none of ours)
+    placed = False  # the watcher's entry is in the C environment
+
+    def __enter__(self) -> None:
+        if not _LINUX:
+            return
+        cls = _ChildrenTagged
+        with cls.lock:
+            cls.count += 1
+            environ = getattr(os.environ, "_data", None)  # (not a test's mock of it)
+            if cls.count > 1 or type(environ) is not dict:
+                return
+            if environ.get(_TOKEN_KEY):  # another's (its setenv took our entry out)
+                cls.placed = False
+                return
+            if not cls.placed and not _place_entry():
+                return
+            token = b"%024x" % (next(_TOKENS.count) & _TOKEN_MASK)
+            _watcher.hold(token)
+            environ[_TOKEN_KEY] = cls.token = token
+
+    def __exit__(self, *exc_info: object) -> None:
+        if not _LINUX:
+            return
+        cls = _ChildrenTagged
+        with cls.lock:
+            cls.count -= 1
+            if cls.count or cls.token is None:
+                return
+            _watcher.hold(b"")
+            environ = getattr(os.environ, "_data", None)
+            if type(environ) is dict and environ.get(_TOKEN_KEY) is cls.token:
+                del environ[_TOKEN_KEY]
+            else:  # the step's code set or removed the variable: its value kept, the
+                cls.placed = False  # entry placed again (setenv or unsetenv took it out)
+            cls.token = None
+
+    @staticmethod
+    def forget() -> None:  # (a forked child's watcher is its own, once started)
+        cls = _ChildrenTagged
+        cls.lock, cls.count, cls.token, cls.placed = threading.Lock(), 0, None, False
+
+
+def _place_entry() -> bool:
+    """Put the watcher's entry in the C environment (a watcher started if none runs);
+    whether it is there. (Before any token is held: a watcher started now carries none.)"""
+    address = _watcher.entry()
+    if address:
+        _libc().putenv(ctypes.c_void_p(address))
+        _ChildrenTagged.placed = True
+    return _ChildrenTagged.placed
+
+
+_TOKEN_KEY = TOKEN_VARIABLE.encode()
+children_tagged = _ChildrenTagged()
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_ChildrenTagged.forget)
+
+
 def _set_subreaper(on: bool) -> None:
     """Switch the child subreaper on or off (Linux; a no-op elsewhere or if refused)."""
     if not _LINUX or _steps.subreaper == on:
@@ -172,6 +266,13 @@ def _set_subreaper(on: bool) -> None:
     with contextlib.suppress(OSError, AttributeError):
         if _prctl()(_PR_SET_CHILD_SUBREAPER, int(on), 0, 0, 0) == 0:
             _steps.subreaper = on
+
+
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """The C library, its calls made holding the GIL (``putenv`` takes no time: a
+    release would let another thread in, and the step wait for it to give it back)."""
+    return ctypes.PyDLL(None)
 
 
 @functools.lru_cache(maxsize=1)
@@ -293,6 +394,75 @@ def _environ_of(pid: int) -> bytes:
     return b"".join(chunks)
 
 
+def _live_member(pid: int, pgid: int) -> bool:
+    """Whether ``pid`` is a live process (not a zombie) of group ``pgid``."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            stat = file.read()
+    except OSError:
+        return False
+    state, _, group = stat.rsplit(b")", 1)[1].split()[:3]
+    return state != b"Z" and int(group) == pgid
+
+
+def open_for_writing(pids: Iterable[int], folder: str) -> list[tuple[int, str]]:
+    """The files under ``folder`` (a real path) that the processes ``pids`` hold open
+    for writing, as (pid, path) pairs (Linux; none elsewhere)."""
+    prefix = folder.rstrip(os.sep) + os.sep
+    found: list[tuple[int, str]] = []
+    for pid in pids:
+        for fd, target in _open_files(pid):
+            if target.startswith(prefix) and _writable(pid, fd):
+                found.append((pid, target))
+    return found
+
+
+def pipe_holders(fd: int) -> list[int]:
+    """The other processes that hold the pipe ``fd`` is an end of (Linux: every
+    process's open files are looked at, those of other users but root's unreadable)."""
+    try:
+        mark = f"pipe:[{os.fstat(fd).st_ino}]"
+        pids = [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+    me = os.getpid()
+    return [pid for pid in pids
+            if pid != me and any(target == mark for _, target in _open_files(pid))]
+
+
+def process_name(pid: int) -> str:
+    """The command name of process ``pid`` ("" if gone or unreadable)."""
+    try:
+        with open(f"/proc/{pid}/comm", "rb") as file:
+            return file.read().decode(errors="replace").strip()
+    except OSError:
+        return ""
+
+
+def _open_files(pid: int) -> Iterator[tuple[str, str]]:
+    """The open descriptors of process ``pid`` and what each points to."""
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:  # gone, or another user's
+        return
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            yield fd, os.readlink(f"/proc/{pid}/fd/{fd}")
+
+
+def _writable(pid: int, fd: str) -> bool:
+    """Whether descriptor ``fd`` of process ``pid`` was opened for writing."""
+    try:
+        with open(f"/proc/{pid}/fdinfo/{fd}", "rb") as file:
+            info = file.read()
+    except OSError:
+        return False
+    for line in info.splitlines():
+        if line.startswith(b"flags:"):
+            return int(line.split()[1], 8) & os.O_ACCMODE in (os.O_WRONLY, os.O_RDWR)
+    return False
+
+
 def _kill_group(pgid: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)
@@ -308,7 +478,7 @@ async def _reap(pgid: int | None, killed: set[int]) -> None:
         if pgid is not None:
             _reap_group(pgid)
         pending = {pid for pid in pending if not _reaped(pid)}
-        group_left = pgid is not None and _group_alive(pgid)
+        group_left = pgid is not None and group_alive(pgid)
         if (not pending and not group_left) or loop.time() > deadline:
             return
         await asyncio.sleep(0.005)
@@ -321,7 +491,8 @@ def _reap_group(pgid: int) -> None:
             pass
 
 
-def _group_alive(pgid: int) -> bool:
+def group_alive(pgid: int) -> bool:
+    """Whether group ``pgid`` has a member still (a zombie counts)."""
     try:
         os.killpg(pgid, 0)
     except (ProcessLookupError, PermissionError):

@@ -29,6 +29,13 @@ looks for the token twice, ``grace`` apart. If it dies, the next step's line fin
 socket closed and a new one is started with the steps running then (8 at most: one that
 cannot run is not started again and again). Where none can be started (no
 ``sys.executable``, not POSIX), steps are killed as before, with their step or run.
+An in-process Python step has no process of its own: while one runs, the processes it
+starts carry a token (``children_tagged`` in :mod:`dagnb.executors.reaper`), held in
+memory this process shares with the watcher (a ``memfd``, Linux: where tokens are
+looked for), which reads it as its input ends. That memory is the variable's entry of
+the C environment itself (``NAME=token``, ``putenv`` once), which a child inherits:
+one write gives both the token. Not a line: a Python step costs a few µs, and a line,
+which wakes the watcher, 15 µs where both share a busy CPU.
 A group listed when this process was killed could, in principle, have ended just then
 and its number been handed to a new group by the time the watcher kills it; pids are
 handed out in increasing order, so that takes a wrap-around of ``pid_max`` in that
@@ -45,6 +52,10 @@ import subprocess
 import sys
 import threading
 import time
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import mmap
 
 __all__ = ["Watcher", "main"]
 
@@ -52,6 +63,8 @@ _POSIX = os.name == "posix"
 _ROUNDS = 50  # token-kill rounds at most (a process forking faster than that escapes)
 _STARTS = 8  # watchers started at most: past that, one that dies at once is not started again
 _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
+_HELD = 32  # bytes of the in-process steps' token (24) the shared entry has room for
+_LINUX = sys.platform.startswith("linux")
 
 
 class Watcher:
@@ -65,6 +78,11 @@ class Watcher:
         self._socket: socket.socket | None = None  # our end of the watcher's stdin
         self._process: subprocess.Popen[bytes] | None = None  # (kept: no ResourceWarning)
         self._starts = 0
+        self._board: mmap.mmap | None = None  # NAME=token, shared with the watcher
+        self._board_fd = -1
+        self._address = 0  # the board's, as an entry of the C environment
+        self._pinned: list[Any] = []  # the boards' addresses taken: never unmapped
+        self._value = len(variable) + 1  # where the token starts in it
         if hasattr(os, "register_at_fork"):  # a forked child keeps no watcher alive
             os.register_at_fork(after_in_child=self._forget)
 
@@ -80,6 +98,25 @@ class Watcher:
         with self._lock:
             if self._listed.pop(token, None) is not None:
                 self._tell(f"-{token}\n")
+
+    def entry(self) -> int:
+        """The address of ``NAME=token``, the entry of the C environment that
+        :meth:`hold` writes the token in, in memory shared with the watcher (one started
+        if none runs); 0 where there is none (not Linux)."""
+        with self._lock:
+            if self._socket is None:
+                self._start()
+            return self._address
+
+    def hold(self, token: bytes) -> None:
+        """``token`` (24 bytes) is that of the in-process steps running now, their
+        processes known by it alone; b"": none runs (the entry's value then empty)."""
+        board, start = self._board, self._value
+        if board is not None:
+            if token:
+                board[start:start + len(token)] = token
+            else:
+                board[start] = 0
 
     def _tell(self, line: str) -> None:
         if self._socket is None:
@@ -101,11 +138,15 @@ class Watcher:
         self._starts += 1
         if self._process is not None:
             self._process.poll()  # (a watcher that died: reaped)
+        if self._board is None:
+            self._open_board()
+        board = () if self._board is None else (self._board_fd,)
         ours, its = socket.socketpair()  # (close-on-exec: no step inherits them)
         try:
             self._process = subprocess.Popen(
-                self._argv, stdin=its.fileno(), stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL, cwd="/", start_new_session=True)
+                [*self._argv, *map(str, board)], stdin=its.fileno(), pass_fds=board,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
+                start_new_session=True)
         except OSError:  # no Python to start
             ours.close()
             self._starts = _STARTS
@@ -118,6 +159,27 @@ class Watcher:
         with contextlib.suppress(OSError):  # (a listing past the buffer: what fits is told)
             ours.send(listing.encode(), _NO_SIGNAL)
 
+    def _open_board(self) -> None:
+        """The memory shared with every watcher this process starts (Linux), holding
+        ``NAME=`` and room for a token."""
+        if not _LINUX or not hasattr(os, "memfd_create"):
+            return
+        import ctypes
+        import mmap
+
+        size = self._value + _HELD + 1  # (a NUL after the longest token)
+        try:
+            descriptor = os.memfd_create("dagnb-watcher", os.MFD_CLOEXEC)
+            os.ftruncate(descriptor, size)
+            board = mmap.mmap(descriptor, size)
+        except OSError:
+            return
+        board[:self._value] = self._argv[4].encode() + b"="
+        self._board, self._board_fd = board, descriptor
+        # kept mapped for good: the C environment may point there (a forked child's too)
+        self._pinned.append(ctypes.c_char.from_buffer(board))
+        self._address = ctypes.addressof(self._pinned[-1])
+
     def _forget(self) -> None:
         """In a forked child: close its copy of the socket, which would keep the
         parent's watcher waiting after the parent ended; the child's own steps start a
@@ -129,6 +191,10 @@ class Watcher:
         self._starts = 0
         self._listed = {}
         self._lock = threading.Lock()
+        # the parent's board, not to write: left mapped (the environment may point there)
+        if self._board is not None:
+            os.close(self._board_fd)
+            self._board, self._board_fd, self._address = None, -1, 0
 
 
 # -- the watcher process ----------------------------------------------------------------
@@ -138,6 +204,10 @@ def main() -> None:
     for number in (signal.SIGINT, signal.SIGHUP):  # (a terminal's signals are the run's)
         signal.signal(number, signal.SIG_IGN)
     listed = _read_until_the_end(sys.stdin.buffer)
+    if len(sys.argv) > 3:  # the in-process steps' token, if one ran as the input ended
+        held = _held(int(sys.argv[3]))
+        if held:
+            listed[held] = 0
     if listed:
         marks = [f"{variable}={token}".encode() for token in listed]
         _kill_groups([pgid for pgid in listed.values() if pgid], grace)  # (0: not known)
@@ -157,6 +227,15 @@ def _read_until_the_end(stream: object) -> dict[str, int]:
         elif line.startswith("-"):
             listed.pop(line[1:], None)
     return listed
+
+
+def _held(board: int) -> str:
+    """The token in the shared entry ``NAME=token`` ("" for none)."""
+    try:
+        entry = os.pread(board, 4096, 0)
+    except OSError:
+        return ""
+    return entry.partition(b"=")[2].split(b"\0", 1)[0].decode("ascii", "replace")
 
 
 def _kill_groups(groups: list[int], grace: float) -> None:
@@ -198,7 +277,10 @@ def _tagged(marks: list[bytes]) -> list[int]:
     except OSError:
         return []
     found = []
+    me = os.getpid()  # (started while an in-process step's token was set: it carries it)
     for pid in pids:
+        if pid == me:
+            continue
         try:
             with open(f"/proc/{pid}/environ", "rb") as file:
                 entries = file.read().split(b"\0")

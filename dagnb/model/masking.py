@@ -101,7 +101,8 @@ class _EnvironSecrets:
         keys = tuple(getattr(environ, "_data", environ))
         listed_keys, names = self._listed
         if keys != listed_keys:
-            names = tuple(name for name in environ if named_surely_secret(name))
+            names = tuple(name for name in environ
+                          if named_surely_secret(name) and name not in _DAGNB_OWN)
             self._listed = (keys, names)
         if not names:  # (most environments: no such name)
             return _NONE_SET
@@ -114,6 +115,9 @@ class _EnvironSecrets:
         return found
 
 
+# dagnb's own variables named like secrets: the token its steps' processes carry while
+# they run (dagnb.executors.reaper's TOKEN_VARIABLE), which names them, and hides nothing
+_DAGNB_OWN = frozenset({"DAGNB_STEP_TOKEN"})
 _ENVIRON_SECRETS = _EnvironSecrets()
 
 
