@@ -89,7 +89,7 @@ def test_cache_stats_counts_the_bytes_entries_take_on_disk(cache, capsys):
 def test_cache_prune_max_size_leaves_the_folder_under_the_limit(cache, capsys, share):
     before = _bytes_under(cache)
     limit = int(before * share)
-    assert main(["cache", "prune", "--max-size", str(limit), "--cache-dir", str(cache)]) == 0
+    assert main(["cache", "prune", "--max-size", f"{limit}B", "--cache-dir", str(cache)]) == 0
     out = capsys.readouterr().out
     left = Store(cache, read_only=True)
     kept = len(left.entries())
@@ -131,6 +131,6 @@ def test_folder_entries_of_shell_steps_count_their_folders(tmp_path, capsys, mon
     real = _bytes_under(cache) - _bytes_under(cache / ".runs")
     counted = int(Store(cache, read_only=True).stats()["bytes"].sum())
     assert real * (1 - TOLERANCE) <= counted <= real, (counted, real)
-    assert main(["cache", "prune", "--max-size", str(real // 2), "--cache-dir",
+    assert main(["cache", "prune", "--max-size", f"{real // 2}B", "--cache-dir",
                  str(cache)]) == 0
     assert _bytes_under(cache) - _bytes_under(cache / ".runs") <= real * (0.5 + TOLERANCE)

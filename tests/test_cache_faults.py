@@ -396,7 +396,7 @@ def test_cache_commands_on_a_read_only_folder_say_so_in_one_line(read_only_cache
                            "be written")  # (it said 'set aside', which it could not do)
     assert out[1].endswith("1 damaged, left in place: the folder cannot be written (their "
                            "steps run again)")
-    for action in (["prune", "--max-size", "1"], ["clear", "--all"]):
+    for action in (["prune", "--max-size", "1B"], ["clear", "--all"]):
         assert main(["cache", *action, "--cache-dir", str(read_only_cache)]) == 2
         err = capsys.readouterr().err  # (a traceback of OSError: Read-only file system)
         assert err == (f"dagnb: error: cannot {action[0]} the cache in "

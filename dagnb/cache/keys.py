@@ -231,7 +231,16 @@ def step_key(
             describe["default_image"] = container
     if mask is not None:
         describe = {label: mask(text) for label, text in describe.items()}
+    if KEYED_ON_HOST and not container:  # (a container sees its mounts alone)
+        for hook in KEYED_ON_HOST:
+            hook(step, base_dir, cache_folder)
     return StepKey(lines.digest(components), components, describe)
+
+
+# Called with (step, base folder, cache folder) as each key of a step run on this
+# machine is made; none changes the key. The runtime's look for files a step names
+# that no mount covers (:mod:`dagnb.runtime.unmounted`) adds itself here.
+KEYED_ON_HOST: list[Callable[[Step, Path, Path | None], None]] = []
 
 
 # The ``host_var:<name>`` component of a host variable a shell step's text names.

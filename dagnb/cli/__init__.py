@@ -194,7 +194,7 @@ def _run(args: argparse.Namespace) -> int:
     if printer.lost is not None:
         return _stdout_lost(printer.lost, run.summary())
     if run.failed:
-        print("\n".join(failure_tails(run, _logs_command(args), rule=rule_for(sys.stdout),
+        print("\n".join(failure_tails(run, _logs_command(args, run.id), rule=rule_for(sys.stdout),
                                        colour=printer.tty)))
         _say_unwritable(run)
     print(printer.table(run))
@@ -279,10 +279,13 @@ def _unfailing_stdout() -> None:
         reconfigure(errors="backslashreplace")
 
 
-def _logs_command(args: argparse.Namespace) -> Callable[[str], str]:
-    """The ``dagnb logs`` command that shows a step's whole log of this run."""
+def _logs_command(args: argparse.Namespace, run_id: str) -> Callable[[str], str]:
+    """The ``dagnb logs`` command that shows a step's whole log of this run, named by its
+    id: without it, ``dagnb logs`` shows the newest run that had the step, perhaps one
+    that waited for this one's and ran it again."""
     where = "" if args.cache_dir is None else f" --cache-dir {shlex.quote(args.cache_dir)}"
-    return lambda step: f"dagnb logs {shlex.quote(args.workflow)} {step}{where}"
+    return lambda step: (f"dagnb logs {shlex.quote(args.workflow)} {step} --run {run_id}"
+                         f"{where}")
 
 
 def _among(args: argparse.Namespace) -> str:

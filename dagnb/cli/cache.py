@@ -55,9 +55,9 @@ def add_parser(sub: Any) -> None:
                        help="every entry (required when neither --step nor --older-than is given)")
     prune = actions.add_parser("prune", help="evict least recently used entries to a limit")
     prune.add_argument("--max-size", default=None, metavar="SIZE",
-                       help="keep at most this many bytes: a number, or a size as stats prints it "
+                       help="keep at most this size, with a unit, as stats prints it "
                             "(979B, 1.5K, 10M, 1G; KB, KiB, GB... too, any case; "
-                            "1K = 1024 bytes)")
+                            "1K = 1024 bytes; 500B: 500 bytes)")
     prune.add_argument("--max-entries", default=None, metavar="N", help="keep at most N entries")
     prune.add_argument("--max-age", default=None, metavar="AGE",
                        help="remove entries not used for AGE (30m, 12h, 7d)")
@@ -242,6 +242,7 @@ def _prune(args: argparse.Namespace) -> int:
     """`dagnb cache prune`: least recently used entries evicted until every limit holds."""
     from dagnb.cache.eviction import parse_size
 
+    _refuse_bare_size(args.max_size)
     limits = (parse_size(args.max_size, what="--max-size", error=ConfigError),
               _count(args.max_entries, "--max-entries"), _age(args.max_age, "--max-age"))
     if limits == (None, None, None):
@@ -260,6 +261,16 @@ def _prune(args: argparse.Namespace) -> int:
     print(f"removed {_entries(removed)}{freed} from {store.location}; "
           f"{_entries(len(left))} left, {_size(sum(left))}{kept}")
     return 0
+
+
+def _refuse_bare_size(given: str | None) -> None:
+    """Refuse a --max-size of a bare number: read as bytes, ``--max-size 500`` (500 MB
+    meant) emptied the whole cache, where --max-age and --older-than refuse one.
+    (The Python API's ``bytes_limit`` keeps joblib's ints as bytes.)"""
+    number = None if given is None else given.strip()
+    if number and number.replace(".", "", 1).isdigit() and number.isascii():
+        raise ConfigError(f"--max-size {given} has no unit; write {number}MB or "
+                          f"{number}GB, or {number}B for bytes")
 
 
 def _cache_sync(args: argparse.Namespace) -> int:

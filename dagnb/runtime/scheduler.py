@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import json
 import os
 import pickle
 import shutil
@@ -72,15 +73,17 @@ from dagnb.executors.loop import (
 )
 from dagnb.executors.workdir import unmade_mounts_hint
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
-from dagnb.model.masking import MIN_LINE, Masker, SecretFinder
+from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, shared_finder, shared_masker
 from dagnb.model.results import NO_RESULT, PUBLISHED_AS, own_result, save_result
 from dagnb.model.step import Step
 from dagnb.retry.policy import run_with_retries
 from dagnb.runtime.displays import StepDisplays
+from dagnb.runtime.history import STARTED_NAME
 from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import container_link, named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
+from dagnb.runtime.unmounted import ran_in_hint
 
 if TYPE_CHECKING:
     from dagnb.cache.images import ImagePins
@@ -291,14 +294,15 @@ class Scheduler:
         """The run's masks and what finds its secrets: of each step's (``declared``),
         ``others`` and ``masked_only`` (see ``__init__``)."""
         values = [*declared.values(), *others.values(), *masked_only.values()]
-        self.mask = Masker(values)
+        # (shared with the runs of the same secrets: made anew, they cost 100 µs a run)
+        self.mask = shared_masker(values)
         self._masked_names = frozenset(masked_only)
         self._secret_names = frozenset(declared).union(others)
         self._secret_values = by_distinct_names(  # (each value, a rotated one's too)
             [*declared.items(), *others.items(), *masked_only.items()])
-        self._secrets_found = SecretFinder(self._secret_values)
+        self._secrets_found = shared_finder(self._secret_values)
         if self.mask:
-            self._cache_secrets = SecretsInForce(Masker(values, words_below=MIN_LINE),
+            self._cache_secrets = SecretsInForce(shared_masker(values, words_below=MIN_LINE),
                                                  self._secrets_found)
             set_secrets_source(step_secrets)
 
@@ -485,13 +489,16 @@ class Scheduler:
         self._missing = False
         return self._restore(step, entry, cache.restore(step, entry))
 
-    def _waiting_for_another_run(self, step: Step) -> None:
+    def _waiting_for_another_run(self, step: Step, holder: int | None = None) -> None:
         """Another process holds the step's key: it runs the step, and this run waits
-        to take its entry (a "queued" event that says so: the state does not change).
-        The wait may last as long as that step: the entries this run restored are
-        listed in its ``.uses`` first, so no prune removes them meanwhile."""
+        to take its entry (a "queued" event that says so: the state does not change),
+        naming that process (``holder``, its pid where known) and its run, so that one
+        that hangs (SIGSTOP) can be told and killed. The wait may last as long as that
+        step: the entries this run restored are listed in its ``.uses`` first, so no
+        prune removes them meanwhile."""
         self.run.make_workspace_for_uses()
-        self._emit("state", step.name, state="queued", waiting="another run computing it")
+        self._emit("state", step.name, state="queued",
+                   waiting=_another_run(holder, step.name, self.run))
 
     async def _pinned(self, step: Step, images: ImagePins) -> Step:
         """With ``pin_images``: the step with its image tag pinned to a digest, resolved
@@ -1126,7 +1133,7 @@ class Scheduler:
         self._settle(
             step.name,
             state,
-            error=self._error_line(exc),
+            error=self._error_line(exc) + self._ran_in(step, exc, state),
             exit_code=exit_code,
             error_type=type(exc).__name__,
             **({} if image is _NO_IMAGE else {"image": image}),
@@ -1141,6 +1148,16 @@ class Scheduler:
             # kept: the loop holds tasks weakly, and this one must finish
             self._stopper = asyncio.get_running_loop().create_task(self._stop_all(reason))
         self._check_done()
+
+    def _ran_in(self, step: Step, exc: StepError, state: str) -> str:
+        """For a failure on a file not found, the folder the step ran in, which its
+        relative paths start from (a shell step's and an in-process Python step's differ)."""
+        executor = self._executors.get(step.executor) if state == "failed" else None
+        if executor is None:  # (none made: the step never started in a folder)
+            return ""
+        in_process = step.func is not None and executor.name == "local"
+        return self.mask(ran_in_hint(step, exc, self.options.base_dir, executor.name,
+                                     in_process))
 
     def _reading(self, name: str, upstream: str) -> str:
         """`` (it reads rows, which load publishes)`` for a step started after
@@ -1199,6 +1216,35 @@ class Scheduler:
     def _check_done(self) -> None:
         if self._all_done is not None and len(self._settled) == self._step_count:
             self._all_done.set()
+
+
+def _another_run(holder: int | None, step: str, run: Run) -> str:
+    """``another run computing it``, with the process holding the step's key, and its
+    run where its start line tells: ``(pid 4242, run 20261205-...)``; the words alone
+    when it is not known, or is this process (a background run, shown beside it)."""
+    if holder is None or holder == os.getpid():
+        return "another run computing it"
+    found = _run_of(os.path.dirname(run.workspace_text), holder, step, run.id)
+    return f"another run computing it (pid {holder}{f', run {found}' if found else ''})"
+
+
+def _run_of(runs: str, pid: int, step: str, own: str) -> str | None:
+    """The newest run with ``step`` that process ``pid`` noted as it started in
+    ``.runs/started.jsonl`` (see :mod:`dagnb.runtime.history`); None if none."""
+    try:
+        with open(f"{runs}/{STARTED_NAME}", "rb") as file:
+            lines = file.read().splitlines()
+    except OSError:
+        return None
+    for line in reversed(lines):
+        if str(pid).encode() not in line:
+            continue
+        with contextlib.suppress(ValueError):
+            start = json.loads(line)
+            if (isinstance(start, dict) and start.get("pid") == pid
+                    and step in (start.get("steps") or ()) and start.get("run") != own):
+                return str(start["run"])
+    return None
 
 
 def _links(

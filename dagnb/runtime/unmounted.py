@@ -1,0 +1,355 @@
+"""The paths a step run on this machine names by itself: the files it reads that its
+key does not see, and the folder its relative paths start from.
+
+A step's key counts the files it mounts, not those its command or code names
+otherwise (the step contract): ``cp ../data/sales.csv "$DAGNB_OUT/"`` is served its old
+result after an edit of the CSV, silently. As each key of a step run here is made
+(:data:`dagnb.cache.keys.KEYED_ON_HOST`), the paths its shell text or its Python code's
+text constants name that exist, outside its mounts, the cache folder and the system's
+and Python's own folders, are looked for, once per command or code and folder, and a
+warning (:class:`UnmountedReadWarning`) names them once per step and process; no key
+changes.
+
+:func:`ran_in_hint` says, for a step that failed on a file not found, the folder it
+ran in: a shell step starts in its workflow's folder (or its ``workdir``), an
+in-process Python step in the folder the process was started in.
+"""
+
+from __future__ import annotations
+
+import dis
+import functools
+import os
+import posixpath
+import re
+import sys
+import sysconfig
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from types import CodeType
+from typing import Any
+
+from dagnb import checks
+from dagnb.cache.keys import KEYED_ON_HOST
+from dagnb.model.step import Step, host_folders, mount_path
+
+__all__ = ["UnmountedReadWarning", "ran_in_hint", "unmounted_reads"]
+
+
+class UnmountedReadWarning(UserWarning):
+    """A step names a file that none of its mounts covers: its key does not see it."""
+
+
+# -- where a step starts ------------------------------------------------------------
+def start_folder(step: Step, base_dir: Path, in_process: bool) -> str:
+    """The folder ``step`` starts in on this machine: the process's for an in-process
+    Python step, else its workdir's (as the executors find it), else ``base_dir``."""
+    if in_process:
+        return os.getcwd()
+    if step.workdir is None:
+        return os.fspath(base_dir)
+    found = next((path for path in host_folders(base_dir, step.workdir, step.mounts)
+                  if path.is_dir()), base_dir / step.workdir)
+    return os.fspath(found)
+
+
+# What an error or a stderr tail says when a path was not found.
+_NOT_FOUND = ("No such file or directory", "FileNotFoundError")
+
+
+def ran_in_hint(step: Step, error: BaseException, base_dir: Path, executor: str,
+                in_process: bool) -> str:
+    """``; it ran in /abs/my/workflows: paths in its command are relative to the
+    workflow's folder`` for a step run on this machine whose error or stderr tail says
+    a file was not found (a relative path read from another folder than it ran in);
+    "" for any other failure, or one in a container."""
+    if executor not in ("local", "dask"):
+        return ""
+    text = f"{error}\n{getattr(error, 'stderr_tail', '')}"
+    if not any(words in text for words in _NOT_FOUND):
+        return ""
+    folder = str(Path(start_folder(step, base_dir, in_process)).absolute())
+    paths = "paths in its command are" if step.func is None else "paths in its code are"
+    if in_process:
+        workflow = str(Path(base_dir).absolute())
+        return (f"; it ran in the folder dagnb was started in, {folder}: {paths} relative "
+                "to it" + ("" if workflow == folder else
+                           f", not to the workflow's folder {workflow}"))
+    return f"; it ran in {folder}: {paths} relative to {_own_folder(step)}"
+
+
+def _own_folder(step: Step) -> str:
+    return "the workflow's folder" if step.workdir is None else f"its workdir {step.workdir}"
+
+
+# -- paths a step names --------------------------------------------------------------
+# A path's look: a folder in it, or a name with an extension (``sales.csv``).
+_EXTENSION = re.compile(r"[^/]*\.[A-Za-z][A-Za-z0-9]{0,7}")
+# The path-like pieces of a shell word (a quote, a bracket or a call's comma ends one).
+_PIECE = re.compile(r"[\w.~/+@%-]+")
+_LONGEST = 1024
+
+
+def _path_like(text: str) -> bool:
+    return (0 < len(text) <= _LONGEST and "://" not in text and not text.startswith("-")
+            and ("/" in text or _EXTENSION.fullmatch(text) is not None))
+
+
+def command_paths(run: str | tuple[str, ...]) -> tuple[str, ...]:
+    """The path-like words of a shell step's text (the items of an argv list), less
+    options (``-o``, ``--flag=x``), URLs, globs, words holding a variable
+    (``"$DAGNB_OUT/x"``: not a path of the text) and what a redirection writes."""
+    words = list(run) if not isinstance(run, str) else [
+        word for line in run.splitlines() for word in _uncommented(line.split())]
+    found: list[str] = []
+    writes_next = False
+    for word in words:
+        if word.startswith("-"):  # (an option: ``tee -a log`` still writes ``log``)
+            continue
+        written, writes_next = writes_next, word.endswith(">") or word == "tee"
+        if written or any(char in word for char in "$`*?>") or "://" in word:
+            continue
+        found += [piece for piece in _PIECE.findall(word) if _path_like(piece)]
+    return tuple(dict.fromkeys(found))
+
+
+def _uncommented(words: list[str]) -> list[str]:
+    """The words of a line before a comment (``# ...``: the shell's, or a heredoc's Python)."""
+    return next((words[:at] for at, word in enumerate(words) if word.startswith("#")), words)
+
+
+# Calls that write the path they are given (a result put in the project folder).
+_WRITERS = frozenset({
+    "to_csv", "to_parquet", "to_json", "to_excel", "to_pickle", "to_feather", "to_hdf",
+    "to_html", "to_latex", "to_markdown", "to_netcdf", "to_zarr", "to_file", "savefig",
+    "save", "savez", "savez_compressed", "savetxt", "imwrite", "write_text", "write_bytes",
+    "touch", "mkdir", "makedirs"})
+_WRITE_MODE = re.compile(r"[rbt+]*[wxa][rbt+]*")
+_NAMED = frozenset({"LOAD_ATTR", "LOAD_METHOD", "LOAD_GLOBAL", "LOAD_NAME", "LOAD_DEREF",
+                    "LOAD_FAST"})
+
+
+def code_paths(code: CodeType) -> tuple[str, ...]:
+    """The path-like text constants of ``code`` and the code nested in it (its
+    comprehensions, lambdas and inner functions), less those a call writes
+    (``frame.to_csv("out.csv")``, ``open("out.csv", "w")``)."""
+    found: list[str] = []
+    for each in _codes(code):
+        found += _read_constants(each)
+    return tuple(dict.fromkeys(found))
+
+
+def _codes(code: CodeType) -> Iterator[CodeType]:
+    pending = [code]
+    while pending:
+        each = pending.pop()
+        yield each
+        pending += [const for const in each.co_consts if isinstance(const, CodeType)]
+
+
+def _read_constants(code: CodeType) -> list[str]:
+    if not any(_texts(const) for const in code.co_consts):
+        return []  # (most code: no instruction looked at)
+    instructions = [ins for ins in dis.get_instructions(code) if ins.opname != "CACHE"]
+    found = []
+    for at, ins in enumerate(instructions):
+        if ins.opname == "LOAD_CONST" and not _written(instructions, at):
+            found += _texts(ins.argval)
+    return found
+
+
+def _texts(const: Any) -> list[str]:
+    """The path-like text of a constant: itself, or the items of a tuple of them
+    (``for name in ("a.csv", "b.csv")``)."""
+    if isinstance(const, str):
+        return [const] if _path_like(const) else []
+    if isinstance(const, (tuple, frozenset)):
+        return [item for item in const if isinstance(item, str) and _path_like(item)]
+    return []
+
+
+def _written(instructions: list[dis.Instruction], at: int) -> bool:
+    """Whether the constant loaded at ``at`` is a path a call writes: an argument of a
+    writer (``frame.to_csv(path)``), of a call given a write mode next (``open(path,
+    "w")``), or the path a Path writer is called on next (``Path(path).write_text(x)``,
+    ``(folder / path).touch()``)."""
+    before = [ins.argval for ins in instructions[max(0, at - 3):at] if ins.opname in _NAMED]
+    if before and before[-1] in _WRITERS:
+        return True
+    after = next((ins for ins in instructions[at + 1:at + 4]
+                  if ins.opname not in _PASSED), None)
+    if after is None:
+        return False
+    if after.opname == "LOAD_CONST":
+        return isinstance(after.argval, str) and bool(_WRITE_MODE.fullmatch(after.argval))
+    return after.opname in ("LOAD_ATTR", "LOAD_METHOD") and after.argval in _PATH_WRITERS
+
+
+# What lies between a path and the Path method called on what it made.
+_PASSED = frozenset({"PRECALL", "CALL", "KW_NAMES", "BINARY_OP", "PUSH_NULL"})
+_PATH_WRITERS = frozenset({"write_text", "write_bytes", "touch", "mkdir", "unlink",
+                           "symlink_to", "hardlink_to"})
+
+
+# -- which of them no mount covers ---------------------------------------------------
+# Folders of the system and of installed software: no project's input is there.
+_SYSTEM = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/usr/bin", "/usr/sbin",
+           "/usr/lib", "/usr/lib32", "/usr/lib64", "/usr/libexec", "/usr/include",
+           "/usr/share", "/usr/local/bin", "/usr/local/sbin", "/usr/local/lib",
+           "/usr/local/share", "/usr/local/include", "/etc", "/proc", "/sys", "/dev", "/run",
+           "/boot", "/snap", "/nix", "/var/lib", "/var/cache", "/var/log", "/opt/homebrew",
+           "/opt/conda", "/private/etc", "/System", "/Library")
+
+
+@functools.lru_cache(maxsize=1)
+def _system_folders() -> tuple[str, ...]:
+    """The system's folders and Python's (its prefixes, site-packages, the user's)."""
+    python = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+              *(path for name, path in sysconfig.get_paths().items() if name != "data")}
+    python.add(os.path.dirname(os.path.realpath(sys.executable)))
+    try:
+        import site
+
+        python.add(site.getuserbase())
+    except Exception:  # (an embedded Python without site)
+        pass
+    return tuple(os.path.realpath(path) for path in (*_SYSTEM, *sorted(python)) if path)
+
+
+def _under(path: str, folder: str) -> bool:
+    return path == folder or path.startswith(folder.rstrip("/") + "/")
+
+
+def _in_a_venv(path: str) -> bool:
+    """Whether ``path`` is inside a virtual environment (``.venv/bin/python``)."""
+    folder = os.path.dirname(path)
+    while True:
+        if os.path.isfile(os.path.join(folder, "pyvenv.cfg")):
+            return True
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return False
+        folder = parent
+
+
+def unmounted_reads(names: tuple[str, ...], folder: str, base_dir: Path,
+                    mounts: Mapping[str, str], cache_folder: Path | None
+                    ) -> tuple[tuple[str, str], ...]:
+    """(name, mount host path) of each of ``names`` (relative to ``folder``) that is an
+    existing file or folder that no mount covers: not the folder itself or one holding
+    it, not under ``cache_folder``, nor a system's, Python's or a venv's."""
+    here = os.path.realpath(folder)
+    covered = [os.path.realpath(mount_path(base_dir, host)) for host in mounts]
+    if cache_folder is not None:
+        covered.append(os.path.realpath(cache_folder))
+    system = [path for path in _system_folders() if not _under(here, path)]
+    found = []
+    for name in names:
+        written = os.path.join(folder, os.path.expanduser(name))
+        if not os.path.exists(written):
+            continue
+        path = os.path.realpath(written)
+        if (_under(here, path) or any(_under(path, mount) or _under(mount, path)
+                                      for mount in covered)
+                or any(_under(path, other) for other in system) or _in_a_venv(path)):
+            continue
+        found.append((name, _mount_host(name, written, base_dir)))
+    return tuple(found)
+
+
+def _mount_host(name: str, written: str, base_dir: Path) -> str:
+    """How a mount names the path: as written when absolute (or from ``~``), else
+    relative to the workflow's folder, where a mount's host path starts."""
+    if os.path.isabs(name) or name.startswith("~"):
+        return name
+    return os.path.relpath(os.path.normpath(written), os.path.abspath(base_dir))
+
+
+# (command text or code, folder, base folder, mounts, cache folder) -> what it reads
+# unmounted: most keys of a step are made again and again.
+_FOUND: dict[tuple[Any, ...], tuple[Any, tuple[tuple[str, str], ...]]] = {}
+_FOUND_LIMIT = 4096
+_WARNED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
+# id(step) -> (step, base folder, cache folder): a step object looked at already is
+# passed at the cost of a dict hit as its key is made again (a key costs microseconds:
+# the look, or even an os.getcwd(), would add a good part of one).
+_LOOKED: dict[int, tuple[Step, Path, Path | None]] = {}
+
+
+def _warn_of_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None) -> None:
+    """The hook of :data:`KEYED_ON_HOST`: one warning per step and process naming the
+    files it reads that no mount covers. It never fails a key."""
+    looked = _LOOKED.get(id(step))
+    if (looked is not None and looked[0] is step and looked[1] is base_dir
+            and looked[2] is cache_folder):
+        return
+    try:
+        found = _found(step, base_dir, cache_folder)
+    except Exception:  # (a look that fails is no reason to fail a step)
+        return
+    if len(_LOOKED) >= _FOUND_LIMIT:
+        _LOOKED.clear()
+    _LOOKED[id(step)] = (step, base_dir, cache_folder)
+    if not found:
+        return
+    said = (step.name, found)
+    if said in _WARNED:
+        return
+    _WARNED.add(said)
+    checks.warn_user(unmounted_message(step.name, found), UnmountedReadWarning)
+
+
+def _found(step: Step, base_dir: Path, cache_folder: Path | None) -> tuple[tuple[str, str], ...]:
+    if step.key_fn is not None:  # (its key is what the function says: a file's digest...)
+        return ()
+    source = step.run if step.func is None else _code_of(step.func)
+    if source is None:
+        return ()
+    in_process = step.func is not None and step.executor != "dask"
+    folder = start_folder(step, base_dir, in_process)
+    memo = (id(source) if isinstance(source, CodeType) else source, folder,
+            os.fspath(base_dir), tuple(step.mounts), cache_folder)
+    known = _FOUND.get(memo)
+    if known is not None and (known[0] is source or not isinstance(source, CodeType)):
+        return known[1]
+    names = command_paths(source) if step.func is None else code_paths(source)
+    found = unmounted_reads(names, folder, base_dir, step.mounts, cache_folder) if names else ()
+    if len(_FOUND) >= _FOUND_LIMIT:
+        _FOUND.clear()
+    _FOUND[memo] = (source, found)  # (the code kept: its id stays its own)
+    return found
+
+
+def _code_of(func: Any) -> CodeType | None:
+    while hasattr(func, "func"):  # (a partial's)
+        func = func.func
+    func = getattr(func, "__func__", func)  # (a method's)
+    code = getattr(func, "__code__", None)
+    return code if isinstance(code, CodeType) else None
+
+
+_SHOWN = 3
+
+
+def unmounted_message(step: str, found: tuple[tuple[str, str], ...]) -> str:
+    """``step 'load' reads ../data/sales.csv, which is not one of its inputs: ...``."""
+    names = [name for name, _ in found[:_SHOWN]]
+    more = len(found) - _SHOWN
+    listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
+    mounts = ", ".join(f"{host}: {_target(host)}" for _, host in found[:_SHOWN])
+    if len(found) == 1:
+        return (f"step {step!r} reads {listed}, which is not one of its inputs: an edit of "
+                f"it is not seen (served from the cache); add it: mounts: {{{mounts}}}")
+    return (f"step {step!r} reads {listed}, which are not among its inputs: an edit of "
+            f"them is not seen (served from the cache); add them: mounts: {{{mounts}}}")
+
+
+def _target(host: str) -> str:
+    """A path in the step for a mount of ``host``: its own, less ``..``, ``~`` and ``.``."""
+    parts = [part for part in host.replace(os.sep, "/").split("/")
+             if part not in ("", ".", "..", "~")]
+    return posixpath.join("/", *parts)
+
+
+if _warn_of_unmounted_reads not in KEYED_ON_HOST:
+    KEYED_ON_HOST.append(_warn_of_unmounted_reads)

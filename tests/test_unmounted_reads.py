@@ -1,0 +1,149 @@
+"""A newcomer's two surprises with paths (QA): a file a step reads without mounting it
+is not in its key, so an edit of it was served the old result silently; and a shell
+step starts in the workflow's folder, an in-process Python step in the folder dagnb was
+started in, so ``wc -l data/sales.csv`` failed where the Python step reading the same
+path worked, saying only ``No such file or directory``. Now a keyed step that names an
+existing file no mount covers is warned of (once per step and process; no key
+changes), and a step failed on a file not found says the folder it ran in."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import pytest
+
+import dagnb
+import dagnb.runtime.unmounted as unmounted
+from dagnb.runtime.unmounted import UnmountedReadWarning, code_paths, command_paths
+
+STEPS = '''def count():
+    return sum(1 for _ in open("data/sales.csv"))
+'''
+ADD_IT = "add it: mounts: {../data/sales.csv: /data/sales.csv}"
+
+
+@pytest.fixture(autouse=True)
+def fresh_looks(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No step looked at or warned of by an earlier test (the process keeps them)."""
+    monkeypatch.setattr(unmounted, "_FOUND", {})
+    monkeypatch.setattr(unmounted, "_LOOKED", {})
+    monkeypatch.setattr(unmounted, "_WARNED", set())
+
+
+@pytest.fixture
+def my(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """QA's layout: ``my/data/sales.csv`` and ``my/workflows/cwdsteps.py``; the current
+    folder is ``my``, the cache in ``my/workflows``."""
+    folder = tmp_path / "my"
+    (folder / "data").mkdir(parents=True)
+    (folder / "data" / "sales.csv").write_text("region,amount\neu,1\nus,2\n")
+    (folder / "workflows").mkdir()
+    (folder / "workflows" / "cwdsteps.py").write_text(STEPS)
+    monkeypatch.chdir(folder)
+    monkeypatch.syspath_prepend(str(folder / "workflows"))
+    dagnb.configure(cache_directory=str(folder / "workflows" / ".dagnb_cache"))
+    return folder
+
+
+def _workflow(my: Path, steps: str) -> dagnb.Graph:
+    (my / "workflows" / "wf.yml").write_text(f"name: wf\nsteps:\n{steps}")
+    return dagnb.load(my / "workflows" / "wf.yml")
+
+
+def _unmounted_said(graph: dagnb.Graph) -> tuple[dict[str, str], list[str]]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run = graph.run(executor="local")
+    return run.states(), [str(w.message) for w in caught
+                          if issubclass(w.category, UnmountedReadWarning)]
+
+
+SHELL = """  load:
+    run: cp ../data/sales.csv "$DAGNB_OUT/"
+"""
+PYTHON = """  count:
+    python: cwdsteps.py:count
+"""
+
+
+def test_a_shell_step_copying_an_unmounted_file_is_warned_of_once_and_still_cached(my):
+    graph = _workflow(my, SHELL)
+    states, said = _unmounted_said(graph)
+    assert states == {"load": "succeeded"}
+    assert said == [f"step 'load' reads ../data/sales.csv, which is not one of its inputs: "
+                    f"an edit of it is not seen (served from the cache); {ADD_IT}"]
+    (my / "data" / "sales.csv").write_text("region,amount\neu,9\n")
+    states, said = _unmounted_said(graph)
+    assert states == {"load": "cached"} and said == []  # (the contract: said once)
+
+
+def test_a_python_step_opening_an_unmounted_file_is_warned_of_with_its_mount(my):
+    states, said = _unmounted_said(_workflow(my, PYTHON))
+    assert states == {"count": "succeeded"}
+    # (the step reads it from the folder dagnb started in; a mount's path starts in
+    # the workflow's)
+    assert said == [f"step 'count' reads data/sales.csv, which is not one of its inputs: "
+                    f"an edit of it is not seen (served from the cache); {ADD_IT}"]
+
+
+def test_no_warning_once_the_file_is_mounted(my):
+    mounted = "    mounts: {../data/sales.csv: /data/sales.csv}\n"
+    states, said = _unmounted_said(_workflow(my, SHELL + mounted + PYTHON + mounted))
+    assert states == {"load": "succeeded", "count": "succeeded"} and said == []
+    (my / "data" / "sales.csv").write_text("region,amount\neu,9\n")
+    states, said = _unmounted_said(_workflow(my, SHELL + mounted + PYTHON + mounted))
+    assert states == {"load": "succeeded", "count": "succeeded"} and said == []
+
+
+def test_options_urls_system_files_and_what_it_writes_are_no_reads(my):
+    (my / "workflows" / "notes.txt").write_text("x")
+    states, said = _unmounted_said(_workflow(my, """  s:
+    run: |
+      /usr/bin/env true --flag=x --notes=notes.txt https://example.com/notes.txt
+      echo "$DAGNB_OUT/notes.txt" > notes.txt  # copy of notes.txt
+      ls /usr/bin/env /etc/hostname "$(pwd)/notes.txt" | tee notes.txt >/dev/null
+"""))
+    assert states == {"s": "succeeded"} and said == []
+
+
+def test_what_a_python_step_writes_is_no_read(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "out.csv").write_text("x")
+    (tmp_path / "in.csv").write_text("x")
+
+    def step(frame):
+        frame.to_csv("out.csv")
+        with open("out.csv", "w") as file:
+            file.write("x")
+        Path(__file__).with_name("out.csv").write_text("x")
+        (Path("data") / "out.csv").touch()
+        first = (lambda: Path("in.csv").read_text())()  # (nested code is read too)
+        return [first, *(Path(name).read_text() for name in ("in.csv", "out.csv"))]
+
+    assert code_paths(step.__code__) == ("in.csv", "out.csv")  # (read in the end)
+    assert command_paths(("/bin/cat", "--x=a/b.csv", "in.csv")) == ("/bin/cat", "in.csv")
+
+
+def test_a_shell_step_failing_on_a_relative_path_says_the_folder_it_ran_in(my):
+    run = _workflow(my, "  sh:\n    run: wc -l data/sales.csv\n").run(executor="local")
+    error = run.status_rows()["sh"]["error"]
+    assert error.startswith("exit code 1: wc: data/sales.csv: No such file or directory; ")
+    assert error.endswith(f"; it ran in {my / 'workflows'}: paths in its command are "
+                          "relative to the workflow's folder")
+
+
+def test_a_python_step_failing_on_a_relative_path_says_the_folder_dagnb_started_in(
+        my, monkeypatch):
+    monkeypatch.chdir(my.parent)  # (the folder above my/)
+    run = _workflow(my, PYTHON).run(executor="local")
+    error = run.status_rows()["count"]["error"]
+    assert error == ("FileNotFoundError: [Errno 2] No such file or directory: "
+                     f"'data/sales.csv'; it ran in the folder dagnb was started in, "
+                     f"{my.parent}: paths in its code are relative to it, not to the "
+                     f"workflow's folder {my / 'workflows'}")
+
+
+def test_another_failure_says_no_folder(my):
+    run = _workflow(my, "  sh:\n    run: echo broken >&2; exit 3\n").run(executor="local")
+    assert run.status_rows()["sh"]["error"] == "exit code 3: broken"
