@@ -20,9 +20,9 @@ cloudpickle = pytest.importorskip("cloudpickle")
 
 # A script (its functions are __main__'s: cloudpickle sends them, and the cached
 # wrapper, by value) whose caller of a cached function runs in another process.
-_PARENT = """
-import json, pickle, subprocess, sys
-import cloudpickle
+# (the functions both scripts cache: plus_one calls the cached double)
+_CACHED = """
+import sys
 from dagnb import Memory
 
 memory = Memory(sys.argv[1], verbose=0)
@@ -36,6 +36,11 @@ def plus_one(x):
     return cached_double(x) + 1
 
 cached_plus_one = memory.cache(plus_one)
+"""
+
+_PARENT = _CACHED + """
+import json, pickle, subprocess
+import cloudpickle
 assert cached_plus_one(3) == 7
 payload = sys.argv[1] + "/payload.pkl"
 with open(payload, "wb") as out:
@@ -69,22 +74,8 @@ def test_a_function_calling_a_cached_one_hits_in_a_process_cloudpickle_sent_it_t
     assert "Warning" not in done.stderr, done.stderr
 
 
-_PARALLEL = """
-import sys
+_PARALLEL = _CACHED + """
 from joblib import Parallel, delayed
-from dagnb import Memory
-
-memory = Memory(sys.argv[1], verbose=0)
-
-def double(x):
-    return x * 2
-
-cached_double = memory.cache(double)
-
-def plus_one(x):
-    return cached_double(x) + 1
-
-cached_plus_one = memory.cache(plus_one)
 assert [cached_plus_one(i) for i in range(4)] == [1, 3, 5, 7]
 hits = Parallel(n_jobs=2, backend="loky")(
     delayed(cached_plus_one.check_call_in_cache)(i) for i in range(4))

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
+from workflow_files import workflow_in
 
 from dagnb.cli import main as main_here
 from dagnb.testing import isolated
@@ -28,11 +29,7 @@ steps:
 
 @pytest.fixture
 def workflow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """``wf.yml`` in the working folder, and the options of a local run on a cache of
-    its own."""
-    monkeypatch.chdir(tmp_path)
-    (tmp_path / "wf.yml").write_text(WORKFLOW)
-    return ["wf.yml", "--executor", "local", "--cache-dir", str(tmp_path / "cache")]
+    return workflow_in(tmp_path, monkeypatch, WORKFLOW)
 
 
 def main(args: list[str]) -> int:

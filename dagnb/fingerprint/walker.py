@@ -221,12 +221,10 @@ class _CodeWalker:
         said once (a change to it is not seen)."""
         digest = _soft_digest(obj)
         if digest is None:
-            code = func.__code__  # (the warning points at the function, not at the walk)
-            warnings.warn_explicit(
-                f"{func.__qualname__}: closure variable {name!r} ({type(obj).__qualname__}) "
-                "cannot be hashed; it counts by its type only, so a change to it is not "
-                "seen (pass what the function needs of it as an argument)", UserWarning,
-                code.co_filename, code.co_firstlineno, module=func.__module__)
+            _warn_at(func, f"{func.__qualname__}: closure variable {name!r} "
+                     f"({type(obj).__qualname__}) cannot be hashed; it counts by its type "
+                     "only, so a change to it is not seen (pass what the function needs of "
+                     "it as an argument)")
             return _reference(type(obj))
         if keep:
             self._keep(obj, digest)
@@ -489,12 +487,16 @@ def _say_class_state(func: types.FunctionType, name: str) -> None:
     if said in _SAID_STATE:
         return
     _SAID_STATE.add(said)
-    code = func.__code__  # (the warning points at the function, not at the walk)
-    warnings.warn_explicit(
-        f"{func.__qualname__} changes global {name!r}, which it reads: it counts as the "
-        "class's state, by name, not by content, so a change to it is not seen (pass "
-        "what the method needs of it as an argument)", UserWarning,
-        code.co_filename, code.co_firstlineno, module=func.__module__)
+    _warn_at(func, f"{func.__qualname__} changes global {name!r}, which it reads: it counts "
+             "as the class's state, by name, not by content, so a change to it is not seen "
+             "(pass what the method needs of it as an argument)")
+
+
+def _warn_at(func: types.FunctionType, message: str) -> None:
+    """A UserWarning pointing at ``func``'s first line, not at the walk."""
+    code = func.__code__
+    warnings.warn_explicit(message, UserWarning, code.co_filename, code.co_firstlineno,
+                           module=func.__module__)
 
 
 def _cached_by(func: types.FunctionType) -> types.FunctionType | None:
