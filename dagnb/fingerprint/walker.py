@@ -686,17 +686,25 @@ def _stores_item(instructions: list[dis.Instruction], start: int) -> bool:
             continue
         if depth == 1 and instruction.opname in _ITEM_CHANGES:
             return True
-        if instruction.opcode in _JUMPS:
-            return False
-        try:
-            effect = dis.stack_effect(instruction.opcode, instruction.arg, jump=False)
-        except ValueError:  # (an opcode dis cannot tell the effect of)
+        effect = _effect(instruction)
+        if effect is None:
             return False
         if depth + effect <= 0 and not (
                 depth == 0 and effect == 0 and instruction.opname == "LOAD_ATTR"):
             return False  # (the object taken: read, called, looked up in)
         depth += effect
     return False
+
+
+def _effect(instruction: dis.Instruction) -> int | None:
+    """How many values ``instruction`` leaves on the stack more than it takes; None for
+    one that jumps, or whose effect dis cannot tell."""
+    if instruction.opcode in _JUMPS:
+        return None
+    try:
+        return dis.stack_effect(instruction.opcode, instruction.arg, jump=False)
+    except ValueError:
+        return None
 
 
 # An augmented assignment copies its target's object (and key) to read the old value
@@ -723,11 +731,8 @@ def _augments(instructions: list[dis.Instruction], start: int) -> bool:
         instruction = instructions[at]
         if instruction.opname in _NEUTRAL:
             continue
-        if instruction.opcode in _JUMPS:
-            return False
-        try:
-            effect = dis.stack_effect(instruction.opcode, instruction.arg, jump=False)
-        except ValueError:  # (an opcode dis cannot tell the effect of)
+        effect = _effect(instruction)
+        if effect is None:
             return False
         if depth + effect > 0:
             depth += effect  # (a key)
