@@ -22,10 +22,11 @@ pytestmark = [
     pytest.mark.skipif(not sys.platform.startswith("linux"), reason="needs /proc"),
 ]
 
-# a writer of 100 rows, 10 ms apart, still writing when the step's command ends
+# a writer of 300 rows, 10 ms apart, still writing when the step's command ends (and
+# after the moments given it to end by itself)
 _WRITER = ("python3 -c 'import os, time\n"
            "with open(os.environ[\"DAGNB_OUT\"] + \"/data.csv\", \"w\") as f:\n"
-           "    for i in range(100):\n"
+           "    for i in range(300):\n"
            "        f.write(f\"row{i}\\n\"); f.flush(); time.sleep(0.01)\n'")
 _COUNT = Step("count", run='wc -l < "$DAGNB_IN/export/data.csv"', needs=["export"])
 
@@ -88,3 +89,26 @@ def test_a_step_a_signal_ended_says_which_signal(command: str, said: str) -> Non
     code = -int(said.split("signal ")[1].split()[0])
     assert status.loc["s", "exit_code"] == code  # (as the OS gives it: retry_on reads 137)
     assert status.loc["s", "error"] == f"exit code {code}: {said}"
+
+
+# what a step leaves that ends by itself, or never writes: no writer cut short (QA: the
+# first version failed these, taking a descriptor held open, or a line written as a
+# process ended on its own, for a file cut short)
+_SERVER_STOPPED_BY_THE_STEP = (
+    "python3 -c 'import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *a: (print(\"bye\", flush=True), sys.exit(0)))\n"
+    "print(\"up\", flush=True); time.sleep(30)\n' > \"$DAGNB_OUT/server.log\" 2>&1 &\n"
+    "PID=$!; sleep 0.3; kill $PID\n")
+
+
+@pytest.mark.parametrize("command", [
+    'exec > "$DAGNB_OUT/all.log" 2>&1\necho hi\nsleep 30 &\n',
+    _SERVER_STOPPED_BY_THE_STEP,
+    'exec > >(tee "$DAGNB_OUT/build.log") 2>&1\necho building\n'
+    'echo done > "$DAGNB_OUT/result.txt"\n',
+], ids=["a descriptor held, never written", "a server the step stopped", "a log through tee"])
+def test_what_ends_by_itself_or_never_writes_is_no_writer_cut_short(command: str) -> None:
+    for attempt in range(3):  # (each a first run: the races, if any, get three chances)
+        step = Step("build", run=command, params={"attempt": attempt})
+        run = _run(step)
+        assert run.states() == {"build": "succeeded"}, run.status().to_dict()  # type: ignore[attr-defined]

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -62,6 +63,7 @@ from dagnb.retry.policy import classify
 __all__ = ["LocalExecutor"]
 
 _DRAIN_GRACE = 0.5  # seconds a finished step's pipes may still deliver output
+_SETTLE_S = 0.25  # seconds what a step left gets to end by itself before it is judged
 _CHUNK = 1 << 16
 
 
@@ -365,13 +367,25 @@ async def _end_group(pgid: int, processes: StepProcesses, pipes: tuple[_Pipe, _P
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
     if watched is not None:
-        watched.note_left(processes.left_in_group())  # (before they are killed)
+        watched.note_left(await _left_after_settling(processes))  # (before they are killed)
     _kill_stragglers(pgid)
     if not output.done():
         processes.kill_escaped()
         await _drain_or_let_go(output, pipes, task)
     await output
     return watched.cut_short(task.step.name, processes.killed) if watched is not None else ""
+
+
+async def _left_after_settling(processes: StepProcesses) -> list[int]:
+    """The processes the step left that are still running after a moment given them to
+    end by themselves: ``tee`` flushing a log, a server the step stopped without waiting
+    for it, ending on its own, is no writer cut short."""
+    deadline = time.monotonic() + _SETTLE_S
+    left = processes.left_in_group()
+    while left and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+        left = processes.left_in_group()
+    return left
 
 
 async def _drain_or_let_go(output: asyncio.Future[Any], pipes: tuple[_Pipe, _Pipe],
@@ -420,15 +434,17 @@ class _OutputsWatch:
             self._writing.setdefault(os.path.relpath(path, self._folder), pid)
 
     def cut_short(self, step: str, escaped: set[int]) -> str:
-        """The failure naming the outputs a killed process wrote after the command
-        exited or held open for writing ("" if none, or if none was left to kill: one
-        that ended by itself meanwhile finished its files)."""
+        """The failure naming the outputs that changed after the command exited while a
+        process it left was still running, killed now ("" if none, or if none was left
+        to kill: one that ended by itself meanwhile finished its files)."""
         if not self._left and not escaped:
             return ""
         now = _files_in(self._folder)
         changed = {name for name in self._at_exit.keys() | now.keys()
                    if self._at_exit.get(name) != now.get(name)}
-        files = sorted(changed | self._writing.keys())
+        # (changed, not merely held open: ``exec > "$DAGNB_OUT/all.log"; sleep 30 &``
+        # passes the descriptor to a process that never writes)
+        files = sorted(changed)
         if not files:
             return ""
         writers = sorted({self._writing[name] for name in files if name in self._writing})
