@@ -137,3 +137,24 @@ def test_the_token_dagnbs_own_steps_carry_is_no_secret(monkeypatch) -> None:
     monkeypatch.setenv(TOKEN_VARIABLE, "0123456789abcdef01234567")
     monkeypatch.setenv("HF_TOKEN", "hf_Zq8vT2mPx4Lk9Wd3Rb7Yn")
     assert set(environ_secrets()) == {"HF_TOKEN"}
+
+
+def test_a_param_holding_an_undeclared_token_is_refused_before_anything_is_written(
+        tmp_path, monkeypatch) -> None:
+    """As a declared secret's: params are written in clear to the params file, the run's
+    record and the entry (QA: a workflow's ``msg: hf_...`` was stored so)."""
+    import pytest
+
+    from dagnb import Graph, Step
+    from dagnb.errors import InvalidStepError
+
+    token = "hf_AbCdEf1234567890"
+    monkeypatch.setenv("HF_TOKEN", token)
+    graph = Graph("p", [Step("b", run='echo "$DAGNB_PARAM_MSG"', params={"msg": token})])
+    with pytest.raises(InvalidStepError, match="param 'msg' holds the value of secret "
+                                               "'HF_TOKEN'") as refused:
+        graph.run(cache_directory=tmp_path / "cache", executor="local")
+    assert token not in str(refused.value)
+    assert not (tmp_path / "cache").exists() or not any(
+        token.encode() in path.read_bytes()
+        for path in (tmp_path / "cache").rglob("*") if path.is_file())

@@ -516,15 +516,17 @@ def check_secret_values(graph: Graph, steps: Iterable[Step] | None = None,
                         store: str | Path | None = None) -> None:
     """Refuse a param or env value of ``steps`` (all the graph's by default) that holds
     the value of a secret a run of the graph masks: one its steps declare, as set now,
-    or the registry's, or the credentials of the run's store (``store``, its
-    ``cache_directory``; None: the setting's) (see
-    :func:`~dagnb.model.contract.refuse_secret_values`)."""
+    a variable named as a secret beyond doubt (``HF_TOKEN``), or the registry's, or the
+    credentials of the run's store (``store``, its ``cache_directory``; None: the
+    setting's) (see :func:`~dagnb.model.contract.refuse_secret_values`)."""
     checked = list(graph if steps is None else steps)
     if not any(step.params or step.env for step in checked):  # (most: no secret looked up)
         return
     names = sorted({name for step in graph for name in step.secrets})
     declared = {name: os.environ[name] for name in names if os.environ.get(name)}
-    refuse_secret_values(checked, {**declared, **settings().credential_secrets(store)})
+    # (and the variables named as secrets beyond doubt: the run masks them undeclared)
+    refuse_secret_values(checked, {**environ_secrets(), **declared,
+                                   **settings().credential_secrets(store)})
 
 
 _RESOLVED: dict[tuple[str, str], Path] = {}
