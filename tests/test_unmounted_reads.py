@@ -8,6 +8,8 @@ changes), and a step failed on a file not found says the folder it ran in."""
 
 from __future__ import annotations
 
+import os
+import time
 import warnings
 from pathlib import Path
 
@@ -20,7 +22,7 @@ from dagnb.runtime.unmounted import UnmountedReadWarning, code_paths, command_pa
 STEPS = '''def count():
     return sum(1 for _ in open("data/sales.csv"))
 '''
-ADD_IT = "add it: mounts: {../data/sales.csv: /data/sales.csv}"
+ADD_IT = "add it, mounts: {../data/sales.csv: /data/sales.csv}, or run it with --refresh"
 
 
 @pytest.fixture(autouse=True)
@@ -29,6 +31,14 @@ def fresh_looks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unmounted, "_FOUND", {})
     monkeypatch.setattr(unmounted, "_LOOKED", {})
     monkeypatch.setattr(unmounted, "_WARNED", set())
+    monkeypatch.setattr(unmounted, "_NOTED", {})
+
+
+def _edit(path: Path, text: str) -> None:
+    """Write ``text`` to ``path``, its time a second past the entries made before."""
+    path.write_text(text)
+    later = time.time() + 1
+    os.utime(path, (later, later))
 
 
 @pytest.fixture
@@ -67,24 +77,30 @@ PYTHON = """  count:
 """
 
 
-def test_a_shell_step_copying_an_unmounted_file_is_warned_of_once_and_still_cached(my):
+def test_a_shell_step_served_after_an_unmounted_file_changed_is_warned_of_once(my):
     graph = _workflow(my, SHELL)
+    assert _unmounted_said(graph) == ({"load": "succeeded"}, [])  # (read as it is)
+    assert _unmounted_said(graph) == ({"load": "cached"}, [])  # (unchanged since)
+    _edit(my / "data" / "sales.csv", "region,amount\neu,9\n")
     states, said = _unmounted_said(graph)
-    assert states == {"load": "succeeded"}
-    assert said == [f"step 'load' reads ../data/sales.csv, which is not one of its inputs: "
-                    f"an edit of it is not seen (served from the cache); {ADD_IT}"]
-    (my / "data" / "sales.csv").write_text("region,amount\neu,9\n")
-    states, said = _unmounted_said(graph)
-    assert states == {"load": "cached"} and said == []  # (the contract: said once)
+    assert states == {"load": "cached"}  # (the contract: only mounts count)
+    assert said == ["step 'load' was served from the cache, but it reads ../data/sales.csv, "
+                    "which changed since and is not one of its inputs: the result may be "
+                    f"stale; {ADD_IT} load"]
+    assert _unmounted_said(graph) == ({"load": "cached"}, [])  # (said once)
 
 
-def test_a_python_step_opening_an_unmounted_file_is_warned_of_with_its_mount(my):
-    states, said = _unmounted_said(_workflow(my, PYTHON))
-    assert states == {"count": "succeeded"}
+def test_a_python_step_served_after_an_unmounted_file_changed_is_warned_of_with_its_mount(my):
+    graph = _workflow(my, PYTHON)
+    assert _unmounted_said(graph) == ({"count": "succeeded"}, [])
+    _edit(my / "data" / "sales.csv", "region,amount\neu,9\n")
+    states, said = _unmounted_said(graph)
+    assert states == {"count": "cached"}
     # (the step reads it from the folder dagnb started in; a mount's path starts in
     # the workflow's)
-    assert said == [f"step 'count' reads data/sales.csv, which is not one of its inputs: "
-                    f"an edit of it is not seen (served from the cache); {ADD_IT}"]
+    assert said == ["step 'count' was served from the cache, but it reads data/sales.csv, "
+                    "which changed since and is not one of its inputs: the result may be "
+                    f"stale; {ADD_IT} count"]
 
 
 def test_no_warning_once_the_file_is_mounted(my):
@@ -98,13 +114,15 @@ def test_no_warning_once_the_file_is_mounted(my):
 
 def test_options_urls_system_files_and_what_it_writes_are_no_reads(my):
     (my / "workflows" / "notes.txt").write_text("x")
-    states, said = _unmounted_said(_workflow(my, """  s:
+    graph = _workflow(my, """  s:
     run: |
       /usr/bin/env true --flag=x --notes=notes.txt https://example.com/notes.txt
       echo "$DAGNB_OUT/notes.txt" > notes.txt  # copy of notes.txt
       ls /usr/bin/env /etc/hostname "$(pwd)/notes.txt" | tee notes.txt >/dev/null
-"""))
-    assert states == {"s": "succeeded"} and said == []
+""")
+    assert _unmounted_said(graph) == ({"s": "succeeded"}, [])
+    _edit(my / "workflows" / "notes.txt", "y")  # (what it writes, changed since: no read)
+    assert _unmounted_said(graph) == ({"s": "cached"}, [])
 
 
 def test_what_a_python_step_writes_is_no_read(tmp_path, monkeypatch):

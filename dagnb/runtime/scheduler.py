@@ -83,7 +83,7 @@ from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import container_link, named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
-from dagnb.runtime.unmounted import ran_in_hint
+from dagnb.runtime.unmounted import ran_in_hint, warn_if_changed_since
 
 if TYPE_CHECKING:
     from dagnb.cache.images import ImagePins
@@ -628,6 +628,7 @@ class Scheduler:
         name, head = step.name, entry.head.get  # (four fields read: one call)
         done = _Outcome(None, result, None, entry.output_digest, entry)
         self.run.note_use(entry.step, entry.key, created=entry.created)  # (read downstream)
+        warn_if_changed_since(step, entry.created)  # (a file it names, no input, edited)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("displays"):  # (most entries have none: no file opened, no check made)

@@ -6,8 +6,10 @@ otherwise (the step contract): ``cp ../data/sales.csv "$DAGNB_OUT/"`` is served 
 result after an edit of the CSV, silently. As each key of a step run here is made
 (:data:`dagnb.cache.keys.KEYED_ON_HOST`), the paths its shell text or its Python code's
 text constants name that exist, outside its mounts, the cache folder and the system's
-and Python's own folders, are looked for, once per command or code and folder, and a
-warning (:class:`UnmountedReadWarning`) names them once per step and process; no key
+and Python's own folders, are looked for, once per command or code and folder; when the step is then
+served from the cache and one of them changed after its entry was made, a warning
+(:class:`UnmountedReadWarning`) names them, once per step and process (a first run reads
+them as they are; the step's own outputs, a file untouched since, say nothing); no key
 changes.
 
 :func:`ran_in_hint` says, for a step that failed on a file not found, the folder it
@@ -276,9 +278,10 @@ _WARNED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 _LOOKED: dict[int, tuple[Step, Path, Path | None]] = {}
 
 
-def _warn_of_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None) -> None:
-    """The hook of :data:`KEYED_ON_HOST`: one warning per step and process naming the
-    files it reads that no mount covers. It never fails a key."""
+def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None) -> None:
+    """The hook of :data:`KEYED_ON_HOST`: the files ``step`` names that no mount covers,
+    noted for :func:`warn_if_changed_since` (a first run reads them as they are: only a
+    hit may be stale, so nothing is said before one). It never fails a key."""
     looked = _LOOKED.get(id(step))
     if (looked is not None and looked[0] is step and looked[1] is base_dir
             and looked[2] is cache_folder):
@@ -290,13 +293,42 @@ def _warn_of_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | No
     if len(_LOOKED) >= _FOUND_LIMIT:
         _LOOKED.clear()
     _LOOKED[id(step)] = (step, base_dir, cache_folder)
-    if not found:
+    if found:
+        if len(_NOTED) >= _FOUND_LIMIT:
+            _NOTED.clear()
+        _NOTED[id(step)] = (step, found, tuple(mount_path(base_dir, host) for _, host in found))
+    else:
+        _NOTED.pop(id(step), None)
+
+
+# id(step) -> (step, what it names unmounted, their paths here)
+_NOTED: dict[int, tuple[Step, tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
+
+
+def warn_if_changed_since(step: Step, created: float) -> None:
+    """As ``step`` is served from the cache: one warning per step and process naming the
+    files it names that no mount covers and that changed after its entry was made (the
+    result may be stale: their edits are not in its key). Files it names but that have
+    not changed since (its own outputs, a config untouched) are not said."""
+    noted = _NOTED.get(id(step))
+    if noted is None or noted[0] is not step:
         return
-    said = (step.name, found)
+    changed = tuple(read for read, path in zip(noted[1], noted[2], strict=True)
+                    if _changed_since(path, created))
+    if not changed:
+        return
+    said = (step.name, changed)
     if said in _WARNED:
         return
     _WARNED.add(said)
-    checks.warn_user(unmounted_message(step.name, found), UnmountedReadWarning)
+    checks.warn_user(unmounted_message(step.name, changed), UnmountedReadWarning)
+
+
+def _changed_since(path: Path, created: float) -> bool:
+    try:
+        return os.stat(path).st_mtime > created
+    except OSError:
+        return False
 
 
 def _found(step: Step, base_dir: Path, cache_folder: Path | None) -> tuple[tuple[str, str], ...]:
@@ -332,16 +364,18 @@ _SHOWN = 3
 
 
 def unmounted_message(step: str, found: tuple[tuple[str, str], ...]) -> str:
-    """``step 'load' reads ../data/sales.csv, which is not one of its inputs: ...``."""
+    """``step 'load' was served from the cache, but it reads ../data/sales.csv, ...``."""
     names = [name for name, _ in found[:_SHOWN]]
     more = len(found) - _SHOWN
     listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
     mounts = ", ".join(f"{host}: {_target(host)}" for _, host in found[:_SHOWN])
     if len(found) == 1:
-        return (f"step {step!r} reads {listed}, which is not one of its inputs: an edit of "
-                f"it is not seen (served from the cache); add it: mounts: {{{mounts}}}")
-    return (f"step {step!r} reads {listed}, which are not among its inputs: an edit of "
-            f"them is not seen (served from the cache); add them: mounts: {{{mounts}}}")
+        return (f"step {step!r} was served from the cache, but it reads {listed}, which "
+                "changed since and is not one of its inputs: the result may be stale; add "
+                f"it, mounts: {{{mounts}}}, or run it with --refresh {step}")
+    return (f"step {step!r} was served from the cache, but it reads {listed}, which changed "
+            "since and are not among its inputs: the result may be stale; add them, "
+            f"mounts: {{{mounts}}}, or run it with --refresh {step}")
 
 
 def _target(host: str) -> str:
@@ -351,5 +385,5 @@ def _target(host: str) -> str:
     return posixpath.join("/", *parts)
 
 
-if _warn_of_unmounted_reads not in KEYED_ON_HOST:
-    KEYED_ON_HOST.append(_warn_of_unmounted_reads)
+if _note_unmounted_reads not in KEYED_ON_HOST:
+    KEYED_ON_HOST.append(_note_unmounted_reads)
