@@ -121,5 +121,6 @@ def test_a_variable_that_does_not_pickle_after_the_cell_leaves_the_step_uncached
         assert [str(w.message) for w in said] == [
             "step 's' ran but was not cached: notebook variable 'cfg', which its cell changes "
             "in place and reads, cannot be pickled (cannot pickle '_thread.lock' object), so "
-            "a run served from the cache could not give it back"]
+            "a run served from the cache could not give it back; keep what does not pickle "
+            "out of it (for a lambda, a def does)"]
         assert "lock" in shell.user_ns["cfg"]

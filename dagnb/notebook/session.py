@@ -612,7 +612,8 @@ class Session:
                    f"reads, cannot be pickled ({missing[1]}), so a run served from the "
                    "cache could not give it back")
             run.not_stored[name] = why
-            warn_user(f"step {name!r} ran but was not cached: {why}")
+            warn_user(f"step {name!r} ran but was not cached: {why}; keep what does not "
+                      "pickle out of it (for a lambda, a def does)")
             store = session_store() if run.steps[name].cache == "session" else store_for()
             with contextlib.suppress(DagnbError, OSError):  # (read-only: a hit says so)
                 store.remove(name, entry)
