@@ -341,8 +341,6 @@ async def _finish(process: _Child, task: Task, processes: StepProcesses) -> Outc
             pipe.close()
     if cut:
         raise StepFailed(cut, step=task.step.name)
-    if code < 0:  # (the exit code column keeps -9: retry_on reads it as 137)
-        task.log("stderr", _signal_line(-code))
     return Outcome(exit_code=code)
 
 
@@ -478,18 +476,6 @@ def _files_in(folder: str) -> dict[str, tuple[int, int]]:
                 continue
             found[os.path.relpath(entry.path, folder)] = (stat.st_size, stat.st_mtime_ns)
     return found
-
-
-def _signal_line(number: int) -> str:
-    """What ended a step's process that a signal ended, for its failure's line."""
-    try:
-        name = signal.Signals(number).name
-    except ValueError:
-        name = "an unknown signal"
-    if number == signal.SIGKILL:
-        return f"killed by signal {number} ({name}: out of memory, or killed from outside)"
-    verb = "stopped" if number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else "killed"
-    return f"{verb} by signal {number} ({name})"
 
 
 def _process_env(task: Task, extra: Mapping[str, str]) -> dict[Any, Any]:

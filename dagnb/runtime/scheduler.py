@@ -27,6 +27,7 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
@@ -1113,7 +1114,8 @@ class Scheduler:
     # -- endings --------------------------------------------------------------------
     def _exit_message(self, name: str, attempt: int, code: int) -> str:
         tail = self._stderr_tail(name, attempt, lines=1)
-        return f"exit code {code}" + (f": {tail}" if tail else "")
+        said = f" ({_signal_words(-code)})" if code < 0 else ""  # (the code stays: retry_on
+        return f"exit code {code}{said}" + (f": {tail}" if tail else "")  # reads -9 as 137)
 
     def _stderr_tail(self, name: str, attempt: int, lines: int = STDERR_TAIL) -> str:
         """The last non-blank stderr lines of the step's current attempt."""
@@ -1393,3 +1395,13 @@ def _attempt_limit(policy: Any, error: BaseException) -> int:
     return 1 + policy.retries_for(error)
 
 
+def _signal_words(number: int) -> str:
+    """What a signal that ended a step's process says of it (``exit code -9``)."""
+    try:
+        name = signal.Signals(number).name
+    except ValueError:
+        return f"ended by signal {number}"
+    if number == signal.SIGKILL:
+        return f"killed by signal {number}, {name}: out of memory, or killed from outside"
+    verb = "stopped" if number in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP) else "killed"
+    return f"{verb} by signal {number}, {name}"
