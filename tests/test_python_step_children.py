@@ -1,8 +1,9 @@
 """The processes an in-process Python step started die when the process running it is
 SIGKILLed (a ``dagnb run`` or a script calling ``Graph.run`` killed with ``kill -9``):
 they ran on, re-parented to init, as the watcher knew the tokens of shell steps only.
-What a finished step left running on purpose, and what the user started between steps,
-live on: the token is in the environment while a step runs, and held only then."""
+What a finished run's step left running on purpose, and what the user started between
+runs, live on: the token is in the environment while a run with Python steps runs, and
+held only then."""
 
 from __future__ import annotations
 
@@ -42,7 +43,7 @@ dagnb.Graph("first", [dagnb.Step("serve", func=leaves_a_server)]).run(
     cache=False, executor="local")
 own = subprocess.Popen(["sleep", "303"])  # the user's own, between runs
 (folder / "own").write_text(str(own.pid))
-assert "DAGNB_STEP_TOKEN" not in os.environ  # (only while a step runs)
+assert "DAGNB_STEP_TOKEN" not in os.environ  # (only while a run runs)
 dagnb.Graph("second", [dagnb.Step("spawn", func=waits_for_its_child)]).run(
     cache=False, executor="local")
 """

@@ -32,6 +32,7 @@ def fresh_looks(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(unmounted, "_LOOKED", {})
     monkeypatch.setattr(unmounted, "_WARNED", set())
     monkeypatch.setattr(unmounted, "_NOTED", {})
+    monkeypatch.setattr(unmounted, "_NAMES", {})
 
 
 def _edit(path: Path, text: str) -> None:

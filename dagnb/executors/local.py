@@ -45,7 +45,6 @@ from dagnb.executors.reaper import (
     KILL_GRACE,
     TOKEN_VARIABLE,
     StepProcesses,
-    children_tagged,
     group_alive,
     open_for_writing,
     pipe_holders,
@@ -559,8 +558,7 @@ async def _call_function(task: Task) -> Outcome:
         raise StepFailed(_async_env_refused(step.name), step=step.name)
     kwargs = function_arguments(step.func, task.inputs, step.params)
     try:
-        # (children_tagged: what the step starts dies with this process, see reaper)
-        with routed_output(task.log, StepContext(task), task.show), children_tagged:
+        with routed_output(task.log, StepContext(task), task.show):
             if step.is_async:  # (a task of its own, in a copy of this context; 3.10's
                 result = await _until_cancelled_or_done(task, contextvars.copy_context().run(
                     asyncio.get_running_loop().create_task,  # create_task takes none)

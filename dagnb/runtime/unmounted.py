@@ -282,6 +282,10 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
     """The hook of :data:`KEYED_ON_HOST`: the files ``step`` names that no mount covers,
     noted for :func:`warn_if_changed_since` (a first run reads them as they are: only a
     hit may be stale, so nothing is said before one). It never fails a key."""
+    if not _names_in(step):  # (most steps name no path: a dict hit, a fresh process's too)
+        if _NOTED:
+            _NOTED.pop(id(step), None)
+        return
     looked = _LOOKED.get(id(step))
     if (looked is not None and looked[0] is step and looked[1] is base_dir
             and looked[2] is cache_folder):
@@ -299,6 +303,31 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
         _NOTED[id(step)] = (step, found, tuple(mount_path(base_dir, host) for _, host in found))
     else:
         _NOTED.pop(id(step), None)
+
+
+# a step's command text, or id of its function -> (the function, the paths it names)
+_NAMES: dict[Any, tuple[Any, tuple[str, ...]]] = {}
+
+
+def _names_in(step: Step) -> tuple[str, ...]:
+    """The path-like words ``step``'s command or function names (memo: by the text, or
+    the function's identity, held), whether they exist or not."""
+    if step.key_fn is not None:  # (its key is what the function says: a file's digest...)
+        return ()
+    func = step.func
+    memo = step.run if func is None else id(func)
+    known = _NAMES.get(memo)
+    if known is not None and (func is None or known[0] is func):
+        return known[1]
+    if func is None:
+        names = command_paths(step.run) if step.run else ()
+    else:
+        code = _code_of(func)
+        names = () if code is None else code_paths(code)
+    if len(_NAMES) >= _FOUND_LIMIT:
+        _NAMES.clear()
+    _NAMES[memo] = (func, names)
+    return names
 
 
 # id(step) -> (step, what it names unmounted, their paths here)
