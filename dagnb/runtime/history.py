@@ -489,11 +489,11 @@ class RunFolder:
         if not self.kept:  # (its folder, its steps' lines with it, went with its process)
             record["read_only"] = True
         log_size = 0
-        records = self._records_home / ".runs"
+        records = f"{self._records_home}/.runs"  # (text: two Path joins cost a run 5 µs)
         try:
-            log_size = _append_record(records / RECORDS_NAME, record)
+            log_size = _append_record(f"{records}/{RECORDS_NAME}", record)
         except OSError as exc:
-            self._record_elsewhere(record, records, exc)
+            self._record_elsewhere(record, Path(records), exc)
         finally:
             if self._uses_file is not None:
                 os.close(self._uses_file)
