@@ -358,11 +358,14 @@ async def _end_group(pgid: int, processes: StepProcesses, pipes: tuple[_Pipe, _P
     files cut short is returned ("" if none).
     """
     output = asyncio.gather(*(pipe.done for pipe in pipes))
-    left_some = check_outputs and (not output.done() or group_alive(pgid))
-    watched = _OutputsWatch(task.folder_texts()[0]) if left_some else None
     if not output.done():
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(output), _DRAIN_GRACE)
+    # (looked at once the pipes ended, or the grace did: most steps then left nothing,
+    # one killpg(pgid, 0) says so; before, a step's pipes not yet read to their end as it
+    # exited cost it a walk of its outputs and of /proc)
+    left_some = check_outputs and (not output.done() or group_alive(pgid))
+    watched = _OutputsWatch(task.folder_texts()[0]) if left_some else None
     if watched is not None:
         watched.note_left(await _left_after_settling(processes))  # (before they are killed)
     _kill_stragglers(pgid)
