@@ -178,3 +178,76 @@ def test_inf_spelled_either_way_is_one_problem_and_text_stays_quoted(workspace, 
     with pytest.raises(dagnb.ConfigError, match=r"^template parameter 'rows' = '2' is not "
                                                 "valid; expected an int$"):
         templates.instantiate("pandas-etl", rows="2")
+
+
+# -- 2. a sweep's copies are checked against its list parameter's default ------------
+def _sweep_error(capsys, command: str) -> str:
+    extra = ["-p", "samples=300"] if command == "run" else []
+    return _error(capsys, command, "sweep.yml", *extra)
+
+
+@pytest.mark.parametrize("command", ["validate", "run", "plan"])
+def test_a_sweep_default_edited_with_no_copy_made_is_refused(workspace, capsys, command):
+    """The default edited to 5.0: the copies still ran 10.0 (the file said 5.0), and
+    ``--force`` would make 5.0's; refused, naming both fixes, each of which loads."""
+    _new(capsys, "parameter-sweep", "sweep.yml")
+    path = workspace / "sweep.yml"
+    _edit(path, "    - 10.0\n", "    - 5.0\n")
+    assert _sweep_error(capsys, command) == (
+        "sweep.yml: parameter 'alphas' has default [0.0, 0.1, 1.0, 5.0], from which template "
+        "'parameter-sweep' makes 4 copies of step 'fit' with items [0.0, 0.1, 1.0, 5.0], but "
+        "the file's copies run [0.0, 0.1, 1.0, 10.0]; make them one: write default: "
+        "[0.0, 0.1, 1.0, 10.0] under parameters: alphas; or make the file again from the "
+        "default: dagnb templates new parameter-sweep -p alphas=0.0,0.1,1.0,5.0 -p samples=200 "
+        "-p seed=1 -o sweep.yml --force")
+    again = _sweep_error(capsys, "validate").split("from the default: ")[1]
+    assert main(shlex.split(again)[1:]) == 0  # (the command it names makes 5.0's copy)
+    assert [dagnb.load(path)[f"fit_{i}"].params["item"] for i in range(4)] == [
+        0.0, 0.1, 1.0, 5.0]
+
+
+@pytest.mark.parametrize(("old", "new", "runs"), [
+    ("      item: 0.0\n", "      item: 0.5\n", [0.5, 0.1, 1.0, 10.0]),  # a copy's item
+    ("    - 10.0\n", "    - 10.0\n    - 20.0\n", [0.0, 0.1, 1.0, 10.0]),  # no copy made
+])
+def test_a_sweep_copy_unlike_the_default_is_refused_and_the_default_fix_loads(
+        workspace, capsys, old, new, runs):
+    _new(capsys, "parameter-sweep", "sweep.yml")
+    path = workspace / "sweep.yml"
+    _edit(path, old, new)
+    err = _sweep_error(capsys, "validate")
+    assert f"but the file's copies run {runs!r}; make them one: write default: {runs!r} " in err
+    text = path.read_text(encoding="utf-8")
+    start = text.index("    default:\n    - 0.0")
+    end = text.index("    minimum: 0\n", start)
+    items = "".join(f"    - {item}\n" for item in runs)
+    path.write_text(text[:start] + "    default:\n" + items + text[end:], encoding="utf-8")
+    assert main(["validate", "sweep.yml"]) == 0
+    graph = dagnb.load(path)
+    assert graph.parameters["alphas"].default == runs
+    assert [graph[f"fit_{i}"].params["item"] for i in range(4)] == runs
+
+
+def test_copies_of_a_list_the_template_gives_itself_are_the_files_to_edit(
+        workspace, capsys, monkeypatch):
+    """``for_each: [1, 2]`` names no parameter: nothing says other items, so an edited
+    copy loads."""
+    monkeypatch.setenv("DAGNB_TEMPLATE_PATH", str(test_templates.user_template(
+        workspace / "tpl", LITERAL_SWEEP, "fixed.yml")))
+    _new(capsys, "fixed", "f.yml")
+    _edit(workspace / "f.yml", "      item: 2\n", "      item: 3\n")
+    assert main(["validate", "f.yml"]) == 0
+    assert dagnb.load(workspace / "f.yml")["echo_1"].params["item"] == 3
+
+
+LITERAL_SWEEP = """\
+id: fixed
+name: Fixed items
+parameters:
+  who: {type: str, default: world}
+workflow:
+  steps:
+    echo:
+      for_each: [1, 2]
+      run: 'echo "$DAGNB_PARAM_ITEM"'
+"""

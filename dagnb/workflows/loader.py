@@ -407,6 +407,14 @@ def _misread_param(value: Any, text: str, kind: str | None) -> str:
     return reading
 
 
+def as_written(value: Any) -> str:
+    """``value`` as ``--param NAME=...`` gives it back (what :func:`read_value` reads as
+    ``value``): ``Paris``, ``5``, ``'5'`` (the text), ``[a, b]``."""
+    text = yaml.dump(value, Dumper=WorkflowDumper, default_flow_style=True,
+                     width=float("inf"), allow_unicode=True).removesuffix("...\n").strip()
+    return json.dumps(value, ensure_ascii=False) if "\n" in text else text  # (one line)
+
+
 def _same_value(one: Any, other: Any) -> bool:
     return type(one) is type(other) and (one == other or (one != one and other != other))
 
@@ -633,11 +641,15 @@ def _check_template_values(graph: Graph, own: Mapping[str, list[str]], source: s
     hand-written file (a step edited to ``samples: 500`` under a default of 200 ran 500,
     and the ``--force`` a refusal named wrote 200 back). Left alone when the template is
     not here, or refuses those values: which values it wrote, nothing can tell."""
-    from dagnb.workflows.templates import made_again  # (the templates build on this module)
+    from dagnb.workflows.templates import (  # (the templates build on this module)
+        check_branch_items,
+        made_again,
+    )
 
     made = made_again(graph, folder)
     if made is None:
         return
+    check_branch_items(graph, made, source)
     hand_written = []
     for where, name, value, step in _parameter_values(graph, own):
         wrote = made[step.name].params.get(name, _NONE) if step.name in made else _NONE

@@ -30,10 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shlex
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import yaml
@@ -41,7 +38,7 @@ import yaml
 from dagnb import checks
 from dagnb.errors import WorkflowError
 from dagnb.model.graph import Graph
-from dagnb.workflows.loader import WorkflowDumper, parse_yaml
+from dagnb.workflows.loader import as_written, parse_yaml
 from dagnb.workflows.parameters import (
     Parameter,
     ParameterValueError,
@@ -51,7 +48,13 @@ from dagnb.workflows.parameters import (
     with_text_items,
     written_quoted,
 )
-from dagnb.workflows.templates import BRANCH_PARAMS, branches, edited_steps
+from dagnb.workflows.templates import (
+    BRANCH_PARAMS,
+    branches,
+    edited_steps,
+    other_file,
+    remake_command,
+)
 
 __all__ = ["as_written", "file_values", "name_and_text", "param_pairs", "read_value",
            "set_params", "shown", "with_text_items"]
@@ -175,14 +178,6 @@ def _text_items_of(in_file: Sequence[Any]) -> type[yaml.Node] | None:
     return None
 
 
-def as_written(value: Any) -> str:
-    """``value`` as ``--param NAME=...`` gives it back (what :func:`read_value` reads as
-    ``value``): ``Paris``, ``5``, ``'5'`` (the text), ``[a, b]``."""
-    text = yaml.dump(value, Dumper=WorkflowDumper, default_flow_style=True,
-                     width=float("inf"), allow_unicode=True).removesuffix("...\n").strip()
-    return json.dumps(value, ensure_ascii=False) if "\n" in text else text  # (one line)
-
-
 def shown(text: str, mask: Mask = str, limit: int = 60) -> str:
     """``text`` masked, then cut to ``limit`` characters (a secret cut would not be)."""
     text = mask(text)
@@ -289,10 +284,10 @@ def _remade(graph: Graph, values: Mapping[str, Any], swept: str) -> str:
     edit when its template is not here to tell); when its steps were edited since, make
     another file and carry the edits over, or edit this one."""
     edited = edited_steps(graph)
-    again = f"make the file again: {_made_again(graph, values)} --force"
+    again = f"make the file again: {remake_command(graph, values)} --force"
     if not edited:  # (None: its template is not here to tell, nor to make it again)
         return again if edited == [] else f"{again} (this rewrites its steps, undoing any edit)"
-    return (f"make another file, {_made_again(graph, values, _other_file(graph))}, and carry "
+    return (f"make another file, {remake_command(graph, values, other_file(graph))}, and carry "
             "the edits over (making this one again, --force, would undo the edits of its "
             f"{_steps_named(edited)}); or edit this one: the default of {swept} under "
             "parameters, and the steps made from it")
@@ -303,51 +298,6 @@ def _steps_named(names: Sequence[str]) -> str:
     shown = ", ".join(repr(name) for name in names[:3])
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
     return f"step{'s' if len(names) > 1 else ''} {shown}{more}"
-
-
-def _made_again(graph: Graph, values: Mapping[str, Any], output: str | None = None) -> str:
-    """The ``templates new`` command that makes ``graph``'s file (or ``output``) again
-    with ``values`` (the file's for the other parameters)."""
-    chosen = {key: values.get(key, parameter.default)
-              for key, parameter in graph.parameters.items()}
-    options = [f"-p {shlex.quote(f'{key}={_option_text(value)}')}"
-               for key, value in chosen.items()]
-    return " ".join(["dagnb templates new", str(graph.template), *options,
-                     f"-o {output or _file_option(graph)}"])
-
-
-def _option_text(value: Any) -> str:
-    """``value`` as ``templates new -p NAME=...`` reads it: ``0.5,2.0``, ``true``."""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list) and value and all(
-            isinstance(item, (int, float)) for item in value):
-        return ",".join(as_written(item) for item in value)
-    return as_written(value)
-
-
-def _file_option(graph: Graph) -> str:
-    """The workflow's file as ``-o`` names it from here."""
-    if graph.workflow_file is None:
-        return "FILE.yml"
-    return _from_here(graph.workflow_file)
-
-
-def _other_file(graph: Graph) -> str:
-    """A file beside the workflow's, as ``-o`` names it from here: ``sweep-2.yml``."""
-    if graph.workflow_file is None:
-        return "OTHER.yml"
-    path, number = graph.workflow_file, 2
-    while path.with_name(f"{path.stem}-{number}{path.suffix}").exists():
-        number += 1
-    return _from_here(path.with_name(f"{path.stem}-{number}{path.suffix}"))
-
-
-def _from_here(path: Path) -> str:
-    try:
-        return shlex.quote(os.path.relpath(path))
-    except ValueError:  # (Windows: another drive)
-        return shlex.quote(str(path))
 
 
 def _undeclared(graph: Graph, name: str, declared: list[str], source: str) -> str:

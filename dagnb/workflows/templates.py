@@ -50,6 +50,7 @@ import dataclasses
 import json
 import os
 import re
+import shlex
 import string
 import sysconfig
 import warnings
@@ -62,7 +63,14 @@ from dagnb.config import context
 from dagnb.errors import ConfigError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph
 from dagnb.workflows.aliases import RENAMED
-from dagnb.workflows.loader import as_saved, dump, graph_from_dict, parse_yaml, read_text
+from dagnb.workflows.loader import (
+    as_saved,
+    as_written,
+    dump,
+    graph_from_dict,
+    parse_yaml,
+    read_text,
+)
 from dagnb.workflows.parameters import (
     TYPES,
     Parameter,
@@ -293,6 +301,51 @@ def branches(graph: Graph) -> dict[str, list[Step]]:
     return found
 
 
+def check_branch_items(graph: Graph, made: Graph, source: str) -> None:
+    """Refuse a file whose ``for_each`` copies run other items than its list parameter's
+    default makes (an item edited, a copy removed, the default edited with no copy
+    made): its runs would use the copies' items while the file says the default's, and
+    ``templates new --force`` would write the default's back. Copies of a list the
+    template gives itself (no parameter) are the file's to edit."""
+    fed = _for_each_params(get(graph.template).workflow.get("steps"))  # type: ignore[arg-type]
+    runs, makes = _items_by_step(graph), _items_by_step(made)
+    for step in sorted(runs.keys() | makes.keys()):
+        name = fed.get(step)
+        ran, making = runs.get(step, []), makes.get(step, [])
+        if name not in graph.parameters or _same_items(ran, making):
+            continue
+        parameter = graph.parameters[name]
+        raise WorkflowError(
+            f"{source}: parameter {name!r} has default {parameter.default!r}, from which "
+            f"template {graph.template!r} makes {len(making)} copies of step {step!r} with "
+            f"items {making!r}, but the file's copies run {ran!r}; make them one: "
+            f"{_fix_of_items(graph, parameter, ran, source)}")
+
+
+def _items_by_step(graph: Graph) -> dict[str, list[Any]]:
+    """The items of each ``for_each`` step's copies, in their index order."""
+    return {step: [copy.params["item"] for copy in sorted(copies,
+                                                          key=lambda c: c.params["index"])]
+            for step, copies in branches(graph).items()}
+
+
+def _same_items(one: list[Any], other: list[Any]) -> bool:
+    return len(one) == len(other) and all(
+        type(a) is type(b) and a == b for a, b in zip(one, other, strict=True))
+
+
+def _fix_of_items(graph: Graph, parameter: Parameter, ran: list[Any], source: str) -> str:
+    """Write the items the copies run as the default (when it takes them), or make the
+    file again, which makes the copies of the default's items (undoing any edit)."""
+    again = ("make the file again from the default: "
+             f"{remake_command(graph, {}, shlex.quote(source))} --force")
+    try:
+        parameter.check(ran)
+    except ParameterValueError:
+        return again
+    return f"write default: {ran!r} under parameters: {parameter.name}; or {again}"
+
+
 def made_again(graph: Graph, folder: Path) -> Graph | None:
     """The graph ``dagnb templates new`` (run here) would write to a file in ``folder``
     for ``graph``'s template and parameter values (a value given for a run over the
@@ -333,6 +386,51 @@ def _point_needs_at_copies(fields: Any, copies: Mapping[str, list[str]]) -> None
 
 
 # -- loading --------------------------------------------------------------------------
+def remake_command(graph: Graph, values: Mapping[str, Any], output: str | None = None) -> str:
+    """The ``templates new`` command that makes ``graph``'s file (or ``output``) again
+    with ``values`` (the file's for the other parameters)."""
+    chosen = {key: values.get(key, parameter.default)
+              for key, parameter in graph.parameters.items()}
+    options = [f"-p {shlex.quote(f'{key}={option_text(value)}')}"
+               for key, value in chosen.items()]
+    return " ".join(["dagnb templates new", str(graph.template), *options,
+                     f"-o {output or _file_option(graph)}"])
+
+
+def option_text(value: Any) -> str:
+    """``value`` as ``templates new -p NAME=...`` reads it: ``0.5,2.0``, ``true``."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and all(
+            isinstance(item, (int, float)) for item in value):
+        return ",".join(as_written(item) for item in value)
+    return as_written(value)
+
+
+def _file_option(graph: Graph) -> str:
+    """The workflow's file as ``-o`` names it from here."""
+    if graph.workflow_file is None:
+        return "FILE.yml"
+    return _from_here(graph.workflow_file)
+
+
+def other_file(graph: Graph) -> str:
+    """A file beside the workflow's, as ``-o`` names it from here: ``sweep-2.yml``."""
+    if graph.workflow_file is None:
+        return "OTHER.yml"
+    path, number = graph.workflow_file, 2
+    while path.with_name(f"{path.stem}-{number}{path.suffix}").exists():
+        number += 1
+    return _from_here(path.with_name(f"{path.stem}-{number}{path.suffix}"))
+
+
+def _from_here(path: Path) -> str:
+    try:
+        return shlex.quote(os.path.relpath(path))
+    except ValueError:  # (Windows: another drive)
+        return shlex.quote(str(path))
+
+
 def load_template(path: str | Path) -> Template:
     """Read and check one template file; problems are WorkflowErrors naming the file."""
     path = Path(path)
