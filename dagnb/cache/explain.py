@@ -27,6 +27,7 @@ from dagnb.cache.images import moved
 from dagnb.cache.keys import (
     GLOBALS_OF,
     HOST_VARIABLE,
+    MOUNT_FILES,
     NOT_SHOWN,
     STARTED_IN,
     StepKey,
@@ -185,6 +186,9 @@ def _compare(entry: Entry, key: StepKey, mask: Callable[[str], str]) -> list[Cha
         change = "added" if before is None else "removed" if after is None else "changed"
         shown_before, shown_after = mask(old_text.get(name, "")), mask(key.describe.get(name, ""))
         message = _sentence(name, change, shown_before, shown_after, home)
+        if change == "changed" and name.startswith("mount:"):
+            listed = f"{MOUNT_FILES}:{name}"
+            message += mask(_files_changed(old_text.get(listed), key.describe.get(listed)))
         changes.append(Change(name, change, shown_before, shown_after, message))
     return changes
 
@@ -245,6 +249,37 @@ def _sentence(name: str, change: str, before: str, after: str,
     if head == "image" and (sentence := moved(before, after)):  # a pinned tag moved
         return sentence
     return f"{head} changed {before or '(none)'} → {after or '(none)'}"
+
+
+NAMED_FILES = 5  # a folder's changed files named in its sentence; the rest are counted
+
+
+def _files_changed(before: Any, after: Any) -> str:
+    """What follows ``input data changed``: ``: b.txt changed, new.txt added, a.txt
+    removed`` (the first :data:`NAMED_FILES`, then ``and 3 more``) from the two listings
+    of the folder (keys' ``_files_listing``); ``(250 files, 240 before; too many to name
+    which)`` of one too big to list; nothing of an entry made before dagnb kept them, nor
+    when only what the listings leave out changed (an empty folder, an exec bit)."""
+    old, new = _load(before) if type(before) is str else None, (
+        _load(after) if type(after) is str else None)
+    if type(old) is dict and type(new) is dict:
+        names = _changed_files(old, new)
+        shown = ", ".join(names[:NAMED_FILES])
+        more = len(names) - NAMED_FILES
+        return f": {shown}{f', and {more} more' if more > 0 else ''}" if names else ""
+    counts = [len(listing) if type(listing) is dict else listing for listing in (old, new)]
+    if not all(type(count) is int for count in counts):
+        return ""
+    was, now = counts
+    return f" ({now:,} files{f', {was:,} before' if was != now else ''}; too many to name which)"
+
+
+def _changed_files(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """``name changed``, then ``name added``, then ``name removed``, each sorted."""
+    changed = sorted(name for name in old.keys() & new.keys() if old[name] != new[name])
+    return [*(f"{name} changed" for name in changed),
+            *(f"{name} added" for name in sorted(new.keys() - old.keys())),
+            *(f"{name} removed" for name in sorted(old.keys() - new.keys()))]
 
 
 def _variable_sentence(name: str, change: str, before: str, after: str,

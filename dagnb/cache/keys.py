@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import json
 import os
 import posixpath
 import re
@@ -219,8 +220,11 @@ def step_key(
         _add_process_folder(components, describe, step, Path(base_dir))
     for host, target in step.mounts.items():
         label = _mount_label(host, components)
-        components[label] = _mount_digest(step, Path(base_dir), host, target, cache_folder)
+        components[label], listing = _mount_digest(step, Path(base_dir), host, target,
+                                                   cache_folder)
         describe[label] = target
+        if listing is not None:  # (a folder's: explain names the files that changed)
+            describe[f"{MOUNT_FILES}:{label}"] = listing
     for name, digest in upstream_digests.items():
         label = f"upstream:{name}"
         components[label] = describe[label] = digest
@@ -245,6 +249,13 @@ KEYED_ON_HOST: list[Callable[[Step, Path, Path | None], None]] = []
 
 # The ``host_var:<name>`` component of a host variable a shell step's text names.
 HOST_VARIABLE = "host_var"
+
+# ``describe["files:mount:data"]``: a mounted folder's files (``_files_listing``), not a
+# component: the key is the same with or without it, and entries made before have none.
+MOUNT_FILES = "files"
+LISTED_FILES = 100  # a folder of more files keeps their count alone
+LISTING_CHARS = 8192  # (long names: the entry stays small)
+SHORT_DIGEST = 10  # hex digits of each file's digest: a change seen but for 1 in 2**40
 
 # ``$NAME``, ``${NAME}``, ``${NAME:-x}``, ``${#NAME}``: positional and special
 # parameters ($1, $@, $?...) start otherwise.
@@ -913,15 +924,32 @@ def _cut(text: str, limit: int) -> str:
 
 
 def _mount_digest(step: Step, base_dir: Path, host: str, target: str,
-                  cache_folder: Path | None = None) -> str:
+                  cache_folder: Path | None = None) -> tuple[str, str | None]:
+    """A mount's component digest, and a folder's :func:`_files_listing` (None: a file)."""
     path = mount_path(base_dir, host)
+    files: dict[str, str] | None = None
     try:  # (a folder as a container's upload of it holds it)
-        skip = excluder(mount_excludes(step, path, cache_folder)) if path.is_dir() else None
-        content = path_digest(path, skip=skip, modes=True)  # (a script's exec bit too)
+        skip = None
+        if path.is_dir():
+            skip, files = excluder(mount_excludes(step, path, cache_folder)), {}
+        content = path_digest(path, skip=skip, modes=True,  # (a script's exec bit too)
+                              file_digests=files)
     except FileNotFoundError:
         raise FingerprintError(
             f"step {step.name!r}: mount {host!r} does not exist (looked for {str(path)!r})"
         ) from None
     except OSError as exc:
         raise CacheError(f"step {step.name!r}: mount {host!r} cannot be read: {exc}") from exc
-    return text_digest(f"{target}\n{content}")
+    return text_digest(f"{target}\n{content}"), None if files is None else _files_listing(files)
+
+
+def _files_listing(files: Mapping[str, str]) -> str:
+    """What explain needs to name the files of a mounted folder that changed, kept small:
+    the JSON of each file's name -> the first digits of its digest, or past
+    :data:`LISTED_FILES` files (or :data:`LISTING_CHARS` characters) their count alone."""
+    if len(files) <= LISTED_FILES:
+        listing = json.dumps({name: digest[:SHORT_DIGEST] for name, digest in files.items()},
+                             sort_keys=True, separators=(",", ":"))  # (ASCII: any name)
+        if len(listing) <= LISTING_CHARS:
+            return listing
+    return str(len(files))

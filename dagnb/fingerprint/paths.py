@@ -143,7 +143,8 @@ def _file_digest(path: str, st: os.stat_result, use_cache: bool) -> str:
 
 
 def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
-                skip: Callable[[str], bool] | None = None, modes: bool = False) -> str:
+                skip: Callable[[str], bool] | None = None, modes: bool = False,
+                file_digests: dict[str, str] | None = None) -> str:
     """Hex digest of a file's content, or of a directory tree.
 
     A directory's digest covers every relative name (files, subdirectories, empty ones
@@ -164,6 +165,9 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
         Counts whether each file is executable, as git does (a mounted script that lost
         its exec bit fails where it ran): a file with none of its x bits digests as
         without ``modes``, so turning it on changes no digest of files that have none.
+    file_digests
+        Filled, for a directory, with each file's content digest by its relative name
+        (``a/b.txt``), as :func:`directory_digest` fills it (not whether it is executable).
 
     Raises
     ------
@@ -182,7 +186,7 @@ def path_digest(path: str | os.PathLike[str], *, use_stat_cache: bool = True,
         h = new_hasher()
         try:
             _feed_directory(h, absolute, "", use_stat_cache, {(st.st_dev, st.st_ino): ""},
-                            skip=skip, modes=modes)
+                            skip=skip, modes=modes, digests=file_digests)
         except _TooDeep:
             raise _depth_error(absolute) from None
         digest = h.hexdigest()
