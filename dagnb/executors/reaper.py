@@ -209,17 +209,14 @@ class _ChildrenTagged:
         cls = _ChildrenTagged
         with cls.lock:
             cls.count += 1
-            environ = getattr(os.environ, "_data", None)  # (not a test's mock of it)
-            if cls.count > 1 or type(environ) is not dict:
+            if cls.count > 1:
                 return
-            if environ.get(_TOKEN_KEY):  # another's (its setenv took our entry out)
-                cls.placed = False
-                return
-            if not cls.placed and not _place_entry():
-                return
-            token = b"%024x" % (next(_TOKENS.count) & _TOKEN_MASK)
-            _watcher.hold(token)
-            environ[_TOKEN_KEY] = cls.token = token
+            try:
+                _tag_children()
+            except BaseException:  # (no watcher to start: EMFILE) not counted, or no
+                cls.count -= 1     # later run would be tagged, and none held
+                _watcher.hold(b"")
+                raise
 
     def __exit__(self, *exc_info: object) -> None:
         if not _LINUX:
@@ -231,8 +228,12 @@ class _ChildrenTagged:
                 return
             _watcher.hold(b"")
             environ = getattr(os.environ, "_data", None)
-            if type(environ) is dict and environ.get(_TOKEN_KEY) is cls.token:
+            value = environ.get(_TOKEN_KEY) if type(environ) is dict else None
+            if value is cls.token:
                 del environ[_TOKEN_KEY]
+            elif value == cls.token:  # set again as it was (os.environ restored from a
+                del os.environ[TOKEN_VARIABLE]  # copy: mock.patch.dict): a copy of the
+                cls.placed = False  # token, setenv's in our entry's place; unset with it
             else:  # the step's code set or removed the variable: its value kept, the
                 cls.placed = False  # entry placed again (setenv or unsetenv took it out)
             cls.token = None
@@ -241,6 +242,22 @@ class _ChildrenTagged:
     def forget() -> None:  # (a forked child's watcher is its own, once started)
         cls = _ChildrenTagged
         cls.lock, cls.count, cls.token, cls.placed = threading.Lock(), 0, None, False
+
+
+def _tag_children() -> None:
+    """Hold a new token, in the environment's variable (the first run going)."""
+    cls = _ChildrenTagged
+    environ = getattr(os.environ, "_data", None)  # (not a test's mock of it)
+    if type(environ) is not dict:
+        return
+    if environ.get(_TOKEN_KEY):  # another's (its setenv took our entry out)
+        cls.placed = False
+        return
+    if not cls.placed and not _place_entry():
+        return
+    token = b"%024x" % (next(_TOKENS.count) & _TOKEN_MASK)
+    _watcher.hold(token)
+    environ[_TOKEN_KEY] = cls.token = token
 
 
 def _place_entry() -> bool:

@@ -7,9 +7,11 @@ run), ``dagnb run`` killed. The step's processes, in sessions of their own, woul
 on, re-parented to init.
 
 So a small watcher process is started before the first step process, in a session of its
-own (a kill of the kernel's process group does not reach it). Its stdin is one end of a
-socket pair whose other end only this process holds (close-on-exec: no step inherits
-it; a socket, not a pipe, so that a dead watcher is an error here, never a SIGPIPE).
+own (a kill of the kernel's process group does not reach it), without the token variable
+(in a ``dagnb run`` a step started, it would die with that step's processes, before it
+killed the run's own). Its stdin is one end of a socket pair whose other end only this
+process holds (close-on-exec: no step inherits it; a socket, not a pipe, so that a dead
+watcher is an error here, never a SIGPIPE).
 Each step's token is sent there as its process is about to start, its process group
 once started, and its end when it ends (lines of some 40 bytes, sent without blocking,
 about 2 µs each). When this process ends, whatever the way (an exit, a crash, ``SIGKILL``), the
@@ -35,7 +37,10 @@ memory this process shares with the watcher (a ``memfd``, Linux: where tokens ar
 looked for), which reads it as its input ends. That memory is the variable's entry of
 the C environment itself (``NAME=token``, ``putenv`` once), which a child inherits:
 one write gives both the token. Not a line: a Python step costs a few µs, and a line,
-which wakes the watcher, 15 µs where both share a busy CPU.
+which wakes the watcher, 15 µs where both share a busy CPU. A child forked then and not
+exec'd (``multiprocessing``) has the environment this process was started with in
+``/proc``: it tells the watcher its pid, start time and that token itself as it is
+forked (:meth:`Watcher._tell_forked`; what it forks in turn is not told).
 A group listed when this process was killed could, in principle, have ended just then
 and its number been handed to a new group by the time the watcher kills it; pids are
 handed out in increasing order, so that takes a wrap-around of ``pid_max`` in that
@@ -45,6 +50,7 @@ moment.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import signal
 import socket
@@ -65,6 +71,8 @@ _STARTS = 8  # watchers started at most: past that, one that dies at once is not
 _NO_SIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _HELD = 32  # bytes of the in-process steps' token (24) the shared entry has room for
 _LINUX = sys.platform.startswith("linux")
+# a watcher's start failing so is tried again later (no Python to start is for good)
+_FOR_NOW = {errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.EAGAIN}
 
 
 class Watcher:
@@ -106,7 +114,8 @@ class Watcher:
         with self._lock:
             if self._socket is None:
                 self._start()
-            return self._address
+            return self._address if self._socket is not None else 0  # (none: no watcher
+            #                                    holds it; a later run starts one again)
 
     def hold(self, token: bytes) -> None:
         """``token`` (24 bytes) is that of the in-process steps running now, their
@@ -135,21 +144,25 @@ class Watcher:
         """Start a watcher, told every step listed (the line being told among them)."""
         if not _POSIX or not sys.executable or self._starts >= _STARTS:
             return  # (no watcher: steps are killed with their step or run only)
-        self._starts += 1
         if self._process is not None:
             self._process.poll()  # (a watcher that died: reaped)
         if self._board is None:
             self._open_board()
         board = () if self._board is None else (self._board_fd,)
-        ours, its = socket.socketpair()  # (close-on-exec: no step inherits them)
+        try:
+            ours, its = socket.socketpair()  # (close-on-exec: no step inherits them)
+        except OSError:  # no descriptor left (EMFILE): none now, the next step tries
+            return
+        self._starts += 1
         try:
             self._process = subprocess.Popen(
                 [*self._argv, *map(str, board)], stdin=its.fileno(), pass_fds=board,
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
-                start_new_session=True)
-        except OSError:  # no Python to start
+                start_new_session=True, env=self._environment())
+        except OSError as error:  # no Python to start, or not now (EMFILE, ENOMEM)
             ours.close()
-            self._starts = _STARTS
+            if error.errno not in _FOR_NOW:
+                self._starts = _STARTS
             return
         finally:
             its.close()
@@ -158,6 +171,13 @@ class Watcher:
         listing = "".join(f"+{token} {pgid}\n" for token, pgid in self._listed.items())
         with contextlib.suppress(OSError):  # (a listing past the buffer: what fits is told)
             ours.send(listing.encode(), _NO_SIGNAL)
+
+    def _environment(self) -> dict[bytes, bytes]:
+        """This process's environment less the token variable: a watcher carrying the
+        token of a step this process runs in (a ``dagnb run`` a step started) would be
+        killed with that step's processes, before it kills this process's."""
+        variable = os.fsencode(self._argv[4])
+        return {name: value for name, value in os.environb.items() if name != variable}
 
     def _open_board(self) -> None:
         """The memory shared with every watcher this process starts (Linux), holding
@@ -170,9 +190,13 @@ class Watcher:
         size = self._value + _HELD + 1  # (a NUL after the longest token)
         try:
             descriptor = os.memfd_create("dagnb-watcher", os.MFD_CLOEXEC)
+        except OSError:
+            return
+        try:
             os.ftruncate(descriptor, size)
             board = mmap.mmap(descriptor, size)
         except OSError:
+            os.close(descriptor)
             return
         board[:self._value] = self._argv[4].encode() + b"="
         self._board, self._board_fd = board, descriptor
@@ -180,11 +204,32 @@ class Watcher:
         self._pinned.append(ctypes.c_char.from_buffer(board))
         self._address = ctypes.addressof(self._pinned[-1])
 
+    def _tell_forked(self, told: socket.socket) -> None:
+        """In a child forked while an in-process run's token is held (``multiprocessing``
+        in a step): its ``/proc`` environment is the parent's as it started, without
+        the token. So the parent's watcher is told it by its pid and start time (not
+        another process given its pid since), with the token it is to die with."""
+        token = self._held_token()
+        if not token:
+            return
+        try:
+            with open("/proc/self/stat", "rb") as file:
+                started = _start_time(file.read())
+            told.send(b"*%d %s %s\n" % (os.getpid(), started, token), _NO_SIGNAL)
+        except (OSError, IndexError):  # (no /proc: not Linux, where nothing is held)
+            pass
+
+    def _held_token(self) -> bytes:
+        if self._board is None:
+            return b""
+        return self._board[self._value:self._value + _HELD].split(b"\0", 1)[0]
+
     def _forget(self) -> None:
         """In a forked child: close its copy of the socket, which would keep the
         parent's watcher waiting after the parent ended; the child's own steps start a
         watcher of their own."""
         if self._socket is not None:
+            self._tell_forked(self._socket)
             self._socket.close()  # (no shutdown: the parent's end stays open)
         self._socket = None
         self._process = None
@@ -203,7 +248,8 @@ def main() -> None:
     variable, grace = sys.argv[1], float(sys.argv[2])
     for number in (signal.SIGINT, signal.SIGHUP):  # (a terminal's signals are the run's)
         signal.signal(number, signal.SIG_IGN)
-    listed = _read_until_the_end(sys.stdin.buffer)
+    listed, forked = _read_until_the_end(sys.stdin.buffer)
+    held = ""
     if len(sys.argv) > 3:  # the in-process steps' token, if one ran as the input ended
         held = _held(int(sys.argv[3]))
         if held:
@@ -211,14 +257,19 @@ def main() -> None:
     if listed:
         marks = [f"{variable}={token}".encode() for token in listed]
         _kill_groups([pgid for pgid in listed.values() if pgid], grace)  # (0: not known)
+        _kill_forked({pid: started for pid, (started, token) in forked.items()
+                      if held and token == held})  # (an ended run's: left alone)
         _kill_tagged(marks)
         if 0 in listed.values():  # a process starting then has the token once it runs
             time.sleep(grace)     # its program (exec): looked for again after a while
             _kill_tagged(marks)
 
 
-def _read_until_the_end(stream: object) -> dict[str, int]:
+def _read_until_the_end(stream: object) -> tuple[dict[str, int], dict[int, tuple[str, str]]]:
+    """The steps listed (token -> group), and the children forked while a token was
+    held (pid -> start time, token)."""
     listed: dict[str, int] = {}
+    forked: dict[int, tuple[str, str]] = {}
     for raw in stream:  # type: ignore[attr-defined]
         line = raw.decode().strip()
         if line.startswith("+") and " " in line:
@@ -226,7 +277,28 @@ def _read_until_the_end(stream: object) -> dict[str, int]:
             listed[token] = int(pgid)
         elif line.startswith("-"):
             listed.pop(line[1:], None)
-    return listed
+        elif line.startswith("*") and line.count(" ") == 2:
+            pid, started, token = line[1:].split(" ")
+            forked[int(pid)] = (started, token)
+    return listed, forked
+
+
+def _start_time(stat: bytes) -> bytes:
+    """A process's start time (clock ticks after boot) in its ``/proc/<pid>/stat``."""
+    return stat.rsplit(b")", 1)[1].split()[19]
+
+
+def _kill_forked(forked: dict[int, str]) -> None:
+    """SIGKILL the processes forked while the token held now was, each if it is still
+    the process that was forked (its start time)."""
+    for pid, started in forked.items():
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as file:
+                same = _start_time(file.read()).decode() == started
+            if same:
+                os.kill(pid, signal.SIGKILL)
+        except (OSError, IndexError):  # gone
+            continue
 
 
 def _held(board: int) -> str:
