@@ -128,7 +128,7 @@ class Parameter:
         if self.type == "list":
             try:
                 parsed = self._read_list(text) if text.strip().startswith("[") else [
-                    item.strip() for item in text.split(",") if item.strip()
+                    self._comma_item(item.strip()) for item in text.split(",") if item.strip()
                 ]
             except yaml.YAMLError:  # "[1," : an unclosed list
                 raise self._mistyped(text, typed=True) from None
@@ -142,8 +142,26 @@ class Parameter:
         """``[...]`` as YAML 1.2 reads it (``[050]`` is [50], as ``050,...`` is); for text
         items, those written bare kept as typed (``3.10``, not the float 3.1 that YAML
         reads), as ``dagnb run --param`` keeps them."""
-        return with_text_items(text) if self.items == "str" else yaml.load(
+        return with_text_items(text) if self._text_items() else yaml.load(
             text, Loader=Yaml12Loader)
+
+    def _comma_item(self, text: str) -> Any:
+        """An item of ``a,b`` as ``[a, b]`` reads it, so the two spellings make one value
+        and one key: as typed for text items, as text the declared ``items`` type reads,
+        else as YAML 1.2 reads it (``0.3`` the float, ``true`` the bool, ``"1"`` text)."""
+        if self._text_items() or self.items is not None:
+            return text
+        return _unquoted(text) if written_quoted(text) else yaml_1_2_value(text)
+
+    def _text_items(self) -> bool:
+        """Whether this list's items are text: declared so (``items: str``), or, with no
+        ``items``, its default is a list of text only (``["3.10", "3.11"]``), as a
+        ``--param`` of a param the file gives only as lists of text reads them."""
+        if self.items is not None:
+            return self.items == "str"
+        default = self.default
+        return isinstance(default, list) and bool(default) and all(
+            isinstance(item, str) for item in default)
 
     def example(self) -> Any:
         """A value this parameter takes (lists: of one item), for a preview."""
