@@ -8,8 +8,9 @@ record nowhere, a full disk, as ``end unrecorded``, in an ``unrecorded`` column)
 read-only run, which writes nothing to the cache folder, is recorded outside it
 (:func:`dagnb.runtime.history.side_home`) and listed too, ``(read-only)`` after its
 time. This lists them, the last ``--last`` (20 unless told), of every workflow or of the
-one named, secrets in the params masked as ``dagnb run`` masks them: its run ids are
-what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone (renamed)
+one named, secrets in the params masked and long values cut as ``dagnb run`` prints
+them (``--run RUN`` lists that run alone, its params whole under the table): its run
+ids are what ``dagnb logs`` names. A file that does not load now (mid-edit) or is gone (renamed)
 is found in the records by its path, under one line on stderr saying so. The
 ``workflow`` column names each run's file, by its path from here where two share a name.
 (:mod:`dagnb.cli` registers this as its ``history`` subcommand.)
@@ -45,6 +46,8 @@ def add_parser(sub: Any) -> None:
                          help="only the runs of this workflow file (default: every run)")
     history.add_argument("--last", default=None, metavar="N",
                          help=f"only the last N runs (default {_LAST}; 'all' for every one)")
+    history.add_argument("--run", default=None, metavar="RUN",
+                         help="only this run (its id), its params whole under the table")
     history.add_argument("--cache-dir", default=None, help="cache folder (default: the setting)")
 
 
@@ -104,7 +107,7 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
             and not folder.is_dir() and not side_home(folder).is_dir()):
         # (a typo: not "no run yet"; a read-only run's of a folder never made is recorded)
         raise missing_folder(args.cache_dir, folder)
-    shown, total = _records(folder, workflow, last)
+    shown, total = _records(folder, workflow, None if args.run is not None else last)
     if workflow is not None and workflow.problem is not None:
         if not shown:  # (nor recorded: a typo, or a file never run)
             raise ConfigError(workflow.problem)
@@ -115,7 +118,13 @@ def run(args: argparse.Namespace, workflow: Workflow | None) -> int:
         print(f"no run{of} recorded in {str(folder)!r} (dagnb run records each; "
               "--cache-dir names another cache folder)")
         return 0
-    print(_table(shown, _params_mask(workflow, shown, args.cache_dir)))
+    if args.run is not None:
+        shown = _the_run(shown, args, folder)
+        total = len(shown)
+    mask = _params_mask(workflow, shown, args.cache_dir)
+    print(_table(shown, mask))
+    if args.run is not None:
+        _print_params_whole(shown[0], mask)
     if len(shown) < total:
         print(f"(the last {len(shown)} of {total} runs; --last all shows every one)")
     return 0
@@ -134,6 +143,27 @@ def _records(folder: Path, workflow: Workflow | None,
     records = [record for record in recorded_runs(folder)[0]
                if record.get("source") == str(workflow.source)]
     return (records if last is None else records[-last:]), len(records)
+
+
+def _the_run(records: list[dict[str, Any]], args: argparse.Namespace,
+             folder: Path) -> list[dict[str, Any]]:
+    """The record of run ``args.run`` among ``records``; refused when none has that id."""
+    found = [record for record in records if record.get("run") == args.run]
+    if not found:
+        of = "" if args.workflow is None else f" of {args.workflow!r}"
+        raise ConfigError(f"--run {args.run!r}: no run{of} recorded in {str(folder)!r} by "
+                          "that id; dagnb history lists the runs' ids")
+    return found[-1:]
+
+
+def _print_params_whole(record: dict[str, Any], mask: Callable[[str], str]) -> None:
+    """The run's params, one a line, whole (the table cuts long values), secrets masked."""
+    params = record.get("params")
+    if not isinstance(params, dict) or not params:
+        return
+    print("params given:")
+    for name, value in params.items():
+        print(f"  {name}={mask(_json(value))}")
 
 
 def _params_mask(workflow: Workflow | None, records: list[dict[str, Any]],
@@ -259,9 +289,26 @@ def _row(record: dict[str, Any], mask: Callable[[str], str],
     }
     ended = list(states.values())
     row.update({ending: ended.count(ending) for ending in endings})
-    params = record.get("params")
-    row["params"] = mask(json.dumps(params, separators=(",", ":"))) if params else ""
+    row["params"] = _params_cell(record.get("params"), mask)
     return row
+
+
+def _params_cell(params: Any, mask: Callable[[str], str]) -> str:
+    """The ``params`` column: the params as JSON, each value masked and cut as ``dagnb
+    run`` prints it (a 20,000-item list made every line of the table 109,013 characters
+    long); ``dagnb history --run RUN`` shows them whole."""
+    from dagnb.workflows.params import shown
+
+    if not params:
+        return ""
+    if not isinstance(params, dict):  # (a hand-edited record: as it is, cut)
+        return shown(_json(params), mask)
+    return "{" + ",".join(f"{mask(_json(name))}:{shown(_json(value), mask)}"
+                          for name, value in params.items()) + "}"
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"))
 
 
 def _ending(record: dict[str, Any]) -> str:

@@ -26,7 +26,8 @@ one whose step left no lines there gives way to the newest run that was not kill
 said in a line (one that ended but could not write its record, a full disk, as a killed
 one). A read-only run is recorded too, outside the cache folder (its side home,
 :func:`dagnb.runtime.history.side_home`), but its folder went with its process: a step
-that ran there has no lines to show, said in one line (exit 2). A step that did not
+that ran there, failed or succeeded, has no lines to show, said in one line (exit 2);
+one served from the cache there shows its entry's lines, as above. A step that did not
 run in that run (skipped, as its upstream failed) is said in one line on stderr, exit 1,
 with why (the run's record) and the newest run that ran it. A step the file no longer
 defines (renamed since), or any step of a file that does not load now (a YAML error
@@ -281,14 +282,16 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
             and not _attempts(folder, found, args.step)):
         found = _before_killed(args, workflow, folder, found)
     run_folder = run_folder_of(folder, found.run)
-    # (a stored step's lines are in the cache; a killed run's missing folder is said)
-    if not run_folder.is_dir() and found.state not in (*DONE_STATES, KILLED, UNRECORDED):
-        if found.read_only:
-            raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, was "
-                              "read-only: its steps' lines were not kept (a read-only run "
-                              "writes nothing to the cache folder; --cache-mode off keeps "
-                              "them for dagnb logs); dagnb history lists the runs, and --run "
-                              "RUN shows an earlier one's")
+    gone = not run_folder.is_dir() and found.state not in (KILLED, UNRECORDED)
+    # (what ran in a read-only run printed to a temporary folder; a hit's lines are the
+    # entry's, as a stored step's; a killed run's missing folder is said)
+    if gone and found.read_only and found.state != "cached":
+        raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, was "
+                          "read-only: its steps' lines were not kept (a read-only run "
+                          "writes nothing to the cache folder; --cache-mode off keeps "
+                          "them for dagnb logs); dagnb history lists the runs, and --run "
+                          "RUN shows an earlier one's")
+    if gone and found.state not in DONE_STATES:
         raise ConfigError(f"run {found.run}, the last that had step {args.step!r}, has no "
                           f"folder in {str(run_folder.parent)!r}: it was pruned (the newest "
                           "runs' folders are kept), or its steps wrote no file")
