@@ -24,7 +24,7 @@ digests, never in hash order.
 
 from __future__ import annotations
 
-from dagnb.fingerprint import hashers
+from dagnb.fingerprint import first_imports, hashers
 from dagnb.fingerprint.code import (
     _CODE_CACHE,
     changed_in_place,
@@ -34,8 +34,10 @@ from dagnb.fingerprint.code import (
     code_with_values,
     global_values,
     globals_read,
+    keyed_before_imports,
     missing_globals,
     object_digest,
+    ran_here,
     signature_of,
     source_table,
     user_class_digest,
@@ -76,6 +78,7 @@ __all__ = [
     "get_hash_algorithm",
     "global_values",
     "globals_read",
+    "keyed_before_imports",
     "loaded_globals",
     "main_spelled",
     "missing_globals",
@@ -83,6 +86,7 @@ __all__ = [
     "object_digest",
     "of_user_code",
     "path_digest",
+    "ran_here",
     "set_hash_algorithm",
     "signature_of",
     "source_table",
@@ -96,4 +100,5 @@ def set_hash_algorithm(name: str) -> None:
     """Use ``"xxh3_128"`` (default) or ``"blake3"`` (cryptographic) for every digest."""
     hashers.select(name)
     _CODE_CACHE.clear()
+    first_imports.KEYED_BEFORE.clear()
     _stat_cache().clear_memory()

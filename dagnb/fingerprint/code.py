@@ -16,7 +16,7 @@ from functools import partial
 from typing import Any
 
 from dagnb.errors import FingerprintError
-from dagnb.fingerprint import hashers, values
+from dagnb.fingerprint import first_imports, hashers, values
 from dagnb.fingerprint.hashers import new_hasher
 from dagnb.fingerprint.imported import IMPORTED
 from dagnb.fingerprint.modules import MemberView
@@ -34,6 +34,7 @@ from dagnb.fingerprint.walker import (
     _cell_value,
     _code_names,
     _CodeWalker,
+    _file_content,
     _is_constant,
     loaded_globals,
 )
@@ -44,7 +45,7 @@ class _CodeRecord:
 
     __slots__ = ("algorithm", "cells", "checked_at", "code_only", "contents", "deps", "digest",
                  "functions", "held", "home", "imported", "in_value", "looked", "parts",
-                 "seen", "shapes", "sources", "table", "variables")
+                 "seen", "shapes", "sources", "table", "unimported", "variables")
 
     def __init__(self, digest: str, walker: _CodeWalker) -> None:
         self.digest, self.algorithm = digest, hashers._ALGORITHM
@@ -64,6 +65,8 @@ class _CodeRecord:
         # the user's modules read, (name, file): each file checked against the text its
         # module was imported from at each step's key (one stat a module)
         self.imported = tuple((name, file) for file, name in walker.imported.items())
+        # those its body imports that were not imported: (name, file, digest) each
+        self.unimported = tuple(walker.unimported)
         self.checked_at = time.monotonic()  # (those files' last check: see _check_imported)
         # Held by a value (see _in_value_digest): its digest there, the digests of the
         # data it read then, and the fresh look its contents were last checked at.
@@ -432,6 +435,8 @@ def code_with_values(func: Callable[..., Any], *, fresh: bool = False,
             record = _record(func)
         if fresh and record.imported:  # (a helper's file edited since: said once)
             _check_imported(record)
+        if _KEYED_BEFORE and record.imported:  # (a run imported a module its body does)
+            return _keyed_before(record.code_only, _values_now(record.variables))
         return record.code_only, _values_now(record.variables) if record.variables else _NONE
     if fresh:
         changed_in_place(func)
@@ -524,8 +529,60 @@ def _record(target: types.FunctionType) -> _CodeRecord:
     record = _CODE_CACHE.get(target)
     if record is None or not record.still_valid(target):
         record = _while_hashing(target, _compute_record)
-        _CODE_CACHE.put(target, record)
+        _put_record(target, record)
     return record
+
+
+def _put_record(target: types.FunctionType, record: _CodeRecord) -> None:
+    _CODE_CACHE.put(target, record)
+    if record.unimported:  # (see ran_here)
+        _KEYED_UNIMPORTED.put(target, record)
+    elif _KEYED_UNIMPORTED.entries:  # (keyed since with the modules imported: a run of
+        _KEYED_UNIMPORTED.forget(target)  # it imported none, so stands for no key)
+
+
+# function -> its latest record, if made while a project module its body imports was not
+# imported yet
+_KEYED_UNIMPORTED = _Records()
+
+
+def keyed_before_imports(func: Callable[..., Any]) -> bool:
+    """Whether ``func``'s latest key was made before a project module its body imports
+    was imported (one dict's truth in the common case: none was)."""
+    return bool(_KEYED_UNIMPORTED.entries) and type(func) is types.FunctionType and (
+        _KEYED_UNIMPORTED.get(func) is not None)
+
+
+def ran_here(func: Callable[..., Any]) -> None:
+    """After ``func`` ran in this process: if its key was made before a project module
+    its body imports was imported (by its file), and the run imported it from that very
+    file, the key its code makes now stands for that one while the modules' data it
+    reads is as now (:mod:`.first_imports`): its next key is a cache hit, not a miss."""
+    if type(func) is not types.FunctionType or not keyed_before_imports(func):
+        return
+    before = _KEYED_UNIMPORTED.get(func)
+    _KEYED_UNIMPORTED.forget(func)
+    if before is None or not _imported_as_keyed(before.unimported):  # (another thread's)
+        return
+    now = _record(func)
+    if now.code_only != before.code_only:
+        first_imports.remember(now.code_only, before.code_only, tuple(before.variables),
+                               _values_now(now.variables))
+
+
+def _imported_as_keyed(unimported: tuple[tuple[str, str, str], ...]) -> bool:
+    """Whether one of the modules was imported since, and each imported runs the text
+    of the file its digest was made of."""
+    imported = False
+    for name, file, digest in unimported:
+        module = sys.modules.get(name)
+        if module is None:
+            continue
+        if (getattr(module, "__file__", None) != file or _file_content(file) != digest
+                or IMPORTED.lines_run(module, file)[0]):
+            return False
+        imported = True
+    return imported
 
 
 def changed_in_place(func: Callable[..., Any]) -> bool:
@@ -662,7 +719,16 @@ def _assuming(func: types.FunctionType, assumed: Mapping[str, Any]
     kept (it is not what the function reads now)."""
     record = _while_hashing(func, partial(_compute_record, assumed=assumed))
     read = {name: value for name, value in assumed.items() if name in record.variables}
-    return record.code_only, {**_values_now(record.variables), **read}
+    return _keyed_before(record.code_only, {**_values_now(record.variables), **read})
+
+
+_KEYED_BEFORE = first_imports.KEYED_BEFORE  # (emptied, never replaced)
+
+
+def _keyed_before(code: str, variables: dict[str, Any]) -> tuple[str, Mapping[str, Any]]:
+    """The code digest and variables of a key: the one made before a run first imported
+    the project modules the code reads, if it stands for it (:mod:`.first_imports`)."""
+    return first_imports.keyed_before(code, variables) or (code, variables)
 
 
 def _compute_record(func: types.FunctionType,
@@ -743,7 +809,7 @@ def _held_digest(func: types.FunctionType) -> str:
     record = _CODE_CACHE.get(func)
     if record is None or not record.still_valid(func) or not _holds_in_value(record):
         record = _compute_record(func)  # (its data changed since: walked again, as a new
-        _CODE_CACHE.put(func, record)  #   process would, so the key is the one it makes)
+        _put_record(func, record)  #     process would, so the key is the one it makes)
         _note_data(record)
     return record.in_value  # type: ignore[return-value]
 

@@ -86,6 +86,9 @@ class _CodeWalker:
         self.shapes: list[tuple[Any, int]] = []  # (a class's __dict__, how many it held)
         self.modules: set[tuple[int, int]] = set()  # (module, code) whose members were read
         self.imported: dict[str, str] = {}  # the user's modules read, file -> name
+        # the user's modules its body imports that were not imported yet, keyed by their
+        # file: (name, file, its digest) (see :mod:`.first_imports`)
+        self.unimported: list[tuple[str, str, str]] = []
         self.in_class = 0  # how deep in walks of classes' methods (and their helpers)
 
     def feed(self, *texts: str, into: tuple[Any, ...] | None = None) -> None:
@@ -361,7 +364,10 @@ class _CodeWalker:
                 continue
             file = file_of_unimported(name)
             if file is not None and not _in_libraries(file):
-                self.feed("imports", name, _file_content(file))
+                digest = _file_content(file)
+                self.feed("imports", name, digest)
+                self.unimported.append((name, file, digest))
+                self.deps.append((sys.modules, name, _MISSING))  # (imported: by its members)
 
     def _add_methods(self, cls: type, normalized: tuple[str, str] | None) -> None:
         """A class's source (or, none found, its functions' code) and what its methods
