@@ -17,7 +17,7 @@ the last lines of its log and where the whole log is (``dagnb logs``).
 
 Exit codes: 0 success, 1 a step failed, 2 bad input (one line on stderr, no
 traceback) or a ``--cache-mode fail-on-miss`` run that would execute steps (the line,
-then one per step), 130 interrupted.
+then one per step; ``plan`` exits 2 too, its last line the run's), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
+import itertools
 import json
 import os
 import re
@@ -42,7 +43,7 @@ from dagnb.cli import cache as cache_commands
 from dagnb.cli import history as history_command
 from dagnb.cli import logs as logs_command
 from dagnb.cli import plan as plan_command
-from dagnb.errors import ConfigError, DagnbError
+from dagnb.errors import ConfigError, DagnbError, StepNotFoundError
 from dagnb.views.progress import ProgressPrinter, failure_tails, rule_for, status_table
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
@@ -97,7 +98,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="read-write (default), read-only (use hits, write nothing), "
                           "fail-on-miss (exit 2 listing the steps that would run) or off")
     run.add_argument("--no-cache", action="store_true", help="same as --cache-mode off")
-    run.add_argument("--refresh", action="store_true", help="run every step, overwrite the cache")
+    run.add_argument("--refresh", action="store_true",
+                     help="run every step, overwrite the cache (it takes no step name: "
+                          "--refresh-step NAME)")
+    run.add_argument("--refresh-step", action="append", default=None, metavar="NAME",
+                     help="run this step again, overwrite its cache entry (repeatable)")
     run.add_argument("--timeout", default=None, help="limit for the whole run, e.g. 30m")
     run.add_argument("--fail-fast", action="store_true", help="stop at the first failure")
     run.add_argument("--cache-dir", default=None,
@@ -133,8 +138,21 @@ class _Parser(argparse.ArgumentParser):
     def parse_known_args(self, args: Any = None, namespace: Any = None) -> Any:
         parsed, extras = super().parse_known_args(args, namespace)
         if extras:  # (left by this command's parser: refused here, with its usage)
-            self.error(f"unrecognized arguments: {' '.join(extras)}{self._meant(extras)}")
+            meant = self._named_after_flag(args, extras) or self._meant(extras)
+            self.error(f"unrecognized arguments: {' '.join(extras)}{meant}")
         return parsed, extras
+
+    def _named_after_flag(self, args: Any, extras: Sequence[str]) -> str:
+        """`` (--refresh takes no step name: --refresh-step load)`` for ``run wf.yml
+        --refresh load``, the words a warning of older versions said to add."""
+        words = list(args or ())
+        named = [word for flag, word in itertools.pairwise(words)
+                 if flag == "--refresh" and word in extras]
+        if not named or not any("--refresh-step" in action.option_strings
+                                for action in self._actions):
+            return ""
+        steps = " ".join(f"--refresh-step {name}" for name in named)
+        return f" (--refresh takes no step name: {steps})"
 
     def _meant(self, extras: Sequence[str]) -> str:
         """``; did you mean --tag?`` for the first unknown option close to one of this
@@ -166,8 +184,10 @@ def _run(args: argparse.Namespace) -> int:
     _warn_unreached(given, graph, args)
     _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
+    from dagnb.runtime.unmounted import refresh_said_as  # (a run imports it: no cost)
+
     try:
-        with printer.stderr_above_bar():
+        with printer.stderr_above_bar(), refresh_said_as(_refresh_option):
             run = graph.run(
                 args.target,
                 tags=args.tag,
@@ -175,7 +195,7 @@ def _run(args: argparse.Namespace) -> int:
                 max_concurrency=args.max_concurrency,
                 executor=args.executor,
                 cache_mode=mode,
-                refresh=args.refresh,
+                refresh=_refreshed(args, graph),
                 timeout=args.timeout,
                 fail_fast=args.fail_fast,
                 cache_directory=args.cache_dir,
@@ -202,6 +222,26 @@ def _run(args: argparse.Namespace) -> int:
     if given.values:
         print(given.line(run.order))
     return 0 if run.ok else _failed_code(run)
+
+
+def _refreshed(args: argparse.Namespace, graph: Any) -> bool | list[str]:
+    """``graph.run``'s ``refresh``: True for ``--refresh`` (every step), else the steps
+    ``--refresh-step`` names, each a step of the workflow."""
+    named = args.refresh_step
+    if named and (args.refresh or args.skip_cache):
+        every = "--refresh" if args.refresh else "--skip-cache"
+        raise ConfigError(f"{every} runs every step again and --refresh-step {named[0]} only "
+                          "the steps it names; give one of them")
+    for name in named or ():
+        if name not in graph:
+            raise StepNotFoundError(f"--refresh-step {name!r} is no step of {args.workflow!r}; "
+                                    f"{checks.choices_named(name, graph.names)}")
+    return named or args.refresh
+
+
+def _refresh_option(step: str) -> str:
+    """How a warning of this command says to run ``step`` again (see dagnb.runtime.unmounted)."""
+    return f"--refresh-step {shlex.quote(step)}"
 
 
 # a failed step's error (its status row's) saying that a disk is full, or read-only
@@ -425,6 +465,8 @@ _WORKFLOW_ONLY = (
     ("--only-failed", "only_failed", False,
      "run it again without it: its steps that succeeded come from the cache, the others run"),
     ("--refresh", "refresh", False,
+     "put --refresh on the %%dagger cells whose steps should run again"),
+    ("--refresh-step", "refresh_step", None,
      "put --refresh on the %%dagger cells whose steps should run again"),
     ("--skip-cache", "skip_cache", False,
      "put --skip-cache on the %%dagger cells whose steps should run again"),

@@ -11,8 +11,9 @@ why a step would run, without running anything (the notebook's ``%dagger plan`` 
 Both read the cache and write nothing (no hit counted, no entry made); both exit 0
 whatever they find (``dagnb run --cache-mode fail-on-miss`` exits 2 when steps would run),
 but ``plan`` exits 2, saying why in its last line, where the run would refuse before
-running anything: a step that would run needs a secret that is not set, or a Dagger
-engine that cannot be reached.
+running anything: its cache mode (``--cache-mode``, else the setting) is ``fail-on-miss``
+and a step would or may run, or a step that would run needs a secret that is not set,
+or a Dagger engine that cannot be reached.
 A step keyed on the result of one that runs *may run* (counted apart: early cut-off
 serves it if that result comes out the same); a ``cache: session`` step runs in each
 ``dagnb run``, a process of its own.
@@ -55,7 +56,8 @@ def add_parsers(sub: Any, workflow_help: str) -> None:
                             help="cache folder (default: the cache_directory setting)")
         parser.add_argument("--cache-mode", default=None, metavar="MODE",
                             help="as a run with this cache mode would go (default: the "
-                                 "cache_mode setting): with off, every step runs")
+                                 "cache_mode setting): with off, every step runs; plan "
+                                 "exits 2 where fail-on-miss would refuse the run")
 
 
 def plan(graph: Any, args: argparse.Namespace) -> int:
@@ -63,15 +65,36 @@ def plan(graph: Any, args: argparse.Namespace) -> int:
     from dagnb.runtime.plan import plan_rows
 
     targets = graph.select(args.target, tags=args.tag) if args.target or args.tag else None
+    mode = _cache_mode(args)
     rows = plan_rows(graph, targets, cache_directory=args.cache_dir, executor=args.executor,
-                     cache_mode=_cache_mode(args))
+                     cache_mode=mode)
     print(plan_table(rows, args.workflow))
     print(_summary(rows))
-    refusal = _run_refusal(graph, rows, args.executor)
+    refusal = _missed(rows, mode) or _run_refusal(graph, rows, args.executor)
     if refusal is None:
         return 0
     print(f"dagnb run would refuse before running anything: {refusal}")
     return 2  # (as the run exits)
+
+
+def _missed(rows: list[dict[str, Any]], mode: str | None) -> str | None:
+    """The run's refusal, in its words, when its cache mode (``mode``, else the setting)
+    is ``fail-on-miss`` and a step would or may run (the run lists each with its reason:
+    the table's rows); None otherwise. The run checks this first, as here."""
+    from dagnb.config import settings
+    from dagnb.runtime.plan import MAY_RUN, WILL_RUN
+
+    if (mode or settings().cache_mode) != "fail-on-miss":
+        return None
+    counts = Counter(row["state"] for row in rows)
+    will, may = counts[WILL_RUN], counts[MAY_RUN]
+    if not will + may:
+        return None
+    said = f"{will} step{'' if will == 1 else 's'} would run"
+    if may:
+        said += f", {may} may run"
+    return (f"cache_mode is 'fail-on-miss' and {said}; fill the cache first (run with "
+            "cache_mode 'read-write', or pull it), or run with another cache_mode")
 
 
 def _run_refusal(graph: Any, rows: list[dict[str, Any]], executor: str | None) -> str | None:

@@ -11,6 +11,7 @@ import graphlib
 import inspect
 import json
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -206,7 +207,8 @@ class Graph:
 
     # -- validation and order -------------------------------------------------------
     def validate(self, *, check_host: bool = False) -> None:
-        """Raise the first problem found: unknown needs, a cycle, a bad function step.
+        """Raise the first problem found: unknown needs, a cycle, a bad function step, a
+        command reading ``$DAGNB_IN/<step>`` of a step it does not need.
 
         With ``check_host``, also check that every mount's host path exists. (Steps are
         frozen: a graph checked once is not checked again until a step changes, as on
@@ -224,6 +226,8 @@ class Graph:
             self._check_needs(step)
             if step.func is not None:
                 _check_signature(step)
+            elif not isinstance(step.run, str) or "DAGNB_IN" in step.run:
+                self._check_inputs_read(step)  # (most commands name no $DAGNB_IN)
         self.order()
         self._warn_of_unpassed()
 
@@ -249,6 +253,15 @@ class Graph:
         for need in step.needs:
             if need not in self._steps:
                 raise MissingDependencyError(unknown_need_message(step.name, need, self._steps))
+
+    def _check_inputs_read(self, step: Step) -> None:
+        """Refuse a shell step whose command reads ``$DAGNB_IN/<step>`` of a step it does
+        not need: that folder is never there (``$DAGNB_IN`` holds the steps it needs), and
+        the run failed on a file not found, blamed on the folder it ran in."""
+        unneeded = [name for name in _input_folders_named(step.run)
+                    if name in self._steps and name != step.name and name not in step.needs]
+        if unneeded:
+            raise MissingDependencyError(_unneeded_read_message(step, unneeded))
 
     def check_mounts(
         self, names: Iterable[str] | None = None, base_dir: Path | None = None
@@ -633,6 +646,41 @@ def _from_a_workflow_file(func: Any) -> bool:
     """Whether ``func`` is a workflow file's ``python:`` function (of the module dagnb
     imported it from)."""
     return str(getattr(func, "__module__", "")).startswith(STEPS_MODULE_PREFIX)
+
+
+# ``$DAGNB_IN/<name>``, ``${DAGNB_IN}/<name>`` or ``"$DAGNB_IN"/<name>`` in a command: the
+# name whole, a step's name could be (not a glob's ``ma*``, nor ``make.csv``)
+_INPUT_FOLDER = re.compile(
+    r"\$(?:DAGNB_IN\b|\{DAGNB_IN\})[\"']?/([A-Za-z_][A-Za-z0-9_-]*)(?![A-Za-z0-9_.*?\[-])")
+# a shell comment: ``#`` starting a word, to the end of its line
+_COMMENT = re.compile(r"(?:^|(?<=\s))#.*$", re.MULTILINE)
+
+
+def _input_folders_named(run: str | tuple[str, ...] | None) -> list[str]:
+    """The names ``run`` reads as ``$DAGNB_IN/<name>``, outside comments, in order."""
+    text = run if isinstance(run, str) else "\n".join(run or ())
+    if "DAGNB_IN" not in text:
+        return []
+    if "#" in text:
+        text = _COMMENT.sub("", text)
+    return list(dict.fromkeys(_INPUT_FOLDER.findall(text)))
+
+
+def _unneeded_read_message(step: Step, names: list[str]) -> str:
+    """``step 'use' reads $DAGNB_IN/make but does not need 'make'; add needs: [make]``."""
+    reads = _listed([f"$DAGNB_IN/{name}" for name in names], "and")
+    needed = _listed([repr(name) for name in names], "or")
+    if step.needs:
+        them = "it" if len(names) == 1 else "them"
+        fix = f"add {them} to its needs: [{', '.join((*step.needs, *names))}]"
+    else:
+        fix = f"add needs: [{', '.join(names)}]"
+    return f"step {step.name!r} reads {reads} but does not need {needed}; {fix}"
+
+
+def _listed(items: list[str], word: str) -> str:
+    """``a``, ``a and b``, ``a, b and c``."""
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
 
 
 def _check_signature(step: Step) -> None:

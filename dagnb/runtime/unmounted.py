@@ -19,6 +19,7 @@ in-process Python step in the folder the process was started in.
 
 from __future__ import annotations
 
+import contextlib
 import dis
 import functools
 import os
@@ -26,7 +27,7 @@ import posixpath
 import re
 import sys
 import sysconfig
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from types import CodeType
 from typing import Any
@@ -35,7 +36,7 @@ from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST
 from dagnb.model.step import Step, host_folders, mount_path
 
-__all__ = ["UnmountedReadWarning", "ran_in_hint", "unmounted_reads"]
+__all__ = ["UnmountedReadWarning", "ran_in_hint", "refresh_said_as", "unmounted_reads"]
 
 
 class UnmountedReadWarning(UserWarning):
@@ -63,13 +64,18 @@ def ran_in_hint(step: Step, error: BaseException, base_dir: Path, executor: str,
                 in_process: bool) -> str:
     """``; it ran in /abs/my/workflows: paths in its command are relative to the
     workflow's folder`` for a step run on this machine whose error or stderr tail says
-    a file was not found (a relative path read from another folder than it ran in);
-    "" for any other failure, or one in a container."""
+    a file was not found (a relative path read from another folder than it ran in), or
+    that its $DAGNB_IN holds no folder of a step it does not need (``$DAGNB_IN/$name``,
+    which validation does not read); "" for any other failure, or one in a container."""
     if executor not in ("local", "dask"):
         return ""
     text = f"{error}\n{getattr(error, 'stderr_tail', '')}"
     if not any(words in text for words in _NOT_FOUND):
         return ""
+    unneeded = _unneeded_input(step, text)
+    if unneeded is not None:
+        return (f"; $DAGNB_IN holds only the outputs of the steps it needs, and it does "
+                f"not need {unneeded!r}: add needs: [{unneeded}]")
     folder = str(Path(start_folder(step, base_dir, in_process)).absolute())
     paths = "paths in its command are" if step.func is None else "paths in its code are"
     if in_process:
@@ -78,6 +84,16 @@ def ran_in_hint(step: Step, error: BaseException, base_dir: Path, executor: str,
                 "to it" + ("" if workflow == folder else
                            f", not to the workflow's folder {workflow}"))
     return f"; it ran in {folder}: {paths} relative to {_own_folder(step)}"
+
+
+def _unneeded_input(step: Step, text: str) -> str | None:
+    """The first name of a path ``text`` holds under ``step``'s own $DAGNB_IN
+    (``.../use/in/make/d.txt``) that it does not need: no folder of it is there."""
+    if f"/{step.name}/" not in text:  # (most errors: no regex)
+        return None
+    own_inputs = rf"/{re.escape(step.name)}(?:/attempt-\d+)?/in/([A-Za-z_][A-Za-z0-9_-]*)"
+    return next((name for name in re.findall(own_inputs, text) if name not in step.needs),
+                None)
 
 
 def _own_folder(step: Step) -> str:
@@ -390,6 +406,20 @@ def _code_of(func: Any) -> CodeType | None:
 
 
 _SHOWN = 3
+# How the warning says to run a step again: the notebook's ``%dagger run --refresh load``
+# by default; the dagnb command, whose --refresh takes no name, says its own option.
+_REFRESH_SAID: list[Callable[[str], str]] = [lambda step: f"--refresh {step}"]
+
+
+@contextlib.contextmanager
+def refresh_said_as(spelling: Callable[[str], str]) -> Iterator[None]:
+    """While it lasts, the warning says to run a step again as ``spelling`` of its name
+    does (``--refresh-step load``: the option of the command running the graph)."""
+    _REFRESH_SAID.append(spelling)
+    try:
+        yield
+    finally:
+        _REFRESH_SAID.remove(spelling)
 
 
 def unmounted_message(step: str, found: tuple[tuple[str, str], ...]) -> str:
@@ -398,13 +428,14 @@ def unmounted_message(step: str, found: tuple[tuple[str, str], ...]) -> str:
     more = len(found) - _SHOWN
     listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
     mounts = ", ".join(f"{host}: {_target(host)}" for _, host in found[:_SHOWN])
+    again = _REFRESH_SAID[-1](step)
     if len(found) == 1:
         return (f"step {step!r} was served from the cache, but it reads {listed}, which "
                 "changed since and is not one of its inputs: the result may be stale; add "
-                f"it, mounts: {{{mounts}}}, or run it with --refresh {step}")
+                f"it, mounts: {{{mounts}}}, or run it with {again}")
     return (f"step {step!r} was served from the cache, but it reads {listed}, which changed "
             "since and are not among its inputs: the result may be stale; add them, "
-            f"mounts: {{{mounts}}}, or run it with --refresh {step}")
+            f"mounts: {{{mounts}}}, or run it with {again}")
 
 
 def _target(host: str) -> str:
