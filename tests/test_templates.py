@@ -219,7 +219,7 @@ def test_numbers_of_other_types_pass_as_ints_and_floats():
 
 @pytest.mark.parametrize(("kind", "text", "value"), [
     ("int", "12", 12), ("float", "0.5", 0.5), ("bool", "true", True), ("bool", "off", False),
-    ("str", "a b", "a b"), ("list", "1,2", ["1", "2"]),
+    ("str", "a b", "a b"), ("list", "1,2", [1, 2]),  # (as [1,2] reads: one value, one key)
 ])
 def test_parse_from_text(kind, text, value):
     assert templates.Parameter("p", kind).parse(text) == value

@@ -526,6 +526,9 @@ def _validate(args: argparse.Namespace) -> int:
     checked = [name for name in graph.order() if name not in later]  # (not '$data' itself)
     graph.check_mounts(checked)
     from dagnb.runtime.prepare import check_retries, check_secret_values
+    from dagnb.workflows.loader import refuse_missing_workdirs
+
+    refuse_missing_workdirs(graph, args.workflow)  # (a run fails such a step)
 
     check_retries(graph)  # all that a run would refuse, refused now
     check_secret_values(graph)

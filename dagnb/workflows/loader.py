@@ -64,7 +64,7 @@ from dagnb import checks
 from dagnb.errors import DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import SecretFinder
-from dagnb.model.step import Step, split_names, variable_text
+from dagnb.model.step import Step, host_folders, split_names, variable_text
 from dagnb.retry.policy import DEFAULT_RETRIES, RetryPolicy
 from dagnb.workflows.aliases import canonical_retries, canonical_workflow
 from dagnb.workflows.parameters import (
@@ -118,6 +118,39 @@ def load(path: str | Path) -> Graph:
     if graph.name == "workflow":
         graph.name = path.stem
     return graph
+
+
+def refuse_missing_workdirs(graph: Graph, source: str) -> None:
+    """Refuse, in the run's words (:func:`dagnb.executors.workdir.workdir_of`), a workdir
+    that is no folder here and that no mount maps here, of a step that surely runs on this
+    machine and before any other step of the run could make it (one that needs none).
+    A container makes its workdir; a step that needs others may run in a folder they
+    make (``mkdir build``). (``dagnb validate``'s, as its check of mounts: a notebook's
+    ``%dagger load`` may be followed by a cell that makes the folder.)"""
+    base = graph.base_dir or Path.cwd()
+    for step in graph:
+        if step.workdir is None or step.needs or any(
+                path.is_dir() for path in host_folders(base, step.workdir, step.mounts)):
+            continue
+        if _runs_here_surely(step):
+            raise WorkflowError(
+                f"{source}: step {step.name!r}: its workdir {step.workdir!r} is not a folder "
+                f"of this machine ({base / step.workdir}), and no mount of the step maps it "
+                "here; create it, or fix the path (a step that runs on this machine runs in "
+                "a folder of it)")
+
+
+def _runs_here_surely(step: Step) -> bool:
+    """Whether ``step`` runs on this machine whatever the run's executor: its own is
+    local or dask, or it names none ('auto') and no Dagger engine is reachable from
+    here, so that no run can put it in a container."""
+    if step.executor in ("local", "dask"):
+        return True
+    if step.executor not in (None, "auto"):
+        return False
+    from dagnb.executors.dagger.connection import detect  # (cheap: connects to nothing)
+
+    return not detect().available
 
 
 def read_text(path: Path, what: str) -> str:
@@ -515,7 +548,27 @@ def _yaml_message(exc: yaml.YAMLError, source: str) -> str:
     mark = getattr(exc, "problem_mark", None)
     where = f"{source}, line {mark.line + 1}" if mark is not None else source
     problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-    return f"{where}: YAML does not parse ({problem}); fix the syntax there"
+    return f"{where}: YAML does not parse ({problem}); {_syntax_fix(problem)}"
+
+
+# PyYAML's words for the syntax mistakes a workflow's author makes most, and the fix of
+# each (its words alone name none)
+_SYNTAX_FIXES = {
+    "found character '\\t' that cannot start any token":
+        "indent with spaces, not tabs",
+    "but found another document":
+        "a workflow file is one YAML document: remove this '---' (or split the file in "
+        "two, one workflow each)",
+    "mapping values are not allowed here":
+        "a ': ' in a plain value starts a mapping; quote the whole value "
+        "(run: 'echo \"lu: x\"') or write it as a block (run: |, the text on the lines "
+        "below)",
+}
+
+
+def _syntax_fix(problem: str) -> str:
+    return next((fix for words, fix in _SYNTAX_FIXES.items() if problem.startswith(words)),
+                "fix the syntax there")
 
 
 # the settings a cache shared through a store needs, which dagnb.yaml's workflow_defaults
@@ -560,6 +613,9 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     graph.template = _template_id(data.get("template"), source)
     _check_retries(defaults.get("retries"), f"{source}: defaults")
     items = _step_items(data.get("steps"), source)
+    if file:
+        _refuse_fields_under_params(items, defaults, source, listed=isinstance(
+            data.get("steps"), list))
     for name, fields in items:
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
@@ -581,6 +637,54 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     elif file:  # (not the template's own graph: it is what the file is checked against)
         _check_template_values(graph, own, source, base_dir or Path.cwd())
     return graph
+
+
+# A step's own fields: a param's mapping holding one is a step indented under params:
+_COMMAND_FIELDS = ("run", PYTHON_KEY)
+_NEEDS_SPELLINGS = ("needs", "depends_on")  # (dagnb's and the platform's)
+
+
+def _refuse_fields_under_params(items: list[tuple[str, Mapping[str, Any]]],
+                                defaults: Mapping[str, Any], source: str, *,
+                                listed: bool) -> None:
+    """Refuse what an indentation slip put under a ``params:`` (the step's, the
+    defaults'): a step there was silently a param holding a mapping, and never ran; a
+    ``needs:`` there a param, the step then needing nothing."""
+    names = {name for name, _ in items}
+    owners = [(None, defaults), *items]  # (None: the defaults)
+    for owner, fields in owners:
+        params = fields.get("params")
+        for param, value in params.items() if isinstance(params, Mapping) else ():
+            where = f"{source}: {'defaults' if owner is None else f'step {owner!r}'}"
+            if _looks_like_a_step(value):
+                place = ("as an item of its own" if listed else
+                         "at the indentation of the steps" if owner is None else
+                         f"at the indentation of {owner!r}")
+                raise WorkflowError(
+                    f"{where}: param {param!r} holds a mapping with {_command_of(value)}, "
+                    "a step's field: it looks like a step indented under params; move it "
+                    f"under steps:, {place}")
+            if param in _NEEDS_SPELLINGS and _names_steps(value, names):
+                whose = "the defaults'" if owner is None else "the step's"
+                raise WorkflowError(
+                    f"{where}: param {param!r} ({as_written(value)}) names steps of this "
+                    f"file: it looks like {whose} {param} indented under params; move "
+                    f"{param}: out of params:, to the indentation of params:")
+
+
+def _looks_like_a_step(value: Any) -> bool:
+    return isinstance(value, Mapping) and any(key in value for key in _COMMAND_FIELDS)
+
+
+def _command_of(fields: Mapping[str, Any]) -> str:
+    return next(key for key in _COMMAND_FIELDS if key in fields)
+
+
+def _names_steps(value: Any, names: set[str]) -> bool:
+    """Whether ``value`` is step names (as ``needs`` takes them), each one of ``names``."""
+    listed = split_names(value) if isinstance(value, str) else value
+    return (isinstance(listed, list) and bool(listed)
+            and all(isinstance(item, str) and item in names for item in listed))
 
 
 def _check_retries(retries: Any, where: str) -> None:
