@@ -5,7 +5,7 @@
     dagnb run|validate|graph WORKFLOW
     dagnb plan WORKFLOW | explain WORKFLOW STEP    (see dagnb.cli.plan)
     dagnb logs WORKFLOW STEP [--tail N] [--stream stdout|stderr]    (see dagnb.cli.logs)
-    dagnb history [WORKFLOW] [--last N]    (see dagnb.cli.history)
+    dagnb history [WORKFLOW] [--last N] [--run RUN]    (see dagnb.cli.history)
     dagnb templates list|show|new ...
     dagnb config show|path
     dagnb images list|refresh [IMAGE ...]
