@@ -28,7 +28,9 @@ A call's key is the function's :func:`~dagnb.fingerprint.code_digest` plus one
 :func:`~dagnb.fingerprint.value_digest` per bound argument (``arg:<name>``
 components, so :func:`dagnb.cache.explain` can name the argument that changed). Results
 go into the same store layout as steps, under ``<module>.<qualname>`` (step names never
-contain a dot, so the two never collide); a script's functions under
+contain a dot, so the two never collide), a workflow's ``python:`` module's under
+``dagnb_steps.<file stem>.<qualname>`` (path-free, as step keys: checkouts share them);
+a script's functions under
 ``__main__-<file stem>-<path digest>.<qualname>``, so that two scripts' ``load`` on one
 cache are cleared apart (a notebook's, with no file, under ``__main__.<qualname>``).
 
@@ -86,6 +88,7 @@ from dagnb.fingerprint import (
     main_spelled,
     source_table,
 )
+from dagnb.model.moved_modules import STEPS_MODULE_PREFIX
 from dagnb.model.results import NO_RESULT, decode_inline, encode_inline, save_result
 
 __all__ = ["CachedFunction", "Memory", "ShelvedResult"]
@@ -141,7 +144,8 @@ def _step_name(func: Callable[..., Any]) -> str:
 
     A partial is named after the function it wraps (its bound arguments are in the
     key); a callable object with no ``__qualname__`` after its class. A script's
-    function is named after the script's file (:func:`_script_module`).
+    function is named after the script's file (:func:`_script_module`), a workflow's
+    steps module's after its file's stem alone (:func:`_path_free`).
     """
     target = target_of(func)
     module = main_spelled(getattr(target, "__module__", None) or type(target).__module__)
@@ -149,7 +153,26 @@ def _step_name(func: Callable[..., Any]) -> str:
     suffix = ".partial" if target is not func else ""
     if module == "__main__":
         module = _script_module(target)
+    elif module.startswith(STEPS_MODULE_PREFIX):
+        module = _path_free(module)
     return _safe_name(f"{module}.{qualname}{suffix}")
+
+
+# a ``python: FILE.py:func`` step's module as dagnb imports it (dagnb.workflows):
+# ``dagnb_steps_<file stem>_<8 hex digits of its path>``
+_STEPS_MODULE = re.compile(re.escape(STEPS_MODULE_PREFIX) + r"(.+)_[0-9a-f]{8}")
+
+
+def _path_free(module: str) -> str:
+    """A workflow's steps module as ``dagnb_steps.<file stem>``: its name without the
+    digest of its path, which a teammate's checkout, CI's or a moved folder does not
+    share (their calls computed everything again under a name of their own), as a
+    step's key holds no path. Under dagnb's own ``dagnb_steps``, no importable module's
+    name (an installed ``steps``' functions are cleared apart), nor a step's (no dot).
+    Two workflows' ``steps.py`` share the name, as two workflows' steps of one name
+    do; their keys hold their code. Any other module keeps its name."""
+    named = _STEPS_MODULE.fullmatch(module)
+    return module if named is None else f"{STEPS_MODULE_PREFIX[:-1]}.{named[1]}"
 
 
 def _script_module(target: Any) -> str:
