@@ -224,13 +224,33 @@ def _plain_function(member: Any) -> types.FunctionType | None:
 
 
 @functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=256)  # (a few stats up the tree, once a script)
 def _script_tag(script: str) -> str:
     """The module name of a script's functions: its file's stem (no dot: the name's
-    first dot ends the module) and 8 hex digits of its absolute path (two ``train.py``
-    of two folders are two scripts; a digest the hash setting does not change)."""
+    first dot ends the module) and 8 hex digits of its path within its project (two
+    ``train.py`` of two folders are two scripts, and two checkouts of one project, a
+    teammate's on a shared store, name a script alike; a digest the hash setting does
+    not change)."""
     path = os.path.normcase(os.path.abspath(script))
-    digest = hashlib.blake2b(path.encode(), digest_size=4).hexdigest()
+    digest = hashlib.blake2b(_within_project(path).encode(), digest_size=4).hexdigest()
     return f"__main__-{Path(path).stem.replace('.', '_')}-{digest}"
+
+
+_PROJECT_TOPS = (".git", "pyproject.toml", "setup.cfg", "setup.py")  # a checkout's top
+
+
+def _within_project(path: str) -> str:
+    """``path`` from the nearest folder above it that is a project's top (holds ``.git``
+    or ``pyproject.toml``...), with ``/`` between names; the absolute path where none
+    is (a script in a folder of its own)."""
+    folder = os.path.dirname(path)
+    while True:
+        if any(os.path.exists(os.path.join(folder, top)) for top in _PROJECT_TOPS):
+            return os.path.relpath(path, folder).replace(os.sep, "/")
+        parent = os.path.dirname(folder)
+        if parent == folder:
+            return path
+        folder = parent
 
 
 def _shown(name: str) -> str:
