@@ -46,6 +46,7 @@ import math
 import os
 import re
 import sys
+import urllib.parse
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, TypeVar
@@ -316,9 +317,12 @@ def location(value: Any) -> str:
         given = f"{scheme.lower()}://{rest}"
     elif not sep:
         _refuse_one_slash(given)
-    return _without_credentials(
+    given = _without_credentials(
         given, "the store library reads credentials from the environment or a profile"
     )
+    if is_url(given):
+        _refuse_double_slash(given)
+    return given
 
 
 _ONE_SLASH = re.compile(r"([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
@@ -342,6 +346,20 @@ def _refuse_one_slash(given: str) -> None:
     shown = f"{given[:found.end()]}{rest}"
     raise Invalid(Masked(repr(shown)), f"a store URL with two slashes, {fixed} (or "
                   f"./{shown} for a local folder)")
+
+
+def _refuse_double_slash(given: str) -> None:
+    """Refuse ``s3://team//dagnb``: an object store keeps ``//`` in a key, so it named
+    another prefix (``/dagnb``), a store of its own that no teammate on ``s3://team/dagnb``
+    shared. (A trailing ``/`` names the same prefix; a folder's ``//`` the same folder.)"""
+    scheme, _, rest = given.partition("://")
+    inner = rest.strip("/")
+    if scheme in _FOLDER_SCHEMES or "//" not in inner:
+        return
+    fixed = f"{scheme}://{re.sub('/{2,}', '/', inner)}"
+    prefix = inner.partition("/")[2]
+    raise Invalid(Masked(repr(given)), f"a store URL with one slash between its parts, "
+                  f"{fixed} (with '//' the prefix is {prefix!r}: another store)")
 
 
 def _store_schemes() -> frozenset[str]:
@@ -466,16 +484,80 @@ def _masked_options(options: Mapping[str, Any]) -> Masked:
 
 
 def _refuse_url_not_a_url(options: Mapping[str, Any]) -> None:
-    """An endpoint given as a port alone (``endpoint_url: 5077``) or with no scheme
-    (``minio:9000``) reached the store library, whose error named no option: refused
-    here, naming it. None is the library's default."""
+    """An endpoint given as a port alone (``endpoint_url: 5077``), with no scheme
+    (``minio:9000``), another scheme (``htp://``) or no host reached the store library,
+    whose error named no option (or was taken for an outage, the cache going on local
+    alone): refused here, naming it. None is the library's default."""
     for key, value in options.items():
         if isinstance(value, Mapping):
             _refuse_url_not_a_url(value)
         elif str(key).endswith("_url") and value is not None and not is_url(value):
             form = "with its scheme" if isinstance(value, str) else "in quotes"
+            fixed = "http://HOST:PORT" if form == "in quotes" else _endpoint_fix(value)[1]
             raise Invalid(_masked_options(options),
-                          f"{key} as a URL {form}, not {value!r}: {key}: \"http://HOST:PORT\"")
+                          f"{key} as a URL {form}, not {value!r}: {key}: \"{fixed}\"")
+        elif str(key).lower() == "endpoint_url" and isinstance(value, str):
+            fault = endpoint_fault(value)
+            if fault is not None:
+                raise Invalid(_masked_options(options),
+                              f"{key} as {fault[0]}, not {value!r}: {key}: \"{fault[1]}\"")
+
+
+_ENDPOINT_SCHEMES = ("http", "https")
+_SCHEME_AND_SLASHES = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):/+")
+
+
+def endpoint_fault(value: str) -> tuple[str, str] | None:
+    """What an S3 endpoint ``value`` lacks and the URL it likely meant (``('an http://
+    or https:// URL', 'http://127.0.0.1:5055')`` for ``htp://127.0.0.1:5055``), or None
+    for an http(s) URL with a host. botocore took any other for an unreachable store."""
+    scheme = value.partition("://")[0].lower()
+    try:
+        host = urllib.parse.urlsplit(value).hostname
+    except ValueError:  # (an IPv6 bracket left open: botocore's own error says so)
+        return None
+    if "://" in value and scheme in _ENDPOINT_SCHEMES and host:
+        return None
+    return _endpoint_fix(value)
+
+
+def _endpoint_fix(value: str) -> tuple[str, str]:
+    """What ``value`` lacks as an endpoint and the URL it was likely meant as."""
+    found = _SCHEME_AND_SLASHES.match(value)
+    rest = value[found.end():] if found else value
+    fixed_host = f"HOST{rest or ':PORT'}" if rest[:1] in ("", ":", "/") else rest
+    if found is None:
+        return "a URL with its scheme", f"http://{fixed_host}"
+    scheme = found.group(1).lower()
+    closest = difflib.get_close_matches(scheme, _ENDPOINT_SCHEMES, n=1, cutoff=0)[0]
+    if scheme in _ENDPOINT_SCHEMES and value[found.start(1) + len(scheme):].startswith("://"):
+        return "a URL with a host", f"{scheme}://{fixed_host}"
+    return "an http:// or https:// URL", f"{closest}://{fixed_host}"
+
+
+# botocore's endpoint variables, the first one set winning (unless the options name one)
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
+
+
+def endpoint_variable_fault(options: Mapping[str, Any]) -> str | None:
+    """Why the endpoint variable botocore reads for an S3 store (``AWS_ENDPOINT_URL=
+    127.0.0.1:5055``) is refused, in one line naming it (redacted) and the fix; None
+    when it is an http(s) URL with a host, unset, or not read (the ``options`` name an
+    endpoint, or ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true)."""
+    client = options.get("client_kwargs")
+    named = options.get("endpoint_url") or (isinstance(client, Mapping)
+                                            and client.get("endpoint_url"))
+    ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
+    variable = next((name for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+    if named or ignored or variable is None:
+        return None
+    value = os.environ[variable]
+    fault = endpoint_fault(value)
+    if fault is None:
+        return None
+    shown, fixed = redacted(value, bare=True), redacted(fault[1], bare=True)
+    return (f"environment variable {variable}={shown!r} is not valid; expected {fault[0]}: "
+            f"export {variable}={fixed} (or unset it)")
 
 
 def name(value: Any) -> str:

@@ -283,10 +283,8 @@ def sync(
     blobs of the entries the store has (``push --check``, see :func:`~dagnb.cache.remote.push`)."""
     given = url
     url = settings().cache_directory if url is None else url
-    try:
-        url = checks.location(url)
-    except checks.Invalid as bad:
-        raise CacheError(f"the remote store is not valid; expected {bad.expected}") from None
+    # (named as its check shows it: credentials in it as ***)
+    url = checks.checked(checks.location, url, "the remote store", CacheError, sep=" ")
     if not is_url(url):
         raise CacheError(f"cache {action} needs a store URL, not {url!r}; "
                          + _store_hint(action, given))

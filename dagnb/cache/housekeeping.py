@@ -396,13 +396,19 @@ class Housekeeping:
         as ``pid N`` (``run <id>`` where its start was not noted); None: no live run.
         Read only before an entry is replaced or removed for its age (rare): a hit or a
         first save never reads the runs."""
-        root = os.path.realpath(self.location)
-        runs = os.path.join(root, ".runs")
-        for run in _live_run_folders(runs):
-            if (step_name, key) in _uses_of(run, root):
-                pid = _pid_of(runs, os.path.basename(run))
-                return f"run {os.path.basename(run)}" if pid is None else f"pid {pid}"
-        return None
+        return live_user_of(self.location, step_name, key)
+
+
+def live_user_of(location: str | os.PathLike[str], step_name: str, key: str) -> str | None:
+    """:meth:`Housekeeping._live_user_of` of the cache folder ``location`` (a store URL's
+    local tier too: a pull, or a lookup's download, replaces an entry there)."""
+    root = os.path.realpath(location)
+    runs = os.path.join(root, ".runs")
+    for run in _live_run_folders(runs):
+        if (step_name, key) in _uses_of(run, root):
+            pid = _pid_of(runs, os.path.basename(run))
+            return f"run {os.path.basename(run)}" if pid is None else f"pid {pid}"
+    return None
 
 
 def _uses_of(run: str, root: str) -> set[tuple[str, str]]:

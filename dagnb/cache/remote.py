@@ -77,6 +77,8 @@ does; obstore is faster per request but adds a Rust build and its own credential
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import contextvars
 import datetime
@@ -106,6 +108,7 @@ from dagnb.cache.backend import (
 )
 from dagnb.cache.entry import Entry, PackedEntry
 from dagnb.cache.forks import WeakRefs, renew_in_child
+from dagnb.cache.housekeeping import live_user_of
 from dagnb.errors import CacheError
 from dagnb.fingerprint import new_hasher
 
@@ -162,6 +165,10 @@ _S3_READ_TIMEOUT = 4.0
 # the work first): 4 s failed a 192 MB upload to a busy server, which a second attempt
 # then found completed, and the store rested for a minute with the entry left local
 _S3_TRANSFER_READ_TIMEOUT = 30.0
+# seconds between looks, as a multipart upload goes, at whether its run was interrupted;
+# and the wait for the abort of its parts then (Ctrl-C waits for it: best effort)
+_STOP_CHECKED_EVERY = 0.1
+_ABORT_WAIT = 2.0
 
 Progress = Callable[[int, int, int], None]  # (entries done, entries in all, bytes moved)
 T = TypeVar("T")
@@ -284,6 +291,8 @@ class ObjectStore:
             options.setdefault("auto_mkdir", True)  # object stores have no folders to make
         s3_retries, transfer_options = 1, None
         if protocol in ("s3", "s3a"):
+            if (fault := checks.endpoint_variable_fault(options)) is not None:
+                raise CacheError(fault)  # (botocore took it for an unreachable store)
             s3_retries = options.pop("retries", s3_retries)
             transfer_options = _s3_defaults(dict(options), _S3_TRANSFER_READ_TIMEOUT)
             options = _s3_defaults(options, _S3_READ_TIMEOUT)
@@ -530,14 +539,40 @@ class ObjectStore:
             self._keep_young(path, digest, stored)
             return 0  # stored once, whatever step made it
         try:
-            self.transfers.put_file(os.fspath(path), self.blob_path(digest),
-                                    **self._part_options)
+            self._put_file(path, self.blob_path(digest), size)
         except Exception:
             if replace or not self._stored_after_all(digest, size):
                 raise
         self.damaged_blobs.discard(digest)
         self._checked_blobs.add(digest)
         return size
+
+    def _put_file(self, path: Path, blob: str, size: int) -> None:
+        """Send ``path`` to ``blob``. A multipart one (an S3 blob of two parts or more)
+        stops when the run sending it is interrupted (:class:`HeldUploads`' ``stopping``):
+        its parts are aborted (S3 bills them until then) and :class:`UploadStopped` is
+        raised; a process that exited mid-upload left them behind."""
+        stopping = _STOPPING.get()
+        if stopping is None or not self._part_options or size < 2 * _S3_CHUNK:
+            self.transfers.put_file(os.fspath(path), blob, **self._part_options)
+            return
+        fs, begun = self.transfers, []
+        bucket, key, _ = fs.split_path(blob)
+        sending = asyncio.run_coroutine_threadsafe(
+            _put_noting_uploads(fs, path, blob, self._part_options, begun), fs.loop)
+        # (waited on, not its result(timeout): a TimeoutError of the upload's own is one)
+        while not concurrent.futures.wait([sending], _STOP_CHECKED_EVERY).done:
+            if stopping():
+                break
+        if sending.done():
+            sending.result()  # (its error, if any)
+            return
+        sending.cancel()  # (s3fs aborts on an Exception only; a cancellation is none)
+        for upload_id in begun:
+            with contextlib.suppress(Exception):  # (best effort: the interrupt waits)
+                asyncio.run_coroutine_threadsafe(
+                    fs._abort_mpu(bucket, key, upload_id), fs.loop).result(_ABORT_WAIT)
+        raise UploadStopped(blob)
 
     def _stored_after_all(self, digest: str, size: int) -> bool:
         """Whether an upload of the blob of ``digest`` that failed stored it all the same,
@@ -685,6 +720,31 @@ class ObjectStore:
         if any(digest in self.damaged_blobs for digest, _ in blobs):
             self.damaged_entries.add((step, key))
         return False
+
+
+async def _put_noting_uploads(fs: Any, path: Path, blob: str, options: Mapping[str, Any],
+                              begun: list[str]) -> None:
+    """s3fs' ``put_file`` of ``path`` to ``blob``, noting in ``begun`` the id of the
+    multipart upload it starts: one cut short by a cancellation is aborted by that id
+    (another machine's upload of the same blob, the same content, is left alone)."""
+    key = fs.split_path(blob)[1]
+
+    def note(parsed: Mapping[str, Any], **_: Any) -> None:
+        if parsed.get("Key") == key and parsed.get("UploadId"):
+            begun.append(parsed["UploadId"])
+
+    events = (await fs.set_session()).meta.events
+    hook = f"dagnb-upload-{uuid.uuid4().hex}"
+    events.register("after-call.s3.CreateMultipartUpload", note, unique_id=hook)
+    try:
+        await fs._put_file(os.fspath(path), blob, **options)
+    finally:
+        events.unregister("after-call.s3.CreateMultipartUpload", unique_id=hook)
+
+
+class UploadStopped(BaseException):
+    """An upload stopped because the run sending it was interrupted (a BaseException:
+    no store failure, which would rest the store and say it was down)."""
 
 
 class Upload(NamedTuple):
@@ -957,26 +1017,53 @@ KeepFetched = Callable[[str, str, Path], bool]  # (step, key, folder): kept as a
 
 def fetch_into(remote: ObjectStore, backend: StoreBackend, step: str, key: str,
                replacing: Callable[[], object] | None = None,
-               keep: KeepFetched | None = None) -> int | None:
+               keep: KeepFetched | None = None,
+               kept_for: list[str] | None = None) -> int | None:
     """Download ``step/key`` from ``remote`` and put it in ``backend``; the bytes moved,
     or None when the remote has no entry to trust. ``replacing``: called once the
     download is whole, before the write (a pull drops the older local copy it replaces,
     which may be a pack's record, not a folder the write would replace). ``keep``: the
     local store's :meth:`~dagnb.cache.store.Store.keep_fetched`, which keeps a small
-    entry as a pack record, as a save there would have (then no folder is written)."""
+    entry as a pack record, as a save there would have (then no folder is written).
+    A local copy a live run uses stays, the download dropped: who uses it (``pid N``)
+    is added to ``kept_for``."""
     # (made by the download once an entry is found: a miss, a fail-on-miss run's
     # lookups, leaves no local tier behind)
     folder = backend.root / ".scratch" / f".tmp-pull-{uuid.uuid4().hex}"
     try:
         moved = remote.download(step, key, folder)
         if moved is not None:
-            if replacing is not None:
+            # (asked once the download is whole: a run may have taken it up meanwhile)
+            reader = _live_user_here(backend, step, key, replacing is not None)
+            if reader is None and replacing is not None:
                 replacing()
-            if keep is None or not keep(step, key, folder):
-                backend.write(step, key, folder)
+            if reader is None and (keep is None or not keep(step, key, folder)):
+                reader = _write_unless_used(backend, step, key, folder)
+            if reader is not None and kept_for is not None:
+                kept_for.append(reader)
         return moved
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def _live_user_here(backend: StoreBackend, step: str, key: str, replacing: bool) -> str | None:
+    """Who among the live runs uses the local copy of ``step/key`` a download would
+    replace (``pid N``): a step reading its files would read two versions of them. Asked
+    of a local folder's runs, when there is a copy (``replacing``: a pull's, maybe a
+    pack's record; else a folder another process saved or fetched meanwhile)."""
+    if type(backend) is not LocalBackend or not (replacing or backend.exists(step, key)):
+        return None
+    return live_user_of(backend.root, step, key)
+
+
+def _write_unless_used(backend: StoreBackend, step: str, key: str, folder: Path) -> str | None:
+    """``backend.write``, which on a local folder leaves a folder there that a live run
+    uses (then returned: who, ``pid N``)."""
+    if type(backend) is not LocalBackend:
+        backend.write(step, key, folder)
+        return None
+    return backend.write(step, key, folder,
+                         kept_for=lambda: live_user_of(backend.root, step, key))
 
 
 class RemoteBackend(StoreBackend):
@@ -1026,6 +1113,7 @@ class RemoteBackend(StoreBackend):
         self._glances: dict[tuple[str, str], tuple[float, bytes | None]] = {}
         self._refusals_said: set[str] = set()  # each refusal's fix is said once
         self._keeper: weakref.WeakMethod[KeepFetched] | None = None  # (its store's)
+        self._unsent: set[tuple[str, str]] | None = None  # (read at the first hit)
 
     def __repr__(self) -> str:
         return f"RemoteBackend({self.remote.url!r}, local={str(self.root)!r})"
@@ -1053,6 +1141,19 @@ class RemoteBackend(StoreBackend):
         if moved is None:
             self._warn_if_damaged(step, key)
         return None if moved is None else self.local.read(step, key)
+
+    def hold_if_unsent(self, step: str, key: str, held: HeldUploads) -> None:
+        """A run's hit in the tier of an entry whose upload never ended (an interrupted
+        run, a killed process, the store down): its upload joins ``held``, so teammates
+        stop computing it again. Once a process (a push sends it otherwise)."""
+        if self._unsent is None:  # (read once: most tiers have none, one listdir)
+            self._unsent = unsent_entries(self.root)
+        if (step, key) not in self._unsent:
+            return
+        self._unsent.discard((step, key))
+        item = self.local.read(step, key)
+        if item is not None and item.meta is not None:
+            held.add(lambda: self._send(step, key, item, False, False), self.remote.url)
 
     def _warn_if_damaged(self, step: str, key: str) -> None:
         """Say that the store's ``step/key`` was found changed there (once: it is not
@@ -1092,7 +1193,18 @@ class RemoteBackend(StoreBackend):
             return None
         return Item(self.local.root / step / key, meta, (_GLANCED, meta))
 
-    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False) -> None:
+    keeps_live_entries = True  # (Store._write: asks who reads an entry it replaces)
+
+    def write(self, step: str, key: str, folder: Path, *, refresh: bool = False,
+              kept_for: Callable[[], str | None] | None = None) -> str | None:
+        """:meth:`LocalBackend.write`'s, in the tier, then the upload. An entry there that
+        a live run reads (``kept_for``, asked only when one is there) is kept, and so is
+        the store's copy: who reads it is returned, ``folder`` left as it is (a refresh
+        replaced a folder a running step was reading from, files and all)."""
+        if kept_for is not None and self.local.exists(step, key):
+            reader = kept_for()
+            if reader is not None:
+                return reader
         # an entry this machine replaces (a refresh, a rebuild of a damaged or cleared
         # one, or of one found damaged in the store) replaces the store's copy too, now or
         # at the next push; a first save keeps another writer's
@@ -1103,20 +1215,29 @@ class RemoteBackend(StoreBackend):
         owes = replace and not step.startswith(".")
         if owes:  # owed before the entry is: a process killed while it uploads (OOM, a CI
             owe_replacement(self.root, step, key)  # timeout) left the store's old copy,
-        self.local.write(step, key, folder)        # which a push then took as there
+        if not step.startswith("."):               # which a push then took as there
+            mark_unsent(self.root, step, key)  # (so a later run's hit sends it)
+        reader = self.local.write(step, key, folder, kept_for=kept_for)
+        if reader is not None:  # (taken up by a run since it was asked: kept all the same)
+            paid_replacement(self.root, step, key)
+            sent_at_last(self.root, step, key)
+            return reader
         item = self.local.read(step, key)
         if step.startswith(".") or item is None or item.meta is None:
-            return
+            return None
         held = _HELD_UPLOADS.get()
         if held is not None:  # (a run's save: sent once its step is said done)
-            held.add(lambda: self._send(step, key, item, replace, owes))
-            return
+            held.add(lambda: self._send(step, key, item, replace, owes), self.remote.url)
+            return None
         self._send(step, key, item, replace, owes)
+        return None
 
     def _send(self, step: str, key: str, item: Item, replace: bool, owes: bool) -> bool:
         """Upload the tier's new entry ``item``; whether it got there (else the entry is
         saved locally; a push uploads it later)."""
         sent = self._upload(step, key, item, replace)
+        if sent:
+            sent_at_last(self.root, step, key)
         if sent and owes:
             paid_replacement(self.root, step, key)
         return sent
@@ -1269,11 +1390,13 @@ class HeldUploads:
     and timed, once its entry is in the tier; the upload, however slow the line, is not
     the step's time (the scheduler sends it right after saying the step succeeded)."""
 
-    __slots__ = ("_sends", "_token")
+    __slots__ = ("_sends", "_token", "interrupted", "unsent")
 
     def __init__(self) -> None:
-        self._sends: list[Callable[[], bool]] = []
+        self._sends: list[tuple[Callable[[], bool], str]] = []
         self._token: contextvars.Token[HeldUploads | None] | None = None
+        self.unsent: list[str] = []  # the stores the last send() left entries unsent to
+        self.interrupted = False  # whether it stopped for its run's interrupt
 
     def __enter__(self) -> HeldUploads:
         self._token = _HELD_UPLOADS.set(self)
@@ -1287,20 +1410,43 @@ class HeldUploads:
     def __bool__(self) -> bool:
         return bool(self._sends)
 
-    def add(self, send: Callable[[], bool]) -> None:
-        self._sends.append(send)
+    def add(self, send: Callable[[], bool], store: str = "") -> None:
+        """Hold ``send``, the upload of an entry to ``store`` (its URL, no credentials)."""
+        self._sends.append((send, store))
 
-    def send(self) -> tuple[float, bool]:
+    def send(self, stopping: Callable[[], bool] | None = None) -> tuple[float, bool]:
         """Send them, as the saves would have; the seconds it took, and whether all got
-        there (a store resting after a failure is not asked: a push sends them later)."""
+        there (a store resting after a failure is not asked: a push sends them later).
+        Once ``stopping()`` (the run was interrupted), none starts and a multipart one
+        under way is aborted (:meth:`ObjectStore._put_file`): :attr:`interrupted`. The
+        stores of those not sent are :attr:`unsent`."""
         started = time.monotonic()
-        sends, self._sends = self._sends, []
-        sent = all([send() for send in sends])  # (each sent, whatever the others did)
-        return time.monotonic() - started, sent
+        sends, self._sends, self.unsent = self._sends, [], []
+        token = _STOPPING.set(stopping)
+        try:
+            for send, store in sends:  # (each sent, whatever the others did)
+                if not self._sent(send, stopping):
+                    self.unsent.append(store)
+        finally:
+            _STOPPING.reset(token)
+        return time.monotonic() - started, not self.unsent
+
+    def _sent(self, send: Callable[[], bool], stopping: Callable[[], bool] | None) -> bool:
+        if self.interrupted or (stopping is not None and stopping()):
+            self.interrupted = True
+            return False
+        try:
+            return send()
+        except UploadStopped:
+            self.interrupted = True
+            return False
 
 
 _HELD_UPLOADS: contextvars.ContextVar[HeldUploads | None] = contextvars.ContextVar(
     "dagnb_held_uploads", default=None)
+# what tells a held upload under way that its run was interrupted (HeldUploads.send)
+_STOPPING: contextvars.ContextVar[Callable[[], bool] | None] = contextvars.ContextVar(
+    "dagnb_uploads_stopping", default=None)
 
 _NO_CREDENTIALS = ("NoCredentialsError", "PartialCredentialsError")  # botocore's
 
@@ -1412,6 +1558,38 @@ def paid_replacement(root: Path, step: str, key: str) -> None:
         os.unlink(root / _OWED / step / key)
 
 
+_UNSENT = ".unsent"  # in the local tier: <step>/<key>, one empty file each
+
+
+def mark_unsent(root: Path, step: str, key: str) -> None:
+    """Note that the tier ``root``'s new entry ``step/key`` is not in the store yet: set
+    before its upload and cleared once it ends (:func:`sent_at_last`), so one an
+    interrupt, a killed process or a store down cut short is sent by a later run's hit."""
+    with contextlib.suppress(OSError):  # (a tier that cannot take it: as before)
+        marker = root / _UNSENT / step / key
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
+
+
+def unsent_entries(root: Path) -> set[tuple[str, str]]:
+    """The (step, key) of the tier ``root`` whose upload never ended."""
+    return _markers(root / _UNSENT)
+
+
+def sent_at_last(root: Path, step: str, key: str) -> None:
+    with contextlib.suppress(OSError):
+        os.unlink(root / _UNSENT / step / key)
+
+
+def _markers(folder: Path) -> set[tuple[str, str]]:
+    try:
+        steps = os.listdir(folder)
+    except OSError:
+        return set()
+    return {(step, key) for step in steps
+            for key in (os.listdir(folder / step) if (folder / step).is_dir() else ())}
+
+
 # -- explicit sync ------------------------------------------------------------------------
 class Transfer:
     """What a :func:`push` or :func:`pull` did: entries copied (a push's ``mended``
@@ -1419,20 +1597,24 @@ class Transfer:
     older local copies of keys the store holds a newer entry of), skipped (there already; a
     push's ``meanwhile`` among them: written by another writer while it sent them; a
     pull's ``same_output``: the store's newer copy holds the same output as the local
-    copy, which stays),
+    copy, which stays; its ``in_use``: a live run uses the local copy, which stays),
     expired, unusable (a pull's: in the store, expired, or with a file missing or
     damaged) and damaged (a push's: here, files no longer matching their digest, set
     aside and not sent), bytes moved (``unreferenced`` among them: a push's, of blobs
     that no entry kept names), and bytes read back to check the store's (a
     ``push --check``'s)."""
 
-    __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "meanwhile", "mended",
-                 "replaced", "same_output", "skipped", "unreferenced", "unusable")
+    __slots__ = ("bytes", "checked", "copied", "damaged", "expired", "in_use", "kept_since",
+                 "meanwhile", "mended", "replaced", "same_output", "skipped", "unreferenced",
+                 "unusable", "users")
 
     def __init__(self) -> None:
         self.copied = self.skipped = self.expired = self.unusable = self.damaged = 0
         self.mended = self.meanwhile = self.bytes = self.unreferenced = self.checked = 0
         self.replaced = self.same_output = 0
+        self.in_use = 0  # a pull's: older local copies kept, as a live run uses them
+        self.users: list[str] = []  # (who: ``pid N``, each once)
+        self.kept_since: float | None = None  # the earliest manifest time of those kept
 
     def __repr__(self) -> str:
         return (f"Transfer(copied={self.copied}, mended={self.mended}, "
@@ -1440,6 +1622,25 @@ class Transfer:
                 f"expired={self.expired}, unusable={self.unusable}, damaged={self.damaged}, "
                 f"bytes={self.bytes}, unreferenced={self.unreferenced}, "
                 f"checked={self.checked})")
+
+    def keep_for(self, user: str, modified: float | None) -> None:
+        """Count a local copy a pull leaves as it is, as ``user`` (a live run) uses it;
+        ``modified``: when the store's newer copy was written."""
+        self.skipped += 1
+        self.in_use += 1
+        if user not in self.users:
+            self.users.append(user)
+        if modified is not None and (self.kept_since is None or modified < self.kept_since):
+            self.kept_since = modified
+
+    def _kept_in_use(self) -> str:
+        if not self.in_use:
+            return ""
+        them = "it" if self.in_use == 1 else "them"
+        runs = "a run going on uses" if len(self.users) == 1 else "runs going on use"
+        ends = "it ends" if len(self.users) == 1 else "they end"
+        return (f" ({self.in_use} kept: {runs} {them} ({', '.join(self.users)}); "
+                f"pull again once {ends})")
 
     def line(self, action: str) -> str:
         """The one-line summary ``dagnb cache push|pull`` and the magic print."""
@@ -1452,6 +1653,7 @@ class Transfer:
                      if self.meanwhile else "")
         meanwhile += (f" ({self.same_output} of the same output as the store's newer "
                       "copy: kept, nothing downloaded)" if self.same_output else "")
+        meanwhile += self._kept_in_use()
         checked = f" (read back and checked: {self.checked / 1e6:.1f} MB)" if self.checked else ""
         expired = f", {self.expired} expired" if self.expired else ""
         them = "it" if self.unusable == 1 else "them"
@@ -1590,32 +1792,51 @@ def pull(url: str, local: Store, *, progress: Progress | None = None) -> Transfe
     keys = list(remote.entries_modified())
     done = Transfer()
     for number, (step, key, modified) in enumerate(keys, 1):
-        here = _unexpired(local, step, key)
+        here, expired_for = _unexpired(local, step, key)
         newer = (_newer_in_store(remote, here, step, key)
                  if here is not None and _written_since(modified, seen) else None)
         older = newer is not None
+        if expired_for is not None:  # (expired here, but a live run uses it)
+            done.keep_for(expired_for, modified)
         # (the store's newer copy of the same output: the local one takes its times)
-        if here is not None and (newer is None or _same_output(remote, here, newer)):
+        elif here is not None and (newer is None or _same_output(remote, here, newer)):
             done.skipped += 1
             done.same_output += older
             if older:  # (a refresh here not pushed yet is no longer owed to the store)
                 paid_replacement(local.location, step, key)
+        elif older and (reader := live_user_of(local.location, step, key)) is not None:
+            done.keep_for(reader, modified)  # (checked again once downloaded, below)
         else:
+            kept_for: list[str] = []
             moved = fetch_into(remote, local.backend, step, key,
                                _dropping(local, step, key) if older else None,
-                               keep=local.keep_fetched)
-            done.copied += moved is not None
-            done.replaced += older and moved is not None
-            done.expired += moved is None and remote.expired
-            done.unusable += moved is None and not remote.expired
+                               keep=local.keep_fetched, kept_for=kept_for)
             done.bytes += moved or 0
+            if kept_for:  # (a run took it up while it downloaded: the download goes)
+                done.keep_for(kept_for[0], modified)
+            else:
+                done.copied += moved is not None
+                done.replaced += older and moved is not None
+                done.expired += moved is None and remote.expired
+                done.unusable += moved is None and not remote.expired
         if progress is not None:
             progress(number, len(keys), done.bytes)
-    _note_pulled(local, url, [modified for _step, _key, modified in keys])
+    # (a kept entry's manifest is read again by the next pull: listed as not seen yet)
+    _note_pulled(local, url, [_seen_up_to(modified, done.kept_since)
+                              for _step, _key, modified in keys])
     return done
 
 
 _PULLED = ".pulled"  # in the local tier: the newest manifest time each store's last pull saw
+
+
+def _seen_up_to(modified: float | None, kept_since: float | None) -> float | None:
+    """A listed manifest time as a pull notes it: no later than the earliest of an entry
+    it kept for a live run (``kept_since``), so that the next pull compares that one again
+    (:func:`_written_since`)."""
+    if modified is None or kept_since is None:
+        return modified
+    return min(modified, kept_since)
 
 
 def _written_since(modified: float | None, seen: float | None) -> bool:
@@ -1648,14 +1869,17 @@ def _url_name(url: str) -> str:
     return xxhash.xxh3_64_hexdigest(url.rstrip("/").encode())
 
 
-def _unexpired(local: Store, step: str, key: str) -> Entry | None:
+def _unexpired(local: Store, step: str, key: str) -> tuple[Entry | None, str | None]:
     """``local``'s entry of ``step/key`` if unexpired; an expired copy is removed, as a
-    lookup does: it hid the store's fresh copy, counted as there."""
+    lookup does: it hid the store's fresh copy, counted as there. One a live run uses
+    stays, as for a lookup (its step may be reading it): then (None, who: ``pid N``)."""
     entry = local.peek(step, key)
     if entry is None or not entry.expired(local.clock()):
-        return entry
-    local.remove(step, key)
-    return None
+        return entry, None
+    reader = live_user_of(local.location, step, key)
+    if reader is None:
+        local.remove(step, key)
+    return None, reader
 
 
 def _newer_in_store(remote: ObjectStore, here: Entry, step: str,

@@ -1027,12 +1027,12 @@ class Store(Housekeeping):
         return self._saved(step_name, step_key, meta, data)
 
     def _write(self, step_name: str, key: str, build: Path, refresh: bool) -> str | None:
-        """Put ``build`` in place as ``step/key``; on the local backend, unless it would
-        replace an entry a live run reads: then who reads it (``pid N``), and ``build``
-        is left where it is."""
+        """Put ``build`` in place as ``step/key``; on the local backend (and a store URL's
+        tier), unless it would replace an entry a live run reads: then who reads it
+        (``pid N``), and ``build`` is left where it is."""
         backend = self.backend
-        if type(backend) is LocalBackend:
-            return backend.write(step_name, key, build, refresh=refresh,
+        if type(backend) is LocalBackend or getattr(backend, "keeps_live_entries", False):
+            return backend.write(step_name, key, build, refresh=refresh,  # type: ignore[call-arg]
                                  kept_for=functools.partial(self._live_user_of, step_name, key))
         backend.write(step_name, key, build, refresh=refresh)
         return None

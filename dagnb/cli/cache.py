@@ -218,8 +218,22 @@ def _clear(args: argparse.Namespace) -> int:
     print(f"removed {_entries(removed)}"
           + ("" if step is None else f" of step {step!r}")
           + ("" if older is None else f" created more than {args.older_than} ago")
-          + f" from {store.location}")
+          + f" from {store.location}" + _store_kept(args.cache_dir, step))
     return 0
+
+
+def _store_kept(given: str | None, step: str | None) -> str:
+    """What clear left in the store of a store URL setting (its local tier was cleared):
+    the next run downloads those entries again, and only a refresh replaces one there."""
+    from dagnb.config import settings
+
+    url = str(settings().cache_directory) if given is None else given
+    if not checks.is_url(url):
+        return ""
+    named = step if step is not None and "." not in step else "NAME"  # (not a function's)
+    return (f" (the local tier); the store {checks.redacted(url)} keeps its entries, and "
+            f"a run downloads them again: to replace a bad one there, dagnb run WORKFLOW "
+            f"--refresh-step {named}")
 
 
 def _age(given: str | None, option: str) -> float | None:

@@ -256,6 +256,7 @@ class Scheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._settled: set[str] = set()
         self._unsent: dict[str, HeldUploads] = {}  # step -> its entry's upload, held
+        self._not_uploaded: list[str] = []  # said as the run ends (_say_not_uploaded)
         self._all_done: asyncio.Event | None = None
         self._semaphore: asyncio.Semaphore | None = None
         self._failed_fast = False
@@ -339,6 +340,8 @@ class Scheduler:
         finally:
             if self.options.cache is not None:
                 self.options.cache.close()
+            if self._not_uploaded:
+                self._say_not_uploaded()
             self._emit("run", None, state="finished")
         return self.run
 
@@ -456,8 +459,36 @@ class Scheduler:
         if held is None:
             return
         with holding():  # (the upload holds the loop: not others' time)
-            seconds, sent = held.send()
+            seconds, sent = held.send(self._stopping)
         self._emit("stored", name, store_s=round(seconds, 3), sent=sent)
+        if held.interrupted:  # (a failure is said by the store's warning, once an outage)
+            why = ("the run was interrupted" if self.run.cancel_requested or cancelling()
+                   else "the run's timeout was reached")
+            self._not_uploaded += [
+                f"{name}'s entry was not uploaded to {store}: {why}; dagnb cache push "
+                "sends it (so does the next run it is cached in)"
+                for store in dict.fromkeys(held.unsent)]
+
+    def _hold_unsent(self, name: str, key: str, cache: StepCache) -> None:
+        """A hit of an entry whose upload to a store URL never ended (Ctrl-C, a killed
+        process, the store down): uploaded as a save's is, once its end is said."""
+        hold = getattr(cache.store.backend, "hold_if_unsent", None)
+        if hold is not None:
+            held = HeldUploads()
+            hold(name, key, held)
+            if held:
+                self._unsent[name] = held
+
+    def _stopping(self) -> bool:
+        """Whether the run was interrupted or cancelled: an upload under way stops."""
+        return self.run.cancel_requested or stop_pending()
+
+    def _say_not_uploaded(self) -> None:
+        """One line per entry an interrupt kept from its store, as the run ends (an
+        upload cut short by Ctrl-C said nothing: the entry stayed local, and teammates
+        computed it again)."""
+        for line in self._not_uploaded:
+            checks.warn_user(line)
 
     async def _cached_or_run(self, step: Step) -> _Outcome:
         cache = self.options.cache
@@ -475,6 +506,8 @@ class Scheduler:
         # looks once, under it: a look before the lock would only miss again
         looked = not self._missing
         entry = cache.lookup(step, key) if looked else None
+        if entry is not None and cache.writes:
+            self._hold_unsent(step.name, key.digest, cache)
         if entry is None:
             # (not ``async with``: two coroutines less per step when the lock is free)
             claim = cache.claim(step, key, looked=looked, on_wait=self._waiting_for_another_run)
