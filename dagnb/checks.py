@@ -202,9 +202,20 @@ def choices_named(word: object, choices: Iterable[str], *, noun: str = "steps",
 
 
 def closest(word: object, choices: Iterable[str], *, cutoff: float = 0.6) -> str | None:
-    """The choice closest to ``word`` (``difflib``'s), or None when none is close."""
-    close = difflib.get_close_matches(str(word), list(choices), n=1, cutoff=cutoff)
+    """The choice closest to ``word``: the one it is but for case and ``-`` for ``_``
+    (``N`` for ``n``, ``BATCH-SIZE`` for ``batch_size``, which difflib finds too unlike),
+    else ``difflib``'s; None when none is close."""
+    known = list(choices)
+    folded = _folded(str(word))
+    alike = [choice for choice in dict.fromkeys(known) if _folded(choice) == folded]
+    if len(alike) == 1:
+        return alike[0]
+    close = difflib.get_close_matches(str(word), known, n=1, cutoff=cutoff)
     return close[0] if close else None
+
+
+def _folded(name: str) -> str:
+    return name.casefold().replace("-", "_")
 
 
 def known_keys(

@@ -98,3 +98,18 @@ def test_a_name_given_twice_with_two_values_is_refused(workspace, capsys):
     assert out == "" and not (workspace / "seen.txt").exists()
     assert main(["run", "w.yml", "-p", "n=5", "-p", "n=5"]) == 0  # (one value, twice)
     assert seen_by_the_step(workspace)[3] == 5
+
+
+# -- templates new reads -p as run does ---------------------------------------------------
+def test_templates_new_refuses_a_parameter_given_twice_and_finds_a_case_slip(
+        workspace, capsys):
+    assert main(["templates", "new", "parameter-sweep", "-p", "samples=50", "-p",
+                 "samples=60", "-o", "s.yml"]) == 2
+    assert capsys.readouterr().err == (
+        "dagnb: error: --param 'samples' is given twice (samples=50, then samples=60); give "
+        "it once, with the value meant\n")
+    assert main(["templates", "new", "parameter-sweep", "-p", "SAMPLES=50", "-o", "s.yml"]) == 2
+    assert "has no parameter 'SAMPLES'; did you mean 'samples'?" in capsys.readouterr().err
+    assert not (workspace / "s.yml").exists()
+    assert main(["templates", "new", "parameter-sweep", "-p", "samples=50", "-p",
+                 "samples=50", "-o", "s.yml"]) == 0  # (one value given twice: one value)

@@ -764,9 +764,9 @@ def _remove_empty(folders: list[Path]) -> None:
 def _pairs(items: list[str]) -> dict[str, str]:
     """``-p`` NAME=VALUE items by name, split as ``dagnb run -p`` splits them (each value
     is then read by its Parameter as run reads it: in quotes, the text in them)."""
-    from dagnb.workflows.params import name_and_text
+    from dagnb.workflows.params import given_once, name_and_text
 
-    return dict(name_and_text(item) for item in items)
+    return dict(name_and_text(item) for item in given_once(items, str))
 
 
 command("cache")(cache_commands.run)

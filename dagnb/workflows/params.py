@@ -71,7 +71,7 @@ def param_pairs(items: Iterable[str], mask: Mask = str,
     against the values the file gives that name (``declared``: see :func:`file_values`),
     or, for a name of the file's ``parameters`` (``source``'s), as that parameter reads
     it; ``mask`` hides secret values in the messages, which show what was given."""
-    items = _given_once(items, mask)
+    items = given_once(items, mask)
     values = {}
     for item in items:
         name, text = name_and_text(item, mask)
@@ -83,7 +83,7 @@ def param_pairs(items: Iterable[str], mask: Mask = str,
     return values
 
 
-def _given_once(items: Iterable[str], mask: Mask) -> list[str]:
+def given_once(items: Iterable[str], mask: Mask) -> list[str]:
     """``items``, refused where a name is given twice with two values: a run takes one,
     and keeping the last would run a CI job that appends ``--param`` options with a value
     nobody meant (the same value twice is one value)."""
@@ -325,25 +325,10 @@ def _undeclared(graph: Graph, name: str, declared: list[str], source: str) -> st
         some = " but the for_each copies' own item and index" if declared else ""
         return (f"--param {name!r}: no step of {source} has params{some}; declare it in a "
                 "step's params (or under defaults: params:) to set it from the command line")
-    hint = _did_you_mean(name, [*settable, *graph.parameters])
+    hint = checks.did_you_mean(name, [*settable, *graph.parameters],
+                               otherwise="set one of those")
     return (f"--param {name!r}: no step of {source} has a param {name!r}; its params are "
             f"{', '.join(settable)}; {hint}")
-
-
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    """The hint naming the param meant by ``name``: the one it is but for case and ``-``
-    for ``_`` (``N`` for ``n``, ``BATCH-SIZE`` for ``batch_size``), which difflib finds
-    too unlike, else the one difflib finds close."""
-    folded = [param for param in dict.fromkeys(known) if _folded(param) == _folded(name)]
-    if len(folded) == 1:
-        return f"did you mean {folded[0]!r}?"
-    return checks.did_you_mean(name, known, otherwise="set one of those")
-
-
-def _folded(name: str) -> str:
-    """``name`` with case and the ``-``/``_`` slip taken out: ``BATCH-SIZE`` is
-    ``batch_size``."""
-    return name.casefold().replace("-", "_")
 
 
 def _per_copy(graph: Graph, name: str) -> bool:
