@@ -91,8 +91,9 @@ class Watcher:
         self._address = 0  # the board's, as an entry of the C environment
         self._pinned: list[Any] = []  # the boards' addresses taken: never unmapped
         self._value = len(variable) + 1  # where the token starts in it
+        self._forked_with = b""  # the token held as this process last forked
         if hasattr(os, "register_at_fork"):  # a forked child keeps no watcher alive
-            os.register_at_fork(after_in_child=self._forget)
+            os.register_at_fork(before=self._note_token, after_in_child=self._forget)
 
     def add(self, token: str, pgid: int) -> None:
         """The step with ``token`` has started, its processes in group ``pgid``; or
@@ -208,8 +209,9 @@ class Watcher:
         """In a child forked while an in-process run's token is held (``multiprocessing``
         in a step): its ``/proc`` environment is the parent's as it started, without
         the token. So the parent's watcher is told it by its pid and start time (not
-        another process given its pid since), with the token it is to die with."""
-        token = self._held_token()
+        another process given its pid since), with the token it is to die with: the one
+        held as it was forked (the board, shared, may hold the next run's by now)."""
+        token = self._forked_with
         if not token:
             return
         try:
@@ -218,6 +220,10 @@ class Watcher:
             told.send(b"*%d %s %s\n" % (os.getpid(), started, token), _NO_SIGNAL)
         except (OSError, IndexError):  # (no /proc: not Linux, where nothing is held)
             pass
+
+    def _note_token(self) -> None:
+        """Before a fork: the token held now, which the child reads in its own copy."""
+        self._forked_with = self._held_token()
 
     def _held_token(self) -> bytes:
         if self._board is None:
