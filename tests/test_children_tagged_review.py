@@ -256,6 +256,7 @@ def test_a_forked_child_tells_the_token_held_as_it_was_forked() -> None:
     """The child tells its token after the fork, and the board is shared: read there, it
     could be the next run's by then (a process forked between two runs was killed with
     the second: the suite's own run caught it). The token is the one held at the fork."""
+    import copy
     import socket
 
     from dagnb.executors.watcher import Watcher
@@ -265,14 +266,14 @@ def test_a_forked_child_tells_the_token_held_as_it_was_forked() -> None:
     assert watcher._board is not None
     ours, theirs = socket.socketpair()
     with ours, theirs:
-        watcher.hold(b"")
-        watcher._note_token()  # forked between two runs
+        watcher.hold(b"")  # forked between two runs: the child's copy holds none
+        child = copy.copy(watcher)
         watcher.hold(b"a" * 24)  # the next run starts before the child tells
-        watcher._tell_forked(ours)
-        watcher.hold(b"b" * 24)
-        watcher._note_token()  # forked in a run
+        child._tell_forked(ours)
+        watcher.hold(b"b" * 24)  # forked in a run
+        child = copy.copy(watcher)
         watcher.hold(b"")  # which ends before the child tells
-        watcher._tell_forked(ours)
+        child._tell_forked(ours)
         ours.shutdown(socket.SHUT_WR)
         told = theirs.recv(4096).decode()
     assert told.count("\n") == 1 and told.endswith(f" {'b' * 24}\n"), told

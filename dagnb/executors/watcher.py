@@ -91,9 +91,11 @@ class Watcher:
         self._address = 0  # the board's, as an entry of the C environment
         self._pinned: list[Any] = []  # the boards' addresses taken: never unmapped
         self._value = len(variable) + 1  # where the token starts in it
-        self._forked_with = b""  # the token held as this process last forked
+        # the token held, in this process's own memory: a child forked finds there the
+        # one held as it was forked (the board, shared, may hold the next run's by then)
+        self._forked_with = b""
         if hasattr(os, "register_at_fork"):  # a forked child keeps no watcher alive
-            os.register_at_fork(before=self._note_token, after_in_child=self._forget)
+            os.register_at_fork(after_in_child=self._forget)
 
     def add(self, token: str, pgid: int) -> None:
         """The step with ``token`` has started, its processes in group ``pgid``; or
@@ -122,6 +124,7 @@ class Watcher:
         """``token`` (24 bytes) is that of the in-process steps running now, their
         processes known by it alone; b"": none runs (the entry's value then empty)."""
         board, start = self._board, self._value
+        self._forked_with = token if board is not None else b""
         if board is not None:
             if token:
                 board[start:start + len(token)] = token
@@ -220,15 +223,6 @@ class Watcher:
             told.send(b"*%d %s %s\n" % (os.getpid(), started, token), _NO_SIGNAL)
         except (OSError, IndexError):  # (no /proc: not Linux, where nothing is held)
             pass
-
-    def _note_token(self) -> None:
-        """Before a fork: the token held now, which the child reads in its own copy."""
-        self._forked_with = self._held_token()
-
-    def _held_token(self) -> bytes:
-        if self._board is None:
-            return b""
-        return self._board[self._value:self._value + _HELD].split(b"\0", 1)[0]
 
     def _forget(self) -> None:
         """In a forked child: close its copy of the socket, which would keep the
