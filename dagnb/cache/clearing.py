@@ -1,7 +1,9 @@
 """The rules of a clear asked for by hand, shared by ``dagnb cache clear`` and
 ``%dagger cache clear``: clearing every entry takes ``--all``, given alone, and a step
 the cache holds no entry of (a typo) is refused before anything goes (``dagnb cache
-list --step`` too); ``dagnb cache`` takes a Memory function's plain name (``square``)."""
+list --step`` too); ``dagnb cache`` takes a Memory function's plain name (``square``).
+Both say, of a store URL's cache, that the store keeps what its local tier lost
+(:func:`kept_in_store`)."""
 
 from __future__ import annotations
 
@@ -16,7 +18,8 @@ from dagnb.model.step import parse_duration
 if TYPE_CHECKING:
     from dagnb.cache.store import Store
 
-__all__ = ["age_option", "check_clear_options", "check_clear_scope", "held_step"]
+__all__ = ["age_option", "check_clear_options", "check_clear_scope", "held_step",
+           "kept_in_store"]
 
 
 def age_option(given: str | None, option: str) -> float | None:
@@ -90,6 +93,19 @@ def held_step(store: Store, step: str, given_as: str = "--step", known: Collecti
                                otherwise=f"it holds entries of {shown}")
     raise ConfigError(f"{given_as} {step!r}: the cache in {where!r} holds no entries of that "
                       f"step; {hint}")
+
+
+def kept_in_store(given: str | None, then: str) -> str:
+    """What follows the line of a clear of the cache ``given`` (None: the setting
+    ``cache_directory``) when that is a store URL, whose local tier alone was cleared:
+    the store keeps its entries (a user took them for gone), ``then`` saying what
+    becomes of them, as the front end knows it. Nothing for a cache folder."""
+    from dagnb.config import settings
+
+    url = str(settings().cache_directory) if given is None else given
+    if not checks.is_url(url):
+        return ""
+    return f" (the local tier); the store {checks.redacted(url)} keeps its entries{then}"
 
 
 def _named_plainly(plain: str, held: list[str]) -> list[str]:

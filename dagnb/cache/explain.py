@@ -4,7 +4,9 @@ The new key's components are compared one by one with those stored in the step's
 entry closest to it (the fewest components that differ; the newest of those that tie):
 the entry this step would have hit but for what changed. The newest entry alone could
 be another workflow's step of the same name, sharing the cache folder, or the step
-run with other params: its differences would not be this step's. Each difference
+run with other params: its differences would not be this step's. A store URL's local
+tier with no entry of the step (a new machine's) has it compared with the store's
+newest entries of it instead, read by their ``meta.json`` alone. Each difference
 becomes a sentence ("image changed python:3.11 → python:3.12", "input data/raw.csv
 changed", "code changed" with a line diff,
 "notebook variable `params` changed: {'alpha': 0.1} → {'alpha': 0.5}", "host
@@ -20,9 +22,10 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from dagnb.cache.entry import _parse_meta
 from dagnb.cache.images import moved
 from dagnb.cache.keys import (
     GLOBALS_OF,
@@ -34,7 +37,7 @@ from dagnb.cache.keys import (
     variable_words,
 )
 from dagnb.cache.remote import RemoteBackend
-from dagnb.cache.store import Entry, Store
+from dagnb.cache.store import Entry, GlancedEntry, Store
 
 __all__ = ["Change", "explain", "explain_changes", "explain_frame"]
 
@@ -102,13 +105,19 @@ def explain_changes(store: Store, step_name: str, key: StepKey,
         return [_status("cached", "entry found: it is cached")]
     unreached = store.backend.unreached()
     if unreached is not None:  # (no answer is not "no entry", nor is the local tier's closest)
-        return [_status("missing", f"{unreached}: the entry of step {step_name!r} may be "
-                        "there; try again once it is reachable")]
+        return [_unanswered(unreached, step_name)]
     damage = _damage_at(store, step_name, key)
     if damage is not None:  # (nothing changed: an older entry's differences are not why)
         return [_status("damaged", f"cache entry {step_name}/{key.short} is damaged "
                         f"({damage}): it will run again")]
     closest = _closest(store, step_name, key, workflow)
+    if closest is None and isinstance(store.backend, RemoteBackend):
+        # (a new machine's tier: the store's entries are this step's history)
+        found = _closest_in_store(store.backend, step_name, key, workflow,
+                                  store.clock(), max_age)
+        if isinstance(found, Change):
+            return [found]
+        closest = found
     if closest is None:
         return [_status("missing", f"no entry yet for step {step_name!r}")]
     changes = _compare(closest, key, mask or _unmasked)
@@ -123,13 +132,61 @@ def _closest(store: Store, step_name: str, key: StepKey,
     key's in the fewest places, among those of ``workflow`` when given (another
     workflow's step of that name is another step: none of its own is no entry yet);
     the newest of those that tie."""
-    new = key.components
-    entries = store.iter_entries(step_name)
+    return _nearest(store.iter_entries(step_name), key, workflow)
+
+
+def _nearest(entries: Iterable[Entry], key: StepKey, workflow: str | None) -> Entry | None:
+    """Of ``entries``, :func:`_closest`'s choice."""
     if workflow:  # (one with no provenance, saved before dagnb kept it, may be its own)
         entries = (entry for entry in entries if _workflow_of(entry) in (workflow, None))
     return min(entries, default=None,
-               key=lambda entry: (_distance(entry.meta.get("components", {}), new),
-                                  -entry.created))
+               key=lambda entry: (_distance(entry.meta.get("components", {}),
+                                            key.components), -entry.created))
+
+
+STORE_ENTRIES_COMPARED = 5  # the newest of a step's entries in a store that a miss
+# is compared with when the local tier holds none: a manifest and a meta.json each
+
+
+def _closest_in_store(backend: RemoteBackend, step_name: str, key: StepKey,
+                      workflow: str | None, now: float, max_age: float | None
+                      ) -> Entry | Change | None:
+    """:func:`_closest` among the store's newest entries of the step (by their
+    metadata: no output downloaded), or what is to be said instead: the store could
+    not be asked, or holds this very key but will not serve it (expired, cleared here,
+    found incomplete: nothing changed, so an older entry's differences are not why)."""
+    found = backend.glance_newest(step_name, STORE_ENTRIES_COMPARED)
+    unreached = backend.unreached()
+    if found is None and unreached is not None:
+        return _unanswered(unreached, step_name)
+    entries = []
+    for stored_key, item, served in found or ():
+        meta, problem = _parse_meta(item.meta, step_name, stored_key)
+        if problem is not None:
+            continue
+        entry = GlancedEntry(step_name, stored_key, item.path, meta, item.version)
+        if stored_key == key.digest:
+            return _unserved(entry, key, served, now, max_age)
+        entries.append(entry)
+    return _nearest(entries, key, workflow)
+
+
+def _unserved(entry: Entry, key: StepKey, served: bool, now: float,
+              max_age: float | None) -> Change:
+    """Why the store's entry at the key itself, which the exact lookup passed by, is a
+    miss."""
+    if entry.expired(now, max_age):
+        return _status("expired", f"entry {key.short} expired: it will run again")
+    why = ("cleared, set aside or found incomplete here" if not served
+           else "a file of it is missing there")
+    return _status("missing", f"the store's entry {entry.step}/{key.short} is not served "
+                   f"({why}): it will run again")
+
+
+def _unanswered(unreached: str, step_name: str) -> Change:
+    """The store did not answer (``unreached`` says how): no entry is no "no entry"."""
+    return _status("missing", f"{unreached}: the entry of step {step_name!r} may be "
+                   "there; try again once it is reachable")
 
 
 def _damage_at(store: Store, step_name: str, key: StepKey) -> str | None:

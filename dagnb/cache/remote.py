@@ -468,22 +468,41 @@ class ObjectStore:
         for step, key, _when in self.entries_modified():
             yield step, key
 
-    def entries_modified(self) -> Iterator[tuple[str, str, float | None]]:
+    def entries_modified(self, of_step: str | None = None
+                         ) -> Iterator[tuple[str, str, float | None]]:
         """:meth:`entries` with when each manifest was last written (epoch seconds, as
-        the listing says, at no extra request; None where it does not say)."""
+        the listing says, at no extra request; None where it does not say); ``of_step``:
+        that step's alone, one listing of its folder."""
         prefix = f"{self.path}/entries/"
         try:
-            found = self.fs.find(f"{self.path}/entries", detail=True)
+            found = self.fs.find(prefix + of_step if of_step else prefix.rstrip("/"),
+                                 detail=True)
         except FileNotFoundError:
             return
         for path in sorted(found):
             relative = path[path.find(prefix) + len(prefix):] if prefix in path else ""
             step, _, name = relative.partition("/")
+            if of_step is not None and step != of_step:
+                continue
             if step and name.endswith(".json") and "/" not in name:
                 if is_entry_name(step) and is_entry_name(key := name[: -len(".json")]):
                     yield step, key, _modified(found[path])
                 else:
                     _warn_not_entry(relative)
+
+    def newest_metas(self, step: str, count: int) -> list[tuple[str, bytes | None]]:
+        """The keys of the ``count`` entries of ``step`` whose manifests were written last
+        (expired ones too), each with its ``meta.json`` (None: unreadable, or not of its
+        digest): one listing, then a manifest and that blob each, fetched at once. The
+        other blobs are not looked at: what is compared with a key is not served."""
+        listed = sorted(self.entries_modified(step), key=lambda found: -(found[2] or 0.0))
+        keys = [key for _, key, _ in listed[:count]]
+        return list(zip(keys, _at_once(lambda key: self._meta_if_any(step, key), keys,
+                                       [0] * len(keys)), strict=True))
+
+    def _meta_if_any(self, step: str, key: str) -> bytes | None:
+        manifest = self.manifest(step, key)
+        return None if manifest is None else self.meta_of(step, key, manifest)
 
     # -- writing ----------------------------------------------------------------------
     def upload(self, step: str, key: str, folder: Path, *, meta: Mapping[str, Any],
@@ -1101,8 +1120,10 @@ class RemoteBackend(StoreBackend):
         self._down_until = 0.0  # after a failure the store rests: no call waits on it
         self._failed_at = 0.0  # (monotonic) when a request last failed
         # keys removed from the tier here (set aside as damaged, cleared): the store's copy
-        # is not fetched again, and the next save of the key replaces it
-        self._distrusted: set[tuple[str, str]] = set()
+        # is not fetched again, and the next save of the key replaces it; known to every
+        # backend of this store and tier in the process (the read-only one of a plan said
+        # "cached" of an entry cleared in a kernel, which its next run ran again)
+        self._distrusted = _distrusted_here(self.remote.url, self.root)
         # the store refused an upload (no write permission, no credentials, no bucket):
         # asking again gets the same answer, so this process stops uploading
         self._uploads_refused_until = 0.0  # (monotonic) uploads refused: none until then
@@ -1192,6 +1213,20 @@ class RemoteBackend(StoreBackend):
         if meta is None or meta is _UNANSWERED:  # (unreachable: absent, as for read)
             return None
         return Item(self.local.root / step / key, meta, (_GLANCED, meta))
+
+    def glance_newest(self, step: str, count: int) -> list[tuple[str, Item, bool]] | None:
+        """The store's ``count`` newest entries of ``step`` by their ``meta.json`` alone
+        (:meth:`ObjectStore.newest_metas`; nothing written to the tier), each as
+        ``(key, item, served)``: ``served`` False for a key this process would not fetch
+        (cleared or set aside here, found unusable). None when the store could not be
+        asked (unreachable, or reads refused: :meth:`unreached` says which)."""
+        if step.startswith(".") or not self._readable():
+            return None
+        found = self._ask(_GLANCING, self.remote.newest_metas, step, count)
+        if found is _UNANSWERED:
+            return None
+        return [(key, Item(self.local.root / step / key, meta, (_GLANCED, meta)),
+                 self._may_fetch(step, key)) for key, meta in found if meta is not None]
 
     keeps_live_entries = True  # (Store._write: asks who reads an entry it replaces)
 
@@ -1382,6 +1417,16 @@ class RemoteBackend(StoreBackend):
 
 
 register_backend("remote", RemoteBackend)
+
+
+def _distrusted_here(url: str, tier: Path) -> set[tuple[str, str]]:
+    """The keys of the store ``url`` removed from its local tier ``tier`` in this
+    process (its context: a test's is a new process's), shared by their backends."""
+    from dagnb.config.live import context
+
+    known: dict[tuple[str, str], set[tuple[str, str]]] = context().get(
+        "cache.distrusted", dict)
+    return known.setdefault((url, os.fspath(tier)), set())
 
 
 class HeldUploads:

@@ -205,7 +205,7 @@ def stats_table(rows: Mapping[str, Mapping[str, int]]) -> str:
 
 def _clear(args: argparse.Namespace) -> int:
     """`dagnb cache clear`: of a step, older than AGE, or (``--all``) every entry."""
-    from dagnb.cache.clearing import check_clear_options, check_clear_scope
+    from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in_store
 
     _refuse_no_age(args.older_than, "--older-than")
     older = check_clear_options(args.step, args.older_than, args.all)
@@ -218,22 +218,16 @@ def _clear(args: argparse.Namespace) -> int:
     print(f"removed {_entries(removed)}"
           + ("" if step is None else f" of step {step!r}")
           + ("" if older is None else f" created more than {args.older_than} ago")
-          + f" from {store.location}" + _store_kept(args.cache_dir, step))
+          + f" from {store.location}" + kept_in_store(args.cache_dir, _downloaded_again(step)))
     return 0
 
 
-def _store_kept(given: str | None, step: str | None) -> str:
-    """What clear left in the store of a store URL setting (its local tier was cleared):
-    the next run downloads those entries again, and only a refresh replaces one there."""
-    from dagnb.config import settings
-
-    url = str(settings().cache_directory) if given is None else given
-    if not checks.is_url(url):
-        return ""
+def _downloaded_again(step: str | None) -> str:
+    """What becomes of a store's entries a clear left there: this command's process
+    ends, so the next run downloads them; a refresh replaces a bad one there."""
     named = step if step is not None and "." not in step else "NAME"  # (not a function's)
-    return (f" (the local tier); the store {checks.redacted(url)} keeps its entries, and "
-            f"a run downloads them again: to replace a bad one there, dagnb run WORKFLOW "
-            f"--refresh-step {named}")
+    return (", and a run downloads them again: to replace a bad one there, dagnb run "
+            f"WORKFLOW --refresh-step {named}")
 
 
 def _age(given: str | None, option: str) -> float | None:

@@ -28,7 +28,7 @@ from IPython.utils.text import DollarFormatter
 
 from dagnb import checks
 from dagnb.cache import Store, forget_secrets, store_for, sync
-from dagnb.cache.clearing import check_clear_options, check_clear_scope
+from dagnb.cache.clearing import check_clear_options, check_clear_scope, kept_in_store
 from dagnb.cache.location import pin_relative_folder
 from dagnb.cache.secret_scan import known_secrets
 from dagnb.checks import closest
@@ -613,8 +613,20 @@ def _cache_clear(self: DaggerMagics, rest: str) -> Text:
         plain_names=True)
     removed = self.session.clear_cache(step, older)
     noun = "cache entry" if removed == 1 else "cache entries"
+    # (of a store URL, as dagnb cache clear says: the tier alone went, the store serves on)
+    kept = kept_in_store(None, _kept_for_others(step))
     return Text(f"removed {removed} {noun}" + (f" of {step!r}" if step else "")
-                + (f" created more than {args.older_than} ago" if older is not None else ""))
+                + (f" created more than {args.older_than} ago" if older is not None else "")
+                + (f" from {store_for().location}{kept}" if kept else ""))
+
+
+def _kept_for_others(step: str | None) -> str:
+    """What becomes of a store's entries a clear in the kernel left there: the kernel's
+    store fetches none it cleared (its steps run again and replace them there), where
+    another process (another machine's, this kernel restarted) downloads them."""
+    which = "their steps" if step is None else f"step {step!r}"
+    return (", which other machines and a restarted kernel download again; this kernel "
+            f"runs {which} again and replaces them there")
 
 
 def _cmd_images(self: DaggerMagics, rest: str) -> Text:
