@@ -12,17 +12,19 @@ import os
 import time
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import dagnb
 import dagnb.runtime.unmounted as unmounted
+from dagnb.runtime.prepare import start_background
 from dagnb.runtime.unmounted import UnmountedReadWarning, code_paths, command_paths
 
 STEPS = '''def count():
     return sum(1 for _ in open("data/sales.csv"))
 '''
-ADD_IT = "add it, mounts: {../data/sales.csv: /data/sales.csv}, or run it with --refresh"
+ADD_IT = "add it, mounts: {../data/sales.csv: /data/sales.csv}, or run it with"
 
 
 @pytest.fixture(autouse=True)
@@ -87,7 +89,7 @@ def test_a_shell_step_served_after_an_unmounted_file_changed_is_warned_of_once(m
     assert states == {"load": "cached"}  # (the contract: only mounts count)
     assert said == ["step 'load' was served from the cache, but it reads ../data/sales.csv, "
                     "which changed since and is not one of its inputs: the result may be "
-                    f"stale; {ADD_IT} load"]
+                    f'stale; {ADD_IT} refresh=["load"]']
     assert _unmounted_said(graph) == ({"load": "cached"}, [])  # (said once)
 
 
@@ -101,7 +103,36 @@ def test_a_python_step_served_after_an_unmounted_file_changed_is_warned_of_with_
     # the workflow's)
     assert said == ["step 'count' was served from the cache, but it reads data/sales.csv, "
                     "which changed since and is not one of its inputs: the result may be "
-                    f"stale; {ADD_IT} count"]
+                    f'stale; {ADD_IT} refresh=["count"]']
+
+
+def _said_after_an_edit(my: Path, start: Any) -> list[str]:
+    """What ``start(graph)`` (a run of a shell step reading an unmounted file, whose
+    Run it returns) warns of when that file changed after the step's entry was made."""
+    graph = _workflow(my, SHELL)
+    assert start(graph).states() == {"load": "succeeded"}
+    _edit(my / "data" / "sales.csv", "region,amount\neu,9\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert start(graph).states() == {"load": "cached"}
+    return [str(w.message).rpartition("or run it with ")[2] for w in caught
+            if issubclass(w.category, UnmountedReadWarning)]
+
+
+def test_a_plain_graph_run_is_told_to_run_the_step_again_with_its_own_option(my):
+    assert _said_after_an_edit(my, lambda graph: graph.run()) == ['refresh=["load"]']
+
+
+def test_a_notebook_run_is_told_to_run_the_step_again_with_its_magics_option(my):
+    # (the notebook's runs start in the background; the dagnb command's --refresh-step:
+    # test_cli_plan_refresh_qa)
+    assert _said_after_an_edit(my, lambda graph: start_background(graph).wait()) == [
+        "%dagger run --refresh load"]
+
+
+def test_graph_run_takes_no_wording_of_a_front_end(my):
+    with pytest.raises(dagnb.ConfigError, match="refresh_said"):
+        _workflow(my, SHELL).run(refresh_said=str)
 
 
 def test_no_warning_once_the_file_is_mounted(my):

@@ -184,12 +184,13 @@ def _run(args: argparse.Namespace) -> int:
     _warn_unreached(given, graph, args)
     _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
-    from dagnb.runtime.unmounted import refresh_said_as  # (a run imports it: no cost)
+    from dagnb.runtime.prepare import run_graph_sync  # (a run imports it: no cost)
 
     try:
-        with printer.stderr_above_bar(), refresh_said_as(_refresh_option):
-            run = graph.run(
-                args.target,
+        with printer.stderr_above_bar():
+            # (graph.run's, but a warning says this command's --refresh-step load)
+            run = run_graph_sync(
+                graph, args.target, _refresh_option,
                 tags=args.tag,
                 only_failed=args.only_failed,
                 max_concurrency=args.max_concurrency,

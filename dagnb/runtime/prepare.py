@@ -63,6 +63,7 @@ from dagnb.runtime.history import (
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
+from dagnb.runtime.unmounted import magic_refresh, python_refresh
 
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
@@ -101,10 +102,13 @@ def check_run_options(
                see=RUN_OPTIONS_DOC)
 
 
-def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None, **options: Any) -> Run:
-    """Run and wait. Options are those of :func:`prepare`."""
+def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None,
+                   refresh_said: Callable[[str], str] = python_refresh, /,
+                   **options: Any) -> Run:
+    """Run and wait. Options are those of :func:`prepare`; ``refresh_said`` is the
+    dagnb command's (positional: ``graph.run(refresh_said=...)`` is refused as unknown)."""
     check_run_options(options, "graph.run()", GRAPH_RUN_OPTIONS)
-    run, scheduler = prepare(graph, targets, **options)
+    run, scheduler = prepare(graph, targets, refresh_said=refresh_said, **options)
     loop.run_sync(_followed(run, scheduler))
     return run
 
@@ -136,15 +140,16 @@ def start_background(
     graph: Graph, targets: Iterable[str] | str | None = None, *,
     displays_by_view: bool = False, before_start: Callable[[Run], None] | None = None,
     after: Mapping[str, Iterable[str]] | None = None, reads: PublishedReads | None = None,
-    **options: Any
+    refresh_said: Callable[[str], str] = magic_refresh, **options: Any
 ) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops.
     ``displays_by_view``: the caller's view publishes what its steps display
     (:attr:`Run.displays_by_view`), set before any step starts; ``before_start`` is
-    called with the Run then too (to follow its steps from the first); ``after`` and
-    ``reads``: see :func:`prepare`."""
+    called with the Run then too (to follow its steps from the first); ``after``,
+    ``reads`` and ``refresh_said`` (the notebook's words by default): see :func:`prepare`."""
     check_run_options(options, "start_background()")
-    run, scheduler = prepare(graph, targets, after=after, reads=reads, **options)
+    run, scheduler = prepare(graph, targets, after=after, reads=reads,
+                             refresh_said=refresh_said, **options)
     run.displays_by_view = displays_by_view
     if before_start is not None:
         before_start(run)
@@ -360,6 +365,7 @@ def prepare(
     on_event: Listener | None = None,
     after: Mapping[str, Iterable[str]] | None = None,
     reads: PublishedReads | None = None,
+    refresh_said: Callable[[str], str] = python_refresh,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
 
@@ -411,6 +417,11 @@ def prepare(
         (:class:`~dagnb.runtime.reads.PublishedReads`): ``after`` when that is None,
         and what ``fail-on-miss`` looks ahead with (a reader of a step that runs
         would run too; one of a cached step is keyed on that entry's result).
+    refresh_said
+        How a warning says to run a step again, in the words of the front end that
+        started the run (``--refresh-step load``); ``graph.run``'s ``refresh=["load"]``
+        by default. Not an option of ``graph.run``: the dagnb command gives it to
+        ``run_graph_sync``, the notebook to ``start_background``.
     """
     _refuse_in_a_reimported_script()
     config = settings()
@@ -468,6 +479,7 @@ def prepare(
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
         after=after,
         reads=reads.variables if reads is not None else {},
+        refresh_said=refresh_said,
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
         _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder
@@ -497,10 +509,12 @@ def prepare(
 
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
 # (``targets`` is there for "did you mean": given as a keyword it never reaches options),
-# and but ``after`` and ``reads``: the notebook's, given through start_background
+# and but ``after``, ``reads`` and ``refresh_said``: the front ends', given through
+# start_background (the notebook) and run_graph_sync (the dagnb command)
 _CODE = prepare.__code__
 RUN_OPTIONS = frozenset(
-    _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {"after", "reads"}
+    _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {
+        "after", "reads", "refresh_said"}
 GRAPH_RUN_OPTIONS = RUN_OPTIONS | {"raise_on_failure"}  # graph.run()'s own too
 RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 

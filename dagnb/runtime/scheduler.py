@@ -73,6 +73,7 @@ from dagnb.executors.loop import (
     wait_for,
 )
 from dagnb.executors.workdir import unmade_mounts_hint
+from dagnb.fingerprint import keyed_before_imports, ran_here
 from dagnb.model.contract import secret_not_set, unset_secret, write_params
 from dagnb.model.masking import MIN_LINE, Masker, SecretFinder, shared_finder, shared_masker
 from dagnb.model.results import NO_RESULT, PUBLISHED_AS, own_result, save_result
@@ -84,7 +85,7 @@ from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import container_link, named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
-from dagnb.runtime.unmounted import ran_in_hint, warn_if_changed_since
+from dagnb.runtime.unmounted import python_refresh, ran_in_hint, warn_if_changed_since
 
 if TYPE_CHECKING:
     from dagnb.cache.images import ImagePins
@@ -118,6 +119,9 @@ class RunOptions:
     # step -> {variable: the step publishing it}: why it starts after that step (said
     # when that one fails and skips it)
     reads: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
+    # how a warning says to run a step again: graph.run's refresh=["load"], or the front
+    # end's that started the run (the dagnb command's --refresh-step load)
+    refresh_said: Callable[[str], str] = python_refresh
 
 
 # Retry policies (immutable) built from plain settings, shared by every run.
@@ -551,6 +555,7 @@ class Scheduler:
         files: list[LogFile] = []
         self._keys[step.name] = key.digest  # (its executor's own cache is keyed by it too)
         outcome = await self._attempts(step, files)
+        self._note_imports_made(step)
         shown = self._displays.pop((step.name, len(files)), None)  # (the one that succeeded)
         out_dir = self._out_text(step.name)  # made only if the step wrote files
         if SIMULATED in self._executor(step).capabilities:  # a scripted outcome is no result
@@ -569,6 +574,16 @@ class Scheduler:
             finally:
                 if held:  # (saved, whatever came after)
                     self._unsent[step.name] = held
+
+    def _note_imports_made(self, step: Step) -> None:
+        """A Python step run here whose key was made before its function first imported a
+        project module (``import helpers`` in its body: keyed by the file then): its next
+        key, the module imported, stands for that one while the module's data is as the
+        run left it, so a second run in this process is served from the cache
+        (:mod:`dagnb.fingerprint.first_imports`). One dict's truth for most steps."""
+        func = step.func
+        if func is not None and keyed_before_imports(func) and self._inline(step):
+            ran_here(func)
 
     def _store(self, step: Step, cache: StepCache, key: Any, outcome: Outcome, out_dir: str,
                files: list[LogFile], started: float,
@@ -662,7 +677,8 @@ class Scheduler:
         name, head = step.name, entry.head.get  # (four fields read: one call)
         done = _Outcome(None, result, None, entry.output_digest, entry)
         self.run.note_use(entry.step, entry.key, created=entry.created)  # (read downstream)
-        warn_if_changed_since(step, entry.created)  # (a file it names, no input, edited)
+        # (a file it names, no input, edited)
+        warn_if_changed_since(step, entry.created, self.options.refresh_said)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("displays"):  # (most entries have none: no file opened, no check made)

@@ -19,9 +19,9 @@ in-process Python step in the folder the process was started in.
 
 from __future__ import annotations
 
-import contextlib
 import dis
 import functools
+import json
 import os
 import posixpath
 import re
@@ -36,7 +36,8 @@ from dagnb import checks
 from dagnb.cache.keys import KEYED_ON_HOST
 from dagnb.model.step import Step, host_folders, mount_path
 
-__all__ = ["UnmountedReadWarning", "ran_in_hint", "refresh_said_as", "unmounted_reads"]
+__all__ = ["UnmountedReadWarning", "magic_refresh", "python_refresh", "ran_in_hint",
+           "unmounted_reads"]
 
 
 class UnmountedReadWarning(UserWarning):
@@ -346,15 +347,28 @@ def _names_in(step: Step) -> tuple[str, ...]:
     return names
 
 
+def python_refresh(step: str) -> str:
+    """How the warning says to run ``step`` again by default: ``graph.run``'s option
+    (the front ends give their own: the dagnb command's, the notebook's)."""
+    return f"refresh=[{json.dumps(step)}]"
+
+
+def magic_refresh(step: str) -> str:
+    """The notebook's: ``%dagger run --refresh load``."""
+    return f"%dagger run --refresh {step}"
+
+
 # id(step) -> (step, what it names unmounted, their paths here)
 _NOTED: dict[int, tuple[Step, tuple[tuple[str, str], ...], tuple[Path, ...]]] = {}
 
 
-def warn_if_changed_since(step: Step, created: float) -> None:
+def warn_if_changed_since(step: Step, created: float,
+                          refresh_said: Callable[[str], str] = python_refresh) -> None:
     """As ``step`` is served from the cache: one warning per step and process naming the
     files it names that no mount covers and that changed after its entry was made (the
     result may be stale: their edits are not in its key). Files it names but that have
-    not changed since (its own outputs, a config untouched) are not said."""
+    not changed since (its own outputs, a config untouched) are not said.
+    ``refresh_said``: how the run's front end says to run a step again."""
     noted = _NOTED.get(id(step))
     if noted is None or noted[0] is not step:
         return
@@ -366,7 +380,8 @@ def warn_if_changed_since(step: Step, created: float) -> None:
     if said in _WARNED:
         return
     _WARNED.add(said)
-    checks.warn_user(unmounted_message(step.name, changed), UnmountedReadWarning)
+    checks.warn_user(unmounted_message(step.name, changed, refresh_said),
+                     UnmountedReadWarning)
 
 
 def _changed_since(path: Path, created: float) -> bool:
@@ -406,29 +421,16 @@ def _code_of(func: Any) -> CodeType | None:
 
 
 _SHOWN = 3
-# How the warning says to run a step again: the notebook's ``%dagger run --refresh load``
-# by default; the dagnb command, whose --refresh takes no name, says its own option.
-_REFRESH_SAID: list[Callable[[str], str]] = [lambda step: f"--refresh {step}"]
 
 
-@contextlib.contextmanager
-def refresh_said_as(spelling: Callable[[str], str]) -> Iterator[None]:
-    """While it lasts, the warning says to run a step again as ``spelling`` of its name
-    does (``--refresh-step load``: the option of the command running the graph)."""
-    _REFRESH_SAID.append(spelling)
-    try:
-        yield
-    finally:
-        _REFRESH_SAID.remove(spelling)
-
-
-def unmounted_message(step: str, found: tuple[tuple[str, str], ...]) -> str:
+def unmounted_message(step: str, found: tuple[tuple[str, str], ...],
+                      refresh_said: Callable[[str], str] = python_refresh) -> str:
     """``step 'load' was served from the cache, but it reads ../data/sales.csv, ...``."""
     names = [name for name, _ in found[:_SHOWN]]
     more = len(found) - _SHOWN
     listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
     mounts = ", ".join(f"{host}: {_target(host)}" for _, host in found[:_SHOWN])
-    again = _REFRESH_SAID[-1](step)
+    again = refresh_said(step)
     if len(found) == 1:
         return (f"step {step!r} was served from the cache, but it reads {listed}, which "
                 "changed since and is not one of its inputs: the result may be stale; add "
