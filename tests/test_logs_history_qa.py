@@ -73,6 +73,32 @@ def test_logs_of_a_hit_in_a_read_only_run_shows_its_cache_entry_lines(flow, caps
                         r"[:0-9]{8}\n", err), err
 
 
+SKIPPING = ("steps:\n  load: {run: exit 3}\n"
+            "  report: {run: echo reporting, needs: [load]}\n")
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["fresh-folder", "used-folder"])
+def test_logs_of_a_step_skipped_in_a_read_only_run_says_it_was_skipped_and_why(
+        flow, capsys, earlier):
+    """It said its lines were not kept (exit 2): it had none, it never ran."""
+    cache = flow / "cache"
+    said_after = "no recorded run of 'wf.yml' ran it"
+    if earlier:
+        (flow / "wf.yml").write_text(SKIPPING.replace("exit 3", "echo loading"))
+        ran = _run(capsys, cache)
+        said_after = (f"it last ran in run {ran} (succeeded): dagnb logs wf.yml report "
+                      f"--run {ran} --cache-dir {cache} shows its lines")
+    (flow / "wf.yml").write_text(SKIPPING)
+    code, out, _ = _dagnb(capsys, "run", "wf.yml", "--executor", "local", "--cache-dir",
+                          str(cache), "--cache-mode", "read-only")
+    assert code == 1, out
+    skipped = re.search(r"^run (\S+) \(wf\)", out, re.M).group(1)
+    code, out, err = _dagnb(capsys, "logs", "wf.yml", "report", "--cache-dir", str(cache))
+    assert (code, out, err) == (1, "", (
+        f"dagnb: step 'report' did not run in run {skipped}: it was skipped because upstream "
+        f"step 'load' failed; {said_after}\n"))
+
+
 # -- dagnb history with a long param -----------------------------------------------------
 def test_history_cuts_a_long_param_as_dagnb_run_does_and_run_shows_it_whole(flow, capsys):
     (flow / "wf.yml").write_text(WITH_IDS)

@@ -28,11 +28,11 @@ one). A read-only run is recorded too, outside the cache folder (its side home,
 :func:`dagnb.runtime.history.side_home`), but its folder went with its process: a step
 that ran there, failed or succeeded, has no lines to show, said in one line (exit 2);
 one served from the cache there shows its entry's lines, as above. A step that did not
-run in that run (skipped, as its upstream failed) is said in one line on stderr, exit 1,
-with why (the run's record) and the newest run that ran it. A step the file no longer
-defines (renamed since), or any step of a file that does not load now (a YAML error
-mid-edit), is read from the run records of that file all the same, under one line on
-stderr saying so.
+run in that run (skipped, as its upstream failed; in a read-only run too) is said in one
+line on stderr, exit 1, with why (the run's record) and the newest run that ran it. A
+step the file no longer defines (renamed since), or any step of a file that does not
+load now (a YAML error mid-edit), is read from the run records of that file all the
+same, under one line on stderr saying so.
 (:mod:`dagnb.cli` registers this as its ``logs`` subcommand.)
 """
 
@@ -41,6 +41,7 @@ from __future__ import annotations
 import argparse
 import collections
 import os
+import re
 import shlex
 import sys
 import time
@@ -256,6 +257,7 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
     from dagnb.runtime.history import (
         DONE_STATES,
         KILLED,
+        NOT_RUN_STATES,
         UNRECORDED,
         last_run_of,
         run_folder_of,
@@ -283,6 +285,8 @@ def _last_log(args: argparse.Namespace, workflow: Workflow) -> tuple[StepInRun, 
         found = _before_killed(args, workflow, folder, found)
     run_folder = run_folder_of(folder, found.run)
     gone = not run_folder.is_dir() and found.state not in (KILLED, UNRECORDED)
+    if gone and found.read_only and found.state in NOT_RUN_STATES:
+        return found, []  # (it had no lines to keep: said as it did not run, see run)
     # (what ran in a read-only run printed to a temporary folder; a hit's lines are the
     # entry's, as a stored step's; a killed run's missing folder is said)
     if gone and found.read_only and found.state != "cached":
@@ -510,16 +514,37 @@ def _entry_records(entry: Entry, tail: int | None,
 
 
 def _print_records(records: Iterable[dict[str, Any]], marked: bool | None) -> None:
-    """Print log records, control characters as escapes (colour kept on a terminal),
-    under attempt lines when ``marked`` (None: when they span attempts)."""
-    from dagnb.views.live import as_terminal_left
+    """Print log records, control characters as escapes (colour kept on a terminal,
+    unless NO_COLOR asks for none: then the step's colour codes are left out), under
+    attempt lines when ``marked`` (None: when they span attempts)."""
     from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
 
-    colour = sys.stdout.isatty()
-    pairs = ((r.get("attempt", 1), terminal_safe(as_terminal_left(str(r["line"])), colour))
+    terminal = sys.stdout.isatty()
+    colour = terminal and not _no_colour()
+    uncoloured = terminal and not colour  # (off a terminal: shown as escapes, as ever)
+    pairs = ((r.get("attempt", 1),
+              terminal_safe(_printed_line(str(r["line"]), uncoloured), colour))
              for r in records)
     for line in attempt_marked(pairs, rule_for(sys.stdout), marked):
         sys.stdout.write(f"{line}\n")
+
+
+# A colour (SGR) sequence, the kind a terminal's colour keeps (views.progress)
+_COLOUR_CODE = re.compile(r"\x1b\[[0-9;:]*m")
+
+
+def _no_colour() -> bool:
+    """Whether the user asks for no colour (https://no-color.org: NO_COLOR set, not empty)."""
+    return bool(os.environ.get("NO_COLOR"))
+
+
+def _printed_line(line: str, uncoloured: bool) -> str:
+    """``line`` as a terminal left it (its last ``\\r`` state), its colour codes left out
+    when ``uncoloured`` (the stored log keeps them)."""
+    from dagnb.views.live import as_terminal_left
+
+    line = as_terminal_left(line)
+    return _COLOUR_CODE.sub("", line) if uncoloured else line
 
 
 def _tail(given: str | None) -> int | None:

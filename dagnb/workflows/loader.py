@@ -29,7 +29,10 @@ retry settings), cache_version, services, cache_volumes, executor, errexit (fals
 description, and for containers user, platform, exclude. ``steps`` may also be a list of
 mappings, each with a ``name``. Relative mount paths resolve against the file's folder.
 YAML anchors and merge keys (``<<: *defaults``) work; a key written twice in one mapping
-is refused.
+is refused. Top-level keys starting with ``x-`` are ignored, as in docker-compose: a
+place for anchors (``x-common: &common {image: ..., timeout: 10m}``, then
+``<<: *common`` in a step). A step named in the defaults' ``needs`` does not need itself
+(``defaults: {needs: [setup]}``: every other step needs setup).
 
 ``parameters`` (written by ``dagnb templates new``, or by hand) checks a ``--param`` of
 a name it declares as the template did (:mod:`dagnb.workflows.params`); each needs a
@@ -61,7 +64,7 @@ from typing import Any
 import yaml
 
 from dagnb import checks
-from dagnb.errors import DagnbError, WorkflowError
+from dagnb.errors import CycleError, DagnbError, WorkflowError
 from dagnb.model.graph import Graph, unknown_need_message
 from dagnb.model.masking import SecretFinder
 from dagnb.model.step import Step, host_folders, split_names, variable_text
@@ -576,6 +579,24 @@ def _syntax_fix(problem: str) -> str:
 _SETTINGS_ONLY = ("cache_directory", "cache_local_directory", "cache_storage_options")
 
 
+# Top-level keys a workflow ignores, as docker-compose does: a place for YAML anchors
+# that steps merge (``x-common: &common {...}``, then ``<<: *common``)
+_EXTENSION_PREFIX = "x-"
+_EXTENSION_NOTE = ("top-level keys starting with x- are ignored, and may hold YAML "
+                   "anchors for the steps: x-common: &common {...}")
+
+
+def _without_extensions(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """``data`` without its ``x-`` keys (their anchors were resolved as the YAML was read)."""
+    if not any(_is_extension(key) for key in data):
+        return data
+    return {key: value for key, value in data.items() if not _is_extension(key)}
+
+
+def _is_extension(key: Any) -> bool:
+    return isinstance(key, str) and key.startswith(_EXTENSION_PREFIX)
+
+
 def _refuse_settings_in_defaults(defaults: Any, source: str, written: str) -> None:
     """Refuse a setting written among a workflow file's defaults, naming where it goes."""
     if not isinstance(defaults, Mapping):  # (said as the defaults are read)
@@ -592,8 +613,10 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
     """Build a Graph from workflow-format data; errors name ``source``, step and key.
     ``file``: the data is a file's (in ``base_dir``), whose params, when a template made
     it, are checked against what that template writes (:func:`_check_template_values`)."""
+    data = _without_extensions(data)
     known = (*WORKFLOW_KEYS, "workflow_defaults")  # the platform's name of defaults
-    checks.known_keys(data, known, source, WorkflowError, noun="workflow key")
+    checks.known_keys(data, known, source, WorkflowError, noun="workflow key",
+                      see=f" ({_EXTENSION_NOTE})")
     for written in ("defaults", "workflow_defaults"):  # (before their keys are read)
         _refuse_settings_in_defaults(data.get(written), source, written)
     data = canonical_workflow(data, source).data
@@ -620,6 +643,8 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
         checks.known_keys(fields, (*STEP_FIELDS, PYTHON_KEY), f"{source}: step {name!r}",
                           WorkflowError)
         merged = _over_defaults(fields, defaults)
+        if "needs" not in fields and "needs" in defaults:
+            merged["needs"] = _needs_but_itself(defaults["needs"], name)
         _check_retries(merged.get("retries"), f"{source}: step {name!r}")
         if (merged.get(PYTHON_KEY) is None) == (merged.get("run") is None):  # (not func=)
             raise WorkflowError(f"{source}: step {name!r} needs exactly one of run (a shell "
@@ -630,7 +655,8 @@ def graph_from_dict(data: Mapping[str, Any], *, source: str = "<dict>",
                                              where)
             check_params_taken(merged["func"], _own_params(fields), where)
         graph.add(_make_step(name, merged, source))
-    _check_needs(graph, source)
+    inheriting = {name for name, fields in items if "needs" not in fields}
+    _check_needs(graph, source, defaults.get("needs"), inheriting)
     own = {name: _own_params(fields) for name, fields in items}
     if graph.template is None:
         _check_parameter_values(graph, own, source)
@@ -704,10 +730,21 @@ def _check_retries(retries: Any, where: str) -> None:
         raise WorkflowError(f"{where}: retries: {problem}") from None
 
 
-def _check_needs(graph: Graph, source: str) -> None:
+def _needs_but_itself(needs: Any, name: str) -> Any:
+    """The defaults' ``needs`` as step ``name`` takes them: without ``name`` itself (the
+    step they name needs the others, not itself); other shapes are Step's to refuse."""
+    listed = split_names(needs) if isinstance(needs, str) else needs
+    if not isinstance(listed, (list, tuple)) or name not in listed:
+        return needs
+    return [need for need in listed if need != name]
+
+
+def _check_needs(graph: Graph, source: str, default_needs: Any = None,
+                 inheriting: set[str] | frozenset[str] = frozenset()) -> None:
     """Refuse a need that names no step, needs that form a cycle, and a Python step whose
     function takes a name that is neither a need nor a param, naming the file (the
-    graph's own check, as a run makes it, names none)."""
+    graph's own check, as a run makes it, names none). ``inheriting``: the steps that
+    take the defaults' needs (``default_needs``), named when a cycle passes through one."""
     for step in graph:
         for need in step.needs:
             if need not in graph:
@@ -715,8 +752,23 @@ def _check_needs(graph: Graph, source: str) -> None:
                     f"{source}: {unknown_need_message(step.name, need, graph.names)}")
     try:  # (a cycle; a Python step's function against its needs and params)
         graph.validate()
+    except CycleError as exc:
+        raise WorkflowError(f"{source}: {exc}"
+                            f"{_from_defaults(exc.cycle, default_needs, inheriting)}") from None
     except DagnbError as exc:
         raise WorkflowError(f"{source}: {exc}") from None
+
+
+def _from_defaults(cycle: list[str], default_needs: Any, inheriting: set[str] | frozenset[str]
+                   ) -> str:
+    """Where a cycle's needs come from the defaults: which steps take them, and the fix."""
+    taking = list(dict.fromkeys(name for name in cycle if name in inheriting))
+    if not default_needs or not taking:
+        return ""
+    one = len(taking) == 1
+    return (f" ({', '.join(map(repr, taking))} take{'s' if one else ''} "
+            f"defaults: needs: {as_written(default_needs)}; give {'it' if one else 'each'} "
+            "needs of its own, needs: [] for none)")
 
 
 def _check_parameter_values(graph: Graph, own: Mapping[str, list[str]], source: str) -> None:
