@@ -49,3 +49,20 @@ def test_an_empty_no_color_keeps_colour_and_a_pipe_shows_escapes_as_before(
     monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
     assert main(["logs", "wf.yml", "paint"]) == 0
     assert capsys.readouterr().out == "\\x1b[31mred\\x1b[0m plain\n"
+
+
+FAILING = "steps:\n  paint: {run: \"printf '\\\\033[31mred\\\\033[0m plain\\\\n'; exit 3\"}\n"
+
+
+@pytest.mark.parametrize(("no_color", "shown"), [
+    ("1", "red plain"), ("", "\x1b[31mred\x1b[0m plain\x1b[0m")], ids=["set", "empty"])
+def test_a_failed_runs_tail_on_a_terminal_leaves_out_colour_under_no_color(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+        no_color: str, shown: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NO_COLOR", no_color)
+    (tmp_path / "wf.yml").write_text(FAILING)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)  # (capsys's stdout)
+    assert main(["run", "wf.yml", "--executor", "local"]) == 1
+    tail = [line for line in capsys.readouterr().out.splitlines() if "plain" in line]
+    assert [line.strip() for line in tail] == [shown]

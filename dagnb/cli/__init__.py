@@ -44,7 +44,13 @@ from dagnb.cli import history as history_command
 from dagnb.cli import logs as logs_command
 from dagnb.cli import plan as plan_command
 from dagnb.errors import ConfigError, DagnbError, StepNotFoundError
-from dagnb.views.progress import ProgressPrinter, failure_tails, rule_for, status_table
+from dagnb.views.progress import (
+    ProgressPrinter,
+    colour_for,
+    failure_tails,
+    rule_for,
+    status_table,
+)
 from dagnb.workflows import templates
 from dagnb.workflows.loader import dump, load
 
@@ -216,7 +222,7 @@ def _run(args: argparse.Namespace) -> int:
         return _stdout_lost(printer.lost, run.summary())
     if run.failed:
         print("\n".join(failure_tails(run, _logs_command(args, run.id), rule=rule_for(sys.stdout),
-                                       colour=printer.tty)))
+                                       colour=colour_for(sys.stdout))))
         _say_unwritable(run)
     print(printer.table(run))
     print(run.summary())

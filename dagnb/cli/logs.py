@@ -41,7 +41,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import re
 import shlex
 import sys
 import time
@@ -515,36 +514,16 @@ def _entry_records(entry: Entry, tail: int | None,
 
 def _print_records(records: Iterable[dict[str, Any]], marked: bool | None) -> None:
     """Print log records, control characters as escapes (colour kept on a terminal,
-    unless NO_COLOR asks for none: then the step's colour codes are left out), under
+    left out there under NO_COLOR: :func:`~dagnb.views.progress.colour_for`), under
     attempt lines when ``marked`` (None: when they span attempts)."""
-    from dagnb.views.progress import attempt_marked, rule_for, terminal_safe
+    from dagnb.views.live import as_terminal_left
+    from dagnb.views.progress import attempt_marked, colour_for, rule_for, terminal_safe
 
-    terminal = sys.stdout.isatty()
-    colour = terminal and not _no_colour()
-    uncoloured = terminal and not colour  # (off a terminal: shown as escapes, as ever)
-    pairs = ((r.get("attempt", 1),
-              terminal_safe(_printed_line(str(r["line"]), uncoloured), colour))
+    colour = colour_for(sys.stdout)
+    pairs = ((r.get("attempt", 1), terminal_safe(as_terminal_left(str(r["line"])), colour))
              for r in records)
     for line in attempt_marked(pairs, rule_for(sys.stdout), marked):
         sys.stdout.write(f"{line}\n")
-
-
-# A colour (SGR) sequence, the kind a terminal's colour keeps (views.progress)
-_COLOUR_CODE = re.compile(r"\x1b\[[0-9;:]*m")
-
-
-def _no_colour() -> bool:
-    """Whether the user asks for no colour (https://no-color.org: NO_COLOR set, not empty)."""
-    return bool(os.environ.get("NO_COLOR"))
-
-
-def _printed_line(line: str, uncoloured: bool) -> str:
-    """``line`` as a terminal left it (its last ``\\r`` state), its colour codes left out
-    when ``uncoloured`` (the stored log keeps them)."""
-    from dagnb.views.live import as_terminal_left
-
-    line = as_terminal_left(line)
-    return _COLOUR_CODE.sub("", line) if uncoloured else line
 
 
 def _tail(given: str | None) -> int | None:

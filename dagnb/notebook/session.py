@@ -37,7 +37,6 @@ from dagnb.errors import (
     StepFailed,
     WorkflowError,
 )
-from dagnb.fingerprint import keyed_before_imports, ran_here
 from dagnb.model.graph import Graph
 from dagnb.model.step import Step
 from dagnb.notebook import stop_button
@@ -508,8 +507,6 @@ class Session:
     def _publish_step(self, run: Run, name: str, state: str, results: dict[str, Any]) -> None:
         """The result of ``name``, a finished step of ``run``, in ``results`` and under
         its --outputs, unless a run started later has the step."""
-        if state == "succeeded":
-            _note_imports_made(run, name)
         outputs = self._outputs_to_publish(run, name)
         if outputs is None:
             return
@@ -746,16 +743,6 @@ def _needs_path(start: str, goal: str,
                 came_from[up] = step
                 waiting.append(up)
     return None
-
-
-def _note_imports_made(run: Run, name: str) -> None:
-    """A step run here whose key was made before its cell first imported a project module
-    (``from helpers import f``, keyed by the file then): its next key, the module
-    imported, stands for that one while the module is as the run left it, so the cell
-    run again is served from the cache (:mod:`dagnb.fingerprint.first_imports`)."""
-    func = run.steps[name].func
-    if keyed_before_imports(func) and _ran_here(run, name):
-        ran_here(func)
 
 
 def _ran_here(run: Run, name: str) -> bool:

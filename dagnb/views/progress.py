@@ -18,8 +18,8 @@ from dagnb.runtime.logfile import attempt_marked, tail_records
 from dagnb.runtime.run import Run
 from dagnb.views.live import earlier_note, retry_words, shown_line
 
-__all__ = ["FAILED_LINES", "TABLE_COLUMNS", "ProgressPrinter", "attempt_marked", "failure_tails",
-           "rule_for", "status_table", "terminal_safe", "text_table"]
+__all__ = ["FAILED_LINES", "TABLE_COLUMNS", "ProgressPrinter", "attempt_marked", "colour_for",
+           "failure_tails", "rule_for", "status_table", "terminal_safe", "text_table"]
 
 TABLE_COLUMNS = [
     "step",
@@ -243,14 +243,14 @@ def status_table(rows: Sequence[Mapping[str, Any]]) -> str:
 
 
 def failure_tails(run: Run, reader: Callable[[str], str], count: int = FAILED_LINES, *,
-                  rule: str = "──", colour: bool = False) -> list[str]:
+                  rule: str = "──", colour: bool | None = False) -> list[str]:
     """Under a line saying so, each failed step's last ``count`` lines (stdout and stderr
     as they were logged, masked as the log is, each attempt's under ``rule attempt N
     rule`` when they come from more than one), how many came before, and where its whole
     log is: its files, and ``reader(step)``, the command that shows it; of a run not
     kept (read-only), that it is not kept, as its files go with the process and
     ``reader`` would show another run's. Control characters show as escapes
-    (:func:`terminal_safe`; ``colour``: SGR kept)."""
+    (:func:`terminal_safe`; ``colour``: SGR kept, None: left out)."""
     rows = run.status_rows()
     tails = _last_lines(run, run.failed, count)
     found: list[str] = []
@@ -314,10 +314,20 @@ def _last_lines(run: Run, names: list[str], count: int) -> dict[str, list[tuple[
 _CONTROL = re.compile(r"\x1b\[[0-9;:]*m|[\x00-\x08\x0a-\x1f\x7f-\x9f]")
 
 
-def terminal_safe(line: str, colour: bool = False) -> str:
+def colour_for(stream: TextIO) -> bool | None:
+    """How a step's colour (SGR) codes print to ``stream``: kept on a terminal (True),
+    left out there when ``NO_COLOR`` asks for none (None: https://no-color.org, set and
+    not empty), shown as escapes elsewhere (False: a file or pipe gets no codes)."""
+    if not getattr(stream, "isatty", lambda: False)():
+        return False
+    return None if os.environ.get("NO_COLOR") else True
+
+
+def terminal_safe(line: str, colour: bool | None = False) -> str:
     """``line`` with each control character but tab shown as its escape (``\\x1b``), so
     that a step's output printed under a report cannot clear or rewrite it; ``colour``
-    (a terminal): SGR colour sequences kept, and reset at the end of the line."""
+    (a terminal): SGR colour sequences kept, and reset at the end of the line; None
+    (a terminal under NO_COLOR): left out (:func:`colour_for`)."""
     if _CONTROL.search(line) is None:  # (most lines: one scan)
         return line
     kept = False
@@ -325,6 +335,8 @@ def terminal_safe(line: str, colour: bool = False) -> str:
     def shown(match: re.Match[str]) -> str:
         nonlocal kept
         text = match.group()
+        if len(text) > 1 and colour is None:
+            return ""
         if colour and len(text) > 1:
             kept = True
             return text
