@@ -887,8 +887,9 @@ def test_one_long_log_line_neither_pads_the_rows_shown_nor_shows_whole(shell):
 
 
 @pytest.mark.parametrize(("path", "says"), [
-    ("''", "got an empty one"), ("/nonexistent/dir/p.yml", "No such file or directory")])
+    ("''", "got an empty one"), ("a.txt/p.yml", "'a.txt' is a file, not a folder")])
 def test_save_to_a_path_it_cannot_write_is_one_line(shell, path, says):
+    Path("a.txt").write_text("")  # (a missing folder is made: root makes /nonexistent too)
     cell(shell, "py --python --define-only --outputs n", "n = 1\n")
     with pytest.raises(UsageError, match=says) as caught:
         line(shell, f"save {path}")

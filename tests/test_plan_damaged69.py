@@ -75,7 +75,11 @@ def test_an_older_entry_of_the_step_is_no_reason_when_the_current_one_is_damaged
 def test_a_fail_on_miss_run_says_the_entry_is_damaged(workflow, capsys, tmp_path):
     _run(capsys, *workflow)
     _damage(tmp_path / "cache")
-    assert main(["run", *workflow, "--cache-mode", "fail-on-miss"]) == 2
+    with pytest.warns(UserWarning) as warned:  # (the folder is writable: not read-only)
+        assert main(["run", *workflow, "--cache-mode", "fail-on-miss"]) == 2
+    assert [str(w.message).partition("; ")[2] for w in warned if "is damaged" in str(
+        w.message)] == ["left in place (a fail-on-miss run's look ahead does not change the "
+                        "cache; a run writing to it sets it aside), treated as a miss"]
     (why,) = [line for line in capsys.readouterr().err.splitlines()
               if line.startswith("  a: ")]  # (the refusal's line for the step)
     assert "is damaged" in why and "out/a.txt" in why

@@ -203,8 +203,8 @@ def test_save_into_another_folder_says_where_a_python_step_reads_its_paths(shell
     cell(shell, "py --python --outputs text --define-only", "text = open('data.txt').read()\n")
     with pytest.warns(UserWarning, match=r"^'workflows/pipeline.yml': a Python step runs in the "
                                          r"folder `dagnb run` starts in, not in its workdir .*"
-                                         r"so a relative path in the code of 'py' \(such as "
-                                         r"'data.txt' in open\('data.txt'\)\) is read from "
+                                         r"so a relative path in the code of 'py' "
+                                         r"\('data.txt'\) is read from "
                                          rf"there; start the run in '{tmp_path}'"):
         save(shell, "workflows/pipeline.yml")
     saved = dagnb.load(tmp_path / "workflows" / "pipeline.yml")

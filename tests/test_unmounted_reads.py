@@ -24,7 +24,7 @@ from dagnb.runtime.unmounted import UnmountedReadWarning, code_paths, command_pa
 STEPS = '''def count():
     return sum(1 for _ in open("data/sales.csv"))
 '''
-ADD_IT = "add it, mounts: {../data/sales.csv: /data/sales.csv}, or run it with"
+ADD_IT = "add it with mounts: {../data/sales.csv: /data/sales.csv}, or run it with"
 
 
 @pytest.fixture(autouse=True)
@@ -130,9 +130,50 @@ def test_a_notebook_run_is_told_to_run_the_step_again_with_its_magics_option(my)
         "%dagger run --refresh load"]
 
 
+def _fixes_said(run_twice: Any, data: Path) -> list[str]:
+    """The fixes (``add it with ...``) a second run of ``run_twice`` is told after an
+    edit of ``data``, a file its step ``load`` reads unmounted (the first run stores it)."""
+    run_twice()
+    _edit(data, "edited\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run_twice()
+    return [str(w.message).partition("stale; ")[2] for w in caught
+            if issubclass(w.category, UnmountedReadWarning)]
+
+
+def test_a_graph_built_in_python_is_told_the_mount_in_python(workdir):
+    (workdir / "data.txt").write_text("a\n")
+    graph = dagnb.Graph("g")
+    graph.add(dagnb.Step("load", run="cat data.txt"))
+    assert _fixes_said(lambda: graph.run(executor="local"), workdir / "data.txt") == [
+        'add it with mounts={"data.txt": "/data.txt"}, or run it with refresh=["load"]']
+
+
+def test_a_notebook_cell_is_told_the_mount_as_its_option(shell):
+    """The notebook was told the YAML's ``mounts: {data.txt: /data.txt}``."""
+    (Path.cwd() / "data.txt").write_text("a\n")
+    said = _fixes_said(lambda: shell.run_cell_magic("dagger", "load", "cat data.txt\n"),
+                       Path.cwd() / "data.txt")
+    assert said == ["add it with --mount data.txt:/data.txt, or run it with "
+                    "%dagger run --refresh load"]
+
+
+def test_each_front_end_says_several_mounts_its_way():
+    found = (("my data.csv", "my data.csv"), ("../b.csv", "../b.csv"))
+    said = {words: unmounted.unmounted_message("load", found, words).partition(
+                "add them with ")[2].partition(", or run")[0]
+            for words in (unmounted.PYTHON_WORDS, unmounted.WORKFLOW_WORDS,
+                          unmounted.NOTEBOOK_WORDS)}
+    assert list(said.values()) == [
+        'mounts={"my data.csv": "/my data.csv", "../b.csv": "/b.csv"}',
+        "mounts: {my data.csv: /my data.csv, ../b.csv: /b.csv}",
+        "--mount 'my data.csv:/my data.csv' --mount ../b.csv:/b.csv"]
+
+
 def test_graph_run_takes_no_wording_of_a_front_end(my):
-    with pytest.raises(dagnb.ConfigError, match="refresh_said"):
-        _workflow(my, SHELL).run(refresh_said=str)
+    with pytest.raises(dagnb.ConfigError, match="'words'"):
+        _workflow(my, SHELL).run(words=unmounted.NOTEBOOK_WORDS)
 
 
 def test_no_warning_once_the_file_is_mounted(my):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import builtins
 import dataclasses
+import functools
 import json
 import os
 import posixpath
@@ -20,7 +21,7 @@ import reprlib
 import sys
 from bisect import bisect_left
 from collections.abc import Callable, Mapping
-from itertools import islice
+from itertools import islice, pairwise
 from json.encoder import encode_basestring as _quoted
 from pathlib import Path
 from typing import Any
@@ -262,17 +263,45 @@ SHORT_DIGEST = 10  # hex digits of each file's digest: a change seen but for 1 i
 _NAMED = re.compile(r"\$\{?[#!]?([A-Za-z_][A-Za-z0-9_]*)")
 
 # Python run by the text (``python3 - <<'PY'``, ``python -c``) reading one by its literal
-# name: ``os.environ["X"]``, ``os.environ.get("X", ...)``, ``os.getenv("X")``, ``environ['X']``.
+# name: ``os.environ["X"]``, ``os.environ.get("X", ...)``, ``os.getenv("X")``, ``environ['X']``,
+# and awk's ``ENVIRON["X"]`` (its quotes escaped in a double-quoted program too).
 _PYTHON_READ = re.compile(
-    r"""\b(?:environ\s*\[|environ\.get\(|getenv\()\s*(?P<q>['"])([A-Za-z_][A-Za-z0-9_]*)(?P=q)""")
+    r"""(?:\b(?:environ\s*\[|environ\.get\(|getenv\()|\bENVIRON\s*\[)\s*\\?(?P<q>['"])"""
+    r"""([A-Za-z_][A-Za-z0-9_]*)\\?(?P=q)""")
+# ``printenv`` and the words after it up to the command's end: the names it prints.
+_PRINTENV = re.compile(r"""\bprintenv\b(?![-.=])([^;&|<>()`#\n]*)""")
+_PRINTED = re.compile(r"""(?<![^\s'"])['"]?([A-Za-z_][A-Za-z0-9_]*)['"]?(?![^\s])""")
 
 
 def _reads(text: str) -> list[tuple[int, str]]:
-    """Where ``text`` reads a variable, and its name: by the shell or by Python."""
+    """Where ``text`` reads a variable, and its name: by the shell (``$X``, ``printenv
+    X``), by Python or by awk."""
     reads = [(found.start(), found.group(1)) for found in _NAMED.finditer(text)]
-    if "env" in text:  # (most commands run no Python reading one)
+    if "env" in text or "ENVIRON" in text:  # (most commands read none so)
         reads.extend((found.start(), found.group(2)) for found in _PYTHON_READ.finditer(text))
+        for command in _PRINTENV.finditer(text):
+            reads.extend((command.start(1) + name.start(1), name.group(1))
+                         for name in _PRINTED.finditer(command.group(1)))
     return reads
+
+
+# ``env`` or ``printenv`` run as a command with no name (options alone): it prints the
+# whole environment, which no key can hold (``env | grep '^REGION='``).
+_WHOLE_ENVIRONMENT = re.compile(
+    r"""(?:^|[;&|({`]|\b(?:then|do|else|time|sudo|exec|command)\b)[ \t]*"""
+    r"""(?:\S*/)?(?:env|printenv)(?:[ \t]+-[-\w]*)*[ \t]*(?=$|[;&|<>)}`#])""", re.MULTILINE)
+
+
+@functools.lru_cache(maxsize=1024)  # (each key of a step run here asks)
+def reads_whole_environment(run: str | tuple[str, ...] | None) -> bool:
+    """Whether a shell step's text prints its whole environment (``env``, ``printenv``
+    with no name): its host variables are read, but no key can name them."""
+    if isinstance(run, tuple):  # (an argv list: ``["env"]``, ``["sh", "-c", "env | ..."]``)
+        if run and posixpath.basename(run[0]) in ("env", "printenv"):
+            return all(word.startswith("-") for word in run[1:])
+        return any(reads_whole_environment(text) for flag, text in pairwise(run)
+                   if flag.startswith("-") and flag.endswith("c"))
+    return bool(run) and "env" in run and _WHOLE_ENVIRONMENT.search(run) is not None
 
 
 def _read_names(text: str) -> list[str]:
@@ -306,7 +335,7 @@ def _host_names(run: str | tuple[str, ...] | None) -> tuple[str, ...]:
     """The variables ``run`` names, less the machine's, dagnb's own and secrets'."""
     found = _HOST_NAMES.get(run)  # (Step made it text or a tuple of texts)
     if found is None:
-        text = run if isinstance(run, str) else "\n".join(run or ())
+        text = run if isinstance(run, str) else _argv_text(run or ())
         found = tuple(sorted({
             name for name in _read_names(text)
             if name not in _MACHINE_VARIABLES and not name.startswith(_MACHINE_PREFIXES)
@@ -315,6 +344,15 @@ def _host_names(run: str | tuple[str, ...] | None) -> tuple[str, ...]:
             _HOST_NAMES.clear()
         _HOST_NAMES[run] = found
     return found
+
+
+def _argv_text(run: tuple[str, ...]) -> str:
+    """An argv list's items a line each (``["sh", "-c", TEXT]``), and, for one running
+    ``printenv``, the names it prints on its line too (``["printenv", "REGION"]``)."""
+    text = "\n".join(run)
+    if run and posixpath.basename(run[0]) == "printenv":
+        text += "\nprintenv " + " ".join(run[1:])
+    return text
 
 
 def _bound(text: str) -> set[str]:

@@ -48,6 +48,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import contextvars
 import functools
 import json
 import os
@@ -59,7 +60,7 @@ import time
 import uuid
 import warnings
 import weakref
-from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -143,10 +144,27 @@ from dagnb.model.results import (
 )
 
 __all__ = ["STORE_FORMAT", "DamagedEntryWarning", "Entry", "GlancedEntry", "PackedEntry",
-           "SessionStore", "Store"]
+           "SessionStore", "Store", "only_reading"]
 
 _RECENT_S = 0.05  # a lookup's miss reads the packs again only if read longer ago
 _REPORTED: set[str] = set()  # damaged entries already reported by this process
+
+
+# the command that only reads the cache now (plan, explain): a damaged entry the
+# read-only store it looks through leaves in place is said so, not "read-only"
+_ONLY_READING: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "dagnb_only_reading", default=None)
+
+
+@contextlib.contextmanager
+def only_reading(command: str) -> Iterator[None]:
+    """Within it, ``command`` (``"plan"``) reads the cache and changes nothing: the
+    damaged entries found are said left in place for that reason."""
+    token = _ONLY_READING.set(command)
+    try:
+        yield
+    finally:
+        _ONLY_READING.reset(token)
 
 
 _SET_ASIDE_KEPT = 100_000  # (a long-lived process that never asks keeps no more)
@@ -798,10 +816,19 @@ class Store(Housekeeping):
             _REPORTED.add(ident)
             moved = f"moved to {str(where)!r}" if where else "dropped"
             if self.read_only:
-                moved = f"left in place ({self.read_only_reason})"
+                moved = f"left in place ({self._why_left_in_place()})"
             warn_user(f"cache entry {step_name}/{key[:12]} is damaged ({problem}); {moved}, "
                       "treated as a miss", DamagedEntryWarning)  # (the user's line: a run's)
         return None
+
+    def _why_left_in_place(self) -> str:
+        """Why this read-only store left a damaged entry in place: the cache is read-only
+        (a ``read-only`` run, a folder that cannot be written), or only a command that
+        reads it, plan or explain, looks (their store is the read-only one)."""
+        command = _ONLY_READING.get()
+        if command is None or not os.access(self.location, os.W_OK):
+            return self.read_only_reason
+        return f"{command} does not change the cache; a run writing to it sets it aside"
 
     def _set_aside(self, step_name: str, key: str, version: Hashable = None) -> Path | None:
         """Move an entry under ``.damaged/`` (kept for a post-mortem); None if it vanished

@@ -191,12 +191,14 @@ def _run(args: argparse.Namespace) -> int:
     _unfailing_stdout()
     printer = ProgressPrinter(sys.stdout)
     from dagnb.runtime.prepare import run_graph_sync  # (a run imports it: no cost)
+    from dagnb.runtime.unmounted import WORKFLOW_WORDS
 
     try:
         with printer.stderr_above_bar():
-            # (graph.run's, but a warning says this command's --refresh-step load)
+            # (graph.run's, but a warning says this command's --refresh-step load and
+            # the YAML's mounts: {...})
             run = run_graph_sync(
-                graph, args.target, _refresh_option,
+                graph, args.target, WORKFLOW_WORDS,
                 tags=args.tag,
                 only_failed=args.only_failed,
                 max_concurrency=args.max_concurrency,
@@ -244,11 +246,6 @@ def _refreshed(args: argparse.Namespace, graph: Any) -> bool | list[str]:
             raise StepNotFoundError(f"--refresh-step {name!r} is no step of {args.workflow!r}; "
                                     f"{checks.choices_named(name, graph.names)}")
     return named or args.refresh
-
-
-def _refresh_option(step: str) -> str:
-    """How a warning of this command says to run ``step`` again (see dagnb.runtime.unmounted)."""
-    return f"--refresh-step {shlex.quote(step)}"
 
 
 # a failed step's error (its status row's) saying that a disk is full, or read-only

@@ -36,6 +36,7 @@ __all__ = ["Workflow", "add_parser", "run", "workflow_of"]
 
 _ENDINGS = ("succeeded", "cached", "failed", "skipped", "cancelled")
 _LAST = 20
+_NOTEBOOK_GRAPH = "notebook"  # (the graph of a notebook's cells: dagnb.notebook's name)
 
 
 def add_parser(sub: Any) -> None:
@@ -258,11 +259,16 @@ def _shown_names(records: list[dict[str, Any]]) -> dict[str, str]:
 
 def _file_of(record: dict[str, Any]) -> str | None:
     """The run's workflow file, else the notebook it ran in (its graph is "notebook"
-    whichever it is; a script's graph is named by its graph's name)."""
+    whichever it is: an ``.ipynb``, or a jupytext percent ``.py``, told from a script of
+    that suffix by its graph's name; a script's run is named by its graph's name)."""
     source, origin = record.get("source"), record.get("origin")
     if isinstance(source, str):
         return source
-    return origin if isinstance(origin, str) and origin.endswith(".ipynb") else None
+    if not isinstance(origin, str):
+        return None
+    notebook = origin.endswith(".ipynb") or (origin.endswith(".py")
+                                             and record.get("graph") == _NOTEBOOK_GRAPH)
+    return origin if notebook else None
 
 
 def _from_here(path: str) -> str:

@@ -115,7 +115,9 @@ def run(args: argparse.Namespace, workflow: Workflow) -> int:
         return _print_retried(args, workflow, found, files, tail)  # (failed, then stored)
     if found.entry is not None and found.state in _DONE:  # (stored: its lines with it)
         return _print_entry(args, workflow, found, tail)
-    _print_lines(files, tail, args.stream)
+    printed = _print_lines(files, tail, args.stream)
+    if files and not printed:
+        _say_none_on(args, found.run)
     if found.state == "cached" and not files:  # (no entry named: a record older than that)
         print(f"dagnb: step {args.step!r} came from the cache in run {found.run}: the lines "
               "of an attempt stored in the cache are kept with its entry, not in the run's "
@@ -150,7 +152,8 @@ def _print_killed(args: argparse.Namespace, found: StepInRun, files: list[Path],
         return 0
     print(f"{said}: the lines step {args.step!r} had written to its log file by then (what "
           "it printed in its last moment may be missing)", file=sys.stderr, flush=True)
-    _print_lines(files, tail, args.stream)
+    if not _print_lines(files, tail, args.stream):
+        _say_none_on(args, found.run)
     return 0
 
 
@@ -363,7 +366,8 @@ def _print_entry(args: argparse.Namespace, workflow: Workflow, found: StepInRun,
           flush=True)
     if silent:
         return 0
-    _print_records(_entry_records(entry, tail, args.stream), marked=False)  # (one attempt)
+    if not _print_records(_entry_records(entry, tail, args.stream), marked=False):
+        _say_none_on(args)  # (one attempt: the stored run's, which the line above names)
     return 0
 
 
@@ -387,11 +391,14 @@ def _print_retried(args: argparse.Namespace, workflow: Workflow, found: StepInRu
     stored = _entry_records(entry, tail, args.stream)
     if tail is None:
         earlier = (r for r in read_records(files) if args.stream in (None, r.get("stream")))
-        _print_records(chain(earlier, stored), marked=True)
-        return 0
-    last = list(stored)
-    earlier_tail = tail_records(files, tail - len(last), args.stream) if len(last) < tail else []
-    _print_records([*earlier_tail, *last], marked=None)
+        printed = _print_records(chain(earlier, stored), marked=True)
+    else:
+        last = list(stored)
+        earlier_tail = (tail_records(files, tail - len(last), args.stream)
+                        if len(last) < tail else [])
+        printed = _print_records([*earlier_tail, *last], marked=None)
+    if not printed:
+        _say_none_on(args, found.run)
     return 0
 
 
@@ -485,9 +492,9 @@ def _replay(args: argparse.Namespace) -> str:
             f".logs({args.step!r})")
 
 
-def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> None:
+def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> int:
     """Print the lines of ``files`` (the last ``tail``, of ``stream``), each attempt's
-    under a line saying so when there were more."""
+    under a line saying so when there were more; how many lines it printed."""
     from dagnb.runtime.logfile import read_records, tail_records
 
     if tail is not None:
@@ -496,7 +503,16 @@ def _print_lines(files: list[Path], tail: int | None, stream: str | None) -> Non
     else:  # (streamed: every attempt that printed has a file)
         records = (r for r in read_records(files) if stream in (None, r.get("stream")))
         marked = len(files) > 1
-    _print_records(records, marked)
+    return _print_records(records, marked)
+
+
+def _say_none_on(args: argparse.Namespace, run_id: str | None = None) -> None:
+    """Say that ``--stream`` found no line: the step printed on the other stream alone
+    (the output would be empty, as if the step had printed nothing at all)."""
+    if args.stream is not None:
+        where = "" if run_id is None else f" in run {run_id}"
+        print(f"dagnb: step {args.step!r} printed nothing on {args.stream}{where}",
+              file=sys.stderr)
 
 
 def _entry_records(entry: Entry, tail: int | None,
@@ -512,18 +528,21 @@ def _entry_records(entry: Entry, tail: int | None,
     return records if tail is None else collections.deque(records, maxlen=tail)
 
 
-def _print_records(records: Iterable[dict[str, Any]], marked: bool | None) -> None:
+def _print_records(records: Iterable[dict[str, Any]], marked: bool | None) -> int:
     """Print log records, control characters as escapes (colour kept on a terminal,
     left out there under NO_COLOR: :func:`~dagnb.views.progress.colour_for`), under
-    attempt lines when ``marked`` (None: when they span attempts)."""
+    attempt lines when ``marked`` (None: when they span attempts); how many it printed."""
     from dagnb.views.live import as_terminal_left
     from dagnb.views.progress import attempt_marked, colour_for, rule_for, terminal_safe
 
     colour = colour_for(sys.stdout)
     pairs = ((r.get("attempt", 1), terminal_safe(as_terminal_left(str(r["line"])), colour))
              for r in records)
+    printed = 0  # (an attempt's line comes only over a record's: 0 when none was)
     for line in attempt_marked(pairs, rule_for(sys.stdout), marked):
         sys.stdout.write(f"{line}\n")
+        printed += 1
+    return printed
 
 
 def _tail(given: str | None) -> int | None:

@@ -9,9 +9,8 @@ from __future__ import annotations
 import copy
 import pickle
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from dagnb.executors.capture import current_context
@@ -51,8 +50,8 @@ class StepContext:
         function gets them (see param_copy)."""
         params = self._task.step.params
         if not params:
-            return params
-        return MappingProxyType({name: param_copy(value) for name, value in params.items()})
+            return _NO_PARAMS
+        return StepParams({name: param_copy(value) for name, value in params.items()})
 
     @property
     def inputs(self) -> dict[str, Path]:
@@ -76,6 +75,34 @@ class StepContext:
     def __repr__(self) -> str:
         return f"<StepContext {self.step!r} attempt {self.attempt}>"
 
+
+class StepParams(Mapping[str, Any]):
+    """A step's params as :func:`current` gives them: read-only for the step (as a
+    ``mappingproxy`` is), and pickled as the plain dict they hold, so that a step
+    returning them (``{"params": dagnb.current().params}``) is cached as any dict is."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(self._values)
+
+    def __reduce__(self) -> tuple[type[dict], tuple[dict[str, Any]]]:
+        return dict, (dict(self._values),)
+
+
+_NO_PARAMS = StepParams({})
 
 _SHARED_AS_IS = frozenset({str, int, float, bool, type(None)})  # (nothing to change in place)
 

@@ -120,8 +120,14 @@ def save_result(out_dir: Path, value: Any, *,
         path.write_text(text, encoding="utf-8")
         return path
     path = out_dir / RESULT_FILES[1]
-    with open(path, "wb") as handle:
-        (pickle.Pickler(handle, protocol=5) if pickler is None else pickler(handle)).dump(value)
+    try:
+        with open(path, "wb") as handle:
+            (pickle.Pickler(handle, protocol=5) if pickler is None else pickler(handle)).dump(value)
+    except BaseException:
+        # (a value that does not pickle: no partial file a downstream step would read
+        # as the result, failing with "Ran out of input" instead of "No such file")
+        path.unlink(missing_ok=True)
+        raise
     return path
 
 

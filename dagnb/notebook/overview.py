@@ -197,7 +197,9 @@ def notebook_logs(session: Session, name: str, **options: Any) -> pd.DataFrame |
     if run is None:
         return f"step {name!r} has not run in this session yet; run its cell or %dagger run"
     frame = run.logs(name, **options)
-    return left_aligned(frame, empty=f"step {name!r} printed nothing in run {run.id}")
+    stream = options.get("stream")  # (a step that printed on the other stream alone)
+    on = "" if stream is None else f" on {stream}"
+    return left_aligned(frame, empty=f"step {name!r} printed nothing{on} in run {run.id}")
 
 
 def left_aligned(frame: pd.DataFrame, empty: str = "no lines") -> pd.DataFrame:

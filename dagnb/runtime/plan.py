@@ -24,6 +24,7 @@ from dagnb.cache import session_store
 from dagnb.cache.explain import explain_changes
 from dagnb.cache.remote import RemoteBackend
 from dagnb.cache.steps import StepCache
+from dagnb.cache.store import only_reading
 from dagnb.config import ARGUMENT, check_cache_mode, origins, settings
 from dagnb.errors import StepFailed, UnfingerprintableVariable
 from dagnb.executors import Executor, container_steps
@@ -316,7 +317,8 @@ def plan_rows(
     if off is not None:  # (a run looks nothing up: every step runs)
         return [_row(name, WILL_RUN, off) for name in _selected(graph, targets, reads)]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
+    with only_reading("plan"):
+        rows = _walk(graph, _selected(graph, targets, reads), cache, reads)
     return [{column: row[column] for column in (*PLAN_COLUMNS, "state")} for row in rows]
 
 
@@ -346,11 +348,12 @@ def explain(graph: Graph, step: str, *, cache_directory: str | Path | None = Non
         _selected(graph, step, reads)  # (an unknown name refused, as with caching on)
         return [off]
     cache = _looking(graph, cache_directory, executor)
-    rows = _walk(graph, _selected(graph, step, reads), cache, reads)
-    row = next(row for row in rows if row["step"] == step)
-    if "_key" not in row:
-        return row.get("_reasons", [row["reason"]])
-    return cache.explain(graph[step], row["_key"])
+    with only_reading("explain"):
+        rows = _walk(graph, _selected(graph, step, reads), cache, reads)
+        row = next(row for row in rows if row["step"] == step)
+        if "_key" not in row:
+            return row.get("_reasons", [row["reason"]])
+        return cache.explain(graph[step], row["_key"])
 
 
 def _selected(graph: Graph, targets: Iterable[str] | str | None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import contextlib
+import dataclasses
 import functools
 import gc
 import os
@@ -28,6 +29,7 @@ from dagnb.cache import local_folder, refuse_foreign_folder
 from dagnb.cache.forks import ForkSafeCount
 from dagnb.cache.location import pinned_folder
 from dagnb.cache.steps import StepCache, refresh_setting
+from dagnb.cache.store import only_reading
 from dagnb.checks import choices_named, known_keys, short_repr, warn_user
 from dagnb.config import check_cache_mode, context, settings
 from dagnb.errors import (
@@ -63,7 +65,7 @@ from dagnb.runtime.history import (
 from dagnb.runtime.reads import PublishedReads, checked_after, with_after
 from dagnb.runtime.run import Run
 from dagnb.runtime.scheduler import RunOptions, Scheduler
-from dagnb.runtime.unmounted import magic_refresh, python_refresh
+from dagnb.runtime.unmounted import NOTEBOOK_WORDS, PYTHON_WORDS, WORKFLOW_WORDS, FrontEndWords
 
 if TYPE_CHECKING:
     from dagnb.model.graph import Graph
@@ -103,12 +105,12 @@ def check_run_options(
 
 
 def run_graph_sync(graph: Graph, targets: Iterable[str] | str | None = None,
-                   refresh_said: Callable[[str], str] = python_refresh, /,
+                   words: FrontEndWords = PYTHON_WORDS, /,
                    **options: Any) -> Run:
-    """Run and wait. Options are those of :func:`prepare`; ``refresh_said`` is the
-    dagnb command's (positional: ``graph.run(refresh_said=...)`` is refused as unknown)."""
+    """Run and wait. Options are those of :func:`prepare`; the dagnb command gives its
+    ``words`` (positional: ``graph.run(words=...)`` is refused as unknown)."""
     check_run_options(options, "graph.run()", GRAPH_RUN_OPTIONS)
-    run, scheduler = prepare(graph, targets, refresh_said=refresh_said, **options)
+    run, scheduler = prepare(graph, targets, words=words, **options)
     loop.run_sync(_followed(run, scheduler))
     return run
 
@@ -140,16 +142,16 @@ def start_background(
     graph: Graph, targets: Iterable[str] | str | None = None, *,
     displays_by_view: bool = False, before_start: Callable[[Run], None] | None = None,
     after: Mapping[str, Iterable[str]] | None = None, reads: PublishedReads | None = None,
-    refresh_said: Callable[[str], str] = magic_refresh, **options: Any
+    words: FrontEndWords = NOTEBOOK_WORDS, **options: Any
 ) -> Run:
     """Start the run and return at once; ``run.wait()`` blocks, ``run.cancel()`` stops.
     ``displays_by_view``: the caller's view publishes what its steps display
     (:attr:`Run.displays_by_view`), set before any step starts; ``before_start`` is
     called with the Run then too (to follow its steps from the first); ``after``,
-    ``reads`` and ``refresh_said`` (the notebook's words by default): see :func:`prepare`."""
+    ``reads`` and ``words`` (the notebook's by default): see :func:`prepare`."""
     check_run_options(options, "start_background()")
     run, scheduler = prepare(graph, targets, after=after, reads=reads,
-                             refresh_said=refresh_said, **options)
+                             words=words, **options)
     run.displays_by_view = displays_by_view
     if before_start is not None:
         before_start(run)
@@ -365,7 +367,7 @@ def prepare(
     on_event: Listener | None = None,
     after: Mapping[str, Iterable[str]] | None = None,
     reads: PublishedReads | None = None,
-    refresh_said: Callable[[str], str] = python_refresh,
+    words: FrontEndWords = PYTHON_WORDS,
 ) -> tuple[Run, Scheduler]:
     """Validate the graph, select the steps and build the Run and its Scheduler.
 
@@ -417,11 +419,12 @@ def prepare(
         (:class:`~dagnb.runtime.reads.PublishedReads`): ``after`` when that is None,
         and what ``fail-on-miss`` looks ahead with (a reader of a step that runs
         would run too; one of a cached step is keyed on that entry's result).
-    refresh_said
-        How a warning says to run a step again, in the words of the front end that
-        started the run (``--refresh-step load``); ``graph.run``'s ``refresh=["load"]``
-        by default. Not an option of ``graph.run``: the dagnb command gives it to
-        ``run_graph_sync``, the notebook to ``start_background``.
+    words
+        How a warning says to mount a file and to run a step again, in the words of
+        the front end that started the run (:class:`~dagnb.runtime.unmounted.FrontEndWords`:
+        ``mounts: {...}`` and ``--refresh-step load``); ``graph.run``'s ``mounts={...}``
+        and ``refresh=["load"]`` by default. Not an option of ``graph.run``: the dagnb
+        command gives it to ``run_graph_sync``, the notebook to ``start_background``.
     """
     _refuse_in_a_reimported_script()
     config = settings()
@@ -479,10 +482,11 @@ def prepare(
         circuit_breaker=_switch("use_circuit_breaker", use_circuit_breaker),
         after=after,
         reads=reads.variables if reads is not None else {},
-        refresh_said=refresh_said,
+        words=_words_for(graph, words),
     )
     if mode == "fail-on-miss":  # counted read-only, as plan does: a refused run makes no
-        _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # so no folder
+        with only_reading("a fail-on-miss run's look ahead"):  # (damage is said so)
+            _refuse_misses(graph, order, cache_for(mode="read-only"), reads)  # no folder
         # (a folder it may not write, a CI's read-only mount of a pulled cache: its hits
         # read as read-only reads them, with no bookkeeping written and nothing to warn of)
         options.cache = cache_for(mode=mode, read_only=unwritable)
@@ -507,14 +511,22 @@ def prepare(
                           masked_only={**environ_secrets(), **registry_secrets})
 
 
+def _words_for(graph: Graph, words: FrontEndWords) -> FrontEndWords:
+    """The front end's words, but the mounts of a workflow file's steps in its YAML (a
+    ``graph.run()`` of a loaded file is fixed in the file, run again from Python)."""
+    if graph.workflow_file is None or words.mounts is WORKFLOW_WORDS.mounts:
+        return words
+    return dataclasses.replace(words, mounts=WORKFLOW_WORDS.mounts)
+
+
 # prepare's parameters but the graph, read off its code so the list cannot drift from it
 # (``targets`` is there for "did you mean": given as a keyword it never reaches options),
-# and but ``after``, ``reads`` and ``refresh_said``: the front ends', given through
+# and but ``after``, ``reads`` and ``words``: the front ends', given through
 # start_background (the notebook) and run_graph_sync (the dagnb command)
 _CODE = prepare.__code__
 RUN_OPTIONS = frozenset(
     _CODE.co_varnames[1:_CODE.co_argcount + _CODE.co_kwonlyargcount]) - {
-        "after", "reads", "refresh_said"}
+        "after", "reads", "words"}
 GRAPH_RUN_OPTIONS = RUN_OPTIONS | {"raise_on_failure"}  # graph.run()'s own too
 RUN_OPTIONS_DOC = " (each is described in help(dagnb.runtime.prepare.prepare))"
 

@@ -85,7 +85,7 @@ from dagnb.runtime.inputs_guard import InputGuard
 from dagnb.runtime.leaks import container_link, named_secret, stored_secret, unstorable
 from dagnb.runtime.logfile import LogFile
 from dagnb.runtime.run import Run
-from dagnb.runtime.unmounted import python_refresh, ran_in_hint, warn_if_changed_since
+from dagnb.runtime.unmounted import PYTHON_WORDS, FrontEndWords, ran_in_hint, warn_if_changed_since
 
 if TYPE_CHECKING:
     from dagnb.cache.images import ImagePins
@@ -119,9 +119,10 @@ class RunOptions:
     # step -> {variable: the step publishing it}: why it starts after that step (said
     # when that one fails and skips it)
     reads: Mapping[str, Mapping[str, str]] = dataclasses.field(default_factory=dict)
-    # how a warning says to run a step again: graph.run's refresh=["load"], or the front
-    # end's that started the run (the dagnb command's --refresh-step load)
-    refresh_said: Callable[[str], str] = python_refresh
+    # how a warning says to mount a file and run a step again: graph.run's mounts={...}
+    # and refresh=["load"], or the front end's that started the run (the dagnb
+    # command's mounts: {...} and --refresh-step load, the notebook's --mount, --refresh)
+    words: FrontEndWords = PYTHON_WORDS
 
 
 # Retry policies (immutable) built from plain settings, shared by every run.
@@ -285,6 +286,9 @@ class Scheduler:
         self._displays: dict[tuple[str, int], StepDisplays] = {}
         self._missing = False  # whether the last cache look missed
         self._keys: dict[str, str] = {}  # step -> its key's digest, as it runs to be stored
+        # a folder a served step names unmounted -> the newest change under it, walked once
+        # by this run's hits (see unmounted.warn_if_changed_since)
+        self._walked: dict[str, float] = {}
         # what a step that ran finds of its upstream steps' cache entries (it may not
         # write into them): none to look at when the run has no cache
         # (its set_aside holds the cache and the steps, not this scheduler: a bound
@@ -505,7 +509,12 @@ class Scheduler:
         try:
             key = cache.key(step, self._upstream_digests(step), self.options.base_dir)
         except UnfingerprintableVariable as exc:  # no honest key: run it, store nothing
-            return self._not_stored(step, await self._attempts(step), None, "", exc.reason)
+            unkeyed = exc.reason
+        else:
+            unkeyed = None
+        if unkeyed is not None:  # (run outside the except: the step's own error has no
+            # dagnb exception as its context, "During handling of ..." in its traceback)
+            return self._not_stored(step, await self._attempts(step), None, "", unkeyed)
         # a run whose last look missed (a first run) takes the key's lock first and
         # looks once, under it: a look before the lock would only miss again
         looked = not self._missing
@@ -678,7 +687,7 @@ class Scheduler:
         done = _Outcome(None, result, None, entry.output_digest, entry)
         self.run.note_use(entry.step, entry.key, created=entry.created)  # (read downstream)
         # (a file it names, no input, edited)
-        warn_if_changed_since(step, entry.created, self.options.refresh_said)
+        warn_if_changed_since(step, entry.created, self.options.words, self._walked)
         # first: a reader of the step's lines while they are replayed finds its file
         self.run.record_cached(name, done, result)
         if head("displays"):  # (most entries have none: no file opened, no check made)

@@ -9,8 +9,10 @@ text constants name that exist, outside its mounts, the cache folder and the sys
 and Python's own folders, are looked for, once per command or code and folder; when the step is then
 served from the cache and one of them changed after its entry was made, a warning
 (:class:`UnmountedReadWarning`) names them, once per step and process (a first run reads
-them as they are; the step's own outputs, a file untouched since, say nothing); no key
-changes.
+them as they are; the step's own outputs, a file untouched since, say nothing; a
+folder changed when a file under it did); no key changes. A shell step printing its whole
+environment (``env | grep '^REGION='``), whose variables no key can name, is warned of
+on a hit too (:class:`UnkeyedEnvironmentWarning`).
 
 :func:`ran_in_hint` says, for a step that failed on a file not found, the folder it
 ran in: a shell step starts in its workflow's folder (or its ``workdir``), an
@@ -19,29 +21,39 @@ in-process Python step in the folder the process was started in.
 
 from __future__ import annotations
 
+import dataclasses
 import dis
 import functools
 import json
 import os
 import posixpath
 import re
+import shlex
+import stat
 import sys
 import sysconfig
-from collections.abc import Callable, Iterator, Mapping
-from pathlib import Path
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path, PurePath
 from types import CodeType
 from typing import Any
 
 from dagnb import checks
-from dagnb.cache.keys import KEYED_ON_HOST
+from dagnb.cache.keys import KEYED_ON_HOST, reads_whole_environment
 from dagnb.model.step import Step, host_folders, mount_path
 
-__all__ = ["UnmountedReadWarning", "magic_refresh", "python_refresh", "ran_in_hint",
+__all__ = ["NOTEBOOK_WORDS", "PYTHON_WORDS", "WORKFLOW_WORDS", "FrontEndWords",
+           "UnkeyedEnvironmentWarning", "UnmountedReadWarning", "ran_in_hint",
            "unmounted_reads"]
 
 
 class UnmountedReadWarning(UserWarning):
     """A step names a file that none of its mounts covers: its key does not see it."""
+
+
+class UnkeyedEnvironmentWarning(UserWarning):
+    """A shell step prints its whole environment (``env``, ``printenv`` with no name):
+    its key holds the host variables it names alone."""
 
 
 # -- where a step starts ------------------------------------------------------------
@@ -114,22 +126,65 @@ def _path_like(text: str) -> bool:
             and ("/" in text or _EXTENSION.fullmatch(text) is not None))
 
 
+# A bare name: no folder in it, no extension (``mydir``, ``mypkg``, ``Makefile``).
+_BARE = re.compile(r"[A-Za-z_][\w.+@-]*")
+# The shell's own words, which name no file.
+_SHELL_WORDS = frozenset({"if", "then", "else", "elif", "fi", "for", "in", "while", "until",
+                          "do", "done", "case", "esac", "function", "select", "time"})
+# After these words the next one is a command's name (a line's start is one too).
+_BEFORE_A_COMMAND = frozenset({
+    "|", "||", "&", "&&", ";", "(", "{", "!", "$(", "if", "then", "else", "elif", "while",
+    "until", "do", "time", "sudo", "exec", "xargs", "nohup", "command", "builtin", "env",
+    "nice", "eval"})
+
+
+def _bare(text: str) -> bool:
+    return (_BARE.fullmatch(text) is not None and not _path_like(text)
+            and text not in _SHELL_WORDS and len(text) <= _LONGEST)
+
+
 def command_paths(run: str | tuple[str, ...]) -> tuple[str, ...]:
-    """The path-like words of a shell step's text (the items of an argv list), less
-    options (``-o``, ``--flag=x``), URLs, globs, words holding a variable
-    (``"$DAGNB_OUT/x"``: not a path of the text) and what a redirection writes."""
-    words = list(run) if not isinstance(run, str) else [
-        word for line in run.splitlines() for word in _uncommented(line.split())]
+    """The path-like words of a shell step's text (the items of an argv list), and its
+    bare words but a command's own name (``grep -r . mydir``: ``mydir``, which counts
+    only if the folder it starts in holds it), less options (``-o``, ``--flag=x``),
+    assignments (``N=3``), URLs, globs, words holding a variable (``"$DAGNB_OUT/x"``:
+    not a path of the text) and what a redirection writes."""
     found: list[str] = []
-    writes_next = False
-    for word in words:
+    writes_next, starts = False, True
+    for word, line_start in _words(run):
+        named, starts = starts or line_start, _starts_next(word, starts or line_start)
         if word.startswith("-"):  # (an option: ``tee -a log`` still writes ``log``)
             continue
         written, writes_next = writes_next, word.endswith(">") or word == "tee"
         if written or any(char in word for char in "$`*?>") or "://" in word:
             continue
-        found += [piece for piece in _PIECE.findall(word) if _path_like(piece)]
+        pieces = _PIECE.findall(word)
+        found += [piece for piece in pieces if _path_like(piece)]
+        if "=" not in word:  # (a command's name is no read: ``python3``, not ``print(``'s)
+            found += [piece for piece in pieces[1 if named else 0:] if _bare(piece)]
     return tuple(dict.fromkeys(found))
+
+
+def _words(run: str | tuple[str, ...]) -> list[tuple[str, bool]]:
+    """The words of a shell step's text, each with whether it starts a line (a
+    command's name: not one after a ``\\`` that continues the line before), or the
+    items of an argv list (its first the command's name)."""
+    if not isinstance(run, str):
+        return [(word, at == 0) for at, word in enumerate(run)]
+    words: list[tuple[str, bool]] = []
+    continued = False
+    for line in run.splitlines():
+        words += [(word, at == 0 and not continued)
+                  for at, word in enumerate(_uncommented(line.split()))]
+        continued = line.rstrip().endswith("\\")
+    return words
+
+
+def _starts_next(word: str, starts: bool) -> bool:
+    """Whether the word after ``word`` is a command's name: after an operator, a keyword,
+    a command running the next (``sudo``, ``xargs``), or an assignment before one."""
+    return (word in _BEFORE_A_COMMAND or word.endswith(("|", ";", "&", "(", "{"))
+            or (starts and "=" in word and not word.startswith("-")))
 
 
 def _uncommented(words: list[str]) -> list[str]:
@@ -156,6 +211,68 @@ def code_paths(code: CodeType) -> tuple[str, ...]:
     for each in _codes(code):
         found += _read_constants(each)
     return tuple(dict.fromkeys(found))
+
+
+def code_folders(code: CodeType) -> tuple[str, ...]:
+    """The bare text constants of ``code`` and the code nested in it, as folders
+    (``Path("data")``: ``data/``, a file so named being no read), less keys
+    (``row["data"]``), comparisons and what a call writes (``os.mkdir("out")``)."""
+    found: list[str] = []
+    for each in _codes(code):
+        if not any(isinstance(const, str) and _bare(const) for const in each.co_consts):
+            continue  # (most code: no instruction looked at)
+        instructions = [ins for ins in dis.get_instructions(each) if ins.opname != "CACHE"]
+        found += [f"{ins.argval}/" for at, ins in enumerate(instructions)
+                  if ins.opname == "LOAD_CONST" and isinstance(ins.argval, str)
+                  and _bare(ins.argval) and not _a_key(instructions, at)
+                  and not _written(instructions, at)]
+    return tuple(dict.fromkeys(found))
+
+
+# What follows a text that is a key or compared (``row["data"]``, ``"data" in row``), and
+# the calls given a key or an attribute's name (``row.get("data")``, ``getattr(o, "data")``).
+_KEYED = frozenset({"BINARY_SUBSCR", "STORE_SUBSCR", "DELETE_SUBSCR"})
+_COMPARED = frozenset({"COMPARE_OP", "CONTAINS_OP", "IS_OP"})
+_KEY_TAKERS = frozenset({"get", "pop", "setdefault"})
+_NAME_TAKERS = frozenset({"getattr", "hasattr", "setattr", "delattr"})
+
+
+def _a_key(instructions: list[dis.Instruction], at: int) -> bool:
+    """Whether the text loaded at ``at`` is a key, an attribute's name, or compared."""
+    before = [ins.argval for ins in instructions[max(0, at - 3):at] if ins.opname in _NAMED]
+    if before and (before[-1] in _KEY_TAKERS or not _NAME_TAKERS.isdisjoint(before)):
+        return True
+    following = instructions[at + 1:at + 3]
+    if following and (following[0].opname in _KEYED or (
+            following[0].opname == "BINARY_OP" and following[0].argrepr == "[]")):
+        return True  # (Python 3.14 subscripts with a BINARY_OP)
+    return any(ins.opname in _COMPARED for ins in following)
+
+
+def _held_paths(func: Any, code: CodeType) -> tuple[str, ...]:
+    """The paths held by the globals and closure variables ``func``'s code reads
+    (``DATA = Path("data")`` read as ``DATA / "sales.csv"``): a Path as it is, a text
+    path-like as it is or bare as a folder; not a folder holding its own module (the
+    ``Path(__file__).parent`` most step modules keep)."""
+    namespace = getattr(func, "__globals__", None)
+    values = [namespace.get(name) for each in _codes(code) for name in each.co_names
+              ] if isinstance(namespace, dict) else []
+    for cell in getattr(func, "__closure__", None) or ():
+        try:
+            values.append(cell.cell_contents)
+        except ValueError:  # (a cell not filled yet)
+            continue
+    own_folder = os.path.dirname(os.path.abspath(code.co_filename))
+    found = []
+    for value in values:
+        text = os.fspath(value) if isinstance(value, (str, PurePath)) else None
+        if text is None or (os.path.isabs(text) and _under(own_folder, text)):
+            continue
+        if _path_like(text):
+            found.append(text)
+        elif _bare(text):
+            found.append(text if isinstance(value, PurePath) else f"{text}/")
+    return tuple(found)
 
 
 def _codes(code: CodeType) -> Iterator[CodeType]:
@@ -255,18 +372,20 @@ def unmounted_reads(names: tuple[str, ...], folder: str, base_dir: Path,
                     mounts: Mapping[str, str], cache_folder: Path | None
                     ) -> tuple[tuple[str, str], ...]:
     """(name, mount host path) of each of ``names`` (relative to ``folder``) that is an
-    existing file or folder that no mount covers: not the folder itself or one holding
-    it, not under ``cache_folder``, nor a system's, Python's or a venv's."""
+    existing file or folder (a folder alone for a name ending in ``/``) that no mount
+    covers: not the folder itself or one holding it, not under ``cache_folder``, nor a
+    system's, Python's or a venv's."""
+    existing = [(name, os.path.join(folder, os.path.expanduser(name))) for name in names]
+    existing = [(name, written) for name, written in existing if os.path.exists(written)]
+    if not existing:  # (most bare words of a command: no realpath made)
+        return ()
     here = os.path.realpath(folder)
     covered = [os.path.realpath(mount_path(base_dir, host)) for host in mounts]
     if cache_folder is not None:
         covered.append(os.path.realpath(cache_folder))
     system = [path for path in _system_folders() if not _under(here, path)]
     found = []
-    for name in names:
-        written = os.path.join(folder, os.path.expanduser(name))
-        if not os.path.exists(written):
-            continue
+    for name, written in existing:
         path = os.path.realpath(written)
         if (_under(here, path) or any(_under(path, mount) or _under(mount, path)
                                       for mount in covered)
@@ -284,9 +403,9 @@ def _mount_host(name: str, written: str, base_dir: Path) -> str:
     return os.path.relpath(os.path.normpath(written), os.path.abspath(base_dir))
 
 
-# (command text or code, folder, base folder, mounts, cache folder) -> what it reads
-# unmounted: most keys of a step are made again and again.
-_FOUND: dict[tuple[Any, ...], tuple[Any, tuple[tuple[str, str], ...]]] = {}
+# (names, folder, base folder, mounts, cache folder) -> what it reads unmounted: most
+# keys of a step are made again and again.
+_FOUND: dict[tuple[Any, ...], tuple[tuple[str, str], ...]] = {}
 _FOUND_LIMIT = 4096
 _WARNED: set[tuple[str, tuple[tuple[str, str], ...]]] = set()
 # id(step) -> (step, base folder, cache folder): a step object looked at already is
@@ -299,6 +418,8 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
     """The hook of :data:`KEYED_ON_HOST`: the files ``step`` names that no mount covers,
     noted for :func:`warn_if_changed_since` (a first run reads them as they are: only a
     hit may be stale, so nothing is said before one). It never fails a key."""
+    if step.func is None:
+        _note_whole_environment(step)
     if not _names_in(step):  # (most steps name no path: a dict hit, a fresh process's too)
         if _NOTED:
             _NOTED.pop(id(step), None)
@@ -322,6 +443,34 @@ def _note_unmounted_reads(step: Step, base_dir: Path, cache_folder: Path | None)
         _NOTED.pop(id(step), None)
 
 
+# id(step) -> step: the shell steps run on this machine printing their whole environment
+_PRINTS_ENVIRONMENT: dict[int, Step] = {}
+_WARNED_ENVIRONMENT: set[str] = set()
+
+
+def _note_whole_environment(step: Step) -> None:
+    if reads_whole_environment(step.run):
+        if len(_PRINTS_ENVIRONMENT) >= _FOUND_LIMIT:
+            _PRINTS_ENVIRONMENT.clear()
+        _PRINTS_ENVIRONMENT[id(step)] = step
+    elif _PRINTS_ENVIRONMENT:
+        _PRINTS_ENVIRONMENT.pop(id(step), None)
+
+
+def _warn_if_environment_printed(step: Step) -> None:
+    """As ``step`` is served from the cache: one warning per step and process when it
+    prints its whole environment, whose variables its key cannot name (the first run
+    reads them as they are: only a hit may be stale)."""
+    if _PRINTS_ENVIRONMENT.get(id(step)) is not step or step.name in _WARNED_ENVIRONMENT:
+        return
+    _WARNED_ENVIRONMENT.add(step.name)
+    checks.warn_user(
+        f"step {step.name!r} was served from the cache, but it prints its whole environment "
+        "(env or printenv with no name), whose variables its key does not hold: the result "
+        "may be stale; name each variable it reads (\"$REGION\", printenv REGION), which "
+        "then counts in its key, or set it in the step's env", UnkeyedEnvironmentWarning)
+
+
 # a step's command text, or id of its function -> (the function, the paths it names)
 _NAMES: dict[Any, tuple[Any, tuple[str, ...]]] = {}
 
@@ -340,22 +489,33 @@ def _names_in(step: Step) -> tuple[str, ...]:
         names = command_paths(step.run) if step.run else ()
     else:
         code = _code_of(func)
-        names = () if code is None else code_paths(code)
+        names = () if code is None else tuple(dict.fromkeys((
+            *code_paths(code), *code_folders(code), *_held_paths(_function_of(func), code))))
     if len(_NAMES) >= _FOUND_LIMIT:
         _NAMES.clear()
     _NAMES[memo] = (func, names)
     return names
 
 
-def python_refresh(step: str) -> str:
-    """How the warning says to run ``step`` again by default: ``graph.run``'s option
-    (the front ends give their own: the dagnb command's, the notebook's)."""
-    return f"refresh=[{json.dumps(step)}]"
+@dataclasses.dataclass(frozen=True)
+class FrontEndWords:
+    """How the warning says its two fixes in the words of the front end that started
+    the run: ``refresh`` runs a step again, ``mounts`` adds (host, path in the step)
+    mounts to it. Python's by default; the dagnb command and the notebook give theirs."""
+
+    refresh: Callable[[str], str]
+    mounts: Callable[[Sequence[tuple[str, str]]], str]
 
 
-def magic_refresh(step: str) -> str:
-    """The notebook's: ``%dagger run --refresh load``."""
-    return f"%dagger run --refresh {step}"
+PYTHON_WORDS = FrontEndWords(  # graph.run's refresh=["load"], the Step's mounts={...}
+    refresh=lambda step: f"refresh=[{json.dumps(step)}]",
+    mounts=lambda pairs: f"mounts={json.dumps(dict(pairs))}")
+WORKFLOW_WORDS = FrontEndWords(  # dagnb run's --refresh-step load, the YAML's mounts: {...}
+    refresh=lambda step: f"--refresh-step {shlex.quote(step)}",
+    mounts=lambda pairs: "mounts: {" + ", ".join(f"{h}: {t}" for h, t in pairs) + "}")
+NOTEBOOK_WORDS = FrontEndWords(  # %dagger run --refresh load, %%dagger --mount HOST:PATH
+    refresh=lambda step: f"%dagger run --refresh {step}",
+    mounts=lambda pairs: " ".join(f"--mount {shlex.quote(f'{h}:{t}')}" for h, t in pairs))
 
 
 # id(step) -> (step, what it names unmounted, their paths here)
@@ -363,60 +523,116 @@ _NOTED: dict[int, tuple[Step, tuple[tuple[str, str], ...], tuple[Path, ...]]] = 
 
 
 def warn_if_changed_since(step: Step, created: float,
-                          refresh_said: Callable[[str], str] = python_refresh) -> None:
+                          words: FrontEndWords = PYTHON_WORDS,
+                          walked: dict[str, float] | None = None) -> None:
     """As ``step`` is served from the cache: one warning per step and process naming the
     files it names that no mount covers and that changed after its entry was made (the
     result may be stale: their edits are not in its key). Files it names but that have
     not changed since (its own outputs, a config untouched) are not said.
-    ``refresh_said``: how the run's front end says to run a step again."""
+    ``words``: how the run's front end says to mount a file and run a step again."""
+    if _PRINTS_ENVIRONMENT:
+        _warn_if_environment_printed(step)
     noted = _NOTED.get(id(step))
     if noted is None or noted[0] is not step:
         return
     changed = tuple(read for read, path in zip(noted[1], noted[2], strict=True)
-                    if _changed_since(path, created))
+                    if _changed_since(path, created, walked))
     if not changed:
         return
     said = (step.name, changed)
     if said in _WARNED:
         return
     _WARNED.add(said)
-    checks.warn_user(unmounted_message(step.name, changed, refresh_said),
+    checks.warn_user(unmounted_message(step.name, changed, words),
                      UnmountedReadWarning)
 
 
-def _changed_since(path: Path, created: float) -> bool:
+def _changed_since(path: Path, created: float, walked: dict[str, float] | None = None
+                   ) -> bool:
+    """Whether ``path`` changed after ``created``; a folder, when a file or folder under
+    it did too (:func:`_newest_under`; ``walked``: the run's walks, folder -> newest)."""
     try:
-        return os.stat(path).st_mtime > created
+        status = os.stat(path)
     except OSError:
         return False
+    if status.st_mtime > created:  # (a file's edit, or a folder's entry added or removed)
+        return True
+    if not stat.S_ISDIR(status.st_mode):
+        return False
+    folder = os.fspath(path)
+    newest = None if walked is None else walked.get(folder)
+    if newest is None:
+        newest = _newest_under(folder)
+        if walked is not None:  # (the hits of one run, a thousand steps naming src/,
+            walked[folder] = newest  # walk it once)
+    return newest > created
+
+
+# A folder's walk at a hit stops after this many entries, or this long (a large tree is
+# not walked whole): a change past them goes unsaid, as nothing is said that is not seen.
+WALKED_ENTRIES = 5000
+WALK_SECONDS = 0.25
+# Not walked: hidden entries (.git, .venv, .dagnb_cache, an editor's swap file), caches.
+_NOT_WALKED = frozenset({"__pycache__", "node_modules"})
+
+
+def _newest_under(folder: str) -> float:
+    """When a file or folder under ``folder`` last changed, looking at
+    :data:`WALKED_ENTRIES` at most, or for :data:`WALK_SECONDS`, not into hidden
+    folders, caches, virtual environments or links to folders (0.0: none seen)."""
+    pending, looked, newest = [folder], 0, 0.0
+    until = time.monotonic() + WALK_SECONDS
+    while pending and looked <= WALKED_ENTRIES:
+        try:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    if entry.name.startswith(".") or entry.name in _NOT_WALKED:
+                        continue
+                    looked += 1
+                    if looked > WALKED_ENTRIES or (looked % 256 == 0
+                                                   and time.monotonic() > until):
+                        looked = WALKED_ENTRIES + 1
+                        break
+                    newest = max(newest, _changed_at(entry))
+                    if entry.is_dir(follow_symlinks=False) and not os.path.exists(
+                            os.path.join(entry.path, "pyvenv.cfg")):
+                        pending.append(entry.path)
+        except OSError:  # (a folder gone or not readable since)
+            continue
+    return newest
+
+
+def _changed_at(entry: os.DirEntry[str]) -> float:
+    try:
+        return entry.stat().st_mtime  # (a link's target's)
+    except OSError:
+        return 0.0
 
 
 def _found(step: Step, base_dir: Path, cache_folder: Path | None) -> tuple[tuple[str, str], ...]:
-    if step.key_fn is not None:  # (its key is what the function says: a file's digest...)
-        return ()
-    source = step.run if step.func is None else _code_of(step.func)
-    if source is None:
+    names = _names_in(step)
+    if not names:
         return ()
     in_process = step.func is not None and step.executor != "dask"
     folder = start_folder(step, base_dir, in_process)
-    memo = (id(source) if isinstance(source, CodeType) else source, folder,
-            os.fspath(base_dir), tuple(step.mounts), cache_folder)
-    known = _FOUND.get(memo)
-    if known is not None and (known[0] is source or not isinstance(source, CodeType)):
-        return known[1]
-    names = command_paths(source) if step.func is None else code_paths(source)
-    found = unmounted_reads(names, folder, base_dir, step.mounts, cache_folder) if names else ()
-    if len(_FOUND) >= _FOUND_LIMIT:
-        _FOUND.clear()
-    _FOUND[memo] = (source, found)  # (the code kept: its id stays its own)
+    memo = (names, folder, os.fspath(base_dir), tuple(step.mounts), cache_folder)
+    found = _FOUND.get(memo)
+    if found is None:
+        found = unmounted_reads(names, folder, base_dir, step.mounts, cache_folder)
+        if len(_FOUND) >= _FOUND_LIMIT:
+            _FOUND.clear()
+        _FOUND[memo] = found
     return found
 
 
-def _code_of(func: Any) -> CodeType | None:
+def _function_of(func: Any) -> Any:
     while hasattr(func, "func"):  # (a partial's)
         func = func.func
-    func = getattr(func, "__func__", func)  # (a method's)
-    code = getattr(func, "__code__", None)
+    return getattr(func, "__func__", func)  # (a method's)
+
+
+def _code_of(func: Any) -> CodeType | None:
+    code = getattr(_function_of(func), "__code__", None)
     return code if isinstance(code, CodeType) else None
 
 
@@ -424,20 +640,20 @@ _SHOWN = 3
 
 
 def unmounted_message(step: str, found: tuple[tuple[str, str], ...],
-                      refresh_said: Callable[[str], str] = python_refresh) -> str:
+                      words: FrontEndWords = PYTHON_WORDS) -> str:
     """``step 'load' was served from the cache, but it reads ../data/sales.csv, ...``."""
     names = [name for name, _ in found[:_SHOWN]]
     more = len(found) - _SHOWN
     listed = ", ".join(names) + (f" and {more} more" if more > 0 else "")
-    mounts = ", ".join(f"{host}: {_target(host)}" for _, host in found[:_SHOWN])
-    again = refresh_said(step)
+    mounts = words.mounts([(host, _target(host)) for _, host in found[:_SHOWN]])
+    again = words.refresh(step)
     if len(found) == 1:
         return (f"step {step!r} was served from the cache, but it reads {listed}, which "
                 "changed since and is not one of its inputs: the result may be stale; add "
-                f"it, mounts: {{{mounts}}}, or run it with {again}")
+                f"it with {mounts}, or run it with {again}")
     return (f"step {step!r} was served from the cache, but it reads {listed}, which changed "
-            "since and are not among its inputs: the result may be stale; add them, "
-            f"mounts: {{{mounts}}}, or run it with {again}")
+            "since and are not among its inputs: the result may be stale; add them with "
+            f"{mounts}, or run it with {again}")
 
 
 def _target(host: str) -> str:

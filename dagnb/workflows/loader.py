@@ -57,8 +57,9 @@ import json
 import os
 import re
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import CodeType
 from typing import Any
 
 import yaml
@@ -1245,6 +1246,35 @@ def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
     """Write ``graph`` to ``path`` (its Python steps' module first); the file's text.
     ``data``: the graph's :func:`graph_to_dict`, its Python steps' references blank
     (each is then given its own)."""
+    with _folders_made_for(path):
+        return _write(graph, path, data)
+
+
+@contextlib.contextmanager
+def _folders_made_for(path: Path) -> Iterator[None]:
+    """Make the folders ``path`` lacks (``workflows/`` of a fresh project, as ``dagnb
+    templates new -o`` does), removed again, while empty, when the save fails."""
+    folders = (path.parent, *path.parent.parents)
+    missing = [folder for folder in folders if not folder.exists()]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        in_the_way = next((f for f in folders if f.exists() and not f.is_dir()), None)
+        why = (f"{str(in_the_way)!r} is a file, not a folder" if in_the_way is not None
+               else f"its folder cannot be made ({exc.strerror})")
+        raise WorkflowError(f"cannot write {str(path)!r}: {why}; save it in a folder you "
+                            "can write") from None
+    try:
+        yield
+    except BaseException:
+        for folder in missing:  # (innermost first)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _write(graph: Graph, path: Path, data: dict[str, Any]) -> str:
+    """:func:`_save`, in a folder that exists."""
     folder = (graph.base_dir or Path.cwd()).resolve()  # where the graph's paths start
     functions = {s.name: s.func for s in graph if s.func is not None}
     if functions:
@@ -1263,7 +1293,7 @@ def _save(graph: Graph, path: Path, data: dict[str, Any]) -> str:
     except OSError as exc:
         raise WorkflowError(f"cannot write {str(path)!r}: {exc.strerror}; check that its "
                             "folder exists and is writable") from None
-    _warn_unmoved_python(data["steps"], folder, path)
+    _warn_unmoved_python(data["steps"], functions, folder, path)
     return text
 
 
@@ -1399,21 +1429,50 @@ def _moved(steps: Mapping[str, dict[str, Any]], folder: Path, file_folder: Path)
             fields[PYTHON_KEY] = f"{moved(module)}:{function}"
 
 
-def _warn_unmoved_python(steps: Mapping[str, dict[str, Any]], folder: Path, path: Path) -> None:
+def _warn_unmoved_python(steps: Mapping[str, dict[str, Any]],
+                         functions: Mapping[str, Callable[..., Any]], folder: Path,
+                         path: Path) -> None:
     """Warn that the saved Python steps a run calls in its own process keep the folder
     ``dagnb run`` starts in: the process has one, so their ``workdir`` (``..``, the
     notebook's folder) is not where their relative paths (``open("data.txt")``) start,
-    as it is for a shell step's (and for a Python step on ``dask``: its worker is moved)."""
-    unmoved = [name for name, fields in steps.items() if PYTHON_KEY in fields
-               and fields.get("executor") in (None, "local") and "image" not in fields]
-    if folder == path.resolve().parent or not unmoved:
+    as it is for a shell step's (and for a Python step on ``dask``: its worker is moved).
+    Only the steps whose code names a relative path (``functions``: by step) are said."""
+    if folder == path.resolve().parent:
         return
+    looked: dict[int, list[str]] = {}  # id(function) -> its paths (20,000 steps of one)
+
+    def paths_of(name: str) -> list[str]:
+        func = functions.get(name)
+        if id(func) not in looked:
+            looked[id(func)] = _relative_paths(func)
+        return looked[id(func)]
+
+    unmoved = {name: paths for name, fields in steps.items() if PYTHON_KEY in fields
+               and fields.get("executor") in (None, "local") and "image" not in fields
+               and (paths := paths_of(name))}
+    if not unmoved:
+        return
+    firsts = dict.fromkeys(paths[0] for paths in list(unmoved.values())[:_NAMES_SHOWN])
+    examples = ", ".join(map(repr, firsts))
     checks.warn_user(
         f"{str(path)!r}: a Python step runs in the folder `dagnb run` starts in, not in its "
         "workdir (a step run in dagnb's process is not moved: the process has one folder), "
-        f"so a relative path in the code of {_few_named(unmoved)} (such as 'data.txt' in "
-        "open('data.txt')) is read from there; start the run in "
-        f"{str(folder)!r}, or make those paths absolute")
+        f"so a relative path in the code of {_few_named(list(unmoved))} ({examples}) is "
+        f"read from there; start the run in {str(folder)!r}, or make those paths absolute")
+
+
+def _relative_paths(func: Callable[..., Any] | None) -> list[str]:
+    """The relative paths the code of ``func`` names (its text constants that look like
+    one, less what it writes: see :func:`dagnb.runtime.unmounted.code_paths`)."""
+    from dagnb.runtime.unmounted import code_paths  # (a save with Python steps alone)
+
+    while hasattr(func, "func"):  # (a partial's)
+        func = func.func
+    code = getattr(getattr(func, "__func__", func), "__code__", None)
+    if not isinstance(code, CodeType):
+        return []
+    return [name for name in code_paths(code)
+            if not (name.startswith("~") or os.path.isabs(name))]
 
 
 # Names a message lists before "and N more" (a 20,000-step save's warning was 200 KB)

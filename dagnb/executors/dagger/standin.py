@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-import types
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 __all__ = ["StepContext", "current"]
@@ -25,6 +25,31 @@ __all__ = ["StepContext", "current"]
 # the one line a name this file lacks raises (``{what}``: what was asked for)
 UNAVAILABLE = ("only dagnb.current() is available inside a container; install dagnb in "
                "the image to use {what}")
+
+
+class StepParams(Mapping):
+    """The step's params: read-only for the step, pickled as the plain dict they hold
+    (a step returning them has a result as any dict is; a mappingproxy does not pickle)."""
+
+    __slots__ = ("_values",)
+
+    def __init__(self, values: dict) -> None:
+        self._values = values
+
+    def __getitem__(self, name: str) -> Any:
+        return self._values[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __repr__(self) -> str:
+        return repr(self._values)
+
+    def __reduce__(self) -> tuple:
+        return dict, (dict(self._values),)
 
 
 class StepContext:
@@ -43,10 +68,10 @@ class StepContext:
         return int(os.environ.get("DAGNB_ATTEMPT", "1"))
 
     @property
-    def params(self) -> types.MappingProxyType[str, Any]:
+    def params(self) -> StepParams:
         """The step's params (read-only, as the step's own)."""
         with open(os.environ["DAGNB_PARAMS"], encoding="utf-8") as handle:
-            return types.MappingProxyType(json.load(handle))
+            return StepParams(json.load(handle))
 
     @property
     def inputs(self) -> dict[str, pathlib.Path]:
