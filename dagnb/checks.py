@@ -550,17 +550,25 @@ def _endpoint_fix(value: str) -> tuple[str, str]:
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL")
 
 
-def endpoint_variable_fault(options: Mapping[str, Any]) -> str | None:
-    """Why the endpoint variable botocore reads for an S3 store (``AWS_ENDPOINT_URL=
-    127.0.0.1:5055``) is refused, in one line naming it (redacted) and the fix; None
-    when it is an http(s) URL with a host, unset, or not read (the ``options`` name an
+def endpoint_variable(options: Mapping[str, Any]) -> str | None:
+    """The endpoint variable botocore reads for an S3 store of these ``options``
+    (``AWS_ENDPOINT_URL_S3`` first); None when unset or not read (the ``options`` name an
     endpoint, or ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS`` is true)."""
     client = options.get("client_kwargs")
     named = options.get("endpoint_url") or (isinstance(client, Mapping)
                                             and client.get("endpoint_url"))
     ignored = os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true"
-    variable = next((name for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
-    if named or ignored or variable is None:
+    if named or ignored:
+        return None
+    return next((name for name in ENDPOINT_VARIABLES if os.environ.get(name)), None)
+
+
+def endpoint_variable_fault(options: Mapping[str, Any]) -> str | None:
+    """Why the endpoint variable botocore reads for an S3 store (``AWS_ENDPOINT_URL=
+    127.0.0.1:5055``) is refused, in one line naming it (redacted) and the fix; None
+    when it is an http(s) URL with a host, unset, or not read (:func:`endpoint_variable`)."""
+    variable = endpoint_variable(options)
+    if variable is None:
         return None
     value = os.environ[variable]
     fault = endpoint_fault(value)

@@ -14,6 +14,8 @@ The URL checks need no server; the clear line's claims are checked on moto's S3 
 
 from __future__ import annotations
 
+import uuid
+import warnings
 from pathlib import Path
 
 import pytest
@@ -174,6 +176,7 @@ import test_remote_cache as shared  # noqa: E402  (after the skips: it needs mot
 server, url = shared.server, shared.url  # the fixtures: moto's S3 server, a fresh bucket
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_what_the_clear_line_says_of_the_store_holds(
         url: str, server: shared.S3Server, workflow: Path,
         capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
@@ -196,3 +199,26 @@ def test_what_the_clear_line_says_of_the_store_holds(
     (entry,) = Store(workflow.parent / "teammate").iter_entries("make")
     assert (entry.out_dir / "v.txt").read_text() == "ran\nran\n"  # (the refresh's)
     s3fs.S3FileSystem.clear_instance_cache()  # (nor may the next test get its client)
+
+
+def test_an_endpoint_variable_changed_in_the_process_is_the_one_a_new_store_reaches(
+        url: str, server: shared.S3Server, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """fsspec keeps one client per options: a store made after AWS_ENDPOINT_URL moved to
+    another server reached the first one (a kernel's, a worker running two suites')."""
+    save_of = shared.store(url, tmp_path / "first")
+    shared.save(save_of, "make", "k", {"a.txt": b"first"})  # (its client made, and used)
+    other = shared.S3Server()
+    try:
+        monkeypatch.setenv("AWS_ENDPOINT_URL", other.endpoint)
+        server.stop()  # (the first endpoint answers no more)
+        bucket = f"dagnb-{uuid.uuid4().hex[:12]}"
+        s3fs.S3FileSystem(skip_instance_cache=True).mkdir(bucket)
+        moved = shared.store(f"s3://{bucket}/cache", tmp_path / "second")
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # (a failed upload is a warning)
+            shared.save(moved, "make", "k", {"a.txt": b"second"})
+        assert shared.listing(f"s3://{bucket}/cache")  # (on the new server)
+    finally:
+        other.stop()
+        server.start()

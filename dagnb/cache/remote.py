@@ -293,6 +293,10 @@ class ObjectStore:
         if protocol in ("s3", "s3a"):
             if (fault := checks.endpoint_variable_fault(options)) is not None:
                 raise CacheError(fault)  # (botocore took it for an unreachable store)
+            if (variable := checks.endpoint_variable(options)) is not None:
+                # (named, as botocore reads it: fsspec keeps one client per options, and
+                # a variable changed later in the process reached the first endpoint)
+                options["endpoint_url"] = os.environ[variable]
             s3_retries = options.pop("retries", s3_retries)
             transfer_options = _s3_defaults(dict(options), _S3_TRANSFER_READ_TIMEOUT)
             options = _s3_defaults(options, _S3_READ_TIMEOUT)
