@@ -119,6 +119,7 @@ def _cpus_of(thread_id):
     return os.sched_getaffinity(thread_id)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @needs_affinity
 def test_trials_run_on_one_cpu_every_thread_the_same_and_all_cpus_come_back():
     allowed = os.sched_getaffinity(0)
@@ -147,6 +148,7 @@ def test_trials_run_on_one_cpu_every_thread_the_same_and_all_cpus_come_back():
     assert after == (allowed, allowed)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @needs_affinity
 def test_a_figure_of_processes_at_once_keeps_every_cpu(monkeypatch):
     allowed = os.sched_getaffinity(0)

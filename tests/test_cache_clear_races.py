@@ -165,6 +165,7 @@ _RACE = textwrap.dedent("""\
 """)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_clear_racing_reads_in_other_processes_is_never_damage(tmp_path):
     script = tmp_path / "race.py"
     script.write_text(_RACE)

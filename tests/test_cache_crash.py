@@ -35,6 +35,7 @@ def _writer(root: str, seed: int) -> None:
         store.save("w", key, out_dir=out, logs=[{"line": "x"}], duration_s=0.1)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_killed_writer_never_leaves_an_accepted_half_entry(tmp_path):
     rng = random.Random(7)
     root = tmp_path / "cache"

@@ -343,6 +343,7 @@ def test_a_read_only_cache_serves_its_entries_with_one_warning(shared: Path) -> 
     assert len(again["warnings"]) <= 2, again["warnings"]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_pack_record_named_out_of_the_cache_is_damage_never_a_path(workdir: Path) -> None:
     """A pack record written by hand (a copied cache) for step '../../elsewhere', its
     metadata agreeing: `dagnb cache push` made its folder beside the cache folder and

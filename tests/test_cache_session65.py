@@ -72,6 +72,7 @@ def _end(process: subprocess.Popen[str]) -> None:
     assert process.wait(timeout=60) == 0
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_prune_max_age_5s_keeps_the_entry_another_live_process_hit_since_it_wrote(
         cache: Path, hitter: subprocess.Popen[str],
         capsys: pytest.CaptureFixture[str]) -> None:

@@ -37,6 +37,7 @@ def test_python_m_dagnb_is_the_command(tmp_path: Path) -> None:
     assert (done.returncode, done.stdout) == (0, f"{EXAMPLE}: 5 steps, valid\n"), done.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_run_example_prints_the_status_table_then_all_cached(tmp_path: Path) -> None:
     first = dagnb("run", str(EXAMPLE), "--executor", "local", cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -93,6 +94,7 @@ def test_a_notice_printed_during_the_bar_starts_a_line_of_its_own(tmp_path: Path
     assert "] 1/1" in after, repr(shown)  # the bar, drawn again after the notice
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_retry_line_says_which_attempt_of_how_many_and_when(tmp_path: Path) -> None:
     (tmp_path / "wf.yml").write_text("steps:\n  flaky: {run: 'exit 5', retries: 1}\n")
     result = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
@@ -129,6 +131,7 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path: Path, text: str, message: st
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("count", [3, 25])
 def test_a_step_name_it_does_not_know_is_refused_naming_the_steps_it_has(tmp_path, count):
     """`dagnb run long.yml --target nope` and `dagnb logs long.yml nope` said "check the
@@ -152,6 +155,7 @@ def test_a_step_name_it_does_not_know_is_refused_naming_the_steps_it_has(tmp_pat
                                       f"you mean 'part_01'? ({close}"), typo.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_validate_and_graph(tmp_path: Path) -> None:
     valid = dagnb("validate", str(EXAMPLE), cwd=tmp_path)
     assert valid.returncode == 0 and "5 steps, valid" in valid.stdout
@@ -160,6 +164,7 @@ def test_validate_and_graph(tmp_path: Path) -> None:
     assert listing[-1] == "report  <- total, largest, histogram"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_targets_and_tags_select_upstream(tmp_path: Path) -> None:
     pipeline = REPO / "workflows" / "example_pipeline.yml"
     result = dagnb("run", str(pipeline), "--tag", "etl", "--executor", "local", cwd=tmp_path)
@@ -397,6 +402,7 @@ def _rows(stdout: str) -> dict[str, str]:
             and row[0] in names}
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_only_failed_runs_the_failed_step_with_the_params_the_last_run_was_given(
     tmp_path: Path,
 ) -> None:
@@ -419,6 +425,7 @@ def test_only_failed_runs_the_failed_step_with_the_params_the_last_run_was_given
     assert "nothing to re-run" in done.stdout
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_param_given_with_only_failed_wins_and_runs_what_no_run_with_it_finished(
     tmp_path: Path,
 ) -> None:
@@ -448,6 +455,7 @@ def test_a_param_given_with_only_failed_wins_and_runs_what_no_run_with_it_finish
         "a step runs unless a run with these params finished it\n")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_only_failed_given_the_files_own_value_retries_a_run_given_no_params(
     tmp_path: Path,
 ) -> None:
@@ -528,6 +536,7 @@ steps:
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_step_served_from_the_cache_needs_no_secret_and_one_that_runs_does(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A re-run in a new shell where the token is not exported, or a CI build that has
@@ -558,6 +567,7 @@ def _states(stdout: str) -> dict[str, str]:
             if row[:1] in (["fetch"], ["report"])}
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_secret_written_in_pieces_never_shows_in_the_runs_output(tmp_path: Path) -> None:
     """``dagnb run`` prints progress lines, not the steps' output; a Python step's thread
     prints to its stdout, masked on the way, and a secret it wrote in pieces (a flush and
@@ -599,6 +609,7 @@ def test_a_workflow_of_no_steps_says_so_in_its_summary(
     assert re.fullmatch(r"run \S+ \(empty\): no steps", last), last  # (it ended in ": ")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_only_failed_reads_the_last_run_of_that_file_not_of_its_name(tmp_path: Path) -> None:
     steps = "steps:\n  a: {{run: '{}'}}\n  b: {{run: 'echo b', needs: [a]}}\n"
     (tmp_path / "q3.yml").write_text("name: etl\n" + steps.format("test -f fixed"))
@@ -945,6 +956,7 @@ def test_cache_stats_lays_its_table_out_as_pandas_does(names):
     assert stats_table(rows) == expected
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_cache_clear_older_than_removes_the_older_entries_only(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "w.yml").write_text(TWO_STEPS)
@@ -1014,6 +1026,7 @@ def test_cache_clear_and_prune_bad_values_are_one_line_and_lose_nothing(
     assert _on_disk(cache) == ["load", "report"]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_cache_prune_reads_the_sizes_cache_stats_prints(tmp_path: Path) -> None:
     """`dagnb cache stats` printed 73B and 2.9K; `prune --max-size 73B` and `1GB` were
     refused, though _size's docstring said --max-size reads what it prints."""
@@ -1057,6 +1070,7 @@ def test_cache_commands_touch_no_folder_that_is_not_a_cache(tmp_path, command, g
     assert (tmp_path / "src" / "x.py").read_text() == "x = 1\n"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_cache_push_suggests_the_file_url_of_a_folder_and_refuses_a_memory_store(tmp_path):
     """`dagnb cache push /tmp/store` suggested only s3://... though file:///tmp/store
     works; `dagnb cache push memory://x` said "1 entry copied", exit 0, into memory gone
@@ -1231,6 +1245,7 @@ PIPED = ("steps:\n  quick: {run: echo quick}\n  quick2: {run: echo quick2}\n"
          "  after: {needs: [slow], run: 'cat $DAGNB_IN/slow/s.txt'}\n")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_run_piped_into_head_runs_every_step_and_records_them(tmp_path):
     """The reader leaves after one line: printing stops, quietly; the run does not."""
     (tmp_path / "w.yml").write_text(PIPED)
@@ -1244,6 +1259,7 @@ def test_a_run_piped_into_head_runs_every_step_and_records_them(tmp_path):
     assert again.returncode == 0 and "nothing to re-run" in again.stdout
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 def test_a_run_whose_stdout_is_full_says_so_in_one_line_and_still_runs(tmp_path):
     (tmp_path / "w.yml").write_text(PIPED)
@@ -1292,6 +1308,7 @@ def test_a_project_folder_is_refused_as_a_cache_and_its_files_stay(tmp_path, com
     assert notes.read_text() == "my notes\n"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("folder", ["new", "empty"])
 def test_a_new_or_empty_cache_folder_becomes_a_cache_run_and_verify_accept(tmp_path, folder):
     (tmp_path / "empty").mkdir()
@@ -1354,6 +1371,7 @@ def test_a_password_holding_a_slash_is_refused_and_never_shown(tmp_path):
     assert "wJalr" not in done.stderr + done.stdout and "K7MDENG" not in done.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
 @pytest.mark.parametrize("command", [["graph", "w.yml"], ["config", "show"]])
 def test_any_command_whose_stdout_is_full_or_closed_ends_in_one_line(tmp_path, command):
@@ -1487,6 +1505,7 @@ def test_a_param_for_a_workflow_of_no_params_says_where_to_declare_it(tmp_path: 
     assert not (tmp_path / ".dagnb_cache").exists() and not (tmp_path / "ran").exists()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_validate_checks_a_workflow_with_the_params_given(tmp_path: Path) -> None:
     (tmp_path / "wf.yml").write_text(_PARAM_WORKFLOW)
     valid = dagnb("validate", "wf.yml", "-p", "rows=7", cwd=tmp_path)
@@ -1501,6 +1520,7 @@ def test_validate_checks_a_workflow_with_the_params_given(tmp_path: Path) -> Non
         "its parameters cell when it runs: dagnb run NOTEBOOK --param ...\n"))
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_workflow_param_holding_a_secret_is_refused_and_shown_masked(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DEMO_TOKEN", "tok-9876543210")
@@ -1809,6 +1829,7 @@ def test_a_list_or_map_the_file_gives_as_text_items_keeps_them_as_typed(
     assert (out.splitlines()[-1], err) == (f"params given: {name}={read} for s", "")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_history_lists_the_recorded_runs_of_every_workflow_or_of_one(
         tmp_path: Path) -> None:
     """Outside a notebook, the runs were only in .runs/records.jsonl: no command listed

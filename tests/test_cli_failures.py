@@ -76,6 +76,7 @@ def test_a_failed_step_shows_the_last_lines_of_its_log_under_its_failure(failed,
     assert failed.stdout.splitlines()[-1].endswith("3 failed, 1 succeeded")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_the_footer_names_the_log_file_and_the_command_that_shows_it(failed, tmp_path):
     footer = re.fullmatch(r"── full log: (\S+) \((.+)\) ──", block(failed.stdout, "dbt")[-1])
     assert footer is not None
@@ -143,6 +144,7 @@ def test_a_step_that_printed_nothing_says_so_in_its_failure_line(tmp_path):
     assert logs.stderr.startswith("dagnb: step 'argv' (failed) printed nothing in run ")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_reads_a_stream_and_a_tail_and_refuses_an_unknown_step(failed, tmp_path):
     last = dagnb("logs", "wf.yml", "multi", "--stream", "stderr", "--tail", "1", cwd=tmp_path)
     assert (last.returncode, last.stdout) == (0, "cleanup: removing temp files\n")
@@ -152,6 +154,7 @@ def test_dagnb_logs_reads_a_stream_and_a_tail_and_refuses_an_unknown_step(failed
     assert typo.returncode == 2 and "did you mean 'multi'?" in typo.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_prints_a_stored_step_s_lines_from_its_entry(failed, tmp_path):
     done = dagnb("logs", "wf.yml", "fine", cwd=tmp_path)
     assert (done.returncode, done.stdout) == (0, "fine-output\n")
@@ -171,6 +174,7 @@ steps:
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_prints_a_cached_step_s_lines_from_its_cache_entry(tmp_path):
     """A fully cached re-run is the common last run: its steps' lines are their entries',
     those of the run that stored them, masked as they were stored."""
@@ -195,6 +199,7 @@ def test_dagnb_logs_prints_a_cached_step_s_lines_from_its_cache_entry(tmp_path):
                      quiet.stderr)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_of_a_cached_step_whose_entry_is_gone_says_to_run_again(tmp_path):
     (tmp_path / "wf.yml").write_text(CACHED)
     for _ in range(2):
@@ -207,6 +212,7 @@ def test_dagnb_logs_of_a_cached_step_whose_entry_is_gone_says_to_run_again(tmp_p
     assert done.stderr.endswith("run the workflow again (dagnb run wf.yml) to see its lines\n")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_reads_the_newest_run_that_had_the_step(failed, tmp_path):
     """As its help says: a later --target run that left the step out is not "the last
     run" dagnb logs reads; the run before it, which had the step, is."""
@@ -224,6 +230,7 @@ def _run_ids(tmp_path: Path) -> list[str]:
     return [json.loads(line)["run"] for line in records.splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_of_a_skipped_step_says_why_and_where_it_last_ran(tmp_path):
     """It said "step 'report' (skipped) printed nothing in run X" and exited 0."""
     workflow = tmp_path / "wf.yml"
@@ -245,6 +252,7 @@ def test_dagnb_logs_of_a_skipped_step_says_why_and_where_it_last_ran(tmp_path):
     assert unknown.returncode == 2 and unknown.stderr.startswith("dagnb: error: --run 'nope'")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_reads_a_step_renamed_since_or_a_file_mid_edit_from_the_records(tmp_path):
     """After `extract` was renamed in the file, or while the file had a YAML error,
     `dagnb logs wf.yml extract` failed ("no step named", the YAML error), though the
@@ -282,6 +290,7 @@ def test_dagnb_logs_before_any_run_says_to_run_first(tmp_path):
     assert done.returncode == 2 and "run it first (dagnb run wf.yml)" in done.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_names_a_cache_dir_that_is_not_there_and_the_option_when_none_is_given(
         tmp_path):
     """`--cache-dir nonexist` said "no run ... recorded in '.../nonexist'; run it first";
@@ -426,6 +435,7 @@ steps:
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_tail_spanning_retries_says_which_attempt_each_line_came_from(tmp_path):
     (tmp_path / "wf.yml").write_text(RETRIED)
     done = dagnb("run", "wf.yml", "--executor", "local", cwd=tmp_path)
@@ -450,6 +460,7 @@ steps:
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_of_a_step_that_succeeded_on_a_retry_shows_every_attempt(tmp_path):
     """The failed attempts' lines are in the run's folder, those of the attempt that
     succeeded in its cache entry: both are shown (the last attempt's were left out)."""
@@ -474,6 +485,7 @@ def test_dagnb_logs_of_a_step_that_succeeded_on_a_retry_shows_every_attempt(tmp_
     assert "entry is no longer in" in gone.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_prints_a_step_that_succeeded_unstored_without_the_cache_note(tmp_path):
     (tmp_path / "wf.yml").write_text(FAILING)
     dagnb("run", "wf.yml", "--executor", "local", "--no-cache", cwd=tmp_path)

@@ -110,6 +110,7 @@ def _state(stdout: str, step: str) -> str:
     return next(line.split()[1] for line in stdout.splitlines() if line.split()[:1] == [step])
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_the_command_the_stale_read_warning_names_runs_the_step_again(folder: Path) -> None:
     (folder / "data").mkdir()
     (folder / "data" / "a.csv").write_text("a\nb\n")

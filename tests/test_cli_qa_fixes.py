@@ -50,6 +50,7 @@ def test_a_termination_signal_ignored_at_start_stays_ignored() -> None:
             signal.signal(number, handler)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_nohup_run_goes_on_through_a_sighup(tmp_path: Path) -> None:
     marker = "sleep 1.7351"
     (tmp_path / "w.yml").write_text(f"steps:\n  slow: {{run: '{marker}; echo done'}}\n")
@@ -177,6 +178,7 @@ def test_the_bar_reads_the_width_as_shutil_does(monkeypatch) -> None:
 # -- 6, 7. dagnb history ---------------------------------------------------------------
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_history_of_every_run_masks_secrets_without_importing_python_steps(tmp_path):
     """To learn the secrets to mask, dagnb history loaded each run's workflow file,
     importing its python: steps' modules (a model loaded at import: seconds, per file)."""

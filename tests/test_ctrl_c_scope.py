@@ -61,6 +61,7 @@ def interrupted(tmp_path_factory: pytest.TempPathFactory) -> SimpleNamespace:
     return SimpleNamespace(out=out, err=err, returncode=child.returncode)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_ctrl_c_past_the_grace_leaves_another_runs_step_running(interrupted) -> None:
     """It SIGKILLed every run's steps: the background run's failed with exit code -9."""
     assert interrupted.returncode == 0, interrupted.err

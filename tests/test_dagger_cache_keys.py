@@ -28,6 +28,7 @@ def ran(run: dagnb.Run) -> tuple[str, bool, list[str]]:
     return row["executor"], bool(row["cached"]), run.logs()["line"].tolist()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_host_result_is_not_served_to_a_container_run(stub, tmp_path):
     graph, cache = where_graph(), tmp_path / "cache"
     assert ran(graph.run(executor="local", cache_directory=cache)) == ("local", False, ["host"])
@@ -81,6 +82,7 @@ def test_only_a_container_run_adds_to_the_key(tmp_path):
     assert set(boxed.components) - set(host.components) == {"runs_in"}
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_an_executors_own_default_image_is_in_the_key_of_an_image_less_step(stub, tmp_path):
     """A step with no image runs in the executor's default image: one made with
     python:3.11-slim, then python:3.13-slim, served the 3.11 result to the 3.13 run."""

@@ -74,6 +74,7 @@ def example_runs(dagger_stub: StubServer, tmp_path_factory) -> SimpleNamespace:
     return SimpleNamespace(local=local, dagger=remote, texts=texts)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagger_run_matches_the_local_run(example_runs):
     local, remote = example_runs.local, example_runs.dagger
     assert remote.ok, remote.status()
@@ -301,6 +302,7 @@ def test_a_step_timeout_stops_the_exec(stub):
     assert stub.engine.exec_log[-1].get("cancelled")  # the exec was killed, not left running
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_eight_independent_steps_are_in_flight_at_once(stub, tmp_path):
     barrier = tmp_path / "barrier"
     barrier.mkdir()

@@ -612,6 +612,7 @@ def _wait_until(condition, seconds: float = 3.0) -> bool:
     return condition()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("how", ["timeout", "cancel"])
 def test_a_timeout_or_cancel_stops_the_exec_at_once(stub, make_task, how):
     executor = DaggerExecutor()
@@ -643,6 +644,7 @@ def test_a_timeout_or_cancel_stops_the_exec_at_once(stub, make_task, how):
 # -- concurrency ----------------------------------------------------------------------
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_independent_steps_run_at_once(stub, make_task, tmp_path):
     executor = DaggerExecutor()
     barrier = tmp_path / "barrier"
@@ -741,6 +743,7 @@ def boom():
     raise ValueError("bad input")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_python_steps_run_and_pass_results(stub, make_task):
     executor = DaggerExecutor()
     up_task = make_task(Step("up", func=make_dict))
@@ -907,6 +910,7 @@ def test_missing_sdk_names_the_extra(monkeypatch):
         connection.require_sdk()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplog):
     # The connection the steps are to reuse is opened here, on dagnb's loop, not left
     # by an earlier test; its opening is not counted: the SDK's own queries on
@@ -934,6 +938,7 @@ def test_one_connection_reused_and_loop_change_reconnects(stub, make_task, caplo
     run(executor, make_task(Step("d", run="true")))  # and back on dagnb's loop
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_lost_session_is_reopened_once_and_its_objects_dropped(stub, make_task, caplog):
     from dagnb.executors.dagger import services
 
@@ -965,6 +970,7 @@ def test_a_lost_session_is_reopened_once_and_its_objects_dropped(stub, make_task
         services._forget_all()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_passing_connection_failure_keeps_the_session(stub, make_task):
     executor = DaggerExecutor()
     run(executor, make_task(Step("a", run="true")))
@@ -1462,6 +1468,7 @@ def test_python_step_reads_globals_that_are_not_literals(stub, make_task):
         Step("attr", func=reads_an_attribute_named_as_a_global))).result == 2
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_set_global_is_written_the_same_in_every_process(tmp_path):
     # Its order follows string hashing, which changes per process; the module's text
     # keys the engine's exec cache, which every new kernel would miss.
@@ -1516,6 +1523,7 @@ def rejects_its_input():
         raise ValueError(f"rejected {handle.read()}")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_short_secret_masks_what_the_step_or_engine_said_not_dagnbs_words(
         stub, tmp_path, monkeypatch):
     """A secret ``1`` turned ``exit code 1`` into ``exit code ***`` and a step ``fetch1``

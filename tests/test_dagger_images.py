@@ -157,6 +157,7 @@ def test_pin_images_runs_and_keys_the_digest_and_a_moved_tag_reruns(stub, workdi
     assert new[7:19] in rerun.status().loc[0, "image"]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.usefixtures("pinning")
 def test_refresh_sees_a_moved_tag_though_the_kernels_session_does_not(stub):
     """The engine resolves a tag once per session: a refresh opens a session of its own."""
@@ -202,6 +203,7 @@ def test_dagger_images_magic_lists_and_refreshes(stub, shell):
         shell.run_line_magic("dagger", "images pull")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_images_refresh_on_the_command_line(stub, workdir):
     ImagePins(workdir / ".dagnb_cache").add(IMAGE, None, f"docker.io/library/{IMAGE}@sha256:"
                                             + "0" * 64)
@@ -248,6 +250,7 @@ def test_an_image_that_cannot_be_pinned_fails_its_step_as_its_exec_would(stub):
                                             f"step 'hello': Dagger engine error: {PULL_DENIED}")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.usefixtures("pinning")
 def test_a_session_lost_before_pinning_is_reopened(stub):
     run_sync(connection.client())
@@ -258,6 +261,7 @@ def test_a_session_lost_before_pinning_is_reopened(stub):
     assert connection.session_number() == session + 1
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_pinning_errors_are_sorted_and_masked_as_a_steps(stub, monkeypatch):
     monkeypatch.setenv("REG_TOKEN", "reg-S3cret-token")
     executor = DaggerExecutor(registry_auth={"address": "ghcr.io", "username": "me",

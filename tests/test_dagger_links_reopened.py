@@ -38,6 +38,7 @@ def _run(executor: DaggerExecutor, task):
     return run_sync(executor.execute(task))
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_reopened_session_gives_the_downstream_step_the_links_as_the_step_made_them(
         stub, make_task):
     """Before: the retry in the new session uploaded the upstream's folder here, so
@@ -75,6 +76,7 @@ def _dangling_link_graph(tmp_path: Path, target: str) -> Graph:
 # The digest is dagnb/fingerprint/paths.py's (_feed_directory), which this fix could not
 # edit: the one-line change is in /tmp/dangling_link_digest.patch. Strict: once it is
 # made, this test passes, and the marker must go.
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_dangling_link_pointed_elsewhere_re_runs_its_downstream_step(stub, tmp_path):
     """Before: only the link's name was counted in "mk"'s output digest, so "use" was a
     hit and kept reading ``v1``."""

@@ -40,6 +40,7 @@ def new_session() -> None:
 # -- a step stopped before its command ended ------------------------------------------
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_timed_out_step_says_the_engine_returned_none_of_its_output(stub):
     """Before: "...ran past its timeout of 1 s and was stopped; it printed nothing",
     although it printed 'started': the engine hands output over only at the end."""
@@ -57,6 +58,7 @@ def test_a_timed_out_step_says_the_engine_returned_none_of_its_output(stub):
         "the view of the `dagger run` it ran under (or its Dagger Cloud trace)")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_stopped_step_points_to_the_run_s_engine_log(stub, make_task, monkeypatch):
     """A session the SDK started with the dagger CLI writes its progress, the step's
     lines among them, to the run's engine.log: the step's log names that file."""

@@ -214,6 +214,7 @@ def test_a_helper_holding_a_step_s_secret_is_not_sent_to_the_container(
     assert not stub.texts("withExec")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_notebook_cell_in_a_container_uses_a_module_beside_the_notebook(stub, tmp_path):
     (tmp_path / "helpers.py").write_text(HELPERS.format(factor=5))
     stub.engine.hidden.append(tmp_path)

@@ -140,6 +140,7 @@ def reads_through_the_function_global():
     return current().step
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_current_as_a_global_of_the_step_s_module(stub, tmp_path):
     graph = Graph("g", [Step("mod", func=reads_through_the_module_global, params={"n": 4}),
                         Step("fn", func=reads_through_the_function_global)],

@@ -37,6 +37,7 @@ def alive(pid: int) -> bool:
         return False
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @LINUX
 def test_the_processes_a_dask_step_started_die_with_its_killed_worker(cluster, on_dask):
     pids = on_dask / "pids.txt"
@@ -98,6 +99,7 @@ def test_ctrl_c_of_dagnb_run_with_a_dask_step_running_prints_no_traceback(
     assert "Traceback" not in err and "tornado" not in err, err
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_secret_s_start_on_a_line_cut_off_at_the_end_is_masked(cluster, on_dask,
                                                                  monkeypatch):
     monkeypatch.setenv("API_TOKEN", TOKEN)

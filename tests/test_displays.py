@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 import dagnb
 import dagnb.runtime.displays as displays
 import dagnb.testing
@@ -262,6 +264,7 @@ def test_a_display_its_maker_publishes_has_its_text_masked_too(workdir, monkeypa
     assert run.result("shown") == [True, ({"text/html": "<b>***</b>"}, {})]  # (past 1)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_an_attempt_that_did_not_stop_keeps_its_own_displays_and_updates(shell, workdir):
     """Attempt 1 ignores its timeout's cancel and displays, then updates, after attempt 2
     displayed: its update reaches the run's events as its own (it lost its record, and

@@ -41,6 +41,7 @@ def _graph() -> dagnb.Graph:
     ])
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_steps_duration_leaves_out_its_upload_to_the_store(
         tmp_path: Path, slow_line: list[str]) -> None:
     url = (tmp_path / "store").as_uri()

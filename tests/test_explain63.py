@@ -6,9 +6,12 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
 from dagnb.cache.explain import _variable_sentence
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_workflow_never_run_has_no_entry_though_another_shares_its_step_name(tmp_path):
     """`two.yml` never ran: it was told its params changed from `one.yml`'s."""
     (tmp_path / "one.yml").write_text("name: one\nsteps:\n  train:\n    params: {n: 1}\n"

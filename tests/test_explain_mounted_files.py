@@ -55,6 +55,7 @@ def _explain(graph: dagnb.Graph, cache: Path) -> list[str]:
     return graph.explain("count", cache_directory=cache, executor="local")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_explain_and_plan_name_the_files_that_changed(project: Path) -> None:
     assert _dagnb("run", "wf.yml", cwd=project).returncode == 0
     with (project / "data" / "b.txt").open("a") as file:

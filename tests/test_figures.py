@@ -263,6 +263,7 @@ print(json.dumps({"loaded": loaded, "shown": shown}))
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_step_that_plots_nothing_loads_no_matplotlib_and_one_importing_it_is_scoped(
         tmp_path):
     """A fresh process, dagnb loaded in IPython's shell: a step that makes no figure

@@ -83,6 +83,7 @@ print(hits)
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_joblib_loky_workers_hit_what_the_parent_stored(tmp_path: Path) -> None:
     done = _run(_PARALLEL, tmp_path)
     assert done.stdout.splitlines()[-1] == "[True, True, True, True]"

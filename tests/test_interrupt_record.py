@@ -12,6 +12,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 import dagnb
 from dagnb.runtime import history
 from dagnb.runtime.events import EventLog
@@ -33,6 +35,7 @@ def records(workdir: Path) -> list[dict]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_ctrl_c_past_the_grace_of_a_python_step_in_a_c_call_records_the_run_cancelled(
         workdir: Path) -> None:
     """The record was written only by the run's task, which the step held: no record,

@@ -35,6 +35,7 @@ def _run(*steps: Step) -> object:
     return Graph("g", list(steps)).run(executor="local")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("output", ["", " > /dev/null 2>&1"],
                          ids=["holding the pipes", "output redirected"])
 def test_a_writer_left_running_fails_its_step_rather_than_pass_on_a_cut_file(
@@ -55,6 +56,7 @@ def test_a_server_left_running_that_wrote_no_output_is_stored(output: str) -> No
     assert _run(serve).states() == {"serve": "cached"}  # type: ignore[attr-defined]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_daemon_that_escaped_holding_the_output_does_not_keep_its_step_running(
         workdir: Path) -> None:
     file = workdir / "pid"

@@ -119,6 +119,7 @@ def _assert_one_version(out: str, report: dict[str, Any]) -> None:
     assert lines["up"][1] == "cached" and lines["down"][1] == "succeeded", out
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_refresh_in_another_process_leaves_a_live_runs_input_whole(project: Any) -> None:
     workflow, cache, marks = project()
     cwd = workflow.parent
@@ -142,6 +143,7 @@ def test_a_refresh_in_another_process_leaves_a_live_runs_input_whole(project: An
     assert not list((cache / ".scratch").glob(".tmp-*")), "the unstored folder was left"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_an_expired_input_of_a_live_run_is_not_removed_nor_replaced(project: Any) -> None:
     workflow, cache, marks = project(ttl="4s")
     cwd = workflow.parent

@@ -48,6 +48,7 @@ def _saved_nodes(steps: int) -> yaml.MappingNode:
 
 
 # -- 1. aliases count what they add; a big file holds no alias -------------------------------
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_big_saved_workflow_without_aliases_passes_the_alias_check():
     """rt_15000.yml, 15,000 shell steps dagnb saved itself, was refused: `YAML aliases
     expand to more than 200000 values`, though it holds no alias (every value counted)."""

@@ -128,6 +128,7 @@ def test_sixty_megabytes_of_output_cost_little_memory_live_and_replayed(tmp_path
     assert live[1] < 60 and replayed[1] < 60, (live, replayed)  # was 6.7x the output
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_hundred_megabyte_line_takes_linear_time():
     from dagnb.executors.capture import capturing
 

@@ -100,6 +100,7 @@ def test_logs_of_a_step_skipped_in_a_read_only_run_says_it_was_skipped_and_why(
 
 
 # -- dagnb history with a long param -----------------------------------------------------
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_history_cuts_a_long_param_as_dagnb_run_does_and_run_shows_it_whole(flow, capsys):
     (flow / "wf.yml").write_text(WITH_IDS)
     cache = flow / "cache"

@@ -91,6 +91,7 @@ def _run_id(cache: Path) -> str:
     return folder.name
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_dagnb_logs_of_a_run_killed_by_sigkill_shows_what_its_step_printed(
         tmp_path: Path) -> None:
     """The file stayed empty for the whole run; then the killed run's lines: none, exit 0,

@@ -10,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from dagnb.runtime.history import RECORDS_NAME, RunFolder
 
 STAMPED = """\
@@ -65,17 +67,20 @@ def _assert_first_runs_lines_are_said_gone(tmp_path: Path, first: str, second: s
                                "those\n"), old.stderr
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_logs_of_a_run_whose_entry_a_refresh_stored_again_says_its_lines_are_gone(tmp_path):
     first, second = _two_runs_storing_the_step(tmp_path, STAMPED, "--refresh")
     _assert_first_runs_lines_are_said_gone(tmp_path, first, second)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_logs_of_a_run_whose_entry_expired_and_was_stored_again_says_its_lines_are_gone(
         tmp_path):
     first, second = _two_runs_storing_the_step(tmp_path, EXPIRING)
     _assert_first_runs_lines_are_said_gone(tmp_path, first, second)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_logs_of_a_run_served_the_entry_still_shows_the_lines_of_the_run_that_stored_it(
         tmp_path):
     (tmp_path / "wf.yml").write_text(STAMPED)
@@ -87,6 +92,7 @@ def test_logs_of_a_run_served_the_entry_still_shows_the_lines_of_the_run_that_st
     assert shown[0].stdout == shown[1].stdout and shown[0].stdout.startswith("printed at ")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_record_written_before_runs_noted_the_entry_version_reads_as_before(tmp_path):
     first, second = _two_runs_storing_the_step(tmp_path, STAMPED, "--refresh")
     cache = tmp_path / ".dagnb_cache"

@@ -470,6 +470,7 @@ def test_save_exports_python_steps_and_the_cli_runs_them_all_cached(shell, tmp_p
     assert reloaded.run(cache=False).result("scaled") == 48  # and the code runs alone
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_saved_step_that_calls_display_runs_outside_the_notebook_too(shell, tmp_path):
     """``display()`` is a builtin in a notebook only: the saved module imports it, so the
     step runs from the command too (a NameError once it ran, not cached), under the

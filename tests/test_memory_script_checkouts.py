@@ -31,6 +31,7 @@ def test_two_checkouts_of_a_project_share_a_script_s_entries(tmp_path, top):
     assert name.startswith("__main__-train-")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_two_scripts_of_one_name_in_one_project_stay_apart(tmp_path):
     first, second = _scripts(tmp_path, "proj/a/train.py", "proj/b/train.py")
     (tmp_path / "proj" / ".git").mkdir()

@@ -12,6 +12,7 @@ import types
 from pathlib import Path
 
 import cloudpickle
+import pytest
 
 from dagnb.cache.memory import Memory
 
@@ -66,6 +67,7 @@ def _runs(script: Path) -> int:
     return len(runs.read_text().splitlines()) if runs.exists() else 0
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_clearing_one_script_s_function_keeps_another_script_s_function_of_that_name(
         tmp_path):
     train, report = _scripts(tmp_path, "a/train.py", "b/report.py")
@@ -84,6 +86,7 @@ def test_clearing_one_script_s_function_keeps_another_script_s_function_of_that_
     assert report_name.startswith("__main__-report-")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_shelved_result_s_clear_keeps_the_same_code_of_a_same_named_script_elsewhere(
         tmp_path):
     # the same file name and the same code (so the same key) in two folders
@@ -161,6 +164,7 @@ def test_code_run_by_exec_in_a_script_keeps_the_main_module_s_name(tmp_path):
     assert Memory(tmp_path / "cache").cache(load).store_name == "__main__.load"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_joblib_parallel_workers_hit_what_the_script_stored(tmp_path):
     """loky's workers get the cached function by cloudpickle, which sends the script's
     code without its file: they use the script's name, and hit its entries."""

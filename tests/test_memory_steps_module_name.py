@@ -70,6 +70,7 @@ def test_a_steps_modules_name_is_its_file_stem_under_dagnb_steps() -> None:
         assert _step_name(cube) == stored
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_two_checkouts_share_them_on_a_store_url(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, url: str) -> None:
     """The QA's case: ``Memory("s3://...")`` (moto's server), each checkout with its own

@@ -21,6 +21,7 @@ PROGRAM = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_loading_the_notebook_libraries_skips_jsonschemas_grammars() -> None:
     pytest.importorskip("rfc3987_syntax")
     done = subprocess.run([sys.executable, "-c", PROGRAM], capture_output=True, text=True,

@@ -128,6 +128,7 @@ def test_run_refuses_a_need_only_a_later_cell_defines(capsys):
     assert not Path("ran").exists()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_run_leaves_needs_of_steps_a_loaded_workflow_makes_to_the_cells():
     """`%dagger load wf.yml` makes steps no %%dagger cell defines: a cell needing one ran
     before these checks, and must still (its needs are checked as its cell runs)."""

@@ -97,6 +97,7 @@ def test_what_a_successful_step_started_dies_with_it(kind: str, workdir: Path) -
     assert wait_until(lambda: gone(pid), timeout=3), left_behind(pid)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("kind", ["setsid", "daemon"])
 def test_a_step_timeout_kills_what_left_the_group(kind: str, workdir: Path) -> None:
     file = workdir / "pid"
@@ -107,6 +108,7 @@ def test_a_step_timeout_kills_what_left_the_group(kind: str, workdir: Path) -> N
     assert wait_until(lambda: gone(pid), timeout=3), left_behind(pid)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_the_run_timeout_kills_what_left_the_group(workdir: Path) -> None:
     file = workdir / "pid"
     graph = Graph("g", [Step("s", run=escaping("setsid", file) + "sleep 300\n")])

@@ -137,6 +137,7 @@ def test_a_graph_plan_and_fail_on_miss_say_the_same_of_an_uncached_upstream(work
     assert graph.run(executor="local").states() == {"make": "succeeded", "total": "cached"}
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_session_step_is_planned_to_run_in_each_dagnb_run_and_does(options, tmp_path):
     """Each dagnb run is a process, whose session store starts empty: plan said "no
     entry yet" of a step that ran twice, as if the cache had lost it."""

@@ -82,6 +82,7 @@ def _wait_for(path: Path, running: subprocess.Popen[str]) -> None:
         time.sleep(0.05)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_pull_keeps_an_entry_a_running_step_reads_and_replaces_it_once_the_run_ends(
         url: str, tmp_path: Path) -> None:
     marks = tmp_path / "marks"
@@ -144,6 +145,7 @@ def _served(tier: Path, url: str, step: str = "load") -> bytes:
     return (entry.out_dir / "v.txt").read_bytes()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_pull_compares_a_kept_entry_again_after_newer_ones(
         url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """The next pull reads again only the manifests written since the last one's newest:
@@ -168,6 +170,7 @@ def test_a_pull_compares_a_kept_entry_again_after_newer_ones(
     assert _served(bob, url) == b"tuesday"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_pull_leaves_an_expired_entry_a_live_run_uses(
         url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A pull removes an expired local entry and downloads the store's copy: not one a
@@ -214,6 +217,7 @@ def test_a_lookups_download_leaves_a_folder_a_live_run_took_up_meanwhile(
         assert (bob / "load" / "k" / "out" / "v.txt").read_bytes() == b"monday"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_refresh_on_a_store_url_keeps_the_entry_a_live_run_reads(
         url: str, tmp_path: Path) -> None:
     """A refresh (a rebuild) on a store URL replaced the tier's folder a running step was

@@ -148,6 +148,7 @@ def test_a_pull_replaces_an_older_small_copy_with_a_record(
     assert [e.result() for e in Store(copy).iter_entries("load")] == ["tuesday"]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_store_urls_lookup_keeps_a_small_download_as_a_record_of_its_tier(
         tmp_path: Path, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:

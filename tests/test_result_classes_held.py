@@ -168,6 +168,7 @@ DEEP_SOURCE = "".join(
     + ["class Deep:\n    def value(self):\n        return deep2999()\n"])
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_user_class_that_cannot_be_fingerprinted_counts_as_new_each_time_said_once(
         tmp_path, monkeypatch):
     """Its code cannot be told unchanged: the steps reading a result holding it run again

@@ -12,6 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from seeded_flows import run_seeded
 
 from dagnb import Step
@@ -54,6 +55,7 @@ FLOW = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_large_dict_result_run_again_in_another_process_leaves_its_dependents_cached(
         tmp_path):
     first = run_seeded(tmp_path, FLOW, "1", "same")

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 from seeded_flows import run_seeded
 
 from dagnb import Step
@@ -70,6 +71,7 @@ FLOW = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_upstream_steps_rerun_with_the_same_sets_in_another_process_leave_their_downstream_cached(
         tmp_path):
     first = run_seeded(tmp_path, FLOW, "1", "first")

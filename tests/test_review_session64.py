@@ -111,6 +111,7 @@ CLASS_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_clearing_one_script_s_cached_class_keeps_another_script_s_class_of_that_name(
         tmp_path: Path) -> None:
     names = {}

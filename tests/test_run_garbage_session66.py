@@ -34,6 +34,7 @@ def small_graph() -> Graph:
     ])
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("refresh", [False, True], ids=["cached", "steps-run-again"])
 def test_runs_back_to_back_are_freed_by_reference_counting(
         tmp_path: Path, collector_off: None, refresh: bool) -> None:
@@ -90,6 +91,7 @@ def tied_knots() -> list[Knot]:
     return [Knot() for _ in range(KNOTS)]
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_cyclic_garbage_of_runs_back_to_back_is_collected(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """Runs that leave cyclic garbage among the oldest objects, back to back: Python's

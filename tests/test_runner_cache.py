@@ -627,6 +627,7 @@ def test_a_file_a_bang_takes_back_counts_in_the_key(workdir):
     assert run() == {"use": "succeeded"}
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_plan_says_an_entry_past_its_ttl_will_run(workdir):
     import time
 
@@ -703,6 +704,7 @@ print(sorted(run.states().values()), [run.result(f"s{i}") for i in range(3)])
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_two_processes_running_the_same_python_steps_run_each_once(workdir: Path) -> None:
     """A step's key lock, taken at once when free, makes the other run wait for it and
     then hit: each step ran in one process only, and both runs have its result."""

@@ -220,6 +220,7 @@ def _no_process_matches(marker: str, within: float = 1.0) -> bool:
     return wait_until(gone, timeout=within, interval=0.05)
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_timeout_stops_the_step_and_its_children(sleeps):
     marker = f"100.{secrets.randbelow(10**6):06d}"  # unique: other runs may share this host
     started = time.monotonic()
@@ -234,6 +235,7 @@ def test_timeout_stops_the_step_and_its_children(sleeps):
     assert _no_process_matches(f"sleep {marker}")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_timeout_is_retried_only_with_retry_on_timeout(sleeps):
     marker = f"100.{secrets.randbelow(10**6):06d}"
     started = time.monotonic()
@@ -273,6 +275,7 @@ def writes_on_after_its_cancel(done: list[str]) -> Any:
     return step
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_retry_after_an_attempt_that_did_not_stop_gets_a_folder_of_its_own(sleeps, tmp_path):
     done: list[str] = []
     # (attempt 2 sleeps 0.3 s: a 0.5 s timeout cut it short too on a loaded machine)

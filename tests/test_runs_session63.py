@@ -100,6 +100,7 @@ _V1 = "steps:\n  first: {run: 'echo first'}\n  slow: {run: 'echo v1', needs: [fi
 _V2 = _V1.replace("'echo v1'", "'touch started; test -e fixed || sleep 60; echo slow done'")
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_run_killed_by_sigkill_is_read_as_killed_and_only_failed_runs_it_again(
         tmp_path: Path) -> None:
     """A SIGKILLed run left no record: --only-failed then read the run before it (all
@@ -285,6 +286,7 @@ steps:
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_prune_while_a_run_waits_for_another_runs_step_keeps_what_it_restored(
         workdir: Path) -> None:
     """Run B restored `up`, then waited for `mid`, which run A computed: B listed no use

@@ -7,6 +7,8 @@ import importlib.util
 import subprocess
 import sys
 
+import pytest
+
 import dagnb
 from dagnb import Graph, Step
 
@@ -67,6 +69,7 @@ dagnb.Graph("points", [dagnb.Step("points", func=points)]).to_yaml(sys.argv[1])
 """
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_workflow_saved_into_a_dotted_folder_caches_results_of_its_classes(tmp_path):
     """``w/v0.3/pipe.yml``'s module was imported under a dotted name: a result of a class
     the notebook defined (``__main__``'s, copied into the module) could not be pickled,

@@ -122,6 +122,7 @@ def test_two_starts_of_one_name_at_once_leave_one_service(stub):
     assert len(running) == 2  # the one service and its tunnel, nothing orphaned
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_lost_session_is_reopened_for_the_next_start(stub):
     services.start("db", "postgres:16", ports=[5432])
     stub.lose_session()  # the engine restarted: the old client's requests are dropped
@@ -132,6 +133,7 @@ def test_a_lost_session_is_reopened_for_the_next_start(stub):
     assert services.start("db", "postgres:16", ports=[5432]).state == "running"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_stop_after_a_lost_session_finds_the_service_gone_with_it(stub):
     services.start("db", "postgres:16", ports=[5432])
     stub.lose_session()
@@ -141,6 +143,7 @@ def test_a_stop_after_a_lost_session_finds_the_service_gone_with_it(stub):
     assert services.start("db", "postgres:16", ports=[5432]).state == "running"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_engine_errors_are_one_line_naming_the_service(stub):
     stub.fail("error", match="start", message="health check errored: tcp://db:5432 (pw-S3cret)")
     with pytest.raises(ExecutorError, match=re.escape(

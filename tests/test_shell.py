@@ -24,6 +24,7 @@ MIDDLE_FAILS = "echo one\npython3 -c 'import sys; sys.exit(4)'\necho three"
 PIPE_FAILS = "false | cat\necho after"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 @pytest.mark.parametrize("executor", ["local", "dagger"])
 @pytest.mark.parametrize("text", [MIDDLE_FAILS, PIPE_FAILS], ids=["middle", "pipe"])
 def test_a_failing_command_fails_the_step(stub, executor, text):

@@ -119,6 +119,7 @@ def test_a_module_saved_before_modules_named_their_workflow_is_replaced_as_then(
     assert computed(saved(workspace, workspace / "pipeline.yml", "10 * 6")) == 60
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_file_saved_beside_the_notebook_keeps_its_module_name_and_key(workspace):
     """The name (and so the reference in the YAML) is as before; the key is the step's."""
     func = notebook_function(workspace / "src", "10 * 2")

@@ -109,6 +109,7 @@ def _interrupted_at_upload(folder: Path, held: HeldParts) -> tuple[str, str, flo
     return out, err, took
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_an_upload_cut_by_ctrl_c_is_said_and_its_parts_aborted(
         url: str, tmp_path: Path, held_parts: HeldParts) -> None:
     _workflow(tmp_path, url)
@@ -123,6 +124,7 @@ def test_an_upload_cut_by_ctrl_c_is_said_and_its_parts_aborted(
     assert took < 10, f"Ctrl-C took {took:.1f} s to end the run"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_the_next_run_that_finds_it_in_the_tier_uploads_it(
         url: str, tmp_path: Path, held_parts: HeldParts) -> None:
     _workflow(tmp_path, url)
@@ -142,6 +144,7 @@ def test_the_next_run_that_finds_it_in_the_tier_uploads_it(
     assert not list((tmp_path / "tier" / ".unsent").glob("*/*"))
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_an_entry_saved_while_the_store_was_down_is_sent_by_the_next_run(
         url: str, tmp_path: Path, server: shared.S3Server) -> None:
     """The store's warning said the entry stayed local; the runs after it served it

@@ -56,6 +56,7 @@ def _two_runs(workdir: Path) -> tuple[int, str, str]:
             waiting + second.communicate(timeout=60)[0])
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_run_waiting_for_another_names_its_process_and_run(workdir: Path) -> None:
     pid, first, second = _two_runs(workdir)
     waiting = second.splitlines()[0]
@@ -63,6 +64,7 @@ def test_a_run_waiting_for_another_names_its_process_and_run(workdir: Path) -> N
                             f"run {_run_id(first)})"), waiting
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_failed_runs_footer_names_it_not_the_run_that_ran_the_step_after(
         workdir: Path) -> None:
     (workdir / "fail").touch()  # the first run's attempt fails; the second's succeeds

@@ -377,6 +377,7 @@ def _timed_run(with_widget: bool, comms) -> tuple[float, int, int, float]:
     return _run_seconds(run), renders, messages, wall
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_100000_line_step_renders_at_most_ten_times_a_second(comms, local, monkeypatch):
     """Throttling bounds what reaches the browser; the run-time overhead (target <= 10%)
     is measured side by side in benchmarks/bench_widgets.py, not asserted here."""
@@ -496,6 +497,7 @@ def test_cancel_stays_enabled_for_a_background_run(comms, local, monkeypatch):
     view.stop_following()
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_the_widget_says_which_attempt_comes_next_and_why(comms, local, tmp_path):
     from dagnb.testing import wait_until
 

@@ -260,6 +260,7 @@ def test_a_workflow_with_sibling_modules_loads_and_runs_again_in_one_process(
     assert again.states() == {"which": "cached"} and again.result("which") == "a"
 
 
+@pytest.mark.slow  # (over a second: CI's oldest-Python leg leaves it out)
 def test_a_steps_module_result_loads_in_a_moved_or_copied_project_sharing_the_cache(
         tmp_path: Path) -> None:
     """The key holds no path, so the copy (a moved folder, a teammate's checkout or CI
